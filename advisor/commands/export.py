@@ -1,9 +1,67 @@
-"""CLI commands of this area (registered by advisor.cli). Import heavy libraries inside command bodies."""
+"""`advisor export`: a stored configuration in the form another runtime takes (read-only, no torch)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from advisor.commands.recommend import STORAGE_HELP, build_query
+from advisor.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the app."""
+    """Add `export`."""
+
+    @app.command("export")
+    def export_cmd(
+        study: str | None = typer.Argument(None, help="Study name (or use --from-recommend)."),
+        trial: int | None = typer.Argument(None, help="Trial number of a point on the study's stored front."),
+        to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
+        output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
+        option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
+        storage: str = typer.Option("sqlite:///studies/advisor.db", "--storage", help=STORAGE_HELP),
+        from_recommend: bool = typer.Option(False, "--from-recommend", help="Export what `advisor recommend` picks."),
+        budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
+        gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),
+        min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="(--from-recommend) absolute floor."),
+        max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs full precision."),
+        prefer: str = typer.Option("transfer", "--prefer", help="(--from-recommend) transfer | latency | accuracy"),
+        model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter."),
+        task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles."),
+    ) -> None:
+        """Export a front point (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
+        from advisor.export.base import export_point, parse_options, resolve_target, write_atomic
+        from advisor.recommend import load_points, recommend
+
+        target = resolve_target(to)
+        parse_options(target, option)  # bad options fail before the database is read
+        if from_recommend:
+            if trial is not None:
+                raise UserError("give either STUDY TRIAL or --from-recommend, not both")
+            q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
+            rec = recommend(load_points(storage, study), q)
+            if rec.chosen is None:
+                raise UserError("nothing to export: " + "; ".join(rec.reasons))
+            point = rec.chosen.point
+        else:
+            if study is None or trial is None:
+                raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
+            points = load_points(storage, study)
+            match = [p for p in points if p.trial_number == trial]
+            if not match:
+                have = ", ".join(str(p.trial_number) for p in points[:20])
+                raise UserError(f"trial {trial} is not on the stored front of study {study!r}; front trials: {have}")
+            point = match[0]
+        result = export_point(point, target, option)
+        text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
+        if output is not None:
+            write_atomic(output, text)
+            typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
+        else:
+            typer.echo(text, nl=False)
+        for note in result.notes:
+            typer.echo(f"note: {note}", err=True)

@@ -1,9 +1,107 @@
-"""CLI commands of this area (registered by advisor.cli). Import heavy libraries inside command bodies."""
+"""`advisor recommend` (read-only, no torch) and `advisor profile` (measures the host link; imports torch inside)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from advisor.errors import UserError
+
+STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
+
+
+def build_query(
+    budget: str | None,
+    gpu: str | None,
+    min_accuracy: float | None,
+    max_accuracy_drop: float | None,
+    prefer: str,
+    model: str | None,
+    task: str | None,
+    study: str | None,
+    profiles_dir: Path | None,
+):
+    """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
+    from advisor.hardware import get_gpu, parse_budget
+    from advisor.recommend import Query
+
+    profile = get_gpu(gpu, profiles_dir) if gpu else None
+    return Query(
+        budget_bytes=parse_budget(budget) if budget is not None else None,
+        gpu=profile,
+        min_accuracy=min_accuracy,
+        max_accuracy_drop=max_accuracy_drop,
+        prefer=prefer,
+        model=model,
+        task=task,
+        study=study,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the app."""
+    """Add `recommend` and `profile`."""
+
+    @app.command("recommend")
+    def recommend_cmd(
+        storage: str = typer.Option("sqlite:///studies/advisor.db", "--storage", help=STORAGE_HELP),
+        budget: str | None = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB, 24GB, 8000MiB."),
+        gpu: str | None = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX 4090'."),
+        min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),
+        max_accuracy_drop: float | None = typer.Option(
+            None, "--max-accuracy-drop", help="Largest accuracy loss vs the study's full-precision point (e.g. 0.02)."),
+        prefer: str = typer.Option("transfer", "--prefer", help="transfer | latency | accuracy"),
+        model: str | None = typer.Option(None, "--model", help="Only fronts of this model (name or substring)."),
+        task: str | None = typer.Option(None, "--task", help="Only fronts measured on this task."),
+        study: str | None = typer.Option(None, "--study", help="Only this study."),
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles (default studies/profiles)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    ) -> None:
+        """The best stored configuration under a memory budget and an accuracy floor, and why."""
+        from advisor.recommend import load_points, recommend, render
+
+        q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
+        rec = recommend(load_points(storage, study), q)
+        if as_json:
+            typer.echo(json.dumps(rec.to_dict(), indent=2, default=str))
+        else:
+            typer.echo(render(rec))
+        if rec.chosen is None:
+            raise typer.Exit(1)
+
+    @app.command("profile")
+    def profile_cmd(
+        cpu: bool = typer.Option(False, "--cpu", help="Without CUDA: record a host memcpy profile for modelled times."),
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Where to store it (default studies/profiles)."),
+        name: str | None = typer.Option(None, "--name", help="Store under this name instead of the device's."),
+        list_known: bool = typer.Option(False, "--list", help="List measured profiles and the GPU catalogue; measure nothing."),
+        repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repeats per transfer size (median taken)."),
+    ) -> None:
+        """Measure pinned/pageable host-to-device bandwidth and free memory, and store a hardware profile."""
+        from advisor.hardware import format_bytes, list_gpus, save_profile
+
+        if list_known:
+            for p in list_gpus(profiles_dir):
+                mem = format_bytes(p.memory_bytes) if p.memory_bytes else "?"
+                typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
+                           f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.link:<13} [{p.source}]")
+            return
+        from advisor import hardware_measure
+
+        if hardware_measure.cuda_available():
+            prof = hardware_measure.measure_profile(repeats=repeats)
+        elif cpu:
+            prof = hardware_measure.measure_cpu_profile(repeats=repeats)
+        else:
+            raise UserError("no CUDA device here; run `advisor profile` on the GPU machine, or pass --cpu to record "
+                            "a host memcpy profile for modelled times")
+        if name:
+            import dataclasses
+
+            prof = dataclasses.replace(prof, name=name)
+        path = save_profile(prof, profiles_dir)
+        free = f", free {format_bytes(prof.free_bytes)}" if prof.free_bytes is not None else ""
+        typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
+                   f"pageable {prof.h2d_gbps_pageable:.2f} GB/s, {prof.copy_latency_us:.1f} us/copy [{prof.source}]")
+        typer.echo(f"saved {path}")

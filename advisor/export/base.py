@@ -1,0 +1,100 @@
+"""What every exporter shares: the result type, the target registry, option checking, atomic writes.
+
+An exporter is a module with `OPTIONS` ({name: (default, choices or None, help)}) and
+`export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult`. Modules are imported
+only when their target is asked for, and none imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.export.config_view import export_config
+from advisor.tune.store import FrontPoint
+
+TARGETS: dict[str, str] = {
+    "llama.cpp": "advisor.export.llamacpp",
+    "hf": "advisor.export.hf",
+    "vllm": "advisor.export.vllm",
+    "ktransformers": "advisor.export.ktransformers",
+    "json": "advisor.export.json_format",
+}
+ALIASES = {"llamacpp": "llama.cpp", "gguf": "llama.cpp", "transformers": "hf", "sglang": "ktransformers", "kt": "ktransformers"}
+
+
+@dataclass
+class ExportResult:
+    """One export: `text` is what lands in the output file (or on stdout); `data` the same content as a
+    structure (for --json and tests); `notes` the decisions a person should know about."""
+
+    target: str
+    text: str
+    data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_target(name: str) -> str:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in TARGETS:
+        raise UserError(f"unknown export target {name!r}; available: {', '.join(TARGETS)}")
+    return key
+
+
+def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
+    """`key=value` strings checked against the target's OPTIONS; unknown keys/values are one-line errors."""
+    mod = importlib.import_module(TARGETS[target])
+    spec: dict[str, tuple[str, tuple[str, ...] | None, str]] = mod.OPTIONS
+    opts = {k: v[0] for k, v in spec.items()}
+    for pair in pairs or []:
+        key, eq, value = pair.partition("=")
+        key = key.strip()
+        if not eq or key not in spec:
+            known = ", ".join(f"{k}=<{'|'.join(v[1]) if v[1] else v[0]}>" for k, v in spec.items()) or "none"
+            raise UserError(f"unknown option {pair!r} for --to {target}; options: {known}")
+        choices = spec[key][1]
+        if choices and value not in choices:
+            raise UserError(f"option {key}={value!r} for --to {target} must be one of: {', '.join(choices)}")
+        opts[key] = value
+    return opts
+
+
+def export_point(point: FrontPoint, target: str, options: list[str] | None = None) -> ExportResult:
+    """Render one stored front point for `target`."""
+    target = resolve_target(target)
+    opts = parse_options(target, options)
+    cfg = export_config(point.config, point.model)
+    mod = importlib.import_module(TARGETS[target])
+    return mod.export(point, cfg, opts)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write via a temp file in the same directory and rename: never a half-written output."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
+    """Provenance lines every export starts with (as comments in the target's syntax)."""
+    v = point.values
+    metrics = ", ".join(f"{k}={v[k]:.4g} [{point.sources.get(k, '?')}]" for k in sorted(v))
+    return [
+        f"moe-advisor export for {target}: study {point.study_name!r} trial #{point.trial_number}",
+        f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; measured on {point.device}",
+        f"measured: {metrics}",
+    ]

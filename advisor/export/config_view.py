@@ -1,0 +1,266 @@
+"""Read a front point's configuration the way `recommend` and the exporters need it, without torch.
+
+A front point's `config` is written by the tuner (`advisor.tune`). This module is the one place that
+interprets it for the read-only side: the precision plan as a grid of formats per (MoE layer, expert),
+the cache (slots per layer, policy, prefetch) and the model's MoE layout (family, decoder layer and module
+name of every MoE layer). Precision plans are read through `advisor.quant.plan.PrecisionPlan` when that
+module is importable without torch; otherwise from the plan's JSON / spec string directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.quant.plan import PrecisionPlan
+from advisor.quant.spec import parse_format
+
+# families whose model cannot be served by an autoregressive engine (vLLM, llama.cpp's main loop)
+DIFFUSION_FAMILIES = ("llada_moe", "llada2", "diffusion_gemma")
+LIST_LAYOUT_FAMILIES = ("llada_moe", "llada2")  # experts are a list of nn.Linear MLPs, not fused 3-D tensors
+
+
+def format_bits(name: str) -> int:
+    """Payload bits per weight of a format (fp32 32, bf16 16, int8 8, int4 4 ...)."""
+    return parse_format(name).bits
+
+
+def precision_rank(name: str) -> tuple[int, int]:
+    """Orders formats by fidelity: more bits first; at equal bits, finer groups first."""
+    spec = parse_format(name)
+    return spec.bits, -(spec.group or 0)
+
+
+def plan_of(precision: Any) -> PrecisionPlan:
+    """The stored plan (PrecisionPlan JSON dict, inline JSON, or spec string) as a `PrecisionPlan`."""
+    if isinstance(precision, PrecisionPlan):
+        return precision
+    if isinstance(precision, dict):
+        return PrecisionPlan.from_json(precision)
+    return PrecisionPlan.parse(str(precision))
+
+
+def formats_in(precision: Any, n_experts: list[int] | None = None) -> set[str]:
+    """Formats a plan gives to experts (of a model with `n_experts` per layer, when known)."""
+    plan = plan_of(precision)
+    if n_experts is None:
+        return plan.formats_used()
+    return {plan.format_for(layer, e) for layer, n in enumerate(n_experts) for e in range(n)}
+
+
+def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | None:
+    """The single format of a uniform plan, else None."""
+    fmts = formats_in(precision, n_experts)
+    return next(iter(fmts)) if len(fmts) == 1 else None
+
+
+@dataclass
+class MoELayerInfo:
+    """One MoE layer as an exporter needs it."""
+
+    index: int  # MoE layer number (0..n_moe-1)
+    decoder_layer: int  # block number in the checkpoint (GGUF `blk.N`)
+    name: str  # module path of the experts module, e.g. model.layers.3.mlp.experts
+    num_experts: int
+    shared: str | None = None  # module path of the shared expert(s), if any
+
+
+@dataclass
+class ModelInfo:
+    family: str
+    name: str
+    layout: str  # "fused" | "list"
+    layers: list[MoELayerInfo]
+    hidden_size: int | None = None
+    intermediate_size: int | None = None  # one expert's FFN width
+    top_k: int | None = None
+    dtype: str = "bf16"  # the checkpoint's expert dtype
+
+    def expert_nbytes(self, fmt: str) -> int | None:
+        """Exact bytes of one expert in `fmt` (None when the shapes were not recorded)."""
+        if not self.hidden_size or not self.intermediate_size:
+            return None
+        from advisor.quant.spec import expert_nbytes_of
+
+        return expert_nbytes_of(fmt, int(self.hidden_size), int(self.intermediate_size))
+
+    @property
+    def is_diffusion(self) -> bool:
+        return self.family in DIFFUSION_FAMILIES
+
+
+@dataclass
+class ExportConfig:
+    """Everything an exporter renders: model layout, format per (layer, expert), cache settings."""
+
+    model: ModelInfo
+    formats: list[list[str]]  # [moe layer][expert] -> format name
+    slots_per_layer: list[int]
+    policy: str
+    prefetch: str
+    precision: Any  # the plan as stored (JSON dict or spec string), for the project's own loader
+    frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def layer_formats(self, layer: int) -> set[str]:
+        return set(self.formats[layer])
+
+
+def _model_meta(config: dict[str, Any]) -> dict[str, Any]:
+    for key in ("model_meta", "model_info", "model"):
+        v = config.get(key)
+        if isinstance(v, dict):
+            return v
+    return config
+
+
+def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
+    """The MoE layout recorded with a front point (config['model_meta'])."""
+    meta = _model_meta(config)
+    family = meta.get("family")
+    if not family:
+        raise UserError("this front point does not record the model family (config['model_meta']['family']); "
+                        "re-run `advisor tune` with this version of the advisor")
+    layout = meta.get("layout") or ("list" if family in LIST_LAYOUT_FAMILIES else "fused")
+    raw_layers = meta.get("layers") or meta.get("moe_layers")
+    num_experts = meta.get("num_experts")
+    layers: list[MoELayerInfo] = []
+    if isinstance(raw_layers, list) and raw_layers and isinstance(raw_layers[0], dict):
+        for i, d in enumerate(raw_layers):
+            dec = int(d.get("decoder_layer", d.get("index", i)))
+            layers.append(MoELayerInfo(
+                index=int(d.get("index", i)),
+                decoder_layer=dec,
+                name=str(d.get("name") or _default_name(family, dec)),
+                num_experts=int(d.get("num_experts", num_experts or 0)),
+                shared=d.get("shared"),
+            ))
+    else:
+        n = meta.get("num_moe_layers")
+        decs = meta.get("decoder_layers") or meta.get("moe_decoder_layers")
+        if n is None and decs is None:
+            raise UserError("this front point does not record its MoE layers (config['model_meta']['layers'] or "
+                            "'num_moe_layers'); re-run `advisor tune` with this version of the advisor")
+        decs = list(decs) if decs is not None else list(range(int(n)))
+        per = num_experts if isinstance(num_experts, list) else [num_experts or 0] * len(decs)
+        layers = [MoELayerInfo(i, int(d), _default_name(family, int(d)), int(e)) for i, (d, e) in enumerate(zip(decs, per, strict=False))]
+    if any(layer.num_experts <= 0 for layer in layers):
+        raise UserError("this front point does not record experts per layer (config['model_meta']['num_experts'])")
+    return ModelInfo(
+        family=str(family),
+        name=str(meta.get("name") or model_name),
+        layout=str(layout),
+        layers=layers,
+        hidden_size=_first(meta.get("hidden_size", meta.get("hidden"))),
+        intermediate_size=_first(meta.get("intermediate_size", meta.get("intermediate"))),
+        top_k=_first(meta.get("top_k")),
+        dtype=str(meta.get("dtype") or "bf16"),
+    )
+
+
+def _first(v: Any) -> Any:
+    return v[0] if isinstance(v, list | tuple) and v else v
+
+
+def model_meta(loaded: Any) -> dict[str, Any]:
+    """The model description a front point must carry for `recommend`/`export` (store it as
+    `config["model_meta"]`). `loaded` is an `advisor.models.load.LoadedModel`; only its attributes are read."""
+    names = {id(m): n for n, m in loaded.model.named_modules()}
+    layers = []
+    for m in loaded.moe:
+        layers.append({
+            "index": int(m.index),
+            "decoder_layer": int(m.decoder_layer),
+            "name": str(m.name),
+            "num_experts": int(m.num_experts),
+            "top_k": int(m.top_k),
+            "hidden_size": int(m.hidden_size),
+            "intermediate_size": int(m.intermediate_size),
+            "shared": names.get(id(m.shared)) if m.shared is not None else None,
+            "expert_nbytes": int(m.expert_nbytes),
+        })
+    first = loaded.moe[0] if loaded.moe else None
+    return {
+        "family": str(loaded.family),
+        "name": str(loaded.name),
+        "fingerprint": str(loaded.fingerprint),
+        "is_diffusion": bool(loaded.is_diffusion),
+        "layout": str(first.experts.layout) if first is not None else "",
+        "num_moe_layers": len(layers),
+        "num_experts": int(first.num_experts) if first is not None else 0,
+        "top_k": int(first.top_k) if first is not None else 0,
+        "hidden_size": int(first.hidden_size) if first is not None else 0,
+        "intermediate_size": int(first.intermediate_size) if first is not None else 0,
+        "dtype": str(first.dtype).replace("torch.", "") if first is not None else "",
+        "layers": layers,
+    }
+
+
+def _default_name(family: str, decoder_layer: int) -> str:
+    """Module path of a layer's experts for families whose layout is fixed (used when not recorded)."""
+    if family == "diffusion_gemma":
+        return f"model.decoder.layers.{decoder_layer}.experts"
+    return f"model.layers.{decoder_layer}.mlp.experts"
+
+
+def precision_of(config: dict[str, Any]) -> Any:
+    for key in ("precision", "plan", "precision_plan"):
+        if key in config:
+            return config[key]
+    raise UserError("this front point records no precision plan (config['precision'])")
+
+
+def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
+    """The exporters' view of a front point's configuration."""
+    info = model_info(config, model_name)
+    precision = precision_of(config)
+    n_experts = [layer.num_experts for layer in info.layers]
+    plan = plan_of(precision)
+    grid = [[plan.format_for(layer, e) for e in range(n)] for layer, n in enumerate(n_experts)]
+    slots = config.get("slots_per_layer", config.get("slots"))
+    if slots is None:
+        raise UserError("this front point records no cache size (config['slots_per_layer'])")
+    if isinstance(slots, int | float):
+        slots = [int(slots)] * len(info.layers)
+    slots = [min(int(s), n) for s, n in zip(slots, n_experts, strict=False)]
+    if len(slots) != len(info.layers):
+        raise UserError(f"config['slots_per_layer'] has {len(slots)} entries for {len(info.layers)} MoE layers")
+    freqs = None
+    counts = config.get("routing_counts") or _model_meta(config).get("routing_counts")
+    if isinstance(counts, dict):
+        freqs = {int(k): [float(x) for x in v] for k, v in counts.items()}
+    return ExportConfig(
+        model=info,
+        formats=grid,
+        slots_per_layer=slots,
+        policy=str(config.get("policy", "lru")),
+        prefetch=str(config.get("prefetch", "none")),
+        precision=precision,
+        frequencies=freqs,
+    )
+
+
+def collapse_layer(cfg: ExportConfig, layer: int, rule: str = "highest") -> str:
+    """One format for a whole layer, for runtimes that store a layer's experts as one tensor.
+
+    rule "highest": the highest-precision format any expert of the layer uses (accuracy never below what
+    was measured; bytes may grow). rule "traffic": the format covering most routed traffic (by the plan's
+    calibration frequencies; by expert count when the plan kept none).
+    """
+    fmts = cfg.formats[layer]
+    if rule == "highest":
+        return max(set(fmts), key=precision_rank)
+    if rule == "traffic":
+        weights = (cfg.frequencies or {}).get(layer) or [1.0] * len(fmts)
+        share: dict[str, float] = {}
+        for f, w in zip(fmts, weights, strict=False):
+            share[f] = share.get(f, 0.0) + w
+        return max(share, key=lambda f: (share[f], precision_rank(f)))
+    raise UserError(f"unknown collapse rule {rule!r}; use one of: highest, traffic")
+
+
+COLLAPSE_RULES = {
+    "highest": "a layer takes the highest-precision format any of its experts uses",
+    "traffic": "a layer takes the format covering most of its routed traffic (calibration counts; expert count if none)",
+}

@@ -1,0 +1,108 @@
+"""Neutral JSON export: everything about one recommended configuration, versioned and re-importable.
+
+Schema `moe-advisor/export`, version 1 (documented field by field in `advisor/export/SCHEMA.md`).
+`load(path)` reads it back (checking schema and version) and returns an `ExportDocument`; its
+`precision_plan()` is an `advisor.quant.plan.PrecisionPlan`, and the file itself can be given wherever the
+advisor takes `--precision` (PrecisionPlan.parse reads the `precision` object of a JSON file path through
+`precision_plan_path`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advisor import __version__
+from advisor.errors import UserError
+from advisor.export.base import ExportResult
+from advisor.export.config_view import ExportConfig, plan_of
+from advisor.quant.plan import PrecisionPlan
+from advisor.tune.store import FrontPoint
+
+SCHEMA = "moe-advisor/export"
+VERSION = 1
+OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
+REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
+
+
+def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
+    m = cfg.model
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "generator": f"moe-advisor {__version__}",
+        "source": {"study": point.study_name, "trial": point.trial_number, "task": point.task,
+                   "device": point.device, "search_space": point.space},
+        "model": {
+            "name": point.model, "fingerprint": point.model_fingerprint, "family": m.family, "layout": m.layout,
+            "is_diffusion": m.is_diffusion, "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
+            "top_k": m.top_k, "dtype": m.dtype,
+            "moe_layers": [{"index": x.index, "decoder_layer": x.decoder_layer, "name": x.name,
+                            "num_experts": x.num_experts, "shared": x.shared} for x in m.layers],
+        },
+        "precision": json.loads(plan_of(cfg.precision).to_json()),
+        "precision_per_layer": [sorted(set(row)) for row in cfg.formats],
+        "cache": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch},
+        "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
+        "hardware": point.hardware,
+        "config": point.config,
+    }
+
+
+def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
+    doc = document(point, cfg)
+    return ExportResult("json", json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n", doc, [])
+
+
+@dataclass
+class ExportDocument:
+    """A loaded export: the raw document plus typed accessors."""
+
+    doc: dict[str, Any]
+
+    def precision_plan(self) -> PrecisionPlan:
+        return PrecisionPlan.from_json(self.doc["precision"])
+
+    @property
+    def slots_per_layer(self) -> list[int]:
+        return list(self.doc["cache"]["slots_per_layer"])
+
+    @property
+    def policy(self) -> str:
+        return str(self.doc["cache"]["policy"])
+
+    @property
+    def prefetch(self) -> str:
+        return str(self.doc["cache"]["prefetch"])
+
+    @property
+    def model(self) -> str:
+        return str(self.doc["model"]["name"])
+
+
+def load(path: str | Path) -> ExportDocument:
+    """Read an export written by `advisor export --to json`; a foreign or newer file is a UserError."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no such export file: {p}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{p} is not JSON ({e}); pass a file written by `advisor export --to json`") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise UserError(f"{p} is not a moe-advisor export (schema {SCHEMA!r} expected)")
+    if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
+        raise UserError(f"{p} has schema version {doc.get('version')!r}; this advisor reads up to {VERSION}: upgrade it")
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise UserError(f"{p} lacks {missing}; re-export it with `advisor export --to json`")
+    out = ExportDocument(doc)
+    out.precision_plan()  # validates the plan (UserError when malformed)
+    return out
+
+
+def precision_plan_path(path: str | Path) -> PrecisionPlan:
+    """The plan of an export file, for `--precision FILE` in tune/eval."""
+    return load(path).precision_plan()

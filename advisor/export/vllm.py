@@ -1,0 +1,74 @@
+"""vLLM export: `vllm serve` arguments - one quantization scheme for every MoE layer, plus CPU offload.
+
+vLLM serves autoregressive models only; diffusion LLMs (LLaDA-MoE, LLaDA2, DiffusionGemma) are refused with
+the reason. vLLM quantizes a BF16 checkpoint's experts on the fly with `--quantization experts_int8` (experts
+only) or `fp8` (all linear layers); it has no per-layer or per-expert scheme, so the plan collapses to one
+scheme: the highest-precision quantized format any expert uses. It has no expert cache either: the host-side
+share of the experts becomes `--cpu-offload-gb` (weights streamed to the GPU every forward).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+from advisor.errors import UserError
+from advisor.export.base import ExportResult, header_lines
+from advisor.export.config_view import ExportConfig, precision_rank
+from advisor.quant.spec import parse_format
+from advisor.tune.store import FrontPoint
+
+OPTIONS = {
+    "offload_params": ("experts", ("experts", "all"), "offload only expert weights (w13/w2) or any parameter"),
+}
+DENSE = ("bf16", "fp16", "fp32")
+
+
+def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
+    """The one `--quantization` value for the plan, and what was given up to get it."""
+    q = sorted({f for row in cfg.formats for f in row if parse_format(f).kind not in DENSE}, key=precision_rank, reverse=True)
+    if not q:
+        return None, []
+    notes = []
+    kinds = {parse_format(f).kind for f in q}
+    top = parse_format(q[0])
+    chosen = "fp8" if top.kind == "fp8" else "experts_int8"
+    if chosen == "fp8":
+        notes.append("--quantization fp8 quantizes every linear layer (attention too), not only experts")
+    if kinds - {"int8", "fp8"}:
+        notes.append(f"vLLM has no on-the-fly {'/'.join(sorted(kinds - {'int8', 'fp8'}))} scheme for MoE experts of a BF16 "
+                     f"checkpoint; {chosen} is the nearest (use a pre-quantized AWQ/GPTQ checkpoint for 4-bit)")
+    if any(parse_format(f).kind in DENSE for row in cfg.formats for f in row):
+        notes.append(f"one scheme per model: experts the plan keeps in bf16 are quantized by {chosen} too")
+    return chosen, notes
+
+
+def offload_gb(cfg: ExportConfig, quant: str | None) -> tuple[int | None, str]:
+    """GB of expert weights left in host memory: all experts minus the tuned cache's share, at the served size."""
+    m = cfg.model
+    if not m.hidden_size or not m.intermediate_size:
+        return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
+    fmt = "int8" if quant == "experts_int8" else "fp8" if quant == "fp8" else m.dtype
+    one = m.expert_nbytes(fmt) or 0
+    host = sum((layer.num_experts - s) * one for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True))
+    return math.ceil(host / 1e9), f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned; the rest ({host / 1e9:.2f} GB at {fmt}) offloaded"
+
+
+def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
+    if cfg.model.is_diffusion:
+        raise UserError(f"vLLM does not serve diffusion LLMs (family {cfg.model.family}: decoding is iterative "
+                        "unmasking, not next-token); export to hf, json, or llama.cpp instead")
+    quant, notes = scheme(cfg)
+    gb, why = offload_gb(cfg, quant)
+    args = ["vllm", "serve", point.model]
+    if quant:
+        args += ["--quantization", quant]
+    if gb:
+        args += ["--cpu-offload-gb", str(gb)]
+        if opts["offload_params"] == "experts":
+            args += ["--cpu-offload-params", "w13_weight", "w2_weight"]
+    notes.append(why)
+    data = {"target": "vllm", "args": args, "quantization": quant, "cpu_offload_gb": gb, "notes": notes}
+    text = "\n".join([*(f"# {h}" for h in header_lines(point, cfg, "vLLM")), *(f"# note: {n}" for n in notes),
+                      " ".join(shlex.quote(a) for a in args)]) + "\n"
+    return ExportResult("vllm", text, data, notes)

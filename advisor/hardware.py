@@ -1,0 +1,274 @@
+"""Hardware profiles: how much GPU memory there is and how fast experts cross the host link.
+
+Used by read-only commands (`recommend`, `export`), so this module never imports torch; measuring a
+profile lives in `advisor.hardware_measure`.
+
+Catalogue figures are nominal, not measured: memory as sold, pinned host-to-device bandwidth from the
+host-link generation (PCIe 3.0 x16 ~12 GB/s, 4.0 ~25, 5.0 ~50; an x8 link half that), pageable about half
+of pinned, ~10 us per copy. Their `source` says "catalogue (nominal)". A profile measured with
+`advisor profile` is stored as JSON under a profiles directory and wins over the catalogue entry of the
+same GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+
+GiB = 1 << 30
+DEFAULT_PROFILES_DIR = Path("studies/profiles")
+PROFILES_DIR_ENV = "ADVISOR_PROFILES_DIR"
+
+CATALOGUE_SOURCE = "catalogue (nominal)"
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Memory and host-link speed of one device; enough to model the time of expert copies."""
+
+    name: str
+    memory_bytes: int  # 0 = not specified (e.g. the default modelling profile)
+    h2d_gbps_pinned: float  # GB/s (1e9 bytes per second), host->device from pinned memory
+    h2d_gbps_pageable: float
+    copy_latency_us: float  # fixed cost per copy (launch + DMA setup)
+    source: str  # "catalogue (nominal)" | "measured:<date>" | "assumption:..." | "measured-cpu:<date>"
+    link: str = ""  # e.g. "PCIe 4.0 x16"
+    free_bytes: int | None = None  # free device memory when measured (other processes hold the rest)
+
+    @property
+    def tag(self) -> str:
+        """The short form quoted as a metric source, e.g. `pcie(bw=25.0GB/s,lat=10us)`."""
+        return f"pcie(bw={self.h2d_gbps_pinned:.1f}GB/s,lat={self.copy_latency_us:g}us)"
+
+    def transfer_ms(self, nbytes: float, copies: float = 1.0, pinned: bool = True) -> float:
+        """Modelled time of `copies` copies moving `nbytes` in total: bytes / bandwidth + latency per copy."""
+        gbps = self.h2d_gbps_pinned if pinned else self.h2d_gbps_pageable
+        return nbytes / (gbps * 1e9) * 1e3 + copies * self.copy_latency_us / 1e3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> HardwareProfile:
+        fields = {f.name for f in dataclasses.fields(HardwareProfile)}
+        missing = {"name", "memory_bytes", "h2d_gbps_pinned", "h2d_gbps_pageable", "copy_latency_us", "source"} - set(d)
+        if missing:
+            raise UserError(f"hardware profile lacks {sorted(missing)}; re-create it with `advisor profile`")
+        return HardwareProfile(**{k: v for k, v in d.items() if k in fields})
+
+
+# host link -> nominal pinned GB/s (pageable is taken as half)
+LINKS: dict[str, float] = {
+    "PCIe 3.0 x16": 12.0,
+    "PCIe 4.0 x8": 12.5,
+    "PCIe 4.0 x16": 25.0,
+    "PCIe 5.0 x8": 25.0,
+    "PCIe 5.0 x16": 50.0,
+}
+NOMINAL_COPY_LATENCY_US = 10.0
+
+DEFAULT_PROFILE = HardwareProfile(
+    name="default PCIe 4.0 x16 link",
+    memory_bytes=0,
+    h2d_gbps_pinned=25.0,
+    h2d_gbps_pageable=12.5,
+    copy_latency_us=NOMINAL_COPY_LATENCY_US,
+    source="assumption:PCIe 4.0 x16 nominal",
+    link="PCIe 4.0 x16",
+)
+"""The modelling assumption for transfer times measured without a GPU (quote `DEFAULT_PROFILE.tag`)."""
+
+# (name as sold, memory GiB, host link). Memory is the marketed size, read as GiB.
+_CATALOGUE: list[tuple[str, float, str]] = [
+    ("RTX 3060", 12, "PCIe 4.0 x16"),
+    ("RTX 3060 Ti", 8, "PCIe 4.0 x16"),
+    ("RTX 3070", 8, "PCIe 4.0 x16"),
+    ("RTX 3080", 10, "PCIe 4.0 x16"),
+    ("RTX 3080", 12, "PCIe 4.0 x16"),
+    ("RTX 3090", 24, "PCIe 4.0 x16"),
+    ("RTX 3090 Ti", 24, "PCIe 4.0 x16"),
+    ("RTX 4060", 8, "PCIe 4.0 x8"),
+    ("RTX 4060 Ti", 8, "PCIe 4.0 x8"),
+    ("RTX 4060 Ti", 16, "PCIe 4.0 x8"),
+    ("RTX 4070", 12, "PCIe 4.0 x16"),
+    ("RTX 4070 Super", 12, "PCIe 4.0 x16"),
+    ("RTX 4070 Ti", 12, "PCIe 4.0 x16"),
+    ("RTX 4070 Ti Super", 16, "PCIe 4.0 x16"),
+    ("RTX 4080", 16, "PCIe 4.0 x16"),
+    ("RTX 4080 Super", 16, "PCIe 4.0 x16"),
+    ("RTX 4090", 24, "PCIe 4.0 x16"),
+    ("RTX 5060 Ti", 16, "PCIe 5.0 x8"),
+    ("RTX 5070", 12, "PCIe 5.0 x16"),
+    ("RTX 5070 Ti", 16, "PCIe 5.0 x16"),
+    ("RTX 5080", 16, "PCIe 5.0 x16"),
+    ("RTX 5090", 32, "PCIe 5.0 x16"),
+    ("RTX A6000", 48, "PCIe 4.0 x16"),
+    ("RTX 6000 Ada", 48, "PCIe 4.0 x16"),
+    ("RTX PRO 6000 Blackwell", 96, "PCIe 5.0 x16"),
+    ("T4", 16, "PCIe 3.0 x16"),
+    ("V100", 16, "PCIe 3.0 x16"),
+    ("V100", 32, "PCIe 3.0 x16"),
+    ("A10", 24, "PCIe 4.0 x16"),
+    ("A10G", 24, "PCIe 4.0 x16"),
+    ("A40", 48, "PCIe 4.0 x16"),
+    ("L4", 24, "PCIe 4.0 x16"),
+    ("L40S", 48, "PCIe 4.0 x16"),
+    ("A100", 40, "PCIe 4.0 x16"),
+    ("A100", 80, "PCIe 4.0 x16"),
+    ("H100", 80, "PCIe 5.0 x16"),
+    ("H200", 141, "PCIe 5.0 x16"),
+]
+
+
+def _catalogue_profile(name: str, mem_gib: float, link: str) -> HardwareProfile:
+    bw = LINKS[link]
+    return HardwareProfile(
+        name=f"{name} {mem_gib:g}GB",
+        memory_bytes=int(mem_gib * GiB),
+        h2d_gbps_pinned=bw,
+        h2d_gbps_pageable=bw / 2,
+        copy_latency_us=NOMINAL_COPY_LATENCY_US,
+        source=CATALOGUE_SOURCE,
+        link=link,
+    )
+
+
+CATALOGUE: list[HardwareProfile] = [_catalogue_profile(*row) for row in _CATALOGUE]
+
+# words that vendors and nvidia-smi add but that do not tell GPUs apart
+_NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics)\b")
+_PREFIXES = ("nvidia", "geforce", "tesla", "quadro", "rtx")
+_MEM = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b")
+
+
+def _split(name: str) -> tuple[str, float | None]:
+    """(model key, memory GiB or None): 'NVIDIA A100-SXM4-80GB' -> ('a100', 80.0)."""
+    s = name.lower().replace("-", " ").replace("_", " ")
+    mem = None
+    m = _MEM.search(s)
+    if m:
+        mem = float(m.group(1))
+        s = s[: m.start()] + " " + s[m.end() :]
+    s = re.sub(r"[^a-z0-9]", "", _NOISE.sub(" ", s))
+    stripped = True
+    while stripped:  # glued prefixes, as in "rtx4090"
+        stripped = False
+        for prefix in _PREFIXES:
+            if s.startswith(prefix) and len(s) > len(prefix):
+                s, stripped = s[len(prefix) :], True
+    return s, mem
+
+
+def profiles_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR))
+
+
+def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
+    """Store a measured profile as JSON (atomically: temp file then rename)."""
+    d = profiles_dir(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", profile.name.lower()).strip("-") or "device"
+    path = d / f"{slug}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
+    """Measured profiles found in the profiles directory (none if it does not exist)."""
+    d = profiles_dir(directory)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in sorted(d.glob("*.json")):
+        try:
+            out.append(HardwareProfile.from_dict(json.loads(p.read_text())))
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+            raise UserError(f"hardware profile {p} is not valid JSON ({e}); delete it or run `advisor profile` again") from e
+    return out
+
+
+def _matches(query: str, profiles: list[HardwareProfile]) -> list[HardwareProfile]:
+    key, mem = _split(query)
+    hits = [p for p in profiles if _split(p.name)[0] == key]
+    if mem is not None:
+        hits = [p for p in hits if abs(p.memory_bytes / GiB - mem) <= max(1.0, 0.05 * mem)]
+    return hits
+
+
+def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None) -> HardwareProfile:
+    """The profile of a GPU named loosely ("4090", "rtx4090", "NVIDIA GeForce RTX 4090", "A100 80GB").
+
+    A measured profile of the same GPU wins over the catalogue. An unknown or ambiguous name raises a
+    UserError listing the close matches.
+    """
+    if not name or not name.strip():
+        raise UserError("empty GPU name; use e.g. --gpu 'RTX 4090' (see `advisor profile --list`)")
+    measured = _matches(name, load_profiles(profiles_directory))
+    if measured:
+        return measured[-1]
+    hits = _matches(name, CATALOGUE)
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        variants = ", ".join(p.name for p in hits)
+        raise UserError(f"GPU {name!r} is ambiguous: {variants}; add the memory, e.g. {hits[-1].name!r}")
+    names = sorted({p.name for p in CATALOGUE})
+    keys = {_split(n)[0]: n for n in names}
+    close = [keys[k] for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5)]
+    hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names)}"
+    raise UserError(f"unknown GPU {name!r}; {hint}; or measure it with `advisor profile`, or pass --budget")
+
+
+def list_gpus(profiles_directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
+    """Measured profiles first, then the catalogue."""
+    return load_profiles(profiles_directory) + CATALOGUE
+
+
+_UNITS = {
+    "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
+
+
+def parse_budget(value: str | int | float) -> int:
+    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int."""
+    if isinstance(value, bool):
+        raise UserError(f"budget {value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise UserError(f"budget {value!r} must be positive")
+        return int(value)
+    m = _SIZE.match(str(value).lower())
+    unit = m.group(2) if m else None
+    if not m or unit not in _UNITS:
+        if m and not unit and float(m.group(1)) >= 2**20:
+            return int(float(m.group(1)))  # a plain byte count
+        raise UserError(f"budget {value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
+    n = int(float(m.group(1)) * _UNITS[unit])
+    if n <= 0:
+        raise UserError(f"budget {value!r} must be positive")
+    return n
+
+
+def format_bytes(n: float) -> str:
+    """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"

@@ -1,0 +1,410 @@
+"""Pick the configuration to run from stored Pareto fronts, under a memory budget and an accuracy floor.
+
+Read-only and fast (no torch, no optuna): the fronts come from the project's own table through SQLAlchemy
+(`advisor.tune.store.load_fronts`). The answer always says why the chosen point beat its neighbours and
+where every number came from; when nothing fits it names the closest points and what would have to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.export.config_view import formats_in, precision_rank, uniform_format
+from advisor.hardware import CATALOGUE, HardwareProfile, format_bytes
+from advisor.tune.store import FrontPoint
+
+DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
+PREFERENCES = ("transfer", "latency", "accuracy")
+
+# preference -> metrics ranked in order (first that the point has), smaller is better unless negated
+_RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
+    "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("latency_ms_per_token", 1)),
+    "latency": (("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
+    "accuracy": (("accuracy", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
+}
+_PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_token", "accuracy": "accuracy"}
+_PREF_WORDS = {"transfer": "lowest H2D bytes/token", "latency": "lowest latency/token", "accuracy": "highest accuracy"}
+
+
+@dataclass
+class Query:
+    """What the user asked for."""
+
+    budget_bytes: int | None = None
+    gpu: HardwareProfile | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+    prefer: str = "transfer"
+    model: str | None = None
+    task: str | None = None
+    study: str | None = None
+
+    @property
+    def budget(self) -> int | None:
+        if self.budget_bytes is not None:
+            return self.budget_bytes
+        if self.gpu is not None and self.gpu.memory_bytes > 0:
+            return self.gpu.memory_bytes
+        return None
+
+
+@dataclass
+class Reference:
+    """The full-precision point of a study that a relative accuracy floor is measured from."""
+
+    study: str
+    trial: int
+    accuracy: float
+    how: str  # why this point is the reference
+
+
+@dataclass
+class Candidate:
+    point: FrontPoint
+    floor: float | None
+    problems: list[str] = field(default_factory=list)  # empty = feasible
+
+    @property
+    def feasible(self) -> bool:
+        return not self.problems
+
+    @property
+    def label(self) -> str:
+        return f"{self.point.study_name}#{self.point.trial_number}"
+
+
+@dataclass
+class Recommendation:
+    query: Query
+    chosen: Candidate | None
+    ranked: list[Candidate]  # feasible, best first
+    rejected: list[Candidate]
+    references: dict[str, Reference]
+    reasons: list[str]  # why the chosen one won, or what would have to change
+    closest: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for scripts (`advisor recommend --json`)."""
+        q = self.query
+        return {
+            "schema": "moe-advisor/recommendation@1",
+            "query": {
+                "budget_bytes": q.budget,
+                "gpu": q.gpu.to_dict() if q.gpu else None,
+                "min_accuracy": q.min_accuracy,
+                "max_accuracy_drop": q.max_accuracy_drop,
+                "prefer": q.prefer,
+                "model": q.model,
+                "task": q.task,
+                "study": q.study,
+            },
+            "chosen": _point_dict(self.chosen, q) if self.chosen else None,
+            "reasons": self.reasons,
+            "alternatives": [_point_dict(c, q) for c in self.ranked[1:4]],
+            "closest": self.closest,
+            "references": {k: vars(v) for k, v in self.references.items()},
+            "counts": {"feasible": len(self.ranked), "rejected": len(self.rejected)},
+        }
+
+
+def _point_dict(c: Candidate, q: Query) -> dict[str, Any]:
+    p = c.point
+    return {
+        "study": p.study_name,
+        "trial": p.trial_number,
+        "model": p.model,
+        "task": p.task,
+        "device": p.device,
+        "config": p.config,
+        "values": p.values,
+        "sources": p.sources,
+        "accuracy_floor": c.floor,
+        "modelled_on_target": _modelled_transfer(p, q.gpu),
+    }
+
+
+def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, Any] | None:
+    """The point's counted bytes/token moved over the target GPU's link (bandwidth term only)."""
+    nbytes = p.values.get("h2d_bytes_per_token")
+    if gpu is None or nbytes is None:
+        return None
+    return {
+        "transfer_ms_per_token": nbytes / (gpu.h2d_gbps_pinned * 1e9) * 1e3,
+        "source": f"modelled:{gpu.name} {gpu.tag} [{gpu.source}] bytes/bandwidth, per-copy latency not included",
+    }
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> list[FrontPoint]:
+    """Stored front points; a missing, empty or foreign database is one clear UserError."""
+    from advisor.tune.store import engine_for, load_fronts
+
+    url = storage if "://" in storage else f"sqlite:///{storage}"
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):].split("?", 1)[0])
+        if not path.is_file():
+            raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
+        if path.stat().st_size == 0:
+            raise UserError(f"{path} is empty; run `advisor tune` first or pass --storage URL")
+    engine = engine_for(url)
+    try:
+        points = load_fronts(engine, study)
+    except UserError:
+        raise
+    except Exception as e:  # driver errors, unreachable servers
+        raise UserError(f"cannot read {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    finally:
+        engine.dispose()
+    if not points:
+        what = f"study {study!r}" if study else "any study"
+        raise UserError(f"no stored Pareto front for {what} in {url}; run `advisor tune` first (see `advisor studies`)")
+    return points
+
+
+# ------------------------------------------------------------------------------------------ choosing
+
+
+def _match(value: str, wanted: str | None) -> bool:
+    return wanted is None or value == wanted or wanted.lower() in value.lower()
+
+
+def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
+    """Points of the requested model/task/study; none left is a UserError listing what exists."""
+    out = [p for p in points if _match(p.model, q.model) and _match(p.task, q.task)
+           and (q.study is None or p.study_name == q.study)]
+    if not out:
+        asked = ", ".join(f"{k}={v!r}" for k, v in (("model", q.model), ("task", q.task), ("study", q.study)) if v)
+        have = "; ".join(
+            f"{k}: {', '.join(sorted({getattr(p, a) for p in points}))}"
+            for k, a in (("models", "model"), ("tasks", "task"), ("studies", "study_name"))
+        )
+        raise UserError(f"no front point matches {asked}; stored {have}")
+    return out
+
+
+def reference_point(points: list[FrontPoint]) -> Reference | None:
+    """The study's full-precision point: the highest-precision uniform plan (most accurate if several);
+    when the study has no uniform plan, its most accurate point (and the reason says so)."""
+    with_acc = [p for p in points if "accuracy" in p.values]
+    if not with_acc:
+        return None
+    uniform = []
+    for p in with_acc:
+        fmt = uniform_format(p.config.get("precision", p.config.get("plan")))
+        if fmt:
+            uniform.append((precision_rank(fmt), fmt, p))
+    if uniform:
+        best_rank = max(r for r, _, _ in uniform)
+        fmt = next(f for r, f, _ in uniform if r == best_rank)
+        p = max((p for r, _, p in uniform if r == best_rank), key=lambda p: p.values["accuracy"])
+        how = f"uniform {fmt} plan (the highest-precision uniform plan in the study)"
+        if best_rank[0] < 16:
+            how += "; note: no bf16/fp16/fp32 point stored, so this is not full precision"
+        return Reference(p.study_name, p.trial_number, p.values["accuracy"], how)
+    p = max(with_acc, key=lambda p: p.values["accuracy"])
+    return Reference(p.study_name, p.trial_number, p.values["accuracy"],
+                     "most accurate point (the study stored no uniform-precision plan)")
+
+
+def _sort_key(p: FrontPoint, prefer: str) -> tuple[float, ...]:
+    key = []
+    for metric, sign in _RANK_KEYS[prefer]:
+        v = p.values.get(metric)
+        key.append(math.inf if v is None else sign * v)
+    return tuple(key)
+
+
+def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
+    """Choose from `points` (already loaded) for query `q`."""
+    if q.prefer not in PREFERENCES:
+        raise UserError(f"unknown preference {q.prefer!r}; use one of: {', '.join(PREFERENCES)}")
+    for name, v in (("--min-accuracy", q.min_accuracy), ("--max-accuracy-drop", q.max_accuracy_drop)):
+        if v is not None and not (0.0 <= v <= 1.0):
+            raise UserError(f"{name} {v} must be between 0 and 1 (accuracy is a fraction)")
+    points = filter_points(points, q)
+    budget = q.budget
+    by_study: dict[str, list[FrontPoint]] = {}
+    for p in points:
+        by_study.setdefault(p.study_name, []).append(p)
+    refs: dict[str, Reference] = {}
+    if q.max_accuracy_drop is not None:
+        for s, pts in by_study.items():
+            r = reference_point(pts)
+            if r:
+                refs[s] = r
+
+    cands: list[Candidate] = []
+    for p in points:
+        floor = q.min_accuracy
+        if q.max_accuracy_drop is not None:
+            ref = refs.get(p.study_name)
+            rel = None if ref is None else ref.accuracy - q.max_accuracy_drop
+            floor = rel if floor is None else (floor if rel is None else max(floor, rel))
+        c = Candidate(p, floor)
+        peak = p.values.get("peak_gpu_bytes")
+        if budget is not None:
+            if peak is None:
+                c.problems.append("no peak GPU memory recorded")
+            elif peak > budget:
+                c.problems.append(f"needs {format_bytes(peak)} > budget {format_bytes(budget)}")
+        if floor is not None:
+            acc = p.values.get("accuracy")
+            if acc is None:
+                c.problems.append("no accuracy measured")
+            elif acc < floor - 1e-12:
+                c.problems.append(f"accuracy {acc:.3f} < floor {floor:.3f}")
+        if _PREF_METRIC[q.prefer] not in p.values and not any(m in p.values for m, _ in _RANK_KEYS[q.prefer][:2]):
+            c.problems.append(f"no {_PREF_METRIC[q.prefer]} recorded")
+        cands.append(c)
+
+    feasible = sorted((c for c in cands if c.feasible), key=lambda c: _sort_key(c.point, q.prefer))
+    rejected = [c for c in cands if not c.feasible]
+    rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [])
+    if rec.chosen:
+        rec.reasons = _why(rec)
+    else:
+        rec.reasons, rec.closest = _what_would_change(rec, cands, budget)
+    return rec
+
+
+def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
+    metric = _PREF_METRIC[prefer]
+    a, b = best.values.get(metric), other.values.get(metric)
+    if a is None or b is None:
+        return ""
+    if prefer == "accuracy":
+        return f"accuracy {b:.3f} vs {a:.3f}"
+    if a > 0:
+        word = "transfer" if prefer == "transfer" else "latency"
+        return f"{b / a:.2f}x the {word}"
+    return f"{metric} {b:.4g} vs {a:.4g}"
+
+
+def _why(rec: Recommendation) -> list[str]:
+    q, c = rec.query, rec.chosen
+    assert c is not None
+    p = c.point
+    out = []
+    budget = q.budget
+    peak = p.values.get("peak_gpu_bytes")
+    if budget is not None and peak is not None:
+        where = f" ({q.gpu.name}, {q.gpu.source})" if q.gpu and q.budget_bytes is None else ""
+        out.append(f"fits {format_bytes(budget)}{where}: uses {format_bytes(peak)}")
+    elif budget is None:
+        out.append("no memory budget given (--budget or --gpu): memory not checked")
+    acc = p.values.get("accuracy")
+    if c.floor is not None and acc is not None:
+        ref = rec.references.get(p.study_name)
+        basis = (f" (= {ref.accuracy:.3f} of trial #{ref.trial}, {ref.how}, minus {q.max_accuracy_drop})"
+                 if ref and q.max_accuracy_drop is not None and (q.min_accuracy is None or c.floor > q.min_accuracy)
+                 else "")
+        out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")
+    elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
+        out.append("no accuracy stored in this study: relative floor not applied")
+    out.append(f"{_PREF_WORDS[q.prefer]} among {len(rec.ranked)} feasible point(s)")
+    if len(rec.ranked) > 1:
+        nxt = rec.ranked[1].point
+        out.append(f"next best {rec.ranked[1].label} has {_ratio_text(p, nxt, q.prefer)}"
+                   + (f", accuracy {nxt.values['accuracy']:.3f}" if "accuracy" in nxt.values and q.prefer != "accuracy" else ""))
+    better = [r for r in rec.rejected if _sort_key(r.point, q.prefer) < _sort_key(p, q.prefer)]
+    if better:
+        kinds: dict[str, int] = {}
+        for r in better:
+            k = r.problems[0].split(" ")[0] if r.problems else "?"
+            kinds[k] = kinds.get(k, 0) + 1
+        detail = ", ".join(f"{n} {'exceed memory' if k == 'needs' else 'fall below the floor' if k == 'accuracy' else 'lack data'}"
+                           for k, n in kinds.items())
+        out.append(f"{len(better)} point(s) rank better by preference but are excluded ({detail})")
+    return out
+
+
+def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int | None) -> tuple[list[str], list[dict]]:
+    reasons = [f"nothing fits: all {len(cands)} point(s) excluded"]
+    closest: list[dict[str, Any]] = []
+    mem_ok = [c for c in cands if not any(s.startswith(("needs", "no peak")) for s in c.problems)]
+    acc_ok = [c for c in cands if not any(s.startswith(("accuracy", "no accuracy")) for s in c.problems)]
+    if acc_ok and budget is not None:
+        c = min((c for c in acc_ok if "peak_gpu_bytes" in c.point.values),
+                key=lambda c: c.point.values["peak_gpu_bytes"], default=None)
+        if c is not None:
+            need = c.point.values["peak_gpu_bytes"]
+            gpus = sorted((g for g in CATALOGUE if g.memory_bytes >= need), key=lambda g: g.memory_bytes)[:3]
+            reasons.append(f"more memory: {c.label} meets the accuracy floor with {format_bytes(need)} "
+                           f"({format_bytes(need - budget)} over the budget)"
+                           + (f"; e.g. {', '.join(g.name for g in gpus)}" if gpus else ""))
+            closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "memory",
+                            "needs_bytes": need, "over_by_bytes": need - budget})
+    if mem_ok:
+        c = max((c for c in mem_ok if "accuracy" in c.point.values),
+                key=lambda c: c.point.values["accuracy"], default=None)
+        if c is not None and c.floor is not None:
+            acc = c.point.values["accuracy"]
+            reasons.append(f"lower floor: {c.label} fits with accuracy {acc:.3f} "
+                           f"(floor {c.floor:.3f}; allow {c.floor - acc:.3f} more drop, e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
+            closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "accuracy_floor",
+                            "accuracy": acc, "floor": c.floor})
+    if not closest:
+        smallest = min((c for c in cands if "peak_gpu_bytes" in c.point.values),
+                       key=lambda c: c.point.values["peak_gpu_bytes"], default=None)
+        if smallest is not None:
+            reasons.append(f"smallest stored point {smallest.label} needs "
+                           f"{format_bytes(smallest.point.values['peak_gpu_bytes'])} and: {'; '.join(smallest.problems)}")
+        else:
+            reasons.append("no point records peak GPU memory; re-run `advisor tune`")
+    return reasons, closest
+
+
+# ------------------------------------------------------------------------------------------ text
+
+
+def _metric_line(name: str, v: float, source: str) -> str:
+    if name == "peak_gpu_bytes":
+        shown = format_bytes(v)
+    elif name == "h2d_bytes_per_token":
+        shown = f"{v / 2**20:.3f} MiB"
+    elif name.endswith("_ms_per_token"):
+        shown = f"{v:.3f} ms"
+    else:
+        shown = f"{v:.4g}"
+    return f"  {name:<22} {shown:>14}   [{source}]"
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """One line for a configuration: precision formats, cache size, policy, prefetch."""
+    prec = config.get("precision", config.get("plan"))
+    fmts = sorted(formats_in(prec), key=precision_rank, reverse=True) if prec is not None else []
+    desc = config.get("precision_description") or (
+        f"uniform {fmts[0]}" if len(fmts) == 1 else f"mixed {'/'.join(fmts)}" if fmts else "?")
+    slots = config.get("slots_per_layer", config.get("slots"))
+    if isinstance(slots, list):
+        slots = f"{min(slots)}-{max(slots)} per layer" if len(set(slots)) > 1 else f"{slots[0]} per layer"
+    return f"precision {desc}; GPU expert slots {slots}; policy {config.get('policy', '?')}; prefetch {config.get('prefetch', 'none')}"
+
+
+def render(rec: Recommendation) -> str:
+    """Human-readable answer."""
+    lines = []
+    if rec.chosen:
+        p = rec.chosen.point
+        lines.append(f"Recommended: study {p.study_name!r}, trial #{p.trial_number}  (model {p.model}, task {p.task})")
+        lines.append(f"  {describe_config(p.config)}")
+        lines.append("Why:")
+        lines += [f"  - {r}" for r in rec.reasons]
+        lines.append(f"Measured on {p.device}:")
+        for name in sorted(p.values):
+            lines.append(_metric_line(name, p.values[name], p.sources.get(name, "source not recorded")))
+        mt = _modelled_transfer(p, rec.query.gpu)
+        if mt:
+            lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
+                "transfer_ms_per_token ", "transfer on target    "))
+        lines.append(f"Export it: advisor export {p.study_name} {p.trial_number} --to llama.cpp|hf|vllm|ktransformers|json")
+    else:
+        lines.append("No stored configuration meets the requirements.")
+        lines += [f"  - {r}" for r in rec.reasons]
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""llama.cpp export checked against the `gguf` package's own tensor names for each architecture."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from recommend_helpers import model_meta, point
+
+from advisor.export.base import export_point
+from advisor.export.llamacpp import GGUF_ARCH
+from advisor.quant.plan import PrecisionPlan
+
+gguf = pytest.importorskip("gguf")
+
+
+def gguf_tensor_names(arch_name: str, blocks: int) -> list[str]:
+    """Every per-block tensor name the gguf package knows for an architecture (with .weight)."""
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name)
+    names = []
+    for t in gguf.MODEL_TENSORS[arch]:
+        tmpl = gguf.TENSOR_NAMES[t]
+        if "{bid}" in tmpl:
+            names += [tmpl.format(bid=b) + ".weight" for b in range(blocks)]
+    return names
+
+
+def _rules(lines: list[str]) -> list[tuple[re.Pattern, str]]:
+    out = []
+    for line in lines:
+        pat, _, val = line.rpartition("=")
+        out.append((re.compile(pat), val))
+    return out
+
+
+CASES = [
+    ("llada_moe", 0, "llada-moe"),
+    ("qwen3_moe", 0, "qwen3moe"),
+    ("llada2", 1, "bailingmoe2"),  # layer 0 dense: MoE layer i is block i+1
+    ("deepseek_v3", 1, "deepseek2"),
+    ("olmoe", 0, "olmoe"),
+]
+
+
+@pytest.mark.parametrize("family,first_dense,arch", CASES)
+def test_every_expert_tensor_matched_by_exactly_one_rule(family, first_dense, arch):
+    n_layers = 12  # block numbers up to 12: blk.1 must not catch blk.11
+    meta = model_meta(family, n_layers=n_layers, n_experts=8, first_dense=first_dense, hidden=256, inter=256)
+    plan = PrecisionPlan(default="int4", layers={0: "int8", 3: "bf16", 10: "int8"}, experts={5: {0: "bf16"}})
+    slots = [8, 2, 8, 1, 4, 8, 2, 2, 1, 6, 8, 3]
+    p = point("s", 1, plan.spec, slots, acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    res = export_point(p, "llama.cpp")
+    assert GGUF_ARCH[family] == arch
+    names = gguf_tensor_names(arch, n_layers + first_dense + 1)
+    expert_names = [n for n in names if re.search(r"\.ffn_(gate|up|down|gate_up)_exps\.weight$", n)]
+    moe_blocks = {i + first_dense for i in range(n_layers)}
+    expert_names = [n for n in expert_names if int(n.split(".")[1]) in moe_blocks]
+    assert len(expert_names) == 3 * n_layers
+    types = _rules(res.data["tensor_types"])
+    ots = _rules(res.data["override_tensor"])
+    expected_type = {0: "q8_0", 3: "bf16", 10: "q8_0", 5: "bf16"}  # layer 5: hot bf16 expert -> highest rule
+    for n in expert_names:
+        hits = [v for pat, v in types if pat.search(n)]
+        assert len(hits) == 1, (n, hits)
+        layer = int(n.split(".")[1]) - first_dense
+        assert hits[0] == expected_type.get(layer, "q4_K"), n
+        assert len([v for pat, v in ots if pat.search(n)]) <= 1
+    others = [n for n in names if n not in expert_names]
+    assert not [n for n in others if any(pat.search(n) for pat, _ in types + ots)]  # routers, shexp, attention untouched
+    for pat, _ in types + ots:  # layer numbers end with \. so blk.1 never catches blk.11
+        assert re.match(r"blk\\\.(\d+|\(\d+(\|\d+)*\))\\\.ffn_", pat.pattern), pat.pattern
+    assert all(v == "CPU" for _, v in ots)
+
+
+def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
+    meta = model_meta("qwen3_moe", n_layers=4, n_experts=8, hidden=256, inter=256)
+    p = point("s", 1, "int8", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    res = export_point(p, "llama.cpp")
+    pl = res.data["placement"]
+    assert [pl[f"blk.{b}.ffn_{x}_exps"] for b in (0, 1) for x in ("gate", "up", "down")] == ["GPU"] * 6
+    assert [pl[f"blk.{b}.ffn_{x}_exps"] for b in (2, 3) for x in ("gate", "up", "down")] == ["CPU"] * 6
+    assert res.data["override_tensor"] == [r"blk\.(2|3)\.ffn_(gate|up|down)_exps\.=CPU"]
+    assert res.data["n_cpu_moe_equivalent"] is None  # the CPU layers are the last ones, not the first
+    p = point("s", 1, "int8", [0, 4, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    res = export_point(p, "llama.cpp")
+    # cache = 0 + 0.5 + 1 + 1 layers: blocks 2, 3 on GPU, then half of block 1 -> one projection (gate) of it
+    assert res.data["placement"]["blk.1.ffn_gate_exps"] == "GPU" and res.data["placement"]["blk.1.ffn_up_exps"] == "CPU"
+    p = point("s", 1, "int8", [0, 0, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    assert export_point(p, "llama.cpp").data["n_cpu_moe_equivalent"] == 2
+
+
+def test_collapse_rules_and_types():
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=4)
+    meta["routing_counts"] = {"0": [100, 1, 1, 1], "1": [1, 1, 1, 100]}
+    plan = PrecisionPlan(default="int4", experts={0: {0: "int8"}, 1: {0: "int8"}})
+    p = point("s", 1, plan.spec, 2, acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    p.config["model_meta"] = meta
+    hi = export_point(p, "llama.cpp").data["layer_types"]
+    tr = export_point(p, "llama.cpp", ["collapse=traffic"]).data["layer_types"]
+    assert hi == {"0": "q8_0", "1": "q8_0"}
+    assert tr == {"0": "q8_0", "1": "q4_K"}  # layer 1's traffic is mostly on an int4 expert
+    p = point("s", 1, "int4:g32:sym", 2, acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    assert set(export_point(p, "llama.cpp").data["layer_types"].values()) == {"q4_0"}
+
+
+def test_emit_parts_and_script():
+    meta = model_meta("llada_moe", n_layers=3, n_experts=4)
+    p = point("s", 1, "int8", [4, 2, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    only = export_point(p, "llama.cpp", ["emit=tensor-types"]).text
+    assert only == "blk\\.(0|1|2)\\.ffn_(gate|up|down)_exps\\.weight=q8_0\n"
+    script = export_point(p, "llama.cpp").text
+    assert "llama-quantize --tensor-type-file tensor-types.txt \"$SRC_GGUF\" \"$OUT_GGUF\" BF16" in script
+    assert "llama-diffusion-cli" in script and "-ot 'blk\\.2\\.ffn_(gate|up|down)_exps\\.=CPU'" in script

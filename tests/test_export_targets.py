@@ -1,0 +1,190 @@
+"""HF recipes applied with transformers' own code; vLLM refusal/args; KTransformers YAML; JSON round trip; CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+import yaml
+from recommend_helpers import make_db, model_meta, point, standard_front
+from torch import nn
+
+from advisor.errors import UserError
+from advisor.export.base import export_point
+from advisor.export.json_format import load
+from advisor.quant.plan import PrecisionPlan
+
+
+class _MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = nn.Linear(8, 4), nn.Linear(8, 4), nn.Linear(4, 8)
+
+
+class _Layer(nn.Module):
+    def __init__(self, n_experts):
+        super().__init__()
+        self.self_attn = nn.Module()
+        self.self_attn.q_proj = nn.Linear(8, 8)
+        self.mlp = nn.Module()
+        self.mlp.gate = nn.Linear(8, n_experts)
+        self.mlp.experts = nn.ModuleList(_MLP() for _ in range(n_experts))
+        self.mlp.shared_experts = _MLP()
+
+
+class TinyListMoE(nn.Module):
+    """A list-layout MoE with LLaDA2's module paths (layer 0 dense)."""
+
+    def __init__(self, n_layers=3, n_experts=4):
+        super().__init__()
+        self.model = nn.Module()
+        dense = nn.Module()
+        dense.mlp = _MLP()
+        self.model.layers = nn.ModuleList([dense, *(_Layer(n_experts) for _ in range(n_layers))])
+        self.lm_head = nn.Linear(8, 16)
+        self.config = types.SimpleNamespace()  # transformers' HQQ preparation records its config here
+
+
+PLAN = PrecisionPlan(default="int8", layers={1: "bf16"}, experts={2: {1: "bf16"}})
+
+
+def _list_point(plan=PLAN):
+    meta = model_meta("llada2", n_layers=3, n_experts=4, first_dense=1, hidden=8, inter=4)
+    return point("s", 3, plan.spec, [4, 2, 1], acc=0.9, h2d=1e6, peak_gib=2, meta=meta)
+
+
+def _expected_quantized(model):
+    want = set()
+    for layer in range(3):
+        for e in range(4):
+            if PLAN.format_for(layer, e) == "int8":
+                want |= {f"model.layers.{layer + 1}.mlp.experts.{e}.{p}_proj" for p in ("gate", "up", "down")}
+    return want
+
+
+def test_bitsandbytes_recipe_quantizes_exactly_the_planned_experts():
+    pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+    res = export_point(_list_point(), "hf")
+    assert res.data["method"] == "bitsandbytes"
+    kwargs = res.data["bitsandbytes"]["kwargs"]
+    cfg = BitsAndBytesConfig(**kwargs)
+    assert cfg.load_in_8bit
+    model = replace_with_bnb_linear(TinyListMoE(), modules_to_not_convert=cfg.llm_int8_skip_modules, quantization_config=cfg)
+    converted = {n for n, m in model.named_modules() if type(m).__name__ == "Linear8bitLt"}
+    assert converted == _expected_quantized(model)
+    assert "BitsAndBytesConfig(**" in res.text and "OffloadRuntime(loaded, plan, slots_per_layer=[4, 2, 1]" in res.text
+
+
+def test_hqq_recipe_constructs_and_tags_expert_linears():
+    pytest.importorskip("hqq")
+    from transformers import HqqConfig
+    from transformers.integrations.hqq import prepare_for_hqq_linear
+
+    res = export_point(_list_point(), "hf", ["method=hqq"])
+    kw = res.data["hqq"]["kwargs"]
+    assert set(kw["dynamic_config"]) == {"mlp.experts.gate_proj", "mlp.experts.up_proj", "mlp.experts.down_proj"}
+    cfg = HqqConfig(**kw)
+    model = prepare_for_hqq_linear(TinyListMoE(), quantization_config=cfg)
+    tagged = {n for n, m in model.named_modules() if getattr(m, "quant_config", None) is not None}
+    assert tagged == {f"model.layers.{i}.mlp.experts.{e}.{p}_proj" for i in (1, 2, 3) for e in range(4) for p in ("gate", "up", "down")}
+    assert any("one format (int8) for every expert" in n for n in res.data["hqq"]["notes"])
+
+
+def test_torchao_keys_fullmatch_planned_modules():
+    res = export_point(_list_point(), "hf", ["method=torchao"])
+    keys = res.data["torchao"]["fqn_to_config"]
+    assert list(keys.values()) == ["Int8WeightOnlyConfig()"]
+    pattern = next(iter(keys))[3:]
+    names = {n for n, m in TinyListMoE().named_modules() if isinstance(m, nn.Linear)}
+    assert {n for n in names if re.fullmatch(pattern, n)} == _expected_quantized(None)
+    fused = point("s", 1, "default=int4;layers=0:int8", 2, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe", 2, 4))
+    r = export_point(fused, "hf")
+    assert r.data["method"] == "torchao" and r.data["bitsandbytes"]["kwargs"] is None
+    k = {v: key[3:] for key, v in r.data["torchao"]["fqn_to_config"].items()}
+    assert re.fullmatch(k["Int8WeightOnlyConfig()"], "model.layers.0.mlp.experts.gate_up_proj")
+    assert not re.fullmatch(k["Int8WeightOnlyConfig()"], "model.layers.1.mlp.experts.down_proj")
+    assert re.fullmatch(k["Int4WeightOnlyConfig(group_size=128)"], "model.layers.1.mlp.experts.down_proj")
+
+
+def test_torchao_config_class_needs_torchao():
+    pytest.importorskip("torchao", reason="torchao is not installed here: TorchAoConfig(FqnToConfig) cannot be built")
+
+
+def test_vllm_refuses_diffusion_and_emits_one_scheme():
+    with pytest.raises(UserError, match="vLLM does not serve diffusion LLMs"):
+        export_point(_list_point(), "vllm")
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    res = export_point(point("s", 1, "default=int8;layers=1:bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    args = res.data["args"]
+    assert args[:3] == ["vllm", "serve", "tiny-llada"] and args[args.index("--quantization") + 1] == "experts_int8"
+    gb = int(args[args.index("--cpu-offload-gb") + 1])
+    assert gb == res.data["cpu_offload_gb"] >= 1
+    assert any("bf16 are quantized" in n for n in res.notes)
+
+
+def test_ktransformers_yaml_parses_and_matches_layers():
+    res = export_point(_list_point(), "ktransformers")
+    rules = yaml.safe_load(res.text)
+    assert rules == res.data["rules"]
+    names = [f"model.layers.{i}.mlp.experts" for i in (1, 2, 3)]
+    for n in names:
+        hits = [r for r in rules if re.search(r["match"]["name"], n)]
+        assert len(hits) == 1
+    assert not any(re.search(r["match"]["name"], "model.layers.1.mlp.experts.0") for r in rules)
+    on_gpu = [r["replace"]["kwargs"]["generate_device"] for r in rules]
+    assert set(on_gpu) <= {"cuda", "cpu"}
+    assert res.data["sglang_args"] == ["--kt-num-gpu-experts", "7", "--kt-expert-placement-strategy", "frequency"]
+
+
+def test_json_round_trip(tmp_path):
+    res = export_point(_list_point(), "json")
+    path = tmp_path / "x.json"
+    path.write_text(res.text)
+    doc = load(path)
+    assert doc.precision_plan() == PLAN and doc.slots_per_layer == [4, 2, 1] and doc.policy == "lru"
+    assert doc.doc["metrics"]["h2d_bytes_per_token"] == {"value": 1e6, "source": "counted"}
+    assert doc.doc["model"]["moe_layers"][0]["decoder_layer"] == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**doc.doc, "version": 99}))
+    with pytest.raises(UserError, match="schema version 99"):
+        load(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(UserError, match="not a moe-advisor export"):
+        load(bad)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], capture_output=True, text=True)
+
+
+def test_cli_export_errors_and_output_file(tmp_path):
+    url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
+    r = _cli("export", "s1", "2", "--to", "gguf2", "--storage", url)
+    assert r.returncode == 2 and "available: llama.cpp, hf, vllm, ktransformers, json" in r.stderr
+    r = _cli("export", "s1", "2", "--to", "llama.cpp", "--opt", "colapse=x", "--storage", url)
+    assert r.returncode == 2 and "options: collapse=<highest|traffic>" in r.stderr
+    r = _cli("export", "s1", "99", "--to", "json", "--storage", url)
+    assert r.returncode == 2 and "front trials: 0, 1, 2" in r.stderr
+    out = tmp_path / "plan.json"
+    r = _cli("export", "s1", "2", "--to", "json", "-o", str(out), "--storage", url)
+    assert r.returncode == 0 and load(out).precision_plan() == PrecisionPlan.uniform("int8")
+    r = _cli("export", "--from-recommend", "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0 and "vllm serve" in r.stdout and "--quantization experts_int8" in r.stdout
+    assert not list(tmp_path.glob(".plan.json.*"))
+
+
+def test_export_never_imports_torch(tmp_path):
+    url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("llada_moe")))
+    code = ("import sys\nfrom advisor.cli import app\n"
+            "for t in ('llama.cpp', 'hf', 'ktransformers', 'json'):\n"
+            f"    try:\n        app(['export', 's1', '2', '--to', t, '--storage', {url!r}])\n    except SystemExit:\n        pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]

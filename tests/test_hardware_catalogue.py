@@ -1,0 +1,115 @@
+"""Hardware profiles: catalogue look-up by loose names, budgets, measured profiles winning, no torch on import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from advisor.errors import UserError
+from advisor.hardware import (
+    CATALOGUE,
+    DEFAULT_PROFILE,
+    GiB,
+    HardwareProfile,
+    get_gpu,
+    load_profiles,
+    parse_budget,
+    save_profile,
+)
+
+
+@pytest.mark.parametrize("name", ["4090", "rtx4090", "RTX 4090", "NVIDIA GeForce RTX 4090", "rtx-4090 24GB"])
+def test_loose_names_find_the_4090(name):
+    p = get_gpu(name, "/nonexistent")
+    assert p.name == "RTX 4090 24GB" and p.memory_bytes == 24 * GiB and p.h2d_gbps_pinned == 25.0
+    assert p.source == "catalogue (nominal)"
+
+
+@pytest.mark.parametrize("name,expected,bw", [
+    ("NVIDIA A100-SXM4-80GB", "A100 80GB", 25.0),
+    ("Tesla T4", "T4 16GB", 12.0),
+    ("NVIDIA H100 80GB HBM3", "H100 80GB", 50.0),
+    ("A10G", "A10G 24GB", 25.0),
+    ("RTX 4060 Ti 16GB", "RTX 4060 Ti 16GB", 12.5),
+    ("H200", "H200 141GB", 50.0),
+])
+def test_nvidia_smi_style_names(name, expected, bw):
+    p = get_gpu(name, "/nonexistent")
+    assert (p.name, p.h2d_gbps_pinned, p.h2d_gbps_pageable) == (expected, bw, bw / 2)
+
+
+def test_ambiguous_and_unknown_names_list_choices():
+    with pytest.raises(UserError, match="ambiguous.*A100 40GB.*A100 80GB"):
+        get_gpu("A100", "/nonexistent")
+    with pytest.raises(UserError, match="unknown GPU '4091'; close matches: RTX 4090 24GB"):
+        get_gpu("4091", "/nonexistent")
+    with pytest.raises(UserError, match="unknown GPU"):
+        get_gpu("RTX 4090 48GB", "/nonexistent")
+
+
+def test_catalogue_covers_the_common_gpus():
+    names = {p.name for p in CATALOGUE}
+    for n in ["RTX 3060 12GB", "RTX 3080 10GB", "RTX 3090 24GB", "RTX 4060 Ti 16GB", "RTX 4070 12GB", "RTX 4080 16GB",
+              "RTX 5090 32GB", "A10 24GB", "L4 24GB", "L40S 48GB", "A100 40GB", "A100 80GB", "H100 80GB",
+              "H200 141GB", "T4 16GB", "V100 16GB", "V100 32GB"]:
+        assert n in names
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("12GiB", 12 * 2**30), ("12 GB", 12 * 10**9), ("12000MiB", 12000 * 2**20), ("0.5TiB", 2**39),
+    ("24G", 24 * 2**30), (8 * 2**30, 8 * 2**30), ("123456789", 123456789),
+])
+def test_parse_budget(text, expected):
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["12 potatoes", "12", "", "GB", "-1GB", "0GiB", 0, -5])
+def test_parse_budget_rejects(bad):
+    with pytest.raises(UserError):
+        parse_budget(bad)
+
+
+def test_bad_budget_message_names_examples():
+    with pytest.raises(UserError) as e:
+        parse_budget("12 potatoes")
+    assert str(e.value) == "budget '12 potatoes' is not a size; use e.g. 12GiB, 24GB, 8000MiB"
+
+
+def test_measured_profile_wins_over_catalogue(tmp_path):
+    measured = HardwareProfile("NVIDIA GeForce RTX 4090", 24 * GiB - 300 * 2**20, 22.1, 9.8, 7.5,
+                               "measured:2026-01-01 cuda-events", "measured", free_bytes=23 * GiB)
+    path = save_profile(measured, tmp_path)
+    assert path.exists() and not list(tmp_path.glob("*.tmp"))
+    assert load_profiles(tmp_path) == [measured]
+    assert get_gpu("rtx 4090", tmp_path) == measured
+    assert get_gpu("RTX 3090", tmp_path).source == "catalogue (nominal)"
+
+
+def test_corrupt_profile_is_a_user_error(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_profiles(tmp_path)
+
+
+def test_transfer_model_and_default_profile():
+    assert DEFAULT_PROFILE.h2d_gbps_pinned == 25.0 and DEFAULT_PROFILE.h2d_gbps_pageable == 12.5
+    assert DEFAULT_PROFILE.tag == "pcie(bw=25.0GB/s,lat=10us)"
+    # 25 MB over 25 GB/s = 1 ms, plus 2 copies x 10 us
+    assert DEFAULT_PROFILE.transfer_ms(25e6, copies=2) == pytest.approx(1.02)
+    assert DEFAULT_PROFILE.transfer_ms(25e6, copies=0, pinned=False) == pytest.approx(2.0)
+
+
+def test_hardware_module_does_not_import_torch():
+    code = "import sys, advisor.hardware; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_cpu_profile_is_measured_and_labelled():
+    from advisor.hardware_measure import measure_cpu_profile
+
+    p = measure_cpu_profile(sizes=(1 << 18, 1 << 20, 1 << 22), repeats=3)
+    assert p.h2d_gbps_pinned > 0.1 and p.copy_latency_us > 0 and p.memory_bytes > 0
+    assert p.source.startswith("measured-cpu:")

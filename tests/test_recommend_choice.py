@@ -1,0 +1,120 @@
+"""`recommend`: the choice under budget + floor, its reasons, nothing-fits advice, bad databases, no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from recommend_helpers import GiB, make_db, model_meta, point, standard_front
+
+from advisor.errors import UserError
+from advisor.hardware import get_gpu
+from advisor.recommend import Query, load_points, recommend, reference_point, render
+
+
+def test_picks_lowest_transfer_that_fits_and_meets_relative_floor():
+    rec = recommend(standard_front(), Query(budget_bytes=12 * GiB, max_accuracy_drop=0.02))
+    assert rec.chosen.point.trial_number == 2  # int8, 4 slots: 9.1 GiB, 0.91 >= 0.92 - 0.02
+    text = " | ".join(rec.reasons)
+    assert "fits 12.0 GiB: uses 9.1 GiB" in text
+    assert "accuracy 0.910 >= floor 0.900" in text and "trial #0" in text
+    assert "among 3 feasible" in text and "next best s1#3 has 1.30x the transfer" in text
+    assert "1 exceed memory" in text and "2 fall below the floor" in text
+
+
+def test_reference_is_highest_precision_uniform_plan():
+    pts = standard_front()
+    ref = reference_point(pts)
+    assert (ref.trial, ref.accuracy) == (0, 0.92) and "uniform bf16" in ref.how
+    no_uniform = [p for p in pts if p.trial_number == 5]
+    ref = reference_point(no_uniform)
+    assert ref.trial == 5 and "most accurate point" in ref.how
+
+
+def test_absolute_floor_and_preferences():
+    pts = standard_front()
+    assert recommend(pts, Query(budget_bytes=12 * GiB, min_accuracy=0.85)).chosen.point.trial_number == 5
+    assert recommend(pts, Query(budget_bytes=12 * GiB, prefer="accuracy")).chosen.point.trial_number == 1
+    assert recommend(pts, Query(budget_bytes=12 * GiB, prefer="latency")).chosen.point.trial_number == 4
+    assert recommend(pts, Query()).chosen.point.trial_number == 0  # no budget: memory not checked
+    with pytest.raises(UserError, match="unknown preference"):
+        recommend(pts, Query(prefer="speed"))
+    with pytest.raises(UserError, match="between 0 and 1"):
+        recommend(pts, Query(min_accuracy=91))
+
+
+def test_gpu_budget_and_modelled_transfer_on_target():
+    gpu = get_gpu("RTX 3060", "/nonexistent")  # 12 GiB, PCIe 4.0 x16 nominal
+    rec = recommend(standard_front(), Query(gpu=gpu, max_accuracy_drop=0.02))
+    assert rec.chosen.point.trial_number == 2
+    d = rec.to_dict()
+    mt = d["chosen"]["modelled_on_target"]
+    assert mt["transfer_ms_per_token"] == pytest.approx(20e6 / 25e9 * 1e3)
+    assert "RTX 3060 12GB" in mt["source"] and "catalogue (nominal)" in mt["source"]
+    out = render(rec)
+    assert "[counted]" in out and "[measured:exact-match n=64]" in out and "transfer on target" in out
+
+
+def test_nothing_fits_says_what_to_change():
+    rec = recommend(standard_front(), Query(budget_bytes=4 * GiB, min_accuracy=0.9))
+    assert rec.chosen is None
+    text = " | ".join(rec.reasons)
+    assert "more memory: s1#3 meets the accuracy floor with 6.0 GiB (2.0 GiB over the budget)" in text
+    assert rec.closest[0]["change"] == "memory"
+    rec = recommend(standard_front(), Query(budget_bytes=10 * GiB, min_accuracy=0.95))
+    assert "lower floor: s1#2 fits with accuracy 0.910" in " | ".join(rec.reasons)
+
+
+def test_filters_and_unmatched_filter_lists_what_exists():
+    other = [point("s2", 0, "int8", 2, acc=0.5, h2d=1e6, peak_gib=1, task="gsm8k", model="other-model")]
+    pts = standard_front() + other
+    assert recommend(pts, Query(task="gsm8k")).chosen.point.study_name == "s2"
+    assert recommend(pts, Query(model="tiny")).chosen.point.study_name == "s1"
+    with pytest.raises(UserError, match="no front point matches task='humaneval'; stored models: other-model, tiny-llada"):
+        recommend(pts, Query(task="humaneval"))
+
+
+def test_load_points_errors(tmp_path):
+    with pytest.raises(UserError, match="no advisor database at"):
+        load_points(str(tmp_path / "missing.db"))
+    (tmp_path / "junk.db").write_text("this is not sqlite" * 100)
+    with pytest.raises(UserError, match="not a readable advisor database"):
+        load_points(str(tmp_path / "junk.db"))
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "empty.db").execute("create table t(x)").connection.commit()
+    with pytest.raises(UserError, match="no stored Pareto front"):
+        load_points(str(tmp_path / "empty.db"))
+    url = make_db(tmp_path / "ok.db", standard_front())
+    assert len(load_points(url)) == 6 and len(load_points(url, "s1")) == 6
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_json_and_exit_codes(tmp_path):
+    url = make_db(tmp_path / "a.db", standard_front())
+    r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["chosen"]["trial"] == 2 and d["chosen"]["sources"]["h2d_bytes_per_token"] == "counted"
+    assert d["query"]["budget_bytes"] == 12 * GiB
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.9")
+    assert r.returncode == 1 and "more memory" in r.stdout
+    for args, msg in [(("--budget", "12 potatoes"), "is not a size"), (("--gpu", "RTX 9999"), "unknown GPU"),
+                      (("--storage", str(tmp_path / "nope.db")), "no advisor database")]:
+        r = _cli("recommend", "--storage", url, *args) if args[0] != "--storage" else _cli("recommend", *args)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_recommend_never_imports_torch(tmp_path):
+    url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
+    code = ("import sys\nfrom advisor.cli import app\n"
+            f"try:\n    app(['recommend', '--storage', {url!r}, '--budget', '12GiB'])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "Recommended" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
