@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
 from advisor.export.config_view import formats_in, precision_rank, uniform_format
 from advisor.hardware import CATALOGUE, HardwareProfile, format_bytes
-from advisor.tune.store import FrontPoint
+from advisor.tune.front import FrontPoint
 
 DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 PREFERENCES = ("transfer", "latency", "accuracy")
@@ -143,24 +142,15 @@ def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, 
 
 def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> list[FrontPoint]:
     """Stored front points; a missing, empty or foreign database is one clear UserError."""
-    from advisor.tune.store import engine_for, load_fronts
+    from advisor.tune.front import read_fronts
 
     url = storage if "://" in storage else f"sqlite:///{storage}"
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):].split("?", 1)[0])
-        if not path.is_file():
-            raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
-        if path.stat().st_size == 0:
-            raise UserError(f"{path} is empty; run `advisor tune` first or pass --storage URL")
-    engine = engine_for(url)
     try:
-        points = load_fronts(engine, study)
+        points = read_fronts(url, study)
     except UserError:
         raise
     except Exception as e:  # driver errors, unreachable servers
         raise UserError(f"cannot read {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-    finally:
-        engine.dispose()
     if not points:
         what = f"study {study!r}" if study else "any study"
         raise UserError(f"no stored Pareto front for {what} in {url}; run `advisor tune` first (see `advisor studies`)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.export.config_view import export_config
-from advisor.tune.store import FrontPoint
+from advisor.tune.front import FrontPoint
 
 TARGETS: dict[str, str] = {
     "llama.cpp": "advisor.export.llamacpp",

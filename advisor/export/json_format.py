@@ -19,7 +19,7 @@ from advisor.errors import UserError
 from advisor.export.base import ExportResult
 from advisor.export.config_view import ExportConfig, plan_of
 from advisor.quant.plan import PrecisionPlan
-from advisor.tune.store import FrontPoint
+from advisor.tune.front import FrontPoint
 
 SCHEMA = "moe-advisor/export"
 VERSION = 1

@@ -19,7 +19,7 @@ import yaml
 from advisor.export.base import ExportResult, header_lines
 from advisor.export.config_view import ExportConfig
 from advisor.export.llamacpp import ggml_type, placement, plan_layers
-from advisor.tune.store import FrontPoint
+from advisor.tune.front import FrontPoint
 
 OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one type per layer (GGUF)"),

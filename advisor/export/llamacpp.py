@@ -22,7 +22,7 @@ from typing import Any
 from advisor.export.base import ExportResult, header_lines
 from advisor.export.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
 from advisor.quant.spec import parse_format
-from advisor.tune.store import FrontPoint
+from advisor.tune.front import FrontPoint
 
 OPTIONS = {
     "collapse": ("highest", tuple(COLLAPSE_RULES), "how per-expert formats become one type per layer"),

@@ -22,26 +22,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
+from advisor.tune.front import METRICS, FrontPoint
 
-METRICS = (
-    "h2d_bytes_per_token",
-    "transfer_ms_per_token",
-    "latency_ms_per_token",
-    "hit_rate",
-    "accuracy",
-    "fidelity_kl",
-    "fidelity_top1",
-    "peak_gpu_bytes",
-)
-
+__all__ = ["METRICS", "Base", "FrontPoint", "FrontRow", "engine_for", "ensure_tables", "load_fronts", "save_front"]
 
 class Base(DeclarativeBase):
     pass
@@ -69,41 +58,22 @@ class FrontRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
 
-@dataclass
-class FrontPoint:
-    """A front point as the rest of the project sees it (plain data, no database session attached)."""
-
-    study_name: str
-    trial_number: int
-    model: str
-    model_fingerprint: str
-    task: str
-    config: dict[str, Any]
-    values: dict[str, float]
-    sources: dict[str, str]
-    device: str = "cpu"
-    hardware: dict[str, Any] = field(default_factory=dict)
-    space: str = ""
-    budget_bytes: float | None = None
-    created_at: dt.datetime | None = None
-
-    @staticmethod
-    def from_row(r: FrontRow) -> FrontPoint:
-        return FrontPoint(
-            study_name=r.study_name,
-            trial_number=r.trial_number,
-            model=r.model,
-            model_fingerprint=r.model_fingerprint,
-            task=r.task,
-            config=r.config,
-            values=r.values,
-            sources=r.sources,
-            device=r.device,
-            hardware=r.hardware,
-            space=r.space,
-            budget_bytes=r.budget_bytes,
-            created_at=r.created_at,
-        )
+def _point_from_row(r: FrontRow) -> FrontPoint:
+    return FrontPoint(
+        study_name=r.study_name,
+        trial_number=r.trial_number,
+        model=r.model,
+        model_fingerprint=r.model_fingerprint,
+        task=r.task,
+        config=r.config,
+        values=r.values,
+        sources=r.sources,
+        device=r.device,
+        hardware=r.hardware,
+        space=r.space,
+        budget_bytes=r.budget_bytes,
+        created_at=r.created_at,
+    )
 
 
 def engine_for(url: str) -> Engine:
@@ -161,6 +131,6 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
             q = select(FrontRow)
             if study_name is not None:
                 q = q.where(FrontRow.study_name == study_name)
-            return [FrontPoint.from_row(r) for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
+            return [_point_from_row(r) for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
     except DatabaseError as e:
         raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); point --storage at the file `advisor tune` wrote") from e
