@@ -1,0 +1,32 @@
+"""Models: load any supported MoE model, view its experts, decode it the family's way.
+
+Imports are lazy so that `import advisor.models` (and the read-only CLI commands) never pull in torch:
+
+* `load.load_model(spec)` -> `LoadedModel` (HF id, local directory, ``tiny:<family>``, ``bundled``)
+* `view.moe_layers(model)`, `view.attach_runtime(model, runtime, observers)`, `view.detach_runtime(model)`
+* `generate.generate(loaded, input_ids, max_new_tokens=..., on_forward=...)`, `generate.generate_text`
+* `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "load_model": "advisor.models.load",
+    "LoadedModel": "advisor.models.load",
+    "moe_layers": "advisor.models.view",
+    "MoELayer": "advisor.models.view",
+    "attach_runtime": "advisor.models.view",
+    "detach_runtime": "advisor.models.view",
+    "ForwardInfo": "advisor.models.samplers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'advisor.models' has no attribute {name!r}")

@@ -226,7 +226,9 @@ class ExpertList(nn.ModuleList):
 
     def __init__(self, experts: Iterable[nn.Module], act_fn: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__(experts)
-        self.act_fn = act_fn
+        # Kept out of the module registry: an activation module (ACT2FN) would otherwise become an extra
+        # list element, and len(self) must be the number of experts.
+        self.__dict__["act_fn"] = act_fn
 
     def forward(  # type: ignore[override]
         self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor

@@ -1,0 +1,198 @@
+"""One generation entry point that decodes each family the way it was published.
+
+* LLaDA-MoE: low-confidence remasking (`samplers.llada_generate`);
+* LLaDA2: block-causal threshold decoding (`samplers.llada2_generate`);
+* DiffusionGemma: transformers' native block-diffusion `generate` (canvas = block);
+* autoregressive MoEs (Qwen3-MoE, OLMoE, Mixtral, DeepSeek-V3, ...): greedy `generate`.
+
+`on_forward(ForwardInfo(index, step, block))` is called before every model forward, so routing
+recorders and offload runtimes know where in the decoding each expert request comes from. For
+native models this uses forward pre-hooks (the official nn.Module seam), removed afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from advisor.errors import UserError
+from advisor.models.load import LoadedModel
+from advisor.models.samplers import ForwardInfo, llada2_generate, llada_generate
+
+OnForward = Callable[[ForwardInfo], None]
+
+__all__ = ["ForwardInfo", "OnForward", "generate", "generate_text"]
+
+
+def generate(
+    loaded: LoadedModel,
+    input_ids: torch.LongTensor,
+    *,
+    max_new_tokens: int,
+    steps: int | None = None,
+    block_length: int | None = None,
+    on_forward: OnForward | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> torch.LongTensor:
+    """Generate `max_new_tokens` after `input_ids` [B, L]; returns only the new tokens [B, max_new_tokens].
+
+    `steps`/`block_length` default to the family's published decoding (`loaded.gen_defaults`); `options`
+    override other family knobs (temperature, remasking, threshold). Sampling randomness is drawn from
+    a generator seeded with `seed`, so runs repeat exactly, without disturbing the global RNG.
+    """
+    if max_new_tokens <= 0:
+        raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
+    if input_ids.dim() != 2:
+        raise UserError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    input_ids = input_ids.to(loaded.device)
+    decode = {
+        "llada_moe": _llada_moe,
+        "llada2": _llada2,
+        "diffusion_gemma": _diffusion_gemma,
+    }.get(loaded.family, _autoregressive)
+    devices = [loaded.device] if loaded.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        out = decode(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options)
+    return _fit(out, max_new_tokens, _filler(loaded))
+
+
+def _fit(tokens: torch.Tensor, length: int, filler: int) -> torch.LongTensor:
+    """Exactly `length` columns: cut extra canvas, pad sequences that stopped at eos with `filler`."""
+    if tokens.shape[1] >= length:
+        return tokens[:, :length]
+    pad = torch.full((tokens.shape[0], length - tokens.shape[1]), filler, dtype=tokens.dtype, device=tokens.device)
+    return torch.cat([tokens, pad], dim=1)
+
+
+def _filler(loaded: LoadedModel) -> int:
+    config = getattr(loaded.model, "config", None)
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(config, attr, None)
+        if value is None and hasattr(config, "get_text_config"):
+            value = getattr(config.get_text_config(), attr, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _llada_moe(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
+    defaults = {**loaded.gen_defaults, **options}
+    block = min(block_length or defaults.get("block_length") or 32, max_new_tokens)
+    # The reference needs gen_length % block_length == 0: decode whole blocks, then cut to max_new_tokens.
+    num_blocks = -(-max_new_tokens // block)
+    gen_length = num_blocks * block
+    steps = steps or defaults.get("steps") or gen_length  # published default: one token per step
+    steps = -(-steps // num_blocks) * num_blocks
+    out = llada_generate(
+        loaded.model, input_ids, steps=steps, gen_length=gen_length, block_length=block,
+        mask_id=_mask_id(loaded), temperature=defaults.get("temperature", 0.0),
+        remasking=defaults.get("remasking", "low_confidence"), on_forward=on_forward,
+    )
+    return out[:, input_ids.shape[1]:]
+
+
+def _llada2(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
+    defaults = {**loaded.gen_defaults, **options}
+    eos = getattr(loaded.model.config, "eos_token_id", None)
+    out = llada2_generate(
+        loaded.model, input_ids, gen_length=max_new_tokens, block_length=block_length or defaults["block_length"],
+        steps=steps or defaults["steps"], threshold=defaults.get("threshold", 0.95), mask_id=_mask_id(loaded),
+        eos_id=eos if isinstance(eos, int) else None, temperature=defaults.get("temperature", 0.0),
+        on_forward=on_forward,
+    )
+    return out[:, input_ids.shape[1]:]
+
+
+def _mask_id(loaded: LoadedModel) -> int:
+    if loaded.mask_token_id is None:
+        raise UserError(f"{loaded.name}: no mask token id known; set mask_token_id in its config.json")
+    return loaded.mask_token_id
+
+
+@contextmanager
+def _pre_hooks(hooks: list[tuple[torch.nn.Module, Callable]]) -> Iterator[None]:
+    handles = [module.register_forward_pre_hook(fn) for module, fn in hooks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _diffusion_gemma(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
+    """Native generate; the encoder pass that opens each canvas starts a block, each decoder pass is a step."""
+    model = loaded.model
+    state = {"index": 0, "block": -1, "step": 0}
+
+    def encoder_pass(_module, _args):
+        state["block"] += 1
+        state["step"] = 0
+        _emit(state, on_forward)
+
+    def decoder_pass(_module, _args):
+        state["step"] += 1
+        _emit(state, on_forward)
+
+    # generate() calls the encoder module directly, and the decoder through `model.model` without input_ids
+    hooks = [(model.model.encoder, encoder_pass), (model.model.decoder, decoder_pass)] if on_forward else []
+    canvas = block_length or loaded.gen_defaults["block_length"]
+    previous = model.config.canvas_length
+    model.config.canvas_length = int(canvas)  # generate() reads the block length from the config
+    try:
+        with _pre_hooks(hooks):
+            out = model.generate(
+                input_ids, max_new_tokens=max_new_tokens, max_denoising_steps=steps or loaded.gen_defaults["steps"],
+                return_dict_in_generate=True, **options,
+            )
+    finally:
+        model.config.canvas_length = previous
+    return out.sequences[:, input_ids.shape[1]:]
+
+
+def _autoregressive(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
+    """Greedy decoding; each forward produces one token, reported as a block of its own."""
+    model = loaded.model
+    state = {"index": 0}
+
+    def one_forward(_module, _args):
+        on_forward(ForwardInfo(index=state["index"], step=0, block=state["index"]))
+        state["index"] += 1
+
+    hooks = [(model, one_forward)] if on_forward else []
+    kwargs = {"do_sample": False, **{k: v for k, v in loaded.gen_defaults.items() if k != "do_sample"}, **options}
+    with _pre_hooks(hooks):
+        out = model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+            pad_token_id=_filler(loaded), **kwargs,
+        )
+    return out[:, input_ids.shape[1]:]
+
+
+def _emit(state: dict, on_forward: OnForward | None) -> None:
+    if on_forward is not None:
+        on_forward(ForwardInfo(index=state["index"], step=state["step"], block=state["block"]))
+    state["index"] += 1
+
+
+def generate_text(loaded: LoadedModel, prompts: list[str], **kw: Any) -> list[str]:
+    """Decode each prompt (one at a time: no padding tricks that would change a dLLM's canvas) to text."""
+    tok = loaded.tokenizer
+    if tok is None:
+        raise UserError(f"{loaded.name} has no tokenizer; generate from token ids with `generate` instead")
+    kw.setdefault("max_new_tokens", 64)
+    eos = tok.eos_token_id
+    texts = []
+    for prompt in prompts:
+        ids = torch.tensor([tok(prompt, add_special_tokens=True)["input_ids"]], dtype=torch.long)
+        new = generate(loaded, ids, **kw)[0].tolist()
+        if eos is not None and eos in new:
+            new = new[: new.index(eos)]
+        texts.append(tok.decode(new, skip_special_tokens=True))
+    return texts

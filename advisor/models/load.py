@@ -1,0 +1,283 @@
+"""Load any supported MoE model from one spec string: HF id, local directory, `tiny:<family>` or `bundled`.
+
+Whatever the source, the result is a `LoadedModel`: the model in eval mode, its expert view, a stable
+fingerprint (so stored studies can tell which model they measured) and the family's default decoding.
+Loading never hangs offline: an uncached hub id fails at once with a line saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from advisor.errors import UserError
+from advisor.models import tiny
+from advisor.models.view import MoELayer, moe_layers
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+_DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+    "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}
+# Published model_type names of the LLaDA checkpoints (config.json), besides the project's own names.
+_LLADA_MOE_TYPES = {"llada_moe", "lladamoe", "llada-moe"}
+_LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}
+# Published mask token ids, used when a config does not carry one.
+_MASK_DEFAULTS = {"llada_moe": 156895, "llada2": 156895}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the advisor: its expert view, identity and default decoding."""
+
+    model: nn.Module
+    tokenizer: Any | None
+    family: str
+    is_diffusion: bool
+    name: str
+    fingerprint: str
+    moe: list[MoELayer]
+    mask_token_id: int | None
+    gen_defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.moe[0].dtype
+
+
+def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None) -> LoadedModel:
+    """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`."""
+    torch_dtype = _parse_dtype(dtype)
+    device = _check_device(device)
+    spec = str(spec).strip()
+    if spec.startswith("tiny:"):
+        family = spec.split(":", 1)[1]
+        model = tiny.build_tiny(family, dtype=torch_dtype or torch.float32)
+        return _finish(model, None, family, spec, device)
+    if spec == "bundled":
+        if not (BUNDLED_DIR / "config.json").is_file():
+            raise UserError(
+                f"the bundled model is missing ({BUNDLED_DIR}); train it with `python -m advisor.train_bundled` "
+                "or pass a model id / directory"
+            )
+        return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_dir(path, str(path), device, torch_dtype)
+    if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
+        raise UserError(
+            f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
+            f"{', '.join(tiny.TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)"
+        )
+    return _load_dir(_resolve_hub(spec), spec, device, torch_dtype)
+
+
+def _parse_dtype(dtype: Any) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key == "auto":
+        return None
+    if key not in _DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use one of: {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[key]
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
+    return dev
+
+
+# ---- hub -------------------------------------------------------------------------------------------------
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the hub answers within `timeout` seconds (DNS included, so this never hangs)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        return False
+    host = re.sub(r"^https?://", "", constants.ENDPOINT).split("/")[0].split(":")[0]
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _resolve_hub(repo_id: str) -> Path:
+    """A local snapshot of `repo_id`: from the cache when offline, downloaded (config/weights/tokenizer) if online."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    online = hub_reachable()
+    try:
+        local = snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=not online)
+    except (LocalEntryNotFoundError, FileNotFoundError) as e:
+        raise UserError(
+            f"model {repo_id} is not available offline; download it on a connected machine "
+            f"(huggingface-cli download {repo_id}) or pass a local directory"
+        ) from e
+    except HfHubHTTPError as e:
+        raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}); "
+                        "check the id, or pass a local directory") from e
+    if not (Path(local) / "config.json").is_file():
+        raise UserError(
+            f"model {repo_id} is not available offline; download it on a connected machine "
+            f"(huggingface-cli download {repo_id}) or pass a local directory"
+        )
+    return Path(local)
+
+
+# ---- directories -----------------------------------------------------------------------------------------
+
+
+def family_of(model_type: str) -> str:
+    """The project family name of a config.json `model_type`."""
+    mt = model_type.lower()
+    if mt in _LLADA_MOE_TYPES or mt == _llada_type("llada_moe"):
+        return "llada_moe"
+    if mt in _LLADA2_TYPES or mt == _llada_type("llada2"):
+        return "llada2"
+    return mt
+
+
+def _llada_type(family: str) -> str | None:
+    try:
+        if family == "llada_moe":
+            from advisor.models.llada_moe import LLaDAMoEConfig as cfg
+        else:
+            from advisor.models.llada2 import LLaDA2MoeConfig as cfg
+    except ImportError:
+        return None
+    return getattr(cfg, "model_type", None)
+
+
+def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None) -> LoadedModel:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{config_file} is not valid JSON ({e}); re-download or re-save the model") from e
+    model_type = str(raw.get("model_type", ""))
+    if not model_type:
+        raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
+    family = family_of(model_type)
+    kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
+    try:
+        if family == "llada_moe":
+            from advisor.models.llada_moe import LLaDAMoEModelLM as cls
+        elif family == "llada2":
+            from advisor.models.llada2 import LLaDA2MoeModelLM as cls
+        elif family == "diffusion_gemma":
+            from transformers import DiffusionGemmaForBlockDiffusion as cls
+        else:
+            from transformers import AutoModelForCausalLM as cls
+        model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+    except (ValueError, KeyError) as e:
+        raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
+    return _finish(model.eval(), _tokenizer(path), family, name, device)
+
+
+def _tokenizer(path: Path) -> Any | None:
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not any((path / n).is_file() for n in names):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+# ---- identity and defaults -------------------------------------------------------------------------------
+
+
+def _finish(model: nn.Module, tokenizer: Any | None, family: str, name: str, device: torch.device) -> LoadedModel:
+    moe = moe_layers(model)  # raises UserError for models without MoE layers, before moving anything
+    model = model.to(device).eval()
+    moe = moe_layers(model)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        family=family,
+        is_diffusion=family in DIFFUSION_FAMILIES,
+        name=name,
+        fingerprint=fingerprint(model),
+        moe=moe,
+        mask_token_id=_mask_token_id(model, family),
+        gen_defaults=gen_defaults(model, family),
+    )
+
+
+def _mask_token_id(model: nn.Module, family: str) -> int | None:
+    if family not in ("llada_moe", "llada2"):
+        return None  # DiffusionGemma starts from a uniformly random canvas; AR models have no mask
+    value = getattr(model.config, "mask_token_id", None)
+    return int(value) if value is not None else _MASK_DEFAULTS[family]
+
+
+def gen_defaults(model: nn.Module, family: str) -> dict[str, Any]:
+    """The decoding each family was published with (kwargs of `advisor.models.generate.generate`)."""
+    if family == "llada_moe":  # LLaDA low-confidence remasking: one token per step, 32-token blocks
+        return {"steps": None, "block_length": 32, "temperature": 0.0, "remasking": "low_confidence"}
+    if family == "llada2":  # block-causal threshold decoding
+        return {"steps": 32, "block_length": 32, "threshold": 0.95, "temperature": 0.0}
+    if family == "diffusion_gemma":  # native generate: canvas (block) length from config, denoising steps
+        return {"steps": 48, "block_length": int(model.config.canvas_length)}
+    return {"do_sample": False}
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        volatile = {"transformers_version", "_name_or_path", "_commit_hash", "dtype", "torch_dtype"}
+        items = sorted(((str(k), v) for k, v in obj.items()), key=lambda kv: kv[0])
+        return {k: _canonical(v) for k, v in items if k not in volatile and not k.startswith("_")}
+    if isinstance(obj, list | tuple):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def fingerprint(model: nn.Module, elements: int = 64) -> str:
+    """A stable short sha256 over the config, every parameter's name/shape/dtype, and an evenly strided
+    sample of `elements` values from every parameter (cheap even for 30B-parameter models)."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        h.update(json.dumps(_canonical(config.to_dict()), sort_keys=True, default=str).encode())
+    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // elements)][:elements].cpu().contiguous()
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        h.update(sample.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
