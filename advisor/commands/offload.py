@@ -1,9 +1,150 @@
-"""CLI commands of this area (registered by advisor.cli). Import heavy libraries inside command bodies."""
+"""CLI: `advisor trace` (record routing) and `advisor simulate` (replay it through the cache policies).
+
+Heavy libraries (torch, transformers) are imported inside the command bodies only.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int):
+    """Token-id prompts: from --prompt texts, a task's examples, or (tokenizer-less tiny models) seeded ids."""
+    import torch
+
+    from advisor.errors import UserError
+
+    texts: list[str] = list(prompt or [])
+    max_new = None
+    if not texts and task:
+        try:
+            from advisor.eval.tasks import get_task
+        except ImportError as e:
+            raise UserError("task prompts need advisor.eval.tasks (not available); pass --prompt TEXT") from e
+        t = get_task(task, limit=limit, seed=seed)
+        texts = [t.prompt(ex) for ex in t.examples[:limit]]
+        max_new = getattr(t, "max_new_tokens", None)
+    if loaded.tokenizer is None:
+        gen = torch.Generator().manual_seed(seed)
+        vocab = int(getattr(loaded.model.config, "vocab_size", 256))
+        n = max(1, len(texts) or limit)
+        return [torch.randint(3, max(4, vocab - 3), (1, 12), generator=gen) for _ in range(n)], max_new, True
+    if not texts:
+        raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
+    tok = loaded.tokenizer
+    ids = [torch.tensor([tok.encode(t)], dtype=torch.long) for t in texts]
+    return ids, max_new, False
+
+
+def trace_cmd(
+    model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
+    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.npz)."),
+    task: str = typer.Option("toy", "--task", help="Task whose prompts to decode (toy, gsm8k, humaneval)."),
+    prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
+    limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
+    max_new_tokens: int = typer.Option(0, "--max-new-tokens", help="0 = the task's / model's default."),
+    steps: int = typer.Option(0, "--steps", help="Denoising steps (dLLMs); 0 = model default."),
+    block_length: int = typer.Option(0, "--block-length", help="Block length (dLLMs); 0 = model default."),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Record which experts every token of every forward uses while the model decodes."""
+    import torch
+    from rich.console import Console
+
+    from advisor.models.load import load_model
+    from advisor.offload.trace import merge, record_trace
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    loaded = load_model(model, device=device)
+    prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed)
+    gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
+    if steps:
+        gen_kw["steps"] = steps
+    if block_length:
+        gen_kw["block_length"] = block_length
+    traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt"}, **gen_kw)
+              for ids in prompts]
+    trace = merge(traces)
+    if synthetic:
+        trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
+    path = trace.save(output)
+    Console().print(
+        f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "
+        f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted)"
+    )
+
+
+def _profile(gpu: str | None):
+    if not gpu:
+        return None
+    from advisor.hardware import get_gpu
+
+    return get_gpu(gpu)
+
+
+def simulate_cmd(
+    trace_file: Path = typer.Argument(..., help="Trace recorded with `advisor trace`."),
+    slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
+    policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, all."),
+    precision: str = typer.Option("", "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...)."),
+    prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
+    gpu: str = typer.Option("", "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
+    token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """Replay a routing trace through the cache policies and compare with Belady's MIN."""
+    import json
+    import os
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from advisor.errors import UserError
+    from advisor.offload.policies import POLICIES
+    from advisor.offload.simulate import belady, simulate
+    from advisor.offload.trace import RoutingTrace
+
+    trace = RoutingTrace.load(trace_file)
+    names = POLICIES if policy == "all" else [p.strip() for p in policy.split(",")]
+    for name in names:
+        if name not in POLICIES:
+            raise UserError(f"unknown cache policy '{name}'; choose from: {', '.join(POLICIES)}, all")
+    profile = _profile(gpu or None)
+    plan = precision or None
+    seqs = trace.access_sequences(token_scope)
+    tokens = trace.generated_tokens or 1
+    best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs)
+    rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
+                         sequences=seqs)) for n in names]
+    table = Table(title=f"{trace_file.name}: slots {slots}, precision {precision or trace.meta.get('dtype')}, "
+                        f"prefetch {prefetch}, {tokens} tokens")
+    for col in ("policy", "hits", "misses", "hit rate", "H2D bytes/token", "transfer ms/token", "vs Belady"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    out = []
+    for name, st in [*rows, ("belady (bound)", best)]:
+        ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
+        table.add_row(name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", f"{st.bytes_h2d / tokens:,.0f}",
+                      f"{st.transfer_ms / tokens:.3f}", f"{ratio:.3f}")
+        out.append({**st.to_dict(n_tokens=tokens), "policy": name, "vs_belady_hit_rate": ratio})
+    console = Console()
+    console.print(table)
+    console.print(f"counts: counted (replayed trace); times: {best.transfer_source}; "
+                  f"tokens: {tokens} generated (counted)")
+    for note in {n for _, st in rows for n in st.notes}:
+        console.print(f"note: {note}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=json_out.parent, suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, f, indent=2)
+        os.replace(tmp, json_out)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the app."""
+    app.command("trace")(trace_cmd)
+    app.command("simulate")(simulate_cmd)

@@ -1,0 +1,336 @@
+"""Expert-cache eviction policies: ONE implementation used by the live runtime and by the trace simulator.
+
+A policy manages the expert slots of one MoE layer. Each model forward asks it once, with the sorted
+distinct experts that layer needs (`Policy.access`). The semantics every policy obeys (and Belady's
+MIN in `simulate` obeys too, so it is a true upper bound):
+
+* **hits stay**: an expert needed in this forward that is resident is a hit and cannot be evicted in the
+  same forward (its slot is being computed with);
+* **misses** are admitted while the layer has a free slot or a resident that this forward does not use
+  (the policy picks that victim); a policy may also decline to admit (static-hot does);
+* misses beyond that are **streamed**: copied through a temporary buffer, used once and dropped. They
+  count as misses, copies and bytes but occupy no slot and evict nothing. A block-diffusion forward can
+  need more distinct experts than a layer has slots; streaming is what a real runtime must then do.
+
+Prefetch (`Policy.prefetch`) admits experts ahead of use with the same victim rule; it is not an access
+(it adds no use counts), and the copies it causes are H2D bytes like any other.
+
+Per-lookup Python is kept small (set/dict membership, hits touched in a batch) because the simulator
+replays millions of look-ups through these very objects.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+
+class Ctx(NamedTuple):
+    """Where a look-up happens: running forward index, denoising step and block (-1 when unknown)."""
+
+    forward: int
+    step: int = -1
+    block: int = -1
+
+
+class Access(NamedTuple):
+    """What one look-up did: experts hit, admitted into slots, evicted from slots, streamed."""
+
+    hits: list[int]
+    admitted: list[int]
+    evicted: list[int]
+    streamed: list[int]
+
+
+class Policy:
+    """One layer's slot bookkeeping. Subclasses choose victims (and optionally admission order)."""
+
+    name = "base"
+
+    def __init__(self, capacity: int):
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.capacity = int(capacity)
+        self.resident: dict[int, None] = OrderedDict()
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def _touch(self, hits: list[int], ids: Sequence[int], ctx: Ctx) -> None:
+        """Record a use of `ids` (of which `hits` were resident)."""
+
+    def _order_misses(self, misses: list[int], ctx: Ctx) -> list[int]:
+        """Admission order when not every miss fits (default: as given, i.e. by expert id)."""
+        return misses
+
+    def _victims(self, n: int, protected: Iterable[int] | set[int], ctx: Ctx) -> list[int]:
+        """`n` residents outside `protected` to evict (default: oldest insertion/use order first)."""
+        out = []
+        for k in self.resident:
+            if k not in protected:
+                out.append(k)
+                if len(out) == n:
+                    break
+        return out
+
+    def _inserted(self, keys: list[int], ctx: Ctx) -> None:
+        for k in keys:
+            self.resident[k] = None
+
+    def _removed(self, keys: list[int]) -> None:
+        for k in keys:
+            del self.resident[k]
+
+    def _room(self, hits: list[int], misses: list[int], ctx: Ctx) -> int:
+        """How many of the (ordered) misses may be admitted."""
+        return min(len(misses), self.capacity - len(hits))
+
+    # -- interface ---------------------------------------------------------------------------------
+    def access(self, ids: Sequence[int], ctx: Ctx) -> Access:
+        """Serve one forward's distinct experts of this layer (see the module docstring for the rules)."""
+        res = self.resident
+        hits = [e for e in ids if e in res]
+        self._touch(hits, ids, ctx)
+        if len(hits) == len(ids):
+            return Access(hits, [], [], [])
+        misses = [e for e in ids if e not in res]
+        if len(misses) > 1:
+            misses = self._order_misses(misses, ctx)
+        n_admit = self._room(hits, misses, ctx)
+        if n_admit <= 0:
+            return Access(hits, [], [], misses)
+        n_evict = n_admit - (self.capacity - len(res))
+        evicted = self._victims(n_evict, set(ids), ctx) if n_evict > 0 else []
+        if evicted:
+            self._removed(evicted)
+        admitted = misses[:n_admit]
+        self._inserted(admitted, ctx)
+        return Access(hits, admitted, evicted, misses[n_admit:])
+
+    def prefetch(self, ids: Sequence[int], ctx: Ctx) -> tuple[list[int], list[int]]:
+        """Bring `ids` (most wanted first) into slots ahead of use; returns (admitted, evicted)."""
+        res = self.resident
+        missing = [e for e in ids if e not in res]
+        if not missing:
+            return [], []
+        if isinstance(self, StaticHot):  # hot experts first: the room arithmetic assumes it
+            missing = self._order_misses(missing, ctx)
+        present = [e for e in ids if e in res]
+        n_admit = self._room(present, missing, ctx)
+        if n_admit <= 0:
+            return [], []
+        n_evict = n_admit - (self.capacity - len(res))
+        evicted = self._victims(n_evict, set(ids), ctx) if n_evict > 0 else []
+        if evicted:
+            self._removed(evicted)
+        admitted = missing[:n_admit]
+        self._inserted(admitted, ctx)
+        return admitted, evicted
+
+
+class LRU(Policy):
+    """Least recently used: a hit moves to the young end; victims come from the old end."""
+
+    name = "lru"
+
+    def _touch(self, hits, ids, ctx):
+        move = self.resident.move_to_end
+        for e in hits:
+            move(e)
+
+
+class FIFO(Policy):
+    """First in, first out: hits do not refresh; the longest-resident unused expert goes first."""
+
+    name = "fifo"
+
+
+class LFU(Policy):
+    """Least frequently used, counting every use since the start (also while not resident).
+
+    Victim: lowest count, then least recently used. Misses are admitted most-frequent first.
+    """
+
+    name = "lfu"
+
+    def __init__(self, capacity: int):
+        super().__init__(capacity)
+        self.count: dict[int, float] = {}
+        self.last: dict[int, int] = {}
+        self._clock = 0
+
+    def _weight(self, ctx: Ctx) -> float:
+        return 1.0
+
+    def _touch(self, hits, ids, ctx):
+        w = self._weight(ctx)
+        self._clock += 1
+        count, last, clock = self.count, self.last, self._clock
+        for e in ids:
+            count[e] = count.get(e, 0.0) + w
+            last[e] = clock
+
+    def _order_misses(self, misses, ctx):
+        count = self.count
+        return sorted(misses, key=lambda e: -count[e])
+
+    def _victims(self, n, protected, ctx):
+        count, last = self.count, self.last
+        cands = [k for k in self.resident if k not in protected]
+        return heapq.nsmallest(n, cands, key=lambda k: (count[k], last[k]))
+
+
+class LFUDecay(LFU):
+    """LFU whose counts fade by `decay` per forward, so old popularity stops protecting an expert.
+
+    Implemented with a growing increment (count += g**t with g = 1/decay) so that no count is rewritten
+    per forward; counts are rescaled when the increment gets large.
+    """
+
+    name = "lfu_decay"
+
+    def __init__(self, capacity: int, decay: float = 0.8):
+        super().__init__(capacity)
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        self.growth = 1.0 / decay
+        self._inc = 1.0
+        self._t: int | None = None
+
+    def _weight(self, ctx):
+        if self._t is None:
+            self._t = ctx.forward
+        elif ctx.forward != self._t:
+            self._inc *= self.growth ** max(0, ctx.forward - self._t)
+            self._t = ctx.forward
+            if self._inc > 1e100:
+                scale = 1.0 / self._inc
+                self.count = {k: v * scale for k, v in self.count.items()}
+                self._inc = 1.0
+        return self._inc
+
+
+class StaticHot(Policy):
+    """A profiled hot set is pinned (loaded on first use, never evicted); other slots run LRU.
+
+    `hot` lists experts most-important first; only the first `capacity` are pinned. With as many hot
+    experts as slots, cold experts are always streamed.
+    """
+
+    name = "static_hot"
+
+    def __init__(self, capacity: int, hot: Sequence[int] = ()):
+        super().__init__(capacity)
+        self.hot = frozenset(list(dict.fromkeys(int(e) for e in hot))[: self.capacity])
+        self.cold_capacity = self.capacity - len(self.hot)
+
+    def _touch(self, hits, ids, ctx):
+        move, hot = self.resident.move_to_end, self.hot
+        for e in hits:
+            if e not in hot:
+                move(e)
+
+    def _order_misses(self, misses, ctx):
+        hot = self.hot
+        return [e for e in misses if e in hot] + [e for e in misses if e not in hot]
+
+    def _room(self, hits, misses, ctx):
+        hot = self.hot
+        n_hot = len(hot.intersection(misses))
+        cold_hits = len(hits) - len(hot.intersection(hits))
+        n_cold = len(misses) - n_hot
+        return n_hot + min(n_cold, self.cold_capacity - cold_hits)
+
+    def _victims(self, n, protected, ctx):
+        out, hot = [], self.hot
+        for k in self.resident:
+            if k not in protected and k not in hot:
+                out.append(k)
+                if len(out) == n:
+                    break
+        return out
+
+
+class BlockAware(Policy):
+    """For block diffusion decoding: reuse across the denoising steps of one block.
+
+    Consecutive steps of a block route almost the same tokens the same way, so the experts used in the
+    previous step are protected first, then the experts used most often in this block so far; an expert
+    unused in the current block is the first victim (its block ended: it is released to the old end).
+    Misses are admitted most-used-in-block first. Needs `Ctx.block` (from `ForwardInfo`); without it the
+    whole run is one block and the policy is an in-run LFU with previous-step protection.
+    """
+
+    name = "block_aware"
+
+    def __init__(self, capacity: int):
+        super().__init__(capacity)
+        self.block_count: dict[int, int] = {}
+        self.prev: frozenset[int] = frozenset()
+        self.cur: frozenset[int] = frozenset()
+        self.last: dict[int, int] = {}
+        self._block: int | None = None
+        self._clock = 0
+
+    def _touch(self, hits, ids, ctx):
+        if ctx.block != self._block:
+            self._block = ctx.block
+            self.block_count = {}  # release: previous block's counts no longer protect anything
+        self._clock += 1
+        self.prev = self.cur
+        self.cur = frozenset(ids)
+        bc, last, clock = self.block_count, self.last, self._clock
+        for e in ids:
+            bc[e] = bc.get(e, 0) + 1
+            last[e] = clock
+
+    def _order_misses(self, misses, ctx):
+        bc, prev = self.block_count, self.prev
+        return sorted(misses, key=lambda e: (-(e in prev), -bc.get(e, 0)))
+
+    def _victims(self, n, protected, ctx):
+        bc, prev, last = self.block_count, self.prev, self.last
+        cands = [k for k in self.resident if k not in protected]
+        return heapq.nsmallest(n, cands, key=lambda k: (k in prev, bc.get(k, 0), last.get(k, 0)))
+
+
+POLICIES: list[str] = ["lru", "lfu", "lfu_decay", "fifo", "static_hot", "block_aware"]
+_CLASSES: dict[str, type[Policy]] = {
+    "lru": LRU,
+    "lfu": LFU,
+    "lfu_decay": LFUDecay,
+    "fifo": FIFO,
+    "static_hot": StaticHot,
+    "block_aware": BlockAware,
+}
+
+
+def make_policy(name: str, capacity: int, **kw) -> Policy:
+    """A policy for one layer with `capacity` slots. kw: `decay` (lfu_decay), `hot` (static_hot)."""
+    from advisor.errors import UserError
+
+    cls = _CLASSES.get(name)
+    if cls is None:
+        raise UserError(f"unknown cache policy '{name}'; choose one of: {', '.join(POLICIES)}")
+    return cls(capacity, **kw)
+
+
+def build_policies(
+    name: str,
+    capacities: Sequence[int],
+    *,
+    hot: Mapping[int, Sequence[int]] | None = None,
+    **kw,
+) -> list[Policy]:
+    """One policy per MoE layer (runtime and simulator both build theirs here, so they match).
+
+    `hot` maps layer -> experts most-used first (required by static_hot: a profile, e.g.
+    `advisor.offload.trace.RoutingTrace.hot_sets()`).
+    """
+    from advisor.errors import UserError
+
+    if name == "static_hot":
+        if hot is None:
+            raise UserError("policy static_hot needs a profiled hot set per layer (hot={layer: [experts]})")
+        return [make_policy(name, c, hot=hot.get(i, ()), **kw) for i, c in enumerate(capacities)]
+    return [make_policy(name, c, **kw) for c in capacities]

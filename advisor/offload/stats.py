@@ -1,0 +1,272 @@
+"""Counters of the expert cache, kept in one place for the runtime and the simulator.
+
+`CacheLayer` wraps one layer's policy and counts what each look-up and prefetch did (hits, misses,
+bytes, copies, evictions, streamed experts), in total and per forward. The runtime and the simulator
+both call `CacheLayer.lookup`, so on the same routing their counters cannot differ.
+`CacheStats` is the read-only summary with the transfer time and where that time came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from advisor.offload.policies import Access, Ctx, Policy
+
+COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evictions",
+            "prefetch_copies", "prefetch_bytes", "prefetch_hits", "demand_bytes")
+"""hits: served from a slot; prefetch_hits: served from the prefetch staging area (no demand copy);
+misses: demand copies on the critical path (lookups = hits + prefetch_hits + misses); streamed: misses not
+kept in a slot; bytes_h2d: every byte copied host->device (demand + prefetch)."""
+FORWARD_COUNTERS = ("lookups", "hits", "misses", "bytes_h2d", "copies")
+
+
+def default_profile() -> Any:
+    """The hardware profile used for modelled times: `advisor.hardware.DEFAULT_PROFILE` when present."""
+    try:
+        from advisor.hardware import DEFAULT_PROFILE
+
+        return DEFAULT_PROFILE
+    except ImportError:  # recommend/export helper's module not there yet: same PCIe 4.0 x16 assumption
+        return SimpleNamespace(name="pcie4-x16", h2d_gbps_pinned=25.0, copy_latency_us=10.0)
+
+
+@dataclass(frozen=True)
+class TransferModel:
+    """Modelled H2D time: bytes / bandwidth + a fixed latency per copy."""
+
+    name: str
+    gbps: float
+    latency_us: float
+    tag: str = ""
+
+    @classmethod
+    def from_profile(cls, profile: Any | None = None) -> TransferModel:
+        p = default_profile() if profile is None else profile
+        return cls(str(p.name), float(p.h2d_gbps_pinned), float(p.copy_latency_us), str(getattr(p, "tag", "")))
+
+    def ms(self, nbytes: float, copies: float) -> float:
+        return nbytes / (self.gbps * 1e9) * 1e3 + copies * self.latency_us * 1e-3
+
+    @property
+    def source(self) -> str:
+        if self.tag:  # the hardware module's own short form, e.g. pcie(bw=25.0GB/s,lat=10us)
+            return f"modelled:{self.tag}"
+        return f"modelled:{self.name}(bw={self.gbps:g}GB/s,lat={self.latency_us:g}us)"
+
+
+class CacheLayer:
+    """One MoE layer's cache: a policy plus exact counters. Shared by runtime and simulator."""
+
+    def __init__(self, policy: Policy, expert_bytes: Sequence[int], stage_limit: int | None = None):
+        self.policy = policy
+        self.stage_limit = policy.capacity if stage_limit is None else int(stage_limit)
+        self.staged: dict[int, None] = {}
+        self.expert_bytes = list(int(b) for b in expert_bytes)
+        sizes = set(self.expert_bytes)
+        self._uniform = self.expert_bytes[0] if len(sizes) == 1 else None
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        for name in COUNTERS:
+            setattr(self, name, 0)
+        self.forward_ids: list[int] = []
+        self.per_forward: list[list[int]] = []  # per forward: FORWARD_COUNTERS
+        self._cur: list[int] | None = None
+        self._cur_id: int | None = None
+
+    def _row(self, forward: int) -> list[int]:
+        if forward != self._cur_id:
+            self._cur_id = forward
+            self._cur = [0, 0, 0, 0, 0]
+            self.forward_ids.append(forward)
+            self.per_forward.append(self._cur)
+        return self._cur  # type: ignore[return-value]
+
+    def _bytes(self, experts: list[int]) -> int:
+        if self._uniform is not None:
+            return self._uniform * len(experts)
+        eb = self.expert_bytes
+        return sum(eb[e] for e in experts)
+
+    def lookup(self, ids: Sequence[int], ctx: Ctx) -> tuple[Access, list[int]]:
+        """Serve the distinct experts `ids` of one forward; count what happened.
+
+        Returns the policy's decision and the misses served from the prefetch staging area (which is
+        emptied: staged experts not used now were wasted bytes).
+        """
+        acc = self.policy.access(ids, ctx)
+        n = len(ids)
+        nh = len(acc.hits)
+        nm = n - nh
+        self.lookups += n
+        self.hits += nh
+        row = self._row(ctx.forward)
+        row[0] += n
+        row[1] += nh
+        from_stage: list[int] = []
+        if self.staged:
+            staged = self.staged
+            from_stage = [e for e in acc.admitted if e in staged] + [e for e in acc.streamed if e in staged]
+            self.staged = {}
+        if nm:
+            if from_stage:
+                fs = set(from_stage)
+                demand = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
+                b = self._bytes(demand)
+                nm -= len(from_stage)
+                self.prefetch_hits += len(from_stage)
+            else:
+                b = self._bytes(acc.admitted) + self._bytes(acc.streamed)
+            self.misses += nm
+            self.streamed += len(acc.streamed)
+            self.bytes_h2d += b
+            self.demand_bytes += b
+            self.copies += nm
+            self.evictions += len(acc.evicted)
+            row[2] += nm
+            row[3] += b
+            row[4] += nm
+        return acc, from_stage
+
+    def prefetch(self, ids: Sequence[int], ctx: Ctx) -> tuple[list[int], list[int], list[int]]:
+        """Copy `ids` (most wanted first) ahead of use: into slots where the policy admits them, the rest
+        into the staging area (up to `stage_limit`). Returns (admitted, evicted, staged); all copies count.
+        """
+        admitted, evicted = self.policy.prefetch(ids, ctx)
+        res, staged = self.policy.resident, self.staged
+        room = self.stage_limit - len(staged)
+        new_staged = []
+        if room > 0:
+            for e in ids:
+                if e not in res and e not in staged:
+                    new_staged.append(e)
+                    if len(new_staged) == room:
+                        break
+            for e in new_staged:
+                staged[e] = None
+        n = len(admitted) + len(new_staged)
+        if n:
+            b = self._bytes(admitted) + self._bytes(new_staged)
+            self.prefetch_copies += n
+            self.prefetch_bytes += b
+            self.bytes_h2d += b
+            self.copies += n
+            self.evictions += len(evicted)
+            row = self._row(ctx.forward)
+            row[3] += b
+            row[4] += n
+        return admitted, evicted, new_staged
+
+
+@dataclass
+class CacheStats:
+    """What the expert cache did over a run: per-layer totals, per-forward rows and the transfer time."""
+
+    per_layer: list[dict[str, int]]
+    forward_ids: list[int]
+    per_forward: list[list[dict[str, int]]]  # [forward][layer] -> FORWARD_COUNTERS
+    transfer_ms: float
+    transfer_source: str
+    capacity: list[int] = field(default_factory=list)
+    policy: str = ""
+    prefetch: str = "none"
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_layers(
+        cls,
+        layers: Sequence[CacheLayer],
+        *,
+        transfer_ms: float | None = None,
+        transfer_source: str | None = None,
+        model: TransferModel | None = None,
+        policy: str = "",
+        prefetch: str = "none",
+        notes: Sequence[str] = (),
+    ) -> CacheStats:
+        per_layer = [{name: int(getattr(lay, name)) for name in COUNTERS} for lay in layers]
+        fids = sorted({f for lay in layers for f in lay.forward_ids})
+        index = {f: i for i, f in enumerate(fids)}
+        zero = dict.fromkeys(FORWARD_COUNTERS, 0)
+        per_forward = [[dict(zero) for _ in layers] for _ in fids]
+        for li, lay in enumerate(layers):
+            for f, row in zip(lay.forward_ids, lay.per_forward, strict=True):
+                cell = per_forward[index[f]][li]
+                for name, v in zip(FORWARD_COUNTERS, row, strict=True):
+                    cell[name] += v
+        if transfer_ms is None:
+            model = model or TransferModel.from_profile()
+            transfer_ms = model.ms(sum(d["bytes_h2d"] for d in per_layer), sum(d["copies"] for d in per_layer))
+            transfer_source = model.source
+        return cls(
+            per_layer=per_layer,
+            forward_ids=fids,
+            per_forward=per_forward,
+            transfer_ms=float(transfer_ms),
+            transfer_source=str(transfer_source),
+            capacity=[lay.policy.capacity for lay in layers],
+            policy=policy,
+            prefetch=prefetch,
+            notes=list(notes),
+        )
+
+    def total(self, name: str) -> int:
+        return sum(d[name] for d in self.per_layer)
+
+    @property
+    def lookups(self) -> int:
+        return self.total("lookups")
+
+    @property
+    def hits(self) -> int:
+        return self.total("hits")
+
+    @property
+    def misses(self) -> int:
+        return self.total("misses")
+
+    @property
+    def bytes_h2d(self) -> int:
+        return self.total("bytes_h2d")
+
+    @property
+    def copies(self) -> int:
+        return self.total("copies")
+
+    @property
+    def evictions(self) -> int:
+        return self.total("evictions")
+
+    @property
+    def hit_rate(self) -> float:
+        n = self.lookups
+        return self.hits / n if n else 0.0
+
+    def counters(self) -> dict[str, Any]:
+        """Exact counters only (no times): what runtime and simulator must agree on."""
+        return {
+            "per_layer": self.per_layer,
+            "forward_ids": self.forward_ids,
+            "per_forward": self.per_forward,
+        }
+
+    def to_dict(self, n_tokens: int | None = None) -> dict[str, Any]:
+        """JSON-able summary with canonical metric names and their sources."""
+        out: dict[str, Any] = {name: self.total(name) for name in COUNTERS}
+        out.update(
+            hit_rate=self.hit_rate,
+            transfer_ms=self.transfer_ms,
+            policy=self.policy,
+            prefetch=self.prefetch,
+            capacity=self.capacity,
+            forwards=len(self.forward_ids),
+            sources={"hits": "counted", "bytes_h2d": "counted", "transfer_ms": self.transfer_source},
+            notes=self.notes,
+        )
+        if n_tokens:
+            out["h2d_bytes_per_token"] = self.bytes_h2d / n_tokens
+            out["transfer_ms_per_token"] = self.transfer_ms / n_tokens
+        return out

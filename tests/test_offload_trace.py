@@ -1,0 +1,87 @@
+"""Routing traces: recording, the file format, and the CLI commands built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from advisor.errors import UserError
+from advisor.offload.trace import RoutingTrace, TraceRecorder, merge, record_trace
+from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
+
+
+@pytest.fixture(scope="module")
+def trace():
+    return record_trace(tiny_llada(), prompt_ids(), **GEN_KW)
+
+
+def test_trace_records_every_forward_layer_and_token(trace):
+    assert trace.n_layers == 2 and trace.num_experts == [16, 16]
+    assert trace.n_forwards == 4
+    assert list(trace.fwd_block) == [0, 0, 1, 1] and list(trace.fwd_step) == [0, 1, 0, 1]
+    assert len(trace.rec_forward) == trace.n_forwards * trace.n_layers
+    assert set(trace.rec_len.tolist()) == {3 + 8}  # every token of the sequence, every forward
+    assert trace.generated_tokens == 8 and trace.meta["seq_len"] == 11
+    w = trace.weights.astype(np.float32)
+    assert (w > 0).all() and (w <= 1).all()
+    seqs = trace.access_sequences()
+    for layer, seq in enumerate(seqs):
+        for (ids, ctx), r in zip(seq, np.flatnonzero(trace.rec_layer == layer), strict=True):
+            rows = trace.experts[trace.rec_start[r]: trace.rec_start[r] + trace.rec_len[r]]
+            assert ids == tuple(sorted(set(rows.ravel().tolist())))
+            assert ctx.forward == trace.rec_forward[r]
+    block = trace.access_sequences("block")
+    assert all(len(b) <= len(a) for sa, sb in zip(seqs, block, strict=True)
+               for (a, _), (b, _) in zip(sa, sb, strict=True))
+
+
+def test_save_load_round_trip_and_bad_files(tmp_path, trace):
+    path = trace.save(tmp_path / "t.npz")
+    back = RoutingTrace.load(path)
+    for name in ("experts", "weights", "rec_forward", "rec_layer", "rec_start", "rec_len", "fwd_block"):
+        assert np.array_equal(getattr(back, name), getattr(trace, name))
+    assert back.access_sequences() == trace.access_sequences()
+    (tmp_path / "bad.npz").write_bytes(b"not a trace")
+    with pytest.raises(UserError):
+        RoutingTrace.load(tmp_path / "bad.npz")
+    with pytest.raises(UserError):
+        RoutingTrace.load(tmp_path / "missing.npz")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".trace-")]  # no temp files left
+    both = merge([trace, back])
+    assert both.n_forwards == 2 * trace.n_forwards and both.generated_tokens == 16
+    assert list(both.fwd_index) == sorted(both.fwd_index)
+
+
+def test_recorder_infers_forwards_without_on_forward():
+    rec = TraceRecorder({"num_experts": [4, 4]})
+    idx = torch.tensor([[0, 1], [2, 3]])
+    w = torch.full((2, 2), 0.5)
+    for _ in range(3):
+        rec(0, idx, w)
+        rec(1, idx, w)
+    t = rec.trace()
+    assert t.n_forwards == 3 and list(t.rec_forward) == [0, 0, 1, 1, 2, 2]
+
+
+def test_cli_trace_and_simulate(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "tr.npz"
+    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(out), "--limit", "1", "--max-new-tokens", "8",
+                              "--steps", "4", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    assert RoutingTrace.load(out).n_forwards == 4
+    js = tmp_path / "r.json"
+    res = runner.invoke(app, ["simulate", str(out), "--slots", "3", "--precision", "int8", "--json", str(js)],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "belady" in res.output and "modelled:" in res.output
+    import json
+
+    rows = json.loads(js.read_text())["results"]
+    assert {r["policy"] for r in rows} >= {"lru", "block_aware", "belady (bound)"}
+    assert all(r["vs_belady_hit_rate"] <= 1.0 + 1e-9 for r in rows)
+    res = runner.invoke(app, ["simulate", str(out), "--slots", "x"])
+    assert res.exit_code != 0
