@@ -2,8 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the app."""
+
+    @app.command("report")
+    def report(
+        study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
+        storage: str = typer.Option("sqlite:///studies/advisor.db", "--storage", help="SQLAlchemy URL or SQLite path."),
+        out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
+        memory: str | None = typer.Option(
+            None, "--memory", help="GPU memory for the equal-memory headline (default: the study's budget)."
+        ),
+        block_lengths: str = typer.Option(
+            "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
+        ),
+        max_accuracy_drop: float = typer.Option(
+            0.05, "--max-accuracy-drop", help="Accuracy floor of the recommended points, below full precision."
+        ),
+    ) -> None:
+        """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
+        accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
+        from advisor.errors import UserError
+        from advisor.hardware import parse_budget
+        from advisor.report import build_report
+
+        try:
+            lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
+        except ValueError as e:
+            raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
+        if any(n <= 0 for n in lengths):
+            raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
+        mem = parse_budget(memory) if memory else None
+        res = build_report(study, storage, out, memory_bytes=mem, block_lengths=lengths,
+                           max_accuracy_drop=max_accuracy_drop, progress=lambda m: typer.echo(f"... {m}", err=True))
+        typer.echo(f"report: {res.markdown}")
+        typer.echo(f"        {res.html} (self-contained)")
+        typer.echo(f"        {res.data} (every number, with trial numbers)")
+        for r in res.headline:
+            if r.trial is None:
+                typer.echo(f"  {r.precision:>5}: {r.note}")
+                continue
+            cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
+            dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
+            typer.echo(f"  {r.precision:>5}: trial #{r.trial}, transfer cut {cut} vs fp16 without cache, "
+                       f"accuracy change {dacc}")

@@ -1,0 +1,167 @@
+"""Expert reuse across the denoising steps of block diffusion - the quantity an expert cache lives on.
+
+A diffusion LLM denoises a block of tokens over several steps, each a full forward over the block. Each forward
+touches many more distinct experts per layer than one autoregressive token (the "expert explosion"), but
+consecutive steps of one block see almost the same tokens and so route almost the same way. These functions
+measure both effects from routing traces, independently of any cache policy:
+
+* distinct experts per MoE layer per forward (how big a working set one forward needs);
+* Jaccard overlap of those sets between consecutive forwards *within* a block vs *across* a block boundary
+  (how much of one step's working set the next step reuses).
+
+All numbers here are counted from traces (source "counted").
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ForwardRouting:
+    """The experts each MoE layer used in one model forward, with its denoising step and block."""
+
+    step: int
+    block: int
+    layers: tuple[frozenset[int], ...]
+
+
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    """|a & b| / |a | b|; two empty sets count as identical."""
+    union = len(a | b)
+    return 1.0 if union == 0 else len(a & b) / union
+
+
+def forwards_from_trace(trace: Any, token_scope: str = "all") -> list[ForwardRouting]:
+    """Per-forward expert sets of an `advisor.offload.trace.RoutingTrace` (what the cache is asked for)."""
+    seqs = trace.access_sequences(token_scope)
+    by_forward: dict[int, tuple[int, int, list[frozenset[int]]]] = {}
+    n_layers = len(seqs)
+    for layer, seq in enumerate(seqs):
+        for ids, ctx in seq:
+            f = by_forward.setdefault(ctx.forward, (ctx.step, ctx.block, [frozenset()] * n_layers))
+            f[2][layer] = frozenset(ids)
+    return [ForwardRouting(step=s, block=b, layers=tuple(ls)) for _, (s, b, ls) in sorted(by_forward.items())]
+
+
+@dataclass(frozen=True)
+class ReuseStats:
+    """Reuse statistics of one trace (one model, one block length)."""
+
+    forwards: int
+    blocks: int
+    layers: int
+    distinct_mean: float
+    distinct_max: int
+    jaccard_within_block: float | None
+    jaccard_across_blocks: float | None
+    pairs_within: int
+    pairs_across: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
+    """Distinct experts per layer per forward and consecutive-forward overlap, split by block boundary.
+
+    Consecutive forwards are compared layer by layer; a pair is "within" when both belong to the same block,
+    "across" when the second starts a new block. A new prompt (block number going down) starts no pair.
+    """
+    if not forwards:
+        raise ValueError("empty trace: no forwards to analyse")
+    distinct = [len(s) for f in forwards for s in f.layers]
+    within: list[float] = []
+    across: list[float] = []
+    for prev, cur in zip(forwards, forwards[1:], strict=False):
+        if cur.block < prev.block:
+            continue
+        target = within if cur.block == prev.block else across
+        for a, b in zip(prev.layers, cur.layers, strict=False):
+            target.append(jaccard(a, b))
+    return ReuseStats(
+        forwards=len(forwards),
+        blocks=len({(i, f.block) for i, f in _prompt_blocks(forwards)}),
+        layers=max(len(f.layers) for f in forwards),
+        distinct_mean=statistics.fmean(distinct) if distinct else 0.0,
+        distinct_max=max(distinct, default=0),
+        jaccard_within_block=statistics.fmean(within) if within else None,
+        jaccard_across_blocks=statistics.fmean(across) if across else None,
+        pairs_within=len(within),
+        pairs_across=len(across),
+    )
+
+
+def _prompt_blocks(forwards: Iterable[ForwardRouting]) -> Iterable[tuple[int, ForwardRouting]]:
+    """Tag each forward with a prompt counter (the block number restarting marks a new prompt)."""
+    prompt, last_block = 0, None
+    for f in forwards:
+        if last_block is not None and f.block < last_block:
+            prompt += 1
+        last_block = f.block
+        yield prompt, f
+
+
+BLOCK_POLICIES = ("lru", "block_aware")
+SLOT_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+
+
+def block_length_study(
+    loaded: Any,
+    prompts: Sequence[Any],
+    block_lengths: Sequence[int],
+    *,
+    label: str,
+    blocks: int = 2,
+    seed: int = 0,
+    profile: Any = None,
+    policies: Sequence[str] = BLOCK_POLICIES,
+    fractions: Sequence[float] = SLOT_FRACTIONS,
+) -> dict[str, list[dict[str, Any]]]:
+    """Record full-precision traces at each block length and measure reuse, no-cache bytes and hit rates.
+
+    Each prompt generates `blocks` blocks of length L with one token unmasked per step (steps = tokens),
+    so every block length is denoised at the same per-token rate and only the block length differs.
+    Rows: reuse statistics per block length; curves: hit rate vs slots for each policy and Belady's MIN.
+    """
+    from advisor.offload.simulate import belady, simulate
+    from advisor.offload.trace import merge, record_trace
+    from advisor.quant.spec import expert_nbytes_of
+
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    for length in block_lengths:
+        n_new = int(length) * blocks
+        traces = [record_trace(loaded, ids, max_new_tokens=n_new, steps=n_new, block_length=int(length), seed=seed)
+                  for ids in prompts]
+        trace = merge(traces)
+        seqs = trace.access_sequences()
+        tokens = max(1, trace.generated_tokens)
+        m = trace.meta
+        eb = [expert_nbytes_of("fp16", int(h), int(i)) for h, i in zip(m["hidden"], m["intermediate"], strict=True)]
+        per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
+        base = simulate(trace, slots_per_layer=0, policy="lru", expert_bytes=per_expert, profile=profile,
+                        sequences=seqs)
+        st = reuse_stats(forwards_from_trace(trace))
+        rows.append({"model": label, "block_length": int(length), "prompts": len(prompts),
+                     "generated_tokens": tokens, **st.as_dict(),
+                     "no_cache_bytes_per_token": base.bytes_h2d / tokens, "source": "counted:trace"})
+        n_exp = min(trace.num_experts)
+        caps = sorted({max(1, round(f * n_exp)) for f in fractions})
+        for pol in [*policies, "belady"]:
+            hits, bpt = [], []
+            for cap in caps:
+                if pol == "belady":
+                    s = belady(trace, cap, expert_bytes=per_expert, profile=profile, sequences=seqs)
+                else:
+                    s = simulate(trace, slots_per_layer=cap, policy=pol, expert_bytes=per_expert, profile=profile,
+                                 sequences=seqs)
+                hits.append(s.hit_rate)
+                bpt.append(s.bytes_h2d / tokens)
+            curves.append({"model": label, "block_length": int(length), "policy": pol,
+                           "slots": caps, "slots_fraction": [c / n_exp for c in caps], "hit_rate": hits,
+                           "bytes_per_token": bpt})
+    return {"rows": rows, "curves": curves}

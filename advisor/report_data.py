@@ -1,0 +1,167 @@
+"""What a report reads from storage: a study's finished trials (Optuna) and its persisted front (our tables).
+
+Every number the report states about the study comes from here, unchanged, so the report can be checked
+against the database. A missing, empty or failed study is a `UserError` before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.tune.store import METRICS, FrontPoint, engine_for, load_fronts
+
+DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
+
+
+@dataclass
+class TrialRecord:
+    """One finished trial: its configuration, every recorded metric and where each came from."""
+
+    number: int
+    config: dict[str, Any]
+    values: dict[str, float]
+    sources: dict[str, str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> Any:
+        for key in ("precision", "plan", "precision_plan"):
+            if key in self.config:
+                return self.config[key]
+        return None
+
+    @property
+    def uniform_format(self) -> str | None:
+        """The single expert format of a uniform plan (hot/cold or per-layer mixes give None)."""
+        from advisor.export.config_view import uniform_format
+
+        p = self.precision
+        return uniform_format(p) if p is not None else None
+
+    @property
+    def plan_label(self) -> str:
+        p = self.precision
+        for key in ("plan_description", "precision_description", "plan_describe"):
+            if isinstance(self.config.get(key), str):
+                return self.config[key]
+        return self.uniform_format or (p if isinstance(p, str) else str(self.config.get("plan_fingerprint", "mixed")))
+
+    def attr(self, *names: str, default: Any = None) -> Any:
+        """The first of `names` found in the trial's config or user attributes."""
+        for n in names:
+            if n in self.config:
+                return self.config[n]
+            if n in self.attrs:
+                return self.attrs[n]
+        return default
+
+
+@dataclass
+class StudyData:
+    """A study as stored: directions, study-level attributes, finished trials and the persisted front."""
+
+    name: str
+    storage: str
+    objectives: list[str]
+    directions: list[str]
+    study_attrs: dict[str, Any]
+    trials: list[TrialRecord]
+    n_failed: int
+    n_total: int
+    front: list[FrontPoint]
+
+    def first_front(self) -> FrontPoint | None:
+        return self.front[0] if self.front else None
+
+    def setting(self, *names: str, default: Any = None) -> Any:
+        """A study-level setting: study user attrs first, then the front's stored fields, then trials'."""
+        for n in names:
+            if n in self.study_attrs:
+                return self.study_attrs[n]
+        fp = self.first_front()
+        if fp is not None:
+            for n in names:
+                if hasattr(fp, n) and getattr(fp, n) not in (None, "", {}):
+                    return getattr(fp, n)
+        for t in self.trials:
+            v = t.attr(*names)
+            if v is not None:
+                return v
+        return default
+
+
+def _metric_dict(attrs: dict[str, Any], key: str) -> dict[str, Any]:
+    v = attrs.get(key)
+    return dict(v) if isinstance(v, dict) else {}
+
+
+def trial_record(trial: Any, objectives: list[str]) -> TrialRecord:
+    """Reads a FrozenTrial written by `advisor tune`: config, values and sources from its user attrs.
+
+    Values come from the `values` attr (all measured metrics); the Optuna objective values fill any
+    objective missing there, under the study's metric names.
+    """
+    attrs = dict(trial.user_attrs)
+    values = {k: float(v) for k, v in _metric_dict(attrs, "values").items() if _is_number(v)}
+    for k in METRICS:
+        if k not in values and _is_number(attrs.get(k)):
+            values[k] = float(attrs[k])
+    for name, v in zip(objectives, trial.values or [], strict=False):
+        values.setdefault(name, float(v))
+    config = _metric_dict(attrs, "config") or dict(trial.params)
+    sources = {k: str(v) for k, v in _metric_dict(attrs, "sources").items()}
+    return TrialRecord(number=trial.number, config=config, values=values, sources=sources, attrs=attrs)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyData:
+    """The stored study, or one clear `UserError` (missing storage, unknown study, no finished trial)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = storage if "://" in storage else f"sqlite:///{storage}"
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_file():
+            raise UserError(f"no study database at {path}; run `advisor tune` first or pass --storage URL")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
+    except (SQLAlchemyError, RuntimeError, ValueError) as e:
+        raise UserError(f"{url} is not a readable Optuna study database ({type(e).__name__}); "
+                        "point --storage at the database `advisor tune` wrote") from e
+    if study_name not in names:
+        known = ", ".join(names) or "none"
+        raise UserError(f"no study named {study_name!r} in {url} (studies there: {known}); see `advisor studies`")
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    objectives = list(study.metric_names or [])
+    directions = [d.name.lower() for d in study.directions]
+    all_trials = study.get_trials(deepcopy=False)
+    done = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in all_trials)
+    if not done:
+        raise UserError(f"study {study_name!r} has no finished trial ({len(all_trials)} trials, {failed} failed); "
+                        "run `advisor tune` until some trials complete, then report again")
+    trials = [trial_record(t, objectives) for t in done]
+    if not any("h2d_bytes_per_token" in t.values for t in trials):
+        raise UserError(f"study {study_name!r} records no h2d_bytes_per_token; it was not written by `advisor tune`")
+    front = load_fronts(engine_for(url), study_name)
+    return StudyData(
+        name=study_name,
+        storage=url,
+        objectives=objectives,
+        directions=directions,
+        study_attrs=dict(study.user_attrs),
+        trials=trials,
+        n_failed=failed,
+        n_total=len(all_trials),
+        front=front,
+    )

@@ -1,0 +1,149 @@
+"""Transfer curves by trace replay: bytes and time per generated token vs GPU expert slots.
+
+Caching never changes outputs, so one routing trace per precision plan answers every cache size and
+policy: the trace is replayed through the same policy objects the live runtime uses
+(`advisor.offload.simulate`), with each expert's bytes at the plan's format (counted exactly, scales
+included). Belady's MIN on the same trace gives the bound no policy can beat.
+
+The FP16-no-cache baseline is a replay with zero slots: every distinct expert a forward routes to in a
+layer is copied once for that forward, at FP16 size -
+``sum over forwards, layers of |distinct experts| x fp16 expert bytes``, divided by generated tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+BASELINE_FORMAT = "fp16"
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    precision: str
+    policy: str  # a policy name, or "belady" for the bound
+    slots: int  # per MoE layer
+    cache_bytes: int  # GPU expert-cache bytes over all MoE layers (slots x expert bytes, counted)
+    bytes_per_token: float
+    transfer_ms_per_token: float
+    hit_rate: float
+
+
+@dataclass
+class TraceInfo:
+    """Size of one replayed trace (for the provenance section)."""
+
+    precision: str
+    forwards: int
+    layers: int
+    routed_rows: int
+    lookups: int
+    tokens: int
+
+
+@dataclass
+class Sweep:
+    points: list[SweepPoint]
+    baseline_bytes_per_token: float
+    baseline_ms_per_token: float
+    baseline_lookups: int
+    time_source: str
+    expert_bytes: dict[str, list[int]]  # precision -> one expert's bytes per MoE layer
+    traces: dict[str, TraceInfo] = field(default_factory=dict)
+    slot_grid: list[int] = field(default_factory=list)
+    policies: list[str] = field(default_factory=list)
+
+    def curve(self, precision: str, policy: str) -> list[SweepPoint]:
+        return sorted((p for p in self.points if p.precision == precision and p.policy == policy),
+                      key=lambda p: p.slots)
+
+
+def layer_expert_bytes(trace: Any, fmt: str) -> list[int]:
+    """One expert's exact bytes per MoE layer of the trace's model at format `fmt`."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    m = trace.meta
+    return [expert_nbytes_of(fmt, int(h), int(i)) for h, i in zip(m["hidden"], m["intermediate"], strict=True)]
+
+
+def slot_grid(num_experts: Sequence[int], points: int = 8) -> list[int]:
+    """Slot counts from one expert to every expert of the smallest layer, roughly evenly spaced."""
+    e = min(num_experts)
+    grid = {max(1, round(e * (i + 1) / points)) for i in range(points)} | {1, e}
+    return sorted(grid)
+
+
+def no_cache(trace: Any, fmt: str = BASELINE_FORMAT, profile: Any = None) -> Any:
+    """Replay with zero slots: every distinct routed expert of every forward and layer is copied."""
+    from advisor.offload.simulate import simulate
+
+    eb = layer_expert_bytes(trace, fmt)
+    return simulate(trace, slots_per_layer=0, policy="lru", expert_bytes=[[b] * n for b, n in
+                                                                           zip(eb, trace.num_experts, strict=True)],
+                    profile=profile)
+
+
+def sweep(
+    traces: Mapping[str, Any],
+    *,
+    policies: Sequence[str],
+    slots: Sequence[int] | None = None,
+    profile: Any = None,
+    baseline_trace: Any = None,
+    with_belady: bool = True,
+) -> Sweep:
+    """Replay each precision's trace at every slot count with every policy (and Belady's MIN).
+
+    `traces` maps a format name ("fp16", "int8", "int4") to the routing trace recorded under that uniform
+    plan. The baseline uses `baseline_trace` (default: the fp16 trace, else the first one) at FP16 bytes.
+    """
+    from advisor.offload.simulate import belady, simulate
+
+    if not traces:
+        raise ValueError("no traces to replay")
+    first = next(iter(traces.values()))
+    grid = list(slots) if slots is not None else slot_grid(first.num_experts)
+    base_trace = baseline_trace or traces.get(BASELINE_FORMAT) or first
+    base = no_cache(base_trace, BASELINE_FORMAT, profile)
+    tokens = max(1, base_trace.generated_tokens)
+    out = Sweep(
+        points=[],
+        baseline_bytes_per_token=base.bytes_h2d / tokens,
+        baseline_ms_per_token=base.transfer_ms / tokens,
+        baseline_lookups=base.lookups,
+        time_source=base.transfer_source,
+        expert_bytes={},
+        slot_grid=grid,
+        policies=list(policies),
+    )
+    for fmt, trace in traces.items():
+        eb = layer_expert_bytes(trace, fmt)
+        out.expert_bytes[fmt] = eb
+        per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
+        seqs = trace.access_sequences()
+        tok = max(1, trace.generated_tokens)
+        lookups = sum(len(ids) for seq in seqs for ids, _ in seq)
+        out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(len(trace.experts)), lookups, tok)
+        for s in grid:
+            caps = [min(s, n) for n in trace.num_experts]
+            cache_bytes = sum(c * b for c, b in zip(caps, eb, strict=True))
+            runs = [(p, simulate(trace, slots_per_layer=caps, policy=p, expert_bytes=per_expert, profile=profile,
+                                 sequences=seqs)) for p in policies]
+            if with_belady:
+                runs.append(("belady", belady(trace, caps, expert_bytes=per_expert, profile=profile, sequences=seqs)))
+            for p, st in runs:
+                out.points.append(SweepPoint(fmt, p, s, cache_bytes, st.bytes_h2d / tok, st.transfer_ms / tok,
+                                             st.hit_rate))
+    return out
+
+
+def replay_config(trace: Any, fmt: str, slots: Sequence[int], policy: str, prefetch: str = "none",
+                  profile: Any = None) -> Any:
+    """Replay one stored configuration (uniform plan) to check it against the stored values."""
+    from advisor.offload.simulate import simulate
+
+    eb = layer_expert_bytes(trace, fmt)
+    per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
+    return simulate(trace, slots_per_layer=list(slots), policy=policy, expert_bytes=per_expert, prefetch=prefetch,
+                    profile=profile)

@@ -1,0 +1,256 @@
+"""`advisor report` on a small real study: a tiny LLaDA-MoE model tuned over fp16/int8/int4 x slots.
+
+The study is run by the tuner itself (real model, real quantization, real trace replay) into a temporary
+SQLite database; the report is then built from storage and checked against what storage holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advisor.errors import UserError
+
+MODEL = "tiny:llada_moe"
+SPACE = """
+name = "report-test"
+[precision]
+formats = ["fp16", "int8", "int4"]
+groups = 1
+[precision.hot_cold]
+hot_fraction = [0.0]
+hot_formats = ["fp16"]
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[evaluation]
+task = "toy"
+limit = 4
+trace_prompts = 2
+fidelity_prompts = 2
+max_new_tokens = 16
+"""
+# one trial per precision at equal slots, plus two cache-only variations
+ENQUEUED = [("fp16", 2), ("int8", 4), ("int4", 4), ("int8", 2), ("fp16", 8)]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def agreement_accuracy(backend, plan):
+    """A real accuracy for a model without a tokenizer: exact match of each prompt's generated tokens with
+    the full-precision model's (greedy decoding), with its Wilson interval."""
+    import torch
+
+    from advisor.eval.stats import wilson_interval
+    from advisor.models.generate import generate
+    from advisor.models.view import attach_runtime, detach_runtime
+    from advisor.tune.backend import Measured
+
+    prompts = backend.prompts(backend.settings.limit)
+    kw = dict(max_new_tokens=backend.max_new_tokens, seed=backend.settings.seed)
+    with torch.no_grad():
+        ref = [generate(backend.loaded, ids, **kw) for ids in prompts]
+        attach_runtime(backend.loaded.model, backend._runtime(plan), layers=backend.loaded.moe)
+        try:
+            got = [generate(backend.loaded, ids, **kw) for ids in prompts]
+        finally:
+            detach_runtime(backend.loaded.model)
+    correct = sum(bool(torch.equal(a, b)) for a, b in zip(ref, got, strict=True))
+    n = len(prompts)
+    lo, hi = wilson_interval(correct, n)
+    return Measured({"accuracy": correct / n, "accuracy_n": float(n), "accuracy_correct": float(correct),
+                     "accuracy_ci_low": lo, "accuracy_ci_high": hi},
+                    {"accuracy": f"measured:exact-match-vs-full-precision(n={n},cpu)"})
+
+
+def _backend_class():
+    """ModelBackend, with fidelity measured prompt by prompt on [1, L] prompt+mask-canvas tensors (the input
+    `advisor.eval.fidelity.reference_logits` takes), while ModelBackend.fidelity passes a list of prompts."""
+    import torch
+
+    from advisor.eval.fidelity import fidelity, reference_logits
+    from advisor.tune.backend import Measured
+    from advisor.tune.model_backend import ModelBackend
+
+    class Backend(ModelBackend):
+        def fidelity(self, plan):
+            if self._reference is None:
+                mask = self.loaded.mask_token_id
+                self._reference = [
+                    reference_logits(self.loaded, torch.cat([ids, torch.full((1, 8), mask)], dim=1))
+                    for ids in self.prompts(self.settings.fidelity_prompts)
+                ]
+            rt = self._runtime(plan)
+            vals = [fidelity(self.loaded, ref, rt) for ref in self._reference]
+            out = {k: sum(v[k] for v in vals) / len(vals) for k in ("fidelity_kl", "fidelity_top1")}
+            src = f"measured:logits-vs-fp32({len(vals)} prompts,cpu)"
+            return Measured(out, {k: src for k in out})
+
+    return Backend
+
+
+def run_small_study(db: Path, name: str = "report-test") -> str:
+    import optuna
+
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.tune.space import parse_space
+    from advisor.tune.study import TuneOptions, run_tune
+
+    space = parse_space(SPACE, "<report-test>")
+    loaded = load_model(MODEL)
+    task = get_task("toy", limit=space.evaluation.limit, seed=space.evaluation.seed)
+    backend = _backend_class()(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
+    url = f"sqlite:///{db}"
+    directions = [space.objectives[m] for m in space.objectives]
+    study = optuna.create_study(study_name=name, storage=url, directions=directions)
+    for fmt, slots in ENQUEUED:
+        study.enqueue_trial({"fmt_g0": fmt, "slots": slots})
+    run_tune(backend, space, TuneOptions(study_name=name, storage=url, n_trials=len(ENQUEUED), sampler="random"),
+             budget_bytes=None)
+    return url
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[str, str]:
+    import torch
+
+    torch.set_num_threads(1)  # tiny matrices: extra threads only add contention
+    db = tmp_path_factory.mktemp("report") / "study.db"
+    return run_small_study(db), "report-test"
+
+
+@pytest.fixture(scope="module")
+def report(study, tmp_path_factory):
+    from advisor.report import build_report
+
+    url, name = study
+    out = tmp_path_factory.mktemp("out") / "report"
+    return build_report(name, url, out, block_lengths=(8, 16))
+
+
+def test_every_figure_is_a_png(report):
+    names = {p.name for p in report.figures}
+    assert {"transfer_vs_slots.png", "transfer_vs_memory.png", "accuracy.png", "pareto.png",
+            "block_reuse.png"} <= names
+    for p in report.figures:
+        assert p.is_file(), p
+        data = p.read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 5000, p
+    md = report.markdown.read_text()
+    for p in report.figures:
+        assert f"figures/{p.name}" in md
+
+
+def test_html_is_self_contained(report):
+    page = report.html.read_text()
+    srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert srcs, "no embedded figures"
+    assert all(s.startswith("data:image/png;base64,") for s in srcs), [s[:40] for s in srcs]
+    assert len(srcs) == len(report.figures)
+    assert "<link" not in page and "<script" not in page and "@import" not in page
+
+
+def test_headline_numbers_are_the_stored_ones(report, study):
+    import optuna
+
+    from advisor.quant.plan import PrecisionPlan
+
+    url, name = study
+    stored = {t.number: t for t in optuna.load_study(study_name=name, storage=url).get_trials()}
+    payload = json.loads(report.data.read_text())
+    rows = payload["headline"]
+    assert {r["precision"] for r in rows} == {"fp16", "int8", "int4"}
+    base = payload["baseline"]["h2d_bytes_per_token"]
+    assert base > 0
+    for r in rows:
+        assert r["trial"] is not None, r
+        t = stored[r["trial"]]
+        values = t.user_attrs["values"]
+        assert r["h2d_bytes_per_token"] == values["h2d_bytes_per_token"]
+        assert r["accuracy"] == values["accuracy"]
+        assert r["transfer_ms_per_token"] == values["transfer_ms_per_token"]
+        assert r["reduction_vs_baseline"] == pytest.approx(1 - values["h2d_bytes_per_token"] / base)
+        # the replay of the stored configuration on a freshly recorded trace gives the stored bytes
+        assert r["replayed_bytes_per_token"] == pytest.approx(values["h2d_bytes_per_token"], rel=1e-12)
+        plan = PrecisionPlan.from_json(json.dumps(t.user_attrs["config"]["precision"]))
+        assert plan.formats_used() == {r["precision"]}
+        assert t.values[0] == values["h2d_bytes_per_token"]  # the objective Optuna stored
+    # the rendered table shows the same numbers (KiB with one decimal)
+    md = report.markdown.read_text()
+    for r in rows:
+        assert f"#{r['trial']}" in md
+        assert f"{r['h2d_bytes_per_token'] / 1024:.1f} KiB" in md
+    # equal memory: every headline trial fits the reference memory
+    assert all(r["peak_gpu_bytes"] <= payload["reference_memory_bytes"] for r in rows)
+
+
+def test_baseline_is_distinct_experts_times_fp16_bytes(report):
+    """FP16-no-cache bytes/token recomputed from first principles on a fresh trace of the same workload."""
+    from advisor.report import Workbench
+    from advisor.report_blocks import forwards_from_trace
+    from advisor.report_data import load_study_data
+
+    payload = json.loads(report.data.read_text())
+    data = load_study_data(payload["study"], payload["storage"])
+    wb = Workbench.open(data)
+    run = wb.trace("fp16")
+    eb = payload["sweep"]["expert_bytes"]["fp16"]
+    total = sum(len(s) * eb[layer] for f in forwards_from_trace(run.trace) for layer, s in enumerate(f.layers))
+    assert payload["baseline"]["h2d_bytes_per_token"] == total / run.tokens
+
+
+def test_sweep_curves_respect_belady_and_memory(report):
+    payload = json.loads(report.data.read_text())
+    pts = payload["sweep"]["points"]
+    by = {(p["precision"], p["policy"], p["slots"]): p for p in pts}
+    for (prec, pol, slots), p in by.items():
+        if pol != "belady":
+            assert by[(prec, "belady", slots)]["hit_rate"] >= p["hit_rate"] - 1e-12
+    eb = payload["sweep"]["expert_bytes"]
+    assert eb["int8"][0] < eb["fp16"][0] and eb["int4"][0] < eb["int8"][0]
+    # no cache beats the baseline, and bytes never grow with more slots under Belady
+    bel = sorted((p for p in pts if p["policy"] == "belady" and p["precision"] == "fp16"), key=lambda p: p["slots"])
+    assert all(a["bytes_per_token"] >= b["bytes_per_token"] for a, b in zip(bel, bel[1:], strict=False))
+    assert bel[0]["bytes_per_token"] <= payload["baseline"]["h2d_bytes_per_token"]
+
+
+def test_block_reuse_section(report):
+    payload = json.loads(report.data.read_text())
+    rows = payload["block_reuse"]["rows"]
+    assert [r["block_length"] for r in rows] == [8, 16]
+    for r in rows:
+        assert 0 < r["distinct_mean"] <= 8 and 0.0 <= r["jaccard_within_block"] <= 1.0
+    assert "Block diffusion" in report.markdown.read_text()
+
+
+def test_unknown_and_empty_studies_are_user_errors(study, tmp_path):
+    import optuna
+
+    from advisor.report import build_report
+
+    url, _ = study
+    with pytest.raises(UserError, match="no study named"):
+        build_report("nope", url, tmp_path / "a")
+    optuna.create_study(study_name="empty", storage=url, directions=["minimize"])
+    out = tmp_path / "b"
+    with pytest.raises(UserError, match="no finished trial"):
+        build_report("empty", url, out)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temp directory left behind either
+    with pytest.raises(UserError, match="no study database"):
+        build_report("x", f"sqlite:///{tmp_path}/missing.db", tmp_path / "c")
+
+
+def test_cli_empty_study_is_one_line(study, tmp_path):
+    url, _ = study
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "report", "nope", "--storage", url, "-o",
+                        str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no study named"), r.stderr
