@@ -1,0 +1,116 @@
+"""Apply a precision plan to a model: every routed expert quantized, then computed through the expert seam.
+
+The model's own expert parameters are left untouched (fused 3-D tensors and MLP lists alike): the quantized
+copies live in a `QuantizedRuntime` that the seam asks for expert functions, so detaching it restores full
+precision and one model can be evaluated under many plans. Routers, norms, embeddings, LM head and shared
+experts are never touched (see `advisor.quant.plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from advisor.errors import UserError
+from advisor.models.experts import ExpertFn, RoutingObserver, Session
+from advisor.quant.expert import QuantizedExpert, quantize_expert
+from advisor.quant.plan import PrecisionPlan
+
+Key = tuple[int, int]
+
+
+@dataclass
+class QuantizedRuntime:
+    """An `ExpertRuntime` whose experts compute with their quantized weights (`store[(layer, expert)]`)."""
+
+    plan: PrecisionPlan
+    store: dict[Key, QuantizedExpert]
+    acts: dict[int, Callable[[torch.Tensor], torch.Tensor]]
+    session: Session | None = field(default=None, repr=False)
+
+    def experts_for(self, layer: int, expert_ids: list[int]) -> Mapping[int, ExpertFn]:
+        act = self.acts[layer]
+        return {e: self.store[(layer, e)].fn(act) for e in expert_ids}
+
+    @property
+    def nbytes(self) -> int:
+        """Counted bytes of every routed expert as stored."""
+        return sum(q.nbytes for q in self.store.values())
+
+    def nbytes_by_layer(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (layer, _), q in self.store.items():
+            out[layer] = out.get(layer, 0) + q.nbytes
+        return out
+
+    def formats(self) -> dict[Key, str]:
+        return {k: q.format.name for k, q in self.store.items()}
+
+
+def _moe_of(loaded_or_model) -> tuple[torch.nn.Module | None, list]:
+    """(model, MoE layers) from a LoadedModel, a model, or an already found list of MoE layers."""
+    if isinstance(loaded_or_model, list | tuple):
+        return None, list(loaded_or_model)
+    model = getattr(loaded_or_model, "model", loaded_or_model)
+    moe = getattr(loaded_or_model, "moe", None)
+    if not moe:
+        from advisor.models.view import moe_layers
+
+        moe = moe_layers(model)
+    return model, list(moe)
+
+
+def check_plan_fits(plan: PrecisionPlan, moe: list) -> None:
+    """`UserError` if the plan names MoE layers or experts the model lacks (a typo, or another model)."""
+    n_layers = len(moe)
+    if plan.max_layer() >= n_layers:
+        raise UserError(
+            f"precision plan names MoE layer {plan.max_layer()} but the model has {n_layers} "
+            f"(0-{n_layers - 1})"
+        )
+    for layer, per in plan.experts.items():
+        n = moe[layer].num_experts
+        if max(per) >= n:
+            raise UserError(
+                f"precision plan names expert {max(per)} of MoE layer {layer}, which has {n} experts"
+            )
+
+
+def build_store(moe: list, plan: PrecisionPlan) -> dict[Key, QuantizedExpert]:
+    """Quantize every routed expert of the given MoE layers per `plan`, on the device its weights live on."""
+    check_plan_fits(plan, moe)
+    store: dict[Key, QuantizedExpert] = {}
+    with torch.no_grad():
+        for layer in moe:
+            for e in range(layer.num_experts):
+                store[(layer.index, e)] = quantize_expert(
+                    layer.experts.get(e), plan.format_for(layer.index, e)
+                )
+    return store
+
+
+def quantize_experts(
+    loaded_or_model,
+    plan: PrecisionPlan | str,
+    *,
+    attach: bool = True,
+    observers: Iterable[RoutingObserver] = (),
+) -> QuantizedRuntime:
+    """Quantize every routed expert of every MoE layer per `plan` and (by default) attach the runtime to the
+    model.
+
+    `loaded_or_model`: a `LoadedModel`, an `nn.Module`, or a list of `MoELayer`s (then nothing is attached).
+    Undo with `advisor.models.view.detach_runtime(model)`.
+    """
+    plan = PrecisionPlan.parse(plan)
+    model, moe = _moe_of(loaded_or_model)
+    runtime = QuantizedRuntime(
+        plan=plan, store=build_store(moe, plan), acts={m.index: m.experts.act for m in moe}
+    )
+    if attach and model is not None:
+        from advisor.models.view import attach_runtime
+
+        runtime.session = attach_runtime(model, runtime, observers, layers=moe)
+    return runtime

@@ -1,0 +1,289 @@
+"""Precision plans: which format each routed expert (MoE layer, expert id) is stored in.
+
+Only *routed* experts are governed by a plan. Routers, expert bias, norms, embeddings, the LM head and shared
+experts always stay at the model's own precision: they are small, run for every token, and are the first place
+quantization error turns into wrong routing.
+
+A plan is three levels, most specific first: per-expert overrides, per-layer formats, a default. Format names
+are canonicalised and entries equal to the level above are dropped, so the same mapping always has the same
+`fingerprint` (used to cache accuracy per distinct plan) however it was written. Torch-free on purpose:
+recommend/export read plans without importing torch.
+
+String form (`parse`, `spec`): clauses separated by ';'
+  ``int8`` or ``default=int4:g64``           the default format
+  ``layers=0-1:int8,2-3:int4``               per-layer formats (inclusive ranges)
+  ``experts=2.0-3:int8,2.7:int8``            per-expert overrides as LAYER.EXPERTS:FORMAT
+or a path to a JSON file written by `to_json` (or inline JSON starting with '{').
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from advisor.errors import UserError
+from advisor.quant.spec import canonical_name
+
+DEFAULT_FORMAT = "bf16"
+_EXAMPLES = "e.g. 'int8', 'int4:g64', 'default=int4;layers=0-1:int8;experts=2.0-3:int8', or a plan JSON file"
+
+
+def _bad(spec: str, why: str) -> UserError:
+    shown = spec if len(spec) <= 80 else spec[:77] + "..."
+    return UserError(f"bad precision plan '{shown}': {why}; expected {_EXAMPLES}")
+
+
+def _ranges(numbers: Sequence[int]) -> list[str]:
+    """[0, 1, 2, 5] -> ["0-2", "5"]: runs of consecutive numbers as inclusive ranges."""
+    out, nums = [], sorted(numbers)
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
+        i = j + 1
+    return out
+
+
+def _parse_range(text: str) -> list[int]:
+    a, sep, b = text.strip().partition("-")
+    if not a.strip().isdigit() or (sep and not b.strip().isdigit()):
+        raise ValueError(f"'{text}' is not a number or a range like 0-3")
+    lo, hi = int(a), int(b) if sep else int(a)
+    if hi < lo:
+        raise ValueError(f"range '{text}' runs backwards")
+    return list(range(lo, hi + 1))
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """Maps (MoE layer, routed expert) to a format name. Build with the constructors, not by hand."""
+
+    default: str = DEFAULT_FORMAT
+    layers: Mapping[int, str] = field(default_factory=dict)
+    experts: Mapping[int, Mapping[int, str]] = field(default_factory=dict)
+    note: str = field(default="", compare=False)
+    """Where the plan came from (e.g. the hot/cold rule); shown by `describe`, not part of the identity."""
+
+    def __post_init__(self) -> None:
+        default = canonical_name(self.default)
+        layers = {int(k): canonical_name(v) for k, v in self.layers.items()}
+        layers = {k: v for k, v in sorted(layers.items()) if v != default}
+        experts: dict[int, dict[int, str]] = {}
+        for layer, per in sorted(((int(k), v) for k, v in self.experts.items()), key=lambda kv: kv[0]):
+            base = layers.get(layer, default)
+            kept = {int(e): canonical_name(f) for e, f in per.items()}
+            kept = {e: f for e, f in sorted(kept.items()) if f != base}
+            if kept:
+                experts[layer] = kept
+        if any(k < 0 for k in layers) or any(k < 0 or min(v) < 0 for k, v in experts.items()):
+            raise UserError("precision plan: layer and expert numbers must be >= 0")
+        object.__setattr__(self, "default", default)
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "experts", experts)
+
+    # ---- lookups -------------------------------------------------------------------------------------------
+    def format_for(self, layer: int, expert: int) -> str:
+        """Canonical format name of one routed expert."""
+        per = self.experts.get(layer)
+        if per is not None and expert in per:
+            return per[expert]
+        return self.layers.get(layer, self.default)
+
+    def formats_used(self) -> set[str]:
+        return {
+            self.default,
+            *self.layers.values(),
+            *(f for per in self.experts.values() for f in per.values()),
+        }
+
+    def max_layer(self) -> int:
+        """Highest MoE layer the plan names explicitly (-1 if none): lets callers check it fits the model."""
+        return max([*self.layers, *self.experts, -1])
+
+    # ---- identity ------------------------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        return {
+            "default": self.default,
+            "layers": {str(k): v for k, v in self.layers.items()},
+            "experts": {str(k): {str(e): f for e, f in per.items()} for k, per in self.experts.items()},
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable short id: equal plans (same mapping, any spelling or dict order) give the same id."""
+        blob = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    # ---- constructors --------------------------------------------------------------------------------------
+    @classmethod
+    def uniform(cls, fmt: str) -> PrecisionPlan:
+        return cls(default=fmt)
+
+    @classmethod
+    def per_layer(cls, formats: Mapping[int, str], default: str = DEFAULT_FORMAT) -> PrecisionPlan:
+        return cls(default=default, layers=dict(formats))
+
+    @classmethod
+    def hot_cold(
+        cls,
+        hot_fmt: str,
+        cold_fmt: str,
+        hot_fraction: float,
+        frequencies: Mapping[int, Sequence[float]],
+        base: PrecisionPlan | None = None,
+    ) -> PrecisionPlan:
+        """In each layer of `frequencies` the round(hot_fraction * E) most routed experts get `hot_fmt`, the
+        rest `cold_fmt` (ties: the lower expert id is hotter). Other layers keep `base` (default: cold_fmt).
+        """
+        if not 0.0 <= float(hot_fraction) <= 1.0:
+            raise UserError(f"hot fraction must be between 0 and 1, got {hot_fraction}")
+        base = base if base is not None else cls.uniform(cold_fmt)
+        layers = dict(base.layers)
+        experts = {k: dict(v) for k, v in base.experts.items()}
+        for layer, counts in frequencies.items():
+            counts = [float(c) for c in counts]
+            if any(c < 0 for c in counts):
+                raise UserError(f"routing frequencies of layer {layer} must be >= 0")
+            n_hot = min(len(counts), max(0, round(hot_fraction * len(counts))))
+            order = sorted(range(len(counts)), key=lambda e: (-counts[e], e))
+            layers[int(layer)] = cold_fmt
+            experts[int(layer)] = {e: hot_fmt for e in order[:n_hot]}
+        where = f"layer{'s' if len(frequencies) > 1 else ''} {'+'.join(_ranges(list(frequencies)))}"
+        note = (
+            f"hot/cold: top {hot_fraction:.0%} most routed experts {canonical_name(hot_fmt)}, "
+            f"rest {canonical_name(cold_fmt)}, in {where}"
+        )
+        return cls(default=base.default, layers=layers, experts=experts, note=note)
+
+    @classmethod
+    def parse(cls, spec: str | PrecisionPlan) -> PrecisionPlan:
+        """A plan from its string form, inline JSON, or a JSON file path; one-line `UserError` if bad."""
+        if isinstance(spec, PrecisionPlan):
+            return spec
+        if not isinstance(spec, str) or not spec.strip():
+            raise _bad(str(spec), "empty")
+        text = spec.strip()
+        if text.startswith("{"):
+            return cls.from_json(text)
+        if text.endswith(".json") or Path(text).is_file():
+            path = Path(text)
+            if not path.is_file():
+                raise _bad(text, "no such file")
+            try:
+                return cls.from_json(path.read_text())
+            except OSError as e:
+                raise _bad(text, f"cannot read it ({e.strerror})") from None
+        default, layers, experts = DEFAULT_FORMAT, {}, {}
+        try:
+            for clause in filter(None, (c.strip() for c in text.split(";"))):
+                key, eq, value = clause.partition("=")
+                key = key.strip().lower()
+                if not eq:
+                    default = canonical_name(clause)
+                elif key == "default":
+                    default = canonical_name(value)
+                elif key in ("layers", "experts"):
+                    for entry in filter(None, (e.strip() for e in value.split(","))):
+                        where, colon, fmt = entry.partition(":")
+                        if not colon:
+                            raise ValueError(f"entry '{entry}' lacks ':FORMAT'")
+                        fmt = canonical_name(fmt)
+                        if key == "layers":
+                            layers.update(dict.fromkeys(_parse_range(where), fmt))
+                            continue
+                        layer, dot, ids = where.partition(".")
+                        if not dot or not layer.strip().isdigit():
+                            raise ValueError(f"expert entry '{entry}' must look like LAYER.EXPERTS:FORMAT")
+                        experts.setdefault(int(layer), {}).update(dict.fromkeys(_parse_range(ids), fmt))
+                else:
+                    raise ValueError(f"unknown clause '{key}' (use default=, layers=, experts=)")
+        except UserError as e:
+            raise _bad(text, str(e)) from None
+        except ValueError as e:
+            raise _bad(text, str(e)) from None
+        return cls(default=default, layers=layers, experts=experts)
+
+    # ---- serialisation -------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The compact string form; `PrecisionPlan.parse(plan.spec) == plan`."""
+        clauses = [self.default]
+        if self.layers:
+            by_fmt: dict[str, list[int]] = {}
+            for layer, fmt in self.layers.items():
+                by_fmt.setdefault(fmt, []).append(layer)
+            entries = [f"{r}:{fmt}" for fmt, ls in by_fmt.items() for r in _ranges(ls)]
+            clauses.append("layers=" + ",".join(entries))
+        if self.experts:
+            entries = []
+            for layer, per in self.experts.items():
+                by_fmt = {}
+                for e, fmt in per.items():
+                    by_fmt.setdefault(fmt, []).append(e)
+                entries += [f"{layer}.{r}:{fmt}" for fmt, es in by_fmt.items() for r in _ranges(es)]
+            clauses.append("experts=" + ",".join(entries))
+        return ";".join(clauses)
+
+    def to_json(self) -> str:
+        doc = {"version": 1, **self._identity(), "fingerprint": self.fingerprint}
+        if self.note:
+            doc["note"] = self.note
+        return json.dumps(doc, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, data: str | Mapping) -> PrecisionPlan:
+        """Inverse of `to_json` (a stored "fingerprint" is informational and recomputed)."""
+        shown = data if isinstance(data, str) else json.dumps(data)
+        try:
+            doc = json.loads(data) if isinstance(data, str) else dict(data)
+        except json.JSONDecodeError as e:
+            raise _bad(shown, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(doc, dict) or "default" not in doc:
+            raise _bad(shown, "JSON must be an object with at least a 'default' format")
+        unknown = set(doc) - {"version", "default", "layers", "experts", "fingerprint", "note"}
+        if unknown:
+            raise _bad(shown, f"unknown keys {sorted(unknown)}")
+        try:
+            layers = {int(k): str(v) for k, v in (doc.get("layers") or {}).items()}
+            experts = {
+                int(k): {int(e): str(f) for e, f in per.items()}
+                for k, per in (doc.get("experts") or {}).items()
+            }
+            return cls(
+                default=str(doc["default"]), layers=layers, experts=experts, note=str(doc.get("note", ""))
+            )
+        except (ValueError, TypeError, AttributeError) as e:
+            raise _bad(shown, f"layers/experts must map numbers to format names ({e})") from None
+        except UserError as e:
+            raise _bad(shown, str(e)) from None
+
+    # ---- people --------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """Readable, e.g. "int4 by default; layers 0-1: int8; layer 2: 4 experts int8 (others int4)"."""
+        parts = [
+            f"{self.default} by default"
+            if (self.layers or self.experts)
+            else f"{self.default} for every expert"
+        ]
+        by_fmt: dict[str, list[int]] = {}
+        for layer, fmt in self.layers.items():
+            by_fmt.setdefault(fmt, []).append(layer)
+        for fmt, ls in by_fmt.items():
+            word = "layer" if len(ls) == 1 else "layers"
+            parts.append(f"{word} {'+'.join(_ranges(ls))}: {fmt}")
+        for layer, per in self.experts.items():
+            counts: dict[str, int] = {}
+            for fmt in per.values():
+                counts[fmt] = counts.get(fmt, 0) + 1
+            shown = ", ".join(f"{n} expert{'s' if n > 1 else ''} {fmt}" for fmt, n in counts.items())
+            parts.append(f"layer {layer}: {shown} (others {self.layers.get(layer, self.default)})")
+        text = "; ".join(parts)
+        return f"{text} [{self.note}]" if self.note else text

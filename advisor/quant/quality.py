@@ -1,0 +1,147 @@
+"""How much each format hurts each expert: the raw material for sensitivity-aware precision plans.
+
+Per (MoE layer, expert, format): relative weight error ||W - W'||_F / ||W||_F over gate, up and down together,
+and relative output error ||f'(x) - f(x)|| / ||f(x)|| of the whole SwiGLU expert on sample activations x.
+Samples are either standard-normal vectors (post-norm hidden states are roughly unit-scale) or the hidden
+states that really entered the layer on some input (`capture_activations`; all tokens of the layer, not only
+those routed to the expert, so every expert is judged on the same inputs). Everything is computed in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from advisor.models.experts import swiglu
+from advisor.quant.expert import quantize_expert
+from advisor.quant.formats import get_format
+
+
+def _moe(loaded_or_moe_layers) -> list:
+    if isinstance(loaded_or_moe_layers, list | tuple):
+        return list(loaded_or_moe_layers)
+    moe = getattr(loaded_or_moe_layers, "moe", None)
+    if moe:
+        return list(moe)
+    from advisor.models.view import moe_layers
+
+    return moe_layers(getattr(loaded_or_moe_layers, "model", loaded_or_moe_layers))
+
+
+def capture_activations(
+    loaded_or_model, input_ids: torch.Tensor, max_tokens: int = 256
+) -> dict[int, torch.Tensor]:
+    """Hidden states [T, H] entering each MoE layer's experts in one forward on `input_ids` (fp32, CPU)."""
+    model = getattr(loaded_or_model, "model", loaded_or_model)
+    moe = _moe(loaded_or_model)
+    seen: dict[int, torch.Tensor] = {}
+
+    def hook_for(index: int):
+        def hook(_module, args, kwargs):
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if index not in seen and isinstance(hidden, torch.Tensor):
+                seen[index] = hidden.detach().reshape(-1, hidden.shape[-1])[:max_tokens].float().cpu()
+
+        return hook
+
+    handles = [
+        layer.experts_module.register_forward_pre_hook(hook_for(layer.index), with_kwargs=True)
+        for layer in moe
+    ]
+    try:
+        with torch.no_grad():
+            model(input_ids.to(next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _rel(err: torch.Tensor, ref: torch.Tensor) -> float:
+    denom = float(ref.norm())
+    return float(err.norm()) / denom if denom > 0 else float(err.norm())
+
+
+def quality_report(
+    loaded_or_moe_layers,
+    formats: Sequence[str],
+    n_samples: int = 64,
+    *,
+    seed: int = 0,
+    activations: dict[int, torch.Tensor] | None = None,
+    layers: Iterable[int] | None = None,
+    max_experts: int | None = None,
+) -> list[dict]:
+    """One row per (layer, expert, format): bytes (counted) and weight/output relative errors (measured).
+
+    `activations` (from `capture_activations`) replaces the random samples for the layers it has. `layers` /
+    `max_experts` restrict the report to a subset (big models have thousands of experts).
+    """
+    fmts = [get_format(f) for f in formats]
+    wanted = None if layers is None else set(layers)
+    gen = torch.Generator().manual_seed(seed)
+    rows: list[dict] = []
+    for layer in _moe(loaded_or_moe_layers):
+        if wanted is not None and layer.index not in wanted:
+            continue
+        if activations is not None and layer.index in activations:
+            x, source = activations[layer.index][:n_samples].float(), "measured:captured-activations"
+        else:
+            x, source = (
+                torch.randn(n_samples, layer.hidden_size, generator=gen),
+                "measured:random-activations",
+            )
+        act = layer.experts.act
+        n_experts = layer.num_experts if max_experts is None else min(max_experts, layer.num_experts)
+        with torch.no_grad():
+            for e in range(n_experts):
+                w = layer.experts.get(e)
+                w32 = type(w)(**{k: t.detach().float() for k, t in w.tensors().items()})
+                xd = x.to(w32.gate.device)
+                ref = swiglu(act, w32)(xd)
+                for fmt in fmts:
+                    q = quantize_expert(w32, fmt)
+                    deq = q.dequantize(torch.float32)
+                    num = sum(
+                        float((a - b).norm()) ** 2
+                        for a, b in zip(deq.tensors().values(), w32.tensors().values(), strict=True)
+                    )
+                    den = sum(float(t.norm()) ** 2 for t in w32.tensors().values())
+                    out = q.fn(act)(xd)
+                    rows.append(
+                        {
+                            "layer": layer.index,
+                            "expert": e,
+                            "format": fmt.name,
+                            "nbytes": q.nbytes,
+                            "nbytes_source": "counted",
+                            "weight_rel_err": (num / den) ** 0.5 if den > 0 else num**0.5,
+                            "output_rel_err": _rel(out - ref, ref),
+                            "error_source": source,
+                            "n_samples": int(x.shape[0]),
+                        }
+                    )
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per format: bytes of one expert, mean and max of both errors over all reported experts."""
+    by_fmt: dict[str, list[dict]] = {}
+    for r in rows:
+        by_fmt.setdefault(r["format"], []).append(r)
+    out = []
+    for fmt, rs in by_fmt.items():
+        out.append(
+            {
+                "format": fmt,
+                "experts": len(rs),
+                "nbytes_per_expert": sum(r["nbytes"] for r in rs) / len(rs),
+                "weight_rel_err_mean": sum(r["weight_rel_err"] for r in rs) / len(rs),
+                "weight_rel_err_max": max(r["weight_rel_err"] for r in rs),
+                "output_rel_err_mean": sum(r["output_rel_err"] for r in rs) / len(rs),
+                "output_rel_err_max": max(r["output_rel_err"] for r in rs),
+                "error_source": rs[0]["error_source"],
+            }
+        )
+    return out
