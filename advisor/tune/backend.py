@@ -1,0 +1,61 @@
+"""What a trial needs from a model, as one small interface, so the study logic can be tested in seconds.
+
+`Backend` is the seam between the tuner (which decides what to measure and what to reuse) and the
+model stack (which measures). `ModelBackend` in `advisor.tune.model_backend` implements it on a real
+model; tests inject small fakes with the same methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+
+
+@dataclass
+class Measured:
+    """Values with the source of each (see `advisor.tune.store` for the vocabulary) and the time it took."""
+
+    values: dict[str, float]
+    sources: dict[str, str]
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TraceRun:
+    """A routing trace recorded once per precision plan, with what replaying it needs to scale to tokens."""
+
+    trace: Any
+    tokens: int  # generated tokens the trace covers
+    compute_seconds: float  # wall-clock of the generation that recorded it (experts resident)
+    device: str
+    plan_fingerprint: str
+
+
+class Backend(Protocol):
+    model_name: str
+    model_fingerprint: str
+    task_name: str
+    device: str  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
+    shape: ModelShape
+    model_meta: dict[str, Any]  # family, layers ... as `advisor.export.config_view.model_info` reads it
+
+    def calibration_counts(self) -> dict[int, list[int]]:
+        """Routing counts per (layer, expert) of the full-precision model on the trace prompts."""
+
+    def fidelity(self, plan: PlanMap) -> Measured:
+        """fidelity_kl and fidelity_top1 of this plan against full precision."""
+
+    def accuracy(self, plan: PlanMap) -> Measured:
+        """Task accuracy under this plan: values accuracy, accuracy_n, accuracy_ci_low, accuracy_ci_high."""
+
+    def trace(self, plan: PlanMap) -> TraceRun:
+        """Record the routing of generation under this plan (routing can differ by precision)."""
+
+    def replay(self, run: TraceRun, config: TrialConfig) -> Measured:
+        """Replay a trace through the cache of `config`: bytes_h2d, copies, hits, lookups (counted)."""
+
+    def live(self, config: TrialConfig) -> Measured | None:
+        """Run generation with the real offload runtime (CUDA when present); None when not supported."""

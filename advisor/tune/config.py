@@ -1,0 +1,263 @@
+"""From knob values to a concrete configuration: a per-expert precision map, GPU slots per layer, policy.
+
+Torch-free on purpose: the memory constraint is decided here from counted bytes, before any model runs,
+and `recommend`/`report` can rebuild a stored configuration without importing torch.
+
+The precision plan is made explicit (one format per (layer, expert)) before it is fingerprinted, so two
+knob settings that produce the same weights - a hot set in the layers' own format, a hot fraction that
+rounds to no expert - share one fingerprint, hence one accuracy measurement and one routing trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from advisor.tune.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the tuner needs to know about a model, as plain numbers (counted from its weights)."""
+
+    num_experts: tuple[int, ...]  # per MoE layer
+    top_k: tuple[int, ...]
+    hidden: tuple[int, ...]
+    intermediate: tuple[int, ...]
+    native_format: str  # the experts' stored dtype as a format name ("bf16", "fp32", ...)
+    resident_bytes: int
+    """Bytes that stay on the GPU whatever the cache: every weight except routed experts (counted)."""
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.num_experts)
+
+    @property
+    def min_experts(self) -> int:
+        return min(self.num_experts)
+
+    def expert_bytes(self, layer: int, fmt: str) -> int:
+        """Exact bytes of one expert of `layer` in format `fmt` (payload + scales)."""
+        from advisor.quant.spec import expert_nbytes_of
+
+        return expert_nbytes_of(fmt, self.hidden[layer], self.intermediate[layer])
+
+    def full_bytes(self) -> int:
+        """Counted bytes of the whole model at its own dtype (resident + every expert)."""
+        return self.resident_bytes + sum(
+            n * self.expert_bytes(layer, self.native_format) for layer, n in enumerate(self.num_experts)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanMap:
+    """An explicit precision plan: the format of every routed expert, layer by layer."""
+
+    formats: tuple[tuple[str, ...], ...]  # formats[layer][expert]
+
+    def precision_plan(self) -> Any:
+        """The same mapping as `advisor.quant.plan.PrecisionPlan` (torch-free): the most common format is the
+        default, each layer's most common format its layer format, the rest per-expert overrides."""
+        from advisor.quant.plan import PrecisionPlan
+
+        counts: dict[str, int] = {}
+        layer_base = []
+        for fs in self.formats:
+            c: dict[str, int] = {}
+            for f in fs:
+                c[f] = c.get(f, 0) + 1
+                counts[f] = counts.get(f, 0) + 1
+            layer_base.append(min(c, key=lambda f: (-c[f], f)))
+        default = min(counts, key=lambda f: (-counts[f], f))
+        experts = {layer: {e: f for e, f in enumerate(fs) if f != layer_base[layer]}
+                   for layer, fs in enumerate(self.formats)}
+        return PrecisionPlan(default=default, layers=dict(enumerate(layer_base)), experts=experts)
+
+    @property
+    def fingerprint(self) -> str:
+        """`PrecisionPlan.fingerprint` of this mapping: the project-wide key of plan-only measurements."""
+        return self.precision_plan().fingerprint
+
+    def format_for(self, layer: int, expert: int) -> str:
+        return self.formats[layer][expert]
+
+    def per_layer_uniform(self) -> dict[int, str] | None:
+        """{layer: format} when every layer is uniform (no hot set), else None."""
+        if all(len(set(f)) == 1 for f in self.formats):
+            return {i: f[0] for i, f in enumerate(self.formats)}
+        return None
+
+    def describe(self) -> str:
+        """Short human text, e.g. "int8" or "L0-1:int8 L2-3:int4 (+hot bf16 x2/layer)"."""
+        parts, hot = [], set()
+        for fs in self.formats:
+            counts: dict[str, int] = {}
+            for f in fs:
+                counts[f] = counts.get(f, 0) + 1
+            base = max(counts, key=lambda f: counts[f])
+            parts.append(base)
+            hot |= {(f, c) for f, c in counts.items() if f != base}
+        runs: list[str] = []
+        start = 0
+        for i in range(1, len(parts) + 1):
+            if i == len(parts) or parts[i] != parts[start]:
+                runs.append(parts[start] if (start == 0 and i == len(parts)) else
+                            f"L{start}{'' if i - 1 == start else f'-{i - 1}'}:{parts[start]}")
+                start = i
+        text = " ".join(runs)
+        if hot:
+            text += " (+hot " + ", ".join(f"{f} x{c}/layer" for f, c in sorted(hot)) + ")"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(self.precision_plan().to_json())
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One point of the search space made concrete for one model."""
+
+    params: dict[str, Any]
+    plan: PlanMap
+    layer_formats: tuple[str, ...]
+    hot_fraction: float
+    hot_format: str
+    slots: tuple[int, ...]
+    policy: str
+    prefetch: str
+    peak_bytes: int = 0
+    """Counted GPU bytes: resident weights + the largest experts that fit the slots of each layer."""
+    expert_store_bytes: int = 0
+    """Counted bytes of every expert at its planned format (the host-side store)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cache_key(self) -> tuple:
+        return (tuple(self.slots), self.policy, self.prefetch)
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as stored with a trial and a front point (what `recommend`/`export` read)."""
+        return {
+            "params": dict(self.params),
+            "precision": self.plan.to_json(),
+            "precision_spec": self.plan.precision_plan().spec,
+            "precision_description": self.plan.describe(),
+            "plan_fingerprint": self.plan.fingerprint,
+            "layer_formats": list(self.layer_formats),
+            "hot_fraction": self.hot_fraction,
+            "hot_format": self.hot_format,
+            "slots_per_layer": list(self.slots),
+            "policy": self.policy,
+            "prefetch": self.prefetch,
+            "counted_peak_gpu_bytes": self.peak_bytes,
+            "counted_expert_store_bytes": self.expert_store_bytes,
+        }
+
+
+def hot_set(counts: Sequence[int], n_hot: int) -> set[int]:
+    """The `n_hot` most-routed experts (ties broken by expert id, so the set is deterministic)."""
+    order = sorted(range(len(counts)), key=lambda e: (-counts[e], e))
+    return set(order[:n_hot])
+
+
+def build_plan(layer_formats: Sequence[str], hot_fraction: float, hot_format: str, shape: ModelShape,
+               counts: Mapping[int, Sequence[int]] | None) -> PlanMap:
+    """Per-layer formats, with each layer's hottest `hot_fraction` of experts in `hot_format`."""
+    from advisor.quant.spec import canonical_name
+
+    rows = []
+    for layer, n in enumerate(shape.num_experts):
+        base = canonical_name(layer_formats[layer])
+        row = [base] * n
+        n_hot = min(n, round(hot_fraction * n))  # the rounding PrecisionPlan.hot_cold uses
+        if n_hot > 0 and canonical_name(hot_format) != base:
+            layer_counts = list(counts[layer]) if counts and layer in counts else [0] * n
+            for e in hot_set(layer_counts, n_hot):
+                row[e] = canonical_name(hot_format)
+        rows.append(tuple(row))
+    return PlanMap(tuple(rows))
+
+
+def allocate_slots(total: int, shape: ModelShape, rule: str, counts: Mapping[int, Sequence[int]] | None) -> list[int]:
+    """Split a total GPU expert budget over layers (each layer gets 1..its experts).
+
+    "uniform": equal shares. "by_frequency": in proportion to each layer's working set - the number of
+    experts that carry 90% of its calibration routing - since a layer whose routing is concentrated needs
+    fewer slots for the same hit rate.
+    """
+    n = shape.n_layers
+    caps = list(shape.num_experts)
+    total = max(n, min(total, sum(caps)))
+    if rule == "by_frequency" and counts:
+        weights = []
+        for layer in range(n):
+            c = sorted(counts.get(layer, [1] * caps[layer]), reverse=True)
+            s, acc, ws = sum(c) or 1, 0, 0
+            for x in c:
+                acc += x
+                ws += 1
+                if acc >= 0.9 * s:
+                    break
+            weights.append(max(ws, 1))
+    else:
+        weights = [1] * n
+    slots = [1] * n
+    remaining = total - n
+    # largest-remainder apportionment of what is left, respecting per-layer caps
+    while remaining > 0:
+        open_layers = [i for i in range(n) if slots[i] < caps[i]]
+        if not open_layers:
+            break
+        wsum = sum(weights[i] for i in open_layers)
+        shares = {i: remaining * weights[i] / wsum for i in open_layers}
+        given = 0
+        for i in open_layers:
+            add = min(int(shares[i]), caps[i] - slots[i])
+            slots[i] += add
+            given += add
+        if given == 0:  # hand out single slots by largest fractional share
+            for i in sorted(open_layers, key=lambda i: (-(shares[i] - int(shares[i])), i)):
+                if remaining - given <= 0:
+                    break
+                if slots[i] < caps[i]:
+                    slots[i] += 1
+                    given += 1
+        remaining -= given
+    return slots
+
+
+def counted_peak_bytes(shape: ModelShape, plan: PlanMap, slots: Sequence[int]) -> int:
+    """Resident weights + for each layer the `slots` largest experts of its plan (the most its cache can hold)."""
+    total = shape.resident_bytes
+    for layer, s in enumerate(slots):
+        sizes = sorted((shape.expert_bytes(layer, f) for f in plan.formats[layer]), reverse=True)
+        total += sum(sizes[:s])
+    return total
+
+
+def expert_store_bytes(shape: ModelShape, plan: PlanMap) -> int:
+    return sum(shape.expert_bytes(layer, f) for layer, fs in enumerate(plan.formats) for f in fs)
+
+
+def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShape,
+                 counts: Mapping[int, Sequence[int]] | None) -> TrialConfig:
+    """Make knob values concrete for `shape` (calibration routing `counts` place hot sets and budgets)."""
+    n = shape.n_layers
+    layer_formats = tuple(str(params[f"fmt_g{space.group_of(layer, n)}"]) for layer in range(n))
+    hot_fraction = float(params.get("hot_fraction", 0.0))
+    hot_format = str(params.get("hot_format", layer_formats[0]))
+    plan = build_plan(layer_formats, hot_fraction, hot_format, shape, counts)
+    if "slots" in params:
+        slots = [min(int(params["slots"]), e) for e in shape.num_experts]
+    else:
+        slots = allocate_slots(int(params["expert_budget"]), shape, str(params.get("allocation", "uniform")), counts)
+    return TrialConfig(
+        params=dict(params), plan=plan, layer_formats=layer_formats, hot_fraction=hot_fraction,
+        hot_format=hot_format, slots=tuple(slots), policy=str(params["policy"]), prefetch=str(params["prefetch"]),
+        peak_bytes=counted_peak_bytes(shape, plan, slots), expert_store_bytes=expert_store_bytes(shape, plan),
+    )

@@ -1,0 +1,322 @@
+"""One trial: knob values -> configuration -> memory check -> staged, cached measurements -> objective values.
+
+Cost discipline (DESIGN.md):
+* the memory budget is checked on counted bytes before anything runs; an infeasible configuration is
+  recorded with `trial.set_constraint` and never reaches the model;
+* accuracy and fidelity depend on the precision plan only: they are measured once per plan fingerprint
+  and kept in the study database (`EvalCache`), across trials, studies and workers;
+* cache size, policy and prefetch change bytes and time, never outputs: they are evaluated by replaying
+  the routing trace recorded once per plan (routing can differ by precision, so never across plans);
+* staging: the fidelity proxy runs first; full task accuracy runs only when the candidate could still
+  reach the front - i.e. no finished trial dominates it even if it were as accurate as the best plan
+  measured so far (its upper confidence bound). Optuna has no pruning for multi-objective studies, so a
+  skipped candidate still completes, with an accuracy *modelled* from the proxy and marked so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.tune.backend import Backend, Measured, TraceRun
+from advisor.tune.config import PlanMap, TrialConfig, build_config
+from advisor.tune.evalcache import CacheKey, EvalCache
+from advisor.tune.space import SearchSpace
+
+CONSTRAINT = "memory_budget"
+"""Optuna constraint key: (counted peak GPU bytes - budget) / budget; <= 0 is feasible."""
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether objective vector `a` Pareto-dominates `b` (at least as good everywhere, better somewhere)."""
+    better = False
+    for x, y, d in zip(a, b, directions, strict=True):
+        if d == "maximize":
+            x, y = -x, -y
+        if x > y:
+            return False
+        if x < y:
+            better = True
+    return better
+
+
+@dataclass
+class TrialOutcome:
+    values: dict[str, float]
+    sources: dict[str, str]
+    stage: str  # "infeasible" | "proxy" | "measured" | "cached"
+    feasible: bool
+    config: TrialConfig
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Objective:
+    """Callable for `study.optimize`. Holds per-process caches (calibration counts, traces, fidelities)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        space: SearchSpace,
+        *,
+        budget_bytes: int | None,
+        eval_cache: EvalCache,
+        study_name: str,
+        profile: Any = None,
+        mode: str = "replay",
+        on_stage=None,
+    ):
+        if mode not in ("replay", "live"):
+            raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
+        self.backend, self.space = backend, space
+        self.budget_bytes = budget_bytes
+        self.cache, self.study_name = eval_cache, study_name
+        self.mode = mode
+        self.metrics = list(space.objectives)
+        self.directions = [space.objectives[m] for m in self.metrics]
+        self.settings = space.evaluation
+        self.task = backend.task_name
+        self.settings_key = self.settings.key(self.task)
+        self.profile = profile
+        self.on_stage = on_stage or (lambda stage, trial_number: None)
+        self._counts: dict[int, list[int]] | None = None
+        self._traces: dict[str, TraceRun] = {}
+        self._fidelity: dict[str, Measured] = {}
+        self.counters: Counter[str] = Counter()
+        self.current_trial: int | None = None
+        self.current_params: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ plan-only measurements (cached)
+    def counts(self) -> dict[int, list[int]]:
+        if self._counts is None:
+            self._counts = self.backend.calibration_counts()
+        return self._counts
+
+    def config_for(self, params: dict[str, Any]) -> TrialConfig:
+        shape = self.backend.shape
+        needs_counts = float(params.get("hot_fraction", 0.0)) > 0 or params.get("allocation") == "by_frequency" \
+            or params.get("policy") == "static_hot"
+        return build_config(self.space, params, shape, self.counts() if needs_counts else None)
+
+    def _key(self, plan: PlanMap, kind: str) -> CacheKey:
+        return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, self.settings_key, kind)
+
+    def fidelity(self, plan: PlanMap) -> tuple[Measured, bool]:
+        fp = plan.fingerprint
+        if fp in self._fidelity:
+            return self._fidelity[fp], True
+        hit = self.cache.get(self._key(plan, "fidelity"))
+        if hit is not None:
+            m = Measured(hit.values, hit.sources, hit.seconds)
+            self._fidelity[fp] = m
+            return m, True
+        m = self.backend.fidelity(plan)
+        self.counters["fidelity_evaluations"] += 1
+        self.cache.put(self._key(plan, "fidelity"), m.values, m.sources, device=self.backend.device,
+                       seconds=m.seconds, study_name=self.study_name)
+        self._fidelity[fp] = m
+        return m, False
+
+    def cached_accuracy(self, plan: PlanMap) -> Measured | None:
+        hit = self.cache.get(self._key(plan, "accuracy"))
+        if hit is None:
+            return None
+        return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
+
+    def measure_accuracy(self, plan: PlanMap) -> Measured:
+        m = self.backend.accuracy(plan)
+        self.counters["accuracy_evaluations"] += 1
+        self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
+                       seconds=m.seconds, study_name=self.study_name)
+        return m
+
+    def trace(self, plan: PlanMap) -> TraceRun:
+        fp = plan.fingerprint
+        if fp not in self._traces:
+            self._traces[fp] = self.backend.trace(plan)
+            self.counters["traces_recorded"] += 1
+        return self._traces[fp]
+
+    # ------------------------------------------------------------------ the trial
+    def __call__(self, trial: Any) -> list[float]:
+        shape = self.backend.shape
+        params = self.space.suggest(trial, shape.n_layers, shape.min_experts)
+        self.current_trial, self.current_params = trial.number, dict(trial.params)
+        outcome = self.evaluate(params, trial=trial)
+        for key, value in self.trial_attrs(outcome).items():
+            trial.set_user_attr(key, value)
+        return [outcome.values[m] for m in self.metrics]
+
+    def trial_attrs(self, o: TrialOutcome) -> dict[str, Any]:
+        config = o.config.to_json()
+        config["model_meta"] = self.backend.model_meta
+        return {
+            "config": config,
+            "values": o.values,
+            "sources": o.sources,
+            "device": self.backend.device,
+            "stage": o.stage,
+            "feasible": o.feasible,
+            "plan_fingerprint": o.config.plan.fingerprint,
+            "seconds": o.seconds,
+            **({"accuracy_detail": o.extra["accuracy"]} if "accuracy" in o.extra else {}),
+        }
+
+    def evaluate(self, params: dict[str, Any], *, trial: Any = None,
+                 completed: Sequence[Sequence[float]] | None = None) -> TrialOutcome:
+        """Measure one configuration. `trial` (Optuna) gets the constraint; `completed` (objective vectors of
+        finished feasible trials) drives staging when there is no study to ask."""
+        t0 = time.perf_counter()
+        cfg = self.config_for(params)
+        values: dict[str, float] = {"peak_gpu_bytes": float(cfg.peak_bytes)}
+        sources: dict[str, str] = {"peak_gpu_bytes": "counted:resident-weights+slots*expert-bytes"}
+        feasible = True
+        if self.budget_bytes:
+            violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes
+            feasible = violation <= 0
+            if trial is not None:
+                trial.set_constraint(CONSTRAINT, violation)
+        if not feasible:
+            self.counters["infeasible"] += 1
+            values |= self._placeholders(cfg)
+            sources |= {k: "not-run:infeasible(placeholder)" for k in values if k != "peak_gpu_bytes"}
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0)
+
+        self.on_stage("fidelity", getattr(trial, "number", None))
+        fid, _ = self.fidelity(cfg.plan)
+        values |= fid.values
+        sources |= fid.sources
+
+        self.on_stage("cache", getattr(trial, "number", None))
+        cache_vals, cache_srcs = self.cache_metrics(cfg)
+        values |= cache_vals
+        sources |= cache_srcs
+
+        stage = "measured"
+        extra: dict[str, Any] = {}
+        if "accuracy" in self.metrics:
+            acc = self.cached_accuracy(cfg.plan)
+            if acc is not None:
+                stage = "cached"
+                self.counters["accuracy_cache_hits"] += 1
+            elif self._worth_measuring(values, fid, trial, completed):
+                self.on_stage("accuracy", getattr(trial, "number", None))
+                acc = self.measure_accuracy(cfg.plan)
+            else:
+                stage = "proxy"
+                self.counters["accuracy_skipped"] += 1
+                acc = self._modelled_accuracy(fid)
+            values["accuracy"] = float(acc.values["accuracy"])
+            sources["accuracy"] = acc.sources.get("accuracy", "measured")
+            extra["accuracy"] = {k: v for k, v in acc.values.items() if k != "accuracy"}
+        return TrialOutcome(values, sources, stage, True, cfg, time.perf_counter() - t0, extra)
+
+    # ------------------------------------------------------------------ pieces
+    def cache_metrics(self, cfg: TrialConfig) -> tuple[dict[str, float], dict[str, str]]:
+        """Bytes, hit rate, transfer and latency per generated token: by trace replay (counted bytes,
+        modelled time) or, in live mode, by running the offload runtime (measured)."""
+        if self.mode == "live":
+            live = self.backend.live(cfg)
+            if live is not None:
+                self.counters["live_runs"] += 1
+                return dict(live.values), dict(live.sources)
+        run = self.trace(cfg.plan)
+        rep = self.backend.replay(run, cfg)
+        self.counters["replays"] += 1
+        tokens = max(1, run.tokens)
+        v, s = rep.values, rep.sources
+        lookups = max(1.0, v.get("lookups", 0.0))
+        transfer_ms = v.get("transfer_ms", self._transfer_ms(v["bytes_h2d"], v.get("copies", 0.0)))
+        transfer_src = s.get("transfer_ms", self._transfer_source())
+        compute_ms = 1e3 * run.compute_seconds / tokens
+        out = {
+            "h2d_bytes_per_token": v["bytes_h2d"] / tokens,
+            "hit_rate": v.get("hits", 0.0) / lookups,
+            "transfer_ms_per_token": transfer_ms / tokens,
+            "latency_ms_per_token": compute_ms + transfer_ms / tokens,
+        }
+        srcs = {
+            "h2d_bytes_per_token": s.get("bytes_h2d", "counted:trace-replay"),
+            "hit_rate": s.get("hits", "counted:trace-replay"),
+            "transfer_ms_per_token": transfer_src,
+            "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
+        }
+        return out, srcs
+
+    def _transfer_ms(self, nbytes: float, copies: float) -> float:
+        p = self._profile()
+        return nbytes / (p.h2d_gbps_pinned * 1e9) * 1e3 + copies * p.copy_latency_us / 1e3
+
+    def _transfer_source(self) -> str:
+        p = self._profile()
+        return f"modelled:{p.name}(bw={p.h2d_gbps_pinned:g}GB/s,lat={p.copy_latency_us:g}us)"
+
+    def _profile(self) -> Any:
+        if self.profile is None:
+            from advisor.hardware import DEFAULT_PROFILE
+
+            self.profile = DEFAULT_PROFILE
+        return self.profile
+
+    def _placeholders(self, cfg: TrialConfig) -> dict[str, float]:
+        """Values for a configuration that was not run (over budget): pessimistic and deterministic, so a
+        sampler that reads values of infeasible trials is not lured towards them; never on a front."""
+        all_bytes = float(cfg.expert_store_bytes)  # as if every expert crossed the link for every token
+        out = {
+            "h2d_bytes_per_token": all_bytes,
+            "transfer_ms_per_token": self._transfer_ms(all_bytes, sum(self.backend.shape.num_experts)),
+            "accuracy": 0.0,
+            "hit_rate": 0.0,
+            "fidelity_top1": 0.0,
+        }
+        out["latency_ms_per_token"] = out["transfer_ms_per_token"]
+        out["fidelity_kl"] = 1e3
+        return out
+
+    def _worth_measuring(self, values: dict[str, float], fid: Measured, trial: Any,
+                         completed: Sequence[Sequence[float]] | None) -> bool:
+        """Staging: could this candidate still reach the front if it were as accurate as possible?"""
+        if not self.settings.staging:
+            return True
+        top1 = fid.values.get("fidelity_top1")
+        if self.settings.fidelity_floor > 0 and top1 is not None and top1 < self.settings.fidelity_floor:
+            return False
+        bound = self._optimistic_accuracy()
+        if bound is None:
+            return True  # nothing measured yet: nothing to compare against
+        optimistic = [bound if m == "accuracy" else values[m] for m in self.metrics]
+        if completed is None:
+            completed = self._completed_vectors(trial)
+        return not any(dominates(c, optimistic, self.directions) for c in completed)
+
+    def _optimistic_accuracy(self) -> float | None:
+        """Upper confidence bound of the best accuracy measured for this model/task/settings so far."""
+        rows = self.cache.best(self.backend.model_fingerprint, self.task, self.settings_key)
+        if not rows:
+            return None
+        return max(max(r.get("accuracy_ci_high", r["accuracy"]), r["accuracy"]) for r in rows)
+
+    def _completed_vectors(self, trial: Any) -> list[list[float]]:
+        if trial is None or not hasattr(trial, "study"):
+            return []
+        from optuna.trial import TrialState
+
+        out = []
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            # only trials whose accuracy was measured (not modelled) may rule a candidate out
+            if t.user_attrs.get("stage") in ("measured", "cached") and t.values is not None \
+                    and len(t.values) == len(self.metrics):
+                out.append(list(t.values))
+        return out
+
+    def _modelled_accuracy(self, fid: Measured) -> Measured:
+        """Accuracy of a skipped candidate, modelled as best measured accuracy x top-1 agreement (marked so).
+        It is never above the optimistic bound that showed the candidate dominated, so it stays off the front."""
+        rows = self.cache.best(self.backend.model_fingerprint, self.task, self.settings_key)
+        best = max((r["accuracy"] for r in rows), default=0.0)
+        top1 = float(fid.values.get("fidelity_top1", 0.0))
+        return Measured({"accuracy": best * top1},
+                        {"accuracy": f"modelled:fidelity-proxy(best-measured {best:.3f} x top1 {top1:.3f})"})

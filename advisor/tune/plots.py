@@ -1,0 +1,92 @@
+"""Pareto-front plots from the stored front rows: a PNG (matplotlib) and an interactive HTML (plotly).
+
+Both are written to a temporary file and renamed, so an interrupted run never leaves half a plot.
+No torch, no optuna: `advisor pareto` reads the project's own tables.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from advisor.tune.display import config_text, human_bytes
+from advisor.tune.store import FrontPoint
+
+
+def _atomic_path(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
+    x = "h2d_bytes_per_token" if all("h2d_bytes_per_token" in p.values for p in points) else "transfer_ms_per_token"
+    y = "accuracy" if all("accuracy" in p.values for p in points) else "fidelity_top1"
+    c = "peak_gpu_bytes"
+    return x, y, c
+
+
+def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y, c = _xy(points)
+    xs = [p.values.get(x, 0.0) for p in points]
+    ys = [p.values.get(y, 0.0) for p in points]
+    cs = [p.values.get(c, 0.0) / 2**20 for p in points]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=46, edgecolors="black", linewidths=0.4)
+    for p, xv, yv in zip(points, xs, ys, strict=True):
+        ax.annotate(f"#{p.trial_number}", (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    src_x = sorted({p.sources.get(x, "?").split("(")[0] for p in points})
+    src_y = sorted({p.sources.get(y, "?").split("(")[0] for p in points})
+    ax.set_xlabel(f"{x} [{', '.join(src_x)}]")
+    ax.set_ylabel(f"{y} [{', '.join(src_y)}]")
+    ax.set_title(title, fontsize=10)
+    cb = fig.colorbar(sc, ax=ax)
+    cb.set_label(f"{c} (MiB)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = _atomic_path(path)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_html(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
+    import plotly.graph_objects as go
+
+    x, y, c = _xy(points)
+    hover = []
+    for p in points:
+        prec, cache = config_text(p.config)
+        lines = [f"trial #{p.trial_number}", f"precision: {prec}", f"cache: {cache}"]
+        for m, v in sorted(p.values.items()):
+            shown = human_bytes(v) if m.endswith("bytes") or m.endswith("bytes_per_token") else f"{v:.4g}"
+            lines.append(f"{m}: {shown} [{p.sources.get(m, '?')}]")
+        hover.append("<br>".join(lines))
+    fig = go.Figure(go.Scatter(
+        x=[p.values.get(x) for p in points], y=[p.values.get(y) for p in points], mode="markers",
+        marker={"size": 11, "color": [p.values.get(c, 0.0) / 2**20 for p in points], "colorscale": "Viridis",
+                "showscale": True, "colorbar": {"title": f"{c} (MiB)"}, "line": {"width": 0.5, "color": "black"}},
+        text=hover, hoverinfo="text",
+    ))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white")
+    tmp = _atomic_path(path)
+    try:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,146 @@
+"""Study-level facts in the project's own table, and a torch- and optuna-free listing of studies.
+
+`advisor studies` must be instant and must work on a database another machine wrote, so it reads plain SQL:
+our `advisor_study` rows (model, task, space, budget), the stored fronts, and trial counts from Optuna's
+`studies`/`trials` tables (a schema optuna-dashboard also relies on). A study Optuna knows but we never
+registered (created by another tool) is still listed, with what can be known about it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Integer, String, inspect, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from advisor.errors import UserError
+from advisor.tune.store import Base, FrontRow
+
+
+class StudyRow(Base):
+    """What a study was run on and for (one row per study name)."""
+
+    __tablename__ = "advisor_study"
+
+    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    model: Mapped[str] = mapped_column(String(512))
+    model_fingerprint: Mapped[str] = mapped_column(String(128))
+    task: Mapped[str] = mapped_column(String(128))
+    space: Mapped[str] = mapped_column(String(512))
+    space_fingerprint: Mapped[str] = mapped_column(String(64))
+    budget_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
+    device: Mapped[str] = mapped_column(String(256))
+    hardware: Mapped[dict] = mapped_column(JSON)
+    objectives: Mapped[dict] = mapped_column(JSON)
+    sampler: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    n_complete: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
+    (duplicate type errors), so there creation is serialised by an advisory lock."""
+    from advisor.tune import evalcache  # noqa: F401  (registers its table on Base)
+
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)
+        return
+    with engine.connect() as c:
+        c.execute(text("SELECT pg_advisory_lock(727401)"))
+        try:
+            Base.metadata.create_all(c)
+            c.commit()
+        finally:
+            c.execute(text("SELECT pg_advisory_unlock(727401)"))
+            c.commit()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def register_study(engine: Engine, name: str, **fields: Any) -> None:
+    """Insert or update the study's row (first writer creates it; later writers refresh counts/time)."""
+    for _ in range(3):
+        try:
+            with Session(engine) as s, s.begin():
+                row = s.get(StudyRow, name)
+                if row is None:
+                    s.add(StudyRow(study_name=name, created_at=_now(), updated_at=_now(), **fields))
+                else:
+                    for k, v in fields.items():
+                        setattr(row, k, v)
+                    row.updated_at = _now()
+            return
+        except IntegrityError:  # another worker inserted it between our read and write: update instead
+            continue
+
+
+@dataclass
+class StudySummary:
+    name: str
+    model: str
+    task: str
+    space: str
+    budget_bytes: float | None
+    device: str
+    n_complete: int
+    n_failed: int
+    n_running: int
+    front_size: int
+    updated_at: dt.datetime | None
+
+
+def list_studies(engine: Engine) -> list[StudySummary]:
+    """Every study in the database (ours and Optuna's), with trial counts and stored front size."""
+    try:
+        insp = inspect(engine)
+        tables = set(insp.get_table_names())
+    except DatabaseError as e:
+        raise UserError(f"{engine.url} is not a readable database ({type(e).__name__}); "
+                        "point --storage at the file `advisor tune` wrote") from e
+    if not tables & {"studies", StudyRow.__tablename__}:
+        return []
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        with engine.connect() as c:
+            if {"studies", "trials"} <= tables:
+                q = text("SELECT s.study_name, t.state, COUNT(t.trial_id) FROM studies s "
+                         "LEFT JOIN trials t ON t.study_id = s.study_id GROUP BY s.study_name, t.state")
+                for name, state, n in c.execute(q):
+                    d = counts.setdefault(name, {})
+                    if state is not None:
+                        d[str(state).split(".")[-1].upper()] = int(n)
+            fronts: dict[str, int] = {}
+            if FrontRow.__tablename__ in tables:
+                q = text(f"SELECT study_name, COUNT(*) FROM {FrontRow.__tablename__} GROUP BY study_name")
+                fronts = {name: int(n) for name, n in c.execute(q)}
+        rows: dict[str, StudyRow] = {}
+        if StudyRow.__tablename__ in tables:
+            with Session(engine) as s:
+                rows = {r.study_name: r for r in s.scalars(select(StudyRow))}
+    except DatabaseError as e:
+        raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); "
+                        "point --storage at the file `advisor tune` wrote") from e
+    out = []
+    for name in sorted(set(counts) | set(rows)):
+        r, c = rows.get(name), counts.get(name, {})
+        out.append(StudySummary(
+            name=name,
+            model=r.model if r else "?",
+            task=r.task if r else "?",
+            space=r.space if r else "?",
+            budget_bytes=r.budget_bytes if r else None,
+            device=r.device if r else "?",
+            n_complete=c.get("COMPLETE", r.n_complete if r else 0),
+            n_failed=c.get("FAIL", 0),
+            n_running=c.get("RUNNING", 0) + c.get("WAITING", 0),
+            front_size=fronts.get(name, 0),
+            updated_at=r.updated_at if r else None,
+        ))
+    return out

@@ -1,0 +1,518 @@
+"""Search spaces: which knobs a study tunes and their domains, read from a TOML file and checked on load.
+
+A space file says *what may vary*; the model decides the sizes (how many MoE layers, experts per layer), so
+one file serves every model. Every problem found while loading is reported as one line naming the file,
+the line and the key (`UserError`), because a study that starts on a mistyped domain wastes hours.
+
+Knobs (Optuna parameter names in brackets):
+  precision.formats       expert format per layer group          [fmt_g0 .. fmt_g{G-1}]
+  precision.groups        G consecutive layer groups, or "per_layer"
+  precision.hot_cold      hot fraction per layer and the hot format (hottest experts by calibration routing
+                          counts keep the hot format, the rest take their group's format)
+                                                                 [hot_fraction, hot_format]
+  cache.slots_per_layer   GPU expert slots in every MoE layer    [slots]
+  cache.expert_budget     ...or a total of slots over all layers [expert_budget] split by
+  cache.allocation        "uniform" | "by_frequency"             [allocation]
+  cache.policies          eviction policy                        [policy]
+  cache.prefetch          prefetch strategy                      [prefetch]
+A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+"""The shipped space files (repository checkout); `resolve_space` also accepts any path."""
+
+DIRECTIONS = ("minimize", "maximize")
+OBJECTIVE_METRICS = (
+    "h2d_bytes_per_token",
+    "transfer_ms_per_token",
+    "latency_ms_per_token",
+    "accuracy",
+    "fidelity_kl",
+    "fidelity_top1",
+    "peak_gpu_bytes",
+    "hit_rate",
+)
+DEFAULT_OBJECTIVES = {"h2d_bytes_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
+ALLOCATIONS = ("uniform", "by_frequency")
+_TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A knob's domain: a list of choices, or an int/float range (with optional step)."""
+
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | str | None = None  # "all" (slots only) = the model's experts per layer
+    step: float | None = None
+    is_int: bool = False
+
+    @property
+    def fixed(self) -> Any | None:
+        """The only value, when the domain holds just one (a knob that is recorded but not searched)."""
+        if self.choices is not None and len(self.choices) == 1:
+            return self.choices[0]
+        if self.choices is None and self.low == self.high:
+            return int(self.low) if self.is_int else self.low
+        return None
+
+    def resolved(self, all_value: int) -> Domain:
+        """This domain with "all" replaced by the model's value."""
+        if self.high == "all":
+            return Domain(self.choices, self.low, float(all_value), self.step, self.is_int)
+        return self
+
+    def values(self) -> list[Any]:
+        """Every value (for exhaustive enumeration); a float range needs a step."""
+        if self.choices is not None:
+            return list(self.choices)
+        assert self.low is not None and isinstance(self.high, (int, float))
+        if self.is_int:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if not self.step:
+            raise UserError("a float range without `step` cannot be enumerated; give it a step")
+        n = int(round((self.high - self.low) / self.step))
+        return [round(self.low + i * self.step, 12) for i in range(n + 1)]
+
+    def to_json(self) -> Any:
+        if self.choices is not None:
+            return list(self.choices)
+        return {k: v for k, v in (("low", self.low), ("high", self.high), ("step", self.step)) if v is not None}
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How a trial measures accuracy, fidelity and transfers. Part of the accuracy-cache key."""
+
+    task: str = "toy"
+    limit: int = 32
+    trace_prompts: int = 4
+    fidelity_prompts: int = 4
+    seed: int = 0
+    staging: bool = True
+    fidelity_floor: float = 0.0
+    """Plans whose top-1 agreement with full precision is below this skip full accuracy (0 = never)."""
+    max_new_tokens: int | None = None
+    """Override of the task's generation length (None: the task's own)."""
+
+    def key(self, task: str) -> str:
+        """Stable text of the settings that change an accuracy number (task name given explicitly)."""
+        d = {"task": task, "limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+        return json.dumps(d, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space (see the module docstring for the knobs)."""
+
+    name: str
+    description: str
+    source: str  # file path, or "<builtin>"
+    text: str  # the file's TOML text, stored with the study and its front
+    formats: Domain
+    groups: int | str  # int, or "per_layer"
+    hot_fraction: Domain
+    hot_formats: Domain
+    slots: Domain | None
+    expert_budget: Domain | None
+    allocation: Domain
+    policies: Domain
+    prefetch: Domain
+    objectives: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    budget_fraction: float | None = None
+    """Default memory budget as a fraction of the model's counted bytes at its own dtype (no --budget/--gpu)."""
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+
+    def n_groups(self, n_layers: int) -> int:
+        return n_layers if self.groups == "per_layer" else max(1, min(int(self.groups), n_layers))
+
+    def group_of(self, layer: int, n_layers: int) -> int:
+        """Consecutive, near-equal layer groups: layer l belongs to group floor(l * G / n)."""
+        return layer * self.n_groups(n_layers) // n_layers
+
+    def knobs(self, n_layers: int, num_experts: int) -> dict[str, Domain]:
+        """Every knob (fixed ones included), with model-dependent bounds resolved, in a stable order."""
+        k: dict[str, Domain] = {}
+        for g in range(self.n_groups(n_layers)):
+            k[f"fmt_g{g}"] = self.formats
+        k["hot_fraction"] = self.hot_fraction
+        k["hot_format"] = self.hot_formats
+        if self.slots is not None:
+            d = self.slots.resolved(num_experts)
+            k["slots"] = Domain(None, max(1.0, d.low or 1), min(float(d.high), num_experts), d.step, True)
+        else:
+            assert self.expert_budget is not None
+            d = self.expert_budget.resolved(num_experts * n_layers)
+            k["expert_budget"] = Domain(None, max(float(n_layers), d.low or 1), min(float(d.high), num_experts * n_layers), d.step, True)
+            k["allocation"] = self.allocation
+        k["policy"] = self.policies
+        k["prefetch"] = self.prefetch
+        return k
+
+    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
+        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion."""
+        params: dict[str, Any] = {}
+        for name, d in self.knobs(n_layers, num_experts).items():
+            if d.fixed is not None:
+                params[name] = d.fixed
+            elif d.choices is not None:
+                params[name] = trial.suggest_categorical(name, list(d.choices))
+            elif d.is_int:
+                params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
+            else:
+                params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
+        return params
+
+    def initial_points(self, n_layers: int, num_experts: int, limit: int = 8) -> list[dict[str, Any]]:
+        """Corner configurations to start a study from: each uniform format at the smallest and the largest
+        cache (other knobs at their first choice). The front's extremes usually sit at such corners; the
+        samplers then spend their trials between them (measured: better hypervolume at 40 trials)."""
+        knobs = self.knobs(n_layers, num_experts)
+        size_knob = "slots" if "slots" in knobs else "expert_budget"
+        sizes = knobs[size_knob].values()
+        out = []
+        for extreme in (sizes[-1], sizes[0]):
+            for fmt in self.formats.values():
+                p: dict[str, Any] = {}
+                for name, d in knobs.items():
+                    if d.fixed is not None:
+                        continue
+                    if name.startswith("fmt_g"):
+                        p[name] = fmt
+                    elif name == size_knob:
+                        p[name] = extreme
+                    elif name == "hot_fraction":
+                        p[name] = min(d.values())
+                    else:
+                        p[name] = d.values()[0]
+                if p not in out:
+                    out.append(p)
+        return out[:limit]
+
+    def enumerate(self, n_layers: int, num_experts: int) -> Iterator[dict[str, Any]]:
+        """Every point of the space (exhaustive search on small spaces)."""
+        knobs = self.knobs(n_layers, num_experts)
+        names = list(knobs)
+        for combo in itertools.product(*(knobs[n].values() for n in names)):
+            yield dict(zip(names, combo, strict=True))
+
+    def size(self, n_layers: int, num_experts: int) -> int:
+        n = 1
+        for d in self.knobs(n_layers, num_experts).values():
+            n *= len(d.values())
+        return n
+
+
+# ---------------------------------------------------------------- loading
+
+
+def resolve_space(name_or_path: str | Path | None) -> Path:
+    """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick")."""
+    if name_or_path is None:
+        name_or_path = "default"
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = SPACES_DIR / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(f.stem for f in SPACES_DIR.glob("*.toml"))) or "none found"
+    raise UserError(f"search space {str(name_or_path)!r} not found; give a TOML file path or a shipped space ({names})")
+
+
+def load_space(
+    name_or_path: str | Path | None = None,
+    *,
+    known_formats: Sequence[str] | None = None,
+    known_policies: Sequence[str] | None = None,
+    known_prefetch: Sequence[str] | None = None,
+) -> SearchSpace:
+    """Read and validate a space file. Unknown formats/policies are checked against the given lists."""
+    path = resolve_space(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read search space ({e}); give a UTF-8 TOML file") from e
+    return parse_space(text, str(path), known_formats=known_formats, known_policies=known_policies,
+                       known_prefetch=known_prefetch)
+
+
+def parse_space(
+    text: str,
+    source: str = "<string>",
+    *,
+    known_formats: Sequence[str] | None = None,
+    known_policies: Sequence[str] | None = None,
+    known_prefetch: Sequence[str] | None = None,
+) -> SearchSpace:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e)).strip()
+        if m:
+            where = f"{source}:{m.group(1)}:{m.group(2)}"
+        else:  # "at end of document": the last line
+            where = f"{source}:{max(1, len(text.splitlines()))}"
+        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see search_spaces/default.toml)") from None
+    if known_policies is None or known_prefetch is None:
+        pol, pre = _offload_names()
+        known_policies = pol if known_policies is None else known_policies
+        known_prefetch = pre if known_prefetch is None else known_prefetch
+    return _Validator(text, source, known_formats, known_policies, known_prefetch).build(data)
+
+
+def _offload_names() -> tuple[list[str] | None, list[str] | None]:
+    """Policy and prefetch names the offload package implements (torch-free modules)."""
+    try:
+        from advisor.offload.policies import POLICIES
+    except ImportError:
+        POLICIES = None  # noqa: N806
+    try:
+        from advisor.offload.simulate import PREFETCH
+    except ImportError:
+        PREFETCH = None  # noqa: N806
+    return (list(POLICIES) if POLICIES else None, list(PREFETCH) if PREFETCH else None)
+
+
+class _Validator:
+    def __init__(self, text: str, source: str, formats, policies, prefetch):
+        self.text, self.source = text, source
+        self.known = {"format": formats, "policy": policies, "prefetch": prefetch}
+
+    # -- error reporting with the line of the offending key
+    def fail(self, key: str, what: str) -> None:
+        raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {what}")
+
+    def table(self, data: dict, key: str, allowed: set[str]) -> dict:
+        t = data.get(key.rsplit(".", 1)[-1], {})
+        if not isinstance(t, dict):
+            self.fail(key, "must be a table ([" + key + "])")
+        for k in t:
+            if k not in allowed:
+                self.fail(f"{key}.{k}", f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        return t
+
+    def choices(self, t: dict, key: str, default: list | None, kind: str | None = None,
+                validate: Callable[[Any], bool] | None = None, expect: str = "") -> Domain:
+        leaf = key.rsplit(".", 1)[-1]
+        v = t.get(leaf, default)
+        if v is None:
+            self.fail(key, "is required")
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            v = [v]
+        if not isinstance(v, list) or not v:
+            self.fail(key, f"must be a non-empty list of choices{expect}")
+        if len(set(map(str, v))) != len(v):
+            self.fail(key, "lists a choice twice")
+        for c in v:
+            if validate is not None and not validate(c):
+                self.fail(key, f"invalid choice {c!r}{expect}")
+            if kind == "format":
+                self._check_format(key, c)
+                continue
+            known = self.known.get(kind or "")
+            if known is not None and str(c) not in known:
+                self.fail(key, f"unknown {kind} {c!r}; choose from {', '.join(known)}")
+        return Domain(choices=tuple(v))
+
+    def _check_format(self, key: str, name: Any) -> None:
+        known = self.known.get("format")
+        if known is not None:
+            if str(name) not in known:
+                self.fail(key, f"unknown format {name!r}; choose from {', '.join(known)}")
+            return
+        from advisor.quant.spec import parse_format  # torch-free exact format grammar
+
+        try:
+            parse_format(str(name))
+        except UserError as e:
+            self.fail(key, str(e))
+
+    def number_domain(self, t: dict, key: str, *, is_int: bool, lo: float, hi: float | None,
+                      allow_all: bool = False, default: Any = None) -> Domain | None:
+        leaf = key.rsplit(".", 1)[-1]
+        v = t.get(leaf, default)
+        if v is None:
+            return None
+        num = (int,) if is_int else (int, float)
+        kind = "integer" if is_int else "number"
+        rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+
+        def ok(x: Any) -> bool:
+            if allow_all and x == "all":
+                return True
+            return isinstance(x, num) and not isinstance(x, bool) and x >= lo and (hi is None or x <= hi)
+
+        if isinstance(v, list):
+            if not v or not all(ok(x) for x in v):
+                self.fail(key, f"every choice must be a {kind} {rng}" + (' or "all"' if allow_all else ""))
+            if len(set(v)) != len(v):
+                self.fail(key, "lists a choice twice")
+            return Domain(choices=tuple(v))
+        if ok(v) and v != "all":
+            return Domain(choices=(v,))
+        if not isinstance(v, dict):
+            self.fail(key, f"must be a list of choices or a table {{low = .., high = .., step = ..}} of {kind}s")
+        for k in v:
+            if k not in {"low", "high", "step"}:
+                self.fail(f"{key}.{k}", "unknown key; allowed: high, low, step")
+        if "low" not in v or "high" not in v:
+            self.fail(key, "a range needs both `low` and `high`")
+        low, high, step = v["low"], v["high"], v.get("step")
+        if not ok(low) or low == "all":
+            self.fail(key, f"low must be a {kind} {rng}")
+        if not ok(high):
+            self.fail(key, f"high must be a {kind} {rng}" + (' or "all"' if allow_all else ""))
+        if high != "all" and high < low:
+            self.fail(key, f"high ({high}) is below low ({low})")
+        if step is not None and (not isinstance(step, num) or isinstance(step, bool) or step <= 0):
+            self.fail(key, f"step must be a positive {kind}")
+        return Domain(low=float(low), high=high if high == "all" else float(high),
+                      step=None if step is None else float(step), is_int=is_int)
+
+    def build(self, data: dict) -> SearchSpace:
+        for k in data:
+            if k not in _TOP_KEYS:
+                self.fail(k, f"unknown key; allowed: {', '.join(sorted(_TOP_KEYS))}")
+        name = data.get("name", Path(self.source).stem)
+        if not isinstance(name, str) or not name:
+            self.fail("name", "must be a non-empty string")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            self.fail("description", "must be a string")
+
+        prec = self.table(data, "precision", {"formats", "groups", "hot_cold"})
+        formats = self.choices(prec, "precision.formats", None, "format",
+                               lambda c: isinstance(c, str), " (format names such as \"int8\")")
+        groups = prec.get("groups", 1)
+        if not (groups == "per_layer" or (isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1)):
+            self.fail("precision.groups", 'must be a positive integer or "per_layer"')
+        hc = prec.get("hot_cold", {})
+        if not isinstance(hc, dict):
+            self.fail("precision.hot_cold", "must be a table ([precision.hot_cold])")
+        for k in hc:
+            if k not in {"hot_fraction", "hot_formats"}:
+                self.fail(f"precision.hot_cold.{k}", "unknown key; allowed: hot_formats, hot_fraction")
+        hot_fraction = self.number_domain(hc, "precision.hot_cold.hot_fraction", is_int=False, lo=0.0, hi=1.0,
+                                          default=0.0)
+        hot_formats = self.choices(hc, "precision.hot_cold.hot_formats", ["bf16"], "format",
+                                   lambda c: isinstance(c, str))
+
+        cache = self.table(data, "cache", {"slots_per_layer", "expert_budget", "allocation", "policies", "prefetch"})
+        if "slots_per_layer" in cache and "expert_budget" in cache:
+            self.fail("cache.expert_budget", "give either slots_per_layer or expert_budget, not both")
+        slots = self.number_domain(cache, "cache.slots_per_layer", is_int=True, lo=1, hi=None, allow_all=True)
+        budget = self.number_domain(cache, "cache.expert_budget", is_int=True, lo=1, hi=None, allow_all=True)
+        if slots is None and budget is None:
+            slots = Domain(low=1.0, high="all", is_int=True)
+        if budget is None and "allocation" in cache:
+            self.fail("cache.allocation", "applies only with cache.expert_budget")
+        allocation = self.choices(cache, "cache.allocation", ["uniform"], None, lambda c: c in ALLOCATIONS,
+                                  f" (one of {', '.join(ALLOCATIONS)})")
+        policies = self.choices(cache, "cache.policies", ["lru"], "policy", lambda c: isinstance(c, str))
+        prefetch = self.choices(cache, "cache.prefetch", ["none"], "prefetch", lambda c: isinstance(c, str))
+
+        objectives = data.get("objectives", dict(DEFAULT_OBJECTIVES))
+        if not isinstance(objectives, dict) or not objectives:
+            self.fail("objectives", "must be a table of metric = \"minimize\" | \"maximize\"")
+        for metric, direction in objectives.items():
+            if metric not in OBJECTIVE_METRICS:
+                self.fail(f"objectives.{metric}", f"unknown metric; choose from {', '.join(OBJECTIVE_METRICS)}")
+            if direction not in DIRECTIONS:
+                self.fail(f"objectives.{metric}", 'direction must be "minimize" or "maximize"')
+
+        ev = self.table(data, "evaluation", {"task", "limit", "trace_prompts", "fidelity_prompts", "seed",
+                                             "staging", "fidelity_floor", "max_new_tokens"})
+        settings = EvaluationSettings(
+            task=self._typed(ev, "evaluation.task", str, "toy"),
+            limit=self._positive(ev, "evaluation.limit", 32),
+            trace_prompts=self._positive(ev, "evaluation.trace_prompts", 4),
+            fidelity_prompts=self._positive(ev, "evaluation.fidelity_prompts", 4),
+            seed=self._typed(ev, "evaluation.seed", int, 0),
+            staging=self._typed(ev, "evaluation.staging", bool, True),
+            fidelity_floor=float(self._typed(ev, "evaluation.fidelity_floor", (int, float), 0.0)),
+            max_new_tokens=self._positive(ev, "evaluation.max_new_tokens", None),
+        )
+        if not 0.0 <= settings.fidelity_floor <= 1.0:
+            self.fail("evaluation.fidelity_floor", "must be between 0 and 1")
+
+        bud = self.table(data, "budget", {"fraction_of_model"})
+        frac = bud.get("fraction_of_model")
+        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 10):
+            self.fail("budget.fraction_of_model", "must be a number in (0, 10]")
+
+        return SearchSpace(
+            name=name, description=description, source=self.source, text=self.text,
+            formats=formats, groups=groups, hot_fraction=hot_fraction, hot_formats=hot_formats,
+            slots=slots, expert_budget=budget, allocation=allocation, policies=policies, prefetch=prefetch,
+            objectives=dict(objectives), evaluation=settings,
+            budget_fraction=None if frac is None else float(frac),
+        )
+
+    def _typed(self, t: dict, key: str, typ: Any, default: Any) -> Any:
+        v = t.get(key.rsplit(".", 1)[-1], default)
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) or (
+                typ == (int, float) and isinstance(v, bool)):
+            name = typ.__name__ if isinstance(typ, type) else "number"
+            self.fail(key, f"must be a {'boolean' if typ is bool else name}")
+        return v
+
+    def _positive(self, t: dict, key: str, default: int | None) -> int | None:
+        v = t.get(key.rsplit(".", 1)[-1], default)
+        if v is None:
+            return None
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            self.fail(key, "must be a positive integer")
+        return v
+
+
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\s*(#.*)?$")
+_KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def _line_of(text: str, dotted: str) -> int:
+    """1-based line of a dotted key (`a.b.c`) in TOML text: its `c = ...` line inside `[a.b]`, a
+    `b = {...}`/`b.c = ...` line inside `[a]`, or its table header. Falls back to line 1."""
+    parts = dotted.split(".")
+    table: list[str] = []
+    header_line = None
+    best = None
+    for i, line in enumerate(text.splitlines(), start=1):
+        h = _HEADER.match(line)
+        if h:
+            table = [p.strip().strip('"') for p in h.group(1).split(".")]
+            if table == parts and header_line is None:
+                header_line = i
+            continue
+        k = _KEYLINE.match(line)
+        if not k:
+            # a dotted key `a.b = ...` inside a table
+            m = re.match(r"^\s*([A-Za-z0-9_\-.]+)\s*=", line)
+            if m and table + m.group(1).split(".") == parts:
+                return i
+            continue
+        full = table + [k.group(1)]
+        if full == parts:
+            return i
+        if best is None and len(full) < len(parts) and parts[: len(full)] == full:
+            best = i  # an inline table or a parent key holding the offending one
+    return header_line or best or 1

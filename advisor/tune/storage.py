@@ -1,0 +1,118 @@
+"""Storage URLs and Optuna storages: SQLite by default, PostgreSQL (or any SQLAlchemy URL) for many workers.
+
+Heartbeats make a worker that dies without a word (SIGKILL, a lost machine) visible: its RUNNING trial stops
+beating, the next worker to start a trial marks it FAIL and re-queues its parameters (up to `max_retry`
+times), so no configuration is silently dropped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+
+DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 30
+MAX_RETRY = 3
+
+
+def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
+    """A SQLAlchemy URL for `url` (a plain path means a SQLite file, relative to the current directory).
+
+    PostgreSQL URLs without a driver get one that is installed: SQLAlchemy 2.1 defaults to psycopg 3, but
+    psycopg2 may be the only driver present. SQLite parent directories are created.
+    """
+    url = (url or DEFAULT_STORAGE).strip()
+    if not url:
+        url = DEFAULT_STORAGE
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    scheme, _, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        if importlib.util.find_spec("psycopg") is not None:
+            scheme = "postgresql+psycopg"
+        elif importlib.util.find_spec("psycopg2") is not None:
+            scheme = "postgresql+psycopg2"
+        else:
+            raise UserError("no PostgreSQL driver installed; pip install psycopg2-binary (or psycopg)")
+        url = f"{scheme}://{rest}"
+    if scheme.startswith("sqlite") and create_dirs:
+        path = rest[1:] if rest.startswith("/") else rest
+        path = path.split("?", 1)[0]
+        if path and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create the directory for {path} ({e.strerror}); pass --storage URL") from e
+    return url
+
+
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLite waits for the write lock instead of failing at once when several workers share the file."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def open_storage(
+    url: str | None,
+    *,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
+    grace_period: int | None = GRACE_PERIOD_S,
+    max_retry: int | None = MAX_RETRY,
+) -> Any:
+    """An Optuna `RDBStorage` with heartbeat and retry of stale trials; bad URLs are one-line errors."""
+    import warnings
+
+    import optuna
+    from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+    url = normalize_url(url)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat API
+    kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs(url)}
+    if heartbeat_interval:
+        kwargs |= {
+            "heartbeat_interval": int(heartbeat_interval),
+            "grace_period": int(grace_period or 3 * heartbeat_interval),
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        }
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except (ArgumentError, ModuleNotFoundError, ImportError) as e:
+        raise UserError(f"cannot use storage {url!r} ({e}); give a SQLAlchemy URL such as "
+                        f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e
+    except OperationalError as e:
+        first = str(e.orig).strip().splitlines()[0] if getattr(e, "orig", None) else str(e).splitlines()[0]
+        raise UserError(f"cannot connect to storage {url!r}: {first}; check the URL and that the server runs") from e
+    except (SQLAlchemyError, RuntimeError, ValueError) as e:
+        raise UserError(f"{url} is not a usable Optuna study database ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0]}); point --storage at another file or URL") from e
+
+
+def make_sampler(name: str, seed: int | None, n_objectives: int, *, population_size: int | None = None) -> Any:
+    """The sampler named on the command line. All of them honour `trial.set_constraint` (Optuna >= 5)."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    name = name.lower()
+    if name in ("nsga2", "nsgaii", "nsga-ii"):
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size or 16)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        missing = [m for m in ("scipy", "torch") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise UserError(f"the gp sampler needs {' and '.join(missing)}; pip install {' '.join(missing)}, "
+                            "or use --sampler nsga2")
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
+    raise UserError(f"unknown sampler {name!r}; choose one of: nsga2, tpe, gp, random")
+
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random")

@@ -1,0 +1,280 @@
+"""Run (or resume) a tuning study and persist its Pareto front.
+
+A study is an Optuna study in an RDB storage, so it can be resumed by name, shared by many workers, and
+opened unchanged in optuna-dashboard. Its metadata (model fingerprint, task, search space, budget, hardware)
+is kept as study user attributes and in `advisor_study`; resuming with a different model, space, budget or
+objectives is refused, because the trials would no longer be comparable.
+
+After every finished trial, and when the run ends (trial budget, timeout or Ctrl-C), the front is
+recomputed from *all* trials in storage - every worker's - and saved with `store.save_front`, so the last
+writer always leaves the complete front and a killed worker never leaves a stale one behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor import __version__
+from advisor.errors import UserError
+from advisor.tune import storage as st
+from advisor.tune.backend import Backend
+from advisor.tune.evalcache import EvalCache
+from advisor.tune.objective import Objective
+from advisor.tune.registry import create_tables, register_study
+from advisor.tune.space import SearchSpace
+from advisor.tune.store import FrontPoint, save_front
+
+
+@dataclass
+class TuneOptions:
+    study_name: str | None = None
+    storage: str | None = None
+    sampler: str = "nsga2"
+    seed: int | None = 0
+    n_trials: int | None = 20
+    """Trials this process runs (Optuna's meaning: several workers with N each run N x workers)."""
+    timeout: float | None = None
+    heartbeat_interval: int | None = st.HEARTBEAT_INTERVAL_S
+    grace_period: int | None = st.GRACE_PERIOD_S
+    max_retry: int | None = st.MAX_RETRY
+    mode: str = "replay"
+    population_size: int | None = None
+    seed_corners: bool = True
+    """A new study starts from `SearchSpace.initial_points` (uniform formats at the cache extremes)."""
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage_url: str
+    front: list[FrontPoint]
+    metrics: list[str]
+    directions: list[str]
+    n_complete: int
+    n_failed: int
+    n_infeasible: int
+    n_trials_run: int
+    interrupted: bool
+    counters: dict[str, int]
+    distinct_plans: int
+    elapsed_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_study_name(model: str, task: str, space: str) -> str:
+    """A readable, stable name: resuming the same model/task/space without --study continues the study."""
+    raw = f"{model}-{task}-{space}"
+    return re.sub(r"[^A-Za-z0-9_.:-]+", "_", raw).strip("_")
+
+
+def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str) -> dict:
+    return {
+        "advisor_version": __version__,
+        "model": backend.model_name,
+        "model_fingerprint": backend.model_fingerprint,
+        "task": backend.task_name,
+        "space": space.name,
+        "space_fingerprint": space.fingerprint,
+        "space_toml": space.text,
+        "budget_bytes": budget_bytes,
+        "hardware": _profile_dict(profile),
+        "device": backend.device,
+        "objectives": dict(space.objectives),
+        "sampler": sampler,
+        "evaluation": {"task": backend.task_name, **{k: getattr(space.evaluation, k) for k in
+                                                     ("limit", "trace_prompts", "fidelity_prompts", "seed",
+                                                      "staging", "fidelity_floor", "max_new_tokens")}},
+        "model_meta": backend.model_meta,
+    }
+
+
+def _profile_dict(profile: Any) -> dict[str, Any]:
+    if profile is None:
+        return {}
+    if hasattr(profile, "to_dict"):
+        return profile.to_dict()
+    return dict(vars(profile))
+
+
+def _check_resume(study: Any, meta: dict[str, Any]) -> None:
+    """Refuse to mix incomparable trials in one study."""
+    old = study.user_attrs
+    if not old:
+        return
+    for key, what in (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
+                      ("budget_bytes", "memory budget"), ("objectives", "objectives")):
+        if key in old and old[key] != meta[key]:
+            shown = old.get("model") if key == "model_fingerprint" else old.get("space") if key == "space_fingerprint" \
+                else old[key]
+            raise UserError(f"study {study.study_name!r} was run with another {what} ({shown}); "
+                            "resume it with the same settings or choose a new --study name")
+
+
+def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: Sequence[str], sampler: Any) -> Any:
+    import optuna
+
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=list(directions),
+                                    load_if_exists=True)
+    except ValueError as e:  # e.g. stored directions differ
+        raise UserError(f"cannot resume study {name!r}: {e}; choose a new --study name") from e
+    if [d.name.lower() for d in study.directions] != list(directions):
+        raise UserError(f"study {name!r} optimises {len(study.directions)} objectives in other directions; "
+                        "choose a new --study name")
+    if not study.metric_names:
+        with contextlib.suppress(Exception):
+            study.set_metric_names(list(metrics))
+    return study
+
+
+@contextlib.contextmanager
+def _front_lock(engine: Any, name: str) -> Iterator[None]:
+    """Serialise front writers on PostgreSQL (an advisory lock per study); SQLite serialises writes itself."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    import zlib
+
+    from sqlalchemy import text
+
+    key = zlib.crc32(f"advisor_front:{name}".encode())
+    with engine.connect() as c:
+        c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        c.commit()
+        try:
+            yield
+        finally:
+            c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            c.commit()
+
+
+def front_points(study: Any) -> list[FrontPoint]:
+    """`study.best_trials` (feasible, non-dominated) as front points with configs, values and sources."""
+    meta = study.user_attrs
+    names = list(study.metric_names or meta.get("objectives", {}))
+    points = []
+    for t in sorted(study.best_trials, key=lambda t: t.number):
+        values = dict(t.user_attrs.get("values") or {})
+        for m, v in zip(names, t.values or [], strict=False):
+            values.setdefault(m, float(v))
+        points.append(FrontPoint(
+            study_name=study.study_name,
+            trial_number=t.number,
+            model=str(meta.get("model", "?")),
+            model_fingerprint=str(meta.get("model_fingerprint", "")),
+            task=str(meta.get("task", "?")),
+            config=dict(t.user_attrs.get("config") or {"params": t.params}),
+            values={k: float(v) for k, v in values.items()},
+            sources=dict(t.user_attrs.get("sources") or {}),
+            device=str(t.user_attrs.get("device", meta.get("device", "cpu"))),
+            hardware=dict(meta.get("hardware") or {}),
+            space=str(meta.get("space", "")),
+            budget_bytes=meta.get("budget_bytes"),
+        ))
+    return points
+
+
+def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
+    points = front_points(study)
+    with _front_lock(engine, study.study_name):
+        save_front(engine, study.study_name, points)
+    return points
+
+
+def run_tune(
+    backend: Backend,
+    space: SearchSpace,
+    opts: TuneOptions,
+    *,
+    budget_bytes: int | None,
+    profile: Any = None,
+    on_trial: Callable[[Any, Any, Objective], None] | None = None,
+    on_start: Callable[[Any, Objective], None] | None = None,
+    on_stage: Callable[[str, int | None], None] | None = None,
+) -> TuneResult:
+    """Run `opts.n_trials` trials (or until `opts.timeout`) of the study, resuming it if it exists."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from advisor.tune.store import engine_for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.perf_counter()
+    metrics = list(space.objectives)
+    directions = [space.objectives[m] for m in metrics]
+    name = opts.study_name or default_study_name(backend.model_name, backend.task_name, space.name)
+    storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
+                              grace_period=opts.grace_period, max_retry=opts.max_retry)
+    url = st.normalize_url(opts.storage)
+    engine = engine_for(url)
+    sampler = st.make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
+    study = create_or_load(storage, name, metrics, directions, sampler)
+    meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
+    _check_resume(study, meta)
+    if not study.user_attrs:
+        for k, v in meta.items():
+            study.set_user_attr(k, v)
+        if opts.seed_corners and not study.get_trials(deepcopy=False):
+            for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
+                study.enqueue_trial(p, user_attrs={"seeded": "corner"})
+    registry_fields = dict(
+        model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
+        space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,
+        hardware=_profile_dict(profile), objectives=dict(space.objectives), sampler=opts.sampler,
+    )
+    create_tables(engine)
+    register_study(engine, name, **registry_fields)
+
+    objective = Objective(backend, space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
+                          study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage)
+    if on_start is not None:
+        on_start(study, objective)
+
+    ran = 0
+
+    def after_trial(study: Any, trial: Any) -> None:
+        nonlocal ran
+        ran += 1
+        if trial.state == TrialState.COMPLETE:
+            save_study_front(study, engine)
+        if on_trial is not None:
+            on_trial(study, trial, objective)
+
+    interrupted = False
+    try:
+        study.optimize(objective, n_trials=opts.n_trials, timeout=opts.timeout, callbacks=[after_trial],
+                       gc_after_trial=False, show_progress_bar=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        _requeue_interrupted(study, objective)
+    trials = study.get_trials(deepcopy=False)
+    front = save_study_front(study, engine)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    register_study(engine, name, **registry_fields, n_complete=len(complete))
+    plans = {t.user_attrs.get("plan_fingerprint") for t in complete if t.user_attrs.get("feasible", True)}
+    plans.discard(None)
+    return TuneResult(
+        study_name=name, storage_url=url, front=front, metrics=metrics, directions=directions,
+        n_complete=len(complete), n_failed=sum(t.state == TrialState.FAIL for t in trials),
+        n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
+        n_trials_run=ran, interrupted=interrupted, counters=dict(objective.counters),
+        distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
+    )
+
+
+def _requeue_interrupted(study: Any, objective: Objective) -> None:
+    """Ctrl-C marks the running trial FAIL; queue its parameters so that resuming runs it again."""
+    from optuna.trial import TrialState
+
+    n = objective.current_trial
+    if n is None or objective.current_params is None:
+        return
+    with contextlib.suppress(Exception):
+        t = study.get_trials(deepcopy=False)[n]
+        if t.state == TrialState.FAIL:
+            study.enqueue_trial(dict(objective.current_params), user_attrs={"retry_of": n}, skip_if_exists=False)

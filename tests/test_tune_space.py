@@ -1,0 +1,121 @@
+"""Search-space files: shipped spaces load, malformed ones fail with one line naming file, line and key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advisor.errors import UserError
+from advisor.tune.config import ModelShape, allocate_slots, build_config, counted_peak_bytes
+from advisor.tune.space import SPACES_DIR, load_space, parse_space
+
+SHAPE = ModelShape(num_experts=(8, 8, 8, 8), top_k=(2,) * 4, hidden=(64,) * 4, intermediate=(32,) * 4,
+                   native_format="bf16", resident_bytes=10_000)
+
+
+@pytest.mark.parametrize("name", ["default", "dllm", "quick"])
+def test_shipped_spaces_load_and_enumerate(name):
+    space = load_space(name)
+    assert space.name == name
+    knobs = space.knobs(SHAPE.n_layers, SHAPE.min_experts)
+    assert any(k.startswith("fmt_g") for k in knobs) and "policy" in knobs
+    assert set(space.objectives) >= {"h2d_bytes_per_token", "accuracy", "peak_gpu_bytes"}
+    if name == "quick":
+        assert space.size(SHAPE.n_layers, SHAPE.min_experts) <= 200  # small enough for README command 1
+        assert space.budget_fraction is not None
+
+
+def test_quick_space_is_the_shipped_file():
+    assert (SPACES_DIR / "quick.toml").is_file()
+
+
+BAD = [
+    ('[precision]\nformats = ["int8", "int5"]\n', 2, "precision.formats", "int5"),
+    ('[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 4, high = 2 }\n', 4,
+     "cache.slots_per_layer", "below low"),
+    ('[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru", "clock"]\n', 4, "cache.policies", "clock"),
+    ('[precision]\nformats = ["int8"]\n\n[objectives]\naccuracy = "maximise"\n', 5, "objectives.accuracy",
+     "maximize"),
+    ('[precision]\nformats = ["int8"]\ngroups = 0\n', 3, "precision.groups", "positive"),
+    ('[precision]\nformats = ["int8"]\n[precision.hot_cold]\nhot_fraction = [0.0, 1.5]\n', 4,
+     "precision.hot_cold.hot_fraction", "between"),
+    ('[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = 8\nslots_per_layer = 2\n', 4,
+     "cache.expert_budget", "either"),
+    ('[precision]\nformats = ["int8"]\ncolour = "red"\n', 3, "precision.colour", "unknown key"),
+    ('[precision]\nformats = ["int8"\n', 2, "malformed TOML", "Unclosed"),
+    ('[precision]\nformats = ["int8"]\n[evaluation]\nlimit = -3\n', 4, "evaluation.limit", "positive"),
+]
+
+
+@pytest.mark.parametrize("text,line,key,word", BAD)
+def test_malformed_space_names_line_and_key(text, line, key, word):
+    with pytest.raises(UserError) as e:
+        parse_space(text, "bad.toml")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"bad.toml:{line}"), msg
+    assert key in msg and word in msg, msg
+
+
+def test_missing_space_lists_shipped_ones():
+    with pytest.raises(UserError, match="quick"):
+        load_space("no-such-space")
+
+
+def test_hot_cold_plan_and_counted_memory():
+    space = parse_space('[precision]\nformats = ["int4"]\n[precision.hot_cold]\nhot_fraction = 0.25\n'
+                        'hot_formats = ["bf16"]\n', "s.toml")
+    counts = {layer: [0, 9, 1, 8, 2, 7, 3, 6] for layer in range(4)}
+    cfg = build_config(space, {"fmt_g0": "int4", "hot_fraction": 0.25, "hot_format": "bf16", "slots": 3,
+                               "policy": "lru", "prefetch": "none"}, SHAPE, counts)
+    for row in cfg.plan.formats:  # the two most routed experts (1 and 3) keep bf16
+        assert [e for e, f in enumerate(row) if f == "bf16"] == [1, 3]
+    bf16, int4 = SHAPE.expert_bytes(0, "bf16"), SHAPE.expert_bytes(0, "int4")
+    assert bf16 == 3 * 64 * 32 * 2 and int4 < bf16 / 3
+    # a slot cache must be able to hold its largest experts: 2 bf16 + 1 int4 per layer
+    assert cfg.peak_bytes == 10_000 + 4 * (2 * bf16 + int4) == counted_peak_bytes(SHAPE, cfg.plan, [3] * 4)
+    # same weights spelled differently -> same plan fingerprint (one accuracy measurement)
+    same = build_config(space, {"fmt_g0": "int4", "hot_fraction": 0.0, "hot_format": "bf16", "slots": 3,
+                                "policy": "lru", "prefetch": "none"}, SHAPE, counts)
+    uni = build_config(space, {"fmt_g0": "int4", "hot_fraction": 0.25, "hot_format": "int4", "slots": 5,
+                               "policy": "lfu", "prefetch": "none"}, SHAPE, counts)
+    assert same.plan.fingerprint == uni.plan.fingerprint != cfg.plan.fingerprint
+    assert cfg.to_json()["precision"]["fingerprint"] == cfg.plan.fingerprint
+
+
+def test_expert_budget_allocation():
+    counts = {0: [100] + [0] * 7, 1: [1] * 8, 2: [1] * 8, 3: [50, 50] + [0] * 6}
+    by_freq = allocate_slots(12, SHAPE, "by_frequency", counts)
+    uniform = allocate_slots(12, SHAPE, "uniform", counts)
+    assert sum(by_freq) == sum(uniform) == 12 and uniform == [3, 3, 3, 3]
+    assert by_freq[1] > by_freq[0] and by_freq[2] > by_freq[3] and min(by_freq) >= 1
+    assert allocate_slots(1000, SHAPE, "uniform", None) == [8, 8, 8, 8]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "advisor.cli", *args] if False else
+                          [sys.executable, "-c", "from advisor.cli import run; run()", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--space", "bad.toml"], "bad.toml:3"),
+    (["--budget", "12XB"], "12XB"),
+    (["--budget", "-4GiB"], "budget"),
+    (["--gpu", "NoSuchGPU 9000"], "NoSuchGPU"),
+    (["--sampler", "cmaes"], "cmaes"),
+    (["--space", "no-such-space"], "no-such-space"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, needle):
+    (tmp_path / "bad.toml").write_text('[precision]\nformats = ["int8"]\ngroups = "some"\n')
+    r = _cli("tune", "tiny:llada_moe", *args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "studies").exists()  # nothing written

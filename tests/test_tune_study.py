@@ -1,0 +1,207 @@
+"""Study logic on a closed-form backend: constraint before running, staged and cached accuracy, persisted
+front equal to Optuna's best trials, resume checks, and the read-only `studies` / `pareto` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from tune_helpers import FakeBackend, small_space
+
+from advisor.errors import UserError
+from advisor.tune.evalcache import EvalCache
+from advisor.tune.objective import CONSTRAINT, Objective, dominates
+from advisor.tune.store import engine_for, load_fronts
+from advisor.tune.study import TuneOptions, run_tune
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory):
+    """Study databases in shared memory when there is some: SQLite commits fsync, and this suite makes many."""
+    import shutil
+    import tempfile
+
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        d = Path(tempfile.mkdtemp(prefix="advisor-tune-", dir="/dev/shm"))
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("tune")
+
+
+def _opts(tmp_path: Path, name: str = "s", n: int = 16, sampler: str = "nsga2", seed: int = 3) -> TuneOptions:
+    return TuneOptions(study_name=name, storage=f"sqlite:///{tmp_path}/t.db", sampler=sampler, seed=seed,
+                       n_trials=n, heartbeat_interval=None)
+
+
+def test_front_saved_equals_optuna_best_trials(tmp_path):
+    res = run_tune(FakeBackend(), small_space(), _opts(tmp_path), budget_bytes=None)
+    study = optuna.load_study(study_name="s", storage=res.storage_url)
+    best = {t.number: t for t in study.best_trials}
+    stored = load_fronts(engine_for(res.storage_url), "s")
+    assert res.n_complete == 16 and best
+    assert sorted(p.trial_number for p in stored) == sorted(best)
+    for p in stored:
+        t = best[p.trial_number]
+        for metric, v in zip(study.metric_names, t.values, strict=True):
+            assert p.values[metric] == pytest.approx(v)
+        assert p.sources["accuracy"].startswith("measured") and p.sources["peak_gpu_bytes"].startswith("counted")
+        assert p.config["plan_fingerprint"] == t.user_attrs["plan_fingerprint"]
+        assert p.config["model_meta"]["family"] == "llada_moe" and p.model == "fake-moe"
+    # every trial records values and their sources as user attributes
+    for t in study.trials:
+        assert set(t.user_attrs["values"]) >= set(study.metric_names)
+        assert set(t.user_attrs["sources"]) >= set(study.metric_names)
+
+
+def test_accuracy_measured_at_most_once_per_plan_across_studies(tmp_path):
+    backend = FakeBackend()
+    res = run_tune(backend, small_space(), _opts(tmp_path, "a", 16, "random", 0), budget_bytes=None)
+    plans = set(backend.accuracy_plans)
+    assert len(backend.accuracy_plans) == len(plans) <= res.distinct_plans
+    assert backend.calls["trace"] <= res.distinct_plans  # one routing trace per plan, replays for the rest
+    assert backend.calls["replay"] == 16
+    # a second study of the same model and task reuses the stored measurements: no model run for known plans
+    again = FakeBackend()
+    run_tune(again, small_space(), _opts(tmp_path, "b", 16, "random", 0), budget_bytes=None)
+    assert again.calls["accuracy"] == 0 and again.calls["fidelity"] == 0
+    # another model (fingerprint) does not see them
+    other = FakeBackend(fingerprint="another-model")
+    run_tune(other, small_space(), _opts(tmp_path, "c", 4, "random", 0), budget_bytes=None)
+    assert other.calls["accuracy"] >= 1
+
+
+def test_over_budget_configs_are_not_run_and_never_on_the_front(tmp_path):
+    backend = FakeBackend()
+    budget = 40_000 + 2 * 4 * backend.shape.expert_bytes(0, "int8")  # roughly 4 int8 slots per layer
+    res = run_tune(backend, small_space(), _opts(tmp_path, "b", 24, "random", 1), budget_bytes=budget)
+    study = optuna.load_study(study_name="b", storage=res.storage_url)
+    infeasible = [t for t in study.trials if t.user_attrs["feasible"] is False]
+    feasible = [t for t in study.trials if t.user_attrs["feasible"] is True]
+    assert infeasible and feasible and res.n_infeasible == len(infeasible)
+    for t in infeasible:
+        assert t.constraints[CONSTRAINT] > 0 and t.user_attrs["stage"] == "infeasible"
+        assert t.user_attrs["values"]["peak_gpu_bytes"] > budget
+        assert t.user_attrs["sources"]["accuracy"].startswith("not-run")
+    for t in feasible:
+        assert t.constraints[CONSTRAINT] <= 0
+    # nothing was measured for infeasible trials
+    assert backend.calls["replay"] == len(feasible)
+    assert {p.trial_number for p in res.front} <= {t.number for t in feasible}
+    assert all(p.values["peak_gpu_bytes"] <= budget for p in res.front)
+
+
+def test_staging_skips_accuracy_of_a_dominated_candidate(tmp_path):
+    backend = FakeBackend()
+    obj = Objective(backend, small_space(), budget_bytes=None, eval_cache=EvalCache(engine_for(f"sqlite:///{tmp_path}/c.db")),
+                    study_name="x")
+    base = {"fmt_g0": "int8", "fmt_g1": "int8", "hot_fraction": 0.0, "hot_format": "bf16", "policy": "lru",
+            "prefetch": "none"}
+    first = obj.evaluate({**base, "slots": 4}, completed=[])
+    assert first.stage == "measured" and backend.calls["accuracy"] == 1
+    # a better point on every objective exists (made-up vector): an int4 candidate cannot reach the front
+    vec = [first.values[m] for m in obj.metrics]
+    better = [v * (0.5 if d == "minimize" else 1.5) for v, d in zip(vec, obj.directions, strict=True)]
+    skipped = obj.evaluate({**base, "fmt_g0": "int4", "fmt_g1": "int4", "slots": 4}, completed=[better])
+    assert skipped.stage == "proxy" and backend.calls["accuracy"] == 1
+    assert skipped.sources["accuracy"].startswith("modelled:fidelity-proxy")
+    assert dominates(better, [skipped.values[m] for m in obj.metrics], obj.directions)
+    # not dominated -> measured
+    kept = obj.evaluate({**base, "fmt_g0": "int4", "fmt_g1": "int4", "slots": 2}, completed=[vec])
+    assert kept.stage == "measured" and backend.calls["accuracy"] == 2
+    # same plan again: cached, whatever the cache knobs
+    again = obj.evaluate({**base, "fmt_g0": "int4", "fmt_g1": "int4", "slots": 7, "policy": "lfu"}, completed=[better])
+    assert again.stage == "cached" and backend.calls["accuracy"] == 2 and backend.calls["trace"] == 2
+
+
+def test_resume_refuses_other_model_or_space(tmp_path):
+    run_tune(FakeBackend(), small_space(), _opts(tmp_path, "r", 3, "random"), budget_bytes=None)
+    res = run_tune(FakeBackend(), small_space(), _opts(tmp_path, "r", 2, "random"), budget_bytes=None)
+    assert res.n_complete == 5  # resumed by name
+    with pytest.raises(UserError, match="another model"):
+        run_tune(FakeBackend(fingerprint="zzz"), small_space(), _opts(tmp_path, "r", 1), budget_bytes=None)
+    other = small_space(small_space().text.replace('"lfu"]', '"fifo"]'))
+    with pytest.raises(UserError, match="another search space"):
+        run_tune(FakeBackend(), other, _opts(tmp_path, "r", 1), budget_bytes=None)
+    with pytest.raises(UserError, match="another memory budget"):
+        run_tune(FakeBackend(), small_space(), _opts(tmp_path, "r", 1), budget_bytes=10**9)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_other_samplers_run_with_constraints(tmp_path, sampler):
+    backend = FakeBackend()
+    budget = 40_000 + 2 * 5 * backend.shape.expert_bytes(0, "int8")
+    res = run_tune(backend, small_space(), _opts(tmp_path, sampler, 9, sampler, 0), budget_bytes=budget)
+    assert res.n_complete == 9 and res.front
+    assert all(p.values["peak_gpu_bytes"] <= budget for p in res.front)
+
+
+def _read_only_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    code = ("import sys\nfrom advisor.cli import app\n"
+            "try:\n    app(sys.argv[1:], standalone_mode=False)\n"
+            "finally:\n    print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "220"})
+
+
+def test_studies_and_pareto_read_the_store_without_torch_or_optuna(tmp_path):
+    res = run_tune(FakeBackend(), small_space(), _opts(tmp_path, "plots", 10, "random"), budget_bytes=None)
+    r = _read_only_cli(["studies", "--storage", res.storage_url], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout
+    row = next(ln for ln in r.stdout.splitlines() if "plots" in ln and "fake-moe" in ln)
+    assert " 10 " in row and f" {len(res.front)} " in row
+    r = _read_only_cli(["pareto", "plots", "--storage", res.storage_url, "--out", str(tmp_path / "p")], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout
+    shown = {int(m.group(1)) for m in re.finditer(r"^│\s+(\d+) │", r.stdout, re.M)}
+    assert shown == {p.trial_number for p in res.front}, r.stdout
+    png, html = tmp_path / "p" / "plots.png", tmp_path / "p" / "plots.html"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plotly" in html.read_text()[:200000].lower()
+
+
+def test_read_only_commands_on_missing_or_foreign_database(tmp_path):
+    for args in (["studies", "--storage", str(tmp_path / "none.db")], ["pareto", "x", "--storage", str(tmp_path / "none.db")]):
+        r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no study database" in r.stderr
+        assert not (tmp_path / "none.db").exists()
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "studies", "--storage", str(junk)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_ctrl_c_keeps_finished_trials_saves_front_and_requeues(tmp_path):
+    url = f"sqlite:///{tmp_path}/i.db"
+    proc = subprocess.Popen([sys.executable, str(HERE / "tune_helpers.py"), "--storage", url, "--study", "i",
+                             "--trials", "50", "--delay", "0.4", "--no-staging"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    accuracy_stages = 0
+    for line in proc.stdout:  # wait until the 3rd accuracy measurement is running, then Ctrl-C
+        if line.startswith("STAGE accuracy"):
+            accuracy_stages += 1
+            if accuracy_stages == 3:
+                proc.send_signal(2)
+                break
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    result = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+    assert result["interrupted"] and result["n_complete"] >= 2
+    study = optuna.load_study(study_name="i", storage=url)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == result["n_complete"] and states.count("FAIL") == 1
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    waiting = [t for t in study.trials if t.state.name == "WAITING" and "retry_of" in t.user_attrs]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == failed.number
+    assert waiting[0].system_attrs["fixed_params"] == failed.params  # enqueued: runs again on resume
+    assert sorted(p.trial_number for p in load_fronts(engine_for(url), "i")) == sorted(result["front"])

@@ -1,0 +1,105 @@
+"""Worker failure and many workers: a SIGKILLed worker's trial is failed and retried on resume, nothing
+finished is lost; four processes on a real PostgreSQL server run exactly 4 x N trials without duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from advisor.tune.storage import normalize_url
+from advisor.tune.store import engine_for, load_fronts
+
+HELPER = str(Path(__file__).parent / "tune_helpers.py")
+
+
+def _worker(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, HELPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(out: str) -> dict:
+    return json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
+
+
+@pytest.fixture
+def shm_dir():
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    d = Path(tempfile.mkdtemp(prefix="advisor-workers-", dir=base))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sigkilled_worker_trial_is_failed_and_retried_on_resume(shm_dir):
+    url = f"sqlite:///{shm_dir}/k.db"
+    proc = _worker("--storage", url, "--study", "k", "--trials", "50", "--delay", "0.5", "--no-staging",
+                   "--heartbeat", "1", "--grace", "2", "--seed", "5")
+    seen = 0
+    for line in proc.stdout:  # kill -9 while the 3rd accuracy measurement runs
+        if line.startswith("STAGE accuracy"):
+            seen += 1
+            if seen == 3:
+                proc.kill()
+                break
+    proc.wait(timeout=30)
+    assert proc.returncode == -9
+    before = optuna.load_study(study_name="k", storage=url).trials
+    finished = {t.number: t.values for t in before if t.state.name == "COMPLETE"}
+    running = [t for t in before if t.state.name == "RUNNING"]
+    assert len(finished) >= 2 and len(running) == 1
+    killed = running[0]
+
+    time.sleep(3.5)  # past the grace period: the killed worker's heartbeat is stale
+    resumed = _worker("--storage", url, "--study", "k", "--trials", "8", "--no-staging", "--heartbeat", "1",
+                      "--grace", "2")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    after = optuna.load_study(study_name="k", storage=url).trials
+    by_number = {t.number: t for t in after}
+    for n, values in finished.items():  # no finished trial lost or changed
+        assert by_number[n].state.name == "COMPLETE" and by_number[n].values == values
+    assert by_number[killed.number].state.name == "FAIL"
+    retries = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == killed.params
+    assert sum(t.state.name == "COMPLETE" for t in after) == len(finished) + 8
+    assert not [t for t in after if t.state.name == "RUNNING"]
+    front = {p.trial_number for p in load_fronts(engine_for(url), "k")}
+    assert front == set(_result(out)["front"])
+
+
+@pytest.mark.postgres
+def test_four_workers_on_postgresql_run_exactly_4n_trials():
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    n, name = 5, f"workers-{uuid.uuid4().hex[:8]}"
+    procs = [_worker("--storage", base, "--study", name, "--trials", str(n), "--heartbeat", "2", "--grace", "6",
+                     "--seed", str(i), "--delay", "0.05") for i in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    url = normalize_url(base)
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+        trials = study.trials
+        assert len(trials) == 4 * n
+        assert all(t.state.name == "COMPLETE" for t in trials)
+        assert sorted(t.number for t in trials) == list(range(4 * n))
+        assert len({t._trial_id for t in trials}) == 4 * n
+        assert sum(_result(o)["n_trials_run"] for o, _ in outs) == 4 * n
+        stored = sorted(p.trial_number for p in load_fronts(engine_for(url), name))
+        assert stored == sorted(t.number for t in study.best_trials)  # last writer saw every worker's trials
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
+        from advisor.tune.store import save_front
+
+        save_front(engine_for(url), name, [])

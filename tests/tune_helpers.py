@@ -1,0 +1,145 @@
+"""Test doubles and a worker entry point for the tuning tests.
+
+`FakeBackend` answers the `advisor.tune.backend.Backend` interface from closed-form formulas (no model), so
+the study machinery - constraints, staging, caching, storage, heartbeat, resume, many workers - is tested
+in seconds. It counts every call, so tests can check what was (not) measured. Run as a script it is one
+study worker (used by the SIGKILL / Ctrl-C / PostgreSQL tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from advisor.tune.backend import Measured, TraceRun
+from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.tune.space import parse_space
+
+BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "int8": 8, "fp8": 8, "int4": 4, "nf4": 4, "int3": 3, "int2": 2}
+
+SMALL_SPACE = """
+name = "test-small"
+[precision]
+formats = ["bf16", "int8", "int4"]
+groups = 2
+[precision.hot_cold]
+hot_fraction = [0.0, 0.25]
+hot_formats = ["bf16"]
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru", "lfu"]
+prefetch = ["none"]
+[evaluation]
+task = "fake"
+limit = 8
+"""
+
+
+def small_space(text: str = SMALL_SPACE):
+    return parse_space(text, "<test-small>")
+
+
+class FakeBackend:
+    """Closed-form stand-in for a model: accuracy and fidelity fall with fewer bits, bytes with more slots."""
+
+    def __init__(self, *, delay: float = 0.0, fingerprint: str = "fake-fp-1", n_layers: int = 2, experts: int = 8):
+        self.model_name = "fake-moe"
+        self.model_fingerprint = fingerprint
+        self.task_name = "fake"
+        self.device = "cpu"
+        self.shape = ModelShape(num_experts=(experts,) * n_layers, top_k=(2,) * n_layers, hidden=(64,) * n_layers,
+                                intermediate=(32,) * n_layers, native_format="bf16", resident_bytes=40_000)
+        self.model_meta = {"family": "llada_moe", "name": "fake-moe", "num_moe_layers": n_layers,
+                           "num_experts": experts, "layout": "list"}
+        self.delay = delay
+        self.calls: Counter[str] = Counter()
+        self.accuracy_plans: list[str] = []
+
+    @staticmethod
+    def _deficiency(plan: PlanMap) -> float:
+        bits = [BITS[f.split(":")[0]] for row in plan.formats for f in row]
+        return sum((16 - min(b, 16)) / 16 for b in bits) / len(bits)
+
+    def calibration_counts(self) -> dict[int, list[int]]:
+        self.calls["calibration"] += 1
+        return {layer: [100 // (e + 1) for e in range(n)] for layer, n in enumerate(self.shape.num_experts)}
+
+    def fidelity(self, plan: PlanMap) -> Measured:
+        self.calls["fidelity"] += 1
+        d = self._deficiency(plan)
+        return Measured({"fidelity_kl": 0.4 * d * d, "fidelity_top1": 1.0 - 0.3 * d * d},
+                        {"fidelity_kl": "measured:fake", "fidelity_top1": "measured:fake"})
+
+    def accuracy(self, plan: PlanMap) -> Measured:
+        self.calls["accuracy"] += 1
+        self.accuracy_plans.append(plan.fingerprint)
+        if self.delay:
+            time.sleep(self.delay)
+        d = self._deficiency(plan)
+        acc = round(0.95 - 0.5 * d * d, 6)
+        return Measured({"accuracy": acc, "accuracy_n": 8.0, "accuracy_ci_low": acc - 0.05,
+                         "accuracy_ci_high": min(1.0, acc + 0.02)}, {"accuracy": "measured:fake(n=8)"})
+
+    def trace(self, plan: PlanMap) -> TraceRun:
+        self.calls["trace"] += 1
+        return TraceRun(trace=None, tokens=16, compute_seconds=0.016, device="cpu", plan_fingerprint=plan.fingerprint)
+
+    def replay(self, run: TraceRun, config: TrialConfig) -> Measured:
+        self.calls["replay"] += 1
+        lookups = hits = nbytes = 0.0
+        for layer, slots in enumerate(config.slots):
+            n = self.shape.num_experts[layer]
+            look = run.tokens * self.shape.top_k[layer]
+            share = (slots / n) ** (0.7 if config.policy == "lfu" else 0.8)
+            mean_bytes = sum(self.shape.expert_bytes(layer, f) for f in config.plan.formats[layer]) / n
+            lookups += look
+            hits += look * share
+            nbytes += look * (1 - share) * mean_bytes
+        return Measured({"bytes_h2d": nbytes, "copies": lookups - hits, "hits": hits, "lookups": lookups},
+                        {"bytes_h2d": "counted:fake-replay", "hits": "counted:fake-replay"})
+
+    def live(self, config: TrialConfig):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One study worker on a FakeBackend: `python tests/tune_helpers.py --storage URL --study NAME --trials N`."""
+    from advisor.tune.study import TuneOptions, run_tune
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--storage", required=True)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--sampler", default="random")
+    ap.add_argument("--heartbeat", type=int, default=1)
+    ap.add_argument("--grace", type=int, default=2)
+    ap.add_argument("--budget", type=int, default=None)
+    ap.add_argument("--result", type=Path, default=None)
+    ap.add_argument("--no-staging", action="store_true")
+    a = ap.parse_args(argv)
+    text = SMALL_SPACE + ("staging = false\n" if a.no_staging else "")
+    backend = FakeBackend(delay=a.delay)
+    opts = TuneOptions(study_name=a.study, storage=a.storage, sampler=a.sampler, seed=a.seed, n_trials=a.trials,
+                       heartbeat_interval=a.heartbeat, grace_period=a.grace)
+
+    def on_stage(stage: str, number: int | None) -> None:
+        print(f"STAGE {stage} {number}", flush=True)
+
+    res = run_tune(backend, small_space(text), opts, budget_bytes=a.budget, on_stage=on_stage)
+    out = {"n_complete": res.n_complete, "n_trials_run": res.n_trials_run, "interrupted": res.interrupted,
+           "front": [p.trial_number for p in res.front], "calls": dict(backend.calls),
+           "counters": res.counters}
+    if a.result:
+        a.result.write_text(json.dumps(out))
+    print("RESULT " + json.dumps(out), flush=True)
+    return 130 if res.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
