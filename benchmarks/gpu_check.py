@@ -18,13 +18,13 @@ import traceback
 from pathlib import Path
 
 SECTIONS: dict[str, tuple[str, str, int]] = {
-    # name: (module, function, seconds allowed)
-    "models_equality": ("advisor.models.tiny", "gpu_checks", 90),
-    "hardware_profile": ("advisor.hardware_measure", "measure_profile", 45),
+    # name: (module, function, seconds allowed); ordered by value per device-second
+    "models_equality": ("advisor.models.tiny", "gpu_checks", 35),
+    "hardware_profile": ("advisor.hardware_measure", "measure_profile", 20),
+    "quant": ("benchmarks.quant_formats", "gpu_checks", 45),
+    "tune": ("benchmarks.search_efficiency", "gpu_checks", 70),
     "offload": ("benchmarks.offload_gpu", "gpu_checks", 120),
-    "quant": ("benchmarks.quant_formats", "gpu_checks", 60),
     "eval": ("benchmarks.accuracy_vs_precision", "gpu_checks", 90),
-    "tune": ("benchmarks.search_efficiency", "gpu_checks", 120),
 }
 
 
@@ -65,6 +65,7 @@ def main() -> None:
         signal.alarm(limit)
         try:
             value = getattr(importlib.import_module(mod), fn)()
+            value = value.to_dict() if hasattr(value, "to_dict") else value
             status = "ok"
         except _Timeout:
             value, status = None, f"timeout after {limit}s"

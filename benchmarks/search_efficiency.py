@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -255,13 +256,17 @@ def gpu_checks() -> dict:
     backend, acc = _backend("bundled", device="cuda")
     space = _space(acc, staging=True)
     budget = int(space.budget_fraction * backend.shape.full_bytes())
-    tmp = Path(tempfile.mkdtemp(prefix="advisor-gpu-"))
+    # Keep the study where the GPU run's outputs come back ($OUT), so a measured report can be built from it.
+    keep = os.environ.get("OUT")
+    tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="advisor-gpu-"))
+    db = tmp / ("gpu_study.db" if keep else "g.db")
     try:
-        res = run_tune(backend, space, TuneOptions(study_name="gpu-live", storage=f"sqlite:///{tmp}/g.db",
+        res = run_tune(backend, space, TuneOptions(study_name="gpu-live", storage=f"sqlite:///{db}",
                                                    sampler="nsga2", seed=0, n_trials=8, heartbeat_interval=None,
                                                    mode="live"), budget_bytes=budget)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     front = [{"trial": p.trial_number, "config": {k: p.config.get(k) for k in
                                                   ("precision_description", "slots_per_layer", "policy", "prefetch")},
               "values": p.values, "sources": p.sources} for p in res.front]
