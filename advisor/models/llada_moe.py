@@ -267,6 +267,9 @@ class LLaDAMoESparseMoeBlock(nn.Module):
             ],
             ACT2FN[act],
         )
+        # Project extension, off for the official checkpoints (whose code ignores norm_topk_prob): the bundled
+        # small model renormalises its top-k weights so experts carry full weight while it trains briefly.
+        self.renormalize_top_k = bool(getattr(config, "advisor_renormalize_top_k", False))
         if config.moe_router_enable_expert_bias:
             self.register_buffer("expert_bias", torch.zeros(config.num_experts))
         else:
@@ -279,6 +282,8 @@ class LLaDAMoESparseMoeBlock(nn.Module):
         if self.expert_bias is not None:
             probs = probs + self.expert_bias
         weights, index = torch.topk(probs, self.top_k, dim=-1)
+        if self.renormalize_top_k:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
         return logits, index, weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -248,7 +248,13 @@ def _mask_token_id(model: nn.Module, family: str) -> int | None:
 
 
 def gen_defaults(model: nn.Module, family: str) -> dict[str, Any]:
-    """The decoding each family was published with (kwargs of `advisor.models.generate.generate`)."""
+    """The decoding each family was published with (kwargs of `advisor.models.generate.generate`), updated by
+    `advisor_generation` in the model's config when a checkpoint records its own (the bundled model does)."""
+    own = getattr(getattr(model, "config", None), "advisor_generation", None) or {}
+    return {**_published_decoding(model, family), **own}
+
+
+def _published_decoding(model: nn.Module, family: str) -> dict[str, Any]:
     if family == "llada_moe":  # LLaDA low-confidence remasking: one token per step, 32-token blocks
         return {"steps": None, "block_length": 32, "temperature": 0.0, "remasking": "low_confidence"}
     if family == "llada2":  # block-causal threshold decoding

@@ -1,0 +1,144 @@
+"""Fidelity proxy: how far a runtime's (e.g. quantized experts') logits drift from full precision.
+
+Cheap enough for every trial: one forward per prompt batch. For a diffusion LM the inputs are prompt +
+answer canvas, with a seeded random part of the answer masked (as midway through denoising; fully masked
+when no reference answer is known) and the masked positions scored. For an autoregressive LM the inputs
+are prompt + reference answer and the answer positions' next-token logits are scored.
+
+Two numbers: mean KL(reference || runtime) over scored positions, and top-1 agreement (fraction of
+positions whose arg-max token is unchanged). For large vocabularies the reference keeps its top
+`keep` tokens plus one "rest" bucket per position; the KL of that coarsened distribution is a lower bound
+of the full KL (data-processing inequality) and costs kilobytes instead of gigabytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+FULL_VOCAB_BUDGET = 64 * 1024 * 1024
+"""Bytes of reference log-probs kept exactly; beyond this the top-`keep` + rest coarsening is used."""
+
+
+@dataclass
+class ReferenceLogits:
+    """Full-precision log-probs at the scored positions, with the inputs needed to recompute them."""
+
+    input_ids: torch.Tensor  # [B, L]
+    positions: torch.Tensor  # [B, L] bool: scored positions
+    attention_mask: torch.Tensor | None
+    log_probs: torch.Tensor  # [N, V] (exact) or [N, keep] (coarse)
+    token_ids: torch.Tensor | None  # [N, keep] for coarse references, else None
+    top1: torch.Tensor  # [N] reference arg-max token
+    autoregressive: bool
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.top1.numel())
+
+
+def build_inputs(
+    loaded, prompts: list[str], answers: list[str | None] | None = None, *, canvas: int = 32, seed: int = 0
+) -> dict[str, Any]:
+    """Fixed inputs for `reference_logits`: prompt ids + answer canvas (see module doc), left-padded."""
+    tok = loaded.tokenizer
+    answers = answers or [None] * len(prompts)
+    gen = torch.Generator().manual_seed(seed)
+    pad = tok.eos_token_id if tok.eos_token_id is not None else (tok.pad_token_id or 0)
+    rows, scored, keep = [], [], []
+    for prompt, answer in zip(prompts, answers, strict=True):
+        p = list(tok(prompt, add_special_tokens=True)["input_ids"])
+        a = list(tok(answer, add_special_tokens=False)["input_ids"])[:canvas] if answer else []
+        if loaded.is_diffusion:
+            a = a + [pad] * (canvas - len(a)) if answer else [loaded.mask_token_id] * canvas
+            ratio = float(torch.rand(1, generator=gen)) * 0.8 + 0.2 if answer else 1.0
+            masked = (torch.rand(canvas, generator=gen) < ratio).tolist()
+            masked[int(torch.randint(canvas, (1,), generator=gen))] = True  # at least one scored position
+            a = [loaded.mask_token_id if m else t for t, m in zip(a, masked, strict=True)]
+            rows.append(p + a)
+            scored.append([False] * len(p) + masked)
+        else:
+            if not a:
+                raise ValueError("autoregressive fidelity needs reference answers")
+            rows.append(p + a)
+            # logits at position i predict token i+1: score the positions that predict the answer
+            scored.append([False] * (len(p) - 1) + [True] * len(a) + [False])
+        keep.append([True] * len(rows[-1]))
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    pos = torch.tensor([[False] * (width - len(s)) + s for s in scored], dtype=torch.bool)
+    attn = torch.tensor([[0] * (width - len(k)) + [1] * len(k) for k in keep], dtype=torch.long)
+    return {"input_ids": ids, "positions": pos, "attention_mask": None if loaded.is_diffusion else attn}
+
+
+def _logits(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(loaded.device)}
+    with torch.no_grad():
+        out = loaded.model(input_ids.to(loaded.device), **kwargs)
+    return (out.logits if hasattr(out, "logits") else out[0]).float()
+
+
+def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits:
+    """Log-probs of the (full-precision) model at the scored positions of `prompts_ids`.
+
+    `prompts_ids` is the dict from `build_inputs`, or a [B, L] LongTensor of prompt+canvas ids whose
+    mask tokens (diffusion) or every position (autoregressive) are scored."""
+    if isinstance(prompts_ids, dict):
+        ids, pos, attn = prompts_ids["input_ids"], prompts_ids["positions"], prompts_ids.get("attention_mask")
+    else:
+        ids = prompts_ids
+        pos = ids == loaded.mask_token_id if loaded.is_diffusion else torch.ones_like(ids, dtype=torch.bool)
+        attn = None
+    if not bool(pos.any()):
+        raise ValueError("no scored positions: diffusion inputs need mask tokens in their canvas")
+    logits = _logits(loaded, ids, attn)[pos.to(loaded.device)]
+    log_probs = F.log_softmax(logits, dim=-1).cpu()
+    top1 = log_probs.argmax(dim=-1)
+    if log_probs.numel() * 4 <= FULL_VOCAB_BUDGET:
+        return ReferenceLogits(ids, pos, attn, log_probs, None, top1, not loaded.is_diffusion)
+    top = log_probs.topk(keep, dim=-1)
+    return ReferenceLogits(ids, pos, attn, top.values, top.indices, top1, not loaded.is_diffusion)
+
+
+def compare(ref: ReferenceLogits, log_probs: torch.Tensor) -> dict[str, float]:
+    """KL(reference || other) and top-1 agreement, given the other model's log-probs [N, V]."""
+    other_top1 = log_probs.argmax(dim=-1)
+    if ref.token_ids is None:
+        p = ref.log_probs.exp()
+        kl = (p * (ref.log_probs - log_probs)).sum(-1)
+    else:
+        # Coarsen both distributions to (kept tokens, rest) and compare those.
+        q_kept = log_probs.gather(-1, ref.token_ids)
+        p_kept = ref.log_probs
+        p_rest = torch.log1p(-p_kept.exp().sum(-1).clamp(max=1 - 1e-7))
+        q_rest = torch.log1p(-q_kept.exp().sum(-1).clamp(max=1 - 1e-7))
+        kl = (p_kept.exp() * (p_kept - q_kept)).sum(-1) + p_rest.exp() * (p_rest - q_rest)
+    return {
+        "fidelity_kl": float(kl.clamp(min=0).mean()),
+        "fidelity_top1": float((other_top1 == ref.top1).float().mean()),
+    }
+
+
+def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
+    """Compare the model under `runtime` (attached for this one forward) with the reference."""
+    from advisor.eval.run import attached
+
+    with attached(loaded, runtime):
+        logits = _logits(loaded, ref.input_ids, ref.attention_mask)[ref.positions.to(loaded.device)]
+    out = compare(ref, F.log_softmax(logits, dim=-1).cpu())
+    out["fidelity_positions"] = ref.n_positions
+    return out
+
+
+def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> ReferenceLogits:
+    """The reference for `n` fixed examples of an evaluation task (gold answers as the canvas)."""
+    from advisor.eval.tasks import select
+
+    examples = select(task.examples, n, seed)
+    prompts = [task.prompt(ex) for ex in examples]
+    answers = [ex.get("answer") or ex.get("canonical_solution") for ex in examples]
+    return reference_logits(loaded, build_inputs(loaded, prompts, answers, canvas=canvas or min(task.max_new_tokens, 64),
+                                                 seed=seed))

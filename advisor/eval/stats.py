@@ -1,0 +1,21 @@
+"""Confidence intervals for accuracies measured on finite samples."""
+
+from __future__ import annotations
+
+import math
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95% by default). Chosen over the normal approximation because it stays
+    inside [0, 1] and behaves at 0% and 100%, which small evaluation subsets hit often."""
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct={correct} must be within 0..n={n}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == n else min(1.0, centre + half)
+    return (low, high)

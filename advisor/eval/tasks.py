@@ -1,0 +1,142 @@
+"""Evaluation tasks behind one interface: the bundled toy task, GSM8K and HumanEval.
+
+A `Task` knows its examples, how to prompt, how to clean and score a completion, how many tokens to
+generate and (for the bundled model) the decoding it was trained for. Subsets are deterministic:
+``limit`` examples drawn with ``random.Random(seed)``, kept in dataset order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.errors import UserError
+
+TASKS = ("toy", "gsm8k", "humaneval")
+
+
+@dataclass
+class Task:
+    """One evaluation task. `score` is exact match / unit-test pass on a *raw* completion."""
+
+    name: str
+    examples: list[dict]
+    max_new_tokens: int
+    prompt_fn: Callable[[dict], str]
+    score_fn: Callable[[dict, str], bool]
+    clean_fn: Callable[[dict, str], str] = lambda _ex, text: text
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)
+    pad_ok: bool = False
+    """Whether prompts of different lengths may share a batch (left-padded with EOS, no attention mask):
+    true only for the bundled model, which was trained that way; others decode equal-length prompts."""
+    score_many_fn: Callable[[list[dict], list[str]], list[bool]] | None = None
+    description: str = ""
+
+    def prompt(self, ex: dict) -> str:
+        return self.prompt_fn(ex)
+
+    def clean(self, ex: dict, completion: str) -> str:
+        return self.clean_fn(ex, completion)
+
+    def score(self, ex: dict, completion: str) -> bool:
+        return self.score_fn(ex, self.clean(ex, completion))
+
+    def score_many(self, examples: list[dict], completions: list[str]) -> list[bool]:
+        """Score a batch (HumanEval runs its programs concurrently)."""
+        cleaned = [self.clean(ex, c) for ex, c in zip(examples, completions, strict=True)]
+        if self.score_many_fn is not None:
+            return self.score_many_fn(examples, cleaned)
+        return [self.score_fn(ex, c) for ex, c in zip(examples, cleaned, strict=True)]
+
+    def subset(self, limit: int | None, seed: int = 0) -> Task:
+        """The same task on a deterministic subset of `limit` examples."""
+        return _replace_examples(self, select(self.examples, limit, seed))
+
+
+def select(examples: list, limit: int | None, seed: int = 0) -> list:
+    """`limit` examples chosen by `seed` (dataset order kept); all when limit is None or too large."""
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    if limit <= 0:
+        raise UserError(f"--limit must be positive, got {limit}")
+    chosen = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in chosen]
+
+
+def _replace_examples(task: Task, examples: list[dict]) -> Task:
+    import dataclasses
+
+    return dataclasses.replace(task, examples=examples)
+
+
+def get_task(
+    name: str, *, limit: int | None = None, seed: int = 0, path: str | None = None, style: str | None = None
+) -> Task:
+    """The task `name` ("toy", "gsm8k", "humaneval"), optionally on a deterministic subset.
+
+    `path` reads GSM8K / HumanEval from a local file instead of the hub / package; `style` picks the
+    GSM8K prompt style (zero-shot, few-shot, cot)."""
+    key = name.strip().lower()
+    if key == "toy":
+        task = _toy()
+    elif key == "gsm8k":
+        task = _gsm8k(path, style or "few-shot")
+    elif key == "humaneval":
+        task = _humaneval(path)
+    else:
+        raise UserError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    return task.subset(limit, seed)
+
+
+def _toy() -> Task:
+    from advisor.eval import gsm8k, toy
+
+    examples = [{"question": e.question, "answer": e.answer, "result": e.result} for e in toy.test_set()]
+    return Task(
+        name="toy",
+        examples=examples,
+        max_new_tokens=toy.CANVAS,
+        prompt_fn=lambda ex: toy.prompt(ex["question"]),
+        score_fn=lambda ex, text: gsm8k.is_correct(text, ex["answer"], mode="strict"),
+        gen_kwargs={"steps": toy.DECODE_STEPS, "block_length": toy.BLOCK_LENGTH},
+        pad_ok=True,
+        description=f"bundled two-step arithmetic, held-out test set ({len(examples)} problems), strict '#### N'",
+    )
+
+
+def _gsm8k(path: str | None, style: str) -> Task:
+    from advisor.eval import gsm8k
+
+    gsm8k.build_prompt("", style)  # validate the style before loading anything
+    examples = gsm8k.load(path)
+    return Task(
+        name="gsm8k",
+        examples=examples,
+        max_new_tokens=256,
+        prompt_fn=lambda ex: gsm8k.build_prompt(ex["question"], style),
+        score_fn=lambda ex, text: gsm8k.is_correct(text, ex["answer"], mode="flexible"),
+        clean_fn=lambda _ex, text: gsm8k.truncate_completion(text),
+        description=f"GSM8K ({len(examples)} problems), {style} prompt, flexible extraction",
+    )
+
+
+def _humaneval(path: str | None) -> Task:
+    from advisor.eval import humaneval
+
+    problems = humaneval.load_problems(path)
+
+    def score_many(examples: list[dict], completions: list[str]) -> list[bool]:
+        return [r.passed for r in humaneval.check_many(examples, completions)]
+
+    return Task(
+        name="humaneval",
+        examples=problems,
+        max_new_tokens=256,
+        prompt_fn=lambda ex: ex["prompt"],
+        score_fn=lambda ex, text: humaneval.check_completion(ex, text).passed,
+        clean_fn=humaneval.clean_completion,
+        score_many_fn=score_many,
+        description=f"HumanEval ({len(problems)} problems), sandboxed pass@1",
+    )

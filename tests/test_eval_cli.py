@@ -1,0 +1,51 @@
+"""`advisor eval`: results with their sources, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from tests.eval_helpers import tiny_toy_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_toy_model_dir(tmp_path_factory.mktemp("cli"))
+
+
+def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp_path):
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, [
+        "eval", str(model_dir), "--task", "toy", "--limit", "3", "--precision", "int4", "--fidelity-prompts", "2",
+        "--json", str(out), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "[measured:exact-match]" in result.output and "measured:wall-clock" in result.output
+    assert "fidelity vs full precision" in result.output
+    payload = json.loads(out.read_text())
+    assert payload["n"] == 3 and payload["precision"] == "int4" and len(payload["per_example"]) == 3
+    assert 0.0 <= payload["fidelity"]["fidelity_top1"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "bundled", "--task", "mmlu"], "unknown task"),
+        (["eval", "bundled", "--limit", "0"], "--limit must be positive"),
+        (["eval", "bundled", "--precision", "int99"], "int99"),
+        (["eval", "bundled", "--task", "gsm8k", "--data", "/nonexistent/g.jsonl"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from advisor.cli import run; run()", *args], capture_output=True, text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
