@@ -44,15 +44,15 @@ class TrainConfig:
     renormalize_top_k: bool = True  # experts carry full weight (see LLaDAMoESparseMoeBlock); the 7B does not
     router_init_std: float | None = None  # None: initializer_range. Larger = peakier routing from the start
     # data / objective
-    canvas: int = 32  # answer tokens generated per problem (answer + EOS fill) = toy.CANVAS
+    canvas: int = 16  # answer tokens generated per problem (answer + EOS fill) = toy.CANVAS
     batch_size: int = 64
     mask_eps: float = 1e-3
     aux_loss_coef: float = 0.01
     loss_weighting: str = "per_masked"  # "per_masked" (low variance) or "inv_t" (LLaDA's 1/t estimator)
     suffix_mask_prob: float = 0.5  # share of sequences masked as the block sampler sees them (see diffusion_loss)
     # optimisation
-    steps: int = 1800  # length of the learning-rate schedule
-    stop_at: int | None = None  # stop early (the shipped checkpoint may be an earlier step of the schedule)
+    steps: int = 1500  # length of the learning-rate schedule
+    stop_at: int | None = 1200  # stop early: the shipped checkpoint is step 1200 of the 1500-step schedule
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
     warmup: int = 100
@@ -60,11 +60,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     # monitoring / decoding used for the recorded metrics
-    eval_every: int = 300
+    eval_every: int = 250
     eval_examples: int = 64
     checkpoint_every: int = 300
     block_length: int = 8
-    decode_steps: int = 32
+    decode_steps: int = 16
     save_dtype: str = "float32"
     difficulty: dict = field(default_factory=lambda: dataclasses.asdict(_default_difficulty()))
 
@@ -434,8 +434,9 @@ def training_md(meta: dict, metrics: dict) -> str:
         "# The bundled model",
         "",
         "A small LLaDA-MoE masked-diffusion LM (`advisor/models/llada_moe.py`: bidirectional attention, softmax",
-        "top-k routed SwiGLU experts, mask-token diffusion) trained on the synthetic two-step arithmetic word",
-        "problems of `advisor/eval/toy.py` (GSM8K answer format, worked steps ending in `#### N`).",
+        "top-k routed SwiGLU experts, mask-token diffusion) trained on the synthetic arithmetic word problems",
+        "of `advisor/eval/toy.py` (GSM8K answer format: the working, then `#### N`). Its top-k router weights are",
+        "renormalised (`advisor_renormalize_top_k`, a project extension; the published LLaDA-MoE does not).",
         "",
         "## Reproduce",
         "",
@@ -480,9 +481,18 @@ def training_md(meta: dict, metrics: dict) -> str:
     lines += ["", "## Routing", "", f"Source: {metrics['routing']['source']}.", ""]
     lines += [f"- layer {r['layer']}: top-4 experts take {r['top4_share']:.0%} of routed slots, least used "
               f"{r['min_share']:.1%}, normalized entropy {r['normalized_entropy']:.2f}" for r in routing]
-    lines += ["", "## History", "", "A first recipe used LLaDA's 1/t-weighted loss (divided by canvas length) and a",
-              "2-digit second operand; on a GPU sweep (1200/1800/3000 steps) it plateaued at ~5% held-out accuracy.",
-              "The low-variance per-masked-token normalisation and the current task ranges replaced it."]
+    lines += ["", "## History", "",
+              "- Two-step problems (`a-b=r. r+c=s. #### s`, operands spread through the sentence), LLaDA's 1/t loss:",
+              "  ~5% held-out after 1200/1800/3000 steps (GPU sweep). Per-masked-token loss, easier ranges, a",
+              "  masked-future curriculum (`suffix_mask_prob`) and a peakier router init: 3-12% within the CPU budget.",
+              "- Diagnosis: the model must find operands ~45 characters from the answer (content-based copying is",
+              "  slow to learn), and with the result written twice it learns to copy the result from its later",
+              "  mention instead of computing it; top-2 of 16 un-renormalised router weights (~0.3) also damp the",
+              "  experts.",
+              "- Fixes, each needed: operands right-aligned at fixed distances from the answer, the working written",
+              "  without the result, one step of 2-digit +/- 2..49, top-k renormalisation, a 16-token canvas.",
+              "  Validation accuracy then rises from 23% (step 750) to 98% (step 1200); the shipped checkpoint is",
+              "  step 1200 of the 1500-step schedule (at step 1500 it saturates: 98% on 200 test problems)."]
     return "\n".join(lines) + "\n"
 
 

@@ -82,7 +82,9 @@ def run_program(program: str, entry_point: str, limits: Limits = Limits()) -> Ex
             finally:
                 _kill_group(proc)
         stderr = _tail(work / "stderr")
-        isolation = _isolation(stderr)
+        # The child's isolation line is the first line of stderr: read it from the head, since a noisy
+        # program (a fork bomb's tracebacks) can push it out of the tail.
+        isolation = _isolation(_head(work / "stderr"))
         if status == "timeout":
             return ExecResult("timeout", f"killed after {limits.timeout_s:g} s", isolation)
         passed = proc.returncode == 0 and _read(work / "result") == nonce
@@ -125,6 +127,14 @@ def _tail(path: Path, limit: int = 4000) -> str:
             size = fh.tell()
             fh.seek(max(0, size - limit))
             return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _head(path: Path, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(limit).decode(errors="replace")
     except OSError:
         return ""
 

@@ -27,10 +27,10 @@ TEST_SEED = 1_234_567
 """Seed of the held-out test set (fixed forever: changing it changes every reported number)."""
 TEST_SIZE = 500
 VAL_SEED = 7_654_321
-CANVAS = 32
+CANVAS = 16
 """Answer tokens generated per problem (answer characters, then EOS fill)."""
 BLOCK_LENGTH = 8
-DECODE_STEPS = 32
+DECODE_STEPS = 16
 """Decoding of the bundled model: LLaDA low-confidence remasking, blocks of 8, one token per step."""
 _BUCKETS = 10  # key hash bucket 0 -> test, 1 -> validation, 2..9 -> train
 
