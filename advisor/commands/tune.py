@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from advisor.tune.display import front_table, sources_legend
+        from advisor.tune.display import front_table, human_bytes, sources_legend
         from advisor.tune.registry import list_studies
         from advisor.tune.store import load_fronts
 
@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"study {study!r} has no stored front yet (no feasible finished trial); run more trials")
         console = Console()
         p0 = points[0]
-        budget = f", budget {p0.budget_bytes / 2**30:.3f} GiB" if p0.budget_bytes else ""
+        budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
         title = f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} ({len(points)} points)"
         console.print(front_table(points, title))
         for line in sources_legend(points):

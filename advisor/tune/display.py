@@ -90,9 +90,14 @@ def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[s
         table.add_column(f"{_UNITS.get(m, (m,))[0]}{mark}\n[dim]{'/'.join(srcs)}[/dim]", justify="right")
     key = "h2d_bytes_per_token" if any("h2d_bytes_per_token" in p.values for p in points) else (cols[0] if cols else None)
     ordered = sorted(points, key=lambda p: (p.values.get(key, 0.0) if key else 0.0, -p.values.get("accuracy", 0.0)))
+    # A sampler may run one configuration several times: show it once, naming every trial that ran it.
+    rows: dict[tuple, list[str]] = {}
     for p in ordered:
         prec, cache = config_text(p.config)
-        table.add_row(str(p.trial_number), prec, cache, *(fmt_value(m, p.values.get(m)) for m in cols))
+        cells = (prec, cache, *(fmt_value(m, p.values.get(m)) for m in cols))
+        rows.setdefault(cells, []).append(str(p.trial_number))
+    for cells, trials in rows.items():
+        table.add_row(", ".join(trials), *cells)
     return table
 
 
