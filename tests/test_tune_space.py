@@ -119,3 +119,11 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "studies").exists()  # nothing written
+
+
+def test_cli_missing_local_task_data_is_one_line_exit_2(tmp_path):
+    r = _cli("tune", "--task", "gsm8k", "--data", "missing.jsonl", cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "missing.jsonl" in lines[0], r.stderr
+    assert not (tmp_path / "studies").exists()

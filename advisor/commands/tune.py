@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(None, help="HF id, local directory, tiny:<family>, or 'bundled' (default)."),
         task: str = typer.Option(None, "--task", help="toy (bundled arithmetic), gsm8k or humaneval; "
                                  "default: the space file's evaluation.task."),
+        data: str = typer.Option(None, "--data", help="Local task data (GSM8K-format jsonl with question/answer), "
+                                 "instead of the hub."),
         budget: str = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB (a constraint)."),
         gpu: str = typer.Option(None, "--gpu", help="GPU name (its memory is the budget, its link models transfer time)."),
         space: str = typer.Option(None, "--space", help="Search space: a TOML file or a shipped name "
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
         budget_bytes, profile = _resolve_budget(budget, gpu)
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
-        normalize_url(storage)
+        normalize_url(storage, create_dirs=False)  # validate now; the directory is made when the study opens
 
         console = Console(stderr=False)
         with console.status(f"loading {spec} on {device} ..."):
@@ -99,7 +101,7 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
                                 "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
             task_name = task or space_obj.evaluation.task
-            task_obj = get_task(task_name, seed=space_obj.evaluation.seed)
+            task_obj = get_task(task_name, seed=space_obj.evaluation.seed, path=data)
             backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile)
         if budget_bytes is None and space_obj.budget_fraction:
             budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())

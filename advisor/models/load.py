@@ -64,6 +64,9 @@ class LoadedModel:
 
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None) -> LoadedModel:
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
     torch_dtype = _parse_dtype(dtype)
     device = _check_device(device)
     spec = str(spec).strip()
