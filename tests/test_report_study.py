@@ -68,44 +68,19 @@ def agreement_accuracy(backend, plan):
                     {"accuracy": f"measured:exact-match-vs-full-precision(n={n},cpu)"})
 
 
-def _backend_class():
-    """ModelBackend, with fidelity measured prompt by prompt on [1, L] prompt+mask-canvas tensors (the input
-    `advisor.eval.fidelity.reference_logits` takes), while ModelBackend.fidelity passes a list of prompts."""
-    import torch
-
-    from advisor.eval.fidelity import fidelity, reference_logits
-    from advisor.tune.backend import Measured
-    from advisor.tune.model_backend import ModelBackend
-
-    class Backend(ModelBackend):
-        def fidelity(self, plan):
-            if self._reference is None:
-                mask = self.loaded.mask_token_id
-                self._reference = [
-                    reference_logits(self.loaded, torch.cat([ids, torch.full((1, 8), mask)], dim=1))
-                    for ids in self.prompts(self.settings.fidelity_prompts)
-                ]
-            rt = self._runtime(plan)
-            vals = [fidelity(self.loaded, ref, rt) for ref in self._reference]
-            out = {k: sum(v[k] for v in vals) / len(vals) for k in ("fidelity_kl", "fidelity_top1")}
-            src = f"measured:logits-vs-fp32({len(vals)} prompts,cpu)"
-            return Measured(out, {k: src for k in out})
-
-    return Backend
-
-
 def run_small_study(db: Path, name: str = "report-test") -> str:
     import optuna
 
     from advisor.eval.tasks import get_task
     from advisor.models.load import load_model
+    from advisor.tune.model_backend import ModelBackend
     from advisor.tune.space import parse_space
     from advisor.tune.study import TuneOptions, run_tune
 
     space = parse_space(SPACE, "<report-test>")
     loaded = load_model(MODEL)
     task = get_task("toy", limit=space.evaluation.limit, seed=space.evaluation.seed)
-    backend = _backend_class()(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
+    backend = ModelBackend(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
     url = f"sqlite:///{db}"
     directions = [space.objectives[m] for m in space.objectives]
     study = optuna.create_study(study_name=name, storage=url, directions=directions)
