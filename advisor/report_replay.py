@@ -136,14 +136,3 @@ def sweep(
                 out.points.append(SweepPoint(fmt, p, s, cache_bytes, st.bytes_h2d / tok, st.transfer_ms / tok,
                                              st.hit_rate))
     return out
-
-
-def replay_config(trace: Any, fmt: str, slots: Sequence[int], policy: str, prefetch: str = "none",
-                  profile: Any = None) -> Any:
-    """Replay one stored configuration (uniform plan) to check it against the stored values."""
-    from advisor.offload.simulate import simulate
-
-    eb = layer_expert_bytes(trace, fmt)
-    per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
-    return simulate(trace, slots_per_layer=list(slots), policy=policy, expert_bytes=per_expert, prefetch=prefetch,
-                    profile=profile)

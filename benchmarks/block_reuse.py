@@ -33,16 +33,10 @@ if str(ROOT) not in sys.path:
 def llada_moe_shaped(seed: int = 0, *, experts: int = 64, top_k: int = 8, layers: int = 4, hidden: int = 64) -> Any:
     """A random LLaDA-MoE with the published routing shape (64 experts, top-8) at toy width."""
     from advisor.models import tiny
-    from advisor.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
-    from advisor.models.load import _finish
+    from advisor.models.load import loaded_from
 
-    kw = tiny._llada_kwargs("llada_moe")
-    kw.update(num_experts=experts, num_experts_per_tok=top_k, num_hidden_layers=layers, hidden_size=hidden,
-              expert_intermediate_size=32, dense_intermediate_size=128)
-    torch.manual_seed(seed)
-    model = tiny.randomize_(LLaDAMoEModelLM(LLaDAMoEConfig(**kw)), seed=seed).eval()
-    return _finish(model, None, "llada_moe", f"random LLaDA-MoE-shaped (E={experts}, k={top_k}, seed={seed})",
-                   torch.device("cpu"))
+    model = tiny.llada_moe_shaped(seed, experts=experts, top_k=top_k, layers=layers, hidden=hidden, expert_ffn=32)
+    return loaded_from(model, None, "llada_moe", f"random LLaDA-MoE-shaped (E={experts}, k={top_k}, seed={seed})")
 
 
 def random_prompts(n: int, vocab: int, seed: int) -> list[torch.Tensor]:
@@ -62,10 +56,10 @@ def bundled_case(n_prompts: int) -> tuple[Any, list[torch.Tensor]] | None:
     except UserError as e:
         print(f"bundled model skipped: {e}", file=sys.stderr)
         return None
-    task = get_task("toy", limit=n_prompts)
-    tok = loaded.tokenizer
-    prompts = [tok(task.prompt(ex), return_tensors="pt", add_special_tokens=False)["input_ids"].long()
-               for ex in task.examples[:n_prompts]]
+    from advisor.eval.run import encode_prompt
+
+    task = get_task("toy", limit=n_prompts)  # the same prompts, encoded as evaluation and tuning encode them
+    prompts = [torch.tensor([encode_prompt(loaded.tokenizer, task.prompt(ex))]) for ex in task.examples]
     return loaded, prompts
 
 

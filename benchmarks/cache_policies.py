@@ -33,18 +33,10 @@ TARGET_RATIO, TARGET_SPEED = 0.95, 2e6
 
 def tiny_llada_moe_shaped(seed: int = 0, layers: int = 2):
     """A tiny random model with LLaDA-MoE's routing shape (64 experts, top-8) and a small hidden size."""
-    from advisor.models.llada_moe import LLaDAMoEModelLM
-    from advisor.models.load import LoadedModel, fingerprint, gen_defaults
-    from advisor.models.tiny import randomize_, tiny_config
-    from advisor.models.view import moe_layers
+    from advisor.models import tiny
+    from advisor.models.load import loaded_from
 
-    cfg = tiny_config("llada_moe")
-    cfg.num_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers = 64, 8, layers
-    torch.manual_seed(seed)
-    model = randomize_(LLaDAMoEModelLM(cfg), seed=seed).eval()
-    return LoadedModel(model=model, tokenizer=None, family="llada_moe", is_diffusion=True,
-                       name="tiny-llada-moe-shaped", fingerprint=fingerprint(model), moe=moe_layers(model),
-                       mask_token_id=cfg.vocab_size - 1, gen_defaults=gen_defaults(model, "llada_moe"))
+    return loaded_from(tiny.llada_moe_shaped(seed, layers=layers), None, "llada_moe", "tiny-llada-moe-shaped")
 
 
 def record(loaded: Any, block: int, prompts: int, seed: int = 0) -> RoutingTrace:

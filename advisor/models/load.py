@@ -73,7 +73,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     if spec.startswith("tiny:"):
         family = spec.split(":", 1)[1]
         model = tiny.build_tiny(family, dtype=torch_dtype or torch.float32)
-        return _finish(model, None, family, spec, device)
+        return loaded_from(model, None, family, spec, device)
     if spec == "bundled":
         if not (BUNDLED_DIR / "config.json").is_file():
             raise UserError(
@@ -211,7 +211,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     except (ValueError, KeyError) as e:
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
-    return _finish(model.eval(), _tokenizer(path), family, name, device)
+    return loaded_from(model.eval(), _tokenizer(path), family, name, device)
 
 
 def _tokenizer(path: Path) -> Any | None:
@@ -226,7 +226,11 @@ def _tokenizer(path: Path) -> Any | None:
 # ---- identity and defaults -------------------------------------------------------------------------------
 
 
-def _finish(model: nn.Module, tokenizer: Any | None, family: str, name: str, device: torch.device) -> LoadedModel:
+def loaded_from(
+    model: nn.Module, tokenizer: Any | None, family: str, name: str, device: torch.device | str = "cpu"
+) -> LoadedModel:
+    """Wrap a model built in code (benchmarks, experiments) exactly as `load_model` wraps a loaded one."""
+    device = torch.device(device)
     moe = moe_layers(model)  # raises UserError for models without MoE layers, before moving anything
     model = model.to(device).eval()
     moe = moe_layers(model)

@@ -141,6 +141,20 @@ def build_tiny(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -
     return model.to(dtype).eval()
 
 
+def llada_moe_shaped(
+    seed: int = 0, *, experts: int = 64, top_k: int = 8, layers: int = 2, hidden: int = 32, expert_ffn: int = 16
+) -> nn.Module:
+    """A random LLaDA-MoE with the published routing shape (64 experts, top-8) at toy width: the routing
+    workload of the real model for cache studies, at a cost a CPU can replay."""
+    from advisor.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
+
+    kw = _llada_kwargs("llada_moe")
+    kw.update(num_experts=experts, num_experts_per_tok=top_k, num_hidden_layers=layers, hidden_size=hidden,
+              expert_intermediate_size=expert_ffn, dense_intermediate_size=4 * hidden)
+    torch.manual_seed(seed)
+    return randomize_(LLaDAMoEModelLM(LLaDAMoEConfig(**kw)), seed=seed).eval()
+
+
 def sample_inputs(family: str, batch: int = 2, length: int = 10, seed: int = 0) -> dict[str, torch.Tensor]:
     """Forward kwargs for a tiny model of `family` (DiffusionGemma also needs a canvas for its decoder)."""
     gen = torch.Generator().manual_seed(seed)

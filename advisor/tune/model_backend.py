@@ -48,7 +48,6 @@ def model_shape(loaded: Any) -> ModelShape:
 def model_meta(loaded: Any) -> dict[str, Any]:
     """The MoE layout that `recommend`/`export` read from a front point (config['model_meta'])."""
     moe = loaded.moe
-    shared_name = None
     return {
         "family": loaded.family,
         "name": loaded.name,
@@ -56,7 +55,7 @@ def model_meta(loaded: Any) -> dict[str, Any]:
         "is_diffusion": bool(loaded.is_diffusion),
         "layout": moe[0].layout if moe else "",
         "layers": [{"index": m.index, "decoder_layer": m.decoder_layer, "name": m.name,
-                    "num_experts": m.num_experts, "shared": shared_name if m.shared is None else f"{m.name}(shared)"}
+                    "num_experts": m.num_experts, "shared": None if m.shared is None else f"{m.name}(shared)"}
                    for m in moe],
         "num_experts": max(m.num_experts for m in moe),
         "hidden_size": moe[0].hidden_size,
@@ -258,9 +257,10 @@ class ModelBackend:
                 tokens += int(out.numel())
             _sync(dev)
             wall = time.perf_counter() - t0
+            stats = rt.stats()
         finally:
             detach_runtime(self.loaded.model)
-        stats = rt.stats()
+            rt.close()  # also on errors and Ctrl-C: pinned buffers and streams must not outlive the trial
         tokens = max(1, tokens)
         where = self.device
         values = {
@@ -278,8 +278,6 @@ class ModelBackend:
         if on_cuda:
             values["peak_gpu_bytes"] = float(torch.cuda.max_memory_allocated(dev))
             sources["peak_gpu_bytes"] = f"measured:cuda-allocator({where})"
-        if hasattr(rt, "close"):
-            rt.close()
         return Measured(values, sources, wall)
 
 
