@@ -3,8 +3,7 @@
 Schema `moe-advisor/export`, version 1 (documented field by field in `advisor/export/SCHEMA.md`).
 `load(path)` reads it back (checking schema and version) and returns an `ExportDocument`; its
 `precision_plan()` is an `advisor.quant.plan.PrecisionPlan`, and the file itself can be given wherever the
-advisor takes `--precision` (PrecisionPlan.parse reads the `precision` object of a JSON file path through
-`precision_plan_path`).
+advisor takes `--precision` (`PrecisionPlan.parse` recognises the schema and reads its `precision` object).
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.export.base import ExportResult
 from advisor.export.config_view import ExportConfig, plan_of
-from advisor.quant.plan import PrecisionPlan
+from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.tune.front import FrontPoint
 
-SCHEMA = "moe-advisor/export"
+SCHEMA = EXPORT_SCHEMA
 VERSION = 1
 OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
 REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
@@ -101,8 +100,3 @@ def load(path: str | Path) -> ExportDocument:
     out = ExportDocument(doc)
     out.precision_plan()  # validates the plan (UserError when malformed)
     return out
-
-
-def precision_plan_path(path: str | Path) -> PrecisionPlan:
-    """The plan of an export file, for `--precision FILE` in tune/eval."""
-    return load(path).precision_plan()

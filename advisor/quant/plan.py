@@ -28,6 +28,8 @@ from advisor.errors import UserError
 from advisor.quant.spec import canonical_name
 
 DEFAULT_FORMAT = "bf16"
+EXPORT_SCHEMA = "moe-advisor/export"
+"""Schema tag of `advisor export --to json` files, whose `precision` object `parse` accepts as a plan."""
 _EXAMPLES = "e.g. 'int8', 'int4:g64', 'default=int4;layers=0-1:int8;experts=2.0-3:int8', or a plan JSON file"
 
 
@@ -178,9 +180,16 @@ class PrecisionPlan:
             if not path.is_file():
                 raise _bad(text, "no such file")
             try:
-                return cls.from_json(path.read_text())
+                text = path.read_text()
             except OSError as e:
                 raise _bad(text, f"cannot read it ({e.strerror})") from None
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict) and doc.get("schema") == EXPORT_SCHEMA:  # an `advisor export --to json` file
+                return cls.from_json(doc.get("precision") or {})
+            return cls.from_json(text)
         default, layers, experts = DEFAULT_FORMAT, {}, {}
         try:
             for clause in filter(None, (c.strip() for c in text.split(";"))):
