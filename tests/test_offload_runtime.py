@@ -8,8 +8,7 @@ import torch
 from advisor.models.generate import generate
 from advisor.offload.policies import POLICIES
 from advisor.offload.runtime import OffloadRuntime
-from advisor.offload.simulate import belady, simulate
-from advisor.offload.store import plan_expert_bytes
+from advisor.offload.simulate import belady, plan_expert_bytes, simulate
 from advisor.offload.trace import TraceRecorder, chain, model_meta, record_trace
 from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -259,3 +260,12 @@ def detach_runtime(model: nn.Module) -> None:
         for config, implementation in per_config:
             config._experts_implementation_internal = implementation
         del model._advisor_previous_experts
+
+
+def model_and_moe(x: Any) -> tuple[nn.Module | None, list[MoELayer]]:
+    """(model, MoE layers) from a LoadedModel, a model, or an already found list of MoE layers (model None)."""
+    if isinstance(x, list | tuple):
+        return None, list(x)
+    model = getattr(x, "model", x)
+    moe = getattr(x, "moe", None)
+    return model, list(moe) if moe else moe_layers(model)

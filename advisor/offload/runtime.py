@@ -26,22 +26,11 @@ import torch
 
 from advisor.errors import UserError
 from advisor.models.experts import ExpertFn
+from advisor.models.view import model_and_moe
 from advisor.offload.policies import Ctx, build_policies
 from advisor.offload.simulate import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
 from advisor.offload.store import ExpertStore
-
-
-def _model_and_layers(loaded_or_moe_layers: Any) -> tuple[torch.nn.Module | None, list[Any]]:
-    if isinstance(loaded_or_moe_layers, list | tuple):
-        return None, list(loaded_or_moe_layers)
-    model = getattr(loaded_or_moe_layers, "model", loaded_or_moe_layers)
-    moe = getattr(loaded_or_moe_layers, "moe", None)
-    if not moe:
-        from advisor.models.view import moe_layers
-
-        moe = moe_layers(model)
-    return model, list(moe)
 
 
 class OffloadRuntime:
@@ -70,7 +59,7 @@ class OffloadRuntime:
     ):
         if prefetch not in PREFETCH:
             raise UserError(f"unknown prefetch '{prefetch}'; choose one of: {', '.join(PREFETCH)}")
-        model, moe = _model_and_layers(loaded_or_moe_layers)
+        model, moe = model_and_moe(loaded_or_moe_layers)
         self.model, self.moe = model, moe
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
@@ -306,10 +295,6 @@ class OffloadRuntime:
             return {"decay": 1.0 / first.growth}  # type: ignore[attr-defined]
         return {}
 
-    @property
-    def device_bytes(self) -> int:
-        """Bytes held on the device by the slot pool (counted; staging buffers come on top while in use)."""
-        return sum(self.store.max_bytes(i) * c for i, c in enumerate(self.capacity))
 
     def close(self) -> None:
         """Detach from the model and remove hooks."""

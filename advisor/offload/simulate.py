@@ -87,7 +87,6 @@ def trace_expert_bytes(trace: RoutingTrace, plan: Any = None, expert_bytes: Any 
         raise UserError("the trace has no expert shapes (hidden/intermediate); pass expert_bytes explicitly")
     if plan is None:
         plan = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(m.get("dtype", ""), "bf16")
-    from advisor.offload.store import plan_expert_bytes
 
     return plan_expert_bytes(plan, ne, m["hidden"], m["intermediate"])
 
@@ -258,3 +257,18 @@ def replay_sets(seqs: Sequence[Seq], policy: str, capacity: int | Sequence[int],
     layers = [CacheLayer(p, [expert_bytes] * n) for p, n in zip(pols, n_exp, strict=True)]
     replay(seqs, layers, prefetch)
     return CacheStats.from_layers(layers, policy=policy, prefetch=prefetch)
+
+
+def plan_expert_bytes(
+    plan: Any, num_experts: Sequence[int], hidden: Sequence[int], intermediate: Sequence[int]
+) -> list[list[int]]:
+    """Exact bytes of every expert under `plan` (per layer, per expert), from shapes alone: no weights, no
+    torch, so replaying a trace stays cheap."""
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.quant.spec import expert_nbytes_of
+
+    plan = PrecisionPlan.parse(plan)
+    return [
+        [expert_nbytes_of(plan.format_for(layer, e), int(hidden[layer]), int(intermediate[layer])) for e in range(ne)]
+        for layer, ne in enumerate(num_experts)
+    ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from advisor.offload.policies import Access, Ctx, Policy
@@ -21,16 +20,6 @@ COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evi
 misses: demand copies on the critical path (lookups = hits + prefetch_hits + misses); streamed: misses not
 kept in a slot; bytes_h2d: every byte copied host->device (demand + prefetch)."""
 FORWARD_COUNTERS = ("lookups", "hits", "misses", "bytes_h2d", "copies")
-
-
-def default_profile() -> Any:
-    """The hardware profile used for modelled times: `advisor.hardware.DEFAULT_PROFILE` when present."""
-    try:
-        from advisor.hardware import DEFAULT_PROFILE
-
-        return DEFAULT_PROFILE
-    except ImportError:  # recommend/export helper's module not there yet: same PCIe 4.0 x16 assumption
-        return SimpleNamespace(name="pcie4-x16", h2d_gbps_pinned=25.0, copy_latency_us=10.0)
 
 
 @dataclass(frozen=True)
@@ -44,7 +33,9 @@ class TransferModel:
 
     @classmethod
     def from_profile(cls, profile: Any | None = None) -> TransferModel:
-        p = default_profile() if profile is None else profile
+        from advisor.hardware import DEFAULT_PROFILE  # torch-free
+
+        p = DEFAULT_PROFILE if profile is None else profile
         return cls(str(p.name), float(p.h2d_gbps_pinned), float(p.copy_latency_us), str(getattr(p, "tag", "")))
 
     def ms(self, nbytes: float, copies: float) -> float:

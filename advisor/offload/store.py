@@ -75,39 +75,21 @@ def resolve_plan(plan: Any) -> Any:
     return PrecisionPlan.parse(plan)
 
 
-def plan_expert_bytes(
-    plan: Any, num_experts: Sequence[int], hidden: Sequence[int], intermediate: Sequence[int]
-) -> list[list[int]]:
-    """Exact bytes of every expert under `plan` (per layer, per expert), from shapes alone (no weights)."""
-    from advisor.quant.expert import expert_nbytes
-
-    plan = resolve_plan(plan)
-    return [
-        [expert_nbytes(plan.format_for(layer, e), int(hidden[layer]), int(intermediate[layer])) for e in range(ne)]
-        for layer, ne in enumerate(num_experts)
-    ]
-
-
 class ExpertStore:
     """Every routed expert of the given MoE layers, quantized per `plan`, packed in host memory."""
 
     def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False):
-        from advisor.quant.apply import check_plan_fits
-        from advisor.quant.expert import quantize_expert
+        from advisor.quant.apply import build_store
 
         self.plan = resolve_plan(plan)
-        check_plan_fits(self.plan, list(moe))
         self.pinned = bool(pin)
-        self.layers: list[list[PackedExpert]] = []
-        with torch.no_grad():
-            for i, layer in enumerate(moe):
-                if layer.index != i:
-                    raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
-                row = []
-                for e in range(layer.num_experts):
-                    qe = quantize_expert(layer.experts.get(e), self.plan.format_for(i, e))
-                    row.append(PackedExpert(qe, pin=pin))
-                self.layers.append(row)
+        for i, layer in enumerate(moe):
+            if layer.index != i:
+                raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
+        quantized = build_store(list(moe), self.plan)
+        self.layers: list[list[PackedExpert]] = [
+            [PackedExpert(quantized[(i, e)], pin=pin) for e in range(layer.num_experts)] for i, layer in enumerate(moe)
+        ]
 
     def __getitem__(self, key: tuple[int, int]) -> PackedExpert:
         return self.layers[key[0]][key[1]]

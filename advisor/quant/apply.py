@@ -15,6 +15,7 @@ import torch
 
 from advisor.errors import UserError
 from advisor.models.experts import ExpertFn, RoutingObserver, Session
+from advisor.models.view import model_and_moe
 from advisor.quant.expert import QuantizedExpert, quantize_expert
 from advisor.quant.plan import PrecisionPlan
 
@@ -39,27 +40,8 @@ class QuantizedRuntime:
         """Counted bytes of every routed expert as stored."""
         return sum(q.nbytes for q in self.store.values())
 
-    def nbytes_by_layer(self) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for (layer, _), q in self.store.items():
-            out[layer] = out.get(layer, 0) + q.nbytes
-        return out
-
     def formats(self) -> dict[Key, str]:
         return {k: q.format.name for k, q in self.store.items()}
-
-
-def _moe_of(loaded_or_model) -> tuple[torch.nn.Module | None, list]:
-    """(model, MoE layers) from a LoadedModel, a model, or an already found list of MoE layers."""
-    if isinstance(loaded_or_model, list | tuple):
-        return None, list(loaded_or_model)
-    model = getattr(loaded_or_model, "model", loaded_or_model)
-    moe = getattr(loaded_or_model, "moe", None)
-    if not moe:
-        from advisor.models.view import moe_layers
-
-        moe = moe_layers(model)
-    return model, list(moe)
 
 
 def check_plan_fits(plan: PrecisionPlan, moe: list) -> None:
@@ -105,7 +87,7 @@ def quantize_experts(
     Undo with `advisor.models.view.detach_runtime(model)`.
     """
     plan = PrecisionPlan.parse(plan)
-    model, moe = _moe_of(loaded_or_model)
+    model, moe = model_and_moe(loaded_or_model)
     runtime = QuantizedRuntime(
         plan=plan, store=build_store(moe, plan), acts={m.index: m.experts.act for m in moe}
     )

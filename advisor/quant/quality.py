@@ -14,19 +14,9 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from advisor.models.experts import swiglu
+from advisor.models.view import model_and_moe
 from advisor.quant.expert import quantize_expert
 from advisor.quant.formats import get_format
-
-
-def _moe(loaded_or_moe_layers) -> list:
-    if isinstance(loaded_or_moe_layers, list | tuple):
-        return list(loaded_or_moe_layers)
-    moe = getattr(loaded_or_moe_layers, "moe", None)
-    if moe:
-        return list(moe)
-    from advisor.models.view import moe_layers
-
-    return moe_layers(getattr(loaded_or_moe_layers, "model", loaded_or_moe_layers))
 
 
 def capture_activations(
@@ -34,7 +24,7 @@ def capture_activations(
 ) -> dict[int, torch.Tensor]:
     """Hidden states [T, H] entering each MoE layer's experts in one forward on `input_ids` (fp32, CPU)."""
     model = getattr(loaded_or_model, "model", loaded_or_model)
-    moe = _moe(loaded_or_model)
+    moe = model_and_moe(loaded_or_model)[1]
     seen: dict[int, torch.Tensor] = {}
 
     def hook_for(index: int):
@@ -82,7 +72,7 @@ def quality_report(
     wanted = None if layers is None else set(layers)
     gen = torch.Generator().manual_seed(seed)
     rows: list[dict] = []
-    for layer in _moe(loaded_or_moe_layers):
+    for layer in model_and_moe(loaded_or_moe_layers)[1]:
         if wanted is not None and layer.index not in wanted:
             continue
         if activations is not None and layer.index in activations:
@@ -125,23 +115,3 @@ def quality_report(
     return rows
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per format: bytes of one expert, mean and max of both errors over all reported experts."""
-    by_fmt: dict[str, list[dict]] = {}
-    for r in rows:
-        by_fmt.setdefault(r["format"], []).append(r)
-    out = []
-    for fmt, rs in by_fmt.items():
-        out.append(
-            {
-                "format": fmt,
-                "experts": len(rs),
-                "nbytes_per_expert": sum(r["nbytes"] for r in rs) / len(rs),
-                "weight_rel_err_mean": sum(r["weight_rel_err"] for r in rs) / len(rs),
-                "weight_rel_err_max": max(r["weight_rel_err"] for r in rs),
-                "output_rel_err_mean": sum(r["output_rel_err"] for r in rs) / len(rs),
-                "output_rel_err_max": max(r["output_rel_err"] for r in rs),
-                "error_source": rs[0]["error_source"],
-            }
-        )
-    return out
