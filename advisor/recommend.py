@@ -1,7 +1,7 @@
 """Pick the configuration to run from stored Pareto fronts, under a memory budget and an accuracy floor.
 
-Read-only and fast (no torch, no optuna): the fronts come from the project's own table through SQLAlchemy
-(`advisor.tune.store.load_fronts`). The answer always says why the chosen point beat its neighbours and
+Read-only and fast (no torch, no optuna): the fronts come from the project's own table
+(`advisor.tune.front.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise). The answer always says why the chosen point beat its neighbours and
 where every number came from; when nothing fits it names the closest points and what would have to change.
 """
 
@@ -14,9 +14,8 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.export.config_view import formats_in, precision_rank, uniform_format
 from advisor.hardware import CATALOGUE, HardwareProfile, format_bytes
-from advisor.tune.front import FrontPoint
+from advisor.tune.front import DEFAULT_STORAGE, FrontPoint
 
-DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 PREFERENCES = ("transfer", "latency", "accuracy")
 
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
@@ -144,7 +143,7 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
     """Stored front points; a missing, empty or foreign database is one clear UserError."""
     from advisor.tune.front import read_fronts
 
-    url = storage if "://" in storage else f"sqlite:///{storage}"
+    url = storage
     try:
         points = read_fronts(url, study)
     except UserError:

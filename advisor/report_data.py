@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.tune.front import DEFAULT_STORAGE, require_database
 from advisor.tune.store import METRICS, FrontPoint, engine_for, load_fronts
-
-DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 
 
 @dataclass
@@ -125,12 +124,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     from sqlalchemy.exc import SQLAlchemyError
 
     url = storage if "://" in storage else f"sqlite:///{storage}"
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        path = Path(url[len("sqlite:///"):])
-        if not path.is_file():
-            raise UserError(f"no study database at {path}; run `advisor tune` first or pass --storage URL")
+    require_database(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)

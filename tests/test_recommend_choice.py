@@ -89,6 +89,9 @@ def test_load_points_errors(tmp_path):
         load_points(str(tmp_path / "empty.db"))
     url = make_db(tmp_path / "ok.db", standard_front())
     assert len(load_points(url)) == 6 and len(load_points(url, "s1")) == 6
+    # the same file as a plain path and with a SQLite query string (read-only mode) reads the same front
+    assert len(load_points(str(tmp_path / "ok.db"))) == 6
+    assert len(load_points(f"{url}?mode=ro")) == 6
 
 
 def _cli(*args, cwd=None):

@@ -218,7 +218,7 @@ def test_unknown_and_empty_studies_are_user_errors(study, tmp_path):
         build_report("empty", url, out)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temp directory left behind either
-    with pytest.raises(UserError, match="no study database"):
+    with pytest.raises(UserError, match="no advisor database"):
         build_report("x", f"sqlite:///{tmp_path}/missing.db", tmp_path / "c")
 
 

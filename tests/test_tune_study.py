@@ -172,7 +172,7 @@ def test_read_only_commands_on_missing_or_foreign_database(tmp_path):
     for args in (["studies", "--storage", str(tmp_path / "none.db")], ["pareto", "x", "--storage", str(tmp_path / "none.db")]):
         r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], cwd=tmp_path,
                            capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no study database" in r.stderr
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no advisor database" in r.stderr
         assert not (tmp_path / "none.db").exists()
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)

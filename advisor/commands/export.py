@@ -9,6 +9,7 @@ import typer
 
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import UserError
+from advisor.tune.front import DEFAULT_STORAGE
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
-        storage: str = typer.Option("sqlite:///studies/advisor.db", "--storage", help=STORAGE_HELP),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
         from_recommend: bool = typer.Option(False, "--from-recommend", help="Export what `advisor recommend` picks."),
         budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
+from advisor.tune.front import DEFAULT_STORAGE
 
 STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
 
@@ -45,7 +46,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("recommend")
     def recommend_cmd(
-        storage: str = typer.Option("sqlite:///studies/advisor.db", "--storage", help=STORAGE_HELP),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
         budget: str | None = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB, 24GB, 8000MiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX 4090'."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),

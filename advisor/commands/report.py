@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from advisor.tune.front import DEFAULT_STORAGE
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the app."""
@@ -13,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
-        storage: str = typer.Option("sqlite:///studies/advisor.db", "--storage", help="SQLAlchemy URL or SQLite path."),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL or SQLite path."),
         out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
             None, "--memory", help="GPU memory for the equal-memory headline (default: the study's budget)."

@@ -11,20 +11,17 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-
-DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
+from advisor.tune.front import DEFAULT_STORAGE
 
 
 def _existing_engine(storage: str):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
+    from advisor.tune.front import require_database
     from advisor.tune.storage import normalize_url
     from advisor.tune.store import engine_for
 
     url = normalize_url(storage, create_dirs=False)
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        path = Path(url[len("sqlite:///"):].split("?", 1)[0])
-        if not path.is_file():
-            raise UserError(f"no study database at {path}; run `advisor tune` first or pass --storage URL")
+    require_database(url)
     return engine_for(url)
 
 

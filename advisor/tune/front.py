@@ -54,13 +54,26 @@ _COLUMNS = (
 )
 
 
+DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
+"""Where studies live unless --storage says otherwise (relative to the working directory)."""
+
+
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL (or a plain path); None for other databases."""
+    """The file behind a SQLite URL (or a plain path), query string dropped; None for other databases and
+    for in-memory SQLite."""
     if "://" not in url:
-        return Path(url)
+        return Path(url.split("?", 1)[0])
     if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
+        path = url[len("sqlite:///") :].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
     return None
+
+
+def require_database(url: str) -> None:
+    """Readers never create a database: a missing SQLite file is one clear `UserError`."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
 
 
 def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
@@ -70,8 +83,7 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
         from advisor.tune.store import engine_for, load_fronts
 
         return load_fronts(engine_for(url), study_name)
-    if not path.is_file():
-        raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
+    require_database(url)
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.tune.front import DEFAULT_STORAGE
 
-DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30
 MAX_RETRY = 3
