@@ -131,7 +131,7 @@ def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, 
     if gpu is None or nbytes is None:
         return None
     return {
-        "transfer_ms_per_token": nbytes / (gpu.h2d_gbps_pinned * 1e9) * 1e3,
+        "transfer_ms_per_token": gpu.transfer_ms(nbytes, copies=0),
         "source": f"modelled:{gpu.name} {gpu.tag} [{gpu.source}] bytes/bandwidth, per-copy latency not included",
     }
 

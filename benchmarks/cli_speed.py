@@ -48,7 +48,7 @@ def time_command(args: list[str], runs: int) -> tuple[float, float]:
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        r = subprocess.run(["advisor", *args],
+        r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args],
                            capture_output=True, text=True)
         walls.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -66,11 +66,12 @@ def slowest_imports(args: list[str], top: int = 8) -> list[tuple[str, float]]:
     for line in err.splitlines():
         if not line.startswith("import time:") or "|" not in line:
             continue
-        _, c, name = (x.strip() for x in line[len("import time:"):].split("|"))
-        if not c.isdigit():
-            continue
-        if not name.startswith(" ") and "." not in name.strip():
-            cum[name.strip()] = cum.get(name.strip(), 0) + int(c) / 1e6
+        _, c, raw = line[len("import time:"):].split("|")
+        c, name = c.strip(), raw[1:]  # importtime indents nested imports by two spaces after the bar's space
+        if not c.isdigit() or name.startswith(" "):
+            continue  # nested imports are already inside their top-level entry's cumulative time
+        pkg = name.split(".")[0]  # `from advisor.cli import run` is listed as the top-level entry advisor.cli
+        cum[pkg] = cum.get(pkg, 0) + int(c) / 1e6
     return sorted(cum.items(), key=lambda kv: -kv[1])[:top]
 
 

@@ -21,11 +21,6 @@ DIFFUSION_FAMILIES = ("llada_moe", "llada2", "diffusion_gemma")
 LIST_LAYOUT_FAMILIES = ("llada_moe", "llada2")  # experts are a list of nn.Linear MLPs, not fused 3-D tensors
 
 
-def format_bits(name: str) -> int:
-    """Payload bits per weight of a format (fp32 32, bf16 16, int8 8, int4 4 ...)."""
-    return parse_format(name).bits
-
-
 def precision_rank(name: str) -> tuple[int, int]:
     """Orders formats by fidelity: more bits first; at equal bits, finer groups first."""
     spec = parse_format(name)

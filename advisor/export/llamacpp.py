@@ -71,11 +71,6 @@ def projections(arch: str) -> list[str]:
     return ["gate_up", "down"] if arch in FUSED_GATE_UP else ["gate", "up", "down"]
 
 
-def expert_tensor_names(arch: str, block: int) -> list[str]:
-    """GGUF names of one block's routed-expert tensors."""
-    return [f"blk.{block}.ffn_{p}_exps.weight" for p in projections(arch)]
-
-
 def _alt(items: list[Any]) -> str:
     items = [str(i) for i in items]
     return items[0] if len(items) == 1 else "(" + "|".join(items) + ")"
@@ -85,7 +80,7 @@ def _rule(blocks: list[int], projs: list[str], suffix: str) -> str:
     return rf"blk\.{_alt(sorted(blocks))}\.ffn_{_alt(projs)}_exps\.{suffix}"
 
 
-def _proj_weight(arch: str, proj: str) -> int:
+def _proj_weight(proj: str) -> int:
     return 2 if proj == "gate_up" else 1
 
 
@@ -96,9 +91,9 @@ def _proj_bytes(cfg: ExportConfig, layer: int, fmt: str, arch: str, proj: str) -
     if m.hidden_size and m.intermediate_size:
         spec = parse_format(fmt)
         h, i = int(m.hidden_size), int(m.intermediate_size)
-        shape = (h, i) if proj == "down" else (i * _proj_weight(arch, proj), h)
+        shape = (h, i) if proj == "down" else (i * _proj_weight(proj), h)
         return float(n * spec.nbytes(shape))
-    return float(n * parse_format(fmt).bits * _proj_weight(arch, proj))
+    return float(n * parse_format(fmt).bits * _proj_weight(proj))
 
 
 def plan_layers(cfg: ExportConfig, rule: str) -> list[str]:
