@@ -113,4 +113,8 @@ def test_accuracy_vs_precision_benchmark_rows(loaded):
     assert fp32["fidelity_kl"] == pytest.approx(0.0, abs=1e-9) and fp32["fidelity_top1"] == 1.0
     assert int2["fidelity_kl"] > 0 and int2["expert_bytes"] < fp32["expert_bytes"]
     assert all(r["n"] == 2 and r["sources"]["expert_bytes"] == "counted" for r in rows)
-    assert bench.gpu_checks(loaded.name, limit=2).get("skipped") == "no CUDA device" or torch.cuda.is_available()
+    gpu = bench.gpu_checks(loaded.name, limit=2)
+    if torch.cuda.is_available():  # same model, same examples: the devices must agree on what is correct
+        assert gpu["cuda"]["correct"] == gpu["cpu"]["correct"] and gpu["speedup_cuda_vs_cpu"] > 0
+    else:
+        assert gpu == {"skipped": "no CUDA device"}
