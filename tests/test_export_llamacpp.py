@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 from recommend_helpers import model_meta, point
 
+from advisor.errors import UserError
 from advisor.export.base import export_point
 from advisor.export.llamacpp import GGUF_ARCH
 from advisor.quant.plan import PrecisionPlan
@@ -36,8 +38,7 @@ def _rules(lines: list[str]) -> list[tuple[re.Pattern, str]]:
 CASES = [
     ("llada_moe", 0, "llada-moe"),
     ("qwen3_moe", 0, "qwen3moe"),
-    ("llada2", 1, "bailingmoe2"),  # layer 0 dense: MoE layer i is block i+1
-    ("deepseek_v3", 1, "deepseek2"),
+    ("deepseek_v3", 1, "deepseek2"),  # layer 0 dense: MoE layer i is block i+1
     ("olmoe", 0, "olmoe"),
 ]
 
@@ -56,7 +57,8 @@ def test_every_expert_tensor_matched_by_exactly_one_rule(family, first_dense, ar
     moe_blocks = {i + first_dense for i in range(n_layers)}
     expert_names = [n for n in expert_names if int(n.split(".")[1]) in moe_blocks]
     assert len(expert_names) == 3 * n_layers
-    types = _rules(res.data["tensor_types"])
+    *types, keep = _rules(res.data["tensor_types"])
+    assert keep[1] == "bf16" and res.data["base_type"] == "Q4_K_S"  # most expert tensors are q4_K
     ots = _rules(res.data["override_tensor"])
     expected_type = {0: "q8_0", 3: "bf16", 10: "q8_0", 5: "bf16"}  # layer 5: hot bf16 expert -> highest rule
     for n in expert_names:
@@ -65,8 +67,11 @@ def test_every_expert_tensor_matched_by_exactly_one_rule(family, first_dense, ar
         layer = int(n.split(".")[1]) - first_dense
         assert hits[0] == expected_type.get(layer, "q4_K"), n
         assert len([v for pat, v in ots if pat.search(n)]) <= 1
+        assert not keep[0].search(n)
     others = [n for n in names if n not in expert_names]
-    assert not [n for n in others if any(pat.search(n) for pat, _ in types + ots)]  # routers, shexp, attention untouched
+    assert not [n for n in others if any(pat.search(n) for pat, _ in types + ots)]  # routers, shexp, attention
+    dense = [n for n in others if "_exps." not in n] + ["token_embd.weight", "output.weight"]
+    assert all(keep[0].search(n) for n in dense)  # ... and everything else stays bf16
     for pat, _ in types + ots:  # layer numbers end with \. so blk.1 never catches blk.11
         assert re.match(r"blk\\\.(\d+|\(\d+(\|\d+)*\))\\\.ffn_", pat.pattern), pat.pattern
     assert all(v == "CPU" for _, v in ots)
@@ -80,6 +85,7 @@ def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
     assert [pl[f"blk.{b}.ffn_{x}_exps"] for b in (0, 1) for x in ("gate", "up", "down")] == ["GPU"] * 6
     assert [pl[f"blk.{b}.ffn_{x}_exps"] for b in (2, 3) for x in ("gate", "up", "down")] == ["CPU"] * 6
     assert res.data["override_tensor"] == [r"blk\.(2|3)\.ffn_(gate|up|down)_exps\.=CPU"]
+    assert res.data["run_command"][-2:] == ["-ot", r"blk\.(2|3)\.ffn_(gate|up|down)_exps\.=CPU"]
     assert res.data["n_cpu_moe_equivalent"] is None  # the CPU layers are the last ones, not the first
     p = point("s", 1, "int8", [0, 4, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
     res = export_point(p, "llama.cpp")
@@ -103,11 +109,38 @@ def test_collapse_rules_and_types():
     assert set(export_point(p, "llama.cpp").data["layer_types"].values()) == {"q4_0"}
 
 
-def test_emit_parts_and_script():
+def test_emit_parts_and_script(tmp_path):
     meta = model_meta("llada_moe", n_layers=3, n_experts=4)
     p = point("s", 1, "int8", [4, 2, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
     only = export_point(p, "llama.cpp", ["emit=tensor-types"]).text
-    assert only == "blk\\.(0|1|2)\\.ffn_(gate|up|down)_exps\\.weight=q8_0\n"
+    assert only == ("blk\\.(0|1|2)\\.ffn_(gate|up|down)_exps\\.weight=q8_0\n"
+                    "^(?!blk\\.\\d+\\.ffn_(gate|up|down)_exps\\.)=bf16\n")
     script = export_point(p, "llama.cpp").text
-    assert "llama-quantize --tensor-type-file tensor-types.txt \"$SRC_GGUF\" \"$OUT_GGUF\" BF16" in script
-    assert "llama-diffusion-cli" in script and "-ot 'blk\\.2\\.ffn_(gate|up|down)_exps\\.=CPU'" in script
+    # a quantized base type: llama-quantize applies tensor-type rules only then
+    assert "llama-quantize --tensor-type-file tensor-types.txt \"$SRC_GGUF\" \"$OUT_GGUF\" Q8_0" in script
+    ot = "-ot 'blk\\.1\\.ffn_(up|down)_exps\\.=CPU,blk\\.2\\.ffn_(gate|up|down)_exps\\.=CPU'"
+    assert "llama-diffusion-cli" in script and ot in script and script.count("-ot ") == 1
+    path = tmp_path / "run.sh"
+    path.write_text(script)
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+def test_row_widths_decide_the_type_and_the_fallback_is_said():
+    # the bundled model's shape: gate/up rows 128 wide, down rows 64 wide - no k-quant fits
+    meta = model_meta("llada_moe", n_layers=2, n_experts=4, hidden=128, inter=64)
+    res = export_point(point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
+    assert set(res.data["expert_tensor_types"].values()) == {"q4_1"}
+    assert any("ffn_gate_exps rows are 128 wide, which q4_K (block 256) does not divide: q4_1" in n for n in res.notes)
+    assert res.data["base_type"] == "Q4_1"
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=4, hidden=256, inter=48)
+    res = export_point(point("s", 1, "default=int2;layers=1:int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
+    t = res.data["expert_tensor_types"]
+    assert (t["blk.0.ffn_gate_exps.weight"], t["blk.0.ffn_down_exps.weight"]) == ("q2_K", "bf16")  # 48 % 32 != 0
+    assert (t["blk.1.ffn_up_exps.weight"], t["blk.1.ffn_down_exps.weight"]) == ("q8_0", "bf16")
+
+
+def test_llama_cpp_refuses_diffusion_models_it_cannot_run():
+    for family in ("llada2",):
+        p = point("s", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta(family, n_layers=2, first_dense=1))
+        with pytest.raises(UserError, match="no diffusion path for LLaDA2.*--to hf"):
+            export_point(p, "llama.cpp")

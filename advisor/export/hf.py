@@ -1,16 +1,19 @@
-"""HF transformers export: a loading recipe (Python snippet + the same as JSON).
+"""HF transformers export: a loading recipe - Python source that runs as written - plus the same as data.
 
-Three quantization back-ends, each with what it can express of the plan:
-* bitsandbytes (`BitsAndBytesConfig`): one bit-width (8-bit LLM.int8 or 4-bit NF4) for every quantized expert;
-  `llm_int8_skip_modules` keeps everything else (routers, attention, norms, shared experts, lm_head and the
-  experts the plan keeps in bf16) unquantized. It replaces `nn.Linear` only: fused 3-D experts
-  (`gate_up_proj`/`down_proj` parameters) are not touched, so it is offered for list-layout families only.
-* HQQ (`HqqConfig(dynamic_config=...)`): keys are layer-number-free tags (`mlp.experts.gate_proj`), so one
-  format for every quantized expert; also nn.Linear only.
-* TorchAO (`TorchAoConfig(FqnToConfig({...}))`): per layer (regex keys, `re:` prefix, full match), and it can
-  target fused expert *parameters*; per-expert formats of fused layers are collapsed by the `collapse` rule.
-Plus `device_map`/`max_memory`, and the project's own loader call, which reproduces the plan and the expert
-cache exactly (`advisor.quant.plan.PrecisionPlan` + `advisor.offload.runtime.OffloadRuntime`).
+What each back-end can express of the plan, and how it loads:
+* bitsandbytes (`BitsAndBytesConfig`), for list-layout families (LLaDA-MoE, LLaDA2): one bit-width (8-bit
+  LLM.int8 or 4-bit NF4) for every quantized expert; `llm_int8_skip_modules` keeps everything else (routers,
+  attention, norms, shared experts, lm_head and the experts the plan keeps in bf16) unquantized. These models
+  are the project's own definitions, so the recipe loads through `advisor.models.load.load_model`, whose
+  experts run the bitsandbytes Linear8bitLt / Linear4bit modules. bitsandbytes replaces `nn.Linear` only:
+  fused 3-D experts would stay bf16, so it is not offered for fused families.
+* TorchAO (`TorchAoConfig(FqnToConfig({...}))`), for fused families: per layer (`re:` regex keys over the fused
+  expert *parameters*); per-expert formats of a layer are collapsed by the `collapse` rule. The forward of
+  torchao-quantized fused experts needs `experts_implementation="eager"`; int4 needs torchao's CUDA kernels.
+* advisor: the project's own loader with the exact plan (per expert) and the tuned expert cache.
+HQQ is refused: transformers 5.x cannot load it (`QuantizationMethod.HQQ is not available yet`). Models that
+transformers cannot load (`tiny:<family>`) get the advisor recipe only; `bundled` becomes its directory.
+`device_map="auto"` with `max_memory` (on a GPU) needs accelerate and psutil: `pip install "moe-advisor[hf]"`.
 """
 
 from __future__ import annotations
@@ -18,20 +21,28 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
+from pprint import pformat
 from typing import Any
 
+import advisor
+from advisor.errors import UserError
 from advisor.export.base import ExportResult, header_lines
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
 
 OPTIONS = {
-    "method": ("auto", ("auto", "bitsandbytes", "hqq", "torchao", "advisor"), "which recipe the snippet uses"),
+    "method": ("auto", ("auto", "bitsandbytes", "torchao", "advisor", "hqq"), "which recipe the script uses"),
     "collapse": ("highest", tuple(COLLAPSE_RULES), "how per-expert formats collapse where a back-end cannot express them"),
 }
 DENSE = ("bf16", "fp16", "fp32")
 LIST_PROJ = "(gate|up|down)_proj"
 FUSED_PARAMS = "(gate_up_proj|down_proj)"
+HQQ_REFUSED = ("HQQ: transformers 5.x cannot load HQQ-quantized models (QuantizationMethod.HQQ is not available "
+               "yet); use --opt method=bitsandbytes (list-layout models), torchao (fused) or advisor")
+BUNDLED_DIR = Path(advisor.__file__).parent / "models" / "bundled"
+MODEL_CLASS = {"diffusion_gemma": "DiffusionGemmaForBlockDiffusion"}  # others: AutoModelForCausalLM
 
 
 def _quantized(fmt: str) -> bool:
@@ -49,11 +60,18 @@ def _quantized_experts(cfg: ExportConfig, layer: int) -> list[int]:
     return [e for e, f in enumerate(cfg.formats[layer]) if _quantized(f)]
 
 
+def model_path(spec: str) -> str | None:
+    """What from_pretrained loads for the advisor's model spec: `bundled` is a directory; `tiny:*` nothing."""
+    if spec == "bundled":
+        return str(BUNDLED_DIR)
+    return None if spec.startswith("tiny:") else spec
+
+
 def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[str]]:
     """BitsAndBytesConfig kwargs, or None with the reason."""
     if cfg.model.layout != "list":
         return None, ["bitsandbytes replaces nn.Linear only; this family's experts are fused 3-D parameters "
-                      "(gate_up_proj/down_proj) and would stay bf16 - use torchao or the advisor loader"]
+                      "(gate_up_proj/down_proj) and would stay bf16: use torchao or the advisor loader"]
     q = sorted({f for row in cfg.formats for f in row if _quantized(f)}, key=precision_rank, reverse=True)
     if not q:
         return None, ["the plan keeps every expert unquantized: no quantization config needed"]
@@ -78,28 +96,6 @@ def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[
     return kwargs, notes
 
 
-HQQ_BITS = {"int8": 8, "fp8": 8, "int4": 4, "nf4": 4, "int3": 3, "int2": 2}
-
-
-def hqq_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[str]]:
-    """HqqConfig kwargs (dynamic_config per expert projection tag), or None with the reason."""
-    if cfg.model.layout != "list":
-        return None, ["HQQ replaces nn.Linear only; fused 3-D experts would stay bf16"]
-    q = sorted({f for row in cfg.formats for f in row if _quantized(f)}, key=precision_rank, reverse=True)
-    if not q:
-        return None, ["the plan keeps every expert unquantized"]
-    spec = parse_format(q[0])
-    notes = []
-    if len({f for row in cfg.formats for f in row}) > 1:
-        notes.append(f"HQQ's dynamic_config is keyed by layer-free tags: one format ({q[0]}) for every expert, "
-                     "including experts the plan keeps at other formats")
-    group = spec.group if spec.group else 64
-    entry = {"nbits": HQQ_BITS[spec.kind], "group_size": group}
-    tag = re.sub(r"^(model\.)?(layers\.)?\d+\.", "", cfg.model.layers[0].name)  # e.g. mlp.experts
-    tags = {f"{tag}.{p}_proj": dict(entry) for p in ("gate", "up", "down")}
-    return {"dynamic_config": tags, "skip_modules": ["lm_head"]}, notes
-
-
 TORCHAO = {
     "int8": "Int8WeightOnlyConfig()",
     "fp8": "Float8WeightOnlyConfig()",
@@ -110,8 +106,11 @@ TORCHAO = {
 }
 
 
-def torchao_recipe(cfg: ExportConfig, rule: str) -> tuple[dict[str, str], list[str]]:
+def torchao_recipe(cfg: ExportConfig, rule: str) -> tuple[dict[str, str] | None, list[str]]:
     """FqnToConfig entries: key (with `re:` prefix) -> torchao config constructor as source text."""
+    if cfg.model.layout != "fused":
+        return None, ["torchao recipes here target fused expert parameters; list-layout models load through "
+                      "the advisor's loader: use bitsandbytes or advisor"]
     out: dict[str, str] = {}
     notes = []
     by_cfg: dict[str, list[str]] = {}
@@ -135,6 +134,8 @@ def torchao_recipe(cfg: ExportConfig, rule: str) -> tuple[dict[str, str], list[s
         ctor = TORCHAO[spec.kind].format(g=spec.group or 128)
         if spec.kind == "nf4":
             notes.append("torchao has no NF4 weight-only config for FqnToConfig; nf4 experts use Int4WeightOnlyConfig")
+        if spec.kind in ("int4", "nf4"):
+            notes.append("torchao int4 runs on CUDA only (its int4 kernels need a GPU)")
         out["re:" + "|".join(f"(?:{p})" for p in pats)] = ctor
     return out, notes
 
@@ -143,16 +144,34 @@ def _gib_ceil(n: float) -> str:
     return f"{max(1, math.ceil(n / 2**30))}GiB"
 
 
+def choose_method(requested: str, bnb: Any, bnb_notes: list[str], tao: Any, path: str | None) -> str:
+    """The recipe to write: the one asked for, or (auto) bitsandbytes when exact, torchao, else advisor."""
+    if requested == "hqq":
+        raise UserError(HQQ_REFUSED)
+    if requested in ("bitsandbytes", "torchao"):
+        kwargs, notes = (bnb, bnb_notes) if requested == "bitsandbytes" else (tao, [])
+        if path is None:
+            raise UserError(f"{requested}: transformers cannot load this model spec (built in code); "
+                            "use --opt method=advisor")
+        if kwargs is None:
+            raise UserError(f"{requested}: " + "; ".join(notes or ["nothing to quantize in this plan"]))
+        return requested
+    if requested == "advisor" or path is None:
+        return "advisor"
+    if bnb is not None and not bnb_notes:
+        return "bitsandbytes"
+    return "torchao" if tao else "advisor"
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
     bnb, bnb_notes = bitsandbytes_recipe(cfg)
-    hqq, hqq_notes = hqq_recipe(cfg)
     tao, tao_notes = torchao_recipe(cfg, opts["collapse"])
-    method = opts["method"]
-    if method == "auto":
-        exact_bnb = bnb is not None and not bnb_notes
-        method = "bitsandbytes" if exact_bnb else "torchao" if tao else "advisor"
+    if opts["method"] == "torchao" and tao is None:
+        raise UserError("torchao: " + "; ".join(tao_notes))
+    path = model_path(point.model)
+    method = choose_method(opts["method"], bnb, bnb_notes, tao, path)
     peak = point.values.get("peak_gpu_bytes")
-    max_memory = {"0": _gib_ceil(peak)} if peak else None
+    max_memory: dict[Any, str] | None = {0: _gib_ceil(peak)} if peak else None
     store = point.config.get("counted_expert_store_bytes")
     if max_memory is not None and store:
         max_memory["cpu"] = _gib_ceil(store * 1.25)
@@ -166,60 +185,65 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "target": "hf",
         "method": method,
         "model": point.model,
+        "model_path": path,
         "family": cfg.model.family,
         "expert_layout": cfg.model.layout,
         "bitsandbytes": {"kwargs": bnb, "notes": bnb_notes},
-        "hqq": {"kwargs": hqq, "notes": hqq_notes},
+        "hqq": {"kwargs": None, "notes": [HQQ_REFUSED]},
         "torchao": {"fqn_to_config": tao, "notes": tao_notes},
-        "device_map": "auto",
         "max_memory": max_memory,
         "advisor_loader": loader,
     }
-    notes = {"bitsandbytes": bnb_notes, "hqq": hqq_notes, "torchao": tao_notes, "advisor": []}[method]
-    if cfg.model.family in ("llada_moe", "llada2"):
-        notes = [*notes, "remote-code family: from_pretrained needs trust_remote_code=True (or load it with the advisor)"]
-    return ExportResult("hf", _snippet(point, cfg, data), data, list(notes))
+    notes = {"bitsandbytes": bnb_notes, "torchao": tao_notes, "advisor": []}[method]
+    if method == "torchao":
+        notes = [*notes, "fused experts quantized by torchao need experts_implementation='eager' (set in the recipe)"]
+    if method != "advisor" and max_memory:
+        notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
+                         "(pip install \"moe-advisor[hf]\")"]
+    return ExportResult("hf", _script(point, cfg, data), data, list(notes))
 
 
-def _snippet(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any]) -> str:
-    L = [f"# {h}" for h in header_lines(point, cfg, "HF transformers")]
+def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any]) -> str:
+    """The recipe as Python source: every value written with repr/pformat, so it parses as it prints."""
     method = d["method"]
+    L = [f"# {h}" for h in header_lines(point, cfg, "HF transformers")]
     L += [f"# recipe: {method}"]
-    L += [f"# note: {n}" for n in d[method]["notes"]] if method in ("bitsandbytes", "hqq") else []
-    L += ["import torch", "from transformers import AutoModelForCausalLM", ""]
-    mm = d["max_memory"]
-    mm_text = "{" + ", ".join(f"{k if k == 'cpu' else int(k)!r}: {v!r}" for k, v in mm.items()) + "}" if mm else "None"
-    trust = ", trust_remote_code=True" if cfg.model.family in ("llada_moe", "llada2") else ""
+    L += [f"# note: {n}" for n in (d[method]["notes"] if method != "advisor" else [])]
+    L += ["import torch"]
+    gpu = ["", "gpu = torch.cuda.is_available()"]
     if method == "bitsandbytes":
         L += ["from transformers import BitsAndBytesConfig", "",
-              f"quantization_config = BitsAndBytesConfig(**{json.dumps(d['bitsandbytes']['kwargs'], indent=4)})"]
-        L[-1] = L[-1].replace('"bfloat16"', "torch.bfloat16")
-    elif method == "hqq":
-        L += ["from transformers import HqqConfig", "",
-              f"quantization_config = HqqConfig(**{json.dumps(d['hqq']['kwargs'], indent=4)})"]
+              "from advisor.models.load import load_model", *gpu, "",
+              f"quantization_config = BitsAndBytesConfig(**{pformat(d['bitsandbytes']['kwargs'], width=100)})",
+              "# the project's own model definition, loaded with bitsandbytes experts; they compute through "
+              "Linear8bitLt / Linear4bit",
+              f"loaded = load_model({d['model_path']!r}, device='cuda' if gpu else 'cpu', "
+              "quantization_config=quantization_config)",
+              "model = loaded.model"]
     elif method == "torchao":
-        L += ["from transformers import TorchAoConfig",
-              "from torchao.quantization import FqnToConfig, Int4WeightOnlyConfig, Int8WeightOnlyConfig, "
-              "Float8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup",
-              "", "quantization_config = TorchAoConfig(FqnToConfig({"]
+        cls = MODEL_CLASS.get(cfg.model.family, "AutoModelForCausalLM")
+        ctors = sorted({re.match(r"\w+", v).group(0) for v in d["torchao"]["fqn_to_config"].values()})
+        extra = ["PerGroup"] if any("PerGroup" in v for v in d["torchao"]["fqn_to_config"].values()) else []
+        L += ["from torchao.quantization import " + ", ".join(["FqnToConfig", *ctors, *extra]),
+              f"from transformers import {cls}, TorchAoConfig", *gpu, "",
+              "quantization_config = TorchAoConfig(FqnToConfig({"]
         L += [f"    {k!r}: {v}," for k, v in d["torchao"]["fqn_to_config"].items()]
-        L += ["}))  # unlisted modules stay unquantized (routers, attention, norms, shared experts, lm_head)"]
-        L += [f"# note: {n}" for n in d["torchao"]["notes"]]
-    if method != "advisor":
-        L += ["", f"model = AutoModelForCausalLM.from_pretrained({point.model!r}, dtype=torch.bfloat16, device_map='auto',",
-              f"    max_memory={mm_text}, quantization_config=quantization_config{trust})", ""]
-    loader = d["advisor_loader"]
-    L += [
-        "# --- the advisor's own loader: reproduces the exact plan (per expert) and the expert cache ---",
-        "from advisor.models.load import load_model",
-        "from advisor.models.view import attach_runtime",
-        "from advisor.offload.runtime import OffloadRuntime",
-        "from advisor.quant.plan import PrecisionPlan",
-        "",
-        f"plan = PrecisionPlan.from_json({json.dumps(json.dumps(loader['precision_plan']))})",
-        f"loaded = load_model({loader['model']!r}, device='cpu')",
-        f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
-        f"                         policy={loader['offload']['policy']!r}, prefetch={loader['offload']['prefetch']!r}, device='cuda')",
-        "attach_runtime(loaded.model, runtime)",
-    ]
+        L += ["}))  # unlisted modules stay unquantized (routers, attention, norms, shared experts, lm_head)",
+              f"max_memory = {d['max_memory']!r} if gpu else None",
+              f"model = {cls}.from_pretrained(",
+              f"    {d['model_path']!r}, dtype=torch.bfloat16, quantization_config=quantization_config,",
+              "    experts_implementation='eager',  # torchao-quantized fused experts run in the eager implementation",
+              "    device_map='auto' if gpu else 'cpu', max_memory=max_memory)"]
+    else:
+        loader = d["advisor_loader"]
+        L += ["from advisor.models.load import load_model",
+              "from advisor.offload.runtime import OffloadRuntime",
+              "from advisor.quant.plan import PrecisionPlan", *gpu, "",
+              "# the advisor's own loader: the exact plan (per expert) and the tuned expert cache",
+              f"plan = PrecisionPlan.from_json({json.dumps(loader['precision_plan'])!r})",
+              f"loaded = load_model({loader['model']!r}, device='cpu')",
+              f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
+              f"                         policy={loader['offload']['policy']!r}, "
+              f"prefetch={loader['offload']['prefetch']!r}, device='cuda' if gpu else 'cpu')",
+              "model = loaded.model"]
     return "\n".join(L) + "\n"

@@ -1,69 +1,75 @@
-"""KTransformers / SGLang (kt-kernel) export: YAML placement rules and the SGLang kt flags.
+"""KTransformers export: the SGLang kt-kernel launch command of current KTransformers releases (0.5+).
 
-KTransformers injects operators by YAML rules: `match: {name: <regex over module paths>}` ->
-`replace: {class, kwargs: {generate_device, prefill_device, ...}}`. It places whole experts modules, so the
-tuned cache (slots x expert bytes) becomes whole MoE layers on the GPU, layers with the largest cached
-fraction first (the same rule as the llama.cpp export); the others decode on the CPU. Expert precision
-comes from the GGUF weights KTransformers loads: quantize them with the llama.cpp export's tensor types.
-SGLang's kt-kernel keeps a number of experts on the GPU chosen by routing frequency:
-`--kt-num-gpu-experts` is the tuned total of GPU slots.
+KTransformers' YAML optimize rules moved to `archive/` (Nov 2025); current releases run through SGLang's
+kt-kernel flags, so this export is a launch command, not a YAML file. kt-kernel keeps `--kt-num-gpu-experts`
+experts of *every MoE layer* on the GPU (chosen by routing frequency) and computes the others on the CPU, so
+the tuned cache (slots per layer) becomes one per-layer count: the tuned total spread evenly over the MoE
+layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the CPU-side expert weights in
+the format `--kt-method` expects) cannot be known here: the script stops until the user sets it.
 """
 
 from __future__ import annotations
 
-import re
 import shlex
 
-import yaml
-
 from advisor.export.base import ExportResult, header_lines
-from advisor.export.llamacpp import ggml_type, placement, plan_layers
-from advisor.results.config_view import ExportConfig
+from advisor.quant.spec import parse_format
+from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
 
 OPTIONS = {
-    "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one type per layer (GGUF)"),
+    "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one CPU expert format"),
 }
-EXPERTS_CLASS = "ktransformers.operators.experts.KTransformersExperts"
+# advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold
+KT_METHOD = {
+    "bf16": ("BF16", "the original BF16 checkpoint"),
+    "fp16": ("BF16", "the original checkpoint (BF16 kernels)"),
+    "fp32": ("BF16", "the original checkpoint (BF16 kernels)"),
+    "fp8": ("FP8", "an FP8 checkpoint"),
+    "int8": ("AMXINT8", "expert weights converted with kt-kernel's convert script to AMX INT8 (needs Intel AMX)"),
+    "int4": ("AMXINT4", "expert weights converted with kt-kernel's convert script to AMX INT4 (needs Intel AMX)"),
+    "nf4": ("AMXINT4", "expert weights converted to AMX INT4 (no NF4 kernel)"),
+    "int3": ("LLAMAFILE", "a GGUF directory quantized with `advisor export ... --to llama.cpp`"),
+    "int2": ("LLAMAFILE", "a GGUF directory quantized with `advisor export ... --to llama.cpp`"),
+}
+WEIGHT_PATH_VAR = "KT_WEIGHT_PATH"
 
 
-def gpu_layers(cfg: ExportConfig, rule: str) -> list[int]:
-    """MoE layers whose experts fit on the GPU whole, within the tuned cache's bytes."""
-    fmts = plan_layers(cfg, rule)
-    where, _ = placement(cfg, fmts, "llama", "cache")
-    return [i for i in range(len(fmts)) if all(where[(i, p)] == "GPU" for p in ("gate", "up", "down"))]
+def gpu_experts_per_layer(cfg: ExportConfig) -> int:
+    """The one per-MoE-layer GPU expert count: the tuned total spread evenly, rounded down."""
+    return sum(cfg.slots_per_layer) // len(cfg.slots_per_layer)
 
 
-def _rule(names: list[str], device: str) -> dict:
-    pattern = "^(" + "|".join(re.escape(n) for n in names) + ")$"
-    kwargs = {"prefill_device": "cuda", "prefill_op": "KExpertsTorch", "generate_device": device,
-              "generate_op": "KExpertsMarlin" if device == "cuda" else "KExpertsCPU", "out_device": "cuda"}
-    return {"match": {"name": pattern}, "replace": {"class": EXPERTS_CLASS, "kwargs": kwargs}, "recursive": False}
+def cpu_format(cfg: ExportConfig, rule: str) -> str:
+    """One format for the CPU experts (kt-kernel has one method per model): the highest over layers."""
+    return max((collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))), key=precision_rank)
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
-    on_gpu = gpu_layers(cfg, opts["collapse"])
-    names_gpu = [cfg.model.layers[i].name for i in on_gpu]
-    names_cpu = [x.name for i, x in enumerate(cfg.model.layers) if i not in on_gpu]
-    rules = ([_rule(names_gpu, "cuda")] if names_gpu else []) + ([_rule(names_cpu, "cpu")] if names_cpu else [])
-    n_gpu_experts = int(sum(cfg.slots_per_layer))
-    sglang = ["--kt-num-gpu-experts", str(n_gpu_experts), "--kt-expert-placement-strategy", "frequency"]
-    notes = [f"{len(on_gpu)} of {len(cfg.model.layers)} MoE layers keep their experts on the GPU "
-             f"(whole layers within the tuned cache's bytes, largest cached fraction first)",
-             "expert precision comes from the GGUF you load: build it with `advisor export ... --to llama.cpp`",
-             "SGLang: add --init-expert-location <routing statistics> to seed frequency placement"]
+    n_gpu = gpu_experts_per_layer(cfg)
+    fmt = cpu_format(cfg, opts["collapse"])
+    method, weights = KT_METHOD[parse_format(fmt).kind]
+    args = ["python", "-m", "sglang.launch_server", "--model-path", point.model,
+            "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
+            "--kt-cpuinfer", "$(nproc)", "--kt-threadpool-count", "1",
+            "--kt-num-gpu-experts", str(n_gpu)]
+    slots = cfg.slots_per_layer
+    notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
+             f"--kt-num-gpu-experts is per MoE layer: the tuned {sum(slots)} GPU slots over {len(slots)} layers "
+             f"({min(slots)}..{max(slots)} per layer) become {n_gpu} in every layer",
+             f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
+             "method per model"]
+    if len(set(slots)) > 1:
+        notes.append("kt-kernel takes one count for all layers: layers tuned with more slots get fewer, others more")
     if cfg.model.is_diffusion:
-        notes.append(f"{cfg.model.family} is a diffusion LLM: check that your KTransformers/SGLang version serves it")
-    data = {
-        "target": "ktransformers",
-        "rules": rules,
-        "gpu_moe_layers": on_gpu,
-        "gguf_layer_types": {str(cfg.model.layers[i].decoder_layer): ggml_type(f) for i, f in enumerate(plan_layers(cfg, opts["collapse"]))},
-        "sglang_args": sglang,
-        "notes": notes,
-    }
-    head = [f"# {h}" for h in header_lines(point, cfg, "KTransformers / SGLang kt-kernel")]
+        notes.append(f"{cfg.model.family} is a diffusion LLM: check that your SGLang (sglang-kt) version serves it")
+    data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,
+            "weight_path_placeholder": WEIGHT_PATH_VAR, "notes": notes}
+    head = [f"# {h}" for h in header_lines(point, cfg, "KTransformers (SGLang kt-kernel)")]
     head += [f"# note: {n}" for n in notes]
-    head += [f"# SGLang kt-kernel flags: {' '.join(shlex.quote(a) for a in sglang)}"]
-    text = "\n".join(head) + "\n" + yaml.safe_dump(rules, sort_keys=False, width=1000)
+    body = ["set -euo pipefail",
+            f': "${{{WEIGHT_PATH_VAR}:?set {WEIGHT_PATH_VAR} to {weights}}}"',
+            " ".join(a if a.startswith("$") else shlex.quote(a) for a in args).replace(
+                f"${WEIGHT_PATH_VAR}", f'"${WEIGHT_PATH_VAR}"') + ' "$@"']
+    text = "\n".join(["#!/usr/bin/env bash", *head, *body]) + "\n"
     return ExportResult("ktransformers", text, data, notes)

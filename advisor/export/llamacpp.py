@@ -1,4 +1,4 @@
-"""llama.cpp export: a `--tensor-type-file` for llama-quantize and `-ot` placement rules, as one shell script.
+"""llama.cpp export: a `--tensor-type-file` for llama-quantize and one `-ot` placement argument, as a script.
 
 GGUF stores a layer's routed experts as one tensor per projection (`blk.N.ffn_{gate,up,down}_exps.weight`;
 shared experts `_shexp`, router `ffn_gate_inp`), so llama.cpp decides type and placement per layer x
@@ -6,12 +6,18 @@ projection, never per expert. Per-expert decisions are collapsed by a stated rul
 `highest` (default) gives a layer the highest-precision format any of its experts uses; `traffic` the format
 covering most of its routed traffic.
 
+Types: llama-quantize applies `--tensor-type` rules only when its base type is a quantized type (a BF16 base
+quantizes nothing), so the base is the experts' most common quantized type, and a last rule keeps every other
+quantizable tensor (attention, embeddings, output, shared experts, dense FFNs) at `high_precision` (bf16).
+A type must fit the tensor's row width (k-quants: a multiple of 256; q4_0/q8_0 and the other 32-blocks: of
+32): where it does not, the nearest type that does is written, and said (llama.cpp's own fallback would pick
+a wider one, silently). Rules never overlap: each quantizable tensor is matched by exactly one.
+
 Placement: llama.cpp has no expert cache; an expert tensor lives on the GPU or is computed on the CPU. The
 tuned cache's bytes (sum over layers of slots x expert bytes) become whole (layer, projection) tensors on the
-GPU, layers with the largest cached fraction first; every other expert tensor gets an `-ot "<regex>=CPU"`
-rule. Patterns are searched (std::regex_search), so layer numbers end with `\\.` and every expert tensor is
-matched by exactly one rule. Routers, norms, embeddings and shared experts keep the base type (bf16 by
-default) and stay on the GPU.
+GPU, layers with the largest cached fraction first; the others go to the CPU through one comma-separated
+`-ot "<regex>=CPU,..."` argument (repeating `-ot` is deprecated). Patterns are searched (std::regex_search),
+so layer numbers end with `\\.`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from advisor.errors import UserError
 from advisor.export.base import ExportResult, header_lines
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
@@ -28,21 +35,27 @@ OPTIONS = {
     "collapse": ("highest", tuple(COLLAPSE_RULES), "how per-expert formats become one type per layer"),
     "emit": ("script", ("script", "tensor-types", "override-tensor"), "the whole script, or only one part"),
     "placement": ("cache", ("cache", "all-gpu", "all-cpu"), "expert tensors on GPU as the tuned cache allows, or all"),
-    "base_type": ("bf16", ("bf16", "f16", "f32"), "llama-quantize type for everything that is not a routed expert"),
+    "high_precision": ("bf16", ("bf16", "f16", "f32"), "type kept by everything that is not a routed expert"),
 }
 
 # advisor family -> GGUF architecture (gguf.MODEL_ARCH_NAMES spelling)
 GGUF_ARCH = {
     "llada_moe": "llada-moe",
-    "llada2": "bailingmoe2",  # LLaDA2.0 reuses the BailingMoE-v2 tensor layout
     "qwen3_moe": "qwen3moe",
     "olmoe": "olmoe",
     "mixtral": "llama",
     "deepseek_v3": "deepseek2",
-    "diffusion_gemma": "gemma4",  # assumption: Gemma-4 MoE tensor names; no DiffusionGemma arch in GGUF
 }
-# architectures whose GGUF fuses gate and up experts into one tensor
-FUSED_GATE_UP = {"gemma4"}
+# families llama.cpp cannot run, with the reason and what to do instead
+REFUSED = {
+    "llada2": "llama.cpp has no diffusion path for LLaDA2: its GGUF architecture (bailingmoe2) runs only "
+              "autoregressively, and llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1; export with "
+              "--to hf (the advisor's loader runs LLaDA2 with this plan) or --to json",
+    "diffusion_gemma": "llama.cpp has no diffusion path for DiffusionGemma (no GGUF architecture; "
+                       "llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1); export with --to vllm "
+                       "(vLLM serves DiffusionGemma) or --to hf",
+}
+DIFFUSION_ARCHS = {"llada-moe"}  # GGUF architectures llama-diffusion-cli runs (of those above)
 
 # advisor format kind -> nearest ggml type, and why
 TYPE_MAP: dict[str, tuple[str, str]] = {
@@ -56,19 +69,42 @@ TYPE_MAP: dict[str, tuple[str, str]] = {
     "int3": ("q3_K", "3-bit k-quant"),
     "int2": ("q2_K", "2-bit k-quant"),
 }
+# ggml block size (values per row a type packs together): the row width must be a multiple of it
+BLOCK = {"q2_K": 256, "q3_K": 256, "q4_K": 256, "q5_K": 256, "q6_K": 256,
+         "q4_0": 32, "q4_1": 32, "q5_0": 32, "q5_1": 32, "q8_0": 32, "iq4_nl": 32,
+         "f32": 1, "f16": 1, "bf16": 1}
+# when the row width does not fit: the nearest 32-block type (same bits and scheme where ggml has one;
+# llama.cpp's own fallback for q4_K is q5_0); a row that 32 does not divide stays at high precision
+FALLBACK = {"q4_K": "q4_1", "q3_K": "q4_0", "q2_K": "q4_0", "q5_K": "q5_1", "q6_K": "q8_0"}
+# llama-quantize base types (ftype names) for the expert types
+FTYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1", "q4_K": "Q4_K_S",
+         "q3_K": "Q3_K_S", "q2_K": "Q2_K", "q5_K": "Q5_K_S", "q6_K": "Q6_K", "iq4_nl": "IQ4_NL"}
+PROJS = ("gate", "up", "down")
+EXPERT_TENSOR = r"blk\.\d+\.ffn_(gate|up|down)_exps\."
 DIFFUSION_RUNNER = "llama-diffusion-cli"
 
 
 def ggml_type(fmt: str) -> str:
-    """The ggml type written for an advisor format (int4 with 32-wide groups maps to q4_0 / q4_1 exactly)."""
+    """The ggml type wanted for an advisor format (int4 with 32-wide groups maps to q4_0 / q4_1 exactly)."""
     spec = parse_format(fmt)
     if spec.kind == "int4" and spec.group == 32:
         return "q4_0" if spec.symmetric else "q4_1"
     return TYPE_MAP[spec.kind][0]
 
 
-def projections(arch: str) -> list[str]:
-    return ["gate_up", "down"] if arch in FUSED_GATE_UP else ["gate", "up", "down"]
+def fitted_type(wanted: str, row: int | None, high: str) -> str:
+    """`wanted` if llama.cpp can store rows `row` values wide in it, else the nearest type that can."""
+    if row is None or row % BLOCK[wanted] == 0:
+        return wanted
+    alt = FALLBACK.get(wanted)
+    return alt if alt is not None and row % BLOCK[alt] == 0 else high
+
+
+def row_width(cfg: ExportConfig, proj: str) -> int | None:
+    """Values per GGUF row (ne0) of an expert tensor: hidden for gate/up, the expert FFN width for down."""
+    m = cfg.model
+    width = m.intermediate_size if proj == "down" else m.hidden_size
+    return int(width) if width else None
 
 
 def _alt(items: list[Any]) -> str:
@@ -80,44 +116,37 @@ def _rule(blocks: list[int], projs: list[str], suffix: str) -> str:
     return rf"blk\.{_alt(sorted(blocks))}\.ffn_{_alt(projs)}_exps\.{suffix}"
 
 
-def _proj_weight(proj: str) -> int:
-    return 2 if proj == "gate_up" else 1
-
-
-def _proj_bytes(cfg: ExportConfig, layer: int, fmt: str, arch: str, proj: str) -> float:
-    """Bytes of one (layer, projection) expert tensor; relative units (bits x weight) when shapes are unknown."""
+def _proj_bytes(cfg: ExportConfig, layer: int, fmt: str, proj: str) -> float:
+    """Bytes of one (layer, projection) expert tensor; relative units (bits) when shapes are unknown."""
     m = cfg.model
     n = m.layers[layer].num_experts
     if m.hidden_size and m.intermediate_size:
-        spec = parse_format(fmt)
         h, i = int(m.hidden_size), int(m.intermediate_size)
-        shape = (h, i) if proj == "down" else (i * _proj_weight(proj), h)
-        return float(n * spec.nbytes(shape))
-    return float(n * parse_format(fmt).bits * _proj_weight(proj))
+        return float(n * parse_format(fmt).nbytes((h, i) if proj == "down" else (i, h)))
+    return float(n * parse_format(fmt).bits)
 
 
 def plan_layers(cfg: ExportConfig, rule: str) -> list[str]:
-    """The ggml-ready format of each MoE layer after collapsing per-expert decisions."""
+    """The format of each MoE layer after collapsing per-expert decisions."""
     return [collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))]
 
 
-def placement(cfg: ExportConfig, layer_fmts: list[str], arch: str, mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
+def placement(cfg: ExportConfig, layer_fmts: list[str], mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
     """(layer, projection) -> "GPU" | "CPU", and the numbers behind it."""
-    projs = projections(arch)
-    units = [(layer, p) for layer in range(len(layer_fmts)) for p in projs]
+    units = [(layer, p) for layer in range(len(layer_fmts)) for p in PROJS]
     if mode in ("all-gpu", "all-cpu"):
         dev = "GPU" if mode == "all-gpu" else "CPU"
         return {u: dev for u in units}, {"mode": mode}
-    size = {(layer, p): _proj_bytes(cfg, layer, layer_fmts[layer], arch, p) for layer, p in units}
+    size = {(layer, p): _proj_bytes(cfg, layer, layer_fmts[layer], p) for layer, p in units}
     budget = 0.0
     for layer in range(len(layer_fmts)):
         frac = cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts
-        budget += frac * sum(size[(layer, p)] for p in projs)
+        budget += frac * sum(size[(layer, p)] for p in PROJS)
     order = sorted(range(len(layer_fmts)),
                    key=lambda layer: (-cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts, layer))
     left, where = budget, {}
     for layer in order:
-        for p in projs:
+        for p in PROJS:
             if size[(layer, p)] <= left + 1e-9:
                 where[(layer, p)] = "GPU"
                 left -= size[(layer, p)]
@@ -135,84 +164,115 @@ def placement(cfg: ExportConfig, layer_fmts: list[str], arch: str, mode: str) ->
     return where, info
 
 
-def tensor_type_rules(cfg: ExportConfig, layer_fmts: list[str], arch: str) -> list[str]:
-    """`pattern=type` lines, one per ggml type, covering every routed-expert tensor exactly once."""
-    by_type: dict[str, list[int]] = {}
+def tensor_types(cfg: ExportConfig, layer_fmts: list[str], high: str) -> tuple[dict[tuple[int, str], str], list[str]]:
+    """The ggml type of every (layer, projection) expert tensor, and the fallbacks taken (one line each)."""
+    types, fallbacks = {}, {}
     for layer, fmt in enumerate(layer_fmts):
-        by_type.setdefault(ggml_type(fmt), []).append(cfg.model.layers[layer].decoder_layer)
-    return [f"{_rule(blocks, projections(arch), 'weight')}={t}" for t, blocks in by_type.items()]
+        for p in PROJS:
+            wanted, row = ggml_type(fmt), row_width(cfg, p)
+            types[(layer, p)] = got = fitted_type(wanted, row, high)
+            if got != wanted:
+                fallbacks.setdefault((wanted, got, p, row), []).append(cfg.model.layers[layer].decoder_layer)
+    notes = [f"ffn_{p}_exps rows are {row} wide, which {wanted} (block {BLOCK[wanted]}) does not divide: "
+             f"{got} instead in blocks {_alt(sorted(b))}" for (wanted, got, p, row), b in fallbacks.items()]
+    return types, notes
 
 
-def override_rules(cfg: ExportConfig, where: dict[tuple[int, str], str], arch: str) -> list[str]:
-    """`-ot` values ("<regex>=CPU") for the expert tensors that stay in host memory; layers grouped by the set
-    of projections they keep on the CPU."""
-    groups: dict[tuple[str, ...], list[int]] = {}
+def _group(cfg: ExportConfig, value: dict[tuple[int, str], str]) -> dict[str, dict[tuple[str, ...], list[int]]]:
+    """value -> {projections of a layer with that value: decoder layers}, for compact non-overlapping rules."""
+    out: dict[str, dict[tuple[str, ...], list[int]]] = {}
     for layer in range(len(cfg.model.layers)):
-        cpu = tuple(p for p in projections(arch) if where[(layer, p)] == "CPU")
-        if cpu:
-            groups.setdefault(cpu, []).append(cfg.model.layers[layer].decoder_layer)
-    return [f"{_rule(blocks, list(projs), '')}=CPU" for projs, blocks in groups.items()]
+        per: dict[str, list[str]] = {}
+        for p in PROJS:
+            per.setdefault(value[(layer, p)], []).append(p)
+        for v, projs in per.items():
+            out.setdefault(v, {}).setdefault(tuple(projs), []).append(cfg.model.layers[layer].decoder_layer)
+    return out
 
 
-def n_cpu_moe_equivalent(cfg: ExportConfig, where: dict[tuple[int, str], str], arch: str) -> int | None:
+def tensor_type_rules(cfg: ExportConfig, types: dict[tuple[int, str], str], high: str) -> list[str]:
+    """`pattern=type` lines: each routed-expert tensor matched once, then every other tensor kept at `high`."""
+    rules = [f"{_rule(blocks, list(projs), 'weight')}={t}"
+             for t, groups in _group(cfg, types).items() for projs, blocks in groups.items()]
+    return [*rules, f"^(?!{EXPERT_TENSOR})={high}"]
+
+
+def override_rules(cfg: ExportConfig, where: dict[tuple[int, str], str]) -> list[str]:
+    """`-ot` entries ("<regex>=CPU") for the expert tensors computed on the CPU."""
+    return [f"{_rule(blocks, list(projs), '')}=CPU" for projs, blocks in _group(cfg, where).get("CPU", {}).items()]
+
+
+def n_cpu_moe_equivalent(cfg: ExportConfig, where: dict[tuple[int, str], str]) -> int | None:
     """N when the CPU set is exactly the experts of the first N blocks (then `--n-cpu-moe N` says the same)."""
-    cpu_layers = [layer for layer in range(len(cfg.model.layers))
-                  if all(where[(layer, p)] == "CPU" for p in projections(arch))]
-    partial = [layer for layer in range(len(cfg.model.layers))
-               if any(where[(layer, p)] == "CPU" for p in projections(arch)) and layer not in cpu_layers]
+    n = len(cfg.model.layers)
+    cpu_layers = [layer for layer in range(n) if all(where[(layer, p)] == "CPU" for p in PROJS)]
+    partial = [layer for layer in range(n) if any(where[(layer, p)] == "CPU" for p in PROJS) and layer not in cpu_layers]
     if partial or cpu_layers != list(range(len(cpu_layers))):
         return None
     return cfg.model.layers[cpu_layers[-1]].decoder_layer + 1 if cpu_layers else 0
 
 
+def base_type(types: dict[tuple[int, str], str]) -> str | None:
+    """llama-quantize's base type: the most common quantized expert type (None when nothing is quantized)."""
+    counts: dict[str, int] = {}
+    for t in types.values():
+        if t in FTYPE:
+            counts[t] = counts.get(t, 0) + 1
+    return FTYPE[max(counts, key=lambda t: (counts[t], t))] if counts else None
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
     family = cfg.model.family
+    if family in REFUSED:
+        raise UserError(REFUSED[family])
     arch = GGUF_ARCH.get(family)
-    notes: list[str] = []
     if arch is None:
-        from advisor.errors import UserError
-
         raise UserError(f"no GGUF architecture known for family {family!r}; llama.cpp export supports: {', '.join(GGUF_ARCH)}")
-    if family == "diffusion_gemma":
-        notes.append("DiffusionGemma has no GGUF architecture of its own; tensor names follow gemma4 (unverified)")
-    rule = opts["collapse"]
+    notes: list[str] = []
+    rule, high = opts["collapse"], opts["high_precision"]
     layer_fmts = plan_layers(cfg, rule)
     mixed = [i for i in range(len(layer_fmts)) if len(cfg.layer_formats(i)) > 1]
     if mixed:
         notes.append(f"per-expert formats in MoE layers {mixed} collapsed: {COLLAPSE_RULES[rule]}")
+    types, fallback_notes = tensor_types(cfg, layer_fmts, high)
+    notes += fallback_notes
+    if cfg.model.hidden_size is None or cfg.model.intermediate_size is None:
+        notes.append("expert row widths not recorded: llama-quantize may fall back to other types where k-quants do not fit")
     used_kinds = sorted({parse_format(f).kind for f in layer_fmts})
     type_notes = {k: f"{TYPE_MAP[k][0]}: {TYPE_MAP[k][1]}" for k in used_kinds}
-    where, pinfo = placement(cfg, layer_fmts, arch, opts["placement"])
-    types = tensor_type_rules(cfg, layer_fmts, arch)
-    ots = override_rules(cfg, where, arch)
-    ncpu = n_cpu_moe_equivalent(cfg, where, arch)
-    runner = DIFFUSION_RUNNER if cfg.model.is_diffusion else "llama-server"
-    if cfg.model.is_diffusion:
-        notes.append(f"diffusion LLM: run with {runner} (check that your llama.cpp build supports the {arch} architecture)")
-    run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"]
-    for r in ots:
-        run_args += ["-ot", r]
+    where, pinfo = placement(cfg, layer_fmts, opts["placement"])
+    rules = tensor_type_rules(cfg, types, high)
+    ots = override_rules(cfg, where)
+    ncpu = n_cpu_moe_equivalent(cfg, where)
+    base = base_type(types)
+    if base is None:
+        notes.append("the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step")
+    runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
+    run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"] + (["-ot", ",".join(ots)] if ots else [])
     data = {
         "target": "llama.cpp",
         "gguf_arch": arch,
         "collapse_rule": rule,
         "collapse_rule_text": COLLAPSE_RULES[rule],
         "layer_types": {str(cfg.model.layers[i].decoder_layer): ggml_type(f) for i, f in enumerate(layer_fmts)},
+        "expert_tensor_types": {f"blk.{cfg.model.layers[layer].decoder_layer}.ffn_{p}_exps.weight": t
+                                for (layer, p), t in sorted(types.items())},
+        "high_precision": high,
         "type_map": type_notes,
-        "tensor_types": types,
+        "tensor_types": rules,
         "override_tensor": ots,
         "placement": {f"blk.{cfg.model.layers[layer].decoder_layer}.ffn_{p}_exps": d for (layer, p), d in sorted(where.items())},
         "placement_info": pinfo,
         "n_cpu_moe_equivalent": ncpu,
-        "base_type": opts["base_type"],
-        "quantize_command": ["llama-quantize", "--tensor-type-file", "tensor-types.txt", "$SRC_GGUF", "$OUT_GGUF",
-                             opts["base_type"].upper()],
+        "base_type": base,
+        "quantize_command": (["llama-quantize", "--tensor-type-file", "tensor-types.txt", "$SRC_GGUF", "$OUT_GGUF", base]
+                             if base else None),
         "run_command": run_args,
     }
     if opts["emit"] == "tensor-types":
-        text = "\n".join(types) + "\n"
+        text = "\n".join(rules) + "\n"
     elif opts["emit"] == "override-tensor":
-        text = "\n".join(ots) + ("\n" if ots else "")
+        text = ",".join(ots) + ("\n" if ots else "")
     else:
         text = _script(point, cfg, data, notes)
     return ExportResult("llama.cpp", text, data, notes)
@@ -229,6 +289,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, data: dict[str, Any], notes: l
         f"# GGUF architecture: {data['gguf_arch']}. Experts are one tensor per layer x projection, so:",
         f"#   type rule: {data['collapse_rule_text']}",
         f"#   placement: {data['placement_info'].get('rule', data['placement_info']['mode'])}",
+        f"#   everything that is not a routed expert stays {data['high_precision']} (last tensor-type rule)",
     ]
     lines += [f"#   format {k}: {v}" for k, v in data["type_map"].items()]
     lines += [f"# note: {n}" for n in notes]
@@ -237,12 +298,17 @@ def _script(point: FrontPoint, cfg: ExportConfig, data: dict[str, Any], notes: l
     lines += [
         "set -euo pipefail",
         'SRC_GGUF="${SRC_GGUF:-model-bf16.gguf}"   # from convert_hf_to_gguf.py --outtype bf16',
-        'OUT_GGUF="${OUT_GGUF:-model-advisor.gguf}"',
-        "cat > tensor-types.txt <<'EOF'",
-        *data["tensor_types"],
-        "EOF",
-        _sh(data["quantize_command"]),
     ]
+    if data["quantize_command"]:
+        lines += [
+            'OUT_GGUF="${OUT_GGUF:-model-advisor.gguf}"',
+            "cat > tensor-types.txt <<'EOF'",
+            *data["tensor_types"],
+            "EOF",
+            _sh(data["quantize_command"]),
+        ]
+    else:
+        lines.append('OUT_GGUF="$SRC_GGUF"')
     run = data["run_command"]
     head, rest = run[:5], run[5:]
     parts = [_sh(head)] + [_sh(rest[i:i + 2]) for i in range(0, len(rest), 2)]

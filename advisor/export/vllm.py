@@ -1,10 +1,11 @@
 """vLLM export: `vllm serve` arguments - one quantization scheme for every MoE layer, plus CPU offload.
 
-vLLM serves autoregressive models only; diffusion LLMs (LLaDA-MoE, LLaDA2, DiffusionGemma) are refused with
-the reason. vLLM quantizes a BF16 checkpoint's experts on the fly with `--quantization experts_int8` (experts
+vLLM serves autoregressive models and, since 0.33, DiffusionGemma (its first diffusion LLM); the other
+diffusion LLMs (LLaDA-MoE, LLaDA2) are refused with the reason. vLLM quantizes a BF16 checkpoint's experts on the fly with `--quantization experts_int8` (experts
 only) or `fp8` (all linear layers); it has no per-layer or per-expert scheme, so the plan collapses to one
 scheme: the highest-precision quantized format any expert uses. It has no expert cache either: the host-side
-share of the experts becomes `--cpu-offload-gb` (weights streamed to the GPU every forward).
+share of the experts becomes `--cpu-offload-gb` (weights streamed to the GPU every forward), in GiB as vLLM
+reads it, rounded up to 0.01 GiB, and left out when nothing is offloaded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ OPTIONS = {
     "offload_params": ("experts", ("experts", "all"), "offload only expert weights (w13/w2) or any parameter"),
 }
 DENSE = ("bf16", "fp16", "fp32")
+SERVED_DIFFUSION = ("diffusion_gemma",)  # vLLM 0.33+
 
 
 def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
@@ -43,28 +45,32 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
     return chosen, notes
 
 
-def offload_gb(cfg: ExportConfig, quant: str | None) -> tuple[int | None, str]:
-    """GB of expert weights left in host memory: all experts minus the tuned cache's share, at the served size."""
+def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str]:
+    """GiB of expert weights left in host memory: all experts minus the tuned cache's share, at the served size."""
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
     fmt = "int8" if quant == "experts_int8" else "fp8" if quant == "fp8" else m.dtype
     one = m.expert_nbytes(fmt) or 0
     host = sum((layer.num_experts - s) * one for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True))
-    return math.ceil(host / 1e9), f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned; the rest ({host / 1e9:.2f} GB at {fmt}) offloaded"
+    gib = math.ceil(host / 2**30 * 100) / 100
+    where = f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned"
+    if host == 0:
+        return 0.0, f"{where}: nothing offloaded, so no --cpu-offload-gb"
+    return gib, f"{where}; the rest ({host} bytes = {gib:.2f} GiB at {fmt}) offloaded"
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
-    if cfg.model.is_diffusion:
-        raise UserError(f"vLLM does not serve diffusion LLMs (family {cfg.model.family}: decoding is iterative "
-                        "unmasking, not next-token); export to hf, json, or llama.cpp instead")
+    if cfg.model.is_diffusion and cfg.model.family not in SERVED_DIFFUSION:
+        raise UserError(f"vLLM serves no diffusion LLM but DiffusionGemma (family {cfg.model.family}: its iterative "
+                        "unmasking has no vLLM model); export to hf or json instead (llama.cpp for llada_moe)")
     quant, notes = scheme(cfg)
-    gb, why = offload_gb(cfg, quant)
+    gb, why = offload_gib(cfg, quant)
     args = ["vllm", "serve", point.model]
     if quant:
         args += ["--quantization", quant]
     if gb:
-        args += ["--cpu-offload-gb", str(gb)]
+        args += ["--cpu-offload-gb", f"{gb:g}"]
         if opts["offload_params"] == "experts":
             args += ["--cpu-offload-params", "w13_weight", "w2_weight"]
     notes.append(why)

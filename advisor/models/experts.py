@@ -52,6 +52,7 @@ class ExpertSet(Protocol):
     def get(self, e: int) -> ExpertWeights: ...
     def set(self, e: int, weights: ExpertWeights) -> None: ...
     def act(self, x: torch.Tensor) -> torch.Tensor: ...
+    def fn(self, e: int) -> ExpertFn: ...
 
 
 class FusedExperts:
@@ -83,6 +84,9 @@ class FusedExperts:
     def act(self, x: torch.Tensor) -> torch.Tensor:
         return self.module.act_fn(x)
 
+    def fn(self, e: int) -> ExpertFn:
+        return swiglu(self.act, self.get(e))
+
 
 class ListExperts:
     """Experts stored as a list of MLP modules with `gate_proj`, `up_proj`, `down_proj` Linear layers."""
@@ -107,6 +111,16 @@ class ListExperts:
 
     def act(self, x: torch.Tensor) -> torch.Tensor:
         return self._act(x)
+
+    def fn(self, e: int) -> ExpertFn:
+        """Calls the expert's own Linear modules, so quantized replacements (bitsandbytes Linear8bitLt /
+        Linear4bit, whose weights are packed) compute through their own kernels."""
+        m = self.module[e]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return m.down_proj(self._act(m.gate_proj(x)) * m.up_proj(x))
+
+        return run
 
 
 def expert_set(module: nn.Module) -> ExpertSet:
@@ -147,7 +161,7 @@ class ResidentRuntime:
 
     def experts_for(self, layer: int, expert_ids: list[int]) -> Mapping[int, ExpertFn]:
         experts = self.layers[layer]
-        return {e: swiglu(experts.act, experts.get(e)) for e in expert_ids}
+        return {e: experts.fn(e) for e in expert_ids}
 
 
 @dataclass
@@ -212,7 +226,7 @@ def advisor_experts_forward(
     if handle is None:  # not attached: behave like the stock eager implementation
         experts = expert_set(self)
         ids = [int(e) for e in torch.unique(top_k_index).tolist() if 0 <= e < experts.num_experts]
-        fns = {e: swiglu(experts.act, experts.get(e)) for e in ids}
+        fns = {e: experts.fn(e) for e in ids}
         return combine(hidden_states, top_k_index, top_k_weights, fns)
     for observe in handle.session.observers:
         observe(handle.layer, top_k_index, top_k_weights)

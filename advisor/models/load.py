@@ -62,8 +62,13 @@ class LoadedModel:
         return self.moe[0].dtype
 
 
-def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None) -> LoadedModel:
-    """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`."""
+def load_model(
+    spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None, quantization_config: Any = None
+) -> LoadedModel:
+    """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
+
+    `quantization_config` (e.g. a transformers `BitsAndBytesConfig`) is handed to `from_pretrained`, which
+    quantizes on load onto `device`; tiny models are built in code and cannot take one."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
@@ -71,6 +76,8 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     device = _check_device(device)
     spec = str(spec).strip()
     if spec.startswith("tiny:"):
+        if quantization_config is not None:
+            raise UserError("tiny models are built in code: a quantization_config needs a model directory or hub id")
         family = spec.split(":", 1)[1]
         model = tiny.build_tiny(family, dtype=torch_dtype or torch.float32)
         return loaded_from(model, None, family, spec, device)
@@ -80,16 +87,16 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
                 f"the bundled model is missing ({BUNDLED_DIR}); train it with `python -m advisor.train_bundled` "
                 "or pass a model id / directory"
             )
-        return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype)
+        return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, quantization_config)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_dir(path, str(path), device, torch_dtype)
+        return _load_dir(path, str(path), device, torch_dtype, quantization_config)
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(
             f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
             f"{', '.join(tiny.TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)"
         )
-    return _load_dir(_resolve_hub(spec), spec, device, torch_dtype)
+    return _load_dir(_resolve_hub(spec), spec, device, torch_dtype, quantization_config)
 
 
 def _parse_dtype(dtype: Any) -> torch.dtype | None:
@@ -186,7 +193,9 @@ def _llada_type(family: str) -> str | None:
     return getattr(cfg, "model_type", None)
 
 
-def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None) -> LoadedModel:
+def _load_dir(
+    path: Path, name: str, device: torch.device, dtype: torch.dtype | None, quantization_config: Any = None
+) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
@@ -199,6 +208,8 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
+    if quantization_config is not None:
+        kwargs |= {"quantization_config": quantization_config, "device_map": str(device)}
     try:
         if family == "llada_moe":
             from advisor.models.llada_moe import LLaDAMoEModelLM as cls

@@ -1,0 +1,101 @@
+"""Every HF recipe is executed as written against small models on CPU: bitsandbytes through the project's
+loader (the bundled LLaDA-MoE), TorchAO int8 on fused experts (a tiny Qwen3-MoE saved to disk), the advisor's
+own loader; HQQ and unloadable model specs are refused with the reason."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+import torch
+from recommend_helpers import model_meta, point
+
+from advisor.errors import UserError
+from advisor.export.base import export_point
+from advisor.quant.plan import PrecisionPlan
+
+IDS = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12]])
+
+
+def _run(text: str) -> dict:
+    ast.parse(text)  # valid Python as printed
+    ns: dict = {}
+    exec(compile(text, "<recipe>", "exec"), ns)  # noqa: S102 - the recipe is what users run
+    return ns
+
+
+def _bundled_point(plan: PrecisionPlan):
+    meta = model_meta("llada_moe", n_layers=4, n_experts=16, hidden=128, inter=64)
+    return point("s", 1, plan.spec, 8, acc=0.9, h2d=1e6, peak_gib=1, meta=meta, model="bundled")
+
+
+@pytest.mark.parametrize("fmt,cls", [("int8", "Linear8bitLt"), ("nf4", "Linear4bit")])
+def test_bitsandbytes_recipe_runs_through_the_advisor_loader(fmt, cls):
+    pytest.importorskip("bitsandbytes")
+    from advisor.models.load import load_model
+
+    plan = PrecisionPlan(default=fmt, layers={2: "bf16"}, experts={1: {3: "bf16"}})
+    res = export_point(_bundled_point(plan), "hf")
+    assert res.data["method"] == "bitsandbytes" and "'bundled'" not in res.text
+    model = _run(res.text)["model"]
+    quantized = {n for n, m in model.named_modules() if type(m).__name__ == cls}
+    want = {f"model.layers.{layer}.mlp.experts.{e}.{p}_proj" for layer in range(4) for e in range(16)
+            for p in ("gate", "up", "down") if plan.format_for(layer, e) == fmt}
+    assert quantized == want
+    with torch.no_grad():
+        got = model(input_ids=IDS).logits.float()
+        ref = load_model("bundled").model(input_ids=IDS).logits.float()
+    assert torch.isfinite(got).all()
+    # the experts computed with the quantized weights: close to, but not the same as, full precision
+    assert 0 < (got - ref).abs().max() < 0.25 * ref.abs().max()
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen_dir(tmp_path_factory):
+    from advisor.models.tiny import build_tiny
+
+    d = tmp_path_factory.mktemp("qwen3moe")
+    build_tiny("qwen3_moe").save_pretrained(d)
+    return d
+
+
+def test_torchao_int8_recipe_quantizes_fused_experts_and_runs(tiny_qwen_dir):
+    pytest.importorskip("torchao")
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    p = point("s", 1, "default=int8;layers=1:bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta, model=str(tiny_qwen_dir))
+    res = export_point(p, "hf")
+    assert res.data["method"] == "torchao" and "experts_implementation='eager'" in res.text
+    model = _run(res.text)["model"]
+    kinds = {n: type(t).__name__ for n, t in model.named_parameters() if ".experts." in n}
+    assert kinds == {"model.layers.0.mlp.experts.gate_up_proj": "Int8Tensor",
+                     "model.layers.0.mlp.experts.down_proj": "Int8Tensor",
+                     "model.layers.1.mlp.experts.gate_up_proj": "Parameter",
+                     "model.layers.1.mlp.experts.down_proj": "Parameter"}
+    assert type(model.model.layers[0].self_attn.q_proj.weight).__name__ == "Parameter"
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=IDS).logits).all()
+
+
+def test_advisor_recipe_runs_and_tiny_specs_get_only_it():
+    plan = PrecisionPlan(default="int4", layers={0: "int8"})
+    meta = model_meta("llada_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    p = point("s", 1, plan.spec, [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta, model="tiny:llada_moe")
+    res = export_point(p, "hf")
+    assert res.data["method"] == "advisor"
+    ns = _run(res.text)
+    assert ns["plan"] == plan and ns["runtime"].capacity == [4, 2]
+    with torch.no_grad():
+        assert torch.isfinite(ns["model"](input_ids=IDS).logits).all()
+    with pytest.raises(UserError, match="transformers cannot load this model spec"):
+        export_point(p, "hf", ["method=bitsandbytes"])
+
+
+def test_hqq_and_impossible_back_ends_are_refused_with_the_reason():
+    p = _bundled_point(PrecisionPlan.uniform("int8"))
+    with pytest.raises(UserError, match="HQQ is not available yet"):
+        export_point(p, "hf", ["method=hqq"])
+    with pytest.raises(UserError, match="list-layout models load through the advisor's loader"):
+        export_point(p, "hf", ["method=torchao"])
+    fused = point("s", 1, "int8", 2, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe", 2, 4), model="a/b")
+    with pytest.raises(UserError, match="fused 3-D parameters"):
+        export_point(fused, "hf", ["method=bitsandbytes"])
