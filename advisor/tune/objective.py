@@ -28,6 +28,18 @@ from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
 """Optuna constraint key: (counted peak GPU bytes - budget) / budget; <= 0 is feasible."""
+DASHBOARD_CONSTRAINTS = "constraints"
+"""System attribute optuna-dashboard (0.21) reads constraints from: Optuna 4's list format."""
+
+
+def record_constraint(trial: Any, violation: float) -> None:
+    """Store the budget constraint where Optuna 5's samplers read it (`set_constraint`) and, as the same value
+    in Optuna 4's list, where optuna-dashboard reads it - so over-budget trials show there as infeasible, not
+    as points with the placeholder accuracy 0. (Optuna reads both: the list entry appears as constraint "0".)"""
+    trial.set_constraint(CONSTRAINT, violation)
+    storage = getattr(trial, "storage", None)
+    if storage is not None:
+        storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS, [violation])
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
@@ -178,7 +190,7 @@ class Objective:
             violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes
             feasible = violation <= 0
             if trial is not None:
-                trial.set_constraint(CONSTRAINT, violation)
+                record_constraint(trial, violation)
         if not feasible:
             self.counters["infeasible"] += 1
             values |= self._placeholders(cfg)
