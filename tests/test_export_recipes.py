@@ -5,6 +5,7 @@ own loader; HQQ and unloadable model specs are refused with the reason."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 
 import pytest
 import torch
@@ -99,3 +100,37 @@ def test_hqq_and_impossible_back_ends_are_refused_with_the_reason():
     fused = point("s", 1, "int8", 2, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe", 2, 4), model="a/b")
     with pytest.raises(UserError, match="fused 3-D parameters"):
         export_point(fused, "hf", ["method=bitsandbytes"])
+
+
+def test_export_check_validates_with_each_targets_own_code(tmp_path):
+    from recommend_helpers import make_db
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    llada = model_meta("llada_moe", n_layers=4, n_experts=16, hidden=128, inter=64)
+    qwen = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    url = make_db(tmp_path / "a.db", [
+        point("l", 1, "default=int4;layers=0:int8", 8, acc=0.9, h2d=1e6, peak_gib=1, meta=llada, model="bundled"),
+        point("q", 1, "default=int8;layers=1:bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=qwen, model="Qwen/x")])
+    runner = CliRunner()
+
+    def check(study, target, *opts):
+        r = runner.invoke(app, ["export", study, "1", "--to", target, "--check", "--storage", url, *opts])
+        assert r.exit_code == 0, (target, r.output[-2000:])
+        return [line for line in r.stderr.splitlines() if line.startswith("check ")]
+
+    assert check("l", "llama.cpp") == [
+        "check llama.cpp: ok: 12 expert tensors are llada-moe tensor names (gguf 0.19.0), each matched by exactly one "
+        "tensor-type rule with a ggml type that fits its row width; -ot rules do not overlap",
+        "check llama.cpp: not checked: llama-quantize / llama-diffusion-cli runs (need a converted GGUF and the tools; "
+        "benchmarks/exports_in_runtimes.py does it)"]
+    for study, opts, method, family in [("l", ["--opt", "method=bitsandbytes"], "bitsandbytes", "llada_moe"),
+                                        ("l", [], "advisor", "llada_moe"), ("q", [], "torchao", "qwen3_moe")]:
+        lines = check(study, "hf", *opts)
+        assert lines[0] == "check hf: ok: the recipe parses as Python"
+        assert lines[1].startswith(f"check hf: ok: the {method} recipe ran as written on a tiny {family} model"), lines
+    vllm = check("q", "vllm")
+    assert ("not checked" in vllm[0]) == (importlib.util.find_spec("vllm") is None)
+    assert check("q", "ktransformers")[0] == "check ktransformers: ok: the launch script parses in bash"
+    assert check("l", "json")[0].startswith("check json: ok")

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
+        check: bool = typer.Option(False, "--check", help="Validate the export with the target's own code where "
+                                   "installed (gguf, transformers, vLLM, SGLang); says what it could not check."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
         from_recommend: bool = typer.Option(False, "--from-recommend", help="Export what `advisor recommend` picks."),
         budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
@@ -66,3 +68,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(text, nl=False)
         for note in result.notes:
             typer.echo(f"note: {note}", err=True)
+        if check:
+            from advisor.export.check import check as run_checks
+            from advisor.results.config_view import export_config
+
+            lines = run_checks(result, export_config(point.config, point.model))
+            for c in lines:
+                typer.echo(c.line(), err=True)
+            if any(c.status == "FAILED" for c in lines):
+                raise typer.Exit(1)

@@ -1,0 +1,207 @@
+"""`advisor export --check`: validate an export with the target's own code, where that code is installed.
+
+Each target says what it checked and what it could not (and why): llama.cpp rules against the `gguf`
+package's tensor names and ggml block sizes; HF recipes parsed, then run as written against a tiny model of
+the same family saved to disk (transformers, bitsandbytes / torchao); vLLM flags through vLLM's own argument
+parser; the KTransformers script through bash and SGLang's parser; JSON through its own reader.
+Imports torch only here (the export itself stays torch-free).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from advisor.export.base import ExportResult
+from advisor.results.config_view import ExportConfig
+
+
+@dataclass
+class Check:
+    """One line of the check report: `status` is "ok", "FAILED" or "not checked"."""
+
+    target: str
+    status: str
+    what: str
+
+    def line(self) -> str:
+        return f"check {self.target}: {self.status}: {self.what}"
+
+
+def _have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def check(result: ExportResult, cfg: ExportConfig) -> list[Check]:
+    """Every check that applies to `result`, in order."""
+    return {"llama.cpp": _llamacpp, "hf": _hf, "vllm": _vllm, "ktransformers": _kt, "json": _json}[result.target](
+        result, cfg)
+
+
+def _llamacpp(res: ExportResult, cfg: ExportConfig) -> list[Check]:
+    t, d = "llama.cpp", res.data
+    out = [Check(t, "not checked", "llama-quantize / llama-diffusion-cli runs (need a converted GGUF and the tools; "
+                                   "benchmarks/exports_in_runtimes.py does it)")]
+    if not _have("gguf"):
+        return [Check(t, "not checked", "tensor names and types: the gguf package is not installed "
+                                        "(pip install 'moe-advisor[export]')"), *out]
+    import gguf
+
+    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == d["gguf_arch"]), None)
+    if arch is None:
+        return [Check(t, "FAILED", f"gguf {_version('gguf')} knows no architecture {d['gguf_arch']!r}"), *out]
+    blocks = max(x.decoder_layer for x in cfg.model.layers) + 1
+    names = [gguf.TENSOR_NAMES[k].format(bid=b) + ".weight" for k in gguf.MODEL_TENSORS[arch]
+             if "{bid}" in gguf.TENSOR_NAMES[k] for b in range(blocks)]
+    names += [gguf.TENSOR_NAMES[k] + ".weight" for k in gguf.MODEL_TENSORS[arch] if "{bid}" not in gguf.TENSOR_NAMES[k]]
+    rules = [(re.compile(p), v) for p, _, v in (r.rpartition("=") for r in d["tensor_types"])]
+    problems = []
+    for name, want in d["expert_tensor_types"].items():
+        if name not in names:
+            problems.append(f"{name} is not a {d['gguf_arch']} tensor")
+        hits = [v for p, v in rules if p.search(name)]
+        if hits != [want]:
+            problems.append(f"{name} matched by {hits}, expected exactly [{want}]")
+    known = {q.name.lower() for q in gguf.GGMLQuantizationType}
+    for _, v in rules:
+        if v.lower() not in known:
+            problems.append(f"type {v} is not a ggml type")
+    for name, typ in d["expert_tensor_types"].items():
+        proj = name.split(".")[2].removeprefix("ffn_").removesuffix("_exps")
+        width = cfg.model.intermediate_size if proj == "down" else cfg.model.hidden_size
+        block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[typ.upper()]][0]
+        if width and int(width) % block:
+            problems.append(f"{name}: rows {width} wide do not fit {typ} (block {block})")
+    ots = [(re.compile(p), v) for p, _, v in (r.rpartition("=") for r in d["override_tensor"])]
+    for name in names:
+        if len([1 for p, _ in ots if p.search(name)]) > 1:
+            problems.append(f"{name} matched by more than one -ot rule")
+    n = len(d["expert_tensor_types"])
+    if problems:
+        return [Check(t, "FAILED", "; ".join(problems[:5])), *out]
+    return [Check(t, "ok", f"{n} expert tensors are {d['gguf_arch']} tensor names (gguf {_version('gguf')}), each "
+                           "matched by exactly one tensor-type rule with a ggml type that fits its row width; "
+                           "-ot rules do not overlap"), *out]
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _hf(res: ExportResult, cfg: ExportConfig) -> list[Check]:
+    t, d, method = "hf", res.data, res.data["method"]
+    try:
+        ast.parse(res.text)
+    except SyntaxError as e:
+        return [Check(t, "FAILED", f"the recipe is not valid Python: {e}")]
+    out = [Check(t, "ok", "the recipe parses as Python")]
+    needs = {"bitsandbytes": ["transformers", "bitsandbytes"], "torchao": ["transformers", "torchao"],
+             "advisor": ["torch"]}[method]
+    missing = [m for m in needs if not _have(m)]
+    if missing:
+        return [*out, Check(t, "not checked", f"running the {method} recipe: {', '.join(missing)} not installed "
+                                                "(pip install 'moe-advisor[hf]')")]
+    try:
+        counted = _run_on_tiny(res.text, d, cfg.model.family)
+    except Exception as e:  # the point of the check: report what the runtime said, in one line
+        return [*out, Check(t, "FAILED", f"the {method} recipe on a tiny {cfg.model.family} model: "
+                                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")]
+    return [*out, Check(t, "ok", f"the {method} recipe ran as written on a tiny {cfg.model.family} model saved to disk "
+                                 f"(transformers {_version('transformers')}): {counted}, forward finite"),
+            Check(t, "not checked", "the recipe on the real checkpoint (not downloaded here)")]
+
+
+def _run_on_tiny(text: str, d: dict, family: str) -> str:
+    """Execute the recipe with its model replaced by a tiny model of `family`; what it quantized."""
+    import torch
+
+    from advisor.models.tiny import build_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if d["method"] == "advisor":  # the tiny model has its own layer count: the cache becomes a share
+            text = text.replace(f"load_model({d['advisor_loader']['model']!r}", f"load_model('tiny:{family}'")
+            text = text.replace(f"slots_per_layer={d['advisor_loader']['offload']['slots_per_layer']!r}",
+                                "slots_per_layer='50%'")
+        else:
+            build_tiny(family).save_pretrained(tmp)
+            text = text.replace(repr(d["model_path"]), repr(tmp))
+        ns: dict = {}
+        exec(compile(text, "<recipe>", "exec"), ns)  # noqa: S102 - running the recipe is the check
+        model = ns["model"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([[3, 4, 5, 6]])).logits
+        if not torch.isfinite(logits).all():
+            raise ValueError("non-finite logits")
+    quant = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear8bitLt", "Linear4bit")]
+    quant += [n for n, p in model.named_parameters() if type(p).__name__ not in ("Parameter", "Tensor")]
+    return f"{len(quant)} quantized expert tensors/modules" if d["method"] != "advisor" else "plan and cache attached"
+
+
+def _vllm(res: ExportResult, cfg: ExportConfig) -> list[Check]:
+    t = "vllm"
+    if not _have("vllm"):
+        return [Check(t, "not checked", "flags through vLLM's argument parser: vllm is not installed")]
+    try:
+        ns = parse_vllm_args(res.data["args"])
+    except BaseException as e:  # argparse exits on bad flags
+        return [Check(t, "FAILED", f"vLLM's parser rejected the flags: {type(e).__name__}: {e}")]
+    got = {"quantization": getattr(ns, "quantization", None), "cpu_offload_gb": getattr(ns, "cpu_offload_gb", None)}
+    return [Check(t, "ok", f"vLLM {_version('vllm')}'s parser accepts the flags: {got}"),
+            Check(t, "not checked", "serving (needs a GPU and the checkpoint)")]
+
+
+def parse_vllm_args(args: list[str]):
+    """`vllm serve ...` flags parsed by vLLM's own CLI parser (the namespace `vllm serve` would get)."""
+    from vllm.entrypoints.openai.cli_args import make_arg_parser
+
+    try:
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:
+        from vllm.utils import FlexibleArgumentParser
+    parser = make_arg_parser(FlexibleArgumentParser())
+    assert args[:2] == ["vllm", "serve"]
+    return parser.parse_args(["--model", args[2], *args[3:]])
+
+
+def _kt(res: ExportResult, cfg: ExportConfig) -> list[Check]:
+    t = "ktransformers"
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as f:
+        f.write(res.text)
+        f.flush()
+        r = subprocess.run(["bash", "-n", f.name], capture_output=True, text=True)
+    out = [Check(t, "ok" if r.returncode == 0 else "FAILED", "the launch script parses in bash"
+                 if r.returncode == 0 else f"bash -n: {r.stderr.strip()}")]
+    if not _have("sglang"):
+        return [*out, Check(t, "not checked", "flags through SGLang's parser: sglang (sglang-kt) is not installed")]
+    try:
+        import argparse
+
+        from sglang.srt.server_args import ServerArgs
+
+        parser = argparse.ArgumentParser()
+        ServerArgs.add_cli_args(parser)
+        args = [a if a != "$KT_WEIGHT_PATH" else "/placeholder" for a in res.data["args"][3:]]
+        parser.parse_args([a if a != "$(nproc)" else "1" for a in args])
+    except BaseException as e:
+        return [*out, Check(t, "FAILED", f"SGLang's parser rejected the flags: {type(e).__name__}: {e}")]
+    return [*out, Check(t, "ok", f"SGLang {_version('sglang')}'s parser accepts the kt flags")]
+
+
+def _json(res: ExportResult, cfg: ExportConfig) -> list[Check]:
+    from advisor.export.json_format import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.json"
+        path.write_text(res.text)
+        load(path)
+    return [Check("json", "ok", "reads back with advisor.export.json_format.load (schema, version, plan)")]
