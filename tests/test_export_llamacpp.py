@@ -130,7 +130,7 @@ def test_row_widths_decide_the_type_and_the_fallback_is_said():
     meta = model_meta("llada_moe", n_layers=2, n_experts=4, hidden=128, inter=64)
     res = export_point(point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
     assert set(res.data["expert_tensor_types"].values()) == {"q4_1"}
-    assert any("ffn_gate_exps rows are 128 wide, which q4_K (block 256) does not divide: q4_1" in n for n in res.notes)
+    assert any("ffn_(gate|up)_exps rows are 128 wide, which q4_K (block 256) does not divide: q4_1" in n for n in res.notes)
     assert res.data["base_type"] == "Q4_1"
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=4, hidden=256, inter=48)
     res = export_point(point("s", 1, "default=int2;layers=1:int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")

@@ -174,3 +174,13 @@ def test_export_never_imports_torch(tmp_path):
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
+
+
+def test_vllm_flags_parse_in_vllms_own_parser():
+    pytest.importorskip("vllm", reason="vLLM is not installed here: its own argument parser cannot be run")
+    from advisor.export.check import parse_vllm_args
+
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    res = export_point(point("s", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    ns = parse_vllm_args(res.data["args"])
+    assert ns.quantization == "experts_int8" and ns.cpu_offload_gb == res.data["cpu_offload_gb"]

@@ -166,15 +166,18 @@ def placement(cfg: ExportConfig, layer_fmts: list[str], mode: str) -> tuple[dict
 
 def tensor_types(cfg: ExportConfig, layer_fmts: list[str], high: str) -> tuple[dict[tuple[int, str], str], list[str]]:
     """The ggml type of every (layer, projection) expert tensor, and the fallbacks taken (one line each)."""
-    types, fallbacks = {}, {}
+    types: dict[tuple[int, str], str] = {}
+    fallbacks: dict[tuple[str, str, int | None], tuple[set[str], set[int]]] = {}
     for layer, fmt in enumerate(layer_fmts):
         for p in PROJS:
             wanted, row = ggml_type(fmt), row_width(cfg, p)
             types[(layer, p)] = got = fitted_type(wanted, row, high)
             if got != wanted:
-                fallbacks.setdefault((wanted, got, p, row), []).append(cfg.model.layers[layer].decoder_layer)
-    notes = [f"ffn_{p}_exps rows are {row} wide, which {wanted} (block {BLOCK[wanted]}) does not divide: "
-             f"{got} instead in blocks {_alt(sorted(b))}" for (wanted, got, p, row), b in fallbacks.items()]
+                projs, blocks = fallbacks.setdefault((wanted, got, row), (set(), set()))
+                projs.add(p)
+                blocks.add(cfg.model.layers[layer].decoder_layer)
+    notes = [f"ffn_{_alt([q for q in PROJS if q in projs])}_exps rows are {row} wide, which {wanted} (block {BLOCK[wanted]}) does not divide: "
+             f"{got} instead in blocks {_alt(sorted(blocks))}" for (wanted, got, row), (projs, blocks) in fallbacks.items()]
     return types, notes
 
 

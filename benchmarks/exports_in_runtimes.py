@@ -1,0 +1,257 @@
+"""Do the exports do what they say in the runtimes themselves? Run them there, side by side, in one run.
+
+llama.cpp (the tools built by benchmarks/build_llamacpp.sh, cached in ~/.cache/moe-advisor/llama.cpp): the
+bundled LLaDA-MoE model and a tiny random Qwen3-MoE are converted to GGUF with llama.cpp's own converter, the
+exported script runs (its llama-quantize command with the exported tensor-type file; for the diffusion model
+also llama-diffusion-cli with the exported -ot argument), and every tensor's type is read back with the
+`gguf` package: each expert tensor must have the type the export states (the plan's, or the fallback it
+names), every other tensor the type it had (bf16). HF: each recipe runs as written (bitsandbytes through the
+advisor's loader on the bundled model; TorchAO int8 on the tiny Qwen3-MoE). vLLM: the flags through vLLM's
+own parser when vllm is installed.
+
+The converter knows neither toy tokenizer (a character vocabulary, a byte vocabulary), so the conversion
+writes them as a byte-level BPE vocabulary; everything else is the converter's own code.
+
+    python benchmarks/exports_in_runtimes.py [--llama-cpp DIR] [--workdir DIR]
+Last line: RESULT llama_cpp_types_ok=<0|1> hf_recipes_ok=<0|1> vllm_flags_ok=<0|1|skip>
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_LLAMACPP = Path.home() / ".cache" / "moe-advisor" / "llama.cpp"
+PROMPT = "Q: Ann has 3 pens and buys 4 more. How many pens? A:"
+
+# Runs inside the converter's interpreter: llama.cpp's convert_hf_to_gguf.py with the toy vocabularies.
+CONVERT = r'''
+import json, sys
+from pathlib import Path
+llama = Path(sys.argv[1]); sys.path[:0] = [str(llama / "gguf-py"), str(llama)]
+import convert_hf_to_gguf as conv
+from conversion.base import TextModel
+
+BYTES = {b: chr(b) for b in [*range(33, 127), *range(161, 173), *range(174, 256)]}  # GPT-2 byte-to-unicode
+BYTES |= {b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in BYTES)}
+
+def byte_level(text):
+    return "".join(BYTES[b] for b in text.encode())
+
+def toy_vocab(self):
+    """A byte-level BPE vocabulary for the toy tokenizers: special tokens as control tokens."""
+    n = self.hparams["vocab_size"]
+    tok_file = Path(self.dir_model) / "tokenizer.json"
+    if tok_file.is_file():
+        tj = json.loads(tok_file.read_text())
+        special = {t["id"] for t in tj["added_tokens"]}
+        by_id = {i: t for t, i in tj["model"]["vocab"].items()}
+        tokens = [by_id[i] if i in special else byte_level(by_id[i]) for i in range(n)]
+        types = [3 if i in special else 1 for i in range(n)]
+    else:
+        tokens = [BYTES[i] if i < 256 else f"<x{i}>" for i in range(n)]
+        types = [1] * n
+    w = self.gguf_writer
+    w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("default")
+    w.add_token_list(tokens); w.add_token_types(types); w.add_token_merges(["~ ~"])
+    for key, add in (("eos_token_id", w.add_eos_token_id), ("pad_token_id", w.add_pad_token_id),
+                     ("mask_token_id", w.add_mask_token_id)):
+        if self.hparams.get(key) is not None:
+            add(int(self.hparams[key]))
+
+TextModel._set_vocab_gpt2 = toy_vocab
+from conversion.llada import LLaDAMoEModel
+_params = LLaDAMoEModel.set_gguf_parameters
+def _llada_params(self):
+    _params(self)
+    self.gguf_writer.add_mask_token_id(int(self.hparams.get("mask_token_id", 156895)))  # the checkpoint's own
+LLaDAMoEModel.set_gguf_parameters = _llada_params
+sys.argv = ["convert_hf_to_gguf.py", *sys.argv[2:]]
+conv.main()
+'''
+
+
+def sh(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, shell=isinstance(cmd, str), **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd if isinstance(cmd, str) else ' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r
+
+
+def tiny_qwen(dest: Path) -> Path:
+    """A tiny random Qwen3-MoE: gate/up rows 256 wide (k-quants fit), down rows 96 wide (they do not)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    cfg = tf.Qwen3MoeConfig(vocab_size=256, hidden_size=256, num_hidden_layers=3, num_attention_heads=4,
+                            num_key_value_heads=2, head_dim=64, intermediate_size=512, moe_intermediate_size=96,
+                            num_experts=8, num_experts_per_tok=2, max_position_embeddings=256, tie_word_embeddings=False,
+                            pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    tf.Qwen3MoeForCausalLM(cfg).to(torch.bfloat16).save_pretrained(dest)
+    return dest
+
+
+def front_point(spec: str, path: str, plan: str, slots: list[int]):
+    """A stored-front point for `spec` carrying the model's real layout (what `advisor tune` records)."""
+    from advisor.models.load import load_model
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.results.config_view import model_meta
+    from advisor.results.front import FrontPoint
+
+    loaded = load_model(path)
+    meta = model_meta(loaded)
+    p = PrecisionPlan.parse(plan)
+    config = {"precision": json.loads(p.to_json()), "slots_per_layer": slots, "policy": "lru", "prefetch": "none",
+              "model_meta": meta}
+    return FrontPoint(study_name="runtimes", trial_number=0, model=spec, model_fingerprint=loaded.fingerprint,
+                      task="toy", config=config, values={"peak_gpu_bytes": 2**30}, sources={"peak_gpu_bytes": "counted"},
+                      device="cpu", hardware={"name": "default"}, space="-")
+
+
+def gguf_types(path: Path) -> dict[str, str]:
+    import gguf
+
+    return {t.name: t.tensor_type.name.lower() for t in gguf.GGUFReader(str(path)).tensors}
+
+
+def check_types(src: dict[str, str], out: dict[str, str], want: dict[str, str]) -> list[str]:
+    """Problems: expert tensors not of the exported type, other tensors changed."""
+    bad = [f"{n}: {out.get(n)} (export says {t})" for n, t in want.items() if out.get(n) != t]
+    bad += [f"{n}: {src[n]} -> {out.get(n)}" for n in src if n not in want and out.get(n) != src[n]]
+    return bad
+
+
+def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, generate: bool) -> bool:
+    from advisor.export.base import export_point
+
+    env = {**os.environ, "PATH": f"{llama / 'bin'}:{os.environ['PATH']}"}
+    src = work / f"{name}-bf16.gguf"
+    t0 = time.perf_counter()
+    conv = Path(work / "convert_toy.py")
+    conv.write_text(CONVERT)
+    sh([sys.executable, str(conv), str(llama), str(model_dir), "--outtype", "bf16", "--outfile", str(src)])
+    print(f"[{name}] converted with llama.cpp's convert_hf_to_gguf.py in {time.perf_counter() - t0:.1f} s "
+          "(measured:wall-clock)")
+    res = export_point(point, "llama.cpp")
+    for note in res.notes:
+        print(f"[{name}] export note: {note}")
+    out = work / f"{name}-advisor.gguf"
+    script = work / f"{name}.sh"
+    script.write_text(res.text)
+    t0 = time.perf_counter()
+    if generate:  # the whole exported script: llama-quantize, then llama-diffusion-cli with the -ot argument
+        args = ["-p", PROMPT, "-n", "16", "--diffusion-steps", "16", "--diffusion-block-length", "8", "-t", "2",
+                "-c", "256", "--temp", "0"]
+        r = sh(["bash", str(script), *args], cwd=work, env={**env, "SRC_GGUF": str(src), "OUT_GGUF": str(out)})
+        text = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        ot = res.data["run_command"][res.data["run_command"].index("-ot") + 1] if "-ot" in res.data["run_command"] else ""
+        on_cpu = ot.count("=CPU")
+        print(f"[{name}] ran the exported script: llama-quantize, then llama-diffusion-cli -ot with {on_cpu} CPU rules "
+              f"in {time.perf_counter() - t0:.1f} s; generated: {text!r}")
+        deprecated = [line for line in r.stderr.splitlines() if "deprecat" in line.lower()]
+        ok_gen = bool(text) and not deprecated
+        if deprecated:
+            print(f"[{name}] llama.cpp warned: {deprecated[0]}")
+    else:  # an autoregressive model's runner is llama-server: run the script's quantize command only
+        (work / "tensor-types.txt").write_text("\n".join(res.data["tensor_types"]) + "\n")
+        cmd = [a.replace("$SRC_GGUF", str(src)).replace("$OUT_GGUF", str(out)) for a in res.data["quantize_command"]]
+        sh(cmd, cwd=work, env=env)
+        print(f"[{name}] ran the exported llama-quantize command in {time.perf_counter() - t0:.1f} s "
+              "(the runner, llama-server, is not started here)")
+        ok_gen = True
+    want = res.data["expert_tensor_types"]
+    src_types, out_types = gguf_types(src), gguf_types(out)
+    bad = check_types(src_types, out_types, want)
+    kinds = sorted({f"{t}" for t in want.values()})
+    print(f"[{name}] read back with gguf: {len(want)} expert tensors ({', '.join(kinds)}) "
+          f"{'all as exported' if not [b for b in bad if b.split(':')[0] in want] else 'NOT as exported'}; "
+          f"{len(src_types) - len(want)} other tensors {'unchanged' if not [b for b in bad if b.split(':')[0] not in want] else 'CHANGED'} "
+          f"({', '.join(sorted(set(t for n, t in out_types.items() if n not in want)))})")
+    for b in bad[:10]:
+        print(f"[{name}]   mismatch {b}")
+    return not bad and ok_gen
+
+
+def run_hf(bundled_point, qwen_point) -> bool:
+    import torch
+
+    from advisor.export.base import export_point
+
+    ok = True
+    for name, point, opts in (("bundled", bundled_point, ["method=bitsandbytes"]), ("tiny-qwen3moe", qwen_point, [])):
+        res = export_point(point, "hf", opts)
+        t0 = time.perf_counter()
+        try:
+            ns: dict = {}
+            exec(compile(res.text, "<recipe>", "exec"), ns)  # noqa: S102 - the recipe as users run it
+            model = ns["model"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits
+            q = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear8bitLt", "Linear4bit")]
+            q += [n for n, p in model.named_parameters() if type(p).__name__ not in ("Parameter", "Tensor")]
+            good = bool(torch.isfinite(logits).all()) and bool(q)
+            print(f"[hf] {name}: {res.data['method']} recipe ran as written in {time.perf_counter() - t0:.1f} s: "
+                  f"{len(q)} quantized expert modules/tensors, logits finite={good}")
+        except Exception as e:  # report what the runtime said
+            good = False
+            print(f"[hf] {name}: {res.data['method']} recipe FAILED: {type(e).__name__}: {e}")
+        ok &= good
+    return ok
+
+
+def run_vllm(qwen_point) -> str:
+    from advisor.export.base import export_point
+    from advisor.export.check import check
+
+    res = export_point(qwen_point, "vllm")
+    from advisor.results.config_view import export_config
+
+    lines = check(res, export_config(qwen_point.config, qwen_point.model))
+    for c in lines:
+        print(f"[vllm] {c.line()}")
+    if lines[0].status == "not checked":
+        return "skip"
+    return "1" if lines[0].status == "ok" else "0"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--llama-cpp", type=Path, default=Path(os.environ.get("ADVISOR_LLAMACPP", DEFAULT_LLAMACPP)))
+    ap.add_argument("--workdir", type=Path, default=None)
+    a = ap.parse_args()
+    from advisor.export.hf import BUNDLED_DIR
+
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="advisor-runtimes-"))
+    work.mkdir(parents=True, exist_ok=True)
+    version = (a.llama_cpp / "VERSION").read_text().split("\n")[0] if (a.llama_cpp / "VERSION").is_file() else "?"
+    print(f"device: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; llama.cpp tools: {a.llama_cpp} "
+          f"({version}); python {platform.python_version()}")
+    qwen_dir = tiny_qwen(work / "tiny-qwen3moe")
+    bundled = front_point("bundled", "bundled", "default=int4;layers=0:int8;layers=3:bf16", [16, 8, 4, 0])
+    qwen = front_point(str(qwen_dir), str(qwen_dir), "default=int4;layers=1:int8", [8, 4, 2])
+    print("plans: bundled default=int4;layers=0:int8;layers=3:bf16, slots [16, 8, 4, 0] of 16; "
+          "tiny Qwen3-MoE default=int4;layers=1:int8, slots [8, 4, 2] of 8")
+    if (a.llama_cpp / "BUILD_OK").is_file():
+        ok_b = run_llamacpp(a.llama_cpp, work, "bundled", BUNDLED_DIR, bundled, generate=True)
+        ok_q = run_llamacpp(a.llama_cpp, work, "tiny-qwen3moe", qwen_dir, qwen, generate=False)
+        llama_ok = str(int(ok_b and ok_q))
+    else:
+        print(f"[llama.cpp] no cached build in {a.llama_cpp}: run benchmarks/build_llamacpp.sh")
+        llama_ok = "0"
+    hf_ok = str(int(run_hf(bundled, qwen)))
+    vllm_ok = run_vllm(qwen)
+    print(f"RESULT llama_cpp_types_ok={llama_ok} hf_recipes_ok={hf_ok} vllm_flags_ok={vllm_ok}")
+
+
+if __name__ == "__main__":
+    main()
