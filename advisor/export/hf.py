@@ -115,20 +115,11 @@ def torchao_recipe(cfg: ExportConfig, rule: str) -> tuple[dict[str, str] | None,
     notes = []
     by_cfg: dict[str, list[str]] = {}
     for layer, info in enumerate(cfg.model.layers):
-        if cfg.model.layout == "list":
-            groups: dict[str, list[int]] = {}
-            for e, f in enumerate(cfg.formats[layer]):
-                groups.setdefault(f, []).append(e)
-            for f, ids in groups.items():
-                if _quantized(f):
-                    whole = len(ids) == info.num_experts
-                    by_cfg.setdefault(f, []).append(expert_linear_regex(cfg, layer, None if whole else ids))
-        else:
-            f = collapse_layer(cfg, layer, rule)
-            if len(set(cfg.formats[layer])) > 1:
-                notes.append(f"fused layer {layer}: per-expert formats collapsed ({COLLAPSE_RULES[rule]})")
-            if _quantized(f):
-                by_cfg.setdefault(f, []).append(rf"{re.escape(info.name)}\.{FUSED_PARAMS}")
+        f = collapse_layer(cfg, layer, rule)
+        if len(set(cfg.formats[layer])) > 1:
+            notes.append(f"fused layer {layer}: per-expert formats collapsed ({COLLAPSE_RULES[rule]})")
+        if _quantized(f):
+            by_cfg.setdefault(f, []).append(rf"{re.escape(info.name)}\.{FUSED_PARAMS}")
     for f, pats in by_cfg.items():
         spec = parse_format(f)
         ctor = TORCHAO[spec.kind].format(g=spec.group or 128)
