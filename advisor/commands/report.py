@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
         from advisor.errors import UserError
         from advisor.hardware import parse_budget
-        from advisor.report import build_report
+        from advisor.report.study import build_report
 
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.report_data import DEFAULT_STORAGE, StudyData, TrialRecord, load_study_data
-from advisor.report_render import Bullets, Document, Figure, Heading, Para, Table, write_document
+from advisor.report.data import DEFAULT_STORAGE, StudyData, TrialRecord, load_study_data
+from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table, write_document
 
 PRECISIONS = ("fp16", "int8", "int4")
 BASELINE_FORMATS = ("fp16", "bf16")
@@ -318,8 +318,9 @@ def build_report(
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded)."""
     import torch
 
-    from advisor import report_blocks, report_plots
-    from advisor.report_replay import sweep
+    from advisor.report import blocks as report_blocks
+    from advisor.report import plots as report_plots
+    from advisor.report.replay import sweep
 
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
