@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.hardware import CATALOGUE, HardwareProfile, format_bytes
+from advisor.hardware.profiles import CATALOGUE, HardwareProfile, format_bytes
 from advisor.results.config_view import formats_in, precision_rank, uniform_format
 from advisor.results.front import DEFAULT_STORAGE, FrontPoint
 

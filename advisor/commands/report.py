@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
         from advisor.errors import UserError
-        from advisor.hardware import parse_budget
+        from advisor.hardware.profiles import parse_budget
         from advisor.report.study import build_report
 
         try:

@@ -27,7 +27,7 @@ def _existing_engine(storage: str):
 
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware import get_gpu, parse_budget
+    from advisor.hardware.profiles import get_gpu, parse_budget
 
     profile = get_gpu(gpu) if gpu else None
     nbytes = parse_budget(budget) if budget else None

@@ -215,7 +215,7 @@ class Workbench:
 
     @classmethod
     def open(cls, data: StudyData) -> Workbench:
-        from advisor.hardware import DEFAULT_PROFILE, HardwareProfile
+        from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
         from advisor.models.load import load_model
         from advisor.tune.model_backend import ModelBackend
         from advisor.tune.space import EvaluationSettings
@@ -416,7 +416,7 @@ class _RecMark:
     """A recommended point as the Pareto plot draws it."""
 
     def __init__(self, r: dict[str, Any]):
-        from advisor.hardware import format_bytes
+        from advisor.hardware.profiles import format_bytes
 
         self.bytes_per_token = r["values"].get("h2d_bytes_per_token", float("nan"))
         self.accuracy = r["values"].get("accuracy", float("nan"))
@@ -527,7 +527,7 @@ def _pp(x: float | None) -> str:
 
 
 def compose(c: _Context) -> Document:
-    from advisor.hardware import format_bytes
+    from advisor.hardware.profiles import format_bytes
 
     d, sw, wb = c.data, c.sweep, c.wb
     model = d.setting("model")
