@@ -290,7 +290,7 @@ def _offload_names() -> tuple[list[str] | None, list[str] | None]:
     except ImportError:
         POLICIES = None  # noqa: N806
     try:
-        from advisor.offload.simulate import PREFETCH
+        from advisor.offload.slots import PREFETCH
     except ImportError:
         PREFETCH = None  # noqa: N806
     return (list(POLICIES) if POLICIES else None, list(PREFETCH) if PREFETCH else None)
