@@ -4,18 +4,7 @@ study facts (`StudyRow`, queried by `registry`) and plan-only measurements (`Eva
 Optuna's storage keeps every trial (so optuna-dashboard opens a study unchanged); these tables keep what
 `recommend`, `export` and `report` read, without importing optuna or torch: one row per front point with
 its configuration, its measured values and where each value came from.
-
-Canonical metric names (used as keys everywhere in the project):
-  h2d_bytes_per_token     counted bytes copied host->device per generated token
-  transfer_ms_per_token   H2D time per generated token (CUDA events, or modelled from a hardware profile)
-  latency_ms_per_token    wall-clock generation time per generated token
-  hit_rate                expert-cache hits / look-ups
-  accuracy                task accuracy (exact match, or pass@1), 0..1
-  fidelity_kl             mean KL(full precision || this config) of next-token distributions
-  fidelity_top1           top-1 agreement with full precision, 0..1
-  peak_gpu_bytes          peak device memory (measured on CUDA; counted bytes on CPU)
-`sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
-"measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
+Metric names and their meaning: `advisor.results.front.METRICS`.
 """
 
 from __future__ import annotations
