@@ -11,13 +11,12 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-from advisor.results.front import DEFAULT_STORAGE
+from advisor.results.storage import DEFAULT_STORAGE
 
 
 def _existing_engine(storage: str):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
-    from advisor.results.front import require_database
-    from advisor.results.storage import normalize_url
+    from advisor.results.storage import normalize_url, require_database
     from advisor.results.store import engine_for
 
     url = normalize_url(storage, create_dirs=False)
@@ -27,7 +26,7 @@ def _existing_engine(storage: str):
 
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware import get_gpu, parse_budget
+    from advisor.hardware.profiles import get_gpu, parse_budget
 
     profile = get_gpu(gpu) if gpu else None
     nbytes = parse_budget(budget) if budget else None

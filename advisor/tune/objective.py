@@ -268,7 +268,7 @@ class Objective:
 
     def _profile(self) -> Any:
         if self.profile is None:
-            from advisor.hardware import DEFAULT_PROFILE
+            from advisor.hardware.profiles import DEFAULT_PROFILE
 
             self.profile = DEFAULT_PROFILE
         return self.profile

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from advisor.results.store import FrontPoint
+from advisor.results.front import FrontPoint
 from advisor.tune.display import config_text, human_bytes
 
 
