@@ -209,13 +209,28 @@ def run_hf(bundled_point, qwen_point) -> bool:
     return ok
 
 
-def run_vllm(qwen_point) -> str:
+def run_vllm(qwen_point, vllm_python: str | None) -> str:
+    """The vLLM export's flags through vLLM's own parser: here, or in `vllm_python` (a venv with vllm)."""
     from advisor.export.base import export_point
     from advisor.export.check import check
-
-    res = export_point(qwen_point, "vllm")
     from advisor.results.config_view import export_config
 
+    res = export_point(qwen_point, "vllm")
+    print(f"[vllm] exported: {' '.join(res.data['args'])}")
+    if vllm_python:
+        code = ("import json, sys; from advisor.export.check import parse_vllm_args; "
+                "ns = parse_vllm_args(json.loads(sys.argv[1])); "
+                "print(json.dumps({'quantization': ns.quantization, 'cpu_offload_gb': ns.cpu_offload_gb}))")
+        r = subprocess.run([vllm_python, "-c", code, json.dumps(res.data["args"])], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        ver = subprocess.run([vllm_python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"[vllm] vLLM {ver.stdout.strip()}'s parser rejected the flags: {r.stderr.strip()[-500:]}")
+            return "0"
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        want = {"quantization": res.data["quantization"], "cpu_offload_gb": res.data["cpu_offload_gb"]}
+        print(f"[vllm] vLLM {ver.stdout.strip()}'s own parser ({vllm_python}) read {got}; exported {want}")
+        return str(int(got == want))
     lines = check(res, export_config(qwen_point.config, qwen_point.model))
     for c in lines:
         print(f"[vllm] {c.line()}")
@@ -228,8 +243,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-cpp", type=Path, default=Path(os.environ.get("ADVISOR_LLAMACPP", DEFAULT_LLAMACPP)))
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--vllm-python", default=os.environ.get("ADVISOR_VLLM_PYTHON"),
+                    help="an interpreter with vllm installed (e.g. a separate venv), when this one has none")
     a = ap.parse_args()
-    from advisor.export.hf import BUNDLED_DIR
+    from advisor.export.base import BUNDLED_DIR
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="advisor-runtimes-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -249,7 +266,7 @@ def main() -> None:
         print(f"[llama.cpp] no cached build in {a.llama_cpp}: run benchmarks/build_llamacpp.sh")
         llama_ok = "0"
     hf_ok = str(int(run_hf(bundled, qwen)))
-    vllm_ok = run_vllm(qwen)
+    vllm_ok = run_vllm(qwen, a.vllm_python)
     print(f"RESULT llama_cpp_types_ok={llama_ok} hf_recipes_ok={hf_ok} vllm_flags_ok={vllm_ok}")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import advisor
 from advisor.errors import UserError
 from advisor.results.config_view import export_config
 from advisor.results.front import FrontPoint
@@ -26,6 +27,26 @@ TARGETS: dict[str, str] = {
     "json": "advisor.export.json_format",
 }
 ALIASES = {"llamacpp": "llama.cpp", "gguf": "llama.cpp", "transformers": "hf", "sglang": "ktransformers", "kt": "ktransformers"}
+
+
+BUNDLED_DIR = Path(advisor.__file__).parent / "models" / "bundled"
+
+
+def model_path(spec: str) -> str | None:
+    """What another runtime loads for the advisor's model spec: `bundled` is its directory; a `tiny:*` model is
+    built in code and has nothing on disk (None)."""
+    if spec == "bundled":
+        return str(BUNDLED_DIR)
+    return None if spec.startswith("tiny:") else spec
+
+
+def served_path(spec: str, target: str) -> str:
+    """`model_path`, or the one-line refusal for a model another runtime cannot load."""
+    path = model_path(spec)
+    if path is None:
+        raise UserError(f"{target} cannot load {spec!r}: tiny models are built in code; export a model directory "
+                        "or hub id, or use --to hf (the advisor's loader) / --to json")
+    return path
 
 
 @dataclass

@@ -21,13 +21,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 from pprint import pformat
 from typing import Any
 
-import advisor
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines
+from advisor.export.base import ExportResult, header_lines, model_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
@@ -41,7 +39,6 @@ LIST_PROJ = "(gate|up|down)_proj"
 FUSED_PARAMS = "(gate_up_proj|down_proj)"
 HQQ_REFUSED = ("HQQ: transformers 5.x cannot load HQQ-quantized models (QuantizationMethod.HQQ is not available "
                "yet); use --opt method=bitsandbytes (list-layout models), torchao (fused) or advisor")
-BUNDLED_DIR = Path(advisor.__file__).parent / "models" / "bundled"
 MODEL_CLASS = {"diffusion_gemma": "DiffusionGemmaForBlockDiffusion"}  # others: AutoModelForCausalLM
 
 
@@ -58,13 +55,6 @@ def expert_linear_regex(cfg: ExportConfig, layer: int, experts: list[int] | None
 
 def _quantized_experts(cfg: ExportConfig, layer: int) -> list[int]:
     return [e for e, f in enumerate(cfg.formats[layer]) if _quantized(f)]
-
-
-def model_path(spec: str) -> str | None:
-    """What from_pretrained loads for the advisor's model spec: `bundled` is a directory; `tiny:*` nothing."""
-    if spec == "bundled":
-        return str(BUNDLED_DIR)
-    return None if spec.startswith("tiny:") else spec
 
 
 def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[str]]:

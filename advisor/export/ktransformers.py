@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from advisor.export.base import ExportResult, header_lines
+from advisor.export.base import ExportResult, header_lines, served_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
@@ -49,18 +49,18 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
     method, weights = KT_METHOD[parse_format(fmt).kind]
-    args = ["python", "-m", "sglang.launch_server", "--model-path", point.model,
+    args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(point.model, "SGLang"),
             "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
             "--kt-cpuinfer", "$(nproc)", "--kt-threadpool-count", "1",
             "--kt-num-gpu-experts", str(n_gpu)]
     slots = cfg.slots_per_layer
+    per_layer = (f"the tuned {sum(slots)} GPU slots over {len(slots)} layers ({min(slots)}..{max(slots)} per layer) "
+                 f"become {n_gpu} in every layer (kt-kernel takes one count)" if len(set(slots)) > 1
+                 else f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer, as tuned")
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
-             f"--kt-num-gpu-experts is per MoE layer: the tuned {sum(slots)} GPU slots over {len(slots)} layers "
-             f"({min(slots)}..{max(slots)} per layer) become {n_gpu} in every layer",
+             f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
              f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
              "method per model"]
-    if len(set(slots)) > 1:
-        notes.append("kt-kernel takes one count for all layers: layers tuned with more slots get fewer, others more")
     if cfg.model.is_diffusion:
         notes.append(f"{cfg.model.family} is a diffusion LLM: check that your SGLang (sglang-kt) version serves it")
     data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,
