@@ -6,6 +6,7 @@ import heavy libraries inside the command bodies only.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -40,8 +41,15 @@ for _area in (tune, recommend, export, report, evaluate, offload, quant, models)
     _area.register(app)
 
 
+# transformers imports torchao whenever it is installed (`pip install "moe-advisor[hf]"`), and torchao warns at
+# import about CUDA kernels a CPU build cannot load: noise that would bury the CLI's one-line messages.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def run() -> None:
     """Console entry point: a `UserError` becomes one line on stderr and exit code 2, never a traceback."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app()
     except UserError as e:

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_LLAMACPP = Path.home() / ".cache" / "moe-advisor" / "llama.cpp"
-PROMPT = "Q: Ann has 3 pens and buys 4 more. How many pens? A:"
+PROMPT = "Q: Kim's eggs: has 58, gave 18. How many?\nA: "  # the bundled model's task format (advisor.eval.toy)
 
 # Runs inside the converter's interpreter: llama.cpp's convert_hf_to_gguf.py with the toy vocabularies.
 CONVERT = r'''
@@ -63,6 +63,7 @@ def toy_vocab(self):
     w = self.gguf_writer
     w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("default")
     w.add_token_list(tokens); w.add_token_types(types); w.add_token_merges(["~ ~"])
+    w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")  # the prompt as given
     for key, add in (("eos_token_id", w.add_eos_token_id), ("pad_token_id", w.add_pad_token_id),
                      ("mask_token_id", w.add_mask_token_id)):
         if self.hparams.get(key) is not None:
@@ -150,8 +151,9 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
     script.write_text(res.text)
     t0 = time.perf_counter()
     if generate:  # the whole exported script: llama-quantize, then llama-diffusion-cli with the -ot argument
-        args = ["-p", PROMPT, "-n", "16", "--diffusion-steps", "16", "--diffusion-block-length", "8", "-t", "2",
-                "-c", "256", "--temp", "0"]
+        # canvas = n_ubatch (64) in blocks of 8, as the bundled model decodes; 8 steps per block
+        args = ["-p", PROMPT, "-c", "64", "-b", "64", "-ub", "64", "--diffusion-steps", "64",
+                "--diffusion-block-length", "8", "-t", "2", "--temp", "0"]
         r = sh(["bash", str(script), *args], cwd=work, env={**env, "SRC_GGUF": str(src), "OUT_GGUF": str(out)})
         text = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
         ot = res.data["run_command"][res.data["run_command"].index("-ot") + 1] if "-ot" in res.data["run_command"] else ""
