@@ -221,8 +221,10 @@ def run_vllm(qwen_point, vllm_python: str | None) -> str:
     print(f"[vllm] exported: {' '.join(res.data['args'])}")
     if vllm_python:
         code = ("import json, sys; from advisor.export.check import parse_vllm_args; "
+                "from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS as Q; "
                 "ns = parse_vllm_args(json.loads(sys.argv[1])); "
-                "print(json.dumps({'quantization': ns.quantization, 'cpu_offload_gb': ns.cpu_offload_gb}))")
+                "print(json.dumps({'quantization': ns.quantization, 'cpu_offload_gb': ns.cpu_offload_gb, "
+                "'method_known': ns.quantization in Q}))")
         r = subprocess.run([vllm_python, "-c", code, json.dumps(res.data["args"])], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         ver = subprocess.run([vllm_python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
@@ -230,7 +232,7 @@ def run_vllm(qwen_point, vllm_python: str | None) -> str:
             print(f"[vllm] vLLM {ver.stdout.strip()}'s parser rejected the flags: {r.stderr.strip()[-500:]}")
             return "0"
         got = json.loads(r.stdout.strip().splitlines()[-1])
-        want = {"quantization": res.data["quantization"], "cpu_offload_gb": res.data["cpu_offload_gb"]}
+        want = {"quantization": res.data["quantization"], "cpu_offload_gb": res.data["cpu_offload_gb"], "method_known": True}
         print(f"[vllm] vLLM {ver.stdout.strip()}'s own parser ({vllm_python}) read {got}; exported {want}")
         return str(int(got == want))
     lines = check(res, export_config(qwen_point.config, qwen_point.model))

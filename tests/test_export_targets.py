@@ -178,9 +178,12 @@ def test_export_never_imports_torch(tmp_path):
 
 def test_vllm_flags_parse_in_vllms_own_parser():
     pytest.importorskip("vllm", reason="vLLM is not installed here: its own argument parser cannot be run")
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
     from advisor.export.check import parse_vllm_args
 
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
     res = export_point(point("s", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
     ns = parse_vllm_args(res.data["args"])
     assert ns.quantization == "experts_int8" and ns.cpu_offload_gb == res.data["cpu_offload_gb"]
+    assert ns.quantization in QUANTIZATION_METHODS and ns.cpu_offload_params == ["w13_weight", "w2_weight"]

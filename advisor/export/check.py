@@ -156,21 +156,27 @@ def _vllm(res: ExportResult, cfg: ExportConfig) -> list[Check]:
     except BaseException as e:  # argparse exits on bad flags
         return [Check(t, "FAILED", f"vLLM's parser rejected the flags: {type(e).__name__}: {e}")]
     got = {"quantization": getattr(ns, "quantization", None), "cpu_offload_gb": getattr(ns, "cpu_offload_gb", None)}
-    return [Check(t, "ok", f"vLLM {_version('vllm')}'s parser accepts the flags: {got}"),
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    if got["quantization"] is not None and got["quantization"] not in QUANTIZATION_METHODS:
+        return [Check(t, "FAILED", f"--quantization {got['quantization']} is not a vLLM {_version('vllm')} method")]
+    return [Check(t, "ok", f"vLLM {_version('vllm')}'s serve parser accepts the flags and knows the method: {got}"),
             Check(t, "not checked", "serving (needs a GPU and the checkpoint)")]
 
 
 def parse_vllm_args(args: list[str]):
-    """`vllm serve ...` flags parsed by vLLM's own CLI parser (the namespace `vllm serve` would get)."""
-    from vllm.entrypoints.openai.cli_args import make_arg_parser
+    """`vllm serve ...` parsed and validated as the `vllm` command does: its serve subcommand's own parser."""
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    try:
-        from vllm.utils.argparse_utils import FlexibleArgumentParser
-    except ImportError:
-        from vllm.utils import FlexibleArgumentParser
-    parser = make_arg_parser(FlexibleArgumentParser())
-    assert args[:2] == ["vllm", "serve"]
-    return parser.parse_args(["--model", args[2], *args[3:]])
+    if args[:2] != ["vllm", "serve"]:
+        raise ValueError(f"not a `vllm serve` command: {args[:2]}")
+    parser = FlexibleArgumentParser(prog="vllm")
+    serve = ServeSubcommand()
+    serve.subparser_init(parser.add_subparsers(dest="subparser"))
+    ns = parser.parse_args(args[1:])
+    serve.validate(ns)
+    return ns
 
 
 def _kt(res: ExportResult, cfg: ExportConfig) -> list[Check]:
