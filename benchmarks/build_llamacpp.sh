@@ -35,7 +35,6 @@ for t in "${TOOLS[@]}"; do cp "$BUILD/bin/$t" "$PREFIX/bin/"; done
 cp "$LLAMA"/convert_hf_to_gguf.py "$PREFIX/"
 [[ -d "$LLAMA/conversion" ]] && cp -r "$LLAMA/conversion" "$PREFIX/"
 cp -r "$LLAMA/gguf-py" "$PREFIX/gguf-py"
-commit=$(grep -ho 'LLAMA_BUILD_COMMIT *"[^"]*"' "$BUILD"/common/build-info.cpp 2>/dev/null | head -n1 || true)
-printf 'llama-cpp-python %s\n%s\n' "$version" "$commit" > "$PREFIX/VERSION"
+printf 'llama-cpp-python %s\n' "$version" > "$PREFIX/VERSION"
 touch "$PREFIX/BUILD_OK"
 echo "llama.cpp tools from llama-cpp-python $version cached in $PREFIX"

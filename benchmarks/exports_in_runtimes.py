@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -81,11 +82,21 @@ conv.main()
 '''
 
 
-def sh(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, shell=isinstance(cmd, str), **kw)
+def sh(cmd: list[str], **kw) -> str:
+    """Run `cmd`; its stdout and stderr interleaved as written (llama.cpp logs to both)."""
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", **kw)
     if r.returncode != 0:
-        raise RuntimeError(f"{cmd if isinstance(cmd, str) else ' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
-    return r
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}")
+    return r.stdout
+
+
+def generated_text(log: str) -> str:
+    """What llama-diffusion-cli generated: the lines after its final 'total time' line, log prefixes removed."""
+    if "total time:" not in log:
+        return ""
+    tail = log.replace("\r", "\n").rpartition("total time:")[2].split("\n")[1:]
+    lines = [re.sub(r"^\d+\.\d+\.\d+\.\d+ [IWE] ?", "", line) for line in tail]
+    return "\n".join(line for line in lines if line.strip()).strip()
 
 
 def tiny_qwen(dest: Path) -> Path:
@@ -127,7 +138,7 @@ def gguf_types(path: Path) -> dict[str, str]:
 
 def check_types(src: dict[str, str], out: dict[str, str], want: dict[str, str]) -> list[str]:
     """Problems: expert tensors not of the exported type, other tensors changed."""
-    bad = [f"{n}: {out.get(n)} (export says {t})" for n, t in want.items() if out.get(n) != t]
+    bad = [f"{n}: {out.get(n)} (export says {t})" for n, t in want.items() if out.get(n) != t.lower()]
     bad += [f"{n}: {src[n]} -> {out.get(n)}" for n in src if n not in want and out.get(n) != src[n]]
     return bad
 
@@ -154,14 +165,16 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
         # canvas = n_ubatch (64) in blocks of 8, as the bundled model decodes; 8 steps per block
         args = ["-p", PROMPT, "-c", "64", "-b", "64", "-ub", "64", "--diffusion-steps", "64",
                 "--diffusion-block-length", "8", "-t", "2", "--temp", "0"]
-        r = sh(["bash", str(script), *args], cwd=work, env={**env, "SRC_GGUF": str(src), "OUT_GGUF": str(out)})
-        text = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+        log = sh(["bash", str(script), *args], cwd=work, env={**env, "SRC_GGUF": str(src), "OUT_GGUF": str(out)})
+        text = generated_text(log)
         ot = res.data["run_command"][res.data["run_command"].index("-ot") + 1] if "-ot" in res.data["run_command"] else ""
         on_cpu = ot.count("=CPU")
         print(f"[{name}] ran the exported script: llama-quantize, then llama-diffusion-cli -ot with {on_cpu} CPU rules "
               f"in {time.perf_counter() - t0:.1f} s; generated: {text!r}")
-        deprecated = [line for line in r.stderr.splitlines() if "deprecat" in line.lower()]
+        deprecated = [line for line in log.splitlines() if "deprecat" in line.lower()]
         ok_gen = bool(text) and not deprecated
+        if not text:
+            print(f"[{name}] llama-diffusion-cli printed no generation; its last lines: {log[-600:]!r}")
         if deprecated:
             print(f"[{name}] llama.cpp warned: {deprecated[0]}")
     else:  # an autoregressive model's runner is llama-server: run the script's quantize command only
@@ -185,9 +198,12 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
 
 
 def run_hf(bundled_point, qwen_point) -> bool:
+    """Each HF recipe as printed: bitsandbytes through the advisor's loader; TorchAO on the fused model (int8:
+    torchao's int4 kernels need CUDA)."""
     import torch
 
     from advisor.export.base import export_point
+    from advisor.export.check import quantized_tensors
 
     ok = True
     for name, point, opts in (("bundled", bundled_point, ["method=bitsandbytes"]), ("tiny-qwen3moe", qwen_point, [])):
@@ -199,8 +215,7 @@ def run_hf(bundled_point, qwen_point) -> bool:
             model = ns["model"]
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits
-            q = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear8bitLt", "Linear4bit")]
-            q += [n for n, p in model.named_parameters() if type(p).__name__ not in ("Parameter", "Tensor")]
+            q = quantized_tensors(model)
             good = bool(torch.isfinite(logits).all()) and bool(q)
             print(f"[hf] {name}: {res.data['method']} recipe ran as written in {time.perf_counter() - t0:.1f} s: "
                   f"{len(q)} quantized expert modules/tensors, logits finite={good}")
@@ -255,7 +270,7 @@ def main() -> None:
     work = a.workdir or Path(tempfile.mkdtemp(prefix="advisor-runtimes-"))
     work.mkdir(parents=True, exist_ok=True)
     version = (a.llama_cpp / "VERSION").read_text().split("\n")[0] if (a.llama_cpp / "VERSION").is_file() else "?"
-    print(f"device: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; llama.cpp tools: {a.llama_cpp} "
+    print(f"device: cpu ({platform.machine()}, {os.cpu_count()} cores); llama.cpp tools: {a.llama_cpp} "
           f"({version}); python {platform.python_version()}")
     qwen_dir = tiny_qwen(work / "tiny-qwen3moe")
     bundled = front_point("bundled", "bundled", "default=int4;layers=0:int8;layers=3:bf16", [16, 8, 4, 0])
@@ -269,7 +284,9 @@ def main() -> None:
     else:
         print(f"[llama.cpp] no cached build in {a.llama_cpp}: run benchmarks/build_llamacpp.sh")
         llama_ok = "0"
-    hf_ok = str(int(run_hf(bundled, qwen)))
+    qwen_int8 = front_point(str(qwen_dir), str(qwen_dir), "default=int8;layers=2:bf16", [8, 4, 2])
+    print("[hf] tiny Qwen3-MoE plan for TorchAO: default=int8;layers=2:bf16 (torchao int4 needs CUDA kernels)")
+    hf_ok = str(int(run_hf(bundled, qwen_int8)))
     vllm_ok = run_vllm(qwen, a.vllm_python)
     print(f"RESULT llama_cpp_types_ok={llama_ok} hf_recipes_ok={hf_ok} vllm_flags_ok={vllm_ok}")
 

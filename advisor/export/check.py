@@ -142,9 +142,15 @@ def _run_on_tiny(text: str, d: dict, family: str) -> str:
             logits = model(input_ids=torch.tensor([[3, 4, 5, 6]])).logits
         if not torch.isfinite(logits).all():
             raise ValueError("non-finite logits")
-    quant = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear8bitLt", "Linear4bit")]
-    quant += [n for n, p in model.named_parameters() if type(p).__name__ not in ("Parameter", "Tensor")]
+    quant = quantized_tensors(model)
     return f"{len(quant)} quantized expert tensors/modules" if d["method"] != "advisor" else "plan and cache attached"
+
+
+def quantized_tensors(model) -> list[str]:
+    """Names of the weights a quantization back-end replaced: bitsandbytes Linear modules, or parameters that
+    became tensor subclasses (torchao)."""
+    bnb = [n for n, m in model.named_modules() if type(m).__name__ in ("Linear8bitLt", "Linear4bit")]
+    return bnb or [n for n, p in model.named_parameters() if type(p).__name__ not in ("Parameter", "Tensor")]
 
 
 def _vllm(res: ExportResult, cfg: ExportConfig) -> list[Check]:
