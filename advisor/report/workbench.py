@@ -7,7 +7,6 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
-from advisor.report.select import uniform_precision
 
 
 @dataclass
@@ -60,10 +59,6 @@ class Workbench:
         """Bytes/token of a stored uniform-plan trial, replayed on a fresh trace (must equal the stored value)."""
         from advisor.tune.config import TrialConfig
 
-        fmt = uniform_precision(t)
-        cfg = TrialConfig(params=dict(t.config.get("params") or {}), plan=self.uniform_plan(fmt),
-                          layer_formats=tuple([fmt] * self.backend.shape.n_layers), hot_fraction=0.0,
-                          hot_format=fmt, slots=tuple(int(s) for s in t.config["slots_per_layer"]),
-                          policy=str(t.config.get("policy", "lru")), prefetch=str(t.config.get("prefetch", "none")))
+        cfg = TrialConfig.from_json(t.config, self.backend.shape.num_experts)
         m = self.backend.replay(run, cfg)
         return m.values["bytes_h2d"] / max(1, run.tokens)
