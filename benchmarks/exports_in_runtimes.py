@@ -115,9 +115,8 @@ def tiny_qwen(dest: Path) -> Path:
 
 def front_point(spec: str, path: str, plan: str, slots: list[int]):
     """A stored-front point for `spec` carrying the model's real layout (what `advisor tune` records)."""
-    from advisor.models.load import load_model
+    from advisor.models.load import load_model, model_meta
     from advisor.quant.plan import PrecisionPlan
-    from advisor.results.config_view import model_meta
     from advisor.results.front import FrontPoint
 
     loaded = load_model(path)
