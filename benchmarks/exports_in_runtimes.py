@@ -164,8 +164,15 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
         # canvas = n_ubatch (64) in blocks of 8, as the bundled model decodes; 8 steps per block
         args = ["-p", PROMPT, "-c", "64", "-b", "64", "-ub", "64", "--diffusion-steps", "64",
                 "--diffusion-block-length", "8", "-t", "2", "--temp", "0"]
-        log = sh(["bash", str(script), *args], cwd=work, env={**env, "SRC_GGUF": str(src), "OUT_GGUF": str(out)})
-        text = generated_text(log)
+        # llama.cpp's asynchronous logger can drop the generated text at exit (llama.cpp issue 22142): retry
+        attempt, text = 0, ""
+        while not text and attempt < 3:
+            attempt += 1
+            log = sh(["bash", str(script), *args], cwd=work, env={**env, "SRC_GGUF": str(src), "OUT_GGUF": str(out)})
+            text = generated_text(log)
+        if attempt > 1:
+            got = f"run {attempt} printed them" if text else "in every run"
+            print(f"[{name}] llama-diffusion-cli's log lost its final lines at exit ({got})")
         ot = res.data["run_command"][res.data["run_command"].index("-ot") + 1] if "-ot" in res.data["run_command"] else ""
         on_cpu = ot.count("=CPU")
         print(f"[{name}] ran the exported script: llama-quantize, then llama-diffusion-cli -ot with {on_cpu} CPU rules "
