@@ -1,0 +1,99 @@
+"""Ctrl-C and SIGTERM during a study: stop cleanly at any moment, never between two halves of a write.
+
+A signal that arrives while a trial measures (the long part) stops that measurement at once; anywhere else -
+creating the trial, telling Optuna its result, saving the front, the heartbeat - it only raises a flag that
+is checked at the next safe point. So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
+KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrupted trial ends FAIL with its
+parameters queued again, to run first when the study resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class Interrupted(Exception):
+    """The trial was stopped by Ctrl-C/SIGTERM (Optuna marks it FAIL; the run then stops)."""
+
+
+class _QuietInterrupted(logging.Filter):
+    """Drop Optuna's "Trial N failed ... Interrupted" warning and its traceback: the CLI says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Interrupted))
+
+
+class StopOnSignal:
+    """While active, SIGINT/SIGTERM set `requested`; inside `measuring()` they also stop the trial at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name: str | None = None
+        self._armed = False
+        self._old: dict[int, Any] = {}
+        self._filter = _QuietInterrupted()
+        self.interrupted_trials: list[int] = []
+
+    def __enter__(self) -> StopOnSignal:
+        logging.getLogger("optuna.study._optimize").addFilter(self._filter)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        logging.getLogger("optuna.study._optimize").removeFilter(self._filter)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        if self._armed:
+            self._armed = False
+            raise KeyboardInterrupt
+
+    def wrap(self, objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """The objective, stoppable: a requested stop fails the trial (its number kept for re-queueing) and
+        stops the study after it."""
+
+        def run(trial: Any) -> Any:
+            try:
+                if self.requested:
+                    raise KeyboardInterrupt
+                self._armed = True
+                try:
+                    return objective(trial)
+                finally:
+                    self._armed = False
+            except KeyboardInterrupt:
+                self._armed = False
+                self.requested = True
+                self.interrupted_trials.append(trial.number)
+                trial.study.stop()
+                raise Interrupted(f"trial {trial.number} interrupted") from None
+
+        return run
+
+    def stop_if_requested(self, study: Any, trial: Any) -> None:
+        """An Optuna callback: end the run after this trial when a stop was asked for."""
+        if self.requested:
+            study.stop()
+
+
+def requeue(study: Any, numbers: list[int]) -> None:
+    """Queue the parameters of interrupted (FAIL) trials again, so that resuming runs them first."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    for n in numbers:
+        t = trials[n]
+        if t.state != TrialState.FAIL:
+            continue
+        params = {**(t.system_attrs.get("fixed_params") or {}), **t.params}
+        if params:
+            study.enqueue_trial(params, user_attrs={"retry_of": n}, skip_if_exists=False)
