@@ -48,7 +48,7 @@ def run() -> None:
     """
     from typer._click import exceptions as click_errors  # typer >= 0.24 vendors click
 
-    from advisor.tune.preflight import mask_url
+    from advisor.results.preflight import mask_url
 
     try:
         code = app(standalone_mode=False)
