@@ -1,8 +1,8 @@
 """Ctrl-C and SIGTERM during a study: stop cleanly at any moment, never between two halves of a write.
 
-A signal that arrives while a trial measures (the long part) stops that measurement at once; anywhere else -
-creating the trial, telling Optuna its result, saving the front, the heartbeat - it only raises a flag that
-is checked at the next safe point. So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
+A signal that arrives while a trial measures (a backend call: the long part) stops that measurement at once;
+anywhere else - creating the trial, writing its attributes or the accuracy cache, telling Optuna its result,
+saving the front - it only raises a flag that is checked at the next safe point. So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
 KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrupted trial ends FAIL with its
 parameters queued again, to run first when the study resumes.
 """
@@ -57,21 +57,21 @@ class StopOnSignal:
             self._armed = False
             raise KeyboardInterrupt
 
+    def measuring(self, backend: Any) -> Any:
+        """`backend` whose measurements (its methods) a signal stops at once; everything else - the study's
+        writes, the cache's writes - finishes first, so no transaction is cut in half."""
+        return _Measuring(backend, self)
+
     def wrap(self, objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """The objective, stoppable: a requested stop fails the trial (its number kept for re-queueing) and
-        stops the study after it."""
+        """The objective, stoppable: a stopped measurement fails the trial (its number kept for re-queueing)
+        and ends the study after it; a stop asked for between measurements lets the trial finish."""
 
         def run(trial: Any) -> Any:
             try:
                 if self.requested:
                     raise KeyboardInterrupt
-                self._armed = True
-                try:
-                    return objective(trial)
-                finally:
-                    self._armed = False
+                return objective(trial)
             except KeyboardInterrupt:
-                self._armed = False
                 self.requested = True
                 self.interrupted_trials.append(trial.number)
                 trial.study.stop()
@@ -97,3 +97,27 @@ def requeue(study: Any, numbers: list[int]) -> None:
         params = {**(t.system_attrs.get("fixed_params") or {}), **t.params}
         if params:
             study.enqueue_trial(params, user_attrs={"retry_of": n}, skip_if_exists=False)
+
+
+class _Measuring:
+    """A backend proxy: each method call is a measurement that a signal may stop."""
+
+    def __init__(self, backend: Any, stop: StopOnSignal):
+        self._backend, self._stop = backend, stop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._backend, name)
+        if not callable(attr):
+            return attr
+        stop = self._stop
+
+        def measure(*args: Any, **kwargs: Any) -> Any:
+            if stop.requested:
+                raise KeyboardInterrupt
+            stop._armed = True
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                stop._armed = False
+
+        return measure

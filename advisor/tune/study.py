@@ -251,7 +251,7 @@ def _run_tune(
     create_tables(engine)
     register_study(engine, name, **registry_fields)
 
-    objective = Objective(backend, space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
+    objective = Objective(stop.measuring(backend), space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
                           study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage)
     if on_start is not None:
         on_start(study, objective)
