@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         from advisor.errors import UserError
         from advisor.hardware.profiles import parse_budget
         from advisor.report.study import build_report
+        from advisor.results.preflight import check_storage
 
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
@@ -40,6 +41,7 @@ def register(app: typer.Typer) -> None:
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
         mem = parse_budget(memory) if memory else None
+        check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         res = build_report(study, storage, out, memory_bytes=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=lambda m: typer.echo(f"... {m}", err=True))
         typer.echo(f"report: {res.markdown}")

@@ -64,7 +64,8 @@ def _term_as_interrupt() -> Iterator[None]:
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task: str | None, data: str | None, profile):
-    """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
+    """(backend, space) for the model: loads it, picks the default space, checks the space against it.
+    The task data is read first when the space is known, so a bad --data file fails in a second."""
     import torch
 
     from advisor.tune.space import load_space
@@ -76,14 +77,19 @@ def _load(spec: str, device: str, threads: int, space_obj, task: str | None, dat
     from advisor.models.load import load_model
     from advisor.tune.model_backend import ModelBackend
 
+    def the_task(space_obj):
+        return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
+
+    if space_obj is None and spec == "bundled":
+        space_obj = load_space("quick")
+    task_obj = the_task(space_obj) if space_obj is not None else None
     loaded = load_model(spec, device=device)
     if space_obj is None:
-        space_obj = load_space("quick" if spec == "bundled" else "dllm" if loaded.is_diffusion else "default")
+        space_obj = load_space("dllm" if loaded.is_diffusion else "default")
     if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
         raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
                         "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
-    task_obj = get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
-    backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile)
+    backend = ModelBackend(loaded, task_obj or the_task(space_obj), space_obj.evaluation, profile=profile)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
     return backend, space_obj
 

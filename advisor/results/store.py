@@ -77,9 +77,11 @@ def _point_from_row(r: FrontRow) -> FrontPoint:
 
 
 def engine_for(url: str) -> Engine:
-    """An engine for a SQLAlchemy URL; a plain path is taken as a SQLite file."""
-    if "://" not in url:
-        url = f"sqlite:///{url}"
+    """An engine for a SQLAlchemy URL; a plain path is taken as a SQLite file, and a PostgreSQL URL without a
+    driver gets one that is installed."""
+    from advisor.results.storage import normalize_url
+
+    url = normalize_url(url, create_dirs=False)
     try:
         return create_engine(url, future=True)
     except Exception as e:  # bad URL or missing driver
