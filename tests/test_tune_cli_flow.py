@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from advisor.results.front import read_fronts
+from advisor.results.read import read_fronts
 from advisor.tune.display import fmt_value
 
 STUDY = "newcomer-flow"

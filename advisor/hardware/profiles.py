@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.files import write_atomic
 
 GiB = 1 << 30
 DEFAULT_PROFILES_DIR = Path("studies/profiles")
@@ -177,13 +178,9 @@ def profiles_dir(path: str | os.PathLike | None = None) -> Path:
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
     """Store a measured profile as JSON (atomically: temp file then rename)."""
     d = profiles_dir(directory)
-    d.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", profile.name.lower()).strip("-") or "device"
     path = d / f"{slug}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, json.dumps(profile.to_dict(), indent=2) + "\n")
 
 
 def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwareProfile]:

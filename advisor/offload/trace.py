@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from advisor.errors import UserError
+from advisor.files import atomic_path
 from advisor.offload.policies import Ctx
 
 FORMAT_VERSION = 1
@@ -69,10 +69,7 @@ class RoutingTrace:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a trace."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(
                     f,
@@ -81,10 +78,6 @@ class RoutingTrace:
                     fwd_index=self.fwd_index, fwd_step=self.fwd_step, fwd_block=self.fwd_block,
                     meta=np.array(json.dumps({**self.meta, "format_version": FORMAT_VERSION})),
                 )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.files import atomic_dir
 from advisor.report.data import DEFAULT_STORAGE, StudyData, TrialRecord, load_study_data
 from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table, write_document
 
@@ -354,8 +353,7 @@ def build_report(
         blocks = report_blocks.block_length_study(wb.loaded, prompts, block_lengths, label=str(wb.loaded.name),
                                                   seed=wb.settings.seed, profile=wb.profile)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=_parent(out)))
-    try:
+    with atomic_dir(out) as tmp:
         figs = tmp / "figures"
         figs.mkdir()
         say("drawing figures")
@@ -375,10 +373,6 @@ def build_report(
         md, page = write_document(doc, tmp)
         payload = report_json(ctx)
         (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
                         time.perf_counter() - t0, {"recommended": recs})
@@ -386,30 +380,6 @@ def build_report(
 
 def _run_key(precision: str) -> str:
     return "fp16" if precision in BASELINE_FORMATS else precision.split(":")[0]
-
-
-def _parent(out: Path) -> Path:
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Move the finished report into place; an older report at `out` is replaced only after that succeeds."""
-    old = None
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"{out} exists and is not a directory; choose another -o")
-        old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")
-        out.rename(old)
-    try:
-        new.rename(out)
-    except OSError:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class _RecMark:

@@ -26,8 +26,7 @@ def mask_url(text: str) -> str:
 def check_storage(url: str, *, write: bool) -> str:
     """The normalized URL of a usable database, or one `UserError`. Readers need an existing database; a
     writer (`advisor tune`) needs a writable one, or a writable place to create it."""
-    from advisor.results.front import require_database, sqlite_path
-    from advisor.results.storage import normalize_url
+    from advisor.results.storage import normalize_url, require_database, sqlite_path
 
     url = normalize_url(url, create_dirs=False)
     if url.startswith("sqlite"):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from advisor.results.store import FrontPoint
+from advisor.results.front import FrontPoint
 
 _UNITS = {
     "h2d_bytes_per_token": ("H2D/token", "bytes"),
