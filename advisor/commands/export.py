@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         result = export_point(point, target, option)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
-            write_atomic(output, text, create_dirs=False)
+            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"))
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
             typer.echo(text, nl=False)

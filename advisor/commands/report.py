@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -42,8 +43,14 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
         mem = parse_budget(memory) if memory else None
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
+        t0 = time.monotonic()
+        steps = iter(range(1, 100))
+
+        def progress(message: str) -> None:  # a report takes minutes: say which step runs, and since when
+            typer.echo(f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  {message} ...", err=True)
+
         res = build_report(study, storage, out, memory_bytes=mem, block_lengths=lengths,
-                           max_accuracy_drop=max_accuracy_drop, progress=lambda m: typer.echo(f"... {m}", err=True))
+                           max_accuracy_drop=max_accuracy_drop, progress=progress)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")
