@@ -50,9 +50,15 @@ class HardwareProfile:
         return f"pcie(bw={self.h2d_gbps_pinned:.1f}GB/s,lat={self.copy_latency_us:g}us)"
 
     def transfer_ms(self, nbytes: float, copies: float = 1.0, pinned: bool = True) -> float:
-        """Modelled time of `copies` copies moving `nbytes` in total: bytes / bandwidth + latency per copy."""
+        """Modelled time of `copies` copies moving `nbytes` in total: bytes / bandwidth + latency per copy.
+        The project's one transfer-time formula (simulator, runtime on CPU, objective, recommend, report)."""
         gbps = self.h2d_gbps_pinned if pinned else self.h2d_gbps_pageable
         return nbytes / (gbps * 1e9) * 1e3 + copies * self.copy_latency_us / 1e3
+
+    @property
+    def transfer_source(self) -> str:
+        """The label of a time from `transfer_ms`, e.g. `modelled:pcie(bw=25.0GB/s,lat=10us)`."""
+        return f"modelled:{self.tag}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
