@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--result", type=Path, default=None)
     ap.add_argument("--no-staging", action="store_true")
+    ap.add_argument("--fingerprint", default="fake-fp-1", help="model fingerprint (the accuracy cache key)")
     a = ap.parse_args(argv)
     text = SMALL_SPACE + ("staging = false\n" if a.no_staging else "")
-    backend = FakeBackend(delay=a.delay)
+    backend = FakeBackend(delay=a.delay, fingerprint=a.fingerprint)
     opts = TuneOptions(study_name=a.study, storage=a.storage, sampler=a.sampler, seed=a.seed,
                        n_trials=None if a.total else a.trials, total_trials=a.total,
                        heartbeat_interval=a.heartbeat, grace_period=a.grace)
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     out = {"n_complete": res.n_complete, "n_trials_run": res.n_trials_run, "interrupted": res.interrupted,
            "front": [p.trial_number for p in res.front], "calls": dict(backend.calls),
+           "accuracy_plans": backend.accuracy_plans,
            "counters": res.counters}
     if a.result:
         a.result.write_text(json.dumps(out))

@@ -100,6 +100,17 @@ class EvalCacheRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class EvalLeaseRow(Base):
+    """A worker measuring a plan right now: others wait for its result instead of measuring it again. The
+    holder renews `expires_at`; a dead holder's lease expires and is taken over."""
+
+    __tablename__ = "advisor_eval_lease"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the eval-cache key
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
 def create_tables(engine: Engine) -> None:
     """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
     (duplicate type errors), so there creation is serialised by an advisory lock."""

@@ -137,8 +137,9 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 
 
 @contextlib.contextmanager
-def _front_lock(engine: Any, name: str) -> Iterator[None]:
-    """Serialise front writers on PostgreSQL (an advisory lock per study); SQLite serialises writes itself."""
+def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
+    """Serialise the study's front writers (or its seeding) on PostgreSQL: an advisory lock per study and
+    purpose; SQLite serialises writes itself."""
     if engine.dialect.name != "postgresql":
         yield
         return
@@ -146,7 +147,7 @@ def _front_lock(engine: Any, name: str) -> Iterator[None]:
 
     from sqlalchemy import text
 
-    key = zlib.crc32(f"advisor_front:{name}".encode())
+    key = zlib.crc32(f"advisor_{what}:{name}".encode())
     with engine.connect() as c:
         c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
         c.commit()
@@ -185,7 +186,7 @@ def front_points(study: Any) -> list[FrontPoint]:
 
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     points = front_points(study)
-    with _front_lock(engine, study.study_name):
+    with _study_lock(engine, study.study_name):
         save_front(engine, study.study_name, points)
     return points
 
@@ -238,12 +239,13 @@ def _run_tune(
     study = create_or_load(storage, name, metrics, directions, sampler)
     meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
     _check_resume(study, meta)
-    if not study.user_attrs:
-        for k, v in meta.items():
-            study.set_user_attr(k, v)
-        if opts.seed_corners and not study.get_trials(deepcopy=False):
-            for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
-                study.enqueue_trial(p, user_attrs={"seeded": "corner"})
+    with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
+        if not study.user_attrs:
+            for k, v in meta.items():
+                study.set_user_attr(k, v)
+            if opts.seed_corners and not study.get_trials(deepcopy=False):
+                for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
+                    study.enqueue_trial(p, user_attrs={"seeded": "corner"})
     registry_fields = dict(
         model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
         space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,
@@ -253,7 +255,8 @@ def _run_tune(
     register_study(engine, name, **registry_fields)
 
     objective = Objective(stop.measuring(backend), space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
-                          study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage)
+                          study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage,
+                          stop_requested=lambda: stop.requested)
     if on_start is not None:
         on_start(study, objective)
 
