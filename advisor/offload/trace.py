@@ -239,18 +239,22 @@ class TraceRecorder:
         )
 
 
-def model_meta(loaded: Any) -> dict[str, Any]:
-    """What the simulator needs to know about the model: experts, top-k and expert shapes per layer."""
-    layers = loaded.moe
+def trace_meta(loaded: Any) -> dict[str, Any]:
+    """What the simulator needs to know about the model (experts, top-k and expert shapes per layer), taken
+    from the one model description, `advisor.models.load.model_meta`."""
+    from advisor.models.load import model_meta
+
+    meta = model_meta(loaded)
+    layers = meta["layers"]
     return {
-        "model": str(getattr(loaded, "name", "")),
-        "fingerprint": str(getattr(loaded, "fingerprint", "")),
-        "family": str(getattr(loaded, "family", "")),
-        "num_experts": [int(m.num_experts) for m in layers],
-        "top_k": [int(m.top_k) for m in layers],
-        "hidden": [int(m.hidden_size) for m in layers],
-        "intermediate": [int(m.intermediate_size) for m in layers],
-        "dtype": str(layers[0].dtype).replace("torch.", "") if layers else "",
+        "model": str(meta["name"]),
+        "fingerprint": str(meta["fingerprint"]),
+        "family": str(meta["family"]),
+        "num_experts": [int(m["num_experts"]) for m in layers],
+        "top_k": [m["top_k"] for m in layers],
+        "hidden": [m["hidden_size"] for m in layers],
+        "intermediate": [m["intermediate_size"] for m in layers],
+        "dtype": meta["dtype"],
     }
 
 
@@ -282,7 +286,7 @@ def record_trace(
 
     ids = input_ids
     info = {
-        **model_meta(loaded),
+        **trace_meta(loaded),
         "batch": int(ids.shape[0]),
         "prompt_len": int(ids.shape[1]),
         "block_length": gen_kw.get("block_length"),
