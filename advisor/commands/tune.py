@@ -283,5 +283,10 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"fidelity/dominance stage); routing traces recorded: {c.get('traces_recorded', 0)}; "
         f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
     )
-    console.print(f"stored in {mask_url(result.storage_url)} as study [bold]{result.study_name}[/bold] - next: "
-                  f"`advisor pareto {name}`, `advisor recommend --budget ...`", markup=True)
+    from advisor.results.storage import DEFAULT_STORAGE, normalize_url
+
+    shown = mask_url(result.storage_url)
+    where = "" if result.storage_url == normalize_url(DEFAULT_STORAGE, create_dirs=False) else \
+        f" --storage {shlex.quote(shown)}"
+    console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
+                  f"`advisor pareto {name}{where}`, `advisor recommend{where} --budget ...`", markup=True)
