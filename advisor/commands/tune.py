@@ -269,6 +269,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         typer.echo(f"interrupted: {result.n_complete} finished trials and the front ({len(result.front)} points) are "
                    f"saved in study {name}; run the same command to resume", err=True)
         raise typer.Exit(130)
+    if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
+        console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
+                      f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
              f"{result.n_complete} finished trials, {result.n_infeasible} over budget, {result.n_failed} failed)")
     if result.front:
