@@ -2,7 +2,8 @@
 
 A signal that arrives while a trial measures (a backend call: the long part) stops that measurement at once;
 anywhere else - creating the trial, writing its attributes or the accuracy cache, telling Optuna its result,
-saving the front - it only raises a flag that is checked at the next safe point. So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
+saving the front - it only raises a flag that is checked at the next safe point (the trial's next measurement,
+or the end of the trial). So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
 KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrupted trial ends FAIL with its
 parameters queued again, to run first when the study resumes.
 """
@@ -32,7 +33,6 @@ class StopOnSignal:
 
     def __init__(self) -> None:
         self.requested = False
-        self.signal_name: str | None = None
         self._armed = False
         self._old: dict[int, Any] = {}
         self._filter = _QuietInterrupted()
@@ -52,7 +52,6 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
-        self.signal_name = signal.Signals(signum).name
         if self._armed:
             self._armed = False
             raise KeyboardInterrupt
@@ -64,7 +63,7 @@ class StopOnSignal:
 
     def wrap(self, objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """The objective, stoppable: a stopped measurement fails the trial (its number kept for re-queueing)
-        and ends the study after it; a stop asked for between measurements lets the trial finish."""
+        and ends the study after it."""
 
         def run(trial: Any) -> Any:
             try:
@@ -89,7 +88,7 @@ def requeue(study: Any, numbers: list[int]) -> None:
     """Queue the parameters of interrupted (FAIL) trials again, so that resuming runs them first."""
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     for n in numbers:
         t = trials[n]
         if t.state != TrialState.FAIL:
