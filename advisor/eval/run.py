@@ -177,7 +177,7 @@ def fast_runtime(loaded, runtime):
     import torch
 
     plain = loaded.device.type == "cpu" and loaded.dtype == torch.float32
-    if plain and hasattr(runtime, "store") and hasattr(runtime, "acts"):
+    if plain and isinstance(getattr(runtime, "store", None), dict) and hasattr(runtime, "acts"):
         return DequantizedCache(runtime, torch.float32)
     return runtime
 
