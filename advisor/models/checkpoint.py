@@ -38,6 +38,7 @@ _DTYPES = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 _PAGE = mmap.PAGESIZE
+_AROUND = 2**20
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,10 @@ class Checkpoint:
         """Drop the mapped pages of a byte range from this process (the OS page cache keeps them)."""
         if path not in self._maps or count <= 0:
             return
-        lo = start - start % _PAGE
-        hi = min(len(self._maps[path][1]), start + count)
+        # widened by the kernel's fault-around window, which maps neighbouring pages on every fault
+        lo = max(0, start - _AROUND)
+        lo -= lo % _PAGE
+        hi = min(len(self._maps[path][1]), start + count + _AROUND)
         if hasattr(mmap, "MADV_DONTNEED"):
             self._maps[path][1].madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 

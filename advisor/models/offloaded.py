@@ -43,9 +43,22 @@ def params_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
-def counted_bytes(path: Path) -> int:
-    """Bytes of every tensor in the checkpoint (from the headers only)."""
-    return Checkpoint(path).nbytes
+def release_large_frees() -> None:
+    """Make glibc hand large freed buffers straight back to the OS (a fixed 128 KiB mmap threshold).
+
+    Why: glibc raises its mmap threshold after large frees, so the per-expert temporaries of streaming then
+    come from a heap that the long-lived packed buffers fragment; measured while packing experts one by one:
+    RSS grew ~15 MB per 64 experts with the default, not at all with the fixed threshold."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except OSError:
+        return
 
 
 def _config_dtype(raw: dict[str, Any], checkpoint: Checkpoint) -> torch.dtype:
@@ -66,6 +79,7 @@ def _experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, Any]:
     """(model with meta experts and resident weights on `device`, fingerprint sampler) from `path`."""
     checkpoint = Checkpoint(path)  # validates shards / truncation before anything is built
+    release_large_frees()
     raw = json.loads((path / "config.json").read_text())
     dtype = dtype or _config_dtype(raw, checkpoint)
     config = cls.config_class.from_pretrained(str(path), local_files_only=True) if hasattr(cls, "config_class") \
