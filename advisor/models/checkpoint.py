@@ -190,7 +190,11 @@ def key_mapping(model_type: str) -> tuple[list[tuple[str, str]], tuple[str, str,
     """How checkpoint keys become model keys for `model_type`: transformers' renamings (regex, replacement),
     and the per-expert tensor names (gate, up, down) its expert-fusing converters read."""
     try:
-        from transformers.conversion_mapping import WeightConverter, WeightRenaming, get_checkpoint_conversion_mapping
+        from transformers.conversion_mapping import (
+            WeightConverter,
+            WeightRenaming,
+            get_checkpoint_conversion_mapping,
+        )
     except ImportError:
         return [], PER_EXPERT
     renames: list[tuple[str, str]] = []

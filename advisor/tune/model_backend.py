@@ -9,7 +9,8 @@ Models without a tokenizer (`tiny:*`) get seeded random prompt ids, so the pipel
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -205,6 +206,22 @@ class ModelBackend:
             self._runtimes[fp] = plan_runtime(self.loaded, plan.precision_plan(), store=store, profile=self.profile)
         return self._runtimes[fp]
 
+    @contextmanager
+    def _oom_guard(self) -> Iterator[None]:
+        """A device out-of-memory inside a stage becomes `TrialOutOfMemory` once the plan's runtime (slots,
+        staging) is dropped and cached device memory is handed back."""
+        import torch
+
+        oom = None
+        try:
+            yield
+        except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
+            oom = TrialOutOfMemory(_asked_bytes(str(e)), str(e).splitlines()[0][:200])
+        if oom is not None:
+            self._runtimes.clear()
+            _release(self.loaded, None)
+            raise oom
+
     def _probe_activation(self) -> tuple[int, str]:
         """Activation allowance of the workload's widest forward (batch 1, prompt + generation), run once with
         experts that cost nothing: CUDA allocator peak above the weights (measured); on the CPU the two largest
@@ -268,9 +285,10 @@ class ModelBackend:
         from advisor.eval.fidelity import fidelity
 
         t0 = time.perf_counter()
-        if self._reference is None:
-            self._reference = self._fidelity_inputs()
-        values = fidelity(self.loaded, self._reference, self._runtime(plan))
+        with self._oom_guard():
+            if self._reference is None:
+                self._reference = self._fidelity_inputs()
+            values = fidelity(self.loaded, self._reference, self._runtime(plan))
         src = (f"measured:logits-vs-{self.shape.native_format}({self._reference.n_positions} positions,"
                f"{self.settings.fidelity_prompts} prompts,{self.device})")
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
@@ -281,8 +299,9 @@ class ModelBackend:
             return self._accuracy_fn(self, plan)
         from advisor.eval.run import evaluate
 
-        res = evaluate(self.loaded, self.task, limit=self.settings.limit, seed=self.settings.seed,
-                       runtime=self._runtime(plan))
+        with self._oom_guard():
+            res = evaluate(self.loaded, self.task, limit=self.settings.limit, seed=self.settings.seed,
+                           runtime=self._runtime(plan))
         src = f"{res.source or 'measured'}:{self.task_name}(n={res.n},{self.device})"
         return Measured(
             {"accuracy": float(res.accuracy), "accuracy_n": float(res.n), "accuracy_correct": float(res.correct),
@@ -291,7 +310,8 @@ class ModelBackend:
         )
 
     def trace(self, plan: PlanMap) -> TraceRun:
-        trace, tokens, seconds = self._record(self._runtime(plan))
+        with self._oom_guard():
+            trace, tokens, seconds = self._record(self._runtime(plan))
         run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint)
         run.trace.meta["plan_fingerprint"] = plan.fingerprint
         return run
@@ -325,7 +345,7 @@ class ModelBackend:
         import torch
 
         from advisor.models.generate import generate
-        from advisor.models.view import attach_runtime, detach_runtime
+        from advisor.models.view import attach_runtime
         from advisor.offload.runtime import OffloadRuntime
 
         dev = self.loaded.device
