@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from advisor.hardware import parse_budget
+        from advisor.hardware.profiles import parse_budget
         from advisor.models.load import load_model
 
         budget_bytes = parse_budget(budget) if budget else None

@@ -25,7 +25,7 @@ def _existing_engine(storage: str):
 
 
 def _parse_size(value: str, option: str) -> int:
-    from advisor.hardware import parse_budget
+    from advisor.hardware.profiles import parse_budget
 
     try:
         return parse_budget(value)
