@@ -259,7 +259,9 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
     note = ""
-    if offload is None:
+    if offload is None and not any(path.glob("*.safetensors")):
+        offload, note = False, "no safetensors shards to stream from"
+    elif offload is None:
         from advisor.models.checkpoint import Checkpoint
 
         counted = Checkpoint(path).nbytes
@@ -267,7 +269,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         offload = counted > limit
         note = (f"counted {counted / 2**30:.2f} GiB of weights {'>' if offload else '<='} "
                 f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {limit / 2**30:.2f} GiB")
-    else:
+    elif not note:
         note = "--offload" if offload else "resident (asked)"
     try:
         if family == "llada_moe":

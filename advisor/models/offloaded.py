@@ -82,12 +82,10 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     release_large_frees()
     raw = json.loads((path / "config.json").read_text())
     dtype = dtype or _config_dtype(raw, checkpoint)
-    config = cls.config_class.from_pretrained(str(path), local_files_only=True) if hasattr(cls, "config_class") \
-        and cls.config_class is not None else None
-    if config is None:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    config_class = getattr(cls, "config_class", None) or AutoConfig  # Auto* model classes have none
+    config = config_class.from_pretrained(str(path), local_files_only=True)
     with params_on_meta():
         if cls.__name__.startswith("Auto"):
             model = cls.from_config(config, dtype=dtype)

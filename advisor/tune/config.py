@@ -290,5 +290,6 @@ def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShap
     return TrialConfig(
         params=dict(params), plan=plan, layer_formats=layer_formats, hot_fraction=hot_fraction,
         hot_format=hot_format, slots=tuple(slots), policy=str(params["policy"]), prefetch=str(params["prefetch"]),
-        peak_bytes=counted_peak_bytes(shape, plan, slots, str(params["prefetch"])), expert_store_bytes=expert_store_bytes(shape, plan),
+        peak_bytes=counted_peak_bytes(shape, plan, slots, str(params["prefetch"])),
+        expert_store_bytes=expert_store_bytes(shape, plan),
     )
