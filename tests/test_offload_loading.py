@@ -267,3 +267,16 @@ def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, 
     assert isinstance(result.exception, UserError), result.output
     assert "needs" in str(result.exception) and "--host-memory" in str(result.exception)
     assert not (tmp_path / "h.db").exists()  # nothing half-written
+
+
+def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path):
+    import numpy as np
+
+    paths = {}
+    for mode in ("--offload", "--resident"):
+        paths[mode] = tmp_path / f"{mode[2:]}.npz"
+        result = CliRunner().invoke(app, ["trace", str(dirs["llada_moe"]), "-o", str(paths[mode]), mode, "--limit", "2",
+                                          "--max-new-tokens", "4"])
+        assert result.exit_code == 0, result.output
+    a, b = np.load(paths["--offload"]), np.load(paths["--resident"])
+    assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
