@@ -15,8 +15,9 @@ from dataclasses import replace
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
-from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
 
 _DTYPE_FORMAT = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
@@ -152,7 +153,7 @@ class ModelBackend:
                 f"<= {self.host_memory / 2**30:.1f} GiB ({self.host_memory_source}), otherwise re-packed; activation "
                 f"allowance {self.shape.activation_bytes / 2**20:.1f} MiB ({self.activation_source})")
 
-    def store_for(self, plan: PlanMap) -> Any:
+    def store_for(self, plan: PrecisionPlan) -> Any:
         """The packed host store of `plan`: kept from an earlier trial, or packed now (oldest kept stores are
         released first when keeping them all would pass the host-memory budget)."""
         import gc
@@ -169,13 +170,13 @@ class ModelBackend:
             self._stores.pop(next(iter(self._stores)))
             self._runtimes.clear()
         gc.collect()
-        store = ExpertStore(self.loaded.moe, plan.precision_plan(), pin=self.loaded.device.type == "cuda",
+        store = ExpertStore(self.loaded.moe, plan, pin=self.loaded.device.type == "cuda",
                             host_limit=self.host_memory)
         self.store_packs += 1
         self._stores[fp] = store
         return store
 
-    def _runtime(self, plan: PlanMap) -> Any:
+    def _runtime(self, plan: PrecisionPlan) -> Any:
         """The runtime of a plan (`plan_runtime`; not attached: callers attach it around one run)."""
         fp = plan.fingerprint
         if fp not in self._runtimes:
@@ -183,7 +184,7 @@ class ModelBackend:
 
             self._runtimes.clear()  # keep one plan's quantized copy in memory at a time
             store = self.store_for(plan) if self.offloaded else None
-            self._runtimes[fp] = plan_runtime(self.loaded, plan.precision_plan(), store=store, profile=self.profile)
+            self._runtimes[fp] = plan_runtime(self.loaded, plan, store=store, profile=self.profile)
         return self._runtimes[fp]
 
     @contextmanager
@@ -261,7 +262,7 @@ class ModelBackend:
             self._calibration = {i: [int(x) for x in c] for i, c in enumerate(trace.expert_counts())}
         return self._calibration
 
-    def fidelity(self, plan: PlanMap) -> Measured:
+    def fidelity(self, plan: PrecisionPlan) -> Measured:
         from advisor.eval.fidelity import fidelity
 
         t0 = time.perf_counter()
@@ -274,7 +275,7 @@ class ModelBackend:
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
                         {"fidelity_kl": src, "fidelity_top1": src}, time.perf_counter() - t0)
 
-    def accuracy(self, plan: PlanMap) -> Measured:
+    def accuracy(self, plan: PrecisionPlan) -> Measured:
         if self._accuracy_fn is not None:
             return self._accuracy_fn(self, plan)
         from advisor.eval.run import evaluate
@@ -289,7 +290,7 @@ class ModelBackend:
             {"accuracy": src}, float(res.seconds),
         )
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         with self._oom_guard():
             trace, tokens, seconds = self._record(self._runtime(plan))
         run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint)
@@ -305,7 +306,7 @@ class ModelBackend:
             run._sequences = seqs  # type: ignore[attr-defined]
         hot = self._hot_sets() if config.policy == "static_hot" else None
         stats = simulate(run.trace, slots_per_layer=list(config.slots), policy=config.policy,
-                         plan=config.plan.precision_plan(), prefetch=config.prefetch, profile=self.profile,
+                         plan=config.plan, prefetch=config.prefetch, profile=self.profile,
                          hot=hot, sequences=seqs)
         counted = f"counted:trace-replay({run.tokens} tokens,{run.device})"
         return Measured(
