@@ -28,6 +28,26 @@ def _existing_engine(storage: str):
     return engine_for(url)
 
 
+def _parse_size(value: str, option: str) -> int:
+    from advisor.hardware.profiles import parse_budget
+
+    try:
+        return parse_budget(value)
+    except UserError as e:
+        raise UserError(f"{option}: {e}") from e
+
+
+def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
+    """Before any plan is packed: the largest uniform plan of the space must fit the host memory."""
+    from advisor.offload.store import check_host_memory
+    from advisor.quant.spec import expert_nbytes_of
+
+    formats = set(space.formats.values()) | set(space.hot_formats.values())
+    need, worst = max((sum(m.num_experts * expert_nbytes_of(f, m.hidden_size, m.intermediate_size)
+                           for m in loaded.moe), f) for f in formats)
+    check_host_memory(need, worst, host_bytes)
+
+
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
     from advisor.hardware.profiles import get_gpu, parse_budget
@@ -62,7 +82,8 @@ def _term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _load(spec: str, device: str, threads: int, space_obj, task: str | None, data: str | None, profile):
+def _load(spec: str, device: str, threads: int, space_obj, task: str | None, data: str | None, profile, *,
+          offload: bool | None, budget_bytes: int | None, host_bytes: int | None):
     """(backend, space) for the model: loads it, picks the default space, checks the space against it.
     The task data is read first when the space is known, so a bad --data file fails in a second."""
     import torch
@@ -82,13 +103,16 @@ def _load(spec: str, device: str, threads: int, space_obj, task: str | None, dat
     if space_obj is None and spec == "bundled":
         space_obj = load_space("quick")
     task_obj = the_task(space_obj) if space_obj is not None else None
-    loaded = load_model(spec, device=device)
+    loaded = load_model(spec, device=device, offload=offload, budget=budget_bytes)
     if space_obj is None:
         space_obj = load_space("dllm" if loaded.is_diffusion else "default")
     if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
         raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
                         "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
-    backend = ModelBackend(loaded, task_obj or the_task(space_obj), space_obj.evaluation, profile=profile)
+    task_obj = task_obj or the_task(space_obj)
+    if loaded.offloaded:
+        _check_host_memory(loaded, space_obj, host_bytes)
+    backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
     return backend, space_obj
 
@@ -122,6 +146,12 @@ def register(app: typer.Typer) -> None:
         wide: bool = typer.Option(False, "--wide", help="Print the front as one wide table, whatever the width."),
         heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
+                                     "(streamed into the quantized host store) / load the whole model. Default: "
+                                     "offload when the checkpoint's counted bytes exceed the budget (or free memory)."),
+        host_memory: str = typer.Option(None, "--host-memory", help="Host RAM the expert stores may use, e.g. "
+                                        "48GiB (default: what is available); stores of several plans are kept "
+                                        "while they fit, otherwise re-packed from the checkpoint."),
     ) -> None:
         """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
         from rich.console import Console
@@ -139,6 +169,7 @@ def register(app: typer.Typer) -> None:
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu)
+        host_bytes = _parse_size(host_memory, "--host-memory") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         if study is not None:
@@ -154,7 +185,8 @@ def register(app: typer.Typer) -> None:
         with _term_as_interrupt():
             try:
                 with console.status(f"loading {spec} on {device} ..."):
-                    backend, space_obj = _load(spec, device, threads, space_obj, task, data, profile)
+                    backend, space_obj = _load(spec, device, threads, space_obj, task, data, profile,
+                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
                 if budget_bytes is None and space_obj.budget_fraction:
                     budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
                     budget_note = (f"{space_obj.budget_fraction:g} x the model's counted bytes "
@@ -261,6 +293,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler {opts.sampler} "
         f"(seed {opts.seed}) | mode {opts.mode}"
     )
+    if getattr(backend, "offloaded", False):
+        console.print(f"loading: {backend.loaded.load_note}\nhost store: {backend.store_note()}")
     with LiveProgress(console, opts) as live:
         result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=live.start,
                           on_trial=live.trial_done, on_stage=live.stage)
