@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from advisor.errors import UserError
-from advisor.eval.sandbox import ExecResult, Limits, run_many, run_program
+from advisor.eval.sandbox import ExecResult, Limits, run_many, run_tests
 
 # A completion ends where top-level code starts again (Codex-paper convention).
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ", "\n```")
@@ -71,22 +71,25 @@ def _first_stop(text: str, exclude: tuple[str, ...] = ()) -> int:
     return min(hits) if hits else -1
 
 
-def program(problem: dict, completion: str) -> str:
-    """The program executed for one problem: prompt + completion + tests (check() is called by the runner)."""
-    return problem["prompt"] + completion + "\n\n" + problem["test"] + "\n"
+def job(problem: dict, completion: str) -> dict:
+    """The sandbox job of one problem: prompt + completion run untrusted; the tests, with the prompt's
+    helper functions beside them, run in the judge."""
+    return {
+        "code": problem["prompt"] + completion, "test": problem["test"], "entry_point": problem["entry_point"],
+        "helpers": problem["prompt"],
+    }
 
 
 def check_completion(problem: dict, completion: str, limits: Limits = Limits()) -> ExecResult:
     """Run one (already cleaned) completion against the problem's tests in the sandbox."""
-    return run_program(program(problem, completion), problem["entry_point"], limits)
+    return run_tests(**job(problem, completion), limits=limits)
 
 
 def check_many(
     problems: list[dict], completions: list[str], limits: Limits = Limits(), workers: int | None = None
 ) -> list[ExecResult]:
     """Sandboxed execution of many (problem, cleaned completion) pairs, concurrently."""
-    jobs = [(program(p, c), p["entry_point"]) for p, c in zip(problems, completions, strict=True)]
-    return run_many(jobs, limits, workers)
+    return run_many([job(p, c) for p, c in zip(problems, completions, strict=True)], limits, workers)
 
 
 def pass_at_1(results: list[ExecResult]) -> float:
