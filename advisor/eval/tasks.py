@@ -136,7 +136,7 @@ def _humaneval(path: str | None) -> Task:
         max_new_tokens=256,
         prompt_fn=lambda ex: ex["prompt"],
         score_fn=lambda ex, text: humaneval.check_completion(ex, text).passed,
-        clean_fn=humaneval.clean_completion,
+        clean_fn=lambda ex, text: humaneval.clean_completion(text, ex),
         score_many_fn=score_many,
         description=f"HumanEval ({len(problems)} problems), sandboxed pass@1",
     )
