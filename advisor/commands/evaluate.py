@@ -49,6 +49,9 @@ def register(app: typer.Typer) -> None:
         style: str = typer.Option("few-shot", "--style", help="GSM8K prompt style: zero-shot, few-shot or cot."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         batch_size: int = typer.Option(None, "--batch-size", help="Prompts decoded together (default per task)."),
+        max_new_tokens: int = typer.Option(
+            None, "--max-new-tokens", help="Tokens generated per prompt (default per task: toy 16, others 256)."
+        ),
         fidelity_prompts: int = typer.Option(
             16, "--fidelity-prompts", help="Prompts for the logit fidelity proxy when --precision is set (0: skip)."
         ),
@@ -67,6 +70,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:
             raise UserError(f"--batch-size must be positive, got {batch_size}")
+        if max_new_tokens is not None and max_new_tokens <= 0:
+            raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}")
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
@@ -98,6 +103,7 @@ def register(app: typer.Typer) -> None:
             fid = fidelity(loaded, ref, runtime) if ref is not None else None
         result = evaluate(
             loaded, the_task, runtime=runtime, progress=not no_progress, batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
         )
         out = Console()
         from rich.markup import escape
