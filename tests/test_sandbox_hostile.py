@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_cases import cases, run_all
+from tests.sandbox_cases import cases, run_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_hostile_completions_as_an_unprivileged_evaluator_owning_the_files(root)
                                capture_output=True) if unshare else None
         if probe is None or probe.returncode != 0:
             pytest.skip("cannot start an unprivileged user namespace here (unshare --map-user)")
-        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         out = subprocess.run(
             [unshare, "--user", "--map-user=1000", "--map-group=1000", sys.executable,
              str(REPO / "tests" / "sandbox_cases.py"), str(root)],

@@ -91,7 +91,9 @@ def _check(ret: int, what: str) -> None:
 
 
 def _mount(libc, src, dst, fstype, flags, data=None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
+    def enc(text):
+        return text.encode() if text is not None else None
+
     _check(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
 
 

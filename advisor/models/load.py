@@ -22,6 +22,7 @@ from torch import nn
 
 from advisor.errors import UserError
 from advisor.models import tiny
+from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -234,6 +235,7 @@ def loaded_from(
     moe = moe_layers(model)  # raises UserError for models without MoE layers, before moving anything
     model = model.to(device).eval()
     moe = moe_layers(model)
+    verify_experts_path(model, moe, family)  # refuses models whose forward bypasses the experts seam
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
