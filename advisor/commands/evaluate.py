@@ -155,5 +155,5 @@ def _score_completions(
             "pass_at": {str(k): v for k, v in scores.pass_at.items()}, "passed": passed,
             "isolation": scores.isolation, "per_sample": scores.results,
         }
-        _write_json_atomic(json_out, payload)
+        write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
         Console(stderr=True).print(f"wrote {json_out}")
