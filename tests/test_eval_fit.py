@@ -8,31 +8,39 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from advisor.eval.run import encode_prompt, fit_to_positions, model_positions
 from advisor.eval.tasks import get_task
 from advisor.models.generate import generate
 from advisor.models.load import load_model
+from tests.eval_helpers import tiny_toy_model_dir
 
 DATA = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
 
 
-def test_few_shot_prompts_drop_exemplars_to_fit_the_bundled_models_positions_said_once(tmp_path):
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    """A tiny model saved like the bundled one (character tokenizer, 256 positions)."""
+    return tiny_toy_model_dir(tmp_path_factory.mktemp("fit"))
+
+
+def test_few_shot_prompts_drop_exemplars_to_fit_the_models_positions_said_once(toy_dir, tmp_path):
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, "-c", "from advisor.cli import run; run()", "eval", "bundled", "--task", "gsm8k",
+        [sys.executable, "-c", "from advisor.cli import run; run()", "eval", str(toy_dir), "--task", "gsm8k",
          "--data", str(DATA), "--limit", "3", "--max-new-tokens", "16", "--no-progress", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     notes = [ln for ln in proc.stderr.splitlines() if "dropped few-shot exemplars" in ln]
-    assert len(notes) == 1 and "bundled's 256 positions (16 new tokens)" in notes[0]
+    assert len(notes) == 1 and "'s 256 positions (16 new tokens)" in notes[0]
     assert json.loads(out.read_text())["n"] == 3
 
 
-def test_fitted_prompts_keep_as_many_exemplars_as_fit():
-    loaded = load_model("bundled")
+def test_fitted_prompts_keep_as_many_exemplars_as_fit(toy_dir):
+    loaded = load_model(str(toy_dir))
     task = get_task("gsm8k", path=str(DATA))
     positions = model_positions(loaded)
     assert positions == 256
