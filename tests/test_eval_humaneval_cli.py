@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from advisor.cli import app
+from advisor.errors import UserError
 from advisor.eval import humaneval
 from tests.eval_helpers import tiny_toy_model_dir
 
@@ -101,3 +102,12 @@ def test_a_model_generates_and_is_scored_end_to_end(tmp_path):
     payload = json.loads(out.read_text())
     assert payload["n"] == 2 and len(payload["per_example"]) == 2
     assert all(isinstance(r["completion"], str) for r in payload["per_example"])
+
+
+def test_a_bad_problems_file_names_its_line(tmp_path):
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps(PROBLEMS[0]) + "\n" + json.dumps({"task_id": "X/1", "prompt": "def f():\n"}) + "\n")
+    with pytest.raises(UserError, match=r"p\.jsonl:2: HumanEval record lacks string field\(s\) \['entry_point', 'test'\]"):
+        humaneval.load_problems(str(problems))
+    problems.write_text(json.dumps(PROBLEMS[1]) + "\n\n" + json.dumps(PROBLEMS[0]) + "\n")
+    assert [p["task_id"] for p in humaneval.load_problems(str(problems))] == ["HumanEval/0", "HumanEval/1"]

@@ -133,7 +133,7 @@ def _score_completions(
 
     problems = humaneval.load_problems(data)
     samples = humaneval.read_completions(path)
-    scores = humaneval.score_completions(problems, samples, path)
+    scores = humaneval.score_completions(problems, samples)
     out = Console()
     n_total = len(problems)
     out.print(

