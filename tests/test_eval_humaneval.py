@@ -1,11 +1,10 @@
-"""HumanEval: every canonical solution passes, altered ones fail, hostile programs are contained."""
+"""HumanEval: loading, cleaning, the task's scoring path, plain-data values. The 164 canonical and the altered
+sets run through the CLI (test_eval_humaneval_cli.py), hostile programs in test_sandbox_hostile.py."""
 
 from __future__ import annotations
 
 import socket
 import threading
-
-import pytest
 
 from advisor.eval import humaneval
 from advisor.eval.sandbox import Limits, run_tests
@@ -19,31 +18,21 @@ def test_all_164_problems_load_in_order():
     assert PROBLEMS[0]["task_id"] == "HumanEval/0" and PROBLEMS[-1]["task_id"] == "HumanEval/163"
 
 
-@pytest.mark.timeout(180)
-def test_every_canonical_solution_passes():
-    results = humaneval.check_many(PROBLEMS, [p["canonical_solution"] for p in PROBLEMS], workers=4)
-    failed = [(p["task_id"], r.status, r.detail[-200:]) for p, r in zip(PROBLEMS, results, strict=True) if not r.passed]
-    assert failed == []
-    assert humaneval.pass_at_1(results) == 1.0
-
-
-def _altered(problem: dict) -> str:
-    """A wrong but valid body: only executing the tests can tell."""
-    return "    return None\n"
-
-
-@pytest.mark.timeout(120)
-def test_altered_solutions_fail():
-    sample = PROBLEMS[::4]  # a fixed, deterministic sample of 41 problems
-    results = humaneval.check_many(sample, [_altered(p) for p in sample], workers=4)
-    assert [p["task_id"] for p, r in zip(sample, results, strict=True) if r.passed] == []
-    assert all(r.status == "failed" for r in results)
-
-
 def test_an_off_by_one_solution_fails_while_the_canonical_one_passes():
     problem = next(p for p in PROBLEMS if p["entry_point"] == "add")  # HumanEval/53: add(x, y)
     assert humaneval.check_completion(problem, problem["canonical_solution"]).passed
     assert not humaneval.check_completion(problem, "    return x + y + 1\n").passed
+
+
+def test_the_task_scores_raw_model_output_through_clean_and_sandbox():
+    """The path generation takes (it crashed with the clean-up's arguments swapped)."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    raw = "```python\n" + p["prompt"] + "    return x + y\n```\nThis adds them."
+    assert task.score(p, raw)
+    assert task.score_many([p, p], [raw, "return x - y"]) == [True, False]
 
 
 def test_clean_completion_variants():
