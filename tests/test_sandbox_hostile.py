@@ -71,3 +71,28 @@ def test_hostile_completions_as_an_unprivileged_evaluator_owning_the_files(root)
         assert report["uid"] == 1000
         assert "no-capabilities" in report["isolation"]
     _check(report, root)
+
+
+FALLBACK = """
+from advisor.eval.humaneval import check_completion, load_problems
+p = load_problems()[53]
+print(check_completion(p, p["canonical_solution"]).status, check_completion(p, "    return x - y\\n").status)
+"""
+
+
+def test_refused_namespaces_fall_back_with_one_line_naming_the_weaker_isolation():
+    """A user namespace whose namespace limits are 0 refuses every new namespace, as some kernels do."""
+    unshare = shutil.which("unshare")
+    limits = "; ".join(f"echo 0 > /proc/sys/user/max_{n}_namespaces" for n in ("user", "net", "mnt", "pid", "ipc"))
+    if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "sh", "-c", limits]).returncode:
+        pytest.skip("cannot make a user namespace with namespace limits here")
+    out = subprocess.run(
+        [unshare, "--user", "--map-root-user", "sh", "-c", f'{limits}; exec "$0" -c "$1"', sys.executable, FALLBACK],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["passed", "failed"]
+    notes = [ln for ln in out.stderr.splitlines() if ln.startswith("sandbox: ")]
+    assert len(notes) == 1
+    assert "none,no-capabilities (no private read-only filesystem (the kernel refused namespaces" in notes[0]
+    assert "weaker isolation by resource limits and the interpreter guard" in notes[0]

@@ -109,7 +109,7 @@ def _unshare(libc):
                 with open(f"/proc/self/{name}", "w") as fh:
                     fh.write(text)
         return ("userns+" if user else "") + "mountns+netns+pidns", ""
-    why = os.strerror(ctypes.get_errno())
+    why = f"the kernel refused namespaces: {os.strerror(ctypes.get_errno())}"
     if libc.unshare(user | CLONE_NEWNET | CLONE_NEWPID) == 0:
         return ("userns+" if user else "") + "netns+pidns", why
     return "none", why
@@ -199,14 +199,19 @@ def _contain(cfg: dict) -> str:
             _, status = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
     if "mountns" in namespaces:
-        _private_root(libc, cfg["new_root"], int(cfg["tmp_bytes"]))
+        cwd = os.getcwd()
+        try:
+            _private_root(libc, cfg["new_root"], int(cfg["tmp_bytes"]))
+        except OSError as e:  # e.g. mounts refused in a container: keep the other namespaces, say so
+            os.chdir(cwd)
+            namespaces, why = namespaces.replace("mountns+", ""), f"the private root was refused: {e}"
     _limits(cfg)
     who = _drop_privileges(libc, started_as_root)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/PID/mem from same-user processes
     line = {"isolation": namespaces, "user": who}
     if "mountns" not in namespaces:
         line["fallback"] = (
-            f"kernel refused namespaces ({why}): no private read-only filesystem; weaker isolation by "
+            f"no private read-only filesystem ({why}); weaker isolation by "
             f"{'the unprivileged user, ' if who == 'nobody' else ''}resource limits and the interpreter guard"
         )
     return json.dumps(line)
