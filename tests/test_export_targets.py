@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 import types
@@ -187,3 +189,16 @@ def test_vllm_flags_parse_in_vllms_own_parser():
     ns = parse_vllm_args(res.data["args"])
     assert ns.quantization == "experts_int8" and ns.cpu_offload_gb == res.data["cpu_offload_gb"]
     assert ns.quantization in QUANTIZATION_METHODS and ns.cpu_offload_params == ["w13_weight", "w2_weight"]
+
+
+def test_exported_files_are_0644_and_scripts_0755(tmp_path):
+    url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
+    old = os.umask(0o022)
+    try:
+        for to, name, mode in (("json", "plan.json", 0o644), ("llama.cpp", "run.sh", 0o755)):
+            r = _cli("export", "s1", "2", "--to", to, "-o", str(tmp_path / name), "--storage", url)
+            assert r.returncode == 0, r.stderr
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, (name, oct((tmp_path / name).stat().st_mode))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.sh").read_text().startswith("#!")

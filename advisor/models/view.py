@@ -146,6 +146,8 @@ def _count_experts(module: nn.Module, view: seam.ExpertSet) -> int:
 def _same_storage(a: nn.Module, b: nn.Module) -> bool:
     if isinstance(a, seam.ExpertList) or isinstance(b, seam.ExpertList):
         return False
+    if a.gate_up_proj.is_meta:  # offloaded: meta tensors have no storage; tied twins share the parameter
+        return a.gate_up_proj is b.gate_up_proj and a.down_proj is b.down_proj
     return (
         a.gate_up_proj.data_ptr() == b.gate_up_proj.data_ptr()
         and a.down_proj.data_ptr() == b.down_proj.data_ptr()
@@ -197,13 +199,22 @@ def moe_layers(model: nn.Module) -> list[MoELayer]:
                 num_experts=_count_experts(module, view),
                 top_k=_find_top_k(module, parent, router, config),
                 shared=_shared_of(parent, grandparent, attr),
-                hidden_size=int(first.gate.shape[1]),
-                intermediate_size=int(first.gate.shape[0]),
+                hidden_size=_dims(view, first)[0],
+                intermediate_size=_dims(view, first)[1],
                 dtype=first.gate.dtype,
                 aliases=tuple(m for _, m in group[1:]),
             )
         )
     return layers
+
+
+def _dims(view: seam.ExpertSet, first: seam.ExpertWeights) -> tuple[int, int]:
+    """(hidden, expert FFN width). List layouts read the gate Linear's declared sizes: a bitsandbytes 4-bit
+    replacement packs its weight into another shape."""
+    gate = view.module[0].gate_proj if view.layout == "list" else None
+    if gate is not None and hasattr(gate, "in_features"):
+        return int(gate.in_features), int(gate.out_features)
+    return int(first.gate.shape[1]), int(first.gate.shape[0])
 
 
 def _native_configs(layers: list[MoELayer]) -> list[object]:
@@ -215,6 +226,18 @@ def _native_configs(layers: list[MoELayer]) -> list[object]:
             if layer.layout == "fused" and config is not None and all(config is not c for c in configs):
                 configs.append(config)
     return configs
+
+
+def use_seam(model: nn.Module, layers: list[MoELayer]) -> None:
+    """Fused experts compute through the advisor seam (transformers' ExpertsInterface "advisor"). Offloaded
+    models use it from the start: their own expert parameters are meta, so no stock kernel can run them."""
+    seam.register_with_transformers()
+    configs = _native_configs(layers)
+    if configs and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("advisor")
+    for config in configs:  # sub-configs that set_experts_implementation did not reach (shared text configs)
+        if config._experts_implementation != "advisor":
+            config._experts_implementation_internal = "advisor"
 
 
 def attach_runtime(
@@ -230,17 +253,11 @@ def attach_runtime(
     list-layout models already call the seam. Tied twins (DiffusionGemma's encoder) share the same session.
     """
     layers = moe_layers(model) if layers is None else layers
-    seam.register_with_transformers()
     configs = _native_configs(layers)
-    if configs:
-        if not hasattr(model, "_advisor_previous_experts"):
-            whole = model.get_experts_implementation() if hasattr(model, "get_experts_implementation") else None
-            model._advisor_previous_experts = (whole, [(c, c._experts_implementation) for c in configs])
-        if hasattr(model, "set_experts_implementation"):
-            model.set_experts_implementation("advisor")
-        for config in configs:  # sub-configs that set_experts_implementation did not reach (shared text configs)
-            if config._experts_implementation != "advisor":
-                config._experts_implementation_internal = "advisor"
+    if configs and not hasattr(model, "_advisor_previous_experts"):
+        whole = model.get_experts_implementation() if hasattr(model, "get_experts_implementation") else None
+        model._advisor_previous_experts = (whole, [(c, c._experts_implementation) for c in configs])
+    use_seam(model, layers)
     session = seam.attach({lay.index: lay.experts_module for lay in layers}, runtime, observers)
     for lay in layers:
         for alias in lay.aliases:
