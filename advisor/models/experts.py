@@ -52,7 +52,6 @@ class ExpertSet(Protocol):
     def get(self, e: int) -> ExpertWeights: ...
     def set(self, e: int, weights: ExpertWeights) -> None: ...
     def act(self, x: torch.Tensor) -> torch.Tensor: ...
-    def fn(self, e: int) -> ExpertFn: ...
 
 
 class FusedExperts:
@@ -83,9 +82,6 @@ class FusedExperts:
 
     def act(self, x: torch.Tensor) -> torch.Tensor:
         return self.module.act_fn(x)
-
-    def fn(self, e: int) -> ExpertFn:
-        return swiglu(self.act, self.get(e))
 
 
 class ListExperts:
@@ -147,6 +143,13 @@ def swiglu(act: Callable[[torch.Tensor], torch.Tensor], w: ExpertWeights) -> Exp
     return fn
 
 
+def expert_fn(experts: ExpertSet, e: int) -> ExpertFn:
+    """What expert `e` computes with its resident weights: the set's own `fn` when it has one (list layouts call
+    their Linear modules, which may be bitsandbytes-quantized), else SwiGLU over its weights."""
+    own = getattr(experts, "fn", None)
+    return own(e) if own is not None else swiglu(experts.act, experts.get(e))
+
+
 class ExpertRuntime(Protocol):
     """Decides what each expert computes with. Called once per MoE layer per forward."""
 
@@ -165,7 +168,7 @@ class ResidentRuntime:
 
     def experts_for(self, layer: int, expert_ids: list[int]) -> Mapping[int, ExpertFn]:
         experts = self.layers[layer]
-        return {e: experts.fn(e) for e in expert_ids}
+        return {e: expert_fn(experts, e) for e in expert_ids}
 
 
 @dataclass
@@ -230,7 +233,7 @@ def advisor_experts_forward(
     if handle is None:  # not attached: behave like the stock eager implementation
         experts = expert_set(self)
         ids = [int(e) for e in torch.unique(top_k_index).tolist() if 0 <= e < experts.num_experts]
-        fns = {e: experts.fn(e) for e in ids}
+        fns = {e: expert_fn(experts, e) for e in ids}
         return combine(hidden_states, top_k_index, top_k_weights, fns)
     for observe in handle.session.observers:
         observe(handle.layer, top_k_index, top_k_weights)

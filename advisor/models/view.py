@@ -211,7 +211,8 @@ def moe_layers(model: nn.Module) -> list[MoELayer]:
 def _dims(view: seam.ExpertSet, first: seam.ExpertWeights) -> tuple[int, int]:
     """(hidden, expert FFN width). List layouts read the gate Linear's declared sizes: a bitsandbytes 4-bit
     replacement packs its weight into another shape."""
-    gate = view.module[0].gate_proj if view.layout == "list" else None
+    module = getattr(view, "module", None) if view.layout == "list" else None
+    gate = getattr(module[0], "gate_proj", None) if module is not None else None
     if gate is not None and hasattr(gate, "in_features"):
         return int(gate.in_features), int(gate.out_features)
     return int(first.gate.shape[1]), int(first.gate.shape[0])
