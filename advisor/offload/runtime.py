@@ -27,8 +27,10 @@ import torch
 from advisor.errors import UserError
 from advisor.models.experts import ExpertFn
 from advisor.models.view import model_and_moe
+from advisor.offload.cpu_experts import CpuExperts
+from advisor.offload.miss import check_miss_policy
 from advisor.offload.policies import Ctx, build_policies
-from advisor.offload.simulate import PREFETCH, resolve_slots
+from advisor.offload.simulate import PREFETCH, layer_costs, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
 from advisor.offload.store import ExpertStore
 
@@ -56,6 +58,8 @@ class OffloadRuntime:
         pin: bool | None = None,
         attach: bool = True,
         observers: Sequence[Any] = (),
+        miss: str = "copy",
+        costs: Any = None,
     ):
         if prefetch not in PREFETCH:
             raise UserError(f"unknown prefetch '{prefetch}'; choose one of: {', '.join(PREFETCH)}")
@@ -66,12 +70,18 @@ class OffloadRuntime:
         if self.cuda and not torch.cuda.is_available():
             raise UserError("device 'cuda' requested but CUDA is not available here; use --device cpu")
         self.policy_name, self.prefetch_mode = policy, prefetch
+        self.miss = check_miss_policy(miss)
+        self.policy_kw = dict(policy_kw or {})
         self.store = ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
         self.plan = self.store.plan
         self.capacity = resolve_slots(slots_per_layer, [m.num_experts for m in moe])
-        policies = build_policies(policy, self.capacity, hot=hot, **dict(policy_kw or {}))
-        self.caches = [CacheLayer(p, self.store.expert_bytes(i), stage_limit) for i, p in enumerate(policies)]
+        policies = build_policies(policy, self.capacity, hot=hot, **self.policy_kw)
+        self.costs = costs
+        self.caches = [CacheLayer(p, self.store.expert_bytes(i), stage_limit, miss=miss,
+                                  **layer_costs(costs, i, self.store.expert_bytes(i)))
+                       for i, p in enumerate(policies)]
         self.acts = [m.experts.act for m in moe]
+        self.cpu = CpuExperts(self.store, self.acts)
         self.transfer_model = TransferModel.from_profile(profile)
         # device slot pool: one preallocated byte buffer per slot
         self.slots = [
@@ -117,11 +127,16 @@ class OffloadRuntime:
         self._last_layer = layer
 
     # -- the ExpertRuntime interface ---------------------------------------------------------------
-    def experts_for(self, layer: int, expert_ids: list[int]) -> Mapping[int, ExpertFn]:
+    wants_tokens = True  # the seam passes tokens per expert (the miss policy and the time model need them)
+
+    def experts_for(self, layer: int, expert_ids: list[int], tokens: Sequence[int] | None = None
+                    ) -> Mapping[int, ExpertFn]:
         n_exp = self.moe[layer].num_experts
-        ids = tuple(e for e in expert_ids if 0 <= e < n_exp)
+        keep = [i for i, e in enumerate(expert_ids) if 0 <= e < n_exp]
+        ids = tuple(expert_ids[i] for i in keep)
+        tok = tuple(int(tokens[i]) for i in keep) if tokens is not None else None
         self._advance(layer)
-        acc, from_stage = self.caches[layer].lookup(ids, self.ctx)
+        acc, from_stage, on_cpu = self.caches[layer].lookup(ids, self.ctx, tok)
         self.last_ids[layer] = ids
         store_row, act = self.store.layers[layer], self.acts[layer]
         slot_of, free, fns, bufs = self.slot_of[layer], self.free[layer], self.fns[layer], self.slots[layer]
@@ -140,13 +155,18 @@ class OffloadRuntime:
             buf = bufs[s][: packed.nbytes]
             (d2d if e in staged else h2d).append((buf, staged.get(e, packed.host)))
             fns[e] = out[e] = packed.view(buf).fn(act)
+        cpu_set = set(on_cpu)
         for e in acc.streamed:
+            if e in cpu_set:
+                continue
             packed = store_row[e]
             buf = staged.get(e)
             if buf is None:
                 buf = torch.empty(packed.nbytes, dtype=torch.uint8, device=self.device)
                 h2d.append((buf, packed.host))
             out[e] = packed.view(buf).fn(act)
+        for e in on_cpu:  # the miss policy computes these on the host (an admitted one is still copied)
+            out[e] = self.cpu.fn(layer, e)
         self._copy(layer, h2d, d2d, wait=True)
         if self.prefetch_mode == "lookahead" and layer + 1 < len(self.moe):
             predicted = self._predict(layer + 1, self._hidden.pop(layer, None))
@@ -258,7 +278,8 @@ class OffloadRuntime:
     # -- results -------------------------------------------------------------------------------------
     def stats(self) -> CacheStats:
         """Counters so far; transfer time from CUDA events (CUDA) or the hardware profile model (CPU)."""
-        kw: dict[str, Any] = {"policy": self.policy_name, "prefetch": self.prefetch_mode}
+        kw: dict[str, Any] = {"policy": self.policy_name, "prefetch": self.prefetch_mode,
+                              "time_source": self.costs.source if self.costs is not None else ""}
         if self.cuda:
             torch.cuda.synchronize(self.device)
             ms = sum(s.elapsed_time(e) for s, e in self._events)
@@ -274,7 +295,7 @@ class OffloadRuntime:
 
     def reset_cache(self) -> None:
         """Empty every slot and rebuild the policies' state, then zero the counters."""
-        policies = build_policies(self.policy_name, self.capacity, **self._policy_args())
+        policies = build_policies(self.policy_name, self.capacity, **{**self.policy_kw, **self._policy_args()})
         for i, c in enumerate(self.caches):
             c.policy = policies[i]
             c.staged = {}
