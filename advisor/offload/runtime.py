@@ -30,7 +30,8 @@ from advisor.models.view import model_and_moe
 from advisor.offload.cpu_experts import CpuExperts
 from advisor.offload.miss import check_miss_policy
 from advisor.offload.policies import Ctx, build_policies
-from advisor.offload.simulate import PREFETCH, layer_costs, resolve_slots
+from advisor.offload.simulate import layer_costs
+from advisor.offload.slots import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
 from advisor.offload.store import ExpertStore
 
