@@ -44,7 +44,7 @@ def _profile() -> CpuProfile:
 
 
 def _costs(loaded, plan):
-    from advisor.hardware import DEFAULT_PROFILE
+    from advisor.hardware.profiles import DEFAULT_PROFILE
 
     m = model_meta(loaded)
     dev = DeviceCompute({"fp32": 0.01}, 32, 16, 32, "test-device")
@@ -113,7 +113,7 @@ def test_cpu_and_hybrid_outputs_equal_resident_within_format_tolerance(layout, p
         m = model_meta(loaded)
         prof = CpuProfile({f"{m['hidden'][0]}x{m['intermediate'][0]}": {f: [[1, 0.001], [2, 0.002], [256, 100.0]] for f in ("bf16", "int8", "int4",
                                                                                        "int3")}}, 1, "test")
-        from advisor.hardware import DEFAULT_PROFILE
+        from advisor.hardware.profiles import DEFAULT_PROFILE
 
         costs = ModelCosts(plan, m["hidden"], m["intermediate"], prof, DeviceCompute({"bf16": 0.01}, 1, 1, 1, "t"),
                            DEFAULT_PROFILE)
@@ -147,3 +147,24 @@ def test_interval_refresh_obeys_its_rules():
             assert acc.admitted == ranked[: len(acc.admitted)]
     assert all(s != 3 for _, s in refreshed) and {(0, 1), (0, 2)} <= set(refreshed)
     assert not [r for r in refreshed if r[0] > 0 and r[1] % 2]
+
+
+def test_profile_command_measures_cpu_experts_into_the_profile(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.timing import CPU_FORMATS, TOKENS, CpuProfile
+
+    res = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", "--expert-shape", "64x32",
+                                   "--profiles-dir", str(tmp_path), "--name", "host"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(next(tmp_path.glob("*.json")).read_text())
+    cp = CpuProfile.from_dict(d["cpu_experts"])
+    assert cp.source.startswith("measured:wall-clock") and "int8:int8pack_mm" in cp.source
+    assert set(cp.table["64x32"]) == set(CPU_FORMATS)
+    assert [r[0] for r in cp.table["64x32"]["int8"]] == list(TOKENS)
+    assert all(r[1] > 0 for rows in cp.table["64x32"].values() for r in rows)
+    bad = CliRunner().invoke(app, ["profile", "--cpu", "--expert-shape", "64by32", "--profiles-dir", str(tmp_path)])
+    assert bad.exit_code != 0 and "HIDDENxFFN" in bad.output

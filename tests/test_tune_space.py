@@ -23,7 +23,12 @@ def test_shipped_spaces_load_and_enumerate(name):
     assert space.name == name
     knobs = space.knobs(SHAPE.n_layers, SHAPE.min_experts)
     assert any(k.startswith("fmt_g") for k in knobs) and "policy" in knobs
-    assert set(space.objectives) >= {"h2d_bytes_per_token", "accuracy", "peak_gpu_bytes"}
+    speed = "h2d_bytes_per_token" if name == "quick" else "time_per_token"
+    assert set(space.objectives) >= {speed, "accuracy", "peak_gpu_bytes"}
+    if name != "quick":  # the miss policy is searched in the full spaces
+        assert knobs["miss"].values() == ["copy", "cpu", "hybrid"]
+    if name == "dllm":
+        assert "tide" in knobs["policy"].values() and knobs["tau"].values() == [1, 2, 4, 8]
     if name == "quick":
         assert space.size(SHAPE.n_layers, SHAPE.min_experts) <= 200  # small enough for README command 1
         assert space.budget_fraction is not None
@@ -127,3 +132,14 @@ def test_cli_missing_local_task_data_is_one_line_exit_2(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "missing.jsonl" in lines[0], r.stderr
     assert not (tmp_path / "studies").exists()
+
+
+def test_miss_axis_is_validated():
+    from advisor.errors import UserError
+    from advisor.tune.space import parse_space
+
+    text = '[precision]\nformats = ["int8"]\n[cache]\nmiss = ["copy", "gpu"]\n'
+    with pytest.raises(UserError, match="cache.miss"):
+        parse_space(text, "<t>")
+    ok = parse_space(text.replace('"gpu"', '"cpu"'), "<t>")
+    assert ok.knobs(4, 8)["miss"].values() == ["copy", "cpu"] and "tau" not in ok.knobs(4, 8)

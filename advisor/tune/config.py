@@ -130,6 +130,10 @@ class TrialConfig:
     slots: tuple[int, ...]
     policy: str
     prefetch: str
+    miss: str = "copy"
+    """Miss policy (advisor.offload.miss): where a missed expert computes."""
+    tau: int = 0
+    """Refresh interval of the tide policy (0 = not used)."""
     peak_bytes: int = 0
     """Counted GPU bytes: resident weights + the largest experts that fit the slots of each layer."""
     expert_store_bytes: int = 0
@@ -138,7 +142,7 @@ class TrialConfig:
 
     @property
     def cache_key(self) -> tuple:
-        return (tuple(self.slots), self.policy, self.prefetch)
+        return (tuple(self.slots), self.policy, self.prefetch, self.miss, self.tau)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as stored with a trial and a front point (what `recommend`/`export` read)."""
@@ -154,6 +158,8 @@ class TrialConfig:
             "slots_per_layer": list(self.slots),
             "policy": self.policy,
             "prefetch": self.prefetch,
+            "miss_policy": self.miss,
+            "tau": self.tau,
             "counted_peak_gpu_bytes": self.peak_bytes,
             "counted_expert_store_bytes": self.expert_store_bytes,
         }
@@ -259,5 +265,6 @@ def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShap
     return TrialConfig(
         params=dict(params), plan=plan, layer_formats=layer_formats, hot_fraction=hot_fraction,
         hot_format=hot_format, slots=tuple(slots), policy=str(params["policy"]), prefetch=str(params["prefetch"]),
+        miss=str(params.get("miss", "copy")), tau=int(params["tau"]) if params.get("policy") == "tide" else 0,
         peak_bytes=counted_peak_bytes(shape, plan, slots), expert_store_bytes=expert_store_bytes(shape, plan),
     )

@@ -15,6 +15,8 @@ Knobs (Optuna parameter names in brackets):
   cache.allocation        "uniform" | "by_frequency"             [allocation]
   cache.policies          eviction policy                        [policy]
   cache.prefetch          prefetch strategy                      [prefetch]
+  cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
+  cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
 
@@ -39,6 +41,7 @@ SPACES_DIR = resources.files("advisor.tune") / "spaces"
 
 DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_METRICS = (
+    "time_per_token",
     "h2d_bytes_per_token",
     "transfer_ms_per_token",
     "latency_ms_per_token",
@@ -48,8 +51,11 @@ OBJECTIVE_METRICS = (
     "peak_gpu_bytes",
     "hit_rate",
 )
-DEFAULT_OBJECTIVES = {"h2d_bytes_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
+DEFAULT_OBJECTIVES = {"time_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
+"""time_per_token: ms of expert work per generated token (device compute + copies + CPU compute, overlapped);
+modelled in replay, measured wall-clock live (see advisor.offload.timing)."""
 ALLOCATIONS = ("uniform", "by_frequency")
+MISS_POLICIES = ("copy", "cpu", "hybrid")  # advisor.offload.miss.MISS_POLICIES (kept torch- and import-free here)
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
 
 
@@ -135,6 +141,8 @@ class SearchSpace:
     policies: Domain
     prefetch: Domain
     objectives: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    miss: Domain = field(default_factory=lambda: Domain(choices=("copy",)))
+    tau: Domain = field(default_factory=lambda: Domain(choices=(4,)))
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     budget_fraction: float | None = None
     """Default memory budget as a fraction of the model's counted bytes at its own dtype (no --budget/--gpu)."""
@@ -167,6 +175,9 @@ class SearchSpace:
             k["allocation"] = self.allocation
         k["policy"] = self.policies
         k["prefetch"] = self.prefetch
+        k["miss"] = self.miss
+        if "tide" in self.policies.values():
+            k["tau"] = self.tau
         return k
 
     def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
@@ -420,7 +431,8 @@ class _Validator:
         hot_formats = self.choices(hc, "precision.hot_cold.hot_formats", ["bf16"], "format",
                                    lambda c: isinstance(c, str))
 
-        cache = self.table(data, "cache", {"slots_per_layer", "expert_budget", "allocation", "policies", "prefetch"})
+        cache = self.table(data, "cache", {"slots_per_layer", "expert_budget", "allocation", "policies", "prefetch",
+                                           "miss", "tau"})
         if "slots_per_layer" in cache and "expert_budget" in cache:
             self.fail("cache.expert_budget", "give either slots_per_layer or expert_budget, not both")
         slots = self.number_domain(cache, "cache.slots_per_layer", is_int=True, lo=1, hi=None, allow_all=True)
@@ -433,6 +445,10 @@ class _Validator:
                                   f" (one of {', '.join(ALLOCATIONS)})")
         policies = self.choices(cache, "cache.policies", ["lru"], "policy", lambda c: isinstance(c, str))
         prefetch = self.choices(cache, "cache.prefetch", ["none"], "prefetch", lambda c: isinstance(c, str))
+        miss = self.choices(cache, "cache.miss", ["copy"], None, lambda c: c in MISS_POLICIES,
+                            f" (one of {', '.join(MISS_POLICIES)})")
+        tau = self.choices(cache, "cache.tau", [4], None,
+                           lambda c: isinstance(c, int) and not isinstance(c, bool) and c >= 1, " (positive integers)")
 
         objectives = data.get("objectives", dict(DEFAULT_OBJECTIVES))
         if not isinstance(objectives, dict) or not objectives:
@@ -467,7 +483,7 @@ class _Validator:
             name=name, description=description, source=self.source, text=self.text,
             formats=formats, groups=groups, hot_fraction=hot_fraction, hot_formats=hot_formats,
             slots=slots, expert_budget=budget, allocation=allocation, policies=policies, prefetch=prefetch,
-            objectives=dict(objectives), evaluation=settings,
+            objectives=dict(objectives), evaluation=settings, miss=miss, tau=tau,
             budget_fraction=None if frac is None else float(frac),
         )
 
