@@ -193,6 +193,8 @@ def _print(summary: dict[str, Any]) -> None:
                   f"{min(r['min_best_ratio'] for r in summary['results']):.3f})")
     console.print(f"target replay >= {TARGET_SPEED / 1e6:.0f}M look-ups/s: "
                   f"{'MET' if summary['target_speed_met'] else 'NOT MET'}")
+    worst = min(r["min_best_ratio"] for r in summary["results"])
+    console.print(f"RESULT worst_belady_ratio={worst:.3f} replay_mlookups_per_s={summary['replay_lookups_per_s'] / 1e6:.2f}")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ class CacheLayer:
         self.miss = check_miss_policy(miss)
         self.threshold = list(threshold) if threshold is not None else None
         self.costs = costs  # optional cost model (advisor.offload.timing.LayerCosts): per look-up times
+        self._need_tokens = self.miss != "copy" or costs is not None
         self.stage_limit = policy.capacity if stage_limit is None else int(stage_limit)
         self.staged: dict[int, None] = {}
         self.expert_bytes = list(int(b) for b in expert_bytes)
@@ -114,7 +115,7 @@ class CacheLayer:
         row[1] += nh
         from_stage: list[int] = []
         on_cpu: list[int] = []
-        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None else None
+        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None and self._need_tokens else None
         if self.staged:
             staged = self.staged
             from_stage = [e for e in acc.admitted if e in staged] + [e for e in acc.streamed if e in staged]

@@ -174,7 +174,6 @@ class RoutingTrace:
             experts, counts = self.experts[keep], counts[keep]
         else:
             experts = self.experts
-        ids_all, cnt_all = experts.tolist(), counts.tolist()
         ptr_l = ptr.tolist()
         fwd_pos = {int(f): i for i, f in enumerate(self.fwd_index.tolist())}
         ctxs = [Ctx(int(f), int(s), int(b)) for f, s, b in zip(self.fwd_index.tolist(), self.fwd_step.tolist(),
@@ -184,7 +183,8 @@ class RoutingTrace:
         layers, forwards = self.rec_layer.tolist(), self.rec_forward.tolist()
         for r in order:
             a, b = ptr_l[r], ptr_l[r + 1]
-            seqs[layers[r]].append((tuple(ids_all[a:b]), ctxs[fwd_pos[forwards[r]]], tuple(cnt_all[a:b])))
+            seqs[layers[r]].append((tuple(experts[a:b].tolist()), ctxs[fwd_pos[forwards[r]]],
+                                    tuple(counts[a:b].tolist())))
         return seqs
 
     def expert_counts(self) -> list[np.ndarray]:
