@@ -167,4 +167,4 @@ def test_profile_command_measures_cpu_experts_into_the_profile(tmp_path):
     assert [r[0] for r in cp.table["64x32"]["int8"]] == list(TOKENS)
     assert all(r[1] > 0 for rows in cp.table["64x32"].values() for r in rows)
     bad = CliRunner().invoke(app, ["profile", "--cpu", "--expert-shape", "64by32", "--profiles-dir", str(tmp_path)])
-    assert bad.exit_code != 0 and "HIDDENxFFN" in bad.output
+    assert bad.exit_code != 0 and "HIDDENxFFN" in str(bad.exception)

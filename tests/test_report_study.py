@@ -29,6 +29,10 @@ hot_formats = ["fp16"]
 slots_per_layer = { low = 1, high = "all" }
 policies = ["lru"]
 prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
 [evaluation]
 task = "toy"
 limit = 4

@@ -307,7 +307,7 @@ class FreqLRU(LFUDecay):
 
     name = "flru"
 
-    def __init__(self, capacity: int, decay: float = 0.5):
+    def __init__(self, capacity: int, decay: float = 0.3):
         super().__init__(capacity, decay)
 
     def _touch(self, hits, ids, ctx):

@@ -18,6 +18,7 @@ from typing import Any
 from advisor.errors import UserError
 
 METRICS = (
+    "time_per_token",
     "h2d_bytes_per_token",
     "transfer_ms_per_token",
     "latency_ms_per_token",
