@@ -168,3 +168,25 @@ def test_profile_command_measures_cpu_experts_into_the_profile(tmp_path):
     assert all(r[1] > 0 for rows in cp.table["64x32"].values() for r in rows)
     bad = CliRunner().invoke(app, ["profile", "--cpu", "--expert-shape", "64by32", "--profiles-dir", str(tmp_path)])
     assert bad.exit_code != 0 and "HIDDENxFFN" in str(bad.exception)
+
+
+def test_overlap_runs_cpu_experts_beside_device_experts_and_measures_it():
+    """The overlapped sum (CPU experts in a worker thread, partial outputs added) equals the sequential one
+    within float rounding, counts the same, and reports measured times (CPU host: the slot pool is the device)."""
+    loaded = tiny_llada(top_k=2)
+    ids = prompt_ids()
+    outs, stats = {}, {}
+    for overlap in (False, True):
+        rt = OffloadRuntime(loaded, "fp32", slots_per_layer=3, policy="lru", miss="cpu", overlap=overlap)
+        try:
+            with torch.no_grad():
+                outs[overlap] = loaded.model(input_ids=prompt_ids(n=12)).logits.float()
+            generate(loaded, ids, on_forward=rt.on_forward, **GEN_KW)
+        finally:
+            rt.close()
+        stats[overlap] = (rt.stats().counters(), rt.overlap_report())
+    assert torch.allclose(outs[True], outs[False], atol=1e-5, rtol=1e-5)
+    assert stats[True][0] == stats[False][0]
+    rep = stats[True][1]
+    assert rep["cpu"] > 0 and rep["device"] > 0 and rep["wall"] > 0 and 0.0 <= rep["hidden_share"] <= 1.0
+    assert rep["source"].startswith("measured:wall-clock") and stats[False][1]["cpu"] == 0.0

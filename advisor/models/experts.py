@@ -223,6 +223,9 @@ def advisor_experts_forward(
     else:
         ids = sorted({int(e) for e in torch.unique(top_k_index).tolist()})
         fns = runtime.experts_for(handle.layer, ids)
+    own = getattr(runtime, "combine", None)  # a runtime may sum its experts itself (CPU experts beside GPU ones)
+    if own is not None:
+        return own(hidden_states, top_k_index, top_k_weights, fns)
     return combine(hidden_states, top_k_index, top_k_weights, fns)
 
 

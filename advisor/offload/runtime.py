@@ -61,6 +61,7 @@ class OffloadRuntime:
         observers: Sequence[Any] = (),
         miss: str = "copy",
         costs: Any = None,
+        overlap: bool | None = None,
     ):
         if prefetch not in PREFETCH:
             raise UserError(f"unknown prefetch '{prefetch}'; choose one of: {', '.join(PREFETCH)}")
@@ -83,6 +84,11 @@ class OffloadRuntime:
                        for i, p in enumerate(policies)]
         self.acts = [m.experts.act for m in moe]
         self.cpu = CpuExperts(self.store, self.acts)
+        # a layer's CPU experts run in a worker thread while its device experts run (default on CUDA)
+        self.overlap = self.cuda if overlap is None else bool(overlap)
+        self._on_cpu: frozenset[int] = frozenset()
+        self._pool: Any = None
+        self.overlap_ms = {"cpu": 0.0, "device": 0.0, "wall": 0.0}
         self.transfer_model = TransferModel.from_profile(profile)
         # device slot pool: one preallocated byte buffer per slot
         self.slots = [
@@ -168,6 +174,7 @@ class OffloadRuntime:
             out[e] = packed.view(buf).fn(act)
         for e in on_cpu:  # the miss policy computes these on the host (an admitted one is still copied)
             out[e] = self.cpu.fn(layer, e)
+        self._on_cpu = frozenset(on_cpu)
         self._copy(layer, h2d, d2d, wait=True)
         if self.prefetch_mode == "lookahead" and layer + 1 < len(self.moe):
             predicted = self._predict(layer + 1, self._hidden.pop(layer, None))
@@ -175,6 +182,61 @@ class OffloadRuntime:
                 self._prefetch(layer + 1, predicted)
         # same order as the resident runtime, so the weighted sum adds expert outputs in the same order
         return {e: out[e] for e in ids}
+
+    # -- CPU experts beside device experts ---------------------------------------------------------
+    def combine(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
+                fns: Mapping[int, ExpertFn]) -> torch.Tensor:
+        """The layer's weighted expert sum. With `overlap` and CPU experts in this look-up, the CPU experts'
+        partial sum runs in a worker thread while the device experts' runs here; the two are added when both
+        are ready. Times: the worker's wall clock (CPU), CUDA events (device; wall clock on a CPU-only host,
+        where the "device" is the CPU slot pool) and the wall clock of the whole layer."""
+        from advisor.models.experts import combine
+
+        cpu_ids = self._on_cpu
+        if not self.overlap or not cpu_ids:
+            return combine(hidden, top_k_index, top_k_weights, fns)
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="advisor-cpu-experts")
+        t0 = time.perf_counter()
+        h, idx, w = (t.to("cpu") for t in (hidden, top_k_index, top_k_weights))
+
+        def cpu_part() -> tuple[torch.Tensor, float]:
+            c0 = time.perf_counter()
+            part = combine(h, idx, w, {e: f for e, f in fns.items() if e in cpu_ids})
+            return part, (time.perf_counter() - c0) * 1e3
+
+        fut = self._pool.submit(cpu_part)
+        dev_fns = {e: f for e, f in fns.items() if e not in cpu_ids}
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = combine(hidden, top_k_index, top_k_weights, dev_fns)
+            end.record()
+        else:
+            d0 = time.perf_counter()
+            out = combine(hidden, top_k_index, top_k_weights, dev_fns)
+            device_ms = (time.perf_counter() - d0) * 1e3
+        part, cpu_ms = fut.result()
+        out += part.to(out.device, out.dtype)
+        if self.cuda:
+            end.synchronize()
+            device_ms = start.elapsed_time(end)
+        self.overlap_ms["cpu"] += cpu_ms
+        self.overlap_ms["device"] += device_ms
+        self.overlap_ms["wall"] += (time.perf_counter() - t0) * 1e3
+        return out
+
+    def overlap_report(self) -> dict[str, Any]:
+        """How much CPU expert time the device work hid: (cpu + device - wall) / cpu, measured."""
+        m = self.overlap_ms
+        hidden = max(0.0, m["cpu"] + m["device"] - m["wall"])
+        src = ("measured:wall-clock(cpu experts)+cuda-events(device experts)+wall-clock(layer)" if self.cuda else
+               "measured:wall-clock(cpu experts, cpu slot pool as the device, layer); device time on a GPU is "
+               "modelled in replay")
+        return {**m, "hidden_share": hidden / m["cpu"] if m["cpu"] else 0.0, "source": src}
 
     # -- copies --------------------------------------------------------------------------------------
     def _copy(self, layer: int, h2d: list, d2d: list, *, wait: bool) -> None:
@@ -319,7 +381,10 @@ class OffloadRuntime:
 
 
     def close(self) -> None:
-        """Detach from the model and remove hooks."""
+        """Detach from the model, remove hooks, stop the CPU worker."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for h in self._hooks:
             h.remove()
         self._hooks = []
