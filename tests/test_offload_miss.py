@@ -164,7 +164,7 @@ def test_profile_command_measures_cpu_experts_into_the_profile(tmp_path):
     cp = CpuProfile.from_dict(d["cpu_experts"])
     assert cp.source.startswith("measured:wall-clock") and "int8:int8pack_mm" in cp.source
     assert set(cp.table["64x32"]) == set(CPU_FORMATS)
-    assert [r[0] for r in cp.table["64x32"]["int8"]] == list(TOKENS)
+    assert [r[0] for r in cp.table["64x32"]["int8"]] == list(TOKENS) and len(cp.table["64x32"]["int3"]) == 3
     assert all(r[1] > 0 for rows in cp.table["64x32"].values() for r in rows)
     bad = CliRunner().invoke(app, ["profile", "--cpu", "--expert-shape", "64by32", "--profiles-dir", str(tmp_path)])
     assert bad.exit_code != 0 and "HIDDENxFFN" in str(bad.exception)

@@ -168,10 +168,10 @@ class LFU(Policy):
     def _touch(self, hits, ids, ctx):
         w = self._weight(ctx)
         self._clock += 1
-        count, last, clock = self.count, self.last, self._clock
+        count, get = self.count, self.count.get
         for e in ids:
-            count[e] = count.get(e, 0.0) + w
-            last[e] = clock
+            count[e] = get(e, 0.0) + w
+        self.last.update(dict.fromkeys(ids, self._clock))
 
     def _order_misses(self, misses, ctx):
         count = self.count
@@ -313,11 +313,10 @@ class FreqLRU(LFUDecay):
     def _touch(self, hits, ids, ctx):
         w = self._weight(ctx)
         self._clock += 1
-        count, last, clock = self.count, self.last, self._clock
-        tokens = self.tokens or (1,) * len(ids)
-        for e, n in zip(ids, tokens, strict=True):
-            count[e] = count.get(e, 0.0) + w * n
-            last[e] = clock
+        count, get = self.count, self.count.get
+        for e, n in zip(ids, self.tokens or (1,) * len(ids), strict=True):
+            count[e] = get(e, 0.0) + w * n
+        self.last.update(dict.fromkeys(ids, self._clock))
 
 
 class IntervalRefresh(Policy):
