@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from advisor.files import write_atomic
 from advisor.models.load import BUNDLED_DIR
 
 
@@ -415,15 +416,9 @@ def finalize(out: Path = BUNDLED_DIR, sweep_json: Path | None = None) -> dict:
     }
     if sweep_json is not None:
         metrics["precision_sweep"] = json.loads(Path(sweep_json).read_text())
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    _write_atomic(out / "TRAINING.md", training_md(meta, metrics))
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "TRAINING.md", training_md(meta, metrics))
     return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def training_md(meta: dict, metrics: dict) -> str:

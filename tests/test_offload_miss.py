@@ -14,7 +14,7 @@ from advisor.offload.policies import Ctx, IntervalRefresh
 from advisor.offload.runtime import OffloadRuntime
 from advisor.offload.simulate import simulate
 from advisor.offload.timing import CpuProfile, DeviceCompute, ModelCosts
-from advisor.offload.trace import TraceRecorder, chain, model_meta
+from advisor.offload.trace import TraceRecorder, chain, trace_meta
 from advisor.quant.expert import quantize_expert
 from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
 
@@ -46,7 +46,7 @@ def _profile() -> CpuProfile:
 def _costs(loaded, plan):
     from advisor.hardware.profiles import DEFAULT_PROFILE
 
-    m = model_meta(loaded)
+    m = trace_meta(loaded)
     dev = DeviceCompute({"fp32": 0.01}, 32, 16, 32, "test-device")
     return ModelCosts(plan, m["hidden"], m["intermediate"], _profile(), dev, DEFAULT_PROFILE)
 
@@ -62,7 +62,7 @@ def test_runtime_counters_equal_simulator_with_cpu_misses(miss, policy):
     costs = _costs(loaded, "fp32")
     rt = OffloadRuntime(loaded, "fp32", slots_per_layer=4, policy=policy, hot=hot, policy_kw=kw, miss=miss,
                         costs=costs)
-    rec = TraceRecorder(model_meta(loaded))
+    rec = TraceRecorder(trace_meta(loaded))
     rt.session.observers.append(rec)
     try:
         out = generate(loaded, ids, on_forward=chain(rec.on_forward, rt.on_forward), **GEN_KW)
@@ -110,7 +110,7 @@ def test_cpu_and_hybrid_outputs_equal_resident_within_format_tolerance(layout, p
     ref = _logits(loaded, quantize_experts(loaded, plan, attach=False))
     scale = float(ref.abs().max())
     for miss in ("cpu", "hybrid"):
-        m = model_meta(loaded)
+        m = trace_meta(loaded)
         prof = CpuProfile({f"{m['hidden'][0]}x{m['intermediate'][0]}": {f: [[1, 0.001], [2, 0.002], [256, 100.0]] for f in ("bf16", "int8", "int4",
                                                                                        "int3")}}, 1, "test")
         from advisor.hardware.profiles import DEFAULT_PROFILE

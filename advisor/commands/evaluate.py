@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import typer
 
 from advisor.errors import UserError
+from advisor.files import write_atomic
 
 TASK_NAMES = ("toy", "gsm8k", "humaneval")
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    """Write `payload` to `path` through a temporary file and a rename: never a half-written file."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise UserError(f"--json: directory {str(target.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def register(app: typer.Typer) -> None:
@@ -113,5 +97,5 @@ def register(app: typer.Typer) -> None:
                 "precision": plan.spec if plan is not None else None, "limit": limit, "seed": seed,
                 **result.summary(), "fidelity": fid, "per_example": result.per_example,
             }
-            _write_json_atomic(json_out, payload)
+            write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
             console.print(f"wrote {json_out}")

@@ -8,10 +8,7 @@ only when their target is asked for, and none imports torch.
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
@@ -71,22 +68,6 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
     cfg = export_config(point.config, point.model)
     mod = importlib.import_module(TARGETS[target])
     return mod.export(point, cfg, opts)
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write via a temp file in the same directory and rename: never a half-written output."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:

@@ -32,7 +32,7 @@ from advisor.offload.miss import check_miss_policy
 from advisor.offload.policies import Ctx, build_policies
 from advisor.offload.simulate import layer_costs
 from advisor.offload.slots import PREFETCH, resolve_slots
-from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
+from advisor.offload.stats import CacheLayer, CacheStats
 from advisor.offload.store import ExpertStore
 
 
@@ -89,7 +89,7 @@ class OffloadRuntime:
         self._on_cpu: frozenset[int] = frozenset()
         self._pool: Any = None
         self.overlap_ms = {"cpu": 0.0, "device": 0.0, "wall": 0.0}
-        self.transfer_model = TransferModel.from_profile(profile)
+        self.profile = profile
         # device slot pool: one preallocated byte buffer per slot
         self.slots = [
             [torch.empty(self.store.max_bytes(i), dtype=torch.uint8, device=self.device) for _ in range(c)]
@@ -347,7 +347,7 @@ class OffloadRuntime:
             torch.cuda.synchronize(self.device)
             ms = sum(s.elapsed_time(e) for s, e in self._events)
             return CacheStats.from_layers(self.caches, transfer_ms=ms, transfer_source="measured:cuda-events", **kw)
-        return CacheStats.from_layers(self.caches, model=self.transfer_model, **kw)
+        return CacheStats.from_layers(self.caches, profile=self.profile, **kw)
 
     def reset_stats(self) -> None:
         """Zero the counters (the cache keeps its contents; `reset_cache` empties it too)."""

@@ -28,7 +28,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.offload.policies import Access, Ctx, Policy, build_policies
 from advisor.offload.slots import PREFETCH, resolve_slots
-from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
+from advisor.offload.stats import CacheLayer, CacheStats
 from advisor.offload.trace import RoutingTrace, Seq
 
 
@@ -118,8 +118,7 @@ def simulate(
     layers = [CacheLayer(p, eb[i], stage_limit, miss=miss, **layer_costs(costs, i, eb[i]))
               for i, p in enumerate(policies)]
     replay(seqs, layers, prefetch)
-    return CacheStats.from_layers(layers, model=TransferModel.from_profile(profile), policy=policy,
-                                  prefetch=prefetch, notes=notes,
+    return CacheStats.from_layers(layers, profile=profile, policy=policy, prefetch=prefetch, notes=notes,
                                   time_source=costs.source if costs is not None else "")
 
 
@@ -206,7 +205,7 @@ def belady(
     eb = trace_expert_bytes(trace, plan, expert_bytes)
     layers = [CacheLayer(Belady(caps[i], [look[0] for look in seq]), eb[i]) for i, seq in enumerate(seqs)]
     replay(seqs, layers, "none")
-    return CacheStats.from_layers(layers, model=TransferModel.from_profile(profile), policy="belady",
+    return CacheStats.from_layers(layers, profile=profile, policy="belady",
                                   notes=["Belady's MIN: needs the future; an upper bound, not a policy"])
 
 

@@ -251,12 +251,10 @@ class Objective:
         return out, srcs
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
-        p = self._profile()
-        return nbytes / (p.h2d_gbps_pinned * 1e9) * 1e3 + copies * p.copy_latency_us / 1e3
+        return self._profile().transfer_ms(nbytes, copies)
 
     def _transfer_source(self) -> str:
-        p = self._profile()
-        return f"modelled:{p.name}(bw={p.h2d_gbps_pinned:g}GB/s,lat={p.copy_latency_us:g}us)"
+        return self._profile().transfer_source
 
     def _profile(self) -> Any:
         if self.profile is None:
