@@ -180,7 +180,7 @@ class ModelCosts:
         self.hidden, self.intermediate = list(hidden), list(intermediate)
         self.cpu, self.device, self.link = cpu, device, link
         scaled = any(shape_key(h, i) not in cpu.table for h, i in zip(self.hidden, self.intermediate, strict=True))
-        self.source = (f"modelled:gpu={device.source};copies={link.transfer_source};"
+        self.source = (f"modelled:gpu={device.source};copies={link.tag};"
                        f"cpu={cpu.source}{' scaled to this shape' if scaled else ''}")
 
     @classmethod
