@@ -105,3 +105,8 @@ def test_cli_trace_and_simulate(tmp_path):
     assert all(r["vs_belady_hit_rate"] <= 1.0 + 1e-9 for r in rows)
     res = runner.invoke(app, ["simulate", str(out), "--slots", "x"])
     assert res.exit_code != 0
+    res = runner.invoke(app, ["simulate", str(out), "--slots", "3", "--policy", "tide,flru", "--miss", "cpu",
+                              "--json", str(js)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    rows = {r["policy"]: r for r in json.loads(js.read_text())["results"]}
+    assert rows["tide"]["cpu_tokens"] > 0 and rows["tide"]["demand_bytes"] == 0 and rows["tide"]["miss"] == "cpu"
