@@ -8,9 +8,8 @@ import os
 import typer
 
 from advisor.errors import UserError
+from advisor.eval.tasks import TASKS
 from advisor.files import write_atomic
-
-TASK_NAMES = ("toy", "gsm8k", "humaneval")
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +37,7 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
-        if task.lower() not in TASK_NAMES:
-            raise UserError(f"unknown task '{task}'; choose one of: {', '.join(TASK_NAMES)}")
+        TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:

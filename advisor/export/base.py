@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from advisor.errors import UserError
+from advisor.registry import Registry
 from advisor.results.config_view import export_config
 from advisor.results.front import FrontPoint
 
-TARGETS: dict[str, str] = {
-    "llama.cpp": "advisor.export.llamacpp",
-    "hf": "advisor.export.hf",
-    "vllm": "advisor.export.vllm",
-    "ktransformers": "advisor.export.ktransformers",
-    "json": "advisor.export.json_format",
-}
+
+class ExportTargets(Registry):
+    """Export targets by name -> the module that renders them (imported only when asked for)."""
+
+    _global_mapping: ClassVar[dict[str, str]] = {
+        "llama.cpp": "advisor.export.llamacpp",
+        "hf": "advisor.export.hf",
+        "vllm": "advisor.export.vllm",
+        "ktransformers": "advisor.export.ktransformers",
+        "json": "advisor.export.json_format",
+    }
+    unknown = "unknown export target {name!r}; available: {names}"
+
+
+TARGETS = ExportTargets()
 ALIASES = {"llamacpp": "llama.cpp", "gguf": "llama.cpp", "transformers": "hf", "sglang": "ktransformers", "kt": "ktransformers"}
 
 
@@ -38,8 +47,7 @@ class ExportResult:
 
 def resolve_target(name: str) -> str:
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in TARGETS:
-        raise UserError(f"unknown export target {name!r}; available: {', '.join(TARGETS)}")
+    TARGETS.get_or_raise(key, shown=name)
     return key
 
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun
-from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
 
 _DTYPE_FORMAT = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
@@ -123,14 +124,14 @@ class ModelBackend:
             rows.append(torch.cat([p, tail]))
         return reference_logits(self.loaded, torch.stack(rows))
 
-    def _runtime(self, plan: PlanMap) -> Any:
+    def _runtime(self, plan: PrecisionPlan) -> Any:
         """The quantized runtime of a plan (not attached: callers attach it around one run)."""
         fp = plan.fingerprint
         if fp not in self._runtimes:
             from advisor.quant.apply import quantize_experts
 
             self._runtimes.clear()  # keep one plan's quantized copy in memory at a time
-            self._runtimes[fp] = quantize_experts(self.loaded, plan.precision_plan(), attach=False)
+            self._runtimes[fp] = quantize_experts(self.loaded, plan, attach=False)
         return self._runtimes[fp]
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
@@ -156,7 +157,7 @@ class ModelBackend:
             self._calibration = {i: [int(x) for x in c] for i, c in enumerate(trace.expert_counts())}
         return self._calibration
 
-    def fidelity(self, plan: PlanMap) -> Measured:
+    def fidelity(self, plan: PrecisionPlan) -> Measured:
         from advisor.eval.fidelity import fidelity
 
         t0 = time.perf_counter()
@@ -168,7 +169,7 @@ class ModelBackend:
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
                         {"fidelity_kl": src, "fidelity_top1": src}, time.perf_counter() - t0)
 
-    def accuracy(self, plan: PlanMap) -> Measured:
+    def accuracy(self, plan: PrecisionPlan) -> Measured:
         if self._accuracy_fn is not None:
             return self._accuracy_fn(self, plan)
         from advisor.eval.run import evaluate
@@ -182,7 +183,7 @@ class ModelBackend:
             {"accuracy": src}, float(res.seconds),
         )
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         trace, tokens, seconds = self._record(self._runtime(plan))
         run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint)
         run.trace.meta["plan_fingerprint"] = plan.fingerprint
@@ -196,11 +197,10 @@ class ModelBackend:
             seqs = run.trace.access_sequences()
             run._sequences = seqs  # type: ignore[attr-defined]
         hot = self._hot_sets() if config.policy == "static_hot" else None
-        plan = config.plan.precision_plan()
         stats = simulate(run.trace, slots_per_layer=list(config.slots), policy=config.policy,
-                         plan=plan, prefetch=config.prefetch, profile=self.profile,
+                         plan=config.plan, prefetch=config.prefetch, profile=self.profile,
                          hot=hot, sequences=seqs, miss=config.miss, policy_kw=self._policy_kw(config),
-                         costs=self.costs(plan))
+                         costs=self.costs(config.plan.precision_plan()))
         counted = f"counted:trace-replay({run.tokens} tokens,{run.device})"
         return Measured(
             {"bytes_h2d": float(stats.bytes_h2d), "copies": float(stats.copies), "hits": float(stats.hits),
@@ -258,7 +258,7 @@ class ModelBackend:
         from advisor.offload.runtime import OffloadRuntime
 
         dev = self.loaded.device
-        rt = OffloadRuntime(self.loaded, config.plan.precision_plan(), slots_per_layer=list(config.slots),
+        rt = OffloadRuntime(self.loaded, config.plan, slots_per_layer=list(config.slots),
                             policy=config.policy, prefetch=config.prefetch, device=dev, profile=self.profile,
                             hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False,
                             miss=config.miss, policy_kw=self._policy_kw(config),
