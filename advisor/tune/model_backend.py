@@ -200,7 +200,7 @@ class ModelBackend:
         stats = simulate(run.trace, slots_per_layer=list(config.slots), policy=config.policy,
                          plan=config.plan, prefetch=config.prefetch, profile=self.profile,
                          hot=hot, sequences=seqs, miss=config.miss, policy_kw=self._policy_kw(config),
-                         costs=self.costs(config.plan.precision_plan()))
+                         costs=self.costs(config.plan))
         counted = f"counted:trace-replay({run.tokens} tokens,{run.device})"
         return Measured(
             {"bytes_h2d": float(stats.bytes_h2d), "copies": float(stats.copies), "hits": float(stats.hits),
@@ -262,7 +262,7 @@ class ModelBackend:
                             policy=config.policy, prefetch=config.prefetch, device=dev, profile=self.profile,
                             hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False,
                             miss=config.miss, policy_kw=self._policy_kw(config),
-                            costs=self.costs(config.plan.precision_plan()) if config.miss == "hybrid" else None)
+                            costs=self.costs(config.plan) if config.miss == "hybrid" else None)
         on_cuda = dev.type == "cuda"
         if on_cuda:
             torch.cuda.synchronize(dev)
