@@ -74,7 +74,8 @@ class OffloadRuntime:
         self.policy_name, self.prefetch_mode = policy, prefetch
         self.miss = check_miss_policy(miss)
         self.policy_kw = dict(policy_kw or {})
-        self.store = ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
+        # a prepared store (an offloaded model's, packed from its checkpoint) is shared across runtimes
+        self.store = plan if isinstance(plan, ExpertStore) else ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
         self.plan = self.store.plan
         self.capacity = resolve_slots(slots_per_layer, [m.num_experts for m in moe])
         policies = build_policies(policy, self.capacity, hot=hot, **self.policy_kw)

@@ -23,7 +23,7 @@ from typing import Any
 
 from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
-from advisor.tune.backend import Backend, Measured, TraceRun
+from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import TrialConfig, build_config
 from advisor.tune.space import SearchSpace
 
@@ -164,6 +164,7 @@ class Objective:
             "plan_fingerprint": o.config.plan.fingerprint,
             "seconds": o.seconds,
             **({"accuracy_detail": o.extra["accuracy"]} if "accuracy" in o.extra else {}),
+            **({"infeasible_reason": o.extra["reason"]} if "reason" in o.extra else {}),
         }
 
     def evaluate(self, params: dict[str, Any], *, trial: Any = None,
@@ -173,7 +174,7 @@ class Objective:
         t0 = time.perf_counter()
         cfg = self.config_for(params)
         values: dict[str, float] = {"peak_gpu_bytes": float(cfg.peak_bytes)}
-        sources: dict[str, str] = {"peak_gpu_bytes": "counted:resident-weights+slots*expert-bytes"}
+        sources: dict[str, str] = {"peak_gpu_bytes": self._peak_source()}
         feasible = True
         if self.budget_bytes:
             violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes
@@ -184,8 +185,28 @@ class Objective:
             self.counters["infeasible"] += 1
             values |= self._placeholders(cfg)
             sources |= {k: "not-run:infeasible(placeholder)" for k in values if k != "peak_gpu_bytes"}
-            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0)
+            reason = f"counted peak {cfg.peak_bytes} bytes > budget {self.budget_bytes} bytes"
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                {"reason": reason})
 
+        try:
+            return self._measure(cfg, values, sources, trial, completed, t0)
+        except TrialOutOfMemory as oom:
+            self.counters["infeasible"] += 1
+            self.counters["out_of_memory"] += 1
+            if trial is not None and self.budget_bytes:
+                trial.set_constraint(CONSTRAINT, max(1e-6, (cfg.peak_bytes + oom.asked - self.budget_bytes)
+                                                     / self.budget_bytes))
+            values = {"peak_gpu_bytes": float(cfg.peak_bytes), **self._placeholders(cfg),
+                      "oom_asked_bytes": float(oom.asked)}
+            sources = {"peak_gpu_bytes": self._peak_source(),
+                       **{k: "not-run:out-of-memory(placeholder)" for k in self._placeholders(cfg)},
+                       "oom_asked_bytes": f"measured:out-of-memory({oom})"}
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                {"reason": f"out of memory in the trial: {oom}"})
+
+    def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
+                 completed: Sequence[Sequence[float]] | None, t0: float) -> TrialOutcome:
         self.on_stage("fidelity", getattr(trial, "number", None))
         fid, _ = self.fidelity(cfg.plan)
         values |= fid.values
@@ -250,6 +271,11 @@ class Objective:
         if "time_ms" in v:
             srcs["time_per_token"] = s.get("time_ms", "modelled")
         return out, srcs
+
+    def _peak_source(self) -> str:
+        if getattr(self.backend.shape, "staging", False):
+            return "counted:resident-weights+slots*expert-bytes+staging+activation-allowance"
+        return "counted:resident-weights+slots*expert-bytes"
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
         return self._profile().transfer_ms(nbytes, copies)
