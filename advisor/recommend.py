@@ -265,6 +265,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
 
 def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
     metric = _PREF_METRIC[prefer]
+    if prefer == "latency" and "time_per_token" in best.values and "time_per_token" in other.values:
+        metric = "time_per_token"  # what the latency ranking compares first
     a, b = best.values.get(metric), other.values.get(metric)
     if a is None or b is None:
         return ""
