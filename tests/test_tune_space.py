@@ -137,17 +137,6 @@ def test_cli_missing_local_task_data_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "studies").exists()
 
 
-<<<<<<< HEAD
-def test_miss_axis_is_validated():
-    from advisor.errors import UserError
-    from advisor.tune.space import parse_space
-
-    text = '[precision]\nformats = ["int8"]\n[cache]\nmiss = ["copy", "gpu"]\n'
-    with pytest.raises(UserError, match="cache.miss"):
-        parse_space(text, "<t>")
-    ok = parse_space(text.replace('"gpu"', '"cpu"'), "<t>")
-    assert ok.knobs(4, 8)["miss"].values() == ["copy", "cpu"] and "tau" not in ok.knobs(4, 8)
-=======
 @pytest.mark.parametrize("text, line, words", [
     ('[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 999 }\n', 4,
      ("999", "16 experts per layer")),
@@ -162,4 +151,14 @@ def test_space_values_beyond_the_model_are_refused(text, line, words):
     assert str(e.value).startswith(f"s.toml:{line}: ") and all(w in str(e.value) for w in words), str(e.value)
     parse_space(text.replace("999", '"all"').replace("17", "16").replace("65", "64"),
                 "s.toml").check_model(4, 16)  # at the model's own sizes: accepted
->>>>>>> main
+
+
+def test_miss_axis_is_validated():
+    from advisor.errors import UserError
+    from advisor.tune.space import parse_space
+
+    text = '[precision]\nformats = ["int8"]\n[cache]\nmiss = ["copy", "gpu"]\n'
+    with pytest.raises(UserError, match="cache.miss"):
+        parse_space(text, "<t>")
+    ok = parse_space(text.replace('"gpu"', '"cpu"'), "<t>")
+    assert ok.knobs(4, 8)["miss"].values() == ["copy", "cpu"] and "tau" not in ok.knobs(4, 8)

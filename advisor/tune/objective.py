@@ -283,14 +283,11 @@ class Objective:
             "transfer_ms_per_token": transfer_src,
             "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
         }
-<<<<<<< HEAD
         if "time_ms" in v:
             srcs["time_per_token"] = s.get("time_ms", "modelled")
-=======
         if "copies" in v:  # recommend models the target's transfer from bytes and copies (the one formula)
             out["copies_per_token"] = v["copies"] / tokens
             srcs["copies_per_token"] = s.get("copies", srcs["h2d_bytes_per_token"])
->>>>>>> main
         return out, srcs
 
     def _peak_source(self) -> str:
