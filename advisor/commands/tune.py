@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL (sqlite:///..., postgresql://...)."),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
-        sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | gp | random."),
+        sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
+                                    "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
         seed: int = typer.Option(0, "--seed", help="Sampler seed."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
@@ -67,8 +68,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from advisor.tune.space import load_space
-        from advisor.tune.storage import SAMPLERS, normalize_url
+        from advisor.tune.storage import DEFAULT_SAMPLER, SAMPLERS, normalize_url
 
+        sampler = sampler or DEFAULT_SAMPLER
         if sampler.lower() not in SAMPLERS and sampler.lower() not in ("nsgaii", "nsga-ii"):
             raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if mode not in ("replay", "live"):
@@ -183,6 +185,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     import signal
 
     from advisor.tune.display import LiveProgress, front_table, human_bytes, sources_legend
+    from advisor.tune.storage import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
 
     def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: finished trials kept, front saved
@@ -196,7 +199,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
         f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
         f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler {opts.sampler} "
-        f"(seed {opts.seed}) | mode {opts.mode}"
+        f"({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}seed {opts.seed}) | mode {opts.mode}"
+        + ("\nbudget-aware: the cache size is drawn within what fits beside each precision plan; warm start: "
+           "per plan, the most cache that fits" if budget_bytes else "")
     )
     try:
         with LiveProgress(console, opts.n_trials, opts.timeout) as live:

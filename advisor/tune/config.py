@@ -10,6 +10,7 @@ rounds to no expert - share one fingerprint, hence one accuracy measurement and 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,9 +41,7 @@ class ModelShape:
 
     def expert_bytes(self, layer: int, fmt: str) -> int:
         """Exact bytes of one expert of `layer` in format `fmt` (payload + scales)."""
-        from advisor.quant.spec import expert_nbytes_of
-
-        return expert_nbytes_of(fmt, self.hidden[layer], self.intermediate[layer])
+        return _expert_nbytes(fmt, self.hidden[layer], self.intermediate[layer])
 
     def full_bytes(self) -> int:
         """Counted bytes of the whole model at its own dtype (resident + every expert)."""
@@ -52,6 +51,14 @@ class ModelShape:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _expert_nbytes(fmt: str, hidden: int, intermediate: int) -> int:
+    """Memoised: a budget-aware study counts the bytes of thousands of experts per trial (advisor.tune.budget)."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    return expert_nbytes_of(fmt, hidden, intermediate)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Knobs (Optuna parameter names in brackets):
   cache.allocation        "uniform" | "by_frequency"             [allocation]
   cache.policies          eviction policy                        [policy]
   cache.prefetch          prefetch strategy                      [prefetch]
+Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`SearchSpace.suggest`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
 
@@ -48,6 +49,8 @@ OBJECTIVE_METRICS = (
 )
 DEFAULT_OBJECTIVES = {"h2d_bytes_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
 ALLOCATIONS = ("uniform", "by_frequency")
+FILL = "cache_fill"
+"""Optuna parameter of a study under a memory budget: the cache size as a share of the sizes that fit."""
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
 
 
@@ -167,10 +170,25 @@ class SearchSpace:
         k["prefetch"] = self.prefetch
         return k
 
-    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
-        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion."""
+    @property
+    def size_knob(self) -> str:
+        """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
+        return "slots" if self.slots is not None else "expert_budget"
+
+    def suggest(self, trial: Any, n_layers: int, num_experts: int,
+                size_for: Callable[[dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
+        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
+
+        With `size_for` (a study under a memory budget, see `advisor.tune.budget`), the cache size is drawn
+        last, define-by-run, as `cache_fill` in [0, 1] - a share of the sizes that fit beside the knobs
+        already drawn - and `size_for(params, fill)` makes it concrete. One distribution for every trial
+        is what TPE and NSGA-II need to model and recombine the parameter; its meaning follows the plan."""
+        size = self.size_knob
         params: dict[str, Any] = {}
-        for name, d in self.knobs(n_layers, num_experts).items():
+        knobs = self.knobs(n_layers, num_experts)
+        for name, d in knobs.items():
+            if name == size and size_for is not None and d.fixed is None:
+                continue
             if d.fixed is not None:
                 params[name] = d.fixed
             elif d.choices is not None:
@@ -179,33 +197,10 @@ class SearchSpace:
                 params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
             else:
                 params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
-        return params
-
-    def initial_points(self, n_layers: int, num_experts: int, limit: int = 8) -> list[dict[str, Any]]:
-        """Corner configurations to start a study from: each uniform format at the smallest and the largest
-        cache (other knobs at their first choice). The front's extremes usually sit at such corners; the
-        samplers then spend their trials between them (measured: better hypervolume at 40 trials)."""
-        knobs = self.knobs(n_layers, num_experts)
-        size_knob = "slots" if "slots" in knobs else "expert_budget"
-        sizes = knobs[size_knob].values()
-        out = []
-        for extreme in (sizes[-1], sizes[0]):
-            for fmt in self.formats.values():
-                p: dict[str, Any] = {}
-                for name, d in knobs.items():
-                    if d.fixed is not None:
-                        continue
-                    if name.startswith("fmt_g"):
-                        p[name] = fmt
-                    elif name == size_knob:
-                        p[name] = extreme
-                    elif name == "hot_fraction":
-                        p[name] = min(d.values())
-                    else:
-                        p[name] = d.values()[0]
-                if p not in out:
-                    out.append(p)
-        return out[:limit]
+        if size not in params:
+            assert size_for is not None
+            params[size] = size_for(params, trial.suggest_float(FILL, 0.0, 1.0))
+        return {name: params[name] for name in knobs}
 
     def enumerate(self, n_layers: int, num_experts: int) -> Iterator[dict[str, Any]]:
         """Every point of the space (exhaustive search on small spaces)."""

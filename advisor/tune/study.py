@@ -34,7 +34,7 @@ from advisor.tune.store import FrontPoint, save_front
 class TuneOptions:
     study_name: str | None = None
     storage: str | None = None
-    sampler: str = "nsga2"
+    sampler: str = st.DEFAULT_SAMPLER
     seed: int | None = 0
     n_trials: int | None = 20
     """Trials this process runs (Optuna's meaning: several workers with N each run N x workers)."""
@@ -44,8 +44,8 @@ class TuneOptions:
     max_retry: int | None = st.MAX_RETRY
     mode: str = "replay"
     population_size: int | None = None
-    seed_corners: bool = True
-    """A new study starts from `SearchSpace.initial_points` (uniform formats at the cache extremes)."""
+    warm_start: bool = True
+    """Enqueue `BudgetFit.warm_start` (per plan, the most cache that fits) unless the study already has them."""
 
 
 @dataclass
@@ -219,9 +219,6 @@ def run_tune(
     if not study.user_attrs:
         for k, v in meta.items():
             study.set_user_attr(k, v)
-        if opts.seed_corners and not study.get_trials(deepcopy=False):
-            for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
-                study.enqueue_trial(p, user_attrs={"seeded": "corner"})
     registry_fields = dict(
         model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
         space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,
@@ -232,6 +229,9 @@ def run_tune(
 
     objective = Objective(backend, space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
                           study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage)
+    if opts.warm_start:
+        for p in objective.fit.warm_start():
+            study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
     if on_start is not None:
         on_start(study, objective)
 

@@ -1,0 +1,140 @@
+"""Budget-aware search: a configuration that cannot fit the GPU memory budget is never proposed.
+
+A configuration's GPU bytes are counted before anything runs (`build_config`), so a study under a budget
+draws the precision plan and every other knob first and the cache size last, within the sizes that fit
+beside them (`SearchSpace.suggest` with `size_for`). Measured on the bundled model at a budget of 10% of
+the experts' bf16 bytes, the budget-blind space had NSGA-II spend most of its trials over budget
+(benchmarks/search_efficiency.py).
+
+Every study also starts from the analytically strongest configurations (`warm_start`): for each precision
+plan the most cache that fits, since more slots only cut transfers. They are enqueued unless the study
+already holds them, so resuming or starting another worker does not repeat them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from advisor.tune.config import ModelShape, build_config
+from advisor.tune.space import FILL, Domain, SearchSpace
+
+WARM_AXES = ("miss",)
+"""Categorical cache knobs that change what a budget buys (e.g. copying misses vs computing them on the CPU):
+each of their choices gets its own warm-start points when the space searches the knob."""
+
+PLAN_KNOBS = ("hot_fraction", "hot_format")
+"""Precision knobs besides the per-group formats `fmt_g*`."""
+
+
+class BudgetFit:
+    """Which cache sizes fit `budget_bytes` (None: every size) beside the other knobs, for one space and model.
+
+    `counts` gives calibration routing counts, needed only when slots are allocated by frequency."""
+
+    def __init__(self, space: SearchSpace, shape: ModelShape, budget_bytes: int | None,
+                 counts: Callable[[], Mapping[int, Sequence[int]]] | None = None):
+        self.space, self.shape, self.budget = space, shape, budget_bytes
+        self.counts = counts
+        self.knobs = space.knobs(shape.n_layers, shape.min_experts)
+        self.size = space.size_knob
+        self.values = self.knobs[self.size].values()
+
+    def fits(self, params: Mapping[str, Any]) -> bool:
+        """Whether a complete configuration fits, from counted bytes (nothing runs)."""
+        if self.budget is None:
+            return True
+        counts = self.counts() if self.counts and params.get("allocation") == "by_frequency" else None
+        return build_config(self.space, params, self.shape, counts).peak_bytes <= self.budget
+
+    def largest(self, params: Mapping[str, Any]) -> int | None:
+        """Index of the largest size value that fits beside `params`, None when not even the smallest does.
+        Bytes grow with the size, so a binary search finds it in a dozen counts on a 256-expert model."""
+        if not self.fits({**params, self.size: self.values[0]}):
+            return None
+        lo, hi = 0, len(self.values) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.fits({**params, self.size: self.values[mid]}):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def size_for(self, params: Mapping[str, Any], fill: float) -> Any:
+        """The size `fill` selects: that share of the way from the smallest size to the largest that fits.
+        When nothing fits (the plan alone is too big), the smallest: the objective then records the trial
+        over budget without running it."""
+        k = self.largest(params)
+        if k is None:
+            return self.values[0]
+        i = round(min(max(fill, 0.0), 1.0) * k)
+        while i > 0 and not self.fits({**params, self.size: self.values[i]}):
+            i -= 1  # allocation rounding can make bytes non-monotone by a slot; never return an overrun
+        return self.values[i]
+
+    def uniform_plans(self) -> list[dict[str, Any]]:
+        """Precision-knob settings of each format in every layer group, without a hot set."""
+        fmt_knobs = [k for k in self.knobs if k.startswith("fmt_g")]
+        base = {n: min(_grid(self.knobs[n])) if n == "hot_fraction" else _grid(self.knobs[n])[0]
+                for n in PLAN_KNOBS if n in self.knobs}
+        return self._distinct([{**{k: f for k in fmt_knobs}, **base} for f in self.space.formats.values()])
+
+    def plans(self, max_plans: int) -> list[dict[str, Any]]:
+        """Precision-knob settings, one per distinct plan, uniform ones first: every plan when the space has at
+        most `max_plans`, else the uniform ones."""
+        names = [k for k in self.knobs if k.startswith("fmt_g")] + [k for k in PLAN_KNOBS if k in self.knobs]
+        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(_grid(self.knobs[n]) for n in names))]
+        uniform = self.uniform_plans()
+        return self._distinct(uniform + combos) if len(combos) <= max_plans else uniform
+
+    def _distinct(self, settings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One settings dict per distinct plan (a hot set in the layers' own format is no hot set)."""
+        out, seen = [], set()
+        for c in settings:
+            formats = build_config(self.space, {**self.defaults(), **c}, self.shape, None).plan.formats
+            if formats not in seen:
+                seen.add(formats)
+                out.append(c)
+        return out
+
+    def defaults(self) -> dict[str, Any]:
+        """Every knob at its first value (ranges at their low end); the size at its largest."""
+        d = {n: _grid(dom)[0] for n, dom in self.knobs.items()}
+        d[self.size] = self.values[-1]
+        return d
+
+    def warm_start(self, max_plans: int = 8, limit: int = 16) -> list[dict[str, Any]]:
+        """The analytically strongest configurations as Optuna parameters (to enqueue), for each choice of a
+        `WARM_AXES` knob: for each plan (see `plans`) the most cache that fits - more slots only cut transfers -
+        then each uniform format at the smallest cache, the other end of the memory objective (measured: the
+        front's low-memory end is otherwise found late). Other knobs at their first choice; plans that cannot
+        fit even the smallest cache are left out."""
+        axes = [a for a in WARM_AXES if a in self.knobs and self.knobs[a].fixed is None]
+        ends = [(p, 1.0) for p in self.plans(max_plans)] + [(p, 0.0) for p in self.uniform_plans()]
+        out: list[dict[str, Any]] = []
+        configs: set[str] = set()
+        for combo in itertools.product(*(_grid(self.knobs[a]) for a in axes)):
+            for plan, fill in ends:
+                params = {**self.defaults(), **plan, **dict(zip(axes, combo, strict=True))}
+                params[self.size] = self.size_for(params, fill)
+                key = repr(sorted(params.items()))
+                if key not in configs and self.fits(params):  # a plan whose largest cache is its smallest: once
+                    configs.add(key)
+                    out.append(self.point(params, fill))
+        return out[:limit]
+
+    def point(self, params: dict[str, Any], fill: float) -> dict[str, Any]:
+        """The Optuna parameters that draw `params` (its size being the one `fill` selects)."""
+        point = {n: v for n, v in params.items() if self.knobs[n].fixed is None}
+        if self.budget is not None and self.knobs[self.size].fixed is None:
+            del point[self.size]
+            point[FILL] = fill
+        return point
+
+def _grid(d: Domain) -> list[Any]:
+    """A domain's values; a float range without a step stands for itself by its low end."""
+    if d.choices is None and not d.is_int and not d.step:
+        return [d.low]
+    return d.values()
