@@ -197,7 +197,7 @@ def search(rows: list[dict], space, backend, budget: int, sampler: str, seed: in
 
     def objective(trial):
         nonlocal over
-        params = space.suggest(trial, shape.n_layers, shape.min_experts, size_for=fit.size_for if aware else None)
+        params = fit.suggest(trial) if aware else space.suggest(trial, shape.n_layers, shape.min_experts)
         r = table[_key(params)]
         peak = r["values"]["peak_gpu_bytes"]
         trial.set_constraint(CONSTRAINT, (peak - budget) / budget)

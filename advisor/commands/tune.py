@@ -206,7 +206,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     try:
         with LiveProgress(console, opts.n_trials, opts.timeout) as live:
             result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile,
-                              on_trial=live.trial_done, on_stage=live.stage)
+                              on_trial=live.trial_done, on_stage=live.stage, on_start=_left_out_note(console))
     finally:
         signal.signal(signal.SIGTERM, old)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
@@ -231,3 +231,11 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print("[yellow]interrupted[/yellow]: finished trials and the front are saved; "
                       "run the same command again to resume")
         raise typer.Exit(130)
+
+
+def _left_out_note(console):
+    """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler)."""
+    def note(study, objective) -> None:
+        for knob, formats in objective.fit.left_out.items():
+            console.print(f"{knob}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget")
+    return note

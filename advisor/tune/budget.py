@@ -2,7 +2,8 @@
 
 A configuration's GPU bytes are counted before anything runs (`build_config`), so a study under a budget
 draws the precision plan and every other knob first and the cache size last, within the sizes that fit
-beside them (`SearchSpace.suggest` with `size_for`). Measured on the bundled model at a budget of 10% of
+beside them (`BudgetFit.suggest`); a format that cannot fit one expert per layer with everything else at its
+smallest is not offered at all. Measured on the bundled model at a budget of 10% of
 the experts' bf16 bytes, the budget-blind space had NSGA-II spend most of its trials over budget
 (benchmarks/search_efficiency.py).
 
@@ -17,8 +18,9 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from advisor.errors import UserError
 from advisor.tune.config import ModelShape, build_config
-from advisor.tune.space import FILL, Domain, SearchSpace
+from advisor.tune.space import FILL, Domain, SearchSpace, draw
 
 WARM_AXES = ("miss",)
 """Categorical cache knobs that change what a budget buys (e.g. copying misses vs computing them on the CPU):
@@ -40,6 +42,38 @@ class BudgetFit:
         self.knobs = space.knobs(shape.n_layers, shape.min_experts)
         self.size = space.size_knob
         self.values = self.knobs[self.size].values()
+        self.left_out = self._restrict_formats()
+
+    def _restrict_formats(self) -> dict[str, list[str]]:
+        """Drop each layer group's formats that cannot fit even with the smallest cache and every other group
+        at its cheapest format (a study keeps one budget, so its distributions stay fixed); return them.
+        `UserError` when no format of some group fits: the budget cannot hold one expert per layer."""
+        if self.budget is None:
+            return {}
+        fmt_knobs = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+        if not fmt_knobs:
+            return {}
+        cheapest = min(self.space.formats.values(), key=lambda f: self.shape.expert_bytes(0, f))
+        base = {**self.defaults(), **{k: cheapest for k in fmt_knobs}, self.size: self.values[0]}
+        if "hot_fraction" in self.knobs:
+            base["hot_fraction"] = min(_grid(self.knobs["hot_fraction"]))
+        left_out: dict[str, list[str]] = {}
+        for k in fmt_knobs:
+            keep = [c for c in self.knobs[k].choices or () if self.fits({**base, k: c})]
+            if not keep:
+                raise UserError(f"a budget of {self.budget} bytes cannot hold the resident weights and one expert "
+                                f"per MoE layer in any format of the space ({self.shape.resident_bytes} bytes are "
+                                "resident); raise --budget or add a smaller format")
+            if len(keep) < len(self.knobs[k].choices or ()):
+                left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
+                self.knobs[k] = Domain(choices=tuple(keep))
+        return left_out
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Every knob from an Optuna trial: under a budget, the cache size last and within what fits."""
+        if self.budget is None:
+            return draw(trial, self.knobs)
+        return draw(trial, self.knobs, self.size, self.size_for)
 
     def fits(self, params: Mapping[str, Any]) -> bool:
         """Whether a complete configuration fits, from counted bytes (nothing runs)."""

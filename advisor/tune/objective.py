@@ -145,9 +145,7 @@ class Objective:
 
     # ------------------------------------------------------------------ the trial
     def __call__(self, trial: Any) -> list[float]:
-        shape = self.backend.shape
-        params = self.space.suggest(trial, shape.n_layers, shape.min_experts,
-                                    size_for=self.fit.size_for if self.budget_bytes else None)
+        params = self.fit.suggest(trial)
         self.current_trial, self.current_params = trial.number, dict(trial.params)
         outcome = self.evaluate(params, trial=trial)
         for key, value in self.trial_attrs(outcome).items():

@@ -15,7 +15,7 @@ Knobs (Optuna parameter names in brackets):
   cache.allocation        "uniform" | "by_frequency"             [allocation]
   cache.policies          eviction policy                        [policy]
   cache.prefetch          prefetch strategy                      [prefetch]
-Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`SearchSpace.suggest`).
+Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
 
@@ -175,32 +175,10 @@ class SearchSpace:
         """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
         return "slots" if self.slots is not None else "expert_budget"
 
-    def suggest(self, trial: Any, n_layers: int, num_experts: int,
-                size_for: Callable[[dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
+    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
         """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
-
-        With `size_for` (a study under a memory budget, see `advisor.tune.budget`), the cache size is drawn
-        last, define-by-run, as `cache_fill` in [0, 1] - a share of the sizes that fit beside the knobs
-        already drawn - and `size_for(params, fill)` makes it concrete. One distribution for every trial
-        is what TPE and NSGA-II need to model and recombine the parameter; its meaning follows the plan."""
-        size = self.size_knob
-        params: dict[str, Any] = {}
-        knobs = self.knobs(n_layers, num_experts)
-        for name, d in knobs.items():
-            if name == size and size_for is not None and d.fixed is None:
-                continue
-            if d.fixed is not None:
-                params[name] = d.fixed
-            elif d.choices is not None:
-                params[name] = trial.suggest_categorical(name, list(d.choices))
-            elif d.is_int:
-                params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
-            else:
-                params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
-        if size not in params:
-            assert size_for is not None
-            params[size] = size_for(params, trial.suggest_float(FILL, 0.0, 1.0))
-        return {name: params[name] for name in knobs}
+        Under a memory budget, studies draw through `advisor.tune.budget.BudgetFit.suggest` instead."""
+        return draw(trial, self.knobs(n_layers, num_experts))
 
     def enumerate(self, n_layers: int, num_experts: int) -> Iterator[dict[str, Any]]:
         """Every point of the space (exhaustive search on small spaces)."""
@@ -214,6 +192,32 @@ class SearchSpace:
         for d in self.knobs(n_layers, num_experts).values():
             n *= len(d.values())
         return n
+
+
+def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
+         size_for: Callable[[dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
+    """Every knob from an Optuna trial, in order; fixed knobs without a suggestion.
+
+    With `size` and `size_for` (a memory budget), that knob is drawn last, define-by-run, as `cache_fill` in
+    [0, 1] - a share of the sizes that fit beside the knobs already drawn - and `size_for(params, fill)` makes
+    it concrete. One distribution in every trial is what TPE and NSGA-II need to model and recombine the
+    parameter; its meaning follows the plan."""
+    params: dict[str, Any] = {}
+    for name, d in knobs.items():
+        if d.fixed is not None:
+            params[name] = d.fixed
+        elif name == size and size_for is not None:
+            continue
+        elif d.choices is not None:
+            params[name] = trial.suggest_categorical(name, list(d.choices))
+        elif d.is_int:
+            params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
+        else:
+            params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
+    if size is not None and size not in params:
+        assert size_for is not None
+        params[size] = size_for(params, trial.suggest_float(FILL, 0.0, 1.0))
+    return {name: params[name] for name in knobs}
 
 
 # ---------------------------------------------------------------- loading

@@ -23,6 +23,7 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.tune import storage as st
 from advisor.tune.backend import Backend
+from advisor.tune.budget import BudgetFit
 from advisor.tune.evalcache import EvalCache
 from advisor.tune.objective import Objective
 from advisor.tune.registry import create_tables, register_study
@@ -208,6 +209,7 @@ def run_tune(
     metrics = list(space.objectives)
     directions = [space.objectives[m] for m in metrics]
     name = opts.study_name or default_study_name(backend.model_name, backend.task_name, space.name)
+    BudgetFit(space, backend.shape, budget_bytes)  # a budget that no format fits is refused before anything is written
     storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
                               grace_period=opts.grace_period, max_retry=opts.max_retry)
     url = st.normalize_url(opts.storage)
