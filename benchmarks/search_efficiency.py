@@ -143,9 +143,9 @@ def _key(params: dict) -> str:
 
 def exhaustive(backend, space, db: str) -> tuple[list[dict], dict]:
     """Every configuration measured once, without a budget (each budget then keeps those that fit)."""
-    from advisor.tune.evalcache import EvalCache
+    from advisor.results.evalcache import EvalCache
+    from advisor.results.store import engine_for
     from advisor.tune.objective import Objective
-    from advisor.tune.store import engine_for
 
     obj = Objective(backend, space, budget_bytes=None, eval_cache=EvalCache(engine_for(db)), study_name="exhaustive")
     rows = []
@@ -179,9 +179,9 @@ def search(rows: list[dict], space, backend, budget: int, sampler: str, seed: in
     """One study on the exhaustive table: HV fraction after each trial, and trials over budget."""
     import optuna
 
+    from advisor.results.storage import make_sampler
     from advisor.tune.budget import BudgetFit
     from advisor.tune.objective import CONSTRAINT
-    from advisor.tune.storage import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     shape = backend.shape
@@ -234,7 +234,7 @@ def _at(curve: list[float], k: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from advisor.tune.storage import DEFAULT_SAMPLER
+    from advisor.results.storage import DEFAULT_SAMPLER
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bundled")

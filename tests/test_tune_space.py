@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import UserError
-from advisor.tune.config import ModelShape, allocate_slots, build_config, counted_peak_bytes
+from advisor.tune.config import ModelShape, TrialConfig, allocate_slots, build_config, counted_peak_bytes
 from advisor.tune.space import SPACES_DIR, load_space, parse_space
 
 SHAPE = ModelShape(num_experts=(8, 8, 8, 8), top_k=(2,) * 4, hidden=(64,) * 4, intermediate=(32,) * 4,
@@ -85,6 +86,8 @@ def test_hot_cold_plan_and_counted_memory():
                                "policy": "lfu", "prefetch": "none"}, SHAPE, counts)
     assert same.plan.fingerprint == uni.plan.fingerprint != cfg.plan.fingerprint
     assert cfg.to_json()["precision"]["fingerprint"] == cfg.plan.fingerprint
+    for c in (cfg, same, uni):  # from_json inverts to_json, through the stored (JSON) form
+        assert TrialConfig.from_json(json.loads(json.dumps(c.to_json())), SHAPE.num_experts) == c
 
 
 def test_expert_budget_allocation():

@@ -11,14 +11,13 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-from advisor.tune.front import DEFAULT_STORAGE
+from advisor.results.storage import DEFAULT_STORAGE
 
 
 def _existing_engine(storage: str):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
-    from advisor.tune.front import require_database
-    from advisor.tune.storage import normalize_url
-    from advisor.tune.store import engine_for
+    from advisor.results.storage import normalize_url, require_database
+    from advisor.results.store import engine_for
 
     url = normalize_url(storage, create_dirs=False)
     require_database(url)
@@ -27,7 +26,7 @@ def _existing_engine(storage: str):
 
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware import get_gpu, parse_budget
+    from advisor.hardware.profiles import get_gpu, parse_budget
 
     profile = get_gpu(gpu) if gpu else None
     nbytes = parse_budget(budget) if budget else None
@@ -67,8 +66,8 @@ def register(app: typer.Typer) -> None:
         """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
         from rich.console import Console
 
+        from advisor.results.storage import DEFAULT_SAMPLER, SAMPLERS, normalize_url
         from advisor.tune.space import load_space
-        from advisor.tune.storage import DEFAULT_SAMPLER, SAMPLERS, normalize_url
 
         sampler = sampler or DEFAULT_SAMPLER
         if sampler.lower() not in SAMPLERS and sampler.lower() not in ("nsgaii", "nsga-ii"):
@@ -122,8 +121,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from advisor.results.registry import list_studies
         from advisor.tune.display import human_bytes
-        from advisor.tune.registry import list_studies
 
         rows = list_studies(_existing_engine(storage))
         console = Console()
@@ -152,9 +151,9 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
+        from advisor.results.registry import list_studies
+        from advisor.results.store import load_fronts
         from advisor.tune.display import front_table, human_bytes, sources_legend
-        from advisor.tune.registry import list_studies
-        from advisor.tune.store import load_fronts
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
@@ -184,8 +183,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     """The run itself, with the live display; Ctrl-C/SIGTERM stop after saving finished trials and the front."""
     import signal
 
+    from advisor.results.storage import DEFAULT_SAMPLER
     from advisor.tune.display import LiveProgress, front_table, human_bytes, sources_legend
-    from advisor.tune.storage import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
 
     def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: finished trials kept, front saved

@@ -165,6 +165,26 @@ class TrialConfig:
             "counted_expert_store_bytes": self.expert_store_bytes,
         }
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], num_experts: Sequence[int]) -> TrialConfig:
+        """The inverse of `to_json` for a model with `num_experts` routed experts per MoE layer (the stored
+        plan is sparse; the grid needs the counts). Derived keys (spec, description, fingerprint) are not read."""
+        from advisor.quant.plan import PrecisionPlan
+
+        plan = PrecisionPlan.from_json(d["precision"])
+        return cls(
+            params=dict(d.get("params") or {}),
+            plan=PlanMap(tuple(tuple(plan.format_for(layer, e) for e in range(n)) for layer, n in enumerate(num_experts))),
+            layer_formats=tuple(d["layer_formats"]),
+            hot_fraction=float(d["hot_fraction"]),
+            hot_format=str(d["hot_format"]),
+            slots=tuple(int(s) for s in d["slots_per_layer"]),
+            policy=str(d["policy"]),
+            prefetch=str(d["prefetch"]),
+            peak_bytes=int(d.get("counted_peak_gpu_bytes", 0)),
+            expert_store_bytes=int(d.get("counted_expert_store_bytes", 0)),
+        )
+
 
 def hot_set(counts: Sequence[int], n_hot: int) -> set[int]:
     """The `n_hot` most-routed experts (ties broken by expert id, so the set is deterministic)."""

@@ -45,32 +45,13 @@ def model_shape(loaded: Any) -> ModelShape:
     )
 
 
-def model_meta(loaded: Any) -> dict[str, Any]:
-    """The MoE layout that `recommend`/`export` read from a front point (config['model_meta'])."""
-    moe = loaded.moe
-    return {
-        "family": loaded.family,
-        "name": loaded.name,
-        "fingerprint": loaded.fingerprint,
-        "is_diffusion": bool(loaded.is_diffusion),
-        "layout": moe[0].layout if moe else "",
-        "layers": [{"index": m.index, "decoder_layer": m.decoder_layer, "name": m.name,
-                    "num_experts": m.num_experts, "shared": None if m.shared is None else f"{m.name}(shared)"}
-                   for m in moe],
-        "num_experts": max(m.num_experts for m in moe),
-        "hidden_size": moe[0].hidden_size,
-        "intermediate_size": moe[0].intermediate_size,
-        "top_k": moe[0].top_k,
-        "expert_nbytes": moe[0].expert_nbytes,
-        "dtype": str(moe[0].dtype).replace("torch.", ""),
-    }
-
-
 class ModelBackend:
     """Measures trials on `loaded` with `task` (see the module docstring for the workload)."""
 
     def __init__(self, loaded: Any, task: Any, settings: EvaluationSettings, *, profile: Any = None,
                  accuracy_fn: Callable[[Any, Any], Measured] | None = None):
+        from advisor.models.load import model_meta  # lazy like every torch import here: importing stays cheap
+
         self.loaded, self.task, self.settings = loaded, task, settings
         self.profile = profile
         self.model_name = str(loaded.name)
@@ -153,8 +134,8 @@ class ModelBackend:
         return self._runtimes[fp]
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
-        from advisor.eval.run import fast_runtime
         from advisor.offload.trace import merge, record_trace
+        from advisor.quant.apply import fast_runtime
 
         traces, tokens = [], 0
         if runtime is not None:

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.results.evalcache import CacheKey, EvalCache
 from advisor.tune.backend import Backend, Measured, TraceRun
 from advisor.tune.budget import BudgetFit
 from advisor.tune.config import PlanMap, TrialConfig, build_config
-from advisor.tune.evalcache import CacheKey, EvalCache
 from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
@@ -249,16 +249,14 @@ class Objective:
         return out, srcs
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
-        p = self._profile()
-        return nbytes / (p.h2d_gbps_pinned * 1e9) * 1e3 + copies * p.copy_latency_us / 1e3
+        return self._profile().transfer_ms(nbytes, copies)
 
     def _transfer_source(self) -> str:
-        p = self._profile()
-        return f"modelled:{p.name}(bw={p.h2d_gbps_pinned:g}GB/s,lat={p.copy_latency_us:g}us)"
+        return self._profile().transfer_source
 
     def _profile(self) -> Any:
         if self.profile is None:
-            from advisor.hardware import DEFAULT_PROFILE
+            from advisor.hardware.profiles import DEFAULT_PROFILE
 
             self.profile = DEFAULT_PROFILE
         return self.profile

@@ -28,25 +28,18 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.results.front import METRICS
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-"""The shipped space files (repository checkout); `resolve_space` also accepts any path."""
+SPACES_DIR = resources.files("advisor.tune") / "spaces"
+"""The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
 
 DIRECTIONS = ("minimize", "maximize")
-OBJECTIVE_METRICS = (
-    "h2d_bytes_per_token",
-    "transfer_ms_per_token",
-    "latency_ms_per_token",
-    "accuracy",
-    "fidelity_kl",
-    "fidelity_top1",
-    "peak_gpu_bytes",
-    "hit_rate",
-)
 DEFAULT_OBJECTIVES = {"h2d_bytes_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
 ALLOCATIONS = ("uniform", "by_frequency")
 FILL = "cache_fill"
@@ -223,7 +216,7 @@ def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
 # ---------------------------------------------------------------- loading
 
 
-def resolve_space(name_or_path: str | Path | None) -> Path:
+def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
     """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick")."""
     if name_or_path is None:
         name_or_path = "default"
@@ -233,7 +226,8 @@ def resolve_space(name_or_path: str | Path | None) -> Path:
     shipped = SPACES_DIR / f"{name_or_path}.toml"
     if shipped.is_file():
         return shipped
-    names = ", ".join(sorted(f.stem for f in SPACES_DIR.glob("*.toml"))) or "none found"
+    names = ", ".join(sorted(f.name[: -len(".toml")] for f in SPACES_DIR.iterdir() if f.name.endswith(".toml")))
+    names = names or "none found"
     raise UserError(f"search space {str(name_or_path)!r} not found; give a TOML file path or a shipped space ({names})")
 
 
@@ -271,7 +265,7 @@ def parse_space(
             where = f"{source}:{m.group(1)}:{m.group(2)}"
         else:  # "at end of document": the last line
             where = f"{source}:{max(1, len(text.splitlines()))}"
-        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see search_spaces/default.toml)") from None
+        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see advisor/tune/spaces/default.toml)") from None
     if known_policies is None or known_prefetch is None:
         pol, pre = _offload_names()
         known_policies = pol if known_policies is None else known_policies
@@ -286,7 +280,7 @@ def _offload_names() -> tuple[list[str] | None, list[str] | None]:
     except ImportError:
         POLICIES = None  # noqa: N806
     try:
-        from advisor.offload.simulate import PREFETCH
+        from advisor.offload.slots import PREFETCH
     except ImportError:
         PREFETCH = None  # noqa: N806
     return (list(POLICIES) if POLICIES else None, list(PREFETCH) if PREFETCH else None)
@@ -434,8 +428,8 @@ class _Validator:
         if not isinstance(objectives, dict) or not objectives:
             self.fail("objectives", "must be a table of metric = \"minimize\" | \"maximize\"")
         for metric, direction in objectives.items():
-            if metric not in OBJECTIVE_METRICS:
-                self.fail(f"objectives.{metric}", f"unknown metric; choose from {', '.join(OBJECTIVE_METRICS)}")
+            if metric not in METRICS:
+                self.fail(f"objectives.{metric}", f"unknown metric; choose from {', '.join(METRICS)}")
             if direction not in DIRECTIONS:
                 self.fail(f"objectives.{metric}", 'direction must be "minimize" or "maximize"')
 

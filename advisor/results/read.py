@@ -1,9 +1,9 @@
-"""Front points as plain data, and a fast read path that needs neither SQLAlchemy nor torch.
+"""The fast read path of stored fronts: needs neither SQLAlchemy nor torch.
 
 `recommend` and `export` must answer in well under a second; importing SQLAlchemy alone costs a good part
 of that. So for SQLite files (the default storage) the stored front is read with the standard library's
-sqlite3; any other URL goes through `advisor.tune.store` (SQLAlchemy). Both return `FrontPoint`s.
-The table layout is defined once, in `advisor.tune.store.FrontRow`.
+sqlite3; any other URL goes through `advisor.results.store` (SQLAlchemy). Both return `FrontPoint`s.
+The table layout is defined once, in `advisor.results.store.FrontRow`.
 """
 
 from __future__ import annotations
@@ -11,42 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from advisor.errors import UserError
-
-METRICS = (
-    "h2d_bytes_per_token",
-    "transfer_ms_per_token",
-    "latency_ms_per_token",
-    "hit_rate",
-    "accuracy",
-    "fidelity_kl",
-    "fidelity_top1",
-    "peak_gpu_bytes",
-)
-
-
-@dataclass
-class FrontPoint:
-    """A front point as the rest of the project sees it (plain data, no database session attached)."""
-
-    study_name: str
-    trial_number: int
-    model: str
-    model_fingerprint: str
-    task: str
-    config: dict[str, Any]
-    values: dict[str, float]
-    sources: dict[str, str]
-    device: str = "cpu"
-    hardware: dict[str, Any] = field(default_factory=dict)
-    space: str = ""
-    budget_bytes: float | None = None
-    created_at: dt.datetime | None = None
-
+from advisor.results.front import FrontPoint
+from advisor.results.storage import require_database, sqlite_path
 
 _COLUMNS = (
     "study_name, trial_number, model, model_fingerprint, task, config, \"values\", sources, device, hardware, "
@@ -54,33 +22,12 @@ _COLUMNS = (
 )
 
 
-DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
-"""Where studies live unless --storage says otherwise (relative to the working directory)."""
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL (or a plain path), query string dropped; None for other databases and
-    for in-memory SQLite."""
-    if "://" not in url:
-        return Path(url.split("?", 1)[0])
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :].split("?", 1)[0]
-        return None if path in ("", ":memory:") else Path(path)
-    return None
-
-
-def require_database(url: str) -> None:
-    """Readers never create a database: a missing SQLite file is one clear `UserError`."""
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
-
 
 def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
     """Stored front points of one study (or all) from any storage URL."""
     path = sqlite_path(url)
     if path is None:
-        from advisor.tune.store import engine_for, load_fronts
+        from advisor.results.store import engine_for, load_fronts  # lazy: SQLAlchemy only off the SQLite path
 
         return load_fronts(engine_for(url), study_name)
     require_database(url)

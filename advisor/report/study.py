@@ -1,0 +1,150 @@
+"""`advisor report`: the answer to "how much do INT8/INT4 experts plus caching cut host-to-device transfer,
+and what does accuracy lose?" for one tuned study, as Markdown + self-contained HTML with PNG plots.
+
+Where each number comes from (the report repeats this for its reader):
+
+* the **headline table** and the accuracy table are the study's stored trial values, read back unchanged
+  from the Optuna storage (`report.json` keeps them with their trial numbers, so they can be checked);
+* the **FP16-no-cache baseline** and the **transfer curves** are fresh replays of routing traces recorded on
+  the study's own model, prompts and decoding (`advisor.tune.model_backend.ModelBackend`), through the
+  same simulator the tuner used; every headline trial is replayed too and must reproduce its stored bytes;
+* the **block-diffusion section** records extra traces at block lengths 8/16/32 on the same prompts.
+
+Nothing is written until every number exists: the report is built in a temporary directory and renamed
+into place at the end, so a failure never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.files import atomic_dir
+from advisor.report.data import DEFAULT_STORAGE, load_study_data
+from advisor.report.document import ReportContext, compose, json_default, report_json
+from advisor.report.render import write_document
+from advisor.report.select import (
+    BASELINE_FORMATS,
+    PRECISIONS,
+    HeadlineRow,
+    accuracy_rows,
+    feasible_trials,
+    headline_rows,
+    recommended_points,
+    reference_memory,
+    trial_policies,
+)
+from advisor.report.workbench import Workbench
+
+DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    markdown: Path
+    html: Path
+    data: Path
+    figures: list[Path]
+    headline: list[HeadlineRow]
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_out_dir(study: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study)
+    return Path("reports") / safe
+
+
+def build_report(
+    study: str,
+    storage: str = DEFAULT_STORAGE,
+    out_dir: str | Path | None = None,
+    *,
+    memory_bytes: int | None = None,
+    block_lengths: Sequence[int] = DEFAULT_BLOCK_LENGTHS,
+    max_accuracy_drop: float = 0.05,
+    progress: Callable[[str], None] | None = None,
+) -> ReportResult:
+    """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded)."""
+    import torch
+
+    from advisor.report import blocks as report_blocks
+    from advisor.report import plots as report_plots
+    from advisor.report.replay import sweep
+
+    say = progress or (lambda msg: None)
+    t0 = time.perf_counter()
+    data = load_study_data(study, storage)
+    trials = feasible_trials(data)
+    if not trials:
+        raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
+                        "all over budget); raise the budget or tune again")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(study)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+
+    say("loading the study's model")
+    wb = Workbench.open(data)
+    say("recording one routing trace per precision (fp16, int8, int4)")
+    runs = {fmt: wb.trace(fmt) for fmt in PRECISIONS}
+    policies = trial_policies(data)
+    say(f"replaying traces over slot counts with policies {', '.join(policies)} and Belady's MIN")
+    sw = sweep({f: r.trace for f, r in runs.items()}, policies=policies, profile=wb.profile)
+    memory, memory_why = reference_memory(data, trials, memory_bytes)
+    rows = headline_rows(trials, memory, sw.baseline_bytes_per_token, sw.expert_bytes)
+    for r in rows:
+        if r.trial is not None:
+            t = next(t for t in trials if t.number == r.trial)
+            r.replayed_bytes_per_token = wb.replay_stored(runs[_run_key(r.precision)], t)
+    recs = recommended_points(data, max_accuracy_drop)
+
+    blocks: dict[str, Any] = {"rows": [], "curves": []}
+    if wb.loaded.is_diffusion and block_lengths:
+        say(f"recording block-diffusion traces at block lengths {', '.join(map(str, block_lengths))}")
+        prompts = wb.backend.prompts(wb.settings.trace_prompts)
+        blocks = report_blocks.block_length_study(wb.loaded, prompts, block_lengths, label=str(wb.loaded.name),
+                                                  seed=wb.settings.seed, profile=wb.profile)
+
+    with atomic_dir(out) as tmp:
+        figs = tmp / "figures"
+        figs.mkdir()
+        say("drawing figures")
+        figures = {
+            "transfer_vs_slots": report_plots.transfer_vs_slots(sw, figs / "transfer_vs_slots.png"),
+            "transfer_vs_memory": report_plots.transfer_vs_slots(sw, figs / "transfer_vs_memory.png", x="memory"),
+            "accuracy": report_plots.accuracy_by_plan(accuracy_rows(trials), figs / "accuracy.png"),
+            "pareto": report_plots.pareto(trials, {p.trial_number for p in data.front},
+                                          [_RecMark(r) for r in recs], figs / "pareto.png"),
+        }
+        if blocks["rows"]:
+            figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
+                                                              figs / "block_reuse.png")
+        ctx = ReportContext(data, trials, wb, runs, sw, rows, memory, memory_why, recs, blocks, figures, policies,
+                       max_accuracy_drop)
+        doc = compose(ctx)
+        md, page = write_document(doc, tmp)
+        payload = report_json(ctx)
+        (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
+    fig_paths = [out / "figures" / p.name for p in figures.values()]
+    return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
+                        time.perf_counter() - t0, {"recommended": recs})
+
+
+def _run_key(precision: str) -> str:
+    return "fp16" if precision in BASELINE_FORMATS else precision.split(":")[0]
+
+
+class _RecMark:
+    """A recommended point as the Pareto plot draws it."""
+
+    def __init__(self, r: dict[str, Any]):
+        from advisor.hardware.profiles import format_bytes
+
+        self.bytes_per_token = r["values"].get("h2d_bytes_per_token", float("nan"))
+        self.accuracy = r["values"].get("accuracy", float("nan"))
+        self.label = f"#{r['trial']} @ {format_bytes(r['budget_bytes'])}"

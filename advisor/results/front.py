@@ -1,0 +1,53 @@
+"""The front point as plain data, and the canonical metric names every layer uses as keys.
+
+Written by the tuner (`advisor.tune.study`), read by recommend, export, report, studies and pareto through
+`advisor.results.read` (fast, stdlib sqlite3) or `advisor.results.store` (SQLAlchemy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+METRICS = (
+    "h2d_bytes_per_token",
+    "transfer_ms_per_token",
+    "latency_ms_per_token",
+    "hit_rate",
+    "accuracy",
+    "fidelity_kl",
+    "fidelity_top1",
+    "peak_gpu_bytes",
+)
+"""Canonical metric names (used as keys everywhere in the project):
+  h2d_bytes_per_token     counted bytes copied host->device per generated token
+  transfer_ms_per_token   H2D time per generated token (CUDA events, or modelled from a hardware profile)
+  latency_ms_per_token    wall-clock generation time per generated token
+  hit_rate                expert-cache hits / look-ups
+  accuracy                task accuracy (exact match, or pass@1), 0..1
+  fidelity_kl             mean KL(full precision || this config) of next-token distributions
+  fidelity_top1           top-1 agreement with full precision, 0..1
+  peak_gpu_bytes          peak device memory (measured on CUDA; counted bytes on CPU)
+`sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
+"measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
+"""
+
+
+@dataclass
+class FrontPoint:
+    """A front point as the rest of the project sees it (plain data, no database session attached)."""
+
+    study_name: str
+    trial_number: int
+    model: str
+    model_fingerprint: str
+    task: str
+    config: dict[str, Any]
+    values: dict[str, float]
+    sources: dict[str, str]
+    device: str = "cpu"
+    hardware: dict[str, Any] = field(default_factory=dict)
+    space: str = ""
+    budget_bytes: float | None = None
+    created_at: dt.datetime | None = None
