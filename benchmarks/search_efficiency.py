@@ -211,8 +211,10 @@ def search(rows: list[dict], space, backend, budget: int, sampler: str, seed: in
     study = optuna.create_study(directions=directions, sampler=make_sampler(sampler, seed, len(metrics)))
     for p in (fit.warm_start() if aware else blind_corners(space, shape)):  # as `run_tune` seeds a study
         study.enqueue_trial(p)
+    t0 = time.perf_counter()
     study.optimize(objective, n_trials=trials)
-    return {"curve": curve, "over_budget": over, "feasible_configs": len(feasible)}
+    return {"curve": curve, "over_budget": over, "feasible_configs": len(feasible),
+            "seconds_per_trial": (time.perf_counter() - t0) / trials}
 
 
 def real_run_cost(backend, space, budget: int, db: str, trials: int, sampler: str, seed: int = 0) -> dict:
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budgets", default="0.1,0.25,0.5", help="fractions of the experts' bf16 bytes (+ resident)")
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--samplers", default="tpe,nsga2,gp,random")
+    ap.add_argument("--samplers", default="tpe,nsga2,random", help="also gp (seconds per trial on 2 cores)")
     ap.add_argument("--blind", default="tpe,nsga2", help="samplers also run budget-blind, for comparison")
     ap.add_argument("--no-real-run", action="store_true", help="skip the real run_tune per budget")
     ap.add_argument("--out", type=Path, default=None, help="also write the full results as JSON")
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "mean": {k: round(sum(_at(r["curve"], k) for r in res) / len(res), 4) for k in CHECKPOINTS},
                     "over_budget": sum(r["over_budget"] for r in res),
                     "trials": sum(len(r["curve"]) for r in res),
+                    "seconds_per_trial": round(sum(r["seconds_per_trial"] for r in res) / len(res), 3),
                 }
                 entry["feasible_configs"] = res[0]["feasible_configs"]
             if not a.no_real_run:
@@ -289,13 +292,14 @@ def main(argv: list[str] | None = None) -> dict:
           f"{a.seeds} seeds x {a.trials} trials per sampler; default sampler {DEFAULT_SAMPLER}")
     print("budget = resident weights + fraction x every routed expert at bf16 (counted bytes)")
     print("HV fraction of the exhaustive feasible front after 10/20/40 trials: worst seed (mean); over budget: "
-          "share of all trials")
+          "share of all trials; s/trial: the sampler's own time (objective is a table look-up), 2 shared cores")
     for e in per_budget:
         print(f"\nbudget {e['fraction']:g} = {e['budget_bytes'] / 2**20:.2f} MiB: {e['feasible_configs']} of "
               f"{len(rows)} configs fit")
         for label, r in e["rows"].items():
             cells = "  ".join(f"{r['worst'][k]:.3f} ({r['mean'][k]:.3f})" for k in CHECKPOINTS)
-            print(f"  {label:22s} {cells}  over budget {r['over_budget'] / r['trials']:.0%}")
+            print(f"  {label:22s} {cells}  over budget {r['over_budget'] / r['trials']:.0%}  "
+                  f"{r['seconds_per_trial']:.2f} s/trial")
         run = e.get("real_run")
         if run is None:
             continue
