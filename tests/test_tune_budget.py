@@ -172,3 +172,16 @@ def test_samplers_stay_within_the_budget(tmp_path, sampler):
     budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int8")
     res = run_tune(backend, small_space(), _opts(tmp_path, sampler, 12, sampler), budget_bytes=budget)
     assert res.n_complete == 12 and res.n_infeasible == 0
+
+
+def test_warm_start_covers_every_choice_of_a_cache_axis(monkeypatch):
+    """The miss-policy axis (copy / cpu / hybrid) slots in as a `WARM_AXES` knob; shown here with the policy."""
+    from advisor.tune import budget as b
+
+    monkeypatch.setattr(b, "WARM_AXES", ("policy",))
+    backend = FakeBackend()
+    fit = b.BudgetFit(small_space(), backend.shape, 40_000 + 2 * 3 * backend.shape.expert_bytes(0, "int8"))
+    points = fit.warm_start(limit=100)
+    most = {(p["fmt_g0"], p["policy"]) for p in points if p[FILL] == 1.0 and p["fmt_g0"] == p["fmt_g1"]}
+    assert most == {(f, pol) for f in ("bf16", "int8", "int4") for pol in ("lru", "lfu")}
+    assert [p["policy"] for p in points[:2]] == ["lru", "lfu"]  # per plan, each choice, before the next plan
