@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from advisor.files import write_atomic
+from advisor.files import atomic_dir, write_atomic
 from advisor.models.load import BUNDLED_DIR
 
 
@@ -242,14 +242,11 @@ def expert_usage(model, ids) -> list[list[int]]:
 def save(model, tokenizer, out: Path, meta: dict, dtype: str) -> None:
     """Write config.json, model.safetensors, tokenizer files and metadata into `out` (via a temp dir)."""
     import shutil
-    import tempfile
 
     import torch
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
+        tmp.chmod(0o755)
         device = model.device
         # The decoding the model was trained and measured with travels in its config (see load.gen_defaults).
         gen = meta.get("generation", {})
@@ -261,12 +258,6 @@ def save(model, tokenizer, out: Path, meta: dict, dtype: str) -> None:
         for extra in ("TRAINING.md", "metrics.json"):
             if (out / extra).exists() and not (tmp / extra).exists():
                 shutil.copy2(out / extra, tmp / extra)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def quick_accuracy(model, tokenizer, examples, cfg: TrainConfig) -> float:

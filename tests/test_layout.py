@@ -93,6 +93,38 @@ def test_no_import_cycle_inside_advisor():
     assert not found, f"import cycles inside advisor/: {found}"
 
 
+LAYERS = [
+    {"advisor", "errors"},
+    {"files", "registry"},  # leaf helpers any layer above may use
+    {"hardware", "models"},
+    {"quant"},
+    {"eval", "offload", "results"},
+    {"tune"},
+    {"export", "recommend"},
+    {"report"},
+    {"commands"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def _area(module: str) -> str:
+    """advisor.tune.study -> tune; advisor.errors -> errors; advisor -> advisor."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_packages_import_only_downwards():
+    """The stack in the README's Layout section: a package imports only packages of lower layers."""
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    graph = import_graph(ROOT)
+    areas = {_area(m) for m in graph}
+    assert areas <= set(rank), f"place new top-level modules in LAYERS: {sorted(areas - set(rank))}"
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                    if _area(m) != _area(d) and rank[_area(d)] >= rank[_area(m)])
+    assert not upward, f"imports against the layering: {upward}"
+
+
 def test_cycle_check_finds_a_cycle(tmp_path):
     pkg = tmp_path / "advisor" / "sub"
     pkg.mkdir(parents=True)

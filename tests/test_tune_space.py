@@ -73,7 +73,7 @@ def test_hot_cold_plan_and_counted_memory():
     counts = {layer: [0, 9, 1, 8, 2, 7, 3, 6] for layer in range(4)}
     cfg = build_config(space, {"fmt_g0": "int4", "hot_fraction": 0.25, "hot_format": "bf16", "slots": 3,
                                "policy": "lru", "prefetch": "none"}, SHAPE, counts)
-    for row in cfg.plan.formats:  # the two most routed experts (1 and 3) keep bf16
+    for row in cfg.plan.grid(SHAPE.num_experts):  # the two most routed experts (1 and 3) keep bf16
         assert [e for e, f in enumerate(row) if f == "bf16"] == [1, 3]
     bf16, int4 = SHAPE.expert_bytes(0, "bf16"), SHAPE.expert_bytes(0, "int4")
     assert bf16 == 3 * 64 * 32 * 2 and int4 < bf16 / 3

@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: str = typer.Option(None, "--json", help="Also write the result (and per-example records) here."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
+                                     "(quantized into a host store) / load the whole model. Default: offload when "
+                                     "the checkpoint is bigger than the device's free memory."),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
@@ -57,15 +60,19 @@ def register(app: typer.Typer) -> None:
 
             plan = PrecisionPlan.parse(precision)  # malformed plans fail before the model loads
         the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)
-        loaded = load_model(model, device=device)
+        loaded = load_model(model, device=device, offload=offload)
         console = Console(stderr=True)
+        if loaded.offloaded:
+            console.print(f"loading: {loaded.load_note}")
         runtime, fid = None, None
         if plan is not None:
-            from advisor.eval.fidelity import fidelity, task_reference
-            from advisor.quant.apply import quantize_experts
+            from advisor.eval.fidelity import cached_reference, fidelity, reference_logits, task_inputs
+            from advisor.offload.planned import plan_runtime
 
-            ref = task_reference(loaded, the_task, n=fidelity_prompts, seed=seed) if fidelity_prompts > 0 else None
-            runtime = quantize_experts(loaded, plan, attach=False)
+            reference = cached_reference if loaded.offloaded else reference_logits
+            ref = reference(loaded, task_inputs(loaded, the_task, n=fidelity_prompts, seed=seed)) \
+                if fidelity_prompts > 0 else None
+            runtime = plan_runtime(loaded, plan)
             fid = fidelity(loaded, ref, runtime) if ref is not None else None
         result = evaluate(
             loaded, the_task, runtime=runtime, progress=not no_progress, batch_size=batch_size,

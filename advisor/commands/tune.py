@@ -24,6 +24,26 @@ def _existing_engine(storage: str):
     return engine_for(url)
 
 
+def _parse_size(value: str, option: str) -> int:
+    from advisor.hardware.profiles import parse_budget
+
+    try:
+        return parse_budget(value)
+    except UserError as e:
+        raise UserError(f"{option}: {e}") from e
+
+
+def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
+    """Before any plan is packed: the largest uniform plan of the space must fit the host memory."""
+    from advisor.offload.store import check_host_memory
+    from advisor.quant.spec import expert_nbytes_of
+
+    formats = set(space.formats.values()) | set(space.hot_formats.values())
+    need, worst = max((sum(m.num_experts * expert_nbytes_of(f, m.hidden_size, m.intermediate_size)
+                           for m in loaded.moe), f) for f in formats)
+    check_host_memory(need, worst, host_bytes)
+
+
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
     from advisor.hardware.profiles import get_gpu, parse_budget
@@ -62,6 +82,12 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
         heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
+                                     "(streamed into the quantized host store) / load the whole model. Default: "
+                                     "offload when the checkpoint's counted bytes exceed the budget (or free memory)."),
+        host_memory: str = typer.Option(None, "--host-memory", help="Host RAM the expert stores may use, e.g. "
+                                        "48GiB (default: what is available); stores of several plans are kept "
+                                        "while they fit, otherwise re-packed from the checkpoint."),
     ) -> None:
         """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
         from rich.console import Console
@@ -77,6 +103,7 @@ def register(app: typer.Typer) -> None:
         if timeout is not None and timeout <= 0:
             raise UserError(f"--timeout {timeout} must be positive (seconds)")
         budget_bytes, profile = _resolve_budget(budget, gpu)
+        host_bytes = _parse_size(host_memory, "--host-memory") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         normalize_url(storage, create_dirs=False)  # validate now; the directory is made when the study opens
@@ -92,7 +119,7 @@ def register(app: typer.Typer) -> None:
             from advisor.models.load import load_model
             from advisor.tune.model_backend import ModelBackend
 
-            loaded = load_model(spec, device=device)
+            loaded = load_model(spec, device=device, offload=offload, budget=budget_bytes)
             if space_obj is None:
                 space_obj = load_space("quick" if spec == "bundled" else "dllm" if loaded.is_diffusion else "default")
             if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
@@ -100,7 +127,9 @@ def register(app: typer.Typer) -> None:
                                 "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
             task_name = task or space_obj.evaluation.task
             task_obj = get_task(task_name, seed=space_obj.evaluation.seed, path=data)
-            backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile)
+            if loaded.offloaded:
+                _check_host_memory(loaded, space_obj, host_bytes)
+            backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
         if budget_bytes is None and space_obj.budget_fraction:
             budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
             budget_note = f"{space_obj.budget_fraction:g} x the model's counted bytes ({space_obj.name} space default)"
@@ -202,6 +231,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         + ("\nbudget-aware: the cache size is drawn within what fits beside each precision plan; warm start: "
            "per plan, the most cache that fits" if budget_bytes else "")
     )
+    if getattr(backend, "offloaded", False):
+        console.print(f"loading: {backend.loaded.load_note}\nhost store: {backend.store_note()}")
     try:
         with LiveProgress(console, opts.n_trials, opts.timeout) as live:
             result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile,

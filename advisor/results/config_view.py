@@ -41,7 +41,7 @@ def formats_in(precision: Any, n_experts: list[int] | None = None) -> set[str]:
     plan = plan_of(precision)
     if n_experts is None:
         return plan.formats_used()
-    return {plan.format_for(layer, e) for layer, n in enumerate(n_experts) for e in range(n)}
+    return {f for row in plan.grid(n_experts) for f in row}
 
 
 def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | None:
@@ -178,7 +178,7 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
     precision = precision_of(config)
     n_experts = [layer.num_experts for layer in info.layers]
     plan = plan_of(precision)
-    grid = [[plan.format_for(layer, e) for e in range(n)] for layer, n in enumerate(n_experts)]
+    grid = plan.grid(n_experts)
     slots = config.get("slots_per_layer", config.get("slots"))
     if slots is None:
         raise UserError("this front point records no cache size (config['slots_per_layer'])")

@@ -38,7 +38,19 @@ class Base(DeclarativeBase):
     pass
 
 
-class FrontRow(Base):
+class _RunColumns:
+    """What a study ran on and for: the same columns in a study's row and in each of its front points."""
+
+    model: Mapped[str] = mapped_column(String(512))
+    model_fingerprint: Mapped[str] = mapped_column(String(128))
+    task: Mapped[str] = mapped_column(String(128))
+    space: Mapped[str] = mapped_column(String(512))
+    budget_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
+    device: Mapped[str] = mapped_column(String(256))
+    hardware: Mapped[dict] = mapped_column(JSON)
+
+
+class FrontRow(_RunColumns, Base):
     """One point of a study's persisted Pareto front."""
 
     __tablename__ = "advisor_front"
@@ -46,13 +58,6 @@ class FrontRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_name: Mapped[str] = mapped_column(String(512), index=True)
     trial_number: Mapped[int] = mapped_column(Integer)
-    model: Mapped[str] = mapped_column(String(512))
-    model_fingerprint: Mapped[str] = mapped_column(String(128))
-    task: Mapped[str] = mapped_column(String(128))
-    space: Mapped[str] = mapped_column(String(512))
-    budget_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
-    device: Mapped[str] = mapped_column(String(256))
-    hardware: Mapped[dict] = mapped_column(JSON)
     config: Mapped[dict] = mapped_column(JSON)
     values: Mapped[dict] = mapped_column(JSON)
     sources: Mapped[dict] = mapped_column(JSON)
@@ -60,20 +65,13 @@ class FrontRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
 
 
-class StudyRow(Base):
+class StudyRow(_RunColumns, Base):
     """What a study was run on and for (one row per study name)."""
 
     __tablename__ = "advisor_study"
 
     study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    model: Mapped[str] = mapped_column(String(512))
-    model_fingerprint: Mapped[str] = mapped_column(String(128))
-    task: Mapped[str] = mapped_column(String(128))
-    space: Mapped[str] = mapped_column(String(512))
     space_fingerprint: Mapped[str] = mapped_column(String(64))
-    budget_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
-    device: Mapped[str] = mapped_column(String(256))
-    hardware: Mapped[dict] = mapped_column(JSON)
     objectives: Mapped[dict] = mapped_column(JSON)
     sampler: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)

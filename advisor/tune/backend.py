@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.quant.plan import PrecisionPlan
+from advisor.tune.config import ModelShape, TrialConfig
 
 
 @dataclass
@@ -34,6 +35,15 @@ class TraceRun:
     plan_fingerprint: str
 
 
+class TrialOutOfMemory(Exception):
+    """The device ran out of memory inside a trial (its memory already freed); `asked`: bytes of the allocation
+    that failed (0 if unknown). The objective records the trial infeasible and the study goes on."""
+
+    def __init__(self, asked: int, message: str):
+        super().__init__(message)
+        self.asked = asked
+
+
 class Backend(Protocol):
     model_name: str
     model_fingerprint: str
@@ -45,13 +55,13 @@ class Backend(Protocol):
     def calibration_counts(self) -> dict[int, list[int]]:
         """Routing counts per (layer, expert) of the full-precision model on the trace prompts."""
 
-    def fidelity(self, plan: PlanMap) -> Measured:
+    def fidelity(self, plan: PrecisionPlan) -> Measured:
         """fidelity_kl and fidelity_top1 of this plan against full precision."""
 
-    def accuracy(self, plan: PlanMap) -> Measured:
+    def accuracy(self, plan: PrecisionPlan) -> Measured:
         """Task accuracy under this plan: values accuracy, accuracy_n, accuracy_ci_low, accuracy_ci_high."""
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         """Record the routing of generation under this plan (routing can differ by precision)."""
 
     def replay(self, run: TraceRun, config: TrialConfig) -> Measured:

@@ -127,9 +127,9 @@ class BudgetFit:
         """One settings dict per distinct plan (a hot set in the layers' own format is no hot set)."""
         out, seen = [], set()
         for c in settings:
-            formats = build_config(self.space, {**self.defaults(), **c}, self.shape, None).plan.formats
-            if formats not in seen:
-                seen.add(formats)
+            plan = build_config(self.space, {**self.defaults(), **c}, self.shape, None).plan.fingerprint
+            if plan not in seen:
+                seen.add(plan)
                 out.append(c)
         return out
 

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
-from advisor.tune.backend import Backend, Measured, TraceRun
+from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.budget import BudgetFit
-from advisor.tune.config import PlanMap, TrialConfig, build_config
+from advisor.tune.config import TrialConfig, build_config
 from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
@@ -104,10 +105,10 @@ class Objective:
             or params.get("policy") == "static_hot"
         return build_config(self.space, params, shape, self.counts() if needs_counts else None)
 
-    def _key(self, plan: PlanMap, kind: str) -> CacheKey:
+    def _key(self, plan: PrecisionPlan, kind: str) -> CacheKey:
         return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, self.settings_key, kind)
 
-    def fidelity(self, plan: PlanMap) -> tuple[Measured, bool]:
+    def fidelity(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
         fp = plan.fingerprint
         if fp in self._fidelity:
             return self._fidelity[fp], True
@@ -123,20 +124,20 @@ class Objective:
         self._fidelity[fp] = m
         return m, False
 
-    def cached_accuracy(self, plan: PlanMap) -> Measured | None:
+    def cached_accuracy(self, plan: PrecisionPlan) -> Measured | None:
         hit = self.cache.get(self._key(plan, "accuracy"))
         if hit is None:
             return None
         return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
 
-    def measure_accuracy(self, plan: PlanMap) -> Measured:
+    def measure_accuracy(self, plan: PrecisionPlan) -> Measured:
         m = self.backend.accuracy(plan)
         self.counters["accuracy_evaluations"] += 1
         self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
                        seconds=m.seconds, study_name=self.study_name)
         return m
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         fp = plan.fingerprint
         if fp not in self._traces:
             self._traces[fp] = self.backend.trace(plan)
@@ -165,6 +166,7 @@ class Objective:
             "plan_fingerprint": o.config.plan.fingerprint,
             "seconds": o.seconds,
             **({"accuracy_detail": o.extra["accuracy"]} if "accuracy" in o.extra else {}),
+            **({"infeasible_reason": o.extra["reason"]} if "reason" in o.extra else {}),
         }
 
     def evaluate(self, params: dict[str, Any], *, trial: Any = None,
@@ -174,7 +176,7 @@ class Objective:
         t0 = time.perf_counter()
         cfg = self.config_for(params)
         values: dict[str, float] = {"peak_gpu_bytes": float(cfg.peak_bytes)}
-        sources: dict[str, str] = {"peak_gpu_bytes": "counted:resident-weights+slots*expert-bytes"}
+        sources: dict[str, str] = {"peak_gpu_bytes": self._peak_source()}
         feasible = True
         if self.budget_bytes:
             violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes
@@ -185,8 +187,28 @@ class Objective:
             self.counters["infeasible"] += 1
             values |= self._placeholders(cfg)
             sources |= {k: "not-run:infeasible(placeholder)" for k in values if k != "peak_gpu_bytes"}
-            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0)
+            reason = f"counted peak {cfg.peak_bytes} bytes > budget {self.budget_bytes} bytes"
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                {"reason": reason})
 
+        try:
+            return self._measure(cfg, values, sources, trial, completed, t0)
+        except TrialOutOfMemory as oom:
+            self.counters["infeasible"] += 1
+            self.counters["out_of_memory"] += 1
+            if trial is not None and self.budget_bytes:
+                trial.set_constraint(CONSTRAINT, max(1e-6, (cfg.peak_bytes + oom.asked - self.budget_bytes)
+                                                     / self.budget_bytes))
+            values = {"peak_gpu_bytes": float(cfg.peak_bytes), **self._placeholders(cfg),
+                      "oom_asked_bytes": float(oom.asked)}
+            sources = {"peak_gpu_bytes": self._peak_source(),
+                       **{k: "not-run:out-of-memory(placeholder)" for k in self._placeholders(cfg)},
+                       "oom_asked_bytes": f"measured:out-of-memory({oom})"}
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                {"reason": f"out of memory in the trial: {oom}"})
+
+    def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
+                 completed: Sequence[Sequence[float]] | None, t0: float) -> TrialOutcome:
         self.on_stage("fidelity", getattr(trial, "number", None))
         fid, _ = self.fidelity(cfg.plan)
         values |= fid.values
@@ -247,6 +269,11 @@ class Objective:
             "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
         }
         return out, srcs
+
+    def _peak_source(self) -> str:
+        if getattr(self.backend.shape, "staging", False):
+            return "counted:resident-weights+slots*expert-bytes+staging+activation-allowance"
+        return "counted:resident-weights+slots*expert-bytes"
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
         return self._profile().transfer_ms(nbytes, copies)
