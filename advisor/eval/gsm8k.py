@@ -141,8 +141,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if not p.is_file():
         raise UserError(f"GSM8K data file {str(p)!r} does not exist; pass a jsonl with question/answer fields")
     records = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{p}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

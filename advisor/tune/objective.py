@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,7 @@ class Objective:
         profile: Any = None,
         mode: str = "replay",
         on_stage=None,
+        stop_requested: Callable[[], bool] = lambda: False,
     ):
         if mode not in ("replay", "live"):
             raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
@@ -78,6 +79,7 @@ class Objective:
         self.budget_bytes = budget_bytes
         self.cache, self.study_name = eval_cache, study_name
         self.mode = mode
+        self.stop_requested = stop_requested  # ends a wait for another worker's measurement
         self.metrics = list(space.objectives)
         self.directions = [space.objectives[m] for m in self.metrics]
         self.settings = space.evaluation
@@ -130,12 +132,22 @@ class Objective:
             return None
         return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
 
-    def measure_accuracy(self, plan: PrecisionPlan) -> Measured:
-        m = self.backend.accuracy(plan)
-        self.counters["accuracy_evaluations"] += 1
-        self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
-                       seconds=m.seconds, study_name=self.study_name)
-        return m
+    def measure_accuracy(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
+        """(accuracy, measured here): under a lease, so that two workers never measure one plan at once -
+        the second waits for the first one's row."""
+        measured: list[Measured] = []
+
+        def measure() -> None:
+            m = self.backend.accuracy(plan)
+            self.counters["accuracy_evaluations"] += 1
+            self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
+                           seconds=m.seconds, study_name=self.study_name)
+            measured.append(m)
+
+        hit = self.cache.measure_once(self._key(plan, "accuracy"), measure, stop=self.stop_requested)
+        if hit is None:
+            return measured[0], True
+        return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name}), False
 
     def trace(self, plan: PrecisionPlan) -> TraceRun:
         fp = plan.fingerprint
@@ -228,7 +240,10 @@ class Objective:
                 self.counters["accuracy_cache_hits"] += 1
             elif self._worth_measuring(values, fid, trial, completed):
                 self.on_stage("accuracy", getattr(trial, "number", None))
-                acc = self.measure_accuracy(cfg.plan)
+                acc, here = self.measure_accuracy(cfg.plan)
+                if not here:  # another worker measured it while this one waited
+                    stage = "cached"
+                    self.counters["accuracy_cache_hits"] += 1
             else:
                 stage = "proxy"
                 self.counters["accuracy_skipped"] += 1
@@ -268,6 +283,9 @@ class Objective:
             "transfer_ms_per_token": transfer_src,
             "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
         }
+        if "copies" in v:  # recommend models the target's transfer from bytes and copies (the one formula)
+            out["copies_per_token"] = v["copies"] / tokens
+            srcs["copies_per_token"] = s.get("copies", srcs["h2d_bytes_per_token"])
         return out, srcs
 
     def _peak_source(self) -> str:
