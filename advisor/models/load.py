@@ -22,6 +22,7 @@ from torch import nn
 
 from advisor.errors import UserError
 from advisor.models import tiny
+from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
@@ -321,7 +322,9 @@ def loaded_from(
         model = model.to(device)
     model = model.eval()
     moe = moe_layers(model)
-    if sample is not None:
+    if sample is None:  # an offloaded model's own expert weights are meta: no resident probe can run
+        verify_experts_path(model, moe, family)  # refuses models whose forward bypasses the experts seam
+    else:
         use_seam(model, moe)
     return LoadedModel(
         model=model,
