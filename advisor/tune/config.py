@@ -11,6 +11,7 @@ one routing trace.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +49,7 @@ class ModelShape:
 
     def expert_bytes(self, layer: int, fmt: str) -> int:
         """Exact bytes of one expert of `layer` in format `fmt` (payload + scales)."""
-        return expert_nbytes_of(fmt, self.hidden[layer], self.intermediate[layer])
+        return _expert_nbytes(fmt, self.hidden[layer], self.intermediate[layer])
 
     def full_bytes(self) -> int:
         """Counted bytes of the whole model at its own dtype (resident + every expert)."""
@@ -58,6 +59,12 @@ class ModelShape:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _expert_nbytes(fmt: str, hidden: int, intermediate: int) -> int:
+    """Memoised: a budget-aware study counts the bytes of thousands of experts per trial (advisor.tune.budget)."""
+    return expert_nbytes_of(fmt, hidden, intermediate)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """One trial: knob values -> configuration -> memory check -> staged, cached measurements -> objective values.
 
 Cost discipline (DESIGN.md):
-* the memory budget is checked on counted bytes before anything runs; an infeasible configuration is
-  recorded with `trial.set_constraint` and never reaches the model;
+* the memory budget is checked on counted bytes before anything runs: the cache size is drawn within what
+  fits (`advisor.tune.budget`), and a configuration that still cannot fit (an enqueued one, or a plan too
+  big for the smallest cache) is recorded with `trial.set_constraint` and never reaches the model;
 * accuracy and fidelity depend on the precision plan only: they are measured once per plan fingerprint
   and kept in the study database (`EvalCache`), across trials, studies and workers;
 * cache size, policy and prefetch change bytes and time, never outputs: they are evaluated by replaying
@@ -24,6 +25,7 @@ from typing import Any
 from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
 from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
+from advisor.tune.budget import BudgetFit
 from advisor.tune.config import TrialConfig, build_config
 from advisor.tune.space import SearchSpace
 
@@ -86,6 +88,7 @@ class Objective:
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None
+        self.fit = BudgetFit(space, backend.shape, budget_bytes, self.counts)
         self._traces: dict[str, TraceRun] = {}
         self._fidelity: dict[str, Measured] = {}
         self.counters: Counter[str] = Counter()
@@ -155,8 +158,7 @@ class Objective:
 
     # ------------------------------------------------------------------ the trial
     def __call__(self, trial: Any) -> list[float]:
-        shape = self.backend.shape
-        params = self.space.suggest(trial, shape.n_layers, shape.min_experts)
+        params = self.fit.suggest(trial)
         self.current_trial, self.current_params = trial.number, dict(trial.params)
         outcome = self.evaluate(params, trial=trial)
         for key, value in self.trial_attrs(outcome).items():

@@ -17,6 +17,7 @@ Knobs (Optuna parameter names in brackets):
   cache.prefetch          prefetch strategy                      [prefetch]
   cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
   cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
+Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
 
@@ -46,6 +47,8 @@ DEFAULT_OBJECTIVES = {"time_per_token": "minimize", "accuracy": "maximize", "pea
 modelled in replay, measured wall-clock live (see advisor.offload.timing)."""
 ALLOCATIONS = ("uniform", "by_frequency")
 MISS_POLICIES = ("copy", "cpu", "hybrid")  # advisor.offload.miss.MISS_POLICIES (kept torch- and import-free here)
+FILL = "cache_fill"
+"""Optuna parameter of a study under a memory budget: the cache size as a share of the sizes that fit."""
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
 
 
@@ -170,6 +173,11 @@ class SearchSpace:
             k["tau"] = self.tau
         return k
 
+    @property
+    def size_knob(self) -> str:
+        """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
+        return "slots" if self.slots is not None else "expert_budget"
+
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse cache sizes the model cannot have (e.g. 999 slots in a layer of 16 experts), naming the
         file and line: silently clamping them would tune another space than the one written."""
@@ -185,45 +193,11 @@ class SearchSpace:
                 raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} exceeds the model's "
                                 f"{cap} {what}; use at most {cap} or \"all\"")
 
-    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
-        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion."""
-        params: dict[str, Any] = {}
-        for name, d in self.knobs(n_layers, num_experts).items():
-            if d.fixed is not None:
-                params[name] = d.fixed
-            elif d.choices is not None:
-                params[name] = trial.suggest_categorical(name, list(d.choices))
-            elif d.is_int:
-                params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
-            else:
-                params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
-        return params
 
-    def initial_points(self, n_layers: int, num_experts: int, limit: int = 8) -> list[dict[str, Any]]:
-        """Corner configurations to start a study from: each uniform format at the smallest and the largest
-        cache (other knobs at their first choice). The front's extremes usually sit at such corners; the
-        samplers then spend their trials between them (measured: better hypervolume at 40 trials)."""
-        knobs = self.knobs(n_layers, num_experts)
-        size_knob = "slots" if "slots" in knobs else "expert_budget"
-        sizes = knobs[size_knob].values()
-        out = []
-        for extreme in (sizes[-1], sizes[0]):
-            for fmt in self.formats.values():
-                p: dict[str, Any] = {}
-                for name, d in knobs.items():
-                    if d.fixed is not None:
-                        continue
-                    if name.startswith("fmt_g"):
-                        p[name] = fmt
-                    elif name == size_knob:
-                        p[name] = extreme
-                    elif name == "hot_fraction":
-                        p[name] = min(d.values())
-                    else:
-                        p[name] = d.values()[0]
-                if p not in out:
-                    out.append(p)
-        return out[:limit]
+    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
+        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
+        Under a memory budget, studies draw through `advisor.tune.budget.BudgetFit.suggest` instead."""
+        return draw(trial, self.knobs(n_layers, num_experts))
 
     def enumerate(self, n_layers: int, num_experts: int) -> Iterator[dict[str, Any]]:
         """Every point of the space (exhaustive search on small spaces)."""
@@ -237,6 +211,32 @@ class SearchSpace:
         for d in self.knobs(n_layers, num_experts).values():
             n *= len(d.values())
         return n
+
+
+def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
+         size_for: Callable[[dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
+    """Every knob from an Optuna trial, in order; fixed knobs without a suggestion.
+
+    With `size` and `size_for` (a memory budget), that knob is drawn last, define-by-run, as `cache_fill` in
+    [0, 1] - a share of the sizes that fit beside the knobs already drawn - and `size_for(params, fill)` makes
+    it concrete. One distribution in every trial is what TPE and NSGA-II need to model and recombine the
+    parameter; its meaning follows the plan."""
+    params: dict[str, Any] = {}
+    for name, d in knobs.items():
+        if d.fixed is not None:
+            params[name] = d.fixed
+        elif name == size and size_for is not None:
+            continue
+        elif d.choices is not None:
+            params[name] = trial.suggest_categorical(name, list(d.choices))
+        elif d.is_int:
+            params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
+        else:
+            params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
+    if size is not None and size not in params:
+        assert size_for is not None
+        params[size] = size_for(params, trial.suggest_float(FILL, 0.0, 1.0))
+    return {name: params[name] for name in knobs}
 
 
 # ---------------------------------------------------------------- loading
