@@ -250,10 +250,16 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     base = base_type(types)
     if base is None:
         notes.append("the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step")
+    if ots and cfg.miss_policy == "copy":
+        notes.append("the study modelled copying missed experts to the GPU (miss policy copy); llama.cpp computes "
+                     "the -ot =CPU experts on the CPU instead, so its speed differs from the study's time per token")
+    elif ots:
+        notes.append(f"miss policy {cfg.miss_policy}: the -ot =CPU experts compute on the CPU, as the study modelled")
     runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
     run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"] + (["-ot", ",".join(ots)] if ots else [])
     data = {
         "target": "llama.cpp",
+        "miss_policy": cfg.miss_policy,
         "gguf_arch": arch,
         "collapse_rule": rule,
         "collapse_rule_text": COLLAPSE_RULES[rule],
