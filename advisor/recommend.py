@@ -1,7 +1,7 @@
 """Pick the configuration to run from stored Pareto fronts, under a memory budget and an accuracy floor.
 
 Read-only and fast (no torch, no optuna): the fronts come from the project's own table
-(`advisor.tune.front.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise). The answer always says why the chosen point beat its neighbours and
+(`advisor.results.front.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise). The answer always says why the chosen point beat its neighbours and
 where every number came from; when nothing fits it names the closest points and what would have to change.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.config_view import formats_in, precision_rank, uniform_format
-from advisor.hardware import CATALOGUE, HardwareProfile, format_bytes
-from advisor.tune.front import DEFAULT_STORAGE, FrontPoint
+from advisor.hardware.profiles import CATALOGUE, HardwareProfile, format_bytes
+from advisor.results.config_view import formats_in, precision_rank, uniform_format
+from advisor.results.front import DEFAULT_STORAGE, FrontPoint
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 
@@ -141,7 +141,7 @@ def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, 
 
 def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> list[FrontPoint]:
     """Stored front points; a missing, empty or foreign database is one clear UserError."""
-    from advisor.tune.front import read_fronts
+    from advisor.results.front import read_fronts
 
     url = storage
     try:

@@ -64,7 +64,7 @@ def bundled_case(n_prompts: int) -> tuple[Any, list[torch.Tensor]] | None:
 
 
 def run(block_lengths: tuple[int, ...], n_prompts: int, seeds: tuple[int, ...], blocks: int) -> dict[str, Any]:
-    from advisor.report_blocks import block_length_study
+    from advisor.report.blocks import block_length_study
 
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = a.out / "block_reuse.json.tmp"
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(a.out / "block_reuse.json")
-    from advisor.report_plots import block_reuse
+    from advisor.report.plots import block_reuse
 
     block_reuse(result["rows"], [c for c in result["curves"] if c["policy"] != "block_aware"],
                 a.out / "block_reuse.png")

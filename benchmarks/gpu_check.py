@@ -20,7 +20,7 @@ from pathlib import Path
 SECTIONS: dict[str, tuple[str, str, int]] = {
     # name: (module, function, seconds allowed); ordered by value per device-second
     "models_equality": ("advisor.models.tiny", "gpu_checks", 35),
-    "hardware_profile": ("advisor.hardware_measure", "measure_profile", 20),
+    "hardware_profile": ("advisor.hardware.measure", "measure_profile", 20),
     "quant": ("benchmarks.quant_formats", "gpu_checks", 45),
     "tune": ("benchmarks.search_efficiency", "gpu_checks", 70),
     "offload": ("benchmarks.offload_gpu", "gpu_checks", 120),

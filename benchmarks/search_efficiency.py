@@ -123,9 +123,9 @@ def _normaliser(rows: list[dict], metrics: list[str], directions: list[str]):
 
 
 def exhaustive(backend, space, budget: int, db: str) -> tuple[list[dict], dict]:
-    from advisor.tune.evalcache import EvalCache
+    from advisor.results.evalcache import EvalCache
+    from advisor.results.store import engine_for
     from advisor.tune.objective import Objective
-    from advisor.tune.store import engine_for
 
     obj = Objective(backend, space, budget_bytes=budget, eval_cache=EvalCache(engine_for(db)), study_name="exhaustive")
     rows = []
@@ -146,8 +146,8 @@ def search_curves(rows: list[dict], space, shape, budget: int, samplers: list[st
                   metrics: list[str], directions: list[str]) -> dict[str, Any]:
     import optuna
 
+    from advisor.results.storage import make_sampler
     from advisor.tune.objective import CONSTRAINT
-    from advisor.tune.storage import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     table = {r["key"]: r for r in rows}

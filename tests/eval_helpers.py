@@ -9,7 +9,7 @@ from pathlib import Path
 def tiny_toy_model_dir(root: Path) -> Path:
     """Save a 2-layer, 4-expert random model + tokenizer (the bundled layout) under `root` and return it."""
     from advisor.eval.chartok import build_tokenizer
-    from advisor.train_bundled import TrainConfig, build_model, save
+    from scripts.train_bundled import TrainConfig, build_model, save
 
     cfg = dataclasses.replace(
         TrainConfig(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_experts=4,

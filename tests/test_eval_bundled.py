@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advisor.train_bundled import BUNDLED_DIR
+from advisor.models.load import BUNDLED_DIR
 
 SUBSET = 48  # the test-time subset (the full 500-problem number is in metrics.json)
 
@@ -65,5 +65,5 @@ def test_train_script_recipe_is_recorded():
     meta = json.loads((BUNDLED_DIR / "advisor_bundled.json").read_text())
     cfg = meta["train_config"]
     assert cfg["num_experts"] >= 16 and cfg["num_hidden_layers"] >= 4 and cfg["num_experts_per_tok"] >= 2
-    assert meta["trained_by"] == "python -m advisor.train_bundled"
-    assert Path(BUNDLED_DIR / "TRAINING.md").read_text().count("python -m advisor.train_bundled") >= 1
+    assert meta["trained_by"] == "python -m scripts.train_bundled"
+    assert Path(BUNDLED_DIR / "TRAINING.md").read_text().count("python -m scripts.train_bundled") >= 1

@@ -8,7 +8,7 @@ import json
 import torch
 
 from advisor.eval.chartok import build_tokenizer
-from advisor.train_bundled import Batcher, TrainConfig, build_model, diffusion_loss, lr_at, train
+from scripts.train_bundled import Batcher, TrainConfig, build_model, diffusion_loss, lr_at, train
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_experts=4, expert_intermediate_size=16,
             batch_size=8)

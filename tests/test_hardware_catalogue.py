@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from advisor.errors import UserError
-from advisor.hardware import (
+from advisor.hardware.profiles import (
     CATALOGUE,
     DEFAULT_PROFILE,
     GiB,
@@ -102,13 +102,13 @@ def test_transfer_model_and_default_profile():
 
 
 def test_hardware_module_does_not_import_torch():
-    code = "import sys, advisor.hardware; print('torch' in sys.modules)"
+    code = "import sys, advisor.hardware.profiles; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
 
 def test_cpu_profile_is_measured_and_labelled():
-    from advisor.hardware_measure import measure_cpu_profile
+    from advisor.hardware.measure import measure_cpu_profile
 
     p = measure_cpu_profile(sizes=(1 << 18, 1 << 20, 1 << 22), repeats=3)
     assert p.h2d_gbps_pinned > 0.1 and p.copy_latency_us > 0 and p.memory_bytes > 0

@@ -54,7 +54,7 @@ def test_cached_hub_id_loads_offline(tmp_path, monkeypatch):
 
 def test_missing_bundled_model_says_how_to_train_it(tmp_path, monkeypatch):
     monkeypatch.setattr(load_mod, "BUNDLED_DIR", tmp_path / "bundled")
-    with pytest.raises(UserError, match=r"python -m advisor.train_bundled"):
+    with pytest.raises(UserError, match=r"python -m scripts.train_bundled"):
         load_model("bundled")
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from advisor.errors import UserError
 from advisor.offload.policies import POLICIES, Ctx, make_policy
-from advisor.offload.simulate import replay_sets, resolve_slots, sequences_from_sets
+from advisor.offload.simulate import replay_sets, sequences_from_sets
+from advisor.offload.slots import resolve_slots
 from tests.offload_helpers import block_ctxs, random_sets
 
 

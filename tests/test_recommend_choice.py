@@ -10,7 +10,7 @@ import pytest
 from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 
 from advisor.errors import UserError
-from advisor.hardware import get_gpu
+from advisor.hardware.profiles import get_gpu
 from advisor.recommend import Query, load_points, recommend, reference_point, render
 
 

@@ -102,7 +102,7 @@ def study(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def report(study, tmp_path_factory):
-    from advisor.report import build_report
+    from advisor.report.study import build_report
 
     url, name = study
     out = tmp_path_factory.mktemp("out") / "report"
@@ -167,9 +167,9 @@ def test_headline_numbers_are_the_stored_ones(report, study):
 
 def test_baseline_is_distinct_experts_times_fp16_bytes(report):
     """FP16-no-cache bytes/token recomputed from first principles on a fresh trace of the same workload."""
-    from advisor.report import Workbench
-    from advisor.report_blocks import forwards_from_trace
-    from advisor.report_data import load_study_data
+    from advisor.report.blocks import forwards_from_trace
+    from advisor.report.data import load_study_data
+    from advisor.report.study import Workbench
 
     payload = json.loads(report.data.read_text())
     data = load_study_data(payload["study"], payload["storage"])
@@ -207,7 +207,7 @@ def test_block_reuse_section(report):
 def test_unknown_and_empty_studies_are_user_errors(study, tmp_path):
     import optuna
 
-    from advisor.report import build_report
+    from advisor.report.study import build_report
 
     url, _ = study
     with pytest.raises(UserError, match="no study named"):

@@ -81,9 +81,9 @@ def test_tiny_study_replays_one_trace_per_plan(backend, db):
 
 
 def test_full_precision_is_exact_and_cache_size_moves_bytes(backend, db):
-    from advisor.tune.evalcache import EvalCache
+    from advisor.results.evalcache import EvalCache
+    from advisor.results.store import engine_for
     from advisor.tune.objective import Objective
-    from advisor.tune.store import engine_for
 
     b, space = backend
     obj = Objective(b, space, budget_bytes=None, eval_cache=EvalCache(engine_for(db)), study_name="x")

@@ -15,9 +15,9 @@ import pytest
 from tune_helpers import FakeBackend, small_space
 
 from advisor.errors import UserError
-from advisor.tune.evalcache import EvalCache
+from advisor.results.evalcache import EvalCache
+from advisor.results.store import engine_for, load_fronts
 from advisor.tune.objective import CONSTRAINT, Objective, dominates
-from advisor.tune.store import engine_for, load_fronts
 from advisor.tune.study import TuneOptions, run_tune
 
 HERE = Path(__file__).parent

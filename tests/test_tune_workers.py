@@ -16,8 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from advisor.tune.storage import normalize_url
-from advisor.tune.store import engine_for, load_fronts
+from advisor.results.storage import normalize_url
+from advisor.results.store import engine_for, load_fronts
 
 HELPER = str(Path(__file__).parent / "tune_helpers.py")
 
@@ -100,6 +100,6 @@ def test_four_workers_on_postgresql_run_exactly_4n_trials():
         assert stored == sorted(t.number for t in study.best_trials)  # last writer saw every worker's trials
     finally:
         optuna.delete_study(study_name=name, storage=url)
-        from advisor.tune.store import save_front
+        from advisor.results.store import save_front
 
         save_front(engine_for(url), name, [])

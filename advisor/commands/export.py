@@ -9,7 +9,7 @@ import typer
 
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import UserError
-from advisor.tune.front import DEFAULT_STORAGE
+from advisor.results.front import DEFAULT_STORAGE
 
 
 def register(app: typer.Typer) -> None:

@@ -80,7 +80,7 @@ def trace_cmd(
 def _profile(gpu: str | None):
     if not gpu:
         return None
-    from advisor.hardware import get_gpu
+    from advisor.hardware.profiles import get_gpu
 
     return get_gpu(gpu)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-from advisor.tune.front import DEFAULT_STORAGE
+from advisor.results.front import DEFAULT_STORAGE
 
 STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
 
@@ -25,7 +25,7 @@ def build_query(
     profiles_dir: Path | None,
 ):
     """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
-    from advisor.hardware import get_gpu, parse_budget
+    from advisor.hardware.profiles import get_gpu, parse_budget
     from advisor.recommend import Query
 
     profile = get_gpu(gpu, profiles_dir) if gpu else None
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repeats per transfer size (median taken)."),
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory, and store a hardware profile."""
-        from advisor.hardware import format_bytes, list_gpus, save_profile
+        from advisor.hardware.profiles import format_bytes, list_gpus, save_profile
 
         if list_known:
             for p in list_gpus(profiles_dir):
@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
                            f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.link:<13} [{p.source}]")
             return
-        from advisor import hardware_measure
+        from advisor.hardware import measure as hardware_measure
 
         if hardware_measure.cuda_available():
             prof = hardware_measure.measure_profile(repeats=repeats)

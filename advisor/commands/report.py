@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.tune.front import DEFAULT_STORAGE
+from advisor.results.front import DEFAULT_STORAGE
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
         from advisor.errors import UserError
-        from advisor.hardware import parse_budget
-        from advisor.report import build_report
+        from advisor.hardware.profiles import parse_budget
+        from advisor.report.study import build_report
 
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())

@@ -11,14 +11,14 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-from advisor.tune.front import DEFAULT_STORAGE
+from advisor.results.front import DEFAULT_STORAGE
 
 
 def _existing_engine(storage: str):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
-    from advisor.tune.front import require_database
-    from advisor.tune.storage import normalize_url
-    from advisor.tune.store import engine_for
+    from advisor.results.front import require_database
+    from advisor.results.storage import normalize_url
+    from advisor.results.store import engine_for
 
     url = normalize_url(storage, create_dirs=False)
     require_database(url)
@@ -27,7 +27,7 @@ def _existing_engine(storage: str):
 
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware import get_gpu, parse_budget
+    from advisor.hardware.profiles import get_gpu, parse_budget
 
     profile = get_gpu(gpu) if gpu else None
     nbytes = parse_budget(budget) if budget else None
@@ -66,8 +66,8 @@ def register(app: typer.Typer) -> None:
         """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
         from rich.console import Console
 
+        from advisor.results.storage import SAMPLERS, normalize_url
         from advisor.tune.space import load_space
-        from advisor.tune.storage import SAMPLERS, normalize_url
 
         if sampler.lower() not in SAMPLERS and sampler.lower() not in ("nsgaii", "nsga-ii"):
             raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
@@ -120,8 +120,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from advisor.results.registry import list_studies
         from advisor.tune.display import human_bytes
-        from advisor.tune.registry import list_studies
 
         rows = list_studies(_existing_engine(storage))
         console = Console()
@@ -150,9 +150,9 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
+        from advisor.results.registry import list_studies
+        from advisor.results.store import load_fronts
         from advisor.tune.display import front_table, human_bytes, sources_legend
-        from advisor.tune.registry import list_studies
-        from advisor.tune.store import load_fronts
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)

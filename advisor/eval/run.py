@@ -149,39 +149,6 @@ def _decode(tokenizer, row: list[int]) -> str:
     return tokenizer.decode(row, skip_special_tokens=True)
 
 
-class DequantizedCache:
-    """Serves a quantized runtime's experts from weights dequantized once, instead of on every call.
-
-    Same numbers on the float32 CPU path, where a format's `linear` is dequantize-then-matmul anyway; many
-    times faster for evaluation (every expert is called at every denoising step). Used only there."""
-
-    def __init__(self, runtime, dtype):
-        self.runtime, self.dtype = runtime, dtype
-        self._cache: dict = {}
-
-    def experts_for(self, layer: int, expert_ids: list[int]):
-        from advisor.models.experts import swiglu
-
-        act = self.runtime.acts[layer]
-        out = {}
-        for e in expert_ids:
-            w = self._cache.get((layer, e))
-            if w is None:
-                w = self._cache[(layer, e)] = self.runtime.store[(layer, e)].dequantize(self.dtype)
-            out[e] = swiglu(act, w)
-        return out
-
-
-def fast_runtime(loaded, runtime):
-    """`runtime`, or its dequantized cache where that gives identical numbers (float32 on CPU)."""
-    import torch
-
-    plain = loaded.device.type == "cpu" and loaded.dtype == torch.float32
-    if plain and hasattr(runtime, "store") and hasattr(runtime, "acts"):
-        return DequantizedCache(runtime, torch.float32)
-    return runtime
-
-
 @contextmanager
 def attached(loaded, runtime) -> Iterator[None]:
     """Attach `runtime` for the evaluation; afterwards restore whatever session was attached before."""
@@ -189,6 +156,7 @@ def attached(loaded, runtime) -> Iterator[None]:
         yield
         return
     from advisor.models.view import attach_runtime, detach_runtime
+    from advisor.quant.apply import fast_runtime
 
     runtime = fast_runtime(loaded, runtime)
 

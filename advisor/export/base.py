@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.config_view import export_config
-from advisor.tune.front import FrontPoint
+from advisor.results.config_view import export_config
+from advisor.results.front import FrontPoint
 
 TARGETS: dict[str, str] = {
     "llama.cpp": "advisor.export.llamacpp",

@@ -21,9 +21,9 @@ import re
 from typing import Any
 
 from advisor.export.base import ExportResult, header_lines
-from advisor.export.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.quant.spec import parse_format
-from advisor.tune.front import FrontPoint
+from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
+from advisor.results.front import FrontPoint
 
 OPTIONS = {
     "method": ("auto", ("auto", "bitsandbytes", "hqq", "torchao", "advisor"), "which recipe the snippet uses"),

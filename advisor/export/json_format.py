@@ -16,9 +16,9 @@ from typing import Any
 from advisor import __version__
 from advisor.errors import UserError
 from advisor.export.base import ExportResult
-from advisor.export.config_view import ExportConfig, plan_of
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
-from advisor.tune.front import FrontPoint
+from advisor.results.config_view import ExportConfig, plan_of
+from advisor.results.front import FrontPoint
 
 SCHEMA = EXPORT_SCHEMA
 VERSION = 1

@@ -17,9 +17,9 @@ import shlex
 import yaml
 
 from advisor.export.base import ExportResult, header_lines
-from advisor.export.config_view import ExportConfig
 from advisor.export.llamacpp import ggml_type, placement, plan_layers
-from advisor.tune.front import FrontPoint
+from advisor.results.config_view import ExportConfig
+from advisor.results.front import FrontPoint
 
 OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one type per layer (GGUF)"),

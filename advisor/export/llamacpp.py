@@ -20,9 +20,9 @@ import shlex
 from typing import Any
 
 from advisor.export.base import ExportResult, header_lines
-from advisor.export.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
 from advisor.quant.spec import parse_format
-from advisor.tune.front import FrontPoint
+from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
+from advisor.results.front import FrontPoint
 
 OPTIONS = {
     "collapse": ("highest", tuple(COLLAPSE_RULES), "how per-expert formats become one type per layer"),

@@ -14,9 +14,9 @@ import shlex
 
 from advisor.errors import UserError
 from advisor.export.base import ExportResult, header_lines
-from advisor.export.config_view import ExportConfig, precision_rank
 from advisor.quant.spec import parse_format
-from advisor.tune.front import FrontPoint
+from advisor.results.config_view import ExportConfig, precision_rank
+from advisor.results.front import FrontPoint
 
 OPTIONS = {
     "offload_params": ("experts", ("experts", "all"), "offload only expert weights (w13/w2) or any parameter"),

@@ -77,7 +77,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     if spec == "bundled":
         if not (BUNDLED_DIR / "config.json").is_file():
             raise UserError(
-                f"the bundled model is missing ({BUNDLED_DIR}); train it with `python -m advisor.train_bundled` "
+                f"the bundled model is missing ({BUNDLED_DIR}); train it from a repository checkout with `python -m scripts.train_bundled` "
                 "or pass a model id / directory"
             )
         return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype)

@@ -28,7 +28,7 @@ from advisor.errors import UserError
 from advisor.models.experts import ExpertFn
 from advisor.models.view import model_and_moe
 from advisor.offload.policies import Ctx, build_policies
-from advisor.offload.simulate import PREFETCH, resolve_slots
+from advisor.offload.slots import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
 from advisor.offload.store import ExpertStore
 

@@ -27,52 +27,11 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.offload.policies import Access, Ctx, Policy, build_policies
+from advisor.offload.slots import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
 from advisor.offload.trace import RoutingTrace
 
-PREFETCH = ("none", "lookahead", "prev_step")
 Seq = list[tuple[tuple[int, ...], Ctx]]
-
-
-def resolve_slots(spec: Any, num_experts: Sequence[int]) -> list[int]:
-    """Slots per layer from an int, a fraction (0, 1], a list, or a string ("4", "50%", "0.5", "4,4,6,8")."""
-    n = len(num_experts)
-
-    def bad(why: str) -> UserError:
-        return UserError(f"bad slots '{spec}': {why}; give a count (4), a share of experts (50% or 0.5), "
-                         f"or one count per MoE layer ({n} comma-separated)")
-
-    if isinstance(spec, str):
-        text = spec.strip()
-        try:
-            if "," in text:
-                spec = [int(x) for x in text.split(",")]
-            elif text.endswith("%"):
-                spec = float(text[:-1]) / 100.0
-                if not 0 < spec <= 1:
-                    raise bad("a percentage must be in (0, 100]")
-            elif "." in text:
-                spec = float(text)
-            else:
-                spec = int(text)
-        except ValueError as e:
-            raise bad("not a number") from e
-    if isinstance(spec, bool):
-        raise bad("not a number")
-    if isinstance(spec, float):
-        if not 0 < spec <= 1:
-            raise bad("a share of experts must be in (0, 1]")
-        return [max(1, round(spec * e)) for e in num_experts]
-    if isinstance(spec, int):
-        if spec < 0:
-            raise bad("negative")
-        return [min(spec, e) for e in num_experts]
-    caps = list(spec)
-    if len(caps) != n:
-        raise bad(f"{len(caps)} values for {n} MoE layers")
-    if any(not isinstance(c, int) or c < 0 for c in caps):
-        raise bad("counts must be non-negative integers")
-    return [min(int(c), e) for c, e in zip(caps, num_experts, strict=True)]
 
 
 def trace_expert_bytes(trace: RoutingTrace, plan: Any = None, expert_bytes: Any = None) -> list[list[int]]:

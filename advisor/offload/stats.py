@@ -33,7 +33,7 @@ class TransferModel:
 
     @classmethod
     def from_profile(cls, profile: Any | None = None) -> TransferModel:
-        from advisor.hardware import DEFAULT_PROFILE  # torch-free
+        from advisor.hardware.profiles import DEFAULT_PROFILE  # torch-free
 
         p = DEFAULT_PROFILE if profile is None else profile
         return cls(str(p.name), float(p.h2d_gbps_pinned), float(p.copy_latency_us), str(getattr(p, "tag", "")))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from advisor.errors import UserError
-from advisor.models.experts import ExpertFn, RoutingObserver, Session
+from advisor.models.experts import ExpertFn, RoutingObserver, Session, swiglu
 from advisor.models.view import model_and_moe
 from advisor.quant.expert import QuantizedExpert, quantize_expert
 from advisor.quant.plan import PrecisionPlan
@@ -42,6 +42,35 @@ class QuantizedRuntime:
 
     def formats(self) -> dict[Key, str]:
         return {k: q.format.name for k, q in self.store.items()}
+
+
+class DequantizedCache:
+    """Serves a quantized runtime's experts from weights dequantized once, instead of on every call.
+
+    Same numbers on the float32 CPU path, where a format's `linear` is dequantize-then-matmul anyway; many
+    times faster for evaluation (every expert is called at every denoising step). Used only there."""
+
+    def __init__(self, runtime, dtype):
+        self.runtime, self.dtype = runtime, dtype
+        self._cache: dict = {}
+
+    def experts_for(self, layer: int, expert_ids: list[int]):
+        act = self.runtime.acts[layer]
+        out = {}
+        for e in expert_ids:
+            w = self._cache.get((layer, e))
+            if w is None:
+                w = self._cache[(layer, e)] = self.runtime.store[(layer, e)].dequantize(self.dtype)
+            out[e] = swiglu(act, w)
+        return out
+
+
+def fast_runtime(loaded, runtime):
+    """`runtime`, or its dequantized cache where that gives identical numbers (float32 on CPU)."""
+    plain = loaded.device.type == "cpu" and loaded.dtype == torch.float32
+    if plain and hasattr(runtime, "store") and hasattr(runtime, "acts"):
+        return DequantizedCache(runtime, torch.float32)
+    return runtime
 
 
 def check_plan_fits(plan: PrecisionPlan, moe: list) -> None:

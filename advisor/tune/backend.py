@@ -15,7 +15,7 @@ from advisor.tune.config import ModelShape, PlanMap, TrialConfig
 
 @dataclass
 class Measured:
-    """Values with the source of each (see `advisor.tune.store` for the vocabulary) and the time it took."""
+    """Values with the source of each (see `advisor.results.store` for the vocabulary) and the time it took."""
 
     values: dict[str, float]
     sources: dict[str, str]
@@ -40,7 +40,7 @@ class Backend(Protocol):
     task_name: str
     device: str  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
     shape: ModelShape
-    model_meta: dict[str, Any]  # family, layers ... as `advisor.export.config_view.model_info` reads it
+    model_meta: dict[str, Any]  # family, layers ... as `advisor.results.config_view.model_info` reads it
 
     def calibration_counts(self) -> dict[int, list[int]]:
         """Routing counts per (layer, expert) of the full-precision model on the trace prompts."""

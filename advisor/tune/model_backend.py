@@ -153,8 +153,8 @@ class ModelBackend:
         return self._runtimes[fp]
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
-        from advisor.eval.run import fast_runtime
         from advisor.offload.trace import merge, record_trace
+        from advisor.quant.apply import fast_runtime
 
         traces, tokens = [], 0
         if runtime is not None:

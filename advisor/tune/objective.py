@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.results.evalcache import CacheKey, EvalCache
 from advisor.tune.backend import Backend, Measured, TraceRun
 from advisor.tune.config import PlanMap, TrialConfig, build_config
-from advisor.tune.evalcache import CacheKey, EvalCache
 from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
@@ -256,7 +256,7 @@ class Objective:
 
     def _profile(self) -> Any:
         if self.profile is None:
-            from advisor.hardware import DEFAULT_PROFILE
+            from advisor.hardware.profiles import DEFAULT_PROFILE
 
             self.profile = DEFAULT_PROFILE
         return self.profile

@@ -11,8 +11,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from advisor.results.store import FrontPoint
 from advisor.tune.display import config_text, human_bytes
-from advisor.tune.store import FrontPoint
 
 
 def _atomic_path(path: Path):

@@ -27,13 +27,15 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-"""The shipped space files (repository checkout); `resolve_space` also accepts any path."""
+SPACES_DIR = resources.files("advisor.tune") / "spaces"
+"""The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
 
 DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_METRICS = (
@@ -224,7 +226,7 @@ class SearchSpace:
 # ---------------------------------------------------------------- loading
 
 
-def resolve_space(name_or_path: str | Path | None) -> Path:
+def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
     """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick")."""
     if name_or_path is None:
         name_or_path = "default"
@@ -234,7 +236,8 @@ def resolve_space(name_or_path: str | Path | None) -> Path:
     shipped = SPACES_DIR / f"{name_or_path}.toml"
     if shipped.is_file():
         return shipped
-    names = ", ".join(sorted(f.stem for f in SPACES_DIR.glob("*.toml"))) or "none found"
+    names = ", ".join(sorted(f.name[: -len(".toml")] for f in SPACES_DIR.iterdir() if f.name.endswith(".toml")))
+    names = names or "none found"
     raise UserError(f"search space {str(name_or_path)!r} not found; give a TOML file path or a shipped space ({names})")
 
 
@@ -272,7 +275,7 @@ def parse_space(
             where = f"{source}:{m.group(1)}:{m.group(2)}"
         else:  # "at end of document": the last line
             where = f"{source}:{max(1, len(text.splitlines()))}"
-        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see search_spaces/default.toml)") from None
+        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see advisor/tune/spaces/default.toml)") from None
     if known_policies is None or known_prefetch is None:
         pol, pre = _offload_names()
         known_policies = pol if known_policies is None else known_policies
@@ -287,7 +290,7 @@ def _offload_names() -> tuple[list[str] | None, list[str] | None]:
     except ImportError:
         POLICIES = None  # noqa: N806
     try:
-        from advisor.offload.simulate import PREFETCH
+        from advisor.offload.slots import PREFETCH
     except ImportError:
         PREFETCH = None  # noqa: N806
     return (list(POLICIES) if POLICIES else None, list(PREFETCH) if PREFETCH else None)

@@ -21,13 +21,13 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import UserError
-from advisor.tune import storage as st
+from advisor.results import storage as st
+from advisor.results.evalcache import EvalCache
+from advisor.results.registry import create_tables, register_study
+from advisor.results.store import FrontPoint, save_front
 from advisor.tune.backend import Backend
-from advisor.tune.evalcache import EvalCache
 from advisor.tune.objective import Objective
-from advisor.tune.registry import create_tables, register_study
 from advisor.tune.space import SearchSpace
-from advisor.tune.store import FrontPoint, save_front
 
 
 @dataclass
@@ -201,7 +201,7 @@ def run_tune(
     import optuna
     from optuna.trial import TrialState
 
-    from advisor.tune.store import engine_for
+    from advisor.results.store import engine_for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Train the bundled model: a small LLaDA-MoE masked-diffusion LM on the toy arithmetic task.
 
-    python -m advisor.train_bundled                 # the shipped run (writes advisor/models/bundled/)
-    python -m advisor.train_bundled --steps 200 --out /tmp/pilot   # a quick pilot
+    python -m scripts.train_bundled                 # the shipped run (writes advisor/models/bundled/)
+    python -m scripts.train_bundled --steps 200 --out /tmp/pilot   # a quick pilot
 
 Reproducible: every hyperparameter is in `TrainConfig`, data come from the seeded generator of
 `advisor.eval.toy`, torch is seeded and runs single-threaded (bitwise reproducibility across machines is
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "models" / "bundled"
+from advisor.models.load import BUNDLED_DIR
 
 
 @dataclass(frozen=True)
@@ -356,7 +356,7 @@ def train(cfg: TrainConfig, out: Path, log_path: Path | None = None, device: str
     model.eval()
     meta = {
         "task": "toy",
-        "trained_by": "python -m advisor.train_bundled",
+        "trained_by": "python -m scripts.train_bundled",
         "train_config": dataclasses.asdict(cfg),
         "params": n_params,
         "train_seconds": round(seconds, 1),
@@ -443,8 +443,8 @@ def training_md(meta: dict, metrics: dict) -> str:
         "",
         "## Reproduce",
         "",
-        "    python -m advisor.train_bundled            # trains and writes this directory",
-        "    python -m advisor.train_bundled --finalize # measures it and writes metrics.json / TRAINING.md",
+        "    python -m scripts.train_bundled            # trains and writes this directory",
+        "    python -m scripts.train_bundled --finalize # measures it and writes metrics.json / TRAINING.md",
         "",
         f"Recorded run: {meta['train_seconds']:.0f} s ({meta['train_seconds_source']}); "
         f"training device: {meta.get('device', 'cpu')}.",

@@ -2,8 +2,8 @@
 
 `recommend` and `export` must answer in well under a second; importing SQLAlchemy alone costs a good part
 of that. So for SQLite files (the default storage) the stored front is read with the standard library's
-sqlite3; any other URL goes through `advisor.tune.store` (SQLAlchemy). Both return `FrontPoint`s.
-The table layout is defined once, in `advisor.tune.store.FrontRow`.
+sqlite3; any other URL goes through `advisor.results.store` (SQLAlchemy). Both return `FrontPoint`s.
+The table layout is defined once, in `advisor.results.store.FrontRow`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
     """Stored front points of one study (or all) from any storage URL."""
     path = sqlite_path(url)
     if path is None:
-        from advisor.tune.store import engine_for, load_fronts
+        from advisor.results.store import engine_for, load_fronts
 
         return load_fronts(engine_for(url), study_name)
     require_database(url)

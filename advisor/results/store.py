@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
-from advisor.tune.front import METRICS, FrontPoint
+from advisor.results.front import METRICS, FrontPoint
 
 __all__ = ["METRICS", "Base", "FrontPoint", "FrontRow", "engine_for", "ensure_tables", "load_fronts", "save_front"]
 

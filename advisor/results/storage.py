@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.tune.front import DEFAULT_STORAGE
+from advisor.results.front import DEFAULT_STORAGE
 
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30

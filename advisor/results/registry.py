@@ -18,7 +18,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from advisor.errors import UserError
-from advisor.tune.store import Base, FrontRow
+from advisor.results.store import Base, FrontRow
 
 
 class StudyRow(Base):
@@ -45,7 +45,7 @@ class StudyRow(Base):
 def create_tables(engine: Engine) -> None:
     """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
     (duplicate type errors), so there creation is serialised by an advisory lock."""
-    from advisor.tune import evalcache  # noqa: F401  (registers its table on Base)
+    from advisor.results import evalcache  # noqa: F401  (registers its table on Base)
 
     if engine.dialect.name != "postgresql":
         Base.metadata.create_all(engine)

@@ -1,7 +1,7 @@
 """Hardware profiles: how much GPU memory there is and how fast experts cross the host link.
 
 Used by read-only commands (`recommend`, `export`), so this module never imports torch; measuring a
-profile lives in `advisor.hardware_measure`.
+profile lives in `advisor.hardware.measure`.
 
 Catalogue figures are nominal, not measured: memory as sold, pinned host-to-device bandwidth from the
 host-link generation (PCIe 3.0 x16 ~12 GB/s, 4.0 ~25, 5.0 ~50; an x8 link half that), pageable about half

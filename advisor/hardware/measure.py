@@ -1,4 +1,4 @@
-"""Measure a hardware profile on this machine (imports torch; kept apart from the torch-free `advisor.hardware`).
+"""Measure a hardware profile on this machine (imports torch; kept apart from the torch-free `advisor.hardware.profiles`).
 
 CUDA: host-to-device copies of a few sizes from pinned and from pageable host memory, timed with CUDA events,
 median of repeats; bandwidth is the slope of time over size, latency its intercept (so a fixed per-copy
@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-from advisor.hardware import HardwareProfile
+from advisor.hardware.profiles import HardwareProfile
 
 MiB = 1 << 20
 DEFAULT_SIZES = (1 * MiB, 8 * MiB, 32 * MiB, 128 * MiB)

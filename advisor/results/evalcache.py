@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from advisor.tune.store import Base
+from advisor.results.store import Base
 
 
 class EvalCacheRow(Base):
@@ -64,7 +64,7 @@ class EvalCache:
     def __init__(self, engine: Engine):
         self.engine = engine
         if not inspect(engine).has_table(EvalCacheRow.__tablename__):
-            from advisor.tune.registry import create_tables
+            from advisor.results.registry import create_tables
 
             create_tables(engine)
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.tune.front import DEFAULT_STORAGE, require_database
-from advisor.tune.store import METRICS, FrontPoint, engine_for, load_fronts
+from advisor.results.front import DEFAULT_STORAGE, require_database
+from advisor.results.store import METRICS, FrontPoint, engine_for, load_fronts
 
 
 @dataclass
@@ -34,7 +34,7 @@ class TrialRecord:
     @property
     def uniform_format(self) -> str | None:
         """The single expert format of a uniform plan (hot/cold or per-layer mixes give None)."""
-        from advisor.export.config_view import uniform_format
+        from advisor.results.config_view import uniform_format
 
         p = self.precision
         return uniform_format(p) if p is not None else None

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.report_data import DEFAULT_STORAGE, StudyData, TrialRecord, load_study_data
-from advisor.report_render import Bullets, Document, Figure, Heading, Para, Table, write_document
+from advisor.report.data import DEFAULT_STORAGE, StudyData, TrialRecord, load_study_data
+from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table, write_document
 
 PRECISIONS = ("fp16", "int8", "int4")
 BASELINE_FORMATS = ("fp16", "bf16")
@@ -215,7 +215,7 @@ class Workbench:
 
     @classmethod
     def open(cls, data: StudyData) -> Workbench:
-        from advisor.hardware import DEFAULT_PROFILE, HardwareProfile
+        from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
         from advisor.models.load import load_model
         from advisor.tune.model_backend import ModelBackend
         from advisor.tune.space import EvaluationSettings
@@ -318,8 +318,9 @@ def build_report(
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded)."""
     import torch
 
-    from advisor import report_blocks, report_plots
-    from advisor.report_replay import sweep
+    from advisor.report import blocks as report_blocks
+    from advisor.report import plots as report_plots
+    from advisor.report.replay import sweep
 
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
@@ -415,7 +416,7 @@ class _RecMark:
     """A recommended point as the Pareto plot draws it."""
 
     def __init__(self, r: dict[str, Any]):
-        from advisor.hardware import format_bytes
+        from advisor.hardware.profiles import format_bytes
 
         self.bytes_per_token = r["values"].get("h2d_bytes_per_token", float("nan"))
         self.accuracy = r["values"].get("accuracy", float("nan"))
@@ -526,7 +527,7 @@ def _pp(x: float | None) -> str:
 
 
 def compose(c: _Context) -> Document:
-    from advisor.hardware import format_bytes
+    from advisor.hardware.profiles import format_bytes
 
     d, sw, wb = c.data, c.sweep, c.wb
     model = d.setting("model")
