@@ -395,6 +395,32 @@ def routing_stats(loaded, examples, prompt_fn) -> dict:
             "layers": out}
 
 
+REUSE_BLOCK_LENGTHS = (8, 16, 32)
+
+
+def block_reuse(loaded, task, n_prompts: int = 8) -> dict:
+    """Distinct experts per MoE layer per forward and step-to-step reuse at block lengths 8/16/32.
+
+    Each of `n_prompts` test prompts generates two blocks at each length (one token per step), as
+    `benchmarks/block_reuse.py` does; counted over the whole sequence and over the block's own tokens."""
+    import torch
+
+    from advisor.eval.run import encode_prompt
+    from advisor.report.blocks import block_length_study
+
+    prompts = [torch.tensor([encode_prompt(loaded.tokenizer, task.prompt(ex))]) for ex in task.examples[:n_prompts]]
+    res = block_length_study(loaded, prompts, REUSE_BLOCK_LENGTHS, label="bundled", policies=("lru",),
+                             fractions=(0.25, 0.5))
+    keep = ("block_length", "prompts", "forwards", "num_experts", "distinct_mean", "distinct_max",
+            "jaccard_within_block", "jaccard_across_blocks", "block_tokens")
+    rows = [{k: r[k] for k in keep} for r in res["rows"]]
+    for r in rows:
+        r["distinct_fraction"] = round(r["distinct_mean"] / r["num_experts"], 4)
+        r["block_tokens"]["distinct_fraction"] = round(r["block_tokens"]["distinct_mean"] / r["num_experts"], 4)
+    return {"source": f"counted (routing traces of {len(prompts)} test prompts, 2 blocks each, one token per step)",
+            "rows": rows}
+
+
 def finalize(out: Path = BUNDLED_DIR, sweep_json: Path | None = None) -> dict:
     """Measure the saved model on the full held-out test set and write metrics.json + TRAINING.md."""
     import torch
@@ -408,12 +434,16 @@ def finalize(out: Path = BUNDLED_DIR, sweep_json: Path | None = None) -> dict:
     task = get_task("toy")
     res = evaluate(loaded, task)
     meta = json.loads((out / "advisor_bundled.json").read_text())
+    cfg = meta["train_config"]
     metrics = {
         "params": sum(p.numel() for p in loaded.model.parameters()),
         "checkpoint_bytes": (out / "model.safetensors").stat().st_size,
+        "moe_layers": len(loaded.moe), "num_experts": cfg["num_experts"], "top_k": cfg["num_experts_per_tok"],
         "test_accuracy": {**res.summary(), "decoding": meta["generation"]},
         "routing": routing_stats(loaded, task.examples[:128], task.prompt),
-        "train_seconds": meta["train_seconds"], "train_seconds_source": meta["train_seconds_source"],
+        "block_reuse": block_reuse(loaded, task),
+        **{k: meta[k] for k in ("train_seconds", "train_seconds_source", "train_cpu_seconds",
+                                "train_cpu_seconds_source") if k in meta},
         "monitor_history": meta["monitor_history"],
     }
     if sweep_json is not None:
@@ -446,8 +476,10 @@ def training_md(meta: dict, metrics: dict) -> str:
         "    python -m scripts.train_bundled            # trains and writes this directory",
         "    python -m scripts.train_bundled --finalize # measures it and writes metrics.json / TRAINING.md",
         "",
-        f"Recorded run: {meta['train_seconds']:.0f} s ({meta['train_seconds_source']}); "
-        f"training device: {meta.get('device', 'cpu')}.",
+        f"Recorded run: {meta['train_seconds']:.0f} s ({meta['train_seconds_source']})"
+        + (f", {meta['train_cpu_seconds']:.0f} s of one core ({meta['train_cpu_seconds_source']}; the machine was "
+           "shared, so the wall clock includes waiting for the core)" if "train_cpu_seconds" in meta else "")
+        + f"; training device: {meta.get('device', 'cpu')}.",
         "",
         "## Architecture",
         "",
@@ -484,6 +516,18 @@ def training_md(meta: dict, metrics: dict) -> str:
     lines += ["", "## Routing", "", f"Source: {metrics['routing']['source']}.", ""]
     lines += [f"- layer {r['layer']}: top-4 experts take {r['top4_share']:.0%} of routed slots, least used "
               f"{r['min_share']:.1%}, normalized entropy {r['normalized_entropy']:.2f}" for r in routing]
+    reuse = metrics.get("block_reuse")
+    if reuse:
+        lines += ["", "## Experts per denoising step (benchmarks/block_reuse.py measures the same)", "",
+                  f"Source: {reuse['source']}. Distinct experts per MoE layer per forward (of "
+                  f"{metrics['num_experts']}), and the Jaccard overlap of consecutive forwards within a block:", "",
+                  "| block length | whole sequence | block's own tokens | overlap, whole sequence | overlap, block tokens |",
+                  "|---|---|---|---|---|"]
+        for r in reuse["rows"]:
+            bt = r["block_tokens"]
+            lines.append(f"| {r['block_length']} | {r['distinct_mean']:.1f} ({r['distinct_fraction']:.0%}) | "
+                         f"{bt['distinct_mean']:.1f} ({bt['distinct_fraction']:.0%}) | "
+                         f"{r['jaccard_within_block']:.2f} | {bt['jaccard_within_block']:.2f} |")
     lines += ["", "## History", "",
               "- Two-step problems (`a-b=r. r+c=s. #### s`, operands spread through the sentence), LLaDA's 1/t loss:",
               "  ~5% held-out after 1200/1800/3000 steps (GPU sweep). Per-masked-token loss, easier ranges, a",
