@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL or SQLite path."),
         out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
-            None, "--memory", help="GPU memory for the equal-memory headline (default: the study's budget)."
+            None, "--memory", help="GPU memory for the equal-memory headline: a size (1.5MiB) or a share of the "
+            "FP16 expert bytes on top of the resident weights (25%); several, comma-separated (10%,25%,50%), "
+            "answer at each (default: the study's budget).",
         ),
         block_lengths: str = typer.Option(
             "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
@@ -30,7 +32,6 @@ def register(app: typer.Typer) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
         from advisor.errors import UserError
-        from advisor.hardware.profiles import parse_budget
         from advisor.report.study import build_report
 
         try:
@@ -39,8 +40,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
-        mem = parse_budget(memory) if memory else None
-        res = build_report(study, storage, out, memory_bytes=mem, block_lengths=lengths,
+        mem = [m for m in (memory or "").split(",") if m.strip()]
+        res = build_report(study, storage, out, memory=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=lambda m: typer.echo(f"... {m}", err=True))
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
@@ -53,3 +54,7 @@ def register(app: typer.Typer) -> None:
             dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
             typer.echo(f"  {r.precision:>5}: trial #{r.trial}, transfer cut {cut} vs fp16 without cache, "
                        f"accuracy change {dacc}")
+        for a in res.extra["answers"]:
+            best = [r for r in a.rows if r.trial is not None]
+            typer.echo(f"  at {a.label}: " + "; ".join(
+                f"{r.precision} #{r.trial} cut {100 * (r.reduction_vs_baseline or 0):.1f}%" for r in best))

@@ -135,6 +135,35 @@ def reference_memory(data: StudyData, trials: Sequence[TrialRecord], override: i
     return float(mem[len(mem) // 2]), "the median GPU memory of the study's trials (no budget, no FP16 trial)"
 
 
+def budget_memory(spec: str, shape: Any) -> tuple[float, str]:
+    """GPU memory of one `--memory` value: a size ("1.5MiB"), or "25%" = the resident (non-expert) weights plus
+    that share of every routed expert at FP16 - the budgets real offloading runs under."""
+    from advisor.hardware.profiles import parse_budget
+
+    spec = spec.strip()
+    if not spec.endswith("%"):
+        return float(parse_budget(spec)), f"{spec}, given with --memory"
+    try:
+        share = float(spec[:-1]) / 100
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise UserError(f"--memory {spec!r}: a share must be between 0% and 100%, e.g. 25%")
+    experts = sum(n * shape.expert_bytes(layer, "fp16") for layer, n in enumerate(shape.num_experts))
+    return shape.resident_bytes + share * experts, f"resident weights + {spec} of the FP16 expert bytes"
+
+
+@dataclass
+class BudgetAnswer:
+    """The headline question answered at one GPU budget: per precision, its best stored trial."""
+
+    label: str
+    memory_bytes: float
+    rule: str
+    rows: list[HeadlineRow]
+    policies: dict[int, str]
+
+
 def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:
     """The trial whose accuracy is the FP16 reference (accuracy depends on the plan only)."""
     for fmts in (BASELINE_FORMATS, ("fp32",)):
@@ -310,12 +339,15 @@ def build_report(
     storage: str = DEFAULT_STORAGE,
     out_dir: str | Path | None = None,
     *,
-    memory_bytes: int | None = None,
+    memory: Sequence[str] = (),
     block_lengths: Sequence[int] = DEFAULT_BLOCK_LENGTHS,
     max_accuracy_drop: float = 0.05,
     progress: Callable[[str], None] | None = None,
 ) -> ReportResult:
-    """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded)."""
+    """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
+
+    `memory`: GPU budgets (sizes or shares, see `budget_memory`); the first is the headline's reference, and
+    with two or more the answer is also tabled at each. None: the study's own budget."""
     import torch
 
     from advisor.report import blocks as report_blocks
@@ -339,8 +371,15 @@ def build_report(
     policies = _policies(data)
     say(f"replaying traces over slot counts with policies {', '.join(policies)} and Belady's MIN")
     sw = sweep({f: r.trace for f, r in runs.items()}, policies=policies, profile=wb.profile)
-    memory, memory_why = reference_memory(data, trials, memory_bytes)
-    rows = headline_rows(trials, memory, sw.baseline_bytes_per_token, sw.expert_bytes)
+    budgets = [budget_memory(m, wb.backend.shape) for m in memory]
+    ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
+    if budgets:
+        memory_why = budgets[0][1]
+    rows = headline_rows(trials, ref_memory, sw.baseline_bytes_per_token, sw.expert_bytes)
+    policy_of = {t.number: str(t.config.get("policy", "-")) for t in trials}
+    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, sw.baseline_bytes_per_token,
+                                                                  sw.expert_bytes), policy_of)
+               for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     for r in rows:
         if r.trial is not None:
             t = next(t for t in trials if t.number == r.trial)
@@ -369,8 +408,8 @@ def build_report(
         if blocks["rows"]:
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
                                                               figs / "block_reuse.png")
-        ctx = _Context(data, trials, wb, runs, sw, rows, memory, memory_why, recs, blocks, figures, policies,
-                       max_accuracy_drop)
+        ctx = _Context(data, trials, wb, runs, sw, rows, ref_memory, memory_why, recs, blocks, figures, policies,
+                       max_accuracy_drop, answers)
         doc = compose(ctx)
         md, page = write_document(doc, tmp)
         payload = report_json(ctx)
@@ -381,7 +420,7 @@ def build_report(
         raise
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
-                        time.perf_counter() - t0, {"recommended": recs})
+                        time.perf_counter() - t0, {"recommended": recs, "answers": answers})
 
 
 def _run_key(precision: str) -> str:
@@ -470,6 +509,7 @@ class _Context:
     figures: dict[str, Path]
     policies: list[str]
     max_accuracy_drop: float
+    answers: list[BudgetAnswer] = field(default_factory=list)
 
 
 def _json_default(o: Any) -> Any:
@@ -496,6 +536,10 @@ def report_json(c: _Context) -> dict[str, Any]:
                      "transfer_ms_per_token": sw.baseline_ms_per_token, "source": "counted:trace-replay(0 slots)",
                      "time_source": sw.time_source},
         "headline": [asdict(r) for r in c.headline],
+        "answer_by_budget": [{"budget": a.label, "memory_bytes": a.memory_bytes, "rule": a.rule,
+                              "rows": [{**asdict(r), "policy": a.policies.get(r.trial) if r.trial is not None else None,
+                                        "transfer_time_cut": _time_cut(r, c.sweep)} for r in a.rows]}
+                             for a in c.answers],
         "accuracy": [asdict(r) for r in accuracy_rows(c.trials)],
         "sweep": {"points": [asdict(p) for p in sw.points], "expert_bytes": sw.expert_bytes,
                   "traces": {k: asdict(v) for k, v in sw.traces.items()}, "policies": sw.policies},
@@ -580,6 +624,15 @@ def compose(c: _Context) -> Document:
                           "best policy of the study). Replay values, not stored trials: they fill gaps in what the "
                           "study sampled."))
     doc.add(Bullets(_answer_lines(c)))
+    if c.answers:
+        doc.add(Table(["GPU budget", "precision", "trial", "GPU slots/layer", "policy", "H2D / token",
+                       "transfer cut", "transfer ms / token", "time cut", "accuracy [95% CI]", "accuracy change"],
+                      budget_rows(c),
+                      caption="The answer at several GPU budgets (" + "; ".join(f"{a.label} = {format_bytes(a.memory_bytes)}"
+                                                                               for a in c.answers)
+                              + ", each = " + c.answers[0].rule.split(" + ")[0] + " + that share of the FP16 expert "
+                              "bytes): per precision, the stored trial with the fewest H2D bytes per token that fits. "
+                              "Cuts are against FP16 without a cache; time is the modelled transfer time."))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
@@ -617,6 +670,27 @@ def compose(c: _Context) -> Document:
     _block_section(doc, c)
     _provenance(doc, c)
     return doc
+
+
+def _time_cut(r: HeadlineRow, sw: Any) -> float | None:
+    if r.transfer_ms_per_token is None or not sw.baseline_ms_per_token:
+        return None
+    return 1.0 - r.transfer_ms_per_token / sw.baseline_ms_per_token
+
+
+def budget_rows(c: _Context) -> list[list[Any]]:
+    """The rows of the several-budgets answer table (also what the README quotes)."""
+    rows = []
+    for a in c.answers:
+        for r in a.rows:
+            if r.trial is None:
+                rows.append([a.label, r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
+                continue
+            rows.append([a.label, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), a.policies.get(r.trial),
+                         _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
+                         f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
+                         _pct(_time_cut(r, c.sweep)), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)])
+    return rows
 
 
 def equal_memory_replay(c: _Context) -> list[list[Any]]:
