@@ -14,7 +14,8 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, HardwareProfile, format_bytes
 from advisor.results.config_view import formats_in, precision_rank, uniform_format
-from advisor.results.front import DEFAULT_STORAGE, FrontPoint
+from advisor.results.front import FrontPoint
+from advisor.results.storage import DEFAULT_STORAGE
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 
@@ -141,7 +142,7 @@ def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, 
 
 def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> list[FrontPoint]:
     """Stored front points; a missing, empty or foreign database is one clear UserError."""
-    from advisor.results.front import read_fronts
+    from advisor.results.read import read_fronts
 
     url = storage
     try:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from advisor.files import atomic_dir, write_atomic
 from advisor.models.load import BUNDLED_DIR
 
 
@@ -241,14 +242,11 @@ def expert_usage(model, ids) -> list[list[int]]:
 def save(model, tokenizer, out: Path, meta: dict, dtype: str) -> None:
     """Write config.json, model.safetensors, tokenizer files and metadata into `out` (via a temp dir)."""
     import shutil
-    import tempfile
 
     import torch
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
+        tmp.chmod(0o755)
         device = model.device
         # The decoding the model was trained and measured with travels in its config (see load.gen_defaults).
         gen = meta.get("generation", {})
@@ -260,12 +258,6 @@ def save(model, tokenizer, out: Path, meta: dict, dtype: str) -> None:
         for extra in ("TRAINING.md", "metrics.json"):
             if (out / extra).exists() and not (tmp / extra).exists():
                 shutil.copy2(out / extra, tmp / extra)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def quick_accuracy(model, tokenizer, examples, cfg: TrainConfig) -> float:
@@ -448,15 +440,9 @@ def finalize(out: Path = BUNDLED_DIR, sweep_json: Path | None = None) -> dict:
     }
     if sweep_json is not None:
         metrics["precision_sweep"] = json.loads(Path(sweep_json).read_text())
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    _write_atomic(out / "TRAINING.md", training_md(meta, metrics))
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "TRAINING.md", training_md(meta, metrics))
     return metrics
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def training_md(meta: dict, metrics: dict) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from advisor.quant.plan import PrecisionPlan
 from advisor.quant.spec import expert_nbytes_of
-from advisor.results.store import FrontPoint, engine_for, save_front
+from advisor.results.front import FrontPoint
+from advisor.results.store import engine_for, save_front
 
 GiB = 1 << 30
 

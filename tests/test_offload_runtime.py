@@ -9,7 +9,7 @@ from advisor.models.generate import generate
 from advisor.offload.policies import POLICIES
 from advisor.offload.runtime import OffloadRuntime
 from advisor.offload.simulate import belady, plan_expert_bytes, simulate
-from advisor.offload.trace import TraceRecorder, chain, model_meta, record_trace
+from advisor.offload.trace import TraceRecorder, chain, record_trace, trace_meta
 from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
 
 
@@ -26,7 +26,7 @@ def reference(loaded):
 
 def run_offloaded(loaded, ids, plan="fp32", **rt_kw):
     rt = OffloadRuntime(loaded, plan, **rt_kw)
-    rec = TraceRecorder(model_meta(loaded))
+    rec = TraceRecorder(trace_meta(loaded))
     rt.session.observers.append(rec)
     try:
         out = generate(loaded, ids, on_forward=chain(rec.on_forward, rt.on_forward), **GEN_KW)

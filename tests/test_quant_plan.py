@@ -5,7 +5,7 @@ import json
 import pytest
 
 from advisor.errors import UserError
-from advisor.quant.plan import PrecisionPlan
+from advisor.quant.plan import PrecisionPlan, hot_experts
 
 
 def test_uniform_and_per_layer_lookups():
@@ -113,3 +113,13 @@ def test_describe_is_readable():
     assert PrecisionPlan.uniform("int8").describe() == "int8 for every expert"
     text = PrecisionPlan.parse("int4;layers=0-1:int8,5:int8").describe()
     assert text == "int4 by default; layers 0-1+5: int8"
+
+
+def test_grid_round_trip_one_spelling_and_short_description():
+    grid = [["int4"] * 6 + ["bf16"] * 2, ["int4"] * 8, ["int8"] * 7 + ["bf16"], ["int8"] * 8]
+    plan = PrecisionPlan.from_grid(grid)
+    assert plan.grid([8, 8, 8, 8]) == grid
+    assert plan.fingerprint == PrecisionPlan.parse(plan.spec).fingerprint
+    assert plan.describe([8, 8, 8, 8]) == "L0-1:int4 L2-3:int8 (+hot bf16 x1/layer, bf16 x2/layer)"
+    assert PrecisionPlan.from_grid([["int8"] * 4] * 2).describe([4, 4]) == "int8"
+    assert hot_experts([3, 9, 9, 1], 0.5) == [1, 2] and hot_experts([3, 9], 0.0) == []

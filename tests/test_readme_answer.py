@@ -51,16 +51,8 @@ def test_readme_table_is_the_committed_reports(answer):
 
 
 def test_every_readme_number_is_a_stored_trial_value(answer):
-    from advisor.report.study import (
-        _acc_text,
-        _kib,
-        _pct,
-        _pp,
-        _same_format,
-        _slots_text,
-        feasible_trials,
-        uniform_precision,
-    )
+    from advisor.report.document import _acc_text, _kib, _pct, _pp, _slots_text
+    from advisor.report.select import _same_format, feasible_trials, uniform_precision
 
     readme, _, payload, data = answer
     trials = {t.number: t for t in feasible_trials(data)}
@@ -85,7 +77,7 @@ def test_every_readme_number_is_a_stored_trial_value(answer):
 
 
 def test_each_row_is_the_best_fitting_trial_at_its_budget(answer):
-    from advisor.report.study import feasible_trials, headline_rows
+    from advisor.report.select import feasible_trials, headline_rows
 
     readme, _, payload, data = answer
     trials = feasible_trials(data)

@@ -169,7 +169,7 @@ def test_baseline_is_distinct_experts_times_fp16_bytes(report):
     """FP16-no-cache bytes/token recomputed from first principles on a fresh trace of the same workload."""
     from advisor.report.blocks import forwards_from_trace
     from advisor.report.data import load_study_data
-    from advisor.report.study import Workbench
+    from advisor.report.workbench import Workbench
 
     payload = json.loads(report.data.read_text())
     data = load_study_data(payload["study"], payload["storage"])

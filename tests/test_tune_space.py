@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import UserError
-from advisor.tune.config import ModelShape, allocate_slots, build_config, counted_peak_bytes
+from advisor.tune.config import ModelShape, TrialConfig, allocate_slots, build_config, counted_peak_bytes
 from advisor.tune.space import SPACES_DIR, load_space, parse_space
 
 SHAPE = ModelShape(num_experts=(8, 8, 8, 8), top_k=(2,) * 4, hidden=(64,) * 4, intermediate=(32,) * 4,
@@ -82,7 +83,7 @@ def test_hot_cold_plan_and_counted_memory():
     counts = {layer: [0, 9, 1, 8, 2, 7, 3, 6] for layer in range(4)}
     cfg = build_config(space, {"fmt_g0": "int4", "hot_fraction": 0.25, "hot_format": "bf16", "slots": 3,
                                "policy": "lru", "prefetch": "none"}, SHAPE, counts)
-    for row in cfg.plan.formats:  # the two most routed experts (1 and 3) keep bf16
+    for row in cfg.plan.grid(SHAPE.num_experts):  # the two most routed experts (1 and 3) keep bf16
         assert [e for e, f in enumerate(row) if f == "bf16"] == [1, 3]
     bf16, int4 = SHAPE.expert_bytes(0, "bf16"), SHAPE.expert_bytes(0, "int4")
     assert bf16 == 3 * 64 * 32 * 2 and int4 < bf16 / 3
@@ -95,6 +96,8 @@ def test_hot_cold_plan_and_counted_memory():
                                "policy": "lfu", "prefetch": "none"}, SHAPE, counts)
     assert same.plan.fingerprint == uni.plan.fingerprint != cfg.plan.fingerprint
     assert cfg.to_json()["precision"]["fingerprint"] == cfg.plan.fingerprint
+    for c in (cfg, same, uni):  # from_json inverts to_json, through the stored (JSON) form
+        assert TrialConfig.from_json(json.loads(json.dumps(c.to_json())), SHAPE.num_experts) == c
 
 
 def test_expert_budget_allocation():

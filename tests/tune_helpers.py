@@ -15,8 +15,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun
-from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import parse_space
 
 BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "int8": 8, "fp8": 8, "int4": 4, "nf4": 4, "int3": 3, "int2": 2}
@@ -59,22 +60,21 @@ class FakeBackend:
         self.calls: Counter[str] = Counter()
         self.accuracy_plans: list[str] = []
 
-    @staticmethod
-    def _deficiency(plan: PlanMap) -> float:
-        bits = [BITS[f.split(":")[0]] for row in plan.formats for f in row]
+    def _deficiency(self, plan: PrecisionPlan) -> float:
+        bits = [BITS[f.split(":")[0]] for row in plan.grid(self.shape.num_experts) for f in row]
         return sum((16 - min(b, 16)) / 16 for b in bits) / len(bits)
 
     def calibration_counts(self) -> dict[int, list[int]]:
         self.calls["calibration"] += 1
         return {layer: [100 // (e + 1) for e in range(n)] for layer, n in enumerate(self.shape.num_experts)}
 
-    def fidelity(self, plan: PlanMap) -> Measured:
+    def fidelity(self, plan: PrecisionPlan) -> Measured:
         self.calls["fidelity"] += 1
         d = self._deficiency(plan)
         return Measured({"fidelity_kl": 0.4 * d * d, "fidelity_top1": 1.0 - 0.3 * d * d},
                         {"fidelity_kl": "measured:fake", "fidelity_top1": "measured:fake"})
 
-    def accuracy(self, plan: PlanMap) -> Measured:
+    def accuracy(self, plan: PrecisionPlan) -> Measured:
         self.calls["accuracy"] += 1
         self.accuracy_plans.append(plan.fingerprint)
         if self.delay:
@@ -84,7 +84,7 @@ class FakeBackend:
         return Measured({"accuracy": acc, "accuracy_n": 8.0, "accuracy_ci_low": acc - 0.05,
                          "accuracy_ci_high": min(1.0, acc + 0.02)}, {"accuracy": "measured:fake(n=8)"})
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         self.calls["trace"] += 1
         return TraceRun(trace=None, tokens=16, compute_seconds=0.016, device="cpu", plan_fingerprint=plan.fingerprint)
 
@@ -95,7 +95,7 @@ class FakeBackend:
             n = self.shape.num_experts[layer]
             look = run.tokens * self.shape.top_k[layer]
             share = (slots / n) ** (0.7 if config.policy == "lfu" else 0.8)
-            mean_bytes = sum(self.shape.expert_bytes(layer, f) for f in config.plan.formats[layer]) / n
+            mean_bytes = sum(self.shape.expert_bytes(layer, f) for f in config.plan.grid(self.shape.num_experts)[layer]) / n
             lookups += look
             hits += look * share
             nbytes += look * (1 - share) * mean_bytes

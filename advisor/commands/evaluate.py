@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import typer
 
 from advisor.errors import UserError
-
-TASK_NAMES = ("toy", "gsm8k", "humaneval")
-
-
-def _write_json_atomic(path: str, payload: dict) -> None:
-    """Write `payload` to `path` through a temporary file and a rename: never a half-written file."""
-    target = Path(path)
-    if not target.parent.exists():
-        raise UserError(f"--json: directory {str(target.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from advisor.eval.tasks import TASKS
+from advisor.files import write_atomic
 
 
 def register(app: typer.Typer) -> None:
@@ -54,8 +37,7 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
-        if task.lower() not in TASK_NAMES:
-            raise UserError(f"unknown task '{task}'; choose one of: {', '.join(TASK_NAMES)}")
+        TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:
@@ -113,5 +95,5 @@ def register(app: typer.Typer) -> None:
                 "precision": plan.spec if plan is not None else None, "limit": limit, "seed": seed,
                 **result.summary(), "fidelity": fid, "per_example": result.per_example,
             }
-            _write_json_atomic(json_out, payload)
+            write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
             console.print(f"wrote {json_out}")

@@ -9,7 +9,7 @@ import typer
 
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import UserError
-from advisor.results.front import DEFAULT_STORAGE
+from advisor.results.storage import DEFAULT_STORAGE
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles."),
     ) -> None:
         """Export a front point (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
-        from advisor.export.base import export_point, parse_options, resolve_target, write_atomic
+        from advisor.export.base import export_point, parse_options, resolve_target
+        from advisor.files import write_atomic
         from advisor.recommend import load_points, recommend
 
         target = resolve_target(to)
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         result = export_point(point, target, option)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
-            write_atomic(output, text)
+            write_atomic(output, text, create_dirs=False)
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
             typer.echo(text, nl=False)

@@ -97,13 +97,12 @@ def simulate_cmd(
 ) -> None:
     """Replay a routing trace through the cache policies and compare with Belady's MIN."""
     import json
-    import os
-    import tempfile
 
     from rich.console import Console
     from rich.table import Table
 
     from advisor.errors import UserError
+    from advisor.files import write_atomic
     from advisor.offload.policies import POLICIES
     from advisor.offload.simulate import belady, simulate
     from advisor.offload.trace import RoutingTrace
@@ -137,11 +136,8 @@ def simulate_cmd(
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=json_out.parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, f, indent=2)
-        os.replace(tmp, json_out)
+        write_atomic(json_out, json.dumps(
+            {"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -116,16 +116,9 @@ def register(app: typer.Typer) -> None:
         )
         if json_out:
             import json
-            import os
-            import tempfile
-            from pathlib import Path
 
-            target = Path(json_out)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(
-                    {"model": loaded.name, "fingerprint": loaded.fingerprint, "rows": rows}, fh, indent=1
-                )
-            os.replace(tmp, target)
+            from advisor.files import write_atomic
+
+            target = write_atomic(json_out, json.dumps(
+                {"model": loaded.name, "fingerprint": loaded.fingerprint, "rows": rows}, indent=1))
             console.print(f"wrote {len(rows)} rows to {target}")

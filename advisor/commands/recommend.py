@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-from advisor.results.front import DEFAULT_STORAGE
+from advisor.results.storage import DEFAULT_STORAGE
 
 STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.results.front import DEFAULT_STORAGE
+from advisor.results.storage import DEFAULT_STORAGE
 
 
 def register(app: typer.Typer) -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 import typer
 
 from advisor.errors import UserError
-from advisor.results.front import DEFAULT_STORAGE
+from advisor.results.storage import DEFAULT_STORAGE
 
 
 def _existing_engine(storage: str):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
-    from advisor.results.front import require_database
-    from advisor.results.storage import normalize_url
+    from advisor.results.storage import normalize_url, require_database
     from advisor.results.store import engine_for
 
     url = normalize_url(storage, create_dirs=False)

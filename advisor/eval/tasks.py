@@ -10,11 +10,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from advisor.errors import UserError
-
-TASKS = ("toy", "gsm8k", "humaneval")
+from advisor.registry import Registry
 
 
 @dataclass
@@ -78,19 +77,11 @@ def get_task(
 
     `path` reads GSM8K / HumanEval from a local file instead of the hub / package; `style` picks the
     GSM8K prompt style (zero-shot, few-shot, cot)."""
-    key = name.strip().lower()
-    if key == "toy":
-        task = _toy()
-    elif key == "gsm8k":
-        task = _gsm8k(path, style or "few-shot")
-    elif key == "humaneval":
-        task = _humaneval(path)
-    else:
-        raise UserError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    task = TASKS.get_or_raise(name.strip().lower(), shown=name)(path, style)
     return task.subset(limit, seed)
 
 
-def _toy() -> Task:
+def _toy(_path: str | None, _style: str | None) -> Task:
     from advisor.eval import gsm8k, toy
 
     examples = [{"question": e.question, "answer": e.answer, "result": e.result} for e in toy.test_set()]
@@ -106,9 +97,10 @@ def _toy() -> Task:
     )
 
 
-def _gsm8k(path: str | None, style: str) -> Task:
+def _gsm8k(path: str | None, style: str | None) -> Task:
     from advisor.eval import gsm8k
 
+    style = style or "few-shot"
     gsm8k.build_prompt("", style)  # validate the style before loading anything
     examples = gsm8k.load(path)
     return Task(
@@ -122,7 +114,7 @@ def _gsm8k(path: str | None, style: str) -> Task:
     )
 
 
-def _humaneval(path: str | None) -> Task:
+def _humaneval(path: str | None, _style: str | None) -> Task:
     from advisor.eval import humaneval
 
     problems = humaneval.load_problems(path)
@@ -140,3 +132,17 @@ def _humaneval(path: str | None) -> Task:
         score_many_fn=score_many,
         description=f"HumanEval ({len(problems)} problems), sandboxed pass@1",
     )
+
+
+class TaskInterface(Registry):
+    """Evaluation tasks by name -> a builder `(path, style) -> Task` (`TaskInterface.register` adds one)."""
+
+    _global_mapping: ClassVar[dict[str, Callable[[str | None, str | None], Task]]] = {
+        "toy": _toy,
+        "gsm8k": _gsm8k,
+        "humaneval": _humaneval,
+    }
+    unknown = "unknown task '{name}'; choose one of: {names}"
+
+
+TASKS = TaskInterface()

@@ -8,23 +8,29 @@ only when their target is asked for, and none imports torch.
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from advisor.errors import UserError
+from advisor.registry import Registry
 from advisor.results.config_view import export_config
 from advisor.results.front import FrontPoint
 
-TARGETS: dict[str, str] = {
-    "llama.cpp": "advisor.export.llamacpp",
-    "hf": "advisor.export.hf",
-    "vllm": "advisor.export.vllm",
-    "ktransformers": "advisor.export.ktransformers",
-    "json": "advisor.export.json_format",
-}
+
+class ExportTargets(Registry):
+    """Export targets by name -> the module that renders them (imported only when asked for)."""
+
+    _global_mapping: ClassVar[dict[str, str]] = {
+        "llama.cpp": "advisor.export.llamacpp",
+        "hf": "advisor.export.hf",
+        "vllm": "advisor.export.vllm",
+        "ktransformers": "advisor.export.ktransformers",
+        "json": "advisor.export.json_format",
+    }
+    unknown = "unknown export target {name!r}; available: {names}"
+
+
+TARGETS = ExportTargets()
 ALIASES = {"llamacpp": "llama.cpp", "gguf": "llama.cpp", "transformers": "hf", "sglang": "ktransformers", "kt": "ktransformers"}
 
 
@@ -41,8 +47,7 @@ class ExportResult:
 
 def resolve_target(name: str) -> str:
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in TARGETS:
-        raise UserError(f"unknown export target {name!r}; available: {', '.join(TARGETS)}")
+    TARGETS.get_or_raise(key, shown=name)
     return key
 
 
@@ -71,22 +76,6 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
     cfg = export_config(point.config, point.model)
     mod = importlib.import_module(TARGETS[target])
     return mod.export(point, cfg, opts)
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write via a temp file in the same directory and rename: never a half-written output."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:

@@ -2,5 +2,5 @@
 
 `profiles` (torch-free): GPU catalogue, hardware profiles (bandwidth, latency, memory), sizes and budgets.
 `measure` (imports torch): measures a profile on this machine. May import `advisor.errors` and the standard
-library; `measure` also torch. Nothing here imports other advisor packages.
+library and the leaf modules (`errors`, `files`); `measure` also torch. No other advisor package.
 """

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.files import write_atomic
 
 GiB = 1 << 30
 DEFAULT_PROFILES_DIR = Path("studies/profiles")
@@ -49,9 +50,15 @@ class HardwareProfile:
         return f"pcie(bw={self.h2d_gbps_pinned:.1f}GB/s,lat={self.copy_latency_us:g}us)"
 
     def transfer_ms(self, nbytes: float, copies: float = 1.0, pinned: bool = True) -> float:
-        """Modelled time of `copies` copies moving `nbytes` in total: bytes / bandwidth + latency per copy."""
+        """Modelled time of `copies` copies moving `nbytes` in total: bytes / bandwidth + latency per copy.
+        The project's one transfer-time formula (simulator, runtime on CPU, objective, recommend, report)."""
         gbps = self.h2d_gbps_pinned if pinned else self.h2d_gbps_pageable
         return nbytes / (gbps * 1e9) * 1e3 + copies * self.copy_latency_us / 1e3
+
+    @property
+    def transfer_source(self) -> str:
+        """The label of a time from `transfer_ms`, e.g. `modelled:pcie(bw=25.0GB/s,lat=10us)`."""
+        return f"modelled:{self.tag}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,13 +184,9 @@ def profiles_dir(path: str | os.PathLike | None = None) -> Path:
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
     """Store a measured profile as JSON (atomically: temp file then rename)."""
     d = profiles_dir(directory)
-    d.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", profile.name.lower()).strip("-") or "device"
     path = d / f"{slug}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, json.dumps(profile.to_dict(), indent=2) + "\n")
 
 
 def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwareProfile]:

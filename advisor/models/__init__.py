@@ -6,6 +6,8 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `view.moe_layers(model)`, `view.attach_runtime(model, runtime, observers)`, `view.detach_runtime(model)`
 * `generate.generate(loaded, input_ids, max_new_tokens=..., on_forward=...)`, `generate.generate_text`
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
+
+The bottom of the stack: may import only `advisor.errors` (and torch/transformers, lazily).
 """
 
 from __future__ import annotations

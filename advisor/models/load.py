@@ -62,6 +62,30 @@ class LoadedModel:
         return self.moe[0].dtype
 
 
+def model_meta(loaded: LoadedModel) -> dict[str, Any]:
+    """The model's description as every record keeps it: a front point's `config["model_meta"]` (read back by
+    `advisor.results.config_view`) and, reshaped, a routing trace's meta. Per layer and for the first layer."""
+    moe = loaded.moe
+    return {
+        "family": loaded.family,
+        "name": loaded.name,
+        "fingerprint": loaded.fingerprint,
+        "is_diffusion": bool(loaded.is_diffusion),
+        "layout": moe[0].layout if moe else "",
+        "layers": [{"index": m.index, "decoder_layer": m.decoder_layer, "name": m.name,
+                    "num_experts": m.num_experts, "shared": None if m.shared is None else f"{m.name}(shared)",
+                    "top_k": int(m.top_k), "hidden_size": int(m.hidden_size),
+                    "intermediate_size": int(m.intermediate_size)}
+                   for m in moe],
+        "num_experts": max((m.num_experts for m in moe), default=0),
+        "hidden_size": moe[0].hidden_size if moe else 0,
+        "intermediate_size": moe[0].intermediate_size if moe else 0,
+        "top_k": moe[0].top_k if moe else 0,
+        "expert_nbytes": moe[0].expert_nbytes if moe else 0,
+        "dtype": str(moe[0].dtype).replace("torch.", "") if moe else "",
+    }
+
+
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None) -> LoadedModel:
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`."""
     from transformers.utils import logging as hf_logging

@@ -24,7 +24,10 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
+
+from advisor.errors import UserError
+from advisor.registry import Registry
 
 
 class Ctx(NamedTuple):
@@ -294,25 +297,26 @@ class BlockAware(Policy):
         return heapq.nsmallest(n, cands, key=lambda k: (k in prev, bc.get(k, 0), last.get(k, 0)))
 
 
-POLICIES: list[str] = ["lru", "lfu", "lfu_decay", "fifo", "static_hot", "block_aware"]
-_CLASSES: dict[str, type[Policy]] = {
-    "lru": LRU,
-    "lfu": LFU,
-    "lfu_decay": LFUDecay,
-    "fifo": FIFO,
-    "static_hot": StaticHot,
-    "block_aware": BlockAware,
-}
+class PolicyInterface(Registry):
+    """Cache eviction policies by name (`PolicyInterface.register(name, cls)` adds one)."""
+
+    _global_mapping: ClassVar[dict[str, type[Policy]]] = {
+        "lru": LRU,
+        "lfu": LFU,
+        "lfu_decay": LFUDecay,
+        "fifo": FIFO,
+        "static_hot": StaticHot,
+        "block_aware": BlockAware,
+    }
+    unknown = "unknown cache policy '{name}'; choose one of: {names}"
+
+
+POLICIES = PolicyInterface()
 
 
 def make_policy(name: str, capacity: int, **kw) -> Policy:
     """A policy for one layer with `capacity` slots. kw: `decay` (lfu_decay), `hot` (static_hot)."""
-    from advisor.errors import UserError
-
-    cls = _CLASSES.get(name)
-    if cls is None:
-        raise UserError(f"unknown cache policy '{name}'; choose one of: {', '.join(POLICIES)}")
-    return cls(capacity, **kw)
+    return POLICIES.get_or_raise(name)(capacity, **kw)
 
 
 def build_policies(
@@ -327,8 +331,6 @@ def build_policies(
     `hot` maps layer -> experts most-used first (required by static_hot: a profile, e.g.
     `advisor.offload.trace.RoutingTrace.hot_sets()`).
     """
-    from advisor.errors import UserError
-
     if name == "static_hot":
         if hot is None:
             raise UserError("policy static_hot needs a profiled hot set per layer (hot={layer: [experts]})")

@@ -29,7 +29,7 @@ from advisor.models.experts import ExpertFn
 from advisor.models.view import model_and_moe
 from advisor.offload.policies import Ctx, build_policies
 from advisor.offload.slots import PREFETCH, resolve_slots
-from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
+from advisor.offload.stats import CacheLayer, CacheStats
 from advisor.offload.store import ExpertStore
 
 
@@ -72,7 +72,7 @@ class OffloadRuntime:
         policies = build_policies(policy, self.capacity, hot=hot, **dict(policy_kw or {}))
         self.caches = [CacheLayer(p, self.store.expert_bytes(i), stage_limit) for i, p in enumerate(policies)]
         self.acts = [m.experts.act for m in moe]
-        self.transfer_model = TransferModel.from_profile(profile)
+        self.profile = profile
         # device slot pool: one preallocated byte buffer per slot
         self.slots = [
             [torch.empty(self.store.max_bytes(i), dtype=torch.uint8, device=self.device) for _ in range(c)]
@@ -263,7 +263,7 @@ class OffloadRuntime:
             torch.cuda.synchronize(self.device)
             ms = sum(s.elapsed_time(e) for s, e in self._events)
             return CacheStats.from_layers(self.caches, transfer_ms=ms, transfer_source="measured:cuda-events", **kw)
-        return CacheStats.from_layers(self.caches, model=self.transfer_model, **kw)
+        return CacheStats.from_layers(self.caches, profile=self.profile, **kw)
 
     def reset_stats(self) -> None:
         """Zero the counters (the cache keeps its contents; `reset_cache` empties it too)."""

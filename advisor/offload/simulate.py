@@ -28,7 +28,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.offload.policies import Access, Ctx, Policy, build_policies
 from advisor.offload.slots import PREFETCH, resolve_slots
-from advisor.offload.stats import CacheLayer, CacheStats, TransferModel
+from advisor.offload.stats import CacheLayer, CacheStats
 from advisor.offload.trace import RoutingTrace
 
 Seq = list[tuple[tuple[int, ...], Ctx]]
@@ -107,7 +107,7 @@ def simulate(
     policies = build_policies(policy, caps, hot=hot, **(policy_kw or {}))
     layers = [CacheLayer(p, eb[i], stage_limit) for i, p in enumerate(policies)]
     replay(seqs, layers, prefetch)
-    return CacheStats.from_layers(layers, model=TransferModel.from_profile(profile), policy=policy,
+    return CacheStats.from_layers(layers, profile=profile, policy=policy,
                                   prefetch=prefetch, notes=notes)
 
 
@@ -186,7 +186,7 @@ def belady(
     eb = trace_expert_bytes(trace, plan, expert_bytes)
     layers = [CacheLayer(Belady(caps[i], [ids for ids, _ in seq]), eb[i]) for i, seq in enumerate(seqs)]
     replay(seqs, layers, "none")
-    return CacheStats.from_layers(layers, model=TransferModel.from_profile(profile), policy="belady",
+    return CacheStats.from_layers(layers, profile=profile, policy="belady",
                                   notes=["Belady's MIN: needs the future; an upper bound, not a policy"])
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
 from advisor.offload.policies import Access, Ctx, Policy
 
 COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evictions",
@@ -20,32 +21,6 @@ COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evi
 misses: demand copies on the critical path (lookups = hits + prefetch_hits + misses); streamed: misses not
 kept in a slot; bytes_h2d: every byte copied host->device (demand + prefetch)."""
 FORWARD_COUNTERS = ("lookups", "hits", "misses", "bytes_h2d", "copies")
-
-
-@dataclass(frozen=True)
-class TransferModel:
-    """Modelled H2D time: bytes / bandwidth + a fixed latency per copy."""
-
-    name: str
-    gbps: float
-    latency_us: float
-    tag: str = ""
-
-    @classmethod
-    def from_profile(cls, profile: Any | None = None) -> TransferModel:
-        from advisor.hardware.profiles import DEFAULT_PROFILE  # torch-free
-
-        p = DEFAULT_PROFILE if profile is None else profile
-        return cls(str(p.name), float(p.h2d_gbps_pinned), float(p.copy_latency_us), str(getattr(p, "tag", "")))
-
-    def ms(self, nbytes: float, copies: float) -> float:
-        return nbytes / (self.gbps * 1e9) * 1e3 + copies * self.latency_us * 1e-3
-
-    @property
-    def source(self) -> str:
-        if self.tag:  # the hardware module's own short form, e.g. pcie(bw=25.0GB/s,lat=10us)
-            return f"modelled:{self.tag}"
-        return f"modelled:{self.name}(bw={self.gbps:g}GB/s,lat={self.latency_us:g}us)"
 
 
 class CacheLayer:
@@ -173,7 +148,7 @@ class CacheStats:
         *,
         transfer_ms: float | None = None,
         transfer_source: str | None = None,
-        model: TransferModel | None = None,
+        profile: HardwareProfile | None = None,
         policy: str = "",
         prefetch: str = "none",
         notes: Sequence[str] = (),
@@ -189,9 +164,10 @@ class CacheStats:
                 for name, v in zip(FORWARD_COUNTERS, row, strict=True):
                     cell[name] += v
         if transfer_ms is None:
-            model = model or TransferModel.from_profile()
-            transfer_ms = model.ms(sum(d["bytes_h2d"] for d in per_layer), sum(d["copies"] for d in per_layer))
-            transfer_source = model.source
+            profile = profile or DEFAULT_PROFILE
+            transfer_ms = profile.transfer_ms(sum(d["bytes_h2d"] for d in per_layer),
+                                              sum(d["copies"] for d in per_layer))
+            transfer_source = profile.transfer_source
         return cls(
             per_layer=per_layer,
             forward_ids=fids,

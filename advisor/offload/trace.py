@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from advisor.errors import UserError
+from advisor.files import atomic_path
 from advisor.offload.policies import Ctx
 
 FORMAT_VERSION = 1
@@ -69,10 +69,7 @@ class RoutingTrace:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a trace."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(
                     f,
@@ -81,10 +78,6 @@ class RoutingTrace:
                     fwd_index=self.fwd_index, fwd_step=self.fwd_step, fwd_block=self.fwd_block,
                     meta=np.array(json.dumps({**self.meta, "format_version": FORMAT_VERSION})),
                 )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     @classmethod
@@ -246,18 +239,22 @@ class TraceRecorder:
         )
 
 
-def model_meta(loaded: Any) -> dict[str, Any]:
-    """What the simulator needs to know about the model: experts, top-k and expert shapes per layer."""
-    layers = loaded.moe
+def trace_meta(loaded: Any) -> dict[str, Any]:
+    """What the simulator needs to know about the model (experts, top-k and expert shapes per layer), taken
+    from the one model description, `advisor.models.load.model_meta`."""
+    from advisor.models.load import model_meta
+
+    meta = model_meta(loaded)
+    layers = meta["layers"]
     return {
-        "model": str(getattr(loaded, "name", "")),
-        "fingerprint": str(getattr(loaded, "fingerprint", "")),
-        "family": str(getattr(loaded, "family", "")),
-        "num_experts": [int(m.num_experts) for m in layers],
-        "top_k": [int(m.top_k) for m in layers],
-        "hidden": [int(m.hidden_size) for m in layers],
-        "intermediate": [int(m.intermediate_size) for m in layers],
-        "dtype": str(layers[0].dtype).replace("torch.", "") if layers else "",
+        "model": str(meta["name"]),
+        "fingerprint": str(meta["fingerprint"]),
+        "family": str(meta["family"]),
+        "num_experts": [int(m["num_experts"]) for m in layers],
+        "top_k": [m["top_k"] for m in layers],
+        "hidden": [m["hidden_size"] for m in layers],
+        "intermediate": [m["intermediate_size"] for m in layers],
+        "dtype": meta["dtype"],
     }
 
 
@@ -289,7 +286,7 @@ def record_trace(
 
     ids = input_ids
     info = {
-        **model_meta(loaded),
+        **trace_meta(loaded),
         "batch": int(ids.shape[0]),
         "prompt_len": int(ids.shape[1]),
         "block_length": gen_kw.get("block_length"),

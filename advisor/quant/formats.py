@@ -25,12 +25,14 @@ from __future__ import annotations
 import functools
 import importlib.util
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from advisor.errors import UserError
 from advisor.quant.spec import DENSE_BYTES, GROUPED_BITS, KINDS, FormatSpec, parse_format
+from advisor.registry import Registry
 
 _DENSE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _FP8_MAX = 448.0  # largest finite float8_e4m3fn
@@ -322,13 +324,20 @@ def _nf4_code(device: str) -> torch.Tensor:
     return _bnb().functional.get_4bit_type("nf4", device=device)
 
 
-_FAMILIES: dict[str, type[Format]] = {
-    **{k: DenseFormat for k in DENSE_BYTES},
-    "int8": Int8Format,
-    "fp8": Fp8Format,
-    "nf4": NF4Format,
-    **{k: GroupedIntFormat for k in GROUPED_BITS},
-}
+class FormatInterface(Registry):
+    """Format kinds by name -> their implementation (`FormatInterface.register(kind, cls)` adds one)."""
+
+    _global_mapping: ClassVar[dict[str, type[Format]]] = {
+        **{k: DenseFormat for k in DENSE_BYTES},
+        "int8": Int8Format,
+        "fp8": Fp8Format,
+        "nf4": NF4Format,
+        **{k: GroupedIntFormat for k in GROUPED_BITS},
+    }
+    unknown = "unknown format kind '{name}'; known: {names}"
+
+
+FORMATS = FormatInterface()
 
 
 def available_formats() -> list[str]:
@@ -350,7 +359,7 @@ def _format(canonical: str) -> Format:
         raise UserError(
             f"format '{spec.kind}' is not usable here; available: {', '.join(available_formats())}"
         )
-    return _FAMILIES[spec.kind](spec)
+    return FORMATS.get_or_raise(spec.kind)(spec)
 
 
 def get_format(name: str | Format) -> Format:

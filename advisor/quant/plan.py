@@ -18,6 +18,7 @@ or a path to a JSON file written by `to_json` (or inline JSON starting with '{')
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,13 @@ def _ranges(numbers: Sequence[int]) -> list[str]:
         out.append(str(nums[i]) if i == j else f"{nums[i]}-{nums[j]}")
         i = j + 1
     return out
+
+
+def hot_experts(counts: Sequence[float], hot_fraction: float) -> list[int]:
+    """The round(hot_fraction * E) most routed experts of a layer, hottest first (ties: the lower expert id is
+    hotter). The one hot-set rule, for the tuner's plans and `PrecisionPlan.hot_cold` alike."""
+    n_hot = min(len(counts), max(0, round(hot_fraction * len(counts))))
+    return sorted(range(len(counts)), key=lambda e: (-counts[e], e))[:n_hot]
 
 
 def _parse_range(text: str) -> list[int]:
@@ -103,6 +111,10 @@ class PrecisionPlan:
             *(f for per in self.experts.values() for f in per.values()),
         }
 
+    def grid(self, num_experts: Sequence[int]) -> list[list[str]]:
+        """The format of every routed expert, [MoE layer][expert], for a model with `num_experts` per layer."""
+        return [[self.format_for(layer, e) for e in range(n)] for layer, n in enumerate(num_experts)]
+
     def max_layer(self) -> int:
         """Highest MoE layer the plan names explicitly (-1 if none): lets callers check it fits the model."""
         return max([*self.layers, *self.experts, -1])
@@ -115,9 +127,10 @@ class PrecisionPlan:
             "experts": {str(k): {str(e): f for e, f in per.items()} for k, per in self.experts.items()},
         }
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Stable short id: equal plans (same mapping, any spelling or dict order) give the same id."""
+        """Stable short id: equal plans (same mapping, any spelling or dict order) give the same id (hashed
+        once per plan: it keys every cache lookup)."""
         blob = json.dumps(self._identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -128,6 +141,24 @@ class PrecisionPlan:
     @classmethod
     def uniform(cls, fmt: str) -> PrecisionPlan:
         return cls(default=fmt)
+
+    @classmethod
+    def from_grid(cls, formats: Sequence[Sequence[str]]) -> PrecisionPlan:
+        """The plan giving expert e of layer l the format `formats[l][e]`. The most common format is the
+        default, each layer's most common format its layer format (ties: alphabetical), the rest per-expert
+        overrides, so one mapping always gets one spelling, hence one fingerprint."""
+        counts: dict[str, int] = {}
+        layer_base = []
+        for fs in formats:
+            c: dict[str, int] = {}
+            for f in fs:
+                c[f] = c.get(f, 0) + 1
+                counts[f] = counts.get(f, 0) + 1
+            layer_base.append(min(c, key=lambda f: (-c[f], f)))
+        default = min(counts, key=lambda f: (-counts[f], f))
+        experts = {layer: {e: f for e, f in enumerate(fs) if f != layer_base[layer]}
+                   for layer, fs in enumerate(formats)}
+        return cls(default=default, layers=dict(enumerate(layer_base)), experts=experts)
 
     @classmethod
     def per_layer(cls, formats: Mapping[int, str], default: str = DEFAULT_FORMAT) -> PrecisionPlan:
@@ -154,10 +185,8 @@ class PrecisionPlan:
             counts = [float(c) for c in counts]
             if any(c < 0 for c in counts):
                 raise UserError(f"routing frequencies of layer {layer} must be >= 0")
-            n_hot = min(len(counts), max(0, round(hot_fraction * len(counts))))
-            order = sorted(range(len(counts)), key=lambda e: (-counts[e], e))
             layers[int(layer)] = cold_fmt
-            experts[int(layer)] = {e: hot_fmt for e in order[:n_hot]}
+            experts[int(layer)] = dict.fromkeys(hot_experts(counts, hot_fraction), hot_fmt)
         where = f"layer{'s' if len(frequencies) > 1 else ''} {'+'.join(_ranges(list(frequencies)))}"
         note = (
             f"hot/cold: top {hot_fraction:.0%} most routed experts {canonical_name(hot_fmt)}, "
@@ -275,8 +304,13 @@ class PrecisionPlan:
             raise _bad(shown, str(e)) from None
 
     # ---- people --------------------------------------------------------------------------------
-    def describe(self) -> str:
-        """Readable, e.g. "int4 by default; layers 0-1: int8; layer 2: 4 experts int8 (others int4)"."""
+    def describe(self, num_experts: Sequence[int] | None = None) -> str:
+        """Readable, e.g. "int4 by default; layers 0-1: int8; layer 2: 4 experts int8 (others int4)".
+
+        Given the model's experts per layer, the short form tables and stored configurations show instead:
+        "int8", or "L0-1:int8 L2-3:int4 (+hot bf16 x2/layer)"."""
+        if num_experts is not None:
+            return _short(self.grid(num_experts))
         parts = [
             f"{self.default} by default"
             if (self.layers or self.experts)
@@ -296,3 +330,26 @@ class PrecisionPlan:
             parts.append(f"layer {layer}: {shown} (others {self.layers.get(layer, self.default)})")
         text = "; ".join(parts)
         return f"{text} [{self.note}]" if self.note else text
+
+
+def _short(grid: Sequence[Sequence[str]]) -> str:
+    """Runs of layers by their most common format, then the hot formats and their count per layer."""
+    parts, hot = [], set()
+    for fs in grid:
+        counts: dict[str, int] = {}
+        for f in fs:
+            counts[f] = counts.get(f, 0) + 1
+        base = max(counts, key=lambda f: counts[f])
+        parts.append(base)
+        hot |= {(f, c) for f, c in counts.items() if f != base}
+    runs: list[str] = []
+    start = 0
+    for i in range(1, len(parts) + 1):
+        if i == len(parts) or parts[i] != parts[start]:
+            runs.append(parts[start] if (start == 0 and i == len(parts)) else
+                        f"L{start}{'' if i - 1 == start else f'-{i - 1}'}:{parts[start]}")
+            start = i
+    text = " ".join(runs)
+    if hot:
+        text += " (+hot " + ", ".join(f"{f} x{c}/layer" for f, c in sorted(hot)) + ")"
+    return text

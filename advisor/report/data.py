@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.results.front import DEFAULT_STORAGE, require_database
-from advisor.results.store import METRICS, FrontPoint, engine_for, load_fronts
+from advisor.results.front import METRICS, FrontPoint
+from advisor.results.storage import DEFAULT_STORAGE, normalize_url, require_database
+from advisor.results.store import engine_for, load_fronts
 
 
 @dataclass
@@ -123,7 +124,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    url = storage if "://" in storage else f"sqlite:///{storage}"
+    url = normalize_url(storage, create_dirs=False)
     require_database(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

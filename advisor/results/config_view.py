@@ -41,7 +41,7 @@ def formats_in(precision: Any, n_experts: list[int] | None = None) -> set[str]:
     plan = plan_of(precision)
     if n_experts is None:
         return plan.formats_used()
-    return {plan.format_for(layer, e) for layer, n in enumerate(n_experts) for e in range(n)}
+    return {f for row in plan.grid(n_experts) for f in row}
 
 
 def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | None:
@@ -158,40 +158,6 @@ def _first(v: Any) -> Any:
     return v[0] if isinstance(v, list | tuple) and v else v
 
 
-def model_meta(loaded: Any) -> dict[str, Any]:
-    """The model description a front point must carry for `recommend`/`export` (store it as
-    `config["model_meta"]`). `loaded` is an `advisor.models.load.LoadedModel`; only its attributes are read."""
-    names = {id(m): n for n, m in loaded.model.named_modules()}
-    layers = []
-    for m in loaded.moe:
-        layers.append({
-            "index": int(m.index),
-            "decoder_layer": int(m.decoder_layer),
-            "name": str(m.name),
-            "num_experts": int(m.num_experts),
-            "top_k": int(m.top_k),
-            "hidden_size": int(m.hidden_size),
-            "intermediate_size": int(m.intermediate_size),
-            "shared": names.get(id(m.shared)) if m.shared is not None else None,
-            "expert_nbytes": int(m.expert_nbytes),
-        })
-    first = loaded.moe[0] if loaded.moe else None
-    return {
-        "family": str(loaded.family),
-        "name": str(loaded.name),
-        "fingerprint": str(loaded.fingerprint),
-        "is_diffusion": bool(loaded.is_diffusion),
-        "layout": str(first.experts.layout) if first is not None else "",
-        "num_moe_layers": len(layers),
-        "num_experts": int(first.num_experts) if first is not None else 0,
-        "top_k": int(first.top_k) if first is not None else 0,
-        "hidden_size": int(first.hidden_size) if first is not None else 0,
-        "intermediate_size": int(first.intermediate_size) if first is not None else 0,
-        "dtype": str(first.dtype).replace("torch.", "") if first is not None else "",
-        "layers": layers,
-    }
-
-
 def _default_name(family: str, decoder_layer: int) -> str:
     """Module path of a layer's experts for families whose layout is fixed (used when not recorded)."""
     if family == "diffusion_gemma":
@@ -212,7 +178,7 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
     precision = precision_of(config)
     n_experts = [layer.num_experts for layer in info.layers]
     plan = plan_of(precision)
-    grid = [[plan.format_for(layer, e) for e in range(n)] for layer, n in enumerate(n_experts)]
+    grid = plan.grid(n_experts)
     slots = config.get("slots_per_layer", config.get("slots"))
     if slots is None:
         raise UserError("this front point records no cache size (config['slots_per_layer'])")

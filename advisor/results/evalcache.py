@@ -13,31 +13,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, UniqueConstraint, func, inspect, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from advisor.results.store import Base
-
-
-class EvalCacheRow(Base):
-    __tablename__ = "advisor_eval_cache"
-    __table_args__ = (UniqueConstraint("model_fingerprint", "task", "plan_fingerprint", "settings", "kind",
-                                       name="uq_advisor_eval_cache_key"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    model_fingerprint: Mapped[str] = mapped_column(String(128), index=True)
-    task: Mapped[str] = mapped_column(String(128))
-    plan_fingerprint: Mapped[str] = mapped_column(String(64))
-    settings: Mapped[str] = mapped_column(String(512))
-    kind: Mapped[str] = mapped_column(String(32))  # "accuracy" | "fidelity"
-    values: Mapped[dict] = mapped_column(JSON)
-    sources: Mapped[dict] = mapped_column(JSON)
-    device: Mapped[str] = mapped_column(String(128))
-    seconds: Mapped[float] = mapped_column(Float)
-    study_name: Mapped[str] = mapped_column(String(512))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+from advisor.results.store import EvalCacheRow, create_tables
 
 
 @dataclass(frozen=True)
@@ -64,8 +45,6 @@ class EvalCache:
     def __init__(self, engine: Engine):
         self.engine = engine
         if not inspect(engine).has_table(EvalCacheRow.__tablename__):
-            from advisor.results.registry import create_tables
-
             create_tables(engine)
 
     def _where(self, key: CacheKey):

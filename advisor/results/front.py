@@ -1,21 +1,14 @@
-"""Front points as plain data, and a fast read path that needs neither SQLAlchemy nor torch.
+"""The front point as plain data, and the canonical metric names every layer uses as keys.
 
-`recommend` and `export` must answer in well under a second; importing SQLAlchemy alone costs a good part
-of that. So for SQLite files (the default storage) the stored front is read with the standard library's
-sqlite3; any other URL goes through `advisor.results.store` (SQLAlchemy). Both return `FrontPoint`s.
-The table layout is defined once, in `advisor.results.store.FrontRow`.
+Written by the tuner (`advisor.tune.study`), read by recommend, export, report, studies and pareto through
+`advisor.results.read` (fast, stdlib sqlite3) or `advisor.results.store` (SQLAlchemy).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from advisor.errors import UserError
 
 METRICS = (
     "h2d_bytes_per_token",
@@ -27,6 +20,18 @@ METRICS = (
     "fidelity_top1",
     "peak_gpu_bytes",
 )
+"""Canonical metric names (used as keys everywhere in the project):
+  h2d_bytes_per_token     counted bytes copied host->device per generated token
+  transfer_ms_per_token   H2D time per generated token (CUDA events, or modelled from a hardware profile)
+  latency_ms_per_token    wall-clock generation time per generated token
+  hit_rate                expert-cache hits / look-ups
+  accuracy                task accuracy (exact match, or pass@1), 0..1
+  fidelity_kl             mean KL(full precision || this config) of next-token distributions
+  fidelity_top1           top-1 agreement with full precision, 0..1
+  peak_gpu_bytes          peak device memory (measured on CUDA; counted bytes on CPU)
+`sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
+"measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
+"""
 
 
 @dataclass
@@ -46,78 +51,3 @@ class FrontPoint:
     space: str = ""
     budget_bytes: float | None = None
     created_at: dt.datetime | None = None
-
-
-_COLUMNS = (
-    "study_name, trial_number, model, model_fingerprint, task, config, \"values\", sources, device, hardware, "
-    "space, budget_bytes, created_at"
-)
-
-
-DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
-"""Where studies live unless --storage says otherwise (relative to the working directory)."""
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL (or a plain path), query string dropped; None for other databases and
-    for in-memory SQLite."""
-    if "://" not in url:
-        return Path(url.split("?", 1)[0])
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :].split("?", 1)[0]
-        return None if path in ("", ":memory:") else Path(path)
-    return None
-
-
-def require_database(url: str) -> None:
-    """Readers never create a database: a missing SQLite file is one clear `UserError`."""
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
-        raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
-
-
-def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
-    """Stored front points of one study (or all) from any storage URL."""
-    path = sqlite_path(url)
-    if path is None:
-        from advisor.results.store import engine_for, load_fronts
-
-        return load_fronts(engine_for(url), study_name)
-    require_database(url)
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='advisor_front'").fetchone():
-                return []
-            q = f"SELECT {_COLUMNS} FROM advisor_front"
-            args: tuple = ()
-            if study_name is not None:
-                q += " WHERE study_name = ?"
-                args = (study_name,)
-            rows = con.execute(q + " ORDER BY study_name, trial_number", args).fetchall()
-        finally:
-            con.close()
-        return [_point(r) for r in rows]
-    except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
-        raise UserError(
-            f"{path} is not a readable advisor database ({e}); point --storage at the file `advisor tune` wrote"
-        ) from e
-
-
-def _point(r: tuple) -> FrontPoint:
-    created = dt.datetime.fromisoformat(r[12]) if r[12] else None
-    return FrontPoint(
-        study_name=r[0],
-        trial_number=int(r[1]),
-        model=r[2],
-        model_fingerprint=r[3],
-        task=r[4],
-        config=json.loads(r[5]),
-        values=json.loads(r[6]),
-        sources=json.loads(r[7]),
-        device=r[8],
-        hardware=json.loads(r[9]),
-        space=r[10],
-        budget_bytes=r[11],
-        created_at=created,
-    )

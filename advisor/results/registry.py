@@ -12,52 +12,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, inspect, select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from advisor.errors import UserError
-from advisor.results.store import Base, FrontRow
-
-
-class StudyRow(Base):
-    """What a study was run on and for (one row per study name)."""
-
-    __tablename__ = "advisor_study"
-
-    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    model: Mapped[str] = mapped_column(String(512))
-    model_fingerprint: Mapped[str] = mapped_column(String(128))
-    task: Mapped[str] = mapped_column(String(128))
-    space: Mapped[str] = mapped_column(String(512))
-    space_fingerprint: Mapped[str] = mapped_column(String(64))
-    budget_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
-    device: Mapped[str] = mapped_column(String(256))
-    hardware: Mapped[dict] = mapped_column(JSON)
-    objectives: Mapped[dict] = mapped_column(JSON)
-    sampler: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
-    n_complete: Mapped[int] = mapped_column(Integer, default=0)
-
-
-def create_tables(engine: Engine) -> None:
-    """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
-    (duplicate type errors), so there creation is serialised by an advisory lock."""
-    from advisor.results import evalcache  # noqa: F401  (registers its table on Base)
-
-    if engine.dialect.name != "postgresql":
-        Base.metadata.create_all(engine)
-        return
-    with engine.connect() as c:
-        c.execute(text("SELECT pg_advisory_lock(727401)"))
-        try:
-            Base.metadata.create_all(c)
-            c.commit()
-        finally:
-            c.execute(text("SELECT pg_advisory_unlock(727401)"))
-            c.commit()
+from advisor.results.store import FrontRow, StudyRow
 
 
 def _now() -> dt.datetime:

@@ -12,7 +12,28 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.results.front import DEFAULT_STORAGE
+
+DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
+"""Where studies live unless --storage says otherwise (relative to the working directory)."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (or a plain path), query string dropped; None for other databases and
+    for in-memory SQLite."""
+    if "://" not in url:
+        return Path(url.split("?", 1)[0])
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+    return None
+
+
+def require_database(url: str) -> None:
+    """Readers never create a database: a missing SQLite file is one clear `UserError`."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
+
 
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 30

@@ -1,20 +1,10 @@
-"""The project's own tables, beside Optuna's in the same database: persisted Pareto fronts.
+"""The project's own tables, beside Optuna's in the same database: persisted Pareto fronts (`FrontRow`),
+study facts (`StudyRow`, queried by `registry`) and plan-only measurements (`EvalCacheRow`, by `evalcache`).
 
 Optuna's storage keeps every trial (so optuna-dashboard opens a study unchanged); these tables keep what
 `recommend`, `export` and `report` read, without importing optuna or torch: one row per front point with
 its configuration, its measured values and where each value came from.
-
-Canonical metric names (used as keys everywhere in the project):
-  h2d_bytes_per_token     counted bytes copied host->device per generated token
-  transfer_ms_per_token   H2D time per generated token (CUDA events, or modelled from a hardware profile)
-  latency_ms_per_token    wall-clock generation time per generated token
-  hit_rate                expert-cache hits / look-ups
-  accuracy                task accuracy (exact match, or pass@1), 0..1
-  fidelity_kl             mean KL(full precision || this config) of next-token distributions
-  fidelity_top1           top-1 agreement with full precision, 0..1
-  peak_gpu_bytes          peak device memory (measured on CUDA; counted bytes on CPU)
-`sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
-"measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
+Metric names and their meaning: `advisor.results.front.METRICS`.
 """
 
 from __future__ import annotations
@@ -23,27 +13,34 @@ import datetime as dt
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, delete, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
-from advisor.results.front import METRICS, FrontPoint
+from advisor.results.front import FrontPoint
+from advisor.results.storage import normalize_url
 
-__all__ = ["METRICS", "Base", "FrontPoint", "FrontRow", "engine_for", "ensure_tables", "load_fronts", "save_front"]
 
 class Base(DeclarativeBase):
     pass
 
 
-class FrontRow(Base):
-    """One point of a study's persisted Pareto front."""
+class _RunColumns:
+    """What a study ran on and for: the same columns in a study's row and in each of its front points."""
 
-    __tablename__ = "advisor_front"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_name: Mapped[str] = mapped_column(String(512), index=True)
-    trial_number: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(512))
     model_fingerprint: Mapped[str] = mapped_column(String(128))
     task: Mapped[str] = mapped_column(String(128))
@@ -51,11 +48,70 @@ class FrontRow(Base):
     budget_bytes: Mapped[float | None] = mapped_column(Float, nullable=True)
     device: Mapped[str] = mapped_column(String(256))
     hardware: Mapped[dict] = mapped_column(JSON)
+
+
+class FrontRow(_RunColumns, Base):
+    """One point of a study's persisted Pareto front."""
+
+    __tablename__ = "advisor_front"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    trial_number: Mapped[int] = mapped_column(Integer)
     config: Mapped[dict] = mapped_column(JSON)
     values: Mapped[dict] = mapped_column(JSON)
     sources: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class StudyRow(_RunColumns, Base):
+    """What a study was run on and for (one row per study name)."""
+
+    __tablename__ = "advisor_study"
+
+    study_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    space_fingerprint: Mapped[str] = mapped_column(String(64))
+    objectives: Mapped[dict] = mapped_column(JSON)
+    sampler: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    n_complete: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EvalCacheRow(Base):
+    __tablename__ = "advisor_eval_cache"
+    __table_args__ = (UniqueConstraint("model_fingerprint", "task", "plan_fingerprint", "settings", "kind",
+                                       name="uq_advisor_eval_cache_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_fingerprint: Mapped[str] = mapped_column(String(128), index=True)
+    task: Mapped[str] = mapped_column(String(128))
+    plan_fingerprint: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(32))  # "accuracy" | "fidelity"
+    values: Mapped[dict] = mapped_column(JSON)
+    sources: Mapped[dict] = mapped_column(JSON)
+    device: Mapped[str] = mapped_column(String(128))
+    seconds: Mapped[float] = mapped_column(Float)
+    study_name: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
+    (duplicate type errors), so there creation is serialised by an advisory lock."""
+    if engine.dialect.name != "postgresql":
+        Base.metadata.create_all(engine)
+        return
+    with engine.connect() as c:
+        c.execute(text("SELECT pg_advisory_lock(727401)"))
+        try:
+            Base.metadata.create_all(c)
+            c.commit()
+        finally:
+            c.execute(text("SELECT pg_advisory_unlock(727401)"))
+            c.commit()
 
 
 def _point_from_row(r: FrontRow) -> FrontPoint:
@@ -78,21 +134,16 @@ def _point_from_row(r: FrontRow) -> FrontPoint:
 
 def engine_for(url: str) -> Engine:
     """An engine for a SQLAlchemy URL; a plain path is taken as a SQLite file."""
-    if "://" not in url:
-        url = f"sqlite:///{url}"
+    url = normalize_url(url, create_dirs=False)
     try:
         return create_engine(url, future=True)
     except Exception as e:  # bad URL or missing driver
         raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
 
 
-def ensure_tables(engine: Engine) -> None:
-    Base.metadata.create_all(engine)
-
-
 def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint]) -> int:
     """Replace the stored front of `study_name` with `points` in one transaction (never half-written)."""
-    ensure_tables(engine)
+    create_tables(engine)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     n = 0
     with Session(engine) as s, s.begin():

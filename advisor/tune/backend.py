@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.quant.plan import PrecisionPlan
+from advisor.tune.config import ModelShape, TrialConfig
 
 
 @dataclass
@@ -40,18 +41,18 @@ class Backend(Protocol):
     task_name: str
     device: str  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
     shape: ModelShape
-    model_meta: dict[str, Any]  # family, layers ... as `advisor.results.config_view.model_info` reads it
+    model_meta: dict[str, Any]  # `advisor.models.load.model_meta`, as `advisor.results.config_view.model_info` reads it
 
     def calibration_counts(self) -> dict[int, list[int]]:
         """Routing counts per (layer, expert) of the full-precision model on the trace prompts."""
 
-    def fidelity(self, plan: PlanMap) -> Measured:
+    def fidelity(self, plan: PrecisionPlan) -> Measured:
         """fidelity_kl and fidelity_top1 of this plan against full precision."""
 
-    def accuracy(self, plan: PlanMap) -> Measured:
+    def accuracy(self, plan: PrecisionPlan) -> Measured:
         """Task accuracy under this plan: values accuracy, accuracy_n, accuracy_ci_low, accuracy_ci_high."""
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         """Record the routing of generation under this plan (routing can differ by precision)."""
 
     def replay(self, run: TraceRun, config: TrialConfig) -> Measured:

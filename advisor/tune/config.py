@@ -3,9 +3,10 @@
 Torch-free on purpose: the memory constraint is decided here from counted bytes, before any model runs,
 and `recommend`/`report` can rebuild a stored configuration without importing torch.
 
-The precision plan is made explicit (one format per (layer, expert)) before it is fingerprinted, so two
-knob settings that produce the same weights - a hot set in the layers' own format, a hot fraction that
-rounds to no expert - share one fingerprint, hence one accuracy measurement and one routing trace.
+The precision plan is built from its explicit grid (one format per (layer, expert), `PrecisionPlan.from_grid`)
+before it is fingerprinted, so two knob settings that produce the same weights - a hot set in the layers' own
+format, a hot fraction that rounds to no expert - share one fingerprint, hence one accuracy measurement and
+one routing trace.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from advisor.quant.plan import PrecisionPlan, hot_experts
+from advisor.quant.spec import canonical_name, expert_nbytes_of
 from advisor.tune.space import SearchSpace
 
 
@@ -40,8 +43,6 @@ class ModelShape:
 
     def expert_bytes(self, layer: int, fmt: str) -> int:
         """Exact bytes of one expert of `layer` in format `fmt` (payload + scales)."""
-        from advisor.quant.spec import expert_nbytes_of
-
         return expert_nbytes_of(fmt, self.hidden[layer], self.intermediate[layer])
 
     def full_bytes(self) -> int:
@@ -55,75 +56,11 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
-class PlanMap:
-    """An explicit precision plan: the format of every routed expert, layer by layer."""
-
-    formats: tuple[tuple[str, ...], ...]  # formats[layer][expert]
-
-    def precision_plan(self) -> Any:
-        """The same mapping as `advisor.quant.plan.PrecisionPlan` (torch-free): the most common format is the
-        default, each layer's most common format its layer format, the rest per-expert overrides."""
-        from advisor.quant.plan import PrecisionPlan
-
-        counts: dict[str, int] = {}
-        layer_base = []
-        for fs in self.formats:
-            c: dict[str, int] = {}
-            for f in fs:
-                c[f] = c.get(f, 0) + 1
-                counts[f] = counts.get(f, 0) + 1
-            layer_base.append(min(c, key=lambda f: (-c[f], f)))
-        default = min(counts, key=lambda f: (-counts[f], f))
-        experts = {layer: {e: f for e, f in enumerate(fs) if f != layer_base[layer]}
-                   for layer, fs in enumerate(self.formats)}
-        return PrecisionPlan(default=default, layers=dict(enumerate(layer_base)), experts=experts)
-
-    @property
-    def fingerprint(self) -> str:
-        """`PrecisionPlan.fingerprint` of this mapping: the project-wide key of plan-only measurements."""
-        return self.precision_plan().fingerprint
-
-    def format_for(self, layer: int, expert: int) -> str:
-        return self.formats[layer][expert]
-
-    def per_layer_uniform(self) -> dict[int, str] | None:
-        """{layer: format} when every layer is uniform (no hot set), else None."""
-        if all(len(set(f)) == 1 for f in self.formats):
-            return {i: f[0] for i, f in enumerate(self.formats)}
-        return None
-
-    def describe(self) -> str:
-        """Short human text, e.g. "int8" or "L0-1:int8 L2-3:int4 (+hot bf16 x2/layer)"."""
-        parts, hot = [], set()
-        for fs in self.formats:
-            counts: dict[str, int] = {}
-            for f in fs:
-                counts[f] = counts.get(f, 0) + 1
-            base = max(counts, key=lambda f: counts[f])
-            parts.append(base)
-            hot |= {(f, c) for f, c in counts.items() if f != base}
-        runs: list[str] = []
-        start = 0
-        for i in range(1, len(parts) + 1):
-            if i == len(parts) or parts[i] != parts[start]:
-                runs.append(parts[start] if (start == 0 and i == len(parts)) else
-                            f"L{start}{'' if i - 1 == start else f'-{i - 1}'}:{parts[start]}")
-                start = i
-        text = " ".join(runs)
-        if hot:
-            text += " (+hot " + ", ".join(f"{f} x{c}/layer" for f, c in sorted(hot)) + ")"
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return json.loads(self.precision_plan().to_json())
-
-
-@dataclass(frozen=True)
 class TrialConfig:
     """One point of the search space made concrete for one model."""
 
     params: dict[str, Any]
-    plan: PlanMap
+    plan: PrecisionPlan
     layer_formats: tuple[str, ...]
     hot_fraction: float
     hot_format: str
@@ -135,6 +72,8 @@ class TrialConfig:
     expert_store_bytes: int = 0
     """Counted bytes of every expert at its planned format (the host-side store)."""
     notes: dict[str, Any] = field(default_factory=dict)
+    num_experts: tuple[int, ...] = ()
+    """Routed experts per MoE layer of the model the configuration is for (the plan's grid)."""
 
     @property
     def cache_key(self) -> tuple:
@@ -144,9 +83,9 @@ class TrialConfig:
         """The configuration as stored with a trial and a front point (what `recommend`/`export` read)."""
         return {
             "params": dict(self.params),
-            "precision": self.plan.to_json(),
-            "precision_spec": self.plan.precision_plan().spec,
-            "precision_description": self.plan.describe(),
+            "precision": json.loads(self.plan.to_json()),
+            "precision_spec": self.plan.spec,
+            "precision_description": self.plan.describe(self.num_experts),
             "plan_fingerprint": self.plan.fingerprint,
             "layer_formats": list(self.layer_formats),
             "hot_fraction": self.hot_fraction,
@@ -158,29 +97,38 @@ class TrialConfig:
             "counted_expert_store_bytes": self.expert_store_bytes,
         }
 
-
-def hot_set(counts: Sequence[int], n_hot: int) -> set[int]:
-    """The `n_hot` most-routed experts (ties broken by expert id, so the set is deterministic)."""
-    order = sorted(range(len(counts)), key=lambda e: (-counts[e], e))
-    return set(order[:n_hot])
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], num_experts: Sequence[int]) -> TrialConfig:
+        """The inverse of `to_json` for a model with `num_experts` routed experts per MoE layer (the stored
+        plan is sparse; the grid needs the counts). Derived keys (spec, description, fingerprint) are not read."""
+        return cls(
+            params=dict(d.get("params") or {}),
+            plan=PrecisionPlan.from_json(d["precision"]),
+            layer_formats=tuple(d["layer_formats"]),
+            hot_fraction=float(d["hot_fraction"]),
+            hot_format=str(d["hot_format"]),
+            slots=tuple(int(s) for s in d["slots_per_layer"]),
+            policy=str(d["policy"]),
+            prefetch=str(d["prefetch"]),
+            peak_bytes=int(d.get("counted_peak_gpu_bytes", 0)),
+            expert_store_bytes=int(d.get("counted_expert_store_bytes", 0)),
+            num_experts=tuple(int(n) for n in num_experts),
+        )
 
 
 def build_plan(layer_formats: Sequence[str], hot_fraction: float, hot_format: str, shape: ModelShape,
-               counts: Mapping[int, Sequence[int]] | None) -> PlanMap:
+               counts: Mapping[int, Sequence[int]] | None) -> PrecisionPlan:
     """Per-layer formats, with each layer's hottest `hot_fraction` of experts in `hot_format`."""
-    from advisor.quant.spec import canonical_name
-
     rows = []
     for layer, n in enumerate(shape.num_experts):
         base = canonical_name(layer_formats[layer])
         row = [base] * n
-        n_hot = min(n, round(hot_fraction * n))  # the rounding PrecisionPlan.hot_cold uses
-        if n_hot > 0 and canonical_name(hot_format) != base:
+        if canonical_name(hot_format) != base:
             layer_counts = list(counts[layer]) if counts and layer in counts else [0] * n
-            for e in hot_set(layer_counts, n_hot):
+            for e in hot_experts(layer_counts, hot_fraction):
                 row[e] = canonical_name(hot_format)
-        rows.append(tuple(row))
-    return PlanMap(tuple(rows))
+        rows.append(row)
+    return PrecisionPlan.from_grid(rows)
 
 
 def allocate_slots(total: int, shape: ModelShape, rule: str, counts: Mapping[int, Sequence[int]] | None) -> list[int]:
@@ -231,17 +179,18 @@ def allocate_slots(total: int, shape: ModelShape, rule: str, counts: Mapping[int
     return slots
 
 
-def counted_peak_bytes(shape: ModelShape, plan: PlanMap, slots: Sequence[int]) -> int:
+def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[int]) -> int:
     """Resident weights + for each layer the `slots` largest experts of its plan (the most its cache can hold)."""
     total = shape.resident_bytes
+    grid = plan.grid(shape.num_experts)
     for layer, s in enumerate(slots):
-        sizes = sorted((shape.expert_bytes(layer, f) for f in plan.formats[layer]), reverse=True)
+        sizes = sorted((shape.expert_bytes(layer, f) for f in grid[layer]), reverse=True)
         total += sum(sizes[:s])
     return total
 
 
-def expert_store_bytes(shape: ModelShape, plan: PlanMap) -> int:
-    return sum(shape.expert_bytes(layer, f) for layer, fs in enumerate(plan.formats) for f in fs)
+def expert_store_bytes(shape: ModelShape, plan: PrecisionPlan) -> int:
+    return sum(shape.expert_bytes(layer, f) for layer, fs in enumerate(plan.grid(shape.num_experts)) for f in fs)
 
 
 def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShape,
@@ -260,4 +209,5 @@ def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShap
         params=dict(params), plan=plan, layer_formats=layer_formats, hot_fraction=hot_fraction,
         hot_format=hot_format, slots=tuple(slots), policy=str(params["policy"]), prefetch=str(params["prefetch"]),
         peak_bytes=counted_peak_bytes(shape, plan, slots), expert_store_bytes=expert_store_bytes(shape, plan),
+        num_experts=tuple(shape.num_experts),
     )

@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from advisor.results.store import FrontPoint
+from advisor.results.front import FrontPoint
 
 _UNITS = {
     "h2d_bytes_per_token": ("H2D/token", "bytes"),

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun
-from advisor.tune.config import ModelShape, PlanMap, TrialConfig
+from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
 
 _DTYPE_FORMAT = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
@@ -45,32 +46,13 @@ def model_shape(loaded: Any) -> ModelShape:
     )
 
 
-def model_meta(loaded: Any) -> dict[str, Any]:
-    """The MoE layout that `recommend`/`export` read from a front point (config['model_meta'])."""
-    moe = loaded.moe
-    return {
-        "family": loaded.family,
-        "name": loaded.name,
-        "fingerprint": loaded.fingerprint,
-        "is_diffusion": bool(loaded.is_diffusion),
-        "layout": moe[0].layout if moe else "",
-        "layers": [{"index": m.index, "decoder_layer": m.decoder_layer, "name": m.name,
-                    "num_experts": m.num_experts, "shared": None if m.shared is None else f"{m.name}(shared)"}
-                   for m in moe],
-        "num_experts": max(m.num_experts for m in moe),
-        "hidden_size": moe[0].hidden_size,
-        "intermediate_size": moe[0].intermediate_size,
-        "top_k": moe[0].top_k,
-        "expert_nbytes": moe[0].expert_nbytes,
-        "dtype": str(moe[0].dtype).replace("torch.", ""),
-    }
-
-
 class ModelBackend:
     """Measures trials on `loaded` with `task` (see the module docstring for the workload)."""
 
     def __init__(self, loaded: Any, task: Any, settings: EvaluationSettings, *, profile: Any = None,
                  accuracy_fn: Callable[[Any, Any], Measured] | None = None):
+        from advisor.models.load import model_meta  # lazy like every torch import here: importing stays cheap
+
         self.loaded, self.task, self.settings = loaded, task, settings
         self.profile = profile
         self.model_name = str(loaded.name)
@@ -142,14 +124,14 @@ class ModelBackend:
             rows.append(torch.cat([p, tail]))
         return reference_logits(self.loaded, torch.stack(rows))
 
-    def _runtime(self, plan: PlanMap) -> Any:
+    def _runtime(self, plan: PrecisionPlan) -> Any:
         """The quantized runtime of a plan (not attached: callers attach it around one run)."""
         fp = plan.fingerprint
         if fp not in self._runtimes:
             from advisor.quant.apply import quantize_experts
 
             self._runtimes.clear()  # keep one plan's quantized copy in memory at a time
-            self._runtimes[fp] = quantize_experts(self.loaded, plan.precision_plan(), attach=False)
+            self._runtimes[fp] = quantize_experts(self.loaded, plan, attach=False)
         return self._runtimes[fp]
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
@@ -175,7 +157,7 @@ class ModelBackend:
             self._calibration = {i: [int(x) for x in c] for i, c in enumerate(trace.expert_counts())}
         return self._calibration
 
-    def fidelity(self, plan: PlanMap) -> Measured:
+    def fidelity(self, plan: PrecisionPlan) -> Measured:
         from advisor.eval.fidelity import fidelity
 
         t0 = time.perf_counter()
@@ -187,7 +169,7 @@ class ModelBackend:
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
                         {"fidelity_kl": src, "fidelity_top1": src}, time.perf_counter() - t0)
 
-    def accuracy(self, plan: PlanMap) -> Measured:
+    def accuracy(self, plan: PrecisionPlan) -> Measured:
         if self._accuracy_fn is not None:
             return self._accuracy_fn(self, plan)
         from advisor.eval.run import evaluate
@@ -201,7 +183,7 @@ class ModelBackend:
             {"accuracy": src}, float(res.seconds),
         )
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         trace, tokens, seconds = self._record(self._runtime(plan))
         run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint)
         run.trace.meta["plan_fingerprint"] = plan.fingerprint
@@ -216,7 +198,7 @@ class ModelBackend:
             run._sequences = seqs  # type: ignore[attr-defined]
         hot = self._hot_sets() if config.policy == "static_hot" else None
         stats = simulate(run.trace, slots_per_layer=list(config.slots), policy=config.policy,
-                         plan=config.plan.precision_plan(), prefetch=config.prefetch, profile=self.profile,
+                         plan=config.plan, prefetch=config.prefetch, profile=self.profile,
                          hot=hot, sequences=seqs)
         counted = f"counted:trace-replay({run.tokens} tokens,{run.device})"
         return Measured(
@@ -240,7 +222,7 @@ class ModelBackend:
         from advisor.offload.runtime import OffloadRuntime
 
         dev = self.loaded.device
-        rt = OffloadRuntime(self.loaded, config.plan.precision_plan(), slots_per_layer=list(config.slots),
+        rt = OffloadRuntime(self.loaded, config.plan, slots_per_layer=list(config.slots),
                             policy=config.policy, prefetch=config.prefetch, device=dev, profile=self.profile,
                             hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False)
         on_cuda = dev.type == "cuda"

@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
 from advisor.tune.backend import Backend, Measured, TraceRun
-from advisor.tune.config import PlanMap, TrialConfig, build_config
+from advisor.tune.config import TrialConfig, build_config
 from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
@@ -101,10 +102,10 @@ class Objective:
             or params.get("policy") == "static_hot"
         return build_config(self.space, params, shape, self.counts() if needs_counts else None)
 
-    def _key(self, plan: PlanMap, kind: str) -> CacheKey:
+    def _key(self, plan: PrecisionPlan, kind: str) -> CacheKey:
         return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, self.settings_key, kind)
 
-    def fidelity(self, plan: PlanMap) -> tuple[Measured, bool]:
+    def fidelity(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
         fp = plan.fingerprint
         if fp in self._fidelity:
             return self._fidelity[fp], True
@@ -120,20 +121,20 @@ class Objective:
         self._fidelity[fp] = m
         return m, False
 
-    def cached_accuracy(self, plan: PlanMap) -> Measured | None:
+    def cached_accuracy(self, plan: PrecisionPlan) -> Measured | None:
         hit = self.cache.get(self._key(plan, "accuracy"))
         if hit is None:
             return None
         return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
 
-    def measure_accuracy(self, plan: PlanMap) -> Measured:
+    def measure_accuracy(self, plan: PrecisionPlan) -> Measured:
         m = self.backend.accuracy(plan)
         self.counters["accuracy_evaluations"] += 1
         self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
                        seconds=m.seconds, study_name=self.study_name)
         return m
 
-    def trace(self, plan: PlanMap) -> TraceRun:
+    def trace(self, plan: PrecisionPlan) -> TraceRun:
         fp = plan.fingerprint
         if fp not in self._traces:
             self._traces[fp] = self.backend.trace(plan)
@@ -247,12 +248,10 @@ class Objective:
         return out, srcs
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
-        p = self._profile()
-        return nbytes / (p.h2d_gbps_pinned * 1e9) * 1e3 + copies * p.copy_latency_us / 1e3
+        return self._profile().transfer_ms(nbytes, copies)
 
     def _transfer_source(self) -> str:
-        p = self._profile()
-        return f"modelled:{p.name}(bw={p.h2d_gbps_pinned:g}GB/s,lat={p.copy_latency_us:g}us)"
+        return self._profile().transfer_source
 
     def _profile(self) -> Any:
         if self.profile is None:

@@ -6,20 +6,12 @@ No torch, no optuna: `advisor pareto` reads the project's own tables.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from advisor.results.store import FrontPoint
+from advisor.files import atomic_path
+from advisor.results.front import FrontPoint
 from advisor.tune.display import config_text, human_bytes
-
-
-def _atomic_path(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return tmp
 
 
 def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
@@ -91,14 +83,11 @@ def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     place_labels(ax, list(zip(xs, ys, strict=True)), [f"#{p.trial_number}" for p in points])
-    tmp = _atomic_path(path)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -121,11 +110,6 @@ def write_html(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
         text=hover, hoverinfo="text",
     ))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white")
-    tmp = _atomic_path(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

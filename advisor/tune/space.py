@@ -33,21 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.results.front import METRICS
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
 """The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
 
 DIRECTIONS = ("minimize", "maximize")
-OBJECTIVE_METRICS = (
-    "h2d_bytes_per_token",
-    "transfer_ms_per_token",
-    "latency_ms_per_token",
-    "accuracy",
-    "fidelity_kl",
-    "fidelity_top1",
-    "peak_gpu_bytes",
-    "hit_rate",
-)
 DEFAULT_OBJECTIVES = {"h2d_bytes_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
 ALLOCATIONS = ("uniform", "by_frequency")
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
@@ -441,8 +432,8 @@ class _Validator:
         if not isinstance(objectives, dict) or not objectives:
             self.fail("objectives", "must be a table of metric = \"minimize\" | \"maximize\"")
         for metric, direction in objectives.items():
-            if metric not in OBJECTIVE_METRICS:
-                self.fail(f"objectives.{metric}", f"unknown metric; choose from {', '.join(OBJECTIVE_METRICS)}")
+            if metric not in METRICS:
+                self.fail(f"objectives.{metric}", f"unknown metric; choose from {', '.join(METRICS)}")
             if direction not in DIRECTIONS:
                 self.fail(f"objectives.{metric}", 'direction must be "minimize" or "maximize"')
 

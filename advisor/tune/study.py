@@ -23,8 +23,9 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.results import storage as st
 from advisor.results.evalcache import EvalCache
-from advisor.results.registry import create_tables, register_study
-from advisor.results.store import FrontPoint, save_front
+from advisor.results.front import FrontPoint
+from advisor.results.registry import register_study
+from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
 from advisor.tune.objective import Objective
 from advisor.tune.space import SearchSpace

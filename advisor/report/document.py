@@ -1,0 +1,321 @@
+"""The report as a document: every table, paragraph and provenance line, and `report.json`, composed from
+the numbers the other modules produced (prose only; nothing is measured here)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.report.data import StudyData, TrialRecord
+from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table
+from advisor.report.select import (
+    BASELINE_FORMATS,
+    BudgetAnswer,
+    HeadlineRow,
+    accuracy_reference,
+    accuracy_rows,
+    interval,
+)
+from advisor.report.workbench import Workbench
+
+
+@dataclass
+class ReportContext:
+    data: StudyData
+    trials: list[TrialRecord]
+    wb: Workbench
+    runs: dict[str, Any]
+    sweep: Any
+    headline: list[HeadlineRow]
+    memory: float
+    memory_why: str
+    recommended: list[dict[str, Any]]
+    blocks: dict[str, Any]
+    figures: dict[str, Path]
+    policies: list[str]
+    max_accuracy_drop: float
+    answers: list[BudgetAnswer] = field(default_factory=list)
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "__dataclass_fields__"):
+        return asdict(o)
+    return str(o)
+
+
+def report_json(c: ReportContext) -> dict[str, Any]:
+    """Every number of the report, with trial numbers, for scripts and for checking against storage."""
+    sw = c.sweep
+    return {
+        "schema": "moe-advisor/report@1",
+        "study": c.data.name,
+        "storage": c.data.storage,
+        "model": c.data.setting("model"),
+        "model_fingerprint": c.wb.loaded.fingerprint,
+        "task": c.wb.settings.task,
+        "reference_memory_bytes": c.memory,
+        "reference_memory_rule": c.memory_why,
+        "baseline": {"precision": "fp16", "h2d_bytes_per_token": sw.baseline_bytes_per_token,
+                     "transfer_ms_per_token": sw.baseline_ms_per_token, "source": "counted:trace-replay(0 slots)",
+                     "time_source": sw.time_source},
+        "headline": [asdict(r) for r in c.headline],
+        "answer_by_budget": [{"budget": a.label, "memory_bytes": a.memory_bytes, "rule": a.rule,
+                              "rows": [{**asdict(r), "policy": a.policies.get(r.trial) if r.trial is not None else None,
+                                        "transfer_time_cut": _time_cut(r, c.sweep)} for r in a.rows]}
+                             for a in c.answers],
+        "accuracy": [asdict(r) for r in accuracy_rows(c.trials)],
+        "sweep": {"points": [asdict(p) for p in sw.points], "expert_bytes": sw.expert_bytes,
+                  "traces": {k: asdict(v) for k, v in sw.traces.items()}, "policies": sw.policies},
+        "recommended": c.recommended,
+        "block_reuse": c.blocks,
+        "trials": {"finished": len(c.data.trials), "feasible": len(c.trials), "failed": c.data.n_failed,
+                   "total": c.data.n_total},
+        "figures": {k: f"figures/{p.name}" for k, p in c.figures.items()},
+    }
+
+
+def _mib(n: float | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.3f} MiB"
+
+
+def _kib(n: float | None) -> str:
+    return "-" if n is None else f"{n / 2**10:.1f} KiB"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _pp(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f} pt"
+
+
+def compose(c: ReportContext) -> Document:
+    from advisor.hardware.profiles import format_bytes
+
+    d, sw, wb = c.data, c.sweep, c.wb
+    model = d.setting("model")
+    doc = Document(f"Expert precision x expert caching: {model} on {wb.settings.task} (study {d.name})")
+    doc.add(Para(
+        f"This report answers, for **{model}** (fingerprint `{wb.loaded.fingerprint}`) on the task "
+        f"**{wb.settings.task}**: how much do INT8/INT4 experts plus a GPU expert cache cut host-to-device (H2D) "
+        "expert transfer, and what does accuracy lose? Every number below was produced by this project's own "
+        "measurements; the last section says how each was obtained."
+    ))
+
+    doc.add(Heading("Headline: transfer saved and accuracy lost, at equal GPU memory"))
+    doc.add(Para(
+        f"Reference memory: **{format_bytes(c.memory)}** of GPU memory ({c.memory_why}). For each precision, the "
+        "stored trial with the fewest H2D bytes per generated token whose peak GPU memory fits that reference; "
+        "bytes, time, hit rate and accuracy are that trial's stored values (trial number given)."
+    ))
+    base_acc_t, base_acc_why = accuracy_reference(c.trials)
+    base_acc = base_acc_t.values.get("accuracy") if base_acc_t else None
+    rows = [["fp16, no cache (baseline)", "-", "0", "0", _kib(sw.baseline_bytes_per_token), "0%",
+             f"{sw.baseline_ms_per_token:.4g}", "0", _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None),
+             "0 pt"]]
+    for r in c.headline:
+        if r.trial is None:
+            rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
+            continue
+        rows.append([
+            r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _mib(r.expert_cache_bytes),
+            _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
+            f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
+            f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-",
+            _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change),
+        ])
+    doc.add(Table(["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
+                   "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"], rows,
+                  caption="Transfer cut = 1 - (H2D bytes/token) / (FP16-no-cache bytes/token). "
+                          "Accuracy change is against the FP16 plan's stored accuracy."))
+    doc.add(Para("**Definitions.** *FP16-no-cache baseline*: no expert stays on the GPU between forwards; every "
+                 "routed expert a forward needs is copied for that forward, once per MoE layer, at FP16 size - "
+                 "bytes = sum over forwards and MoE layers of (distinct experts routed) x (one expert's FP16 bytes), "
+                 "divided by generated tokens; counted by replaying the FP16 plan's routing trace with zero slots. "
+                 "*Equal GPU memory*: every precision gets the same GPU memory (resident weights are identical, so "
+                 "this is the same expert-cache byte budget); a smaller format fits more experts in it (INT8 about "
+                 "2x the FP16 slots, INT4 about 3-4x, scales included). *Per token*: per generated token of the "
+                 "study's trace workload. Accuracy reference: " + base_acc_why + "."))
+    doc.add(Table(["precision", "GPU slots/layer", "expert cache", "policy", "H2D / token", "transfer cut"],
+                  equal_memory_replay(c),
+                  caption="The same question answered by trace replay at exactly equal expert-cache memory (the "
+                          "FP16 headline trial's cache bytes; each precision takes as many slots as fit, with the "
+                          "best policy of the study). Replay values, not stored trials: they fill gaps in what the "
+                          "study sampled."))
+    doc.add(Bullets(_answer_lines(c)))
+    if c.answers:
+        sizes = "; ".join(f"{a.label} = {format_bytes(a.memory_bytes)}" for a in c.answers)
+        doc.add(Table(["GPU budget", "precision", "trial", "GPU slots/layer", "policy", "H2D / token",
+                       "transfer cut", "transfer ms / token", "time cut", "accuracy [95% CI]", "accuracy change"],
+                      budget_rows(c),
+                      caption=f"The answer at several GPU budgets ({sizes}; each = {c.answers[0].rule}, with that "
+                              "budget's share): per precision, the stored trial with the fewest H2D bytes per token "
+                              "that fits. Cuts are against FP16 without a cache; time is the transfer time."))
+
+    doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
+    doc.add(Figure(c.figures["transfer_vs_slots"],
+                   "H2D bytes (left, counted) and transfer time (right, " + sw.time_source + ") per generated token "
+                   "vs GPU expert slots per MoE layer; one curve per precision and policy; dotted: Belady's MIN "
+                   "(an upper bound on any policy's hits); black line: FP16 with no cache."))
+    doc.add(Figure(c.figures["transfer_vs_memory"],
+                   "The same curves against GPU expert-cache memory: at equal memory, lower-precision experts "
+                   "both fit more slots and move fewer bytes per miss."))
+    doc.add(Table(
+        ["precision", "policy", *[str(s) for s in sw.slot_grid]],
+        [[f, p, *[_kib(pt.bytes_per_token) for pt in sw.curve(f, p)]] for f in sw.expert_bytes
+         for p in [*sw.policies, "belady"]],
+        caption="H2D per generated token by slots per layer (columns), by trace replay.",
+    ))
+
+    doc.add(Heading("Accuracy per precision plan"))
+    doc.add(Figure(c.figures["accuracy"], "Task accuracy with 95% confidence interval (Wilson) and fidelity "
+                                          "against the full-precision model (top-1 agreement, KL) per plan."))
+    doc.add(Table(["plan", "trials", "accuracy", "95% CI", "n", "fidelity top-1", "fidelity KL", "source"],
+                  [[r.plan, ", ".join(f"#{n}" for n in r.trials[:6]) + (" ..." if len(r.trials) > 6 else ""),
+                    r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low is not None else "-", r.n,
+                    r.fidelity_top1, r.fidelity_kl, r.source] for r in accuracy_rows(c.trials)]))
+
+    doc.add(Heading("Pareto front: transfer vs accuracy vs memory"))
+    doc.add(Figure(c.figures["pareto"], "Every feasible trial; red: the stored Pareto front; stars: what "
+                                        f"`advisor recommend` picks at the budgets shown (lowest transfer, accuracy "
+                                        f"within {c.max_accuracy_drop:.0%} of the study's full-precision plan)."))
+    if c.recommended:
+        doc.add(Table(["budget", "trial", "H2D / token", "accuracy", "peak GPU memory"],
+                      [[format_bytes(r["budget_bytes"]), f"#{r['trial']}", _kib(r["values"].get("h2d_bytes_per_token")),
+                        r["values"].get("accuracy"), format_bytes(r["values"].get("peak_gpu_bytes", 0))]
+                       for r in c.recommended]))
+
+    _block_section(doc, c)
+    _provenance(doc, c)
+    return doc
+
+
+def _time_cut(r: HeadlineRow, sw: Any) -> float | None:
+    if r.transfer_ms_per_token is None or not sw.baseline_ms_per_token:
+        return None
+    return 1.0 - r.transfer_ms_per_token / sw.baseline_ms_per_token
+
+
+def budget_rows(c: ReportContext) -> list[list[Any]]:
+    """The rows of the several-budgets answer table (also what the README quotes)."""
+    rows = []
+    for a in c.answers:
+        for r in a.rows:
+            if r.trial is None:
+                rows.append([a.label, r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
+                continue
+            rows.append([a.label, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), a.policies.get(r.trial),
+                         _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
+                         f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
+                         _pct(_time_cut(r, c.sweep)), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)])
+    return rows
+
+
+def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
+    """Per precision, the largest slot count whose cache fits the FP16 headline trial's cache bytes (replay)."""
+    sw = c.sweep
+    ref = next((r.expert_cache_bytes for r in c.headline if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
+               None)
+    if ref is None:
+        return [["-", "-", "-", "-", "no FP16 trial in the headline: no reference cache size", "-"]]
+    rows = []
+    for fmt in sw.expert_bytes:
+        pts = [p for p in sw.points if p.precision == fmt and p.policy in sw.policies and p.cache_bytes <= ref]
+        if not pts:
+            rows.append([fmt, "-", "-", "-", "not even one slot per layer fits", "-"])
+            continue
+        top = max(p.slots for p in pts)
+        best = min((p for p in pts if p.slots == top), key=lambda p: p.bytes_per_token)
+        rows.append([fmt, best.slots, _mib(best.cache_bytes), best.policy, _kib(best.bytes_per_token),
+                     _pct(1 - best.bytes_per_token / sw.baseline_bytes_per_token)])
+    return rows
+
+
+def _acc_text(acc: float | None, ci: tuple[float, float] | None) -> str:
+    if acc is None:
+        return "-"
+    return f"{acc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _slots_text(slots: list[int] | None) -> str:
+    if not slots:
+        return "-"
+    return str(slots[0]) if len(set(slots)) == 1 else ",".join(map(str, slots))
+
+
+def _answer_lines(c: ReportContext) -> list[str]:
+    """The direct answer in words, generated from the headline rows (no number typed by hand)."""
+    lines = []
+    for r in c.headline:
+        if r.trial is None:
+            lines.append(f"{r.precision}: {r.note}.")
+            continue
+        acc = "accuracy change not measured" if r.accuracy_change is None else \
+            f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs FP16)"
+        lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU slots per layer "
+                     f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs FP16 without a "
+                     f"cache; {acc}.")
+    return lines
+
+
+def _block_section(doc: Document, c: ReportContext) -> None:
+    doc.add(Heading("Block diffusion: expert reuse across denoising steps"))
+    if not c.blocks.get("rows"):
+        doc.add(Para("Not measured: the study's model is autoregressive (or no block lengths were asked for)."))
+        return
+    doc.add(Para(
+        "A diffusion LLM denoises a block over several steps, each a full forward. One forward touches many more "
+        "distinct experts per layer than one autoregressive token, but consecutive steps of one block route "
+        "almost the same way: that reuse is what a GPU expert cache turns into hits. Traces of the study's model "
+        "(full precision, the study's prompts, one token unmasked per step) at several block lengths:"))
+    doc.add(Figure(c.figures["block_reuse"], "Left: distinct experts per MoE layer per forward. Middle: Jaccard "
+                   "overlap of the expert sets of consecutive forwards, within a block vs across a block boundary. "
+                   "Right: cache hit rate vs slots (share of a layer's experts) by block length."))
+    doc.add(Table(["model", "block length", "forwards", "distinct experts / layer / forward", "max",
+                   "Jaccard within block", "Jaccard across blocks", "no-cache MiB / token"],
+                  [[r["model"], r["block_length"], r["forwards"], r["distinct_mean"], r["distinct_max"],
+                    r["jaccard_within_block"], r["jaccard_across_blocks"], r["no_cache_bytes_per_token"] / 2**20]
+                   for r in c.blocks["rows"]]))
+
+
+def _provenance(doc: Document, c: ReportContext) -> None:
+    d, sw, wb = c.data, c.sweep, c.wb
+    p = wb.profile
+    ev = wb.settings
+    trace_rows = [[k, v.forwards, v.layers, v.routed_rows, v.lookups, v.tokens] for k, v in sw.traces.items()]
+    devices = sorted({str(t.attrs.get("device", d.setting("device", default="?"))) for t in c.trials})
+    sources: dict[str, set[str]] = {}
+    for t in c.trials:
+        for k, v in t.sources.items():
+            sources.setdefault(k, set()).add(v)
+    doc.add(Heading("How every number was obtained"))
+    doc.add(Bullets([
+        f"Study `{d.name}` in `{d.storage}`: {len(d.trials)} finished trials ({len(c.trials)} within the memory "
+        f"budget), {d.n_failed} failed, {d.n_total} in all; sampler {d.setting('sampler', default='?')}; search "
+        f"space `{d.setting('space', default='?')}`; objectives {', '.join(d.objectives) or '-'}.",
+        f"Model `{d.setting('model')}`, fingerprint `{wb.loaded.fingerprint}` (checked equal to the stored one); "
+        f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
+        f"top-{wb.loaded.moe[0].top_k}.",
+        f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",
+        f"Workload (accuracy): task {ev.task}, {ev.limit} examples, seed {ev.seed}. Workload (transfer): the task's "
+        f"first {ev.trace_prompts} prompts, batch 1, the family's decoding, {wb.backend.max_new_tokens} new tokens "
+        f"each; fidelity on {ev.fidelity_prompts} prompts.",
+        "H2D bytes: counted exactly (each expert's payload plus its scales at its format) by replaying routing "
+        "traces through the same cache-policy objects the offload runtime uses.",
+        f"Transfer time: {sw.time_source} - modelled from hardware profile `{p.name}` (pinned "
+        f"{p.h2d_gbps_pinned:g} GB/s, {p.copy_latency_us:g} us per copy; profile source: {p.source}) unless the "
+        "trial sources below say measured.",
+        "Stored metric sources: " + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(sources.items())),
+        "Headline check: each headline trial, replayed on a fresh trace here, moves "
+        + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
+                    for r in c.headline if r.trial is not None) + ".",
+        "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
+        "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
+        "Routing under quantized experts is recorded per precision (it can differ from FP16).",
+    ]))
+    doc.add(Table(["trace (precision)", "forwards", "MoE layers", "routed rows", "cache look-ups", "generated tokens"],
+                  trace_rows, caption="Routing traces replayed for this report."))

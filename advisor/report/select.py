@@ -1,0 +1,270 @@
+"""Which stored trials a report shows: feasible trials, their plans, the headline rows at equal memory,
+the accuracy reference and the recommended points. Plain data in, plain data out (no model runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.report.data import StudyData, TrialRecord
+
+PRECISIONS = ("fp16", "int8", "int4")
+BASELINE_FORMATS = ("fp16", "bf16")
+SWEEP_POLICIES_MAX = 4
+
+
+@dataclass
+class HeadlineRow:
+    """One precision at the reference memory: stored trial values, and the reduction they imply."""
+
+    precision: str
+    trial: int | None
+    slots_per_layer: list[int] | None
+    expert_cache_bytes: int | None
+    peak_gpu_bytes: float | None
+    h2d_bytes_per_token: float | None
+    transfer_ms_per_token: float | None
+    hit_rate: float | None
+    accuracy: float | None
+    accuracy_ci: tuple[float, float] | None
+    accuracy_n: float | None
+    accuracy_source: str | None
+    reduction_vs_baseline: float | None
+    accuracy_change: float | None
+    replayed_bytes_per_token: float | None = None
+    note: str = ""
+
+
+def feasible_trials(data: StudyData) -> list[TrialRecord]:
+    """Finished trials that ran (over-budget trials carry placeholder values and are left out)."""
+    return [t for t in data.trials if t.attrs.get("feasible", True) is not False]
+
+
+def plan_formats(t: TrialRecord) -> set[str]:
+    """Every expert format of a trial's precision plan (as `advisor tune` stored it)."""
+    prec = t.config.get("precision")
+    if isinstance(prec, dict):
+        from advisor.quant.plan import PrecisionPlan
+
+        try:
+            return set(PrecisionPlan.from_json(json.dumps(prec)).formats_used())
+        except (UserError, ValueError, KeyError, TypeError):
+            pass
+    plan = t.config.get("plan")
+    if isinstance(plan, dict) and isinstance(plan.get("formats"), list):
+        return {str(f) for row in plan["formats"] for f in row}
+    u = t.uniform_format
+    return {u} if u else set()
+
+
+def uniform_precision(t: TrialRecord) -> str | None:
+    fmts = plan_formats(t)
+    return next(iter(fmts)) if len(fmts) == 1 else None
+
+
+def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> int | None:
+    """Counted GPU expert-cache bytes of a uniform-plan trial: sum over layers of slots x expert bytes."""
+    fmt = uniform_precision(t)
+    slots = t.config.get("slots_per_layer")
+    if fmt is None or not isinstance(slots, list) or fmt not in expert_bytes:
+        return None
+    return int(sum(int(s) * b for s, b in zip(slots, expert_bytes[fmt], strict=False)))
+
+
+def plan_label(t: TrialRecord) -> str:
+    if isinstance(t.config.get("precision_description"), str):
+        return t.config["precision_description"]
+    plan = t.config.get("plan")
+    if isinstance(plan, dict) and plan.get("describe"):
+        return str(plan["describe"])
+    return t.plan_label
+
+
+def reference_memory(data: StudyData, trials: Sequence[TrialRecord], override: int | None) -> tuple[float, str]:
+    """The GPU memory every precision gets in the headline, and why that value."""
+    if override is not None:
+        return float(override), "given with --memory"
+    budget = data.setting("budget_bytes")
+    if budget:
+        return float(budget), "the study's memory budget"
+    base = [t.values["peak_gpu_bytes"] for t in trials
+            if uniform_precision(t) in BASELINE_FORMATS and "peak_gpu_bytes" in t.values]
+    if base:
+        return float(max(base)), "the most GPU memory any FP16 trial of the study used (no budget was set)"
+    mem = sorted(t.values["peak_gpu_bytes"] for t in trials if "peak_gpu_bytes" in t.values)
+    if not mem:
+        raise UserError(f"study {data.name!r} records no peak_gpu_bytes; it was not written by `advisor tune`")
+    return float(mem[len(mem) // 2]), "the median GPU memory of the study's trials (no budget, no FP16 trial)"
+
+
+def memory_spec(spec: str) -> float | int:
+    """One `--memory` value checked before any model loads: a share in (0, 1] ("25%"), or a size in bytes."""
+    from advisor.hardware.profiles import parse_budget
+
+    spec = spec.strip()
+    if not spec.endswith("%"):
+        return parse_budget(spec)
+    try:
+        share = float(spec[:-1]) / 100
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise UserError(f"--memory {spec!r}: a share must be between 0% and 100%, e.g. 25%")
+    return share
+
+
+def budget_memory(spec: str, shape: Any) -> tuple[float, str]:
+    """GPU memory of one `--memory` value: a size ("1.5MiB"), or "25%" = the resident (non-expert) weights plus
+    that share of every routed expert at FP16 - the budgets real offloading runs under."""
+    value = memory_spec(spec)
+    if isinstance(value, int):
+        return float(value), f"{spec.strip()}, given with --memory"
+    experts = sum(n * shape.expert_bytes(layer, "fp16") for layer, n in enumerate(shape.num_experts))
+    return shape.resident_bytes + value * experts, f"resident weights + {spec.strip()} of the FP16 expert bytes"
+
+
+@dataclass
+class BudgetAnswer:
+    """The headline question answered at one GPU budget: per precision, its best stored trial."""
+
+    label: str
+    memory_bytes: float
+    rule: str
+    rows: list[HeadlineRow]
+    policies: dict[int, str]
+
+
+def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:
+    """The trial whose accuracy is the FP16 reference (accuracy depends on the plan only)."""
+    for fmts in (BASELINE_FORMATS, ("fp32",)):
+        cands = [t for t in trials if uniform_precision(t) in fmts and "accuracy" in t.values]
+        if cands:
+            return min(cands, key=lambda t: t.number), f"stored accuracy of the {uniform_precision(cands[0])} plan"
+    return None, "no FP16 plan in the study: accuracy change not available"
+
+
+def interval(t: TrialRecord) -> tuple[float, float] | None:
+    d = t.attrs.get("accuracy_detail") or {}
+    lo, hi = d.get("accuracy_ci_low"), d.get("accuracy_ci_high")
+    return (float(lo), float(hi)) if lo is not None and hi is not None else None
+
+
+def headline_rows(
+    trials: Sequence[TrialRecord],
+    memory: float,
+    baseline_bytes: float,
+    expert_bytes: dict[str, list[int]],
+    precisions: Sequence[str] = PRECISIONS,
+) -> list[HeadlineRow]:
+    """Per precision, the stored trial with the least H2D bytes/token within `memory` (ties: more accurate)."""
+    ref, _ = accuracy_reference(trials)
+    ref_acc = ref.values.get("accuracy") if ref else None
+    rows = []
+    for prec in precisions:
+        same = [t for t in trials if _same_format(uniform_precision(t), prec) and "h2d_bytes_per_token" in t.values]
+        fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
+        if not fit:
+            why = "no trial of this precision in the study" if not same else "no trial of this precision fits"
+            rows.append(HeadlineRow(prec, None, None, None, None, None, None, None, None, None, None, None, None,
+                                    None, note=why))
+            continue
+        best = min(fit, key=lambda t: (t.values["h2d_bytes_per_token"], -t.values.get("accuracy", 0.0), t.number))
+        v = best.values
+        acc = v.get("accuracy")
+        d = best.attrs.get("accuracy_detail") or {}
+        rows.append(HeadlineRow(
+            precision=uniform_precision(best) or prec,
+            trial=best.number,
+            slots_per_layer=list(best.config.get("slots_per_layer") or []),
+            expert_cache_bytes=expert_cache_bytes(best, expert_bytes),
+            peak_gpu_bytes=v.get("peak_gpu_bytes"),
+            h2d_bytes_per_token=v["h2d_bytes_per_token"],
+            transfer_ms_per_token=v.get("transfer_ms_per_token"),
+            hit_rate=v.get("hit_rate"),
+            accuracy=acc,
+            accuracy_ci=interval(best),
+            accuracy_n=d.get("accuracy_n"),
+            accuracy_source=best.sources.get("accuracy"),
+            reduction_vs_baseline=(1.0 - v["h2d_bytes_per_token"] / baseline_bytes) if baseline_bytes > 0 else None,
+            accuracy_change=(acc - ref_acc) if acc is not None and ref_acc is not None else None,
+        ))
+    return rows
+
+
+def _same_format(fmt: str | None, prec: str) -> bool:
+    if fmt is None:
+        return False
+    if prec in BASELINE_FORMATS:
+        return fmt in BASELINE_FORMATS
+    return fmt == prec or fmt.startswith(prec + ":")
+
+
+def trial_policies(data: StudyData) -> list[str]:
+    """Policies the study's trials used (most used first), at most SWEEP_POLICIES_MAX; LRU if none."""
+    counts: dict[str, int] = {}
+    for t in data.trials:
+        p = t.config.get("policy")
+        if isinstance(p, str):
+            counts[p] = counts.get(p, 0) + 1
+    pols = sorted(counts, key=lambda p: (-counts[p], p))[:SWEEP_POLICIES_MAX]
+    return pols or ["lru"]
+
+
+def recommended_points(data: StudyData, max_accuracy_drop: float, n_budgets: int = 3) -> list[dict[str, Any]]:
+    """`advisor.recommend` at a few memory budgets spanning the stored front (lowest transfer, accuracy floor)."""
+    from advisor.recommend import Query, recommend
+
+    pts = [p for p in data.front if "peak_gpu_bytes" in p.values]
+    if not pts:
+        return []
+    mems = sorted({p.values["peak_gpu_bytes"] for p in pts})
+    picks = sorted({mems[round(i * (len(mems) - 1) / max(1, n_budgets - 1))] for i in range(n_budgets)})
+    out, seen = [], set()
+    for budget in picks:
+        rec = recommend(pts, Query(budget_bytes=int(budget), max_accuracy_drop=max_accuracy_drop, study=data.name))
+        if rec.chosen is None:
+            continue
+        p = rec.chosen.point
+        key = (p.trial_number, budget)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"budget_bytes": int(budget), "trial": p.trial_number, "values": dict(p.values),
+                    "reasons": list(rec.reasons)})
+    return out
+
+
+@dataclass
+class AccuracyRow:
+    plan: str
+    plan_fingerprint: str
+    trials: list[int]
+    accuracy: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: float | None
+    fidelity_kl: float | None
+    fidelity_top1: float | None
+    source: str
+
+
+def accuracy_rows(trials: Sequence[TrialRecord]) -> list[AccuracyRow]:
+    """One row per distinct precision plan (accuracy is measured once per plan and shared by its trials)."""
+    by_plan: dict[str, list[TrialRecord]] = {}
+    for t in trials:
+        fp = str(t.attrs.get("plan_fingerprint") or plan_label(t))
+        by_plan.setdefault(fp, []).append(t)
+    rows = []
+    for fp, ts in by_plan.items():
+        t = min(ts, key=lambda t: t.number)
+        ci = interval(t)
+        d = t.attrs.get("accuracy_detail") or {}
+        rows.append(AccuracyRow(plan_label(t), fp, sorted(x.number for x in ts), t.values.get("accuracy"),
+                                ci[0] if ci else None, ci[1] if ci else None, d.get("accuracy_n"),
+                                t.values.get("fidelity_kl"), t.values.get("fidelity_top1"),
+                                t.sources.get("accuracy", "-")))
+    return sorted(rows, key=lambda r: (-(r.fidelity_top1 or 0.0), r.plan))

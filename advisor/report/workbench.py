@@ -1,0 +1,64 @@
+"""The study's model, task and settings rebuilt to record and replay traces exactly as the tuner did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.report.data import StudyData, TrialRecord
+
+
+@dataclass
+class Workbench:
+    """The study's model, task and settings, rebuilt to record traces exactly as the tuner did."""
+
+    data: StudyData
+    loaded: Any
+    backend: Any
+    profile: Any
+    settings: Any
+
+    @classmethod
+    def open(cls, data: StudyData) -> Workbench:
+        from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
+        from advisor.models.load import load_model
+        from advisor.tune.model_backend import ModelBackend
+        from advisor.tune.space import EvaluationSettings
+
+        model = data.setting("model")
+        if not model:
+            raise UserError(f"study {data.name!r} does not record its model; it was not written by `advisor tune`")
+        loaded = load_model(str(model))
+        stored_fp = data.setting("model_fingerprint")
+        if stored_fp and str(stored_fp) != str(loaded.fingerprint):
+            raise UserError(f"model {model!r} has changed since study {data.name!r} ran (fingerprint "
+                            f"{loaded.fingerprint} != stored {stored_fp}); report on the model the study measured")
+        ev = dict(data.setting("evaluation", default={}) or {})
+        task_name = str(ev.pop("task", None) or data.setting("task", default="toy"))
+        known = set(EvaluationSettings.__dataclass_fields__)
+        settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
+        from advisor.eval.tasks import get_task
+
+        task = get_task(task_name, limit=settings.limit, seed=settings.seed)
+        hw = data.setting("hardware", default={}) or {}
+        profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
+        backend = ModelBackend(loaded, task, settings, profile=profile)
+        return cls(data, loaded, backend, profile, settings)
+
+    def uniform_plan(self, fmt: str) -> Any:
+        from advisor.tune.config import build_plan
+
+        shape = self.backend.shape
+        return build_plan([fmt] * shape.n_layers, 0.0, fmt, shape, None)
+
+    def trace(self, fmt: str) -> Any:
+        return self.backend.trace(self.uniform_plan(fmt))
+
+    def replay_stored(self, run: Any, t: TrialRecord) -> float:
+        """Bytes/token of a stored uniform-plan trial, replayed on a fresh trace (must equal the stored value)."""
+        from advisor.tune.config import TrialConfig
+
+        cfg = TrialConfig.from_json(t.config, self.backend.shape.num_experts)
+        m = self.backend.replay(run, cfg)
+        return m.values["bytes_h2d"] / max(1, run.tokens)

@@ -1,0 +1,70 @@
+"""The fast read path of stored fronts: needs neither SQLAlchemy nor torch.
+
+`recommend` and `export` must answer in well under a second; importing SQLAlchemy alone costs a good part
+of that. So for SQLite files (the default storage) the stored front is read with the standard library's
+sqlite3; any other URL goes through `advisor.results.store` (SQLAlchemy). Both return `FrontPoint`s.
+The table layout is defined once, in `advisor.results.store.FrontRow`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+
+from advisor.errors import UserError
+from advisor.results.front import FrontPoint
+from advisor.results.storage import require_database, sqlite_path
+
+_COLUMNS = (
+    "study_name, trial_number, model, model_fingerprint, task, config, \"values\", sources, device, hardware, "
+    "space, budget_bytes, created_at"
+)
+
+
+
+def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
+    """Stored front points of one study (or all) from any storage URL."""
+    path = sqlite_path(url)
+    if path is None:
+        from advisor.results.store import engine_for, load_fronts  # lazy: SQLAlchemy only off the SQLite path
+
+        return load_fronts(engine_for(url), study_name)
+    require_database(url)
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='advisor_front'").fetchone():
+                return []
+            q = f"SELECT {_COLUMNS} FROM advisor_front"
+            args: tuple = ()
+            if study_name is not None:
+                q += " WHERE study_name = ?"
+                args = (study_name,)
+            rows = con.execute(q + " ORDER BY study_name, trial_number", args).fetchall()
+        finally:
+            con.close()
+        return [_point(r) for r in rows]
+    except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+        raise UserError(
+            f"{path} is not a readable advisor database ({e}); point --storage at the file `advisor tune` wrote"
+        ) from e
+
+
+def _point(r: tuple) -> FrontPoint:
+    created = dt.datetime.fromisoformat(r[12]) if r[12] else None
+    return FrontPoint(
+        study_name=r[0],
+        trial_number=int(r[1]),
+        model=r[2],
+        model_fingerprint=r[3],
+        task=r[4],
+        config=json.loads(r[5]),
+        values=json.loads(r[6]),
+        sources=json.loads(r[7]),
+        device=r[8],
+        hardware=json.loads(r[9]),
+        space=r[10],
+        budget_bytes=r[11],
+        created_at=created,
+    )
