@@ -177,7 +177,7 @@ def block_reuse(rows: Sequence[dict[str, Any]], hit_curves: Sequence[dict[str, A
                     marker="s", linestyle="--", color=f"C{im}", label=f"{m}: block's tokens")
     ws.set_xticks([i + width * (2 * len(models) - 1) / 2 for i in range(n)], [str(v) for v in lengths])
     ws.set(xlabel="block length", ylabel="distinct experts / layer / forward\n(fraction of the layer's experts)",
-           ylim=(0, 1.05), title="Working set of one denoising step")
+           ylim=(0, 1.35), title="Working set of one denoising step")
     ov.set(xlabel="block length", ylabel="Jaccard(step t, step t+1)", ylim=(0, 1.05),
            title="Overlap of consecutive steps in a block")
     ov.set_xticks(lengths)
@@ -186,8 +186,10 @@ def block_reuse(rows: Sequence[dict[str, Any]], hit_curves: Sequence[dict[str, A
         ax = fig.add_subplot(grid[1, 2 * il:2 * il + 2])
         for c in (c for c in hit_curves if c["block_length"] == length):
             st = policy_style(c["policy"])
-            if c["policy"] != "belady" and len(models) > 1 and c["model"] in models:
-                st["linestyle"] = styles[models.index(c["model"]) % len(styles)]
+            im = models.index(c["model"]) if c["model"] in models else 0
+            if im:  # further models: hollow markers, their own line style
+                st["markerfacecolor"] = "none"
+                st["linestyle"] = "-." if c["policy"] == "belady" else styles[im % len(styles)]
             who = "Belady's MIN" if c["policy"] == "belady" else c["policy"]
             ax.plot(c["slots_fraction"], c["hit_rate"], label=(f"{c['model']}: " if len(models) > 1 else "") + who,
                     **st)
@@ -197,5 +199,6 @@ def block_reuse(rows: Sequence[dict[str, Any]], hit_curves: Sequence[dict[str, A
         ax.legend(fontsize=7, loc="lower right")
     for ax in (ws, ov):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right" if ax is ov else "upper left")
+    ws.legend(fontsize=7, loc="upper center", ncol=2)
+    ov.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
