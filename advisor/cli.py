@@ -41,15 +41,39 @@ for _area in (tune, recommend, export, report, evaluate, offload, quant, models)
 
 
 def run() -> None:
-    """Console entry point: a `UserError` becomes one line on stderr and exit code 2, never a traceback."""
+    """Console entry point: bad input is one line on stderr and exit code 2, never a traceback or a box.
+
+    A `UserError`, a click usage error (unknown option, value of the wrong type) and a storage error from
+    the database driver each become `error: ...` (passwords in URLs masked); Ctrl-C is one line, exit 130.
+    """
+    from typer._click import exceptions as click_errors  # typer >= 0.24 vendors click
+
+    from advisor.results.preflight import mask_url
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as e:
-        typer.echo(f"error: {e}", err=True)
+        _fail(mask_url(str(e)), e.exit_code)
+    except click_errors.NoArgsIsHelpError as e:  # the help is already shown
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except click_errors.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "advisor"
+        _fail(f"{e.format_message()} (see `{where} --help`)", 2)
+    except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
+        _fail(e.format_message(), e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
+    except Exception as e:
+        if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
+            raise
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        _fail(f"storage error: {mask_url(first)}; check --storage (a writable, valid database)", 2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -26,23 +26,38 @@ def _directory_of(path: Path, create: bool) -> Path:
     return parent
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, *, executable: bool) -> None:
+    """The mode a plain `open()` (or `mkdir`) would have given - 0644 / 0755 under the usual umask - instead
+    of the temporary file's private 0600 (0700 for directories)."""
+    path.chmod((0o777 if executable or path.is_dir() else 0o666) & ~_umask())
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed
-    otherwise. Without `create_dirs`, a missing directory is a `UserError`."""
+    otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
+    directory is a `UserError`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=_directory_of(path, create_dirs))
     os.close(fd)
     try:
         yield Path(tmp)
+        if Path(tmp).exists():
+            _usual_mode(Path(tmp), executable=executable)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True) -> Path:
-    """Write `text` to `path` atomically."""
-    with atomic_path(path, create_dirs=create_dirs) as tmp:
+def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True, executable: bool = False) -> Path:
+    """Write `text` to `path` atomically (`executable`: a script, mode 0755; else 0644 under the usual umask)."""
+    with atomic_path(path, create_dirs=create_dirs, executable=executable) as tmp:
         tmp.write_text(text)
     return Path(path)
 
@@ -55,6 +70,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path.resolve(), True)))
     try:
         yield tmp
+        _usual_mode(tmp, executable=True)
         old = None
         if path.exists():
             if not path.is_dir():

@@ -7,7 +7,9 @@ where every number came from; when nothing fits it names the closest points and 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,9 @@ from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
 
 PREFERENCES = ("transfer", "latency", "accuracy")
+DEFAULT_MAX_DROP = 0.01
+"""Without --min-accuracy/--max-accuracy-drop: stay within 1 accuracy point of the study's highest-precision
+point (the cheapest plan is otherwise always the least accurate one, e.g. int2)."""
 
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
 _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
@@ -37,7 +42,8 @@ class Query:
     gpu: HardwareProfile | None = None
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
-    prefer: str = "transfer"
+    prefer: str | None = None
+    """None: transfer, or accuracy when every stored point fits the budget (transfer is then no constraint)."""
     model: str | None = None
     task: str | None = None
     study: str | None = None
@@ -85,6 +91,7 @@ class Recommendation:
     references: dict[str, Reference]
     reasons: list[str]  # why the chosen one won, or what would have to change
     closest: list[dict[str, Any]] = field(default_factory=list)
+    defaults: list[str] = field(default_factory=list)  # what was assumed for what the user did not say
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for scripts (`advisor recommend --json`)."""
@@ -126,14 +133,30 @@ def _point_dict(c: Candidate, q: Query) -> dict[str, Any]:
     }
 
 
+def copies_per_token(p: FrontPoint) -> float | None:
+    """Expert copies per token: recorded by newer studies; else recovered from the stored modelled transfer time
+    and the link it names (time = bytes / bandwidth + copies x latency, the one formula); None if neither."""
+    if "copies_per_token" in p.values:
+        return p.values["copies_per_token"]
+    m = re.search(r"bw=([\d.]+)GB/s,lat=([\d.]+)us", p.sources.get("transfer_ms_per_token", ""))
+    t, nbytes = p.values.get("transfer_ms_per_token"), p.values.get("h2d_bytes_per_token")
+    if m is None or t is None or nbytes is None or float(m[2]) <= 0:
+        return None
+    return max(0.0, (t - nbytes / (float(m[1]) * 1e9) * 1e3) / (float(m[2]) / 1e3))
+
+
 def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, Any] | None:
-    """The point's counted bytes/token moved over the target GPU's link (bandwidth term only)."""
+    """The point's counted bytes and copies per token over the target GPU's link, by the one transfer formula."""
     nbytes = p.values.get("h2d_bytes_per_token")
     if gpu is None or nbytes is None:
         return None
+    copies = copies_per_token(p)
+    note = (f"{copies:.3g} copies/token" if copies is not None
+            else "copies per token not recorded: per-copy latency not included")
     return {
-        "transfer_ms_per_token": gpu.transfer_ms(nbytes, copies=0),
-        "source": f"modelled:{gpu.name} {gpu.tag} [{gpu.source}] bytes/bandwidth, per-copy latency not included",
+        "transfer_ms_per_token": gpu.transfer_ms(nbytes, copies=copies or 0.0),
+        "copies_per_token": copies,
+        "source": f"{gpu.transfer_source} {gpu.name} [{gpu.source}], {note}",
     }
 
 
@@ -195,7 +218,7 @@ def reference_point(points: list[FrontPoint]) -> Reference | None:
         p = max((p for r, _, p in uniform if r == best_rank), key=lambda p: p.values["accuracy"])
         how = f"uniform {fmt} plan (the highest-precision uniform plan in the study)"
         if best_rank[0] < 16:
-            how += "; note: no bf16/fp16/fp32 point stored, so this is not full precision"
+            how += "; note: no bf16/fp16/fp32 point on the stored Pareto front, so this is not full precision"
         return Reference(p.study_name, p.trial_number, p.values["accuracy"], how)
     p = max(with_acc, key=lambda p: p.values["accuracy"])
     return Reference(p.study_name, p.trial_number, p.values["accuracy"],
@@ -212,13 +235,24 @@ def _sort_key(p: FrontPoint, prefer: str) -> tuple[float, ...]:
 
 def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     """Choose from `points` (already loaded) for query `q`."""
-    if q.prefer not in PREFERENCES:
+    if q.prefer is not None and q.prefer not in PREFERENCES:
         raise UserError(f"unknown preference {q.prefer!r}; use one of: {', '.join(PREFERENCES)}")
     for name, v in (("--min-accuracy", q.min_accuracy), ("--max-accuracy-drop", q.max_accuracy_drop)):
         if v is not None and not (0.0 <= v <= 1.0):
             raise UserError(f"{name} {v} must be between 0 and 1 (accuracy is a fraction)")
     points = filter_points(points, q)
     budget = q.budget
+    defaults = []
+    if q.min_accuracy is None and q.max_accuracy_drop is None:
+        q = dataclasses.replace(q, max_accuracy_drop=DEFAULT_MAX_DROP)
+        defaults.append(f"no accuracy floor given: within {DEFAULT_MAX_DROP:g} ({100 * DEFAULT_MAX_DROP:g} accuracy "
+                        "point) of the study's highest-precision point; --max-accuracy-drop or --min-accuracy to change")
+    if q.prefer is None:
+        fits = budget is not None and all(p.values.get("peak_gpu_bytes", math.inf) <= budget for p in points)
+        q = dataclasses.replace(q, prefer="accuracy" if fits else "transfer")
+        if fits:
+            defaults.append(f"every stored configuration fits {format_bytes(budget)}, so transfer is no constraint: "
+                            "the most accurate wins (ties: lowest H2D bytes/token); --prefer transfer to change")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)
@@ -255,11 +289,12 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
 
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: _sort_key(c.point, q.prefer))
     rejected = [c for c in cands if not c.feasible]
-    rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [])
+    rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults)
     if rec.chosen:
-        rec.reasons = _why(rec)
+        rec.reasons = defaults + _why(rec)
     else:
         rec.reasons, rec.closest = _what_would_change(rec, cands, budget)
+        rec.reasons = defaults + rec.reasons
     return rec
 
 

@@ -31,6 +31,11 @@ DATA = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
         ("no digits here", None, None),
         ("#### 12\n#### 13", "12", "12"),
         ("3 + 4 = 7 and #### 8", "8", "8"),
+        ("the sizes are 1,2,3", None, "3"),  # a comma-joined list is not the number 123
+        ("#### 1,2,3", "1", "1"),
+        ("it costs 1,234 dollars", None, "1234"),
+        ("ids 4,56 and 7", None, "7"),
+        ("so 12,0000", None, "0"),
     ],
 )
 def test_extraction_on_tricky_strings(text, strict, flexible):
@@ -70,8 +75,14 @@ def test_malformed_files_are_user_errors(tmp_path):
     no_marker.write_text(json.dumps({"question": "q", "answer": "just 4"}) + "\n")
     with pytest.raises(UserError, match="####"):
         gsm8k.read_jsonl(no_marker)
+    with pytest.raises(UserError, match=r"b\.jsonl:1: the answer has no '#### N' line"):
+        gsm8k.read_jsonl(no_marker)
     with pytest.raises(UserError, match="does not exist"):
         gsm8k.read_jsonl(tmp_path / "missing.jsonl")
+    latin1 = tmp_path / "c.jsonl"
+    latin1.write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9", "answer": "#### 2"}\n')
+    with pytest.raises(UserError, match=r"c\.jsonl:2: not UTF-8 \(byte 0xe9 at column 18\)"):
+        gsm8k.read_jsonl(latin1)
 
 
 def test_prompt_styles():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 import types
@@ -189,3 +191,16 @@ def test_export_never_imports_torch(tmp_path):
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
+
+
+def test_exported_files_are_0644_and_scripts_0755(tmp_path):
+    url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
+    old = os.umask(0o022)
+    try:
+        for to, name, mode in (("json", "plan.json", 0o644), ("llama.cpp", "run.sh", 0o755)):
+            r = _cli("export", "s1", "2", "--to", to, "-o", str(tmp_path / name), "--storage", url)
+            assert r.returncode == 0, r.stderr
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, (name, oct((tmp_path / name).stat().st_mode))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.sh").read_text().startswith("#!")

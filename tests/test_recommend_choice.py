@@ -37,7 +37,7 @@ def test_absolute_floor_and_preferences():
     pts = standard_front()
     assert recommend(pts, Query(budget_bytes=12 * GiB, min_accuracy=0.85)).chosen.point.trial_number == 5
     assert recommend(pts, Query(budget_bytes=12 * GiB, prefer="accuracy")).chosen.point.trial_number == 1
-    assert recommend(pts, Query(budget_bytes=12 * GiB, prefer="latency")).chosen.point.trial_number == 4
+    assert recommend(pts, Query(budget_bytes=12 * GiB, prefer="latency", min_accuracy=0.0)).chosen.point.trial_number == 4
     assert recommend(pts, Query()).chosen.point.trial_number == 0  # no budget: memory not checked
     with pytest.raises(UserError, match="unknown preference"):
         recommend(pts, Query(prefer="speed"))
@@ -121,3 +121,42 @@ def test_recommend_never_imports_torch(tmp_path):
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Recommended" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
+
+
+def test_default_floor_is_one_point_below_the_highest_precision_point():
+    rec = recommend(standard_front(), Query(budget_bytes=12 * GiB))  # no floor given; bf16 needs 20 GiB
+    assert rec.chosen.point.trial_number == 2 and rec.query.prefer == "transfer"  # not int4 (0.80)
+    text = " | ".join(rec.reasons)
+    assert "no accuracy floor given: within 0.01 (1 accuracy point)" in text
+    assert "accuracy 0.910 >= floor 0.910 (= 0.920 of trial #0, uniform bf16" in text
+
+
+def test_when_everything_fits_the_most_accurate_wins(tmp_path):
+    rec = recommend(standard_front(), Query(gpu=get_gpu("RTX 4090", "/nonexistent")))  # 24 GiB: all fit
+    assert rec.chosen.point.trial_number == 0  # bf16, 0.92, and of the two 0.92 points the one moving nothing
+    assert "every stored configuration fits" in rec.reasons[1] and "most accurate wins" in rec.reasons[1]
+    url = make_db(tmp_path / "a.db", standard_front())
+    r = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--gpu", "RTX 4090", "--storage", url],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "trial #0" in r.stdout and "most accurate wins" in r.stdout, r.stdout + r.stderr
+    rec = recommend(standard_front(), Query(gpu=get_gpu("RTX 4090", "/nonexistent"), prefer="transfer"))
+    assert rec.chosen.point.trial_number == 0  # h2d 0 is also the lowest transfer
+
+
+def test_reference_note_is_true_when_no_full_precision_point_is_on_the_front():
+    pts = [p for p in standard_front() if p.trial_number in (2, 4)]
+    ref = reference_point(pts)
+    assert ref.trial == 2 and "no bf16/fp16/fp32 point on the stored Pareto front" in ref.how
+
+
+def test_transfer_on_target_includes_the_per_copy_latency():
+    p = point("s1", 7, "int8", 4, acc=0.91, h2d=20e6, peak_gib=9.0)
+    p.values["transfer_ms_per_token"] = 20e6 / 25e9 * 1e3 + 100 * 10 / 1e3  # 100 copies/token at 10 us each
+    gpu = get_gpu("RTX 4090", "/nonexistent")
+    mt = recommend([p], Query(gpu=gpu)).to_dict()["chosen"]["modelled_on_target"]
+    assert mt["copies_per_token"] == pytest.approx(100)
+    assert mt["transfer_ms_per_token"] == pytest.approx(gpu.transfer_ms(20e6, copies=100))
+    assert mt["transfer_ms_per_token"] > gpu.transfer_ms(20e6, copies=0) + 0.5 * 100 * gpu.copy_latency_us / 1e3
+    p.values["copies_per_token"] = 40.0  # recorded by newer studies: used as is
+    mt = recommend([p], Query(gpu=gpu)).to_dict()["chosen"]["modelled_on_target"]
+    assert mt["transfer_ms_per_token"] == pytest.approx(gpu.transfer_ms(20e6, copies=40))

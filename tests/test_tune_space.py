@@ -140,3 +140,19 @@ def test_cli_missing_local_task_data_is_one_line_exit_2(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "missing.jsonl" in lines[0], r.stderr
     assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ('[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 999 }\n', 4,
+     ("999", "16 experts per layer")),
+    ('[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [2, 17]\n', 4, ("17", "16 experts per layer")),
+    ('[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = { low = 4, high = 65 }\n', 4,
+     ("65", "64 experts in all MoE layers")),
+])
+def test_space_values_beyond_the_model_are_refused(text, line, words):
+    space = parse_space(text, "s.toml")
+    with pytest.raises(UserError) as e:
+        space.check_model(4, 16)
+    assert str(e.value).startswith(f"s.toml:{line}: ") and all(w in str(e.value) for w in words), str(e.value)
+    parse_space(text.replace("999", '"all"').replace("17", "16").replace("65", "64"),
+                "s.toml").check_model(4, 16)  # at the model's own sizes: accepted

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from advisor.results.evalcache import EvalCache
 from advisor.results.storage import normalize_url
 from advisor.results.store import engine_for, load_fronts
 
@@ -83,7 +84,7 @@ def test_four_workers_on_postgresql_run_exactly_4n_trials():
         pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
     n, name = 5, f"workers-{uuid.uuid4().hex[:8]}"
     procs = [_worker("--storage", base, "--study", name, "--trials", str(n), "--heartbeat", "2", "--grace", "6",
-                     "--seed", str(i), "--delay", "0.05") for i in range(4)]
+                     "--seed", str(i), "--delay", "0.3", "--fingerprint", name) for i in range(4)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
@@ -98,6 +99,11 @@ def test_four_workers_on_postgresql_run_exactly_4n_trials():
         assert sum(_result(o)["n_trials_run"] for o, _ in outs) == 4 * n
         stored = sorted(p.trial_number for p in load_fronts(engine_for(url), name))
         assert stored == sorted(t.number for t in study.best_trials)  # last writer saw every worker's trials
+        # the accuracy lease: no plan measured twice, however the four workers overlapped
+        measured = [fp for o, _ in outs for fp in _result(o)["accuracy_plans"]]
+        cached = EvalCache(engine_for(url)).count(name, "fake")
+        assert len(measured) == len(set(measured)) == cached > 0, (measured, cached)
+        assert sum(_result(o)["counters"].get("accuracy_evaluations", 0) for o, _ in outs) == cached
     finally:
         optuna.delete_study(study_name=name, storage=url)
         from advisor.results.store import save_front

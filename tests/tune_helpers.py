@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storage", required=True)
     ap.add_argument("--study", required=True)
     ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--total", type=int, default=None, help="end the study with this many finished trials")
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--sampler", default="random")
@@ -122,18 +124,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--result", type=Path, default=None)
     ap.add_argument("--no-staging", action="store_true")
+    ap.add_argument("--fingerprint", default="fake-fp-1", help="model fingerprint (the accuracy cache key)")
     a = ap.parse_args(argv)
     text = SMALL_SPACE + ("staging = false\n" if a.no_staging else "")
-    backend = FakeBackend(delay=a.delay)
-    opts = TuneOptions(study_name=a.study, storage=a.storage, sampler=a.sampler, seed=a.seed, n_trials=a.trials,
+    backend = FakeBackend(delay=a.delay, fingerprint=a.fingerprint)
+    opts = TuneOptions(study_name=a.study, storage=a.storage, sampler=a.sampler, seed=a.seed,
+                       n_trials=None if a.total else a.trials, total_trials=a.total,
                        heartbeat_interval=a.heartbeat, grace_period=a.grace)
 
     def on_stage(stage: str, number: int | None) -> None:
         print(f"STAGE {stage} {number}", flush=True)
 
-    res = run_tune(backend, small_space(text), opts, budget_bytes=a.budget, on_stage=on_stage)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as the CLI: SIGTERM = Ctrl-C outside the study
+    print("READY", flush=True)
+    try:
+        res = run_tune(backend, small_space(text), opts, budget_bytes=a.budget, on_stage=on_stage)
+    except KeyboardInterrupt:  # before the study installed its own handler, or after it
+        print("INTERRUPTED outside the study", file=sys.stderr, flush=True)
+        return 130
     out = {"n_complete": res.n_complete, "n_trials_run": res.n_trials_run, "interrupted": res.interrupted,
            "front": [p.trial_number for p in res.front], "calls": dict(backend.calls),
+           "accuracy_plans": backend.accuracy_plans,
            "counters": res.counters}
     if a.result:
         a.result.write_text(json.dumps(out))

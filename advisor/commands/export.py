@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="(--from-recommend) absolute floor."),
         max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs full precision."),
-        prefer: str = typer.Option("transfer", "--prefer", help="(--from-recommend) transfer | latency | accuracy"),
+        prefer: str | None = typer.Option(None, "--prefer", help="(--from-recommend) transfer | latency | accuracy."),
         model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter."),
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
         profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles."),
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         result = export_point(point, target, option)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
-            write_atomic(output, text, create_dirs=False)
+            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"))
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
             typer.echo(text, nl=False)

@@ -19,14 +19,21 @@ def register(app: typer.Typer) -> None:
         ),
         dtype: str = typer.Option(None, "--dtype", help="Load in this dtype (bf16, fp16, fp32); default: as stored."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+        budget: str = typer.Option(None, "--budget", help="Device memory budget, e.g. 8GiB: also print what fits "
+                                   "(slots per layer per format) and whether the host has the RAM for each plan."),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint / "
+                                     "load the whole model. Default: offload when the checkpoint exceeds the "
+                                     "budget (or the device's free memory)."),
     ) -> None:
         """List every MoE layer: experts, top-k, expert shapes, dtype, bytes per expert, shared experts."""
         from rich.console import Console
         from rich.table import Table
 
+        from advisor.hardware.profiles import parse_budget
         from advisor.models.load import load_model
 
-        loaded = load_model(model, device=device, dtype=dtype)
+        budget_bytes = parse_budget(budget) if budget else None
+        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=budget_bytes)
         console = Console()
         table = Table(
             title=f"{loaded.name}  family={loaded.family}  diffusion={loaded.is_diffusion}  "
@@ -54,3 +61,40 @@ def register(app: typer.Typer) -> None:
             f"{_mib(total)} MiB of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
             f"default decoding: {loaded.gen_defaults}"
         )
+        if loaded.load_note:
+            console.print(f"loading: {loaded.load_note}")
+        if budget_bytes is not None:
+            console.print(fit_table(loaded, budget_bytes))
+
+
+FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
+
+
+def fit_table(loaded, budget: int):
+    """What fits a device budget, per uniform expert format: counted bytes, slots per MoE layer, host RAM."""
+    from rich.table import Table
+
+    from advisor.models.load import host_available_bytes
+    from advisor.quant.spec import expert_nbytes_of
+    from advisor.tune.model_backend import model_shape
+
+    resident = model_shape(loaded).resident_bytes
+    host = host_available_bytes()
+    free = budget - resident
+    table = Table(title=f"budget {budget / 2**30:.2f} GiB: resident weights {resident / 2**30:.3f} GiB (counted; "
+                  f"embeddings, attention, norms, routers, shared experts, LM head), {free / 2**30:.3f} GiB left "
+                  f"for expert slots; host RAM available {host / 2**30:.1f} GiB (measured now)",
+                  caption="counted bytes (payload + scales); slots: uniform per MoE layer, before staging and "
+                  "activations (tune measures those per trial)")
+    for col in ("format", "MiB/expert", "all experts GiB", "slots/layer that fit", "of experts", "host RAM"):
+        table.add_column(col, justify="left" if col == "format" else "right")
+    for fmt in FIT_FORMATS:
+        per = [expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe]
+        total = sum(p * m.num_experts for p, m in zip(per, loaded.moe, strict=True))
+        slots = max(0, free) // sum(per) if free > 0 else 0
+        slots = min(slots, max(m.num_experts for m in loaded.moe))
+        table.add_row(fmt, f"{per[0] / 2**20:.2f}", f"{total / 2**30:.3f}",
+                      str(slots) if free > 0 else "none (resident > budget)",
+                      f"{slots / max(m.num_experts for m in loaded.moe):.0%}",
+                      "fits" if total <= host else f"needs {total / 2**30:.1f} GiB")
+    return table

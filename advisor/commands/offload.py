@@ -49,6 +49,9 @@ def trace_cmd(
     block_length: int = typer.Option(0, "--block-length", help="Block length (dLLMs); 0 = model default."),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
+    offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
+                                 "per forward at full precision) / load the whole model. Default: offload when the "
+                                 "checkpoint is bigger than the device's free memory."),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
     import torch
@@ -58,7 +61,7 @@ def trace_cmd(
     from advisor.offload.trace import merge, record_trace
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    loaded = load_model(model, device=device)
+    loaded = load_model(model, device=device, offload=offload)
     prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:

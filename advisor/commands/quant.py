@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: str = typer.Option(None, "--json", help="Also write every row to this JSON file."),
         seed: int = typer.Option(0, "--seed"),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Read experts one at a time from the "
+                                     "checkpoint / load the whole model. Default: offload when the checkpoint is "
+                                     "bigger than the free host memory."),
     ) -> None:
         """Per expert and format: bytes, relative weight and output errors (raw data for sensitivity)."""
         names = [f.strip() for f in formats.split(",") if f.strip()]
@@ -62,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from advisor.quant.quality import capture_activations, quality_report
 
         fmts = [get_format(n).name for n in names]  # unknown names fail before the model loads
-        loaded = load_model(model)
+        loaded = load_model(model, offload=offload)
         acts = None
         if activations == "captured":
             vocab = int(loaded.model.get_input_embeddings().weight.shape[0])

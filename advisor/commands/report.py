@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -33,6 +34,7 @@ def register(app: typer.Typer) -> None:
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
         from advisor.errors import UserError
         from advisor.report.study import build_report
+        from advisor.results.preflight import check_storage
 
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
@@ -41,8 +43,15 @@ def register(app: typer.Typer) -> None:
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
         mem = [m for m in (memory or "").split(",") if m.strip()]
+        check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
+        t0 = time.monotonic()
+        steps = iter(range(1, 100))
+
+        def progress(message: str) -> None:  # a report takes minutes: say which step runs, and since when
+            typer.echo(f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  {message} ...", err=True)
+
         res = build_report(study, storage, out, memory=mem, block_lengths=lengths,
-                           max_accuracy_drop=max_accuracy_drop, progress=lambda m: typer.echo(f"... {m}", err=True))
+                           max_accuracy_drop=max_accuracy_drop, progress=progress)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")

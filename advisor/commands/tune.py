@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -24,6 +28,26 @@ def _existing_engine(storage: str):
     return engine_for(url)
 
 
+def _parse_size(value: str, option: str) -> int:
+    from advisor.hardware.profiles import parse_budget
+
+    try:
+        return parse_budget(value)
+    except UserError as e:
+        raise UserError(f"{option}: {e}") from e
+
+
+def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
+    """Before any plan is packed: the largest uniform plan of the space must fit the host memory."""
+    from advisor.offload.store import check_host_memory
+    from advisor.quant.spec import expert_nbytes_of
+
+    formats = set(space.formats.values()) | set(space.hot_formats.values())
+    need, worst = max((sum(m.num_experts * expert_nbytes_of(f, m.hidden_size, m.intermediate_size)
+                           for m in loaded.moe), f) for f in formats)
+    check_host_memory(need, worst, host_bytes)
+
+
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
     from advisor.hardware.profiles import get_gpu, parse_budget
@@ -33,6 +57,64 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     if nbytes is None and profile is not None and profile.memory_bytes > 0:
         nbytes = int(profile.memory_bytes)
     return nbytes, profile
+
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
+
+
+def check_study_name(name: str) -> None:
+    """Study names appear in commands (`advisor pareto NAME`), file names and shell hints: keep them plain."""
+    if not _STUDY_NAME.fullmatch(name):
+        raise UserError(f"--study {name!r}: use 1-100 letters, digits and _.:@+=- (starting with a letter or "
+                        "digit), e.g. --study bundled-int4")
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the model load like Ctrl-C does (the study itself installs its own handler)."""
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _load(spec: str, device: str, threads: int, space_obj, task: str | None, data: str | None, profile, *,
+          offload: bool | None, budget_bytes: int | None, host_bytes: int | None):
+    """(backend, space) for the model: loads it, picks the default space, checks the space against it.
+    The task data is read first when the space is known, so a bad --data file fails in a second."""
+    import torch
+
+    from advisor.tune.space import load_space
+
+    # one intra-op thread by default: tiny per-expert matmuls gain nothing from more, and on a busy
+    # machine spinning worker threads made generation two orders of magnitude slower (measured)
+    torch.set_num_threads(threads)
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.tune.model_backend import ModelBackend
+
+    def the_task(space_obj):
+        return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
+
+    if space_obj is None and spec == "bundled":
+        space_obj = load_space("quick")
+    task_obj = the_task(space_obj) if space_obj is not None else None
+    loaded = load_model(spec, device=device, offload=offload, budget=budget_bytes)
+    if space_obj is None:
+        space_obj = load_space("dllm" if loaded.is_diffusion else "default")
+    if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
+        raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
+                        "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
+    task_obj = task_obj or the_task(space_obj)
+    if loaded.offloaded:
+        _check_host_memory(loaded, space_obj, host_bytes)
+    backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
+    space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
+    return backend, space_obj
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +131,9 @@ def register(app: typer.Typer) -> None:
         gpu: str = typer.Option(None, "--gpu", help="GPU name (its memory is the budget, its link models transfer time)."),
         space: str = typer.Option(None, "--space", help="Search space: a TOML file or a shipped name "
                                   "(quick, default, dllm). Default: quick for the bundled model, dllm for dLLMs, else default."),
-        trials: int = typer.Option(20, "--trials", min=1, help="Trials this process runs (each worker runs N)."),
+        trials: int = typer.Option(None, "--trials", min=1, help="The study ends with N finished trials (a resume "
+                                   "tops up; workers share them). Default 20."),
+        more: int = typer.Option(None, "--more", min=1, help="Run N more trials, however many the study has."),
         timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL (sqlite:///..., postgresql://...)."),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
@@ -59,13 +143,21 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
                                  "transfer time); live: every trial runs the offload runtime (measured)."),
         threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
+        wide: bool = typer.Option(False, "--wide", help="Print the front as one wide table, whatever the width."),
         heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
+        offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
+                                     "(streamed into the quantized host store) / load the whole model. Default: "
+                                     "offload when the checkpoint's counted bytes exceed the budget (or free memory)."),
+        host_memory: str = typer.Option(None, "--host-memory", help="Host RAM the expert stores may use, e.g. "
+                                        "48GiB (default: what is available); stores of several plans are kept "
+                                        "while they fit, otherwise re-packed from the checkpoint."),
     ) -> None:
         """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
         from rich.console import Console
 
-        from advisor.results.storage import SAMPLERS, normalize_url
+        from advisor.results.preflight import check_storage
+        from advisor.results.storage import SAMPLERS
         from advisor.tune.space import load_space
 
         if sampler.lower() not in SAMPLERS and sampler.lower() not in ("nsgaii", "nsga-ii"):
@@ -74,68 +166,74 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"unknown mode {mode!r}; choose replay or live")
         if timeout is not None and timeout <= 0:
             raise UserError(f"--timeout {timeout} must be positive (seconds)")
+        if trials is not None and more is not None:
+            raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu)
+        host_bytes = _parse_size(host_memory, "--host-memory") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
-        normalize_url(storage, create_dirs=False)  # validate now; the directory is made when the study opens
+        if study is not None:
+            check_study_name(study)
+        storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
-        console = Console(stderr=False)
-        with console.status(f"loading {spec} on {device} ..."):
-            import torch
-
-            # one intra-op thread by default: tiny per-expert matmuls gain nothing from more, and on a busy
-            # machine spinning worker threads made generation two orders of magnitude slower (measured)
-            torch.set_num_threads(threads)
-            from advisor.eval.tasks import get_task
-            from advisor.models.load import load_model
-            from advisor.tune.model_backend import ModelBackend
-
-            loaded = load_model(spec, device=device)
-            if space_obj is None:
-                space_obj = load_space("quick" if spec == "bundled" else "dllm" if loaded.is_diffusion else "default")
-            if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
-                raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
-                                "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
-            task_name = task or space_obj.evaluation.task
-            task_obj = get_task(task_name, seed=space_obj.evaluation.seed, path=data)
-            backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile)
-        if budget_bytes is None and space_obj.budget_fraction:
-            budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
-            budget_note = f"{space_obj.budget_fraction:g} x the model's counted bytes ({space_obj.name} space default)"
-        else:
-            budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
         from advisor.tune.study import TuneOptions
 
-        opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=trials,
-                           timeout=timeout, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode)
-        run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
-                     profile=profile)
+        opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
+                           total_trials=None if more else (trials or 20), timeout=timeout,
+                           heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode)
+        console = Console(stderr=False)
+        with _term_as_interrupt():
+            try:
+                with console.status(f"loading {spec} on {device} ..."):
+                    backend, space_obj = _load(spec, device, threads, space_obj, task, data, profile,
+                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
+                if budget_bytes is None and space_obj.budget_fraction:
+                    budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
+                    budget_note = (f"{space_obj.budget_fraction:g} x the model's counted bytes "
+                                   f"({space_obj.name} space default)")
+                else:
+                    budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
+                run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
+                             profile=profile, wide=wide)
+            except KeyboardInterrupt:  # outside the study's own handling (loading, printing)
+                typer.echo("interrupted; finished trials (if any) are kept - run the same command to resume",
+                           err=True)
+                raise typer.Exit(130) from None
 
     @app.command("studies")
     def studies(
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
+        wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
         """List the studies in a database: model, task, trials, Pareto-front size."""
         from rich.console import Console
         from rich.table import Table
 
+        from advisor.results.preflight import mask_url
         from advisor.results.registry import list_studies
         from advisor.tune.display import human_bytes
+        from advisor.tune.fit import print_fitted
 
         rows = list_studies(_existing_engine(storage))
         console = Console()
+        shown = mask_url(storage)
         if not rows:
-            console.print(f"no studies in {storage}; run `advisor tune` first")
+            console.print(f"no studies in {shown}; run `advisor tune` first", markup=False)
             return
-        table = Table(title=f"studies in {storage}", title_justify="left", header_style="bold")
-        for col in ("study", "model", "task", "space", "budget", "device", "trials", "failed", "running", "front",
-                    "updated (UTC)"):
-            table.add_column(col, justify="right" if col in ("trials", "failed", "running", "front") else "left")
+        table = Table(title=f"studies in {shown}", title_justify="left", header_style="bold")
+        counts = ("finished", "failed", "running", "waiting", "front")
+        for col in ("study", "model", "task", "space", "budget", "device", *counts, "updated (UTC)"):
+            table.add_column(col, justify="right" if col in counts else "left")
+        records = []
         for r in rows:
-            table.add_row(r.name, r.model, r.task, r.space, human_bytes(r.budget_bytes) if r.budget_bytes else "-",
-                          r.device, str(r.n_complete), str(r.n_failed), str(r.n_running), str(r.front_size),
-                          r.updated_at.strftime("%Y-%m-%d %H:%M") if r.updated_at else "-")
-        console.print(table)
+            budget = human_bytes(r.budget_bytes) if r.budget_bytes else "-"
+            updated = r.updated_at.strftime("%Y-%m-%d %H:%M") if r.updated_at else "-"
+            numbers = (r.n_complete, r.n_failed, r.n_running, r.n_waiting, r.front_size)
+            table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *map(str, numbers), updated)
+            records.append((r.name, [("model", r.model), ("task", r.task), ("space", r.space), ("budget", budget),
+                                     ("device", r.device), *zip(counts, map(str, numbers), strict=True),
+                                     ("updated", updated)]))
+        print_fitted(console, table, records, wide=wide)
 
     @app.command("pareto")
     def pareto(
@@ -143,6 +241,7 @@ def register(app: typer.Typer) -> None:
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
         out: Path = typer.Option(Path("studies/plots"), "--out", help="Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
+        wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
         """Print a study's stored Pareto front and write it as PNG and interactive HTML plots."""
         import re
@@ -151,7 +250,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.results.registry import list_studies
         from advisor.results.store import load_fronts
-        from advisor.tune.display import front_table, human_bytes, sources_legend
+        from advisor.tune.display import human_bytes, print_front
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
@@ -165,9 +264,7 @@ def register(app: typer.Typer) -> None:
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
         title = f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} ({len(points)} points)"
-        console.print(front_table(points, title))
-        for line in sources_legend(points):
-            console.print(f"  [dim]{line}[/dim]")
+        print_front(console, points, title, wide=wide)
         if plots:
             from advisor.tune.plots import write_html, write_png
 
@@ -177,17 +274,16 @@ def register(app: typer.Typer) -> None:
             console.print(f"plots: {png}  {html}")
 
 
-def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, budget_note: str, profile) -> None:
-    """The run itself, with the live display; Ctrl-C/SIGTERM stop after saving finished trials and the front."""
-    import signal
+def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, budget_note: str, profile,
+                 wide: bool = False) -> None:
+    """The run itself, with the live display; Ctrl-C/SIGTERM stop it in one line, finished trials and the
+    front saved."""
+    import shlex
 
-    from advisor.tune.display import LiveProgress, front_table, human_bytes, sources_legend
+    from advisor.results.preflight import mask_url
+    from advisor.tune.display import LiveProgress, human_bytes, print_front
     from advisor.tune.study import run_tune
 
-    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: finished trials kept, front saved
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term)
     shape = backend.shape
     console.print(
         f"[bold]advisor tune[/bold] {backend.model_name} ({shape.n_layers} MoE layers x {max(shape.num_experts)} experts, "
@@ -197,18 +293,23 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler {opts.sampler} "
         f"(seed {opts.seed}) | mode {opts.mode}"
     )
-    try:
-        with LiveProgress(console, opts.n_trials, opts.timeout) as live:
-            result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile,
-                              on_trial=live.trial_done, on_stage=live.stage)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    if getattr(backend, "offloaded", False):
+        console.print(f"loading: {backend.loaded.load_note}\nhost store: {backend.store_note()}")
+    with LiveProgress(console, opts) as live:
+        result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=live.start,
+                          on_trial=live.trial_done, on_stage=live.stage)
+    name = shlex.quote(result.study_name)
+    if result.interrupted:
+        typer.echo(f"interrupted: {result.n_complete} finished trials and the front ({len(result.front)} points) are "
+                   f"saved in study {name}; run the same command to resume", err=True)
+        raise typer.Exit(130)
+    if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
+        console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
+                      f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
              f"{result.n_complete} finished trials, {result.n_infeasible} over budget, {result.n_failed} failed)")
     if result.front:
-        console.print(front_table(result.front, title, result.metrics))
-        for line in sources_legend(result.front):
-            console.print(f"  [dim]{line}[/dim]")
+        print_front(console, result.front, title, result.metrics, wide=wide)
     else:
         console.print(f"{title}: no feasible trial finished yet")
     c = result.counters
@@ -219,9 +320,10 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"fidelity/dominance stage); routing traces recorded: {c.get('traces_recorded', 0)}; "
         f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
     )
-    console.print(f"stored in {result.storage_url} as study [bold]{result.study_name}[/bold] - next: "
-                  f"`advisor pareto {result.study_name}`, `advisor recommend --budget ...`")
-    if result.interrupted:
-        console.print("[yellow]interrupted[/yellow]: finished trials and the front are saved; "
-                      "run the same command again to resume")
-        raise typer.Exit(130)
+    from advisor.results.storage import DEFAULT_STORAGE, normalize_url
+
+    shown = mask_url(result.storage_url)
+    where = "" if result.storage_url == normalize_url(DEFAULT_STORAGE, create_dirs=False) else \
+        f" --storage {shlex.quote(shown)}"
+    console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
+                  f"`advisor pareto {name}{where}`, `advisor recommend{where} --budget ...`", markup=True)

@@ -1,44 +1,149 @@
-"""Runs one untrusted program inside the sandbox. Started by `advisor.eval.sandbox` as
-``python -I -S -B _sandbox_child.py`` in a throw-away directory; reads its settings as JSON on stdin.
+"""One process of a sandboxed test run. Started by `advisor.eval.sandbox` as
+``python -I -S -B _sandbox_child.py``; reads its settings as one JSON line on stdin. Two roles:
 
-Layers, each independent of the others (so a platform lacking one still has the rest):
-1. new network + PID namespaces when the kernel allows (root, or an unprivileged user namespace): no
-   network interface but loopback-less isolation, and every process the program starts dies with it;
-2. the program runs as an unprivileged user (``nobody``) when started as root, so it cannot touch the
-   host's files; resource limits: address space, CPU seconds, file size, open files, process count;
-3. a guard in the interpreter: sockets, process creation and file removal raise before they act.
-The verdict is a nonce (given on stdin, never on argv or in the environment) written to ``result``
-only after ``check(entry_point)`` returned, so a program that exits early cannot pass.
+* ``run`` executes the untrusted code (prompt + completion) and answers call requests: it reads the
+  arguments of one call per line, calls the entry point, and writes back the return value as *plain data*
+  (JSON with tagged tuples and dicts). It never sees the tests or the expected values.
+* ``judge`` executes the trusted tests (``check(candidate)``) in a process the completion never touched;
+  its ``candidate`` is a proxy that sends each call to the runner and decodes the reply into plain Python
+  values, so nothing the completion built (an ``__eq__`` that always says True, a frame walk to a pass
+  token) exists where the comparison is made. The judge alone writes the verdict, on a pipe only the
+  parent holds.
+
+Isolation, each layer independent of the others (a platform lacking one keeps the rest):
+1. new mount, network, PID and IPC namespaces (a user namespace too when not root): the process sees a
+   read-only root holding only the system and Python library directories, and one throw-away writable
+   tmpfs (``/tmp``, its working directory); no network; every process it starts dies with it;
+2. no privileges: ``nobody`` when started as root, all capabilities dropped otherwise; resource limits on
+   address space, CPU seconds, file size, open files and processes;
+3. in the runner, a guard in the interpreter: sockets, process creation and file removal raise, under
+   every name the functions are reachable by (``os``, ``posix``, names bound in other modules).
 This file must stay stdlib-only: it runs with ``-S`` (no site-packages).
 """
 
 import ctypes
 import json
 import os
+import platform
 import sys
 import traceback
 
-# Modules HumanEval programs import, loaded before privileges are dropped (the interpreter's own
-# library directory may not be readable by the unprivileged user).
+# Modules the programs import, loaded before the filesystem is swapped and privileges are dropped.
 PRELOAD = (
     "math", "typing", "collections", "itertools", "functools", "re", "string", "heapq", "bisect", "hashlib",
     "random", "statistics", "fractions", "decimal", "operator", "copy", "json", "datetime", "time", "sys",
     "array", "dataclasses", "enum", "numbers", "abc", "textwrap", "unicodedata", "struct", "resource",
-    "socket", "subprocess", "shutil", "signal",
+    "socket", "subprocess", "shutil", "signal", "pathlib", "io", "tempfile",
 )
-CLONE_NEWNET = 0x40000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+MNT_DETACH = 2
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 NOBODY = 65534
+MAX_LINE = 16 << 20  # one call's arguments or return value, encoded
 
 
-def _unshare(libc) -> str:
-    """New network + PID namespaces if the kernel lets us; says which isolation was obtained."""
-    if os.geteuid() == 0 and libc.unshare(CLONE_NEWNET | CLONE_NEWPID) == 0:
-        return "netns+pidns"
-    if os.geteuid() != 0 and libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID) == 0:
-        return "userns+netns+pidns"
-    return "none"
+# ---- plain data ------------------------------------------------------------------------------------------
+
+
+def encode(value):
+    """JSON-able form of plain data (None/bool/int/float/str, lists, tuples, dicts of those); TypeError else.
+    Exact types only: a subclass (an int whose __eq__ lies) is not plain data."""
+    kind = type(value)
+    if value is None or kind in (bool, int, float, str):
+        return value
+    if kind is list:
+        return [encode(v) for v in value]
+    if kind is tuple:
+        return {"tuple": [encode(v) for v in value]}
+    if kind is dict:
+        return {"dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    raise TypeError(f"{kind.__name__} is not plain data (None, bool, int, float, str, list, tuple, dict)")
+
+
+def decode(data):
+    """Plain Python values from `encode`'s form; ValueError for anything else."""
+    kind = type(data)
+    if data is None or kind in (bool, int, float, str):
+        return data
+    if kind is list:
+        return [decode(v) for v in data]
+    if kind is dict and len(data) == 1:
+        ((tag, body),) = data.items()
+        if tag == "tuple" and type(body) is list:
+            return tuple(decode(v) for v in body)
+        if tag == "dict" and type(body) is list and all(type(p) is list and len(p) == 2 for p in body):
+            return {decode(k): decode(v) for k, v in body}
+    raise ValueError("reply is not plain data")
+
+
+# ---- isolation -------------------------------------------------------------------------------------------
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(libc, src, dst, fstype, flags, data=None) -> None:
+    def enc(text):
+        return text.encode() if text is not None else None
+
+    _check(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {dst}")
+
+
+def _unshare(libc):
+    """(namespaces obtained, why the full set was refused or "")."""
+    root = os.geteuid() == 0
+    user = 0 if root else CLONE_NEWUSER
+    full = user | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(full) == 0:
+        if not root:
+            for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+                with open(f"/proc/self/{name}", "w") as fh:
+                    fh.write(text)
+        return ("userns+" if user else "") + "mountns+netns+pidns", ""
+    why = f"the kernel refused namespaces: {os.strerror(ctypes.get_errno())}"
+    if libc.unshare(user | CLONE_NEWNET | CLONE_NEWPID) == 0:
+        return ("userns+" if user else "") + "netns+pidns", why
+    return "none", why
+
+
+def _ro_bind(libc, src: str, dst: str) -> None:
+    os.makedirs(dst, exist_ok=True)
+    _mount(libc, src, dst, None, MS_BIND | MS_REC)
+    keep = os.statvfs(src).f_flag & (MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME)
+    _mount(libc, None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | keep)
+
+
+def _private_root(libc, new_root: str, tmp_bytes: int) -> None:
+    """Swap the filesystem for a read-only tree of the system and Python library directories plus a
+    writable tmpfs at /tmp; the old root is detached, so no path leads back to the host's files."""
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    _mount(libc, "tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    sources = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"]
+    sources += [p for p in sys.path if p and os.path.isdir(p)]
+    for src in sources:
+        dst = new_root + src
+        if os.path.islink(src) and src.count("/") == 1:
+            os.symlink(os.readlink(src), dst)
+        elif os.path.isdir(src) and not os.path.exists(dst):
+            _ro_bind(libc, os.path.realpath(src), dst)
+    os.makedirs(new_root + "/tmp")
+    _mount(libc, "tmpfs", new_root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmp_bytes},mode=1777")
+    _mount(libc, None, new_root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    os.chdir(new_root)
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None or libc.syscall(number, b".", b".") != 0:
+        raise OSError(ctypes.get_errno(), "pivot_root failed")
+    _check(libc.umount2(b".", MNT_DETACH), "detach the old root")
+    os.chdir("/tmp")
 
 
 def _limits(cfg: dict) -> None:
@@ -59,13 +164,69 @@ def _limits(cfg: dict) -> None:
             resource.setrlimit(getattr(resource, name), (min(value, hard), hard))
 
 
-def _drop_privileges() -> bool:
-    if os.geteuid() != 0:
-        return False
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
-    return True
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+def _drop_privileges(libc, started_as_root: bool) -> str:
+    """`nobody` when started as root; otherwise (root of its own user namespace, or a plain user) every
+    capability dropped."""
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if started_as_root:
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)  # leaves no capabilities
+            return "nobody"
+        except OSError:  # root of a user namespace that does not map nobody
+            pass
+    for cap in range(64):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data), "drop capabilities")
+    return "no-capabilities"
+
+
+def _contain(cfg: dict) -> str:
+    """Apply every isolation layer; returns the isolation line's text. In the PID namespace the caller
+    continues as PID 1 of a forked child (its parent only waits and passes the exit code on)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    started_as_root = os.geteuid() == 0
+    namespaces, why = _unshare(libc)
+    if "pidns" in namespaces:
+        pid = os.fork()  # the child is PID 1: when it ends, the kernel kills everything it started
+        if pid:
+            _, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+    if "mountns" in namespaces:
+        cwd = os.getcwd()
+        try:
+            _private_root(libc, cfg["new_root"], int(cfg["tmp_bytes"]))
+        except OSError as e:  # e.g. mounts refused in a container: keep the other namespaces, say so
+            os.chdir(cwd)
+            namespaces, why = namespaces.replace("mountns+", ""), f"the private root was refused: {e}"
+    _limits(cfg)
+    who = _drop_privileges(libc, started_as_root)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace or /proc/PID/mem from same-user processes
+    line = {"isolation": namespaces, "user": who}
+    if "mountns" not in namespaces:
+        line["fallback"] = (
+            f"no private read-only filesystem ({why}); weaker isolation by "
+            f"{'the unprivileged user, ' if who == 'nobody' else ''}resource limits and the interpreter guard"
+        )
+    return json.dumps(line)
+
+
+# ---- the guard (runner only) -----------------------------------------------------------------------------
+
+BLOCKED_OS = (
+    "fork", "forkpty", "vfork", "system", "popen", "execv", "execve", "execvp", "execvpe", "execl", "execle",
+    "execlp", "execlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "posix_spawn",
+    "posix_spawnp", "kill", "killpg", "pidfd_open", "setsid", "setuid", "remove", "unlink", "rmdir",
+    "removedirs", "rename", "renames", "replace", "truncate", "ftruncate", "chmod", "fchmod", "lchmod", "chown",
+    "fchown", "lchown", "putenv", "unsetenv", "chdir", "fchdir", "chroot", "link", "symlink", "mkfifo", "mknod",
+    "register_at_fork",
+)
 
 
 def _refuse(what: str):
@@ -76,70 +237,129 @@ def _refuse(what: str):
 
 
 def _guard() -> None:
-    """Make the dangerous calls raise (after the kernel-level layers, as a belt to their braces)."""
+    """Make the dangerous calls raise under every name they are reachable by (a belt to the kernel's braces)."""
     import builtins
     import shutil
     import socket
     import subprocess
 
-    for name in ("socket", "create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
-        setattr(socket, name, _refuse(f"socket.{name}"))
-    for name in (
-        "fork", "forkpty", "system", "popen", "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp",
-        "execlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "posix_spawn", "posix_spawnp",
-        "kill", "killpg", "setsid", "setuid", "remove", "unlink", "rmdir", "removedirs", "rename", "renames",
-        "replace", "truncate", "chmod", "chown", "lchown", "putenv", "unsetenv", "chdir", "fchdir",
-    ):
-        if hasattr(os, name):
-            setattr(os, name, _refuse(f"os.{name}"))
-    subprocess.Popen = _refuse("subprocess")  # type: ignore[misc]
-    for name in ("rmtree", "move", "chown"):
-        setattr(shutil, name, _refuse(f"shutil.{name}"))
+    originals = {}
+    for module in [m for m in (sys.modules.get("os"), sys.modules.get("posix"), sys.modules.get("nt")) if m]:
+        for name in BLOCKED_OS:
+            fn = getattr(module, name, None)
+            if fn is not None:
+                originals[id(fn)] = (fn, f"os.{name}")
+    for name in ("socket", "socketpair", "fromfd", "create_connection", "create_server", "getaddrinfo"):
+        fn = getattr(socket, name, None)
+        if fn is not None:
+            originals[id(fn)] = (fn, f"socket.{name}")
+    _socket = sys.modules.get("_socket")
+    for name in ("socket", "socketpair", "fromfd", "getaddrinfo"):
+        fn = getattr(_socket, name, None)
+        if fn is not None:
+            originals[id(fn)] = (fn, f"socket.{name}")
+    for fn, what in ((subprocess.Popen, "subprocess"), (shutil.rmtree, "shutil.rmtree"), (shutil.move, "shutil.move"),
+                     (shutil.chown, "shutil.chown")):
+        originals[id(fn)] = (fn, what)
+    replacements = {key: _refuse(what) for key, (_fn, what) in originals.items()}
+    for module in list(sys.modules.values()):  # every module holding one of them, under any name
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            if id(value) in originals and originals[id(value)][0] is value:
+                try:
+                    setattr(module, attr, replacements[id(value)])
+                except (AttributeError, TypeError):
+                    pass
     builtins.help = _refuse("help")
-    sys.modules["ctypes"] = None  # type: ignore[assignment]
-    for name in ("_ctypes", "multiprocessing", "_posixsubprocess", "pty", "resource"):
+    for name in ("ctypes", "_ctypes", "multiprocessing", "_posixsubprocess", "pty", "resource", "mmap", "fcntl"):
         sys.modules[name] = None  # type: ignore[assignment]
 
 
-def _run(cfg: dict, nonce: str, result_fd: int) -> int:
-    with open("program.py", encoding="utf-8") as fh:
-        source = fh.read()
-    code = compile(source, "program.py", "exec")
-    _guard()
+# ---- roles -----------------------------------------------------------------------------------------------
+
+
+def _reply(fd: int, message: dict) -> None:
+    data = (json.dumps(message) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def run(cfg: dict, fd_in: int, fd_out: int) -> int:
+    """Execute the untrusted code, then answer call requests until the judge closes the pipe."""
+    code = compile(cfg["code"], "program.py", "exec")
     scope: dict = {"__name__": "__main__", "__builtins__": __builtins__}
-    write = os.write
+    requests = os.fdopen(fd_in, "rb")
+    reply, dumps_ok = _reply, encode
+    _guard()
     try:
         exec(code, scope)  # noqa: S102 - the whole point: run the program, contained
-        scope["check"](scope[cfg["entry_point"]])
-    except BaseException:  # noqa: BLE001 - any failure of the program is a failed test
+        fn, load_error = scope[cfg["entry_point"]], None
+    except BaseException as e:  # noqa: BLE001 - a program that does not load fails every call
+        traceback.print_exc(limit=5)
+        fn, load_error = None, f"the program did not load: {type(e).__name__}: {e}"[:500]
+    while True:
+        line = requests.readline(MAX_LINE)
+        if not line:
+            return 0
+        if load_error is not None:
+            reply(fd_out, {"error": load_error})
+            continue
+        try:
+            call = json.loads(line)
+            value = fn(*decode(call["args"]), **decode(call["kwargs"]))
+            message = {"value": dumps_ok(value)}
+            json.dumps(message)  # fails here (not in the judge) on e.g. an int too long to print
+        except BaseException as e:  # noqa: BLE001 - reported to the judge as a failed call
+            message = {"error": f"{type(e).__name__}: {e}"[:500]}
+        reply(fd_out, message)
+
+
+class CandidateFailed(Exception):
+    """The candidate raised, returned something that is not plain data, or did not answer."""
+
+
+def judge(cfg: dict, fd_req: int, fd_resp: int, fd_verdict: int) -> int:
+    """Run the trusted tests against a proxy of the candidate; write the verdict only if check() returned."""
+    replies = os.fdopen(fd_resp, "rb")
+
+    def candidate(*args, **kwargs):
+        _reply(fd_req, {"args": encode(list(args)), "kwargs": encode(kwargs)})
+        line = replies.readline(MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise CandidateFailed("the candidate's process gave no (complete) reply")
+        try:
+            message = json.loads(line)
+            if set(message) == {"value"}:
+                return decode(message["value"])
+        except (ValueError, TypeError, RecursionError) as e:
+            raise CandidateFailed(f"unreadable reply: {type(e).__name__}") from None
+        raise CandidateFailed(str(message.get("error", "bad reply"))[:500])
+
+    scope: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        exec(compile(cfg["helpers"], "prompt.py", "exec"), scope)  # noqa: S102 - trusted: the problem's prompt
+        scope[cfg["entry_point"]] = candidate  # a test naming the function calls the proxy too
+        exec(compile(cfg["test"], "test.py", "exec"), scope)  # noqa: S102 - trusted: the problem's tests
+        scope["check"](candidate)
+    except BaseException:  # noqa: BLE001 - any failure of the tests is a failed verdict
         traceback.print_exc(limit=5)
         return 1
-    write(result_fd, nonce.encode())
+    _reply(fd_verdict, {"verdict": "passed"})
     return 0
 
 
 def main() -> int:
     cfg = json.loads(sys.stdin.readline())
-    nonce = cfg.pop("nonce")
     sys.stdin.close()
     for name in PRELOAD:
         __import__(name)
-    libc = ctypes.CDLL(None, use_errno=True)
-    isolation = _unshare(libc)
-    result_fd = os.open("result", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    if isolation != "none":
-        # The first child is PID 1 of the new namespace: when it ends, the kernel kills every process
-        # the program may have started.
-        pid = os.fork()
-        if pid:
-            os.close(result_fd)
-            _, status = os.waitpid(pid, 0)
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
-    _limits(cfg)
-    dropped = _drop_privileges()
-    sys.stderr.write(json.dumps({"isolation": isolation, "unprivileged": dropped}) + "\n")
+    line = _contain(cfg)
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
-    code = _run(cfg, nonce, result_fd)
+    fds = cfg["fds"]
+    code = run(cfg, *fds) if cfg["role"] == "run" else judge(cfg, *fds)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -13,7 +13,9 @@ of the full KL (data-processing inequality) and costs kilobytes instead of gigab
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -133,12 +135,47 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     return out
 
 
-def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> ReferenceLogits:
-    """The reference for `n` fixed examples of an evaluation task (gold answers as the canvas)."""
+def task_inputs(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> dict[str, Any]:
+    """The fixed inputs for `n` examples of an evaluation task (gold answers as the canvas)."""
     from advisor.eval.tasks import select
 
     examples = select(task.examples, n, seed)
     prompts = [task.prompt(ex) for ex in examples]
     answers = [ex.get("answer") or ex.get("canonical_solution") for ex in examples]
-    return reference_logits(loaded, build_inputs(loaded, prompts, answers, canvas=canvas or min(task.max_new_tokens, 64),
-                                                 seed=seed))
+    return build_inputs(loaded, prompts, answers, canvas=canvas or min(task.max_new_tokens, 64), seed=seed)
+
+
+def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> ReferenceLogits:
+    """The reference for `n` fixed examples of an evaluation task (gold answers as the canvas)."""
+    return reference_logits(loaded, task_inputs(loaded, task, n=n, seed=seed, canvas=canvas))
+
+
+def reference_cache_dir() -> Path:
+    """Where full-precision references of offloaded models are kept ($ADVISOR_CACHE_DIR, else ~/.cache)."""
+    root = os.environ.get("ADVISOR_CACHE_DIR") or Path.home() / ".cache" / "moe-advisor"
+    return Path(root) / "reference"
+
+
+def cached_reference(loaded, inputs: dict[str, Any] | torch.Tensor, cache_dir: Path | None = None) -> ReferenceLogits:
+    """`reference_logits`, computed once per model fingerprint and input set and kept on disk: for an
+    offloaded model the full-precision forward reads every routed expert from the checkpoint, so it is
+    the one expensive measurement a study would otherwise repeat in every run."""
+    import hashlib
+
+    h = hashlib.sha256(str(loaded.fingerprint).encode())
+    parts = [inputs] if isinstance(inputs, torch.Tensor) else [inputs[k] for k in sorted(inputs) if inputs[k] is not None]
+    for t in parts:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+    path = (cache_dir or reference_cache_dir()) / f"{h.hexdigest()[:24]}.pt"
+    if path.is_file():
+        try:
+            return ReferenceLogits(**torch.load(path, weights_only=True))
+        except (OSError, RuntimeError, TypeError, EOFError):
+            pass  # a damaged cache file is recomputed and rewritten
+    ref = reference_logits(loaded, inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(ref.__dict__, tmp)
+    os.replace(tmp, path)
+    return ref

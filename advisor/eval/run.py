@@ -13,8 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.eval.notes import note_once
 from advisor.eval.stats import wilson_interval
-from advisor.eval.tasks import Task
+from advisor.eval.tasks import Task, _replace_examples
 
 
 @dataclass
@@ -47,8 +48,8 @@ class EvalResult:
         }
 
 
-def default_batch_size(task: Task) -> int:
-    return 64 if task.pad_ok else 8
+def default_batch_size(task: Task, pad: str | None = None) -> int:
+    return 64 if task.pad_ok else 8 if pad is None else 16
 
 
 def evaluate(
@@ -61,12 +62,13 @@ def evaluate(
     progress: bool = False,
     batch_size: int | None = None,
     on_forward: Callable | None = None,
+    max_new_tokens: int | None = None,
     **gen_overrides: Any,
 ) -> EvalResult:
     """Generate a completion for every (selected) example of `task` and score it.
 
     `limit`/`seed` pick a deterministic subset; `runtime` (an ExpertRuntime) computes the experts;
-    `gen_overrides` (steps, block_length, ...) override the task's decoding.
+    `max_new_tokens` and `gen_overrides` (steps, block_length, ...) override the task's decoding.
     """
     import torch
 
@@ -77,13 +79,19 @@ def evaluate(
     task = task.subset(limit, seed)
     if not task.examples:
         raise UserError(f"task {task.name} has no examples to evaluate")
-    batches = _batches(loaded.tokenizer, task, batch_size or default_batch_size(task))
+    new_tokens = max_new_tokens or task.max_new_tokens
+    task = fit_to_positions(task, loaded, new_tokens)
+    # Prompts of unequal length share a batch when the task allows EOS left-padding (the bundled model was
+    # trained that way) or the family decodes autoregressively (padding hidden by an attention mask).
+    pad = "eos" if task.pad_ok else "mask" if not loaded.is_diffusion else None
+    batches = _batches(loaded.tokenizer, task, batch_size or default_batch_size(task, pad), pad)
     gen_kwargs = {**task.gen_kwargs, **gen_overrides}
     texts: dict[int, str] = {}
     start = time.perf_counter()
     with attached(loaded, runtime), _progress(progress, task) as advance:
-        for idx, ids in batches:
-            new = _generate(loaded, ids, task.max_new_tokens, on_forward, gen_kwargs)
+        for idx, ids, mask in batches:
+            kwargs = {**gen_kwargs, "attention_mask": mask} if mask is not None else gen_kwargs
+            new = _generate(loaded, ids, new_tokens, on_forward, kwargs)
             for i, row in zip(idx, new.tolist(), strict=True):
                 texts[i] = _decode(loaded.tokenizer, row)
             advance(len(idx))
@@ -113,14 +121,60 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
-def _batches(tokenizer, task: Task, batch_size: int) -> list[tuple[list[int], Any]]:
-    """(example indices, input ids [B, L]) batches. Prompts of unequal length share a batch only when the
-    task allows left padding; otherwise batches group prompts of identical length."""
+def model_positions(loaded) -> int | None:
+    """The model's maximum positions (config `max_position_embeddings`, also of a nested text config)."""
+    config = getattr(loaded.model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else None
+    for c in (config, text):
+        value = getattr(c, "max_position_embeddings", None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
+    """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
+    prompt gets what the new tokens leave, at least half). Said once; prompts that still do not fit are
+    said too (the model then runs past the length it was trained for)."""
+    positions = model_positions(loaded)
+    if positions is None or loaded.tokenizer is None:
+        return task
+    budget = max(positions - max_new_tokens, positions // 2)
+
+    def length(ex: dict) -> int:
+        return len(encode_prompt(loaded.tokenizer, task.prompt(ex)))
+
+    examples, shortened, fewest, over = [], 0, task.max_shots, 0
+    for ex in task.examples:
+        if task.max_shots and length(ex) > budget:
+            shots = ex.get("shots", task.max_shots)
+            while shots > 0 and length({**ex, "shots": shots}) > budget:
+                shots -= 1
+            ex = {**ex, "shots": shots}
+            shortened, fewest = shortened + 1, min(fewest, shots)
+        over += length(ex) > budget
+        examples.append(ex)
+    n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
+    if shortened:
+        note_once(f"{task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
+                  f"fewest kept {fewest} of {task.max_shots}")
+    if over:
+        note_once(f"{task.name}: {over} of {n} prompts still exceed {room}; the model runs past the length it "
+                  "was trained for on them")
+    return _replace_examples(task, examples) if shortened else task
+
+
+def _batches(tokenizer, task: Task, batch_size: int, pad: str | None = None) -> list[tuple[list[int], Any, Any]]:
+    """(example indices, input ids [B, L], attention mask or None) batches. Prompts of unequal length share
+    a batch only when `pad` allows it: "eos" left-pads with EOS and no mask, "mask" left-pads and masks;
+    otherwise batches group prompts of identical length."""
     import torch
 
     encoded = [encode_prompt(tokenizer, task.prompt(ex)) for ex in task.examples]
-    pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
-    if task.pad_ok:
+    filler = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    if filler is None:
+        filler, pad = 0, None if pad == "eos" else pad
+    if pad is not None:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     else:
@@ -131,8 +185,11 @@ def _batches(tokenizer, task: Task, batch_size: int) -> list[tuple[list[int], An
     out = []
     for group in groups:
         width = max(len(encoded[i]) for i in group)
-        rows = [[pad] * (width - len(encoded[i])) + encoded[i] for i in group]
-        out.append((group, torch.tensor(rows, dtype=torch.long)))
+        rows = [[filler] * (width - len(encoded[i])) + encoded[i] for i in group]
+        mask = None
+        if pad == "mask" and any(len(encoded[i]) < width for i in group):
+            mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in group])
+        out.append((group, torch.tensor(rows, dtype=torch.long), mask))
     return out
 
 

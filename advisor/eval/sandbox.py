@@ -1,17 +1,20 @@
-"""Execute untrusted generated code in a contained child process (used by the HumanEval evaluator).
+"""Execute untrusted generated code against trusted tests, in two contained child processes.
 
-The child (`_sandbox_child.py`) gets a fresh temporary directory, runs with time, memory, file-size,
-open-file and process limits, in new network and PID namespaces where the kernel allows, as an
-unprivileged user when started as root, and with sockets / process creation / file removal refused in
-the interpreter. The parent enforces a wall-clock limit and kills the whole process group on expiry.
-Every outcome other than "the tests ran to the end" is a failure.
+The *runner* executes the untrusted code and answers call requests with the entry point's return values
+as plain data; the *judge* runs the tests (``check(candidate)``) against a proxy that asks the runner, and
+alone reports the verdict, on a pipe only this process holds. The completion never runs where the
+comparison is made, so it cannot forge a pass (a lying ``__eq__``, a frame walk to a token, module-level
+code). Both children (`_sandbox_child.py`) run in private mount, network, PID and IPC namespaces (a
+read-only root with only the system and Python libraries, a throw-away writable tmpfs), without
+privileges, with time, memory, file-size, open-file and process limits. This process enforces a
+wall-clock limit and kills both process groups at the end. Every outcome other than "the tests ran to
+the end" is a failure.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -37,7 +40,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class ExecResult:
-    """Outcome of one program: status is "passed", "failed", "timeout" or "error" (sandbox trouble)."""
+    """Outcome of one run: status is "passed", "failed", "timeout" or "error" (sandbox trouble).
+    `isolation` is the runner's isolation line (namespaces, user, and the fallback when namespaces were refused)."""
 
     status: str
     detail: str = ""
@@ -48,60 +52,98 @@ class ExecResult:
         return self.status == "passed"
 
 
-def run_program(program: str, entry_point: str, limits: Limits = Limits()) -> ExecResult:
-    """Run `program` (which must define `check` and `entry_point`) and call ``check(entry_point)``."""
-    nonce = secrets.token_hex(16)
+def run_tests(code: str, test: str, entry_point: str, limits: Limits = Limits(), helpers: str = "") -> ExecResult:
+    """Run ``check(candidate)`` from `test` (with `helpers`, e.g. the problem's prompt, defined beside it)
+    where `candidate` calls `entry_point` of the untrusted `code`, executed in another process."""
     with tempfile.TemporaryDirectory(prefix="advisor-exec-") as tmp:
         work = Path(tmp)
-        (work / "program.py").write_text(program, encoding="utf-8")
-        if os.geteuid() == 0:  # the program will run as nobody: give it its scratch directory
-            os.chown(work, NOBODY, NOBODY)
-            os.chmod(work, 0o700)
-        cfg = {
-            "nonce": nonce, "entry_point": entry_point, "memory_bytes": limits.memory_bytes,
-            "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_bytes,
-            "max_processes": limits.max_processes,
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        verdict_r, verdict_w = os.pipe()
+        common = {
+            "entry_point": entry_point, "memory_bytes": limits.memory_bytes, "cpu_seconds": limits.cpu_seconds,
+            "file_bytes": limits.file_bytes, "max_processes": limits.max_processes,
+            "tmp_bytes": max(limits.file_bytes * 4, 1 << 20),
         }
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-        with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", str(CHILD)],
-                cwd=work, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env, start_new_session=True,
-                close_fds=True,
-            )
-            status = ""
-            try:
-                proc.stdin.write((json.dumps(cfg) + "\n").encode())  # type: ignore[union-attr]
-                proc.stdin.close()  # type: ignore[union-attr]
-            except BrokenPipeError:
-                pass
-            try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                status = "timeout"
-            finally:
+        procs: list[subprocess.Popen] = []
+        try:
+            procs.append(_start(work / "run", {**common, "role": "run", "code": code, "fds": [req_r, resp_w]}))
+            procs.append(_start(
+                work / "judge",
+                {**common, "role": "judge", "test": test, "helpers": helpers, "fds": [req_w, resp_r, verdict_w]},
+            ))
+        finally:
+            for fd in (req_r, resp_w, req_w, resp_r, verdict_w):
+                os.close(fd)
+            timed_out = _wait(procs, limits.timeout_s)
+            for proc in procs:
                 _kill_group(proc)
-        stderr = _tail(work / "stderr")
-        # The child's isolation line is the first line of stderr: read it from the head, since a noisy
+            verdict = _read_fd(verdict_r)
+            os.close(verdict_r)
+        run_err, judge_err = _tail(work / "run" / "stderr"), _tail(work / "judge" / "stderr")
+        # The isolation line is the first line of stderr: read it from the head, since a noisy
         # program (a fork bomb's tracebacks) can push it out of the tail.
-        isolation = _isolation(_head(work / "stderr"))
-        if status == "timeout":
+        isolation = _isolation(_head(work / "run" / "stderr"))
+        if timed_out:
             return ExecResult("timeout", f"killed after {limits.timeout_s:g} s", isolation)
-        passed = proc.returncode == 0 and _read(work / "result") == nonce
-        if passed:
+        if procs[-1].returncode == 0 and verdict == {"verdict": "passed"}:
             return ExecResult("passed", "", isolation)
-        if not isolation:
-            return ExecResult("error", f"sandbox did not start (exit {proc.returncode}): {stderr[-300:]}")
-        return ExecResult("failed", stderr[-500:], isolation)
+        if not isolation or not _isolation(_head(work / "judge" / "stderr")):
+            return ExecResult("error", f"sandbox did not start: {(run_err + judge_err)[-300:]}", isolation)
+        return ExecResult("failed", (judge_err[-400:] + "\n" + run_err[-200:]).strip(), isolation)
 
 
-def run_many(
-    jobs: list[tuple[str, str]], limits: Limits = Limits(), workers: int | None = None
-) -> list[ExecResult]:
-    """Run (program, entry_point) jobs concurrently (threads only wait on child processes)."""
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
+def _start(cwd: Path, cfg: dict) -> subprocess.Popen:
+    """One child in its own session, its settings on stdin (never on argv or in the environment)."""
+    cwd.mkdir()
+    (cwd / "root").mkdir()  # the mount point of its private root
+    cfg["new_root"] = str(cwd / "root")
+    if os.geteuid() == 0:  # without a mount namespace it runs as nobody in this directory
+        try:
+            os.chown(cwd, NOBODY, NOBODY)
+            os.chmod(cwd, 0o700)
+        except OSError:  # root of a user namespace that does not map nobody: the child keeps this user
+            pass
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+    with open(cwd / "stdout", "wb") as out, open(cwd / "stderr", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", str(CHILD)], cwd=cwd, stdin=subprocess.PIPE, stdout=out,
+            stderr=err, env=env, start_new_session=True, close_fds=True, pass_fds=tuple(cfg["fds"]),
+        )
+    try:
+        proc.stdin.write((json.dumps(cfg) + "\n").encode())  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+    except BrokenPipeError:
+        pass
+    return proc
+
+
+def _wait(procs: list[subprocess.Popen], timeout_s: float) -> bool:
+    """Wait for the judge (the last one) to finish; True if the wall-clock limit ran out first."""
+    if len(procs) < 2:
+        return False
+    try:
+        procs[-1].wait(timeout=timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        return True
+
+
+def _read_fd(fd: int, limit: int = 256):
+    """The judge's verdict message (its write end is closed by now), or None."""
+    os.set_blocking(fd, False)
+    try:
+        data = os.read(fd, limit)
+        return json.loads(data) if data else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_many(jobs: list[dict], limits: Limits = Limits(), workers: int | None = None) -> list[ExecResult]:
+    """Run many `run_tests` jobs (keyword dicts) concurrently (threads only wait on child processes)."""
+    workers = workers or max(2, min(8, 2 * (os.cpu_count() or 1)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: run_program(job[0], job[1], limits), jobs))
+        return list(pool.map(lambda job: run_tests(**job, limits=limits), jobs))
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -147,5 +189,6 @@ def _isolation(stderr: str) -> str:
                 info = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            return f"{info['isolation']},{'nobody' if info['unprivileged'] else 'same-user'}"
+            text = f"{info['isolation']},{info['user']}"
+            return text + (f" ({info['fallback']})" if info.get("fallback") else "")
     return ""

@@ -32,6 +32,9 @@ class Task:
     true only for the bundled model, which was trained that way; others decode equal-length prompts."""
     score_many_fn: Callable[[list[dict], list[str]], list[bool]] | None = None
     description: str = ""
+    max_shots: int = 0
+    """Few-shot exemplars in a prompt; `prompt_fn` uses ``ex["shots"]`` when set, so exemplars can be
+    dropped for a model with few positions (`advisor.eval.run.fit_to_positions`)."""
 
     def prompt(self, ex: dict) -> str:
         return self.prompt_fn(ex)
@@ -107,9 +110,10 @@ def _gsm8k(path: str | None, style: str | None) -> Task:
         name="gsm8k",
         examples=examples,
         max_new_tokens=256,
-        prompt_fn=lambda ex: gsm8k.build_prompt(ex["question"], style),
+        prompt_fn=lambda ex: gsm8k.build_prompt(ex["question"], style, ex.get("shots", gsm8k.MAX_SHOTS)),
         score_fn=lambda ex, text: gsm8k.is_correct(text, ex["answer"], mode="flexible"),
         clean_fn=lambda _ex, text: gsm8k.truncate_completion(text),
+        max_shots=0 if style == "zero-shot" else gsm8k.MAX_SHOTS,
         description=f"GSM8K ({len(examples)} problems), {style} prompt, flexible extraction",
     )
 
@@ -128,7 +132,7 @@ def _humaneval(path: str | None, _style: str | None) -> Task:
         max_new_tokens=256,
         prompt_fn=lambda ex: ex["prompt"],
         score_fn=lambda ex, text: humaneval.check_completion(ex, text).passed,
-        clean_fn=humaneval.clean_completion,
+        clean_fn=lambda ex, text: humaneval.clean_completion(text, ex),
         score_many_fn=score_many,
         description=f"HumanEval ({len(problems)} problems), sandboxed pass@1",
     )

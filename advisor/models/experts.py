@@ -110,7 +110,11 @@ class ListExperts:
 
 
 def expert_set(module: nn.Module) -> ExpertSet:
-    """The `ExpertSet` view of an experts module (fused transformers module or project `ExpertList`)."""
+    """The `ExpertSet` view of an experts module (fused transformers module or project `ExpertList`); for an
+    offloaded model, the checkpoint view its loader attached (its own parameters are meta)."""
+    source = module.__dict__.get("_advisor_source")
+    if source is not None:
+        return source
     if isinstance(module, ExpertList):
         return ListExperts(module, module.act_fn)
     if hasattr(module, "gate_up_proj") and hasattr(module, "down_proj"):

@@ -167,9 +167,11 @@ def _autoregressive(loaded, input_ids, max_new_tokens, steps, block_length, on_f
 
     hooks = [(model, one_forward)] if on_forward else []
     kwargs = {"do_sample": False, **{k: v for k, v in loaded.gen_defaults.items() if k != "do_sample"}, **options}
+    mask = kwargs.pop("attention_mask", None)  # left-padded batches mask their padding
     with _pre_hooks(hooks):
         out = model.generate(
-            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+            input_ids, attention_mask=torch.ones_like(input_ids) if mask is None else mask.to(input_ids.device),
+            max_new_tokens=max_new_tokens,
             pad_token_id=_filler(loaded), **kwargs,
         )
     return out[:, input_ids.shape[1]:]

@@ -22,7 +22,8 @@ from torch import nn
 
 from advisor.errors import UserError
 from advisor.models import tiny
-from advisor.models.view import MoELayer, moe_layers
+from advisor.models.probe import verify_experts_path
+from advisor.models.view import MoELayer, moe_layers, use_seam
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
@@ -52,10 +53,18 @@ class LoadedModel:
     moe: list[MoELayer]
     mask_token_id: int | None
     gen_defaults: dict[str, Any] = field(default_factory=dict)
+    offloaded: bool = False
+    """Routed experts stay in the checkpoint (meta parameters); see `advisor.models.offloaded`."""
+    load_note: str = ""
+    """Why the model was loaded as it was (offloaded or resident), for run headers."""
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(p for p in self.model.parameters() if not p.is_meta).device
+
+    def device_param_bytes(self) -> int:
+        """Bytes of the parameters that exist on the device (meta expert parameters excluded): counted."""
+        return sum(p.numel() * p.element_size() for p in self.model.parameters() if not p.is_meta)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,8 +95,13 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
-def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None) -> LoadedModel:
-    """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`."""
+def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,
+               offload: bool | None = None, budget: int | None = None) -> LoadedModel:
+    """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
+
+    `offload`: True keeps the routed experts in the checkpoint (offloaded loading), False loads everything;
+    None (default) offloads when the checkpoint's counted bytes exceed `budget` (default: the device's free
+    memory - the GPU's, or the host's available RAM for ``cpu``)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
@@ -96,6 +110,9 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     spec = str(spec).strip()
     if spec.startswith("tiny:"):
         family = spec.split(":", 1)[1]
+        if offload:
+            raise UserError("--offload reads experts from a checkpoint directory; tiny:<family> models are built in "
+                            "memory (save one with save_pretrained and pass its directory)")
         model = tiny.build_tiny(family, dtype=torch_dtype or torch.float32)
         return loaded_from(model, None, family, spec, device)
     if spec == "bundled":
@@ -104,16 +121,16 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
                 f"the bundled model is missing ({BUNDLED_DIR}); train it from a repository checkout with `python -m scripts.train_bundled` "
                 "or pass a model id / directory"
             )
-        return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype)
+        return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, offload, budget)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_dir(path, str(path), device, torch_dtype)
+        return _load_dir(path, str(path), device, torch_dtype, offload, budget)
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(
             f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
             f"{', '.join(tiny.TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)"
         )
-    return _load_dir(_resolve_hub(spec), spec, device, torch_dtype)
+    return _load_dir(_resolve_hub(spec), spec, device, torch_dtype, offload, budget)
 
 
 def _parse_dtype(dtype: Any) -> torch.dtype | None:
@@ -210,7 +227,26 @@ def _llada_type(family: str) -> str | None:
     return getattr(cfg, "model_type", None)
 
 
-def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None) -> LoadedModel:
+def device_free_bytes(device: torch.device) -> int:
+    """Free memory of `device`: the GPU's (CUDA driver), or the host's available RAM for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return host_available_bytes()
+
+
+def host_available_bytes() -> int:
+    """The host's available RAM (MemAvailable), or physical pages x page size where /proc is absent."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
+              offload: bool | None = None, budget: int | None = None) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
@@ -223,6 +259,19 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
+    note = ""
+    if offload is None and not any(path.glob("*.safetensors")):
+        offload, note = False, "no safetensors shards to stream from"
+    elif offload is None:
+        from advisor.models.checkpoint import Checkpoint
+
+        counted = Checkpoint(path).nbytes
+        limit = budget if budget is not None else device_free_bytes(device)
+        offload = counted > limit
+        note = (f"counted {counted / 2**30:.2f} GiB of weights {'>' if offload else '<='} "
+                f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {limit / 2**30:.2f} GiB")
+    elif not note:
+        note = "--offload" if offload else "resident (asked)"
     try:
         if family == "llada_moe":
             from advisor.models.llada_moe import LLaDAMoEModelLM as cls
@@ -232,10 +281,19 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             from transformers import DiffusionGemmaForBlockDiffusion as cls
         else:
             from transformers import AutoModelForCausalLM as cls
+        if offload:
+            from advisor.models.offloaded import build_offloaded
+
+            model, sample = build_offloaded(path, cls, device, dtype)
+            loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=sample)
+            loaded.load_note = f"offloaded: routed experts stream from the checkpoint ({note})"
+            return loaded
         model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     except (ValueError, KeyError) as e:
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
-    return loaded_from(model.eval(), _tokenizer(path), family, name, device)
+    loaded = loaded_from(model.eval(), _tokenizer(path), family, name, device)
+    loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""
+    return loaded
 
 
 def _tokenizer(path: Path) -> Any | None:
@@ -251,23 +309,34 @@ def _tokenizer(path: Path) -> Any | None:
 
 
 def loaded_from(
-    model: nn.Module, tokenizer: Any | None, family: str, name: str, device: torch.device | str = "cpu"
+    model: nn.Module, tokenizer: Any | None, family: str, name: str, device: torch.device | str = "cpu",
+    *, sample: Any = None,
 ) -> LoadedModel:
-    """Wrap a model built in code (benchmarks, experiments) exactly as `load_model` wraps a loaded one."""
+    """Wrap a model built in code (benchmarks, experiments) exactly as `load_model` wraps a loaded one.
+
+    `sample` (offloaded models, already placed): reads fingerprint samples of meta parameters from the
+    checkpoint."""
     device = torch.device(device)
     moe = moe_layers(model)  # raises UserError for models without MoE layers, before moving anything
-    model = model.to(device).eval()
+    if sample is None:
+        model = model.to(device)
+    model = model.eval()
     moe = moe_layers(model)
+    if sample is None:  # an offloaded model's own expert weights are meta: no resident probe can run
+        verify_experts_path(model, moe, family)  # refuses models whose forward bypasses the experts seam
+    else:
+        use_seam(model, moe)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
         family=family,
         is_diffusion=family in DIFFUSION_FAMILIES,
         name=name,
-        fingerprint=fingerprint(model),
+        fingerprint=fingerprint(model, sample=sample),
         moe=moe,
         mask_token_id=_mask_token_id(model, family),
         gen_defaults=gen_defaults(model, family),
+        offloaded=sample is not None,
     )
 
 
@@ -305,16 +374,21 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
-def fingerprint(model: nn.Module, elements: int = 64) -> str:
+def fingerprint(model: nn.Module, elements: int = 64, *, sample: Any = None) -> str:
     """A stable short sha256 over the config, every parameter's name/shape/dtype, and an evenly strided
-    sample of `elements` values from every parameter (cheap even for 30B-parameter models)."""
+    sample of `elements` values from every parameter (cheap even for 30B-parameter models). Meta parameters
+    (an offloaded model's experts) are sampled from the checkpoint by `sample(name, param, flat_indices)`,
+    so an offloaded model has the fingerprint of the same model loaded whole."""
     h = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None:
         h.update(json.dumps(_canonical(config.to_dict()), sort_keys=True, default=str).encode())
     for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
-        flat = p.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // elements)][:elements].cpu().contiguous()
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-        h.update(sample.view(torch.uint8).numpy().tobytes())
+        if p.is_meta and sample is not None:
+            h.update(sample(name, p, range(0, p.numel(), max(1, p.numel() // elements))[:elements]))
+            continue
+        flat = p.detach().reshape(-1)
+        values = flat[:: max(1, flat.numel() // elements)][:elements].cpu().contiguous()
+        h.update(values.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]

@@ -146,6 +146,8 @@ def _count_experts(module: nn.Module, view: seam.ExpertSet) -> int:
 def _same_storage(a: nn.Module, b: nn.Module) -> bool:
     if isinstance(a, seam.ExpertList) or isinstance(b, seam.ExpertList):
         return False
+    if a.gate_up_proj.is_meta:  # offloaded: meta tensors have no storage; tied twins share the parameter
+        return a.gate_up_proj is b.gate_up_proj and a.down_proj is b.down_proj
     return (
         a.gate_up_proj.data_ptr() == b.gate_up_proj.data_ptr()
         and a.down_proj.data_ptr() == b.down_proj.data_ptr()
@@ -217,6 +219,18 @@ def _native_configs(layers: list[MoELayer]) -> list[object]:
     return configs
 
 
+def use_seam(model: nn.Module, layers: list[MoELayer]) -> None:
+    """Fused experts compute through the advisor seam (transformers' ExpertsInterface "advisor"). Offloaded
+    models use it from the start: their own expert parameters are meta, so no stock kernel can run them."""
+    seam.register_with_transformers()
+    configs = _native_configs(layers)
+    if configs and hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("advisor")
+    for config in configs:  # sub-configs that set_experts_implementation did not reach (shared text configs)
+        if config._experts_implementation != "advisor":
+            config._experts_implementation_internal = "advisor"
+
+
 def attach_runtime(
     model: nn.Module,
     runtime: seam.ExpertRuntime | None = None,
@@ -230,17 +244,11 @@ def attach_runtime(
     list-layout models already call the seam. Tied twins (DiffusionGemma's encoder) share the same session.
     """
     layers = moe_layers(model) if layers is None else layers
-    seam.register_with_transformers()
     configs = _native_configs(layers)
-    if configs:
-        if not hasattr(model, "_advisor_previous_experts"):
-            whole = model.get_experts_implementation() if hasattr(model, "get_experts_implementation") else None
-            model._advisor_previous_experts = (whole, [(c, c._experts_implementation) for c in configs])
-        if hasattr(model, "set_experts_implementation"):
-            model.set_experts_implementation("advisor")
-        for config in configs:  # sub-configs that set_experts_implementation did not reach (shared text configs)
-            if config._experts_implementation != "advisor":
-                config._experts_implementation_internal = "advisor"
+    if configs and not hasattr(model, "_advisor_previous_experts"):
+        whole = model.get_experts_implementation() if hasattr(model, "get_experts_implementation") else None
+        model._advisor_previous_experts = (whole, [(c, c._experts_implementation) for c in configs])
+    use_seam(model, layers)
     session = seam.attach({lay.index: lay.experts_module for lay in layers}, runtime, observers)
     for lay in layers:
         for alias in lay.aliases:

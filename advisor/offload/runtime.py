@@ -66,7 +66,8 @@ class OffloadRuntime:
         if self.cuda and not torch.cuda.is_available():
             raise UserError("device 'cuda' requested but CUDA is not available here; use --device cpu")
         self.policy_name, self.prefetch_mode = policy, prefetch
-        self.store = ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
+        # a prepared store (an offloaded model's, packed from its checkpoint) is shared across runtimes
+        self.store = plan if isinstance(plan, ExpertStore) else ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
         self.plan = self.store.plan
         self.capacity = resolve_slots(slots_per_layer, [m.num_experts for m in moe])
         policies = build_policies(policy, self.capacity, hot=hot, **dict(policy_kw or {}))

@@ -10,6 +10,7 @@ copies are asynchronous and run at full link speed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ class PackedExpert:
     __slots__ = ("host", "pieces", "formats", "shapes", "nbytes")
 
     def __init__(self, qe: Any, pin: bool = False):
+        """Raises RuntimeError when `pin` is set and pinned memory cannot be allocated."""
         tensors = []
         for part in _PARTS:
             qt = getattr(qe, part)
@@ -68,6 +70,18 @@ class PackedExpert:
         return QuantizedExpert(*(QTensor(self.formats[p], self.shapes[p], parts[p]) for p in _PARTS))
 
 
+def check_host_memory(need: int, what: str, host_limit: int | None = None) -> None:
+    """`UserError` (before anything is read) if a host store of `need` bytes exceeds `host_limit` (default:
+    the host's available RAM)."""
+    from advisor.models.load import host_available_bytes
+
+    limit = host_available_bytes() if host_limit is None else host_limit
+    if need > limit:
+        raise UserError(f"the expert store for plan {what} needs {need / 2**30:.2f} GiB of host memory but "
+                        f"{limit / 2**30:.2f} GiB is {'available' if host_limit is None else 'allowed (--host-memory)'}"
+                        "; choose a smaller format (int4, int3) or free memory")
+
+
 def resolve_plan(plan: Any) -> Any:
     """A `PrecisionPlan` from a plan, a spec string ("int8", "layers=0-1:int8,2-3:int4", a JSON path)."""
     from advisor.quant.plan import PrecisionPlan
@@ -76,20 +90,40 @@ def resolve_plan(plan: Any) -> Any:
 
 
 class ExpertStore:
-    """Every routed expert of the given MoE layers, quantized per `plan`, packed in host memory."""
+    """Every routed expert of the given MoE layers, quantized per `plan`, packed in host memory.
 
-    def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False):
-        from advisor.quant.apply import build_store
+    Experts are quantized and packed one at a time (for an offloaded model, read one at a time from the
+    checkpoint), so building the store holds the store plus one expert. The counted size of the store is
+    checked against `host_limit` (default: the host's available RAM) before anything is read. When pinned
+    memory cannot be allocated the store falls back to pageable memory and says so (`pin_note`)."""
+
+    def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False, host_limit: int | None = None):
+        from advisor.quant.apply import iter_quantized, plan_store_bytes
 
         self.plan = resolve_plan(plan)
-        self.pinned = bool(pin)
         for i, layer in enumerate(moe):
             if layer.index != i:
                 raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
-        quantized = build_store(list(moe), self.plan)
-        self.layers: list[list[PackedExpert]] = [
-            [PackedExpert(quantized[(i, e)], pin=pin) for e in range(layer.num_experts)] for i, layer in enumerate(moe)
-        ]
+        need = plan_store_bytes(list(moe), self.plan)
+        check_host_memory(need, self.plan.spec, host_limit)
+        self.pinned = bool(pin)
+        self.pin_note = ""
+        self.layers: list[list[PackedExpert]] = [[] for _ in moe]
+        for (layer, _), qe in iter_quantized(list(moe), self.plan):
+            self.layers[layer].append(self._pack(qe))
+
+    def _pack(self, qe: Any) -> PackedExpert:
+        if not self.pinned:
+            return PackedExpert(qe)
+        try:
+            return PackedExpert(qe, pin=True)
+        except RuntimeError as e:
+            self.pinned = False
+            self.pin_note = (f"pinned host memory could not be allocated ({str(e).splitlines()[0][:120]}); the "
+                             "expert store uses pageable memory: copies run at roughly half the pinned rate and "
+                             "do not overlap compute")
+            logging.getLogger("advisor").warning("warning: %s", self.pin_note)
+            return PackedExpert(qe)
 
     def __getitem__(self, key: tuple[int, int]) -> PackedExpert:
         return self.layers[key[0]][key[1]]

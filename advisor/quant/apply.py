@@ -8,7 +8,7 @@ experts are never touched (see `advisor.quant.plan`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -68,7 +68,8 @@ class DequantizedCache:
 def fast_runtime(loaded, runtime):
     """`runtime`, or its dequantized cache where that gives identical numbers (float32 on CPU)."""
     plain = loaded.device.type == "cpu" and loaded.dtype == torch.float32
-    if plain and hasattr(runtime, "store") and hasattr(runtime, "acts"):
+    # only a quantized runtime's dict of experts; an offload runtime's packed store must not be dequantized whole
+    if plain and isinstance(getattr(runtime, "store", None), dict) and hasattr(runtime, "acts"):
         return DequantizedCache(runtime, torch.float32)
     return runtime
 
@@ -89,17 +90,27 @@ def check_plan_fits(plan: PrecisionPlan, moe: list) -> None:
             )
 
 
-def build_store(moe: list, plan: PrecisionPlan) -> dict[Key, QuantizedExpert]:
-    """Quantize every routed expert of the given MoE layers per `plan`, on the device its weights live on."""
+def iter_quantized(moe: list, plan: PrecisionPlan) -> Iterator[tuple[Key, QuantizedExpert]]:
+    """Every routed expert quantized per `plan`, one at a time: only one expert's full-precision weights are
+    held at once (an offloaded model's view reads each from its checkpoint)."""
     check_plan_fits(plan, moe)
-    store: dict[Key, QuantizedExpert] = {}
     with torch.no_grad():
         for layer in moe:
             for e in range(layer.num_experts):
-                store[(layer.index, e)] = quantize_expert(
-                    layer.experts.get(e), plan.format_for(layer.index, e)
-                )
-    return store
+                yield (layer.index, e), quantize_expert(layer.experts.get(e), plan.format_for(layer.index, e))
+
+
+def build_store(moe: list, plan: PrecisionPlan) -> dict[Key, QuantizedExpert]:
+    """Quantize every routed expert of the given MoE layers per `plan`, on the device its weights live on."""
+    return dict(iter_quantized(moe, plan))
+
+
+def plan_store_bytes(moe: list, plan: PrecisionPlan) -> int:
+    """Counted bytes of every routed expert at its planned format (what the host store will hold)."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    return sum(expert_nbytes_of(plan.format_for(m.index, e), m.hidden_size, m.intermediate_size)
+               for m in moe for e in range(m.num_experts))
 
 
 def quantize_experts(

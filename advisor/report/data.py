@@ -11,6 +11,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.results.front import METRICS, FrontPoint
+from advisor.results.preflight import mask_url
 from advisor.results.storage import DEFAULT_STORAGE, normalize_url, require_database
 from advisor.results.store import engine_for, load_fronts
 
@@ -151,7 +152,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     front = load_fronts(engine_for(url), study_name)
     return StudyData(
         name=study_name,
-        storage=url,
+        storage=mask_url(url),  # written into the report: never the password
         objectives=objectives,
         directions=directions,
         study_attrs=dict(study.user_attrs),

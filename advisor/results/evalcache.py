@@ -3,22 +3,32 @@
 Accuracy (and the fidelity proxy) depend on which weights the experts compute with, not on how they are
 cached, so they are keyed by model fingerprint + task + precision-plan fingerprint + the evaluation
 settings that change the number (limit, seed, generation length). The table lives in the study's own
-database, beside Optuna's, so every worker sharing a PostgreSQL study shares the cache too. Two workers
-that measure the same plan at once both succeed: the second insert hits the unique key and is dropped.
+database, beside Optuna's, so every worker sharing a PostgreSQL study shares the cache too. A worker about to
+measure a plan takes a lease on its key first (`measure_once`); another worker that wants the same plan waits
+for that result instead of computing it twice. A lease is renewed while its holder works, so a killed holder's
+lease runs out and the plan is taken over.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import delete, func, inspect, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from advisor.results.store import EvalCacheRow, create_tables
+from advisor.results.store import EvalCacheRow, EvalLeaseRow, create_tables
+
+LEASE_S = 30.0
+"""A lease lasts this long without renewal; its holder renews it every third of that."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,8 @@ class EvalCache:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        if not inspect(engine).has_table(EvalCacheRow.__tablename__):
+        insp = inspect(engine)
+        if not (insp.has_table(EvalCacheRow.__tablename__) and insp.has_table(EvalLeaseRow.__tablename__)):
             create_tables(engine)
 
     def _where(self, key: CacheKey):
@@ -77,6 +88,55 @@ class EvalCache:
         except IntegrityError:
             pass  # another worker measured the same plan first; its row stands
 
+    def measure_once(self, key: CacheKey, measure: Callable[[], None], *, stop: Callable[[], bool] = lambda: False,
+                     poll_s: float = 0.2, lease_s: float = LEASE_S) -> CachedEval | None:
+        """Run `measure` (which `put`s the result) unless another worker is measuring `key`: then wait for its
+        row and return it. Returns None when `measure` ran here. `stop()` true while waiting raises
+        KeyboardInterrupt (the study was asked to stop)."""
+        owner = uuid.uuid4().hex
+        lease = hashlib.sha256("\x1f".join(astuple(key)).encode()).hexdigest()
+        while not self._claim(lease, owner, lease_s):
+            hit = self.get(key)
+            if hit is not None:
+                return hit
+            if stop():
+                raise KeyboardInterrupt
+            time.sleep(poll_s)
+        done = threading.Event()
+        renew = threading.Thread(target=self._renew, args=(lease, owner, lease_s, done), daemon=True)
+        renew.start()
+        try:
+            hit = self.get(key)  # measured between our first look and the claim
+            if hit is not None:
+                return hit
+            measure()
+            return None
+        finally:
+            done.set()
+            renew.join()
+            with Session(self.engine) as s, s.begin():
+                s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.owner == owner)))
+
+    def _claim(self, lease: str, owner: str, lease_s: float) -> bool:
+        now = _utcnow()
+        with Session(self.engine) as s, s.begin():  # a holder that stopped renewing has lost its lease
+            s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.expires_at < now)))
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.add(EvalLeaseRow(key=lease, owner=owner, expires_at=now + dt.timedelta(seconds=lease_s)))
+            return True
+        except IntegrityError:
+            return False
+
+    def _renew(self, lease: str, owner: str, lease_s: float, done: threading.Event) -> None:
+        while not done.wait(lease_s / 3):
+            try:
+                with Session(self.engine) as s, s.begin():
+                    s.execute(update(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.owner == owner))
+                              .values(expires_at=_utcnow() + dt.timedelta(seconds=lease_s)))
+            except SQLAlchemyError:  # the database is busy or gone: the lease may lapse, at worst one extra run
+                continue
+
     def count(self, model_fingerprint: str, task: str, kind: str = "accuracy") -> int:
         with Session(self.engine) as s:
             return int(s.scalar(select(func.count()).select_from(EvalCacheRow).where(
@@ -90,3 +150,7 @@ class EvalCache:
                 (EvalCacheRow.model_fingerprint == model_fingerprint) & (EvalCacheRow.task == task)
                 & (EvalCacheRow.settings == settings) & (EvalCacheRow.kind == "accuracy")))
             return [dict(r.values) for r in rows]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

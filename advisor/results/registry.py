@@ -55,6 +55,8 @@ class StudySummary:
     n_running: int
     front_size: int
     updated_at: dt.datetime | None
+    n_waiting: int = 0
+    """Queued trials (re-queued after an interruption or a dead worker, or seeded) that nobody runs yet."""
 
 
 def list_studies(engine: Engine) -> list[StudySummary]:
@@ -100,8 +102,9 @@ def list_studies(engine: Engine) -> list[StudySummary]:
             device=r.device if r else "?",
             n_complete=c.get("COMPLETE", r.n_complete if r else 0),
             n_failed=c.get("FAIL", 0),
-            n_running=c.get("RUNNING", 0) + c.get("WAITING", 0),
+            n_running=c.get("RUNNING", 0),
             front_size=fronts.get(name, 0),
             updated_at=r.updated_at if r else None,
+            n_waiting=c.get("WAITING", 0),
         ))
     return out

@@ -98,6 +98,17 @@ class EvalCacheRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class EvalLeaseRow(Base):
+    """A worker measuring a plan right now: others wait for its result instead of measuring it again. The
+    holder renews `expires_at`; a dead holder's lease expires and is taken over."""
+
+    __tablename__ = "advisor_eval_lease"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the eval-cache key
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
 def create_tables(engine: Engine) -> None:
     """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
     (duplicate type errors), so there creation is serialised by an advisory lock."""
@@ -133,7 +144,8 @@ def _point_from_row(r: FrontRow) -> FrontPoint:
 
 
 def engine_for(url: str) -> Engine:
-    """An engine for a SQLAlchemy URL; a plain path is taken as a SQLite file."""
+    """An engine for a SQLAlchemy URL; a plain path is taken as a SQLite file, and a PostgreSQL URL without a
+    driver gets one that is installed."""
     url = normalize_url(url, create_dirs=False)
     try:
         return create_engine(url, future=True)

@@ -35,6 +35,15 @@ class TraceRun:
     plan_fingerprint: str
 
 
+class TrialOutOfMemory(Exception):
+    """The device ran out of memory inside a trial (its memory already freed); `asked`: bytes of the allocation
+    that failed (0 if unknown). The objective records the trial infeasible and the study goes on."""
+
+    def __init__(self, asked: int, message: str):
+        super().__init__(message)
+        self.asked = asked
+
+
 class Backend(Protocol):
     model_name: str
     model_fingerprint: str

@@ -32,6 +32,11 @@ class ModelShape:
     native_format: str  # the experts' stored dtype as a format name ("bf16", "fp32", ...)
     resident_bytes: int
     """Bytes that stay on the GPU whatever the cache: every weight except routed experts (counted)."""
+    activation_bytes: int = 0
+    """Activation allowance of one forward (offloaded models: measured by a probe forward), added to the peak."""
+    staging: bool = False
+    """Offloaded models: count the staging buffers of streamed experts in the peak (their weights are nowhere
+    else on the device)."""
 
     @property
     def n_layers(self) -> int:
@@ -179,13 +184,19 @@ def allocate_slots(total: int, shape: ModelShape, rule: str, counts: Mapping[int
     return slots
 
 
-def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[int]) -> int:
-    """Resident weights + for each layer the `slots` largest experts of its plan (the most its cache can hold)."""
-    total = shape.resident_bytes
+def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[int], prefetch: str = "none") -> int:
+    """Resident weights + for each layer the `slots` largest experts of its plan (the most its cache can hold);
+    for offloaded models also the activation allowance and the staging buffers: at worst every expert of one
+    layer that has no slot streams at once (twice that with prefetch, which stages the next layer's)."""
+    total = shape.resident_bytes + shape.activation_bytes
+    staging = 0
     grid = plan.grid(shape.num_experts)
     for layer, s in enumerate(slots):
         sizes = sorted((shape.expert_bytes(layer, f) for f in grid[layer]), reverse=True)
         total += sum(sizes[:s])
+        staging = max(staging, (len(sizes) - min(s, len(sizes))) * (sizes[0] if sizes else 0))
+    if shape.staging:
+        total += staging * (1 if prefetch == "none" else 2)
     return total
 
 
@@ -208,6 +219,6 @@ def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShap
     return TrialConfig(
         params=dict(params), plan=plan, layer_formats=layer_formats, hot_fraction=hot_fraction,
         hot_format=hot_format, slots=tuple(slots), policy=str(params["policy"]), prefetch=str(params["prefetch"]),
-        peak_bytes=counted_peak_bytes(shape, plan, slots), expert_store_bytes=expert_store_bytes(shape, plan),
-        num_experts=tuple(shape.num_experts),
+        peak_bytes=counted_peak_bytes(shape, plan, slots, str(params["prefetch"])),
+        expert_store_bytes=expert_store_bytes(shape, plan), num_experts=tuple(shape.num_experts),
     )

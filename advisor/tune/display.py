@@ -5,19 +5,11 @@ Torch- and optuna-free (the front table is also what `advisor pareto` prints fro
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from advisor.results.front import FrontPoint
@@ -74,20 +66,12 @@ def config_text(config: dict[str, Any]) -> tuple[str, str]:
     return prec, cache
 
 
-def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = ()) -> Table:
-    """The front as a rich table, best H2D first, with each column's value source in the header."""
+def _front_rows(points: Sequence[FrontPoint], objectives: Sequence[str]) -> tuple[list[str], dict[tuple, list[str]]]:
+    """(metric columns, {(precision, cache, *values): [trial numbers]}), best H2D first."""
     cols = [m for m in FRONT_COLUMNS if any(m in p.values for p in points)]
     for m in objectives:
         if m not in cols:
             cols.insert(0, m)
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("trial", justify="right")
-    table.add_column("expert precision")
-    table.add_column("GPU cache")
-    for m in cols:
-        srcs = sorted({short_source(p.sources.get(m, "")) for p in points if m in p.values})
-        mark = " *" if m in objectives else ""
-        table.add_column(f"{_UNITS.get(m, (m,))[0]}{mark}\n[dim]{'/'.join(srcs)}[/dim]", justify="right")
     key = "h2d_bytes_per_token" if any("h2d_bytes_per_token" in p.values for p in points) else (cols[0] if cols else None)
     ordered = sorted(points, key=lambda p: (p.values.get(key, 0.0) if key else 0.0, -p.values.get("accuracy", 0.0)))
     # A sampler may run one configuration several times: show it once, naming every trial that ran it.
@@ -96,9 +80,38 @@ def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[s
         prec, cache = config_text(p.config)
         cells = (prec, cache, *(fmt_value(m, p.values.get(m)) for m in cols))
         rows.setdefault(cells, []).append(str(p.trial_number))
+    return cols, rows
+
+
+def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = ()) -> Table:
+    """The front as a rich table, best H2D first, with each column's value source in the header."""
+    cols, rows = _front_rows(points, objectives)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("trial", justify="right")
+    table.add_column("expert precision")
+    table.add_column("GPU cache")
+    for m in cols:
+        srcs = sorted({short_source(p.sources.get(m, "")) for p in points if m in p.values})
+        mark = " *" if m in objectives else ""
+        table.add_column(f"{_UNITS.get(m, (m,))[0]}{mark}\n[dim]{'/'.join(srcs)}[/dim]", justify="right")
     for cells, trials in rows.items():
         table.add_row(", ".join(trials), *cells)
     return table
+
+
+def print_front(console: Console, points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = (), *,
+                wide: bool = False) -> None:
+    """The front table when it fits the width (or `wide`), else one block per point; then the sources."""
+    from advisor.tune.fit import print_fitted
+
+    cols, rows = _front_rows(points, objectives)
+    records = [(f"trial {', '.join(trials)}: {cells[0]}; {cells[1]}",
+                [(_UNITS.get(m, (m,))[0] + (" *" if m in objectives else ""), v) for m, v in zip(cols, cells[2:],
+                                                                                              strict=True)])
+               for cells, trials in rows.items()]
+    print_fitted(console, front_table(points, title, objectives), records, wide=wide)
+    for line in sources_legend(points):
+        console.print(f"  [dim]{line}[/dim]")
 
 
 def sources_legend(points: Sequence[FrontPoint]) -> list[str]:
@@ -112,20 +125,19 @@ def sources_legend(points: Sequence[FrontPoint]) -> list[str]:
 
 
 class LiveProgress:
-    """`advisor tune`'s live line: trial n/N, front size, ETA, and what the running trial is doing."""
+    """`advisor tune`'s live line: finished trials n/N, front size, what the running trial does, time.
 
-    def __init__(self, console: Console, n_trials: int | None, timeout: float | None):
+    Short enough for 80 columns; the counters it used to carry are in the summary line after the run."""
+
+    def __init__(self, console: Console, opts: Any):
         self.console = console
-        self.n_trials, self.timeout = n_trials, timeout
+        self.opts = opts
         self.progress = Progress(
-            TextColumn("[bold]tuning[/bold]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("front {task.fields[front]}"), TextColumn("| {task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, transient=False,
+            TextColumn("[bold]tuning[/bold]"), BarColumn(bar_width=12), MofNCompleteColumn(),
+            TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=console, transient=False,
         )
-        self.task = self.progress.add_task("tune", total=n_trials, front=0, info="starting")
-        self.t0 = time.monotonic()
-        self.done = 0
+        self.task = self.progress.add_task("tune", total=None, front=0, info="starting")
 
     def __enter__(self) -> LiveProgress:
         self.progress.__enter__()
@@ -134,20 +146,22 @@ class LiveProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
+    def start(self, study: Any, objective: Any) -> None:
+        """Count what the study already holds: `--trials N` tops it up to N, `--more N` adds N."""
+        done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+        total = self.opts.total_trials if self.opts.total_trials is not None else (
+            done + self.opts.n_trials if self.opts.n_trials is not None else None)
+        self.progress.update(self.task, total=total, completed=done)
+
     def stage(self, stage: str, trial_number: int | None) -> None:
-        what = {"fidelity": "fidelity proxy", "cache": "trace replay", "accuracy": "task accuracy"}.get(stage, stage)
-        self.progress.update(self.task, info=f"trial {trial_number}: {what}")
+        what = {"fidelity": "fidelity", "cache": "replay", "accuracy": "accuracy"}.get(stage, stage)
+        self.progress.update(self.task, info=f"#{trial_number} {what}")
 
     def trial_done(self, study: Any, trial: Any, objective: Any) -> None:
-        self.done += 1
-        state = trial.state.name.lower()
-        stage = trial.user_attrs.get("stage", state)
         try:
             front = len(study.best_trials)
         except Exception:  # noqa: BLE001 - display only
             front = 0
-        c = objective.counters
-        info = (f"#{trial.number} {stage}; acc evals {c.get('accuracy_evaluations', 0)}, "
-                f"cache hits {c.get('accuracy_cache_hits', 0)}, skipped {c.get('accuracy_skipped', 0)}, "
-                f"infeasible {c.get('infeasible', 0)}")
-        self.progress.update(self.task, advance=1, front=front, info=info)
+        stage = trial.user_attrs.get("stage", trial.state.name.lower())
+        self.progress.update(self.task, advance=int(trial.state.name == "COMPLETE"), front=front,
+                             info=f"#{trial.number} {stage}")

@@ -9,12 +9,14 @@ Models without a tokenizer (`tiny:*`) get seeded random prompt ids, so the pipel
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from advisor.errors import UserError
 from advisor.quant.plan import PrecisionPlan
-from advisor.tune.backend import Measured, TraceRun
+from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
 
@@ -47,11 +49,18 @@ def model_shape(loaded: Any) -> ModelShape:
 
 
 class ModelBackend:
-    """Measures trials on `loaded` with `task` (see the module docstring for the workload)."""
+    """Measures trials on `loaded` with `task` (see the module docstring for the workload).
+
+    An offloaded model (`loaded.offloaded`) never has its experts on the device: every stage - the
+    full-precision reference (cached on disk), a plan's fidelity and accuracy, trace recording and live
+    trials - computes experts through the offload runtime from a host store packed from the checkpoint.
+    Stores are kept per plan while they fit `host_memory` (default: the RAM available at start), otherwise
+    re-packed from the memory-mapped checkpoint when a plan comes back."""
 
     def __init__(self, loaded: Any, task: Any, settings: EvaluationSettings, *, profile: Any = None,
-                 accuracy_fn: Callable[[Any, Any], Measured] | None = None):
-        from advisor.models.load import model_meta  # lazy like every torch import here: importing stays cheap
+                 accuracy_fn: Callable[[Any, Any], Measured] | None = None, host_memory: int | None = None):
+        # lazy like every torch import here: importing stays cheap
+        from advisor.models.load import host_available_bytes, model_meta
 
         self.loaded, self.task, self.settings = loaded, task, settings
         self.profile = profile
@@ -59,13 +68,22 @@ class ModelBackend:
         self.model_fingerprint = str(loaded.fingerprint)
         self.task_name = str(getattr(task, "name", task))
         self.device = _device_text(loaded.device)
-        self.shape = model_shape(loaded)
+        self.offloaded = bool(getattr(loaded, "offloaded", False))
+        self.host_memory = int(host_memory) if host_memory else host_available_bytes()
+        self.host_memory_source = "--host-memory" if host_memory else "available RAM"
         self.model_meta = model_meta(loaded)
         self._accuracy_fn = accuracy_fn
         self._prompts: list[Any] | None = None
         self._reference = None
         self._calibration = None
         self._runtimes: dict[str, Any] = {}
+        self._stores: dict[str, Any] = {}
+        self.store_packs = 0
+        self.shape = model_shape(loaded)
+        self.activation_source = ""
+        if self.offloaded:
+            act, self.activation_source = self._probe_activation()
+            self.shape = replace(self.shape, activation_bytes=act, staging=True)
 
     # ------------------------------------------------------------------ workload
     @property
@@ -108,11 +126,14 @@ class ModelBackend:
         `task_reference`), or random prompts + a masked canvas for tokenizer-less models."""
         import torch
 
-        from advisor.eval.fidelity import reference_logits, task_reference
+        from advisor.eval.fidelity import cached_reference, reference_logits, task_inputs
 
+        # offloaded: the full-precision forward streams every expert from the checkpoint; do it once per
+        # model fingerprint and input set, on disk
+        reference = cached_reference if self.offloaded else reference_logits
         n = self.settings.fidelity_prompts
         if self.loaded.tokenizer is not None and getattr(self.task, "examples", None):
-            return task_reference(self.loaded, self.task, n=n, seed=self.settings.seed)
+            return reference(self.loaded, task_inputs(self.loaded, self.task, n=n, seed=self.settings.seed))
         ids = [p[0] for p in self.prompts(n)]
         width = max(len(p) for p in ids)
         canvas = 8
@@ -122,17 +143,101 @@ class ModelBackend:
             p = torch.cat([p.new_full((width - len(p),), int(p[0])), p])
             tail = p.new_full((canvas,), mask) if mask is not None else p.new_zeros(0)
             rows.append(torch.cat([p, tail]))
-        return reference_logits(self.loaded, torch.stack(rows))
+        return reference(self.loaded, torch.stack(rows))
+
+    def store_note(self) -> str:
+        """How plans' host stores are built and kept (for the run header)."""
+        if not self.offloaded:
+            return f"experts resident on {self.device}; host stores quantized from them"
+        return (f"host store packed per plan from the memory-mapped checkpoint; stores kept while they total "
+                f"<= {self.host_memory / 2**30:.1f} GiB ({self.host_memory_source}), otherwise re-packed; activation "
+                f"allowance {self.shape.activation_bytes / 2**20:.1f} MiB ({self.activation_source})")
+
+    def store_for(self, plan: PrecisionPlan) -> Any:
+        """The packed host store of `plan`: kept from an earlier trial, or packed now (oldest kept stores are
+        released first when keeping them all would pass the host-memory budget)."""
+        import gc
+
+        from advisor.offload.store import ExpertStore
+        from advisor.tune.config import expert_store_bytes
+
+        fp = plan.fingerprint
+        if fp in self._stores:
+            self._stores[fp] = self._stores.pop(fp)  # most recently used last
+            return self._stores[fp]
+        need = expert_store_bytes(self.shape, plan)
+        while self._stores and sum(st.nbytes for st in self._stores.values()) + need > self.host_memory:
+            self._stores.pop(next(iter(self._stores)))
+            self._runtimes.clear()
+        gc.collect()
+        store = ExpertStore(self.loaded.moe, plan, pin=self.loaded.device.type == "cuda",
+                            host_limit=self.host_memory)
+        self.store_packs += 1
+        self._stores[fp] = store
+        return store
 
     def _runtime(self, plan: PrecisionPlan) -> Any:
-        """The quantized runtime of a plan (not attached: callers attach it around one run)."""
+        """The runtime of a plan (`plan_runtime`; not attached: callers attach it around one run)."""
         fp = plan.fingerprint
         if fp not in self._runtimes:
-            from advisor.quant.apply import quantize_experts
+            from advisor.offload.planned import plan_runtime
 
             self._runtimes.clear()  # keep one plan's quantized copy in memory at a time
-            self._runtimes[fp] = quantize_experts(self.loaded, plan, attach=False)
+            store = self.store_for(plan) if self.offloaded else None
+            self._runtimes[fp] = plan_runtime(self.loaded, plan, store=store, profile=self.profile)
         return self._runtimes[fp]
+
+    @contextmanager
+    def _oom_guard(self) -> Iterator[None]:
+        """A device out-of-memory inside a stage becomes `TrialOutOfMemory` once the plan's runtime (slots,
+        staging) is dropped and cached device memory is handed back."""
+        import torch
+
+        oom = None
+        try:
+            yield
+        except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
+            oom = TrialOutOfMemory(_asked_bytes(str(e)), str(e).splitlines()[0][:200])
+        if oom is not None:
+            self._runtimes.clear()
+            _release(self.loaded, None)
+            raise oom
+
+    def _probe_activation(self) -> tuple[int, str]:
+        """Activation allowance of the workload's widest forward (batch 1, prompt + generation), run once with
+        experts that cost nothing: CUDA allocator peak above the weights (measured); on the CPU the two largest
+        module outputs that coexist (counted from the probe's tensors)."""
+        import torch
+
+        from advisor.eval.run import attached
+
+        ids = max(self.prompts(self.settings.trace_prompts), key=lambda t: t.shape[-1])
+        fill = self.loaded.mask_token_id if self.loaded.mask_token_id is not None else int(ids[0, -1])
+        ids = torch.cat([ids, ids.new_full((1, self.max_new_tokens), fill)], dim=1).to(self.loaded.device)
+        dev = self.loaded.device
+        sizes: list[int] = []
+
+        def hook(module, args, out):
+            if isinstance(out, torch.Tensor):
+                sizes.append(out.numel() * out.element_size())
+
+        handles = [] if dev.type == "cuda" else [m.register_forward_hook(hook) for m in self.loaded.model.modules()]
+        try:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                torch.cuda.reset_peak_memory_stats(dev)
+                base = torch.cuda.memory_allocated(dev)
+            with attached(self.loaded, _ZeroExperts()), torch.no_grad():
+                self.loaded.model(ids)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                peak = torch.cuda.max_memory_allocated(dev) - base
+                return int(peak), f"measured:cuda-allocator(probe forward,{ids.shape[-1]} tokens)"
+        finally:
+            for h in handles:
+                h.remove()
+        top = sorted(sizes, reverse=True)[:2]
+        return int(sum(top)), f"counted:probe-forward(two largest activations,{ids.shape[-1]} tokens)"
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
         from advisor.offload.trace import merge, record_trace
@@ -161,9 +266,10 @@ class ModelBackend:
         from advisor.eval.fidelity import fidelity
 
         t0 = time.perf_counter()
-        if self._reference is None:
-            self._reference = self._fidelity_inputs()
-        values = fidelity(self.loaded, self._reference, self._runtime(plan))
+        with self._oom_guard():
+            if self._reference is None:
+                self._reference = self._fidelity_inputs()
+            values = fidelity(self.loaded, self._reference, self._runtime(plan))
         src = (f"measured:logits-vs-{self.shape.native_format}({self._reference.n_positions} positions,"
                f"{self.settings.fidelity_prompts} prompts,{self.device})")
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
@@ -174,8 +280,9 @@ class ModelBackend:
             return self._accuracy_fn(self, plan)
         from advisor.eval.run import evaluate
 
-        res = evaluate(self.loaded, self.task, limit=self.settings.limit, seed=self.settings.seed,
-                       runtime=self._runtime(plan))
+        with self._oom_guard():
+            res = evaluate(self.loaded, self.task, limit=self.settings.limit, seed=self.settings.seed,
+                           runtime=self._runtime(plan))
         src = f"{res.source or 'measured'}:{self.task_name}(n={res.n},{self.device})"
         return Measured(
             {"accuracy": float(res.accuracy), "accuracy_n": float(res.n), "accuracy_correct": float(res.correct),
@@ -184,7 +291,8 @@ class ModelBackend:
         )
 
     def trace(self, plan: PrecisionPlan) -> TraceRun:
-        trace, tokens, seconds = self._record(self._runtime(plan))
+        with self._oom_guard():
+            trace, tokens, seconds = self._record(self._runtime(plan))
         run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint)
         run.trace.meta["plan_fingerprint"] = plan.fingerprint
         return run
@@ -218,20 +326,23 @@ class ModelBackend:
         import torch
 
         from advisor.models.generate import generate
-        from advisor.models.view import attach_runtime, detach_runtime
+        from advisor.models.view import attach_runtime
         from advisor.offload.runtime import OffloadRuntime
 
         dev = self.loaded.device
-        rt = OffloadRuntime(self.loaded, config.plan, slots_per_layer=list(config.slots),
-                            policy=config.policy, prefetch=config.prefetch, device=dev, profile=self.profile,
-                            hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False)
+        store = self.store_for(config.plan)
         on_cuda = dev.type == "cuda"
         if on_cuda:
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
-        attach_runtime(self.loaded.model, rt, layers=self.loaded.moe)
+        rt, oom = None, None
         tokens = 0
         try:
+            rt = OffloadRuntime(self.loaded, store, slots_per_layer=list(config.slots), policy=config.policy,
+                                prefetch=config.prefetch, device=dev, profile=self.profile,
+                                hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False)
+            device_bytes = self.loaded.device_param_bytes() + sum(b.numel() for row in rt.slots for b in row)
+            attach_runtime(self.loaded.model, rt, layers=self.loaded.moe)
             t0 = time.perf_counter()
             for ids in self.prompts(self.settings.trace_prompts):
                 out = generate(self.loaded, ids, max_new_tokens=self.max_new_tokens, seed=self.settings.seed,
@@ -240,9 +351,12 @@ class ModelBackend:
             _sync(dev)
             wall = time.perf_counter() - t0
             stats = rt.stats()
+        except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
+            oom = TrialOutOfMemory(_asked_bytes(str(e)), str(e).splitlines()[0][:200])
         finally:
-            detach_runtime(self.loaded.model)
-            rt.close()  # also on errors and Ctrl-C: pinned buffers and streams must not outlive the trial
+            _release(self.loaded, rt)  # also on errors and Ctrl-C: buffers and streams must not outlive the trial
+        if oom is not None:
+            raise oom
         tokens = max(1, tokens)
         where = self.device
         values = {
@@ -250,6 +364,7 @@ class ModelBackend:
             "hit_rate": stats.hit_rate,
             "transfer_ms_per_token": stats.transfer_ms / tokens,
             "latency_ms_per_token": 1e3 * wall / tokens,
+            "device_bytes": float(device_bytes),
         }
         sources = {
             "h2d_bytes_per_token": f"counted:offload-runtime({tokens} tokens,{where})",
@@ -257,10 +372,47 @@ class ModelBackend:
             "transfer_ms_per_token": stats.transfer_source,
             "latency_ms_per_token": f"measured:wall-clock({where})",
         }
+        sources["device_bytes"] = f"counted:allocated(resident parameters + slot pool,{where})"
         if on_cuda:
-            values["peak_gpu_bytes"] = float(torch.cuda.max_memory_allocated(dev))
-            sources["peak_gpu_bytes"] = f"measured:cuda-allocator({where})"
+            values["allocator_peak_bytes"] = float(torch.cuda.max_memory_allocated(dev))
+            sources["allocator_peak_bytes"] = f"measured:cuda-allocator({where})"
         return Measured(values, sources, wall)
+
+
+class _ZeroExperts:
+    """An expert runtime whose experts output zeros and hold no weights (the activation probe)."""
+
+    def experts_for(self, layer: int, expert_ids: list[int]) -> dict[int, Any]:
+        import torch
+
+        return {e: torch.zeros_like for e in expert_ids}
+
+
+def _asked_bytes(message: str) -> int:
+    """Bytes of the failed allocation from a PyTorch out-of-memory message ("Tried to allocate 2.00 GiB")."""
+    import re
+
+    m = re.search(r"Tried to allocate ([\d.]+) ?([KMGT]?i?B)", message)
+    if not m:
+        return 0
+    unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+    return int(float(m.group(1)) * unit.get(m.group(2), 1))
+
+
+def _release(loaded: Any, rt: Any) -> None:
+    """Detach and close a trial's runtime and hand cached device memory back (after an OOM too)."""
+    import gc
+
+    import torch
+
+    from advisor.models.view import detach_runtime
+
+    if rt is not None:
+        detach_runtime(loaded.model)
+        rt.close()
+    gc.collect()
+    if loaded.device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _sync(device: Any) -> None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
-from advisor.tune.backend import Backend, Measured, TraceRun
+from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import TrialConfig, build_config
 from advisor.tune.space import SearchSpace
 
@@ -69,6 +69,7 @@ class Objective:
         profile: Any = None,
         mode: str = "replay",
         on_stage=None,
+        stop_requested: Callable[[], bool] = lambda: False,
     ):
         if mode not in ("replay", "live"):
             raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
@@ -76,6 +77,7 @@ class Objective:
         self.budget_bytes = budget_bytes
         self.cache, self.study_name = eval_cache, study_name
         self.mode = mode
+        self.stop_requested = stop_requested  # ends a wait for another worker's measurement
         self.metrics = list(space.objectives)
         self.directions = [space.objectives[m] for m in self.metrics]
         self.settings = space.evaluation
@@ -127,12 +129,22 @@ class Objective:
             return None
         return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
 
-    def measure_accuracy(self, plan: PrecisionPlan) -> Measured:
-        m = self.backend.accuracy(plan)
-        self.counters["accuracy_evaluations"] += 1
-        self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
-                       seconds=m.seconds, study_name=self.study_name)
-        return m
+    def measure_accuracy(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
+        """(accuracy, measured here): under a lease, so that two workers never measure one plan at once -
+        the second waits for the first one's row."""
+        measured: list[Measured] = []
+
+        def measure() -> None:
+            m = self.backend.accuracy(plan)
+            self.counters["accuracy_evaluations"] += 1
+            self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
+                           seconds=m.seconds, study_name=self.study_name)
+            measured.append(m)
+
+        hit = self.cache.measure_once(self._key(plan, "accuracy"), measure, stop=self.stop_requested)
+        if hit is None:
+            return measured[0], True
+        return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name}), False
 
     def trace(self, plan: PrecisionPlan) -> TraceRun:
         fp = plan.fingerprint
@@ -164,6 +176,7 @@ class Objective:
             "plan_fingerprint": o.config.plan.fingerprint,
             "seconds": o.seconds,
             **({"accuracy_detail": o.extra["accuracy"]} if "accuracy" in o.extra else {}),
+            **({"infeasible_reason": o.extra["reason"]} if "reason" in o.extra else {}),
         }
 
     def evaluate(self, params: dict[str, Any], *, trial: Any = None,
@@ -173,7 +186,7 @@ class Objective:
         t0 = time.perf_counter()
         cfg = self.config_for(params)
         values: dict[str, float] = {"peak_gpu_bytes": float(cfg.peak_bytes)}
-        sources: dict[str, str] = {"peak_gpu_bytes": "counted:resident-weights+slots*expert-bytes"}
+        sources: dict[str, str] = {"peak_gpu_bytes": self._peak_source()}
         feasible = True
         if self.budget_bytes:
             violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes
@@ -184,8 +197,28 @@ class Objective:
             self.counters["infeasible"] += 1
             values |= self._placeholders(cfg)
             sources |= {k: "not-run:infeasible(placeholder)" for k in values if k != "peak_gpu_bytes"}
-            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0)
+            reason = f"counted peak {cfg.peak_bytes} bytes > budget {self.budget_bytes} bytes"
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                {"reason": reason})
 
+        try:
+            return self._measure(cfg, values, sources, trial, completed, t0)
+        except TrialOutOfMemory as oom:
+            self.counters["infeasible"] += 1
+            self.counters["out_of_memory"] += 1
+            if trial is not None and self.budget_bytes:
+                trial.set_constraint(CONSTRAINT, max(1e-6, (cfg.peak_bytes + oom.asked - self.budget_bytes)
+                                                     / self.budget_bytes))
+            values = {"peak_gpu_bytes": float(cfg.peak_bytes), **self._placeholders(cfg),
+                      "oom_asked_bytes": float(oom.asked)}
+            sources = {"peak_gpu_bytes": self._peak_source(),
+                       **{k: "not-run:out-of-memory(placeholder)" for k in self._placeholders(cfg)},
+                       "oom_asked_bytes": f"measured:out-of-memory({oom})"}
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                {"reason": f"out of memory in the trial: {oom}"})
+
+    def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
+                 completed: Sequence[Sequence[float]] | None, t0: float) -> TrialOutcome:
         self.on_stage("fidelity", getattr(trial, "number", None))
         fid, _ = self.fidelity(cfg.plan)
         values |= fid.values
@@ -205,7 +238,10 @@ class Objective:
                 self.counters["accuracy_cache_hits"] += 1
             elif self._worth_measuring(values, fid, trial, completed):
                 self.on_stage("accuracy", getattr(trial, "number", None))
-                acc = self.measure_accuracy(cfg.plan)
+                acc, here = self.measure_accuracy(cfg.plan)
+                if not here:  # another worker measured it while this one waited
+                    stage = "cached"
+                    self.counters["accuracy_cache_hits"] += 1
             else:
                 stage = "proxy"
                 self.counters["accuracy_skipped"] += 1
@@ -245,7 +281,15 @@ class Objective:
             "transfer_ms_per_token": transfer_src,
             "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
         }
+        if "copies" in v:  # recommend models the target's transfer from bytes and copies (the one formula)
+            out["copies_per_token"] = v["copies"] / tokens
+            srcs["copies_per_token"] = s.get("copies", srcs["h2d_bytes_per_token"])
         return out, srcs
+
+    def _peak_source(self) -> str:
+        if getattr(self.backend.shape, "staging", False):
+            return "counted:resident-weights+slots*expert-bytes+staging+activation-allowance"
+        return "counted:resident-weights+slots*expert-bytes"
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
         return self._profile().transfer_ms(nbytes, copies)

@@ -163,6 +163,21 @@ class SearchSpace:
         k["prefetch"] = self.prefetch
         return k
 
+    def check_model(self, n_layers: int, num_experts: int) -> None:
+        """Refuse cache sizes the model cannot have (e.g. 999 slots in a layer of 16 experts), naming the
+        file and line: silently clamping them would tune another space than the one written."""
+        for key, dom, cap, what in (("cache.slots_per_layer", self.slots, num_experts, "experts per layer"),
+                                    ("cache.expert_budget", self.expert_budget, num_experts * n_layers,
+                                     "experts in all MoE layers")):
+            if dom is None:
+                continue
+            values = dom.choices if dom.choices is not None else (dom.low, dom.high)
+            bad = [v for v in values if v != "all" and v is not None and v > cap]
+            if bad:
+                shown = ", ".join(f"{v:g}" for v in bad)
+                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} exceeds the model's "
+                                f"{cap} {what}; use at most {cap} or \"all\"")
+
     def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
         """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion."""
         params: dict[str, Any] = {}
@@ -454,8 +469,9 @@ class _Validator:
 
         bud = self.table(data, "budget", {"fraction_of_model"})
         frac = bud.get("fraction_of_model")
-        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 10):
-            self.fail("budget.fraction_of_model", "must be a number in (0, 10]")
+        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1):
+            self.fail("budget.fraction_of_model", "must be a number in (0, 1]: the budget is this fraction of the "
+                      "model's counted bytes, and a larger one constrains nothing")
 
         return SearchSpace(
             name=name, description=description, source=self.source, text=self.text,

@@ -27,6 +27,7 @@ from advisor.results.front import FrontPoint
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
+from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.space import SearchSpace
 
@@ -39,6 +40,8 @@ class TuneOptions:
     seed: int | None = 0
     n_trials: int | None = 20
     """Trials this process runs (Optuna's meaning: several workers with N each run N x workers)."""
+    total_trials: int | None = None
+    """If set, the study ends with this many finished trials (a resume tops up; workers share them)."""
     timeout: float | None = None
     heartbeat_interval: int | None = st.HEARTBEAT_INTERVAL_S
     grace_period: int | None = st.GRACE_PERIOD_S
@@ -134,8 +137,9 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 
 
 @contextlib.contextmanager
-def _front_lock(engine: Any, name: str) -> Iterator[None]:
-    """Serialise front writers on PostgreSQL (an advisory lock per study); SQLite serialises writes itself."""
+def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
+    """Serialise the study's front writers (or its seeding) on PostgreSQL: an advisory lock per study and
+    purpose; SQLite serialises writes itself."""
     if engine.dialect.name != "postgresql":
         yield
         return
@@ -143,7 +147,7 @@ def _front_lock(engine: Any, name: str) -> Iterator[None]:
 
     from sqlalchemy import text
 
-    key = zlib.crc32(f"advisor_front:{name}".encode())
+    key = zlib.crc32(f"advisor_{what}:{name}".encode())
     with engine.connect() as c:
         c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
         c.commit()
@@ -182,7 +186,7 @@ def front_points(study: Any) -> list[FrontPoint]:
 
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     points = front_points(study)
-    with _front_lock(engine, study.study_name):
+    with _study_lock(engine, study.study_name):
         save_front(engine, study.study_name, points)
     return points
 
@@ -198,7 +202,25 @@ def run_tune(
     on_start: Callable[[Any, Objective], None] | None = None,
     on_stage: Callable[[str, int | None], None] | None = None,
 ) -> TuneResult:
-    """Run `opts.n_trials` trials (or until `opts.timeout`) of the study, resuming it if it exists."""
+    """Run `opts.n_trials` trials (or up to `opts.total_trials` finished ones, or until `opts.timeout`) of the
+    study, resuming it if it exists. Ctrl-C/SIGTERM end the run cleanly (`TuneResult.interrupted`)."""
+    with StopOnSignal() as stop:
+        return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_trial=on_trial,
+                         on_start=on_start, on_stage=on_stage)
+
+
+def _run_tune(
+    stop: StopOnSignal,
+    backend: Backend,
+    space: SearchSpace,
+    opts: TuneOptions,
+    *,
+    budget_bytes: int | None,
+    profile: Any,
+    on_trial: Callable[[Any, Any, Objective], None] | None,
+    on_start: Callable[[Any, Objective], None] | None,
+    on_stage: Callable[[str, int | None], None] | None,
+) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
 
@@ -217,12 +239,13 @@ def run_tune(
     study = create_or_load(storage, name, metrics, directions, sampler)
     meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
     _check_resume(study, meta)
-    if not study.user_attrs:
-        for k, v in meta.items():
-            study.set_user_attr(k, v)
-        if opts.seed_corners and not study.get_trials(deepcopy=False):
-            for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
-                study.enqueue_trial(p, user_attrs={"seeded": "corner"})
+    with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
+        if not study.user_attrs:
+            for k, v in meta.items():
+                study.set_user_attr(k, v)
+            if opts.seed_corners and not study.get_trials(deepcopy=False):
+                for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
+                    study.enqueue_trial(p, user_attrs={"seeded": "corner"})
     registry_fields = dict(
         model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
         space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,
@@ -231,8 +254,9 @@ def run_tune(
     create_tables(engine)
     register_study(engine, name, **registry_fields)
 
-    objective = Objective(backend, space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
-                          study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage)
+    objective = Objective(stop.measuring(backend), space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
+                          study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage,
+                          stop_requested=lambda: stop.requested)
     if on_start is not None:
         on_start(study, objective)
 
@@ -246,13 +270,16 @@ def run_tune(
         if on_trial is not None:
             on_trial(study, trial, objective)
 
-    interrupted = False
-    try:
-        study.optimize(objective, n_trials=opts.n_trials, timeout=opts.timeout, callbacks=[after_trial],
-                       gc_after_trial=False, show_progress_bar=False)
-    except KeyboardInterrupt:
-        interrupted = True
-        _requeue_interrupted(study, objective)
+    n_trials = opts.n_trials
+    callbacks: list[Callable[[Any, Any], None]] = [after_trial, stop.stop_if_requested]
+    if opts.total_trials is not None:  # the study ends with this many finished trials, whoever runs them
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        n_trials = max(0, opts.total_trials - done)
+        callbacks.append(optuna.study.MaxTrialsCallback(opts.total_trials, states=(TrialState.COMPLETE,)))
+    if n_trials and not stop.requested:
+        study.optimize(stop.wrap(objective), n_trials=n_trials, timeout=opts.timeout, callbacks=callbacks,
+                       catch=(Interrupted,), gc_after_trial=False, show_progress_bar=False)
+    requeue(study, stop.interrupted_trials)
     trials = study.get_trials(deepcopy=False)
     front = save_study_front(study, engine)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -263,19 +290,6 @@ def run_tune(
         study_name=name, storage_url=url, front=front, metrics=metrics, directions=directions,
         n_complete=len(complete), n_failed=sum(t.state == TrialState.FAIL for t in trials),
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
-        n_trials_run=ran, interrupted=interrupted, counters=dict(objective.counters),
+        n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
     )
-
-
-def _requeue_interrupted(study: Any, objective: Objective) -> None:
-    """Ctrl-C marks the running trial FAIL; queue its parameters so that resuming runs it again."""
-    from optuna.trial import TrialState
-
-    n = objective.current_trial
-    if n is None or objective.current_params is None:
-        return
-    with contextlib.suppress(Exception):
-        t = study.get_trials(deepcopy=False)[n]
-        if t.state == TrialState.FAIL:
-            study.enqueue_trial(dict(objective.current_params), user_attrs={"retry_of": n}, skip_if_exists=False)

@@ -1,0 +1,41 @@
+"""Reading jsonl data files (plain or .gz) with errors that name the file and line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from advisor.errors import UserError
+
+
+def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for every non-blank line of `path`; UserError naming file:line for a line that
+    is not UTF-8, not JSON, or not an object. `what` names the expected content in the messages."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} file {str(p)!r} does not exist")
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                where = f"{p}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(
+                        f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save it as UTF-8"
+                    ) from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{where}: not valid JSON ({e.msg}); expected one {what} object per line") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{where}: expected one {what} object per line")
+                yield where, obj
+    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
+        raise UserError(f"cannot read {what} file {str(p)!r} ({e})") from None

@@ -1,0 +1,297 @@
+"""Read a safetensors checkpoint one tensor at a time, without ever holding the whole model.
+
+A model bigger than the GPU (and often than host RAM at full precision) is loaded by reading its routed
+experts straight from the memory-mapped shards, one expert at a time, into the quantized host store. This
+module owns that reading:
+
+* `Checkpoint` validates a directory before anything is loaded: the index's shards exist, every key the
+  index names is in its shard, no file is truncated (each header's data offsets lie inside the file).
+* Tensors are read through a copy-on-write memory map; after a tensor (or one expert's slice of a fused
+  3-D tensor) is copied out, its pages are dropped from this process (`madvise(MADV_DONTNEED)`), so reading
+  every expert once never leaves the checkpoint resident: peak RSS stays the store plus one expert.
+* `CheckpointExperts` is the expert view (`advisor.models.experts.ExpertSet`) of one MoE layer whose weights
+  stay in the checkpoint: fused keys (`...experts.gate_up_proj` [E, 2I, H]) are sliced per expert, per-expert
+  keys (the LLaDA list layout, and the per-expert form transformers saves Qwen3-MoE/OLMoE/Mixtral in) are
+  read key by key.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advisor.errors import UserError
+from advisor.models.experts import ExpertWeights
+
+INDEX_NAME = "model.safetensors.index.json"
+_DTYPES = {
+    "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+_PAGE = mmap.PAGESIZE
+_AROUND = 2**20
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies: its file, dtype, shape and byte range (absolute offsets in the file)."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """The tensors of one .safetensors file, checked against the file's size (a truncated download fails)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise UserError(f"{path} is truncated (no safetensors header); re-download the checkpoint")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100 * 2**20):
+                raise UserError(f"{path} is truncated or not a safetensors file (header of {n} bytes in a "
+                                f"{size}-byte file); re-download the checkpoint")
+            meta = json.loads(f.read(n))
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} has a corrupt safetensors header ({e}); re-download the checkpoint") from e
+    base = 8 + n
+    out: dict[str, TensorInfo] = {}
+    for key, v in meta.items():
+        if key == "__metadata__":
+            continue
+        dtype = _DTYPES.get(str(v.get("dtype")))
+        if dtype is None:
+            raise UserError(f"{path}: tensor {key} has dtype {v.get('dtype')}, which this tool cannot read")
+        a, b = (int(x) for x in v["data_offsets"])
+        if base + b > size:
+            raise UserError(f"{path} is truncated: tensor {key} ends at byte {base + b} but the file has {size} "
+                            "bytes; re-download the checkpoint")
+        out[key] = TensorInfo(path, dtype, tuple(int(s) for s in v["shape"]), base + a, base + b)
+    return out
+
+
+class Checkpoint:
+    """Every tensor of a model directory (single file or sharded with an index), read lazily from mmaps."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.tensors: dict[str, TensorInfo] = {}
+        index = self.dir / INDEX_NAME
+        if index.is_file():
+            try:
+                weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+                raise UserError(f"{index} is not a valid safetensors index ({e}); re-download the checkpoint") from e
+            shards = sorted(set(weight_map.values()))
+            missing = [s for s in shards if not (self.dir / s).is_file()]
+            if missing:
+                raise UserError(f"{self.dir} lacks {len(missing)} of the {len(shards)} shards its index names "
+                                f"(first: {missing[0]}); download the missing files")
+            headers = {s: read_header(self.dir / s) for s in shards}
+            for key, shard in weight_map.items():
+                if key not in headers[shard]:
+                    raise UserError(f"shard {shard} does not hold {key} although {INDEX_NAME} says so: the shards "
+                                    "and the index come from different downloads; re-download the checkpoint")
+                self.tensors[key] = headers[shard][key]
+        else:
+            files = sorted(self.dir.glob("*.safetensors"))
+            if not files:
+                raise UserError(f"{self.dir} has no *.safetensors weights (offloaded loading reads safetensors)")
+            for f in files:
+                self.tensors.update(read_header(f))
+        self._maps: dict[Path, tuple[Any, mmap.mmap]] = {}
+
+    # -- sizes -------------------------------------------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def _map(self, path: Path) -> mmap.mmap:
+        if path not in self._maps:
+            f = open(path, "rb")  # noqa: SIM115 - lives as long as the map
+            self._maps[path] = (f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+        return self._maps[path][1]
+
+    def read(self, key: str, *, index: int | None = None, device: torch.device | str = "cpu",
+             dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A copy of tensor `key` (or of its `index`-th slice along dim 0) on `device`, in `dtype` if given.
+
+        The mapped pages are dropped afterwards, so reading a whole checkpoint leaves none of it resident."""
+        info = self.tensors[key]
+        start, shape = info.start, info.shape
+        if index is not None:
+            row = info.nbytes // shape[0]
+            start, shape = start + index * row, shape[1:]
+        n = 1
+        for s in shape:
+            n *= s
+        count = n * torch.empty((), dtype=info.dtype).element_size()
+        mm = self._map(info.file)
+        view = torch.frombuffer(mm, dtype=torch.uint8, count=count, offset=start)
+        out = view.view(info.dtype).reshape(shape).to(device=device, dtype=dtype or info.dtype, copy=True)
+        del view
+        self.release(info.file, start, count)
+        return out
+
+    def release(self, path: Path, start: int, count: int) -> None:
+        """Drop the mapped pages of a byte range from this process (the OS page cache keeps them)."""
+        if path not in self._maps or count <= 0:
+            return
+        # widened by the kernel's fault-around window, which maps neighbouring pages on every fault
+        lo = max(0, start - _AROUND)
+        lo -= lo % _PAGE
+        hi = min(len(self._maps[path][1]), start + count + _AROUND)
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._maps[path][1].madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def elements(self, key: str, flat: Sequence[int]) -> bytes:
+        """The raw bytes of elements `flat` (flat indices) of tensor `key`, read without copying the tensor."""
+        info = self.tensors[key]
+        size = torch.empty((), dtype=info.dtype).element_size()
+        with open(info.file, "rb") as f:
+            return b"".join(os.pread(f.fileno(), size, info.start + i * size) for i in flat)
+
+    def close(self) -> None:
+        for f, mm in self._maps.values():
+            try:
+                mm.close()
+            except BufferError:  # a tensor still views it; the OS unmaps it when that tensor goes
+                continue
+            f.close()
+        self._maps = {}
+
+
+# ---- key names -------------------------------------------------------------------------------------------
+
+PER_EXPERT = ("gate_proj.weight", "up_proj.weight", "down_proj.weight")
+
+
+def key_mapping(model_type: str) -> tuple[list[tuple[str, str]], tuple[str, str, str]]:
+    """How checkpoint keys become model keys for `model_type`: transformers' renamings (regex, replacement),
+    and the per-expert tensor names (gate, up, down) its expert-fusing converters read."""
+    try:
+        from transformers.conversion_mapping import (
+            WeightConverter,
+            WeightRenaming,
+            get_checkpoint_conversion_mapping,
+        )
+    except ImportError:
+        return [], PER_EXPERT
+    renames: list[tuple[str, str]] = []
+    names = list(PER_EXPERT)
+    for op in get_checkpoint_conversion_mapping(model_type) or []:
+        if isinstance(op, WeightRenaming):
+            renames += list(zip(op.source_patterns, op.target_patterns, strict=False))
+        elif isinstance(op, WeightConverter) and any("experts" in t for t in op.target_patterns):
+            tails = [s.split("*.", 1)[1] for s in op.source_patterns if "*." in s]
+            if any(t.endswith("gate_up_proj") for t in op.target_patterns) and len(tails) == 2:
+                names[0], names[1] = tails
+            elif any(t.endswith("down_proj") for t in op.target_patterns) and len(tails) == 1:
+                names[2] = tails[0]
+    return renames, (names[0], names[1], names[2])
+
+
+def model_keys(checkpoint: Checkpoint, renames: list[tuple[str, str]]) -> dict[str, str]:
+    """Model key -> checkpoint key, after the family's renamings."""
+    import re
+
+    out = {}
+    for key in checkpoint.tensors:
+        new = key
+        for pattern, target in renames:
+            new = re.sub(pattern, target, new)
+        out[new] = key
+    return out
+
+
+class CheckpointExperts:
+    """The routed experts of one MoE layer, read from the checkpoint expert by expert (an `ExpertSet`)."""
+
+    def __init__(self, checkpoint: Checkpoint, keys: dict[str, str], module_name: str, inner: Any,
+                 names: tuple[str, str, str], *, device: torch.device, dtype: torch.dtype):
+        self.checkpoint, self.inner = checkpoint, inner
+        self.layout: str = inner.layout
+        self.num_experts: int = inner.num_experts
+        self.device, self.dtype = device, dtype
+        fused = (keys.get(f"{module_name}.gate_up_proj"), keys.get(f"{module_name}.down_proj"))
+        self.fused = fused if all(fused) else None
+        self.names = names
+        self._keys = keys
+        self.prefix = module_name
+        if self.fused is None:
+            for e in range(self.num_experts):
+                for name in names:
+                    if f"{module_name}.{e}.{name}" not in keys:
+                        raise UserError(f"{checkpoint.dir}: no weights for expert {e} of {module_name} "
+                                        f"(looked for {module_name}.{e}.{name} and a fused {module_name}.gate_up_proj)")
+
+    def _key(self, e: int, part: int) -> str:
+        return self._keys[f"{self.prefix}.{e}.{self.names[part]}"]
+
+    def source_keys(self, e: int) -> list[tuple[str, int | None]]:
+        """The checkpoint tensors (key, slice index) expert `e` is read from."""
+        if self.fused is not None:
+            return [(self.fused[0], e), (self.fused[1], e)]
+        return [(self._key(e, p), None) for p in range(3)]
+
+    def source_nbytes(self, e: int) -> int:
+        """Bytes of expert `e` as stored in the checkpoint."""
+        info = self.checkpoint.tensors
+        if self.fused is not None:
+            return sum(info[k].nbytes // info[k].shape[0] for k in self.fused)
+        return sum(info[self._key(e, p)].nbytes for p in range(3))
+
+    def get(self, e: int) -> ExpertWeights:
+        read = self.checkpoint.read
+        if self.fused is not None:
+            gate_up = read(self.fused[0], index=e, device=self.device, dtype=self.dtype)
+            gate, up = gate_up.chunk(2, dim=0)
+            return ExpertWeights(gate=gate, up=up,
+                                 down=read(self.fused[1], index=e, device=self.device, dtype=self.dtype))
+        gate, up, down = (read(self._key(e, p), device=self.device, dtype=self.dtype) for p in range(3))
+        return ExpertWeights(gate=gate, up=up, down=down)
+
+    def set(self, e: int, weights: ExpertWeights) -> None:
+        raise UserError("the experts of an offloaded model live in its checkpoint and cannot be overwritten")
+
+    def act(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.act(x)
+
+    def param_elements(self, attr: str, shape: tuple[int, ...], flat: Sequence[int]) -> bytes:
+        """Raw bytes of elements of the model's (meta) fused parameter `attr` ('gate_up_proj'/'down_proj'),
+        read from wherever the checkpoint keeps them, so an offloaded model fingerprints like a resident one."""
+        if self.fused is not None:
+            return self.checkpoint.elements(self.fused[0 if attr == "gate_up_proj" else 1], flat)
+        out = []
+        for i in flat:
+            per_expert = shape[1] * shape[2]
+            e, rem = divmod(i, per_expert)
+            if attr == "gate_up_proj":
+                row, col = divmod(rem, shape[2])
+                inter = shape[1] // 2
+                part, rem = (0, row * shape[2] + col) if row < inter else (1, (row - inter) * shape[2] + col)
+            else:
+                part = 2
+            out.append(self.checkpoint.elements(self._key(e, part), [rem]))
+        return b"".join(out)
+

@@ -1,0 +1,102 @@
+"""Storage checks that run before anything slow (a model load takes 10-30 s), and password masking.
+
+`check_storage` opens the database the way the command will use it - read, or read and write - and turns
+every problem (a file that is not a database, a read-only file or directory, a bad URL, a server that does
+not answer) into one `UserError` line. URLs in messages always go through `mask_url`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from advisor.errors import UserError
+
+_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _PASSWORD.sub(r"\1***\3", text)
+
+
+def check_storage(url: str, *, write: bool) -> str:
+    """The normalized URL of a usable database, or one `UserError`. Readers need an existing database; a
+    writer (`advisor tune`) needs a writable one, or a writable place to create it."""
+    from advisor.results.storage import normalize_url, require_database, sqlite_path
+
+    url = normalize_url(url, create_dirs=False)
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is None:  # in-memory
+            return url
+        if str(path).startswith("file:"):  # an SQLite URI filename (?uri=true)
+            path = Path(str(path)[len("file:"):])
+        if not write:
+            require_database(url)
+        _check_sqlite(path, url, write=write)
+        return url
+    _check_server(url)  # a server database: connecting answers both questions
+    return url
+
+
+def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
+    query = parse_qs(url.split("?", 1)[1]) if "?" in url else {}
+    if path.exists():
+        if not path.is_file():
+            raise UserError(f"--storage {path} is a directory, not a database file; give a file path such as "
+                            f"{path / 'advisor.db'}")
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error as e:
+            raise UserError(f"{path} is not a readable SQLite database ({e}); point --storage at the file "
+                            "`advisor tune` wrote, or a new path") from e
+        if write and (query.get("mode") == ["ro"] or query.get("immutable") == ["1"]
+                      or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
+            raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "
+                            "file); make the file and its directory writable, or give --storage another path")
+        return
+    if write:
+        parent = _existing_parent(path.parent)
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"cannot create {path}: {parent} is not a writable directory; give --storage a "
+                            "writable path")
+
+
+def _existing_parent(p: Path) -> Path:
+    p = p.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_server(url: str) -> None:
+    """Connect once, with a short timeout: a wrong host, port, password or database is one line now."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    kwargs: dict = {}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, ImportError, ValueError) as e:
+        raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL "
+                        "such as sqlite:///studies/advisor.db or postgresql://user:pass@host/db") from e
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT 1"))
+    except SQLAlchemyError as e:
+        orig = getattr(e, "orig", None) or e
+        first = next((ln.strip() for ln in str(orig).splitlines() if ln.strip()), type(orig).__name__)
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(first)}; check the URL and "
+                        "that the server runs") from e
+    finally:
+        engine.dispose()

@@ -1,0 +1,122 @@
+"""Ctrl-C and SIGTERM during a study: stop cleanly at any moment, never between two halves of a write.
+
+A signal that arrives while a trial measures (a backend call: the long part) stops that measurement at once;
+anywhere else - creating the trial, writing its attributes or the accuracy cache, telling Optuna its result,
+saving the front - it only raises a flag that is checked at the next safe point (the trial's next measurement,
+or the end of the trial). So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
+KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrupted trial ends FAIL with its
+parameters queued again, to run first when the study resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class Interrupted(Exception):
+    """The trial was stopped by Ctrl-C/SIGTERM (Optuna marks it FAIL; the run then stops)."""
+
+
+class _QuietInterrupted(logging.Filter):
+    """Drop Optuna's "Trial N failed ... Interrupted" warning and its traceback: the CLI says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Interrupted))
+
+
+class StopOnSignal:
+    """While active, SIGINT/SIGTERM set `requested`; inside `measuring()` they also stop the trial at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._armed = False
+        self._old: dict[int, Any] = {}
+        self._filter = _QuietInterrupted()
+        self.interrupted_trials: list[int] = []
+
+    def __enter__(self) -> StopOnSignal:
+        logging.getLogger("optuna.study._optimize").addFilter(self._filter)
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        logging.getLogger("optuna.study._optimize").removeFilter(self._filter)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self._armed:
+            self._armed = False
+            raise KeyboardInterrupt
+
+    def measuring(self, backend: Any) -> Any:
+        """`backend` whose measurements (its methods) a signal stops at once; everything else - the study's
+        writes, the cache's writes - finishes first, so no transaction is cut in half."""
+        return _Measuring(backend, self)
+
+    def wrap(self, objective: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """The objective, stoppable: a stopped measurement fails the trial (its number kept for re-queueing)
+        and ends the study after it."""
+
+        def run(trial: Any) -> Any:
+            try:
+                if self.requested:
+                    raise KeyboardInterrupt
+                return objective(trial)
+            except KeyboardInterrupt:
+                self.requested = True
+                self.interrupted_trials.append(trial.number)
+                trial.study.stop()
+                raise Interrupted(f"trial {trial.number} interrupted") from None
+
+        return run
+
+    def stop_if_requested(self, study: Any, trial: Any) -> None:
+        """An Optuna callback: end the run after this trial when a stop was asked for."""
+        if self.requested:
+            study.stop()
+
+
+def requeue(study: Any, numbers: list[int]) -> None:
+    """Queue the parameters of interrupted (FAIL) trials again, so that resuming runs them first."""
+    from optuna.trial import TrialState
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for n in numbers:
+        t = trials[n]
+        if t.state != TrialState.FAIL:
+            continue
+        params = {**(t.system_attrs.get("fixed_params") or {}), **t.params}
+        if params:
+            study.enqueue_trial(params, user_attrs={"retry_of": n}, skip_if_exists=False)
+
+
+class _Measuring:
+    """A backend proxy: each method call is a measurement that a signal may stop."""
+
+    def __init__(self, backend: Any, stop: StopOnSignal):
+        self._backend, self._stop = backend, stop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._backend, name)
+        if not callable(attr):
+            return attr
+        stop = self._stop
+
+        def measure(*args: Any, **kwargs: Any) -> Any:
+            if stop.requested:
+                raise KeyboardInterrupt
+            stop._armed = True
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                stop._armed = False
+
+        return measure

@@ -1,0 +1,149 @@
+"""Bad input through the CLI a user runs: one `error:` line, exit code 2, no traceback or box, nothing
+written, storage problems found before the model loads, and no password in any message."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PG_URL = "postgresql://bob:s3cret-pw@127.0.0.1:1/advisor"  # nothing listens on port 1
+
+
+def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The single `error:` line (the last line on stderr), after checking exit code 2 and no traceback/box."""
+    everything = r.stdout + r.stderr
+    assert r.returncode == 2, everything
+    assert "Traceback" not in everything and "╭" not in everything, everything
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
+def before_model_load(r: subprocess.CompletedProcess) -> None:
+    """The tune header is printed once the model has loaded: it must not be there."""
+    assert "advisor tune" not in r.stdout, r.stdout
+
+
+@pytest.fixture
+def study_db(tmp_path) -> Path:
+    """A small valid SQLite database standing for an existing study file."""
+    path = tmp_path / "study.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, study_name TEXT)")
+    con.commit()
+    con.close()
+    return path
+
+
+def digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_click_usage_errors_are_one_line(tmp_path):
+    for args, needle in ((["tune", "--trials", "x"], "--trials"), (["tune", "--bogus"], "--bogus"),
+                         (["nosuch"], "nosuch"), (["pareto"], "study")):
+        one_error_line(advisor(*args, cwd=tmp_path), needle, "--help")
+
+
+def test_corrupt_database_before_the_model_loads(tmp_path):
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"not a database at all " * 200)
+    before = digest(bad)
+    t0 = time.perf_counter()
+    r = advisor("tune", "--trials", "1", "--storage", str(bad), cwd=tmp_path)
+    one_error_line(r, "corrupt.db", "not a readable SQLite database")
+    before_model_load(r)
+    assert time.perf_counter() - t0 < 60 and digest(bad) == before
+    one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path), "not a readable SQLite database")
+    one_error_line(advisor("studies", "--storage", str(bad), cwd=tmp_path), "corrupt.db")
+
+
+def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):
+    before = digest(study_db)
+    r = advisor("tune", "--storage", f"sqlite:///file:{study_db}?mode=ro&uri=true", cwd=tmp_path)
+    one_error_line(r, "read-only")
+    before_model_load(r)
+    assert digest(study_db) == before
+
+
+def test_read_only_mount_refused_before_the_model_loads(tmp_path, study_db):
+    """A database on a read-only file system (a bind mount remounted read-only, as root in a namespace)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {tmp_path} {ro} && "
+                            f"mount -o remount,bind,ro {ro} && touch {ro}/x"], capture_output=True, text=True)
+    if "Read-only file system" not in probe.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.strip()[:80]}")
+    code = f"cd {tmp_path} && exec {sys.executable} -m advisor tune --storage {ro}/study.db"
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {tmp_path} {ro} && "
+                        f"mount -o remount,bind,ro {ro} && {code}"], capture_output=True, text=True, timeout=300)
+    one_error_line(r, "read-only")
+    before_model_load(r)
+
+
+def test_unwritable_place_and_bad_url_before_the_model_loads(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = advisor("tune", "--storage", str(tmp_path / "afile" / "advisor.db"), cwd=tmp_path)
+    one_error_line(r, "not a writable directory")
+    before_model_load(r)
+    r = advisor("tune", "--storage", "nosuchdb://host/x", cwd=tmp_path)
+    one_error_line(r, "nosuchdb")
+    before_model_load(r)
+    assert not (tmp_path / "studies").exists()
+
+
+def test_unreachable_postgresql_masks_the_password(tmp_path):
+    r = advisor("tune", "--storage", PG_URL, cwd=tmp_path)
+    one_error_line(r, "cannot connect", "bob:***@127.0.0.1")
+    before_model_load(r)
+    for args in (["studies"], ["pareto", "s"], ["report", "s"], ["recommend", "--budget", "1GiB"],
+                 ["export", "s", "1", "--to", "json"]):
+        r = advisor(*args, "--storage", PG_URL, cwd=tmp_path)
+        assert r.returncode == 2 and "s3cret" not in r.stdout + r.stderr, (args, r.stderr)
+        one_error_line(r)
+
+
+@pytest.mark.parametrize("name", ["a b", "-x", "x/y", "x" * 101, "x;rm"])
+def test_bad_study_names(tmp_path, name):
+    r = advisor("tune", "--study", name, cwd=tmp_path)
+    one_error_line(r, "--study")
+    before_model_load(r)
+
+
+def test_space_fraction_of_model_above_one(tmp_path):
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[budget]\nfraction_of_model = 7.5\n')
+    one_error_line(advisor("tune", "--space", str(space), cwd=tmp_path), "s.toml:5", "fraction_of_model")
+
+
+def test_non_utf8_task_data(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_bytes(b'{"question": "1+1", "answer": "#### 2"}\n{"question": "caf\xe9", "answer": "#### 1"}\n')
+    for args in (["tune", "--task", "gsm8k"], ["eval", "--task", "gsm8k"]):
+        r = advisor(*args, "--data", str(data), cwd=tmp_path)
+        one_error_line(r, "bad.jsonl:2", "UTF-8")
+    assert not (tmp_path / "studies").exists()
+
+
+def test_space_values_checked_against_the_model(tmp_path):
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 999 }\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", "999", "16 experts per layer")
+    assert not (tmp_path / "s.db").exists()

@@ -1,0 +1,66 @@
+"""Prompts fit the model: few-shot exemplars dropped for a model with few positions (said once), and
+prompts of unequal length batched where the family's decoding allows it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advisor.eval.run import encode_prompt, fit_to_positions, model_positions
+from advisor.eval.tasks import get_task
+from advisor.models.generate import generate
+from advisor.models.load import load_model
+from tests.eval_helpers import tiny_toy_model_dir
+
+DATA = Path(__file__).parent / "data" / "gsm8k_sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    """A tiny model saved like the bundled one (character tokenizer, 256 positions)."""
+    return tiny_toy_model_dir(tmp_path_factory.mktemp("fit"))
+
+
+def test_few_shot_prompts_drop_exemplars_to_fit_the_models_positions_said_once(toy_dir, tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", "from advisor.cli import run; run()", "eval", str(toy_dir), "--task", "gsm8k",
+         "--data", str(DATA), "--limit", "3", "--max-new-tokens", "16", "--no-progress", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notes = [ln for ln in proc.stderr.splitlines() if "dropped few-shot exemplars" in ln]
+    assert len(notes) == 1 and "'s 256 positions (16 new tokens)" in notes[0]
+    assert json.loads(out.read_text())["n"] == 3
+
+
+def test_fitted_prompts_keep_as_many_exemplars_as_fit(toy_dir):
+    loaded = load_model(str(toy_dir))
+    task = get_task("gsm8k", path=str(DATA))
+    positions = model_positions(loaded)
+    assert positions == 256
+    fitted = fit_to_positions(task, loaded, 16)
+    for ex in fitted.examples:
+        length = len(encode_prompt(loaded.tokenizer, fitted.prompt(ex)))
+        assert length <= positions - 16
+        more = {**ex, "shots": ex["shots"] + 1}
+        assert ex["shots"] == task.max_shots or len(encode_prompt(loaded.tokenizer, fitted.prompt(more))) > 240
+    assert fit_to_positions(task, loaded, 16).examples == fitted.examples  # deterministic
+    roomy = fit_to_positions(get_task("gsm8k", path=str(DATA), style="zero-shot"), loaded, 16)
+    assert all("shots" not in ex for ex in roomy.examples)
+
+
+def test_autoregressive_families_batch_left_padded_prompts_with_the_same_output():
+    loaded = load_model("tiny:qwen3_moe")
+    rows = [[5, 9, 11, 23, 40, 7], [17, 3, 8]]
+    alone = [generate(loaded, torch.tensor([r]), max_new_tokens=6)[0].tolist() for r in rows]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    together = generate(loaded, ids, max_new_tokens=6, attention_mask=mask).tolist()
+    assert together == alone

@@ -1,0 +1,113 @@
+"""`advisor eval --task humaneval` through the CLI: given completions (no model) and a model's own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from advisor.errors import UserError
+from advisor.eval import humaneval
+from tests.eval_helpers import tiny_toy_model_dir
+
+PROBLEMS = humaneval.load_problems()
+ALTERED = {p["task_id"] for p in PROBLEMS[::4]}  # 41 problems get a wrong body
+
+
+def _write(path, samples) -> str:
+    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return str(path)
+
+
+def _eval(*args: str):
+    return CliRunner().invoke(app, ["eval", "--task", "humaneval", *args])
+
+
+@pytest.mark.timeout(240)
+def test_canonical_solutions_score_164_of_164_and_an_altered_set_its_exact_count(tmp_path):
+    canonical = [{"task_id": p["task_id"], "completion": p["canonical_solution"]} for p in PROBLEMS]
+    result = _eval("--completions", _write(tmp_path / "canonical.jsonl", canonical), "--json", str(tmp_path / "c.json"))
+    assert result.exit_code == 0, result.output
+    assert "pass@1: 100.0% (164/164;" in result.output
+    assert "sandbox: " in result.output
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert payload["passed"] == 164 and payload["pass_at"] == {"1": 1.0}
+
+    altered = [
+        {"task_id": p["task_id"], "completion": "    return None\n" if p["task_id"] in ALTERED else p["canonical_solution"]}
+        for p in PROBLEMS
+    ]
+    result = _eval("--completions", _write(tmp_path / "altered.jsonl", altered), "--json", str(tmp_path / "a.json"))
+    assert result.exit_code == 0, result.output
+    expected = 164 - len(ALTERED)
+    assert f"({expected}/164;" in result.output
+    payload = json.loads((tmp_path / "a.json").read_text())
+    failed = {s["task_id"] for s in payload["per_sample"] if not s["passed"]}
+    assert failed == ALTERED
+
+
+def test_several_samples_per_problem_give_unbiased_pass_at_k(tmp_path):
+    a, b, c = PROBLEMS[0], PROBLEMS[2], PROBLEMS[53]
+    samples = (
+        [{"task_id": a["task_id"], "completion": a["canonical_solution"] if i < 3 else "    return None\n"}
+         for i in range(10)]
+        + [{"task_id": b["task_id"], "completion": "    return None\n"} for _ in range(10)]
+        + [{"task_id": c["task_id"], "completion": c["canonical_solution"]} for _ in range(10)]
+    )
+    result = _eval("--completions", _write(tmp_path / "s.jsonl", samples), "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "s.json").read_text())
+    assert payload["problems"] == 3 and payload["samples"] == 30
+    assert payload["pass_at"]["1"] == pytest.approx((0.3 + 0.0 + 1.0) / 3)
+    assert payload["pass_at"]["10"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)
+    assert "unbiased estimator" in result.output
+    assert humaneval.pass_at_k(10, 3, 2) == pytest.approx(1 - (7 * 6) / (10 * 9))
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (b'{"task_id": "HumanEval/0", "completion": "  pass"}\n\xff\xfe\n', [], "s.jsonl:2: not UTF-8 (byte 0xff"),
+        (b'{"task_id": "HumanEval/0", "completion": "  pass"}\n{oops\n', [], "s.jsonl:2: not valid JSON"),
+        (b'{"task_id": "HumanEval/999", "completion": "  pass"}\n', [], "s.jsonl:1: unknown task_id"),
+        (b'{"task_id": "HumanEval/0"}\n', [], "s.jsonl:1: needs string fields"),
+        (b'{"task_id": "HumanEval/0", "completion": "  pass"}\n', ["bundled"], "drop MODEL"),
+    ],
+)
+def test_bad_completion_files_are_refused_in_one_line_naming_file_and_line(tmp_path, content, extra, message):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from advisor.cli import run; run()", "eval", *extra, "--task", "humaneval",
+         "--completions", str(path)], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_model_generates_and_is_scored_end_to_end(tmp_path):
+    model = tiny_toy_model_dir(tmp_path)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, [
+        "eval", str(model), "--task", "humaneval", "--limit", "2", "--max-new-tokens", "16", "--json", str(out), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "pass@1:" in result.output and "(0/2;" in result.output  # a random model passes nothing, but scores
+    payload = json.loads(out.read_text())
+    assert payload["n"] == 2 and len(payload["per_example"]) == 2
+    assert all(isinstance(r["completion"], str) for r in payload["per_example"])
+
+
+def test_a_bad_problems_file_names_its_line(tmp_path):
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(json.dumps(PROBLEMS[0]) + "\n" + json.dumps({"task_id": "X/1", "prompt": "def f():\n"}) + "\n")
+    with pytest.raises(UserError, match=r"p\.jsonl:2: HumanEval record lacks string field\(s\) \['entry_point', 'test'\]"):
+        humaneval.load_problems(str(problems))
+    problems.write_text(json.dumps(PROBLEMS[1]) + "\n\n" + json.dumps(PROBLEMS[0]) + "\n")
+    assert [p["task_id"] for p in humaneval.load_problems(str(problems))] == ["HumanEval/0", "HumanEval/1"]

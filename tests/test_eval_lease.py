@@ -1,0 +1,79 @@
+"""The lease on the accuracy cache: a second worker waits for the first one's measurement instead of repeating
+it; a dead holder's lease is taken over; a stop request ends the wait."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+import time
+from dataclasses import astuple
+
+import pytest
+from sqlalchemy.orm import Session
+
+from advisor.results.evalcache import CacheKey, EvalCache
+from advisor.results.store import EvalLeaseRow, engine_for
+
+KEY = CacheKey("fp", "toy", "plan1", "{}", "accuracy")
+
+
+def _put(cache: EvalCache, value: float) -> None:
+    cache.put(KEY, {"accuracy": value}, {"accuracy": "measured:test"}, device="cpu", seconds=0.1, study_name="s")
+
+
+def _leases(cache: EvalCache) -> int:
+    with Session(cache.engine) as s:
+        return s.query(EvalLeaseRow).count()
+
+
+def test_second_worker_waits_for_the_first_measurement(tmp_path):
+    url = f"sqlite:///{tmp_path}/c.db"
+    first, second = EvalCache(engine_for(url)), EvalCache(engine_for(url))
+    calls: list[str] = []
+    started = threading.Event()
+
+    def slow() -> None:
+        calls.append("first")
+        started.set()
+        time.sleep(0.8)
+        _put(first, 0.9)
+
+    t = threading.Thread(target=lambda: first.measure_once(KEY, slow))
+    t.start()
+    assert started.wait(30)
+    hit = second.measure_once(KEY, lambda: calls.append("second"), poll_s=0.05)
+    t.join()
+    assert calls == ["first"] and hit is not None and hit.values["accuracy"] == 0.9
+    assert _leases(first) == 0  # released
+
+
+def test_dead_holders_lease_is_taken_over(tmp_path):
+    cache = EvalCache(engine_for(f"sqlite:///{tmp_path}/c.db"))
+    lease = hashlib.sha256("\x1f".join(astuple(KEY)).encode()).hexdigest()
+    with Session(cache.engine) as s, s.begin():
+        s.add(EvalLeaseRow(key=lease, owner="dead", expires_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)
+                           - dt.timedelta(seconds=1)))
+    ran = []
+    assert cache.measure_once(KEY, lambda: (ran.append(1), _put(cache, 0.8))) is None
+    assert ran == [1] and cache.get(KEY).values["accuracy"] == 0.8 and _leases(cache) == 0
+
+
+def test_a_stop_request_ends_the_wait(tmp_path):
+    url = f"sqlite:///{tmp_path}/c.db"
+    holder, waiter = EvalCache(engine_for(url)), EvalCache(engine_for(url))
+    release = threading.Event()
+    started = threading.Event()
+
+    def held() -> None:
+        started.set()
+        release.wait(30)
+        _put(holder, 0.5)
+
+    t = threading.Thread(target=lambda: holder.measure_once(KEY, held))
+    t.start()
+    assert started.wait(30)
+    with pytest.raises(KeyboardInterrupt):
+        waiter.measure_once(KEY, lambda: None, stop=lambda: True, poll_s=0.01)
+    release.set()
+    t.join()

@@ -1,0 +1,282 @@
+"""Offloaded loading: experts stay in the checkpoint, every stage runs on the offloaded model, memory bounded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from advisor.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPACE = """
+name = "tiny-offload"
+[precision]
+formats = ["int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+fidelity_top1 = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+trace_prompts = 1
+fidelity_prompts = 2
+max_new_tokens = 4
+"""
+
+
+def _save(family: str, root: Path, shard: str | None = None) -> Path:
+    from advisor.models import tiny
+
+    out = root / family
+    kw = {"max_shard_size": shard} if shard else {}
+    tiny.build_tiny(family).save_pretrained(str(out), **kw)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("offload")
+    # list layout (sharded, with an index), fused model from per-expert keys, fused checkpoint keys
+    from advisor.models import tiny
+
+    tiny.llada_moe_shaped(experts=64, layers=2).save_pretrained(str(root / "shaped"))  # 64 experts, top-8
+    return {"llada_moe": _save("llada_moe", root, "60KB"), "qwen3_moe": _save("qwen3_moe", root),
+            "diffusion_gemma": _save("diffusion_gemma", root), "shaped": root / "shaped"}
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVISOR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "qwen3_moe", "diffusion_gemma"])
+def test_offloaded_load_matches_resident_and_experts_are_meta(dirs, family):
+    from advisor.models import tiny
+    from advisor.models.load import load_model
+    from advisor.models.view import attach_runtime
+    from advisor.tune.model_backend import model_shape
+
+    if family == "llada_moe":
+        assert (dirs[family] / "model.safetensors.index.json").is_file()  # really sharded
+    resident = load_model(str(dirs[family]), offload=False)
+    offloaded = load_model(str(dirs[family]), offload=True)
+    attach_runtime(resident.model)  # the same seam (and summation order) the offloaded model computes through
+    inputs = tiny.sample_inputs(family)
+    with torch.no_grad():
+        want, got = resident.model(**inputs).logits, offloaded.model(**inputs).logits
+    assert torch.equal(want, got)
+    assert offloaded.offloaded and not resident.offloaded
+    expert_params = [p for m in offloaded.moe for p in m.experts_module.parameters()]
+    assert expert_params and all(p.is_meta for p in expert_params)
+    assert offloaded.fingerprint == resident.fingerprint
+    assert offloaded.device_param_bytes() == model_shape(offloaded).resident_bytes
+    assert model_shape(offloaded) == model_shape(resident)
+
+
+def test_store_from_checkpoint_equals_store_from_weights(dirs):
+    from advisor.models.load import load_model
+    from advisor.offload.store import ExpertStore
+
+    resident = load_model(str(dirs["qwen3_moe"]), offload=False)
+    offloaded = load_model(str(dirs["qwen3_moe"]), offload=True)
+    a, b = ExpertStore(resident.moe, "int4"), ExpertStore(offloaded.moe, "int4")
+    assert a.nbytes == b.nbytes
+    assert all(torch.equal(x.host, y.host) for ra, rb in zip(a.layers, b.layers, strict=True)
+               for x, y in zip(ra, rb, strict=True))
+
+
+def test_pinned_memory_failure_falls_back_to_pageable(dirs):
+    if torch.cuda.is_available():
+        pytest.skip("pinned memory is available here")
+    from advisor.models.load import load_model
+    from advisor.offload.store import ExpertStore
+
+    loaded = load_model(str(dirs["llada_moe"]), offload=True)
+    store = ExpertStore(loaded.moe, "int8", pin=True)
+    assert not store.pinned and "pageable" in store.pin_note and "half" in store.pin_note
+    assert all(not p.host.is_pinned() for row in store.layers for p in row)
+
+
+def test_repacking_a_second_plan_holds_no_full_precision_copy(tmp_path):
+    """Peak RSS after re-packing = the first peak + the larger store, within one layer's checkpoint bytes."""
+    script = r"""
+import gc, json, resource, sys, torch
+from advisor.models import tiny
+from advisor.models.load import load_model
+from advisor.offload.store import ExpertStore
+torch.set_num_threads(1)
+tiny.llada_moe_shaped(experts=32, layers=4, hidden=256, expert_ffn=256).save_pretrained(sys.argv[1])
+loaded = load_model(sys.argv[1], offload=True)
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+a = ExpertStore(loaded.moe, "int4"); n_a = a.nbytes; p_a = peak()
+del a; gc.collect()
+b = ExpertStore(loaded.moe, "int8"); p_b = peak()
+layer = loaded.moe[0].num_experts * loaded.moe[0].expert_nbytes
+print(json.dumps({"n_a": n_a, "n_b": b.nbytes, "p_a": p_a, "p_b": p_b, "layer": layer,
+                  "experts": layer * len(loaded.moe)}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m")], capture_output=True, text=True,
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["experts"] == 4 * r["layer"]  # a full-precision copy would cost four layers
+    assert r["p_b"] - r["p_a"] <= (r["n_b"] - r["n_a"]) + r["layer"], r
+
+
+def test_tune_live_on_a_model_bigger_than_the_budget(dirs, tmp_path):
+    """Counted experts exceed --budget: the model is offloaded, trials finish, device-side bytes fit."""
+    from advisor.tune.model_backend import model_shape
+
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    budget = 250_000  # "250KB" (SI)
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(dirs["shaped"]), "--space", str(space), "--mode", "live",
+                                      "--device", "cpu", "--budget", "250KB", "--trials", "3", "--storage", db,
+                                      "--study", "big"])
+    assert result.exit_code == 0, result.output
+    assert "offloaded: routed experts stream from the checkpoint" in result.output
+    assert "host store packed per plan" in result.output
+    import optuna
+
+    from advisor.models.load import load_model
+
+    shape = model_shape(load_model(str(dirs["shaped"]), offload=True))
+    assert shape.full_bytes() - shape.resident_bytes > budget
+    trials = optuna.load_study(study_name="big", storage=db).trials
+    done = [t for t in trials if t.user_attrs.get("feasible")]
+    assert done, [t.user_attrs.get("infeasible_reason") for t in trials]
+    for t in done:
+        v = t.user_attrs["values"]
+        assert 0 < v["device_bytes"] <= budget and v["peak_gpu_bytes"] <= budget
+        assert t.user_attrs["sources"]["device_bytes"].startswith("counted:allocated")
+
+
+def test_out_of_memory_in_a_live_trial_is_an_infeasible_trial(dirs, tmp_path, monkeypatch):
+    from advisor.offload.runtime import OffloadRuntime
+
+    calls = {"n": 0}
+    original = OffloadRuntime.experts_for
+
+    def flaky(self, layer, ids):
+        calls["n"] += 1
+        if calls["n"] == 40:  # once, in the middle of the study
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; injected)")
+        return original(self, layer, ids)
+
+    monkeypatch.setattr(OffloadRuntime, "experts_for", flaky)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--mode",
+                                      "live", "--trials", "4", "--storage", db, "--study", "oom"])
+    assert result.exit_code == 0, result.output
+    import optuna
+
+    trials = optuna.load_study(study_name="oom", storage=db).trials
+    oom = [t for t in trials if "out of memory" in str(t.user_attrs.get("infeasible_reason"))]
+    assert calls["n"] > 40 and len(oom) == 1
+    assert oom[0].user_attrs["values"]["oom_asked_bytes"] == 20 * 2**20
+    assert sum(1 for t in trials if t.user_attrs.get("feasible")) >= 2  # the study went on
+
+
+def test_eval_on_an_offloaded_model(tmp_path):
+    from tests.eval_helpers import tiny_toy_model_dir
+
+    model_dir = tiny_toy_model_dir(tmp_path)
+    out = tmp_path / "r.json"
+    args = ["eval", str(model_dir), "--task", "toy", "--limit", "2", "--precision", "int4", "--fidelity-prompts", "2",
+            "--json", str(out), "--no-progress"]
+    offloaded = CliRunner().invoke(app, [*args, "--offload"])
+    assert offloaded.exit_code == 0, offloaded.output
+    assert list((tmp_path / "cache" / "reference").glob("*.pt"))  # the full-precision reference, on disk
+    got = json.loads(out.read_text())
+    resident = CliRunner().invoke(app, [*args, "--resident"])
+    assert resident.exit_code == 0, resident.output
+    want = json.loads(out.read_text())
+    assert got["fingerprint"] == want["fingerprint"]
+    assert [r["completion"] for r in got["per_example"]] == [r["completion"] for r in want["per_example"]]
+    assert got["fidelity"]["fidelity_top1"] == pytest.approx(want["fidelity"]["fidelity_top1"])
+
+
+def test_inspect_budget_answers_what_fits(dirs):
+    result = CliRunner().invoke(app, ["inspect", str(dirs["llada_moe"]), "--budget", "120KB"], env={"COLUMNS": "220"})
+    assert result.exit_code == 0, result.output
+    assert "resident weights" in result.output and "slots/layer that fit" in result.output
+    assert "offloaded" in result.output
+    for fmt in ("bf16", "int8", "int4"):
+        assert f"│ {fmt}" in result.output
+
+
+def _broken(tmp_path: Path, dirs, how: str) -> Path:
+    import shutil
+
+    d = tmp_path / how
+    shutil.copytree(dirs["llada_moe"], d)
+    index = d / "model.safetensors.index.json"
+    shards = sorted(d.glob("*.safetensors"))
+    if how == "missing":
+        shards[-1].unlink()
+    elif how == "truncated":
+        data = shards[0].read_bytes()
+        shards[0].write_bytes(data[: len(data) - 100])
+    elif how == "mismatched":
+        meta = json.loads(index.read_text())
+        key = next(iter(meta["weight_map"]))
+        meta["weight_map"][key] = shards[-1].name if meta["weight_map"][key] != shards[-1].name else shards[0].name
+        index.write_text(json.dumps(meta))
+    return d
+
+
+@pytest.mark.parametrize(("how", "message"), [("missing", "lacks 1 of the"), ("truncated", "is truncated"),
+                                              ("mismatched", "different downloads")])
+def test_bad_checkpoints_fail_in_one_line(dirs, tmp_path, how, message):
+    from advisor.models.load import load_model
+
+    d = _broken(tmp_path, dirs, how)
+    with pytest.raises(UserError, match=message) as e:
+        load_model(str(d), offload=True)
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, tmp_path):
+    d = _broken(tmp_path, dirs, "truncated")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "advisor", "inspect", str(d), "--offload"], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "truncated" in lines[0] and "Traceback" not in proc.stderr
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space),
+                                      "--host-memory", "1KB", "--storage", f"sqlite:///{tmp_path}/h.db"])
+    assert isinstance(result.exception, UserError), result.output
+    assert "needs" in str(result.exception) and "--host-memory" in str(result.exception)
+    assert not (tmp_path / "h.db").exists()  # nothing half-written
+
+
+def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path):
+    import numpy as np
+
+    paths = {}
+    for mode in ("--offload", "--resident"):
+        paths[mode] = tmp_path / f"{mode[2:]}.npz"
+        result = CliRunner().invoke(app, ["trace", str(dirs["llada_moe"]), "-o", str(paths[mode]), mode, "--limit", "2",
+                                          "--max-new-tokens", "4"])
+        assert result.exit_code == 0, result.output
+    a, b = np.load(paths["--offload"]), np.load(paths["--resident"])
+    assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")

@@ -1,0 +1,98 @@
+"""Hostile completions of every known class: scored failures, nothing written outside the throw-away
+directory, no process left, the evaluator's files intact, the canonical solution still passing - as
+the user running the tests and, when that is root, as an unprivileged evaluator who owns the files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox_cases import cases, run_all
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _check(report: dict, root: Path) -> None:
+    assert set(report["statuses"]) == set(cases(root))
+    passed = [name for name, status in report["statuses"].items() if status == "passed"]
+    assert passed == []
+    assert set(report["statuses"].values()) <= {"failed", "timeout"}
+    assert report["canonical"] == "passed" and report["wrong"] == "failed"
+    assert report["files_intact"]
+    assert report["stray"] == [] and not report["host_tmp_written"]
+    assert report["processes_left"] == []
+    if "mountns" in report["isolation"]:  # the private root hides the evaluator's files and environment
+        assert report["probes"] == {"secret-env-hidden": "passed", "secret-file-hidden": "passed"}
+
+
+@pytest.fixture
+def root():
+    path = Path(tempfile.mkdtemp(prefix="advisor-hostile-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.timeout(240)
+def test_hostile_completions_as_this_user(root):
+    report = run_all(root)
+    _check(report, root)
+    if os.geteuid() == 0:
+        assert report["isolation"].endswith(",nobody") or "(" in report["isolation"]
+
+
+@pytest.mark.timeout(240)
+def test_hostile_completions_as_an_unprivileged_evaluator_owning_the_files(root):
+    """When root, run the whole suite as uid 1000 without capabilities in a user namespace: the files are
+    the evaluator's own (writable by it), which is the usual way the tool runs."""
+    if os.geteuid() != 0:
+        report = run_all(root)  # already unprivileged: the first test covered it; check again for symmetry
+    else:
+        unshare = shutil.which("unshare")
+        probe = subprocess.run([unshare or "unshare", "--user", "--map-user=1000", "--map-group=1000", "true"],
+                               capture_output=True) if unshare else None
+        if probe is None or probe.returncode != 0:
+            pytest.skip("cannot start an unprivileged user namespace here (unshare --map-user)")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        out = subprocess.run(
+            [unshare, "--user", "--map-user=1000", "--map-group=1000", sys.executable,
+             str(REPO / "tests" / "sandbox_cases.py"), str(root)],
+            capture_output=True, text=True, env=env, timeout=220,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        assert report["uid"] == 1000
+        assert "no-capabilities" in report["isolation"]
+    _check(report, root)
+
+
+FALLBACK = """
+from advisor.eval.humaneval import check_completion, load_problems
+p = load_problems()[53]
+print(check_completion(p, p["canonical_solution"]).status, check_completion(p, "    return x - y\\n").status)
+"""
+
+
+def test_refused_namespaces_fall_back_with_one_line_naming_the_weaker_isolation():
+    """A user namespace whose namespace limits are 0 refuses every new namespace, as some kernels do."""
+    unshare = shutil.which("unshare")
+    limits = "; ".join(f"echo 0 > /proc/sys/user/max_{n}_namespaces" for n in ("user", "net", "mnt", "pid", "ipc"))
+    if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "sh", "-c", limits]).returncode:
+        pytest.skip("cannot make a user namespace with namespace limits here")
+    out = subprocess.run(
+        [unshare, "--user", "--map-root-user", "sh", "-c", f'{limits}; exec "$0" -c "$1"', sys.executable, FALLBACK],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["passed", "failed"]
+    notes = [ln for ln in out.stderr.splitlines() if ln.startswith("sandbox: ")]
+    assert len(notes) == 1
+    assert "none,no-capabilities (no private read-only filesystem (the kernel refused namespaces" in notes[0]
+    assert "weaker isolation by resource limits and the interpreter guard" in notes[0]

@@ -1,0 +1,108 @@
+"""A newcomer's session through the real CLI on the bundled model, piped and at 80 columns:
+Ctrl-C mid-study (one line, nothing RUNNING), `--trials N` tops the study up to N finished trials,
+`--more N` adds N, and `tune`, `studies` and `pareto` print every name and value whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from advisor.results.read import read_fronts
+from advisor.tune.display import fmt_value
+
+STUDY = "newcomer-flow"
+ENV = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "advisor", *args]
+
+
+def _states(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()
+
+
+def _whole(out: str, points: list) -> None:
+    """No cell cut, no line over 80 columns, every stored front value printed whole on one line."""
+    lines = out.splitlines()
+    assert "…" not in out, out
+    assert max(len(ln) for ln in lines) <= 80, out
+    assert points
+    for p in points:
+        for metric in ("h2d_bytes_per_token", "accuracy", "peak_gpu_bytes"):
+            text = fmt_value(metric, p.values[metric])
+            assert any(text in ln for ln in lines), (metric, text, out)
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    work = tmp_path_factory.mktemp("flow")
+    db = work / "f.db"
+    base = ("--storage", str(db), "--study", STUDY)
+    proc = subprocess.Popen(_cmd("tune", "--trials", "4", *base), cwd=work, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and _states(db).get("COMPLETE", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    interrupted = (proc.returncode, out, err, _states(db))
+    top_up = subprocess.run(_cmd("tune", "--trials", "4", *base), cwd=work, env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    after_top_up = _states(db), read_fronts(str(db), STUDY)
+    more = subprocess.run(_cmd("tune", "--more", "1", *base), cwd=work, env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    return {"work": work, "db": db, "interrupted": interrupted, "top_up": (top_up, after_top_up),
+            "more": (more, _states(db))}
+
+
+def test_ctrl_c_is_one_line_and_leaves_nothing_running(flow):
+    rc, out, err, states = flow["interrupted"]
+    assert rc == 130, (out, err)
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert err.rstrip().splitlines()[-1].startswith("interrupted: "), err
+    assert states.get("COMPLETE", 0) >= 1 and states.get("RUNNING", 0) == 0, states
+
+
+def test_trials_tops_up_and_more_adds(flow):
+    r, (states, _) = flow["top_up"]
+    assert r.returncode == 0, r.stderr
+    assert states["COMPLETE"] == 4 and states.get("RUNNING", 0) == 0, states
+    r, states = flow["more"]
+    assert r.returncode == 0, r.stderr
+    assert states["COMPLETE"] == 5, states
+
+
+def test_tune_output_fits_80_columns(flow):
+    r, (_, front) = flow["top_up"]
+    _whole(r.stdout, front)
+    assert f"`advisor pareto {STUDY}" in r.stdout.replace("\n", " ")
+
+
+def test_studies_and_pareto_fit_80_columns(flow):
+    work, db = flow["work"], flow["db"]
+    r = subprocess.run(_cmd("studies", "--storage", str(db)), cwd=work, env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout and max(map(len, r.stdout.splitlines())) <= 80, r.stdout
+    assert STUDY in r.stdout.split()  # grep-able: the whole name as one word
+    assert "finished 5" in r.stdout and "running 0" in r.stdout and "waiting" in r.stdout
+    r = subprocess.run(_cmd("pareto", STUDY, "--storage", str(db), "--no-plots"), cwd=work, env=ENV,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    _whole(r.stdout, read_fronts(str(db), STUDY))
+    wide = subprocess.run(_cmd("pareto", STUDY, "--storage", str(db), "--no-plots", "--wide"), cwd=work, env=ENV,
+                          capture_output=True, text=True)
+    assert "…" not in wide.stdout and "┃ trial" in wide.stdout and max(map(len, wide.stdout.splitlines())) > 80

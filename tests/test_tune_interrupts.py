@@ -1,0 +1,68 @@
+"""Ctrl-C and SIGTERM at random moments of a study: no traceback, no trial left RUNNING, no finished trial
+lost, the interrupted trial queued again, and the study completes when the same command runs again."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+HELPER = str(Path(__file__).parent / "tune_helpers.py")
+TARGET = 24  # finished trials the study ends with
+
+
+def _states(url: str) -> dict[int, tuple[str, tuple | None]]:
+    try:
+        trials = optuna.load_study(study_name="r", storage=url).get_trials(deepcopy=False)
+    except KeyError:  # interrupted before the study was created: nothing written
+        return {}
+    return {t.number: (t.state.name, tuple(t.values) if t.values else None) for t in trials}
+
+
+def test_signals_at_twenty_random_moments(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    rng = random.Random(17)
+    cmd = [sys.executable, HELPER, "--storage", url, "--study", "r", "--total", str(TARGET), "--delay", "0.05",
+           "--no-staging", "--seed", "3"]
+    finished: dict[int, tuple | None] = {}
+    outcomes = []
+    for i in range(20):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "READY"
+        if i % 4 == 0:  # early: opening the study, seeding it, the first trial
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:  # during the study: after a random number of trial stages, at a random instant after it
+            k = rng.randint(1, 8)
+            for line in proc.stdout:
+                k -= line.startswith("STAGE")
+                if k <= 0:
+                    break
+            time.sleep(rng.uniform(0.0, 0.08))
+        sig = signal.SIGINT if i % 2 == 0 else signal.SIGTERM
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err and "Error" not in err, err
+        assert proc.returncode in (0, 130), (proc.returncode, err)
+        outcomes.append(proc.returncode)
+        states = _states(url)
+        assert not [n for n, (s, _) in states.items() if s == "RUNNING"], states
+        done = {n: v for n, (s, v) in states.items() if s == "COMPLETE"}
+        assert finished.items() <= done.items()  # every finished trial kept, values unchanged
+        finished = done
+        for n, (s, _) in states.items():  # an interrupted trial is queued again
+            if s == "FAIL":
+                study = optuna.load_study(study_name="r", storage=url)
+                retried = [t for t in study.trials if t.user_attrs.get("retry_of") == n]
+                assert retried, f"trial {n} failed and was not queued again"
+    assert outcomes.count(130) >= 15, outcomes  # the study was still running when the signal came
+
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # the same command, not interrupted
+    assert r.returncode == 0, r.stderr
+    states = _states(url)
+    assert sum(s == "COMPLETE" for s, _ in states.values()) == TARGET
+    assert not [n for n, (s, _) in states.items() if s == "RUNNING"]
