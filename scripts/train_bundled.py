@@ -536,7 +536,8 @@ def training_md(meta: dict, metrics: dict) -> str:
               "  minutes is about 2,000 steps. Its routing at step 600 (8 test prompts): normalized entropy",
               "  0.93-0.97, the 8 tokens of a block used 31.5 of 64 experts per layer per step (41 at block 16 and",
               "  32), consecutive steps shared 93-96% of them (Jaccard). Pilot at step 150: with coefficient 0.001",
-              "  entropy 0.85-0.94. A sorted, per-slice expert loop for training saved under 10% of a step."]
+              "  entropy 0.85-0.94. A sorted, per-slice expert loop for training saved under 10% of a step. Log:",
+              "  `benchmarks/results/2026-12-03_cpu_train_bundled_64x8.jsonl`."]
     return "\n".join(lines) + "\n"
 
 
