@@ -27,7 +27,7 @@ point (the cheapest plan is otherwise always the least accurate one, e.g. int2).
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
 _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
     "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("latency_ms_per_token", 1)),
-    "latency": (("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
+    "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
     "accuracy": (("accuracy", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
 }
 _PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_token", "accuracy": "accuracy"}
@@ -300,6 +300,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
 
 def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
     metric = _PREF_METRIC[prefer]
+    if prefer == "latency" and "time_per_token" in best.values and "time_per_token" in other.values:
+        metric = "time_per_token"  # what the latency ranking compares first
     a, b = best.values.get(metric), other.values.get(metric)
     if a is None or b is None:
         return ""
@@ -393,7 +395,7 @@ def _metric_line(name: str, v: float, source: str) -> str:
         shown = format_bytes(v)
     elif name == "h2d_bytes_per_token":
         shown = f"{v / 2**20:.3f} MiB"
-    elif name.endswith("_ms_per_token"):
+    elif name.endswith("_ms_per_token") or name == "time_per_token":
         shown = f"{v:.3f} ms"
     else:
         shown = f"{v:.4g}"
@@ -409,7 +411,9 @@ def describe_config(config: dict[str, Any]) -> str:
     slots = config.get("slots_per_layer", config.get("slots"))
     if isinstance(slots, list):
         slots = f"{min(slots)}-{max(slots)} per layer" if len(set(slots)) > 1 else f"{slots[0]} per layer"
-    return f"precision {desc}; GPU expert slots {slots}; policy {config.get('policy', '?')}; prefetch {config.get('prefetch', 'none')}"
+    miss = f"; misses {config['miss_policy']}" if config.get("miss_policy", "copy") != "copy" else ""
+    return (f"precision {desc}; GPU expert slots {slots}; policy {config.get('policy', '?')}; "
+            f"prefetch {config.get('prefetch', 'none')}{miss}")
 
 
 def render(rec: Recommendation) -> str:

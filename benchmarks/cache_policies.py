@@ -65,7 +65,7 @@ def bundled_traces(prompts: int) -> tuple[dict[str, RoutingTrace], str]:
 
 def evaluate(name: str, trace: RoutingTrace, scope: str) -> dict[str, Any]:
     seqs = trace.access_sequences(scope)
-    n_lookups = sum(len(ids) for seq in seqs for ids, _ in seq)
+    n_lookups = sum(len(ids) for seq in seqs for ids, *_ in seq)
     tokens = trace.generated_tokens
     n_exp = max(trace.num_experts)
     hidden, inter = LLADA_MOE_SHAPE
@@ -102,7 +102,7 @@ def replay_speed(trace: RoutingTrace, min_lookups: int = 300_000) -> dict[str, f
     from advisor.offload.stats import CacheLayer
 
     seqs = trace.access_sequences("all")
-    n = sum(len(ids) for seq in seqs for ids, _ in seq)
+    n = sum(len(ids) for seq in seqs for ids, *_ in seq)
     reps = max(1, -(-min_lookups // max(n, 1)))
     long = [seq * reps for seq in seqs]
     slots = [max(1, e // 4) for e in trace.num_experts]
@@ -193,6 +193,8 @@ def _print(summary: dict[str, Any]) -> None:
                   f"{min(r['min_best_ratio'] for r in summary['results']):.3f})")
     console.print(f"target replay >= {TARGET_SPEED / 1e6:.0f}M look-ups/s: "
                   f"{'MET' if summary['target_speed_met'] else 'NOT MET'}")
+    worst = min(r["min_best_ratio"] for r in summary["results"])
+    console.print(f"RESULT worst_belady_ratio={worst:.3f} replay_mlookups_per_s={summary['replay_lookups_per_s'] / 1e6:.2f}")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def replay_speed_cpu(n_forwards: int = 3000, seed: int = 0) -> dict[str, float]:
             s.add(rng.randrange(64))
         sets.append(sorted(s))
     seqs = sequences_from_sets([sets] * 4, [Ctx(f, f % 8, f // 8) for f in range(n_forwards)])
-    n = sum(len(ids) for seq in seqs for ids, _ in seq)
+    n = sum(len(ids) for seq in seqs for ids, *_ in seq)
     out = {}
     for p in POLICIES:
         pols = build_policies(p, [16] * 4, hot={i: list(range(64)) for i in range(4)})

@@ -87,6 +87,10 @@ def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
     assert res.data["placement"]["blk.1.ffn_gate_exps"] == "GPU" and res.data["placement"]["blk.1.ffn_up_exps"] == "CPU"
     p = point("s", 1, "int8", [0, 0, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
     assert export_point(p, "llama.cpp").data["n_cpu_moe_equivalent"] == 2
+    assert any("miss policy copy" in n for n in export_point(p, "llama.cpp").notes)
+    p.config["miss_policy"] = "cpu"  # the study computed misses on the CPU, as llama.cpp will
+    res = export_point(p, "llama.cpp")
+    assert res.data["miss_policy"] == "cpu" and any("as the study modelled" in n for n in res.notes)
 
 
 def test_collapse_rules_and_types():

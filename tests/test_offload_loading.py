@@ -171,11 +171,11 @@ def test_out_of_memory_in_a_live_trial_is_an_infeasible_trial(dirs, tmp_path, mo
     calls = {"n": 0}
     original = OffloadRuntime.experts_for
 
-    def flaky(self, layer, ids):
+    def flaky(self, layer, ids, tokens=None):
         calls["n"] += 1
         if calls["n"] == 40:  # once, in the middle of the study
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; injected)")
-        return original(self, layer, ids)
+        return original(self, layer, ids, tokens)
 
     monkeypatch.setattr(OffloadRuntime, "experts_for", flaky)
     space = tmp_path / "s.toml"

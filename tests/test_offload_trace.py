@@ -23,25 +23,41 @@ def test_trace_records_every_forward_layer_and_token(trace):
     assert trace.n_forwards == 4
     assert list(trace.fwd_block) == [0, 0, 1, 1] and list(trace.fwd_step) == [0, 1, 0, 1]
     assert len(trace.rec_forward) == trace.n_forwards * trace.n_layers
-    assert set(trace.rec_len.tolist()) == {3 + 8}  # every token of the sequence, every forward
+    top_k = trace.meta["top_k"][0]
+    per_record = np.add.reduceat(trace.tokens.astype(np.int64), trace.rec_ptr[:-1])
+    assert set(per_record.tolist()) == {(3 + 8) * top_k}  # every token of the sequence, every forward
+    blk = np.add.reduceat(trace.block_tokens.astype(np.int64), trace.rec_ptr[:-1])
+    assert set(blk.tolist()) == {4 * top_k}  # the 4 tokens of the block being denoised
     assert trace.generated_tokens == 8 and trace.meta["seq_len"] == 11
-    w = trace.weights.astype(np.float32)
-    assert (w > 0).all() and (w <= 1).all()
     seqs = trace.access_sequences()
     for layer, seq in enumerate(seqs):
-        for (ids, ctx), r in zip(seq, np.flatnonzero(trace.rec_layer == layer), strict=True):
-            rows = trace.experts[trace.rec_start[r]: trace.rec_start[r] + trace.rec_len[r]]
-            assert ids == tuple(sorted(set(rows.ravel().tolist())))
+        for (ids, ctx, tokens), r in zip(seq, np.flatnonzero(trace.rec_layer == layer), strict=True):
+            a, b = trace.rec_ptr[r], trace.rec_ptr[r + 1]
+            assert ids == tuple(trace.experts[a:b].tolist()) and list(ids) == sorted(set(ids))
+            assert tokens == tuple(trace.tokens[a:b].tolist()) and min(tokens) > 0
             assert ctx.forward == trace.rec_forward[r]
     block = trace.access_sequences("block")
-    assert all(len(b) <= len(a) for sa, sb in zip(seqs, block, strict=True)
-               for (a, _), (b, _) in zip(sa, sb, strict=True))
+    assert all(set(b) <= set(a) and sum(tb) == 4 * top_k for sa, sb in zip(seqs, block, strict=True)
+               for (a, _, _), (b, _, tb) in zip(sa, sb, strict=True))
+    assert trace.nbytes / trace.n_lookups <= 32
+
+
+def test_recorder_keeps_distinct_experts_and_token_counts():
+    rec = TraceRecorder({"num_experts": [6], "is_diffusion": True, "prompt_len": 2, "block_length": 2, "batch": 1})
+    rec.on_forward(type("F", (), {"index": 0, "step": 0, "block": 1})())
+    # 6 positions (prompt 2, block 0 at 2-3, block 1 at 4-5); top-2 each; -1 and 9 are out of range
+    idx = torch.tensor([[0, 1], [0, 2], [3, 0], [5, -1], [1, 0], [9, 1]])
+    rec(0, idx, torch.ones(6, 2))
+    t = rec.trace()
+    assert t.experts.tolist() == [0, 1, 2, 3, 5] and t.tokens.tolist() == [4, 3, 1, 1, 1]
+    assert t.block_tokens.tolist() == [1, 2, 0, 0, 0]  # rows 4 and 5 are block 1
+    assert t.access_sequences("block")[0][0][0] == (0, 1)
 
 
 def test_save_load_round_trip_and_bad_files(tmp_path, trace):
     path = trace.save(tmp_path / "t.npz")
     back = RoutingTrace.load(path)
-    for name in ("experts", "weights", "rec_forward", "rec_layer", "rec_start", "rec_len", "fwd_block"):
+    for name in ("experts", "tokens", "block_tokens", "rec_forward", "rec_layer", "rec_ptr", "fwd_block"):
         assert np.array_equal(getattr(back, name), getattr(trace, name))
     assert back.access_sequences() == trace.access_sequences()
     (tmp_path / "bad.npz").write_bytes(b"not a trace")
@@ -49,10 +65,14 @@ def test_save_load_round_trip_and_bad_files(tmp_path, trace):
         RoutingTrace.load(tmp_path / "bad.npz")
     with pytest.raises(UserError):
         RoutingTrace.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "v1.npz", experts=np.zeros((2, 2)), rec_start=np.zeros(1))
+    with pytest.raises(UserError, match="re-record"):
+        RoutingTrace.load(tmp_path / "v1.npz")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".trace-")]  # no temp files left
     both = merge([trace, back])
     assert both.n_forwards == 2 * trace.n_forwards and both.generated_tokens == 16
     assert list(both.fwd_index) == sorted(both.fwd_index)
+    assert both.access_sequences()[0][: len(trace.access_sequences()[0])] == trace.access_sequences()[0]
 
 
 def test_recorder_infers_forwards_without_on_forward():
@@ -85,3 +105,8 @@ def test_cli_trace_and_simulate(tmp_path):
     assert all(r["vs_belady_hit_rate"] <= 1.0 + 1e-9 for r in rows)
     res = runner.invoke(app, ["simulate", str(out), "--slots", "x"])
     assert res.exit_code != 0
+    res = runner.invoke(app, ["simulate", str(out), "--slots", "3", "--policy", "tide,flru", "--miss", "cpu",
+                              "--json", str(js)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    rows = {r["policy"]: r for r in json.loads(js.read_text())["results"]}
+    assert rows["tide"]["cpu_tokens"] > 0 and rows["tide"]["demand_bytes"] == 0 and rows["tide"]["miss"] == "cpu"

@@ -160,3 +160,18 @@ def test_transfer_on_target_includes_the_per_copy_latency():
     p.values["copies_per_token"] = 40.0  # recorded by newer studies: used as is
     mt = recommend([p], Query(gpu=gpu)).to_dict()["chosen"]["modelled_on_target"]
     assert mt["transfer_ms_per_token"] == pytest.approx(gpu.transfer_ms(20e6, copies=40))
+
+
+def test_latency_preference_ranks_by_time_per_token_and_shows_its_source():
+    from advisor.recommend import render
+
+    pts = [point("s", n, "int8", 4, acc=0.9, h2d=1e6, peak_gib=3, latency=5.0) for n in (1, 2)]
+    for p, t in zip(pts, (0.8, 0.4), strict=True):  # trial 2 is faster per the time model
+        p.values["time_per_token"] = t
+        p.sources["time_per_token"] = "modelled:gpu=x;copies=y;cpu=measured:wall-clock(z)"
+        p.config["miss_policy"] = "cpu"
+    rec = recommend(pts, Query(budget_bytes=12 * GiB, prefer="latency"))
+    assert rec.chosen.point.trial_number == 2
+    text = render(rec)
+    assert "2.00x the latency" in text and "misses cpu" in text
+    assert "time_per_token" in text and "modelled:gpu=x;copies=y;cpu=measured:wall-clock(z)" in text

@@ -29,6 +29,10 @@ hot_formats = ["fp16"]
 slots_per_layer = { low = 1, high = "all" }
 policies = ["lru"]
 prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
 [evaluation]
 task = "toy"
 limit = 4
@@ -150,6 +154,7 @@ def test_headline_numbers_are_the_stored_ones(report, study):
         assert r["h2d_bytes_per_token"] == values["h2d_bytes_per_token"]
         assert r["accuracy"] == values["accuracy"]
         assert r["transfer_ms_per_token"] == values["transfer_ms_per_token"]
+        assert r["time_per_token"] == values["time_per_token"] and r["time_source"].startswith("modelled:")
         assert r["reduction_vs_baseline"] == pytest.approx(1 - values["h2d_bytes_per_token"] / base)
         # the replay of the stored configuration on a freshly recorded trace gives the stored bytes
         assert r["replayed_bytes_per_token"] == pytest.approx(values["h2d_bytes_per_token"], rel=1e-12)

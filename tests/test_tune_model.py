@@ -110,3 +110,31 @@ def test_live_runtime_counts_what_the_replay_counts(backend, db):
     live = b.live(cfg)
     assert live.values["h2d_bytes_per_token"] * run.tokens == pytest.approx(replayed.values["bytes_h2d"])
     assert live.sources["latency_ms_per_token"].startswith("measured:wall-clock")
+
+
+def test_miss_policy_moves_time_per_token_and_live_counts_equal_replay(backend, db):
+    """time_per_token is modelled by replay (this host's measured CPU expert times), the miss policy moves
+    it, and the live runtime with CPU misses counts what the replay counts."""
+    from advisor.results.evalcache import EvalCache
+    from advisor.results.store import engine_for
+    from advisor.tune.config import build_config
+    from advisor.tune.objective import Objective
+
+    b, space = backend
+    obj = Objective(b, space, budget_bytes=None, eval_cache=EvalCache(engine_for(db)), study_name="m")
+    base = {"fmt_g0": "int8", "hot_fraction": 0.0, "hot_format": "fp32", "policy": "lru", "prefetch": "none",
+            "slots": 1}
+    out = {m: obj.evaluate({**base, "miss": m}, completed=[]) for m in ("copy", "cpu", "hybrid")}
+    for m, o in out.items():
+        assert o.values["time_per_token"] > 0, m
+        assert o.sources["time_per_token"].startswith("modelled:") and "measured:wall-clock" in \
+            o.sources["time_per_token"]
+    assert out["cpu"].values["h2d_bytes_per_token"] < out["copy"].values["h2d_bytes_per_token"]
+    assert out["cpu"].values["time_per_token"] != out["copy"].values["time_per_token"]
+    assert out["cpu"].config.to_json()["miss_policy"] == "cpu"
+    cfg = build_config(space, {**base, "miss": "cpu", "slots": 2}, b.shape, None)
+    run = b.trace(cfg.plan)
+    replayed = b.replay(run, cfg)
+    live = b.live(cfg)
+    assert live.values["h2d_bytes_per_token"] * run.tokens == pytest.approx(replayed.values["bytes_h2d"])
+    assert live.sources["time_per_token"].startswith("measured:wall-clock")

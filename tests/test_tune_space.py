@@ -24,7 +24,12 @@ def test_shipped_spaces_load_and_enumerate(name):
     assert space.name == name
     knobs = space.knobs(SHAPE.n_layers, SHAPE.min_experts)
     assert any(k.startswith("fmt_g") for k in knobs) and "policy" in knobs
-    assert set(space.objectives) >= {"h2d_bytes_per_token", "accuracy", "peak_gpu_bytes"}
+    speed = "h2d_bytes_per_token" if name == "quick" else "time_per_token"
+    assert set(space.objectives) >= {speed, "accuracy", "peak_gpu_bytes"}
+    if name != "quick":  # the miss policy is searched in the full spaces
+        assert knobs["miss"].values() == ["copy", "cpu", "hybrid"]
+    if name == "dllm":
+        assert "tide" in knobs["policy"].values() and knobs["tau"].values() == [1, 2, 4, 8]
     if name == "quick":
         assert space.size(SHAPE.n_layers, SHAPE.min_experts) <= 200  # small enough for README command 1
         assert space.budget_fraction is not None
@@ -156,3 +161,14 @@ def test_space_values_beyond_the_model_are_refused(text, line, words):
     assert str(e.value).startswith(f"s.toml:{line}: ") and all(w in str(e.value) for w in words), str(e.value)
     parse_space(text.replace("999", '"all"').replace("17", "16").replace("65", "64"),
                 "s.toml").check_model(4, 16)  # at the model's own sizes: accepted
+
+
+def test_miss_axis_is_validated():
+    from advisor.errors import UserError
+    from advisor.tune.space import parse_space
+
+    text = '[precision]\nformats = ["int8"]\n[cache]\nmiss = ["copy", "gpu"]\n'
+    with pytest.raises(UserError, match="cache.miss"):
+        parse_space(text, "<t>")
+    ok = parse_space(text.replace('"gpu"', '"cpu"'), "<t>")
+    assert ok.knobs(4, 8)["miss"].values() == ["copy", "cpu"] and "tau" not in ok.knobs(4, 8)

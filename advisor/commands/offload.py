@@ -91,11 +91,13 @@ def _profile(gpu: str | None):
 def simulate_cmd(
     trace_file: Path = typer.Argument(..., help="Trace recorded with `advisor trace`."),
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
-    policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, all."),
+    policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, flru, "
+                               "tide, all."),
     precision: str = typer.Option("", "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...)."),
     prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
     gpu: str = typer.Option("", "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
     token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
+    miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
     """Replay a routing trace through the cache policies and compare with Belady's MIN."""
@@ -115,22 +117,26 @@ def simulate_cmd(
     for name in names:
         if name not in POLICIES:
             raise UserError(f"unknown cache policy '{name}'; choose from: {', '.join(POLICIES)}, all")
+    if miss not in ("copy", "cpu"):
+        raise UserError(f"--miss must be copy or cpu here, got {miss!r} (hybrid needs a CPU profile: use `advisor "
+                        "tune` with cache.miss, or benchmarks.offload_strategies)")
     profile = _profile(gpu or None)
     plan = precision or None
     seqs = trace.access_sequences(token_scope)
     tokens = trace.generated_tokens or 1
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
-                         sequences=seqs)) for n in names]
+                         sequences=seqs, miss=miss)) for n in names]
     table = Table(title=f"{trace_file.name}: slots {slots}, precision {precision or trace.meta.get('dtype')}, "
-                        f"prefetch {prefetch}, {tokens} tokens")
-    for col in ("policy", "hits", "misses", "hit rate", "H2D bytes/token", "transfer ms/token", "vs Belady"):
+                        f"prefetch {prefetch}, misses {miss}, {tokens} tokens")
+    for col in ("policy", "hits", "misses", "hit rate", "H2D bytes/token", "transfer ms/token", "CPU tokens",
+                "vs Belady"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     out = []
     for name, st in [*rows, ("belady (bound)", best)]:
         ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
         table.add_row(name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", f"{st.bytes_h2d / tokens:,.0f}",
-                      f"{st.transfer_ms / tokens:.3f}", f"{ratio:.3f}")
+                      f"{st.transfer_ms / tokens:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}")
         out.append({**st.to_dict(n_tokens=tokens), "policy": name, "vs_belady_hit_rate": ratio})
     console = Console()
     console.print(table)

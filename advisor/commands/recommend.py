@@ -79,8 +79,13 @@ def register(app: typer.Typer) -> None:
         name: str | None = typer.Option(None, "--name", help="Store under this name instead of the device's."),
         list_known: bool = typer.Option(False, "--list", help="List measured profiles and the GPU catalogue; measure nothing."),
         repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repeats per transfer size (median taken)."),
+        expert_shape: list[str] = typer.Option(None, "--expert-shape", help="Also measure CPU expert time at this "
+                                               "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
+        model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
+                                         "expert shapes (HF id, directory, tiny:<family>, bundled)."),
     ) -> None:
-        """Measure pinned/pageable host-to-device bandwidth and free memory, and store a hardware profile."""
+        """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
+        --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
         from advisor.hardware.profiles import format_bytes, list_gpus, save_profile
 
         if list_known:
@@ -98,12 +103,41 @@ def register(app: typer.Typer) -> None:
         else:
             raise UserError("no CUDA device here; run `advisor profile` on the GPU machine, or pass --cpu to record "
                             "a host memcpy profile for modelled times")
-        if name:
-            import dataclasses
+        import dataclasses
 
+        shapes = _expert_shapes(expert_shape or [], model)
+        if shapes:
+            from advisor.offload.cpu_profile import measure_cpu_experts
+
+            prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())
+        if name:
             prof = dataclasses.replace(prof, name=name)
         path = save_profile(prof, profiles_dir)
         free = f", free {format_bytes(prof.free_bytes)}" if prof.free_bytes is not None else ""
         typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
                    f"pageable {prof.h2d_gbps_pageable:.2f} GB/s, {prof.copy_latency_us:.1f} us/copy [{prof.source}]")
+        if prof.cpu_experts:
+            from advisor.offload.timing import CpuProfile
+
+            cp = CpuProfile.from_dict(prof.cpu_experts)
+            for key, row in cp.table.items():
+                cells = ", ".join(f"{f} {r[0][1]:.2f}/{r[-1][1]:.1f}" for f, r in row.items())
+                typer.echo(f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]")
         typer.echo(f"saved {path}")
+
+
+def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]:
+    """(hidden, expert FFN) pairs from --expert-shape values and a model's MoE layers, deduplicated."""
+    shapes: list[tuple[int, int]] = []
+    for spec in specs:
+        try:
+            h, i = (int(x) for x in spec.lower().split("x"))
+        except ValueError as e:
+            raise UserError(f"bad --expert-shape '{spec}'; give HIDDENxFFN, e.g. 2048x1024") from e
+        shapes.append((h, i))
+    if model:
+        from advisor.models.load import load_model
+
+        loaded = load_model(model)
+        shapes += [(int(m.hidden_size), int(m.intermediate_size)) for m in loaded.moe]
+    return list(dict.fromkeys(shapes))

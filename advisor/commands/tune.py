@@ -137,7 +137,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL (sqlite:///..., postgresql://...)."),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
-        sampler: str = typer.Option("nsga2", "--sampler", help="nsga2 | tpe | gp | random."),
+        sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
+                                    "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
         seed: int = typer.Option(0, "--seed", help="Sampler seed."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
@@ -157,9 +158,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from advisor.results.preflight import check_storage
-        from advisor.results.storage import SAMPLERS
+        from advisor.results.storage import DEFAULT_SAMPLER, SAMPLERS
         from advisor.tune.space import load_space
 
+        sampler = sampler or DEFAULT_SAMPLER
         if sampler.lower() not in SAMPLERS and sampler.lower() not in ("nsgaii", "nsga-ii"):
             raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if mode not in ("replay", "live"):
@@ -281,6 +283,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     import shlex
 
     from advisor.results.preflight import mask_url
+    from advisor.results.storage import DEFAULT_SAMPLER
     from advisor.tune.display import LiveProgress, human_bytes, print_front
     from advisor.tune.study import run_tune
 
@@ -291,12 +294,14 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
         f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
         f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler {opts.sampler} "
-        f"(seed {opts.seed}) | mode {opts.mode}"
+        f"({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}seed {opts.seed}) | mode {opts.mode}"
+        + ("\nbudget-aware: the cache size is drawn within what fits beside each precision plan; warm start: "
+           "per plan, the most cache that fits" if budget_bytes else "")
     )
     if getattr(backend, "offloaded", False):
         console.print(f"loading: {backend.loaded.load_note}\nhost store: {backend.store_note()}")
     with LiveProgress(console, opts) as live:
-        result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=live.start,
+        result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=_also(live.start, _left_out_note(console)),
                           on_trial=live.trial_done, on_stage=live.stage)
     name = shlex.quote(result.study_name)
     if result.interrupted:
@@ -327,3 +332,19 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f" --storage {shlex.quote(shown)}"
     console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
                   f"`advisor pareto {name}{where}`, `advisor recommend{where} --budget ...`", markup=True)
+
+
+def _left_out_note(console):
+    """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler)."""
+    def note(study, objective) -> None:
+        for knob, formats in objective.fit.left_out.items():
+            console.print(f"{knob}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget")
+    return note
+
+
+def _also(*callbacks):
+    """One on_start callback that calls each of `callbacks` in turn."""
+    def call(*args) -> None:
+        for cb in callbacks:
+            cb(*args)
+    return call

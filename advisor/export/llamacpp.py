@@ -189,11 +189,17 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     runner = DIFFUSION_RUNNER if cfg.model.is_diffusion else "llama-server"
     if cfg.model.is_diffusion:
         notes.append(f"diffusion LLM: run with {runner} (check that your llama.cpp build supports the {arch} architecture)")
+    if ots and cfg.miss_policy == "copy":
+        notes.append("the study modelled copying missed experts to the GPU (miss policy copy); llama.cpp computes "
+                     "the -ot =CPU experts on the CPU instead, so its speed differs from the study's time per token")
+    elif ots:
+        notes.append(f"miss policy {cfg.miss_policy}: the -ot =CPU experts compute on the CPU, as the study modelled")
     run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"]
     for r in ots:
         run_args += ["-ot", r]
     data = {
         "target": "llama.cpp",
+        "miss_policy": cfg.miss_policy,
         "gguf_arch": arch,
         "collapse_rule": rule,
         "collapse_rule_text": COLLAPSE_RULES[rule],

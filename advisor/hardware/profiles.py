@@ -43,6 +43,7 @@ class HardwareProfile:
     source: str  # "catalogue (nominal)" | "measured:<date>" | "assumption:..." | "measured-cpu:<date>"
     link: str = ""  # e.g. "PCIe 4.0 x16"
     free_bytes: int | None = None  # free device memory when measured (other processes hold the rest)
+    cpu_experts: dict[str, Any] | None = None  # this host's measured CPU expert times (advisor.offload.timing)
 
     @property
     def tag(self) -> str:

@@ -220,8 +220,16 @@ def advisor_experts_forward(
         return combine(hidden_states, top_k_index, top_k_weights, fns)
     for observe in handle.session.observers:
         observe(handle.layer, top_k_index, top_k_weights)
-    ids = sorted({int(e) for e in torch.unique(top_k_index).tolist()})
-    fns = handle.session.runtime.experts_for(handle.layer, ids)
+    runtime = handle.session.runtime
+    if getattr(runtime, "wants_tokens", False):  # tokens routed to each expert (sorted ids, as below)
+        uniq, counts = torch.unique(top_k_index, return_counts=True)
+        fns = runtime.experts_for(handle.layer, uniq.tolist(), counts.tolist())
+    else:
+        ids = sorted({int(e) for e in torch.unique(top_k_index).tolist()})
+        fns = runtime.experts_for(handle.layer, ids)
+    own = getattr(runtime, "combine", None)  # a runtime may sum its experts itself (CPU experts beside GPU ones)
+    if own is not None:
+        return own(hidden_states, top_k_index, top_k_weights, fns)
     return combine(hidden_states, top_k_index, top_k_weights, fns)
 
 

@@ -57,6 +57,7 @@ class Policy:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.capacity = int(capacity)
         self.resident: dict[int, None] = OrderedDict()
+        self.tokens: Sequence[int] | None = None
 
     # -- hooks -------------------------------------------------------------------------------------
     def _touch(self, hits: list[int], ids: Sequence[int], ctx: Ctx) -> None:
@@ -89,8 +90,10 @@ class Policy:
         return min(len(misses), self.capacity - len(hits))
 
     # -- interface ---------------------------------------------------------------------------------
-    def access(self, ids: Sequence[int], ctx: Ctx) -> Access:
-        """Serve one forward's distinct experts of this layer (see the module docstring for the rules)."""
+    def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
+        """Serve one forward's distinct experts of this layer (see the module docstring for the rules);
+        `tokens` are the routed tokens of each (policies that weigh experts by tokens read them)."""
+        self.tokens = tokens
         res = self.resident
         hits = [e for e in ids if e in res]
         self._touch(hits, ids, ctx)
@@ -168,10 +171,10 @@ class LFU(Policy):
     def _touch(self, hits, ids, ctx):
         w = self._weight(ctx)
         self._clock += 1
-        count, last, clock = self.count, self.last, self._clock
+        count, get = self.count, self.count.get
         for e in ids:
-            count[e] = count.get(e, 0.0) + w
-            last[e] = clock
+            count[e] = get(e, 0.0) + w
+        self.last.update(dict.fromkeys(ids, self._clock))
 
     def _order_misses(self, misses, ctx):
         count = self.count
@@ -297,6 +300,84 @@ class BlockAware(Policy):
         return heapq.nsmallest(n, cands, key=lambda k: (k in prev, bc.get(k, 0), last.get(k, 0)))
 
 
+class FreqLRU(LFUDecay):
+    """Frequency-weighted LRU: an expert's score is its routed tokens, fading by `decay` per forward.
+
+    Recency (the fade) and frequency (tokens, not look-ups: an expert 30 tokens chose is worth more than
+    one a single token chose) in one number; the lowest score is evicted, misses are admitted
+    highest-score first.
+    """
+
+    name = "flru"
+
+    def __init__(self, capacity: int, decay: float = 0.3):
+        super().__init__(capacity, decay)
+
+    def _touch(self, hits, ids, ctx):
+        w = self._weight(ctx)
+        self._clock += 1
+        count, get = self.count, self.count.get
+        for e, n in zip(ids, self.tokens or (1,) * len(ids), strict=True):
+            count[e] = get(e, 0.0) + w * n
+        self.last.update(dict.fromkeys(ids, self._clock))
+
+
+class IntervalRefresh(Policy):
+    """TIDE-style placement for diffusion LLMs (arXiv 2605.20179): the slot set is re-chosen from the
+    current denoising step's tokens per expert every `tau` steps, and left alone in between.
+
+    Refresh steps: every step of the first block (block 0: no history yet), else steps with step % tau
+    == 0; never a block's last step (`steps_per_block`, 0 = unknown). On a refresh the experts of this
+    forward with the most tokens are promoted into slots (copies), each over a free slot or demoting a
+    resident unused in this forward (oldest first): demotions never exceed promotions and hits stay.
+    Between refreshes nothing is admitted: misses are not kept (computed on the CPU, or streamed).
+    Without step context (-1) every `tau`-th forward refreshes.
+    """
+
+    name = "tide"
+
+    def __init__(self, capacity: int, tau: int = 4, steps_per_block: int = 0):
+        super().__init__(capacity)
+        if tau < 1:
+            raise ValueError(f"tau must be >= 1, got {tau}")
+        self.tau = int(tau)
+        self.steps_per_block = int(steps_per_block)
+
+    def refreshes(self, ctx: Ctx) -> bool:
+        """Whether the look-ups of forward `ctx` may change the slot set."""
+        if ctx.step < 0:
+            return ctx.forward % self.tau == 0
+        if self.steps_per_block and ctx.step == self.steps_per_block - 1:
+            return False
+        return ctx.block == 0 or ctx.step % self.tau == 0
+
+    def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
+        self.tokens = tokens
+        res = self.resident
+        hits = [e for e in ids if e in res]
+        if len(hits) == len(ids):
+            return Access(hits, [], [], [])
+        misses = [e for e in ids if e not in res]
+        if not self.refreshes(ctx) or self.capacity == 0:
+            return Access(hits, [], [], misses)
+        count = dict(zip(ids, tokens, strict=True)) if tokens is not None else {}
+        wanted = sorted(ids, key=lambda e: (-count.get(e, 1), e))[: self.capacity]
+        promote = [e for e in wanted if e not in res]
+        free = self.capacity - len(res)
+        used = set(ids)
+        victims = [k for k in res if k not in used][: max(0, len(promote) - free)]
+        admitted = promote[: free + len(victims)]
+        for v in victims:
+            del res[v]
+        for e in admitted:
+            res[e] = None
+        adm = set(admitted)
+        return Access(hits, admitted, victims, [e for e in misses if e not in adm])
+
+    def prefetch(self, ids, ctx):
+        return [], []  # placement changes only on refresh steps
+
+
 class PolicyInterface(Registry):
     """Cache eviction policies by name (`PolicyInterface.register(name, cls)` adds one)."""
 
@@ -307,6 +388,8 @@ class PolicyInterface(Registry):
         "fifo": FIFO,
         "static_hot": StaticHot,
         "block_aware": BlockAware,
+        "flru": FreqLRU,
+        "tide": IntervalRefresh,
     }
     unknown = "unknown cache policy '{name}'; choose one of: {names}"
 
@@ -315,7 +398,8 @@ POLICIES = PolicyInterface()
 
 
 def make_policy(name: str, capacity: int, **kw) -> Policy:
-    """A policy for one layer with `capacity` slots. kw: `decay` (lfu_decay), `hot` (static_hot)."""
+    """A policy for one layer with `capacity` slots. kw: `decay` (lfu_decay, flru), `hot` (static_hot),
+    `tau` and `steps_per_block` (tide)."""
     return POLICIES.get_or_raise(name)(capacity, **kw)
 
 

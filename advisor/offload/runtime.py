@@ -27,7 +27,10 @@ import torch
 from advisor.errors import UserError
 from advisor.models.experts import ExpertFn
 from advisor.models.view import model_and_moe
+from advisor.offload.cpu_experts import CpuExperts
+from advisor.offload.miss import check_miss_policy
 from advisor.offload.policies import Ctx, build_policies
+from advisor.offload.simulate import layer_costs
 from advisor.offload.slots import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats
 from advisor.offload.store import ExpertStore
@@ -56,6 +59,9 @@ class OffloadRuntime:
         pin: bool | None = None,
         attach: bool = True,
         observers: Sequence[Any] = (),
+        miss: str = "copy",
+        costs: Any = None,
+        overlap: bool | None = None,
     ):
         if prefetch not in PREFETCH:
             raise UserError(f"unknown prefetch '{prefetch}'; choose one of: {', '.join(PREFETCH)}")
@@ -66,13 +72,24 @@ class OffloadRuntime:
         if self.cuda and not torch.cuda.is_available():
             raise UserError("device 'cuda' requested but CUDA is not available here; use --device cpu")
         self.policy_name, self.prefetch_mode = policy, prefetch
+        self.miss = check_miss_policy(miss)
+        self.policy_kw = dict(policy_kw or {})
         # a prepared store (an offloaded model's, packed from its checkpoint) is shared across runtimes
         self.store = plan if isinstance(plan, ExpertStore) else ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
         self.plan = self.store.plan
         self.capacity = resolve_slots(slots_per_layer, [m.num_experts for m in moe])
-        policies = build_policies(policy, self.capacity, hot=hot, **dict(policy_kw or {}))
-        self.caches = [CacheLayer(p, self.store.expert_bytes(i), stage_limit) for i, p in enumerate(policies)]
+        policies = build_policies(policy, self.capacity, hot=hot, **self.policy_kw)
+        self.costs = costs
+        self.caches = [CacheLayer(p, self.store.expert_bytes(i), stage_limit, miss=miss,
+                                  **layer_costs(costs, i, self.store.expert_bytes(i)))
+                       for i, p in enumerate(policies)]
         self.acts = [m.experts.act for m in moe]
+        self.cpu = CpuExperts(self.store, self.acts)
+        # a layer's CPU experts run in a worker thread while its device experts run (default on CUDA)
+        self.overlap = self.cuda if overlap is None else bool(overlap)
+        self._on_cpu: frozenset[int] = frozenset()
+        self._pool: Any = None
+        self.overlap_ms = {"cpu": 0.0, "device": 0.0, "wall": 0.0}
         self.profile = profile
         # device slot pool: one preallocated byte buffer per slot
         self.slots = [
@@ -118,11 +135,16 @@ class OffloadRuntime:
         self._last_layer = layer
 
     # -- the ExpertRuntime interface ---------------------------------------------------------------
-    def experts_for(self, layer: int, expert_ids: list[int]) -> Mapping[int, ExpertFn]:
+    wants_tokens = True  # the seam passes tokens per expert (the miss policy and the time model need them)
+
+    def experts_for(self, layer: int, expert_ids: list[int], tokens: Sequence[int] | None = None
+                    ) -> Mapping[int, ExpertFn]:
         n_exp = self.moe[layer].num_experts
-        ids = tuple(e for e in expert_ids if 0 <= e < n_exp)
+        keep = [i for i, e in enumerate(expert_ids) if 0 <= e < n_exp]
+        ids = tuple(expert_ids[i] for i in keep)
+        tok = tuple(int(tokens[i]) for i in keep) if tokens is not None else None
         self._advance(layer)
-        acc, from_stage = self.caches[layer].lookup(ids, self.ctx)
+        acc, from_stage, on_cpu = self.caches[layer].lookup(ids, self.ctx, tok)
         self.last_ids[layer] = ids
         store_row, act = self.store.layers[layer], self.acts[layer]
         slot_of, free, fns, bufs = self.slot_of[layer], self.free[layer], self.fns[layer], self.slots[layer]
@@ -141,13 +163,19 @@ class OffloadRuntime:
             buf = bufs[s][: packed.nbytes]
             (d2d if e in staged else h2d).append((buf, staged.get(e, packed.host)))
             fns[e] = out[e] = packed.view(buf).fn(act)
+        cpu_set = set(on_cpu)
         for e in acc.streamed:
+            if e in cpu_set:
+                continue
             packed = store_row[e]
             buf = staged.get(e)
             if buf is None:
                 buf = torch.empty(packed.nbytes, dtype=torch.uint8, device=self.device)
                 h2d.append((buf, packed.host))
             out[e] = packed.view(buf).fn(act)
+        for e in on_cpu:  # the miss policy computes these on the host (an admitted one is still copied)
+            out[e] = self.cpu.fn(layer, e)
+        self._on_cpu = frozenset(on_cpu)
         self._copy(layer, h2d, d2d, wait=True)
         if self.prefetch_mode == "lookahead" and layer + 1 < len(self.moe):
             predicted = self._predict(layer + 1, self._hidden.pop(layer, None))
@@ -155,6 +183,61 @@ class OffloadRuntime:
                 self._prefetch(layer + 1, predicted)
         # same order as the resident runtime, so the weighted sum adds expert outputs in the same order
         return {e: out[e] for e in ids}
+
+    # -- CPU experts beside device experts ---------------------------------------------------------
+    def combine(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
+                fns: Mapping[int, ExpertFn]) -> torch.Tensor:
+        """The layer's weighted expert sum. With `overlap` and CPU experts in this look-up, the CPU experts'
+        partial sum runs in a worker thread while the device experts' runs here; the two are added when both
+        are ready. Times: the worker's wall clock (CPU), CUDA events (device; wall clock on a CPU-only host,
+        where the "device" is the CPU slot pool) and the wall clock of the whole layer."""
+        from advisor.models.experts import combine
+
+        cpu_ids = self._on_cpu
+        if not self.overlap or not cpu_ids:
+            return combine(hidden, top_k_index, top_k_weights, fns)
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="advisor-cpu-experts")
+        t0 = time.perf_counter()
+        h, idx, w = (t.to("cpu") for t in (hidden, top_k_index, top_k_weights))
+
+        def cpu_part() -> tuple[torch.Tensor, float]:
+            c0 = time.perf_counter()
+            part = combine(h, idx, w, {e: f for e, f in fns.items() if e in cpu_ids})
+            return part, (time.perf_counter() - c0) * 1e3
+
+        fut = self._pool.submit(cpu_part)
+        dev_fns = {e: f for e, f in fns.items() if e not in cpu_ids}
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = combine(hidden, top_k_index, top_k_weights, dev_fns)
+            end.record()
+        else:
+            d0 = time.perf_counter()
+            out = combine(hidden, top_k_index, top_k_weights, dev_fns)
+            device_ms = (time.perf_counter() - d0) * 1e3
+        part, cpu_ms = fut.result()
+        out += part.to(out.device, out.dtype)
+        if self.cuda:
+            end.synchronize()
+            device_ms = start.elapsed_time(end)
+        self.overlap_ms["cpu"] += cpu_ms
+        self.overlap_ms["device"] += device_ms
+        self.overlap_ms["wall"] += (time.perf_counter() - t0) * 1e3
+        return out
+
+    def overlap_report(self) -> dict[str, Any]:
+        """How much CPU expert time the device work hid: (cpu + device - wall) / cpu, measured."""
+        m = self.overlap_ms
+        hidden = max(0.0, m["cpu"] + m["device"] - m["wall"])
+        src = ("measured:wall-clock(cpu experts)+cuda-events(device experts)+wall-clock(layer)" if self.cuda else
+               "measured:wall-clock(cpu experts, cpu slot pool as the device, layer); device time on a GPU is "
+               "modelled in replay")
+        return {**m, "hidden_share": hidden / m["cpu"] if m["cpu"] else 0.0, "source": src}
 
     # -- copies --------------------------------------------------------------------------------------
     def _copy(self, layer: int, h2d: list, d2d: list, *, wait: bool) -> None:
@@ -259,7 +342,8 @@ class OffloadRuntime:
     # -- results -------------------------------------------------------------------------------------
     def stats(self) -> CacheStats:
         """Counters so far; transfer time from CUDA events (CUDA) or the hardware profile model (CPU)."""
-        kw: dict[str, Any] = {"policy": self.policy_name, "prefetch": self.prefetch_mode}
+        kw: dict[str, Any] = {"policy": self.policy_name, "prefetch": self.prefetch_mode,
+                              "time_source": self.costs.source if self.costs is not None else ""}
         if self.cuda:
             torch.cuda.synchronize(self.device)
             ms = sum(s.elapsed_time(e) for s, e in self._events)
@@ -275,7 +359,7 @@ class OffloadRuntime:
 
     def reset_cache(self) -> None:
         """Empty every slot and rebuild the policies' state, then zero the counters."""
-        policies = build_policies(self.policy_name, self.capacity, **self._policy_args())
+        policies = build_policies(self.policy_name, self.capacity, **{**self.policy_kw, **self._policy_args()})
         for i, c in enumerate(self.caches):
             c.policy = policies[i]
             c.staged = {}
@@ -298,7 +382,10 @@ class OffloadRuntime:
 
 
     def close(self) -> None:
-        """Detach from the model and remove hooks."""
+        """Detach from the model, remove hooks, stop the CPU worker."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for h in self._hooks:
             h.remove()
         self._hooks = []

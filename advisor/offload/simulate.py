@@ -29,9 +29,7 @@ from advisor.errors import UserError
 from advisor.offload.policies import Access, Ctx, Policy, build_policies
 from advisor.offload.slots import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats
-from advisor.offload.trace import RoutingTrace
-
-Seq = list[tuple[tuple[int, ...], Ctx]]
+from advisor.offload.trace import RoutingTrace, Seq
 
 
 def trace_expert_bytes(trace: RoutingTrace, plan: Any = None, expert_bytes: Any = None) -> list[list[int]]:
@@ -58,21 +56,29 @@ def replay(seqs: Sequence[Seq], layers: Sequence[CacheLayer], prefetch: str = "n
         lay = layers[li]
         lookup = lay.lookup
         if prefetch == "none" or (prefetch == "lookahead" and li == 0):
-            for ids, ctx in seq:
-                lookup(ids, ctx)
+            for ids, ctx, tokens in seq:
+                lookup(ids, ctx, tokens)
         elif prefetch == "prev_step":
             prev: tuple[int, ...] | None = None
             last_fwd = None
-            for ids, ctx in seq:
+            for ids, ctx, tokens in seq:
                 if prev is not None and ctx.forward != last_fwd:
                     lay.prefetch(prev, ctx)
                 last_fwd = ctx.forward
-                lookup(ids, ctx)
+                lookup(ids, ctx, tokens)
                 prev = ids
         else:  # lookahead with the recorded routing as a perfect predictor
-            for ids, ctx in seq:
+            for ids, ctx, tokens in seq:
                 lay.prefetch(ids, ctx)
-                lookup(ids, ctx)
+                lookup(ids, ctx, tokens)
+
+
+def policy_args(policy: str, trace: RoutingTrace | None, kw: dict[str, Any] | None) -> dict[str, Any]:
+    """Policy keywords with what the trace knows filled in (tide: its steps per block)."""
+    out = dict(kw or {})
+    if policy == "tide" and trace is not None:
+        out.setdefault("steps_per_block", trace.steps_per_block())
+    return out
 
 
 def simulate(
@@ -89,11 +95,15 @@ def simulate(
     stage_limit: int | None = None,
     token_scope: str = "all",
     sequences: Sequence[Seq] | None = None,
+    miss: str = "copy",
+    costs: Any = None,
 ) -> CacheStats:
     """Counters of `policy` with `slots_per_layer` on `trace` (bytes from `plan` or `expert_bytes`).
 
     static_hot without `hot` profiles the hot set on this same trace (an optimistic, in-sample profile;
     noted in the result). Pass `sequences` (from `trace.access_sequences()`) to skip rebuilding them.
+    `miss` is the miss policy (`advisor.offload.miss`); `costs` (an `advisor.offload.timing.ModelCosts`)
+    models time per look-up and gives hybrid its copy thresholds.
     """
     seqs = trace.access_sequences(token_scope) if sequences is None else sequences
     caps = resolve_slots(slots_per_layer, trace.num_experts)
@@ -104,11 +114,20 @@ def simulate(
         notes.append("static_hot profiled on this same trace (in-sample)")
     if prefetch == "lookahead":
         notes.append("lookahead prefetch uses the recorded next-layer routing (oracle predictor)")
-    policies = build_policies(policy, caps, hot=hot, **(policy_kw or {}))
-    layers = [CacheLayer(p, eb[i], stage_limit) for i, p in enumerate(policies)]
+    policies = build_policies(policy, caps, hot=hot, **policy_args(policy, trace, policy_kw))
+    layers = [CacheLayer(p, eb[i], stage_limit, miss=miss, **layer_costs(costs, i, eb[i]))
+              for i, p in enumerate(policies)]
     replay(seqs, layers, prefetch)
-    return CacheStats.from_layers(layers, profile=profile, policy=policy,
-                                  prefetch=prefetch, notes=notes)
+    return CacheStats.from_layers(layers, profile=profile, policy=policy, prefetch=prefetch, notes=notes,
+                                  time_source=costs.source if costs is not None else "")
+
+
+def layer_costs(costs: Any, layer: int, expert_bytes: Sequence[int]) -> dict[str, Any]:
+    """CacheLayer keywords (cost model, hybrid copy thresholds) of one layer from a model cost model."""
+    if costs is None:
+        return {}
+    lc = costs.layer(layer, expert_bytes)
+    return {"costs": lc, "threshold": lc.thresholds()}
 
 
 class Belady(Policy):
@@ -129,7 +148,7 @@ class Belady(Policy):
         self._next = nxt
         self._t = 0
 
-    def access(self, ids: Sequence[int], ctx: Ctx) -> Access:
+    def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
         nu = self._next[self._t]
         self._t += 1
         res = self.resident
@@ -184,7 +203,7 @@ def belady(
     seqs = trace.access_sequences(token_scope) if sequences is None else sequences
     caps = resolve_slots(slots_per_layer, trace.num_experts)
     eb = trace_expert_bytes(trace, plan, expert_bytes)
-    layers = [CacheLayer(Belady(caps[i], [ids for ids, _ in seq]), eb[i]) for i, seq in enumerate(seqs)]
+    layers = [CacheLayer(Belady(caps[i], [look[0] for look in seq]), eb[i]) for i, seq in enumerate(seqs)]
     replay(seqs, layers, "none")
     return CacheStats.from_layers(layers, profile=profile, policy="belady",
                                   notes=["Belady's MIN: needs the future; an upper bound, not a policy"])
@@ -192,28 +211,31 @@ def belady(
 
 def sequences_from_sets(sets_per_layer: Sequence[Sequence[Sequence[int]]],
                         ctxs: Sequence[Ctx] | None = None) -> list[Seq]:
-    """Access sequences from plain expert sets (tests, synthetic traces): one Ctx per forward."""
+    """Access sequences from plain expert sets (tests, synthetic traces): one Ctx per forward; a set given
+    as a mapping expert -> tokens keeps its token counts (else one token each)."""
     out = []
     for sets in sets_per_layer:
-        seq = []
+        seq: Seq = []
         for t, s in enumerate(sets):
             ctx = ctxs[t] if ctxs is not None else Ctx(t)
-            seq.append((tuple(sorted(set(int(e) for e in s))), ctx))
+            counts = {int(e): int(n) for e, n in s.items()} if isinstance(s, dict) else dict.fromkeys(map(int, s), 1)
+            ids = tuple(sorted(counts))
+            seq.append((ids, ctx, tuple(counts[e] for e in ids)))
         out.append(seq)
     return out
 
 
 def replay_sets(seqs: Sequence[Seq], policy: str, capacity: int | Sequence[int], *, expert_bytes: int = 1,
-                hot: dict[int, Sequence[int]] | None = None, prefetch: str = "none",
+                hot: dict[int, Sequence[int]] | None = None, prefetch: str = "none", miss: str = "copy",
                 **kw: Any) -> CacheStats:
     """Simulate plain access sequences (no trace file): policy name or "belady"."""
     caps = [capacity] * len(seqs) if isinstance(capacity, int) else list(capacity)
     if policy == "belady":
-        pols: list[Policy] = [Belady(c, [ids for ids, _ in seq]) for c, seq in zip(caps, seqs, strict=True)]
+        pols: list[Policy] = [Belady(c, [look[0] for look in seq]) for c, seq in zip(caps, seqs, strict=True)]
     else:
         pols = build_policies(policy, caps, hot=hot, **kw)
-    n_exp = [max((max(ids) for ids, _ in seq if ids), default=0) + 1 for seq in seqs]
-    layers = [CacheLayer(p, [expert_bytes] * n) for p, n in zip(pols, n_exp, strict=True)]
+    n_exp = [max((max(look[0]) for look in seq if look[0]), default=0) + 1 for seq in seqs]
+    layers = [CacheLayer(p, [expert_bytes] * n, miss=miss) for p, n in zip(pols, n_exp, strict=True)]
     replay(seqs, layers, prefetch)
     return CacheStats.from_layers(layers, policy=policy, prefetch=prefetch)
 

@@ -13,21 +13,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
+from advisor.offload.miss import check_miss_policy, split_misses
 from advisor.offload.policies import Access, Ctx, Policy
 
 COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evictions",
-            "prefetch_copies", "prefetch_bytes", "prefetch_hits", "demand_bytes")
+            "prefetch_copies", "prefetch_bytes", "prefetch_hits", "demand_bytes", "cpu_experts", "cpu_tokens",
+            "placement_bytes")
 """hits: served from a slot; prefetch_hits: served from the prefetch staging area (no demand copy);
-misses: demand copies on the critical path (lookups = hits + prefetch_hits + misses); streamed: misses not
-kept in a slot; bytes_h2d: every byte copied host->device (demand + prefetch)."""
-FORWARD_COUNTERS = ("lookups", "hits", "misses", "bytes_h2d", "copies")
+misses: served from neither (lookups = hits + prefetch_hits + misses), each either copied on the critical
+path (demand_bytes) or computed on the CPU (cpu_experts, cpu_tokens: the miss policy decides);
+streamed: misses not kept in a slot; placement_bytes: copies into slots of experts computed on the CPU this
+forward (off the critical path); bytes_h2d: every byte copied host->device (demand + placement + prefetch)."""
+FORWARD_COUNTERS = ("lookups", "hits", "misses", "bytes_h2d", "copies", "cpu_tokens")
+TIME_TERMS = ("gpu_ms", "copy_ms", "cpu_ms", "background_ms", "layer_ms")
+"""Modelled per look-up (when the layer has a cost model): device expert compute, demand copies, CPU
+expert compute, off-critical-path copies, and the look-up's time with CPU work overlapped:
+max(copy + gpu, cpu, copy + background)."""
 
 
 class CacheLayer:
     """One MoE layer's cache: a policy plus exact counters. Shared by runtime and simulator."""
 
-    def __init__(self, policy: Policy, expert_bytes: Sequence[int], stage_limit: int | None = None):
+    def __init__(self, policy: Policy, expert_bytes: Sequence[int], stage_limit: int | None = None, *,
+                 miss: str = "copy", threshold: Sequence[int] | None = None, costs: Any = None):
         self.policy = policy
+        self.miss = check_miss_policy(miss)
+        self.threshold = list(threshold) if threshold is not None else None
+        self.costs = costs  # optional cost model (advisor.offload.timing.LayerCosts): per look-up times
+        self._need_tokens = self.miss != "copy" or costs is not None
         self.stage_limit = policy.capacity if stage_limit is None else int(stage_limit)
         self.staged: dict[int, None] = {}
         self.expert_bytes = list(int(b) for b in expert_bytes)
@@ -38,6 +51,8 @@ class CacheLayer:
     def reset_counters(self) -> None:
         for name in COUNTERS:
             setattr(self, name, 0)
+        for name in TIME_TERMS:
+            setattr(self, name, 0.0)
         self.forward_ids: list[int] = []
         self.per_forward: list[list[int]] = []  # per forward: FORWARD_COUNTERS
         self._cur: list[int] | None = None
@@ -46,7 +61,7 @@ class CacheLayer:
     def _row(self, forward: int) -> list[int]:
         if forward != self._cur_id:
             self._cur_id = forward
-            self._cur = [0, 0, 0, 0, 0]
+            self._cur = [0, 0, 0, 0, 0, 0]
             self.forward_ids.append(forward)
             self.per_forward.append(self._cur)
         return self._cur  # type: ignore[return-value]
@@ -57,13 +72,14 @@ class CacheLayer:
         eb = self.expert_bytes
         return sum(eb[e] for e in experts)
 
-    def lookup(self, ids: Sequence[int], ctx: Ctx) -> tuple[Access, list[int]]:
-        """Serve the distinct experts `ids` of one forward; count what happened.
+    def lookup(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None
+               ) -> tuple[Access, list[int], list[int]]:
+        """Serve the distinct experts `ids` of one forward (`tokens`: routed tokens of each); count it.
 
-        Returns the policy's decision and the misses served from the prefetch staging area (which is
-        emptied: staged experts not used now were wasted bytes).
+        Returns the policy's decision, the misses served from the prefetch staging area (which is
+        emptied: staged experts not used now were wasted bytes) and the misses computed on the CPU.
         """
-        acc = self.policy.access(ids, ctx)
+        acc = self.policy.access(ids, ctx, tokens)
         n = len(ids)
         nh = len(acc.hits)
         nm = n - nh
@@ -73,29 +89,58 @@ class CacheLayer:
         row[0] += n
         row[1] += nh
         from_stage: list[int] = []
+        on_cpu: list[int] = []
+        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None and self._need_tokens else None
         if self.staged:
             staged = self.staged
             from_stage = [e for e in acc.admitted if e in staged] + [e for e in acc.streamed if e in staged]
             self.staged = {}
+        copied: list[int] = []
+        placed: list[int] = []
         if nm:
-            if from_stage:
-                fs = set(from_stage)
-                demand = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
-                b = self._bytes(demand)
-                nm -= len(from_stage)
-                self.prefetch_hits += len(from_stage)
-            else:
-                b = self._bytes(acc.admitted) + self._bytes(acc.streamed)
-            self.misses += nm
+            fs = set(from_stage)
+            missed = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
+            copied, on_cpu = split_misses(missed, tok, self.miss, self.threshold)
+            if on_cpu:
+                adm = set(acc.admitted)
+                placed = [e for e in on_cpu if e in adm]
+                ct = self.cpu_tokens
+                for e in on_cpu:
+                    ct += tok[e] if tok is not None else 1
+                row[5] += ct - self.cpu_tokens
+                self.cpu_tokens = ct
+                self.cpu_experts += len(on_cpu)
+            b = self._bytes(copied)
+            pb = self._bytes(placed) if placed else 0
+            self.prefetch_hits += len(from_stage)
+            self.misses += nm - len(from_stage)
             self.streamed += len(acc.streamed)
-            self.bytes_h2d += b
+            self.bytes_h2d += b + pb
             self.demand_bytes += b
-            self.copies += nm
+            self.placement_bytes += pb
+            self.copies += len(copied) + len(placed)
             self.evictions += len(acc.evicted)
-            row[2] += nm
-            row[3] += b
-            row[4] += nm
-        return acc, from_stage
+            row[2] += nm - len(from_stage)
+            row[3] += b + pb
+            row[4] += len(copied) + len(placed)
+        if self.costs is not None:
+            self._time(ids, tok, copied, on_cpu, placed)
+        return acc, from_stage, on_cpu
+
+    def _time(self, ids: Sequence[int], tok: dict[int, int] | None, copied: list[int], on_cpu: list[int],
+              placed: list[int]) -> None:
+        c = self.costs
+        cpu_set = set(on_cpu)
+        n_of = (lambda e: tok[e]) if tok is not None else (lambda e: 1)
+        gpu = sum(c.gpu_ms(e, n_of(e)) for e in ids if e not in cpu_set)
+        cpu = c.cpu_batch_ms([(e, n_of(e)) for e in on_cpu]) if on_cpu else 0.0
+        copy = c.copy_ms(copied) if copied else 0.0
+        bg = c.copy_ms(placed) if placed else 0.0
+        self.gpu_ms += gpu
+        self.cpu_ms += cpu
+        self.copy_ms += copy
+        self.background_ms += bg
+        self.layer_ms += max(copy + gpu, cpu, copy + bg)
 
     def prefetch(self, ids: Sequence[int], ctx: Ctx) -> tuple[list[int], list[int], list[int]]:
         """Copy `ids` (most wanted first) ahead of use: into slots where the policy admits them, the rest
@@ -124,6 +169,8 @@ class CacheLayer:
             row = self._row(ctx.forward)
             row[3] += b
             row[4] += n
+            if self.costs is not None:
+                self.background_ms += self.costs.copy_ms(admitted + new_staged)
         return admitted, evicted, new_staged
 
 
@@ -140,6 +187,9 @@ class CacheStats:
     policy: str = ""
     prefetch: str = "none"
     notes: list[str] = field(default_factory=list)
+    miss: str = "copy"
+    times: dict[str, float] = field(default_factory=dict)  # TIME_TERMS totals (ms), when modelled
+    time_source: str = ""
 
     @classmethod
     def from_layers(
@@ -152,6 +202,7 @@ class CacheStats:
         policy: str = "",
         prefetch: str = "none",
         notes: Sequence[str] = (),
+        time_source: str = "",
     ) -> CacheStats:
         per_layer = [{name: int(getattr(lay, name)) for name in COUNTERS} for lay in layers]
         fids = sorted({f for lay in layers for f in lay.forward_ids})
@@ -178,6 +229,10 @@ class CacheStats:
             policy=policy,
             prefetch=prefetch,
             notes=list(notes),
+            miss=layers[0].miss if layers else "copy",
+            times={t: float(sum(getattr(lay, t) for lay in layers)) for t in TIME_TERMS}
+            if layers and any(lay.costs is not None for lay in layers) else {},
+            time_source=time_source,
         )
 
     def total(self, name: str) -> int:
@@ -228,6 +283,7 @@ class CacheStats:
             transfer_ms=self.transfer_ms,
             policy=self.policy,
             prefetch=self.prefetch,
+            miss=self.miss,
             capacity=self.capacity,
             forwards=len(self.forward_ids),
             sources={"hits": "counted", "bytes_h2d": "counted", "transfer_ms": self.transfer_source},
@@ -236,4 +292,9 @@ class CacheStats:
         if n_tokens:
             out["h2d_bytes_per_token"] = self.bytes_h2d / n_tokens
             out["transfer_ms_per_token"] = self.transfer_ms / n_tokens
+        if self.times:
+            out["times_ms"] = dict(self.times)
+            out["sources"]["times_ms"] = self.time_source
+            if n_tokens:
+                out["time_per_token_ms"] = self.times["layer_ms"] / n_tokens
         return out

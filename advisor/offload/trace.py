@@ -1,14 +1,19 @@
-"""Routing traces: which experts every token of every forward used, recorded once and replayed many times.
+"""Routing traces: which experts every forward of every MoE layer used and how many tokens each got,
+recorded once and replayed many times.
 
-Caching never changes the model's outputs, so every cache configuration (slots, policy, prefetch,
-precision bytes) can be evaluated by replaying one recorded trace through the simulator instead of
+Caching never changes the model's outputs, so every cache configuration (slots, policy, prefetch, miss
+policy, precision bytes) can be evaluated by replaying one recorded trace through the simulator instead of
 running the model again.
 
-File format (`.npz`, compressed): per routed row (one token of one forward of one MoE layer) its top-k
-`experts` (int16/int32) and `weights` (float16); per record (forward x layer) `rec_forward`, `rec_layer`,
-`rec_start`, `rec_len` (rows; the row offset within a record is the token index, batch-major); per forward
+What every policy, Belady's MIN and the time model need per forward and MoE layer is the set of distinct
+experts and how many tokens each got - not per-token records - so that is what is stored, CSR-style
+(format version 2, `.npz` compressed): per record (forward x layer) `rec_forward`, `rec_layer` and
+`rec_ptr` (offsets, one more than records); per look-up (distinct expert of a record, sorted) `experts`,
+`tokens` (routed tokens over the whole sequence) and, for block-diffusion models, `block_tokens` (of those,
+tokens in the block being denoised - what a sampler that caches the other positions computes); per forward
 `fwd_index`, `fwd_step`, `fwd_block`; and a JSON `meta` (model, experts per layer, top-k, shapes, decoding
-settings, prompt length, generated tokens).
+settings, prompt length, generated tokens). That is 6 bytes per look-up with 16-bit columns, 12 at worst.
+Version-1 files (per-token records) are refused with a line saying to re-record.
 """
 
 from __future__ import annotations
@@ -26,22 +31,35 @@ from advisor.errors import UserError
 from advisor.files import atomic_path
 from advisor.offload.policies import Ctx
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+Look = tuple[tuple[int, ...], Ctx, tuple[int, ...]]
+"""One look-up of one layer: (sorted distinct experts, context, tokens routed to each)."""
+Seq = list[Look]
+_ARRAYS = ("rec_forward", "rec_layer", "rec_ptr", "experts", "tokens", "fwd_index", "fwd_step", "fwd_block")
+
+
+def _narrow(a: np.ndarray, unsigned: bool = False) -> np.ndarray:
+    """The smallest of 16/32-bit integer types that holds `a` (keeps traces at a few bytes per look-up)."""
+    small = np.uint16 if unsigned else np.int16
+    info = np.iinfo(small)
+    if a.size == 0 or (int(a.min()) >= info.min and int(a.max()) <= info.max):
+        return a.astype(small)
+    return a.astype(np.uint32 if unsigned else np.int32)
 
 
 @dataclass
 class RoutingTrace:
-    """A recorded routing trace (see module docstring for the arrays)."""
+    """A recorded routing trace (see the module docstring for the arrays)."""
 
-    experts: np.ndarray
-    weights: np.ndarray
     rec_forward: np.ndarray
     rec_layer: np.ndarray
-    rec_start: np.ndarray
-    rec_len: np.ndarray
+    rec_ptr: np.ndarray
+    experts: np.ndarray
+    tokens: np.ndarray
     fwd_index: np.ndarray
     fwd_step: np.ndarray
     fwd_block: np.ndarray
+    block_tokens: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     # -- shape facts -------------------------------------------------------------------------------
@@ -62,21 +80,35 @@ class RoutingTrace:
         return len(self.fwd_index)
 
     @property
+    def n_records(self) -> int:
+        return len(self.rec_forward)
+
+    @property
     def generated_tokens(self) -> int:
         return int(self.meta.get("generated_tokens", 0))
+
+    @property
+    def n_lookups(self) -> int:
+        """Distinct experts over all records (token scope "all")."""
+        return len(self.experts)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays in memory."""
+        extra = self.block_tokens.nbytes if self.block_tokens is not None else 0
+        return sum(getattr(self, n).nbytes for n in _ARRAYS) + extra
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a trace."""
         path = Path(path)
+        arrays = {n: getattr(self, n) for n in _ARRAYS}
+        if self.block_tokens is not None:
+            arrays["block_tokens"] = self.block_tokens
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(
-                    f,
-                    experts=self.experts, weights=self.weights, rec_forward=self.rec_forward,
-                    rec_layer=self.rec_layer, rec_start=self.rec_start, rec_len=self.rec_len,
-                    fwd_index=self.fwd_index, fwd_step=self.fwd_step, fwd_block=self.fwd_block,
-                    meta=np.array(json.dumps({**self.meta, "format_version": FORMAT_VERSION})),
+                    f, **arrays, meta=np.array(json.dumps({**self.meta, "format_version": FORMAT_VERSION})),
                 )
         return path
 
@@ -85,117 +117,117 @@ class RoutingTrace:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"trace file '{path}' does not exist; record one with `advisor trace MODEL -o FILE`")
-        names = ("experts", "weights", "rec_forward", "rec_layer", "rec_start", "rec_len",
-                 "fwd_index", "fwd_step", "fwd_block")
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {n: z[n] for n in names}
+                if "rec_start" in z.files:
+                    raise UserError(f"'{path}' is a version-1 routing trace (per-token records), which this "
+                                    "version no longer reads; re-record it with `advisor trace MODEL -o FILE`")
+                arrays = {n: z[n] for n in _ARRAYS}
+                block = z["block_tokens"] if "block_tokens" in z.files else None
                 meta = json.loads(str(z["meta"]))
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             raise UserError(
                 f"'{path}' is not a routing trace this tool wrote ({type(e).__name__}: {e}); "
                 "record one with `advisor trace MODEL -o FILE`"
             ) from e
-        trace = cls(**arrays, meta=meta)
+        trace = cls(**arrays, block_tokens=block, meta=meta)
         trace.validate(str(path))
         return trace
 
     def validate(self, where: str = "trace") -> None:
         r = len(self.rec_forward)
-        if not (len(self.rec_layer) == len(self.rec_start) == len(self.rec_len) == r):
+        if len(self.rec_layer) != r or len(self.rec_ptr) != r + 1:
             raise UserError(f"{where}: record arrays have different lengths; re-record the trace")
-        if self.experts.ndim != 2 or self.weights.shape != self.experts.shape:
-            raise UserError(f"{where}: experts/weights arrays are malformed; re-record the trace")
-        if r and int((self.rec_start + self.rec_len).max()) > len(self.experts):
-            raise UserError(f"{where}: records point past the routed rows; the file is truncated or corrupt")
+        n = len(self.experts)
+        if len(self.tokens) != n or (self.block_tokens is not None and len(self.block_tokens) != n):
+            raise UserError(f"{where}: experts/tokens arrays are malformed; re-record the trace")
+        if int(self.rec_ptr[-1]) != n or (r and bool((np.diff(self.rec_ptr) < 0).any())):
+            raise UserError(f"{where}: record offsets do not match the look-ups; the file is truncated or corrupt")
 
     # -- views for replay --------------------------------------------------------------------------
-    def _token_mask(self, token_scope: str) -> np.ndarray | None:
+    def _scope(self, token_scope: str) -> np.ndarray:
         if token_scope == "all":
-            return None
+            return self.tokens
         if token_scope != "block":
             raise UserError(f"unknown token scope '{token_scope}'; use 'all' or 'block'")
-        m = self.meta
-        need = ("prompt_len", "block_length", "seq_len")
-        if any(m.get(k) is None for k in need):
-            raise UserError("token scope 'block' needs prompt_len, block_length and seq_len in the trace meta")
-        rows = np.arange(len(self.experts))
-        rec_of_row = np.repeat(np.arange(len(self.rec_start)), self.rec_len)
-        offset = rows - np.repeat(self.rec_start, self.rec_len)
-        pos = offset % int(m["seq_len"])
-        fwd_pos = {int(f): i for i, f in enumerate(self.fwd_index)}
-        block_of_rec = np.array([self.fwd_block[fwd_pos[int(f)]] for f in self.rec_forward], dtype=np.int64)
-        start = int(m["prompt_len"]) + block_of_rec[rec_of_row] * int(m["block_length"])
-        return (pos >= start) & (pos < start + int(m["block_length"]))
+        if self.block_tokens is None:
+            raise UserError("token scope 'block' needs a block-diffusion trace (block_tokens); this trace has none")
+        return self.block_tokens
 
-    def access_sequences(self, token_scope: str = "all") -> list[list[tuple[tuple[int, ...], Ctx]]]:
-        """Per layer, in forward order: (sorted distinct experts used, Ctx) - what the runtime looks up.
-
-        token_scope "block" keeps only tokens of the block being denoised (what a sampler that caches the
-        other positions would compute).
-        """
-        n_layers = self.n_layers
-        e_max = max(self.num_experts) if n_layers else 1
-        n_rec = len(self.rec_start)
-        rec_of_row = np.repeat(np.arange(n_rec), self.rec_len)
-        exp = self.experts.astype(np.int64)
-        rows = np.broadcast_to(rec_of_row[:, None], exp.shape)
-        keep = (exp >= 0) & (exp < np.asarray(self.num_experts, dtype=np.int64)[self.rec_layer[rec_of_row]][:, None])
-        mask = self._token_mask(token_scope)
-        if mask is not None:
-            keep &= mask[:, None]
-        used = np.zeros((n_rec, e_max), dtype=bool)
-        used[rows[keep], exp[keep]] = True
-        fwd_pos = {int(f): i for i, f in enumerate(self.fwd_index)}
-        ctxs = [Ctx(int(f), int(s), int(b)) for f, s, b in zip(self.fwd_index, self.fwd_step, self.fwd_block,
-                                                                strict=True)]
-        order = np.lexsort((self.rec_forward, self.rec_layer))
-        seqs: list[list[tuple[tuple[int, ...], Ctx]]] = [[] for _ in range(n_layers)]
-        nz_rows, nz_cols = np.nonzero(used[order])
-        bounds = np.searchsorted(nz_rows, np.arange(n_rec + 1))
-        cols = nz_cols.tolist()
-        for i, r in enumerate(order.tolist()):
-            ids = tuple(cols[bounds[i]:bounds[i + 1]])
-            seqs[int(self.rec_layer[r])].append((ids, ctxs[fwd_pos[int(self.rec_forward[r])]]))
+    def access_sequences(self, token_scope: str = "all") -> list[Seq]:
+        """Per layer, in forward order: (sorted distinct experts, Ctx, tokens per expert) - what the runtime
+        looks up. Token scope "block" keeps only tokens of the block being denoised (what a sampler that
+        caches the other positions would compute); experts left with no token drop out."""
+        counts = self._scope(token_scope)
+        ptr = self.rec_ptr
+        if token_scope != "all":  # drop experts with no token in scope, recompute offsets
+            keep = counts > 0
+            kept_before = np.concatenate([[0], np.cumsum(keep)])
+            ptr = kept_before[ptr]
+            experts, counts = self.experts[keep], counts[keep]
+        else:
+            experts = self.experts
+        ptr_l = ptr.tolist()
+        fwd_pos = {int(f): i for i, f in enumerate(self.fwd_index.tolist())}
+        ctxs = [Ctx(int(f), int(s), int(b)) for f, s, b in zip(self.fwd_index.tolist(), self.fwd_step.tolist(),
+                                                                self.fwd_block.tolist(), strict=True)]
+        seqs: list[Seq] = [[] for _ in range(self.n_layers)]
+        order = np.lexsort((self.rec_forward, self.rec_layer)).tolist()  # stable within a layer
+        layers, forwards = self.rec_layer.tolist(), self.rec_forward.tolist()
+        for r in order:
+            a, b = ptr_l[r], ptr_l[r + 1]
+            seqs[layers[r]].append((tuple(experts[a:b].tolist()), ctxs[fwd_pos[forwards[r]]],
+                                    tuple(counts[a:b].tolist())))
         return seqs
 
     def expert_counts(self) -> list[np.ndarray]:
         """Per layer, how many routed (token, k) slots chose each expert."""
+        layer_of = np.repeat(self.rec_layer.astype(np.int64), np.diff(self.rec_ptr))
         out = []
-        rec_of_row = np.repeat(np.arange(len(self.rec_start)), self.rec_len)
-        layer_of_row = self.rec_layer[rec_of_row]
         for layer, ne in enumerate(self.num_experts):
-            e = self.experts[layer_of_row == layer].ravel().astype(np.int64)
-            e = e[(e >= 0) & (e < ne)]
-            out.append(np.bincount(e, minlength=ne))
+            m = layer_of == layer
+            out.append(np.bincount(self.experts[m].astype(np.int64), weights=self.tokens[m], minlength=ne)
+                       .astype(np.int64)[:ne])
         return out
 
     def hot_sets(self) -> dict[int, list[int]]:
         """Per layer, experts ordered by routed-token count, most used first (the static-hot profile)."""
         return {i: np.argsort(-c, kind="stable").tolist() for i, c in enumerate(self.expert_counts())}
 
-    @property
-    def n_lookups(self) -> int:
-        return sum(len(ids) for seq in self.access_sequences() for ids, _ in seq)
+    def steps_per_block(self) -> int:
+        """Denoising steps of the longest block (0 when the trace has no block structure)."""
+        if not len(self.fwd_block) or int(self.fwd_step.max()) < 0:
+            return 0
+        return int(self.fwd_step.max()) + 1
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 class TraceRecorder:
-    """Routing observer + `on_forward` hook that accumulates a `RoutingTrace` in memory.
+    """Routing observer + `on_forward` hook that accumulates a compact `RoutingTrace` in memory.
 
-    Attach it as an observer (`attach_runtime(model, runtime, observers=[rec])`) and pass `rec.on_forward`
-    to `generate(..., on_forward=...)`. Without `on_forward` calls, a new forward is inferred whenever a
-    layer index does not increase.
+    Each routing call is reduced at once to its distinct experts and token counts (and, when the meta
+    gives `prompt_len`, `block_length` and `is_diffusion`, the counts of the block being denoised), so
+    memory grows with look-ups, not with tokens. Attach it as an observer (`attach_runtime(model,
+    runtime, observers=[rec])`) and pass `rec.on_forward` to `generate(..., on_forward=...)`. Without
+    `on_forward` calls, a new forward is inferred whenever a layer index does not increase.
     """
 
     def __init__(self, meta: dict[str, Any] | None = None):
         self.meta = dict(meta or {})
-        self._experts: list[np.ndarray] = []
-        self._weights: list[np.ndarray] = []
-        self._recs: list[tuple[int, int, int]] = []  # forward, layer, rows
+        self._ids: list[np.ndarray] = []
+        self._tok: list[np.ndarray] = []
+        self._blk: list[np.ndarray] = []
+        self._recs: list[tuple[int, int, int]] = []  # forward, layer, look-ups
         self._fwds: list[tuple[int, int, int]] = []
         self._cur: tuple[int, int, int] | None = None
         self._last_layer = -1
         self._explicit = False
+        m = self.meta
+        self._blocky = bool(m.get("is_diffusion")) and m.get("prompt_len") is not None and bool(m.get("block_length"))
+        self._ne = [int(x) for x in m.get("num_experts") or []]
 
     def on_forward(self, info: Any) -> None:
         self._explicit = True
@@ -206,35 +238,40 @@ class TraceRecorder:
         self._fwds.append(self._cur)
         self._last_layer = -1
 
-    def __call__(self, layer: int, top_k_index: Any, top_k_weights: Any) -> None:
+    def __call__(self, layer: int, top_k_index: Any, top_k_weights: Any = None) -> None:
         if self._cur is None or (not self._explicit and layer <= self._last_layer):
             self._start(len(self._fwds), -1, -1)
         self._last_layer = layer
-        idx = top_k_index.detach().to("cpu").numpy()
-        self._experts.append(idx.astype(np.int32))
-        self._weights.append(top_k_weights.detach().to("cpu").float().numpy().astype(np.float16))
-        self._recs.append((self._cur[0], int(layer), idx.shape[0]))  # type: ignore[index]
+        idx = top_k_index.detach().to("cpu").numpy() if hasattr(top_k_index, "detach") else np.asarray(top_k_index)
+        idx = idx.reshape(idx.shape[0], -1).astype(np.int64, copy=False)
+        ne = self._ne[layer] if layer < len(self._ne) else int(idx.max(initial=-1)) + 1
+        valid = (idx >= 0) & (idx < ne)
+        counts = np.bincount(idx[valid], minlength=ne)
+        ids = np.flatnonzero(counts)
+        self._ids.append(ids)
+        self._tok.append(counts[ids])
+        if self._blocky:
+            rows = idx.shape[0]
+            seq = rows // max(1, int(self.meta.get("batch") or 1))
+            start = int(self.meta["prompt_len"]) + max(0, self._cur[2]) * int(self.meta["block_length"])  # type: ignore[index]
+            pos = np.arange(rows) % max(seq, 1)
+            in_block = ((pos >= start) & (pos < start + int(self.meta["block_length"])))[:, None] & valid
+            self._blk.append(np.bincount(idx[in_block], minlength=ne)[ids])
+        self._recs.append((self._cur[0], int(layer), len(ids)))  # type: ignore[index]
 
     def trace(self) -> RoutingTrace:
-        k = max((e.shape[1] for e in self._experts), default=1)
-        pad = [np.pad(e, ((0, 0), (0, k - e.shape[1])), constant_values=-1) for e in self._experts]
-        padw = [np.pad(w, ((0, 0), (0, k - w.shape[1]))) for w in self._weights]
-        experts = np.concatenate(pad) if pad else np.zeros((0, k), np.int32)
-        weights = np.concatenate(padw) if padw else np.zeros((0, k), np.float16)
-        small = experts.size == 0 or int(experts.max()) < 32767
         lens = np.array([r[2] for r in self._recs], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64) if len(lens) else lens
         fw = np.array(self._fwds, dtype=np.int64).reshape(-1, 3)
         return RoutingTrace(
-            experts=experts.astype(np.int16 if small else np.int32),
-            weights=weights,
-            rec_forward=np.array([r[0] for r in self._recs], dtype=np.int64),
-            rec_layer=np.array([r[1] for r in self._recs], dtype=np.int32),
-            rec_start=starts,
-            rec_len=lens.astype(np.int32),
-            fwd_index=fw[:, 0].copy(),
-            fwd_step=fw[:, 1].copy(),
-            fwd_block=fw[:, 2].copy(),
+            rec_forward=np.array([r[0] for r in self._recs], dtype=np.int32),
+            rec_layer=np.array([r[1] for r in self._recs], dtype=np.int16),
+            rec_ptr=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+            experts=_narrow(_cat(self._ids)),
+            tokens=_narrow(_cat(self._tok), unsigned=True),
+            block_tokens=_narrow(_cat(self._blk), unsigned=True) if self._blocky else None,
+            fwd_index=fw[:, 0].astype(np.int32),
+            fwd_step=fw[:, 1].astype(np.int32),
+            fwd_block=fw[:, 2].astype(np.int32),
             meta=dict(self.meta),
         )
 
@@ -285,12 +322,14 @@ def record_trace(
     from advisor.models.view import attach_runtime, detach_runtime
 
     ids = input_ids
+    diffusion = bool(getattr(loaded, "is_diffusion", False))
     info = {
         **trace_meta(loaded),
         "batch": int(ids.shape[0]),
         "prompt_len": int(ids.shape[1]),
-        "block_length": gen_kw.get("block_length"),
+        "block_length": gen_kw.get("block_length") or (loaded.gen_defaults or {}).get("block_length"),
         "steps": gen_kw.get("steps"),
+        "is_diffusion": diffusion,
         **(meta or {}),
     }
     rec = TraceRecorder(info)
@@ -302,9 +341,7 @@ def record_trace(
         detach_runtime(loaded.model)
     trace = rec.trace()
     trace.meta["generated_tokens"] = int(out.numel())
-    trace.meta["is_diffusion"] = bool(getattr(loaded, "is_diffusion", False))
-    trace.meta["seq_len"] = int(ids.shape[1] + out.shape[1]) if trace.meta["is_diffusion"] else None
-    trace.meta["block_length"] = trace.meta.get("block_length") or (loaded.gen_defaults or {}).get("block_length")
+    trace.meta["seq_len"] = int(ids.shape[1] + out.shape[1]) if diffusion else None
     return trace
 
 
@@ -312,26 +349,22 @@ def merge(traces: Sequence[RoutingTrace]) -> RoutingTrace:
     """Concatenate traces of the same model (forward indices renumbered to stay increasing)."""
     if not traces:
         raise UserError("nothing to merge: no traces")
-    parts, offset_rows, offset_fwd = [], 0, 0
-    for t in traces:
-        parts.append((t, offset_rows, offset_fwd))
-        offset_rows += len(t.experts)
-        offset_fwd += (int(t.fwd_index.max()) + 1) if len(t.fwd_index) else 0
-    k = max(t.experts.shape[1] for t in traces)
-
-    def padded(a: np.ndarray, fill: float) -> np.ndarray:
-        return np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=fill)
-
+    fwd_off = np.cumsum([0] + [(int(t.fwd_index.max()) + 1) if len(t.fwd_index) else 0 for t in traces])
+    look_off = np.cumsum([0] + [t.n_lookups for t in traces])
+    blocky = all(t.block_tokens is not None for t in traces)
     meta = dict(traces[0].meta)
     meta["generated_tokens"] = sum(t.generated_tokens for t in traces)
     return RoutingTrace(
-        experts=np.concatenate([padded(t.experts, -1) for t in traces]),
-        weights=np.concatenate([padded(t.weights, 0) for t in traces]),
-        rec_forward=np.concatenate([t.rec_forward + f for t, _, f in parts]),
+        rec_forward=np.concatenate([t.rec_forward.astype(np.int64) + f for t, f in zip(traces, fwd_off,
+                                                                                       strict=False)]).astype(np.int32),
         rec_layer=np.concatenate([t.rec_layer for t in traces]),
-        rec_start=np.concatenate([t.rec_start + r for t, r, _ in parts]),
-        rec_len=np.concatenate([t.rec_len for t in traces]),
-        fwd_index=np.concatenate([t.fwd_index + f for t, _, f in parts]),
+        rec_ptr=np.concatenate([[0]] + [t.rec_ptr[1:] + o for t, o in zip(traces, look_off, strict=False)]),
+        experts=_narrow(np.concatenate([t.experts.astype(np.int64) for t in traces])),
+        tokens=_narrow(np.concatenate([t.tokens.astype(np.int64) for t in traces]), unsigned=True),
+        block_tokens=_narrow(np.concatenate([t.block_tokens.astype(np.int64) for t in traces]),  # type: ignore[union-attr]
+                             unsigned=True) if blocky else None,
+        fwd_index=np.concatenate([t.fwd_index.astype(np.int64) + f for t, f in zip(traces, fwd_off,
+                                                                                   strict=False)]).astype(np.int32),
         fwd_step=np.concatenate([t.fwd_step for t in traces]),
         fwd_block=np.concatenate([t.fwd_block for t in traces]),
         meta=meta,

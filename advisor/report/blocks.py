@@ -41,7 +41,7 @@ def forwards_from_trace(trace: Any, token_scope: str = "all") -> list[ForwardRou
     by_forward: dict[int, tuple[int, int, list[frozenset[int]]]] = {}
     n_layers = len(seqs)
     for layer, seq in enumerate(seqs):
-        for ids, ctx in seq:
+        for ids, ctx, _ in seq:
             f = by_forward.setdefault(ctx.forward, (ctx.step, ctx.block, [frozenset()] * n_layers))
             f[2][layer] = frozenset(ids)
     return [ForwardRouting(step=s, block=b, layers=tuple(ls)) for _, (s, b, ls) in sorted(by_forward.items())]

@@ -128,10 +128,18 @@ def compose(c: ReportContext) -> Document:
             f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-",
             _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change),
         ])
-    doc.add(Table(["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
-                   "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"], rows,
-                  caption="Transfer cut = 1 - (H2D bytes/token) / (FP16-no-cache bytes/token). "
-                          "Accuracy change is against the FP16 plan's stored accuracy."))
+    header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
+              "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"]
+    caption = ("Transfer cut = 1 - (H2D bytes/token) / (FP16-no-cache bytes/token). "
+               "Accuracy change is against the FP16 plan's stored accuracy.")
+    timed = [r for r in c.headline if r.trial is not None and r.time_per_token is not None]
+    if timed:  # time per token (device + copies + CPU experts), with its source
+        header.append("time ms / token")
+        rows[0].append("-")
+        for row, r in zip(rows[1:], c.headline, strict=True):
+            row.append(f"{r.time_per_token:.4g}" if r.time_per_token is not None else "-")
+        caption += f" Time per token: {timed[0].time_source or 'source not recorded'}."
+    doc.add(Table(header, rows, caption=caption))
     doc.add(Para("**Definitions.** *FP16-no-cache baseline*: no expert stays on the GPU between forwards; every "
                  "routed expert a forward needs is copied for that forward, once per MoE layer, at FP16 size - "
                  "bytes = sum over forwards and MoE layers of (distinct experts routed) x (one expert's FP16 bytes), "

@@ -123,7 +123,7 @@ def sweep(
         per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
         seqs = trace.access_sequences()
         tok = max(1, trace.generated_tokens)
-        lookups = sum(len(ids) for seq in seqs for ids, _ in seq)
+        lookups = sum(len(ids) for seq in seqs for ids, *_ in seq)
         out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(len(trace.experts)), lookups, tok)
         for s in grid:
             caps = [min(s, n) for n in trace.num_experts]

@@ -37,6 +37,8 @@ class HeadlineRow:
     accuracy_change: float | None
     replayed_bytes_per_token: float | None = None
     note: str = ""
+    time_per_token: float | None = None  # ms of expert work per token (advisor.offload.timing), when stored
+    time_source: str | None = None
 
 
 def feasible_trials(data: StudyData) -> list[TrialRecord]:
@@ -191,6 +193,8 @@ def headline_rows(
             accuracy_source=best.sources.get("accuracy"),
             reduction_vs_baseline=(1.0 - v["h2d_bytes_per_token"] / baseline_bytes) if baseline_bytes > 0 else None,
             accuracy_change=(acc - ref_acc) if acc is not None and ref_acc is not None else None,
+            time_per_token=v.get("time_per_token"),
+            time_source=best.sources.get("time_per_token"),
         ))
     return rows
 

@@ -97,6 +97,7 @@ class ExportConfig:
     precision: Any  # the plan as stored (JSON dict or spec string), for the project's own loader
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
+    miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
@@ -199,6 +200,7 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
         prefetch=str(config.get("prefetch", "none")),
         precision=precision,
         frequencies=freqs,
+        miss_policy=str(config.get("miss_policy", "copy")),
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METRICS = (
+    "time_per_token",
     "h2d_bytes_per_token",
     "transfer_ms_per_token",
     "latency_ms_per_token",

@@ -137,3 +137,5 @@ def make_sampler(name: str, seed: int | None, n_objectives: int, *, population_s
 
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
+DEFAULT_SAMPLER = "tpe"
+"""The sampler with the best worst-seed hypervolume at tight budgets in benchmarks/search_efficiency.py."""

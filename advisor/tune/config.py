@@ -11,6 +11,7 @@ one routing trace.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,7 +49,7 @@ class ModelShape:
 
     def expert_bytes(self, layer: int, fmt: str) -> int:
         """Exact bytes of one expert of `layer` in format `fmt` (payload + scales)."""
-        return expert_nbytes_of(fmt, self.hidden[layer], self.intermediate[layer])
+        return _expert_nbytes(fmt, self.hidden[layer], self.intermediate[layer])
 
     def full_bytes(self) -> int:
         """Counted bytes of the whole model at its own dtype (resident + every expert)."""
@@ -58,6 +59,12 @@ class ModelShape:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _expert_nbytes(fmt: str, hidden: int, intermediate: int) -> int:
+    """Memoised: a budget-aware study counts the bytes of thousands of experts per trial (advisor.tune.budget)."""
+    return expert_nbytes_of(fmt, hidden, intermediate)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,10 @@ class TrialConfig:
     slots: tuple[int, ...]
     policy: str
     prefetch: str
+    miss: str = "copy"
+    """Miss policy (advisor.offload.miss): where a missed expert computes."""
+    tau: int = 0
+    """Refresh interval of the tide policy (0 = not used)."""
     peak_bytes: int = 0
     """Counted GPU bytes: resident weights + the largest experts that fit the slots of each layer."""
     expert_store_bytes: int = 0
@@ -82,7 +93,7 @@ class TrialConfig:
 
     @property
     def cache_key(self) -> tuple:
-        return (tuple(self.slots), self.policy, self.prefetch)
+        return (tuple(self.slots), self.policy, self.prefetch, self.miss, self.tau)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as stored with a trial and a front point (what `recommend`/`export` read)."""
@@ -98,6 +109,8 @@ class TrialConfig:
             "slots_per_layer": list(self.slots),
             "policy": self.policy,
             "prefetch": self.prefetch,
+            "miss_policy": self.miss,
+            "tau": self.tau,
             "counted_peak_gpu_bytes": self.peak_bytes,
             "counted_expert_store_bytes": self.expert_store_bytes,
         }
@@ -219,6 +232,7 @@ def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShap
     return TrialConfig(
         params=dict(params), plan=plan, layer_formats=layer_formats, hot_fraction=hot_fraction,
         hot_format=hot_format, slots=tuple(slots), policy=str(params["policy"]), prefetch=str(params["prefetch"]),
+        miss=str(params.get("miss", "copy")), tau=int(params["tau"]) if params.get("policy") == "tide" else 0,
         peak_bytes=counted_peak_bytes(shape, plan, slots, str(params["prefetch"])),
         expert_store_bytes=expert_store_bytes(shape, plan), num_experts=tuple(shape.num_experts),
     )

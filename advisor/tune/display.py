@@ -15,6 +15,7 @@ from rich.table import Table
 from advisor.results.front import FrontPoint
 
 _UNITS = {
+    "time_per_token": ("ms/token", "ms"),
     "h2d_bytes_per_token": ("H2D/token", "bytes"),
     "transfer_ms_per_token": ("transfer ms/tok", "ms"),
     "latency_ms_per_token": ("latency ms/tok", "ms"),
@@ -24,7 +25,7 @@ _UNITS = {
     "fidelity_kl": ("KL", "num"),
     "fidelity_top1": ("top-1 agree", "frac"),
 }
-FRONT_COLUMNS = ("h2d_bytes_per_token", "accuracy", "peak_gpu_bytes", "hit_rate", "latency_ms_per_token",
+FRONT_COLUMNS = ("time_per_token", "h2d_bytes_per_token", "accuracy", "peak_gpu_bytes", "hit_rate", "latency_ms_per_token",
                  "fidelity_top1")
 
 

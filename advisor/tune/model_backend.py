@@ -307,13 +307,49 @@ class ModelBackend:
         hot = self._hot_sets() if config.policy == "static_hot" else None
         stats = simulate(run.trace, slots_per_layer=list(config.slots), policy=config.policy,
                          plan=config.plan, prefetch=config.prefetch, profile=self.profile,
-                         hot=hot, sequences=seqs)
+                         hot=hot, sequences=seqs, miss=config.miss, policy_kw=self._policy_kw(config),
+                         costs=self.costs(config.plan))
         counted = f"counted:trace-replay({run.tokens} tokens,{run.device})"
         return Measured(
-            {"bytes_h2d": float(stats.bytes_h2d), "copies": float(stats.copies), "hits": float(stats.lookups
-             - stats.misses), "lookups": float(stats.lookups), "transfer_ms": float(stats.transfer_ms)},
-            {"bytes_h2d": counted, "hits": counted, "transfer_ms": stats.transfer_source},
+            {"bytes_h2d": float(stats.bytes_h2d), "copies": float(stats.copies), "hits": float(stats.hits),
+             "lookups": float(stats.lookups), "transfer_ms": float(stats.transfer_ms),
+             "time_ms": float(stats.times["layer_ms"]), "cpu_tokens": float(stats.total("cpu_tokens"))},
+            {"bytes_h2d": counted, "hits": counted, "transfer_ms": stats.transfer_source,
+             "time_ms": stats.time_source, "cpu_tokens": counted},
         )
+
+    def _policy_kw(self, config: TrialConfig) -> dict[str, Any]:
+        if config.policy != "tide":
+            return {}
+        kw = self.gen_kwargs
+        steps, block = kw.get("steps"), kw.get("block_length")
+        blocks = max(1, self.max_new_tokens // int(block)) if block else 1
+        return {"tau": config.tau or 4, "steps_per_block": int(steps) // blocks if steps else 0}
+
+    def cpu_profile(self) -> Any:
+        """This host's CPU expert times on the model's expert shapes: from the hardware profile when it
+        covers them, else measured here once (measured:wall-clock)."""
+        from advisor.offload.timing import CpuProfile, shape_key
+
+        if getattr(self, "_cpu_profile", None) is None:
+            shapes = list(dict.fromkeys((int(h), int(i)) for h, i in zip(self.shape.hidden, self.shape.intermediate,
+                                                                          strict=True)))
+            stored = getattr(self.profile, "cpu_experts", None)
+            cp = CpuProfile.from_dict(stored) if stored else None
+            if cp is None or any(shape_key(h, i) not in cp.table for h, i in shapes):
+                from advisor.offload.cpu_profile import measure_cpu_experts
+
+                cp = measure_cpu_experts(shapes)
+            self._cpu_profile = cp
+        return self._cpu_profile
+
+    def costs(self, plan: Any) -> Any:
+        """The time model of `plan` on this host's CPU, the profile's link and the recorded device compute."""
+        from advisor.hardware.profiles import DEFAULT_PROFILE
+        from advisor.offload.timing import RECORDED_H200, ModelCosts
+
+        return ModelCosts(plan, self.shape.hidden, self.shape.intermediate, self.cpu_profile(), RECORDED_H200,
+                          self.profile or DEFAULT_PROFILE)
 
     def _hot_sets(self) -> dict[int, list[int]]:
         """static_hot's profile: the full-precision calibration routing (not the replayed trace itself)."""
@@ -340,7 +376,9 @@ class ModelBackend:
         try:
             rt = OffloadRuntime(self.loaded, store, slots_per_layer=list(config.slots), policy=config.policy,
                                 prefetch=config.prefetch, device=dev, profile=self.profile,
-                                hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False)
+                                hot=self._hot_sets() if config.policy == "static_hot" else None, attach=False,
+                                miss=config.miss, policy_kw=self._policy_kw(config),
+                                costs=self.costs(config.plan) if config.miss == "hybrid" else None)
             device_bytes = self.loaded.device_param_bytes() + sum(b.numel() for row in rt.slots for b in row)
             attach_runtime(self.loaded.model, rt, layers=self.loaded.moe)
             t0 = time.perf_counter()
@@ -364,6 +402,7 @@ class ModelBackend:
             "hit_rate": stats.hit_rate,
             "transfer_ms_per_token": stats.transfer_ms / tokens,
             "latency_ms_per_token": 1e3 * wall / tokens,
+            "time_per_token": 1e3 * wall / tokens,
             "device_bytes": float(device_bytes),
         }
         sources = {
@@ -371,6 +410,7 @@ class ModelBackend:
             "hit_rate": f"counted:offload-runtime({where})",
             "transfer_ms_per_token": stats.transfer_source,
             "latency_ms_per_token": f"measured:wall-clock({where})",
+            "time_per_token": f"measured:wall-clock({where},whole forward)",
         }
         sources["device_bytes"] = f"counted:allocated(resident parameters + slot pool,{where})"
         if on_cuda:

@@ -1,8 +1,9 @@
 """One trial: knob values -> configuration -> memory check -> staged, cached measurements -> objective values.
 
 Cost discipline (DESIGN.md):
-* the memory budget is checked on counted bytes before anything runs; an infeasible configuration is
-  recorded with `trial.set_constraint` and never reaches the model;
+* the memory budget is checked on counted bytes before anything runs: the cache size is drawn within what
+  fits (`advisor.tune.budget`), and a configuration that still cannot fit (an enqueued one, or a plan too
+  big for the smallest cache) is recorded with `trial.set_constraint` and never reaches the model;
 * accuracy and fidelity depend on the precision plan only: they are measured once per plan fingerprint
   and kept in the study database (`EvalCache`), across trials, studies and workers;
 * cache size, policy and prefetch change bytes and time, never outputs: they are evaluated by replaying
@@ -24,6 +25,7 @@ from typing import Any
 from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
 from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
+from advisor.tune.budget import BudgetFit
 from advisor.tune.config import TrialConfig, build_config
 from advisor.tune.space import SearchSpace
 
@@ -86,6 +88,7 @@ class Objective:
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None
+        self.fit = BudgetFit(space, backend.shape, budget_bytes, self.counts)
         self._traces: dict[str, TraceRun] = {}
         self._fidelity: dict[str, Measured] = {}
         self.counters: Counter[str] = Counter()
@@ -155,8 +158,7 @@ class Objective:
 
     # ------------------------------------------------------------------ the trial
     def __call__(self, trial: Any) -> list[float]:
-        shape = self.backend.shape
-        params = self.space.suggest(trial, shape.n_layers, shape.min_experts)
+        params = self.fit.suggest(trial)
         self.current_trial, self.current_params = trial.number, dict(trial.params)
         outcome = self.evaluate(params, trial=trial)
         for key, value in self.trial_attrs(outcome).items():
@@ -275,12 +277,16 @@ class Objective:
             "transfer_ms_per_token": transfer_ms / tokens,
             "latency_ms_per_token": compute_ms + transfer_ms / tokens,
         }
+        if "time_ms" in v:
+            out["time_per_token"] = v["time_ms"] / tokens
         srcs = {
             "h2d_bytes_per_token": s.get("bytes_h2d", "counted:trace-replay"),
             "hit_rate": s.get("hits", "counted:trace-replay"),
             "transfer_ms_per_token": transfer_src,
             "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
         }
+        if "time_ms" in v:
+            srcs["time_per_token"] = s.get("time_ms", "modelled")
         if "copies" in v:  # recommend models the target's transfer from bytes and copies (the one formula)
             out["copies_per_token"] = v["copies"] / tokens
             srcs["copies_per_token"] = s.get("copies", srcs["h2d_bytes_per_token"])
@@ -315,7 +321,7 @@ class Objective:
             "hit_rate": 0.0,
             "fidelity_top1": 0.0,
         }
-        out["latency_ms_per_token"] = out["transfer_ms_per_token"]
+        out["latency_ms_per_token"] = out["time_per_token"] = out["transfer_ms_per_token"]
         out["fidelity_kl"] = 1e3
         return out
 

@@ -15,6 +15,9 @@ Knobs (Optuna parameter names in brackets):
   cache.allocation        "uniform" | "by_frequency"             [allocation]
   cache.policies          eviction policy                        [policy]
   cache.prefetch          prefetch strategy                      [prefetch]
+  cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
+  cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
+Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
 
@@ -39,8 +42,13 @@ SPACES_DIR = resources.files("advisor.tune") / "spaces"
 """The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
 
 DIRECTIONS = ("minimize", "maximize")
-DEFAULT_OBJECTIVES = {"h2d_bytes_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
+DEFAULT_OBJECTIVES = {"time_per_token": "minimize", "accuracy": "maximize", "peak_gpu_bytes": "minimize"}
+"""time_per_token: ms of expert work per generated token (device compute + copies + CPU compute, overlapped);
+modelled in replay, measured wall-clock live (see advisor.offload.timing)."""
 ALLOCATIONS = ("uniform", "by_frequency")
+MISS_POLICIES = ("copy", "cpu", "hybrid")  # advisor.offload.miss.MISS_POLICIES (kept torch- and import-free here)
+FILL = "cache_fill"
+"""Optuna parameter of a study under a memory budget: the cache size as a share of the sizes that fit."""
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
 
 
@@ -126,6 +134,8 @@ class SearchSpace:
     policies: Domain
     prefetch: Domain
     objectives: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
+    miss: Domain = field(default_factory=lambda: Domain(choices=("copy",)))
+    tau: Domain = field(default_factory=lambda: Domain(choices=(4,)))
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     budget_fraction: float | None = None
     """Default memory budget as a fraction of the model's counted bytes at its own dtype (no --budget/--gpu)."""
@@ -161,7 +171,15 @@ class SearchSpace:
             k["allocation"] = self.allocation
         k["policy"] = self.policies
         k["prefetch"] = self.prefetch
+        k["miss"] = self.miss
+        if "tide" in self.policies.values():
+            k["tau"] = self.tau
         return k
+
+    @property
+    def size_knob(self) -> str:
+        """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
+        return "slots" if self.slots is not None else "expert_budget"
 
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse cache sizes the model cannot have (e.g. 999 slots in a layer of 16 experts), naming the
@@ -178,45 +196,11 @@ class SearchSpace:
                 raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} exceeds the model's "
                                 f"{cap} {what}; use at most {cap} or \"all\"")
 
-    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
-        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion."""
-        params: dict[str, Any] = {}
-        for name, d in self.knobs(n_layers, num_experts).items():
-            if d.fixed is not None:
-                params[name] = d.fixed
-            elif d.choices is not None:
-                params[name] = trial.suggest_categorical(name, list(d.choices))
-            elif d.is_int:
-                params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
-            else:
-                params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
-        return params
 
-    def initial_points(self, n_layers: int, num_experts: int, limit: int = 8) -> list[dict[str, Any]]:
-        """Corner configurations to start a study from: each uniform format at the smallest and the largest
-        cache (other knobs at their first choice). The front's extremes usually sit at such corners; the
-        samplers then spend their trials between them (measured: better hypervolume at 40 trials)."""
-        knobs = self.knobs(n_layers, num_experts)
-        size_knob = "slots" if "slots" in knobs else "expert_budget"
-        sizes = knobs[size_knob].values()
-        out = []
-        for extreme in (sizes[-1], sizes[0]):
-            for fmt in self.formats.values():
-                p: dict[str, Any] = {}
-                for name, d in knobs.items():
-                    if d.fixed is not None:
-                        continue
-                    if name.startswith("fmt_g"):
-                        p[name] = fmt
-                    elif name == size_knob:
-                        p[name] = extreme
-                    elif name == "hot_fraction":
-                        p[name] = min(d.values())
-                    else:
-                        p[name] = d.values()[0]
-                if p not in out:
-                    out.append(p)
-        return out[:limit]
+    def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
+        """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
+        Under a memory budget, studies draw through `advisor.tune.budget.BudgetFit.suggest` instead."""
+        return draw(trial, self.knobs(n_layers, num_experts))
 
     def enumerate(self, n_layers: int, num_experts: int) -> Iterator[dict[str, Any]]:
         """Every point of the space (exhaustive search on small spaces)."""
@@ -230,6 +214,32 @@ class SearchSpace:
         for d in self.knobs(n_layers, num_experts).values():
             n *= len(d.values())
         return n
+
+
+def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
+         size_for: Callable[[dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
+    """Every knob from an Optuna trial, in order; fixed knobs without a suggestion.
+
+    With `size` and `size_for` (a memory budget), that knob is drawn last, define-by-run, as `cache_fill` in
+    [0, 1] - a share of the sizes that fit beside the knobs already drawn - and `size_for(params, fill)` makes
+    it concrete. One distribution in every trial is what TPE and NSGA-II need to model and recombine the
+    parameter; its meaning follows the plan."""
+    params: dict[str, Any] = {}
+    for name, d in knobs.items():
+        if d.fixed is not None:
+            params[name] = d.fixed
+        elif name == size and size_for is not None:
+            continue
+        elif d.choices is not None:
+            params[name] = trial.suggest_categorical(name, list(d.choices))
+        elif d.is_int:
+            params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
+        else:
+            params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
+    if size is not None and size not in params:
+        assert size_for is not None
+        params[size] = size_for(params, trial.suggest_float(FILL, 0.0, 1.0))
+    return {name: params[name] for name in knobs}
 
 
 # ---------------------------------------------------------------- loading
@@ -429,7 +439,8 @@ class _Validator:
         hot_formats = self.choices(hc, "precision.hot_cold.hot_formats", ["bf16"], "format",
                                    lambda c: isinstance(c, str))
 
-        cache = self.table(data, "cache", {"slots_per_layer", "expert_budget", "allocation", "policies", "prefetch"})
+        cache = self.table(data, "cache", {"slots_per_layer", "expert_budget", "allocation", "policies", "prefetch",
+                                           "miss", "tau"})
         if "slots_per_layer" in cache and "expert_budget" in cache:
             self.fail("cache.expert_budget", "give either slots_per_layer or expert_budget, not both")
         slots = self.number_domain(cache, "cache.slots_per_layer", is_int=True, lo=1, hi=None, allow_all=True)
@@ -442,6 +453,10 @@ class _Validator:
                                   f" (one of {', '.join(ALLOCATIONS)})")
         policies = self.choices(cache, "cache.policies", ["lru"], "policy", lambda c: isinstance(c, str))
         prefetch = self.choices(cache, "cache.prefetch", ["none"], "prefetch", lambda c: isinstance(c, str))
+        miss = self.choices(cache, "cache.miss", ["copy"], None, lambda c: c in MISS_POLICIES,
+                            f" (one of {', '.join(MISS_POLICIES)})")
+        tau = self.choices(cache, "cache.tau", [4], None,
+                           lambda c: isinstance(c, int) and not isinstance(c, bool) and c >= 1, " (positive integers)")
 
         objectives = data.get("objectives", dict(DEFAULT_OBJECTIVES))
         if not isinstance(objectives, dict) or not objectives:
@@ -477,7 +492,7 @@ class _Validator:
             name=name, description=description, source=self.source, text=self.text,
             formats=formats, groups=groups, hot_fraction=hot_fraction, hot_formats=hot_formats,
             slots=slots, expert_budget=budget, allocation=allocation, policies=policies, prefetch=prefetch,
-            objectives=dict(objectives), evaluation=settings,
+            objectives=dict(objectives), evaluation=settings, miss=miss, tau=tau,
             budget_fraction=None if frac is None else float(frac),
         )
 

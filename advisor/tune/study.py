@@ -27,6 +27,7 @@ from advisor.results.front import FrontPoint
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
+from advisor.tune.budget import BudgetFit
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.space import SearchSpace
@@ -36,7 +37,7 @@ from advisor.tune.space import SearchSpace
 class TuneOptions:
     study_name: str | None = None
     storage: str | None = None
-    sampler: str = "nsga2"
+    sampler: str = st.DEFAULT_SAMPLER
     seed: int | None = 0
     n_trials: int | None = 20
     """Trials this process runs (Optuna's meaning: several workers with N each run N x workers)."""
@@ -48,8 +49,8 @@ class TuneOptions:
     max_retry: int | None = st.MAX_RETRY
     mode: str = "replay"
     population_size: int | None = None
-    seed_corners: bool = True
-    """A new study starts from `SearchSpace.initial_points` (uniform formats at the cache extremes)."""
+    warm_start: bool = True
+    """Enqueue `BudgetFit.warm_start` (per plan, the most cache that fits) unless the study already has them."""
 
 
 @dataclass
@@ -231,6 +232,8 @@ def _run_tune(
     metrics = list(space.objectives)
     directions = [space.objectives[m] for m in metrics]
     name = opts.study_name or default_study_name(backend.model_name, backend.task_name, space.name)
+    # a budget that no format fits is refused before anything is written
+    fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts)
     storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
                               grace_period=opts.grace_period, max_retry=opts.max_retry)
     url = st.normalize_url(opts.storage)
@@ -243,9 +246,9 @@ def _run_tune(
         if not study.user_attrs:
             for k, v in meta.items():
                 study.set_user_attr(k, v)
-            if opts.seed_corners and not study.get_trials(deepcopy=False):
-                for p in space.initial_points(backend.shape.n_layers, backend.shape.min_experts):
-                    study.enqueue_trial(p, user_attrs={"seeded": "corner"})
+        if opts.warm_start:
+            for p in fit.warm_start():
+                study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
     registry_fields = dict(
         model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
         space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,

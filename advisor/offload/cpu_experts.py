@@ -1,0 +1,121 @@
+"""Experts computed on the host, from the host store, in their stored format: the CPU side of the miss policy.
+
+Kernels are torch's own CPU kernels, multi-threaded by torch's intra-op pool (`torch.set_num_threads`):
+
+* bf16/fp16/fp32 - `F.linear` on the stored weight, bf16 activations for the half formats;
+* int8 - `torch._weight_int8pack_mm` (bf16 activations, int8 weight + one scale per row: the stored layout);
+* int4 (asymmetric, group 32-256 dividing the row) - `torch._weight_int4pack_mm_for_cpu` on a copy converted
+  once per expert by `torch._convert_weight_to_int4pack_for_cpu` (the kernel computes (q - 8) * scale + zero,
+  so zero = min + 8 * scale); the converted copy is host memory only, the stored/copied bytes do not change;
+* every other format (int3, int2, fp8, nf4, int4:sym or odd groups) - dequantize, then `F.linear`.
+
+`kernel_name` says which one an expert's projections use, so measurements can be labelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from advisor.models.experts import ExpertFn
+
+Linear = Callable[[torch.Tensor], torch.Tensor]
+_INT4_GROUPS = (32, 64, 128, 256)
+
+
+def _int4_linear(qt: Any) -> Linear | None:
+    from advisor.quant.formats import unpack_bits
+
+    spec = qt.format.spec
+    rows, cols = qt.shape
+    g = int(spec.group or 0)
+    if spec.kind != "int4" or spec.symmetric or g not in _INT4_GROUPS or cols % g or rows % 16 or cols % 64:
+        return None
+    try:
+        q = unpack_bits(qt.tensors["qweight"], 4, spec.padded_in(cols))[:, :cols].to(torch.int32).contiguous()
+        packed = torch._convert_weight_to_int4pack_for_cpu(q, 2)
+        scale = qt.tensors["scale"].float()  # [rows, groups]
+        zero = qt.tensors["min"].float() + 8.0 * scale
+        sz = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()  # [groups, rows, 2]
+        x0 = torch.zeros(1, cols, dtype=torch.bfloat16)
+        torch._weight_int4pack_mm_for_cpu(x0, packed, g, sz)
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return None
+
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), packed, g, sz)
+
+    return linear
+
+
+def _int8_linear(qt: Any) -> Linear | None:
+    if qt.format.spec.kind != "int8":
+        return None
+    q, scale = qt.tensors["qweight"], qt.tensors["scale"].to(torch.bfloat16)
+    try:
+        torch._weight_int8pack_mm(torch.zeros(1, q.shape[1], dtype=torch.bfloat16), q, scale)
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return None
+
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(x.to(torch.bfloat16).contiguous(), q, scale)
+
+    return linear
+
+
+def _dense_linear(qt: Any) -> Linear | None:
+    if qt.format.spec.kind not in ("bf16", "fp16", "fp32"):
+        return None
+    w = qt.tensors["weight"]
+    dtype = torch.float32 if w.dtype == torch.float32 else torch.bfloat16
+    w = w.to(dtype)
+    return lambda x: nn.functional.linear(x.to(dtype), w)
+
+
+def _fallback_linear(qt: Any) -> Linear:
+    return lambda x: nn.functional.linear(x.to(torch.bfloat16), qt.dequantize(torch.bfloat16))
+
+
+def kernel_for(qt: Any) -> tuple[str, Linear]:
+    """(kernel name, x -> x @ W^T on the host) for one stored projection."""
+    for name, make in (("dense", _dense_linear), ("int8pack_mm", _int8_linear), ("int4pack_mm", _int4_linear)):
+        fn = make(qt)
+        if fn is not None:
+            return name, fn
+    return "dequantize", _fallback_linear(qt)
+
+
+class CpuExpert:
+    """One expert on the host: SwiGLU through the format's CPU kernel; output in the caller's dtype and
+    device (activations move to the host and back when the model runs elsewhere)."""
+
+    def __init__(self, qe: Any, act: Callable[[torch.Tensor], torch.Tensor]):
+        kernels = [kernel_for(qt) for qt in (qe.gate, qe.up, qe.down)]
+        self.kernel_name = kernels[0][0]
+        self._gate, self._up, self._down = (k[1] for k in kernels)
+        self._act = act
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.to("cpu")
+        y = self._down(self._act(self._gate(h)) * self._up(h))
+        return y.to(device=x.device, dtype=x.dtype)
+
+
+class CpuExperts:
+    """The CPU expert functions of an `ExpertStore`, built on first use (int4 conversion happens once)."""
+
+    def __init__(self, store: Any, acts: list[Callable[[torch.Tensor], torch.Tensor]]):
+        self.store = store
+        self.acts = acts
+        self._fns: dict[tuple[int, int], CpuExpert] = {}
+
+    def fn(self, layer: int, e: int) -> ExpertFn:
+        key = (layer, e)
+        f = self._fns.get(key)
+        if f is None:
+            packed = self.store.layers[layer][e]
+            f = self._fns[key] = CpuExpert(packed.view(packed.host), self.acts[layer])
+        return f

@@ -1,0 +1,194 @@
+"""Time per token, modelled from a routing trace: device expert compute + copies + CPU expert compute.
+
+Per look-up (one MoE layer of one forward) the cache layer adds, from a `LayerCosts`:
+
+* ``gpu_ms`` - experts computed on the device (hits, copied misses): per expert, the measured device
+  forward time of its format at the reference shape, scaled by the expert's weight count (`DeviceCompute`;
+  below 256 tokens an expert forward on a datacenter GPU is bound by reading its weights);
+* ``copy_ms`` - demand copies (`HardwareProfile.transfer_ms`, the one transfer-time formula);
+* ``cpu_ms`` - misses computed on the host: this host's measured CPU expert time for the expert's format,
+  shape and token count (`CpuProfile`, from `advisor profile`), experts one after another (each kernel uses
+  the intra-op threads);
+* ``background_ms`` - copies off the critical path (placement of experts computed on the CPU, prefetch);
+
+and the look-up's time, with the CPU running beside the device: ``max(copy + gpu, cpu, copy + background)``.
+Every term carries its source. Torch-free: `recommend`/`report` read these numbers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+"""Tokens per expert at which CPU expert time is measured."""
+CPU_FORMATS = ("bf16", "int8", "int4", "int3")
+"""Formats measured: one per CPU kernel (int3 stands for every format that dequantizes first)."""
+
+
+def kernel_format(fmt: str) -> str:
+    """The measured format whose CPU kernel `fmt` uses (see `advisor.offload.cpu_experts`)."""
+    base = fmt.split(":")[0]
+    if base in ("bf16", "fp16", "fp32"):
+        return "bf16"
+    if base == "int8":
+        return "int8"
+    if fmt in ("int4", "int4:g32", "int4:g64", "int4:g256"):
+        return "int4"
+    return "int3"
+
+
+def shape_key(hidden: int, intermediate: int) -> str:
+    return f"{int(hidden)}x{int(intermediate)}"
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    """This host's measured CPU expert time: ms per expert forward by shape, format and tokens."""
+
+    table: Mapping[str, Mapping[str, Sequence[Sequence[float]]]]  # "HxI" -> format -> [[tokens, ms], ...]
+    threads: int
+    source: str  # e.g. "measured:wall-clock(2026-12-03, 2 threads, median of 5)"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CpuProfile:
+        return cls(table=d["table"], threads=int(d["threads"]), source=str(d["source"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": {k: dict(v) for k, v in self.table.items()}, "threads": self.threads, "source": self.source}
+
+    def ms(self, fmt: str, hidden: int, intermediate: int, tokens: int) -> tuple[float, bool]:
+        """(ms, scaled): piecewise linear in tokens (linear beyond the last point); a shape not measured is
+        scaled by weight count from the nearest measured one (`scaled` True)."""
+        key = shape_key(hidden, intermediate)
+        scaled = key not in self.table
+        if scaled:
+            size = hidden * intermediate
+            key = min(self.table, key=lambda k: abs(math.log(_size(k) / size)))
+        rows = self.table[key].get(kernel_format(fmt)) or self.table[key]["bf16"]
+        ms = _interp(rows, tokens)
+        return (ms * hidden * intermediate / _size(key) if scaled else ms), scaled
+
+
+def _size(key: str) -> int:
+    h, i = key.split("x")
+    return int(h) * int(i)
+
+
+def _interp(rows: Sequence[Sequence[float]], n: float) -> float:
+    xs = [r[0] for r in rows]
+    if n <= xs[0]:
+        return float(rows[0][1])
+    j = bisect.bisect_left(xs, n)
+    if j >= len(xs):  # beyond the last point: linear from the last two
+        (x0, y0), (x1, y1) = rows[-2], rows[-1]
+    else:
+        (x0, y0), (x1, y1) = rows[j - 1], rows[j]
+    return float(y0 + (y1 - y0) * (n - x0) / (x1 - x0))
+
+
+@dataclass(frozen=True)
+class DeviceCompute:
+    """Device-side expert forward time: measured per format at one reference shape and token count."""
+
+    ref_ms: Mapping[str, float]  # format -> ms per expert forward
+    hidden: int
+    intermediate: int
+    tokens: int
+    source: str
+
+    def ms(self, fmt: str) -> float:
+        base = self.ref_ms.get(fmt) or self.ref_ms.get(fmt.split(":")[0]) or self.ref_ms.get("int4") or \
+            max(self.ref_ms.values())
+        return float(base)
+
+    def scale(self, hidden: int, intermediate: int) -> float:
+        return hidden * intermediate / (self.hidden * self.intermediate)
+
+    @classmethod
+    def from_gpu_check(cls, path: str) -> DeviceCompute:
+        """From a `benchmarks/gpu_check.py` result file (its quant section's measured expert forwards)."""
+        import json
+
+        d = json.loads(open(path).read())
+        q = d["sections"]["quant"]["result"]["formats"]
+        e = q["expert"]
+        return cls({r["format"]: float(r["forward_ms"]) for r in q["rows"]}, int(e["hidden"]),
+                   int(e["intermediate"]), int(e["tokens"]),
+                   f"measured:cuda-events({q['device']},{e['hidden']}x{e['intermediate']},{e['tokens']} tokens)"
+                   " scaled by weight count")
+
+
+RECORDED_H200 = DeviceCompute(
+    {"fp32": 0.2107, "bf16": 0.1218, "fp16": 0.1706, "int8": 0.2962, "fp8": 0.2811, "int4": 0.9119,
+     "int4:g64": 0.7805, "int4:sym": 0.7355},
+    2048, 1024, 32,
+    "measured:cuda-events(NVIDIA H200, 2026-11-30, 2048x1024, 32 tokens; benchmarks/results/"
+    "2026-11-30_h200_gpu_check.json) scaled by weight count",
+)
+"""The device side when no device compute was measured here: this project's expert forwards on an H200."""
+
+
+class LayerCosts:
+    """One MoE layer's per-expert cost functions (tables precomputed: the replay loop calls these)."""
+
+    def __init__(self, fmts: Sequence[str], expert_bytes: Sequence[int], hidden: int, intermediate: int,
+                 cpu: CpuProfile, device: DeviceCompute, link: Any):
+        self.expert_bytes = list(expert_bytes)
+        self.link = link
+        self._gpu = [device.ms(f) * device.scale(hidden, intermediate) for f in fmts]
+        by_fmt = {f: [cpu.ms(f, hidden, intermediate, n)[0] for n in range(TOKENS[-1] + 1)] for f in set(fmts)}
+        self._cpu_tab = [by_fmt[f] for f in fmts]
+        self._slope = [(t[-1] - t[TOKENS[-2]]) / (TOKENS[-1] - TOKENS[-2]) for t in self._cpu_tab]
+
+    def gpu_ms(self, e: int, n: int) -> float:
+        return self._gpu[e]
+
+    def cpu_ms(self, e: int, n: int) -> float:
+        tab = self._cpu_tab[e]
+        return tab[n] if n < len(tab) else tab[-1] + self._slope[e] * (n - len(tab) + 1)
+
+    def cpu_batch_ms(self, work: Sequence[tuple[int, int]]) -> float:
+        return sum(self.cpu_ms(e, n) for e, n in work)
+
+    def copy_ms(self, experts: Sequence[int]) -> float:
+        eb = self.expert_bytes
+        return float(self.link.transfer_ms(sum(eb[e] for e in experts), len(experts)))
+
+    def thresholds(self) -> list[int]:
+        """Per expert, the fewest routed tokens for which copying (and computing on the device) is
+        cheaper than computing on the CPU: hybrid's rule."""
+        out = []
+        for e in range(len(self.expert_bytes)):
+            cost = self.copy_ms([e]) + self._gpu[e]
+            n = next((n for n in range(1, 4097) if self.cpu_ms(e, n) >= cost), 1 << 30)
+            out.append(n)
+        return out
+
+
+class ModelCosts:
+    """Cost model of a whole model: formats from the precision plan, shapes from the trace meta."""
+
+    def __init__(self, plan: Any, hidden: Sequence[int], intermediate: Sequence[int], cpu: CpuProfile,
+                 device: DeviceCompute, link: Any):
+        from advisor.quant.plan import PrecisionPlan
+
+        self.plan = PrecisionPlan.parse(plan)
+        self.hidden, self.intermediate = list(hidden), list(intermediate)
+        self.cpu, self.device, self.link = cpu, device, link
+        scaled = any(shape_key(h, i) not in cpu.table for h, i in zip(self.hidden, self.intermediate, strict=True))
+        self.source = (f"modelled:gpu={device.source};copies={link.tag};"
+                       f"cpu={cpu.source}{' scaled to this shape' if scaled else ''}")
+
+    @classmethod
+    def for_trace(cls, trace: Any, plan: Any, cpu: CpuProfile, device: DeviceCompute, link: Any) -> ModelCosts:
+        m = trace.meta
+        return cls(plan, m["hidden"], m["intermediate"], cpu, device, link)
+
+    def layer(self, layer: int, expert_bytes: Sequence[int]) -> LayerCosts:
+        fmts = [self.plan.format_for(layer, e) for e in range(len(expert_bytes))]
+        return LayerCosts(fmts, expert_bytes, self.hidden[layer], self.intermediate[layer], self.cpu,
+                          self.device, self.link)

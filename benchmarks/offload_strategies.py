@@ -1,0 +1,220 @@
+"""Offloading strategies users run, side by side on recorded dLLM traces: time per token at GPU budgets.
+
+`python -m benchmarks.offload_strategies [--quick]`
+
+Traces (recorded by decoding, routing of the real sampler, token scope "all" = what it computed):
+the bundled dLLM; a LLaDA-MoE-7B-shaped random model (64 experts, top-8, block 32); a LLaDA2.0-mini-shaped
+random model (256 experts, top-8, grouped router, block 32). Expert bytes and times are those of the real
+model's expert shape (LLaDA-MoE 2048x1024, LLaDA2.0-mini 2048x512; the bundled model its own).
+
+Budgets: 10%, 25%, 50% of the bf16 expert bytes on the GPU. Time per generated token is modelled by
+`advisor.offload.timing` from the replayed trace: device expert compute (the recorded H200 expert
+forwards), copies (the recorded H200 link profile, benchmarks/results/2026-11-30_h200_gpu_check.json) and
+CPU expert compute (THIS host's CPU expert times, measured now), CPU overlapped with the device.
+
+Strategies: Mixtral-offloading-style (bf16, LRU, every miss copied); Fiddler-style (bf16, static hot experts
+from the trace itself, misses on the CPU); TIDE-style (bf16, interval refresh, misses on the CPU, best tau of
+1/2/4/8); llama.cpp-style (bf16, as many whole layers' experts on the GPU as fit, the other layers' experts on
+the CPU); and the configuration a 40-trial Optuna study (TPE, seeded; the four baselines enqueued first, as
+a warm start) picks over format x policy x miss policy x tau x slots within the budget, formats restricted
+to those within 1 accuracy point of full precision on the bundled model (measured: bf16 96.6%, int8 96.6%,
+int4 96.4%, int3 96.0%, int2 91.6% on 500 held-out problems; advisor/models/bundled/TRAINING.md).
+Also the limit: every expert resident, no transfer (device compute only).
+
+Ends with `RESULT worst_speedup_25=<x> worst_speedup_any=<x>` (study pick vs the best baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from advisor.hardware.profiles import HardwareProfile
+from advisor.offload.simulate import simulate
+from advisor.offload.timing import RECORDED_H200, ModelCosts
+from advisor.offload.trace import RoutingTrace, merge, record_trace
+from advisor.quant.spec import expert_nbytes_of
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GPU_CHECK = RESULTS / "2026-11-30_h200_gpu_check.json"
+BUDGETS = (0.10, 0.25, 0.50)
+ACCURACY = {"bf16": 0.966, "int8": 0.966, "int4": 0.964, "int3": 0.960, "int2": 0.916}
+ACCURACY_SOURCE = "measured: bundled dLLM, 500 held-out problems (advisor/models/bundled/TRAINING.md)"
+FORMATS = tuple(f for f, a in ACCURACY.items() if a >= ACCURACY["bf16"] - 0.01)
+POLICIES = ("lru", "flru", "lfu_decay", "block_aware", "static_hot", "tide")
+TAUS = (1, 2, 4, 8)
+
+
+def link_profile() -> HardwareProfile:
+    d = json.loads(GPU_CHECK.read_text())
+    return HardwareProfile.from_dict(d["sections"]["hardware_profile"]["result"])
+
+
+def _record(loaded: Any, prompts: int, new: int, block: int, seed: int = 0, **gen: Any) -> RoutingTrace:
+    g = torch.Generator().manual_seed(seed)
+    vocab = int(loaded.model.config.vocab_size)
+    return merge([record_trace(loaded, torch.randint(3, vocab - 3, (1, 16), generator=g), max_new_tokens=new,
+                               block_length=block, **gen) for _ in range(prompts)])
+
+
+def traces(quick: bool) -> dict[str, tuple[RoutingTrace, tuple[int, int]]]:
+    """name -> (trace, real expert shape (hidden, FFN))."""
+    from advisor.models import tiny
+    from advisor.models.llada2 import LLaDA2MoeConfig, LLaDA2MoeModelLM
+    from advisor.models.load import load_model, loaded_from
+
+    prompts = 1 if quick else 2
+    out = {}
+    bundled = load_model("bundled")
+    tr = _record(bundled, prompts, 64, 32, steps=64)
+    m = tr.meta
+    out["bundled"] = (tr, (int(m["hidden"][0]), int(m["intermediate"][0])))
+    lm = loaded_from(tiny.llada_moe_shaped(0, layers=4), None, "llada_moe", "llada-moe-7b-shaped")
+    out["llada-moe-7b-shaped"] = (_record(lm, prompts, 64, 32, steps=64), (2048, 1024))
+    kw = {**tiny._llada_kwargs("llada2"), "num_hidden_layers": 4, "num_experts": 256, "num_experts_per_tok": 8,
+          "n_group": 8, "topk_group": 4}
+    torch.manual_seed(0)
+    l2 = loaded_from(tiny.randomize_(LLaDA2MoeModelLM(LLaDA2MoeConfig(**kw)), seed=0).eval(),
+                     None, "llada2", "llada2-mini-shaped")
+    out["llada2-mini-shaped"] = (_record(l2, prompts, 64, 32, steps=64), (2048, 512))
+    return out
+
+
+class Case:
+    """One trace at one budget: evaluates configurations (time per token, modelled)."""
+
+    def __init__(self, trace: RoutingTrace, shape: tuple[int, int], budget: float, cpu: Any, link: Any):
+        self.trace, self.shape, self.cpu, self.link = trace, shape, cpu, link
+        self.n_layers = trace.n_layers
+        self.ne = trace.num_experts
+        self.bf16_bytes = expert_nbytes_of("bf16", *shape)
+        self.budget_bytes = budget * self.bf16_bytes * sum(self.ne)
+        self.tokens = max(1, trace.generated_tokens)
+        self.seqs = trace.access_sequences()
+        self.hot = trace.hot_sets()
+
+    def slots_fit(self, fmt: str) -> int:
+        """Uniform slots per layer that fit the budget at `fmt`."""
+        return min(max(self.ne), int(self.budget_bytes // (expert_nbytes_of(fmt, *self.shape) * self.n_layers)))
+
+    def run(self, fmt: str, slots: Any, policy: str, miss: str, tau: int = 4) -> dict[str, Any]:
+        n = self.n_layers
+        eb = [[expert_nbytes_of(fmt, *self.shape)] * e for e in self.ne]
+        costs = ModelCosts(fmt, [self.shape[0]] * n, [self.shape[1]] * n, self.cpu, RECORDED_H200, self.link)
+        st = simulate(self.trace, slots_per_layer=slots, policy=policy, expert_bytes=eb, profile=self.link,
+                      hot=self.hot if policy == "static_hot" else None, sequences=self.seqs, miss=miss,
+                      policy_kw={"tau": tau} if policy == "tide" else None, costs=costs)
+        return {"ms_per_token": st.times["layer_ms"] / self.tokens,
+                "terms_per_token": {k: v / self.tokens for k, v in st.times.items()},
+                "hit_rate": st.hit_rate, "h2d_bytes_per_token": st.bytes_h2d / self.tokens,
+                "cpu_tokens": st.total("cpu_tokens"), "source": st.time_source,
+                "config": {"format": fmt, "slots": slots, "policy": policy, "miss": miss,
+                           **({"tau": tau} if policy == "tide" else {})}}
+
+    def baselines(self) -> dict[str, dict[str, Any]]:
+        s = self.slots_fit("bf16")
+        out = {"mixtral-offloading (lru, copy)": self.run("bf16", s, "lru", "copy"),
+               "fiddler (static hot, cpu)": self.run("bf16", s, "static_hot", "cpu")}
+        out["tide (interval refresh, cpu)"] = min((self.run("bf16", s, "tide", "cpu", t) for t in TAUS),
+                                                  key=lambda r: r["ms_per_token"])
+        layer_bytes = self.bf16_bytes * max(self.ne)
+        gpu_layers = min(self.n_layers, int(self.budget_bytes // layer_bytes))
+        per_layer = [e if i < gpu_layers else 0 for i, e in enumerate(self.ne)]
+        out["llama.cpp (-ot exps=CPU per layer)"] = self.run("bf16", per_layer, "lru", "cpu")
+        return out
+
+    def limit(self) -> dict[str, Any]:
+        r = self.run("bf16", max(self.ne), "lru", "copy")
+        r["ms_per_token"] = r["terms_per_token"]["gpu_ms"]  # every expert resident: no copy at all
+        return r
+
+    def study(self, trials: int, seed: int, baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        st = optuna.create_study(direction="minimize", sampler=sampler)
+        for b in baselines.values():
+            c = b["config"]
+            if isinstance(c["slots"], int):
+                st.enqueue_trial({"format": c["format"], "policy": c["policy"], "miss": c["miss"],
+                                  "tau": c.get("tau", 4), "fill": 1.0})
+        results: dict[int, dict[str, Any]] = {}
+
+        def objective(trial: Any) -> float:
+            fmt = trial.suggest_categorical("format", list(FORMATS))
+            policy = trial.suggest_categorical("policy", list(POLICIES))
+            miss = trial.suggest_categorical("miss", ["copy", "cpu", "hybrid"])
+            tau = trial.suggest_categorical("tau", list(TAUS))
+            fill = trial.suggest_float("fill", 0.25, 1.0)  # share of the budget's slots used
+            slots = max(0, round(fill * self.slots_fit(fmt)))
+            r = self.run(fmt, slots, policy, miss, tau)
+            results[trial.number] = r
+            return r["ms_per_token"]
+
+        st.optimize(objective, n_trials=trials)
+        best = results[st.best_trial.number]
+        best["accuracy"] = ACCURACY[best["config"]["format"]]
+        return best
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from advisor.offload.cpu_profile import measure_cpu_experts
+    from advisor.offload.timing import CPU_FORMATS, CpuProfile
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="one prompt per trace, 20 trials")
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--cpu-profile", default="", help="reuse a CPU expert profile (a --json output of this "
+                    "benchmark, or a profile saved by `advisor profile --expert-shape`) instead of measuring")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    trials = 20 if args.quick else args.trials
+    link = link_profile()
+    tr = traces(args.quick)
+    shapes = list(dict.fromkeys(s for _, s in tr.values()))
+    if args.cpu_profile:
+        d = json.loads(Path(args.cpu_profile).read_text())
+        cpu = CpuProfile.from_dict(d.get("cpu_profile") or d["cpu_experts"])
+    else:
+        cpu = measure_cpu_experts(shapes, list(CPU_FORMATS), repeats=2 if args.quick else 3)
+    rows, speed25, speed_any = [], [], []
+    for name, (trace, shape) in tr.items():
+        for budget in BUDGETS:
+            case = Case(trace, shape, budget, cpu, link)
+            base = case.baselines()
+            pick = case.study(trials, 0, base)
+            lim = case.limit()
+            best_name = min(base, key=lambda k: base[k]["ms_per_token"])
+            best = base[best_name]["ms_per_token"]
+            sp = best / pick["ms_per_token"]
+            speed_any.append(sp)
+            if budget == 0.25:
+                speed25.append(sp)
+            rows.append({"trace": name, "budget": budget, "baselines": base, "pick": pick, "limit": lim,
+                         "best_baseline": best_name, "speedup_vs_best_baseline": sp})
+            print(f"\n{name} at {budget:.0%} of bf16 expert bytes ({case.budget_bytes / 2**20:.1f} MiB; "
+                  f"{trace.n_lookups} look-ups, {case.tokens} tokens):")
+            print(f"  {'strategy':<36} {'ms/token':>9} {'vs best':>8} {'vs limit':>9} {'hit':>6} {'H2D/tok':>10}  config")
+            for label, r in [*base.items(), ("study pick", pick), ("limit (all resident)", lim)]:
+                print(f"  {label:<36} {r['ms_per_token']:9.3f} {best / r['ms_per_token']:7.2f}x "
+                      f"{r['ms_per_token'] / lim['ms_per_token']:8.2f}x {r['hit_rate']:6.3f} "
+                      f"{r['h2d_bytes_per_token'] / 2**20:8.2f}Mi  {r['config']}")
+    print(f"\ntime: {rows[0]['pick']['source']}")
+    print(f"accuracy: {ACCURACY_SOURCE}; study formats within 1 point of bf16: {', '.join(FORMATS)}")
+    print("ratios: 'vs best' = best baseline time / this time (higher is faster); 'vs limit' = this / all-resident")
+    summary = {"rows": rows, "cpu_profile": cpu.to_dict(), "link": link.to_dict(), "trials": trials,
+               "worst_speedup_25": min(speed25), "worst_speedup_any": min(speed_any)}
+    print(f"RESULT worst_speedup_25={min(speed25):.2f} worst_speedup_any={min(speed_any):.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

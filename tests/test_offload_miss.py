@@ -1,0 +1,192 @@
+"""Miss policies (copy / cpu / hybrid): CPU expert kernels against the dequantized reference, runtime outputs
+against the resident quantized model for both expert layouts, runtime counters equal to the simulator's, and
+the interval-refresh (TIDE) rules on a constructed trace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advisor.models.experts import ExpertWeights
+from advisor.models.generate import generate
+from advisor.offload.cpu_experts import CpuExpert, kernel_for
+from advisor.offload.policies import Ctx, IntervalRefresh
+from advisor.offload.runtime import OffloadRuntime
+from advisor.offload.simulate import simulate
+from advisor.offload.timing import CpuProfile, DeviceCompute, ModelCosts
+from advisor.offload.trace import TraceRecorder, chain, trace_meta
+from advisor.quant.expert import quantize_expert
+from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
+
+TOL = {"bf16": 2e-2, "int8": 3e-2, "int4": 3e-2, "int4:g32": 3e-2, "int3": 3e-2}
+
+
+@pytest.mark.parametrize(("fmt", "kernel"), [("bf16", "dense"), ("int8", "int8pack_mm"), ("int4", "int4pack_mm"),
+                                             ("int4:g32", "int4pack_mm"), ("int3", "dequantize")])
+def test_cpu_kernels_match_the_dequantized_reference(fmt, kernel):
+    g = torch.Generator().manual_seed(0)
+    w = ExpertWeights(*(torch.randn(s, generator=g) * 0.05 for s in ((256, 128), (256, 128), (128, 256))))
+    qe = quantize_expert(w, fmt)
+    assert kernel_for(qe.gate)[0] == kernel
+    x = torch.randn(7, 128, generator=g)
+    ref_w = qe.dequantize(torch.float32)
+    act = torch.nn.functional.silu
+    ref = torch.nn.functional.linear(act(x @ ref_w.gate.T) * (x @ ref_w.up.T), ref_w.down)
+    got = CpuExpert(qe, act)(x)
+    assert got.dtype == x.dtype
+    assert float((got - ref).norm() / ref.norm()) < TOL[fmt]
+
+
+def _profile() -> CpuProfile:
+    """A CPU profile (input, not a result) under which 1-token misses go to the CPU and larger ones are copied."""
+    rows = [[1, 0.001], [2, 0.002], [256, 100.0]]
+    return CpuProfile({"32x16": {f: rows for f in ("bf16", "int8", "int4", "int3")}}, 1, "test-profile")
+
+
+def _costs(loaded, plan):
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+
+    m = trace_meta(loaded)
+    dev = DeviceCompute({"fp32": 0.01}, 32, 16, 32, "test-device")
+    return ModelCosts(plan, m["hidden"], m["intermediate"], _profile(), dev, DEFAULT_PROFILE)
+
+
+@pytest.mark.parametrize("miss", ["cpu", "hybrid"])
+@pytest.mark.parametrize("policy", ["lru", "static_hot", "tide", "flru"])
+def test_runtime_counters_equal_simulator_with_cpu_misses(miss, policy):
+    loaded = tiny_llada(top_k=2)
+    ids = prompt_ids()
+    ref = generate(loaded, ids, **GEN_KW)
+    hot = {0: [3, 5, 7], 1: [1, 2]} if policy == "static_hot" else None
+    kw = {"steps_per_block": 2} if policy == "tide" else {}
+    costs = _costs(loaded, "fp32")
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=4, policy=policy, hot=hot, policy_kw=kw, miss=miss,
+                        costs=costs)
+    rec = TraceRecorder(trace_meta(loaded))
+    rt.session.observers.append(rec)
+    try:
+        out = generate(loaded, ids, on_forward=chain(rec.on_forward, rt.on_forward), **GEN_KW)
+    finally:
+        rt.close()
+    st = rt.stats()
+    sim = simulate(rec.trace(), slots_per_layer=4, policy=policy, plan="fp32", hot=hot, miss=miss, costs=costs)
+    assert st.counters() == sim.counters() and st.per_layer == sim.per_layer
+    assert st.times == pytest.approx(sim.times)
+    assert st.total("cpu_experts") > 0 and st.total("cpu_tokens") >= st.total("cpu_experts")
+    if miss == "hybrid":
+        assert st.total("demand_bytes") > 0  # experts with >= 2 tokens were copied
+    else:
+        assert st.total("demand_bytes") == 0
+    assert torch.equal(out, ref)  # fp32 experts on the CPU compute exactly as resident ones
+
+
+def _logits(loaded, runtime=None):
+    from advisor.models.view import attach_runtime, detach_runtime
+
+    ids = prompt_ids(n=12)
+    if runtime is not None:
+        attach_runtime(loaded.model, runtime, layers=loaded.moe)
+    try:
+        with torch.no_grad():
+            return loaded.model(input_ids=ids).logits.float()
+    finally:
+        if runtime is not None:
+            detach_runtime(loaded.model)
+
+
+@pytest.mark.parametrize("layout", ["list", "fused"])
+@pytest.mark.parametrize("plan", ["bf16", "int8", "int4:g32"])
+def test_cpu_and_hybrid_outputs_equal_resident_within_format_tolerance(layout, plan):
+    from advisor.models import tiny
+    from advisor.models.load import load_model, loaded_from
+    from advisor.quant.apply import quantize_experts
+
+    if layout == "list":  # wide enough for the int4 kernel (rows % 16, columns % 64)
+        loaded = loaded_from(tiny.llada_moe_shaped(0, experts=16, top_k=2, hidden=64, expert_ffn=64), None,
+                             "llada_moe", "tiny-wide")
+    else:
+        loaded = load_model("tiny:olmoe")
+    assert loaded.moe[0].experts.layout == layout if hasattr(loaded.moe[0].experts, "layout") else True
+    ref = _logits(loaded, quantize_experts(loaded, plan, attach=False))
+    scale = float(ref.abs().max())
+    for miss in ("cpu", "hybrid"):
+        m = trace_meta(loaded)
+        prof = CpuProfile({f"{m['hidden'][0]}x{m['intermediate'][0]}": {f: [[1, 0.001], [2, 0.002], [256, 100.0]] for f in ("bf16", "int8", "int4",
+                                                                                       "int3")}}, 1, "test")
+        from advisor.hardware.profiles import DEFAULT_PROFILE
+
+        costs = ModelCosts(plan, m["hidden"], m["intermediate"], prof, DeviceCompute({"bf16": 0.01}, 1, 1, 1, "t"),
+                           DEFAULT_PROFILE)
+        rt = OffloadRuntime(loaded, plan, slots_per_layer=2, policy="lru", miss=miss, costs=costs, attach=False)
+        got = _logits(loaded, rt)
+        assert rt.stats().total("cpu_experts") > 0
+        assert float((got - ref).abs().max()) / scale < TOL[plan], (miss, plan)
+
+
+def test_interval_refresh_obeys_its_rules():
+    pol = IntervalRefresh(3, tau=2, steps_per_block=4)
+    refreshed = []
+    for f in range(12):
+        block, step = divmod(f, 4)
+        ctx = Ctx(f, step, block)
+        ids = tuple(range(f % 5, f % 5 + 5))
+        tokens = tuple(range(5, 0, -1))  # the first id of the forward has the most tokens
+        before = set(pol.resident)
+        acc = pol.access(ids, ctx, tokens)
+        changed = bool(acc.admitted or acc.evicted)
+        if changed:
+            refreshed.append((block, step))
+        assert pol.refreshes(ctx) == (step != 3 and (block == 0 or step % 2 == 0))
+        if not pol.refreshes(ctx):
+            assert not changed and set(acc.streamed) == set(ids) - before
+        assert len(acc.evicted) <= len(acc.admitted)  # demotions capped at promotions
+        assert not set(acc.evicted) & set(ids)  # hits stay
+        assert len(pol.resident) <= 3
+        if changed:  # promoted: this step's most-routed experts first
+            ranked = [e for e in ids if e not in before]
+            assert acc.admitted == ranked[: len(acc.admitted)]
+    assert all(s != 3 for _, s in refreshed) and {(0, 1), (0, 2)} <= set(refreshed)
+    assert not [r for r in refreshed if r[0] > 0 and r[1] % 2]
+
+
+def test_profile_command_measures_cpu_experts_into_the_profile(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.timing import CPU_FORMATS, TOKENS, CpuProfile
+
+    res = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", "--expert-shape", "64x32",
+                                   "--profiles-dir", str(tmp_path), "--name", "host"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(next(tmp_path.glob("*.json")).read_text())
+    cp = CpuProfile.from_dict(d["cpu_experts"])
+    assert cp.source.startswith("measured:wall-clock") and "int8:int8pack_mm" in cp.source
+    assert set(cp.table["64x32"]) == set(CPU_FORMATS)
+    assert [r[0] for r in cp.table["64x32"]["int8"]] == list(TOKENS) and len(cp.table["64x32"]["int3"]) == 3
+    assert all(r[1] > 0 for rows in cp.table["64x32"].values() for r in rows)
+    bad = CliRunner().invoke(app, ["profile", "--cpu", "--expert-shape", "64by32", "--profiles-dir", str(tmp_path)])
+    assert bad.exit_code != 0 and "HIDDENxFFN" in str(bad.exception)
+
+
+def test_overlap_runs_cpu_experts_beside_device_experts_and_measures_it():
+    """The overlapped sum (CPU experts in a worker thread, partial outputs added) equals the sequential one
+    within float rounding, counts the same, and reports measured times (CPU host: the slot pool is the device)."""
+    loaded = tiny_llada(top_k=2)
+    ids = prompt_ids()
+    outs, stats = {}, {}
+    for overlap in (False, True):
+        rt = OffloadRuntime(loaded, "fp32", slots_per_layer=3, policy="lru", miss="cpu", overlap=overlap)
+        try:
+            with torch.no_grad():
+                outs[overlap] = loaded.model(input_ids=prompt_ids(n=12)).logits.float()
+            generate(loaded, ids, on_forward=rt.on_forward, **GEN_KW)
+        finally:
+            rt.close()
+        stats[overlap] = (rt.stats().counters(), rt.overlap_report())
+    assert torch.allclose(outs[True], outs[False], atol=1e-5, rtol=1e-5)
+    assert stats[True][0] == stats[False][0]
+    rep = stats[True][1]
+    assert rep["cpu"] > 0 and rep["device"] > 0 and rep["wall"] > 0 and 0.0 <= rep["hidden_share"] <= 1.0
+    assert rep["source"].startswith("measured:wall-clock") and stats[False][1]["cpu"] == 0.0

@@ -1,0 +1,191 @@
+"""Budget-aware search: under a tight GPU budget no trial draws a configuration that cannot fit, the cache size
+still spreads over what fits, and every study holds its warm-start points (per plan, the most cache that fits)
+exactly once - through `advisor tune` on the bundled model and through `run_tune`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import optuna
+import pytest
+from tune_helpers import FakeBackend, small_space
+
+from advisor.tune.objective import CONSTRAINT
+from advisor.tune.space import FILL
+from advisor.tune.study import TuneOptions, run_tune
+
+HERE = Path(__file__).parent
+
+CLI_SPACE = """
+name = "budget-test"
+[precision]
+formats = ["bf16", "int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru", "lfu"]
+[evaluation]
+task = "toy"
+limit = 4
+trace_prompts = 1
+fidelity_prompts = 1
+max_new_tokens = 8
+"""
+
+DLLM_SPACE = """
+name = "budget-dllm"
+[precision]
+formats = ["bf16", "int8", "int4"]
+groups = 2
+[precision.hot_cold]
+hot_fraction = [0.0, 0.25]
+hot_formats = ["bf16"]
+[cache]
+expert_budget = { low = 1, high = "all" }
+allocation = ["uniform", "by_frequency"]
+policies = ["lru", "lfu"]
+[evaluation]
+task = "fake"
+limit = 8
+"""
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory):
+    """Study databases in shared memory when there is some: SQLite commits fsync, and these tests make many."""
+    import shutil
+    import tempfile
+
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        d = Path(tempfile.mkdtemp(prefix="advisor-budget-", dir="/dev/shm"))
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("budget")
+
+
+def _bf16_expert_budget(shape, fraction: float) -> int:
+    """Resident weights + `fraction` of every routed expert at bf16 (the benchmark's tight budgets)."""
+    experts = sum(n * shape.expert_bytes(layer, "bf16") for layer, n in enumerate(shape.num_experts))
+    return int(shape.resident_bytes + fraction * experts)
+
+
+def _opts(tmp_path: Path, name: str, n: int, sampler: str = "random", seed: int = 0) -> TuneOptions:
+    return TuneOptions(study_name=name, storage=f"sqlite:///{tmp_path}/b.db", sampler=sampler, seed=seed, n_trials=n,
+                       heartbeat_interval=None)
+
+
+@pytest.mark.parametrize("placement", ["--resident", "--offload"])
+def test_cli_tight_budget_runs_nothing_over_budget_and_starts_from_the_most_cache_that_fits(tmp_path, placement):
+    from advisor.models.load import load_model
+    from advisor.tune.model_backend import model_shape
+
+    shape = model_shape(load_model("bundled"))
+    budget = _bf16_expert_budget(shape, 0.1)
+    (tmp_path / "space.toml").write_text(CLI_SPACE)
+    url = f"sqlite:///{tmp_path}/cli.db"
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "bundled",
+                        "--space", "space.toml", "--budget", str(budget), "--trials", "10", "--storage", url,
+                        "--study", "tight", placement], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sampler tpe (default" in r.stdout and "0 over budget" in r.stdout
+
+    study = optuna.load_study(study_name="tight", storage=url)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 10
+    for t in done:  # nothing over budget was drawn, so nothing over budget was run or recorded
+        assert t.user_attrs["feasible"] is True and t.constraints[CONSTRAINT] <= 0
+        assert t.user_attrs["config"]["counted_peak_gpu_bytes"] <= budget
+        assert FILL in t.params and "slots" not in t.params
+    if placement == "--offload":  # streamed experts add staging buffers to the peak: checked above, not below
+        return
+    # warm start: each uniform format at the most slots that fit, counted here from the formats' expert bytes
+    # (experts resident in host memory: no streaming buffers in the peak)
+    warm = {t.params["fmt_g0"]: t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"
+            and t.params[FILL] == 1.0}
+    assert set(warm) == {"bf16", "int8", "int4"}
+    for fmt, t in warm.items():
+        per_slot = sum(shape.expert_bytes(layer, fmt) for layer in range(shape.n_layers))
+        most = min((budget - shape.resident_bytes) // per_slot, shape.min_experts)
+        assert most >= 1
+        assert t.user_attrs["config"]["slots_per_layer"] == [most] * shape.n_layers, fmt
+
+
+def test_tight_budget_study_spreads_the_cache_over_what_fits(tmp_path):
+    from advisor.tune.space import parse_space
+
+    backend = FakeBackend(n_layers=4, experts=16)
+    space = parse_space(DLLM_SPACE, "<dllm>")
+    budget = _bf16_expert_budget(backend.shape, 0.1)
+    res = run_tune(backend, space, _opts(tmp_path, "d", 40), budget_bytes=budget)
+    study = optuna.load_study(study_name="d", storage=res.storage_url)
+    assert res.n_complete == 40 and res.n_infeasible == 0
+    totals: dict[str, set[int]] = defaultdict(set)
+    for t in study.trials:
+        assert t.user_attrs["feasible"] is True and t.constraints[CONSTRAINT] <= 0
+        cfg = t.user_attrs["config"]
+        assert cfg["counted_peak_gpu_bytes"] <= budget
+        totals[cfg["precision_description"]].add(sum(cfg["slots_per_layer"]))
+    # conditioning, not clamping: a plan is seen at several cache sizes, not piled up at its largest
+    assert max(len(s) for s in totals.values()) >= 3
+    assert all(p.values["peak_gpu_bytes"] <= budget for p in res.front)
+
+
+def test_warm_start_points_are_in_the_study_once_across_resumes(tmp_path):
+    backend = FakeBackend()
+    budget = 40_000 + 2 * 3 * backend.shape.expert_bytes(0, "int8")  # three int8 slots per layer
+    res = run_tune(backend, small_space(), _opts(tmp_path, "w", 4, "tpe"), budget_bytes=budget)
+    study = optuna.load_study(study_name="w", storage=res.storage_url)
+    seeded = [t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]
+    # 3 formats in each of 2 groups x hot set on/off is more than 8 plans, so the uniform ones: each at the
+    # most slots that fit (counted here from the formats' expert bytes) and at one slot, once per configuration
+    shape = backend.shape
+    most = {f: (budget - shape.resident_bytes) // sum(shape.expert_bytes(layer, f) for layer in range(2))
+            for f in ("bf16", "int8", "int4")}
+    assert most["int8"] == 3 and most["bf16"] == 1 < most["int4"] < 8
+    want = {(f, n) for f in most for n in (most[f], 1)}
+    got = [(t.params["fmt_g0"], t.user_attrs["config"]["slots_per_layer"][0]) for t in seeded
+           if t.state == optuna.trial.TrialState.COMPLETE]
+    waiting = [t for t in seeded if t.state == optuna.trial.TrialState.WAITING]
+    assert len(seeded) == len(want) == 5 and len(got) == 4 and len(waiting) == 1
+    assert all(p["fmt_g0"] == p["fmt_g1"] for p in (t.system_attrs["fixed_params"] for t in seeded))
+    assert set(got) < want and sorted(t.number for t in seeded if t.state.is_finished()) == [0, 1, 2, 3]
+    # resuming (and another worker starting) enqueues nothing twice; the waiting ones run next
+    run_tune(backend, small_space(), _opts(tmp_path, "w", 4, "tpe"), budget_bytes=budget)
+    study = optuna.load_study(study_name="w", storage=res.storage_url)
+    again = [t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]
+    assert len(again) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in again)
+
+
+def test_without_a_budget_the_cache_size_is_searched_over_its_whole_range(tmp_path):
+    res = run_tune(FakeBackend(), small_space(), _opts(tmp_path, "n", 10), budget_bytes=None)
+    study = optuna.load_study(study_name="n", storage=res.storage_url)
+    assert all("slots" in t.params and FILL not in t.params for t in study.trials)
+    seeded = [t.params["slots"] for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]
+    assert sorted(set(seeded)) == [1, 8]  # the smallest and the largest cache
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
+def test_samplers_stay_within_the_budget(tmp_path, sampler):
+    backend = FakeBackend()
+    budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int8")
+    res = run_tune(backend, small_space(), _opts(tmp_path, sampler, 12, sampler), budget_bytes=budget)
+    assert res.n_complete == 12 and res.n_infeasible == 0
+
+
+def test_warm_start_covers_every_choice_of_a_cache_axis(monkeypatch):
+    """The miss-policy axis (copy / cpu / hybrid) slots in as a `WARM_AXES` knob; shown here with the policy."""
+    from advisor.tune import budget as b
+
+    monkeypatch.setattr(b, "WARM_AXES", ("policy",))
+    backend = FakeBackend()
+    fit = b.BudgetFit(small_space(), backend.shape, 40_000 + 2 * 3 * backend.shape.expert_bytes(0, "int8"))
+    points = fit.warm_start(limit=100)
+    most = {(p["fmt_g0"], p["policy"]) for p in points if p[FILL] == 1.0 and p["fmt_g0"] == p["fmt_g1"]}
+    assert most == {(f, pol) for f in ("bf16", "int8", "int4") for pol in ("lru", "lfu")}
+    assert [p["policy"] for p in points[:2]] == ["lru", "lfu"]  # per plan, each choice, before the next plan
