@@ -239,7 +239,7 @@ def test_cli_empty_study_is_one_line(study, tmp_path):
 def test_cli_answers_at_several_budgets(study, tmp_path):
     """`--memory 30%,100%`: one answer table per budget, each row the stored trial with the fewest H2D bytes that
     fits; a share outside (0%, 100%] is one line, exit 2."""
-    import optuna
+    from advisor.report.data import load_study_data
 
     url, name = study
     base = [sys.executable, "-c", "from advisor.cli import run; run()", "report", name, "--storage", url,
@@ -255,15 +255,15 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
     payload = json.loads((tmp_path / "r" / "report.json").read_text())
     answers = payload["answer_by_budget"]
     assert [a["budget"] for a in answers] == ["30%", "100%"] and answers[0]["memory_bytes"] < answers[1]["memory_bytes"]
-    stored = {t.number: t for t in optuna.load_study(study_name=name, storage=url).get_trials()}
+    stored = {t.number: t for t in load_study_data(name, url).trials}
     for a in answers:
         for row in a["rows"]:
-            fits = [t for t in stored.values() if t.user_attrs["values"]["peak_gpu_bytes"] <= a["memory_bytes"]
-                    and set(t.user_attrs["config"]["layer_formats"]) == {row["precision"]}]
+            fits = [t for t in stored.values() if t.values["peak_gpu_bytes"] <= a["memory_bytes"]
+                    and set(t.config["layer_formats"]) == {row["precision"]}]
             if row["trial"] is None:
                 assert not fits
                 continue
-            assert row["h2d_bytes_per_token"] == min(t.user_attrs["values"]["h2d_bytes_per_token"] for t in fits)
-            assert stored[row["trial"]].user_attrs["config"]["policy"] == row["policy"] == "lru"
+            assert row["h2d_bytes_per_token"] == min(t.values["h2d_bytes_per_token"] for t in fits)
+            assert stored[row["trial"]].config["policy"] == row["policy"] == "lru"
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | precision |" in md
