@@ -5,7 +5,8 @@
     python benchmarks/block_reuse.py -o benchmarks/results/block_reuse
 
 Measured from routing traces (counted, no timing involved):
-  * distinct experts per MoE layer per forward (the working set one denoising step needs);
+  * distinct experts per MoE layer per forward (the working set one denoising step needs), over the whole
+    sequence and over the block's own tokens (what a sampler that caches the other positions computes);
   * Jaccard overlap of consecutive forwards' expert sets, within a block vs across a block boundary;
   * FP16 no-cache bytes per generated token, and hit rate vs slots (LRU, block-aware, Belady's MIN).
 Models: the bundled dLLM on its task prompts, and random-weight models with LLaDA-MoE's routing shape
@@ -89,8 +90,8 @@ def run(block_lengths: tuple[int, ...], n_prompts: int, seeds: tuple[int, ...], 
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"{'model':<28} {'L':>3} {'fwd':>5} {'distinct/layer':>14} {'J within':>9} {'J across':>9} "
-          f"{'no-cache KiB/tok':>17}  hit@50% (lru / block_aware / belady)")
+    print(f"{'model':<28} {'L':>3} {'fwd':>5} {'E':>4} {'distinct/layer':>14} {'block tok':>9} {'J within':>9} "
+          f"{'J across':>9} {'J blk tok':>9} {'no-cache KiB/tok':>17}  hit@50% (lru / block_aware / belady)")
     for r in result["rows"]:
         hits = {c["policy"]: c for c in result["curves"]
                 if c["model"] == r["model"] and c["block_length"] == r["block_length"]}
@@ -102,8 +103,11 @@ def print_table(result: dict[str, Any]) -> None:
         hs = " / ".join(f"{at_half(hits[p]):.3f}" for p in ("lru", "block_aware", "belady") if p in hits)
         jw = r["jaccard_within_block"]
         ja = r["jaccard_across_blocks"]
-        print(f"{r['model']:<28} {r['block_length']:>3} {r['forwards']:>5} {r['distinct_mean']:>14.2f} "
-              f"{jw if jw is None else f'{jw:.3f}':>9} {ja if ja is None else f'{ja:.3f}':>9} "
+        bt = r["block_tokens"]
+        jb = bt["jaccard_within_block"]
+        print(f"{r['model']:<28} {r['block_length']:>3} {r['forwards']:>5} {r['num_experts']:>4} "
+              f"{r['distinct_mean']:>14.2f} {bt['distinct_mean']:>9.2f} {jw if jw is None else f'{jw:.3f}':>9} "
+              f"{ja if ja is None else f'{ja:.3f}':>9} {jb if jb is None else f'{jb:.3f}':>9} "
               f"{r['no_cache_bytes_per_token'] / 1024:>17.1f}  {hs}")
 
 
@@ -130,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 a.out / "block_reuse.png")
     print_table(result)
     print(f"wrote {a.out / 'block_reuse.json'} and block_reuse.png", file=sys.stderr)
+    print("RESULT " + " ".join(
+        f"{r['model']}_L{r['block_length']}_distinct={r['distinct_mean']:.2f} "
+        f"{r['model']}_L{r['block_length']}_distinct_block_tokens={r['block_tokens']['distinct_mean']:.2f}"
+        for r in result["rows"] if r["model"] in ("bundled", "llada-moe-shaped-s0")))
     return 0
 
 

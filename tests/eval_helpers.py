@@ -13,7 +13,7 @@ def tiny_toy_model_dir(root: Path) -> Path:
 
     cfg = dataclasses.replace(
         TrainConfig(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_experts=4,
-        expert_intermediate_size=16, initializer_range=0.2,
+        num_experts_per_tok=2, expert_intermediate_size=16, initializer_range=0.2,
     )
     tok = build_tokenizer()
     out = root / "tiny-toy"

@@ -49,6 +49,22 @@ def test_metrics_file_matches_the_checkpoint(loaded):
     full = metrics["test_accuracy"]
     assert full["n"] == 500 and 0.80 <= full["accuracy"] <= 0.97
     assert full["source"].startswith("measured:")
+    assert (metrics["num_experts"], metrics["top_k"]) == (loaded.moe[0].num_experts, loaded.moe[0].top_k)
+    sweep = {r["format"]: r for r in metrics["precision_sweep"]}
+    assert all(sweep[f]["n"] >= 500 for f in ("bf16", "int8", "int4", "int3", "int2"))
+    # the trade-off the tool is about: the harshest formats measurably below int8 (outside its 95% interval)
+    assert min(sweep["int2"]["accuracy"], sweep["int3"]["accuracy"]) < sweep["int8"]["ci_low"]
+
+
+def test_experts_per_denoising_step_are_recorded():
+    """metrics.json counts the working set of one denoising step at block lengths 8/16/32 (benchmarks/block_reuse)."""
+    metrics = json.loads((BUNDLED_DIR / "metrics.json").read_text())
+    rows = sorted(metrics["block_reuse"]["rows"], key=lambda r: r["block_length"])
+    assert [r["block_length"] for r in rows] == [8, 16, 32]
+    for r in rows:
+        bt = r["block_tokens"]
+        assert 0 < bt["distinct_mean"] <= r["distinct_mean"] <= metrics["num_experts"]
+        assert 0.0 <= bt["jaccard_within_block"] <= 1.0 and r["distinct_fraction"] <= 1.0
 
 
 @pytest.mark.timeout(300)

@@ -10,8 +10,8 @@ import torch
 from advisor.eval.chartok import build_tokenizer
 from scripts.train_bundled import Batcher, TrainConfig, build_model, diffusion_loss, lr_at, train
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_experts=4, expert_intermediate_size=16,
-            batch_size=8)
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_experts=4, num_experts_per_tok=2,
+            expert_intermediate_size=16, batch_size=8)
 
 
 def test_prompt_is_never_masked_and_suffix_masking_hides_the_future():
@@ -51,3 +51,20 @@ def test_a_tiny_training_run_learns_and_saves_the_bundled_layout(tmp_path):
     for name in ("config.json", "model.safetensors", "tokenizer.json", "advisor_bundled.json"):
         assert (out / name).is_file()
     assert meta["train_config"]["steps"] == 30 and meta["generation"]["block_length"] == cfg.block_length
+    assert 0 < meta["train_cpu_seconds"] and meta["train_cpu_seconds_source"].startswith("measured:")
+
+
+def test_training_is_deterministic(tmp_path):
+    """Same recipe, same losses and bitwise-same weights: the shipped model can be reproduced."""
+    from safetensors.torch import load_file
+
+    cfg = dataclasses.replace(TrainConfig(), **TINY, steps=12, warmup=2, eval_every=12, eval_examples=2,
+                              checkpoint_every=100, decode_steps=8)
+    runs = []
+    for name in ("a", "b"):
+        train(cfg, tmp_path / name, tmp_path / f"{name}.jsonl")
+        log = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        runs.append(([r["loss"] for r in log if "loss" in r], load_file(tmp_path / name / "model.safetensors")))
+    (loss_a, w_a), (loss_b, w_b) = runs
+    assert loss_a == loss_b and w_a.keys() == w_b.keys()
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)

@@ -140,7 +140,7 @@ def test_read_only_commands_import_neither_torch_nor_optuna(tmp_path):
     db = str(EXAMPLE_DB)
     runs = [
         ["recommend", "--storage", db, "--budget", "1.5MiB", "--max-accuracy-drop", "0.01"],
-        *(["export", "bundled-example", "26", "--storage", db, "--to", t]
+        *(["export", "bundled-example", "83", "--storage", db, "--to", t]
           for t in ("llama.cpp", "hf", "vllm", "ktransformers", "json")),
         ["studies", "--storage", db],
         ["pareto", "bundled-example", "--storage", db],
@@ -151,7 +151,7 @@ def test_read_only_commands_import_neither_torch_nor_optuna(tmp_path):
             "    try:\n        run()\n    except SystemExit as e:\n        print('EXIT', args[0], e.code)\n"
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert "Recommended: study 'bundled-example', trial #26" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Recommended: study 'bundled-example', trial #83" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     exits = [ln for ln in r.stdout.splitlines() if ln.startswith("EXIT")]
     assert exits == [f"EXIT {a[0]} {2 if 'vllm' in a else 0}" for a in runs], exits  # vLLM refuses a dLLM
     assert "HEAVY []" in r.stdout, r.stdout[-500:]

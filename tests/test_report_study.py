@@ -234,3 +234,36 @@ def test_cli_empty_study_is_one_line(study, tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no study named"), r.stderr
+
+
+def test_cli_answers_at_several_budgets(study, tmp_path):
+    """`--memory 30%,100%`: one answer table per budget, each row the stored trial with the fewest H2D bytes that
+    fits; a share outside (0%, 100%] is one line, exit 2."""
+    from advisor.report.data import load_study_data
+
+    url, name = study
+    base = [sys.executable, "-c", "from advisor.cli import run; run()", "report", name, "--storage", url,
+            "--block-lengths", ""]
+    bad = subprocess.run([*base, "-o", str(tmp_path / "bad"), "--memory", "150%"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --memory '150%': a share must be between 0% and 100%, e.g. 25%"], bad.stderr
+    r = subprocess.run([*base, "-o", str(tmp_path / "r"), "--memory", "30%,100%"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "at 30%:" in r.stdout and "at 100%:" in r.stdout
+    payload = json.loads((tmp_path / "r" / "report.json").read_text())
+    answers = payload["answer_by_budget"]
+    assert [a["budget"] for a in answers] == ["30%", "100%"] and answers[0]["memory_bytes"] < answers[1]["memory_bytes"]
+    stored = {t.number: t for t in load_study_data(name, url).trials}
+    for a in answers:
+        for row in a["rows"]:
+            fits = [t for t in stored.values() if t.values["peak_gpu_bytes"] <= a["memory_bytes"]
+                    and set(t.config["layer_formats"]) == {row["precision"]}]
+            if row["trial"] is None:
+                assert not fits
+                continue
+            assert row["h2d_bytes_per_token"] == min(t.values["h2d_bytes_per_token"] for t in fits)
+            assert stored[row["trial"]].config["policy"] == row["policy"] == "lru"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| GPU budget | precision |" in md

@@ -35,6 +35,16 @@ def test_shipped_spaces_load_and_enumerate(name):
         assert space.budget_fraction is not None
 
 
+def test_slots_as_a_list_of_counts_capped_by_the_model():
+    text = '[precision]\nformats = ["int8", "int4"]\n[cache]\nslots_per_layer = [2, 6, 11, 64]\n'
+    space = parse_space(text, "<list>")
+    assert space.knobs(SHAPE.n_layers, 8)["slots"].values() == [2, 6, 8]
+    assert space.knobs(SHAPE.n_layers, 64)["slots"].values() == [2, 6, 11, 64]
+    assert space.size(SHAPE.n_layers, 64) == 2 * 4  # formats x slot counts (one policy, no hot set)
+    cfg = build_config(space, {"fmt_g0": "int4", "slots": 6, "policy": "lru", "prefetch": "none"}, SHAPE, None)
+    assert list(cfg.slots) == [6] * SHAPE.n_layers
+
+
 def test_quick_space_is_the_shipped_file():
     assert (SPACES_DIR / "quick.toml").is_file()
 

@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL or SQLite path."),
         out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
-            None, "--memory", help="GPU memory for the equal-memory headline (default: the study's budget)."
+            None, "--memory", help="GPU memory for the equal-memory headline: a size (1.5MiB) or a share of the "
+            "FP16 expert bytes on top of the resident weights (25%); several, comma-separated (10%,25%,50%), "
+            "answer at each (default: the study's budget).",
         ),
         block_lengths: str = typer.Option(
             "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
@@ -31,7 +33,6 @@ def register(app: typer.Typer) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
         from advisor.errors import UserError
-        from advisor.hardware.profiles import parse_budget
         from advisor.report.study import build_report
         from advisor.results.preflight import check_storage
 
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
-        mem = parse_budget(memory) if memory else None
+        mem = [m for m in (memory or "").split(",") if m.strip()]
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         t0 = time.monotonic()
         steps = iter(range(1, 100))
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
         def progress(message: str) -> None:  # a report takes minutes: say which step runs, and since when
             typer.echo(f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  {message} ...", err=True)
 
-        res = build_report(study, storage, out, memory_bytes=mem, block_lengths=lengths,
+        res = build_report(study, storage, out, memory=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=progress)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
@@ -62,3 +63,7 @@ def register(app: typer.Typer) -> None:
             dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
             typer.echo(f"  {r.precision:>5}: trial #{r.trial}, transfer cut {cut} vs fp16 without cache, "
                        f"accuracy change {dacc}")
+        for a in res.extra["answers"]:
+            best = [r for r in a.rows if r.trial is not None]
+            typer.echo(f"  at {a.label}: " + "; ".join(
+                f"{r.precision} #{r.trial} cut {100 * (r.reduction_vs_baseline or 0):.1f}%" for r in best))

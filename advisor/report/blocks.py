@@ -146,10 +146,15 @@ def block_length_study(
         base = simulate(trace, slots_per_layer=0, policy="lru", expert_bytes=per_expert, profile=profile,
                         sequences=seqs)
         st = reuse_stats(forwards_from_trace(trace))
-        rows.append({"model": label, "block_length": int(length), "prompts": len(prompts),
-                     "generated_tokens": tokens, **st.as_dict(),
-                     "no_cache_bytes_per_token": base.bytes_h2d / tokens, "source": "counted:trace"})
+        blk = reuse_stats(forwards_from_trace(trace, "block"))
         n_exp = min(trace.num_experts)
+        rows.append({"model": label, "block_length": int(length), "prompts": len(prompts),
+                     "generated_tokens": tokens, "num_experts": n_exp, **st.as_dict(),
+                     # the block's own tokens: what a sampler that caches the other positions computes
+                     "block_tokens": {k: v for k, v in blk.as_dict().items()
+                                      if k in ("distinct_mean", "distinct_max", "jaccard_within_block",
+                                               "jaccard_across_blocks")},
+                     "no_cache_bytes_per_token": base.bytes_h2d / tokens, "source": "counted:trace"})
         caps = sorted({max(1, round(f * n_exp)) for f in fractions})
         for pol in [*policies, "belady"]:
             hits, bpt = [], []

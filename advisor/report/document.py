@@ -3,13 +3,20 @@ the numbers the other modules produced (prose only; nothing is measured here).""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advisor.report.data import StudyData, TrialRecord
 from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table
-from advisor.report.select import BASELINE_FORMATS, HeadlineRow, accuracy_reference, accuracy_rows, interval
+from advisor.report.select import (
+    BASELINE_FORMATS,
+    BudgetAnswer,
+    HeadlineRow,
+    accuracy_reference,
+    accuracy_rows,
+    interval,
+)
 from advisor.report.workbench import Workbench
 
 
@@ -28,6 +35,7 @@ class ReportContext:
     figures: dict[str, Path]
     policies: list[str]
     max_accuracy_drop: float
+    answers: list[BudgetAnswer] = field(default_factory=list)
 
 
 def json_default(o: Any) -> Any:
@@ -54,6 +62,10 @@ def report_json(c: ReportContext) -> dict[str, Any]:
                      "transfer_ms_per_token": sw.baseline_ms_per_token, "source": "counted:trace-replay(0 slots)",
                      "time_source": sw.time_source},
         "headline": [asdict(r) for r in c.headline],
+        "answer_by_budget": [{"budget": a.label, "memory_bytes": a.memory_bytes, "rule": a.rule,
+                              "rows": [{**asdict(r), "policy": a.policies.get(r.trial) if r.trial is not None else None,
+                                        "transfer_time_cut": _time_cut(r, c.sweep)} for r in a.rows]}
+                             for a in c.answers],
         "accuracy": [asdict(r) for r in accuracy_rows(c.trials)],
         "sweep": {"points": [asdict(p) for p in sw.points], "expert_bytes": sw.expert_bytes,
                   "traces": {k: asdict(v) for k, v in sw.traces.items()}, "policies": sw.policies},
@@ -143,6 +155,14 @@ def compose(c: ReportContext) -> Document:
                           "best policy of the study). Replay values, not stored trials: they fill gaps in what the "
                           "study sampled."))
     doc.add(Bullets(_answer_lines(c)))
+    if c.answers:
+        sizes = "; ".join(f"{a.label} = {format_bytes(a.memory_bytes)}" for a in c.answers)
+        doc.add(Table(["GPU budget", "precision", "trial", "GPU slots/layer", "policy", "H2D / token",
+                       "transfer cut", "transfer ms / token", "time cut", "accuracy [95% CI]", "accuracy change"],
+                      budget_rows(c),
+                      caption=f"The answer at several GPU budgets ({sizes}; each = {c.answers[0].rule}, with that "
+                              "budget's share): per precision, the stored trial with the fewest H2D bytes per token "
+                              "that fits. Cuts are against FP16 without a cache; time is the transfer time."))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
@@ -180,6 +200,27 @@ def compose(c: ReportContext) -> Document:
     _block_section(doc, c)
     _provenance(doc, c)
     return doc
+
+
+def _time_cut(r: HeadlineRow, sw: Any) -> float | None:
+    if r.transfer_ms_per_token is None or not sw.baseline_ms_per_token:
+        return None
+    return 1.0 - r.transfer_ms_per_token / sw.baseline_ms_per_token
+
+
+def budget_rows(c: ReportContext) -> list[list[Any]]:
+    """The rows of the several-budgets answer table (also what the README quotes)."""
+    rows = []
+    for a in c.answers:
+        for r in a.rows:
+            if r.trial is None:
+                rows.append([a.label, r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
+                continue
+            rows.append([a.label, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), a.policies.get(r.trial),
+                         _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
+                         f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
+                         _pct(_time_cut(r, c.sweep)), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)])
+    return rows
 
 
 def equal_memory_replay(c: ReportContext) -> list[list[Any]]:

@@ -15,13 +15,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
+from advisor.tune.plots import place_labels  # noqa: E402
+
 PRECISION_COLORS = {"fp16": "#1f77b4", "bf16": "#1f77b4", "int8": "#ff7f0e", "int4": "#2ca02c"}
-POLICY_STYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
+# Every cache policy gets its own colour AND marker (readable in grey print and for colour-blind readers);
+# Belady's MIN, the offline bound, is always black crosses on a dotted line.
+_POLICY_LOOK = [("#d62728", "o"), ("#1f77b4", "s"), ("#2ca02c", "^"), ("#9467bd", "D"), ("#ff7f0e", "v"),
+                ("#8c564b", "P"), ("#e377c2", "<"), ("#17becf", ">"), ("#bcbd22", "h")]
+_KNOWN_POLICIES = ["lru", "lfu", "block_aware", "lfu_decay", "fifo", "static_hot", "flru", "tide"]
 DPI = 110
 
 
 def _color(precision: str, i: int = 0) -> str:
     return PRECISION_COLORS.get(precision.split(":")[0], f"C{(i + 3) % 10}")
+
+
+def policy_style(policy: str) -> dict[str, Any]:
+    """Line style of one cache policy, the same in every figure."""
+    if policy == "belady":
+        return {"color": "black", "marker": "x", "linestyle": ":", "linewidth": 1.8, "markersize": 7}
+    if policy not in _KNOWN_POLICIES:
+        _KNOWN_POLICIES.append(policy)
+    color, marker = _POLICY_LOOK[_KNOWN_POLICIES.index(policy) % len(_POLICY_LOOK)]
+    return {"color": color, "marker": marker, "linestyle": "-", "linewidth": 1.3, "markersize": 5}
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -32,35 +48,38 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
-    """H2D bytes and transfer time per generated token vs GPU expert slots (or cache bytes).
+    """H2D bytes (top row) and transfer time (bottom row) per generated token vs GPU expert slots (or cache bytes).
 
-    One curve per (precision, policy); Belady's MIN as a dotted black-edged curve per precision; the
-    FP16-no-cache baseline as a horizontal line.
+    One column per precision, one curve per cache policy (colour and marker per policy) and Belady's MIN (black
+    crosses); the FP16-no-cache baseline as a horizontal line. Rows share their y axis, so columns compare.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     precisions = list(dict.fromkeys(p.precision for p in sweep.points))
     policies = sorted({p.policy for p in sweep.points if p.policy != "belady"})
+    n = max(1, len(precisions))
+    fig, axes = plt.subplots(2, n, figsize=(4.3 * n, 7.4), sharey="row", squeeze=False)
+    xlabel = "GPU expert slots per MoE layer" if x == "slots" else "GPU expert-cache memory (MiB, all layers)"
     for ip, prec in enumerate(precisions):
-        for jp, pol in enumerate([*policies, "belady"]):
+        top, bottom = axes[0][ip], axes[1][ip]
+        for pol in [*policies, "belady"]:
             pts = sorted((p for p in sweep.points if p.precision == prec and p.policy == pol), key=lambda p: p.slots)
             if not pts:
                 continue
             xs = [p.slots if x == "slots" else p.cache_bytes / 2**20 for p in pts]
-            style = dict(color=_color(prec, ip), linestyle=POLICY_STYLES[jp % len(POLICY_STYLES)], marker=".")
-            if pol == "belady":
-                style.update(linestyle=":", marker="x", linewidth=2.0)
-            label = f"{prec} / {pol}" + (" (bound)" if pol == "belady" else "")
-            axes[0].plot(xs, [p.bytes_per_token / 2**20 for p in pts], label=label, **style)
-            axes[1].plot(xs, [p.transfer_ms_per_token for p in pts], label=label, **style)
-    axes[0].axhline(sweep.baseline_bytes_per_token / 2**20, color="black", linewidth=1, label="fp16, no cache")
-    axes[1].axhline(sweep.baseline_ms_per_token, color="black", linewidth=1, label="fp16, no cache")
-    xlabel = "GPU expert slots per MoE layer" if x == "slots" else "GPU expert-cache memory (MiB, all layers)"
-    axes[0].set(xlabel=xlabel, ylabel="H2D MiB per generated token", title="Bytes copied host->device (counted)")
-    axes[1].set(xlabel=xlabel, ylabel="ms per generated token", title=f"Transfer time ({sweep.time_source})")
-    for ax in axes:
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2, loc="upper right")
+            label = "Belady's MIN (bound)" if pol == "belady" else pol
+            top.plot(xs, [p.bytes_per_token / 2**20 for p in pts], label=label, **policy_style(pol))
+            bottom.plot(xs, [p.transfer_ms_per_token for p in pts], label=label, **policy_style(pol))
+        top.axhline(sweep.baseline_bytes_per_token / 2**20, color="grey", linewidth=1.2, linestyle="--",
+                    label="fp16, no cache")
+        bottom.axhline(sweep.baseline_ms_per_token, color="grey", linewidth=1.2, linestyle="--",
+                       label="fp16, no cache")
+        top.set_title(f"{prec} experts", color=_color(prec, ip), fontweight="bold")
+        bottom.set_xlabel(xlabel)
+        for ax in (top, bottom):
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel("H2D MiB per generated token (counted)")
+    axes[1][0].set_ylabel(f"transfer ms per generated token\n({sweep.time_source})", fontsize=8)
     return _save(fig, path)
 
 
@@ -77,13 +96,20 @@ def accuracy_by_plan(rows: Sequence[Any], path: Path) -> Path:
     axes[0].set(ylabel="task accuracy", title="Task accuracy (95% CI)", ylim=(0, 1.05))
     kl = [r.fidelity_kl if r.fidelity_kl is not None else float("nan") for r in rows]
     top1 = [r.fidelity_top1 if r.fidelity_top1 is not None else float("nan") for r in rows]
-    axes[1].bar([i - 0.2 for i in xs], top1, width=0.4, color=colors, label="top-1 agreement")
-    axes[1].set(ylabel="top-1 agreement with full precision", ylim=(0, 1.05), title="Fidelity vs full precision")
+    axes[1].bar([i - 0.2 for i in xs], top1, width=0.4, color=colors, edgecolor="black", linewidth=0.5,
+                label="top-1 agreement (left axis)")
+    axes[1].set(ylabel="top-1 agreement with full precision", ylim=(0, 1.15), title="Fidelity vs full precision")
     ax2 = axes[1].twinx()
-    ax2.bar([i + 0.2 for i in xs], kl, width=0.4, color="grey", alpha=0.6, label="KL")
+    ax2.bar([i + 0.2 for i in xs], kl, width=0.4, color="white", edgecolor="black", hatch="///",
+            label="KL(full || plan) (right axis)")
     ax2.set_ylabel("KL(full || plan), nats")
+    finite = [k for k in kl if k == k]
+    ax2.set_ylim(0, 1.15 * max(finite) if finite and max(finite) > 0 else 1.0)
+    h1, l1 = axes[1].get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    axes[1].legend(h1 + h2, l1 + l2, fontsize=7, loc="upper right")
     for ax in axes:
-        ax.set_xticks(list(xs), labels, rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(list(xs), [lab.replace(" (", "\n(") for lab in labels], rotation=0, fontsize=7)
         ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
@@ -106,45 +132,73 @@ def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence
     for r in recommended:
         ax.scatter([r.bytes_per_token / 2**20], [r.accuracy], marker="*", s=260, color="gold", edgecolor="black",
                    zorder=5)
-        ax.annotate(r.label, (r.bytes_per_token / 2**20, r.accuracy), textcoords="offset points", xytext=(6, 6),
-                    fontsize=8)
     if recommended:
         ax.scatter([], [], marker="*", s=160, color="gold", edgecolor="black", label="recommended (budget)")
     ax.set(xlabel="H2D MiB per generated token (lower is better)", ylabel="task accuracy (higher is better)",
            title="Trials of the study: transfer vs accuracy vs memory")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    place_labels(ax, [(r.bytes_per_token / 2**20, r.accuracy) for r in recommended], [r.label for r in recommended],
+                 fontsize=8, marker_px=10)
     return _save(fig, path)
 
 
 def block_reuse(rows: Sequence[dict[str, Any]], hit_curves: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Block diffusion: distinct experts per forward, step-to-step overlap and hit rate vs slots by block length."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    """Block diffusion: experts per forward, step-to-step overlap, and hit rate vs slots at each block length.
+
+    Top left: distinct experts per MoE layer per forward as a fraction of the layer's experts, over the whole
+    sequence (solid) and over the block's own tokens (hatched). Top right: Jaccard overlap of consecutive
+    forwards within a block. Bottom: one panel per block length, one curve per policy (colour and marker) and
+    Belady's MIN (black crosses); several models are told apart by line style.
+    """
+    from matplotlib.gridspec import GridSpec
+
     models = list(dict.fromkeys(r["model"] for r in rows))
-    width = 0.8 / max(1, len(models))
+    lengths = sorted({r["block_length"] for r in rows} | {c["block_length"] for c in hit_curves})
+    n = max(1, len(lengths))
+    fig = plt.figure(figsize=(4.6 * n, 8.4))
+    grid = GridSpec(2, 2 * n, figure=fig)
+    ws, ov = fig.add_subplot(grid[0, :n]), fig.add_subplot(grid[0, n:])
+    width = 0.8 / max(1, 2 * len(models))
     for im, m in enumerate(models):
         rs = sorted((r for r in rows if r["model"] == m), key=lambda r: r["block_length"])
-        idx = [i + im * width for i in range(len(rs))]
-        axes[0].bar(idx, [r["distinct_mean"] for r in rs], width=width, label=m, color=f"C{im}")
-        axes[1].plot([r["block_length"] for r in rs], [r["jaccard_within_block"] for r in rs], "o-", color=f"C{im}",
-                     label=f"{m}: within block")
-        axes[1].plot([r["block_length"] for r in rs], [r["jaccard_across_blocks"] for r in rs], "s--",
-                     color=f"C{im}", label=f"{m}: across blocks")
-        axes[0].set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(rs))],
-                           [str(r["block_length"]) for r in rs])
-    axes[0].set(xlabel="block length", ylabel="distinct experts / layer / forward", title="Working set per forward")
-    axes[1].set(xlabel="block length", ylabel="Jaccard(step t, step t+1)", ylim=(0, 1.05),
-                title="Routing overlap of consecutive forwards")
-    lengths = sorted({c["block_length"] for c in hit_curves})
-    pols = list(dict.fromkeys(c["policy"] for c in hit_curves))
-    for c in hit_curves:
-        style = ":" if c["policy"] == "belady" else POLICY_STYLES[pols.index(c["policy"]) % 4]
-        axes[2].plot(c["slots_fraction"], c["hit_rate"], linestyle=style, marker=".x+"[models.index(c["model"]) % 3] if c["model"] in models else ".",
-                     color=f"C{lengths.index(c['block_length'])}",
-                     label=(f"{c['model']} " if len(models) > 1 else "") + f"L={c['block_length']} {c['policy']}")
-    axes[2].set(xlabel="GPU slots per layer / experts per layer", ylabel="hit rate", ylim=(0, 1.05),
-                title="Cache hit rate by block length")
-    for ax in axes:
+        pos = [lengths.index(r["block_length"]) for r in rs]
+        e = [r.get("num_experts") or 1 for r in rs]
+        whole = [r["distinct_mean"] / ei for r, ei in zip(rs, e, strict=True)]
+        ws.bar([i + 2 * im * width for i in pos], whole, width=width, color=f"C{im}", label=f"{m}: whole sequence")
+        ov.plot([r["block_length"] for r in rs], [r["jaccard_within_block"] for r in rs], marker="o",
+                color=f"C{im}", label=f"{m}: whole sequence")
+        if all("block_tokens" in r for r in rs):
+            blk = [r["block_tokens"]["distinct_mean"] / ei for r, ei in zip(rs, e, strict=True)]
+            ws.bar([i + (2 * im + 1) * width for i in pos], blk, width=width, color="white", edgecolor=f"C{im}",
+                   hatch="///", label=f"{m}: block's tokens")
+            ov.plot([r["block_length"] for r in rs], [r["block_tokens"]["jaccard_within_block"] for r in rs],
+                    marker="s", linestyle="--", color=f"C{im}", label=f"{m}: block's tokens")
+    ws.set_xticks([i + width * (2 * len(models) - 1) / 2 for i in range(n)], [str(v) for v in lengths])
+    ws.set(xlabel="block length", ylabel="distinct experts / layer / forward\n(fraction of the layer's experts)",
+           ylim=(0, 1.35), title="Working set of one denoising step")
+    ov.set(xlabel="block length", ylabel="Jaccard(step t, step t+1)", ylim=(0, 1.05),
+           title="Overlap of consecutive steps in a block")
+    ov.set_xticks(lengths)
+    styles = ["-", "--", "-."]
+    for il, length in enumerate(lengths):
+        ax = fig.add_subplot(grid[1, 2 * il:2 * il + 2])
+        for c in (c for c in hit_curves if c["block_length"] == length):
+            st = policy_style(c["policy"])
+            im = models.index(c["model"]) if c["model"] in models else 0
+            if im:  # further models: hollow markers, their own line style
+                st["markerfacecolor"] = "none"
+                st["linestyle"] = "-." if c["policy"] == "belady" else styles[im % len(styles)]
+            who = "Belady's MIN" if c["policy"] == "belady" else c["policy"]
+            ax.plot(c["slots_fraction"], c["hit_rate"], label=(f"{c['model']}: " if len(models) > 1 else "") + who,
+                    **st)
+        ax.set(xlabel="GPU slots per layer / experts per layer", ylabel="hit rate", ylim=(0, 1.05),
+               title=f"Cache hit rate, block length {length}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in (ws, ov):
+        ax.grid(alpha=0.3)
+    ws.legend(fontsize=7, loc="upper center", ncol=2)
+    ov.legend(fontsize=7, loc="lower right")
     return _save(fig, path)

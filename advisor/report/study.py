@@ -31,10 +31,13 @@ from advisor.report.render import write_document
 from advisor.report.select import (
     BASELINE_FORMATS,
     PRECISIONS,
+    BudgetAnswer,
     HeadlineRow,
     accuracy_rows,
+    budget_memory,
     feasible_trials,
     headline_rows,
+    memory_spec,
     recommended_points,
     reference_memory,
     trial_policies,
@@ -66,12 +69,15 @@ def build_report(
     storage: str = DEFAULT_STORAGE,
     out_dir: str | Path | None = None,
     *,
-    memory_bytes: int | None = None,
+    memory: Sequence[str] = (),
     block_lengths: Sequence[int] = DEFAULT_BLOCK_LENGTHS,
     max_accuracy_drop: float = 0.05,
     progress: Callable[[str], None] | None = None,
 ) -> ReportResult:
-    """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded)."""
+    """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
+
+    `memory`: GPU budgets (sizes or shares, see `select.budget_memory`); the first is the headline's reference,
+    and with two or more the answer is also tabled at each. None: the study's own budget."""
     import torch
 
     from advisor.report import blocks as report_blocks
@@ -80,6 +86,8 @@ def build_report(
 
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
+    for m in memory:
+        memory_spec(m)  # a bad value fails here, before the model loads
     data = load_study_data(study, storage)
     trials = feasible_trials(data)
     if not trials:
@@ -95,8 +103,15 @@ def build_report(
     policies = trial_policies(data)
     say(f"replaying traces over slot counts with policies {', '.join(policies)} and Belady's MIN")
     sw = sweep({f: r.trace for f, r in runs.items()}, policies=policies, profile=wb.profile)
-    memory, memory_why = reference_memory(data, trials, memory_bytes)
-    rows = headline_rows(trials, memory, sw.baseline_bytes_per_token, sw.expert_bytes)
+    budgets = [budget_memory(m, wb.backend.shape) for m in memory]
+    ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
+    if budgets:
+        memory_why = budgets[0][1]
+    rows = headline_rows(trials, ref_memory, sw.baseline_bytes_per_token, sw.expert_bytes)
+    policy_of = {t.number: str(t.config.get("policy", "-")) for t in trials}
+    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, sw.baseline_bytes_per_token,
+                                                                  sw.expert_bytes), policy_of)
+               for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     for r in rows:
         if r.trial is not None:
             t = next(t for t in trials if t.number == r.trial)
@@ -124,15 +139,15 @@ def build_report(
         if blocks["rows"]:
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
                                                               figs / "block_reuse.png")
-        ctx = ReportContext(data, trials, wb, runs, sw, rows, memory, memory_why, recs, blocks, figures, policies,
-                       max_accuracy_drop)
+        ctx = ReportContext(data, trials, wb, runs, sw, rows, ref_memory, memory_why, recs, blocks, figures,
+                            policies, max_accuracy_drop, answers)
         doc = compose(ctx)
         md, page = write_document(doc, tmp)
         payload = report_json(ctx)
         (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
-                        time.perf_counter() - t0, {"recommended": recs})
+                        time.perf_counter() - t0, {"recommended": recs, "answers": answers})
 
 
 def _run_key(precision: str) -> str:

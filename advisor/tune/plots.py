@@ -21,6 +21,46 @@ def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
     return x, y, c
 
 
+# Offsets (points) tried in turn for a label, nearest first: right, above, left, below, then further out.
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4) for dx, dy in
+                  ((5, 4), (5, -10), (-5, 4), (-5, -10), (0, 9), (0, -15), (9, -3), (-9, -3))]
+
+
+def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], fontsize: float = 7,
+                 marker_px: float = 4) -> None:
+    """Annotate each point without two labels overlapping each other or a marker.
+
+    Points at the same coordinates share one label ("#3, #19"); each label takes the first offset from
+    `_LABEL_OFFSETS` whose box is free (a leader line joins labels placed further out). Matplotlib has no
+    overlap avoidance of its own, and a study's front often has near-identical points."""
+    merged: dict[tuple[float, float], list[str]] = {}
+    for (x, y), t in zip(xy, texts, strict=True):
+        merged.setdefault((x, y), []).append(t)
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    taken = []
+    for x, y in merged:  # the markers themselves (2 * marker_px square)
+        px, py = to_px((x, y))
+        taken.append((px - marker_px, py - marker_px, px + marker_px, py + marker_px))
+
+    def free(b) -> bool:
+        return all(b.x1 <= x0 or b.x0 >= x1 or b.y1 <= y0 or b.y0 >= y1 for x0, y0, x1, y1 in taken)
+
+    for (x, y), labels in sorted(merged.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        text = ", ".join(labels)
+        for i, (dx, dy) in enumerate(_LABEL_OFFSETS):
+            far = i >= 8
+            ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                              ha="left" if dx >= 0 else "right",
+                              arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"} if far else None)
+            box = ann.get_window_extent(renderer)
+            if free(box) or i == len(_LABEL_OFFSETS) - 1:
+                taken.append((box.x0, box.y0, box.x1, box.y1))
+                break
+            ann.remove()
+
+
 def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     import matplotlib
 
@@ -33,8 +73,6 @@ def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     cs = [p.values.get(c, 0.0) / 2**20 for p in points]
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=46, edgecolors="black", linewidths=0.4)
-    for p, xv, yv in zip(points, xs, ys, strict=True):
-        ax.annotate(f"#{p.trial_number}", (xv, yv), textcoords="offset points", xytext=(4, 4), fontsize=7)
     src_x = sorted({p.sources.get(x, "?").split("(")[0] for p in points})
     src_y = sorted({p.sources.get(y, "?").split("(")[0] for p in points})
     ax.set_xlabel(f"{x} [{', '.join(src_x)}]")
@@ -44,6 +82,7 @@ def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     cb.set_label(f"{c} (MiB)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    place_labels(ax, list(zip(xs, ys, strict=True)), [f"#{p.trial_number}" for p in points])
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")

@@ -160,7 +160,10 @@ class SearchSpace:
         k["hot_format"] = self.hot_formats
         if self.slots is not None:
             d = self.slots.resolved(num_experts)
-            k["slots"] = Domain(None, max(1.0, d.low or 1), min(float(d.high), num_experts), d.step, True)
+            if d.choices is not None:  # a list of slot counts: those the model has room for
+                k["slots"] = Domain(tuple(sorted({min(int(c), num_experts) for c in d.choices})))
+            else:
+                k["slots"] = Domain(None, max(1.0, d.low or 1), min(float(d.high), num_experts), d.step, True)
         else:
             assert self.expert_budget is not None
             d = self.expert_budget.resolved(num_experts * n_layers)
