@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 
 HELPER = str(Path(__file__).parent / "tune_helpers.py")
-TARGET = 24  # finished trials the study ends with
+TARGET = 64  # finished trials the study ends with: more than 20 interrupted runs can finish, so every signal lands mid-study
 
 
 def _states(url: str) -> dict[int, tuple[str, tuple | None]]:
