@@ -78,6 +78,8 @@ def main() -> None:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         Path(args.out, "gpu_results.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps(results, indent=1, default=str)[-6000:])
+    sections = results["sections"].values()
+    print(f"RESULT sections_ok={sum(s['status'] == 'ok' for s in sections)} sections_run={len(sections)}")
 
 
 if __name__ == "__main__":

@@ -205,4 +205,7 @@ def gpu_checks(layers: int = 4, tokens: int = 256) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(gpu_checks(), indent=2, default=str))
+    res = gpu_checks()
+    print(json.dumps(res, indent=2, default=str))
+    print(f"RESULT overhead_ratio={res['overhead_ratio']:.3f} bytes_equal_profiler={int(res['profiler']['equal'])} "
+          f"offloaded_equals_resident={int(res['offloaded_equals_resident'])}")
