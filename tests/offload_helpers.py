@@ -44,3 +44,19 @@ def random_sets(n_layers: int, n_forwards: int, n_experts: int, max_set: int, se
 
 def block_ctxs(n_forwards: int, steps_per_block: int) -> list[Ctx]:
     return [Ctx(f, f % steps_per_block, f // steps_per_block) for f in range(n_forwards)]
+
+
+def run_offloaded(loaded, ids, plan="fp32", **rt_kw):
+    """Generate through an OffloadRuntime with a trace recorder beside it: (runtime, trace, output)."""
+    from advisor.models.generate import generate
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.offload.trace import TraceRecorder, chain, trace_meta
+
+    rt = OffloadRuntime(loaded, plan, **rt_kw)
+    rec = TraceRecorder(trace_meta(loaded))
+    rt.session.observers.append(rec)
+    try:
+        out = generate(loaded, ids, on_forward=chain(rec.on_forward, rt.on_forward), **GEN_KW)
+    finally:
+        rt.close()
+    return rt, rec.trace(), out

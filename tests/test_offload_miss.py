@@ -14,9 +14,9 @@ from advisor.offload.policies import Ctx, IntervalRefresh
 from advisor.offload.runtime import OffloadRuntime
 from advisor.offload.simulate import simulate
 from advisor.offload.timing import CpuProfile, DeviceCompute, ModelCosts
-from advisor.offload.trace import TraceRecorder, chain, trace_meta
+from advisor.offload.trace import trace_meta
 from advisor.quant.expert import quantize_expert
-from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
+from tests.offload_helpers import GEN_KW, prompt_ids, run_offloaded, tiny_llada
 
 TOL = {"bf16": 2e-2, "int8": 3e-2, "int4": 3e-2, "int4:g32": 3e-2, "int3": 3e-2}
 
@@ -60,16 +60,10 @@ def test_runtime_counters_equal_simulator_with_cpu_misses(miss, policy):
     hot = {0: [3, 5, 7], 1: [1, 2]} if policy == "static_hot" else None
     kw = {"steps_per_block": 2} if policy == "tide" else {}
     costs = _costs(loaded, "fp32")
-    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=4, policy=policy, hot=hot, policy_kw=kw, miss=miss,
-                        costs=costs)
-    rec = TraceRecorder(trace_meta(loaded))
-    rt.session.observers.append(rec)
-    try:
-        out = generate(loaded, ids, on_forward=chain(rec.on_forward, rt.on_forward), **GEN_KW)
-    finally:
-        rt.close()
+    rt, trace, out = run_offloaded(loaded, ids, slots_per_layer=4, policy=policy, hot=hot, policy_kw=kw,
+                                   miss=miss, costs=costs)
     st = rt.stats()
-    sim = simulate(rec.trace(), slots_per_layer=4, policy=policy, plan="fp32", hot=hot, miss=miss, costs=costs)
+    sim = simulate(trace, slots_per_layer=4, policy=policy, plan="fp32", hot=hot, miss=miss, costs=costs)
     assert st.counters() == sim.counters() and st.per_layer == sim.per_layer
     assert st.times == pytest.approx(sim.times)
     assert st.total("cpu_experts") > 0 and st.total("cpu_tokens") >= st.total("cpu_experts")

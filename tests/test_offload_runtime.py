@@ -7,10 +7,9 @@ import torch
 
 from advisor.models.generate import generate
 from advisor.offload.policies import POLICIES
-from advisor.offload.runtime import OffloadRuntime
 from advisor.offload.simulate import belady, plan_expert_bytes, simulate
-from advisor.offload.trace import TraceRecorder, chain, record_trace, trace_meta
-from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
+from advisor.offload.trace import record_trace
+from tests.offload_helpers import GEN_KW, prompt_ids, run_offloaded, tiny_llada
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +21,6 @@ def loaded():
 def reference(loaded):
     ids = prompt_ids()
     return ids, generate(loaded, ids, **GEN_KW)
-
-
-def run_offloaded(loaded, ids, plan="fp32", **rt_kw):
-    rt = OffloadRuntime(loaded, plan, **rt_kw)
-    rec = TraceRecorder(trace_meta(loaded))
-    rt.session.observers.append(rec)
-    try:
-        out = generate(loaded, ids, on_forward=chain(rec.on_forward, rt.on_forward), **GEN_KW)
-    finally:
-        rt.close()
-    return rt, rec.trace(), out
 
 
 @pytest.mark.parametrize("prefetch", ["none", "prev_step"])

@@ -55,17 +55,9 @@ limit = 8
 
 
 @pytest.fixture
-def tmp_path(tmp_path_factory):
-    """Study databases in shared memory when there is some: SQLite commits fsync, and these tests make many."""
-    import shutil
-    import tempfile
-
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        d = Path(tempfile.mkdtemp(prefix="advisor-budget-", dir="/dev/shm"))
-        yield d
-        shutil.rmtree(d, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("budget")
+def tmp_path(shm_tmp_path):
+    """Study databases in shared memory (conftest.shm_tmp_path)."""
+    return shm_tmp_path
 
 
 def _bf16_expert_budget(shape, fraction: float) -> int:

@@ -24,17 +24,9 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture
-def tmp_path(tmp_path_factory):
-    """Study databases in shared memory when there is some: SQLite commits fsync, and this suite makes many."""
-    import shutil
-    import tempfile
-
-    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        d = Path(tempfile.mkdtemp(prefix="advisor-tune-", dir="/dev/shm"))
-        yield d
-        shutil.rmtree(d, ignore_errors=True)
-    else:
-        yield tmp_path_factory.mktemp("tune")
+def tmp_path(shm_tmp_path):
+    """Study databases in shared memory (conftest.shm_tmp_path)."""
+    return shm_tmp_path
 
 
 def _opts(tmp_path: Path, name: str = "s", n: int = 16, sampler: str = "nsga2", seed: int = 3) -> TuneOptions:
