@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.offload.miss import MISS_POLICIES
 from advisor.results.front import METRICS
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
@@ -46,7 +47,6 @@ DEFAULT_OBJECTIVES = {"time_per_token": "minimize", "accuracy": "maximize", "pea
 """time_per_token: ms of expert work per generated token (device compute + copies + CPU compute, overlapped);
 modelled in replay, measured wall-clock live (see advisor.offload.timing)."""
 ALLOCATIONS = ("uniform", "by_frequency")
-MISS_POLICIES = ("copy", "cpu", "hybrid")  # advisor.offload.miss.MISS_POLICIES (kept torch- and import-free here)
 FILL = "cache_fill"
 """Optuna parameter of a study under a memory budget: the cache size as a share of the sizes that fit."""
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
