@@ -59,6 +59,21 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     return nbytes, profile
 
 
+def _budgets(spec: str | None) -> tuple[str, ...]:
+    """--budgets values, each checked before any model loads."""
+    from advisor.report.select import memory_spec
+
+    if not spec:
+        return ()
+    out = tuple(s.strip() for s in spec.split(",") if s.strip())
+    for s in out:
+        try:
+            memory_spec(s)
+        except UserError as e:
+            raise UserError(f"--budgets: {e}") from e
+    return out
+
+
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
 
 
@@ -150,6 +165,11 @@ def register(app: typer.Typer) -> None:
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(streamed into the quantized host store) / load the whole model. Default: "
                                      "offload when the checkpoint's counted bytes exceed the budget (or free memory)."),
+        budgets: str = typer.Option(None, "--budgets", help="GPU budgets the study answers at, e.g. 10%,25%,50% "
+                                    "(of the FP16 expert bytes, beside the resident weights) or sizes: enqueue at "
+                                    "each every format x cache policy x miss policy with the most cache that fits, "
+                                    "and the Mixtral-offloading-, Fiddler-, TIDE- and llama.cpp-style strategies "
+                                    "(plus FP16 without cache) as tagged trials."),
         host_memory: str = typer.Option(None, "--host-memory", help="Host RAM the expert stores may use, e.g. "
                                         "48GiB (default: what is available); stores of several plans are kept "
                                         "while they fit, otherwise re-packed from the checkpoint."),
@@ -182,7 +202,8 @@ def register(app: typer.Typer) -> None:
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
                            total_trials=None if more else (trials or 20), timeout=timeout,
-                           heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode)
+                           heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode,
+                           budgets=_budgets(budgets))
         console = Console(stderr=False)
         with _term_as_interrupt():
             try:

@@ -13,6 +13,7 @@ from advisor.report.select import (
     BASELINE_FORMATS,
     BudgetAnswer,
     HeadlineRow,
+    Reference,
     accuracy_reference,
     accuracy_rows,
     interval,
@@ -35,6 +36,7 @@ class ReportContext:
     figures: dict[str, Path]
     policies: list[str]
     max_accuracy_drop: float
+    reference: Reference
     answers: list[BudgetAnswer] = field(default_factory=list)
 
 
@@ -58,13 +60,15 @@ def report_json(c: ReportContext) -> dict[str, Any]:
         "task": c.wb.settings.task,
         "reference_memory_bytes": c.memory,
         "reference_memory_rule": c.memory_why,
-        "baseline": {"precision": "fp16", "h2d_bytes_per_token": sw.baseline_bytes_per_token,
-                     "transfer_ms_per_token": sw.baseline_ms_per_token, "source": "counted:trace-replay(0 slots)",
-                     "time_source": sw.time_source},
+        "baseline": {"precision": "fp16", "h2d_bytes_per_token": c.reference.h2d_bytes_per_token,
+                     "time_per_token": c.reference.time_per_token,
+                     "trial": c.reference.trial.number if c.reference.trial else None, "source": c.reference.source,
+                     "replay": {"h2d_bytes_per_token": sw.baseline_bytes_per_token,
+                                "transfer_ms_per_token": sw.baseline_ms_per_token,
+                                "source": "counted:trace-replay(0 slots)", "time_source": sw.time_source}},
         "headline": [asdict(r) for r in c.headline],
         "answer_by_budget": [{"budget": a.label, "memory_bytes": a.memory_bytes, "rule": a.rule,
-                              "rows": [{**asdict(r), "policy": a.policies.get(r.trial) if r.trial is not None else None,
-                                        "transfer_time_cut": _time_cut(r, c.sweep)} for r in a.rows]}
+                              "rows": [asdict(r) for r in a.rows], "baselines": [asdict(r) for r in a.baselines]}
                              for a in c.answers],
         "accuracy": [asdict(r) for r in accuracy_rows(c.trials)],
         "sweep": {"points": [asdict(p) for p in sw.points], "expert_bytes": sw.expert_bytes,
@@ -109,14 +113,17 @@ def compose(c: ReportContext) -> Document:
     doc.add(Heading("Headline: transfer saved and accuracy lost, at equal GPU memory"))
     doc.add(Para(
         f"Reference memory: **{format_bytes(c.memory)}** of GPU memory ({c.memory_why}). For each precision, the "
-        "stored trial with the fewest H2D bytes per generated token whose peak GPU memory fits that reference; "
-        "bytes, time, hit rate and accuracy are that trial's stored values (trial number given)."
+        "stored trial whose peak GPU memory fits that reference with the least time per generated token (its "
+        "best cache and miss policy; fewest H2D bytes when the study stores no time); bytes, time, hit rate and "
+        "accuracy are that trial's stored values (trial number given)."
     ))
     base_acc_t, base_acc_why = accuracy_reference(c.trials)
     base_acc = base_acc_t.values.get("accuracy") if base_acc_t else None
-    rows = [["fp16, no cache (baseline)", "-", "0", "0", _kib(sw.baseline_bytes_per_token), "0%",
-             f"{sw.baseline_ms_per_token:.4g}", "0", _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None),
-             "0 pt"]]
+    ref = c.reference
+    ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
+    rows = [["fp16, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
+             _kib(ref.h2d_bytes_per_token), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
+             _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None), "0 pt"]]
     for r in c.headline:
         if r.trial is None:
             rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
@@ -135,9 +142,9 @@ def compose(c: ReportContext) -> Document:
     timed = [r for r in c.headline if r.trial is not None and r.time_per_token is not None]
     if timed:  # time per token (device + copies + CPU experts), with its source
         header.append("time ms / token")
-        rows[0].append("-")
+        rows[0].append(_ms(ref.time_per_token))
         for row, r in zip(rows[1:], c.headline, strict=True):
-            row.append(f"{r.time_per_token:.4g}" if r.time_per_token is not None else "-")
+            row.append(_ms(r.time_per_token))
         caption += f" Time per token: {timed[0].time_source or 'source not recorded'}."
     doc.add(Table(header, rows, caption=caption))
     doc.add(Para("**Definitions.** *FP16-no-cache baseline*: no expert stays on the GPU between forwards; every "
@@ -157,12 +164,7 @@ def compose(c: ReportContext) -> Document:
     doc.add(Bullets(_answer_lines(c)))
     if c.answers:
         sizes = "; ".join(f"{a.label} = {format_bytes(a.memory_bytes)}" for a in c.answers)
-        doc.add(Table(["GPU budget", "precision", "trial", "GPU slots/layer", "policy", "H2D / token",
-                       "transfer cut", "transfer ms / token", "time cut", "accuracy [95% CI]", "accuracy change"],
-                      budget_rows(c),
-                      caption=f"The answer at several GPU budgets ({sizes}; each = {c.answers[0].rule}, with that "
-                              "budget's share): per precision, the stored trial with the fewest H2D bytes per token "
-                              "that fits. Cuts are against FP16 without a cache; time is the transfer time."))
+        doc.add(Table(BUDGET_HEADER, budget_rows(c), caption=budget_caption(c, sizes)))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
@@ -208,19 +210,52 @@ def _time_cut(r: HeadlineRow, sw: Any) -> float | None:
     return 1.0 - r.transfer_ms_per_token / sw.baseline_ms_per_token
 
 
+BUDGET_HEADER = ["GPU budget", "strategy", "precision", "trial", "GPU slots/layer", "policy", "miss", "H2D / token",
+                 "transfer cut", "time ms / token", "time cut", "accuracy [95% CI]", "accuracy change"]
+BEST = "best cache + miss policy"
+
+
 def budget_rows(c: ReportContext) -> list[list[Any]]:
-    """The rows of the several-budgets answer table (also what the README quotes)."""
+    """The rows of the several-budgets answer table (also what the README quotes): FP16 without cache when
+    stored, then per budget each precision at its best and each baseline strategy."""
+    ref = c.reference
     rows = []
+    if ref.trial is not None:
+        from advisor.report.select import trial_row
+
+        rows.append(_row("any", trial_row(ref.trial, "fp16", c.trials, ref, {}, "fp16 without cache")))
     for a in c.answers:
         for r in a.rows:
             if r.trial is None:
-                rows.append([a.label, r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
+                rows.append([a.label, BEST, r.precision, *["-"] * 9, r.note])
                 continue
-            rows.append([a.label, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), a.policies.get(r.trial),
-                         _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
-                         f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
-                         _pct(_time_cut(r, c.sweep)), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)])
+            rows.append(_row(a.label, r))
+        rows.extend(_row(a.label, r) for r in a.baselines)
     return rows
+
+
+def _row(budget: str, r: HeadlineRow) -> list[Any]:
+    return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
+            r.miss, _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
+            _pct(r.time_cut), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)]
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def budget_caption(c: ReportContext, sizes: str) -> str:
+    from advisor.baselines import BASELINES
+
+    timed = next((r.time_source for a in c.answers for r in a.rows if r.time_source), None)
+    shown = {r.strategy for a in c.answers for r in a.baselines}
+    strategies = "; ".join(f"{b.label}: {b.what}" for b in BASELINES if b.label in shown)
+    return (f"The answer at several GPU budgets ({sizes}; a share means {c.answers[0].rule.split(' + ')[0]} + that "
+            "share of the FP16 expert bytes): per precision, the stored trial with the least time per token that "
+            "fits (its best cache and miss policy; ties: fewest H2D bytes), and the baseline strategies stored at "
+            f"that budget, at FP16 with as much cache as fits ({strategies or 'none stored'}). Cuts are against "
+            f"FP16 without cache ({c.reference.source}). H2D bytes: counted. Time per token: "
+            f"{timed or 'not stored by this study'}.")
 
 
 def equal_memory_replay(c: ReportContext) -> list[list[Any]]:

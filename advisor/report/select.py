@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
@@ -39,6 +39,20 @@ class HeadlineRow:
     note: str = ""
     time_per_token: float | None = None  # ms of expert work per token (advisor.offload.timing), when stored
     time_source: str | None = None
+    strategy: str = ""  # "" for the study's best at this precision; else the baseline's label
+    policy: str | None = None  # cache policy ("tide (tau 2)" with its refresh interval)
+    miss: str | None = None  # miss policy: copy | cpu | hybrid
+    time_cut: float | None = None  # 1 - time_per_token / the no-cache reference's
+
+
+@dataclass
+class Reference:
+    """FP16 without an expert cache, what every cut is against: a stored trial (`--baselines`), else a replay."""
+
+    h2d_bytes_per_token: float
+    time_per_token: float | None
+    trial: TrialRecord | None
+    source: str
 
 
 def feasible_trials(data: StudyData) -> list[TrialRecord]:
@@ -131,13 +145,34 @@ def budget_memory(spec: str, shape: Any) -> tuple[float, str]:
 
 @dataclass
 class BudgetAnswer:
-    """The headline question answered at one GPU budget: per precision, its best stored trial."""
+    """The headline question answered at one GPU budget: per precision its best stored trial, and the baseline
+    strategies stored at this budget."""
 
     label: str
     memory_bytes: float
     rule: str
     rows: list[HeadlineRow]
-    policies: dict[int, str]
+    baselines: list[HeadlineRow] = field(default_factory=list)
+
+
+def stored_reference(trials: Sequence[TrialRecord]) -> TrialRecord | None:
+    """The study's stored FP16-no-cache trial (`advisor tune --baselines`), if any."""
+    from advisor.baselines import NO_CACHE
+
+    return next((t for t in sorted(trials, key=lambda t: t.number) if t.attrs.get("baseline") == NO_CACHE.name),
+                None)
+
+
+def rank(t: TrialRecord) -> tuple:
+    """Best first: least time per token when stored (device + copies + CPU experts), then fewest H2D bytes,
+    then more accurate."""
+    v = t.values
+    return (v.get("time_per_token", 0.0), v["h2d_bytes_per_token"], -v.get("accuracy", 0.0), t.number)
+
+
+def policy_text(config: dict[str, Any]) -> str:
+    p = str(config.get("policy", "-"))
+    return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
 
 
 def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:
@@ -158,13 +193,11 @@ def interval(t: TrialRecord) -> tuple[float, float] | None:
 def headline_rows(
     trials: Sequence[TrialRecord],
     memory: float,
-    baseline_bytes: float,
+    reference: Reference,
     expert_bytes: dict[str, list[int]],
     precisions: Sequence[str] = PRECISIONS,
 ) -> list[HeadlineRow]:
-    """Per precision, the stored trial with the least H2D bytes/token within `memory` (ties: more accurate)."""
-    ref, _ = accuracy_reference(trials)
-    ref_acc = ref.values.get("accuracy") if ref else None
+    """Per precision, the best stored trial (`rank`: its best cache and miss policy) within `memory`."""
     rows = []
     for prec in precisions:
         same = [t for t in trials if _same_format(uniform_precision(t), prec) and "h2d_bytes_per_token" in t.values]
@@ -174,29 +207,56 @@ def headline_rows(
             rows.append(HeadlineRow(prec, None, None, None, None, None, None, None, None, None, None, None, None,
                                     None, note=why))
             continue
-        best = min(fit, key=lambda t: (t.values["h2d_bytes_per_token"], -t.values.get("accuracy", 0.0), t.number))
-        v = best.values
-        acc = v.get("accuracy")
-        d = best.attrs.get("accuracy_detail") or {}
-        rows.append(HeadlineRow(
-            precision=uniform_precision(best) or prec,
-            trial=best.number,
-            slots_per_layer=list(best.config.get("slots_per_layer") or []),
-            expert_cache_bytes=expert_cache_bytes(best, expert_bytes),
-            peak_gpu_bytes=v.get("peak_gpu_bytes"),
-            h2d_bytes_per_token=v["h2d_bytes_per_token"],
-            transfer_ms_per_token=v.get("transfer_ms_per_token"),
-            hit_rate=v.get("hit_rate"),
-            accuracy=acc,
-            accuracy_ci=interval(best),
-            accuracy_n=d.get("accuracy_n"),
-            accuracy_source=best.sources.get("accuracy"),
-            reduction_vs_baseline=(1.0 - v["h2d_bytes_per_token"] / baseline_bytes) if baseline_bytes > 0 else None,
-            accuracy_change=(acc - ref_acc) if acc is not None and ref_acc is not None else None,
-            time_per_token=v.get("time_per_token"),
-            time_source=best.sources.get("time_per_token"),
-        ))
+        rows.append(trial_row(min(fit, key=rank), prec, trials, reference, expert_bytes))
     return rows
+
+
+def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Reference,
+                  expert_bytes: dict[str, list[int]]) -> list[HeadlineRow]:
+    """The baseline strategies stored at `budget` (`advisor tune --baselines`), each at its best setting."""
+    from advisor.baselines import BASELINES
+
+    rows = []
+    for b in BASELINES:
+        runs = [t for t in trials if t.attrs.get("baseline") == b.name and t.attrs.get("baseline_budget") == budget
+                and "h2d_bytes_per_token" in t.values]
+        if runs:
+            best = min(runs, key=rank)
+            rows.append(trial_row(best, uniform_precision(best) or "fp16", trials, reference, expert_bytes, b.label))
+    return rows
+
+
+def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], reference: Reference,
+              expert_bytes: dict[str, list[int]], strategy: str = "") -> HeadlineRow:
+    """One stored trial as a table row: its values, and the cuts they imply against `reference`."""
+    ref, _ = accuracy_reference(trials)
+    ref_acc = ref.values.get("accuracy") if ref else None
+    v = t.values
+    acc = v.get("accuracy")
+    d = t.attrs.get("accuracy_detail") or {}
+    base, time = reference.h2d_bytes_per_token, v.get("time_per_token")
+    return HeadlineRow(
+        precision=uniform_precision(t) or prec,
+        trial=t.number,
+        slots_per_layer=list(t.config.get("slots_per_layer") or []),
+        expert_cache_bytes=expert_cache_bytes(t, expert_bytes),
+        peak_gpu_bytes=v.get("peak_gpu_bytes"),
+        h2d_bytes_per_token=v["h2d_bytes_per_token"],
+        transfer_ms_per_token=v.get("transfer_ms_per_token"),
+        hit_rate=v.get("hit_rate"),
+        accuracy=acc,
+        accuracy_ci=interval(t),
+        accuracy_n=d.get("accuracy_n"),
+        accuracy_source=t.sources.get("accuracy"),
+        reduction_vs_baseline=(1.0 - v["h2d_bytes_per_token"] / base) if base > 0 else None,
+        accuracy_change=(acc - ref_acc) if acc is not None and ref_acc is not None else None,
+        time_per_token=time,
+        time_source=t.sources.get("time_per_token"),
+        strategy=strategy,
+        policy=policy_text(t.config),
+        miss=str(t.config.get("miss_policy", "copy")),
+        time_cut=(1.0 - time / reference.time_per_token) if time is not None and reference.time_per_token else None,
+    )
 
 
 def _same_format(fmt: str | None, prec: str) -> bool:
@@ -211,6 +271,8 @@ def trial_policies(data: StudyData) -> list[str]:
     """Policies the study's trials used (most used first), at most SWEEP_POLICIES_MAX; LRU if none."""
     counts: dict[str, int] = {}
     for t in data.trials:
+        if "baseline" in t.attrs:  # fixed strategies, not the study's search
+            continue
         p = t.config.get("policy")
         if isinstance(p, str):
             counts[p] = counts.get(p, 0) + 1

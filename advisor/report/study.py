@@ -33,13 +33,16 @@ from advisor.report.select import (
     PRECISIONS,
     BudgetAnswer,
     HeadlineRow,
+    Reference,
     accuracy_rows,
+    baseline_rows,
     budget_memory,
     feasible_trials,
     headline_rows,
     memory_spec,
     recommended_points,
     reference_memory,
+    stored_reference,
     trial_policies,
 )
 from advisor.report.workbench import Workbench
@@ -107,10 +110,10 @@ def build_report(
     ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
     if budgets:
         memory_why = budgets[0][1]
-    rows = headline_rows(trials, ref_memory, sw.baseline_bytes_per_token, sw.expert_bytes)
-    policy_of = {t.number: str(t.config.get("policy", "-")) for t in trials}
-    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, sw.baseline_bytes_per_token,
-                                                                  sw.expert_bytes), policy_of)
+    reference = _reference(trials, sw)
+    rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes)
+    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes),
+                            baseline_rows(trials, spec.strip(), reference, sw.expert_bytes))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     for r in rows:
         if r.trial is not None:
@@ -140,7 +143,7 @@ def build_report(
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
                                                               figs / "block_reuse.png")
         ctx = ReportContext(data, trials, wb, runs, sw, rows, ref_memory, memory_why, recs, blocks, figures,
-                            policies, max_accuracy_drop, answers)
+                            policies, max_accuracy_drop, reference, answers)
         doc = compose(ctx)
         md, page = write_document(doc, tmp)
         payload = report_json(ctx)
@@ -148,6 +151,16 @@ def build_report(
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
                         time.perf_counter() - t0, {"recommended": recs, "answers": answers})
+
+
+def _reference(trials: list[Any], sw: Any) -> Reference:
+    """FP16 without cache: the study's stored trial when it has one (`advisor tune --baselines`), else the
+    report's own zero-slot replay of the FP16 trace (bytes only)."""
+    t = stored_reference(trials)
+    if t is not None:
+        return Reference(t.values["h2d_bytes_per_token"], t.values.get("time_per_token"), t,
+                         f"stored trial #{t.number}")
+    return Reference(sw.baseline_bytes_per_token, None, None, "counted:trace-replay(0 slots)")
 
 
 def _run_key(precision: str) -> str:

@@ -128,6 +128,8 @@ class TrialConfig:
             slots=tuple(int(s) for s in d["slots_per_layer"]),
             policy=str(d["policy"]),
             prefetch=str(d["prefetch"]),
+            miss=str(d.get("miss_policy", "copy")),
+            tau=int(d.get("tau", 0)),
             peak_bytes=int(d.get("counted_peak_gpu_bytes", 0)),
             expert_store_bytes=int(d.get("counted_expert_store_bytes", 0)),
             num_experts=tuple(int(n) for n in num_experts),
@@ -225,7 +227,9 @@ def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShap
     hot_fraction = float(params.get("hot_fraction", 0.0))
     hot_format = str(params.get("hot_format", layer_formats[0]))
     plan = build_plan(layer_formats, hot_fraction, hot_format, shape, counts)
-    if "slots" in params:
+    if "slots_per_layer" in params:  # explicit per-layer counts (0: the layer's experts stay on the host)
+        slots = [min(int(s), e) for s, e in zip(params["slots_per_layer"], shape.num_experts, strict=True)]
+    elif "slots" in params:
         slots = [min(int(params["slots"]), e) for e in shape.num_experts]
     else:
         slots = allocate_slots(int(params["expert_budget"]), shape, str(params.get("allocation", "uniform")), counts)

@@ -170,8 +170,9 @@ class Objective:
 
     # ------------------------------------------------------------------ the trial
     def __call__(self, trial: Any) -> list[float]:
-        params = self.fit.suggest(trial)
-        self.current_trial, self.current_params = trial.number, dict(trial.params)
+        fixed = trial.user_attrs.get("fixed_params")  # a baseline strategy: its configuration, not sampled
+        params = dict(fixed) if fixed else self.fit.suggest(trial)
+        self.current_trial, self.current_params = trial.number, dict(fixed or trial.params)
         outcome = self.evaluate(params, trial=trial)
         for key, value in self.trial_attrs(outcome).items():
             trial.set_user_attr(key, value)

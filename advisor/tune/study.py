@@ -51,6 +51,8 @@ class TuneOptions:
     population_size: int | None = None
     warm_start: bool = True
     """Enqueue `BudgetFit.warm_start` (per plan, the most cache that fits) unless the study already has them."""
+    budgets: tuple[str, ...] = ()
+    """GPU budgets ("10%", "1.5GiB") the study answers at: enqueue `advisor.tune.baseline_trials` for each."""
 
 
 @dataclass
@@ -249,6 +251,15 @@ def _run_tune(
         if opts.warm_start:
             for p in fit.warm_start():
                 study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
+        if opts.budgets:
+            from advisor.tune.baseline_trials import baseline_trials, budget_points, key
+
+            for spec, p in budget_points(fit, opts.budgets):
+                study.enqueue_trial(p, user_attrs={"seeded": f"budget {spec}"}, skip_if_exists=True)
+            have = {key(t.user_attrs) for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs}
+            for attrs in baseline_trials(space, backend.shape, opts.budgets):
+                if key(attrs) not in have:
+                    study.enqueue_trial({}, user_attrs=attrs)
     registry_fields = dict(
         model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
         space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,

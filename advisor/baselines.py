@@ -1,0 +1,62 @@
+"""The offloading strategies users run today, as configurations of this tool: ONE definition, used by
+`benchmarks/offload_strategies.py` and by `advisor tune --baselines` (which stores them as tagged trials of a
+study, so `advisor report` reads them like any trial).
+
+Each keeps every expert at the model's 16-bit format (bf16/fp16) and takes as much GPU expert cache as fits
+the budget:
+
+* ``mixtral-offloading`` - LRU cache, every miss copied to the GPU (Eliseev & Mazur, Mixtral-offloading);
+* ``fiddler`` - a static set of hot experts (by calibration routing) on the GPU, misses computed on the CPU;
+* ``tide`` - the GPU set refreshed every tau denoising steps, misses on the CPU (one configuration per tau
+  of `TIDE_TAUS`; the best of them is the strategy's number);
+* ``llama.cpp`` - whole layers' experts on the GPU, as many layers as fit, the other layers' experts on the
+  CPU (``-ot exps=CPU`` per layer): no cache policy at play;
+
+and ``no-cache``: no expert stays on the GPU, every routed expert is copied for every forward - the
+reference every cut is measured against. Torch-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+TIDE_TAUS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str  # the tag stored with a trial (`baseline=<name>`)
+    label: str  # how tables name it
+    what: str  # what it does, in a few words
+    policy: str
+    miss: str
+    whole_layers: bool = False  # llama.cpp: slots are whole layers, not a share of every layer
+    no_cache: bool = False
+    taus: tuple[int, ...] = (0,)
+
+
+NO_CACHE = Baseline("no-cache", "fp16 without cache", "every routed expert copied for every forward", "lru", "copy",
+                    no_cache=True)
+BASELINES = (
+    Baseline("mixtral-offloading", "Mixtral-offloading-style", "LRU, every miss copied", "lru", "copy"),
+    Baseline("fiddler", "Fiddler-style", "static hot experts, misses on the CPU", "static_hot", "cpu"),
+    Baseline("tide", "TIDE-style", "interval refresh, misses on the CPU, best tau", "tide", "cpu", taus=TIDE_TAUS),
+    Baseline("llama.cpp", "llama.cpp-style", "whole layers' experts on the GPU, the others' on the CPU", "lru", "cpu",
+             whole_layers=True),
+)
+BY_NAME = {b.name: b for b in (NO_CACHE, *BASELINES)}
+
+
+def baseline_slots(b: Baseline, num_experts: Sequence[int], fits: Callable[[list[int]], bool]) -> list[int]:
+    """GPU slots per MoE layer of `b`: the most that `fits` (a check on counted bytes) allows - the same number
+    in every layer, or for whole-layer placement all of the first k layers' experts and none of the rest."""
+    n = len(num_experts)
+    if b.no_cache:
+        return [0] * n
+    if b.whole_layers:
+        k = max((k for k in range(n + 1) if fits([e if i < k else 0 for i, e in enumerate(num_experts)])),
+                default=0)
+        return [e if i < k else 0 for i, e in enumerate(num_experts)]
+    s = max((s for s in range(max(num_experts) + 1) if fits([min(s, e) for e in num_experts])), default=0)
+    return [min(s, e) for e in num_experts]

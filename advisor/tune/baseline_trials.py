@@ -1,0 +1,108 @@
+"""`advisor tune --budgets 10%,25%,50%`: the study answers at these GPU budgets, so it starts from what each
+budget's answer needs.
+
+* `budget_points`: at each budget, every uniform format with every choice of the other cache knobs (policy,
+  miss policy, tide's tau) and the most cache that fits that budget - as Optuna parameters, so samplers
+  learn from them like from the warm start (more slots never cost transfers, so a budget's best
+  configuration of a format is among these, or beats them);
+* `baseline_trials`: the strategies of `advisor.baselines` at each budget, with their configuration fixed
+  (user attrs ``baseline``, ``baseline_budget``, ``fixed_params``). The objective measures them like any
+  trial - same trace, same replay, same accuracy cache - so `advisor report` reads them from the database
+  beside the searched configurations. They are not sampled (no Optuna parameters): a llama.cpp-style
+  placement (whole layers on the GPU, none of the others) is no point of a slots-per-layer space.
+  ``no-cache`` (every routed expert copied) is enqueued once, without a budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
+from advisor.tune.budget import BudgetFit
+from advisor.tune.config import ModelShape, build_config
+from advisor.tune.space import SearchSpace
+
+CACHE_KNOBS = ("allocation", "policy", "prefetch", "miss", "tau")
+
+SIXTEEN_BIT = ("fp16", "bf16")
+
+
+def full_format(space: SearchSpace, shape: ModelShape) -> str:
+    """The baselines' 16-bit format: the space's own fp16/bf16 if it has one, else the model's."""
+    for f in space.formats.values():
+        if f in SIXTEEN_BIT:
+            return str(f)
+    return "bf16" if shape.native_format == "bf16" else "fp16"
+
+
+def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(budget, Optuna parameters) of every uniform format x cache-knob choice with the most cache that fits
+    each budget (within the study's own budget); combinations that fit no cache at a budget are left out."""
+    from advisor.report.select import budget_memory
+
+    shape, knobs = fit.shape, fit.knobs
+    axes = [k for k in CACHE_KNOBS if k in knobs and knobs[k].fixed is None]
+    combos, seen = [], set()
+    for c in itertools.product(*(knobs[a].values() for a in axes)):
+        combo = dict(zip(axes, c, strict=True))
+        if "tau" in combo and combo.get("policy", fit.defaults().get("policy")) != "tide":
+            combo["tau"] = knobs["tau"].values()[0]  # tau only changes tide
+        key = repr(sorted(combo.items()))
+        if key not in seen:
+            seen.add(key)
+            combos.append(combo)
+    out = []
+    for spec in budgets:
+        memory, _ = budget_memory(spec, shape)
+        for plan in fit.uniform_plans():
+            for combo in combos:
+                params = {**fit.defaults(), **plan, **combo}
+                sizes = [v for v in fit.values if build_config(fit.space, {**params, fit.size: v}, shape,
+                                                               _counts(fit, params)).peak_bytes <= memory]
+                top = fit.largest(params)
+                if not sizes or top is None:
+                    continue
+                i = min(fit.values.index(sizes[-1]), top)
+                params[fit.size] = fit.values[i]
+                out.append((spec.strip(), fit.point(params, i / top if top else 0.0)))
+    return out
+
+
+def _counts(fit: BudgetFit, params: dict[str, Any]) -> Any:
+    return fit.counts() if fit.counts and params.get("allocation") == "by_frequency" else None
+
+
+def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str]) -> list[dict[str, Any]]:
+    """User attrs of every baseline trial: no-cache once, then each strategy (each tau) at each budget."""
+    from advisor.report.select import budget_memory, memory_spec
+
+    for spec in budgets:
+        memory_spec(spec)  # a bad value fails before anything is enqueued
+    fmt = full_format(space, shape)
+    n = shape.n_layers
+    base = {**{f"fmt_g{g}": fmt for g in range(space.n_groups(n))}, "hot_fraction": 0.0, "hot_format": fmt,
+            "prefetch": "none"}
+
+    def params(b: Baseline, slots: list[int], tau: int) -> dict[str, Any]:
+        return {**base, "slots_per_layer": slots, "policy": b.policy, "miss": b.miss, "tau": tau}
+
+    out = [{"baseline": NO_CACHE.name, "baseline_budget": "-",
+            "fixed_params": params(NO_CACHE, [0] * n, 0)}]
+    for spec in budgets:
+        memory, _ = budget_memory(spec, shape)
+        for b in BASELINES:
+            def fits(slots: list[int], b: Baseline = b, memory: float = memory) -> bool:
+                return build_config(space, params(b, slots, 0), shape, None).peak_bytes <= memory
+
+            slots = baseline_slots(b, shape.num_experts, fits)
+            for tau in b.taus:
+                out.append({"baseline": b.name, "baseline_budget": spec.strip(),
+                            "fixed_params": params(b, slots, tau)})
+    return out
+
+
+def key(attrs: dict[str, Any]) -> tuple[str, str, int]:
+    return (str(attrs.get("baseline")), str(attrs.get("baseline_budget")),
+            int((attrs.get("fixed_params") or {}).get("tau", 0)))
