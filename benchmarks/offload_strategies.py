@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from advisor.baselines import BASELINES, TIDE_TAUS, baseline_slots
 from advisor.hardware.profiles import HardwareProfile
 from advisor.offload.simulate import simulate
 from advisor.offload.timing import RECORDED_H200, ModelCosts
@@ -46,7 +47,7 @@ ACCURACY = {"bf16": 0.966, "int8": 0.966, "int4": 0.964, "int3": 0.960, "int2": 
 ACCURACY_SOURCE = "measured: bundled dLLM, 500 held-out problems (advisor/models/bundled/TRAINING.md)"
 FORMATS = tuple(f for f, a in ACCURACY.items() if a >= ACCURACY["bf16"] - 0.01)
 POLICIES = ("lru", "flru", "lfu_decay", "block_aware", "static_hot", "tide")
-TAUS = (1, 2, 4, 8)
+TAUS = TIDE_TAUS
 
 
 def link_profile() -> HardwareProfile:
@@ -116,15 +117,13 @@ class Case:
                            **({"tau": tau} if policy == "tide" else {})}}
 
     def baselines(self) -> dict[str, dict[str, Any]]:
-        s = self.slots_fit("bf16")
-        out = {"mixtral-offloading (lru, copy)": self.run("bf16", s, "lru", "copy"),
-               "fiddler (static hot, cpu)": self.run("bf16", s, "static_hot", "cpu")}
-        out["tide (interval refresh, cpu)"] = min((self.run("bf16", s, "tide", "cpu", t) for t in TAUS),
-                                                  key=lambda r: r["ms_per_token"])
-        layer_bytes = self.bf16_bytes * max(self.ne)
-        gpu_layers = min(self.n_layers, int(self.budget_bytes // layer_bytes))
-        per_layer = [e if i < gpu_layers else 0 for i, e in enumerate(self.ne)]
-        out["llama.cpp (-ot exps=CPU per layer)"] = self.run("bf16", per_layer, "lru", "cpu")
+        """The strategies of `advisor.baselines` (the ones `advisor tune --budgets` stores), at bf16."""
+        out = {}
+        for b in BASELINES:
+            slots = baseline_slots(b, self.ne, lambda s: sum(s) * self.bf16_bytes <= self.budget_bytes)
+            placed: Any = slots if b.whole_layers else slots[0]
+            out[f"{b.label} ({b.policy}, {b.miss})"] = min(
+                (self.run("bf16", placed, b.policy, b.miss, tau) for tau in b.taus), key=lambda r: r["ms_per_token"])
         return out
 
     def limit(self) -> dict[str, Any]:

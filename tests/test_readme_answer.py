@@ -35,55 +35,89 @@ def _table_after(text: str, heading: str) -> list[list[str]]:
 def answer():
     from advisor.report.data import load_study_data
 
-    readme = _table_after((ROOT / "README.md").read_text(), "### The answer for the bundled dLLM")
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### The answer for the bundled dLLM"):]
+    section = section[:section.index("\n## ")]
+    readme = _table_after(section, "### The answer for the bundled dLLM")
     report = _table_after((EXAMPLE / "report" / "report.md").read_text(), "# Headline")
     payload = json.loads((EXAMPLE / "report" / "report.json").read_text())
     data = load_study_data(STUDY, f"sqlite:///{EXAMPLE / 'advisor.db'}")
-    return readme, report, payload, data
+    return readme, report, payload, data, section
 
 
 def test_readme_table_is_the_committed_reports(answer):
-    readme, report, _, _ = answer
+    from advisor.baselines import BASELINES, NO_CACHE
+    from advisor.report.document import BEST
+
+    readme, report, _, _, _ = answer
     assert readme and readme == report
-    budgets = list(dict.fromkeys(r[0] for r in readme))
-    assert budgets == ["10%", "25%", "50%"]
-    assert {r[1] for r in readme} >= {"fp16", "int8", "int4"}
+    assert list(dict.fromkeys(r[0] for r in readme)) == ["any", "10%", "25%", "50%"]
+    assert [r[1] for r in readme if r[0] == "any"] == [NO_CACHE.label]
+    for budget in ("10%", "25%", "50%"):
+        rows = [r for r in readme if r[0] == budget]
+        assert [r[2] for r in rows if r[1] == BEST] == ["fp16", "int8", "int4"]
+        assert [r[1] for r in rows if r[1] != BEST] == [b.label for b in BASELINES]
 
 
 def test_every_readme_number_is_a_stored_trial_value(answer):
-    from advisor.report.document import _acc_text, _kib, _pct, _pp, _slots_text
-    from advisor.report.select import _same_format, feasible_trials, uniform_precision
+    from advisor.report.document import _acc_text, _kib, _ms, _pct, _pp, _slots_text
+    from advisor.report.select import (
+        _same_format,
+        feasible_trials,
+        policy_text,
+        stored_reference,
+        uniform_precision,
+    )
 
-    readme, _, payload, data = answer
+    readme, _, _, data, section = answer
     trials = {t.number: t for t in feasible_trials(data)}
-    base_bytes = payload["baseline"]["h2d_bytes_per_token"]
-    fp16_acc = payload["answer_by_budget"][0]["rows"]
-    ref_acc = next(r["accuracy"] - r["accuracy_change"] for r in fp16_acc if r["accuracy_change"] is not None)
+    ref = stored_reference(list(trials.values()))
+    assert ref is not None and ref.attrs["baseline"] == "no-cache"
+    fp16_acc = next(t for t in sorted(trials.values(), key=lambda t: t.number)
+                    if uniform_precision(t) in ("fp16", "bf16")).values["accuracy"]
     checked = 0
-    for budget, prec, trial, slots, policy, h2d, cut, _ms, _time_cut, acc, dacc in readme:
-        if trial == "-":
-            continue
+    for budget, _strategy, prec, trial, slots, policy, miss, h2d, cut, ms, time_cut, acc, dacc in readme:
+        assert trial != "-", "every budget has a stored trial of every precision and strategy"
         t = trials[int(trial.lstrip("#"))]
         v = t.values
         ci = t.attrs["accuracy_detail"]
-        assert t.config["policy"] == policy and _slots_text(t.config["slots_per_layer"]) == slots
+        assert policy_text(t.config) == policy and t.config["miss_policy"] == miss
+        assert _slots_text(t.config["slots_per_layer"]) == slots
         assert _kib(v["h2d_bytes_per_token"]) == h2d
-        assert _pct(1 - v["h2d_bytes_per_token"] / base_bytes) == cut
+        assert _pct(1 - v["h2d_bytes_per_token"] / ref.values["h2d_bytes_per_token"]) == cut
+        assert _ms(v["time_per_token"]) == ms
+        assert _pct(1 - v["time_per_token"] / ref.values["time_per_token"]) == time_cut
         assert _acc_text(v["accuracy"], (ci["accuracy_ci_low"], ci["accuracy_ci_high"])) == acc
-        assert _pp(v["accuracy"] - ref_acc) == dacc
-        assert re.fullmatch(r"\d+%", budget) and _same_format(uniform_precision(t), prec)
+        assert _pp(v["accuracy"] - fp16_acc) == dacc
+        assert re.fullmatch(r"\d+%|any", budget) and _same_format(uniform_precision(t), prec)
+        # every time number carries its source label: the stored one, verbatim, beside the table
+        assert t.sources["time_per_token"] in section
         checked += 1
-    assert checked >= 6
+    assert checked == len(readme) >= 1 + 3 * 7
 
 
-def test_each_row_is_the_best_fitting_trial_at_its_budget(answer):
-    from advisor.report.select import feasible_trials, headline_rows
+def test_each_row_is_the_best_stored_trial_at_its_budget(answer):
+    """Precision rows: the fitting trial with the least time per token (its best cache and miss policy); baseline
+    rows: the strategy's stored trials at that budget (TIDE: its best tau)."""
+    from advisor.report.document import BEST
+    from advisor.report.select import feasible_trials, rank, uniform_precision
 
-    readme, _, payload, data = answer
+    readme, _, payload, data, _ = answer
     trials = feasible_trials(data)
-    expert_bytes = payload["sweep"]["expert_bytes"]
     for a in payload["answer_by_budget"]:
-        rows = headline_rows(trials, a["memory_bytes"], payload["baseline"]["h2d_bytes_per_token"], expert_bytes)
-        picked = {r.precision: r.trial for r in rows}
-        quoted = {r[1]: (int(r[2].lstrip("#")) if r[2] != "-" else None) for r in readme if r[0] == a["budget"]}
-        assert quoted == picked
+        fit = [t for t in trials if t.values["peak_gpu_bytes"] <= a["memory_bytes"]]
+        for prec in ("fp16", "int8", "int4"):
+            same = [t for t in fit if uniform_precision(t) == prec]
+            quoted = next(r[3] for r in readme if r[0] == a["budget"] and r[1] == BEST and r[2] == prec)
+            assert quoted == f"#{min(same, key=rank).number}"
+        for row in a["baselines"]:
+            runs = [t for t in trials if t.attrs.get("baseline_budget") == a["budget"]
+                    and t.attrs.get("baseline") == data_name(row["strategy"])]
+            assert runs and row["trial"] == min(runs, key=rank).number
+            assert all(t.values["peak_gpu_bytes"] <= a["memory_bytes"] for t in runs)
+
+
+def data_name(label: str) -> str:
+    from advisor.baselines import BASELINES
+
+    return next(b.name for b in BASELINES if b.label == label)

@@ -237,9 +237,10 @@ def test_cli_empty_study_is_one_line(study, tmp_path):
 
 
 def test_cli_answers_at_several_budgets(study, tmp_path):
-    """`--memory 30%,100%`: one answer table per budget, each row the stored trial with the fewest H2D bytes that
-    fits; a share outside (0%, 100%] is one line, exit 2."""
+    """`--memory 30%,100%`: one answer table per budget, each row the stored trial with the least time per token
+    that fits (ties: fewest H2D bytes); a share outside (0%, 100%] is one line, exit 2."""
     from advisor.report.data import load_study_data
+    from advisor.report.select import rank
 
     url, name = study
     base = [sys.executable, "-c", "from advisor.cli import run; run()", "report", name, "--storage", url,
@@ -263,7 +264,9 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
             if row["trial"] is None:
                 assert not fits
                 continue
-            assert row["h2d_bytes_per_token"] == min(t.values["h2d_bytes_per_token"] for t in fits)
+            assert row["trial"] == min(fits, key=rank).number
+            assert row["time_per_token"] == min(t.values["time_per_token"] for t in fits)
             assert stored[row["trial"]].config["policy"] == row["policy"] == "lru"
+        assert a["baselines"] == []  # the study was not tuned with --budgets
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "| GPU budget | precision |" in md
+    assert "| GPU budget | strategy | precision |" in md

@@ -61,16 +61,11 @@ def _resolve_budget(budget: str | None, gpu: str | None):
 
 def _budgets(spec: str | None) -> tuple[str, ...]:
     """--budgets values, each checked before any model loads."""
-    from advisor.report.select import memory_spec
+    from advisor.tune.budget import memory_spec
 
-    if not spec:
-        return ()
-    out = tuple(s.strip() for s in spec.split(",") if s.strip())
+    out = tuple(s.strip() for s in (spec or "").split(",") if s.strip())
     for s in out:
-        try:
-            memory_spec(s)
-        except UserError as e:
-            raise UserError(f"--budgets: {e}") from e
+        memory_spec(s, "--budgets")
     return out
 
 
@@ -169,7 +164,8 @@ def register(app: typer.Typer) -> None:
                                     "(of the FP16 expert bytes, beside the resident weights) or sizes: enqueue at "
                                     "each every format x cache policy x miss policy with the most cache that fits, "
                                     "and the Mixtral-offloading-, Fiddler-, TIDE- and llama.cpp-style strategies "
-                                    "(plus FP16 without cache) as tagged trials."),
+                                    "(plus FP16 without cache) as tagged trials. Without --budget/--gpu the "
+                                    "largest is the study's budget."),
         host_memory: str = typer.Option(None, "--host-memory", help="Host RAM the expert stores may use, e.g. "
                                         "48GiB (default: what is available); stores of several plans are kept "
                                         "while they fit, otherwise re-packed from the checkpoint."),
@@ -210,7 +206,12 @@ def register(app: typer.Typer) -> None:
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task, data, profile,
                                                offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
-                if budget_bytes is None and space_obj.budget_fraction:
+                if budget_bytes is None and opts.budgets:
+                    from advisor.tune.budget import budget_memory
+
+                    budget_bytes = int(max(budget_memory(b, backend.shape)[0] for b in opts.budgets))
+                    budget_note = "the largest of --budgets"
+                elif budget_bytes is None and space_obj.budget_fraction:
                     budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
                     budget_note = (f"{space_obj.budget_fraction:g} x the model's counted bytes "
                                    f"({space_obj.name} space default)")

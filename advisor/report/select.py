@@ -117,32 +117,6 @@ def reference_memory(data: StudyData, trials: Sequence[TrialRecord], override: i
     return float(mem[len(mem) // 2]), "the median GPU memory of the study's trials (no budget, no FP16 trial)"
 
 
-def memory_spec(spec: str) -> float | int:
-    """One `--memory` value checked before any model loads: a share in (0, 1] ("25%"), or a size in bytes."""
-    from advisor.hardware.profiles import parse_budget
-
-    spec = spec.strip()
-    if not spec.endswith("%"):
-        return parse_budget(spec)
-    try:
-        share = float(spec[:-1]) / 100
-    except ValueError:
-        share = -1.0
-    if not 0 < share <= 1:
-        raise UserError(f"--memory {spec!r}: a share must be between 0% and 100%, e.g. 25%")
-    return share
-
-
-def budget_memory(spec: str, shape: Any) -> tuple[float, str]:
-    """GPU memory of one `--memory` value: a size ("1.5MiB"), or "25%" = the resident (non-expert) weights plus
-    that share of every routed expert at FP16 - the budgets real offloading runs under."""
-    value = memory_spec(spec)
-    if isinstance(value, int):
-        return float(value), f"{spec.strip()}, given with --memory"
-    experts = sum(n * shape.expert_bytes(layer, "fp16") for layer, n in enumerate(shape.num_experts))
-    return shape.resident_bytes + value * experts, f"resident weights + {spec.strip()} of the FP16 expert bytes"
-
-
 @dataclass
 class BudgetAnswer:
     """The headline question answered at one GPU budget: per precision its best stored trial, and the baseline

@@ -36,16 +36,15 @@ from advisor.report.select import (
     Reference,
     accuracy_rows,
     baseline_rows,
-    budget_memory,
     feasible_trials,
     headline_rows,
-    memory_spec,
     recommended_points,
     reference_memory,
     stored_reference,
     trial_policies,
 )
 from advisor.report.workbench import Workbench
+from advisor.tune.budget import budget_memory, memory_spec
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
 
@@ -79,7 +78,7 @@ def build_report(
 ) -> ReportResult:
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
 
-    `memory`: GPU budgets (sizes or shares, see `select.budget_memory`); the first is the headline's reference,
+    `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's reference,
     and with two or more the answer is also tabled at each. None: the study's own budget."""
     import torch
 
@@ -137,7 +136,9 @@ def build_report(
             "transfer_vs_memory": report_plots.transfer_vs_slots(sw, figs / "transfer_vs_memory.png", x="memory"),
             "accuracy": report_plots.accuracy_by_plan(accuracy_rows(trials), figs / "accuracy.png"),
             "pareto": report_plots.pareto(trials, {p.trial_number for p in data.front},
-                                          [_RecMark(r) for r in recs], figs / "pareto.png"),
+                                          [_RecMark(r) for r in recs], figs / "pareto.png",
+                                          "time_per_token" if "time_per_token" in data.objectives
+                                          else "h2d_bytes_per_token"),
         }
         if blocks["rows"]:
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
@@ -173,6 +174,6 @@ class _RecMark:
     def __init__(self, r: dict[str, Any]):
         from advisor.hardware.profiles import format_bytes
 
-        self.bytes_per_token = r["values"].get("h2d_bytes_per_token", float("nan"))
+        self.values = r["values"]
         self.accuracy = r["values"].get("accuracy", float("nan"))
         self.label = f"#{r['trial']} @ {format_bytes(r['budget_bytes'])}"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
-from advisor.tune.budget import BudgetFit
+from advisor.tune.budget import BudgetFit, budget_memory, memory_spec
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
 
@@ -40,8 +40,6 @@ def full_format(space: SearchSpace, shape: ModelShape) -> str:
 def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """(budget, Optuna parameters) of every uniform format x cache-knob choice with the most cache that fits
     each budget (within the study's own budget); combinations that fit no cache at a budget are left out."""
-    from advisor.report.select import budget_memory
-
     shape, knobs = fit.shape, fit.knobs
     axes = [k for k in CACHE_KNOBS if k in knobs and knobs[k].fixed is None]
     combos, seen = [], set()
@@ -76,10 +74,8 @@ def _counts(fit: BudgetFit, params: dict[str, Any]) -> Any:
 
 def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str]) -> list[dict[str, Any]]:
     """User attrs of every baseline trial: no-cache once, then each strategy (each tau) at each budget."""
-    from advisor.report.select import budget_memory, memory_spec
-
     for spec in budgets:
-        memory_spec(spec)  # a bad value fails before anything is enqueued
+        memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
     fmt = full_format(space, shape)
     n = shape.n_layers
     base = {**{f"fmt_g{g}": fmt for g in range(space.n_groups(n))}, "hot_fraction": 0.0, "hot_format": fmt,

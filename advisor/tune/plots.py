@@ -27,8 +27,9 @@ _LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4) for dx, dy in
 
 
 def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], fontsize: float = 7,
-                 marker_px: float = 4) -> None:
-    """Annotate each point without two labels overlapping each other or a marker.
+                 marker_px: float = 4, avoid: Sequence[tuple[float, float]] = ()) -> None:
+    """Annotate each point without two labels overlapping each other, a marker (also those of `avoid`, other
+    points drawn on the axes) or the axes' edge.
 
     Points at the same coordinates share one label ("#3, #19"); each label takes the first offset from
     `_LABEL_OFFSETS` whose box is free (a leader line joins labels placed further out). Matplotlib has no
@@ -39,13 +40,15 @@ def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], fo
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     to_px = ax.transData.transform
+    inside = ax.get_window_extent(renderer)
     taken = []
-    for x, y in merged:  # the markers themselves (2 * marker_px square)
+    for x, y in [*merged, *avoid]:  # the markers themselves (2 * marker_px square)
         px, py = to_px((x, y))
         taken.append((px - marker_px, py - marker_px, px + marker_px, py + marker_px))
 
     def free(b) -> bool:
-        return all(b.x1 <= x0 or b.x0 >= x1 or b.y1 <= y0 or b.y0 >= y1 for x0, y0, x1, y1 in taken)
+        within = inside.x0 <= b.x0 and b.x1 <= inside.x1 and inside.y0 <= b.y0 and b.y1 <= inside.y1
+        return within and all(b.x1 <= x0 or b.x0 >= x1 or b.y1 <= y0 or b.y0 >= y1 for x0, y0, x1, y1 in taken)
 
     for (x, y), labels in sorted(merged.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         text = ", ".join(labels)

@@ -1,0 +1,163 @@
+"""`advisor tune --budgets`: the baseline strategies and each budget's best-cache points as trials of the study,
+read back by `advisor report` like any trial (a tiny real LLaDA-MoE model, real quantization, real replay)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
+
+BUDGETS = ("30%", "60%")
+SPACE = """
+name = "baselines-test"
+[precision]
+formats = ["fp16", "int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru", "tide"]
+tau = [1, 4]
+prefetch = ["none"]
+miss = ["copy", "cpu"]
+[objectives]
+time_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+limit = 4
+trace_prompts = 2
+fidelity_prompts = 2
+max_new_tokens = 16
+"""
+
+
+def test_baseline_slots_take_the_most_that_fits():
+    def under(limit):
+        return lambda slots: sum(slots) <= limit
+
+    mixtral, llama = BASELINES[0], next(b for b in BASELINES if b.whole_layers)
+    assert baseline_slots(mixtral, [8, 8, 8], under(17)) == [5, 5, 5]
+    assert baseline_slots(llama, [8, 8, 8], under(17)) == [8, 8, 0]
+    assert baseline_slots(llama, [8, 8, 8], under(7)) == [0, 0, 0]
+    assert baseline_slots(mixtral, [4, 8], under(100)) == [4, 8]
+    assert baseline_slots(NO_CACHE, [8, 8], under(100)) == [0, 0]
+    assert isinstance(NO_CACHE, Baseline) and {b.name for b in BASELINES} == {
+        "mixtral-offloading", "fiddler", "tide", "llama.cpp"}
+
+
+def test_bad_budgets_value_is_one_line_before_loading(tmp_path):
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "--budgets", "10%,150%",
+                        "--storage", f"sqlite:///{tmp_path}/x.db"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: --budgets '150%': a share must be between 0% and 100%, e.g. 25%"], r.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    import torch
+
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.tune.baseline_trials import baseline_trials, budget_points
+    from advisor.tune.budget import BudgetFit, budget_memory
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import parse_space
+    from advisor.tune.study import TuneOptions, run_tune
+    from tests.test_report_study import agreement_accuracy
+
+    torch.set_num_threads(1)
+    space = parse_space(SPACE, "<baselines-test>")
+    loaded = load_model("tiny:llada_moe")
+    task = get_task("toy", limit=space.evaluation.limit, seed=space.evaluation.seed)
+    backend = ModelBackend(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
+    url = f"sqlite:///{tmp_path_factory.mktemp('baselines') / 'study.db'}"
+    budget = int(budget_memory("60%", backend.shape)[0])
+    shape = backend.shape
+    enqueued = len(budget_points(BudgetFit(space, shape, budget), BUDGETS)) + len(baseline_trials(space, shape, BUDGETS))
+    opts = TuneOptions(study_name="b", storage=url, sampler="random", total_trials=None, n_trials=enqueued,
+                       budgets=BUDGETS, warm_start=False)
+    result = run_tune(backend, space, opts, budget_bytes=budget)
+    opts.n_trials = 1
+    run_tune(backend, space, opts, budget_bytes=budget)  # resuming enqueues nothing twice
+    return url, shape, result
+
+
+def test_baselines_are_stored_trials_at_each_budget(study):
+    import optuna
+
+    from advisor.report.data import load_study_data
+    from advisor.tune.budget import budget_memory
+
+    url, shape, result = study
+    trials = load_study_data("b", url).trials
+    tagged = [t for t in trials if "baseline" in t.attrs]
+    assert [t.attrs["baseline"] for t in tagged].count("no-cache") == 1
+    per_budget = len(BASELINES) - 1 + len(next(b for b in BASELINES if b.name == "tide").taus)
+    assert len(tagged) == 1 + per_budget * len(BUDGETS)
+    every = optuna.load_study(study_name="b", storage=url).get_trials(deepcopy=False)  # waiting ones too
+    assert sum("baseline" in t.user_attrs for t in every) == len(tagged)
+    for t in tagged:
+        assert t.attrs["feasible"] and set(t.config["layer_formats"]) == {"fp16"}
+        if t.attrs["baseline"] == "no-cache":
+            assert t.config["slots_per_layer"] == [0] * shape.n_layers and t.config["miss_policy"] == "copy"
+            continue
+        b = next(b for b in BASELINES if b.name == t.attrs["baseline"])
+        memory = budget_memory(t.attrs["baseline_budget"], shape)[0]
+        slots = t.config["slots_per_layer"]
+        assert t.values["peak_gpu_bytes"] <= memory
+        assert (t.config["policy"], t.config["miss_policy"]) == (b.policy, b.miss)
+        if b.whole_layers:  # every expert of the first layers, none of the others
+            k = sum(s > 0 for s in slots)
+            assert slots == [e if i < k else 0 for i, e in enumerate(shape.num_experts)]
+        else:
+            assert len(set(slots)) == 1
+    # each budget's best-cache points: every format x (policy, miss, tau) with the most cache that fits
+    seeded = [t for t in trials if str(t.attrs.get("seeded", "")).startswith("budget ")]
+    assert {t.attrs["seeded"] for t in seeded} == {f"budget {b}" for b in BUDGETS}
+    for t in seeded:
+        memory = budget_memory(t.attrs["seeded"].split()[1], shape)[0]
+        assert t.values["peak_gpu_bytes"] <= memory
+    assert result.n_complete + 1 == len(trials)
+
+
+def test_report_answers_with_the_baselines(study, tmp_path):
+    from advisor.report.data import load_study_data
+    from advisor.report.select import feasible_trials, rank
+
+    url, _, _ = study
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "report", "b", "--storage", url,
+                        "--block-lengths", "", "--memory", ",".join(BUDGETS), "-o", str(tmp_path / "r")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    payload = json.loads((tmp_path / "r" / "report.json").read_text())
+    trials = {t.number: t for t in feasible_trials(load_study_data("b", url))}
+    ref = trials[payload["baseline"]["trial"]]
+    assert ref.attrs["baseline"] == "no-cache"
+    for a in payload["answer_by_budget"]:
+        fit = [t for t in trials.values() if t.values["peak_gpu_bytes"] <= a["memory_bytes"]]
+        for row in a["rows"]:
+            same = [t for t in fit if set(t.config["layer_formats"]) == {row["precision"]}]
+            assert row["trial"] == min(same, key=rank).number
+        names = [row["strategy"] for row in a["baselines"]]
+        assert names == [b.label for b in BASELINES]
+        for row in a["baselines"]:
+            t = trials[row["trial"]]
+            assert t.attrs["baseline_budget"] == a["budget"]
+            assert row["time_per_token"] == t.values["time_per_token"]
+            assert row["time_cut"] == pytest.approx(1 - t.values["time_per_token"] / ref.values["time_per_token"])
+            assert row["reduction_vs_baseline"] == pytest.approx(
+                1 - t.values["h2d_bytes_per_token"] / ref.values["h2d_bytes_per_token"])
+            if t.config["policy"] == "tide":  # the best tau of the strategy's trials at this budget
+                taus = [u for u in trials.values() if u.attrs.get("baseline") == "tide"
+                        and u.attrs["baseline_budget"] == a["budget"]]
+                assert len(taus) == 4 and row["time_per_token"] == min(u.values["time_per_token"] for u in taus)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| GPU budget | strategy | precision | trial | GPU slots/layer | policy | miss |" in md
+    assert "Time per token: modelled:" in md and "llama.cpp-style" in md
