@@ -96,7 +96,9 @@ def build_report(
         raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
                         "all over budget); raise the budget or tune again")
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    # one intra-op thread, as `advisor tune` runs by default: the same float summation order, so a fresh trace
+    # routes as the stored one did; and tiny expert matmuls on a busy host only slow down with more threads
+    torch.set_num_threads(1)
 
     say("loading the study's model")
     wb = Workbench.open(data)
