@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       f"{trace.n_lookups} look-ups, {case.tokens} tokens), device model {dev_name}:")
                 print(f"  {'strategy':<36} {'ms/token':>9} {'vs best':>8} {'vs limit':>9} {'hit':>6} "
                       f"{'H2D/tok':>10}  config")
-                for label, r in [*base.items(), ("study pick", pick), ("limit (all resident)", lim)]:
+                for label, r in [*base.items(), ("study pick", pick), ("limit (all resident, bf16)", lim)]:
                     print(f"  {label:<36} {r['ms_per_token']:9.3f} {best / r['ms_per_token']:7.2f}x "
                           f"{r['ms_per_token'] / lim['ms_per_token']:8.2f}x {r['hit_rate']:6.3f} "
                           f"{r['h2d_bytes_per_token'] / 2**20:8.2f}Mi  {r['config']}")
