@@ -140,7 +140,7 @@ def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence
            title="Trials of the study: " + ("time" if x == "time_per_token" else "transfer") + " vs accuracy vs memory")
     ax.grid(alpha=0.3)
     ax.margins(x=0.12, y=0.12)  # room for labels inside the axes
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")  # where it covers the fewest points
     fig.tight_layout()
     place_labels(ax, marks, [r.label for r in recommended], fontsize=8, marker_px=10,
                  avoid=list(zip(xs, ys, strict=True)))
