@@ -46,22 +46,35 @@ def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], fo
         px, py = to_px((x, y))
         taken.append((px - marker_px, py - marker_px, px + marker_px, py + marker_px))
 
-    def free(b) -> bool:
-        within = inside.x0 <= b.x0 and b.x1 <= inside.x1 and inside.y0 <= b.y0 and b.y1 <= inside.y1
-        return within and all(b.x1 <= x0 or b.x0 >= x1 or b.y1 <= y0 or b.y0 >= y1 for x0, y0, x1, y1 in taken)
+    def cost(b) -> float:
+        """Pixels of the box over markers and labels, plus outside the axes (0: a free place)."""
+        over = sum(max(0.0, min(b.x1, x1) - max(b.x0, x0)) * max(0.0, min(b.y1, y1) - max(b.y0, y0))
+                   for x0, y0, x1, y1 in taken)
+        clipped = b.width * b.height - max(0.0, min(b.x1, inside.x1) - max(b.x0, inside.x0)) * \
+            max(0.0, min(b.y1, inside.y1) - max(b.y0, inside.y0))
+        return over + 10 * clipped
 
     for (x, y), labels in sorted(merged.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         text = ", ".join(labels)
-        for i, (dx, dy) in enumerate(_LABEL_OFFSETS):
+        best = None
+        for i, (dx, dy) in enumerate(_LABEL_OFFSETS):  # the first free place, else the least covered one
             far = i >= 8
             ann = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
                               ha="left" if dx >= 0 else "right",
                               arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"} if far else None)
             box = ann.get_window_extent(renderer)
-            if free(box) or i == len(_LABEL_OFFSETS) - 1:
-                taken.append((box.x0, box.y0, box.x1, box.y1))
+            c = cost(box)
+            if best is None or c < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (c, ann, box)
+            else:
+                ann.remove()
+            if c == 0:
                 break
-            ann.remove()
+        assert best is not None
+        b = best[2]
+        taken.append((b.x0, b.y0, b.x1, b.y1))
 
 
 def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
