@@ -1,5 +1,5 @@
 """The offloading strategies users run today, as configurations of this tool: ONE definition, used by
-`benchmarks/offload_strategies.py` and by `advisor tune --baselines` (which stores them as tagged trials of a
+`benchmarks/offload_strategies.py` and by `advisor tune --budgets` (which stores them as tagged trials of a
 study, so `advisor report` reads them like any trial).
 
 Each keeps every expert at the model's 16-bit format (bf16/fp16) and takes as much GPU expert cache as fits
@@ -45,7 +45,6 @@ BASELINES = (
     Baseline("llama.cpp", "llama.cpp-style", "whole layers' experts on the GPU, the others' on the CPU", "lru", "cpu",
              whole_layers=True),
 )
-BY_NAME = {b.name: b for b in (NO_CACHE, *BASELINES)}
 
 
 def baseline_slots(b: Baseline, num_experts: Sequence[int], fits: Callable[[list[int]], bool]) -> list[int]:

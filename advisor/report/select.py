@@ -47,7 +47,8 @@ class HeadlineRow:
 
 @dataclass
 class Reference:
-    """FP16 without an expert cache, what every cut is against: a stored trial (`--baselines`), else a replay."""
+    """FP16 without an expert cache, what every cut is against: a stored trial (`advisor tune --budgets`), else
+    a replay."""
 
     h2d_bytes_per_token: float
     time_per_token: float | None
@@ -130,7 +131,7 @@ class BudgetAnswer:
 
 
 def stored_reference(trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The study's stored FP16-no-cache trial (`advisor tune --baselines`), if any."""
+    """The study's stored FP16-no-cache trial (`advisor tune --budgets`), if any."""
     from advisor.baselines import NO_CACHE
 
     return next((t for t in sorted(trials, key=lambda t: t.number) if t.attrs.get("baseline") == NO_CACHE.name),
@@ -187,7 +188,7 @@ def headline_rows(
 
 def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Reference,
                   expert_bytes: dict[str, list[int]]) -> list[HeadlineRow]:
-    """The baseline strategies stored at `budget` (`advisor tune --baselines`), each at its best setting."""
+    """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting."""
     from advisor.baselines import BASELINES
 
     rows = []

@@ -78,7 +78,8 @@ def build_report(
 ) -> ReportResult:
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
 
-    `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's reference,
+    `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's
+    reference,
     and with two or more the answer is also tabled at each. None: the study's own budget."""
     import torch
 
@@ -157,7 +158,7 @@ def build_report(
 
 
 def _reference(trials: list[Any], sw: Any) -> Reference:
-    """FP16 without cache: the study's stored trial when it has one (`advisor tune --baselines`), else the
+    """FP16 without cache: the study's stored trial when it has one (`advisor tune --budgets`), else the
     report's own zero-slot replay of the FP16 trace (bytes only)."""
     t = stored_reference(trials)
     if t is not None:
