@@ -8,20 +8,24 @@ random model (256 experts, top-8, grouped router, block 32). Expert bytes and ti
 model's expert shape (LLaDA-MoE 2048x1024, LLaDA2.0-mini 2048x512; the bundled model its own).
 
 Budgets: 10%, 25%, 50% of the bf16 expert bytes on the GPU. Time per generated token is modelled by
-`advisor.offload.timing` from the replayed trace: device expert compute (the recorded H200 expert
-forwards), copies (the recorded H200 link profile, benchmarks/results/2026-11-30_h200_gpu_check.json) and
-CPU expert compute (THIS host's CPU expert times, measured now), CPU overlapped with the device.
+`advisor.offload.timing` from the replayed trace: device expert compute, copies (the recorded H200 link
+profile, benchmarks/results/2026-11-30_h200_gpu_check.json) and CPU expert compute (THIS host's CPU expert
+times, measured now), CPU overlapped with the device. Device compute side by side in two models: a
+fused-MoE runtime as users deploy (`H200_ROOFLINE`: weight bytes / nominal HBM bandwidth or FLOPs, plus a
+launch cost per layer; the RESULT line) and this project's eager per-expert forwards measured on an H200
+(`RECORDED_H200`, launch-bound: 0.12 ms per bf16 expert, 0.91 ms per int4 expert; the `eager_` values).
 
 Strategies: Mixtral-offloading-style (bf16, LRU, every miss copied); Fiddler-style (bf16, static hot experts
 from the trace itself, misses on the CPU); TIDE-style (bf16, interval refresh, misses on the CPU, best tau of
 1/2/4/8); llama.cpp-style (bf16, as many whole layers' experts on the GPU as fit, the other layers' experts on
 the CPU); and the configuration a 40-trial Optuna study (TPE, seeded; the four baselines enqueued first, as
 a warm start) picks over format x policy x miss policy x tau x slots within the budget, formats restricted
-to those within 1 accuracy point of full precision on the bundled model (measured: bf16 96.6%, int8 96.6%,
-int4 96.4%, int3 96.0%, int2 91.6% on 500 held-out problems; advisor/models/bundled/TRAINING.md).
-Also the limit: every expert resident, no transfer (device compute only).
+to those within 1 accuracy point of full precision on the bundled model (its measured precision sweep on the
+held-out test set, read from advisor/models/bundled/metrics.json). Also the limit: every expert resident, no
+transfer (device compute only).
 
-Ends with `RESULT worst_speedup_25=<x> worst_speedup_any=<x>` (study pick vs the best baseline).
+Ends with `RESULT worst_speedup_25=<x> worst_speedup_any=<x> eager_worst_speedup_25=<x>
+eager_worst_speedup_any=<x>` (study pick vs the best baseline, fused and eager device model).
 """
 
 from __future__ import annotations
@@ -35,15 +39,26 @@ import torch
 
 from advisor.hardware.profiles import HardwareProfile
 from advisor.offload.simulate import simulate
-from advisor.offload.timing import RECORDED_H200, ModelCosts
+from advisor.offload.timing import H200_ROOFLINE, RECORDED_H200, ModelCosts
 from advisor.offload.trace import RoutingTrace, merge, record_trace
 from advisor.quant.spec import expert_nbytes_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GPU_CHECK = RESULTS / "2026-11-30_h200_gpu_check.json"
 BUDGETS = (0.10, 0.25, 0.50)
-ACCURACY = {"bf16": 0.966, "int8": 0.966, "int4": 0.964, "int3": 0.960, "int2": 0.916}
-ACCURACY_SOURCE = "measured: bundled dLLM, 500 held-out problems (advisor/models/bundled/TRAINING.md)"
+METRICS = Path(__file__).resolve().parents[1] / "advisor" / "models" / "bundled" / "metrics.json"
+DEVICES = {"fused": H200_ROOFLINE, "eager": RECORDED_H200}
+
+
+def bundled_accuracy() -> tuple[dict[str, float], str]:
+    """Accuracy per expert format of the bundled dLLM (its committed precision sweep) and the source."""
+    rows = json.loads(METRICS.read_text())["precision_sweep"]
+    n = rows[0]["n"]
+    return ({r["format"]: float(r["accuracy"]) for r in rows},
+            f"measured:exact-match, bundled dLLM, {n} held-out problems (advisor/models/bundled/metrics.json)")
+
+
+ACCURACY, ACCURACY_SOURCE = bundled_accuracy()
 FORMATS = tuple(f for f, a in ACCURACY.items() if a >= ACCURACY["bf16"] - 0.01)
 POLICIES = ("lru", "flru", "lfu_decay", "block_aware", "static_hot", "tide")
 TAUS = (1, 2, 4, 8)
@@ -87,8 +102,9 @@ def traces(quick: bool) -> dict[str, tuple[RoutingTrace, tuple[int, int]]]:
 class Case:
     """One trace at one budget: evaluates configurations (time per token, modelled)."""
 
-    def __init__(self, trace: RoutingTrace, shape: tuple[int, int], budget: float, cpu: Any, link: Any):
-        self.trace, self.shape, self.cpu, self.link = trace, shape, cpu, link
+    def __init__(self, trace: RoutingTrace, shape: tuple[int, int], budget: float, cpu: Any, link: Any,
+                 device: Any = H200_ROOFLINE):
+        self.trace, self.shape, self.cpu, self.link, self.device = trace, shape, cpu, link, device
         self.n_layers = trace.n_layers
         self.ne = trace.num_experts
         self.bf16_bytes = expert_nbytes_of("bf16", *shape)
@@ -104,7 +120,7 @@ class Case:
     def run(self, fmt: str, slots: Any, policy: str, miss: str, tau: int = 4) -> dict[str, Any]:
         n = self.n_layers
         eb = [[expert_nbytes_of(fmt, *self.shape)] * e for e in self.ne]
-        costs = ModelCosts(fmt, [self.shape[0]] * n, [self.shape[1]] * n, self.cpu, RECORDED_H200, self.link)
+        costs = ModelCosts(fmt, [self.shape[0]] * n, [self.shape[1]] * n, self.cpu, self.device, self.link)
         st = simulate(self.trace, slots_per_layer=slots, policy=policy, expert_bytes=eb, profile=self.link,
                       hot=self.hot if policy == "static_hot" else None, sequences=self.seqs, miss=miss,
                       policy_kw={"tau": tau} if policy == "tide" else None, costs=costs)
@@ -183,34 +199,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cpu = CpuProfile.from_dict(d.get("cpu_profile") or d["cpu_experts"])
     else:
         cpu = measure_cpu_experts(shapes, list(CPU_FORMATS), repeats=2 if args.quick else 3)
-    rows, speed25, speed_any = [], [], []
-    for name, (trace, shape) in tr.items():
-        for budget in BUDGETS:
-            case = Case(trace, shape, budget, cpu, link)
-            base = case.baselines()
-            pick = case.study(trials, 0, base)
-            lim = case.limit()
-            best_name = min(base, key=lambda k: base[k]["ms_per_token"])
-            best = base[best_name]["ms_per_token"]
-            sp = best / pick["ms_per_token"]
-            speed_any.append(sp)
-            if budget == 0.25:
-                speed25.append(sp)
-            rows.append({"trace": name, "budget": budget, "baselines": base, "pick": pick, "limit": lim,
-                         "best_baseline": best_name, "speedup_vs_best_baseline": sp})
-            print(f"\n{name} at {budget:.0%} of bf16 expert bytes ({case.budget_bytes / 2**20:.1f} MiB; "
-                  f"{trace.n_lookups} look-ups, {case.tokens} tokens):")
-            print(f"  {'strategy':<36} {'ms/token':>9} {'vs best':>8} {'vs limit':>9} {'hit':>6} {'H2D/tok':>10}  config")
-            for label, r in [*base.items(), ("study pick", pick), ("limit (all resident)", lim)]:
-                print(f"  {label:<36} {r['ms_per_token']:9.3f} {best / r['ms_per_token']:7.2f}x "
-                      f"{r['ms_per_token'] / lim['ms_per_token']:8.2f}x {r['hit_rate']:6.3f} "
-                      f"{r['h2d_bytes_per_token'] / 2**20:8.2f}Mi  {r['config']}")
-    print(f"\ntime: {rows[0]['pick']['source']}")
+    rows: list[dict[str, Any]] = []
+    worst: dict[str, tuple[float, float]] = {}
+    for dev_name, device in DEVICES.items():
+        speed25, speed_any = [], []
+        print(f"\n=== device model '{dev_name}': {device.source}")
+        for name, (trace, shape) in tr.items():
+            for budget in BUDGETS:
+                case = Case(trace, shape, budget, cpu, link, device)
+                base = case.baselines()
+                pick = case.study(trials, 0, base)
+                lim = case.limit()
+                best_name = min(base, key=lambda k: base[k]["ms_per_token"])
+                best = base[best_name]["ms_per_token"]
+                sp = best / pick["ms_per_token"]
+                speed_any.append(sp)
+                if budget == 0.25:
+                    speed25.append(sp)
+                rows.append({"device_model": dev_name, "trace": name, "budget": budget, "baselines": base,
+                             "pick": pick, "limit": lim, "best_baseline": best_name, "speedup_vs_best_baseline": sp})
+                print(f"\n{name} at {budget:.0%} of bf16 expert bytes ({case.budget_bytes / 2**20:.1f} MiB; "
+                      f"{trace.n_lookups} look-ups, {case.tokens} tokens), device model {dev_name}:")
+                print(f"  {'strategy':<36} {'ms/token':>9} {'vs best':>8} {'vs limit':>9} {'hit':>6} "
+                      f"{'H2D/tok':>10}  config")
+                for label, r in [*base.items(), ("study pick", pick), ("limit (all resident, bf16)", lim)]:
+                    print(f"  {label:<36} {r['ms_per_token']:9.3f} {best / r['ms_per_token']:7.2f}x "
+                          f"{r['ms_per_token'] / lim['ms_per_token']:8.2f}x {r['hit_rate']:6.3f} "
+                          f"{r['h2d_bytes_per_token'] / 2**20:8.2f}Mi  {r['config']}")
+        worst[dev_name] = (min(speed25), min(speed_any))
+        print(f"\ntime ({dev_name}): {rows[-1]['pick']['source']}")
     print(f"accuracy: {ACCURACY_SOURCE}; study formats within 1 point of bf16: {', '.join(FORMATS)}")
     print("ratios: 'vs best' = best baseline time / this time (higher is faster); 'vs limit' = this / all-resident")
+    (f25, fany), (e25, eany) = worst["fused"], worst["eager"]
     summary = {"rows": rows, "cpu_profile": cpu.to_dict(), "link": link.to_dict(), "trials": trials,
-               "worst_speedup_25": min(speed25), "worst_speedup_any": min(speed_any)}
-    print(f"RESULT worst_speedup_25={min(speed25):.2f} worst_speedup_any={min(speed_any):.2f}")
+               "worst_speedup_25": f25, "worst_speedup_any": fany,
+               "eager_worst_speedup_25": e25, "eager_worst_speedup_any": eany}
+    print(f"RESULT worst_speedup_25={f25:.2f} worst_speedup_any={fany:.2f} "
+          f"eager_worst_speedup_25={e25:.2f} eager_worst_speedup_any={eany:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -179,9 +179,9 @@ def search(rows: list[dict], space, backend, budget: int, sampler: str, seed: in
     """One study on the exhaustive table: HV fraction after each trial, and trials over budget."""
     import optuna
 
-    from advisor.results.storage import make_sampler
     from advisor.tune.budget import BudgetFit
     from advisor.tune.objective import CONSTRAINT
+    from advisor.tune.samplers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     shape = backend.shape
@@ -236,7 +236,7 @@ def _at(curve: list[float], k: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from advisor.results.storage import DEFAULT_SAMPLER
+    from advisor.tune.samplers import DEFAULT_SAMPLER
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="bundled")

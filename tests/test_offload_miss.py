@@ -13,7 +13,7 @@ from advisor.offload.cpu_experts import CpuExpert, kernel_for
 from advisor.offload.policies import Ctx, IntervalRefresh
 from advisor.offload.runtime import OffloadRuntime
 from advisor.offload.simulate import simulate
-from advisor.offload.timing import CpuProfile, DeviceCompute, ModelCosts
+from advisor.offload.timing import H200_ROOFLINE, CpuProfile, DeviceCompute, DeviceRoofline, ModelCosts
 from advisor.offload.trace import trace_meta
 from advisor.quant.expert import quantize_expert
 from tests.offload_helpers import GEN_KW, prompt_ids, run_offloaded, tiny_llada
@@ -184,3 +184,30 @@ def test_overlap_runs_cpu_experts_beside_device_experts_and_measures_it():
     rep = stats[True][1]
     assert rep["cpu"] > 0 and rep["device"] > 0 and rep["wall"] > 0 and 0.0 <= rep["hidden_share"] <= 1.0
     assert rep["source"].startswith("measured:wall-clock") and stats[False][1]["cpu"] == 0.0
+
+
+
+def test_roofline_device_time_reads_each_device_experts_bytes_once_per_forward():
+    """The fused-MoE device model: per look-up one launch cost plus, per expert computed on the device, its
+    stored bytes over the memory bandwidth or its FLOPs, whichever is slower; CPU-computed experts cost it
+    nothing."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+    from advisor.offload.trace import record_trace
+    from advisor.quant.spec import expert_nbytes_of
+
+    loaded = tiny_llada(top_k=2)
+    trace = record_trace(loaded, prompt_ids(), **GEN_KW)
+    h, inter = trace.meta["hidden"], trace.meta["intermediate"]
+    flop_bound = DeviceRoofline(H200_ROOFLINE.hbm_gbps, 1e-6, 20.0, "test: FLOPs dominate")
+    for dev in (H200_ROOFLINE, flop_bound):
+        costs = ModelCosts("int8", h, inter, _profile(), dev, DEFAULT_PROFILE)
+        want = 0.0
+        for layer, seq in enumerate(trace.access_sequences()):
+            read_ms = expert_nbytes_of("int8", h[layer], inter[layer]) / (dev.hbm_gbps * 1e6)
+            per_token = 6.0 * h[layer] * inter[layer] / (dev.tflops * 1e9)
+            want += sum(dev.layer_ms + sum(max(read_ms, per_token * n) for n in tokens) for _, _, tokens in seq)
+        copy = simulate(trace, slots_per_layer=2, policy="lru", plan="int8", miss="copy", costs=costs)
+        assert copy.times["gpu_ms"] == pytest.approx(want, rel=1e-9)
+        cpu = simulate(trace, slots_per_layer=2, policy="lru", plan="int8", miss="cpu", costs=costs)
+        assert 0 < cpu.times["gpu_ms"] < copy.times["gpu_ms"] and cpu.times["cpu_ms"] > 0
+    assert "roofline" in H200_ROOFLINE.source and copy.time_source.startswith("modelled:gpu=test")

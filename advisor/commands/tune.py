@@ -158,7 +158,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from advisor.results.preflight import check_storage
-        from advisor.results.storage import DEFAULT_SAMPLER, SAMPLERS
+        from advisor.tune.samplers import DEFAULT_SAMPLER, SAMPLERS
         from advisor.tune.space import load_space
 
         sampler = sampler or DEFAULT_SAMPLER
@@ -283,8 +283,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     import shlex
 
     from advisor.results.preflight import mask_url
-    from advisor.results.storage import DEFAULT_SAMPLER
     from advisor.tune.display import LiveProgress, human_bytes, print_front
+    from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
 
     shape = backend.shape

@@ -132,7 +132,8 @@ class CacheLayer:
         c = self.costs
         cpu_set = set(on_cpu)
         n_of = (lambda e: tok[e]) if tok is not None else (lambda e: 1)
-        gpu = sum(c.gpu_ms(e, n_of(e)) for e in ids if e not in cpu_set)
+        on_device = [e for e in ids if e not in cpu_set]
+        gpu = sum(c.gpu_ms(e, n_of(e)) for e in on_device) + (c.gpu_layer_ms if on_device else 0.0)
         cpu = c.cpu_batch_ms([(e, n_of(e)) for e in on_cpu]) if on_cpu else 0.0
         copy = c.copy_ms(copied) if copied else 0.0
         bg = c.copy_ms(placed) if placed else 0.0

@@ -2,9 +2,11 @@
 
 Per look-up (one MoE layer of one forward) the cache layer adds, from a `LayerCosts`:
 
-* ``gpu_ms`` - experts computed on the device (hits, copied misses): per expert, the measured device
-  forward time of its format at the reference shape, scaled by the expert's weight count (`DeviceCompute`;
-  below 256 tokens an expert forward on a datacenter GPU is bound by reading its weights);
+* ``gpu_ms`` - experts computed on the device (hits, copied misses). Two device models:
+  `DeviceRoofline` (the default: a fused-MoE runtime as users deploy - llama.cpp, vLLM, SGLang/KTransformers -
+  reads each routed expert's stored bytes once from device memory or does its matmul FLOPs, whichever is
+  slower, plus a fixed launch cost per MoE layer) and `DeviceCompute` (this project's eager per-expert
+  forwards, measured on an H200 and scaled by weight count; what `--mode live` runs);
 * ``copy_ms`` - demand copies (`HardwareProfile.transfer_ms`, the one transfer-time formula);
 * ``cpu_ms`` - misses computed on the host: this host's measured CPU expert time for the expert's format,
   shape and token count (`CpuProfile`, from `advisor profile`), experts one after another (each kernel uses
@@ -100,6 +102,9 @@ class DeviceCompute:
     tokens: int
     source: str
 
+    layer_ms = 0.0
+    """No fixed cost per layer: the measured forwards carry their own launch overhead."""
+
     def ms(self, fmt: str) -> float:
         base = self.ref_ms.get(fmt) or self.ref_ms.get(fmt.split(":")[0]) or self.ref_ms.get("int4") or \
             max(self.ref_ms.values())
@@ -107,6 +112,10 @@ class DeviceCompute:
 
     def scale(self, hidden: int, intermediate: int) -> float:
         return hidden * intermediate / (self.hidden * self.intermediate)
+
+    def expert_terms(self, fmt: str, hidden: int, intermediate: int, nbytes: int) -> tuple[float, float]:
+        """(fixed ms, ms per routed token) of one expert forward on the device."""
+        return self.ms(fmt) * self.scale(hidden, intermediate), 0.0
 
     @classmethod
     def from_gpu_check(cls, path: str) -> DeviceCompute:
@@ -129,7 +138,36 @@ RECORDED_H200 = DeviceCompute(
     "measured:cuda-events(NVIDIA H200, 2026-11-30, 2048x1024, 32 tokens; benchmarks/results/"
     "2026-11-30_h200_gpu_check.json) scaled by weight count",
 )
-"""The device side when no device compute was measured here: this project's expert forwards on an H200."""
+"""This project's eager expert forwards (one expert at a time, int4 dequantized first) on an H200."""
+
+
+@dataclass(frozen=True)
+class DeviceRoofline:
+    """Device expert compute of a fused-MoE kernel: an expert forward reads the expert's stored bytes once
+    (memory-bound below a few hundred tokens per expert) or does 6 x hidden x FFN FLOPs per routed token,
+    whichever takes longer; one fixed launch cost per MoE layer and forward. Quantized experts read fewer
+    bytes (what llama.cpp's and Marlin-style kernels exploit at decode batch sizes)."""
+
+    hbm_gbps: float  # device memory bandwidth, GB/s
+    tflops: float  # dense matmul throughput, TFLOP/s
+    layer_us: float  # fixed cost per MoE layer and forward (routing + grouped-GEMM launches)
+    source: str
+
+    @property
+    def layer_ms(self) -> float:
+        return self.layer_us / 1e3
+
+    def expert_terms(self, fmt: str, hidden: int, intermediate: int, nbytes: int) -> tuple[float, float]:
+        """(ms to read the weights, ms of matmul per routed token); the forward takes the larger."""
+        return nbytes / (self.hbm_gbps * 1e6), 6.0 * hidden * intermediate / (self.tflops * 1e9)
+
+
+H200_ROOFLINE = DeviceRoofline(
+    4800.0, 989.0, 20.0,
+    "modelled:roofline(NVIDIA H200 nominal: 4.8 TB/s HBM3e, 989 TFLOP/s dense bf16; 20 us per MoE layer "
+    "for routing + fused expert kernels, assumed)",
+)
+"""The default device side: a fused-MoE runtime on an H200 (the GPU whose link profile is recorded)."""
 
 
 class LayerCosts:
@@ -139,13 +177,16 @@ class LayerCosts:
                  cpu: CpuProfile, device: DeviceCompute, link: Any):
         self.expert_bytes = list(expert_bytes)
         self.link = link
-        self._gpu = [device.ms(f) * device.scale(hidden, intermediate) for f in fmts]
+        terms = [device.expert_terms(f, hidden, intermediate, b) for f, b in zip(fmts, expert_bytes, strict=True)]
+        self._gpu_fixed = [t[0] for t in terms]
+        self._gpu_per_token = [t[1] for t in terms]
+        self.gpu_layer_ms = float(device.layer_ms)
         by_fmt = {f: [cpu.ms(f, hidden, intermediate, n)[0] for n in range(TOKENS[-1] + 1)] for f in set(fmts)}
         self._cpu_tab = [by_fmt[f] for f in fmts]
         self._slope = [(t[-1] - t[TOKENS[-2]]) / (TOKENS[-1] - TOKENS[-2]) for t in self._cpu_tab]
 
     def gpu_ms(self, e: int, n: int) -> float:
-        return self._gpu[e]
+        return max(self._gpu_fixed[e], self._gpu_per_token[e] * n)
 
     def cpu_ms(self, e: int, n: int) -> float:
         tab = self._cpu_tab[e]
@@ -163,8 +204,8 @@ class LayerCosts:
         cheaper than computing on the CPU: hybrid's rule."""
         out = []
         for e in range(len(self.expert_bytes)):
-            cost = self.copy_ms([e]) + self._gpu[e]
-            n = next((n for n in range(1, 4097) if self.cpu_ms(e, n) >= cost), 1 << 30)
+            n = next((n for n in range(1, 4097) if self.cpu_ms(e, n) >= self.copy_ms([e]) + self.gpu_ms(e, n)),
+                     1 << 30)
             out.append(n)
         return out
 

@@ -5,6 +5,6 @@ the one reader of a stored trial configuration (`config_view`), storage URLs and
 (`storage`), the project's tables (`store`) and their queries (`registry`: studies; `evalcache`: plan-only
 measurements). The read side (recommend, export, report, studies, pareto) depends on this package, never on
 the tuner. May import `advisor.quant.spec`/`plan` (torch-free), the leaf modules, the standard library and
-SQLAlchemy (never on the SQLite fast path); optuna only inside `storage.open_storage`/`make_sampler`, for
+SQLAlchemy (never on the SQLite fast path); optuna only inside `storage.open_storage`, for
 the tuner. Never torch.
 """

@@ -344,11 +344,11 @@ class ModelBackend:
         return self._cpu_profile
 
     def costs(self, plan: Any) -> Any:
-        """The time model of `plan` on this host's CPU, the profile's link and the recorded device compute."""
+        """The time model of `plan`: this host's CPU, the profile's link, a fused-MoE device (H200 roofline)."""
         from advisor.hardware.profiles import DEFAULT_PROFILE
-        from advisor.offload.timing import RECORDED_H200, ModelCosts
+        from advisor.offload.timing import H200_ROOFLINE, ModelCosts
 
-        return ModelCosts(plan, self.shape.hidden, self.shape.intermediate, self.cpu_profile(), RECORDED_H200,
+        return ModelCosts(plan, self.shape.hidden, self.shape.intermediate, self.cpu_profile(), H200_ROOFLINE,
                           self.profile or DEFAULT_PROFILE)
 
     def _hot_sets(self) -> dict[int, list[int]]:

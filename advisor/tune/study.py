@@ -30,6 +30,7 @@ from advisor.tune.backend import Backend
 from advisor.tune.budget import BudgetFit
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
+from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler
 from advisor.tune.space import SearchSpace
 
 
@@ -37,7 +38,7 @@ from advisor.tune.space import SearchSpace
 class TuneOptions:
     study_name: str | None = None
     storage: str | None = None
-    sampler: str = st.DEFAULT_SAMPLER
+    sampler: str = DEFAULT_SAMPLER
     seed: int | None = 0
     n_trials: int | None = 20
     """Trials this process runs (Optuna's meaning: several workers with N each run N x workers)."""
@@ -238,7 +239,7 @@ def _run_tune(
                               grace_period=opts.grace_period, max_retry=opts.max_retry)
     url = st.normalize_url(opts.storage)
     engine = engine_for(url)
-    sampler = st.make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
+    sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
     study = create_or_load(storage, name, metrics, directions, sampler)
     meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
     _check_resume(study, meta)
