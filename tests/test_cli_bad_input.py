@@ -145,5 +145,5 @@ def test_space_values_checked_against_the_model(tmp_path):
     space = tmp_path / "s.toml"
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 999 }\n')
     r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "s.toml:5", "999", "16 experts per layer")
+    one_error_line(r, "s.toml:5", "999", "64 experts per layer")
     assert not (tmp_path / "s.db").exists()

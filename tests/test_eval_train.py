@@ -68,3 +68,23 @@ def test_training_is_deterministic(tmp_path):
     (loss_a, w_a), (loss_b, w_b) = runs
     assert loss_a == loss_b and w_a.keys() == w_b.keys()
     assert all(torch.equal(w_a[k], w_b[k]) for k in w_a)
+
+
+def test_training_forward_matches_the_models_own_forward():
+    """The grouped expert computation used in training is the model's MoE math (logits and gradients)."""
+    from scripts.train_bundled import grouped_experts
+
+    cfg = dataclasses.replace(TrainConfig(), **{**TINY, "num_experts": 16, "num_experts_per_tok": 4})
+    tok = build_tokenizer()
+    model = build_model(cfg, tok)
+    ids, _ = Batcher(cfg, tok).next()
+    own = model(ids).logits
+    own.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    with grouped_experts(model):
+        grouped = model(ids).logits
+    grouped.square().mean().backward()
+    assert torch.allclose(own, grouped, atol=1e-5)
+    assert all(torch.allclose(p.grad, grads[n], atol=1e-6) for n, p in model.named_parameters() if n in grads)
+    assert "forward" not in vars(model.model.layers[0].mlp)  # the model's own forward is back afterwards
