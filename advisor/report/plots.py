@@ -36,8 +36,11 @@ def policy_style(policy: str) -> dict[str, Any]:
         return {"color": "black", "marker": "x", "linestyle": ":", "linewidth": 1.8, "markersize": 7}
     if policy not in _KNOWN_POLICIES:
         _KNOWN_POLICIES.append(policy)
-    color, marker = _POLICY_LOOK[_KNOWN_POLICIES.index(policy) % len(_POLICY_LOOK)]
-    return {"color": color, "marker": marker, "linestyle": "-", "linewidth": 1.3, "markersize": 5}
+    i = _KNOWN_POLICIES.index(policy)
+    color, marker = _POLICY_LOOK[i % len(_POLICY_LOOK)]
+    # hollow markers of different sizes: where policies coincide, their markers nest and all stay visible
+    return {"color": color, "marker": marker, "linestyle": "-", "linewidth": 1.3, "markersize": 5 + 2.5 * (i % 4),
+            "markerfacecolor": "none", "markeredgewidth": 1.3}
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -77,7 +80,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
         for ax in (top, bottom):
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="upper right")
+            ax.legend(fontsize=7, loc="best")  # where it covers the fewest points and lines
     axes[0][0].set_ylabel("H2D MiB per generated token (counted)")
     axes[1][0].set_ylabel(f"transfer ms per generated token\n({sweep.time_source})", fontsize=8)
     return _save(fig, path)
