@@ -161,3 +161,22 @@ def test_report_answers_with_the_baselines(study, tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | strategy | precision | trial | GPU slots/layer | policy | miss |" in md
     assert "Time per token: modelled:" in md and "llama.cpp-style" in md
+
+
+def test_explicit_per_layer_slots_and_miss_policy_round_trip_through_storage():
+    """A llama.cpp-style placement (whole layers, 0 slots elsewhere) with its miss policy and tau: counted
+    bytes include only the placed experts, and the stored configuration reads back unchanged (the report
+    replays stored trials from it)."""
+    from advisor.tune.config import ModelShape, TrialConfig, build_config
+    from advisor.tune.space import parse_space
+
+    space = parse_space(SPACE, "<baselines-test>")
+    shape = ModelShape(num_experts=(4, 4), top_k=(2, 2), hidden=(8, 8), intermediate=(16, 16),
+                       native_format="fp32", resident_bytes=1000)
+    params = {"fmt_g0": "fp16", "hot_fraction": 0.0, "hot_format": "fp16", "prefetch": "none",
+              "slots_per_layer": [4, 0], "policy": "tide", "miss": "cpu", "tau": 4}
+    cfg = build_config(space, params, shape, None)
+    assert cfg.slots == (4, 0) and cfg.peak_bytes == 1000 + 4 * shape.expert_bytes(0, "fp16")
+    back = TrialConfig.from_json(cfg.to_json(), shape.num_experts)
+    assert (back.slots, back.policy, back.miss, back.tau) == ((4, 0), "tide", "cpu", 4)
+    assert back.cache_key == cfg.cache_key
