@@ -25,27 +25,46 @@ def _run(text: str) -> dict:
     return ns
 
 
-def _bundled_point(plan: PrecisionPlan):
-    meta = model_meta("llada_moe", n_layers=4, n_experts=16, hidden=128, inter=64)
-    return point("s", 1, plan.spec, 8, acc=0.9, h2d=1e6, peak_gib=1, meta=meta, model="bundled")
+def _llada_point(plan: PrecisionPlan, model: str, n_experts: int, inter: int):
+    meta = model_meta("llada_moe", n_layers=4, n_experts=n_experts, hidden=128, inter=inter)
+    return point("s", 1, plan.spec, 8, acc=0.9, h2d=1e6, peak_gib=1, meta=meta, model=model)
+
+
+@pytest.fixture(scope="module")
+def wide_llada_dir(tmp_path_factory):
+    """A random 4-layer, 16-expert LLaDA-MoE with 64-wide experts (the shape bundled before 2026-12-03):
+    bitsandbytes' CPU nf4 kernel packs rows in blocks of 32 and quantizes in blocks of 64, which the bundled
+    model's 16-wide experts do not fill."""
+    import dataclasses
+
+    from advisor.eval.chartok import build_tokenizer
+    from scripts.train_bundled import TrainConfig, build_model, save
+
+    cfg = dataclasses.replace(TrainConfig(), num_experts=16, num_experts_per_tok=2, expert_intermediate_size=64)
+    tok = build_tokenizer()
+    out = tmp_path_factory.mktemp("llada") / "wide"
+    save(build_model(cfg, tok).eval(), tok, out, {"task": "toy", "test": True}, "float32")
+    return out
 
 
 @pytest.mark.parametrize("fmt,cls", [("int8", "Linear8bitLt"), ("nf4", "Linear4bit")])
-def test_bitsandbytes_recipe_runs_through_the_advisor_loader(fmt, cls):
+def test_bitsandbytes_recipe_runs_through_the_advisor_loader(fmt, cls, request):
     pytest.importorskip("bitsandbytes")
     from advisor.models.load import load_model
 
+    spec, n_experts, inter = ("bundled", 64, 16) if fmt == "int8" else (str(request.getfixturevalue("wide_llada_dir")),
+                                                                       16, 64)
     plan = PrecisionPlan(default=fmt, layers={2: "bf16"}, experts={1: {3: "bf16"}})
-    res = export_point(_bundled_point(plan), "hf")
+    res = export_point(_llada_point(plan, spec, n_experts, inter), "hf")
     assert res.data["method"] == "bitsandbytes" and "'bundled'" not in res.text
     model = _run(res.text)["model"]
     quantized = {n for n, m in model.named_modules() if type(m).__name__ == cls}
-    want = {f"model.layers.{layer}.mlp.experts.{e}.{p}_proj" for layer in range(4) for e in range(16)
+    want = {f"model.layers.{layer}.mlp.experts.{e}.{p}_proj" for layer in range(4) for e in range(n_experts)
             for p in ("gate", "up", "down") if plan.format_for(layer, e) == fmt}
     assert quantized == want
     with torch.no_grad():
         got = model(input_ids=IDS).logits.float()
-        ref = load_model("bundled").model(input_ids=IDS).logits.float()
+        ref = load_model(spec).model(input_ids=IDS).logits.float()
     assert torch.isfinite(got).all()
     # the experts computed with the quantized weights: close to, but not the same as, full precision
     assert 0 < (got - ref).abs().max() < 0.25 * ref.abs().max()
@@ -92,7 +111,7 @@ def test_advisor_recipe_runs_and_tiny_specs_get_only_it():
 
 
 def test_hqq_and_impossible_back_ends_are_refused_with_the_reason():
-    p = _bundled_point(PrecisionPlan.uniform("int8"))
+    p = _llada_point(PrecisionPlan.uniform("int8"), "bundled", 64, 16)
     with pytest.raises(UserError, match="HQQ is not available yet"):
         export_point(p, "hf", ["method=hqq"])
     with pytest.raises(UserError, match="list-layout models load through the advisor's loader"):
@@ -108,7 +127,7 @@ def test_export_check_validates_with_each_targets_own_code(tmp_path):
 
     from advisor.cli import app
 
-    llada = model_meta("llada_moe", n_layers=4, n_experts=16, hidden=128, inter=64)
+    llada = model_meta("llada_moe", n_layers=4, n_experts=64, hidden=128, inter=16)
     qwen = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
     url = make_db(tmp_path / "a.db", [
         point("l", 1, "default=int4;layers=0:int8", 8, acc=0.9, h2d=1e6, peak_gib=1, meta=llada, model="bundled"),
