@@ -47,6 +47,17 @@ def wide_llada_dir(tmp_path_factory):
     return out
 
 
+
+def test_nf4_recipe_for_narrow_experts_says_the_cpu_kernel_cannot_load_it():
+    """The bundled model's 16-wide experts do not fill bitsandbytes' 64-wide NF4 blocks: the export says so, and
+    its automatic choice does not write that recipe."""
+    plan = PrecisionPlan(default="nf4")
+    narrow = export_point(_llada_point(plan, "bundled", 64, 16), "hf").data
+    wide = export_point(_llada_point(plan, "wide", 16, 64), "hf").data
+    assert any("blocks of 64" in n and "16 wide" in n for n in narrow["bitsandbytes"]["notes"])
+    assert narrow["method"] != "bitsandbytes"
+    assert not any("blocks of 64" in n for n in wide["bitsandbytes"]["notes"])
+
 @pytest.mark.parametrize("fmt,cls", [("int8", "Linear8bitLt"), ("nf4", "Linear4bit")])
 def test_bitsandbytes_recipe_runs_through_the_advisor_loader(fmt, cls, request):
     pytest.importorskip("bitsandbytes")

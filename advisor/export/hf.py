@@ -75,6 +75,10 @@ def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[
         kwargs = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16"}
         if any(parse_format(f).kind != "nf4" for f in q):
             notes.append(f"bitsandbytes 4-bit is NF4 (or FP4); planned {', '.join(q)} load as NF4")
+        widths = {w for w in (cfg.model.hidden_size, cfg.model.intermediate_size) if w}
+        if any(w % 64 for w in widths):
+            notes.append(f"bitsandbytes' CPU NF4 kernel quantizes rows in blocks of 64, which experts {min(widths)} "
+                         "wide do not fill: on a CPU this recipe fails to load (CUDA not tried); int8 loads")
     alts = []
     for layer in range(len(cfg.model.layers)):
         ids = _quantized_experts(cfg, layer)
