@@ -134,7 +134,12 @@ def test_interval_refresh_obeys_its_rules():
         if not pol.refreshes(ctx):
             assert not changed and set(acc.streamed) == set(ids) - before
         assert len(acc.evicted) <= len(acc.admitted)  # demotions capped at promotions
-        assert not set(acc.evicted) & set(ids)  # hits stay
+        used_victims = set(acc.evicted) & set(ids)
+        if used_victims:  # only once no unused resident is left, the fewest-token ones, computed as misses
+            assert not (before - set(ids)) - set(acc.evicted)
+            kept = [e for e in ids if e in pol.resident]
+            assert max(tokens[ids.index(v)] for v in used_victims) <= min(tokens[ids.index(k)] for k in kept)
+            assert not used_victims & set(acc.hits) and used_victims <= set(acc.streamed)
         assert len(pol.resident) <= 3
         if changed:  # promoted: this step's most-routed experts first
             ranked = [e for e in ids if e not in before]
@@ -142,6 +147,18 @@ def test_interval_refresh_obeys_its_rules():
     assert all(s != 3 for _, s in refreshed) and {(0, 1), (0, 2)} <= set(refreshed)
     assert not [r for r in refreshed if r[0] > 0 and r[1] % 2]
 
+
+
+def test_interval_refresh_swaps_the_set_when_the_step_uses_every_resident():
+    """TIDE re-chooses the GPU set from the step's tokens even when every resident is in use: the used
+    resident with the fewest tokens is demoted (and computes as a miss in this step)."""
+    pol = IntervalRefresh(2, tau=1)
+    first = pol.access((0, 1), Ctx(0, 0, 0), (3, 3))
+    assert first.admitted == [0, 1] and not first.evicted
+    acc = pol.access((0, 1, 2), Ctx(1, 1, 0), (1, 4, 9))
+    assert acc == ([1], [2], [0], [0]) and set(pol.resident) == {1, 2}
+    between = pol.access((0, 1, 2), Ctx(2, 3, 1), (9, 1, 2))  # block 1, odd step: tau=1 refreshes every step
+    assert between.admitted == [0] and between.evicted == [1] and between.hits == [2]
 
 def test_profile_command_measures_cpu_experts_into_the_profile(tmp_path):
     import json

@@ -82,9 +82,11 @@ def test_rules_hits_stay_capacity_and_accounting(policy):
         ids = sorted(rng.sample(range(10), rng.randint(1, 7)))
         before = set(pol.resident)
         acc = pol.access(ids, Ctx(f, f % 4, f // 4))
-        assert set(acc.hits) == before & set(ids)
-        assert sorted(acc.admitted + acc.streamed) == sorted(set(ids) - before)
-        assert not set(acc.evicted) & set(ids)  # nothing this forward uses is evicted
+        kept = before - set(acc.evicted)
+        assert set(acc.hits) == kept & set(ids)
+        assert sorted(acc.admitted + acc.streamed) == sorted(set(ids) - kept)
+        if policy != "tide":  # nothing this forward uses is evicted (tide's refresh may demote one: a miss then)
+            assert not set(acc.evicted) & set(ids)
         assert set(acc.evicted) <= before
         assert set(pol.resident) == (before - set(acc.evicted)) | set(acc.admitted)
         assert len(pol.resident) <= 4

@@ -327,11 +327,13 @@ class IntervalRefresh(Policy):
     current denoising step's tokens per expert every `tau` steps, and left alone in between.
 
     Refresh steps: every step of the first block (block 0: no history yet), else steps with step % tau
-    == 0; never a block's last step (`steps_per_block`, 0 = unknown). On a refresh the experts of this
-    forward with the most tokens are promoted into slots (copies), each over a free slot or demoting a
-    resident unused in this forward (oldest first): demotions never exceed promotions and hits stay.
-    Between refreshes nothing is admitted: misses are not kept (computed on the CPU, or streamed).
-    Without step context (-1) every `tau`-th forward refreshes.
+    == 0; never a block's last step (`steps_per_block`, 0 = unknown). On a refresh the slot set becomes
+    this forward's experts with the most tokens: each one promoted (copied) takes a free slot, else the
+    slot of a resident outside that set - one this forward does not use (oldest first), else the used one
+    with the fewest tokens, which then computes as a miss in this forward (TIDE swaps the set even when a
+    step touches nearly every expert). Demotions never exceed promotions. Between refreshes nothing is
+    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1) every
+    `tau`-th forward refreshes. The one policy that may demote an expert its forward uses.
     """
 
     name = "tide"
@@ -363,16 +365,19 @@ class IntervalRefresh(Policy):
         count = dict(zip(ids, tokens, strict=True)) if tokens is not None else {}
         wanted = sorted(ids, key=lambda e: (-count.get(e, 1), e))[: self.capacity]
         promote = [e for e in wanted if e not in res]
-        free = self.capacity - len(res)
-        used = set(ids)
-        victims = [k for k in res if k not in used][: max(0, len(promote) - free)]
-        admitted = promote[: free + len(victims)]
+        need = max(0, len(promote) - (self.capacity - len(res)))
+        keep, used = set(wanted), set(ids)
+        unused = [k for k in res if k not in used]
+        demoted_used = sorted((k for k in res if k in used and k not in keep), key=lambda e: (count.get(e, 1), e))
+        victims = (unused + demoted_used)[:need]
+        admitted = promote[: self.capacity - len(res) + len(victims)]
         for v in victims:
             del res[v]
         for e in admitted:
             res[e] = None
-        adm = set(admitted)
-        return Access(hits, admitted, victims, [e for e in misses if e not in adm])
+        adm, gone = set(admitted), set(victims)
+        return Access([e for e in hits if e not in gone], admitted, victims,
+                      [e for e in ids if e not in res and e not in adm])
 
     def prefetch(self, ids, ctx):
         return [], []  # placement changes only on refresh steps
