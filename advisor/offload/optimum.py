@@ -15,7 +15,8 @@ c[g, x] = 1 when expert x is resident after forward g (S_g: the experts forward 
 
 Any resident set sequence the policies can produce is feasible here and every feasible one can be
 played by a (clairvoyant) policy, so this is the optimum, not a bound (tests check it against brute
-force). It needs the future, so it is a yardstick for the benchmarks, never a policy. Solved with
+force). It needs the future, so it is a yardstick for the benchmarks, never a policy. (`tide` alone may
+demote an expert its forward uses, on a refresh: its ratio is against the optimum of these stricter rules.) Solved with
 HiGHS (scipy, a core dependency); the benchmark traces take well under a second per layer.
 """
 
