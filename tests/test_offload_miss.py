@@ -228,3 +228,20 @@ def test_roofline_device_time_reads_each_device_experts_bytes_once_per_forward()
         cpu = simulate(trace, slots_per_layer=2, policy="lru", plan="int8", miss="cpu", costs=costs)
         assert 0 < cpu.times["gpu_ms"] < copy.times["gpu_ms"] and cpu.times["cpu_ms"] > 0
     assert "roofline" in H200_ROOFLINE.source and copy.time_source.startswith("modelled:gpu=test")
+
+
+def test_recorded_h200_is_the_committed_gpu_check_measurement():
+    """The eager device model's numbers are typed into `timing.RECORDED_H200`: they must be the committed
+    H200 gpu_check result's measured forwards (read back with `DeviceCompute.from_gpu_check`)."""
+    from pathlib import Path
+
+    from advisor.offload.timing import RECORDED_H200
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "2026-11-30_h200_gpu_check.json"
+    measured = DeviceCompute.from_gpu_check(str(path))
+    assert "nf4" not in measured.ref_ms  # the row the device could not run has no forward time
+    assert (measured.hidden, measured.intermediate, measured.tokens) == \
+        (RECORDED_H200.hidden, RECORDED_H200.intermediate, RECORDED_H200.tokens)
+    for fmt, ms in RECORDED_H200.ref_ms.items():
+        assert ms == pytest.approx(measured.ref_ms[fmt], abs=5e-5), fmt
+    assert measured.source.startswith("measured:cuda-events(NVIDIA H200")

@@ -23,7 +23,7 @@ import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 """Tokens per expert at which CPU expert time is measured."""
@@ -53,7 +53,7 @@ class CpuProfile:
 
     table: Mapping[str, Mapping[str, Sequence[Sequence[float]]]]  # "HxI" -> format -> [[tokens, ms], ...]
     threads: int
-    source: str  # e.g. "measured:wall-clock(2026-12-03, 2 threads, median of 5)"
+    source: str  # e.g. "measured:wall-clock(2026-12-03, 2 threads, min of 3, kernels ...)"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CpuProfile:
@@ -92,6 +92,22 @@ def _interp(rows: Sequence[Sequence[float]], n: float) -> float:
     return float(y0 + (y1 - y0) * (n - x0) / (x1 - x0))
 
 
+class DeviceModel(Protocol):
+    """What the cost model asks of a device model (`DeviceRoofline`, `DeviceCompute`)."""
+
+    @property
+    def layer_ms(self) -> float:
+        """Fixed ms per MoE layer and forward that computes any expert on the device."""
+        ...
+
+    @property
+    def source(self) -> str: ...
+
+    def expert_terms(self, fmt: str, hidden: int, intermediate: int, nbytes: int) -> tuple[float, float]:
+        """(fixed ms, ms per routed token) of one expert forward; it takes the larger of the two."""
+        ...
+
+
 @dataclass(frozen=True)
 class DeviceCompute:
     """Device-side expert forward time: measured per format at one reference shape and token count."""
@@ -119,14 +135,16 @@ class DeviceCompute:
 
     @classmethod
     def from_gpu_check(cls, path: str) -> DeviceCompute:
-        """From a `benchmarks/gpu_check.py` result file (its quant section's measured expert forwards)."""
+        """From a `benchmarks/gpu_check.py` result file (its quant section's measured expert forwards;
+        formats without a forward time, e.g. a kernel the device lacked, are left out)."""
         import json
 
-        d = json.loads(open(path).read())
+        with open(path) as f:
+            d = json.load(f)
         q = d["sections"]["quant"]["result"]["formats"]
         e = q["expert"]
-        return cls({r["format"]: float(r["forward_ms"]) for r in q["rows"]}, int(e["hidden"]),
-                   int(e["intermediate"]), int(e["tokens"]),
+        return cls({r["format"]: float(r["forward_ms"]) for r in q["rows"] if r.get("forward_ms") is not None},
+                   int(e["hidden"]), int(e["intermediate"]), int(e["tokens"]),
                    f"measured:cuda-events({q['device']},{e['hidden']}x{e['intermediate']},{e['tokens']} tokens)"
                    " scaled by weight count")
 
@@ -174,7 +192,7 @@ class LayerCosts:
     """One MoE layer's per-expert cost functions (tables precomputed: the replay loop calls these)."""
 
     def __init__(self, fmts: Sequence[str], expert_bytes: Sequence[int], hidden: int, intermediate: int,
-                 cpu: CpuProfile, device: DeviceCompute, link: Any):
+                 cpu: CpuProfile, device: DeviceModel, link: Any):
         self.expert_bytes = list(expert_bytes)
         self.link = link
         terms = [device.expert_terms(f, hidden, intermediate, b) for f, b in zip(fmts, expert_bytes, strict=True)]
@@ -214,7 +232,7 @@ class ModelCosts:
     """Cost model of a whole model: formats from the precision plan, shapes from the trace meta."""
 
     def __init__(self, plan: Any, hidden: Sequence[int], intermediate: Sequence[int], cpu: CpuProfile,
-                 device: DeviceCompute, link: Any):
+                 device: DeviceModel, link: Any):
         from advisor.quant.plan import PrecisionPlan
 
         self.plan = PrecisionPlan.parse(plan)
@@ -225,7 +243,7 @@ class ModelCosts:
                        f"cpu={cpu.source}{' scaled to this shape' if scaled else ''}")
 
     @classmethod
-    def for_trace(cls, trace: Any, plan: Any, cpu: CpuProfile, device: DeviceCompute, link: Any) -> ModelCosts:
+    def for_trace(cls, trace: Any, plan: Any, cpu: CpuProfile, device: DeviceModel, link: Any) -> ModelCosts:
         m = trace.meta
         return cls(plan, m["hidden"], m["intermediate"], cpu, device, link)
 
