@@ -29,7 +29,7 @@ import torch
 from advisor.offload.optimum import optimum
 from advisor.offload.policies import POLICIES
 from advisor.offload.simulate import belady, simulate
-from advisor.offload.trace import RoutingTrace, merge, record_trace
+from advisor.offload.trace import RoutingTrace, record_random_prompts
 
 SIZES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PRECISIONS = ("bf16", "int8", "int4")
@@ -46,14 +46,8 @@ def tiny_llada_moe_shaped(seed: int = 0, layers: int = 2):
 
 
 def record(loaded: Any, block: int, prompts: int, seed: int = 0) -> RoutingTrace:
-    gen = torch.Generator().manual_seed(seed)
-    vocab = int(loaded.model.config.vocab_size)
     new = 2 * block  # two blocks, each denoised in block/2 steps
-    traces = []
-    for _ in range(prompts):
-        ids = torch.randint(3, vocab - 3, (1, 16), generator=gen)
-        traces.append(record_trace(loaded, ids, max_new_tokens=new, steps=new // 2, block_length=block))
-    return merge(traces)
+    return record_random_prompts(loaded, prompts, seed=seed, max_new_tokens=new, steps=new // 2, block_length=block)
 
 
 def profiled(loaded: Any, block: int, prompts: int) -> tuple[RoutingTrace, dict[int, list[int]]]:

@@ -41,7 +41,7 @@ from advisor.baselines import BASELINES, TIDE_TAUS, baseline_slots
 from advisor.hardware.profiles import HardwareProfile
 from advisor.offload.simulate import simulate
 from advisor.offload.timing import H200_ROOFLINE, RECORDED_H200, ModelCosts
-from advisor.offload.trace import RoutingTrace, merge, record_trace
+from advisor.offload.trace import RoutingTrace, record_random_prompts
 from advisor.quant.spec import expert_nbytes_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,10 +71,7 @@ def link_profile() -> HardwareProfile:
 
 
 def _record(loaded: Any, prompts: int, new: int, block: int, seed: int = 0, **gen: Any) -> RoutingTrace:
-    g = torch.Generator().manual_seed(seed)
-    vocab = int(loaded.model.config.vocab_size)
-    return merge([record_trace(loaded, torch.randint(3, vocab - 3, (1, 16), generator=g), max_new_tokens=new,
-                               block_length=block, **gen) for _ in range(prompts)])
+    return record_random_prompts(loaded, prompts, seed=seed, max_new_tokens=new, block_length=block, **gen)
 
 
 def traces(quick: bool) -> dict[str, tuple[RoutingTrace, tuple[int, int]]]:

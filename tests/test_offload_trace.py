@@ -110,3 +110,16 @@ def test_cli_trace_and_simulate(tmp_path):
     assert res.exit_code == 0, res.output
     rows = {r["policy"]: r for r in json.loads(js.read_text())["results"]}
     assert rows["tide"]["cpu_tokens"] > 0 and rows["tide"]["demand_bytes"] == 0 and rows["tide"]["miss"] == "cpu"
+
+
+def test_record_random_prompts_merges_seeded_prompts():
+    from advisor.offload.trace import record_random_prompts
+
+    loaded = tiny_llada()
+    two = record_random_prompts(loaded, 2, seed=5, prompt_len=3, **GEN_KW)
+    g = torch.Generator().manual_seed(5)
+    vocab = int(loaded.model.config.vocab_size)
+    by_hand = merge([record_trace(loaded, torch.randint(3, vocab - 3, (1, 3), generator=g), **GEN_KW)
+                     for _ in range(2)])
+    assert two.n_forwards == 2 * 4 and two.generated_tokens == 16
+    assert two.access_sequences() == by_hand.access_sequences()

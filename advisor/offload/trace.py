@@ -345,6 +345,18 @@ def record_trace(
     return trace
 
 
+def record_random_prompts(loaded: Any, prompts: int, *, seed: int = 0, prompt_len: int = 16,
+                          **gen_kw: Any) -> RoutingTrace:
+    """The merged traces of `prompts` random prompts (`prompt_len` token ids in [3, vocab - 3), drawn from a
+    generator seeded with `seed`); `gen_kw` as in `record_trace`. The benchmarks' synthetic workloads."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    vocab = int(loaded.model.config.vocab_size)
+    return merge([record_trace(loaded, torch.randint(3, vocab - 3, (1, prompt_len), generator=g), **gen_kw)
+                  for _ in range(prompts)])
+
+
 def merge(traces: Sequence[RoutingTrace]) -> RoutingTrace:
     """Concatenate traces of the same model (forward indices renumbered to stay increasing)."""
     if not traces:
