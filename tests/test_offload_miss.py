@@ -37,6 +37,22 @@ def test_cpu_kernels_match_the_dequantized_reference(fmt, kernel):
     assert float((got - ref).norm() / ref.norm()) < TOL[fmt]
 
 
+FORMATS_TO_PRICE = ("bf16", "fp16", "fp32", "int8", "fp8", "int4", "int4:g32", "int4:g64", "int4:g128", "int4:g256",
+                    "int4:asym", "int4:sym", "int4:g16", "nf4", "int3", "int2")
+
+
+@pytest.mark.parametrize("fmt", FORMATS_TO_PRICE)
+def test_time_model_prices_each_format_with_the_kernel_it_runs(fmt):
+    """`timing.kernel_format` (torch-free, from the name) picks the CPU kernel `cpu_experts` really uses."""
+    from advisor.offload.timing import kernel_format
+
+    g = torch.Generator().manual_seed(0)
+    w = ExpertWeights(*(torch.randn(s, generator=g) * 0.05 for s in ((256, 256), (256, 256), (256, 256))))
+    kernel = kernel_for(quantize_expert(w, fmt).gate)[0]
+    measured_as = {"dense": "bf16", "int8pack_mm": "int8", "int4pack_mm": "int4", "dequantize": "int3"}[kernel]
+    assert kernel_format(fmt) == measured_as
+
+
 def _profile() -> CpuProfile:
     """A CPU profile (input, not a result) under which 1-token misses go to the CPU and larger ones are copied."""
     rows = [[1, 0.001], [2, 0.002], [256, 100.0]]

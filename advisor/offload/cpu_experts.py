@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from advisor.models.experts import ExpertFn
+from advisor.offload.timing import INT4_KERNEL_GROUPS
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
-_INT4_GROUPS = (32, 64, 128, 256)
 
 
 def _int4_linear(qt: Any) -> Linear | None:
@@ -32,7 +32,7 @@ def _int4_linear(qt: Any) -> Linear | None:
     spec = qt.format.spec
     rows, cols = qt.shape
     g = int(spec.group or 0)
-    if spec.kind != "int4" or spec.symmetric or g not in _INT4_GROUPS or cols % g or rows % 16 or cols % 64:
+    if spec.kind != "int4" or spec.symmetric or g not in INT4_KERNEL_GROUPS or cols % g or rows % 16 or cols % 64:
         return None
     try:
         q = unpack_bits(qt.tensors["qweight"], 4, spec.padded_in(cols))[:, :cols].to(torch.int32).contiguous()

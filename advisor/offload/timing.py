@@ -20,6 +20,7 @@ Every term carries its source. Torch-free: `recommend`/`report` read these numbe
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,14 +32,22 @@ CPU_FORMATS = ("bf16", "int8", "int4", "int3")
 """Formats measured: one per CPU kernel (int3 stands for every format that dequantizes first)."""
 
 
+INT4_KERNEL_GROUPS = (32, 64, 128, 256)
+"""Group sizes torch's CPU int4 kernel takes (asymmetric int4 only; `advisor.offload.cpu_experts`)."""
+
+
+@functools.cache
 def kernel_format(fmt: str) -> str:
-    """The measured format whose CPU kernel `fmt` uses (see `advisor.offload.cpu_experts`)."""
-    base = fmt.split(":")[0]
-    if base in ("bf16", "fp16", "fp32"):
+    """The measured format whose CPU kernel `fmt` uses (the rule of `advisor.offload.cpu_experts.kernel_for`,
+    read from the parsed format, so "int4:g128" or "int4:asym" is priced as the int4 kernel it runs)."""
+    from advisor.quant.spec import parse_format
+
+    spec = parse_format(fmt)
+    if spec.kind in ("bf16", "fp16", "fp32"):
         return "bf16"
-    if base == "int8":
+    if spec.kind == "int8":
         return "int8"
-    if fmt in ("int4", "int4:g32", "int4:g64", "int4:g256"):
+    if spec.kind == "int4" and not spec.symmetric and spec.group in INT4_KERNEL_GROUPS:
         return "int4"
     return "int3"
 
