@@ -106,3 +106,23 @@ def test_top3_routing_sums_expert_outputs_in_the_resident_order():
     rt, trace, out = run_offloaded(lm, ids, slots_per_layer=3, policy="block_aware")
     assert torch.equal(out, ref)
     assert rt.stats().counters() == simulate(trace, slots_per_layer=3, policy="block_aware", plan="fp32").counters()
+
+
+@pytest.mark.parametrize(("policy", "hot", "kw"), [("static_hot", {0: [3, 5, 7], 1: [1, 2]}, {}),
+                                                   ("lfu_decay", None, {"decay": 0.5}),
+                                                   ("tide", None, {"tau": 2, "steps_per_block": 2})])
+def test_reset_cache_restarts_the_same_policy_from_empty(loaded, reference, policy, hot, kw):
+    from advisor.offload.runtime import OffloadRuntime
+
+    ids, ref = reference
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=4, policy=policy, hot=hot, policy_kw=kw)
+    try:
+        assert torch.equal(generate(loaded, ids, on_forward=rt.on_forward, **GEN_KW), ref)
+        first = rt.stats().counters()
+        assert first["per_layer"][0]["lookups"] > 0
+        rt.reset_cache()
+        assert all(not c.policy.resident for c in rt.caches) and rt.stats().lookups == 0
+        assert torch.equal(generate(loaded, ids, on_forward=rt.on_forward, **GEN_KW), ref)
+        assert rt.stats().counters() == first  # same policy, same settings, from empty slots
+    finally:
+        rt.close()

@@ -78,6 +78,7 @@ class OffloadRuntime:
         self.store = plan if isinstance(plan, ExpertStore) else ExpertStore(moe, plan, pin=self.cuda if pin is None else pin)
         self.plan = self.store.plan
         self.capacity = resolve_slots(slots_per_layer, [m.num_experts for m in moe])
+        self.hot = hot
         policies = build_policies(policy, self.capacity, hot=hot, **self.policy_kw)
         self.costs = costs
         self.caches = [CacheLayer(p, self.store.expert_bytes(i), stage_limit, miss=miss,
@@ -359,7 +360,7 @@ class OffloadRuntime:
 
     def reset_cache(self) -> None:
         """Empty every slot and rebuild the policies' state, then zero the counters."""
-        policies = build_policies(self.policy_name, self.capacity, **{**self.policy_kw, **self._policy_args()})
+        policies = build_policies(self.policy_name, self.capacity, hot=self.hot, **self.policy_kw)
         for i, c in enumerate(self.caches):
             c.policy = policies[i]
             c.staged = {}
@@ -371,15 +372,6 @@ class OffloadRuntime:
         self.ctx = Ctx(0)
         self._explicit, self._last_layer = False, -1
         self.reset_stats()
-
-    def _policy_args(self) -> dict[str, Any]:
-        first = self.caches[0].policy if self.caches else None
-        if self.policy_name == "static_hot":
-            return {"hot": {i: sorted(c.policy.hot) for i, c in enumerate(self.caches)}}  # type: ignore[attr-defined]
-        if self.policy_name == "lfu_decay" and first is not None:
-            return {"decay": 1.0 / first.growth}  # type: ignore[attr-defined]
-        return {}
-
 
     def close(self) -> None:
         """Detach from the model, remove hooks, stop the CPU worker."""
