@@ -30,6 +30,7 @@ from advisor.offload.optimum import optimum
 from advisor.offload.policies import POLICIES
 from advisor.offload.simulate import belady, simulate
 from advisor.offload.trace import RoutingTrace, record_random_prompts
+from benchmarks.trace_scale import calibration_ns  # the same loop calibrates both replay-speed benchmarks
 
 SIZES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PRECISIONS = ("bf16", "int8", "int4")
@@ -125,15 +126,6 @@ def replay_speed(trace: RoutingTrace, min_lookups: int = 300_000) -> dict[str, f
         replay(long, layers, "none")
         out[p] = n * reps / (time.perf_counter() - t0)
     return out
-
-
-def calibration_ns() -> float:
-    """ns per trivial Python loop iteration here and now: replay speed scales with it (shared CPUs)."""
-    t0 = time.perf_counter()
-    s = 0
-    for i in range(1_000_000):
-        s += i
-    return (time.perf_counter() - t0) * 1e3
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
