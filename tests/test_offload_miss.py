@@ -261,3 +261,21 @@ def test_recorded_h200_is_the_committed_gpu_check_measurement():
     for fmt, ms in RECORDED_H200.ref_ms.items():
         assert ms == pytest.approx(measured.ref_ms[fmt], abs=5e-5), fmt
     assert measured.source.startswith("measured:cuda-events(NVIDIA H200")
+
+
+def test_hybrid_thresholds_are_each_experts_own_crossing_point():
+    """`LayerCosts.thresholds` searches experts of equal cost once: on a mixed-format layer every expert's
+    threshold is still the first token count where its CPU time reaches its copy + device time."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+    from advisor.offload.timing import TOKENS, LayerCosts
+    from advisor.quant.spec import expert_nbytes_of
+
+    table = {f: [[n, k * n + 0.01] for n in TOKENS] for f, k in (("bf16", 2e-3), ("int8", 1e-3), ("int4", 5e-4),
+                                                                  ("int3", 1e-2))}
+    cpu = CpuProfile({"256x128": table}, 1, "test")
+    fmts = ["bf16", "int4", "bf16", "int8", "int3", "int4:g64", "int4", "bf16"]
+    lc = LayerCosts(fmts, [expert_nbytes_of(f, 256, 128) for f in fmts], 256, 128, cpu, H200_ROOFLINE, DEFAULT_PROFILE)
+    want = [next((n for n in range(1, 4097) if lc.cpu_ms(e, n) >= lc.copy_ms([e]) + lc.gpu_ms(e, n)), 1 << 30)
+            for e in range(len(fmts))]
+    assert lc.thresholds() == want
+    assert len(set(want)) >= 3 and max(want) < 1 << 30  # the formats really cross, at different counts

@@ -228,12 +228,17 @@ class LayerCosts:
 
     def thresholds(self) -> list[int]:
         """Per expert, the fewest routed tokens for which copying (and computing on the device) is
-        cheaper than computing on the CPU: hybrid's rule."""
+        cheaper than computing on the CPU: hybrid's rule. Experts with the same costs (a layer's experts
+        usually share format and size) are searched once."""
+        found: dict[tuple[Any, ...], int] = {}
         out = []
         for e in range(len(self.expert_bytes)):
-            n = next((n for n in range(1, 4097) if self.cpu_ms(e, n) >= self.copy_ms([e]) + self.gpu_ms(e, n)),
-                     1 << 30)
-            out.append(n)
+            key = (self._gpu_fixed[e], self._gpu_per_token[e], id(self._cpu_tab[e]), self.expert_bytes[e])
+            if key not in found:
+                copy = self.copy_ms([e])
+                found[key] = next((n for n in range(1, 4097) if self.cpu_ms(e, n) >= copy + self.gpu_ms(e, n)),
+                                  1 << 30)
+            out.append(found[key])
         return out
 
 
