@@ -258,6 +258,7 @@ def test_recorded_h200_is_the_committed_gpu_check_measurement():
     assert "nf4" not in measured.ref_ms  # the row the device could not run has no forward time
     assert (measured.hidden, measured.intermediate, measured.tokens) == \
         (RECORDED_H200.hidden, RECORDED_H200.intermediate, RECORDED_H200.tokens)
+    assert set(RECORDED_H200.ref_ms) == set(measured.ref_ms)  # every measured format, none priced as another
     for fmt, ms in RECORDED_H200.ref_ms.items():
         assert ms == pytest.approx(measured.ref_ms[fmt], abs=5e-5), fmt
     assert measured.source.startswith("measured:cuda-events(NVIDIA H200")

@@ -160,7 +160,7 @@ class DeviceCompute:
 
 RECORDED_H200 = DeviceCompute(
     {"fp32": 0.2107, "bf16": 0.1218, "fp16": 0.1706, "int8": 0.2962, "fp8": 0.2811, "int4": 0.9119,
-     "int4:g64": 0.7805, "int4:sym": 0.7355},
+     "int4:g64": 0.7805, "int4:sym": 0.7355, "int3": 1.0619, "int2": 0.9870},
     2048, 1024, 32,
     "measured:cuda-events(NVIDIA H200, 2026-11-30, 2048x1024, 32 tokens; benchmarks/results/"
     "2026-11-30_h200_gpu_check.json) scaled by weight count",
