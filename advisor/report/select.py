@@ -21,19 +21,19 @@ class HeadlineRow:
     """One precision at the reference memory: stored trial values, and the reduction they imply."""
 
     precision: str
-    trial: int | None
-    slots_per_layer: list[int] | None
-    expert_cache_bytes: int | None
-    peak_gpu_bytes: float | None
-    h2d_bytes_per_token: float | None
-    transfer_ms_per_token: float | None
-    hit_rate: float | None
-    accuracy: float | None
-    accuracy_ci: tuple[float, float] | None
-    accuracy_n: float | None
-    accuracy_source: str | None
-    reduction_vs_baseline: float | None
-    accuracy_change: float | None
+    trial: int | None = None
+    slots_per_layer: list[int] | None = None
+    expert_cache_bytes: int | None = None
+    peak_gpu_bytes: float | None = None
+    h2d_bytes_per_token: float | None = None
+    transfer_ms_per_token: float | None = None
+    hit_rate: float | None = None
+    accuracy: float | None = None
+    accuracy_ci: tuple[float, float] | None = None
+    accuracy_n: float | None = None
+    accuracy_source: str | None = None
+    reduction_vs_baseline: float | None = None
+    accuracy_change: float | None = None
     replayed_bytes_per_token: float | None = None
     note: str = ""
     time_per_token: float | None = None  # ms of expert work per token (advisor.offload.timing), when stored
@@ -152,8 +152,7 @@ def headline_rows(
         fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
         if not fit:
             why = "no trial of this precision in the study" if not same else "no trial of this precision fits"
-            rows.append(HeadlineRow(prec, None, None, None, None, None, None, None, None, None, None, None, None,
-                                    None, note=why))
+            rows.append(HeadlineRow(prec, note=why))
             continue
         rows.append(trial_row(min(fit, key=rank), prec, trials, reference, expert_bytes))
     return rows
