@@ -118,9 +118,11 @@ def test_recommend_never_imports_torch(tmp_path):
     url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
     code = ("import sys\nfrom advisor.cli import app\n"
             f"try:\n    app(['recommend', '--storage', {url!r}, '--budget', '12GiB'])\nexcept SystemExit:\n    pass\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
+            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n"
+            "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Recommended" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
+    assert "SQLALCHEMY False" in r.stdout, r.stdout[-500:]  # SQLite: the stdlib fast path (advisor.results.read)
 
 
 def test_default_floor_is_one_point_below_the_highest_precision_point():
