@@ -1,8 +1,9 @@
 """Pick the configuration to run from stored Pareto fronts, under a memory budget and an accuracy floor.
 
 Read-only and fast (no torch, no optuna): the fronts come from the project's own table
-(`advisor.results.front.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise). The answer always says why the chosen point beat its neighbours and
-where every number came from; when nothing fits it names the closest points and what would have to change.
+(`advisor.results.read.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise). The answer always
+says why the chosen point beat its neighbours and where every number came from; when nothing fits it names the
+closest points and what would have to change.
 """
 
 from __future__ import annotations

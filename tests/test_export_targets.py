@@ -173,9 +173,11 @@ def test_export_never_imports_torch(tmp_path):
     code = ("import sys\nfrom advisor.cli import app\n"
             "for t in ('llama.cpp', 'hf', 'ktransformers', 'json'):\n"
             f"    try:\n        app(['export', 's1', '2', '--to', t, '--storage', {url!r}])\n    except SystemExit:\n        pass\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
+            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n"
+            "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
+    assert "SQLALCHEMY False" in r.stdout, r.stdout[-500:]  # SQLite: the stdlib fast path (advisor.results.read)
 
 
 def test_vllm_flags_parse_in_vllms_own_parser():

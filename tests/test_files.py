@@ -28,3 +28,18 @@ def test_directory_replaced_only_when_complete(tmp_path):
     with atomic_dir(out) as d:
         (d / "b.md").write_text("third")
     assert [p.name for p in out.iterdir()] == ["b.md"] and [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_outputs_get_the_mode_a_plain_open_gives(tmp_path):
+    """Not the temporary file's private 0600/0700: 0644 files, 0755 scripts and directories under umask 022."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        assert (write_atomic(tmp_path / "a.json", "{}").stat().st_mode & 0o777) == 0o644
+        assert (write_atomic(tmp_path / "run.sh", "#!/bin/sh\n", executable=True).stat().st_mode & 0o777) == 0o755
+        with atomic_dir(tmp_path / "report") as d:
+            (d / "x.md").write_text("x")
+        assert ((tmp_path / "report").stat().st_mode & 0o777) == 0o755
+    finally:
+        os.umask(old)

@@ -118,9 +118,11 @@ def test_recommend_never_imports_torch(tmp_path):
     url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
     code = ("import sys\nfrom advisor.cli import app\n"
             f"try:\n    app(['recommend', '--storage', {url!r}, '--budget', '12GiB'])\nexcept SystemExit:\n    pass\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
+            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n"
+            "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Recommended" in r.stdout and "HEAVY []" in r.stdout, r.stdout + r.stderr
+    assert "SQLALCHEMY False" in r.stdout, r.stdout[-500:]  # SQLite: the stdlib fast path (advisor.results.read)
 
 
 def test_default_floor_is_one_point_below_the_highest_precision_point():
@@ -175,3 +177,21 @@ def test_latency_preference_ranks_by_time_per_token_and_shows_its_source():
     text = render(rec)
     assert "2.00x the latency" in text and "misses cpu" in text
     assert "time_per_token" in text and "modelled:gpu=x;copies=y;cpu=measured:wall-clock(z)" in text
+
+
+def test_the_fast_sqlite_reader_reads_what_the_sqlalchemy_store_wrote(tmp_path):
+    """`advisor.results.read` lists FrontRow's columns by hand (to stay off SQLAlchemy): both readers must give
+    the same points, of one study and of all, on a database the store wrote and on the committed example."""
+    from pathlib import Path
+
+    from advisor.results.read import read_fronts
+    from advisor.results.store import engine_for, load_fronts
+
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    written = make_db(tmp_path / "a.db", standard_front())
+    for url in (written, f"sqlite:///{example}"):
+        engine = engine_for(url)
+        for study in (None, load_fronts(engine)[0].study_name):
+            slow = load_fronts(engine, study)
+            assert slow and read_fronts(url, study) == slow
+        engine.dispose()

@@ -227,6 +227,16 @@ def test_unknown_and_empty_studies_are_user_errors(study, tmp_path):
         build_report("x", f"sqlite:///{tmp_path}/missing.db", tmp_path / "c")
 
 
+def test_a_wrong_study_name_fails_before_torch_is_imported():
+    """The read side of `advisor report` (storage, study, trials) is checked before the model's libraries load."""
+    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    code = ("import sys\nfrom advisor.errors import UserError\nfrom advisor.report.study import build_report\n"
+            f"try:\n    build_report('nope', {str(db)!r}, 'unused')\nexcept UserError as e:\n    print('ERR', e)\n"
+            "print('TORCH', 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "ERR no study named 'nope'" in r.stdout and "TORCH False" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
 def test_cli_empty_study_is_one_line(study, tmp_path):
     url, _ = study
     r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "report", "nope", "--storage", url, "-o",

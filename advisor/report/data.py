@@ -7,6 +7,7 @@ against the database. A missing, empty or failed study is a `UserError` before a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from advisor.errors import UserError
@@ -33,9 +34,10 @@ class TrialRecord:
                 return self.config[key]
         return None
 
-    @property
+    @cached_property
     def uniform_format(self) -> str | None:
-        """The single expert format of a uniform plan (hot/cold or per-layer mixes give None)."""
+        """The single expert format of a uniform plan (hot/cold or per-layer mixes give None); parsed once, the
+        report's selection asks it of every trial many times."""
         from advisor.results.config_view import uniform_format
 
         p = self.precision

@@ -17,6 +17,7 @@ from advisor.report.select import (
     accuracy_reference,
     accuracy_rows,
     interval,
+    trial_row,
 )
 from advisor.report.workbench import Workbench
 
@@ -204,12 +205,6 @@ def compose(c: ReportContext) -> Document:
     return doc
 
 
-def _time_cut(r: HeadlineRow, sw: Any) -> float | None:
-    if r.transfer_ms_per_token is None or not sw.baseline_ms_per_token:
-        return None
-    return 1.0 - r.transfer_ms_per_token / sw.baseline_ms_per_token
-
-
 BUDGET_HEADER = ["GPU budget", "strategy", "precision", "trial", "GPU slots/layer", "policy", "miss", "H2D / token",
                  "transfer cut", "time ms / token", "time cut", "accuracy [95% CI]", "accuracy change"]
 BEST = "best cache + miss policy"
@@ -221,8 +216,6 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
     ref = c.reference
     rows = []
     if ref.trial is not None:
-        from advisor.report.select import trial_row
-
         rows.append(_row("any", trial_row(ref.trial, "fp16", c.trials, ref, {}, "fp16 without cache")))
     for a in c.answers:
         for r in a.rows:

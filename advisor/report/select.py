@@ -3,7 +3,6 @@ the accuracy reference and the recommended points. Plain data in, plain data out
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,19 +21,19 @@ class HeadlineRow:
     """One precision at the reference memory: stored trial values, and the reduction they imply."""
 
     precision: str
-    trial: int | None
-    slots_per_layer: list[int] | None
-    expert_cache_bytes: int | None
-    peak_gpu_bytes: float | None
-    h2d_bytes_per_token: float | None
-    transfer_ms_per_token: float | None
-    hit_rate: float | None
-    accuracy: float | None
-    accuracy_ci: tuple[float, float] | None
-    accuracy_n: float | None
-    accuracy_source: str | None
-    reduction_vs_baseline: float | None
-    accuracy_change: float | None
+    trial: int | None = None
+    slots_per_layer: list[int] | None = None
+    expert_cache_bytes: int | None = None
+    peak_gpu_bytes: float | None = None
+    h2d_bytes_per_token: float | None = None
+    transfer_ms_per_token: float | None = None
+    hit_rate: float | None = None
+    accuracy: float | None = None
+    accuracy_ci: tuple[float, float] | None = None
+    accuracy_n: float | None = None
+    accuracy_source: str | None = None
+    reduction_vs_baseline: float | None = None
+    accuracy_change: float | None = None
     replayed_bytes_per_token: float | None = None
     note: str = ""
     time_per_token: float | None = None  # ms of expert work per token (advisor.offload.timing), when stored
@@ -61,26 +60,9 @@ def feasible_trials(data: StudyData) -> list[TrialRecord]:
     return [t for t in data.trials if t.attrs.get("feasible", True) is not False]
 
 
-def plan_formats(t: TrialRecord) -> set[str]:
-    """Every expert format of a trial's precision plan (as `advisor tune` stored it)."""
-    prec = t.config.get("precision")
-    if isinstance(prec, dict):
-        from advisor.quant.plan import PrecisionPlan
-
-        try:
-            return set(PrecisionPlan.from_json(json.dumps(prec)).formats_used())
-        except (UserError, ValueError, KeyError, TypeError):
-            pass
-    plan = t.config.get("plan")
-    if isinstance(plan, dict) and isinstance(plan.get("formats"), list):
-        return {str(f) for row in plan["formats"] for f in row}
-    u = t.uniform_format
-    return {u} if u else set()
-
-
 def uniform_precision(t: TrialRecord) -> str | None:
-    fmts = plan_formats(t)
-    return next(iter(fmts)) if len(fmts) == 1 else None
+    """The single expert format of a trial's plan (None for mixed plans): `TrialRecord.uniform_format`."""
+    return t.uniform_format
 
 
 def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> int | None:
@@ -90,15 +72,6 @@ def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> in
     if fmt is None or not isinstance(slots, list) or fmt not in expert_bytes:
         return None
     return int(sum(int(s) * b for s, b in zip(slots, expert_bytes[fmt], strict=False)))
-
-
-def plan_label(t: TrialRecord) -> str:
-    if isinstance(t.config.get("precision_description"), str):
-        return t.config["precision_description"]
-    plan = t.config.get("plan")
-    if isinstance(plan, dict) and plan.get("describe"):
-        return str(plan["describe"])
-    return t.plan_label
 
 
 def reference_memory(data: StudyData, trials: Sequence[TrialRecord], override: int | None) -> tuple[float, str]:
@@ -179,8 +152,7 @@ def headline_rows(
         fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
         if not fit:
             why = "no trial of this precision in the study" if not same else "no trial of this precision fits"
-            rows.append(HeadlineRow(prec, None, None, None, None, None, None, None, None, None, None, None, None,
-                                    None, note=why))
+            rows.append(HeadlineRow(prec, note=why))
             continue
         rows.append(trial_row(min(fit, key=rank), prec, trials, reference, expert_bytes))
     return rows
@@ -297,14 +269,14 @@ def accuracy_rows(trials: Sequence[TrialRecord]) -> list[AccuracyRow]:
     """One row per distinct precision plan (accuracy is measured once per plan and shared by its trials)."""
     by_plan: dict[str, list[TrialRecord]] = {}
     for t in trials:
-        fp = str(t.attrs.get("plan_fingerprint") or plan_label(t))
+        fp = str(t.attrs.get("plan_fingerprint") or t.plan_label)
         by_plan.setdefault(fp, []).append(t)
     rows = []
     for fp, ts in by_plan.items():
         t = min(ts, key=lambda t: t.number)
         ci = interval(t)
         d = t.attrs.get("accuracy_detail") or {}
-        rows.append(AccuracyRow(plan_label(t), fp, sorted(x.number for x in ts), t.values.get("accuracy"),
+        rows.append(AccuracyRow(t.plan_label, fp, sorted(x.number for x in ts), t.values.get("accuracy"),
                                 ci[0] if ci else None, ci[1] if ci else None, d.get("accuracy_n"),
                                 t.values.get("fidelity_kl"), t.values.get("fidelity_top1"),
                                 t.sources.get("accuracy", "-")))

@@ -81,12 +81,6 @@ def build_report(
     `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's
     reference,
     and with two or more the answer is also tabled at each. None: the study's own budget."""
-    import torch
-
-    from advisor.report import blocks as report_blocks
-    from advisor.report import plots as report_plots
-    from advisor.report.replay import sweep
-
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     for m in memory:
@@ -97,6 +91,12 @@ def build_report(
         raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
                         "all over budget); raise the budget or tune again")
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
+    import torch  # only now: a bad --memory, study name or storage is one line without torch's import time
+
+    from advisor.report import blocks as report_blocks
+    from advisor.report import plots as report_plots
+    from advisor.report.replay import sweep
+
     # one intra-op thread, as `advisor tune` runs by default: the same float summation order, so a fresh trace
     # routes as the stored one did; and tiny expert matmuls on a busy host only slow down with more threads
     torch.set_num_threads(1)

@@ -22,6 +22,8 @@ METRICS = (
     "peak_gpu_bytes",
 )
 """Canonical metric names (used as keys everywhere in the project):
+  time_per_token          ms per generated token: device expert compute + copies + CPU experts
+                          (modelled from the routing trace, `advisor.offload.timing`)
   h2d_bytes_per_token     counted bytes copied host->device per generated token
   transfer_ms_per_token   H2D time per generated token (CUDA events, or modelled from a hardware profile)
   latency_ms_per_token    wall-clock generation time per generated token
