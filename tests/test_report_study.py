@@ -126,6 +126,15 @@ def test_every_figure_is_a_png(report):
         assert f"figures/{p.name}" in md
 
 
+
+def test_recommended_points_are_the_lowest_transfer_picks(report):
+    """The report's stars are what `advisor recommend --prefer transfer` picks (as its caption says), also at a
+    budget every stored point fits, where recommend's default would pick the most accurate point instead."""
+    recs = json.loads(report.data.read_text())["recommended"]
+    assert recs
+    for r in recs:
+        assert any(x.startswith("lowest H2D bytes/token among") for x in r["reasons"]), r["reasons"]
+
 def test_html_is_self_contained(report):
     page = report.html.read_text()
     srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)

@@ -238,7 +238,8 @@ def recommended_points(data: StudyData, max_accuracy_drop: float, n_budgets: int
     picks = sorted({mems[round(i * (len(mems) - 1) / max(1, n_budgets - 1))] for i in range(n_budgets)})
     out, seen = [], set()
     for budget in picks:
-        rec = recommend(pts, Query(budget_bytes=int(budget), max_accuracy_drop=max_accuracy_drop, study=data.name))
+        rec = recommend(pts, Query(budget_bytes=int(budget), max_accuracy_drop=max_accuracy_drop, study=data.name,
+                                  prefer="transfer"))
         if rec.chosen is None:
             continue
         p = rec.chosen.point
