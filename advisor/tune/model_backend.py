@@ -432,11 +432,14 @@ def _asked_bytes(message: str) -> int:
     """Bytes of the failed allocation from a PyTorch out-of-memory message ("Tried to allocate 2.00 GiB")."""
     import re
 
-    m = re.search(r"Tried to allocate ([\d.]+) ?([KMGT]?i?B)", message)
-    if not m:
+    from advisor.errors import UserError
+    from advisor.hardware.profiles import parse_budget
+
+    m = re.search(r"Tried to allocate ([\d.]+ ?[KMGT]?i?B)", message)
+    try:
+        return parse_budget(m.group(1)) if m else 0
+    except UserError:  # "0 bytes"
         return 0
-    unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "KB": 1e3, "MB": 1e6, "GB": 1e9}
-    return int(float(m.group(1)) * unit.get(m.group(2), 1))
 
 
 def _release(loaded: Any, rt: Any) -> None:
