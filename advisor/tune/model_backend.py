@@ -78,7 +78,6 @@ class ModelBackend:
         self._calibration = None
         self._runtimes: dict[str, Any] = {}
         self._stores: dict[str, Any] = {}
-        self.store_packs = 0
         self.shape = model_shape(loaded)
         self.activation_source = ""
         if self.offloaded:
@@ -172,7 +171,6 @@ class ModelBackend:
         gc.collect()
         store = ExpertStore(self.loaded.moe, plan, pin=self.loaded.device.type == "cuda",
                             host_limit=self.host_memory)
-        self.store_packs += 1
         self._stores[fp] = store
         return store
 
