@@ -17,6 +17,7 @@ from tune_helpers import FakeBackend, small_space
 from advisor.tune.objective import CONSTRAINT
 from advisor.tune.space import FILL
 from advisor.tune.study import TuneOptions, run_tune
+from benchmarks.search_efficiency import budget_bytes as bf16_expert_budget  # the benchmark's tight budgets
 
 HERE = Path(__file__).parent
 
@@ -60,12 +61,6 @@ def tmp_path(shm_tmp_path):
     return shm_tmp_path
 
 
-def _bf16_expert_budget(shape, fraction: float) -> int:
-    """Resident weights + `fraction` of every routed expert at bf16 (the benchmark's tight budgets)."""
-    experts = sum(n * shape.expert_bytes(layer, "bf16") for layer, n in enumerate(shape.num_experts))
-    return int(shape.resident_bytes + fraction * experts)
-
-
 def _opts(tmp_path: Path, name: str, n: int, sampler: str = "random", seed: int = 0) -> TuneOptions:
     return TuneOptions(study_name=name, storage=f"sqlite:///{tmp_path}/b.db", sampler=sampler, seed=seed, n_trials=n,
                        heartbeat_interval=None)
@@ -77,7 +72,7 @@ def test_cli_tight_budget_runs_nothing_over_budget_and_starts_from_the_most_cach
     from advisor.tune.model_backend import model_shape
 
     shape = model_shape(load_model("bundled"))
-    budget = _bf16_expert_budget(shape, 0.1)
+    budget = bf16_expert_budget(shape, 0.1)
     (tmp_path / "space.toml").write_text(CLI_SPACE)
     url = f"sqlite:///{tmp_path}/cli.db"
     r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "bundled",
@@ -113,7 +108,7 @@ def test_tight_budget_study_spreads_the_cache_over_what_fits(tmp_path):
 
     backend = FakeBackend(n_layers=4, experts=16)
     space = parse_space(DLLM_SPACE, "<dllm>")
-    budget = _bf16_expert_budget(backend.shape, 0.1)
+    budget = bf16_expert_budget(backend.shape, 0.1)
     res = run_tune(backend, space, _opts(tmp_path, "d", 40), budget_bytes=budget)
     study = optuna.load_study(study_name="d", storage=res.storage_url)
     assert res.n_complete == 40 and res.n_infeasible == 0

@@ -41,3 +41,31 @@ def test_dashboard_api_marks_over_budget_trials_infeasible(tmp_path):
     shown_infeasible = {t["number"] for t in trials if not all(c <= 0 for c in t["constraints"])}
     assert shown_infeasible == over
     assert all(study.trials[n].constraints[CONSTRAINT] > 0 for n in over)  # Optuna's own key is kept too
+
+
+def test_out_of_memory_trial_is_infeasible_where_the_dashboard_reads_it(tmp_path):
+    """A trial that fits the counted budget but runs out of device memory: its constraint turns positive in
+    Optuna's key and in the dashboard's list (recorded feasible before the trial ran)."""
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.tune.backend import TrialOutOfMemory
+    from advisor.tune.objective import DASHBOARD_CONSTRAINTS
+    from advisor.tune.study import TuneOptions, run_tune
+
+    class OutOfMemoryOnce(FakeBackend):
+        def replay(self, run, config):
+            if not self.calls["replay"]:
+                self.calls["replay"] += 1
+                raise TrialOutOfMemory(2**20, "CUDA out of memory (injected)")
+            return super().replay(run, config)
+
+    backend = OutOfMemoryOnce()
+    opts = TuneOptions(study_name="oom", storage=f"sqlite:///{tmp_path}/o.db", sampler="random", seed=0, n_trials=3,
+                       heartbeat_interval=None)
+    run_tune(backend, small_space(), opts, budget_bytes=10**6)
+    trials = optuna.load_study(study_name="oom", storage=opts.storage).trials
+    oom = [t for t in trials if "out of memory" in str(t.user_attrs.get("infeasible_reason"))]
+    assert len(oom) == 1 and oom[0].user_attrs["feasible"] is False
+    assert oom[0].constraints[CONSTRAINT] > 0 and oom[0].system_attrs[DASHBOARD_CONSTRAINTS][0] > 0
+    feasible = [t for t in trials if t.user_attrs.get("feasible")]
+    assert feasible and all(t.system_attrs[DASHBOARD_CONSTRAINTS][0] <= 0 for t in feasible)

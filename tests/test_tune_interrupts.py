@@ -66,3 +66,18 @@ def test_signals_at_twenty_random_moments(tmp_path):
     states = _states(url)
     assert sum(s == "COMPLETE" for s, _ in states.values()) == TARGET
     assert not [n for n, (s, _) in states.items() if s == "RUNNING"]
+
+
+def test_an_interrupted_baseline_trial_is_queued_again_as_that_baseline():
+    """A baseline trial holds its configuration in user attrs, not in Optuna parameters: requeueing it must
+    keep them, or resuming would never run that strategy (the failed trial already carries its tag)."""
+    from advisor.tune.interrupt import requeue
+
+    study = optuna.create_study(directions=["minimize"])
+    attrs = {"baseline": "fiddler", "baseline_budget": "25%", "fixed_params": {"slots_per_layer": [2, 2]}}
+    study.enqueue_trial({}, user_attrs=attrs)
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    requeue(study, [trial.number])
+    waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert len(waiting) == 1 and waiting[0].user_attrs == {**attrs, "retry_of": trial.number}

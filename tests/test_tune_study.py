@@ -199,3 +199,12 @@ def test_ctrl_c_keeps_finished_trials_saves_front_and_requeues(tmp_path):
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == failed.number
     assert waiting[0].system_attrs["fixed_params"] == failed.params  # enqueued: runs again on resume
     assert sorted(p.trial_number for p in load_fronts(engine_for(url), "i")) == sorted(result["front"])
+
+
+def test_sampler_names_one_list_for_the_cli_and_the_study():
+    from advisor.tune.samplers import SAMPLERS, sampler_name
+
+    assert [sampler_name(s.upper()) for s in SAMPLERS] == list(SAMPLERS)
+    assert sampler_name("NSGA-II") == sampler_name("nsgaii") == "nsga2"
+    with pytest.raises(UserError, match="unknown sampler 'cmaes'; choose one of: nsga2, tpe, gp, random"):
+        sampler_name("cmaes")

@@ -174,12 +174,11 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from advisor.results.preflight import check_storage
-        from advisor.tune.samplers import DEFAULT_SAMPLER, SAMPLERS
+        from advisor.tune.samplers import DEFAULT_SAMPLER, sampler_name
         from advisor.tune.space import load_space
 
         sampler = sampler or DEFAULT_SAMPLER
-        if sampler.lower() not in SAMPLERS and sampler.lower() not in ("nsgaii", "nsga-ii"):
-            raise UserError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        sampler_name(sampler)  # an unknown name fails before the model loads
         if mode not in ("replay", "live"):
             raise UserError(f"unknown mode {mode!r}; choose replay or live")
         if timeout is not None and timeout <= 0:

@@ -58,29 +58,13 @@ def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dic
             for combo in combos:
                 params = {**fit.defaults(), **plan, **combo}
                 top = fit.largest(params)
-                i = _largest_under(fit, params, memory)
+                i = fit.largest(params, memory)
                 if top is None or i is None:
                     continue
                 i = min(i, top)
                 params[fit.size] = fit.values[i]
                 out.append((spec.strip(), fit.point(params, i / top if top else 0.0)))
     return out
-
-
-def _largest_under(fit: BudgetFit, params: dict[str, Any], memory: float) -> int | None:
-    """Index of the largest cache size whose counted peak fits `memory` (bytes grow with the size)."""
-    counts = fit.counts() if fit.counts and params.get("allocation") == "by_frequency" else None
-
-    def fits(i: int) -> bool:
-        return build_config(fit.space, {**params, fit.size: fit.values[i]}, fit.shape, counts).peak_bytes <= memory
-
-    if not fits(0):
-        return None
-    lo, hi = 0, len(fit.values) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    return lo
 
 
 def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str]) -> list[dict[str, Any]]:

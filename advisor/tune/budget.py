@@ -75,22 +75,25 @@ class BudgetFit:
             return draw(trial, self.knobs)
         return draw(trial, self.knobs, self.size, self.size_for)
 
-    def fits(self, params: Mapping[str, Any]) -> bool:
-        """Whether a complete configuration fits, from counted bytes (nothing runs)."""
-        if self.budget is None:
+    def fits(self, params: Mapping[str, Any], budget: float | None = None) -> bool:
+        """Whether a complete configuration fits `budget` bytes (default: the study's), from counted bytes
+        (nothing runs)."""
+        limit = self.budget if budget is None else budget
+        if limit is None:
             return True
         counts = self.counts() if self.counts and params.get("allocation") == "by_frequency" else None
-        return build_config(self.space, params, self.shape, counts).peak_bytes <= self.budget
+        return build_config(self.space, params, self.shape, counts).peak_bytes <= limit
 
-    def largest(self, params: Mapping[str, Any]) -> int | None:
-        """Index of the largest size value that fits beside `params`, None when not even the smallest does.
-        Bytes grow with the size, so a binary search finds it in a dozen counts on a 256-expert model."""
-        if not self.fits({**params, self.size: self.values[0]}):
+    def largest(self, params: Mapping[str, Any], budget: float | None = None) -> int | None:
+        """Index of the largest size value that fits beside `params` within `budget` (default: the study's),
+        None when not even the smallest does. Bytes grow with the size, so a binary search finds it in a dozen
+        counts on a 256-expert model."""
+        if not self.fits({**params, self.size: self.values[0]}, budget):
             return None
         lo, hi = 0, len(self.values) - 1
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.fits({**params, self.size: self.values[mid]}):
+            if self.fits({**params, self.size: self.values[mid]}, budget):
                 lo = mid
             else:
                 hi = mid - 1

@@ -84,17 +84,23 @@ def _front_rows(points: Sequence[FrontPoint], objectives: Sequence[str]) -> tupl
     return cols, rows
 
 
-def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = ()) -> Table:
-    """The front as a rich table, best H2D first, with each column's value source in the header."""
-    cols, rows = _front_rows(points, objectives)
+def _label(metric: str, objectives: Sequence[str]) -> str:
+    """A metric's column name; `*` marks the study's objectives."""
+    return _UNITS.get(metric, (metric,))[0] + (" *" if metric in objectives else "")
+
+
+def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = (),
+                front_rows: tuple[list[str], dict[tuple, list[str]]] | None = None) -> Table:
+    """The front as a rich table, best H2D first, with each column's value source in the header
+    (`front_rows`: `_front_rows` of the same points, when already computed)."""
+    cols, rows = front_rows or _front_rows(points, objectives)
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("trial", justify="right")
     table.add_column("expert precision")
     table.add_column("GPU cache")
     for m in cols:
         srcs = sorted({short_source(p.sources.get(m, "")) for p in points if m in p.values})
-        mark = " *" if m in objectives else ""
-        table.add_column(f"{_UNITS.get(m, (m,))[0]}{mark}\n[dim]{'/'.join(srcs)}[/dim]", justify="right")
+        table.add_column(f"{_label(m, objectives)}\n[dim]{'/'.join(srcs)}[/dim]", justify="right")
     for cells, trials in rows.items():
         table.add_row(", ".join(trials), *cells)
     return table
@@ -105,12 +111,11 @@ def print_front(console: Console, points: Sequence[FrontPoint], title: str, obje
     """The front table when it fits the width (or `wide`), else one block per point; then the sources."""
     from advisor.tune.fit import print_fitted
 
-    cols, rows = _front_rows(points, objectives)
+    cols, rows = front_rows = _front_rows(points, objectives)
     records = [(f"trial {', '.join(trials)}: {cells[0]}; {cells[1]}",
-                [(_UNITS.get(m, (m,))[0] + (" *" if m in objectives else ""), v) for m, v in zip(cols, cells[2:],
-                                                                                              strict=True)])
+                [(_label(m, objectives), v) for m, v in zip(cols, cells[2:], strict=True)])
                for cells, trials in rows.items()]
-    print_fitted(console, front_table(points, title, objectives), records, wide=wide)
+    print_fitted(console, front_table(points, title, objectives, front_rows), records, wide=wide)
     for line in sources_legend(points):
         console.print(f"  [dim]{line}[/dim]")
 

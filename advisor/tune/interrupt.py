@@ -85,13 +85,18 @@ class StopOnSignal:
 
 
 def requeue(study: Any, numbers: list[int]) -> None:
-    """Queue the parameters of interrupted (FAIL) trials again, so that resuming runs them first."""
+    """Queue the parameters of interrupted (FAIL) trials again, so that resuming runs them first. A baseline
+    trial (`advisor.tune.baseline_trials`: its configuration in the user attr ``fixed_params``, no Optuna
+    parameters) is queued again with its attrs, so it stays that baseline."""
     from optuna.trial import TrialState
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     for n in numbers:
         t = trials[n]
         if t.state != TrialState.FAIL:
+            continue
+        if "fixed_params" in t.user_attrs:
+            study.enqueue_trial({}, user_attrs={**t.user_attrs, "retry_of": n}, skip_if_exists=False)
             continue
         params = {**(t.system_attrs.get("fixed_params") or {}), **t.params}
         if params:

@@ -78,7 +78,6 @@ class ModelBackend:
         self._calibration = None
         self._runtimes: dict[str, Any] = {}
         self._stores: dict[str, Any] = {}
-        self.store_packs = 0
         self.shape = model_shape(loaded)
         self.activation_source = ""
         if self.offloaded:
@@ -172,7 +171,6 @@ class ModelBackend:
         gc.collect()
         store = ExpertStore(self.loaded.moe, plan, pin=self.loaded.device.type == "cuda",
                             host_limit=self.host_memory)
-        self.store_packs += 1
         self._stores[fp] = store
         return store
 
@@ -432,11 +430,14 @@ def _asked_bytes(message: str) -> int:
     """Bytes of the failed allocation from a PyTorch out-of-memory message ("Tried to allocate 2.00 GiB")."""
     import re
 
-    m = re.search(r"Tried to allocate ([\d.]+) ?([KMGT]?i?B)", message)
-    if not m:
+    from advisor.errors import UserError
+    from advisor.hardware.profiles import parse_budget
+
+    m = re.search(r"Tried to allocate ([\d.]+ ?[KMGT]?i?B)", message)
+    try:
+        return parse_budget(m.group(1)) if m else 0
+    except UserError:  # "0 bytes"
         return 0
-    unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "KB": 1e3, "MB": 1e6, "GB": 1e9}
-    return int(float(m.group(1)) * unit.get(m.group(2), 1))
 
 
 def _release(loaded: Any, rt: Any) -> None:

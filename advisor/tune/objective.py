@@ -202,35 +202,33 @@ class Objective:
         cfg = self.config_for(params)
         values: dict[str, float] = {"peak_gpu_bytes": float(cfg.peak_bytes)}
         sources: dict[str, str] = {"peak_gpu_bytes": self._peak_source()}
-        feasible = True
-        if self.budget_bytes:
-            violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes
-            feasible = violation <= 0
-            if trial is not None:
-                record_constraint(trial, violation)
-        if not feasible:
+        # the constraint is recorded once the outcome is known: Optuna ignores a constraint key set twice
+        violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes if self.budget_bytes else None
+        if violation is not None and violation > 0:
             self.counters["infeasible"] += 1
             values |= self._placeholders(cfg)
             sources |= {k: "not-run:infeasible(placeholder)" for k in values if k != "peak_gpu_bytes"}
             reason = f"counted peak {cfg.peak_bytes} bytes > budget {self.budget_bytes} bytes"
-            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
-                                {"reason": reason})
-
-        try:
-            return self._measure(cfg, values, sources, trial, completed, t0)
-        except TrialOutOfMemory as oom:
-            self.counters["infeasible"] += 1
-            self.counters["out_of_memory"] += 1
-            if trial is not None and self.budget_bytes:
-                trial.set_constraint(CONSTRAINT, max(1e-6, (cfg.peak_bytes + oom.asked - self.budget_bytes)
-                                                     / self.budget_bytes))
-            values = {"peak_gpu_bytes": float(cfg.peak_bytes), **self._placeholders(cfg),
-                      "oom_asked_bytes": float(oom.asked)}
-            sources = {"peak_gpu_bytes": self._peak_source(),
-                       **{k: "not-run:out-of-memory(placeholder)" for k in self._placeholders(cfg)},
-                       "oom_asked_bytes": f"measured:out-of-memory({oom})"}
-            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
-                                {"reason": f"out of memory in the trial: {oom}"})
+            outcome = TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                   {"reason": reason})
+        else:
+            try:
+                outcome = self._measure(cfg, values, sources, trial, completed, t0)
+            except TrialOutOfMemory as oom:
+                self.counters["infeasible"] += 1
+                self.counters["out_of_memory"] += 1
+                if violation is not None:
+                    violation = max(1e-6, (cfg.peak_bytes + oom.asked - self.budget_bytes) / self.budget_bytes)
+                placeholders = self._placeholders(cfg)
+                values = {"peak_gpu_bytes": float(cfg.peak_bytes), **placeholders, "oom_asked_bytes": float(oom.asked)}
+                sources = {"peak_gpu_bytes": self._peak_source(),
+                           **{k: "not-run:out-of-memory(placeholder)" for k in placeholders},
+                           "oom_asked_bytes": f"measured:out-of-memory({oom})"}
+                outcome = TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
+                                       {"reason": f"out of memory in the trial: {oom}"})
+        if trial is not None and violation is not None:
+            record_constraint(trial, violation)
+        return outcome
 
     def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
                  completed: Sequence[Sequence[float]] | None, t0: float) -> TrialOutcome:

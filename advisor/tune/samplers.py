@@ -7,6 +7,20 @@ from typing import Any
 
 from advisor.errors import UserError
 
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+ALIASES = {"nsgaii": "nsga2", "nsga-ii": "nsga2"}
+DEFAULT_SAMPLER = "tpe"
+"""The sampler with the best worst-seed hypervolume at tight budgets in benchmarks/search_efficiency.py."""
+
+
+def sampler_name(name: str) -> str:
+    """The sampler `name` stands for (any case, aliases), one of `SAMPLERS`; `UserError` for an unknown one."""
+    key = name.lower()
+    key = ALIASES.get(key, key)
+    if key not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    return key
+
 
 def make_sampler(name: str, seed: int | None, n_objectives: int, *, population_size: int | None = None) -> Any:
     """The sampler named on the command line. All of them honour `trial.set_constraint` (Optuna >= 5)."""
@@ -14,23 +28,16 @@ def make_sampler(name: str, seed: int | None, n_objectives: int, *, population_s
 
     import optuna
 
+    name = sampler_name(name)  # before optuna is configured: a bad name fails first
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    name = name.lower()
-    if name in ("nsga2", "nsgaii", "nsga-ii"):
+    if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size or 16)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        missing = [m for m in ("scipy", "torch") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise UserError(f"the gp sampler needs {' and '.join(missing)}; pip install {' '.join(missing)}, "
-                            "or use --sampler nsga2")
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)
-    raise UserError(f"unknown sampler {name!r}; choose one of: nsga2, tpe, gp, random")
-
-
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
-DEFAULT_SAMPLER = "tpe"
-"""The sampler with the best worst-seed hypervolume at tight budgets in benchmarks/search_efficiency.py."""
+    missing = [m for m in ("scipy", "torch") if importlib.util.find_spec(m) is None]  # gp
+    if missing:
+        raise UserError(f"the gp sampler needs {' and '.join(missing)}; pip install {' '.join(missing)}, "
+                        "or use --sampler nsga2")
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=8)

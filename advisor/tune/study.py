@@ -80,6 +80,11 @@ def default_study_name(model: str, task: str, space: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]+", "_", raw).strip("_")
 
 
+REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerprint", "budget_bytes", "device",
+                   "hardware", "objectives", "sampler")
+"""What `advisor_study` (`advisor studies`) keeps of the study's metadata (`_study_meta`)."""
+
+
 def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str) -> dict:
     return {
         "advisor_version": __version__,
@@ -261,11 +266,7 @@ def _run_tune(
             for attrs in baseline_trials(space, backend.shape, opts.budgets):
                 if key(attrs) not in have:
                     study.enqueue_trial({}, user_attrs=attrs)
-    registry_fields = dict(
-        model=backend.model_name, model_fingerprint=backend.model_fingerprint, task=backend.task_name,
-        space=space.name, space_fingerprint=space.fingerprint, budget_bytes=budget_bytes, device=backend.device,
-        hardware=_profile_dict(profile), objectives=dict(space.objectives), sampler=opts.sampler,
-    )
+    registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
     create_tables(engine)
     register_study(engine, name, **registry_fields)
 
