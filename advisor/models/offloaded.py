@@ -76,9 +76,11 @@ def _experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _is_experts_module(m)]
 
 
-def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, Any]:
-    """(model with meta experts and resident weights on `device`, fingerprint sampler) from `path`."""
-    checkpoint = Checkpoint(path)  # validates shards / truncation before anything is built
+def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None,
+                    checkpoint: Checkpoint | None = None) -> tuple[nn.Module, Any]:
+    """(model with meta experts and resident weights on `device`, fingerprint sampler) from `path`
+    (`checkpoint`: its already validated `Checkpoint`, when the caller opened one)."""
+    checkpoint = Checkpoint(path) if checkpoint is None else checkpoint  # validates shards / truncation before anything is built
     release_large_frees()
     raw = json.loads((path / "config.json").read_text())
     dtype = dtype or _config_dtype(raw, checkpoint)
