@@ -248,19 +248,6 @@ class CheckpointExperts:
     def _key(self, e: int, part: int) -> str:
         return self._keys[f"{self.prefix}.{e}.{self.names[part]}"]
 
-    def source_keys(self, e: int) -> list[tuple[str, int | None]]:
-        """The checkpoint tensors (key, slice index) expert `e` is read from."""
-        if self.fused is not None:
-            return [(self.fused[0], e), (self.fused[1], e)]
-        return [(self._key(e, p), None) for p in range(3)]
-
-    def source_nbytes(self, e: int) -> int:
-        """Bytes of expert `e` as stored in the checkpoint."""
-        info = self.checkpoint.tensors
-        if self.fused is not None:
-            return sum(info[k].nbytes // info[k].shape[0] for k in self.fused)
-        return sum(info[self._key(e, p)].nbytes for p in range(3))
-
     def get(self, e: int) -> ExpertWeights:
         read = self.checkpoint.read
         if self.fused is not None:
