@@ -110,11 +110,6 @@ def _said(result: ExecResult) -> ExecResult:
     return result
 
 
-def pass_at_1(results: list[ExecResult]) -> float:
-    """pass@1 with one sample per problem: the fraction that passed."""
-    return sum(r.passed for r in results) / len(results) if results else 0.0
-
-
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem from n samples with c correct (Chen et al., 2021): 1 - C(n-c,k)/C(n,k)."""
     if n - c < k:
