@@ -86,6 +86,27 @@ def test_offloaded_load_matches_resident_and_experts_are_meta(dirs, family):
     assert model_shape(offloaded) == model_shape(resident)
 
 
+@pytest.mark.parametrize("family", ["llada_moe", "qwen3_moe", "diffusion_gemma"])
+def test_finding_the_moe_layers_reads_no_expert_from_the_checkpoint(dirs, family, monkeypatch):
+    """Sizes and dtype come from the checkpoint's headers: a load, attach and detach read no expert."""
+    from advisor.models.checkpoint import CheckpointExperts
+    from advisor.models.load import load_model
+    from advisor.models.view import attach_runtime, detach_runtime
+
+    reads: list[int] = []
+    original = CheckpointExperts.get
+    monkeypatch.setattr(CheckpointExperts, "get", lambda self, e: reads.append(e) or original(self, e))
+    loaded = load_model(str(dirs[family]), offload=True)
+    attach_runtime(loaded.model, layers=loaded.moe)
+    detach_runtime(loaded.model)
+    assert reads == []
+    for lay in loaded.moe:
+        for e in (0, lay.num_experts - 1):
+            meta, real = lay.experts.shapes(e), original(lay.experts, e)
+            assert [(t.shape, t.dtype) for t in meta.tensors().values()] == \
+                [(t.shape, t.dtype) for t in real.tensors().values()]
+
+
 def test_store_from_checkpoint_equals_store_from_weights(dirs):
     from advisor.models.load import load_model
     from advisor.offload.store import ExpertStore
