@@ -134,24 +134,25 @@ def _attach_sources(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[s
     """Give every experts module its checkpoint view; tied twins (same meta parameters) share one."""
     sources: dict[str, CheckpointExperts] = {}
     by_param: dict[int, CheckpointExperts] = {}
-    pending = list(modules)
-    for _ in range(2):  # a twin whose own keys are absent takes its partner's view on the second pass
-        left = []
-        for name, module in pending:
-            first = next(iter(module.parameters()))
-            source = by_param.get(id(first))
-            if source is None:
-                try:
-                    source = CheckpointExperts(checkpoint, keys, name, seam.expert_set(module), names,
-                                               device=device, dtype=dtype)
-                except UserError:
-                    left.append((name, module))
-                    continue
-            by_param[id(first)] = source
-            module._advisor_source = source
-            sources[name] = source
-        pending = left
-    if pending:
-        name, module = pending[0]
-        CheckpointExperts(checkpoint, keys, name, seam.expert_set(module), names, device=device, dtype=dtype)
+
+    def attach(name: str, module: nn.Module, *, own_keys: bool) -> bool:
+        first = id(next(iter(module.parameters())))
+        source = by_param.get(first)
+        if source is None:
+            try:
+                source = CheckpointExperts(checkpoint, keys, name, seam.expert_set(module), names,
+                                           device=device, dtype=dtype)
+            except UserError:
+                if own_keys:
+                    return False
+                raise  # neither its own keys nor a twin's view
+        by_param[first] = source
+        module._advisor_source = source
+        sources[name] = source
+        return True
+
+    # a twin whose own keys are absent takes its partner's view, once every module with keys has one
+    left = [(name, module) for name, module in modules if not attach(name, module, own_keys=True)]
+    for name, module in left:
+        attach(name, module, own_keys=False)
     return sources
