@@ -273,6 +273,24 @@ def test_bad_checkpoints_fail_in_one_line(dirs, tmp_path, how, message):
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
 
 
+def test_a_checkpoint_without_one_layers_experts_fails_in_one_line(dirs, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from advisor.models.load import load_model
+
+    d = tmp_path / "no-experts"
+    shutil.copytree(dirs["qwen3_moe"], d)
+    weights = load_file(d / "model.safetensors")
+    dropped = [k for k in weights if ".layers.0." in k and ".experts." in k]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, d / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"no weights for expert 0 of \S*layers\.0\.mlp\.experts") as e:
+        load_model(str(d), offload=True)
+    assert "\n" not in str(e.value)
+
+
 def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, tmp_path):
     d = _broken(tmp_path, dirs, "truncated")
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
