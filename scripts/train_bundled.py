@@ -195,7 +195,10 @@ def grouped_moe_forward(block, x):
     token = order // index.shape[1]
     offs = torch.bincount(flat, minlength=block.num_experts).cumsum(0).to(torch.int32)
     experts = block.experts
-    stack = lambda name: torch.stack([getattr(e, name).weight for e in experts]).transpose(1, 2)  # noqa: E731
+
+    def stack(name: str):  # [E, in, out]: rebuilt every step, so gradients reach each expert's own Linear
+        return torch.stack([getattr(e, name).weight for e in experts]).transpose(1, 2)
+
     xs = hidden[token]
     act = experts.act_fn(F.grouped_mm(xs, stack("gate_proj"), offs=offs)) * F.grouped_mm(xs, stack("up_proj"), offs=offs)
     y = F.grouped_mm(act, stack("down_proj"), offs=offs) * weights.reshape(-1)[order, None].to(hidden.dtype)
@@ -307,6 +310,7 @@ def quick_accuracy(model, tokenizer, examples, cfg: TrainConfig) -> float:
     import torch
 
     from advisor.eval.gsm8k import extract_strict
+    from advisor.eval.toy import prompt
     from advisor.models.samplers import llada_generate
 
     model.eval()
@@ -314,8 +318,6 @@ def quick_accuracy(model, tokenizer, examples, cfg: TrainConfig) -> float:
     with torch.no_grad():
         for i in range(0, len(examples), 64):
             chunk = examples[i : i + 64]
-            from advisor.eval.toy import prompt
-
             prompts = [tokenizer(prompt(e.question), add_special_tokens=False)["input_ids"] for e in chunk]
             plen = max(len(p) for p in prompts)
             x = torch.tensor([[tokenizer.eos_token_id] * (plen - len(p)) + p for p in prompts], device=model.device)

@@ -111,3 +111,6 @@ def test_a_bad_problems_file_names_its_line(tmp_path):
         humaneval.load_problems(str(problems))
     problems.write_text(json.dumps(PROBLEMS[1]) + "\n\n" + json.dumps(PROBLEMS[0]) + "\n")
     assert [p["task_id"] for p in humaneval.load_problems(str(problems))] == ["HumanEval/0", "HumanEval/1"]
+    problems.write_text("\n")
+    with pytest.raises(UserError, match=r"p\.jsonl holds no HumanEval problems"):
+        humaneval.load_problems(str(problems))

@@ -27,21 +27,31 @@ def _leases(cache: EvalCache) -> int:
         return s.query(EvalLeaseRow).count()
 
 
+def _holding(cache: EvalCache, work) -> threading.Thread:
+    """A thread in which `cache` holds KEY's lease while it runs `work`; returned once `work` has started."""
+    started = threading.Event()
+
+    def measure() -> None:
+        started.set()
+        work()
+
+    t = threading.Thread(target=lambda: cache.measure_once(KEY, measure))
+    t.start()
+    assert started.wait(30)
+    return t
+
+
 def test_second_worker_waits_for_the_first_measurement(tmp_path):
     url = f"sqlite:///{tmp_path}/c.db"
     first, second = EvalCache(engine_for(url)), EvalCache(engine_for(url))
     calls: list[str] = []
-    started = threading.Event()
 
     def slow() -> None:
         calls.append("first")
-        started.set()
         time.sleep(0.8)
         _put(first, 0.9)
 
-    t = threading.Thread(target=lambda: first.measure_once(KEY, slow))
-    t.start()
-    assert started.wait(30)
+    t = _holding(first, slow)
     hit = second.measure_once(KEY, lambda: calls.append("second"), poll_s=0.05)
     t.join()
     assert calls == ["first"] and hit is not None and hit.values["accuracy"] == 0.9
@@ -63,16 +73,12 @@ def test_a_stop_request_ends_the_wait(tmp_path):
     url = f"sqlite:///{tmp_path}/c.db"
     holder, waiter = EvalCache(engine_for(url)), EvalCache(engine_for(url))
     release = threading.Event()
-    started = threading.Event()
 
     def held() -> None:
-        started.set()
         release.wait(30)
         _put(holder, 0.5)
 
-    t = threading.Thread(target=lambda: holder.measure_once(KEY, held))
-    t.start()
-    assert started.wait(30)
+    t = _holding(holder, held)
     with pytest.raises(KeyboardInterrupt):
         waiter.measure_once(KEY, lambda: None, stop=lambda: True, poll_s=0.01)
     release.set()

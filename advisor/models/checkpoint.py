@@ -248,18 +248,16 @@ class CheckpointExperts:
     def _key(self, e: int, part: int) -> str:
         return self._keys[f"{self.prefix}.{e}.{self.names[part]}"]
 
-    def source_keys(self, e: int) -> list[tuple[str, int | None]]:
-        """The checkpoint tensors (key, slice index) expert `e` is read from."""
-        if self.fused is not None:
-            return [(self.fused[0], e), (self.fused[1], e)]
-        return [(self._key(e, p), None) for p in range(3)]
-
-    def source_nbytes(self, e: int) -> int:
-        """Bytes of expert `e` as stored in the checkpoint."""
+    def shapes(self, e: int) -> ExpertWeights:
+        """Expert `e` as meta tensors of the shapes and dtype `get` returns: its sizes without reading it."""
         info = self.checkpoint.tensors
         if self.fused is not None:
-            return sum(info[k].nbytes // info[k].shape[0] for k in self.fused)
-        return sum(info[self._key(e, p)].nbytes for p in range(3))
+            two_i, h = info[self.fused[0]].shape[1:]
+            dims = [(two_i // 2, h), (two_i // 2, h), info[self.fused[1]].shape[1:]]
+        else:
+            dims = [info[self._key(e, p)].shape for p in range(3)]
+        gate, up, down = (torch.empty(d, device="meta", dtype=self.dtype) for d in dims)
+        return ExpertWeights(gate=gate, up=up, down=down)
 
     def get(self, e: int) -> ExpertWeights:
         read = self.checkpoint.read

@@ -263,7 +263,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
-    note = ""
+    note, checkpoint = "", None
     if quantization_config is not None:  # quantized on load by from_pretrained: resident, never streamed
         if offload:
             raise UserError("--offload streams bf16 experts from the checkpoint; it cannot take a quantization_config")
@@ -274,7 +274,8 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
     elif offload is None:
         from advisor.models.checkpoint import Checkpoint
 
-        counted = Checkpoint(path).nbytes
+        checkpoint = Checkpoint(path)  # its headers, read once: also the offloaded model's source
+        counted = checkpoint.nbytes
         limit = budget if budget is not None else device_free_bytes(device)
         offload = counted > limit
         note = (f"counted {counted / 2**30:.2f} GiB of weights {'>' if offload else '<='} "
@@ -293,7 +294,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         if offload:
             from advisor.models.offloaded import build_offloaded
 
-            model, sample = build_offloaded(path, cls, device, dtype)
+            model, sample = build_offloaded(path, cls, device, dtype, checkpoint)
             loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=sample)
             loaded.load_note = f"offloaded: routed experts stream from the checkpoint ({note})"
             return loaded

@@ -76,9 +76,11 @@ def _experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _is_experts_module(m)]
 
 
-def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None) -> tuple[nn.Module, Any]:
-    """(model with meta experts and resident weights on `device`, fingerprint sampler) from `path`."""
-    checkpoint = Checkpoint(path)  # validates shards / truncation before anything is built
+def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None,
+                    checkpoint: Checkpoint | None = None) -> tuple[nn.Module, Any]:
+    """(model with meta experts and resident weights on `device`, fingerprint sampler) from `path`
+    (`checkpoint`: its already validated `Checkpoint`, when the caller opened one)."""
+    checkpoint = Checkpoint(path) if checkpoint is None else checkpoint  # validates shards / truncation before anything is built
     release_large_frees()
     raw = json.loads((path / "config.json").read_text())
     dtype = dtype or _config_dtype(raw, checkpoint)
@@ -132,24 +134,25 @@ def _attach_sources(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[s
     """Give every experts module its checkpoint view; tied twins (same meta parameters) share one."""
     sources: dict[str, CheckpointExperts] = {}
     by_param: dict[int, CheckpointExperts] = {}
-    pending = list(modules)
-    for _ in range(2):  # a twin whose own keys are absent takes its partner's view on the second pass
-        left = []
-        for name, module in pending:
-            first = next(iter(module.parameters()))
-            source = by_param.get(id(first))
-            if source is None:
-                try:
-                    source = CheckpointExperts(checkpoint, keys, name, seam.expert_set(module), names,
-                                               device=device, dtype=dtype)
-                except UserError:
-                    left.append((name, module))
-                    continue
-            by_param[id(first)] = source
-            module._advisor_source = source
-            sources[name] = source
-        pending = left
-    if pending:
-        name, module = pending[0]
-        CheckpointExperts(checkpoint, keys, name, seam.expert_set(module), names, device=device, dtype=dtype)
+
+    def attach(name: str, module: nn.Module, *, own_keys: bool) -> bool:
+        first = id(next(iter(module.parameters())))
+        source = by_param.get(first)
+        if source is None:
+            try:
+                source = CheckpointExperts(checkpoint, keys, name, seam.expert_set(module), names,
+                                           device=device, dtype=dtype)
+            except UserError:
+                if own_keys:
+                    return False
+                raise  # neither its own keys nor a twin's view
+        by_param[first] = source
+        module._advisor_source = source
+        sources[name] = source
+        return True
+
+    # a twin whose own keys are absent takes its partner's view, once every module with keys has one
+    left = [(name, module) for name, module in modules if not attach(name, module, own_keys=True)]
+    for name, module in left:
+        attach(name, module, own_keys=False)
     return sources

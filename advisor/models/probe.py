@@ -42,9 +42,14 @@ class _CountingRuntime:
         return run
 
 
-def _probe_inputs(model: nn.Module, family: str, device: torch.device) -> dict[str, torch.Tensor]:
+def _text_config(model: nn.Module):
+    """The config that describes the text model (a multimodal config's text part), or None."""
     config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _probe_inputs(model: nn.Module, family: str, device: torch.device) -> dict[str, torch.Tensor]:
+    text = _text_config(model)
     vocab = int(getattr(text, "vocab_size", 0) or 0) or 16
     ids = (torch.arange(8, device=device) * 7 + 3) % max(vocab - 1, 1)
     inputs = {"input_ids": ids[None]}
@@ -53,10 +58,8 @@ def _probe_inputs(model: nn.Module, family: str, device: torch.device) -> dict[s
     return inputs
 
 
-def _config_mismatch(model: nn.Module, lay: MoELayer) -> str | None:
-    """What in the view disagrees with the config (None when every field the config has agrees)."""
-    config = getattr(model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+def _config_mismatch(text, lay: MoELayer) -> str | None:
+    """What in the view disagrees with the (text) config (None when every field the config has agrees)."""
     hidden = getattr(text, "hidden_size", None)
     if isinstance(hidden, int) and hidden != lay.hidden_size:
         return f"hidden size {lay.hidden_size} read from the expert tensors, {hidden} in the config"
@@ -75,8 +78,9 @@ def verify_experts_path(model: nn.Module, layers: list[MoELayer], family: str) -
     config = getattr(model, "config", None)
     model_type = str(getattr(config, "model_type", None) or type(model).__name__)
     where = f"model type '{model_type}'"
+    text = _text_config(model)
     for lay in layers:
-        mismatch = _config_mismatch(model, lay)
+        mismatch = _config_mismatch(text, lay)
         if mismatch:
             raise UserError(f"{where}: MoE layer {lay.index} ({lay.name}): {mismatch}; its experts are laid out in "
                             f"a way this tool does not read correctly. Supported: {SUPPORTED_TEXT}")

@@ -187,7 +187,11 @@ def moe_layers(model: nn.Module) -> list[MoELayer]:
         except NotImplementedError as e:
             raise UserError(f"model type '{_model_type(model)}': {e}; supported: {SUPPORTED_TEXT}") from e
         router = _child(parent, _ROUTER_NAMES)
-        first = view.get(0)
+        # sizes and dtype only: a checkpoint view gives them without reading the expert from disk (this runs
+        # at every load, attach and detach)
+        shapes = getattr(view, "shapes", None)
+        first = shapes(0) if shapes is not None else view.get(0)
+        hidden, inter = _dims(view, first)
         layers.append(
             MoELayer(
                 index=len(layers),
@@ -199,8 +203,8 @@ def moe_layers(model: nn.Module) -> list[MoELayer]:
                 num_experts=_count_experts(module, view),
                 top_k=_find_top_k(module, parent, router, config),
                 shared=_shared_of(parent, grandparent, attr),
-                hidden_size=_dims(view, first)[0],
-                intermediate_size=_dims(view, first)[1],
+                hidden_size=hidden,
+                intermediate_size=inter,
                 dtype=first.gate.dtype,
                 aliases=tuple(m for _, m in group[1:]),
             )
