@@ -82,11 +82,10 @@ def register(app: typer.Typer) -> None:
             console.print(f"loading: {loaded.load_note}")
         runtime, fid = None, None
         if plan is not None:
-            from advisor.eval.fidelity import cached_reference, fidelity, reference_logits, task_inputs
+            from advisor.eval.fidelity import fidelity, reference_for, task_inputs
             from advisor.offload.planned import plan_runtime
 
-            reference = cached_reference if loaded.offloaded else reference_logits
-            ref = reference(loaded, task_inputs(loaded, the_task, n=fidelity_prompts, seed=seed)) \
+            ref = reference_for(loaded, task_inputs(loaded, the_task, n=fidelity_prompts, seed=seed)) \
                 if fidelity_prompts > 0 else None
             runtime = plan_runtime(loaded, plan)
             fid = fidelity(loaded, ref, runtime) if ref is not None else None

@@ -179,3 +179,9 @@ def cached_reference(loaded, inputs: dict[str, Any] | torch.Tensor, cache_dir: P
     torch.save(ref.__dict__, tmp)
     os.replace(tmp, path)
     return ref
+
+
+def reference_for(loaded, inputs: dict[str, Any] | torch.Tensor) -> ReferenceLogits:
+    """The full-precision reference a fidelity measurement compares with: kept on disk for an offloaded model
+    (its full-precision forward streams every routed expert from the checkpoint), computed for a resident one."""
+    return (cached_reference if getattr(loaded, "offloaded", False) else reference_logits)(loaded, inputs)

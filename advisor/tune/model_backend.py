@@ -125,14 +125,11 @@ class ModelBackend:
         `task_reference`), or random prompts + a masked canvas for tokenizer-less models."""
         import torch
 
-        from advisor.eval.fidelity import cached_reference, reference_logits, task_inputs
+        from advisor.eval.fidelity import reference_for, task_inputs
 
-        # offloaded: the full-precision forward streams every expert from the checkpoint; do it once per
-        # model fingerprint and input set, on disk
-        reference = cached_reference if self.offloaded else reference_logits
         n = self.settings.fidelity_prompts
         if self.loaded.tokenizer is not None and getattr(self.task, "examples", None):
-            return reference(self.loaded, task_inputs(self.loaded, self.task, n=n, seed=self.settings.seed))
+            return reference_for(self.loaded, task_inputs(self.loaded, self.task, n=n, seed=self.settings.seed))
         ids = [p[0] for p in self.prompts(n)]
         width = max(len(p) for p in ids)
         canvas = 8
@@ -142,7 +139,7 @@ class ModelBackend:
             p = torch.cat([p.new_full((width - len(p),), int(p[0])), p])
             tail = p.new_full((canvas,), mask) if mask is not None else p.new_zeros(0)
             rows.append(torch.cat([p, tail]))
-        return reference(self.loaded, torch.stack(rows))
+        return reference_for(self.loaded, torch.stack(rows))
 
     def store_note(self) -> str:
         """How plans' host stores are built and kept (for the run header)."""
