@@ -97,6 +97,9 @@ def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
     p.config["miss_policy"] = "cpu"  # the study computed misses on the CPU, as llama.cpp will
     res = export_point(p, "llama.cpp")
     assert res.data["miss_policy"] == "cpu" and any("as the study modelled" in n for n in res.notes)
+    p.config["miss_policy"] = "hybrid"  # the study copied some misses: llama.cpp's CPU experts never are
+    notes = export_point(p, "llama.cpp").notes
+    assert any("hybrid" in n and "speed differs" in n for n in notes) and not any("as the study" in n for n in notes)
 
 
 def test_collapse_rules_and_types():

@@ -280,3 +280,78 @@ def test_hybrid_thresholds_are_each_experts_own_crossing_point():
             for e in range(len(fmts))]
     assert lc.thresholds() == want
     assert len(set(want)) >= 3 and max(want) < 1 << 30  # the formats really cross, at different counts
+
+
+def _random_layer(rng):
+    """A layer's cost model with random CPU speed, link, device model and mixed expert formats (inputs)."""
+    from advisor.hardware.profiles import HardwareProfile
+    from advisor.offload.timing import TOKENS, LayerCosts
+    from advisor.quant.spec import expert_nbytes_of
+
+    cpu = CpuProfile({"256x128": {f: [[n, rng.uniform(0.005, 0.2) + rng.uniform(1e-4, 5e-3) * n] for n in TOKENS]
+                                  for f in ("bf16", "int8", "int4", "int3")}}, 1, "test: random")
+    gbps = rng.uniform(0.5, 60.0)
+    link = HardwareProfile("test", 0, gbps, gbps / 2, rng.uniform(1.0, 50.0), "test: random")
+    device = H200_ROOFLINE if rng.random() < 0.5 else DeviceCompute({"bf16": rng.uniform(0.005, 0.2)}, 256, 128, 32,
+                                                                     "test: random")
+    fmts = [rng.choice(("bf16", "int8", "int4", "int3")) for _ in range(16)]
+    return LayerCosts(fmts, [expert_nbytes_of(f, 256, 128) for f in fmts], 256, 128, cpu, device, link)
+
+
+def test_hybrid_balances_cpu_and_link_never_slower_than_copy_cpu_or_the_threshold_rule():
+    """On random look-ups and cost models, balanced hybrid's modelled time (`lookup_ms`, what `CacheLayer`
+    adds up) is at most that of `copy`, `cpu` and the per-expert threshold rule; and it is really balancing:
+    some look-ups beat all three, and it fixes look-ups where the rule is slower than copy or cpu. (No split
+    is slower than both: its copy and CPU sides are each at most those of copying or computing every miss.)"""
+    import random
+
+    from advisor.offload.miss import split_misses
+    from advisor.offload.timing import lookup_ms
+
+    rng = random.Random(13)
+    beat_all = rule_worse = 0
+    for _ in range(40):
+        lc = _random_layer(rng)
+        thr = lc.thresholds()
+        for _ in range(50):
+            ids = rng.sample(range(16), rng.randint(1, 12))
+            tok = {e: rng.choice((1, 1, 2, 3, 5, 8, 13, 40, 300)) for e in ids}
+            hits = [e for e in ids if rng.random() < 0.3]
+            misses = [e for e in ids if e not in hits]
+            admitted = [e for e in misses if rng.random() < 0.5]
+            splits = {m: split_misses(misses, tok, m, thr) for m in ("copy", "cpu")}
+            splits["rule"] = split_misses(misses, tok, "hybrid", thr)  # no cost model: the per-expert rule
+            splits["hybrid"] = split_misses(misses, tok, "hybrid", thr, lc, hits, admitted)
+            t = {}
+            for m, (copied, on_cpu) in splits.items():
+                assert sorted(copied + on_cpu) == sorted(misses)
+                t[m] = lookup_ms(*lc.lookup_terms([e for e in ids if e not in on_cpu], copied, on_cpu,
+                                                  [e for e in on_cpu if e in admitted], tok.__getitem__))
+            hybrid = t.pop("hybrid")
+            assert hybrid <= min(t.values()) * (1 + 1e-12), (t, hybrid)
+            beat_all += hybrid < min(t.values()) * (1 - 1e-9)
+            assert t["rule"] <= max(t["copy"], t["cpu"]) * (1 + 1e-12)
+            rule_worse += t["rule"] > min(t["copy"], t["cpu"]) * (1 + 1e-9)
+    assert beat_all > 50 and rule_worse > 50, (beat_all, rule_worse)
+
+
+def test_balanced_hybrid_replay_is_never_slower_than_copy_or_cpu():
+    """Through the simulator (CacheLayer.lookup): on a recorded trace whose CPU and link costs are close,
+    hybrid's total modelled time is at most copy's and cpu's, and it both copies and computes on the CPU."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+    from advisor.offload.trace import record_trace
+
+    loaded = tiny_llada(top_k=4)
+    trace = record_trace(loaded, prompt_ids(), **GEN_KW)
+    m = trace.meta
+    copy_ms = DEFAULT_PROFILE.transfer_ms(m["hidden"][0] * m["intermediate"][0] * 3 * 4)
+    rows = [[n, copy_ms * (0.3 + 0.2 * n)] for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)]  # input: CPU near the link
+    cpu = CpuProfile({f"{m['hidden'][0]}x{m['intermediate'][0]}": {f: rows for f in ("bf16", "int8", "int4", "int3")}},
+                     1, "test")
+    costs = ModelCosts.for_trace(trace, "fp32", cpu, H200_ROOFLINE, DEFAULT_PROFILE)
+    st = {miss: simulate(trace, slots_per_layer=4, policy="lru", plan="fp32", miss=miss, costs=costs)
+          for miss in ("copy", "cpu", "hybrid")}
+    t = {miss: s.times["layer_ms"] for miss, s in st.items()}
+    assert t["hybrid"] <= min(t["copy"], t["cpu"]) * (1 + 1e-9), t
+    assert st["hybrid"].total("cpu_experts") > 0 and st["hybrid"].total("demand_bytes") > 0
+    assert t["hybrid"] < min(t["copy"], t["cpu"]) * 0.99, t

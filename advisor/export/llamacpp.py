@@ -253,6 +253,10 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if ots and cfg.miss_policy == "copy":
         notes.append("the study modelled copying missed experts to the GPU (miss policy copy); llama.cpp computes "
                      "the -ot =CPU experts on the CPU instead, so its speed differs from the study's time per token")
+    elif ots and cfg.miss_policy == "hybrid":
+        notes.append("the study modelled miss policy hybrid (per layer and forward, each missed expert computed on the "
+                     "CPU or copied to the GPU, whichever balanced the two); llama.cpp computes the -ot =CPU experts on "
+                     "the CPU, so its speed differs from the study's time per token")
     elif ots:
         notes.append(f"miss policy {cfg.miss_policy}: the -ot =CPU experts compute on the CPU, as the study modelled")
     runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"

@@ -15,6 +15,7 @@ from typing import Any
 from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
 from advisor.offload.miss import check_miss_policy, split_misses
 from advisor.offload.policies import Access, Ctx, Policy
+from advisor.offload.timing import lookup_ms
 
 COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evictions",
             "prefetch_copies", "prefetch_bytes", "prefetch_hits", "demand_bytes", "cpu_experts", "cpu_tokens",
@@ -31,6 +32,10 @@ expert compute, off-critical-path copies, and the look-up's time with CPU work o
 max(copy + gpu, cpu, copy + background)."""
 
 
+def _one(e: int) -> int:
+    return 1
+
+
 class CacheLayer:
     """One MoE layer's cache: a policy plus exact counters. Shared by runtime and simulator."""
 
@@ -41,6 +46,7 @@ class CacheLayer:
         self.threshold = list(threshold) if threshold is not None else None
         self.costs = costs  # optional cost model (advisor.offload.timing.LayerCosts): per look-up times
         self._need_tokens = self.miss != "copy" or costs is not None
+        self._balance = self.miss == "hybrid" and costs is not None  # hybrid balances CPU and link by the costs
         self.stage_limit = policy.capacity if stage_limit is None else int(stage_limit)
         self.staged: dict[int, None] = {}
         self.expert_bytes = list(int(b) for b in expert_bytes)
@@ -100,7 +106,9 @@ class CacheLayer:
         if nm:
             fs = set(from_stage)
             missed = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
-            copied, on_cpu = split_misses(missed, tok, self.miss, self.threshold)
+            copied, on_cpu = (split_misses(missed, tok, "hybrid", self.threshold, self.costs, acc.hits + from_stage,
+                                           acc.admitted) if self._balance
+                              else split_misses(missed, tok, self.miss, self.threshold))
             if on_cpu:
                 adm = set(acc.admitted)
                 placed = [e for e in on_cpu if e in adm]
@@ -129,19 +137,14 @@ class CacheLayer:
 
     def _time(self, ids: Sequence[int], tok: dict[int, int] | None, copied: list[int], on_cpu: list[int],
               placed: list[int]) -> None:
-        c = self.costs
         cpu_set = set(on_cpu)
-        n_of = (lambda e: tok[e]) if tok is not None else (lambda e: 1)
-        on_device = [e for e in ids if e not in cpu_set]
-        gpu = sum(c.gpu_ms(e, n_of(e)) for e in on_device) + (c.gpu_layer_ms if on_device else 0.0)
-        cpu = c.cpu_batch_ms([(e, n_of(e)) for e in on_cpu]) if on_cpu else 0.0
-        copy = c.copy_ms(copied) if copied else 0.0
-        bg = c.copy_ms(placed) if placed else 0.0
+        gpu, copy, cpu, bg = self.costs.lookup_terms([e for e in ids if e not in cpu_set], copied, on_cpu, placed,
+                                                     tok.__getitem__ if tok is not None else _one)
         self.gpu_ms += gpu
         self.cpu_ms += cpu
         self.copy_ms += copy
         self.background_ms += bg
-        self.layer_ms += max(copy + gpu, cpu, copy + bg)
+        self.layer_ms += lookup_ms(gpu, copy, cpu, bg)
 
     def prefetch(self, ids: Sequence[int], ctx: Ctx) -> tuple[list[int], list[int], list[int]]:
         """Copy `ids` (most wanted first) ahead of use: into slots where the policy admits them, the rest

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -197,6 +197,11 @@ H200_ROOFLINE = DeviceRoofline(
 """The default device side: a fused-MoE runtime on an H200 (the GPU whose link profile is recorded)."""
 
 
+def lookup_ms(gpu: float, copy: float, cpu: float, background: float) -> float:
+    """A look-up's time: the CPU runs beside the device; demand copies precede device compute."""
+    return max(copy + gpu, cpu, copy + background)
+
+
 class LayerCosts:
     """One MoE layer's per-expert cost functions (tables precomputed: the replay loop calls these)."""
 
@@ -225,6 +230,14 @@ class LayerCosts:
     def copy_ms(self, experts: Sequence[int]) -> float:
         eb = self.expert_bytes
         return float(self.link.transfer_ms(sum(eb[e] for e in experts), len(experts)))
+
+    def lookup_terms(self, on_device: Sequence[int], copied: Sequence[int], on_cpu: Sequence[int],
+                     placed: Sequence[int], n: Callable[[int], int]) -> tuple[float, float, float, float]:
+        """(gpu, copy, cpu, background) ms of one look-up (`n`: routed tokens of an expert); its time is
+        `lookup_ms` of them."""
+        gpu = sum(self.gpu_ms(e, n(e)) for e in on_device) + (self.gpu_layer_ms if on_device else 0.0)
+        cpu = self.cpu_batch_ms([(e, n(e)) for e in on_cpu]) if on_cpu else 0.0
+        return gpu, self.copy_ms(copied) if copied else 0.0, cpu, self.copy_ms(placed) if placed else 0.0
 
     def thresholds(self) -> list[int]:
         """Per expert, the fewest routed tokens for which copying (and computing on the device) is
