@@ -11,9 +11,10 @@ Budgets: 10%, 25%, 50% of the bf16 expert bytes on the GPU. Time per generated t
 `advisor.offload.timing` from the replayed trace: device expert compute, copies (the recorded H200 link
 profile, benchmarks/results/2026-11-30_h200_gpu_check.json) and CPU expert compute (THIS host's CPU expert
 times, measured now), CPU overlapped with the device. Device compute side by side in two models: a
-fused-MoE runtime as users deploy (`H200_ROOFLINE`: weight bytes / nominal HBM bandwidth or FLOPs, plus a
-launch cost per layer; the RESULT line) and this project's eager per-expert forwards measured on an H200
-(`RECORDED_H200`, launch-bound: 0.12 ms per bf16 expert, 0.91 ms per int4 expert; the `eager_` values).
+fused-MoE runtime as users deploy (`device_roofline` of the recorded H200: weight bytes / its nominal memory
+bandwidth or FLOPs, plus a launch cost per layer; the RESULT line) and this project's eager per-expert forwards
+measured on an H200 (`RECORDED_H200`, launch-bound: 0.12 ms per bf16 expert, 0.91 ms per int4 expert; the
+`eager_` values).
 
 Strategies: Mixtral-offloading-style (bf16, LRU, every miss copied); Fiddler-style (bf16, static hot experts
 from the trace itself, misses on the CPU); TIDE-style (bf16, interval refresh, misses on the CPU, best tau of
@@ -40,7 +41,7 @@ import torch
 from advisor.baselines import BASELINES, TIDE_TAUS, baseline_slots
 from advisor.hardware.profiles import HardwareProfile
 from advisor.offload.simulate import simulate
-from advisor.offload.timing import H200_ROOFLINE, RECORDED_H200, ModelCosts
+from advisor.offload.timing import RECORDED_H200, ModelCosts, device_roofline
 from advisor.offload.trace import RoutingTrace, record_random_prompts
 from advisor.quant.spec import expert_nbytes_of
 
@@ -48,7 +49,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 GPU_CHECK = RESULTS / "2026-11-30_h200_gpu_check.json"
 BUDGETS = (0.10, 0.25, 0.50)
 METRICS = Path(__file__).resolve().parents[1] / "advisor" / "models" / "bundled" / "metrics.json"
-DEVICES = {"fused": H200_ROOFLINE, "eager": RECORDED_H200}
 
 
 def bundled_accuracy() -> tuple[dict[str, float], str]:
@@ -68,6 +68,9 @@ TAUS = TIDE_TAUS
 def link_profile() -> HardwareProfile:
     d = json.loads(GPU_CHECK.read_text())
     return HardwareProfile.from_dict(d["sections"]["hardware_profile"]["result"])
+
+
+DEVICES = {"fused": device_roofline(link_profile()), "eager": RECORDED_H200}
 
 
 def _record(loaded: Any, prompts: int, new: int, block: int, seed: int = 0, **gen: Any) -> RoutingTrace:
@@ -101,7 +104,7 @@ class Case:
     """One trace at one budget: evaluates configurations (time per token, modelled)."""
 
     def __init__(self, trace: RoutingTrace, shape: tuple[int, int], budget: float, cpu: Any, link: Any,
-                 device: Any = H200_ROOFLINE):
+                 device: Any = DEVICES["fused"]):
         self.trace, self.shape, self.cpu, self.link, self.device = trace, shape, cpu, link, device
         self.n_layers = trace.n_layers
         self.ne = trace.num_experts

@@ -86,13 +86,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
         --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
-        from advisor.hardware.profiles import format_bytes, list_gpus, save_profile
+        from advisor.hardware.profiles import format_bytes, list_gpus, nominal_device, save_profile
 
         if list_known:
             for p in list_gpus(profiles_dir):
                 mem = format_bytes(p.memory_bytes) if p.memory_bytes else "?"
+                dev = nominal_device(p)
+                device = (f"device {dev.mem_gbps:6g} GB/s {dev.tflops:5g} TFLOP/s {dev.dtype}" if dev
+                          else "device not in the catalogue (priced as the H200)")
                 typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
-                           f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.link:<13} [{p.source}]")
+                           f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.link:<13} {device}  [{p.source}]")
             return
         from advisor.hardware import measure as hardware_measure
 

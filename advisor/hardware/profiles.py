@@ -5,9 +5,12 @@ profile lives in `advisor.hardware.measure`.
 
 Catalogue figures are nominal, not measured: memory as sold, pinned host-to-device bandwidth from the
 host-link generation (PCIe 3.0 x16 ~12 GB/s, 4.0 ~25, 5.0 ~50; an x8 link half that), pageable about half
-of pinned, ~10 us per copy. Their `source` says "catalogue (nominal)". A profile measured with
-`advisor profile` is stored as JSON under a profiles directory and wins over the catalogue entry of the
-same GPU.
+of pinned, ~10 us per copy; and, for the device side of the time model (`NominalDevice`, priced by
+`advisor.offload.timing.device_roofline`), device memory bandwidth and dense bf16 tensor TFLOP/s from vendor
+spec sheets - without sparsity and with FP32 accumulate, the rate a PyTorch bf16 matmul gets (half the
+advertised FP16-accumulate rate on GeForce cards; fp16 on T4/V100, which lack bf16). Their `source` says
+"catalogue (nominal)". A profile measured with `advisor profile` is stored as JSON under a profiles
+directory and wins over the catalogue entry of the same GPU.
 """
 
 from __future__ import annotations
@@ -94,46 +97,57 @@ DEFAULT_PROFILE = HardwareProfile(
 )
 """The modelling assumption for transfer times measured without a GPU (quote `DEFAULT_PROFILE.tag`)."""
 
-# (name as sold, memory GiB, host link). Memory is the marketed size, read as GiB.
-_CATALOGUE: list[tuple[str, float, str]] = [
-    ("RTX 3060", 12, "PCIe 4.0 x16"),
-    ("RTX 3060 Ti", 8, "PCIe 4.0 x16"),
-    ("RTX 3070", 8, "PCIe 4.0 x16"),
-    ("RTX 3080", 10, "PCIe 4.0 x16"),
-    ("RTX 3080", 12, "PCIe 4.0 x16"),
-    ("RTX 3090", 24, "PCIe 4.0 x16"),
-    ("RTX 3090 Ti", 24, "PCIe 4.0 x16"),
-    ("RTX 4060", 8, "PCIe 4.0 x8"),
-    ("RTX 4060 Ti", 8, "PCIe 4.0 x8"),
-    ("RTX 4060 Ti", 16, "PCIe 4.0 x8"),
-    ("RTX 4070", 12, "PCIe 4.0 x16"),
-    ("RTX 4070 Super", 12, "PCIe 4.0 x16"),
-    ("RTX 4070 Ti", 12, "PCIe 4.0 x16"),
-    ("RTX 4070 Ti Super", 16, "PCIe 4.0 x16"),
-    ("RTX 4080", 16, "PCIe 4.0 x16"),
-    ("RTX 4080 Super", 16, "PCIe 4.0 x16"),
-    ("RTX 4090", 24, "PCIe 4.0 x16"),
-    ("RTX 5060 Ti", 16, "PCIe 5.0 x8"),
-    ("RTX 5070", 12, "PCIe 5.0 x16"),
-    ("RTX 5070 Ti", 16, "PCIe 5.0 x16"),
-    ("RTX 5080", 16, "PCIe 5.0 x16"),
-    ("RTX 5090", 32, "PCIe 5.0 x16"),
-    ("RTX A6000", 48, "PCIe 4.0 x16"),
-    ("RTX 6000 Ada", 48, "PCIe 4.0 x16"),
-    ("RTX PRO 6000 Blackwell", 96, "PCIe 5.0 x16"),
-    ("T4", 16, "PCIe 3.0 x16"),
-    ("V100", 16, "PCIe 3.0 x16"),
-    ("V100", 32, "PCIe 3.0 x16"),
-    ("A10", 24, "PCIe 4.0 x16"),
-    ("A10G", 24, "PCIe 4.0 x16"),
-    ("A40", 48, "PCIe 4.0 x16"),
-    ("L4", 24, "PCIe 4.0 x16"),
-    ("L40S", 48, "PCIe 4.0 x16"),
-    ("A100", 40, "PCIe 4.0 x16"),
-    ("A100", 80, "PCIe 4.0 x16"),
-    ("H100", 80, "PCIe 5.0 x16"),
-    ("H200", 141, "PCIe 5.0 x16"),
+# (name as sold, memory GiB, host link, device memory GB/s, dense bf16 tensor TFLOP/s).
+# Memory is the marketed size, read as GiB. TFLOP/s: vendor spec sheets and architecture whitepapers, without
+# sparsity, with FP32 accumulate (what a PyTorch bf16 matmul runs): GeForce parts run it at half their
+# FP16-accumulate rate (RTX 4090: 165.2, not the 330.3 of FP16 accumulate); workstation and data-centre parts
+# at full rate. GeForce rows are SMs x boost clock x 512 FLOP per clock, which gives NVIDIA's printed 71 (3090),
+# 165.2 (4090) and 209.5 (5090) and matches each card's advertised AI TOPS (FP8 sparse / 8 on Ada, FP4 / 16 on
+# Blackwell).
+_CATALOGUE: list[tuple[str, float, str, float, float]] = [
+    ("RTX 3060", 12, "PCIe 4.0 x16", 360, 25.5),
+    ("RTX 3060 Ti", 8, "PCIe 4.0 x16", 448, 32.4),
+    ("RTX 3070", 8, "PCIe 4.0 x16", 448, 40.6),
+    ("RTX 3080", 10, "PCIe 4.0 x16", 760, 59.5),
+    ("RTX 3080", 12, "PCIe 4.0 x16", 912, 61.3),
+    ("RTX 3090", 24, "PCIe 4.0 x16", 936, 71.2),
+    ("RTX 3090 Ti", 24, "PCIe 4.0 x16", 1008, 80.0),
+    ("RTX 4060", 8, "PCIe 4.0 x8", 272, 30.2),
+    ("RTX 4060 Ti", 8, "PCIe 4.0 x8", 288, 44.1),
+    ("RTX 4060 Ti", 16, "PCIe 4.0 x8", 288, 44.1),
+    ("RTX 4070", 12, "PCIe 4.0 x16", 504, 58.3),
+    ("RTX 4070 Super", 12, "PCIe 4.0 x16", 504, 71.0),
+    ("RTX 4070 Ti", 12, "PCIe 4.0 x16", 504, 80.2),
+    ("RTX 4070 Ti Super", 16, "PCIe 4.0 x16", 672, 88.2),
+    ("RTX 4080", 16, "PCIe 4.0 x16", 716.8, 97.5),
+    ("RTX 4080 Super", 16, "PCIe 4.0 x16", 736, 104.4),
+    ("RTX 4090", 24, "PCIe 4.0 x16", 1008, 165.2),
+    ("RTX 5060 Ti", 16, "PCIe 5.0 x8", 448, 47.4),
+    ("RTX 5070", 12, "PCIe 5.0 x16", 672, 61.7),
+    ("RTX 5070 Ti", 16, "PCIe 5.0 x16", 896, 87.9),
+    ("RTX 5080", 16, "PCIe 5.0 x16", 960, 112.6),
+    ("RTX 5090", 32, "PCIe 5.0 x16", 1792, 209.5),
+    ("RTX A6000", 48, "PCIe 4.0 x16", 768, 154.8),
+    ("RTX 6000 Ada", 48, "PCIe 4.0 x16", 960, 364.2),
+    # NVIDIA prints only 4000 AI TOPS (FP4, sparse); 503.8 assumes the full-rate FP32 accumulate of earlier
+    # workstation parts (188 SMs x 2.617 GHz x 1024): unsure
+    ("RTX PRO 6000 Blackwell", 96, "PCIe 5.0 x16", 1792, 503.8),
+    ("T4", 16, "PCIe 3.0 x16", 320, 65),  # fp16: Turing has no bf16 tensor cores (`_FP16_ONLY`)
+    ("V100", 16, "PCIe 3.0 x16", 900, 112),  # fp16, V100 PCIe (SXM2: 125); Volta has no bf16
+    ("V100", 32, "PCIe 3.0 x16", 900, 112),
+    ("A10", 24, "PCIe 4.0 x16", 600, 125),
+    # AWS's variant of the A10, no NVIDIA spec sheet: 80 SMs x 1.71 GHz at the GeForce rate (commonly quoted 70)
+    ("A10G", 24, "PCIe 4.0 x16", 600, 70),
+    ("A40", 48, "PCIe 4.0 x16", 696, 149.7),
+    ("L4", 24, "PCIe 4.0 x16", 300, 121),
+    ("L40S", 48, "PCIe 4.0 x16", 864, 362),
+    ("A100", 40, "PCIe 4.0 x16", 1555, 312),  # PCIe
+    ("A100", 80, "PCIe 4.0 x16", 1935, 312),  # PCIe (SXM4: 2039 GB/s)
+    ("H100", 80, "PCIe 5.0 x16", 2000, 756),  # PCIe (SXM5: 3350 GB/s, 989 TFLOP/s)
+    ("H200", 141, "PCIe 5.0 x16", 4800, 989),  # SXM (NVL: 4800 GB/s, 835 TFLOP/s)
 ]
+_FP16_ONLY = ("T4", "V100")
+"""GPUs whose tensor cores have no bf16: their figure is fp16 (bf16 there runs far slower, not modelled)."""
 
 
 def _catalogue_profile(name: str, mem_gib: float, link: str) -> HardwareProfile:
@@ -149,7 +163,23 @@ def _catalogue_profile(name: str, mem_gib: float, link: str) -> HardwareProfile:
     )
 
 
-CATALOGUE: list[HardwareProfile] = [_catalogue_profile(*row) for row in _CATALOGUE]
+CATALOGUE: list[HardwareProfile] = [_catalogue_profile(name, mem, link) for name, mem, link, *_ in _CATALOGUE]
+
+
+@dataclass(frozen=True)
+class NominalDevice:
+    """A catalogue GPU's nominal device figures: what a roofline of its expert compute needs."""
+
+    gpu: str  # the catalogue entry, e.g. "RTX 4090 24GB"
+    mem_gbps: float  # device memory bandwidth, GB/s
+    tflops: float  # dense tensor TFLOP/s at `dtype`, FP32 accumulate, no sparsity
+    dtype: str  # "bf16", or "fp16" on GPUs without bf16 tensor cores
+
+
+NOMINAL: dict[str, NominalDevice] = {
+    p.name: NominalDevice(p.name, float(bw), float(tf), "fp16" if name in _FP16_ONLY else "bf16")
+    for p, (name, _mem, _link, bw, tf) in zip(CATALOGUE, _CATALOGUE, strict=True)
+}
 
 # words that vendors and nvidia-smi add but that do not tell GPUs apart
 _NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics)\b")
@@ -210,6 +240,17 @@ def _matches(query: str, profiles: list[HardwareProfile]) -> list[HardwareProfil
     if mem is not None:
         hits = [p for p in hits if abs(p.memory_bytes / GiB - mem) <= max(1.0, 0.05 * mem)]
     return hits
+
+
+def nominal_device(profile: HardwareProfile) -> NominalDevice | None:
+    """The nominal figures of the GPU `profile` names: a catalogue entry's own; a measured profile's by its
+    device name, matched as `get_gpu` matches names (its measured memory picks between variants such as
+    RTX 3080 10/12GB; SXM/NVL boards get the PCIe row's figures, see `_CATALOGUE`); None when no
+    catalogue GPU matches (an uncatalogued GPU, a host-memcpy profile, a custom `--name`)."""
+    hits = _matches(profile.name, CATALOGUE)
+    if not hits:
+        return None
+    return NOMINAL[min(hits, key=lambda p: abs(p.memory_bytes - profile.memory_bytes)).name]
 
 
 def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None) -> HardwareProfile:

@@ -5,7 +5,7 @@ Per look-up (one MoE layer of one forward) the cache layer adds, from a `LayerCo
 * ``gpu_ms`` - experts computed on the device (hits, copied misses). Two device models:
   `DeviceRoofline` (the default: a fused-MoE runtime as users deploy - llama.cpp, vLLM, SGLang/KTransformers -
   reads each routed expert's stored bytes once from device memory or does its matmul FLOPs, whichever is
-  slower, plus a fixed launch cost per MoE layer) and `DeviceCompute` (this project's eager per-expert
+  slower, plus a fixed launch cost per MoE layer; `device_roofline` prices the GPU the profile names) and `DeviceCompute` (this project's eager per-expert
   forwards, measured on an H200 and scaled by weight count; what `--mode live` runs);
 * ``copy_ms`` - demand copies (`HardwareProfile.transfer_ms`, the one transfer-time formula);
 * ``cpu_ms`` - misses computed on the host: this host's measured CPU expert time for the expert's format,
@@ -189,11 +189,36 @@ class DeviceRoofline:
         return nbytes / (self.hbm_gbps * 1e6), 6.0 * hidden * intermediate / (self.tflops * 1e9)
 
 
-H200_ROOFLINE = DeviceRoofline(
-    4800.0, 989.0, 20.0,
-    "modelled:roofline(NVIDIA H200 nominal: 4.8 TB/s HBM3e, 989 TFLOP/s dense bf16; 20 us per MoE layer "
-    "for routing + fused expert kernels, assumed)",
-)
+LAYER_US = 20.0
+"""Assumed fixed cost per MoE layer and forward of a fused-MoE runtime (routing + grouped-GEMM launches)."""
+DEFAULT_GPU = "H200 141GB"
+"""The device priced when no GPU is named: the H200, the GPU whose link profile is recorded."""
+
+
+def device_roofline(profile: Any = None) -> DeviceRoofline:
+    """The fused-MoE device model of the GPU a hardware profile names, from its catalogue (nominal) memory
+    bandwidth and dense bf16 TFLOP/s (`advisor.hardware.profiles.nominal_device`: a measured profile by its
+    device's name). No GPU named (None, or the default modelling profile): the H200. A named GPU without
+    catalogue figures (an uncatalogued GPU's or a host's measured profile) is priced as the H200 too, and the
+    source says so: the profile's measured link and CPU times stay usable, and no label names a GPU whose
+    figures were not used."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE, NOMINAL, nominal_device
+
+    named = profile is not None and profile != DEFAULT_PROFILE
+    dev = nominal_device(profile) if named else None
+    if dev is None:
+        dev = NOMINAL[DEFAULT_GPU]
+        label = f"{dev.gpu} nominal, " + (f"no figures for {profile.name!r}" if named else "no GPU named")
+    else:
+        label = f"{dev.gpu} nominal" if profile.name == dev.gpu else f"{profile.name} as {dev.gpu} nominal"
+    return DeviceRoofline(
+        dev.mem_gbps, dev.tflops, LAYER_US,
+        f"modelled:roofline({label}: {dev.mem_gbps:g} GB/s, {dev.tflops:g} TFLOP/s dense {dev.dtype}; "
+        f"{LAYER_US:g} us per MoE layer, assumed)",
+    )
+
+
+H200_ROOFLINE = device_roofline()
 """The default device side: a fused-MoE runtime on an H200 (the GPU whose link profile is recorded)."""
 
 
