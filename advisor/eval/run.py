@@ -121,6 +121,31 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
+def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0) -> list[Any]:
+    """Token ids [1, L] of `n` prompts of the workload `advisor tune` traces: the task's own examples (the
+    evaluation's selection and encoding), else seeded random ids (tokenizer-less models, tiny:*)."""
+    import torch
+
+    from advisor.errors import UserError
+    from advisor.eval.tasks import select
+
+    tok = loaded.tokenizer
+    examples = list(getattr(task, "examples", []))
+    if tok is not None and examples:
+        out = [torch.tensor([encode_prompt(tok, task.prompt(ex))], dtype=torch.long)  # type: ignore[union-attr]
+               for ex in select(examples, n, seed)]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        vocab = int(getattr(loaded.model.config, "vocab_size", 256))
+        out = []
+        for _ in range(n):
+            length = int(torch.randint(8, 17, (1,), generator=g))
+            out.append(torch.randint(3, max(4, vocab - 2), (1, length), generator=g))
+    if not out:
+        raise UserError(f"task {getattr(task, 'name', task)!r} has no examples to build prompts from")
+    return out
+
+
 def model_positions(loaded) -> int | None:
     """The model's maximum positions (config `max_position_embeddings`, also of a nested text config)."""
     config = getattr(loaded.model, "config", None)

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from advisor.errors import UserError
 from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
@@ -95,29 +94,11 @@ class ModelBackend:
         return dict(getattr(self.task, "gen_kwargs", {}) or {})
 
     def prompts(self, n: int) -> list[Any]:
-        """Token ids [1, L] of n task prompts (the evaluation's own selection and encoding); seeded random ids
-        for tokenizer-less models (tiny:*)."""
-        import torch
-
+        """Token ids [1, L] of n prompts of the workload (`advisor.eval.run.workload_prompts`)."""
         if self._prompts is None or len(self._prompts) < n:
-            tok = self.loaded.tokenizer
-            examples = list(getattr(self.task, "examples", []))
-            out = []
-            if tok is not None and examples:
-                from advisor.eval.run import encode_prompt
-                from advisor.eval.tasks import select
+            from advisor.eval.run import workload_prompts
 
-                for ex in select(examples, n, self.settings.seed):
-                    out.append(torch.tensor([encode_prompt(tok, self.task.prompt(ex))], dtype=torch.long))
-            else:
-                g = torch.Generator().manual_seed(self.settings.seed)
-                vocab = int(getattr(self.loaded.model.config, "vocab_size", 256))
-                for _ in range(n):
-                    length = int(torch.randint(8, 17, (1,), generator=g))
-                    out.append(torch.randint(3, max(4, vocab - 2), (1, length), generator=g))
-            if not out:
-                raise UserError(f"task {self.task_name!r} has no examples to build prompts from")
-            self._prompts = out
+            self._prompts = workload_prompts(self.loaded, self.task, n, self.settings.seed)
         return self._prompts[:n]
 
     def _fidelity_inputs(self) -> Any:
