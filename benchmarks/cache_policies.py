@@ -3,7 +3,9 @@
 `python -m benchmarks.cache_policies [--quick]`
 
 Traces: the bundled dLLM (if `advisor/models/bundled/` exists) and tiny LLaDA-MoE-shaped random models
-(64 experts, top-8, as LLaDA-MoE-7B-A1B) decoded with block lengths 8/16/32. For each trace, token scope
+(64 experts, top-8, as LLaDA-MoE-7B-A1B) decoded with block lengths 8/16/32, on the workload `advisor tune`
+replays: the task's prompts (seeded random ids for the tokenizer-less tiny model), as many as its default
+`trace_prompts` (4; 8 without --quick), one after another through one cache. For each trace, token scope
 "block" (only the block being denoised is computed, as with a KV/dual-cache sampler) and "all" (the
 reference LLaDA sampler recomputes the whole sequence every step). Reports, per cache size (10-90% of
 a layer's experts): each policy's hit rate as a fraction of the exact offline optimum under the rules the
@@ -26,10 +28,12 @@ from typing import Any
 
 import torch
 
+from advisor.eval.run import workload_prompts
 from advisor.offload.optimum import optimum
 from advisor.offload.policies import POLICIES
 from advisor.offload.simulate import belady, simulate
-from advisor.offload.trace import RoutingTrace, record_random_prompts
+from advisor.offload.trace import RoutingTrace, merge, record_trace
+from advisor.tune.space import EvaluationSettings
 from benchmarks.trace_scale import calibration_ns  # the same loop calibrates both replay-speed benchmarks
 
 SIZES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -46,28 +50,33 @@ def tiny_llada_moe_shaped(seed: int = 0, layers: int = 2):
     return loaded_from(tiny.llada_moe_shaped(seed, layers=layers), None, "llada_moe", "tiny-llada-moe-shaped")
 
 
-def record(loaded: Any, block: int, prompts: int, seed: int = 0) -> RoutingTrace:
-    new = 2 * block  # two blocks, each denoised in block/2 steps
-    return record_random_prompts(loaded, prompts, seed=seed, max_new_tokens=new, steps=new // 2, block_length=block)
+def record(loaded: Any, block: int, prompts: list[Any]) -> RoutingTrace:
+    """One trace of `prompts` decoded one after another, each two blocks of `block` tokens in block/2 steps."""
+    new = 2 * block
+    return merge([record_trace(loaded, ids, max_new_tokens=new, steps=new // 2, block_length=block)
+                  for ids in prompts])
 
 
-def profiled(loaded: Any, block: int, prompts: int) -> tuple[RoutingTrace, dict[int, list[int]]]:
-    """A trace and static_hot's hot sets, profiled on other prompts of the same model and block length
-    (out-of-sample: a hot set from the evaluated trace itself would know its future)."""
-    return record(loaded, block, prompts), record(loaded, block, prompts, seed=1).hot_sets()
+def profiled(loaded: Any, task: Any, block: int, n: int) -> tuple[RoutingTrace, dict[int, list[int]]]:
+    """A trace of `n` workload prompts and static_hot's hot sets, profiled on `n` other prompts of the same
+    workload and block length (out-of-sample: a hot set from the evaluated trace itself would know its future)."""
+    prompts = workload_prompts(loaded, task, 2 * n)
+    return record(loaded, block, prompts[0::2]), record(loaded, block, prompts[1::2]).hot_sets()
 
 
-def bundled_traces(prompts: int) -> tuple[dict[str, tuple[RoutingTrace, dict[int, list[int]]]], str]:
+def bundled_traces(n: int) -> tuple[dict[str, tuple[RoutingTrace, dict[int, list[int]]]], str]:
     root = Path(__file__).resolve().parent.parent / "advisor" / "models" / "bundled"
     if not root.is_dir():
         return {}, "skipped bundled dLLM: advisor/models/bundled/ does not exist yet"
+    from advisor.eval.tasks import get_task
     from advisor.models.load import load_model
 
     loaded = load_model("bundled")
+    task = get_task(EvaluationSettings().task)
     out = {}
     for block in (8, 16, 32):
-        out[f"bundled/b{block}"] = profiled(loaded, block, prompts)
-    return out, f"bundled dLLM: {loaded.name}"
+        out[f"bundled/b{block}"] = profiled(loaded, task, block, n)
+    return out, f"bundled dLLM: {loaded.name}, {n} prompts of task {task.name}"
 
 
 def evaluate(name: str, trace: RoutingTrace, scope: str, hot: dict[int, list[int]]) -> dict[str, Any]:
@@ -130,20 +139,21 @@ def replay_speed(trace: RoutingTrace, min_lookups: int = 300_000) -> dict[str, f
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="one prompt per trace, block 8 and 32 only")
+    ap.add_argument("--quick", action="store_true", help="4 prompts per trace (not 8); tiny model: block 8, 32 only")
     ap.add_argument("--json", default="", help="write results as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    prompts = 1 if args.quick else 2
+    prompts = EvaluationSettings().trace_prompts * (1 if args.quick else 2)
     blocks = (8, 32) if args.quick else (8, 16, 32)
     notes = []
     traces, note = bundled_traces(prompts)
     notes.append(note)
     tiny = tiny_llada_moe_shaped()
     for block in blocks:
-        traces[f"tiny-llada-moe-shaped/b{block}"] = profiled(tiny, block, prompts)
+        traces[f"tiny-llada-moe-shaped/b{block}"] = profiled(tiny, None, block, prompts)
     results = [evaluate(name, tr, scope, hot) for name, (tr, hot) in traces.items() for scope in ("block", "all")]
-    notes.append("static_hot: hot sets profiled on other prompts of the same model and block length")
+    notes.append(f"{prompts} prompts per trace (tiny model: seeded random ids); static_hot: hot sets profiled "
+                 f"on {prompts} other prompts of the same workload and block length")
     per_policy = replay_speed(traces[f"tiny-llada-moe-shaped/b{blocks[-1]}"][0])
     speed = min(per_policy.values())
     summary = {
