@@ -5,8 +5,9 @@ Per look-up (one MoE layer of one forward) the cache layer adds, from a `LayerCo
 * ``gpu_ms`` - experts computed on the device (hits, copied misses). Two device models:
   `DeviceRoofline` (the default: a fused-MoE runtime as users deploy - llama.cpp, vLLM, SGLang/KTransformers -
   reads each routed expert's stored bytes once from device memory or does its matmul FLOPs, whichever is
-  slower, plus a fixed launch cost per MoE layer; `device_roofline` prices the GPU the profile names) and `DeviceCompute` (this project's eager per-expert
-  forwards, measured on an H200 and scaled by weight count; what `--mode live` runs);
+  slower, plus a fixed launch cost per MoE layer; `device_roofline` prices the GPU the profile names) and
+  `DeviceCompute` (this project's eager per-expert forwards, measured on an H200 and scaled by weight count;
+  what `--mode live` runs);
 * ``copy_ms`` - demand copies (`HardwareProfile.transfer_ms`, the one transfer-time formula);
 * ``cpu_ms`` - misses computed on the host: this host's measured CPU expert time for the expert's format,
   shape and token count (`CpuProfile`, from `advisor profile`), experts one after another (each kernel uses
