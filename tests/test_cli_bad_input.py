@@ -147,3 +147,38 @@ def test_space_values_checked_against_the_model(tmp_path):
     r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "999", "64 experts per layer")
     assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("cache, words", [
+    ('slots_per_layer = ["all"]', ("cache.slots_per_layer", "integer >= 1", 'high = "all"')),
+    ('slots_per_layer = [4, "all"]', ("cache.slots_per_layer", "integer >= 1", 'high = "all"')),
+    ('slots_per_layer = "all"', ("cache.slots_per_layer", "integer >= 1", 'high = "all"')),
+    ('expert_budget = ["all"]', ("cache.expert_budget", "integer >= 1", 'high = "all"')),
+])
+def test_space_values_that_would_crash_later_are_refused_on_load(tmp_path, cache, words):
+    """Values the space grammar does not allow fail on load, naming the field and what it takes."""
+    space = tmp_path / "s.toml"
+    space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n{cache}\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", *words)
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
+
+
+def test_float_range_without_step_is_refused_on_load(tmp_path):
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n'
+                     'hot_fraction = { low = 0.0, high = 0.5 }\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", "precision.hot_cold.hot_fraction", "step")
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
+    """The bundled model has 4 MoE layers: a total of 2 slots cannot give each one."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = { low = 1, high = 2 }\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", "cache.expert_budget", "4 MoE layers", "at least 4")
+    assert not (tmp_path / "s.db").exists()
