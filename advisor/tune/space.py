@@ -205,9 +205,9 @@ class SearchSpace:
             small = [v for v in (dom.choices or (dom.high,)) if v != "all" and v < n_layers]
             if small:
                 key = "cache.expert_budget"
-                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {', '.join(f'{v:g}' for v in small)} "
-                                f"is below one slot in each of the model's {n_layers} MoE layers; use at least "
-                                f"{n_layers} or \"all\"")
+                shown = ", ".join(f"{v:g}" for v in small)
+                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} is fewer slots than the "
+                                f"model's {n_layers} MoE layers (each keeps one); use at least {n_layers} or \"all\"")
 
     def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
         """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
@@ -388,7 +388,7 @@ class _Validator:
         if v is None:
             return None
         num = (int,) if is_int else (int, float)
-        kind = "integer" if is_int else "number"
+        kind, a_kind = ("integer", "an integer") if is_int else ("number", "a number")
         rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
 
         # "all" (the model's size) is a range's upper end only: a list or a single value holds numbers
@@ -399,14 +399,14 @@ class _Validator:
 
         if isinstance(v, list):
             if not v or not all(ok(x) for x in v):
-                self.fail(key, f"every choice must be a {kind} {rng}{all_hint}")
+                self.fail(key, f"every choice must be {a_kind} {rng}{all_hint}")
             if len(set(v)) != len(v):
                 self.fail(key, "lists a choice twice")
             return Domain(choices=tuple(v))
         if ok(v):
             return Domain(choices=(v,))
         if not isinstance(v, dict):
-            self.fail(key, f"must be a {kind} {rng}, a list of them, or a table {{low = .., high = .., step = ..}}"
+            self.fail(key, f"must be {a_kind} {rng}, a list of them, or a table {{low = .., high = .., step = ..}}"
                       f"{all_hint}")
         for k in v:
             if k not in {"low", "high", "step"}:
@@ -415,9 +415,9 @@ class _Validator:
             self.fail(key, "a range needs both `low` and `high`")
         low, high, step = v["low"], v["high"], v.get("step")
         if not ok(low):
-            self.fail(key, f"low must be a {kind} {rng}")
+            self.fail(key, f"low must be {a_kind} {rng}")
         if not (ok(high) or (allow_all and high == "all")):
-            self.fail(key, f"high must be a {kind} {rng}" + (' or "all"' if allow_all else ""))
+            self.fail(key, f"high must be {a_kind} {rng}" + (' or "all"' if allow_all else ""))
         if high != "all" and high < low:
             self.fail(key, f"high ({high}) is below low ({low})")
         if step is not None and (not isinstance(step, num) or isinstance(step, bool) or step <= 0):
