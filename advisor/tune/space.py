@@ -17,8 +17,9 @@ Knobs (Optuna parameter names in brackets):
   cache.prefetch          prefetch strategy                      [prefetch]
   cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
   cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
-Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size, and a
-range of fractions needs a step. Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
+Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
+and a range of fractions needs a step.
+Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
 

@@ -3,7 +3,8 @@
 A study is an Optuna study in an RDB storage, so it can be resumed by name, shared by many workers, and
 opened unchanged in optuna-dashboard. Its metadata (model fingerprint, task, search space, budget, hardware)
 is kept as study user attributes and in `advisor_study`; resuming with a different model, space, budget,
-objectives or hardware profile (its link and GPU price time per token) is refused, because the trials would no longer be comparable.
+objectives or hardware profile (its link and GPU price time per token) is refused, because the trials would
+no longer be comparable.
 
 After every finished trial, and when the run ends (trial budget, timeout or Ctrl-C), the front is
 recomputed from *all* trials in storage - every worker's - and saved with `store.save_front`, so the last
