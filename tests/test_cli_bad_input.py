@@ -4,6 +4,8 @@ written, storage problems found before the model loads, and no password in any m
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -147,3 +149,70 @@ def test_space_values_checked_against_the_model(tmp_path):
     r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "999", "64 experts per layer")
     assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("cache, words", [
+    ('slots_per_layer = ["all"]', ("cache.slots_per_layer", "integer >= 1", 'high = "all"')),
+    ('slots_per_layer = [4, "all"]', ("cache.slots_per_layer", "integer >= 1", 'high = "all"')),
+    ('slots_per_layer = "all"', ("cache.slots_per_layer", "integer >= 1", 'high = "all"')),
+    ('expert_budget = ["all"]', ("cache.expert_budget", "integer >= 1", 'high = "all"')),
+])
+def test_space_values_that_would_crash_later_are_refused_on_load(tmp_path, cache, words):
+    """Values the space grammar does not allow fail on load, naming the field and what it takes."""
+    space = tmp_path / "s.toml"
+    space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n{cache}\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", *words)
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
+
+
+def test_float_range_without_step_is_refused_on_load(tmp_path):
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n'
+                     'hot_fraction = { low = 0.0, high = 0.5 }\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", "precision.hot_cold.hot_fraction", "step")
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
+    """The bundled model has 4 MoE layers: a total of 2 slots cannot give each one."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = { low = 1, high = 2 }\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:5", "cache.expert_budget", "4 MoE layers", "at least 4")
+    assert not (tmp_path / "s.db").exists()
+
+
+def _dump(db: Path) -> list[str]:
+    con = sqlite3.connect(db)
+    try:
+        return list(con.iterdump())
+    finally:
+        con.close()
+
+
+def test_resume_with_another_gpu_profile_is_refused(tmp_path):
+    """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
+    both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile."""
+    db = tmp_path / "s.db"
+    base = ("tune", "--trials", "1", "--storage", str(db), "--study", "g")
+    first = advisor(*base, "--gpu", "RTX 4090", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = advisor(*base[:2], "2", *base[3:], "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU
+    assert again.returncode == 0 and "finished trials" in again.stdout, again.stdout + again.stderr
+    before = _dump(db)
+    r = advisor(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
+    one_error_line(r, "'g'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "same --gpu")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    measured = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
+                "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "source": "measured:2026-12-01"}
+    (profiles / "rtx-4090.json").write_text(json.dumps(measured))
+    r = subprocess.run([sys.executable, "-m", "advisor", *base[:2], "3", *base[3:], "--gpu", "RTX 4090"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "ADVISOR_PROFILES_DIR": str(profiles)})
+    one_error_line(r, "'RTX 4090 24GB' (catalogue (nominal))", "measured:2026-12-01")
+    assert _dump(db) == before  # nothing written by either refusal

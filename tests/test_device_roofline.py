@@ -60,7 +60,8 @@ def test_measured_profiles_find_their_catalogue_gpu_and_unknown_ones_say_they_ar
     assert device_roofline(_measured("NVIDIA GeForce RTX 3080", 11.8)).hbm_gbps == 912  # memory picks 12GB
     assert device_roofline(_measured("NVIDIA GeForce RTX 3080", 9.8)).hbm_gbps == 760
     sxm = device_roofline(_measured("NVIDIA A100-SXM4-80GB", 79.3))
-    assert sxm.hbm_gbps == 1935 and "roofline(NVIDIA A100-SXM4-80GB as A100 80GB nominal: 1935 GB/s" in sxm.source
+    assert sxm.hbm_gbps == 2039 and "roofline(NVIDIA A100-SXM4-80GB as A100 SXM 80GB nominal: 2039 GB/s" in sxm.source
+    assert device_roofline(_measured("NVIDIA A100 80GB PCIe", 79.3)).hbm_gbps == 1935
     for default in (None, DEFAULT_PROFILE):
         assert device_roofline(default) == H200_ROOFLINE
     assert "H200 141GB nominal, no GPU named: 4800 GB/s, 989 TFLOP/s" in H200_ROOFLINE.source
@@ -143,3 +144,41 @@ def test_profile_list_shows_the_device_figures_each_gpu_is_priced_with(tmp_path)
     (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
     assert "device not in the catalogue (priced as the H200)" in b200
     assert "device   1008 GB/s 165.2 TFLOP/s bf16  [catalogue (nominal)]" in rtx
+
+
+def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
+    """nvidia-smi's names of SXM boards (an H100 SXM5 is "NVIDIA H100 80GB HBM3") find the SXM rows; PCIe names
+    the PCIe rows: in `advisor profile --list` (measured profiles and the catalogue) and in `tune --gpu`."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"):
+        save_profile(_measured(name, 79.6), tmp_path)
+    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output.splitlines()
+
+    def line(start: str) -> str:
+        (ln,) = [ln for ln in out if ln.startswith(start + " ")]
+        return ln
+
+    for start, link, device in (
+            ("NVIDIA H100 80GB HBM3", "measured", "device   3350 GB/s   989 TFLOP/s"),
+            ("NVIDIA H100 PCIe", "measured", "device   2000 GB/s   756 TFLOP/s"),
+            ("NVIDIA A100-SXM4-80GB", "measured", "device   2039 GB/s   312 TFLOP/s"),
+            ("NVIDIA A100 80GB PCIe", "measured", "device   1935 GB/s   312 TFLOP/s"),
+            ("H100 SXM 80GB", "PCIe 5.0 x16", "device   3350 GB/s   989 TFLOP/s"),
+            ("H100 80GB", "PCIe 5.0 x16", "device   2000 GB/s   756 TFLOP/s"),
+            ("A100 SXM 40GB", "PCIe 4.0 x16", "device   1555 GB/s   312 TFLOP/s"),
+            ("A100 SXM 80GB", "PCIe 4.0 x16", "device   2039 GB/s   312 TFLOP/s"),
+            ("A100 80GB", "PCIe 4.0 x16", "device   1935 GB/s   312 TFLOP/s"),
+            ("H200 141GB", "PCIe 5.0 x16", "device   4800 GB/s   989 TFLOP/s"),
+            ("H200 NVL 141GB", "PCIe 5.0 x16", "device   4800 GB/s   835 TFLOP/s")):
+        assert link in line(start) and device in line(start), line(start)
+    (tmp_path / "space.toml").write_text(SPACE)
+    url = f"sqlite:///{tmp_path}/d.db"
+    r = CliRunner().invoke(app, ["tune", "bundled", "--space", str(tmp_path / "space.toml"), "--gpu", "H100 SXM",
+                                 "--trials", "1", "--storage", url, "--study", "sxm"])
+    assert r.exit_code == 0, r.output
+    (t,) = [t for t in optuna.load_study(study_name="sxm", storage=url).trials if t.values]
+    assert "roofline(H100 SXM 80GB nominal: 3350 GB/s, 989 TFLOP/s" in t.user_attrs["sources"]["time_per_token"]
+    assert "budget: 80.00 GiB (--gpu H100 SXM)" in r.output

@@ -28,12 +28,15 @@ def test_loose_names_find_the_4090(name):
 
 
 @pytest.mark.parametrize("name,expected,bw", [
-    ("NVIDIA A100-SXM4-80GB", "A100 80GB", 25.0),
+    ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB", 25.0),
+    ("NVIDIA A100 80GB PCIe", "A100 80GB", 25.0),
     ("Tesla T4", "T4 16GB", 12.0),
-    ("NVIDIA H100 80GB HBM3", "H100 80GB", 50.0),
+    ("NVIDIA H100 80GB HBM3", "H100 SXM 80GB", 50.0),
+    ("NVIDIA H100 PCIe", "H100 80GB", 50.0),
     ("A10G", "A10G 24GB", 25.0),
     ("RTX 4060 Ti 16GB", "RTX 4060 Ti 16GB", 12.5),
     ("H200", "H200 141GB", 50.0),
+    ("NVIDIA H200 NVL", "H200 NVL 141GB", 50.0),
 ])
 def test_nvidia_smi_style_names(name, expected, bw):
     p = get_gpu(name, "/nonexistent")

@@ -172,3 +172,17 @@ def test_miss_axis_is_validated():
         parse_space(text, "<t>")
     ok = parse_space(text.replace('"gpu"', '"cpu"'), "<t>")
     assert ok.knobs(4, 8)["miss"].values() == ["copy", "cpu"] and "tau" not in ok.knobs(4, 8)
+
+
+def test_expert_budget_as_a_list_of_totals(tmp_path):
+    """A list is a domain like a range: `advisor tune` draws each trial's total from it."""
+    import optuna
+
+    (tmp_path / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
+                                     'expert_budget = [8, 64]\n')
+    db = tmp_path / "s.db"
+    r = _cli("tune", "--space", "s.toml", "--trials", "2", "--storage", str(db), "--study", "b", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    done = optuna.load_study(study_name="b", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    totals = {sum(t.user_attrs["config"]["slots_per_layer"]) for t in done if "config" in t.user_attrs}
+    assert totals and totals <= {8, 64}, totals

@@ -141,10 +141,16 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     ("A40", 48, "PCIe 4.0 x16", 696, 149.7),
     ("L4", 24, "PCIe 4.0 x16", 300, 121),
     ("L40S", 48, "PCIe 4.0 x16", 864, 362),
-    ("A100", 40, "PCIe 4.0 x16", 1555, 312),  # PCIe
-    ("A100", 80, "PCIe 4.0 x16", 1935, 312),  # PCIe (SXM4: 2039 GB/s)
-    ("H100", 80, "PCIe 5.0 x16", 2000, 756),  # PCIe (SXM5: 3350 GB/s, 989 TFLOP/s)
-    ("H200", 141, "PCIe 5.0 x16", 4800, 989),  # SXM (NVL: 4800 GB/s, 835 TFLOP/s)
+    # A100/H100 without a form factor are the PCIe cards; SXM boards (and H200 NVL) have rows of their own,
+    # with the host link of the board (PCIe 4.0 x16 on A100 SXM4, 5.0 x16 on H100 SXM5 and H200): `_form`
+    ("A100", 40, "PCIe 4.0 x16", 1555, 312),
+    ("A100", 80, "PCIe 4.0 x16", 1935, 312),
+    ("A100 SXM", 40, "PCIe 4.0 x16", 1555, 312),
+    ("A100 SXM", 80, "PCIe 4.0 x16", 2039, 312),
+    ("H100", 80, "PCIe 5.0 x16", 2000, 756),
+    ("H100 SXM", 80, "PCIe 5.0 x16", 3350, 989),
+    ("H200", 141, "PCIe 5.0 x16", 4800, 989),  # SXM: nvidia-smi says "NVIDIA H200"
+    ("H200 NVL", 141, "PCIe 5.0 x16", 4800, 835),
 ]
 _FP16_ONLY = ("T4", "V100")
 """GPUs whose tensor cores have no bf16: their figure is fp16 (bf16 there runs far slower, not modelled)."""
@@ -185,6 +191,14 @@ NOMINAL: dict[str, NominalDevice] = {
 _NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics)\b")
 _PREFIXES = ("nvidia", "geforce", "tesla", "quadro", "rtx")
 _MEM = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b")
+# form factors with figures of their own; HBM3 is how nvidia-smi names the H100 SXM5 ("NVIDIA H100 80GB HBM3")
+_FORMS = (("sxm", re.compile(r"\b(sxm\d?|hbm3)\b")), ("nvl", re.compile(r"\bnvl\b")))
+
+
+def _form(name: str) -> str:
+    """"sxm", "nvl", or "" (PCIe, or not said): 'NVIDIA A100-SXM4-80GB' -> 'sxm'."""
+    s = name.lower().replace("-", " ").replace("_", " ")
+    return next((form for form, pattern in _FORMS if pattern.search(s)), "")
 
 
 def _split(name: str) -> tuple[str, float | None]:
@@ -239,13 +253,15 @@ def _matches(query: str, profiles: list[HardwareProfile]) -> list[HardwareProfil
     hits = [p for p in profiles if _split(p.name)[0] == key]
     if mem is not None:
         hits = [p for p in hits if abs(p.memory_bytes / GiB - mem) <= max(1.0, 0.05 * mem)]
-    return hits
+    # the query's form factor; else the GPU's row without one (the H200 row is the SXM part), else any
+    form = _form(query)
+    return [p for p in hits if _form(p.name) == form] or [p for p in hits if not _form(p.name)] or hits
 
 
 def nominal_device(profile: HardwareProfile) -> NominalDevice | None:
     """The nominal figures of the GPU `profile` names: a catalogue entry's own; a measured profile's by its
     device name, matched as `get_gpu` matches names (its measured memory picks between variants such as
-    RTX 3080 10/12GB; SXM/NVL boards get the PCIe row's figures, see `_CATALOGUE`); None when no
+    RTX 3080 10/12GB, its name's form factor between PCIe and SXM boards); None when no
     catalogue GPU matches (an uncatalogued GPU, a host-memcpy profile, a custom `--name`)."""
     hits = _matches(profile.name, CATALOGUE)
     if not hits:

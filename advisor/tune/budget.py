@@ -56,7 +56,7 @@ class BudgetFit:
         cheapest = min(self.space.formats.values(), key=lambda f: self.shape.expert_bytes(0, f))
         base = {**self.defaults(), **{k: cheapest for k in fmt_knobs}, self.size: self.values[0]}
         if "hot_fraction" in self.knobs:
-            base["hot_fraction"] = min(_grid(self.knobs["hot_fraction"]))
+            base["hot_fraction"] = min(self.knobs["hot_fraction"].values())
         left_out: dict[str, list[str]] = {}
         for k in fmt_knobs:
             keep = [c for c in self.knobs[k].choices or () if self.fits({**base, k: c})]
@@ -114,7 +114,7 @@ class BudgetFit:
     def uniform_plans(self) -> list[dict[str, Any]]:
         """Precision-knob settings of each format in every layer group, without a hot set."""
         fmt_knobs = [k for k in self.knobs if k.startswith("fmt_g")]
-        base = {n: min(_grid(self.knobs[n])) if n == "hot_fraction" else _grid(self.knobs[n])[0]
+        base = {n: min(self.knobs[n].values()) if n == "hot_fraction" else self.knobs[n].values()[0]
                 for n in PLAN_KNOBS if n in self.knobs}
         return self._distinct([{**{k: f for k in fmt_knobs}, **base} for f in self.space.formats.values()])
 
@@ -122,7 +122,7 @@ class BudgetFit:
         """Precision-knob settings, one per distinct plan, uniform ones first: every plan when the space has at
         most `max_plans`, else the uniform ones."""
         names = [k for k in self.knobs if k.startswith("fmt_g")] + [k for k in PLAN_KNOBS if k in self.knobs]
-        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(_grid(self.knobs[n]) for n in names))]
+        combos = [dict(zip(names, c, strict=True)) for c in itertools.product(*(self.knobs[n].values() for n in names))]
         uniform = self.uniform_plans()
         return self._distinct(uniform + combos) if len(combos) <= max_plans else uniform
 
@@ -138,7 +138,7 @@ class BudgetFit:
 
     def defaults(self) -> dict[str, Any]:
         """Every knob at its first value (ranges at their low end); the size at its largest."""
-        d = {n: _grid(dom)[0] for n, dom in self.knobs.items()}
+        d = {n: dom.values()[0] for n, dom in self.knobs.items()}
         d[self.size] = self.values[-1]
         return d
 
@@ -153,7 +153,7 @@ class BudgetFit:
         out: list[dict[str, Any]] = []
         configs: set[str] = set()
         for plan, fill in ends:  # per plan, every choice of the axes, so a `limit` cuts plans, not a whole axis
-            for combo in itertools.product(*(_grid(self.knobs[a]) for a in axes)):
+            for combo in itertools.product(*(self.knobs[a].values() for a in axes)):
                 params = {**self.defaults(), **plan, **dict(zip(axes, combo, strict=True))}
                 params[self.size] = self.size_for(params, fill)
                 key = repr(sorted(params.items()))
@@ -196,10 +196,3 @@ def budget_memory(spec: str, shape: Any) -> tuple[float, str]:
         return float(value), f"{spec.strip()}, given with --memory"
     experts = sum(n * shape.expert_bytes(layer, "fp16") for layer, n in enumerate(shape.num_experts))
     return shape.resident_bytes + value * experts, f"resident weights + {spec.strip()} of the FP16 expert bytes"
-
-
-def _grid(d: Domain) -> list[Any]:
-    """A domain's values; a float range without a step stands for itself by its low end."""
-    if d.choices is None and not d.is_int and not d.step:
-        return [d.low]
-    return d.values()

@@ -17,6 +17,8 @@ Knobs (Optuna parameter names in brackets):
   cache.prefetch          prefetch strategy                      [prefetch]
   cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
   cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
+Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
+and a range of fractions needs a step.
 Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 """
@@ -166,8 +168,12 @@ class SearchSpace:
                 k["slots"] = Domain(None, max(1.0, d.low or 1), min(float(d.high), num_experts), d.step, True)
         else:
             assert self.expert_budget is not None
-            d = self.expert_budget.resolved(num_experts * n_layers)
-            k["expert_budget"] = Domain(None, max(float(n_layers), d.low or 1), min(float(d.high), num_experts * n_layers), d.step, True)
+            cap = num_experts * n_layers
+            d = self.expert_budget.resolved(cap)
+            if d.choices is not None:  # a list of totals (check_model refused those below one slot per layer)
+                k["expert_budget"] = Domain(tuple(sorted({min(int(c), cap) for c in d.choices})))
+            else:
+                k["expert_budget"] = Domain(None, max(float(n_layers), d.low or 1), min(float(d.high), cap), d.step, True)
             k["allocation"] = self.allocation
         k["policy"] = self.policies
         k["prefetch"] = self.prefetch
@@ -195,7 +201,14 @@ class SearchSpace:
                 shown = ", ".join(f"{v:g}" for v in bad)
                 raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} exceeds the model's "
                                 f"{cap} {what}; use at most {cap} or \"all\"")
-
+        if self.expert_budget is not None:  # every MoE layer keeps at least one slot
+            dom = self.expert_budget
+            small = [v for v in (dom.choices or (dom.high,)) if v != "all" and v < n_layers]
+            if small:
+                key = "cache.expert_budget"
+                shown = ", ".join(f"{v:g}" for v in small)
+                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} is fewer slots than the "
+                                f"model's {n_layers} MoE layers (each keeps one); use at least {n_layers} or \"all\"")
 
     def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
         """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
@@ -376,38 +389,42 @@ class _Validator:
         if v is None:
             return None
         num = (int,) if is_int else (int, float)
-        kind = "integer" if is_int else "number"
+        kind, a_kind = ("integer", "an integer") if is_int else ("number", "a number")
         rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
 
+        # "all" (the model's size) is a range's upper end only: a list or a single value holds numbers
+        all_hint = ' ("all" only as a range\'s high: { low = 1, high = "all" })' if allow_all else ""
+
         def ok(x: Any) -> bool:
-            if allow_all and x == "all":
-                return True
             return isinstance(x, num) and not isinstance(x, bool) and x >= lo and (hi is None or x <= hi)
 
         if isinstance(v, list):
             if not v or not all(ok(x) for x in v):
-                self.fail(key, f"every choice must be a {kind} {rng}" + (' or "all"' if allow_all else ""))
+                self.fail(key, f"every choice must be {a_kind} {rng}{all_hint}")
             if len(set(v)) != len(v):
                 self.fail(key, "lists a choice twice")
             return Domain(choices=tuple(v))
-        if ok(v) and v != "all":
+        if ok(v):
             return Domain(choices=(v,))
         if not isinstance(v, dict):
-            self.fail(key, f"must be a list of choices or a table {{low = .., high = .., step = ..}} of {kind}s")
+            self.fail(key, f"must be {a_kind} {rng}, a list of them, or a table {{low = .., high = .., step = ..}}"
+                      f"{all_hint}")
         for k in v:
             if k not in {"low", "high", "step"}:
                 self.fail(f"{key}.{k}", "unknown key; allowed: high, low, step")
         if "low" not in v or "high" not in v:
             self.fail(key, "a range needs both `low` and `high`")
         low, high, step = v["low"], v["high"], v.get("step")
-        if not ok(low) or low == "all":
-            self.fail(key, f"low must be a {kind} {rng}")
-        if not ok(high):
-            self.fail(key, f"high must be a {kind} {rng}" + (' or "all"' if allow_all else ""))
+        if not ok(low):
+            self.fail(key, f"low must be {a_kind} {rng}")
+        if not (ok(high) or (allow_all and high == "all")):
+            self.fail(key, f"high must be {a_kind} {rng}" + (' or "all"' if allow_all else ""))
         if high != "all" and high < low:
             self.fail(key, f"high ({high}) is below low ({low})")
         if step is not None and (not isinstance(step, num) or isinstance(step, bool) or step <= 0):
             self.fail(key, f"step must be a positive {kind}")
+        if step is None and not is_int:  # studies count and warm-start over a grid of the values
+            self.fail(key, f"a range of numbers needs a step, e.g. {{ low = {low}, high = {high}, step = 0.125 }}")
         return Domain(low=float(low), high=high if high == "all" else float(high),
                       step=None if step is None else float(step), is_int=is_int)
 

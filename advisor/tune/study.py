@@ -2,8 +2,9 @@
 
 A study is an Optuna study in an RDB storage, so it can be resumed by name, shared by many workers, and
 opened unchanged in optuna-dashboard. Its metadata (model fingerprint, task, search space, budget, hardware)
-is kept as study user attributes and in `advisor_study`; resuming with a different model, space, budget or
-objectives is refused, because the trials would no longer be comparable.
+is kept as study user attributes and in `advisor_study`; resuming with a different model, space, budget,
+objectives or hardware profile (its link and GPU price time per token) is refused, because the trials would
+no longer be comparable.
 
 After every finished trial, and when the run ends (trial budget, timeout or Ctrl-C), the front is
 recomputed from *all* trials in storage - every worker's - and saved with `store.save_front`, so the last
@@ -13,6 +14,8 @@ writer always leaves the complete front and a killed worker never leaves a stale
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +24,7 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import UserError
+from advisor.hardware.profiles import HardwareProfile
 from advisor.results import storage as st
 from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint
@@ -114,11 +118,27 @@ def _profile_dict(profile: Any) -> dict[str, Any]:
     return dict(vars(profile))
 
 
+def _hardware_key(hw: dict[str, Any] | None) -> str:
+    """A stored hardware profile as compared on resume: every `HardwareProfile` field (a field added since the
+    study was stored reads as unset), in JSON as the study stores it."""
+    if not hw:
+        return "{}"
+    return json.dumps({f.name: hw.get(f.name) for f in dataclasses.fields(HardwareProfile)}, sort_keys=True)
+
+
+def _hardware_text(hw: dict[str, Any] | None) -> str:
+    return f"{hw.get('name')!r} ({hw.get('source')})" if hw else "no --gpu (default link, H200 device)"
+
+
 def _check_resume(study: Any, meta: dict[str, Any]) -> None:
     """Refuse to mix incomparable trials in one study."""
     old = study.user_attrs
     if not old:
         return
+    if "hardware" in old and _hardware_key(old["hardware"]) != _hardware_key(meta["hardware"]):
+        # the profile's link and GPU (device roofline) price time_per_token: two on one front do not compare
+        raise UserError(f"study {study.study_name!r} was run with GPU profile {_hardware_text(old['hardware'])}, "
+                        f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
     for key, what in (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
                       ("budget_bytes", "memory budget"), ("objectives", "objectives")):
         if key in old and old[key] != meta[key]:
