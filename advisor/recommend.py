@@ -16,7 +16,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, HardwareProfile, format_bytes
-from advisor.results.config_view import formats_in, precision_rank, uniform_format
+from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
 from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
 
@@ -309,9 +309,20 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
     if prefer == "accuracy":
         return f"accuracy {b:.3f} vs {a:.3f}"
     if a > 0:
-        word = "transfer" if prefer == "transfer" else "latency"
+        word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
         return f"{b / a:.2f}x the {word}"
     return f"{metric} {b:.4g} vs {a:.4g}"
+
+
+def _bytes_apart(n: float, other: float) -> str:
+    """`n` in binary units with enough decimals that it does not read as `other` (a 1.97 MiB budget and a
+    1.96 MiB point both round to "2.0 MiB")."""
+    text = format_bytes(n)
+    if text == format_bytes(other) and n != other:
+        unit = text.split(" ")[1]
+        size = {"TiB": 2**40, "GiB": 2**30, "MiB": 2**20, "KiB": 2**10}.get(unit, 1)
+        text = f"{n / size:.3f} {unit}"
+    return text
 
 
 def _why(rec: Recommendation) -> list[str]:
@@ -323,7 +334,7 @@ def _why(rec: Recommendation) -> list[str]:
     peak = p.values.get("peak_gpu_bytes")
     if budget is not None and peak is not None:
         where = f" ({q.gpu.name}, {q.gpu.source})" if q.gpu and q.budget_bytes is None else ""
-        out.append(f"fits {format_bytes(budget)}{where}: uses {format_bytes(peak)}")
+        out.append(f"fits {_bytes_apart(budget, peak)}{where}: uses {_bytes_apart(peak, budget)}")
     elif budget is None:
         out.append("no memory budget given (--budget or --gpu): memory not checked")
     acc = p.values.get("accuracy")
@@ -335,7 +346,9 @@ def _why(rec: Recommendation) -> list[str]:
         out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")
     elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
         out.append("no accuracy stored in this study: relative floor not applied")
-    out.append(f"{_PREF_WORDS[q.prefer]} among {len(rec.ranked)} feasible point(s)")
+    words = "lowest time per token" if q.prefer == "latency" and "time_per_token" in p.values \
+        else _PREF_WORDS[q.prefer]
+    out.append(f"{words} among {len(rec.ranked)} feasible point(s)")
     if len(rec.ranked) > 1:
         nxt = rec.ranked[1].point
         out.append(f"next best {rec.ranked[1].label} has {_ratio_text(p, nxt, q.prefer)}"
@@ -412,9 +425,9 @@ def describe_config(config: dict[str, Any]) -> str:
     slots = config.get("slots_per_layer", config.get("slots"))
     if isinstance(slots, list):
         slots = f"{min(slots)}-{max(slots)} per layer" if len(set(slots)) > 1 else f"{slots[0]} per layer"
-    miss = f"; misses {config['miss_policy']}" if config.get("miss_policy", "copy") != "copy" else ""
-    return (f"precision {desc}; GPU expert slots {slots}; policy {config.get('policy', '?')}; "
-            f"prefetch {config.get('prefetch', 'none')}{miss}")
+    miss = f"; {m}" if (m := miss_text(config)) else ""
+    return f"precision {desc}; GPU expert slots {slots}; policy {policy_text(config)}; " \
+           f"prefetch {config.get('prefetch', 'none')}{miss}"
 
 
 def render(rec: Recommendation) -> str:
@@ -426,7 +439,7 @@ def render(rec: Recommendation) -> str:
         lines.append(f"  {describe_config(p.config)}")
         lines.append("Why:")
         lines += [f"  - {r}" for r in rec.reasons]
-        lines.append(f"Measured on {p.device}:")
+        lines.append(f"Stored values (trial run on {p.device}; how each was obtained in brackets):")
         for name in sorted(p.values):
             lines.append(_metric_line(name, p.values[name], p.sources.get(name, "source not recorded")))
         mt = _modelled_transfer(p, rec.query.gpu)

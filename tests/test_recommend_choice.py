@@ -175,7 +175,7 @@ def test_latency_preference_ranks_by_time_per_token_and_shows_its_source():
     rec = recommend(pts, Query(budget_bytes=12 * GiB, prefer="latency"))
     assert rec.chosen.point.trial_number == 2
     text = render(rec)
-    assert "2.00x the latency" in text and "misses cpu" in text
+    assert "2.00x the time per token" in text and "misses cpu" in text
     assert "time_per_token" in text and "modelled:gpu=x;copies=y;cpu=measured:wall-clock(z)" in text
 
 

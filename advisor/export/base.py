@@ -107,5 +107,26 @@ def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
     return [
         f"moe-advisor export for {target}: study {point.study_name!r} trial #{point.trial_number}",
         f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; measured on {point.device}",
-        f"measured: {metrics}",
+        f"stored values [how each was obtained]: {metrics}",
+        f"the study's cache: GPU expert slots per MoE layer {_slots_text(cfg.slots_per_layer)}, policy "
+        f"{cfg.policy}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
     ]
+
+
+def _slots_text(slots: list[int]) -> str:
+    return f"{slots[0]} in each of {len(slots)}" if len(set(slots)) == 1 else " ".join(map(str, slots))
+
+
+MISS_WORDS = {"copy": "each missed expert copied to the GPU", "cpu": "each missed expert computed on the CPU",
+              "hybrid": "per layer and forward, the misses split between the CPU and the link"}
+
+
+def miss_note(cfg: Any, runtime: str, computes: str) -> str:
+    """Whether `runtime`, which computes an expert it does not hold on the GPU as `computes` ("cpu": on the
+    host, "copy": copied in), runs the miss policy the study modelled; when not, that its speed differs."""
+    how = {"cpu": "computes the experts it keeps off the GPU on the CPU",
+           "copy": "copies every expert it does not hold to the GPU"}[computes]
+    if cfg.miss_policy == computes:
+        return f"miss policy {cfg.miss_policy}: {runtime} {how}, as the study modelled"
+    return (f"the study modelled miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')}); {runtime} "
+            f"{how}, so its speed differs from the study's time per token")

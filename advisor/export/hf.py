@@ -25,7 +25,7 @@ from pprint import pformat
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, model_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
@@ -164,7 +164,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     loader = {
         "model": point.model,
         "precision_plan": json.loads(plan.to_json()),
-        "offload": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch},
+        "offload": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
+                    # the runtime's hybrid split needs the tuner's CPU cost model: the recipe copies those misses
+                    "miss": "cpu" if cfg.miss_policy == "cpu" else "copy"},
     }
     data = {
         "target": "hf",
@@ -180,20 +182,24 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "advisor_loader": loader,
     }
     notes = {"bitsandbytes": bnb_notes, "torchao": tao_notes, "advisor": []}[method]
+    if method == "advisor":
+        notes = [miss_note(cfg, "the recipe's OffloadRuntime", loader["offload"]["miss"])]
+    elif max_memory:
+        notes = [*notes, miss_note(cfg, "accelerate's device_map offload", "copy")]
     if method == "torchao":
         notes = [*notes, "fused experts quantized by torchao need experts_implementation='eager' (set in the recipe)"]
     if method != "advisor" and max_memory:
         notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
                          "(pip install \"moe-advisor[hf]\")"]
-    return ExportResult("hf", _script(point, cfg, data), data, list(notes))
+    return ExportResult("hf", _script(point, cfg, data, notes), data, list(notes))
 
 
-def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any]) -> str:
+def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list[str]) -> str:
     """The recipe as Python source: every value written with repr/pformat, so it parses as it prints."""
     method = d["method"]
     L = [f"# {h}" for h in header_lines(point, cfg, "HF transformers")]
     L += [f"# recipe: {method}"]
-    L += [f"# note: {n}" for n in (d[method]["notes"] if method != "advisor" else [])]
+    L += [f"# note: {n}" for n in notes]
     L += ["import torch"]
     gpu = ["", "gpu = torch.cuda.is_available()"]
     if method == "bitsandbytes":
@@ -229,6 +235,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any]) -> str:
               f"loaded = load_model({loader['model']!r}, device='cpu')",
               f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
               f"                         policy={loader['offload']['policy']!r}, "
-              f"prefetch={loader['offload']['prefetch']!r}, device='cuda' if gpu else 'cpu')",
+              f"prefetch={loader['offload']['prefetch']!r}, miss={loader['offload']['miss']!r}, "
+              "device='cuda' if gpu else 'cpu')",
               "model = loaded.model"]
     return "\n".join(L) + "\n"

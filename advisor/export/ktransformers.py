@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from advisor.export.base import ExportResult, header_lines, served_path
+from advisor.export.base import ExportResult, header_lines, miss_note, served_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
@@ -60,7 +60,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
              f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
-             "method per model"]
+             "method per model",
+             miss_note(cfg, "kt-kernel", "cpu")]
     if cfg.model.is_diffusion:
         notes.append(f"{cfg.model.family} is a diffusion LLM: check that your SGLang (sglang-kt) version serves it")
     data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,

@@ -10,6 +10,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
+from advisor.results.config_view import policy_text
 
 PRECISIONS = ("fp16", "int8", "int4")
 BASELINE_FORMATS = ("fp16", "bf16")
@@ -116,11 +117,6 @@ def rank(t: TrialRecord) -> tuple:
     then more accurate."""
     v = t.values
     return (v.get("time_per_token", 0.0), v["h2d_bytes_per_token"], -v.get("accuracy", 0.0), t.number)
-
-
-def policy_text(config: dict[str, Any]) -> str:
-    p = str(config.get("policy", "-"))
-    return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
 
 
 def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:

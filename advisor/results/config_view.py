@@ -50,6 +50,18 @@ def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | 
     return next(iter(fmts)) if len(fmts) == 1 else None
 
 
+def policy_text(config: dict[str, Any]) -> str:
+    """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
+    p = str(config.get("policy", "?"))
+    return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
+
+
+def miss_text(config: dict[str, Any]) -> str:
+    """Where a stored configuration's misses compute, "" for the default `copy` (older studies lack it)."""
+    miss = config.get("miss_policy", "copy")
+    return "" if miss == "copy" else f"misses {miss}"
+
+
 @dataclass
 class MoELayerInfo:
     """One MoE layer as an exporter needs it."""

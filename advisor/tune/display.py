@@ -5,6 +5,7 @@ Torch- and optuna-free (the front table is also what `advisor pareto` prints fro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from advisor.results.config_view import miss_text, policy_text
 from advisor.results.front import FrontPoint
 
 _UNITS = {
@@ -50,8 +52,12 @@ def fmt_value(metric: str, v: float | None) -> str:
 
 
 def short_source(src: str) -> str:
-    """'measured:toy(n=32,cpu)' -> 'measured'; keeps the kind, drops the detail, for table footnotes."""
-    return src.split(":", 1)[0] if src else "?"
+    """'measured:toy(n=32,cpu)' -> 'measured'; keeps the kind, drops the detail, for table headers. A sum of
+    parts keeps every kind: 'measured:wall-clock(..)+modelled:pcie(..)' -> 'measured+modelled'."""
+    if not src:
+        return "?"
+    kinds = [part.split(":", 1)[0] for part in re.split(r"\+(?=[a-z]+:)", src)]
+    return "+".join(dict.fromkeys(kinds))
 
 
 def config_text(config: dict[str, Any]) -> tuple[str, str]:
@@ -63,8 +69,9 @@ def config_text(config: dict[str, Any]) -> tuple[str, str]:
     else:
         s = "?"
     prefetch = config.get("prefetch", "none")
-    cache = f"{s} slots/layer, {config.get('policy', '?')}" + ("" if prefetch == "none" else f", prefetch {prefetch}")
-    return prec, cache
+    extra = [f"prefetch {prefetch}"] if prefetch != "none" else []
+    extra += [m] if (m := miss_text(config)) else []
+    return prec, ", ".join([f"{s} slots/layer", policy_text(config), *extra])
 
 
 def _front_rows(points: Sequence[FrontPoint], objectives: Sequence[str]) -> tuple[list[str], dict[tuple, list[str]]]:
