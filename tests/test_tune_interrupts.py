@@ -46,7 +46,7 @@ def test_signals_at_twenty_random_moments(tmp_path):
         sig = signal.SIGINT if i % 2 == 0 else signal.SIGTERM
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
-        assert "Traceback" not in err and "Error" not in err, err
+        assert "Traceback" not in err and "Error" not in err and "failed with" not in err, err
         assert proc.returncode in (0, 130), (proc.returncode, err)
         outcomes.append(proc.returncode)
         states = _states(url)

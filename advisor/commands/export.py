@@ -57,8 +57,10 @@ def register(app: typer.Typer) -> None:
             points = load_points(storage, study)
             match = [p for p in points if p.trial_number == trial]
             if not match:
-                have = ", ".join(str(p.trial_number) for p in points[:20])
-                raise UserError(f"trial {trial} is not on the stored front of study {study!r}; front trials: {have}")
+                numbers = sorted({p.trial_number for p in points})
+                have = ", ".join(map(str, numbers[:20])) + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+                raise UserError(f"trial {trial} is not on the stored front of study {study!r}, and only front points "
+                                f"are exported; front trials: {have} (`advisor pareto {study}` shows them)")
             point = match[0]
         result = export_point(point, target, option)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text

@@ -74,6 +74,10 @@ class StopOnSignal:
                 self.requested = True
                 self.interrupted_trials.append(trial.number)
                 trial.study.stop()
+                import optuna
+
+                # the run ends with one line saying what was kept: not Optuna's two "Trial N failed" warnings
+                optuna.logging.set_verbosity(optuna.logging.ERROR)
                 raise Interrupted(f"trial {trial.number} interrupted") from None
 
         return run
