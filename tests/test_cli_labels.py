@@ -1,0 +1,72 @@
+"""What the read-only commands print says what the study modelled, run as a user runs them on the committed
+example study (`studies/example`, read-only) or on a small front saved to real SQLite: the miss policy and
+TIDE's tau in front rows, every kind of a summed source, time per token named as such, a budget and a point
+that round alike shown apart, and the miss policy in every export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from recommend_helpers import make_db, point
+
+EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
+
+
+def advisor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_front_rows_name_the_miss_policy_and_tides_tau(tmp_path):
+    shutil.copy(EXAMPLE_DB, tmp_path / "ex.db")  # pareto writes plots beside the working directory
+    out = advisor("pareto", "bundled-example", "--storage", "ex.db", cwd=tmp_path).stdout
+    assert "trial 11: int2; 64 slots/layer, lru, misses hybrid" in out
+    # four TIDE trials with tau 1/2/4/8 are four rows, not one "trial 153, 154, 155, 156: ... tide"
+    for n, tau in zip((153, 154, 155, 156), (1, 2, 4, 8), strict=True):
+        assert f"trial {n}: int2; 64 slots/layer, tide (tau {tau}), misses hybrid" in out
+    wide = advisor("pareto", "bundled-example", "--storage", "ex.db", "--wide", cwd=tmp_path).stdout
+    # latency_ms_per_token is measured:wall-clock(..)+modelled:pcie(..): the header keeps both kinds
+    assert "measured+modelled" in wide
+
+
+def test_recommend_names_time_per_token_and_shows_budget_and_use_apart(tmp_path):
+    out = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
+                  "--prefer", "latency", cwd=tmp_path).stdout
+    assert "trial #129" in out and "misses hybrid" in out
+    assert "fits 1.970 MiB: uses 1.963 MiB" in out  # both were "2.0 MiB"
+    assert "lowest time per token among 16 feasible point(s)" in out
+    assert "next best bundled-example#111 has 1.71x the time per token" in out
+    assert "Measured on" not in out and "Stored values (trial run on cpu" in out
+
+
+def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
+    db = str(EXAMPLE_DB)
+    ex = {t: advisor("export", "bundled-example", "129", "--storage", db, "--to", t, cwd=tmp_path)
+          for t in ("llama.cpp", "hf", "ktransformers", "json")}
+    for t in ("llama.cpp", "hf", "ktransformers"):
+        assert "# the study's cache: GPU expert slots per MoE layer 52 in each of 4, policy flru, prefetch none, " \
+               "miss policy hybrid" in ex[t].stdout, t
+        assert "# measured: " not in ex[t].stdout  # the values are counted, measured and modelled
+    assert "miss='copy'" in ex["hf"].stdout  # the recipe's runtime copies: said, with why it differs
+    assert "the study modelled miss policy hybrid" in ex["hf"].stderr
+    assert "the study modelled miss policy hybrid" in ex["ktransformers"].stderr
+    assert json.loads(ex["json"].stdout)["cache"]["miss_policy"] == "hybrid"
+
+
+def test_a_cpu_miss_study_exports_a_recipe_that_computes_misses_on_the_cpu(tmp_path):
+    p = point("cpu-misses", 3, "int8", 4, acc=0.9, h2d=1e6, peak_gib=2.0)
+    p.config["miss_policy"] = "cpu"
+    url = make_db(tmp_path / "a.db", [p])
+    hf = advisor("export", "cpu-misses", "3", "--storage", url, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path)
+    assert "miss='cpu'" in hf.stdout
+    assert "miss policy cpu: the recipe's OffloadRuntime computes the experts it keeps off the GPU on the CPU, " \
+           "as the study modelled" in hf.stderr
+    kt = advisor("export", "cpu-misses", "3", "--storage", url, "--to", "ktransformers", cwd=tmp_path)
+    assert "miss policy cpu: kt-kernel computes the experts it keeps off the GPU on the CPU, as the study " \
+           "modelled" in kt.stderr
