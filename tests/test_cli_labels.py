@@ -70,3 +70,11 @@ def test_a_cpu_miss_study_exports_a_recipe_that_computes_misses_on_the_cpu(tmp_p
     kt = advisor("export", "cpu-misses", "3", "--storage", url, "--to", "ktransformers", cwd=tmp_path)
     assert "miss policy cpu: kt-kernel computes the experts it keeps off the GPU on the CPU, as the study " \
            "modelled" in kt.stderr
+
+
+def test_profile_list_names_where_measured_profiles_live_and_the_per_copy_latency(tmp_path):
+    out = advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
+    assert out[0].startswith(f"0 measured profile(s) in {tmp_path} (`advisor profile` measures this machine's)")
+    (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
+    # the time model's copy = bytes / bandwidth + a per-copy latency: both are listed
+    assert "pinned  25.0 GB/s  pageable  12.5 GB/s  10.0 us/copy  PCIe 4.0 x16" in rtx

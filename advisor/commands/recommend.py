@@ -86,16 +86,22 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
         --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
+        from advisor.hardware import profiles as hw
         from advisor.hardware.profiles import format_bytes, list_gpus, nominal_device, save_profile
 
         if list_known:
-            for p in list_gpus(profiles_dir):
+            gpus = list_gpus(profiles_dir)
+            typer.echo(f"{len(gpus) - len(hw.CATALOGUE)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "
+                       "measures this machine's), then the catalogue; a copy takes bytes / pinned bandwidth + the "
+                       "per-copy latency")
+            for p in gpus:
                 mem = format_bytes(p.memory_bytes) if p.memory_bytes else "?"
                 dev = nominal_device(p)
                 device = (f"device {dev.mem_gbps:6g} GB/s {dev.tflops:5g} TFLOP/s {dev.dtype}" if dev
                           else "device not in the catalogue (priced as the H200)")
                 typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
-                           f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.link:<13} {device}  [{p.source}]")
+                           f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
+                           f"{device}  [{p.source}]")
             return
         from advisor.hardware import measure as hardware_measure
 
