@@ -78,3 +78,26 @@ def test_profile_list_names_where_measured_profiles_live_and_the_per_copy_latenc
     (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
     # the time model's copy = bytes / bandwidth + a per-copy latency: both are listed
     assert "pinned  25.0 GB/s  pageable  12.5 GB/s  10.0 us/copy  PCIe 4.0 x16" in rtx
+
+
+def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_miss_policy(tmp_path):
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    runner = CliRunner()
+    trace = tmp_path / "tr.npz"
+    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(trace), "--limit", "1", "--max-new-tokens", "8",
+                              "--steps", "4", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    for miss in ("copy", "cpu"):
+        js = tmp_path / f"{miss}.json"
+        res = runner.invoke(app, ["simulate", str(trace), "--slots", "3", "--miss", miss, "--json", str(js)],
+                            terminal_width=80)
+        assert res.exit_code == 0, res.output
+        assert "…" not in res.output and max(len(ln) for ln in res.output.splitlines()) <= 80, res.output
+        rows = {r["policy"]: r for r in json.loads(js.read_text())["results"]}
+        # the bound's misses compute where the policies' do: under --miss cpu it copies no missed expert
+        bound, lru = rows["belady (bound)"], rows["lru"]
+        assert bound["miss"] == lru["miss"] == miss
+        assert (bound["cpu_tokens"] > 0) == (miss == "cpu") and bound["demand_bytes"] <= lru["demand_bytes"]

@@ -111,6 +111,7 @@ def simulate_cmd(
     from advisor.offload.policies import POLICIES
     from advisor.offload.simulate import belady, simulate
     from advisor.offload.trace import RoutingTrace
+    from advisor.tune.display import human_bytes
 
     trace = RoutingTrace.load(trace_file)
     names = POLICIES if policy == "all" else [p.strip() for p in policy.split(",")]
@@ -124,20 +125,23 @@ def simulate_cmd(
     plan = precision or None
     seqs = trace.access_sequences(token_scope)
     tokens = trace.generated_tokens or 1
-    best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs)
+    best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
                          sequences=seqs, miss=miss)) for n in names]
     table = Table(title=f"{trace_file.name}: slots {slots}, precision {precision or trace.meta.get('dtype')}, "
-                        f"prefetch {prefetch}, misses {miss}, {tokens} tokens")
-    for col in ("policy", "hits", "misses", "hit rate", "H2D bytes/token", "transfer ms/token", "CPU tokens",
-                "vs Belady"):
-        table.add_column(col, justify="left" if col == "policy" else "right")
-    out = []
+                        f"prefetch {prefetch}, misses {miss}, {tokens} tokens", show_edge=False, pad_edge=False)
+    cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
         ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
-        table.add_row(name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", f"{st.bytes_h2d / tokens:,.0f}",
-                      f"{st.transfer_ms / tokens:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}")
+        cells.append([name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", human_bytes(st.bytes_h2d / tokens),
+                      f"{st.transfer_ms / tokens:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}"])
         out.append({**st.to_dict(n_tokens=tokens), "policy": name, "vs_belady_hit_rate": ratio})
+    for i, col in enumerate(("policy", "hits", "misses", "hit\nrate", "H2D\nper token", "transfer\nms/token",
+                             "CPU\ntokens", "vs\nBelady")):  # a value is never cut: at 80 columns it fits
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True,
+                         min_width=max(len(row[i]) for row in cells))
+    for row in cells:
+        table.add_row(*row)
     console = Console()
     console.print(table)
     console.print(f"counts: counted (replayed trace); times: {best.transfer_source}; "

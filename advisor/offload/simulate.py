@@ -198,12 +198,14 @@ def belady(
     profile: Any = None,
     token_scope: str = "all",
     sequences: Sequence[Seq] | None = None,
+    miss: str = "copy",
 ) -> CacheStats:
-    """Belady's MIN on `trace`: the most hits (fewest demand copies) any policy can get with these slots."""
+    """Belady's MIN on `trace`: the most hits (fewest demand copies) any policy can get with these slots;
+    `miss` (copy or cpu) prices its misses as the policies it bounds are priced."""
     seqs = trace.access_sequences(token_scope) if sequences is None else sequences
     caps = resolve_slots(slots_per_layer, trace.num_experts)
     eb = trace_expert_bytes(trace, plan, expert_bytes)
-    layers = [CacheLayer(Belady(caps[i], [look[0] for look in seq]), eb[i]) for i, seq in enumerate(seqs)]
+    layers = [CacheLayer(Belady(caps[i], [look[0] for look in seq]), eb[i], miss=miss) for i, seq in enumerate(seqs)]
     replay(seqs, layers, "none")
     return CacheStats.from_layers(layers, profile=profile, policy="belady",
                                   notes=["Belady's MIN: needs the future; an upper bound, not a policy"])
