@@ -158,6 +158,10 @@ def test_report_answers_with_the_baselines(study, tmp_path):
                 taus = [u for u in trials.values() if u.attrs.get("baseline") == "tide"
                         and u.attrs["baseline_budget"] == a["budget"]]
                 assert len(taus) == 4 and row["time_per_token"] == min(u.values["time_per_token"] for u in taus)
+        # the terminal summary gives the time cut the answer ranks by beside the transfer cut
+        for row in a["rows"]:
+            assert (f"{row['precision']} #{row['trial']} transfer cut {100 * row['reduction_vs_baseline']:.1f}%, "
+                    f"time cut {100 * row['time_cut']:.1f}%") in r.stdout, r.stdout
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | strategy | precision | trial | GPU slots/layer | policy | miss |" in md
     assert "Time per token: modelled:" in md and "llama.cpp-style" in md

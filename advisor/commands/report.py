@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -55,15 +56,18 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")
+        def cuts(r: Any) -> str:
+            """Transfer cut, and time cut where the study stores time per token (what its answer ranks by)."""
+            cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
+            return f"transfer cut {cut}" + ("" if r.time_cut is None else f", time cut {100 * r.time_cut:.1f}%")
+
         for r in res.headline:
             if r.trial is None:
                 typer.echo(f"  {r.precision:>5}: {r.note}")
                 continue
-            cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
             dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
-            typer.echo(f"  {r.precision:>5}: trial #{r.trial}, transfer cut {cut} vs fp16 without cache, "
+            typer.echo(f"  {r.precision:>5}: trial #{r.trial}, {cuts(r)} vs fp16 without cache, "
                        f"accuracy change {dacc}")
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
-            typer.echo(f"  at {a.label}: " + "; ".join(
-                f"{r.precision} #{r.trial} cut {100 * (r.reduction_vs_baseline or 0):.1f}%" for r in best))
+            typer.echo(f"  at {a.label}: " + "; ".join(f"{r.precision} #{r.trial} {cuts(r)}" for r in best))
