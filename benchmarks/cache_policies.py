@@ -3,9 +3,9 @@
 `python -m benchmarks.cache_policies [--quick]`
 
 Traces: the bundled dLLM (if `advisor/models/bundled/` exists) and tiny LLaDA-MoE-shaped random models
-(64 experts, top-8, as LLaDA-MoE-7B-A1B) decoded with block lengths 8/16/32, on the workload `advisor tune`
-replays: the task's prompts (seeded random ids for the tokenizer-less tiny model), as many as its default
-`trace_prompts` (4; 8 without --quick), one after another through one cache. For each trace, token scope
+(64 experts, top-8, as LLaDA-MoE-7B-A1B), on the prompts `advisor tune` traces: the task's prompts (seeded
+random ids for the tokenizer-less tiny model), as many as its default `trace_prompts` (4; 8 without --quick),
+one after another through one cache, each decoded as two blocks of 8/16/32 tokens. For each trace, token scope
 "block" (only the block being denoised is computed, as with a KV/dual-cache sampler) and "all" (the
 reference LLaDA sampler recomputes the whole sequence every step). Reports, per cache size (10-90% of
 a layer's experts): each policy's hit rate as a fraction of the exact offline optimum under the rules the

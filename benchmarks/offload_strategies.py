@@ -3,8 +3,10 @@
 `python -m benchmarks.offload_strategies [--quick]`
 
 Traces (recorded by decoding, routing of the real sampler, token scope "all" = what it computed):
-the bundled dLLM; a LLaDA-MoE-7B-shaped random model (64 experts, top-8, block 32); a LLaDA2.0-mini-shaped
-random model (256 experts, top-8, grouped router, block 32). Expert bytes and times are those of the real
+the bundled dLLM on its own task as `advisor tune` traces it (task prompts one after another, 16 tokens, block
+8; 4 prompts with --quick, 8 without); a LLaDA-MoE-7B-shaped random model (64 experts, top-8, block 32); a
+LLaDA2.0-mini-shaped random model (256 experts, top-8, grouped router, block 32), 64 tokens of 1 (2) random
+prompts each. Expert bytes and times are those of the real
 model's expert shape (LLaDA-MoE 2048x1024, LLaDA2.0-mini 2048x512; the bundled model its own).
 
 Budgets: 10%, 25%, 50% of the bf16 expert bytes on the GPU. Time per generated token is modelled by
@@ -42,8 +44,9 @@ from advisor.baselines import BASELINES, TIDE_TAUS, baseline_slots
 from advisor.hardware.profiles import HardwareProfile
 from advisor.offload.simulate import simulate
 from advisor.offload.timing import RECORDED_H200, ModelCosts, device_roofline
-from advisor.offload.trace import RoutingTrace, record_random_prompts
+from advisor.offload.trace import RoutingTrace, merge, record_random_prompts, record_trace
 from advisor.quant.spec import expert_nbytes_of
+from advisor.tune.space import EvaluationSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GPU_CHECK = RESULTS / "2026-11-30_h200_gpu_check.json"
@@ -77,16 +80,28 @@ def _record(loaded: Any, prompts: int, new: int, block: int, seed: int = 0, **ge
     return record_random_prompts(loaded, prompts, seed=seed, max_new_tokens=new, block_length=block, **gen)
 
 
+def bundled_workload(n: int) -> RoutingTrace:
+    """The bundled dLLM on its own task as `advisor tune` traces it: `n` task prompts one after another,
+    decoded as the task decodes (16 tokens, 16 steps, block 8)."""
+    from advisor.eval.run import workload_prompts
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+
+    loaded = load_model("bundled")
+    task = get_task(EvaluationSettings().task)
+    return merge([record_trace(loaded, ids, max_new_tokens=task.max_new_tokens, **task.gen_kwargs)
+                  for ids in workload_prompts(loaded, task, n)])
+
+
 def traces(quick: bool) -> dict[str, tuple[RoutingTrace, tuple[int, int]]]:
     """name -> (trace, real expert shape (hidden, FFN))."""
     from advisor.models import tiny
     from advisor.models.llada2 import LLaDA2MoeConfig, LLaDA2MoeModelLM
-    from advisor.models.load import load_model, loaded_from
+    from advisor.models.load import loaded_from
 
     prompts = 1 if quick else 2
     out = {}
-    bundled = load_model("bundled")
-    tr = _record(bundled, prompts, 64, 32, steps=64)
+    tr = bundled_workload(EvaluationSettings().trace_prompts * prompts)
     m = tr.meta
     out["bundled"] = (tr, (int(m["hidden"][0]), int(m["intermediate"][0])))
     lm = loaded_from(tiny.llada_moe_shaped(0, layers=4), None, "llada_moe", "llada-moe-7b-shaped")
@@ -182,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from advisor.offload.timing import CPU_FORMATS, CpuProfile
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="one prompt per trace, 20 trials")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer prompts per trace (bundled 4, random models 1), 20 trials")
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--json", default="")
     ap.add_argument("--cpu-profile", default="", help="reuse a CPU expert profile (a --json output of this "
