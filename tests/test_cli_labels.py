@@ -101,3 +101,17 @@ def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_m
         bound, lru = rows["belady (bound)"], rows["lru"]
         assert bound["miss"] == lru["miss"] == miss
         assert (bound["cpu_tokens"] > 0) == (miss == "cpu") and bound["demand_bytes"] <= lru["demand_bytes"]
+
+
+def test_an_empty_gpu_or_budget_is_refused_not_ignored(tmp_path):
+    """`--gpu "$GPU"` with GPU unset used to tune against the default budget and H200 device, silently."""
+    tune = ["tune", "--trials", "1", "--storage", f"sqlite:///{tmp_path}/t.db"]
+    for args, needle in (([*tune, "--gpu", ""], "empty GPU name"),
+                         ([*tune, "--budget", ""], "budget '' is not a size"),
+                         (["recommend", "--storage", str(EXAMPLE_DB), "--gpu", ""], "empty GPU name")):
+        r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+        assert "advisor tune" not in r.stdout  # refused before the model loads
+    assert not (tmp_path / "t.db").exists()
