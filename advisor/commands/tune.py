@@ -277,8 +277,9 @@ def register(app: typer.Typer) -> None:
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
+        studies = {s.name: s for s in list_studies(engine)}
         if not points:
-            names = [s.name for s in list_studies(engine)]
+            names = list(studies)
             if study not in names:
                 raise UserError(f"no study named {study!r} in {storage} (studies there: {', '.join(names) or 'none'}); "
                                 "see `advisor studies`")
@@ -287,7 +288,8 @@ def register(app: typer.Typer) -> None:
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
         title = f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} ({len(points)} points)"
-        print_front(console, points, title, wide=wide)
+        print_front(console, points, title, list(studies[study].objectives or {}) if study in studies else [],
+                    wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if plots:
             from advisor.tune.plots import write_html, write_png
 

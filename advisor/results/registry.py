@@ -56,6 +56,7 @@ class StudySummary:
     front_size: int
     updated_at: dt.datetime | None
     n_waiting: int = 0
+    objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
     """Queued trials (re-queued after an interruption or a dead worker, or seeded) that nobody runs yet."""
 
 
@@ -106,5 +107,6 @@ def list_studies(engine: Engine) -> list[StudySummary]:
             front_size=fronts.get(name, 0),
             updated_at=r.updated_at if r else None,
             n_waiting=c.get("WAITING", 0),
+            objectives=dict(r.objectives) if r and r.objectives else None,
         ))
     return out
