@@ -58,7 +58,11 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     assert "miss='copy'" in ex["hf"].stdout  # the recipe's runtime copies: said, with why it differs
     assert "the study modelled miss policy hybrid" in ex["hf"].stderr
     assert "the study modelled miss policy hybrid" in ex["ktransformers"].stderr
-    assert json.loads(ex["json"].stdout)["cache"]["miss_policy"] == "hybrid"
+    doc = json.loads(ex["json"].stdout)
+    assert doc["cache"]["miss_policy"] == "hybrid"
+    # tuned without --gpu: the link its copies were priced on (was {}), as the metric sources say
+    assert doc["hardware"]["h2d_gbps_pinned"] == 25.0 and doc["hardware"]["copy_latency_us"] == 10.0
+    assert "pcie(bw=25.0GB/s,lat=10us)" in doc["metrics"]["transfer_ms_per_token"]["source"]
 
 
 def test_a_cpu_miss_study_exports_a_recipe_that_computes_misses_on_the_cpu(tmp_path):

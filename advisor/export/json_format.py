@@ -16,6 +16,7 @@ from typing import Any
 from advisor import __version__
 from advisor.errors import UserError
 from advisor.export.base import ExportResult
+from advisor.hardware.profiles import DEFAULT_PROFILE
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint
@@ -46,7 +47,8 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "cache": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
                   "miss_policy": cfg.miss_policy},
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
-        "hardware": point.hardware,
+        # a study run without --gpu stored no profile: its copies were priced on the default link
+        "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),
         "config": point.config,
     }
 
