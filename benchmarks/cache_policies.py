@@ -32,7 +32,7 @@ from advisor.eval.run import workload_prompts
 from advisor.offload.optimum import optimum
 from advisor.offload.policies import POLICIES
 from advisor.offload.simulate import belady, simulate
-from advisor.offload.trace import RoutingTrace, merge, record_trace
+from advisor.offload.trace import RoutingTrace, record_prompts
 from advisor.tune.space import EvaluationSettings
 from benchmarks.trace_scale import calibration_ns  # the same loop calibrates both replay-speed benchmarks
 
@@ -53,8 +53,7 @@ def tiny_llada_moe_shaped(seed: int = 0, layers: int = 2):
 def record(loaded: Any, block: int, prompts: list[Any]) -> RoutingTrace:
     """One trace of `prompts` decoded one after another, each two blocks of `block` tokens in block/2 steps."""
     new = 2 * block
-    return merge([record_trace(loaded, ids, max_new_tokens=new, steps=new // 2, block_length=block)
-                  for ids in prompts])
+    return record_prompts(loaded, prompts, max_new_tokens=new, steps=new // 2, block_length=block)
 
 
 def profiled(loaded: Any, task: Any, block: int, n: int) -> tuple[RoutingTrace, dict[int, list[int]]]:

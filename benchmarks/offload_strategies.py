@@ -44,7 +44,7 @@ from advisor.baselines import BASELINES, TIDE_TAUS, baseline_slots
 from advisor.hardware.profiles import HardwareProfile
 from advisor.offload.simulate import simulate
 from advisor.offload.timing import RECORDED_H200, ModelCosts, device_roofline
-from advisor.offload.trace import RoutingTrace, merge, record_random_prompts, record_trace
+from advisor.offload.trace import RoutingTrace, record_prompts, record_random_prompts
 from advisor.quant.spec import expert_nbytes_of
 from advisor.tune.space import EvaluationSettings
 
@@ -89,8 +89,8 @@ def bundled_workload(n: int) -> RoutingTrace:
 
     loaded = load_model("bundled")
     task = get_task(EvaluationSettings().task)
-    return merge([record_trace(loaded, ids, max_new_tokens=task.max_new_tokens, **task.gen_kwargs)
-                  for ids in workload_prompts(loaded, task, n)])
+    return record_prompts(loaded, workload_prompts(loaded, task, n), max_new_tokens=task.max_new_tokens,
+                          **task.gen_kwargs)
 
 
 def traces(quick: bool) -> dict[str, tuple[RoutingTrace, tuple[int, int]]]:

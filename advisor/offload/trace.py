@@ -345,16 +345,22 @@ def record_trace(
     return trace
 
 
+def record_prompts(loaded: Any, prompts: Sequence[Any], **gen_kw: Any) -> RoutingTrace:
+    """One trace of `prompts` (token ids [1, L] each) decoded one after another through the same experts, as a
+    workload runs them; `gen_kw` as in `record_trace`."""
+    return merge([record_trace(loaded, ids, **gen_kw) for ids in prompts])
+
+
 def record_random_prompts(loaded: Any, prompts: int, *, seed: int = 0, prompt_len: int = 16,
                           **gen_kw: Any) -> RoutingTrace:
-    """The merged traces of `prompts` random prompts (`prompt_len` token ids in [3, vocab - 3), drawn from a
-    generator seeded with `seed`); `gen_kw` as in `record_trace`. The benchmarks' synthetic workloads."""
+    """`record_prompts` of `prompts` random prompts (`prompt_len` token ids in [3, vocab - 3), drawn from a
+    generator seeded with `seed`). The benchmarks' synthetic workloads."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     vocab = int(loaded.model.config.vocab_size)
-    return merge([record_trace(loaded, torch.randint(3, vocab - 3, (1, prompt_len), generator=g), **gen_kw)
-                  for _ in range(prompts)])
+    return record_prompts(loaded, [torch.randint(3, vocab - 3, (1, prompt_len), generator=g) for _ in range(prompts)],
+                          **gen_kw)
 
 
 def merge(traces: Sequence[RoutingTrace]) -> RoutingTrace:
