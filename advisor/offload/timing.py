@@ -219,10 +219,6 @@ def device_roofline(profile: Any = None) -> DeviceRoofline:
     )
 
 
-H200_ROOFLINE = device_roofline()
-"""The default device side: a fused-MoE runtime on an H200 (the GPU whose link profile is recorded)."""
-
-
 def link_ms(gpu: float, copy: float, background: float) -> float:
     """A look-up's device side: demand copies precede device compute and the background copies (same link)."""
     return copy + max(gpu, background)
