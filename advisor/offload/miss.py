@@ -25,6 +25,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.offload.timing import link_ms, lookup_ms
 
 MISS_POLICIES = ("copy", "cpu", "hybrid")
 
@@ -75,25 +76,26 @@ def balance(costs: Any, tokens: dict[int, int], device: Sequence[int], copied: l
     placed = [e for e in on_cpu if e in adm]
     pb, pn = sum(eb[e] for e in placed), len(placed)
 
-    def link_side() -> float:
-        """copy + max(gpu, background): the terms of max(copy + gpu, cpu, copy + background) beside cpu."""
-        return (transfer(cb, cn) if cn else 0.0) + max(gpu + (layer if n_dev else 0.0),
-                                                       transfer(pb, pn) if pn else 0.0)
+    def times() -> tuple[float, float]:
+        """(`lookup_ms`, its device side `link_ms`) of the current split: the terms of
+        `LayerCosts.lookup_terms`, kept as running sums (a move changes one expert's terms)."""
+        g = gpu + (layer if n_dev else 0.0)
+        copy, bg = transfer(cb, cn) if cn else 0.0, transfer(pb, pn) if pn else 0.0
+        return lookup_ms(g, copy, cpu, bg), link_ms(g, copy, bg)
 
-    link = link_side()
-    to_link = cpu >= link
-    best, moved = max(link, cpu), 0
+    best, link = times()
+    to_link, moved = cpu >= link, 0
     path = sorted(on_cpu, key=n, reverse=True) if to_link else sorted(copied, key=n)
     s = 1 if to_link else -1  # +1: an expert leaves the CPU for the link; -1: the reverse
     for i, e in enumerate(path, 1):
         b = eb[e]
         gpu, n_dev, cb, cn = gpu + s * costs.gpu_ms(e, n(e)), n_dev + s, cb + s * b, cn + s
-        cpu -= s * costs.cpu_ms(e, n(e))
+        cpu -= s * costs.cpu_ms(e, n(e))  # cpu_batch_ms is the sum of cpu_ms
         if e in adm:
             pb, pn = pb - s * b, pn - s
-        link = link_side()
-        if max(link, cpu) < best:
-            best, moved = max(link, cpu), i
+        total, link = times()
+        if total < best:
+            best, moved = total, i
         elif (link if to_link else cpu) >= best:
             break
     if not moved:

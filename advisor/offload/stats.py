@@ -46,7 +46,6 @@ class CacheLayer:
         self.threshold = list(threshold) if threshold is not None else None
         self.costs = costs  # optional cost model (advisor.offload.timing.LayerCosts): per look-up times
         self._need_tokens = self.miss != "copy" or costs is not None
-        self._balance = self.miss == "hybrid" and costs is not None  # hybrid balances CPU and link by the costs
         self.stage_limit = policy.capacity if stage_limit is None else int(stage_limit)
         self.staged: dict[int, None] = {}
         self.expert_bytes = list(int(b) for b in expert_bytes)
@@ -106,9 +105,8 @@ class CacheLayer:
         if nm:
             fs = set(from_stage)
             missed = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
-            copied, on_cpu = (split_misses(missed, tok, "hybrid", self.threshold, self.costs, acc.hits + from_stage,
-                                           acc.admitted) if self._balance
-                              else split_misses(missed, tok, self.miss, self.threshold))
+            copied, on_cpu = split_misses(missed, tok, self.miss, self.threshold, self.costs, acc.hits + from_stage,
+                                          acc.admitted)  # hybrid with a cost model balances CPU and link
             if on_cpu:
                 adm = set(acc.admitted)
                 placed = [e for e in on_cpu if e in adm]

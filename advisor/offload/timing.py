@@ -219,13 +219,14 @@ def device_roofline(profile: Any = None) -> DeviceRoofline:
     )
 
 
-H200_ROOFLINE = device_roofline()
-"""The default device side: a fused-MoE runtime on an H200 (the GPU whose link profile is recorded)."""
+def link_ms(gpu: float, copy: float, background: float) -> float:
+    """A look-up's device side: demand copies precede device compute and the background copies (same link)."""
+    return copy + max(gpu, background)
 
 
 def lookup_ms(gpu: float, copy: float, cpu: float, background: float) -> float:
-    """A look-up's time: the CPU runs beside the device; demand copies precede device compute."""
-    return max(copy + gpu, cpu, copy + background)
+    """A look-up's time, max(copy + gpu, cpu, copy + background): the CPU runs beside the device side."""
+    return max(link_ms(gpu, copy, background), cpu)
 
 
 class LayerCosts:
