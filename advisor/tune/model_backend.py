@@ -216,20 +216,16 @@ class ModelBackend:
         return int(sum(top)), f"counted:probe-forward(two largest activations,{ids.shape[-1]} tokens)"
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
-        from advisor.offload.trace import merge, record_trace
+        from advisor.offload.trace import record_prompts
         from advisor.quant.apply import fast_runtime
 
-        traces, tokens = [], 0
         if runtime is not None:
             runtime = fast_runtime(self.loaded, runtime)  # same outputs (hence routing), dequantized once
         t0 = time.perf_counter()
-        for ids in self.prompts(self.settings.trace_prompts):
-            tr = record_trace(self.loaded, ids, runtime=runtime, max_new_tokens=self.max_new_tokens,
-                              seed=self.settings.seed, **self.gen_kwargs)
-            traces.append(tr)
-            tokens += tr.generated_tokens
+        trace = record_prompts(self.loaded, self.prompts(self.settings.trace_prompts), runtime=runtime,
+                               max_new_tokens=self.max_new_tokens, seed=self.settings.seed, **self.gen_kwargs)
         _sync(self.loaded.device)
-        return merge(traces), tokens, time.perf_counter() - t0
+        return trace, trace.generated_tokens, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ Backend interface
     def calibration_counts(self) -> dict[int, list[int]]:
