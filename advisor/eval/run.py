@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from advisor.errors import UserError
 from advisor.eval.notes import note_once
 from advisor.eval.stats import wilson_interval
-from advisor.eval.tasks import Task
+from advisor.eval.tasks import Task, select
 
 
 @dataclass
@@ -72,8 +73,6 @@ def evaluate(
     """
     import torch
 
-    from advisor.errors import UserError
-
     if loaded.tokenizer is None:
         raise UserError(f"{loaded.name} has no tokenizer, so it cannot be evaluated on a text task")
     task = task.subset(limit, seed)
@@ -125,9 +124,6 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0) -> list[A
     """Token ids [1, L] of `n` prompts of the workload `advisor tune` traces: the task's own examples (the
     evaluation's selection and encoding), else seeded random ids (tokenizer-less models, tiny:*)."""
     import torch
-
-    from advisor.errors import UserError
-    from advisor.eval.tasks import select
 
     tok = loaded.tokenizer
     examples = list(getattr(task, "examples", []))
