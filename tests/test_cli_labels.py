@@ -58,6 +58,11 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     assert "miss='copy'" in ex["hf"].stdout  # the recipe's runtime copies: said, with why it differs
     assert "the study modelled miss policy hybrid" in ex["hf"].stderr
     assert "the study modelled miss policy hybrid" in ex["ktransformers"].stderr
+    # one wording of hybrid in every target's note (llama.cpp's is the one the README quotes)
+    hybrid = ("the study modelled miss policy hybrid (per layer and forward, each missed expert computed on the CPU or "
+              "copied to the GPU, whichever balanced the two); ")
+    assert hybrid + "llama.cpp computes the -ot =CPU experts on the CPU, so its speed differs" in ex["llama.cpp"].stdout
+    assert hybrid in ex["hf"].stderr and hybrid in ex["ktransformers"].stderr
     doc = json.loads(ex["json"].stdout)
     assert doc["cache"]["miss_policy"] == "hybrid"
     # tuned without --gpu: the link its copies were priced on (was {}), as the metric sources say
