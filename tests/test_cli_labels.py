@@ -70,6 +70,17 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     assert "pcie(bw=25.0GB/s,lat=10us)" in doc["metrics"]["transfer_ms_per_token"]["source"]
 
 
+def test_a_tide_point_exports_its_tau(tmp_path):
+    """Trial 154 ran TIDE at tau 2: the header says so (as the front row does) and the advisor recipe runs it
+    at tau 2, not the runtime's default 4."""
+    args = ("export", "bundled-example", "154", "--storage", str(EXAMPLE_DB))
+    kt = advisor(*args, "--to", "ktransformers", cwd=tmp_path)
+    assert "# the study's cache: GPU expert slots per MoE layer 64 in each of 4, policy tide (tau 2), " in kt.stdout
+    hf = advisor(*args, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path).stdout
+    assert "policy='tide', prefetch='none', miss='copy', policy_kw={'tau': 2}, " in hf
+    compile(hf, "recipe.py", "exec")  # still parses as it prints
+
+
 def test_a_cpu_miss_study_exports_a_recipe_that_computes_misses_on_the_cpu(tmp_path):
     p = point("cpu-misses", 3, "int8", 4, acc=0.9, h2d=1e6, peak_gib=2.0)
     p.config["miss_policy"] = "cpu"

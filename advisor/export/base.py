@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import advisor
 from advisor.errors import UserError
 from advisor.registry import Registry
-from advisor.results.config_view import export_config
+from advisor.results.config_view import export_config, policy_text
 from advisor.results.front import FrontPoint
 
 
@@ -109,7 +109,7 @@ def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
         f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; measured on {point.device}",
         f"stored values [how each was obtained]: {metrics}",
         f"the study's cache: GPU expert slots per MoE layer {_slots_text(cfg.slots_per_layer)}, policy "
-        f"{cfg.policy}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
+        f"{policy_text(point.config)}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
     ]
 
 

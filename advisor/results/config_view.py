@@ -110,6 +110,7 @@ class ExportConfig:
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
+    tau: int = 0  # TIDE's refresh interval in forwards/steps (policy tide); 0: not stored (the policy's default)
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
@@ -213,6 +214,7 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
         precision=precision,
         frequencies=freqs,
         miss_policy=str(config.get("miss_policy", "copy")),
+        tau=int(config.get("tau") or 0),
     )
 
 
