@@ -318,11 +318,7 @@ def _bytes_apart(n: float, other: float) -> str:
     """`n` in binary units with enough decimals that it does not read as `other` (a 1.97 MiB budget and a
     1.96 MiB point both round to "2.0 MiB")."""
     text = format_bytes(n)
-    if text == format_bytes(other) and n != other:
-        unit = text.split(" ")[1]
-        size = {"TiB": 2**40, "GiB": 2**30, "MiB": 2**20, "KiB": 2**10}.get(unit, 1)
-        text = f"{n / size:.3f} {unit}"
-    return text
+    return format_bytes(n, 3) if text == format_bytes(other) and n != other else text
 
 
 def _why(rec: Recommendation) -> list[str]:
