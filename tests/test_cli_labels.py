@@ -100,6 +100,12 @@ def test_profile_list_names_where_measured_profiles_live_and_the_per_copy_latenc
     (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
     # the time model's copy = bytes / bandwidth + a per-copy latency: both are listed
     assert "pinned  25.0 GB/s  pageable  12.5 GB/s  10.0 us/copy  PCIe 4.0 x16" in rtx
+    measured = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
+                "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "source": "measured:2026-12-01"}
+    (tmp_path / "rtx-4090.json").write_text(json.dumps(measured))
+    out = advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
+    assert out[0].startswith(f"1 measured profile(s) in {tmp_path}")
+    assert out[1].startswith("NVIDIA GeForce RTX 4090") and "14.0 us/copy" in out[1]  # measured first
 
 
 def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_miss_policy(tmp_path):
