@@ -112,12 +112,11 @@ def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_m
     from typer.testing import CliRunner
 
     from advisor.cli import app
+    from tests.offload_helpers import cli_trace
 
     runner = CliRunner()
     trace = tmp_path / "tr.npz"
-    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(trace), "--limit", "1", "--max-new-tokens", "8",
-                              "--steps", "4", "--block-length", "4"])
-    assert res.exit_code == 0, res.output
+    cli_trace(runner, trace)
     for miss in ("copy", "cpu"):
         js = tmp_path / f"{miss}.json"
         res = runner.invoke(app, ["simulate", str(trace), "--slots", "3", "--miss", miss, "--json", str(js)],
