@@ -299,10 +299,16 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     return rec
 
 
+def _compared_by(prefer: str, *points: FrontPoint) -> str:
+    """The metric `prefer` compares `points` by: time per token for latency where they all store it (the
+    latency ranking's first key), else the preference's metric."""
+    if prefer == "latency" and all("time_per_token" in p.values for p in points):
+        return "time_per_token"
+    return _PREF_METRIC[prefer]
+
+
 def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
-    metric = _PREF_METRIC[prefer]
-    if prefer == "latency" and "time_per_token" in best.values and "time_per_token" in other.values:
-        metric = "time_per_token"  # what the latency ranking compares first
+    metric = _compared_by(prefer, best, other)
     a, b = best.values.get(metric), other.values.get(metric)
     if a is None or b is None:
         return ""
@@ -318,11 +324,7 @@ def _bytes_apart(n: float, other: float) -> str:
     """`n` in binary units with enough decimals that it does not read as `other` (a 1.97 MiB budget and a
     1.96 MiB point both round to "2.0 MiB")."""
     text = format_bytes(n)
-    if text == format_bytes(other) and n != other:
-        unit = text.split(" ")[1]
-        size = {"TiB": 2**40, "GiB": 2**30, "MiB": 2**20, "KiB": 2**10}.get(unit, 1)
-        text = f"{n / size:.3f} {unit}"
-    return text
+    return format_bytes(n, 3) if text == format_bytes(other) and n != other else text
 
 
 def _why(rec: Recommendation) -> list[str]:
@@ -346,8 +348,7 @@ def _why(rec: Recommendation) -> list[str]:
         out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")
     elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
         out.append("no accuracy stored in this study: relative floor not applied")
-    words = "lowest time per token" if q.prefer == "latency" and "time_per_token" in p.values \
-        else _PREF_WORDS[q.prefer]
+    words = "lowest time per token" if _compared_by(q.prefer, p) == "time_per_token" else _PREF_WORDS[q.prefer]
     out.append(f"{words} among {len(rec.ranked)} feasible point(s)")
     if len(rec.ranked) > 1:
         nxt = rec.ranked[1].point

@@ -60,3 +60,13 @@ def run_offloaded(loaded, ids, plan="fp32", **rt_kw):
     finally:
         rt.close()
     return rt, rec.trace(), out
+
+
+def cli_trace(runner, out) -> None:
+    """`advisor trace` of the stock tiny LLaDA-MoE to `out` through `runner` (a typer CliRunner): one prompt,
+    8 new tokens in 4 steps of a 4-token block (4 forwards)."""
+    from advisor.cli import app
+
+    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(out), "--limit", "1", "--max-new-tokens", "8",
+                              "--steps", "4", "--block-length", "4"])
+    assert res.exit_code == 0, res.output

@@ -58,11 +58,27 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     assert "miss='copy'" in ex["hf"].stdout  # the recipe's runtime copies: said, with why it differs
     assert "the study modelled miss policy hybrid" in ex["hf"].stderr
     assert "the study modelled miss policy hybrid" in ex["ktransformers"].stderr
+    # one wording of hybrid in every target's note (llama.cpp's is the one the README quotes)
+    hybrid = ("the study modelled miss policy hybrid (per layer and forward, each missed expert computed on the CPU or "
+              "copied to the GPU, whichever balanced the two); ")
+    assert hybrid + "llama.cpp computes the -ot =CPU experts on the CPU, so its speed differs" in ex["llama.cpp"].stdout
+    assert hybrid in ex["hf"].stderr and hybrid in ex["ktransformers"].stderr
     doc = json.loads(ex["json"].stdout)
     assert doc["cache"]["miss_policy"] == "hybrid"
     # tuned without --gpu: the link its copies were priced on (was {}), as the metric sources say
     assert doc["hardware"]["h2d_gbps_pinned"] == 25.0 and doc["hardware"]["copy_latency_us"] == 10.0
     assert "pcie(bw=25.0GB/s,lat=10us)" in doc["metrics"]["transfer_ms_per_token"]["source"]
+
+
+def test_a_tide_point_exports_its_tau(tmp_path):
+    """Trial 154 ran TIDE at tau 2: the header says so (as the front row does) and the advisor recipe runs it
+    at tau 2, not the runtime's default 4."""
+    args = ("export", "bundled-example", "154", "--storage", str(EXAMPLE_DB))
+    kt = advisor(*args, "--to", "ktransformers", cwd=tmp_path)
+    assert "# the study's cache: GPU expert slots per MoE layer 64 in each of 4, policy tide (tau 2), " in kt.stdout
+    hf = advisor(*args, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path).stdout
+    assert "policy='tide', prefetch='none', miss='copy', policy_kw={'tau': 2}, " in hf
+    compile(hf, "recipe.py", "exec")  # still parses as it prints
 
 
 def test_a_cpu_miss_study_exports_a_recipe_that_computes_misses_on_the_cpu(tmp_path):
@@ -84,18 +100,23 @@ def test_profile_list_names_where_measured_profiles_live_and_the_per_copy_latenc
     (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
     # the time model's copy = bytes / bandwidth + a per-copy latency: both are listed
     assert "pinned  25.0 GB/s  pageable  12.5 GB/s  10.0 us/copy  PCIe 4.0 x16" in rtx
+    measured = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
+                "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "source": "measured:2026-12-01"}
+    (tmp_path / "rtx-4090.json").write_text(json.dumps(measured))
+    out = advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
+    assert out[0].startswith(f"1 measured profile(s) in {tmp_path}")
+    assert out[1].startswith("NVIDIA GeForce RTX 4090") and "14.0 us/copy" in out[1]  # measured first
 
 
 def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_miss_policy(tmp_path):
     from typer.testing import CliRunner
 
     from advisor.cli import app
+    from tests.offload_helpers import cli_trace
 
     runner = CliRunner()
     trace = tmp_path / "tr.npz"
-    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(trace), "--limit", "1", "--max-new-tokens", "8",
-                              "--steps", "4", "--block-length", "4"])
-    assert res.exit_code == 0, res.output
+    cli_trace(runner, trace)
     for miss in ("copy", "cpu"):
         js = tmp_path / f"{miss}.json"
         res = runner.invoke(app, ["simulate", str(trace), "--slots", "3", "--miss", miss, "--json", str(js)],

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from advisor.cli import app
 from advisor.errors import UserError
 from advisor.offload.trace import RoutingTrace, TraceRecorder, merge, record_trace
-from tests.offload_helpers import GEN_KW, prompt_ids, tiny_llada
+from tests.offload_helpers import GEN_KW, cli_trace, prompt_ids, tiny_llada
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,7 @@ def test_recorder_infers_forwards_without_on_forward():
 def test_cli_trace_and_simulate(tmp_path):
     runner = CliRunner()
     out = tmp_path / "tr.npz"
-    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(out), "--limit", "1", "--max-new-tokens", "8",
-                              "--steps", "4", "--block-length", "4"])
-    assert res.exit_code == 0, res.output
+    cli_trace(runner, out)
     assert RoutingTrace.load(out).n_forwards == 4
     js = tmp_path / "r.json"
     res = runner.invoke(app, ["simulate", str(out), "--slots", "3", "--precision", "int8", "--json", str(js)],

@@ -81,3 +81,35 @@ def test_an_interrupted_baseline_trial_is_queued_again_as_that_baseline():
     requeue(study, [trial.number])
     waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
     assert len(waiting) == 1 and waiting[0].user_attrs == {**attrs, "retry_of": trial.number}
+
+
+def test_only_the_interrupted_trials_warnings_are_dropped():
+    """Both of Optuna's warnings for the interrupted trial go (the CLI says it in one line); another trial's
+    failure is still warned about, and Optuna's verbosity is left as it was (it is process-wide)."""
+    import logging
+
+    from advisor.tune.interrupt import Interrupted, StopOnSignal
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())  # type: ignore[method-assign]
+    root = logging.getLogger("optuna")
+    root.addHandler(handler)
+    before = optuna.logging.get_verbosity()
+
+    def objective(trial):
+        if trial.number == 0:
+            raise ValueError("boom")
+        raise KeyboardInterrupt
+
+    study = optuna.create_study()
+    try:
+        with StopOnSignal() as stop:
+            study.optimize(stop.wrap(objective), n_trials=3, catch=(ValueError, Interrupted))
+    finally:
+        root.removeHandler(handler)
+    assert stop.interrupted_trials == [1] and len(study.trials) == 2
+    assert [m for m in records if m.startswith("Trial 1 ")] == []
+    assert any(m.startswith("Trial 0 failed with parameters") and "boom" in m for m in records), records
+    assert "Trial 0 failed with value None." in records, records
+    assert optuna.logging.get_verbosity() == before

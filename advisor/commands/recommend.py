@@ -87,14 +87,14 @@ def register(app: typer.Typer) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
         --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
         from advisor.hardware import profiles as hw
-        from advisor.hardware.profiles import format_bytes, list_gpus, nominal_device, save_profile
+        from advisor.hardware.profiles import format_bytes, nominal_device, save_profile
 
         if list_known:
-            gpus = list_gpus(profiles_dir)
-            typer.echo(f"{len(gpus) - len(hw.CATALOGUE)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "
+            measured = hw.load_profiles(profiles_dir)
+            typer.echo(f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "
                        "measures this machine's), then the catalogue; a copy takes bytes / pinned bandwidth + the "
                        "per-copy latency")
-            for p in gpus:
+            for p in measured + hw.CATALOGUE:  # as hw.list_gpus orders them
                 mem = format_bytes(p.memory_bytes) if p.memory_bytes else "?"
                 dev = nominal_device(p)
                 device = (f"device {dev.mem_gbps:6g} GB/s {dev.tflops:5g} TFLOP/s {dev.dtype}" if dev

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import advisor
 from advisor.errors import UserError
 from advisor.registry import Registry
-from advisor.results.config_view import export_config
+from advisor.results.config_view import export_config, policy_text
 from advisor.results.front import FrontPoint
 
 
@@ -109,7 +109,7 @@ def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
         f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; measured on {point.device}",
         f"stored values [how each was obtained]: {metrics}",
         f"the study's cache: GPU expert slots per MoE layer {_slots_text(cfg.slots_per_layer)}, policy "
-        f"{cfg.policy}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
+        f"{policy_text(point.config)}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
     ]
 
 
@@ -118,14 +118,16 @@ def _slots_text(slots: list[int]) -> str:
 
 
 MISS_WORDS = {"copy": "each missed expert copied to the GPU", "cpu": "each missed expert computed on the CPU",
-              "hybrid": "per layer and forward, the misses split between the CPU and the link"}
+              "hybrid": "per layer and forward, each missed expert computed on the CPU or copied to the GPU, whichever "
+                        "balanced the two"}
 
 
-def miss_note(cfg: Any, runtime: str, computes: str) -> str:
+def miss_note(cfg: Any, runtime: str, computes: str, how: str | None = None) -> str:
     """Whether `runtime`, which computes an expert it does not hold on the GPU as `computes` ("cpu": on the
-    host, "copy": copied in), runs the miss policy the study modelled; when not, that its speed differs."""
-    how = {"cpu": "computes the experts it keeps off the GPU on the CPU",
-           "copy": "copies every expert it does not hold to the GPU"}[computes]
+    host, "copy": copied in), runs the miss policy the study modelled; when not, that its speed differs.
+    `how` words what the runtime does in its own terms (default: by `computes`)."""
+    how = how or {"cpu": "computes the experts it keeps off the GPU on the CPU",
+                  "copy": "copies every expert it does not hold to the GPU"}[computes]
     if cfg.miss_policy == computes:
         return f"miss policy {cfg.miss_policy}: {runtime} {how}, as the study modelled"
     return (f"the study modelled miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')}); {runtime} "

@@ -166,7 +166,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "precision_plan": json.loads(plan.to_json()),
         "offload": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
                     # the runtime's hybrid split needs the tuner's CPU cost model: the recipe copies those misses
-                    "miss": "cpu" if cfg.miss_policy == "cpu" else "copy"},
+                    "miss": "cpu" if cfg.miss_policy == "cpu" else "copy",
+                    # TIDE at the study's refresh interval (the runtime's default is 4)
+                    **({"policy_kw": {"tau": cfg.tau}} if cfg.policy == "tide" and cfg.tau else {})},
     }
     data = {
         "target": "hf",
@@ -236,6 +238,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
               f"                         policy={loader['offload']['policy']!r}, "
               f"prefetch={loader['offload']['prefetch']!r}, miss={loader['offload']['miss']!r}, "
-              "device='cuda' if gpu else 'cpu')",
+              + (f"policy_kw={loader['offload']['policy_kw']!r}, " if "policy_kw" in loader["offload"] else "")
+              + "device='cuda' if gpu else 'cpu')",
               "model = loaded.model"]
     return "\n".join(L) + "\n"

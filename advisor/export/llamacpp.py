@@ -26,7 +26,7 @@ import shlex
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines
+from advisor.export.base import ExportResult, header_lines, miss_note
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
 from advisor.results.front import FrontPoint
@@ -250,15 +250,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     base = base_type(types)
     if base is None:
         notes.append("the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step")
-    if ots and cfg.miss_policy == "copy":
-        notes.append("the study modelled copying missed experts to the GPU (miss policy copy); llama.cpp computes "
-                     "the -ot =CPU experts on the CPU instead, so its speed differs from the study's time per token")
-    elif ots and cfg.miss_policy == "hybrid":
-        notes.append("the study modelled miss policy hybrid (per layer and forward, each missed expert computed on the "
-                     "CPU or copied to the GPU, whichever balanced the two); llama.cpp computes the -ot =CPU experts on "
-                     "the CPU, so its speed differs from the study's time per token")
-    elif ots:
-        notes.append(f"miss policy {cfg.miss_policy}: the -ot =CPU experts compute on the CPU, as the study modelled")
+    if ots:
+        notes.append(miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
     runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
     run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"] + (["-ot", ",".join(ots)] if ots else [])
     data = {

@@ -327,9 +327,9 @@ def parse_budget(value: str | int | float) -> int:
     return n
 
 
-def format_bytes(n: float) -> str:
-    """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB."""
+def format_bytes(n: float, digits: int = 1) -> str:
+    """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
+            return f"{n / size:.{digits}f} {unit}"
     return f"{n:.0f} B"

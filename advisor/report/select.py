@@ -10,7 +10,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
-from advisor.results.config_view import policy_text
+from advisor.results.config_view import miss_policy, policy_text
 
 PRECISIONS = ("fp16", "int8", "int4")
 BASELINE_FORMATS = ("fp16", "bf16")
@@ -197,7 +197,7 @@ def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], referenc
         time_source=t.sources.get("time_per_token"),
         strategy=strategy,
         policy=policy_text(t.config),
-        miss=str(t.config.get("miss_policy", "copy")),
+        miss=miss_policy(t.config),
         time_cut=(1.0 - time / reference.time_per_token) if time is not None and reference.time_per_token else None,
     )
 

@@ -9,6 +9,7 @@ module is importable without torch; otherwise from the plan's JSON / spec string
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +57,15 @@ def policy_text(config: dict[str, Any]) -> str:
     return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
 
 
+def miss_policy(config: Mapping[str, Any]) -> str:
+    """Where a stored configuration's misses compute: copy | cpu | hybrid (`copy` for studies stored before
+    the miss policy was)."""
+    return str(config.get("miss_policy", "copy"))
+
+
 def miss_text(config: dict[str, Any]) -> str:
-    """Where a stored configuration's misses compute, "" for the default `copy` (older studies lack it)."""
-    miss = config.get("miss_policy", "copy")
+    """Where a stored configuration's misses compute, "" for the default `copy`."""
+    miss = miss_policy(config)
     return "" if miss == "copy" else f"misses {miss}"
 
 
@@ -110,6 +117,7 @@ class ExportConfig:
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
+    tau: int = 0  # TIDE's refresh interval in forwards/steps (policy tide); 0: not stored (the policy's default)
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
@@ -212,7 +220,8 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
         prefetch=str(config.get("prefetch", "none")),
         precision=precision,
         frequencies=freqs,
-        miss_policy=str(config.get("miss_policy", "copy")),
+        miss_policy=miss_policy(config),
+        tau=int(config.get("tau") or 0),
     )
 
 

@@ -56,8 +56,8 @@ class StudySummary:
     front_size: int
     updated_at: dt.datetime | None
     n_waiting: int = 0
-    objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
     """Queued trials (re-queued after an interruption or a dead worker, or seeded) that nobody runs yet."""
+    objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
 
 
 def list_studies(engine: Engine) -> list[StudySummary]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from advisor.quant.plan import PrecisionPlan, hot_experts
 from advisor.quant.spec import canonical_name, expert_nbytes_of
+from advisor.results.config_view import miss_policy
 from advisor.tune.space import SearchSpace
 
 
@@ -128,7 +129,7 @@ class TrialConfig:
             slots=tuple(int(s) for s in d["slots_per_layer"]),
             policy=str(d["policy"]),
             prefetch=str(d["prefetch"]),
-            miss=str(d.get("miss_policy", "copy")),
+            miss=miss_policy(d),
             tau=int(d.get("tau", 0)),
             peak_bytes=int(d.get("counted_peak_gpu_bytes", 0)),
             expert_store_bytes=int(d.get("counted_expert_store_bytes", 0)),

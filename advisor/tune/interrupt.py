@@ -22,10 +22,19 @@ class Interrupted(Exception):
 
 
 class _QuietInterrupted(logging.Filter):
-    """Drop Optuna's "Trial N failed ... Interrupted" warning and its traceback: the CLI says it in one line."""
+    """Drop Optuna's two warnings for an interrupted trial - "Trial N failed with parameters ... Interrupted"
+    with its traceback, then "Trial N failed with value None." - the CLI says it in one line. Other trials'
+    warnings pass."""
+
+    def __init__(self, interrupted: list[int]) -> None:
+        super().__init__()
+        self.interrupted = interrupted  # the trial numbers StopOnSignal stopped, appended before they raise
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], Interrupted))
+        if record.exc_info and isinstance(record.exc_info[1], Interrupted):
+            return False
+        msg = record.getMessage()
+        return not any(msg.startswith(f"Trial {n} failed with value ") for n in self.interrupted)
 
 
 class StopOnSignal:
@@ -35,8 +44,8 @@ class StopOnSignal:
         self.requested = False
         self._armed = False
         self._old: dict[int, Any] = {}
-        self._filter = _QuietInterrupted()
         self.interrupted_trials: list[int] = []
+        self._filter = _QuietInterrupted(self.interrupted_trials)
 
     def __enter__(self) -> StopOnSignal:
         logging.getLogger("optuna.study._optimize").addFilter(self._filter)
@@ -74,10 +83,6 @@ class StopOnSignal:
                 self.requested = True
                 self.interrupted_trials.append(trial.number)
                 trial.study.stop()
-                import optuna
-
-                # the run ends with one line saying what was kept: not Optuna's two "Trial N failed" warnings
-                optuna.logging.set_verbosity(optuna.logging.ERROR)
                 raise Interrupted(f"trial {trial.number} interrupted") from None
 
         return run
