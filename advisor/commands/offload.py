@@ -11,31 +11,22 @@ import typer
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int):
-    """Token-id prompts: from --prompt texts, a task's examples, or (tokenizer-less tiny models) seeded ids."""
+    """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
+    tune` traces (`workload_prompts`: the task's examples, or seeded ids for tokenizer-less tiny models)."""
     import torch
 
     from advisor.errors import UserError
+    from advisor.eval.run import encode_prompt, workload_prompts
+    from advisor.eval.tasks import get_task
 
-    texts: list[str] = list(prompt or [])
-    max_new = None
-    if not texts and task:
-        try:
-            from advisor.eval.tasks import get_task
-        except ImportError as e:
-            raise UserError("task prompts need advisor.eval.tasks (not available); pass --prompt TEXT") from e
-        t = get_task(task, limit=limit, seed=seed)
-        texts = [t.prompt(ex) for ex in t.examples[:limit]]
-        max_new = getattr(t, "max_new_tokens", None)
-    if loaded.tokenizer is None:
-        gen = torch.Generator().manual_seed(seed)
-        vocab = int(getattr(loaded.model.config, "vocab_size", 256))
-        n = max(1, len(texts) or limit)
-        return [torch.randint(3, max(4, vocab - 3), (1, 12), generator=gen) for _ in range(n)], max_new, True
-    if not texts:
+    synthetic = loaded.tokenizer is None
+    if prompt and not synthetic:
+        return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
+    if not task and not synthetic:
         raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
-    tok = loaded.tokenizer
-    ids = [torch.tensor([tok.encode(t)], dtype=torch.long) for t in texts]
-    return ids, max_new, False
+    t = get_task(task) if task else None
+    n = len(prompt) if prompt else limit
+    return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
 
 
 def trace_cmd(
