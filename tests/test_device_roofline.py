@@ -100,9 +100,9 @@ max_new_tokens = 8
 
 
 def test_tune_with_gpu_stores_a_time_per_token_whose_device_side_is_the_named_gpus(shm_tmp_path, monkeypatch):
-    """Three measured profiles with the same link and CPU times: the RTX 4090's time per token is the H200's
-    plus the device bytes' extra read time (1008 vs 4800 GB/s); a GPU without figures is priced as the H200
-    and its source says so. One warm-start trial each (every expert resident, misses copied)."""
+    """Three measured profiles with the same link and CPU times: the same copies, but the RTX 4090's time per
+    token is longer than the H200's (its device reads the experts at 1008, not 4800 GB/s); a GPU without
+    figures is priced as the H200 and its source says so. One warm-start trial each (misses copied)."""
     from typer.testing import CliRunner
 
     from advisor.cli import app
