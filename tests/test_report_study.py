@@ -179,6 +179,25 @@ def test_headline_numbers_are_the_stored_ones(report, study):
     assert all(r["peak_gpu_bytes"] <= payload["reference_memory_bytes"] for r in rows)
 
 
+def test_equal_memory_replay_gives_each_precision_every_slot_that_fits(report):
+    """The equal-memory table takes, per precision, the most slots per layer whose cache fits the FP16 headline
+    trial's cache bytes - not the nearest point of the sweep's grid (fp16 got 1 slot where 6 fit)."""
+    payload = json.loads(report.data.read_text())
+    (fp16,) = [r for r in payload["headline"] if r["precision"] == "fp16"]
+    ref = fp16["expert_cache_bytes"]
+    equal = payload["equal_memory"]
+    assert set(equal) == {"fp16", "int8", "int4"}
+    experts = max(p["slots"] for p in payload["sweep"]["points"])  # the sweep's grid ends at every expert
+    for fmt, p in equal.items():
+        per_slot = sum(payload["sweep"]["expert_bytes"][fmt])  # one slot in every MoE layer
+        assert p["cache_bytes"] == p["slots"] * per_slot <= ref, (fmt, p, ref)
+        assert p["slots"] == experts or (p["slots"] + 1) * per_slot > ref, (fmt, p, ref)
+    assert equal["fp16"]["slots"] == fp16["slots_per_layer"][0]  # the headline trial's own cache
+    md = report.markdown.read_text()
+    for fmt, p in equal.items():
+        assert f"| {fmt} | {p['slots']} | {p['cache_bytes'] / 2**20:.3f} MiB | {p['policy']} |" in md, md
+
+
 def test_baseline_is_distinct_experts_times_fp16_bytes(report):
     """FP16-no-cache bytes/token recomputed from first principles on a fresh trace of the same workload."""
     from advisor.report.blocks import forwards_from_trace

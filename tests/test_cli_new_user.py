@@ -1,0 +1,91 @@
+"""What a new user following the README met, through the commands they run: each test failed before its fix.
+
+- `advisor inspect` piped or at 80 columns cut every cell of the layer table (`mod…`, `Lin…`);
+- `advisor inspect --budget 2MiB` said `budget 0.00 GiB` and `MiB/expert 0.00`;
+- `advisor simulate --slots 200%` quoted the parsed `2.0`, not what was typed;
+- a resumed `advisor tune` with nothing to run showed `front 0` beside a front of several points;
+- `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+
+def advisor(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_inspect_at_80_columns_cuts_no_cell_and_sizes_small_budgets_readably(tmp_path):
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", "bundled", "--budget", "2MiB"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "…" not in out, out
+    for i in range(4):  # every layer whole: module name, router, shapes
+        assert f"MoE {i}: model.layers.{i}.mlp.experts" in out, out
+    assert out.count("router Linear") == 4 and "[16,128] / [128,16]" in out, out
+    assert "budget 2.00 MiB: resident weights" in out and "0.00 GiB:" not in out, out
+    bf16 = next(ln for ln in out.splitlines() if ln.strip("│ ").startswith("bf16"))
+    assert "12.00 KiB" in bf16 and "3.00 MiB" in bf16, bf16  # 3 x 16 x 128 bf16 weights per expert, 256 experts
+    wide = CliRunner().invoke(app, ["inspect", "bundled", "--wide"], terminal_width=80)
+    assert wide.exit_code == 0 and "┃ MoE ┃ module" in wide.output and "…" not in wide.output, wide.output
+
+
+def test_simulate_bad_slots_quote_what_was_typed(tmp_path):
+    from advisor.cli import app
+    from advisor.errors import UserError
+    from tests.offload_helpers import cli_trace
+
+    runner = CliRunner()
+    trace = tmp_path / "tr.npz"
+    cli_trace(runner, trace)
+    res = runner.invoke(app, ["simulate", str(trace), "--slots", "200%"])  # `advisor.cli.run` prints it, exit 2
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception).startswith("bad slots '200%': a percentage must be in (0, 100]"), res.exception
+
+
+SPACE = """
+name = "newuser"
+[precision]
+formats = ["int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru", "tide"]
+tau = [1, 4]
+prefetch = ["none"]
+miss = ["copy", "cpu", "hybrid"]
+[objectives]
+time_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+limit = 4
+trace_prompts = 1
+fidelity_prompts = 1
+"""
+
+
+def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_front(tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+    base = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{tmp_path}/s.db", "--study", "u"]
+    first = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    text = " ".join(first.stdout.split())  # the note wraps at 80 columns
+    m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points and baselines\) did not run: the run "
+                  r"reached its trial count first; `--more (\d+)` runs them", text)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, text
+    again = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    front = int(re.search(r"Pareto front of study u \((\d+) points", again.stdout).group(1))
+    live = re.search(r"tuning .* 3/3 front (\d+)", again.stdout)
+    assert live and int(live.group(1)) == front > 0, again.stdout
