@@ -89,3 +89,15 @@ def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_
     front = int(re.search(r"Pareto front of study u \((\d+) points", again.stdout).group(1))
     live = re.search(r"tuning .* 3/3 front (\d+)", again.stdout)
     assert live and int(live.group(1)) == front > 0, again.stdout
+
+
+def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
+    """`--gpu "RTX 4090"` on the committed example: every point fits, the most accurate wins, and the next best
+    has the same accuracy; the reason said `accuracy 0.960 vs 0.960` instead of what broke the tie."""
+    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    r = advisor("recommend", "--storage", str(db), "--gpu", "RTX 4090", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (line,) = [ln for ln in r.stdout.splitlines() if "next best" in ln]
+    assert re.search(r"has the same accuracy 0\.\d{3} and (H2D bytes/token \(a tie\)|\d+\.\d\dx the transfer)$",
+                     line), line
+    assert " vs " not in line, line
