@@ -101,3 +101,14 @@ def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
     assert re.search(r"has the same accuracy 0\.\d{3} and (H2D bytes/token \(a tie\)|\d+\.\d\dx the transfer)$",
                      line), line
     assert " vs " not in line, line
+
+
+def test_a_data_file_the_toy_task_would_not_read_is_refused(tmp_path):
+    """`advisor tune --data my.jsonl` ran the bundled toy task and never read the file, without a word."""
+    (tmp_path / "my.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    r = advisor("tune", "--data", "my.jsonl", "--storage", f"sqlite:///{tmp_path}/t.db", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == ["error: --data my.jsonl: the toy task reads no data file (its problems "
+                                             "are bundled); use --task gsm8k --data FILE for your own question/answer "
+                                             "jsonl"], r.stderr
+    assert not (tmp_path / "t.db").exists() and "advisor tune" not in r.stdout  # before the model loads
