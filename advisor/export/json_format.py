@@ -1,6 +1,6 @@
 """Neutral JSON export: everything about one recommended configuration, versioned and re-importable.
 
-Schema `moe-advisor/export`, version 1 (documented field by field in `advisor/export/SCHEMA.md`).
+Schema `moe-advisor/export`, version 2 (documented field by field in `advisor/export/SCHEMA.md`).
 `load(path)` reads it back (checking schema and version) and returns an `ExportDocument`; its
 `precision_plan()` is an `advisor.quant.plan.PrecisionPlan`, and the file itself can be given wherever the
 advisor takes `--precision` (`PrecisionPlan.parse` recognises the schema and reads its `precision` object).
@@ -22,7 +22,7 @@ from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint
 
 SCHEMA = EXPORT_SCHEMA
-VERSION = 1
+VERSION = 2  # 2: cache.tau and cache.steps_per_block for TIDE
 OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
 REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
 
@@ -45,12 +45,20 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "precision": json.loads(plan_of(cfg.precision).to_json()),
         "precision_per_layer": [sorted(set(row)) for row in cfg.formats],
         "cache": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
-                  "miss_policy": cfg.miss_policy},
+                  "miss_policy": cfg.miss_policy, **_tide(cfg)},
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
         # a study run without --gpu stored no profile: its copies were priced on the default link
         "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),
         "config": point.config,
     }
+
+
+def _tide(cfg: ExportConfig) -> dict[str, int]:
+    """TIDE's schedule parameters; nothing for other policies, which have none."""
+    if cfg.policy != "tide":
+        return {}
+    spb = cfg.decoding.get("steps_per_block")
+    return {"tau": cfg.tau, **({"steps_per_block": int(spb)} if spb else {})}
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
@@ -74,6 +82,12 @@ class ExportDocument:
     @property
     def policy(self) -> str:
         return str(self.doc["cache"]["policy"])
+
+    @property
+    def tau(self) -> int | None:
+        """TIDE's refresh interval (None: the policy is not tide, or the file predates version 2)."""
+        tau = self.doc["cache"].get("tau")
+        return None if tau is None else int(tau)
 
     @property
     def prefetch(self) -> str:

@@ -51,10 +51,20 @@ def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | 
     return next(iter(fmts)) if len(fmts) == 1 else None
 
 
+def tide_tau(config: Mapping[str, Any]) -> int:
+    """TIDE's refresh interval in a stored configuration: its `tau` (the policy's default when a study stored
+    none); 0 for any other policy, which has no interval (a `tau` drawn beside it changed nothing)."""
+    if config.get("policy") != "tide":
+        return 0
+    from advisor.offload.policies import DEFAULT_TAU  # torch-free: the policy's own default
+
+    return int(config.get("tau") or DEFAULT_TAU)
+
+
 def policy_text(config: dict[str, Any]) -> str:
     """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
     p = str(config.get("policy", "?"))
-    return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
+    return f"{p} (tau {tide_tau(config)})" if p == "tide" else p
 
 
 def miss_policy(config: Mapping[str, Any]) -> str:
@@ -117,7 +127,8 @@ class ExportConfig:
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
-    tau: int = 0  # TIDE's refresh interval in forwards/steps (policy tide); 0: not stored (the policy's default)
+    tau: int = 0  # TIDE's refresh interval in denoising steps (policy tide, `tide_tau`); 0 for other policies
+    decoding: dict[str, Any] = field(default_factory=dict)  # how the study generated (stored since 2026-12-03)
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
@@ -221,7 +232,8 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
         precision=precision,
         frequencies=freqs,
         miss_policy=miss_policy(config),
-        tau=int(config.get("tau") or 0),
+        tau=tide_tau(config),
+        decoding=dict(config.get("decoding") or {}),
     )
 
 
