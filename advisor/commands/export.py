@@ -87,9 +87,13 @@ def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) ->
     from advisor.results.trials import dominated_by, read_trial
 
     t = read_trial(storage, study, trial)
+    front_text = _trials_text([p.trial_number for p in front])
+    if t is None:
+        raise UserError(f"trial {trial} is not on the stored front of study {study!r}, and this database keeps no "
+                        f"other trials; front trials: {front_text} (`advisor pareto {study}` shows them)")
     if t.point is None:
         raise UserError(f"trial {trial} of study {study!r} is {t.state.lower()}, not complete: it has no measured "
-                        f"configuration to export; front trials: {_trials_text([p.trial_number for p in front])} "
+                        f"configuration to export; front trials: {front_text} "
                         f"(any complete trial can be exported)")
     if not t.feasible:
         why = f"infeasible: {t.infeasible_reason or 'it breaks the study constraints'}"

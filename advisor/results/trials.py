@@ -38,20 +38,26 @@ class StoredTrial:
 Query = Callable[[str, dict[str, Any]], list[tuple]]
 
 
-def read_trial(url: str, study: str, number: int) -> StoredTrial:
-    """Trial `number` of `study`; a study or trial that does not exist is one clear UserError."""
+def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
+    """Trial `number` of `study`, or None when the database keeps no Optuna trials (only stored fronts); a
+    study or trial that does not exist is one clear UserError."""
     path = sqlite_path(url)
     if path is None:
-        from sqlalchemy import text
+        from sqlalchemy import inspect, text
 
         from advisor.results.store import engine_for
 
-        with engine_for(url).connect() as c:
+        engine = engine_for(url)
+        if not inspect(engine).has_table("trials"):
+            return None
+        with engine.connect() as c:
             return _read(lambda sql, args: list(c.execute(text(sql), args)), study, number)
     require_database(url)
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'").fetchone():
+                return None
             return _read(lambda sql, args: con.execute(sql, args).fetchall(), study, number)
         finally:
             con.close()
