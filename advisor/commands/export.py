@@ -92,7 +92,8 @@ def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) ->
         raise UserError(f"trial {trial} is not on the stored front of study {study!r}, and this database keeps no "
                         f"other trials; front trials: {front_text} (`advisor pareto {study}` shows them)")
     if t.point is None:
-        raise UserError(f"trial {trial} of study {study!r} is {t.state.lower()}, not complete: it has no measured "
+        state = {"FAIL": "failed", "WAITING": "queued"}.get(t.state, t.state.lower())
+        raise UserError(f"trial {trial} of study {study!r} is {state}, not complete: it has no measured "
                         f"configuration to export; front trials: {front_text} "
                         f"(any complete trial can be exported)")
     if not t.feasible:

@@ -25,7 +25,7 @@ from pprint import pformat
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, miss_note, model_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_path, tide_kw
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
@@ -198,12 +198,6 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
                          "(pip install \"moe-advisor[hf]\")"]
     return ExportResult("hf", _script(point, cfg, data, notes), data, list(notes))
-
-
-def tide_kw(cfg: ExportConfig) -> dict[str, int]:
-    """The runtime's TIDE keywords: the study's tau, and its steps per block when the study recorded them."""
-    spb = int(cfg.decoding.get("steps_per_block") or 0)
-    return {"tau": cfg.tau, **({"steps_per_block": spb} if spb else {})}
 
 
 def tide_schedule_lines(kw: dict[str, int]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import UserError
-from advisor.export.base import ExportResult
+from advisor.export.base import ExportResult, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
@@ -45,20 +45,13 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "precision": json.loads(plan_of(cfg.precision).to_json()),
         "precision_per_layer": [sorted(set(row)) for row in cfg.formats],
         "cache": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
-                  "miss_policy": cfg.miss_policy, **_tide(cfg)},
+                  "miss_policy": cfg.miss_policy,
+                  **(tide_kw(cfg) if cfg.policy == "tide" else {})},  # other policies have no interval
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
         # a study run without --gpu stored no profile: its copies were priced on the default link
         "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),
         "config": point.config,
     }
-
-
-def _tide(cfg: ExportConfig) -> dict[str, int]:
-    """TIDE's schedule parameters; nothing for other policies, which have none."""
-    if cfg.policy != "tide":
-        return {}
-    spb = cfg.decoding.get("steps_per_block")
-    return {"tau": cfg.tau, **({"steps_per_block": int(spb)} if spb else {})}
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:

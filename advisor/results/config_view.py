@@ -52,19 +52,15 @@ def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | 
 
 
 def tide_tau(config: Mapping[str, Any]) -> int:
-    """TIDE's refresh interval in a stored configuration: its `tau` (the policy's default when a study stored
-    none); 0 for any other policy, which has no interval (a `tau` drawn beside it changed nothing)."""
-    if config.get("policy") != "tide":
-        return 0
-    from advisor.offload.policies import DEFAULT_TAU  # torch-free: the policy's own default
-
-    return int(config.get("tau") or DEFAULT_TAU)
+    """TIDE's refresh interval in a stored configuration (0: not stored); 0 for any other policy, which has no
+    interval (a `tau` drawn beside it changed nothing)."""
+    return int(config.get("tau") or 0) if config.get("policy") == "tide" else 0
 
 
 def policy_text(config: dict[str, Any]) -> str:
     """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
     p = str(config.get("policy", "?"))
-    return f"{p} (tau {tide_tau(config)})" if p == "tide" else p
+    return f"{p} (tau {tide_tau(config)})" if tide_tau(config) else p
 
 
 def miss_policy(config: Mapping[str, Any]) -> str:
@@ -127,7 +123,7 @@ class ExportConfig:
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
-    tau: int = 0  # TIDE's refresh interval in denoising steps (policy tide, `tide_tau`); 0 for other policies
+    tau: int = 0  # TIDE's refresh interval in denoising steps (policy tide, `tide_tau`; 0: not stored)
     decoding: dict[str, Any] = field(default_factory=dict)  # how the study generated (stored since 2026-12-03)
 
     def layer_formats(self, layer: int) -> set[str]:
