@@ -200,6 +200,7 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
 
     import optuna
 
+    from advisor.export.json_format import load
     from advisor.recommend import load_points
     from advisor.results.front import dominates
     from advisor.results.trials import read_trial
@@ -233,6 +234,10 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
     assert docs[tide.number]["cache"]["tau"] == tide.user_attrs["config"]["tau"] > 0
     assert docs[tide.number]["cache"]["steps_per_block"] == 8
     assert "tau" not in docs[lru.number]["cache"] and "steps_per_block" not in docs[lru.number]["cache"]
+    for t in (tide, lru):  # and read back so
+        (tmp_path / f"{t.number}.json").write_text(json.dumps(docs[t.number]))
+    assert load(tmp_path / f"{tide.number}.json").tau == tide.user_attrs["config"]["tau"]
+    assert load(tmp_path / f"{lru.number}.json").tau is None
     code = ("import sys\nfrom advisor.cli import app\ntry:\n"
             f"    app(['export', 'b', '{lru.number}', '--to', 'hf', '--storage', {url!r}])\nexcept SystemExit:\n    pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
