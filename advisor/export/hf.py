@@ -273,8 +273,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
                                                       "  # the study stored none: pass max_new_tokens etc."),
               "", "",
               "def generate_ids(input_ids, **overrides):",
-              '    """New token ids after the prompts `input_ids` [B, L], decoded as the study decoded; on_forward gives '
-              "the",
-              "    runtime each forward's denoising step and block, which its policy and prefetch follow.\"\"\"",
+              '    """New token ids after the prompts `input_ids` [B, L], decoded as the study decoded; on_forward',
+              "    gives the runtime each forward's denoising step and block, which its policy and prefetch follow.\"\"\"",
               "    return generate(loaded, input_ids, on_forward=runtime.on_forward, **{**decoding, **overrides})"]
     return "\n".join(L) + "\n"

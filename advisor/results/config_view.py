@@ -59,8 +59,8 @@ def tide_tau(config: Mapping[str, Any]) -> int:
 
 def policy_text(config: dict[str, Any]) -> str:
     """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
-    p = str(config.get("policy", "?"))
-    return f"{p} (tau {tide_tau(config)})" if tide_tau(config) else p
+    p, tau = str(config.get("policy", "?")), tide_tau(config)
+    return f"{p} (tau {tau})" if tau else p
 
 
 def miss_policy(config: Mapping[str, Any]) -> str:
