@@ -9,6 +9,7 @@ registered (created by another tool) is still listed, with what can be known abo
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,27 @@ class StudySummary:
     n_waiting: int = 0
     """Queued trials (re-queued after an interruption or a dead worker, or seeded) that nobody runs yet."""
     objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
+
+
+def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
+    """The user attributes Optuna stored for study `name` (what `advisor tune` compares on resume), read by
+    plain SQL so that nothing is created or written; {} when the database, its tables or the study are
+    not there yet."""
+    from advisor.results.storage import sqlite_path
+
+    path = sqlite_path(str(engine.url))
+    if path is not None and not path.is_file():  # connecting would create the file
+        return {}
+    try:
+        if not {"studies", "study_user_attributes"} <= set(inspect(engine).get_table_names()):
+            return {}
+        q = text("SELECT a.key, a.value_json FROM study_user_attributes a "
+                 "JOIN studies s ON s.study_id = a.study_id WHERE s.study_name = :name")
+        with engine.connect() as c:
+            return {k: json.loads(v) for k, v in c.execute(q, {"name": name})}
+    except (DatabaseError, ValueError) as e:
+        raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); "
+                        "point --storage at the file `advisor tune` wrote") from e
 
 
 def list_studies(engine: Engine) -> list[StudySummary]:
