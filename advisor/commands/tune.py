@@ -295,18 +295,20 @@ def register(app: typer.Typer) -> None:
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
-        studies = {s.name: s for s in list_studies(engine)}
+        summary = next(iter(list_studies(engine, study)), None)  # this study's rows only
         if not points:
-            names = list(studies)
-            if study not in names:
+            if summary is None:
+                names = [s.name for s in list_studies(engine)]
                 raise UserError(f"no study named {study!r} in {storage} (studies there: {', '.join(names) or 'none'}); "
                                 "see `advisor studies`")
             raise UserError(f"study {study!r} has no stored front yet (no feasible finished trial); run more trials")
         console = Console()
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
-        title = f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} ({len(points)} points)"
-        print_front(console, points, title, list(studies[study].objectives or {}) if study in studies else [],
+        trials = f"; {summary.n_complete} finished trials, {summary.n_failed} failed" if summary else ""
+        title = (f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} "
+                 f"({len(points)} points{trials})")
+        print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if plots:
             from advisor.tune.plots import write_html, write_png
