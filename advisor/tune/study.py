@@ -130,15 +130,29 @@ def _hardware_text(hw: dict[str, Any] | None) -> str:
     return f"{hw.get('name')!r} ({hw.get('source')})" if hw else "no --gpu (default link, H200 device)"
 
 
+def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Refuse to resume study `name` (its stored user attributes `stored`) on another hardware profile: the
+    profile's link and GPU (device roofline) price time_per_token, so two on one front do not compare."""
+    if "hardware" in stored and _hardware_key(stored["hardware"]) != _hardware_key(meta["hardware"]):
+        raise UserError(f"study {name!r} was run with GPU profile {_hardware_text(stored['hardware'])}, "
+                        f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
+
+
+def refuse_other_hardware(storage: str, name: str, profile: Any) -> None:
+    """Before the model loads (minutes for a real one): the resume check of the hardware profile, which
+    needs no model, on the study as stored (read only; nothing is written)."""
+    from advisor.results.registry import study_user_attrs
+    from advisor.results.store import engine_for
+
+    _check_hardware(name, study_user_attrs(engine_for(storage), name), {"hardware": _profile_dict(profile)})
+
+
 def _check_resume(study: Any, meta: dict[str, Any]) -> None:
     """Refuse to mix incomparable trials in one study."""
     old = study.user_attrs
     if not old:
         return
-    if "hardware" in old and _hardware_key(old["hardware"]) != _hardware_key(meta["hardware"]):
-        # the profile's link and GPU (device roofline) price time_per_token: two on one front do not compare
-        raise UserError(f"study {study.study_name!r} was run with GPU profile {_hardware_text(old['hardware'])}, "
-                        f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
+    _check_hardware(study.study_name, old, meta)
     for key, what in (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
                       ("budget_bytes", "memory budget"), ("objectives", "objectives")):
         if key in old and old[key] != meta[key]:
