@@ -52,10 +52,16 @@ def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | 
     return next(iter(fmts)) if len(fmts) == 1 else None
 
 
+def tide_tau(config: Mapping[str, Any]) -> int:
+    """TIDE's refresh interval in a stored configuration (0: not stored); 0 for any other policy, which has no
+    interval (a `tau` drawn beside it changed nothing)."""
+    return int(config.get("tau") or 0) if config.get("policy") == "tide" else 0
+
+
 def policy_text(config: dict[str, Any]) -> str:
     """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
-    p = str(config.get("policy", "?"))
-    return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
+    p, tau = str(config.get("policy", "?")), tide_tau(config)
+    return f"{p} (tau {tau})" if tau else p
 
 
 def miss_policy(config: Mapping[str, Any]) -> str:
@@ -72,7 +78,7 @@ class StoredCache:
     policy: str
     prefetch: str
     miss: str  # copy | cpu | hybrid
-    tau: int  # TIDE's refresh interval (policy tide); 0: not stored (the policy's default)
+    tau: int  # TIDE's refresh interval (policy tide, `tide_tau`); 0: not stored (the policy's default), or not tide
 
 
 def cache_of(config: Mapping[str, Any], n_experts: Sequence[int]) -> StoredCache:
@@ -88,7 +94,7 @@ def cache_of(config: Mapping[str, Any], n_experts: Sequence[int]) -> StoredCache
         raise UserError(f"config['slots_per_layer'] has {len(slots)} entries for {len(n_experts)} MoE layers")
     return StoredCache(slots=tuple(slots), policy=str(config.get("policy", "lru")),
                        prefetch=str(config.get("prefetch", "none")), miss=miss_policy(config),
-                       tau=int(config.get("tau") or 0))
+                       tau=tide_tau(config))
 
 
 def miss_text(config: dict[str, Any]) -> str:
@@ -145,7 +151,8 @@ class ExportConfig:
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
-    tau: int = 0  # TIDE's refresh interval in forwards/steps (policy tide); 0: not stored (the policy's default)
+    tau: int = 0  # TIDE's refresh interval in denoising steps (policy tide, `tide_tau`; 0: not stored)
+    decoding: dict[str, Any] = field(default_factory=dict)  # how the study generated (stored since 2026-12-03)
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
@@ -243,6 +250,7 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
         frequencies=freqs,
         miss_policy=cache.miss,
         tau=cache.tau,
+        decoding=dict(config.get("decoding") or {}),
     )
 
 

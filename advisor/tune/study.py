@@ -27,7 +27,7 @@ from advisor.errors import UserError
 from advisor.hardware.profiles import HardwareProfile
 from advisor.results import storage as st
 from advisor.results.evalcache import EvalCache
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, trial_point
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
@@ -205,26 +205,8 @@ def front_points(study: Any) -> list[FrontPoint]:
     """`study.best_trials` (feasible, non-dominated) as front points with configs, values and sources."""
     meta = study.user_attrs
     names = list(study.metric_names or meta.get("objectives", {}))
-    points = []
-    for t in sorted(study.best_trials, key=lambda t: t.number):
-        values = dict(t.user_attrs.get("values") or {})
-        for m, v in zip(names, t.values or [], strict=False):
-            values.setdefault(m, float(v))
-        points.append(FrontPoint(
-            study_name=study.study_name,
-            trial_number=t.number,
-            model=str(meta.get("model", "?")),
-            model_fingerprint=str(meta.get("model_fingerprint", "")),
-            task=str(meta.get("task", "?")),
-            config=dict(t.user_attrs.get("config") or {"params": t.params}),
-            values={k: float(v) for k, v in values.items()},
-            sources=dict(t.user_attrs.get("sources") or {}),
-            device=str(t.user_attrs.get("device", meta.get("device", "cpu"))),
-            hardware=dict(meta.get("hardware") or {}),
-            space=str(meta.get("space", "")),
-            budget_bytes=meta.get("budget_bytes"),
-        ))
-    return points
+    return [trial_point(study.study_name, meta, names, t.number, t.values, t.user_attrs, t.params)
+            for t in sorted(study.best_trials, key=lambda t: t.number)]
 
 
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
