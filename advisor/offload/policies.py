@@ -322,6 +322,10 @@ class FreqLRU(LFUDecay):
         self.last.update(dict.fromkeys(ids, self._clock))
 
 
+DEFAULT_TAU = 4
+"""TIDE's refresh interval when a configuration names none (the tuner's default `cache.tau`)."""
+
+
 class IntervalRefresh(Policy):
     """TIDE-style placement for diffusion LLMs (arXiv 2605.20179): the slot set is re-chosen from the
     current denoising step's tokens per expert every `tau` steps, and left alone in between.
@@ -338,7 +342,7 @@ class IntervalRefresh(Policy):
 
     name = "tide"
 
-    def __init__(self, capacity: int, tau: int = 4, steps_per_block: int = 0):
+    def __init__(self, capacity: int, tau: int = DEFAULT_TAU, steps_per_block: int = 0):
         super().__init__(capacity)
         if tau < 1:
             raise ValueError(f"tau must be >= 1, got {tau}")
@@ -352,6 +356,11 @@ class IntervalRefresh(Policy):
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:
             return False
         return ctx.block == 0 or ctx.step % self.tau == 0
+
+    def schedule(self, blocks: int = 2) -> list[list[int]]:
+        """The denoising steps of each of the first `blocks` blocks whose look-ups may refresh the slot set
+        (by `refreshes`: what an exported recipe states). Needs `steps_per_block`."""
+        return [[s for s in range(self.steps_per_block) if self.refreshes(Ctx(-1, s, b))] for b in range(blocks)]
 
     def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
         self.tokens = tokens
