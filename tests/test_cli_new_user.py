@@ -112,3 +112,15 @@ def test_a_data_file_the_toy_task_would_not_read_is_refused(tmp_path):
                                              "are bundled); use --task gsm8k --data FILE for your own question/answer "
                                              "jsonl"], r.stderr
     assert not (tmp_path / "t.db").exists() and "advisor tune" not in r.stdout  # before the model loads
+
+
+def test_profile_refuses_an_empty_or_negative_expert_shape_before_measuring(tmp_path):
+    """`advisor profile --cpu --expert-shape 0x5` measured the link, then died in a traceback (amax of an empty
+    tensor); `-4x8` in torch's negative-dimension error."""
+    for shape in ("0x5", "-4x8", "8x0"):
+        r = advisor("profile", "--cpu", f"--expert-shape={shape}", "--profiles-dir", str(tmp_path / "pp"),
+                    cwd=tmp_path, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [f"error: bad --expert-shape '{shape}': both sizes must be positive, "
+                                                 "e.g. 2048x1024"], r.stderr
+        assert not (tmp_path / "pp").exists()

@@ -103,6 +103,7 @@ def register(app: typer.Typer) -> None:
                            f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
                            f"{device}  [{p.source}]")
             return
+        shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
         from advisor.hardware import measure as hardware_measure
 
         if hardware_measure.cuda_available():
@@ -114,7 +115,6 @@ def register(app: typer.Typer) -> None:
                             "a host memcpy profile for modelled times")
         import dataclasses
 
-        shapes = _expert_shapes(expert_shape or [], model)
         if shapes:
             from advisor.offload.cpu_profile import measure_cpu_experts
 
@@ -143,6 +143,8 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
             h, i = (int(x) for x in spec.lower().split("x"))
         except ValueError as e:
             raise UserError(f"bad --expert-shape '{spec}'; give HIDDENxFFN, e.g. 2048x1024") from e
+        if h <= 0 or i <= 0:
+            raise UserError(f"bad --expert-shape '{spec}': both sizes must be positive, e.g. 2048x1024")
         shapes.append((h, i))
     if model:
         from advisor.models.load import load_model
