@@ -16,6 +16,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+
 
 def advisor(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
@@ -94,8 +96,7 @@ def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_
 def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
     """`--gpu "RTX 4090"` on the committed example: every point fits, the most accurate wins, and the next best
     has the same accuracy; the reason said `accuracy 0.960 vs 0.960` instead of what broke the tie."""
-    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    r = advisor("recommend", "--storage", str(db), "--gpu", "RTX 4090", cwd=tmp_path)
+    r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (line,) = [ln for ln in r.stdout.splitlines() if "next best" in ln]
     assert re.search(r"has the same accuracy 0\.\d{3} and (H2D bytes/token \(a tie\)|\d+\.\d\dx the transfer)$",
@@ -124,3 +125,17 @@ def test_profile_refuses_an_empty_or_negative_expert_shape_before_measuring(tmp_
         assert r.stderr.strip().splitlines() == [f"error: bad --expert-shape '{shape}': both sizes must be positive, "
                                                  "e.g. 2048x1024"], r.stderr
         assert not (tmp_path / "pp").exists()
+
+
+def test_a_bad_budgets_or_memory_value_names_its_option_and_the_shares_it_takes(tmp_path):
+    """`--budgets 10%,abc` said `budget 'abc' is not a size; use e.g. 12GiB` - neither which option nor that
+    shares such as 25% are what `--budgets`/`--memory` usually take."""
+    for args, option in ((["tune", "--budgets", "10%,abc", "--storage", f"sqlite:///{tmp_path}/t.db"], "--budgets"),
+                         (["report", "bundled-example", "--memory", "abc", "--storage", str(EXAMPLE_DB), "-o",
+                           str(tmp_path / "r")], "--memory")):
+        r = advisor(*args, cwd=tmp_path, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [f"error: {option}: budget 'abc' is not a size; use e.g. 12GiB, 24GB, "
+                                                 "8000MiB; or a share such as 25% (of the FP16 expert bytes, beside "
+                                                 "the resident weights)"], r.stderr
+        assert not (tmp_path / "t.db").exists() and not (tmp_path / "r").exists()
