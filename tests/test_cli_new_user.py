@@ -2,13 +2,15 @@
 
 - `advisor inspect` piped or at 80 columns cut every cell of the layer table (`mod…`, `Lin…`);
 - `advisor inspect --budget 2MiB` said `budget 0.00 GiB` and `MiB/expert 0.00`;
-- `advisor simulate --slots 200%` quoted the parsed `2.0`, not what was typed;
+- `advisor simulate --slots 200%` quoted the parsed `2.0`, not what was typed; with `--prefetch` its hits and
+  misses did not add up to the look-ups, and a policy passed "belady (bound)", without a word;
 - a resumed `advisor tune` with nothing to run showed `front 0` beside a front of several points;
 - `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -41,7 +43,7 @@ def test_inspect_at_80_columns_cuts_no_cell_and_sizes_small_budgets_readably(tmp
     assert wide.exit_code == 0 and "┃ MoE ┃ module" in wide.output and "…" not in wide.output, wide.output
 
 
-def test_simulate_bad_slots_quote_what_was_typed(tmp_path):
+def test_simulate_quotes_bad_slots_as_typed_and_names_prefetch_hits(tmp_path):
     from advisor.cli import app
     from advisor.errors import UserError
     from tests.offload_helpers import cli_trace
@@ -52,6 +54,16 @@ def test_simulate_bad_slots_quote_what_was_typed(tmp_path):
     res = runner.invoke(app, ["simulate", str(trace), "--slots", "200%"])  # `advisor.cli.run` prints it, exit 2
     assert isinstance(res.exception, UserError), res.output
     assert str(res.exception).startswith("bad slots '200%': a percentage must be in (0, 100]"), res.exception
+
+    # with prefetch, hits + misses no longer add up to the look-ups: the run says where the rest went
+    js = tmp_path / "p.json"
+    res = runner.invoke(app, ["simulate", str(trace), "--slots", "2", "--prefetch", "lookahead", "--policy", "lru",
+                              "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    (lru,) = [r for r in json.loads(js.read_text())["results"] if r["policy"] == "lru"]
+    assert lru["prefetch_hits"] > 0 and lru["hits"] + lru["misses"] + lru["prefetch_hits"] == lru["lookups"]
+    assert (f"note: prefetch hits (look-ups served by a prefetched expert, in neither hits nor misses): "
+            f"lru {lru['prefetch_hits']};") in " ".join(res.output.split()), res.output
 
 
 SPACE = """

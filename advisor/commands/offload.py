@@ -139,6 +139,11 @@ def simulate_cmd(
                   f"tokens: {tokens} generated (counted)")
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
+    staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
+    if staged:  # lookups = hits + prefetch hits + misses: say where the look-ups the table leaves out went
+        console.print("note: prefetch hits (look-ups served by a prefetched expert, in neither hits nor misses): "
+                      + ", ".join(f"{name} {n}" for name, n in staged.items())
+                      + "; Belady's MIN is computed without prefetch, so a policy with it can pass the bound")
     if json_out:
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, indent=2))
