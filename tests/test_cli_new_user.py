@@ -151,3 +151,10 @@ def test_a_bad_budgets_or_memory_value_names_its_option_and_the_shares_it_takes(
                                                  "8000MiB; or a share such as 25% (of the FP16 expert bytes, beside "
                                                  "the resident weights)"], r.stderr
         assert not (tmp_path / "t.db").exists() and not (tmp_path / "r").exists()
+
+
+def test_studies_blocks_say_the_update_time_is_utc(tmp_path):
+    """The wide table heads the column `updated (UTC)`; the 80-column blocks said only `updated 2026-12-03 16:28`."""
+    r = advisor("studies", "--storage", str(EXAMPLE_DB), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^   updated \d{4}-\d\d-\d\d \d\d:\d\d UTC$", r.stdout, re.M), r.stdout

@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *map(str, numbers), updated)
             records.append((r.name, [("model", r.model), ("task", r.task), ("space", r.space), ("budget", budget),
                                      ("device", r.device), *zip(counts, map(str, numbers), strict=True),
-                                     ("updated", updated)]))
+                                     ("updated", updated + " UTC" if r.updated_at else updated)]))
         print_fitted(console, table, records, wide=wide)
 
     @app.command("pareto")
