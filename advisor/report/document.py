@@ -343,7 +343,11 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "Stored metric sources: " + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(sources.items())),
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
-                    for r in c.headline if r.trial is not None) + ".",
+                    for r in c.headline if r.trial is not None) + "."
+        + (" Hybrid trials split their misses by this host's CPU expert times measured now (the study does not "
+           "store the ones it ran with), so their bytes can differ from the stored ones; copy and cpu trials "
+           "replay to the stored bytes." if not getattr(c.wb.profile, "cpu_experts", None)
+           and any(r.miss == "hybrid" for r in c.headline if r.trial is not None) else ""),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
         "Routing under quantized experts is recorded per precision (it can differ from FP16).",
