@@ -158,3 +158,16 @@ def test_studies_blocks_say_the_update_time_is_utc(tmp_path):
     r = advisor("studies", "--storage", str(EXAMPLE_DB), cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
     assert re.search(r"^   updated \d{4}-\d\d-\d\d \d\d:\d\d UTC$", r.stdout, re.M), r.stdout
+
+
+def test_profile_measures_cpu_experts_with_the_threads_tune_uses(tmp_path):
+    """`advisor profile --model M` measured CPU experts with torch's default threads (every core): on a busy
+    2-core host int4 took 8 ms per token instead of 0.1 ms, and `tune` itself measures with --threads 1."""
+    for args, threads in (([], 1), (["--threads", "2"], 2)):
+        out = tmp_path / f"pp{threads}"
+        r = advisor("profile", "--cpu", "--repeats", "1", "--expert-shape", "64x32", "--profiles-dir", str(out),
+                    *args, cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr
+        (saved,) = out.glob("*.json")
+        cpu = json.loads(saved.read_text())["cpu_experts"]
+        assert cpu["threads"] == threads and f"{threads} threads" in cpu["source"], cpu

@@ -83,6 +83,8 @@ def register(app: typer.Typer) -> None:
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
                                          "expert shapes (HF id, directory, tiny:<family>, bundled)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for the CPU expert times "
+                                    "(default 1, as `advisor tune` runs; give the threads your runtime uses)."),
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
         --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
@@ -116,7 +118,11 @@ def register(app: typer.Typer) -> None:
         import dataclasses
 
         if shapes:
+            import torch
+
             from advisor.offload.cpu_profile import measure_cpu_experts
+
+            torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
             prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())
         if name:
