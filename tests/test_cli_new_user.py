@@ -95,8 +95,8 @@ def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_
     first = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     text = " ".join(first.stdout.split())  # the note wraps at 80 columns
-    m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points and baselines\) did not run: the run "
-                  r"reached its trial count first; `--more (\d+)` runs them", text)
+    m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points and baselines, retries\) did not run: "
+                  r"the run reached its trial count first; `--more (\d+)` runs them", text)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, text
     again = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -355,8 +355,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     if result.n_waiting:  # e.g. --budgets enqueues more points than --trials runs: say so, not silently skip
-        console.print(f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines) did not "
-                      f"run: the run reached its trial count first; `--more {result.n_waiting}` runs them", markup=False)
+        console.print(f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines, "
+                      f"retries) did not run: the run reached its trial count first; `--more {result.n_waiting}` "
+                      "runs them", markup=False)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
              f"{result.n_complete} finished trials, {result.n_infeasible} over budget, {result.n_failed} failed)")
     if result.front:

@@ -77,7 +77,7 @@ class TuneResult:
     elapsed_s: float
     extra: dict[str, Any] = field(default_factory=dict)
     n_waiting: int = 0
-    """Enqueued trials (warm start, --budgets points and baselines) still queued when the run ended."""
+    """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
