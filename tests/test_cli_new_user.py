@@ -3,7 +3,8 @@
 - `advisor inspect` piped or at 80 columns cut every cell of the layer table (`mod…`, `Lin…`);
 - `advisor inspect --budget 2MiB` said `budget 0.00 GiB` and `MiB/expert 0.00`;
 - `advisor simulate --slots 200%` quoted the parsed `2.0`, not what was typed; with `--prefetch` its hits and
-  misses did not add up to the look-ups, and a policy passed "belady (bound)", without a word;
+  misses did not add up to the look-ups, and a policy passed "belady (bound)", without a word; a `--precision`
+  plan naming layers the trace lacks was replayed as if it fitted;
 - a resumed `advisor tune` with nothing to run showed `front 0` beside a front of several points;
 - `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word.
 """
@@ -55,6 +56,11 @@ def test_simulate_quotes_bad_slots_as_typed_and_names_prefetch_hits(tmp_path):
     assert isinstance(res.exception, UserError), res.output
     assert str(res.exception).startswith("bad slots '200%': a percentage must be in (0, 100]"), res.exception
 
+    # a plan naming a layer or an expert the traced model lacks was replayed as if it fitted
+    for plan, why in (("default=int4;layers=0-9:int8", "precision plan names MoE layer 9 but the model has 2 (0-1)"),
+                      ("default=int4;experts=1.70:int8", "precision plan names expert 70 of MoE layer 1, which has")):
+        res = runner.invoke(app, ["simulate", str(trace), "--precision", plan])
+        assert isinstance(res.exception, UserError) and str(res.exception).startswith(why), res.output
     # with prefetch, hits + misses no longer add up to the look-ups: the run says where the rest went
     js = tmp_path / "p.json"
     res = runner.invoke(app, ["simulate", str(trace), "--slots", "2", "--prefetch", "lookahead", "--policy", "lru",

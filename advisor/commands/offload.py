@@ -113,7 +113,12 @@ def simulate_cmd(
         raise UserError(f"--miss must be copy or cpu here, got {miss!r} (hybrid needs a CPU profile: use `advisor "
                         "tune` with cache.miss, or benchmarks.offload_strategies)")
     profile = _profile(gpu or None)
-    plan = precision or None
+    plan = None
+    if precision:  # a plan naming layers or experts the traced model lacks is refused, not silently cut
+        from advisor.quant.plan import PrecisionPlan
+
+        plan = PrecisionPlan.parse(precision)
+        plan.check_fits(trace.num_experts)
     seqs = trace.access_sequences(token_scope)
     tokens = trace.generated_tokens or 1
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
