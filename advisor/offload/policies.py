@@ -336,8 +336,9 @@ class IntervalRefresh(Policy):
     slot of a resident outside that set - one this forward does not use (oldest first), else the used one
     with the fewest tokens, which then computes as a miss in this forward (TIDE swaps the set even when a
     step touches nearly every expert). Demotions never exceed promotions. Between refreshes nothing is
-    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1) every
-    `tau`-th forward refreshes. The one policy that may demote an expert its forward uses.
+    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1), and in
+    autoregressive decoding (one forward per block: `steps_per_block` 1), every `tau`-th forward refreshes.
+    The one policy that may demote an expert its forward uses.
     """
 
     name = "tide"
@@ -351,7 +352,7 @@ class IntervalRefresh(Policy):
 
     def refreshes(self, ctx: Ctx) -> bool:
         """Whether the look-ups of forward `ctx` may change the slot set."""
-        if ctx.step < 0:
+        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or no denoising steps to count
             return ctx.forward % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:
             return False

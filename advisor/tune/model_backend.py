@@ -98,12 +98,11 @@ class ModelBackend:
     def decoding(self) -> dict[str, Any]:
         """How the study decodes, stored with each trial's configuration so that an export decodes alike:
         `generate` the keywords every generation here gets (`advisor.models.generate.generate`), and the
-        denoising steps each block gets (0: not fixed by the task), which TIDE's schedule needs."""
-        kw = self.gen_kwargs
-        steps, block = kw.get("steps"), kw.get("block_length")
-        blocks = max(1, self.max_new_tokens // int(block)) if block else 1
-        return {"generate": {"max_new_tokens": self.max_new_tokens, "seed": self.settings.seed, **kw},
-                "steps_per_block": int(steps) // blocks if steps else 0}
+        forwards each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs."""
+        from advisor.models.generate import steps_per_block
+
+        gen = {"max_new_tokens": self.max_new_tokens, "seed": self.settings.seed, **self.gen_kwargs}
+        return {"generate": gen, "steps_per_block": steps_per_block(self.loaded, **gen)}
 
     def prompts(self, n: int) -> list[Any]:
         """Token ids [1, L] of n prompts of the workload (`advisor.eval.run.workload_prompts`)."""
