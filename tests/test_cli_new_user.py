@@ -177,3 +177,12 @@ def test_profile_measures_cpu_experts_with_the_threads_tune_uses(tmp_path):
         (saved,) = out.glob("*.json")
         cpu = json.loads(saved.read_text())["cpu_experts"]
         assert cpu["threads"] == threads and f"{threads} threads" in cpu["source"], cpu
+
+
+def test_simulate_of_a_file_that_is_no_archive_does_not_advise_unpickling_it(tmp_path):
+    """A text file given as a trace was reported with numpy's advice to load it with `allow_pickle=`."""
+    (tmp_path / "t.npz").write_text("garbage\n")
+    r = advisor("simulate", "t.npz", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: 't.npz' is not a routing trace this tool wrote (not an .npz "
+                                             "archive); record one with `advisor trace MODEL -o FILE`"], r.stderr
