@@ -349,7 +349,8 @@ def _why(rec: Recommendation) -> list[str]:
     acc = p.values.get("accuracy")
     if c.floor is not None and acc is not None:
         ref = rec.references.get(p.study_name)
-        basis = (f" (= {ref.accuracy:.3f} of trial #{ref.trial}, {ref.how}, minus {q.max_accuracy_drop})"
+        basis = (f" (= {ref.accuracy:.3f} of trial #{ref.trial} minus {q.max_accuracy_drop}; trial #{ref.trial}: "
+                 f"{ref.how})"
                  if ref and q.max_accuracy_drop is not None and (q.min_accuracy is None or c.floor > q.min_accuracy)
                  else "")
         out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")

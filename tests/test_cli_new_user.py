@@ -186,3 +186,13 @@ def test_simulate_of_a_file_that_is_no_archive_does_not_advise_unpickling_it(tmp
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == ["error: 't.npz' is not a routing trace this tool wrote (not an .npz "
                                              "archive); record one with `advisor trace MODEL -o FILE`"], r.stderr
+
+
+def test_recommend_floor_reason_reads_in_order(tmp_path):
+    """The floor's basis ended `... the highest-precision uniform plan in the study), minus 0.01)`: the drop came
+    after the description (and after its note, when the reference is not full precision)."""
+    r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
+                "--prefer", "latency", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ("  - accuracy 0.960 >= floor 0.940 (= 0.950 of trial #14 minus 0.01; trial #14: uniform fp16 plan (the "
+            "highest-precision uniform plan in the study))") in r.stdout.splitlines(), r.stdout
