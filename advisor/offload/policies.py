@@ -183,7 +183,7 @@ class LFU(Policy):
     def _victims(self, n, protected, ctx):
         count, last = self.count, self.last
         cands = [k for k in self.resident if k not in protected]
-        return heapq.nsmallest(n, cands, key=lambda k: (count[k], last[k]))
+        return heapq.nsmallest(n, cands, key=lambda k: (count.get(k, 0.0), last.get(k, 0)))
 
 
 class LFUDecay(LFU):
