@@ -95,18 +95,18 @@ class CacheLayer:
         row[1] += nh
         from_stage: list[int] = []
         on_cpu: list[int] = []
-        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None and self._need_tokens else None
-        if self.staged:
-            staged = self.staged
-            from_stage = [e for e in acc.admitted if e in staged] + [e for e in acc.streamed if e in staged]
-            self.staged = {}
-        copied: list[int] = []
         placed: list[int] = []
+        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None and self._need_tokens else None
+        copied = acc.admitted + acc.streamed  # the misses (until some come from staging or go to the CPU)
+        if self.staged:  # staged experts serve this look-up only
+            staged, self.staged = self.staged, {}
+            from_stage = [e for e in copied if e in staged]
+            if from_stage:
+                copied = [e for e in copied if e not in staged]
         if nm:
-            fs = set(from_stage)
-            missed = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
-            copied, on_cpu = split_misses(missed, tok, self.miss, self.threshold, self.costs, acc.hits + from_stage,
-                                          acc.admitted)  # hybrid with a cost model balances CPU and link
+            if self.miss != "copy":  # hybrid with a cost model balances CPU and link
+                copied, on_cpu = split_misses(copied, tok, self.miss, self.threshold, self.costs,
+                                              acc.hits + from_stage, acc.admitted)
             if on_cpu:
                 adm = set(acc.admitted)
                 placed = [e for e in on_cpu if e in adm]
