@@ -18,8 +18,8 @@ Prefetch (`Policy.prefetch`) admits experts ahead of use with the same victim ru
 Per-lookup Python is kept small because the simulator replays millions of look-ups through these very
 objects: set/dict membership, one plain loop per look-up for all per-expert counts (on CPython 3.11 it beats
 dict.update tricks), sort keys that are C methods (a tie-break on a second key is a second stable sort, not
-a lambda building tuples). tests/policy_reference.py holds the
-straightforward versions; the policies must decide exactly as they do.
+a lambda building tuples). tests/policy_reference.py holds the straightforward versions; the policies must
+decide exactly as they do (tests/test_offload_policy_decisions.py).
 """
 
 from __future__ import annotations
@@ -327,7 +327,8 @@ class FreqLRU(LFUDecay):
 
     def _touch(self, hits, ids, ctx):
         if self.tokens is None:  # one token each: lfu_decay's counts
-            return super()._touch(hits, ids, ctx)
+            super()._touch(hits, ids, ctx)
+            return
         w = self._weight(ctx)  # first: it may rescale (replace) self.count
         self._clock = clock = self._clock + 1
         count, get, last = self.count, self.count.get, self.last
