@@ -24,10 +24,9 @@ decide exactly as they do (tests/test_offload_policy_decisions.py).
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 from advisor.errors import UserError
 from advisor.registry import Registry
@@ -50,12 +49,19 @@ class Access(NamedTuple):
     streamed: list[int]
 
 
-def _by_count(experts: Iterable[int], count: dict[int, float] | None, most_first: bool = False) -> list[int]:
-    """`experts` ordered by `count` (fewest first, or most first), ties by expert id (all equal without
-    counts): two stable sorts with C keys, equal to one sort on (count, id) but without a tuple per expert."""
-    out = sorted(experts)
-    if count is not None:
-        out.sort(key=count.__getitem__, reverse=most_first)  # reverse keeps ties in order: sort is stable
+def one_token(expert: int) -> int:
+    """Routed tokens of an expert when a look-up gives no token counts: one each."""
+    return 1
+
+
+def _ordered(experts: Iterable[int], *keys: Callable[[int], Any], reverse: bool = False) -> list[int]:
+    """`experts` ordered by keys[0], ties by keys[1], ..., last ties in their given order (every key
+    descending with `reverse`). One stable sort per key, least significant first, with C-method keys: the
+    same order as one sort on a tuple key, without a tuple and a lambda call per expert."""
+    *major, minor = keys
+    out = sorted(experts, key=minor, reverse=reverse)  # reverse keeps ties in their order too
+    for key in reversed(major):
+        out.sort(key=key, reverse=reverse)
     return out
 
 
@@ -217,12 +223,11 @@ class LFU(PerExpert):
             last[e] = clock
 
     def _order_misses(self, misses, ctx):
-        return sorted(misses, key=self.count.__getitem__, reverse=True)  # stable: ties keep id order
+        return _ordered(misses, self.count.__getitem__, reverse=True)
 
     def _victims(self, n, protected, ctx):
-        count, last = self.count, self.last
         cands = [k for k in self.resident if k not in protected]
-        return heapq.nsmallest(n, cands, key=lambda k: (count[k], last[k]))
+        return _ordered(cands, self.count.__getitem__, self.last.__getitem__)[:n]
 
 
 class LFUDecay(LFU):
@@ -332,14 +337,11 @@ class BlockAware(PerExpert):
             last[e] = clock
 
     def _order_misses(self, misses, ctx):
-        prev = self.prev
-        by_count = sorted(misses, key=self.block_count.__getitem__, reverse=True)
-        return [e for e in by_count if e in prev] + [e for e in by_count if e not in prev]
+        return _ordered(misses, self.prev.__contains__, self.block_count.__getitem__, reverse=True)
 
     def _victims(self, n, protected, ctx):
-        bc, prev, last = self.block_count, self.prev, self.last
         cands = [k for k in self.resident if k not in protected]
-        return heapq.nsmallest(n, cands, key=lambda k: (k in prev, bc[k], last[k]))
+        return _ordered(cands, self.prev.__contains__, self.block_count.__getitem__, self.last.__getitem__)[:n]
 
 
 class FreqLRU(LFUDecay):
@@ -407,8 +409,8 @@ class IntervalRefresh(Policy):
             return Access(hits, [], [], [])
         if not self.refreshes(ctx) or self.capacity == 0:
             return Access(hits, [], [], [e for e in ids if e not in res])
-        count = dict(zip(ids, tokens, strict=True)) if tokens is not None else None
-        wanted = _by_count(ids, count, most_first=True)[: self.capacity]
+        n_tokens = dict(zip(ids, tokens, strict=True)).__getitem__ if tokens is not None else one_token
+        wanted = _ordered(sorted(ids), n_tokens, reverse=True)[: self.capacity]
         promote = [e for e in wanted if e not in res]
         need = len(promote) - (self.capacity - len(res))
         victims: list[int] = []
@@ -417,7 +419,7 @@ class IntervalRefresh(Policy):
             victims = [k for k in res if k not in used][:need]
             if len(victims) < need:
                 keep = set(wanted)
-                victims += _by_count([k for k in res if k in used and k not in keep], count)[: need - len(victims)]
+                victims += _ordered(sorted([k for k in res if k in used and k not in keep]), n_tokens)[: need - len(victims)]
             for v in victims:
                 del res[v]
             hits = [e for e in hits if e not in victims]

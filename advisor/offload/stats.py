@@ -14,7 +14,7 @@ from typing import Any
 
 from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
 from advisor.offload.miss import check_miss_policy, split_misses
-from advisor.offload.policies import Access, Ctx, Policy
+from advisor.offload.policies import Access, Ctx, Policy, one_token
 from advisor.offload.timing import lookup_ms
 
 COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evictions",
@@ -30,10 +30,6 @@ TIME_TERMS = ("gpu_ms", "copy_ms", "cpu_ms", "background_ms", "layer_ms")
 """Modelled per look-up (when the layer has a cost model): device expert compute, demand copies, CPU
 expert compute, off-critical-path copies, and the look-up's time with CPU work overlapped:
 max(copy + gpu, cpu, copy + background)."""
-
-
-def _one(e: int) -> int:
-    return 1
 
 
 class CacheLayer:
@@ -137,7 +133,7 @@ class CacheLayer:
               placed: list[int]) -> None:
         cpu_set = set(on_cpu)
         gpu, copy, cpu, bg = self.costs.lookup_terms([e for e in ids if e not in cpu_set], copied, on_cpu, placed,
-                                                     tok.__getitem__ if tok is not None else _one)
+                                                     tok.__getitem__ if tok is not None else one_token)
         self.gpu_ms += gpu
         self.cpu_ms += cpu
         self.copy_ms += copy
