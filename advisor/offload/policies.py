@@ -16,10 +16,10 @@ Prefetch (`Policy.prefetch`) admits experts ahead of use with the same victim ru
 (it adds no use counts), and the copies it causes are H2D bytes like any other.
 
 Per-lookup Python is kept small because the simulator replays millions of look-ups through these very
-objects: set/dict membership, one plain loop per look-up for all per-expert counts (on CPython 3.11 it beats
-dict.update tricks), sort keys that are C methods (a tie-break on a second key is a second stable sort, not
-a lambda building tuples). tests/policy_reference.py holds the straightforward versions; the policies must
-decide exactly as they do (tests/test_offload_policy_decisions.py).
+objects: set/dict membership; per-expert numbers in lists indexed by expert id, updated in one plain loop
+(`PerExpert`); orders by several keys as stable sorts with C-method keys (`_ordered`), not a lambda building
+a tuple per expert. tests/policy_reference.py holds the straightforward versions; the policies must decide
+exactly as they do (tests/test_offload_policy_decisions.py).
 """
 
 from __future__ import annotations
@@ -170,9 +170,9 @@ class FIFO(Policy):
 
 
 class PerExpert(Policy):
-    """A policy that keeps numbers per expert (use counts, last use) in lists indexed by expert id, 0 for an
-    expert not seen yet: the per-look-up loops index a list about twice as fast as they update a dict. The
-    lists grow as experts appear (a policy is told its capacity, not its layer's expert count)."""
+    """A policy that keeps numbers per expert (use counts, last use) in lists indexed by expert id (0 ..
+    experts - 1), 0 for an expert not seen yet: the per-look-up loop indexes a list about twice as fast as it
+    updates a dict. The lists grow as experts appear (a policy is told its capacity, not its expert count)."""
 
     lists: ClassVar[tuple[str, ...]] = ()  # attribute names of the per-expert lists
 
