@@ -196,16 +196,23 @@ def _dump(db: Path) -> list[str]:
 
 def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
-    both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile."""
+    both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.
+    The refusal comes before the model loads (minutes for a real model), for the default study name too."""
     db = tmp_path / "s.db"
-    base = ("tune", "--trials", "1", "--storage", str(db), "--study", "g")
+    base = ("tune", "--trials", "1", "--storage", str(db))  # the default study name: bundled-toy-quick
     first = advisor(*base, "--gpu", "RTX 4090", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     again = advisor(*base[:2], "2", *base[3:], "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU
     assert again.returncode == 0 and "finished trials" in again.stdout, again.stdout + again.stderr
     before = _dump(db)
     r = advisor(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
-    one_error_line(r, "'g'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "same --gpu")
+    one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "same --gpu")
+    before_model_load(r)
+    # a model that cannot load (this one would fail in one line of its own): the hardware refusal comes first
+    r = advisor("tune", "./no-such-model", "--storage", str(db), "--study", "bundled-toy-quick", "--gpu", "A10",
+                cwd=tmp_path)
+    one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'")
+    assert "no-such-model" not in r.stderr
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     measured = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
@@ -215,4 +222,5 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "ADVISOR_PROFILES_DIR": str(profiles)})
     one_error_line(r, "'RTX 4090 24GB' (catalogue (nominal))", "measured:2026-12-01")
+    before_model_load(r)
     assert _dump(db) == before  # nothing written by either refusal

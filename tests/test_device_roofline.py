@@ -148,14 +148,16 @@ def test_profile_list_shows_the_device_figures_each_gpu_is_priced_with(tmp_path)
 
 
 def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
-    """nvidia-smi's names of SXM boards (an H100 SXM5 is "NVIDIA H100 80GB HBM3") find the SXM rows; PCIe names
-    the PCIe rows: in `advisor profile --list` (measured profiles and the catalogue) and in `tune --gpu`."""
+    """nvidia-smi's names of SXM boards (an H100 SXM5 is "NVIDIA H100 80GB HBM3") find the SXM rows, of NVL cards
+    the NVL rows; PCIe names the PCIe rows: in `advisor profile --list` (measured profiles and the catalogue)
+    and in `tune --gpu`."""
     from typer.testing import CliRunner
 
     from advisor.cli import app
 
     for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"):
         save_profile(_measured(name, 79.6), tmp_path)
+    save_profile(_measured("NVIDIA H100 NVL", 93.6), tmp_path)  # 95830 MiB as nvidia-smi reports it
     out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output.splitlines()
 
     def line(start: str) -> str:
@@ -165,10 +167,12 @@ def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
     for start, link, device in (
             ("NVIDIA H100 80GB HBM3", "measured", "device   3350 GB/s   989 TFLOP/s"),
             ("NVIDIA H100 PCIe", "measured", "device   2000 GB/s   756 TFLOP/s"),
+            ("NVIDIA H100 NVL", "measured", "device   3900 GB/s   835 TFLOP/s"),
             ("NVIDIA A100-SXM4-80GB", "measured", "device   2039 GB/s   312 TFLOP/s"),
             ("NVIDIA A100 80GB PCIe", "measured", "device   1935 GB/s   312 TFLOP/s"),
             ("H100 SXM 80GB", "PCIe 5.0 x16", "device   3350 GB/s   989 TFLOP/s"),
             ("H100 80GB", "PCIe 5.0 x16", "device   2000 GB/s   756 TFLOP/s"),
+            ("H100 NVL 94GB", "PCIe 5.0 x16", "device   3900 GB/s   835 TFLOP/s"),
             ("A100 SXM 40GB", "PCIe 4.0 x16", "device   1555 GB/s   312 TFLOP/s"),
             ("A100 SXM 80GB", "PCIe 4.0 x16", "device   2039 GB/s   312 TFLOP/s"),
             ("A100 80GB", "PCIe 4.0 x16", "device   1935 GB/s   312 TFLOP/s"),

@@ -164,3 +164,44 @@ def test_export_check_validates_with_each_targets_own_code(tmp_path):
     assert ("not checked" in vllm[0]) == (importlib.util.find_spec("vllm") is None)
     assert check("q", "ktransformers")[0] == "check ktransformers: ok: the launch script parses in bash"
     assert check("l", "json")[0].startswith("check json: ok")
+
+
+def test_a_tide_recipe_runs_tides_step_schedule(tmp_path):
+    """A TIDE point (tau 3; the study decoded 16 tokens in blocks of 4 with 4 steps each, as a trial now stores):
+    the exported recipe says its refresh steps, and its generate_ids runs them - the GPU expert set changes only
+    on a refresh step (every step of the first block, else every 3rd; never a block's last step). Without the
+    steps per block it would change on steps 3; without step context, on every 3rd forward (e.g. block 1 step 2)."""
+    import subprocess
+    import sys
+
+    from recommend_helpers import make_db
+
+    meta = model_meta("llada_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    p = point("tide", 7, "int8", [2, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta, model="tiny:llada_moe")
+    p.config.update(policy="tide", tau=3, decoding={"generate": {"max_new_tokens": 16, "seed": 0, "steps": 16,
+                                                                 "block_length": 4}, "steps_per_block": 4})
+    url = make_db(tmp_path / "a.db", [p])
+    recipe = tmp_path / "recipe.py"
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "tide", "7", "--to", "hf", "-o", str(recipe),
+                        "--storage", url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    text = recipe.read_text()
+    assert "policy_kw={'tau': 3, 'steps_per_block': 4}" in text
+    assert "it refreshes at steps 0, 1, 2 of the first block and 0 of every later one" in text
+    ns = _run(text)
+    runtime = ns["runtime"]
+    seen: list[tuple[int, int, tuple]] = []  # (block, step, resident experts of every layer before that forward)
+
+    def resident() -> tuple:
+        return tuple(frozenset(c.policy.resident) for c in runtime.caches)
+
+    inner = runtime.on_forward
+    runtime.on_forward = lambda info: (seen.append((info.block, info.step, resident())), inner(info))
+    out = ns["generate_ids"](IDS)
+    assert out.shape == (1, 16)
+    seen.append((-1, -1, resident()))
+    assert [(b, s) for b, s, _ in seen[:-1]] == [(b, s) for b in range(4) for s in range(4)]
+    changed = {(b, s) for (b, s, before), (_, _, after) in zip(seen, seen[1:], strict=False) if before != after}
+    allowed = {(b, s) for b in range(4) for s in range(4) if s != 3 and (b == 0 or s % 3 == 0)}
+    assert changed <= allowed, changed - allowed
+    assert changed & {(0, 1), (0, 2)} and changed & {(1, 0), (2, 0), (3, 0)}, changed  # both rules were exercised

@@ -37,6 +37,8 @@ def test_loose_names_find_the_4090(name):
     ("RTX 4060 Ti 16GB", "RTX 4060 Ti 16GB", 12.5),
     ("H200", "H200 141GB", 50.0),
     ("NVIDIA H200 NVL", "H200 NVL 141GB", 50.0),
+    ("NVIDIA H100 NVL", "H100 NVL 94GB", 50.0),
+    ("H100 94GB", "H100 NVL 94GB", 50.0),
 ])
 def test_nvidia_smi_style_names(name, expected, bw):
     p = get_gpu(name, "/nonexistent")

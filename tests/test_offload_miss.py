@@ -361,3 +361,45 @@ def test_balanced_hybrid_runtime_equals_simulator_and_beats_copy_and_cpu():
     t = {miss: s.times["layer_ms"] for miss, s in st.items()}
     assert t["hybrid"] < min(t["copy"], t["cpu"]) * 0.99, t
     assert live.total("cpu_experts") > 0 and live.total("demand_bytes") > 0
+
+
+def test_interval_refresh_on_autoregressive_decoding_refreshes_every_tau_forwards(tmp_path):
+    """Autoregressive decoding has one forward per block (step 0 is every block's last step): TIDE refreshes by
+    forward count instead of never (it used to keep no expert: hit rate 0 on Qwen3-MoE/Mixtral traces)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    runner = CliRunner()
+    trace = tmp_path / "ar.npz"
+    res = runner.invoke(app, ["trace", "tiny:qwen3_moe", "-o", str(trace), "--limit", "2", "--max-new-tokens", "8"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "sim.json"
+    res = runner.invoke(app, ["simulate", str(trace), "--policy", "tide,lru", "--slots", "4", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = {r["policy"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["tide"]["hits"] > 0.5 * rows["lru"]["hits"] > 0
+    pol = IntervalRefresh(2, tau=3, steps_per_block=1)
+    assert [f for f in range(7) if pol.refreshes(Ctx(f, 0, f))] == [0, 3, 6]
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "llada2", "diffusion_gemma", "qwen3_moe"])
+def test_steps_per_block_is_what_the_sampler_runs(family):
+    """`steps_per_block` (what TIDE's schedule and exports are told before decoding) equals the steps per block
+    a recorded trace shows for the same decoding (LLaDA2's threshold sampler may finish a block sooner)."""
+    from advisor.models.generate import steps_per_block
+    from advisor.models.load import load_model
+    from advisor.offload.trace import record_trace
+
+    loaded = load_model(f"tiny:{family}")
+    for kw in ({"max_new_tokens": 8}, {"max_new_tokens": 12, "steps": 6, "block_length": 4}):
+        if family == "diffusion_gemma" and "steps" in kw:
+            kw = {"max_new_tokens": 8, "steps": 5, "block_length": 4}
+        predicted = steps_per_block(loaded, seed=0, **kw)
+        recorded = record_trace(loaded, prompt_ids(), **kw).steps_per_block()
+        if family == "llada2":
+            assert 1 <= recorded <= predicted, kw
+        else:
+            assert recorded == max(predicted, 1), (kw, predicted, recorded)

@@ -184,3 +184,76 @@ def test_explicit_per_layer_slots_and_miss_policy_round_trip_through_storage():
     back = TrialConfig.from_json(cfg.to_json(), shape.num_experts)
     assert (back.slots, back.policy, back.miss, back.tau) == ((4, 0), "tide", "cpu", 4)
     assert back.cache_key == cfg.cache_key
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_path):
+    """The report's baseline rows are trials off the front: `export b N` exports each complete one with one line
+    naming the front trials that dominate it (without torch or optuna); a TIDE trial's JSON carries its tau and
+    the study's steps per block, an LRU one no tau; a running or failed trial is refused in one line (exit 2)."""
+    import re
+    import shutil
+
+    import optuna
+
+    from advisor.export.json_format import load
+    from advisor.recommend import load_points
+    from advisor.results.front import dominates
+    from advisor.results.trials import read_trial
+
+    url, _, _ = study
+    front = {p.trial_number: p for p in load_points(url, "b")}
+    st = optuna.load_study(study_name="b", storage=url)
+    metrics, dirs = st.metric_names, [d.name.lower() for d in st.directions]
+    for n, p in front.items():  # a front trial reads back from Optuna's tables as the tuner stored it
+        q = read_trial(url, "b", n).point
+        assert (q.config, q.values, q.sources, q.model, q.hardware, q.device) == \
+            (p.config, p.values, p.sources, p.model, p.hardware, p.device)
+    off = [t for t in st.get_trials(deepcopy=False) if "baseline" in t.user_attrs and t.number not in front]
+    tide = next(t for t in off if t.user_attrs["config"]["policy"] == "tide")
+    lru = next(t for t in off if t.user_attrs["config"]["policy"] == "lru")
+    docs = {}
+    for t in (tide, lru):
+        r = _cli("export", "b", str(t.number), "--to", "json", "--storage", url)
+        assert r.returncode == 0, r.stderr
+        (line,) = [ln for ln in r.stderr.splitlines() if "not on the stored front" in ln]
+        by = re.search(r"dominated by front trials? ([\d, ]+) on time_per_token, accuracy, peak_gpu_bytes", line)
+        assert by, line
+        for n in map(int, by.group(1).split(", ")):
+            assert dominates([front[n].values[m] for m in metrics], t.values, dirs)
+        docs[t.number] = json.loads(r.stdout)
+        assert docs[t.number]["source"]["trial"] == t.number
+        assert docs[t.number]["config"] == t.user_attrs["config"]
+    decoding = tide.user_attrs["config"]["decoding"]
+    assert decoding == {"generate": {"max_new_tokens": 16, "seed": 0, "steps": 16, "block_length": 8},
+                        "steps_per_block": 8}
+    assert docs[tide.number]["cache"]["tau"] == tide.user_attrs["config"]["tau"] > 0
+    assert docs[tide.number]["cache"]["steps_per_block"] == 8
+    assert "tau" not in docs[lru.number]["cache"] and "steps_per_block" not in docs[lru.number]["cache"]
+    for t in (tide, lru):  # and read back so
+        (tmp_path / f"{t.number}.json").write_text(json.dumps(docs[t.number]))
+    assert load(tmp_path / f"{tide.number}.json").tau == tide.user_attrs["config"]["tau"]
+    assert load(tmp_path / f"{lru.number}.json").tau is None
+    code = ("import sys\nfrom advisor.cli import app\ntry:\n"
+            f"    app(['export', 'b', '{lru.number}', '--to', 'hf', '--storage', {url!r}])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "not on the stored front" in r.stderr and "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    st = optuna.load_study(study_name="b", storage=f"sqlite:///{copy}")
+    running = st.ask()
+    failed = st.ask()
+    st.tell(failed, state=optuna.trial.TrialState.FAIL)
+    for t, state in ((running, "running"), (failed, "failed")):
+        r = _cli("export", "b", str(t.number), "--to", "json", "--storage", str(copy))
+        assert r.returncode == 2 and r.stdout == "", r.stdout
+        assert r.stderr.startswith(f"error: trial {t.number} of study 'b' is {state}, not complete") \
+            and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _cli("export", "b", "999", "--to", "json", "--storage", str(copy))
+    assert r.returncode == 2 and "study 'b' has no trial 999 (its trials are numbered 0-" in r.stderr

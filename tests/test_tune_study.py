@@ -162,6 +162,38 @@ def test_studies_and_pareto_read_the_store_without_torch_or_optuna(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "plotly" in html.read_text()[:200000].lower()
 
 
+def test_pareto_reads_only_the_named_studys_rows(tmp_path):
+    """Two studies in one database: `pareto a` counts a's trials only, and every query it sends that touches
+    trials, fronts or study rows is bound to a's name (the other study's rows are never read)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    url = run_tune(FakeBackend(), small_space(), _opts(tmp_path, "a", 3, "random"), budget_bytes=None).storage_url
+    run_tune(FakeBackend(), small_space(), _opts(tmp_path, "b", 7, "random"), budget_bytes=None)
+    sent: list[tuple[str, tuple]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        sent.append((statement, tuple(parameters or ())))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        r = CliRunner().invoke(app, ["pareto", "a", "--storage", url, "--no-plots", "--wide"])
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert r.exit_code == 0, r.output
+    reads = [(q, args) for q, args in sent
+             if q.lstrip().upper().startswith("SELECT") and re.search(r"\b(trials|advisor_front|advisor_study)\b", q)]
+    assert len(reads) >= 3 and all("a" in args and "b" not in args for _, args in reads), reads
+    assert "3 finished trials, 0 failed)" in r.output and "10 finished" not in r.output, r.output
+    shown = {int(m.group(1)) for m in re.finditer(r"^│\s+(\d+) │", r.output, re.M)}
+    assert shown == {p.trial_number for p in load_fronts(engine_for(url), "a")}, r.output
+    other = CliRunner().invoke(app, ["pareto", "b", "--storage", url, "--no-plots", "--wide"])
+    assert "7 finished trials, 0 failed)" in other.output, other.output
+
+
 def test_read_only_commands_on_missing_or_foreign_database(tmp_path):
     for args in (["studies", "--storage", str(tmp_path / "none.db")], ["pareto", "x", "--storage", str(tmp_path / "none.db")]):
         r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], cwd=tmp_path,

@@ -9,6 +9,7 @@ import typer
 
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import UserError
+from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
 
 
@@ -18,7 +19,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         study: str | None = typer.Argument(None, help="Study name (or use --from-recommend)."),
-        trial: int | None = typer.Argument(None, help="Trial number of a point on the study's stored front."),
+        trial: int | None = typer.Argument(None, help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
         profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles."),
     ) -> None:
-        """Export a front point (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
+        """Export a trial (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
         from advisor.export.base import export_point, parse_options, resolve_target
         from advisor.files import write_atomic
         from advisor.recommend import load_points, recommend
@@ -56,12 +57,7 @@ def register(app: typer.Typer) -> None:
                 raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
             points = load_points(storage, study)
             match = [p for p in points if p.trial_number == trial]
-            if not match:
-                numbers = sorted({p.trial_number for p in points})
-                have = ", ".join(map(str, numbers[:20])) + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
-                raise UserError(f"trial {trial} is not on the stored front of study {study!r}, and only front points "
-                                f"are exported; front trials: {have} (`advisor pareto {study}` shows them)")
-            point = match[0]
+            point = match[0] if match else _off_front(storage, study, trial, points)
         result = export_point(point, target, option)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
@@ -80,3 +76,32 @@ def register(app: typer.Typer) -> None:
                 typer.echo(c.line(), err=True)
             if any(c.status == "FAILED" for c in lines):
                 raise typer.Exit(1)
+
+
+def _trials_text(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:20])) + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
+
+
+def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) -> FrontPoint:
+    """A complete trial off the stored front, with one line saying so (and why); any other trial is refused."""
+    from advisor.results.trials import dominated_by, read_trial
+
+    t = read_trial(storage, study, trial)
+    front_text = _trials_text([p.trial_number for p in front])
+    if t is None:
+        raise UserError(f"trial {trial} is not on the stored front of study {study!r}, and this database keeps no "
+                        f"other trials; front trials: {front_text} (`advisor pareto {study}` shows them)")
+    if t.point is None:
+        state = {"FAIL": "failed", "WAITING": "queued"}.get(t.state, t.state.lower())
+        raise UserError(f"trial {trial} of study {study!r} is {state}, not complete: it has no measured "
+                        f"configuration to export; front trials: {front_text} "
+                        f"(any complete trial can be exported)")
+    if not t.feasible:
+        why = f"infeasible: {t.infeasible_reason or 'it breaks the study constraints'}"
+    else:
+        by = dominated_by(t, front)
+        why = (f"dominated by front trial{'s' if len(by) > 1 else ''} {_trials_text(by)} on "
+               f"{', '.join(t.objectives)}" if by else "not among the study's best trials when the front was stored")
+    typer.echo(f"note: trial {trial} is not on the stored front of study {study!r} ({why}); exported as stored",
+               err=True)
+    return t.point

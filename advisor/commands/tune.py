@@ -92,10 +92,34 @@ def _term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _load(spec: str, device: str, threads: int, space_obj, task: str | None, data: str | None, profile, *,
-          offload: bool | None, budget_bytes: int | None, host_bytes: int | None):
-    """(backend, space) for the model: loads it, picks the default space, checks the space against it.
-    The task data is read first when the space is known, so a bad --data file fails in a second."""
+def _get_task(space_obj, task: str | None, data: str | None):
+    from advisor.eval.tasks import get_task
+
+    return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
+
+
+def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
+                 profile):
+    """(space, task) when known without the model, checked before it loads (minutes for a real one): the task
+    data is read, so a bad --data file fails in a second, and a study of this name (--study, or the default
+    name when the space is known) stored with another hardware profile is refused."""
+    from advisor.models.load import model_name
+    from advisor.tune.space import load_space
+    from advisor.tune.study import default_study_name, refuse_other_hardware
+
+    if space_obj is None and spec == "bundled":
+        space_obj = load_space("quick")
+    task_obj = _get_task(space_obj, task, data) if space_obj is not None else None
+    if study is None and task_obj is not None:
+        study = default_study_name(model_name(spec), task_obj.name, space_obj.name)
+    if study is not None:
+        refuse_other_hardware(storage, study, profile)
+    return space_obj, task_obj
+
+
+def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
+          *, offload: bool | None, budget_bytes: int | None, host_bytes: int | None):
+    """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
     import torch
 
     from advisor.tune.space import load_space
@@ -103,23 +127,16 @@ def _load(spec: str, device: str, threads: int, space_obj, task: str | None, dat
     # one intra-op thread by default: tiny per-expert matmuls gain nothing from more, and on a busy
     # machine spinning worker threads made generation two orders of magnitude slower (measured)
     torch.set_num_threads(threads)
-    from advisor.eval.tasks import get_task
     from advisor.models.load import load_model
     from advisor.tune.model_backend import ModelBackend
 
-    def the_task(space_obj):
-        return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
-
-    if space_obj is None and spec == "bundled":
-        space_obj = load_space("quick")
-    task_obj = the_task(space_obj) if space_obj is not None else None
     loaded = load_model(spec, device=device, offload=offload, budget=budget_bytes)
     if space_obj is None:
         space_obj = load_space("dllm" if loaded.is_diffusion else "default")
     if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
         raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
                         "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
-    task_obj = task_obj or the_task(space_obj)
+    task_obj = task_obj or _get_task(space_obj, task, data)
     if loaded.offloaded:
         _check_host_memory(loaded, space_obj, host_bytes)
     backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
@@ -202,8 +219,9 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=False)
         with _term_as_interrupt():
             try:
+                space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile)
                 with console.status(f"loading {spec} on {device} ..."):
-                    backend, space_obj = _load(spec, device, threads, space_obj, task, data, profile,
+                    backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
                                                offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
                 if budget_bytes is None and opts.budgets:
                     from advisor.tune.budget import budget_memory
@@ -277,18 +295,20 @@ def register(app: typer.Typer) -> None:
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
-        studies = {s.name: s for s in list_studies(engine)}
+        summary = next(iter(list_studies(engine, study)), None)  # this study's rows only
         if not points:
-            names = list(studies)
-            if study not in names:
+            if summary is None:
+                names = [s.name for s in list_studies(engine)]
                 raise UserError(f"no study named {study!r} in {storage} (studies there: {', '.join(names) or 'none'}); "
                                 "see `advisor studies`")
             raise UserError(f"study {study!r} has no stored front yet (no feasible finished trial); run more trials")
         console = Console()
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
-        title = f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} ({len(points)} points)"
-        print_front(console, points, title, list(studies[study].objectives or {}) if study in studies else [],
+        trials = f"; {summary.n_complete} finished trials, {summary.n_failed} failed" if summary else ""
+        title = (f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} "
+                 f"({len(points)} points{trials})")
+        print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if plots:
             from advisor.tune.plots import write_html, write_png

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import advisor
 from advisor.errors import UserError
 from advisor.registry import Registry
-from advisor.results.config_view import export_config, policy_text
+from advisor.results.config_view import ExportConfig, export_config, policy_text
 from advisor.results.front import FrontPoint
 
 
@@ -111,6 +111,15 @@ def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
         f"the study's cache: GPU expert slots per MoE layer {_slots_text(cfg.slots_per_layer)}, policy "
         f"{policy_text(point.config)}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
     ]
+
+
+def tide_kw(cfg: ExportConfig) -> dict[str, int]:
+    """The runtime's keywords for the study's TIDE: its tau (the policy's default for a study stored before tau
+    was) and, when the study recorded its decoding, the steps per block that the last-step rule needs."""
+    from advisor.offload.policies import DEFAULT_TAU  # torch-free
+
+    spb = int(cfg.decoding.get("steps_per_block") or 0)
+    return {"tau": cfg.tau or DEFAULT_TAU, **({"steps_per_block": spb} if spb else {})}
 
 
 def _slots_text(slots: list[int]) -> str:

@@ -25,7 +25,7 @@ from pprint import pformat
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, miss_note, model_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_path, tide_kw
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
@@ -167,8 +167,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "offload": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
                     # the runtime's hybrid split needs the tuner's CPU cost model: the recipe copies those misses
                     "miss": "cpu" if cfg.miss_policy == "cpu" else "copy",
-                    # TIDE at the study's refresh interval (the runtime's default is 4)
-                    **({"policy_kw": {"tau": cfg.tau}} if cfg.policy == "tide" and cfg.tau else {})},
+                    # TIDE as the study ran it: its interval, and the steps per block its last-step rule needs
+                    **({"policy_kw": tide_kw(cfg)} if cfg.policy == "tide" else {})},
+        "decoding": dict(cfg.decoding.get("generate") or {}),
     }
     data = {
         "target": "hf",
@@ -190,10 +191,34 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes = [*notes, miss_note(cfg, "accelerate's device_map offload", "copy")]
     if method == "torchao":
         notes = [*notes, "fused experts quantized by torchao need experts_implementation='eager' (set in the recipe)"]
+    if method != "advisor" and cfg.policy == "tide":
+        notes = [*notes, "the study's TIDE refresh runs in the advisor's runtime only (--opt method=advisor); "
+                         "this recipe's placement does not change during decoding"]
     if method != "advisor" and max_memory:
         notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
                          "(pip install \"moe-advisor[hf]\")"]
     return ExportResult("hf", _script(point, cfg, data, notes), data, list(notes))
+
+
+def tide_schedule_lines(kw: dict[str, int]) -> list[str]:
+    """The refresh schedule stated in the recipe, by the rule the runtime and the simulator run
+    (`IntervalRefresh.refreshes`), not a copy of it."""
+    from advisor.offload.policies import IntervalRefresh  # torch-free
+
+    tau, spb = kw["tau"], kw.get("steps_per_block", 0)
+    lines = [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): the GPU expert set is re-chosen "
+             f"from the current step's tokens per expert every {tau} denoising step(s); every step of the first "
+             "block; never on a block's last step"]
+    if not spb:
+        return [*lines, "the study recorded no steps per block (tuned before it did), so this runtime cannot tell a "
+                        "block's last step and may refresh on it"]
+    first, later = IntervalRefresh(0, tau, spb).schedule(2)
+    return [*lines, f"with the study's {spb} steps per block it refreshes at steps {_steps(first)} of the first block "
+                    f"and {_steps(later)} of every later one (generate_ids passes each forward's step and block)"]
+
+
+def _steps(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) or "none"
 
 
 def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list[str]) -> str:
@@ -229,7 +254,8 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               "    device_map='auto' if gpu else 'cpu', max_memory=max_memory)"]
     else:
         loader = d["advisor_loader"]
-        L += ["from advisor.models.load import load_model",
+        L += ["from advisor.models.generate import generate",
+              "from advisor.models.load import load_model",
               "from advisor.offload.runtime import OffloadRuntime",
               "from advisor.quant.plan import PrecisionPlan", *gpu, "",
               "# the advisor's own loader: the exact plan (per expert) and the tuned expert cache",
@@ -241,4 +267,13 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               + (f"policy_kw={loader['offload']['policy_kw']!r}, " if "policy_kw" in loader["offload"] else "")
               + "device='cuda' if gpu else 'cpu')",
               "model = loaded.model"]
+        if "policy_kw" in loader["offload"]:
+            L += [f"# {line}" for line in tide_schedule_lines(loader["offload"]["policy_kw"])]
+        L += [f"decoding = {loader['decoding']!r}" + ("" if loader["decoding"] else
+                                                      "  # the study stored none: pass max_new_tokens etc."),
+              "", "",
+              "def generate_ids(input_ids, **overrides):",
+              '    """New token ids after the prompts `input_ids` [B, L], decoded as the study decoded; on_forward',
+              "    gives the runtime each forward's denoising step and block, which its policy and prefetch follow.\"\"\"",
+              "    return generate(loaded, input_ids, on_forward=runtime.on_forward, **{**decoding, **overrides})"]
     return "\n".join(L) + "\n"

@@ -1,6 +1,6 @@
 """Neutral JSON export: everything about one recommended configuration, versioned and re-importable.
 
-Schema `moe-advisor/export`, version 1 (documented field by field in `advisor/export/SCHEMA.md`).
+Schema `moe-advisor/export`, version 2 (documented field by field in `advisor/export/SCHEMA.md`).
 `load(path)` reads it back (checking schema and version) and returns an `ExportDocument`; its
 `precision_plan()` is an `advisor.quant.plan.PrecisionPlan`, and the file itself can be given wherever the
 advisor takes `--precision` (`PrecisionPlan.parse` recognises the schema and reads its `precision` object).
@@ -15,14 +15,14 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import UserError
-from advisor.export.base import ExportResult
+from advisor.export.base import ExportResult, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint
 
 SCHEMA = EXPORT_SCHEMA
-VERSION = 1
+VERSION = 2  # 2: cache.tau and cache.steps_per_block for TIDE
 OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
 REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
 
@@ -45,7 +45,8 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "precision": json.loads(plan_of(cfg.precision).to_json()),
         "precision_per_layer": [sorted(set(row)) for row in cfg.formats],
         "cache": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
-                  "miss_policy": cfg.miss_policy},
+                  "miss_policy": cfg.miss_policy,
+                  **(tide_kw(cfg) if cfg.policy == "tide" else {})},  # other policies have no interval
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
         # a study run without --gpu stored no profile: its copies were priced on the default link
         "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),
@@ -74,6 +75,12 @@ class ExportDocument:
     @property
     def policy(self) -> str:
         return str(self.doc["cache"]["policy"])
+
+    @property
+    def tau(self) -> int | None:
+        """TIDE's refresh interval (None: the policy is not tide, or the file predates version 2)."""
+        tau = self.doc["cache"].get("tau")
+        return None if tau is None else int(tau)
 
     @property
     def prefetch(self) -> str:

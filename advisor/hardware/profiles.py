@@ -141,14 +141,17 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     ("A40", 48, "PCIe 4.0 x16", 696, 149.7),
     ("L4", 24, "PCIe 4.0 x16", 300, 121),
     ("L40S", 48, "PCIe 4.0 x16", 864, 362),
-    # A100/H100 without a form factor are the PCIe cards; SXM boards (and H200 NVL) have rows of their own,
-    # with the host link of the board (PCIe 4.0 x16 on A100 SXM4, 5.0 x16 on H100 SXM5 and H200): `_form`
+    # A100/H100 without a form factor are the PCIe cards; SXM boards and NVL cards have rows of their own,
+    # with the host link of the board (PCIe 4.0 x16 on A100 SXM4, 5.0 x16 on H100 SXM5, H100 NVL and H200): `_form`
     ("A100", 40, "PCIe 4.0 x16", 1555, 312),
     ("A100", 80, "PCIe 4.0 x16", 1935, 312),
     ("A100 SXM", 40, "PCIe 4.0 x16", 1555, 312),
     ("A100 SXM", 80, "PCIe 4.0 x16", 2039, 312),
     ("H100", 80, "PCIe 5.0 x16", 2000, 756),
     ("H100 SXM", 80, "PCIe 5.0 x16", 3350, 989),
+    # NVIDIA's H100 datasheet, NVL column: 94 GB HBM3, 3.9 TB/s, PCIe Gen5, BF16 1,671 TFLOPS with sparsity;
+    # nvidia-smi says "NVIDIA H100 NVL"
+    ("H100 NVL", 94, "PCIe 5.0 x16", 3900, 835),
     ("H200", 141, "PCIe 5.0 x16", 4800, 989),  # SXM: nvidia-smi says "NVIDIA H200"
     ("H200 NVL", 141, "PCIe 5.0 x16", 4800, 835),
 ]

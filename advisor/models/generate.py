@@ -24,7 +24,7 @@ from advisor.models.samplers import ForwardInfo, llada2_generate, llada_generate
 
 OnForward = Callable[[ForwardInfo], None]
 
-__all__ = ["ForwardInfo", "OnForward", "generate", "generate_text"]
+__all__ = ["ForwardInfo", "OnForward", "generate", "generate_text", "steps_per_block"]
 
 
 def generate(
@@ -82,14 +82,37 @@ def _filler(loaded: LoadedModel) -> int:
     return 0
 
 
-def _llada_moe(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
+def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
+                    block_length: int | None = None, **options: Any) -> int:
+    """Forwards per block that `generate` runs with these arguments: what TIDE's refresh schedule needs before
+    decoding (and what a recorded trace shows after it). LLaDA2's threshold sampler may finish a block in
+    fewer (this is its most); autoregressive decoding has no denoising steps: 1 (each forward its own block)."""
+    options.pop("seed", None)
+    defaults = {**loaded.gen_defaults, **options}
+    if loaded.family == "llada_moe":
+        _, num_blocks, steps = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
+        return steps // num_blocks
+    if loaded.family == "llada2":
+        return int(steps or defaults["steps"])
+    if loaded.family == "diffusion_gemma":  # the encoder pass that opens a canvas, then one decoder pass per step
+        return int(steps or defaults["steps"]) + 1
+    return 1
+
+
+def _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options) -> tuple[int, int, int]:
+    """LLaDA-MoE's block length, number of blocks and total steps (a multiple of the blocks)."""
     defaults = {**loaded.gen_defaults, **options}
     block = min(block_length or defaults.get("block_length") or 32, max_new_tokens)
     # The reference needs gen_length % block_length == 0: decode whole blocks, then cut to max_new_tokens.
     num_blocks = -(-max_new_tokens // block)
+    steps = steps or defaults.get("steps") or num_blocks * block  # published default: one token per step
+    return block, num_blocks, -(-steps // num_blocks) * num_blocks
+
+
+def _llada_moe(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
+    defaults = {**loaded.gen_defaults, **options}
+    block, num_blocks, steps = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
     gen_length = num_blocks * block
-    steps = steps or defaults.get("steps") or gen_length  # published default: one token per step
-    steps = -(-steps // num_blocks) * num_blocks
     out = llada_generate(
         loaded.model, input_ids, steps=steps, gen_length=gen_length, block_length=block,
         mask_id=_mask_id(loaded), temperature=defaults.get("temperature", 0.0),

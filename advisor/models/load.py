@@ -95,6 +95,16 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
+def model_name(spec: str) -> str:
+    """The name a model loaded from `spec` carries (`LoadedModel.name`, part of default study names): a local
+    directory's path, else the spec itself."""
+    spec = str(spec).strip()
+    if spec == "bundled" or spec.startswith("tiny:"):
+        return spec
+    path = Path(spec).expanduser()
+    return str(path) if path.is_dir() else spec
+
+
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,
                offload: bool | None = None, budget: int | None = None, quantization_config: Any = None) -> LoadedModel:
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
@@ -128,7 +138,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
         return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, offload, budget, quantization_config)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_dir(path, str(path), device, torch_dtype, offload, budget, quantization_config)
+        return _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(
             f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "

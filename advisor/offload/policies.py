@@ -370,6 +370,10 @@ class FreqLRU(LFUDecay):
             last[e] = clock
 
 
+DEFAULT_TAU = 4
+"""TIDE's refresh interval when a configuration names none (the tuner's default `cache.tau`)."""
+
+
 class IntervalRefresh(Policy):
     """TIDE-style placement for diffusion LLMs (arXiv 2605.20179): the slot set is re-chosen from the
     current denoising step's tokens per expert every `tau` steps, and left alone in between.
@@ -380,13 +384,14 @@ class IntervalRefresh(Policy):
     slot of a resident outside that set - one this forward does not use (oldest first), else the used one
     with the fewest tokens, which then computes as a miss in this forward (TIDE swaps the set even when a
     step touches nearly every expert). Demotions never exceed promotions. Between refreshes nothing is
-    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1) every
-    `tau`-th forward refreshes. The one policy that may demote an expert its forward uses.
+    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1), and in
+    autoregressive decoding (one forward per block: `steps_per_block` 1), every `tau`-th forward refreshes.
+    The one policy that may demote an expert its forward uses.
     """
 
     name = "tide"
 
-    def __init__(self, capacity: int, tau: int = 4, steps_per_block: int = 0):
+    def __init__(self, capacity: int, tau: int = DEFAULT_TAU, steps_per_block: int = 0):
         super().__init__(capacity)
         if tau < 1:
             raise ValueError(f"tau must be >= 1, got {tau}")
@@ -395,11 +400,16 @@ class IntervalRefresh(Policy):
 
     def refreshes(self, ctx: Ctx) -> bool:
         """Whether the look-ups of forward `ctx` may change the slot set."""
-        if ctx.step < 0:
+        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or no denoising steps to count
             return ctx.forward % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:
             return False
         return ctx.block == 0 or ctx.step % self.tau == 0
+
+    def schedule(self, blocks: int = 2) -> list[list[int]]:
+        """The denoising steps of each of the first `blocks` blocks whose look-ups may refresh the slot set
+        (by `refreshes`: what an exported recipe states). Needs `steps_per_block`."""
+        return [[s for s in range(self.steps_per_block) if self.refreshes(Ctx(-1, s, b))] for b in range(blocks)]
 
     def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
         self.tokens = tokens

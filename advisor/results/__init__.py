@@ -1,6 +1,7 @@
 """Results: what a study stored and how to read it back.
 
-The front point record and its metric names (`front`), the fast stdlib reader of stored fronts (`read`),
+The front point record and its metric names (`front`), the fast stdlib reader of stored fronts (`read`)
+and of any one trial from Optuna's tables (`trials`),
 the one reader of a stored trial configuration (`config_view`), storage URLs and Optuna storages
 (`storage`), the project's tables (`store`) and their queries (`registry`: studies; `evalcache`: plan-only
 measurements). The read side (recommend, export, report, studies, pareto) depends on this package, never on

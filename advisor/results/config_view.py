@@ -1,7 +1,8 @@
 """Read a front point's configuration the way `recommend` and the exporters need it, without torch.
 
 A front point's `config` is written by the tuner (`advisor.tune`). This module is the one place that
-interprets it for the read-only side: the precision plan as a grid of formats per (MoE layer, expert),
+interprets it - for the read-only side, and for the tuner's `TrialConfig.from_json`, which reads the plan and
+the cache through it: the precision plan as a grid of formats per (MoE layer, expert),
 the cache (slots per layer, policy, prefetch) and the model's MoE layout (family, decoder layer and module
 name of every MoE layer). Precision plans are read through `advisor.quant.plan.PrecisionPlan` when that
 module is importable without torch; otherwise from the plan's JSON / spec string directly.
@@ -9,7 +10,7 @@ module is importable without torch; otherwise from the plan's JSON / spec string
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,16 +52,49 @@ def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | 
     return next(iter(fmts)) if len(fmts) == 1 else None
 
 
+def tide_tau(config: Mapping[str, Any]) -> int:
+    """TIDE's refresh interval in a stored configuration (0: not stored); 0 for any other policy, which has no
+    interval (a `tau` drawn beside it changed nothing)."""
+    return int(config.get("tau") or 0) if config.get("policy") == "tide" else 0
+
+
 def policy_text(config: dict[str, Any]) -> str:
     """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
-    p = str(config.get("policy", "?"))
-    return f"{p} (tau {config['tau']})" if p == "tide" and config.get("tau") else p
+    p, tau = str(config.get("policy", "?")), tide_tau(config)
+    return f"{p} (tau {tau})" if tau else p
 
 
 def miss_policy(config: Mapping[str, Any]) -> str:
     """Where a stored configuration's misses compute: copy | cpu | hybrid (`copy` for studies stored before
     the miss policy was)."""
     return str(config.get("miss_policy", "copy"))
+
+
+@dataclass(frozen=True)
+class StoredCache:
+    """A stored configuration's GPU expert cache, as the runtime and the exporters take it."""
+
+    slots: tuple[int, ...]  # GPU slots per MoE layer (at most the layer's experts)
+    policy: str
+    prefetch: str
+    miss: str  # copy | cpu | hybrid
+    tau: int  # TIDE's refresh interval (policy tide, `tide_tau`); 0: not stored (the policy's default), or not tide
+
+
+def cache_of(config: Mapping[str, Any], n_experts: Sequence[int]) -> StoredCache:
+    """The cache of a stored configuration for a model with `n_experts` routed experts per MoE layer: the one
+    reader of these keys, for the exporters and the tuner's `TrialConfig.from_json`."""
+    slots = config.get("slots_per_layer", config.get("slots"))
+    if slots is None:
+        raise UserError("this front point records no cache size (config['slots_per_layer'])")
+    if isinstance(slots, int | float):
+        slots = [int(slots)] * len(n_experts)
+    slots = [min(int(s), n) for s, n in zip(slots, n_experts, strict=False)]
+    if len(slots) != len(n_experts):
+        raise UserError(f"config['slots_per_layer'] has {len(slots)} entries for {len(n_experts)} MoE layers")
+    return StoredCache(slots=tuple(slots), policy=str(config.get("policy", "lru")),
+                       prefetch=str(config.get("prefetch", "none")), miss=miss_policy(config),
+                       tau=tide_tau(config))
 
 
 def miss_text(config: dict[str, Any]) -> str:
@@ -117,7 +151,8 @@ class ExportConfig:
     frequencies: dict[int, list[float]] | None = None  # routed traffic per expert, when the plan kept it
     extra: dict[str, Any] = field(default_factory=dict)
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
-    tau: int = 0  # TIDE's refresh interval in forwards/steps (policy tide); 0: not stored (the policy's default)
+    tau: int = 0  # TIDE's refresh interval in denoising steps (policy tide, `tide_tau`; 0: not stored)
+    decoding: dict[str, Any] = field(default_factory=dict)  # how the study generated (stored since 2026-12-03)
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
@@ -200,14 +235,7 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
     n_experts = [layer.num_experts for layer in info.layers]
     plan = plan_of(precision)
     grid = plan.grid(n_experts)
-    slots = config.get("slots_per_layer", config.get("slots"))
-    if slots is None:
-        raise UserError("this front point records no cache size (config['slots_per_layer'])")
-    if isinstance(slots, int | float):
-        slots = [int(slots)] * len(info.layers)
-    slots = [min(int(s), n) for s, n in zip(slots, n_experts, strict=False)]
-    if len(slots) != len(info.layers):
-        raise UserError(f"config['slots_per_layer'] has {len(slots)} entries for {len(info.layers)} MoE layers")
+    cache = cache_of(config, n_experts)
     freqs = None
     counts = config.get("routing_counts") or _model_meta(config).get("routing_counts")
     if isinstance(counts, dict):
@@ -215,13 +243,14 @@ def export_config(config: dict[str, Any], model_name: str = "") -> ExportConfig:
     return ExportConfig(
         model=info,
         formats=grid,
-        slots_per_layer=slots,
-        policy=str(config.get("policy", "lru")),
-        prefetch=str(config.get("prefetch", "none")),
+        slots_per_layer=list(cache.slots),
+        policy=cache.policy,
+        prefetch=cache.prefetch,
         precision=precision,
         frequencies=freqs,
-        miss_policy=miss_policy(config),
-        tau=int(config.get("tau") or 0),
+        miss_policy=cache.miss,
+        tau=cache.tau,
+        decoding=dict(config.get("decoding") or {}),
     )
 
 

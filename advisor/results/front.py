@@ -7,6 +7,7 @@ Written by the tuner (`advisor.tune.study`), read by recommend, export, report, 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,3 +55,40 @@ class FrontPoint:
     space: str = ""
     budget_bytes: float | None = None
     created_at: dt.datetime | None = None
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """Whether objective vector `a` Pareto-dominates `b` (at least as good everywhere, better somewhere)."""
+    better = False
+    for x, y, d in zip(a, b, directions, strict=True):
+        if d == "maximize":
+            x, y = -x, -y
+        if x > y:
+            return False
+        if x < y:
+            better = True
+    return better
+
+
+def trial_point(study_name: str, study_attrs: Mapping[str, Any], metric_names: Sequence[str], number: int,
+                objective_values: Sequence[float] | None, attrs: Mapping[str, Any],
+                params: Mapping[str, Any] | None = None) -> FrontPoint:
+    """A finished trial as a point, from the study's and the trial's stored attributes: how the tuner stores
+    its front, and how `export` reads any complete trial off it."""
+    values = dict(attrs.get("values") or {})
+    for m, v in zip(metric_names, objective_values or [], strict=False):
+        values.setdefault(m, float(v))
+    return FrontPoint(
+        study_name=study_name,
+        trial_number=int(number),
+        model=str(study_attrs.get("model", "?")),
+        model_fingerprint=str(study_attrs.get("model_fingerprint", "")),
+        task=str(study_attrs.get("task", "?")),
+        config=dict(attrs.get("config") or {"params": dict(params or {})}),
+        values={k: float(v) for k, v in values.items()},
+        sources=dict(attrs.get("sources") or {}),
+        device=str(attrs.get("device", study_attrs.get("device", "cpu"))),
+        hardware=dict(study_attrs.get("hardware") or {}),
+        space=str(study_attrs.get("space", "")),
+        budget_bytes=study_attrs.get("budget_bytes"),
+    )

@@ -9,6 +9,7 @@ registered (created by another tool) is still listed, with what can be known abo
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,30 @@ class StudySummary:
     objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
 
 
-def list_studies(engine: Engine) -> list[StudySummary]:
-    """Every study in the database (ours and Optuna's), with trial counts and stored front size."""
+def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
+    """The user attributes Optuna stored for study `name` (what `advisor tune` compares on resume), read by
+    plain SQL so that nothing is created or written; {} when the database, its tables or the study are
+    not there yet."""
+    from advisor.results.storage import sqlite_path
+
+    path = sqlite_path(str(engine.url))
+    if path is not None and not path.is_file():  # connecting would create the file
+        return {}
+    try:
+        if not {"studies", "study_user_attributes"} <= set(inspect(engine).get_table_names()):
+            return {}
+        q = text("SELECT a.key, a.value_json FROM study_user_attributes a "
+                 "JOIN studies s ON s.study_id = a.study_id WHERE s.study_name = :name")
+        with engine.connect() as c:
+            return {k: json.loads(v) for k, v in c.execute(q, {"name": name})}
+    except (DatabaseError, ValueError) as e:
+        raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); "
+                        "point --storage at the file `advisor tune` wrote") from e
+
+
+def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
+    """Every study in the database (ours and Optuna's), with trial counts and stored front size; with `name`,
+    that study alone (or none), reading only its own rows."""
     try:
         insp = inspect(engine)
         tables = set(insp.get_table_names())
@@ -71,31 +94,39 @@ def list_studies(engine: Engine) -> list[StudySummary]:
     if not tables & {"studies", StudyRow.__tablename__}:
         return []
     counts: dict[str, dict[str, int]] = {}
+    args = {} if name is None else {"name": name}
+
+    def where(column: str) -> str:
+        return "" if name is None else f"WHERE {column} = :name "
+
     try:
         with engine.connect() as c:
             if {"studies", "trials"} <= tables:
                 q = text("SELECT s.study_name, t.state, COUNT(t.trial_id) FROM studies s "
-                         "LEFT JOIN trials t ON t.study_id = s.study_id GROUP BY s.study_name, t.state")
-                for name, state, n in c.execute(q):
-                    d = counts.setdefault(name, {})
+                         f"LEFT JOIN trials t ON t.study_id = s.study_id {where('s.study_name')}"
+                         "GROUP BY s.study_name, t.state")
+                for study, state, n in c.execute(q, args):
+                    d = counts.setdefault(study, {})
                     if state is not None:
                         d[str(state).split(".")[-1].upper()] = int(n)
             fronts: dict[str, int] = {}
             if FrontRow.__tablename__ in tables:
-                q = text(f"SELECT study_name, COUNT(*) FROM {FrontRow.__tablename__} GROUP BY study_name")
-                fronts = {name: int(n) for name, n in c.execute(q)}
+                q = text(f"SELECT study_name, COUNT(*) FROM {FrontRow.__tablename__} {where('study_name')}"
+                         "GROUP BY study_name")
+                fronts = {study: int(n) for study, n in c.execute(q, args)}
         rows: dict[str, StudyRow] = {}
         if StudyRow.__tablename__ in tables:
             with Session(engine) as s:
-                rows = {r.study_name: r for r in s.scalars(select(StudyRow))}
+                mine = select(StudyRow) if name is None else select(StudyRow).where(StudyRow.study_name == name)
+                rows = {r.study_name: r for r in s.scalars(mine)}
     except DatabaseError as e:
         raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); "
                         "point --storage at the file `advisor tune` wrote") from e
     out = []
-    for name in sorted(set(counts) | set(rows)):
-        r, c = rows.get(name), counts.get(name, {})
+    for study in sorted(set(counts) | set(rows)):
+        r, c = rows.get(study), counts.get(study, {})
         out.append(StudySummary(
-            name=name,
+            name=study,
             model=r.model if r else "?",
             task=r.task if r else "?",
             space=r.space if r else "?",
@@ -104,7 +135,7 @@ def list_studies(engine: Engine) -> list[StudySummary]:
             n_complete=c.get("COMPLETE", r.n_complete if r else 0),
             n_failed=c.get("FAIL", 0),
             n_running=c.get("RUNNING", 0),
-            front_size=fronts.get(name, 0),
+            front_size=fronts.get(study, 0),
             updated_at=r.updated_at if r else None,
             n_waiting=c.get("WAITING", 0),
             objectives=dict(r.objectives) if r and r.objectives else None,

@@ -19,7 +19,7 @@ from typing import Any
 
 from advisor.quant.plan import PrecisionPlan, hot_experts
 from advisor.quant.spec import canonical_name, expert_nbytes_of
-from advisor.results.config_view import miss_policy
+from advisor.results.config_view import cache_of, plan_of, precision_of
 from advisor.tune.space import SearchSpace
 
 
@@ -119,18 +119,20 @@ class TrialConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any], num_experts: Sequence[int]) -> TrialConfig:
         """The inverse of `to_json` for a model with `num_experts` routed experts per MoE layer (the stored
-        plan is sparse; the grid needs the counts). Derived keys (spec, description, fingerprint) are not read."""
+        plan is sparse; the grid needs the counts). The plan and the cache are read as the read-only side reads
+        them (`advisor.results.config_view`); derived keys (spec, description, fingerprint) are not read."""
+        cache = cache_of(d, num_experts)
         return cls(
             params=dict(d.get("params") or {}),
-            plan=PrecisionPlan.from_json(d["precision"]),
+            plan=plan_of(precision_of(d)),
             layer_formats=tuple(d["layer_formats"]),
             hot_fraction=float(d["hot_fraction"]),
             hot_format=str(d["hot_format"]),
-            slots=tuple(int(s) for s in d["slots_per_layer"]),
-            policy=str(d["policy"]),
-            prefetch=str(d["prefetch"]),
-            miss=miss_policy(d),
-            tau=int(d.get("tau", 0)),
+            slots=cache.slots,
+            policy=cache.policy,
+            prefetch=cache.prefetch,
+            miss=cache.miss,
+            tau=cache.tau,
             peak_bytes=int(d.get("counted_peak_gpu_bytes", 0)),
             expert_store_bytes=int(d.get("counted_expert_store_bytes", 0)),
             num_experts=tuple(int(n) for n in num_experts),

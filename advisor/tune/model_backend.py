@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from advisor.offload.policies import DEFAULT_TAU
 from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
@@ -92,6 +93,16 @@ class ModelBackend:
     def gen_kwargs(self) -> dict[str, Any]:
         """The task's decoding (steps, block length): the workload accuracy is measured with."""
         return dict(getattr(self.task, "gen_kwargs", {}) or {})
+
+    @property
+    def decoding(self) -> dict[str, Any]:
+        """How the study decodes, stored with each trial's configuration so that an export decodes alike:
+        `generate` the keywords every generation here gets (`advisor.models.generate.generate`), and the
+        forwards each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs."""
+        from advisor.models.generate import steps_per_block
+
+        gen = {"max_new_tokens": self.max_new_tokens, "seed": self.settings.seed, **self.gen_kwargs}
+        return {"generate": gen, "steps_per_block": steps_per_block(self.loaded, **gen)}
 
     def prompts(self, n: int) -> list[Any]:
         """Token ids [1, L] of n prompts of the workload (`advisor.eval.run.workload_prompts`)."""
@@ -223,7 +234,7 @@ class ModelBackend:
             runtime = fast_runtime(self.loaded, runtime)  # same outputs (hence routing), dequantized once
         t0 = time.perf_counter()
         trace = record_prompts(self.loaded, self.prompts(self.settings.trace_prompts), runtime=runtime,
-                               max_new_tokens=self.max_new_tokens, seed=self.settings.seed, **self.gen_kwargs)
+                               **self.decoding["generate"])
         _sync(self.loaded.device)
         return trace, trace.generated_tokens, time.perf_counter() - t0
 
@@ -293,10 +304,7 @@ class ModelBackend:
     def _policy_kw(self, config: TrialConfig) -> dict[str, Any]:
         if config.policy != "tide":
             return {}
-        kw = self.gen_kwargs
-        steps, block = kw.get("steps"), kw.get("block_length")
-        blocks = max(1, self.max_new_tokens // int(block)) if block else 1
-        return {"tau": config.tau or 4, "steps_per_block": int(steps) // blocks if steps else 0}
+        return {"tau": config.tau or DEFAULT_TAU, "steps_per_block": self.decoding["steps_per_block"]}
 
     def cpu_profile(self) -> Any:
         """This host's CPU expert times on the model's expert shapes: from the hardware profile when it
@@ -356,8 +364,7 @@ class ModelBackend:
             attach_runtime(self.loaded.model, rt, layers=self.loaded.moe)
             t0 = time.perf_counter()
             for ids in self.prompts(self.settings.trace_prompts):
-                out = generate(self.loaded, ids, max_new_tokens=self.max_new_tokens, seed=self.settings.seed,
-                               on_forward=getattr(rt, "on_forward", None), **self.gen_kwargs)
+                out = generate(self.loaded, ids, on_forward=getattr(rt, "on_forward", None), **self.decoding["generate"])
                 tokens += int(out.numel())
             _sync(dev)
             wall = time.perf_counter() - t0

@@ -24,6 +24,7 @@ from typing import Any
 
 from advisor.quant.plan import PrecisionPlan
 from advisor.results.evalcache import CacheKey, EvalCache
+from advisor.results.front import dominates
 from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.budget import BudgetFit
 from advisor.tune.config import TrialConfig, build_config
@@ -43,19 +44,6 @@ def record_constraint(trial: Any, violation: float) -> None:
     storage = getattr(trial, "storage", None)
     if storage is not None:
         storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS, [violation])
-
-
-def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """Whether objective vector `a` Pareto-dominates `b` (at least as good everywhere, better somewhere)."""
-    better = False
-    for x, y, d in zip(a, b, directions, strict=True):
-        if d == "maximize":
-            x, y = -x, -y
-        if x > y:
-            return False
-        if x < y:
-            better = True
-    return better
 
 
 @dataclass
@@ -181,6 +169,9 @@ class Objective:
     def trial_attrs(self, o: TrialOutcome) -> dict[str, Any]:
         config = o.config.to_json()
         config["model_meta"] = self.backend.model_meta
+        decoding = getattr(self.backend, "decoding", None)  # a model's (a closed-form test backend has none)
+        if decoding is not None:
+            config["decoding"] = decoding
         return {
             "config": config,
             "values": o.values,

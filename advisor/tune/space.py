@@ -39,6 +39,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
+from advisor.offload.policies import DEFAULT_TAU
 from advisor.results.front import METRICS
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
@@ -137,7 +138,7 @@ class SearchSpace:
     prefetch: Domain
     objectives: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
     miss: Domain = field(default_factory=lambda: Domain(choices=("copy",)))
-    tau: Domain = field(default_factory=lambda: Domain(choices=(4,)))
+    tau: Domain = field(default_factory=lambda: Domain(choices=(DEFAULT_TAU,)))
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     budget_fraction: float | None = None
     """Default memory budget as a fraction of the model's counted bytes at its own dtype (no --budget/--gpu)."""
@@ -472,7 +473,7 @@ class _Validator:
         prefetch = self.choices(cache, "cache.prefetch", ["none"], "prefetch", lambda c: isinstance(c, str))
         miss = self.choices(cache, "cache.miss", ["copy"], None, lambda c: c in MISS_POLICIES,
                             f" (one of {', '.join(MISS_POLICIES)})")
-        tau = self.choices(cache, "cache.tau", [4], None,
+        tau = self.choices(cache, "cache.tau", [DEFAULT_TAU], None,
                            lambda c: isinstance(c, int) and not isinstance(c, bool) and c >= 1, " (positive integers)")
 
         objectives = data.get("objectives", dict(DEFAULT_OBJECTIVES))

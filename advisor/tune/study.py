@@ -27,7 +27,7 @@ from advisor.errors import UserError
 from advisor.hardware.profiles import HardwareProfile
 from advisor.results import storage as st
 from advisor.results.evalcache import EvalCache
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, trial_point
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
@@ -130,15 +130,29 @@ def _hardware_text(hw: dict[str, Any] | None) -> str:
     return f"{hw.get('name')!r} ({hw.get('source')})" if hw else "no --gpu (default link, H200 device)"
 
 
+def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Refuse to resume study `name` (its stored user attributes `stored`) on another hardware profile: the
+    profile's link and GPU (device roofline) price time_per_token, so two on one front do not compare."""
+    if "hardware" in stored and _hardware_key(stored["hardware"]) != _hardware_key(meta["hardware"]):
+        raise UserError(f"study {name!r} was run with GPU profile {_hardware_text(stored['hardware'])}, "
+                        f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
+
+
+def refuse_other_hardware(storage: str, name: str, profile: Any) -> None:
+    """Before the model loads (minutes for a real one): the resume check of the hardware profile, which
+    needs no model, on the study as stored (read only; nothing is written)."""
+    from advisor.results.registry import study_user_attrs
+    from advisor.results.store import engine_for
+
+    _check_hardware(name, study_user_attrs(engine_for(storage), name), {"hardware": _profile_dict(profile)})
+
+
 def _check_resume(study: Any, meta: dict[str, Any]) -> None:
     """Refuse to mix incomparable trials in one study."""
     old = study.user_attrs
     if not old:
         return
-    if "hardware" in old and _hardware_key(old["hardware"]) != _hardware_key(meta["hardware"]):
-        # the profile's link and GPU (device roofline) price time_per_token: two on one front do not compare
-        raise UserError(f"study {study.study_name!r} was run with GPU profile {_hardware_text(old['hardware'])}, "
-                        f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
+    _check_hardware(study.study_name, old, meta)
     for key, what in (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
                       ("budget_bytes", "memory budget"), ("objectives", "objectives")):
         if key in old and old[key] != meta[key]:
@@ -191,26 +205,8 @@ def front_points(study: Any) -> list[FrontPoint]:
     """`study.best_trials` (feasible, non-dominated) as front points with configs, values and sources."""
     meta = study.user_attrs
     names = list(study.metric_names or meta.get("objectives", {}))
-    points = []
-    for t in sorted(study.best_trials, key=lambda t: t.number):
-        values = dict(t.user_attrs.get("values") or {})
-        for m, v in zip(names, t.values or [], strict=False):
-            values.setdefault(m, float(v))
-        points.append(FrontPoint(
-            study_name=study.study_name,
-            trial_number=t.number,
-            model=str(meta.get("model", "?")),
-            model_fingerprint=str(meta.get("model_fingerprint", "")),
-            task=str(meta.get("task", "?")),
-            config=dict(t.user_attrs.get("config") or {"params": t.params}),
-            values={k: float(v) for k, v in values.items()},
-            sources=dict(t.user_attrs.get("sources") or {}),
-            device=str(t.user_attrs.get("device", meta.get("device", "cpu"))),
-            hardware=dict(meta.get("hardware") or {}),
-            space=str(meta.get("space", "")),
-            budget_bytes=meta.get("budget_bytes"),
-        ))
-    return points
+    return [trial_point(study.study_name, meta, names, t.number, t.values, t.user_attrs, t.params)
+            for t in sorted(study.best_trials, key=lambda t: t.number)]
 
 
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:

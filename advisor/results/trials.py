@@ -1,0 +1,111 @@
+"""Any stored trial of a study, read without optuna or torch: for `export --trial N` of a trial off the front.
+
+The stored front (`advisor_front`) keeps only the non-dominated feasible points; every other trial lives in
+Optuna's own tables (`studies`, `trials`, `trial_values`, `trial_user_attributes`, ...), the schema that
+optuna-dashboard reads too. This module reads one trial from them with plain SQL - the standard library's
+sqlite3 for SQLite files, SQLAlchemy otherwise - and makes it a `FrontPoint` the way the tuner makes its
+front (`front.trial_point`), so every exporter takes it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.results.front import FrontPoint, dominates, trial_point
+from advisor.results.storage import require_database, sqlite_path
+
+_INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
+
+
+@dataclass
+class StoredTrial:
+    """One trial as stored: Optuna's state name (COMPLETE, FAIL, PRUNED, RUNNING, WAITING), the point (None
+    unless complete), the study's objectives {metric: direction} and whether the trial met its constraints."""
+
+    state: str
+    point: FrontPoint | None
+    objectives: dict[str, str]
+    feasible: bool = True
+    infeasible_reason: str = ""
+
+
+Query = Callable[[str, dict[str, Any]], list[tuple]]
+
+
+def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
+    """Trial `number` of `study`, or None when the database keeps no Optuna trials (only stored fronts); a
+    study or trial that does not exist is one clear UserError."""
+    path = sqlite_path(url)
+    if path is None:
+        from sqlalchemy import inspect, text
+
+        from advisor.results.store import engine_for
+
+        engine = engine_for(url)
+        if not inspect(engine).has_table("trials"):
+            return None
+        with engine.connect() as c:
+            return _read(lambda sql, args: list(c.execute(text(sql), args)), study, number)
+    require_database(url)
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'").fetchone():
+                return None
+            return _read(lambda sql, args: con.execute(sql, args).fetchall(), study, number)
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"{path} is not a readable advisor database ({e}); point --storage at the file "
+                        "`advisor tune` wrote") from e
+
+
+def _attrs(rows: list[tuple]) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in rows}
+
+
+def _read(q: Query, study: str, number: int) -> StoredTrial:
+    found = q("SELECT study_id FROM studies WHERE study_name = :s", {"s": study})
+    if not found:
+        raise UserError(f"no study {study!r} in this database (`advisor studies` lists them)")
+    sid = found[0][0]
+    row = q("SELECT trial_id, state FROM trials WHERE study_id = :s AND number = :n", {"s": sid, "n": number})
+    if not row:
+        (n,) = q("SELECT COUNT(*) FROM trials WHERE study_id = :s", {"s": sid})[0]
+        raise UserError(f"study {study!r} has no trial {number} (its trials are numbered 0-{n - 1})" if n else
+                        f"study {study!r} has no trials yet")
+    tid, state = row[0][0], str(row[0][1]).split(".")[-1].upper()
+    metrics = _attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s AND "
+                       "key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or []
+    dirs = [str(d).split(".")[-1].lower() for (d,) in
+            q("SELECT direction FROM study_directions WHERE study_id = :s ORDER BY objective", {"s": sid})]
+    objectives = dict(zip(metrics, dirs, strict=False))
+    if state != "COMPLETE":
+        return StoredTrial(state, None, objectives)
+    meta = _attrs(q("SELECT key, value_json FROM study_user_attributes WHERE study_id = :s", {"s": sid}))
+    attrs = _attrs(q("SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :t", {"t": tid}))
+    values = [_INF.get(str(t).split(".")[-1], v) for v, t in
+              q("SELECT value, value_type FROM trial_values WHERE trial_id = :t ORDER BY objective", {"t": tid})]
+    constraints = _attrs(q("SELECT key, value_json FROM trial_system_attributes WHERE trial_id = :t AND "
+                           "key = 'constraints'", {"t": tid})).get("constraints") or []
+    feasible = attrs.get("feasible", True) is not False and all(c <= 0 for c in constraints)
+    point = trial_point(study, meta, metrics, number, values, attrs)
+    return StoredTrial(state, point, objectives, feasible, str(attrs.get("infeasible_reason") or ""))
+
+
+def dominated_by(trial: StoredTrial, front: list[FrontPoint]) -> list[int]:
+    """Trial numbers of the front points that dominate `trial` on the study's objectives."""
+    if trial.point is None or not trial.objectives:
+        return []
+    metrics, dirs = list(trial.objectives), list(trial.objectives.values())
+    own = [trial.point.values.get(m) for m in metrics]
+    if any(v is None for v in own):
+        return []
+    return [p.trial_number for p in front
+            if all(m in p.values for m in metrics) and dominates([p.values[m] for m in metrics], own, dirs)]
