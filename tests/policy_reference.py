@@ -187,7 +187,7 @@ class RefIntervalRefresh(Ref):
         self.tau, self.steps_per_block = tau, steps_per_block
 
     def refreshes(self, ctx: Ctx) -> bool:
-        if ctx.step < 0:
+        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or autoregressive decoding
             return ctx.forward % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:
             return False

@@ -20,6 +20,7 @@ VARIANTS = [(p, {}) for p in POLICIES if p != "static_hot"] + [
     ("flru", {"decay": 0.05}),
     ("tide", {"tau": 1}),
     ("tide", {"tau": 3, "steps_per_block": 4}),
+    ("tide", {"tau": 2, "steps_per_block": 1}),  # autoregressive decoding: every tau-th forward
 ]
 
 
