@@ -13,7 +13,7 @@ policies play by (`advisor.offload.optimum`: hits stay for their forward; a miss
 unused resident's slot, or is streamed); beside it Belady's MIN of the relaxed model (`simulate.belady`,
 a hit may be replaced by a miss after the forward), an upper bound no policy can reach; H2D bytes per
 generated token per precision at the real LLaDA-MoE expert shape (counted misses x exact expert bytes);
-replay speed in look-ups/s (wall clock). Targets: best policy >= 0.95 x the optimum at every size
+replay speed in look-ups/s (wall clock, best of 5 runs). Targets: best policy >= 0.95 x the optimum at every size
 (`worst_belady_ratio`; the ratio to the relaxed MIN is `worst_relaxed_min_ratio`); replay >= 2M look-ups/s.
 """
 
@@ -40,6 +40,7 @@ SIZES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PRECISIONS = ("bf16", "int8", "int4")
 LLADA_MOE_SHAPE = (2048, 1024)  # hidden, expert FFN of LLaDA-MoE-7B-A1B
 TARGET_RATIO, TARGET_SPEED = 0.95, 2e6
+REPEATS = 5  # replay-speed runs per policy; the best counts
 
 
 def tiny_llada_moe_shaped(seed: int = 0, layers: int = 2):
@@ -113,9 +114,10 @@ def evaluate(name: str, trace: RoutingTrace, scope: str, hot: dict[int, list[int
     }
 
 
-def replay_speed(trace: RoutingTrace, min_lookups: int = 300_000) -> dict[str, float]:
+def replay_speed(trace: RoutingTrace, min_lookups: int = 300_000, repeats: int = REPEATS) -> dict[str, float]:
     """Look-ups/s of the replay loop alone (sequences prebuilt), per policy, at 25% slots, on the trace
-    repeated until it has at least `min_lookups` look-ups."""
+    repeated until it has at least `min_lookups` look-ups; the best of `repeats` runs, the policies taking
+    turns (other work on a shared host only ever slows a run down)."""
     from advisor.offload.policies import build_policies
     from advisor.offload.simulate import replay
     from advisor.offload.stats import CacheLayer
@@ -126,13 +128,14 @@ def replay_speed(trace: RoutingTrace, min_lookups: int = 300_000) -> dict[str, f
     long = [seq * reps for seq in seqs]
     slots = [max(1, e // 4) for e in trace.num_experts]
     hot = trace.hot_sets()
-    out = {}
-    for p in POLICIES:
-        layers = [CacheLayer(pol, [1] * e) for pol, e in
-                  zip(build_policies(p, slots, hot=hot), trace.num_experts, strict=True)]
-        t0 = time.perf_counter()
-        replay(long, layers, "none")
-        out[p] = n * reps / (time.perf_counter() - t0)
+    out = dict.fromkeys(POLICIES, 0.0)
+    for _ in range(repeats):
+        for p in POLICIES:
+            layers = [CacheLayer(pol, [1] * e) for pol, e in
+                      zip(build_policies(p, slots, hot=hot), trace.num_experts, strict=True)]
+            t0 = time.perf_counter()
+            replay(long, layers, "none")
+            out[p] = max(out[p], n * reps / (time.perf_counter() - t0))
     return out
 
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "notes": notes,
         "replay_lookups_per_s": speed,
         "replay_lookups_per_s_by_policy": per_policy,
-        "replay_source": "measured:wall-clock (this CPU, single thread)",
+        "replay_source": f"measured:wall-clock, best of {REPEATS} runs (this CPU, single thread)",
         "python_loop_ns": calibration_ns(),
         "bytes_source": f"counted misses x exact expert bytes at hidden={LLADA_MOE_SHAPE[0]}, "
                         f"expert FFN={LLADA_MOE_SHAPE[1]} (LLaDA-MoE-7B-A1B shape)",

@@ -145,3 +145,13 @@ def test_unknown_policy_and_bad_slots_are_user_errors():
     assert resolve_slots(0.25, [8, 16]) == [2, 4]
     assert resolve_slots("3,20", [8, 16]) == [3, 16]
     assert resolve_slots(5, [8, 4]) == [5, 4]
+
+
+@pytest.mark.parametrize("policy", ["lfu", "lfu_decay", "flru", "block_aware"])
+def test_an_expert_only_prefetched_counts_no_use_when_choosing_a_victim(policy):
+    # lookahead prefetch admits the router's prediction, which a forward may then not use (lfu/flru raised KeyError)
+    pol = make_policy(policy, 2)
+    pol.access([1], Ctx(0, 0, 0))
+    pol.prefetch([5], Ctx(1, 1, 0))
+    acc = pol.access([2], Ctx(1, 1, 0))
+    assert acc.evicted == [5] and acc.admitted == [2]  # never used: fewer uses than expert 1

@@ -15,16 +15,18 @@ MIN in `simulate` obeys too, so it is a true upper bound):
 Prefetch (`Policy.prefetch`) admits experts ahead of use with the same victim rule; it is not an access
 (it adds no use counts), and the copies it causes are H2D bytes like any other.
 
-Per-lookup Python is kept small (set/dict membership, hits touched in a batch) because the simulator
-replays millions of look-ups through these very objects.
+Per-lookup Python is kept small because the simulator replays millions of look-ups through these very
+objects: set/dict membership; per-expert numbers in lists indexed by expert id, updated in one plain loop
+(`PerExpert`); orders by several keys as stable sorts with C-method keys (`_ordered`), not a lambda building
+a tuple per expert. tests/policy_reference.py holds the straightforward versions; the policies must decide
+exactly as they do (tests/test_offload_policy_decisions.py).
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 from advisor.errors import UserError
 from advisor.registry import Registry
@@ -45,6 +47,22 @@ class Access(NamedTuple):
     admitted: list[int]
     evicted: list[int]
     streamed: list[int]
+
+
+def one_token(expert: int) -> int:
+    """Routed tokens of an expert when a look-up gives no token counts: one each."""
+    return 1
+
+
+def _ordered(experts: Iterable[int], *keys: Callable[[int], Any], reverse: bool = False) -> list[int]:
+    """`experts` ordered by keys[0], ties by keys[1], ..., last ties in their given order (every key
+    descending with `reverse`). One stable sort per key, least significant first, with C-method keys: the
+    same order as one sort on a tuple key, without a tuple and a lambda call per expert."""
+    *major, minor = keys
+    out = sorted(experts, key=minor, reverse=reverse)  # reverse keeps ties in their order too
+    for key in reversed(major):
+        out.sort(key=key, reverse=reverse)
+    return out
 
 
 class Policy:
@@ -151,39 +169,65 @@ class FIFO(Policy):
     name = "fifo"
 
 
-class LFU(Policy):
+class PerExpert(Policy):
+    """A policy that keeps numbers per expert (use counts, last use) in lists indexed by expert id (0 ..
+    experts - 1), 0 for an expert not seen yet: the per-look-up loop indexes a list about twice as fast as it
+    updates a dict. The lists grow as experts appear (a policy is told its capacity, not its expert count)."""
+
+    lists: ClassVar[tuple[str, ...]] = ()  # attribute names of the per-expert lists
+
+    def __init__(self, capacity: int):
+        super().__init__(capacity)
+        self._size = 0
+        for name in self.lists:
+            setattr(self, name, [])
+
+    def _cover(self, ids: Iterable[int]) -> None:
+        """Grow the lists to cover `ids`."""
+        top = max(ids, default=-1) + 1
+        if top > self._size:
+            for name in self.lists:
+                getattr(self, name).extend([0] * (top - self._size))
+            self._size = top
+
+    def _inserted(self, keys, ctx):
+        self._cover(keys)  # a prefetched expert may not have been used yet
+        super()._inserted(keys, ctx)
+
+
+class LFU(PerExpert):
     """Least frequently used, counting every use since the start (also while not resident).
 
     Victim: lowest count, then least recently used. Misses are admitted most-frequent first.
     """
 
     name = "lfu"
+    lists = ("count", "last")
+    count: list[float]
+    last: list[int]
 
     def __init__(self, capacity: int):
         super().__init__(capacity)
-        self.count: dict[int, float] = {}
-        self.last: dict[int, int] = {}
         self._clock = 0
 
     def _weight(self, ctx: Ctx) -> float:
         return 1.0
 
     def _touch(self, hits, ids, ctx):
-        w = self._weight(ctx)
-        self._clock += 1
-        count, get = self.count, self.count.get
+        w = self._weight(ctx)  # first: it may rescale (replace) self.count
+        self._cover(ids)
+        self._clock = clock = self._clock + 1
+        count, last = self.count, self.last
         for e in ids:
-            count[e] = get(e, 0.0) + w
-        self.last.update(dict.fromkeys(ids, self._clock))
+            count[e] += w
+            last[e] = clock
 
     def _order_misses(self, misses, ctx):
-        count = self.count
-        return sorted(misses, key=lambda e: -count[e])
+        return _ordered(misses, self.count.__getitem__, reverse=True)
 
     def _victims(self, n, protected, ctx):
-        count, last = self.count, self.last
         cands = [k for k in self.resident if k not in protected]
-        return heapq.nsmallest(n, cands, key=lambda k: (count[k], last[k]))
+        return _ordered(cands, self.count.__getitem__, self.last.__getitem__)[:n]
 
 
 class LFUDecay(LFU):
@@ -211,7 +255,7 @@ class LFUDecay(LFU):
             self._t = ctx.forward
             if self._inc > 1e100:
                 scale = 1.0 / self._inc
-                self.count = {k: v * scale for k, v in self.count.items()}
+                self.count = [v * scale for v in self.count]
                 self._inc = 1.0
         return self._inc
 
@@ -257,7 +301,7 @@ class StaticHot(Policy):
         return out
 
 
-class BlockAware(Policy):
+class BlockAware(PerExpert):
     """For block diffusion decoding: reuse across the denoising steps of one block.
 
     Consecutive steps of a block route almost the same tokens the same way, so the experts used in the
@@ -268,36 +312,36 @@ class BlockAware(Policy):
     """
 
     name = "block_aware"
+    lists = ("block_count", "last")
+    block_count: list[int]
+    last: list[int]
 
     def __init__(self, capacity: int):
         super().__init__(capacity)
-        self.block_count: dict[int, int] = {}
         self.prev: frozenset[int] = frozenset()
         self.cur: frozenset[int] = frozenset()
-        self.last: dict[int, int] = {}
         self._block: int | None = None
         self._clock = 0
 
     def _touch(self, hits, ids, ctx):
         if ctx.block != self._block:
             self._block = ctx.block
-            self.block_count = {}  # release: previous block's counts no longer protect anything
-        self._clock += 1
+            self.block_count = [0] * self._size  # release: previous block's counts no longer protect anything
+        self._cover(ids)
+        self._clock = clock = self._clock + 1
         self.prev = self.cur
         self.cur = frozenset(ids)
-        bc, last, clock = self.block_count, self.last, self._clock
+        bc, last = self.block_count, self.last
         for e in ids:
-            bc[e] = bc.get(e, 0) + 1
+            bc[e] += 1
             last[e] = clock
 
     def _order_misses(self, misses, ctx):
-        bc, prev = self.block_count, self.prev
-        return sorted(misses, key=lambda e: (-(e in prev), -bc.get(e, 0)))
+        return _ordered(misses, self.prev.__contains__, self.block_count.__getitem__, reverse=True)
 
     def _victims(self, n, protected, ctx):
-        bc, prev, last = self.block_count, self.prev, self.last
         cands = [k for k in self.resident if k not in protected]
-        return heapq.nsmallest(n, cands, key=lambda k: (k in prev, bc.get(k, 0), last.get(k, 0)))
+        return _ordered(cands, self.prev.__contains__, self.block_count.__getitem__, self.last.__getitem__)[:n]
 
 
 class FreqLRU(LFUDecay):
@@ -314,12 +358,16 @@ class FreqLRU(LFUDecay):
         super().__init__(capacity, decay)
 
     def _touch(self, hits, ids, ctx):
-        w = self._weight(ctx)
-        self._clock += 1
-        count, get = self.count, self.count.get
-        for e, n in zip(ids, self.tokens or (1,) * len(ids), strict=True):
-            count[e] = get(e, 0.0) + w * n
-        self.last.update(dict.fromkeys(ids, self._clock))
+        if self.tokens is None:  # one token each: lfu_decay's counts
+            super()._touch(hits, ids, ctx)
+            return
+        w = self._weight(ctx)  # first: it may rescale (replace) self.count
+        self._cover(ids)
+        self._clock = clock = self._clock + 1
+        count, last = self.count, self.last
+        for e, n in zip(ids, self.tokens, strict=True):
+            count[e] += w * n
+            last[e] = clock
 
 
 DEFAULT_TAU = 4
@@ -369,25 +417,26 @@ class IntervalRefresh(Policy):
         hits = [e for e in ids if e in res]
         if len(hits) == len(ids):
             return Access(hits, [], [], [])
-        misses = [e for e in ids if e not in res]
         if not self.refreshes(ctx) or self.capacity == 0:
-            return Access(hits, [], [], misses)
-        count = dict(zip(ids, tokens, strict=True)) if tokens is not None else {}
-        wanted = sorted(ids, key=lambda e: (-count.get(e, 1), e))[: self.capacity]
+            return Access(hits, [], [], [e for e in ids if e not in res])
+        n_tokens = dict(zip(ids, tokens, strict=True)).__getitem__ if tokens is not None else one_token
+        wanted = _ordered(sorted(ids), n_tokens, reverse=True)[: self.capacity]
         promote = [e for e in wanted if e not in res]
-        need = max(0, len(promote) - (self.capacity - len(res)))
-        keep, used = set(wanted), set(ids)
-        unused = [k for k in res if k not in used]
-        demoted_used = sorted((k for k in res if k in used and k not in keep), key=lambda e: (count.get(e, 1), e))
-        victims = (unused + demoted_used)[:need]
-        admitted = promote[: self.capacity - len(res) + len(victims)]
-        for v in victims:
-            del res[v]
+        need = len(promote) - (self.capacity - len(res))
+        victims: list[int] = []
+        if need > 0:  # unused residents first (oldest first), then used ones outside the set, fewest tokens first
+            used = set(ids)
+            victims = [k for k in res if k not in used][:need]
+            if len(victims) < need:
+                keep = set(wanted)
+                victims += _ordered(sorted([k for k in res if k in used and k not in keep]), n_tokens)[: need - len(victims)]
+            for v in victims:
+                del res[v]
+            hits = [e for e in hits if e not in victims]
+        admitted = promote[: self.capacity - len(res)]
         for e in admitted:
             res[e] = None
-        adm, gone = set(admitted), set(victims)
-        return Access([e for e in hits if e not in gone], admitted, victims,
-                      [e for e in ids if e not in res and e not in adm])
+        return Access(hits, admitted, victims, [e for e in ids if e not in res])
 
     def prefetch(self, ids, ctx):
         return [], []  # placement changes only on refresh steps

@@ -14,7 +14,7 @@ from typing import Any
 
 from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
 from advisor.offload.miss import check_miss_policy, split_misses
-from advisor.offload.policies import Access, Ctx, Policy
+from advisor.offload.policies import Access, Ctx, Policy, one_token
 from advisor.offload.timing import lookup_ms
 
 COUNTERS = ("lookups", "hits", "misses", "streamed", "bytes_h2d", "copies", "evictions",
@@ -30,10 +30,6 @@ TIME_TERMS = ("gpu_ms", "copy_ms", "cpu_ms", "background_ms", "layer_ms")
 """Modelled per look-up (when the layer has a cost model): device expert compute, demand copies, CPU
 expert compute, off-critical-path copies, and the look-up's time with CPU work overlapped:
 max(copy + gpu, cpu, copy + background)."""
-
-
-def _one(e: int) -> int:
-    return 1
 
 
 class CacheLayer:
@@ -95,18 +91,18 @@ class CacheLayer:
         row[1] += nh
         from_stage: list[int] = []
         on_cpu: list[int] = []
-        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None and self._need_tokens else None
-        if self.staged:
-            staged = self.staged
-            from_stage = [e for e in acc.admitted if e in staged] + [e for e in acc.streamed if e in staged]
-            self.staged = {}
-        copied: list[int] = []
         placed: list[int] = []
+        tok = dict(zip(ids, tokens, strict=True)) if tokens is not None and self._need_tokens else None
+        copied = acc.admitted + acc.streamed  # the misses (until some come from staging or go to the CPU)
+        if self.staged:  # staged experts serve this look-up only
+            staged, self.staged = self.staged, {}
+            from_stage = [e for e in copied if e in staged]
+            if from_stage:
+                copied = [e for e in copied if e not in staged]
         if nm:
-            fs = set(from_stage)
-            missed = [e for e in acc.admitted if e not in fs] + [e for e in acc.streamed if e not in fs]
-            copied, on_cpu = split_misses(missed, tok, self.miss, self.threshold, self.costs, acc.hits + from_stage,
-                                          acc.admitted)  # hybrid with a cost model balances CPU and link
+            if self.miss != "copy":  # hybrid with a cost model balances CPU and link
+                copied, on_cpu = split_misses(copied, tok, self.miss, self.threshold, self.costs,
+                                              acc.hits + from_stage, acc.admitted)
             if on_cpu:
                 adm = set(acc.admitted)
                 placed = [e for e in on_cpu if e in adm]
@@ -137,7 +133,7 @@ class CacheLayer:
               placed: list[int]) -> None:
         cpu_set = set(on_cpu)
         gpu, copy, cpu, bg = self.costs.lookup_terms([e for e in ids if e not in cpu_set], copied, on_cpu, placed,
-                                                     tok.__getitem__ if tok is not None else _one)
+                                                     tok.__getitem__ if tok is not None else one_token)
         self.gpu_ms += gpu
         self.cpu_ms += cpu
         self.copy_ms += copy
