@@ -313,7 +313,14 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
     if a is None or b is None:
         return ""
     if prefer == "accuracy":
-        return f"accuracy {b:.3f} vs {a:.3f}"
+        if b != a:
+            return f"accuracy {b:.3f} vs {a:.3f}"
+        h2d = "h2d_bytes_per_token"  # accuracy ties are broken by H2D bytes: say by how much, or that they tie too
+        if best.values.get(h2d) is None or other.values.get(h2d) is None:
+            return f"the same accuracy {a:.3f}"
+        if best.values[h2d] == other.values[h2d]:
+            return f"the same accuracy {a:.3f} and H2D bytes/token (a tie)"
+        return f"the same accuracy {a:.3f} and {_ratio_text(best, other, 'transfer')}"
     if a > 0:
         word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
         return f"{b / a:.2f}x the {word}"
@@ -342,7 +349,8 @@ def _why(rec: Recommendation) -> list[str]:
     acc = p.values.get("accuracy")
     if c.floor is not None and acc is not None:
         ref = rec.references.get(p.study_name)
-        basis = (f" (= {ref.accuracy:.3f} of trial #{ref.trial}, {ref.how}, minus {q.max_accuracy_drop})"
+        basis = (f" (= {ref.accuracy:.3f} of trial #{ref.trial} minus {q.max_accuracy_drop}; trial #{ref.trial}: "
+                 f"{ref.how})"
                  if ref and q.max_accuracy_drop is not None and (q.min_accuracy is None or c.floor > q.min_accuracy)
                  else "")
         out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")

@@ -130,7 +130,7 @@ def test_default_floor_is_one_point_below_the_highest_precision_point():
     assert rec.chosen.point.trial_number == 2 and rec.query.prefer == "transfer"  # not int4 (0.80)
     text = " | ".join(rec.reasons)
     assert "no accuracy floor given: within 0.01 (1 accuracy point)" in text
-    assert "accuracy 0.910 >= floor 0.910 (= 0.920 of trial #0, uniform bf16" in text
+    assert "accuracy 0.910 >= floor 0.910 (= 0.920 of trial #0 minus 0.01; trial #0: uniform bf16" in text
 
 
 def test_when_everything_fits_the_most_accurate_wins(tmp_path):

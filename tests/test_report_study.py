@@ -72,7 +72,8 @@ def agreement_accuracy(backend, plan):
                     {"accuracy": f"measured:exact-match-vs-full-precision(n={n},cpu)"})
 
 
-def run_small_study(db: Path, name: str = "report-test") -> str:
+def run_small_study(db: Path, name: str = "report-test", space_text: str = SPACE,
+                    enqueued: list[tuple[str, int]] = ENQUEUED) -> str:
     import optuna
 
     from advisor.eval.tasks import get_task
@@ -81,16 +82,16 @@ def run_small_study(db: Path, name: str = "report-test") -> str:
     from advisor.tune.space import parse_space
     from advisor.tune.study import TuneOptions, run_tune
 
-    space = parse_space(SPACE, "<report-test>")
+    space = parse_space(space_text, "<report-test>")
     loaded = load_model(MODEL)
     task = get_task("toy", limit=space.evaluation.limit, seed=space.evaluation.seed)
     backend = ModelBackend(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
     url = f"sqlite:///{db}"
     directions = [space.objectives[m] for m in space.objectives]
     study = optuna.create_study(study_name=name, storage=url, directions=directions)
-    for fmt, slots in ENQUEUED:
+    for fmt, slots in enqueued:
         study.enqueue_trial({"fmt_g0": fmt, "slots": slots})
-    run_tune(backend, space, TuneOptions(study_name=name, storage=url, n_trials=len(ENQUEUED), sampler="random"),
+    run_tune(backend, space, TuneOptions(study_name=name, storage=url, n_trials=len(enqueued), sampler="random"),
              budget_bytes=None)
     return url
 
@@ -177,6 +178,38 @@ def test_headline_numbers_are_the_stored_ones(report, study):
         assert f"{r['h2d_bytes_per_token'] / 1024:.1f} KiB" in md
     # equal memory: every headline trial fits the reference memory
     assert all(r["peak_gpu_bytes"] <= payload["reference_memory_bytes"] for r in rows)
+
+
+def test_equal_memory_replay_gives_each_precision_every_slot_that_fits(report):
+    """The equal-memory table takes, per precision, the most slots per layer whose cache fits the FP16 headline
+    trial's cache bytes - not the nearest point of the sweep's grid (fp16 got 1 slot where 6 fit)."""
+    payload = json.loads(report.data.read_text())
+    (fp16,) = [r for r in payload["headline"] if r["precision"] == "fp16"]
+    ref = fp16["expert_cache_bytes"]
+    equal = payload["equal_memory"]
+    assert set(equal) == {"fp16", "int8", "int4"}
+    experts = max(p["slots"] for p in payload["sweep"]["points"])  # the sweep's grid ends at every expert
+    for fmt, p in equal.items():
+        per_slot = sum(payload["sweep"]["expert_bytes"][fmt])  # one slot in every MoE layer
+        assert p["cache_bytes"] == p["slots"] * per_slot <= ref, (fmt, p, ref)
+        assert p["slots"] == experts or (p["slots"] + 1) * per_slot > ref, (fmt, p, ref)
+    assert equal["fp16"]["slots"] == fp16["slots_per_layer"][0]  # the headline trial's own cache
+    md = report.markdown.read_text()
+    for fmt, p in equal.items():
+        assert f"| {fmt} | {p['slots']} | {p['cache_bytes'] / 2**20:.3f} MiB | {p['policy']} |" in md, md
+
+
+def test_a_bf16_study_gets_its_cache_bytes_and_the_equal_memory_replay(tmp_path):
+    """The quick space tunes bf16, not fp16: the report showed its bf16 row's cache as `-` and the equal-memory
+    table as "no FP16 trial in the headline" (bf16 experts have fp16's bytes)."""
+    from advisor.report.study import build_report
+
+    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace('["fp16"]', '["bf16"]')
+    url = run_small_study(tmp_path / "bf16.db", "bf16-test", space, [("bf16", 2), ("int8", 4)])
+    payload = json.loads(build_report("bf16-test", url, tmp_path / "r", block_lengths=()).data.read_text())
+    (bf16,) = [r for r in payload["headline"] if r["precision"] == "bf16"]
+    assert bf16["expert_cache_bytes"] == 2 * sum(payload["sweep"]["expert_bytes"]["fp16"])
+    assert payload["equal_memory"]["fp16"]["slots"] == 2 and payload["equal_memory"]["int8"]["slots"] >= 2
 
 
 def test_baseline_is_distinct_experts_times_fp16_bytes(report):

@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint / "
                                      "load the whole model. Default: offload when the checkpoint exceeds the "
                                      "budget (or the device's free memory)."),
+        wide: bool = typer.Option(False, "--wide", help="Print the layer table whatever the terminal width "
+                                  "(default: one block per layer when the table does not fit)."),
     ) -> None:
         """List every MoE layer: experts, top-k, expert shapes, dtype, bytes per expert, shared experts."""
         from rich.console import Console
@@ -31,6 +33,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.hardware.profiles import parse_budget
         from advisor.models.load import load_model
+        from advisor.tune.fit import print_fitted
 
         budget_bytes = parse_budget(budget) if budget else None
         loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=budget_bytes)
@@ -40,9 +43,11 @@ def register(app: typer.Typer) -> None:
             f"fingerprint={loaded.fingerprint}",
             caption="bytes: counted from the stored tensors (gate+up+down per routed expert)",
         )
-        for col in ("MoE", "module", "layer", "experts", "top-k", "expert shape (gate/up, down)", "dtype",
-                    "MiB/expert", "MiB/layer", "shared", "router"):
+        columns = ("MoE", "module", "layer", "experts", "top-k", "expert shape (gate/up, down)", "dtype",
+                   "MiB/expert", "MiB/layer", "shared", "router")
+        for col in columns:
             table.add_column(col, justify="right" if col in {"MoE", "layer", "experts", "top-k"} else "left")
+        records = []  # the narrow layout: one block per MoE layer, no cell cut
         total = 0
         for lay in loaded.moe:
             h, i = lay.hidden_size, lay.intermediate_size
@@ -50,12 +55,12 @@ def register(app: typer.Typer) -> None:
             total += layer_bytes
             shared = "-" if lay.shared is None else f"{type(lay.shared).__name__} ({_mib(lay.shared_nbytes)} MiB)"
             name = lay.name + (f" (+{len(lay.aliases)} tied)" if lay.aliases else "")
-            table.add_row(
-                str(lay.index), name, str(lay.decoder_layer), str(lay.num_experts), str(lay.top_k),
-                f"[{i},{h}] / [{h},{i}]", str(lay.dtype).removeprefix("torch."), _mib(lay.expert_nbytes),
-                _mib(layer_bytes), shared, type(lay.router).__name__ if lay.router is not None else "-",
-            )
-        console.print(table)
+            row = (str(lay.index), name, str(lay.decoder_layer), str(lay.num_experts), str(lay.top_k),
+                   f"[{i},{h}] / [{h},{i}]", str(lay.dtype).removeprefix("torch."), _mib(lay.expert_nbytes),
+                   _mib(layer_bytes), shared, type(lay.router).__name__ if lay.router is not None else "-")
+            table.add_row(*row)
+            records.append((f"MoE {row[0]}: {name}", list(zip(columns[2:], row[2:], strict=True))))
+        print_fitted(console, table, records, wide=wide)
         console.print(
             f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
             f"{_mib(total)} MiB of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
@@ -74,6 +79,7 @@ def fit_table(loaded, budget: int):
     """What fits a device budget, per uniform expert format: counted bytes, slots per MoE layer, host RAM."""
     from rich.table import Table
 
+    from advisor.hardware.profiles import format_bytes
     from advisor.models.load import host_available_bytes
     from advisor.quant.spec import expert_nbytes_of
     from advisor.tune.model_backend import model_shape
@@ -81,20 +87,20 @@ def fit_table(loaded, budget: int):
     resident = model_shape(loaded).resident_bytes
     host = host_available_bytes()
     free = budget - resident
-    table = Table(title=f"budget {budget / 2**30:.2f} GiB: resident weights {resident / 2**30:.3f} GiB (counted; "
-                  f"embeddings, attention, norms, routers, shared experts, LM head), {free / 2**30:.3f} GiB left "
-                  f"for expert slots; host RAM available {host / 2**30:.1f} GiB (measured now)",
+    table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
+                  f"embeddings, attention, norms, routers, shared experts, LM head), {format_bytes(free, 2)} left "
+                  f"for expert slots; host RAM available {format_bytes(host)} (measured now)",
                   caption="counted bytes (payload + scales); slots: uniform per MoE layer, before staging and "
                   "activations (tune measures those per trial)")
-    for col in ("format", "MiB/expert", "all experts GiB", "slots/layer that fit", "of experts", "host RAM"):
+    for col in ("format", "per expert", "all experts", "slots/layer that fit", "of experts", "host RAM"):
         table.add_column(col, justify="left" if col == "format" else "right")
     for fmt in FIT_FORMATS:
         per = [expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe]
         total = sum(p * m.num_experts for p, m in zip(per, loaded.moe, strict=True))
         slots = max(0, free) // sum(per) if free > 0 else 0
         slots = min(slots, max(m.num_experts for m in loaded.moe))
-        table.add_row(fmt, f"{per[0] / 2**20:.2f}", f"{total / 2**30:.3f}",
+        table.add_row(fmt, format_bytes(per[0], 2), format_bytes(total, 2),
                       str(slots) if free > 0 else "none (resident > budget)",
                       f"{slots / max(m.num_experts for m in loaded.moe):.0%}",
-                      "fits" if total <= host else f"needs {total / 2**30:.1f} GiB")
+                      "fits" if total <= host else f"needs {format_bytes(total)}")
     return table

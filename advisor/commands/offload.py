@@ -113,7 +113,12 @@ def simulate_cmd(
         raise UserError(f"--miss must be copy or cpu here, got {miss!r} (hybrid needs a CPU profile: use `advisor "
                         "tune` with cache.miss, or benchmarks.offload_strategies)")
     profile = _profile(gpu or None)
-    plan = precision or None
+    plan = None
+    if precision:  # a plan naming layers or experts the traced model lacks is refused, not silently cut
+        from advisor.quant.plan import PrecisionPlan
+
+        plan = PrecisionPlan.parse(precision)
+        plan.check_fits(trace.num_experts)
     seqs = trace.access_sequences(token_scope)
     tokens = trace.generated_tokens or 1
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
@@ -139,6 +144,11 @@ def simulate_cmd(
                   f"tokens: {tokens} generated (counted)")
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
+    staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
+    if staged:  # lookups = hits + prefetch hits + misses: say where the look-ups the table leaves out went
+        console.print("note: prefetch hits (look-ups served by a prefetched expert, in neither hits nor misses): "
+                      + ", ".join(f"{name} {n}" for name, n in staged.items())
+                      + "; Belady's MIN is computed without prefetch, so a policy with it can pass the bound")
     if json_out:
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, indent=2))

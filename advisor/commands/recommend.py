@@ -83,6 +83,8 @@ def register(app: typer.Typer) -> None:
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
                                          "expert shapes (HF id, directory, tiny:<family>, bundled)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for the CPU expert times "
+                                    "(default 1, as `advisor tune` runs; give the threads your runtime uses)."),
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
         --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
@@ -103,6 +105,7 @@ def register(app: typer.Typer) -> None:
                            f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
                            f"{device}  [{p.source}]")
             return
+        shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
         from advisor.hardware import measure as hardware_measure
 
         if hardware_measure.cuda_available():
@@ -114,9 +117,12 @@ def register(app: typer.Typer) -> None:
                             "a host memcpy profile for modelled times")
         import dataclasses
 
-        shapes = _expert_shapes(expert_shape or [], model)
         if shapes:
+            import torch
+
             from advisor.offload.cpu_profile import measure_cpu_experts
+
+            torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
             prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())
         if name:
@@ -143,6 +149,8 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
             h, i = (int(x) for x in spec.lower().split("x"))
         except ValueError as e:
             raise UserError(f"bad --expert-shape '{spec}'; give HIDDENxFFN, e.g. 2048x1024") from e
+        if h <= 0 or i <= 0:
+            raise UserError(f"bad --expert-shape '{spec}': both sizes must be positive, e.g. 2048x1024")
         shapes.append((h, i))
     if model:
         from advisor.models.load import load_model

@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *map(str, numbers), updated)
             records.append((r.name, [("model", r.model), ("task", r.task), ("space", r.space), ("budget", budget),
                                      ("device", r.device), *zip(counts, map(str, numbers), strict=True),
-                                     ("updated", updated)]))
+                                     ("updated", updated + " UTC" if r.updated_at else updated)]))
         print_fitted(console, table, records, wide=wide)
 
     @app.command("pareto")
@@ -354,6 +354,10 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
         console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
+    if result.n_waiting:  # e.g. --budgets enqueues more points than --trials runs: say so, not silently skip
+        console.print(f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines, "
+                      f"retries) did not run: the run reached its trial count first; `--more {result.n_waiting}` "
+                      "runs them", markup=False)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
              f"{result.n_complete} finished trials, {result.n_infeasible} over budget, {result.n_failed} failed)")
     if result.front:

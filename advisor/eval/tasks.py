@@ -84,8 +84,12 @@ def get_task(
     return task.subset(limit, seed)
 
 
-def _toy(_path: str | None, _style: str | None) -> Task:
+def _toy(path: str | None, _style: str | None) -> Task:
     from advisor.eval import gsm8k, toy
+
+    if path:  # its problems are bundled: a --data file would be silently left unread
+        raise UserError(f"--data {path}: the toy task reads no data file (its problems are bundled); "
+                        "use --task gsm8k --data FILE for your own question/answer jsonl")
 
     examples = [{"question": e.question, "answer": e.answer, "result": e.result} for e in toy.test_set()]
     return Task(

@@ -18,9 +18,10 @@ PREFETCH = ("none", "lookahead", "prev_step")
 def resolve_slots(spec: Any, num_experts: Sequence[int]) -> list[int]:
     """Slots per layer from an int, a fraction (0, 1], a list, or a string ("4", "50%", "0.5", "4,4,6,8")."""
     n = len(num_experts)
+    given = spec  # as the user wrote it: the error quotes this, not the parsed number
 
     def bad(why: str) -> UserError:
-        return UserError(f"bad slots '{spec}': {why}; give a count (4), a share of experts (50% or 0.5), "
+        return UserError(f"bad slots '{given}': {why}; give a count (4), a share of experts (50% or 0.5), "
                          f"or one count per MoE layer ({n} comma-separated)")
 
     if isinstance(spec, str):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,9 @@ class RoutingTrace:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"trace file '{path}' does not exist; record one with `advisor trace MODEL -o FILE`")
+        if not zipfile.is_zipfile(path):  # numpy would try it as a pickle and advise loading it unsafely
+            raise UserError(f"'{path}' is not a routing trace this tool wrote (not an .npz archive); record one "
+                            "with `advisor trace MODEL -o FILE`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 if "rec_start" in z.files:

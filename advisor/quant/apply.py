@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from advisor.errors import UserError
 from advisor.models.experts import ExpertFn, RoutingObserver, Session, swiglu
 from advisor.models.view import model_and_moe
 from advisor.quant.expert import QuantizedExpert, quantize_expert
@@ -74,26 +73,10 @@ def fast_runtime(loaded, runtime):
     return runtime
 
 
-def check_plan_fits(plan: PrecisionPlan, moe: list) -> None:
-    """`UserError` if the plan names MoE layers or experts the model lacks (a typo, or another model)."""
-    n_layers = len(moe)
-    if plan.max_layer() >= n_layers:
-        raise UserError(
-            f"precision plan names MoE layer {plan.max_layer()} but the model has {n_layers} "
-            f"(0-{n_layers - 1})"
-        )
-    for layer, per in plan.experts.items():
-        n = moe[layer].num_experts
-        if max(per) >= n:
-            raise UserError(
-                f"precision plan names expert {max(per)} of MoE layer {layer}, which has {n} experts"
-            )
-
-
 def iter_quantized(moe: list, plan: PrecisionPlan) -> Iterator[tuple[Key, QuantizedExpert]]:
     """Every routed expert quantized per `plan`, one at a time: only one expert's full-precision weights are
     held at once (an offloaded model's view reads each from its checkpoint)."""
-    check_plan_fits(plan, moe)
+    plan.check_fits([m.num_experts for m in moe])
     with torch.no_grad():
         for layer in moe:
             for e in range(layer.num_experts):

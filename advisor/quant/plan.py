@@ -119,6 +119,18 @@ class PrecisionPlan:
         """Highest MoE layer the plan names explicitly (-1 if none): lets callers check it fits the model."""
         return max([*self.layers, *self.experts, -1])
 
+    def check_fits(self, num_experts: Sequence[int]) -> None:
+        """`UserError` if the plan names MoE layers or experts a model with `num_experts` per MoE layer lacks
+        (a typo, or another model's plan)."""
+        n_layers = len(num_experts)
+        if self.max_layer() >= n_layers:
+            raise UserError(f"precision plan names MoE layer {self.max_layer()} but the model has {n_layers} "
+                            f"(0-{n_layers - 1})")
+        for layer, per in self.experts.items():
+            if max(per) >= num_experts[layer]:
+                raise UserError(f"precision plan names expert {max(per)} of MoE layer {layer}, which has "
+                                f"{num_experts[layer]} experts")
+
     # ---- identity ------------------------------------------------------------------------------------------
     def _identity(self) -> dict:
         return {

@@ -10,7 +10,6 @@ from typing import Any
 from advisor.report.data import StudyData, TrialRecord
 from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table
 from advisor.report.select import (
-    BASELINE_FORMATS,
     BudgetAnswer,
     HeadlineRow,
     Reference,
@@ -39,6 +38,7 @@ class ReportContext:
     max_accuracy_drop: float
     reference: Reference
     answers: list[BudgetAnswer] = field(default_factory=list)
+    equal_memory: dict[str, Any] = field(default_factory=dict)  # precision -> replay at the FP16 headline's cache
 
 
 def json_default(o: Any) -> Any:
@@ -74,6 +74,7 @@ def report_json(c: ReportContext) -> dict[str, Any]:
         "accuracy": [asdict(r) for r in accuracy_rows(c.trials)],
         "sweep": {"points": [asdict(p) for p in sw.points], "expert_bytes": sw.expert_bytes,
                   "traces": {k: asdict(v) for k, v in sw.traces.items()}, "policies": sw.policies},
+        "equal_memory": c.equal_memory,
         "recommended": c.recommended,
         "block_reuse": c.blocks,
         "trials": {"finished": len(c.data.trials), "feasible": len(c.trials), "failed": c.data.n_failed,
@@ -158,9 +159,9 @@ def compose(c: ReportContext) -> Document:
                  "study's trace workload. Accuracy reference: " + base_acc_why + "."))
     doc.add(Table(["precision", "GPU slots/layer", "expert cache", "policy", "H2D / token", "transfer cut"],
                   equal_memory_replay(c),
-                  caption="The same question answered by trace replay at exactly equal expert-cache memory (the "
-                          "FP16 headline trial's cache bytes; each precision takes as many slots as fit, with the "
-                          "best policy of the study). Replay values, not stored trials: they fill gaps in what the "
+                  caption="The same question answered by trace replay at equal expert-cache memory (at most the "
+                          "FP16 headline trial's cache bytes; each precision takes as many slots per layer as fit, "
+                          "with the best policy of the study). Replay values, not stored trials: they fill gaps in what the "
                           "study sampled."))
     doc.add(Bullets(_answer_lines(c)))
     if c.answers:
@@ -252,22 +253,16 @@ def budget_caption(c: ReportContext, sizes: str) -> str:
 
 
 def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
-    """Per precision, the largest slot count whose cache fits the FP16 headline trial's cache bytes (replay)."""
-    sw = c.sweep
-    ref = next((r.expert_cache_bytes for r in c.headline if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
-               None)
-    if ref is None:
+    """Per precision, the replay at the most slots whose cache fits the FP16 headline trial's cache bytes."""
+    if not c.equal_memory:
         return [["-", "-", "-", "-", "no FP16 trial in the headline: no reference cache size", "-"]]
     rows = []
-    for fmt in sw.expert_bytes:
-        pts = [p for p in sw.points if p.precision == fmt and p.policy in sw.policies and p.cache_bytes <= ref]
-        if not pts:
+    for fmt, best in c.equal_memory.items():
+        if best is None:
             rows.append([fmt, "-", "-", "-", "not even one slot per layer fits", "-"])
             continue
-        top = max(p.slots for p in pts)
-        best = min((p for p in pts if p.slots == top), key=lambda p: p.bytes_per_token)
         rows.append([fmt, best.slots, _mib(best.cache_bytes), best.policy, _kib(best.bytes_per_token),
-                     _pct(1 - best.bytes_per_token / sw.baseline_bytes_per_token)])
+                     _pct(1 - best.bytes_per_token / c.sweep.baseline_bytes_per_token)])
     return rows
 
 
@@ -348,7 +343,11 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "Stored metric sources: " + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(sources.items())),
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
-                    for r in c.headline if r.trial is not None) + ".",
+                    for r in c.headline if r.trial is not None) + "."
+        + (" Hybrid trials split their misses by this host's CPU expert times measured now (the study does not "
+           "store the ones it ran with), so their bytes can differ from the stored ones; copy and cpu trials "
+           "replay to the stored bytes." if not getattr(c.wb.profile, "cpu_experts", None)
+           and any(r.miss == "hybrid" for r in c.headline if r.trial is not None) else ""),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
         "Routing under quantized experts is recorded per precision (it can differ from FP16).",

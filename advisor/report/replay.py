@@ -136,3 +136,33 @@ def sweep(
                 out.points.append(SweepPoint(fmt, p, s, cache_bytes, st.bytes_h2d / tok, st.transfer_ms / tok,
                                              st.hit_rate))
     return out
+
+
+def equal_memory(traces: Mapping[str, Any], cache_bytes: int, *, policies: Sequence[str],
+                 profile: Any = None) -> dict[str, SweepPoint | None]:
+    """Per precision, the replay at the most slots per layer whose cache fits `cache_bytes` (the exact count,
+    not the nearest point of the sweep's grid), with the policy that moves the fewest bytes; None when not
+    one slot per layer fits."""
+    from advisor.offload.simulate import simulate
+
+    out: dict[str, SweepPoint | None] = {}
+    for fmt, trace in traces.items():
+        eb = layer_expert_bytes(trace, fmt)
+
+        def cost(s: int, eb: list[int] = eb, trace: Any = trace) -> int:
+            return sum(min(s, n) * b for n, b in zip(trace.num_experts, eb, strict=True))
+
+        fitting = [s for s in range(1, max(trace.num_experts) + 1) if cost(s) <= cache_bytes]
+        if not fitting:
+            out[fmt] = None
+            continue
+        s = max(fitting)
+        caps = [min(s, n) for n in trace.num_experts]
+        per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
+        seqs = trace.access_sequences()
+        tok = max(1, trace.generated_tokens)
+        runs = [(p, simulate(trace, slots_per_layer=caps, policy=p, expert_bytes=per_expert, profile=profile,
+                             sequences=seqs)) for p in policies]
+        p, st = min(runs, key=lambda r: r[1].bytes_h2d)
+        out[fmt] = SweepPoint(fmt, p, s, cost(s), st.bytes_h2d / tok, st.transfer_ms / tok, st.hit_rate)
+    return out

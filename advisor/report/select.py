@@ -69,6 +69,8 @@ def uniform_precision(t: TrialRecord) -> str | None:
 def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> int | None:
     """Counted GPU expert-cache bytes of a uniform-plan trial: sum over layers of slots x expert bytes."""
     fmt = uniform_precision(t)
+    if fmt in BASELINE_FORMATS:  # bf16 experts count the bytes of the fp16 trace the report replays
+        fmt = "fp16"
     slots = t.config.get("slots_per_layer")
     if fmt is None or not isinstance(slots, list) or fmt not in expert_bytes:
         return None

@@ -95,7 +95,7 @@ def build_report(
 
     from advisor.report import blocks as report_blocks
     from advisor.report import plots as report_plots
-    from advisor.report.replay import sweep
+    from advisor.report.replay import equal_memory, sweep
 
     # one intra-op thread, as `advisor tune` runs by default: the same float summation order, so a fresh trace
     # routes as the stored one did; and tiny expert matmuls on a busy host only slow down with more threads
@@ -121,6 +121,10 @@ def build_report(
         if r.trial is not None:
             t = next(t for t in trials if t.number == r.trial)
             r.replayed_bytes_per_token = wb.replay_stored(runs[_run_key(r.precision)], t)
+    ref_cache = next((r.expert_cache_bytes for r in rows if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
+                     None)
+    equal = {} if ref_cache is None else equal_memory({f: r.trace for f, r in runs.items()}, ref_cache,
+                                                       policies=policies, profile=wb.profile)
     recs = recommended_points(data, max_accuracy_drop)
 
     blocks: dict[str, Any] = {"rows": [], "curves": []}
@@ -147,7 +151,7 @@ def build_report(
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
                                                               figs / "block_reuse.png")
         ctx = ReportContext(data, trials, wb, runs, sw, rows, ref_memory, memory_why, recs, blocks, figures,
-                            policies, max_accuracy_drop, reference, answers)
+                            policies, max_accuracy_drop, reference, answers, equal)
         doc = compose(ctx)
         md, page = write_document(doc, tmp)
         payload = report_json(ctx)

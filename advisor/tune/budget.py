@@ -178,7 +178,11 @@ def memory_spec(spec: str, option: str = "--memory") -> float | int:
 
     spec = spec.strip()
     if not spec.endswith("%"):
-        return parse_budget(spec)
+        try:
+            return parse_budget(spec)
+        except UserError as e:  # name the option, and the shares it also takes
+            raise UserError(f"{option}: {e}; or a share such as 25% (of the FP16 expert bytes, beside the "
+                            "resident weights)") from e
     try:
         share = float(spec[:-1]) / 100
     except ValueError:

@@ -164,17 +164,21 @@ class LiveProgress:
         done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         total = self.opts.total_trials if self.opts.total_trials is not None else (
             done + self.opts.n_trials if self.opts.n_trials is not None else None)
-        self.progress.update(self.task, total=total, completed=done)
+        self.progress.update(self.task, total=total, completed=done, front=_front_size(study))
 
     def stage(self, stage: str, trial_number: int | None) -> None:
         what = {"fidelity": "fidelity", "cache": "replay", "accuracy": "accuracy"}.get(stage, stage)
         self.progress.update(self.task, info=f"#{trial_number} {what}")
 
     def trial_done(self, study: Any, trial: Any, objective: Any) -> None:
-        try:
-            front = len(study.best_trials)
-        except Exception:  # noqa: BLE001 - display only
-            front = 0
         stage = trial.user_attrs.get("stage", trial.state.name.lower())
-        self.progress.update(self.task, advance=int(trial.state.name == "COMPLETE"), front=front,
+        self.progress.update(self.task, advance=int(trial.state.name == "COMPLETE"), front=_front_size(study),
                              info=f"#{trial.number} {stage}")
+
+
+def _front_size(study: Any) -> int:
+    """The study's current front size for the live line (a resumed study starts from its stored front)."""
+    try:
+        return len(study.best_trials)
+    except Exception:  # noqa: BLE001 - display only
+        return 0

@@ -76,6 +76,8 @@ class TuneResult:
     distinct_plans: int
     elapsed_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    n_waiting: int = 0
+    """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -324,4 +326,5 @@ def _run_tune(
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
+        n_waiting=sum(t.state == TrialState.WAITING for t in trials),
     )

@@ -1,0 +1,198 @@
+"""What a new user following the README met, through the commands they run: each test failed before its fix.
+
+- `advisor inspect` piped or at 80 columns cut every cell of the layer table (`mod…`, `Lin…`);
+- `advisor inspect --budget 2MiB` said `budget 0.00 GiB` and `MiB/expert 0.00`;
+- `advisor simulate --slots 200%` quoted the parsed `2.0`, not what was typed; with `--prefetch` its hits and
+  misses did not add up to the look-ups, and a policy passed "belady (bound)", without a word; a `--precision`
+  plan naming layers the trace lacks was replayed as if it fitted;
+- a resumed `advisor tune` with nothing to run showed `front 0` beside a front of several points;
+- `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+
+
+def advisor(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_inspect_at_80_columns_cuts_no_cell_and_sizes_small_budgets_readably(tmp_path):
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", "bundled", "--budget", "2MiB"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "…" not in out, out
+    for i in range(4):  # every layer whole: module name, router, shapes
+        assert f"MoE {i}: model.layers.{i}.mlp.experts" in out, out
+    assert out.count("router Linear") == 4 and "[16,128] / [128,16]" in out, out
+    assert "budget 2.00 MiB: resident weights" in out and "0.00 GiB:" not in out, out
+    bf16 = next(ln for ln in out.splitlines() if ln.strip("│ ").startswith("bf16"))
+    assert "12.00 KiB" in bf16 and "3.00 MiB" in bf16, bf16  # 3 x 16 x 128 bf16 weights per expert, 256 experts
+    wide = CliRunner().invoke(app, ["inspect", "bundled", "--wide"], terminal_width=80)
+    assert wide.exit_code == 0 and "┃ MoE ┃ module" in wide.output and "…" not in wide.output, wide.output
+
+
+def test_simulate_quotes_bad_slots_as_typed_and_names_prefetch_hits(tmp_path):
+    from advisor.cli import app
+    from advisor.errors import UserError
+    from tests.offload_helpers import cli_trace
+
+    runner = CliRunner()
+    trace = tmp_path / "tr.npz"
+    cli_trace(runner, trace)
+    res = runner.invoke(app, ["simulate", str(trace), "--slots", "200%"])  # `advisor.cli.run` prints it, exit 2
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception).startswith("bad slots '200%': a percentage must be in (0, 100]"), res.exception
+
+    # a plan naming a layer or an expert the traced model lacks was replayed as if it fitted
+    for plan, why in (("default=int4;layers=0-9:int8", "precision plan names MoE layer 9 but the model has 2 (0-1)"),
+                      ("default=int4;experts=1.70:int8", "precision plan names expert 70 of MoE layer 1, which has")):
+        res = runner.invoke(app, ["simulate", str(trace), "--precision", plan])
+        assert isinstance(res.exception, UserError) and str(res.exception).startswith(why), res.output
+    # with prefetch, hits + misses no longer add up to the look-ups: the run says where the rest went
+    js = tmp_path / "p.json"
+    res = runner.invoke(app, ["simulate", str(trace), "--slots", "2", "--prefetch", "lookahead", "--policy", "lru",
+                              "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    (lru,) = [r for r in json.loads(js.read_text())["results"] if r["policy"] == "lru"]
+    assert lru["prefetch_hits"] > 0 and lru["hits"] + lru["misses"] + lru["prefetch_hits"] == lru["lookups"]
+    assert (f"note: prefetch hits (look-ups served by a prefetched expert, in neither hits nor misses): "
+            f"lru {lru['prefetch_hits']};") in " ".join(res.output.split()), res.output
+
+
+SPACE = """
+name = "newuser"
+[precision]
+formats = ["int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru", "tide"]
+tau = [1, 4]
+prefetch = ["none"]
+miss = ["copy", "cpu", "hybrid"]
+[objectives]
+time_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+limit = 4
+trace_prompts = 1
+fidelity_prompts = 1
+"""
+
+
+def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_front(tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+    base = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{tmp_path}/s.db", "--study", "u"]
+    first = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    text = " ".join(first.stdout.split())  # the note wraps at 80 columns
+    m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points and baselines, retries\) did not run: "
+                  r"the run reached its trial count first; `--more (\d+)` runs them", text)
+    assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, text
+    again = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    front = int(re.search(r"Pareto front of study u \((\d+) points", again.stdout).group(1))
+    live = re.search(r"tuning .* 3/3 front (\d+)", again.stdout)
+    assert live and int(live.group(1)) == front > 0, again.stdout
+
+
+def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
+    """`--gpu "RTX 4090"` on the committed example: every point fits, the most accurate wins, and the next best
+    has the same accuracy; the reason said `accuracy 0.960 vs 0.960` instead of what broke the tie."""
+    r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (line,) = [ln for ln in r.stdout.splitlines() if "next best" in ln]
+    assert re.search(r"has the same accuracy 0\.\d{3} and (H2D bytes/token \(a tie\)|\d+\.\d\dx the transfer)$",
+                     line), line
+    assert " vs " not in line, line
+
+
+def test_a_data_file_the_toy_task_would_not_read_is_refused(tmp_path):
+    """`advisor tune --data my.jsonl` ran the bundled toy task and never read the file, without a word."""
+    (tmp_path / "my.jsonl").write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    r = advisor("tune", "--data", "my.jsonl", "--storage", f"sqlite:///{tmp_path}/t.db", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == ["error: --data my.jsonl: the toy task reads no data file (its problems "
+                                             "are bundled); use --task gsm8k --data FILE for your own question/answer "
+                                             "jsonl"], r.stderr
+    assert not (tmp_path / "t.db").exists() and "advisor tune" not in r.stdout  # before the model loads
+
+
+def test_profile_refuses_an_empty_or_negative_expert_shape_before_measuring(tmp_path):
+    """`advisor profile --cpu --expert-shape 0x5` measured the link, then died in a traceback (amax of an empty
+    tensor); `-4x8` in torch's negative-dimension error."""
+    for shape in ("0x5", "-4x8", "8x0"):
+        r = advisor("profile", "--cpu", f"--expert-shape={shape}", "--profiles-dir", str(tmp_path / "pp"),
+                    cwd=tmp_path, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [f"error: bad --expert-shape '{shape}': both sizes must be positive, "
+                                                 "e.g. 2048x1024"], r.stderr
+        assert not (tmp_path / "pp").exists()
+
+
+def test_a_bad_budgets_or_memory_value_names_its_option_and_the_shares_it_takes(tmp_path):
+    """`--budgets 10%,abc` said `budget 'abc' is not a size; use e.g. 12GiB` - neither which option nor that
+    shares such as 25% are what `--budgets`/`--memory` usually take."""
+    for args, option in ((["tune", "--budgets", "10%,abc", "--storage", f"sqlite:///{tmp_path}/t.db"], "--budgets"),
+                         (["report", "bundled-example", "--memory", "abc", "--storage", str(EXAMPLE_DB), "-o",
+                           str(tmp_path / "r")], "--memory")):
+        r = advisor(*args, cwd=tmp_path, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines() == [f"error: {option}: budget 'abc' is not a size; use e.g. 12GiB, 24GB, "
+                                                 "8000MiB; or a share such as 25% (of the FP16 expert bytes, beside "
+                                                 "the resident weights)"], r.stderr
+        assert not (tmp_path / "t.db").exists() and not (tmp_path / "r").exists()
+
+
+def test_studies_blocks_say_the_update_time_is_utc(tmp_path):
+    """The wide table heads the column `updated (UTC)`; the 80-column blocks said only `updated 2026-12-03 16:28`."""
+    r = advisor("studies", "--storage", str(EXAMPLE_DB), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^   updated \d{4}-\d\d-\d\d \d\d:\d\d UTC$", r.stdout, re.M), r.stdout
+
+
+def test_profile_measures_cpu_experts_with_the_threads_tune_uses(tmp_path):
+    """`advisor profile --model M` measured CPU experts with torch's default threads (every core): on a busy
+    2-core host int4 took 8 ms per token instead of 0.1 ms, and `tune` itself measures with --threads 1."""
+    for args, threads in (([], 1), (["--threads", "2"], 2)):
+        out = tmp_path / f"pp{threads}"
+        r = advisor("profile", "--cpu", "--repeats", "1", "--expert-shape", "64x32", "--profiles-dir", str(out),
+                    *args, cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stderr
+        (saved,) = out.glob("*.json")
+        cpu = json.loads(saved.read_text())["cpu_experts"]
+        assert cpu["threads"] == threads and f"{threads} threads" in cpu["source"], cpu
+
+
+def test_simulate_of_a_file_that_is_no_archive_does_not_advise_unpickling_it(tmp_path):
+    """A text file given as a trace was reported with numpy's advice to load it with `allow_pickle=`."""
+    (tmp_path / "t.npz").write_text("garbage\n")
+    r = advisor("simulate", "t.npz", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == ["error: 't.npz' is not a routing trace this tool wrote (not an .npz "
+                                             "archive); record one with `advisor trace MODEL -o FILE`"], r.stderr
+
+
+def test_recommend_floor_reason_reads_in_order(tmp_path):
+    """The floor's basis ended `... the highest-precision uniform plan in the study), minus 0.01)`: the drop came
+    after the description (and after its note, when the reference is not full precision)."""
+    r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
+                "--prefer", "latency", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert ("  - accuracy 0.960 >= floor 0.940 (= 0.950 of trial #14 minus 0.01; trial #14: uniform fp16 plan (the "
+            "highest-precision uniform plan in the study))") in r.stdout.splitlines(), r.stdout
