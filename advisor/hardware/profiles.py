@@ -272,11 +272,12 @@ def nominal_device(profile: HardwareProfile) -> NominalDevice | None:
     return NOMINAL[min(hits, key=lambda p: abs(p.memory_bytes - profile.memory_bytes)).name]
 
 
-def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None) -> HardwareProfile:
+def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
+            has_budget: bool = False) -> HardwareProfile:
     """The profile of a GPU named loosely ("4090", "rtx4090", "NVIDIA GeForce RTX 4090", "A100 80GB").
 
     A measured profile of the same GPU wins over the catalogue. An unknown or ambiguous name raises a
-    UserError listing the close matches.
+    UserError listing the close matches; it offers --budget only where the command has it (`has_budget`).
     """
     if not name or not name.strip():
         raise UserError("empty GPU name; use e.g. --gpu 'RTX 4090' (see `advisor profile --list`)")
@@ -293,7 +294,9 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None) -> H
     keys = {_split(n)[0]: n for n in names}
     close = [keys[k] for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5)]
     hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names)}"
-    raise UserError(f"unknown GPU {name!r}; {hint}; or measure it with `advisor profile`, or pass --budget")
+    instead = "; or give the memory with --budget" if has_budget else ""
+    raise UserError(f"unknown GPU {name!r}; {hint} (all: `advisor profile --list`); or measure it with "
+                    f"`advisor profile`{instead}")
 
 
 def list_gpus(profiles_directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
