@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.hardware.profiles import CATALOGUE, HardwareProfile, format_bytes, priced_device
+from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
 from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
@@ -137,12 +137,14 @@ def _point_dict(c: Candidate, q: Query) -> dict[str, Any]:
 
 def tuned_for(p: FrontPoint) -> str:
     """The GPU a point's time per token was modelled for at tune time: the study's --gpu profile (stored with
-    the study), its device priced as `advisor.offload.timing.device_roofline` prices it."""
-    hw = HardwareProfile.from_dict(p.hardware) if p.hardware else None
+    the study), its device priced as `advisor.offload.timing.device_roofline` prices it (by name and memory)."""
+    name = p.hardware.get("name")
+    hw = dataclasses.replace(DEFAULT_PROFILE, name=name, memory_bytes=p.hardware.get("memory_bytes") or 0) \
+        if name else None
     dev, _ = priced_device(hw)
     if hw is None:
         return f"{dev.gpu} (no --gpu at tune time)"
-    return hw.name if hw.name == dev.gpu else f"{hw.name}, device priced as {dev.gpu}"
+    return name if name == dev.gpu else f"{name}, device priced as {dev.gpu}"
 
 
 def _other_gpu_note(rec: Recommendation) -> list[str]:
