@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.hardware.profiles import CATALOGUE, HardwareProfile, format_bytes
+from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
 from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
@@ -131,7 +131,35 @@ def _point_dict(c: Candidate, q: Query) -> dict[str, Any]:
         "sources": p.sources,
         "accuracy_floor": c.floor,
         "modelled_on_target": _modelled_transfer(p, q.gpu),
+        "time_per_token_modelled_for": tuned_for(p) if "time_per_token" in p.values else None,
     }
+
+
+def tuned_for(p: FrontPoint) -> str:
+    """The GPU a point's time per token was modelled for at tune time: the study's --gpu profile (stored with
+    the study), its device priced as `advisor.offload.timing.device_roofline` prices it (by name and memory)."""
+    name = p.hardware.get("name")
+    hw = dataclasses.replace(DEFAULT_PROFILE, name=name, memory_bytes=p.hardware.get("memory_bytes") or 0) \
+        if name else None
+    dev, _ = priced_device(hw)
+    if hw is None:
+        return f"{dev.gpu} (no --gpu at tune time)"
+    return name if name == dev.gpu else f"{name}, device priced as {dev.gpu}"
+
+
+def _other_gpu_note(rec: Recommendation) -> list[str]:
+    """When the ranking uses time per token and --gpu names another GPU than the studies were tuned for: say
+    so (the stored times stand; only the transfer is re-modelled, as bytes and copies alone allow)."""
+    q = rec.query
+    if q.gpu is None or _compared_by(q.prefer, *(c.point for c in rec.ranked[:1])) != "time_per_token":
+        return []
+    others = sorted({tuned_for(c.point) for c in rec.ranked if "time_per_token" in c.point.values
+                     and c.point.hardware.get("name") != q.gpu.name})
+    if not others:
+        return []
+    return [f"the stored time per token ranks these points and was modelled for {' / '.join(others)}, not for "
+            f"the {q.gpu.name} (only the transfer on target is re-modelled for it); for time per token on the "
+            f"{q.gpu.name}, re-tune with --gpu {q.gpu.name!r} into a new --study"]
 
 
 def copies_per_token(p: FrontPoint) -> float | None:
@@ -356,8 +384,11 @@ def _why(rec: Recommendation) -> list[str]:
         out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")
     elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
         out.append("no accuracy stored in this study: relative floor not applied")
-    words = "lowest time per token" if _compared_by(q.prefer, p) == "time_per_token" else _PREF_WORDS[q.prefer]
-    out.append(f"{words} among {len(rec.ranked)} feasible point(s)")
+    by_time = _compared_by(q.prefer, p) == "time_per_token"
+    words = "lowest time per token" if by_time else _PREF_WORDS[q.prefer]
+    out.append(f"{words} among {len(rec.ranked)} feasible point(s)" + (f", modelled for {tuned_for(p)}" if by_time
+                                                                        else ""))
+    out += _other_gpu_note(rec)
     if len(rec.ranked) > 1:
         nxt = rec.ranked[1].point
         out.append(f"next best {rec.ranked[1].label} has {_ratio_text(p, nxt, q.prefer)}"
@@ -450,7 +481,10 @@ def render(rec: Recommendation) -> str:
         lines += [f"  - {r}" for r in rec.reasons]
         lines.append(f"Stored values (trial run on {p.device}; how each was obtained in brackets):")
         for name in sorted(p.values):
-            lines.append(_metric_line(name, p.values[name], p.sources.get(name, "source not recorded")))
+            source = p.sources.get(name, "source not recorded")
+            if name == "time_per_token":
+                source = f"for {tuned_for(p)}: {source}"
+            lines.append(_metric_line(name, p.values[name], source))
         mt = _modelled_transfer(p, rec.query.gpu)
         if mt:
             lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(

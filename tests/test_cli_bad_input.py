@@ -67,11 +67,23 @@ def test_corrupt_database_before_the_model_loads(tmp_path):
     before = digest(bad)
     t0 = time.perf_counter()
     r = advisor("tune", "--trials", "1", "--storage", str(bad), cwd=tmp_path)
-    one_error_line(r, "corrupt.db", "not a readable SQLite database")
+    line = f"error: {bad} is not a readable advisor database (file is not a database); point --storage at the " \
+           "file `advisor tune` wrote"
+    assert one_error_line(r) == line + ", or a new path"
     before_model_load(r)
     assert time.perf_counter() - t0 < 60 and digest(bad) == before
-    one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path), "not a readable SQLite database")
-    one_error_line(advisor("studies", "--storage", str(bad), cwd=tmp_path), "corrupt.db")
+    assert one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path)) == line + ", or a new path"
+
+
+def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
+    """studies/pareto (SQLAlchemy) and recommend/export (stdlib sqlite3) say the same line for a corrupt file."""
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"not a database at all " * 200)
+    line = f"error: {bad} is not a readable advisor database (file is not a database); point --storage at the " \
+           "file `advisor tune` wrote"
+    for args in (["studies"], ["pareto", "any"], ["recommend"], ["export", "any", "1", "--to", "json"]):
+        assert one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path)) == line, args
+    assert bad.read_bytes() == b"not a database at all " * 200
 
 
 def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):

@@ -28,7 +28,7 @@ def build_query(
     from advisor.hardware.profiles import get_gpu, parse_budget
     from advisor.recommend import Query
 
-    profile = get_gpu(gpu, profiles_dir) if gpu is not None else None  # an empty --gpu is refused, not ignored
+    profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
     return Query(
         budget_bytes=parse_budget(budget) if budget is not None else None,
         gpu=profile,

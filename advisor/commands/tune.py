@@ -52,7 +52,7 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
     from advisor.hardware.profiles import get_gpu, parse_budget
 
-    profile = get_gpu(gpu) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
+    profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
     nbytes = parse_budget(budget) if budget is not None else None
     if nbytes is None and profile is not None and profile.memory_bytes > 0:
         nbytes = int(profile.memory_bytes)

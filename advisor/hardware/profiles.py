@@ -272,11 +272,28 @@ def nominal_device(profile: HardwareProfile) -> NominalDevice | None:
     return NOMINAL[min(hits, key=lambda p: abs(p.memory_bytes - profile.memory_bytes)).name]
 
 
-def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None) -> HardwareProfile:
+DEFAULT_GPU = "H200 141GB"
+"""The device priced when no GPU is named: the H200, the GPU whose link profile is recorded."""
+
+
+def priced_device(profile: HardwareProfile | None) -> tuple[NominalDevice, str]:
+    """The GPU whose nominal figures price device compute for `profile` (`advisor.offload.timing`), and its
+    label: the profile's catalogue GPU; the H200 when none is named (None, or the default modelling profile)
+    or the named one has no catalogue figures, and the label says which."""
+    named = profile is not None and profile != DEFAULT_PROFILE
+    dev = nominal_device(profile) if named else None
+    if dev is None:
+        return NOMINAL[DEFAULT_GPU], f"{DEFAULT_GPU} nominal, " + (
+            f"no figures for {profile.name!r}" if named else "no GPU named")
+    return dev, f"{dev.gpu} nominal" if profile.name == dev.gpu else f"{profile.name} as {dev.gpu} nominal"
+
+
+def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
+            has_budget: bool = False) -> HardwareProfile:
     """The profile of a GPU named loosely ("4090", "rtx4090", "NVIDIA GeForce RTX 4090", "A100 80GB").
 
     A measured profile of the same GPU wins over the catalogue. An unknown or ambiguous name raises a
-    UserError listing the close matches.
+    UserError listing the close matches; it offers --budget only where the command has it (`has_budget`).
     """
     if not name or not name.strip():
         raise UserError("empty GPU name; use e.g. --gpu 'RTX 4090' (see `advisor profile --list`)")
@@ -293,7 +310,9 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None) -> H
     keys = {_split(n)[0]: n for n in names}
     close = [keys[k] for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5)]
     hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names)}"
-    raise UserError(f"unknown GPU {name!r}; {hint}; or measure it with `advisor profile`, or pass --budget")
+    instead = "; or give the memory with --budget" if has_budget else ""
+    raise UserError(f"unknown GPU {name!r}; {hint} (all: `advisor profile --list`); or measure it with "
+                    f"`advisor profile`{instead}")
 
 
 def list_gpus(profiles_directory: str | os.PathLike | None = None) -> list[HardwareProfile]:

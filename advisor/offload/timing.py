@@ -192,10 +192,6 @@ class DeviceRoofline:
 
 LAYER_US = 20.0
 """Assumed fixed cost per MoE layer and forward of a fused-MoE runtime (routing + grouped-GEMM launches)."""
-DEFAULT_GPU = "H200 141GB"
-"""The device priced when no GPU is named: the H200, the GPU whose link profile is recorded."""
-
-
 def device_roofline(profile: Any = None) -> DeviceRoofline:
     """The fused-MoE device model of the GPU a hardware profile names, from its catalogue (nominal) memory
     bandwidth and dense bf16 TFLOP/s (`advisor.hardware.profiles.nominal_device`: a measured profile by its
@@ -203,15 +199,9 @@ def device_roofline(profile: Any = None) -> DeviceRoofline:
     catalogue figures (an uncatalogued GPU's or a host's measured profile) is priced as the H200 too, and the
     source says so: the profile's measured link and CPU times stay usable, and no label names a GPU whose
     figures were not used."""
-    from advisor.hardware.profiles import DEFAULT_PROFILE, NOMINAL, nominal_device
+    from advisor.hardware.profiles import priced_device
 
-    named = profile is not None and profile != DEFAULT_PROFILE
-    dev = nominal_device(profile) if named else None
-    if dev is None:
-        dev = NOMINAL[DEFAULT_GPU]
-        label = f"{dev.gpu} nominal, " + (f"no figures for {profile.name!r}" if named else "no GPU named")
-    else:
-        label = f"{dev.gpu} nominal" if profile.name == dev.gpu else f"{profile.name} as {dev.gpu} nominal"
+    dev, label = priced_device(profile)
     return DeviceRoofline(
         dev.mem_gbps, dev.tflops, LAYER_US,
         f"modelled:roofline({label}: {dev.mem_gbps:g} GB/s, {dev.tflops:g} TFLOP/s dense {dev.dtype}; "

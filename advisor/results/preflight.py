@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
+from advisor.results.storage import unreadable_database
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
 
@@ -56,8 +57,7 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             finally:
                 con.close()
         except sqlite3.Error as e:
-            raise UserError(f"{path} is not a readable SQLite database ({e}); point --storage at the file "
-                            "`advisor tune` wrote, or a new path") from e
+            raise unreadable_database(path, e, ", or a new path") from e
         if write and (query.get("mode") == ["ro"] or query.get("immutable") == ["1"]
                       or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
             raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "

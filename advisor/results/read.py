@@ -12,9 +12,8 @@ import datetime as dt
 import json
 import sqlite3
 
-from advisor.errors import UserError
 from advisor.results.front import FrontPoint
-from advisor.results.storage import require_database, sqlite_path
+from advisor.results.storage import require_database, sqlite_path, unreadable_database
 
 _COLUMNS = (
     "study_name, trial_number, model, model_fingerprint, task, config, \"values\", sources, device, hardware, "
@@ -46,9 +45,7 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
             con.close()
         return [_point(r) for r in rows]
     except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
-        raise UserError(
-            f"{path} is not a readable advisor database ({e}); point --storage at the file `advisor tune` wrote"
-        ) from e
+        raise unreadable_database(path, e) from e
 
 
 def _point(r: tuple) -> FrontPoint:

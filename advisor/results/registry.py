@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
-from advisor.errors import UserError
+from advisor.results.storage import unreadable_database
 from advisor.results.store import FrontRow, StudyRow
 
 
@@ -78,8 +78,7 @@ def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
         with engine.connect() as c:
             return {k: json.loads(v) for k, v in c.execute(q, {"name": name})}
     except (DatabaseError, ValueError) as e:
-        raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); "
-                        "point --storage at the file `advisor tune` wrote") from e
+        raise unreadable_database(engine.url, e) from e
 
 
 def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
@@ -89,8 +88,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
         insp = inspect(engine)
         tables = set(insp.get_table_names())
     except DatabaseError as e:
-        raise UserError(f"{engine.url} is not a readable database ({type(e).__name__}); "
-                        "point --storage at the file `advisor tune` wrote") from e
+        raise unreadable_database(engine.url, e) from e
     if not tables & {"studies", StudyRow.__tablename__}:
         return []
     counts: dict[str, dict[str, int]] = {}
@@ -120,8 +118,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
                 mine = select(StudyRow) if name is None else select(StudyRow).where(StudyRow.study_name == name)
                 rows = {r.study_name: r for r in s.scalars(mine)}
     except DatabaseError as e:
-        raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); "
-                        "point --storage at the file `advisor tune` wrote") from e
+        raise unreadable_database(engine.url, e) from e
     out = []
     for study in sorted(set(counts) | set(rows)):
         r, c = rows.get(study), counts.get(study, {})

@@ -28,6 +28,16 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
+    """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
+    sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
+    where = sqlite_path(str(where)) or where
+    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    reason = (str(cause).splitlines() or [""])[0] or type(cause).__name__
+    return UserError(f"{where} is not a readable advisor database ({reason}); point --storage at the file "
+                     f"`advisor tune` wrote{hint}")
+
+
 def require_database(url: str) -> None:
     """Readers never create a database: a missing SQLite file is one clear `UserError`."""
     path = sqlite_path(url)

@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint
-from advisor.results.storage import normalize_url
+from advisor.results.storage import normalize_url, unreadable_database
 
 
 class Base(DeclarativeBase):
@@ -196,4 +196,4 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
                 q = q.where(FrontRow.study_name == study_name)
             return [_point_from_row(r) for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
     except DatabaseError as e:
-        raise UserError(f"{engine.url} is not a readable advisor database ({type(e).__name__}); point --storage at the file `advisor tune` wrote") from e
+        raise unreadable_database(engine.url, e) from e

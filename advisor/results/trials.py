@@ -18,7 +18,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint, dominates, trial_point
-from advisor.results.storage import require_database, sqlite_path
+from advisor.results.storage import require_database, sqlite_path, unreadable_database
 
 _INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 
@@ -62,8 +62,7 @@ def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
-        raise UserError(f"{path} is not a readable advisor database ({e}); point --storage at the file "
-                        "`advisor tune` wrote") from e
+        raise unreadable_database(path, e) from e
 
 
 def _attrs(rows: list[tuple]) -> dict[str, Any]:

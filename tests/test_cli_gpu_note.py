@@ -1,0 +1,73 @@
+"""What a new user met with `--gpu`: each test failed before its fix.
+
+- `advisor simulate t.npz --gpu bogus` told them to "pass --budget", an option simulate does not have;
+- `advisor recommend --gpu "RTX 4090" --prefer latency` ranked by time per token modelled for the study's GPU
+  (the H200 for a study tuned without --gpu) and did not say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+
+
+def test_unknown_gpu_hint_fits_the_command(tmp_path):
+    from advisor.cli import app
+    from advisor.errors import UserError
+    from tests.offload_helpers import cli_trace
+
+    runner = CliRunner()
+    trace = tmp_path / "tr.npz"
+    cli_trace(runner, trace)
+    res = runner.invoke(app, ["simulate", str(trace), "--gpu", "bogus"])
+    assert isinstance(res.exception, UserError), res.output
+    msg = str(res.exception)
+    assert msg.startswith("unknown GPU 'bogus'") and "`advisor profile --list`" in msg, msg
+    assert "--budget" not in msg, msg  # simulate has no --budget
+    for args in (["recommend", "--storage", str(EXAMPLE_DB)], ["tune", "--storage", str(tmp_path / "s.db")]):
+        res = runner.invoke(app, [*args, "--gpu", "bogus"])
+        assert isinstance(res.exception, UserError), res.output
+        assert "`advisor profile --list`" in str(res.exception) and "--budget" in str(res.exception), res.exception
+    assert not (tmp_path / "s.db").exists()
+
+
+def _recommend(*args: str):
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["recommend", *args, "--prefer", "latency"])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_recommend_for_another_gpu_says_whose_time_per_token_ranks(tmp_path):
+    import json
+    import shutil
+    import sqlite3
+
+    from advisor.hardware.profiles import get_gpu
+
+    out = _recommend("--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090")
+    note = ("the stored time per token ranks these points and was modelled for H200 141GB (no --gpu at tune time), "
+            "not for the RTX 4090 24GB")
+    assert note in out and "re-tune with --gpu 'RTX 4090 24GB' into a new --study" in out, out
+    assert "modelled for H200 141GB (no --gpu at tune time)" in out.split(note)[0], out  # the reason line
+    row = next(ln for ln in out.splitlines() if ln.strip().startswith("time_per_token "))
+    assert "[for H200 141GB (no --gpu at tune time): modelled:gpu=" in row, row
+    as_json = json.loads(_recommend("--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", "--json"))
+    assert any(note in r for r in as_json["reasons"]), as_json["reasons"]
+    assert as_json["chosen"]["time_per_token_modelled_for"] == "H200 141GB (no --gpu at tune time)"
+
+    # no --gpu, or a study tuned for the GPU asked about: nothing to warn of, and the row says whose it is
+    assert "re-tune" not in _recommend("--storage", str(EXAMPLE_DB))
+    db = tmp_path / "advisor.db"
+    shutil.copy(EXAMPLE_DB, db)
+    with sqlite3.connect(db) as con:  # as `advisor tune --gpu "RTX 4090"` stores its profile with every point
+        con.execute("UPDATE advisor_front SET hardware = ?", (json.dumps(get_gpu("RTX 4090").to_dict()),))
+    out = _recommend("--storage", str(db), "--gpu", "RTX 4090")
+    assert "re-tune" not in out, out
+    assert "feasible point(s), modelled for RTX 4090 24GB" in out, out
+    out = _recommend("--storage", str(db), "--gpu", "H200")
+    assert "was modelled for RTX 4090 24GB, not for the H200 141GB" in out, out
