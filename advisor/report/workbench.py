@@ -44,6 +44,9 @@ class Workbench:
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
         backend = ModelBackend(loaded, task, settings, profile=profile)
+        stored_cpu = data.study_attrs.get("cpu_experts")
+        if stored_cpu:  # the CPU expert times the study was priced with, so hybrid replays match its trials
+            backend.adopt_cpu_profile(stored_cpu)
         return cls(data, loaded, backend, profile, settings)
 
     def uniform_plan(self, fmt: str) -> Any:
