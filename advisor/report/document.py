@@ -314,6 +314,18 @@ def _block_section(doc: Document, c: ReportContext) -> None:
                    for r in c.blocks["rows"]]))
 
 
+def _hybrid_check(same_cpu: bool, hybrid: bool) -> str:
+    """What the headline check can promise of hybrid trials: their copies depend on the CPU expert times."""
+    if not hybrid:
+        return ""
+    if same_cpu:
+        return (" Hybrid trials split their misses by the CPU expert times they ran with (stored with the study), "
+                "so they replay to their stored bytes, as copy and cpu trials do.")
+    return (" Hybrid trials split their misses by CPU expert times taken now (the study predates storing the ones "
+            "it ran with), so their bytes can differ from the stored ones; copy and cpu trials replay to the "
+            "stored bytes.")
+
+
 def _cpu_label(stored: bool, source: str) -> str:
     """Where the CPU expert times of this report's replays (cpu/hybrid misses, time per token) came from."""
     if stored:
@@ -356,10 +368,8 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
                     for r in c.headline if r.trial is not None) + "."
-        + (" Hybrid trials split their misses by CPU expert times taken now (the study predates storing the "
-           "ones it ran with), so their bytes can differ from the stored ones; copy and cpu trials replay to the "
-           "stored bytes." if not cpu_stored and not getattr(c.wb.profile, "cpu_experts", None)
-           and any(r.miss == "hybrid" for r in c.headline if r.trial is not None) else ""),
+        + _hybrid_check(cpu_stored or bool(getattr(c.wb.profile, "cpu_experts", None)),
+                        any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
         _cpu_label(cpu_stored, wb.backend.cpu_profile().source),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "

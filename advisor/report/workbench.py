@@ -40,7 +40,9 @@ class Workbench:
         settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
         from advisor.eval.tasks import get_task
 
-        task = get_task(task_name, limit=settings.limit, seed=settings.seed)
+        # as `advisor tune` builds it: the whole task (the evaluation draws its `limit` examples itself), so
+        # the traces replay the tuner's prompts
+        task = get_task(task_name, seed=settings.seed)
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
         backend = ModelBackend(loaded, task, settings, profile=profile)
