@@ -84,7 +84,7 @@ def run_small_study(db: Path, name: str = "report-test", space_text: str = SPACE
 
     space = parse_space(space_text, "<report-test>")
     loaded = load_model(MODEL)
-    task = get_task("toy", limit=space.evaluation.limit, seed=space.evaluation.seed)
+    task = get_task("toy", seed=space.evaluation.seed)  # as `advisor tune` builds it
     backend = ModelBackend(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
     url = f"sqlite:///{db}"
     directions = [space.objectives[m] for m in space.objectives]

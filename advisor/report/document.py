@@ -3,6 +3,7 @@ the numbers the other modules produced (prose only; nothing is measured here).""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,11 +314,34 @@ def _block_section(doc: Document, c: ReportContext) -> None:
                    for r in c.blocks["rows"]]))
 
 
+def _hybrid_check(same_cpu: bool, hybrid: bool) -> str:
+    """What the headline check can promise of hybrid trials: their copies depend on the CPU expert times."""
+    if not hybrid:
+        return ""
+    if same_cpu:
+        return (" Hybrid trials split their misses by the CPU expert times they ran with (stored with the study), "
+                "so they replay to their stored bytes, as copy and cpu trials do.")
+    return (" Hybrid trials split their misses by CPU expert times taken now (the study predates storing the ones "
+            "it ran with), so their bytes can differ from the stored ones; copy and cpu trials replay to the "
+            "stored bytes.")
+
+
+def _cpu_label(stored: bool, source: str) -> str:
+    """Where the CPU expert times of this report's replays (cpu/hybrid misses, time per token) came from."""
+    if stored:
+        date = re.search(r"\d{4}-\d\d-\d\d", source)
+        return (f"CPU expert times (cpu and hybrid misses, time per token): the study's stored measurement"
+                f"{' of ' + date.group(0) if date else ''}, the one its trials were priced with ({source}).")
+    return (f"CPU expert times (cpu and hybrid misses, time per token): {source}, taken by this report (the study "
+            "predates storing the ones its trials were priced with).")
+
+
 def _provenance(doc: Document, c: ReportContext) -> None:
     d, sw, wb = c.data, c.sweep, c.wb
     p = wb.profile
     ev = wb.settings
     trace_rows = [[k, v.forwards, v.layers, v.routed_rows, v.lookups, v.tokens] for k, v in sw.traces.items()]
+    cpu_stored = bool(d.study_attrs.get("cpu_experts"))
     devices = sorted({str(t.attrs.get("device", d.setting("device", default="?"))) for t in c.trials})
     sources: dict[str, set[str]] = {}
     for t in c.trials:
@@ -344,10 +368,9 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
                     for r in c.headline if r.trial is not None) + "."
-        + (" Hybrid trials split their misses by this host's CPU expert times measured now (the study does not "
-           "store the ones it ran with), so their bytes can differ from the stored ones; copy and cpu trials "
-           "replay to the stored bytes." if not getattr(c.wb.profile, "cpu_experts", None)
-           and any(r.miss == "hybrid" for r in c.headline if r.trial is not None) else ""),
+        + _hybrid_check(cpu_stored or bool(getattr(c.wb.profile, "cpu_experts", None)),
+                        any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
+        _cpu_label(cpu_stored, wb.backend.cpu_profile().source),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
         "Routing under quantized experts is recorded per precision (it can differ from FP16).",

@@ -40,10 +40,15 @@ class Workbench:
         settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
         from advisor.eval.tasks import get_task
 
-        task = get_task(task_name, limit=settings.limit, seed=settings.seed)
+        # as `advisor tune` builds it: the whole task (the evaluation draws its `limit` examples itself), so
+        # the traces replay the tuner's prompts
+        task = get_task(task_name, seed=settings.seed)
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
         backend = ModelBackend(loaded, task, settings, profile=profile)
+        stored_cpu = data.study_attrs.get("cpu_experts")
+        if stored_cpu:  # the CPU expert times the study was priced with, so hybrid replays match its trials
+            backend.adopt_cpu_profile(stored_cpu)
         return cls(data, loaded, backend, profile, settings)
 
     def uniform_plan(self, fmt: str) -> Any:

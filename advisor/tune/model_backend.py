@@ -306,22 +306,41 @@ class ModelBackend:
             return {}
         return {"tau": config.tau or DEFAULT_TAU, "steps_per_block": self.decoding["steps_per_block"]}
 
+    def _expert_shapes(self) -> list[tuple[int, int]]:
+        return list(dict.fromkeys((int(h), int(i)) for h, i in zip(self.shape.hidden, self.shape.intermediate,
+                                                                     strict=True)))
+
     def cpu_profile(self) -> Any:
-        """This host's CPU expert times on the model's expert shapes: from the hardware profile when it
-        covers them, else measured here once (measured:wall-clock)."""
+        """This host's CPU expert times on the model's expert shapes: the study's stored ones once adopted
+        (`adopt_cpu_profile`), else from the hardware profile when it covers them, else measured here once
+        (measured:wall-clock)."""
         from advisor.offload.timing import CpuProfile, shape_key
 
         if getattr(self, "_cpu_profile", None) is None:
-            shapes = list(dict.fromkeys((int(h), int(i)) for h, i in zip(self.shape.hidden, self.shape.intermediate,
-                                                                          strict=True)))
             stored = getattr(self.profile, "cpu_experts", None)
             cp = CpuProfile.from_dict(stored) if stored else None
-            if cp is None or any(shape_key(h, i) not in cp.table for h, i in shapes):
+            if cp is None or any(shape_key(h, i) not in cp.table for h, i in self._expert_shapes()):
                 from advisor.offload.cpu_profile import measure_cpu_experts
 
-                cp = measure_cpu_experts(shapes)
+                cp = measure_cpu_experts(self._expert_shapes())
             self._cpu_profile = cp
         return self._cpu_profile
+
+    def adopt_cpu_profile(self, stored: dict[str, Any]) -> list[str]:
+        """Price CPU experts with the times a study stored (one study, one time model: nothing re-measured);
+        an expert shape they lack is measured now and added, its source saying so. Returns those shapes."""
+        from advisor.offload.timing import CpuProfile, shape_key
+
+        cp = CpuProfile.from_dict(stored)
+        missing = [(h, i) for h, i in self._expert_shapes() if shape_key(h, i) not in cp.table]
+        if missing:
+            from advisor.offload.cpu_profile import measure_cpu_experts
+
+            new = measure_cpu_experts(missing)
+            keys = ", ".join(shape_key(h, i) for h, i in missing)
+            cp = CpuProfile({**cp.table, **new.table}, cp.threads, f"{cp.source}; {keys} {new.source}")
+        self._cpu_profile = cp
+        return [shape_key(h, i) for h, i in missing]
 
     def costs(self, plan: Any) -> Any:
         """The time model of `plan`: this host's CPU, the profile's link, a fused-MoE device (the roofline of

@@ -78,6 +78,8 @@ class TuneResult:
     extra: dict[str, Any] = field(default_factory=dict)
     n_waiting: int = 0
     """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
+    cpu_note: str = ""
+    """Which CPU expert times priced the run (the study's stored ones, or measured now for an older study)."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -147,6 +149,28 @@ def refuse_other_hardware(storage: str, name: str, profile: Any) -> None:
     from advisor.results.store import engine_for
 
     _check_hardware(name, study_user_attrs(engine_for(storage), name), {"hardware": _profile_dict(profile)})
+
+
+def _cpu_meta(backend: Any) -> dict[str, Any]:
+    """The CPU expert times a new study is priced with, stored with it so that a resume and `advisor report`
+    reuse them instead of measuring again (on a shared host they moved by a third between runs)."""
+    return {"cpu_experts": backend.cpu_profile().to_dict()} if hasattr(backend, "adopt_cpu_profile") else {}
+
+
+def _price_cpu(attrs: dict[str, Any], backend: Any, created: bool) -> str:
+    """Price this run with the study's stored CPU expert times; returns the line that says which times."""
+    if not hasattr(backend, "adopt_cpu_profile"):
+        return ""
+    stored = attrs.get("cpu_experts")
+    if not stored:
+        return (f"CPU expert times: {backend.cpu_profile().source}, taken by this run (the study predates "
+                "storing them: its earlier runs may have had others)")
+    missing = backend.adopt_cpu_profile(stored)
+    src = backend.cpu_profile().source
+    if created:
+        return f"CPU expert times: {src}, stored with the study (a resume and `advisor report` reuse them)"
+    return (f"CPU expert times: the study's stored measurement {src}"
+            + (f" (expert shape {', '.join(missing)} not stored: measured now)" if missing else ""))
 
 
 def _check_resume(study: Any, meta: dict[str, Any]) -> None:
@@ -269,8 +293,9 @@ def _run_tune(
     meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
     _check_resume(study, meta)
     with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
-        if not study.user_attrs:
-            for k, v in meta.items():
+        created = not study.user_attrs
+        if created:
+            for k, v in {**meta, **_cpu_meta(backend)}.items():
                 study.set_user_attr(k, v)
         if opts.warm_start:
             for p in fit.warm_start():
@@ -284,6 +309,7 @@ def _run_tune(
             for attrs in baseline_trials(space, backend.shape, opts.budgets):
                 if key(attrs) not in have:
                     study.enqueue_trial({}, user_attrs=attrs)
+    cpu_note = _price_cpu(study.user_attrs, backend, created)
     registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
     create_tables(engine)
     register_study(engine, name, **registry_fields)
@@ -326,5 +352,5 @@ def _run_tune(
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
-        n_waiting=sum(t.state == TrialState.WAITING for t in trials),
+        n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note,
     )

@@ -1,0 +1,118 @@
+"""The CPU expert times a study is priced with are stored with it: a resume reuses them (no re-measurement,
+one time model per study) and `advisor report` replays hybrid trials with them, reproducing the stored bytes.
+
+Through the CLI, on the bundled model: tune a tiny study whose every trial computes misses `hybrid`, resume it,
+report on it; then a stored profile marked with another date (what a re-measurement could never produce) shows
+that the resume prices with the stored times; a stored profile lacking the model's expert shape measures that
+shape and says so; a study without stored times (older ones) is labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+SPACE = """
+name = "cpuprof"
+[precision]
+formats = ["int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+miss = ["hybrid"]
+[objectives]
+time_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+limit = 4
+trace_prompts = 1
+fidelity_prompts = 1
+"""
+
+
+def advisor(*args: str, cwd: Path) -> str:
+    r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=600, env={**__import__("os").environ, "COLUMNS": "400"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def stored(db: Path) -> tuple[dict, dict[int, str]]:
+    """(the study's stored CPU expert times, each finished trial's time_per_token source), read from SQLite."""
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT value_json FROM study_user_attributes WHERE key = 'cpu_experts'").fetchall()
+        sources = {n: json.loads(v)["time_per_token"] for n, v in c.execute(
+            "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+            "WHERE a.key = 'sources' AND t.state = 'COMPLETE'")}
+    return (json.loads(rows[0][0]) if rows else {}), sources
+
+
+def set_stored(db: Path, profile: dict | None) -> None:
+    with sqlite3.connect(db) as c:
+        if profile is None:
+            c.execute("DELETE FROM study_user_attributes WHERE key = 'cpu_experts'")
+        else:
+            c.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'cpu_experts'",
+                      (json.dumps(profile),))
+
+
+def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c"]
+    first = advisor(*tune, "--trials", "3", cwd=tmp_path)
+    profile, sources = stored(db)
+    src = profile["source"]
+    assert re.fullmatch(r"measured:wall-clock\(\d{4}-\d\d-\d\d, 1 threads, .*\)", src), src
+    assert "128x16" in profile["table"] and len(sources) == 3
+    assert f"CPU expert times: {src}, stored with the study (a resume and `advisor report` reuse them)" in first
+
+    again = advisor(*tune, "--more", "2", cwd=tmp_path)
+    assert f"CPU expert times: the study's stored measurement {src}\n" in again, again
+    after, sources = stored(db)
+    assert after == profile and len(sources) == 5  # not re-measured, not rewritten
+    assert all(s.endswith(f";cpu={src}") for s in sources.values()), sources  # one time model for every trial
+
+    out = tmp_path / "r"
+    advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
+    rows = [r for r in json.loads((out / "report.json").read_text())["headline"] if r["trial"] is not None]
+    assert rows and all(r["miss"] == "hybrid" for r in rows), rows
+    for r in rows:  # hybrid replays split misses by the stored times: the stored bytes come back exactly
+        assert r["replayed_bytes_per_token"] == r["h2d_bytes_per_token"], r
+    md = " ".join((out / "report.md").read_text().split())
+    date = src.split("(")[1].split(",")[0]
+    assert (f"the study's stored measurement of {date}, the one its trials were priced with ({src})") in md, md
+    assert "so they replay to their stored bytes, as copy and cpu trials do" in md and "taken now" not in md
+
+    # a resume prices with the stored times as stored: times and a date no measurement today could give
+    marked = {**profile, "source": src.replace(date, "2020-01-02"),
+              "table": {k: {f: [[n, ms * 50] for n, ms in pts] for f, pts in v.items()}
+                        for k, v in profile["table"].items()}}
+    set_stored(db, marked)
+    resumed = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert f"CPU expert times: the study's stored measurement {marked['source']}\n" in resumed, resumed
+    _, sources = stored(db)
+    assert sources[5].endswith(f";cpu={marked['source']}"), sources[5]
+
+    # stored times lacking the model's expert shape: that shape is measured now, and the run says so
+    set_stored(db, {**profile, "table": {"64x8": profile["table"]["128x16"]}})
+    partial = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert "(expert shape 128x16 not stored: measured now)" in partial, partial
+    assert stored(db)[0]["table"].keys() == {"64x8"}  # the study's stored times stay as stored
+
+    # a study stored before the times were (no `cpu_experts`): today's behaviour, labelled
+    set_stored(db, None)
+    old = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert re.search(r"CPU expert times: measured:wall-clock\(.*\), taken by this run \(the study predates "
+                     r"storing them: its earlier runs may have had others\)", old), old
+    advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
+    md = " ".join((out / "report.md").read_text().split())
+    assert "taken by this report (the study predates storing the ones its trials were priced with)" in md, md
