@@ -42,8 +42,8 @@ def test_recommend_names_time_per_token_and_shows_budget_and_use_apart(tmp_path)
                   "--prefer", "latency", cwd=tmp_path).stdout
     assert "trial #129" in out and "misses hybrid" in out
     assert "fits 1.970 MiB: uses 1.963 MiB" in out  # both were "2.0 MiB"
-    assert "lowest time per token among 16 feasible point(s)" in out
-    assert "next best bundled-example#111 has 1.71x the time per token" in out
+    assert "lowest time per token among 15 feasible point(s)" in out
+    assert "next best bundled-example#111 has 1.76x the time per token" in out
     assert "Measured on" not in out and "Stored values (trial run on cpu" in out
 
 
@@ -72,12 +72,12 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
 
 def test_a_tide_point_exports_its_tau(tmp_path):
     """Trial 154 ran TIDE at tau 2: the header says so (as the front row does) and the advisor recipe runs it
-    at tau 2, not the runtime's default 4."""
+    at tau 2, not the runtime's default 4, with the study's 8 steps per block (its last-step rule)."""
     args = ("export", "bundled-example", "154", "--storage", str(EXAMPLE_DB))
     kt = advisor(*args, "--to", "ktransformers", cwd=tmp_path)
     assert "# the study's cache: GPU expert slots per MoE layer 64 in each of 4, policy tide (tau 2), " in kt.stdout
     hf = advisor(*args, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path).stdout
-    assert "policy='tide', prefetch='none', miss='copy', policy_kw={'tau': 2}, " in hf
+    assert "policy='tide', prefetch='none', miss='copy', policy_kw={'tau': 2, 'steps_per_block': 8}, " in hf
     compile(hf, "recipe.py", "exec")  # still parses as it prints
 
 
