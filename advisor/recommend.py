@@ -151,7 +151,7 @@ def _other_gpu_note(rec: Recommendation) -> list[str]:
     """When the ranking uses time per token and --gpu names another GPU than the studies were tuned for: say
     so (the stored times stand; only the transfer is re-modelled, as bytes and copies alone allow)."""
     q = rec.query
-    if q.gpu is None or _compared_by(q.prefer, *(c.point for c in rec.ranked[:1])) != "time_per_token":
+    if q.gpu is None or not rec.ranked or _compared_by(q.prefer, rec.ranked[0].point) != "time_per_token":
         return []
     others = sorted({tuned_for(c.point) for c in rec.ranked if "time_per_token" in c.point.values
                      and c.point.hardware.get("name") != q.gpu.name})

@@ -86,6 +86,21 @@ def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
     assert bad.read_bytes() == b"not a database at all " * 200
 
 
+def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
+    """`export STUDY N` of a trial off the front reads Optuna's tables with stdlib sqlite3 for a sqlite:/// URL
+    and with SQLAlchemy otherwise: a `trials` table not Optuna's is the same clear error in both (the
+    SQLAlchemy reader let a raw OperationalError through)."""
+    from advisor.errors import UserError
+    from advisor.results.trials import read_trial
+
+    db = tmp_path / "foreign.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE trials (x INTEGER)")
+    for url in (f"sqlite:///{db}", f"sqlite+pysqlite:///{db}"):
+        with pytest.raises(UserError, match=r"foreign\.db is not a readable advisor database \(no such table"):
+            read_trial(url, "any", 0)
+
+
 def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):
     before = digest(study_db)
     r = advisor("tune", "--storage", f"sqlite:///file:{study_db}?mode=ro&uri=true", cwd=tmp_path)

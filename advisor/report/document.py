@@ -368,7 +368,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
                     for r in c.headline if r.trial is not None) + "."
-        + _hybrid_check(cpu_stored or bool(getattr(c.wb.profile, "cpu_experts", None)),
+        + _hybrid_check(cpu_stored or bool(p.cpu_experts),
                         any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
         _cpu_label(cpu_stored, wb.backend.cpu_profile().source),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "

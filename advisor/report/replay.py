@@ -98,7 +98,7 @@ def sweep(
     `traces` maps a format name ("fp16", "int8", "int4") to the routing trace recorded under that uniform
     plan. The baseline uses `baseline_trace` (default: the fp16 trace, else the first one) at FP16 bytes.
     """
-    from advisor.offload.simulate import belady, simulate
+    from advisor.offload.simulate import belady
 
     if not traces:
         raise ValueError("no traces to replay")
@@ -118,24 +118,49 @@ def sweep(
         policies=list(policies),
     )
     for fmt, trace in traces.items():
-        eb = layer_expert_bytes(trace, fmt)
-        out.expert_bytes[fmt] = eb
-        per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
-        seqs = trace.access_sequences()
-        tok = max(1, trace.generated_tokens)
-        lookups = sum(len(ids) for seq in seqs for ids, *_ in seq)
-        out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(len(trace.experts)), lookups, tok)
+        r = _Replay(trace, fmt, profile)
+        out.expert_bytes[fmt] = r.expert_bytes
+        lookups = sum(len(ids) for seq in r.seqs for ids, *_ in seq)
+        out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(len(trace.experts)), lookups,
+                                    r.tokens)
         for s in grid:
-            caps = [min(s, n) for n in trace.num_experts]
-            cache_bytes = sum(c * b for c, b in zip(caps, eb, strict=True))
-            runs = [(p, simulate(trace, slots_per_layer=caps, policy=p, expert_bytes=per_expert, profile=profile,
-                                 sequences=seqs)) for p in policies]
+            runs = r.policies(s, policies)
             if with_belady:
-                runs.append(("belady", belady(trace, caps, expert_bytes=per_expert, profile=profile, sequences=seqs)))
-            for p, st in runs:
-                out.points.append(SweepPoint(fmt, p, s, cache_bytes, st.bytes_h2d / tok, st.transfer_ms / tok,
-                                             st.hit_rate))
+                runs.append(("belady", belady(trace, r.caps(s), expert_bytes=r.per_expert, profile=profile,
+                                              sequences=r.seqs)))
+            out.points += [r.point(s, p, st) for p, st in runs]
     return out
+
+
+class _Replay:
+    """One precision's trace, ready to replay at any slot count: its experts' bytes at the format, its access
+    sequences (computed once) and its generated tokens; what `sweep` and `equal_memory` share."""
+
+    def __init__(self, trace: Any, fmt: str, profile: Any) -> None:
+        self.trace, self.fmt, self.profile = trace, fmt, profile
+        self.expert_bytes = layer_expert_bytes(trace, fmt)
+        self.per_expert = [[b] * n for b, n in zip(self.expert_bytes, trace.num_experts, strict=True)]
+        self.seqs = trace.access_sequences()
+        self.tokens = max(1, trace.generated_tokens)
+
+    def caps(self, slots: int) -> list[int]:
+        return [min(slots, n) for n in self.trace.num_experts]
+
+    def cache_bytes(self, slots: int) -> int:
+        """Counted GPU expert-cache bytes at `slots` per MoE layer (each layer at most its experts)."""
+        return sum(c * b for c, b in zip(self.caps(slots), self.expert_bytes, strict=True))
+
+    def policies(self, slots: int, policies: Sequence[str]) -> list[tuple[str, Any]]:
+        """(policy, simulation) for each policy at `slots` per MoE layer."""
+        from advisor.offload.simulate import simulate
+
+        caps = self.caps(slots)
+        return [(p, simulate(self.trace, slots_per_layer=caps, policy=p, expert_bytes=self.per_expert,
+                             profile=self.profile, sequences=self.seqs)) for p in policies]
+
+    def point(self, slots: int, policy: str, st: Any) -> SweepPoint:
+        return SweepPoint(self.fmt, policy, slots, self.cache_bytes(slots), st.bytes_h2d / self.tokens,
+                          st.transfer_ms / self.tokens, st.hit_rate)
 
 
 def equal_memory(traces: Mapping[str, Any], cache_bytes: int, *, policies: Sequence[str],
@@ -143,26 +168,13 @@ def equal_memory(traces: Mapping[str, Any], cache_bytes: int, *, policies: Seque
     """Per precision, the replay at the most slots per layer whose cache fits `cache_bytes` (the exact count,
     not the nearest point of the sweep's grid), with the policy that moves the fewest bytes; None when not
     one slot per layer fits."""
-    from advisor.offload.simulate import simulate
-
     out: dict[str, SweepPoint | None] = {}
     for fmt, trace in traces.items():
-        eb = layer_expert_bytes(trace, fmt)
-
-        def cost(s: int, eb: list[int] = eb, trace: Any = trace) -> int:
-            return sum(min(s, n) * b for n, b in zip(trace.num_experts, eb, strict=True))
-
-        fitting = [s for s in range(1, max(trace.num_experts) + 1) if cost(s) <= cache_bytes]
-        if not fitting:
+        r = _Replay(trace, fmt, profile)
+        s = max((s for s in range(1, max(trace.num_experts) + 1) if r.cache_bytes(s) <= cache_bytes), default=0)
+        if not s:
             out[fmt] = None
             continue
-        s = max(fitting)
-        caps = [min(s, n) for n in trace.num_experts]
-        per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
-        seqs = trace.access_sequences()
-        tok = max(1, trace.generated_tokens)
-        runs = [(p, simulate(trace, slots_per_layer=caps, policy=p, expert_bytes=per_expert, profile=profile,
-                             sequences=seqs)) for p in policies]
-        p, st = min(runs, key=lambda r: r[1].bytes_h2d)
-        out[fmt] = SweepPoint(fmt, p, s, cost(s), st.bytes_h2d / tok, st.transfer_ms / tok, st.hit_rate)
+        p, st = min(r.policies(s, policies), key=lambda run: run[1].bytes_h2d)
+        out[fmt] = r.point(s, p, st)
     return out

@@ -44,14 +44,18 @@ def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
     path = sqlite_path(url)
     if path is None:
         from sqlalchemy import inspect, text
+        from sqlalchemy.exc import DatabaseError
 
         from advisor.results.store import engine_for
 
         engine = engine_for(url)
-        if not inspect(engine).has_table("trials"):
-            return None
-        with engine.connect() as c:
-            return _read(lambda sql, args: list(c.execute(text(sql), args)), study, number)
+        try:
+            if not inspect(engine).has_table("trials"):
+                return None
+            with engine.connect() as c:
+                return _read(lambda sql, args: list(c.execute(text(sql), args)), study, number)
+        except DatabaseError as e:  # as the sqlite3 branch below: one clear error, not a traceback
+            raise unreadable_database(engine.url, e) from e
     require_database(url)
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
