@@ -87,15 +87,13 @@ def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | No
     """Forwards per block that `generate` runs with these arguments: what TIDE's refresh schedule needs before
     decoding (and what a recorded trace shows after it). LLaDA2's threshold sampler may finish a block in
     fewer (this is its most); autoregressive decoding has no denoising steps: 1 (each forward its own block)."""
-    options.pop("seed", None)
-    defaults = {**loaded.gen_defaults, **options}
     if loaded.family == "llada_moe":
         _, num_blocks, steps = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
         return steps // num_blocks
     if loaded.family == "llada2":
-        return int(steps or defaults["steps"])
+        return int(steps or loaded.gen_defaults["steps"])
     if loaded.family == "diffusion_gemma":  # the encoder pass that opens a canvas, then one decoder pass per step
-        return int(steps or defaults["steps"]) + 1
+        return int(steps or loaded.gen_defaults["steps"]) + 1
     return 1
 
 

@@ -190,9 +190,9 @@ class PerExpert(Policy):
                 getattr(self, name).extend([0] * (top - self._size))
             self._size = top
 
-    def _inserted(self, keys, ctx):
-        self._cover(keys)  # a prefetched expert may not have been used yet
-        super()._inserted(keys, ctx)
+    def prefetch(self, ids, ctx):
+        self._cover(ids)  # a prefetched expert may not have been used yet (a look-up's `_touch` covers its own)
+        return super().prefetch(ids, ctx)
 
 
 class LFU(PerExpert):

@@ -192,6 +192,8 @@ class DeviceRoofline:
 
 LAYER_US = 20.0
 """Assumed fixed cost per MoE layer and forward of a fused-MoE runtime (routing + grouped-GEMM launches)."""
+
+
 def device_roofline(profile: Any = None) -> DeviceRoofline:
     """The fused-MoE device model of the GPU a hardware profile names, from its catalogue (nominal) memory
     bandwidth and dense bf16 TFLOP/s (`advisor.hardware.profiles.nominal_device`: a measured profile by its
