@@ -142,3 +142,16 @@ def test_an_empty_gpu_or_budget_is_refused_not_ignored(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
         assert "advisor tune" not in r.stdout  # refused before the model loads
     assert not (tmp_path / "t.db").exists()
+
+
+def test_an_autoregressive_tide_point_exports_its_forward_schedule(tmp_path):
+    """An autoregressive study decodes one forward per block (steps per block 1): the recipe states TIDE's
+    refresh every tau forwards, by the rule the runtime runs (it said "refreshes at steps none")."""
+    p = point("ar-tide", 2, "int8", 4, acc=0.9, h2d=1e6, peak_gib=2.0)
+    p.config.update(policy="tide", tau=3, decoding={"generate": {"max_new_tokens": 8, "seed": 0}, "steps_per_block": 1})
+    url = make_db(tmp_path / "a.db", [p])
+    hf = advisor("export", "ar-tide", "2", "--storage", url, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path)
+    assert hf.returncode == 0, hf.stderr
+    assert "policy_kw={'tau': 3, 'steps_per_block': 1}" in hf.stdout
+    assert "every 3 forward(s): forwards 0, 3, 6, ... of each generation" in hf.stdout
+    assert "none" not in hf.stdout.split("TIDE (")[1].splitlines()[0]
