@@ -343,7 +343,7 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
     if prefer == "accuracy":
         if b != a:
             return f"accuracy {b:.3f} vs {a:.3f}"
-        h2d = "h2d_bytes_per_token"  # accuracy ties are broken by H2D bytes: say by how much, or that they tie too
+        h2d = _RANK_KEYS["accuracy"][1][0]  # what breaks accuracy ties (H2D bytes): say by how much, or that it ties
         if best.values.get(h2d) is None or other.values.get(h2d) is None:
             return f"the same accuracy {a:.3f}"
         if best.values[h2d] == other.values[h2d]:
