@@ -8,6 +8,8 @@ times), so no configuration is silently dropped.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,31 @@ def require_database(url: str) -> None:
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
+
+
+SCHEMA_LOCK_KEY = 727401
+"""The PostgreSQL advisory lock that serialises table creation: workers starting together on a fresh database
+would otherwise race in CREATE TABLE (a duplicate-type IntegrityError for all but one)."""
+
+
+@contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases)."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 HEARTBEAT_INTERVAL_S = 10
@@ -111,7 +138,8 @@ def open_storage(
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
+            return optuna.storages.RDBStorage(url, **kwargs)
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"cannot use storage {url!r} ({e}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e

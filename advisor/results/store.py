@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint
-from advisor.results.storage import normalize_url, unreadable_database
+from advisor.results.storage import SCHEMA_LOCK_KEY, normalize_url, unreadable_database
 
 
 class Base(DeclarativeBase):
@@ -116,12 +116,12 @@ def create_tables(engine: Engine) -> None:
         Base.metadata.create_all(engine)
         return
     with engine.connect() as c:
-        c.execute(text("SELECT pg_advisory_lock(727401)"))
+        c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
         try:
             Base.metadata.create_all(c)
             c.commit()
         finally:
-            c.execute(text("SELECT pg_advisory_unlock(727401)"))
+            c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
             c.commit()
 
 
