@@ -148,6 +148,21 @@ def test_unreachable_postgresql_masks_the_password(tmp_path):
         one_error_line(r)
 
 
+
+def test_postgresql_server_that_never_answers_is_one_line_in_every_reader(tmp_path):
+    """A port that accepts connections but never speaks (a hung server, a proxy): every reader gives up after
+    the connect timeout with one line (they hung until the OS gave up, minutes)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshake; nothing ever answers
+        url = f"postgresql://bob:s3cret-pw@127.0.0.1:{silent.getsockname()[1]}/advisor"
+        for args in (["studies"], ["pareto", "s"], ["recommend", "--budget", "1GiB"],
+                     ["export", "s", "1", "--to", "json"]):
+            r = advisor(*args, "--storage", url, cwd=tmp_path, timeout=40)
+            one_error_line(r, "bob:***@127.0.0.1", "timeout expired", "check the URL and that the server runs")
+
 @pytest.mark.parametrize("name", ["a b", "-x", "x/y", "x" * 101, "x;rm"])
 def test_bad_study_names(tmp_path, name):
     r = advisor("tune", "--study", name, cwd=tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
-from advisor.results.storage import unreadable_database
+from advisor.results.storage import engine_kwargs, unreadable_database
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
 
@@ -82,11 +82,8 @@ def _check_server(url: str) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    kwargs: dict = {}
-    if url.startswith("postgresql"):
-        kwargs["connect_args"] = {"connect_timeout": 5}
     try:
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(url, **engine_kwargs(url))
     except (ArgumentError, ImportError, ValueError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL "
                         "such as sqlite:///studies/advisor.db or postgresql://user:pass@host/db") from e

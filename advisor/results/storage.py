@@ -33,9 +33,12 @@ def sqlite_path(url: str) -> Path | None:
 def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
-    where = sqlite_path(str(where)) or where
     cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
     reason = (str(cause).splitlines() or [""])[0] or type(cause).__name__
+    if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
+        return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
+                         "server runs")
+    where = sqlite_path(str(where)) or where
     return UserError(f"{where} is not a readable advisor database ({reason}); point --storage at the file "
                      f"`advisor tune` wrote{hint}")
 
@@ -108,10 +111,17 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     return url
 
 
+CONNECT_TIMEOUT_S = 5
+"""How long a PostgreSQL connection may take: a server that does not answer is one line, not a hang."""
+
+
 def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLite waits for the write lock instead of failing at once when several workers share the file."""
+    """SQLite waits for the write lock instead of failing at once when several workers share the file;
+    PostgreSQL gives up connecting after `CONNECT_TIMEOUT_S` (libpq would wait for the OS, minutes)."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
 
 

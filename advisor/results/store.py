@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint
-from advisor.results.storage import SCHEMA_LOCK_KEY, normalize_url, unreadable_database
+from advisor.results.storage import SCHEMA_LOCK_KEY, engine_kwargs, normalize_url, unreadable_database
 
 
 class Base(DeclarativeBase):
@@ -148,7 +148,7 @@ def engine_for(url: str) -> Engine:
     driver gets one that is installed."""
     url = normalize_url(url, create_dirs=False)
     try:
-        return create_engine(url, future=True)
+        return create_engine(url, future=True, **engine_kwargs(url))
     except Exception as e:  # bad URL or missing driver
         raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
 
