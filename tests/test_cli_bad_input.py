@@ -228,6 +228,13 @@ def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+
+def test_budget_below_the_resident_weights_is_one_line_in_readable_sizes(tmp_path):
+    """The bundled model's resident weights are 1.23 MiB: a 1 MiB budget cannot hold them (sizes were raw bytes)."""
+    r = advisor("tune", "--budget", "1MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "a budget of 1.00 MiB cannot hold the resident weights", "(1.23 MiB are resident)")
+    assert not (tmp_path / "s.db").exists()
+
 def _dump(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:

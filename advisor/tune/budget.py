@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.hardware.profiles import format_bytes
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import FILL, Domain, SearchSpace, draw
 
@@ -61,9 +62,9 @@ class BudgetFit:
         for k in fmt_knobs:
             keep = [c for c in self.knobs[k].choices or () if self.fits({**base, k: c})]
             if not keep:
-                raise UserError(f"a budget of {self.budget} bytes cannot hold the resident weights and one expert "
-                                f"per MoE layer in any format of the space ({self.shape.resident_bytes} bytes are "
-                                "resident); raise --budget or add a smaller format")
+                raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold the resident weights and one "
+                                f"expert per MoE layer in any format of the space ({format_bytes(self.shape.resident_bytes, 2)} "
+                                "are resident); raise --budget or add a smaller format")
             if len(keep) < len(self.knobs[k].choices or ()):
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))
