@@ -342,7 +342,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
            "per plan, the most cache that fits" if budget_bytes else "")
     )
     if getattr(backend, "offloaded", False):
-        console.print(f"loading: {backend.loaded.load_note}\nhost store: {backend.store_note()}")
+        console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
     with LiveProgress(console, opts) as live:
         result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=_also(live.start, _left_out_note(console)),
                           on_trial=live.trial_done, on_stage=live.stage)
