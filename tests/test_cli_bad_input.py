@@ -163,6 +163,19 @@ def test_postgresql_server_that_never_answers_is_one_line_in_every_reader(tmp_pa
             r = advisor(*args, "--storage", url, cwd=tmp_path, timeout=40)
             one_error_line(r, "bob:***@127.0.0.1", "timeout expired", "check the URL and that the server runs")
 
+
+@pytest.mark.postgres
+def test_postgresql_database_the_user_cannot_create_tables_in_is_refused_before_the_model_loads(tmp_path):
+    """A database where the study tables cannot be created (here: no schema on the search path; the README's
+    first recipe gave a user without CREATE on `public`) is one line before the model loads, not Optuna's
+    ProgrammingError after it."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    r = advisor("tune", "--trials", "1", "--storage", f"{base}?options=-csearch_path%3Dno_such_schema", cwd=tmp_path)
+    one_error_line(r, "has no schema on user", "search_path")
+    before_model_load(r)
+
 @pytest.mark.parametrize("name", ["a b", "-x", "x/y", "x" * 101, "x;rm"])
 def test_bad_study_names(tmp_path, name):
     r = advisor("tune", "--study", name, cwd=tmp_path)
