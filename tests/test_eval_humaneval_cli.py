@@ -114,3 +114,16 @@ def test_a_bad_problems_file_names_its_line(tmp_path):
     problems.write_text("\n")
     with pytest.raises(UserError, match=r"p\.jsonl holds no HumanEval problems"):
         humaneval.load_problems(str(problems))
+
+
+@pytest.mark.parametrize("where", ["missing/out.json", "/proc/out.json", "."])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path, where):
+    """`--json` is checked first: a missing directory was refused only after every completion was scored (a
+    model's whole evaluation), and a place that refuses files (/proc) ended in a traceback."""
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": PROBLEMS[0]["task_id"], "completion": "    return 1\n"}])
+    target = where if where.startswith("/") else str(tmp_path / where)
+    proc = subprocess.run([sys.executable, "-m", "advisor", "eval", "--task", "humaneval", "--completions", samples,
+                           "--json", target], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr  # nothing scored, nothing printed
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: cannot write")
