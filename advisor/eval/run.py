@@ -107,10 +107,10 @@ def evaluate(
         {"index": i, "prompt": task.prompt(ex)[-200:], "completion": c, "correct": bool(v)}
         for i, ex, c, v in zip(order, examples, completions, verdicts, strict=True)
     ]
-    metric = "pass@1" if task.name == "humaneval" else "exact-match"
+    how = "sandboxed-unit-tests" if task.name == "humaneval" else "exact-match"
     return EvalResult(
         task=task.name, accuracy=correct / len(verdicts), n=len(verdicts), correct=correct, ci_low=low,
-        ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{metric}",
+        ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{how}",
         device=str(loaded.device),
     )
 
