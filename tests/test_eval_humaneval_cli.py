@@ -129,3 +129,13 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path,
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr  # nothing scored, nothing printed
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: cannot write")
+
+
+def test_prompts_longer_than_the_model_are_said_once_in_the_projects_words(tmp_path):
+    """The bundled model has 256 positions and HumanEval prompts are longer: one line of ours says so (it was
+    preceded by transformers' "Token indices sequence length is longer than ... (676 > 512)", another limit)."""
+    proc = subprocess.run([sys.executable, "-m", "advisor", "eval", "bundled", "--task", "humaneval", "--limit", "2",
+                           "--max-new-tokens", "16", "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "still exceed bundled's 256 positions" in proc.stdout + proc.stderr
+    assert "Token indices sequence length" not in proc.stdout + proc.stderr

@@ -117,7 +117,7 @@ def evaluate(
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's own special tokens, as `generate_text` does)."""
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])  # a long prompt is said once, by fit_to_positions
 
 
 def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0) -> list[Any]:
