@@ -241,12 +241,15 @@ def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
-
-def test_budget_below_the_resident_weights_is_one_line_in_readable_sizes(tmp_path):
-    """The bundled model's resident weights are 1.23 MiB: a 1 MiB budget cannot hold them (sizes were raw bytes)."""
-    r = advisor("tune", "--budget", "1MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "a budget of 1.00 MiB cannot hold the resident weights", "(1.23 MiB are resident)")
+def test_budget_too_small_for_an_offloaded_model_says_what_it_must_hold(tmp_path):
+    """1.27 MiB is above the bundled model's 1.23 MiB of resident weights, yet holds no expert per layer: the
+    offloaded model also holds activations and staging buffers, which the refusal now names (it gave raw bytes,
+    "a budget of 1331691 bytes ... (1286656 bytes are resident)", and left the rest unsaid)."""
+    r = advisor("tune", "--budget", "1.27MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "a budget of 1.27 MiB cannot hold the resident weights", "(1.23 MiB are resident, ",
+                   "KiB of activations, and staging buffers for the experts that stream past the cache)")
     assert not (tmp_path / "s.db").exists()
+
 
 def _dump(db: Path) -> list[str]:
     con = sqlite3.connect(db)

@@ -62,9 +62,14 @@ class BudgetFit:
         for k in fmt_knobs:
             keep = [c for c in self.knobs[k].choices or () if self.fits({**base, k: c})]
             if not keep:
+                also = ""  # an offloaded model's peak also holds these (`peak_gpu_bytes`)
+                if self.shape.activation_bytes:
+                    also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
+                if self.shape.staging:
+                    also += ", and staging buffers for the experts that stream past the cache"
                 raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold the resident weights and one "
                                 f"expert per MoE layer in any format of the space ({format_bytes(self.shape.resident_bytes, 2)} "
-                                "are resident); raise --budget or add a smaller format")
+                                f"are resident{also}); raise --budget or add a smaller format")
             if len(keep) < len(self.knobs[k].choices or ()):
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))
