@@ -386,8 +386,11 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
 def _left_out_note(console):
     """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler)."""
     def note(study, objective) -> None:
+        groups = sum(k.startswith("fmt_g") for k in objective.fit.knobs)
         for knob, formats in objective.fit.left_out.items():
-            console.print(f"{knob}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget")
+            what = "expert precision" if groups == 1 else f"expert precision of layer group {knob[len('fmt_g'):]}"
+            console.print(f"{what}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget",
+                          markup=False)
     return note
 
 
