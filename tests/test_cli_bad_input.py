@@ -101,6 +101,17 @@ def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
             read_trial(url, "any", 0)
 
 
+def test_report_on_a_database_no_study_was_tuned_into_names_the_study(tmp_path):
+    """A database without Optuna's tables (an empty PostgreSQL database, a SQLite file of other tables): `report`
+    said "storage error: An exception is raised during the commit ..."; now as `pareto` does."""
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE notes (x INTEGER)")
+    r = advisor("report", "mine", "--storage", str(db), "-o", str(tmp_path / "r"), cwd=tmp_path)
+    one_error_line(r, "no study named 'mine'", "(studies there: none)")
+    assert not (tmp_path / "r").exists()
+
+
 def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):
     before = digest(study_db)
     r = advisor("tune", "--storage", f"sqlite:///file:{study_db}?mode=ro&uri=true", cwd=tmp_path)
