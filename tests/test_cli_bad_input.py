@@ -160,6 +160,16 @@ def test_unreachable_postgresql_masks_the_password(tmp_path):
 
 
 
+def test_a_password_with_an_unencoded_at_sign_is_named_not_shown(tmp_path):
+    """`postgresql://bob:s3cret@pw@host/db`: the driver took "pw@127.0.0.1" for the host and printed it (part of
+    the password, past the *** mask); now one line says to URL-encode it, before anything connects."""
+    for args in (["tune", "--trials", "1"], ["studies"], ["recommend"]):
+        r = advisor(*args, "--storage", "postgresql://bob:s3cret@pw@127.0.0.1:1/advisor", cwd=tmp_path)
+        line = one_error_line(r, "user 'bob'", "more than one '@'", "URL-encoded, '@' as %40")
+        assert "s3cret" not in r.stdout + r.stderr and "pw@" not in line, line
+        before_model_load(r)
+
+
 def test_postgresql_server_that_never_answers_is_one_line_in_every_reader(tmp_path):
     """A port that accepts connections but never speaks (a hung server, a proxy): every reader gives up after
     the connect timeout with one line (they hung until the OS gave up, minutes)."""

@@ -92,6 +92,10 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     if "://" not in url:
         url = f"sqlite:///{url}"
     scheme, _, rest = url.partition("://")
+    if rest.split("/", 1)[0].count("@") > 1:  # the driver would take the password's tail for the host, and say it
+        user = rest.split(":", 1)[0].split("@", 1)[0]
+        raise UserError(f"the --storage URL for user {user!r} has more than one '@' before the host: a password "
+                        "with '@' (or ':', '/') must be URL-encoded, '@' as %40")
     if scheme in ("postgresql", "postgres"):
         if importlib.util.find_spec("psycopg") is not None:
             scheme = "postgresql+psycopg"
