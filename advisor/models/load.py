@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError
-from advisor.hardware.profiles import format_bytes
 from advisor.models import tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
+from advisor.units import format_bytes
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from advisor.errors import UserError
-from advisor.hardware.profiles import format_bytes
+from advisor.units import format_bytes
 
 _PARTS = ("gate", "up", "down")
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.hardware.profiles import format_bytes
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import FILL, Domain, SearchSpace, draw
+from advisor.units import format_bytes
 
 WARM_AXES = ("miss",)
 """Categorical cache knobs that change what a budget buys (e.g. copying misses vs computing them on the CPU):
