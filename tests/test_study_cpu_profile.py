@@ -102,11 +102,33 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     _, sources = stored(db)
     assert sources[5].endswith(f";cpu={marked['source']}"), sources[5]
 
-    # stored times lacking the model's expert shape: that shape is measured now, and the run says so
+    # stored times lacking the model's expert shape: that shape is measured now and stored back beside them
+    # (kept as stored), the run says so, and the next resume and the report measure nothing
     set_stored(db, {**profile, "table": {"64x8": profile["table"]["128x16"]}})
     partial = advisor(*tune, "--more", "1", cwd=tmp_path)
-    assert "(expert shape 128x16 not stored: measured now)" in partial, partial
-    assert stored(db)[0]["table"].keys() == {"64x8"}  # the study's stored times stay as stored
+    completed, sources = stored(db)
+    mixed = completed["source"]
+    assert re.fullmatch(re.escape(src) + r" \(study\) \+ 128x16 measured:wall-clock\(\d{4}-\d\d-\d\d, 1 threads, .*\)",
+                        mixed), mixed
+    assert completed["table"].keys() == {"64x8", "128x16"} and completed["table"]["64x8"] == profile["table"]["128x16"]
+    assert (f"CPU expert times: the study's stored measurement, what it lacked (128x16) measured now and stored "
+            f"with it: {mixed}\n") in partial, partial
+    assert sources[max(sources)].endswith(f";cpu={mixed}"), sources
+    again = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert f"CPU expert times: the study's stored measurement {mixed}\n" in again, again
+    assert stored(db)[0] == completed  # nothing measured twice, nothing rewritten
+
+    # a stored shape lacking one CPU kernel (times stored by an older version): only that kernel is measured
+    table = {"128x16": {f: v for f, v in completed["table"]["128x16"].items() if f != "int3"}}
+    set_stored(db, {**profile, "table": table})
+    kernel = advisor(*tune, "--more", "1", cwd=tmp_path)
+    grown = stored(db)[0]
+    assert "what it lacked (128x16:int3) measured now and stored with it" in kernel, kernel
+    assert grown["table"]["128x16"] == {**table["128x16"], "int3": grown["table"]["128x16"]["int3"]}
+    assert re.fullmatch(re.escape(src) + r" \(study\) \+ 128x16:int3 measured:wall-clock\(.*\)", grown["source"])
+    advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
+    md = " ".join((out / "report.md").read_text().split())
+    assert f"the one its trials were priced with ({grown['source']})." in md, md  # the report measured nothing
 
     # a study stored before the times were (no `cpu_experts`): today's behaviour, labelled
     set_stored(db, None)
@@ -116,3 +138,26 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
     md = " ".join((out / "report.md").read_text().split())
     assert "taken by this report (the study predates storing the ones its trials were priced with)" in md, md
+
+
+def test_a_profile_lacking_a_kernel_gives_its_times_and_only_that_kernel_is_measured(tmp_path, monkeypatch):
+    """`advisor profile` times that cover the model's expert shape but not every CPU kernel (an older profile):
+    the study is priced with the profile's times as they are, the kernel it lacks measured once, and the label
+    says the times are mixed."""
+    from advisor.hardware.profiles import HardwareProfile, save_profile
+    from advisor.offload.cpu_profile import measure_cpu_experts
+
+    cpu = measure_cpu_experts([(128, 16)], ["bf16", "int8", "int4"], repeats=1).to_dict()
+    monkeypatch.setenv("ADVISOR_PROFILES_DIR", str(tmp_path / "profiles"))
+    save_profile(HardwareProfile("NVIDIA H200", 139 * 2**30, 50.0, 20.0, 10.0, "measured:2026-12-03 cuda-events",
+                                 "measured", cpu_experts=cpu))
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    out = advisor("tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "p", "--gpu", "NVIDIA H200",
+                  "--trials", "1", cwd=tmp_path)
+    times, sources = stored(db)
+    assert re.fullmatch(re.escape(cpu["source"]) + r" \(profile\) \+ 128x16:int3 measured:wall-clock\(.*\)",
+                        times["source"]), times["source"]
+    assert times["table"]["128x16"] == {**cpu["table"]["128x16"], "int3": times["table"]["128x16"]["int3"]}
+    assert f"CPU expert times: {times['source']}, stored with the study" in out, out
+    assert all(s.endswith(f";cpu={times['source']}") for s in sources.values()), sources
