@@ -79,7 +79,8 @@ class TuneResult:
     n_waiting: int = 0
     """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
     cpu_note: str = ""
-    """Which CPU expert times priced the run (the study's stored ones, or measured now for an older study)."""
+    """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
+    measured now for an older study)."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
