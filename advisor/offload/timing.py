@@ -57,6 +57,12 @@ def shape_key(hidden: int, intermediate: int) -> str:
     return f"{int(hidden)}x{int(intermediate)}"
 
 
+def kernels_text(key: str, fmts: Iterable[str]) -> str:
+    """An expert shape's CPU kernels as labels name them: "HxI" for all of them, else "HxI:int8,int3"."""
+    fmts = list(fmts)
+    return key if set(fmts) >= set(CPU_FORMATS) else f"{key}:{','.join(fmts)}"
+
+
 @dataclass(frozen=True)
 class CpuProfile:
     """This host's measured CPU expert time: ms per expert forward by shape, format and tokens."""
@@ -85,17 +91,19 @@ class CpuProfile:
         """These times (from `origin`, e.g. "study"), and each of `measured`'s where these have none (never
         replacing one): the source names both parts, e.g. "<source> (profile) + 2048x1408:int3 <source>"."""
         table = {k: dict(v) for k, v in self.table.items()}
-        source = f"{self.source} ({origin})"
+        parts = []
         for m in measured:
             added = []
             for k, row in m.table.items():
                 new = {f: pts for f, pts in row.items() if f not in table.get(k, {})}
                 if new:
                     table.setdefault(k, {}).update(new)
-                    added.append(k if set(new) >= set(CPU_FORMATS) else f"{k}:{','.join(new)}")
+                    added.append(kernels_text(k, new))
             if added:
-                source += f" + {', '.join(added)} {m.source}"
-        return self if source == f"{self.source} ({origin})" else CpuProfile(table, self.threads, source)
+                parts.append(f"{', '.join(added)} {m.source}")
+        if not parts:
+            return self
+        return CpuProfile(table, self.threads, " + ".join([f"{self.source} ({origin})", *parts]))
 
     def ms(self, fmt: str, hidden: int, intermediate: int, tokens: int) -> tuple[float, bool]:
         """(ms, scaled): piecewise linear in tokens (linear beyond the last point); a shape not measured is

@@ -332,7 +332,7 @@ class ModelBackend:
     def _completed(self, base: Any, origin: str) -> tuple[Any, list[str]]:
         """`base`'s CPU expert times (None: none) for what they cover of the model's expert shapes and CPU
         kernels, and only the rest measured here; returns them and what was measured ("HxI" or "HxI:fmt,...")."""
-        from advisor.offload.timing import CPU_FORMATS, shape_key
+        from advisor.offload.timing import CPU_FORMATS, kernels_text, shape_key
 
         shapes = self._expert_shapes()
         lack = {s: list(CPU_FORMATS) for s in shapes} if base is None else base.lacking(shapes)
@@ -344,8 +344,7 @@ class ModelBackend:
         for shape, fmts in lack.items():
             by_formats.setdefault(tuple(fmts), []).append(shape)
         measured = [measure_cpu_experts(group, fmts) for fmts, group in by_formats.items()]
-        what = [shape_key(*s) if len(f) == len(CPU_FORMATS) else f"{shape_key(*s)}:{','.join(f)}"
-                for s, f in lack.items()]
+        what = [kernels_text(shape_key(*s), f) for s, f in lack.items()]
         return (measured[0] if base is None else base.filled(measured, origin)), what
 
     def costs(self, plan: Any) -> Any:
