@@ -196,7 +196,7 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
             q, oq = select(FrontRow), select(StudyRow.study_name, StudyRow.objectives)
             if study_name is not None:
                 q, oq = q.where(FrontRow.study_name == study_name), oq.where(StudyRow.study_name == study_name)
-            objectives = dict(s.execute(oq).tuples().all()) if insp.has_table(StudyRow.__tablename__) else {}
+            objectives = dict(s.execute(oq).all()) if insp.has_table(StudyRow.__tablename__) else {}
             return [_point_from_row(r, objectives.get(r.study_name))
                     for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
     except DatabaseError as e:
