@@ -148,18 +148,26 @@ def tuned_for(p: FrontPoint) -> str:
 
 
 def _other_gpu_note(rec: Recommendation) -> list[str]:
-    """When the ranking uses time per token and --gpu names another GPU than the studies were tuned for: say
-    so (the stored times stand; only the transfer is re-modelled, as bytes and copies alone allow)."""
+    """When --gpu names another GPU than the studies were tuned for and time per token matters, say so: a
+    ranking by it (latency) uses the stored times (only the transfer is re-modelled, as bytes and copies alone
+    allow); any other ranking picks from a front that time per token, as an objective, helped choose."""
     q = rec.query
-    if q.gpu is None or not rec.ranked or _compared_by(q.prefer, rec.ranked[0].point) != "time_per_token":
+    if q.gpu is None or not rec.ranked:
         return []
-    others = sorted({tuned_for(c.point) for c in rec.ranked if "time_per_token" in c.point.values
+    by_time = _compared_by(q.prefer, rec.ranked[0].point) == "time_per_token"
+    others = sorted({tuned_for(c.point) for c in rec.ranked
+                     if "time_per_token" in (c.point.values if by_time else c.point.objectives)
                      and c.point.hardware.get("name") != q.gpu.name})
     if not others:
         return []
-    return [f"the stored time per token ranks these points and was modelled for {' / '.join(others)}, not for "
-            f"the {q.gpu.name} (only the transfer on target is re-modelled for it); for time per token on the "
-            f"{q.gpu.name}, re-tune with --gpu {q.gpu.name!r} into a new --study"]
+    retune = f"re-tune with --gpu {q.gpu.name!r} into a new --study"
+    if by_time:
+        return [f"the stored time per token ranks these points and was modelled for {' / '.join(others)}, not for "
+                f"the {q.gpu.name} (only the transfer on target is re-modelled for it); for time per token on the "
+                f"{q.gpu.name}, {retune}"]
+    return [f"the candidates come from the stored Pareto front, built with time per token (an objective) modelled for "
+            f"{' / '.join(others)}, not for the {q.gpu.name}, so which configurations are on it depends on that "
+            f"GPU; for the front on the {q.gpu.name}, {retune}"]
 
 
 def copies_per_token(p: FrontPoint) -> float | None:

@@ -71,3 +71,43 @@ def test_recommend_for_another_gpu_says_whose_time_per_token_ranks(tmp_path):
     assert "feasible point(s), modelled for RTX 4090 24GB" in out, out
     out = _recommend("--storage", str(db), "--gpu", "H200")
     assert "was modelled for RTX 4090 24GB, not for the H200 141GB" in out, out
+
+
+def test_recommend_by_transfer_or_accuracy_for_another_gpu_says_the_front_depends_on_the_study_gpu(tmp_path):
+    """A study minimizing time per token kept the points on its front by times modelled for its GPU: picking
+    from that front for another GPU says so, whatever the ranking; a study without that objective, or tuned
+    for the GPU asked about, says nothing. Also through the SQLAlchemy reader (any non-SQLite-file URL)."""
+    import json
+    import shutil
+    import sqlite3
+
+    from advisor.cli import app
+    from advisor.hardware.profiles import get_gpu
+
+    def run(db: Path | str, gpu: str, prefer: str, *more: str) -> str:
+        res = CliRunner().invoke(app, ["recommend", "--storage", str(db), "--gpu", gpu, "--prefer", prefer, *more])
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    note = ("the candidates come from the stored Pareto front, built with time per token (an objective) modelled "
+            "for H200 141GB (no --gpu at tune time), not for the RTX 4090 24GB, so which configurations are on it "
+            "depends on that GPU; for the front on the RTX 4090 24GB, re-tune with --gpu 'RTX 4090 24GB' into a "
+            "new --study")
+    db = tmp_path / "advisor.db"
+    shutil.copy(EXAMPLE_DB, db)
+    for prefer in ("transfer", "accuracy"):
+        out = run(db, "RTX 4090", prefer)
+        assert note in out and "the stored time per token ranks" not in out, out
+        assert note in json.loads(run(db, "RTX 4090", prefer, "--json"))["reasons"]
+        assert note in run(f"sqlite+pysqlite:///{db}", "RTX 4090", prefer)  # the SQLAlchemy read path
+    assert note not in run(db, "RTX 4090", "latency")  # the latency note says it there
+    with sqlite3.connect(db) as con:  # as `advisor tune --gpu "RTX 4090"` stores its profile with every point
+        con.execute("UPDATE advisor_front SET hardware = ?", (json.dumps(get_gpu("RTX 4090").to_dict()),))
+    assert "re-tune" not in run(db, "RTX 4090", "transfer")
+    assert "modelled for RTX 4090 24GB, not for the H200 141GB, so which" in run(db, "H200", "accuracy")
+
+    with sqlite3.connect(db) as con:  # the same front, stored by a study that did not minimize time per token
+        con.execute("UPDATE advisor_study SET objectives = ?",
+                    (json.dumps({"h2d_bytes_per_token": "minimize", "accuracy": "maximize"}),))
+    for url in (db, f"sqlite+pysqlite:///{db}"):
+        assert "re-tune" not in run(url, "H200", "transfer"), url

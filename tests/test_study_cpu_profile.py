@@ -9,12 +9,15 @@ shape and says so; a study without stored times (older ones) is labelled as such
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SPACE = """
 name = "cpuprof"
@@ -102,11 +105,33 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     _, sources = stored(db)
     assert sources[5].endswith(f";cpu={marked['source']}"), sources[5]
 
-    # stored times lacking the model's expert shape: that shape is measured now, and the run says so
+    # stored times lacking the model's expert shape: that shape is measured now and stored back beside them
+    # (kept as stored), the run says so, and the next resume and the report measure nothing
     set_stored(db, {**profile, "table": {"64x8": profile["table"]["128x16"]}})
     partial = advisor(*tune, "--more", "1", cwd=tmp_path)
-    assert "(expert shape 128x16 not stored: measured now)" in partial, partial
-    assert stored(db)[0]["table"].keys() == {"64x8"}  # the study's stored times stay as stored
+    completed, sources = stored(db)
+    mixed = completed["source"]
+    assert re.fullmatch(re.escape(src) + r" \(study\) \+ 128x16 measured:wall-clock\(\d{4}-\d\d-\d\d, 1 threads, .*\)",
+                        mixed), mixed
+    assert completed["table"].keys() == {"64x8", "128x16"} and completed["table"]["64x8"] == profile["table"]["128x16"]
+    assert (f"CPU expert times: the study's stored measurement, what it lacked (128x16) measured now and stored "
+            f"with it: {mixed}\n") in partial, partial
+    assert sources[max(sources)].endswith(f";cpu={mixed}"), sources
+    again = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert f"CPU expert times: the study's stored measurement {mixed}\n" in again, again
+    assert stored(db)[0] == completed  # nothing measured twice, nothing rewritten
+
+    # a stored shape lacking one CPU kernel (times stored by an older version): only that kernel is measured
+    table = {"128x16": {f: v for f, v in completed["table"]["128x16"].items() if f != "int3"}}
+    set_stored(db, {**profile, "table": table})
+    kernel = advisor(*tune, "--more", "1", cwd=tmp_path)
+    grown = stored(db)[0]
+    assert "what it lacked (128x16:int3) measured now and stored with it" in kernel, kernel
+    assert grown["table"]["128x16"] == {**table["128x16"], "int3": grown["table"]["128x16"]["int3"]}
+    assert re.fullmatch(re.escape(src) + r" \(study\) \+ 128x16:int3 measured:wall-clock\(.*\)", grown["source"])
+    advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
+    md = " ".join((out / "report.md").read_text().split())
+    assert f"the one its trials were priced with ({grown['source']})." in md, md  # the report measured nothing
 
     # a study stored before the times were (no `cpu_experts`): today's behaviour, labelled
     set_stored(db, None)
@@ -116,3 +141,92 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
     md = " ".join((out / "report.md").read_text().split())
     assert "taken by this report (the study predates storing the ones its trials were priced with)" in md, md
+
+
+def test_a_profile_lacking_a_kernel_gives_its_times_and_only_that_kernel_is_measured(tmp_path, monkeypatch):
+    """`advisor profile` times that cover the model's expert shape but not every CPU kernel (an older profile):
+    the study is priced with the profile's times as they are, the kernel it lacks measured once, and the label
+    says the times are mixed."""
+    from advisor.hardware.profiles import HardwareProfile, save_profile
+    from advisor.offload.cpu_profile import measure_cpu_experts
+
+    cpu = measure_cpu_experts([(128, 16)], ["bf16", "int8", "int4"], repeats=1).to_dict()
+    monkeypatch.setenv("ADVISOR_PROFILES_DIR", str(tmp_path / "profiles"))
+    save_profile(HardwareProfile("NVIDIA H200", 139 * 2**30, 50.0, 20.0, 10.0, "measured:2026-12-03 cuda-events",
+                                 "measured", cpu_experts=cpu))
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    out = advisor("tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "p", "--gpu", "NVIDIA H200",
+                  "--trials", "1", cwd=tmp_path)
+    times, sources = stored(db)
+    assert re.fullmatch(re.escape(cpu["source"]) + r" \(profile\) \+ 128x16:int3 measured:wall-clock\(.*\)",
+                        times["source"]), times["source"]
+    assert times["table"]["128x16"] == {**cpu["table"]["128x16"], "int3": times["table"]["128x16"]["int3"]}
+    assert f"CPU expert times: {times['source']}, stored with the study" in out, out
+    assert all(s.endswith(f";cpu={times['source']}") for s in sources.values()), sources
+
+
+@pytest.mark.postgres
+def test_two_workers_resuming_on_postgresql_complete_the_stored_times_once(tmp_path):
+    """Two workers resume one PostgreSQL study whose stored times lack the model's expert shape: one measures it
+    and stores it back (under the study's seed lock), the other finds it stored; nothing stored is lost, and
+    every trial of both is priced with the one completed set."""
+    import os
+    import time
+    import uuid
+    import zlib
+
+    import optuna
+    from sqlalchemy import text
+
+    from advisor.results.storage import normalize_url
+    from advisor.results.store import engine_for, save_front
+
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    (tmp_path / "space.toml").write_text(SPACE)
+    name, url = f"cpuprof-{uuid.uuid4().hex[:8]}", normalize_url(base)
+    tune = ["tune", "--space", "space.toml", "--storage", base, "--study", name]
+    engine = engine_for(url)
+    attr = ("FROM study_user_attributes WHERE key = 'cpu_experts' AND study_id = "
+            "(SELECT study_id FROM studies WHERE study_name = :n)")
+    try:
+        advisor(*tune, "--trials", "1", cwd=tmp_path)
+        with engine.begin() as c:
+            profile = json.loads(c.execute(text(f"SELECT value_json {attr}"), {"n": name}).scalar_one())
+            partial = {**profile, "table": {"64x8": profile["table"]["128x16"]}}
+            c.execute(text("UPDATE study_user_attributes SET value_json = :v WHERE key = 'cpu_experts' AND "
+                           "study_id = (SELECT study_id FROM studies WHERE study_name = :n)"),
+                      {"v": json.dumps(partial), "n": name})
+        key = zlib.crc32(f"advisor_seed:{name}".encode())  # the study's seed lock (`advisor.tune.study`)
+        with engine.connect() as gate:  # held here until both workers wait on it: then they start together
+            gate.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            gate.commit()
+            workers = [subprocess.Popen([sys.executable, "-m", "advisor", *tune, "--more", "1"], cwd=tmp_path,
+                                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        env={**os.environ, "COLUMNS": "400"}) for _ in range(2)]
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid::text = :k"
+            deadline = time.monotonic() + 300
+            while gate.execute(text(waiting), {"k": str(key)}).scalar_one() < 2:
+                assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
+                    [w.communicate() for w in workers if w.poll() is not None]
+                time.sleep(0.2)
+            gate.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            gate.commit()
+        outs = [w.communicate(timeout=600) for w in workers]
+        assert all(w.returncode == 0 for w in workers), outs
+        with engine.connect() as c:
+            completed = json.loads(c.execute(text(f"SELECT value_json {attr}"), {"n": name}).scalar_one())
+        mixed = completed["source"]
+        assert completed["table"]["64x8"] == partial["table"]["64x8"] and completed["table"].keys() == {"64x8", "128x16"}
+        lines = sorted(next(ln for ln in o.splitlines() if ln.startswith("CPU expert times:")) for o, _ in outs)
+        assert lines == sorted([f"CPU expert times: the study's stored measurement, what it lacked (128x16) measured "
+                                f"now and stored with it: {mixed}", f"CPU expert times: the study's stored measurement {mixed}"])
+        trials = [t for t in optuna.load_study(study_name=name, storage=url).trials if t.state.name == "COMPLETE"]
+        assert len(trials) == 3 and [t.user_attrs["sources"]["time_per_token"].endswith(f";cpu={mixed}")
+                                     for t in trials] == [False, True, True], [t.user_attrs for t in trials]
+    finally:
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=name, storage=url)
+        save_front(engine, name, [])

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +57,12 @@ def shape_key(hidden: int, intermediate: int) -> str:
     return f"{int(hidden)}x{int(intermediate)}"
 
 
+def kernels_text(key: str, fmts: Iterable[str]) -> str:
+    """An expert shape's CPU kernels as labels name them: "HxI" for all of them, else "HxI:int8,int3"."""
+    fmts = list(fmts)
+    return key if set(fmts) >= set(CPU_FORMATS) else f"{key}:{','.join(fmts)}"
+
+
 @dataclass(frozen=True)
 class CpuProfile:
     """This host's measured CPU expert time: ms per expert forward by shape, format and tokens."""
@@ -71,6 +77,33 @@ class CpuProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return {"table": {k: dict(v) for k, v in self.table.items()}, "threads": self.threads, "source": self.source}
+
+    def lacking(self, shapes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
+        """Per expert shape (hidden, FFN) that lacks any, the CPU kernels (`CPU_FORMATS`) without times here."""
+        out = {}
+        for h, i in shapes:
+            fmts = [f for f in CPU_FORMATS if f not in self.table.get(shape_key(h, i), {})]
+            if fmts:
+                out[(h, i)] = fmts
+        return out
+
+    def filled(self, measured: Iterable[CpuProfile], origin: str) -> CpuProfile:
+        """These times (from `origin`, e.g. "study"), and each of `measured`'s where these have none (never
+        replacing one): the source names both parts, e.g. "<source> (profile) + 2048x1408:int3 <source>"."""
+        table = {k: dict(v) for k, v in self.table.items()}
+        parts = []
+        for m in measured:
+            added = []
+            for k, row in m.table.items():
+                new = {f: pts for f, pts in row.items() if f not in table.get(k, {})}
+                if new:
+                    table.setdefault(k, {}).update(new)
+                    added.append(kernels_text(k, new))
+            if added:
+                parts.append(f"{', '.join(added)} {m.source}")
+        if not parts:
+            return self
+        return CpuProfile(table, self.threads, " + ".join([f"{self.source} ({origin})", *parts]))
 
     def ms(self, fmt: str, hidden: int, intermediate: int, tokens: int) -> tuple[float, bool]:
         """(ms, scaled): piecewise linear in tokens (linear beyond the last point); a shape not measured is

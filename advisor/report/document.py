@@ -329,9 +329,9 @@ def _hybrid_check(same_cpu: bool, hybrid: bool) -> str:
 def _cpu_label(stored: bool, source: str) -> str:
     """Where the CPU expert times of this report's replays (cpu/hybrid misses, time per token) came from."""
     if stored:
-        date = re.search(r"\d{4}-\d\d-\d\d", source)
+        dates = sorted(set(re.findall(r"\d{4}-\d\d-\d\d", source)))  # two when a resume completed them
         return (f"CPU expert times (cpu and hybrid misses, time per token): the study's stored measurement"
-                f"{' of ' + date.group(0) if date else ''}, the one its trials were priced with ({source}).")
+                f"{' of ' + ' and '.join(dates) if dates else ''}, the one its trials were priced with ({source}).")
     return (f"CPU expert times (cpu and hybrid misses, time per token): {source}, taken by this report (the study "
             "predates storing the ones its trials were priced with).")
 

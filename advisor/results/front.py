@@ -55,6 +55,8 @@ class FrontPoint:
     space: str = ""
     budget_bytes: float | None = None
     created_at: dt.datetime | None = None
+    objectives: dict[str, str] = field(default_factory=dict)
+    """The study's objectives (metric -> direction) that built the front; {} when not recorded."""
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
@@ -91,4 +93,5 @@ def trial_point(study_name: str, study_attrs: Mapping[str, Any], metric_names: S
         hardware=dict(study_attrs.get("hardware") or {}),
         space=str(study_attrs.get("space", "")),
         budget_bytes=study_attrs.get("budget_bytes"),
+        objectives=dict(study_attrs.get("objectives") or {}),
     )

@@ -35,7 +35,10 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
         try:
             if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='advisor_front'").fetchone():
                 return []
-            q = f"SELECT {_COLUMNS} FROM advisor_front"
+            registered = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='advisor_study'")
+            objectives = ("(SELECT s.objectives FROM advisor_study s WHERE s.study_name = advisor_front.study_name)"
+                          if registered.fetchone() else "NULL")
+            q = f"SELECT {_COLUMNS}, {objectives} FROM advisor_front"
             args: tuple = ()
             if study_name is not None:
                 q += " WHERE study_name = ?"
@@ -64,4 +67,5 @@ def _point(r: tuple) -> FrontPoint:
         space=r[10],
         budget_bytes=r[11],
         created_at=created,
+        objectives=json.loads(r[13]) if r[13] else {},
     )

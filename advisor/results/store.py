@@ -125,7 +125,7 @@ def create_tables(engine: Engine) -> None:
             c.commit()
 
 
-def _point_from_row(r: FrontRow) -> FrontPoint:
+def _point_from_row(r: FrontRow, objectives: dict[str, str] | None) -> FrontPoint:
     return FrontPoint(
         study_name=r.study_name,
         trial_number=r.trial_number,
@@ -140,6 +140,7 @@ def _point_from_row(r: FrontRow) -> FrontPoint:
         space=r.space,
         budget_bytes=r.budget_bytes,
         created_at=r.created_at,
+        objectives=dict(objectives or {}),
     )
 
 
@@ -188,12 +189,15 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
     from sqlalchemy.exc import DatabaseError
 
     try:
-        if not inspect(engine).has_table(FrontRow.__tablename__):
+        insp = inspect(engine)
+        if not insp.has_table(FrontRow.__tablename__):
             return []
         with Session(engine) as s:
-            q = select(FrontRow)
+            q, oq = select(FrontRow), select(StudyRow.study_name, StudyRow.objectives)
             if study_name is not None:
-                q = q.where(FrontRow.study_name == study_name)
-            return [_point_from_row(r) for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
+                q, oq = q.where(FrontRow.study_name == study_name), oq.where(StudyRow.study_name == study_name)
+            objectives = dict(s.execute(oq).all()) if insp.has_table(StudyRow.__tablename__) else {}
+            return [_point_from_row(r, objectives.get(r.study_name))
+                    for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
     except DatabaseError as e:
         raise unreadable_database(engine.url, e) from e

@@ -312,35 +312,40 @@ class ModelBackend:
 
     def cpu_profile(self) -> Any:
         """This host's CPU expert times on the model's expert shapes: the study's stored ones once adopted
-        (`adopt_cpu_profile`), else from the hardware profile when it covers them, else measured here once
+        (`adopt_cpu_profile`), else the hardware profile's, what either lacks measured here once
         (measured:wall-clock)."""
-        from advisor.offload.timing import CpuProfile, shape_key
-
         if getattr(self, "_cpu_profile", None) is None:
-            stored = getattr(self.profile, "cpu_experts", None)
-            cp = CpuProfile.from_dict(stored) if stored else None
-            if cp is None or any(shape_key(h, i) not in cp.table for h, i in self._expert_shapes()):
-                from advisor.offload.cpu_profile import measure_cpu_experts
+            from advisor.offload.timing import CpuProfile
 
-                cp = measure_cpu_experts(self._expert_shapes())
-            self._cpu_profile = cp
+            stored = getattr(self.profile, "cpu_experts", None)
+            self._cpu_profile, _ = self._completed(CpuProfile.from_dict(stored) if stored else None, "profile")
         return self._cpu_profile
 
     def adopt_cpu_profile(self, stored: dict[str, Any]) -> list[str]:
         """Price CPU experts with the times a study stored (one study, one time model: nothing re-measured);
-        an expert shape they lack is measured now and added, its source saying so. Returns those shapes."""
-        from advisor.offload.timing import CpuProfile, shape_key
+        what they lack is measured now and added, the source saying so. Returns what was measured."""
+        from advisor.offload.timing import CpuProfile
 
-        cp = CpuProfile.from_dict(stored)
-        missing = [(h, i) for h, i in self._expert_shapes() if shape_key(h, i) not in cp.table]
-        if missing:
-            from advisor.offload.cpu_profile import measure_cpu_experts
+        self._cpu_profile, measured = self._completed(CpuProfile.from_dict(stored), "study")
+        return measured
 
-            new = measure_cpu_experts(missing)
-            keys = ", ".join(shape_key(h, i) for h, i in missing)
-            cp = CpuProfile({**cp.table, **new.table}, cp.threads, f"{cp.source}; {keys} {new.source}")
-        self._cpu_profile = cp
-        return [shape_key(h, i) for h, i in missing]
+    def _completed(self, base: Any, origin: str) -> tuple[Any, list[str]]:
+        """`base`'s CPU expert times (None: none) for what they cover of the model's expert shapes and CPU
+        kernels, and only the rest measured here; returns them and what was measured ("HxI" or "HxI:fmt,...")."""
+        from advisor.offload.timing import CPU_FORMATS, kernels_text, shape_key
+
+        shapes = self._expert_shapes()
+        lack = {s: list(CPU_FORMATS) for s in shapes} if base is None else base.lacking(shapes)
+        if not lack:
+            return base, []
+        from advisor.offload.cpu_profile import measure_cpu_experts
+
+        by_formats: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+        for shape, fmts in lack.items():
+            by_formats.setdefault(tuple(fmts), []).append(shape)
+        measured = [measure_cpu_experts(group, fmts) for fmts, group in by_formats.items()]
+        what = [kernels_text(shape_key(*s), f) for s, f in lack.items()]
+        return (measured[0] if base is None else base.filled(measured, origin)), what
 
     def costs(self, plan: Any) -> Any:
         """The time model of `plan`: this host's CPU, the profile's link, a fused-MoE device (the roofline of

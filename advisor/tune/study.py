@@ -79,7 +79,8 @@ class TuneResult:
     n_waiting: int = 0
     """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
     cpu_note: str = ""
-    """Which CPU expert times priced the run (the study's stored ones, or measured now for an older study)."""
+    """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
+    measured now for an older study)."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -157,20 +158,25 @@ def _cpu_meta(backend: Any) -> dict[str, Any]:
     return {"cpu_experts": backend.cpu_profile().to_dict()} if hasattr(backend, "adopt_cpu_profile") else {}
 
 
-def _price_cpu(attrs: dict[str, Any], backend: Any, created: bool) -> str:
-    """Price this run with the study's stored CPU expert times; returns the line that says which times."""
+def _price_cpu(study: Any, backend: Any, created: bool) -> str:
+    """Price this run with the study's stored CPU expert times; what they lack is measured and stored back with
+    them (under the study's seed lock: a worker resuming beside this one finds them complete, and the stored
+    set only grows), so the next resume and `advisor report` measure nothing. Returns the line saying which."""
     if not hasattr(backend, "adopt_cpu_profile"):
         return ""
-    stored = attrs.get("cpu_experts")
+    stored = study.user_attrs.get("cpu_experts")
     if not stored:
         return (f"CPU expert times: {backend.cpu_profile().source}, taken by this run (the study predates "
                 "storing them: its earlier runs may have had others)")
-    missing = backend.adopt_cpu_profile(stored)
+    measured = backend.adopt_cpu_profile(stored)
     src = backend.cpu_profile().source
     if created:
         return f"CPU expert times: {src}, stored with the study (a resume and `advisor report` reuse them)"
-    return (f"CPU expert times: the study's stored measurement {src}"
-            + (f" (expert shape {', '.join(missing)} not stored: measured now)" if missing else ""))
+    if not measured:
+        return f"CPU expert times: the study's stored measurement {src}"
+    study.set_user_attr("cpu_experts", backend.cpu_profile().to_dict())
+    return (f"CPU expert times: the study's stored measurement, what it lacked ({', '.join(measured)}) measured now "
+            f"and stored with it: {src}")
 
 
 def _check_resume(study: Any, meta: dict[str, Any]) -> None:
@@ -297,6 +303,7 @@ def _run_tune(
         if created:
             for k, v in {**meta, **_cpu_meta(backend)}.items():
                 study.set_user_attr(k, v)
+        cpu_note = _price_cpu(study, backend, created)
         if opts.warm_start:
             for p in fit.warm_start():
                 study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
@@ -309,7 +316,6 @@ def _run_tune(
             for attrs in baseline_trials(space, backend.shape, opts.budgets):
                 if key(attrs) not in have:
                     study.enqueue_trial({}, user_attrs=attrs)
-    cpu_note = _price_cpu(study.user_attrs, backend, created)
     registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
     create_tables(engine)
     register_study(engine, name, **registry_fields)
