@@ -26,6 +26,23 @@ def _directory_of(path: Path, create: bool) -> Path:
     return parent
 
 
+def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None:
+    """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
+    can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    where = path.parent
+    if not create_dirs:
+        _directory_of(path, False)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {where} does not take files ({e.strerror}); give another path") from e
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -44,7 +61,10 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
     directory is a `UserError`."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=_directory_of(path, create_dirs))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=_directory_of(path, create_dirs))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}; give another path") from e
     os.close(fd)
     try:
         yield Path(tmp)

@@ -101,6 +101,17 @@ def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
             read_trial(url, "any", 0)
 
 
+def test_report_on_a_database_no_study_was_tuned_into_names_the_study(tmp_path):
+    """A database without Optuna's tables (an empty PostgreSQL database, a SQLite file of other tables): `report`
+    said "storage error: An exception is raised during the commit ..."; now as `pareto` does."""
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE notes (x INTEGER)")
+    r = advisor("report", "mine", "--storage", str(db), "-o", str(tmp_path / "r"), cwd=tmp_path)
+    one_error_line(r, "no study named 'mine'", "(studies there: none)")
+    assert not (tmp_path / "r").exists()
+
+
 def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):
     before = digest(study_db)
     r = advisor("tune", "--storage", f"sqlite:///file:{study_db}?mode=ro&uri=true", cwd=tmp_path)
@@ -147,6 +158,44 @@ def test_unreachable_postgresql_masks_the_password(tmp_path):
         assert r.returncode == 2 and "s3cret" not in r.stdout + r.stderr, (args, r.stderr)
         one_error_line(r)
 
+
+
+def test_a_password_with_an_unencoded_at_sign_is_named_not_shown(tmp_path):
+    """`postgresql://bob:s3cret@pw@host/db`: the driver took "pw@127.0.0.1" for the host and printed it (part of
+    the password, past the *** mask); now one line says to URL-encode it, before anything connects."""
+    for args in (["tune", "--trials", "1"], ["studies"], ["recommend"]):
+        r = advisor(*args, "--storage", "postgresql://bob:s3cret@pw@127.0.0.1:1/advisor", cwd=tmp_path)
+        line = one_error_line(r, "user 'bob'", "more than one '@'", "URL-encoded, '@' as %40")
+        assert "s3cret" not in r.stdout + r.stderr and "pw@" not in line, line
+        before_model_load(r)
+
+
+def test_postgresql_server_that_never_answers_is_one_line_in_every_reader(tmp_path):
+    """A port that accepts connections but never speaks (a hung server, a proxy): every reader gives up after
+    the connect timeout with one line (they hung until the OS gave up, minutes)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the handshake; nothing ever answers
+        url = f"postgresql://bob:s3cret-pw@127.0.0.1:{silent.getsockname()[1]}/advisor"
+        for args in (["studies"], ["pareto", "s"], ["recommend", "--budget", "1GiB"],
+                     ["export", "s", "1", "--to", "json"]):
+            r = advisor(*args, "--storage", url, cwd=tmp_path, timeout=40)
+            one_error_line(r, "bob:***@127.0.0.1", "timeout expired", "check the URL and that the server runs")
+
+
+@pytest.mark.postgres
+def test_postgresql_database_the_user_cannot_create_tables_in_is_refused_before_the_model_loads(tmp_path):
+    """A database where the study tables cannot be created (here: no schema on the search path; the README's
+    first recipe gave a user without CREATE on `public`) is one line before the model loads, not Optuna's
+    ProgrammingError after it."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    r = advisor("tune", "--trials", "1", "--storage", f"{base}?options=-csearch_path%3Dno_such_schema", cwd=tmp_path)
+    one_error_line(r, "has no schema on user", "search_path")
+    before_model_load(r)
 
 @pytest.mark.parametrize("name", ["a b", "-x", "x/y", "x" * 101, "x;rm"])
 def test_bad_study_names(tmp_path, name):
@@ -210,6 +259,16 @@ def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = { low = 1, high = 2 }\n')
     r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "cache.expert_budget", "4 MoE layers", "at least 4")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_budget_too_small_for_an_offloaded_model_says_what_it_must_hold(tmp_path):
+    """1.27 MiB is above the bundled model's 1.23 MiB of resident weights, yet holds no expert per layer: the
+    offloaded model also holds activations and staging buffers, which the refusal now names (it gave raw bytes,
+    "a budget of 1331691 bytes ... (1286656 bytes are resident)", and left the rest unsaid)."""
+    r = advisor("tune", "--budget", "1.27MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "a budget of 1.27 MiB cannot hold the resident weights", "(1.23 MiB are resident, ",
+                   "KiB of activations, and staging buffers for the experts that stream past the cache)")
     assert not (tmp_path / "s.db").exists()
 
 

@@ -99,6 +99,8 @@ def test_a_model_generates_and_is_scored_end_to_end(tmp_path):
     ])
     assert result.exit_code == 0, result.output
     assert "pass@1:" in result.output and "(0/2;" in result.output  # a random model passes nothing, but scores
+    # the label says how, as for given completions (it said "[measured:pass@1]", the metric's name again)
+    assert "[measured:sandboxed-unit-tests]" in result.output
     payload = json.loads(out.read_text())
     assert payload["n"] == 2 and len(payload["per_example"]) == 2
     assert all(isinstance(r["completion"], str) for r in payload["per_example"])
@@ -114,3 +116,26 @@ def test_a_bad_problems_file_names_its_line(tmp_path):
     problems.write_text("\n")
     with pytest.raises(UserError, match=r"p\.jsonl holds no HumanEval problems"):
         humaneval.load_problems(str(problems))
+
+
+@pytest.mark.parametrize("where", ["missing/out.json", "/proc/out.json", "."])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path, where):
+    """`--json` is checked first: a missing directory was refused only after every completion was scored (a
+    model's whole evaluation), and a place that refuses files (/proc) ended in a traceback."""
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": PROBLEMS[0]["task_id"], "completion": "    return 1\n"}])
+    target = where if where.startswith("/") else str(tmp_path / where)
+    proc = subprocess.run([sys.executable, "-m", "advisor", "eval", "--task", "humaneval", "--completions", samples,
+                           "--json", target], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr  # nothing scored, nothing printed
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: cannot write")
+
+
+def test_prompts_longer_than_the_model_are_said_once_in_the_projects_words(tmp_path):
+    """The bundled model has 256 positions and HumanEval prompts are longer: one line of ours says so (it was
+    preceded by transformers' "Token indices sequence length is longer than ... (676 > 512)", another limit)."""
+    proc = subprocess.run([sys.executable, "-m", "advisor", "eval", "bundled", "--task", "humaneval", "--limit", "2",
+                           "--max-new-tokens", "16", "--no-progress"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "still exceed bundled's 256 positions" in proc.stdout + proc.stderr
+    assert "Token indices sequence length" not in proc.stdout + proc.stderr

@@ -170,7 +170,7 @@ def test_tune_live_on_a_model_bigger_than_the_budget(dirs, tmp_path):
                                       "--study", "big"])
     assert result.exit_code == 0, result.output
     assert "offloaded: routed experts stream from the checkpoint" in result.output
-    assert "host store packed per plan" in result.output
+    assert "host store packed per plan" in result.output and "host store: host store" not in result.output
     import optuna
 
     from advisor.models.load import load_model
@@ -238,6 +238,8 @@ def test_inspect_budget_answers_what_fits(dirs):
     assert result.exit_code == 0, result.output
     assert "resident weights" in result.output and "slots/layer that fit" in result.output
     assert "offloaded" in result.output
+    # sizes in the unit that reads: a 120 KB budget is not "0.00 GiB" (it was)
+    assert "> --budget 117.19 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output
     for fmt in ("bf16", "int8", "int4"):
         assert f"│ {fmt}" in result.output
 
@@ -305,6 +307,7 @@ def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, 
                                       "--host-memory", "1KB", "--storage", f"sqlite:///{tmp_path}/h.db"])
     assert isinstance(result.exception, UserError), result.output
     assert "needs" in str(result.exception) and "--host-memory" in str(result.exception)
+    assert "but 1000 B is allowed (--host-memory)" in str(result.exception)  # not "0.00 GiB" (it was)
     assert not (tmp_path / "h.db").exists()  # nothing half-written
 
 

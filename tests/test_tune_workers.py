@@ -109,3 +109,43 @@ def test_four_workers_on_postgresql_run_exactly_4n_trials():
         from advisor.results.store import save_front
 
         save_front(engine_for(url), name, [])
+
+
+
+_OPEN_AT = """
+import sys, time
+from advisor.results.storage import open_storage
+import optuna  # imported before the start times, so that every worker reaches the database at the same moment
+for url, at in zip(sys.argv[1::2], sys.argv[2::2]):
+    time.sleep(max(0.0, float(at) - time.time()))
+    open_storage(url, heartbeat_interval=None)
+"""
+
+
+@pytest.mark.postgres
+def test_workers_starting_together_on_a_fresh_postgresql_database_all_open_it():
+    """The README's many-workers recipe on a database no study has used yet: every worker creates Optuna's
+    tables at the same moment (a fresh schema stands for a fresh database), and none may die of the CREATE
+    TABLE race (it did: IntegrityError on pg_type_typname_nsp_index, one line, exit 2)."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    from sqlalchemy import create_engine, text
+
+    schemas = [f"fresh_{uuid.uuid4().hex[:8]}" for _ in range(3)]  # three rounds: the race is not every time
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as c:
+        for schema in schemas:
+            c.execute(text(f"CREATE SCHEMA {schema}"))
+    start = time.time() + 4.0
+    args = [a for i, schema in enumerate(schemas) for a in (f"{base}?options=-csearch_path%3D{schema}", str(start + i))]
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for _ in range(6)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, [o.strip().splitlines()[-1:] for o in outs]
+    finally:
+        with admin.begin() as c:
+            for schema in schemas:
+                c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

@@ -9,7 +9,7 @@ import typer
 
 from advisor.errors import UserError
 from advisor.eval.tasks import TASKS
-from advisor.files import write_atomic
+from advisor.files import check_writable, write_atomic
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--batch-size must be positive, got {batch_size}")
         if max_new_tokens is not None and max_new_tokens <= 0:
             raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+        if json_out:
+            check_writable(json_out, create_dirs=False)  # before the model loads, not after the evaluation
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return

@@ -98,12 +98,14 @@ def simulate_cmd(
     from rich.table import Table
 
     from advisor.errors import UserError
-    from advisor.files import write_atomic
+    from advisor.files import check_writable, write_atomic
     from advisor.offload.policies import POLICIES
     from advisor.offload.simulate import belady, simulate
     from advisor.offload.trace import RoutingTrace
     from advisor.tune.display import human_bytes
 
+    if json_out:
+        check_writable(json_out)
     trace = RoutingTrace.load(trace_file)
     names = POLICIES if policy == "all" else [p.strip() for p in policy.split(",")]
     for name in names:

@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
         if samples < 1:
             raise UserError("--samples must be at least 1")
         wanted = _layers(layers)
+        if json_out:
+            from advisor.files import check_writable
+
+            check_writable(json_out)  # before the model loads and every expert is measured
 
         import torch
         from rich.console import Console

@@ -342,7 +342,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
            "per plan, the most cache that fits" if budget_bytes else "")
     )
     if getattr(backend, "offloaded", False):
-        console.print(f"loading: {backend.loaded.load_note}\nhost store: {backend.store_note()}")
+        console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
     with LiveProgress(console, opts) as live:
         result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=_also(live.start, _left_out_note(console)),
                           on_trial=live.trial_done, on_stage=live.stage)
@@ -386,8 +386,11 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
 def _left_out_note(console):
     """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler)."""
     def note(study, objective) -> None:
+        groups = sum(k.startswith("fmt_g") for k in objective.fit.knobs)
         for knob, formats in objective.fit.left_out.items():
-            console.print(f"{knob}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget")
+            what = "expert precision" if groups == 1 else f"expert precision of layer group {knob[len('fmt_g'):]}"
+            console.print(f"{what}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget",
+                          markup=False)
     return note
 
 

@@ -107,17 +107,17 @@ def evaluate(
         {"index": i, "prompt": task.prompt(ex)[-200:], "completion": c, "correct": bool(v)}
         for i, ex, c, v in zip(order, examples, completions, verdicts, strict=True)
     ]
-    metric = "pass@1" if task.name == "humaneval" else "exact-match"
+    how = "sandboxed-unit-tests" if task.name == "humaneval" else "exact-match"
     return EvalResult(
         task=task.name, accuracy=correct / len(verdicts), n=len(verdicts), correct=correct, ci_low=low,
-        ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{metric}",
+        ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{how}",
         device=str(loaded.device),
     )
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of a prompt (with the tokenizer's own special tokens, as `generate_text` does)."""
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])  # a long prompt is said once, by fit_to_positions
 
 
 def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0) -> list[Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.files import write_atomic
+from advisor.units import format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
 GiB = 1 << 30
 DEFAULT_PROFILES_DIR = Path("studies/profiles")
@@ -347,11 +348,3 @@ def parse_budget(value: str | int | float) -> int:
     if n <= 0:
         raise UserError(f"budget {value!r} must be positive")
     return n
-
-
-def format_bytes(n: float, digits: int = 1) -> str:
-    """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.{digits}f} {unit}"
-    return f"{n:.0f} B"

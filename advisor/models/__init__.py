@@ -7,7 +7,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `generate.generate(loaded, input_ids, max_new_tokens=..., on_forward=...)`, `generate.generate_text`
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
-The bottom of the stack: may import only `advisor.errors` (and torch/transformers, lazily).
+The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from advisor.errors import UserError
 from advisor.models import tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
+from advisor.units import format_bytes
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
@@ -288,8 +289,8 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         counted = checkpoint.nbytes
         limit = budget if budget is not None else device_free_bytes(device)
         offload = counted > limit
-        note = (f"counted {counted / 2**30:.2f} GiB of weights {'>' if offload else '<='} "
-                f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {limit / 2**30:.2f} GiB")
+        note = (f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} "
+                f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}")
     elif not note:
         note = "--offload" if offload else "resident (asked)"
     try:

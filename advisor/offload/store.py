@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from advisor.errors import UserError
+from advisor.units import format_bytes
 
 _PARTS = ("gate", "up", "down")
 
@@ -77,8 +78,8 @@ def check_host_memory(need: int, what: str, host_limit: int | None = None) -> No
 
     limit = host_available_bytes() if host_limit is None else host_limit
     if need > limit:
-        raise UserError(f"the expert store for plan {what} needs {need / 2**30:.2f} GiB of host memory but "
-                        f"{limit / 2**30:.2f} GiB is {'available' if host_limit is None else 'allowed (--host-memory)'}"
+        raise UserError(f"the expert store for plan {what} needs {format_bytes(need, 2)} of host memory but "
+                        f"{format_bytes(limit, 2)} is {'available' if host_limit is None else 'allowed (--host-memory)'}"
                         "; choose a smaller format (int4, int3) or free memory")
 
 

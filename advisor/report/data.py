@@ -125,15 +125,19 @@ def _is_number(v: Any) -> bool:
 def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyData:
     """The stored study, or one clear `UserError` (missing storage, unknown study, no finished trial)."""
     import optuna
+    from sqlalchemy import inspect
     from sqlalchemy.exc import SQLAlchemyError
 
     url = normalize_url(storage, create_dirs=False)
     require_database(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
-        names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
-    except (SQLAlchemyError, RuntimeError, ValueError) as e:
+        names: list[str] = []
+        tables = inspect(engine_for(url))
+        if tables.has_table("version_info") and tables.has_table("studies"):  # else no study was tuned into it
+            rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
+            names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
+    except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
         raise UserError(f"{url} is not a readable Optuna study database ({type(e).__name__}); "
                         "point --storage at the database `advisor tune` wrote") from e
     if study_name not in names:

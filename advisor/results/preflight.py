@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
-from advisor.results.storage import unreadable_database
+from advisor.results.storage import engine_kwargs, unreadable_database
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
 
@@ -40,7 +40,7 @@ def check_storage(url: str, *, write: bool) -> str:
             require_database(url)
         _check_sqlite(path, url, write=write)
         return url
-    _check_server(url)  # a server database: connecting answers both questions
+    _check_server(url, write=write)
     return url
 
 
@@ -77,22 +77,26 @@ def _existing_parent(p: Path) -> Path:
     return p
 
 
-def _check_server(url: str) -> None:
-    """Connect once, with a short timeout: a wrong host, port, password or database is one line now."""
+def _check_server(url: str, *, write: bool) -> None:
+    """Connect once, with a short timeout: a wrong host, port, password or database is one line now; a writer
+    on PostgreSQL must also be able to create the tables (since PostgreSQL 15 only the database's owner may
+    create in its `public` schema by default), or Optuna fails after the model has loaded."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    kwargs: dict = {}
-    if url.startswith("postgresql"):
-        kwargs["connect_args"] = {"connect_timeout": 5}
     try:
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(url, **engine_kwargs(url))
     except (ArgumentError, ImportError, ValueError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL "
                         "such as sqlite:///studies/advisor.db or postgresql://user:pass@host/db") from e
     try:
         with engine.connect() as c:
             c.execute(text("SELECT 1"))
+            if write and engine.dialect.name == "postgresql":
+                user, db, schema, may_create, has_tables = c.execute(text(
+                    "SELECT current_user, current_database(), current_schema(), "
+                    "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
+                    "to_regclass('studies') IS NOT NULL AND to_regclass('advisor_front') IS NOT NULL")).one()
     except SQLAlchemyError as e:
         orig = getattr(e, "orig", None) or e
         first = next((ln.strip() for ln in str(orig).splitlines() if ln.strip()), type(orig).__name__)
@@ -100,3 +104,10 @@ def _check_server(url: str) -> None:
                         "that the server runs") from e
     finally:
         engine.dispose()
+    if write and engine.dialect.name == "postgresql" and not (may_create or has_tables):
+        if not schema:
+            raise UserError(f"PostgreSQL database {db} has no schema on user {user}'s search_path to create the "
+                            "study tables in; fix the search_path (options=-csearch_path=...) or CREATE SCHEMA")
+        raise UserError(f"PostgreSQL user {user} may not create tables in schema {schema} of database {db}, and the "
+                        f"study tables are not there yet; make {user} the database's owner (createdb -O {user} "
+                        f"{db}) or GRANT CREATE ON SCHEMA {schema} TO {user}")

@@ -8,6 +8,8 @@ times), so no configuration is silently dropped.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,12 @@ def sqlite_path(url: str) -> Path | None:
 def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
-    where = sqlite_path(str(where)) or where
     cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
     reason = (str(cause).splitlines() or [""])[0] or type(cause).__name__
+    if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
+        return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
+                         "server runs")
+    where = sqlite_path(str(where)) or where
     return UserError(f"{where} is not a readable advisor database ({reason}); point --storage at the file "
                      f"`advisor tune` wrote{hint}")
 
@@ -43,6 +48,31 @@ def require_database(url: str) -> None:
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
+
+
+SCHEMA_LOCK_KEY = 727401
+"""The PostgreSQL advisory lock that serialises table creation: workers starting together on a fresh database
+would otherwise race in CREATE TABLE (a duplicate-type IntegrityError for all but one)."""
+
+
+@contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases)."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as c:
+            c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 HEARTBEAT_INTERVAL_S = 10
@@ -62,6 +92,10 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     if "://" not in url:
         url = f"sqlite:///{url}"
     scheme, _, rest = url.partition("://")
+    if rest.split("/", 1)[0].count("@") > 1:  # the driver would take the password's tail for the host, and say it
+        user = rest.split(":", 1)[0].split("@", 1)[0]
+        raise UserError(f"the --storage URL for user {user!r} has more than one '@' before the host: a password "
+                        "with '@' (or ':', '/') must be URL-encoded, '@' as %40")
     if scheme in ("postgresql", "postgres"):
         if importlib.util.find_spec("psycopg") is not None:
             scheme = "postgresql+psycopg"
@@ -81,10 +115,17 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     return url
 
 
+CONNECT_TIMEOUT_S = 5
+"""How long a PostgreSQL connection may take: a server that does not answer is one line, not a hang."""
+
+
 def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLite waits for the write lock instead of failing at once when several workers share the file."""
+    """SQLite waits for the write lock instead of failing at once when several workers share the file;
+    PostgreSQL gives up connecting after `CONNECT_TIMEOUT_S` (libpq would wait for the OS, minutes)."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
+    if url.startswith("postgresql"):
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
 
 
@@ -111,7 +152,8 @@ def open_storage(
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
+            return optuna.storages.RDBStorage(url, **kwargs)
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"cannot use storage {url!r} ({e}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e

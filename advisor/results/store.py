@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint
-from advisor.results.storage import normalize_url, unreadable_database
+from advisor.results.storage import SCHEMA_LOCK_KEY, engine_kwargs, normalize_url, unreadable_database
 
 
 class Base(DeclarativeBase):
@@ -116,12 +116,12 @@ def create_tables(engine: Engine) -> None:
         Base.metadata.create_all(engine)
         return
     with engine.connect() as c:
-        c.execute(text("SELECT pg_advisory_lock(727401)"))
+        c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
         try:
             Base.metadata.create_all(c)
             c.commit()
         finally:
-            c.execute(text("SELECT pg_advisory_unlock(727401)"))
+            c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
             c.commit()
 
 
@@ -149,7 +149,7 @@ def engine_for(url: str) -> Engine:
     driver gets one that is installed."""
     url = normalize_url(url, create_dirs=False)
     try:
-        return create_engine(url, future=True)
+        return create_engine(url, future=True, **engine_kwargs(url))
     except Exception as e:  # bad URL or missing driver
         raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
 

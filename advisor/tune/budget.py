@@ -21,6 +21,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import FILL, Domain, SearchSpace, draw
+from advisor.units import format_bytes
 
 WARM_AXES = ("miss",)
 """Categorical cache knobs that change what a budget buys (e.g. copying misses vs computing them on the CPU):
@@ -61,9 +62,14 @@ class BudgetFit:
         for k in fmt_knobs:
             keep = [c for c in self.knobs[k].choices or () if self.fits({**base, k: c})]
             if not keep:
-                raise UserError(f"a budget of {self.budget} bytes cannot hold the resident weights and one expert "
-                                f"per MoE layer in any format of the space ({self.shape.resident_bytes} bytes are "
-                                "resident); raise --budget or add a smaller format")
+                also = ""  # an offloaded model's peak also holds these (`peak_gpu_bytes`)
+                if self.shape.activation_bytes:
+                    also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
+                if self.shape.staging:
+                    also += ", and staging buffers for the experts that stream past the cache"
+                raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold the resident weights and one "
+                                f"expert per MoE layer in any format of the space ({format_bytes(self.shape.resident_bytes, 2)} "
+                                f"are resident{also}); raise --budget or add a smaller format")
             if len(keep) < len(self.knobs[k].choices or ()):
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))

@@ -1,0 +1,12 @@
+"""Byte sizes as people read them. Standard library only: any layer may import it (the model loader's
+messages use it as much as the hardware profiles do)."""
+
+from __future__ import annotations
+
+
+def format_bytes(n: float, digits: int = 1) -> str:
+    """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.{digits}f} {unit}"
+    return f"{n:.0f} B"
