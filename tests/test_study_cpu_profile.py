@@ -76,7 +76,8 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     src = profile["source"]
     assert re.fullmatch(r"measured:wall-clock\(\d{4}-\d\d-\d\d, 1 threads, .*\)", src), src
     assert "128x16" in profile["table"] and len(sources) == 3
-    assert f"CPU expert times: {src}, stored with the study (a resume and `advisor report` reuse them)" in first
+    assert (f"CPU expert times: {src}, measured by this run, stored with the study (a resume and `advisor report` "
+            "reuse them)") in first
 
     again = advisor(*tune, "--more", "2", cwd=tmp_path)
     assert f"CPU expert times: the study's stored measurement {src}\n" in again, again
@@ -230,3 +231,23 @@ def test_two_workers_resuming_on_postgresql_complete_the_stored_times_once(tmp_p
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=url)
         save_front(engine, name, [])
+
+
+def test_a_new_study_says_its_cpu_expert_times_came_from_the_gpu_profile(tmp_path):
+    """`advisor profile --cpu` then `tune --gpu <it>`: the profile's times price the study, and the line says
+    so (without --gpu the same line says this run measured them)."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    pp = tmp_path / "pp"
+    advisor("profile", "--cpu", "--repeats", "1", "--expert-shape", "128x16", "--profiles-dir", str(pp),
+            "--name", "myhost", cwd=tmp_path)
+    prof = json.loads(next(pp.glob("*.json")).read_text())["cpu_experts"]
+    db = tmp_path / "s.db"
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "space.toml", "--storage",
+                        f"sqlite:///{db}", "--study", "p", "--trials", "1", "--gpu", "myhost"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "COLUMNS": "400", "ADVISOR_PROFILES_DIR": str(pp)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    stored_times, _ = stored(db)
+    assert stored_times["table"] == prof["table"] and stored_times["source"] == prof["source"]
+    assert (f"CPU expert times: {prof['source']}, from the hardware profile 'myhost', stored with the study"
+            in r.stdout), r.stdout

@@ -171,12 +171,23 @@ def _price_cpu(study: Any, backend: Any, created: bool) -> str:
     measured = backend.adopt_cpu_profile(stored)
     src = backend.cpu_profile().source
     if created:
-        return f"CPU expert times: {src}, stored with the study (a resume and `advisor report` reuse them)"
+        return (f"CPU expert times: {src}, {_cpu_origin(backend, src)}, stored with the study (a resume and "
+                "`advisor report` reuse them)")
     if not measured:
         return f"CPU expert times: the study's stored measurement {src}"
     study.set_user_attr("cpu_experts", backend.cpu_profile().to_dict())
     return (f"CPU expert times: the study's stored measurement, what it lacked ({', '.join(measured)}) measured now "
             f"and stored with it: {src}")
+
+
+def _cpu_origin(backend: Any, src: str) -> str:
+    """Whose CPU expert times a new study got: the hardware profile --gpu names, that profile completed here
+    (its source names both parts), or this run's own measurement."""
+    if not getattr(backend.profile, "cpu_experts", None):
+        return "measured by this run"
+    if " (profile) + " in src:
+        return f"the hardware profile {backend.profile.name!r}'s, what it lacked measured by this run"
+    return f"from the hardware profile {backend.profile.name!r}"
 
 
 def _check_resume(study: Any, meta: dict[str, Any]) -> None:
