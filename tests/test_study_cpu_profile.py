@@ -163,7 +163,8 @@ def test_a_profile_lacking_a_kernel_gives_its_times_and_only_that_kernel_is_meas
     assert re.fullmatch(re.escape(cpu["source"]) + r" \(profile\) \+ 128x16:int3 measured:wall-clock\(.*\)",
                         times["source"]), times["source"]
     assert times["table"]["128x16"] == {**cpu["table"]["128x16"], "int3": times["table"]["128x16"]["int3"]}
-    assert f"CPU expert times: {times['source']}, stored with the study" in out, out
+    assert (f"CPU expert times: {times['source']}, from the hardware profile 'NVIDIA H200', completed by this run, "
+            "stored with the study") in out, out
     assert all(s.endswith(f";cpu={times['source']}") for s in sources.values()), sources
 
 

@@ -186,7 +186,7 @@ def _cpu_origin(backend: Any, src: str) -> str:
     if not getattr(backend.profile, "cpu_experts", None):
         return "measured by this run"
     if " (profile) + " in src:
-        return f"the hardware profile {backend.profile.name!r}'s, what it lacked measured by this run"
+        return f"from the hardware profile {backend.profile.name!r}, completed by this run"
     return f"from the hardware profile {backend.profile.name!r}"
 
 
