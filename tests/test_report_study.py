@@ -322,3 +322,20 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
         assert a["baselines"] == []  # the study was not tuned with --budgets
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | strategy | precision |" in md
+
+
+def test_the_cpu_times_line_names_whose_times_priced_the_trials():
+    """A study stored before its CPU expert times were, tuned with a hardware profile that had them, was priced
+    with the profile's: the report said it took them itself (while its headline check said they matched)."""
+    from advisor.report.document import _cpu_label, _hybrid_check
+
+    src = "measured-cpu:2026-01-02"
+    assert "the study's stored measurement of 2026-01-02, the one its trials were priced with" in _cpu_label(
+        "study", src)
+    profile = _cpu_label("profile", src)
+    assert "from the study's hardware profile, the one its trials were priced with" in profile
+    assert "taken by this report" not in profile
+    assert "taken by this report (the study predates storing the ones" in _cpu_label(None, src)
+    assert "(the study's hardware profile's), so they replay to their stored bytes" in _hybrid_check("profile", True)
+    assert "(stored with the study), so they replay to their stored bytes" in _hybrid_check("study", True)
+    assert "taken now" in _hybrid_check(None, True) and _hybrid_check("study", False) == ""

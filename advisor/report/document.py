@@ -314,24 +314,30 @@ def _block_section(doc: Document, c: ReportContext) -> None:
                    for r in c.blocks["rows"]]))
 
 
-def _hybrid_check(same_cpu: bool, hybrid: bool) -> str:
-    """What the headline check can promise of hybrid trials: their copies depend on the CPU expert times."""
+def _hybrid_check(origin: str | None, hybrid: bool) -> str:
+    """What the headline check can promise of hybrid trials: their copies depend on the CPU expert times
+    (`origin` as `_cpu_label` takes it)."""
     if not hybrid:
         return ""
-    if same_cpu:
-        return (" Hybrid trials split their misses by the CPU expert times they ran with (stored with the study), "
+    if origin is not None:
+        whose = "stored with the study" if origin == "study" else "the study's hardware profile's"
+        return (f" Hybrid trials split their misses by the CPU expert times they ran with ({whose}), "
                 "so they replay to their stored bytes, as copy and cpu trials do.")
     return (" Hybrid trials split their misses by CPU expert times taken now (the study predates storing the ones "
             "it ran with), so their bytes can differ from the stored ones; copy and cpu trials replay to the "
             "stored bytes.")
 
 
-def _cpu_label(stored: bool, source: str) -> str:
-    """Where the CPU expert times of this report's replays (cpu/hybrid misses, time per token) came from."""
-    if stored:
+def _cpu_label(origin: str | None, source: str) -> str:
+    """Where the CPU expert times of this report's replays (cpu/hybrid misses, time per token) came from:
+    `origin` "study" (stored with it), "profile" (its hardware profile's, which its trials ran with) or None."""
+    if origin == "study":
         dates = sorted(set(re.findall(r"\d{4}-\d\d-\d\d", source)))  # two when a resume completed them
         return (f"CPU expert times (cpu and hybrid misses, time per token): the study's stored measurement"
                 f"{' of ' + ' and '.join(dates) if dates else ''}, the one its trials were priced with ({source}).")
+    if origin == "profile":
+        return (f"CPU expert times (cpu and hybrid misses, time per token): {source}, from the study's hardware "
+                "profile, the one its trials were priced with (the study predates storing them).")
     return (f"CPU expert times (cpu and hybrid misses, time per token): {source}, taken by this report (the study "
             "predates storing the ones its trials were priced with).")
 
@@ -341,7 +347,8 @@ def _provenance(doc: Document, c: ReportContext) -> None:
     p = wb.profile
     ev = wb.settings
     trace_rows = [[k, v.forwards, v.layers, v.routed_rows, v.lookups, v.tokens] for k, v in sw.traces.items()]
-    cpu_stored = bool(d.study_attrs.get("cpu_experts"))
+    # whose CPU expert times priced the trials: stored with the study, else its hardware profile's, else unknown
+    cpu_origin = "study" if d.study_attrs.get("cpu_experts") else "profile" if p.cpu_experts else None
     devices = sorted({str(t.attrs.get("device", d.setting("device", default="?"))) for t in c.trials})
     sources: dict[str, set[str]] = {}
     for t in c.trials:
@@ -368,9 +375,8 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
                     for r in c.headline if r.trial is not None) + "."
-        + _hybrid_check(cpu_stored or bool(p.cpu_experts),
-                        any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
-        _cpu_label(cpu_stored, wb.backend.cpu_profile().source),
+        + _hybrid_check(cpu_origin, any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
+        _cpu_label(cpu_origin, wb.backend.cpu_profile().source),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
         "Routing under quantized experts is recorded per precision (it can differ from FP16).",

@@ -84,27 +84,32 @@ def no_cache(trace: Any, fmt: str = BASELINE_FORMAT, profile: Any = None) -> Any
                     profile=profile)
 
 
+def replays(traces: Mapping[str, Any], profile: Any = None) -> dict[str, Replay]:
+    """Each precision's routing trace ready to replay (`traces` maps a format name - "fp16", "int8", "int4" - to
+    the trace recorded under that uniform plan): built once, for `sweep` and `equal_memory` both."""
+    return {fmt: Replay(trace, fmt, profile) for fmt, trace in traces.items()}
+
+
 def sweep(
-    traces: Mapping[str, Any],
+    replayed: Mapping[str, Replay],
     *,
     policies: Sequence[str],
     slots: Sequence[int] | None = None,
-    profile: Any = None,
     baseline_trace: Any = None,
     with_belady: bool = True,
 ) -> Sweep:
-    """Replay each precision's trace at every slot count with every policy (and Belady's MIN).
+    """Replay each precision's trace (from `replays`) at every slot count with every policy (and Belady's MIN).
 
-    `traces` maps a format name ("fp16", "int8", "int4") to the routing trace recorded under that uniform
-    plan. The baseline uses `baseline_trace` (default: the fp16 trace, else the first one) at FP16 bytes.
+    The baseline uses `baseline_trace` (default: the fp16 trace, else the first one) at FP16 bytes.
     """
     from advisor.offload.simulate import belady
 
-    if not traces:
+    if not replayed:
         raise ValueError("no traces to replay")
-    first = next(iter(traces.values()))
-    grid = list(slots) if slots is not None else slot_grid(first.num_experts)
-    base_trace = baseline_trace or traces.get(BASELINE_FORMAT) or first
+    first = next(iter(replayed.values()))
+    profile = first.profile
+    grid = list(slots) if slots is not None else slot_grid(first.trace.num_experts)
+    base_trace = baseline_trace or replayed.get(BASELINE_FORMAT, first).trace
     base = no_cache(base_trace, BASELINE_FORMAT, profile)
     tokens = max(1, base_trace.generated_tokens)
     out = Sweep(
@@ -117,8 +122,8 @@ def sweep(
         slot_grid=grid,
         policies=list(policies),
     )
-    for fmt, trace in traces.items():
-        r = _Replay(trace, fmt, profile)
+    for fmt, r in replayed.items():
+        trace = r.trace
         out.expert_bytes[fmt] = r.expert_bytes
         lookups = sum(len(ids) for seq in r.seqs for ids, *_ in seq)
         out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(len(trace.experts)), lookups,
@@ -132,7 +137,7 @@ def sweep(
     return out
 
 
-class _Replay:
+class Replay:
     """One precision's trace, ready to replay at any slot count: its experts' bytes at the format, its access
     sequences (computed once) and its generated tokens; what `sweep` and `equal_memory` share."""
 
@@ -163,15 +168,14 @@ class _Replay:
                           st.transfer_ms / self.tokens, st.hit_rate)
 
 
-def equal_memory(traces: Mapping[str, Any], cache_bytes: int, *, policies: Sequence[str],
-                 profile: Any = None) -> dict[str, SweepPoint | None]:
-    """Per precision, the replay at the most slots per layer whose cache fits `cache_bytes` (the exact count,
-    not the nearest point of the sweep's grid), with the policy that moves the fewest bytes; None when not
-    one slot per layer fits."""
+def equal_memory(replayed: Mapping[str, Replay], cache_bytes: int, *,
+                 policies: Sequence[str]) -> dict[str, SweepPoint | None]:
+    """Per precision (from `replays`), the replay at the most slots per layer whose cache fits `cache_bytes`
+    (the exact count, not the nearest point of the sweep's grid), with the policy that moves the fewest bytes;
+    None when not one slot per layer fits."""
     out: dict[str, SweepPoint | None] = {}
-    for fmt, trace in traces.items():
-        r = _Replay(trace, fmt, profile)
-        s = max((s for s in range(1, max(trace.num_experts) + 1) if r.cache_bytes(s) <= cache_bytes), default=0)
+    for fmt, r in replayed.items():
+        s = max((s for s in range(1, max(r.trace.num_experts) + 1) if r.cache_bytes(s) <= cache_bytes), default=0)
         if not s:
             out[fmt] = None
             continue

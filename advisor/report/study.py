@@ -95,7 +95,7 @@ def build_report(
 
     from advisor.report import blocks as report_blocks
     from advisor.report import plots as report_plots
-    from advisor.report.replay import equal_memory, sweep
+    from advisor.report.replay import equal_memory, replays, sweep
 
     # one intra-op thread, as `advisor tune` runs by default: the same float summation order, so a fresh trace
     # routes as the stored one did; and tiny expert matmuls on a busy host only slow down with more threads
@@ -107,7 +107,8 @@ def build_report(
     runs = {fmt: wb.trace(fmt) for fmt in PRECISIONS}
     policies = trial_policies(data)
     say(f"replaying traces over slot counts with policies {', '.join(policies)} and Belady's MIN")
-    sw = sweep({f: r.trace for f, r in runs.items()}, policies=policies, profile=wb.profile)
+    replayed = replays({f: r.trace for f, r in runs.items()}, wb.profile)  # access sequences built once
+    sw = sweep(replayed, policies=policies)
     budgets = [budget_memory(m, wb.backend.shape) for m in memory]
     ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
     if budgets:
@@ -123,8 +124,7 @@ def build_report(
             r.replayed_bytes_per_token = wb.replay_stored(runs[_run_key(r.precision)], t)
     ref_cache = next((r.expert_cache_bytes for r in rows if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
                      None)
-    equal = {} if ref_cache is None else equal_memory({f: r.trace for f, r in runs.items()}, ref_cache,
-                                                       policies=policies, profile=wb.profile)
+    equal = {} if ref_cache is None else equal_memory(replayed, ref_cache, policies=policies)
     recs = recommended_points(data, max_accuracy_drop)
 
     blocks: dict[str, Any] = {"rows": [], "curves": []}
