@@ -203,12 +203,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
 def tide_schedule_lines(kw: dict[str, int]) -> list[str]:
     """The refresh schedule stated in the recipe, by the rule the runtime and the simulator run
     (`IntervalRefresh.refreshes`), not a copy of it."""
-    from advisor.offload.policies import Ctx, IntervalRefresh  # torch-free
+    from advisor.offload.policies import IntervalRefresh  # torch-free
 
     tau, spb = kw["tau"], kw.get("steps_per_block", 0)
     if spb == 1:  # autoregressive decoding: every forward is a block of one step
-        pol = IntervalRefresh(0, tau, spb)
-        forwards = [f for f in range(3 * tau) if pol.refreshes(Ctx(f, 0, f))]
+        forwards = [f for f, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
         return [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): autoregressive decoding has "
                 f"no denoising steps, so the GPU expert set is re-chosen from the current forward's tokens per "
                 f"expert every {tau} forward(s): forwards {_steps(forwards)}, ... of each generation"]

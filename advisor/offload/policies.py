@@ -408,8 +408,10 @@ class IntervalRefresh(Policy):
 
     def schedule(self, blocks: int = 2) -> list[list[int]]:
         """The denoising steps of each of the first `blocks` blocks whose look-ups may refresh the slot set
-        (by `refreshes`: what an exported recipe states). Needs `steps_per_block`."""
-        return [[s for s in range(self.steps_per_block) if self.refreshes(Ctx(-1, s, b))] for b in range(blocks)]
+        (by `refreshes`: what an exported recipe states). Needs `steps_per_block`; each look-up is given its real
+        forward number, so one step per block (autoregressive) follows the every-tau-forwards rule."""
+        spb = self.steps_per_block
+        return [[s for s in range(spb) if self.refreshes(Ctx(b * spb + s, s, b))] for b in range(blocks)]
 
     def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
         self.tokens = tokens
