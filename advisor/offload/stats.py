@@ -100,7 +100,7 @@ class CacheLayer:
             if from_stage:
                 copied = [e for e in copied if e not in staged]
         if nm:
-            if self.miss != "copy":  # hybrid with a cost model balances CPU and link
+            if self.miss != "copy":  # cpu: every miss on the CPU; hybrid: per expert (split_misses)
                 copied, on_cpu = split_misses(copied, tok, self.miss, self.threshold, self.costs,
                                               acc.hits + from_stage, acc.admitted)
             if on_cpu:
