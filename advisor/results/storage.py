@@ -11,9 +11,12 @@ import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 """Where studies live unless --storage says otherwise (relative to the working directory)."""
@@ -56,14 +59,16 @@ would otherwise race in CREATE TABLE (a duplicate-type IntegrityError for all bu
 
 
 @contextmanager
-def schema_lock(url: str) -> Iterator[None]:
-    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases)."""
-    if not url.startswith("postgresql"):
+def schema_lock(target: str | Engine) -> Iterator[None]:
+    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases):
+    `target` a URL (an engine of its own, disposed after) or the engine the body uses."""
+    own = isinstance(target, str)
+    if not (target if own else target.dialect.name).startswith("postgresql"):
         yield
         return
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url, **engine_kwargs(url))
+    engine = create_engine(target, **engine_kwargs(target)) if own else target
     try:
         with engine.connect() as c:
             c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
@@ -72,7 +77,8 @@ def schema_lock(url: str) -> Iterator[None]:
             finally:
                 c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
     finally:
-        engine.dispose()
+        if own:
+            engine.dispose()
 
 
 HEARTBEAT_INTERVAL_S = 10
