@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
-from advisor.results.storage import engine_kwargs, unreadable_database
+from advisor.results.storage import driver_reason, engine_kwargs, unreadable_database
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
 
@@ -98,10 +98,8 @@ def _check_server(url: str, *, write: bool) -> None:
                     "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
                     "to_regclass('studies') IS NOT NULL AND to_regclass('advisor_front') IS NOT NULL")).one()
     except SQLAlchemyError as e:
-        orig = getattr(e, "orig", None) or e
-        first = next((ln.strip() for ln in str(orig).splitlines() if ln.strip()), type(orig).__name__)
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(first)}; check the URL and "
-                        "that the server runs") from e
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the "
+                        "URL and that the server runs") from e
     finally:
         engine.dispose()
     if write and engine.dialect.name == "postgresql" and not (may_create or has_tables):

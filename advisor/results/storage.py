@@ -33,11 +33,17 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def driver_reason(error: BaseException) -> str:
+    """The driver's own reason for a database error, one line: the first non-blank line of the error SQLAlchemy
+    wraps (or of `error` itself), else the error's type."""
+    cause = getattr(error, "orig", None) or error
+    return next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), type(cause).__name__)
+
+
 def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
-    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
-    reason = (str(cause).splitlines() or [""])[0] or type(cause).__name__
+    reason = driver_reason(error)
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
                          "server runs")
@@ -164,8 +170,8 @@ def open_storage(
         raise UserError(f"cannot use storage {url!r} ({e}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e
     except OperationalError as e:
-        first = str(e.orig).strip().splitlines()[0] if getattr(e, "orig", None) else str(e).splitlines()[0]
-        raise UserError(f"cannot connect to storage {url!r}: {first}; check the URL and that the server runs") from e
+        raise UserError(f"cannot connect to storage {url!r}: {driver_reason(e)}; check the URL and that the server "
+                        "runs") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
         raise UserError(f"{url} is not a usable Optuna study database ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0]}); point --storage at another file or URL") from e
+                        f"{driver_reason(e)}); point --storage at another file or URL") from e
