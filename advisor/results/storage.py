@@ -8,6 +8,7 @@ times), so no configuration is silently dropped.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,14 @@ def sqlite_path(url: str) -> Path | None:
         path = url[len("sqlite:///") :].split("?", 1)[0]
         return None if path in ("", ":memory:") else Path(path)
     return None
+
+
+_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _PASSWORD.sub(r"\1***\3", text)
 
 
 def driver_reason(error: BaseException) -> str:
@@ -167,11 +176,11 @@ def open_storage(
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
             return optuna.storages.RDBStorage(url, **kwargs)
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
-        raise UserError(f"cannot use storage {url!r} ({e}); give a SQLAlchemy URL such as "
+        raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e
     except OperationalError as e:
-        raise UserError(f"cannot connect to storage {url!r}: {driver_reason(e)}; check the URL and that the server "
-                        "runs") from e
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the URL "
+                        "and that the server runs") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{url} is not a usable Optuna study database ({type(e).__name__}: "
-                        f"{driver_reason(e)}); point --storage at another file or URL") from e
+        raise UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
+                        f"{mask_url(driver_reason(e))}); point --storage at another file or URL") from e
