@@ -148,6 +148,17 @@ def test_unwritable_place_and_bad_url_before_the_model_loads(tmp_path):
     assert not (tmp_path / "studies").exists()
 
 
+def test_open_storage_on_an_unreachable_server_masks_the_password():
+    """The tune checks storage first (`preflight`), but a server that stops answering after the check reaches
+    `open_storage`'s own messages: they hide the password too."""
+    from advisor.errors import UserError
+    from advisor.results.storage import normalize_url, open_storage
+
+    with pytest.raises(UserError, match=r"cannot connect to storage .*bob:\*\*\*@127\.0\.0\.1") as e:
+        open_storage(normalize_url(PG_URL), heartbeat_interval=None)
+    assert "s3cret" not in str(e.value)
+
+
 def test_unreachable_postgresql_masks_the_password(tmp_path):
     r = advisor("tune", "--storage", PG_URL, cwd=tmp_path)
     one_error_line(r, "cannot connect", "bob:***@127.0.0.1")

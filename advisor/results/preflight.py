@@ -1,4 +1,5 @@
-"""Storage checks that run before anything slow (a model load takes 10-30 s), and password masking.
+"""Storage checks that run before anything slow (a model load takes 10-30 s); password masking (`mask_url`,
+kept in `storage`, which needs it too, and imported from here as before).
 
 `check_storage` opens the database the way the command will use it - read, or read and write - and turns
 every problem (a file that is not a database, a read-only file or directory, a bad URL, a server that does
@@ -8,20 +9,12 @@ not answer) into one `UserError` line. URLs in messages always go through `mask_
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
-from advisor.results.storage import engine_kwargs, unreadable_database
-
-_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
-
-
-def mask_url(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
-    return _PASSWORD.sub(r"\1***\3", text)
+from advisor.results.storage import driver_reason, engine_kwargs, mask_url, unreadable_database
 
 
 def check_storage(url: str, *, write: bool) -> str:
@@ -98,10 +91,8 @@ def _check_server(url: str, *, write: bool) -> None:
                     "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
                     "to_regclass('studies') IS NOT NULL AND to_regclass('advisor_front') IS NOT NULL")).one()
     except SQLAlchemyError as e:
-        orig = getattr(e, "orig", None) or e
-        first = next((ln.strip() for ln in str(orig).splitlines() if ln.strip()), type(orig).__name__)
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(first)}; check the URL and "
-                        "that the server runs") from e
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the "
+                        "URL and that the server runs") from e
     finally:
         engine.dispose()
     if write and engine.dialect.name == "postgresql" and not (may_create or has_tables):

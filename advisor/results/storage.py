@@ -8,12 +8,16 @@ times), so no configuration is silently dropped.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 """Where studies live unless --storage says otherwise (relative to the working directory)."""
@@ -30,11 +34,25 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***."""
+    return _PASSWORD.sub(r"\1***\3", text)
+
+
+def driver_reason(error: BaseException) -> str:
+    """The driver's own reason for a database error, one line: the first non-blank line of the error SQLAlchemy
+    wraps (or of `error` itself), else the error's type."""
+    cause = getattr(error, "orig", None) or error
+    return next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), type(cause).__name__)
+
+
 def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
-    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
-    reason = (str(cause).splitlines() or [""])[0] or type(cause).__name__
+    reason = driver_reason(error)
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
                          "server runs")
@@ -56,14 +74,16 @@ would otherwise race in CREATE TABLE (a duplicate-type IntegrityError for all bu
 
 
 @contextmanager
-def schema_lock(url: str) -> Iterator[None]:
-    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases)."""
-    if not url.startswith("postgresql"):
+def schema_lock(target: str | Engine) -> Iterator[None]:
+    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases):
+    `target` a URL (an engine of its own, disposed after) or the engine the body uses."""
+    own = isinstance(target, str)
+    if not (target if own else target.dialect.name).startswith("postgresql"):
         yield
         return
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url, **engine_kwargs(url))
+    engine = create_engine(target, **engine_kwargs(target)) if own else target
     try:
         with engine.connect() as c:
             c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
@@ -72,7 +92,8 @@ def schema_lock(url: str) -> Iterator[None]:
             finally:
                 c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
     finally:
-        engine.dispose()
+        if own:
+            engine.dispose()
 
 
 HEARTBEAT_INTERVAL_S = 10
@@ -155,11 +176,11 @@ def open_storage(
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
             return optuna.storages.RDBStorage(url, **kwargs)
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
-        raise UserError(f"cannot use storage {url!r} ({e}); give a SQLAlchemy URL such as "
+        raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e
     except OperationalError as e:
-        first = str(e.orig).strip().splitlines()[0] if getattr(e, "orig", None) else str(e).splitlines()[0]
-        raise UserError(f"cannot connect to storage {url!r}: {first}; check the URL and that the server runs") from e
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the URL "
+                        "and that the server runs") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{url} is not a usable Optuna study database ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0]}); point --storage at another file or URL") from e
+        raise UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
+                        f"{mask_url(driver_reason(e))}); point --storage at another file or URL") from e

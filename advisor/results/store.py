@@ -24,14 +24,13 @@ from sqlalchemy import (
     create_engine,
     delete,
     select,
-    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint
-from advisor.results.storage import SCHEMA_LOCK_KEY, engine_kwargs, normalize_url, unreadable_database
+from advisor.results.storage import engine_kwargs, normalize_url, schema_lock, unreadable_database
 
 
 class Base(DeclarativeBase):
@@ -111,18 +110,9 @@ class EvalLeaseRow(Base):
 
 def create_tables(engine: Engine) -> None:
     """Create the project's tables if missing. Concurrent workers on PostgreSQL would race in CREATE TABLE
-    (duplicate type errors), so there creation is serialised by an advisory lock."""
-    if engine.dialect.name != "postgresql":
+    (duplicate type errors), so there creation is serialised by the advisory lock (`schema_lock`)."""
+    with schema_lock(engine):
         Base.metadata.create_all(engine)
-        return
-    with engine.connect() as c:
-        c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-        try:
-            Base.metadata.create_all(c)
-            c.commit()
-        finally:
-            c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
-            c.commit()
 
 
 def _point_from_row(r: FrontRow, objectives: dict[str, str] | None) -> FrontPoint:

@@ -183,9 +183,10 @@ def _price_cpu(study: Any, backend: Any, created: bool) -> str:
 def _cpu_origin(backend: Any, src: str) -> str:
     """Whose CPU expert times a new study got: the hardware profile --gpu names, that profile completed here
     (its source names both parts), or this run's own measurement."""
-    if not getattr(backend.profile, "cpu_experts", None):
+    stored = getattr(backend.profile, "cpu_experts", None)
+    if not stored:
         return "measured by this run"
-    if " (profile) + " in src:
+    if src != stored["source"]:  # `CpuProfile.filled` keeps the source only when it added nothing
         return f"from the hardware profile {backend.profile.name!r}, completed by this run"
     return f"from the hardware profile {backend.profile.name!r}"
 
