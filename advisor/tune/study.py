@@ -240,8 +240,17 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 
 @contextlib.contextmanager
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
-    """Serialise the study's front writers (or its seeding) on PostgreSQL: an advisory lock per study and
-    purpose; SQLite serialises writes itself."""
+    """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
+    times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
+    beside it (`<file>.lock`, one for the whole database: SQLite serialises its writes anyway); an in-memory
+    database has one process, so no lock."""
+    path = st.sqlite_path(str(engine.url)) if engine.dialect.name == "sqlite" else None
+    if path is not None:
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock"):
+            yield
+        return
     if engine.dialect.name != "postgresql":
         yield
         return
