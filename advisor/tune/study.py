@@ -242,8 +242,8 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
-    beside it (`<file>.lock`, one for the whole database: SQLite serialises its writes anyway); an in-memory
-    database has one process, so no lock."""
+    beside it (`<file>.lock`, one for every study and purpose in that file); an in-memory database has one
+    process, so no lock."""
     path = st.sqlite_path(str(engine.url)) if engine.dialect.name == "sqlite" else None
     if path is not None:
         from filelock import FileLock
