@@ -37,6 +37,7 @@ from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler
 from advisor.tune.space import SearchSpace
+from advisor.units import format_bytes
 
 
 @dataclass
@@ -215,8 +216,10 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
         _check_hardware(name, stored, keys)
     for key, what in _COMPARED:
         if key in stored and key in keys and stored[key] != keys[key]:
-            shown = stored.get("model") if key == "model_fingerprint" else stored.get("space") \
-                if key == "space_fingerprint" else stored[key]
+            if key == "budget_bytes":
+                shown = format_bytes(stored[key], 2) if stored[key] else "none"
+            else:  # a fingerprint is shown by the name stored beside it
+                shown = stored.get({"model_fingerprint": "model", "space_fingerprint": "space"}.get(key, key))
             raise UserError(f"study {name!r} was run with another {what} ({shown}); "
                             "resume it with the same settings or choose a new --study name")
 
