@@ -31,8 +31,6 @@ def check_storage(url: str, *, write: bool) -> str:
         path = sqlite_path(url)
         if path is None:  # in-memory
             return url
-        if str(path).startswith("file:"):  # an SQLite URI filename (?uri=true)
-            path = Path(str(path)[len("file:"):])
         if not write:
             require_database(url)
         _check_sqlite(path, url, write=write)
