@@ -321,3 +321,30 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     one_error_line(r, "'RTX 4090 24GB' (catalogue (nominal))", "measured:2026-12-01")
     before_model_load(r)
     assert _dump(db) == before  # nothing written by either refusal
+
+
+def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(tmp_path):
+    """A study name reused with another search space, budget or objectives is refused in one line before the
+    model loads (minutes for a real model), in both modes, and nothing is written; also for a database whose
+    file name has characters a URL encodes (its lock file lies beside it under its own name)."""
+    from advisor.tune.space import load_space
+
+    db = tmp_path / "s@1:x.db"
+    first = advisor("tune", "--trials", "1", "--storage", str(db), "--study", "s1", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock"]
+    quick = load_space("quick").text
+    (tmp_path / "lru.toml").write_text(quick.replace('policies = ["lru", "lfu"]', 'policies = ["lru"]'))
+    (tmp_path / "fid.toml").write_text(quick.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
+    before = _dump(db)
+    for mode in ("replay", "live"):
+        for model, extra, needle in (("bundled", ("--space", "lru.toml"), "another search space (quick)"),
+                                     ("./no-such-model", ("--space", "fid.toml"), "another search space (quick)"),
+                                     ("./no-such-model", ("--budget", "3MiB"), "another memory budget (4.34 MiB)")):
+            r = advisor("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
+                            *extra, cwd=tmp_path)
+            one_error_line(r, "study 's1'", needle, "choose a new --study name")
+            before_model_load(r)
+    assert _dump(db) == before
+    again = advisor("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same settings
+    assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr

@@ -73,7 +73,8 @@ def agreement_accuracy(backend, plan):
 
 
 def run_small_study(db: Path, name: str = "report-test", space_text: str = SPACE,
-                    enqueued: list[tuple[str, int]] = ENQUEUED) -> str:
+                    enqueued: list[tuple] = ENQUEUED) -> str:
+    """Tune `enqueued` trials: (format, slots) or (format, slots, miss policy)."""
     import optuna
 
     from advisor.eval.tasks import get_task
@@ -89,8 +90,8 @@ def run_small_study(db: Path, name: str = "report-test", space_text: str = SPACE
     url = f"sqlite:///{db}"
     directions = [space.objectives[m] for m in space.objectives]
     study = optuna.create_study(study_name=name, storage=url, directions=directions)
-    for fmt, slots in enqueued:
-        study.enqueue_trial({"fmt_g0": fmt, "slots": slots})
+    for fmt, slots, *miss in enqueued:
+        study.enqueue_trial({"fmt_g0": fmt, "slots": slots, **({"miss": miss[0]} if miss else {})})
     run_tune(backend, space, TuneOptions(study_name=name, storage=url, n_trials=len(enqueued), sampler="random"),
              budget_bytes=None)
     return url
@@ -173,6 +174,7 @@ def test_headline_numbers_are_the_stored_ones(report, study):
         assert t.values[0] == values["h2d_bytes_per_token"]  # the objective Optuna stored
     # the rendered table shows the same numbers (KiB with one decimal)
     md = report.markdown.read_text()
+    assert "| precision | trial | GPU slots/layer | expert cache | H2D / token |" in md  # no miss axis: no column
     for r in rows:
         assert f"#{r['trial']}" in md
         assert f"{r['h2d_bytes_per_token'] / 1024:.1f} KiB" in md
@@ -322,6 +324,23 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
         assert a["baselines"] == []  # the study was not tuned with --budgets
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | strategy | precision |" in md
+
+
+def test_a_study_searching_the_miss_policy_shows_it_in_the_headline(tmp_path):
+    """The headline table (no --memory) names each point's miss policy when the space searches `cache.miss`,
+    as the several-budgets table does; the FP16-no-cache baseline copies every expert."""
+    space = SPACE.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu", "hybrid"]')
+    db = tmp_path / "miss.db"
+    url = run_small_study(db, "miss", space, [("fp16", 4, "copy"), ("int8", 4, "cpu"), ("int4", 4, "hybrid")])
+    r = subprocess.run([sys.executable, "-m", "advisor", "report", "miss", "--storage", url, "-o",
+                        str(tmp_path / "r"), "--block-lengths", ""], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (tmp_path / "r" / "report.md").read_text()
+    header = "| precision | trial | GPU slots/layer | expert cache | miss | H2D / token |"
+    assert header in md, md
+    table = md[md.index(header):].split("\n\n")[0].splitlines()[2:]
+    misses = {row.split(" | ")[0].lstrip("| "): row.split(" | ")[4] for row in table}
+    assert misses == {"fp16, no cache (baseline)": "copy", "fp16": "copy", "int8": "cpu", "int4": "hybrid"}, table
 
 
 def test_the_cpu_times_line_names_whose_times_priced_the_trials():

@@ -168,6 +168,70 @@ def test_a_profile_lacking_a_kernel_gives_its_times_and_only_that_kernel_is_meas
     assert all(s.endswith(f";cpu={times['source']}") for s in sources.values()), sources
 
 
+def _gated_workers(args: list[str], cwd: Path, n: int = 2) -> list[tuple[str, str]]:
+    """(stdout, stderr) of `n` processes `advisor *args` released together once each has loaded the model: each
+    writes to a pipe filled beforehand, so it blocks at its first line (the run header, printed just before the
+    study opens) until all are blocked and their pipes are drained at once."""
+    import os
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipes, workers = [], []
+    for _ in range(n):
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(w, b"\n" * 4096)
+        os.set_blocking(w, True)
+        workers.append(subprocess.Popen([sys.executable, "-m", "advisor", *args], cwd=cwd, stdout=w,
+                                        stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, "COLUMNS": "400", "PYTHONUNBUFFERED": "1"}))
+        os.close(w)
+        pipes.append(r)
+    deadline = time.monotonic() + 300
+    while not all("pipe_write" in Path(f"/proc/{w.pid}/wchan").read_text() for w in workers):
+        assert time.monotonic() < deadline and all(w.poll() is None for w in workers), \
+            [w.communicate() for w in workers if w.poll() is not None]
+        time.sleep(0.2)
+    with ThreadPoolExecutor(n) as ex:
+        outs = list(ex.map(lambda r: os.fdopen(r).read().lstrip("\n"), pipes))
+    errs = [w.communicate(timeout=600)[1] for w in workers]
+    assert all(w.returncode == 0 for w in workers), list(zip(outs, errs, strict=True))
+    return list(zip(outs, errs, strict=True))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads /proc/PID/wchan")
+def test_two_workers_resuming_on_sqlite_complete_the_stored_times_once(tmp_path):
+    """The PostgreSQL test below on a SQLite file, whose seed lock is a file lock beside the database
+    (`s.db.lock`): two workers released together once both have loaded the model; one measures the lacking
+    shape and stores it back, the other finds it stored; every trial of both is priced with the one completed
+    set. The read-only commands neither need nor create the lock file."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "w"]
+    # the warm start's three points all run now: two workers popping one queued trial at the same instant is a
+    # race of Optuna on SQLite (both run it), not the one tested here
+    advisor(*tune, "--trials", "3", cwd=tmp_path)
+    profile, _ = stored(db)
+    partial = {**profile, "table": {"64x8": profile["table"]["128x16"]}}
+    set_stored(db, partial)
+    outs = _gated_workers([*tune, "--more", "1"], tmp_path)
+    completed, sources = stored(db)
+    mixed = completed["source"]
+    assert completed["table"]["64x8"] == partial["table"]["64x8"] and completed["table"].keys() == {"64x8", "128x16"}
+    lines = sorted(next(ln for ln in o.splitlines() if ln.startswith("CPU expert times:")) for o, _ in outs)
+    assert lines == sorted([f"CPU expert times: the study's stored measurement, what it lacked (128x16) measured "
+                            f"now and stored with it: {mixed}", f"CPU expert times: the study's stored measurement {mixed}"])
+    assert [sources[n].endswith(f";cpu={mixed}") for n in sorted(sources)] == [False] * 3 + [True] * 2, sources
+
+    assert (tmp_path / "s.db.lock").is_file()  # the lock the workers took turns on
+    (tmp_path / "s.db.lock").unlink()
+    assert "w " in advisor("studies", "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    advisor("pareto", "w", "--storage", f"sqlite:///{db}", "--no-plots", cwd=tmp_path)
+    assert not (tmp_path / "s.db.lock").exists()
+
+
 @pytest.mark.postgres
 def test_two_workers_resuming_on_postgresql_complete_the_stored_times_once(tmp_path):
     """Two workers resume one PostgreSQL study whose stored times lack the model's expert shape: one measures it

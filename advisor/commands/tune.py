@@ -99,13 +99,14 @@ def _get_task(space_obj, task: str | None, data: str | None):
 
 
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
-                 profile):
+                 profile, budget_bytes: int | None, budgets: tuple[str, ...]):
     """(space, task) when known without the model, checked before it loads (minutes for a real one): the task
     data is read, so a bad --data file fails in a second, and a study of this name (--study, or the default
-    name when the space is known) stored with another hardware profile is refused."""
+    name when the space is known) stored with other settings is refused - every setting a resume compares
+    but the model's fingerprint (which needs its weights) and a budget the model's size sets."""
     from advisor.models.load import model_name
     from advisor.tune.space import load_space
-    from advisor.tune.study import default_study_name, refuse_other_hardware
+    from advisor.tune.study import default_study_name, refuse_incompatible, resume_keys
 
     if space_obj is None and spec == "bundled":
         space_obj = load_space("quick")
@@ -113,7 +114,10 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
     if study is None and task_obj is not None:
         study = default_study_name(model_name(spec), task_obj.name, space_obj.name)
     if study is not None:
-        refuse_other_hardware(storage, study, profile)
+        # without --budget/--gpu, --budgets or the space's budget_fraction size the budget from the model
+        sized = budget_bytes is None and (budgets or space_obj is None or space_obj.budget_fraction)
+        refuse_incompatible(storage, study, resume_keys(profile, task=task_obj and task_obj.name, space=space_obj,
+                                                        budget_bytes=... if sized else budget_bytes))
     return space_obj, task_obj
 
 
@@ -219,7 +223,8 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=False)
         with _term_as_interrupt():
             try:
-                space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile)
+                space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
+                                                   budget_bytes, opts.budgets)
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
                                                offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)

@@ -3,11 +3,13 @@ the numbers the other modules produced (prose only; nothing is measured here).""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
 from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table
 from advisor.report.select import (
@@ -20,6 +22,7 @@ from advisor.report.select import (
     trial_row,
 )
 from advisor.report.workbench import Workbench
+from advisor.results.config_view import miss_policy
 
 
 @dataclass
@@ -142,6 +145,11 @@ def compose(c: ReportContext) -> Document:
               "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"]
     caption = ("Transfer cut = 1 - (H2D bytes/token) / (FP16-no-cache bytes/token). "
                "Accuracy change is against the FP16 plan's stored accuracy.")
+    if _searches_misses(c):  # where each point's misses compute, beside its cache
+        header.insert(4, "miss")
+        rows[0].insert(4, miss_policy(ref.trial.config) if ref.trial else "copy")
+        for row, r in zip(rows[1:], c.headline, strict=True):
+            row.insert(4, r.miss if r.trial is not None else "-")
     timed = [r for r in c.headline if r.trial is not None and r.time_per_token is not None]
     if timed:  # time per token (device + copies + CPU experts), with its source
         header.append("time ms / token")
@@ -233,6 +241,18 @@ def _row(budget: str, r: HeadlineRow) -> list[Any]:
     return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
             r.miss, _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
             _pct(r.time_cut), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)]
+
+
+def _searches_misses(c: ReportContext) -> bool:
+    """Whether the study's points differ in where misses compute: its space searches `cache.miss` (or fixes
+    it to cpu/hybrid), or a trial computes them otherwise than by copying (a `--budgets` baseline)."""
+    from advisor.tune.space import parse_space
+
+    text = c.data.setting("space_toml")
+    with contextlib.suppress(UserError):  # a space stored by another version: its trials tell
+        if text and parse_space(str(text), "<stored space>").miss.choices != ("copy",):
+            return True
+    return any(miss_policy(t.config) != "copy" for t in c.trials)
 
 
 def _ms(x: float | None) -> str:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
 from advisor.results.storage import driver_reason, engine_kwargs, mask_url, unreadable_database
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 
 def check_storage(url: str, *, write: bool) -> str:
@@ -27,8 +31,6 @@ def check_storage(url: str, *, write: bool) -> str:
         path = sqlite_path(url)
         if path is None:  # in-memory
             return url
-        if str(path).startswith("file:"):  # an SQLite URI filename (?uri=true)
-            path = Path(str(path)[len("file:"):])
         if not write:
             require_database(url)
         _check_sqlite(path, url, write=write)
@@ -72,8 +74,7 @@ def _existing_parent(p: Path) -> Path:
 
 def _check_server(url: str, *, write: bool) -> None:
     """Connect once, with a short timeout: a wrong host, port, password or database is one line now; a writer
-    on PostgreSQL must also be able to create the tables (since PostgreSQL 15 only the database's owner may
-    create in its `public` schema by default), or Optuna fails after the model has loaded."""
+    on PostgreSQL must also be able to create the tables, or Optuna fails after the model has loaded."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -86,19 +87,28 @@ def _check_server(url: str, *, write: bool) -> None:
         with engine.connect() as c:
             c.execute(text("SELECT 1"))
             if write and engine.dialect.name == "postgresql":
-                user, db, schema, may_create, has_tables = c.execute(text(
-                    "SELECT current_user, current_database(), current_schema(), "
-                    "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
-                    "to_regclass('studies') IS NOT NULL AND to_regclass('advisor_front') IS NOT NULL")).one()
+                _check_may_create(c)
     except SQLAlchemyError as e:
         raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the "
                         "URL and that the server runs") from e
     finally:
         engine.dispose()
-    if write and engine.dialect.name == "postgresql" and not (may_create or has_tables):
-        if not schema:
-            raise UserError(f"PostgreSQL database {db} has no schema on user {user}'s search_path to create the "
-                            "study tables in; fix the search_path (options=-csearch_path=...) or CREATE SCHEMA")
-        raise UserError(f"PostgreSQL user {user} may not create tables in schema {schema} of database {db}, and the "
-                        f"study tables are not there yet; make {user} the database's owner (createdb -O {user} "
-                        f"{db}) or GRANT CREATE ON SCHEMA {schema} TO {user}")
+
+
+def _check_may_create(c: Connection) -> None:
+    """On PostgreSQL, the study tables exist or this user may create them (since PostgreSQL 15 only the
+    database's owner may create in its `public` schema by default)."""
+    from sqlalchemy import text
+
+    user, db, schema, may_create, has_tables = c.execute(text(
+        "SELECT current_user, current_database(), current_schema(), "
+        "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
+        "to_regclass('studies') IS NOT NULL AND to_regclass('advisor_front') IS NOT NULL")).one()
+    if may_create or has_tables:
+        return
+    if not schema:
+        raise UserError(f"PostgreSQL database {db} has no schema on user {user}'s search_path to create the "
+                        "study tables in; fix the search_path (options=-csearch_path=...) or CREATE SCHEMA")
+    raise UserError(f"PostgreSQL user {user} may not create tables in schema {schema} of database {db}, and the "
+                    f"study tables are not there yet; make {user} the database's owner (createdb -O {user} "
+                    f"{db}) or GRANT CREATE ON SCHEMA {schema} TO {user}")

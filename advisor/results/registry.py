@@ -67,7 +67,7 @@ def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
     not there yet."""
     from advisor.results.storage import sqlite_path
 
-    path = sqlite_path(str(engine.url))
+    path = sqlite_path(engine.url)
     if path is not None and not path.is_file():  # connecting would create the file
         return {}
     try:

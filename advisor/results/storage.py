@@ -17,21 +17,27 @@ from typing import TYPE_CHECKING, Any
 from advisor.errors import UserError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import URL, Engine
 
 DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 """Where studies live unless --storage says otherwise (relative to the working directory)."""
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL (or a plain path), query string dropped; None for other databases and
-    for in-memory SQLite."""
-    if "://" not in url:
-        return Path(url.split("?", 1)[0])
-    if url.startswith("sqlite:///"):
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file behind a SQLite URL (or a plain path, or an engine's `URL`), query string dropped, an SQLite URI
+    filename (`file:...?uri=true`) read as its file; None for other databases and for in-memory SQLite."""
+    if not isinstance(url, str):  # its database as given: str(URL) percent-encodes ':' and '@' in file names
+        path = (url.database or "") if url.get_backend_name() == "sqlite" else None
+    elif "://" not in url:
+        path = url.split("?", 1)[0]
+    elif url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :].split("?", 1)[0]
-        return None if path in ("", ":memory:") else Path(path)
-    return None
+    else:
+        path = None
+    if path is None:
+        return None
+    path = path.removeprefix("file:")
+    return None if path in ("", ":memory:") else Path(path)
 
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")

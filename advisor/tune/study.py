@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from advisor import __version__
@@ -36,6 +37,7 @@ from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler
 from advisor.tune.space import SearchSpace
+from advisor.units import format_bytes
 
 
 @dataclass
@@ -94,19 +96,28 @@ REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerp
 """What `advisor_study` (`advisor studies`) keeps of the study's metadata (`_study_meta`)."""
 
 
+def resume_keys(profile: Any, *, task: str | None = None, space: SearchSpace | None = None,
+                budget_bytes: int | None | EllipsisType = ...) -> dict[str, Any]:
+    """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task,
+    the space (name, fingerprint, objectives) and the budget (`...`: not known yet) when given."""
+    keys: dict[str, Any] = {"hardware": _profile_dict(profile)}
+    if task is not None:
+        keys["task"] = task
+    if space is not None:
+        keys.update(space=space.name, space_fingerprint=space.fingerprint, objectives=dict(space.objectives))
+    if budget_bytes is not ...:
+        keys["budget_bytes"] = budget_bytes
+    return keys
+
+
 def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str) -> dict:
     return {
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
-        "task": backend.task_name,
-        "space": space.name,
-        "space_fingerprint": space.fingerprint,
+        **resume_keys(profile, task=backend.task_name, space=space, budget_bytes=budget_bytes),
         "space_toml": space.text,
-        "budget_bytes": budget_bytes,
-        "hardware": _profile_dict(profile),
         "device": backend.device,
-        "objectives": dict(space.objectives),
         "sampler": sampler,
         "evaluation": {"task": backend.task_name, **{k: getattr(space.evaluation, k) for k in
                                                      ("limit", "trace_prompts", "fidelity_prompts", "seed",
@@ -143,13 +154,13 @@ def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> 
                         f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
 
 
-def refuse_other_hardware(storage: str, name: str, profile: Any) -> None:
-    """Before the model loads (minutes for a real one): the resume check of the hardware profile, which
-    needs no model, on the study as stored (read only; nothing is written)."""
+def refuse_incompatible(storage: str, name: str, keys: dict[str, Any]) -> None:
+    """Before the model loads (minutes for a real one): `check_resume` of the settings known without the model
+    (`resume_keys`) against study `name` as stored (read only; nothing is written, no file created)."""
     from advisor.results.registry import study_user_attrs
     from advisor.results.store import engine_for
 
-    _check_hardware(name, study_user_attrs(engine_for(storage), name), {"hardware": _profile_dict(profile)})
+    check_resume(name, study_user_attrs(engine_for(storage), name), keys)
 
 
 def _cpu_meta(backend: Any) -> dict[str, Any]:
@@ -191,18 +202,25 @@ def _cpu_origin(backend: Any, src: str) -> str:
     return f"from the hardware profile {backend.profile.name!r}"
 
 
-def _check_resume(study: Any, meta: dict[str, Any]) -> None:
-    """Refuse to mix incomparable trials in one study."""
-    old = study.user_attrs
-    if not old:
+_COMPARED = (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
+             ("budget_bytes", "memory budget"), ("objectives", "objectives"))
+
+
+def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> None:
+    """Refuse to mix incomparable trials in one study: resuming study `name` (its stored user attributes
+    `stored`) with another hardware profile, model, task, search space, budget or objectives. A key missing
+    from `keys` is not compared (the model's fingerprint before the model loads)."""
+    if not stored:
         return
-    _check_hardware(study.study_name, old, meta)
-    for key, what in (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
-                      ("budget_bytes", "memory budget"), ("objectives", "objectives")):
-        if key in old and old[key] != meta[key]:
-            shown = old.get("model") if key == "model_fingerprint" else old.get("space") if key == "space_fingerprint" \
-                else old[key]
-            raise UserError(f"study {study.study_name!r} was run with another {what} ({shown}); "
+    if "hardware" in keys:
+        _check_hardware(name, stored, keys)
+    for key, what in _COMPARED:
+        if key in stored and key in keys and stored[key] != keys[key]:
+            if key == "budget_bytes":
+                shown = format_bytes(stored[key], 2) if stored[key] else "none"
+            else:  # a fingerprint is shown by the name stored beside it
+                shown = stored.get({"model_fingerprint": "model", "space_fingerprint": "space"}.get(key, key))
+            raise UserError(f"study {name!r} was run with another {what} ({shown}); "
                             "resume it with the same settings or choose a new --study name")
 
 
@@ -225,8 +243,17 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 
 @contextlib.contextmanager
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
-    """Serialise the study's front writers (or its seeding) on PostgreSQL: an advisory lock per study and
-    purpose; SQLite serialises writes itself."""
+    """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
+    times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
+    beside it (`<file>.lock`, one for every study and purpose in that file); an in-memory database has one
+    process, so no lock."""
+    path = st.sqlite_path(engine.url)
+    if path is not None:
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock"):
+            yield
+        return
     if engine.dialect.name != "postgresql":
         yield
         return
@@ -309,7 +336,7 @@ def _run_tune(
     sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
     study = create_or_load(storage, name, metrics, directions, sampler)
     meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
-    _check_resume(study, meta)
+    check_resume(study.study_name, study.user_attrs, meta)
     with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
         created = not study.user_attrs
         if created:
