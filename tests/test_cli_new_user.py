@@ -204,3 +204,26 @@ def test_recommend_floor_reason_reads_in_order(tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("  - accuracy 0.960 >= floor 0.940 (= 0.950 of trial #14 minus 0.01; trial #14: uniform fp16 plan (the "
             "highest-precision uniform plan in the study))") in r.stdout.splitlines(), r.stdout
+
+
+def test_an_output_path_that_is_a_directory_is_one_line(tmp_path, monkeypatch):
+    """`export -o DIR` ended in IsADirectoryError's traceback (the rename onto the directory); `trace -o DIR`
+    would have failed so only after the model decoded its prompts."""
+    from advisor.cli import app
+
+    out = tmp_path / "out"
+    out.mkdir()
+    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "json", "-o", str(out),
+                cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"error: cannot write {out}: it is a directory; give a file name", r.stderr
+    assert list(out.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    from advisor.errors import UserError
+    from advisor.models import load as model_load
+
+    def no_load(*a, **k):
+        raise AssertionError("the model loaded before the output path was checked")
+
+    monkeypatch.setattr(model_load, "load_model", no_load)
+    res = CliRunner().invoke(app, ["trace", "bundled", "-o", str(out)])  # `advisor.cli.run` prints it, exit 2
+    assert isinstance(res.exception, UserError) and "it is a directory" in str(res.exception), res.output
