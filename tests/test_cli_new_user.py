@@ -227,3 +227,18 @@ def test_an_output_path_that_is_a_directory_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(model_load, "load_model", no_load)
     res = CliRunner().invoke(app, ["trace", "bundled", "-o", str(out)])  # `advisor.cli.run` prints it, exit 2
     assert isinstance(res.exception, UserError) and "it is a directory" in str(res.exception), res.output
+
+
+def test_the_ktransformers_script_of_an_int4_point_runs_in_bash(tmp_path):
+    """The README example's int4 trial exported to ktransformers: its `: "${KT_WEIGHT_PATH:?... kt-kernel's ...}"`
+    line was a bash syntax error (bash reads the apostrophe inside ${...:?}), so the script never ran and
+    `--check` said FAILED."""
+    script = tmp_path / "kt.sh"
+    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "ktransformers", "-o",
+                str(script), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 2, run.stderr  # stops until the weight path is set, and says what to put there
+    assert run.stderr.strip() == ("set KT_WEIGHT_PATH to expert weights converted with kt-kernel's convert script "
+                                  "to AMX INT4 (needs Intel AMX)"), run.stderr
