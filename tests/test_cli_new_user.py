@@ -242,3 +242,25 @@ def test_the_ktransformers_script_of_an_int4_point_runs_in_bash(tmp_path):
     assert run.returncode == 2, run.stderr  # stops until the weight path is set, and says what to put there
     assert run.stderr.strip() == ("set KT_WEIGHT_PATH to expert weights converted with kt-kernel's convert script "
                                   "to AMX INT4 (needs Intel AMX)"), run.stderr
+
+
+def test_the_llama_cpp_script_of_the_bundled_model_says_how_to_make_its_gguf(tmp_path):
+    """The script's SRC_GGUF came "from convert_hf_to_gguf.py --outtype bf16", which refuses the bundled model's
+    toy tokenizer ("BPE pre-tokenizer was not recognized"): a user following the README's llama.cpp export had no
+    GGUF to quantize. The command it names now exists and, with llama.cpp's tools cached, converts the model."""
+    import os
+    import shlex
+
+    script = tmp_path / "run.sh"
+    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "llama.cpp", "-o",
+                str(script), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in script.read_text().splitlines() if ln.startswith('SRC_GGUF="'))
+    cmd = shlex.split(line.partition("# from: ")[2].partition(" (")[0])
+    assert cmd[0] == "python" and Path(cmd[1]).is_file() and Path(cmd[3]).is_dir(), line
+    llama = Path(os.environ.get("ADVISOR_LLAMACPP", Path.home() / ".cache" / "moe-advisor" / "llama.cpp"))
+    if not (llama / "BUILD_OK").is_file():
+        return  # the converter itself lives in llama.cpp (benchmarks/build_llamacpp.sh caches it)
+    cmd = [sys.executable, cmd[1], str(llama), *cmd[3:]]
+    conv = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert conv.returncode == 0 and (tmp_path / "model-bf16.gguf").stat().st_size > 1_000_000, conv.stderr[-2000:]
