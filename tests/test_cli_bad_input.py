@@ -321,3 +321,17 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     one_error_line(r, "'RTX 4090 24GB' (catalogue (nominal))", "measured:2026-12-01")
     before_model_load(r)
     assert _dump(db) == before  # nothing written by either refusal
+
+
+def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_path):
+    """A copy of the example database with three pages overwritten: the file opens and the header is fine, so
+    the check before the work passes; reading the trials then fails. `report` said only "(StorageInternalError)",
+    Optuna's wrapper; now SQLite's own "database disk image is malformed", and it writes nothing."""
+    db = tmp_path / "damaged.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    with open(db, "r+b") as f:
+        f.seek(200 * 4096)
+        f.write(b"\xa5" * 3 * 4096)
+    r = advisor("report", "bundled-example", "--storage", str(db), "-o", str(tmp_path / "rep"), cwd=tmp_path)
+    one_error_line(r, "is not a readable Optuna study database (database disk image is malformed)")
+    assert not (tmp_path / "rep").exists()
