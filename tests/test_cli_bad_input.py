@@ -335,3 +335,16 @@ def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_p
     r = advisor("report", "bundled-example", "--storage", str(db), "-o", str(tmp_path / "rep"), cwd=tmp_path)
     one_error_line(r, "is not a readable Optuna study database (database disk image is malformed)")
     assert not (tmp_path / "rep").exists()
+
+
+def test_an_empty_budgets_or_memory_list_is_refused_not_ignored(tmp_path):
+    """`tune --budgets "$B"` with B unset tuned a whole study without the budgets, rc 0 and not a word (as
+    `--gpu ""` did before it was refused); `report --memory ""` dropped the equal-memory answers the same way."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    for args in (["tune", "--budgets", "", "--trials", "1", "--storage", str(tmp_path / "t.db")],
+                 ["tune", "--budgets", " , ", "--trials", "1", "--storage", str(tmp_path / "t.db")],
+                 ["report", "bundled-example", "--memory", "", "--storage", str(example), "-o", str(tmp_path / "r")]):
+        r = advisor(*args, cwd=tmp_path)
+        one_error_line(r, "--budgets '" if args[0] == "tune" else "--memory ''", "names no budget; give e.g.")
+        before_model_load(r)
+    assert list(tmp_path.iterdir()) == []

@@ -59,16 +59,6 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     return nbytes, profile
 
 
-def _budgets(spec: str | None) -> tuple[str, ...]:
-    """--budgets values, each checked before any model loads."""
-    from advisor.tune.budget import memory_spec
-
-    out = tuple(s.strip() for s in (spec or "").split(",") if s.strip())
-    for s in out:
-        memory_spec(s, "--budgets")
-    return out
-
-
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
 
 
@@ -210,12 +200,13 @@ def register(app: typer.Typer) -> None:
             check_study_name(study)
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
+        from advisor.tune.budget import memory_specs
         from advisor.tune.study import TuneOptions
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
                            total_trials=None if more else (trials or 20), timeout=timeout,
                            heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode,
-                           budgets=_budgets(budgets))
+                           budgets=memory_specs(budgets, "--budgets"))
         console = Console(stderr=False)
         with _term_as_interrupt():
             try:
