@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -347,4 +348,21 @@ def test_an_empty_budgets_or_memory_list_is_refused_not_ignored(tmp_path):
         r = advisor(*args, cwd=tmp_path)
         one_error_line(r, "--budgets '" if args[0] == "tune" else "--memory ''", "names no budget; give e.g.")
         before_model_load(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_during_a_report_is_one_line(tmp_path, sig):
+    """`advisor report` takes minutes; Ctrl-C there ended with exit 130 and no word (typer turns the
+    KeyboardInterrupt into exit 130 silently), and SIGTERM killed it without one. Nothing is written either way."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    proc = subprocess.Popen([sys.executable, "-m", "advisor", "report", "bundled-example", "--storage", str(example),
+                             "-o", str(tmp_path / "rep")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().startswith("[1] ")  # the report's first step has begun
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == (
+        "error: interrupted; nothing is half-written - run the same command again"), err
     assert list(tmp_path.iterdir()) == []
