@@ -145,6 +145,7 @@ def test_an_interrupt_a_library_swallows_during_the_load_still_stops_the_run(tmp
     def run_study(*a, **k):
         raise AssertionError("the study ran after Ctrl-C")
 
+    before = signal.getsignal(signal.SIGINT)
     monkeypatch.setattr(tune_cmd, "run_tune_cli", run_study)
     for load in (swallowed, turned_into_an_error):
         monkeypatch.setattr(tune_cmd, "_load", lambda *a, _f=load, **k: (_f(), (None, None))[1])
@@ -152,4 +153,4 @@ def test_an_interrupt_a_library_swallows_during_the_load_still_stops_the_run(tmp
         assert res.exit_code == 130, (load.__name__, res.output, res.exception)
         assert "interrupted; finished trials (if any) are kept" in res.output, res.output
         assert "Transformers" not in res.output
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
