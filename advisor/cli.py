@@ -7,6 +7,7 @@ import heavy libraries inside the command bodies only.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import typer
@@ -58,6 +59,7 @@ def run() -> None:
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    interrupted = _signals_interrupt()
     try:
         code = app(standalone_mode=False)
     except UserError as e:
@@ -70,13 +72,34 @@ def run() -> None:
     except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
         _fail(e.format_message(), e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted", 130)
+        _fail(INTERRUPTED, 130)
     except Exception as e:
         if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
             raise
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         _fail(f"storage error: {mask_url(first)}; check --storage (a writable, valid database)", 2)
+    if code == 130 and interrupted:  # typer turns a KeyboardInterrupt into exit code 130, without a word
+        _fail(INTERRUPTED, 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERRUPTED = "interrupted; nothing is half-written - run the same command again"
+
+
+def _signals_interrupt() -> list[int]:
+    """SIGTERM stops a command as Ctrl-C does (a KeyboardInterrupt); the list records the signals that reached
+    this handler, not one a command handles itself (`tune` prints its own line). A signal the shell told us to
+    ignore (a background job's SIGINT) stays ignored."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, on_signal)
+    return received
 
 
 def _fail(message: str, code: int) -> None:

@@ -26,12 +26,16 @@ def _directory_of(path: Path, create: bool) -> Path:
     return parent
 
 
+def _not_a_directory(path: Path) -> Path:
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    return path
+
+
 def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None:
     """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
     can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    path = _not_a_directory(Path(path))
     where = path.parent
     if not create_dirs:
         _directory_of(path, False)
@@ -59,8 +63,8 @@ def _usual_mode(path: Path, *, executable: bool) -> None:
 def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
-    directory is a `UserError`."""
-    path = Path(path)
+    directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work)."""
+    path = _not_a_directory(Path(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=_directory_of(path, create_dirs))
     except OSError as e:

@@ -10,7 +10,8 @@ advisor's loader on the bundled model; TorchAO int8 on the tiny Qwen3-MoE). vLLM
 own parser when vllm is installed.
 
 The converter knows neither toy tokenizer (a character vocabulary, a byte vocabulary), so the conversion
-writes them as a byte-level BPE vocabulary; everything else is the converter's own code.
+(`scripts/bundled_to_gguf.py`, as a user runs it) writes them as a byte-level BPE vocabulary; everything else is
+the converter's own code.
 
     python benchmarks/exports_in_runtimes.py [--llama-cpp DIR] [--workdir DIR]
 Last line: RESULT llama_cpp_types_ok=<0|1> hf_recipes_ok=<0|1> vllm_flags_ok=<0|1|skip>
@@ -33,54 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_LLAMACPP = Path.home() / ".cache" / "moe-advisor" / "llama.cpp"
 PROMPT = "Q: Kim's eggs: has 58, gave 18. How many?\nA: "  # the bundled model's task format (advisor.eval.toy)
-
-# Runs inside the converter's interpreter: llama.cpp's convert_hf_to_gguf.py with the toy vocabularies.
-CONVERT = r'''
-import json, sys
-from pathlib import Path
-llama = Path(sys.argv[1]); sys.path[:0] = [str(llama / "gguf-py"), str(llama)]
-import convert_hf_to_gguf as conv
-from conversion.base import TextModel
-
-BYTES = {b: chr(b) for b in [*range(33, 127), *range(161, 173), *range(174, 256)]}  # GPT-2 byte-to-unicode
-BYTES |= {b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in BYTES)}
-
-def byte_level(text):
-    return "".join(BYTES[b] for b in text.encode())
-
-def toy_vocab(self):
-    """A byte-level BPE vocabulary for the toy tokenizers: special tokens as control tokens."""
-    n = self.hparams["vocab_size"]
-    tok_file = Path(self.dir_model) / "tokenizer.json"
-    if tok_file.is_file():
-        tj = json.loads(tok_file.read_text())
-        special = {t["id"] for t in tj["added_tokens"]}
-        by_id = {i: t for t, i in tj["model"]["vocab"].items()}
-        tokens = [by_id[i] if i in special else byte_level(by_id[i]) for i in range(n)]
-        types = [3 if i in special else 1 for i in range(n)]
-    else:
-        tokens = [BYTES[i] if i < 256 else f"<x{i}>" for i in range(n)]
-        types = [1] * n
-    w = self.gguf_writer
-    w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("default")
-    w.add_token_list(tokens); w.add_token_types(types); w.add_token_merges(["~ ~"])
-    w.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")  # the prompt as given
-    for key, add in (("eos_token_id", w.add_eos_token_id), ("pad_token_id", w.add_pad_token_id),
-                     ("mask_token_id", w.add_mask_token_id)):
-        if self.hparams.get(key) is not None:
-            add(int(self.hparams[key]))
-
-TextModel._set_vocab_gpt2 = toy_vocab
-from conversion.llada import LLaDAMoEModel
-_params = LLaDAMoEModel.set_gguf_parameters
-def _llada_params(self):
-    _params(self)
-    self.gguf_writer.add_mask_token_id(int(self.hparams.get("mask_token_id", 156895)))  # the checkpoint's own
-LLaDAMoEModel.set_gguf_parameters = _llada_params
-sys.argv = ["convert_hf_to_gguf.py", *sys.argv[2:]]
-conv.main()
-'''
-
 
 def sh(cmd: list[str], **kw) -> str:
     """Run `cmd`; its stdout and stderr interleaved as written (llama.cpp logs to both)."""
@@ -148,9 +101,8 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
     env = {**os.environ, "PATH": f"{llama / 'bin'}:{os.environ['PATH']}"}
     src = work / f"{name}-bf16.gguf"
     t0 = time.perf_counter()
-    conv = Path(work / "convert_toy.py")
-    conv.write_text(CONVERT)
-    sh([sys.executable, str(conv), str(llama), str(model_dir), "--outtype", "bf16", "--outfile", str(src)])
+    sh([sys.executable, str(ROOT / "scripts" / "bundled_to_gguf.py"), str(llama), str(model_dir), "--outtype", "bf16",
+        "--outfile", str(src)])
     print(f"[{name}] converted with llama.cpp's convert_hf_to_gguf.py in {time.perf_counter() - t0:.1f} s "
           "(measured:wall-clock)")
     res = export_point(point, "llama.cpp")

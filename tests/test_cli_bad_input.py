@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -348,3 +349,48 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     assert _dump(db) == before
     again = advisor("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same settings
     assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr
+
+
+def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_path):
+    """A copy of the example database with three pages overwritten: the file opens and the header is fine, so
+    the check before the work passes; reading the trials then fails. `report` said only "(StorageInternalError)",
+    Optuna's wrapper; now SQLite's own "database disk image is malformed", and it writes nothing."""
+    db = tmp_path / "damaged.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    with open(db, "r+b") as f:
+        f.seek(200 * 4096)
+        f.write(b"\xa5" * 3 * 4096)
+    r = advisor("report", "bundled-example", "--storage", str(db), "-o", str(tmp_path / "rep"), cwd=tmp_path)
+    one_error_line(r, "is not a readable Optuna study database (database disk image is malformed)")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_an_empty_budgets_or_memory_list_is_refused_not_ignored(tmp_path):
+    """`tune --budgets "$B"` with B unset tuned a whole study without the budgets, rc 0 and not a word (as
+    `--gpu ""` did before it was refused); `report --memory ""` dropped the equal-memory answers the same way."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    for args in (["tune", "--budgets", "", "--trials", "1", "--storage", str(tmp_path / "t.db")],
+                 ["tune", "--budgets", " , ", "--trials", "1", "--storage", str(tmp_path / "t.db")],
+                 ["report", "bundled-example", "--memory", "", "--storage", str(example), "-o", str(tmp_path / "r")]):
+        r = advisor(*args, cwd=tmp_path)
+        one_error_line(r, "--budgets '" if args[0] == "tune" else "--memory ''", "names no budget; give e.g.")
+        before_model_load(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_during_a_report_is_one_line(tmp_path, sig):
+    """`advisor report` takes minutes; Ctrl-C there ended with exit 130 and no word (typer turns the
+    KeyboardInterrupt into exit 130 silently), and SIGTERM killed it without one. Nothing is written either way."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    proc = subprocess.Popen([sys.executable, "-m", "advisor", "report", "bundled-example", "--storage", str(example),
+                             "-o", str(tmp_path / "rep")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,  # Ctrl-C as at a terminal, even under a runner
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # that ignores it
+    assert proc.stderr.readline().startswith("[1] ")  # the report's first step has begun
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == (
+        "error: interrupted; nothing is half-written - run the same command again"), err
+    assert list(tmp_path.iterdir()) == []

@@ -204,3 +204,63 @@ def test_recommend_floor_reason_reads_in_order(tmp_path):
     assert r.returncode == 0, r.stderr
     assert ("  - accuracy 0.960 >= floor 0.940 (= 0.950 of trial #14 minus 0.01; trial #14: uniform fp16 plan (the "
             "highest-precision uniform plan in the study))") in r.stdout.splitlines(), r.stdout
+
+
+def test_an_output_path_that_is_a_directory_is_one_line(tmp_path, monkeypatch):
+    """`export -o DIR` ended in IsADirectoryError's traceback (the rename onto the directory); `trace -o DIR`
+    would have failed so only after the model decoded its prompts."""
+    from advisor.cli import app
+
+    out = tmp_path / "out"
+    out.mkdir()
+    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "json", "-o", str(out),
+                cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"error: cannot write {out}: it is a directory; give a file name", r.stderr
+    assert list(out.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["out"]
+    from advisor.errors import UserError
+    from advisor.models import load as model_load
+
+    def no_load(*a, **k):
+        raise AssertionError("the model loaded before the output path was checked")
+
+    monkeypatch.setattr(model_load, "load_model", no_load)
+    res = CliRunner().invoke(app, ["trace", "bundled", "-o", str(out)])  # `advisor.cli.run` prints it, exit 2
+    assert isinstance(res.exception, UserError) and "it is a directory" in str(res.exception), res.output
+
+
+def test_the_ktransformers_script_of_an_int4_point_runs_in_bash(tmp_path):
+    """The README example's int4 trial exported to ktransformers: its `: "${KT_WEIGHT_PATH:?... kt-kernel's ...}"`
+    line was a bash syntax error (bash reads the apostrophe inside ${...:?}), so the script never ran and
+    `--check` said FAILED."""
+    script = tmp_path / "kt.sh"
+    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "ktransformers", "-o",
+                str(script), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 2, run.stderr  # stops until the weight path is set, and says what to put there
+    assert run.stderr.strip() == ("set KT_WEIGHT_PATH to expert weights converted with kt-kernel's convert script "
+                                  "to AMX INT4 (needs Intel AMX)"), run.stderr
+
+
+def test_the_llama_cpp_script_of_the_bundled_model_says_how_to_make_its_gguf(tmp_path):
+    """The script's SRC_GGUF came "from convert_hf_to_gguf.py --outtype bf16", which refuses the bundled model's
+    toy tokenizer ("BPE pre-tokenizer was not recognized"): a user following the README's llama.cpp export had no
+    GGUF to quantize. The command it names now exists and, with llama.cpp's tools cached, converts the model."""
+    import os
+    import shlex
+
+    script = tmp_path / "run.sh"
+    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "llama.cpp", "-o",
+                str(script), cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in script.read_text().splitlines() if ln.startswith('SRC_GGUF="'))
+    cmd = shlex.split(line.partition("# from: ")[2].partition(" (")[0])
+    assert cmd[0] == "python" and Path(cmd[1]).is_file() and Path(cmd[3]).is_dir(), line
+    llama = Path(os.environ.get("ADVISOR_LLAMACPP", Path.home() / ".cache" / "moe-advisor" / "llama.cpp"))
+    if not (llama / "BUILD_OK").is_file():
+        return  # the converter itself lives in llama.cpp (benchmarks/build_llamacpp.sh caches it)
+    cmd = [sys.executable, cmd[1], str(llama), *cmd[3:]]
+    conv = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert conv.returncode == 0 and (tmp_path / "model-bf16.gguf").stat().st_size > 1_000_000, conv.stderr[-2000:]

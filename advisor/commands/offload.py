@@ -48,9 +48,11 @@ def trace_cmd(
     import torch
     from rich.console import Console
 
+    from advisor.files import check_writable
     from advisor.models.load import load_model
     from advisor.offload.trace import merge, record_trace
 
+    check_writable(output)  # before the model loads and decodes, not after
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model(model, device=device, offload=offload)
     prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed)

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         from advisor.errors import UserError
         from advisor.report.study import build_report
         from advisor.results.preflight import check_storage
+        from advisor.tune.budget import memory_specs
 
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
-        mem = [m for m in (memory or "").split(",") if m.strip()]
+        mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         t0 = time.monotonic()
         steps = iter(range(1, 100))

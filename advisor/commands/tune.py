@@ -11,6 +11,7 @@ import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -59,16 +60,6 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     return nbytes, profile
 
 
-def _budgets(spec: str | None) -> tuple[str, ...]:
-    """--budgets values, each checked before any model loads."""
-    from advisor.tune.budget import memory_spec
-
-    out = tuple(s.strip() for s in (spec or "").split(",") if s.strip())
-    for s in out:
-        memory_spec(s, "--budgets")
-    return out
-
-
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
 
 
@@ -79,17 +70,51 @@ def check_study_name(name: str) -> None:
                         "digit), e.g. --study bundled-int4")
 
 
-@contextlib.contextmanager
-def _term_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the model load like Ctrl-C does (the study itself installs its own handler)."""
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+class _Signals:
+    """Ctrl-C and SIGTERM stop the model load (the study itself installs its own handler), as a KeyboardInterrupt.
+    `received` records them: a library can swallow that KeyboardInterrupt (the load went on, the study ran) or
+    turn it into another error (transformers' "does not recognize this architecture"); and while torch and
+    transformers are first imported they only record (`deferred`): a KeyboardInterrupt inside their C++ start-up
+    aborted the process ("terminate called after throwing an instance of 'pybind11::error_already_set'")."""
 
-    old = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._defer = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals in the block are recorded only; the KeyboardInterrupt comes once it has finished."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if self.received:
+            raise KeyboardInterrupt
+
+
+def _import_runtime() -> None:
+    """torch, transformers' model code and the project's own model classes, imported once (a few seconds)."""
+    import torch  # noqa: F401
+    import transformers.modeling_utils  # noqa: F401
+
+    import advisor.models.llada2  # noqa: F401
+    import advisor.models.llada_moe  # noqa: F401
+    import advisor.models.load  # noqa: F401
 
 
 def _get_task(space_obj, task: str | None, data: str | None):
@@ -214,20 +239,26 @@ def register(app: typer.Typer) -> None:
             check_study_name(study)
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
+        from advisor.tune.budget import memory_specs
         from advisor.tune.study import TuneOptions
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
                            total_trials=None if more else (trials or 20), timeout=timeout,
                            heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode,
-                           budgets=_budgets(budgets))
+                           budgets=memory_specs(budgets, "--budgets"))
         console = Console(stderr=False)
-        with _term_as_interrupt():
+        with _Signals() as signals:
+            received = signals.received
             try:
+                with signals.deferred():
+                    _import_runtime()
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
                                                    budget_bytes, opts.budgets)
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
                                                offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
+                if received:  # swallowed on the way
+                    raise KeyboardInterrupt
                 if budget_bytes is None and opts.budgets:
                     from advisor.tune.budget import budget_memory
 
@@ -241,7 +272,9 @@ def register(app: typer.Typer) -> None:
                     budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
                              profile=profile, wide=wide)
-            except KeyboardInterrupt:  # outside the study's own handling (loading, printing)
+            except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)
+                if isinstance(e, UserError) and not received:
+                    raise
                 typer.echo("interrupted; finished trials (if any) are kept - run the same command to resume",
                            err=True)
                 raise typer.Exit(130) from None

@@ -69,7 +69,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     head = [f"# {h}" for h in header_lines(point, cfg, "KTransformers (SGLang kt-kernel)")]
     head += [f"# note: {n}" for n in notes]
     body = ["set -euo pipefail",
-            f': "${{{WEIGHT_PATH_VAR}:?set {WEIGHT_PATH_VAR} to {weights}}}"',
+            # not ${VAR:?text}: bash reads quotes inside that text (an apostrophe there broke the script)
+            f'[ -n "${{{WEIGHT_PATH_VAR}:-}}" ] || {{ echo {shlex.quote(f"set {WEIGHT_PATH_VAR} to {weights}")} >&2; exit 2; }}',
             " ".join(a if a.startswith("$") else shlex.quote(a) for a in args).replace(
                 f"${WEIGHT_PATH_VAR}", f'"${WEIGHT_PATH_VAR}"') + ' "$@"']
     text = "\n".join(["#!/usr/bin/env bash", *head, *body]) + "\n"

@@ -198,6 +198,19 @@ def memory_spec(spec: str, option: str = "--memory") -> float | int:
     return share
 
 
+def memory_specs(spec: str | None, option: str) -> tuple[str, ...]:
+    """The comma-separated budgets of `option` (None: not given), each checked by `memory_spec`. Given but
+    empty is refused: `--budgets "$B"` with B unset ran a whole study without them, without a word."""
+    if spec is None:
+        return ()
+    out = tuple(s.strip() for s in spec.split(",") if s.strip())
+    if not out:
+        raise UserError(f"{option} {spec!r} names no budget; give e.g. {option} 10%,25%,50%, or leave it out")
+    for s in out:
+        memory_spec(s, option)
+    return out
+
+
 def budget_memory(spec: str, shape: Any) -> tuple[float, str]:
     """GPU memory of one `--memory` value: a size ("1.5MiB"), or "25%" = the resident (non-expert) weights plus
     that share of every routed expert at FP16 - the budgets real offloading runs under."""
