@@ -149,3 +149,35 @@ def test_workers_starting_together_on_a_fresh_postgresql_database_all_open_it():
             for schema in schemas:
                 c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+_RUN_QUEUED_AT = """
+import sys, time
+from advisor.results.storage import open_storage
+import optuna  # imported before the start time, so that both workers pop the queue at the same moments
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+storage = open_storage(sys.argv[1], heartbeat_interval=None)
+study = optuna.load_study(study_name="q", storage=storage)
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+study.optimize(lambda t: print("RAN", t.suggest_int("x", 0, 99), flush=True) or 0.0, n_trials=int(sys.argv[3]))
+"""
+
+
+def test_two_workers_on_one_sqlite_file_claim_each_queued_trial_once(tmp_path):
+    """Two processes on one SQLite study of 40 queued trials (what --budgets and the warm start enqueue), released
+    at the same instant, each running 20 trials through `open_storage` (the storage `advisor tune` uses): Optuna's
+    claim of a queued trial is a SELECT ... FOR UPDATE that SQLite ignores, so both ran some trials and the later
+    one's tell crashed ("Cannot tell a COMPLETE trial"). Now every queued trial runs exactly once."""
+    from advisor.results.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url, heartbeat_interval=None))
+    for x in range(40):
+        study.enqueue_trial({"x": x})
+    start = str(time.time() + 3.0)
+    procs = [subprocess.Popen([sys.executable, "-c", _RUN_QUEUED_AT, url, start, "20"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and "Traceback" not in "".join(outs), outs
+    ran = sorted(int(ln.split()[1]) for o in outs for ln in o.splitlines() if ln.startswith("RAN "))
+    assert ran == list(range(40)), ran

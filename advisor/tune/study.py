@@ -247,11 +247,8 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
     beside it (`<file>.lock`, one for every study and purpose in that file); an in-memory database has one
     process, so no lock."""
-    path = st.sqlite_path(engine.url)
-    if path is not None:
-        from filelock import FileLock
-
-        with FileLock(f"{path}.lock"):
+    if st.sqlite_path(engine.url) is not None:
+        with st.sqlite_lock(engine.url):
             yield
         return
     if engine.dialect.name != "postgresql":
