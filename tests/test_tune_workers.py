@@ -77,6 +77,39 @@ def test_sigkilled_worker_trial_is_failed_and_retried_on_resume(shm_dir):
     assert front == set(_result(out)["front"])
 
 
+def test_a_paused_worker_whose_trial_another_failed_and_retried_goes_on(shm_dir):
+    """A worker stopped (SIGSTOP: a suspended laptop, a paused container) past the grace period while it
+    measures trial 0: a second worker fails that trial as stale and queues its retry. The first, continued,
+    finishes trial 0 and tells Optuna, which refuses a finished trial (an AssertionError in Optuna's tell path:
+    a traceback, exit 1). Now it says so in its result, keeps the other worker's outcome and runs its other
+    trials."""
+    import signal
+
+    url = f"sqlite:///{shm_dir}/p.db"
+    common = ["--storage", url, "--study", "p", "--no-staging", "--heartbeat", "1", "--grace", "2", "--seed", "1"]
+    paused = _worker(*common, "--trials", "3", "--delay", "1.0")
+    for line in paused.stdout:
+        if line.startswith("STAGE accuracy 0"):
+            paused.send_signal(signal.SIGSTOP)
+            break
+    try:
+        time.sleep(3.5)  # past the grace period: its heartbeat is stale
+        other = _worker(*common, "--trials", "1")
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 0, err
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    out, err = paused.communicate(timeout=120)
+    assert paused.returncode == 0 and "Traceback" not in err, err
+    res = _result(out)
+    assert res["finished_elsewhere"] == [0] and res["n_trials_run"] == 2, res
+    trials = optuna.load_study(study_name="p", storage=url).trials
+    assert trials[0].state.name == "FAIL"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1 and retries[0].params == trials[0].params  # queued again (or run): nothing lost
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
 @pytest.mark.postgres
 def test_four_workers_on_postgresql_run_exactly_4n_trials():
     base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
