@@ -237,6 +237,10 @@ def test_space_values_checked_against_the_model(tmp_path):
     r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "999", "64 experts per layer")
     assert not (tmp_path / "s.db").exists()
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\ngroups = 9\n')  # the bundled model has 4 layers
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:4", "precision.groups: 9", "4 MoE layers", "at most 4")
+    assert not (tmp_path / "s.db").exists()
 
 
 @pytest.mark.parametrize("cache, words", [
