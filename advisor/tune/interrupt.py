@@ -10,10 +10,11 @@ parameters queued again, to run first when the study resumes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -35,6 +36,57 @@ class _QuietInterrupted(logging.Filter):
             return False
         msg = record.getMessage()
         return not any(msg.startswith(f"Trial {n} failed with value ") for n in self.interrupted)
+
+
+class InterruptOnSignal:
+    """Outside a study: SIGINT and SIGTERM raise a KeyboardInterrupt (SIGTERM stops a command as Ctrl-C does),
+    and `received` records them - a library may swallow that KeyboardInterrupt or turn it into another error,
+    and a caller that handles neither can still tell. Inside `deferred()` they are only recorded. A signal the
+    shell told the process to ignore (a script's background job's SIGINT) stays ignored, and leaving the block
+    puts the handlers back as they were. Only the main thread can install handlers; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._defer = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> InterruptOnSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            with self.deferred():  # a signal while the handlers go in: raised once they all are
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    if signal.getsignal(sig) is not signal.SIG_IGN:
+                        self._old[sig] = signal.signal(sig, self._handle)
+        except KeyboardInterrupt:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        self._defer = True  # one handler back and not yet the other: a signal now is recorded, not raised
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals in the block are recorded only; the KeyboardInterrupt comes once it has finished (torch's and
+        transformers' first import: a KeyboardInterrupt inside their C++ start-up aborted the process)."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if self.received:
+            raise KeyboardInterrupt
 
 
 class StopOnSignal:
