@@ -32,7 +32,8 @@ def test_signals_at_twenty_random_moments(tmp_path):
     finished: dict[int, tuple | None] = {}
     outcomes = []
     for i in range(20):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # Ctrl-C as at
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal
         assert proc.stdout.readline().strip() == "READY"
         if i % 4 == 0:  # early: opening the study, seeding it, the first trial
             time.sleep(rng.uniform(0.0, 0.5))
@@ -165,10 +166,11 @@ def test_an_interrupt_a_library_swallows_during_the_load_still_stops_the_run(tmp
 def test_signals_outside_a_study_interrupt_or_wait_and_leave_handlers_as_found():
     """`InterruptOnSignal` (the CLI around every command, `tune` around the model load): a signal raises a
     KeyboardInterrupt and is recorded; inside `deferred()` only recorded, raised when the block ends; an ignored
-    signal stays ignored (a script's background job); the handlers found are put back."""
+    signal stays ignored (a script's background job), also by the study's `StopOnSignal`; the handlers found are
+    put back."""
     import os
 
-    from advisor.tune.interrupt import InterruptOnSignal
+    from advisor.tune.interrupt import InterruptOnSignal, StopOnSignal
 
     found = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
@@ -197,6 +199,11 @@ def test_signals_outside_a_study_interrupt_or_wait_and_leave_handlers_as_found()
             assert reached_the_end and signals.received == [signal.SIGTERM] * 2
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        with StopOnSignal() as stop:  # the study's own handler keeps it ignored too
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert not stop.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, found[0])
         signal.signal(signal.SIGTERM, found[1])

@@ -90,7 +90,8 @@ class InterruptOnSignal:
 
 
 class StopOnSignal:
-    """While active, SIGINT/SIGTERM set `requested`; inside `measuring()` they also stop the trial at once."""
+    """While active, SIGINT/SIGTERM set `requested`; inside `measuring()` they also stop the trial at once. An
+    ignored signal stays ignored, as in `InterruptOnSignal`."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -103,7 +104,8 @@ class StopOnSignal:
         logging.getLogger("optuna.study._optimize").addFilter(self._filter)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
