@@ -5,7 +5,10 @@ anywhere else - creating the trial, writing its attributes or the accuracy cache
 saving the front - it only raises a flag that is checked at the next safe point (the trial's next measurement,
 or the end of the trial). So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
 KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrupted trial ends FAIL with its
-parameters queued again, to run first when the study resumes.
+parameters queued again, to run first when the study resumes (`StopOnSignal`).
+
+Outside a study - every CLI command, `tune` while the model loads - a signal is a KeyboardInterrupt, recorded
+(`InterruptOnSignal`).
 """
 
 from __future__ import annotations
