@@ -245,13 +245,14 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
-    beside it (`<file>.lock`, one for every study and purpose in that file); an in-memory database has one
-    process, so no lock."""
+    beside it (`<file>.lock`, one for every study and purpose in that file, so one instance per process: taken
+    again inside itself - another purpose, another study - it is re-entered, not waited on for ever); an
+    in-memory database has one process, so no lock."""
     path = st.sqlite_path(engine.url)
     if path is not None:
         from filelock import FileLock
 
-        with FileLock(f"{path}.lock"):
+        with FileLock(f"{path}.lock", is_singleton=True):
             yield
         return
     if engine.dialect.name != "postgresql":
