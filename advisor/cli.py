@@ -7,7 +7,6 @@ import heavy libraries inside the command bodies only.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 import typer
@@ -56,47 +55,34 @@ def run() -> None:
     from typer._click import exceptions as click_errors  # typer >= 0.24 vendors click
 
     from advisor.results.preflight import mask_url
+    from advisor.tune.interrupt import InterruptOnSignal
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    interrupted = _signals_interrupt()
-    try:
-        code = app(standalone_mode=False)
-    except UserError as e:
-        _fail(mask_url(str(e)), e.exit_code)
-    except click_errors.NoArgsIsHelpError as e:  # the help is already shown
-        sys.exit(e.exit_code)
-    except click_errors.UsageError as e:
-        where = e.ctx.command_path if e.ctx is not None else "advisor"
-        _fail(f"{e.format_message()} (see `{where} --help`)", 2)
-    except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
-        _fail(e.format_message(), e.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        _fail(INTERRUPTED, 130)
-    except Exception as e:
-        if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
-            raise
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        _fail(f"storage error: {mask_url(first)}; check --storage (a writable, valid database)", 2)
-    if code == 130 and interrupted:  # typer turns a KeyboardInterrupt into exit code 130, without a word
-        _fail(INTERRUPTED, 130)
+    # SIGTERM stops a command as Ctrl-C does; `received` holds the signals that reached this handler, not one a
+    # command handled itself (`tune` prints its own line)
+    with InterruptOnSignal() as signals:
+        try:
+            code = app(standalone_mode=False)
+        except UserError as e:
+            _fail(mask_url(str(e)), e.exit_code)
+        except click_errors.NoArgsIsHelpError as e:  # the help is already shown
+            sys.exit(e.exit_code)
+        except click_errors.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "advisor"
+            _fail(f"{e.format_message()} (see `{where} --help`)", 2)
+        except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
+            _fail(e.format_message(), e.exit_code)
+        except (KeyboardInterrupt, typer.Abort):
+            _fail(INTERRUPTED, 130)
+        except Exception as e:
+            if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
+                raise
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            _fail(f"storage error: {mask_url(first)}; check --storage (a writable, valid database)", 2)
+        if code == 130 and signals.received:  # typer turns a KeyboardInterrupt into exit code 130, without a word
+            _fail(INTERRUPTED, 130)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _signals_interrupt() -> list[int]:
-    """SIGTERM stops a command as Ctrl-C does (a KeyboardInterrupt); the list records the signals that reached
-    this handler, not one a command handles itself (`tune` prints its own line). A signal the shell told us to
-    ignore (a background job's SIGINT) stays ignored."""
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, on_signal)
-    return received
 
 
 def _fail(message: str, code: int) -> None:

@@ -210,8 +210,8 @@ def test_two_workers_resuming_on_sqlite_complete_the_stored_times_once(tmp_path)
     (tmp_path / "space.toml").write_text(SPACE)
     db = tmp_path / "s.db"
     tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "w"]
-    # the warm start's three points all run now: two workers popping one queued trial at the same instant is a
-    # race of Optuna on SQLite (both run it), not the one tested here
+    # the warm start's three points all run now, before the stored times are cut: the workers' two trials below
+    # are the only ones priced with the completed set
     advisor(*tune, "--trials", "3", cwd=tmp_path)
     profile, _ = stored(db)
     partial = {**profile, "table": {"64x8": profile["table"]["128x16"]}}
@@ -230,6 +230,42 @@ def test_two_workers_resuming_on_sqlite_complete_the_stored_times_once(tmp_path)
     assert "w " in advisor("studies", "--storage", f"sqlite:///{db}", cwd=tmp_path)
     advisor("pareto", "w", "--storage", f"sqlite:///{db}", "--no-plots", cwd=tmp_path)
     assert not (tmp_path / "s.db.lock").exists()
+
+
+def test_the_sqlite_study_lock_taken_inside_itself_is_reentered_and_still_excludes_others(tmp_path):
+    """One lock file serves every study and purpose of a SQLite file: taken again inside itself (the front
+    saved while seeding, another study) it must be re-entered - a second lock object on the same file in one
+    thread waits on the first for ever (older filelock) or raises "Deadlock" (filelock 4) - while another thread
+    (a worker) still waits for it."""
+    import threading
+
+    from filelock import FileLock, Timeout
+    from sqlalchemy import create_engine
+
+    from advisor.tune.study import _study_lock
+
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    outcome: list[str] = []
+
+    def nested() -> None:
+        with _study_lock(engine, "a", "seed"), _study_lock(engine, "a"), _study_lock(engine, "b", "seed"):
+            other: list[BaseException] = []
+
+            def worker() -> None:
+                try:
+                    FileLock(f"{tmp_path / 's.db'}.lock").acquire(timeout=0.3)
+                except Timeout as e:
+                    other.append(e)
+
+            t = threading.Thread(target=worker)
+            t.start()
+            t.join()
+            outcome.append("waited" if other else "not excluded")
+
+    t = threading.Thread(target=nested, daemon=True)
+    t.start()
+    t.join(timeout=20)
+    assert outcome == ["waited"], "the nested lock hung" if t.is_alive() else outcome  # [] if it raised
 
 
 @pytest.mark.postgres

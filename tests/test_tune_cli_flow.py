@@ -53,7 +53,8 @@ def flow(tmp_path_factory):
     db = work / "f.db"
     base = ("--storage", str(db), "--study", STUDY)
     proc = subprocess.Popen(_cmd("tune", "--trials", "4", *base), cwd=work, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,  # Ctrl-C as at a terminal (a runner may ignore it)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while proc.poll() is None and _states(db).get("COMPLETE", 0) < 1 and time.monotonic() < deadline:
         time.sleep(0.1)

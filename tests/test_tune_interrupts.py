@@ -32,7 +32,8 @@ def test_signals_at_twenty_random_moments(tmp_path):
     finished: dict[int, tuple | None] = {}
     outcomes = []
     for i in range(20):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # Ctrl-C as at
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal
         assert proc.stdout.readline().strip() == "READY"
         if i % 4 == 0:  # early: opening the study, seeding it, the first trial
             time.sleep(rng.uniform(0.0, 0.5))
@@ -145,12 +146,64 @@ def test_an_interrupt_a_library_swallows_during_the_load_still_stops_the_run(tmp
     def run_study(*a, **k):
         raise AssertionError("the study ran after Ctrl-C")
 
-    before = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(tune_cmd, "run_tune_cli", run_study)
-    for load in (swallowed, turned_into_an_error):
-        monkeypatch.setattr(tune_cmd, "_load", lambda *a, _f=load, **k: (_f(), (None, None))[1])
-        res = CliRunner().invoke(app, ["tune", "--trials", "1", "--storage", str(tmp_path / f"{load.__name__}.db")])
-        assert res.exit_code == 130, (load.__name__, res.output, res.exception)
-        assert "interrupted; finished trials (if any) are kept" in res.output, res.output
-        assert "Transformers" not in res.output
-    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (a runner may ignore it)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        monkeypatch.setattr(tune_cmd, "run_tune_cli", run_study)
+        for load in (swallowed, turned_into_an_error):
+            monkeypatch.setattr(tune_cmd, "_load", lambda *a, _f=load, **k: (_f(), (None, None))[1])
+            res = CliRunner().invoke(app, ["tune", "--trials", "1", "--storage",
+                                           str(tmp_path / f"{load.__name__}.db")])
+            assert res.exit_code == 130, (load.__name__, res.output, res.exception)
+            assert "interrupted; finished trials (if any) are kept" in res.output, res.output
+            assert "Transformers" not in res.output
+        assert signal.getsignal(signal.SIGINT) is before[0]  # handlers restored
+        assert signal.getsignal(signal.SIGTERM) is before[1]
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def test_signals_outside_a_study_interrupt_or_wait_and_leave_handlers_as_found():
+    """`InterruptOnSignal` (the CLI around every command, `tune` around the model load): a signal raises a
+    KeyboardInterrupt and is recorded; inside `deferred()` only recorded, raised when the block ends; an ignored
+    signal stays ignored (a script's background job), also by the study's `StopOnSignal`; the handlers found are
+    put back."""
+    import os
+
+    from advisor.tune.interrupt import InterruptOnSignal, StopOnSignal
+
+    found = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with InterruptOnSignal() as signals:
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing happens
+            time.sleep(0.1)
+            assert signals.received == []
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+                raise AssertionError("SIGTERM did not interrupt")
+            except KeyboardInterrupt:
+                pass
+            assert signals.received == [signal.SIGTERM]
+            reached_the_end = False
+            try:
+                with signals.deferred():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.1)
+                    reached_the_end = True
+                raise AssertionError("the deferred SIGTERM was not raised after the block")
+            except KeyboardInterrupt:
+                pass
+            assert reached_the_end and signals.received == [signal.SIGTERM] * 2
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        with StopOnSignal() as stop:  # the study's own handler keeps it ignored too
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert not stop.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, found[0])
+        signal.signal(signal.SIGTERM, found[1])

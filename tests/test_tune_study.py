@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -211,7 +212,8 @@ def test_ctrl_c_keeps_finished_trials_saves_front_and_requeues(tmp_path):
     url = f"sqlite:///{tmp_path}/i.db"
     proc = subprocess.Popen([sys.executable, str(HERE / "tune_helpers.py"), "--storage", url, "--study", "i",
                              "--trials", "50", "--delay", "0.4", "--no-staging"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,  # Ctrl-C as at a terminal
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # (a runner may ignore it)
     accuracy_stages = 0
     for line in proc.stdout:  # wait until the 3rd accuracy measurement is running, then Ctrl-C
         if line.startswith("STAGE accuracy"):

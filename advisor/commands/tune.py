@@ -6,12 +6,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -68,43 +64,6 @@ def check_study_name(name: str) -> None:
     if not _STUDY_NAME.fullmatch(name):
         raise UserError(f"--study {name!r}: use 1-100 letters, digits and _.:@+=- (starting with a letter or "
                         "digit), e.g. --study bundled-int4")
-
-
-class _Signals:
-    """Ctrl-C and SIGTERM stop the model load (the study itself installs its own handler), as a KeyboardInterrupt.
-    `received` records them: a library can swallow that KeyboardInterrupt (the load went on, the study ran) or
-    turn it into another error (transformers' "does not recognize this architecture"); and while torch and
-    transformers are first imported they only record (`deferred`): a KeyboardInterrupt inside their C++ start-up
-    aborted the process ("terminate called after throwing an instance of 'pybind11::error_already_set'")."""
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        self._defer = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.received.append(signum)
-        if not self._defer:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Signals in the block are recorded only; the KeyboardInterrupt comes once it has finished."""
-        self._defer = True
-        try:
-            yield
-        finally:
-            self._defer = False
-        if self.received:
-            raise KeyboardInterrupt
 
 
 def _import_runtime() -> None:
@@ -240,6 +199,7 @@ def register(app: typer.Typer) -> None:
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
         from advisor.tune.budget import memory_specs
+        from advisor.tune.interrupt import InterruptOnSignal
         from advisor.tune.study import TuneOptions
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
@@ -247,17 +207,17 @@ def register(app: typer.Typer) -> None:
                            heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode,
                            budgets=memory_specs(budgets, "--budgets"))
         console = Console(stderr=False)
-        with _Signals() as signals:
+        with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
             try:
-                with signals.deferred():
+                with signals.deferred():  # torch's C++ start-up aborts on a KeyboardInterrupt
                     _import_runtime()
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
                                                    budget_bytes, opts.budgets)
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
                                                offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
-                if received:  # swallowed on the way
+                if received:  # swallowed on the way (or turned into transformers' "does not recognize")
                     raise KeyboardInterrupt
                 if budget_bytes is None and opts.budgets:
                     from advisor.tune.budget import budget_memory

@@ -5,15 +5,19 @@ anywhere else - creating the trial, writing its attributes or the accuracy cache
 saving the front - it only raises a flag that is checked at the next safe point (the trial's next measurement,
 or the end of the trial). So a trial is never left RUNNING, Optuna's own bookkeeping never sees a
 KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrupted trial ends FAIL with its
-parameters queued again, to run first when the study resumes.
+parameters queued again, to run first when the study resumes (`StopOnSignal`).
+
+Outside a study - every CLI command, `tune` while the model loads - a signal is a KeyboardInterrupt, recorded
+(`InterruptOnSignal`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -37,8 +41,60 @@ class _QuietInterrupted(logging.Filter):
         return not any(msg.startswith(f"Trial {n} failed with value ") for n in self.interrupted)
 
 
+class InterruptOnSignal:
+    """Outside a study: SIGINT and SIGTERM raise a KeyboardInterrupt (SIGTERM stops a command as Ctrl-C does),
+    and `received` records them - a library may swallow that KeyboardInterrupt or turn it into another error,
+    and a caller that handles neither can still tell. Inside `deferred()` they are only recorded. A signal the
+    shell told the process to ignore (a script's background job's SIGINT) stays ignored, and leaving the block
+    puts the handlers back as they were. Only the main thread can install handlers; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._defer = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> InterruptOnSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        try:
+            with self.deferred():  # a signal while the handlers go in: raised once they all are
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    if signal.getsignal(sig) is not signal.SIG_IGN:
+                        self._old[sig] = signal.signal(sig, self._handle)
+        except KeyboardInterrupt:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        self._defer = True  # one handler back and not yet the other: a signal now is recorded, not raised
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals in the block are recorded only; the KeyboardInterrupt comes once it has finished (torch's and
+        transformers' first import: a KeyboardInterrupt inside their C++ start-up aborted the process)."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+        if self.received:
+            raise KeyboardInterrupt
+
+
 class StopOnSignal:
-    """While active, SIGINT/SIGTERM set `requested`; inside `measuring()` they also stop the trial at once."""
+    """While active, SIGINT/SIGTERM set `requested`; inside `measuring()` they also stop the trial at once. An
+    ignored signal stays ignored, as in `InterruptOnSignal`."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -51,7 +107,8 @@ class StopOnSignal:
         logging.getLogger("optuna.study._optimize").addFilter(self._filter)
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:

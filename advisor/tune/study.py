@@ -247,8 +247,9 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
-    beside it (`<file>.lock`, one for every study and purpose in that file); an in-memory database has one
-    process, so no lock."""
+    beside it (`<file>.lock`: `storage.sqlite_lock`, one for the whole file, re-entered, not waited on for ever,
+    when taken again inside itself - another purpose, another study); an in-memory database has one process, so
+    no lock."""
     if st.sqlite_path(engine.url) is not None:
         with st.sqlite_lock(engine.url):
             yield
