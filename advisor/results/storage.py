@@ -7,6 +7,7 @@ times), so no configuration is silently dropped.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -194,10 +195,11 @@ def open_storage(
             "grace_period": int(grace_period or 3 * heartbeat_interval),
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
-    if sqlite_path(url) is not None:  # its claim of a queued trial takes the file's lock
+    storage_class = optuna.storages.RDBStorage
+    if sqlite_path(url) is not None:  # its trial state changes (a queued trial's claim) take the file's lock
         from advisor.results.sqlite_storage import SQLiteFileStorage as storage_class
-    else:
-        storage_class = optuna.storages.RDBStorage
+
+        kwargs["lock"] = functools.partial(sqlite_lock, url)
     try:
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
             return storage_class(url, **kwargs)

@@ -404,8 +404,9 @@ def _run_tune(
 def _optimize(study: Any, func: Callable[[Any], Any], n_trials: int | None, timeout: float | None,
               callbacks: list[Callable[[Any, Any], None]], stopped: Callable[[], bool]) -> list[int]:
     """`study.optimize`, going on when a trial this worker ran was finished meanwhile by another worker (its
-    heartbeat judged stale, or claimed twice): Optuna's tell then raises (a ValueError, or an AssertionError on
-    a FAIL trial); that trial keeps the other worker's result, and its number is returned for a one-line note."""
+    heartbeat judged stale, or claimed twice): Optuna's tell then raises (a ValueError, an AssertionError on a
+    FAIL trial, or the storage's UpdateFinishedTrialError when it was finished just before); that trial keeps
+    the other worker's result, and its number is returned for a one-line note."""
     from optuna.exceptions import UpdateFinishedTrialError
 
     started: list[int] = []
@@ -432,7 +433,7 @@ def _optimize(study: Any, func: Callable[[Any], Any], n_trials: int | None, time
             study.optimize(run, n_trials=todo, timeout=left, callbacks=callbacks, catch=(Interrupted,),
                            gc_after_trial=False, show_progress_bar=False)
             return elsewhere
-        except (ValueError, AssertionError) as e:
+        except (ValueError, AssertionError, UpdateFinishedTrialError) as e:
             last = started and study.get_trials(deepcopy=False)[started[-1]]
             if not last or not last.state.is_finished() or last.number in elsewhere or e in raised:
                 raise
