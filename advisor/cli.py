@@ -13,7 +13,7 @@ import typer
 
 from advisor import __version__
 from advisor.commands import evaluate, export, models, offload, quant, recommend, report, tune
-from advisor.errors import UserError
+from advisor.errors import INTERRUPTED, UserError
 
 app = typer.Typer(
     name="advisor",
@@ -83,9 +83,6 @@ def run() -> None:
         if code == 130 and signals.received:  # typer turns a KeyboardInterrupt into exit code 130, without a word
             _fail(INTERRUPTED, 130)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-INTERRUPTED = "interrupted; nothing is half-written - run the same command again"
 
 
 def _fail(message: str, code: int) -> None:

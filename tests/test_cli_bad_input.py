@@ -237,6 +237,10 @@ def test_space_values_checked_against_the_model(tmp_path):
     r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "999", "64 experts per layer")
     assert not (tmp_path / "s.db").exists()
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\ngroups = 9\n')  # the bundled model has 4 layers
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:4", "precision.groups: 9", "4 MoE layers", "at most 4")
+    assert not (tmp_path / "s.db").exists()
 
 
 @pytest.mark.parametrize("cache, words", [
@@ -393,4 +397,34 @@ def test_ctrl_c_or_sigterm_during_a_report_is_one_line(tmp_path, sig):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.rstrip().splitlines()[-1] == (
         "error: interrupted; nothing is half-written - run the same command again"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+_CTRL_C_WHILE_THE_CLI_IMPORTS = """
+import builtins, importlib, os, signal, sys, tomllib
+module, func = tomllib.load(open(sys.argv[1], "rb"))["project"]["scripts"]["advisor"].split(":")
+real = builtins.__import__
+
+def ctrl_c_at_typer(name, *args, **kwargs):  # a real SIGINT, while advisor.cli imports typer
+    if name == "typer":
+        builtins.__import__ = real
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kwargs)
+
+builtins.__import__ = ctrl_c_at_typer
+sys.argv = ["advisor", "studies"]
+getattr(importlib.import_module(module), func)()  # what the console script does
+"""
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line(tmp_path):
+    """Ctrl-C in a command's first ~0.1 s (the console script importing `advisor.cli`) showed Python's
+    KeyboardInterrupt traceback; the console script's entry point (pyproject's [project.scripts]) now says the
+    one line as later, exit 130."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_THE_CLI_IMPORTS, str(pyproject)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines() == ["error: interrupted; nothing is half-written - run the same command again"]
     assert list(tmp_path.iterdir()) == []

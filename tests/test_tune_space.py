@@ -153,13 +153,14 @@ def test_cli_missing_local_task_data_is_one_line_exit_2(tmp_path):
     ('[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [2, 17]\n', 4, ("17", "16 experts per layer")),
     ('[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = { low = 4, high = 65 }\n', 4,
      ("65", "64 experts in all MoE layers")),
+    ('[precision]\nformats = ["int8"]\ngroups = 5\n', 3, ("precision.groups: 5", "4 MoE layers", "at most 4")),
 ])
 def test_space_values_beyond_the_model_are_refused(text, line, words):
     space = parse_space(text, "s.toml")
     with pytest.raises(UserError) as e:
         space.check_model(4, 16)
     assert str(e.value).startswith(f"s.toml:{line}: ") and all(w in str(e.value) for w in words), str(e.value)
-    parse_space(text.replace("999", '"all"').replace("17", "16").replace("65", "64"),
+    parse_space(text.replace("999", '"all"').replace("17", "16").replace("65", "64").replace("= 5", "= 4"),
                 "s.toml").check_model(4, 16)  # at the model's own sizes: accepted
 
 

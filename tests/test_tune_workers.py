@@ -77,6 +77,39 @@ def test_sigkilled_worker_trial_is_failed_and_retried_on_resume(shm_dir):
     assert front == set(_result(out)["front"])
 
 
+def test_a_paused_worker_whose_trial_another_failed_and_retried_goes_on(shm_dir):
+    """A worker stopped (SIGSTOP: a suspended laptop, a paused container) past the grace period while it
+    measures trial 0: a second worker fails that trial as stale and queues its retry. The first, continued,
+    finishes trial 0 and tells Optuna, which refuses a finished trial (an AssertionError in Optuna's tell path:
+    a traceback, exit 1). Now it says so in its result, keeps the other worker's outcome and runs its other
+    trials."""
+    import signal
+
+    url = f"sqlite:///{shm_dir}/p.db"
+    common = ["--storage", url, "--study", "p", "--no-staging", "--heartbeat", "1", "--grace", "2", "--seed", "1"]
+    paused = _worker(*common, "--trials", "3", "--delay", "1.0")
+    for line in paused.stdout:
+        if line.startswith("STAGE accuracy 0"):
+            paused.send_signal(signal.SIGSTOP)
+            break
+    try:
+        time.sleep(3.5)  # past the grace period: its heartbeat is stale
+        other = _worker(*common, "--trials", "1")
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 0, err
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    out, err = paused.communicate(timeout=120)
+    assert paused.returncode == 0 and "Traceback" not in err, err
+    res = _result(out)
+    assert res["finished_elsewhere"] == [0] and res["n_trials_run"] == 2, res
+    trials = optuna.load_study(study_name="p", storage=url).trials
+    assert trials[0].state.name == "FAIL"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1 and retries[0].params == trials[0].params  # queued again (or run): nothing lost
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+
+
 @pytest.mark.postgres
 def test_four_workers_on_postgresql_run_exactly_4n_trials():
     base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
@@ -149,3 +182,35 @@ def test_workers_starting_together_on_a_fresh_postgresql_database_all_open_it():
             for schema in schemas:
                 c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+_RUN_QUEUED_AT = """
+import sys, time
+from advisor.results.storage import open_storage
+import optuna  # imported before the start time, so that both workers pop the queue at the same moments
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+storage = open_storage(sys.argv[1], heartbeat_interval=None)
+study = optuna.load_study(study_name="q", storage=storage)
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+study.optimize(lambda t: print("RAN", t.suggest_int("x", 0, 99), flush=True) or 0.0, n_trials=int(sys.argv[3]))
+"""
+
+
+def test_two_workers_on_one_sqlite_file_claim_each_queued_trial_once(tmp_path):
+    """Two processes on one SQLite study of 40 queued trials (what --budgets and the warm start enqueue), released
+    at the same instant, each running 20 trials through `open_storage` (the storage `advisor tune` uses): Optuna's
+    claim of a queued trial is a SELECT ... FOR UPDATE that SQLite ignores, so both ran some trials and the later
+    one's tell crashed ("Cannot tell a COMPLETE trial"). Now every queued trial runs exactly once."""
+    from advisor.results.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(url, heartbeat_interval=None))
+    for x in range(40):
+        study.enqueue_trial({"x": x})
+    start = str(time.time() + 3.0)
+    procs = [subprocess.Popen([sys.executable, "-c", _RUN_QUEUED_AT, url, start, "20"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and "Traceback" not in "".join(outs), outs
+    ran = sorted(int(ln.split()[1]) for o in outs for ln in o.splitlines() if ln.startswith("RAN "))
+    assert ran == list(range(40)), ran

@@ -349,6 +349,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         typer.echo(f"interrupted: {result.n_complete} finished trials and the front ({len(result.front)} points) are "
                    f"saved in study {name}; run the same command to resume", err=True)
         raise typer.Exit(130)
+    for n in result.finished_elsewhere:
+        console.print(f"note: trial {n} was finished by another worker while this one ran it (its heartbeat judged "
+                      "stale); that worker's result is kept, this one's dropped", markup=False)
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
         console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)

@@ -1,8 +1,8 @@
 """`advisor export --check`: validate an export with the target's own code, where that code is installed.
 
 Each target says what it checked and what it could not (and why): llama.cpp rules against the `gguf`
-package's tensor names and ggml block sizes; HF recipes parsed, then run as written against a tiny model of
-the same family saved to disk (transformers, bitsandbytes / torchao); vLLM flags through vLLM's own argument
+package's tensor names and ggml block sizes; HF recipes parsed, then run as written on the bundled or tiny
+model itself, or on a tiny model of the same family saved to disk (transformers, bitsandbytes / torchao); vLLM flags through vLLM's own argument
 parser; the KTransformers script through bash and SGLang's parser; JSON through its own reader.
 Imports torch only here (the export itself stays torch-free).
 """
@@ -111,28 +111,36 @@ def _hf(res: ExportResult, cfg: ExportConfig) -> list[Check]:
     if missing:
         return [*out, Check(t, "not checked", f"running the {method} recipe: {', '.join(missing)} not installed "
                                                 "(pip install 'moe-advisor[hf]')")]
+    # the bundled checkpoint ships with the package and a tiny:* model is built in code: the recipe runs on the
+    # model itself; any other checkpoint may be large (or on the hub): a tiny model of its family stands in
+    spec = d["model"]
+    real = spec == "bundled" or spec.startswith("tiny:")
+    on = f"the {spec} model itself" if real else f"a tiny {cfg.model.family} model saved to disk"
     try:
-        counted = _run_on_tiny(res.text, d, cfg.model.family)
+        counted = _run_recipe(res.text, d, None if real else cfg.model.family)
     except Exception as e:  # the point of the check: report what the runtime said, in one line
-        return [*out, Check(t, "FAILED", f"the {method} recipe on a tiny {cfg.model.family} model: "
+        return [*out, Check(t, "FAILED", f"the {method} recipe on {on}: "
                                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")]
-    return [*out, Check(t, "ok", f"the {method} recipe ran as written on a tiny {cfg.model.family} model saved to disk "
-                                 f"(transformers {_version('transformers')}): {counted}, forward finite"),
-            Check(t, "not checked", "the recipe on the real checkpoint (not downloaded here)")]
+    out.append(Check(t, "ok", f"the {method} recipe ran as written on {on} (transformers "
+                              f"{_version('transformers')}): {counted}, forward finite"))
+    if real:
+        return out
+    where = "on disk, not loaded by the check" if Path(spec).exists() else "not downloaded by the check"
+    return [*out, Check(t, "not checked", f"the recipe on {spec} itself ({where}; run the recipe to load it)")]
 
 
-def _run_on_tiny(text: str, d: dict, family: str) -> str:
-    """Execute the recipe with its model replaced by a tiny model of `family`; what it quantized."""
+def _run_recipe(text: str, d: dict, family: str | None) -> str:
+    """Execute the recipe, its model replaced by a tiny model of `family` unless None; what it quantized."""
     import torch
 
     from advisor.models.tiny import build_tiny
 
     with tempfile.TemporaryDirectory() as tmp:
-        if d["method"] == "advisor":  # the tiny model has its own layer count: the cache becomes a share
+        if family is not None and d["method"] == "advisor":  # the tiny model has its own layer count: the cache becomes a share
             text = text.replace(f"load_model({d['advisor_loader']['model']!r}", f"load_model('tiny:{family}'")
             text = text.replace(f"slots_per_layer={d['advisor_loader']['offload']['slots_per_layer']!r}",
                                 "slots_per_layer='50%'")
-        else:
+        elif family is not None:
             build_tiny(family).save_pretrained(tmp)
             text = text.replace(repr(d["model_path"]), repr(tmp))
         ns: dict = {}

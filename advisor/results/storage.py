@@ -7,6 +7,7 @@ times), so no configuration is silently dropped.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from collections.abc import Iterator
@@ -74,6 +75,21 @@ def require_database(url: str) -> None:
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
 
 
+@contextmanager
+def sqlite_lock(url: str | URL) -> Iterator[None]:
+    """The turn workers on one SQLite file take (`<file>.lock` beside it, one for the whole file): for creating
+    tables, claiming a queued trial, seeding a study, writing its front. Re-entrant within a process; a no-op
+    for other databases and in-memory SQLite (one process)."""
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{path}.lock", is_singleton=True):
+        yield
+
+
 SCHEMA_LOCK_KEY = 727401
 """The PostgreSQL advisory lock that serialises table creation: workers starting together on a fresh database
 would otherwise race in CREATE TABLE (a duplicate-type IntegrityError for all but one)."""
@@ -81,11 +97,12 @@ would otherwise race in CREATE TABLE (a duplicate-type IntegrityError for all bu
 
 @contextmanager
 def schema_lock(target: str | Engine) -> Iterator[None]:
-    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL while the body creates tables (a no-op for other databases):
-    `target` a URL (an engine of its own, disposed after) or the engine the body uses."""
+    """Hold `SCHEMA_LOCK_KEY` on PostgreSQL (`sqlite_lock` on a SQLite file) while the body creates tables (a
+    no-op for other databases): `target` a URL (an engine of its own, disposed after) or the engine the body uses."""
     own = isinstance(target, str)
     if not (target if own else target.dialect.name).startswith("postgresql"):
-        yield
+        with sqlite_lock(target if own else target.url):
+            yield
         return
     from sqlalchemy import create_engine, text
 
@@ -178,9 +195,14 @@ def open_storage(
             "grace_period": int(grace_period or 3 * heartbeat_interval),
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
+    storage_class = optuna.storages.RDBStorage
+    if sqlite_path(url) is not None:  # its trial state changes (a queued trial's claim) take the file's lock
+        from advisor.results.sqlite_storage import SQLiteFileStorage as storage_class
+
+        kwargs["lock"] = functools.partial(sqlite_lock, url)
     try:
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
-            return optuna.storages.RDBStorage(url, **kwargs)
+            return storage_class(url, **kwargs)
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e

@@ -189,8 +189,14 @@ class SearchSpace:
         return "slots" if self.slots is not None else "expert_budget"
 
     def check_model(self, n_layers: int, num_experts: int) -> None:
-        """Refuse cache sizes the model cannot have (e.g. 999 slots in a layer of 16 experts), naming the
-        file and line: silently clamping them would tune another space than the one written."""
+        """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer
+        of 16 experts), naming the file and line: silently clamping them would tune another space than the one
+        written."""
+        if self.groups != "per_layer" and int(self.groups) > n_layers:
+            key = "precision.groups"
+            copy = " in a copy passed as --space FILE" if self.source.startswith(str(SPACES_DIR)) else ""
+            raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {self.groups} exceeds the model's "
+                            f"{n_layers} MoE layers; use at most {n_layers} or \"per_layer\"{copy}")
         for key, dom, cap, what in (("cache.slots_per_layer", self.slots, num_experts, "experts per layer"),
                                     ("cache.expert_budget", self.expert_budget, num_experts * n_layers,
                                      "experts in all MoE layers")):

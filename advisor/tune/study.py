@@ -83,6 +83,8 @@ class TuneResult:
     cpu_note: str = ""
     """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
     measured now for an older study)."""
+    finished_elsewhere: list[int] = field(default_factory=list)
+    """Trials this run ran that another worker finished meanwhile (their result there is kept)."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -245,14 +247,11 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
-    beside it (`<file>.lock`, one for every study and purpose in that file, so one instance per process: taken
-    again inside itself - another purpose, another study - it is re-entered, not waited on for ever); an
-    in-memory database has one process, so no lock."""
-    path = st.sqlite_path(engine.url)
-    if path is not None:
-        from filelock import FileLock
-
-        with FileLock(f"{path}.lock", is_singleton=True):
+    beside it (`<file>.lock`: `storage.sqlite_lock`, one for the whole file, re-entered, not waited on for ever,
+    when taken again inside itself - another purpose, another study); an in-memory database has one process, so
+    no lock."""
+    if st.sqlite_path(engine.url) is not None:
+        with st.sqlite_lock(engine.url):
             yield
         return
     if engine.dialect.name != "postgresql":
@@ -382,9 +381,9 @@ def _run_tune(
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         n_trials = max(0, opts.total_trials - done)
         callbacks.append(optuna.study.MaxTrialsCallback(opts.total_trials, states=(TrialState.COMPLETE,)))
+    elsewhere: list[int] = []
     if n_trials and not stop.requested:
-        study.optimize(stop.wrap(objective), n_trials=n_trials, timeout=opts.timeout, callbacks=callbacks,
-                       catch=(Interrupted,), gc_after_trial=False, show_progress_bar=False)
+        elsewhere = _optimize(study, stop.wrap(objective), n_trials, opts.timeout, callbacks, lambda: stop.requested)
     requeue(study, stop.interrupted_trials)
     trials = study.get_trials(deepcopy=False)
     front = save_study_front(study, engine)
@@ -398,5 +397,46 @@ def _run_tune(
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
-        n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note,
+        n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note, finished_elsewhere=elsewhere,
     )
+
+
+def _optimize(study: Any, func: Callable[[Any], Any], n_trials: int | None, timeout: float | None,
+              callbacks: list[Callable[[Any, Any], None]], stopped: Callable[[], bool]) -> list[int]:
+    """`study.optimize`, going on when a trial this worker ran was finished meanwhile by another worker (its
+    heartbeat judged stale, or claimed twice): Optuna's tell then raises (a ValueError, an AssertionError on a
+    FAIL trial, or the storage's UpdateFinishedTrialError when it was finished just before); that trial keeps
+    the other worker's result, and its number is returned for a one-line note."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    started: list[int] = []
+    elsewhere: list[int] = []
+    raised: list[BaseException] = []  # the objective's own errors, which Optuna re-raises after its tell
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def run(trial: Any) -> Any:
+        started.append(trial.number)
+        try:
+            return func(trial)
+        except UpdateFinishedTrialError:  # writing its results: finished elsewhere; Optuna's tell raises below
+            return None
+        except Exception as e:
+            raised.append(e)
+            raise
+
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        todo = None if n_trials is None else n_trials - len(started)
+        if (left is not None and left <= 0) or todo == 0:
+            return elsewhere
+        try:
+            study.optimize(run, n_trials=todo, timeout=left, callbacks=callbacks, catch=(Interrupted,),
+                           gc_after_trial=False, show_progress_bar=False)
+            return elsewhere
+        except (ValueError, AssertionError, UpdateFinishedTrialError) as e:
+            last = started and study.get_trials(deepcopy=False)[started[-1]]
+            if not last or not last.state.is_finished() or last.number in elsewhere or e in raised:
+                raise
+            elsewhere.append(last.number)
+            if stopped():  # Ctrl-C/SIGTERM came during that trial
+                return elsewhere

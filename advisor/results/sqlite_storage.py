@@ -1,0 +1,28 @@
+"""Optuna's RDB storage for a SQLite file, whose trial state changes are atomic across processes.
+
+Optuna starts a queued (WAITING) trial by reading it and setting it RUNNING under `SELECT ... FOR UPDATE`,
+which SQLite ignores: two workers reading the queue at the same instant both ran the trial, and the later one's
+tell crashed ("Cannot tell a COMPLETE trial"); two workers failing one stale trial would both queue its retry.
+Here every state change takes the file's lock (the turn SQLite workers take, `storage.sqlite_lock`, passed in
+by `storage.open_storage`) and Optuna re-reads the state under it, so the second worker finds the trial taken
+or finished and moves on. Imported only where Optuna already is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+
+class SQLiteFileStorage(optuna.storages.RDBStorage):
+    def __init__(self, url: str, *, lock: Callable[[], AbstractContextManager[None]], **kwargs: Any) -> None:
+        self._lock = lock
+        super().__init__(url, **kwargs)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        with self._lock():
+            return super().set_trial_state_values(trial_id, state, values)
