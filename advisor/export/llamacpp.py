@@ -293,8 +293,8 @@ def _source_gguf(model: str) -> str:
     if model != "bundled":
         return "from convert_hf_to_gguf.py --outtype bf16"
     script = BUNDLED_DIR.parents[2] / "scripts" / "bundled_to_gguf.py"  # the repository's (not in a wheel)
-    where = script if script.is_file() else "the moe-advisor repository's scripts/bundled_to_gguf.py"
-    return (f"from: python {where} LLAMA_CPP_DIR {BUNDLED_DIR} --outtype bf16 --outfile "
+    where = shlex.quote(str(script)) if script.is_file() else "the moe-advisor repository's scripts/bundled_to_gguf.py"
+    return (f"from: python {where} LLAMA_CPP_DIR {shlex.quote(str(BUNDLED_DIR))} --outtype bf16 --outfile "
             "model-bf16.gguf (llama.cpp's convert_hf_to_gguf.py refuses the bundled model's toy tokenizer)")
 
 
