@@ -97,6 +97,7 @@ def simulate_cmd(
     import json
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from advisor.errors import UserError
@@ -144,8 +145,11 @@ def simulate_cmd(
         table.add_row(*row)
     console = Console()
     console.print(table)
-    console.print(f"counts: counted (replayed trace); times: {best.transfer_source}; "
-                  f"tokens: {tokens} generated (counted)")
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+
+    link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
+    console.print(escape(f"counts: counted (replayed trace); times: {best.transfer_source} [{link.name}: "
+                         f"{link.source}]; tokens: {tokens} generated (counted)"))
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
@@ -155,7 +159,9 @@ def simulate_cmd(
                       + "; Belady's MIN is computed without prefetch, so a policy with it can pass the bound")
     if json_out:
         write_atomic(json_out, json.dumps(
-            {"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, indent=2))
+            {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
+             "precision": precision or trace.meta.get("dtype"), "link": {"name": link.name, "source": link.source},
+             "results": out}, indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -151,6 +151,7 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
             raise UserError(f"bad --expert-shape '{spec}'; give HIDDENxFFN, e.g. 2048x1024") from e
         if h <= 0 or i <= 0:
             raise UserError(f"bad --expert-shape '{spec}': both sizes must be positive, e.g. 2048x1024")
+        _check_measurable(spec, h, i)
         shapes.append((h, i))
     if model:
         from advisor.models.load import load_model
@@ -158,3 +159,16 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
         loaded = load_model(model)
         shapes += [(int(m.hidden_size), int(m.intermediate_size)) for m in loaded.moe]
     return list(dict.fromkeys(shapes))
+
+
+def _check_measurable(spec: str, hidden: int, inter: int) -> None:
+    """Refuse, before anything is allocated, an expert shape whose measurement cannot fit this host: its fp32
+    weights and one quantized copy (what `measure_cpu_experts` holds at once)."""
+    from advisor.hardware.profiles import format_bytes
+    from advisor.models.load import host_available_bytes
+
+    need = 3 * hidden * inter * (4 + 4)
+    have = host_available_bytes()
+    if need > have:
+        raise UserError(f"bad --expert-shape '{spec}': measuring it needs {format_bytes(need)} of host memory, "
+                        f"{format_bytes(have)} is available; give the real expert shape, e.g. 2048x1024")

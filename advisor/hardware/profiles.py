@@ -70,11 +70,52 @@ class HardwareProfile:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> HardwareProfile:
+        """A stored profile, checked field by field: a damaged or hand-edited one (a bandwidth of 0 or "fast", a
+        negative latency, a CPU time table without points) is refused in one line, not divided by later."""
+        if not isinstance(d, dict):
+            raise UserError("hardware profile is not a JSON object; re-create it with `advisor profile`")
         fields = {f.name for f in dataclasses.fields(HardwareProfile)}
         missing = {"name", "memory_bytes", "h2d_gbps_pinned", "h2d_gbps_pageable", "copy_latency_us", "source"} - set(d)
         if missing:
             raise UserError(f"hardware profile lacks {sorted(missing)}; re-create it with `advisor profile`")
+        problems = [f"'{k}' is not a string" for k in ("name", "source", "link") if not isinstance(d.get(k, ""), str)]
+        problems += [f"'{k}' is not a positive number" for k in ("h2d_gbps_pinned", "h2d_gbps_pageable")
+                     if not _number(d[k]) or d[k] <= 0]
+        problems += [f"'{k}' is not a number >= 0" for k in ("memory_bytes", "copy_latency_us")
+                     if not _number(d[k]) or d[k] < 0]
+        if d.get("free_bytes") is not None and (not _number(d["free_bytes"]) or d["free_bytes"] < 0):
+            problems.append("'free_bytes' is not a number >= 0")
+        if d.get("cpu_experts") is not None and not _cpu_experts_ok(d["cpu_experts"]):
+            problems.append("'cpu_experts' is not a table of CPU expert times as `advisor profile --model` writes")
+        if problems:
+            raise UserError(f"hardware profile {d.get('name')!r}: {'; '.join(problems)}; re-create it with "
+                            "`advisor profile`")
         return HardwareProfile(**{k: v for k, v in d.items() if k in fields})
+
+
+def _number(x: Any) -> bool:
+    return type(x) in (int, float) and x == x and x not in (float("inf"), float("-inf"))
+
+
+def _cpu_experts_ok(c: Any) -> bool:
+    """`{"table": {"HxI": {format: [[tokens, ms], ...]}}, "threads": N, "source": "..."}` with bf16 in every
+    shape and at least two points per format, tokens increasing (what the time model interpolates)."""
+    if not isinstance(c, dict) or not isinstance(c.get("source"), str) or type(c.get("threads")) is not int:
+        return False
+    table = c.get("table")
+    if c["threads"] < 1 or not isinstance(table, dict) or not table:
+        return False
+    for key, row in table.items():
+        if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", str(key)) or not isinstance(row, dict) or "bf16" not in row:
+            return False
+        for pts in row.values():
+            if not isinstance(pts, list) or len(pts) < 2 or not all(
+                    isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1]) and p[0] > 0 and p[1] >= 0
+                    for p in pts):
+                return False
+            if any(a[0] >= b[0] for a, b in zip(pts, pts[1:], strict=False)):
+                return False
+    return True
 
 
 # host link -> nominal pinned GB/s (pageable is taken as half)
@@ -247,8 +288,10 @@ def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwarePr
     for p in sorted(d.glob("*.json")):
         try:
             out.append(HardwareProfile.from_dict(json.loads(p.read_text())))
-        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"hardware profile {p} is not valid JSON ({e}); delete it or run `advisor profile` again") from e
+        except UserError as e:
+            raise UserError(f"{p}: {e}; or delete it") from e
     return out
 
 

@@ -1,0 +1,167 @@
+"""The analysis commands (`simulate`, `profile`, `inspect`) on what a new user fed them: each test failed before
+its fix.
+
+- `advisor simulate` on a trace whose arrays and meta disagree (another model's meta beside these arrays, an
+  expert id beyond its layer, a damaged compressed member) crashed with a traceback or replayed it as if valid;
+- `advisor profile --expert-shape 40x24` (an input width not divisible by 16) killed the process with SIGSEGV in
+  torch's int8 CPU kernel; `--expert-shape 99999999x99999` crashed allocating 36 TiB;
+- a damaged hardware profile (bandwidth 0 or "fast", negative latency, a CPU time table without points) crashed
+  `--gpu` users with ZeroDivisionError/TypeError or modelled negative copy times;
+- `advisor inspect` at 80 columns dropped the caption saying its bytes are counted;
+- `advisor simulate --gpu X` did not say which profile (catalogue or measured) its modelled times came from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from advisor.errors import UserError
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _one_error_line(r: subprocess.CompletedProcess, needle: str) -> None:
+    everything = r.stdout + r.stderr
+    assert r.returncode == 2, everything
+    assert "Traceback" not in everything, everything
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory) -> Path:
+    from tests.offload_helpers import cli_trace
+
+    out = tmp_path_factory.mktemp("trace") / "tiny.npz"
+    cli_trace(CliRunner(), out)
+    return out
+
+
+def _variant(src: Path, dst: Path, **changes) -> Path:
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta.update(changes.pop("meta", {}))
+    arrays["meta"] = np.array(json.dumps(meta))
+    arrays.update(changes)
+    np.savez_compressed(dst, **arrays)
+    return dst
+
+
+def test_simulate_refuses_a_damaged_or_foreign_trace_in_one_line(tmp_path, trace_file):
+    from advisor.cli import app
+
+    with np.load(trace_file) as z:
+        experts, layers = z["experts"].copy(), z["rec_layer"].copy()
+    experts[0] = 500  # the tiny model has 8 experts per layer
+    cases = {
+        "foreign_meta.npz": ({"meta": {"num_experts": [8], "hidden": [16], "intermediate": [32], "top_k": [2]}},
+                             "records name MoE layers outside the 1 its meta lists"),
+        "expert_range.npz": ({"experts": experts}, "look-ups name experts beyond their layer's count"),
+        "no_shapes.npz": ({"meta": {"hidden": None}}, "meta 'hidden' is not a list of positive integers"),
+        "float_tokens.npz": ({"tokens": np.ones(len(experts), dtype=np.float32)}, "not 1-D integer arrays"),
+        "bad_layer.npz": ({"rec_layer": layers + 5}, "records name MoE layers outside the 2"),
+    }
+    runner = CliRunner()
+    for name, (change, why) in cases.items():
+        bad = _variant(trace_file, tmp_path / name, **change)
+        res = runner.invoke(app, ["simulate", str(bad), "--json", str(tmp_path / "out.json")])
+        assert isinstance(res.exception, UserError), (name, res.output, res.exception)
+        assert why in str(res.exception) and "re-record it" in str(res.exception), (name, res.exception)
+        assert not (tmp_path / "out.json").exists()
+
+    # a member whose compressed bytes are damaged (zlib error or bad CRC), through the real CLI: one line, exit 2
+    damaged = tmp_path / "damaged.npz"
+    data = bytearray(trace_file.read_bytes())
+    with zipfile.ZipFile(trace_file) as zf:
+        info = zf.getinfo("experts.npy")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + info.compress_size // 3, start + info.compress_size // 3 + 8):
+        data[i] ^= 0x5A
+    damaged.write_bytes(bytes(data))
+    _one_error_line(_cli("simulate", str(damaged), cwd=tmp_path), "is not a routing trace this tool wrote")
+
+
+def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
+    from advisor.cli import app
+
+    runner = CliRunner()
+    plain = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru"])
+    assert plain.exit_code == 0, plain.output
+    assert "[default PCIe 4.0 x16 link: assumption:PCIe 4.0 x16 nominal]" in " ".join(plain.output.split())
+    h200 = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--gpu", "H200"])
+    text = " ".join(h200.output.split())  # rich wraps the legend at the terminal's width
+    assert "modelled:pcie(bw=50.0GB/s,lat=10us) [H200 141GB: catalogue (nominal)]" in text, h200.output
+
+
+def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path):
+    r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "40x24", cwd=tmp_path)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)  # was -11: SIGSEGV in torch._weight_int8pack_mm
+    [saved] = (tmp_path / "p").glob("*.json")
+    table = json.loads(saved.read_text())["cpu_experts"]["table"]["40x24"]
+    assert {"bf16", "int8", "int4", "int3"} <= set(table) and all(ms >= 0 for _n, ms in table["int8"])
+
+    r = _cli("profile", "--cpu", "--profiles-dir", "q", "--expert-shape", "99999999x99999", cwd=tmp_path)
+    _one_error_line(r, "bad --expert-shape '99999999x99999': measuring it needs")
+    assert not (tmp_path / "q").exists()
+
+
+def test_int8_experts_with_an_odd_input_width_compute_on_the_cpu():
+    """The int8 format's own CPU matmul and the CPU miss kernel take the dequantize path on widths the kernel
+    crashes on (run in a child process: a crash there must fail this test, not end the test run)."""
+    code = (
+        "import torch\n"
+        "from advisor.quant.formats import get_format\n"
+        "from advisor.offload.cpu_experts import kernel_for\n"
+        "w = torch.randn(16, 40)\n"
+        "qt = get_format('int8').quantize(w)\n"
+        "x = torch.randn(4, 40, dtype=torch.bfloat16)\n"
+        "y = get_format('int8').linear(qt, x)\n"
+        "name, fn = kernel_for(qt)\n"
+        "assert name == 'dequantize', name\n"
+        "ref = x.float() @ qt.format.dequantize(qt, torch.float32).t()\n"
+        "assert torch.allclose(y.float(), ref, atol=0.1) and torch.allclose(fn(x).float(), ref, atol=0.1)\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"h2d_gbps_pinned": 0}, "'h2d_gbps_pinned' is not a positive number"),
+    ({"h2d_gbps_pinned": "fast"}, "'h2d_gbps_pinned' is not a positive number"),
+    ({"copy_latency_us": -5}, "'copy_latency_us' is not a number >= 0"),
+    ({"cpu_experts": {"table": {"128x16": {"bf16": [[1]]}}, "threads": 1, "source": "x"}},
+     "'cpu_experts' is not a table of CPU expert times"),
+])
+def test_a_damaged_hardware_profile_is_refused_in_one_line(tmp_path, monkeypatch, trace_file, change, why):
+    from advisor.cli import app
+
+    profile = {"name": "NVIDIA H200", "memory_bytes": 150109880320, "h2d_gbps_pinned": 55.3,
+               "h2d_gbps_pageable": 15.7, "copy_latency_us": 20.75, "source": "measured:2026-11-30 cuda-events",
+               "link": "measured", "free_bytes": None, "cpu_experts": None}
+    (tmp_path / "nvidia-h200.json").write_text(json.dumps({**profile, **change}))
+    monkeypatch.setenv("ADVISOR_PROFILES_DIR", str(tmp_path))
+    res = CliRunner().invoke(app, ["simulate", str(trace_file), "--gpu", "H200", "--policy", "lru"])
+    assert isinstance(res.exception, UserError), (res.output, res.exception)
+    assert "nvidia-h200.json" in str(res.exception) and why in str(res.exception), res.exception
+
+
+def test_inspect_at_80_columns_keeps_how_its_bytes_were_obtained():
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", "tiny:llada2"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    assert "MoE 0: model.layers.1.mlp.experts" in res.output, res.output  # the block layout
+    assert "bytes: counted from the stored tensors" in res.output, res.output
