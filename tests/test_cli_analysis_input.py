@@ -165,3 +165,12 @@ def test_inspect_at_80_columns_keeps_how_its_bytes_were_obtained():
     assert res.exit_code == 0, res.output
     assert "MoE 0: model.layers.1.mlp.experts" in res.output, res.output  # the block layout
     assert "bytes: counted from the stored tensors" in res.output, res.output
+
+
+def test_quant_report_says_where_it_computed_and_prints_no_third_party_warning(tmp_path):
+    out = tmp_path / "q.json"
+    r = _cli("quant-report", "tiny:llada_moe", "--max-experts", "1", "--json", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fp32 compute on cpu." in " ".join(r.stdout.split()), r.stdout
+    assert json.loads(out.read_text())["device"] == "cpu"
+    assert "kernels-community" not in r.stdout + r.stderr, r.stdout + r.stderr  # bitsandbytes' nf4 import noise

@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(
             f"bytes: counted (payload + scales/zeros). errors: relative Frobenius norms, "
-            f"{rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute."
+            f"{rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute on {loaded.device.type}."
         )
         if json_out:
             import json
@@ -127,5 +127,6 @@ def register(app: typer.Typer) -> None:
             from advisor.files import write_atomic
 
             target = write_atomic(json_out, json.dumps(
-                {"model": loaded.name, "fingerprint": loaded.fingerprint, "rows": rows}, indent=1))
+                {"model": loaded.name, "fingerprint": loaded.fingerprint, "device": loaded.device.type, "rows": rows},
+                indent=1))
             console.print(f"wrote {len(rows)} rows to {target}")

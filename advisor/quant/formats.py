@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -276,6 +277,9 @@ class GroupedIntFormat(Format):
 def _bnb():
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("format nf4 needs bitsandbytes; install it with `pip install bitsandbytes`")
+    # its CPU backend warns at import that an optional gemm kernel (`pip install kernels`) is missing; nf4 here
+    # only quantizes and dequantizes, which that kernel does not do
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import bitsandbytes
     import bitsandbytes.functional
 
