@@ -8,12 +8,16 @@ its fix.
 - a damaged hardware profile (bandwidth 0 or "fast", negative latency, a CPU time table without points) crashed
   `--gpu` users with ZeroDivisionError/TypeError or modelled negative copy times;
 - `advisor inspect` at 80 columns dropped the caption saying its bytes are counted;
-- `advisor simulate --gpu X` did not say which profile (catalogue or measured) its modelled times came from.
+- `advisor simulate --gpu X` did not say which profile (catalogue or measured) its modelled times came from;
+- `advisor quant-report` did not say on which device it computed, and printed a bitsandbytes warning;
+- a study priced with CPU expert times from a profile measured on another host called them the profile's, as if
+  measured here: profiles now record the CPU (model, logical cores) and the run names both.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -174,3 +178,34 @@ def test_quant_report_says_where_it_computed_and_prints_no_third_party_warning(t
     assert "fp32 compute on cpu." in " ".join(r.stdout.split()), r.stdout
     assert json.loads(out.read_text())["device"] == "cpu"
     assert "kernels-community" not in r.stdout + r.stderr, r.stdout + r.stderr  # bitsandbytes' nf4 import noise
+
+
+def test_a_study_priced_with_another_hosts_cpu_times_says_so(tmp_path):
+    """A hardware profile copied from the GPU machine carries that host's CPU expert times: legitimate (it
+    models the deployment host), but the run must not present them as this host's."""
+    pts = [[1, 0.02], [256, 0.1]]
+    profile = {"name": "NVIDIA H200", "memory_bytes": 150109880320, "h2d_gbps_pinned": 55.3,
+               "h2d_gbps_pageable": 15.7, "copy_latency_us": 20.75, "source": "measured:2026-11-30 cuda-events",
+               "link": "measured", "free_bytes": None,
+               "cpu_experts": {"table": {"128x16": {f: pts for f in ("bf16", "int8", "int4", "int3")}}, "threads": 1,
+                               "source": "measured:wall-clock(2026-11-30, 1 threads, min of 3)",
+                               "host": "Other CPU 9000, 192 logical cores"}}
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "nvidia-h200.json").write_text(json.dumps(profile))
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--gpu", "H200", "--trials", "1",
+                        "--storage", "sqlite:///s.db", "--study", "s"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "ADVISOR_PROFILES_DIR": str(tmp_path / "profiles")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert "from the hardware profile 'NVIDIA H200' (measured on another CPU: Other CPU 9000, 192 logical cores; " \
+           "this host: " in text, r.stdout
+
+
+def test_profile_records_the_cpu_its_expert_times_were_measured_on(tmp_path):
+    from advisor.hardware.profiles import host_cpu
+
+    r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [saved] = (tmp_path / "p").glob("*.json")
+    assert json.loads(saved.read_text())["cpu_experts"]["host"] == host_cpu()
+    assert f"CPU: {host_cpu()}" in r.stdout, r.stdout

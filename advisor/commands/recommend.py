@@ -124,7 +124,8 @@ def register(app: typer.Typer) -> None:
 
             torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
-            prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())
+            prof = dataclasses.replace(prof, cpu_experts={**measure_cpu_experts(shapes).to_dict(),
+                                                          "host": hw.host_cpu()})
         if name:
             prof = dataclasses.replace(prof, name=name)
         path = save_profile(prof, profiles_dir)
@@ -138,6 +139,7 @@ def register(app: typer.Typer) -> None:
             for key, row in cp.table.items():
                 cells = ", ".join(f"{f} {r[0][1]:.2f}/{r[-1][1]:.1f}" for f, r in row.items())
                 typer.echo(f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]")
+            typer.echo(f"CPU: {prof.cpu_experts['host']}")
         typer.echo(f"saved {path}")
 
 

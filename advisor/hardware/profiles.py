@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import json
 import os
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +263,18 @@ def _split(name: str) -> tuple[str, float | None]:
             if s.startswith(prefix) and len(s) > len(prefix):
                 s, stripped = s[len(prefix) :], True
     return s, mem
+
+
+def host_cpu() -> str:
+    """This host's CPU as its CPU expert times depend on it: the model name and the logical cores. Stored with
+    times `advisor profile` measures, so a study priced with another host's times says so."""
+    model = ""
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
