@@ -209,3 +209,40 @@ def test_profile_records_the_cpu_its_expert_times_were_measured_on(tmp_path):
     [saved] = (tmp_path / "p").glob("*.json")
     assert json.loads(saved.read_text())["cpu_experts"]["host"] == host_cpu()
     assert f"CPU: {host_cpu()}" in r.stdout, r.stdout
+
+
+FIDELITY_SPACE = """
+name = "tiny-fidelity"
+[precision]
+formats = ["fp16", "int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+fidelity_top1 = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+trace_prompts = 2
+fidelity_prompts = 2
+"""
+
+
+def test_report_on_a_fidelity_study_says_why_accuracy_is_missing_and_which_prompts_it_traced(tmp_path):
+    """A tokenizer-less model is tuned on fidelity: its report said "no FP16 plan in the study" (there was one),
+    claimed a toy-task accuracy workload that never ran, and "the task's first N prompts" for random ids."""
+    (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
+    r = _cli("tune", "tiny:llada2", "--space", "space.toml", "--budget", "200KiB", "--trials", "3",
+             "--storage", "sqlite:///s.db", "--study", "f", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli("report", "f", "--storage", "s.db", "-o", "rep", "--block-lengths", "", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "no FP16 plan in the study" not in md
+    assert "no trial of the study measured task accuracy (not among its objectives)" in md
+    assert "Workload (accuracy): none, no trial measured it." in md
+    assert "2 prompts of random token ids, seed 0 (the model has no tokenizer)" in md
+    assert "the task's first" not in md
