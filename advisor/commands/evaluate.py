@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         metric = "pass@1" if result.task == "humaneval" else "accuracy"
         out.print(
             f"{metric}: {result.accuracy:.1%} ({result.correct}/{result.n}; 95% CI {result.ci_low:.1%}-"
-            f"{result.ci_high:.1%}) " + escape(f"[{result.source}]")
+            f"{result.ci_high:.1%}) " + escape(f"[{result.source} ({result.device})]")
         )
         out.print(
             f"time: {result.seconds:.1f} s, {result.seconds_per_example:.3f} s/example "
@@ -112,7 +112,8 @@ def register(app: typer.Typer) -> None:
         if fid is not None:
             out.print(
                 f"fidelity vs full precision: KL {fid['fidelity_kl']:.3g}, top-1 agreement "
-                f"{fid['fidelity_top1']:.1%} over {fid['fidelity_positions']} positions " + escape("[measured:logits]")
+                f"{fid['fidelity_top1']:.1%} over {fid['fidelity_positions']} positions "
+                + escape(f"[measured:logits ({result.device})]")
             )
         if json_out:
             payload = {
