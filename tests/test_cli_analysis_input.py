@@ -246,3 +246,25 @@ def test_report_on_a_fidelity_study_says_why_accuracy_is_missing_and_which_promp
     assert "Workload (accuracy): none, no trial measured it." in md
     assert "2 prompts of random token ids, seed 0 (the model has no tokenizer)" in md
     assert "the task's first" not in md
+
+
+def test_trace_reads_a_local_task_file_and_says_when_it_traced_random_ids(tmp_path):
+    """Offline, `advisor trace MODEL --task gsm8k` said "pass --data path/to/gsm8k.jsonl", an option trace lacked;
+    on a tokenizer-less model it traced random ids instead of the --prompt text without a word."""
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+
+    data = tmp_path / "g.jsonl"
+    data.write_text('{"question": "Ann has 3 apples and buys 4. How many?", "answer": "#### 7"}\n'
+                    '{"question": "Bob has 10 pens and loses 2. How many?", "answer": "#### 8"}\n')
+    runner = CliRunner()
+    res = runner.invoke(app, ["trace", "bundled", "--task", "gsm8k", "--data", str(data), "--limit", "2",
+                              "--max-new-tokens", "8", "-o", str(tmp_path / "g.npz")])
+    assert res.exit_code == 0, res.output
+    assert RoutingTrace.load(tmp_path / "g.npz").generated_tokens == 16
+
+    res = runner.invoke(app, ["trace", "tiny:llada_moe", "--prompt", "hello", "--max-new-tokens", "8",
+                              "-o", str(tmp_path / "t.npz")])
+    assert res.exit_code == 0, res.output
+    assert "note: tiny:llada_moe has no tokenizer: traced 1 prompts of random token ids (seed 0), not the " \
+           "--prompt text" in " ".join(res.output.split()), res.output

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 
-def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int):
+def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
     tune` traces (`workload_prompts`: the task's examples, or seeded ids for tokenizer-less tiny models)."""
     import torch
@@ -24,7 +24,7 @@ def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, see
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
     if not task and not synthetic:
         raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
-    t = get_task(task) if task else None
+    t = get_task(task, path=data) if task else None
     n = len(prompt) if prompt else limit
     return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
 
@@ -33,6 +33,8 @@ def trace_cmd(
     model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.npz)."),
     task: str = typer.Option("toy", "--task", help="Task whose prompts to decode (toy, gsm8k, humaneval)."),
+    data: str = typer.Option(None, "--data", help="Local data file of the task (GSM8K jsonl / HumanEval "
+                             "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
     limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
     max_new_tokens: int = typer.Option(0, "--max-new-tokens", help="0 = the task's / model's default."),
@@ -55,7 +57,7 @@ def trace_cmd(
     check_writable(output)  # before the model loads and decodes, not after
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model(model, device=device, offload=offload)
-    prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed)
+    prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed, data)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
         gen_kw["steps"] = steps
@@ -67,6 +69,10 @@ def trace_cmd(
     if synthetic:
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
     path = trace.save(output)
+    if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
+        Console(stderr=True).print(f"note: {loaded.name} has no tokenizer: traced {len(prompts)} prompts of random "
+                                   f"token ids (seed {seed}), not the " + ("--prompt text" if prompt else
+                                                                            f"{task} task's prompts"))
     Console().print(
         f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "
         f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted)"
