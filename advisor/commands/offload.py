@@ -91,7 +91,7 @@ def simulate_cmd(
     trace_file: Path = typer.Argument(..., help="Trace recorded with `advisor trace`."),
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
     policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, flru, "
-                               "tide, all."),
+                               "tide, several comma-separated, or all."),
     precision: str = typer.Option("", "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...)."),
     prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
     gpu: str = typer.Option("", "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),

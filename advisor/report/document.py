@@ -203,7 +203,8 @@ def compose(c: ReportContext) -> Document:
     doc.add(Heading("Pareto front: transfer vs accuracy vs memory"))
     doc.add(Figure(c.figures["pareto"], "Every feasible trial; red: the stored Pareto front; stars: what "
                                         f"`advisor recommend` picks at the budgets shown (lowest transfer, accuracy "
-                                        f"within {c.max_accuracy_drop:.0%} of the study's full-precision plan)."))
+                                        f"at most {c.max_accuracy_drop:g} ({c.max_accuracy_drop * 100:g} points) "
+                                        "below the study's full-precision plan)."))
     if c.recommended:
         doc.add(Table(["budget", "trial", "H2D / token", "accuracy", "peak GPU memory"],
                       [[format_bytes(r["budget_bytes"]), f"#{r['trial']}", _kib(r["values"].get("h2d_bytes_per_token")),
