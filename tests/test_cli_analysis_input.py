@@ -269,3 +269,25 @@ def test_trace_reads_a_local_task_file_and_says_when_it_traced_random_ids(tmp_pa
     assert res.exit_code == 0, res.output
     assert "note: tiny:llada_moe has no tokenizer: traced 1 prompts of random token ids (seed 0), not the " \
            "--prompt text" in " ".join(res.output.split()), res.output
+
+
+def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
+    """`advisor profile --model B` after `--model A`, or a plain `advisor profile` re-measuring the link, dropped
+    every CPU expert time measured before; a time under 0.05 ms printed as "0.0"."""
+    def table(r):
+        assert r.returncode == 0, r.stdout + r.stderr
+        [saved] = (tmp_path / "p").glob("*.json")
+        return json.loads(saved.read_text())["cpu_experts"]
+
+    base = ("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p")
+    first = table(_cli(*base, "--expert-shape", "32x16", cwd=tmp_path))
+    r = _cli(*base, "--expert-shape", "48x16", cwd=tmp_path)
+    both = table(r)
+    assert set(both["table"]) == {"32x16", "48x16"} and both["table"]["32x16"] == first["table"]["32x16"]
+    assert "kept the CPU expert times of the profile this replaces for 32x16" in r.stdout, r.stdout
+    assert "+ 32x16 measured:wall-clock(" in both["source"], both["source"]  # whose times are whose
+    assert "/0.0," not in r.stdout and "/0.0 " not in r.stdout, r.stdout
+    r = _cli(*base, cwd=tmp_path)  # the link alone
+    assert table(r) == both and "kept the CPU expert times of the profile this replaces" in r.stdout, r.stdout
+    r = _cli(*base, "--expert-shape", "32x16", "--threads", "2", cwd=tmp_path)  # other conditions: not mixed
+    assert set(table(r)["table"]) == {"32x16"} and "were not kept" in r.stdout, r.stdout

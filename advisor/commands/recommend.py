@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -128,6 +129,7 @@ def register(app: typer.Typer) -> None:
                                                           "host": hw.host_cpu()})
         if name:
             prof = dataclasses.replace(prof, name=name)
+        prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
         path = save_profile(prof, profiles_dir)
         free = f", free {format_bytes(prof.free_bytes)}" if prof.free_bytes is not None else ""
         typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
@@ -137,9 +139,11 @@ def register(app: typer.Typer) -> None:
 
             cp = CpuProfile.from_dict(prof.cpu_experts)
             for key, row in cp.table.items():
-                cells = ", ".join(f"{f} {r[0][1]:.2f}/{r[-1][1]:.1f}" for f, r in row.items())
+                cells = ", ".join(f"{f} {r[0][1]:.3g}/{r[-1][1]:.3g}" for f, r in row.items())
                 typer.echo(f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]")
-            typer.echo(f"CPU: {prof.cpu_experts['host']}")
+            typer.echo(f"CPU: {prof.cpu_experts.get('host', 'not recorded')}")
+        if kept:
+            typer.echo(kept)
         typer.echo(f"saved {path}")
 
 
@@ -174,3 +178,37 @@ def _check_measurable(spec: str, hidden: int, inter: int) -> None:
     if need > have:
         raise UserError(f"bad --expert-shape '{spec}': measuring it needs {format_bytes(need)} of host memory, "
                         f"{format_bytes(have)} is available; give the real expert shape, e.g. 2048x1024")
+
+
+def _keep_earlier_cpu_times(prof: Any, directory: Path | None, threads: int) -> tuple[Any, str]:
+    """`prof` with the CPU expert times of the profile it replaces for the shapes this run did not measure, when
+    they were measured on this CPU (at the same threads, where this run measured too): re-measuring the link, or
+    another model's shapes, no longer drops them. Also the line that says what was kept or dropped ('' if
+    nothing was there). A damaged earlier profile is simply replaced."""
+    import dataclasses
+
+    from advisor.hardware import profiles as hw
+    from advisor.offload.timing import CpuProfile
+
+    path = hw.profile_path(prof.name, directory)
+    try:
+        old = hw.HardwareProfile.from_dict(json.loads(path.read_text())).cpu_experts if path.is_file() else None
+    except (UserError, ValueError, OSError):
+        return prof, ""
+    if not old:
+        return prof, ""
+    earlier, new = CpuProfile.from_dict(old), prof.cpu_experts
+    here = hw.host_cpu()
+    if old.get("host") != here or (new is not None and earlier.threads != threads):
+        return prof, (f"note: the CPU expert times of the profile this replaces ({', '.join(earlier.table)}) were "
+                      f"not kept: measured on {old.get('host') or 'an unrecorded CPU'} with {earlier.threads} "
+                      f"threads; this run: {here}" + (f", {threads} threads" if new is not None else ""))
+    if new is None:
+        return dataclasses.replace(prof, cpu_experts=old), (
+            f"kept the CPU expert times of the profile this replaces ({', '.join(earlier.table)}: {earlier.source})")
+    added = [k for k in earlier.table if k not in new["table"]]
+    if not added:
+        return prof, ""
+    merged = CpuProfile.from_dict(new).filled([earlier], "this run")
+    return dataclasses.replace(prof, cpu_experts={**merged.to_dict(), "host": here}), (
+        f"kept the CPU expert times of the profile this replaces for {', '.join(added)} ({earlier.source})")

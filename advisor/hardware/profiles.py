@@ -284,12 +284,15 @@ def profiles_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR))
 
 
+def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """Where the measured profile named `name` is stored."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
+    return profiles_dir(directory) / f"{slug}.json"
+
+
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
     """Store a measured profile as JSON (atomically: temp file then rename)."""
-    d = profiles_dir(directory)
-    slug = re.sub(r"[^a-z0-9]+", "-", profile.name.lower()).strip("-") or "device"
-    path = d / f"{slug}.json"
-    return write_atomic(path, json.dumps(profile.to_dict(), indent=2) + "\n")
+    return write_atomic(profile_path(profile.name, directory), json.dumps(profile.to_dict(), indent=2) + "\n")
 
 
 def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
