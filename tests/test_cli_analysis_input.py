@@ -291,3 +291,18 @@ def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
     assert table(r) == both and "kept the CPU expert times of the profile this replaces" in r.stdout, r.stdout
     r = _cli(*base, "--expert-shape", "32x16", "--threads", "2", cwd=tmp_path)  # other conditions: not mixed
     assert set(table(r)["table"]) == {"32x16"} and "were not kept" in r.stdout, r.stdout
+
+
+def test_accuracy_figure_says_which_plans_were_not_measured(tmp_path, monkeypatch):
+    """An empty accuracy panel (a fidelity study) read as accuracy 0; it now says the plans were not measured."""
+    from advisor.report import plots
+    from advisor.report.select import AccuracyRow
+
+    shown = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (shown.extend(t.get_text() for ax in fig.axes
+                                                                        for t in ax.texts), real_save(fig, path))[1])
+    rows = [AccuracyRow("fp16", "a", [0], None, None, None, None, 1e-8, 1.0, "-"),
+            AccuracyRow("int4", "b", [1], 0.9, 0.8, 0.95, 100.0, 1e-4, 0.95, "measured:exact-match:toy(n=100,cpu)")]
+    assert plots.accuracy_by_plan(rows, tmp_path / "a.png").stat().st_size > 0
+    assert "not measured: fp16" in shown, shown
