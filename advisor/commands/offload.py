@@ -63,7 +63,8 @@ def trace_cmd(
         gen_kw["steps"] = steps
     if block_length:
         gen_kw["block_length"] = block_length
-    traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt"}, **gen_kw)
+    traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt",
+                                                          "device": str(loaded.device)}, **gen_kw)
               for ids in prompts]
     trace = merge(traces)
     if synthetic:
@@ -75,7 +76,7 @@ def trace_cmd(
                                                                             f"{task} task's prompts"))
     Console().print(
         f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "
-        f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted)"
+        f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted), on {loaded.device}"
     )
 
 
@@ -154,7 +155,8 @@ def simulate_cmd(
     from advisor.hardware.profiles import DEFAULT_PROFILE
 
     link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
-    console.print(escape(f"counts: counted (replayed trace); times: {best.transfer_source} [{link.name}: "
+    recorded = f" recorded on {trace.meta['device']}" if trace.meta.get("device") else ""
+    console.print(escape(f"counts: counted (replayed trace{recorded}); times: {best.transfer_source} [{link.name}: "
                          f"{link.source}]; tokens: {tokens} generated (counted)"))
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
