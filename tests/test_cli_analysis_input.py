@@ -307,3 +307,18 @@ def test_accuracy_figure_says_which_plans_were_not_measured(tmp_path, monkeypatc
             AccuracyRow("int4", "b", [1], 0.9, 0.8, 0.95, 100.0, 1e-4, 0.95, "measured:exact-match:toy(n=100,cpu)")]
     assert plots.accuracy_by_plan(rows, tmp_path / "a.png").stat().st_size > 0
     assert "not measured: fp16" in shown, shown
+
+
+def test_report_never_deletes_a_users_files_in_its_output_directory(tmp_path):
+    """`advisor report STUDY -o DIR` replaced DIR as a whole: every other file in it was deleted (`-o .` in a
+    project directory took the project). Now one line, before the model loads, and nothing touched."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    for out in (str(work), "."):
+        r = subprocess.run([sys.executable, "-m", "advisor", "report", "bundled-example", "--storage", str(example),
+                            "-o", out], cwd=work, capture_output=True, text=True, timeout=600)
+        _one_error_line(r, "holds other files (notes.txt), which writing there would delete")
+        assert "loading the study's model" not in r.stdout + r.stderr
+        assert sorted(p.name for p in work.iterdir()) == ["notes.txt"] and (work / "notes.txt").read_text() == "mine"
