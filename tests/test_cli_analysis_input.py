@@ -111,11 +111,15 @@ def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
 
 
 def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path):
-    r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "40x24", cwd=tmp_path)
+    r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16",
+             "--expert-shape", "40x24", cwd=tmp_path)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)  # was -11: SIGSEGV in torch._weight_int8pack_mm
     [saved] = (tmp_path / "p").glob("*.json")
-    table = json.loads(saved.read_text())["cpu_experts"]["table"]["40x24"]
+    cpu = json.loads(saved.read_text())["cpu_experts"]
+    table = cpu["table"]["40x24"]
     assert {"bf16", "int8", "int4", "int3"} <= set(table) and all(ms >= 0 for _n, ms in table["int8"])
+    # the label names every kernel a format used (it named the last shape's only)
+    assert "int8:int8pack_mm/dequantize" in cpu["source"], cpu["source"]
 
     r = _cli("profile", "--cpu", "--profiles-dir", "q", "--expert-shape", "99999999x99999", cwd=tmp_path)
     _one_error_line(r, "bad --expert-shape '99999999x99999': measuring it needs")
