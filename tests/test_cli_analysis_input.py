@@ -326,3 +326,12 @@ def test_report_never_deletes_a_users_files_in_its_output_directory(tmp_path):
         _one_error_line(r, "holds other files (notes.txt), which writing there would delete")
         assert "loading the study's model" not in r.stdout + r.stderr
         assert sorted(p.name for p in work.iterdir()) == ["notes.txt"] and (work / "notes.txt").read_text() == "mine"
+
+
+def test_quant_report_refuses_layers_the_model_lacks():
+    """`quant-report --layers 0,9` on a 2-layer model reported layer 0 and dropped 9 without a word."""
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["quant-report", "tiny:llada_moe", "--layers", "0,9", "--max-experts", "1"])
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception) == "--layers names MoE layer(s) 9 but tiny:llada_moe has 2 (0-1)", res.exception

@@ -70,6 +70,10 @@ def register(app: typer.Typer) -> None:
 
         fmts = [get_format(n).name for n in names]  # unknown names fail before the model loads
         loaded = load_model(model, offload=offload)
+        beyond = sorted({i for i in wanted or [] if i >= len(loaded.moe)})
+        if beyond:  # a layer the model lacks was dropped without a word
+            raise UserError(f"--layers names MoE layer(s) {', '.join(map(str, beyond))} but {loaded.name} has "
+                            f"{len(loaded.moe)} (0-{len(loaded.moe) - 1})")
         acts = None
         if activations == "captured":
             vocab = int(loaded.model.get_input_embeddings().weight.shape[0])
