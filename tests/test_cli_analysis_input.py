@@ -294,6 +294,8 @@ def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
     assert "/0.0," not in r.stdout and "/0.0 " not in r.stdout, r.stdout
     r = _cli(*base, cwd=tmp_path)  # the link alone
     assert table(r) == both and "kept the CPU expert times of the profile this replaces" in r.stdout, r.stdout
+    r = _cli(*base[:-2], "--list", "--profiles-dir", "p", cwd=tmp_path)
+    assert r.returncode == 0 and "CPU expert times for 48x16, 32x16 on " in r.stdout, r.stdout
     r = _cli(*base, "--expert-shape", "32x16", "--threads", "2", cwd=tmp_path)  # other conditions: not mixed
     assert set(table(r)["table"]) == {"32x16"} and "were not kept" in r.stdout, r.stdout
 

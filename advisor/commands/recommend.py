@@ -105,6 +105,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
                            f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
                            f"{device}  [{p.source}]")
+                if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
+                    c = p.cpu_experts
+                    typer.echo(f"{'':<30} CPU expert times for {', '.join(c['table'])} on "
+                               f"{c.get('host', 'an unrecorded CPU')}, {c['threads']} threads [{c['source']}]")
             return
         shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
         from advisor.hardware import measure as hardware_measure
