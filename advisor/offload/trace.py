@@ -175,9 +175,10 @@ class RoutingTrace:
             raise bad(f"records name MoE layers outside the {len(ne)} its meta lists")
         if r and not np.isin(self.rec_forward, self.fwd_index).all():
             raise bad("records name forwards its forward arrays lack")
-        if n:
-            limit = np.repeat(ne[self.rec_layer.astype(np.int64)], np.diff(self.rec_ptr))
-            if int(self.experts.min()) < 0 or bool((self.experts >= limit).any()):
+        if n:  # per record its largest expert id (no per-look-up copy: traces reach tens of millions of look-ups)
+            full = np.diff(self.rec_ptr) > 0
+            top = np.maximum.reduceat(self.experts, self.rec_ptr[:-1][full])
+            if int(self.experts.min()) < 0 or bool((top >= ne[self.rec_layer[full].astype(np.int64)]).any()):
                 raise bad("look-ups name experts beyond their layer's count in its meta (another model's trace?)")
 
     # -- views for replay --------------------------------------------------------------------------
