@@ -264,10 +264,10 @@ def test_trace_reads_a_local_task_file_and_says_when_it_traced_random_ids(tmp_pa
     data.write_text('{"question": "Ann has 3 apples and buys 4. How many?", "answer": "#### 7"}\n'
                     '{"question": "Bob has 10 pens and loses 2. How many?", "answer": "#### 8"}\n')
     runner = CliRunner()
-    res = runner.invoke(app, ["trace", "bundled", "--task", "gsm8k", "--data", str(data), "--limit", "2",
+    res = runner.invoke(app, ["trace", "bundled", "--task", "gsm8k", "--data", str(data), "--limit", "1",
                               "--max-new-tokens", "8", "-o", str(tmp_path / "g.npz")])
     assert res.exit_code == 0, res.output
-    assert RoutingTrace.load(tmp_path / "g.npz").generated_tokens == 16
+    assert RoutingTrace.load(tmp_path / "g.npz").generated_tokens == 8
 
     res = runner.invoke(app, ["trace", "tiny:llada_moe", "--prompt", "hello", "--max-new-tokens", "8",
                               "-o", str(tmp_path / "t.npz")])
