@@ -136,8 +136,9 @@ def simulate_cmd(
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
                          sequences=seqs, miss=miss)) for n in names]
-    caps = sorted(set(best.capacity))  # what the typed --slots came to (a count above the experts is all of them)
-    table = Table(title=f"{trace_file.name}: slots {slots} (= {'/'.join(map(str, caps))} per layer), precision "
+    caps = best.capacity  # what the typed --slots came to (a count above the experts is all of them)
+    per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
+    table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision "
                         f"{precision or trace.meta.get('dtype')}, "
                         f"prefetch {prefetch}, misses {miss}, {tokens} tokens", show_edge=False, pad_edge=False)
     cells, out = [], []
