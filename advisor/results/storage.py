@@ -76,17 +76,20 @@ def require_database(url: str) -> None:
 
 
 @contextmanager
-def sqlite_lock(url: str | URL) -> Iterator[None]:
+def sqlite_lock(url: str | URL, purpose: str = "") -> Iterator[None]:
     """The turn workers on one SQLite file take (`<file>.lock` beside it, one for the whole file): for creating
-    tables, claiming a queued trial, seeding a study, writing its front. Re-entrant within a process; a no-op
-    for other databases and in-memory SQLite (one process)."""
+    tables, claiming or ending a trial, writing a front - short database work only. A `purpose` takes a lock
+    file of its own (`<file>.<purpose>.lock`), for work that must be serialised but is too slow to hold the
+    file's turn: seeding a study may measure the CPU expert times (seconds for a real model), which workers
+    of other studies ending their trials must not wait for. Re-entrant within a process; a no-op for other
+    databases and in-memory SQLite (one process)."""
     path = sqlite_path(url)
     if path is None:
         yield
         return
     from filelock import FileLock
 
-    with FileLock(f"{path}.lock", is_singleton=True):
+    with FileLock(f"{path}.{purpose}.lock" if purpose else f"{path}.lock", is_singleton=True):
         yield
 
 
