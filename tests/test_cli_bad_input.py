@@ -337,7 +337,7 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     db = tmp_path / "s@1:x.db"
     first = advisor("tune", "--trials", "1", "--storage", str(db), "--study", "s1", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock", "s@1:x.db.seed.lock"]
     quick = load_space("quick").text
     (tmp_path / "lru.toml").write_text(quick.replace('policies = ["lru", "lfu"]', 'policies = ["lru"]'))
     (tmp_path / "fid.toml").write_text(quick.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
