@@ -110,6 +110,9 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"{'':<30} CPU expert times for {', '.join(c['table'])} on "
                                f"{c.get('host', 'an unrecorded CPU')}, {c['threads']} threads [{c['source']}]")
             return
+        from advisor.tune.interrupt import import_runtime
+
+        import_runtime(models=model is not None)
         shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
         from advisor.hardware import measure as hardware_measure
 
