@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -309,6 +310,33 @@ def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, 
     assert "needs" in str(result.exception) and "--host-memory" in str(result.exception)
     assert "but 1000 B is allowed (--host-memory)" in str(result.exception)  # not "0.00 GiB" (it was)
     assert not (tmp_path / "h.db").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"num_experts": 4}, r"mlp\.gate\.weight is \[8, 32\] in the checkpoint but \[4, 32\] by config\.json"),
+    ({"expert_intermediate_size": 32}, r"experts\.0\.gate_proj\.weight is \[16, 32\] in the checkpoint but \[32, 32\]"),
+    ({"num_hidden_layers": 1, "moe_layer_freq": [1]}, r"has model\.layers\.1\.\S+, but config\.json builds 1 entries"),
+    ({"num_hidden_layers": 3, "moe_layer_freq": [1, 1, 1]}, r"no tensor for model\.layers\.2\."),
+    ({"num_hidden_layers": 3}, r"moe_layer_freq has 2 entries but num_hidden_layers is 3"),
+    ({"hidden_size": "32"}, r"config\.json does not describe a model that can be built \(TypeError"),
+])
+@pytest.mark.parametrize("budget", ["1KB", "10GiB"])  # offloaded, then loaded whole
+def test_a_config_json_that_does_not_match_the_checkpoint_fails_in_one_line(dirs, tmp_path, change, message, budget):
+    """A wrong field in config.json was a traceback, or (whole load, a layer more or less) a model with random or
+    dropped layers measured as if it were the checkpoint's."""
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(dirs["llada_moe"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, **change}))
+    db = tmp_path / "t.db"
+    for args in (["inspect", str(d), "--budget", budget],
+                 ["tune", str(d), "--budget", budget, "--space", "quick", "--storage", f"sqlite:///{db}"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+        assert re.search(message, str(result.exception)) and "\n" not in str(result.exception)
+    assert not db.exists() or "m-toy-quick" not in db.read_bytes().decode("latin-1")  # no study was started
 
 
 def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path):

@@ -309,8 +309,13 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=sample)
             loaded.load_note = f"offloaded: routed experts stream from the checkpoint ({note})"
             return loaded
+        if any(path.glob("*.safetensors")):  # the offloaded load's checks, before from_pretrained would
+            from advisor.models.checkpoint import Checkpoint  # fill missing weights with random values
+            from advisor.models.offloaded import check_checkpoint
+
+            check_checkpoint(path, cls, checkpoint or Checkpoint(path))
         model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, OSError) as e:
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
     loaded = loaded_from(model.eval(), _tokenizer(path), family, name, device)
     loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""
