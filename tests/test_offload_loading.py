@@ -350,3 +350,69 @@ def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path
         assert result.exit_code == 0, result.output
     a, b = np.load(paths["--offload"]), np.load(paths["--resident"])
     assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
+
+
+def _tiny_tokenizer(path: Path) -> None:
+    """A 256-id word-piece tokenizer (pad/bos/eos at 0/1/2, as the tiny configs) saved beside a checkpoint."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    text = [f"What is {a} plus {b}? #### {a + b}" for a in range(40) for b in range(40)]
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=256, special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                            unk_token="<unk>").save_pretrained(str(path))
+
+
+@pytest.mark.parametrize("objective", ["fidelity_top1", "accuracy"])
+def test_tune_on_diffusion_gemma_measures_fidelity_without_a_mask_token(dirs, tmp_path, objective):
+    """`advisor tune` on a DiffusionGemma checkpoint was a traceback in every trial: its fidelity inputs looked for
+    a mask token, which DiffusionGemma has none of (its canvas starts as random tokens). Now its decoder canvas is
+    noised with random ids and every canvas position scored; offloaded and live, with a tokenizer (task answers
+    as the canvas) or without (random prompts)."""
+    import shutil
+
+    d = tmp_path / "dg"
+    shutil.copytree(dirs["diffusion_gemma"], d)
+    if objective == "accuracy":
+        _tiny_tokenizer(d)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE.replace('fidelity_top1 = "maximize"', f'{objective} = "maximize"'))
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(d), "--space", str(space), "--offload", "--mode", "live",
+                                      "--device", "cpu", "--budget", "10MiB", "--trials", "2", "--storage", db,
+                                      "--study", "dg"])
+    assert result.exit_code == 0, result.output[-3000:]
+    import optuna
+
+    trials = optuna.load_study(study_name="dg", storage=db).trials
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE", "COMPLETE"]
+    for t in trials[:2]:
+        v = t.user_attrs["values"]
+        assert 0 <= v["fidelity_top1"] <= 1 and v["fidelity_kl"] >= 0
+        assert "logits-vs-" in t.user_attrs["sources"]["fidelity_top1"]
+
+
+def test_exports_point_runtimes_at_the_directory_the_study_loaded_wherever_they_run(dirs, tmp_path, monkeypatch):
+    """`advisor tune ./LLaDA-MoE-7B-A1B-Instruct` (the README's command) stored the path as typed; the exported
+    recipe and launch scripts then loaded `LLaDA-MoE-7B-A1B-Instruct` relative to wherever they ran (a `dir/name`
+    path even reads as a hub id). They now get the absolute directory; the study keeps the name as typed."""
+    import shutil
+
+    work, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    shutil.copytree(dirs["llada_moe"], work / "m")
+    elsewhere.mkdir()
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path}/s.db"
+    monkeypatch.chdir(work)
+    r = CliRunner().invoke(app, ["tune", "./m", "--space", str(space), "--trials", "1", "--storage", db, "--study", "rel"])
+    assert r.exit_code == 0, r.output[-2000:]
+    monkeypatch.chdir(elsewhere)
+    absolute = str((work / "m").resolve())
+    for target, want in (("hf", f"load_model({absolute!r}"), ("ktransformers", f"--model-path {absolute}"),
+                         ("llama.cpp", f"convert_hf_to_gguf.py {absolute} --outtype bf16")):
+        out = CliRunner().invoke(app, ["export", "rel", "0", "--to", target, "--storage", db])
+        assert out.exit_code == 0 and want in out.stdout, (target, out.output[-1500:])
+        assert "model m (family llada_moe" in out.stdout  # the header keeps the name the study was run with

@@ -26,7 +26,7 @@ import shlex
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note
+from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note, model_spec
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
 from advisor.results.front import FrontPoint
@@ -314,7 +314,7 @@ def _sh(args: list[str]) -> str:
 def _source_gguf(model: str) -> str:
     """How the bf16 GGUF is made: llama.cpp's converter, which refuses the bundled model's toy tokenizer."""
     if model != "bundled":
-        return "from convert_hf_to_gguf.py --outtype bf16"
+        return f"from: python convert_hf_to_gguf.py {shlex.quote(model)} --outtype bf16 --outfile model-bf16.gguf"
     script = BUNDLED_DIR.parents[2] / "scripts" / "bundled_to_gguf.py"  # the repository's (not in a wheel)
     where = shlex.quote(str(script)) if script.is_file() else "the moe-advisor repository's scripts/bundled_to_gguf.py"
     return (f"from: python {where} LLAMA_CPP_DIR {shlex.quote(str(BUNDLED_DIR))} --outtype bf16 --outfile "
@@ -334,7 +334,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, data: dict[str, Any], notes: l
     lines += [f"# note: {n}" for n in notes]
     if data["n_cpu_moe_equivalent"]:
         lines.append(f"# the -ot rules below equal --n-cpu-moe {data['n_cpu_moe_equivalent']}")
-    lines += ["set -euo pipefail", 'SRC_GGUF="${SRC_GGUF:-model-bf16.gguf}"   # ' + _source_gguf(point.model)]
+    lines += ["set -euo pipefail", 'SRC_GGUF="${SRC_GGUF:-model-bf16.gguf}"   # ' + _source_gguf(model_spec(point))]
     if data["quantize_command"]:
         lines += [
             'OUT_GGUF="${OUT_GGUF:-model-advisor.gguf}"',
