@@ -352,6 +352,28 @@ def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path
     assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
 
 
+@pytest.mark.parametrize("budget", ["1KB", "10GiB"])
+def test_a_multi_token_prediction_layer_after_the_decoder_layers_is_not_a_mismatch(dirs, tmp_path, budget):
+    """Checkpoints with `num_nextn_predict_layers` (DeepSeek-V3, GLM-4.5, Ling/BailingMoeV2) keep an MTP layer as
+    `model.layers.{num_hidden_layers}.*`, which the model does not build: that is no wrong config.json."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "m"
+    shutil.copytree(dirs["llada_moe"], d)
+    save_file({"model.layers.2.eh_proj.weight": torch.zeros(32, 64)}, str(d / "mtp.safetensors"))
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.2.eh_proj.weight"] = "mtp.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "num_nextn_predict_layers": 1}))
+    assert CliRunner().invoke(app, ["inspect", str(d), "--budget", budget]).exit_code == 0
+    (d / "config.json").write_text(json.dumps(cfg))  # without the field, the extra layer is refused
+    r = CliRunner().invoke(app, ["inspect", str(d), "--budget", budget])
+    assert isinstance(r.exception, UserError) and "model.layers.2.eh_proj.weight" in str(r.exception)
+
+
 def _tiny_tokenizer(path: Path) -> None:
     """A 256-id word-piece tokenizer (pad/bos/eos at 0/1/2, as the tiny configs) saved beside a checkpoint."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers

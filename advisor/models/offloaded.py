@@ -119,10 +119,14 @@ def check_layout(path: Path, model: nn.Module, checkpoint: Checkpoint, keys: dic
                         f"it does not match the model config.json describes; {fix}")
     lists = {n: len(m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)}
     ignore = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
+    # multi-token-prediction layers follow the decoder layers in the checkpoint and are not part of the model
+    mtp = getattr(model.config.get_text_config(), "num_nextn_predict_layers", 0)
+    mtp = mtp if isinstance(mtp, int) else 0
     for name, key in keys.items():
         for m in re.finditer(r"\.(\d+)\.", name):
             prefix = name[:m.start()]
-            if prefix in lists and int(m.group(1)) >= lists[prefix] and not any(r.search(key) for r in ignore):
+            allowed = lists.get(prefix, 0) + (mtp if prefix.endswith("layers") else 0)
+            if prefix in lists and int(m.group(1)) >= allowed and not any(r.search(key) for r in ignore):
                 raise UserError(f"{path}: the checkpoint has {key}, but config.json builds {lists[prefix]} "
                                 f"entries of {prefix}; {fix}")
 
