@@ -336,7 +336,7 @@ def test_a_config_json_that_does_not_match_the_checkpoint_fails_in_one_line(dirs
         result = CliRunner().invoke(app, args)
         assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
         assert re.search(message, str(result.exception)) and "\n" not in str(result.exception)
-    assert not db.exists() or "m-toy-quick" not in db.read_bytes().decode("latin-1")  # no study was started
+    assert not db.exists()  # nothing half-written
 
 
 def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path):
