@@ -349,7 +349,7 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     db = tmp_path / "s@1:x.db"
     first = advisor("tune", "--trials", "1", "--storage", str(db), "--study", "s1", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock", "s@1:x.db.seed.lock"]
     quick = load_space("quick").text
     (tmp_path / "lru.toml").write_text(quick.replace('policies = ["lru", "lfu"]', 'policies = ["lru"]'))
     (tmp_path / "fid.toml").write_text(quick.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
@@ -415,12 +415,12 @@ def test_ctrl_c_or_sigterm_during_a_report_is_one_line(tmp_path, sig):
 _CTRL_C_WHILE_THE_CLI_IMPORTS = """
 import builtins, importlib, os, signal, sys, tomllib
 module, func = tomllib.load(open(sys.argv[1], "rb"))["project"]["scripts"]["advisor"].split(":")
-real = builtins.__import__
+sig, real = int(sys.argv[2]), builtins.__import__
 
-def ctrl_c_at_typer(name, *args, **kwargs):  # a real SIGINT, while advisor.cli imports typer
+def ctrl_c_at_typer(name, *args, **kwargs):  # a real SIGINT (or SIGTERM), while advisor.cli imports typer
     if name == "typer":
         builtins.__import__ = real
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), sig)
     return real(name, *args, **kwargs)
 
 builtins.__import__ = ctrl_c_at_typer
@@ -429,12 +429,13 @@ getattr(importlib.import_module(module), func)()  # what the console script does
 """
 
 
-def test_ctrl_c_while_the_cli_imports_is_one_line(tmp_path):
-    """Ctrl-C in a command's first ~0.1 s (the console script importing `advisor.cli`) showed Python's
-    KeyboardInterrupt traceback; the console script's entry point (pyproject's [project.scripts]) now says the
-    one line as later, exit 130."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_while_the_cli_imports_is_one_line(tmp_path, sig):
+    """Ctrl-C in a command's first ~0.3 s (the console script importing `advisor.cli`) showed Python's
+    KeyboardInterrupt traceback, and SIGTERM killed it without a word; the console script's entry point
+    (pyproject's [project.scripts]) now says the one line as later, exit 130."""
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
-    r = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_THE_CLI_IMPORTS, str(pyproject)], cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_THE_CLI_IMPORTS, str(pyproject), str(int(sig))], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60,
                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr

@@ -63,7 +63,9 @@ def register(app: typer.Typer) -> None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
         model = model or "bundled"
+        from advisor.tune.interrupt import import_runtime
 
+        import_runtime()
         import torch
         from rich.console import Console
 

@@ -32,10 +32,13 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from advisor.hardware.profiles import parse_budget
-        from advisor.models.load import load_model
         from advisor.tune.fit import print_fitted
+        from advisor.tune.interrupt import import_runtime
 
         budget_bytes = parse_budget(budget) if budget else None
+        import_runtime()
+        from advisor.models.load import load_model
+
         loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=budget_bytes)
         console = Console()
         table = Table(

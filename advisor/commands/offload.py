@@ -45,6 +45,9 @@ def trace_cmd(
                                  "checkpoint is bigger than the device's free memory."),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
+    from advisor.tune.interrupt import import_runtime
+
+    import_runtime()
     import torch
     from rich.console import Console
 

@@ -59,7 +59,9 @@ def register(app: typer.Typer) -> None:
             from advisor.files import check_writable
 
             check_writable(json_out)  # before the model loads and every expert is measured
+        from advisor.tune.interrupt import import_runtime
 
+        import_runtime()
         import torch
         from rich.console import Console
         from rich.table import Table

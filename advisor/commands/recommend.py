@@ -105,6 +105,9 @@ def register(app: typer.Typer) -> None:
                            f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
                            f"{device}  [{p.source}]")
             return
+        from advisor.tune.interrupt import import_runtime
+
+        import_runtime(models=model is not None)
         shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
         from advisor.hardware import measure as hardware_measure
 

@@ -66,16 +66,6 @@ def check_study_name(name: str) -> None:
                         "digit), e.g. --study bundled-int4")
 
 
-def _import_runtime() -> None:
-    """torch, transformers' model code and the project's own model classes, imported once (a few seconds)."""
-    import torch  # noqa: F401
-    import transformers.modeling_utils  # noqa: F401
-
-    import advisor.models.llada2  # noqa: F401
-    import advisor.models.llada_moe  # noqa: F401
-    import advisor.models.load  # noqa: F401
-
-
 def _get_task(space_obj, task: str | None, data: str | None):
     from advisor.eval.tasks import get_task
 
@@ -199,7 +189,7 @@ def register(app: typer.Typer) -> None:
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
         from advisor.tune.budget import memory_specs
-        from advisor.tune.interrupt import InterruptOnSignal
+        from advisor.tune.interrupt import InterruptOnSignal, import_runtime
         from advisor.tune.study import TuneOptions
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
@@ -210,8 +200,7 @@ def register(app: typer.Typer) -> None:
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
             try:
-                with signals.deferred():  # torch's C++ start-up aborts on a KeyboardInterrupt
-                    _import_runtime()
+                import_runtime()
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
                                                    budget_bytes, opts.budgets)
                 with console.status(f"loading {spec} on {device} ..."):

@@ -135,6 +135,9 @@ def _hf(res: ExportResult, cfg: ExportConfig) -> list[Check]:
 
 def _run_recipe(text: str, d: dict, family: str | None) -> str:
     """Execute the recipe, its model replaced by a tiny model of `family` unless None; what it quantized."""
+    from advisor.tune.interrupt import import_runtime
+
+    import_runtime()
     import torch
 
     from advisor.models.tiny import build_tiny

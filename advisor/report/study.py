@@ -91,7 +91,10 @@ def build_report(
         raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
                         "all over budget); raise the budget or tune again")
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
-    import torch  # only now: a bad --memory, study name or storage is one line without torch's import time
+    from advisor.tune.interrupt import import_runtime
+
+    import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
+    import torch
 
     from advisor.report import blocks as report_blocks
     from advisor.report import plots as report_plots

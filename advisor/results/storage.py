@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote
 
 from advisor.errors import UserError
 
@@ -25,20 +26,34 @@ DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 
 
 def sqlite_path(url: str | URL) -> Path | None:
-    """The file behind a SQLite URL (or a plain path, or an engine's `URL`), query string dropped, an SQLite URI
-    filename (`file:...?uri=true`) read as its file; None for other databases and for in-memory SQLite."""
-    if not isinstance(url, str):  # its database as given: str(URL) percent-encodes ':' and '@' in file names
-        path = (url.database or "") if url.get_backend_name() == "sqlite" else None
-    elif "://" not in url:
-        path = url.split("?", 1)[0]
-    elif url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :].split("?", 1)[0]
+    """The file SQLite opens for a SQLite URL (or an engine's `URL`, or a plain path: `sqlite:///` + it, as
+    `normalize_url` reads it), as SQLAlchemy hands it to sqlite3: the URL's database part percent-decoded; with
+    `uri=true` an SQLite URI filename (`file:x.db`, `file:///abs/x.db`: decoded once more, up to any `#`),
+    without it a name as it stands (`sqlite:///file:x.db` opens a file named `file:x.db`). None for other
+    databases and for in-memory SQLite. The lock files, the readers and the checks all take the file from here."""
+    if isinstance(url, str):
+        m = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]*)(?:\?(.*))?", url if "://" in url else f"sqlite:///{url}", re.S)
+        if m is None:
+            return None
+        database, query = unquote(m[1]), dict(parse_qsl(m[2] or ""))
+    elif url.get_backend_name() == "sqlite":
+        database, query = url.database or "", dict(url.query)
     else:
-        path = None
-    if path is None:
         return None
-    path = path.removeprefix("file:")
-    return None if path in ("", ":memory:") else Path(path)
+    if str(query.get("uri", "")).strip().lower() in ("true", "yes", "on", "y", "t", "1") and \
+            database.startswith("file:"):  # SQLite's own URI syntax, which sqlite3 reads only with uri=True
+        if query.get("mode") == "memory":
+            return None
+        database = database.removeprefix("file:").split("#", 1)[0]
+        if database.startswith("//"):  # file://[localhost]/abs/path
+            database = "/" + database[2:].partition("/")[2]
+        database = unquote(database)
+    return None if database in ("", ":memory:") else Path(database)
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens `path` read-only (never creating it), whatever characters its name has."""
+    return f"file:{quote(str(path))}?mode=ro"
 
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
@@ -63,7 +78,7 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
                          "server runs")
-    where = sqlite_path(str(where)) or where
+    where = where if isinstance(where, Path) else sqlite_path(where) or where
     return UserError(f"{where} is not a readable advisor database ({reason}); point --storage at the file "
                      f"`advisor tune` wrote{hint}")
 
@@ -76,17 +91,20 @@ def require_database(url: str) -> None:
 
 
 @contextmanager
-def sqlite_lock(url: str | URL) -> Iterator[None]:
+def sqlite_lock(url: str | URL, purpose: str = "") -> Iterator[None]:
     """The turn workers on one SQLite file take (`<file>.lock` beside it, one for the whole file): for creating
-    tables, claiming a queued trial, seeding a study, writing its front. Re-entrant within a process; a no-op
-    for other databases and in-memory SQLite (one process)."""
+    tables, claiming or ending a trial, writing a front - short database work only. A `purpose` takes a lock
+    file of its own (`<file>.<purpose>.lock`), for work that must be serialised but is too slow to hold the
+    file's turn: seeding a study may measure the CPU expert times (seconds for a real model), which workers
+    of other studies ending their trials must not wait for. Re-entrant within a process; a no-op for other
+    databases and in-memory SQLite (one process)."""
     path = sqlite_path(url)
     if path is None:
         yield
         return
     from filelock import FileLock
 
-    with FileLock(f"{path}.lock", is_singleton=True):
+    with FileLock(f"{path}.{purpose}.lock" if purpose else f"{path}.lock", is_singleton=True):
         yield
 
 
@@ -148,14 +166,12 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
         else:
             raise UserError("no PostgreSQL driver installed; pip install psycopg2-binary (or psycopg)")
         url = f"{scheme}://{rest}"
-    if scheme.startswith("sqlite") and create_dirs:
-        path = rest[1:] if rest.startswith("/") else rest
-        path = path.split("?", 1)[0]
-        if path and path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"cannot create the directory for {path} ({e.strerror}); pass --storage URL") from e
+    path = sqlite_path(url) if create_dirs else None
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create the directory for {path} ({e.strerror}); pass --storage URL") from e
     return url
 
 

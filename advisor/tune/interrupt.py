@@ -8,7 +8,7 @@ KeyboardInterrupt (it had an `UnboundLocalError` on that path), and the interrup
 parameters queued again, to run first when the study resumes (`StopOnSignal`).
 
 Outside a study - every CLI command, `tune` while the model loads - a signal is a KeyboardInterrupt, recorded
-(`InterruptOnSignal`).
+(`InterruptOnSignal`), and deferred while torch and transformers import (`import_runtime`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class InterruptOnSignal:
     shell told the process to ignore (a script's background job's SIGINT) stays ignored, and leaving the block
     puts the handlers back as they were. Only the main thread can install handlers; elsewhere this does nothing."""
 
+    active: list[InterruptOnSignal] = []
+    """The instances whose handlers are in force, innermost last."""
+
     def __init__(self) -> None:
         self.received: list[int] = []
         self._defer = False
@@ -64,10 +67,13 @@ class InterruptOnSignal:
         except KeyboardInterrupt:
             self._restore()
             raise
+        InterruptOnSignal.active.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._restore()
+        if self in InterruptOnSignal.active:
+            InterruptOnSignal.active.remove(self)
 
     def _restore(self) -> None:
         self._defer = True  # one handler back and not yet the other: a signal now is recorded, not raised
@@ -90,6 +96,26 @@ class InterruptOnSignal:
             self._defer = False
         if self.received:
             raise KeyboardInterrupt
+
+
+def import_runtime(*, models: bool = True) -> None:
+    """torch and, with `models`, transformers' model code and the project's model classes, imported once
+    (seconds) with Ctrl-C and SIGTERM deferred until they have: a KeyboardInterrupt inside torch's C++ start-up
+    aborted the process, inside numpy's or transformers' import it became another error ("cannot load module
+    more than once", "does not recognize"), and inside an exec() there (a dataclass being made) Python ended
+    by SIGINT after the one line. Every command that imports them calls this first; the KeyboardInterrupt comes
+    once the imports are done, and the handler in force (the CLI's, `tune`'s) has recorded the signal."""
+    with contextlib.ExitStack() as stack:
+        signals = InterruptOnSignal.active[-1] if InterruptOnSignal.active else stack.enter_context(InterruptOnSignal())
+        stack.enter_context(signals.deferred())
+        import torch  # noqa: F401
+
+        if models:
+            import transformers.modeling_utils  # noqa: F401
+
+            import advisor.models.llada2  # noqa: F401
+            import advisor.models.llada_moe  # noqa: F401
+            import advisor.models.load  # noqa: F401
 
 
 class StopOnSignal:

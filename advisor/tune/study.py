@@ -250,11 +250,11 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
-    beside it (`<file>.lock`: `storage.sqlite_lock`, one for the whole file, re-entered, not waited on for ever,
-    when taken again inside itself - another purpose, another study); an in-memory database has one process, so
-    no lock."""
+    beside it (`storage.sqlite_lock`: the file's turn `<file>.lock` for the front, `<file>.seed.lock` for the
+    seeding, which may measure for seconds; each one for the whole file, re-entered, not waited on for ever,
+    when taken again inside itself - another study); an in-memory database has one process, so no lock."""
     if engine.dialect.name != "postgresql":
-        with st.sqlite_lock(engine.url):  # a no-op for in-memory SQLite
+        with st.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
             yield
         return
     import zlib

@@ -1,0 +1,64 @@
+"""A SQLite --storage URL names one file - the one SQLite opens - for every command: the lock files beside it,
+tune's checks and the directory it makes, and the read-only commands all take it from `storage.sqlite_path`,
+read as SQLAlchemy hands the URL to sqlite3 (its path percent-decoded; `file:` a SQLite URI only with
+`uri=true`, otherwise part of the file's name)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+SPACE = """
+name = "urls"
+[precision]
+formats = ["int8"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+accuracy = "maximize"
+[evaluation]
+task = "toy"
+limit = 2
+trace_prompts = 1
+fidelity_prompts = 1
+"""
+
+
+def advisor(*args: str, cwd: Path) -> str:
+    r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+    tune = ("tune", "--space", "space.toml", "--study", "a", "--trials", "1")
+
+    # without uri=true SQLite opens a file named `file:s.db`; its lock and the readers were at `s.db`
+    # ("no advisor database at s.db")
+    literal = "sqlite:///file:s.db"
+    advisor(*tune, "--storage", literal, cwd=tmp_path)
+    assert (tmp_path / "file:s.db").is_file() and (tmp_path / "file:s.db.lock").is_file()
+    assert not list(tmp_path.glob("s.db*"))
+    assert "a" in advisor("studies", "--storage", literal, cwd=tmp_path).splitlines()
+
+    # with uri=true it is SQLite's URI, decoded: the file is `new dir/t.db`, its directory made by tune (it made
+    # `file:new%20dir`, and SQLite could not create the file)
+    uri = "sqlite:///file:new%20dir/t.db?uri=true"
+    advisor(*tune, "--storage", uri, cwd=tmp_path)
+    assert (tmp_path / "new dir" / "t.db").is_file() and (tmp_path / "new dir" / "t.db.lock").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file:s.db", "file:s.db.lock", "file:s.db.seed.lock",
+                                                         "new dir", "space.toml"]
+    assert "a" in advisor("studies", "--storage", uri, cwd=tmp_path).splitlines()
+
+    # a percent-encoded name is the decoded file, to the readers too
+    shutil.copy(tmp_path / "file:s.db", tmp_path / "my runs?.db")
+    assert "a" in advisor("studies", "--storage", "sqlite:///my%20runs%3F.db", cwd=tmp_path).splitlines()
+    advisor("pareto", "a", "--storage", "sqlite:///my%20runs%3F.db", "--no-plots", cwd=tmp_path)
