@@ -284,7 +284,19 @@ def test_budget_too_small_for_an_offloaded_model_says_what_it_must_hold(tmp_path
     "a budget of 1331691 bytes ... (1286656 bytes are resident)", and left the rest unsaid)."""
     r = advisor("tune", "--budget", "1.27MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "a budget of 1.27 MiB cannot hold the resident weights", "(1.23 MiB are resident, ",
-                   "KiB of activations, and staging buffers for the experts that stream past the cache)")
+                   "KiB of activations, and staging buffers for the experts that stream past the cache; "
+                   "the smallest configuration needs 1.43 MiB)")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_budget_below_the_resident_weights_says_so(tmp_path):
+    """1 MiB is less than the bundled model's 1.23 MiB of non-expert weights: no format or cache can help, so
+    the line says that and what the smallest configuration needs (it said "raise --budget or add a smaller
+    format", as if a smaller format could fit)."""
+    r = advisor("tune", "--budget", "1MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    line = one_error_line(r, "a budget of 1.00 MiB cannot hold even the resident (non-expert) weights, 1.23 MiB",
+                          "the smallest configuration of the space needs 1.", ": raise --budget")
+    assert "smaller format" not in line
     assert not (tmp_path / "s.db").exists()
 
 
