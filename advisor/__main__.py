@@ -5,6 +5,7 @@ every command module: the first ~0.3 s) is the same one line as later, not Pytho
 death; `import advisor` as a library is unchanged.
 """
 
+import os
 import sys
 
 from advisor.errors import INTERRUPTED
@@ -15,14 +16,27 @@ def main() -> None:
 
     try:
         with InterruptOnSignal() as signals:  # SIGTERM stops the CLI as Ctrl-C does from here on
-            # raised once the CLI has imported: a KeyboardInterrupt inside exec() (a dataclass being made) makes
-            # Python end by SIGINT whoever catches it (exit status -2, not 130)
+            # raised once the CLI has imported, not inside an import left half-done
             with signals.deferred():
                 from advisor.cli import run
             run()
     except KeyboardInterrupt:
         print(f"error: {INTERRUPTED}", file=sys.stderr)
-        sys.exit(130)
+        _exit_interrupted()
+    except SystemExit as e:
+        if e.code == 130:  # the CLI's own interrupted line is printed
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> None:
+    """Exit status 130, as the line promises. Under `python -m`, CPython ends the process by SIGINT (status -2
+    to a parent process) once a KeyboardInterrupt has crossed any `PyRun_*` call - torch's C++ start-up runs
+    Python that way - even though it was caught; leaving here skips that check. Every with-block has run and
+    every file is closed by now, so only the interpreter's own clean-up is skipped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":

@@ -151,3 +151,52 @@ def test_llama_cpp_refuses_diffusion_models_it_cannot_run():
         p = point("s", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta(family, n_layers=2, first_dense=1))
         with pytest.raises(UserError, match="no diffusion path for LLaDA2.*--to hf"):
             export_point(p, "llama.cpp")
+
+
+FAKE_DIFFUSION_CLI = r"""#!/usr/bin/env bash
+# llama-diffusion-cli's own rules (examples/diffusion/diffusion-cli.cpp, diffusion.cpp of llama.cpp as built from
+# llama-cpp-python 0.3.36): GGML_ASSERT((eps == 0) ^ (block_length == 0)) - neither has a default, so without
+# one of the two flags it aborts - and steps % (ubatch / block_length) == 0. Later flags win, as in its parser.
+eps=0; bl=0; steps=128; ub=512
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --diffusion-eps) eps=$2; shift;; --diffusion-block-length) bl=$2; shift;;
+    --diffusion-steps) steps=$2; shift;; -ub|--ubatch-size) ub=$2; shift;;
+  esac; shift
+done
+if { [ "$eps" = 0 ] && [ "$bl" = 0 ]; } || { [ "$eps" != 0 ] && [ "$bl" != 0 ]; }; then
+  echo "GGML_ASSERT((params.diffusion.eps == 0) ^ (params.diffusion.block_length == 0)) failed" >&2; exit 134
+fi
+if [ "$bl" != 0 ] && [ $((steps % (ub / bl))) != 0 ]; then echo "GGML_ASSERT(params.steps % num_blocks == 0)" >&2; exit 134; fi
+echo "generated with block length $bl, $steps steps, ubatch $ub"
+"""
+
+
+def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(tmp_path):
+    """`./run.sh -p PROMPT`, as a user runs it, aborted in llama-diffusion-cli: neither --diffusion-block-length nor
+    --diffusion-eps has a default there. The script now passes the study's block length (8 in the example study)
+    and its 8 steps per block over llama.cpp's default -ub 512 (64 blocks: 512 steps); flags after it still win."""
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp", "-o", str(tmp_path / "run.sh")],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path / "run.sh").read_text()
+    assert "--diffusion-block-length 8" in script and "--diffusion-steps 512" in script
+    assert "8 steps per block" in script
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "llama-diffusion-cli").write_text(FAKE_DIFFUSION_CLI)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRC_GGUF": "in.gguf", "OUT_GGUF": "out.gguf"}
+    for args, want in ((["-p", "2+2="], "block length 8, 512 steps, ubatch 512"),
+                       (["-p", "2+2=", "-ub", "64", "--diffusion-steps", "64"], "block length 8, 64 steps, ubatch 64")):
+        run = subprocess.run(["bash", str(tmp_path / "run.sh"), *args], capture_output=True, text=True, cwd=tmp_path,
+                             env=env)
+        assert run.returncode == 0 and want in run.stdout, run.stderr

@@ -208,3 +208,37 @@ def test_a_tide_recipe_runs_tides_step_schedule(tmp_path):
     allowed = {(b, s) for b in range(4) for s in range(4) if s != 3 and (b == 0 or s % 3 == 0)}
     assert changed <= allowed, changed - allowed
     assert changed & {(0, 1), (0, 2)} and changed & {(1, 0), (2, 0), (3, 0)}, changed  # both rules were exercised
+
+
+def test_fused_recipes_torchao_cannot_load_go_through_the_advisor_loader_and_a_check_that_quantizes_nothing_fails(
+        tmp_path):
+    """Exports of a real study's points (`advisor tune` on a DiffusionGemma checkpoint, and an int2 plan on fused
+    experts) wrote torchao recipes that could not work: DiffusionGemma's experts are shared by its encoder and
+    decoder and transformers' torchao loading quantized none of them (`--check` said ok: "0 quantized expert
+    tensors/modules"), and IntxWeightOnlyConfig (int2/int3) refuses 3-D weights, so the load failed. Both now use
+    the advisor's loader (the plan as tuned), `--opt method=torchao` says why not, and a recipe that quantizes no
+    expert of a quantized plan fails the check."""
+    from recommend_helpers import make_db
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.export.check import check
+    from advisor.results.config_view import export_config
+
+    qwen = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    dg = dict(qwen, family="diffusion_gemma", is_diffusion=True,
+              layers=[dict(x, name=f"model.decoder.layers.{i}.experts") for i, x in enumerate(qwen["layers"])])
+    url = make_db(tmp_path / "a.db", [point("d", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=dg, model="x/dg"),
+                                      point("q", 1, "int2", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=qwen, model="x/q")])
+    runner = CliRunner()
+    for study, why in (("d", "share their experts"), ("q", "quantizes 2-D and 4-D weights only")):
+        r = runner.invoke(app, ["export", study, "1", "--to", "hf", "--storage", url])
+        assert r.exit_code == 0 and "# recipe: advisor" in r.stdout and "load_model('x/" in r.stdout, r.output[-800:]
+        r = runner.invoke(app, ["export", study, "1", "--to", "hf", "--opt", "method=torchao", "--storage", url])
+        assert isinstance(r.exception, UserError) and why in str(r.exception), r.output[-800:]
+    misnamed = dict(qwen, layers=[dict(x, name=f"model.blocks.{i}.mlp.experts") for i, x in enumerate(qwen["layers"])])
+    p = point("m", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=misnamed, model="x/m")
+    res = export_point(p, "hf")
+    assert res.data["method"] == "torchao"
+    lines = [c.line() for c in check(res, export_config(p.config, p.model))]
+    assert any("FAILED" in line and "quantized no expert" in line for line in lines), lines

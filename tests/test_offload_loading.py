@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -311,6 +312,33 @@ def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, 
     assert not (tmp_path / "h.db").exists()  # nothing half-written
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"num_experts": 4}, r"mlp\.gate\.weight is \[8, 32\] in the checkpoint but \[4, 32\] by config\.json"),
+    ({"expert_intermediate_size": 32}, r"experts\.0\.gate_proj\.weight is \[16, 32\] in the checkpoint but \[32, 32\]"),
+    ({"num_hidden_layers": 1, "moe_layer_freq": [1]}, r"has model\.layers\.1\.\S+, but config\.json builds 1 entries"),
+    ({"num_hidden_layers": 3, "moe_layer_freq": [1, 1, 1]}, r"no tensor for model\.layers\.2\."),
+    ({"num_hidden_layers": 3}, r"moe_layer_freq has 2 entries but num_hidden_layers is 3"),
+    ({"hidden_size": "32"}, r"config\.json does not describe a model that can be built \(TypeError"),
+])
+@pytest.mark.parametrize("budget", ["1KB", "10GiB"])  # offloaded, then loaded whole
+def test_a_config_json_that_does_not_match_the_checkpoint_fails_in_one_line(dirs, tmp_path, change, message, budget):
+    """A wrong field in config.json was a traceback, or (whole load, a layer more or less) a model with random or
+    dropped layers measured as if it were the checkpoint's."""
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(dirs["llada_moe"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, **change}))
+    db = tmp_path / "t.db"
+    for args in (["inspect", str(d), "--budget", budget],
+                 ["tune", str(d), "--budget", budget, "--space", "quick", "--storage", f"sqlite:///{db}"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+        assert re.search(message, str(result.exception)) and "\n" not in str(result.exception)
+    assert not db.exists()  # nothing half-written
+
+
 def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path):
     import numpy as np
 
@@ -322,3 +350,91 @@ def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path
         assert result.exit_code == 0, result.output
     a, b = np.load(paths["--offload"]), np.load(paths["--resident"])
     assert set(a.files) == set(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files if k != "meta")
+
+
+@pytest.mark.parametrize("budget", ["1KB", "10GiB"])
+def test_a_multi_token_prediction_layer_after_the_decoder_layers_is_not_a_mismatch(dirs, tmp_path, budget):
+    """Checkpoints with `num_nextn_predict_layers` (DeepSeek-V3, GLM-4.5, Ling/BailingMoeV2) keep an MTP layer as
+    `model.layers.{num_hidden_layers}.*`, which the model does not build: that is no wrong config.json."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "m"
+    shutil.copytree(dirs["llada_moe"], d)
+    save_file({"model.layers.2.eh_proj.weight": torch.zeros(32, 64)}, str(d / "mtp.safetensors"))
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.layers.2.eh_proj.weight"] = "mtp.safetensors"
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "num_nextn_predict_layers": 1}))
+    assert CliRunner().invoke(app, ["inspect", str(d), "--budget", budget]).exit_code == 0
+    (d / "config.json").write_text(json.dumps(cfg))  # without the field, the extra layer is refused
+    r = CliRunner().invoke(app, ["inspect", str(d), "--budget", budget])
+    assert isinstance(r.exception, UserError) and "model.layers.2.eh_proj.weight" in str(r.exception)
+
+
+def _tiny_tokenizer(path: Path) -> None:
+    """A 256-id word-piece tokenizer (pad/bos/eos at 0/1/2, as the tiny configs) saved beside a checkpoint."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    text = [f"What is {a} plus {b}? #### {a + b}" for a in range(40) for b in range(40)]
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=256, special_tokens=["<pad>", "<bos>", "<eos>", "<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                            unk_token="<unk>").save_pretrained(str(path))
+
+
+@pytest.mark.parametrize("objective", ["fidelity_top1", "accuracy"])
+def test_tune_on_diffusion_gemma_measures_fidelity_without_a_mask_token(dirs, tmp_path, objective):
+    """`advisor tune` on a DiffusionGemma checkpoint was a traceback in every trial: its fidelity inputs looked for
+    a mask token, which DiffusionGemma has none of (its canvas starts as random tokens). Now its decoder canvas is
+    noised with random ids and every canvas position scored; offloaded and live, with a tokenizer (task answers
+    as the canvas) or without (random prompts)."""
+    import shutil
+
+    d = tmp_path / "dg"
+    shutil.copytree(dirs["diffusion_gemma"], d)
+    if objective == "accuracy":
+        _tiny_tokenizer(d)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE.replace('fidelity_top1 = "maximize"', f'{objective} = "maximize"'))
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(d), "--space", str(space), "--offload", "--mode", "live",
+                                      "--device", "cpu", "--budget", "10MiB", "--trials", "2", "--storage", db,
+                                      "--study", "dg"])
+    assert result.exit_code == 0, result.output[-3000:]
+    import optuna
+
+    trials = optuna.load_study(study_name="dg", storage=db).trials
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE", "COMPLETE"]
+    for t in trials[:2]:
+        v = t.user_attrs["values"]
+        assert 0 <= v["fidelity_top1"] <= 1 and v["fidelity_kl"] >= 0
+        assert "logits-vs-" in t.user_attrs["sources"]["fidelity_top1"]
+
+
+def test_exports_point_runtimes_at_the_directory_the_study_loaded_wherever_they_run(dirs, tmp_path, monkeypatch):
+    """`advisor tune ./LLaDA-MoE-7B-A1B-Instruct` (the README's command) stored the path as typed; the exported
+    recipe and launch scripts then loaded `LLaDA-MoE-7B-A1B-Instruct` relative to wherever they ran (a `dir/name`
+    path even reads as a hub id). They now get the absolute directory; the study keeps the name as typed."""
+    import shutil
+
+    work, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    shutil.copytree(dirs["llada_moe"], work / "m")
+    elsewhere.mkdir()
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path}/s.db"
+    monkeypatch.chdir(work)
+    r = CliRunner().invoke(app, ["tune", "./m", "--space", str(space), "--trials", "1", "--storage", db, "--study", "rel"])
+    assert r.exit_code == 0, r.output[-2000:]
+    monkeypatch.chdir(elsewhere)
+    absolute = str((work / "m").resolve())
+    for target, want in (("hf", f"load_model({absolute!r}"), ("ktransformers", f"--model-path {absolute}"),
+                         ("llama.cpp", f"convert_hf_to_gguf.py {absolute} --outtype bf16")):
+        out = CliRunner().invoke(app, ["export", "rel", "0", "--to", target, "--storage", db])
+        assert out.exit_code == 0 and want in out.stdout, (target, out.output[-1500:])
+        assert "model m (family llada_moe" in out.stdout  # the header keeps the name the study was run with

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LINE = "error: interrupted; nothing is half-written - run the same command again"
 
 _SIGNAL_AT_TORCH = """
-import atexit, builtins, os, runpy, sys
+import builtins, os, runpy, sys
 sig, real = int(sys.argv[1]), builtins.__import__
 
 def signal_at_torch(name, *args, **kwargs):  # a real signal, the moment the command starts importing torch
@@ -26,7 +26,11 @@ def signal_at_torch(name, *args, **kwargs):  # a real signal, the moment the com
         os.kill(os.getpid(), sig)
     return real(name, *args, **kwargs)
 
-atexit.register(lambda: print("runtime imported:", "transformers.modeling_utils" in sys.modules))
+def exit_saying(code, real_exit=os._exit):  # the entry point leaves an interrupted command with os._exit
+    print("runtime imported:", "transformers.modeling_utils" in sys.modules, flush=True)
+    real_exit(code)
+
+os._exit = exit_saying
 sys.argv = ["advisor", *sys.argv[2:]]
 builtins.__import__ = signal_at_torch
 runpy.run_module("advisor", run_name="__main__")

@@ -77,6 +77,40 @@ def test_sigkilled_worker_trial_is_failed_and_retried_on_resume(shm_dir):
     assert front == set(_result(out)["front"])
 
 
+def test_a_killed_workers_trial_is_failed_when_the_study_already_has_its_trials(shm_dir):
+    """Two workers share `--trials N`; one is SIGKILLed mid-trial and the other finishes the N. The killed trial
+    stayed RUNNING for ever: Optuna fails stale trials only when a worker starts another, and rerunning the same
+    command had nothing to run (the study showed 'running 1' across resumes). Now the resume fails it and queues
+    it again (for `--more`), and says so."""
+    url = f"sqlite:///{shm_dir}/d.db"
+    proc = _worker("--storage", url, "--study", "d", "--total", "50", "--delay", "0.5", "--no-staging",
+                   "--heartbeat", "1", "--grace", "2", "--seed", "5")
+    seen = 0
+    for line in proc.stdout:
+        if line.startswith("STAGE accuracy"):
+            seen += 1
+            if seen == 3:
+                proc.kill()
+                break
+    proc.wait(timeout=30)
+    before = optuna.load_study(study_name="d", storage=url).trials
+    done = sum(t.state.name == "COMPLETE" for t in before)
+    (killed,) = [t for t in before if t.state.name == "RUNNING"]
+    time.sleep(3.5)  # past the grace period
+    resumed = _worker("--storage", url, "--study", "d", "--total", str(done), "--no-staging", "--heartbeat", "1",
+                      "--grace", "2")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    res = _result(out)
+    assert res["n_trials_run"] == 0 and res["dead_workers"] == [killed.number]
+    after = optuna.load_study(study_name="d", storage=url).trials
+    assert not [t for t in after if t.state.name == "RUNNING"]
+    assert {t.number: t.state.name for t in after}[killed.number] == "FAIL"
+    retry = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retry) == 1 and retry[0].state.name == "WAITING" and retry[0].params == killed.params
+    assert sum(t.state.name == "COMPLETE" for t in after) == done
+
+
 def test_a_paused_worker_whose_trial_another_failed_and_retried_goes_on(shm_dir):
     """A worker stopped (SIGSTOP: a suspended laptop, a paused container) past the grace period while it
     measures trial 0: a second worker fails that trial as stale and queues its retry. The first, continued,

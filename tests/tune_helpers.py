@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"n_complete": res.n_complete, "n_trials_run": res.n_trials_run, "interrupted": res.interrupted,
            "front": [p.trial_number for p in res.front], "calls": dict(backend.calls),
            "accuracy_plans": backend.accuracy_plans,
-           "counters": res.counters, "finished_elsewhere": res.finished_elsewhere}
+           "counters": res.counters, "finished_elsewhere": res.finished_elsewhere,
+           "dead_workers": res.dead_workers, "n_waiting": res.n_waiting}
     if a.result:
         a.result.write_text(json.dumps(out))
     print("RESULT " + json.dumps(out), flush=True)

@@ -341,6 +341,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     for n in result.finished_elsewhere:
         console.print(f"note: trial {n} was finished by another worker while this one ran it (its heartbeat judged "
                       "stale); that worker's result is kept, this one's dropped", markup=False)
+    if result.dead_workers:
+        console.print(f"note: trial {', '.join(map(str, result.dead_workers))} was left running by a worker that "
+                      f"stopped (no heartbeat for {opts.grace_period} s): failed and queued again", markup=False)
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
         console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)

@@ -2,8 +2,10 @@
 
 Cheap enough for every trial: one forward per prompt batch. For a diffusion LM the inputs are prompt +
 answer canvas, with a seeded random part of the answer masked (as midway through denoising; fully masked
-when no reference answer is known) and the masked positions scored. For an autoregressive LM the inputs
-are prompt + reference answer and the answer positions' next-token logits are scored.
+when no reference answer is known) and the masked positions scored; DiffusionGemma, which has no mask token,
+gets a canvas partly replaced by random tokens (its denoising starts from those) and scores all of it. For an
+autoregressive LM the inputs are prompt + reference answer and the answer positions' next-token logits are
+scored.
 
 Two numbers: mean KL(reference || runtime) over scored positions, and top-1 agreement (fraction of
 positions whose arg-max token is unchanged). For large vocabularies the reference keeps its top
@@ -54,7 +56,10 @@ def build_inputs(
     for prompt, answer in zip(prompts, answers, strict=True):
         p = list(tok(prompt, add_special_tokens=True)["input_ids"])
         a = list(tok(answer, add_special_tokens=False)["input_ids"])[:canvas] if answer else []
-        if loaded.is_diffusion:
+        if loaded.mask_token_id is None and loaded.is_diffusion:  # DiffusionGemma: no mask token
+            rows.append(p + uniform_canvas(loaded, a + [pad] * (canvas - len(a)), gen))
+            scored.append([True] * canvas)
+        elif loaded.is_diffusion:
             a = a + [pad] * (canvas - len(a)) if answer else [loaded.mask_token_id] * canvas
             ratio = float(torch.rand(1, generator=gen)) * 0.8 + 0.2 if answer else 1.0
             masked = (torch.rand(canvas, generator=gen) < ratio).tolist()
@@ -72,15 +77,35 @@ def build_inputs(
     width = max(len(r) for r in rows)
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
     pos = torch.tensor([[False] * (width - len(s)) + s for s in scored], dtype=torch.bool)
+    if loaded.mask_token_id is None and loaded.is_diffusion:
+        pos = torch.ones(len(rows), canvas, dtype=torch.bool)  # the decoder's canvas, every position scored
     attn = torch.tensor([[0] * (width - len(k)) + [1] * len(k) for k in keep], dtype=torch.long)
     return {"input_ids": ids, "positions": pos, "attention_mask": None if loaded.is_diffusion else attn}
 
 
-def _logits(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(loaded.device)}
+def uniform_canvas(loaded, tokens: list[int], gen: torch.Generator) -> list[int]:
+    """DiffusionGemma's noised canvas: no mask token - its denoising starts from uniformly random tokens - so a
+    seeded random share (20-100%) of the canvas is replaced by random ids, as midway through denoising."""
+    vocab = int(loaded.model.config.get_text_config().vocab_size)
+    ratio = float(torch.rand(1, generator=gen)) * 0.8 + 0.2
+    noise = torch.randint(vocab, (len(tokens),), generator=gen).tolist()
+    keep = (torch.rand(len(tokens), generator=gen) >= ratio).tolist()
+    return [t if k else n for t, n, k in zip(tokens, noise, keep, strict=True)]
+
+
+def _scored_logits(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   positions: torch.Tensor) -> torch.Tensor:
+    """Logits [N, V] at the scored positions. DiffusionGemma's encoder reads the prompt and its decoder the
+    canvas (the last `positions.shape[1]` ids), whose logits are all it returns: `positions` covers the canvas."""
+    device = loaded.device
     with torch.no_grad():
-        out = loaded.model(input_ids.to(loaded.device), **kwargs)
-    return (out.logits if hasattr(out, "logits") else out[0]).float()
+        if loaded.mask_token_id is None and loaded.is_diffusion:
+            c = positions.shape[1]
+            out = loaded.model(input_ids[:, :-c].to(device), decoder_input_ids=input_ids[:, -c:].to(device))
+        else:
+            kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(device)}
+            out = loaded.model(input_ids.to(device), **kwargs)
+    return (out.logits if hasattr(out, "logits") else out[0]).float()[positions.to(device)]
 
 
 def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits:
@@ -96,7 +121,7 @@ def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits
         attn = None
     if not bool(pos.any()):
         raise ValueError("no scored positions: diffusion inputs need mask tokens in their canvas")
-    logits = _logits(loaded, ids, attn)[pos.to(loaded.device)]
+    logits = _scored_logits(loaded, ids, attn, pos)
     log_probs = F.log_softmax(logits, dim=-1).cpu()
     top1 = log_probs.argmax(dim=-1)
     if log_probs.numel() * 4 <= FULL_VOCAB_BUDGET:
@@ -129,7 +154,7 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     from advisor.eval.run import attached
 
     with attached(loaded, runtime):
-        logits = _logits(loaded, ref.input_ids, ref.attention_mask)[ref.positions.to(loaded.device)]
+        logits = _scored_logits(loaded, ref.input_ids, ref.attention_mask, ref.positions)
     out = compare(ref, F.log_softmax(logits, dim=-1).cpu())
     out["fidelity_positions"] = ref.n_positions
     return out

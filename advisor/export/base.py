@@ -47,6 +47,13 @@ def model_path(spec: str) -> str | None:
     return None if spec.startswith("tiny:") else spec
 
 
+def model_spec(point: FrontPoint) -> str:
+    """The model a runtime should load for `point`: the absolute directory the study loaded (a relative path as
+    typed at tune time breaks where the export runs elsewhere, and `dir/name` reads as a hub id), else the spec."""
+    meta = point.config.get("model_meta") if isinstance(point.config, dict) else None
+    return str(meta.get("path") or point.model) if isinstance(meta, dict) else point.model
+
+
 def served_path(spec: str, target: str) -> str:
     """`model_path`, or the one-line refusal for a model another runtime cannot load."""
     path = model_path(spec)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advisor.export.base import ExportResult
+from advisor.export.hf import is_quantized
 from advisor.results.config_view import ExportConfig
 
 
@@ -121,6 +122,9 @@ def _hf(res: ExportResult, cfg: ExportConfig) -> list[Check]:
     except Exception as e:  # the point of the check: report what the runtime said, in one line
         return [*out, Check(t, "FAILED", f"the {method} recipe on {on}: "
                                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")]
+    if counted.startswith("0 ") and any(is_quantized(f) for row in cfg.formats for f in row):
+        return [*out, Check(t, "FAILED", f"the {method} recipe ran on {on} but quantized no expert, although the plan "
+                                         "quantizes some: the experts would load at full precision")]
     out.append(Check(t, "ok", f"the {method} recipe ran as written on {on} (transformers "
                               f"{_version('transformers')}): {counted}, forward finite"))
     if real:

@@ -25,7 +25,7 @@ from pprint import pformat
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, miss_note, model_path, tide_kw
+from advisor.export.base import ExportResult, header_lines, miss_note, model_path, model_spec, tide_kw
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
@@ -42,7 +42,7 @@ HQQ_REFUSED = ("HQQ: transformers 5.x cannot load HQQ-quantized models (Quantiza
 MODEL_CLASS = {"diffusion_gemma": "DiffusionGemmaForBlockDiffusion"}  # others: AutoModelForCausalLM
 
 
-def _quantized(fmt: str) -> bool:
+def is_quantized(fmt: str) -> bool:
     return parse_format(fmt).kind not in DENSE
 
 
@@ -54,7 +54,7 @@ def expert_linear_regex(cfg: ExportConfig, layer: int, experts: list[int] | None
 
 
 def _quantized_experts(cfg: ExportConfig, layer: int) -> list[int]:
-    return [e for e, f in enumerate(cfg.formats[layer]) if _quantized(f)]
+    return [e for e, f in enumerate(cfg.formats[layer]) if is_quantized(f)]
 
 
 def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[str]]:
@@ -62,7 +62,7 @@ def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[
     if cfg.model.layout != "list":
         return None, ["bitsandbytes replaces nn.Linear only; this family's experts are fused 3-D parameters "
                       "(gate_up_proj/down_proj) and would stay bf16: use torchao or the advisor loader"]
-    q = sorted({f for row in cfg.formats for f in row if _quantized(f)}, key=precision_rank, reverse=True)
+    q = sorted({f for row in cfg.formats for f in row if is_quantized(f)}, key=precision_rank, reverse=True)
     if not q:
         return None, ["the plan keeps every expert unquantized: no quantization config needed"]
     notes = []
@@ -105,6 +105,14 @@ def torchao_recipe(cfg: ExportConfig, rule: str) -> tuple[dict[str, str] | None,
     if cfg.model.layout != "fused":
         return None, ["torchao recipes here target fused expert parameters; list-layout models load through "
                       "the advisor's loader: use bitsandbytes or advisor"]
+    if cfg.model.family == "diffusion_gemma":
+        return None, ["DiffusionGemma's encoder and decoder share their experts, and transformers' torchao loading "
+                      "quantizes none of them (0 tensors, for either name): use advisor"]
+    low = sorted({f for layer in range(len(cfg.model.layers)) if parse_format(f := collapse_layer(cfg, layer, rule)).kind
+                  in ("int2", "int3")})
+    if low:
+        return None, [f"torchao's IntxWeightOnlyConfig ({', '.join(low)}) quantizes 2-D and 4-D weights only, and fused "
+                      "experts are 3-D: transformers fails to load them; use advisor"]
     out: dict[str, str] = {}
     notes = []
     by_cfg: dict[str, list[str]] = {}
@@ -112,7 +120,7 @@ def torchao_recipe(cfg: ExportConfig, rule: str) -> tuple[dict[str, str] | None,
         f = collapse_layer(cfg, layer, rule)
         if len(set(cfg.formats[layer])) > 1:
             notes.append(f"fused layer {layer}: per-expert formats collapsed ({COLLAPSE_RULES[rule]})")
-        if _quantized(f):
+        if is_quantized(f):
             by_cfg.setdefault(f, []).append(rf"{re.escape(info.name)}\.{FUSED_PARAMS}")
     for f, pats in by_cfg.items():
         spec = parse_format(f)
@@ -153,7 +161,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     tao, tao_notes = torchao_recipe(cfg, opts["collapse"])
     if opts["method"] == "torchao" and tao is None:
         raise UserError("torchao: " + "; ".join(tao_notes))
-    path = model_path(point.model)
+    spec = model_spec(point)
+    path = model_path(spec)
     method = choose_method(opts["method"], bnb, bnb_notes, tao, path)
     peak = point.values.get("peak_gpu_bytes")
     max_memory: dict[Any, str] | None = {0: _gib_ceil(peak)} if peak else None
@@ -162,7 +171,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         max_memory["cpu"] = _gib_ceil(store * 1.25)
     plan = plan_of(cfg.precision)
     loader = {
-        "model": point.model,
+        "model": spec,
         "precision_plan": json.loads(plan.to_json()),
         "offload": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
                     # the runtime's hybrid split needs the tuner's CPU cost model: the recipe copies those misses

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from advisor.export.base import ExportResult, header_lines, miss_note, served_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
@@ -49,7 +49,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
     method, weights = KT_METHOD[parse_format(fmt).kind]
-    args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(point.model, "SGLang"),
+    args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(model_spec(point), "SGLang"),
             "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
             "--kt-cpuinfer", "$(nproc)", "--kt-threadpool-count", "1",
             "--kt-num-gpu-experts", str(n_gpu)]

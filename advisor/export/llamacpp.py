@@ -26,7 +26,7 @@ import shlex
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note
+from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note, model_spec
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
 from advisor.results.front import FrontPoint
@@ -82,6 +82,24 @@ FTYPE = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1":
 PROJS = ("gate", "up", "down")
 EXPERT_TENSOR = r"blk\.\d+\.ffn_(gate|up|down)_exps\."
 DIFFUSION_RUNNER = "llama-diffusion-cli"
+DEFAULT_UBATCH = 512  # llama.cpp's -ub default: llama-diffusion-cli's whole sequence (prompt + generation)
+LLADA_BLOCK = 32  # LLaDA's published block length, for a study that did not store its decoding
+
+
+def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
+    """llama-diffusion-cli's decoding flags for the study's (block length, steps per block), and a comment on them.
+
+    llama-diffusion-cli aborts without --diffusion-block-length or --diffusion-eps (an assert: neither has a
+    default), and spreads --diffusion-steps over -ub / block-length blocks, prompt included."""
+    gen = dict(cfg.decoding.get("generate") or {})
+    block = int(gen.get("block_length") or LLADA_BLOCK)
+    spb = int(cfg.decoding.get("steps_per_block") or 0) or block  # LLaDA's default: one token per step
+    steps = spb * (DEFAULT_UBATCH // block)
+    source = "the study's" if gen else "LLaDA's default (the study did not store its decoding)"
+    comment = (f"decoding: {source}, block length {block}, {spb} steps per block; llama-diffusion-cli spreads "
+               f"--diffusion-steps over -ub/{block} blocks (prompt included), so with -ub N pass --diffusion-steps "
+               f"{spb}*N/{block} ({steps} at the default -ub {DEFAULT_UBATCH})")
+    return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps)], comment
 
 
 def ggml_type(fmt: str) -> str:
@@ -254,6 +272,10 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes.append(miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
     runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
     run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"] + (["-ot", ",".join(ots)] if ots else [])
+    decoding = ""
+    if runner == DIFFUSION_RUNNER:
+        flags, decoding = diffusion_args(cfg)
+        run_args += flags
     data = {
         "target": "llama.cpp",
         "miss_policy": cfg.miss_policy,
@@ -274,6 +296,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "quantize_command": (["llama-quantize", "--tensor-type-file", "tensor-types.txt", "$SRC_GGUF", "$OUT_GGUF", base]
                              if base else None),
         "run_command": run_args,
+        "decoding": decoding,
     }
     if opts["emit"] == "tensor-types":
         text = "\n".join(rules) + "\n"
@@ -291,7 +314,7 @@ def _sh(args: list[str]) -> str:
 def _source_gguf(model: str) -> str:
     """How the bf16 GGUF is made: llama.cpp's converter, which refuses the bundled model's toy tokenizer."""
     if model != "bundled":
-        return "from convert_hf_to_gguf.py --outtype bf16"
+        return f"from: python convert_hf_to_gguf.py {shlex.quote(model)} --outtype bf16 --outfile model-bf16.gguf"
     script = BUNDLED_DIR.parents[2] / "scripts" / "bundled_to_gguf.py"  # the repository's (not in a wheel)
     where = shlex.quote(str(script)) if script.is_file() else "the moe-advisor repository's scripts/bundled_to_gguf.py"
     return (f"from: python {where} LLAMA_CPP_DIR {shlex.quote(str(BUNDLED_DIR))} --outtype bf16 --outfile "
@@ -311,7 +334,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, data: dict[str, Any], notes: l
     lines += [f"# note: {n}" for n in notes]
     if data["n_cpu_moe_equivalent"]:
         lines.append(f"# the -ot rules below equal --n-cpu-moe {data['n_cpu_moe_equivalent']}")
-    lines += ["set -euo pipefail", 'SRC_GGUF="${SRC_GGUF:-model-bf16.gguf}"   # ' + _source_gguf(point.model)]
+    lines += ["set -euo pipefail", 'SRC_GGUF="${SRC_GGUF:-model-bf16.gguf}"   # ' + _source_gguf(model_spec(point))]
     if data["quantize_command"]:
         lines += [
             'OUT_GGUF="${OUT_GGUF:-model-advisor.gguf}"',
@@ -322,6 +345,8 @@ def _script(point: FrontPoint, cfg: ExportConfig, data: dict[str, Any], notes: l
         ]
     else:
         lines.append('OUT_GGUF="$SRC_GGUF"')
+    if data["decoding"]:
+        lines.append(f"# {data['decoding']}")
     run = data["run_command"]
     head, rest = run[:5], run[5:]
     parts = [_sh(head)] + [_sh(rest[i:i + 2]) for i in range(0, len(rest), 2)]

@@ -14,7 +14,7 @@ import math
 import shlex
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, served_path
+from advisor.export.base import ExportResult, header_lines, model_spec, served_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, precision_rank
 from advisor.results.front import FrontPoint
@@ -66,7 +66,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                         "unmasking has no vLLM model); export to hf or json instead (llama.cpp for llada_moe)")
     quant, notes = scheme(cfg)
     gb, why = offload_gib(cfg, quant)
-    args = ["vllm", "serve", served_path(point.model, "vLLM")]
+    args = ["vllm", "serve", served_path(model_spec(point), "vLLM")]
     if quant:
         args += ["--quantization", quant]
     if gb:

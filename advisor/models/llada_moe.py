@@ -115,6 +115,9 @@ class LLaDAMoEConfig(PretrainedConfig):
         self.norm_topk_prob = norm_topk_prob
         self.qk_layernorm = qk_layernorm
         self.moe_layer_freq = list(moe_layer_freq) if moe_layer_freq is not None else [1] * num_hidden_layers
+        if len(self.moe_layer_freq) != num_hidden_layers:
+            raise ValueError(f"moe_layer_freq has {len(self.moe_layer_freq)} entries but num_hidden_layers is "
+                             f"{num_hidden_layers}")
         self.moe_router_enable_expert_bias = moe_router_enable_expert_bias
         self.moe_router_score_function = moe_router_score_function
         self.routed_scaling_factor = routed_scaling_factor

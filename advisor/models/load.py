@@ -58,6 +58,9 @@ class LoadedModel:
     """Routed experts stay in the checkpoint (meta parameters); see `advisor.models.offloaded`."""
     load_note: str = ""
     """Why the model was loaded as it was (offloaded or resident), for run headers."""
+    path: str = ""
+    """A local directory's absolute path (empty for hub ids, `bundled` and tiny models): what exports point
+    runtimes at, wherever they run (`name` keeps the spec as given, e.g. a relative path)."""
 
     @property
     def device(self) -> torch.device:
@@ -79,6 +82,7 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     return {
         "family": loaded.family,
         "name": loaded.name,
+        **({"path": loaded.path} if loaded.path else {}),
         "fingerprint": loaded.fingerprint,
         "is_diffusion": bool(loaded.is_diffusion),
         "layout": moe[0].layout if moe else "",
@@ -139,7 +143,9 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
         return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, offload, budget, quantization_config)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
+        loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
+        loaded.path = str(path.resolve())
+        return loaded
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(
             f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
@@ -309,8 +315,13 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=sample)
             loaded.load_note = f"offloaded: routed experts stream from the checkpoint ({note})"
             return loaded
+        if any(path.glob("*.safetensors")):  # the offloaded load's checks, before from_pretrained would
+            from advisor.models.checkpoint import Checkpoint  # fill missing weights with random values
+            from advisor.models.offloaded import check_checkpoint
+
+            check_checkpoint(path, cls, checkpoint or Checkpoint(path))
         model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, OSError) as e:
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
     loaded = loaded_from(model.eval(), _tokenizer(path), family, name, device)
     loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""

@@ -76,6 +76,70 @@ def _experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _is_experts_module(m)]
 
 
+def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
+    """The model `path`'s config.json describes, every parameter on the meta device (nothing allocated);
+    a config.json the model class cannot be built from is one line naming the file."""
+    from transformers import AutoConfig
+
+    config_class = getattr(cls, "config_class", None) or AutoConfig  # Auto* model classes have none
+    try:
+        config = config_class.from_pretrained(str(path), local_files_only=True)
+        with params_on_meta():
+            if cls.__name__.startswith("Auto"):
+                model = cls.from_config(config, dtype=dtype)
+            else:
+                model = cls._from_config(config, dtype=dtype)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError) as e:
+        raise UserError(f"{path / 'config.json'} does not describe a model that can be built "
+                        f"({type(e).__name__}: {e}); fix that field or re-download the model") from e
+    return model.eval()
+
+
+def check_layout(path: Path, model: nn.Module, checkpoint: Checkpoint, keys: dict[str, str]) -> None:
+    """Refuse, in one line, a checkpoint that does not match the model its config.json builds: a tensor of
+    another shape, a weight the checkpoint lacks, or layers/experts beyond what the config builds (which a
+    load would silently drop or leave at random values, and every number measured on it would be wrong)."""
+    import re
+
+    fix = "fix config.json or re-download the model"
+    for name, t in model.state_dict(keep_vars=True).items():
+        key = keys.get(name)
+        if key is not None and tuple(checkpoint.tensors[key].shape) != tuple(t.shape):
+            raise UserError(f"{path}: config.json does not match the checkpoint: {key} is "
+                            f"{list(checkpoint.tensors[key].shape)} in the checkpoint but {list(t.shape)} by "
+                            f"config.json; {fix}")
+    prefixes = tuple(f"{n}." for n, _ in _experts_modules(model))
+    aliases: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):  # tied weights: any one name will do
+        aliases.setdefault(id(p), []).append(name)
+    missing = [names[0] for names in aliases.values()
+               if not any(n in keys or n.startswith(prefixes) for n in names)]
+    if missing:
+        raise UserError(f"{path}: the checkpoint has no tensor for {missing[0]} ({len(missing)} missing); "
+                        f"it does not match the model config.json describes; {fix}")
+    lists = {n: len(m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList)}
+    ignore = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []]
+    # multi-token-prediction layers follow the decoder layers in the checkpoint and are not part of the model
+    mtp = getattr(model.config.get_text_config(), "num_nextn_predict_layers", 0)
+    mtp = mtp if isinstance(mtp, int) else 0
+    for name, key in keys.items():
+        for m in re.finditer(r"\.(\d+)\.", name):
+            prefix = name[:m.start()]
+            allowed = lists.get(prefix, 0) + (mtp if prefix.endswith("layers") else 0)
+            if prefix in lists and int(m.group(1)) >= allowed and not any(r.search(key) for r in ignore):
+                raise UserError(f"{path}: the checkpoint has {key}, but config.json builds {lists[prefix]} "
+                                f"entries of {prefix}; {fix}")
+
+
+def check_checkpoint(path: Path, cls: Any, checkpoint: Checkpoint) -> None:
+    """The checks an offloaded load makes, for a model about to be loaded whole: nothing is read but headers."""
+    model = meta_model(path, cls, None)
+    renames, names = key_mapping(str(getattr(model.config, "model_type", "")))
+    keys = model_keys(checkpoint, renames)
+    check_layout(path, model, checkpoint, keys)
+    _attach_sources(checkpoint, keys, names, _experts_modules(model), torch.device("meta"), torch.float32)
+
+
 def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None,
                     checkpoint: Checkpoint | None = None) -> tuple[nn.Module, Any]:
     """(model with meta experts and resident weights on `device`, fingerprint sampler) from `path`
@@ -84,20 +148,14 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     release_large_frees()
     raw = json.loads((path / "config.json").read_text())
     dtype = dtype or _config_dtype(raw, checkpoint)
-    from transformers import AutoConfig
-
-    config_class = getattr(cls, "config_class", None) or AutoConfig  # Auto* model classes have none
-    config = config_class.from_pretrained(str(path), local_files_only=True)
-    with params_on_meta():
-        if cls.__name__.startswith("Auto"):
-            model = cls.from_config(config, dtype=dtype)
-        else:
-            model = cls._from_config(config, dtype=dtype)
-    model.eval()
+    model = meta_model(path, cls, dtype)
+    config = model.config
     renames, names = key_mapping(str(getattr(config, "model_type", "")))
     keys = model_keys(checkpoint, renames)
+    check_layout(path, model, checkpoint, keys)
     expert_modules = _experts_modules(model)
     prefixes = tuple(f"{n}." for n, _ in expert_modules)
+    sources = _attach_sources(checkpoint, keys, names, expert_modules, device, dtype)
     state: dict[str, torch.Tensor] = {}
     for name, t in model.state_dict(keep_vars=True).items():
         if name.startswith(prefixes) or name not in keys:
@@ -116,7 +174,6 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     if missing:
         raise UserError(f"{path}: the checkpoint has no tensor for {missing[0]} ({len(missing)} missing); "
                         "it does not match this model's layout")
-    sources = _attach_sources(checkpoint, keys, names, expert_modules, device, dtype)
     model._advisor_checkpoint = checkpoint  # keeps the maps open as long as the model lives
 
     def sample(name: str, p: torch.Tensor, flat: Sequence[int]) -> bytes:
@@ -155,4 +212,12 @@ def _attach_sources(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[s
     left = [(name, module) for name, module in modules if not attach(name, module, own_keys=True)]
     for name, module in left:
         attach(name, module, own_keys=False)
+    for name, source in sources.items():  # the checkpoint's experts have the shapes config.json gives them
+        for e in sorted({0, source.num_experts - 1}):
+            want, got = source.inner.get(e).tensors(), source.shapes(e).tensors()
+            for part, w in want.items():
+                if tuple(got[part].shape) != tuple(w.shape):
+                    raise UserError(f"{checkpoint.dir}: config.json does not match the checkpoint: expert {e} of "
+                                    f"{name} has {part} {list(got[part].shape)} in the checkpoint but "
+                                    f"{list(w.shape)} by config.json; fix config.json or re-download the model")
     return sources

@@ -67,9 +67,16 @@ class BudgetFit:
                     also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
                 if self.shape.staging:
                     also += ", and staging buffers for the experts that stream past the cache"
+                need = format_bytes(self.peak_bytes({**base, k: cheapest}), 2)
+                if self.shape.resident_bytes >= self.budget:
+                    raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold even the resident "
+                                    f"(non-expert) weights, {format_bytes(self.shape.resident_bytes, 2)} (counted: "
+                                    f"embeddings, attention, norms, routers, shared experts, LM head); the smallest "
+                                    f"configuration of the space needs {need}: raise --budget")
                 raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold the resident weights and one "
                                 f"expert per MoE layer in any format of the space ({format_bytes(self.shape.resident_bytes, 2)} "
-                                f"are resident{also}); raise --budget or add a smaller format")
+                                f"are resident{also}; the smallest configuration needs {need}); raise --budget or add a "
+                                "smaller format")
             if len(keep) < len(self.knobs[k].choices or ()):
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))
@@ -85,10 +92,12 @@ class BudgetFit:
         """Whether a complete configuration fits `budget` bytes (default: the study's), from counted bytes
         (nothing runs)."""
         limit = self.budget if budget is None else budget
-        if limit is None:
-            return True
+        return limit is None or self.peak_bytes(params) <= limit
+
+    def peak_bytes(self, params: Mapping[str, Any]) -> int:
+        """Counted peak GPU bytes of a complete configuration."""
         counts = self.counts() if self.counts and params.get("allocation") == "by_frequency" else None
-        return build_config(self.space, params, self.shape, counts).peak_bytes <= limit
+        return build_config(self.space, params, self.shape, counts).peak_bytes
 
     def largest(self, params: Mapping[str, Any], budget: float | None = None) -> int | None:
         """Index of the largest size value that fits beside `params` within `budget` (default: the study's),

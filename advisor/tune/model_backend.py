@@ -117,7 +117,7 @@ class ModelBackend:
         `task_reference`), or random prompts + a masked canvas for tokenizer-less models."""
         import torch
 
-        from advisor.eval.fidelity import reference_for, task_inputs
+        from advisor.eval.fidelity import reference_for, task_inputs, uniform_canvas
 
         n = self.settings.fidelity_prompts
         if self.loaded.tokenizer is not None and getattr(self.task, "examples", None):
@@ -127,10 +127,18 @@ class ModelBackend:
         canvas = 8
         mask = self.loaded.mask_token_id
         rows = []
+        gen = torch.Generator().manual_seed(self.settings.seed)
         for p in ids:
             p = torch.cat([p.new_full((width - len(p),), int(p[0])), p])
-            tail = p.new_full((canvas,), mask) if mask is not None else p.new_zeros(0)
+            if mask is None and self.loaded.is_diffusion:  # DiffusionGemma: a noised canvas, no mask token
+                tail = p.new_tensor(uniform_canvas(self.loaded, [0] * canvas, gen))
+            else:
+                tail = p.new_full((canvas,), mask) if mask is not None else p.new_zeros(0)
             rows.append(torch.cat([p, tail]))
+        if mask is None and self.loaded.is_diffusion:
+            positions = torch.ones(len(rows), canvas, dtype=torch.bool)
+            return reference_for(self.loaded, {"input_ids": torch.stack(rows), "positions": positions,
+                                               "attention_mask": None})
         return reference_for(self.loaded, torch.stack(rows))
 
     def store_note(self) -> str:

@@ -85,6 +85,9 @@ class TuneResult:
     measured now for an older study)."""
     finished_elsewhere: list[int] = field(default_factory=list)
     """Trials this run ran that another worker finished meanwhile (their result there is kept)."""
+    dead_workers: list[int] = field(default_factory=list)
+    """Trials left RUNNING by a worker that stopped (no heartbeat within the grace period), failed and queued
+    again by this run."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -377,6 +380,7 @@ def _run_tune(
         if on_trial is not None:
             on_trial(study, trial, objective)
 
+    dead = fail_dead_workers_trials(study)  # before counting: a killed worker's trial is not running any more
     n_trials = opts.n_trials
     callbacks: list[Callable[[Any, Any], None]] = [after_trial, stop.stop_if_requested]
     if opts.total_trials is not None:  # the study ends with this many finished trials, whoever runs them
@@ -387,6 +391,7 @@ def _run_tune(
     if n_trials and not stop.requested:
         elsewhere = _optimize(study, stop.wrap(objective), n_trials, opts.timeout, callbacks, lambda: stop.requested)
     requeue(study, stop.interrupted_trials)
+    dead += fail_dead_workers_trials(study)  # a worker killed while this one ran: no trial left RUNNING for it
     trials = study.get_trials(deepcopy=False)
     front = save_study_front(study, engine)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -400,7 +405,23 @@ def _run_tune(
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
         n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note, finished_elsewhere=elsewhere,
+        dead_workers=sorted(set(dead)),
     )
+
+
+def fail_dead_workers_trials(study: Any) -> list[int]:
+    """Fail, and queue again (the storage's stale-trial callback), the trials whose worker stopped sending its
+    heartbeat; their numbers. Optuna does this only when a worker starts another trial, so a study whose last
+    trials were done when a worker was killed kept that worker's trial RUNNING for ever, even across resumes."""
+    import optuna
+    from optuna.trial import TrialState
+
+    running = {t._trial_id: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    optuna.storages.fail_stale_trials(study)
+    failed = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    return sorted(n for i, n in running.items() if i in failed)
 
 
 def _optimize(study: Any, func: Callable[[Any], Any], n_trials: int | None, timeout: float | None,
