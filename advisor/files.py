@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,19 +86,35 @@ def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True
     return Path(path)
 
 
+def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -> Path:
+    """`UserError` unless `path` (resolved: `.` is the current directory) is new, empty, or holds only entries
+    named in `replaces` (an earlier output of the same writer): `atomic_dir` removes the directory it replaces,
+    which must never take a user's other files with it."""
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a directory; choose another -o")
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if p.name not in replaces)
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise UserError(f"{path} holds other files ({shown}), which writing there would delete; choose a new "
+                            "or empty -o directory (an earlier output there is replaced)")
+    return path
+
+
 @contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, replaces: Collection[str] = ()) -> Iterator[Path]:
     """A temporary directory beside `path` to fill; it replaces `path` when the block succeeds (an older
-    directory there is removed only after that), and is removed otherwise."""
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path.resolve(), True)))
+    directory there - empty, or holding only entries named in `replaces` - is removed only after that), and is
+    removed otherwise."""
+    path = check_replaceable(path, replaces)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
     try:
         yield tmp
         _usual_mode(tmp, executable=True)
         old = None
         if path.exists():
-            if not path.is_dir():
-                raise UserError(f"{path} exists and is not a directory; choose another -o")
+            check_replaceable(path, replaces)  # again: files may have appeared while the block ran
             old = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
             path.rename(old)
         try:

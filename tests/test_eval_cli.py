@@ -25,8 +25,8 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
         "--json", str(out), "--no-progress",
     ])
     assert result.exit_code == 0, result.output
-    assert "[measured:exact-match]" in result.output and "measured:wall-clock" in result.output
-    assert "fidelity vs full precision" in result.output
+    assert "[measured:exact-match (cpu)]" in result.output and "measured:wall-clock (cpu)" in result.output
+    assert "fidelity vs full precision" in result.output and "[measured:logits (cpu)]" in result.output
     payload = json.loads(out.read_text())
     assert payload["n"] == 3 and payload["precision"] == "int4" and len(payload["per_example"]) == 3
     assert 0.0 <= payload["fidelity"]["fidelity_top1"] <= 1.0

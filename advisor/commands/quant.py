@@ -72,6 +72,10 @@ def register(app: typer.Typer) -> None:
 
         fmts = [get_format(n).name for n in names]  # unknown names fail before the model loads
         loaded = load_model(model, offload=offload)
+        beyond = sorted({i for i in wanted or [] if i >= len(loaded.moe)})
+        if beyond:  # a layer the model lacks was dropped without a word
+            raise UserError(f"--layers names MoE layer(s) {', '.join(map(str, beyond))} but {loaded.name} has "
+                            f"{len(loaded.moe)} (0-{len(loaded.moe) - 1})")
         acts = None
         if activations == "captured":
             vocab = int(loaded.model.get_input_embeddings().weight.shape[0])
@@ -121,7 +125,7 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(
             f"bytes: counted (payload + scales/zeros). errors: relative Frobenius norms, "
-            f"{rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute."
+            f"{rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute on {loaded.device.type}."
         )
         if json_out:
             import json
@@ -129,5 +133,6 @@ def register(app: typer.Typer) -> None:
             from advisor.files import write_atomic
 
             target = write_atomic(json_out, json.dumps(
-                {"model": loaded.name, "fingerprint": loaded.fingerprint, "rows": rows}, indent=1))
+                {"model": loaded.name, "fingerprint": loaded.fingerprint, "device": loaded.device.type, "rows": rows},
+                indent=1))
             console.print(f"wrote {len(rows)} rows to {target}")

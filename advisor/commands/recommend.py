@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -104,6 +105,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
                            f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
                            f"{device}  [{p.source}]")
+                if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
+                    c = p.cpu_experts
+                    typer.echo(f"{'':<30} CPU expert times for {', '.join(c['table'])} on "
+                               f"{c.get('host', 'an unrecorded CPU')}, {c['threads']} threads [{c['source']}]")
             return
         from advisor.tune.interrupt import import_runtime
 
@@ -127,9 +132,11 @@ def register(app: typer.Typer) -> None:
 
             torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
-            prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())
+            prof = dataclasses.replace(prof, cpu_experts={**measure_cpu_experts(shapes).to_dict(),
+                                                          "host": hw.host_cpu()})
         if name:
             prof = dataclasses.replace(prof, name=name)
+        prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
         path = save_profile(prof, profiles_dir)
         free = f", free {format_bytes(prof.free_bytes)}" if prof.free_bytes is not None else ""
         typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
@@ -139,8 +146,11 @@ def register(app: typer.Typer) -> None:
 
             cp = CpuProfile.from_dict(prof.cpu_experts)
             for key, row in cp.table.items():
-                cells = ", ".join(f"{f} {r[0][1]:.2f}/{r[-1][1]:.1f}" for f, r in row.items())
+                cells = ", ".join(f"{f} {r[0][1]:.3g}/{r[-1][1]:.3g}" for f, r in row.items())
                 typer.echo(f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]")
+            typer.echo(f"CPU: {prof.cpu_experts.get('host', 'not recorded')}")
+        if kept:
+            typer.echo(kept)
         typer.echo(f"saved {path}")
 
 
@@ -154,6 +164,7 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
             raise UserError(f"bad --expert-shape '{spec}'; give HIDDENxFFN, e.g. 2048x1024") from e
         if h <= 0 or i <= 0:
             raise UserError(f"bad --expert-shape '{spec}': both sizes must be positive, e.g. 2048x1024")
+        _check_measurable(spec, h, i)
         shapes.append((h, i))
     if model:
         from advisor.models.load import load_model
@@ -161,3 +172,50 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
         loaded = load_model(model)
         shapes += [(int(m.hidden_size), int(m.intermediate_size)) for m in loaded.moe]
     return list(dict.fromkeys(shapes))
+
+
+def _check_measurable(spec: str, hidden: int, inter: int) -> None:
+    """Refuse, before anything is allocated, an expert shape whose measurement cannot fit this host: its fp32
+    weights and one quantized copy (what `measure_cpu_experts` holds at once)."""
+    from advisor.hardware.profiles import format_bytes
+    from advisor.models.load import host_available_bytes
+
+    need = 3 * hidden * inter * (4 + 4)
+    have = host_available_bytes()
+    if need > have:
+        raise UserError(f"bad --expert-shape '{spec}': measuring it needs {format_bytes(need)} of host memory, "
+                        f"{format_bytes(have)} is available; give the real expert shape, e.g. 2048x1024")
+
+
+def _keep_earlier_cpu_times(prof: Any, directory: Path | None, threads: int) -> tuple[Any, str]:
+    """`prof` with the CPU expert times of the profile it replaces for the shapes this run did not measure, when
+    they were measured on this CPU (at the same threads, where this run measured too): re-measuring the link, or
+    another model's shapes, no longer drops them. Also the line that says what was kept or dropped ('' if
+    nothing was there). A damaged earlier profile is simply replaced."""
+    import dataclasses
+
+    from advisor.hardware import profiles as hw
+    from advisor.offload.timing import CpuProfile
+
+    path = hw.profile_path(prof.name, directory)
+    try:
+        old = hw.HardwareProfile.from_dict(json.loads(path.read_text())).cpu_experts if path.is_file() else None
+    except (UserError, ValueError, OSError):
+        return prof, ""
+    if not old:
+        return prof, ""
+    earlier, new = CpuProfile.from_dict(old), prof.cpu_experts
+    here = hw.host_cpu()
+    if old.get("host") != here or (new is not None and earlier.threads != threads):
+        return prof, (f"note: the CPU expert times of the profile this replaces ({', '.join(earlier.table)}) were "
+                      f"not kept: measured on {old.get('host') or 'an unrecorded CPU'} with {earlier.threads} "
+                      f"threads; this run: {here}" + (f", {threads} threads" if new is not None else ""))
+    if new is None:
+        return dataclasses.replace(prof, cpu_experts=old), (
+            f"kept the CPU expert times of the profile this replaces ({', '.join(earlier.table)}: {earlier.source})")
+    added = [k for k in earlier.table if k not in new["table"]]
+    if not added:
+        return prof, ""
+    merged = CpuProfile.from_dict(new).filled([earlier], "this run")
+    return dataclasses.replace(prof, cpu_experts={**merged.to_dict(), "host": here}), (
+        f"kept the CPU expert times of the profile this replaces for {', '.join(added)} ({earlier.source})")

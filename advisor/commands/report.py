@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
             "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
         ),
         max_accuracy_drop: float = typer.Option(
-            0.05, "--max-accuracy-drop", help="Accuracy floor of the recommended points, below full precision."
+            0.05, "--max-accuracy-drop", help="Accuracy floor of the recommended points: at most this "
+            "much below full precision (absolute: 0.05 = 5 accuracy points)."
         ),
     ) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the

@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import json
 import os
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +71,52 @@ class HardwareProfile:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> HardwareProfile:
+        """A stored profile, checked field by field: a damaged or hand-edited one (a bandwidth of 0 or "fast", a
+        negative latency, a CPU time table without points) is refused in one line, not divided by later."""
+        if not isinstance(d, dict):
+            raise UserError("hardware profile is not a JSON object; re-create it with `advisor profile`")
         fields = {f.name for f in dataclasses.fields(HardwareProfile)}
         missing = {"name", "memory_bytes", "h2d_gbps_pinned", "h2d_gbps_pageable", "copy_latency_us", "source"} - set(d)
         if missing:
             raise UserError(f"hardware profile lacks {sorted(missing)}; re-create it with `advisor profile`")
+        problems = [f"'{k}' is not a string" for k in ("name", "source", "link") if not isinstance(d.get(k, ""), str)]
+        problems += [f"'{k}' is not a positive number" for k in ("h2d_gbps_pinned", "h2d_gbps_pageable")
+                     if not _number(d[k]) or d[k] <= 0]
+        problems += [f"'{k}' is not a number >= 0" for k in ("memory_bytes", "copy_latency_us")
+                     if not _number(d[k]) or d[k] < 0]
+        if d.get("free_bytes") is not None and (not _number(d["free_bytes"]) or d["free_bytes"] < 0):
+            problems.append("'free_bytes' is not a number >= 0")
+        if d.get("cpu_experts") is not None and not _cpu_experts_ok(d["cpu_experts"]):
+            problems.append("'cpu_experts' is not a table of CPU expert times as `advisor profile --model` writes")
+        if problems:
+            raise UserError(f"hardware profile {d.get('name')!r}: {'; '.join(problems)}; re-create it with "
+                            "`advisor profile`")
         return HardwareProfile(**{k: v for k, v in d.items() if k in fields})
+
+
+def _number(x: Any) -> bool:
+    return type(x) in (int, float) and x == x and x not in (float("inf"), float("-inf"))
+
+
+def _cpu_experts_ok(c: Any) -> bool:
+    """`{"table": {"HxI": {format: [[tokens, ms], ...]}}, "threads": N, "source": "..."}` with bf16 in every
+    shape and at least two points per format, tokens increasing (what the time model interpolates)."""
+    if not isinstance(c, dict) or not isinstance(c.get("source"), str) or type(c.get("threads")) is not int:
+        return False
+    table = c.get("table")
+    if c["threads"] < 1 or not isinstance(table, dict) or not table:
+        return False
+    for key, row in table.items():
+        if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", str(key)) or not isinstance(row, dict) or "bf16" not in row:
+            return False
+        for pts in row.values():
+            if not isinstance(pts, list) or len(pts) < 2 or not all(
+                    isinstance(p, list) and len(p) == 2 and _number(p[0]) and _number(p[1]) and p[0] > 0 and p[1] >= 0
+                    for p in pts):
+                return False
+            if any(a[0] >= b[0] for a, b in zip(pts, pts[1:], strict=False)):
+                return False
+    return True
 
 
 # host link -> nominal pinned GB/s (pageable is taken as half)
@@ -223,6 +265,18 @@ def _split(name: str) -> tuple[str, float | None]:
     return s, mem
 
 
+def host_cpu() -> str:
+    """This host's CPU as its CPU expert times depend on it: the model name and the logical cores. Stored with
+    times `advisor profile` measures, so a study priced with another host's times says so."""
+    model = ""
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
+
+
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
     """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles."""
     if path is not None:
@@ -230,12 +284,15 @@ def profiles_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR))
 
 
+def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """Where the measured profile named `name` is stored."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
+    return profiles_dir(directory) / f"{slug}.json"
+
+
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
     """Store a measured profile as JSON (atomically: temp file then rename)."""
-    d = profiles_dir(directory)
-    slug = re.sub(r"[^a-z0-9]+", "-", profile.name.lower()).strip("-") or "device"
-    path = d / f"{slug}.json"
-    return write_atomic(path, json.dumps(profile.to_dict(), indent=2) + "\n")
+    return write_atomic(profile_path(profile.name, directory), json.dumps(profile.to_dict(), indent=2) + "\n")
 
 
 def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
@@ -247,8 +304,10 @@ def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwarePr
     for p in sorted(d.glob("*.json")):
         try:
             out.append(HardwareProfile.from_dict(json.loads(p.read_text())))
-        except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"hardware profile {p} is not valid JSON ({e}); delete it or run `advisor profile` again") from e
+        except UserError as e:
+            raise UserError(f"{p}: {e}; or delete it") from e
     return out
 
 

@@ -3,7 +3,9 @@
 Kernels are torch's own CPU kernels, multi-threaded by torch's intra-op pool (`torch.set_num_threads`):
 
 * bf16/fp16/fp32 - `F.linear` on the stored weight, bf16 activations for the half formats;
-* int8 - `torch._weight_int8pack_mm` (bf16 activations, int8 weight + one scale per row: the stored layout);
+* int8 - `torch._weight_int8pack_mm` (bf16 activations, int8 weight + one scale per row: the stored layout)
+  where the input width is a multiple of 16 (torch 2.13's CPU kernel crashes the process on other widths once
+  more than one token comes in);
 * int4 (asymmetric, group 32-256 dividing the row) - `torch._weight_int4pack_mm_for_cpu` on a copy converted
   once per expert by `torch._convert_weight_to_int4pack_for_cpu` (the kernel computes (q - 8) * scale + zero,
   so zero = min + 8 * scale); the converted copy is host memory only, the stored/copied bytes do not change;
@@ -22,6 +24,7 @@ from torch import nn
 
 from advisor.models.experts import ExpertFn
 from advisor.offload.timing import INT4_KERNEL_GROUPS
+from advisor.quant.formats import INT8_KERNEL_IN_MULTIPLE
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,7 +55,7 @@ def _int4_linear(qt: Any) -> Linear | None:
 
 
 def _int8_linear(qt: Any) -> Linear | None:
-    if qt.format.spec.kind != "int8":
+    if qt.format.spec.kind != "int8" or qt.shape[1] % INT8_KERNEL_IN_MULTIPLE:
         return None
     q, scale = qt.tensors["qweight"], qt.tensors["scale"].to(torch.bfloat16)
     try:

@@ -37,14 +37,14 @@ def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str
 
     g = torch.Generator().manual_seed(seed)
     table: dict[str, dict[str, list[list[float]]]] = {}
-    kernels: dict[str, str] = {}
+    kernels: dict[str, dict[str, None]] = {}  # per format, the kernels its shapes used (in order, no repeats)
     for hidden, inter in shapes:
         w = ExpertWeights(torch.randn(inter, hidden, generator=g) * 0.02, torch.randn(inter, hidden, generator=g)
                           * 0.02, torch.randn(hidden, inter, generator=g) * 0.02)
         row: dict[str, list[list[float]]] = {}
         for fmt in formats:
             expert = CpuExpert(quantize_expert(w, fmt), torch.nn.functional.silu)
-            kernels[fmt] = expert.kernel_name
+            kernels.setdefault(fmt, {})[expert.kernel_name] = None
             x_all = torch.randn(max(tokens), hidden, generator=g).to(torch.bfloat16)
             # dequantizing dominates the fallback kernel's time at every token count: 3 points suffice
             pts = tokens if expert.kernel_name != "dequantize" else sorted({tokens[0], tokens[len(tokens) // 2],
@@ -52,6 +52,6 @@ def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str
             row[fmt] = [[int(n), round(_min_ms(expert, x_all[:n], repeats), 5)] for n in pts]
         table[shape_key(hidden, inter)] = row
     threads = torch.get_num_threads()
-    ks = ", ".join(f"{f}:{k}" for f, k in kernels.items())
+    ks = ", ".join(f"{f}:{'/'.join(k)}" for f, k in kernels.items())  # "int8:int8pack_mm/dequantize": shapes differ
     return CpuProfile(table, threads, f"measured:wall-clock({dt.date.today().isoformat()}, {threads} threads, "
                                       f"min of {repeats}, kernels {ks})")

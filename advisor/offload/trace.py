@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ class RoutingTrace:
                 arrays = {n: z[n] for n in _ARRAYS}
                 block = z["block_tokens"] if "block_tokens" in z.files else None
                 meta = json.loads(str(z["meta"]))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as e:
             raise UserError(
                 f"'{path}' is not a routing trace this tool wrote ({type(e).__name__}: {e}); "
                 "record one with `advisor trace MODEL -o FILE`"
@@ -139,14 +140,46 @@ class RoutingTrace:
         return trace
 
     def validate(self, where: str = "trace") -> None:
+        """Refuse, in one line, a file whose arrays or meta disagree (damaged, edited, or another model's meta
+        beside these arrays): replaying it would count look-ups of experts or layers the model does not have."""
+        def bad(what: str) -> UserError:
+            return UserError(f"{where}: {what}; the file is damaged or not one `advisor trace` wrote - re-record it "
+                             "with `advisor trace MODEL -o FILE`")
+
+        m = self.meta
+        if not isinstance(m, dict):
+            raise bad("its meta is not a JSON object")
+        shapes = {k: m.get(k) for k in ("num_experts", "hidden", "intermediate")}
+        for k, v in shapes.items():
+            if not isinstance(v, list) or not v or not all(type(x) is int and x > 0 for x in v):
+                raise bad(f"meta '{k}' is not a list of positive integers per MoE layer")
+        if len({len(v) for v in shapes.values()}) != 1:
+            raise bad("meta 'num_experts', 'hidden' and 'intermediate' name different numbers of MoE layers")
+        if type(m.get("generated_tokens", 0)) is not int or m.get("generated_tokens", 0) < 0:
+            raise bad("meta 'generated_tokens' is not a non-negative integer")
+        arrays = [getattr(self, n) for n in _ARRAYS] + ([self.block_tokens] if self.block_tokens is not None else [])
+        if any(a.ndim != 1 or a.dtype.kind not in "iu" for a in arrays):
+            raise bad("its arrays are not 1-D integer arrays")
         r = len(self.rec_forward)
         if len(self.rec_layer) != r or len(self.rec_ptr) != r + 1:
-            raise UserError(f"{where}: record arrays have different lengths; re-record the trace")
+            raise bad("record arrays have different lengths")
         n = len(self.experts)
         if len(self.tokens) != n or (self.block_tokens is not None and len(self.block_tokens) != n):
-            raise UserError(f"{where}: experts/tokens arrays are malformed; re-record the trace")
-        if int(self.rec_ptr[-1]) != n or (r and bool((np.diff(self.rec_ptr) < 0).any())):
-            raise UserError(f"{where}: record offsets do not match the look-ups; the file is truncated or corrupt")
+            raise bad("experts/tokens arrays have different lengths")
+        if int(self.rec_ptr[0]) != 0 or int(self.rec_ptr[-1]) != n or (r and bool((np.diff(self.rec_ptr) < 0).any())):
+            raise bad("record offsets do not match the look-ups (truncated?)")
+        if not len(self.fwd_index) == len(self.fwd_step) == len(self.fwd_block):
+            raise bad("forward arrays have different lengths")
+        ne = np.asarray(shapes["num_experts"])
+        if r and (int(self.rec_layer.min()) < 0 or int(self.rec_layer.max()) >= len(ne)):
+            raise bad(f"records name MoE layers outside the {len(ne)} its meta lists")
+        if r and not np.isin(self.rec_forward, self.fwd_index).all():
+            raise bad("records name forwards its forward arrays lack")
+        if n:  # per record its largest expert id (no per-look-up copy: traces reach tens of millions of look-ups)
+            full = np.diff(self.rec_ptr) > 0
+            top = np.maximum.reduceat(self.experts, self.rec_ptr[:-1][full])
+            if int(self.experts.min()) < 0 or bool((top >= ne[self.rec_layer[full].astype(np.int64)]).any()):
+                raise bad("look-ups name experts beyond their layer's count in its meta (another model's trace?)")
 
     # -- views for replay --------------------------------------------------------------------------
     def _scope(self, token_scope: str) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -121,6 +122,11 @@ class DenseFormat(Format):
         return qt.tensors["weight"].to(dtype)
 
 
+INT8_KERNEL_IN_MULTIPLE = 16
+"""`torch._weight_int8pack_mm` on the CPU only for input widths divisible by this: torch 2.13's kernel crashes the
+process (SIGSEGV, no exception to catch) on other widths once more than one token comes in."""
+
+
 class Int8Format(Format):
     """Weight-only int8, symmetric per output row: w ~ q * scale[row], q in [-127, 127], fp32 scales.
 
@@ -141,7 +147,8 @@ class Int8Format(Format):
         return (qt.tensors["qweight"].float() * qt.tensors["scale"][:, None]).to(dtype)
 
     def linear(self, qt: QTensor, x: torch.Tensor) -> torch.Tensor:
-        if Int8Format._kernel_ok and x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.shape[-1] > 0:
+        if (Int8Format._kernel_ok and x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.shape[-1] > 0
+                and x.shape[-1] % INT8_KERNEL_IN_MULTIPLE == 0):
             try:
                 flat = x.reshape(-1, x.shape[-1]).contiguous()
                 scale = qt.tensors["scale"].to(torch.bfloat16)
@@ -270,6 +277,9 @@ class GroupedIntFormat(Format):
 def _bnb():
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("format nf4 needs bitsandbytes; install it with `pip install bitsandbytes`")
+    # its CPU backend warns at import that an optional gemm kernel (`pip install kernels`) is missing; nf4 here
+    # only quantizes and dequantizes, which that kernel does not do
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     import bitsandbytes
     import bitsandbytes.functional
 

@@ -203,7 +203,8 @@ def compose(c: ReportContext) -> Document:
     doc.add(Heading("Pareto front: transfer vs accuracy vs memory"))
     doc.add(Figure(c.figures["pareto"], "Every feasible trial; red: the stored Pareto front; stars: what "
                                         f"`advisor recommend` picks at the budgets shown (lowest transfer, accuracy "
-                                        f"within {c.max_accuracy_drop:.0%} of the study's full-precision plan)."))
+                                        f"at most {c.max_accuracy_drop:g} ({c.max_accuracy_drop * 100:g} points) "
+                                        "below the study's full-precision plan)."))
     if c.recommended:
         doc.add(Table(["budget", "trial", "H2D / token", "accuracy", "peak GPU memory"],
                       [[format_bytes(r["budget_bytes"]), f"#{r['trial']}", _kib(r["values"].get("h2d_bytes_per_token")),
@@ -383,9 +384,10 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
         f"top-{wb.loaded.moe[0].top_k}.",
         f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",
-        f"Workload (accuracy): task {ev.task}, {ev.limit} examples, seed {ev.seed}. Workload (transfer): the task's "
-        f"first {ev.trace_prompts} prompts, batch 1, the family's decoding, {wb.backend.max_new_tokens} new tokens "
-        f"each; fidelity on {ev.fidelity_prompts} prompts.",
+        (f"Workload (accuracy): task {ev.task}, {ev.limit} examples, seed {ev.seed}. "
+         if any("accuracy" in t.values for t in d.trials) else "Workload (accuracy): none, no trial measured it. ")
+        + f"Workload (transfer): {_prompts_text(wb.loaded, ev.trace_prompts, ev.seed)}, batch 1, the family's decoding, "
+        f"{wb.backend.max_new_tokens} new tokens each; fidelity on {ev.fidelity_prompts} prompts.",
         "H2D bytes: counted exactly (each expert's payload plus its scales at its format) by replaying routing "
         "traces through the same cache-policy objects the offload runtime uses.",
         f"Transfer time: {sw.time_source} - modelled from hardware profile `{p.name}` (pinned "
@@ -403,3 +405,10 @@ def _provenance(doc: Document, c: ReportContext) -> None:
     ]))
     doc.add(Table(["trace (precision)", "forwards", "MoE layers", "routed rows", "cache look-ups", "generated tokens"],
                   trace_rows, caption="Routing traces replayed for this report."))
+
+
+def _prompts_text(loaded, n: int, seed: int) -> str:
+    """Which prompts the traces decode (as `advisor.eval.run.workload_prompts` chooses them)."""
+    if loaded.tokenizer is None:
+        return f"{n} prompts of random token ids, seed {seed} (the model has no tokenizer)"
+    return f"{n} of the task's prompts, chosen by seed {seed}"

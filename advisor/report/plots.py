@@ -97,6 +97,10 @@ def accuracy_by_plan(rows: Sequence[Any], path: Path) -> Path:
     colors = [_color(r.plan, i) for i, r in enumerate(rows)]
     axes[0].bar(xs, acc, yerr=[lo, hi], capsize=5, color=colors)
     axes[0].set(ylabel="task accuracy", title="Task accuracy (95% CI)", ylim=(0, 1.05))
+    missing = [r.plan for r in rows if r.accuracy is None]
+    if missing:  # an empty bar reads as 0: say it was not measured
+        axes[0].text(0.5, 0.5, f"not measured: {', '.join(missing)}", ha="center", va="center", wrap=True,
+                     transform=axes[0].transAxes, color="dimgrey")
     kl = [r.fidelity_kl if r.fidelity_kl is not None else float("nan") for r in rows]
     top1 = [r.fidelity_top1 if r.fidelity_top1 is not None else float("nan") for r in rows]
     axes[1].bar([i - 0.2 for i in xs], top1, width=0.4, color=colors, edgecolor="black", linewidth=0.5,

