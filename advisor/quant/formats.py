@@ -277,9 +277,11 @@ class GroupedIntFormat(Format):
 def _bnb():
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("format nf4 needs bitsandbytes; install it with `pip install bitsandbytes`")
-    # its CPU backend warns at import that an optional gemm kernel (`pip install kernels`) is missing; nf4 here
-    # only quantizes and dequantizes, which that kernel does not do
+    # its CPU backend looks at import for an optional gemm kernel from the hub: without `kernels` (a dependency
+    # of transformers >= 5.25) it warns that the package is missing, with it and offline `kernels` warns that the
+    # kernel's publisher cannot be checked. nf4 here only quantizes and dequantizes, which that kernel does not do
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     import bitsandbytes
     import bitsandbytes.functional
 
