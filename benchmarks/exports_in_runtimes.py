@@ -113,9 +113,9 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
     script.write_text(res.text)
     t0 = time.perf_counter()
     if generate:  # the whole exported script: llama-quantize, then llama-diffusion-cli with the -ot argument
-        # canvas = n_ubatch (64) in blocks of 8, as the bundled model decodes; 8 steps per block
-        args = ["-p", PROMPT, "-c", "64", "-b", "64", "-ub", "64", "--diffusion-steps", "64",
-                "--diffusion-block-length", "8", "-t", "2", "--temp", "0"]
+        # canvas = n_ubatch (64); block length and steps are the script's own (the study's decoding), as a user
+        # runs it: passing them again here would be llama.cpp's "specified multiple times" warning
+        args = ["-p", PROMPT, "-c", "64", "-b", "64", "-ub", "64", "-t", "2", "--temp", "0"]
         # llama.cpp's asynchronous logger can drop the generated text at exit (llama.cpp issue 22142): retry
         attempt, text = 0, ""
         while not text and attempt < 3:
