@@ -42,8 +42,9 @@ def toy_vocab(self):
         tj = json.loads(tok_file.read_text())
         special = {t["id"] for t in tj["added_tokens"]}
         by_id = {i: t for t, i in tj["model"]["vocab"].items()}
-        tokens = [by_id[i] if i in special else byte_level(by_id[i]) for i in range(n)]
-        types = [3 if i in special else 1 for i in range(n)]
+        by_id |= {t["id"]: t["content"] for t in tj["added_tokens"]}  # some are listed only there
+        tokens = [by_id[i] if i in special else byte_level(by_id[i]) if i in by_id else f"[PAD{i}]" for i in range(n)]
+        types = [3 if i in special else 1 if i in by_id else 5 for i in range(n)]  # 5: unused (vocab padding)
     else:
         tokens = [BYTES[i] if i < 256 else f"<x{i}>" for i in range(n)]
         types = [1] * n

@@ -111,6 +111,24 @@ def test_a_killed_workers_trial_is_failed_when_the_study_already_has_its_trials(
     assert sum(t.state.name == "COMPLETE" for t in after) == done
 
 
+def _stop_outside_database_work(proc: subprocess.Popen) -> None:
+    """SIGSTOP `proc` at a moment it holds no file lock (`/proc/locks`): stopped inside a SQLite write (the
+    accuracy lease it claims right after "STAGE accuracy"), it would keep the file locked and the other worker
+    would wait for it; SQLite cannot do otherwise, and that is not what this test is about."""
+    import signal
+
+    for _ in range(200):
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.02)  # the stop is delivered
+        with open("/proc/locks") as f:
+            holders = {ln.split()[5 if ln.split()[1] == "->" else 4] for ln in f}
+        if str(proc.pid) not in holders:
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError("the worker held a database lock at every try")
+
+
 def test_a_paused_worker_whose_trial_another_failed_and_retried_goes_on(shm_dir):
     """A worker stopped (SIGSTOP: a suspended laptop, a paused container) past the grace period while it
     measures trial 0: a second worker fails that trial as stale and queues its retry. The first, continued,
@@ -124,7 +142,7 @@ def test_a_paused_worker_whose_trial_another_failed_and_retried_goes_on(shm_dir)
     paused = _worker(*common, "--trials", "3", "--delay", "1.0")
     for line in paused.stdout:
         if line.startswith("STAGE accuracy 0"):
-            paused.send_signal(signal.SIGSTOP)
+            _stop_outside_database_work(paused)
             break
     try:
         time.sleep(3.5)  # past the grace period: its heartbeat is stale
