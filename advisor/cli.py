@@ -78,6 +78,10 @@ def run() -> None:
         except Exception as e:
             if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
                 raise
+            from advisor.results.storage import is_locked_error, locked_database
+
+            if is_locked_error(e):
+                _fail(str(locked_database()), 2)
             first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
             _fail(f"storage error: {mask_url(first)}; check --storage (a writable, valid database)", 2)
         if code == 130 and signals.received:  # typer turns a KeyboardInterrupt into exit code 130, without a word

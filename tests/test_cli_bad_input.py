@@ -479,3 +479,51 @@ def test_ctrl_c_or_sigterm_while_the_cli_imports_is_one_line(tmp_path, sig):
     assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.splitlines() == ["error: interrupted; nothing is half-written - run the same command again"]
     assert list(tmp_path.iterdir()) == []
+
+
+def _hold_sqlite_lock(path: Path, how: str) -> subprocess.Popen:
+    """Another process that keeps `path` locked (IMMEDIATE: writers wait; EXCLUSIVE: readers too), as a worker
+    stopped in the middle of a write does."""
+    code = ("import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            f"c.execute('BEGIN {how}')\n"
+            "c.execute('CREATE TABLE IF NOT EXISTS held (x)')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_database_another_process_keeps_locked_is_one_line_that_says_so(tmp_path, monkeypatch):
+    """A worker stopped in the middle of a write (a suspended machine, SIGSTOP, a paused container) keeps the
+    SQLite file locked. The others said the file was 'not a readable advisor database' (readers, after 5 s), or
+    'An exception is raised during the commit ... e.g. exceeding max length' (a tune, after 60 s), or waited for
+    ever for the file's turn (`<file>.lock`). Now each says the file is locked by another process, and what to do."""
+    from filelock import FileLock
+
+    monkeypatch.setenv("ADVISOR_SQLITE_TIMEOUT_S", "1")
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    holder = _hold_sqlite_lock(db, "IMMEDIATE")
+    try:  # a writer: the tune that would add trials
+        t0 = time.monotonic()
+        r = advisor("tune", "--trials", "1", "--storage", url, "--study", "s", cwd=tmp_path, timeout=120)
+        one_error_line(r, f"fuser {db}", "locked by another process for 1 s", "then run again")
+        assert time.monotonic() - t0 < 60
+    finally:
+        holder.kill()
+        holder.wait()
+    holder = _hold_sqlite_lock(db, "EXCLUSIVE")
+    try:  # readers
+        for args in (["studies"], ["pareto", "s"], ["recommend", "--budget", "1GiB", "--study", "s"]):
+            r = advisor(*args, "--storage", url, cwd=tmp_path, timeout=120)
+            one_error_line(r, "locked by another process for 1 s")
+    finally:
+        holder.kill()
+        holder.wait()
+    with FileLock(f"{db}.lock"):  # the file's turn, held by a stopped worker
+        r = advisor("tune", "--trials", "1", "--storage", url, "--study", "s", cwd=tmp_path, timeout=120)
+    one_error_line(r, "locked by another process for 1 s")
+    monkeypatch.setenv("ADVISOR_SQLITE_TIMEOUT_S", "soon")
+    one_error_line(advisor("studies", "--storage", url, cwd=tmp_path), "ADVISOR_SQLITE_TIMEOUT_S='soon'")

@@ -13,7 +13,14 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.results.front import METRICS, FrontPoint
 from advisor.results.preflight import mask_url
-from advisor.results.storage import DEFAULT_STORAGE, driver_reason, normalize_url, require_database
+from advisor.results.storage import (
+    DEFAULT_STORAGE,
+    driver_reason,
+    is_locked_error,
+    locked_database,
+    normalize_url,
+    require_database,
+)
 from advisor.results.store import engine_for, load_fronts
 
 
@@ -138,6 +145,8 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
             rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
             names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
     except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
+        if is_locked_error(e):
+            raise locked_database(url) from e
         # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
         raise UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
                         "point --storage at the database `advisor tune` wrote") from e

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from advisor.errors import UserError
-from advisor.results.storage import driver_reason, engine_kwargs, mask_url, read_only_uri, unreadable_database
+from advisor.results.storage import (
+    connect_read_only,
+    driver_reason,
+    engine_kwargs,
+    mask_url,
+    unreadable_database,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -46,7 +52,7 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             raise UserError(f"--storage {path} is a directory, not a database file; give a file path such as "
                             f"{path / 'advisor.db'}")
         try:
-            con = sqlite3.connect(read_only_uri(path), uri=True)
+            con = connect_read_only(path)
             try:
                 con.execute("SELECT count(*) FROM sqlite_master").fetchone()
             finally:

@@ -13,7 +13,7 @@ import json
 import sqlite3
 
 from advisor.results.front import FrontPoint
-from advisor.results.storage import read_only_uri, require_database, sqlite_path, unreadable_database
+from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
 _COLUMNS = (
     "study_name, trial_number, model, model_fingerprint, task, config, \"values\", sources, device, hardware, "
@@ -31,7 +31,7 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
         return load_fronts(engine_for(url), study_name)
     require_database(url)
     try:
-        con = sqlite3.connect(read_only_uri(path), uri=True)
+        con = connect_read_only(path)
         try:
             if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='advisor_front'").fetchone():
                 return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +52,51 @@ def sqlite_path(url: str | URL) -> Path | None:
     return None if database in ("", ":memory:") else Path(database)
 
 
+def sqlite_busy_timeout_s() -> float:
+    """How long a SQLite connection waits for a lock another process holds before giving up: 60 s, or
+    $ADVISOR_SQLITE_TIMEOUT_S. A worker's writes take milliseconds, so a lock held that long belongs to a
+    process stopped in the middle of one (or to a very slow network filesystem: raise it there)."""
+    raw = os.environ.get("ADVISOR_SQLITE_TIMEOUT_S", "60")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"ADVISOR_SQLITE_TIMEOUT_S={raw!r} is not a number of seconds; set it to e.g. 60 or unset it")
+    return seconds
+
+
 def read_only_uri(path: Path) -> str:
     """An SQLite URI that opens `path` read-only (never creating it), whatever characters its name has."""
     return f"file:{quote(str(path))}?mode=ro"
+
+
+def connect_read_only(path: Path) -> Any:
+    """A stdlib sqlite3 connection that reads `path` without creating or writing it (the torch-free readers)."""
+    import sqlite3
+
+    return sqlite3.connect(read_only_uri(path), uri=True, timeout=sqlite_busy_timeout_s())
+
+
+def locked_database(where: Any = None) -> UserError:
+    """The one error for a SQLite file another process kept locked past `sqlite_busy_timeout_s`: not a
+    damaged database, and what to do about it."""
+    path = sqlite_path(where) if isinstance(where, str) else where
+    name = f"the SQLite database {path}" if path else "the SQLite database (--storage)"
+    return UserError(f"{name} stayed locked by another process for {sqlite_busy_timeout_s():g} s: a worker stopped "
+                     "in the middle of a write (a suspended machine, SIGSTOP, a paused container) holds it; resume "
+                     f"or end that process (`fuser {path or 'FILE'}` names it), then run again; finished trials are kept")
+
+
+def is_locked_error(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, is SQLite's "database is locked"."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if "database is locked" in str(getattr(error, "orig", None) or error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
@@ -75,6 +118,8 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
     reason = driver_reason(error)
+    if is_locked_error(error):
+        return locked_database(where if isinstance(where, Path) else str(where))
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
                          "server runs")
@@ -102,10 +147,20 @@ def sqlite_lock(url: str | URL, purpose: str = "") -> Iterator[None]:
     if path is None:
         yield
         return
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
-    with FileLock(f"{path}.{purpose}.lock" if purpose else f"{path}.lock", is_singleton=True):
+    if purpose:  # slow work of its own: wait as long as it takes
+        lock = FileLock(f"{path}.{purpose}.lock", is_singleton=True)
+    else:  # short work: held for long, it belongs to a stopped process (waiting would hang without a word)
+        lock = FileLock(f"{path}.lock", timeout=sqlite_busy_timeout_s(), is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout as e:
+        raise locked_database(path) from e
+    try:
         yield
+    finally:
+        lock.release()
 
 
 SCHEMA_LOCK_KEY = 727401
@@ -183,7 +238,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLite waits for the write lock instead of failing at once when several workers share the file;
     PostgreSQL gives up connecting after `CONNECT_TIMEOUT_S` (libpq would wait for the OS, minutes)."""
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
+        return {"connect_args": {"timeout": sqlite_busy_timeout_s()}}
     if url.startswith("postgresql"):
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
@@ -223,8 +278,12 @@ def open_storage(
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e
     except OperationalError as e:
+        if is_locked_error(e):
+            raise locked_database(url) from e
         raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the URL "
                         "and that the server runs") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
+        if is_locked_error(e):
+            raise locked_database(url) from e
         raise UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
                         f"{mask_url(driver_reason(e))}); point --storage at another file or URL") from e

@@ -18,7 +18,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint, dominates, trial_point
-from advisor.results.storage import read_only_uri, require_database, sqlite_path, unreadable_database
+from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
 _INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 
@@ -58,7 +58,7 @@ def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
             raise unreadable_database(engine.url, e) from e
     require_database(url)
     try:
-        con = sqlite3.connect(read_only_uri(path), uri=True)
+        con = connect_read_only(path)
         try:
             if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'").fetchone():
                 return None
