@@ -168,6 +168,34 @@ def test_a_profile_lacking_a_kernel_gives_its_times_and_only_that_kernel_is_meas
     assert all(s.endswith(f";cpu={times['source']}") for s in sources.values()), sources
 
 
+def test_times_measured_on_another_cpu_say_so_on_resume_and_in_the_report(tmp_path):
+    """The CPU that measured a study's times is stored with them: a resume or `advisor report` on another machine
+    says "(measured on another CPU: X; this host: Y)"; on the same CPU, or where older times did not record it,
+    nothing more (both said nothing: the times did not record their CPU)."""
+    from advisor.hardware.profiles import host_cpu
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "h"]
+    advisor(*tune, "--trials", "1", cwd=tmp_path)
+    profile, _ = stored(db)
+    assert profile["host"] == host_cpu()  # recorded where measured
+    src, other = profile["source"], "Other CPU 9000, 96 logical cores"
+    where = f" (measured on another CPU: {other}; this host: {host_cpu()})"
+
+    set_stored(db, {**profile, "host": other})
+    resumed = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert f"CPU expert times: the study's stored measurement {src}{where}\n" in resumed, resumed
+    out = tmp_path / "r"
+    advisor("report", "h", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
+    md = " ".join((out / "report.md").read_text().split())
+    assert f"the one its trials were priced with ({src}){where}." in md, md
+
+    set_stored(db, {k: v for k, v in profile.items() if k != "host"})  # times stored before the host was
+    older = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert f"CPU expert times: the study's stored measurement {src}\n" in older, older
+
+
 def _gated_workers(args: list[str], cwd: Path, n: int = 2) -> list[tuple[str, str]]:
     """(stdout, stderr) of `n` processes `advisor *args` released together once each has loaded the model: each
     writes to a pipe filled beforehand, so it blocks at its first line (the run header, printed just before the

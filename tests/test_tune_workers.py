@@ -111,6 +111,80 @@ def test_a_killed_workers_trial_is_failed_when_the_study_already_has_its_trials(
     assert sum(t.state.name == "COMPLETE" for t in after) == done
 
 
+def _studies(url: str, *args: str, columns: int = 60) -> str:
+    r = subprocess.run([sys.executable, "-m", "advisor", "studies", "--storage", url, *args], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_studies_tells_a_killed_workers_silent_trial_from_a_running_one(shm_dir):
+    """A SIGKILLed worker's trial stays RUNNING until the next `advisor tune` on the study fails it: `advisor
+    studies` showed it as running, as if a worker were busy with it. Now a running trial whose heartbeat is older
+    than `SILENT_AFTER_S` is counted silent, with its age, in the wide and the fitted layout, and a footnote says
+    what that means; the next tune (the CLI's default --heartbeat 10) indeed fails it."""
+    _check_silent_trial(f"sqlite:///{shm_dir / 's.db'}")
+
+
+@pytest.mark.postgres
+def test_studies_tells_a_silent_trial_on_postgresql():
+    """The same on PostgreSQL (its clock and timestamp types), in a fresh schema: no other study there."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    from sqlalchemy import create_engine, text
+
+    schema = f"quiet_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        _check_silent_trial(f"{base}?options=-csearch_path%3D{schema}")
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _check_silent_trial(url: str) -> None:
+    import datetime as dt
+
+    from sqlalchemy import DateTime, bindparam, text
+
+    proc = _worker("--storage", url, "--study", "s", "--trials", "50", "--delay", "0.5", "--no-staging",
+                   "--heartbeat", "1", "--grace", "2", "--seed", "5")
+    for line in proc.stdout:
+        if line.startswith("STAGE accuracy"):
+            proc.kill()
+            break
+    proc.wait(timeout=30)
+    (killed,) = [t for t in optuna.load_study(study_name="s", storage=normalize_url(url)).trials
+                 if t.state.name == "RUNNING"]
+    fresh = _studies(url)  # killed a moment ago: not silent yet, as a live worker's trial
+    assert "running 1" in fresh and "silent" not in fresh, fresh
+
+    engine = engine_for(url)
+    with engine.begin() as c:  # twelve minutes pass (on the database's clock, which the heartbeats use)
+        beat = c.execute(text("SELECT heartbeat FROM trial_heartbeats WHERE trial_id = :t").columns(
+            heartbeat=DateTime), {"t": killed._trial_id}).scalar_one()
+        c.execute(text("UPDATE trial_heartbeats SET heartbeat = :b WHERE trial_id = :t").bindparams(
+            bindparam("b", type_=DateTime)), {"b": beat - dt.timedelta(minutes=12), "t": killed._trial_id})
+    note = "The next `advisor tune --study s` on this storage fails it and queues it again."
+    narrow, wide = (" ".join(_studies(url, *a).split()) for a in ((), ("--wide",)))  # the note wraps
+    assert "running 1 (1 silent 12 min)" in narrow and note in narrow, narrow
+    assert "│ 1 (1 silent 12 min) │" in wide and note in wide and "running 1" not in wide, wide
+    assert "silent: a running trial whose worker has sent no heartbeat for over 90 s" in wide, wide
+
+    done = sum(t.state.name == "COMPLETE" for t in optuna.load_study(study_name="s", storage=normalize_url(url)).trials)
+    resumed = _worker("--storage", url, "--study", "s", "--total", str(done), "--no-staging", "--heartbeat", "10",
+                      "--grace", "30")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert _result(out)["dead_workers"] == [killed.number]
+    after = _studies(url)
+    assert "running 0" in after and "silent" not in after, after
+
+
 def _stop_outside_database_work(proc: subprocess.Popen) -> None:
     """SIGSTOP `proc` at a moment it holds no file lock (`/proc/locks`): stopped inside a SQLite write (the
     accuracy lease it claims right after "STAGE accuracy"), it would keep the file locked and the other worker

@@ -132,8 +132,7 @@ def register(app: typer.Typer) -> None:
 
             torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
-            prof = dataclasses.replace(prof, cpu_experts={**measure_cpu_experts(shapes).to_dict(),
-                                                          "host": hw.host_cpu()})
+            prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())  # with its host
         if name:
             prof = dataclasses.replace(prof, name=name)
         prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
@@ -217,5 +216,5 @@ def _keep_earlier_cpu_times(prof: Any, directory: Path | None, threads: int) -> 
     if not added:
         return prof, ""
     merged = CpuProfile.from_dict(new).filled([earlier], "this run")
-    return dataclasses.replace(prof, cpu_experts={**merged.to_dict(), "host": here}), (
+    return dataclasses.replace(prof, cpu_experts=merged.to_dict()), (
         f"kept the CPU expert times of the profile this replaces for {', '.join(added)} ({earlier.source})")

@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from advisor.results.preflight import mask_url
-        from advisor.results.registry import list_studies
+        from advisor.results.registry import SILENT_AFTER_S, list_studies
+        from advisor.results.storage import GRACE_PERIOD_S
         from advisor.tune.display import human_bytes
         from advisor.tune.fit import print_fitted
 
@@ -256,12 +257,20 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             budget = human_bytes(r.budget_bytes) if r.budget_bytes else "-"
             updated = r.updated_at.strftime("%Y-%m-%d %H:%M") if r.updated_at else "-"
-            numbers = (r.n_complete, r.n_failed, r.n_running, r.n_waiting, r.front_size)
-            table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *map(str, numbers), updated)
+            running = f"{r.n_running}" + (f" ({len(r.silent_s)} silent {_silence(r.silent_s)})" if r.silent_s else "")
+            numbers = (str(r.n_complete), str(r.n_failed), running, str(r.n_waiting), str(r.front_size))
+            table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *numbers, updated)
             records.append((r.name, [("model", r.model), ("task", r.task), ("space", r.space), ("budget", budget),
-                                     ("device", r.device), *zip(counts, map(str, numbers), strict=True),
+                                     ("device", r.device), *zip(counts, numbers, strict=True),
                                      ("updated", updated + " UTC" if r.updated_at else updated)]))
         print_fitted(console, table, records, wide=wide)
+        silent = [r.name for r in rows if r.silent_s]
+        if silent:
+            console.print(f"silent: a running trial whose worker has sent no heartbeat for over {SILENT_AFTER_S} s "
+                          f"(3 x the {GRACE_PERIOD_S} s grace period of `advisor tune`'s default --heartbeat): that "
+                          "worker most likely died. The next `advisor tune --study "
+                          f"{silent[0] if len(silent) == 1 else 'NAME'}` on this storage fails it and queues it "
+                          "again.", markup=False)
 
     @app.command("pareto")
     def pareto(
@@ -304,6 +313,15 @@ def register(app: typer.Typer) -> None:
             png = write_png(points, out / f"{safe}.png", title)
             html = write_html(points, out / f"{safe}.html", title)
             console.print(f"plots: {png}  {html}")
+
+
+def _silence(seconds: tuple[float, ...]) -> str:
+    """How long silent trials have been silent: "12 min", or "95 s to 3.0 h" for several."""
+    def one(s: float) -> str:
+        return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+    lo, hi = one(min(seconds)), one(max(seconds))
+    return lo if lo == hi else f"{lo} to {hi}"
 
 
 def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, budget_note: str, profile,

@@ -277,6 +277,13 @@ def host_cpu() -> str:
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
+def other_cpu(host: str | None) -> str:
+    """" (measured on another CPU: X; this host: Y)" for CPU expert times measured on `host` when that is not
+    this host's CPU; "" when it is, or when `host` was not recorded. Said wherever stored times are used."""
+    here = host_cpu()
+    return f" (measured on another CPU: {host}; this host: {here})" if host and host != here else ""
+
+
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
     """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles."""
     if path is not None:

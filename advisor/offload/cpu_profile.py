@@ -30,7 +30,9 @@ def _min_ms(fn, x: torch.Tensor, repeats: int) -> float:
 
 def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str] = CPU_FORMATS,
                         tokens: Sequence[int] = TOKENS, repeats: int = 3, seed: int = 0) -> CpuProfile:
-    """CPU expert forward time (ms) at each (hidden, expert FFN) shape, format and token count."""
+    """CPU expert forward time (ms) at each (hidden, expert FFN) shape, format and token count, on this
+    host's CPU (recorded with them: times measured elsewhere are labelled so where they are used)."""
+    from advisor.hardware.profiles import host_cpu
     from advisor.models.experts import ExpertWeights
     from advisor.offload.cpu_experts import CpuExpert
     from advisor.quant.expert import quantize_expert
@@ -54,4 +56,4 @@ def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str
     threads = torch.get_num_threads()
     ks = ", ".join(f"{f}:{'/'.join(k)}" for f, k in kernels.items())  # "int8:int8pack_mm/dequantize": shapes differ
     return CpuProfile(table, threads, f"measured:wall-clock({dt.date.today().isoformat()}, {threads} threads, "
-                                      f"min of {repeats}, kernels {ks})")
+                                      f"min of {repeats}, kernels {ks})", host_cpu())

@@ -70,13 +70,17 @@ class CpuProfile:
     table: Mapping[str, Mapping[str, Sequence[Sequence[float]]]]  # "HxI" -> format -> [[tokens, ms], ...]
     threads: int
     source: str  # e.g. "measured:wall-clock(2026-12-03, 2 threads, min of 3, kernels ...)"
+    host: str = ""
+    """The CPU that measured them (`advisor.hardware.profiles.host_cpu`; "A + B" when completed on another);
+    "" when not recorded (times stored before it was)."""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CpuProfile:
-        return cls(table=d["table"], threads=int(d["threads"]), source=str(d["source"]))
+        return cls(table=d["table"], threads=int(d["threads"]), source=str(d["source"]), host=str(d.get("host") or ""))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"table": {k: dict(v) for k, v in self.table.items()}, "threads": self.threads, "source": self.source}
+        d = {"table": {k: dict(v) for k, v in self.table.items()}, "threads": self.threads, "source": self.source}
+        return {**d, "host": self.host} if self.host else d
 
     def lacking(self, shapes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
         """Per expert shape (hidden, FFN) that lacks any, the CPU kernels (`CPU_FORMATS`) without times here."""
@@ -89,9 +93,10 @@ class CpuProfile:
 
     def filled(self, measured: Iterable[CpuProfile], origin: str) -> CpuProfile:
         """These times (from `origin`, e.g. "study"), and each of `measured`'s where these have none (never
-        replacing one): the source names both parts, e.g. "<source> (profile) + 2048x1408:int3 <source>"."""
+        replacing one): the source names both parts, e.g. "<source> (profile) + 2048x1408:int3 <source>", and the
+        host the CPUs that measured them."""
         table = {k: dict(v) for k, v in self.table.items()}
-        parts = []
+        parts, hosts = [], [self.host]
         for m in measured:
             added = []
             for k, row in m.table.items():
@@ -101,9 +106,11 @@ class CpuProfile:
                     added.append(kernels_text(k, new))
             if added:
                 parts.append(f"{', '.join(added)} {m.source}")
+                hosts.append(m.host)
         if not parts:
             return self
-        return CpuProfile(table, self.threads, " + ".join([f"{self.source} ({origin})", *parts]))
+        host = "" if "" in hosts else " + ".join(dict.fromkeys(hosts))  # one part's CPU unknown: all unknown
+        return CpuProfile(table, self.threads, " + ".join([f"{self.source} ({origin})", *parts]), host)
 
     def ms(self, fmt: str, hidden: int, intermediate: int, tokens: int) -> tuple[float, bool]:
         """(ms, scaled): piecewise linear in tokens (linear beyond the last point); a shape not measured is

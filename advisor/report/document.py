@@ -349,16 +349,21 @@ def _hybrid_check(origin: str | None, hybrid: bool) -> str:
             "stored bytes.")
 
 
-def _cpu_label(origin: str | None, source: str) -> str:
+def _cpu_label(origin: str | None, source: str, host: str | None = None) -> str:
     """Where the CPU expert times of this report's replays (cpu/hybrid misses, time per token) came from:
-    `origin` "study" (stored with it), "profile" (its hardware profile's, which its trials ran with) or None."""
+    `origin` "study" (stored with it), "profile" (its hardware profile's, which its trials ran with) or None;
+    `host` the CPU that measured them, named when it is not this one."""
+    from advisor.hardware.profiles import other_cpu
+
+    where = other_cpu(host)
     if origin == "study":
         dates = sorted(set(re.findall(r"\d{4}-\d\d-\d\d", source)))  # two when a resume completed them
         return (f"CPU expert times (cpu and hybrid misses, time per token): the study's stored measurement"
-                f"{' of ' + ' and '.join(dates) if dates else ''}, the one its trials were priced with ({source}).")
+                f"{' of ' + ' and '.join(dates) if dates else ''}, the one its trials were priced with "
+                f"({source}){where}.")
     if origin == "profile":
         return (f"CPU expert times (cpu and hybrid misses, time per token): {source}, from the study's hardware "
-                "profile, the one its trials were priced with (the study predates storing them).")
+                f"profile{where}, the one its trials were priced with (the study predates storing them).")
     return (f"CPU expert times (cpu and hybrid misses, time per token): {source}, taken by this report (the study "
             "predates storing the ones its trials were priced with).")
 
@@ -398,7 +403,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
                     for r in c.headline if r.trial is not None) + "."
         + _hybrid_check(cpu_origin, any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
-        _cpu_label(cpu_origin, wb.backend.cpu_profile().source),
+        _cpu_label(cpu_origin, wb.backend.cpu_profile().source, wb.backend.cpu_profile().host),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
         "Routing under quantized experts is recorded per precision (it can differ from FP16).",

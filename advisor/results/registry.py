@@ -3,7 +3,9 @@
 `advisor studies` must be instant and must work on a database another machine wrote, so it reads plain SQL:
 our `advisor_study` rows (model, task, space, budget), the stored fronts, and trial counts from Optuna's
 `studies`/`trials` tables (a schema optuna-dashboard also relies on). A study Optuna knows but we never
-registered (created by another tool) is still listed, with what can be known about it.
+registered (created by another tool) is still listed, with what can be known about it. A running trial whose
+worker stopped sending heartbeats (`trial_heartbeats`) is told apart: it stays RUNNING until the next
+`advisor tune` on the study fails it and queues it again.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import DateTime, String, func, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
-from advisor.results.storage import unreadable_database
+from advisor.results.storage import GRACE_PERIOD_S, unreadable_database
 from advisor.results.store import FrontRow, StudyRow
+
+SILENT_AFTER_S = 3 * GRACE_PERIOD_S
+"""A running trial whose worker sent no heartbeat for longer is "silent" (its worker most likely died): three
+times the grace period after which `advisor tune` with the default --heartbeat (10 s) fails it. A live worker
+writes one every --heartbeat seconds, so one run with any --heartbeat under 90 s is never called silent, and the
+next `advisor tune` with --heartbeat 30 or less fails a silent trial."""
 
 
 def _now() -> dt.datetime:
@@ -59,6 +67,9 @@ class StudySummary:
     n_waiting: int = 0
     """Queued trials (re-queued after an interruption or a dead worker, or seeded) that nobody runs yet."""
     objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
+    silent_s: tuple[float, ...] = ()
+    """Of the running trials, those silent (no heartbeat for over `SILENT_AFTER_S`): seconds since each one's last
+    heartbeat. Running trials without heartbeats (heartbeat off) are not judged."""
 
 
 def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
@@ -107,6 +118,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
                     d = counts.setdefault(study, {})
                     if state is not None:
                         d[str(state).split(".")[-1].upper()] = int(n)
+            silent = _silent_trials(c, name) if {"studies", "trials", "trial_heartbeats"} <= tables else {}
             fronts: dict[str, int] = {}
             if FrontRow.__tablename__ in tables:
                 q = text(f"SELECT study_name, COUNT(*) FROM {FrontRow.__tablename__} {where('study_name')}"
@@ -136,5 +148,21 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             updated_at=r.updated_at if r else None,
             n_waiting=c.get("WAITING", 0),
             objectives=dict(r.objectives) if r and r.objectives else None,
+            silent_s=tuple(silent.get(study, ())),
         ))
+    return out
+
+
+def _silent_trials(c: Any, name: str | None) -> dict[str, list[float]]:
+    """Per study, seconds since the last heartbeat of each running trial silent for over `SILENT_AFTER_S`,
+    reckoned from the database's clock as Optuna's own stale-trial check does (heartbeats are written with it)."""
+    now = c.execute(select(func.now())).scalar().replace(tzinfo=None)  # PostgreSQL's is aware: Optuna drops it
+    q = text("SELECT s.study_name, h.heartbeat FROM trial_heartbeats h JOIN trials t ON t.trial_id = h.trial_id "
+             "JOIN studies s ON s.study_id = t.study_id WHERE t.state = 'RUNNING'"
+             + ("" if name is None else " AND s.study_name = :name")).columns(study_name=String, heartbeat=DateTime)
+    out: dict[str, list[float]] = {}
+    for study, beat in c.execute(q, {} if name is None else {"name": name}):
+        age = (now - beat).total_seconds()
+        if age > SILENT_AFTER_S:
+            out.setdefault(study, []).append(age)
     return out

@@ -189,24 +189,25 @@ def _price_cpu(study: Any, backend: Any, created: bool) -> str:
     if created:
         return (f"CPU expert times: {src}, {_cpu_origin(backend, src)}, stored with the study (a resume and "
                 "`advisor report` reuse them)")
+    from advisor.hardware.profiles import other_cpu
+
+    where = other_cpu(backend.cpu_profile().host)
     if not measured:
-        return f"CPU expert times: the study's stored measurement {src}"
+        return f"CPU expert times: the study's stored measurement {src}{where}"
     study.set_user_attr("cpu_experts", backend.cpu_profile().to_dict())
     return (f"CPU expert times: the study's stored measurement, what it lacked ({', '.join(measured)}) measured now "
-            f"and stored with it: {src}")
+            f"and stored with it: {src}{where}")
 
 
 def _cpu_origin(backend: Any, src: str) -> str:
     """Whose CPU expert times a new study got: the hardware profile --gpu names, that profile completed here
     (its source names both parts), or this run's own measurement."""
-    from advisor.hardware.profiles import host_cpu
+    from advisor.hardware.profiles import other_cpu
 
     stored = getattr(backend.profile, "cpu_experts", None)
     if not stored:
         return "measured by this run"
-    here = host_cpu()
-    where = (f" (measured on another CPU: {stored['host']}; this host: {here})"
-             if stored.get("host") and stored["host"] != here else "")
+    where = other_cpu(stored.get("host"))
     if src != stored["source"]:  # `CpuProfile.filled` keeps the source only when it added nothing
         return f"from the hardware profile {backend.profile.name!r}{where}, completed by this run"
     return f"from the hardware profile {backend.profile.name!r}{where}"
