@@ -14,7 +14,15 @@ Then, per layout and plan (int8, int4), in a fresh subprocess (so peak RSS is th
     state: the files were just written or read);
   * device-side parameter bytes (non-meta parameters, counted) == the counted resident bytes;
   * one generation through the offload runtime (8 slots per layer, LRU; CPU, time modelled).
-Last line: RESULT peak_rss_ratio=<worst> device_bytes_match=<0|1>.
+Then `advisor trace` on the LLaDA-MoE-shaped checkpoint, `--resident` and `--offload` side by side (fresh CLI
+processes, alternating, `--trace-runs` each): wall clock and CPU time (user+sys of the child), and whether the
+two traces are equal (they must be: offloading changes where experts are read from, not the routing); then the
+decoding alone, both loads in one process, trace by trace alternately, with what the offloaded model's
+checkpoint reads cost (the gap without imports and loading, and its breakdown).
+`--trace-only` runs just that part; `--trace-busy N` runs N spinning processes beside the traces (a host whose
+cores other jobs share, as the 2-core machine this was measured on).
+Last line: RESULT peak_rss_ratio=<worst> device_bytes_match=<0|1> trace_offload_cpu_ratio=<offload/resident>
+trace_offload_wall_ratio=<...> decode_offload_ratio=<...> traces_equal=<0|1> (peak_rss_ratio and device_bytes_match absent with --trace-only).
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,14 +188,127 @@ def read_once(path: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _traces_equal(a: Path, b: Path) -> bool:
+    """Same routing in both trace files (every array; meta may differ only in how the model was loaded)."""
+    import numpy as np
+
+    with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
+        arrays = [k for k in x.files if x[k].dtype.kind != "U"]
+        return set(x.files) == set(y.files) and all(np.array_equal(x[k], y[k]) for k in arrays)
+
+
+def decode_child(path: Path, limit: int, reps: int) -> dict:
+    """Decoding only, both loads in this one process, alternating trace by trace (so the host's load hits
+    both alike): seconds per trace of each, and what the offloaded model's checkpoint reads cost (counted
+    bytes, measured seconds; absent before the reads were counted). Offloaded loading fixes glibc's mmap
+    threshold for the whole process (`release_large_frees`), so the resident model runs under it here too."""
+    import torch
+
+    from advisor.commands.offload import _prompts
+    from advisor.models.load import load_model
+    from advisor.offload.trace import record_trace
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))  # as `advisor trace` does
+    models = {m: load_model(str(path), device="cpu", offload=m == "offload") for m in ("resident", "offload")}
+    prompts, task_new, _ = _prompts(models["resident"], "toy", None, limit, 0)
+    ck = getattr(models["offload"].model, "_advisor_checkpoint", None)  # what `LoadedModel.checkpoint` gives
+    out: dict = {"resident": [], "offload": [], "read_bytes": [], "read_s": [], "forwards": 0}
+    for _ in range(reps):
+        for mode, loaded in models.items():
+            b0, s0 = getattr(ck, "bytes_read", None), getattr(ck, "read_seconds", None)
+            t0 = time.perf_counter()
+            traces = [record_trace(loaded, ids, max_new_tokens=task_new or 32) for ids in prompts]
+            out[mode].append(time.perf_counter() - t0)
+            out["forwards"] = sum(t.n_forwards for t in traces)
+            if mode == "offload" and b0 is not None:
+                out["read_bytes"].append(ck.bytes_read - b0)
+                out["read_s"].append(ck.read_seconds - s0)
+    return out
+
+
+def _busy_loops(n: int) -> list[subprocess.Popen]:
+    """`n` processes that spin on a core each, at this process's niceness: a host whose cores are shared."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def trace_side_by_side(path: Path, runs: int, limit: int, busy: int = 0) -> dict[str, float]:
+    """`advisor trace PATH --resident` and `--offload` as a user runs them (fresh processes, alternating so a
+    change in the host's load hits both): median wall clock and CPU time (user+sys) of each; with `busy`
+    spinning processes beside them (the CPU time then includes torch's threads waiting for a core)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    spinners = _busy_loops(busy)
+    try:
+        out = _trace_runs(path, runs, limit, env)
+        cmd = [sys.executable, __file__, "--decode-child", str(path), str(limit), str(runs)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        d = json.loads(proc.stdout.strip().splitlines()[-1])
+        res, off = d["resident"], d["offload"]
+        extra = [o - r for o, r in zip(off, res, strict=True)]
+        print(f"decoding only, one process, alternating ({d['forwards']} forwards per trace): resident "
+              + " ".join(f"{t:.2f}" for t in res) + " s, offloaded " + " ".join(f"{t:.2f}" for t in off)
+              + " s (measured); offloaded - resident: " + " ".join(f"{t:.2f}" for t in extra) + " s")
+        if d["read_s"]:
+            print("  of which reading experts from the checkpoint: " + ", ".join(
+                f"{b / 2**30:.2f} GiB in {t:.2f} s ({b / t / 1e9:.1f} GB/s)" for b, t in zip(
+                    d["read_bytes"], d["read_s"], strict=True)) + " (bytes counted, seconds measured)")
+        else:
+            print("  (reads not counted in this version)")
+        out["decode_ratio"] = statistics.median(off) / statistics.median(res)
+        print(f"decoding offloaded / resident: {out['decode_ratio']:.2f}x (medians)")
+        return out
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+
+
+def _trace_runs(path: Path, runs: int, limit: int, env: dict[str, str]) -> dict[str, float]:
+    times: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in ("resident", "offload")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(runs):
+            for mode in ("resident", "offload"):
+                cmd = [sys.executable, "-m", "advisor", "trace", str(path), "-o", f"{tmp}/{mode}.npz",
+                       "--limit", str(limit), f"--{mode}"]
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                wall = time.perf_counter() - t0
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+                times[mode]["wall"].append(wall)
+                times[mode]["cpu"].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        equal = _traces_equal(Path(tmp) / "resident.npz", Path(tmp) / "offload.npz")
+    out: dict[str, float] = {"traces_equal": float(equal)}
+    for mode, t in times.items():
+        out[f"{mode}_wall"] = statistics.median(t["wall"])
+        out[f"{mode}_cpu"] = statistics.median(t["cpu"])
+        print(f"advisor trace --{mode} --limit {limit}: wall {out[f'{mode}_wall']:.1f} s, CPU (user+sys) "
+              f"{out[f'{mode}_cpu']:.1f} s (measured, median of {runs}; runs: "
+              + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in zip(t["wall"], t["cpu"], strict=True)) + " s wall/CPU)")
+    print(f"offload / resident: wall {out['offload_wall'] / out['resident_wall']:.2f}x, CPU "
+          f"{out['offload_cpu'] / out['resident_cpu']:.2f}x; traces equal: {bool(equal)}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dir", default="/work/cache/big_model" if Path("/work/cache").is_dir() else "/tmp/big_model")
+    ap.add_argument("--trace-only", action="store_true", help="only advisor trace --resident vs --offload")
+    ap.add_argument("--trace-runs", type=int, default=3, help="runs of each trace mode (median reported)")
+    ap.add_argument("--trace-limit", type=int, default=1, help="prompts per trace (advisor trace --limit)")
+    ap.add_argument("--trace-busy", type=int, default=0, help="spinning processes beside the traces (shared cores)")
     ap.add_argument("--child", nargs=2, metavar=("PATH", "PLAN"), help=argparse.SUPPRESS)
+    ap.add_argument("--decode-child", nargs=3, metavar=("PATH", "LIMIT", "REPS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         print(json.dumps(child(Path(a.child[0]), a.child[1])))
+        return 0
+    if a.decode_child:
+        print(json.dumps(decode_child(Path(a.decode_child[0]), int(a.decode_child[1]), int(a.decode_child[2]))))
         return 0
     size = "quick" if a.quick else "full"
     s = SHAPES[size]
@@ -193,13 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# big_model ({size}): {s['layers']} MoE layers x {s['experts']} experts, hidden {s['hidden']}, expert FFN "
           f"{s['ffn']}, bf16; device cpu ({os.cpu_count()} cores, shared); checkpoints under {a.dir}")
     worst, match = 0.0, 1
-    for layout, label in (("list", "LLaDA-MoE-shaped, list layout"), ("fused", "Qwen3-MoE-shaped, fused layout")):
+    layouts = (("list", "LLaDA-MoE-shaped, list layout"), ("fused", "Qwen3-MoE-shaped, fused layout"))
+    for layout, label in layouts:
         path = Path(a.dir) / f"{layout}-{size}"
         t0 = time.perf_counter()
         write_checkpoint(path, layout, s)
         files = sorted(path.glob("*.safetensors"))
         print(f"\n## {label}: {len(files)} shards, {sum(f.stat().st_size for f in files) / gib:.2f} GiB "
               f"(written/checked in {time.perf_counter() - t0:.0f} s)")
+        if a.trace_only:
+            break
         read_s = read_once(path)
         print(f"read the files once: {read_s:.1f} s (measured, page cache as left by the write)")
         for plan in ("int8", "int4"):
@@ -223,7 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{bool(ok)}; {r['meta_params']} expert parameters meta\n"
                   f"  generation through the runtime: {r['generated']} tokens in {r['gen_s']:.1f} s (measured), "
                   f"{r['h2d_bytes'] / 2**20:.1f} MiB copied into the slot pool (counted), hit rate {r['hit_rate']:.3f}")
-    print(f"\nRESULT peak_rss_ratio={worst:.3f} device_bytes_match={match}")
+    print(f"\n## advisor trace, resident vs offloaded ({layouts[0][1]}, {size}; torch threads: the CLI's default; "
+          f"{a.trace_busy} spinning processes beside; load average before: {os.getloadavg()[0]:.2f})")
+    tr = trace_side_by_side(Path(a.dir) / f"list-{size}", a.trace_runs, a.trace_limit, a.trace_busy)
+    head = "" if a.trace_only else f"peak_rss_ratio={worst:.3f} device_bytes_match={match} "
+    print(f"\nRESULT {head}trace_offload_cpu_ratio={tr['offload_cpu'] / tr['resident_cpu']:.2f} "
+          f"trace_offload_wall_ratio={tr['offload_wall'] / tr['resident_wall']:.2f} "
+          f"decode_offload_ratio={tr['decode_ratio']:.2f} "
+          f"traces_equal={int(tr['traces_equal'])}")
     return 0
 
 

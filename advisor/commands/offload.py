@@ -29,6 +29,16 @@ def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, see
     return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
 
 
+def _read_note(nbytes: int, read_s: float, decode_s: float, forwards: int) -> str:
+    """What reading the routed experts from the checkpoint cost an offloaded trace."""
+    from advisor.units import format_bytes
+
+    share = f", {100 * read_s / decode_s:.0f}% of the {decode_s:.1f} s of decoding" if decode_s > 0 else ""
+    return (f"offloaded: {forwards} forwards read {format_bytes(nbytes, 2)} of routed experts from the checkpoint "
+            f"at full precision (counted) in {read_s:.2f} s (measured{share}); --resident, when the model fits in "
+            "memory, skips these reads")
+
+
 def trace_cmd(
     model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
     output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.npz)."),
@@ -50,6 +60,8 @@ def trace_cmd(
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()
+    import time
+
     import torch
     from rich.console import Console
 
@@ -60,23 +72,30 @@ def trace_cmd(
     check_writable(output)  # before the model loads and decodes, not after
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model(model, device=device, offload=offload)
+    err = Console(stderr=True)
+    if loaded.offloaded:
+        err.print(f"loading: {loaded.load_note}")
     prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed, data)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
         gen_kw["steps"] = steps
     if block_length:
         gen_kw["block_length"] = block_length
+    ck = loaded.checkpoint
+    read0, secs0, t0 = (ck.bytes_read, ck.read_seconds, time.perf_counter()) if ck is not None else (0, 0.0, 0.0)
     traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt",
                                                           "device": str(loaded.device)}, **gen_kw)
               for ids in prompts]
+    if ck is not None:  # the one cost an offloaded trace has over a resident one: say it, with its source
+        err.print(_read_note(ck.bytes_read - read0, ck.read_seconds - secs0, time.perf_counter() - t0,
+                             sum(t.n_forwards for t in traces)))
     trace = merge(traces)
     if synthetic:
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
     path = trace.save(output)
     if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
-        Console(stderr=True).print(f"note: {loaded.name} has no tokenizer: traced {len(prompts)} prompts of random "
-                                   f"token ids (seed {seed}), not the " + ("--prompt text" if prompt else
-                                                                            f"{task} task's prompts"))
+        err.print(f"note: {loaded.name} has no tokenizer: traced {len(prompts)} prompts of random token ids "
+                  f"(seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"))
     Console().print(
         f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "
         f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted), on {loaded.device}"

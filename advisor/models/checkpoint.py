@@ -6,9 +6,17 @@ module owns that reading:
 
 * `Checkpoint` validates a directory before anything is loaded: the index's shards exist, every key the
   index names is in its shard, no file is truncated (each header's data offsets lie inside the file).
-* Tensors are read through a copy-on-write memory map; after a tensor (or one expert's slice of a fused
-  3-D tensor) is copied out, its pages are dropped from this process (`madvise(MADV_DONTNEED)`), so reading
-  every expert once never leaves the checkpoint resident: peak RSS stays the store plus one expert.
+* A tensor (or one expert's slice of a fused 3-D tensor) is read with one positional read (`os.preadv`)
+  straight into the tensor it becomes: the file's pages stay in the OS page cache, not in this process, so
+  reading every expert once never leaves the checkpoint resident (peak RSS stays the store plus one expert).
+  Readers that read experts every forward (an offloaded model computing at full precision: `advisor trace
+  --offload`, the fidelity reference) read into staging buffers that are reused (`read_staged`), one expert
+  at a time, when the expert computes.
+  Why not a memory map, as before: copying out of one and dropping its pages (`madvise(MADV_DONTNEED)`)
+  page-faulted every read again, torch ran each copy on all its threads, and every routed expert of a layer
+  was read up front into fresh allocations (fresh pages again). On 2 shared CPU cores that made `advisor trace
+  --offload` of a LLaDA-MoE-shaped checkpoint 1.3x (idle host) to 3x (loaded host) the resident trace's time;
+  now the only difference is the read itself, at memory-copy speed (`benchmarks/big_model.py --trace-only`).
 * `CheckpointExperts` is the expert view (`advisor.models.experts.ExpertSet`) of one MoE layer whose weights
   stay in the checkpoint: fused keys (`...experts.gate_up_proj` [E, 2I, H]) are sliced per expert, per-expert
   keys (the LLaDA list layout, and the per-expert form transformers saves Qwen3-MoE/OLMoE/Mixtral in) are
@@ -18,9 +26,10 @@ module owns that reading:
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +38,7 @@ from typing import Any
 import torch
 
 from advisor.errors import UserError
-from advisor.models.experts import ExpertWeights
+from advisor.models.experts import ExpertFn, ExpertWeights, swiglu
 
 INDEX_NAME = "model.safetensors.index.json"
 _DTYPES = {
@@ -37,8 +46,6 @@ _DTYPES = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
-_PAGE = mmap.PAGESIZE
-_AROUND = 2**20
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,11 @@ class Checkpoint:
                 raise UserError(f"{self.dir} has no *.safetensors weights (offloaded loading reads safetensors)")
             for f in files:
                 self.tensors.update(read_header(f))
-        self._maps: dict[Path, tuple[Any, mmap.mmap]] = {}
+        self._files: dict[Path, Any] = {}
+        self._staging: dict[str, torch.Tensor] = {}
+        self.lock = threading.Lock()  # held across a staged read and the use of what it read
+        self.bytes_read = 0  # counted: every byte `read`/`read_staged` copied out of the files
+        self.read_seconds = 0.0  # measured (wall clock) time in those reads
 
     # -- sizes -------------------------------------------------------------------------------------------
     @property
@@ -126,43 +137,54 @@ class Checkpoint:
         return sum(t.nbytes for t in self.tensors.values())
 
     # -- reading -----------------------------------------------------------------------------------------
-    def _map(self, path: Path) -> mmap.mmap:
-        if path not in self._maps:
-            f = open(path, "rb")  # noqa: SIM115 - lives as long as the map
-            self._maps[path] = (f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
-        return self._maps[path][1]
+    def _file(self, path: Path) -> Any:
+        if path not in self._files:
+            self._files[path] = open(path, "rb", buffering=0)  # noqa: SIM115 - open while the model lives
+        return self._files[path]
+
+    def _locate(self, key: str, index: int | None) -> tuple[TensorInfo, int, tuple[int, ...]]:
+        info = self.tensors[key]
+        if index is None:
+            return info, info.start, info.shape
+        return info, info.start + index * (info.nbytes // info.shape[0]), info.shape[1:]
 
     def read(self, key: str, *, index: int | None = None, device: torch.device | str = "cpu",
              dtype: torch.dtype | None = None) -> torch.Tensor:
         """A copy of tensor `key` (or of its `index`-th slice along dim 0) on `device`, in `dtype` if given.
 
-        The mapped pages are dropped afterwards, so reading a whole checkpoint leaves none of it resident."""
-        info = self.tensors[key]
-        start, shape = info.start, info.shape
-        if index is not None:
-            row = info.nbytes // shape[0]
-            start, shape = start + index * row, shape[1:]
-        n = 1
-        for s in shape:
-            n *= s
-        count = n * torch.empty((), dtype=info.dtype).element_size()
-        mm = self._map(info.file)
-        view = torch.frombuffer(mm, dtype=torch.uint8, count=count, offset=start)
-        out = view.view(info.dtype).reshape(shape).to(device=device, dtype=dtype or info.dtype, copy=True)
-        del view
-        self.release(info.file, start, count)
-        return out
+        Read from the file straight into a new host tensor (no memory map: see the module docstring), then
+        moved or converted only when `device`/`dtype` ask for it."""
+        info, start, shape = self._locate(key, index)
+        out = torch.empty(shape, dtype=info.dtype)
+        self._read_into(info.file, start, out)
+        return _moved(out, device, dtype)
 
-    def release(self, path: Path, start: int, count: int) -> None:
-        """Drop the mapped pages of a byte range from this process (the OS page cache keeps them)."""
-        if path not in self._maps or count <= 0:
-            return
-        # widened by the kernel's fault-around window, which maps neighbouring pages on every fault
-        lo = max(0, start - _AROUND)
-        lo -= lo % _PAGE
-        hi = min(len(self._maps[path][1]), start + count + _AROUND)
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self._maps[path][1].madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+    def read_staged(self, key: str, *, slot: str, index: int | None = None, device: torch.device | str = "cpu",
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+        """As `read`, but into a host buffer this checkpoint keeps for `slot` and reuses: valid until the next
+        staged read of that slot, so hold `lock` from the read until its last use. Why: per-forward readers
+        (experts read when they compute) then allocate nothing - a fresh allocation of an expert's size is fresh
+        pages, each faulted in on the first write, which cost more than the read itself."""
+        info, start, shape = self._locate(key, index)
+        buf = self._staging.get(slot)
+        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != info.dtype:
+            buf = self._staging[slot] = torch.empty(shape, dtype=info.dtype)
+        self._read_into(info.file, start, buf)
+        return _moved(buf, device, dtype)
+
+    def _read_into(self, path: Path, start: int, out: torch.Tensor) -> None:
+        """Fill the contiguous host tensor `out` with the bytes at `start` of `path` (a short read is retried;
+        end of file before `out` is full means the file changed since its header was checked)."""
+        buf = memoryview(out.reshape(-1).view(torch.uint8).numpy())
+        f, done, t0 = self._file(path), 0, time.perf_counter()
+        while done < len(buf):
+            n = _pread_into(f, buf[done:], start + done)
+            if n <= 0:
+                raise UserError(f"{path} ended at byte {start + done} while reading a tensor its header places "
+                                "there: the file changed or is truncated; re-download the checkpoint")
+            done += n
+        self.bytes_read += done
+        self.read_seconds += time.perf_counter() - t0
 
     def elements(self, key: str, flat: Sequence[int]) -> bytes:
         """The raw bytes of elements `flat` (flat indices) of tensor `key`, read without copying the tensor."""
@@ -172,13 +194,25 @@ class Checkpoint:
             return b"".join(os.pread(f.fileno(), size, info.start + i * size) for i in flat)
 
     def close(self) -> None:
-        for f, mm in self._maps.values():
-            try:
-                mm.close()
-            except BufferError:  # a tensor still views it; the OS unmaps it when that tensor goes
-                continue
+        for f in self._files.values():
             f.close()
-        self._maps = {}
+        self._files = {}
+
+
+def _moved(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None) -> torch.Tensor:
+    """`t` itself when it is already on `device` in `dtype` (or `dtype` is None), else a converted copy."""
+    if t.device != torch.device(device) or (dtype is not None and dtype != t.dtype):
+        return t.to(device=device, dtype=dtype or t.dtype)
+    return t
+
+
+def _pread_into(f: Any, buf: memoryview, offset: int) -> int:
+    """One positional read into `buf` from the unbuffered file `f` (`os.preadv` where the OS has it, else
+    seek + readinto): bytes read, 0 at end of file."""
+    if hasattr(os, "preadv"):
+        return os.preadv(f.fileno(), [buf], offset)
+    f.seek(offset)
+    return f.readinto(buf) or 0
 
 
 # ---- key names -------------------------------------------------------------------------------------------
@@ -260,14 +294,34 @@ class CheckpointExperts:
         return ExpertWeights(gate=gate, up=up, down=down)
 
     def get(self, e: int) -> ExpertWeights:
-        read = self.checkpoint.read
+        return self._read(e, staged=False)
+
+    def _read(self, e: int, *, staged: bool) -> ExpertWeights:
+        """Expert `e` read into new tensors, or (`staged`) into the checkpoint's staging buffers."""
+        ck = self.checkpoint
+
+        def read(key: str, slot: str, index: int | None = None) -> torch.Tensor:
+            if staged:
+                return ck.read_staged(key, slot=slot, index=index, device=self.device, dtype=self.dtype)
+            return ck.read(key, index=index, device=self.device, dtype=self.dtype)
+
         if self.fused is not None:
-            gate_up = read(self.fused[0], index=e, device=self.device, dtype=self.dtype)
-            gate, up = gate_up.chunk(2, dim=0)
-            return ExpertWeights(gate=gate, up=up,
-                                 down=read(self.fused[1], index=e, device=self.device, dtype=self.dtype))
-        gate, up, down = (read(self._key(e, p), device=self.device, dtype=self.dtype) for p in range(3))
+            gate, up = read(self.fused[0], "gate_up", e).chunk(2, dim=0)
+            return ExpertWeights(gate=gate, up=up, down=read(self.fused[1], "down", e))
+        gate, up, down = (read(self._key(e, p), ("gate", "up", "down")[p]) for p in range(3))
         return ExpertWeights(gate=gate, up=up, down=down)
+
+    def fn(self, e: int) -> ExpertFn:
+        """Expert `e` computed from its weights read when it computes, into the checkpoint's reused staging
+        buffers (`Checkpoint.read_staged`): a forward allocates nothing for expert weights and holds one expert's
+        weights at a time, where reading with `get` up front held every routed expert of the layer in fresh
+        allocations (measured: `benchmarks/big_model.py`, section `advisor trace`)."""
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with self.checkpoint.lock:
+                return swiglu(self.act, self._read(e, staged=True))(x)
+
+        return run
 
     def set(self, e: int, weights: ExpertWeights) -> None:
         raise UserError("the experts of an offloaded model live in its checkpoint and cannot be overwritten")

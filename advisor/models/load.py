@@ -74,6 +74,12 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return self.moe[0].dtype
 
+    @property
+    def checkpoint(self) -> Any | None:
+        """The `advisor.models.checkpoint.Checkpoint` an offloaded model reads its routed experts from (None when
+        resident): its `bytes_read` / `read_seconds` say what the reads cost."""
+        return getattr(self.model, "_advisor_checkpoint", None)
+
 
 def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     """The model's description as every record keeps it: a front point's `config["model_meta"]` (read back by

@@ -174,7 +174,7 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     if missing:
         raise UserError(f"{path}: the checkpoint has no tensor for {missing[0]} ({len(missing)} missing); "
                         "it does not match this model's layout")
-    model._advisor_checkpoint = checkpoint  # keeps the maps open as long as the model lives
+    model._advisor_checkpoint = checkpoint  # keeps the shard files open as long as the model lives
 
     def sample(name: str, p: torch.Tensor, flat: Sequence[int]) -> bytes:
         if name in keys:
