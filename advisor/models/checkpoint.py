@@ -1,7 +1,7 @@
 """Read a safetensors checkpoint one tensor at a time, without ever holding the whole model.
 
 A model bigger than the GPU (and often than host RAM at full precision) is loaded by reading its routed
-experts straight from the memory-mapped shards, one expert at a time, into the quantized host store. This
+experts straight from the shards, one expert at a time, into the quantized host store. This
 module owns that reading:
 
 * `Checkpoint` validates a directory before anything is loaded: the index's shards exist, every key the
@@ -97,7 +97,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
 
 
 class Checkpoint:
-    """Every tensor of a model directory (single file or sharded with an index), read lazily from mmaps."""
+    """Every tensor of a model directory (single file or sharded with an index), read lazily, one tensor at a time."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)

@@ -1,4 +1,4 @@
-"""Offloaded loading: resident weights on the device, routed experts left in the memory-mapped checkpoint.
+"""Offloaded loading: resident weights on the device, routed experts left in the checkpoint.
 
 The model is built with every parameter on the meta device (nothing allocated), the non-expert weights
 (embeddings, attention, norms, routers, expert bias, shared experts, LM head) are read from the shards one

@@ -55,7 +55,7 @@ class ModelBackend:
     full-precision reference (cached on disk), a plan's fidelity and accuracy, trace recording and live
     trials - computes experts through the offload runtime from a host store packed from the checkpoint.
     Stores are kept per plan while they fit `host_memory` (default: the RAM available at start), otherwise
-    re-packed from the memory-mapped checkpoint when a plan comes back."""
+    re-packed from the checkpoint when a plan comes back."""
 
     def __init__(self, loaded: Any, task: Any, settings: EvaluationSettings, *, profile: Any = None,
                  accuracy_fn: Callable[[Any, Any], Measured] | None = None, host_memory: int | None = None):
@@ -145,7 +145,7 @@ class ModelBackend:
         """How plans' host stores are built and kept (for the run header)."""
         if not self.offloaded:
             return f"experts resident on {self.device}; host stores quantized from them"
-        return (f"host store packed per plan from the memory-mapped checkpoint; stores kept while they total "
+        return (f"host store packed per plan from the checkpoint; stores kept while they total "
                 f"<= {self.host_memory / 2**30:.1f} GiB ({self.host_memory_source}), otherwise re-packed; activation "
                 f"allowance {self.shape.activation_bytes / 2**20:.1f} MiB ({self.activation_source})")
 
