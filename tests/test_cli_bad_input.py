@@ -362,6 +362,12 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
                             *extra, cwd=tmp_path)
             one_error_line(r, "study 's1'", needle, "choose a new --study name")
             before_model_load(r)
+    # in a second: the refusal comes before torch and transformers import (seconds), not only before the load
+    timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "advisor", "tune", "bundled", "--storage", str(db),
+                            "--study", "s1", "--budget", "3MiB"], cwd=tmp_path, capture_output=True, text=True)
+    assert timed.returncode == 2 and "another memory budget" in timed.stderr, timed.stderr[-2000:]
+    imported = {ln.split("|")[-1].strip() for ln in timed.stderr.splitlines() if ln.startswith("import time:")}
+    assert "advisor.tune.study" in imported and not {"torch", "transformers"} & imported
     assert _dump(db) == before
     again = advisor("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same settings
     assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr

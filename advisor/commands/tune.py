@@ -78,7 +78,7 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
     data is read, so a bad --data file fails in a second, and a study of this name (--study, or the default
     name when the space is known) stored with other settings is refused - every setting a resume compares
     but the model's fingerprint (which needs its weights) and a budget the model's size sets."""
-    from advisor.models.load import model_name
+    from advisor.models import model_name
     from advisor.tune.space import load_space
     from advisor.tune.study import default_study_name, refuse_incompatible, resume_keys
 
@@ -200,9 +200,9 @@ def register(app: typer.Typer) -> None:
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
             try:
-                import_runtime()
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
-                                                   budget_bytes, opts.budgets)
+                                                   budget_bytes, opts.budgets)  # refusals in a second
+                import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
                                                offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)

@@ -7,12 +7,15 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `generate.generate(loaded, input_ids, max_new_tokens=..., on_forward=...)`, `generate.generate_text`
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
+* `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
+
 The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 _LAZY = {
@@ -25,7 +28,17 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = sorted([*_LAZY, "model_name"])
+
+
+def model_name(spec: str) -> str:
+    """The name a model loaded from `spec` carries (`LoadedModel.name`, part of default study names): a local
+    directory's path, else the spec itself."""
+    spec = str(spec).strip()
+    if spec == "bundled" or spec.startswith("tiny:"):
+        return spec
+    path = Path(spec).expanduser()
+    return str(path) if path.is_dir() else spec
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError
-from advisor.models import tiny
+from advisor.models import model_name, tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
@@ -104,16 +104,6 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
         "expert_nbytes": moe[0].expert_nbytes if moe else 0,
         "dtype": str(moe[0].dtype).replace("torch.", "") if moe else "",
     }
-
-
-def model_name(spec: str) -> str:
-    """The name a model loaded from `spec` carries (`LoadedModel.name`, part of default study names): a local
-    directory's path, else the spec itself."""
-    spec = str(spec).strip()
-    if spec == "bundled" or spec.startswith("tiny:"):
-        return spec
-    path = Path(spec).expanduser()
-    return str(path) if path.is_dir() else spec
 
 
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,
