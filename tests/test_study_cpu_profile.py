@@ -196,6 +196,29 @@ def test_times_measured_on_another_cpu_say_so_on_resume_and_in_the_report(tmp_pa
     assert f"CPU expert times: the study's stored measurement {src}\n" in older, older
 
 
+def test_times_completed_on_this_cpu_name_only_the_other_cpu(tmp_path):
+    """Times stored from another CPU and completed here record both hosts ("X + this"); a resume said "(measured
+    on another CPU: X + this; this host: this)", naming this host as another CPU. Now only the other CPU is named,
+    and "partly" says some of the times were measured here."""
+    from advisor.hardware.profiles import host_cpu
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "p"]
+    advisor(*tune, "--trials", "1", cwd=tmp_path)
+    profile, _ = stored(db)
+    other, here = "Other CPU 9000, 96 logical cores", host_cpu()
+    lacking = {k: {f: v for f, v in row.items() if f != "int4"} for k, row in profile["table"].items()}
+    set_stored(db, {**profile, "table": lacking, "host": other})
+    resumed = " ".join(advisor(*tune, "--more", "1", cwd=tmp_path).split())
+    completed, _ = stored(db)
+    assert completed["host"] == f"{other} + {here}", completed  # int4 measured here, the rest on the other CPU
+    where = f" (partly measured on another CPU: {other}; this host: {here})"
+    assert f"measured now and stored with it: {completed['source']}{where}" in resumed, resumed
+    again = " ".join(advisor(*tune, "--more", "1", cwd=tmp_path).split())
+    assert f"CPU expert times: the study's stored measurement {completed['source']}{where}" in again, again
+
+
 def _gated_workers(args: list[str], cwd: Path, n: int = 2) -> list[tuple[str, str]]:
     """(stdout, stderr) of `n` processes `advisor *args` released together once each has loaded the model: each
     writes to a pipe filled beforehand, so it blocks at its first line (the run header, printed just before the

@@ -279,9 +279,15 @@ def host_cpu() -> str:
 
 def other_cpu(host: str | None) -> str:
     """" (measured on another CPU: X; this host: Y)" for CPU expert times measured on `host` when that is not
-    this host's CPU; "" when it is, or when `host` was not recorded. Said wherever stored times are used."""
+    this host's CPU; "" when it is, or when `host` was not recorded. Said wherever stored times are used.
+    Times completed on another CPU record "A + B" (`CpuProfile.filled`): only the parts that are not this host
+    are named, "partly" when one is this host (naming this host as "another CPU" was wrong)."""
     here = host_cpu()
-    return f" (measured on another CPU: {host}; this host: {here})" if host and host != here else ""
+    parts = list(dict.fromkeys(h for h in (host or "").split(" + ") if h))
+    others = [h for h in parts if h != here]
+    if not others:
+        return ""
+    return f" ({'partly ' if here in parts else ''}measured on another CPU: {' + '.join(others)}; this host: {here})"
 
 
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
