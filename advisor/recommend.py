@@ -478,8 +478,9 @@ def describe_config(config: dict[str, Any]) -> str:
            f"prefetch {config.get('prefetch', 'none')}{miss}"
 
 
-def render(rec: Recommendation) -> str:
-    """Human-readable answer."""
+def render(rec: Recommendation, targets: list[str] | None = None) -> str:
+    """Human-readable answer; `targets`: the export targets to offer for the chosen point (the caller asks
+    `advisor.export.base.targets_for`, which this layer may not import), all five when not given."""
     lines = []
     if rec.chosen:
         p = rec.chosen.point
@@ -497,7 +498,8 @@ def render(rec: Recommendation) -> str:
         if mt:
             lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
                 "transfer_ms_per_token ", "transfer on target    "))
-        lines.append(f"Export it: advisor export {p.study_name} {p.trial_number} --to llama.cpp|hf|vllm|ktransformers|json")
+        lines.append(f"Export it: advisor export {p.study_name} {p.trial_number} --to "
+                     f"{'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
     else:
         lines.append("No stored configuration meets the requirements.")
         lines += [f"  - {r}" for r in rec.reasons]

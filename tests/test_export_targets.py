@@ -204,3 +204,20 @@ def test_exported_files_are_0644_and_scripts_0755(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "run.sh").read_text().startswith("#!")
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "llada2", "qwen3_moe"])
+def test_recommend_export_hint_names_only_targets_that_export(tmp_path, family):
+    """`advisor recommend`'s "Export it:" line offers the targets `advisor export` accepts for this family:
+    vLLM refuses LLaDA-MoE and LLaDA2, llama.cpp LLaDA2, so a user following the hint never hits a refusal."""
+    url = make_db(tmp_path / "a.db", standard_front("s1", model_meta(family)))
+    r = _cli("recommend", "--storage", url, "--budget", "8GiB")
+    assert r.returncode == 0, r.stderr
+    hint = r.stdout.strip().splitlines()[-1]
+    assert hint.startswith("Export it: advisor export s1 "), hint
+    trial, offered = re.fullmatch(r"Export it: advisor export s1 (\d+) --to (\S+)", hint).groups()
+    offered = offered.split("|")
+    assert "json" in offered and "hf" in offered
+    for target in ["llama.cpp", "hf", "vllm", "ktransformers", "json"]:
+        e = _cli("export", "s1", trial, "--storage", url, "--to", target)
+        assert e.returncode == (0 if target in offered else 2), (target, offered, e.stderr)

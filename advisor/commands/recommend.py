@@ -69,7 +69,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rec.to_dict(), indent=2, default=str))
         else:
-            typer.echo(render(rec))
+            from advisor.export.base import targets_for
+
+            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None))
         if rec.chosen is None:
             raise typer.Exit(1)
 

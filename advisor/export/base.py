@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import advisor
 from advisor.errors import UserError
 from advisor.registry import Registry
-from advisor.results.config_view import ExportConfig, export_config, policy_text
+from advisor.results.config_view import ExportConfig, export_config, model_info, policy_text
 from advisor.results.front import FrontPoint
 
 
@@ -96,6 +96,17 @@ def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
             raise UserError(f"option {key}={value!r} for --to {target} must be one of: {', '.join(choices)}")
         opts[key] = value
     return opts
+
+
+def targets_for(point: FrontPoint) -> list[str]:
+    """The targets that accept this point's model family (a module's `refusal(model)` says why one does not),
+    so a printed hint never names a target the export would refuse; every target when the family is unknown."""
+    try:
+        info = model_info(point.config, point.model)
+    except UserError:
+        return list(TARGETS)
+    return [t for t in TARGETS
+            if getattr(importlib.import_module(TARGETS[t]), "refusal", lambda _m: None)(info) is None]
 
 
 def export_point(point: FrontPoint, target: str, options: list[str] | None = None) -> ExportResult:

@@ -28,7 +28,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note, model_spec
 from advisor.quant.spec import parse_format
-from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer
+from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, ModelInfo, collapse_layer
 from advisor.results.front import FrontPoint
 
 OPTIONS = {
@@ -242,13 +242,19 @@ def base_type(types: dict[tuple[int, str], str]) -> str | None:
     return FTYPE[max(counts, key=lambda t: (counts[t], t))] if counts else None
 
 
+def refusal(model: ModelInfo) -> str | None:
+    """Why llama.cpp cannot run this model family (None when it can); `base.targets_for` asks it too."""
+    if model.family in REFUSED:
+        return REFUSED[model.family]
+    if model.family not in GGUF_ARCH:
+        return f"no GGUF architecture known for family {model.family!r}; llama.cpp export supports: {', '.join(GGUF_ARCH)}"
+    return None
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
-    family = cfg.model.family
-    if family in REFUSED:
-        raise UserError(REFUSED[family])
-    arch = GGUF_ARCH.get(family)
-    if arch is None:
-        raise UserError(f"no GGUF architecture known for family {family!r}; llama.cpp export supports: {', '.join(GGUF_ARCH)}")
+    if (why := refusal(cfg.model)) is not None:
+        raise UserError(why)
+    arch = GGUF_ARCH[cfg.model.family]
     notes: list[str] = []
     rule, high = opts["collapse"], opts["high_precision"]
     layer_fmts = plan_layers(cfg, rule)

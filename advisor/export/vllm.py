@@ -16,7 +16,7 @@ import shlex
 from advisor.errors import UserError
 from advisor.export.base import ExportResult, header_lines, model_spec, served_path
 from advisor.quant.spec import parse_format
-from advisor.results.config_view import ExportConfig, precision_rank
+from advisor.results.config_view import ExportConfig, ModelInfo, precision_rank
 from advisor.results.front import FrontPoint
 
 OPTIONS = {
@@ -60,10 +60,17 @@ def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str
     return gib, f"{where}; the rest ({host} bytes = {gib:.2f} GiB at {fmt}) offloaded"
 
 
+def refusal(model: ModelInfo) -> str | None:
+    """Why vLLM cannot serve this model family (None when it can); `base.targets_for` asks it too."""
+    if model.is_diffusion and model.family not in SERVED_DIFFUSION:
+        return (f"vLLM serves no diffusion LLM but DiffusionGemma (family {model.family}: its iterative "
+                "unmasking has no vLLM model); export to hf or json instead (llama.cpp for llada_moe)")
+    return None
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
-    if cfg.model.is_diffusion and cfg.model.family not in SERVED_DIFFUSION:
-        raise UserError(f"vLLM serves no diffusion LLM but DiffusionGemma (family {cfg.model.family}: its iterative "
-                        "unmasking has no vLLM model); export to hf or json instead (llama.cpp for llada_moe)")
+    if (why := refusal(cfg.model)) is not None:
+        raise UserError(why)
     quant, notes = scheme(cfg)
     gb, why = offload_gib(cfg, quant)
     args = ["vllm", "serve", served_path(model_spec(point), "vLLM")]
