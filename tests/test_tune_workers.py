@@ -169,7 +169,7 @@ def _check_silent_trial(url: str) -> None:
             heartbeat=DateTime), {"t": killed._trial_id}).scalar_one()
         c.execute(text("UPDATE trial_heartbeats SET heartbeat = :b WHERE trial_id = :t").bindparams(
             bindparam("b", type_=DateTime)), {"b": beat - dt.timedelta(minutes=12), "t": killed._trial_id})
-    note = "The next `advisor tune --study s` on this storage fails it and queues it again."
+    note = "The next `advisor tune --study s` on this storage fails it and queues it again (a configuration is retried up to 3 times)."
     narrow, wide = (" ".join(_studies(url, *a).split()) for a in ((), ("--wide",)))  # the note wraps
     assert "running 1 (1 silent 12 min)" in narrow and note in narrow, narrow
     assert "│ 1 (1 silent 12 min) │" in wide and note in wide and "running 1" not in wide, wide

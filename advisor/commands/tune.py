@@ -239,7 +239,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.results.preflight import mask_url
         from advisor.results.registry import SILENT_AFTER_S, list_studies
-        from advisor.results.storage import GRACE_PERIOD_S
+        from advisor.results.storage import GRACE_PERIOD_S, MAX_RETRY
         from advisor.tune.display import human_bytes
         from advisor.tune.fit import print_fitted
 
@@ -270,7 +270,7 @@ def register(app: typer.Typer) -> None:
                           f"(3 x the {GRACE_PERIOD_S} s grace period of `advisor tune`'s default --heartbeat): that "
                           "worker most likely died. The next `advisor tune --study "
                           f"{silent[0] if len(silent) == 1 else 'NAME'}` on this storage fails it and queues it "
-                          "again.", markup=False)
+                          f"again (a configuration is retried up to {MAX_RETRY} times).", markup=False)
 
     @app.command("pareto")
     def pareto(
