@@ -163,7 +163,8 @@ class Checkpoint:
                     dtype: torch.dtype | None = None) -> torch.Tensor:
         """As `read`, but into a host buffer this checkpoint keeps for `slot` and reuses: valid until the next
         staged read of that slot, so hold `lock` from the read until its last use. Why: per-forward readers
-        (experts read when they compute) then allocate nothing - a fresh allocation of an expert's size is fresh
+        (experts read when they compute) then allocate nothing when they compute in the checkpoint's dtype (else
+        one converted copy per read) - a fresh allocation of an expert's size is fresh
         pages, each faulted in on the first write, which cost more than the read itself."""
         info, start, shape = self._locate(key, index)
         buf = self._staging.get(slot)
@@ -190,8 +191,8 @@ class Checkpoint:
         """The raw bytes of elements `flat` (flat indices) of tensor `key`, read without copying the tensor."""
         info = self.tensors[key]
         size = torch.empty((), dtype=info.dtype).element_size()
-        with open(info.file, "rb") as f:
-            return b"".join(os.pread(f.fileno(), size, info.start + i * size) for i in flat)
+        fd = self._file(info.file).fileno()
+        return b"".join(os.pread(fd, size, info.start + i * size) for i in flat)
 
     def close(self) -> None:
         for f in self._files.values():
