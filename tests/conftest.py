@@ -1,4 +1,5 @@
-"""Test-wide settings: no hub access (nothing can be downloaded here), one thread per test process."""
+"""Test-wide settings: no hub access (nothing can be downloaded here), torch threads per test process, and how
+pytest-xdist shares the test files between processes."""
 
 import os
 import shutil
