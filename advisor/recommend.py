@@ -131,7 +131,7 @@ def _point_dict(c: Candidate, q: Query) -> dict[str, Any]:
         "sources": p.sources,
         "accuracy_floor": c.floor,
         "modelled_on_target": _modelled_transfer(p, q.gpu),
-        "time_per_token_modelled_for": tuned_for(p) if "time_per_token" in p.values else None,
+        "time_per_token_modelled_for": tuned_for(p) if _time_modelled(p) else None,
     }
 
 
@@ -147,6 +147,17 @@ def tuned_for(p: FrontPoint) -> str:
     return name if name == dev.gpu else f"{name}, device priced as {dev.gpu}"
 
 
+def _time_modelled(p: FrontPoint) -> bool:
+    """Whether a point's time per token was modelled (replay: for a GPU) rather than measured (a live trial:
+    the wall clock of the forward on the trial's own device, which no GPU model priced)."""
+    return "time_per_token" in p.values and not p.sources.get("time_per_token", "").startswith("measured:")
+
+
+def time_basis(p: FrontPoint) -> str:
+    """How a point's time per token was obtained, as the reasons name it: modelled for a GPU, or measured."""
+    return f"modelled for {tuned_for(p)}" if _time_modelled(p) else f"measured on {p.device}"
+
+
 def _other_gpu_note(rec: Recommendation) -> list[str]:
     """When --gpu names another GPU than the studies were tuned for and time per token matters, say so: a
     ranking by it (latency) uses the stored times (only the transfer is re-modelled, as bytes and copies alone
@@ -155,17 +166,17 @@ def _other_gpu_note(rec: Recommendation) -> list[str]:
     if q.gpu is None or not rec.ranked:
         return []
     by_time = _compared_by(q.prefer, rec.ranked[0].point) == "time_per_token"
-    others = sorted({tuned_for(c.point) for c in rec.ranked
+    others = sorted({time_basis(c.point) for c in rec.ranked
                      if "time_per_token" in (c.point.values if by_time else c.point.objectives)
                      and c.point.hardware.get("name") != q.gpu.name})
     if not others:
         return []
     retune = f"re-tune with --gpu {q.gpu.name!r} into a new --study"
     if by_time:
-        return [f"the stored time per token ranks these points and was modelled for {' / '.join(others)}, not for "
+        return [f"the stored time per token ranks these points and was {' / '.join(others)}, not for "
                 f"the {q.gpu.name} (only the transfer on target is re-modelled for it); for time per token on the "
                 f"{q.gpu.name}, {retune}"]
-    return [f"the candidates come from the stored Pareto front, built with time per token (an objective) modelled for "
+    return [f"the candidates come from the stored Pareto front, built with time per token (an objective) "
             f"{' / '.join(others)}, not for the {q.gpu.name}, so which configurations are on it depends on that "
             f"GPU; for the front on the {q.gpu.name}, {retune}"]
 
@@ -394,7 +405,7 @@ def _why(rec: Recommendation) -> list[str]:
         out.append("no accuracy stored in this study: relative floor not applied")
     by_time = _compared_by(q.prefer, p) == "time_per_token"
     words = "lowest time per token" if by_time else _PREF_WORDS[q.prefer]
-    out.append(f"{words} among {len(rec.ranked)} feasible point(s)" + (f", modelled for {tuned_for(p)}" if by_time
+    out.append(f"{words} among {len(rec.ranked)} feasible point(s)" + (f", {time_basis(p)}" if by_time
                                                                         else ""))
     out += _other_gpu_note(rec)
     if len(rec.ranked) > 1:
@@ -491,7 +502,7 @@ def render(rec: Recommendation, targets: list[str] | None = None) -> str:
         lines.append(f"Stored values (trial run on {p.device}; how each was obtained in brackets):")
         for name in sorted(p.values):
             source = p.sources.get(name, "source not recorded")
-            if name == "time_per_token":
+            if name == "time_per_token" and _time_modelled(p):
                 source = f"for {tuned_for(p)}: {source}"
             lines.append(_metric_line(name, p.values[name], source))
         mt = _modelled_transfer(p, rec.query.gpu)

@@ -111,3 +111,26 @@ def test_recommend_by_transfer_or_accuracy_for_another_gpu_says_the_front_depend
                     (json.dumps({"h2d_bytes_per_token": "minimize", "accuracy": "maximize"}),))
     for url in (db, f"sqlite+pysqlite:///{db}"):
         assert "re-tune" not in run(url, "H200", "transfer"), url
+
+
+def test_recommend_does_not_call_a_live_trials_measured_time_modelled_for_a_gpu(tmp_path):
+    """`advisor tune --mode live` on a CPU stores the wall clock of the whole forward on the CPU; `recommend`
+    printed it as `[for H200 141GB (no --gpu at tune time): measured:wall-clock(cpu,...)]` and in the JSON as
+    modelled for the H200, which no GPU model priced."""
+    import json
+
+    from tests.recommend_helpers import GiB, make_db, standard_front
+
+    pts = standard_front()
+    for n, p in enumerate(pts):
+        p.values["time_per_token"] = 100.0 + n
+        p.sources["time_per_token"] = "measured:wall-clock(cpu,whole forward)"
+    url = make_db(tmp_path / "live.db", pts)
+    out = _recommend("--storage", url, "--budget", f"{12 * GiB}B")
+    row = next(ln for ln in out.splitlines() if ln.strip().startswith("time_per_token "))
+    assert "[measured:wall-clock(cpu,whole forward)]" in row and "H200" not in row, row
+    assert "feasible point(s), measured on cpu" in out and "modelled for" not in out, out
+    out = _recommend("--storage", url, "--budget", f"{12 * GiB}B", "--gpu", "RTX 4090")
+    assert "was measured on cpu, not for the RTX 4090 24GB" in out and "modelled for H200" not in out, out
+    as_json = json.loads(_recommend("--storage", url, "--budget", f"{12 * GiB}B", "--json"))
+    assert as_json["chosen"]["time_per_token_modelled_for"] is None, as_json["chosen"]

@@ -6,7 +6,8 @@
   misses did not add up to the look-ups, and a policy passed "belady (bound)", without a word; a `--precision`
   plan naming layers the trace lacks was replayed as if it fitted;
 - a resumed `advisor tune` with nothing to run showed `front 0` beside a front of several points;
-- `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word.
+- `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word;
+- `advisor inspect --budget` below the resident weights said `-232.50 KiB left for expert slots`.
 """
 
 from __future__ import annotations
@@ -264,3 +265,18 @@ def test_the_llama_cpp_script_of_the_bundled_model_says_how_to_make_its_gguf(tmp
     cmd = [sys.executable, cmd[1], str(llama), *cmd[3:]]
     conv = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert conv.returncode == 0 and (tmp_path / "model-bf16.gguf").stat().st_size > 1_000_000, conv.stderr[-2000:]
+
+
+def test_inspect_with_a_budget_below_the_resident_weights_says_by_how_much_and_what_one_slot_needs():
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", "bundled", "--budget", "1MiB"], terminal_width=300)
+    assert res.exit_code == 0, res.output
+    title = " ".join(res.output.split())
+    assert "left for expert slots" not in title and not re.search(r" -\d", title), title
+    m = re.search(r"resident weights ([\d.]+) MiB .*?, ([\d.]+) KiB short of them, so no expert slot fits; one "
+                  r"(\w+) slot per MoE layer needs --budget ([\d.]+) MiB or more", title)
+    assert m, title
+    assert abs(float(m[1]) * 1024 - 1024 - float(m[2])) < 5.2, title  # short = resident - budget (rounded)
+    assert m[3] == "int2" and float(m[4]) > float(m[1]), title
+    assert res.output.count("none (resident >") == 7, res.output  # every format's slots cell

@@ -493,3 +493,40 @@ def test_exports_point_runtimes_at_the_directory_the_study_loaded_wherever_they_
         out = CliRunner().invoke(app, ["export", "rel", "0", "--to", target, "--storage", db])
         assert out.exit_code == 0 and want in out.stdout, (target, out.output[-1500:])
         assert "model m (family llada_moe" in out.stdout  # the header keeps the name the study was run with
+
+
+def test_tune_beyond_host_memory_names_the_formats_that_fit(dirs, tmp_path):
+    """`tune --host-memory` below the space's largest store advised "choose a smaller format (int4, int3)" even
+    where int4's store did not fit either; it now names the formats whose store fits, and how to use them."""
+    from advisor.models.load import load_model
+    from advisor.quant.spec import expert_nbytes_of
+
+    moe = load_model(str(dirs["llada_moe"]), offload=True).moe
+    int4 = sum(m.num_experts * expert_nbytes_of("int4", m.hidden_size, m.intermediate_size) for m in moe)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)  # formats int8, int4
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space),
+                                      "--host-memory", f"{int4 - 1}B", "--storage", f"sqlite:///{tmp_path}/h.db"])
+    assert isinstance(result.exception, UserError), result.output
+    msg = str(result.exception)
+    assert "plan int8 (the space's largest format) needs" in msg and "\n" not in msg, msg
+    advice = msg.split("(--host-memory); ")[1]
+    assert advice == ("formats whose store fits: nf4, int3, int2; use a --space whose [precision] formats are "
+                      "among them, or raise --host-memory"), advice
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_tune_host_memory_check_ignores_hot_formats_a_space_never_uses(dirs, tmp_path):
+    """A space without [precision.hot_cold] (hot fraction 0) never packs a bf16 hot expert, but the check
+    counted the default hot format bf16 and refused a --host-memory that holds every plan the space can draw."""
+    from advisor.models.load import load_model
+    from advisor.quant.spec import expert_nbytes_of
+
+    moe = load_model(str(dirs["llada_moe"]), offload=True).moe
+    int8 = sum(m.num_experts * expert_nbytes_of("int8", m.hidden_size, m.intermediate_size) for m in moe)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)  # formats int8, int4; no hot/cold split
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--trials",
+                                      "1", "--host-memory", f"{int8}B", "--storage", f"sqlite:///{tmp_path}/h.db"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "1 finished trials" in result.output, result.output

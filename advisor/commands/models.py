@@ -90,9 +90,16 @@ def fit_table(loaded, budget: int):
     resident = model_shape(loaded).resident_bytes
     host = host_available_bytes()
     free = budget - resident
+    if free > 0:
+        room = f"{format_bytes(free, 2)} left for expert slots"
+    else:  # a negative "left" said nothing; say by how much and what the least slot needs
+        slot, fmt = min((sum(expert_nbytes_of(f, m.hidden_size, m.intermediate_size) for m in loaded.moe), f)
+                        for f in FIT_FORMATS)
+        room = (f"{format_bytes(-free, 2)} short of them, so no expert slot fits; one {fmt} slot per MoE layer "
+                f"needs --budget {format_bytes(resident + slot, 2)} or more")
     table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
-                  f"embeddings, attention, norms, routers, shared experts, LM head), {format_bytes(free, 2)} left "
-                  f"for expert slots; host RAM available {format_bytes(host)} (measured now)",
+                  f"embeddings, attention, norms, routers, shared experts, LM head), {room}; "
+                  f"host RAM available {format_bytes(host)} (measured now)",
                   caption="counted bytes (payload + scales); slots: uniform per MoE layer, before staging and "
                   "activations (tune measures those per trial)")
     for col in ("format", "per expert", "all experts", "slots/layer that fit", "of experts", "host RAM"):

@@ -35,14 +35,25 @@ def _parse_size(value: str, option: str) -> int:
 
 
 def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
-    """Before any plan is packed: the largest uniform plan of the space must fit the host memory."""
+    """Before any plan is packed: the largest uniform plan of the space must fit the host memory; if not, the
+    error names the formats whose store would fit (a space of those is what the user can run)."""
+    from advisor.models.load import host_available_bytes
     from advisor.offload.store import check_host_memory
-    from advisor.quant.spec import expert_nbytes_of
+    from advisor.quant.spec import KINDS, expert_nbytes_of
 
-    formats = set(space.formats.values()) | set(space.hot_formats.values())
-    need, worst = max((sum(m.num_experts * expert_nbytes_of(f, m.hidden_size, m.intermediate_size)
-                           for m in loaded.moe), f) for f in formats)
-    check_host_memory(need, worst, host_bytes)
+    def store_bytes(fmt: str) -> int:
+        return sum(m.num_experts * expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe)
+
+    hot = space.hot_fraction
+    hot_max = (max(hot.choices) if hot.choices is not None else float(hot.high)) if hot is not None else 0.0
+    formats = set(space.formats.values()) | (set(space.hot_formats.values()) if hot_max > 0 else set())
+    need, worst = max((store_bytes(f), f) for f in formats)
+    limit = host_available_bytes() if host_bytes is None else host_bytes
+    fit = [f for f in KINDS if store_bytes(f) <= limit]
+    more = "raise --host-memory" if host_bytes is not None else "free host memory"
+    advice = (f"formats whose store fits: {', '.join(fit)}; use a --space whose [precision] formats are among "
+              f"them, or {more}" if fit else f"no format's store fits; {more}")
+    check_host_memory(need, f"{worst} (the space's largest format)", host_bytes, advice)
 
 
 def _resolve_budget(budget: str | None, gpu: str | None):

@@ -71,16 +71,17 @@ class PackedExpert:
         return QuantizedExpert(*(QTensor(self.formats[p], self.shapes[p], parts[p]) for p in _PARTS))
 
 
-def check_host_memory(need: int, what: str, host_limit: int | None = None) -> None:
+def check_host_memory(need: int, what: str, host_limit: int | None = None,
+                      advice: str = "choose a smaller format (int4, int3) or free memory") -> None:
     """`UserError` (before anything is read) if a host store of `need` bytes exceeds `host_limit` (default:
-    the host's available RAM)."""
+    the host's available RAM); `advice` says what to do (a caller that knows which formats fit names them)."""
     from advisor.models.load import host_available_bytes
 
     limit = host_available_bytes() if host_limit is None else host_limit
     if need > limit:
         raise UserError(f"the expert store for plan {what} needs {format_bytes(need, 2)} of host memory but "
                         f"{format_bytes(limit, 2)} is {'available' if host_limit is None else 'allowed (--host-memory)'}"
-                        "; choose a smaller format (int4, int3) or free memory")
+                        f"; {advice}")
 
 
 def resolve_plan(plan: Any) -> Any:
