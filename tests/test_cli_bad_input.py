@@ -533,3 +533,24 @@ def test_a_database_another_process_keeps_locked_is_one_line_that_says_so(tmp_pa
     one_error_line(r, "locked by another process for 1 s")
     monkeypatch.setenv("ADVISOR_SQLITE_TIMEOUT_S", "soon")
     one_error_line(advisor("studies", "--storage", url, cwd=tmp_path), "ADVISOR_SQLITE_TIMEOUT_S='soon'")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["trace", "bundled", "-o", "t.npz", "--steps", "-1"], "--steps"),
+    (["trace", "bundled", "-o", "t.npz", "--block-length", "-4"], "--block-length"),
+    (["trace", "bundled", "-o", "t.npz", "--max-new-tokens", "-2"], "--max-new-tokens"),
+])
+def test_negative_decoding_lengths_name_the_option_before_the_model_loads(tmp_path, args, option):
+    """`trace --steps -1` said "steps, gen_length and block_length must be positive" (no option named) after the
+    model had loaded."""
+    r = advisor(*args, cwd=tmp_path)
+    one_error_line(r, f"Invalid value for '{option}'")
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
+    """`--host-memory 0` said "--host-memory: budget '0' is not a size": the GPU budget's words for host memory."""
+    r = advisor("tune", "--host-memory", "0", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    line = one_error_line(r, "--host-memory: '0' is not a size")
+    assert "budget" not in line, line
+    before_model_load(r)

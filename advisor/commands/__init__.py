@@ -4,3 +4,7 @@
 May import every other advisor package; nothing imports it except `advisor.cli`. Heavy imports (torch,
 optuna) stay inside command bodies, so `--help` and the read-only commands stay fast.
 """
+
+# `eval` and `trace`: their default is every core (fastest on a quiet host); `tune` and `profile` default to 1
+THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other work, 1 or 2 can be many times faster "
+                "(waiting threads spin).")

@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from advisor.commands import THREADS_HELP
 from advisor.errors import UserError
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -48,6 +49,7 @@ def register(app: typer.Typer) -> None:
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(quantized into a host store) / load the whole model. Default: offload when "
                                      "the checkpoint is bigger than the device's free memory."),
+        threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
@@ -73,7 +75,7 @@ def register(app: typer.Typer) -> None:
         from advisor.eval.tasks import get_task
         from advisor.models.load import load_model
 
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        torch.set_num_threads(threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
         plan = None
         if precision:
             from advisor.quant.plan import PrecisionPlan

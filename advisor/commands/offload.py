@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from advisor.commands import THREADS_HELP
+
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
@@ -47,14 +49,15 @@ def trace_cmd(
                              "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
     limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
-    max_new_tokens: int = typer.Option(0, "--max-new-tokens", help="0 = the task's / model's default."),
-    steps: int = typer.Option(0, "--steps", help="Denoising steps (dLLMs); 0 = model default."),
-    block_length: int = typer.Option(0, "--block-length", help="Block length (dLLMs); 0 = model default."),
+    max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, help="0 = the task's / model's default."),
+    steps: int = typer.Option(0, "--steps", min=0, help="Denoising steps (dLLMs); 0 = model default."),
+    block_length: int = typer.Option(0, "--block-length", min=0, help="Block length (dLLMs); 0 = model default."),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "
                                  "checkpoint is bigger than the device's free memory."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
     from advisor.tune.interrupt import import_runtime
@@ -70,7 +73,7 @@ def trace_cmd(
     from advisor.offload.trace import merge, record_trace
 
     check_writable(output)  # before the model loads and decodes, not after
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(threads or max(1, torch.get_num_threads()))
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)
     if loaded.offloaded:

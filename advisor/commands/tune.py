@@ -30,8 +30,8 @@ def _parse_size(value: str, option: str) -> int:
 
     try:
         return parse_budget(value)
-    except UserError as e:
-        raise UserError(f"{option}: {e}") from e
+    except UserError as e:  # parse_budget speaks of a GPU budget; this is another size
+        raise UserError(f"{option}: {str(e).removeprefix('budget ')}") from e
 
 
 def _check_host_memory(loaded, space, host_bytes: int | None) -> None:

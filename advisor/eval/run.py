@@ -108,10 +108,12 @@ def evaluate(
         for i, ex, c, v in zip(order, examples, completions, verdicts, strict=True)
     ]
     how = "sandboxed-unit-tests" if task.name == "humaneval" else "exact-match"
+    on_cpu = loaded.device.type == "cpu"  # a CPU's time depends on how many threads computed it
     return EvalResult(
         task=task.name, accuracy=correct / len(verdicts), n=len(verdicts), correct=correct, ci_low=low,
         ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{how}",
         device=str(loaded.device),
+        seconds_source=f"measured:wall-clock({torch.get_num_threads()} threads)" if on_cpu else "measured:wall-clock",
     )
 
 
