@@ -90,13 +90,13 @@ def fit_table(loaded, budget: int):
     resident = model_shape(loaded).resident_bytes
     host = host_available_bytes()
     free = budget - resident
+    per_layer = {f: [expert_nbytes_of(f, m.hidden_size, m.intermediate_size) for m in loaded.moe] for f in FIT_FORMATS}
     if free > 0:
         room = f"{format_bytes(free, 2)} left for expert slots"
     else:  # a negative "left" said nothing; say by how much and what the least slot needs
-        slot, fmt = min((sum(expert_nbytes_of(f, m.hidden_size, m.intermediate_size) for m in loaded.moe), f)
-                        for f in FIT_FORMATS)
+        fmt = min(per_layer, key=lambda f: sum(per_layer[f]))
         room = (f"{format_bytes(-free, 2)} short of them, so no expert slot fits; one {fmt} slot per MoE layer "
-                f"needs --budget {format_bytes(resident + slot, 2)} or more")
+                f"needs --budget {format_bytes(resident + sum(per_layer[fmt]), 2)} or more")
     table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
                   f"embeddings, attention, norms, routers, shared experts, LM head), {room}; "
                   f"host RAM available {format_bytes(host)} (measured now)",
@@ -104,10 +104,9 @@ def fit_table(loaded, budget: int):
                   "activations (tune measures those per trial)")
     for col in ("format", "per expert", "all experts", "slots/layer that fit", "of experts", "host RAM"):
         table.add_column(col, justify="left" if col == "format" else "right")
-    for fmt in FIT_FORMATS:
-        per = [expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe]
+    for fmt, per in per_layer.items():
         total = sum(p * m.num_experts for p, m in zip(per, loaded.moe, strict=True))
-        slots = max(0, free) // sum(per) if free > 0 else 0
+        slots = free // sum(per) if free > 0 else 0
         slots = min(slots, max(m.num_experts for m in loaded.moe))
         table.add_row(fmt, format_bytes(per[0], 2), format_bytes(total, 2),
                       str(slots) if free > 0 else "none (resident > budget)",

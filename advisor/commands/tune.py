@@ -44,11 +44,10 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
     def store_bytes(fmt: str) -> int:
         return sum(m.num_experts * expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe)
 
-    hot = space.hot_fraction
-    hot_max = (max(hot.choices) if hot.choices is not None else float(hot.high)) if hot is not None else 0.0
-    formats = set(space.formats.values()) | (set(space.hot_formats.values()) if hot_max > 0 else set())
-    need, worst = max((store_bytes(f), f) for f in formats)
+    need, worst = max((store_bytes(f), f) for f in space.packed_formats())
     limit = host_available_bytes() if host_bytes is None else host_bytes
+    if need <= limit:
+        return
     fit = [f for f in KINDS if store_bytes(f) <= limit]
     more = "raise --host-memory" if host_bytes is not None else "free host memory"
     advice = (f"formats whose store fits: {', '.join(fit)}; use a --space whose [precision] formats are among "

@@ -188,6 +188,13 @@ class SearchSpace:
         """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
         return "slots" if self.slots is not None else "expert_budget"
 
+    def packed_formats(self) -> set[str]:
+        """Every format a plan of this space can put in the host store: the layer formats, and the hot formats
+        only when a hot fraction above 0 can be drawn (without [precision.hot_cold] none is ever packed)."""
+        hot = self.hot_fraction
+        most = max(hot.choices) if hot.choices is not None else float(hot.high)
+        return set(self.formats.values()) | (set(self.hot_formats.values()) if most > 0 else set())
+
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer
         of 16 experts), naming the file and line: silently clamping them would tune another space than the one
