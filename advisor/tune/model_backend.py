@@ -401,6 +401,7 @@ class ModelBackend:
             _sync(dev)
             wall = time.perf_counter() - t0
             stats = rt.stats()
+            overlap = rt.overlap_report()
         except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
             oom = TrialOutOfMemory(_asked_bytes(str(e)), str(e).splitlines()[0][:200])
         finally:
@@ -425,6 +426,10 @@ class ModelBackend:
             "time_per_token": f"measured:wall-clock({where},whole forward)",
         }
         sources["device_bytes"] = f"counted:allocated(resident parameters + slot pool,{where})"
+        if overlap["cpu"] > 0:  # CPU experts ran beside the device's (on CUDA): how much of their time it hid
+            values["cpu_expert_ms_per_token"] = overlap["cpu"] / tokens
+            values["cpu_hidden_share"] = overlap["hidden_share"]
+            sources["cpu_expert_ms_per_token"] = sources["cpu_hidden_share"] = overlap["source"]
         if on_cuda:
             values["allocator_peak_bytes"] = float(torch.cuda.max_memory_allocated(dev))
             sources["allocator_peak_bytes"] = f"measured:cuda-allocator({where})"
