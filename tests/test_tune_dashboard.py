@@ -69,3 +69,40 @@ def test_out_of_memory_trial_is_infeasible_where_the_dashboard_reads_it(tmp_path
     assert oom[0].constraints[CONSTRAINT] > 0 and oom[0].system_attrs[DASHBOARD_CONSTRAINTS][0] > 0
     feasible = [t for t in trials if t.user_attrs.get("feasible")]
     assert feasible and all(t.system_attrs[DASHBOARD_CONSTRAINTS][0] <= 0 for t in feasible)
+
+
+def test_live_trial_whose_measured_peak_passes_the_budget_is_infeasible(tmp_path):
+    """A live trial of an offloaded model on CUDA: the allocator's peak is the trial's peak (the counted one is
+    kept beside it), and one over the budget is infeasible though its counted peak fits. The CUDA allocator's
+    number is injected (no GPU here); the study, objective and storage are the real ones."""
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.tune.backend import Measured
+    from advisor.tune.study import TuneOptions, run_tune
+
+    budget = 10**6
+
+    class OffloadedOnCuda(FakeBackend):
+        offloaded = True
+
+        def live(self, config):
+            self.calls["live"] += 1
+            peak = 2 * budget if self.calls["live"] == 1 else budget // 2
+            return Measured({"h2d_bytes_per_token": 1.0, "hit_rate": 0.5, "transfer_ms_per_token": 0.1,
+                             "latency_ms_per_token": 1.0, "time_per_token": 1.0, "allocator_peak_bytes": float(peak)},
+                            {"allocator_peak_bytes": "measured:cuda-allocator(injected)",
+                             "time_per_token": "measured:wall-clock(injected)"})
+
+    opts = TuneOptions(study_name="live-peak", storage=f"sqlite:///{tmp_path}/p.db", sampler="random", seed=0,
+                       n_trials=3, heartbeat_interval=None, mode="live")
+    run_tune(OffloadedOnCuda(), small_space(), opts, budget_bytes=budget)
+    trials = sorted(optuna.load_study(study_name="live-peak", storage=opts.storage).trials, key=lambda t: t.number)
+    ran = [t for t in trials if "allocator_peak_bytes" in t.user_attrs.get("values", {})]
+    assert len(ran) == 3
+    first, rest = ran[0], ran[1:]
+    assert first.user_attrs["feasible"] is False and first.constraints[CONSTRAINT] > 0
+    assert "measured peak 2000000 bytes (CUDA allocator) > budget 1000000" in first.user_attrs["infeasible_reason"]
+    for t in rest:
+        assert t.user_attrs["feasible"] is True and t.constraints[CONSTRAINT] <= 0
+        values = t.user_attrs["values"]
+        assert values["peak_gpu_bytes"] == budget // 2 and values["counted_peak_bytes"] > 0

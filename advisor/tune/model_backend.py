@@ -381,7 +381,10 @@ class ModelBackend:
         dev = self.loaded.device
         store = self.store_for(config.plan)
         on_cuda = dev.type == "cuda"
+        # the fidelity stage's plan runtime (top-k slots per layer) is no part of this configuration
+        self._runtimes.clear()
         if on_cuda:
+            _release(self.loaded, None)
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
         rt, oom = None, None

@@ -205,6 +205,7 @@ class Objective:
         else:
             try:
                 outcome = self._measure(cfg, values, sources, trial, completed, t0)
+                violation = self._measured_peak(outcome, violation)
             except TrialOutOfMemory as oom:
                 self.counters["infeasible"] += 1
                 self.counters["out_of_memory"] += 1
@@ -254,6 +255,26 @@ class Objective:
             sources["accuracy"] = acc.sources.get("accuracy", "measured")
             extra["accuracy"] = {k: v for k, v in acc.values.items() if k != "accuracy"}
         return TrialOutcome(values, sources, stage, True, cfg, time.perf_counter() - t0, extra)
+
+    def _measured_peak(self, outcome: TrialOutcome, violation: float | None) -> float | None:
+        """A live trial of an offloaded model on CUDA: the device then holds what a deployment of the
+        configuration holds, so the allocator's measured peak is its peak (the counted one is kept beside it),
+        and a configuration whose measured peak passes the budget is infeasible. Returns the constraint."""
+        measured = outcome.values.get("allocator_peak_bytes")
+        if measured is None or not getattr(self.backend, "offloaded", False):
+            return violation
+        v, s = outcome.values, outcome.sources
+        v["counted_peak_bytes"], s["counted_peak_bytes"] = v["peak_gpu_bytes"], s["peak_gpu_bytes"]
+        v["peak_gpu_bytes"], s["peak_gpu_bytes"] = measured, s["allocator_peak_bytes"]
+        if not self.budget_bytes:
+            return violation
+        if measured > self.budget_bytes:
+            self.counters["infeasible"] += 1
+            self.counters["over_budget_measured"] += 1
+            outcome.stage, outcome.feasible = "infeasible", False
+            outcome.extra["reason"] = (f"measured peak {int(measured)} bytes (CUDA allocator) > budget "
+                                       f"{self.budget_bytes} bytes (counted {int(v['counted_peak_bytes'])})")
+        return (measured - self.budget_bytes) / self.budget_bytes
 
     # ------------------------------------------------------------------ pieces
     def cache_metrics(self, cfg: TrialConfig) -> tuple[dict[str, float], dict[str, str]]:
