@@ -26,10 +26,13 @@ DEFAULT_MAX_DROP = 0.01
 point (the cheapest plan is otherwise always the least accurate one, e.g. int2)."""
 
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
+# (a study without task accuracy - a checkpoint without a tokenizer - ranks by top-1 agreement with full precision)
 _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
-    "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("latency_ms_per_token", 1)),
-    "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
-    "accuracy": (("accuracy", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
+    "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("fidelity_top1", -1),
+                 ("latency_ms_per_token", 1)),
+    "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1),
+                ("accuracy", -1), ("fidelity_top1", -1)),
+    "accuracy": (("accuracy", -1), ("fidelity_top1", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
 }
 _PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_token", "accuracy": "accuracy"}
 _PREF_WORDS = {"transfer": "lowest H2D bytes/token", "latency": "lowest latency/token", "accuracy": "highest accuracy"}
@@ -291,16 +294,22 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     points = filter_points(points, q)
     budget = q.budget
     defaults = []
-    if q.min_accuracy is None and q.max_accuracy_drop is None:
+    accuracy_stored = any("accuracy" in p.values for p in points)
+    if not accuracy_stored and any("fidelity_top1" in p.values for p in points):
+        defaults.append("no task accuracy stored (a fidelity study): top-1 agreement with full precision stands in "
+                        "for accuracy wherever this ranks by it; accuracy floors cannot apply")
+    if q.min_accuracy is None and q.max_accuracy_drop is None and accuracy_stored:
         q = dataclasses.replace(q, max_accuracy_drop=DEFAULT_MAX_DROP)
         defaults.append(f"no accuracy floor given: within {DEFAULT_MAX_DROP:g} ({100 * DEFAULT_MAX_DROP:g} accuracy "
-                        "point) of the study's highest-precision point; --max-accuracy-drop or --min-accuracy to change")
+                        "point) of the study's highest-precision point; --max-accuracy-drop or --min-accuracy to "
+                        "change")
     if q.prefer is None:
         fits = budget is not None and all(p.values.get("peak_gpu_bytes", math.inf) <= budget for p in points)
         q = dataclasses.replace(q, prefer="accuracy" if fits else "transfer")
         if fits:
             defaults.append(f"every stored configuration fits {format_bytes(budget)}, so transfer is no constraint: "
-                            "the most accurate wins (ties: lowest H2D bytes/token); --prefer transfer to change")
+                            f"the most {'accurate' if accuracy_stored else 'faithful'} wins (ties: lowest H2D "
+                            "bytes/token); --prefer transfer to change")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)
@@ -357,17 +366,20 @@ def _compared_by(prefer: str, *points: FrontPoint) -> str:
 def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
     metric = _compared_by(prefer, best, other)
     a, b = best.values.get(metric), other.values.get(metric)
+    name = "accuracy"
+    if prefer == "accuracy" and (a is None or b is None):  # a fidelity study: top-1 agreement stands in
+        name, a, b = "top-1 agreement", best.values.get("fidelity_top1"), other.values.get("fidelity_top1")
     if a is None or b is None:
         return ""
     if prefer == "accuracy":
         if b != a:
-            return f"accuracy {b:.3f} vs {a:.3f}"
-        h2d = _RANK_KEYS["accuracy"][1][0]  # what breaks accuracy ties (H2D bytes): say by how much, or that it ties
+            return f"{name} {b:.3f} vs {a:.3f}"
+        h2d = "h2d_bytes_per_token"  # what breaks accuracy ties: say by how much, or that it ties
         if best.values.get(h2d) is None or other.values.get(h2d) is None:
-            return f"the same accuracy {a:.3f}"
+            return f"the same {name} {a:.3f}"
         if best.values[h2d] == other.values[h2d]:
-            return f"the same accuracy {a:.3f} and H2D bytes/token (a tie)"
-        return f"the same accuracy {a:.3f} and {_ratio_text(best, other, 'transfer')}"
+            return f"the same {name} {a:.3f} and H2D bytes/token (a tie)"
+        return f"the same {name} {a:.3f} and {_ratio_text(best, other, 'transfer')}"
     if a > 0:
         word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
         return f"{b / a:.2f}x the {word}"
@@ -405,12 +417,14 @@ def _why(rec: Recommendation) -> list[str]:
         out.append("no accuracy stored in this study: relative floor not applied")
     by_time = _compared_by(q.prefer, p) == "time_per_token"
     words = "lowest time per token" if by_time else _PREF_WORDS[q.prefer]
+    if q.prefer == "accuracy" and "accuracy" not in p.values and "fidelity_top1" in p.values:
+        words = "highest top-1 agreement with full precision"
     out.append(f"{words} among {len(rec.ranked)} feasible point(s)" + (f", {time_basis(p)}" if by_time
                                                                         else ""))
     out += _other_gpu_note(rec)
-    if len(rec.ranked) > 1:
+    if len(rec.ranked) > 1 and (apart := _ratio_text(p, rec.ranked[1].point, q.prefer)):
         nxt = rec.ranked[1].point
-        out.append(f"next best {rec.ranked[1].label} has {_ratio_text(p, nxt, q.prefer)}"
+        out.append(f"next best {rec.ranked[1].label} has {apart}"
                    + (f", accuracy {nxt.values['accuracy']:.3f}" if "accuracy" in nxt.values and q.prefer != "accuracy" else ""))
     better = [r for r in rec.rejected if _sort_key(r.point, q.prefer) < _sort_key(p, q.prefer)]
     if better:

@@ -195,3 +195,26 @@ def test_the_fast_sqlite_reader_reads_what_the_sqlalchemy_store_wrote(tmp_path):
             slow = load_fronts(engine, study)
             assert slow and read_fronts(url, study) == slow
         engine.dispose()
+
+
+def test_a_fidelity_study_ranks_by_top1_agreement_and_says_so(tmp_path):
+    """A study of a checkpoint without a tokenizer stores fidelity, not accuracy: recommend ranks by top-1
+    agreement with full precision, says that it does and that accuracy floors cannot apply, and names how far
+    the next best point is (it printed "next best ... has " and nothing more, and "the most accurate wins")."""
+    import dataclasses
+
+    pts = []
+    for trial, (top1, h2d) in enumerate([(0.97, 40e6), (0.97, 2e6), (0.80, 1e6)]):
+        p = point("fid", trial, "int8", 4, acc=0.0, h2d=h2d, peak_gib=1.0)
+        values = {k: v for k, v in p.values.items() if k != "accuracy"} | {"fidelity_top1": top1}
+        sources = {k: v for k, v in p.sources.items() if k != "accuracy"} | {"fidelity_top1": "measured:logits-vs-bf16"}
+        pts.append(dataclasses.replace(p, values=values, sources=sources))
+    url = make_db(tmp_path / "f.db", pts)
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "trial #1" in r.stdout.splitlines()[0]  # as faithful as #0, moving 20x less
+    text = " ".join(r.stdout.split())
+    assert "top-1 agreement with full precision stands in for accuracy" in text
+    assert "the most faithful wins" in text and "most accurate" not in text and "1 accuracy point" not in text
+    assert "highest top-1 agreement with full precision among 3 feasible point(s)" in text
+    assert "next best fid#0 has the same top-1 agreement 0.970 and 20.00x the transfer" in text
