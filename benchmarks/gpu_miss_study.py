@@ -55,26 +55,6 @@ def _median_ms(fn, dev: Any, reps: int) -> float:
     return statistics.median(times)
 
 
-def _model(s: dict, dev: Any):
-    import torch
-
-    from advisor.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
-
-    cfg = LLaDAMoEConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
-                         expert_intermediate_size=s["ffn"], num_experts=s["experts"], num_experts_per_tok=8,
-                         pad_token_id=0, eos_token_id=2, mask_token_id=s["vocab"] - 1)
-    with torch.device(dev):
-        model = LLaDAMoEModelLM(cfg).to(torch.bfloat16)
-    gen = torch.Generator(device=dev).manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02 if "experts" in name else 0.05, generator=gen)
-    return model.eval()
-
-
 def overlap(s: dict, device: str, tokens: int, reps: int) -> dict[str, Any]:
     """Misses copied vs computed on the CPU (overlapped and serial), for bf16 and int4 experts."""
     import torch
@@ -82,9 +62,11 @@ def overlap(s: dict, device: str, tokens: int, reps: int) -> dict[str, Any]:
     from advisor.models.view import attach_runtime, detach_runtime, moe_layers
     from advisor.offload.runtime import OffloadRuntime
     from advisor.offload.store import ExpertStore
+    from benchmarks.offload_gpu import llada_moe_shaped
 
     dev = torch.device(device)
-    model = _model(s, dev)
+    model = llada_moe_shaped(s["layers"], dev, vocab_size=s["vocab"], hidden_size=s["hidden"],
+                             expert_intermediate_size=s["ffn"], num_experts=s["experts"], num_experts_per_tok=8)
     moe = moe_layers(model)
     ids = torch.randint(3, s["vocab"] - 8, (1, tokens), generator=torch.Generator().manual_seed(0)).to(dev)
     slots = max(1, int(s["experts"] * SLOT_SHARE))

@@ -40,12 +40,14 @@ def _h2d_gbps(nbytes: int, pinned: bool, reps: int = 5) -> float:
     return nbytes / (statistics.median(times) * 1e-3) / 1e9
 
 
-def llada_moe_shaped(layers: int = 4, device: str = "cuda"):
-    """LLaDA-MoE-7B-A1B layer shapes with random weights, built on the GPU (no CPU init of GBs)."""
+def llada_moe_shaped(layers: int = 4, device: str = "cuda", **sizes: Any):
+    """LLaDA-MoE-7B-A1B layer shapes with random weights, built on the device (no CPU init of GBs); `sizes`
+    override config fields (hidden_size, num_experts, expert_intermediate_size, vocab_size...)."""
     from advisor.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
 
-    cfg = LLaDAMoEConfig(vocab_size=4096, num_hidden_layers=layers, pad_token_id=0, eos_token_id=2,
-                         mask_token_id=4095)
+    vocab = sizes.pop("vocab_size", 4096)
+    cfg = LLaDAMoEConfig(vocab_size=vocab, num_hidden_layers=layers, pad_token_id=0, eos_token_id=2,
+                         mask_token_id=vocab - 1, **sizes)
     with torch.device(device):
         model = LLaDAMoEModelLM(cfg).to(torch.bfloat16)
     gen = torch.Generator(device=device).manual_seed(0)

@@ -189,11 +189,11 @@ class OffloadRuntime:
                 fns: Mapping[int, ExpertFn]) -> torch.Tensor:
         """The layer's weighted expert sum. With `overlap` and CPU experts in this look-up, the device experts'
         partial sum is queued first (the GPU runs it while the host goes on), the CPU experts' partial sum is
-        computed here meanwhile, and the two are added. The CPU side runs on this thread: a worker thread gets
-        its own OpenMP team, which competes with this one's for the cores (measured on an H200 host: CPU experts
-        about 2x slower that way). Times: wall clock (CPU experts), CUDA events (device experts; wall clock on a
-        CPU-only host, where the "device" is the CPU slot pool and the two sides run one after the other) and
-        the wall clock of the whole layer."""
+        computed here meanwhile, and the two are added. The CPU side runs on this thread: in a worker thread,
+        beside this one launching the device experts, CPU experts took 1.6-1.9x as long on the H200 host and the
+        forward was slower than with no overlap (benchmarks/results/2026-12-04_h200_miss_study_note.md). Times:
+        wall clock (CPU experts), CUDA events (device experts; wall clock on a CPU-only host, where the "device"
+        is the CPU slot pool and the two sides run one after the other) and the wall clock of the whole layer."""
         import time
 
         from advisor.models.experts import combine
