@@ -443,6 +443,19 @@ def test_a_new_study_says_its_cpu_expert_times_came_from_the_gpu_profile(tmp_pat
     assert stored_times["table"] == prof["table"] and stored_times["source"] == prof["source"]
     assert (f"CPU expert times: {prof['source']}, from the hardware profile 'myhost', stored with the study"
             in r.stdout), r.stdout
+    assert "were measured with" not in r.stdout  # replay: the profile's times model the deployment's CPU
+    # live trials compute CPU experts with --threads: a profile measured with other threads is named
+    path = next(pp.glob("*.json"))
+    edited = json.loads(path.read_text())
+    edited["cpu_experts"]["threads"] = 3  # as if measured with 3 threads (this host has 2 cores)
+    path.write_text(json.dumps(edited))
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "space.toml", "--storage",
+                        f"sqlite:///{db}", "--study", "live", "--trials", "1", "--gpu", "myhost", "--mode", "live",
+                        "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "COLUMNS": "400", "ADVISOR_PROFILES_DIR": str(pp)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("note: the CPU expert times of profile 'myhost' were measured with 3 threads, but this run computes "
+            "CPU experts with 1 (--threads)" in r.stdout and "pass --threads 3" in r.stdout), r.stdout
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads /proc/PID/wchan")

@@ -334,6 +334,21 @@ def _silence(seconds: tuple[float, ...]) -> str:
     return lo if lo == hi else f"{lo} to {hi}"
 
 
+def _cpu_threads_note(backend, space, mode: str) -> str:
+    """Live trials compute CPU experts with this run's torch threads, and `hybrid` splits misses by the CPU
+    expert times of the profile --gpu names: say so when that profile was measured with other threads."""
+    import torch
+
+    stored = getattr(getattr(backend, "profile", None), "cpu_experts", None)
+    threads = torch.get_num_threads()
+    if mode != "live" or not stored or stored.get("threads") in (None, threads) or set(space.miss.choices or ()) <= {"copy"}:
+        return ""
+    return (f"note: the CPU expert times of profile {backend.profile.name!r} were measured with {stored['threads']} "
+            f"threads, but this run computes CPU experts with {threads} (--threads): misses then run slower or "
+            f"faster on the CPU than `hybrid` assumes; pass --threads {stored['threads']}, or re-run `advisor "
+            f"profile --threads {threads}`")
+
+
 def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, budget_note: str, profile,
                  wide: bool = False) -> None:
     """The run itself, with the live display; Ctrl-C/SIGTERM stop it in one line, finished trials and the
@@ -358,6 +373,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     )
     if getattr(backend, "offloaded", False):
         console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
+    if note := _cpu_threads_note(backend, space, opts.mode):
+        console.print(note, markup=False)
     with LiveProgress(console, opts) as live:
         result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=_also(live.start, _left_out_note(console)),
                           on_trial=live.trial_done, on_stage=live.stage)
