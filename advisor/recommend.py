@@ -26,13 +26,11 @@ DEFAULT_MAX_DROP = 0.01
 point (the cheapest plan is otherwise always the least accurate one, e.g. int2)."""
 
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
-# (a study without task accuracy - a checkpoint without a tokenizer - ranks by top-1 agreement with full precision)
+# ("accuracy" is top-1 agreement with full precision when no point stores task accuracy: `quality_metric`)
 _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
-    "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("fidelity_top1", -1),
-                 ("latency_ms_per_token", 1)),
-    "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1),
-                ("accuracy", -1), ("fidelity_top1", -1)),
-    "accuracy": (("accuracy", -1), ("fidelity_top1", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
+    "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("latency_ms_per_token", 1)),
+    "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
+    "accuracy": (("accuracy", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
 }
 _PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_token", "accuracy": "accuracy"}
 _PREF_WORDS = {"transfer": "lowest H2D bytes/token", "latency": "lowest latency/token", "accuracy": "highest accuracy"}
@@ -96,6 +94,7 @@ class Recommendation:
     reasons: list[str]  # why the chosen one won, or what would have to change
     closest: list[dict[str, Any]] = field(default_factory=list)
     defaults: list[str] = field(default_factory=list)  # what was assumed for what the user did not say
+    quality: str = "accuracy"  # what ranks as accuracy (`quality_metric`)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for scripts (`advisor recommend --json`)."""
@@ -276,10 +275,18 @@ def reference_point(points: list[FrontPoint]) -> Reference | None:
                      "most accurate point (the study stored no uniform-precision plan)")
 
 
-def _sort_key(p: FrontPoint, prefer: str) -> tuple[float, ...]:
+def quality_metric(points: list[FrontPoint]) -> str:
+    """What ranks as accuracy: task accuracy where any point stores it, else top-1 agreement with full precision
+    (a fidelity study: a checkpoint without a tokenizer), else accuracy (absent: ranks last)."""
+    if not any("accuracy" in p.values for p in points) and any("fidelity_top1" in p.values for p in points):
+        return "fidelity_top1"
+    return "accuracy"
+
+
+def _sort_key(p: FrontPoint, prefer: str, quality: str = "accuracy") -> tuple[float, ...]:
     key = []
     for metric, sign in _RANK_KEYS[prefer]:
-        v = p.values.get(metric)
+        v = p.values.get(quality if metric == "accuracy" else metric)
         key.append(math.inf if v is None else sign * v)
     return tuple(key)
 
@@ -294,10 +301,14 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     points = filter_points(points, q)
     budget = q.budget
     defaults = []
+    quality = quality_metric(points)
     accuracy_stored = any("accuracy" in p.values for p in points)
-    if not accuracy_stored and any("fidelity_top1" in p.values for p in points):
+    if quality == "fidelity_top1":
+        if q.min_accuracy is not None or q.max_accuracy_drop is not None:
+            raise UserError("the study stores no task accuracy (a fidelity study: the model has no tokenizer), so "
+                            "--min-accuracy/--max-accuracy-drop cannot apply; drop them")
         defaults.append("no task accuracy stored (a fidelity study): top-1 agreement with full precision stands in "
-                        "for accuracy wherever this ranks by it; accuracy floors cannot apply")
+                        "for accuracy wherever this ranks by it")
     if q.min_accuracy is None and q.max_accuracy_drop is None and accuracy_stored:
         q = dataclasses.replace(q, max_accuracy_drop=DEFAULT_MAX_DROP)
         defaults.append(f"no accuracy floor given: within {DEFAULT_MAX_DROP:g} ({100 * DEFAULT_MAX_DROP:g} accuracy "
@@ -308,7 +319,7 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
         q = dataclasses.replace(q, prefer="accuracy" if fits else "transfer")
         if fits:
             defaults.append(f"every stored configuration fits {format_bytes(budget)}, so transfer is no constraint: "
-                            f"the most {'accurate' if accuracy_stored else 'faithful'} wins (ties: lowest H2D "
+                            f"the most {'accurate' if quality == 'accuracy' else 'faithful'} wins (ties: lowest H2D "
                             "bytes/token); --prefer transfer to change")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
@@ -344,9 +355,10 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
             c.problems.append(f"no {_PREF_METRIC[q.prefer]} recorded")
         cands.append(c)
 
-    feasible = sorted((c for c in cands if c.feasible), key=lambda c: _sort_key(c.point, q.prefer))
+    feasible = sorted((c for c in cands if c.feasible), key=lambda c: _sort_key(c.point, q.prefer, quality))
     rejected = [c for c in cands if not c.feasible]
-    rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults)
+    rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults,
+                         quality=quality)
     if rec.chosen:
         rec.reasons = defaults + _why(rec)
     else:
@@ -363,12 +375,12 @@ def _compared_by(prefer: str, *points: FrontPoint) -> str:
     return _PREF_METRIC[prefer]
 
 
-def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str) -> str:
+def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str = "accuracy") -> str:
     metric = _compared_by(prefer, best, other)
-    a, b = best.values.get(metric), other.values.get(metric)
     name = "accuracy"
-    if prefer == "accuracy" and (a is None or b is None):  # a fidelity study: top-1 agreement stands in
-        name, a, b = "top-1 agreement", best.values.get("fidelity_top1"), other.values.get("fidelity_top1")
+    if metric == "accuracy" and quality == "fidelity_top1":
+        metric, name = quality, "top-1 agreement"
+    a, b = best.values.get(metric), other.values.get(metric)
     if a is None or b is None:
         return ""
     if prefer == "accuracy":
@@ -417,16 +429,16 @@ def _why(rec: Recommendation) -> list[str]:
         out.append("no accuracy stored in this study: relative floor not applied")
     by_time = _compared_by(q.prefer, p) == "time_per_token"
     words = "lowest time per token" if by_time else _PREF_WORDS[q.prefer]
-    if q.prefer == "accuracy" and "accuracy" not in p.values and "fidelity_top1" in p.values:
+    if q.prefer == "accuracy" and rec.quality == "fidelity_top1":
         words = "highest top-1 agreement with full precision"
     out.append(f"{words} among {len(rec.ranked)} feasible point(s)" + (f", {time_basis(p)}" if by_time
                                                                         else ""))
     out += _other_gpu_note(rec)
-    if len(rec.ranked) > 1 and (apart := _ratio_text(p, rec.ranked[1].point, q.prefer)):
+    if len(rec.ranked) > 1 and (apart := _ratio_text(p, rec.ranked[1].point, q.prefer, rec.quality)):
         nxt = rec.ranked[1].point
         out.append(f"next best {rec.ranked[1].label} has {apart}"
                    + (f", accuracy {nxt.values['accuracy']:.3f}" if "accuracy" in nxt.values and q.prefer != "accuracy" else ""))
-    better = [r for r in rec.rejected if _sort_key(r.point, q.prefer) < _sort_key(p, q.prefer)]
+    better = [r for r in rec.rejected if _sort_key(r.point, q.prefer, rec.quality) < _sort_key(p, q.prefer, rec.quality)]
     if better:
         kinds: dict[str, int] = {}
         for r in better:

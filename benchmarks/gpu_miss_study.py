@@ -5,10 +5,10 @@
 
 1. overlap (in process): a LLaDA-MoE-shaped model (hidden 2048, 64 experts of FFN 1024, top-8, bf16, random
    weights, a few MoE layers) on the device, 16 of 64 slots per layer (LRU). For bf16 and int4 experts: every
-   miss copied, vs computed on the CPU beside the GPU (worker thread), vs on the CPU one after the other.
+   miss copied, vs computed on the CPU beside the GPU (the runtime's overlap), vs on the CPU one after the other.
    Logits against the resident model, forward time (wall clock, synchronized, median), the runtime's counters,
-   and its overlap report: CPU expert time (wall clock of the worker), device expert time (CUDA events), the
-   layer's wall clock, and the share of CPU time hidden = (cpu + device - wall) / cpu.
+   and its overlap report summed over the timed forwards: CPU expert time (wall clock), device expert time (CUDA
+   events), the layers' wall clock, and the share of CPU time hidden = (cpu + device - wall) / cpu.
 2. study (CLI subprocesses, the path a user takes): a LLaDA-MoE-shaped checkpoint in the official key layout
    (same shapes), `advisor inspect`, `advisor profile --model` (link + this host's CPU experts, every core),
    `advisor tune --mode live` on the device under a budget of the resident weights + 25% of the bf16 experts,
@@ -101,7 +101,7 @@ def overlap(s: dict, device: str, tokens: int, reps: int) -> dict[str, Any]:
                 "max_abs_dlogit_vs_copy_same_plan": float((logits - ref_plan).abs().max()),
                 "top1_agree_vs_copy_same_plan": float((logits.argmax(-1) == ref_plan.argmax(-1)).float().mean()),
                 "counters": st.counters(), "transfer_ms": st.transfer_ms, "transfer_source": st.transfer_source,
-                "overlap_ms": {k: rep[k] for k in ("cpu", "device", "wall")},
+                "overlap_ms": {k: rep[k] for k in ("cpu", "device", "wall")}, "overlap_ms_forwards": reps,
                 "hidden_share": rep["hidden_share"], "overlap_source": rep["source"],
                 "cpu_kernel": sorted({f.kernel_name for f in rt.cpu._fns.values()}),
             }
@@ -158,7 +158,8 @@ def study(s: dict, device: str, out: Path, work: Path, seconds: float, trials: i
     text = (ROOT / "advisor/tune/spaces/dllm.toml").read_text()
     space.write_text(text.replace('name = "dllm"', 'name = "dllm-fidelity"')
                      .replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+           "ADVISOR_PROFILES_DIR": str(work / "profiles")}  # the measured profile stays out of the repository
     threads = str(os.cpu_count() or 1)
     url = f"sqlite:///{(out / 'study.db').resolve()}"
     b = f"{budget}B"
@@ -166,7 +167,7 @@ def study(s: dict, device: str, out: Path, work: Path, seconds: float, trials: i
     res["inspect"] = _cli(["inspect", str(ckpt), "--budget", b], log, 120, env)
     prof = ["profile", "--model", str(ckpt), "--threads", threads, "--name", name]
     res["profile"] = _cli(prof + ([] if device.startswith("cuda") else ["--cpu"]), log, 240, env)
-    stored = ROOT / "studies" / "profiles" / f"{name}.json"
+    stored = work / "profiles" / f"{name}.json"
     if stored.is_file():
         (out / "profile.json").write_text(stored.read_text())
     tune = ["tune", str(ckpt), "--device", device, "--mode", "live", "--budget", b, "--space", str(space),
@@ -182,7 +183,8 @@ def study(s: dict, device: str, out: Path, work: Path, seconds: float, trials: i
     for t in optuna.load_study(study_name="miss-live", storage=url).trials:
         ua = t.user_attrs
         trials_out.append({"number": t.number, "state": t.state.name, "params": t.params,
-                           **{k: ua.get(k) for k in ("values", "sources", "feasible", "seconds", "stage", "reason")}})
+                           **{k: ua.get(k) for k in ("values", "sources", "feasible", "seconds", "stage",
+                                                      "infeasible_reason")}})
     res["trials"] = trials_out
     return res
 
@@ -192,9 +194,9 @@ def summary(res: dict[str, Any]) -> str:
     parts = []
     runs = res.get("overlap", {}).get("runs", [])
     for plan in ("bf16", "int4"):
-        by = {(r["miss"], r["overlap"]): r for r in runs if r["plan"] == plan}
-        if ("cpu", True) in by and ("copy", False) in by:
-            parts.append(f"{plan}_cpu_vs_copy={by[('copy', False)]['forward_ms'] / by[('cpu', True)]['forward_ms']:.2f}")
+        by = {(r["miss"], r["overlap"] if r["miss"] == "cpu" else None): r for r in runs if r["plan"] == plan}
+        if ("cpu", True) in by and ("copy", None) in by:
+            parts.append(f"{plan}_cpu_vs_copy={by[('copy', None)]['forward_ms'] / by[('cpu', True)]['forward_ms']:.2f}")
             parts.append(f"{plan}_hidden_share={by[('cpu', True)]['hidden_share']:.2f}")
             if ("cpu", False) in by:
                 parts.append(f"{plan}_overlap_gain={by[('cpu', False)]['forward_ms'] / by[('cpu', True)]['forward_ms']:.2f}")

@@ -1,5 +1,6 @@
 """The seam every expert computes through: resident default, custom runtimes, observers, both layouts."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -103,3 +104,36 @@ def test_unattached_fused_module_behaves_like_eager():
             g, u = (m.gate_up_proj[e] @ x[t]).chunk(2)
             want[t] += w[t, j] * (m.down_proj[e] @ (nn.functional.silu(g) * u))
     torch.testing.assert_close(advisor_experts_forward(m, x, idx, w), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("index_dtype", [torch.int64, torch.int32])
+def test_combine_is_bitwise_the_eager_loop(dtype, index_dtype):
+    """`combine` groups tokens by expert with one sort; its sum must stay bitwise that of the eager loop
+    (`torch.where` per expert), including ids no expert has (-1, >= E), experts nobody routed to, and keys that
+    are not Python ints."""
+    import numpy as np
+
+    from advisor.models.experts import combine
+
+    g = torch.Generator().manual_seed(0)
+    tokens, k, n_exp, hidden = 37, 3, 8, 16
+    idx = torch.stack([torch.randperm(n_exp + 2, generator=g)[:k] - 1 for _ in range(tokens)]).to(index_dtype)
+    w = torch.rand(tokens, k, generator=g).to(dtype)
+    h = torch.randn(tokens, hidden, generator=g).to(dtype)
+    mats = {e: torch.randn(hidden, hidden, generator=g).to(dtype) for e in range(n_exp)}
+    fns = {e: (lambda x, m=m: x @ m) for e, m in mats.items()}
+    fns[n_exp + 5] = lambda x: x * 0 + 1  # nobody routes to it
+
+    def eager(experts):
+        out = torch.zeros_like(h)
+        for e, fn in experts.items():
+            token_idx, k_pos = torch.where(idx == e)
+            if token_idx.numel():
+                out.index_add_(0, token_idx, (fn(h[token_idx]) * w[token_idx, k_pos, None]).to(out.dtype))
+        return out
+
+    assert torch.equal(combine(h, idx, w, fns), eager(fns))
+    keyed = {np.int64(e): f for e, f in fns.items()}
+    assert torch.equal(combine(h, idx, w, keyed), eager(fns))
+    assert torch.equal(combine(h, idx, w, {}), torch.zeros_like(h))

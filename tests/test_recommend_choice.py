@@ -218,3 +218,19 @@ def test_a_fidelity_study_ranks_by_top1_agreement_and_says_so(tmp_path):
     assert "the most faithful wins" in text and "most accurate" not in text and "1 accuracy point" not in text
     assert "highest top-1 agreement with full precision among 3 feasible point(s)" in text
     assert "next best fid#0 has the same top-1 agreement 0.970 and 20.00x the transfer" in text
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--min-accuracy", "0.5")
+    assert r.returncode == 2 and "stores no task accuracy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
+    """Accuracy studies store fidelity too (the fidelity stage runs first): equal accuracy still goes to the
+    lowest H2D bytes, as "ties: lowest H2D bytes/token" says, not to the higher top-1 agreement."""
+    import dataclasses
+
+    pts = []
+    for trial, (top1, h2d) in enumerate([(1.0, 40e6), (0.95, 2e6), (0.90, 1e6)]):
+        p = point("acc", trial, "int8", 4, acc=0.90, h2d=h2d, peak_gib=1.0)
+        pts.append(dataclasses.replace(p, values=p.values | {"fidelity_top1": top1}))
+    rec = recommend(pts, Query(budget_bytes=2 * GiB))
+    assert rec.query.prefer == "accuracy" and rec.chosen.point.trial_number == 2
+    assert any("next best acc#1 has the same accuracy 0.900 and 2.00x the transfer" in r for r in rec.reasons)

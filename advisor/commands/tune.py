@@ -341,7 +341,7 @@ def _cpu_threads_note(backend, space, mode: str) -> str:
 
     stored = getattr(getattr(backend, "profile", None), "cpu_experts", None)
     threads = torch.get_num_threads()
-    if mode != "live" or not stored or stored.get("threads") in (None, threads) or set(space.miss.choices or ()) <= {"copy"}:
+    if mode != "live" or not stored or stored.get("threads") in (None, threads) or "hybrid" not in (space.miss.choices or ()):
         return ""
     return (f"note: the CPU expert times of profile {backend.profile.name!r} were measured with {stored['threads']} "
             f"threads, but this run computes CPU experts with {threads} (--threads): misses then run slower or "
@@ -393,9 +393,15 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     if result.n_waiting:  # e.g. --budgets enqueues more points than --trials runs: say so, not silently skip
+        short = (result.n_trials_run < opts.n_trials if opts.n_trials else
+                 opts.total_trials is not None and result.n_complete < opts.total_trials)
+        why = "its --timeout passed first" if opts.timeout and short else "the run reached its trial count first"
         console.print(f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines, "
-                      f"retries) did not run: the run reached its trial count first; `--more {result.n_waiting}` "
-                      "runs them", markup=False)
+                      f"retries) did not run: {why}; `--more {result.n_waiting}` runs them", markup=False)
+    if over := result.counters.get("over_budget_measured", 0):
+        console.print(f"note: {over} trial(s) of this run fit the budget as counted, but the CUDA allocator measured "
+                      "more: stored over budget, with both peaks (peak_gpu_bytes measured, counted_peak_bytes)",
+                      markup=False)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
              f"{result.n_complete} finished trials, {result.n_infeasible} over budget, {result.n_failed} failed)")
     if result.front:

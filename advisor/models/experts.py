@@ -211,25 +211,22 @@ def combine(
     top_k_weights: torch.Tensor,
     experts: Mapping[int, ExpertFn],
 ) -> torch.Tensor:
-    """Weighted sum of each token's top-k expert outputs: per expert the same tokens, in the same order, through
-    the same operations as transformers' eager loop. The tokens are grouped by expert with one stable sort and
-    one host sync per call (the eager loop's `torch.where` syncs once per expert), so on a GPU the experts'
-    kernels queue without waiting for each other."""
+    """Weighted sum of each token's top-k expert outputs: per expert the same tokens and operations as
+    transformers' eager loop (each token once per expert, so the order within an expert leaves the sum bitwise
+    the same). The tokens are grouped by expert with one stable sort and one host read of all experts' bounds
+    (the eager loop's `torch.where` waits for the device once per expert), so on a GPU the experts' kernels
+    queue without waiting for each other."""
     out = torch.zeros_like(hidden_states)
     if not experts:
         return out
     k = top_k_index.shape[-1]
     routed, order = torch.sort(top_k_index.reshape(-1), stable=True)  # token-major positions, grouped by expert
-    ids, counts = torch.unique_consecutive(routed, return_counts=True)
-    spans, end = {}, 0
-    for e, n in zip(*torch.stack([ids, counts]).tolist(), strict=True):
-        spans[e] = (end, end + n)
-        end += n
-    for e, fn in experts.items():
-        span = spans.get(e)
-        if span is None:
+    ids = torch.tensor([int(e) for e in experts], dtype=routed.dtype, device=routed.device)
+    lows, highs = torch.stack([torch.searchsorted(routed, ids), torch.searchsorted(routed, ids, right=True)]).tolist()
+    for fn, lo, hi in zip(experts.values(), lows, highs, strict=True):
+        if lo == hi:
             continue
-        pos = order[span[0]:span[1]]
+        pos = order[lo:hi]
         token_idx, k_pos = pos // k, pos % k
         y = fn(hidden_states[token_idx]) * top_k_weights[token_idx, k_pos, None]
         out.index_add_(0, token_idx, y.to(out.dtype))

@@ -154,6 +154,7 @@ class OffloadRuntime:
             free.append(slot_of.pop(v))
             del fns[v]
         h2d: list[tuple[torch.Tensor, torch.Tensor]] = []
+        copied_ids: list[int] = []  # the expert of each h2d copy
         d2d: list[tuple[torch.Tensor, torch.Tensor]] = []
         out: dict[int, ExpertFn] = {e: fns[e] for e in acc.hits}
         for e in acc.admitted:
@@ -161,7 +162,11 @@ class OffloadRuntime:
             slot_of[e] = s
             packed = store_row[e]
             buf = bufs[s][: packed.nbytes]
-            (d2d if e in staged else h2d).append((buf, staged.get(e, packed.host)))
+            if e in staged:
+                d2d.append((buf, staged[e]))
+            else:
+                h2d.append((buf, packed.host))
+                copied_ids.append(e)
             fns[e] = out[e] = packed.view(buf).fn(act)
         cpu_set = set(on_cpu)
         for e in acc.streamed:
@@ -172,11 +177,15 @@ class OffloadRuntime:
             if buf is None:
                 buf = torch.empty(packed.nbytes, dtype=torch.uint8, device=self.device)
                 h2d.append((buf, packed.host))
+                copied_ids.append(e)
             out[e] = packed.view(buf).fn(act)
         for e in on_cpu:  # the miss policy computes these on the host (an admitted one is still copied)
             out[e] = self.cpu.fn(layer, e)
         self._on_cpu = frozenset(on_cpu)
-        self._copy(layer, h2d, d2d, wait=True)
+        # an admitted expert computed on the host is copied for later forwards: this forward does not wait for it
+        placing = [(dst, src) for (dst, src), e in zip(h2d, copied_ids, strict=True) if e in cpu_set]
+        self._copy(layer, [c for c, e in zip(h2d, copied_ids, strict=True) if e not in cpu_set], d2d, wait=True)
+        self._copy(layer, placing, [], wait=False)
         if self.prefetch_mode == "lookahead" and layer + 1 < len(self.moe):
             predicted = self._predict(layer + 1, self._hidden.pop(layer, None))
             if predicted:
@@ -201,8 +210,9 @@ class OffloadRuntime:
         cpu_ids = self._on_cpu
         if not self.overlap or not cpu_ids:
             return combine(hidden, top_k_index, top_k_weights, fns)
-        t0 = time.perf_counter()
-        h, idx, w = (t.to("cpu") for t in (hidden, top_k_index, top_k_weights))  # waits for the layer input only
+        # waits for the work queued before this layer's experts (its input; the copies they need)
+        h, idx, w = (t.to("cpu") for t in (hidden, top_k_index, top_k_weights))
+        t0 = time.perf_counter()  # both sides start from here: that wait is no part of what overlap can hide
         dev_fns = {e: f for e, f in fns.items() if e not in cpu_ids}
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -432,7 +432,8 @@ class ModelBackend:
         if overlap["cpu"] > 0:  # CPU experts ran beside the device's (on CUDA): how much of their time it hid
             values["cpu_expert_ms_per_token"] = overlap["cpu"] / tokens
             values["cpu_hidden_share"] = overlap["hidden_share"]
-            sources["cpu_expert_ms_per_token"] = sources["cpu_hidden_share"] = overlap["source"]
+            sources["cpu_expert_ms_per_token"] = f"measured:wall-clock(cpu experts,{torch.get_num_threads()} threads)"
+            sources["cpu_hidden_share"] = overlap["source"]
         if on_cuda:
             values["allocator_peak_bytes"] = float(torch.cuda.max_memory_allocated(dev))
             sources["allocator_peak_bytes"] = f"measured:cuda-allocator({where})"

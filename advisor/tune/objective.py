@@ -205,7 +205,8 @@ class Objective:
         else:
             try:
                 outcome = self._measure(cfg, values, sources, trial, completed, t0)
-                violation = self._measured_peak(outcome, violation)
+                if "counted_peak_bytes" in outcome.values and self.budget_bytes:  # the allocator's peak decides
+                    violation = (outcome.values["peak_gpu_bytes"] - self.budget_bytes) / self.budget_bytes
             except TrialOutOfMemory as oom:
                 self.counters["infeasible"] += 1
                 self.counters["out_of_memory"] += 1
@@ -233,6 +234,12 @@ class Objective:
         cache_vals, cache_srcs = self.cache_metrics(cfg)
         values |= cache_vals
         sources |= cache_srcs
+        over = self._measured_peak(values, sources)
+        if over:  # no accuracy run for a configuration that does not fit
+            if "accuracy" in self.metrics:
+                values["accuracy"] = self._placeholders(cfg)["accuracy"]
+                sources["accuracy"] = "not-run:measured-over-budget(placeholder)"
+            return TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0, {"reason": over})
 
         stage = "measured"
         extra: dict[str, Any] = {}
@@ -256,25 +263,21 @@ class Objective:
             extra["accuracy"] = {k: v for k, v in acc.values.items() if k != "accuracy"}
         return TrialOutcome(values, sources, stage, True, cfg, time.perf_counter() - t0, extra)
 
-    def _measured_peak(self, outcome: TrialOutcome, violation: float | None) -> float | None:
+    def _measured_peak(self, values: dict[str, float], sources: dict[str, str]) -> str:
         """A live trial of an offloaded model on CUDA: the device then holds what a deployment of the
-        configuration holds, so the allocator's measured peak is its peak (the counted one is kept beside it),
-        and a configuration whose measured peak passes the budget is infeasible. Returns the constraint."""
-        measured = outcome.values.get("allocator_peak_bytes")
-        if measured is None or not getattr(self.backend, "offloaded", False):
-            return violation
-        v, s = outcome.values, outcome.sources
-        v["counted_peak_bytes"], s["counted_peak_bytes"] = v["peak_gpu_bytes"], s["peak_gpu_bytes"]
-        v["peak_gpu_bytes"], s["peak_gpu_bytes"] = measured, s["allocator_peak_bytes"]
-        if not self.budget_bytes:
-            return violation
-        if measured > self.budget_bytes:
-            self.counters["infeasible"] += 1
-            self.counters["over_budget_measured"] += 1
-            outcome.stage, outcome.feasible = "infeasible", False
-            outcome.extra["reason"] = (f"measured peak {int(measured)} bytes (CUDA allocator) > budget "
-                                       f"{self.budget_bytes} bytes (counted {int(v['counted_peak_bytes'])})")
-        return (measured - self.budget_bytes) / self.budget_bytes
+        configuration holds, so the allocator's measured peak becomes its peak (the counted one is kept beside
+        it). Returns why the trial is infeasible ("" when it fits or this does not apply)."""
+        measured = values.get("allocator_peak_bytes")
+        if self.mode != "live" or measured is None or not getattr(self.backend, "offloaded", False):
+            return ""
+        values["counted_peak_bytes"], sources["counted_peak_bytes"] = values["peak_gpu_bytes"], sources["peak_gpu_bytes"]
+        values["peak_gpu_bytes"], sources["peak_gpu_bytes"] = measured, sources["allocator_peak_bytes"]
+        if not self.budget_bytes or measured <= self.budget_bytes:
+            return ""
+        self.counters["infeasible"] += 1
+        self.counters["over_budget_measured"] += 1
+        return (f"measured peak {int(measured)} bytes (CUDA allocator) > budget {self.budget_bytes} bytes (counted "
+                f"{int(values['counted_peak_bytes'])})")
 
     # ------------------------------------------------------------------ pieces
     def cache_metrics(self, cfg: TrialConfig) -> tuple[dict[str, float], dict[str, str]]:
