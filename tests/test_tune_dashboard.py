@@ -102,6 +102,7 @@ def test_live_trial_whose_measured_peak_passes_the_budget_is_infeasible(tmp_path
     first, rest = ran[0], ran[1:]
     assert first.user_attrs["feasible"] is False and first.constraints[CONSTRAINT] > 0
     assert "measured peak 2000000 bytes (CUDA allocator) > budget 1000000" in first.user_attrs["infeasible_reason"]
+    assert first.user_attrs["sources"]["accuracy"] == "not-run:measured-over-budget(placeholder)"  # not measured
     for t in rest:
         assert t.user_attrs["feasible"] is True and t.constraints[CONSTRAINT] <= 0
         values = t.user_attrs["values"]
