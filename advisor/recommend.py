@@ -304,9 +304,9 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     quality = quality_metric(points)
     accuracy_stored = any("accuracy" in p.values for p in points)
     if quality == "fidelity_top1":
-        if q.min_accuracy is not None or q.max_accuracy_drop is not None:
+        if q.min_accuracy is not None:  # every point would fall below it (a relative drop just finds no reference)
             raise UserError("the study stores no task accuracy (a fidelity study: the model has no tokenizer), so "
-                            "--min-accuracy/--max-accuracy-drop cannot apply; drop them")
+                            "--min-accuracy cannot apply; drop it")
         defaults.append("no task accuracy stored (a fidelity study): top-1 agreement with full precision stands in "
                         "for accuracy wherever this ranks by it")
     if q.min_accuracy is None and q.max_accuracy_drop is None and accuracy_stored:
