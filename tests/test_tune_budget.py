@@ -176,3 +176,32 @@ def test_warm_start_covers_every_choice_of_a_cache_axis(monkeypatch):
     most = {(p["fmt_g0"], p["policy"]) for p in points if p[FILL] == 1.0 and p["fmt_g0"] == p["fmt_g1"]}
     assert most == {(f, pol) for f in ("bf16", "int8", "int4") for pol in ("lru", "lfu")}
     assert [p["policy"] for p in points[:2]] == ["lru", "lfu"]  # per plan, each choice, before the next plan
+
+
+def test_cpu_misses_buy_more_cache_under_the_same_budget(tmp_path):
+    """An offloaded model counts staging buffers for experts that stream past the cache; misses computed on the
+    CPU stream nothing, so under one budget the warm start gives `cpu` more slots than `copy` (the live H200
+    study measured 742 MB allocated for a `cpu` trial counted at 1007 MB with staging), and every trial still
+    fits the counted budget."""
+    from advisor.models.load import load_model
+    from advisor.tune.model_backend import model_shape
+
+    shape = model_shape(load_model("bundled"))
+    budget = bf16_expert_budget(shape, 0.25)
+    space = CLI_SPACE.replace('formats = ["bf16", "int8", "int4"]', 'formats = ["int8"]').replace(
+        'policies = ["lru", "lfu"]', 'policies = ["lru"]\nprefetch = ["none"]\nmiss = ["copy", "cpu"]')
+    (tmp_path / "space.toml").write_text(space)
+    url = f"sqlite:///{tmp_path}/m.db"
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "bundled", "--offload",
+                        "--space", "space.toml", "--budget", str(budget), "--trials", "4", "--storage", url,
+                        "--study", "miss"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "COLUMNS": "250"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    study = optuna.load_study(study_name="miss", storage=url)
+    warm = {t.params["miss"]: t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"
+            and t.params.get(FILL) == 1.0}
+    assert set(warm) == {"copy", "cpu"}
+    copy_slots, cpu_slots = (warm[m].user_attrs["config"]["slots_per_layer"] for m in ("copy", "cpu"))
+    assert sum(cpu_slots) > sum(copy_slots), (copy_slots, cpu_slots)
+    for t in warm.values():
+        assert t.user_attrs["feasible"] is True and t.user_attrs["config"]["counted_peak_gpu_bytes"] <= budget
