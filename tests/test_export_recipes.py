@@ -121,6 +121,21 @@ def test_advisor_recipe_runs_and_tiny_specs_get_only_it():
         export_point(p, "hf", ["method=bitsandbytes"])
 
 
+def test_advisor_recipe_leaves_a_checkpoints_experts_in_it():
+    """For a checkpoint the advisor recipe loads offloaded, as an offloaded study runs: the routed experts stay
+    in the checkpoint (meta parameters), the runtime's host store and slots hold the plan's experts, and it
+    generates. (It loaded the whole model on the CPU and put the runtime on the GPU, which cannot compute.)"""
+    plan = PrecisionPlan.uniform("int8")
+    res = export_point(_llada_point(plan, "bundled", 64, 16), "hf", ["method=advisor"])
+    assert res.data["method"] == "advisor" and "offload=True" in res.text
+    ns = _run(res.text)
+    loaded, runtime = ns["loaded"], ns["runtime"]
+    assert loaded.offloaded and runtime.capacity == [8] * 4
+    assert all(p.is_meta for n, p in loaded.model.named_parameters() if ".experts." in n)
+    out = ns["generate_ids"](IDS, max_new_tokens=8)
+    assert out.shape == (1, 8) and runtime.stats().lookups > 0
+
+
 def test_hqq_and_impossible_back_ends_are_refused_with_the_reason():
     p = _llada_point(PrecisionPlan.uniform("int8"), "bundled", 64, 16)
     with pytest.raises(UserError, match="HQQ is not available yet"):

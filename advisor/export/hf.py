@@ -231,6 +231,15 @@ def tide_schedule_lines(kw: dict[str, int]) -> list[str]:
                     f"and {_steps(later)} of every later one (generate_ids passes each forward's step and block)"]
 
 
+def _advisor_load(spec: str) -> list[str]:
+    """The recipe's load: on the GPU when there is one, with the routed experts left in the checkpoint (the
+    runtime's host store and GPU slots hold them, as an offloaded study ran); a tiny model is built in memory."""
+    if spec.startswith("tiny:"):
+        return [f"loaded = load_model({spec!r}, device='cuda' if gpu else 'cpu')"]
+    return ["# routed experts stay in the checkpoint: only the runtime's host store and GPU slots hold them",
+            f"loaded = load_model({spec!r}, device='cuda' if gpu else 'cpu', offload=True)"]
+
+
 def _steps(steps: list[int]) -> str:
     return ", ".join(map(str, steps)) or "none"
 
@@ -274,7 +283,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               "from advisor.quant.plan import PrecisionPlan", *gpu, "",
               "# the advisor's own loader: the exact plan (per expert) and the tuned expert cache",
               f"plan = PrecisionPlan.from_json({json.dumps(loader['precision_plan'])!r})",
-              f"loaded = load_model({loader['model']!r}, device='cpu')",
+              *_advisor_load(loader["model"]),
               f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
               f"                         policy={loader['offload']['policy']!r}, "
               f"prefetch={loader['offload']['prefetch']!r}, miss={loader['offload']['miss']!r}, "
