@@ -26,7 +26,7 @@ DEFAULT_MAX_DROP = 0.01
 point (the cheapest plan is otherwise always the least accurate one, e.g. int2)."""
 
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
-# ("accuracy" is top-1 agreement with full precision when no point stores task accuracy: `quality_metric`)
+# ("accuracy" is top-1 agreement with full precision when no point stores task accuracy: `Recommendation.quality`)
 _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
     "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("latency_ms_per_token", 1)),
     "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
@@ -94,7 +94,7 @@ class Recommendation:
     reasons: list[str]  # why the chosen one won, or what would have to change
     closest: list[dict[str, Any]] = field(default_factory=list)
     defaults: list[str] = field(default_factory=list)  # what was assumed for what the user did not say
-    quality: str = "accuracy"  # what ranks as accuracy (`quality_metric`)
+    quality: str = "accuracy"  # what ranks as accuracy: "fidelity_top1" in a study that stores no accuracy
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for scripts (`advisor recommend --json`)."""
@@ -275,14 +275,6 @@ def reference_point(points: list[FrontPoint]) -> Reference | None:
                      "most accurate point (the study stored no uniform-precision plan)")
 
 
-def quality_metric(points: list[FrontPoint]) -> str:
-    """What ranks as accuracy: task accuracy where any point stores it, else top-1 agreement with full precision
-    (a fidelity study: a checkpoint without a tokenizer), else accuracy (absent: ranks last)."""
-    if not any("accuracy" in p.values for p in points) and any("fidelity_top1" in p.values for p in points):
-        return "fidelity_top1"
-    return "accuracy"
-
-
 def _sort_key(p: FrontPoint, prefer: str, quality: str = "accuracy") -> tuple[float, ...]:
     key = []
     for metric, sign in _RANK_KEYS[prefer]:
@@ -301,9 +293,11 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     points = filter_points(points, q)
     budget = q.budget
     defaults = []
-    quality = quality_metric(points)
     accuracy_stored = any("accuracy" in p.values for p in points)
-    if quality == "fidelity_top1":
+    # what ranks as accuracy: top-1 agreement with full precision in a fidelity study (no tokenizer, no task)
+    fidelity_study = not accuracy_stored and any("fidelity_top1" in p.values for p in points)
+    quality = "fidelity_top1" if fidelity_study else "accuracy"
+    if fidelity_study:
         if q.min_accuracy is not None:  # every point would fall below it (a relative drop just finds no reference)
             raise UserError("the study stores no task accuracy (a fidelity study: the model has no tokenizer), so "
                             "--min-accuracy cannot apply; drop it")

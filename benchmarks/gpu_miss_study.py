@@ -37,20 +37,15 @@ SMALL = dict(layers=4, experts=16, hidden=256, ffn=128, vocab=2048)
 SLOT_SHARE = 0.25
 
 
-def _sync(dev: Any) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _median_ms(fn, dev: Any, reps: int) -> float:
+    from advisor.tune.model_backend import sync_device
+
     times = []
     for _ in range(reps):
-        _sync(dev)
+        sync_device(dev)
         t0 = time.perf_counter()
         fn()
-        _sync(dev)
+        sync_device(dev)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -138,19 +133,11 @@ def study(s: dict, device: str, out: Path, work: Path, seconds: float, trials: i
     ckpt = work / "llada-moe-shaped"
     t0 = time.perf_counter()
     write_checkpoint(ckpt, "list", s)
-    index = json.loads((ckpt / "model.safetensors.index.json").read_text())
-    from safetensors import safe_open
+    from advisor.models.checkpoint import Checkpoint
 
-    expert_bytes = total = 0
-    for shard in sorted(set(index["weight_map"].values())):
-        with safe_open(str(ckpt / shard), "pt") as f:
-            for k in f.keys():
-                n = f.get_slice(k).get_shape()
-                b = 2
-                for d in n:
-                    b *= d
-                total += b
-                expert_bytes += b if ".mlp.experts." in k else 0
+    tensors = Checkpoint(ckpt).tensors  # counted from the safetensors headers
+    total = sum(t.nbytes for t in tensors.values())
+    expert_bytes = sum(t.nbytes for k, t in tensors.items() if ".mlp.experts." in k)
     budget = (total - expert_bytes) + int(SLOT_SHARE * expert_bytes)
     res["checkpoint"] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": total, "expert_bytes": expert_bytes,
                          "budget_bytes": budget, "budget_rule": f"resident weights + {SLOT_SHARE:.0%} of bf16 experts"}

@@ -25,33 +25,22 @@ def _existing_engine(storage: str):
     return engine_for(url)
 
 
-def _parse_size(value: str, option: str) -> int:
-    from advisor.hardware.profiles import parse_budget
-
-    try:
-        return parse_budget(value)
-    except UserError as e:  # parse_budget speaks of a GPU budget; this is another size
-        raise UserError(f"{option}: {str(e).removeprefix('budget ')}") from e
-
-
 def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
     """Before any plan is packed: the largest uniform plan of the space must fit the host memory; if not, the
     error names the formats whose store would fit (a space of those is what the user can run)."""
-    from advisor.models.load import host_available_bytes
     from advisor.offload.store import check_host_memory
     from advisor.quant.spec import KINDS, expert_nbytes_of
 
     def store_bytes(fmt: str) -> int:
         return sum(m.num_experts * expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe)
 
+    def advice(limit: int) -> str:
+        fit = [f for f in KINDS if store_bytes(f) <= limit]
+        more = "raise --host-memory" if host_bytes is not None else "free host memory"
+        return (f"formats whose store fits: {', '.join(fit)}; use a --space whose [precision] formats are among "
+                f"them, or {more}" if fit else f"no format's store fits; {more}")
+
     need, worst = max((store_bytes(f), f) for f in space.packed_formats())
-    limit = host_available_bytes() if host_bytes is None else host_bytes
-    if need <= limit:
-        return
-    fit = [f for f in KINDS if store_bytes(f) <= limit]
-    more = "raise --host-memory" if host_bytes is not None else "free host memory"
-    advice = (f"formats whose store fits: {', '.join(fit)}; use a --space whose [precision] formats are among "
-              f"them, or {more}" if fit else f"no format's store fits; {more}")
     check_host_memory(need, f"{worst} (the space's largest format)", host_bytes, advice)
 
 
@@ -178,6 +167,7 @@ def register(app: typer.Typer) -> None:
         """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
         from rich.console import Console
 
+        from advisor.hardware.profiles import parse_budget
         from advisor.results.preflight import check_storage
         from advisor.tune.samplers import DEFAULT_SAMPLER, sampler_name
         from advisor.tune.space import load_space
@@ -191,7 +181,7 @@ def register(app: typer.Typer) -> None:
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu)
-        host_bytes = _parse_size(host_memory, "--host-memory") if host_memory else None
+        host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         if study is not None:

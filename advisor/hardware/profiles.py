@@ -402,21 +402,22 @@ _UNITS = {
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
 
 
-def parse_budget(value: str | int | float) -> int:
-    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int."""
+def parse_budget(value: str | int | float, label: str = "budget ") -> int:
+    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int.
+    `label` starts the error (another size than a GPU budget names itself, e.g. "--host-memory: ")."""
     if isinstance(value, bool):
-        raise UserError(f"budget {value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
+        raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
     if isinstance(value, int | float):
         if value <= 0:
-            raise UserError(f"budget {value!r} must be positive")
+            raise UserError(f"{label}{value!r} must be positive")
         return int(value)
     m = _SIZE.match(str(value).lower())
     unit = m.group(2) if m else None
     if not m or unit not in _UNITS:
         if m and not unit and float(m.group(1)) >= 2**20:
             return int(float(m.group(1)))  # a plain byte count
-        raise UserError(f"budget {value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
+        raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
     n = int(float(m.group(1)) * _UNITS[unit])
     if n <= 0:
-        raise UserError(f"budget {value!r} must be positive")
+        raise UserError(f"{label}{value!r} must be positive")
     return n

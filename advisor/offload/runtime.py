@@ -153,8 +153,10 @@ class OffloadRuntime:
         for v in acc.evicted:
             free.append(slot_of.pop(v))
             del fns[v]
+        cpu_set = set(on_cpu)
         h2d: list[tuple[torch.Tensor, torch.Tensor]] = []
-        copied_ids: list[int] = []  # the expert of each h2d copy
+        # an admitted expert computed on the host is copied for later forwards: this forward does not wait for it
+        placing: list[tuple[torch.Tensor, torch.Tensor]] = []
         d2d: list[tuple[torch.Tensor, torch.Tensor]] = []
         out: dict[int, ExpertFn] = {e: fns[e] for e in acc.hits}
         for e in acc.admitted:
@@ -165,10 +167,8 @@ class OffloadRuntime:
             if e in staged:
                 d2d.append((buf, staged[e]))
             else:
-                h2d.append((buf, packed.host))
-                copied_ids.append(e)
+                (placing if e in cpu_set else h2d).append((buf, packed.host))
             fns[e] = out[e] = packed.view(buf).fn(act)
-        cpu_set = set(on_cpu)
         for e in acc.streamed:
             if e in cpu_set:
                 continue
@@ -177,14 +177,11 @@ class OffloadRuntime:
             if buf is None:
                 buf = torch.empty(packed.nbytes, dtype=torch.uint8, device=self.device)
                 h2d.append((buf, packed.host))
-                copied_ids.append(e)
             out[e] = packed.view(buf).fn(act)
         for e in on_cpu:  # the miss policy computes these on the host (an admitted one is still copied)
             out[e] = self.cpu.fn(layer, e)
         self._on_cpu = frozenset(on_cpu)
-        # an admitted expert computed on the host is copied for later forwards: this forward does not wait for it
-        placing = [(dst, src) for (dst, src), e in zip(h2d, copied_ids, strict=True) if e in cpu_set]
-        self._copy(layer, [c for c, e in zip(h2d, copied_ids, strict=True) if e not in cpu_set], d2d, wait=True)
+        self._copy(layer, h2d, d2d, wait=True)
         self._copy(layer, placing, [], wait=False)
         if self.prefetch_mode == "lookahead" and layer + 1 < len(self.moe):
             predicted = self._predict(layer + 1, self._hidden.pop(layer, None))

@@ -11,7 +11,7 @@ copies are asynchronous and run at full link speed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,16 +72,18 @@ class PackedExpert:
 
 
 def check_host_memory(need: int, what: str, host_limit: int | None = None,
-                      advice: str = "choose a smaller format (int4, int3) or free memory") -> None:
+                      advice: Callable[[int], str] | None = None) -> None:
     """`UserError` (before anything is read) if a host store of `need` bytes exceeds `host_limit` (default:
-    the host's available RAM); `advice` says what to do (a caller that knows which formats fit names them)."""
+    the host's available RAM); `advice(limit)` says what to do (a caller that knows which formats fit names
+    them), asked only then."""
     from advisor.models.load import host_available_bytes
 
     limit = host_available_bytes() if host_limit is None else host_limit
     if need > limit:
+        todo = advice(limit) if advice else "choose a smaller format (int4, int3) or free memory"
         raise UserError(f"the expert store for plan {what} needs {format_bytes(need, 2)} of host memory but "
                         f"{format_bytes(limit, 2)} is {'available' if host_limit is None else 'allowed (--host-memory)'}"
-                        f"; {advice}")
+                        f"; {todo}")
 
 
 def resolve_plan(plan: Any) -> Any:

@@ -207,9 +207,9 @@ def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[i
     """Resident weights + for each layer the `slots` largest experts of its plan (the most its cache can hold);
     for offloaded models also the activation allowance and the staging buffers: at worst every expert of one
     layer that has no slot streams at once, plus as much again with prefetch (which stages the next layer's).
-    Misses computed on the CPU (`miss` "cpu") stream nothing: only prefetch stages then. (On the H200 the CUDA
-    allocator measured 19 MB above this count for int8 experts with CPU misses and 12.5 MB above it for copied
-    ones: the device kernels' workspace, which is not counted; a live trial checks the measured peak.)"""
+    Misses computed on the CPU (`miss` "cpu") stream nothing: only prefetch stages then. The device kernels'
+    workspace is not counted (the CUDA allocator measured a little more on the H200:
+    benchmarks/results/2026-12-04_h200_miss_study_note.md); a live CUDA trial checks the measured peak."""
     total = shape.resident_bytes + shape.activation_bytes
     staging = 0
     grid = plan.grid(shape.num_experts)

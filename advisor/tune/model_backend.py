@@ -243,7 +243,7 @@ class ModelBackend:
         t0 = time.perf_counter()
         trace = record_prompts(self.loaded, self.prompts(self.settings.trace_prompts), runtime=runtime,
                                **self.decoding["generate"])
-        _sync(self.loaded.device)
+        sync_device(self.loaded.device)
         return trace, trace.generated_tokens, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ Backend interface
@@ -401,7 +401,7 @@ class ModelBackend:
             for ids in self.prompts(self.settings.trace_prompts):
                 out = generate(self.loaded, ids, on_forward=getattr(rt, "on_forward", None), **self.decoding["generate"])
                 tokens += int(out.numel())
-            _sync(dev)
+            sync_device(dev)
             wall = time.perf_counter() - t0
             stats = rt.stats()
             overlap = rt.overlap_report()
@@ -479,7 +479,8 @@ def _release(loaded: Any, rt: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _sync(device: Any) -> None:
+def sync_device(device: Any) -> None:
+    """Wait for a CUDA device's queued work (wall-clock timings); nothing on a CPU."""
     import torch
 
     if getattr(device, "type", str(device)) == "cuda":
