@@ -122,7 +122,7 @@ def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path
     table = cpu["table"]["40x24"]
     assert {"bf16", "int8", "int4", "int3"} <= set(table) and all(ms >= 0 for _n, ms in table["int8"])
     # the label names every kernel a format used (it named the last shape's only)
-    assert "int8:int8pack_mm/dequantize" in cpu["source"], cpu["source"]
+    assert "int8:int8pack_mm(bf16>=32)/dequantize" in cpu["source"], cpu["source"]
 
     r = _cli("profile", "--cpu", "--profiles-dir", "q", "--expert-shape", "99999999x99999", cwd=tmp_path)
     _one_error_line(r, "bad --expert-shape '99999999x99999': measuring it needs")

@@ -23,14 +23,15 @@ H200_ROOFLINE = device_roofline()  # the default device side: no GPU named price
 TOL = {"bf16": 2e-2, "int8": 3e-2, "int4": 3e-2, "int4:g32": 3e-2, "int3": 3e-2}
 
 
+@pytest.mark.parametrize("tokens", [7, 64, 200])  # packed kernels below DENSE_FROM_TOKENS, dequantize + bf16 above
 @pytest.mark.parametrize(("fmt", "kernel"), [("bf16", "dense"), ("int8", "int8pack_mm"), ("int4", "int4pack_mm"),
                                              ("int4:g32", "int4pack_mm"), ("int3", "dequantize")])
-def test_cpu_kernels_match_the_dequantized_reference(fmt, kernel):
+def test_cpu_kernels_match_the_dequantized_reference(fmt, kernel, tokens):
     g = torch.Generator().manual_seed(0)
     w = ExpertWeights(*(torch.randn(s, generator=g) * 0.05 for s in ((256, 128), (256, 128), (128, 256))))
     qe = quantize_expert(w, fmt)
     assert kernel_for(qe.gate)[0] == kernel
-    x = torch.randn(7, 128, generator=g)
+    x = torch.randn(tokens, 128, generator=g)
     ref_w = qe.dequantize(torch.float32)
     act = torch.nn.functional.silu
     ref = torch.nn.functional.linear(act(x @ ref_w.gate.T) * (x @ ref_w.up.T), ref_w.down)
@@ -94,10 +95,10 @@ def test_runtime_counters_equal_simulator_with_cpu_misses(miss, policy):
     assert torch.equal(out, ref)  # fp32 experts on the CPU compute exactly as resident ones
 
 
-def _logits(loaded, runtime=None):
+def _logits(loaded, runtime=None, ids=None):
     from advisor.models.view import attach_runtime, detach_runtime
 
-    ids = prompt_ids(n=12)
+    ids = prompt_ids(n=12) if ids is None else ids
     if runtime is not None:
         attach_runtime(loaded.model, runtime, layers=loaded.moe)
     try:
@@ -135,6 +136,28 @@ def test_cpu_and_hybrid_outputs_equal_resident_within_format_tolerance(layout, p
         got = _logits(loaded, rt)
         assert rt.stats().total("cpu_experts") > 0
         assert float((got - ref).abs().max()) / scale < TOL[plan], (miss, plan)
+
+
+@pytest.mark.parametrize("plan", ["int8", "int4:g32"])
+def test_cpu_misses_with_many_tokens_per_expert_take_the_bf16_path_and_stay_within_tolerance(plan):
+    """A long input routes more than DENSE_FROM_TOKENS tokens to an expert: those CPU misses are dequantized to
+    bf16 for the call (the packed kernel takes the rest), and the logits stay those of the resident model."""
+    from advisor.models import tiny
+    from advisor.models.load import loaded_from
+    from advisor.offload import cpu_experts
+    from advisor.quant.apply import quantize_experts
+
+    loaded = loaded_from(tiny.llada_moe_shaped(0, experts=8, top_k=2, hidden=64, expert_ffn=64), None, "llada_moe",
+                         "tiny-wide")
+    ids = prompt_ids(n=400)
+    ref = _logits(loaded, quantize_experts(loaded, plan, attach=False), ids)
+    rt = OffloadRuntime(loaded, plan, slots_per_layer=2, policy="lru", miss="cpu", attach=False)
+    got = _logits(loaded, rt, ids)
+    st = rt.stats()
+    # the CPU experts' mean token count reaches every switch point, so at least one call took the bf16 path
+    assert st.total("cpu_experts") > 0
+    assert st.total("cpu_tokens") >= max(cpu_experts.DENSE_FROM_TOKENS.values()) * st.total("cpu_experts")
+    assert float((got - ref).abs().max()) / float(ref.abs().max()) < TOL[plan]
 
 
 def test_interval_refresh_obeys_its_rules():

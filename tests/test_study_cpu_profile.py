@@ -43,7 +43,7 @@ fidelity_prompts = 1
 
 def advisor(*args: str, cwd: Path) -> str:
     r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=600, env={**__import__("os").environ, "COLUMNS": "400"})
+                       timeout=600, env={**__import__("os").environ, "COLUMNS": "600"})
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -237,7 +237,7 @@ def _gated_workers(args: list[str], cwd: Path, n: int = 2) -> list[tuple[str, st
         os.set_blocking(w, True)
         workers.append(subprocess.Popen([sys.executable, "-m", "advisor", *args], cwd=cwd, stdout=w,
                                         stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, "COLUMNS": "400", "PYTHONUNBUFFERED": "1"}))
+                                        env={**os.environ, "COLUMNS": "600", "PYTHONUNBUFFERED": "1"}))
         os.close(w)
         pipes.append(r)
     deadline = time.monotonic() + 300
@@ -398,7 +398,7 @@ def test_two_workers_resuming_on_postgresql_complete_the_stored_times_once(tmp_p
             gate.commit()
             workers = [subprocess.Popen([sys.executable, "-m", "advisor", *tune, "--more", "1"], cwd=tmp_path,
                                         text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        env={**os.environ, "COLUMNS": "400"}) for _ in range(2)]
+                                        env={**os.environ, "COLUMNS": "600"}) for _ in range(2)]
             waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid::text = :k"
             deadline = time.monotonic() + 300
             while gate.execute(text(waiting), {"k": str(key)}).scalar_one() < 2:
@@ -437,7 +437,7 @@ def test_a_new_study_says_its_cpu_expert_times_came_from_the_gpu_profile(tmp_pat
     r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "space.toml", "--storage",
                         f"sqlite:///{db}", "--study", "p", "--trials", "1", "--gpu", "myhost"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "COLUMNS": "400", "ADVISOR_PROFILES_DIR": str(pp)})
+                       env={**__import__("os").environ, "COLUMNS": "600", "ADVISOR_PROFILES_DIR": str(pp)})
     assert r.returncode == 0, r.stdout + r.stderr
     stored_times, _ = stored(db)
     assert stored_times["table"] == prof["table"] and stored_times["source"] == prof["source"]
@@ -452,7 +452,7 @@ def test_a_new_study_says_its_cpu_expert_times_came_from_the_gpu_profile(tmp_pat
     r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "space.toml", "--storage",
                         f"sqlite:///{db}", "--study", "live", "--trials", "1", "--gpu", "myhost", "--mode", "live",
                         "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "COLUMNS": "400", "ADVISOR_PROFILES_DIR": str(pp)})
+                       env={**__import__("os").environ, "COLUMNS": "600", "ADVISOR_PROFILES_DIR": str(pp)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert ("note: the CPU expert times of profile 'myhost' were measured with 3 threads, but this run computes "
             "CPU experts with 1 (--threads)" in r.stdout and "pass --threads 3" in r.stdout), r.stdout

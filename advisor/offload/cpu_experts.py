@@ -11,12 +11,15 @@ Kernels are torch's own CPU kernels, multi-threaded by torch's intra-op pool (`t
   so zero = min + 8 * scale); the converted copy is host memory only, the stored/copied bytes do not change;
 * every other format (int3, int2, fp8, nf4, int4:sym or odd groups) - dequantize, then `F.linear`.
 
-`kernel_name` says which one an expert's projections use, so measurements can be labelled.
+The two packed kernels are matrix-vector kernels: their time grows with the tokens about three times as fast as a
+bf16 matrix multiply's, so from `DENSE_FROM_TOKENS` tokens on, an int8/int4 expert is dequantized to bf16 for the
+call and multiplied densely (the bf16 copy lives for the call only). `kernel_name` says which kernels an expert's
+projections use, so measurements can be labelled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -27,6 +30,12 @@ from advisor.offload.timing import INT4_KERNEL_GROUPS
 from advisor.quant.formats import INT8_KERNEL_IN_MULTIPLE
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
+
+DENSE_FROM_TOKENS = {"int8pack_mm": 32, "int4pack_mm": 64}
+"""Tokens from which a packed kernel's expert is dequantized to bf16 and multiplied densely instead: where the
+two took the same time on an expert of 2048x1024 and of 1024x512 (2 shared cores, no AMX, 2026-12-04;
+`benchmarks/results/2026-12-04_cpu_expert_kernels.txt`). A host with a faster bf16 matrix multiply (AMX) would
+switch earlier; `advisor profile` measures what runs, so the time model prices the switch where it is."""
 
 
 def _int4_linear(qt: Any) -> Linear | None:
@@ -82,12 +91,26 @@ def _fallback_linear(qt: Any) -> Linear:
     return lambda x: nn.functional.linear(x.to(torch.bfloat16), qt.dequantize(torch.bfloat16))
 
 
-def kernel_for(qt: Any) -> tuple[str, Linear]:
-    """(kernel name, x -> x @ W^T on the host) for one stored projection."""
-    for name, make in (("dense", _dense_linear), ("int8pack_mm", _int8_linear), ("int4pack_mm", _int4_linear)):
-        fn = make(qt)
-        if fn is not None:
-            return name, fn
+def kernel_label(name: str) -> str:
+    """A kernel's name as measurements are labelled: a packed kernel says from how many tokens it goes bf16 (dense)."""
+    n = DENSE_FROM_TOKENS.get(name)
+    return f"{name}(bf16>={n})" if n else name
+
+
+def kernel_for(qt: Any, dense_from: Mapping[str, int] = DENSE_FROM_TOKENS) -> tuple[str, Linear]:
+    """(kernel name, x -> x @ W^T on the host, x [tokens, in]) for one stored projection; a packed kernel gives
+    way to dequantize + bf16 `F.linear` from `dense_from[name]` tokens on (`{}`: never, for benchmarks)."""
+    fn = _dense_linear(qt)
+    if fn is not None:
+        return "dense", fn
+    for name, make in (("int8pack_mm", _int8_linear), ("int4pack_mm", _int4_linear)):
+        packed = make(qt)
+        if packed is not None:
+            n = dense_from.get(name)
+            if n is None:
+                return name, packed
+            dense = _fallback_linear(qt)
+            return name, lambda x, packed=packed, dense=dense, n=n: packed(x) if x.shape[0] < n else dense(x)
     return "dequantize", _fallback_linear(qt)
 
 

@@ -34,7 +34,7 @@ def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str
     host's CPU (recorded with them: times measured elsewhere are labelled so where they are used)."""
     from advisor.hardware.profiles import host_cpu
     from advisor.models.experts import ExpertWeights
-    from advisor.offload.cpu_experts import CpuExpert
+    from advisor.offload.cpu_experts import CpuExpert, kernel_label
     from advisor.quant.expert import quantize_expert
 
     g = torch.Generator().manual_seed(seed)
@@ -46,9 +46,9 @@ def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str
         row: dict[str, list[list[float]]] = {}
         for fmt in formats:
             expert = CpuExpert(quantize_expert(w, fmt), torch.nn.functional.silu)
-            kernels.setdefault(fmt, {})[expert.kernel_name] = None
+            kernels.setdefault(fmt, {})[kernel_label(expert.kernel_name)] = None
             x_all = torch.randn(max(tokens), hidden, generator=g).to(torch.bfloat16)
-            # dequantizing dominates the fallback kernel's time at every token count: 3 points suffice
+            # the fallback kernel's time is affine in tokens (dequantize once, then a dense multiply): 3 points
             pts = tokens if expert.kernel_name != "dequantize" else sorted({tokens[0], tokens[len(tokens) // 2],
                                                                             tokens[-1]})
             row[fmt] = [[int(n), round(_min_ms(expert, x_all[:n], repeats), 5)] for n in pts]

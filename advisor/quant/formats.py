@@ -72,6 +72,12 @@ class QTensor:
         return QTensor(self.format, self.shape, {k: t.pin_memory() for k, t in self.tensors.items()})
 
 
+def _row_scaled(qt: QTensor, dtype: torch.dtype) -> torch.Tensor:
+    """q * scale[row] in `dtype` (int8, fp8). The product is taken in place on the fresh fp32 copy of q: a second
+    fp32 temporary made dequantizing about 10x slower on the CPU (new pages on every call), same result bitwise."""
+    return qt.tensors["qweight"].float().mul_(qt.tensors["scale"][:, None]).to(dtype)
+
+
 class Format:
     """One precision format: `quantize`/`dequantize` per subclass; `linear` may use a fused kernel."""
 
@@ -144,7 +150,7 @@ class Int8Format(Format):
         return QTensor(self, shape, {"qweight": q.contiguous(), "scale": scale.contiguous()})
 
     def dequantize(self, qt: QTensor, dtype: torch.dtype) -> torch.Tensor:
-        return (qt.tensors["qweight"].float() * qt.tensors["scale"][:, None]).to(dtype)
+        return _row_scaled(qt, dtype)
 
     def linear(self, qt: QTensor, x: torch.Tensor) -> torch.Tensor:
         if (Int8Format._kernel_ok and x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.shape[-1] > 0
@@ -175,7 +181,7 @@ class Fp8Format(Format):
         return QTensor(self, shape, {"qweight": q.contiguous(), "scale": scale.contiguous()})
 
     def dequantize(self, qt: QTensor, dtype: torch.dtype) -> torch.Tensor:
-        return (qt.tensors["qweight"].float() * qt.tensors["scale"][:, None]).to(dtype)
+        return _row_scaled(qt, dtype)
 
 
 def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
@@ -264,12 +270,12 @@ class GroupedIntFormat(Format):
         q = unpack_bits(qt.tensors["qweight"], bits, self.spec.padded_in(cols))[:, :cols].float()
         if full > cols:
             q = torch.cat([q, q.new_zeros(rows, full - cols)], dim=1)
-        q = q.reshape(rows, n_groups, group)
+        q = q.reshape(rows, n_groups, group)  # a fresh fp32 tensor: the arithmetic below runs in place
         scale = qt.tensors["scale"].float()[..., None]
         if self.spec.symmetric:
-            w = (q - (1 << (bits - 1))) * scale
+            w = q.sub_(1 << (bits - 1)).mul_(scale)
         else:
-            w = q * scale + qt.tensors["min"].float()[..., None]
+            w = q.mul_(scale).add_(qt.tensors["min"].float()[..., None])
         return w.reshape(rows, full)[:, :cols].to(dtype)
 
 
