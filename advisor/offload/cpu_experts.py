@@ -32,10 +32,12 @@ from advisor.quant.formats import INT8_KERNEL_IN_MULTIPLE
 Linear = Callable[[torch.Tensor], torch.Tensor]
 
 DENSE_FROM_TOKENS = {"int8pack_mm": 32, "int4pack_mm": 64}
-"""Tokens from which a packed kernel's expert is dequantized to bf16 and multiplied densely instead: where the
-two took the same time on an expert of 2048x1024 and of 1024x512 (2 shared cores, no AMX, 2026-12-04;
-`benchmarks/results/2026-12-04_cpu_expert_kernels.txt`). A host with a faster bf16 matrix multiply (AMX) would
-switch earlier; `advisor profile` measures what runs, so the time model prices the switch where it is."""
+"""Tokens from which a packed kernel's expert is dequantized to bf16 and multiplied densely instead. On 2 shared
+AMD EPYC cores (no AMX) the two took the same time at 16-32 tokens for int8 and 64-128 for int4, on experts of
+2048x1024, 2048x512 and 1024x512 (`benchmarks/results/2026-12-04_cpu-2-cores-shared_cpu_expert_kernels.txt`);
+on the H200's host (AMX) the bf16 multiply alone was 3-4x faster than either packed kernel at 64 tokens (its
+dequantizing not measured), hence 64 for int4. A constant, not per host; `advisor profile` measures what runs,
+so the time model prices the switch."""
 
 
 def _int4_linear(qt: Any) -> Linear | None:
