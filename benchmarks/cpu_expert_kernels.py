@@ -60,7 +60,7 @@ def _variants(qe) -> dict:
     """packed (never switching), dense (dequantize + bf16 always) and what the runtime runs, for one expert."""
     projs = (qe.gate, qe.up, qe.down)
     packed = _swiglu(*(kernel_for(qt, dense_from={})[1] for qt in projs))
-    dense = _swiglu(*(lambda x, qt=qt: F.linear(x, qt.dequantize(torch.bfloat16)) for qt in projs))
+    dense = _swiglu(*(kernel_for(qt, dense_from=dict.fromkeys(DENSE_FROM_TOKENS, 1))[1] for qt in projs))
     return {"packed": packed, "dense": dense, "runs": CpuExpert(qe, F.silu)}
 
 
