@@ -40,6 +40,31 @@ def test_cpu_kernels_match_the_dequantized_reference(fmt, kernel, tokens):
     assert float((got - ref).norm() / ref.norm()) < TOL[fmt]
 
 
+@pytest.mark.parametrize("fmt", ["int8", "int4", "int4:g32"])
+def test_cpu_expert_takes_the_packed_kernel_below_the_switch_and_bf16_from_it(fmt):
+    """`CpuExpert` (what the runtime and `advisor profile` call) computes exactly what the packed kernel computes
+    below `DENSE_FROM_TOKENS` tokens and exactly what dequantize + bf16 computes from there on."""
+    from advisor.offload.cpu_experts import DENSE_FROM_TOKENS
+
+    g = torch.Generator().manual_seed(0)
+    w = ExpertWeights(*(torch.randn(s, generator=g) * 0.05 for s in ((256, 128), (256, 128), (128, 256))))
+    qe = quantize_expert(w, fmt)
+    name = kernel_for(qe.gate)[0]
+    n = DENSE_FROM_TOKENS[name]
+    act = torch.nn.functional.silu
+
+    def by(dense_from, x):
+        gate, up, down = (kernel_for(qt, dense_from)[1] for qt in (qe.gate, qe.up, qe.down))
+        return down(act(gate(x)) * up(x)).to(x.dtype)
+
+    expert = CpuExpert(qe, act)
+    for tokens, path in ((1, {}), (n - 1, {}), (n, {name: 1}), (3 * n, {name: 1})):
+        x = torch.randn(tokens, 128, generator=g)
+        other = {name: 1} if path == {} else {}
+        assert torch.equal(expert(x), by(path, x)), (tokens, path)
+        assert not torch.equal(by(path, x), by(other, x))  # the two paths are told apart at this size
+
+
 FORMATS_TO_PRICE = ("bf16", "fp16", "fp32", "int8", "fp8", "int4", "int4:g32", "int4:g64", "int4:g128", "int4:g256",
                     "int4:asym", "int4:sym", "int4:g16", "nf4", "int3", "int2")
 
