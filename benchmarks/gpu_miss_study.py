@@ -81,7 +81,6 @@ def overlap(s: dict, device: str, tokens: int, reps: int) -> dict[str, Any]:
                 with torch.no_grad():
                     logits = model(ids).logits.float()  # cold cache: the first forward misses the most
                     rt.reset_stats()
-                    rt.overlap_ms = {"cpu": 0.0, "device": 0.0, "wall": 0.0}
                     ms = _median_ms(lambda: model(ids), dev, reps)
                 st = rt.stats()
                 rep = rt.overlap_report()

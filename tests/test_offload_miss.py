@@ -65,6 +65,15 @@ def test_cpu_expert_takes_the_packed_kernel_below_the_switch_and_bf16_from_it(fm
         assert not torch.equal(by(path, x), by(other, x))  # the two paths are told apart at this size
 
 
+def test_cpu_profile_labels_every_kernel_an_experts_projections_use():
+    """At the bundled model's shape (hidden 128, FFN 16) int4's gate and up take the packed kernel but down's
+    16-wide rows do not: the measured times say both kernels (at 256x256 all three take the packed one)."""
+    from advisor.offload.cpu_profile import measure_cpu_experts
+
+    src = measure_cpu_experts([(128, 16), (256, 256)], ("int4",), tokens=(1, 2), repeats=1).source
+    assert "int4:int4pack_mm(bf16>=64)+dequantize/int4pack_mm(bf16>=64)" in src, src
+
+
 FORMATS_TO_PRICE = ("bf16", "fp16", "fp32", "int8", "fp8", "int4", "int4:g32", "int4:g64", "int4:g128", "int4:g256",
                     "int4:asym", "int4:sym", "int4:g16", "nf4", "int3", "int2")
 
@@ -80,7 +89,21 @@ def test_time_model_prices_each_format_with_the_kernel_it_runs(fmt):
     w = ExpertWeights(*(torch.randn(s, generator=g) * 0.05 for s in ((256, 256), (256, 256), (256, 256))))
     kernel = kernel_for(quantize_expert(w, fmt).gate)[0]
     measured_as = {"dense": "bf16", "int8pack_mm": "int8", "int4pack_mm": "int4", "dequantize": "int3"}[kernel]
+    if fmt == "fp32":  # F.linear in fp32 is not bf16's kernel: its own row
+        measured_as = "fp32"
     assert kernel_format(fmt) == measured_as
+
+
+def test_a_format_priced_with_another_formats_times_says_so():
+    """fp32 experts (F.linear in fp32) have no measured row: the time model prices them with bf16's times, and
+    the source says so; plans whose kernels were all measured say nothing of the kind."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+
+    def source(plan: str) -> str:
+        return ModelCosts(plan, [32], [16], _profile(), H200_ROOFLINE, DEFAULT_PROFILE).source
+
+    assert source("fp32").endswith("; fp32 priced with bf16 times (not measured)")
+    assert "priced with" not in source("int8") and "priced with" not in source("bf16")
 
 
 def _profile() -> CpuProfile:
@@ -118,6 +141,30 @@ def test_runtime_counters_equal_simulator_with_cpu_misses(miss, policy):
     else:
         assert st.total("demand_bytes") == 0
     assert torch.equal(out, ref)  # fp32 experts on the CPU compute exactly as resident ones
+
+
+@pytest.mark.parametrize("prefetch", ["prev_step", "lookahead"])
+def test_prefetch_copies_take_link_time_in_the_time_per_token(prefetch):
+    """A prefetched expert is not free: its copy is charged on the link to the look-up it serves, so the modelled
+    time is never below the link's work (demand + prefetch copies), and the runtime models what replay models."""
+    import dataclasses
+
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+
+    loaded = tiny_llada(top_k=2)
+    m = trace_meta(loaded)
+    slow = dataclasses.replace(DEFAULT_PROFILE, h2d_gbps_pinned=0.01, copy_latency_us=1000.0)  # the link dominates
+    costs = ModelCosts("fp32", m["hidden"], m["intermediate"], _profile(),
+                       DeviceCompute({"fp32": 0.01}, 32, 16, 32, "test-device"), slow)
+    rt, trace, _ = run_offloaded(loaded, prompt_ids(), slots_per_layer=4, policy="lru", prefetch=prefetch,
+                                 costs=costs)
+    st = rt.stats()
+    sim = simulate(trace, slots_per_layer=4, policy="lru", plan="fp32", prefetch=prefetch, costs=costs)
+    link = costs.link.transfer_ms(st.bytes_h2d, st.copies)
+    assert st.total("prefetch_bytes") > 0 and sim.total("prefetch_bytes") > 0
+    assert sim.times["layer_ms"] >= sim.times["copy_ms"] + sim.times["background_ms"] - 1e-9
+    assert sim.times["layer_ms"] >= 0.99 * costs.link.transfer_ms(sim.bytes_h2d, sim.copies)
+    assert st.times["layer_ms"] >= 0.99 * link
 
 
 def _logits(loaded, runtime=None, ids=None):

@@ -126,3 +126,55 @@ def test_reset_cache_restarts_the_same_policy_from_empty(loaded, reference, poli
         assert rt.stats().counters() == first  # same policy, same settings, from empty slots
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "qwen3_moe"])
+@pytest.mark.parametrize("policy", ["tide", "lfu_decay", "flru"])
+def test_runtime_counters_equal_simulator_over_several_prompts(family, policy):
+    """Several generations through one runtime (what `tune --mode live` runs) number their forwards on, as the
+    merged trace does: the policies that read the forward number decide alike, and per-forward rows stay apart."""
+    from advisor.models.load import load_model
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.offload.trace import record_prompts
+
+    model = load_model(f"tiny:{family}")
+    gen = dict(max_new_tokens=5) if family == "qwen3_moe" else GEN_KW
+    kw = {"tau": 4, "steps_per_block": 1 if family == "qwen3_moe" else 2} if policy == "tide" else {}
+    prompts = [prompt_ids(seed=s) for s in range(3)]
+    rt = OffloadRuntime(model, "fp32", slots_per_layer=2, policy=policy, policy_kw=kw, attach=False)
+    trace = record_prompts(model, prompts, runtime=rt, **gen)
+    live = rt.stats()
+    sim = simulate(trace, slots_per_layer=2, policy=policy, plan="fp32", policy_kw=kw)
+    assert len(live.forward_ids) == trace.n_forwards == 3 * (5 if family == "qwen3_moe" else 4)
+    assert live.counters() == sim.counters()
+
+
+def test_prev_step_staging_stays_within_the_counted_peak(loaded, reference):
+    """prev_step stages every layer's experts at the forward's start: the staged bytes alive at once never pass
+    what `counted_peak_bytes` allows for prefetch on an offloaded model."""
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.tune.config import ModelShape, counted_peak_bytes
+
+    ids, _ = reference
+    slots = 10  # of 16: each layer stages up to min(slots, 16 - slots) = 6 experts
+    big = tiny_llada(num_experts=16, top_k=8)
+    rt = OffloadRuntime(big, "fp32", slots_per_layer=slots, policy="lru", prefetch="prev_step")
+    alive = []
+
+    def on_forward(info):
+        rt.on_forward(info)
+        alive.append(sum(b.numel() for row in rt.staged for b in row.values()))
+
+    try:
+        generate(big, ids, on_forward=on_forward, **GEN_KW)
+    finally:
+        rt.close()
+    n = len(rt.moe)
+    shape = ModelShape((16,) * n, (8,) * n, tuple(m.hidden_size for m in rt.moe),
+                       tuple(m.intermediate_size for m in rt.moe), "fp32", 0, staging=True)
+    plan = PrecisionPlan.parse("fp32")
+    allowance = (counted_peak_bytes(shape, plan, [slots] * n, "prev_step", miss="cpu")
+                 - counted_peak_bytes(shape, plan, [slots] * n, "none", miss="cpu"))
+    assert max(alive) > rt.store.max_bytes(0) * (16 - slots)  # more than one layer's worth is staged at once
+    assert max(alive) <= allowance

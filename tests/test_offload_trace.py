@@ -54,6 +54,35 @@ def test_recorder_keeps_distinct_experts_and_token_counts():
     assert t.access_sequences("block")[0][0][0] == (0, 1)
 
 
+def test_llada2_trace_counts_the_tokens_of_its_aligned_blocks():
+    """LLaDA2 decodes blocks aligned to multiples of the block length (the first holds the prompt's end) and
+    forwards only up to the current block's end: each forward's in-block tokens are that block's positions."""
+    from advisor.models.load import load_model
+
+    loaded = load_model("tiny:llada2")
+    tr = record_trace(loaded, prompt_ids(3), max_new_tokens=8, block_length=4, steps=4)
+    top_k = tr.meta["top_k"][0]
+    blk = np.add.reduceat(tr.block_tokens.astype(np.int64), tr.rec_ptr[:-1])
+    assert set(tr.fwd_block.tolist()) == {0, 1, 2}  # positions 0-3 (prompt 0-2), 4-7, 8-11
+    assert set(blk.tolist()) == {4 * top_k}
+
+
+def test_generated_tokens_stop_at_eos_in_autoregressive_decoding():
+    """Per-token numbers divide by the tokens really generated: an autoregressive generation that ends at eos
+    counts up to its eos, not the filler after it."""
+    from advisor.models.generate import generate
+    from advisor.models.load import load_model
+
+    loaded = load_model("tiny:qwen3_moe")
+    ids = prompt_ids(3)
+    full = record_trace(loaded, ids, max_new_tokens=8)
+    assert full.n_forwards == full.generated_tokens == 8
+    second = int(generate(loaded, ids, max_new_tokens=2)[0, 1])  # make the second token the eos
+    loaded.model.generation_config.eos_token_id = second
+    stopped = record_trace(loaded, ids, max_new_tokens=8)
+    assert stopped.n_forwards == stopped.generated_tokens == 2
+
+
 def test_save_load_round_trip_and_bad_files(tmp_path, trace):
     path = trace.save(tmp_path / "t.npz")
     back = RoutingTrace.load(path)

@@ -227,6 +227,8 @@ def test_baseline_is_distinct_experts_times_fp16_bytes(report):
     eb = payload["sweep"]["expert_bytes"]["fp16"]
     total = sum(len(s) * eb[layer] for f in forwards_from_trace(run.trace) for layer, s in enumerate(f.layers))
     assert payload["baseline"]["h2d_bytes_per_token"] == total / run.tokens
+    info = payload["sweep"]["traces"]["fp16"]  # the provenance table's row: every routed pair, every distinct look-up
+    assert info["routed_pairs"] == int(run.trace.tokens.sum()) > info["lookups"] == len(run.trace.experts)
 
 
 def test_sweep_curves_respect_belady_and_memory(report):

@@ -24,7 +24,7 @@ from advisor.models.samplers import ForwardInfo, llada2_generate, llada_generate
 
 OnForward = Callable[[ForwardInfo], None]
 
-__all__ = ["ForwardInfo", "OnForward", "generate", "generate_text", "steps_per_block"]
+__all__ = ["ForwardInfo", "OnForward", "generate", "generate_text", "new_tokens", "steps_per_block"]
 
 
 def generate(
@@ -67,6 +67,26 @@ def _fit(tokens: torch.Tensor, length: int, filler: int) -> torch.LongTensor:
         return tokens[:, :length]
     pad = torch.full((tokens.shape[0], length - tokens.shape[1]), filler, dtype=tokens.dtype, device=tokens.device)
     return torch.cat([tokens, pad], dim=1)
+
+
+def new_tokens(loaded: LoadedModel, out: torch.Tensor) -> int:
+    """Tokens a generation really produced (the denominator of every per-token number): a diffusion model decodes
+    its whole canvas, so every position; an autoregressive one stops at eos, so each row up to and including its
+    first eos (what `_fit` pads after it is filler, not generated)."""
+    eos = _eos_ids(loaded)
+    if loaded.is_diffusion or not eos or out.numel() == 0:
+        return int(out.numel())
+    is_eos = torch.isin(out, torch.tensor(eos, dtype=out.dtype, device=out.device))
+    ends = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, out.shape[1])
+    return int(ends.sum())
+
+
+def _eos_ids(loaded: LoadedModel) -> list[int]:
+    for owner in (getattr(loaded.model, "generation_config", None), getattr(loaded.model, "config", None)):
+        value = getattr(owner, "eos_token_id", None)
+        if value is not None:
+            return [int(v) for v in (value if isinstance(value, list) else [value])]
+    return []
 
 
 def _filler(loaded: LoadedModel) -> int:

@@ -37,6 +37,14 @@ class ForwardInfo:
 OnForward = Callable[[ForwardInfo], None]
 
 
+def block_start(family: str, prompt_len: int, block_length: int, block: int) -> int:
+    """First position of decoded block `block` (numbered from 0, as `ForwardInfo.block`): LLaDA-MoE's blocks follow
+    the prompt; LLaDA2's are aligned to multiples of `block_length`, from the one that holds the prompt's end."""
+    if family == "llada2":
+        return (prompt_len // block_length + block) * block_length
+    return prompt_len + block * block_length
+
+
 def transfer_schedule(masked: torch.Tensor, steps: int) -> torch.Tensor:
     """Linear schedule: how many of `masked` [B] tokens to commit at each of `steps` steps -> [B, steps].
 
@@ -99,7 +107,7 @@ def llada_generate(
     x[:, :prompt_len] = input_ids
     index = 0
     for block in range(num_blocks):
-        start = prompt_len + block * block_length
+        start = block_start("llada_moe", prompt_len, block_length, block)
         end = start + block_length
         schedule = transfer_schedule((x[:, start:end] == mask_id).sum(dim=1), steps_per_block)
         for step in range(steps_per_block):
@@ -169,8 +177,8 @@ def llada2_generate(
     index = 0
     first = prompt_len // block_length
     for block in range(first, num_blocks):
-        end = (block + 1) * block_length
-        start = end - block_length
+        start = block_start("llada2", prompt_len, block_length, block - first)
+        end = start + block_length
         for step in range(steps):
             active = x[:, start:end] == mask_id
             active[:, : max(0, prompt_len - start)] = False  # prompt tokens are never rewritten

@@ -14,7 +14,8 @@ Kernels are torch's own CPU kernels, multi-threaded by torch's intra-op pool (`t
 The two packed kernels are matrix-vector kernels: their time grows with the tokens about three times as fast as a
 bf16 matrix multiply's, so from `DENSE_FROM_TOKENS` tokens on, an int8/int4 expert is dequantized to bf16 for the
 call and multiplied densely (the bf16 copy lives for the call only). `kernel_name` says which kernels an expert's
-projections use, so measurements can be labelled.
+projections use (a projection whose width a packed kernel does not take dequantizes), so measurements can be
+labelled.
 """
 
 from __future__ import annotations
@@ -94,9 +95,9 @@ def _fallback_linear(qt: Any) -> Linear:
 
 
 def kernel_label(name: str) -> str:
-    """A kernel's name as measurements are labelled: a packed kernel says from how many tokens it goes bf16 (dense)."""
-    n = DENSE_FROM_TOKENS.get(name)
-    return f"{name}(bf16>={n})" if n else name
+    """Kernel names ("a+b" when an expert's projections differ) as measurements are labelled: a packed kernel says
+    from how many tokens it goes bf16 (dense)."""
+    return "+".join(f"{k}(bf16>={DENSE_FROM_TOKENS[k]})" if k in DENSE_FROM_TOKENS else k for k in name.split("+"))
 
 
 def kernel_for(qt: Any, dense_from: Mapping[str, int] = DENSE_FROM_TOKENS) -> tuple[str, Linear]:
@@ -122,7 +123,7 @@ class CpuExpert:
 
     def __init__(self, qe: Any, act: Callable[[torch.Tensor], torch.Tensor]):
         kernels = [kernel_for(qt) for qt in (qe.gate, qe.up, qe.down)]
-        self.kernel_name = kernels[0][0]
+        self.kernel_name = "+".join(dict.fromkeys(k[0] for k in kernels))  # e.g. "int4pack_mm+dequantize"
         self._gate, self._up, self._down = (k[1] for k in kernels)
         self._act = act
 

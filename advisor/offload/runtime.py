@@ -102,6 +102,7 @@ class OffloadRuntime:
         self.staged: list[dict[int, torch.Tensor]] = [{} for _ in moe]
         self.last_ids: list[tuple[int, ...]] = [() for _ in moe]
         self.ctx = Ctx(0)
+        self._fwd_offset = 0  # forward numbers keep increasing across generations, as in a merged trace
         self._explicit = False
         self._last_layer = -1
         self._hidden: dict[int, torch.Tensor] = {}
@@ -121,8 +122,12 @@ class OffloadRuntime:
     # -- context -----------------------------------------------------------------------------------
     def on_forward(self, info: Any) -> None:
         """Called before each model forward (ForwardInfo): sets step/block context, runs prev-step prefetch."""
+        index = int(info.index) + self._fwd_offset
+        if self._explicit and index <= self.ctx.forward:  # a new generation restarts at 0: carry on numbering
+            self._fwd_offset += self.ctx.forward + 1 - index
+            index = self.ctx.forward + 1
         self._explicit = True
-        self.ctx = Ctx(int(info.index), int(getattr(info, "step", -1)), int(getattr(info, "block", -1)))
+        self.ctx = Ctx(index, int(getattr(info, "step", -1)), int(getattr(info, "block", -1)))
         self._last_layer = -1
         if self.prefetch_mode == "prev_step":
             for layer, ids in enumerate(self.last_ids):
@@ -352,9 +357,10 @@ class OffloadRuntime:
         return CacheStats.from_layers(self.caches, profile=self.profile, **kw)
 
     def reset_stats(self) -> None:
-        """Zero the counters (the cache keeps its contents; `reset_cache` empties it too)."""
+        """Zero the counters and the overlap clock (the cache keeps its contents; `reset_cache` empties it too)."""
         for c in self.caches:
             c.reset_counters()
+        self.overlap_ms = dict.fromkeys(self.overlap_ms, 0.0)
         if self.cuda:
             self._events = []
 
@@ -370,7 +376,7 @@ class OffloadRuntime:
             self.free[i] = list(range(self.capacity[i] - 1, -1, -1))
             self.last_ids[i] = ()
         self.ctx = Ctx(0)
-        self._explicit, self._last_layer = False, -1
+        self._fwd_offset, self._explicit, self._last_layer = 0, False, -1
         self.reset_stats()
 
     def close(self) -> None:

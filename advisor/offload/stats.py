@@ -29,7 +29,9 @@ FORWARD_COUNTERS = ("lookups", "hits", "misses", "bytes_h2d", "copies", "cpu_tok
 TIME_TERMS = ("gpu_ms", "copy_ms", "cpu_ms", "background_ms", "layer_ms")
 """Modelled per look-up (when the layer has a cost model): device expert compute, demand copies, CPU
 expert compute, off-critical-path copies, and the look-up's time with CPU work overlapped:
-max(copy + gpu, cpu, copy + background)."""
+max(copy + gpu, cpu, copy + background). A prefetch copy is background of the next look-up of its layer (the
+one it serves): the link must carry it by the end of that look-up, so prefetching hides copies behind device
+and CPU work but never makes the link free."""
 
 
 class CacheLayer:
@@ -54,6 +56,7 @@ class CacheLayer:
             setattr(self, name, 0)
         for name in TIME_TERMS:
             setattr(self, name, 0.0)
+        self._prefetch_ms = 0.0  # link time of prefetch copies not yet charged to the look-up they serve
         self.forward_ids: list[int] = []
         self.per_forward: list[list[int]] = []  # per forward: FORWARD_COUNTERS
         self._cur: list[int] | None = None
@@ -138,7 +141,8 @@ class CacheLayer:
         self.cpu_ms += cpu
         self.copy_ms += copy
         self.background_ms += bg
-        self.layer_ms += lookup_ms(gpu, copy, cpu, bg)
+        link_bg, self._prefetch_ms = bg + self._prefetch_ms, 0.0  # the prefetch copies this look-up waited on
+        self.layer_ms += lookup_ms(gpu, copy, cpu, link_bg)
 
     def prefetch(self, ids: Sequence[int], ctx: Ctx) -> tuple[list[int], list[int], list[int]]:
         """Copy `ids` (most wanted first) ahead of use: into slots where the policy admits them, the rest
@@ -168,7 +172,9 @@ class CacheLayer:
             row[3] += b
             row[4] += n
             if self.costs is not None:
-                self.background_ms += self.costs.copy_ms(admitted + new_staged)
+                t = self.costs.copy_ms(admitted + new_staged)
+                self.background_ms += t
+                self._prefetch_ms += t
         return admitted, evicted, new_staged
 
 

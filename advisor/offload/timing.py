@@ -12,7 +12,8 @@ Per look-up (one MoE layer of one forward) the cache layer adds, from a `LayerCo
 * ``cpu_ms`` - misses computed on the host: this host's measured CPU expert time for the expert's format,
   shape and token count (`CpuProfile`, from `advisor profile`), experts one after another (each kernel uses
   the intra-op threads);
-* ``background_ms`` - copies off the critical path (placement of experts computed on the CPU, prefetch);
+* ``background_ms`` - copies off the critical path (placement of experts computed on the CPU, prefetch - a
+  prefetch copy is charged to the next look-up of its layer, the one it serves);
 
 and the look-up's time, with the CPU running beside the device: ``max(copy + gpu, cpu, copy + background)``.
 Every term carries its source. Torch-free: `recommend`/`report` read these numbers.
@@ -44,7 +45,9 @@ def kernel_format(fmt: str) -> str:
     from advisor.quant.spec import parse_format
 
     spec = parse_format(fmt)
-    if spec.kind in ("bf16", "fp16", "fp32"):
+    if spec.kind == "fp32":  # F.linear in fp32: not among CPU_FORMATS, priced with bf16's times and labelled so
+        return "fp32"
+    if spec.kind in ("bf16", "fp16"):
         return "bf16"
     if spec.kind == "int8":
         return "int8"
@@ -112,15 +115,19 @@ class CpuProfile:
         host = "" if "" in hosts else " + ".join(dict.fromkeys(hosts))  # one part's CPU unknown: all unknown
         return CpuProfile(table, self.threads, " + ".join([f"{self.source} ({origin})", *parts]), host)
 
+    def nearest(self, key: str) -> str:
+        """The measured shape closest in weight count to `key` ("HxI")."""
+        size = _size(key)
+        return min(self.table, key=lambda k: abs(math.log(_size(k) / size)))
+
     def ms(self, fmt: str, hidden: int, intermediate: int, tokens: int) -> tuple[float, bool]:
         """(ms, scaled): piecewise linear in tokens (linear beyond the last point); a shape not measured is
         scaled by weight count from the nearest measured one (`scaled` True)."""
         key = shape_key(hidden, intermediate)
         scaled = key not in self.table
         if scaled:
-            size = hidden * intermediate
-            key = min(self.table, key=lambda k: abs(math.log(_size(k) / size)))
-        rows = self.table[key].get(kernel_format(fmt)) or self.table[key]["bf16"]
+            key = self.nearest(key)
+        rows = self.table[key].get(kernel_format(fmt)) or self.table[key]["bf16"]  # `ModelCosts.source` says so
         ms = _interp(rows, tokens)
         return (ms * hidden * intermediate / _size(key) if scaled else ms), scaled
 
@@ -324,9 +331,13 @@ class ModelCosts:
         self.plan = PrecisionPlan.parse(plan)
         self.hidden, self.intermediate = list(hidden), list(intermediate)
         self.cpu, self.device, self.link = cpu, device, link
-        scaled = any(shape_key(h, i) not in cpu.table for h, i in zip(self.hidden, self.intermediate, strict=True))
+        keys = [shape_key(h, i) for h, i in zip(self.hidden, self.intermediate, strict=True)]
+        scaled = any(k not in cpu.table for k in keys)
+        rows = [cpu.table[k] if k in cpu.table else cpu.table[cpu.nearest(k)] for k in keys]
+        as_bf16 = sorted(f for f in self.plan.formats_used() if any(kernel_format(f) not in r for r in rows))
         self.source = (f"modelled:gpu={device.source};copies={link.tag};"
-                       f"cpu={cpu.source}{' scaled to this shape' if scaled else ''}")
+                       f"cpu={cpu.source}{' scaled to this shape' if scaled else ''}"
+                       f"{'; ' + ', '.join(as_bf16) + ' priced with bf16 times (not measured)' if as_bf16 else ''}")
 
     @classmethod
     def for_trace(cls, trace: Any, plan: Any, cpu: CpuProfile, device: DeviceModel, link: Any) -> ModelCosts:

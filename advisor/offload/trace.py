@@ -18,6 +18,7 @@ Version-1 files (per-token records) are refused with a line saying to re-record.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import zipfile
@@ -264,6 +265,11 @@ class TraceRecorder:
         self._explicit = False
         m = self.meta
         self._blocky = bool(m.get("is_diffusion")) and m.get("prompt_len") is not None and bool(m.get("block_length"))
+        if self._blocky:  # where each decoded block starts: the sampler's own rule (torch is loaded when recording)
+            from advisor.models.samplers import block_start
+
+            self._block_start = functools.partial(block_start, str(m.get("family")), int(m["prompt_len"]),
+                                                  int(m["block_length"]))
         self._ne = [int(x) for x in m.get("num_experts") or []]
 
     def on_forward(self, info: Any) -> None:
@@ -290,7 +296,7 @@ class TraceRecorder:
         if self._blocky:
             rows = idx.shape[0]
             seq = rows // max(1, int(self.meta.get("batch") or 1))
-            start = int(self.meta["prompt_len"]) + max(0, self._cur[2]) * int(self.meta["block_length"])  # type: ignore[index]
+            start = self._block_start(max(0, self._cur[2]))  # type: ignore[index]
             pos = np.arange(rows) % max(seq, 1)
             in_block = ((pos >= start) & (pos < start + int(self.meta["block_length"])))[:, None] & valid
             self._blk.append(np.bincount(idx[in_block], minlength=ne)[ids])
@@ -355,7 +361,7 @@ def record_trace(
 
     `gen_kw` go to `advisor.models.generate.generate` (max_new_tokens, steps, block_length, ...).
     """
-    from advisor.models.generate import generate
+    from advisor.models.generate import generate, new_tokens
     from advisor.models.view import attach_runtime, detach_runtime
 
     ids = input_ids
@@ -377,7 +383,7 @@ def record_trace(
     finally:
         detach_runtime(loaded.model)
     trace = rec.trace()
-    trace.meta["generated_tokens"] = int(out.numel())
+    trace.meta["generated_tokens"] = new_tokens(loaded, out)
     trace.meta["seq_len"] = int(ids.shape[1] + out.shape[1]) if diffusion else None
     return trace
 

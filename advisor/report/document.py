@@ -372,7 +372,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
     d, sw, wb = c.data, c.sweep, c.wb
     p = wb.profile
     ev = wb.settings
-    trace_rows = [[k, v.forwards, v.layers, v.routed_rows, v.lookups, v.tokens] for k, v in sw.traces.items()]
+    trace_rows = [[k, v.forwards, v.layers, v.routed_pairs, v.lookups, v.tokens] for k, v in sw.traces.items()]
     # whose CPU expert times priced the trials: stored with the study, else its hardware profile's, else unknown
     cpu_origin = "study" if d.study_attrs.get("cpu_experts") else "profile" if p.cpu_experts else None
     devices = sorted({str(t.attrs.get("device", d.setting("device", default="?"))) for t in c.trials})
@@ -408,8 +408,8 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
         "Routing under quantized experts is recorded per precision (it can differ from FP16).",
     ]))
-    doc.add(Table(["trace (precision)", "forwards", "MoE layers", "routed rows", "cache look-ups", "generated tokens"],
-                  trace_rows, caption="Routing traces replayed for this report."))
+    doc.add(Table(["trace (precision)", "forwards", "MoE layers", "routed (token, expert) pairs", "expert look-ups",
+                   "generated tokens"], trace_rows, caption="Routing traces replayed for this report."))
 
 
 def _prompts_text(loaded, n: int, seed: int) -> str:

@@ -37,8 +37,8 @@ class TraceInfo:
     precision: str
     forwards: int
     layers: int
-    routed_rows: int
-    lookups: int
+    routed_pairs: int  # (token, expert) pairs the router chose: tokens x top-k, summed over forwards and layers
+    lookups: int  # distinct experts asked of the cache, per forward and layer, summed
     tokens: int
 
 
@@ -126,7 +126,7 @@ def sweep(
         trace = r.trace
         out.expert_bytes[fmt] = r.expert_bytes
         lookups = sum(len(ids) for seq in r.seqs for ids, *_ in seq)
-        out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(len(trace.experts)), lookups,
+        out.traces[fmt] = TraceInfo(fmt, trace.n_forwards, trace.n_layers, int(trace.tokens.sum()), lookups,
                                     r.tokens)
         for s in grid:
             runs = r.policies(s, policies)

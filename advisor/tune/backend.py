@@ -30,9 +30,12 @@ class TraceRun:
 
     trace: Any
     tokens: int  # generated tokens the trace covers
-    compute_seconds: float  # wall-clock of the generation that recorded it (experts resident)
+    compute_seconds: float  # wall-clock of the generation that recorded it
     device: str
     plan_fingerprint: str
+    recorded_with: str = "experts-resident"
+    """How the experts ran while it was recorded: all resident, or (an offloaded model) through the offload runtime
+    with top-k LRU slots, whose own copies are then inside `compute_seconds`."""
 
 
 class TrialOutOfMemory(Exception):

@@ -206,19 +206,26 @@ def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[i
                        miss: str = "copy") -> int:
     """Resident weights + for each layer the `slots` largest experts of its plan (the most its cache can hold);
     for offloaded models also the activation allowance and the staging buffers: at worst every expert of one
-    layer that has no slot streams at once, plus as much again with prefetch (which stages the next layer's).
-    Misses computed on the CPU (`miss` "cpu") stream nothing: only prefetch stages then. The device kernels'
-    workspace is not counted (the CUDA allocator measured a little more on the H200:
+    layer that has no slot streams at once (none when misses are computed on the CPU, `miss` "cpu"), plus what
+    prefetch stages - at most a layer's slot count of experts without a slot (the runtime's staging limit):
+    the next layer's for "lookahead", every layer's at once for "prev_step" (staged at the forward's start).
+    The device kernels' workspace is not counted (the CUDA allocator measured a little more on the H200:
     benchmarks/results/2026-12-04_h200_miss_study_note.md); a live CUDA trial checks the measured peak."""
     total = shape.resident_bytes + shape.activation_bytes
-    staging = 0
+    demand, staged = 0, []
     grid = plan.grid(shape.num_experts)
     for layer, s in enumerate(slots):
         sizes = sorted((shape.expert_bytes(layer, f) for f in grid[layer]), reverse=True)
         total += sum(sizes[:s])
-        staging = max(staging, (len(sizes) - min(s, len(sizes))) * (sizes[0] if sizes else 0))
+        unslotted = len(sizes) - min(s, len(sizes))
+        demand = max(demand, unslotted * (sizes[0] if sizes else 0))
+        staged.append(min(s, unslotted) * (sizes[0] if sizes else 0))
     if shape.staging:
-        total += staging * ((miss != "cpu") + (prefetch != "none"))
+        total += demand * (miss != "cpu")
+        if prefetch == "prev_step":
+            total += sum(staged)
+        elif prefetch != "none":
+            total += max(staged, default=0)
     return total
 
 

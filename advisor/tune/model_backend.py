@@ -284,7 +284,8 @@ class ModelBackend:
     def trace(self, plan: PrecisionPlan) -> TraceRun:
         with self._oom_guard():
             trace, tokens, seconds = self._record(self._runtime(plan))
-        run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint)
+        run = TraceRun(trace, tokens, seconds, self.device, plan.fingerprint,
+                       "offload-runtime:top-k-lru-slots" if self.offloaded else "experts-resident")
         run.trace.meta["plan_fingerprint"] = plan.fingerprint
         return run
 
@@ -374,7 +375,7 @@ class ModelBackend:
         (CUDA events on a GPU) and wall-clock latency; peak memory measured by the CUDA allocator."""
         import torch
 
-        from advisor.models.generate import generate
+        from advisor.models.generate import generate, new_tokens
         from advisor.models.view import attach_runtime
         from advisor.offload.runtime import OffloadRuntime
 
@@ -400,7 +401,7 @@ class ModelBackend:
             t0 = time.perf_counter()
             for ids in self.prompts(self.settings.trace_prompts):
                 out = generate(self.loaded, ids, on_forward=getattr(rt, "on_forward", None), **self.decoding["generate"])
-                tokens += int(out.numel())
+                tokens += new_tokens(self.loaded, out)
             sync_device(dev)
             wall = time.perf_counter() - t0
             stats = rt.stats()

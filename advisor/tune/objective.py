@@ -309,7 +309,7 @@ class Objective:
             "h2d_bytes_per_token": s.get("bytes_h2d", "counted:trace-replay"),
             "hit_rate": s.get("hits", "counted:trace-replay"),
             "transfer_ms_per_token": transfer_src,
-            "latency_ms_per_token": f"measured:wall-clock({run.device},experts-resident)+{transfer_src}",
+            "latency_ms_per_token": f"measured:wall-clock({run.device},{run.recorded_with})+{transfer_src}",
         }
         if "time_ms" in v:
             srcs["time_per_token"] = s.get("time_ms", "modelled")
