@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -509,7 +510,7 @@ def describe_config(config: dict[str, Any]) -> str:
            f"prefetch {config.get('prefetch', 'none')}{miss}"
 
 
-def render(rec: Recommendation, targets: list[str] | None = None) -> str:
+def render(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE) -> str:
     """Human-readable answer; `targets`: the export targets to offer for the chosen point (the caller asks
     `advisor.export.base.targets_for`, which this layer may not import), all five when not given."""
     lines = []
@@ -529,8 +530,10 @@ def render(rec: Recommendation, targets: list[str] | None = None) -> str:
         if mt:
             lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
                 "transfer_ms_per_token ", "transfer on target    "))
-        lines.append(f"Export it: advisor export {p.study_name} {p.trial_number} --to "
-                     f"{'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
+        from advisor.results.storage import storage_flag
+
+        lines.append(f"Export it: advisor export {shlex.quote(p.study_name)} {p.trial_number}{storage_flag(storage)} "
+                     f"--to {'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
     else:
         lines.append("No stored configuration meets the requirements.")
         lines += [f"  - {r}" for r in rec.reasons]

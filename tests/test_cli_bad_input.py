@@ -73,7 +73,7 @@ def test_corrupt_database_before_the_model_loads(tmp_path):
     assert one_error_line(r) == line + ", or a new path"
     before_model_load(r)
     assert time.perf_counter() - t0 < 60 and digest(bad) == before
-    assert one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path)) == line + ", or a new path"
+    assert one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path)) == line  # reads only
 
 
 def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
@@ -85,6 +85,24 @@ def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
     for args in (["studies"], ["pareto", "any"], ["recommend"], ["export", "any", "1", "--to", "json"]):
         assert one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path)) == line, args
     assert bad.read_bytes() == b"not a database at all " * 200
+
+
+def test_a_garbled_json_value_is_one_line_in_every_reader(tmp_path):
+    """A database whose stored front has one undecodable JSON value: one line from every reader, file untouched."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    con = sqlite3.connect(bad)
+    study, trial = con.execute("SELECT study_name, trial_number FROM advisor_front LIMIT 1").fetchone()
+    con.execute("UPDATE advisor_front SET hardware = 'garbage{' WHERE study_name = ? AND trial_number = ?",
+                (study, trial))
+    con.commit()
+    con.close()
+    before = digest(bad)
+    for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
+        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        assert f"{bad} is not a readable advisor database" in line, (args, line)
+    assert digest(bad) == before
 
 
 def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):

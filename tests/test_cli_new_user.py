@@ -7,7 +7,8 @@
   plan naming layers the trace lacks was replayed as if it fitted;
 - a resumed `advisor tune` with nothing to run showed `front 0` beside a front of several points;
 - `advisor tune --budgets ... --trials N` below the queued points left them waiting without a word;
-- `advisor inspect --budget` below the resident weights said `-232.50 KiB left for expert slots`.
+- `advisor inspect --budget` below the resident weights said `-232.50 KiB left for expert slots`;
+- `advisor recommend --storage FILE` printed an "Export it" command without `--storage`, which then failed.
 """
 
 from __future__ import annotations
@@ -280,3 +281,19 @@ def test_inspect_with_a_budget_below_the_resident_weights_says_by_how_much_and_w
     assert abs(float(m[1]) * 1024 - 1024 - float(m[2])) < 5.2, title  # short = resident - budget (rounded)
     assert m[3] == "int2" and float(m[4]) > float(m[1]), title
     assert res.output.count("none (resident >") == 7, res.output  # every format's slots cell
+
+
+def test_recommend_prints_an_export_command_that_runs_as_printed(tmp_path):
+    import shlex
+    import shutil
+
+    db = tmp_path / "my studies.db"  # a path that needs quoting
+    shutil.copy(EXAMPLE_DB, db)
+    r = advisor("recommend", "--storage", str(db), "--budget", "1.97MiB", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it: "))
+    argv = shlex.split(line[len("Export it: "):].rsplit(" --to ", 1)[0])
+    assert argv[:2] == ["advisor", "export"] and "--storage" in argv, line
+    out = advisor(*argv[1:], "--to", "json", "-o", str(tmp_path / "c.json"), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads((tmp_path / "c.json").read_text())

@@ -187,7 +187,7 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
     assert r.returncode == 0, r.stderr
     script = (tmp_path / "run.sh").read_text()
     assert "--diffusion-block-length 8" in script and "--diffusion-steps 512" in script
-    assert "8 steps per block" in script
+    assert "8 steps per block" in script and "with -ub N pass --diffusion-steps N (512 at" in script
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")

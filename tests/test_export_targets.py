@@ -215,9 +215,29 @@ def test_recommend_export_hint_names_only_targets_that_export(tmp_path, family):
     assert r.returncode == 0, r.stderr
     hint = r.stdout.strip().splitlines()[-1]
     assert hint.startswith("Export it: advisor export s1 "), hint
-    trial, offered = re.fullmatch(r"Export it: advisor export s1 (\d+) --to (\S+)", hint).groups()
+    trial, storage, offered = re.fullmatch(r"Export it: advisor export s1 (\d+) --storage (\S+) --to (\S+)",
+                                           hint).groups()
+    assert storage == url
     offered = offered.split("|")
     assert "json" in offered and "hf" in offered
     for target in ["llama.cpp", "hf", "vllm", "ktransformers", "json"]:
         e = _cli("export", "s1", trial, "--storage", url, "--to", target)
         assert e.returncode == (0 if target in offered else 2), (target, offered, e.stderr)
+
+
+def test_a_tiny_model_study_is_offered_only_the_targets_that_need_no_files(tmp_path):
+    """A `tiny:*` model is built in code: llama.cpp, vLLM and SGLang cannot load it, so the hint offers hf and
+    json only, and each of the three refuses in one line rather than printing a script that cannot run."""
+    import dataclasses
+
+    front = [dataclasses.replace(p, model="tiny:qwen3_moe") for p in standard_front("s1", model_meta("qwen3_moe"))]
+    url = make_db(tmp_path / "a.db", front)
+    r = _cli("recommend", "--storage", url, "--budget", "8GiB")
+    assert r.returncode == 0, r.stderr
+    hint = r.stdout.strip().splitlines()[-1]
+    trial = re.fullmatch(r"Export it: advisor export s1 (\d+) --storage \S+ --to hf\|json", hint).group(1)
+    for target in ["llama.cpp", "vllm", "ktransformers"]:
+        e = _cli("export", "s1", trial, "--storage", url, "--to", target)
+        assert e.returncode == 2 and "tiny models are built in code" in e.stderr, (target, e.stderr)
+    assert _cli("export", "s1", trial, "--storage", url, "--to", "llama.cpp", "--opt", "emit=tensor-types"
+                ).returncode == 0  # the tensor types alone need no model files

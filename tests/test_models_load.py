@@ -26,7 +26,7 @@ def test_uncached_hub_id_offline_fails_fast_with_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     start = time.monotonic()
-    with pytest.raises(UserError, match=r"not available offline.*huggingface-cli download advisor-test/nothing-here"):
+    with pytest.raises(UserError, match=r"not available offline.*hf download advisor-test/nothing-here"):
         load_model("advisor-test/nothing-here")
     assert time.monotonic() - start < 10
 

@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         else:
             from advisor.export.base import targets_for
 
-            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None))
+            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage))
         if rec.chosen is None:
             raise typer.Exit(1)
 

@@ -304,15 +304,16 @@ def register(app: typer.Typer) -> None:
         trials = f"; {summary.n_complete} finished trials, {summary.n_failed} failed" if summary else ""
         title = (f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} "
                  f"({len(points)} points{trials})")
-        print_front(console, points, title, list(summary.objectives or {}) if summary else [],
-                    wide=wide)  # `*` marks the study's objectives, as `tune` prints them
-        if plots:
+        written = ""
+        if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots
             from advisor.tune.plots import write_html, write_png
 
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study)
-            png = write_png(points, out / f"{safe}.png", title)
-            html = write_html(points, out / f"{safe}.html", title)
-            console.print(f"plots: {png}  {html}")
+            written = f"plots: {write_png(points, out / f'{safe}.png', title)}  {write_html(points, out / f'{safe}.html', title)}"
+        print_front(console, points, title, list(summary.objectives or {}) if summary else [],
+                    wide=wide)  # `*` marks the study's objectives, as `tune` prints them
+        if written:
+            console.print(written)
 
 
 def _silence(seconds: tuple[float, ...]) -> str:
@@ -408,11 +409,10 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"fidelity/dominance stage); routing traces recorded: {c.get('traces_recorded', 0)}; "
         f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
     )
-    from advisor.results.storage import DEFAULT_STORAGE, normalize_url
+    from advisor.results.storage import storage_flag
 
     shown = mask_url(result.storage_url)
-    where = "" if result.storage_url == normalize_url(DEFAULT_STORAGE, create_dirs=False) else \
-        f" --storage {shlex.quote(shown)}"
+    where = storage_flag(result.storage_url)
     console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
                   f"`advisor pareto {name}{where}`, `advisor recommend{where} --budget ...`", markup=True)
 

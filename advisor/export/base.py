@@ -99,14 +99,17 @@ def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
 
 
 def targets_for(point: FrontPoint) -> list[str]:
-    """The targets that accept this point's model family (a module's `refusal(model)` says why one does not),
-    so a printed hint never names a target the export would refuse; every target when the family is unknown."""
+    """The targets that accept this point's model family (a module's `refusal(model)` says why one does not) and,
+    for a `tiny:*` model, need no files (`LOADS_FILES`), so a printed hint never names a target the export would
+    refuse; every such target when the family is unknown."""
+    on_disk = model_path(model_spec(point)) is not None
     try:
         info = model_info(point.config, point.model)
     except UserError:
-        return list(TARGETS)
-    return [t for t in TARGETS
-            if getattr(importlib.import_module(TARGETS[t]), "refusal", lambda _m: None)(info) is None]
+        info = None
+    mods = {t: importlib.import_module(m) for t, m in TARGETS.items()}
+    return [t for t, mod in mods.items() if (on_disk or not getattr(mod, "LOADS_FILES", False))
+            and (info is None or getattr(mod, "refusal", lambda _m: None)(info) is None)]
 
 
 def export_point(point: FrontPoint, target: str, options: list[str] | None = None) -> ExportResult:

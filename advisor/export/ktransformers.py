@@ -17,6 +17,8 @@ from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
 
+LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a tiny:* model (`targets_for`)
+
 OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one CPU expert format"),
 }

@@ -22,14 +22,17 @@ so layer numbers end with `\\.`.
 
 from __future__ import annotations
 
+import math
 import shlex
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note, model_spec
+from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note, model_spec, served_path
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, ModelInfo, collapse_layer
 from advisor.results.front import FrontPoint
+
+LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a tiny:* model (`targets_for`)
 
 OPTIONS = {
     "collapse": ("highest", tuple(COLLAPSE_RULES), "how per-expert formats become one type per layer"),
@@ -96,9 +99,11 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     spb = int(cfg.decoding.get("steps_per_block") or 0) or block  # LLaDA's default: one token per step
     steps = spb * (DEFAULT_UBATCH // block)
     source = "the study's" if gen else "LLaDA's default (the study did not store its decoding)"
+    a, b = spb // math.gcd(spb, block), block // math.gcd(spb, block)  # steps per -ub token, reduced
+    per_n = ("N" if a == 1 else f"{a}*N") + ("" if b == 1 else f"/{b}")  # "N" when spb == block
     comment = (f"decoding: {source}, block length {block}, {spb} steps per block; llama-diffusion-cli spreads "
                f"--diffusion-steps over -ub/{block} blocks (prompt included), so with -ub N pass --diffusion-steps "
-               f"{spb}*N/{block} ({steps} at the default -ub {DEFAULT_UBATCH})")
+               f"{per_n} ({steps} at the default -ub {DEFAULT_UBATCH})")
     return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps)], comment
 
 
@@ -309,6 +314,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     elif opts["emit"] == "override-tensor":
         text = ",".join(ots) + ("\n" if ots else "")
     else:
+        if model_spec(point).startswith("tiny:"):  # nothing on disk for the script to convert
+            served_path(model_spec(point), "llama.cpp")
         text = _script(point, cfg, data, notes)
     return ExportResult("llama.cpp", text, data, notes)
 

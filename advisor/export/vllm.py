@@ -19,6 +19,8 @@ from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, precision_rank
 from advisor.results.front import FrontPoint
 
+LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a tiny:* model (`targets_for`)
+
 OPTIONS = {
     "offload_params": ("experts", ("experts", "all"), "offload only expert weights (w13/w2) or any parameter"),
 }

@@ -207,7 +207,7 @@ def _resolve_hub(repo_id: str) -> Path:
     except (LocalEntryNotFoundError, FileNotFoundError) as e:
         raise UserError(
             f"model {repo_id} is not available offline; download it on a connected machine "
-            f"(huggingface-cli download {repo_id}) or pass a local directory"
+            f"(hf download {repo_id}) or pass a local directory"
         ) from e
     except HfHubHTTPError as e:
         raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}); "
@@ -215,7 +215,7 @@ def _resolve_hub(repo_id: str) -> Path:
     if not (Path(local) / "config.json").is_file():
         raise UserError(
             f"model {repo_id} is not available offline; download it on a connected machine "
-            f"(huggingface-cli download {repo_id}) or pass a local directory"
+            f"(hf download {repo_id}) or pass a local directory"
         )
     return Path(local)
 

@@ -58,7 +58,7 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             finally:
                 con.close()
         except sqlite3.Error as e:
-            raise unreadable_database(path, e, ", or a new path") from e
+            raise unreadable_database(path, e, ", or a new path" if write else "") from e
         if write and (query.get("mode") == ["ro"] or query.get("immutable") == ["1"]
                       or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
             raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "

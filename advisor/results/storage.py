@@ -107,6 +107,16 @@ def mask_url(text: str) -> str:
     return _PASSWORD.sub(r"\1***\3", text)
 
 
+def storage_flag(url: str) -> str:
+    """The ` --storage URL` a printed next command needs to reach this database ("" for the default one),
+    password masked and quoted for a shell."""
+    import shlex
+
+    if normalize_url(url, create_dirs=False) == normalize_url(DEFAULT_STORAGE, create_dirs=False):
+        return ""
+    return f" --storage {shlex.quote(mask_url(url))}"
+
+
 def driver_reason(error: BaseException) -> str:
     """The driver's own reason for a database error, one line: the first non-blank line of the error SQLAlchemy
     wraps (or of `error` itself), else the error's type."""

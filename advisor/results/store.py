@@ -189,5 +189,5 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
             objectives = dict(s.execute(oq).all()) if insp.has_table(StudyRow.__tablename__) else {}
             return [_point_from_row(r, objectives.get(r.study_name))
                     for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
-    except DatabaseError as e:
+    except (DatabaseError, json.JSONDecodeError) as e:  # JSONDecodeError: a stored JSON value is garbled
         raise unreadable_database(engine.url, e) from e
