@@ -144,7 +144,7 @@ def compose(c: ReportContext) -> Document:
     header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
               "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"]
     caption = ("Transfer cut = 1 - (H2D bytes/token) / (FP16-no-cache bytes/token). "
-               "Accuracy change is against the FP16 plan's stored accuracy.")
+               "Accuracy change is against the 16-bit (fp16 or bf16) plan's stored accuracy.")
     if _searches_misses(c):  # where each point's misses compute, beside its cache
         header.insert(4, "miss")
         rows[0].insert(4, miss_policy(ref.trial.config) if ref.trial else "copy")
