@@ -67,6 +67,13 @@ def test_signals_at_twenty_random_moments(tmp_path):
     states = _states(url)
     assert sum(s == "COMPLETE" for s, _ in states.values()) == TARGET
     assert not [n for n, (s, _) in states.items() if s == "RUNNING"]
+    trials = optuna.load_study(study_name="r", storage=url).trials
+    failed = {t.number for t in trials if t.state.name == "FAIL"}
+    retried = failed & {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    assert retried
+    shown = subprocess.run([sys.executable, "-m", "advisor", "studies", "--storage", url, "--wide"],
+                           capture_output=True, text=True, timeout=120)
+    assert f" {len(failed)} ({len(retried)} retried) " in shown.stdout, shown.stdout  # not an unexplained "failed"
 
 
 def test_an_interrupted_baseline_trial_is_queued_again_as_that_baseline():

@@ -240,7 +240,7 @@ def register(app: typer.Typer) -> None:
         from advisor.results.preflight import mask_url
         from advisor.results.registry import SILENT_AFTER_S, list_studies
         from advisor.results.storage import GRACE_PERIOD_S, MAX_RETRY
-        from advisor.tune.display import human_bytes
+        from advisor.tune.display import failed_text, human_bytes
         from advisor.tune.fit import print_fitted
 
         rows = list_studies(_existing_engine(storage))
@@ -258,7 +258,8 @@ def register(app: typer.Typer) -> None:
             budget = human_bytes(r.budget_bytes) if r.budget_bytes else "-"
             updated = r.updated_at.strftime("%Y-%m-%d %H:%M") if r.updated_at else "-"
             running = f"{r.n_running}" + (f" ({len(r.silent_s)} silent {_silence(r.silent_s)})" if r.silent_s else "")
-            numbers = (str(r.n_complete), str(r.n_failed), running, str(r.n_waiting), str(r.front_size))
+            numbers = (str(r.n_complete), failed_text(r.n_failed, r.n_retried), running, str(r.n_waiting),
+                       str(r.front_size))
             table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *numbers, updated)
             records.append((r.name, [("model", r.model), ("task", r.task), ("space", r.space), ("budget", budget),
                                      ("device", r.device), *zip(counts, numbers, strict=True),
@@ -287,7 +288,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.results.registry import list_studies
         from advisor.results.store import load_fronts
-        from advisor.tune.display import human_bytes, print_front
+        from advisor.tune.display import failed_text, human_bytes, print_front
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
@@ -301,7 +302,8 @@ def register(app: typer.Typer) -> None:
         console = Console()
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
-        trials = f"; {summary.n_complete} finished trials, {summary.n_failed} failed" if summary else ""
+        trials = (f"; {summary.n_complete} finished trials, {failed_text(summary.n_failed, summary.n_retried)} failed"
+                  if summary else "")
         title = (f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} "
                  f"({len(points)} points{trials})")
         written = ""
@@ -347,7 +349,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     import shlex
 
     from advisor.results.preflight import mask_url
-    from advisor.tune.display import LiveProgress, human_bytes, print_front
+    from advisor.tune.display import LiveProgress, failed_text, human_bytes, print_front
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
 
@@ -394,7 +396,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                       "more: stored over budget, with both peaks (peak_gpu_bytes measured, counted_peak_bytes)",
                       markup=False)
     title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
-             f"{result.n_complete} finished trials, {result.n_infeasible} over budget, {result.n_failed} failed)")
+             f"{result.n_complete} finished trials, {result.n_infeasible} over budget, "
+             f"{failed_text(result.n_failed, result.n_retried)} failed)")
     if result.front:
         print_front(console, result.front, title, result.metrics, wide=wide)
     else:

@@ -66,6 +66,9 @@ class StudySummary:
     updated_at: dt.datetime | None
     n_waiting: int = 0
     """Queued trials (re-queued after an interruption or a dead worker, or seeded) that nobody runs yet."""
+    n_retried: int = 0
+    """Of the failed trials, those queued again and run (or waiting) as a new trial (`retry_of`): an interrupted
+    trial or a dead worker's, which cost nothing but time."""
     objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
     silent_s: tuple[float, ...] = ()
     """Of the running trials, those silent (no heartbeat for over `SILENT_AFTER_S`): seconds since each one's last
@@ -119,6 +122,13 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
                     if state is not None:
                         d[str(state).split(".")[-1].upper()] = int(n)
             silent = _silent_trials(c, name) if {"studies", "trials", "trial_heartbeats"} <= tables else {}
+            retried: dict[str, int] = {}
+            if {"studies", "trials", "trial_user_attributes"} <= tables:
+                q = text("SELECT s.study_name, COUNT(DISTINCT a.value_json) FROM trial_user_attributes a "
+                         "JOIN trials t ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
+                         f"WHERE a.key = 'retry_of' {'' if name is None else 'AND s.study_name = :name '}"
+                         "GROUP BY s.study_name")
+                retried = {study: int(n) for study, n in c.execute(q, args)}
             fronts: dict[str, int] = {}
             if FrontRow.__tablename__ in tables:
                 q = text(f"SELECT study_name, COUNT(*) FROM {FrontRow.__tablename__} {where('study_name')}"
@@ -149,6 +159,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             n_waiting=c.get("WAITING", 0),
             objectives=dict(r.objectives) if r and r.objectives else None,
             silent_s=tuple(silent.get(study, ())),
+            n_retried=min(retried.get(study, 0), c.get("FAIL", 0)),
         ))
     return out
 

@@ -38,6 +38,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def failed_text(failed: int, retried: int) -> str:
+    """A failed-trial count that says how many were run again (an interrupted trial is retried on resume)."""
+    return f"{failed} ({retried} retried)" if retried else str(failed)
+
+
 def fmt_value(metric: str, v: float | None) -> str:
     if v is None:
         return "-"

@@ -279,6 +279,8 @@ def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
     p = Path(name_or_path)
     if p.is_file():
         return p
+    if p.is_dir():
+        raise UserError(f"search space {str(name_or_path)!r} is a directory; give a TOML file path or a shipped space")
     shipped = SPACES_DIR / f"{name_or_path}.toml"
     if shipped.is_file():
         return shipped
@@ -321,7 +323,7 @@ def parse_space(
             where = f"{source}:{m.group(1)}:{m.group(2)}"
         else:  # "at end of document": the last line
             where = f"{source}:{max(1, len(text.splitlines()))}"
-        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see advisor/tune/spaces/default.toml)") from None
+        raise UserError(f"{where}: malformed TOML: {msg}; fix the file (see {SPACES_DIR / 'default.toml'})") from None
     if known_policies is None or known_prefetch is None:
         pol, pre = _offload_names()
         known_policies = pol if known_policies is None else known_policies

@@ -71,6 +71,7 @@ class TuneResult:
     directions: list[str]
     n_complete: int
     n_failed: int
+    n_retried: int  # of the failed trials, those queued again (interrupted, or a dead worker's)
     n_infeasible: int
     n_trials_run: int
     interrupted: bool
@@ -402,6 +403,8 @@ def _run_tune(
     return TuneResult(
         study_name=name, storage_url=url, front=front, metrics=metrics, directions=directions,
         n_complete=len(complete), n_failed=sum(t.state == TrialState.FAIL for t in trials),
+        n_retried=len({t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+                      & {t.number for t in trials if t.state == TrialState.FAIL}),
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
