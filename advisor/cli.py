@@ -14,6 +14,7 @@ import typer
 from advisor import __version__
 from advisor.commands import evaluate, export, models, offload, quant, recommend, report, tune
 from advisor.errors import INTERRUPTED, UserError
+from advisor.models import QUIET_LOGGERS
 
 app = typer.Typer(
     name="advisor",
@@ -41,11 +42,6 @@ for _area in (tune, recommend, export, report, evaluate, offload, quant, models)
     _area.register(app)
 
 
-# transformers imports torchao whenever it is installed (`pip install "moe-advisor[hf]"`), and torchao warns at
-# import about CUDA kernels a CPU build cannot load: noise that would bury the CLI's one-line messages.
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
-
-
 def run() -> None:
     """Console entry point: bad input is one line on stderr and exit code 2, never a traceback or a box.
 
@@ -57,7 +53,7 @@ def run() -> None:
     from advisor.results.preflight import mask_url
     from advisor.tune.interrupt import InterruptOnSignal
 
-    for name in QUIET_LOGGERS:
+    for name in QUIET_LOGGERS:  # always, whatever the program that imported advisor set
         logging.getLogger(name).setLevel(logging.ERROR)
     # SIGTERM stops a command as Ctrl-C does; `received` holds the signals that reached this handler, not one a
     # command handled itself (`tune` prints its own line)

@@ -257,3 +257,21 @@ def test_fused_recipes_torchao_cannot_load_go_through_the_advisor_loader_and_a_c
     assert res.data["method"] == "torchao"
     lines = [c.line() for c in check(res, export_config(p.config, p.model))]
     assert any("FAILED" in line and "quantized no expert" in line for line in lines), lines
+
+
+def test_the_bundled_recipe_run_as_a_script_answers_quietly_and_reports_its_cache(tmp_path):
+    """`python recipe.py` (what the README says to run): the bundled model's answer to the default prompt, the
+    expert cache's counters, and nothing on stderr (torchao's kernel-loading warnings were printed there)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    recipe = tmp_path / "recipe.py"
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--to", "hf", "-o",
+                        str(recipe), "--storage", str(db)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([sys.executable, str(recipe)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "#### 40" in run.stdout and "expert cache: hit rate" in run.stdout, run.stdout
+    assert run.stderr == "", run.stderr

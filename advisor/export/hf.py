@@ -299,4 +299,24 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               '    """New token ids after the prompts `input_ids` [B, L], decoded as the study decoded; on_forward',
               "    gives the runtime each forward's denoising step and block, which its policy and prefetch follow.\"\"\"",
               "    return generate(loaded, input_ids, on_forward=runtime.on_forward, **{**decoding, **overrides})"]
+        L += _demo(loader["model"])
     return "\n".join(L) + "\n"
+
+
+def _demo(spec: str) -> list[str]:
+    """`python recipe.py "a prompt"`: one decoding through the tuned runtime and what its expert cache did (the
+    bundled model's default prompt in the form it was trained on)."""
+    default = "Q: Kim's eggs: has 58, gave 18. How many?\nA: " if spec == "bundled" else "What is 58 - 18?"
+    return ["", "",
+            'if __name__ == "__main__":  # python recipe.py "a prompt": the study\'s decoding through the tuned runtime',
+            "    import sys", "",
+            "    tok = loaded.tokenizer",
+            "    if tok is None:  # a tiny:* model has no tokenizer: seeded random ids stand for a prompt",
+            "        ids = torch.randint(3, 200, (1, 8), generator=torch.Generator().manual_seed(0))",
+            "    else:",
+            f"        ids = tok(' '.join(sys.argv[1:]) or {default!r}, return_tensors='pt').input_ids",
+            "    out = generate_ids(ids.to(loaded.device))",
+            "    print(tok.decode(out[0], skip_special_tokens=True) if tok is not None else out[0].tolist())",
+            "    st = runtime.stats()",
+            "    print(f'expert cache: hit rate {st.hit_rate:.3f}, {st.bytes_h2d / 2**20:.2f} MiB host->device in '",
+            "          f'{st.copies} copies ({st.transfer_source})')"]

@@ -14,9 +14,20 @@ The bottom of the stack: may import only `advisor.errors` and `advisor.units` (a
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from pathlib import Path
 from typing import Any
+
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+"""transformers imports torchao whenever it is installed (`pip install "moe-advisor[hf]"`), and torchao warns at
+import about CUDA kernels a CPU build cannot load (torch's pytree about enums torchao registers): noise that
+buries the CLI's one-line messages and an exported recipe's output. Quieted to errors when this package is
+imported, before the model stack imports transformers - unless the program set those loggers' levels itself."""
+
+for _name in QUIET_LOGGERS:
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.ERROR)
 
 _LAZY = {
     "load_model": "advisor.models.load",
