@@ -233,7 +233,11 @@ class RoutingTrace:
         return {i: np.argsort(-c, kind="stable").tolist() for i, c in enumerate(self.expert_counts())}
 
     def steps_per_block(self) -> int:
-        """Denoising steps of the longest block (0 when the trace has no block structure)."""
+        """Forwards per block as the decoding was set up (what the live runtime's TIDE schedule is told; LLaDA2's
+        threshold sampler may finish blocks in fewer), else, for traces recorded before it was stored, the
+        denoising steps of the longest block (0 when the trace has no block structure)."""
+        if self.meta.get("steps_per_block"):
+            return int(self.meta["steps_per_block"])
         if not len(self.fwd_block) or int(self.fwd_step.max()) < 0:
             return 0
         return int(self.fwd_step.max()) + 1
@@ -361,7 +365,7 @@ def record_trace(
 
     `gen_kw` go to `advisor.models.generate.generate` (max_new_tokens, steps, block_length, ...).
     """
-    from advisor.models.generate import generate, new_tokens
+    from advisor.models.generate import generate, new_tokens, steps_per_block
     from advisor.models.view import attach_runtime, detach_runtime
 
     ids = input_ids
@@ -373,6 +377,7 @@ def record_trace(
         "block_length": gen_kw.get("block_length") or (loaded.gen_defaults or {}).get("block_length"),
         "steps": gen_kw.get("steps"),
         "is_diffusion": diffusion,
+        "steps_per_block": steps_per_block(loaded, **gen_kw),  # as decoding was set up (LLaDA2 may finish sooner)
         **(meta or {}),
     }
     rec = TraceRecorder(info)
