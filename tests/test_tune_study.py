@@ -130,6 +130,24 @@ def test_resume_refuses_other_model_or_space(tmp_path):
         run_tune(FakeBackend(), small_space(), _opts(tmp_path, "r", 1), budget_bytes=10**9)
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_resumed_study_draws_new_configurations_reproducibly(tmp_path, sampler):
+    """Run k of a study (a resume, or another worker) seeds its sampler with seed + k: the same seed on every run
+    repeated the first run's draws, so a resume added no new configuration. A fresh study run the same way draws
+    the same again."""
+    def params(db: str) -> list[tuple]:
+        for _ in range(2):
+            opts = TuneOptions(study_name="s", storage=f"sqlite:///{tmp_path}/{db}", sampler=sampler, seed=0,
+                               n_trials=6, warm_start=False, heartbeat_interval=None)
+            run_tune(FakeBackend(), small_space(), opts, budget_bytes=None)
+        trials = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/{db}").get_trials()
+        return [tuple(sorted(t.params.items())) for t in trials]
+
+    first = params("a.db")
+    assert len(first) == 12 and first[:6] != first[6:] and len(set(first)) > 6
+    assert params("b.db") == first
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_other_samplers_run_with_constraints(tmp_path, sampler):
     backend = FakeBackend()

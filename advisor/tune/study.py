@@ -349,6 +349,12 @@ def _run_tune(
         if created:
             for k, v in {**meta, **_cpu_meta(backend)}.items():
                 study.set_user_attr(k, v)
+        # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
+        run = int(study.user_attrs.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
+        study.set_user_attr("runs", run + 1)
+        if run and opts.seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
+            study.sampler = make_sampler(opts.sampler, opts.seed + run, len(metrics),
+                                         population_size=opts.population_size)
         cpu_note = _price_cpu(study, backend, created)
         if opts.warm_start:
             for p in fit.warm_start():
