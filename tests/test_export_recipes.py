@@ -275,3 +275,29 @@ def test_the_bundled_recipe_run_as_a_script_answers_quietly_and_reports_its_cach
     assert run.returncode == 0, run.stderr
     assert "#### 40" in run.stdout and "expert cache: hit rate" in run.stdout, run.stdout
     assert run.stderr == "", run.stderr
+
+
+def test_a_static_hot_point_exports_its_profiled_hot_set_and_its_recipe_runs(tmp_path):
+    """static_hot pins each layer's most-routed experts of the study's calibration routing: the hf recipe and the
+    JSON carry that set (the recipe crashed without it), and a point stored without the routing is refused in
+    one line instead of printing a recipe that cannot run."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    meta = model_meta("llada_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    p = point("hot", 4, "int8", [3, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta, model="tiny:llada_moe")
+    p.config.update(policy="static_hot", routing_counts={"0": [1, 9, 4, 9, 0, 2, 7, 3], "1": [5, 0, 0, 8, 1, 1, 1, 1]})
+    text = export_point(p, "hf").text
+    assert "hot={0: [1, 3, 6], 1: [3, 0]}" in text  # most routed first, ties by index, as many as the slots
+    runtime = _run(text)["runtime"]
+    assert [set(c.policy.hot) for c in runtime.caches] == [{1, 3, 6}, {0, 3}]
+    doc = json.loads(export_point(p, "json").text)
+    assert doc["cache"]["hot"] == {"0": [1, 3, 6], "1": [3, 0]}
+
+    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"  # stored before the routing was
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "218", "--to", "hf",
+                        "--storage", str(db)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: this static_hot point stored "
+                                                                               "no calibration routing"), r.stderr

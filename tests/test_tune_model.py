@@ -80,6 +80,21 @@ def test_tiny_study_replays_one_trace_per_plan(backend, db):
     assert 0.0 <= p.values["hit_rate"] <= 1.0 and p.values["h2d_bytes_per_token"] >= 0
 
 
+def test_static_hot_trials_store_the_routing_their_hot_set_came_from(backend, db):
+    """static_hot's profile is stored with its trials, so an export pins the experts the study pinned."""
+    import optuna
+
+    from advisor.tune.study import TuneOptions, run_tune
+
+    b, _ = backend
+    space = parse_space(SPACE.replace('policies = ["lru", "static_hot"]', 'policies = ["static_hot"]'), "<tiny>")
+    run_tune(b, space, TuneOptions(study_name="hot", storage=db, sampler="random", seed=0, n_trials=3,
+                                   heartbeat_interval=None), budget_bytes=None)
+    trials = [t for t in optuna.load_study(study_name="hot", storage=db).trials if "config" in t.user_attrs]
+    want = {str(layer): list(c) for layer, c in b.calibration_counts().items()}
+    assert trials and all(t.user_attrs["config"]["routing_counts"] == want for t in trials)
+
+
 def test_full_precision_is_exact_and_cache_size_moves_bytes(backend, db):
     from advisor.results.evalcache import EvalCache
     from advisor.results.store import engine_for

@@ -143,6 +143,18 @@ def tide_kw(cfg: ExportConfig) -> dict[str, int]:
     return {"tau": cfg.tau or DEFAULT_TAU, **({"steps_per_block": spb} if spb else {})}
 
 
+def hot_sets(cfg: ExportConfig) -> dict[int, list[int]]:
+    """static_hot's pinned experts per MoE layer, as the study profiled them: each layer's most-routed experts of
+    the calibration routing stored with the trial, as many as the layer has slots."""
+    from advisor.offload.policies import hot_order  # torch-free
+
+    if not cfg.frequencies:
+        raise UserError("this static_hot point stored no calibration routing (tuned before 2026-12-04), so its hot "
+                        "set cannot be exported; re-tune, or export another point")
+    return {layer: hot_order(counts)[: cfg.slots_per_layer[layer]] for layer, counts in sorted(cfg.frequencies.items())
+            if layer < len(cfg.slots_per_layer)}
+
+
 def _slots_text(slots: list[int]) -> str:
     return f"{slots[0]} in each of {len(slots)}" if len(set(slots)) == 1 else " ".join(map(str, slots))
 

@@ -25,7 +25,15 @@ from pprint import pformat
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, miss_note, model_path, model_spec, tide_kw
+from advisor.export.base import (
+    ExportResult,
+    header_lines,
+    hot_sets,
+    miss_note,
+    model_path,
+    model_spec,
+    tide_kw,
+)
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
 from advisor.results.front import FrontPoint
@@ -177,7 +185,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                     # the runtime's hybrid split needs the tuner's CPU cost model: the recipe copies those misses
                     "miss": "cpu" if cfg.miss_policy == "cpu" else "copy",
                     # TIDE as the study ran it: its interval, and the steps per block its last-step rule needs
-                    **({"policy_kw": tide_kw(cfg)} if cfg.policy == "tide" else {})},
+                    **({"policy_kw": tide_kw(cfg)} if cfg.policy == "tide" else {}),
+                    **({"hot": hot_sets(cfg)} if cfg.policy == "static_hot" else {})},
         "decoding": dict(cfg.decoding.get("generate") or {}),
     }
     data = {
@@ -288,6 +297,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               f"                         policy={loader['offload']['policy']!r}, "
               f"prefetch={loader['offload']['prefetch']!r}, miss={loader['offload']['miss']!r}, "
               + (f"policy_kw={loader['offload']['policy_kw']!r}, " if "policy_kw" in loader["offload"] else "")
+              + (f"hot={loader['offload']['hot']!r}, " if "hot" in loader["offload"] else "")
               + "device='cuda' if gpu else 'cpu')",
               "model = loaded.model"]
         if "policy_kw" in loader["offload"]:

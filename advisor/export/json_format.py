@@ -15,7 +15,7 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, tide_kw
+from advisor.export.base import ExportResult, hot_sets, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
@@ -46,7 +46,8 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "precision_per_layer": [sorted(set(row)) for row in cfg.formats],
         "cache": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
                   "miss_policy": cfg.miss_policy,
-                  **(tide_kw(cfg) if cfg.policy == "tide" else {})},  # other policies have no interval
+                  **(tide_kw(cfg) if cfg.policy == "tide" else {}),  # other policies have no interval
+                  **({"hot": {str(k): v for k, v in hot_sets(cfg).items()}} if cfg.policy == "static_hot" else {})},
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
         # a study run without --gpu stored no profile: its copies were priced on the default link
         "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),

@@ -469,6 +469,11 @@ def make_policy(name: str, capacity: int, **kw) -> Policy:
     return POLICIES.get_or_raise(name)(capacity, **kw)
 
 
+def hot_order(counts: Sequence[float]) -> list[int]:
+    """static_hot's profile of one layer: its experts by routed tokens, most first (ties: lower index first)."""
+    return sorted(range(len(counts)), key=lambda e: (-counts[e], e))
+
+
 def build_policies(
     name: str,
     capacities: Sequence[int],

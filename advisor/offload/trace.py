@@ -32,7 +32,7 @@ import numpy as np
 
 from advisor.errors import UserError
 from advisor.files import atomic_path
-from advisor.offload.policies import Ctx
+from advisor.offload.policies import Ctx, hot_order
 
 FORMAT_VERSION = 2
 Look = tuple[tuple[int, ...], Ctx, tuple[int, ...]]
@@ -230,7 +230,7 @@ class RoutingTrace:
 
     def hot_sets(self) -> dict[int, list[int]]:
         """Per layer, experts ordered by routed-token count, most used first (the static-hot profile)."""
-        return {i: np.argsort(-c, kind="stable").tolist() for i, c in enumerate(self.expert_counts())}
+        return {i: hot_order(c.tolist()) for i, c in enumerate(self.expert_counts())}
 
     def steps_per_block(self) -> int:
         """Forwards per block as the decoding was set up (what the live runtime's TIDE schedule is told; LLaDA2's

@@ -367,8 +367,9 @@ class ModelBackend:
 
     def _hot_sets(self) -> dict[int, list[int]]:
         """static_hot's profile: the full-precision calibration routing (not the replayed trace itself)."""
-        return {layer: sorted(range(len(c)), key=lambda e, c=c: (-c[e], e))
-                for layer, c in self.calibration_counts().items()}
+        from advisor.offload.policies import hot_order
+
+        return {layer: hot_order(c) for layer, c in self.calibration_counts().items()}
 
     def live(self, config: TrialConfig) -> Measured | None:
         """Generation through the real offload runtime on this model's device: measured bytes, copy times
