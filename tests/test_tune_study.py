@@ -117,6 +117,20 @@ def test_staging_skips_accuracy_of_a_dominated_candidate(tmp_path):
     assert again.stage == "cached" and backend.calls["accuracy"] == 2 and backend.calls["trace"] == 2
 
 
+def test_plans_below_the_fidelity_floor_never_reach_the_front_with_an_estimated_accuracy(tmp_path):
+    """A plan whose top-1 agreement is below `fidelity_floor` gets an estimated accuracy, not a measured one: it
+    must stay off the front (recommend would otherwise apply an accuracy floor to an estimate)."""
+    from tune_helpers import SMALL_SPACE
+
+    space = small_space(SMALL_SPACE + "fidelity_floor = 0.9\n")
+    res = run_tune(FakeBackend(), space, _opts(tmp_path, "floor", 30, "random", 0), budget_bytes=None)
+    trials = optuna.load_study(study_name="floor", storage=f"sqlite:///{tmp_path}/t.db").trials
+    below = [t for t in trials if t.user_attrs.get("stage") == "proxy"
+             and t.user_attrs["values"]["fidelity_top1"] < 0.9]
+    assert below and all(t.constraints.get("fidelity_floor", 0) > 0 for t in below)
+    assert res.front and all(p.sources["accuracy"].startswith("measured") for p in res.front)
+
+
 def test_resume_refuses_other_model_or_space(tmp_path):
     run_tune(FakeBackend(), small_space(), _opts(tmp_path, "r", 3, "random"), budget_bytes=None)
     res = run_tune(FakeBackend(), small_space(), _opts(tmp_path, "r", 2, "random"), budget_bytes=None)

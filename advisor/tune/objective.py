@@ -32,6 +32,9 @@ from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
 """Optuna constraint key: (counted peak GPU bytes - budget) / budget; <= 0 is feasible."""
+FIDELITY_CONSTRAINT = "fidelity_floor"
+"""Optuna constraint key of a trial whose top-1 agreement is below the space's fidelity_floor (floor - top-1, > 0):
+its accuracy was not measured, only estimated, so it must not reach the front."""
 DASHBOARD_CONSTRAINTS = "constraints"
 """System attribute optuna-dashboard (0.21) reads constraints from: Optuna 4's list format."""
 
@@ -223,6 +226,8 @@ class Objective:
                                        {"reason": f"out of memory in the trial: {oom}"})
         if trial is not None and violation is not None:
             record_constraint(trial, violation)
+        if trial is not None and outcome.extra.get("fidelity_violation"):
+            trial.set_constraint(FIDELITY_CONSTRAINT, outcome.extra["fidelity_violation"])
         return outcome
 
     def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
@@ -260,6 +265,9 @@ class Objective:
                 stage = "proxy"
                 self.counters["accuracy_skipped"] += 1
                 acc = self._modelled_accuracy(fid)
+                below = self._fidelity_violation(fid)
+                if below:  # not dominated, only below the floor: the estimate is kept off the front
+                    extra["fidelity_violation"] = below
             values["accuracy"] = float(acc.values["accuracy"])
             sources["accuracy"] = acc.sources.get("accuracy", "measured")
             extra["accuracy"] = {k: v for k, v in acc.values.items() if k != "accuracy"}
@@ -358,8 +366,7 @@ class Objective:
         """Staging: could this candidate still reach the front if it were as accurate as possible?"""
         if not self.settings.staging:
             return True
-        top1 = fid.values.get("fidelity_top1")
-        if self.settings.fidelity_floor > 0 and top1 is not None and top1 < self.settings.fidelity_floor:
+        if self._fidelity_violation(fid):
             return False
         bound = self._optimistic_accuracy()
         if bound is None:
@@ -368,6 +375,12 @@ class Objective:
         if completed is None:
             completed = self._completed_vectors(trial)
         return not any(dominates(c, optimistic, self.directions) for c in completed)
+
+    def _fidelity_violation(self, fid: Measured) -> float:
+        """How far this plan's top-1 agreement falls below the space's fidelity_floor (0: not below, or no floor)."""
+        top1 = fid.values.get("fidelity_top1")
+        floor = self.settings.fidelity_floor
+        return floor - float(top1) if floor > 0 and top1 is not None and top1 < floor else 0.0
 
     def _optimistic_accuracy(self) -> float | None:
         """Upper confidence bound of the best accuracy measured for this model/task/settings so far."""
@@ -390,8 +403,9 @@ class Objective:
         return out
 
     def _modelled_accuracy(self, fid: Measured) -> Measured:
-        """Accuracy of a skipped candidate, modelled as best measured accuracy x top-1 agreement (marked so).
-        It is never above the optimistic bound that showed the candidate dominated, so it stays off the front."""
+        """Accuracy of a skipped candidate, modelled as best measured accuracy x top-1 agreement (marked so). It
+        stays off the front: a dominated candidate's is never above the optimistic bound that showed it dominated,
+        and one below the fidelity floor is infeasible by `FIDELITY_CONSTRAINT`."""
         rows = self.cache.best(self.backend.model_fingerprint, self.task, self.settings_key)
         best = max((r["accuracy"] for r in rows), default=0.0)
         top1 = float(fid.values.get("fidelity_top1", 0.0))
