@@ -116,10 +116,18 @@ def test_ktransformers_flags_per_layer_and_weight_path_placeholder(tmp_path):
     res = export_point(_list_point(), "ktransformers")
     args = res.data["args"]
     flag = {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}
-    # slots [4, 2, 1] over 3 MoE layers: 7 // 3 = 2 experts of every layer on the GPU
+    # slots [4, 2, 1] of the plan's experts over 3 MoE layers; GPU experts load as bf16 from --model-path, so the
+    # count is the bf16 experts those bytes hold per layer: 2 (never more GPU memory than tuned)
     assert flag["--kt-num-gpu-experts"] == "2" and flag["--kt-method"] == "BF16"  # one method: layer 1 is bf16
     int8 = export_point(_list_point(PrecisionPlan.uniform("int8")), "ktransformers")
     assert int8.data["kt_method"] == "AMXINT8"
+    meta = model_meta("llada_moe", n_layers=3, n_experts=64, hidden=2048, inter=1024)
+    int4 = export_point(point("s", 3, "int4", [40, 40, 40], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
+    from advisor.quant.spec import expert_nbytes_of
+
+    n, tuned = int4.data["kt_num_gpu_experts"], 40 * expert_nbytes_of("int4", 2048, 1024)
+    assert n * expert_nbytes_of("bf16", 2048, 1024) <= tuned < (n + 1) * expert_nbytes_of("bf16", 2048, 1024)
+    assert 9 <= n < 40  # int4 experts are ~3.8x smaller than the bf16 ones SGLang puts on the GPU
     assert flag["--kt-weight-path"] == "$KT_WEIGHT_PATH" and "--kt-expert-placement-strategy" not in args
     assert any("placeholder you must fill" in n for n in res.notes) and "match:" not in res.text
     script = tmp_path / "kt.sh"

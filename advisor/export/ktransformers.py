@@ -2,10 +2,12 @@
 
 KTransformers' YAML optimize rules moved to `archive/` (Nov 2025); current releases run through SGLang's
 kt-kernel flags, so this export is a launch command, not a YAML file. kt-kernel keeps `--kt-num-gpu-experts`
-experts of *every MoE layer* on the GPU (chosen by routing frequency) and computes the others on the CPU, so
-the tuned cache (slots per layer) becomes one per-layer count: the tuned total spread evenly over the MoE
-layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the CPU-side expert weights in
-the format `--kt-method` expects) cannot be known here: the script stops until the user sets it.
+experts of *every MoE layer* on the GPU (which ones: its placement strategy, uniform by default) and computes the
+others on the CPU. The GPU experts load from `--model-path` at the checkpoint's precision (BF16), not the plan's,
+so the tuned cache becomes one per-layer count of checkpoint experts: as many as the tuned cache's bytes hold,
+spread evenly over the MoE layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the
+CPU-side expert weights in the format `--kt-method` expects) cannot be known here: the script stops until the
+user sets it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,20 @@ KT_METHOD = {
 WEIGHT_PATH_VAR = "KT_WEIGHT_PATH"
 
 
+GPU_FORMAT = "bf16"  # what SGLang loads the GPU experts as from a 16/32-bit checkpoint (--model-path)
+
+
 def gpu_experts_per_layer(cfg: ExportConfig) -> int:
-    """The one per-MoE-layer GPU expert count: the tuned total spread evenly, rounded down."""
-    return sum(cfg.slots_per_layer) // len(cfg.slots_per_layer)
+    """The one per-MoE-layer GPU expert count: checkpoint (BF16) experts in the tuned cache's bytes (each layer's
+    `slots` largest experts of the plan, as the tuner counts them), spread evenly, rounded down; the tuned slots
+    spread evenly when the point did not record the expert shape."""
+    slots = cfg.slots_per_layer
+    gpu = cfg.model.expert_nbytes(GPU_FORMAT)
+    if gpu is None:
+        return sum(slots) // len(slots)
+    tuned = sum(sum(sorted((cfg.model.expert_nbytes(f) or 0 for f in row), reverse=True)[:n])
+                for row, n in zip(cfg.formats, slots, strict=True))
+    return min(tuned // (gpu * len(slots)), min(layer.num_experts for layer in cfg.model.layers))
 
 
 def cpu_format(cfg: ExportConfig, rule: str) -> str:
@@ -56,9 +69,10 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             "--kt-cpuinfer", "$(nproc)", "--kt-threadpool-count", "1",
             "--kt-num-gpu-experts", str(n_gpu)]
     slots = cfg.slots_per_layer
-    per_layer = (f"the tuned {sum(slots)} GPU slots over {len(slots)} layers ({min(slots)}..{max(slots)} per layer) "
-                 f"become {n_gpu} in every layer (kt-kernel takes one count)" if len(set(slots)) > 1
-                 else f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer, as tuned")
+    tuned = (f"{min(slots)}..{max(slots)}" if len(set(slots)) > 1 else str(slots[0])) + " slots per layer"
+    per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
+                 f"experts hold the bytes of {n_gpu} experts at the checkpoint's precision ({GPU_FORMAT}), which "
+                 "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
              f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
