@@ -79,7 +79,7 @@ def test_every_expert_tensor_matched_by_exactly_one_rule(family, first_dense, ar
 
 def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
     meta = model_meta("qwen3_moe", n_layers=4, n_experts=8, hidden=256, inter=256)
-    p = point("s", 1, "int8", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    p = point("s", 1, "bf16", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)  # bf16: same bytes in the GGUF
     res = export_point(p, "llama.cpp")
     pl = res.data["placement"]
     assert [pl[f"blk.{b}.ffn_{x}_exps"] for b in (0, 1) for x in ("gate", "up", "down")] == ["GPU"] * 6
@@ -87,11 +87,17 @@ def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
     assert res.data["override_tensor"] == [r"blk\.(2|3)\.ffn_(gate|up|down)_exps\.=CPU"]
     assert res.data["run_command"][-2:] == ["-ot", r"blk\.(2|3)\.ffn_(gate|up|down)_exps\.=CPU"]
     assert res.data["n_cpu_moe_equivalent"] is None  # the CPU layers are the last ones, not the first
-    p = point("s", 1, "int8", [0, 4, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    p = point("s", 1, "bf16", [0, 4, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
     res = export_point(p, "llama.cpp")
     # cache = 0 + 0.5 + 1 + 1 layers: blocks 2, 3 on GPU, then half of block 1 -> one projection (gate) of it
     assert res.data["placement"]["blk.1.ffn_gate_exps"] == "GPU" and res.data["placement"]["blk.1.ffn_up_exps"] == "CPU"
-    p = point("s", 1, "int8", [0, 0, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    # the GGUF's types decide the bytes: q8_0 (8.5 bits) is larger than the plan's int8 (8 bits + a scale per row),
+    # so two whole int8 layers' cache holds 5 of their 6 q8_0 tensors - never more GPU memory than tuned
+    q8 = export_point(point("s", 1, "int8", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta), "llama.cpp")
+    info = q8.data["placement_info"]
+    assert info["gpu_expert_bytes"] <= info["cache_bytes"]
+    assert sum(q8.data["placement"][f"blk.{b}.ffn_{x}_exps"] == "GPU" for b in (0, 1) for x in ("gate", "up", "down")) == 5
+    p = point("s", 1, "bf16", [0, 0, 8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
     assert export_point(p, "llama.cpp").data["n_cpu_moe_equivalent"] == 2
     assert any("miss policy copy" in n for n in export_point(p, "llama.cpp").notes)
     p.config["miss_policy"] = "cpu"  # the study computed misses on the CPU, as llama.cpp will

@@ -76,6 +76,10 @@ TYPE_MAP: dict[str, tuple[str, str]] = {
 BLOCK = {"q2_K": 256, "q3_K": 256, "q4_K": 256, "q5_K": 256, "q6_K": 256,
          "q4_0": 32, "q4_1": 32, "q5_0": 32, "q5_1": 32, "q8_0": 32, "iq4_nl": 32,
          "f32": 1, "f16": 1, "bf16": 1}
+# bytes of one block of each type (ggml's block structs: scales included), so BLOCK_BYTES / BLOCK per value
+BLOCK_BYTES = {"q2_K": 84, "q3_K": 110, "q4_K": 144, "q5_K": 176, "q6_K": 210,
+               "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24, "q8_0": 34, "iq4_nl": 18,
+               "f32": 4, "f16": 2, "bf16": 2}
 # when the row width does not fit: the nearest 32-block type (same bits and scheme where ggml has one;
 # llama.cpp's own fallback for q4_K is q5_0); a row that 32 does not divide stays at high precision
 FALLBACK = {"q4_K": "q4_1", "q3_K": "q4_0", "q2_K": "q4_0", "q5_K": "q5_1", "q6_K": "q8_0"}
@@ -140,7 +144,8 @@ def _rule(blocks: list[int], projs: list[str], suffix: str) -> str:
 
 
 def _proj_bytes(cfg: ExportConfig, layer: int, fmt: str, proj: str) -> float:
-    """Bytes of one (layer, projection) expert tensor; relative units (bits) when shapes are unknown."""
+    """Bytes of one (layer, projection) expert tensor in the plan's format `fmt` (what the study's cache held);
+    relative units (bits per value) when shapes are unknown."""
     m = cfg.model
     n = m.layers[layer].num_experts
     if m.hidden_size and m.intermediate_size:
@@ -149,22 +154,34 @@ def _proj_bytes(cfg: ExportConfig, layer: int, fmt: str, proj: str) -> float:
     return float(n * parse_format(fmt).bits)
 
 
+def _gguf_bytes(cfg: ExportConfig, layer: int, ggml: str, proj: str) -> float:
+    """Bytes of one (layer, projection) expert tensor as the GGUF stores it in type `ggml`; relative units (bits
+    per value, as `_proj_bytes`) when shapes are unknown."""
+    m = cfg.model
+    per_value = BLOCK_BYTES[ggml] / BLOCK[ggml]
+    if m.hidden_size and m.intermediate_size:
+        return float(m.layers[layer].num_experts * int(m.hidden_size) * int(m.intermediate_size) * per_value)
+    return float(m.layers[layer].num_experts * 8 * per_value)
+
+
 def plan_layers(cfg: ExportConfig, rule: str) -> list[str]:
     """The format of each MoE layer after collapsing per-expert decisions."""
     return [collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))]
 
 
-def placement(cfg: ExportConfig, layer_fmts: list[str], mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
-    """(layer, projection) -> "GPU" | "CPU", and the numbers behind it."""
+def placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
+              mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
+    """(layer, projection) -> "GPU" | "CPU", and the numbers behind it: the tuned cache's bytes (in the plan's
+    formats) spent on whole tensors as the GGUF stores them (`types`, fallbacks included)."""
     units = [(layer, p) for layer in range(len(layer_fmts)) for p in PROJS]
     if mode in ("all-gpu", "all-cpu"):
         dev = "GPU" if mode == "all-gpu" else "CPU"
         return {u: dev for u in units}, {"mode": mode}
-    size = {(layer, p): _proj_bytes(cfg, layer, layer_fmts[layer], p) for layer, p in units}
+    size = {(layer, p): _gguf_bytes(cfg, layer, types[(layer, p)], p) for layer, p in units}
     budget = 0.0
     for layer in range(len(layer_fmts)):
         frac = cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts
-        budget += frac * sum(size[(layer, p)] for p in PROJS)
+        budget += frac * sum(_proj_bytes(cfg, layer, layer_fmts[layer], p) for p in PROJS)
     order = sorted(range(len(layer_fmts)),
                    key=lambda layer: (-cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts, layer))
     left, where = budget, {}
@@ -181,8 +198,9 @@ def placement(cfg: ExportConfig, layer_fmts: list[str], mode: str) -> tuple[dict
         "cache_bytes": budget if exact else None,
         "gpu_expert_bytes": (budget - left) if exact else None,
         "units": "bytes (counted from expert shapes)" if exact else "relative (expert shapes not recorded)",
-        "rule": "GPU holds whole (layer, projection) expert tensors up to the tuned cache's bytes "
-                "(sum of slots x expert bytes), layers with the largest cached fraction first",
+        "rule": "GPU holds whole (layer, projection) expert tensors, at the GGUF's types, up to the tuned cache's "
+                "bytes (sum of slots x expert bytes in the plan's formats), layers with the largest cached fraction "
+                "first",
     }
     return where, info
 
@@ -272,7 +290,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes.append("expert row widths not recorded: llama-quantize may fall back to other types where k-quants do not fit")
     used_kinds = sorted({parse_format(f).kind for f in layer_fmts})
     type_notes = {k: f"{TYPE_MAP[k][0]}: {TYPE_MAP[k][1]}" for k in used_kinds}
-    where, pinfo = placement(cfg, layer_fmts, opts["placement"])
+    where, pinfo = placement(cfg, layer_fmts, types, opts["placement"])
     rules = tensor_type_rules(cfg, types, high)
     ots = override_rules(cfg, where)
     ncpu = n_cpu_moe_equivalent(cfg, where)
