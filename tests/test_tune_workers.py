@@ -75,6 +75,10 @@ def test_sigkilled_worker_trial_is_failed_and_retried_on_resume(shm_dir):
     assert not [t for t in after if t.state.name == "RUNNING"]
     front = {p.trial_number for p in load_fronts(engine_for(url), "k")}
     assert front == set(_result(out)["front"])
+    from advisor.results.registry import list_studies
+
+    summary = list_studies(engine_for(url), "k")[0]  # what `advisor studies` shows: the failure was run again
+    assert summary.n_failed == 1 and summary.n_retried == 1
 
 
 def test_a_killed_workers_trial_is_failed_when_the_study_already_has_its_trials(shm_dir):

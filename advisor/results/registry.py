@@ -123,11 +123,17 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
                         d[str(state).split(".")[-1].upper()] = int(n)
             silent = _silent_trials(c, name) if {"studies", "trials", "trial_heartbeats"} <= tables else {}
             retried: dict[str, int] = {}
-            if {"studies", "trials", "trial_user_attributes"} <= tables:
-                q = text("SELECT s.study_name, COUNT(DISTINCT a.value_json) FROM trial_user_attributes a "
+            attr_tables = {"trial_user_attributes", "trial_system_attributes"} & tables
+            if {"studies", "trials"} <= tables and attr_tables:
+                # an interrupted trial's retry names it in the user attr retry_of; a dead worker's, queued by
+                # Optuna's RetryFailedTrialCallback, in the system attr failed_trial
+                union = " UNION ".join(
+                    f"SELECT trial_id, value_json FROM {tbl} WHERE key = '{key}'"
+                    for tbl, key in (("trial_user_attributes", "retry_of"), ("trial_system_attributes", "failed_trial"))
+                    if tbl in attr_tables)
+                q = text(f"SELECT s.study_name, COUNT(DISTINCT a.value_json) FROM ({union}) a "
                          "JOIN trials t ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
-                         f"WHERE a.key = 'retry_of' {'' if name is None else 'AND s.study_name = :name '}"
-                         "GROUP BY s.study_name")
+                         f"{where('s.study_name')}GROUP BY s.study_name")
                 retried = {study: int(n) for study, n in c.execute(q, args)}
             fronts: dict[str, int] = {}
             if FrontRow.__tablename__ in tables:

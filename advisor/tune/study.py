@@ -409,7 +409,7 @@ def _run_tune(
     return TuneResult(
         study_name=name, storage_url=url, front=front, metrics=metrics, directions=directions,
         n_complete=len(complete), n_failed=sum(t.state == TrialState.FAIL for t in trials),
-        n_retried=len({t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+        n_retried=len({t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial")) for t in trials}
                       & {t.number for t in trials if t.state == TrialState.FAIL}),
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
