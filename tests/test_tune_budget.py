@@ -178,6 +178,22 @@ def test_warm_start_covers_every_choice_of_a_cache_axis(monkeypatch):
     assert [p["policy"] for p in points[:2]] == ["lru", "lfu"]  # per plan, each choice, before the next plan
 
 
+def test_warm_start_keeps_every_uniform_format_at_the_smallest_cache_in_the_shipped_spaces():
+    """The default and dllm spaces search 3 formats x 3 miss policies: the cap on warm-start points cut two
+    smallest-cache ones (int4 with cpu and hybrid misses), the low-memory end the warm start exists for."""
+    from advisor.tune import budget as b
+    from advisor.tune.config import ModelShape
+    from advisor.tune.space import load_space
+
+    shape = ModelShape((64,) * 4, (8,) * 4, (128,) * 4, (16,) * 4, "bf16", 1_250_000)
+    counts = lambda: {layer: [100 // (e + 1) for e in range(64)] for layer in range(4)}  # noqa: E731
+    for name in ("default", "dllm"):
+        fit = b.BudgetFit(load_space(name), shape, int(0.6 * shape.full_bytes()), counts)
+        everything = fit.warm_start(limit=10**6)
+        least = [p for p in everything if p[FILL] == 0.0]
+        assert len(least) == 9 and all(p in fit.warm_start() for p in least), name
+
+
 def test_cpu_misses_buy_more_cache_under_the_same_budget(tmp_path):
     """An offloaded model counts staging buffers for experts that stream past the cache; misses computed on the
     CPU stream nothing, so under one budget the warm start gives `cpu` more slots than `copy` (the live H200

@@ -157,15 +157,17 @@ class BudgetFit:
         d[self.size] = self.values[-1]
         return d
 
-    def warm_start(self, max_plans: int = 8, limit: int = 16) -> list[dict[str, Any]]:
+    def warm_start(self, max_plans: int = 8, limit: int = 24) -> list[dict[str, Any]]:
         """The analytically strongest configurations as Optuna parameters (to enqueue), for each choice of a
         `WARM_AXES` knob: for each plan (see `plans`) the most cache that fits - more slots only cut transfers -
         then each uniform format at the smallest cache, the other end of the memory objective (measured: the
         front's low-memory end is otherwise found late). Other knobs at their first choice; plans that cannot
-        fit even the smallest cache are left out."""
+        fit even the smallest cache are left out. `limit` cuts most-cache points only: every smallest-cache one
+        is kept (the `default` and `dllm` spaces: 3 formats x 3 miss policies at each end, 18 in all)."""
         axes = [a for a in WARM_AXES if a in self.knobs and self.knobs[a].fixed is None]
         ends = [(p, 1.0) for p in self.plans(max_plans)] + [(p, 0.0) for p in self.uniform_plans()]
-        out: list[dict[str, Any]] = []
+        most: list[dict[str, Any]] = []
+        least: list[dict[str, Any]] = []
         configs: set[str] = set()
         for plan, fill in ends:  # per plan, every choice of the axes, so a `limit` cuts plans, not a whole axis
             for combo in itertools.product(*(self.knobs[a].values() for a in axes)):
@@ -174,8 +176,8 @@ class BudgetFit:
                 key = repr(sorted(params.items()))
                 if key not in configs and self.fits(params):  # a plan whose largest cache is its smallest: once
                     configs.add(key)
-                    out.append(self.point(params, fill))
-        return out[:limit]
+                    (least if fill == 0.0 else most).append(self.point(params, fill))
+        return most[: max(0, limit - len(least))] + least
 
     def point(self, params: dict[str, Any], fill: float) -> dict[str, Any]:
         """The Optuna parameters that draw `params` (its size being the one `fill` selects)."""
