@@ -301,3 +301,10 @@ def test_a_static_hot_point_exports_its_profiled_hot_set_and_its_recipe_runs(tmp
                         "--storage", str(db)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: this static_hot point stored "
                                                                                "no calibration routing"), r.stderr
+
+
+def test_the_recipes_gpu_max_memory_is_the_tuned_peak_to_the_mib():
+    """accelerate's max_memory for the GPU was rounded up to whole GiB: an 11.5 GiB point let 12 GiB be placed."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    p = point("s", 1, "int8", [4, 4], acc=0.9, h2d=1, peak_gib=11.5, meta=meta)
+    assert export_point(p, "hf").data["max_memory"][0] == "11776MiB"

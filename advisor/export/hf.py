@@ -145,6 +145,11 @@ def _gib_ceil(n: float) -> str:
     return f"{max(1, math.ceil(n / 2**30))}GiB"
 
 
+def _mib_ceil(n: float) -> str:
+    """The GPU's max_memory: to the MiB (accelerate reads "11776MiB"), not rounded up to a whole GiB past the budget."""
+    return f"{max(1, math.ceil(n / 2**20))}MiB"
+
+
 def choose_method(requested: str, bnb: Any, bnb_notes: list[str], tao: Any, path: str | None) -> str:
     """The recipe to write: the one asked for, or (auto) bitsandbytes when exact, torchao, else advisor."""
     if requested == "hqq":
@@ -173,7 +178,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     path = model_path(spec)
     method = choose_method(opts["method"], bnb, bnb_notes, tao, path)
     peak = point.values.get("peak_gpu_bytes")
-    max_memory: dict[Any, str] | None = {0: _gib_ceil(peak)} if peak else None
+    max_memory: dict[Any, str] | None = {0: _mib_ceil(peak)} if peak else None
     store = point.config.get("counted_expert_store_bytes")
     if max_memory is not None and store:
         max_memory["cpu"] = _gib_ceil(store * 1.25)
