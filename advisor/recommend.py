@@ -31,7 +31,8 @@ point (the cheapest plan is otherwise always the least accurate one, e.g. int2).
 _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
     "transfer": (("h2d_bytes_per_token", 1), ("transfer_ms_per_token", 1), ("accuracy", -1), ("latency_ms_per_token", 1)),
     "latency": (("time_per_token", 1), ("latency_ms_per_token", 1), ("transfer_ms_per_token", 1), ("h2d_bytes_per_token", 1), ("accuracy", -1)),
-    "accuracy": (("accuracy", -1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
+    # accuracy ties go to the fastest (time per token, where stored), then the fewest H2D bytes
+    "accuracy": (("accuracy", -1), ("time_per_token", 1), ("h2d_bytes_per_token", 1), ("latency_ms_per_token", 1)),
 }
 _PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_token", "accuracy": "accuracy"}
 _PREF_WORDS = {"transfer": "lowest H2D bytes/token", "latency": "lowest latency/token", "accuracy": "highest accuracy"}
@@ -314,8 +315,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
         q = dataclasses.replace(q, prefer="accuracy" if fits else "transfer")
         if fits:
             defaults.append(f"every stored configuration fits {format_bytes(budget)}, so transfer is no constraint: "
-                            f"the most {'accurate' if quality == 'accuracy' else 'faithful'} wins (ties: lowest H2D "
-                            "bytes/token); --prefer transfer to change")
+                            f"the most {'accurate' if quality == 'accuracy' else 'faithful'} wins (ties: lowest time "
+                            "per token where stored, then H2D bytes/token); --prefer transfer to change")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)
@@ -346,7 +347,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
                 c.problems.append("no accuracy measured")
             elif acc < floor - 1e-12:
                 c.problems.append(f"accuracy {acc:.3f} < floor {floor:.3f}")
-        if _PREF_METRIC[q.prefer] not in p.values and not any(m in p.values for m, _ in _RANK_KEYS[q.prefer][:2]):
+        if _PREF_METRIC[q.prefer] not in p.values and not any((quality if m == "accuracy" else m) in p.values
+                                                               for m, _ in _RANK_KEYS[q.prefer][:2]):
             c.problems.append(f"no {_PREF_METRIC[q.prefer]} recorded")
         cands.append(c)
 
@@ -381,12 +383,11 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str =
     if prefer == "accuracy":
         if b != a:
             return f"{name} {b:.3f} vs {a:.3f}"
-        h2d = "h2d_bytes_per_token"  # what breaks accuracy ties: say by how much, or that it ties
-        if best.values.get(h2d) is None or other.values.get(h2d) is None:
-            return f"the same {name} {a:.3f}"
-        if best.values[h2d] == other.values[h2d]:
-            return f"the same {name} {a:.3f} and H2D bytes/token (a tie)"
-        return f"the same {name} {a:.3f} and {_ratio_text(best, other, 'transfer')}"
+        for tie, then in (("time_per_token", "latency"), ("h2d_bytes_per_token", "transfer")):  # what broke the tie
+            x, y = best.values.get(tie), other.values.get(tie)
+            if x is not None and y is not None and x != y:
+                return f"the same {name} {a:.3f} and {_ratio_text(best, other, then)}"
+        return f"the same {name} {a:.3f} (a tie)"
     if a > 0:
         word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
         return f"{b / a:.2f}x the {word}"

@@ -119,17 +119,19 @@ def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
     r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (line,) = [ln for ln in r.stdout.splitlines() if "next best" in ln]
-    assert re.search(r"has the same accuracy 0\.\d{3} and (H2D bytes/token \(a tie\)|\d+\.\d\dx the transfer)$",
+    assert re.search(r"has the same accuracy 0\.\d{3}( and \d+\.\d\dx the (time per token|transfer)| \(a tie\))$",
                      line), line
     assert " vs " not in line, line
-    # and which of the two it is, from the stored values of the chosen point and the next best
+    # and which it is, from the stored values of the chosen point and the next best: time per token breaks an
+    # accuracy tie first, then H2D bytes
     js = json.loads(advisor("recommend", "--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", "--json",
                             cwd=tmp_path).stdout)
     best, nxt = js["chosen"]["values"], js["alternatives"][0]["values"]
-    h2d = "h2d_bytes_per_token"
     assert best["accuracy"] == nxt["accuracy"]
-    tie = "H2D bytes/token (a tie)" if nxt[h2d] == best[h2d] else f"{nxt[h2d] / best[h2d]:.2f}x the transfer"
-    assert line.endswith(f"has the same accuracy {best['accuracy']:.3f} and {tie}"), (line, best[h2d], nxt[h2d])
+    t, h = "time_per_token", "h2d_bytes_per_token"
+    tie = (f" and {nxt[t] / best[t]:.2f}x the time per token" if nxt[t] != best[t]
+           else f" and {nxt[h] / best[h]:.2f}x the transfer" if nxt[h] != best[h] else " (a tie)")
+    assert line.endswith(f"has the same accuracy {best['accuracy']:.3f}{tie}"), (line, best, nxt)
 
 
 def test_a_data_file_the_toy_task_would_not_read_is_refused(tmp_path):

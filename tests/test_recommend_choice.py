@@ -45,6 +45,17 @@ def test_absolute_floor_and_preferences():
         recommend(pts, Query(min_accuracy=91))
 
 
+def test_an_accuracy_tie_goes_to_the_fastest_point():
+    """Every point fits, so the most accurate wins; among equally accurate ones the lowest time per token, not
+    the fewest H2D bytes (on the H200 this chose misses on the CPU at 123.5 ms/token over hybrid at 76.2)."""
+    pts = standard_front()
+    pts[1].values["time_per_token"], pts[0].values["time_per_token"] = 1.0, 3.0  # both bf16, accuracy 0.92
+    rec = recommend(pts, Query(budget_bytes=40 * GiB))
+    assert rec.chosen.point.trial_number == 1  # more H2D bytes than #0, but faster
+    assert "ties: lowest time per token" in render(rec)
+    assert "has the same accuracy 0.920 and 3.00x the time per token" in render(rec)
+
+
 def test_gpu_budget_and_modelled_transfer_on_target():
     gpu = get_gpu("RTX 3060", "/nonexistent")  # 12 GiB, PCIe 4.0 x16 nominal
     rec = recommend(standard_front(), Query(gpu=gpu, max_accuracy_drop=0.02))
