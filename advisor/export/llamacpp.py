@@ -154,9 +154,9 @@ def _proj_bytes(cfg: ExportConfig, layer: int, fmt: str, proj: str) -> float:
     return float(n * parse_format(fmt).bits)
 
 
-def _gguf_bytes(cfg: ExportConfig, layer: int, ggml: str, proj: str) -> float:
-    """Bytes of one (layer, projection) expert tensor as the GGUF stores it in type `ggml`; relative units (bits
-    per value, as `_proj_bytes`) when shapes are unknown."""
+def _gguf_bytes(cfg: ExportConfig, layer: int, ggml: str) -> float:
+    """Bytes of one (layer, projection) expert tensor (hidden x FFN values per expert, whichever projection) as the
+    GGUF stores it in type `ggml`; relative units (bits per value, as `_proj_bytes`) when shapes are unknown."""
     m = cfg.model
     per_value = BLOCK_BYTES[ggml] / BLOCK[ggml]
     if m.hidden_size and m.intermediate_size:
@@ -177,7 +177,7 @@ def placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, s
     if mode in ("all-gpu", "all-cpu"):
         dev = "GPU" if mode == "all-gpu" else "CPU"
         return {u: dev for u in units}, {"mode": mode}
-    size = {(layer, p): _gguf_bytes(cfg, layer, types[(layer, p)], p) for layer, p in units}
+    size = {(layer, p): _gguf_bytes(cfg, layer, types[(layer, p)]) for layer, p in units}
     budget = 0.0
     for layer in range(len(layer_fmts)):
         frac = cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts
