@@ -502,3 +502,25 @@ def test_steps_per_block_is_what_the_sampler_runs(family):
         else:
             assert ran == predicted, (kw, predicted, ran)
         assert trace.steps_per_block() == predicted  # what replay tells TIDE: what the live runtime is told
+
+
+def test_tide_replay_equals_live_when_llada2_finishes_its_blocks_early():
+    """LLaDA2's threshold sampler may finish a block in fewer forwards than decoding was set up with (here every
+    block in one, threshold 0). The live runtime's TIDE is told the set-up steps per block; the trace stores them,
+    so replay decides alike. From the longest block actually run (1 here) it decided otherwise."""
+    from advisor.models.generate import steps_per_block
+    from advisor.models.load import load_model
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.offload.trace import record_prompts
+
+    loaded = load_model("tiny:llada2")
+    gen = dict(max_new_tokens=12, steps=4, block_length=4, threshold=0.0)
+    kw = {"tau": 2, "steps_per_block": steps_per_block(loaded, **gen)}
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=2, policy="tide", policy_kw=kw, attach=False)
+    trace = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], runtime=rt, **gen)
+    assert kw["steps_per_block"] == 4 and int(trace.fwd_step.max()) + 1 == 1  # every block finished early
+    assert rt.stats().counters() == simulate(trace, slots_per_layer=2, policy="tide", plan="fp32",
+                                             policy_kw={"tau": 2}).counters()
+    trace.meta.pop("steps_per_block")  # a trace recorded before the steps were stored: the old reading differs
+    assert rt.stats().counters() != simulate(trace, slots_per_layer=2, policy="tide", plan="fp32",
+                                             policy_kw={"tau": 2}).counters()

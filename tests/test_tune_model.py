@@ -93,6 +93,13 @@ def test_static_hot_trials_store_the_routing_their_hot_set_came_from(backend, db
     trials = [t for t in optuna.load_study(study_name="hot", storage=db).trials if "config" in t.user_attrs]
     want = {str(layer): list(c) for layer, c in b.calibration_counts().items()}
     assert trials and all(t.user_attrs["config"]["routing_counts"] == want for t in trials)
+    plain = parse_space(SPACE.replace('policies = ["lru", "static_hot"]', 'policies = ["lru"]')
+                        .replace("hot_fraction = [0.0, 0.25]", "hot_fraction = [0.0]"), "<tiny>")
+    run_tune(b, plain, TuneOptions(study_name="plain", storage=db, sampler="random", seed=0, n_trials=2,
+                                   heartbeat_interval=None), budget_bytes=None)
+    stored = [t.user_attrs["config"] for t in optuna.load_study(study_name="plain", storage=db).trials
+              if "config" in t.user_attrs]
+    assert stored and not any("routing_counts" in c for c in stored)  # a study-wide table: not stored where unused
 
 
 def test_full_precision_is_exact_and_cache_size_moves_bytes(backend, db):

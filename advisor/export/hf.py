@@ -321,7 +321,9 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
 def _demo(spec: str) -> list[str]:
     """`python recipe.py "a prompt"`: one decoding through the tuned runtime and what its expert cache did (the
     bundled model's default prompt in the form it was trained on)."""
-    default = "Q: Kim's eggs: has 58, gave 18. How many?\nA: " if spec == "bundled" else "What is 58 - 18?"
+    from advisor.eval.toy import prompt  # torch-free: the form the bundled model was trained on
+
+    default = prompt("Kim's eggs: has 58, gave 18. How many?") if spec == "bundled" else "What is 58 - 18?"
     return ["", "",
             'if __name__ == "__main__":  # python recipe.py "a prompt": the study\'s decoding through the tuned runtime',
             "    import sys", "",

@@ -172,7 +172,8 @@ class Objective:
     def trial_attrs(self, o: TrialOutcome) -> dict[str, Any]:
         config = o.config.to_json()
         config["model_meta"] = self.backend.model_meta
-        if self._counts is not None or o.config.policy == "static_hot":  # static_hot's profile; exports read it
+        if o.config.policy == "static_hot" or o.config.hot_fraction > 0:  # what exports read: the hot set, and
+            # the traffic a per-expert plan's collapse weighs (a study-wide table: not stored where unused)
             config["routing_counts"] = {str(layer): [int(x) for x in c] for layer, c in self.counts().items()}
         decoding = getattr(self.backend, "decoding", None)  # a model's (a closed-form test backend has none)
         if decoding is not None:
