@@ -103,3 +103,19 @@ def test_values_cross_as_plain_data_with_their_types():
 def test_a_set_or_an_object_is_not_plain_data():
     test = "def check(c):\n    assert c() == {1}\n"
     assert not run_tests("def f():\n    return {1}\n", test, "f", FAST).passed
+
+
+def test_a_whole_program_keeps_the_imports_and_helpers_above_its_function():
+    """A model that writes a whole program (imports, a helper, then the function) is scored on that program:
+    the clean-up once kept only the function, so a correct answer failed with a NameError."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    imports = "import math\n\ndef add(x: int, y: int) -> int:\n    return int(math.fsum([x, y]))\n"
+    helper = "def _plus(a, b):\n    return a + b\n\n\ndef add(x: int, y: int) -> int:\n    return _plus(x, y)\n"
+    prose = "Here is the code:\nfrom operator import add as plus\n\ndef add(x, y):\n    return plus(x, y)\n"
+    for raw in ("```python\n" + imports + "```\nIt adds.", imports, "```python\n" + helper + "```", prose):
+        assert task.score(p, raw), raw
+    wrong = "```python\nimport math\n\ndef add(x: int, y: int) -> int:\n    return int(math.fsum([x, y, 1]))\n```"
+    assert not task.score(p, wrong)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from math import comb
@@ -61,10 +62,11 @@ def clean_completion(completion: str, problem: dict) -> str:
     entry = problem["entry_point"]
     full_def = re.search(rf"^def {re.escape(entry)}\s*\(", text, re.M)
     if full_def:
-        # A whole function: keep it (it redefines the prompt's) and cut after its body.
+        # A whole function: keep it (it redefines the prompt's) and cut after its body, with the imports and
+        # helpers the program wrote above it (without them a correct function fails with a NameError).
         body = text[full_def.start() :]
         cut = _first_stop(body[1:], exclude=()) + 1
-        return "\n" + body[:cut] if cut > 0 else "\n" + body
+        return "\n" + _preamble(text[: full_def.start()]) + (body[:cut] if cut > 0 else body)
     cut = _first_stop(text)
     text = text[:cut] if cut >= 0 else text
     lines = text.split("\n")
@@ -72,6 +74,26 @@ def clean_completion(completion: str, problem: dict) -> str:
     if first and not first.startswith((" ", "\t")):
         lines = ["    " + ln if ln.strip() else ln for ln in lines]
     return "\n".join(lines)
+
+
+_IMPORT_LINE = re.compile(r"^(?:import [\w.]+(?:\s+as\s+\w+)?(?:\s*,\s*[\w.]+(?:\s+as\s+\w+)?)*|from [\w.]+ import .+)$")
+
+
+def _preamble(head: str) -> str:
+    """The code a whole-program completion wrote above its function: every statement but bare expressions
+    (a stray word, a docstring, a call) when it parses as Python, else (prose around the code) its import lines."""
+    try:
+        nodes = ast.parse(head).body
+    except SyntaxError:
+        return "".join(line.strip() + "\n" for line in head.splitlines() if _IMPORT_LINE.match(line.strip()))
+    lines = head.splitlines()
+    kept = []
+    for node in nodes:
+        if isinstance(node, ast.Expr):
+            continue
+        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+        kept.append("\n".join(lines[first - 1 : node.end_lineno]) + "\n")
+    return "".join(kept)
 
 
 def _first_stop(text: str, exclude: tuple[str, ...] = ()) -> int:
