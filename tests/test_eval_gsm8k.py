@@ -130,3 +130,18 @@ def test_wilson_interval():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+def test_a_minus_sign_apart_from_its_number_is_not_a_sign():
+    """`72 - 50` ends in 50, a bullet `- 288` is 288: only a '-' touching the digits (or a '-$') makes a
+    negative number. The number pattern once let spaces and newlines sit between the sign and the digits."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("gsm8k", path=str(DATA))
+    pencils, money, _empty, cold = task.examples[:4]  # gold 288, 30000, 0, -5
+    assert task.score(pencils, " Pencils in all:\n- 288")
+    assert task.score(money, " 24 * 1250 = 30,000 dollars saved\n- 30,000")
+    assert not task.score(cold, " The drop is 10 - 5")  # the last number is 5, not -5
+    assert task.score(cold, " 4 - 9 = -5 degrees")
+    assert task.score(cold, " It is -$5 colder, no: -5")
+    assert task.score(money, " The answer is $ 30,000.")

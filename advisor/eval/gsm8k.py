@@ -21,8 +21,9 @@ from advisor.eval import jsonl
 
 PROMPT_STYLES = ("zero-shot", "few-shot", "cot")
 
-# Thousands separators only in groups of three: "1,234" is one number, "1,2,3" is a list of three.
-_NUM = r"-?\$?\s*(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
+# Thousands separators only in groups of three: "1,234" is one number, "1,2,3" is a list of three. A sign
+# touches its digits ("-5", "-$5"): in "72 - 50" or a bullet "- 50" the number is 50.
+_NUM = r"(?:-?\$ *|-)?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?"
 _STRICT_RE = re.compile(r"####\s*(" + _NUM + ")")
 _ANSWER_IS_RE = re.compile(r"[Tt]he (?:final )?answer is[:\s]*(" + _NUM + ")")
 _ANY_NUM_RE = re.compile(_NUM)
