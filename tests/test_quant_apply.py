@@ -166,3 +166,19 @@ def test_quant_report_cli(tmp_path, monkeypatch, capsys):
         run()
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "int5" in err and len(err.strip().splitlines()) == 1
+
+
+def test_quant_report_measures_a_format_once_however_often_it_is_spelled(tmp_path):
+    """'int4' and 'int4:g128:asym' are one format: measured once, so the table's expert count stays right."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(app, ["quant-report", "tiny:qwen3_moe", "--formats", "int4,int4:g128:asym,int8",
+                                      "--layers", "0", "--max-experts", "3", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["format"], r["expert"]) for r in rows] == [(f, e) for e in range(3) for f in ("int4", "int8")]
+    table = [line for line in result.output.splitlines() if line.startswith("│ int4")]
+    assert len(table) == 1 and table[0].split("│")[3].strip() == "3"  # 3 experts, not 6

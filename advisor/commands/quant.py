@@ -70,7 +70,8 @@ def register(app: typer.Typer) -> None:
         from advisor.quant.formats import get_format
         from advisor.quant.quality import capture_activations, quality_report
 
-        fmts = [get_format(n).name for n in names]  # unknown names fail before the model loads
+        # unknown names fail before the model loads; one format spelled twice (int4, int4:g128) is measured once
+        fmts = list(dict.fromkeys(get_format(n).name for n in names))
         loaded = load_model(model, offload=offload)
         beyond = sorted({i for i in wanted or [] if i >= len(loaded.moe)})
         if beyond:  # a layer the model lacks was dropped without a word
