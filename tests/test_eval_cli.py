@@ -40,6 +40,8 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
         (["eval", "bundled", "--limit", "0"], "--limit must be positive"),
         (["eval", "bundled", "--precision", "int99"], "int99"),
         (["eval", "bundled", "--task", "gsm8k", "--data", "/nonexistent/g.jsonl"], "does not exist"),
+        # the fidelity reference is built before the evaluation: it needs the tokenizer too (it tracebacked)
+        (["eval", "tiny:qwen3_moe", "--precision", "int8", "--limit", "1"], "has no tokenizer"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

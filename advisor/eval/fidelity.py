@@ -162,7 +162,10 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
 
 def task_inputs(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> dict[str, Any]:
     """The fixed inputs for `n` examples of an evaluation task (gold answers as the canvas)."""
+    from advisor.eval.run import require_tokenizer
     from advisor.eval.tasks import select
+
+    require_tokenizer(loaded)
 
     examples = select(task.examples, n, seed)
     prompts = [task.prompt(ex) for ex in examples]

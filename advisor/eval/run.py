@@ -73,8 +73,7 @@ def evaluate(
     """
     import torch
 
-    if loaded.tokenizer is None:
-        raise UserError(f"{loaded.name} has no tokenizer, so it cannot be evaluated on a text task")
+    require_tokenizer(loaded)
     task = task.subset(limit, seed)
     if not task.examples:
         raise UserError(f"task {task.name} has no examples to evaluate")
@@ -115,6 +114,12 @@ def evaluate(
         device=str(loaded.device),
         seconds_source=f"measured:wall-clock({torch.get_num_threads()} threads)" if on_cpu else "measured:wall-clock",
     )
+
+
+def require_tokenizer(loaded) -> None:
+    """`UserError` for a model without a tokenizer (tiny:*): a text task's prompts cannot be encoded for it."""
+    if loaded.tokenizer is None:
+        raise UserError(f"{loaded.name} has no tokenizer, so it cannot be evaluated on a text task")
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
