@@ -123,3 +123,19 @@ def test_grid_round_trip_one_spelling_and_short_description():
     assert plan.describe([8, 8, 8, 8]) == "L0-1:int4 L2-3:int8 (+hot bf16 x1/layer, bf16 x2/layer)"
     assert PrecisionPlan.from_grid([["int8"] * 4] * 2).describe([4, 4]) == "int8"
     assert hot_experts([3, 9, 9, 1], 0.5) == [1, 2] and hot_experts([3, 9], 0.0) == []
+
+
+def test_a_plan_spec_longer_than_a_file_name_is_read_as_a_spec():
+    """A hot/cold plan of a real model spells out many experts: its spec (what `advisor studies` shows) runs past
+    255 characters, and asking the filesystem whether it names a file raised OSError (name too long)."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    grid = [["int4" if e % 3 else "int8" for e in range(64)] for _ in range(4)]  # the bundled model: 4 x 64
+    plan = PrecisionPlan.from_grid(grid)
+    assert len(plan.spec) > 255 and PrecisionPlan.parse(plan.spec) == plan
+    result = CliRunner().invoke(app, ["eval", "bundled", "--precision", plan.spec, "--limit", "1",
+                                      "--fidelity-prompts", "0", "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"precision: {plan.describe()}" in " ".join(result.output.split())

@@ -59,6 +59,14 @@ def hot_experts(counts: Sequence[float], hot_fraction: float) -> list[int]:
     return sorted(range(len(counts)), key=lambda e: (-counts[e], e))[:n_hot]
 
 
+def _names_a_file(text: str) -> bool:
+    """Whether `text` is the path of an existing file; False where it cannot be one (a long spec: ENAMETOOLONG)."""
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
+
+
 def _parse_range(text: str) -> list[int]:
     a, sep, b = text.strip().partition("-")
     if not a.strip().isdigit() or (sep and not b.strip().isdigit()):
@@ -216,9 +224,9 @@ class PrecisionPlan:
         text = spec.strip()
         if text.startswith("{"):
             return cls.from_json(text)
-        if text.endswith(".json") or Path(text).is_file():
+        if text.endswith(".json") or _names_a_file(text):
             path = Path(text)
-            if not path.is_file():
+            if not _names_a_file(text):
                 raise _bad(text, "no such file")
             try:
                 text = path.read_text()
