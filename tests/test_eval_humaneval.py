@@ -119,3 +119,16 @@ def test_a_whole_program_keeps_the_imports_and_helpers_above_its_function():
         assert task.score(p, raw), raw
     wrong = "```python\nimport math\n\ndef add(x: int, y: int) -> int:\n    return int(math.fsum([x, y, 1]))\n```"
     assert not task.score(p, wrong)
+
+
+def test_a_code_fence_tagged_py_or_python3_is_unwrapped_too():
+    """Models tag fences ```py, ```Python or ```python3 as well as ```python; only the last was unwrapped, so
+    the fence line was run as code (a SyntaxError)."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    for tag in ("py", "Python", "python3", "python "):
+        assert task.score(p, f"```{tag}\n    return x + y\n```\n"), tag
+        assert task.score(p, f"```{tag}\ndef add(x: int, y: int):\n    return x + y\n```"), tag
+    assert not task.score(p, "```py\n    return x - y\n```\n")

@@ -53,7 +53,7 @@ def clean_completion(completion: str, problem: dict) -> str:
     unindented body, and trailing top-level code (cut at the stop sequences).
     """
     text = completion.replace("\r\n", "\n")
-    fence = re.search(r"```(?:python)?\n(.*?)(?:```|$)", text, re.S)
+    fence = re.search(r"```(?:python3?|py)?[ \t]*\n(.*?)(?:```|$)", text, re.S | re.I)
     if fence:
         text = fence.group(1)
     prompt = problem["prompt"]
