@@ -132,3 +132,20 @@ def test_a_code_fence_tagged_py_or_python3_is_unwrapped_too():
         assert task.score(p, f"```{tag}\n    return x + y\n```\n"), tag
         assert task.score(p, f"```{tag}\ndef add(x: int, y: int):\n    return x + y\n```"), tag
     assert not task.score(p, "```py\n    return x - y\n```\n")
+
+
+def test_a_whole_program_keeps_helpers_below_its_function_and_drops_its_own_calls():
+    """A helper defined after the function it serves was cut off at the next 'def' (a NameError when called);
+    the program's own prints and asserts stay out, and output that does not parse (a truncated tail) is still
+    cut at the stop sequences."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    below = ("def add(x: int, y: int) -> int:\n    return _plus(x, y)\n\n\n# the helper\nOFFSET = 0\n\n"
+             "def _plus(a, b):\n    return a + b + OFFSET\n\n\nprint(add(2, 3))\nassert add(1, 1) == 3\n")
+    assert task.score(p, "```python\n" + below + "```")
+    assert task.score(p, below)
+    truncated = "def add(x: int, y: int) -> int:\n    return x + y\n\n\ndef main(:\n    print(add("
+    assert task.score(p, truncated)
+    assert not task.score(p, below.replace("a + b", "a - b"))

@@ -49,8 +49,8 @@ def _task_order(problem: dict) -> tuple:
 def clean_completion(completion: str, problem: dict) -> str:
     """Turn raw model output into a function body that can follow the prompt.
 
-    Handles a model that repeats the prompt, one that writes the whole function, code fences, an
-    unindented body, and trailing top-level code (cut at the stop sequences).
+    Handles a model that repeats the prompt, one that writes the whole function or program (its imports and
+    helpers kept), code fences, an unindented body, and trailing top-level code (cut at the stop sequences).
     """
     text = completion.replace("\r\n", "\n")
     fence = re.search(r"```(?:python3?|py)?[ \t]*\n(.*?)(?:```|$)", text, re.S | re.I)
@@ -62,10 +62,15 @@ def clean_completion(completion: str, problem: dict) -> str:
     entry = problem["entry_point"]
     full_def = re.search(rf"^def {re.escape(entry)}\s*\(", text, re.M)
     if full_def:
-        # A whole function: keep it (it redefines the prompt's) and cut after its body, with the imports and
-        # helpers the program wrote above it (without them a correct function fails with a NameError).
+        # A whole program: keep its definitions (the function redefines the prompt's; imports and helpers above
+        # or below it, without which it fails with a NameError), not its own calls, prints and tests. Output that
+        # does not parse (prose around it, a truncated tail) keeps the function cut at the stop sequences and the
+        # definitions (else the import lines) above it.
+        program = _definitions(text)
+        if program is not None:
+            return "\n" + program
         body = text[full_def.start() :]
-        cut = _first_stop(body[1:], exclude=()) + 1
+        cut = _first_stop(body[1:]) + 1
         return "\n" + _preamble(text[: full_def.start()]) + (body[:cut] if cut > 0 else body)
     cut = _first_stop(text)
     text = text[:cut] if cut >= 0 else text
@@ -79,21 +84,33 @@ def clean_completion(completion: str, problem: dict) -> str:
 _IMPORT_LINE = re.compile(r"^(?:import [\w.]+(?:\s+as\s+\w+)?(?:\s*,\s*[\w.]+(?:\s+as\s+\w+)?)*|from [\w.]+ import .+)$")
 
 
-def _preamble(head: str) -> str:
-    """The code a whole-program completion wrote above its function: every statement but bare expressions
-    (a stray word, a docstring, a call) when it parses as Python, else (prose around the code) its import lines."""
+_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
+                ast.AnnAssign)
+
+
+def _definitions(code: str) -> str | None:
+    """The imports, functions, classes and assignments of `code` (its other top-level statements - calls,
+    prints, asserts, ``if __name__`` blocks - dropped); None if it does not parse as Python."""
     try:
-        nodes = ast.parse(head).body
-    except SyntaxError:
-        return "".join(line.strip() + "\n" for line in head.splitlines() if _IMPORT_LINE.match(line.strip()))
-    lines = head.splitlines()
+        nodes = ast.parse(code).body
+    except (SyntaxError, ValueError):  # a NUL byte in the output is a ValueError on some Pythons
+        return None
+    lines = code.splitlines()
     kept = []
     for node in nodes:
-        if isinstance(node, ast.Expr):
-            continue
-        first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
-        kept.append("\n".join(lines[first - 1 : node.end_lineno]) + "\n")
+        if isinstance(node, _DEFINITIONS):
+            first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+            kept.append("\n".join(lines[first - 1 : node.end_lineno]) + "\n")
     return "".join(kept)
+
+
+def _preamble(head: str) -> str:
+    """What a completion wrote above its function: its definitions when it parses, else (prose around the code)
+    its import lines."""
+    defined = _definitions(head)
+    if defined is not None:
+        return defined
+    return "".join(line.strip() + "\n" for line in head.splitlines() if _IMPORT_LINE.match(line.strip()))
 
 
 def _first_stop(text: str, exclude: tuple[str, ...] = ()) -> int:
