@@ -96,3 +96,43 @@ def test_refused_namespaces_fall_back_with_one_line_naming_the_weaker_isolation(
     assert len(notes) == 1
     assert "none,no-capabilities (no private read-only filesystem (the kernel refused namespaces" in notes[0]
     assert "weaker isolation by resource limits and the interpreter guard" in notes[0]
+
+
+OVERWRITE = """
+import json, sys
+from pathlib import Path
+from advisor.eval.humaneval import check_completion, load_problems
+victim = sys.argv[1]
+p = load_problems()[53]
+body = "    return x + y\\n"
+writes = {
+    "open-w": f"    open({victim!r}, 'w').write('gone')\\n" + body,
+    "open-a": f"    open({victim!r}, 'a').write('more')\\n" + body,
+    "pathlib": f"    import pathlib\\n    pathlib.Path({victim!r}).write_text('gone')\\n" + body,
+    "os-open": f"    import os\\n    os.close(os.open({victim!r}, os.O_WRONLY | os.O_TRUNC))\\n" + body,
+    "scratch-in-workdir": "    open('scratch.txt', 'w').write('ok')\\n    assert open('scratch.txt').read() == 'ok'\\n" + body,
+}
+print(json.dumps({name: check_completion(p, code).status for name, code in writes.items()}))
+"""
+
+
+def test_the_fallback_refuses_writes_outside_the_working_directory(tmp_path):
+    """Without a private read-only root the runner runs as the evaluator's user: file removal was refused but an
+    open(..., 'w') truncated the user's files (and the completion still passed). Writing is allowed in the
+    throw-away working directory only."""
+    unshare = shutil.which("unshare")
+    limits = "; ".join(f"echo 0 > /proc/sys/user/max_{n}_namespaces" for n in ("user", "net", "mnt", "pid", "ipc"))
+    if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "sh", "-c", limits]).returncode:
+        pytest.skip("cannot make a user namespace with namespace limits here")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = subprocess.run(
+        [unshare, "--user", "--map-root-user", "sh", "-c", f'{limits}; exec "$0" -c "$1" "$2"', sys.executable,
+         OVERWRITE, str(victim)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    status = json.loads(out.stdout.strip().splitlines()[-1])
+    assert victim.read_text() == "precious"
+    assert status == {"open-w": "failed", "open-a": "failed", "pathlib": "failed", "os-open": "failed",
+                      "scratch-in-workdir": "passed"}

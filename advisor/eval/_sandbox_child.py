@@ -16,8 +16,9 @@ Isolation, each layer independent of the others (a platform lacking one keeps th
    tmpfs (``/tmp``, its working directory); no network; every process it starts dies with it;
 2. no privileges: ``nobody`` when started as root, all capabilities dropped otherwise; resource limits on
    address space, CPU seconds, file size, open files and processes;
-3. in the runner, a guard in the interpreter: sockets, process creation and file removal raise, under
-   every name the functions are reachable by (``os``, ``posix``, names bound in other modules).
+3. in the runner, a guard in the interpreter: sockets, process creation, file removal and writing outside the
+   working directory raise, under every name the functions are reachable by (``os``, ``posix``, names bound
+   in other modules).
 This file must stay stdlib-only: it runs with ``-S`` (no site-packages).
 """
 
@@ -236,9 +237,42 @@ def _refuse(what: str):
     return refused
 
 
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _in_workdir(path, workdir: str, dir_fd=None) -> bool:
+    """Whether `path` (an open descriptor, or a path resolved through symlinks) lies in the working directory."""
+    if isinstance(path, int):
+        return True
+    if dir_fd is not None and not os.path.isabs(path):
+        return False
+    real = os.path.realpath(os.fsdecode(os.fspath(path)))
+    return real == workdir or real.startswith(workdir + os.sep)
+
+
+def _writes_in_workdir_only(io_open, os_open):
+    """`open` / `os.open` that refuse to write outside the working directory (the throw-away one): without a
+    private read-only root (the fallback) the runner runs as the evaluator's user, whose files an
+    ``open(path, "w")`` would otherwise truncate."""
+    workdir = os.path.realpath(os.getcwd())
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(mode, str) and any(c in mode for c in "wax+") and not _in_workdir(file, workdir):
+            raise PermissionError(f"sandbox: writing {file!r} is not allowed (only in the working directory)")
+        return io_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & _WRITE_FLAGS and not _in_workdir(path, workdir, dir_fd):
+            raise PermissionError(f"sandbox: writing {path!r} is not allowed (only in the working directory)")
+        return os_open(path, flags, mode, dir_fd=dir_fd)
+
+    return guarded_open, guarded_os_open
+
+
 def _guard() -> None:
     """Make the dangerous calls raise under every name they are reachable by (a belt to the kernel's braces)."""
     import builtins
+    import io
     import shutil
     import socket
     import subprocess
@@ -262,6 +296,8 @@ def _guard() -> None:
                      (shutil.chown, "shutil.chown")):
         originals[id(fn)] = (fn, what)
     replacements = {key: _refuse(what) for key, (_fn, what) in originals.items()}
+    for fn, guarded in zip((io.open, os.open), _writes_in_workdir_only(io.open, os.open), strict=True):
+        originals[id(fn)], replacements[id(fn)] = (fn, "open"), guarded  # builtins.open is io.open
     for module in list(sys.modules.values()):  # every module holding one of them, under any name
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
