@@ -206,3 +206,32 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
         run = subprocess.run(["bash", str(tmp_path / "run.sh"), *args], capture_output=True, text=True, cwd=tmp_path,
                              env=env)
         assert run.returncode == 0 and want in run.stdout, run.stderr
+
+
+@pytest.fixture(scope="module")
+def short_generation_study(tmp_path_factory):
+    """The bundled model tuned on the toy task with 6 new tokens: its 8-token blocks are cut to one 6-token
+    block decoded in 16 steps (`advisor.models.generate`), the decoding llama.cpp must reproduce."""
+    import sys
+
+    work = tmp_path_factory.mktemp("short-gen")
+    (work / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
+                                 'slots_per_layer = { low = 1, high = "all" }\n'
+                                 '[evaluation]\ntask = "toy"\nlimit = 4\nmax_new_tokens = 6\n')
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--space", "s.toml", "--trials", "1",
+                        "--storage", "s.db"], capture_output=True, text=True, cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return work
+
+
+def test_the_exported_block_length_is_the_one_the_study_decoded(short_generation_study, tmp_path):
+    """The script said "decoding: the study's, block length 8" for a study whose blocks were cut to its 6-token
+    generation: the block length the tuner really decoded is stored and exported."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-toy-s", "0", "--storage", "s.db", "--to",
+                        "llama.cpp", "-o", str(tmp_path / "run.sh")], capture_output=True, text=True,
+                       cwd=short_generation_study)
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path / "run.sh").read_text()
+    assert "--diffusion-block-length 6" in script and "block length 6, 16 steps per block" in script

@@ -99,10 +99,13 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     llama-diffusion-cli aborts without --diffusion-block-length or --diffusion-eps (an assert: neither has a
     default), and spreads --diffusion-steps over -ub / block-length blocks, prompt included."""
     gen = dict(cfg.decoding.get("generate") or {})
-    block = int(gen.get("block_length") or LLADA_BLOCK)
+    # the block the study decoded (stored since 2026-12-05: the family's default, cut to the generation length),
+    # else the one it asked for
+    block = int(cfg.decoding.get("block_length") or gen.get("block_length") or LLADA_BLOCK)
     spb = int(cfg.decoding.get("steps_per_block") or 0) or block  # LLaDA's default: one token per step
     steps = spb * (DEFAULT_UBATCH // block)
-    source = "the study's" if gen else "LLaDA's default (the study did not store its decoding)"
+    source = ("the study's" if cfg.decoding.get("block_length") or gen.get("block_length") else
+              f"LLaDA's default block length {LLADA_BLOCK} (the study did not store its block length)")
     a, b = spb // math.gcd(spb, block), block // math.gcd(spb, block)  # steps per -ub token, reduced
     per_n = ("N" if a == 1 else f"{a}*N") + ("" if b == 1 else f"/{b}")  # "N" when spb == block
     comment = (f"decoding: {source}, block length {block}, {spb} steps per block; llama-diffusion-cli spreads "
