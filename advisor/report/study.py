@@ -77,12 +77,14 @@ def build_report(
     block_lengths: Sequence[int] = DEFAULT_BLOCK_LENGTHS,
     max_accuracy_drop: float = 0.05,
     progress: Callable[[str], None] | None = None,
+    task_data: str | None = None,
 ) -> ReportResult:
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
 
     `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's
     reference,
-    and with two or more the answer is also tabled at each. None: the study's own budget."""
+    and with two or more the answer is also tabled at each. None: the study's own budget. `task_data`: the task's
+    data file, for a study that did not store the one it was tuned on (`advisor tune --data`)."""
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     for m in memory:
@@ -108,7 +110,7 @@ def build_report(
     torch.set_num_threads(1)
 
     say("loading the study's model")
-    wb = Workbench.open(data)
+    wb = Workbench.open(data, task_data)
     say("recording one routing trace per precision (fp16, int8, int4)")
     runs = {fmt: wb.trace(fmt) for fmt in PRECISIONS}
     policies = trial_policies(data)

@@ -20,7 +20,8 @@ class Workbench:
     settings: Any
 
     @classmethod
-    def open(cls, data: StudyData) -> Workbench:
+    def open(cls, data: StudyData, task_data: str | None = None) -> Workbench:
+        """`task_data`: the task's data file (`advisor report --data`), else the one the study stored."""
         from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
         from advisor.models.load import load_model
         from advisor.tune.model_backend import ModelBackend
@@ -36,13 +37,14 @@ class Workbench:
                             f"{loaded.fingerprint} != stored {stored_fp}); report on the model the study measured")
         ev = dict(data.setting("evaluation", default={}) or {})
         task_name = str(ev.pop("task", None) or data.setting("task", default="toy"))
+        task_data = task_data or ev.pop("data", None)
         known = set(EvaluationSettings.__dataclass_fields__)
         settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
         from advisor.eval.tasks import get_task
 
         # as `advisor tune` builds it: the whole task (the evaluation draws its `limit` examples itself), so
         # the traces replay the tuner's prompts
-        task = get_task(task_name, seed=settings.seed)
+        task = get_task(task_name, seed=settings.seed, path=task_data)
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
         backend = ModelBackend(loaded, task, settings, profile=profile)
