@@ -233,8 +233,11 @@ NOMINAL: dict[str, NominalDevice] = {
     for p, (name, _mem, _link, bw, tf) in zip(CATALOGUE, _CATALOGUE, strict=True)
 }
 
-# words that vendors and nvidia-smi add but that do not tell GPUs apart
-_NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics)\b")
+# words that vendors and nvidia-smi add but that do not tell GPUs apart ("NVIDIA RTX 6000 Ada Generation",
+# "NVIDIA RTX PRO 6000 Blackwell Workstation Edition" / "Server Edition" as CUDA names them; a Max-Q card keeps
+# its "maxq" and matches no row)
+_NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics|generation|workstation|"
+                    r"server|edition)\b")
 _PREFIXES = ("nvidia", "geforce", "tesla", "quadro", "rtx")
 _MEM = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b")
 # form factors with figures of their own; HBM3 is how nvidia-smi names the H100 SXM5 ("NVIDIA H100 80GB HBM3")
