@@ -137,6 +137,14 @@ def test_recommended_points_are_the_lowest_transfer_picks(report):
     for r in recs:
         assert any(x.startswith("lowest H2D bytes/token among") for x in r["reasons"]), r["reasons"]
 
+def test_the_stars_caption_gives_the_recommend_command_that_picks_them(report):
+    """The caption said the stars were "what `advisor recommend` picks at the budgets shown"; that command's
+    defaults (1 accuracy point, the most accurate point where everything fits) pick other trials. It now gives
+    the flags the report used."""
+    md = report.markdown.read_text()
+    assert "`advisor recommend --study report-test --budget B --prefer transfer --max-accuracy-drop 0.05`" in md
+
+
 def test_html_is_self_contained(report):
     page = report.html.read_text()
     srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
