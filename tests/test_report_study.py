@@ -391,3 +391,17 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     assert rep.returncode == 0, rep.stderr
     rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
+
+
+def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(study, tmp_path):
+    """`--max-accuracy-drop 2` was refused by recommend at the end, after the model loaded and every trace was
+    recorded (minutes on a real model); a missing `--data` file once the model had loaded. Both are one line
+    now, before the first progress line."""
+    url, name = study
+    base = [sys.executable, "-m", "advisor", "report", name, "--storage", url, "-o", str(tmp_path / "r")]
+    for extra, said in ((["--max-accuracy-drop", "2"], "error: --max-accuracy-drop 2 must be between 0 and 1"),
+                        (["--data", str(tmp_path / "missing.jsonl")], "error: --data")):
+        r = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(said), r.stderr
+        assert not (tmp_path / "r").exists()

@@ -43,7 +43,7 @@ from advisor.report.select import (
     stored_reference,
     trial_policies,
 )
-from advisor.report.workbench import Workbench
+from advisor.report.workbench import Workbench, study_task
 from advisor.tune.budget import budget_memory, memory_spec
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
@@ -89,6 +89,8 @@ def build_report(
     t0 = time.perf_counter()
     for m in memory:
         memory_spec(m)  # a bad value fails here, before the model loads
+    if not 0.0 <= max_accuracy_drop <= 1.0:  # as `advisor.recommend` checks it, but before the minutes of work
+        raise UserError(f"--max-accuracy-drop {max_accuracy_drop:g} must be between 0 and 1 (accuracy is a fraction)")
     data = load_study_data(study, storage)
     trials = feasible_trials(data)
     if not trials:
@@ -96,6 +98,7 @@ def build_report(
                         "all over budget); raise the budget or tune again")
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
+    task = study_task(data, task_data)  # the task's data too
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
@@ -110,7 +113,7 @@ def build_report(
     torch.set_num_threads(1)
 
     say("loading the study's model")
-    wb = Workbench.open(data, task_data)
+    wb = Workbench.open(data, task)
     say("recording one routing trace per precision (fp16, int8, int4)")
     runs = {fmt: wb.trace(fmt) for fmt in PRECISIONS}
     policies = trial_policies(data)
