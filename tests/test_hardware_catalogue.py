@@ -145,3 +145,12 @@ def test_a_max_q_card_is_not_priced_as_the_full_power_one():
     p = HardwareProfile("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", 96 * GiB, 50.0, 25.0, 8.0,
                         "measured:2026-01-01 cuda-events", "measured")
     assert nominal_device(p) is None
+
+
+def test_the_rtx_5060_ti_is_sold_with_8_and_16_gb():
+    """The RTX 5060 Ti ships as 8 GB and 16 GB (both 448 GB/s, PCIe 5.0 x8); the catalogue had only the 16 GB
+    card, so `--gpu "RTX 5060 Ti"` on an 8 GB card took a budget of twice its memory without a word."""
+    with pytest.raises(UserError, match="ambiguous: RTX 5060 Ti 8GB, RTX 5060 Ti 16GB"):
+        get_gpu("NVIDIA GeForce RTX 5060 Ti", "/nonexistent")
+    small = get_gpu("RTX 5060 Ti 8GB", "/nonexistent")
+    assert small.memory_bytes == 8 * GiB and small.link == "PCIe 5.0 x8"

@@ -165,6 +165,7 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     ("RTX 4080", 16, "PCIe 4.0 x16", 716.8, 97.5),
     ("RTX 4080 Super", 16, "PCIe 4.0 x16", 736, 104.4),
     ("RTX 4090", 24, "PCIe 4.0 x16", 1008, 165.2),
+    ("RTX 5060 Ti", 8, "PCIe 5.0 x8", 448, 47.4),
     ("RTX 5060 Ti", 16, "PCIe 5.0 x8", 448, 47.4),
     ("RTX 5070", 12, "PCIe 5.0 x16", 672, 61.7),
     ("RTX 5070 Ti", 16, "PCIe 5.0 x16", 896, 87.9),
