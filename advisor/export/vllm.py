@@ -54,7 +54,8 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
 
 
 def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str]:
-    """GiB of expert weights left in host memory: all experts minus the tuned cache's share, at the served size."""
+    """GiB of expert weights left in host memory: all experts minus the tuned cache's share, in the bytes vLLM
+    counts against --cpu-offload-gb (the parameters as it creates them: module docstring)."""
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
