@@ -162,7 +162,8 @@ def test_llama_cpp_refuses_diffusion_models_it_cannot_run():
 FAKE_DIFFUSION_CLI = r"""#!/usr/bin/env bash
 # llama-diffusion-cli's own rules (examples/diffusion/diffusion-cli.cpp, diffusion.cpp of llama.cpp as built from
 # llama-cpp-python 0.3.36): GGML_ASSERT((eps == 0) ^ (block_length == 0)) - neither has a default, so without
-# one of the two flags it aborts - and steps % (ubatch / block_length) == 0. Later flags win, as in its parser.
+# one of the two flags it aborts - max_length % block_length == 0 (max_length is -ub: prompt + generation) and
+# steps % (ubatch / block_length) == 0. Later flags win, as in its parser.
 eps=0; bl=0; steps=128; ub=512
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -173,8 +174,9 @@ done
 if { [ "$eps" = 0 ] && [ "$bl" = 0 ]; } || { [ "$eps" != 0 ] && [ "$bl" != 0 ]; }; then
   echo "GGML_ASSERT((params.diffusion.eps == 0) ^ (params.diffusion.block_length == 0)) failed" >&2; exit 134
 fi
+if [ "$bl" != 0 ] && [ $((ub % bl)) != 0 ]; then echo "GGML_ASSERT(params.max_length % params.block_length == 0)" >&2; exit 134; fi
 if [ "$bl" != 0 ] && [ $((steps % (ub / bl))) != 0 ]; then echo "GGML_ASSERT(params.steps % num_blocks == 0)" >&2; exit 134; fi
-echo "generated with block length $bl, $steps steps, ubatch $ub"
+echo "generated with block length $bl, $steps steps, ubatch $ub, $((steps / (ub / bl))) steps per block"
 """
 
 
@@ -206,3 +208,57 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
         run = subprocess.run(["bash", str(tmp_path / "run.sh"), *args], capture_output=True, text=True, cwd=tmp_path,
                              env=env)
         assert run.returncode == 0 and want in run.stdout, run.stderr
+
+
+@pytest.fixture(scope="module")
+def short_generation_study(tmp_path_factory):
+    """The bundled model tuned on the toy task with 6 new tokens: its 8-token blocks are cut to one 6-token
+    block decoded in 16 steps (`advisor.models.generate`), the decoding llama.cpp must reproduce."""
+    import sys
+
+    work = tmp_path_factory.mktemp("short-gen")
+    (work / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
+                                 'slots_per_layer = { low = 1, high = "all" }\n'
+                                 '[evaluation]\ntask = "toy"\nlimit = 4\nmax_new_tokens = 6\n')
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--space", "s.toml", "--trials", "1",
+                        "--storage", "s.db"], capture_output=True, text=True, cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return work
+
+
+def test_the_exported_block_length_is_the_one_the_study_decoded(short_generation_study, tmp_path):
+    """The script said "decoding: the study's, block length 8" for a study whose blocks were cut to its 6-token
+    generation: the block length the tuner really decoded is stored and exported."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-toy-s", "0", "--storage", "s.db", "--to",
+                        "llama.cpp", "-o", str(tmp_path / "run.sh")], capture_output=True, text=True,
+                       cwd=short_generation_study)
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path / "run.sh").read_text()
+    assert "--diffusion-block-length 6" in script and "block length 6, 16 steps per block" in script
+
+
+def test_a_block_length_that_does_not_divide_512_still_runs_with_the_studys_steps_per_block(short_generation_study,
+                                                                                               tmp_path):
+    """llama-diffusion-cli asserts -ub % block length == 0 (diffusion.cpp), and -ub is 512 unless given: the
+    6-token blocks of this study aborted it. The script now passes -ub 516 (86 blocks of 6) and 16 steps per
+    block, the study's, as 1376 --diffusion-steps."""
+    import os
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-toy-s", "0", "--storage", "s.db", "--to",
+                        "llama.cpp", "-o", str(tmp_path / "run.sh")], capture_output=True, text=True,
+                       cwd=short_generation_study)
+    assert r.returncode == 0, r.stderr
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "llama-diffusion-cli").write_text(FAKE_DIFFUSION_CLI)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRC_GGUF": "in.gguf", "OUT_GGUF": "out.gguf"}
+    run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "block length 6, 1376 steps, ubatch 516, 16 steps per block" in run.stdout

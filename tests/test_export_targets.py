@@ -249,3 +249,18 @@ def test_a_tiny_model_study_is_offered_only_the_targets_that_need_no_files(tmp_p
         assert e.returncode == 2 and "tiny models are built in code" in e.stderr, (target, e.stderr)
     assert _cli("export", "s1", trial, "--storage", url, "--to", "llama.cpp", "--opt", "emit=tensor-types"
                 ).returncode == 0  # the tensor types alone need no model files
+
+
+def test_vllm_fp8_offload_is_counted_in_the_checkpoint_bytes_vllm_budgets():
+    """vLLM's offloader (`UVAOffloader._maybe_offload_to_cpu`) adds up the bytes of the expert parameters as the
+    model is built; with --quantization fp8 on a BF16 checkpoint those are bf16 (`Fp8MoEMethod.create_weights`
+    keeps params_dtype) and become fp8 only after loading. A value counted at fp8 bytes offloaded half the
+    experts the study kept off the GPU."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    res = export_point(point("s", 1, "fp8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    args = res.data["args"]
+    assert args[args.index("--quantization") + 1] == "fp8"
+    one_bf16 = 3 * 2048 * 768 * 2  # what vLLM counts per expert: w13 + w2 in bf16
+    gib = float(args[args.index("--cpu-offload-gb") + 1])
+    assert 10 * one_bf16 / 2**30 <= gib < 10 * one_bf16 / 2**30 + 0.01
+    assert any("before it quantizes them to fp8" in n for n in res.notes)

@@ -118,3 +118,39 @@ def test_cpu_profile_is_measured_and_labelled():
     p = measure_cpu_profile(sizes=(1 << 18, 1 << 20, 1 << 22), repeats=3)
     assert p.h2d_gbps_pinned > 0.1 and p.copy_latency_us > 0 and p.memory_bytes > 0
     assert p.source.startswith("measured-cpu:")
+
+
+@pytest.mark.parametrize("device_name,row", [
+    ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada 48GB"),
+    ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "RTX PRO 6000 Blackwell 96GB"),
+    ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "RTX PRO 6000 Blackwell 96GB"),
+])
+def test_the_device_names_cuda_reports_find_their_catalogue_row(device_name, row, tmp_path):
+    """`advisor profile` stores torch.cuda.get_device_name(), e.g. "NVIDIA RTX 6000 Ada Generation": that name
+    matched no catalogue row, so the profile's device time was priced as an H200's, and `--gpu "RTX 6000 Ada"`
+    took the nominal catalogue link over the one measured on that GPU."""
+    from advisor.hardware.profiles import nominal_device, priced_device
+
+    assert get_gpu(device_name, "/nonexistent").name == row
+    measured = HardwareProfile(device_name, 47 * GiB, 21.0, 9.0, 8.0, "measured:2026-01-01 cuda-events", "measured")
+    save_profile(measured, tmp_path)
+    assert get_gpu(row.rsplit(" ", 1)[0], tmp_path) == measured
+    assert nominal_device(measured).gpu == row and priced_device(measured)[0].gpu == row
+
+
+def test_a_max_q_card_is_not_priced_as_the_full_power_one():
+    """The 300 W Max-Q Workstation Edition has no row of its own: it matches nothing rather than the 600 W card."""
+    from advisor.hardware.profiles import nominal_device
+
+    p = HardwareProfile("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition", 96 * GiB, 50.0, 25.0, 8.0,
+                        "measured:2026-01-01 cuda-events", "measured")
+    assert nominal_device(p) is None
+
+
+def test_the_rtx_5060_ti_is_sold_with_8_and_16_gb():
+    """The RTX 5060 Ti ships as 8 GB and 16 GB (both 448 GB/s, PCIe 5.0 x8); the catalogue had only the 16 GB
+    card, so `--gpu "RTX 5060 Ti"` on an 8 GB card took a budget of twice its memory without a word."""
+    with pytest.raises(UserError, match="ambiguous: RTX 5060 Ti 8GB, RTX 5060 Ti 16GB"):
+        get_gpu("NVIDIA GeForce RTX 5060 Ti", "/nonexistent")
+    small = get_gpu("RTX 5060 Ti 8GB", "/nonexistent")
+    assert small.memory_bytes == 8 * GiB and small.link == "PCIe 5.0 x8"

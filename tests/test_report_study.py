@@ -137,6 +137,14 @@ def test_recommended_points_are_the_lowest_transfer_picks(report):
     for r in recs:
         assert any(x.startswith("lowest H2D bytes/token among") for x in r["reasons"]), r["reasons"]
 
+def test_the_stars_caption_gives_the_recommend_command_that_picks_them(report):
+    """The caption said the stars were "what `advisor recommend` picks at the budgets shown"; that command's
+    defaults (1 accuracy point, the most accurate point where everything fits) pick other trials. It now gives
+    the flags the report used."""
+    md = report.markdown.read_text()
+    assert "`advisor recommend --study report-test --budget B --prefer transfer --max-accuracy-drop 0.05`" in md
+
+
 def test_html_is_self_contained(report):
     page = report.html.read_text()
     srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
@@ -360,3 +368,40 @@ def test_the_cpu_times_line_names_whose_times_priced_the_trials():
     assert "(the study's hardware profile's), so they replay to their stored bytes" in _hybrid_check("profile", True)
     assert "(stored with the study), so they replay to their stored bytes" in _hybrid_check("study", True)
     assert "taken now" in _hybrid_check(None, True) and _hybrid_check("study", False) == ""
+
+
+def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
+    """`advisor tune --task gsm8k --data FILE` stored no data file, so `advisor report` read GSM8K from the hub:
+    offline it stopped with "pass --data" (an option report lacked), online it replayed other prompts than the
+    study's. The study now stores its file and the report replays its trials to their stored bytes."""
+    from advisor.eval import toy
+
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
+                                              for e in toy.test_set()[:8]))
+    (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["fp16", "int8"]\n[cache]\n'
+                                     'slots_per_layer = { low = 1, high = "all" }\n[evaluation]\nlimit = 4\n'
+                                     'trace_prompts = 2\nfidelity_prompts = 2\nmax_new_tokens = 8\n')
+    advisor = [sys.executable, "-m", "advisor"]
+    tune = subprocess.run([*advisor, "tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl", "--space", "g.toml",
+                           "--trials", "2", "--storage", "g.db"], capture_output=True, text=True, cwd=tmp_path)
+    assert tune.returncode == 0, tune.stdout + tune.stderr
+    (tmp_path / "elsewhere").mkdir()  # the stored path is absolute: the report runs from anywhere
+    rep = subprocess.run([*advisor, "report", "bundled-gsm8k-g", "--storage", "../g.db", "--block-lengths", "",
+                          "-o", "rep"], capture_output=True, text=True, cwd=tmp_path / "elsewhere")
+    assert rep.returncode == 0, rep.stderr
+    rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
+    assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
+
+
+def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(study, tmp_path):
+    """`--max-accuracy-drop 2` was refused by recommend at the end, after the model loaded and every trace was
+    recorded (minutes on a real model); a missing `--data` file once the model had loaded. Both are one line
+    now, before the first progress line."""
+    url, name = study
+    base = [sys.executable, "-m", "advisor", "report", name, "--storage", url, "-o", str(tmp_path / "r")]
+    for extra, said in ((["--max-accuracy-drop", "2"], "error: --max-accuracy-drop 2 must be between 0 and 1"),
+                        (["--data", str(tmp_path / "missing.jsonl")], "error: --data")):
+        r = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(said), r.stderr
+        assert not (tmp_path / "r").exists()

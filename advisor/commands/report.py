@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         block_lengths: str = typer.Option(
             "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
         ),
+        data: str | None = typer.Option(
+            None, "--data", help="The task's data file, as given to `advisor tune --data` (default: the file the "
+            "study stored; studies tuned before 2026-12-05 stored none)."),
         max_accuracy_drop: float = typer.Option(
             0.05, "--max-accuracy-drop", help="Accuracy floor of the recommended points: at most this "
             "much below full precision (absolute: 0.05 = 5 accuracy points)."
@@ -54,7 +57,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  {message} ...", err=True)
 
         res = build_report(study, storage, out, memory=mem, block_lengths=lengths,
-                           max_accuracy_drop=max_accuracy_drop, progress=progress)
+                           max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")

@@ -35,6 +35,9 @@ class Task:
     max_shots: int = 0
     """Few-shot exemplars in a prompt; `prompt_fn` uses ``ex["shots"]`` when set, so exemplars can be
     dropped for a model with few positions (`advisor.eval.run.fit_to_positions`)."""
+    data: str | None = None
+    """The local file the examples were read from (`--data`, absolute), None for bundled / hub data: stored with
+    a study, so `advisor report` rebuilds the same prompts."""
 
     def prompt(self, ex: dict) -> str:
         return self.prompt_fn(ex)
@@ -81,6 +84,11 @@ def get_task(
     `path` reads GSM8K / HumanEval from a local file instead of the hub / package; `style` picks the
     GSM8K prompt style (zero-shot, few-shot, cot)."""
     task = TASKS.get_or_raise(name.strip().lower(), shown=name)(path, style)
+    if path:
+        import dataclasses
+        from pathlib import Path
+
+        task = dataclasses.replace(task, data=str(Path(path).resolve()))
     return task.subset(limit, seed)
 
 

@@ -97,18 +97,26 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     """llama-diffusion-cli's decoding flags for the study's (block length, steps per block), and a comment on them.
 
     llama-diffusion-cli aborts without --diffusion-block-length or --diffusion-eps (an assert: neither has a
-    default), and spreads --diffusion-steps over -ub / block-length blocks, prompt included."""
+    default), spreads --diffusion-steps over -ub / block-length blocks, prompt included, and asserts that -ub is a
+    multiple of the block length: where the default 512 is not, -ub is the next multiple above it."""
     gen = dict(cfg.decoding.get("generate") or {})
-    block = int(gen.get("block_length") or LLADA_BLOCK)
+    # the block the study decoded (stored since 2026-12-05: the family's default, cut to the generation length),
+    # else the one it asked for
+    block = int(cfg.decoding.get("block_length") or gen.get("block_length") or LLADA_BLOCK)
     spb = int(cfg.decoding.get("steps_per_block") or 0) or block  # LLaDA's default: one token per step
-    steps = spb * (DEFAULT_UBATCH // block)
-    source = "the study's" if gen else "LLaDA's default (the study did not store its decoding)"
+    ubatch = -(-DEFAULT_UBATCH // block) * block  # llama-diffusion-cli: GGML_ASSERT(max_length % block_length == 0)
+    steps = spb * (ubatch // block)
+    source = ("the study's" if cfg.decoding.get("block_length") or gen.get("block_length") else
+              f"LLaDA's default block length {LLADA_BLOCK} (the study did not store its block length)")
     a, b = spb // math.gcd(spb, block), block // math.gcd(spb, block)  # steps per -ub token, reduced
     per_n = ("N" if a == 1 else f"{a}*N") + ("" if b == 1 else f"/{b}")  # "N" when spb == block
+    at = (f"the default -ub {DEFAULT_UBATCH}" if ubatch == DEFAULT_UBATCH else
+          f"-ub {ubatch}, passed since the default {DEFAULT_UBATCH} is not a multiple of {block}")
     comment = (f"decoding: {source}, block length {block}, {spb} steps per block; llama-diffusion-cli spreads "
                f"--diffusion-steps over -ub/{block} blocks (prompt included), so with -ub N pass --diffusion-steps "
-               f"{per_n} ({steps} at the default -ub {DEFAULT_UBATCH})")
-    return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps)], comment
+               f"{per_n} ({steps} at {at}); N must be a multiple of {block}")
+    ub = [] if ubatch == DEFAULT_UBATCH else ["-ub", str(ubatch)]
+    return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps), *ub], comment
 
 
 def ggml_type(fmt: str) -> str:

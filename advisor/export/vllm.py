@@ -6,6 +6,12 @@ only) or `fp8` (all linear layers); it has no per-layer or per-expert scheme, so
 scheme: the highest-precision quantized format any expert uses. It has no expert cache either: the host-side
 share of the experts becomes `--cpu-offload-gb` (weights streamed to the GPU every forward), in GiB as vLLM
 reads it, rounded up to 0.01 GiB, and left out when nothing is offloaded.
+
+vLLM fills that budget while it builds the model (`UVAOffloader._maybe_offload_to_cpu`, summing
+`numel * element_size` of each parameter it moves), so it is counted in the dtype the quantization method
+creates the expert parameters in: int8 for `experts_int8` (`ExpertsInt8MoEMethod.create_weights`), but the
+checkpoint's bf16 for `fp8` on a BF16 checkpoint (`Fp8MoEMethod.create_weights` keeps `params_dtype`; the
+weights become fp8 only in `process_weights_after_loading`). The value is written in those bytes.
 """
 
 from __future__ import annotations
@@ -48,18 +54,21 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
 
 
 def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str]:
-    """GiB of expert weights left in host memory: all experts minus the tuned cache's share, at the served size."""
+    """GiB of expert weights left in host memory: all experts minus the tuned cache's share, in the bytes vLLM
+    counts against --cpu-offload-gb (the parameters as it creates them: module docstring)."""
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
-    fmt = "int8" if quant == "experts_int8" else "fp8" if quant == "fp8" else m.dtype
+    fmt = "int8" if quant == "experts_int8" else m.dtype  # fp8: vLLM counts the bf16 parameters it quantizes later
     one = m.expert_nbytes(fmt) or 0
     host = sum((layer.num_experts - s) * one for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True))
     gib = math.ceil(host / 2**30 * 100) / 100
     where = f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned"
     if host == 0:
         return 0.0, f"{where}: nothing offloaded, so no --cpu-offload-gb"
-    return gib, f"{where}; the rest ({host} bytes = {gib:.2f} GiB at {fmt}) offloaded"
+    counted = (f" (vLLM counts --cpu-offload-gb in the {fmt} parameters it creates, before it quantizes them to fp8: "
+               f"host memory then holds about half)") if quant == "fp8" else ""
+    return gib, f"{where}; the rest ({host} bytes = {gib:.2f} GiB at {fmt}) offloaded{counted}"
 
 
 def refusal(model: ModelInfo) -> str | None:

@@ -165,6 +165,7 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     ("RTX 4080", 16, "PCIe 4.0 x16", 716.8, 97.5),
     ("RTX 4080 Super", 16, "PCIe 4.0 x16", 736, 104.4),
     ("RTX 4090", 24, "PCIe 4.0 x16", 1008, 165.2),
+    ("RTX 5060 Ti", 8, "PCIe 5.0 x8", 448, 47.4),
     ("RTX 5060 Ti", 16, "PCIe 5.0 x8", 448, 47.4),
     ("RTX 5070", 12, "PCIe 5.0 x16", 672, 61.7),
     ("RTX 5070 Ti", 16, "PCIe 5.0 x16", 896, 87.9),
@@ -233,8 +234,11 @@ NOMINAL: dict[str, NominalDevice] = {
     for p, (name, _mem, _link, bw, tf) in zip(CATALOGUE, _CATALOGUE, strict=True)
 }
 
-# words that vendors and nvidia-smi add but that do not tell GPUs apart
-_NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics)\b")
+# words that vendors and nvidia-smi add but that do not tell GPUs apart ("NVIDIA RTX 6000 Ada Generation",
+# "NVIDIA RTX PRO 6000 Blackwell Workstation Edition" / "Server Edition" as CUDA names them; a Max-Q card keeps
+# its "maxq" and matches no row)
+_NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics|generation|workstation|"
+                    r"server|edition)\b")
 _PREFIXES = ("nvidia", "geforce", "tesla", "quadro", "rtx")
 _MEM = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b")
 # form factors with figures of their own; HBM3 is how nvidia-smi names the H100 SXM5 ("NVIDIA H100 80GB HBM3")

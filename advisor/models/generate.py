@@ -24,7 +24,8 @@ from advisor.models.samplers import ForwardInfo, llada2_generate, llada_generate
 
 OnForward = Callable[[ForwardInfo], None]
 
-__all__ = ["ForwardInfo", "OnForward", "generate", "generate_text", "new_tokens", "steps_per_block"]
+__all__ = ["ForwardInfo", "OnForward", "decoded_block_length", "generate", "generate_text", "new_tokens",
+           "steps_per_block"]
 
 
 def generate(
@@ -115,6 +116,17 @@ def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | No
     if loaded.family == "diffusion_gemma":  # the encoder pass that opens a canvas, then one decoder pass per step
         return int(steps or loaded.gen_defaults["steps"]) + 1
     return 1
+
+
+def decoded_block_length(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
+                         block_length: int | None = None, **options: Any) -> int:
+    """The block length `generate` decodes with these arguments (LLaDA-MoE's is cut to `max_new_tokens`; a
+    family's default when none is given): what another runtime needs to decode alike. 0 for autoregressive."""
+    if loaded.family == "llada_moe":
+        return _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)[0]
+    if loaded.family in ("llada2", "diffusion_gemma"):
+        return int(block_length or loaded.gen_defaults["block_length"])
+    return 0
 
 
 def _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options) -> tuple[int, int, int]:

@@ -202,9 +202,12 @@ def compose(c: ReportContext) -> Document:
 
     doc.add(Heading("Pareto front: transfer vs accuracy vs memory"))
     doc.add(Figure(c.figures["pareto"], "Every feasible trial; red: the stored Pareto front; stars: what "
-                                        f"`advisor recommend` picks at the budgets shown (lowest transfer, accuracy "
-                                        f"at most {c.max_accuracy_drop:g} ({c.max_accuracy_drop * 100:g} points) "
-                                        "below the study's full-precision plan)."))
+                                        f"`advisor recommend --study {d.name} --budget B --prefer transfer "
+                                        f"--max-accuracy-drop {c.max_accuracy_drop:g}` picks at the budgets B shown "
+                                        f"(lowest transfer, accuracy at most {c.max_accuracy_drop:g} "
+                                        f"({c.max_accuracy_drop * 100:g} points) below the study's full-precision "
+                                        "plan; recommend's own defaults are 0.01 and, where every point fits, the "
+                                        "most accurate)."))
     if c.recommended:
         doc.add(Table(["budget", "trial", "H2D / token", "accuracy", "peak GPU memory"],
                       [[format_bytes(r["budget_bytes"]), f"#{r['trial']}", _kib(r["values"].get("h2d_bytes_per_token")),

@@ -43,7 +43,7 @@ from advisor.report.select import (
     stored_reference,
     trial_policies,
 )
-from advisor.report.workbench import Workbench
+from advisor.report.workbench import Workbench, study_task
 from advisor.tune.budget import budget_memory, memory_spec
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
@@ -77,16 +77,20 @@ def build_report(
     block_lengths: Sequence[int] = DEFAULT_BLOCK_LENGTHS,
     max_accuracy_drop: float = 0.05,
     progress: Callable[[str], None] | None = None,
+    task_data: str | None = None,
 ) -> ReportResult:
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
 
     `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's
     reference,
-    and with two or more the answer is also tabled at each. None: the study's own budget."""
+    and with two or more the answer is also tabled at each. None: the study's own budget. `task_data`: the task's
+    data file, for a study that did not store the one it was tuned on (`advisor tune --data`)."""
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     for m in memory:
         memory_spec(m)  # a bad value fails here, before the model loads
+    if not 0.0 <= max_accuracy_drop <= 1.0:  # as `advisor.recommend` checks it, but before the minutes of work
+        raise UserError(f"--max-accuracy-drop {max_accuracy_drop:g} must be between 0 and 1 (accuracy is a fraction)")
     data = load_study_data(study, storage)
     trials = feasible_trials(data)
     if not trials:
@@ -94,6 +98,7 @@ def build_report(
                         "all over budget); raise the budget or tune again")
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
+    task = study_task(data, task_data)  # the task's data too
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
@@ -108,7 +113,7 @@ def build_report(
     torch.set_num_threads(1)
 
     say("loading the study's model")
-    wb = Workbench.open(data)
+    wb = Workbench.open(data, task)
     say("recording one routing trace per precision (fp16, int8, int4)")
     runs = {fmt: wb.trace(fmt) for fmt in PRECISIONS}
     policies = trial_policies(data)

@@ -20,29 +20,19 @@ class Workbench:
     settings: Any
 
     @classmethod
-    def open(cls, data: StudyData) -> Workbench:
+    def open(cls, data: StudyData, task: tuple[Any, Any] | None = None) -> Workbench:
+        """`task`: (task, settings) from `study_task`, when the caller checked it already (before the model loads)."""
         from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
         from advisor.models.load import load_model
         from advisor.tune.model_backend import ModelBackend
-        from advisor.tune.space import EvaluationSettings
 
+        task, settings = task or study_task(data)
         model = data.setting("model")
-        if not model:
-            raise UserError(f"study {data.name!r} does not record its model; it was not written by `advisor tune`")
         loaded = load_model(str(model))
         stored_fp = data.setting("model_fingerprint")
         if stored_fp and str(stored_fp) != str(loaded.fingerprint):
             raise UserError(f"model {model!r} has changed since study {data.name!r} ran (fingerprint "
                             f"{loaded.fingerprint} != stored {stored_fp}); report on the model the study measured")
-        ev = dict(data.setting("evaluation", default={}) or {})
-        task_name = str(ev.pop("task", None) or data.setting("task", default="toy"))
-        known = set(EvaluationSettings.__dataclass_fields__)
-        settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
-        from advisor.eval.tasks import get_task
-
-        # as `advisor tune` builds it: the whole task (the evaluation draws its `limit` examples itself), so
-        # the traces replay the tuner's prompts
-        task = get_task(task_name, seed=settings.seed)
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
         backend = ModelBackend(loaded, task, settings, profile=profile)
@@ -67,3 +57,22 @@ class Workbench:
         cfg = TrialConfig.from_json(t.config, self.backend.shape.num_experts)
         m = self.backend.replay(run, cfg)
         return m.values["bytes_h2d"] / max(1, run.tokens)
+
+
+def study_task(data: StudyData, task_data: str | None = None) -> tuple[Any, Any]:
+    """The study's task and evaluation settings, as `advisor tune` built them (torch-free, so a bad data file
+    fails before the model loads). `task_data`: the task's data file (`advisor report --data`), else the one the
+    study stored."""
+    from advisor.eval.tasks import get_task
+    from advisor.tune.space import EvaluationSettings
+
+    if not data.setting("model"):
+        raise UserError(f"study {data.name!r} does not record its model; it was not written by `advisor tune`")
+    ev = dict(data.setting("evaluation", default={}) or {})
+    task_name = str(ev.pop("task", None) or data.setting("task", default="toy"))
+    task_data = task_data or ev.pop("data", None)
+    known = set(EvaluationSettings.__dataclass_fields__)
+    settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
+    # as `advisor tune` builds it: the whole task (the evaluation draws its `limit` examples itself), so the traces
+    # replay the tuner's prompts
+    return get_task(task_name, seed=settings.seed, path=task_data), settings

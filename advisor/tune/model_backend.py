@@ -98,11 +98,13 @@ class ModelBackend:
     def decoding(self) -> dict[str, Any]:
         """How the study decodes, stored with each trial's configuration so that an export decodes alike:
         `generate` the keywords every generation here gets (`advisor.models.generate.generate`), and the
-        forwards each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs."""
-        from advisor.models.generate import steps_per_block
+        forwards each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs, and the
+        block length decoded (the family's default, cut to the generation length), which other runtimes need."""
+        from advisor.models.generate import decoded_block_length, steps_per_block
 
         gen = {"max_new_tokens": self.max_new_tokens, "seed": self.settings.seed, **self.gen_kwargs}
-        return {"generate": gen, "steps_per_block": steps_per_block(self.loaded, **gen)}
+        return {"generate": gen, "steps_per_block": steps_per_block(self.loaded, **gen),
+                "block_length": decoded_block_length(self.loaded, **gen)}
 
     def prompts(self, n: int) -> list[Any]:
         """Token ids [1, L] of n prompts of the workload (`advisor.eval.run.workload_prompts`)."""

@@ -127,7 +127,9 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
         "sampler": sampler,
         "evaluation": {"task": backend.task_name, **{k: getattr(space.evaluation, k) for k in
                                                      ("limit", "trace_prompts", "fidelity_prompts", "seed",
-                                                      "staging", "fidelity_floor", "max_new_tokens")}},
+                                                      "staging", "fidelity_floor", "max_new_tokens")},
+                       # the task's --data file, so `advisor report` decodes the same prompts
+                       **({"data": data} if (data := getattr(getattr(backend, "task", None), "data", None)) else {})},
         "model_meta": backend.model_meta,
     }
 
