@@ -64,3 +64,18 @@ def test_autoregressive_families_batch_left_padded_prompts_with_the_same_output(
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     together = generate(loaded, ids, max_new_tokens=6, attention_mask=mask).tolist()
     assert together == alone
+
+
+def test_traced_and_fidelity_prompts_fit_the_models_positions_too(toy_dir):
+    """The prompts `advisor tune` traces and measures fidelity on are the task's, fitted as evaluation fits
+    them: they once kept every exemplar and ran ~870-token prompts through a 256-position model."""
+    from advisor.eval.fidelity import task_inputs
+    from advisor.eval.run import workload_prompts
+
+    loaded = load_model(str(toy_dir))
+    task = get_task("gsm8k", path=str(DATA))
+    assert max(len(encode_prompt(loaded.tokenizer, task.prompt(ex))) for ex in task.examples) > 256
+    traced = workload_prompts(loaded, task, 3, seed=0, max_new_tokens=16)
+    assert len(traced) == 3 and all(ids.shape[1] <= 256 - 16 for ids in traced)
+    inputs = task_inputs(loaded, task, n=3, canvas=16)
+    assert inputs["input_ids"].shape[1] <= 256

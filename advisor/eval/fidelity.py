@@ -162,15 +162,17 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
 
 def task_inputs(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> dict[str, Any]:
     """The fixed inputs for `n` examples of an evaluation task (gold answers as the canvas)."""
-    from advisor.eval.run import require_tokenizer
+    from dataclasses import replace
+
+    from advisor.eval.run import fit_to_positions, require_tokenizer
     from advisor.eval.tasks import select
 
     require_tokenizer(loaded)
-
-    examples = select(task.examples, n, seed)
+    canvas = canvas or min(task.max_new_tokens, 64)
+    examples = fit_to_positions(replace(task, examples=select(task.examples, n, seed)), loaded, canvas).examples
     prompts = [task.prompt(ex) for ex in examples]
     answers = [ex.get("answer") or ex.get("canonical_solution") for ex in examples]
-    return build_inputs(loaded, prompts, answers, canvas=canvas or min(task.max_new_tokens, 64), seed=seed)
+    return build_inputs(loaded, prompts, answers, canvas=canvas, seed=seed)
 
 
 def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> ReferenceLogits:

@@ -127,16 +127,18 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])  # a long prompt is said once, by fit_to_positions
 
 
-def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0) -> list[Any]:
+def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_tokens: int | None = None) -> list[Any]:
     """Token ids [1, L] of `n` prompts of the workload `advisor tune` traces: the task's own examples (the
-    evaluation's selection and encoding), else seeded random ids (tokenizer-less models, tiny:*)."""
+    evaluation's selection, fitted to the model's positions, and encoding), else seeded random ids
+    (tokenizer-less models, tiny:*)."""
     import torch
 
     tok = loaded.tokenizer
     examples = list(getattr(task, "examples", []))
-    if tok is not None and examples:
-        out = [torch.tensor([encode_prompt(tok, task.prompt(ex))], dtype=torch.long)  # type: ignore[union-attr]
-               for ex in select(examples, n, seed)]
+    if tok is not None and examples and task is not None:
+        chosen = fit_to_positions(replace(task, examples=select(examples, n, seed)), loaded,
+                                  max_new_tokens or task.max_new_tokens)
+        out = [torch.tensor([encode_prompt(tok, chosen.prompt(ex))], dtype=torch.long) for ex in chosen.examples]
     else:
         g = torch.Generator().manual_seed(seed)
         vocab = int(getattr(loaded.model.config, "vocab_size", 256))

@@ -111,7 +111,7 @@ class ModelBackend:
         if self._prompts is None or len(self._prompts) < n:
             from advisor.eval.run import workload_prompts
 
-            self._prompts = workload_prompts(self.loaded, self.task, n, self.settings.seed)
+            self._prompts = workload_prompts(self.loaded, self.task, n, self.settings.seed, self.max_new_tokens)
         return self._prompts[:n]
 
     def _fidelity_inputs(self) -> Any:
