@@ -42,6 +42,10 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
         (["eval", "bundled", "--task", "gsm8k", "--data", "/nonexistent/g.jsonl"], "does not exist"),
         # the fidelity reference is built before the evaluation: it needs the tokenizer too (it tracebacked)
         (["eval", "tiny:qwen3_moe", "--precision", "int8", "--limit", "1"], "has no tokenizer"),
+        # both were silently ignored: no fidelity measured, the one prompt form used
+        (["eval", "bundled", "--precision", "int8", "--fidelity-prompts", "-1"], "--fidelity-prompts"),
+        (["eval", "bundled", "--style", "cot", "--limit", "1"], "--style applies to --task gsm8k"),
+        (["eval", "bundled", "--task", "humaneval", "--style", "zero-shot"], "--style applies to --task gsm8k"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):

@@ -30,14 +30,17 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(None, "--limit", "-n", help="Evaluate a deterministic subset of N examples."),
         seed: int = typer.Option(0, "--seed", help="Seed of the subset choice."),
         data: str = typer.Option(None, "--data", help="Local data file (GSM8K jsonl / HumanEval jsonl[.gz])."),
-        style: str = typer.Option("few-shot", "--style", help="GSM8K prompt style: zero-shot, few-shot or cot."),
+        style: str = typer.Option(
+            None, "--style", help="GSM8K prompt style: zero-shot, few-shot (default) or cot."
+        ),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         batch_size: int = typer.Option(None, "--batch-size", help="Prompts decoded together (default per task)."),
         max_new_tokens: int = typer.Option(
             None, "--max-new-tokens", help="Tokens generated per prompt (default per task: toy 16, others 256)."
         ),
         fidelity_prompts: int = typer.Option(
-            16, "--fidelity-prompts", help="Prompts for the logit fidelity proxy when --precision is set (0: skip)."
+            16, "--fidelity-prompts", min=0,
+            help="Prompts for the logit fidelity proxy when --precision is set (0: skip)."
         ),
         completions: str = typer.Option(
             None, "--completions",

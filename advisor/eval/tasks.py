@@ -92,9 +92,16 @@ def get_task(
     return task.subset(limit, seed)
 
 
-def _toy(path: str | None, _style: str | None) -> Task:
+def _no_style(task: str, style: str | None) -> None:
+    """A prompt style is GSM8K's: given for another task it would be silently ignored."""
+    if style is not None:
+        raise UserError(f"--style {style}: the {task} task has one prompt form; --style applies to --task gsm8k")
+
+
+def _toy(path: str | None, style: str | None) -> Task:
     from advisor.eval import gsm8k, toy
 
+    _no_style("toy", style)
     if path:  # its problems are bundled: a --data file would be silently left unread
         raise UserError(f"--data {path}: the toy task reads no data file (its problems are bundled); "
                         "use --task gsm8k --data FILE for your own question/answer jsonl")
@@ -130,9 +137,10 @@ def _gsm8k(path: str | None, style: str | None) -> Task:
     )
 
 
-def _humaneval(path: str | None, _style: str | None) -> Task:
+def _humaneval(path: str | None, style: str | None) -> Task:
     from advisor.eval import humaneval
 
+    _no_style("humaneval", style)
     problems = humaneval.load_problems(path)
 
     def score_many(examples: list[dict], completions: list[str]) -> list[bool]:
