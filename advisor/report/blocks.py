@@ -123,8 +123,9 @@ def block_length_study(
 ) -> dict[str, list[dict[str, Any]]]:
     """Record full-precision traces at each block length and measure reuse, no-cache bytes and hit rates.
 
-    Each prompt generates `blocks` blocks of length L with one token unmasked per step (steps = tokens),
-    so every block length is denoised at the same per-token rate and only the block length differs.
+    Each prompt generates `blocks` blocks of length L in L steps each (LLaDA-MoE: one token unmasked per step;
+    LLaDA2: at least one, more where its confidence passes the threshold; DiffusionGemma: L denoising steps of
+    its canvas), so every block length is denoised at the same per-token rate and only the block length differs.
     Rows: reuse statistics per block length; curves: hit rate vs slots for each policy and Belady's MIN.
     """
     from advisor.offload.simulate import belady, simulate
@@ -135,7 +136,8 @@ def block_length_study(
     curves: list[dict[str, Any]] = []
     for length in block_lengths:
         n_new = int(length) * blocks
-        traces = [record_trace(loaded, ids, max_new_tokens=n_new, steps=n_new, block_length=int(length), seed=seed)
+        steps = n_new if loaded.family == "llada_moe" else int(length)  # LLaDA-MoE counts steps over all blocks
+        traces = [record_trace(loaded, ids, max_new_tokens=n_new, steps=steps, block_length=int(length), seed=seed)
                   for ids in prompts]
         trace = merge(traces)
         seqs = trace.access_sequences()

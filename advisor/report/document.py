@@ -327,7 +327,8 @@ def _block_section(doc: Document, c: ReportContext) -> None:
         "A diffusion LLM denoises a block over several steps, each a full forward. One forward touches many more "
         "distinct experts per layer than one autoregressive token, but consecutive steps of one block route "
         "almost the same way: that reuse is what a GPU expert cache turns into hits. Traces of the study's model "
-        "(full precision, the study's prompts, one token unmasked per step) at several block lengths:"))
+        "(full precision, the study's prompts, as many denoising steps per block as it has tokens: LLaDA-MoE "
+        "unmasks one token per step, LLaDA2 at least one) at several block lengths:"))
     doc.add(Figure(c.figures["block_reuse"], "Left: distinct experts per MoE layer per forward. Middle: Jaccard "
                    "overlap of the expert sets of consecutive forwards, within a block vs across a block boundary. "
                    "Right: cache hit rate vs slots (share of a layer's experts) by block length."))
