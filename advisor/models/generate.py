@@ -111,8 +111,8 @@ def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | No
     if loaded.family == "llada_moe":
         _, num_blocks, steps = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
         return steps // num_blocks
-    if loaded.family == "llada2":
-        return int(steps or loaded.gen_defaults["steps"])
+    if loaded.family == "llada2":  # capped at the answer's length, as `llada2_generate` caps it
+        return min(int(steps or loaded.gen_defaults["steps"]), max_new_tokens)
     if loaded.family == "diffusion_gemma":  # the encoder pass that opens a canvas, then one decoder pass per step
         return int(steps or loaded.gen_defaults["steps"]) + 1
     return 1
