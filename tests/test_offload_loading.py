@@ -530,3 +530,30 @@ def test_tune_host_memory_check_ignores_hot_formats_a_space_never_uses(dirs, tmp
                                       "1", "--host-memory", f"{int8}B", "--storage", f"sqlite:///{tmp_path}/h.db"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "1 finished trials" in result.output, result.output
+
+
+def test_a_prequantized_fp8_checkpoint_is_refused_by_offloaded_loading(dirs, tmp_path):
+    """An FP8 checkpoint (weights float8 + `weight_scale_inv`, config.json's quantization_config) was streamed
+    as if its FP8 values were the weights, scales ignored: a silently wrong model. Now one line, exit 2."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "fp8"
+    shutil.copytree(dirs["qwen3_moe"], d)
+    weights, out = load_file(d / "model.safetensors"), {}
+    for key, w in weights.items():
+        if key.endswith("proj.weight"):
+            scale = w.float().abs().amax().clamp(min=1e-8) / 448.0
+            out[key], out[f"{key}_scale_inv"] = (w.float() / scale).to(torch.float8_e4m3fn), scale.reshape(1, 1)
+        else:
+            out[key] = w
+    save_file(out, d / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    result = CliRunner().invoke(app, ["inspect", str(d), "--offload"])
+    assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+    assert "pre-quantized checkpoint (quantization_config: fp8)" in str(result.exception)
+    assert "\n" not in str(result.exception)
+
