@@ -557,3 +557,28 @@ def test_a_prequantized_fp8_checkpoint_is_refused_by_offloaded_loading(dirs, tmp
     assert "pre-quantized checkpoint (quantization_config: fp8)" in str(result.exception)
     assert "\n" not in str(result.exception)
 
+
+@pytest.mark.parametrize("garble", ["no data_offsets", "offsets beyond the shape"])
+def test_a_garbled_safetensors_header_fails_in_one_line(dirs, tmp_path, garble):
+    """A header that is JSON but not a valid safetensors header was a KeyError traceback (resident load), or read
+    bytes of neighbouring tensors as the tensor's (offsets that do not match its shape)."""
+    import shutil
+    import struct
+
+    d = tmp_path / "garbled"
+    shutil.copytree(dirs["qwen3_moe"], d)
+    f = d / "model.safetensors"
+    data = f.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + n])
+    key = next(k for k in meta if k != "__metadata__")
+    if garble == "no data_offsets":
+        del meta[key]["data_offsets"]
+    else:
+        meta[key]["data_offsets"][1] -= 2
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    f.write_bytes(data[:8] + head + b" " * (n - len(head)) + data[8 + n:])
+    for args in (["inspect", str(d)], ["inspect", str(d), "--offload"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+        assert "corrupt safetensors header" in str(result.exception) and "\n" not in str(result.exception)
