@@ -105,6 +105,25 @@ def test_a_garbled_json_value_is_one_line_in_every_reader(tmp_path):
     assert digest(bad) == before
 
 
+@pytest.mark.parametrize(("column", "value"), [("\"values\"", "null"), ("config", "[1, 2]"),
+                                               ("\"values\"", '{"accuracy": "high"}')])
+def test_a_stored_json_value_of_the_wrong_type_is_one_line_in_every_reader(tmp_path, column, value):
+    """Valid JSON of the wrong type in a stored front row (values null, config a list, a value a string) was a
+    TypeError/AttributeError traceback in recommend, export and pareto."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    con = sqlite3.connect(bad)
+    study, trial = con.execute("SELECT study_name, trial_number FROM advisor_front LIMIT 1").fetchone()
+    con.execute(f"UPDATE advisor_front SET {column} = ? WHERE study_name = ? AND trial_number = ?",
+                (value, study, trial))
+    con.commit()
+    con.close()
+    for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
+        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        assert f"{bad} is not a readable advisor database" in line and "not a" in line, (args, line)
+
+
 def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
     """`export STUDY N` of a trial off the front reads Optuna's tables with stdlib sqlite3 for a sqlite:/// URL
     and with SQLAlchemy otherwise: a `trials` table not Optuna's is the same clear error in both (the
