@@ -83,6 +83,29 @@ def test_generated_tokens_stop_at_eos_in_autoregressive_decoding():
     assert stopped.n_forwards == stopped.generated_tokens == 2
 
 
+def test_llada2_generated_tokens_stop_at_eos_not_at_the_canvas_never_decoded():
+    """LLaDA2 stops after the block in which the answer has its eos (the rest is eos filler, never decoded): its
+    per-token numbers divide by the answer up to its eos, as the reference returns it, not by max_new_tokens."""
+    from advisor.models.load import load_model
+
+    loaded = load_model("tiny:llada2")
+    eos = loaded.model.config.eos_token_id
+
+    def answer_eos_third(_module, _args, out):  # positions 0-9 say token 5; from 10 on (answer's third), eos
+        out = out.clone()
+        out[:, :10, 5] = 1e4
+        out[:, 10:, eos] = 1e4
+        return out
+
+    handle = loaded.model.lm_head.register_forward_hook(answer_eos_third)
+    try:
+        tr = record_trace(loaded, prompt_ids(8), max_new_tokens=32, block_length=8, steps=8)
+    finally:
+        handle.remove()
+    assert set(tr.fwd_block.tolist()) == {0}  # one block decoded: positions 8-15, eos at 10
+    assert tr.generated_tokens == 3
+
+
 def test_save_load_round_trip_and_bad_files(tmp_path, trace):
     path = trace.save(tmp_path / "t.npz")
     back = RoutingTrace.load(path)
