@@ -71,12 +71,13 @@ def _fit(tokens: torch.Tensor, length: int, filler: int) -> torch.LongTensor:
 
 
 def new_tokens(loaded: LoadedModel, out: torch.Tensor) -> int:
-    """Tokens a generation really produced (the denominator of every per-token number): LLaDA-MoE and DiffusionGemma
-    decode their whole canvas, so every position; an autoregressive model stops at eos, and so does LLaDA2 (after
-    the block holding it, as its reference, which returns the answer up to its first eos), so each row up to and
-    including its first eos (what `_fit` or the LLaDA2 sampler put after it is filler, never decoded)."""
+    """Tokens a generation really produced (the denominator of every per-token number): LLaDA-MoE decodes its whole
+    canvas, so every position; an autoregressive model stops at eos, and so do LLaDA2 and DiffusionGemma (after the
+    block or canvas holding it; LLaDA2's reference returns the answer up to its first eos, DiffusionGemma's
+    generate pads after it), so each row up to and including its first eos (what follows is filler, never
+    decoded)."""
     eos = _llada2_eos(loaded) if loaded.family == "llada2" else _eos_ids(loaded)
-    if (loaded.is_diffusion and loaded.family != "llada2") or not eos or out.numel() == 0:
+    if loaded.family == "llada_moe" or not eos or out.numel() == 0:
         return int(out.numel())
     is_eos = torch.isin(out, torch.tensor(eos, dtype=out.dtype, device=out.device))
     ends = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, out.shape[1])
