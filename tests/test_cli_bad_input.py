@@ -76,6 +76,23 @@ def test_corrupt_database_before_the_model_loads(tmp_path):
     assert one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path)) == line  # reads only
 
 
+def test_a_database_of_another_optuna_schema_fails_before_the_model_loads(tmp_path):
+    """A study file whose Optuna schema another Optuna version set up (an upgrade of optuna under an old
+    studies/advisor.db) passed the storage check and failed only after the model had loaded; now before, with
+    Optuna's own remedy, the file untouched."""
+    import optuna
+
+    db = tmp_path / "old.db"
+    optuna.create_study(study_name="old", storage=f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
+    before = digest(db)
+    r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    one_error_line(r, "is not a usable Optuna study database", "optuna storage upgrade")
+    before_model_load(r)
+    assert digest(db) == before
+
+
 def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
     """studies/pareto (SQLAlchemy) and recommend/export (stdlib sqlite3) say the same line for a corrupt file."""
     bad = tmp_path / "corrupt.db"
