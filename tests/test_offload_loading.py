@@ -582,3 +582,41 @@ def test_a_garbled_safetensors_header_fails_in_one_line(dirs, tmp_path, garble):
         result = CliRunner().invoke(app, args)
         assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
         assert "corrupt safetensors header" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_trials_out_of_memory_without_a_budget_never_reach_the_front(dirs, tmp_path, monkeypatch):
+    """Without --budget an out-of-memory trial broke no constraint: Optuna took it as feasible, and its placeholder
+    values (with the counted peak of a small cache, lower than the trial that fitted) put it on the front."""
+    import optuna
+
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.results.read import read_fronts
+
+    built = {"n": 0}
+    original_init, original_experts = OffloadRuntime.__init__, OffloadRuntime.experts_for
+
+    def counting_init(self, *a, **kw):
+        built["n"] += 1
+        self._test_index = built["n"] if "miss" in kw else 0  # 0: the fidelity runtime, not a trial's cache
+        original_init(self, *a, **kw)
+
+    def oom_after_the_first(self, layer, ids, tokens=None):
+        if self._test_index:
+            built.setdefault("fits", self._test_index)
+        if self._test_index not in (0, built.get("fits")):  # every live trial after the first runs out of memory
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; injected)")
+        return original_experts(self, layer, ids, tokens)
+
+    monkeypatch.setattr(OffloadRuntime, "__init__", counting_init)
+    monkeypatch.setattr(OffloadRuntime, "experts_for", oom_after_the_first)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--mode",
+                                      "live", "--trials", "4", "--storage", db, "--study", "oom"])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="oom", storage=db).trials
+    oom = {t.number for t in trials if "out of memory" in str(t.user_attrs.get("infeasible_reason"))}
+    assert len(oom) >= 2
+    front = {p.trial_number for p in read_fronts(db, "oom")}
+    assert front and not front & oom, (front, oom)
