@@ -76,6 +76,23 @@ def test_corrupt_database_before_the_model_loads(tmp_path):
     assert one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path)) == line  # reads only
 
 
+def test_a_database_of_another_optuna_schema_fails_before_the_model_loads(tmp_path):
+    """A study file whose Optuna schema another Optuna version set up (an upgrade of optuna under an old
+    studies/advisor.db) passed the storage check and failed only after the model had loaded; now before, with
+    Optuna's own remedy, the file untouched."""
+    import optuna
+
+    db = tmp_path / "old.db"
+    optuna.create_study(study_name="old", storage=f"sqlite:///{db}")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
+    before = digest(db)
+    r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    one_error_line(r, "is not a usable Optuna study database", "optuna storage upgrade")
+    before_model_load(r)
+    assert digest(db) == before
+
+
 def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
     """studies/pareto (SQLAlchemy) and recommend/export (stdlib sqlite3) say the same line for a corrupt file."""
     bad = tmp_path / "corrupt.db"
@@ -103,6 +120,25 @@ def test_a_garbled_json_value_is_one_line_in_every_reader(tmp_path):
         line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
         assert f"{bad} is not a readable advisor database" in line, (args, line)
     assert digest(bad) == before
+
+
+@pytest.mark.parametrize(("column", "value"), [("\"values\"", "null"), ("config", "[1, 2]"),
+                                               ("\"values\"", '{"accuracy": "high"}')])
+def test_a_stored_json_value_of_the_wrong_type_is_one_line_in_every_reader(tmp_path, column, value):
+    """Valid JSON of the wrong type in a stored front row (values null, config a list, a value a string) was a
+    TypeError/AttributeError traceback in recommend, export and pareto."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    con = sqlite3.connect(bad)
+    study, trial = con.execute("SELECT study_name, trial_number FROM advisor_front LIMIT 1").fetchone()
+    con.execute(f"UPDATE advisor_front SET {column} = ? WHERE study_name = ? AND trial_number = ?",
+                (value, study, trial))
+    con.commit()
+    con.close()
+    for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
+        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        assert f"{bad} is not a readable advisor database" in line and "not a" in line, (args, line)
 
 
 def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):

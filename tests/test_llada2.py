@@ -179,3 +179,20 @@ def test_block_causal_mask_hides_later_blocks_only():
     torch.testing.assert_close(a[0, :8], b[0, :8], rtol=0, atol=1e-5)  # blocks 0-1 cannot see block 2
     assert not torch.allclose(a[0, 8], b[0, 8])  # block 2 is bidirectional within itself
     assert not torch.allclose(model(ids).logits[0, 0], model(changed).logits[0, 0])  # no mask: bidirectional
+
+
+def test_an_unsupported_norm_head_checkpoint_is_one_line_not_a_traceback(tmp_path):
+    """norm_head=true (not supported) raised NotImplementedError out of `advisor inspect` as a traceback."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+    from advisor.models import tiny
+
+    tiny.build_tiny("llada2").save_pretrained(str(tmp_path))
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "norm_head": True}))
+    for args in (["inspect", str(tmp_path)], ["inspect", str(tmp_path), "--offload"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+        assert "norm_head=true" in str(result.exception) and "\n" not in str(result.exception)

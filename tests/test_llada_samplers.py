@@ -172,3 +172,21 @@ def test_llada2_stops_at_eos_and_pads_with_eos():
     )
     assert (out[0, 4:] == eos).all()
     assert len(infos) == 1  # decoding stopped after the first block
+
+
+def test_llada2_caps_steps_per_block_at_the_answer_length_as_the_reference():
+    """LLaDA2.0's generate takes `steps = min(steps, gen_length // minimal_topk)` (minimal_topk 1): a 2-token
+    answer with 4 steps per block is decoded in 2 steps of at least 2 commits (block of 4), not 4 of 1."""
+    from advisor.models.generate import generate, steps_per_block
+    from advisor.models.load import load_model
+
+    infos: list[ForwardInfo] = []
+    out = llada2_generate(tiny_llada2(), torch.zeros(1, 4, dtype=torch.long), gen_length=2, block_length=4,
+                          steps=4, threshold=1.01, mask_id=MASK, on_forward=infos.append)
+    assert not (out == MASK).any()
+    assert [(i.step, i.block) for i in infos] == [(0, 0), (1, 0)]
+    loaded = load_model("tiny:llada2")
+    seen: list[ForwardInfo] = []
+    generate(loaded, torch.zeros(1, 4, dtype=torch.long), max_new_tokens=2, steps=4, block_length=4,
+             threshold=1.01, on_forward=seen.append)
+    assert len(seen) == steps_per_block(loaded, max_new_tokens=2, steps=4, block_length=4) == 2

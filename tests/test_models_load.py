@@ -162,3 +162,24 @@ def test_cli_inspect_lists_experts_and_rejects_bad_specs():
     assert "deepseek_v3" in ok.output and "DeepseekV3MLP" in ok.output and "2 MoE layers" in ok.output
     bad = runner.invoke(app, ["inspect", "tiny:nope"])
     assert isinstance(bad.exception, UserError) and "tiny family" in str(bad.exception)
+
+
+def test_a_truncated_tokenizer_is_one_line_not_a_traceback(tmp_path):
+    """A tokenizer.json cut short by an interrupted download was a JSONDecodeError traceback out of every command
+    that loads the model."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.models import tiny
+    from advisor.models.load import BUNDLED_DIR
+
+    tiny.build_tiny("qwen3_moe").save_pretrained(str(tmp_path))
+    shutil.copy(BUNDLED_DIR / "tokenizer_config.json", tmp_path)
+    (tmp_path / "tokenizer.json").write_bytes((BUNDLED_DIR / "tokenizer.json").read_bytes()[:300])
+    for args in (["inspect", str(tmp_path)], ["inspect", str(tmp_path), "--offload"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+        assert f"cannot read the tokenizer in {tmp_path}" in str(result.exception)
+        assert "\n" not in str(result.exception)

@@ -530,3 +530,93 @@ def test_tune_host_memory_check_ignores_hot_formats_a_space_never_uses(dirs, tmp
                                       "1", "--host-memory", f"{int8}B", "--storage", f"sqlite:///{tmp_path}/h.db"])
     assert result.exit_code == 0, (result.output, result.exception)
     assert "1 finished trials" in result.output, result.output
+
+
+def test_a_prequantized_fp8_checkpoint_is_refused_by_offloaded_loading(dirs, tmp_path):
+    """An FP8 checkpoint (weights float8 + `weight_scale_inv`, config.json's quantization_config) was streamed
+    as if its FP8 values were the weights, scales ignored: a silently wrong model. Now one line, exit 2."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "fp8"
+    shutil.copytree(dirs["qwen3_moe"], d)
+    weights, out = load_file(d / "model.safetensors"), {}
+    for key, w in weights.items():
+        if key.endswith("proj.weight"):
+            scale = w.float().abs().amax().clamp(min=1e-8) / 448.0
+            out[key], out[f"{key}_scale_inv"] = (w.float() / scale).to(torch.float8_e4m3fn), scale.reshape(1, 1)
+        else:
+            out[key] = w
+    save_file(out, d / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}
+    (d / "config.json").write_text(json.dumps(cfg))
+    result = CliRunner().invoke(app, ["inspect", str(d), "--offload"])
+    assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+    assert "pre-quantized checkpoint (quantization_config: fp8)" in str(result.exception)
+    assert "\n" not in str(result.exception)
+
+
+@pytest.mark.parametrize("garble", ["no data_offsets", "offsets beyond the shape"])
+def test_a_garbled_safetensors_header_fails_in_one_line(dirs, tmp_path, garble):
+    """A header that is JSON but not a valid safetensors header was a KeyError traceback (resident load), or read
+    bytes of neighbouring tensors as the tensor's (offsets that do not match its shape)."""
+    import shutil
+    import struct
+
+    d = tmp_path / "garbled"
+    shutil.copytree(dirs["qwen3_moe"], d)
+    f = d / "model.safetensors"
+    data = f.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8:8 + n])
+    key = next(k for k in meta if k != "__metadata__")
+    if garble == "no data_offsets":
+        del meta[key]["data_offsets"]
+    else:
+        meta[key]["data_offsets"][1] -= 2
+    head = json.dumps(meta, separators=(",", ":")).encode()
+    f.write_bytes(data[:8] + head + b" " * (n - len(head)) + data[8 + n:])
+    for args in (["inspect", str(d)], ["inspect", str(d), "--offload"]):
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+        assert "corrupt safetensors header" in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_trials_out_of_memory_without_a_budget_never_reach_the_front(dirs, tmp_path, monkeypatch):
+    """Without --budget an out-of-memory trial broke no constraint: Optuna took it as feasible, and its placeholder
+    values (with the counted peak of a small cache, lower than the trial that fitted) put it on the front."""
+    import optuna
+
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.results.read import read_fronts
+
+    built = {"n": 0}
+    original_init, original_experts = OffloadRuntime.__init__, OffloadRuntime.experts_for
+
+    def counting_init(self, *a, **kw):
+        built["n"] += 1
+        self._test_index = built["n"] if "miss" in kw else 0  # 0: the fidelity runtime, not a trial's cache
+        original_init(self, *a, **kw)
+
+    def oom_after_the_first(self, layer, ids, tokens=None):
+        if self._test_index:
+            built.setdefault("fits", self._test_index)
+        if self._test_index not in (0, built.get("fits")):  # every live trial after the first runs out of memory
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; injected)")
+        return original_experts(self, layer, ids, tokens)
+
+    monkeypatch.setattr(OffloadRuntime, "__init__", counting_init)
+    monkeypatch.setattr(OffloadRuntime, "experts_for", oom_after_the_first)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--mode",
+                                      "live", "--trials", "4", "--storage", db, "--study", "oom"])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="oom", storage=db).trials
+    oom = {t.number for t in trials if "out of memory" in str(t.user_attrs.get("infeasible_reason"))}
+    assert len(oom) >= 2
+    front = {p.trial_number for p in read_fronts(db, "oom")}
+    assert front and not front & oom, (front, oom)

@@ -83,6 +83,29 @@ def test_generated_tokens_stop_at_eos_in_autoregressive_decoding():
     assert stopped.n_forwards == stopped.generated_tokens == 2
 
 
+def test_llada2_generated_tokens_stop_at_eos_not_at_the_canvas_never_decoded():
+    """LLaDA2 stops after the block in which the answer has its eos (the rest is eos filler, never decoded): its
+    per-token numbers divide by the answer up to its eos, as the reference returns it, not by max_new_tokens."""
+    from advisor.models.load import load_model
+
+    loaded = load_model("tiny:llada2")
+    eos = loaded.model.config.eos_token_id
+
+    def answer_eos_third(_module, _args, out):  # positions 0-9 say token 5; from 10 on (answer's third), eos
+        out = out.clone()
+        out[:, :10, 5] = 1e4
+        out[:, 10:, eos] = 1e4
+        return out
+
+    handle = loaded.model.lm_head.register_forward_hook(answer_eos_third)
+    try:
+        tr = record_trace(loaded, prompt_ids(8), max_new_tokens=32, block_length=8, steps=8)
+    finally:
+        handle.remove()
+    assert set(tr.fwd_block.tolist()) == {0}  # one block decoded: positions 8-15, eos at 10
+    assert tr.generated_tokens == 3
+
+
 def test_save_load_round_trip_and_bad_files(tmp_path, trace):
     path = trace.save(tmp_path / "t.npz")
     back = RoutingTrace.load(path)
@@ -150,3 +173,26 @@ def test_record_random_prompts_merges_seeded_prompts():
                      for _ in range(2)])
     assert two.n_forwards == 2 * 4 and two.generated_tokens == 16
     assert two.access_sequences() == by_hand.access_sequences()
+
+
+def test_diffusion_gemma_generated_tokens_stop_at_eos_where_its_generate_stops():
+    """DiffusionGemma's generate stops after the canvas holding eos and pads after it: per-token numbers divide
+    by the answer up to its eos, not by max_new_tokens (the canvases never decoded were counted)."""
+    from advisor.models.load import load_model
+
+    loaded = load_model("tiny:diffusion_gemma")
+    loaded.model.generation_config.eos_token_id, loaded.model.generation_config.pad_token_id = 7, 0
+
+    def answer_eos_third(_module, _args, out):  # the canvas says 5 5 then eos
+        out = out.clone()
+        out[..., :2, 5] = 1e4
+        out[..., 2:, 7] = 1e4
+        return out
+
+    handle = loaded.model.get_output_embeddings().register_forward_hook(answer_eos_third)
+    try:
+        tr = record_trace(loaded, prompt_ids(4), max_new_tokens=32, block_length=8, steps=4)
+    finally:
+        handle.remove()
+    assert set(tr.fwd_block.tolist()) == {0}  # one canvas of 8 decoded, eos third
+    assert tr.generated_tokens == 3

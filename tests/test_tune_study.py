@@ -275,3 +275,27 @@ def test_sampler_names_one_list_for_the_cli_and_the_study():
     assert sampler_name("NSGA-II") == sampler_name("nsgaii") == "nsga2"
     with pytest.raises(UserError, match="unknown sampler 'cmaes'; choose one of: nsga2, tpe, gp, random"):
         sampler_name("cmaes")
+
+
+def test_a_trial_kept_off_the_front_by_the_fidelity_floor_reads_back_infeasible(tmp_path):
+    """The tuner records the fidelity floor with Optuna 5's `set_constraint` only ('constraints:fidelity_floor'),
+    which `read_trial` (behind `export STUDY N` of a trial off the front) did not read: such a trial, whose
+    accuracy is an estimate, was exported as a feasible one 'not among the best trials'."""
+    import optuna
+
+    from advisor.results.storage import open_storage
+    from advisor.results.trials import read_trial
+
+    url = f"sqlite:///{tmp_path}/f.db"
+    study = optuna.create_study(study_name="f", storage=open_storage(url, heartbeat_interval=None),
+                                directions=["minimize", "maximize"])
+    study.set_metric_names(["h2d_bytes_per_token", "accuracy"])
+    for violation in (0.2, 0.0):
+        trial = study.ask()
+        trial.set_user_attr("feasible", True)
+        trial.set_constraint("fidelity_floor", violation)
+        study.tell(trial, [1.0, 0.5])
+    for reader in (url, url.replace("sqlite:", "sqlite+pysqlite:")):  # stdlib sqlite3, then SQLAlchemy
+        below, above = read_trial(reader, "f", 0), read_trial(reader, "f", 1)
+        assert not below.feasible and "fidelity_floor" in below.infeasible_reason
+        assert above.feasible and above.infeasible_reason == ""

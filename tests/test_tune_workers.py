@@ -344,3 +344,38 @@ def test_two_workers_on_one_sqlite_file_claim_each_queued_trial_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0] and "Traceback" not in "".join(outs), outs
     ran = sorted(int(ln.split()[1]) for o in outs for ln in o.splitlines() if ln.startswith("RAN "))
     assert ran == list(range(40)), ran
+
+
+def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_finished(tmp_path, monkeypatch):
+    """Worker A ends a trial and waits for the front's lock while worker B, holding it, ends another trial and
+    stores the front: A's front, written after B's, must hold B's trial too (it must be read under the lock)."""
+    from contextlib import contextmanager
+
+    from optuna.trial import create_trial
+
+    from advisor.results import storage as st
+    from advisor.results.read import read_fronts
+    from advisor.tune.study import save_study_front
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    worker_a = optuna.create_study(study_name="w", storage=st.open_storage(url, heartbeat_interval=None),
+                                   directions=["minimize", "maximize"])
+    worker_a.set_metric_names(["h2d_bytes_per_token", "accuracy"])
+    worker_b = optuna.load_study(study_name="w", storage=st.open_storage(url, heartbeat_interval=None))
+    worker_a.add_trial(create_trial(values=[1.0, 0.5]))  # A's trial: cheap, less accurate
+    engine = engine_for(url)
+    real_lock, waited = st.sqlite_lock, []
+
+    @contextmanager
+    def lock(u, purpose=""):
+        if not waited:  # A asks for the turn while B holds it: B finishes its trial and stores the front
+            waited.append(True)
+            worker_b.add_trial(create_trial(values=[2.0, 0.9]))  # B's trial: dearer, more accurate
+            save_study_front(worker_b, engine)
+        with real_lock(u, purpose):
+            yield
+
+    monkeypatch.setattr(st, "sqlite_lock", lock)
+    save_study_front(worker_a, engine)
+    assert waited
+    assert sorted(p.trial_number for p in read_fronts(url, "w")) == [0, 1]

@@ -26,6 +26,7 @@ module owns that reading:
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import threading
@@ -82,17 +83,27 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         raise UserError(f"{path} has a corrupt safetensors header ({e}); re-download the checkpoint") from e
     base = 8 + n
     out: dict[str, TensorInfo] = {}
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} has a corrupt safetensors header (not a JSON object); re-download the checkpoint")
     for key, v in meta.items():
         if key == "__metadata__":
             continue
-        dtype = _DTYPES.get(str(v.get("dtype")))
+        try:
+            dtype = _DTYPES.get(str(v.get("dtype")))
+            a, b = (int(x) for x in v["data_offsets"])
+            shape = tuple(int(s) for s in v["shape"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path} has a corrupt safetensors header (tensor {key}: {type(e).__name__} {e}); "
+                            "re-download the checkpoint") from e
         if dtype is None:
             raise UserError(f"{path}: tensor {key} has dtype {v.get('dtype')}, which this tool cannot read")
-        a, b = (int(x) for x in v["data_offsets"])
+        if not 0 <= a <= b or b - a != math.prod(shape) * dtype.itemsize:
+            raise UserError(f"{path} has a corrupt safetensors header (tensor {key}: bytes {a}-{b} for shape "
+                            f"{list(shape)} of {v.get('dtype')}); re-download the checkpoint")
         if base + b > size:
             raise UserError(f"{path} is truncated: tensor {key} ends at byte {base + b} but the file has {size} "
                             "bytes; re-download the checkpoint")
-        out[key] = TensorInfo(path, dtype, tuple(int(s) for s in v["shape"]), base + a, base + b)
+        out[key] = TensorInfo(path, dtype, shape, base + a, base + b)
     return out
 
 

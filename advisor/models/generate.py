@@ -71,11 +71,13 @@ def _fit(tokens: torch.Tensor, length: int, filler: int) -> torch.LongTensor:
 
 
 def new_tokens(loaded: LoadedModel, out: torch.Tensor) -> int:
-    """Tokens a generation really produced (the denominator of every per-token number): a diffusion model decodes
-    its whole canvas, so every position; an autoregressive one stops at eos, so each row up to and including its
-    first eos (what `_fit` pads after it is filler, not generated)."""
-    eos = _eos_ids(loaded)
-    if loaded.is_diffusion or not eos or out.numel() == 0:
+    """Tokens a generation really produced (the denominator of every per-token number): LLaDA-MoE decodes its whole
+    canvas, so every position; an autoregressive model stops at eos, and so do LLaDA2 and DiffusionGemma (after the
+    block or canvas holding it; LLaDA2's reference returns the answer up to its first eos, DiffusionGemma's
+    generate pads after it), so each row up to and including its first eos (what follows is filler, never
+    decoded)."""
+    eos = _llada2_eos(loaded) if loaded.family == "llada2" else _eos_ids(loaded)
+    if loaded.family == "llada_moe" or not eos or out.numel() == 0:
         return int(out.numel())
     is_eos = torch.isin(out, torch.tensor(eos, dtype=out.dtype, device=out.device))
     ends = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, out.shape[1])
@@ -88,6 +90,12 @@ def _eos_ids(loaded: LoadedModel) -> list[int]:
         if value is not None:
             return [int(v) for v in (value if isinstance(value, list) else [value])]
     return []
+
+
+def _llada2_eos(loaded: LoadedModel) -> list[int]:
+    """The eos LLaDA2's sampler stops at: its config's `eos_token_id` when one id, else none (it never stops)."""
+    eos = getattr(loaded.model.config, "eos_token_id", None)
+    return [eos] if isinstance(eos, int) else []
 
 
 def _filler(loaded: LoadedModel) -> int:
@@ -111,8 +119,8 @@ def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | No
     if loaded.family == "llada_moe":
         _, num_blocks, steps = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
         return steps // num_blocks
-    if loaded.family == "llada2":
-        return int(steps or loaded.gen_defaults["steps"])
+    if loaded.family == "llada2":  # capped at the answer's length, as `llada2_generate` caps it
+        return min(int(steps or loaded.gen_defaults["steps"]), max_new_tokens)
     if loaded.family == "diffusion_gemma":  # the encoder pass that opens a canvas, then one decoder pass per step
         return int(steps or loaded.gen_defaults["steps"]) + 1
     return 1
@@ -153,11 +161,11 @@ def _llada_moe(loaded, input_ids, max_new_tokens, steps, block_length, on_forwar
 
 def _llada2(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
     defaults = {**loaded.gen_defaults, **options}
-    eos = getattr(loaded.model.config, "eos_token_id", None)
+    eos = _llada2_eos(loaded)
     out = llada2_generate(
         loaded.model, input_ids, gen_length=max_new_tokens, block_length=block_length or defaults["block_length"],
         steps=steps or defaults["steps"], threshold=defaults.get("threshold", 0.95), mask_id=_mask_id(loaded),
-        eos_id=eos if isinstance(eos, int) else None, temperature=defaults.get("temperature", 0.0),
+        eos_id=eos[0] if eos else None, temperature=defaults.get("temperature", 0.0),
         on_forward=on_forward,
     )
     return out[:, input_ids.shape[1]:]

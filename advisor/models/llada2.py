@@ -307,7 +307,7 @@ class LLaDA2MoeModelLM(LLaDA2MoePreTrainedModel):
     def __init__(self, config: LLaDA2MoeConfig):
         super().__init__(config)
         if config.norm_head:
-            raise NotImplementedError("norm_head=true LLaDA2 checkpoints are not supported")
+            raise ValueError("norm_head=true LLaDA2 checkpoints are not supported (set in config.json)")
         self.model = LLaDA2MoeModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()

@@ -330,7 +330,12 @@ def _tokenizer(path: Path) -> Any | None:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # a truncated tokenizer.json, a missing vocab file: JSON, OS or tokenizers' own errors
+        reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+        raise UserError(f"cannot read the tokenizer in {path} ({type(e).__name__}: {reason}); re-download its "
+                        "tokenizer files") from e
 
 
 # ---- identity and defaults -------------------------------------------------------------------------------

@@ -70,6 +70,18 @@ def _config_dtype(raw: dict[str, Any], checkpoint: Checkpoint) -> torch.dtype:
     return floats[0] if floats else torch.float32
 
 
+def refuse_prequantized(path: Path, raw: dict[str, Any]) -> None:
+    """A pre-quantized checkpoint (config.json's `quantization_config`: FP8 with scales, GPTQ, AWQ, ...) cannot be
+    streamed: offloaded loading reads each tensor as a plain bf16/fp16/fp32 weight, so FP8 values would be used
+    without their scales (a silently wrong model) and packed integers not at all."""
+    quant = raw.get("quantization_config") or (raw.get("text_config") or {}).get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+        raise UserError(f"{path} is a pre-quantized checkpoint (quantization_config: {method}); offloaded loading "
+                        "streams unquantized bf16/fp16/fp32 weights: use the unquantized checkpoint, or load this "
+                        "one whole (without --offload, with --budget above its size)")
+
+
 def _experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from advisor.models.view import _is_experts_module
 
@@ -147,6 +159,7 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     checkpoint = Checkpoint(path) if checkpoint is None else checkpoint  # validates shards / truncation before anything is built
     release_large_frees()
     raw = json.loads((path / "config.json").read_text())
+    refuse_prequantized(path, raw)
     dtype = dtype or _config_dtype(raw, checkpoint)
     model = meta_model(path, cls, dtype)
     config = model.config

@@ -156,12 +156,13 @@ def llada2_generate(
 ) -> torch.LongTensor:
     """LLaDA2 block-causal threshold decoding. Returns prompt + answer, [B, L + gen_length].
 
-    `steps` is per block. When `eos_id` is set, decoding stops after the first block in which every
+    `steps` is per block, at most `gen_length` (as the reference caps it). When `eos_id` is set, decoding stops after the first block in which every
     row has produced eos; answer positions never decoded are then filled with `eos_id` (the reference
     returns the text up to eos - a fixed-shape tensor needs a filler, and eos is what it means).
     """
     if gen_length <= 0 or block_length <= 0 or steps <= 0:
         raise UserError("steps, gen_length and block_length must be positive")
+    steps = min(steps, gen_length)  # the reference's cap (`gen_length // minimal_topk`, minimal_topk 1)
     b, prompt_len = input_ids.shape
     device = input_ids.device
     total = prompt_len + gen_length

@@ -59,6 +59,19 @@ class FrontPoint:
     """The study's objectives (metric -> direction) that built the front; {} when not recorded."""
 
 
+def check_stored(p: FrontPoint) -> FrontPoint:
+    """`p` as read back from a stored row, or ValueError when the row is garbled (a JSON field that is not an
+    object, a value that is not a number): the readers make that one error line, where every command reading the
+    front (recommend, export, report) met it later as a traceback."""
+    for name in ("config", "values", "sources", "hardware", "objectives"):
+        if not isinstance(getattr(p, name), dict):
+            raise ValueError(f"study {p.study_name!r} trial {p.trial_number}: stored {name} is not a JSON object")
+    bad = [k for k, v in p.values.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+    if bad:
+        raise ValueError(f"study {p.study_name!r} trial {p.trial_number}: stored value {bad[0]!r} is not a number")
+    return p
+
+
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """Whether objective vector `a` Pareto-dominates `b` (at least as good everywhere, better somewhere)."""
     better = False

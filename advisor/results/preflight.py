@@ -55,6 +55,8 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             con = connect_read_only(path)
             try:
                 con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                optuna_tables = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                            "name='alembic_version'").fetchone() is not None
             finally:
                 con.close()
         except sqlite3.Error as e:
@@ -63,6 +65,8 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
                       or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
             raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "
                             "file); make the file and its directory writable, or give --storage another path")
+        if write and optuna_tables:
+            _check_optuna_schema(url)
         return
     if write:
         parent = _existing_parent(path.parent)
@@ -81,7 +85,7 @@ def _existing_parent(p: Path) -> Path:
 def _check_server(url: str, *, write: bool) -> None:
     """Connect once, with a short timeout: a wrong host, port, password or database is one line now; a writer
     on PostgreSQL must also be able to create the tables, or Optuna fails after the model has loaded."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine, inspect, text
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     try:
@@ -94,11 +98,24 @@ def _check_server(url: str, *, write: bool) -> None:
             c.execute(text("SELECT 1"))
             if write and engine.dialect.name == "postgresql":
                 _check_may_create(c)
+            optuna_tables = write and inspect(c).has_table("alembic_version")
     except SQLAlchemyError as e:
         raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the "
                         "URL and that the server runs") from e
     finally:
         engine.dispose()
+    if optuna_tables:
+        _check_optuna_schema(url)
+
+
+def _check_optuna_schema(url: str) -> None:
+    """Open a database Optuna has already set up as the tune will: one whose schema another Optuna version wrote
+    fails now (Optuna's own reason: its upgrade command), not after the model has loaded. Such a database has
+    its tables and version rows, so opening it writes nothing."""
+    from advisor.results.storage import open_storage
+
+    storage = open_storage(url, heartbeat_interval=None)
+    storage.engine.dispose()
 
 
 def _check_may_create(c: Connection) -> None:

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import sqlite3
 
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, check_stored
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
 _COLUMNS = (
@@ -46,8 +46,8 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
             rows = con.execute(q + " ORDER BY study_name, trial_number", args).fetchall()
         finally:
             con.close()
-        return [_point(r) for r in rows]
-    except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
+        return [check_stored(_point(r)) for r in rows]
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:  # ValueError/TypeError: a garbled row
         raise unreadable_database(path, e) from e
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, check_stored
 from advisor.results.storage import engine_kwargs, normalize_url, schema_lock, unreadable_database
 
 
@@ -187,7 +187,7 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
             if study_name is not None:
                 q, oq = q.where(FrontRow.study_name == study_name), oq.where(StudyRow.study_name == study_name)
             objectives = dict(s.execute(oq).all()) if insp.has_table(StudyRow.__tablename__) else {}
-            return [_point_from_row(r, objectives.get(r.study_name))
+            return [check_stored(_point_from_row(r, objectives.get(r.study_name)))
                     for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
-    except (DatabaseError, json.JSONDecodeError) as e:  # JSONDecodeError: a stored JSON value is garbled
+    except (DatabaseError, ValueError, TypeError) as e:  # ValueError (JSON too), TypeError: a garbled row
         raise unreadable_database(engine.url, e) from e

@@ -95,11 +95,17 @@ def _read(q: Query, study: str, number: int) -> StoredTrial:
     attrs = _attrs(q("SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :t", {"t": tid}))
     values = [_INF.get(str(t).split(".")[-1], v) for v, t in
               q("SELECT value, value_type FROM trial_values WHERE trial_id = :t ORDER BY objective", {"t": tid})]
-    constraints = _attrs(q("SELECT key, value_json FROM trial_system_attributes WHERE trial_id = :t AND "
-                           "key = 'constraints'", {"t": tid})).get("constraints") or []
-    feasible = attrs.get("feasible", True) is not False and all(c <= 0 for c in constraints)
+    # Optuna 4's list ('constraints') and Optuna 5's `set_constraint` keys ('constraints:<name>', e.g. the
+    # fidelity floor, which only that records)
+    stored = _attrs(q("SELECT key, value_json FROM trial_system_attributes WHERE trial_id = :t AND "
+                      "(key = 'constraints' OR key LIKE 'constraints:%')", {"t": tid}))
+    broken = [k for k, v in stored.items() if any(c > 0 for c in (v if isinstance(v, list) else [v]))]
+    named = [k.partition(":")[2] for k in broken if ":" in k]
+    feasible = attrs.get("feasible", True) is not False and not broken
+    reason = str(attrs.get("infeasible_reason") or "") or (f"it breaks the study constraint {', '.join(named)}"
+                                                           if named else "")
     point = trial_point(study, meta, metrics, number, values, attrs)
-    return StoredTrial(state, point, objectives, feasible, str(attrs.get("infeasible_reason") or ""))
+    return StoredTrial(state, point, objectives, feasible, reason)
 
 
 def dominated_by(trial: StoredTrial, front: list[FrontPoint]) -> list[int]:

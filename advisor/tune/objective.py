@@ -218,6 +218,8 @@ class Objective:
                 self.counters["out_of_memory"] += 1
                 if violation is not None:
                     violation = max(1e-6, (cfg.peak_bytes + oom.asked - self.budget_bytes) / self.budget_bytes)
+                else:  # no budget: the device's memory was the limit it broke, by at least what it asked more
+                    violation = max(1e-6, oom.asked / max(1, cfg.peak_bytes))
                 placeholders = self._placeholders(cfg)
                 values = {"peak_gpu_bytes": float(cfg.peak_bytes), **placeholders, "oom_asked_bytes": float(oom.asked)}
                 sources = {"peak_gpu_bytes": self._peak_source(),

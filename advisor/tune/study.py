@@ -290,8 +290,10 @@ def front_points(study: Any) -> list[FrontPoint]:
 
 
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
-    points = front_points(study)
+    """Store the study's front. Read under the lock: a front read before it (while another worker held it to
+    store a front with its newer trial) would overwrite that front and drop the other worker's trial."""
     with _study_lock(engine, study.study_name):
+        points = front_points(study)
         save_front(engine, study.study_name, points)
     return points
 
