@@ -245,3 +245,44 @@ def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
     rec = recommend(pts, Query(budget_bytes=2 * GiB))
     assert rec.query.prefer == "accuracy" and rec.chosen.point.trial_number == 2
     assert any("next best acc#1 has the same accuracy 0.900 and 2.00x the transfer" in r for r in rec.reasons)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_non_finite_value_is_stored_without_it_and_said_in_its_source(tmp_path, backend):
+    """PostgreSQL's JSON has no NaN: a front holding one NaN measurement (a KL of a model that overflowed) was
+    refused whole, so the tuner lost its front. Both backends now store the point without that value and its
+    source says why; recommend reads it back."""
+    import os
+    import uuid
+
+    from advisor.results.store import engine_for, load_fronts, save_front
+
+    study = f"nan-{uuid.uuid4().hex[:8]}"
+    front = standard_front(study)
+    front[2].values["fidelity_kl"] = float("nan")
+    front[2].sources["fidelity_kl"] = "measured:logits-vs-fp32"
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'a.db'}"
+    else:
+        url = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    engine = engine_for(url)
+    try:
+        assert save_front(engine, study, front) == 6
+        stored = {p.trial_number: p for p in load_fronts(engine, study)}
+        assert "fidelity_kl" not in stored[2].values and stored[2].values["accuracy"] == 0.91
+        assert stored[2].sources["fidelity_kl"] == "measured:logits-vs-fp32; not stored: nan is not a finite number"
+        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB", "--max-accuracy-drop", "0.02",
+                 "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["chosen"]["trial"] == 2
+        # the accuracy cache keeps no such measurement (the same plan is measured again), rather than failing
+        from advisor.results.evalcache import CacheKey, EvalCache
+
+        key = CacheKey(study, "toy", "plan0", "s", "fidelity")
+        EvalCache(engine).put(key, {"fidelity_kl": float("inf")}, {}, device="cpu", seconds=1.0, study_name=study)
+        assert EvalCache(engine).get(key) is None
+    finally:
+        save_front(engine, study, [])
+        engine.dispose()

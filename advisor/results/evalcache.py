@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import threading
 import time
 import uuid
@@ -76,6 +77,8 @@ class EvalCache:
 
     def put(self, key: CacheKey, values: dict[str, Any], sources: dict[str, str], *, device: str, seconds: float,
             study_name: str) -> None:
+        if not all(math.isfinite(float(v)) for v in values.values()):
+            return  # PostgreSQL's JSON has no NaN; not cached, so the same plan is measured again next time
         row = EvalCacheRow(
             model_fingerprint=key.model_fingerprint, task=key.task, plan_fingerprint=key.plan_fingerprint,
             settings=key.settings, kind=key.kind, values={k: float(v) for k, v in values.items()},

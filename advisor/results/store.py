@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -144,6 +146,16 @@ def engine_for(url: str) -> Engine:
         raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
 
 
+def json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+    """`values` as a JSON column stores them on every backend: a non-finite one (a NaN KL of a model that
+    overflowed) is left out and its source says so - PostgreSQL's JSON has no NaN and refused the whole row,
+    losing the front of the trial that measured it."""
+    kept = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
+    said = {k: f"{sources.get(k, 'unknown')}; not stored: {float(v)} is not a finite number"
+            for k, v in values.items() if k not in kept}
+    return kept, {**sources, **said}
+
+
 def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint]) -> int:
     """Replace the stored front of `study_name` with `points` in one transaction (never half-written)."""
     create_tables(engine)
@@ -152,6 +164,7 @@ def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint]) ->
     with Session(engine) as s, s.begin():
         s.execute(delete(FrontRow).where(FrontRow.study_name == study_name))
         for p in points:
+            values, sources = json_numbers(p.values, dict(p.sources))
             s.add(
                 FrontRow(
                     study_name=study_name,
@@ -164,8 +177,8 @@ def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint]) ->
                     device=p.device,
                     hardware=json.loads(json.dumps(p.hardware)),
                     config=json.loads(json.dumps(p.config)),
-                    values={k: float(v) for k, v in p.values.items()},
-                    sources=dict(p.sources),
+                    values=values,
+                    sources=sources,
                     created_at=now,
                 )
             )
