@@ -175,3 +175,23 @@ def test_a_whole_program_keeps_helpers_below_its_function_and_drops_its_own_call
     truncated = "def add(x: int, y: int) -> int:\n    return x + y\n\n\ndef main(:\n    print(add("
     assert task.score(p, truncated)
     assert not task.score(p, below.replace("a + b", "a - b"))
+
+
+def test_a_whole_program_drops_its_example_run_but_keeps_the_constants_its_functions_read():
+    """A whole program's example (``x, y = map(int, input().split())``, ``result = add(x, y)``) ran when the
+    program loaded once assignments were kept: input() has no stdin there, so a correct answer failed. The
+    assignments a function reads (a table, a subscripted update, a constant read by another) are kept."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    example = ("```python\ndef add(x: int, y: int) -> int:\n    return x + y\n\n# Example usage\n"
+               "x, y = map(int, input().split())\nresult = add(x, y)\nprint(result)\n```")
+    assert task.score(p, example)
+    assert task.score(p, example.replace("# Example usage\n", ""))
+    tables = ("```python\nBASE = 0\nTABLE = {0: BASE}\nTABLE[1] = 0\n\ndef add(x: int, y: int) -> int:\n"
+              "    return x + y + TABLE[1] + OFFSET\n\nOFFSET = TABLE[0]\nresult = add(*input())\n```")
+    assert task.score(p, tables)
+    assert not task.score(p, tables.replace("TABLE[1] = 0", "TABLE[1] = 1"))
+    truncated = "LIMIT = 0\n\ndef add(x: int, y: int) -> int:\n    return x + y + LIMIT\n\n\ndef main(:\n    print(add("
+    assert task.score(p, truncated)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import symtable
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
@@ -71,7 +72,9 @@ def clean_completion(completion: str, problem: dict) -> str:
             return "\n" + program
         body = text[full_def.start() :]
         cut = _first_stop(body[1:]) + 1
-        return "\n" + _preamble(text[: full_def.start()]) + (body[:cut] if cut > 0 else body)
+        function = body[:cut] if cut > 0 else body
+        program = _definitions(text[: full_def.start()] + function)  # the tail cut off, the rest parses
+        return "\n" + (program if program is not None else _preamble(text[: full_def.start()]) + function)
     cut = _first_stop(text)
     text = text[:cut] if cut >= 0 else text
     lines = text.split("\n")
@@ -84,24 +87,58 @@ def clean_completion(completion: str, problem: dict) -> str:
 _IMPORT_LINE = re.compile(r"^(?:import [\w.]+(?:\s+as\s+\w+)?(?:\s*,\s*[\w.]+(?:\s+as\s+\w+)?)*|from [\w.]+ import .+)$")
 
 
-_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign,
-                ast.AnnAssign)
+_DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_ASSIGNMENTS = (ast.Assign, ast.AnnAssign)
 
 
 def _definitions(code: str) -> str | None:
-    """The imports, functions, classes and assignments of `code` (its other top-level statements - calls,
-    prints, asserts, ``if __name__`` blocks - dropped); None if it does not parse as Python."""
+    """The imports, functions, classes and the assignments they read of `code` (its other top-level statements -
+    calls, prints, asserts, ``if __name__`` blocks, an example's ``result = f(...)`` or ``n = int(input())`` -
+    dropped: EvalPlus's sanitizer likewise keeps only what the definitions depend on); None if it does not parse."""
     try:
         nodes = ast.parse(code).body
+        scopes = symtable.symtable(code, "<completion>", "exec").get_children()
     except (SyntaxError, ValueError):  # a NUL byte in the output is a ValueError on some Pythons
         return None
+    defined = [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    # what their bodies read (a lambda or comprehension of a dropped statement is a scope too: not counted) ...
+    used = {name for t in scopes if t.get_name() in {n.name for n in defined} for name in _globals_read(t)}
+    for node in defined:  # ... and their decorators, defaults, annotations and bases, run at the top level
+        used |= {n.id for field, value in ast.iter_fields(node) if field != "body"
+                 for part in (value if isinstance(value, list) else [value]) if isinstance(part, ast.AST)
+                 for n in ast.walk(part) if isinstance(n, ast.Name)}
+    needed: set[int] = set()
+    while True:  # the assignments the definitions (or the assignments needed so far) read
+        more = [n for n in nodes if isinstance(n, _ASSIGNMENTS) and id(n) not in needed
+                and _bound(n) & used]
+        if not more:
+            break
+        needed.update(id(n) for n in more)
+        used |= {name for n in more for name in _reads(n)}
     lines = code.splitlines()
     kept = []
     for node in nodes:
-        if isinstance(node, _DEFINITIONS):
+        if isinstance(node, _DEFINITIONS) or id(node) in needed:
             first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
             kept.append("\n".join(lines[first - 1 : node.end_lineno]) + "\n")
     return "".join(kept)
+
+
+def _globals_read(table: symtable.SymbolTable) -> set[str]:
+    """The module-level names a function or class (and what it nests) reads: not its locals or parameters."""
+    names = {s.get_name() for s in table.get_symbols() if s.is_referenced() and s.is_global()}
+    return names.union(*(_globals_read(child) for child in table.get_children()))
+
+
+def _bound(node: ast.Assign | ast.AnnAssign) -> set[str]:
+    """The names an assignment sets or changes (``x, y = ...``, ``table[k] = ...``)."""
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _reads(node: ast.AST) -> set[str]:
+    """The names `node` reads."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def _preamble(head: str) -> str:
