@@ -111,6 +111,8 @@ writes = {
     "pathlib": f"    import pathlib\\n    pathlib.Path({victim!r}).write_text('gone')\\n" + body,
     "os-open": f"    import os\\n    os.close(os.open({victim!r}, os.O_WRONLY | os.O_TRUNC))\\n" + body,
     "scratch-in-workdir": "    open('scratch.txt', 'w').write('ok')\\n    assert open('scratch.txt').read() == 'ok'\\n" + body,
+    "tempfile": "    import os, tempfile\\n    fd, name = tempfile.mkstemp()\\n    os.write(fd, b'ok')\\n    os.close(fd)\\n"
+                "    assert open(name).read() == 'ok'\\n" + body,
 }
 print(json.dumps({name: check_completion(p, code).status for name, code in writes.items()}))
 """
@@ -119,7 +121,7 @@ print(json.dumps({name: check_completion(p, code).status for name, code in write
 def test_the_fallback_refuses_writes_outside_the_working_directory(tmp_path):
     """Without a private read-only root the runner runs as the evaluator's user: file removal was refused but an
     open(..., 'w') truncated the user's files (and the completion still passed). Writing is allowed in the
-    throw-away working directory only."""
+    throw-away working directory only, where `tempfile` puts its files too (the host's /tmp is outside it)."""
     unshare = shutil.which("unshare")
     limits = "; ".join(f"echo 0 > /proc/sys/user/max_{n}_namespaces" for n in ("user", "net", "mnt", "pid", "ipc"))
     if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "sh", "-c", limits]).returncode:
@@ -135,4 +137,4 @@ def test_the_fallback_refuses_writes_outside_the_working_directory(tmp_path):
     status = json.loads(out.stdout.strip().splitlines()[-1])
     assert victim.read_text() == "precious"
     assert status == {"open-w": "failed", "open-a": "failed", "pathlib": "failed", "os-open": "failed",
-                      "scratch-in-workdir": "passed"}
+                      "scratch-in-workdir": "passed", "tempfile": "passed"}

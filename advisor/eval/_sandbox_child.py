@@ -270,7 +270,10 @@ def _writes_in_workdir_only(io_open, os_open):
     """`open` / `os.open` that refuse to write outside the working directory (the throw-away one): without a
     private read-only root (the fallback) the runner runs as the evaluator's user, whose files an
     ``open(path, "w")`` would otherwise truncate."""
+    import tempfile
+
     workdir = os.path.realpath(os.getcwd())
+    tempfile.tempdir = workdir  # the fallback's /tmp is the host's: temporary files go where writing is allowed
 
     def guarded_open(file, mode="r", *args, **kwargs):
         if isinstance(mode, str) and any(c in mode for c in "wax+") and not _in_workdir(file, workdir):
