@@ -18,7 +18,8 @@ Isolation, each layer independent of the others (a platform lacking one keeps th
    address space, CPU seconds, file size, open files and processes;
 3. in the runner, a guard in the interpreter: sockets, process creation, file removal and writing outside the
    working directory raise, under every name the functions are reachable by (``os``, ``posix``, names bound
-   in other modules).
+   in other modules). A belt only: a program set on it reaches unguarded primitives (``io.FileIO``, the originals
+   the guard's functions hold), so the fallback without a private root protects the user's files from mistakes.
 This file must stay stdlib-only: it runs with ``-S`` (no site-packages).
 """
 
