@@ -180,11 +180,23 @@ echo "generated with block length $bl, $steps steps, ubatch $ub, $((steps / (ub 
 """
 
 
+def _fake_llama_cpp_env(tmp_path):
+    """An environment whose PATH finds a no-op llama-quantize and `FAKE_DIFFUSION_CLI`, as run.sh needs them."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "llama-diffusion-cli").write_text(FAKE_DIFFUSION_CLI)
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRC_GGUF": "in.gguf", "OUT_GGUF": "out.gguf"}
+
+
 def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(tmp_path):
     """`./run.sh -p PROMPT`, as a user runs it, aborted in llama-diffusion-cli: neither --diffusion-block-length nor
     --diffusion-eps has a default there. The script now passes the study's block length (8 in the example study)
     and its 8 steps per block over llama.cpp's default -ub 512 (64 blocks: 512 steps); flags after it still win."""
-    import os
     import sys
     from pathlib import Path
 
@@ -196,13 +208,7 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
     script = (tmp_path / "run.sh").read_text()
     assert "--diffusion-block-length 8" in script and "--diffusion-steps 512" in script
     assert "8 steps per block" in script and "with -ub N pass --diffusion-steps N (512 at" in script
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "llama-diffusion-cli").write_text(FAKE_DIFFUSION_CLI)
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRC_GGUF": "in.gguf", "OUT_GGUF": "out.gguf"}
+    env = _fake_llama_cpp_env(tmp_path)
     for args, want in ((["-p", "2+2="], "block length 8, 512 steps, ubatch 512"),
                        (["-p", "2+2=", "-ub", "64", "--diffusion-steps", "64"], "block length 8, 64 steps, ubatch 64")):
         run = subprocess.run(["bash", str(tmp_path / "run.sh"), *args], capture_output=True, text=True, cwd=tmp_path,
@@ -244,20 +250,13 @@ def test_a_block_length_that_does_not_divide_512_still_runs_with_the_studys_step
     """llama-diffusion-cli asserts -ub % block length == 0 (diffusion.cpp), and -ub is 512 unless given: the
     6-token blocks of this study aborted it. The script now passes -ub 516 (86 blocks of 6) and 16 steps per
     block, the study's, as 1376 --diffusion-steps."""
-    import os
     import sys
 
     r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-toy-s", "0", "--storage", "s.db", "--to",
                         "llama.cpp", "-o", str(tmp_path / "run.sh")], capture_output=True, text=True,
                        cwd=short_generation_study)
     assert r.returncode == 0, r.stderr
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "llama-diffusion-cli").write_text(FAKE_DIFFUSION_CLI)
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRC_GGUF": "in.gguf", "OUT_GGUF": "out.gguf"}
+    env = _fake_llama_cpp_env(tmp_path)
     run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
                          cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
