@@ -391,6 +391,11 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     assert rep.returncode == 0, rep.stderr
     rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
+    (tmp_path / "g.jsonl").rename(tmp_path / "moved.jsonl")  # the stored file has moved: the line says what to do
+    moved = subprocess.run([*advisor, "report", "bundled-gsm8k-g", "--storage", "g.db", "--block-lengths", "", "-o",
+                            "rep2"], capture_output=True, text=True, cwd=tmp_path)
+    lines = [line for line in moved.stderr.splitlines() if line.strip()]
+    assert moved.returncode == 2 and len(lines) == 1 and "advisor report --data FILE" in lines[0], moved.stderr
 
 
 def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(study, tmp_path):

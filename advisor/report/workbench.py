@@ -70,9 +70,15 @@ def study_task(data: StudyData, task_data: str | None = None) -> tuple[Any, Any]
         raise UserError(f"study {data.name!r} does not record its model; it was not written by `advisor tune`")
     ev = dict(data.setting("evaluation", default={}) or {})
     task_name = str(ev.pop("task", None) or data.setting("task", default="toy"))
-    task_data = task_data or ev.pop("data", None)
+    stored = ev.pop("data", None)
     known = set(EvaluationSettings.__dataclass_fields__)
     settings = EvaluationSettings(task=task_name, **{k: v for k, v in ev.items() if k in known and k != "task"})
     # as `advisor tune` builds it: the whole task (the evaluation draws its `limit` examples itself), so the traces
     # replay the tuner's prompts
-    return get_task(task_name, seed=settings.seed, path=task_data), settings
+    try:
+        return get_task(task_name, seed=settings.seed, path=task_data or stored), settings
+    except UserError as e:
+        if task_data or not stored:
+            raise
+        raise UserError(f"{e} (the file study {data.name!r} was tuned on; where it is now: advisor report --data "
+                        "FILE)") from e
