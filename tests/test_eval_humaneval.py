@@ -195,3 +195,16 @@ def test_a_whole_program_drops_its_example_run_but_keeps_the_constants_its_funct
     assert not task.score(p, tables.replace("TABLE[1] = 0", "TABLE[1] = 1"))
     truncated = "LIMIT = 0\n\ndef add(x: int, y: int) -> int:\n    return x + y + LIMIT\n\n\ndef main(:\n    print(add("
     assert task.score(p, truncated)
+
+
+def test_output_nested_deeper_than_the_parser_goes_is_scored_not_a_crash():
+    """A degenerate tail (a run of 100,000 '-' before a digit, a 200,000-link attribute chain) made the clean-up's
+    ast.parse raise MemoryError or RecursionError out of `advisor eval`; it is output that does not parse: the
+    function is cut at the stop sequences and scored."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    for junk in ("-" * 100_000 + "1", "a" + ".b" * 200_000):
+        assert task.score(p, "def add(x: int, y: int) -> int:\n    return x + y\n# then\n" + junk + "\n")
+        assert not task.score(p, "def add(x: int, y: int) -> int:\n    return x + y\n" + junk + "\n")

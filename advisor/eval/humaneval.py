@@ -98,8 +98,8 @@ def _definitions(code: str) -> str | None:
     try:
         nodes = ast.parse(code).body
         scopes = symtable.symtable(code, "<completion>", "exec").get_children()
-    except (SyntaxError, ValueError):  # a NUL byte in the output is a ValueError on some Pythons
-        return None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a NUL byte: ValueError on some Pythons; nesting
+        return None  # deeper than the parser's stack (a run of 100,000 '-' or '.b'): RecursionError or MemoryError
     defined = [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     # what their bodies read (a lambda or comprehension of a dropped statement is a scope too: not counted) ...
     used = {name for t in scopes if t.get_name() in {n.name for n in defined} for name in _globals_read(t)}
