@@ -446,6 +446,12 @@ def _why(rec: Recommendation) -> list[str]:
     return out
 
 
+def _more_drop(floor: float, acc: float) -> float:
+    """The extra --max-accuracy-drop, at the 3 decimals shown, that admits `acc`: rounded up, since a drop
+    rounded to nearest (0.0215 -> 0.021) still leaves the point below the floor."""
+    return math.ceil(round((floor - acc) * 1000, 9)) / 1000
+
+
 def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int | None) -> tuple[list[str], list[dict]]:
     reasons = [f"nothing fits: all {len(cands)} point(s) excluded"]
     closest: list[dict[str, Any]] = []
@@ -468,7 +474,8 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
         if c is not None and c.floor is not None:
             acc = c.point.values["accuracy"]
             reasons.append(f"lower floor: {c.label} fits with accuracy {acc:.3f} "
-                           f"(floor {c.floor:.3f}; allow {c.floor - acc:.3f} more drop, e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
+                           f"(floor {c.floor:.3f}; allow {_more_drop(c.floor, acc):.3f} more drop, "
+                           f"e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "accuracy_floor",
                             "accuracy": acc, "floor": c.floor})
     if not closest:

@@ -286,3 +286,17 @@ def test_a_non_finite_value_is_stored_without_it_and_said_in_its_source(tmp_path
     finally:
         save_front(engine, study, [])
         engine.dispose()
+
+
+def test_the_more_drop_it_suggests_admits_the_point(tmp_path):
+    """`allow X more drop` is what a user adds to --max-accuracy-drop: it must admit the point it names
+    (0.9375 under a 0.95875 floor is 0.0215 short; 0.021, rounded to nearest, still excluded it)."""
+    m = model_meta()
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "bf16", 8, acc=0.96875, h2d=0.0, peak_gib=20.0, meta=m),
+                                      point("s1", 1, "int4", 2, acc=0.9375, h2d=1e6, peak_gib=1.0, meta=m)])
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", "0.01")
+    assert r.returncode == 1, r.stdout + r.stderr
+    extra = float(r.stdout.split("allow ")[1].split(" more drop")[0])
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", str(0.01 + extra), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["chosen"]["trial"] == 1
