@@ -496,7 +496,7 @@ def _metric_line(name: str, v: float, source: str) -> str:
     if name == "peak_gpu_bytes":
         shown = format_bytes(v, 3)  # as the "fits" line: 1.963 MiB must not read as a 2.0 MiB over a 1.97 budget
     elif name == "h2d_bytes_per_token":
-        shown = f"{v / 2**20:.3f} MiB"
+        shown = format_bytes(v, 3)  # a fixed MiB showed a tiny model's 512 B as "0.000 MiB"
     elif name.endswith("_ms_per_token") or name == "time_per_token":
         shown = f"{v:.3f} ms"
     else:

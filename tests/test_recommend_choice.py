@@ -300,3 +300,12 @@ def test_the_more_drop_it_suggests_admits_the_point(tmp_path):
     r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", str(0.01 + extra), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["chosen"]["trial"] == 1
+
+
+def test_a_small_transfer_is_shown_in_units_that_do_not_round_it_to_zero(tmp_path):
+    """A tiny model moves hundreds of bytes per token: its stored value must not print as 0.000 MiB."""
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "bf16", 8, acc=0.9, h2d=512.0, peak_gib=1.0)])
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("h2d_bytes_per_token"))
+    assert "512 B" in line and "0.000" not in line, line
