@@ -228,7 +228,11 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
         raise UserError(f"cannot read {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     if not points:
         what = f"study {study!r}" if study else "any study"
-        raise UserError(f"no stored Pareto front for {what} in {url}; run `advisor tune` first (see `advisor studies`)")
+        # a mistyped name: say which studies do have a front (as `pareto` does), not only "run advisor tune"
+        others = sorted({p.study_name for p in read_fronts(url, None)}) if study else []
+        hint = (f" (studies with a front there: {', '.join(others)})" if others
+                else "; run `advisor tune` first")
+        raise UserError(f"no stored Pareto front for {what} in {url}{hint}; see `advisor studies`")
     return points
 
 

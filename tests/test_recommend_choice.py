@@ -309,3 +309,13 @@ def test_a_small_transfer_is_shown_in_units_that_do_not_round_it_to_zero(tmp_pat
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("h2d_bytes_per_token"))
     assert "512 B" in line and "0.000" not in line, line
+
+
+def test_a_mistyped_study_names_the_studies_there(tmp_path):
+    """`export bundled-toy-quik 3` (or `recommend --study` with a typo) said only "run `advisor tune` first",
+    as if the database were empty; `pareto` lists the studies, and so do these now, in one line, exit 2."""
+    url = make_db(tmp_path / "a.db", standard_front("bundled-toy-quick"))
+    for args in (("export", "bundled-toy-quik", "3", "--to", "json"), ("recommend", "--study", "bundled-toy-quik")):
+        r = _cli(*args, "--storage", url, cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "studies with a front there: bundled-toy-quick" in r.stderr and "run `advisor tune`" not in r.stderr
