@@ -457,10 +457,19 @@ def _more_drop(floor: float, acc: float) -> float:
 
 
 def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int | None) -> tuple[list[str], list[dict]]:
-    reasons = [f"nothing fits: all {len(cands)} point(s) excluded"]
     closest: list[dict[str, Any]] = []
     mem_ok = [c for c in cands if not any(s.startswith(("needs", "no peak")) for s in c.problems)]
     acc_ok = [c for c in cands if not any(s.startswith(("accuracy", "no accuracy")) for s in c.problems)]
+    # "nothing fits" alone read as memory when every point fitted and the floor excluded them all
+    over, low = len(cands) - len(mem_ok), len(cands) - len(acc_ok)
+    if not over and low:
+        reasons = [f"all {len(cands)} point(s) fall below the accuracy floor"
+                   + (" (every one fits the memory)" if budget is not None else "")]
+    elif over and not low:
+        reasons = [f"nothing fits: all {len(cands)} point(s) exceed the memory budget"]
+    else:
+        reasons = [f"nothing fits: all {len(cands)} point(s) excluded ({over} exceed the memory budget, "
+                   f"{low} fall below the accuracy floor)"]
     if acc_ok and budget is not None:
         c = min((c for c in acc_ok if "peak_gpu_bytes" in c.point.values),
                 key=lambda c: c.point.values["peak_gpu_bytes"], default=None)

@@ -319,3 +319,15 @@ def test_a_mistyped_study_names_the_studies_there(tmp_path):
         r = _cli(*args, "--storage", url, cwd=tmp_path)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "studies with a front there: bundled-toy-quick" in r.stderr and "run `advisor tune`" not in r.stderr
+
+
+def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
+    """With every point within the budget and all below --min-accuracy, the first reason said "nothing fits",
+    which reads as memory; it says the floor now (exit 1: the input was fine)."""
+    url = make_db(tmp_path / "a.db", standard_front())
+    r = _cli("recommend", "--storage", url, "--budget", "24GiB", "--min-accuracy", "0.99")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "nothing fits" not in r.stdout, r.stdout
+    assert "all 6 point(s) fall below the accuracy floor (every one fits the memory)" in r.stdout, r.stdout
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.99")
+    assert "(6 exceed the memory budget, 6 fall below the accuracy floor)" in r.stdout, r.stdout
