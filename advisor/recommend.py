@@ -245,7 +245,8 @@ def _match(value: str, wanted: str | None) -> bool:
 
 def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
     """Points of the requested model/task/study; none left is a UserError listing what exists."""
-    out = [p for p in points if _match(p.model, q.model) and _match(p.task, q.task)
+    exact = q.model is not None and any(p.model == q.model for p in points)  # `bundled` beside `bundled-v2`
+    out = [p for p in points if (p.model == q.model if exact else _match(p.model, q.model)) and _match(p.task, q.task)
            and (q.study is None or p.study_name == q.study)]
     if not out:
         asked = ", ".join(f"{k}={v!r}" for k, v in (("model", q.model), ("task", q.task), ("study", q.study)) if v)
@@ -254,6 +255,13 @@ def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
             for k, a in (("models", "model"), ("tasks", "task"), ("studies", "study_name"))
         )
         raise UserError(f"no front point matches {asked}; stored {have}")
+    models = sorted({p.model for p in out})
+    if len(models) > 1:
+        # ranking one model's bytes or time against another's answers nothing, and each study has its own floor:
+        # the README's own flow (bundled, then a tiny fidelity study, in one database) chose a tiny random model
+        where = f"--model {q.model!r} matches" if q.model else "the stored fronts are of"
+        raise UserError(f"{where} {len(models)} models ({', '.join(models)}), whose configurations do not compare; "
+                        "pass --model NAME or --study NAME")
     return out
 
 

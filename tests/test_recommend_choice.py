@@ -331,3 +331,21 @@ def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
     assert "all 6 point(s) fall below the accuracy floor (every one fits the memory)" in r.stdout, r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.99")
     assert "(6 exceed the memory budget, 6 fall below the accuracy floor)" in r.stdout, r.stdout
+
+
+def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):
+    """The README's flow stores the bundled model's study and a tiny fidelity study in one database; `recommend
+    --budget` then ranked the tiny random model's bytes against the bundled model's and recommended it (its
+    points store no accuracy, so no floor applied). Now one line asks which model; an exact --model picks it
+    even when it is part of another model's name."""
+    import dataclasses
+
+    tiny = [dataclasses.replace(p, study_name="t", model="tiny-llada-v2", values={**p.values, "h2d_bytes_per_token": 1.0})
+            for p in standard_front("t")]
+    url = make_db(tmp_path / "a.db", standard_front("s1") + tiny)
+    r = _cli("recommend", "--storage", url, "--budget", "12GiB")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+    assert "2 models (tiny-llada, tiny-llada-v2)" in r.stderr and "--model NAME or --study NAME" in r.stderr, r.stderr
+    r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--model", "tiny-llada", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["chosen"]["study"] == "s1"
