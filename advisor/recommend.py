@@ -228,7 +228,11 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
         raise UserError(f"cannot read {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     if not points:
         what = f"study {study!r}" if study else "any study"
-        raise UserError(f"no stored Pareto front for {what} in {url}; run `advisor tune` first (see `advisor studies`)")
+        # a mistyped name: say which studies do have a front (as `pareto` does), not only "run advisor tune"
+        others = sorted({p.study_name for p in read_fronts(url, None)}) if study else []
+        hint = (f" (studies with a front there: {', '.join(others)})" if others
+                else "; run `advisor tune` first")
+        raise UserError(f"no stored Pareto front for {what} in {url}{hint}; see `advisor studies`")
     return points
 
 
@@ -241,7 +245,8 @@ def _match(value: str, wanted: str | None) -> bool:
 
 def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
     """Points of the requested model/task/study; none left is a UserError listing what exists."""
-    out = [p for p in points if _match(p.model, q.model) and _match(p.task, q.task)
+    exact = q.model is not None and any(p.model == q.model for p in points)  # `bundled` beside `bundled-v2`
+    out = [p for p in points if (p.model == q.model if exact else _match(p.model, q.model)) and _match(p.task, q.task)
            and (q.study is None or p.study_name == q.study)]
     if not out:
         asked = ", ".join(f"{k}={v!r}" for k, v in (("model", q.model), ("task", q.task), ("study", q.study)) if v)
@@ -250,6 +255,13 @@ def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
             for k, a in (("models", "model"), ("tasks", "task"), ("studies", "study_name"))
         )
         raise UserError(f"no front point matches {asked}; stored {have}")
+    models = sorted({p.model for p in out})
+    if len(models) > 1:
+        # ranking one model's bytes or time against another's answers nothing, and each study has its own floor:
+        # the README's own flow (bundled, then a tiny fidelity study, in one database) chose a tiny random model
+        where = f"--model {q.model!r} matches" if q.model else "the stored fronts are of"
+        raise UserError(f"{where} {len(models)} models ({', '.join(models)}), whose configurations do not compare; "
+                        "pass --model NAME or --study NAME")
     return out
 
 
@@ -446,11 +458,26 @@ def _why(rec: Recommendation) -> list[str]:
     return out
 
 
+def _more_drop(floor: float, acc: float) -> float:
+    """The extra --max-accuracy-drop, at the 3 decimals shown, that admits `acc`: rounded up, since a drop
+    rounded to nearest (0.0215 -> 0.021) still leaves the point below the floor."""
+    return math.ceil(round((floor - acc) * 1000, 9)) / 1000
+
+
 def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int | None) -> tuple[list[str], list[dict]]:
-    reasons = [f"nothing fits: all {len(cands)} point(s) excluded"]
     closest: list[dict[str, Any]] = []
     mem_ok = [c for c in cands if not any(s.startswith(("needs", "no peak")) for s in c.problems)]
     acc_ok = [c for c in cands if not any(s.startswith(("accuracy", "no accuracy")) for s in c.problems)]
+    # "nothing fits" alone read as memory when every point fitted and the floor excluded them all
+    over, low = len(cands) - len(mem_ok), len(cands) - len(acc_ok)
+    if not over and low:
+        reasons = [f"all {len(cands)} point(s) fall below the accuracy floor"
+                   + (" (every one fits the memory)" if budget is not None else "")]
+    elif over and not low:
+        reasons = [f"nothing fits: all {len(cands)} point(s) exceed the memory budget"]
+    else:
+        reasons = [f"nothing fits: all {len(cands)} point(s) excluded ({over} exceed the memory budget, "
+                   f"{low} fall below the accuracy floor)"]
     if acc_ok and budget is not None:
         c = min((c for c in acc_ok if "peak_gpu_bytes" in c.point.values),
                 key=lambda c: c.point.values["peak_gpu_bytes"], default=None)
@@ -468,7 +495,8 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
         if c is not None and c.floor is not None:
             acc = c.point.values["accuracy"]
             reasons.append(f"lower floor: {c.label} fits with accuracy {acc:.3f} "
-                           f"(floor {c.floor:.3f}; allow {c.floor - acc:.3f} more drop, e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
+                           f"(floor {c.floor:.3f}; allow {_more_drop(c.floor, acc):.3f} more drop, "
+                           f"e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "accuracy_floor",
                             "accuracy": acc, "floor": c.floor})
     if not closest:
@@ -489,7 +517,7 @@ def _metric_line(name: str, v: float, source: str) -> str:
     if name == "peak_gpu_bytes":
         shown = format_bytes(v, 3)  # as the "fits" line: 1.963 MiB must not read as a 2.0 MiB over a 1.97 budget
     elif name == "h2d_bytes_per_token":
-        shown = f"{v / 2**20:.3f} MiB"
+        shown = format_bytes(v, 3)  # a fixed MiB showed a tiny model's 512 B as "0.000 MiB"
     elif name.endswith("_ms_per_token") or name == "time_per_token":
         shown = f"{v:.3f} ms"
     else:

@@ -409,8 +409,11 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     (tmp_path / "fid.toml").write_text(quick.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
     before = _dump(db)
     for mode in ("replay", "live"):
-        for model, extra, needle in (("bundled", ("--space", "lru.toml"), "another search space (quick)"),
-                                     ("./no-such-model", ("--space", "fid.toml"), "another search space (quick)"),
+        # lru.toml and fid.toml are edited copies still named "quick": the line says so, not "another (quick)"
+        same_name = "another search space (also named 'quick', with other contents)"
+        for model, extra, needle in (("bundled", ("--space", "lru.toml"), same_name),
+                                     ("./no-such-model", ("--space", "fid.toml"), same_name),
+                                     ("./no-such-model", ("--space", "default"), "another search space (quick)"),
                                      ("./no-such-model", ("--budget", "3MiB"), "another memory budget (4.34 MiB)")):
             r = advisor("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
                             *extra, cwd=tmp_path)

@@ -299,3 +299,30 @@ def test_recommend_prints_an_export_command_that_runs_as_printed(tmp_path):
     out = advisor(*argv[1:], "--to", "json", "-o", str(tmp_path / "c.json"), cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads((tmp_path / "c.json").read_text())
+
+
+def test_a_refused_off_front_export_does_not_say_exported(tmp_path):
+    """The example's Fiddler-style row (#204, static_hot, tuned before hot sets were stored) is refused for json;
+    the off-front note came first and said "exported as stored", so the user read two contradicting lines."""
+    r = advisor("export", "bundled-example", "204", "--storage", str(EXAMPLE_DB), "--to", "json",
+                "-o", str(tmp_path / "f.json"), cwd=tmp_path)
+    assert r.returncode == 2 and not (tmp_path / "f.json").exists(), r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "exported as stored" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error: this static_hot point stored no calibration routing"), r.stderr
+
+
+def test_the_recommend_command_tune_suggests_runs_in_a_database_of_several_models(tmp_path):
+    """tune ends with `next: ... advisor recommend --budget ...`; in a database that already holds another
+    model's study (the README's bundled run, then its tiny-model how-to) that command is refused as mixing
+    models, so the hint names the study."""
+    from advisor.tune.space import load_space
+
+    space = tmp_path / "tiny.toml"
+    space.write_text(load_space("quick").text.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
+    for model in ("tiny:qwen3_moe", "tiny:olmoe"):
+        r = advisor("tune", model, "--space", str(space), "--trials", "1", "--wide", cwd=tmp_path, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    hint = re.search(r"`advisor (recommend[^`]*?) --budget \.\.\.`", " ".join(r.stdout.split())).group(1)
+    assert "--study tiny:olmoe-toy-quick" in hint, hint
+    follow = advisor(*hint.split(), "--budget", "1GiB", cwd=tmp_path)
+    assert follow.returncode == 0 and "model tiny:olmoe" in follow.stdout, follow.stdout + follow.stderr

@@ -264,3 +264,24 @@ def test_vllm_fp8_offload_is_counted_in_the_checkpoint_bytes_vllm_budgets():
     gib = float(args[args.index("--cpu-offload-gb") + 1])
     assert 10 * one_bf16 / 2**30 <= gib < 10 * one_bf16 / 2**30 + 0.01
     assert any("before it quantizes them to fp8" in n for n in res.notes)
+
+
+def test_a_refusal_names_only_targets_that_take_the_model(tmp_path):
+    """llama.cpp's refusal of a tiny DiffusionGemma said `export with --to vllm`, which then refused it too (a
+    tiny model is built in code): each target a refusal names must export the point (exit 0)."""
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128),
+            "family": "diffusion_gemma", "is_diffusion": True}
+    url = make_db(tmp_path / "a.db", [point("dg", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta,
+                                            model="tiny:diffusion_gemma")])
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "export", "dg", "1",
+                               "--storage", url, *args], capture_output=True, text=True, cwd=tmp_path)
+
+    r = cli("--to", "llama.cpp")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    named = re.findall(r"--to ([\w.]+)", r.stderr.split("export with")[1])
+    assert named and "vllm" not in named, r.stderr
+    for target in named:
+        r2 = cli("--to", target, "-o", str(tmp_path / f"out.{target}"))
+        assert r2.returncode == 0, (target, r2.stderr)

@@ -286,3 +286,66 @@ def test_a_non_finite_value_is_stored_without_it_and_said_in_its_source(tmp_path
     finally:
         save_front(engine, study, [])
         engine.dispose()
+
+
+def test_the_more_drop_it_suggests_admits_the_point(tmp_path):
+    """`allow X more drop` is what a user adds to --max-accuracy-drop: it must admit the point it names
+    (0.9375 under a 0.95875 floor is 0.0215 short; 0.021, rounded to nearest, still excluded it)."""
+    m = model_meta()
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "bf16", 8, acc=0.96875, h2d=0.0, peak_gib=20.0, meta=m),
+                                      point("s1", 1, "int4", 2, acc=0.9375, h2d=1e6, peak_gib=1.0, meta=m)])
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", "0.01")
+    assert r.returncode == 1, r.stdout + r.stderr
+    extra = float(r.stdout.split("allow ")[1].split(" more drop")[0])
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", str(0.01 + extra), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["chosen"]["trial"] == 1
+
+
+def test_a_small_transfer_is_shown_in_units_that_do_not_round_it_to_zero(tmp_path):
+    """A tiny model moves hundreds of bytes per token: its stored value must not print as 0.000 MiB."""
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "bf16", 8, acc=0.9, h2d=512.0, peak_gib=1.0)])
+    r = _cli("recommend", "--storage", url, "--budget", "2GiB")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.strip().startswith("h2d_bytes_per_token"))
+    assert "512 B" in line and "0.000" not in line, line
+
+
+def test_a_mistyped_study_names_the_studies_there(tmp_path):
+    """`export bundled-toy-quik 3` (or `recommend --study` with a typo) said only "run `advisor tune` first",
+    as if the database were empty; `pareto` lists the studies, and so do these now, in one line, exit 2."""
+    url = make_db(tmp_path / "a.db", standard_front("bundled-toy-quick"))
+    for args in (("export", "bundled-toy-quik", "3", "--to", "json"), ("recommend", "--study", "bundled-toy-quik")):
+        r = _cli(*args, "--storage", url, cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "studies with a front there: bundled-toy-quick" in r.stderr and "run `advisor tune`" not in r.stderr
+
+
+def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
+    """With every point within the budget and all below --min-accuracy, the first reason said "nothing fits",
+    which reads as memory; it says the floor now (exit 1: the input was fine)."""
+    url = make_db(tmp_path / "a.db", standard_front())
+    r = _cli("recommend", "--storage", url, "--budget", "24GiB", "--min-accuracy", "0.99")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "nothing fits" not in r.stdout, r.stdout
+    assert "all 6 point(s) fall below the accuracy floor (every one fits the memory)" in r.stdout, r.stdout
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.99")
+    assert "(6 exceed the memory budget, 6 fall below the accuracy floor)" in r.stdout, r.stdout
+
+
+def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):
+    """The README's flow stores the bundled model's study and a tiny fidelity study in one database; `recommend
+    --budget` then ranked the tiny random model's bytes against the bundled model's and recommended it (its
+    points store no accuracy, so no floor applied). Now one line asks which model; an exact --model picks it
+    even when it is part of another model's name."""
+    import dataclasses
+
+    tiny = [dataclasses.replace(p, study_name="t", model="tiny-llada-v2", values={**p.values, "h2d_bytes_per_token": 1.0})
+            for p in standard_front("t")]
+    url = make_db(tmp_path / "a.db", standard_front("s1") + tiny)
+    r = _cli("recommend", "--storage", url, "--budget", "12GiB")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+    assert "2 models (tiny-llada, tiny-llada-v2)" in r.stderr and "--model NAME or --study NAME" in r.stderr, r.stderr
+    r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--model", "tiny-llada", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["chosen"]["study"] == "s1"

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
 
         target = resolve_target(to)
         parse_options(target, option)  # bad options fail before the database is read
+        off_note: str | None = None
         if from_recommend:
             if trial is not None:
                 raise UserError("give either STUDY TRIAL or --from-recommend, not both")
@@ -57,8 +58,10 @@ def register(app: typer.Typer) -> None:
                 raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
             points = load_points(storage, study)
             match = [p for p in points if p.trial_number == trial]
-            point = match[0] if match else _off_front(storage, study, trial, points)
+            point, off_note = (match[0], None) if match else _off_front(storage, study, trial, points)
         result = export_point(point, target, option)
+        if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
+            typer.echo(off_note, err=True)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
             write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"))
@@ -82,8 +85,8 @@ def _trials_text(numbers: list[int]) -> str:
     return ", ".join(map(str, numbers[:20])) + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
 
 
-def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) -> FrontPoint:
-    """A complete trial off the stored front, with one line saying so (and why); any other trial is refused."""
+def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) -> tuple[FrontPoint, str]:
+    """A complete trial off the stored front, with the line that says so (and why); any other trial is refused."""
     from advisor.results.trials import dominated_by, read_trial
 
     t = read_trial(storage, study, trial)
@@ -102,6 +105,4 @@ def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) ->
         by = dominated_by(t, front)
         why = (f"dominated by front trial{'s' if len(by) > 1 else ''} {_trials_text(by)} on "
                f"{', '.join(t.objectives)}" if by else "not among the study's best trials when the front was stored")
-    typer.echo(f"note: trial {trial} is not on the stored front of study {study!r} ({why}); exported as stored",
-               err=True)
-    return t.point
+    return t.point, f"note: trial {trial} is not on the stored front of study {study!r} ({why}); exported as stored"

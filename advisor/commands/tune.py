@@ -418,7 +418,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     shown = mask_url(result.storage_url)
     where = storage_flag(result.storage_url)
     console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
-                  f"`advisor pareto {name}{where}`, `advisor recommend{where} --budget ...`", markup=True)
+                  f"`advisor pareto {name}{where}`, `advisor recommend --study {name}{where} --budget ...`", markup=True)
 
 
 def _left_out_note(console):

@@ -118,6 +118,12 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
     opts = parse_options(target, options)
     cfg = export_config(point.config, point.model)
     mod = importlib.import_module(TARGETS[target])
+    if (why := getattr(mod, "refusal", lambda _m: None)(cfg.model)) is not None:
+        # the way out from `targets_for`, as recommend's `Export it:` line: a fixed one named vLLM for a tiny
+        # DiffusionGemma, which vLLM then refused too (it cannot load a model built in code)
+        others = [f"--to {t}" for t in targets_for(point) if t != target]
+        raise UserError(f"{why}; export with {', '.join(others[:-1]) + ' or ' if len(others) > 1 else ''}"
+                        f"{others[-1] if others else 'another target'} instead")
     return mod.export(point, cfg, opts)
 
 

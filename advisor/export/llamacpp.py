@@ -49,14 +49,12 @@ GGUF_ARCH = {
     "mixtral": "llama",
     "deepseek_v3": "deepseek2",
 }
-# families llama.cpp cannot run, with the reason and what to do instead
+# families llama.cpp cannot run, with the reason (`base.export_point` adds the targets that take them)
 REFUSED = {
     "llada2": "llama.cpp has no diffusion path for LLaDA2: its GGUF architecture (bailingmoe2) runs only "
-              "autoregressively, and llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1; export with "
-              "--to hf (the advisor's loader runs LLaDA2 with this plan) or --to json",
+              "autoregressively, and llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1",
     "diffusion_gemma": "llama.cpp has no diffusion path for DiffusionGemma (no GGUF architecture; "
-                       "llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1); export with --to vllm "
-                       "(vLLM serves DiffusionGemma) or --to hf",
+                       "llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1)",
 }
 DIFFUSION_ARCHS = {"llada-moe"}  # GGUF architectures llama-diffusion-cli runs (of those above)
 

@@ -75,7 +75,7 @@ def refusal(model: ModelInfo) -> str | None:
     """Why vLLM cannot serve this model family (None when it can); `base.targets_for` asks it too."""
     if model.is_diffusion and model.family not in SERVED_DIFFUSION:
         return (f"vLLM serves no diffusion LLM but DiffusionGemma (family {model.family}: its iterative "
-                "unmasking has no vLLM model); export to hf or json instead (llama.cpp for llada_moe)")
+                "unmasking has no vLLM model)")
     return None
 
 

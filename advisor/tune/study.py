@@ -233,7 +233,12 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
             if key == "budget_bytes":
                 shown = format_bytes(stored[key], 2) if stored[key] else "none"
             else:  # a fingerprint is shown by the name stored beside it
-                shown = stored.get({"model_fingerprint": "model", "space_fingerprint": "space"}.get(key, key))
+                named = {"model_fingerprint": "model", "space_fingerprint": "space"}.get(key, key)
+                shown = stored.get(named)
+                if named != key and shown is not None and shown == keys.get(named):
+                    # an edited copy keeps the name (the README's tiny.toml is quick.toml with one line changed):
+                    # "another search space (quick)" read as a contradiction
+                    shown = f"also named {shown!r}, with other contents"
             raise UserError(f"study {name!r} was run with another {what} ({shown}); "
                             "resume it with the same settings or choose a new --study name")
 
