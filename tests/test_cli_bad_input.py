@@ -611,3 +611,19 @@ def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
     line = one_error_line(r, "--host-memory: '0' is not a size")
     assert "budget" not in line, line
     before_model_load(r)
+
+
+def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_path):
+    """`--storage ""` (an unset "$DB") reads studies/advisor.db, as `studies` and `pareto` do: it neither opens
+    an empty in-memory database ("no front in ") nor leaves an empty studies/advisor.db behind."""
+    for args in (["recommend", "--storage", ""], ["export", "x", "1", "--to", "json", "--storage", ""]):
+        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "no advisor database at studies/advisor.db")
+        assert not (tmp_path / "studies").exists()
+    (tmp_path / "studies").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db",
+                tmp_path / "studies" / "advisor.db")
+    r = advisor("recommend", "--storage", "", "--budget", "2MiB", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "Recommended: study 'bundled-example'" in r.stdout, r.stdout + r.stderr
+    r = advisor("export", "--from-recommend", "--to", "json", "--storage", "", "--budget", "2MiB", cwd=tmp_path,
+                timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["source"]["study"] == "bundled-example", r.stdout + r.stderr
