@@ -627,3 +627,17 @@ def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_p
     r = advisor("export", "--from-recommend", "--to", "json", "--storage", "", "--budget", "2MiB", cwd=tmp_path,
                 timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["source"]["study"] == "bundled-example", r.stdout + r.stderr
+
+
+def test_tune_refuses_empty_values_and_a_nan_timeout(tmp_path):
+    """`advisor tune "$MODEL" --space "$SPACE"` with a variable unset tuned the bundled model / the default space
+    (and `--host-memory ""` dropped the cap) without a word; `--timeout nan` never ended the run."""
+    db = tmp_path / "s.db"
+    for args, needle in (([""], "MODEL is empty"), (["--space", ""], "--space is empty"),
+                         (["--task", " "], "--task is empty"), (["--sampler", ""], "--sampler is empty"),
+                         (["--data", ""], "--data is empty"), (["--host-memory", ""], "--host-memory is empty"),
+                         (["--timeout", "nan"], "--timeout nan must be positive")):
+        r = advisor("tune", *args, "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        before_model_load(r)
+        assert not db.exists(), args
