@@ -641,3 +641,14 @@ def test_tune_refuses_empty_values_and_a_nan_timeout(tmp_path):
         one_error_line(r, needle)
         before_model_load(r)
         assert not db.exists(), args
+
+
+def test_empty_budget_precision_and_layers_are_refused_not_ignored(tmp_path):
+    """`inspect --budget ""` printed no fit table, `eval --precision ""` measured full precision and
+    `quant-report --layers ""` measured every layer, each without a word (`tune --budget ""` is refused)."""
+    for args, needle in ((["inspect", "bundled", "--budget", ""], "budget '' is not a size"),
+                         (["eval", "--precision", "", "--limit", "2"], "bad precision plan ''"),
+                         (["quant-report", "bundled", "--layers", "", "-f", "int8"], "--layers ''")):
+        r = advisor(*args, cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        assert "bundled" not in r.stdout, r.stdout  # refused before any result is printed

@@ -9,7 +9,7 @@ from advisor.errors import UserError
 
 
 def _layers(text: str | None) -> list[int] | None:
-    if not text:
+    if text is None:  # '' is refused below, not read as every layer
         return None
     out: list[int] = []
     for part in text.split(","):
