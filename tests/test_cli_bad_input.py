@@ -652,3 +652,15 @@ def test_empty_budget_precision_and_layers_are_refused_not_ignored(tmp_path):
         r = advisor(*args, cwd=tmp_path, timeout=120)
         one_error_line(r, needle)
         assert "bundled" not in r.stdout, r.stdout  # refused before any result is printed
+
+
+def test_recommend_refuses_empty_filters(tmp_path):
+    """`recommend --model ""` recommended from every model's front (an empty name is a substring of all), and
+    `--study ""` said no study had a front; both are now refused, as is `export --from-recommend --task ""`."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args, needle in ((["recommend", "--model", "", "--budget", "2MiB"], "--model is empty"),
+                         (["recommend", "--study", ""], "--study is empty"),
+                         (["export", "--from-recommend", "--to", "json", "--task", " "], "--task is empty")):
+        r = advisor(*args, "--storage", db, cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        assert r.stdout == "", r.stdout
