@@ -664,3 +664,13 @@ def test_recommend_refuses_empty_filters(tmp_path):
         r = advisor(*args, "--storage", db, cwd=tmp_path, timeout=120)
         one_error_line(r, needle)
         assert r.stdout == "", r.stdout
+
+
+def test_profile_refuses_an_empty_name(tmp_path):
+    """`advisor profile --name ""` measured and saved the profile under the device's name (replacing the one
+    stored there) as if --name were not given; it is refused before anything is measured or written."""
+    out = tmp_path / "profiles"
+    r = advisor("profile", "--cpu", "--name", "", "--repeats", "1", "--profiles-dir", str(out), cwd=tmp_path,
+                timeout=120)
+    one_error_line(r, "--name is empty")
+    assert not out.exists() or not any(out.iterdir())

@@ -98,6 +98,9 @@ def register(app: typer.Typer) -> None:
         from advisor.hardware import profiles as hw
         from advisor.hardware.profiles import format_bytes, nominal_device, save_profile
 
+        if name is not None and not name.strip():  # '' stored the profile under the device's name, replacing it
+            raise UserError("--name is empty; give the name to store the profile under, or leave it out (the "
+                            "device's name)")
         if list_known:
             measured = hw.load_profiles(profiles_dir)
             typer.echo(f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "
