@@ -674,3 +674,14 @@ def test_profile_refuses_an_empty_name(tmp_path):
                 timeout=120)
     one_error_line(r, "--name is empty")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_tune_refuses_a_seed_numpy_cannot_take(tmp_path):
+    """`tune --seed -1` loaded the model, created the study and ended in numpy's "Seed must be between 0 and
+    2**32 - 1" traceback; now a usage error before anything loads or is written."""
+    db = tmp_path / "s.db"
+    for seed in ("-1", str(2**32)):
+        r = advisor("tune", "--seed", seed, "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=200)
+        one_error_line(r, "--seed")
+        before_model_load(r)
+        assert not db.exists()

@@ -151,7 +151,8 @@ def register(app: typer.Typer) -> None:
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
         sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
                                     "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
-        seed: int = typer.Option(0, "--seed", help="Sampler seed of a study's first run; its k-th run (a resume, "
+        # numpy seeds the samplers: 0..2**32-1, and a study's k-th run draws with seed + k
+        seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Sampler seed of a study's first run; its k-th run (a resume, "
                                  "another worker) draws with seed + k, so it adds new configurations."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
