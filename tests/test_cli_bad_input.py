@@ -685,3 +685,13 @@ def test_tune_refuses_a_seed_numpy_cannot_take(tmp_path):
         one_error_line(r, "--seed")
         before_model_load(r)
         assert not db.exists()
+
+
+def test_quant_report_refuses_samples_that_cannot_fit_in_memory(tmp_path):
+    """`quant-report --samples` beyond the host's memory ended in torch's allocator traceback (exit 1)."""
+    r = advisor("quant-report", "bundled", "--samples", str(10**12), "-f", "int8", "--max-experts", "1",
+                cwd=tmp_path, timeout=120)
+    one_error_line(r, "--samples 1000000000000", "use fewer")
+    r = advisor("quant-report", "bundled", "--samples", "8", "-f", "int8", "--max-experts", "1", cwd=tmp_path,
+                timeout=120)
+    assert r.returncode == 0 and "8 samples" in r.stdout, r.stdout + r.stderr
