@@ -219,7 +219,7 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
     """Stored front points; a missing, empty or foreign database is one clear UserError."""
     from advisor.results.read import read_fronts
 
-    url = storage
+    url = storage.strip() or DEFAULT_STORAGE  # as `normalize_url` reads it: '' must not open an in-memory database
     try:
         points = read_fronts(url, study)
     except UserError:

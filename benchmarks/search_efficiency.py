@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     if a.seeds < 3:
         ap.error("--seeds must be >= 3 (the worst seed is reported)")
+    if a.trials < CHECKPOINTS[-1]:  # fewer trials reported the last trial's hypervolume as worst_hv40
+        ap.error(f"--trials must be >= {CHECKPOINTS[-1]} (the hypervolume after "
+                 f"{'/'.join(map(str, CHECKPOINTS))} trials is reported)")
     fractions = [float(x) for x in a.budgets.split(",")]
     samplers = a.samplers.split(",")
     blind = [s for s in a.blind.split(",") if s]

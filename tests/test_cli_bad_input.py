@@ -611,3 +611,87 @@ def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
     line = one_error_line(r, "--host-memory: '0' is not a size")
     assert "budget" not in line, line
     before_model_load(r)
+
+
+def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_path):
+    """`--storage ""` (an unset "$DB") reads studies/advisor.db, as `studies` and `pareto` do: it neither opens
+    an empty in-memory database ("no front in ") nor leaves an empty studies/advisor.db behind."""
+    for args in (["recommend", "--storage", ""], ["export", "x", "1", "--to", "json", "--storage", ""]):
+        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "no advisor database at studies/advisor.db")
+        assert not (tmp_path / "studies").exists()
+    (tmp_path / "studies").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db",
+                tmp_path / "studies" / "advisor.db")
+    r = advisor("recommend", "--storage", "", "--budget", "2MiB", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "Recommended: study 'bundled-example'" in r.stdout, r.stdout + r.stderr
+    r = advisor("export", "--from-recommend", "--to", "json", "--storage", "", "--budget", "2MiB", cwd=tmp_path,
+                timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["source"]["study"] == "bundled-example", r.stdout + r.stderr
+
+
+def test_tune_refuses_empty_values_and_a_nan_timeout(tmp_path):
+    """`advisor tune "$MODEL" --space "$SPACE"` with a variable unset tuned the bundled model / the default space
+    (and `--host-memory ""` dropped the cap) without a word; `--timeout nan` never ended the run."""
+    db = tmp_path / "s.db"
+    for args, needle in (([""], "MODEL is empty"), (["--space", ""], "--space is empty"),
+                         (["--task", " "], "--task is empty"), (["--sampler", ""], "--sampler is empty"),
+                         (["--data", ""], "--data is empty"), (["--host-memory", ""], "--host-memory is empty"),
+                         (["--timeout", "nan"], "--timeout nan must be positive")):
+        r = advisor("tune", *args, "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        before_model_load(r)
+        assert not db.exists(), args
+
+
+def test_empty_budget_precision_and_layers_are_refused_not_ignored(tmp_path):
+    """`inspect --budget ""` printed no fit table, `eval --precision ""` measured full precision and
+    `quant-report --layers ""` measured every layer, each without a word (`tune --budget ""` is refused)."""
+    for args, needle in ((["inspect", "bundled", "--budget", ""], "budget '' is not a size"),
+                         (["eval", "--precision", "", "--limit", "2"], "bad precision plan ''"),
+                         (["quant-report", "bundled", "--layers", "", "-f", "int8"], "--layers ''")):
+        r = advisor(*args, cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        assert "bundled" not in r.stdout, r.stdout  # refused before any result is printed
+
+
+def test_recommend_refuses_empty_filters(tmp_path):
+    """`recommend --model ""` recommended from every model's front (an empty name is a substring of all), and
+    `--study ""` said no study had a front; both are now refused, as is `export --from-recommend --task ""`."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args, needle in ((["recommend", "--model", "", "--budget", "2MiB"], "--model is empty"),
+                         (["recommend", "--study", ""], "--study is empty"),
+                         (["export", "--from-recommend", "--to", "json", "--task", " "], "--task is empty")):
+        r = advisor(*args, "--storage", db, cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        assert r.stdout == "", r.stdout
+
+
+def test_profile_refuses_an_empty_name(tmp_path):
+    """`advisor profile --name ""` measured and saved the profile under the device's name (replacing the one
+    stored there) as if --name were not given; it is refused before anything is measured or written."""
+    out = tmp_path / "profiles"
+    r = advisor("profile", "--cpu", "--name", "", "--repeats", "1", "--profiles-dir", str(out), cwd=tmp_path,
+                timeout=120)
+    one_error_line(r, "--name is empty")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_tune_refuses_a_seed_numpy_cannot_take(tmp_path):
+    """`tune --seed -1` loaded the model, created the study and ended in numpy's "Seed must be between 0 and
+    2**32 - 1" traceback; now a usage error before anything loads or is written."""
+    db = tmp_path / "s.db"
+    for seed in ("-1", str(2**32)):
+        r = advisor("tune", "--seed", seed, "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=200)
+        one_error_line(r, "--seed")
+        before_model_load(r)
+        assert not db.exists()
+
+
+def test_quant_report_refuses_samples_that_cannot_fit_in_memory(tmp_path):
+    """`quant-report --samples` beyond the host's memory ended in torch's allocator traceback (exit 1)."""
+    r = advisor("quant-report", "bundled", "--samples", str(10**12), "-f", "int8", "--max-experts", "1",
+                cwd=tmp_path, timeout=120)
+    one_error_line(r, "--samples 1000000000000", "use fewer")
+    r = advisor("quant-report", "bundled", "--samples", "8", "-f", "int8", "--max-experts", "1", cwd=tmp_path,
+                timeout=120)
+    assert r.returncode == 0 and "8 samples" in r.stdout, r.stdout + r.stderr

@@ -221,3 +221,16 @@ def test_cpu_misses_buy_more_cache_under_the_same_budget(tmp_path):
     assert sum(cpu_slots) > sum(copy_slots), (copy_slots, cpu_slots)
     for t in warm.values():
         assert t.user_attrs["feasible"] is True and t.user_attrs["config"]["counted_peak_gpu_bytes"] <= budget
+
+
+def test_search_efficiency_refuses_fewer_trials_than_its_result_reports():
+    """`--trials 20` printed the 20th trial's hypervolume as `RESULT worst_hv40=` (and under the table's 40
+    column): refused at once, as --seeds below 3 is, instead of a run whose numbers say something else."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        r = subprocess.run([sys.executable, "-m", "benchmarks.search_efficiency", "--trials", "20"], cwd=root,
+                           capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("--trials 20 started the benchmark instead of being refused") from None
+    assert r.returncode == 2 and "--trials must be >= 40" in r.stderr, r.stdout + r.stderr
+    assert "RESULT" not in r.stdout

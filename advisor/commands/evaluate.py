@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
 
         torch.set_num_threads(threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
         plan = None
-        if precision:
+        if precision is not None:  # an empty "$PLAN" is refused, not measured as full precision
             from advisor.quant.plan import PrecisionPlan
 
             plan = PrecisionPlan.parse(precision)  # malformed plans fail before the model loads

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.fit import print_fitted
         from advisor.tune.interrupt import import_runtime
 
-        budget_bytes = parse_budget(budget) if budget else None
+        budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
         import_runtime()
         from advisor.models.load import load_model
 

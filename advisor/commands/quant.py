@@ -9,7 +9,7 @@ from advisor.errors import UserError
 
 
 def _layers(text: str | None) -> list[int] | None:
-    if not text:
+    if text is None:  # '' is refused below, not read as every layer
         return None
     out: list[int] = []
     for part in text.split(","):
@@ -18,6 +18,20 @@ def _layers(text: str | None) -> list[int] | None:
             raise UserError(f"--layers '{text}' must be numbers or ranges like 0-3,7")
         out += list(range(int(a), int(b) + 1)) if sep else [int(a)]
     return out
+
+
+def _check_samples_fit(loaded, samples: int) -> None:
+    """Refuse, before anything is allocated, a --samples whose fp32 activations cannot fit this host: the
+    input, the reference and quantized outputs and the SwiGLU intermediates of one expert (about (4 x hidden +
+    3 x FFN) x 4 bytes per sample); too many ended in torch's allocator traceback."""
+    from advisor.hardware.profiles import format_bytes
+    from advisor.models.load import host_available_bytes
+
+    need = samples * max(4 * m.hidden_size + 3 * m.intermediate_size for m in loaded.moe) * 4
+    have = host_available_bytes()
+    if need > have:
+        raise UserError(f"--samples {samples}: the activations need about {format_bytes(need)} of host memory, "
+                        f"{format_bytes(have)} is available; use fewer (default 64)")
 
 
 def register(app: typer.Typer) -> None:
@@ -77,6 +91,7 @@ def register(app: typer.Typer) -> None:
         if beyond:  # a layer the model lacks was dropped without a word
             raise UserError(f"--layers names MoE layer(s) {', '.join(map(str, beyond))} but {loaded.name} has "
                             f"{len(loaded.moe)} (0-{len(loaded.moe) - 1})")
+        _check_samples_fit(loaded, samples)
         acts = None
         if activations == "captured":
             vocab = int(loaded.model.get_input_embeddings().weight.shape[0])

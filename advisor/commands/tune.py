@@ -55,6 +55,14 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     return nbytes, profile
 
 
+def _refuse_empty(options: dict[str, str | None]) -> None:
+    """An option given as '' (an unset "$SPACE") is refused, as an empty --budget/--gpu is: taking the default
+    instead tuned another model, space or task, or ignored a host-memory cap, without a word."""
+    for flag, value in options.items():
+        if value is not None and not value.strip():
+            raise UserError(f"{flag} is empty; give a value or leave the option out (see `advisor tune --help`)")
+
+
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
 
 
@@ -143,7 +151,8 @@ def register(app: typer.Typer) -> None:
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
         sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
                                     "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
-        seed: int = typer.Option(0, "--seed", help="Sampler seed of a study's first run; its k-th run (a resume, "
+        # numpy seeds the samplers: 0..2**32-1, and a study's k-th run draws with seed + k
+        seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Sampler seed of a study's first run; its k-th run (a resume, "
                                  "another worker) draws with seed + k, so it adds new configurations."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
@@ -173,11 +182,13 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.samplers import DEFAULT_SAMPLER, sampler_name
         from advisor.tune.space import load_space
 
+        _refuse_empty({"MODEL": model, "--task": task, "--data": data, "--space": space, "--sampler": sampler,
+                       "--host-memory": host_memory})
         sampler = sampler or DEFAULT_SAMPLER
         sampler_name(sampler)  # an unknown name fails before the model loads
         if mode not in ("replay", "live"):
             raise UserError(f"unknown mode {mode!r}; choose replay or live")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not timeout > 0:  # `<= 0` let nan through: a timeout that never ends the run
             raise UserError(f"--timeout {timeout} must be positive (seconds)")
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
