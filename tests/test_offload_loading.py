@@ -193,6 +193,19 @@ def test_tune_live_on_a_model_bigger_than_the_budget(dirs, tmp_path):
         assert t.user_attrs["sources"]["device_bytes"].startswith("counted:allocated")
 
 
+def _tune_live_four(dirs, tmp_path):
+    """`advisor tune --mode live` of 4 trials on the offloaded LLaDA-MoE checkpoint: the database URL and the trials."""
+    import optuna
+
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path}/s.db"
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--mode",
+                                      "live", "--trials", "4", "--storage", db, "--study", "oom"])
+    assert result.exit_code == 0, result.output
+    return db, optuna.load_study(study_name="oom", storage=db).trials
+
+
 def test_out_of_memory_in_a_live_trial_is_an_infeasible_trial(dirs, tmp_path, monkeypatch):
     from advisor.offload.runtime import OffloadRuntime
 
@@ -206,15 +219,7 @@ def test_out_of_memory_in_a_live_trial_is_an_infeasible_trial(dirs, tmp_path, mo
         return original(self, layer, ids, tokens)
 
     monkeypatch.setattr(OffloadRuntime, "experts_for", flaky)
-    space = tmp_path / "s.toml"
-    space.write_text(SPACE)
-    db = f"sqlite:///{tmp_path}/s.db"
-    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--mode",
-                                      "live", "--trials", "4", "--storage", db, "--study", "oom"])
-    assert result.exit_code == 0, result.output
-    import optuna
-
-    trials = optuna.load_study(study_name="oom", storage=db).trials
+    db, trials = _tune_live_four(dirs, tmp_path)
     oom = [t for t in trials if "out of memory" in str(t.user_attrs.get("infeasible_reason"))]
     assert calls["n"] > 40 and len(oom) == 1
     assert oom[0].user_attrs["values"]["oom_asked_bytes"] == 20 * 2**20
@@ -587,8 +592,6 @@ def test_a_garbled_safetensors_header_fails_in_one_line(dirs, tmp_path, garble):
 def test_trials_out_of_memory_without_a_budget_never_reach_the_front(dirs, tmp_path, monkeypatch):
     """Without --budget an out-of-memory trial broke no constraint: Optuna took it as feasible, and its placeholder
     values (with the counted peak of a small cache, lower than the trial that fitted) put it on the front."""
-    import optuna
-
     from advisor.offload.runtime import OffloadRuntime
     from advisor.results.read import read_fronts
 
@@ -609,13 +612,7 @@ def test_trials_out_of_memory_without_a_budget_never_reach_the_front(dirs, tmp_p
 
     monkeypatch.setattr(OffloadRuntime, "__init__", counting_init)
     monkeypatch.setattr(OffloadRuntime, "experts_for", oom_after_the_first)
-    space = tmp_path / "s.toml"
-    space.write_text(SPACE)
-    db = f"sqlite:///{tmp_path}/s.db"
-    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--mode",
-                                      "live", "--trials", "4", "--storage", db, "--study", "oom"])
-    assert result.exit_code == 0, result.output
-    trials = optuna.load_study(study_name="oom", storage=db).trials
+    db, trials = _tune_live_four(dirs, tmp_path)
     oom = {t.number for t in trials if "out of memory" in str(t.user_attrs.get("infeasible_reason"))}
     assert len(oom) >= 2
     front = {p.trial_number for p in read_fronts(db, "oom")}
