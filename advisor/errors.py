@@ -9,5 +9,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+def refuse_empty(options: dict[str, str | None], what: str = "a value") -> None:
+    """`UserError` for an option given as '' (an unset "$VAR"): taking the default instead (another model,
+    space, study, or no memory cap) would change the answer without a word."""
+    for flag, value in options.items():
+        if value is not None and not value.strip():
+            raise UserError(f"{flag} is empty; give {what} or leave the option out")
+
+
 INTERRUPTED = "interrupted; nothing is half-written - run the same command again"
 """The one line (after `error: `, exit code 130) for Ctrl-C/SIGTERM in any command."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from advisor.errors import UserError
+from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 
 STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
@@ -28,9 +28,8 @@ def build_query(
     """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
     from advisor.hardware.profiles import get_gpu, parse_budget
 
-    for flag, value in (("--model", model), ("--task", task), ("--study", study)):
-        if value is not None and not value.strip():  # '' matched every front (or none, "for any study")
-            raise UserError(f"{flag} is empty; give a name (see `advisor studies`) or leave the option out")
+    # '' matched every front (or none, "for any study")
+    refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
     from advisor.recommend import Query
 
     profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
@@ -98,9 +97,8 @@ def register(app: typer.Typer) -> None:
         from advisor.hardware import profiles as hw
         from advisor.hardware.profiles import format_bytes, nominal_device, save_profile
 
-        if name is not None and not name.strip():  # '' stored the profile under the device's name, replacing it
-            raise UserError("--name is empty; give the name to store the profile under, or leave it out (the "
-                            "device's name)")
+        # '' stored the profile under the device's name, replacing it
+        refuse_empty({"--name": name}, "the name to store the profile under (without it: the device's name)")
         if list_known:
             measured = hw.load_profiles(profiles_dir)
             typer.echo(f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "

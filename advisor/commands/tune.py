@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.errors import UserError
+from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 
 
@@ -53,14 +53,6 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     if nbytes is None and profile is not None and profile.memory_bytes > 0:
         nbytes = int(profile.memory_bytes)
     return nbytes, profile
-
-
-def _refuse_empty(options: dict[str, str | None]) -> None:
-    """An option given as '' (an unset "$SPACE") is refused, as an empty --budget/--gpu is: taking the default
-    instead tuned another model, space or task, or ignored a host-memory cap, without a word."""
-    for flag, value in options.items():
-        if value is not None and not value.strip():
-            raise UserError(f"{flag} is empty; give a value or leave the option out (see `advisor tune --help`)")
 
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
@@ -182,8 +174,8 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.samplers import DEFAULT_SAMPLER, sampler_name
         from advisor.tune.space import load_space
 
-        _refuse_empty({"MODEL": model, "--task": task, "--data": data, "--space": space, "--sampler": sampler,
-                       "--host-memory": host_memory})
+        refuse_empty({"MODEL": model, "--task": task, "--data": data, "--space": space, "--sampler": sampler,
+                      "--host-memory": host_memory}, "a value (see `advisor tune --help`)")
         sampler = sampler or DEFAULT_SAMPLER
         sampler_name(sampler)  # an unknown name fails before the model loads
         if mode not in ("replay", "live"):
