@@ -146,7 +146,7 @@ def engine_for(url: str) -> Engine:
         raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
 
 
-def json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+def _json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
     """`values` as a JSON column stores them on every backend: a non-finite one (a NaN KL of a model that
     overflowed) is left out and its source says so - PostgreSQL's JSON has no NaN and refused the whole row,
     losing the front of the trial that measured it."""
@@ -164,7 +164,7 @@ def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint]) ->
     with Session(engine) as s, s.begin():
         s.execute(delete(FrontRow).where(FrontRow.study_name == study_name))
         for p in points:
-            values, sources = json_numbers(p.values, dict(p.sources))
+            values, sources = _json_numbers(p.values, dict(p.sources))
             s.add(
                 FrontRow(
                     study_name=study_name,
