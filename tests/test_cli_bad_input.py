@@ -695,3 +695,12 @@ def test_quant_report_refuses_samples_that_cannot_fit_in_memory(tmp_path):
     r = advisor("quant-report", "bundled", "--samples", "8", "-f", "int8", "--max-experts", "1", cwd=tmp_path,
                 timeout=120)
     assert r.returncode == 0 and "8 samples" in r.stdout, r.stdout + r.stderr
+
+
+def test_quant_report_refuses_max_experts_below_one_before_the_model_loads(tmp_path):
+    """`quant-report --max-experts 0` loaded the whole model and then said "no experts selected"; the model
+    here does not exist, so only a refusal made before loading names the option."""
+    for n in ("0", "-2"):
+        r = advisor("quant-report", str(tmp_path / "no-such-model"), "--max-experts", n, "-f", "int8", cwd=tmp_path,
+                    timeout=120)
+        one_error_line(r, f"--max-experts {n} selects no expert")

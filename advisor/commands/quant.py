@@ -68,6 +68,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--activations must be 'random' or 'captured', not '{activations}'")
         if samples < 1:
             raise UserError("--samples must be at least 1")
+        if max_experts is not None and max_experts < 1:  # would select nothing, found only after the model loads
+            raise UserError(f"--max-experts {max_experts} selects no expert; give 1 or more, or leave it out")
         wanted = _layers(layers)
         if json_out:
             from advisor.files import check_writable
