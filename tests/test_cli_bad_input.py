@@ -704,3 +704,17 @@ def test_quant_report_refuses_max_experts_below_one_before_the_model_loads(tmp_p
         r = advisor("quant-report", str(tmp_path / "no-such-model"), "--max-experts", n, "-f", "int8", cwd=tmp_path,
                     timeout=120)
         one_error_line(r, f"--max-experts {n} selects no expert")
+
+
+def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path):
+    """`eval`/`trace --max-new-tokens 300000000` ended in torch's allocator traceback (exit 1); the allocation
+    that fails (over 100 GiB of hidden states) is now named in one line with the option to change."""
+    n = str(3 * 10**8)
+    r = advisor("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n, "--limit", "1",
+                cwd=tmp_path)
+    one_error_line(r, f"out of memory while decoding {n} new tokens", "GiB)", "smaller --max-new-tokens")
+    assert not (tmp_path / "t.npz").exists()
+    r = advisor("eval", "--max-new-tokens", n, "--limit", "1", "--no-progress", "--json", str(tmp_path / "e.json"),
+                cwd=tmp_path)
+    one_error_line(r, "out of memory while evaluating on cpu", "smaller --max-new-tokens")
+    assert not (tmp_path / "e.json").exists()

@@ -8,7 +8,7 @@ import os
 import typer
 
 from advisor.commands import THREADS_HELP
-from advisor.errors import UserError
+from advisor.errors import UserError, refuse_out_of_memory
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
 
@@ -98,10 +98,12 @@ def register(app: typer.Typer) -> None:
                 if fidelity_prompts > 0 else None
             runtime = plan_runtime(loaded, plan)
             fid = fidelity(loaded, ref, runtime) if ref is not None else None
-        result = evaluate(
-            loaded, the_task, runtime=runtime, progress=not no_progress, batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-        )
+        with refuse_out_of_memory(f"evaluating on {loaded.device}",
+                                  "give a smaller --max-new-tokens or --batch-size"):
+            result = evaluate(
+                loaded, the_task, runtime=runtime, progress=not no_progress, batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+            )
         out = Console()
         from rich.markup import escape
         label = plan.describe() if plan is not None else "model weights as loaded"

@@ -68,6 +68,7 @@ def trace_cmd(
     import torch
     from rich.console import Console
 
+    from advisor.errors import refuse_out_of_memory
     from advisor.files import check_writable
     from advisor.models.load import load_model
     from advisor.offload.trace import merge, record_trace
@@ -86,9 +87,11 @@ def trace_cmd(
         gen_kw["block_length"] = block_length
     ck = loaded.checkpoint
     read0, secs0, t0 = (ck.bytes_read, ck.read_seconds, time.perf_counter()) if ck is not None else (0, 0.0, 0.0)
-    traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt",
-                                                          "device": str(loaded.device)}, **gen_kw)
-              for ids in prompts]
+    with refuse_out_of_memory(f"decoding {gen_kw['max_new_tokens']} new tokens per prompt on {loaded.device}",
+                              "give a smaller --max-new-tokens"):
+        traces = [record_trace(loaded, ids.to(device), meta={"task": task if not prompt else "prompt",
+                                                              "device": str(loaded.device)}, **gen_kw)
+                  for ids in prompts]
     if ck is not None:  # the one cost an offloaded trace has over a resident one: say it, with its source
         err.print(_read_note(ck.bytes_read - read0, ck.read_seconds - secs0, time.perf_counter() - t0,
                              sum(t.n_forwards for t in traces)))
