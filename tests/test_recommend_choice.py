@@ -349,3 +349,35 @@ def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):
     r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--model", "tiny-llada", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["chosen"]["study"] == "s1"
+
+
+@pytest.mark.postgres
+def test_the_printed_export_command_runs_as_printed_on_postgresql():
+    """recommend's `Export it: advisor export ... --storage URL` showed the password as '***', which libpq then
+    sent as the password: the command failed as printed on a server that checks passwords. The password is now
+    left out of the URL (libpq reads PGPASSWORD or ~/.pgpass), and the printed command runs."""
+    import os
+    import shlex
+    import uuid
+
+    from advisor.results.store import engine_for, save_front
+
+    url = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    password = url.split("://", 1)[1].split("@", 1)[0].partition(":")[2]
+    study = f"hint-{uuid.uuid4().hex[:8]}"
+    engine = engine_for(url)
+    try:
+        save_front(engine, study, standard_front(study))
+        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB", "--max-accuracy-drop", "0.02")
+        assert r.returncode == 0, r.stderr
+        line = " ".join(r.stdout.split()).split("Export it: ")[1].split(" --to ")[0]
+        assert "***" not in line and (not password or f":{password}@" not in line), line
+        args = shlex.split(line)[1:] + ["--to", "json"]
+        out = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True,
+                             env={**os.environ, "PGPASSWORD": password})
+        assert out.returncode == 0 and json.loads(out.stdout)["source"]["study"] == study, out.stderr
+    finally:
+        save_front(engine, study, [])
+        engine.dispose()

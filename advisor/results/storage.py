@@ -109,12 +109,13 @@ def mask_url(text: str) -> str:
 
 def storage_flag(url: str) -> str:
     """The ` --storage URL` a printed next command needs to reach this database ("" for the default one),
-    password masked and quoted for a shell."""
+    quoted for a shell. The password is left out, not masked, so the command runs as printed where libpq finds
+    it (PGPASSWORD or ~/.pgpass); a masked '***' would be sent as the password."""
     import shlex
 
     if normalize_url(url, create_dirs=False) == normalize_url(DEFAULT_STORAGE, create_dirs=False):
         return ""
-    return f" --storage {shlex.quote(mask_url(url))}"
+    return f" --storage {shlex.quote(_PASSWORD.sub(lambda m: m.group(1)[:-1] + '@', url))}"
 
 
 def driver_reason(error: BaseException) -> str:
