@@ -338,3 +338,22 @@ def test_a_cpu_miss_study_has_its_host_blocks_computed_on_the_cpu(tmp_path):
     p.config["miss_policy"] = "copy"  # the study copied misses: llama.cpp's default op offload copies too
     res = export_point(p, "llama.cpp")
     assert res.data["run_env"] == {} and any("more than the study counted" in n for n in res.notes)
+
+
+def test_the_diffusion_script_says_llama_diffusion_cli_samples_where_the_study_decoded_greedily(tmp_path):
+    """LLaDA-MoE studies decode greedily with low-confidence remasking (temperature 0); llama-diffusion-cli draws
+    each token from a top-k/top-p/temp/dist chain (diffusion.cpp) with --temp 0.8 by default, so the script's
+    "decoding: the study's" was not the study's token choice: a note says what differs and what --top-k 1 does."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp"], capture_output=True, text=True,
+                       cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "note: the study decoded greedily" in r.stderr and "defaults --temp 0.8 --top-k 40 --top-p 0.95" in r.stderr
+    assert "# note: the study decoded greedily" in r.stdout
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=4)  # llama-server: sampling is per request, no note
+    res = export_point(point("s", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
+    assert not any("decoded greedily" in n for n in res.notes)

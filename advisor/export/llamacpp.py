@@ -127,6 +127,19 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps), *ub], comment
 
 
+def sampling_note(cfg: ExportConfig) -> str | None:
+    """How llama-diffusion-cli's token choice differs from the study's greedy low-confidence decoding (None when
+    the study sampled: then it is the study's own randomness)."""
+    gen = dict(cfg.decoding.get("generate") or {})
+    if float(gen.get("temperature") or 0.0) != 0.0 or gen.get("remasking", "low_confidence") != "low_confidence":
+        return None
+    # diffusion.cpp: a top-k, top-p, temp, dist sampler chain per masked position; confidence = p of the drawn token
+    return ("the study decoded greedily, unmasking each block's most confident tokens first; llama-diffusion-cli draws "
+            "every token from its sampler chain (defaults --temp 0.8 --top-k 40 --top-p 0.95; at --temp 0 it still "
+            "draws, at temperature 1), so its text and accuracy can differ from the study's; --top-k 1 makes it "
+            "greedy, but then every confidence is 1 and it unmasks each block left to right")
+
+
 def ggml_type(fmt: str) -> str:
     """The ggml type wanted for an advisor format (int4 with 32-wide groups maps to q4_0 / q4_1 exactly)."""
     spec = parse_format(fmt)
@@ -392,6 +405,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             if cfg.miss_policy == "cpu":
                 run_env[OP_OFFLOAD_ENV] = NO_OP_OFFLOAD
         if (why := diffusion_miss_note(cfg, on_cpu)) is not None:
+            notes.append(why)
+        if (why := sampling_note(cfg)) is not None:
             notes.append(why)
         flags, decoding = diffusion_args(cfg)
         run_args += flags
