@@ -327,3 +327,17 @@ def test_the_ktransformers_script_gives_kt_kernel_physical_cores_and_numa_nodes(
 
     assert launched() == ("8", "2")
     assert launched(KT_CPUINFER="6", KT_THREADPOOL_COUNT="1") == ("6", "1")
+
+
+def test_vllm_says_its_offload_is_not_the_studys_expert_cache():
+    """vLLM's --cpu-offload-gb (UVAOffloader) moves whole w13/w2 parameters of the first layers to host memory and
+    reads them over PCIe every forward: no cache, no per-expert placement, no CPU compute. The export said only how
+    many bytes it offloaded, as if it ran the study's cache; now a note says what differs."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)
+    res = export_point(point("s", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    assert "--cpu-offload-gb" in res.data["args"]
+    note = next(n for n in res.notes if n.startswith("vLLM keeps no expert cache"))
+    assert "from the first layer on" in note and "2..4 experts per layer" in note and "miss policy copy" in note
+    assert "# note: vLLM keeps no expert cache" in res.text
+    everything = export_point(point("s", 1, "int8", [8, 8], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    assert not any("expert cache" in n for n in everything.notes)  # nothing offloaded: nothing to say
