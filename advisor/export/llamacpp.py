@@ -401,7 +401,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             last = cfg.model.layers[n - k - 1].decoder_layer  # the first block that did not fit
             held = (f"the last {k} of {n} MoE blocks on the GPU" if k else f"none of the {n} MoE blocks on the GPU") + (
                 f"; -ngl can only take blocks from the end, and block {last}'s experts would pass the tuned cache's "
-                "bytes")
+                "bytes" if opts["placement"] == "cache" else f", as --opt placement={opts['placement']} asks")
             notes.append("llama-diffusion-cli ignores -ot, --n-cpu-moe and --cpu-moe (its main() never passes tensor "
                          f"overrides to the model): the script places whole blocks instead, -ngl {ngl} ({held})")
             if cfg.miss_policy == "cpu":
