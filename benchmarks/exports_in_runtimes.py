@@ -3,7 +3,7 @@
 llama.cpp (the tools built by benchmarks/build_llamacpp.sh, cached in ~/.cache/moe-advisor/llama.cpp): the
 bundled LLaDA-MoE model and a tiny random Qwen3-MoE are converted to GGUF with llama.cpp's own converter, the
 exported script runs (its llama-quantize command with the exported tensor-type file; for the diffusion model
-also llama-diffusion-cli with the exported -ot argument), and every tensor's type is read back with the
+also llama-diffusion-cli with the exported -ngl placement), and every tensor's type is read back with the
 `gguf` package: each expert tensor must have the type the export states (the plan's, or the fallback it
 names), every other tensor the type it had (bf16). HF: each recipe runs as written (bitsandbytes through the
 advisor's loader on the bundled model; TorchAO int8 on the tiny Qwen3-MoE). vLLM: the flags through vLLM's
@@ -112,7 +112,7 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
     script = work / f"{name}.sh"
     script.write_text(res.text)
     t0 = time.perf_counter()
-    if generate:  # the whole exported script: llama-quantize, then llama-diffusion-cli with the -ot argument
+    if generate:  # the whole exported script: llama-quantize, then llama-diffusion-cli with its -ngl
         # canvas = n_ubatch (64); block length and steps are the script's own (the study's decoding), as a user
         # runs it: passing them again here would be llama.cpp's "specified multiple times" warning
         args = ["-p", PROMPT, "-c", "64", "-b", "64", "-ub", "64", "-t", "2", "--temp", "0"]
@@ -125,9 +125,8 @@ def run_llamacpp(llama: Path, work: Path, name: str, model_dir: Path, point, gen
         if attempt > 1:
             got = f"run {attempt} printed them" if text else "in every run"
             print(f"[{name}] llama-diffusion-cli's log lost its final lines at exit ({got})")
-        ot = res.data["run_command"][res.data["run_command"].index("-ot") + 1] if "-ot" in res.data["run_command"] else ""
-        on_cpu = ot.count("=CPU")
-        print(f"[{name}] ran the exported script: llama-quantize, then llama-diffusion-cli -ot with {on_cpu} CPU rules "
+        ngl = res.data["run_command"][res.data["run_command"].index("-ngl") + 1]
+        print(f"[{name}] ran the exported script: llama-quantize, then llama-diffusion-cli -ngl {ngl} "
               f"in {time.perf_counter() - t0:.1f} s; generated: {text!r}")
         deprecated = [line for line in log.splitlines() if "deprecat" in line.lower()]
         ok_gen = bool(text) and not deprecated

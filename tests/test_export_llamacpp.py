@@ -131,8 +131,12 @@ def test_emit_parts_and_script(tmp_path):
     script = export_point(p, "llama.cpp").text
     # a quantized base type: llama-quantize applies tensor-type rules only then
     assert "llama-quantize --tensor-type-file tensor-types.txt \"$SRC_GGUF\" \"$OUT_GGUF\" Q8_0" in script
-    ot = "-ot 'blk\\.1\\.ffn_(up|down)_exps\\.=CPU,blk\\.2\\.ffn_(gate|up|down)_exps\\.=CPU'"
-    assert "llama-diffusion-cli" in script and ot in script and script.count("\n  -ot ") == 1  # one -ot argument
+    # llama-diffusion-cli ignores -ot: whole blocks by -ngl - the cache (1 + 0.5 of a layer) holds the last block
+    assert "llama-diffusion-cli -m \"$OUT_GGUF\" -ngl 2 " in script and " -ot " not in script
+    p = point("s", 1, "int8", [0, 2, 4], acc=0.9, h2d=1e6, peak_gib=3, meta=model_meta("qwen3_moe", n_layers=3, n_experts=4))
+    ot = "-ot 'blk\\.0\\.ffn_(gate|up|down)_exps\\.=CPU,blk\\.1\\.ffn_(up|down)_exps\\.=CPU'"
+    script = export_point(p, "llama.cpp").text  # llama-server honours -ot: one argument, per projection
+    assert "llama-server" in script and ot in script and script.count("\n  -ot ") == 1
     path = tmp_path / "run.sh"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
@@ -179,15 +183,39 @@ if [ "$bl" != 0 ] && [ $((steps % (ub / bl))) != 0 ]; then echo "GGML_ASSERT(par
 echo "generated with block length $bl, $steps steps, ubatch $ub, $((steps / (ub / bl))) steps per block"
 """
 
+FAKE_DIFFUSION_PLACEMENT = r"""#!/usr/bin/env bash
+# Where llama-diffusion-cli (llama.cpp as built from llama-cpp-python 0.3.36) puts a model's blocks: its main()
+# copies only n_gpu_layers, devices, load_mode and check_tensors into llama_model_params - -ot, --n-cpu-moe and
+# --cpu-moe are parsed (an unknown buffer type is an error) and dropped - and llama-model.cpp puts block il on the
+# GPU when il >= n_layer + 1 - ngl. Every forward is the whole -ub sequence (>= 32 tokens), so ggml's op offload
+# runs host-resident weights on the GPU unless GGML_OP_OFFLOAD_MIN_BATCH is above it (--no-op-offload: ignored).
+ngl=-1; ub=512
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -ngl|--n-gpu-layers|--gpu-layers) ngl=$2; shift;; -ub|--ubatch-size) ub=$2; shift;;
+    -ot|--override-tensor|-ncmoe|--n-cpu-moe) shift;; -cmoe|--cpu-moe) ;;
+  esac; shift
+done
+[ "$ngl" -lt 0 ] && ngl=$((N_LAYER + 1))
+gpu=""; cpu=""
+for ((il = 0; il < N_LAYER; il++)); do
+  if [ "$il" -ge $((N_LAYER + 1 - ngl)) ]; then gpu="$gpu $il"; else cpu="$cpu $il"; fi
+done
+echo "gpu blocks:$gpu"
+echo "cpu blocks:$cpu"
+if [ -n "$cpu" ] && [ "$ub" -ge "${GGML_OP_OFFLOAD_MIN_BATCH:-32}" ]; then echo "cpu blocks run on: gpu (op offload)"
+elif [ -n "$cpu" ]; then echo "cpu blocks run on: cpu"; fi
+"""
 
-def _fake_llama_cpp_env(tmp_path):
-    """An environment whose PATH finds a no-op llama-quantize and `FAKE_DIFFUSION_CLI`, as run.sh needs them."""
+
+def _fake_llama_cpp_env(tmp_path, cli: str = FAKE_DIFFUSION_CLI):
+    """An environment whose PATH finds a no-op llama-quantize and `cli` (as llama-diffusion-cli), as run.sh needs them."""
     import os
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "llama-quantize").write_text("#!/bin/sh\nexit 0\n")
-    (bin_dir / "llama-diffusion-cli").write_text(FAKE_DIFFUSION_CLI)
+    (bin_dir / "llama-diffusion-cli").write_text(cli)
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SRC_GGUF": "in.gguf", "OUT_GGUF": "out.gguf"}
@@ -261,3 +289,71 @@ def test_a_block_length_that_does_not_divide_512_still_runs_with_the_studys_step
                          cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     assert "block length 6, 1376 steps, ubatch 516, 16 steps per block" in run.stdout
+
+
+def test_the_exported_diffusion_script_places_experts_by_what_llama_diffusion_cli_honours(tmp_path):
+    """The example study's trial 129 (LLaDA-MoE, 52 of 64 experts cached per layer) was exported as `-ngl 999 -ot
+    ...=CPU`: llama-diffusion-cli drops -ot, so every block and expert loaded on the GPU, past the tuned cache. The
+    script now places whole blocks by -ngl: the blocks llama-diffusion-cli puts on the GPU are the ones the export
+    states, and their experts fit the tuned cache's bytes."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    base = [sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+            str(root / "studies/example/advisor.db"), "--to", "llama.cpp"]
+    r = subprocess.run([*base, "-o", str(tmp_path / "run.sh")], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(subprocess.run([*base, "--json"], capture_output=True, text=True, cwd=root).stdout)
+    env = {**_fake_llama_cpp_env(tmp_path, FAKE_DIFFUSION_PLACEMENT), "N_LAYER": "4"}
+    run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    gpu = {int(b) for b in run.stdout.split("gpu blocks:")[1].split("\n")[0].split()}
+    stated = {int(k.split(".")[1]) for k, v in data["placement"].items() if v == "GPU"}
+    assert gpu == stated == {3}  # every expert of a GPU block is on the GPU, none of a CPU block
+    assert all(v == "GPU" for k, v in data["placement"].items() if int(k.split(".")[1]) in gpu)
+    info = data["placement_info"]
+    assert 0 < info["gpu_expert_bytes"] <= info["cache_bytes"] and "-ot" not in data["run_command"]
+    assert "llama-diffusion-cli ignores -ot" in r.stderr
+    # hybrid misses: llama.cpp's default (op offload copies the CPU blocks' experts), said in the note
+    assert "cpu blocks run on: gpu (op offload)" in run.stdout and "keeps none between forwards" in r.stderr
+
+
+def test_a_cpu_miss_study_has_its_host_blocks_computed_on_the_cpu(tmp_path):
+    meta = model_meta("llada_moe", n_layers=4, n_experts=8, hidden=256, inter=256)
+    p = point("s", 1, "int8", [8, 8, 4, 4], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    p.config["miss_policy"] = "cpu"
+    res = export_point(p, "llama.cpp")
+    assert res.data["run_env"] == {"GGML_OP_OFFLOAD_MIN_BATCH": "2147483647"}
+    assert res.data["placement_info"]["gpu_blocks"] == [2, 3] and res.data["run_command"][3:5] == ["-ngl", "3"]
+    assert any("as the study modelled" in n for n in res.notes)
+    (tmp_path / "run.sh").write_text(res.text)
+    env = {**_fake_llama_cpp_env(tmp_path, FAKE_DIFFUSION_PLACEMENT), "N_LAYER": "4"}
+    run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "gpu blocks: 2 3" in run.stdout and "cpu blocks run on: cpu" in run.stdout
+    p.config["miss_policy"] = "copy"  # the study copied misses: llama.cpp's default op offload copies too
+    res = export_point(p, "llama.cpp")
+    assert res.data["run_env"] == {} and any("more than the study counted" in n for n in res.notes)
+
+
+def test_the_diffusion_script_says_llama_diffusion_cli_samples_where_the_study_decoded_greedily(tmp_path):
+    """LLaDA-MoE studies decode greedily with low-confidence remasking (temperature 0); llama-diffusion-cli draws
+    each token from a top-k/top-p/temp/dist chain (diffusion.cpp) with --temp 0.8 by default, so the script's
+    "decoding: the study's" was not the study's token choice: a note says what differs and what --top-k 1 does."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp"], capture_output=True, text=True,
+                       cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "note: the study decoded greedily" in r.stderr and "defaults --temp 0.8 --top-k 40 --top-p 0.95" in r.stderr
+    assert "# note: the study decoded greedily" in r.stdout
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=4)  # llama-server: sampling is per request, no note
+    res = export_point(point("s", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
+    assert not any("decoded greedily" in n for n in res.notes)

@@ -285,3 +285,59 @@ def test_a_refusal_names_only_targets_that_take_the_model(tmp_path):
     for target in named:
         r2 = cli("--to", target, "-o", str(tmp_path / f"out.{target}"))
         assert r2.returncode == 0, (target, r2.stderr)
+
+
+FAKE_HOST = {  # a 2-socket host: 2 NUMA nodes x 4 cores x 2 hyperthreads = 16 logical CPUs
+    "lscpu": "#!/bin/sh\ncase \"$1\" in\n"
+             "  -p=Core,Socket) echo '# Core,Socket'; for s in 0 1; do for c in 0 1 2 3; do echo \"$((s*4+c)),$s\"; "
+             "echo \"$((s*4+c)),$s\"; done; done;;\n"
+             "  -p=Node) echo '# Node'; for s in 0 1; do for i in 1 2 3 4 5 6 7 8; do echo $s; done; done;;\n"
+             "  *) exit 1;;\nesac\n",
+    "nproc": "#!/bin/sh\necho 16\n",
+    "python": "#!/bin/sh\necho \"$@\"\n",  # the launch command as SGLang would receive it
+}
+
+
+def test_the_ktransformers_script_gives_kt_kernel_physical_cores_and_numa_nodes(tmp_path):
+    """kt-kernel's README: --kt-cpuinfer is the number of physical cores ("Do NOT set to hyperthread count - this
+    will degrade performance"), --kt-threadpool-count the number of NUMA nodes. The script passed $(nproc) - the
+    logical CPUs, hyperthreads included - and 1 pool; on a 2-socket host with hyperthreading it now passes 8 and 2,
+    and a value the user sets still wins."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+                        str(root / "studies/example/advisor.db"), "--to", "ktransformers", "-o", str(tmp_path / "kt.sh")],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "experts 0..14 of every layer" in r.stderr  # which experts kt-kernel keeps on the GPU, said
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in FAKE_HOST.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"}
+
+    def launched(**extra):
+        run = subprocess.run(["bash", str(tmp_path / "kt.sh")], capture_output=True, text=True, env={**env, **extra})
+        assert run.returncode == 0, run.stderr
+        args = run.stdout.split()
+        return args[args.index("--kt-cpuinfer") + 1], args[args.index("--kt-threadpool-count") + 1]
+
+    assert launched() == ("8", "2")
+    assert launched(KT_CPUINFER="6", KT_THREADPOOL_COUNT="1") == ("6", "1")
+
+
+def test_vllm_says_its_offload_is_not_the_studys_expert_cache():
+    """vLLM's --cpu-offload-gb (UVAOffloader) moves whole w13/w2 parameters of the first layers to host memory and
+    reads them over PCIe every forward: no cache, no per-expert placement, no CPU compute. The export said only how
+    many bytes it offloaded, as if it ran the study's cache; now a note says what differs."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)
+    res = export_point(point("s", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    assert "--cpu-offload-gb" in res.data["args"]
+    note = next(n for n in res.notes if n.startswith("vLLM keeps no expert cache"))
+    assert "from the first layer on" in note and "2..4 experts per layer" in note and "miss policy copy" in note
+    assert "# note: vLLM keeps no expert cache" in res.text
+    everything = export_point(point("s", 1, "int8", [8, 8], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    assert not any("expert cache" in n for n in everything.notes)  # nothing offloaded: nothing to say

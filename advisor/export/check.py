@@ -218,7 +218,7 @@ def _kt(res: ExportResult, cfg: ExportConfig) -> list[Check]:
         parser = argparse.ArgumentParser()
         ServerArgs.add_cli_args(parser)
         args = [a if a != "$KT_WEIGHT_PATH" else "/placeholder" for a in res.data["args"][3:]]
-        parser.parse_args([a if a != "$(nproc)" else "1" for a in args])
+        parser.parse_args(["1" if a in ("$KT_CPUINFER", "$KT_THREADPOOL_COUNT") else a for a in args])
     except BaseException as e:
         return [*out, Check(t, "FAILED", f"SGLang's parser rejected the flags: {type(e).__name__}: {e}")]
     return [*out, Check(t, "ok", f"SGLang {_version('sglang')}'s parser accepts the kt flags")]

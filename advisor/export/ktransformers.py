@@ -7,7 +7,10 @@ others on the CPU. The GPU experts load from `--model-path` at the checkpoint's 
 so the tuned cache becomes one per-layer count of checkpoint experts: as many as the tuned cache's bytes hold,
 spread evenly over the MoE layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the
 CPU-side expert weights in the format `--kt-method` expects) cannot be known here: the script stops until the
-user sets it.
+user sets it. Which experts are on the GPU is kt-kernel's choice, not the study's: experts 0..N-1 of every layer
+(SGLang's kt_ep_wrapper), said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
+cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
+KT_THREADPOOL_COUNT override them).
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ KT_METHOD = {
     "int2": ("LLAMAFILE", "a GGUF directory quantized with `advisor export ... --to llama.cpp`"),
 }
 WEIGHT_PATH_VAR = "KT_WEIGHT_PATH"
+# kt-kernel's README: --kt-cpuinfer is the physical cores ("do NOT set to hyperthread count"), --kt-threadpool-count
+# the NUMA nodes; the script counts both with lscpu unless the variable is set
+HOST_VARS = {
+    "KT_CPUINFER": ("lscpu -p=Core,Socket | grep -v '^#' | sort -u | wc -l", "physical cores, not hyperthreads"),
+    "KT_THREADPOOL_COUNT": ("lscpu -p=Node | grep -v '^#' | sort -u | wc -l", "NUMA nodes"),
+}
 
 
 GPU_FORMAT = "bf16"  # what SGLang loads the GPU experts as from a 16/32-bit checkpoint (--model-path)
@@ -66,7 +75,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     method, weights = KT_METHOD[parse_format(fmt).kind]
     args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(model_spec(point), "SGLang"),
             "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
-            "--kt-cpuinfer", "$(nproc)", "--kt-threadpool-count", "1",
+            "--kt-cpuinfer", "$KT_CPUINFER", "--kt-threadpool-count", "$KT_THREADPOOL_COUNT",
             "--kt-num-gpu-experts", str(n_gpu)]
     slots = cfg.slots_per_layer
     tuned = (f"{min(slots)}..{max(slots)}" if len(set(slots)) > 1 else str(slots[0])) + " slots per layer"
@@ -77,7 +86,12 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
              f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
              "method per model",
-             miss_note(cfg, "kt-kernel", "cpu")]
+             miss_note(cfg, "kt-kernel", "cpu"),
+             f"kt-kernel's GPU experts are a fixed set, experts 0..{n_gpu - 1} of every layer (SGLang's kt_ep_wrapper "
+             "sends expert ids >= --kt-num-gpu-experts to the CPU), not the experts the study's "
+             f"{cfg.policy} cache held, so its share of routed tokens on the GPU is not the study's hit rate"
+             if n_gpu else "kt-kernel keeps no expert on the GPU: the tuned cache holds less than one checkpoint "
+                           "expert per layer"]
     if cfg.model.is_diffusion:
         notes.append(f"{cfg.model.family} is a diffusion LLM: check that your SGLang (sglang-kt) version serves it")
     data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,
@@ -87,7 +101,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     body = ["set -euo pipefail",
             # not ${VAR:?text}: bash reads quotes inside that text (an apostrophe there broke the script)
             f'[ -n "${{{WEIGHT_PATH_VAR}:-}}" ] || {{ echo {shlex.quote(f"set {WEIGHT_PATH_VAR} to {weights}")} >&2; exit 2; }}',
-            " ".join(a if a.startswith("$") else shlex.quote(a) for a in args).replace(
-                f"${WEIGHT_PATH_VAR}", f'"${WEIGHT_PATH_VAR}"') + ' "$@"']
+            *(f'{var}="${{{var}:-$({cmd})}}"   # {what}' for var, (cmd, what) in HOST_VARS.items()),
+            " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in args) + ' "$@"']
     text = "\n".join(["#!/usr/bin/env bash", *head, *body]) + "\n"
     return ExportResult("ktransformers", text, data, notes)

@@ -1,4 +1,4 @@
-"""llama.cpp export: a `--tensor-type-file` for llama-quantize and one `-ot` placement argument, as a script.
+"""llama.cpp export: a `--tensor-type-file` for llama-quantize and the placement its runner honours, as a script.
 
 GGUF stores a layer's routed experts as one tensor per projection (`blk.N.ffn_{gate,up,down}_exps.weight`;
 shared experts `_shexp`, router `ffn_gate_inp`), so llama.cpp decides type and placement per layer x
@@ -13,11 +13,21 @@ A type must fit the tensor's row width (k-quants: a multiple of 256; q4_0/q8_0 a
 32): where it does not, the nearest type that does is written, and said (llama.cpp's own fallback would pick
 a wider one, silently). Rules never overlap: each quantizable tensor is matched by exactly one.
 
-Placement: llama.cpp has no expert cache; an expert tensor lives on the GPU or is computed on the CPU. The
-tuned cache's bytes (sum over layers of slots x expert bytes) become whole (layer, projection) tensors on the
-GPU, layers with the largest cached fraction first; the others go to the CPU through one comma-separated
-`-ot "<regex>=CPU,..."` argument (repeating `-ot` is deprecated). Patterns are searched (std::regex_search),
-so layer numbers end with `\\.`.
+Placement: llama.cpp has no expert cache; an expert tensor lives on the GPU or in host memory. llama-server
+(autoregressive families): the tuned cache's bytes (sum over layers of slots x expert bytes) become whole
+(layer, projection) tensors on the GPU, layers with the largest cached fraction first; the others go to the CPU
+through one comma-separated `-ot "<regex>=CPU,..."` argument (repeating `-ot` is deprecated). Patterns are
+searched (std::regex_search), so layer numbers end with `\\.`.
+
+llama-diffusion-cli (LLaDA-MoE) parses `-ot`, `--n-cpu-moe` and `--cpu-moe` but never uses them: its main()
+(examples/diffusion/diffusion-cli.cpp) builds the model's parameters from `-ngl`, devices, load mode and
+check-tensors only, never `tensor_buft_overrides`, so with `-ngl 999` every expert would load on the GPU. Its
+placement is whole blocks: `-ngl N` puts the output layer and the last N-1 blocks on the GPU
+(llama-model.cpp: i_gpu_start = n_layer + 1 - N), so the last blocks go there, as many as the tuned cache's
+bytes hold at the GGUF's types. Each of its forwards is the whole `-ub` sequence (at least 32 tokens), so ggml
+by default runs the host-resident blocks' matrix products on the GPU, copying the experts they use in every
+forward (ggml-backend.cpp op offload; llama-diffusion-cli ignores `--no-op-offload` too): for a study whose
+misses were computed on the CPU the script sets `GGML_OP_OFFLOAD_MIN_BATCH` above any batch, so they are.
 """
 
 from __future__ import annotations
@@ -117,6 +127,19 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps), *ub], comment
 
 
+def sampling_note(cfg: ExportConfig) -> str | None:
+    """How llama-diffusion-cli's token choice differs from the study's greedy low-confidence decoding (None when
+    the study sampled: then it is the study's own randomness)."""
+    gen = dict(cfg.decoding.get("generate") or {})
+    if float(gen.get("temperature") or 0.0) != 0.0 or gen.get("remasking", "low_confidence") != "low_confidence":
+        return None
+    # diffusion.cpp: a top-k, top-p, temp, dist sampler chain per masked position; confidence = p of the drawn token
+    return ("the study decoded greedily, unmasking each block's most confident tokens first; llama-diffusion-cli draws "
+            "every token from its sampler chain (defaults --temp 0.8 --top-k 40 --top-p 0.95; at --temp 0 it still "
+            "draws, at temperature 1), so its text and accuracy can differ from the study's; --top-k 1 makes it "
+            "greedy, but then every confidence is 1 and it unmasks each block left to right")
+
+
 def ggml_type(fmt: str) -> str:
     """The ggml type wanted for an advisor format (int4 with 32-wide groups maps to q4_0 / q4_1 exactly)."""
     spec = parse_format(fmt)
@@ -175,6 +198,70 @@ def plan_layers(cfg: ExportConfig, rule: str) -> list[str]:
     return [collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))]
 
 
+def cache_bytes(cfg: ExportConfig, layer_fmts: list[str]) -> float:
+    """The tuned cache's bytes: sum over MoE layers of (slots / experts) x the layer's expert bytes in the plan's
+    formats (what the study's GPU held of the experts)."""
+    return sum(cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts
+               * sum(_proj_bytes(cfg, layer, fmt, p) for p in PROJS) for layer, fmt in enumerate(layer_fmts))
+
+
+def block_placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
+                    mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any], int]:
+    """llama-diffusion-cli's placement (it ignores -ot: module docstring): whole blocks by `-ngl`, the last MoE
+    blocks on the GPU, as many as the tuned cache's bytes hold at the GGUF's types; the `-ngl` value with it."""
+    layers = cfg.model.layers
+    n = len(layers)
+    if mode in ("all-gpu", "all-cpu"):
+        k = n if mode == "all-gpu" else 0
+    else:
+        left, k = cache_bytes(cfg, layer_fmts), 0
+        for layer in reversed(range(n)):
+            size = sum(_gguf_bytes(cfg, layer, types[(layer, p)]) for p in PROJS)
+            if size > left + 1e-9:
+                break
+            left, k = left - size, k + 1
+    # -ngl N: the output layer and blocks n_layer+1-N.. (llama-model.cpp); every block when all MoE blocks fit
+    blocks = layers[-1].decoder_layer + 1
+    ngl = 999 if k == n else blocks - (layers[n - k].decoder_layer if k else blocks) + 1
+    where = {(layer, p): "GPU" if layer >= n - k else "CPU" for layer in range(n) for p in PROJS}
+    exact = bool(cfg.model.hidden_size and cfg.model.intermediate_size)
+    gpu = sum(_gguf_bytes(cfg, layer, types[(layer, p)]) for layer in range(n - k, n) for p in PROJS)
+    info = {
+        "mode": mode if mode != "cache" else "cache (whole blocks)",
+        "ngl": ngl,
+        "gpu_blocks": [layers[layer].decoder_layer for layer in range(n - k, n)],
+        "cache_bytes": cache_bytes(cfg, layer_fmts) if exact and mode == "cache" else None,
+        "gpu_expert_bytes": gpu if exact else None,
+        "units": "bytes (counted from expert shapes)" if exact else "relative (expert shapes not recorded)",
+        "rule": f"whole blocks by -ngl {ngl} (llama-diffusion-cli ignores -ot): the last {k} of {n} MoE blocks, "
+                "attention included, on the GPU" + (", as many as the tuned cache's bytes (sum of slots x expert "
+                                                     "bytes in the plan's formats) hold at the GGUF's types"
+                                                     if mode == "cache" else "") + f"; the other {n - k} on the CPU",
+    }
+    return where, info, ngl
+
+
+OP_OFFLOAD_ENV = "GGML_OP_OFFLOAD_MIN_BATCH"
+NO_OP_OFFLOAD = "2147483647"  # above any batch: ggml then computes host-resident weights where they are
+
+
+def diffusion_miss_note(cfg: ExportConfig, on_cpu: bool) -> str | None:
+    """What llama-diffusion-cli does with the blocks it keeps in host memory, against the study's miss policy."""
+    if not on_cpu:
+        return None
+    if cfg.miss_policy == "cpu":
+        return miss_note(cfg, "llama.cpp", "cpu", how=(
+            f"computes the CPU blocks (their attention too) on the CPU: the script sets {OP_OFFLOAD_ENV}, without "
+            "which ggml copies their weights to the GPU in every forward (each is the whole -ub sequence, at least "
+            "32 tokens) and llama-diffusion-cli ignores --no-op-offload"))
+    how = ("copies the experts each forward uses of the CPU blocks to the GPU (ggml's op offload: every forward is "
+           "the whole -ub sequence, at least 32 tokens) and keeps none between forwards")
+    if cfg.miss_policy == "copy":
+        return (f"miss policy copy: llama.cpp {how}, where the study's copies stayed in its expert cache, so it copies "
+                f"more than the study counted; {OP_OFFLOAD_ENV}={NO_OP_OFFLOAD} computes them on the CPU instead")
+    return miss_note(cfg, "llama.cpp", "copy", how=how)
+
+
 def placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
               mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
     """(layer, projection) -> "GPU" | "CPU", and the numbers behind it: the tuned cache's bytes (in the plan's
@@ -184,10 +271,7 @@ def placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, s
         dev = "GPU" if mode == "all-gpu" else "CPU"
         return {u: dev for u in units}, {"mode": mode}
     size = {(layer, p): _gguf_bytes(cfg, layer, types[(layer, p)]) for layer, p in units}
-    budget = 0.0
-    for layer in range(len(layer_fmts)):
-        frac = cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts
-        budget += frac * sum(_proj_bytes(cfg, layer, layer_fmts[layer], p) for p in PROJS)
+    budget = cache_bytes(cfg, layer_fmts)
     order = sorted(range(len(layer_fmts)),
                    key=lambda layer: (-cfg.slots_per_layer[layer] / cfg.model.layers[layer].num_experts, layer))
     left, where = budget, {}
@@ -296,21 +380,42 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes.append("expert row widths not recorded: llama-quantize may fall back to other types where k-quants do not fit")
     used_kinds = sorted({parse_format(f).kind for f in layer_fmts})
     type_notes = {k: f"{TYPE_MAP[k][0]}: {TYPE_MAP[k][1]}" for k in used_kinds}
-    where, pinfo = placement(cfg, layer_fmts, types, opts["placement"])
+    runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
+    run_env: dict[str, str] = {}
+    if runner == DIFFUSION_RUNNER:
+        where, pinfo, ngl = block_placement(cfg, layer_fmts, types, opts["placement"])
+    else:
+        (where, pinfo), ngl = placement(cfg, layer_fmts, types, opts["placement"]), 999
     rules = tensor_type_rules(cfg, types, high)
     ots = override_rules(cfg, where)
-    ncpu = n_cpu_moe_equivalent(cfg, where)
+    ncpu = n_cpu_moe_equivalent(cfg, where) if runner != DIFFUSION_RUNNER else None
     base = base_type(types)
     if base is None:
         notes.append("the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step")
-    if ots:
-        notes.append(miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
-    runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
-    run_args = [runner, "-m", "$OUT_GGUF", "-ngl", "999"] + (["-ot", ",".join(ots)] if ots else [])
+    run_args = [runner, "-m", "$OUT_GGUF", "-ngl", str(ngl)]
     decoding = ""
     if runner == DIFFUSION_RUNNER:
+        on_cpu = bool(ots)
+        if on_cpu:
+            k, n = len(pinfo["gpu_blocks"]), len(cfg.model.layers)
+            last = cfg.model.layers[n - k - 1].decoder_layer  # the first block that did not fit
+            held = (f"the last {k} of {n} MoE blocks on the GPU" if k else f"none of the {n} MoE blocks on the GPU") + (
+                f"; -ngl can only take blocks from the end, and block {last}'s experts would pass the tuned cache's "
+                "bytes" if opts["placement"] == "cache" else f", as --opt placement={opts['placement']} asks")
+            notes.append("llama-diffusion-cli ignores -ot, --n-cpu-moe and --cpu-moe (its main() never passes tensor "
+                         f"overrides to the model): the script places whole blocks instead, -ngl {ngl} ({held})")
+            if cfg.miss_policy == "cpu":
+                run_env[OP_OFFLOAD_ENV] = NO_OP_OFFLOAD
+        if (why := diffusion_miss_note(cfg, on_cpu)) is not None:
+            notes.append(why)
+        if (why := sampling_note(cfg)) is not None:
+            notes.append(why)
         flags, decoding = diffusion_args(cfg)
         run_args += flags
+    else:
+        run_args += ["-ot", ",".join(ots)] if ots else []
+        if ots:
+            notes.append(miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
     data = {
         "target": "llama.cpp",
         "miss_policy": cfg.miss_policy,
@@ -331,6 +436,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "quantize_command": (["llama-quantize", "--tensor-type-file", "tensor-types.txt", "$SRC_GGUF", "$OUT_GGUF", base]
                              if base else None),
         "run_command": run_args,
+        "run_env": run_env,
         "decoding": decoding,
     }
     if opts["emit"] == "tensor-types":
@@ -384,6 +490,8 @@ def _script(point: FrontPoint, cfg: ExportConfig, data: dict[str, Any], notes: l
         lines.append('OUT_GGUF="$SRC_GGUF"')
     if data["decoding"]:
         lines.append(f"# {data['decoding']}")
+    for key, value in data["run_env"].items():  # the caller's own value wins
+        lines.append(f'export {key}="${{{key}:-{value}}}"   # ggml computes host-resident weights on the CPU')
     run = data["run_command"]
     head, rest = run[:5], run[5:]
     parts = [_sh(head)] + [_sh(rest[i:i + 2]) for i in range(0, len(rest), 2)]

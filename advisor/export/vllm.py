@@ -71,6 +71,17 @@ def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str
     return gib, f"{where}; the rest ({host} bytes = {gib:.2f} GiB at {fmt}) offloaded{counted}"
 
 
+def offload_note(cfg: ExportConfig) -> str:
+    """What vLLM's offload does in place of the study's expert cache (vllm/model_executor/offloader/uva.py:
+    make_layers hands it the decoder layers in order, and it moves whole parameters until the budget is spent)."""
+    slots = cfg.slots_per_layer
+    held = f"{slots[0]} experts of every layer" if len(set(slots)) == 1 else f"{min(slots)}..{max(slots)} experts per layer"
+    return (f"vLLM keeps no expert cache: --cpu-offload-gb moves whole expert parameters (w13 or w2 of all of a layer's "
+            f"experts) to host memory, from the first layer on until the budget is spent, and the GPU reads them over "
+            f"PCIe in every forward (UVA), where the study kept {held} on the GPU ({cfg.policy} cache, miss policy "
+            f"{cfg.miss_policy}): its time per token differs from the study's")
+
+
 def refusal(model: ModelInfo) -> str | None:
     """Why vLLM cannot serve this model family (None when it can); `base.targets_for` asks it too."""
     if model.is_diffusion and model.family not in SERVED_DIFFUSION:
@@ -92,6 +103,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         if opts["offload_params"] == "experts":
             args += ["--cpu-offload-params", "w13_weight", "w2_weight"]
     notes.append(why)
+    if gb:
+        notes.append(offload_note(cfg))
     data = {"target": "vllm", "args": args, "quantization": quant, "cpu_offload_gb": gb, "notes": notes}
     text = "\n".join([*(f"# {h}" for h in header_lines(point, cfg, "vLLM")), *(f"# note: {n}" for n in notes),
                       " ".join(shlex.quote(a) for a in args)]) + "\n"
