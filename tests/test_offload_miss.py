@@ -524,3 +524,31 @@ def test_tide_replay_equals_live_when_llada2_finishes_its_blocks_early():
     trace.meta.pop("steps_per_block")  # a trace recorded before the steps were stored: the old reading differs
     assert rt.stats().counters() != simulate(trace, slots_per_layer=2, policy="tide", plan="fp32",
                                              policy_kw={"tau": 2}).counters()
+
+
+def test_hybrid_with_prefetch_counts_the_prefetch_copies_on_the_link_it_balances():
+    """A prefetch copy shares the link with the look-up it serves (`CacheLayer` charges it there), so balanced
+    hybrid weighs it too: with prev_step prefetch on a slow link hybrid is never slower than `copy` or `cpu`
+    (it was 13% slower than `cpu` when it balanced as if the link were free), and the live runtime decides as
+    replay does."""
+    import dataclasses
+
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+    from advisor.offload.timing import TOKENS
+
+    loaded = tiny_llada(top_k=2)
+    m = trace_meta(loaded)
+    slow = dataclasses.replace(DEFAULT_PROFILE, h2d_gbps_pinned=0.05)  # input: a link the prefetch copies load
+    rows = [[n, 0.02 * (1 + 0.3 * n)] for n in TOKENS]
+    cpu = CpuProfile({f"{m['hidden'][0]}x{m['intermediate'][0]}": {f: rows for f in ("bf16", "int8", "int4", "int3")}},
+                     1, "test")
+    costs = ModelCosts("fp32", m["hidden"], m["intermediate"], cpu, H200_ROOFLINE, slow)
+    rt, trace, _ = run_offloaded(loaded, prompt_ids(), slots_per_layer=2, policy="lru", prefetch="prev_step",
+                                 miss="hybrid", costs=costs)
+    st = {miss: simulate(trace, slots_per_layer=2, policy="lru", plan="fp32", prefetch="prev_step", miss=miss,
+                         costs=costs) for miss in ("copy", "cpu", "hybrid")}
+    live = rt.stats()
+    assert live.counters() == st["hybrid"].counters() and live.times == pytest.approx(st["hybrid"].times)
+    assert st["hybrid"].total("prefetch_bytes") > 0
+    t = {miss: s.times["layer_ms"] for miss, s in st.items()}
+    assert t["hybrid"] <= min(t["copy"], t["cpu"]) * (1 + 1e-12), t
