@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -290,7 +291,7 @@ class TraceRecorder:
             self._start(len(self._fwds), -1, -1)
         self._last_layer = layer
         idx = top_k_index.detach().to("cpu").numpy() if hasattr(top_k_index, "detach") else np.asarray(top_k_index)
-        idx = idx.reshape(idx.shape[0], -1).astype(np.int64, copy=False)
+        idx = idx.reshape(idx.shape[0], math.prod(idx.shape[1:])).astype(np.int64, copy=False)  # not -1: 0 rows
         ne = self._ne[layer] if layer < len(self._ne) else int(idx.max(initial=-1)) + 1
         valid = (idx >= 0) & (idx < ne)
         counts = np.bincount(idx[valid], minlength=ne)
