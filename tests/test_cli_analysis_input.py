@@ -136,6 +136,23 @@ def test_simulate_refuses_a_trace_whose_look_ups_or_meta_no_recorder_writes(tmp_
     _one_error_line(_cli("simulate", str(tmp_path / "steps_text.npz"), cwd=tmp_path), "steps_per_block")
 
 
+def test_simulate_of_a_trace_without_a_token_count_shows_totals_and_says_so(tmp_path, trace_file):
+    """A trace that does not record its generated tokens (a bare `TraceRecorder`'s) was shown as "tokens: 1
+    generated (counted)", its totals in the per-token columns and the JSON's `h2d_bytes_per_token`; now the columns
+    and the line say they are totals and the JSON has no per-token values."""
+    from advisor.cli import app
+
+    bare = _variant(trace_file, tmp_path / "bare.npz", meta={"generated_tokens": 0})
+    js = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["simulate", str(bare), "--policy", "lru", "--json", str(js)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "tokens: none recorded in the trace, so H2D and transfer are totals" in text, text
+    assert "1 generated" not in text and "per token" not in text and "ms total" in text, text
+    rows = json.loads(js.read_text())["results"]
+    assert rows and all("h2d_bytes_per_token" not in r and r["bytes_h2d"] > 0 for r in rows), rows
+
+
 def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
     from advisor.cli import app
 
