@@ -97,6 +97,62 @@ def test_simulate_refuses_a_damaged_or_foreign_trace_in_one_line(tmp_path, trace
     _one_error_line(_cli("simulate", str(damaged), cwd=tmp_path), "is not a routing trace this tool wrote")
 
 
+def test_simulate_refuses_a_trace_whose_look_ups_or_meta_no_recorder_writes(tmp_path, trace_file):
+    """Look-ups replay as the runtime makes them: distinct experts in increasing order, each with a routed token,
+    its block tokens among them. A record naming an expert twice (counted as two look-ups and two copies), out of
+    order (the policies' admission order follows the ids), with no or negative tokens, or with more block tokens
+    than tokens was replayed as if valid; a meta 'steps_per_block' or 'dtype' of the wrong type crashed with a
+    traceback. Each is now one line naming what is wrong, exit 2."""
+    from advisor.cli import app
+
+    with np.load(trace_file) as z:
+        experts, tokens, ptr, block = z["experts"].copy(), z["tokens"], z["rec_ptr"], z["block_tokens"]
+    r = int(np.argmax(np.diff(ptr) >= 2))  # a record of at least two look-ups
+    a = int(ptr[r])
+    twice, backwards = experts.copy(), experts.copy()
+    twice[a + 1] = twice[a]
+    backwards[a:a + 2] = experts[a:a + 2][::-1]
+    zero, negative = tokens.copy(), tokens.astype(np.int32)
+    zero[a] = 0
+    negative[a] = -3
+    cases = {
+        "twice.npz": ({"experts": twice}, "a record's experts are not distinct and in increasing order"),
+        "backwards.npz": ({"experts": backwards}, "a record's experts are not distinct and in increasing order"),
+        "zero_tokens.npz": ({"tokens": zero}, "a look-up has no routed tokens"),
+        "negative_tokens.npz": ({"tokens": negative}, "a look-up has no routed tokens"),
+        "block_above.npz": ({"block_tokens": tokens.astype(np.int64) + 1}, "block tokens are negative or more"),
+        "steps_text.npz": ({"meta": {"steps_per_block": "4"}}, "meta 'steps_per_block' is not a non-negative"),
+        "steps_negative.npz": ({"meta": {"steps_per_block": -3}}, "meta 'steps_per_block' is not a non-negative"),
+        "dtype_list.npz": ({"meta": {"dtype": ["bfloat16"]}}, "meta 'dtype' is not a string"),
+    }
+    assert block.size and (block <= tokens).all()  # the recorded file itself passes every check
+    runner = CliRunner()
+    for name, (change, why) in cases.items():
+        bad = _variant(trace_file, tmp_path / name, **change)
+        res = runner.invoke(app, ["simulate", str(bad), "--policy", "lru,tide"])
+        assert isinstance(res.exception, UserError), (name, res.output, res.exception)
+        assert why in str(res.exception) and "re-record it" in str(res.exception), (name, res.exception)
+    # the text steps_per_block through the real CLI (it was a ValueError traceback): one line, exit 2
+    _one_error_line(_cli("simulate", str(tmp_path / "steps_text.npz"), cwd=tmp_path), "steps_per_block")
+
+
+def test_simulate_of_a_trace_without_a_token_count_shows_totals_and_says_so(tmp_path, trace_file):
+    """A trace that does not record its generated tokens (a bare `TraceRecorder`'s) was shown as "tokens: 1
+    generated (counted)", its totals in the per-token columns and the JSON's `h2d_bytes_per_token`; now the columns
+    and the line say they are totals and the JSON has no per-token values."""
+    from advisor.cli import app
+
+    bare = _variant(trace_file, tmp_path / "bare.npz", meta={"generated_tokens": 0})
+    js = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["simulate", str(bare), "--policy", "lru", "--json", str(js)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "tokens: none recorded in the trace, so H2D and transfer are totals" in text, text
+    assert "1 generated" not in text and "per token" not in text and "ms total" in text, text
+    rows = json.loads(js.read_text())["results"]
+    assert rows and all("h2d_bytes_per_token" not in r and r["bytes_h2d"] > 0 for r in rows), rows
+
+
 def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
     from advisor.cli import app
 

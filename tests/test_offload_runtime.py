@@ -178,3 +178,53 @@ def test_prev_step_staging_stays_within_the_counted_peak(loaded, reference):
                  - counted_peak_bytes(shape, plan, [slots] * n, "none", miss="cpu"))
     assert max(alive) > rt.store.max_bytes(0) * (16 - slots)  # more than one layer's worth is staged at once
     assert max(alive) <= allowance
+
+
+def test_empty_forwards_layers_without_tokens_and_repeated_experts_count_alike_live_and_replayed():
+    """Edge cases of the routing the experts modules get: a forward with no tokens in any layer, a layer with no
+    tokens, a token routed to the same expert twice. The recorder keeps each as the runtime looks it up (an empty
+    look-up; a repeated expert's tokens counted per routing), so replay's counters equal the live ones at every
+    slot count from none to more than the experts, for every miss policy; before, a layer with no tokens made
+    the recorder raise (numpy cannot reshape 0 rows to (0, -1))."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+    from advisor.models.samplers import ForwardInfo
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.offload.timing import CpuProfile, DeviceCompute, ModelCosts
+    from advisor.offload.trace import TraceRecorder, trace_meta
+
+    loaded = tiny_llada(num_experts=8, top_k=2)
+    m = trace_meta(loaded)
+    rows = [[1, 0.001], [2, 0.002], [256, 100.0]]  # input: 1-token misses go to the CPU under hybrid
+    cpu = CpuProfile({f"{m['hidden'][0]}x{m['intermediate'][0]}": {f: rows for f in ("bf16", "int8", "int4", "int3")}},
+                     1, "test")
+    costs = ModelCosts("fp32", m["hidden"], m["intermediate"], cpu, DeviceCompute({"fp32": 0.01}, 32, 16, 32, "test"),
+                       DEFAULT_PROFILE)
+    g = torch.Generator().manual_seed(0)
+    none = torch.zeros(0, 2, dtype=torch.long)
+    routing = [[torch.randint(0, 8, (4, 2), generator=g) for _ in range(2)] for _ in range(6)]
+    routing[2] = [none, none]  # an empty forward
+    routing[3][1] = none  # a layer with no tokens
+    routing[4] = [torch.tensor([[3, 3], [3, 5], [5, 5]])] * 2  # tokens routed to one expert twice
+    for slots, miss in ((0, "copy"), (1, "cpu"), (3, "hybrid"), (8, "copy"), (100, "cpu")):
+        rt = OffloadRuntime(loaded, "fp32", slots_per_layer=slots, policy="lru", prefetch="prev_step", miss=miss,
+                            costs=costs)
+        rec = TraceRecorder(m)
+        rt.session.observers.append(rec)
+        try:
+            for f, layers in enumerate(routing):
+                info = ForwardInfo(index=f, step=f % 2, block=f // 2)
+                rec.on_forward(info)
+                rt.on_forward(info)
+                for layer, idx in enumerate(layers):
+                    h = torch.randn(idx.shape[0], m["hidden"][layer], generator=g)
+                    out = loaded.moe[layer].experts_module(h, idx, torch.rand(idx.shape, generator=g))
+                    assert out.shape == h.shape
+        finally:
+            rt.close()
+        st = rt.stats()
+        sim = simulate(rec.trace(), slots_per_layer=slots, policy="lru", plan="fp32", prefetch="prev_step", miss=miss,
+                       costs=costs)
+        assert st.counters() == sim.counters() and st.per_layer == sim.per_layer, (slots, miss)
+        assert st.times == pytest.approx(sim.times), (slots, miss)
+        assert [row[0]["lookups"] + row[1]["lookups"] for row in st.per_forward][2] == 0
+        assert st.lookups > 0

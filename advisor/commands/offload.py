@@ -160,7 +160,8 @@ def simulate_cmd(
         plan = PrecisionPlan.parse(precision)
         plan.check_fits(trace.num_experts)
     seqs = trace.access_sequences(token_scope)
-    tokens = trace.generated_tokens or 1
+    tokens = trace.generated_tokens  # 0: the trace does not say (a bare TraceRecorder's): show totals, say so
+    per = max(tokens, 1)
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
                          sequences=seqs, miss=miss)) for n in names]
@@ -168,14 +169,17 @@ def simulate_cmd(
     per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
     table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision "
                         f"{precision or trace.meta.get('dtype')}, "
-                        f"prefetch {prefetch}, misses {miss}, {tokens} tokens", show_edge=False, pad_edge=False)
+                        f"prefetch {prefetch}, misses {miss}, "
+                        + (f"{tokens} tokens" if tokens else "generated tokens not recorded"),
+                  show_edge=False, pad_edge=False)
     cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
         ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
-        cells.append([name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", human_bytes(st.bytes_h2d / tokens),
-                      f"{st.transfer_ms / tokens:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}"])
-        out.append({**st.to_dict(n_tokens=tokens), "policy": name, "vs_belady_hit_rate": ratio})
-    for i, col in enumerate(("policy", "hits", "misses", "hit\nrate", "H2D\nper token", "transfer\nms/token",
+        cells.append([name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", human_bytes(st.bytes_h2d / per),
+                      f"{st.transfer_ms / per:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}"])
+        out.append({**st.to_dict(n_tokens=tokens or None), "policy": name, "vs_belady_hit_rate": ratio})
+    unit = ("per token", "ms/token") if tokens else ("in total", "ms total")
+    for i, col in enumerate(("policy", "hits", "misses", "hit\nrate", f"H2D\n{unit[0]}", f"transfer\n{unit[1]}",
                              "CPU\ntokens", "vs\nBelady")):  # a value is never cut: at 80 columns it fits
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True,
                          min_width=max(len(row[i]) for row in cells))
@@ -188,7 +192,8 @@ def simulate_cmd(
     link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
     recorded = f" recorded on {trace.meta['device']}" if trace.meta.get("device") else ""
     console.print(escape(f"counts: counted (replayed trace{recorded}); times: {best.transfer_source} [{link.name}: "
-                         f"{link.source}]; tokens: {tokens} generated (counted)"))
+                         f"{link.source}]; " + (f"tokens: {tokens} generated (counted)" if tokens else
+                                                   "tokens: none recorded in the trace, so H2D and transfer are totals")))
     for note in {n for _, st in rows for n in st.notes}:
         console.print(f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}

@@ -14,8 +14,9 @@ where each miss computes in *this* forward:
   which copy + device compute costs as much as CPU compute for that expert alone), then, since the CPU runs
   beside the device, move misses across while the look-up's modelled time (`LayerCosts`:
   max(copy + gpu, cpu, copy + background)) drops: the heaviest CPU expert to the link while the CPU is the
-  critical path, the lightest copied expert to the CPU otherwise. The result is never slower, on that
-  model, than the per-expert rule, `copy` or `cpu`. Without a cost model (thresholds only) hybrid is the
+  critical path, the lightest copied expert to the CPU otherwise. Prefetch copies the look-up waits on share
+  the link, so they count as background. The result is never slower, on that model, than the per-expert
+  rule, `copy` or `cpu`. Without a cost model (thresholds only) hybrid is the
   per-expert rule; without thresholds it refuses.
 """
 
@@ -38,12 +39,13 @@ def check_miss_policy(mode: str) -> str:
 
 def split_misses(
     misses: Sequence[int], tokens: dict[int, int] | None, mode: str, threshold: Sequence[int] | None,
-    costs: Any = None, device: Sequence[int] = (), admitted: Collection[int] = (),
+    costs: Any = None, device: Sequence[int] = (), admitted: Collection[int] = (), pending_ms: float = 0.0,
 ) -> tuple[list[int], list[int]]:
     """(copied, computed on the CPU) for `misses`; `tokens` maps expert -> routed tokens this forward,
     `threshold[e]` the smallest token count for which copying expert e is cheaper than CPU compute.
     hybrid with `costs` (the layer's `LayerCosts`) balances the split: `device` are the look-up's experts
-    on the device whatever it decides (hits, staged), `admitted` the misses the policy keeps in a slot."""
+    on the device whatever it decides (hits, staged), `admitted` the misses the policy keeps in a slot,
+    `pending_ms` the link time of prefetch copies this look-up waits on (background it cannot move)."""
     if mode == "copy" or not misses:
         return list(misses), []
     if mode == "cpu":
@@ -56,11 +58,11 @@ def split_misses(
     on_cpu = [e for e in misses if e not in keep]
     if costs is None:
         return copied, on_cpu
-    return balance(costs, tokens, device, copied, on_cpu, admitted)
+    return balance(costs, tokens, device, copied, on_cpu, admitted, pending_ms)
 
 
 def balance(costs: Any, tokens: dict[int, int], device: Sequence[int], copied: list[int], on_cpu: list[int],
-            admitted: Collection[int]) -> tuple[list[int], list[int]]:
+            admitted: Collection[int], pending_ms: float = 0.0) -> tuple[list[int], list[int]]:
     """The split with the least modelled look-up time along one path from (copied, on_cpu): the heaviest
     CPU experts moved to the link one by one when the CPU side is critical, else the lightest copied experts
     to the CPU. The walk stops once the side that only grows reaches the best time (nothing further on can
@@ -78,9 +80,10 @@ def balance(costs: Any, tokens: dict[int, int], device: Sequence[int], copied: l
 
     def times() -> tuple[float, float]:
         """(`lookup_ms`, its device side `link_ms`) of the current split: the terms of
-        `LayerCosts.lookup_terms`, kept as running sums (a move changes one expert's terms)."""
+        `LayerCosts.lookup_terms`, kept as running sums (a move changes one expert's terms), with the pending
+        prefetch copies in the background as `CacheLayer` adds them."""
         g = gpu + (layer if n_dev else 0.0)
-        copy, bg = transfer(cb, cn) if cn else 0.0, transfer(pb, pn) if pn else 0.0
+        copy, bg = transfer(cb, cn) if cn else 0.0, (transfer(pb, pn) if pn else 0.0) + pending_ms
         return lookup_ms(g, copy, cpu, bg), link_ms(g, copy, bg)
 
     best, link = times()

@@ -105,7 +105,7 @@ class CacheLayer:
         if nm:
             if self.miss != "copy":  # cpu: every miss on the CPU; hybrid: per expert (split_misses)
                 copied, on_cpu = split_misses(copied, tok, self.miss, self.threshold, self.costs,
-                                              acc.hits + from_stage, acc.admitted)
+                                              acc.hits + from_stage, acc.admitted, self._prefetch_ms)
             if on_cpu:
                 adm = set(acc.admitted)
                 placed = [e for e in on_cpu if e in adm]

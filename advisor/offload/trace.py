@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -156,8 +157,12 @@ class RoutingTrace:
                 raise bad(f"meta '{k}' is not a list of positive integers per MoE layer")
         if len({len(v) for v in shapes.values()}) != 1:
             raise bad("meta 'num_experts', 'hidden' and 'intermediate' name different numbers of MoE layers")
-        if type(m.get("generated_tokens", 0)) is not int or m.get("generated_tokens", 0) < 0:
-            raise bad("meta 'generated_tokens' is not a non-negative integer")
+        for k in ("generated_tokens", "steps_per_block"):
+            v = m.get(k)
+            if v is not None and (type(v) is not int or v < 0):
+                raise bad(f"meta '{k}' is not a non-negative integer")
+        if not isinstance(m.get("dtype", ""), str):
+            raise bad("meta 'dtype' is not a string")
         arrays = [getattr(self, n) for n in _ARRAYS] + ([self.block_tokens] if self.block_tokens is not None else [])
         if any(a.ndim != 1 or a.dtype.kind not in "iu" for a in arrays):
             raise bad("its arrays are not 1-D integer arrays")
@@ -176,11 +181,22 @@ class RoutingTrace:
             raise bad(f"records name MoE layers outside the {len(ne)} its meta lists")
         if r and not np.isin(self.rec_forward, self.fwd_index).all():
             raise bad("records name forwards its forward arrays lack")
+        if n and int(self.tokens.min()) < 1:
+            raise bad("a look-up has no routed tokens (the recorder keeps only experts that got one)")
+        if self.block_tokens is not None and n and (int(self.block_tokens.min()) < 0
+                                                     or bool((self.block_tokens > self.tokens).any())):
+            raise bad("a look-up's block tokens are negative or more than its routed tokens")
         if n:  # per record its largest expert id (no per-look-up copy: traces reach tens of millions of look-ups)
             full = np.diff(self.rec_ptr) > 0
             top = np.maximum.reduceat(self.experts, self.rec_ptr[:-1][full])
             if int(self.experts.min()) < 0 or bool((top >= ne[self.rec_layer[full].astype(np.int64)]).any()):
                 raise bad("look-ups name experts beyond their layer's count in its meta (another model's trace?)")
+        if n > 1:  # within a record: distinct experts in increasing order, as every look-up is replayed
+            ok = self.experts[1:] > self.experts[:-1]  # a comparison, not a difference: no overflow, no int64 copy
+            starts = self.rec_ptr[1:-1].astype(np.int64)
+            ok[starts[(starts > 0) & (starts < n)] - 1] = True  # a record boundary may go down
+            if not ok.all():
+                raise bad("a record's experts are not distinct and in increasing order")
 
     # -- views for replay --------------------------------------------------------------------------
     def _scope(self, token_scope: str) -> np.ndarray:
@@ -290,7 +306,7 @@ class TraceRecorder:
             self._start(len(self._fwds), -1, -1)
         self._last_layer = layer
         idx = top_k_index.detach().to("cpu").numpy() if hasattr(top_k_index, "detach") else np.asarray(top_k_index)
-        idx = idx.reshape(idx.shape[0], -1).astype(np.int64, copy=False)
+        idx = idx.reshape(idx.shape[0], math.prod(idx.shape[1:])).astype(np.int64, copy=False)  # not -1: 0 rows
         ne = self._ne[layer] if layer < len(self._ne) else int(idx.max(initial=-1)) + 1
         valid = (idx >= 0) & (idx < ne)
         counts = np.bincount(idx[valid], minlength=ne)
