@@ -554,3 +554,37 @@ def test_hybrid_with_prefetch_counts_the_prefetch_copies_on_the_link_it_balances
     assert st["hybrid"].total("prefetch_bytes") > 0
     t = {miss: s.times["layer_ms"] for miss, s in st.items()}
     assert t["hybrid"] <= min(t["copy"], t["cpu"]) * (1 + 1e-12), t
+
+
+def test_simulate_takes_tides_tau_and_says_which_it_used(tmp_path):
+    """`advisor simulate --policy tide` always replayed tau 4 (the tuner's default) and did not say so, while the
+    tuner searches tau: a user could not replay the interval a study picked. `--tau` sets it, the row names it,
+    and a --tau without tide is refused rather than ignored."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+    from advisor.offload.simulate import simulate
+    from advisor.offload.trace import RoutingTrace
+
+    runner = CliRunner()
+    trace = tmp_path / "t.npz"
+    res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(trace), "--limit", "2", "--max-new-tokens", "16",
+                              "--steps", "16", "--block-length", "8"])
+    assert res.exit_code == 0, res.output
+    got = {}
+    for tau in (1, 8):
+        out = tmp_path / f"s{tau}.json"
+        res = runner.invoke(app, ["simulate", str(trace), "--policy", "tide", "--slots", "4", "--tau", str(tau),
+                                  "--json", str(out)], terminal_width=200)
+        assert res.exit_code == 0 and f"tide (tau {tau})" in res.output, res.output
+        row = json.loads(out.read_text())["results"][0]
+        assert row["policy"] == "tide" and row["tau"] == tau
+        expected = simulate(RoutingTrace.load(trace), slots_per_layer="4", policy="tide", policy_kw={"tau": tau})
+        assert row["hits"] == expected.hits
+        got[tau] = row["hits"]
+    assert got[1] != got[8]  # the interval reached the replay
+    res = runner.invoke(app, ["simulate", str(trace), "--policy", "lru", "--tau", "2"])
+    assert isinstance(res.exception, UserError) and "has no tide" in str(res.exception)

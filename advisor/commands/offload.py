@@ -126,6 +126,8 @@ def simulate_cmd(
     gpu: str = typer.Option("", "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
     token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
     miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
+    tau: int = typer.Option(None, "--tau", min=1, help="tide's refresh interval in denoising steps (default: the "
+                            "tuner's default cache.tau, 4)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON here."),
 ) -> None:
     """Replay a routing trace through the cache policies and compare with Belady's MIN."""
@@ -137,7 +139,7 @@ def simulate_cmd(
 
     from advisor.errors import UserError
     from advisor.files import check_writable, write_atomic
-    from advisor.offload.policies import POLICIES
+    from advisor.offload.policies import DEFAULT_TAU, POLICIES
     from advisor.offload.simulate import belady, simulate
     from advisor.offload.trace import RoutingTrace
     from advisor.tune.display import human_bytes
@@ -149,6 +151,9 @@ def simulate_cmd(
     for name in names:
         if name not in POLICIES:
             raise UserError(f"unknown cache policy '{name}'; choose from: {', '.join(POLICIES)}, all")
+    if tau is not None and "tide" not in names:  # it would change nothing, without a word
+        raise UserError(f"--tau {tau} is tide's refresh interval, but --policy {policy} has no tide")
+    tau = tau or DEFAULT_TAU
     if miss not in ("copy", "cpu"):
         raise UserError(f"--miss must be copy or cpu here, got {miss!r} (hybrid needs a CPU profile: use `advisor "
                         "tune` with cache.miss, or benchmarks.offload_strategies)")
@@ -164,7 +169,8 @@ def simulate_cmd(
     per = max(tokens, 1)
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
-                         sequences=seqs, miss=miss)) for n in names]
+                      sequences=seqs, miss=miss, policy_kw={"tau": tau} if n == "tide" else None))
+            for n in names]
     caps = best.capacity  # what the typed --slots came to (a count above the experts is all of them)
     per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
     table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision "
@@ -175,9 +181,10 @@ def simulate_cmd(
     cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
         ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
-        cells.append([name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", human_bytes(st.bytes_h2d / per),
+        cells.append([f"tide (tau {tau})" if name == "tide" else name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", human_bytes(st.bytes_h2d / per),
                       f"{st.transfer_ms / per:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}"])
-        out.append({**st.to_dict(n_tokens=tokens or None), "policy": name, "vs_belady_hit_rate": ratio})
+        out.append({**st.to_dict(n_tokens=tokens or None), "policy": name, "vs_belady_hit_rate": ratio,
+                    **({"tau": tau} if name == "tide" else {})})
     unit = ("per token", "ms/token") if tokens else ("in total", "ms total")
     for i, col in enumerate(("policy", "hits", "misses", "hit\nrate", f"H2D\n{unit[0]}", f"transfer\n{unit[1]}",
                              "CPU\ntokens", "vs\nBelady")):  # a value is never cut: at 80 columns it fits
