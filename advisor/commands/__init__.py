@@ -2,10 +2,41 @@
 `offload`, `models`); each parses options, checks them before any model loads, and calls the domain.
 
 May import every other advisor package; nothing imports it except `advisor.cli` (and its own modules, for the
-shared option texts below). Heavy imports (torch,
+shared option text and out-of-memory refusal below). Heavy imports (torch,
 optuna) stay inside command bodies, so `--help` and the read-only commands stay fast.
 """
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from advisor.errors import UserError
+from advisor.units import format_bytes
 
 # `eval` and `trace`: their default is every core (fastest on a quiet host); `tune` and `profile` default to 1
 THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other work, 1 or 2 can be many times faster "
                 "(waiting threads spin).")
+
+
+@contextmanager
+def refuse_out_of_memory(what: str, advice: str) -> Iterator[None]:
+    """An allocation the host or device cannot make while `what` runs becomes one line with the size asked and
+    what to change, not the allocator's traceback. Matched by name, so this module need not import torch."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(e)
+        if type(e).__name__ != "OutOfMemoryError" and "can't allocate memory" not in text \
+                and not isinstance(e, MemoryError):
+            raise
+        raise UserError(f"out of memory while {what}{_asked(text)}; {advice}") from None
+
+
+def _asked(message: str) -> str:
+    """' (one allocation asked for 476.8 GiB)' from torch's "allocate 512000024064 bytes" / "Tried to allocate 2.00 GiB"."""
+    m = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ ?[KMGT]?i?B)", message)
+    if m is None:
+        return ""
+    return f" (one allocation asked for {format_bytes(int(m.group(1))) if m.group(1) else m.group(2)})"

@@ -7,8 +7,8 @@ import os
 
 import typer
 
-from advisor.commands import THREADS_HELP
-from advisor.errors import UserError, refuse_out_of_memory
+from advisor.commands import THREADS_HELP, refuse_out_of_memory
+from advisor.errors import UserError
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
 

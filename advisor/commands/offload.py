@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import THREADS_HELP
+from advisor.commands import THREADS_HELP, refuse_out_of_memory
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -68,7 +68,6 @@ def trace_cmd(
     import torch
     from rich.console import Console
 
-    from advisor.errors import refuse_out_of_memory
     from advisor.files import check_writable
     from advisor.models.load import load_model
     from advisor.offload.trace import merge, record_trace
