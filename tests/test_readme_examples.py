@@ -4,7 +4,8 @@
   (read-only commands: no torch, under a second each) and compared line by line: a whole block must equal the
   output, an `# excerpt` block must appear in it in order (`...` marks lines left out);
 - the number of hostile completions the README says the sandbox test plays is the number it plays;
-- the H200 miss-study note's table names the slots per layer its committed databases stored.
+- the H200 miss-study note's table names the slots per layer its committed databases stored;
+- what `--budgets` queues on the bundled model is what the README counts.
 """
 
 from __future__ import annotations
@@ -109,3 +110,33 @@ def test_miss_study_note_slots_are_the_stored_ones():
             slots = config["slots_per_layer"]
             assert (min(slots), max(slots)) == (int(low), int(high or low)), (db, number, slots)
             assert config["params"]["miss"] == miss and config["params"]["fmt_g0"] == fmt, (db, number, config)
+
+
+def test_readme_counts_what_budgets_queues_on_the_bundled_model():
+    """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
+    counts are the ones `advisor tune` enqueues (a point equal to a warm-start one is not queued twice)."""
+    import torch
+
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.tune.baseline_trials import baseline_trials, budget_points
+    from advisor.tune.budget import BudgetFit, budget_memory
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import load_space
+
+    text = " ".join(README.read_text().split())
+    m = re.search(r"with `--space dllm` on the bundled model, (\d+) such points and (\d+) baselines beside its "
+                  r"(\d+) warm-start points - `--trials 1` left (\d+) queued", text)
+    assert m, "the README's sentence on what --budgets queues changed; update this test with it"
+    points, baselines, warm, left = map(int, m.groups())
+
+    torch.set_num_threads(1)
+    space = load_space("dllm")
+    backend = ModelBackend(load_model("bundled"), get_task("toy", limit=8, seed=0), space.evaluation)
+    budgets = ("10%", "25%", "50%")
+    budget = max(int(budget_memory(b, backend.shape)[0]) for b in budgets)
+    fit = BudgetFit(space, backend.shape, budget, backend.calibration_counts)
+    seeded = {json.dumps(p, sort_keys=True) for p in fit.warm_start()}
+    new = {json.dumps(p, sort_keys=True) for _, p in budget_points(fit, budgets)} - seeded
+    assert (points, baselines, warm) == (len(new), len(baseline_trials(space, backend.shape, budgets)), len(seeded))
+    assert left == points + baselines + warm - 1
