@@ -232,7 +232,8 @@ def main() -> None:
     qwen_dir = tiny_qwen(work / "tiny-qwen3moe")
     bundled = front_point("bundled", "bundled", "default=int4;layers=0:int8;layers=3:bf16", [16, 8, 4, 0])
     qwen = front_point(str(qwen_dir), str(qwen_dir), "default=int4;layers=1:int8", [8, 4, 2])
-    print("plans: bundled default=int4;layers=0:int8;layers=3:bf16, slots [16, 8, 4, 0] of 16; "
+    n_bundled = json.loads((BUNDLED_DIR / "config.json").read_text())["num_experts"]
+    print(f"plans: bundled default=int4;layers=0:int8;layers=3:bf16, slots [16, 8, 4, 0] of {n_bundled}; "
           "tiny Qwen3-MoE default=int4;layers=1:int8, slots [8, 4, 2] of 8")
     if (a.llama_cpp / "BUILD_OK").is_file():
         ok_b = run_llamacpp(a.llama_cpp, work, "bundled", BUNDLED_DIR, bundled, generate=True)

@@ -1,0 +1,142 @@
+"""The README's example output and counts are what the repository gives today, not what it gave once.
+
+- every `$ advisor recommend|export ... --storage studies/example/advisor.db` block is run as the README shows it
+  (read-only commands: no torch, under a second each) and compared line by line: a whole block must equal the
+  output, an `# excerpt` block must appear in it in order (`...` marks lines left out);
+- the number of hostile completions the README says the sandbox test plays is the number it plays;
+- the H200 miss-study note's table names the slots per layer its committed databases stored;
+- what `--budgets` queues on the bundled model is what the README counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+EXAMPLE_DB = "studies/example/advisor.db"
+READ_ONLY = ("recommend", "export")
+
+
+def _example_blocks() -> list[tuple[str, list[str], bool]]:
+    """(command line, the lines the README prints under it, whether it is an excerpt) for each read-only
+    command on the committed example study inside a fenced block."""
+    fences, inside, indent = [], False, 0
+    for line in README.read_text().splitlines():
+        if line.strip().startswith("```"):
+            inside, indent = not inside, len(line) - len(line.lstrip())  # a block in a list item is indented
+            fences += [[]] if inside else []
+        elif inside:
+            fences[-1].append(line[indent:])
+    out = []
+    for fence in ("\n".join(lines) for lines in fences):
+        # each `$ ` line starts a command; the lines up to the next one are what it printed
+        for part in re.split(r"^\s*\$ ", fence, flags=re.M)[1:]:
+            cmd, *lines = part.rstrip().split("\n")
+            words = shlex.split(cmd, comments=True)
+            if words[:1] == ["advisor"] and words[1] in READ_ONLY and EXAMPLE_DB in words:
+                out.append((cmd, [line.rstrip() for line in lines], "# excerpt" in cmd))
+    return out
+
+
+BLOCKS = _example_blocks()
+
+
+def test_the_readme_shows_the_example_commands_this_test_runs():
+    kinds = {(shlex.split(c, comments=True)[1], excerpt) for c, _, excerpt in BLOCKS}
+    assert {("recommend", False), ("recommend", True), ("export", True), ("export", False)} <= kinds, kinds
+    assert len(BLOCKS) >= 5
+
+
+def _run(cmd: str, cwd: Path) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = str(ROOT)
+    words = shlex.split(cmd, comments=True)
+    r = subprocess.run([sys.executable, "-m", "advisor", *words[1:]], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+    return [line.rstrip() for line in (r.stdout + r.stderr).splitlines()]
+
+
+@pytest.mark.parametrize("cmd,lines,excerpt", BLOCKS, ids=[c.split("#")[0].strip() for c, _, _ in BLOCKS])
+def test_readme_example_output_is_what_the_command_prints_now(cmd, lines, excerpt, tmp_path):
+    (tmp_path / "studies" / "example").mkdir(parents=True)
+    shutil.copy(ROOT / EXAMPLE_DB, tmp_path / EXAMPLE_DB)  # as the README runs it, from a checkout's root
+    printed = _run(cmd, tmp_path)
+    if not excerpt:
+        assert lines == printed, f"README block for `{cmd}` has drifted from what it prints now"
+        return
+    at = 0
+    for line in lines:
+        if not line.strip() or line.strip() == "...":
+            continue
+        found = next((i for i in range(at, len(printed)) if printed[i] == line), None)
+        assert found is not None, f"`{cmd}`: the README line {line!r} is not printed (in this order) any more"
+        at = found + 1
+
+
+def test_readme_counts_the_hostile_completions_the_sandbox_test_plays(tmp_path):
+    from tests.sandbox_cases import cases, probes
+
+    text = " ".join(README.read_text().split())
+    m = re.search(r"`tests/test_sandbox_hostile\.py` plays (\d+) hostile completions \(.*?\) and (\d+) that look "
+                  r"for the evaluator's secret", text)
+    assert m, "the README's sentence on the hostile completions changed; update this test with it"
+    assert (int(m.group(1)), int(m.group(2))) == (len(cases(tmp_path)), len(probes(tmp_path)))
+
+
+def test_miss_study_note_slots_are_the_stored_ones():
+    results = ROOT / "benchmarks" / "results"
+    note = (results / "2026-12-04_h200_miss_study_note.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| (int\d+|bf16), (\d+)(?:-(\d+))? slots?, (copy|cpu|hybrid) \|", note, flags=re.M)
+    assert len(rows) == 8, rows
+    for db in ("2026-12-04_h200_miss_study.db", "2026-12-04_h200_miss_study_worker_thread.db"):
+        with sqlite3.connect(f"file:{results / db}?mode=ro", uri=True) as con:
+            stored = {n: json.loads(v) for n, v in con.execute(
+                "SELECT t.number, a.value_json FROM trial_user_attributes a JOIN trials t USING (trial_id) "
+                "WHERE a.key = 'config'")}
+        for number, fmt, low, high, miss in rows:
+            config = stored[int(number)]
+            slots = config["slots_per_layer"]
+            assert (min(slots), max(slots)) == (int(low), int(high or low)), (db, number, slots)
+            assert config["params"]["miss"] == miss and config["params"]["fmt_g0"] == fmt, (db, number, config)
+
+
+def test_readme_counts_what_budgets_queues_on_the_bundled_model():
+    """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
+    counts are the ones `advisor tune` enqueues (a point equal to a warm-start one is not queued twice)."""
+    import torch
+
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.tune.baseline_trials import baseline_trials, budget_points
+    from advisor.tune.budget import BudgetFit, budget_memory
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import load_space
+
+    text = " ".join(README.read_text().split())
+    m = re.search(r"with `--space dllm` on the bundled model, (\d+) such points and (\d+) baselines beside its "
+                  r"(\d+) warm-start points - `--trials 1` left (\d+) queued", text)
+    assert m, "the README's sentence on what --budgets queues changed; update this test with it"
+    points, baselines, warm, left = map(int, m.groups())
+
+    torch.set_num_threads(1)
+    space = load_space("dllm")
+    backend = ModelBackend(load_model("bundled"), get_task("toy", limit=8, seed=0), space.evaluation)
+    budgets = ("10%", "25%", "50%")
+    budget = max(int(budget_memory(b, backend.shape)[0]) for b in budgets)
+    fit = BudgetFit(space, backend.shape, budget, backend.calibration_counts)
+    seeded = {json.dumps(p, sort_keys=True) for p in fit.warm_start()}
+    new = {json.dumps(p, sort_keys=True) for _, p in budget_points(fit, budgets)} - seeded
+    assert (points, baselines, warm) == (len(new), len(baseline_trials(space, backend.shape, budgets)), len(seeded))
+    assert left == points + baselines + warm - 1
