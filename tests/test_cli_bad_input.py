@@ -323,6 +323,37 @@ def test_float_range_without_step_is_refused_on_load(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_range_that_its_step_does_not_divide_is_refused_on_load(tmp_path):
+    """{ low = 0, high = 1, step = 0.6 }: Optuna cut it to [0, 0.6] with a warning, while the space's own grid
+    went on to 1.2 - a hot fraction above 1, enqueued by the warm start - and the header counted it."""
+    space = tmp_path / "s.toml"
+    for line, words in (("hot_fraction = { low = 0.0, high = 1.0, step = 0.6 }",
+                         ("precision.hot_cold.hot_fraction", "high (1)", "step", "end at 0.6")),
+                        ("hot_fraction = { low = 0.0, high = 0.5, step = 0.2 }", ("end at 0.4",))):
+        space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n{line}\n')
+        r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+        one_error_line(r, "s.toml:5", *words)
+        before_model_load(r)
+        assert not (tmp_path / "s.db").exists()
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 9, '
+                     'step = 3 }\n')
+    one_error_line(advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path),
+                   "s.toml:5", "cache.slots_per_layer", "end at 7")
+
+
+def test_a_stepped_range_up_to_all_runs_on_its_grid_without_warnings(tmp_path):
+    """"all" is the model's size (64 here), which a step of 5 from 1 does not reach: the range ends at 61, the
+    last value of its grid, instead of Optuna cutting it with a UserWarning in every trial."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, '
+                     'high = "all", step = 5 }\n[evaluation]\nlimit = 2\ntrace_prompts = 1\nfidelity_prompts = 1\n')
+    r = advisor("tune", "--space", str(space), "--trials", "3", "--sampler", "random", "--storage",
+                str(tmp_path / "s.db"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Warning" not in r.stderr, r.stderr
+    assert "(13 configurations)" in r.stdout.replace("\n", " "), r.stdout
+
+
 def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
     """The bundled model has 4 MoE layers: a total of 2 slots cannot give each one."""
     space = tmp_path / "s.toml"

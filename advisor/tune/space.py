@@ -166,7 +166,8 @@ class SearchSpace:
             if d.choices is not None:  # a list of slot counts: those the model has room for
                 k["slots"] = Domain(tuple(sorted({min(int(c), num_experts) for c in d.choices})))
             else:
-                k["slots"] = Domain(None, max(1.0, d.low or 1), min(float(d.high), num_experts), d.step, True)
+                lo = max(1.0, d.low or 1)
+                k["slots"] = Domain(None, lo, _on_grid(lo, min(float(d.high), num_experts), d.step), d.step, True)
         else:
             assert self.expert_budget is not None
             cap = num_experts * n_layers
@@ -174,7 +175,8 @@ class SearchSpace:
             if d.choices is not None:  # a list of totals (check_model refused those below one slot per layer)
                 k["expert_budget"] = Domain(tuple(sorted({min(int(c), cap) for c in d.choices})))
             else:
-                k["expert_budget"] = Domain(None, max(float(n_layers), d.low or 1), min(float(d.high), cap), d.step, True)
+                lo = max(float(n_layers), d.low or 1)
+                k["expert_budget"] = Domain(None, lo, _on_grid(lo, min(float(d.high), cap), d.step), d.step, True)
             k["allocation"] = self.allocation
         k["policy"] = self.policies
         k["prefetch"] = self.prefetch
@@ -441,6 +443,12 @@ class _Validator:
             self.fail(key, f"step must be a positive {kind}")
         if step is None and not is_int:  # studies count and warm-start over a grid of the values
             self.fail(key, f"a range of numbers needs a step, e.g. {{ low = {low}, high = {high}, step = 0.125 }}")
+        if step is not None and high != "all" and _steps(low, high, step) is None:
+            # Optuna would cut the range to the last step below high (with a warning per trial), while the
+            # space's own grid (its size, the warm start) went one step past it
+            last = low + int((high - low) / step + 1e-9) * step
+            self.fail(key, f"high ({high:g}) is not low ({low:g}) plus a whole number of steps ({step:g}); the "
+                      f"range would end at {last:g}: make high - low a multiple of step")
         return Domain(low=float(low), high=high if high == "all" else float(high),
                       step=None if step is None else float(step), is_int=is_int)
 
@@ -544,6 +552,18 @@ class _Validator:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             self.fail(key, "must be a positive integer")
         return v
+
+
+def _steps(low: float, high: float, step: float) -> int | None:
+    """How many steps of `step` lead from `low` to `high`; None when it is not a whole number."""
+    n = (high - low) / step
+    return round(n) if abs(n - round(n)) <= 1e-9 * max(1.0, n) else None
+
+
+def _on_grid(low: float, high: float, step: float | None) -> float:
+    """`high` lowered to the last value of low + k * step (a range's "all" is the model's size, which the step
+    need not divide; Optuna cuts such a range with a warning per trial)."""
+    return high if not step else low + ((high - low) // step) * step
 
 
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\s*(#.*)?$")
