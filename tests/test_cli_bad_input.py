@@ -341,6 +341,18 @@ def test_a_range_that_its_step_does_not_divide_is_refused_on_load(tmp_path):
                    "s.toml:5", "cache.slots_per_layer", "end at 7")
 
 
+def test_tau_without_the_tide_policy_is_refused_not_ignored(tmp_path):
+    """cache.tau is tide's refresh interval: with no tide in cache.policies it was dropped without a word (the
+    study searched no tau), as cache.allocation without an expert budget is refused."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru", "flru"]\n'
+                     'tau = [1, 2, 4]\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:6", "cache.tau", '"tide" policy')
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_a_stepped_range_up_to_all_runs_on_its_grid_without_warnings(tmp_path):
     """"all" is the model's size (64 here), which a step of 5 from 1 does not reach: the range ends at 61, the
     last value of its grid, instead of Optuna cutting it with a UserWarning in every trial."""

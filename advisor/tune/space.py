@@ -16,7 +16,7 @@ Knobs (Optuna parameter names in brackets):
   cache.policies          eviction policy                        [policy]
   cache.prefetch          prefetch strategy                      [prefetch]
   cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
-  cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
+  cache.tau               refresh interval of the "tide" policy (denoising steps; only with "tide")  [tau]
 Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
 and a range of fractions needs a step.
 Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
@@ -498,6 +498,8 @@ class _Validator:
                             f" (one of {', '.join(MISS_POLICIES)})")
         tau = self.choices(cache, "cache.tau", [DEFAULT_TAU], None,
                            lambda c: isinstance(c, int) and not isinstance(c, bool) and c >= 1, " (positive integers)")
+        if "tau" in cache and "tide" not in policies.values():  # as allocation: never searched, never recorded
+            self.fail("cache.tau", 'applies only with the "tide" policy in cache.policies')
 
         objectives = data.get("objectives", dict(DEFAULT_OBJECTIVES))
         if not isinstance(objectives, dict) or not objectives:
