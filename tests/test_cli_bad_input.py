@@ -486,6 +486,31 @@ def test_resume_in_the_other_mode_is_refused_before_the_model_loads(tmp_path):
     assert _dump(db) == before
 
 
+def test_another_data_file_is_measured_anew_and_refused_on_resume(tmp_path):
+    """Two --data files of one task are two sets of problems: the second study reused the accuracy measured on
+    the first file (the cache knew the task's name only), and resuming a study with the other file mixed both
+    on one front. Now the file's digest keys the cache and is compared on resume, before the model loads."""
+    sample = (Path(__file__).parent / "data" / "gsm8k_sample.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(sample[:3]))
+    (tmp_path / "b.jsonl").write_text("".join(sample[-3:]))
+    (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [8]\n'
+                                     '[objectives]\nh2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
+                                     '[evaluation]\ntask = "gsm8k"\nlimit = 3\ntrace_prompts = 1\nfidelity_prompts = 1\n'
+                                     'max_new_tokens = 8\n')
+    db = tmp_path / "s.db"
+    for name in ("a", "b"):
+        r = advisor("tune", "--space", "g.toml", "--data", f"{name}.jsonl", "--study", name, "--trials", "1",
+                    "--storage", str(db), cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "accuracy evaluations this run: 1 for 1" in r.stdout, r.stdout  # measured, not reused
+    before = _dump(db)
+    r = advisor("tune", "--space", "g.toml", "--data", "b.jsonl", "--study", "a", "--trials", "2", "--storage",
+                str(db), cwd=tmp_path)
+    one_error_line(r, "study 'a' was run with another --data file (", "a.jsonl, sha256 ", "new --study name")
+    before_model_load(r)
+    assert _dump(db) == before
+
+
 def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_path):
     """A copy of the example database with three pages overwritten: the file opens and the header is fine, so
     the check before the work passes; reading the trials then fails. `report` said only "(StorageInternalError)",

@@ -87,7 +87,7 @@ class Objective:
         self.directions = [space.objectives[m] for m in self.metrics]
         self.settings = space.evaluation
         self.task = backend.task_name
-        self.settings_key = self.settings.key(self.task)
+        self.settings_key = self.settings.key(self.task, getattr(getattr(backend, "task", None), "data_sha256", None))
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None

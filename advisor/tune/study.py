@@ -102,14 +102,16 @@ REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerp
 """What `advisor_study` (`advisor studies`) keeps of the study's metadata (`_study_meta`)."""
 
 
-def resume_keys(profile: Any, *, task: str | None = None, space: SearchSpace | None = None,
+def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = None,
                 budget_bytes: int | None | EllipsisType = ..., mode: str | None = None) -> dict[str, Any]:
-    """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task,
-    the space (name, fingerprint, objectives), the budget (`...`: not known yet) and the trial mode (replay's
-    modelled times and live's measured ones do not compare on one front) when given."""
+    """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task
+    (`advisor.eval.tasks.Task`: its name and the digest of its --data file), the space (name, fingerprint,
+    objectives), the budget (`...`: not known yet) and the trial mode (replay's modelled times and live's
+    measured ones do not compare on one front) when given."""
     keys: dict[str, Any] = {"hardware": _profile_dict(profile)}
     if task is not None:
-        keys["task"] = task
+        keys["task"] = task.name
+        keys["data_sha256"] = task.data_sha256
     if mode is not None:
         keys["mode"] = mode
     if space is not None:
@@ -125,7 +127,9 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
-        **resume_keys(profile, task=backend.task_name, space=space, budget_bytes=budget_bytes, mode=mode),
+        **resume_keys(profile, space=space, budget_bytes=budget_bytes, mode=mode),
+        "task": backend.task_name,
+        "data_sha256": getattr(getattr(backend, "task", None), "data_sha256", None),
         "space_toml": space.text,
         "device": backend.device,
         "sampler": sampler,
@@ -221,7 +225,8 @@ def _cpu_origin(backend: Any, src: str) -> str:
 
 
 _COMPARED = (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
-             ("budget_bytes", "memory budget"), ("objectives", "objectives"), ("mode", "--mode"))
+             ("data_sha256", "--data file"), ("budget_bytes", "memory budget"), ("objectives", "objectives"),
+             ("mode", "--mode"))
 
 
 def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> None:
@@ -237,6 +242,9 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
         if key in stored and key in keys and stored[key] != keys[key]:
             if key == "budget_bytes":
                 shown = format_bytes(stored[key], 2) if stored[key] else "none"
+            elif key == "data_sha256":  # the file is shown by its path, stored with the evaluation settings
+                path = (stored.get("evaluation") or {}).get("data")
+                shown = f"{path}, sha256 {stored[key][:12]}" if stored[key] else "none: the task's own data"
             else:  # a fingerprint is shown by the name stored beside it
                 named = {"model_fingerprint": "model", "space_fingerprint": "space"}.get(key, key)
                 shown = stored.get(named)
