@@ -353,6 +353,22 @@ def test_tau_without_the_tide_policy_is_refused_not_ignored(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+@pytest.mark.parametrize("evaluation, objectives, words", [
+    ("staging = false\nfidelity_floor = 0.9", 'accuracy = "maximize"', ("staging = false", "set staging = true")),
+    ("fidelity_floor = 0.9", 'fidelity_top1 = "maximize"', ("accuracy is not among [objectives]",)),
+])
+def test_a_fidelity_floor_that_could_never_act_is_refused_not_ignored(tmp_path, evaluation, objectives, words):
+    """The floor skips the accuracy runs of plans below it, in the staging of accuracy: with staging off, or no
+    accuracy objective, it loaded and did nothing."""
+    space = tmp_path / "s.toml"
+    space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[objectives]\n{objectives}\n'
+                     f'peak_gpu_bytes = "minimize"\n[evaluation]\n{evaluation}\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:", "evaluation.fidelity_floor", "top-1 agreement", *words)
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_a_stepped_range_up_to_all_runs_on_its_grid_without_warnings(tmp_path):
     """"all" is the model's size (64 here), which a step of 5 from 1 does not reach: the range ends at 61, the
     last value of its grid, instead of Optuna cutting it with a UserWarning in every trial."""

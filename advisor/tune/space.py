@@ -527,6 +527,13 @@ class _Validator:
         )
         if not 0.0 <= settings.fidelity_floor <= 1.0:
             self.fail("evaluation.fidelity_floor", "must be between 0 and 1")
+        if settings.fidelity_floor > 0 and ("accuracy" not in objectives or not settings.staging):
+            # the floor acts in the staging of accuracy runs (advisor.tune.objective): elsewhere it did nothing
+            why = ("accuracy is not among [objectives]; remove the floor or add accuracy = \"maximize\""
+                   if "accuracy" not in objectives else "staging = false measures every plan; remove the floor or "
+                   "set staging = true")
+            self.fail("evaluation.fidelity_floor", f"skips the accuracy run of plans whose top-1 agreement is below "
+                      f"it, but {why}")
 
         bud = self.table(data, "budget", {"fraction_of_model"})
         frac = bud.get("fraction_of_model")
