@@ -369,6 +369,16 @@ def test_a_fidelity_floor_that_could_never_act_is_refused_not_ignored(tmp_path, 
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_dotted_key_in_the_wrong_table_is_named_on_its_own_line(tmp_path):
+    """`evaluation.seed = 1` written under [cache] is the unknown key cache.evaluation: the line said
+    "s.toml:1" (the dotted key was matched only when it was the offending key itself, not a key inside it)."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru"]\nevaluation.seed = 1\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:6: cache.evaluation: unknown key")
+    before_model_load(r)
+
+
 def test_a_stepped_range_up_to_all_runs_on_its_grid_without_warnings(tmp_path):
     """"all" is the model's size (64 here), which a step of 5 from 1 does not reach: the range ends at 61, the
     last value of its grid, instead of Optuna cutting it with a UserWarning in every trial."""

@@ -600,7 +600,7 @@ def _line_of(text: str, dotted: str) -> int:
         if not k:
             # a dotted key `a.b = ...` inside a table
             m = re.match(r"^\s*([A-Za-z0-9_\-.]+)\s*=", line)
-            if m and table + m.group(1).split(".") == parts:
+            if m and (table + m.group(1).split("."))[: len(parts)] == parts:  # the key, or a key inside it
                 return i
             continue
         full = table + [k.group(1)]
