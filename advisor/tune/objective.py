@@ -87,7 +87,9 @@ class Objective:
         self.directions = [space.objectives[m] for m in self.metrics]
         self.settings = space.evaluation
         self.task = backend.task_name
-        self.settings_key = self.settings.key(self.task, getattr(getattr(backend, "task", None), "data_sha256", None))
+        data = getattr(getattr(backend, "task", None), "data_sha256", None)
+        self.settings_key = self.settings.key(self.task, data)
+        self._fidelity_key = self.settings.key(self.task, data, "fidelity")
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None
@@ -111,7 +113,8 @@ class Objective:
         return build_config(self.space, params, shape, self.counts() if needs_counts else None)
 
     def _key(self, plan: PrecisionPlan, kind: str) -> CacheKey:
-        return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, self.settings_key, kind)
+        settings = self._fidelity_key if kind == "fidelity" else self.settings_key
+        return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, settings, kind)
 
     def fidelity(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
         fp = plan.fingerprint

@@ -113,12 +113,16 @@ class EvaluationSettings:
     max_new_tokens: int | None = None
     """Override of the task's generation length (None: the task's own)."""
 
-    def key(self, task: str, data_sha256: str | None = None) -> str:
-        """Stable text of the settings that change an accuracy number (task name given explicitly, and the
-        digest of its --data file: another file is another set of problems)."""
-        d = {"task": task, "limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+    def key(self, task: str, data_sha256: str | None = None, kind: str = "accuracy") -> str:
+        """Stable text of the settings that change a `kind` ("accuracy" or "fidelity") number: the task (name
+        given explicitly, and the digest of its --data file: another file is another set of problems), and for
+        fidelity the number of prompts it compares on."""
+        d: dict[str, Any] = {"task": task, "limit": self.limit, "seed": self.seed,
+                             "max_new_tokens": self.max_new_tokens}
         if data_sha256 is not None:  # absent for bundled / hub data, so their keys stay as stored before
             d["data_sha256"] = data_sha256
+        if kind == "fidelity":
+            d["fidelity_prompts"] = self.fidelity_prompts
         return json.dumps(d, sort_keys=True)
 
 
