@@ -95,7 +95,7 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
-          *, offload: bool | None, budget_bytes: int | None, host_bytes: int | None):
+          *, offload: bool | None, budget_bytes: int | None, host_bytes: int | None, mode: str):
     """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
     import torch
 
@@ -116,6 +116,10 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
     task_obj = task_obj or _get_task(space_obj, task, data)
     if loaded.offloaded:
         _check_host_memory(loaded, space_obj, host_bytes)
+    elif host_bytes is not None and mode == "replay":  # no host store is packed: the cap would limit nothing
+        raise UserError(f"--host-memory caps the host stores of offloaded experts (and of --mode live), but "
+                        f"{loaded.name} is loaded whole and replay packs no store; add --offload, or leave "
+                        "--host-memory out")
     backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
     return backend, space_obj
@@ -209,7 +213,8 @@ def register(app: typer.Typer) -> None:
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
-                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
+                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes,
+                                               mode=mode)
                 if received:  # swallowed on the way (or turned into transformers' "does not recognize")
                     raise KeyboardInterrupt
                 if budget_bytes is None and opts.budgets:
