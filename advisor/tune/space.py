@@ -167,7 +167,8 @@ class SearchSpace:
         for g in range(self.n_groups(n_layers)):
             k[f"fmt_g{g}"] = self.formats
         k["hot_fraction"] = self.hot_fraction
-        k["hot_format"] = self.hot_formats
+        # without a hot fraction above 0 no expert is hot: the hot format is recorded, not searched for nothing
+        k["hot_format"] = self.hot_formats if self._most_hot() > 0 else Domain(self.hot_formats.values()[:1])
         if self.slots is not None:
             d = self.slots.resolved(num_experts)
             if d.choices is not None:  # a list of slot counts: those the model has room for
@@ -197,12 +198,15 @@ class SearchSpace:
         """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
         return "slots" if self.slots is not None else "expert_budget"
 
+    def _most_hot(self) -> float:
+        """The largest hot fraction a trial can draw (0: no expert is ever hot)."""
+        hot = self.hot_fraction
+        return max(hot.choices) if hot.choices is not None else float(hot.high)
+
     def packed_formats(self) -> set[str]:
         """Every format a plan of this space can put in the host store: the layer formats, and the hot formats
         only when a hot fraction above 0 can be drawn (without [precision.hot_cold] none is ever packed)."""
-        hot = self.hot_fraction
-        most = max(hot.choices) if hot.choices is not None else float(hot.high)
-        return set(self.formats.values()) | (set(self.hot_formats.values()) if most > 0 else set())
+        return set(self.formats.values()) | (set(self.hot_formats.values()) if self._most_hot() > 0 else set())
 
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer
