@@ -230,10 +230,12 @@ class Objective:
                            "oom_asked_bytes": f"measured:out-of-memory({oom})"}
                 outcome = TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
                                        {"reason": f"out of memory in the trial: {oom}"})
-        if trial is not None and violation is not None:
-            record_constraint(trial, violation)
-        if trial is not None and outcome.extra.get("fidelity_violation"):
-            trial.set_constraint(FIDELITY_CONSTRAINT, outcome.extra["fidelity_violation"])
+        # every trial of a study carries the same constraint keys: Optuna's GPSampler refuses a study whose trials
+        # differ ("The constraint names must be the same for all trials"); 0 where nothing was violated
+        if trial is not None:
+            record_constraint(trial, 0.0 if violation is None else violation)
+            if self.settings.fidelity_floor > 0:
+                trial.set_constraint(FIDELITY_CONSTRAINT, outcome.extra.get("fidelity_violation", 0.0))
         return outcome
 
     def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
