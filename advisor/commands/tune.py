@@ -71,6 +71,19 @@ def _get_task(space_obj, task: str | None, data: str | None):
     return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
 
 
+def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str, shape) -> None:
+    """A study keeps to its budget: at a --budgets value above it every seeded point would be cut to the study's
+    budget, and every baseline stored over budget - an answer at that budget the study cannot give."""
+    from advisor.tune.budget import budget_memory
+    from advisor.units import format_bytes
+
+    over = [(b, m) for b in budgets if (m := budget_memory(b, shape)[0]) > budget_bytes]
+    if over:
+        shown = ", ".join(f"{b} ({format_bytes(m, 2)})" for b, m in over)
+        raise UserError(f"--budgets {shown} exceeds the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
+                        "drop it from --budgets" + (", or raise --budget" if note == "--budget" else ""))
+
+
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
                  profile, budget_bytes: int | None, budgets: tuple[str, ...], mode: str):
     """(space, task) when known without the model, checked before it loads (minutes for a real one): the task
@@ -228,6 +241,8 @@ def register(app: typer.Typer) -> None:
                                    f"({space_obj.name} space default)")
                 else:
                     budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
+                    if budget_bytes is not None and opts.budgets:
+                        _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
                              profile=profile, wide=wide)
             except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)
