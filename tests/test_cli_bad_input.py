@@ -323,6 +323,75 @@ def test_float_range_without_step_is_refused_on_load(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_range_that_its_step_does_not_divide_is_refused_on_load(tmp_path):
+    """{ low = 0, high = 1, step = 0.6 }: Optuna cut it to [0, 0.6] with a warning, while the space's own grid
+    went on to 1.2 - a hot fraction above 1, enqueued by the warm start - and the header counted it."""
+    space = tmp_path / "s.toml"
+    for line, words in (("hot_fraction = { low = 0.0, high = 1.0, step = 0.6 }",
+                         ("precision.hot_cold.hot_fraction", "high (1)", "step", "end at 0.6")),
+                        ("hot_fraction = { low = 0.0, high = 0.5, step = 0.2 }", ("end at 0.4",))):
+        space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n{line}\n')
+        r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+        one_error_line(r, "s.toml:5", *words)
+        before_model_load(r)
+        assert not (tmp_path / "s.db").exists()
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 9, '
+                     'step = 3 }\n')
+    one_error_line(advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path),
+                   "s.toml:5", "cache.slots_per_layer", "end at 7")
+
+
+def test_tau_without_the_tide_policy_is_refused_not_ignored(tmp_path):
+    """cache.tau is tide's refresh interval: with no tide in cache.policies it was dropped without a word (the
+    study searched no tau), as cache.allocation without an expert budget is refused."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru", "flru"]\n'
+                     'tau = [1, 2, 4]\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:6", "cache.tau", '"tide" policy')
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("evaluation, objectives, words", [
+    ("staging = false\nfidelity_floor = 0.9", 'accuracy = "maximize"', ("staging = false", "set staging = true")),
+    ("fidelity_floor = 0.9", 'fidelity_top1 = "maximize"', ("accuracy is not among [objectives]",)),
+])
+def test_a_fidelity_floor_that_could_never_act_is_refused_not_ignored(tmp_path, evaluation, objectives, words):
+    """The floor skips the accuracy runs of plans below it, in the staging of accuracy: with staging off, or no
+    accuracy objective, it loaded and did nothing."""
+    space = tmp_path / "s.toml"
+    space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[objectives]\n{objectives}\n'
+                     f'peak_gpu_bytes = "minimize"\n[evaluation]\n{evaluation}\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:", "evaluation.fidelity_floor", "top-1 agreement", *words)
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_dotted_key_in_the_wrong_table_is_named_on_its_own_line(tmp_path):
+    """`evaluation.seed = 1` written under [cache] is the unknown key cache.evaluation: the line said
+    "s.toml:1" (the dotted key was matched only when it was the offending key itself, not a key inside it)."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru"]\nevaluation.seed = 1\n')
+    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "s.toml:6: cache.evaluation: unknown key")
+    before_model_load(r)
+
+
+def test_a_stepped_range_up_to_all_runs_on_its_grid_without_warnings(tmp_path):
+    """"all" is the model's size (64 here), which a step of 5 from 1 does not reach: the range ends at 61, the
+    last value of its grid, instead of Optuna cutting it with a UserWarning in every trial."""
+    space = tmp_path / "s.toml"
+    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, '
+                     'high = "all", step = 5 }\n[evaluation]\nlimit = 2\ntrace_prompts = 1\nfidelity_prompts = 1\n')
+    r = advisor("tune", "--space", str(space), "--trials", "3", "--sampler", "random", "--storage",
+                str(tmp_path / "s.db"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Warning" not in r.stderr, r.stderr
+    assert "(13 configurations)" in r.stdout.replace("\n", " "), r.stdout
+
+
 def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
     """The bundled model has 4 MoE layers: a total of 2 slots cannot give each one."""
     space = tmp_path / "s.toml"
@@ -428,6 +497,44 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     assert _dump(db) == before
     again = advisor("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same settings
     assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr
+
+
+def test_resume_in_the_other_mode_is_refused_before_the_model_loads(tmp_path):
+    """Replay models time per token, live measures it (the bundled model on a CPU, 64 slots per layer: 0.16 ms
+    modelled for int4, 115 ms measured for int2): a study resumed in the other mode put both on one front."""
+    db = tmp_path / "s.db"
+    first = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = _dump(db)
+    r = advisor("tune", "--trials", "2", "--storage", str(db), "--mode", "live", cwd=tmp_path)
+    one_error_line(r, "study 'bundled-toy-quick' was run with another --mode (replay)", "choose a new --study name")
+    before_model_load(r)
+    assert _dump(db) == before
+
+
+def test_another_data_file_is_measured_anew_and_refused_on_resume(tmp_path):
+    """Two --data files of one task are two sets of problems: the second study reused the accuracy measured on
+    the first file (the cache knew the task's name only), and resuming a study with the other file mixed both
+    on one front. Now the file's digest keys the cache and is compared on resume, before the model loads."""
+    sample = (Path(__file__).parent / "data" / "gsm8k_sample.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(sample[:3]))
+    (tmp_path / "b.jsonl").write_text("".join(sample[-3:]))
+    (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [8]\n'
+                                     '[objectives]\nh2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
+                                     '[evaluation]\ntask = "gsm8k"\nlimit = 3\ntrace_prompts = 1\nfidelity_prompts = 1\n'
+                                     'max_new_tokens = 8\n')
+    db = tmp_path / "s.db"
+    for name in ("a", "b"):
+        r = advisor("tune", "--space", "g.toml", "--data", f"{name}.jsonl", "--study", name, "--trials", "1",
+                    "--storage", str(db), cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "accuracy evaluations this run: 1 for 1" in r.stdout, r.stdout  # measured, not reused
+    before = _dump(db)
+    r = advisor("tune", "--space", "g.toml", "--data", "b.jsonl", "--study", "a", "--trials", "2", "--storage",
+                str(db), cwd=tmp_path)
+    one_error_line(r, "study 'a' was run with another --data file (", "a.jsonl, sha256 ", "new --study name")
+    before_model_load(r)
+    assert _dump(db) == before
 
 
 def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_path):
@@ -627,6 +734,17 @@ def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_p
     r = advisor("export", "--from-recommend", "--to", "json", "--storage", "", "--budget", "2MiB", cwd=tmp_path,
                 timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["source"]["study"] == "bundled-example", r.stdout + r.stderr
+
+
+def test_host_memory_on_a_model_loaded_whole_in_replay_is_refused_not_ignored(tmp_path):
+    """`--host-memory 1KiB` on the bundled model (loaded whole, replay): no host store is packed, so the cap
+    limited nothing and the study ran without a word. With --offload it caps the stores (and is checked)."""
+    r = advisor("tune", "--host-memory", "1KiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "--host-memory caps the host stores", "bundled is loaded whole", "add --offload")
+    assert not (tmp_path / "s.db").exists()
+    r = advisor("tune", "--host-memory", "1KiB", "--offload", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+                cwd=tmp_path)
+    one_error_line(r, "1.00 KiB is allowed (--host-memory)")
 
 
 def test_tune_refuses_empty_values_and_a_nan_timeout(tmp_path):

@@ -155,3 +155,20 @@ def test_an_autoregressive_tide_point_exports_its_forward_schedule(tmp_path):
     assert "policy_kw={'tau': 3, 'steps_per_block': 1}" in hf.stdout
     assert "every 3 forward(s): forwards 0, 3, 6, ... of each generation" in hf.stdout
     assert "none" not in hf.stdout.split("TIDE (")[1].splitlines()[0]
+
+
+def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
+    """Two studies of the bundled model, the `quick` space (2 fidelity prompts) and a copy asking for 4: the
+    second reused the fidelity measured on 2 prompts (the cache key held no prompt count), so its space's
+    fidelity_prompts did nothing. Accuracy, which does not depend on it, is still measured once."""
+    from advisor.tune.space import load_space
+
+    (tmp_path / "q4.toml").write_text(load_space("quick").text.replace("fidelity_prompts = 2", "fidelity_prompts = 4")
+                                      .replace('name = "quick"', 'name = "q4"'))
+    db = str(tmp_path / "s.db")
+    first = advisor("tune", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
+    assert "2 prompts" in first and "accuracy evaluations this run: 1 for 1" in first, first
+    second = advisor("tune", "--space", "q4.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
+    legend = [ln for ln in second.splitlines() if ln.strip().startswith("fidelity_top1:")]
+    assert legend and "4 prompts" in legend[0], second
+    assert "accuracy evaluations this run: 0 for 1" in second and "(1" in second, second

@@ -59,6 +59,20 @@ def test_bad_budgets_value_is_one_line_before_loading(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
+def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_path):
+    """`--budget 2MiB --budgets 10%,90%` on the bundled model: 90% is 3.93 MiB, so its seeded points were cut to
+    2 MiB while labelled "budget 90%", and all seven of its baselines were stored over budget - an answer at
+    90% the study cannot give. Now one line, exit 2, nothing written."""
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "--budget", "2MiB",
+                        "--budgets", "10%,90%", "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: --budgets 90% (3.93 MiB) exceeds the study's budget of 2.00 MiB (--budget); drop it from --budgets, "
+        "or raise --budget"], r.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     import torch

@@ -187,3 +187,21 @@ def test_expert_budget_as_a_list_of_totals(tmp_path):
     done = optuna.load_study(study_name="b", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
     totals = {sum(t.user_attrs["config"]["slots_per_layer"]) for t in done if "config" in t.user_attrs}
     assert totals and totals <= {8, 64}, totals
+
+
+def test_a_hot_format_without_a_hot_fraction_is_recorded_not_searched(tmp_path):
+    """hot_formats = ["bf16", "int8"] with no hot_fraction (0: no expert is ever hot): the study searched the hot
+    format anyway - a sampler dimension that changed nothing, and twice the configurations in the header."""
+    import optuna
+
+    (tmp_path / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8", "int4"]\n[precision.hot_cold]\n'
+                                     'hot_formats = ["bf16", "int8"]\n[cache]\nslots_per_layer = [4]\n'
+                                     '[evaluation]\nlimit = 2\ntrace_prompts = 1\nfidelity_prompts = 1\n')
+    db = tmp_path / "s.db"
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "s.toml", "--trials", "2", "--storage",
+                        str(db)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "space s (2 configurations)" in " ".join(r.stdout.split()), r.stdout
+    trials = optuna.load_study(study_name="bundled-toy-s", storage=f"sqlite:///{db}").trials
+    assert trials and all("hot_format" not in t.params for t in trials)
+    assert all(t.user_attrs["config"]["hot_format"] == "bf16" for t in trials)  # recorded as the first choice

@@ -71,8 +71,21 @@ def _get_task(space_obj, task: str | None, data: str | None):
     return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
 
 
+def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str, shape) -> None:
+    """A study keeps to its budget: at a --budgets value above it every seeded point would be cut to the study's
+    budget, and every baseline stored over budget - an answer at that budget the study cannot give."""
+    from advisor.tune.budget import budget_memory
+    from advisor.units import format_bytes
+
+    over = [(b, m) for b in budgets if (m := budget_memory(b, shape)[0]) > budget_bytes]
+    if over:
+        shown = ", ".join(f"{b} ({format_bytes(m, 2)})" for b, m in over)
+        raise UserError(f"--budgets {shown} exceeds the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
+                        "drop it from --budgets" + (", or raise --budget" if note == "--budget" else ""))
+
+
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
-                 profile, budget_bytes: int | None, budgets: tuple[str, ...]):
+                 profile, budget_bytes: int | None, budgets: tuple[str, ...], mode: str):
     """(space, task) when known without the model, checked before it loads (minutes for a real one): the task
     data is read, so a bad --data file fails in a second, and a study of this name (--study, or the default
     name when the space is known) stored with other settings is refused - every setting a resume compares
@@ -89,13 +102,13 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
     if study is not None:
         # without --budget/--gpu, --budgets or the space's budget_fraction size the budget from the model
         sized = budget_bytes is None and (budgets or space_obj is None or space_obj.budget_fraction)
-        refuse_incompatible(storage, study, resume_keys(profile, task=task_obj and task_obj.name, space=space_obj,
-                                                        budget_bytes=... if sized else budget_bytes))
+        refuse_incompatible(storage, study, resume_keys(profile, task=task_obj, space=space_obj,
+                                                        budget_bytes=... if sized else budget_bytes, mode=mode))
     return space_obj, task_obj
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
-          *, offload: bool | None, budget_bytes: int | None, host_bytes: int | None):
+          *, offload: bool | None, budget_bytes: int | None, host_bytes: int | None, mode: str):
     """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
     import torch
 
@@ -116,6 +129,10 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
     task_obj = task_obj or _get_task(space_obj, task, data)
     if loaded.offloaded:
         _check_host_memory(loaded, space_obj, host_bytes)
+    elif host_bytes is not None and mode == "replay":  # no host store is packed: the cap would limit nothing
+        raise UserError(f"--host-memory caps the host stores of offloaded experts (and of --mode live), but "
+                        f"{loaded.name} is loaded whole and replay packs no store; add --offload, or leave "
+                        "--host-memory out")
     backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
     return backend, space_obj
@@ -205,11 +222,12 @@ def register(app: typer.Typer) -> None:
             received = signals.received
             try:
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
-                                                   budget_bytes, opts.budgets)  # refusals in a second
+                                                   budget_bytes, opts.budgets, mode)  # refusals in a second
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
-                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes)
+                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes,
+                                               mode=mode)
                 if received:  # swallowed on the way (or turned into transformers' "does not recognize")
                     raise KeyboardInterrupt
                 if budget_bytes is None and opts.budgets:
@@ -223,6 +241,8 @@ def register(app: typer.Typer) -> None:
                                    f"({space_obj.name} space default)")
                 else:
                     budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
+                    if budget_bytes is not None and opts.budgets:
+                        _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
                              profile=profile, wide=wide)
             except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)

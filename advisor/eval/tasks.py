@@ -38,6 +38,9 @@ class Task:
     data: str | None = None
     """The local file the examples were read from (`--data`, absolute), None for bundled / hub data: stored with
     a study, so `advisor report` rebuilds the same prompts."""
+    data_sha256: str | None = None
+    """SHA-256 of that file's bytes: two --data files of one task give other accuracies, so a study and the
+    accuracy cache tell them apart by content (a path can be moved or rewritten)."""
 
     def prompt(self, ex: dict) -> str:
         return self.prompt_fn(ex)
@@ -86,9 +89,11 @@ def get_task(
     task = TASKS.get_or_raise(name.strip().lower(), shown=name)(path, style)
     if path:
         import dataclasses
+        import hashlib
         from pathlib import Path
 
-        task = dataclasses.replace(task, data=str(Path(path).resolve()))
+        task = dataclasses.replace(task, data=str(Path(path).resolve()),
+                                   data_sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
     return task.subset(limit, seed)
 
 

@@ -87,7 +87,9 @@ class Objective:
         self.directions = [space.objectives[m] for m in self.metrics]
         self.settings = space.evaluation
         self.task = backend.task_name
-        self.settings_key = self.settings.key(self.task)
+        data = getattr(getattr(backend, "task", None), "data_sha256", None)
+        self.settings_key = self.settings.key(self.task, data)
+        self._fidelity_key = self.settings.key(self.task, data, "fidelity")
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None
@@ -111,7 +113,8 @@ class Objective:
         return build_config(self.space, params, shape, self.counts() if needs_counts else None)
 
     def _key(self, plan: PrecisionPlan, kind: str) -> CacheKey:
-        return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, self.settings_key, kind)
+        settings = self._fidelity_key if kind == "fidelity" else self.settings_key
+        return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, settings, kind)
 
     def fidelity(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
         fp = plan.fingerprint
@@ -227,10 +230,12 @@ class Objective:
                            "oom_asked_bytes": f"measured:out-of-memory({oom})"}
                 outcome = TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
                                        {"reason": f"out of memory in the trial: {oom}"})
-        if trial is not None and violation is not None:
-            record_constraint(trial, violation)
-        if trial is not None and outcome.extra.get("fidelity_violation"):
-            trial.set_constraint(FIDELITY_CONSTRAINT, outcome.extra["fidelity_violation"])
+        # every trial of a study carries the same constraint keys: Optuna's GPSampler refuses a study whose trials
+        # differ ("The constraint names must be the same for all trials"); 0 where nothing was violated
+        if trial is not None:
+            record_constraint(trial, 0.0 if violation is None else violation)
+            if self.settings.fidelity_floor > 0:
+                trial.set_constraint(FIDELITY_CONSTRAINT, outcome.extra.get("fidelity_violation", 0.0))
         return outcome
 
     def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,

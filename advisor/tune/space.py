@@ -16,7 +16,7 @@ Knobs (Optuna parameter names in brackets):
   cache.policies          eviction policy                        [policy]
   cache.prefetch          prefetch strategy                      [prefetch]
   cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
-  cache.tau               refresh interval of the "tide" policy (denoising steps)     [tau]
+  cache.tau               refresh interval of the "tide" policy (denoising steps; only with "tide")  [tau]
 Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
 and a range of fractions needs a step.
 Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
@@ -113,9 +113,16 @@ class EvaluationSettings:
     max_new_tokens: int | None = None
     """Override of the task's generation length (None: the task's own)."""
 
-    def key(self, task: str) -> str:
-        """Stable text of the settings that change an accuracy number (task name given explicitly)."""
-        d = {"task": task, "limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+    def key(self, task: str, data_sha256: str | None = None, kind: str = "accuracy") -> str:
+        """Stable text of the settings that change a `kind` ("accuracy" or "fidelity") number: the task (name
+        given explicitly, and the digest of its --data file: another file is another set of problems), and for
+        fidelity the number of prompts it compares on."""
+        d: dict[str, Any] = {"task": task, "limit": self.limit, "seed": self.seed,
+                             "max_new_tokens": self.max_new_tokens}
+        if data_sha256 is not None:  # absent for bundled / hub data, so their keys stay as stored before
+            d["data_sha256"] = data_sha256
+        if kind == "fidelity":
+            d["fidelity_prompts"] = self.fidelity_prompts
         return json.dumps(d, sort_keys=True)
 
 
@@ -160,13 +167,15 @@ class SearchSpace:
         for g in range(self.n_groups(n_layers)):
             k[f"fmt_g{g}"] = self.formats
         k["hot_fraction"] = self.hot_fraction
-        k["hot_format"] = self.hot_formats
+        # without a hot fraction above 0 no expert is hot: the hot format is recorded, not searched for nothing
+        k["hot_format"] = self.hot_formats if self._most_hot() > 0 else Domain(self.hot_formats.values()[:1])
         if self.slots is not None:
             d = self.slots.resolved(num_experts)
             if d.choices is not None:  # a list of slot counts: those the model has room for
                 k["slots"] = Domain(tuple(sorted({min(int(c), num_experts) for c in d.choices})))
             else:
-                k["slots"] = Domain(None, max(1.0, d.low or 1), min(float(d.high), num_experts), d.step, True)
+                lo = max(1.0, d.low or 1)
+                k["slots"] = Domain(None, lo, _on_grid(lo, min(float(d.high), num_experts), d.step), d.step, True)
         else:
             assert self.expert_budget is not None
             cap = num_experts * n_layers
@@ -174,7 +183,8 @@ class SearchSpace:
             if d.choices is not None:  # a list of totals (check_model refused those below one slot per layer)
                 k["expert_budget"] = Domain(tuple(sorted({min(int(c), cap) for c in d.choices})))
             else:
-                k["expert_budget"] = Domain(None, max(float(n_layers), d.low or 1), min(float(d.high), cap), d.step, True)
+                lo = max(float(n_layers), d.low or 1)
+                k["expert_budget"] = Domain(None, lo, _on_grid(lo, min(float(d.high), cap), d.step), d.step, True)
             k["allocation"] = self.allocation
         k["policy"] = self.policies
         k["prefetch"] = self.prefetch
@@ -188,12 +198,15 @@ class SearchSpace:
         """The knob that sizes the GPU cache: "slots" or "expert_budget"."""
         return "slots" if self.slots is not None else "expert_budget"
 
+    def _most_hot(self) -> float:
+        """The largest hot fraction a trial can draw (0: no expert is ever hot)."""
+        hot = self.hot_fraction
+        return max(hot.choices) if hot.choices is not None else float(hot.high)
+
     def packed_formats(self) -> set[str]:
         """Every format a plan of this space can put in the host store: the layer formats, and the hot formats
         only when a hot fraction above 0 can be drawn (without [precision.hot_cold] none is ever packed)."""
-        hot = self.hot_fraction
-        most = max(hot.choices) if hot.choices is not None else float(hot.high)
-        return set(self.formats.values()) | (set(self.hot_formats.values()) if most > 0 else set())
+        return set(self.formats.values()) | (set(self.hot_formats.values()) if self._most_hot() > 0 else set())
 
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer
@@ -441,6 +454,12 @@ class _Validator:
             self.fail(key, f"step must be a positive {kind}")
         if step is None and not is_int:  # studies count and warm-start over a grid of the values
             self.fail(key, f"a range of numbers needs a step, e.g. {{ low = {low}, high = {high}, step = 0.125 }}")
+        if step is not None and high != "all" and _steps(low, high, step) is None:
+            # Optuna would cut the range to the last step below high (with a warning per trial), while the
+            # space's own grid (its size, the warm start) went one step past it
+            last = low + int((high - low) / step + 1e-9) * step
+            self.fail(key, f"high ({high:g}) is not low ({low:g}) plus a whole number of steps ({step:g}); the "
+                      f"range would end at {last:g}: make high - low a multiple of step")
         return Domain(low=float(low), high=high if high == "all" else float(high),
                       step=None if step is None else float(step), is_int=is_int)
 
@@ -490,6 +509,8 @@ class _Validator:
                             f" (one of {', '.join(MISS_POLICIES)})")
         tau = self.choices(cache, "cache.tau", [DEFAULT_TAU], None,
                            lambda c: isinstance(c, int) and not isinstance(c, bool) and c >= 1, " (positive integers)")
+        if "tau" in cache and "tide" not in policies.values():  # as allocation: never searched, never recorded
+            self.fail("cache.tau", 'applies only with the "tide" policy in cache.policies')
 
         objectives = data.get("objectives", dict(DEFAULT_OBJECTIVES))
         if not isinstance(objectives, dict) or not objectives:
@@ -514,6 +535,13 @@ class _Validator:
         )
         if not 0.0 <= settings.fidelity_floor <= 1.0:
             self.fail("evaluation.fidelity_floor", "must be between 0 and 1")
+        if settings.fidelity_floor > 0 and ("accuracy" not in objectives or not settings.staging):
+            # the floor acts in the staging of accuracy runs (advisor.tune.objective): elsewhere it did nothing
+            why = ("accuracy is not among [objectives]; remove the floor or add accuracy = \"maximize\""
+                   if "accuracy" not in objectives else "staging = false measures every plan; remove the floor or "
+                   "set staging = true")
+            self.fail("evaluation.fidelity_floor", f"skips the accuracy run of plans whose top-1 agreement is below "
+                      f"it, but {why}")
 
         bud = self.table(data, "budget", {"fraction_of_model"})
         frac = bud.get("fraction_of_model")
@@ -546,6 +574,18 @@ class _Validator:
         return v
 
 
+def _steps(low: float, high: float, step: float) -> int | None:
+    """How many steps of `step` lead from `low` to `high`; None when it is not a whole number."""
+    n = (high - low) / step
+    return round(n) if abs(n - round(n)) <= 1e-9 * max(1.0, n) else None
+
+
+def _on_grid(low: float, high: float, step: float | None) -> float:
+    """`high` lowered to the last value of low + k * step (a range's "all" is the model's size, which the step
+    need not divide; Optuna cuts such a range with a warning per trial)."""
+    return high if not step else low + ((high - low) // step) * step
+
+
 _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\s*(#.*)?$")
 _KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
 
@@ -568,7 +608,7 @@ def _line_of(text: str, dotted: str) -> int:
         if not k:
             # a dotted key `a.b = ...` inside a table
             m = re.match(r"^\s*([A-Za-z0-9_\-.]+)\s*=", line)
-            if m and table + m.group(1).split(".") == parts:
+            if m and (table + m.group(1).split("."))[: len(parts)] == parts:  # the key, or a key inside it
                 return i
             continue
         full = table + [k.group(1)]

@@ -3,8 +3,8 @@
 A study is an Optuna study in an RDB storage, so it can be resumed by name, shared by many workers, and
 opened unchanged in optuna-dashboard. Its metadata (model fingerprint, task, search space, budget, hardware)
 is kept as study user attributes and in `advisor_study`; resuming with a different model, space, budget,
-objectives or hardware profile (its link and GPU price time per token) is refused, because the trials would
-no longer be comparable.
+objectives, trial mode (replay models the times live measures) or hardware profile (its link and GPU price time
+per token) is refused, because the trials would no longer be comparable.
 
 After every finished trial, and when the run ends (trial budget, timeout or Ctrl-C), the front is
 recomputed from *all* trials in storage - every worker's - and saved with `store.save_front`, so the last
@@ -102,13 +102,18 @@ REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerp
 """What `advisor_study` (`advisor studies`) keeps of the study's metadata (`_study_meta`)."""
 
 
-def resume_keys(profile: Any, *, task: str | None = None, space: SearchSpace | None = None,
-                budget_bytes: int | None | EllipsisType = ...) -> dict[str, Any]:
-    """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task,
-    the space (name, fingerprint, objectives) and the budget (`...`: not known yet) when given."""
+def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = None,
+                budget_bytes: int | None | EllipsisType = ..., mode: str | None = None) -> dict[str, Any]:
+    """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task
+    (`advisor.eval.tasks.Task`: its name and the digest of its --data file), the space (name, fingerprint,
+    objectives), the budget (`...`: not known yet) and the trial mode (replay's modelled times and live's
+    measured ones do not compare on one front) when given."""
     keys: dict[str, Any] = {"hardware": _profile_dict(profile)}
     if task is not None:
-        keys["task"] = task
+        keys["task"] = task.name
+        keys["data_sha256"] = task.data_sha256
+    if mode is not None:
+        keys["mode"] = mode
     if space is not None:
         keys.update(space=space.name, space_fingerprint=space.fingerprint, objectives=dict(space.objectives))
     if budget_bytes is not ...:
@@ -116,12 +121,15 @@ def resume_keys(profile: Any, *, task: str | None = None, space: SearchSpace | N
     return keys
 
 
-def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str) -> dict:
+def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str,
+                mode: str) -> dict:
     return {
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
-        **resume_keys(profile, task=backend.task_name, space=space, budget_bytes=budget_bytes),
+        **resume_keys(profile, space=space, budget_bytes=budget_bytes, mode=mode),
+        "task": backend.task_name,
+        "data_sha256": getattr(getattr(backend, "task", None), "data_sha256", None),
         "space_toml": space.text,
         "device": backend.device,
         "sampler": sampler,
@@ -217,13 +225,15 @@ def _cpu_origin(backend: Any, src: str) -> str:
 
 
 _COMPARED = (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
-             ("budget_bytes", "memory budget"), ("objectives", "objectives"))
+             ("data_sha256", "--data file"), ("budget_bytes", "memory budget"), ("objectives", "objectives"),
+             ("mode", "--mode"))
 
 
 def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> None:
     """Refuse to mix incomparable trials in one study: resuming study `name` (its stored user attributes
-    `stored`) with another hardware profile, model, task, search space, budget or objectives. A key missing
-    from `keys` is not compared (the model's fingerprint before the model loads)."""
+    `stored`) with another hardware profile, model, task, search space, budget, objectives or trial mode. A key
+    missing from `keys` (the model's fingerprint before the model loads) or from `stored` (a study from before
+    it was stored) is not compared."""
     if not stored:
         return
     if "hardware" in keys:
@@ -232,6 +242,9 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
         if key in stored and key in keys and stored[key] != keys[key]:
             if key == "budget_bytes":
                 shown = format_bytes(stored[key], 2) if stored[key] else "none"
+            elif key == "data_sha256":  # the file is shown by its path, stored with the evaluation settings
+                path = (stored.get("evaluation") or {}).get("data")
+                shown = f"{path}, sha256 {stored[key][:12]}" if stored[key] else "none: the task's own data"
             else:  # a fingerprint is shown by the name stored beside it
                 named = {"model_fingerprint": "model", "space_fingerprint": "space"}.get(key, key)
                 shown = stored.get(named)
@@ -351,7 +364,7 @@ def _run_tune(
     engine = engine_for(url)
     sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
     study = create_or_load(storage, name, metrics, directions, sampler)
-    meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler)
+    meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
     check_resume(study.study_name, study.user_attrs, meta)
     with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
         created = not study.user_attrs
