@@ -617,3 +617,17 @@ def test_trials_out_of_memory_without_a_budget_never_reach_the_front(dirs, tmp_p
     assert len(oom) >= 2
     front = {p.trial_number for p in read_fronts(db, "oom")}
     assert front and not front & oom, (front, oom)
+
+
+def test_tune_header_states_a_host_memory_budget_in_its_own_unit(dirs, tmp_path):
+    """`--host-memory 60MiB` was echoed as "stores kept while they total <= 0.1 GiB": not what was given, and
+    a tiny activation allowance read "0.0 MiB". Both are now in the unit that reads (60.0 MiB)."""
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--trials",
+                                      "1", "--host-memory", "60MiB", "--storage", f"sqlite:///{tmp_path}/h.db"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = " ".join(result.output.split())  # rich wraps at any width
+    assert "stores kept while they total <= 60.0 MiB (--host-memory)" in out, out
+    allowance = out.split("activation allowance ")[1].split(" (")[0]
+    assert not allowance.startswith("0.0 "), allowance
