@@ -19,7 +19,7 @@ from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
 from advisor.results.front import FrontPoint, format_metric
-from advisor.results.storage import DEFAULT_STORAGE, storage_flag
+from advisor.results.storage import DEFAULT_STORAGE, password_note, storage_flag
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -552,7 +552,8 @@ def render(rec: Recommendation, targets: list[str] | None = None, storage: str =
             lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
                 "transfer_ms_per_token ", "transfer on target    "))
         lines.append(f"Export it: advisor export {shlex.quote(p.study_name)} {p.trial_number}{storage_flag(storage)} "
-                     f"--to {'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
+                     f"--to {'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}"
+                     f"{password_note(storage)}")
     else:
         lines.append("No stored configuration meets the requirements.")
         lines += [f"  - {r}" for r in rec.reasons]

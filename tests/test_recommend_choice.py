@@ -349,3 +349,34 @@ def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):
     r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--model", "tiny-llada", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["chosen"]["study"] == "s1"
+
+
+def test_a_printed_command_with_a_masked_password_says_so(tmp_path):
+    """`recommend`'s `Export it:` line (and `tune`'s `next:` one) print the --storage URL with its password as ***,
+    which copied as printed fails to log in to a server that asks for one; they now say to put the password
+    there. A URL without a password (SQLite) gets no such words."""
+    import os
+    import uuid
+
+    from advisor.results.store import engine_for, save_front
+
+    url = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    assert ":" in url.split("://")[1].split("@")[0], "the test server's URL carries a password"
+    study = f"pw-{uuid.uuid4().hex[:8]}"
+    engine = engine_for(url)
+    try:
+        save_front(engine, study, standard_front(study))
+        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB")
+        assert r.returncode == 0, r.stderr
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it:"))
+        assert ":***@" in line and line.endswith("(put your password in place of ***)"), line
+        password = url.split("://")[1].split("@")[0].split(":")[1]
+        assert f":{password}@" not in r.stdout
+    finally:
+        save_front(engine, study, [])
+        engine.dispose()
+    lite = make_db(tmp_path / "a.db", standard_front("s1"))
+    r = _cli("recommend", "--storage", lite, "--budget", "12GiB")
+    assert r.returncode == 0 and "Export it:" in r.stdout and "in place of" not in r.stdout, r.stdout

@@ -416,12 +416,13 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         f"fidelity/dominance stage); routing traces recorded: {c.get('traces_recorded', 0)}; "
         f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
     )
-    from advisor.results.storage import storage_flag
+    from advisor.results.storage import password_note, storage_flag
 
     shown = mask_url(result.storage_url)
     where = storage_flag(result.storage_url)
     console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
-                  f"`advisor pareto {name}{where}`, `advisor recommend --study {name}{where} --budget ...`", markup=True)
+                  f"`advisor pareto {name}{where}`, `advisor recommend --study {name}{where} --budget ...`"
+                  f"{password_note(result.storage_url)}", markup=True)
 
 
 def _left_out_note(console):

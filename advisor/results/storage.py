@@ -117,6 +117,12 @@ def storage_flag(url: str) -> str:
     return f" --storage {shlex.quote(mask_url(url))}"
 
 
+def password_note(url: str) -> str:
+    """What a printed command whose `--storage` URL had its password masked needs said: the *** is not the
+    password (copied as printed, it fails to log in on any server that asks for one)."""
+    return " (put your password in place of ***)" if mask_url(url) != url else ""
+
+
 def driver_reason(error: BaseException) -> str:
     """The driver's own reason for a database error, one line: the first non-blank line of the error SQLAlchemy
     wraps (or of `error` itself), else the error's type."""
