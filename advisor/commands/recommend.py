@@ -132,6 +132,7 @@ def register(app: typer.Typer) -> None:
                             "a host memcpy profile for modelled times")
         import dataclasses
 
+        contention = None
         if shapes:
             import torch
 
@@ -140,6 +141,10 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
             prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())  # with its host
+            from advisor.offload.cpu_profile import thread_contention
+            from advisor.offload.timing import CpuProfile
+
+            contention = thread_contention(CpuProfile.from_dict(prof.cpu_experts), shapes)
         if name:
             prof = dataclasses.replace(prof, name=name)
         prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
@@ -157,6 +162,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"CPU: {prof.cpu_experts.get('host', 'not recorded')}")
         if kept:
             typer.echo(kept)
+        if contention:
+            typer.echo(f"note: {contention}", err=True)
         typer.echo(f"saved {path}")
 
 
