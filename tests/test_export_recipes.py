@@ -341,3 +341,25 @@ def test_a_recipe_for_a_point_that_keeps_experts_off_the_gpu_runs_its_cache(tmp_
     r = runner.invoke(app, ["export", "all", "1", "--to", "hf", "--storage", url])
     assert r.exit_code == 0 and "# recipe: bitsandbytes" in r.stdout, r.output[-2000:]
     assert "loads every expert" not in r.output
+
+
+def test_export_check_prints_its_verdict_not_the_runtimes_noise(tmp_path):
+    """`advisor export ... --to hf --check` of a bitsandbytes recipe printed save_pretrained's progress bar,
+    bitsandbytes' failed hub-kernel lookup and one 'MatMul8bitLt: inputs will be cast' line per 8-bit expert
+    forward (64 on a 4-layer model) around its three check lines. Now only the check's own lines."""
+    pytest.importorskip("bitsandbytes")
+    import subprocess
+    import sys
+
+    from recommend_helpers import make_db
+
+    meta = model_meta("llada_moe", n_layers=4, n_experts=64, hidden=256, inter=128)
+    url = make_db(tmp_path / "a.db", [point("all", 1, "int8", 64, acc=0.9, h2d=0, peak_gib=1, meta=meta,
+                                            model=str(tmp_path / "LLaDA-MoE"))])
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "all", "1", "--to", "hf", "--check", "--storage",
+                        url], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "# recipe: bitsandbytes" in r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith(("check hf: ", "note: ")) for ln in lines), lines
+    assert "check hf: ok: the bitsandbytes recipe ran as written on a tiny llada_moe model" in r.stderr
