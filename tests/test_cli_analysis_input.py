@@ -376,3 +376,35 @@ def test_profile_says_when_its_threads_were_held_up_by_other_work(tmp_path, monk
     assert note and "x one thread's" in note[0] and "with fewer --threads" in note[0], busy.stderr
     assert list((tmp_path / "p2").glob("*.json")), "the profile is still saved, with the note"
     assert one.exit_code == 0 and "note: CPU expert times" not in one.output + one.stderr, one.output
+
+
+def test_profile_reads_a_checkpoints_expert_shapes_without_loading_its_experts(tmp_path, monkeypatch):
+    """`advisor profile --model DIR` (the README's first step for a real model) loaded the whole checkpoint into
+    host RAM - every expert of a 7B model - to read four numbers, and on a machine without CUDA it did so before
+    saying `no CUDA device here`. Now the checkpoint loads offloaded (its experts stay in the files), and
+    without CUDA and --cpu nothing loads."""
+    import torch
+
+    from advisor.cli import app
+    from advisor.models import load, tiny
+
+    if torch.cuda.is_available():
+        pytest.skip("the no-CUDA refusal needs a machine without CUDA")
+    d = tmp_path / "m"
+    tiny.build_tiny("llada_moe").save_pretrained(str(d))
+    calls: list[dict] = []
+    real = load.load_model
+
+    def recording(spec, **kw):
+        calls.append(kw)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(load, "load_model", recording)
+    r = CliRunner().invoke(app, ["profile", "--model", str(d)])
+    assert isinstance(r.exception, UserError) and "no CUDA device here" in str(r.exception), r.output
+    assert calls == [], calls  # refused before the model loaded
+    r = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", "--model", str(d), "--profiles-dir",
+                                 str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert [c.get("offload") for c in calls] == [True], calls
+    assert "CPU expert 32x16" in r.output, r.output
