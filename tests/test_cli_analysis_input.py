@@ -408,3 +408,21 @@ def test_profile_reads_a_checkpoints_expert_shapes_without_loading_its_experts(t
     assert r.exit_code == 0, r.output
     assert [c.get("offload") for c in calls] == [True], calls
     assert "CPU expert 32x16" in r.output, r.output
+
+
+def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
+    """`advisor report STUDY --memory 10%,25%,50%` on a study whose trials fit only the largest printed
+    "fp16: no trial of this precision fits" without saying fits what, and "  at 10%: " with nothing after it.
+    The summary now states the headline's GPU memory, each budget's size, and "no stored trial fits"."""
+    (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
+    r = _cli("tune", "tiny:llada2", "--space", "space.toml", "--budget", "200KiB", "--trials", "3",
+             "--storage", "sqlite:///s.db", "--study", "f", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli("report", "f", "--storage", "s.db", "-o", "rep", "--block-lengths", "", "--memory", "1KiB,200KiB",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "  at 1.0 KiB of GPU memory (1KiB, given with --memory):" in lines, r.stdout
+    assert "  at 1KiB (1.0 KiB): no stored trial fits" in lines, r.stdout
+    [big] = [ln for ln in lines if ln.startswith("  at 200KiB (200.0 KiB): ")]
+    assert " #" in big and "transfer cut" in big, big
