@@ -18,7 +18,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, format_metric
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
 
 PREFERENCES = ("transfer", "latency", "accuracy")
@@ -514,15 +514,7 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
 
 
 def _metric_line(name: str, v: float, source: str) -> str:
-    if name == "peak_gpu_bytes":
-        shown = format_bytes(v, 3)  # as the "fits" line: 1.963 MiB must not read as a 2.0 MiB over a 1.97 budget
-    elif name == "h2d_bytes_per_token":
-        shown = format_bytes(v, 3)  # a fixed MiB showed a tiny model's 512 B as "0.000 MiB"
-    elif name.endswith("_ms_per_token") or name == "time_per_token":
-        shown = f"{v:.3f} ms"
-    else:
-        shown = f"{v:.4g}"
-    return f"  {name:<22} {shown:>14}   [{source}]"
+    return f"  {name:<22} {format_metric(name, v):>14}   [{source}]"
 
 
 def describe_config(config: dict[str, Any]) -> str:

@@ -397,3 +397,88 @@ def test_quant_report_refuses_layers_the_model_lacks():
     assert isinstance(res.exception, UserError), res.output
     assert str(res.exception) == "--layers names MoE layer(s) 9 but tiny:llada_moe has 2 (0-1)", res.exception
 
+
+
+def test_profile_says_when_its_threads_were_held_up_by_other_work(tmp_path, monkeypatch):
+    """`advisor profile --model M --threads 2` on a 2-core host other jobs shared stored 20-32 ms per CPU expert
+    where one thread took 0.02-0.5 ms (the threads wait for each other while the cores run other work), and
+    said nothing: every hybrid/cpu decision priced with it was wrong. Each format's smallest and largest token
+    count is now measured again on one thread, and a profile several times slower on more threads says so.
+    Here the slowdown is made deterministic: the expert forward sleeps when torch runs on more than one thread."""
+    import time
+
+    import torch
+
+    from advisor.cli import app
+    from advisor.offload import cpu_experts
+
+    forward = cpu_experts.CpuExpert.__call__
+
+    def held_up(self, x, *a, **kw):
+        if torch.get_num_threads() > 1:
+            time.sleep(0.004)  # a time slice spent waiting for the other thread
+        return forward(self, x, *a, **kw)
+
+    monkeypatch.setattr(cpu_experts.CpuExpert, "__call__", held_up)
+    threads = torch.get_num_threads()
+    try:
+        args = ["profile", "--cpu", "--repeats", "1", "--expert-shape", "32x16"]
+        busy = CliRunner().invoke(app, [*args, "--profiles-dir", str(tmp_path / "p2"), "--threads", "2"])
+        one = CliRunner().invoke(app, [*args, "--profiles-dir", str(tmp_path / "p1"), "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert busy.exit_code == 0, busy.output
+    note = [line for line in busy.stderr.splitlines() if line.startswith("note: CPU expert times measured on 2 threads")]
+    assert note and "x one thread's" in note[0] and "with fewer --threads" in note[0], busy.stderr
+    assert list((tmp_path / "p2").glob("*.json")), "the profile is still saved, with the note"
+    assert one.exit_code == 0 and "note: CPU expert times" not in one.output + one.stderr, one.output
+
+
+def test_profile_reads_a_checkpoints_expert_shapes_without_loading_its_experts(tmp_path, monkeypatch):
+    """`advisor profile --model DIR` (the README's first step for a real model) loaded the whole checkpoint into
+    host RAM - every expert of a 7B model - to read four numbers, and on a machine without CUDA it did so before
+    saying `no CUDA device here`. Now the checkpoint loads offloaded (its experts stay in the files), and
+    without CUDA and --cpu nothing loads."""
+    import torch
+
+    from advisor.cli import app
+    from advisor.models import load, tiny
+
+    if torch.cuda.is_available():
+        pytest.skip("the no-CUDA refusal needs a machine without CUDA")
+    d = tmp_path / "m"
+    tiny.build_tiny("llada_moe").save_pretrained(str(d))
+    calls: list[dict] = []
+    real = load.load_model
+
+    def recording(spec, **kw):
+        calls.append(kw)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(load, "load_model", recording)
+    r = CliRunner().invoke(app, ["profile", "--model", str(d)])
+    assert isinstance(r.exception, UserError) and "no CUDA device here" in str(r.exception), r.output
+    assert calls == [], calls  # refused before the model loaded
+    r = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", "--model", str(d), "--profiles-dir",
+                                 str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert [c.get("offload") for c in calls] == [True], calls
+    assert "CPU expert 32x16" in r.output, r.output
+
+
+def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
+    """`advisor report STUDY --memory 10%,25%,50%` on a study whose trials fit only the largest printed
+    "fp16: no trial of this precision fits" without saying fits what, and "  at 10%: " with nothing after it.
+    The summary now states the headline's GPU memory, each budget's size, and "no stored trial fits"."""
+    (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
+    r = _cli("tune", "tiny:llada2", "--space", "space.toml", "--budget", "200KiB", "--trials", "3",
+             "--storage", "sqlite:///s.db", "--study", "f", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli("report", "f", "--storage", "s.db", "-o", "rep", "--block-lengths", "", "--memory", "1KiB,200KiB",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "  at 1.0 KiB of GPU memory (1KiB, given with --memory):" in lines, r.stdout
+    assert "  at 1KiB (1.0 KiB): no stored trial fits" in lines, r.stdout
+    [big] = [ln for ln in lines if ln.startswith("  at 200KiB (200.0 KiB): ")]
+    assert " #" in big and "transfer cut" in big, big

@@ -172,3 +172,22 @@ def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     legend = [ln for ln in second.splitlines() if ln.strip().startswith("fidelity_top1:")]
     assert legend and "4 prompts" in legend[0], second
     assert "accuracy evaluations this run: 0 for 1" in second and "(1" in second, second
+
+
+def test_every_stored_byte_count_reads_in_binary_units(tmp_path):
+    """A live trial of an offloaded model stores `device_bytes` (and on CUDA `allocator_peak_bytes`): `recommend`
+    printed them as 1.287e+07 beside `peak_gpu_bytes 15.974 MiB`, and every export's header wrote all bytes so
+    (peak_gpu_bytes=1.675e+07). Every *_bytes value now reads as a size, in both."""
+    p = point("live", 3, "int8", [27, 26, 26, 26], acc=0.5, h2d=2118368.0, peak_gib=16749568 / 2**30)
+    p.values.update(device_bytes=12871680.0, allocator_peak_bytes=13107200.0, time_per_token=24.16)
+    p.sources.update(device_bytes="counted:allocated(resident parameters + slot pool,cpu)",
+                     allocator_peak_bytes="measured:cuda-allocator", time_per_token="measured:wall-clock(cpu)")
+    url = make_db(tmp_path / "a.db", [p])
+    out = advisor("recommend", "--storage", url, "--budget", "16MiB", cwd=tmp_path).stdout
+    assert "e+0" not in out, out
+    for line in ("device_bytes               12.275 MiB", "allocator_peak_bytes       12.500 MiB",
+                 "peak_gpu_bytes             15.974 MiB", "h2d_bytes_per_token         2.020 MiB"):
+        assert line in out, out
+    header = advisor("export", "live", "3", "--storage", url, "--to", "llama.cpp", cwd=tmp_path).stdout.splitlines()[3]
+    assert "device_bytes=12.275 MiB [" in header and "peak_gpu_bytes=15.974 MiB [" in header, header
+    assert "time_per_token=24.160 ms [" in header and "e+0" not in header, header

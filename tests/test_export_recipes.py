@@ -66,7 +66,8 @@ def test_bitsandbytes_recipe_runs_through_the_advisor_loader(fmt, cls, request):
     spec, n_experts, inter = ("bundled", 64, 16) if fmt == "int8" else (str(request.getfixturevalue("wide_llada_dir")),
                                                                        16, 64)
     plan = PrecisionPlan(default=fmt, layers={2: "bf16"}, experts={1: {3: "bf16"}})
-    res = export_point(_llada_point(plan, spec, n_experts, inter), "hf")
+    # 8 slots per layer: asked for (the automatic choice runs that cache through the advisor loader)
+    res = export_point(_llada_point(plan, spec, n_experts, inter), "hf", ["method=bitsandbytes"])
     assert res.data["method"] == "bitsandbytes" and "'bundled'" not in res.text
     model = _run(res.text)["model"]
     quantized = {n for n, m in model.named_modules() if type(m).__name__ == cls}
@@ -308,3 +309,57 @@ def test_the_recipes_gpu_max_memory_is_the_tuned_peak_to_the_mib():
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
     p = point("s", 1, "int8", [4, 4], acc=0.9, h2d=1, peak_gib=11.5, meta=meta)
     assert export_point(p, "hf").data["max_memory"][0] == "11776MiB"
+
+
+def test_a_recipe_for_a_point_that_keeps_experts_off_the_gpu_runs_its_cache(tmp_path):
+    """A study of a model bigger than the GPU (LLaDA-MoE, int8, 26 of 64 experts per layer on the GPU): `advisor
+    export --to hf` wrote the bitsandbytes recipe, which loads every expert onto the GPU - more than the point's
+    peak, more than the GPU - with no cache, and its notes said it used device_map='auto' + max_memory, which it
+    does not. Now the automatic choice is the advisor loader (offloaded, the tuned cache); asked for, bitsandbytes
+    says what it holds; a point with every expert on the GPU still gets bitsandbytes."""
+    from recommend_helpers import make_db
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    meta = model_meta("llada_moe", n_layers=4, n_experts=64, hidden=256, inter=128)
+    url = make_db(tmp_path / "a.db", [point("big", 3, "int8", [27, 26, 26, 26], acc=0.9, h2d=2e6, peak_gib=0.016,
+                                            meta=meta, model=str(tmp_path / "LLaDA-MoE")),
+                                      point("all", 1, "int8", 64, acc=0.9, h2d=0, peak_gib=1, meta=meta,
+                                            model=str(tmp_path / "LLaDA-MoE"))])
+    runner = CliRunner()
+    r = runner.invoke(app, ["export", "big", "3", "--to", "hf", "--storage", url])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert "# recipe: advisor" in r.stdout and "offload=True" in r.stdout, r.stdout
+    assert "slots_per_layer=[27, 26, 26, 26]" in r.stdout and "BitsAndBytesConfig" not in r.stdout
+    assert "device_map" not in r.stderr, r.stderr
+    r = runner.invoke(app, ["export", "big", "3", "--to", "hf", "--opt", "method=bitsandbytes", "--storage", url])
+    assert r.exit_code == 0 and "# recipe: bitsandbytes" in r.stdout, r.output[-2000:]
+    assert "device_map" not in r.stderr and "device_map" not in r.stdout, r.output  # the recipe never uses it
+    assert "bitsandbytes loads every expert onto the GPU (64 per MoE layer)" in r.stderr, r.stderr
+    assert "holds 26-27 per layer" in r.stderr and "--opt method=advisor" in r.stderr, r.stderr
+    r = runner.invoke(app, ["export", "all", "1", "--to", "hf", "--storage", url])
+    assert r.exit_code == 0 and "# recipe: bitsandbytes" in r.stdout, r.output[-2000:]
+    assert "loads every expert" not in r.output
+
+
+def test_export_check_prints_its_verdict_not_the_runtimes_noise(tmp_path):
+    """`advisor export ... --to hf --check` of a bitsandbytes recipe printed save_pretrained's progress bar,
+    bitsandbytes' failed hub-kernel lookup and one 'MatMul8bitLt: inputs will be cast' line per 8-bit expert
+    forward (64 on a 4-layer model) around its three check lines. Now only the check's own lines."""
+    pytest.importorskip("bitsandbytes")
+    import subprocess
+    import sys
+
+    from recommend_helpers import make_db
+
+    meta = model_meta("llada_moe", n_layers=4, n_experts=64, hidden=256, inter=128)
+    url = make_db(tmp_path / "a.db", [point("all", 1, "int8", 64, acc=0.9, h2d=0, peak_gib=1, meta=meta,
+                                            model=str(tmp_path / "LLaDA-MoE"))])
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "all", "1", "--to", "hf", "--check", "--storage",
+                        url], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "# recipe: bitsandbytes" in r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith(("check hf: ", "note: ")) for ln in lines), lines
+    assert "check hf: ok: the bitsandbytes recipe ran as written on a tiny llada_moe model" in r.stderr

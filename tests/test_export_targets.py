@@ -72,7 +72,7 @@ def test_bitsandbytes_recipe_quantizes_exactly_the_planned_experts():
     from transformers import BitsAndBytesConfig
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
-    res = export_point(_list_point(), "hf")
+    res = export_point(_list_point(), "hf", ["method=bitsandbytes"])  # its cache: auto picks the advisor loader
     assert res.data["method"] == "bitsandbytes"
     kwargs = res.data["bitsandbytes"]["kwargs"]
     cfg = BitsAndBytesConfig(**kwargs)

@@ -617,3 +617,51 @@ def test_trials_out_of_memory_without_a_budget_never_reach_the_front(dirs, tmp_p
     assert len(oom) >= 2
     front = {p.trial_number for p in read_fronts(db, "oom")}
     assert front and not front & oom, (front, oom)
+
+
+def test_tune_header_states_a_host_memory_budget_in_its_own_unit(dirs, tmp_path):
+    """`--host-memory 60MiB` was echoed as "stores kept while they total <= 0.1 GiB": not what was given, and
+    a tiny activation allowance read "0.0 MiB". Both are now in the unit that reads (60.0 MiB)."""
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--trials",
+                                      "1", "--host-memory", "60MiB", "--storage", f"sqlite:///{tmp_path}/h.db"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = " ".join(result.output.split())  # rich wraps at any width
+    assert "stores kept while they total <= 60.0 MiB (--host-memory)" in out, out
+    allowance = out.split("activation allowance ")[1].split(" (")[0]
+    assert not allowance.startswith("0.0 "), allowance
+
+
+def test_tune_keeps_a_format_that_fits_only_with_cpu_misses(dirs, tmp_path):
+    """A LLaDA2.0 checkpoint bigger than --budget 16MiB, `--space dllm --mode live`: bf16 fit one expert per
+    layer only with `cpu` misses (they hold no staging buffers), so the budget check left bf16 out - judged at
+    the first miss policy, `copy` - while the warm start enqueued bf16 with `cpu` misses: trial 0 was a
+    `ValueError: 'bf16' not in ('int8', 'int4')` traceback out of `advisor tune`. Here the same on the tiny
+    LLaDA-MoE checkpoint: a budget between bf16's smallest configuration with `cpu` misses and with `copy` ones
+    (and two formats besides, so that the format stays a choice once bf16 is dropped)."""
+    from advisor.models.load import load_model
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.tune.config import counted_peak_bytes
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import parse_space
+
+    space_text = SPACE.replace('formats = ["int8", "int4"]', 'formats = ["bf16", "int8", "int4"]').replace(
+        'prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu"]')
+    space = tmp_path / "s.toml"
+    space.write_text(space_text)
+    loaded = load_model(str(dirs["llada_moe"]), offload=True)
+    shape = ModelBackend(loaded, None, parse_space(space_text).evaluation).shape
+    bf16, slots = PrecisionPlan.uniform("bf16"), [1] * shape.n_layers
+    cpu, copy = (counted_peak_bytes(shape, bf16, slots, miss=m) for m in ("cpu", "copy"))
+    assert cpu < copy  # the budget below fits bf16 with cpu misses only
+    db = f"sqlite:///{tmp_path}/m.db"
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--trials",
+                                      "2", "--budget", f"{(cpu + copy) // 2}B", "--storage", db, "--study", "m"])
+    assert result.exit_code == 0, (result.output[-3000:], result.exception)
+    assert "bf16 left out" not in result.output
+    import optuna
+
+    trials = [t for t in optuna.load_study(study_name="m", storage=db).trials if t.state.name == "COMPLETE"]
+    assert len(trials) == 2 and trials[0].params["fmt_g0"] == "bf16" and trials[0].params["miss"] == "cpu", \
+        [t.params for t in trials]

@@ -316,7 +316,7 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
     r = subprocess.run([*base, "-o", str(tmp_path / "r"), "--memory", "30%,100%"], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "at 30%:" in r.stdout and "at 100%:" in r.stdout
+    assert "at 30% (" in r.stdout and "at 100% (" in r.stdout  # each budget with its size
     payload = json.loads((tmp_path / "r" / "report.json").read_text())
     answers = payload["answer_by_budget"]
     assert [a["budget"] for a in answers] == ["30%", "100%"] and answers[0]["memory_bytes"] < answers[1]["memory_bytes"]

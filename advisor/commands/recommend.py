@@ -120,18 +120,20 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.interrupt import import_runtime
 
         import_runtime(models=model is not None)
-        shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
         from advisor.hardware import measure as hardware_measure
 
-        if hardware_measure.cuda_available():
-            prof = hardware_measure.measure_profile(repeats=repeats)
-        elif cpu:
-            prof = hardware_measure.measure_cpu_profile(repeats=repeats)
-        else:
+        cuda = hardware_measure.cuda_available()
+        if not cuda and not cpu:  # said before a model loads (a real checkpoint's resident weights take a while)
             raise UserError("no CUDA device here; run `advisor profile` on the GPU machine, or pass --cpu to record "
                             "a host memcpy profile for modelled times")
+        shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
+        if cuda:
+            prof = hardware_measure.measure_profile(repeats=repeats)
+        else:
+            prof = hardware_measure.measure_cpu_profile(repeats=repeats)
         import dataclasses
 
+        contention = None
         if shapes:
             import torch
 
@@ -140,6 +142,10 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)  # torch's default (every core) on a busy host measured preemption
 
             prof = dataclasses.replace(prof, cpu_experts=measure_cpu_experts(shapes).to_dict())  # with its host
+            from advisor.offload.cpu_profile import thread_contention
+            from advisor.offload.timing import CpuProfile
+
+            contention = thread_contention(CpuProfile.from_dict(prof.cpu_experts), shapes)
         if name:
             prof = dataclasses.replace(prof, name=name)
         prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
@@ -157,6 +163,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"CPU: {prof.cpu_experts.get('host', 'not recorded')}")
         if kept:
             typer.echo(kept)
+        if contention:
+            typer.echo(f"note: {contention}", err=True)
         typer.echo(f"saved {path}")
 
 
@@ -175,7 +183,8 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
     if model:
         from advisor.models.load import load_model
 
-        loaded = load_model(model)
+        # the shapes only: a checkpoint loads offloaded (its experts stay in the files), not whole into host RAM
+        loaded = load_model(model, offload=None if model.startswith("tiny:") else True)
         shapes += [(int(m.hidden_size), int(m.intermediate_size)) for m in loaded.moe]
     return list(dict.fromkeys(shapes))
 

@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
             cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
             return f"transfer cut {cut}" + ("" if r.time_cut is None else f", time cut {100 * r.time_cut:.1f}%")
 
+        from advisor.units import format_bytes
+
+        memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
+        typer.echo(f"  at {format_bytes(memory)} of GPU memory ({why}):")
         for r in res.headline:
             if r.trial is None:
                 typer.echo(f"  {r.precision:>5}: {r.note}")
@@ -75,4 +79,5 @@ def register(app: typer.Typer) -> None:
                        f"accuracy change {dacc}")
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
-            typer.echo(f"  at {a.label}: " + "; ".join(f"{r.precision} #{r.trial} {cuts(r)}" for r in best))
+            typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}): "
+                       + ("; ".join(f"{r.precision} #{r.trial} {cuts(r)}" for r in best) or "no stored trial fits"))

@@ -16,7 +16,7 @@ import advisor
 from advisor.errors import UserError
 from advisor.registry import Registry
 from advisor.results.config_view import ExportConfig, export_config, model_info, policy_text
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, format_metric
 
 
 class ExportTargets(Registry):
@@ -130,7 +130,7 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
 def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
     """Provenance lines every export starts with (as comments in the target's syntax)."""
     v = point.values
-    metrics = ", ".join(f"{k}={v[k]:.4g} [{point.sources.get(k, '?')}]" for k in sorted(v))
+    metrics = ", ".join(f"{k}={format_metric(k, v[k])} [{point.sources.get(k, '?')}]" for k in sorted(v))
     return [
         f"moe-advisor export for {target}: study {point.study_name!r} trial #{point.trial_number}",
         f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; measured on {point.device}",

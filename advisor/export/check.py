@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import logging
 import re
 import subprocess
 import tempfile
@@ -139,9 +140,15 @@ def _run_recipe(text: str, d: dict, family: str | None) -> str:
 
     import_runtime()
     import torch
+    from transformers.utils import logging as hf_logging
 
     from advisor.models.tiny import build_tiny
 
+    # what the check prints is its verdict: not save_pretrained's progress bar, bitsandbytes' hub-kernel lookup
+    # (its CPU backend's optional gemm kernel) nor a cast warning per 8-bit expert forward (64 on a 4-layer model)
+    hf_logging.disable_progress_bar()
+    for noisy in ("bitsandbytes.backends.cpu.ops", "kernels", "bitsandbytes.autograd._functions"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         if family is not None and d["method"] == "advisor":  # the tiny model has its own layer count: the cache becomes a share
             text = text.replace(f"load_model({d['advisor_loader']['model']!r}", f"load_model('tiny:{family}'")

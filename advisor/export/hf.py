@@ -95,7 +95,22 @@ def bitsandbytes_recipe(cfg: ExportConfig) -> tuple[dict[str, Any] | None, list[
     # one pattern: skip every module except the quantized experts' Linear layers (transformers matches skip
     # patterns with re.match from the start of the module name)
     kwargs["llm_int8_skip_modules"] = [rf"(?!(?:{'|'.join(alts)})$).*"]
-    return kwargs, notes
+    return kwargs, notes + _all_resident_note(cfg)
+
+
+def _all_resident_note(cfg: ExportConfig) -> list[str]:
+    """Why a bitsandbytes recipe is not the study's point when its cache keeps experts off the GPU: the recipe
+    loads every expert onto the device (no cache, no offload), so it needs more GPU memory than the point - for
+    a model bigger than the GPU, more than the GPU has."""
+    slots = cfg.slots_per_layer
+    held = [min(s, info.num_experts) for s, info in zip(slots, cfg.model.layers, strict=False)]
+    total = [info.num_experts for info in cfg.model.layers]
+    if len(slots) != len(total) or held == total:
+        return []
+    return [f"bitsandbytes loads every expert onto the GPU ({'/'.join(map(str, sorted(set(total))))} per MoE layer), "
+            f"with no expert cache: the study's point holds {min(held)}-{max(held)} per layer there and the rest in "
+            "host memory, so this recipe needs more GPU memory than the point's peak; --opt method=advisor runs the "
+            "tuned cache offloaded"]
 
 
 TORCHAO = {
@@ -210,14 +225,14 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     notes = {"bitsandbytes": bnb_notes, "torchao": tao_notes, "advisor": []}[method]
     if method == "advisor":
         notes = [miss_note(cfg, "the recipe's OffloadRuntime", loader["offload"]["miss"])]
-    elif max_memory:
+    elif method == "torchao" and max_memory:  # only the torchao recipe loads with device_map + max_memory
         notes = [*notes, miss_note(cfg, "accelerate's device_map offload", "copy")]
     if method == "torchao":
         notes = [*notes, "fused experts quantized by torchao need experts_implementation='eager' (set in the recipe)"]
     if method != "advisor" and cfg.policy == "tide":
         notes = [*notes, "the study's TIDE refresh runs in the advisor's runtime only (--opt method=advisor); "
                          "this recipe's placement does not change during decoding"]
-    if method != "advisor" and max_memory:
+    if method == "torchao" and max_memory:
         notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
                          "(pip install \"moe-advisor[hf]\")"]
     return ExportResult("hf", _script(point, cfg, data, notes), data, list(notes))

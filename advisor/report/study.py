@@ -169,7 +169,8 @@ def build_report(
         (tmp / "report.json").write_text(json.dumps(payload, indent=2, default=json_default) + "\n")
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
-                        time.perf_counter() - t0, {"recommended": recs, "answers": answers})
+                        time.perf_counter() - t0, {"recommended": recs, "answers": answers,
+                                                   "memory": (ref_memory, memory_why)})
 
 
 def _reference(trials: list[Any], sw: Any) -> Reference:

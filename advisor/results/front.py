@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.units import format_bytes
+
 METRICS = (
     "time_per_token",
     "h2d_bytes_per_token",
@@ -36,6 +38,16 @@ METRICS = (
 `sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
 "measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
 """
+
+
+def format_metric(name: str, v: float) -> str:
+    """A stored value as people read it, by its name: bytes in binary units (3 decimals, so 1.963 MiB does not
+    read as a 2.0 MiB over a 1.97 budget; `device_bytes` printed as 1.287e+07 beside it), times in ms."""
+    if name.endswith(("_bytes", "_bytes_per_token")):
+        return format_bytes(v, 3)
+    if name.endswith("_ms_per_token") or name == "time_per_token":
+        return f"{v:.3f} ms"
+    return f"{v:.4g}"
 
 
 @dataclass

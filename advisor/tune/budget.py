@@ -58,16 +58,20 @@ class BudgetFit:
         base = {**self.defaults(), **{k: cheapest for k in fmt_knobs}, self.size: self.values[0]}
         if "hot_fraction" in self.knobs:
             base["hot_fraction"] = min(self.knobs["hot_fraction"].values())
+        # a miss policy can change what fits (`cpu` misses stream nothing, so they hold no staging buffers): a
+        # format is kept when some choice fits. Dropping it by the first choice alone made the warm start, which
+        # enqueues every choice, fix a format the distribution no longer had: a ValueError traceback in trial 0
+        combos = self._axis_choices()
         left_out: dict[str, list[str]] = {}
         for k in fmt_knobs:
-            keep = [c for c in self.knobs[k].choices or () if self.fits({**base, k: c})]
+            keep = [c for c in self.knobs[k].choices or () if any(self.fits({**base, **a, k: c}) for a in combos)]
             if not keep:
                 also = ""  # an offloaded model's peak also holds these (`peak_gpu_bytes`)
                 if self.shape.activation_bytes:
                     also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
                 if self.shape.staging:
                     also += ", and staging buffers for the experts that stream past the cache"
-                need = format_bytes(self.peak_bytes({**base, k: cheapest}), 2)
+                need = format_bytes(min(self.peak_bytes({**base, **a, k: cheapest}) for a in combos), 2)
                 if self.shape.resident_bytes >= self.budget:
                     raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold even the resident "
                                     f"(non-expert) weights, {format_bytes(self.shape.resident_bytes, 2)} (counted: "
@@ -81,6 +85,11 @@ class BudgetFit:
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))
         return left_out
+
+    def _axis_choices(self) -> list[dict[str, Any]]:
+        """Every combination of the searched `WARM_AXES` knobs ([{}] when the space fixes them all)."""
+        axes = [a for a in WARM_AXES if a in self.knobs and self.knobs[a].fixed is None]
+        return [dict(zip(axes, c, strict=True)) for c in itertools.product(*(self.knobs[a].values() for a in axes))]
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Every knob from an Optuna trial: under a budget, the cache size last and within what fits."""
@@ -164,14 +173,13 @@ class BudgetFit:
         front's low-memory end is otherwise found late). Other knobs at their first choice; plans that cannot
         fit even the smallest cache are left out. `limit` cuts most-cache points only: every smallest-cache one
         is kept (the `default` and `dllm` spaces: 3 formats x 3 miss policies at each end, 18 in all)."""
-        axes = [a for a in WARM_AXES if a in self.knobs and self.knobs[a].fixed is None]
         ends = [(p, 1.0) for p in self.plans(max_plans)] + [(p, 0.0) for p in self.uniform_plans()]
         most: list[dict[str, Any]] = []
         least: list[dict[str, Any]] = []
         configs: set[str] = set()
         for plan, fill in ends:  # per plan, every choice of the axes, so a `limit` cuts plans, not a whole axis
-            for combo in itertools.product(*(self.knobs[a].values() for a in axes)):
-                params = {**self.defaults(), **plan, **dict(zip(axes, combo, strict=True))}
+            for combo in self._axis_choices():
+                params = {**self.defaults(), **plan, **combo}
                 params[self.size] = self.size_for(params, fill)
                 key = repr(sorted(params.items()))
                 if key not in configs and self.fits(params):  # a plan whose largest cache is its smallest: once

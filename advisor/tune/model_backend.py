@@ -19,6 +19,7 @@ from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
+from advisor.units import format_bytes
 
 _DTYPE_FORMAT = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
@@ -148,8 +149,8 @@ class ModelBackend:
         if not self.offloaded:
             return f"experts resident on {self.device}; host stores quantized from them"
         return (f"host store packed per plan from the checkpoint; stores kept while they total "
-                f"<= {self.host_memory / 2**30:.1f} GiB ({self.host_memory_source}), otherwise re-packed; activation "
-                f"allowance {self.shape.activation_bytes / 2**20:.1f} MiB ({self.activation_source})")
+                f"<= {format_bytes(self.host_memory)} ({self.host_memory_source}), otherwise re-packed; activation "
+                f"allowance {format_bytes(self.shape.activation_bytes)} ({self.activation_source})")
 
     def store_for(self, plan: PrecisionPlan) -> Any:
         """The packed host store of `plan`: kept from an earlier trial, or packed now (oldest kept stores are
