@@ -8,7 +8,6 @@ optuna) stay inside command bodies, so `--help` and the read-only commands stay 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,8 +34,8 @@ def refuse_out_of_memory(what: str, advice: str) -> Iterator[None]:
 
 
 def _asked(message: str) -> str:
-    """' (one allocation asked for 476.8 GiB)' from torch's "allocate 512000024064 bytes" / "Tried to allocate 2.00 GiB"."""
-    m = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ ?[KMGT]?i?B)", message)
-    if m is None:
-        return ""
-    return f" (one allocation asked for {format_bytes(int(m.group(1))) if m.group(1) else m.group(2)})"
+    """' (one allocation asked for 476.8 GiB)' from torch's out-of-memory message ('' when it names no size)."""
+    from advisor.tune.model_backend import asked_bytes
+
+    n = asked_bytes(message)
+    return f" (one allocation asked for {format_bytes(n)})" if n else ""

@@ -195,7 +195,7 @@ class ModelBackend:
         try:
             yield
         except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
-            oom = TrialOutOfMemory(_asked_bytes(str(e)), str(e).splitlines()[0][:200])
+            oom = TrialOutOfMemory(asked_bytes(str(e)), str(e).splitlines()[0][:200])
         if oom is not None:
             self._runtimes.clear()
             _release(self.loaded, None)
@@ -411,7 +411,7 @@ class ModelBackend:
             stats = rt.stats()
             overlap = rt.overlap_report()
         except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
-            oom = TrialOutOfMemory(_asked_bytes(str(e)), str(e).splitlines()[0][:200])
+            oom = TrialOutOfMemory(asked_bytes(str(e)), str(e).splitlines()[0][:200])
         finally:
             _release(self.loaded, rt)  # also on errors and Ctrl-C: buffers and streams must not outlive the trial
         if oom is not None:
@@ -454,13 +454,16 @@ class _ZeroExperts:
         return {e: torch.zeros_like for e in expert_ids}
 
 
-def _asked_bytes(message: str) -> int:
-    """Bytes of the failed allocation from a PyTorch out-of-memory message ("Tried to allocate 2.00 GiB")."""
+def asked_bytes(message: str) -> int:
+    """Bytes of the failed allocation from a PyTorch out-of-memory message: the device's "Tried to allocate
+    2.00 GiB", the host's "you tried to allocate 512000024064 bytes" (0 when it names none)."""
     import re
 
     from advisor.errors import UserError
     from advisor.hardware.profiles import parse_budget
 
+    if (host := re.search(r"allocate (\d+) bytes", message)) is not None:
+        return int(host.group(1))
     m = re.search(r"Tried to allocate ([\d.]+ ?[KMGT]?i?B)", message)
     try:
         return parse_budget(m.group(1)) if m else 0
