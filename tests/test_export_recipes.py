@@ -337,10 +337,14 @@ def test_a_recipe_for_a_point_that_keeps_experts_off_the_gpu_runs_its_cache(tmp_
     assert r.exit_code == 0 and "# recipe: bitsandbytes" in r.stdout, r.output[-2000:]
     assert "device_map" not in r.stderr and "device_map" not in r.stdout, r.output  # the recipe never uses it
     assert "bitsandbytes loads every expert onto the GPU (64 per MoE layer)" in r.stderr, r.stderr
-    assert "holds 26-27 per layer" in r.stderr and "--opt method=advisor" in r.stderr, r.stderr
+    assert "holds 26..27 per layer" in r.stderr and "--opt method=advisor" in r.stderr, r.stderr
     r = runner.invoke(app, ["export", "all", "1", "--to", "hf", "--storage", url])
     assert r.exit_code == 0 and "# recipe: bitsandbytes" in r.stdout, r.output[-2000:]
     assert "loads every expert" not in r.output
+    # the same count in every layer reads as one number (it read "holds 32-32 per layer")
+    even = export_point(point("even", 2, "int8", 32, acc=0.9, h2d=1e6, peak_gib=0.01, meta=meta,
+                              model=str(tmp_path / "LLaDA-MoE")), "hf", ["method=bitsandbytes"])
+    assert any("the study's point holds 32 per layer there" in n for n in even.notes), even.notes
 
 
 def test_export_check_prints_its_verdict_not_the_runtimes_noise(tmp_path):

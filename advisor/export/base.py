@@ -8,6 +8,7 @@ only when their target is asked for, and none imports torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -159,6 +160,11 @@ def hot_sets(cfg: ExportConfig) -> dict[int, list[int]]:
                         "set cannot be exported; re-tune, or export another point")
     return {layer: hot_order(counts)[: cfg.slots_per_layer[layer]] for layer, counts in sorted(cfg.frequencies.items())
             if layer < len(cfg.slots_per_layer)}
+
+
+def slot_range(slots: Sequence[int]) -> str:
+    """A cache's slots per layer in one note: "26" when every layer has as many, else "26..27" (fewest..most)."""
+    return str(slots[0]) if len(set(slots)) == 1 else f"{min(slots)}..{max(slots)}"
 
 
 def _slots_text(slots: list[int]) -> str:

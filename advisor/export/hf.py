@@ -32,6 +32,7 @@ from advisor.export.base import (
     miss_note,
     model_path,
     model_spec,
+    slot_range,
     tide_kw,
 )
 from advisor.quant.spec import parse_format
@@ -108,7 +109,7 @@ def _all_resident_note(cfg: ExportConfig) -> list[str]:
     if len(slots) != len(total) or held == total:
         return []
     return [f"bitsandbytes loads every expert onto the GPU ({'/'.join(map(str, sorted(set(total))))} per MoE layer), "
-            f"with no expert cache: the study's point holds {min(held)}-{max(held)} per layer there and the rest in "
+            f"with no expert cache: the study's point holds {slot_range(held)} per layer there and the rest in "
             "host memory, so this recipe needs more GPU memory than the point's peak; --opt method=advisor runs the "
             "tuned cache offloaded"]
 

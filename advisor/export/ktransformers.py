@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shlex
 
-from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path, slot_range
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
@@ -78,7 +78,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             "--kt-cpuinfer", "$KT_CPUINFER", "--kt-threadpool-count", "$KT_THREADPOOL_COUNT",
             "--kt-num-gpu-experts", str(n_gpu)]
     slots = cfg.slots_per_layer
-    tuned = (f"{min(slots)}..{max(slots)}" if len(set(slots)) > 1 else str(slots[0])) + " slots per layer"
+    tuned = f"{slot_range(slots)} slots per layer"
     per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
                  f"experts hold the bytes of {n_gpu} experts at the checkpoint's precision ({GPU_FORMAT}), which "
                  "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")

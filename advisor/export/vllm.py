@@ -20,7 +20,7 @@ import math
 import shlex
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, model_spec, served_path
+from advisor.export.base import ExportResult, header_lines, model_spec, served_path, slot_range
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, precision_rank
 from advisor.results.front import FrontPoint
@@ -74,12 +74,10 @@ def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str
 def offload_note(cfg: ExportConfig) -> str:
     """What vLLM's offload does in place of the study's expert cache (vllm/model_executor/offloader/uva.py:
     make_layers hands it the decoder layers in order, and it moves whole parameters until the budget is spent)."""
-    slots = cfg.slots_per_layer
-    held = f"{slots[0]} experts of every layer" if len(set(slots)) == 1 else f"{min(slots)}..{max(slots)} experts per layer"
     return (f"vLLM keeps no expert cache: --cpu-offload-gb moves whole expert parameters (w13 or w2 of all of a layer's "
             f"experts) to host memory, from the first layer on until the budget is spent, and the GPU reads them over "
-            f"PCIe in every forward (UVA), where the study kept {held} on the GPU ({cfg.policy} cache, miss policy "
-            f"{cfg.miss_policy}): its time per token differs from the study's")
+            f"PCIe in every forward (UVA), where the study kept {slot_range(cfg.slots_per_layer)} experts per layer on "
+            f"the GPU ({cfg.policy} cache, miss policy {cfg.miss_policy}): its time per token differs from the study's")
 
 
 def refusal(model: ModelInfo) -> str | None:
