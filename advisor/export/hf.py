@@ -167,7 +167,8 @@ def _mib_ceil(n: float) -> str:
 
 
 def choose_method(requested: str, bnb: Any, bnb_notes: list[str], tao: Any, path: str | None) -> str:
-    """The recipe to write: the one asked for, or (auto) bitsandbytes when exact, torchao, else advisor."""
+    """The recipe to write: the one asked for, or (auto) bitsandbytes when it runs the point as tuned (no note:
+    exact formats, and every expert on the GPU as in the point), torchao, else advisor."""
     if requested == "hqq":
         raise UserError(HQQ_REFUSED)
     if requested in ("bitsandbytes", "torchao"):

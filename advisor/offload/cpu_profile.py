@@ -70,7 +70,7 @@ def thread_contention(profile: CpuProfile, shapes: Sequence[tuple[int, int]], re
     """Why `profile`'s times (measured on several threads) do not price this CPU, or None: each format's
     smallest and largest token count measured again on one thread. Several threads are never `factor` times
     slower than one on the same kernel unless other work holds the cores and the threads wait for each other
-    (on a busy 2-core host: 20-24 ms against 0.02-0.5 ms), which a minimum of a few runs does not remove."""
+    (on a busy 2-core host: 20-32 ms against 0.02-0.8 ms), which a minimum of a few runs does not remove."""
     if profile.threads <= 1:
         return None
     worst: tuple[float, str] | None = None
