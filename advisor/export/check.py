@@ -222,10 +222,13 @@ def _kt(res: ExportResult, cfg: ExportConfig) -> list[Check]:
 
         from sglang.srt.server_args import ServerArgs
 
+        from advisor.export.ktransformers import HOST_VARS, WEIGHT_PATH_VAR
+
         parser = argparse.ArgumentParser()
         ServerArgs.add_cli_args(parser)
-        args = [a if a != "$KT_WEIGHT_PATH" else "/placeholder" for a in res.data["args"][3:]]
-        parser.parse_args(["1" if a in ("$KT_CPUINFER", "$KT_THREADPOOL_COUNT") else a for a in args])
+        # the script's variables, as it would set them: a path the user gives, counts lscpu gives
+        given = {f"${WEIGHT_PATH_VAR}": "/placeholder", **{f"${v}": "1" for v in HOST_VARS}}
+        parser.parse_args([given.get(a, a) for a in res.data["args"][3:]])
     except BaseException as e:
         return [*out, Check(t, "FAILED", f"SGLang's parser rejected the flags: {type(e).__name__}: {e}")]
     return [*out, Check(t, "ok", f"SGLang {_version('sglang')}'s parser accepts the kt flags")]
