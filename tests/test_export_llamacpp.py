@@ -133,6 +133,8 @@ def test_emit_parts_and_script(tmp_path):
     assert "llama-quantize --tensor-type-file tensor-types.txt \"$SRC_GGUF\" \"$OUT_GGUF\" Q8_0" in script
     # llama-diffusion-cli ignores -ot: whole blocks by -ngl - the cache (1 + 0.5 of a layer) holds the last block
     assert "llama-diffusion-cli -m \"$OUT_GGUF\" -ngl 2 " in script and " -ot " not in script
+    with pytest.raises(UserError, match="llama-diffusion-cli ignores -ot.*-ngl 2: use --opt emit=script"):
+        export_point(p, "llama.cpp", ["emit=override-tensor"])  # rules it would drop: refused, not printed
     p = point("s", 1, "int8", [0, 2, 4], acc=0.9, h2d=1e6, peak_gib=3, meta=model_meta("qwen3_moe", n_layers=3, n_experts=4))
     ot = "-ot 'blk\\.0\\.ffn_(gate|up|down)_exps\\.=CPU,blk\\.1\\.ffn_(up|down)_exps\\.=CPU'"
     script = export_point(p, "llama.cpp").text  # llama-server honours -ot: one argument, per projection

@@ -442,6 +442,10 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if opts["emit"] == "tensor-types":
         text = "\n".join(rules) + "\n"
     elif opts["emit"] == "override-tensor":
+        if runner == DIFFUSION_RUNNER:  # rules its runner drops would place nothing
+            raise UserError(f"--opt emit=override-tensor: {DIFFUSION_RUNNER} ignores -ot (its main() never passes "
+                            f"tensor overrides to the model); {cfg.model.family} is placed by whole blocks, -ngl {ngl}: "
+                            "use --opt emit=script")
         text = ",".join(ots) + ("\n" if ots else "")
     else:
         if model_spec(point).startswith("tiny:"):  # nothing on disk for the script to convert
