@@ -41,6 +41,16 @@ def before_model_load(r: subprocess.CompletedProcess) -> None:
     assert "advisor tune" not in r.stdout, r.stdout
 
 
+def space_refused(tmp_path: Path, text: str, *needles: str) -> None:
+    """`advisor tune --space s.toml` with this space: one error line holding `needles`, before the model loads,
+    nothing written."""
+    (tmp_path / "s.toml").write_text(text)
+    r = advisor("tune", "--space", "s.toml", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, *needles)
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
+
+
 @pytest.fixture
 def study_db(tmp_path) -> Path:
     """A small valid SQLite database standing for an existing study file."""
@@ -305,52 +315,31 @@ def test_space_values_checked_against_the_model(tmp_path):
 ])
 def test_space_values_that_would_crash_later_are_refused_on_load(tmp_path, cache, words):
     """Values the space grammar does not allow fail on load, naming the field and what it takes."""
-    space = tmp_path / "s.toml"
-    space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n{cache}\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "s.toml:5", *words)
-    before_model_load(r)
-    assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
+    space_refused(tmp_path, f'name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n{cache}\n', "s.toml:5", *words)
 
 
 def test_float_range_without_step_is_refused_on_load(tmp_path):
-    space = tmp_path / "s.toml"
-    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n'
-                     'hot_fraction = { low = 0.0, high = 0.5 }\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "s.toml:5", "precision.hot_cold.hot_fraction", "step")
-    before_model_load(r)
-    assert not (tmp_path / "s.db").exists()
+    space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n'
+                            'hot_fraction = { low = 0.0, high = 0.5 }\n', "s.toml:5", "precision.hot_cold.hot_fraction", "step")
 
 
 def test_a_range_that_its_step_does_not_divide_is_refused_on_load(tmp_path):
     """{ low = 0, high = 1, step = 0.6 }: Optuna cut it to [0, 0.6] with a warning, while the space's own grid
     went on to 1.2 - a hot fraction above 1, enqueued by the warm start - and the header counted it."""
-    space = tmp_path / "s.toml"
     for line, words in (("hot_fraction = { low = 0.0, high = 1.0, step = 0.6 }",
                          ("precision.hot_cold.hot_fraction", "high (1)", "step", "end at 0.6")),
                         ("hot_fraction = { low = 0.0, high = 0.5, step = 0.2 }", ("end at 0.4",))):
-        space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n{line}\n')
-        r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-        one_error_line(r, "s.toml:5", *words)
-        before_model_load(r)
-        assert not (tmp_path / "s.db").exists()
-    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 9, '
-                     'step = 3 }\n')
-    one_error_line(advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path),
-                   "s.toml:5", "cache.slots_per_layer", "end at 7")
+        space_refused(tmp_path, f'name = "s"\n[precision]\nformats = ["int8"]\n[precision.hot_cold]\n{line}\n',
+                      "s.toml:5", *words)
+    space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, '
+                            'high = 9, step = 3 }\n', "s.toml:5", "cache.slots_per_layer", "end at 7")
 
 
 def test_tau_without_the_tide_policy_is_refused_not_ignored(tmp_path):
     """cache.tau is tide's refresh interval: with no tide in cache.policies it was dropped without a word (the
     study searched no tau), as cache.allocation without an expert budget is refused."""
-    space = tmp_path / "s.toml"
-    space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru", "flru"]\n'
-                     'tau = [1, 2, 4]\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "s.toml:6", "cache.tau", '"tide" policy')
-    before_model_load(r)
-    assert not (tmp_path / "s.db").exists()
+    space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru", "flru"]\n'
+                            'tau = [1, 2, 4]\n', "s.toml:6", "cache.tau", '"tide" policy')
 
 
 @pytest.mark.parametrize("evaluation, objectives, words", [
@@ -360,13 +349,9 @@ def test_tau_without_the_tide_policy_is_refused_not_ignored(tmp_path):
 def test_a_fidelity_floor_that_could_never_act_is_refused_not_ignored(tmp_path, evaluation, objectives, words):
     """The floor skips the accuracy runs of plans below it, in the staging of accuracy: with staging off, or no
     accuracy objective, it loaded and did nothing."""
-    space = tmp_path / "s.toml"
-    space.write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[objectives]\n{objectives}\n'
-                     f'peak_gpu_bytes = "minimize"\n[evaluation]\n{evaluation}\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "s.toml:", "evaluation.fidelity_floor", "top-1 agreement", *words)
-    before_model_load(r)
-    assert not (tmp_path / "s.db").exists()
+    space_refused(tmp_path, f'name = "s"\n[precision]\nformats = ["int8"]\n[objectives]\n{objectives}\n'
+                            f'peak_gpu_bytes = "minimize"\n[evaluation]\n{evaluation}\n',
+                  "s.toml:", "evaluation.fidelity_floor", "top-1 agreement", *words)
 
 
 def test_a_dotted_key_in_the_wrong_table_is_named_on_its_own_line(tmp_path):
