@@ -2,8 +2,8 @@
 
 A study is an Optuna study in an RDB storage, so it can be resumed by name, shared by many workers, and
 opened unchanged in optuna-dashboard. Its metadata (model fingerprint, task, search space, budget, hardware)
-is kept as study user attributes and in `advisor_study`; resuming with a different model, space, budget,
-objectives, trial mode (replay models the times live measures) or hardware profile (its link and GPU price time
+is kept as study user attributes and in `advisor_study`; resuming with a different model, task (or --data file,
+by its content), space, budget, objectives, trial mode (replay models the times live measures) or hardware profile (its link and GPU price time
 per token) is refused, because the trials would no longer be comparable.
 
 After every finished trial, and when the run ends (trial budget, timeout or Ctrl-C), the front is
