@@ -62,3 +62,15 @@ def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
     shutil.copy(tmp_path / "file:s.db", tmp_path / "my runs?.db")
     assert "a" in advisor("studies", "--storage", "sqlite:///my%20runs%3F.db", cwd=tmp_path).splitlines()
     advisor("pareto", "a", "--storage", "sqlite:///my%20runs%3F.db", "--no-plots", cwd=tmp_path)
+
+
+def test_a_printed_storage_flag_leaves_the_password_out_and_keeps_the_rest():
+    """The `--storage` of tune's `next:` and recommend's `Export it:` commands: a masked `***` was sent by libpq
+    as the password; the password is left out (libpq reads PGPASSWORD or ~/.pgpass), the rest kept as given.
+    The PostgreSQL test in test_recommend_choice runs such a printed command; this one needs no server."""
+    from advisor.results.storage import storage_flag
+
+    assert storage_flag("postgresql+psycopg2://bob:s3cr%40t@db.example:5433/advisor?sslmode=require") == (
+        " --storage 'postgresql+psycopg2://bob@db.example:5433/advisor?sslmode=require'")
+    assert storage_flag("postgresql://bob@db.example/advisor") == " --storage postgresql://bob@db.example/advisor"
+    assert storage_flag("sqlite:///studies/advisor.db") == ""  # the default database needs no flag
