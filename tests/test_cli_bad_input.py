@@ -497,6 +497,22 @@ def test_resume_in_the_other_mode_is_refused_before_the_model_loads(tmp_path):
     assert _dump(db) == before
 
 
+def test_resume_on_another_device_type_is_refused_before_the_model_loads(tmp_path):
+    """Times measured on the CPU and on a GPU do not compare on one front, but a study resumed with another
+    --device mixed them; workers on cuda:0 and cuda:1 still share a study."""
+    from advisor.tune.study import check_resume, resume_keys
+
+    db = tmp_path / "s.db"
+    first = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = _dump(db)
+    r = advisor("tune", "--trials", "2", "--storage", str(db), "--device", "cuda", cwd=tmp_path)
+    one_error_line(r, "study 'bundled-toy-quick' was run with another --device type (cpu)", "choose a new --study")
+    before_model_load(r)
+    assert _dump(db) == before
+    check_resume("s", resume_keys(None, device="cuda:0"), resume_keys(None, device="cuda:1"))  # no refusal
+
+
 def test_another_data_file_is_measured_anew_and_refused_on_resume(tmp_path):
     """Two --data files of one task are two sets of problems: the second study reused the accuracy measured on
     the first file (the cache knew the task's name only), and resuming a study with the other file mixed both

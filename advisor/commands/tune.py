@@ -85,7 +85,7 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
 
 
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
-                 profile, budget_bytes: int | None, budgets: tuple[str, ...], mode: str):
+                 profile, budget_bytes: int | None, budgets: tuple[str, ...], mode: str, device: str):
     """(space, task) when known without the model, checked before it loads (minutes for a real one): the task
     data is read, so a bad --data file fails in a second, and a study of this name (--study, or the default
     name when the space is known) stored with other settings is refused - every setting a resume compares
@@ -103,7 +103,8 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
         # without --budget/--gpu, --budgets or the space's budget_fraction size the budget from the model
         sized = budget_bytes is None and (budgets or space_obj is None or space_obj.budget_fraction)
         refuse_incompatible(storage, study, resume_keys(profile, task=task_obj, space=space_obj,
-                                                        budget_bytes=... if sized else budget_bytes, mode=mode))
+                                                        budget_bytes=... if sized else budget_bytes, mode=mode,
+                                                        device=device))
     return space_obj, task_obj
 
 
@@ -222,7 +223,7 @@ def register(app: typer.Typer) -> None:
             received = signals.received
             try:
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
-                                                   budget_bytes, opts.budgets, mode)  # refusals in a second
+                                                   budget_bytes, opts.budgets, mode, device)  # refusals in a second
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,

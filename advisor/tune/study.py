@@ -3,8 +3,8 @@
 A study is an Optuna study in an RDB storage, so it can be resumed by name, shared by many workers, and
 opened unchanged in optuna-dashboard. Its metadata (model fingerprint, task, search space, budget, hardware)
 is kept as study user attributes and in `advisor_study`; resuming with a different model, task (or --data file,
-by its content), space, budget, objectives, trial mode (replay models the times live measures) or hardware profile (its link and GPU price time
-per token) is refused, because the trials would no longer be comparable.
+by its content), space, budget, objectives, trial mode (replay models the times live measures), device type (cpu
+or cuda: measured times differ) or hardware profile (its link and GPU price time per token) is refused, because the trials would no longer be comparable.
 
 After every finished trial, and when the run ends (trial budget, timeout or Ctrl-C), the front is
 recomputed from *all* trials in storage - every worker's - and saved with `store.save_front`, so the last
@@ -103,12 +103,16 @@ REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerp
 
 
 def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = None,
-                budget_bytes: int | None | EllipsisType = ..., mode: str | None = None) -> dict[str, Any]:
+                budget_bytes: int | None | EllipsisType = ..., mode: str | None = None,
+                device: str | None = None) -> dict[str, Any]:
     """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task
     (`advisor.eval.tasks.Task`: its name and the digest of its --data file), the space (name, fingerprint,
-    objectives), the budget (`...`: not known yet) and the trial mode (replay's modelled times and live's
-    measured ones do not compare on one front) when given."""
+    objectives), the budget (`...`: not known yet), the trial mode (replay's modelled times and live's
+    measured ones do not compare on one front) and the device's type (times measured on the CPU and on a GPU
+    do not either; `cuda:0` and `cuda:1` workers do) when given."""
     keys: dict[str, Any] = {"hardware": _profile_dict(profile)}
+    if device is not None:
+        keys["device_type"] = device.split(":")[0].strip().lower()
     if task is not None:
         keys["task"] = task.name
         keys["data_sha256"] = task.data_sha256
@@ -127,7 +131,7 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
-        **resume_keys(profile, space=space, budget_bytes=budget_bytes, mode=mode),
+        **resume_keys(profile, space=space, budget_bytes=budget_bytes, mode=mode, device=backend.device),
         "task": backend.task_name,
         "data_sha256": getattr(getattr(backend, "task", None), "data_sha256", None),
         "space_toml": space.text,
@@ -226,14 +230,14 @@ def _cpu_origin(backend: Any, src: str) -> str:
 
 _COMPARED = (("model_fingerprint", "model"), ("task", "task"), ("space_fingerprint", "search space"),
              ("data_sha256", "--data file"), ("budget_bytes", "memory budget"), ("objectives", "objectives"),
-             ("mode", "--mode"))
+             ("mode", "--mode"), ("device_type", "--device type"))
 
 
 def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> None:
     """Refuse to mix incomparable trials in one study: resuming study `name` (its stored user attributes
-    `stored`) with another hardware profile, model, task, search space, budget, objectives or trial mode. A key
-    missing from `keys` (the model's fingerprint before the model loads) or from `stored` (a study from before
-    it was stored) is not compared."""
+    `stored`) with another hardware profile, model, task, search space, budget, objectives, trial mode or device
+    type. A key missing from `keys` (the model's fingerprint before the model loads) or from `stored` (a study
+    from before it was stored) is not compared."""
     if not stored:
         return
     if "hardware" in keys:
