@@ -484,32 +484,22 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr
 
 
-def test_resume_in_the_other_mode_is_refused_before_the_model_loads(tmp_path):
+def test_resume_in_another_mode_or_on_another_device_type_is_refused_before_the_model_loads(tmp_path):
     """Replay models time per token, live measures it (the bundled model on a CPU, 64 slots per layer: 0.16 ms
-    modelled for int4, 115 ms measured for int2): a study resumed in the other mode put both on one front."""
-    db = tmp_path / "s.db"
-    first = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
-    before = _dump(db)
-    r = advisor("tune", "--trials", "2", "--storage", str(db), "--mode", "live", cwd=tmp_path)
-    one_error_line(r, "study 'bundled-toy-quick' was run with another --mode (replay)", "choose a new --study name")
-    before_model_load(r)
-    assert _dump(db) == before
-
-
-def test_resume_on_another_device_type_is_refused_before_the_model_loads(tmp_path):
-    """Times measured on the CPU and on a GPU do not compare on one front, but a study resumed with another
-    --device mixed them; workers on cuda:0 and cuda:1 still share a study."""
+    modelled for int4, 115 ms measured for int2), and times measured on the CPU and on a GPU differ as much: a
+    study resumed in the other mode or with another --device type put both on one front. Workers on cuda:0 and
+    cuda:1 still share a study."""
     from advisor.tune.study import check_resume, resume_keys
 
     db = tmp_path / "s.db"
     first = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     before = _dump(db)
-    r = advisor("tune", "--trials", "2", "--storage", str(db), "--device", "cuda", cwd=tmp_path)
-    one_error_line(r, "study 'bundled-toy-quick' was run with another --device type (cpu)", "choose a new --study")
-    before_model_load(r)
-    assert _dump(db) == before
+    for args, what in ((["--mode", "live"], "--mode (replay)"), (["--device", "cuda"], "--device type (cpu)")):
+        r = advisor("tune", "--trials", "2", "--storage", str(db), *args, cwd=tmp_path)
+        one_error_line(r, f"study 'bundled-toy-quick' was run with another {what}", "choose a new --study name")
+        before_model_load(r)
+        assert _dump(db) == before
     check_resume("s", resume_keys(None, device="cuda:0"), resume_keys(None, device="cuda:1"))  # no refusal
 
 
