@@ -127,13 +127,14 @@ def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = N
 
 def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str,
                 mode: str) -> dict:
+    task = getattr(backend, "task", None)  # the Task with its --data file (ModelBackend); a stand-in names it only
     return {
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
-        **resume_keys(profile, space=space, budget_bytes=budget_bytes, mode=mode, device=backend.device),
         "task": backend.task_name,
-        "data_sha256": getattr(getattr(backend, "task", None), "data_sha256", None),
+        "data_sha256": None,
+        **resume_keys(profile, task=task, space=space, budget_bytes=budget_bytes, mode=mode, device=backend.device),
         "space_toml": space.text,
         "device": backend.device,
         "sampler": sampler,
@@ -141,7 +142,7 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
                                                      ("limit", "trace_prompts", "fidelity_prompts", "seed",
                                                       "staging", "fidelity_floor", "max_new_tokens")},
                        # the task's --data file, so `advisor report` decodes the same prompts
-                       **({"data": data} if (data := getattr(getattr(backend, "task", None), "data", None)) else {})},
+                       **({"data": data} if (data := getattr(task, "data", None)) else {})},
         "model_meta": backend.model_meta,
     }
 
