@@ -73,6 +73,19 @@ def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_
     assert not (tmp_path / "x.db").exists()
 
 
+def test_budgets_sizes_above_the_studys_budget_are_refused_before_the_model_loads(tmp_path):
+    """A size in --budgets compares with --budget without the model (only shares need its size): the refusal
+    came after loading it, minutes for a real checkpoint. A model directory that does not exist shows it."""
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", str(tmp_path / "none"),
+                        "--budget", "2MiB", "--budgets", "10%,3MiB", "--storage", f"sqlite:///{tmp_path}/x.db"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: --budgets 3MiB (3.00 MiB) exceeds the study's budget of 2.00 MiB (--budget); drop it from --budgets, "
+        "or raise --budget"], r.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     import torch

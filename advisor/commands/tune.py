@@ -71,17 +71,42 @@ def _get_task(space_obj, task: str | None, data: str | None):
     return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
 
 
-def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str, shape) -> None:
+def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str, shape=None) -> None:
     """A study keeps to its budget: at a --budgets value above it every seeded point would be cut to the study's
-    budget, and every baseline stored over budget - an answer at that budget the study cannot give."""
-    from advisor.tune.budget import budget_memory
+    budget, and every baseline stored over budget - an answer at that budget the study cannot give. Without
+    the model's `shape` (before it loads) only the sizes are checked; its shares need the model."""
+    from advisor.tune.budget import budget_memory, memory_spec
     from advisor.units import format_bytes
 
-    over = [(b, m) for b in budgets if (m := budget_memory(b, shape)[0]) > budget_bytes]
+    sizes = {b: (v if isinstance(v := memory_spec(b), int) else budget_memory(b, shape)[0] if shape else None)
+             for b in budgets}
+    over = [(b, m) for b, m in sizes.items() if m is not None and m > budget_bytes]
     if over:
         shown = ", ".join(f"{b} ({format_bytes(m, 2)})" for b, m in over)
         raise UserError(f"--budgets {shown} exceeds the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
                         "drop it from --budgets" + (", or raise --budget" if note == "--budget" else ""))
+
+
+def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...], space_obj):
+    """The study's budget as `load_model` decides with it whether to offload, known before the model loads: the
+    largest of --budgets and a space's budget_fraction are shares of the model, so they are taken from the
+    checkpoint's counted bytes (a --budgets share s as s x them: below them exactly when s < 100% for a 16-bit
+    checkpoint, as resident weights + s x the FP16 expert bytes - the study's budget once loaded - is)."""
+    from advisor.tune.budget import memory_spec
+    from advisor.units import format_bytes
+
+    if budget_bytes is not None:
+        return lambda counted: (budget_bytes, f"{budget_note} {format_bytes(budget_bytes, 2)}")
+    if budgets:
+        def largest(counted: int) -> tuple[int, str]:
+            limit, spec = max((v if isinstance(v := memory_spec(b), int) else int(v * counted), b) for b in budgets)
+            return limit, (f"--budgets {spec} (resident weights + {spec} of the FP16 expert bytes)"
+                           if spec.endswith("%") else f"--budgets {format_bytes(limit, 2)}")
+        return largest
+    if space_obj is not None and space_obj.budget_fraction:
+        frac = space_obj.budget_fraction
+        return lambda counted: (int(frac * counted), f"{frac:g} x them ({space_obj.name} space default)")
+    return None
 
 
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
@@ -109,7 +134,7 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
-          *, offload: bool | None, budget_bytes: int | None, host_bytes: int | None, mode: str):
+          *, offload: bool | None, budget, host_bytes: int | None, mode: str):
     """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
     import torch
 
@@ -121,7 +146,7 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
     from advisor.models.load import load_model
     from advisor.tune.model_backend import ModelBackend
 
-    loaded = load_model(spec, device=device, offload=offload, budget=budget_bytes)
+    loaded = load_model(spec, device=device, offload=offload, budget=budget)
     if space_obj is None:
         space_obj = load_space("dllm" if loaded.is_diffusion else "default")
     if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
@@ -179,7 +204,7 @@ def register(app: typer.Typer) -> None:
                                     "each every format x cache policy x miss policy with the most cache that fits, "
                                     "and the Mixtral-offloading-, Fiddler-, TIDE- and llama.cpp-style strategies "
                                     "(plus FP16 without cache) as tagged trials. Without --budget/--gpu the "
-                                    "largest is the study's budget."),
+                                    "largest is the study's budget (and, like --budget, offloads a model above it)."),
         host_memory: str = typer.Option(None, "--host-memory", help="Host RAM the expert stores may use, e.g. "
                                         "48GiB (default: what is available); stores of several plans are kept "
                                         "while they fit, otherwise re-packed from the checkpoint."),
@@ -203,6 +228,7 @@ def register(app: typer.Typer) -> None:
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu)
+        budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
@@ -218,6 +244,8 @@ def register(app: typer.Typer) -> None:
                            total_trials=None if more else (trials or 20), timeout=timeout,
                            heartbeat_interval=heartbeat, grace_period=3 * heartbeat, mode=mode,
                            budgets=memory_specs(budgets, "--budgets"))
+        if budget_bytes is not None and opts.budgets:  # its sizes now, its shares once the model is known
+            _refuse_budgets_above(opts.budgets, budget_bytes, budget_note)
         console = Console(stderr=False)
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
@@ -227,8 +255,9 @@ def register(app: typer.Typer) -> None:
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
-                                               offload=offload, budget_bytes=budget_bytes, host_bytes=host_bytes,
-                                               mode=mode)
+                                               offload=offload, host_bytes=host_bytes, mode=mode,
+                                               budget=_load_budget(budget_bytes, budget_note, opts.budgets,
+                                                                   space_obj))
                 if received:  # swallowed on the way (or turned into transformers' "does not recognize")
                     raise KeyboardInterrupt
                 if budget_bytes is None and opts.budgets:
@@ -240,10 +269,8 @@ def register(app: typer.Typer) -> None:
                     budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
                     budget_note = (f"{space_obj.budget_fraction:g} x the model's counted bytes "
                                    f"({space_obj.name} space default)")
-                else:
-                    budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
-                    if budget_bytes is not None and opts.budgets:
-                        _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
+                elif budget_bytes is not None and opts.budgets:
+                    _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
                              profile=profile, wide=wide)
             except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ _LLADA_MOE_TYPES = {"llada_moe", "lladamoe", "llada-moe"}
 _LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}
 # Published mask token ids, used when a config does not carry one.
 _MASK_DEFAULTS = {"llada_moe": 156895, "llada2": 156895}
+
+
+BudgetOf = Callable[[int], tuple[int, str]]
+"""A device budget known only with the checkpoint's counted bytes (a share of the model, `advisor tune --budgets
+25%`): (bytes to compare them with, the budget as the load note names it) from those counted bytes."""
 
 
 @dataclass
@@ -107,12 +113,13 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,
-               offload: bool | None = None, budget: int | None = None, quantization_config: Any = None) -> LoadedModel:
+               offload: bool | None = None, budget: int | BudgetOf | None = None,
+               quantization_config: Any = None) -> LoadedModel:
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
 
     `offload`: True keeps the routed experts in the checkpoint (offloaded loading), False loads everything;
-    None (default) offloads when the checkpoint's counted bytes exceed `budget` (default: the device's free
-    memory - the GPU's, or the host's available RAM for ``cpu``). `quantization_config` (e.g. a transformers
+    None (default) offloads when the checkpoint's counted bytes exceed `budget` (bytes, or a `BudgetOf` those
+    counted bytes; default: the device's free memory - the GPU's, or the host's available RAM for ``cpu``). `quantization_config` (e.g. a transformers
     `BitsAndBytesConfig`) is handed to `from_pretrained`, which quantizes on load onto `device` (resident);
     tiny models are built in code and cannot take one."""
     from transformers.utils import logging as hf_logging
@@ -263,7 +270,8 @@ def host_available_bytes() -> int:
 
 
 def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
-              offload: bool | None = None, budget: int | None = None, quantization_config: Any = None) -> LoadedModel:
+              offload: bool | None = None, budget: int | BudgetOf | None = None,
+              quantization_config: Any = None) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
@@ -289,10 +297,13 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
 
         checkpoint = Checkpoint(path)  # its headers, read once: also the offloaded model's source
         counted = checkpoint.nbytes
-        limit = budget if budget is not None else device_free_bytes(device)
+        if callable(budget):
+            limit, what = budget(counted)
+        else:
+            limit = budget if budget is not None else device_free_bytes(device)
+            what = f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"
         offload = counted > limit
-        note = (f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} "
-                f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}")
+        note = f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} {what}"
     elif not note:
         note = "--offload" if offload else "resident (asked)"
     try:
