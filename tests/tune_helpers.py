@@ -52,6 +52,7 @@ class FakeBackend:
         self.model_name = "fake-moe"
         self.model_fingerprint = fingerprint
         self.task_name = "fake"
+        self.task_data = self.task_data_sha256 = None
         self.device = "cpu"
         self.shape = ModelShape(num_experts=(experts,) * n_layers, top_k=(2,) * n_layers, hidden=(64,) * n_layers,
                                 intermediate=(32,) * n_layers, native_format="bf16", resident_bytes=40_000)

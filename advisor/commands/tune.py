@@ -127,7 +127,8 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
     if study is not None:
         # without --budget/--gpu, --budgets or the space's budget_fraction size the budget from the model
         sized = budget_bytes is None and (budgets or space_obj is None or space_obj.budget_fraction)
-        refuse_incompatible(storage, study, resume_keys(profile, task=task_obj, space=space_obj,
+        task_keys = {"task": task_obj.name, "data_sha256": task_obj.data_sha256} if task_obj is not None else {}
+        refuse_incompatible(storage, study, resume_keys(profile, **task_keys, space=space_obj,
                                                         budget_bytes=... if sized else budget_bytes, mode=mode,
                                                         device=device))
     return space_obj, task_obj

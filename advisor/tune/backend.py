@@ -51,6 +51,8 @@ class Backend(Protocol):
     model_name: str
     model_fingerprint: str
     task_name: str
+    task_data: str | None  # the task's --data file (absolute); None: bundled or hub data
+    task_data_sha256: str | None  # that file's SHA-256: another file of one task is another set of problems
     device: str  # e.g. "cpu" or "cuda:0 (NVIDIA H200)"
     shape: ModelShape
     model_meta: dict[str, Any]  # `advisor.models.load.model_meta`, as `advisor.results.config_view.model_info` reads it

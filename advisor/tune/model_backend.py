@@ -67,7 +67,9 @@ class ModelBackend:
         self.profile = profile
         self.model_name = str(loaded.name)
         self.model_fingerprint = str(loaded.fingerprint)
-        self.task_name = str(getattr(task, "name", task))
+        self.task_name = str(getattr(task, "name", task))  # a Task (None: a backend built for its shape only)
+        self.task_data = getattr(task, "data", None)
+        self.task_data_sha256 = getattr(task, "data_sha256", None)
         self.device = _device_text(loaded.device)
         self.offloaded = bool(getattr(loaded, "offloaded", False))
         self.host_memory = int(host_memory) if host_memory else host_available_bytes()

@@ -87,9 +87,8 @@ class Objective:
         self.directions = [space.objectives[m] for m in self.metrics]
         self.settings = space.evaluation
         self.task = backend.task_name
-        data = getattr(getattr(backend, "task", None), "data_sha256", None)
-        self.settings_key = self.settings.key(self.task, data)
-        self._fidelity_key = self.settings.key(self.task, data, "fidelity")
+        self.settings_key = self.settings.key(self.task, backend.task_data_sha256)
+        self._fidelity_key = self.settings.key(self.task, backend.task_data_sha256, "fidelity")
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None

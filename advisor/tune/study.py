@@ -102,11 +102,12 @@ REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerp
 """What `advisor_study` (`advisor studies`) keeps of the study's metadata (`_study_meta`)."""
 
 
-def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = None,
+def resume_keys(profile: Any, *, task: str | None = None, data_sha256: str | None = None,
+                space: SearchSpace | None = None,
                 budget_bytes: int | None | EllipsisType = ..., mode: str | None = None,
                 device: str | None = None) -> dict[str, Any]:
     """What a resume compares (`check_resume`), for the settings known: the hardware profile always; the task
-    (`advisor.eval.tasks.Task`: its name and the digest of its --data file), the space (name, fingerprint,
+    (its name and `data_sha256`, the digest of its --data file: None for the task's own data), the space (name, fingerprint,
     objectives), the budget (`...`: not known yet), the trial mode (replay's modelled times and live's
     measured ones do not compare on one front) and the device's type (times measured on the CPU and on a GPU
     do not either; `cuda:0` and `cuda:1` workers do) when given."""
@@ -114,8 +115,8 @@ def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = N
     if device is not None:
         keys["device_type"] = device.split(":")[0].strip().lower()
     if task is not None:
-        keys["task"] = task.name
-        keys["data_sha256"] = task.data_sha256
+        keys["task"] = task
+        keys["data_sha256"] = data_sha256
     if mode is not None:
         keys["mode"] = mode
     if space is not None:
@@ -127,14 +128,12 @@ def resume_keys(profile: Any, *, task: Any = None, space: SearchSpace | None = N
 
 def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str,
                 mode: str) -> dict:
-    task = getattr(backend, "task", None)  # the Task with its --data file (ModelBackend); a stand-in names it only
     return {
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
-        "task": backend.task_name,
-        "data_sha256": None,
-        **resume_keys(profile, task=task, space=space, budget_bytes=budget_bytes, mode=mode, device=backend.device),
+        **resume_keys(profile, task=backend.task_name, data_sha256=backend.task_data_sha256, space=space,
+                      budget_bytes=budget_bytes, mode=mode, device=backend.device),
         "space_toml": space.text,
         "device": backend.device,
         "sampler": sampler,
@@ -142,7 +141,7 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
                                                      ("limit", "trace_prompts", "fidelity_prompts", "seed",
                                                       "staging", "fidelity_floor", "max_new_tokens")},
                        # the task's --data file, so `advisor report` decodes the same prompts
-                       **({"data": data} if (data := getattr(task, "data", None)) else {})},
+                       **({"data": backend.task_data} if backend.task_data else {})},
         "model_meta": backend.model_meta,
     }
 
