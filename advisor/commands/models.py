@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from advisor.tune.config import ModelShape
 
 
 def _mib(n: int) -> str:
@@ -72,44 +79,74 @@ def register(app: typer.Typer) -> None:
         if loaded.load_note:
             console.print(f"loading: {loaded.load_note}")
         if budget_bytes is not None:
-            console.print(fit_table(loaded, budget_bytes))
+            shape, workload = study_shape(model, loaded)
+            console.print(fit_table(shape, budget_bytes, workload))
 
 
 FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
 
 
-def fit_table(loaded, budget: int):
-    """What fits a device budget, per uniform expert format: counted bytes, slots per MoE layer, host RAM."""
+def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str]:
+    """The model's shape as `advisor tune` counts it with its default space and task (`ModelBackend`: offloaded,
+    the activation allowance of its probe forward and staging buffers), and that workload in words."""
+    from advisor.eval.tasks import get_task
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import default_space, load_space
+
+    space = load_space(default_space(spec, loaded.is_diffusion))
+    task = get_task(space.evaluation.task, seed=space.evaluation.seed)
+    backend = ModelBackend(loaded, task, space.evaluation)
+    return backend.shape, (f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, "
+                           f"task {backend.task_name}")
+
+
+def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
+    """What fits a device budget, per uniform expert format: counted bytes, slots per MoE layer as a study at that
+    budget counts them (`uniform_slots`; offloaded: per miss policy, copied misses hold staging buffers), host RAM."""
     from rich.table import Table
 
     from advisor.hardware.profiles import format_bytes
     from advisor.models.load import host_available_bytes
-    from advisor.quant.spec import expert_nbytes_of
-    from advisor.tune.model_backend import model_shape
+    from advisor.tune.budget import uniform_slots
+    from advisor.tune.config import uniform_peak_bytes
 
-    resident = model_shape(loaded).resident_bytes
+    resident, act = shape.resident_bytes, shape.activation_bytes
     host = host_available_bytes()
-    free = budget - resident
-    per_layer = {f: [expert_nbytes_of(f, m.hidden_size, m.intermediate_size) for m in loaded.moe] for f in FIT_FORMATS}
+    free = budget - resident - act
+    most = max(shape.num_experts)
+    misses = ("copy", "cpu") if shape.staging and free > 0 else ("copy",)  # resident, or none fits: one column
+    act_text = f"activation allowance {format_bytes(act, 2)} ({workload}), " if shape.staging and budget > resident else ""
     if free > 0:
-        room = f"{format_bytes(free, 2)} left for expert slots"
+        room = f"{format_bytes(free, 2)} left for expert slots" + (" and staging" if shape.staging else "")
+    elif budget > resident:
+        room = "no room left for expert slots beside the activation allowance"
     else:  # a negative "left" said nothing; say by how much and what the least slot needs
-        fmt = min(per_layer, key=lambda f: sum(per_layer[f]))
-        room = (f"{format_bytes(-free, 2)} short of them, so no expert slot fits; one {fmt} slot per MoE layer "
-                f"needs --budget {format_bytes(resident + sum(per_layer[fmt]), 2)} or more")
+        fmt = min(FIT_FORMATS, key=lambda f: uniform_peak_bytes(shape, f, 1, miss="cpu"))  # CPU misses: least
+        room = (f"{format_bytes(resident - budget, 2)} short of them, so no expert slot fits; one {fmt} slot per MoE "
+                f"layer needs --budget {format_bytes(uniform_peak_bytes(shape, fmt, 1, miss='cpu'), 2)} or more"
+                + (" (misses computed on the CPU)" if shape.staging else ""))
+    caption = "counted bytes (payload + scales); slots: uniform per MoE layer, "
+    if shape.staging:
+        caption += ("the most whose counted peak - resident weights, slots, activation allowance and, for copied "
+                    "misses, staging buffers for a layer's streamed experts - fits the budget, as `advisor tune` "
+                    "counts it (hybrid misses stage as copied ones; prefetch none: prev_step stages more)")
+    else:
+        caption += "the most that fit beside the resident weights (counted, as `advisor tune` counts them)"
     table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
-                  f"embeddings, attention, norms, routers, shared experts, LM head), {room}; "
-                  f"host RAM available {format_bytes(host)} (measured now)",
-                  caption="counted bytes (payload + scales); slots: uniform per MoE layer, before staging and "
-                  "activations (tune measures those per trial)")
-    for col in ("format", "per expert", "all experts", "slots/layer that fit", "of experts", "host RAM"):
+                  f"embeddings, attention, norms, routers, shared experts, LM head), {act_text}{room}; "
+                  f"host RAM available {format_bytes(host)} (measured now)", caption=caption)
+    heads = {"copy": "slots/layer, copied misses" if len(misses) > 1 else "slots/layer that fit",
+             "cpu": "slots/layer, CPU misses"}
+    for col in ("format", "per expert", "all experts", *(heads[m] for m in misses), "host RAM"):
         table.add_column(col, justify="left" if col == "format" else "right")
-    for fmt, per in per_layer.items():
-        total = sum(p * m.num_experts for p, m in zip(per, loaded.moe, strict=True))
-        slots = free // sum(per) if free > 0 else 0
-        slots = min(slots, max(m.num_experts for m in loaded.moe))
-        table.add_row(fmt, format_bytes(per[0], 2), format_bytes(total, 2),
-                      str(slots) if free > 0 else "none (resident > budget)",
-                      f"{slots / max(m.num_experts for m in loaded.moe):.0%}",
+    for fmt in FIT_FORMATS:
+        per = [shape.expert_bytes(layer, fmt) for layer in range(shape.n_layers)]
+        total = sum(p * n for p, n in zip(per, shape.num_experts, strict=True))
+        cells = []
+        for miss in misses:
+            slots = uniform_slots(shape, fmt, budget, miss=miss)
+            cells.append("none (resident > budget)" if budget <= resident else
+                         f"{slots} ({slots / most:.0%})" if slots else "none")
+        table.add_row(fmt, format_bytes(per[0], 2), format_bytes(total, 2), *cells,
                       "fits" if total <= host else f"needs {format_bytes(total)}")
     return table

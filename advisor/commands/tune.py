@@ -116,11 +116,11 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
     name when the space is known) stored with other settings is refused - every setting a resume compares
     but the model's fingerprint (which needs its weights) and a budget the model's size sets."""
     from advisor.models import model_name
-    from advisor.tune.space import load_space
+    from advisor.tune.space import default_space, load_space
     from advisor.tune.study import default_study_name, refuse_incompatible, resume_keys
 
-    if space_obj is None and spec == "bundled":
-        space_obj = load_space("quick")
+    if space_obj is None and (name := default_space(spec)) is not None:
+        space_obj = load_space(name)
     task_obj = _get_task(space_obj, task, data) if space_obj is not None else None
     if study is None and task_obj is not None:
         study = default_study_name(model_name(spec), task_obj.name, space_obj.name)
@@ -139,7 +139,7 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
     """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
     import torch
 
-    from advisor.tune.space import load_space
+    from advisor.tune.space import default_space, load_space
 
     # one intra-op thread by default: tiny per-expert matmuls gain nothing from more, and on a busy
     # machine spinning worker threads made generation two orders of magnitude slower (measured)
@@ -149,7 +149,7 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
 
     loaded = load_model(spec, device=device, offload=offload, budget=budget)
     if space_obj is None:
-        space_obj = load_space("dllm" if loaded.is_diffusion else "default")
+        space_obj = load_space(default_space(spec, loaded.is_diffusion))
     if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
         raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
                         "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")

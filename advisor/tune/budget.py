@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.tune.config import ModelShape, build_config
+from advisor.tune.config import ModelShape, build_config, uniform_peak_bytes
 from advisor.tune.space import FILL, Domain, SearchSpace, draw
 from advisor.units import format_bytes
 
@@ -110,18 +110,8 @@ class BudgetFit:
 
     def largest(self, params: Mapping[str, Any], budget: float | None = None) -> int | None:
         """Index of the largest size value that fits beside `params` within `budget` (default: the study's),
-        None when not even the smallest does. Bytes grow with the size, so a binary search finds it in a dozen
-        counts on a 256-expert model."""
-        if not self.fits({**params, self.size: self.values[0]}, budget):
-            return None
-        lo, hi = 0, len(self.values) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.fits({**params, self.size: self.values[mid]}, budget):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        None when not even the smallest does (`largest_index`: bytes grow with the size)."""
+        return largest_index(len(self.values), lambda i: self.fits({**params, self.size: self.values[i]}, budget))
 
     def size_for(self, params: Mapping[str, Any], fill: float) -> Any:
         """The size `fill` selects: that share of the way from the smallest size to the largest that fits.
@@ -194,6 +184,30 @@ class BudgetFit:
             del point[self.size]
             point[FILL] = fill
         return point
+
+
+def largest_index(n: int, fits: Callable[[int], bool]) -> int | None:
+    """The largest i in [0, n) with `fits(i)`, None when not even `fits(0)`: a binary search, for sizes whose
+    bytes grow with i (a dozen counts on a 256-expert model)."""
+    if n <= 0 or not fits(0):
+        return None
+    lo, hi = 0, n - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def uniform_slots(shape: ModelShape, fmt: str, budget: int, miss: str = "copy", prefetch: str = "none") -> int:
+    """The most slots per MoE layer, every expert in `fmt`, whose counted peak (`uniform_peak_bytes`: resident
+    weights, slots and, offloaded, staging and activations) fits `budget` - the largest cache a study at that
+    budget accepts for the plan (`BudgetFit.largest`, same count, same search); 0 when not even one slot fits."""
+    i = largest_index(max(shape.num_experts, default=0),
+                      lambda i: uniform_peak_bytes(shape, fmt, i + 1, prefetch, miss) <= budget)
+    return 0 if i is None else i + 1
 
 
 def memory_spec(spec: str, option: str = "--memory") -> float | int:

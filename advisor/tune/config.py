@@ -229,6 +229,13 @@ def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[i
     return total
 
 
+def uniform_peak_bytes(shape: ModelShape, fmt: str, slots: int, prefetch: str = "none", miss: str = "copy") -> int:
+    """`counted_peak_bytes` of every expert in `fmt` with `slots` per MoE layer (capped at each layer's experts):
+    the configurations `advisor inspect --budget` sizes, counted as a study counts them."""
+    plan = build_plan([fmt] * shape.n_layers, 0.0, fmt, shape, None)
+    return counted_peak_bytes(shape, plan, [min(slots, e) for e in shape.num_experts], prefetch, miss)
+
+
 def expert_store_bytes(shape: ModelShape, plan: PrecisionPlan) -> int:
     return sum(shape.expert_bytes(layer, f) for layer, fs in enumerate(plan.grid(shape.num_experts)) for f in fs)
 

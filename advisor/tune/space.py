@@ -302,6 +302,16 @@ def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
     raise UserError(f"search space {str(name_or_path)!r} not found; give a TOML file path or a shipped space ({names})")
 
 
+def default_space(spec: str, is_diffusion: bool | None = None) -> str | None:
+    """The space `advisor tune` searches without --space: "quick" for the bundled model (known before it
+    loads), "dllm" for a diffusion model, else "default"; None while a loaded model's kind is unknown."""
+    if spec == "bundled":
+        return "quick"
+    if is_diffusion is None:
+        return None
+    return "dllm" if is_diffusion else "default"
+
+
 def load_space(
     name_or_path: str | Path | None = None,
     *,

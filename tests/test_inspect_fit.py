@@ -1,0 +1,89 @@
+"""`advisor inspect --budget` on an offloaded model answers what `advisor tune` accepts at that budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from advisor.cli import app
+
+# the bundled model's default space ("quick") but for the miss policies, with no accuracy objective (faster): the
+# same evaluation settings, so the same activation probe
+SPACE = """
+name = "inspect-check"
+[precision]
+formats = ["bf16", "int8"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+miss = ["copy", "cpu"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+fidelity_top1 = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+limit = 32
+trace_prompts = 2
+fidelity_prompts = 2
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVISOR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _fit_rows(output: str) -> dict[str, list[str]]:
+    """The fit table's cells per format (the last table of the output)."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) > 3 and cells[0] in ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2"):
+            rows[cells[0]] = cells
+    return rows
+
+
+def _slots(cell: str) -> int:
+    return 0 if cell == "none" else int(cell.split()[0])
+
+
+def test_inspect_slots_of_an_offloaded_model_are_what_a_study_at_that_budget_runs(tmp_path):
+    """Inspect said bf16 fits 16 slots/layer of the offloaded bundled model at 2 MiB, counting neither the staging
+    buffers of copied misses nor the activation allowance; a study there could not fit one bf16 slot with copied
+    misses. Now each cell is the largest cache a study at that budget runs, per miss policy."""
+    res = CliRunner().invoke(app, ["inspect", "bundled", "--budget", "2MiB"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert "offloaded" in out and "…" not in res.output, res.output
+    assert "activation allowance" in out and "counted:probe-forward" in out, out  # labelled as tune labels it
+    rows = _fit_rows(res.output)
+    assert len(rows) == 7 and all(len(r) == 6 for r in rows.values()), res.output  # copy and CPU columns
+    copy = {f: _slots(r[3]) for f, r in rows.items()}
+    cpu = {f: _slots(r[4]) for f, r in rows.items()}
+    assert all(copy[f] <= cpu[f] for f in rows) and copy["bf16"] < cpu["bf16"], rows  # CPU misses stage nothing
+
+    space = tmp_path / "space.toml"
+    space.write_text(SPACE)
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    tune = CliRunner().invoke(app, ["tune", "bundled", "--budget", "2MiB", "--space", str(space), "--trials", "3",
+                                    "--storage", db, "--study", "s"])
+    assert tune.exit_code == 0, tune.output
+    import optuna
+
+    ran = {}
+    for t in optuna.load_study(study_name="s", storage=db).get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.COMPLETE:  # the warm start: each plan's most cache, per miss policy
+            config = t.user_attrs["config"]
+            if isinstance(config, str):
+                config = json.loads(config)
+            ran[(config["layer_formats"][0], config["miss_policy"])] = set(config["slots_per_layer"])
+    # bf16 with copied misses does not fit one slot, so the study has no such trial; the other three ran
+    assert set(ran) == {("bf16", "cpu"), ("int8", "copy"), ("int8", "cpu")}, ran
+    assert copy["bf16"] == 0
+    for (fmt, miss), slots in ran.items():
+        assert slots == {(copy if miss == "copy" else cpu)[fmt]}, (fmt, miss, slots, rows)
