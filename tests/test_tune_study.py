@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +189,25 @@ def test_the_gp_sampler_runs_a_study_whose_fidelity_floor_rules_a_plan_out(tmp_p
     trials = optuna.load_study(study_name="bundled-toy-fl", storage=f"sqlite:///{db}").trials
     assert len(trials) == 10 and any(t.constraints["fidelity_floor"] > 0 for t in trials)
     assert all(t.constraints.keys() == trials[0].constraints.keys() for t in trials)
+
+
+def test_the_gp_sampler_refuses_in_one_line_a_study_stored_with_mixed_constraint_names(tmp_path):
+    """A study stored before every trial recorded the same constraints (here: the first trial's memory budget
+    deleted, as one stored without it reads) stopped `--sampler gp` with Optuna's traceback once past its
+    start-up trials; it is refused before anything runs, and another sampler resumes it."""
+    backend = FakeBackend()
+    budget = 40_000 + 2 * 5 * backend.shape.expert_bytes(0, "int8")
+    run_tune(backend, small_space(), _opts(tmp_path, "old", 9, "tpe", 0), budget_bytes=budget)
+    with sqlite3.connect(tmp_path / "t.db") as c:
+        c.execute("DELETE FROM trial_system_attributes WHERE key = 'constraints:memory_budget' AND trial_id = "
+                  "(SELECT MIN(trial_id) FROM trials)")
+    with pytest.raises(UserError, match=r"^study 'old' holds trials stored with different constraints \(memory_budget "
+                       r"and none; stored by an earlier version\), which the gp sampler cannot read; resume it with "
+                       r"--sampler tpe, nsga2 or random, or start a new --study name$"):
+        run_tune(backend, small_space(), _opts(tmp_path, "old", 1, "GP", 1), budget_bytes=budget)
+    assert len(optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/t.db").trials) == 9
+    res = run_tune(backend, small_space(), _opts(tmp_path, "old", 1, "tpe", 1), budget_bytes=budget)
+    assert res.n_complete == 10
 
 
 def _read_only_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

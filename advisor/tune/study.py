@@ -35,7 +35,7 @@ from advisor.tune.backend import Backend
 from advisor.tune.budget import BudgetFit
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
-from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler
+from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler, sampler_name
 from advisor.tune.space import SearchSpace
 from advisor.units import format_bytes
 
@@ -320,6 +320,24 @@ def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     return points
 
 
+def _check_constraint_names(study: Any, sampler: str) -> None:
+    """Optuna's GP sampler needs one set of constraint names on every finished trial. Studies stored before
+    every trial recorded both (memory budget, fidelity floor) mix sets, and the sampler stopped the run with a
+    traceback once past its start-up trials: refused in one line before anything runs."""
+    import optuna
+
+    if sampler_name(sampler) != "gp":
+        return
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    names = {tuple(sorted(t.constraints)) for t in done}
+    if len(names) > 1:
+        # (optuna-dashboard's list format reads as constraint "0": not a name a user would know)
+        shown = " and ".join(sorted({", ".join(k for k in n if not k.isdigit()) or "none" for n in names}))
+        raise UserError(f"study '{study.study_name}' holds trials stored with different constraints ({shown}; "
+                        "stored by an earlier version), which the gp sampler cannot read; resume it with "
+                        "--sampler tpe, nsga2 or random, or start a new --study name")
+
+
 def run_tune(
     backend: Backend,
     space: SearchSpace,
@@ -370,6 +388,7 @@ def _run_tune(
     study = create_or_load(storage, name, metrics, directions, sampler)
     meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
     check_resume(study.study_name, study.user_attrs, meta)
+    _check_constraint_names(study, opts.sampler)
     with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
         created = not study.user_attrs
         if created:
