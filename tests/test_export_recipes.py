@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -276,6 +277,23 @@ def test_the_bundled_recipe_run_as_a_script_answers_quietly_and_reports_its_cach
     assert run.returncode == 0, run.stderr
     assert "#### 40" in run.stdout and "expert cache: hit rate" in run.stdout, run.stdout
     assert run.stderr == "", run.stderr
+    # trial 129's misses are hybrid: the recipe's runtime splits them by the study's time model (its stored CPU
+    # expert times), copying some and computing the rest on the CPU - it copied every one before
+    assert "miss='hybrid'" in recipe.read_text() and "miss policy hybrid: the recipe's OffloadRuntime balances" in r.stderr
+    m = re.search(r"in (\d+) copies \(.*\), (\d+) misses computed on the CPU \((\d+) tokens\)", run.stdout)
+    assert m and min(map(int, m.groups())) > 0, run.stdout
+
+
+def test_a_hybrid_point_without_the_studys_cpu_times_copies_its_misses_and_says_so():
+    """A study stored before it kept its CPU expert times gives the recipe no time model to balance with."""
+    plan = PrecisionPlan(default="int4")
+    meta = model_meta("llada_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    p = point("s", 1, plan.spec, [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta, model="tiny:llada_moe")
+    p.config["miss_policy"] = "hybrid"
+    res = export_point(p, "hf")
+    assert res.data["advisor_loader"]["offload"]["miss"] == "copy" and "costs" not in res.data["advisor_loader"]
+    assert any("modelled miss policy hybrid" in n and "speed differs" in n for n in res.notes), res.notes
+    assert _run(res.text)["runtime"].capacity == [4, 2]
 
 
 def test_a_static_hot_point_exports_its_profiled_hot_set_and_its_recipe_runs(tmp_path):

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
             points = load_points(storage, study)
             match = [p for p in points if p.trial_number == trial]
             point, off_note = (match[0], None) if match else _off_front(storage, study, trial, points)
-        result = export_point(point, target, option)
+        result = export_point(_with_study_cpu(storage, point), target, option)
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
             typer.echo(off_note, err=True)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
@@ -79,6 +79,17 @@ def register(app: typer.Typer) -> None:
                 typer.echo(c.line(), err=True)
             if any(c.status == "FAILED" for c in lines):
                 raise typer.Exit(1)
+
+
+def _with_study_cpu(storage: str, point: FrontPoint) -> FrontPoint:
+    """`point` with the CPU expert times its study priced CPU misses with (stored with the study, before its
+    hardware profile's) in its hardware profile: a `hybrid` recipe rebuilds the study's time model from them."""
+    import dataclasses
+
+    from advisor.results.trials import study_attr
+
+    stored = study_attr(storage.strip() or DEFAULT_STORAGE, point.study_name, "cpu_experts")
+    return dataclasses.replace(point, hardware={**point.hardware, "cpu_experts": stored}) if stored else point
 
 
 def _trials_text(numbers: list[int]) -> str:

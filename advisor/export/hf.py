@@ -200,16 +200,18 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if max_memory is not None and store:
         max_memory["cpu"] = _gib_ceil(store * 1.25)
     plan = plan_of(cfg.precision)
+    costs = hybrid_costs(point) if cfg.miss_policy == "hybrid" else None
     loader = {
         "model": spec,
         "precision_plan": json.loads(plan.to_json()),
         "offload": {"slots_per_layer": cfg.slots_per_layer, "policy": cfg.policy, "prefetch": cfg.prefetch,
-                    # the runtime's hybrid split needs the tuner's CPU cost model: the recipe copies those misses
-                    "miss": "cpu" if cfg.miss_policy == "cpu" else "copy",
+                    # hybrid balances by the study's time model: without its CPU expert times, copy those misses
+                    "miss": cfg.miss_policy if cfg.miss_policy == "cpu" or costs else "copy",
                     # TIDE as the study ran it: its interval, and the steps per block its last-step rule needs
                     **({"policy_kw": tide_kw(cfg)} if cfg.policy == "tide" else {}),
                     **({"hot": hot_sets(cfg)} if cfg.policy == "static_hot" else {})},
         "decoding": dict(cfg.decoding.get("generate") or {}),
+        **({"costs": costs} if costs else {}),
     }
     data = {
         "target": "hf",
@@ -225,7 +227,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "advisor_loader": loader,
     }
     notes = {"bitsandbytes": bnb_notes, "torchao": tao_notes, "advisor": []}[method]
-    if method == "advisor":
+    if method == "advisor" and costs:
+        notes = [miss_note(cfg, "the recipe's OffloadRuntime", "hybrid", "balances each layer's misses between the "
+                           f"CPU and the link with the study's time model (CPU expert times {_cpu_origin(costs)}; "
+                           "on another host `advisor profile` measures its own)")]
+    elif method == "advisor":
         notes = [miss_note(cfg, "the recipe's OffloadRuntime", loader["offload"]["miss"])]
     elif method == "torchao" and max_memory:  # only the torchao recipe loads with device_map + max_memory
         notes = [*notes, miss_note(cfg, "accelerate's device_map offload", "copy")]
@@ -238,6 +244,20 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
                          "(pip install \"moe-advisor[hf]\")"]
     return ExportResult("hf", _script(point, cfg, data, notes), data, list(notes))
+
+
+def hybrid_costs(point: FrontPoint) -> dict[str, Any] | None:
+    """What the recipe's runtime rebuilds the study's time model from (`advisor.offload.timing.model_costs`): the
+    CPU expert times it priced CPU misses with (`advisor export` reads them from the study into the point's
+    hardware profile) and that profile's link; None when the study stored none (tuned before they were)."""
+    hardware = dict(point.hardware or {})
+    cpu = hardware.pop("cpu_experts", None)
+    return {"cpu_experts": cpu, "hardware": hardware} if cpu else None
+
+
+def _cpu_origin(costs: dict[str, Any]) -> str:
+    cpu = costs["cpu_experts"]
+    return f"{cpu.get('source', '?')}" + (f" on {cpu['host']}" if cpu.get("host") else "")
 
 
 def tide_schedule_lines(kw: dict[str, int]) -> list[str]:
@@ -311,15 +331,23 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
         L += ["from advisor.models.generate import generate",
               "from advisor.models.load import load_model",
               "from advisor.offload.runtime import OffloadRuntime",
+              *(["from advisor.offload.timing import model_costs"] if "costs" in loader else []),
               "from advisor.quant.plan import PrecisionPlan", *gpu, "",
               "# the advisor's own loader: the exact plan (per expert) and the tuned expert cache",
               f"plan = PrecisionPlan.from_json({json.dumps(loader['precision_plan'])!r})",
-              *_advisor_load(loader["model"]),
-              f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
+              *_advisor_load(loader["model"])]
+        if "costs" in loader:
+            L += ["# hybrid misses balanced by the study's time model: its CPU expert times and link profile",
+                  f"costs = {loader['costs']!r}",
+                  "costs = model_costs(plan, [m.hidden_size for m in loaded.moe], "
+                  "[m.intermediate_size for m in loaded.moe],",
+                  "                    costs['cpu_experts'], costs['hardware'])"]
+        L += [f"runtime = OffloadRuntime(loaded, plan, slots_per_layer={loader['offload']['slots_per_layer']!r},",
               f"                         policy={loader['offload']['policy']!r}, "
               f"prefetch={loader['offload']['prefetch']!r}, miss={loader['offload']['miss']!r}, "
               + (f"policy_kw={loader['offload']['policy_kw']!r}, " if "policy_kw" in loader["offload"] else "")
               + (f"hot={loader['offload']['hot']!r}, " if "hot" in loader["offload"] else "")
+              + ("costs=costs, " if "costs" in loader else "")
               + "device='cuda' if gpu else 'cpu')",
               "model = loaded.model"]
         if "policy_kw" in loader["offload"]:
@@ -353,4 +381,5 @@ def _demo(spec: str) -> list[str]:
             "    print(tok.decode(out[0], skip_special_tokens=True) if tok is not None else out[0].tolist())",
             "    st = runtime.stats()",
             "    print(f'expert cache: hit rate {st.hit_rate:.3f}, {st.bytes_h2d / 2**20:.2f} MiB host->device in '",
-            "          f'{st.copies} copies ({st.transfer_source})')"]
+            "          f'{st.copies} copies ({st.transfer_source}), {st.total(\"cpu_experts\")} misses computed on the CPU '",
+            "          f'({st.total(\"cpu_tokens\")} tokens)')"]

@@ -258,6 +258,21 @@ def device_roofline(profile: Any = None) -> DeviceRoofline:
     )
 
 
+def model_costs(plan: Any, hidden: Sequence[int], intermediate: Sequence[int], cpu: CpuProfile | Mapping[str, Any],
+                profile: Any = None) -> ModelCosts:
+    """The time model `hybrid` misses are balanced with: `cpu`'s expert times (a `CpuProfile`, or the dict a
+    study stores), the link of hardware `profile` (a `HardwareProfile` or its dict; None or {}: the modelling
+    default) and a fused-MoE device at its GPU's roofline. One definition for a study's trials
+    (`ModelBackend.costs`) and an exported recipe, which rebuilds it from what the study stored."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
+
+    if isinstance(cpu, Mapping):
+        cpu = CpuProfile.from_dict(cpu)
+    if isinstance(profile, Mapping):
+        profile = HardwareProfile.from_dict(dict(profile)) if profile else None
+    return ModelCosts(plan, hidden, intermediate, cpu, device_roofline(profile), profile or DEFAULT_PROFILE)
+
+
 def link_ms(gpu: float, copy: float, background: float) -> float:
     """A look-up's device side: demand copies precede device compute and the background copies (same link)."""
     return copy + max(gpu, background)

@@ -41,6 +41,23 @@ Query = Callable[[str, dict[str, Any]], list[tuple]]
 def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
     """Trial `number` of `study`, or None when the database keeps no Optuna trials (only stored fronts); a
     study or trial that does not exist is one clear UserError."""
+    return _query_optuna(url, lambda q: _read(q, study, number))
+
+
+def study_attr(url: str, study: str, key: str) -> Any:
+    """The user attribute `key` Optuna stored for `study` (e.g. the CPU expert times it priced CPU misses
+    with), None when the database, the study or the attribute is not there."""
+    def read(q: Query) -> Any:
+        rows = q("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
+                 "WHERE s.study_name = :s AND a.key = :k", {"s": study, "k": key})
+        return json.loads(rows[0][0]) if rows else None
+
+    return _query_optuna(url, read)
+
+
+def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
+    """`read` on a query of Optuna's tables in `url` (sqlite3 for SQLite files, SQLAlchemy otherwise: torch
+    and SQLAlchemy stay unimported on the default storage); None when the database keeps no Optuna trials."""
     path = sqlite_path(url)
     if path is None:
         from sqlalchemy import inspect, text
@@ -53,7 +70,7 @@ def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
             if not inspect(engine).has_table("trials"):
                 return None
             with engine.connect() as c:
-                return _read(lambda sql, args: list(c.execute(text(sql), args)), study, number)
+                return read(lambda sql, args: list(c.execute(text(sql), args)))
         except DatabaseError as e:  # as the sqlite3 branch below: one clear error, not a traceback
             raise unreadable_database(engine.url, e) from e
     require_database(url)
@@ -62,7 +79,7 @@ def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
         try:
             if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='trials'").fetchone():
                 return None
-            return _read(lambda sql, args: con.execute(sql, args).fetchall(), study, number)
+            return read(lambda sql, args: con.execute(sql, args).fetchall())
         finally:
             con.close()
     except sqlite3.DatabaseError as e:

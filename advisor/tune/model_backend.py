@@ -364,11 +364,9 @@ class ModelBackend:
     def costs(self, plan: Any) -> Any:
         """The time model of `plan`: this host's CPU, the profile's link, a fused-MoE device (the roofline of
         the profile's GPU, `device_roofline`)."""
-        from advisor.hardware.profiles import DEFAULT_PROFILE
-        from advisor.offload.timing import ModelCosts, device_roofline
+        from advisor.offload.timing import model_costs
 
-        return ModelCosts(plan, self.shape.hidden, self.shape.intermediate, self.cpu_profile(),
-                          device_roofline(self.profile), self.profile or DEFAULT_PROFILE)
+        return model_costs(plan, self.shape.hidden, self.shape.intermediate, self.cpu_profile(), self.profile)
 
     def _hot_sets(self) -> dict[int, list[int]]:
         """static_hot's profile: the full-precision calibration routing (not the replayed trace itself)."""
