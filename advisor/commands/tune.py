@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
+
+if TYPE_CHECKING:
+    from advisor.models.load import BudgetOf
 
 
 def _existing_engine(storage: str):
@@ -87,7 +91,8 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
                         "drop it from --budgets" + (", or raise --budget" if note == "--budget" else ""))
 
 
-def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...], space_obj):
+def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...],
+                 space_obj) -> BudgetOf | None:
     """The study's budget as `load_model` decides with it whether to offload, known before the model loads: the
     largest of --budgets and a space's budget_fraction are shares of the model, so they are taken from the
     checkpoint's counted bytes (a --budgets share s as s x them: below them exactly when s < 100% for a 16-bit
@@ -135,7 +140,7 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
-          *, offload: bool | None, budget, host_bytes: int | None, mode: str):
+          *, offload: bool | None, budget: BudgetOf | None, host_bytes: int | None, mode: str):
     """(backend, space) for the model: loads it, picks the default space, checks the space against it."""
     import torch
 
