@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -26,8 +27,11 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
     ])
     assert result.exit_code == 0, result.output
     # a CPU time says how many threads computed it (--threads: a busy host's user picks fewer than every core)
-    assert "[measured:exact-match (cpu)]" in result.output and "measured:wall-clock(1 threads) (cpu)" in result.output
-    assert "fidelity vs full precision" in result.output and "[measured:logits (cpu)]" in result.output
+    # the sources read as the README's "What every number means" names them, and as `tune` stores them
+    text = " ".join(result.output.split())  # rich wraps long lines at the terminal width
+    assert "[measured:exact-match:toy(n=3,cpu)]" in text and "measured:wall-clock(1 threads) (cpu)" in text
+    assert "fidelity vs full precision" in text
+    assert re.search(r"\[measured:logits-vs-fp32\(\d+ positions,2 prompts,cpu\)\]", text), result.output
     payload = json.loads(out.read_text())
     assert payload["n"] == 3 and payload["precision"] == "int4" and len(payload["per_example"]) == 3
     assert 0.0 <= payload["fidelity"]["fidelity_top1"] <= 1.0

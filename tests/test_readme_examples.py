@@ -112,9 +112,11 @@ def test_miss_study_note_slots_are_the_stored_ones():
             assert config["params"]["miss"] == miss and config["params"]["fmt_g0"] == fmt, (db, number, config)
 
 
-def test_readme_counts_what_budgets_queues_on_the_bundled_model():
+@pytest.mark.parametrize("offload", [True, False], ids=["offloaded", "resident"])
+def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
-    counts are the ones `advisor tune` enqueues (a point equal to a warm-start one is not queued twice)."""
+    counts are the ones `advisor tune` enqueues (a point equal to a warm-start one is not queued twice) - loaded
+    offloaded, as tune loads it by default (the largest budget is below the model's bytes), and with --resident."""
     import torch
 
     from advisor.eval.tasks import get_task
@@ -129,10 +131,14 @@ def test_readme_counts_what_budgets_queues_on_the_bundled_model():
                   r"(\d+) warm-start points - `--trials 1` left (\d+) queued", text)
     assert m, "the README's sentence on what --budgets queues changed; update this test with it"
     points, baselines, warm, left = map(int, m.groups())
+    if not offload:
+        r = re.search(r"with `--resident`, (\d+) points and (\d+) left\)", text)
+        assert r, "the README's count with --resident changed; update this test with it"
+        points, left = map(int, r.groups())
 
     torch.set_num_threads(1)
     space = load_space("dllm")
-    backend = ModelBackend(load_model("bundled"), get_task("toy", limit=8, seed=0), space.evaluation)
+    backend = ModelBackend(load_model("bundled", offload=offload), get_task("toy", limit=8, seed=0), space.evaluation)
     budgets = ("10%", "25%", "50%")
     budget = max(int(budget_memory(b, backend.shape)[0]) for b in budgets)
     fit = BudgetFit(space, backend.shape, budget, backend.calibration_counts)

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.console import Console
 
-        from advisor.eval.run import evaluate
+        from advisor.eval.run import accuracy_source, evaluate
         from advisor.eval.tasks import get_task
         from advisor.models.load import load_model
 
@@ -89,15 +89,19 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         if loaded.offloaded:
             console.print(f"loading: {loaded.load_note}")
-        runtime, fid = None, None
+        runtime, fid, fid_source = None, None, None
         if plan is not None:
-            from advisor.eval.fidelity import fidelity, reference_for, task_inputs
+            from advisor.eval.fidelity import fidelity, fidelity_source, reference_for, task_inputs
             from advisor.offload.planned import plan_runtime
+            from advisor.tune.model_backend import model_shape
 
             ref = reference_for(loaded, task_inputs(loaded, the_task, n=fidelity_prompts, seed=seed)) \
                 if fidelity_prompts > 0 else None
             runtime = plan_runtime(loaded, plan)
-            fid = fidelity(loaded, ref, runtime) if ref is not None else None
+            if ref is not None:
+                fid = fidelity(loaded, ref, runtime)
+                fid_source = fidelity_source(model_shape(loaded).native_format, ref.n_positions,
+                                             int(ref.input_ids.shape[0]), str(loaded.device))
         with refuse_out_of_memory(f"evaluating on {loaded.device}",
                                   "give a smaller --max-new-tokens or --batch-size"):
             result = evaluate(
@@ -112,7 +116,7 @@ def register(app: typer.Typer) -> None:
         metric = "pass@1" if result.task == "humaneval" else "accuracy"
         out.print(
             f"{metric}: {result.accuracy:.1%} ({result.correct}/{result.n}; 95% CI {result.ci_low:.1%}-"
-            f"{result.ci_high:.1%}) " + escape(f"[{result.source} ({result.device})]")
+            f"{result.ci_high:.1%}) " + escape(f"[{accuracy_source(result.source, result.task, result.n, result.device)}]")
         )
         out.print(
             f"time: {result.seconds:.1f} s, {result.seconds_per_example:.3f} s/example "
@@ -122,7 +126,7 @@ def register(app: typer.Typer) -> None:
             out.print(
                 f"fidelity vs full precision: KL {fid['fidelity_kl']:.3g}, top-1 agreement "
                 f"{fid['fidelity_top1']:.1%} over {fid['fidelity_positions']} positions "
-                + escape(f"[measured:logits ({result.device})]")
+                + escape(f"[{fid_source}]")
             )
         if json_out:
             payload = {

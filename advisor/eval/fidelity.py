@@ -149,6 +149,12 @@ def compare(ref: ReferenceLogits, log_probs: torch.Tensor) -> dict[str, float]:
     }
 
 
+def fidelity_source(native_format: str, n_positions: int, n_prompts: int, device: str) -> str:
+    """How a fidelity value was obtained: against the checkpoint's own precision, over how many positions and
+    prompts, on which device - one label for what `tune` stores and what `eval` prints."""
+    return f"measured:logits-vs-{native_format}({n_positions} positions,{n_prompts} prompts,{device})"
+
+
 def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     """Compare the model under `runtime` (attached for this one forward) with the reference."""
     from advisor.eval.run import attached

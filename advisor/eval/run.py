@@ -116,6 +116,12 @@ def evaluate(
     )
 
 
+def accuracy_source(source: str | None, task: str, n: int, device: str) -> str:
+    """How an accuracy was obtained, with its task, problem count and device - one label for what `tune` stores
+    and what `eval` prints, so the README's `measured:exact-match:TASK(n=..,DEVICE)` reads the same in both."""
+    return f"{source or 'measured'}:{task}(n={n},{device})"
+
+
 def require_tokenizer(loaded) -> None:
     """`UserError` for a model without a tokenizer (tiny:*): a text task's prompts cannot be encoded for it."""
     if loaded.tokenizer is None:

@@ -259,27 +259,27 @@ class ModelBackend:
         return self._calibration
 
     def fidelity(self, plan: PrecisionPlan) -> Measured:
-        from advisor.eval.fidelity import fidelity
+        from advisor.eval.fidelity import fidelity, fidelity_source
 
         t0 = time.perf_counter()
         with self._oom_guard():
             if self._reference is None:
                 self._reference = self._fidelity_inputs()
             values = fidelity(self.loaded, self._reference, self._runtime(plan))
-        src = (f"measured:logits-vs-{self.shape.native_format}({self._reference.n_positions} positions,"
-               f"{self.settings.fidelity_prompts} prompts,{self.device})")
+        src = fidelity_source(self.shape.native_format, self._reference.n_positions, self.settings.fidelity_prompts,
+                              self.device)
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
                         {"fidelity_kl": src, "fidelity_top1": src}, time.perf_counter() - t0)
 
     def accuracy(self, plan: PrecisionPlan) -> Measured:
         if self._accuracy_fn is not None:
             return self._accuracy_fn(self, plan)
-        from advisor.eval.run import evaluate
+        from advisor.eval.run import accuracy_source, evaluate
 
         with self._oom_guard():
             res = evaluate(self.loaded, self.task, limit=self.settings.limit, seed=self.settings.seed,
                            runtime=self._runtime(plan))
-        src = f"{res.source or 'measured'}:{self.task_name}(n={res.n},{self.device})"
+        src = accuracy_source(res.source, self.task_name, res.n, self.device)
         return Measured(
             {"accuracy": float(res.accuracy), "accuracy_n": float(res.n), "accuracy_correct": float(res.correct),
              "accuracy_ci_low": float(res.ci_low), "accuracy_ci_high": float(res.ci_high)},
