@@ -23,3 +23,27 @@ def test_trace_scale_loop_line_prints_only_what_it_measured():
     assert len(loop) == 1, lines
     assert "measured:wall-clock" in loop[0] and "33 ns" not in loop[0], loop[0]
     assert lines[-1].startswith("RESULT bytes_per_lookup_disk="), lines[-1]
+
+
+def test_offload_strategies_limit_row_copies_nothing():
+    """The 'limit (all resident, bf16)' row is timed as device compute only, but printed the cold-start
+    replay's hit rate (0.984) and first-touch copies (0.05 MiB/token) beside it: an all-resident row that
+    copies. Every expert resident means every look-up hits and nothing is copied."""
+    import json
+
+    from advisor.models import tiny
+    from advisor.models.load import loaded_from
+    from advisor.offload.timing import CpuProfile
+    from advisor.offload.trace import record_random_prompts
+    from benchmarks.offload_strategies import Case, link_profile
+
+    loaded = loaded_from(tiny.llada_moe_shaped(0), None, "llada_moe", "llada-moe-shaped")
+    trace = record_random_prompts(loaded, 1, max_new_tokens=8, block_length=8, steps=8)
+    saved = ROOT / "benchmarks" / "results" / "2026-12-04_cpu-2-cores-shared_offload_strategies.json"
+    cpu = CpuProfile.from_dict(json.loads(saved.read_text())["cpu_profile"])
+    case = Case(trace, (2048, 1024), 0.25, cpu, link_profile())
+    cold = case.run("bf16", max(case.ne), "lru", "copy")
+    assert cold["h2d_bytes_per_token"] > 0  # the replay behind the row does start empty
+    lim = case.limit()
+    assert lim["hit_rate"] == 1.0 and lim["h2d_bytes_per_token"] == 0.0, lim
+    assert lim["ms_per_token"] == lim["terms_per_token"]["gpu_ms"] < cold["ms_per_token"]
