@@ -47,3 +47,20 @@ def test_offload_strategies_limit_row_copies_nothing():
     lim = case.limit()
     assert lim["hit_rate"] == 1.0 and lim["h2d_bytes_per_token"] == 0.0, lim
     assert lim["ms_per_token"] == lim["terms_per_token"]["gpu_ms"] < cold["ms_per_token"]
+
+
+def test_every_listed_benchmark_ends_with_a_result_line():
+    """quant_formats, accuracy_vs_precision and cli_speed printed only their tables, where every other script the
+    README lists ends with `RESULT name=value ...`: the line each run is compared by (smallest runs here)."""
+    runs = {
+        "benchmarks.quant_formats": (["--repeats", "1", "--formats", "bf16,int4"],
+                                     ["bf16_vs_fp16=1.000", "int4_rel_err=", "formats_failed=0"]),
+        "benchmarks.accuracy_vs_precision": (["--limit", "2", "--formats", "fp32,int2"],
+                                             ["fp32_accuracy=", "fp32_kl=0.00e+00", "int2_top1=", "n=2"]),
+        "benchmarks.cli_speed": (["--runs", "1", "--points", "20"],
+                                 ["recommend_wall_s=", "help_wall_s=", "recommend_cpu_s=", "help_cpu_s="]),
+    }
+    for module, (args, keys) in runs.items():
+        last = _bench(module, *args)[-1]
+        assert last.startswith("RESULT ") and all(k in last for k in keys), (module, last)
+        assert all("=" in kv for kv in last.split()[1:]), (module, last)
