@@ -90,3 +90,16 @@ def test_big_model_child_peak_rss_is_its_own(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     child = json.loads(r.stdout.strip().splitlines()[-1])
     assert child["rss_after_imports"] < child["peak_rss"] < 1024 * 2**20, child
+
+
+def test_gpu_check_counts_skipped_sections_apart(tmp_path):
+    """Without CUDA every section's gpu_checks() returns {"skipped": ...}, which gpu_check counted as ok:
+    `RESULT sections_ok=4 sections_run=4` on a CPU-only host that measured nothing."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the sections measure on a CUDA host")
+    lines = _bench("benchmarks.gpu_check", "--only", "quant,eval", "--out", str(tmp_path))
+    assert any(ln.startswith("[quant] skipped: CUDA not available") for ln in lines), lines
+    assert lines[-1] == "RESULT sections_ok=0 sections_skipped=2 sections_run=2", lines[-1]
