@@ -6,6 +6,7 @@
 Every row is measured here: accuracy = exact match on the held-out toy test set (95% Wilson interval),
 fidelity = KL / top-1 agreement of masked-position logits against the model's own full-precision weights,
 expert bytes = counted from the quantized tensors (payload + scales), time = wall clock of the evaluation.
+Ends with `RESULT <format>_accuracy=.. <format>_kl=.. <format>_top1=.. ... n=<examples>`.
 `gpu_checks()` times the same evaluation on CUDA and on the CPU of the same machine (for the GPU run).
 """
 
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['seconds_per_example']:>11.3f}")
     print("sources: accuracy measured:exact-match (held-out toy test set); fidelity measured:logits; "
           f"bytes counted; time measured:wall-clock ({args.device})")
+    print("RESULT " + " ".join(f"{r['format']}_accuracy={r['accuracy']:.4f} {r['format']}_kl={r['fidelity_kl']:.2e} "
+                               f"{r['format']}_top1={r['fidelity_top1']:.4f}" for r in rows) + f" n={rows[0]['n'] if rows else 0}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -8,7 +8,7 @@ Writes two random-weight checkpoints (sharded safetensors + index, bf16), never 
   * LLaDA-MoE-shaped, official key layout (`model.layers.{i}.mlp.experts.{j}.{gate,up,down}_proj.weight`);
   * Qwen3-MoE-shaped, fused layout (`model.layers.{i}.mlp.experts.gate_up_proj` [E, 2I, H], `down_proj`).
 Then, per layout and plan (int8, int4), in a fresh subprocess (so peak RSS is that run's alone):
-  * peak RSS (getrusage, measured) minus the RSS after imports, over the packed store + resident bytes
+  * peak RSS (VmHWM, measured) minus the RSS after imports, over the packed store + resident bytes
     (counted) - the host memory offloaded loading costs beyond what it must hold (target <= 1.3);
   * load-and-pack time (measured) next to the time to read the shard files once (measured, same page-cache
     state: the files were just written or read);
@@ -128,11 +128,22 @@ def write_checkpoint(path: Path, layout: str, s: dict, seed: int = 0) -> None:
     (path / "DONE").write_text("ok\n")
 
 
-def _rss_now() -> int:
+def _status_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _rss_now() -> int:
+    return _status_bytes("VmRSS")
+
+
+def peak_rss() -> int:
+    """This process's peak RSS in bytes (VmHWM, measured). Not getrusage's ru_maxrss: Linux carries that over
+    from the parent into a forked child, so a child of the run that just wrote the checkpoints reported the
+    writer's peak as its own."""
+    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(path: Path, plan: str) -> dict:
@@ -160,7 +171,7 @@ def child(path: Path, plan: str) -> dict:
     loaded = load_model(str(path), device="cpu", offload=True)
     store = ExpertStore(loaded.moe, plan)
     pack_s = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     resident = model_shape(loaded).resident_bytes
     device = loaded.device_param_bytes()
     meta = sum(1 for p in loaded.model.parameters() if p.is_meta)

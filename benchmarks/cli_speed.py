@@ -3,6 +3,7 @@
 Targets: recommend <= 0.5 s, --help <= 0.3 s. Each command runs as a fresh subprocess (what a user waits for),
 median of N runs; CPU time (user+sys of the child) is printed too, because on a shared machine wall time
 includes waiting for a core. `--importtime` lists the slowest imports of each command (python -X importtime).
+Ends with `RESULT recommend_wall_s=.. help_wall_s=.. recommend_cpu_s=.. help_cpu_s=..` (medians, seconds).
 
     python benchmarks/cli_speed.py [--runs 7] [--points 1000] [--importtime]
 """
@@ -87,14 +88,19 @@ def main() -> None:
         print(f"database: {a.points} front points, {size / 2**20:.1f} MiB (SQLite); load average {os.getloadavg()[0]:.1f}")
         cmds = {"recommend": ["recommend", "--storage", url, "--budget", "12GiB", "--max-accuracy-drop", "0.02"],
                 "--help": ["--help"]}
+        measured = {}
         for name, args in cmds.items():
             wall, cpu = time_command(args, a.runs)
+            measured[name] = (wall, cpu)
             verdict = "OK" if wall <= TARGETS[name] else "SLOW"
             print(f"advisor {name:<10} wall {wall:.3f} s (median of {a.runs}, measured:wall-clock)  "
                   f"cpu {cpu:.3f} s  target {TARGETS[name]} s  {verdict}")
             if a.importtime:
                 for mod, s in slowest_imports(args):
                     print(f"    import {mod:<28} {s:.3f} s (cumulative, python -X importtime)")
+    (rec_wall, rec_cpu), (help_wall, help_cpu) = measured["recommend"], measured["--help"]
+    print(f"RESULT recommend_wall_s={rec_wall:.3f} help_wall_s={help_wall:.3f} recommend_cpu_s={rec_cpu:.3f} "
+          f"help_cpu_s={help_cpu:.3f}")
 
 
 if __name__ == "__main__":

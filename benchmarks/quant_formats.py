@@ -5,6 +5,9 @@ format's fused kernel) relative to a dense reference, and relative output error 
 
     python -m benchmarks.quant_formats [--tokens 32] [--repeats 5] [--threads 1] [--json PATH]
 
+Ends with `RESULT <format>_vs_fp16=.. <format>_forward_vs_ref=.. <format>_rel_err=.. ... formats_failed=<n>`
+(the table's bytes ratio, forward time ratio and output error per format that ran).
+
 CPU: reference = the fp32 dense expert with fp32 activations (fp16/bf16 matmuls are slow on CPU and would
 flatter the quantized formats); times are wall clock, median of --repeats after one warm-up. CUDA
 (`gpu_checks()`, for the lead's prepared GPU run): reference = the bf16 dense expert with bf16 activations,
@@ -266,6 +269,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = measure(args.device, [f for f in args.formats.split(",") if f], args.tokens, args.repeats)
     print_table(result)
+    ok = [r for r in result["rows"] if "error" not in r]
+    print("RESULT " + " ".join(f"{r['format']}_vs_fp16={r['ratio_to_fp16']:.3f} "
+                               f"{r['format']}_forward_vs_ref={r['forward_vs_reference']:.2f} "
+                               f"{r['format']}_rel_err={r['output_rel_err']:.4f}" for r in ok)
+          + f" formats_failed={len(result['rows']) - len(ok)}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)

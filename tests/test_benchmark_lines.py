@@ -1,0 +1,105 @@
+"""What the benchmark scripts print, run as the README runs them (`python -m benchmarks.<name>`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str, timeout: float = 120) -> list[str]:
+    r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip().splitlines()
+
+
+def test_trace_scale_loop_line_prints_only_what_it_measured():
+    """The loop line printed a remembered '33 ns on this host when idle' beside the measured figure, in every
+    run, on every host (the idle run it named measured 23 ns): only the measured number, with its source."""
+    lines = _bench("benchmarks.trace_scale", "--tokens", "256")
+    loop = [ln for ln in lines if ln.startswith("python loop ")]
+    assert len(loop) == 1, lines
+    assert "measured:wall-clock" in loop[0] and "33 ns" not in loop[0], loop[0]
+    assert lines[-1].startswith("RESULT bytes_per_lookup_disk="), lines[-1]
+
+
+def test_offload_strategies_limit_row_copies_nothing():
+    """The 'limit (all resident, bf16)' row is timed as device compute only, but printed the cold-start
+    replay's hit rate (0.984) and first-touch copies (0.05 MiB/token) beside it: an all-resident row that
+    copies. Every expert resident means every look-up hits and nothing is copied."""
+    import json
+
+    from advisor.models import tiny
+    from advisor.models.load import loaded_from
+    from advisor.offload.timing import CpuProfile
+    from advisor.offload.trace import record_random_prompts
+    from benchmarks.offload_strategies import Case, link_profile
+
+    loaded = loaded_from(tiny.llada_moe_shaped(0), None, "llada_moe", "llada-moe-shaped")
+    trace = record_random_prompts(loaded, 1, max_new_tokens=8, block_length=8, steps=8)
+    saved = ROOT / "benchmarks" / "results" / "2026-12-04_cpu-2-cores-shared_offload_strategies.json"
+    cpu = CpuProfile.from_dict(json.loads(saved.read_text())["cpu_profile"])
+    case = Case(trace, (2048, 1024), 0.25, cpu, link_profile())
+    cold = case.run("bf16", max(case.ne), "lru", "copy")
+    assert cold["h2d_bytes_per_token"] > 0  # the replay behind the row does start empty
+    lim = case.limit()
+    assert lim["hit_rate"] == 1.0 and lim["h2d_bytes_per_token"] == 0.0, lim
+    assert lim["ms_per_token"] == lim["terms_per_token"]["gpu_ms"] < cold["ms_per_token"]
+
+
+def test_every_listed_benchmark_ends_with_a_result_line():
+    """quant_formats, accuracy_vs_precision and cli_speed printed only their tables, where every other script the
+    README lists ends with `RESULT name=value ...`: the line each run is compared by (smallest runs here)."""
+    runs = {
+        "benchmarks.quant_formats": (["--repeats", "1", "--formats", "bf16,int4"],
+                                     ["bf16_vs_fp16=1.000", "int4_rel_err=", "formats_failed=0"]),
+        "benchmarks.accuracy_vs_precision": (["--limit", "2", "--formats", "fp32,int2"],
+                                             ["fp32_accuracy=", "fp32_kl=0.00e+00", "int2_top1=", "n=2"]),
+        "benchmarks.cli_speed": (["--runs", "1", "--points", "20"],
+                                 ["recommend_wall_s=", "help_wall_s=", "recommend_cpu_s=", "help_cpu_s="]),
+    }
+    for module, (args, keys) in runs.items():
+        last = _bench(module, *args)[-1]
+        assert last.startswith("RESULT ") and all(k in last for k in keys), (module, last)
+        assert all("=" in kv for kv in last.split()[1:]), (module, last)
+
+
+
+def test_big_model_child_peak_rss_is_its_own(tmp_path):
+    """big_model's per-plan child (`--child PATH PLAN`) took getrusage's ru_maxrss as its peak RSS; Linux carries
+    that over from the parent, and the parent had just written the checkpoints (holding a shard), so a fresh
+    `--quick` run reported peak_rss_ratio 1.9-4.4 where the same children measure 1.1 after an earlier run
+    wrote them. Here the parent holds 1.2 GiB before it starts the child (which peaks near 0.5 GiB)."""
+    import json
+
+    from benchmarks.big_model import SHAPES, write_checkpoint
+
+    path = tmp_path / "list-quick"
+    write_checkpoint(path, "list", SHAPES["quick"])
+    parent = (
+        "import subprocess, sys\n"
+        "held = bytearray(1200 * 2**20)\n"
+        "for i in range(0, len(held), 4096):\n"
+        "    held[i] = 1\n"
+        f"cmd = [sys.executable, 'benchmarks/big_model.py', '--child', {str(path)!r}, 'int4']\n"
+        "print(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", parent], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    child = json.loads(r.stdout.strip().splitlines()[-1])
+    assert child["rss_after_imports"] < child["peak_rss"] < 1024 * 2**20, child
+
+
+def test_gpu_check_counts_skipped_sections_apart(tmp_path):
+    """Without CUDA every section's gpu_checks() returns {"skipped": ...}, which gpu_check counted as ok:
+    `RESULT sections_ok=4 sections_run=4` on a CPU-only host that measured nothing."""
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the sections measure on a CUDA host")
+    lines = _bench("benchmarks.gpu_check", "--only", "quant,eval", "--out", str(tmp_path))
+    assert any(ln.startswith("[quant] skipped: CUDA not available") for ln in lines), lines
+    assert lines[-1] == "RESULT sections_ok=0 sections_skipped=2 sections_run=2", lines[-1]
