@@ -838,3 +838,13 @@ def test_a_precision_plan_file_that_is_not_utf8_or_not_a_plan_is_one_line_naming
         r = advisor("eval", "--precision", str(tmp_path / name), "--limit", "1", cwd=tmp_path, timeout=120)
         one_error_line(r, f"bad precision plan '{tmp_path / name}'", needle)
         assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
+
+
+def test_export_of_a_trial_number_beyond_sqlites_integers_is_one_line(tmp_path):
+    """`export STUDY 99999999999999999999999` was an OverflowError traceback ("Python int too large to convert
+    to SQLite INTEGER") from the off-front trial reader; the largest number SQLite keeps is still looked up."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor("export", "bundled-example", "9" * 23, "--to", "json", "--storage", db, cwd=tmp_path)
+    one_error_line(r, "Invalid value for 'trial'", str(2**63 - 1))
+    r = advisor("export", "bundled-example", str(2**63 - 1), "--to", "json", "--storage", db, cwd=tmp_path)
+    one_error_line(r, f"study 'bundled-example' has no trial {2**63 - 1}")

@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         study: str | None = typer.Argument(None, help="Study name (or use --from-recommend)."),
-        trial: int | None = typer.Argument(None, help="Trial number: a front point, or any complete trial."),
+        trial: int | None = typer.Argument(None, min=0, max=2**63 - 1,  # SQLite's INTEGER: beyond, an OverflowError
+                                           help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
