@@ -848,3 +848,16 @@ def test_export_of_a_trial_number_beyond_sqlites_integers_is_one_line(tmp_path):
     one_error_line(r, "Invalid value for 'trial'", str(2**63 - 1))
     r = advisor("export", "bundled-example", str(2**63 - 1), "--to", "json", "--storage", db, cwd=tmp_path)
     one_error_line(r, f"study 'bundled-example' has no trial {2**63 - 1}")
+
+
+def test_export_of_study_trial_refuses_the_options_only_from_recommend_reads(tmp_path):
+    """`export STUDY TRIAL --budget 1GiB` (or --gpu, --min-accuracy, ...) exported the trial as stored, rc 0, the
+    option read by nothing and not a word said: the user meant a choice under that budget."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for extra, needle in ((["--budget", "1GiB"], "--budget only chooses what --from-recommend exports"),
+                          (["--gpu", "A10", "--min-accuracy", "0.5"], "--gpu, --min-accuracy only choose")):
+        r = advisor("export", "bundled-example", "8", "--to", "json", *extra, "--storage", db, cwd=tmp_path)
+        one_error_line(r, needle, "add --from-recommend")
+        assert r.stdout == "", r.stdout
+    r = advisor("export", "bundled-example", "8", "--to", "json", "--storage", db, cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["source"]["trial"] == 8, r.stdout + r.stderr

@@ -55,6 +55,14 @@ def register(app: typer.Typer) -> None:
                 raise UserError("nothing to export: " + "; ".join(rec.reasons))
             point = rec.chosen.point
         else:
+            ignored = [flag for flag, value in (("--budget", budget), ("--gpu", gpu), ("--min-accuracy", min_accuracy),
+                                                ("--max-accuracy-drop", max_accuracy_drop), ("--prefer", prefer),
+                                                ("--model", model), ("--task", task),
+                                                ("--profiles-dir", profiles_dir)) if value is not None]
+            if ignored:  # they choose what --from-recommend exports; with STUDY TRIAL they changed nothing, unsaid
+                raise UserError(f"{', '.join(ignored)} only choose{'s' if len(ignored) == 1 else ''} what "
+                                "--from-recommend exports; add --from-recommend, or drop "
+                                f"{'it' if len(ignored) == 1 else 'them'} to export STUDY TRIAL as stored")
             if study is None or trial is None:
                 raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
             points = load_points(storage, study)
