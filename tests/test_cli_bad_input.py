@@ -861,3 +861,14 @@ def test_export_of_study_trial_refuses_the_options_only_from_recommend_reads(tmp
         assert r.stdout == "", r.stdout
     r = advisor("export", "bundled-example", "8", "--to", "json", "--storage", db, cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["source"]["trial"] == 8, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["tune", "--trials", "1", "--storage", "s.db"], ["eval", "--limit", "1"],
+                                  ["trace", "bundled", "-o", "t.npz"]])
+def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
+    """`--threads 99999999999999999999` was torch's "Overflow when unpacking long long" traceback (exit 1), in
+    `tune` after the study's header; every command's --threads now has one upper bound."""
+    r = advisor(*args, "--threads", "9" * 20, cwd=tmp_path, timeout=120)
+    one_error_line(r, "Invalid value for '--threads'", "less than or equal to")
+    before_model_load(r)
+    assert list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from advisor.commands import THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, THREADS_HELP, refuse_out_of_memory
 from advisor.errors import UserError
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(quantized into a host store) / load the whole model. Default: offload when "
                                      "the checkpoint is bigger than the device's free memory."),
-        threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+        threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads

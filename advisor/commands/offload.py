@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, THREADS_HELP, refuse_out_of_memory
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -57,7 +57,7 @@ def trace_cmd(
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "
                                  "checkpoint is bigger than the device's free memory."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
     from advisor.tune.interrupt import import_runtime

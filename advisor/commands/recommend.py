@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from advisor.commands import MAX_THREADS
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
                                          "expert shapes (HF id, directory, tiny:<family>, bundled)."),
-        threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for the CPU expert times "
+        threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads for the CPU expert times "
                                     "(default 1, as `advisor tune` runs; give the threads your runtime uses)."),
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
