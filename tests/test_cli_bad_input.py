@@ -872,3 +872,12 @@ def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
     one_error_line(r, "Invalid value for '--threads'", "less than or equal to")
     before_model_load(r)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_heartbeat_longer_than_a_thread_can_wait_is_a_usage_error(tmp_path):
+    """`tune --heartbeat 99999999999999999999` printed the heartbeat thread's OverflowError traceback ("timestamp
+    too large to convert to C _PyTime_t") and went on without a heartbeat, exit code 0."""
+    r = advisor("tune", "--trials", "1", "--heartbeat", "9" * 20, "--storage", "s.db", cwd=tmp_path, timeout=200)
+    one_error_line(r, "Invalid value for '--heartbeat'", "less than or equal to")
+    before_model_load(r)
+    assert list(tmp_path.iterdir()) == []

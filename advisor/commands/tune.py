@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+import threading  # TIMEOUT_MAX: the longest wait the heartbeat thread can make
 from pathlib import Path
 
 import typer
@@ -170,7 +171,7 @@ def register(app: typer.Typer) -> None:
                                  "transfer time); live: every trial runs the offload runtime (measured)."),
         threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads."),
         wide: bool = typer.Option(False, "--wide", help="Print the front as one wide table, whatever the width."),
-        heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Heartbeat interval (s); a silent worker's "
+        heartbeat: int = typer.Option(10, "--heartbeat", min=1, max=int(threading.TIMEOUT_MAX), help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(streamed into the quantized host store) / load the whole model. Default: "
