@@ -881,3 +881,13 @@ def test_a_heartbeat_longer_than_a_thread_can_wait_is_a_usage_error(tmp_path):
     one_error_line(r, "Invalid value for '--heartbeat'", "less than or equal to")
     before_model_load(r)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["quant-report", "bundled", "-f", "int8", "--max-experts", "1"],
+                                  ["trace", "tiny:llada_moe", "-o", "t.npz", "--limit", "1"]])
+def test_a_seed_torch_cannot_take_is_a_usage_error(tmp_path, args):
+    """`quant-report --seed 99999999999999999999` (and `trace` of a tokenizer-less model, which seeds its random
+    prompts) was torch's "Overflow when unpacking long long" traceback after the model had loaded."""
+    r = advisor(*args, "--seed", "9" * 20, cwd=tmp_path, timeout=120)
+    one_error_line(r, "Invalid value for '--seed'", str(2**64 - 1))
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []

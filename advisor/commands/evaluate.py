@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from advisor.commands import MAX_THREADS, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
 from advisor.errors import UserError
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
             "JSON file. Default: the model's own weights.",
         ),
         limit: int = typer.Option(None, "--limit", "-n", help="Evaluate a deterministic subset of N examples."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the subset choice."),
+        seed: int = typer.Option(0, "--seed", **SEED_RANGE, help="Seed of the subset choice."),
         data: str = typer.Option(None, "--data", help="Local data file (GSM8K jsonl / HumanEval jsonl[.gz])."),
         style: str = typer.Option(
             None, "--style", help="GSM8K prompt style: zero-shot, few-shot (default) or cot."

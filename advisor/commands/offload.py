@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import MAX_THREADS, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -53,7 +53,7 @@ def trace_cmd(
     steps: int = typer.Option(0, "--steps", min=0, help="Denoising steps (dLLMs); 0 = model default."),
     block_length: int = typer.Option(0, "--block-length", min=0, help="Block length (dLLMs); 0 = model default."),
     device: str = typer.Option("cpu", "--device"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", **SEED_RANGE),
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "
                                  "checkpoint is bigger than the device's free memory."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from advisor.commands import SEED_RANGE
 from advisor.errors import UserError
 
 
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
             False, "--per-expert", help="Print one row per expert, not per layer."
         ),
         json_out: str = typer.Option(None, "--json", help="Also write every row to this JSON file."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", **SEED_RANGE),
         offload: bool = typer.Option(None, "--offload/--resident", help="Read experts one at a time from the "
                                      "checkpoint / load the whole model. Default: offload when the checkpoint is "
                                      "bigger than the free host memory."),
