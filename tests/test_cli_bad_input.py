@@ -891,3 +891,19 @@ def test_a_seed_torch_cannot_take_is_a_usage_error(tmp_path, args):
     r = advisor(*args, "--seed", "9" * 20, cwd=tmp_path, timeout=120)
     one_error_line(r, "Invalid value for '--seed'", str(2**64 - 1))
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["trace", "bundled", "-o", "t.npz", "--limit", "1", "--max-new-tokens", str(2**62)], "'--max-new-tokens'"),
+    (["trace", "bundled", "-o", "t.npz", "--limit", "1", "--steps", str(2**62)], "'--steps'"),
+    (["eval", "--limit", "1", "--max-new-tokens", "9" * 20], "'--max-new-tokens'"),
+    (["report", "bundled-example", "-o", "r", "--block-lengths", "8," + "9" * 20], "--block-lengths '8,9999"),
+])
+def test_decoding_lengths_past_torchs_size_arithmetic_are_refused_before_the_model_loads(tmp_path, args, option):
+    """`trace --max-new-tokens 2**62` or `--steps 2**62` ended in torch's "Storage size calculation overflowed"
+    traceback (up to ~2**40 it is the out-of-memory line), `eval --max-new-tokens 99999999999999999999` and
+    `report --block-lengths 8,99999999999999999999` in its overflow traceback, each after the model loaded."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor(*args, *(["--storage", db] if args[0] == "report" else []), cwd=tmp_path, timeout=200)
+    one_error_line(r, option, str(2**31 - 1))
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_LENGTH, MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
 from advisor.errors import UserError
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         batch_size: int = typer.Option(None, "--batch-size", help="Prompts decoded together (default per task)."),
         max_new_tokens: int = typer.Option(
-            None, "--max-new-tokens", help="Tokens generated per prompt (default per task: toy 16, others 256)."
+            None, "--max-new-tokens", max=MAX_LENGTH, help="Tokens generated per prompt (default per task: toy 16, others 256)."
         ),
         fidelity_prompts: int = typer.Option(
             16, "--fidelity-prompts", min=0,

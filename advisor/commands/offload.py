@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_LENGTH, MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -49,9 +49,9 @@ def trace_cmd(
                              "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
     limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
-    max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, help="0 = the task's / model's default."),
-    steps: int = typer.Option(0, "--steps", min=0, help="Denoising steps (dLLMs); 0 = model default."),
-    block_length: int = typer.Option(0, "--block-length", min=0, help="Block length (dLLMs); 0 = model default."),
+    max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, max=MAX_LENGTH, help="0 = the task's / model's default."),
+    steps: int = typer.Option(0, "--steps", min=0, max=MAX_LENGTH, help="Denoising steps (dLLMs); 0 = model default."),
+    block_length: int = typer.Option(0, "--block-length", min=0, max=MAX_LENGTH, help="Block length (dLLMs); 0 = model default."),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed", **SEED_RANGE),
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from advisor.commands import MAX_LENGTH
 from advisor.results.storage import DEFAULT_STORAGE
 
 
@@ -48,6 +49,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
+        if any(n > MAX_LENGTH for n in lengths):  # torch's size arithmetic would overflow: a traceback
+            raise UserError(f"--block-lengths {block_lengths!r}: a block length is at most {MAX_LENGTH} tokens")
         mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         t0 = time.monotonic()
