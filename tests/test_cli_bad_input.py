@@ -907,3 +907,23 @@ def test_decoding_lengths_past_torchs_size_arithmetic_are_refused_before_the_mod
     r = advisor(*args, *(["--storage", db] if args[0] == "report" else []), cwd=tmp_path, timeout=200)
     one_error_line(r, option, str(2**31 - 1))
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_tune_refuses_another_programs_sqlite_database_before_the_model_loads(tmp_path):
+    """`tune --storage app.db` (a mistyped path to another program's database) added Optuna's and the advisor's
+    17 tables to that file and ran; a file with an `advisor_front` table of other columns had them added too,
+    and failed after the model had loaded ("no such column: advisor_front.study_name"). Both are refused before
+    the model loads, the file unchanged; a database `advisor tune` wrote still resumes."""
+    app, half = tmp_path / "app.db", tmp_path / "half.db"
+    with sqlite3.connect(app) as con:
+        con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    with sqlite3.connect(half) as con:
+        con.execute("CREATE TABLE advisor_front (a INTEGER)")
+    for db, needles in ((app, ("is another program's database (tables notes, users)", "give --storage a new path")),
+                        (half, ("has a table advisor_front without the column(s) id, study_name",))):
+        before = digest(db)
+        r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=200)
+        one_error_line(r, *needles)
+        before_model_load(r)
+        assert digest(db) == before
