@@ -927,3 +927,20 @@ def test_tune_refuses_another_programs_sqlite_database_before_the_model_loads(tm
         one_error_line(r, *needles)
         before_model_load(r)
         assert digest(db) == before
+
+
+def test_an_empty_output_path_or_data_file_is_refused_not_taken_for_the_default(tmp_path):
+    """An unset "$OUT" or "$DATA": `eval/quant-report --json ""` wrote no file (rc 0, not a word), `pareto --out ""`
+    wrote its plots into the current directory and `profile --profiles-dir ""` its profile there, `eval/report
+    --data ""` read the default problems. Each is now refused before anything is measured or written."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args, needle in ((["eval", "--limit", "1", "--json", ""], "--json is empty"),
+                         (["eval", "--limit", "1", "--data", ""], "--data is empty"),
+                         (["quant-report", "bundled", "-f", "int8", "--max-experts", "1", "--json", ""],
+                          "--json is empty"),
+                         (["report", "bundled-example", "--storage", db, "--data", ""], "--data is empty"),
+                         (["pareto", "bundled-example", "--storage", db, "--out", ""], "--out is empty"),
+                         (["profile", "--cpu", "--repeats", "1", "--profiles-dir", ""], "--profiles-dir is empty")):
+        r = advisor(*args, cwd=tmp_path, timeout=200)
+        one_error_line(r, needle, "leave the option out")
+        assert r.stdout == "" and list(tmp_path.iterdir()) == [], args

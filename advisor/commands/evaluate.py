@@ -8,7 +8,7 @@ import os
 import typer
 
 from advisor.commands import MAX_LENGTH, MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
-from advisor.errors import UserError
+from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
 
@@ -56,6 +56,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
+        # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
+        refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from advisor.commands import SEED_RANGE
-from advisor.errors import UserError
+from advisor.errors import UserError, refuse_empty
 
 
 def _layers(text: str | None) -> list[int] | None:
@@ -62,6 +62,7 @@ def register(app: typer.Typer) -> None:
                                      "bigger than the free host memory."),
     ) -> None:
         """Per expert and format: bytes, relative weight and output errors (raw data for sensitivity)."""
+        refuse_empty({"--json": json_out}, "a file path")  # '' wrote no file, without a word
         names = [f.strip() for f in formats.split(",") if f.strip()]
         if not names:
             raise UserError("--formats is empty; give e.g. int8,int4,nf4")

@@ -38,11 +38,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
-        from advisor.errors import UserError
+        from advisor.errors import UserError, refuse_empty
         from advisor.report.study import build_report
         from advisor.results.preflight import check_storage
         from advisor.tune.budget import memory_specs
 
+        refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
         except ValueError as e:

@@ -304,12 +304,14 @@ def register(app: typer.Typer) -> None:
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
-        out: Path = typer.Option(Path("studies/plots"), "--out", help="Directory for the PNG and HTML plots."),
+        out: str = typer.Option("studies/plots", "--out", help="Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
         """Print a study's stored Pareto front and write it as PNG and interactive HTML plots."""
         import re
+
+        refuse_empty({"--out": out}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
 
         from rich.console import Console
 
@@ -338,7 +340,9 @@ def register(app: typer.Typer) -> None:
             from advisor.tune.plots import write_html, write_png
 
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study)
-            written = f"plots: {write_png(points, out / f'{safe}.png', title)}  {write_html(points, out / f'{safe}.html', title)}"
+            where = Path(out)
+            written = (f"plots: {write_png(points, where / f'{safe}.png', title)}  "
+                       f"{write_html(points, where / f'{safe}.html', title)}")
         print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if written:
