@@ -944,3 +944,10 @@ def test_an_empty_output_path_or_data_file_is_refused_not_taken_for_the_default(
         r = advisor(*args, cwd=tmp_path, timeout=200)
         one_error_line(r, needle, "leave the option out")
         assert r.stdout == "" and list(tmp_path.iterdir()) == [], args
+
+
+def test_a_space_asking_more_new_tokens_than_torch_can_size_is_refused_on_load(tmp_path):
+    """evaluation.max_new_tokens = 2**63 - 1 loaded the model and ended in torch's "Overflow when unpacking long
+    long" traceback in the first trial; it is held to the bound the --max-new-tokens options have."""
+    space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\n'
+                  f"max_new_tokens = {2**63 - 1}\n", "s.toml:5", "evaluation.max_new_tokens", str(2**31 - 1))

@@ -19,11 +19,6 @@ MAX_THREADS = max(1024, os.cpu_count() or 1)
 """The most --threads any command takes: no host has more cores, and torch's thread pool takes a C int, which
 a larger value overflows (a traceback), while libgomp gives every thread a stack (2**31 threads: it aborts)."""
 
-MAX_LENGTH = 2**31 - 1
-"""The most tokens, steps or block length a decode takes (no decode needs more): up to it, too much is the
-out-of-memory line below; near 2**63, torch's size arithmetic overflows first ("Storage size calculation
-overflowed", "Overflow when unpacking long"), a traceback."""
-
 SEED_RANGE = {"min": -(2**63), "max": 2**64 - 1}
 """--seed of the commands that seed torch (`torch.Generator.manual_seed` takes this range; beyond it, a traceback)."""
 

@@ -7,10 +7,11 @@ import os
 
 import typer
 
-from advisor.commands import MAX_LENGTH, MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
+from advisor.units import MAX_LENGTH
 
 
 def register(app: typer.Typer) -> None:

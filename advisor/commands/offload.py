@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import MAX_LENGTH, MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.units import MAX_LENGTH
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):

@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from advisor.commands import MAX_LENGTH
 from advisor.results.storage import DEFAULT_STORAGE
+from advisor.units import MAX_LENGTH
 
 
 def register(app: typer.Typer) -> None:
