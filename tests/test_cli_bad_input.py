@@ -951,3 +951,21 @@ def test_a_space_asking_more_new_tokens_than_torch_can_size_is_refused_on_load(t
     long" traceback in the first trial; it is held to the bound the --max-new-tokens options have."""
     space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\n'
                   f"max_new_tokens = {2**63 - 1}\n", "s.toml:5", "evaluation.max_new_tokens", str(2**31 - 1))
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), [
+    ("config.json", b'{"model_type": "caf\xe9"}', "config.json is not valid JSON ('utf-8' codec"),
+    ("config.json", b"[1, 2]\n", "config.json holds a JSON list, not an object of settings"),
+    ("model.safetensors.index.json", b"caf\xe9", "index.json is not a valid safetensors index ('utf-8' codec"),
+    ("model.safetensors.index.json", b'{"weight_map": [1]}', "is not a valid safetensors index ('list' object"),
+    ("model.safetensors.index.json", b'{"weight_map": {"a": 1}}', "weight_map must map tensor names to shard"),
+])
+def test_a_model_directory_with_an_undecodable_or_misshapen_json_file_is_one_line(tmp_path, name, content, needle):
+    """A copy of the bundled model whose config.json or safetensors index is Latin-1 bytes or JSON of the wrong
+    shape: `inspect` ended in a UnicodeDecodeError, AttributeError or TypeError traceback (exit 1)."""
+    from advisor.models.load import BUNDLED_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_DIR, model)
+    (model / name).write_bytes(content)
+    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120), needle, "re-download")
