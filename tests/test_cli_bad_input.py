@@ -969,3 +969,19 @@ def test_a_model_directory_with_an_undecodable_or_misshapen_json_file_is_one_lin
     shutil.copytree(BUNDLED_DIR, model)
     (model / name).write_bytes(content)
     one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120), needle, "re-download")
+
+
+def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not_a_traceback(tmp_path):
+    """`recommend --gpu` and `profile --list` read every *.json of --profiles-dir: a folder named old.json was an
+    IsADirectoryError traceback (now passed over: it holds no profile), a dangling link a FileNotFoundError one
+    (now one line naming it)."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    profiles = tmp_path / "profiles"
+    (profiles / "old.json").mkdir(parents=True)
+    for args in (["recommend", "--storage", db, "--gpu", "RTX 4090"], ["profile", "--list"]):
+        r = advisor(*args, "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    (profiles / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    for args in (["recommend", "--storage", db, "--gpu", "RTX 4090"], ["profile", "--list"]):
+        r = advisor(*args, "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
+        one_error_line(r, f"cannot read hardware profile {profiles / 'gone.json'}", "delete it")
