@@ -985,3 +985,14 @@ def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not
     for args in (["recommend", "--storage", db, "--gpu", "RTX 4090"], ["profile", "--list"]):
         r = advisor(*args, "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
         one_error_line(r, f"cannot read hardware profile {profiles / 'gone.json'}", "delete it")
+
+
+def test_an_input_file_that_is_a_directory_is_not_said_to_be_missing(tmp_path):
+    """`--data DIR`, `--completions DIR` and `simulate DIR` said the file "does not exist", sending the user to
+    look for a file that is there: it is a directory."""
+    (tmp_path / "d").mkdir()
+    for args, needle in ((["eval", "--task", "gsm8k", "--data", "d"], "GSM8K (question/answer) file 'd' is a directory"),
+                         (["eval", "--task", "humaneval", "--completions", "d"], "file 'd' is a directory"),
+                         (["simulate", "d"], "trace file 'd' is a directory")):
+        line = one_error_line(advisor(*args, cwd=tmp_path, timeout=120), needle)
+        assert "does not exist" not in line, line
