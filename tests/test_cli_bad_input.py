@@ -996,3 +996,15 @@ def test_an_input_file_that_is_a_directory_is_not_said_to_be_missing(tmp_path):
                          (["simulate", "d"], "trace file 'd' is a directory")):
         line = one_error_line(advisor(*args, cwd=tmp_path, timeout=120), needle)
         assert "does not exist" not in line, line
+
+
+def test_an_export_option_given_twice_with_two_values_is_refused(tmp_path):
+    """`--opt emit=script --opt emit=tensor-types` exported with the last value, the first dropped without a
+    word (rc 0); the same value twice is harmless and still exports."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    base = ["export", "bundled-example", "8", "--to", "llama.cpp", "--storage", db]
+    r = advisor(*base, "--opt", "emit=script", "--opt", "emit=tensor-types", cwd=tmp_path)
+    one_error_line(r, "option emit given twice for --to llama.cpp ('script', then 'tensor-types')")
+    assert r.stdout == ""
+    r = advisor(*base, "--opt", "emit=script", "--opt", "emit=script", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("#!"), r.stdout[:200] + r.stderr
