@@ -1008,3 +1008,12 @@ def test_an_export_option_given_twice_with_two_values_is_refused(tmp_path):
     assert r.stdout == ""
     r = advisor(*base, "--opt", "emit=script", "--opt", "emit=script", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("#!"), r.stdout[:200] + r.stderr
+
+
+def test_trace_refuses_an_empty_prompt(tmp_path):
+    """`trace bundled --prompt "$PROMPT"` with PROMPT unset traced an empty prompt and wrote the trace (rc 0)."""
+    for prompts in ([""], ["2+2=", " "]):
+        args = [a for p in prompts for a in ("--prompt", p)]
+        r = advisor("trace", "bundled", "-o", "t.npz", *args, cwd=tmp_path, timeout=120)
+        one_error_line(r, "--prompt is empty", "the text to decode")
+        assert list(tmp_path.iterdir()) == []

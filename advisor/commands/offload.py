@@ -61,7 +61,11 @@ def trace_cmd(
     threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
+    from advisor.errors import refuse_empty
     from advisor.tune.interrupt import import_runtime
+
+    for text in prompt or []:  # an unset "$PROMPT" traced an empty prompt, without a word
+        refuse_empty({"--prompt": text}, "the text to decode")
 
     import_runtime()
     import time
