@@ -3,6 +3,12 @@ messages use it as much as the hardware profiles do)."""
 
 from __future__ import annotations
 
+MAX_LENGTH = 2**31 - 1
+"""The most tokens, steps or block length a decode takes (no decode needs more), from an option or a search
+space: up to it, too much is one out-of-memory line (`advisor.commands.refuse_out_of_memory`); near 2**63,
+torch's size arithmetic overflows first ("Storage size calculation overflowed", "Overflow when unpacking
+long"), a traceback."""
+
 
 def format_bytes(n: float, digits: int = 1) -> str:
     """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""

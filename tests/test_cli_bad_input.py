@@ -827,3 +827,193 @@ def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path):
                 cwd=tmp_path)
     one_error_line(r, "out of memory while evaluating on cpu", "smaller --max-new-tokens")
     assert not (tmp_path / "e.json").exists()
+
+
+def test_a_precision_plan_file_that_is_not_utf8_or_not_a_plan_is_one_line_naming_the_file(tmp_path):
+    """`eval --precision plan.json` of a Latin-1 file was a UnicodeDecodeError traceback; a JSON file of the
+    wrong shape quoted the file's text, its newline included, so the `error:` line ran over two lines."""
+    (tmp_path / "latin1.json").write_bytes(b'{"default": "int8", "note": "caf\xe9"}\n')
+    (tmp_path / "list.json").write_text('{"default": "int8",\n "layers": [1, 2]}\n')
+    for name, needle in (("latin1.json", "not UTF-8 text (byte 32)"), ("list.json", "layers/experts must map")):
+        r = advisor("eval", "--precision", str(tmp_path / name), "--limit", "1", cwd=tmp_path, timeout=120)
+        one_error_line(r, f"bad precision plan '{tmp_path / name}'", needle)
+        assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
+
+
+def test_export_of_a_trial_number_beyond_sqlites_integers_is_one_line(tmp_path):
+    """`export STUDY 99999999999999999999999` was an OverflowError traceback ("Python int too large to convert
+    to SQLite INTEGER") from the off-front trial reader; the largest number SQLite keeps is still looked up."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor("export", "bundled-example", "9" * 23, "--to", "json", "--storage", db, cwd=tmp_path)
+    one_error_line(r, "Invalid value for 'trial'", str(2**63 - 1))
+    r = advisor("export", "bundled-example", str(2**63 - 1), "--to", "json", "--storage", db, cwd=tmp_path)
+    one_error_line(r, f"study 'bundled-example' has no trial {2**63 - 1}")
+
+
+def test_export_of_study_trial_refuses_the_options_only_from_recommend_reads(tmp_path):
+    """`export STUDY TRIAL --budget 1GiB` (or --gpu, --min-accuracy, ...) exported the trial as stored, rc 0, the
+    option read by nothing and not a word said: the user meant a choice under that budget."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for extra, needle in ((["--budget", "1GiB"], "--budget only chooses what --from-recommend exports"),
+                          (["--gpu", "A10", "--min-accuracy", "0.5"], "--gpu, --min-accuracy only choose")):
+        r = advisor("export", "bundled-example", "8", "--to", "json", *extra, "--storage", db, cwd=tmp_path)
+        one_error_line(r, needle, "add --from-recommend")
+        assert r.stdout == "", r.stdout
+    r = advisor("export", "bundled-example", "8", "--to", "json", "--storage", db, cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["source"]["trial"] == 8, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["tune", "--trials", "1", "--storage", "s.db"], ["eval", "--limit", "1"],
+                                  ["trace", "bundled", "-o", "t.npz"]])
+def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
+    """`--threads 99999999999999999999` was torch's "Overflow when unpacking long long" traceback (exit 1), in
+    `tune` after the study's header; every command's --threads now has one upper bound."""
+    r = advisor(*args, "--threads", "9" * 20, cwd=tmp_path, timeout=120)
+    one_error_line(r, "Invalid value for '--threads'", "less than or equal to")
+    before_model_load(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_heartbeat_longer_than_a_thread_can_wait_is_a_usage_error(tmp_path):
+    """`tune --heartbeat 99999999999999999999` printed the heartbeat thread's OverflowError traceback ("timestamp
+    too large to convert to C _PyTime_t") and went on without a heartbeat, exit code 0."""
+    r = advisor("tune", "--trials", "1", "--heartbeat", "9" * 20, "--storage", "s.db", cwd=tmp_path, timeout=200)
+    one_error_line(r, "Invalid value for '--heartbeat'", "less than or equal to")
+    before_model_load(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["quant-report", "bundled", "-f", "int8", "--max-experts", "1"],
+                                  ["trace", "tiny:llada_moe", "-o", "t.npz", "--limit", "1"]])
+def test_a_seed_torch_cannot_take_is_a_usage_error(tmp_path, args):
+    """`quant-report --seed 99999999999999999999` (and `trace` of a tokenizer-less model, which seeds its random
+    prompts) was torch's "Overflow when unpacking long long" traceback after the model had loaded."""
+    r = advisor(*args, "--seed", "9" * 20, cwd=tmp_path, timeout=120)
+    one_error_line(r, "Invalid value for '--seed'", str(2**64 - 1))
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["trace", "bundled", "-o", "t.npz", "--limit", "1", "--max-new-tokens", str(2**62)], "'--max-new-tokens'"),
+    (["trace", "bundled", "-o", "t.npz", "--limit", "1", "--steps", str(2**62)], "'--steps'"),
+    (["eval", "--limit", "1", "--max-new-tokens", "9" * 20], "'--max-new-tokens'"),
+    (["report", "bundled-example", "-o", "r", "--block-lengths", "8," + "9" * 20], "--block-lengths '8,9999"),
+])
+def test_decoding_lengths_past_torchs_size_arithmetic_are_refused_before_the_model_loads(tmp_path, args, option):
+    """`trace --max-new-tokens 2**62` or `--steps 2**62` ended in torch's "Storage size calculation overflowed"
+    traceback (up to ~2**40 it is the out-of-memory line), `eval --max-new-tokens 99999999999999999999` and
+    `report --block-lengths 8,99999999999999999999` in its overflow traceback, each after the model loaded."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor(*args, *(["--storage", db] if args[0] == "report" else []), cwd=tmp_path, timeout=200)
+    one_error_line(r, option, str(2**31 - 1))
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_tune_refuses_another_programs_sqlite_database_before_the_model_loads(tmp_path):
+    """`tune --storage app.db` (a mistyped path to another program's database) added Optuna's and the advisor's
+    17 tables to that file and ran; a file with an `advisor_front` table of other columns had them added too,
+    and failed after the model had loaded ("no such column: advisor_front.study_name"). Both are refused before
+    the model loads, the file unchanged; a database `advisor tune` wrote still resumes."""
+    app, half = tmp_path / "app.db", tmp_path / "half.db"
+    with sqlite3.connect(app) as con:
+        con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        con.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    with sqlite3.connect(half) as con:
+        con.execute("CREATE TABLE advisor_front (a INTEGER)")
+    for db, needles in ((app, ("is another program's database (tables notes, users)", "give --storage a new path")),
+                        (half, ("has a table advisor_front without the column(s) id, study_name",))):
+        before = digest(db)
+        r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=200)
+        one_error_line(r, *needles)
+        before_model_load(r)
+        assert digest(db) == before
+
+
+def test_an_empty_output_path_or_data_file_is_refused_not_taken_for_the_default(tmp_path):
+    """An unset "$OUT" or "$DATA": `eval/quant-report --json ""` wrote no file (rc 0, not a word), `pareto --out ""`
+    wrote its plots into the current directory and `profile --profiles-dir ""` its profile there, `eval/report
+    --data ""` read the default problems. Each is now refused before anything is measured or written."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args, needle in ((["eval", "--limit", "1", "--json", ""], "--json is empty"),
+                         (["eval", "--limit", "1", "--data", ""], "--data is empty"),
+                         (["quant-report", "bundled", "-f", "int8", "--max-experts", "1", "--json", ""],
+                          "--json is empty"),
+                         (["report", "bundled-example", "--storage", db, "--data", ""], "--data is empty"),
+                         (["pareto", "bundled-example", "--storage", db, "--out", ""], "--out is empty"),
+                         (["profile", "--cpu", "--repeats", "1", "--profiles-dir", ""], "--profiles-dir is empty")):
+        r = advisor(*args, cwd=tmp_path, timeout=200)
+        one_error_line(r, needle, "leave the option out")
+        assert r.stdout == "" and list(tmp_path.iterdir()) == [], args
+
+
+def test_a_space_asking_more_new_tokens_than_torch_can_size_is_refused_on_load(tmp_path):
+    """evaluation.max_new_tokens = 2**63 - 1 loaded the model and ended in torch's "Overflow when unpacking long
+    long" traceback in the first trial; it is held to the bound the --max-new-tokens options have."""
+    space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\n'
+                  f"max_new_tokens = {2**63 - 1}\n", "s.toml:5", "evaluation.max_new_tokens", str(2**31 - 1))
+
+
+@pytest.mark.parametrize(("name", "content", "needle"), [
+    ("config.json", b'{"model_type": "caf\xe9"}', "config.json is not valid JSON ('utf-8' codec"),
+    ("config.json", b"[1, 2]\n", "config.json holds a JSON list, not an object of settings"),
+    ("model.safetensors.index.json", b"caf\xe9", "index.json is not a valid safetensors index ('utf-8' codec"),
+    ("model.safetensors.index.json", b'{"weight_map": [1]}', "is not a valid safetensors index ('list' object"),
+    ("model.safetensors.index.json", b'{"weight_map": {"a": 1}}', "weight_map must map tensor names to shard"),
+])
+def test_a_model_directory_with_an_undecodable_or_misshapen_json_file_is_one_line(tmp_path, name, content, needle):
+    """A copy of the bundled model whose config.json or safetensors index is Latin-1 bytes or JSON of the wrong
+    shape: `inspect` ended in a UnicodeDecodeError, AttributeError or TypeError traceback (exit 1)."""
+    from advisor.models.load import BUNDLED_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_DIR, model)
+    (model / name).write_bytes(content)
+    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120), needle, "re-download")
+
+
+def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not_a_traceback(tmp_path):
+    """`recommend --gpu` and `profile --list` read every *.json of --profiles-dir: a folder named old.json was an
+    IsADirectoryError traceback (now passed over: it holds no profile), a dangling link a FileNotFoundError one
+    (now one line naming it)."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    profiles = tmp_path / "profiles"
+    (profiles / "old.json").mkdir(parents=True)
+    for args in (["recommend", "--storage", db, "--gpu", "RTX 4090"], ["profile", "--list"]):
+        r = advisor(*args, "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    (profiles / "gone.json").symlink_to(tmp_path / "nowhere.json")
+    for args in (["recommend", "--storage", db, "--gpu", "RTX 4090"], ["profile", "--list"]):
+        r = advisor(*args, "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
+        one_error_line(r, f"cannot read hardware profile {profiles / 'gone.json'}", "delete it")
+
+
+def test_an_input_file_that_is_a_directory_is_not_said_to_be_missing(tmp_path):
+    """`--data DIR`, `--completions DIR` and `simulate DIR` said the file "does not exist", sending the user to
+    look for a file that is there: it is a directory."""
+    (tmp_path / "d").mkdir()
+    for args, needle in ((["eval", "--task", "gsm8k", "--data", "d"], "GSM8K (question/answer) file 'd' is a directory"),
+                         (["eval", "--task", "humaneval", "--completions", "d"], "file 'd' is a directory"),
+                         (["simulate", "d"], "trace file 'd' is a directory")):
+        line = one_error_line(advisor(*args, cwd=tmp_path, timeout=120), needle)
+        assert "does not exist" not in line, line
+
+
+def test_an_export_option_given_twice_with_two_values_is_refused(tmp_path):
+    """`--opt emit=script --opt emit=tensor-types` exported with the last value, the first dropped without a
+    word (rc 0); the same value twice is harmless and still exports."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    base = ["export", "bundled-example", "8", "--to", "llama.cpp", "--storage", db]
+    r = advisor(*base, "--opt", "emit=script", "--opt", "emit=tensor-types", cwd=tmp_path)
+    one_error_line(r, "option emit given twice for --to llama.cpp ('script', then 'tensor-types')")
+    assert r.stdout == ""
+    r = advisor(*base, "--opt", "emit=script", "--opt", "emit=script", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("#!"), r.stdout[:200] + r.stderr
+
+
+def test_trace_refuses_an_empty_prompt(tmp_path):
+    """`trace bundled --prompt "$PROMPT"` with PROMPT unset traced an empty prompt and wrote the trace (rc 0)."""
+    for prompts in ([""], ["2+2=", " "]):
+        args = [a for p in prompts for a in ("--prompt", p)]
+        r = advisor("trace", "bundled", "-o", "t.npz", *args, cwd=tmp_path, timeout=120)
+        one_error_line(r, "--prompt is empty", "the text to decode")
+        assert list(tmp_path.iterdir()) == []

@@ -8,11 +8,19 @@ optuna) stay inside command bodies, so `--help` and the read-only commands stay 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from advisor.errors import UserError
 from advisor.units import format_bytes
+
+MAX_THREADS = max(1024, os.cpu_count() or 1)
+"""The most --threads any command takes: no host has more cores, and torch's thread pool takes a C int, which
+a larger value overflows (a traceback), while libgomp gives every thread a stack (2**31 threads: it aborts)."""
+
+SEED_RANGE = {"min": -(2**63), "max": 2**64 - 1}
+"""--seed of the commands that seed torch (`torch.Generator.manual_seed` takes this range; beyond it, a traceback)."""
 
 # `eval` and `trace`: their default is every core (fastest on a quiet host); `tune` and `profile` default to 1
 THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other work, 1 or 2 can be many times faster "

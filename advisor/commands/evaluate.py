@@ -7,10 +7,11 @@ import os
 
 import typer
 
-from advisor.commands import THREADS_HELP, refuse_out_of_memory
-from advisor.errors import UserError
+from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
+from advisor.units import MAX_LENGTH
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +29,7 @@ def register(app: typer.Typer) -> None:
             "JSON file. Default: the model's own weights.",
         ),
         limit: int = typer.Option(None, "--limit", "-n", help="Evaluate a deterministic subset of N examples."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the subset choice."),
+        seed: int = typer.Option(0, "--seed", **SEED_RANGE, help="Seed of the subset choice."),
         data: str = typer.Option(None, "--data", help="Local data file (GSM8K jsonl / HumanEval jsonl[.gz])."),
         style: str = typer.Option(
             None, "--style", help="GSM8K prompt style: zero-shot, few-shot (default) or cot."
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         batch_size: int = typer.Option(None, "--batch-size", help="Prompts decoded together (default per task)."),
         max_new_tokens: int = typer.Option(
-            None, "--max-new-tokens", help="Tokens generated per prompt (default per task: toy 16, others 256)."
+            None, "--max-new-tokens", max=MAX_LENGTH, help="Tokens generated per prompt (default per task: toy 16, others 256)."
         ),
         fidelity_prompts: int = typer.Option(
             16, "--fidelity-prompts", min=0,
@@ -52,10 +53,12 @@ def register(app: typer.Typer) -> None:
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(quantized into a host store) / load the whole model. Default: offload when "
                                      "the checkpoint is bigger than the device's free memory."),
-        threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+        threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
+        # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
+        refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:

@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         study: str | None = typer.Argument(None, help="Study name (or use --from-recommend)."),
-        trial: int | None = typer.Argument(None, help="Trial number: a front point, or any complete trial."),
+        trial: int | None = typer.Argument(None, min=0, max=2**63 - 1,  # SQLite's INTEGER: beyond, an OverflowError
+                                           help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
         output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
@@ -54,6 +55,14 @@ def register(app: typer.Typer) -> None:
                 raise UserError("nothing to export: " + "; ".join(rec.reasons))
             point = rec.chosen.point
         else:
+            ignored = [flag for flag, value in (("--budget", budget), ("--gpu", gpu), ("--min-accuracy", min_accuracy),
+                                                ("--max-accuracy-drop", max_accuracy_drop), ("--prefer", prefer),
+                                                ("--model", model), ("--task", task),
+                                                ("--profiles-dir", profiles_dir)) if value is not None]
+            if ignored:  # they choose what --from-recommend exports; with STUDY TRIAL they changed nothing, unsaid
+                raise UserError(f"{', '.join(ignored)} only choose{'s' if len(ignored) == 1 else ''} what "
+                                "--from-recommend exports; add --from-recommend, or drop "
+                                f"{'it' if len(ignored) == 1 else 'them'} to export STUDY TRIAL as stored")
             if study is None or trial is None:
                 raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
             points = load_points(storage, study)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import THREADS_HELP, refuse_out_of_memory
+from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.units import MAX_LENGTH
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -49,18 +50,22 @@ def trace_cmd(
                              "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
     limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
-    max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, help="0 = the task's / model's default."),
-    steps: int = typer.Option(0, "--steps", min=0, help="Denoising steps (dLLMs); 0 = model default."),
-    block_length: int = typer.Option(0, "--block-length", min=0, help="Block length (dLLMs); 0 = model default."),
+    max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, max=MAX_LENGTH, help="0 = the task's / model's default."),
+    steps: int = typer.Option(0, "--steps", min=0, max=MAX_LENGTH, help="Denoising steps (dLLMs); 0 = model default."),
+    block_length: int = typer.Option(0, "--block-length", min=0, max=MAX_LENGTH, help="Block length (dLLMs); 0 = model default."),
     device: str = typer.Option("cpu", "--device"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", **SEED_RANGE),
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "
                                  "checkpoint is bigger than the device's free memory."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
+    from advisor.errors import refuse_empty
     from advisor.tune.interrupt import import_runtime
+
+    for text in prompt or []:  # an unset "$PROMPT" traced an empty prompt, without a word
+        refuse_empty({"--prompt": text}, "the text to decode")
 
     import_runtime()
     import time

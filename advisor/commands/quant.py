@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from advisor.errors import UserError
+from advisor.commands import SEED_RANGE
+from advisor.errors import UserError, refuse_empty
 
 
 def _layers(text: str | None) -> list[int] | None:
@@ -55,12 +56,13 @@ def register(app: typer.Typer) -> None:
             False, "--per-expert", help="Print one row per expert, not per layer."
         ),
         json_out: str = typer.Option(None, "--json", help="Also write every row to this JSON file."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", **SEED_RANGE),
         offload: bool = typer.Option(None, "--offload/--resident", help="Read experts one at a time from the "
                                      "checkpoint / load the whole model. Default: offload when the checkpoint is "
                                      "bigger than the free host memory."),
     ) -> None:
         """Per expert and format: bytes, relative weight and output errors (raw data for sensitivity)."""
+        refuse_empty({"--json": json_out}, "a file path")  # '' wrote no file, without a word
         names = [f.strip() for f in formats.split(",") if f.strip()]
         if not names:
             raise UserError("--formats is empty; give e.g. int8,int4,nf4")

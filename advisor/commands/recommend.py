@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from advisor.commands import MAX_THREADS
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 
@@ -81,7 +82,8 @@ def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
         cpu: bool = typer.Option(False, "--cpu", help="Without CUDA: record a host memcpy profile for modelled times."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Where to store it (default studies/profiles)."),
+        profiles_dir_text: str | None = typer.Option(None, "--profiles-dir", help="Where to store it (default "
+                                                     "studies/profiles)."),
         name: str | None = typer.Option(None, "--name", help="Store under this name instead of the device's."),
         list_known: bool = typer.Option(False, "--list", help="List measured profiles and the GPU catalogue; measure nothing."),
         repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repeats per transfer size (median taken)."),
@@ -89,7 +91,7 @@ def register(app: typer.Typer) -> None:
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
                                          "expert shapes (HF id, directory, tiny:<family>, bundled)."),
-        threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads for the CPU expert times "
+        threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads for the CPU expert times "
                                     "(default 1, as `advisor tune` runs; give the threads your runtime uses)."),
     ) -> None:
         """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
@@ -99,6 +101,8 @@ def register(app: typer.Typer) -> None:
 
         # '' stored the profile under the device's name, replacing it
         refuse_empty({"--name": name}, "the name to store the profile under (without it: the device's name)")
+        refuse_empty({"--profiles-dir": profiles_dir_text}, "a directory")  # '' (Path('') is '.') stored it here
+        profiles_dir = Path(profiles_dir_text) if profiles_dir_text is not None else None
         if list_known:
             measured = hw.load_profiles(profiles_dir)
             typer.echo(f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from advisor.results.storage import DEFAULT_STORAGE
+from advisor.units import MAX_LENGTH
 
 
 def register(app: typer.Typer) -> None:
@@ -37,17 +38,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
         accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
-        from advisor.errors import UserError
+        from advisor.errors import UserError, refuse_empty
         from advisor.report.study import build_report
         from advisor.results.preflight import check_storage
         from advisor.tune.budget import memory_specs
 
+        refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
         except ValueError as e:
             raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
         if any(n <= 0 for n in lengths):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
+        if any(n > MAX_LENGTH for n in lengths):  # torch's size arithmetic would overflow: a traceback
+            raise UserError(f"--block-lengths {block_lengths!r}: a block length is at most {MAX_LENGTH} tokens")
         mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         t0 = time.monotonic()

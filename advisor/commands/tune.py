@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import re
+import threading  # TIMEOUT_MAX: the longest wait the heartbeat thread can make
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from advisor.commands import MAX_THREADS
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 
@@ -198,9 +200,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
                                  "transfer time); live: every trial runs the offload runtime (measured)."),
-        threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads."),
+        threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads."),
         wide: bool = typer.Option(False, "--wide", help="Print the front as one wide table, whatever the width."),
-        heartbeat: int = typer.Option(10, "--heartbeat", min=1, help="Heartbeat interval (s); a silent worker's "
+        heartbeat: int = typer.Option(10, "--heartbeat", min=1, max=int(threading.TIMEOUT_MAX), help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(streamed into the quantized host store) / load the whole model. Default: "
@@ -335,12 +337,14 @@ def register(app: typer.Typer) -> None:
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
-        out: Path = typer.Option(Path("studies/plots"), "--out", help="Directory for the PNG and HTML plots."),
+        out: str = typer.Option("studies/plots", "--out", help="Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
         """Print a study's stored Pareto front and write it as PNG and interactive HTML plots."""
         import re
+
+        refuse_empty({"--out": out}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
 
         from rich.console import Console
 
@@ -369,7 +373,9 @@ def register(app: typer.Typer) -> None:
             from advisor.tune.plots import write_html, write_png
 
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study)
-            written = f"plots: {write_png(points, out / f'{safe}.png', title)}  {write_html(points, out / f'{safe}.html', title)}"
+            where = Path(out)
+            written = (f"plots: {write_png(points, where / f'{safe}.png', title)}  "
+                       f"{write_html(points, where / f'{safe}.html', title)}")
         print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if written:

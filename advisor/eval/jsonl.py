@@ -16,7 +16,8 @@ def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
     is not UTF-8, not JSON, or not an object. `what` names the expected content in the messages."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"{what} file {str(p)!r} does not exist")
+        raise UserError(f"{what} file {str(p)!r} " + ("is a directory; give the file's own path" if p.is_dir()
+                                                         else "does not exist"))
     opener = gzip.open if p.suffix == ".gz" else open
     try:
         with opener(p, "rb") as fh:

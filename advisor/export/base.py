@@ -86,6 +86,7 @@ def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
     mod = importlib.import_module(TARGETS[target])
     spec: dict[str, tuple[str, tuple[str, ...] | None, str]] = mod.OPTIONS
     opts = {k: v[0] for k, v in spec.items()}
+    given: dict[str, str] = {}
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
         key = key.strip()
@@ -95,6 +96,8 @@ def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
         choices = spec[key][1]
         if choices and value not in choices:
             raise UserError(f"option {key}={value!r} for --to {target} must be one of: {', '.join(choices)}")
+        if given.setdefault(key, value) != value:  # the last one won, without a word
+            raise UserError(f"option {key} given twice for --to {target} ({given[key]!r}, then {value!r}); give it once")
         opts[key] = value
     return opts
 

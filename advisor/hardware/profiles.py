@@ -318,9 +318,11 @@ def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwarePr
     if not d.is_dir():
         return []
     out = []
-    for p in sorted(d.glob("*.json")):
+    for p in sorted(q for q in d.glob("*.json") if not q.is_dir()):  # a directory named x.json holds no profile
         try:
             out.append(HardwareProfile.from_dict(json.loads(p.read_text())))
+        except OSError as e:  # unreadable (permissions, a dangling link): one line, not a traceback
+            raise UserError(f"cannot read hardware profile {p} ({e.strerror}); make it readable or delete it") from e
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"hardware profile {p} is not valid JSON ({e}); delete it or run `advisor profile` again") from e
         except UserError as e:

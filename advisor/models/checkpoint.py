@@ -117,7 +117,9 @@ class Checkpoint:
         if index.is_file():
             try:
                 weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-            except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+                if not all(isinstance(s, str) for s in weight_map.values()):  # shard file names
+                    raise TypeError("weight_map must map tensor names to shard file names")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: not UTF-8, too
                 raise UserError(f"{index} is not a valid safetensors index ({e}); re-download the checkpoint") from e
             shards = sorted(set(weight_map.values()))
             missing = [s for s in shards if not (self.dir / s).is_file()]

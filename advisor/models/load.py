@@ -277,8 +277,11 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
     try:
         raw = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise UserError(f"{config_file} is not valid JSON ({e}); re-download or re-save the model") from e
+    if not isinstance(raw, dict):  # a list or a number: `.get` was an AttributeError traceback
+        raise UserError(f"{config_file} holds a JSON {type(raw).__name__}, not an object of settings; re-download "
+                        "or re-save the model")
     model_type = str(raw.get("model_type", ""))
     if not model_type:
         raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")

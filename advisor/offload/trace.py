@@ -119,6 +119,8 @@ class RoutingTrace:
     @classmethod
     def load(cls, path: str | os.PathLike) -> RoutingTrace:
         path = Path(path)
+        if path.is_dir():  # it exists: "does not exist" sent the user looking for a missing file
+            raise UserError(f"trace file '{path}' is a directory; give the .npz file `advisor trace -o` wrote")
         if not path.is_file():
             raise UserError(f"trace file '{path}' does not exist; record one with `advisor trace MODEL -o FILE`")
         if not zipfile.is_zipfile(path):  # numpy would try it as a pickle and advise loading it unsafely

@@ -229,16 +229,18 @@ class PrecisionPlan:
             if not _names_a_file(text):
                 raise _bad(text, "no such file")
             try:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8-sig")  # a BOM (a Windows editor's) is no error
             except OSError as e:
                 raise _bad(text, f"cannot read it ({e.strerror})") from None
+            except UnicodeDecodeError as e:
+                raise _bad(text, f"not UTF-8 text (byte {e.start})") from None
             try:
                 doc = json.loads(text)
             except json.JSONDecodeError:
                 doc = None
             if isinstance(doc, dict) and doc.get("schema") == EXPORT_SCHEMA:  # an `advisor export --to json` file
-                return cls.from_json(doc.get("precision") or {})
-            return cls.from_json(text)
+                return cls.from_json(doc.get("precision") or {}, shown=str(path))
+            return cls.from_json(text, shown=str(path))  # the file's name, not its lines, in a refusal
         default, layers, experts = DEFAULT_FORMAT, {}, {}
         try:
             for clause in filter(None, (c.strip() for c in text.split(";"))):
@@ -297,9 +299,10 @@ class PrecisionPlan:
         return json.dumps(doc, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, data: str | Mapping) -> PrecisionPlan:
-        """Inverse of `to_json` (a stored "fingerprint" is informational and recomputed)."""
-        shown = data if isinstance(data, str) else json.dumps(data)
+    def from_json(cls, data: str | Mapping, *, shown: str | None = None) -> PrecisionPlan:
+        """Inverse of `to_json` (a stored "fingerprint" is informational and recomputed); `shown`: what a refusal
+        quotes (a file's path), else the JSON itself."""
+        shown = shown or (data if isinstance(data, str) else json.dumps(data))
         try:
             doc = json.loads(data) if isinstance(data, str) else dict(data)
         except json.JSONDecodeError as e:

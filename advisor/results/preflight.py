@@ -57,6 +57,8 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
                 con.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 optuna_tables = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
                                             "name='alembic_version'").fetchone() is not None
+                if write:
+                    _check_not_foreign(con, path)
             finally:
                 con.close()
         except sqlite3.Error as e:
@@ -73,6 +75,26 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise UserError(f"cannot create {path}: {parent} is not a writable directory; give --storage a "
                             "writable path")
+
+
+def _check_not_foreign(con: sqlite3.Connection, path: Path) -> None:
+    """A tune adds Optuna's and the advisor's tables to the file: refuse, before the model loads, a file of
+    other tables only (another program's database, a mistyped --storage: the tune wrote its tables into it) and
+    an advisor table without the columns this version writes (the tune failed after the model had loaded)."""
+    from advisor.results.store import Base
+
+    tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    ours = Base.metadata.tables
+    if tables and "studies" not in tables and not any(t in ours for t in tables):
+        shown = ", ".join(sorted(tables)[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
+        raise UserError(f"{path} is another program's database (tables {shown}), which the tune would add its "
+                        "tables to; give --storage a new path or the file `advisor tune` wrote")
+    for name in (t for t in tables if t in ours):
+        have = {row[1] for row in con.execute(f'PRAGMA table_info("{name}")')}
+        missing = [c.name for c in ours[name].columns if c.name not in have]
+        if missing:
+            raise UserError(f"{path} has a table {name} without the column(s) {', '.join(missing[:3])} that "
+                            "`advisor tune` writes: not a database it wrote; give --storage a new path")
 
 
 def _existing_parent(p: Path) -> Path:

@@ -41,6 +41,7 @@ from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
 from advisor.results.front import METRICS
+from advisor.units import MAX_LENGTH
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
 """The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
@@ -543,6 +544,8 @@ class _Validator:
             fidelity_floor=float(self._typed(ev, "evaluation.fidelity_floor", (int, float), 0.0)),
             max_new_tokens=self._positive(ev, "evaluation.max_new_tokens", None),
         )
+        if (settings.max_new_tokens or 0) > MAX_LENGTH:  # torch's size arithmetic overflowed: a traceback
+            self.fail("evaluation.max_new_tokens", f"must be at most {MAX_LENGTH}")
         if not 0.0 <= settings.fidelity_floor <= 1.0:
             self.fail("evaluation.fidelity_floor", "must be between 0 and 1")
         if settings.fidelity_floor > 0 and ("accuracy" not in objectives or not settings.staging):
