@@ -728,9 +728,11 @@ def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_p
 
 
 def test_host_memory_on_a_model_loaded_whole_in_replay_is_refused_not_ignored(tmp_path):
-    """`--host-memory 1KiB` on the bundled model (loaded whole, replay): no host store is packed, so the cap
-    limited nothing and the study ran without a word. With --offload it caps the stores (and is checked)."""
-    r = advisor("tune", "--host-memory", "1KiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    """`--host-memory 1KiB` on the bundled model loaded whole (--resident), in replay: no host store is packed,
+    so the cap limited nothing and the study ran without a word. Offloaded (the quick space's default budget is
+    below the model, or --offload) it caps the stores (and is checked)."""
+    r = advisor("tune", "--host-memory", "1KiB", "--resident", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+                cwd=tmp_path)
     one_error_line(r, "--host-memory caps the host stores", "bundled is loaded whole", "add --offload")
     assert not (tmp_path / "s.db").exists()
     r = advisor("tune", "--host-memory", "1KiB", "--offload", "--trials", "1", "--storage", str(tmp_path / "s.db"),

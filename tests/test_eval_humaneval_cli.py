@@ -100,7 +100,8 @@ def test_a_model_generates_and_is_scored_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert "pass@1:" in result.output and "(0/2;" in result.output  # a random model passes nothing, but scores
     # the label says how, as for given completions (it said "[measured:pass@1]", the metric's name again)
-    assert "[measured:sandboxed-unit-tests (cpu)]" in result.output  # and where the completions were generated
+    # with the task, problem count and where the completions were generated, as tune stores it
+    assert "[measured:sandboxed-unit-tests:humaneval(n=2,cpu)]" in result.output
     payload = json.loads(out.read_text())
     assert payload["n"] == 2 and len(payload["per_example"]) == 2
     assert all(isinstance(r["completion"], str) for r in payload["per_example"])

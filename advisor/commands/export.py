@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
             points = load_points(storage, study)
             match = [p for p in points if p.trial_number == trial]
             point, off_note = (match[0], None) if match else _off_front(storage, study, trial, points)
-        result = export_point(_with_study_cpu(storage, point), target, option)
+        result = export_point(_with_study_cpu(storage, point) if target == "hf" else point, target, option)
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
             typer.echo(off_note, err=True)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
@@ -92,7 +92,8 @@ def register(app: typer.Typer) -> None:
 
 def _with_study_cpu(storage: str, point: FrontPoint) -> FrontPoint:
     """`point` with the CPU expert times its study priced CPU misses with (stored with the study, before its
-    hardware profile's) in its hardware profile: a `hybrid` recipe rebuilds the study's time model from them."""
+    hardware profile's) in its hardware profile: the `hf` recipe of a `hybrid` point rebuilds the study's time
+    model from them (the other targets export the profile as stored)."""
     import dataclasses
 
     from advisor.results.trials import study_attr
