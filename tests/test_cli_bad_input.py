@@ -1019,3 +1019,11 @@ def test_trace_refuses_an_empty_prompt(tmp_path):
         r = advisor("trace", "bundled", "-o", "t.npz", *args, cwd=tmp_path, timeout=120)
         one_error_line(r, "--prompt is empty", "the text to decode")
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_storage_url_no_driver_takes_is_refused_with_an_example_that_runs_as_shown(tmp_path):
+    """The advice's PostgreSQL example carried a password, which the error's URL masking printed as
+    `user:***@host`: copied, libpq sent `***`. It names the user only and where the password goes."""
+    r = advisor("tune", "--storage", "foo://bar", "--trials", "1", cwd=tmp_path)
+    line = one_error_line(r, "cannot use storage 'foo://bar'", "postgresql://user@host/db (password in PGPASSWORD")
+    assert "***" not in line

@@ -114,7 +114,7 @@ def _check_server(url: str, *, write: bool) -> None:
         engine = create_engine(url, **engine_kwargs(url))
     except (ArgumentError, ImportError, ValueError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL "
-                        "such as sqlite:///studies/advisor.db or postgresql://user:pass@host/db") from e
+                        "such as sqlite:///studies/advisor.db or postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass)") from e
     try:
         with engine.connect() as c:
             c.execute(text("SELECT 1"))

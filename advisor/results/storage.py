@@ -287,7 +287,7 @@ def open_storage(
             return storage_class(url, **kwargs)
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
-                        f"{DEFAULT_STORAGE} or postgresql://user:pass@host/db") from e
+                        f"{DEFAULT_STORAGE} or postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass)") from e
     except OperationalError as e:
         if is_locked_error(e):
             raise locked_database(url) from e
