@@ -19,6 +19,8 @@ from advisor.results.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
     from advisor.models.load import BudgetOf
+    from advisor.tune.config import ModelShape
+    from advisor.tune.space import SearchSpace
 
 
 def _existing_engine(storage: str):
@@ -77,7 +79,8 @@ def _get_task(space_obj, task: str | None, data: str | None):
     return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
 
 
-def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str, shape=None) -> None:
+def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str,
+                          shape: ModelShape | None = None) -> None:
     """A study keeps to its budget: at a --budgets value above it every seeded point would be cut to the study's
     budget, and every baseline stored over budget - an answer at that budget the study cannot give. Without
     the model's `shape` (before it loads) only the sizes are checked; its shares need the model."""
@@ -94,7 +97,7 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
 
 
 def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...],
-                 space_obj) -> BudgetOf | None:
+                 space_obj: SearchSpace | None) -> BudgetOf | None:
     """The study's budget as `load_model` decides with it whether to offload, known before the model loads: the
     largest of --budgets and a space's budget_fraction are shares of the model, so they are taken from the
     checkpoint's counted bytes (a --budgets share s as s x them: below them exactly when s < 100% for a 16-bit
