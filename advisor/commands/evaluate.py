@@ -135,7 +135,8 @@ def register(app: typer.Typer) -> None:
             payload = {
                 "model": loaded.name, "fingerprint": loaded.fingerprint, "task": the_task.description,
                 "precision": plan.spec if plan is not None else None, "limit": limit, "seed": seed,
-                **result.summary(), "fidelity": fid, "per_example": result.per_example,
+                **result.summary(), "fidelity": {**fid, "source": fid_source} if fid else fid,
+                "per_example": result.per_example,
             }
             write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
             console.print(f"wrote {json_out}")
