@@ -103,8 +103,8 @@ def register(app: typer.Typer) -> None:
             runtime = plan_runtime(loaded, plan)
             if ref is not None:
                 fid = fidelity(loaded, ref, runtime)
-                fid_source = fidelity_source(model_shape(loaded).native_format, ref.n_positions,
-                                             int(ref.input_ids.shape[0]), str(loaded.device))
+                fid_source = fidelity_source(model_shape(loaded).native_format, ref.n_positions, ref.n_prompts,
+                                             str(loaded.device))
         with refuse_out_of_memory(f"evaluating on {loaded.device}",
                                   "give a smaller --max-new-tokens or --batch-size"):
             result = evaluate(
