@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
@@ -287,6 +288,25 @@ def test_inspect_with_a_budget_below_the_resident_weights_says_by_how_much_and_w
     assert abs(float(m[1]) * 1024 - 1024 - float(m[2])) < 5.2, title  # short = resident - budget (rounded)
     assert m[3] == "int2" and float(m[4]) > float(m[1]), title
     assert res.output.count("none (resident >") == 7, res.output  # every format's slots cell
+
+
+@pytest.mark.parametrize(("budget", "room"), [
+    ("1.25MiB", "no room left for expert slots beside the activation allowance; "),
+    ("1.29MiB", r"1.46 KiB left for expert slots and staging, too little for any: "),
+])
+def test_inspect_with_a_budget_that_fits_no_slot_above_the_resident_weights_says_what_one_slot_needs(budget, room):
+    """Above the resident weights (1.23 MiB) but within the activation allowance (63 KiB), or a few KiB above it,
+    no slot fits either; the title said only "no room left" or "1.46 KiB left for expert slots", not the budget
+    one slot needs, as it says below the resident weights."""
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", "bundled", "--budget", budget], terminal_width=300)
+    assert res.exit_code == 0, res.output
+    title = " ".join(res.output.split())
+    m = re.search(room + r"one int2 slot per MoE layer needs --budget ([\d.]+) MiB or more \(misses computed on the "
+                  r"CPU\)", title)
+    assert m and float(m[1]) > float(budget.removesuffix("MiB")), title
+    assert res.output.count(" none │") >= 7, res.output  # every format's slots cell
 
 
 def test_recommend_prints_an_export_command_that_runs_as_printed(tmp_path):

@@ -35,6 +35,8 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
     payload = json.loads(out.read_text())
     assert payload["n"] == 3 and payload["precision"] == "int4" and len(payload["per_example"]) == 3
     assert 0.0 <= payload["fidelity"]["fidelity_top1"] <= 1.0
+    # the file's fidelity says where it came from, as the printed line does (it carried the values only)
+    assert f"[{payload['fidelity']['source']}]" in text and payload["fidelity"]["source"].startswith("measured:logits")
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,20 @@ def test_budgets_sizes_above_the_studys_budget_are_refused_before_the_model_load
     assert not (tmp_path / "x.db").exists()
 
 
+def test_budgets_of_every_fp16_expert_offload_a_model_stored_at_fp32(tmp_path):
+    """`--budgets 100%` is the resident weights + every expert at FP16: 4.23 MiB of the bundled model's 7.23 MiB
+    (stored at fp32), so it loads offloaded, as under `--budget 4.23MiB`. The share was taken of the counted fp32
+    bytes, and the model was loaded whole, below its budget: "counted 7.23 MiB of weights <= --budgets 100%"."""
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "--budgets", "100%",
+                        "--space", str(space), "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of weights > --budgets "
+            "100% (resident weights + 100% of the FP16 expert bytes))") in " ".join(r.stdout.split()), r.stdout
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     import torch

@@ -4,6 +4,7 @@ live offload runtime counting the same bytes as the replay of its routing."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -171,3 +172,26 @@ def test_out_of_memory_message_gives_the_asked_bytes():
     # the host's allocator names a byte count (`advisor eval`/`trace` refuse with it)
     assert asked_bytes("DefaultCPUAllocator: can't allocate memory: you tried to allocate 512000024064 bytes.") \
         == 512000024064
+
+
+def test_tune_labels_fidelity_with_the_prompts_it_compared(tmp_path):
+    """A --data file of 3 problems under `fidelity_prompts = 16`: the study's fidelity source said "16 prompts"
+    (the setting) where 3 were compared; it says what was measured, as `advisor eval` does."""
+    import json
+    import subprocess
+    import sys
+
+    from advisor.eval import toy
+
+    (tmp_path / "g.jsonl").write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
+                                              for e in toy.test_set()[:3]))
+    (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [8]\n'
+                                     '[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
+                                     '[evaluation]\nlimit = 3\ntrace_prompts = 1\nfidelity_prompts = 16\n'
+                                     'max_new_tokens = 8\n')
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl",
+                        "--space", "g.toml", "--trials", "1", "--storage", "g.db"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert re.search(r"fidelity_top1: measured:logits-vs-fp32\(\d+ positions,3 prompts,cpu\)", text), r.stdout

@@ -103,8 +103,8 @@ def register(app: typer.Typer) -> None:
             runtime = plan_runtime(loaded, plan)
             if ref is not None:
                 fid = fidelity(loaded, ref, runtime)
-                fid_source = fidelity_source(model_shape(loaded).native_format, ref.n_positions,
-                                             int(ref.input_ids.shape[0]), str(loaded.device))
+                fid_source = fidelity_source(model_shape(loaded).native_format, ref.n_positions, ref.n_prompts,
+                                             str(loaded.device))
         with refuse_out_of_memory(f"evaluating on {loaded.device}",
                                   "give a smaller --max-new-tokens or --batch-size"):
             result = evaluate(
@@ -135,7 +135,8 @@ def register(app: typer.Typer) -> None:
             payload = {
                 "model": loaded.name, "fingerprint": loaded.fingerprint, "task": the_task.description,
                 "precision": plan.spec if plan is not None else None, "limit": limit, "seed": seed,
-                **result.summary(), "fidelity": fid, "per_example": result.per_example,
+                **result.summary(), "fidelity": {**fid, "source": fid_source} if fid else fid,
+                "per_example": result.per_example,
             }
             write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
             console.print(f"wrote {json_out}")

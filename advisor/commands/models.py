@@ -116,15 +116,18 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     most = max(shape.num_experts)
     misses = ("copy", "cpu") if shape.staging and free > 0 else ("copy",)  # resident, or none fits: one column
     act_text = f"activation allowance {format_bytes(act, 2)} ({workload}), " if shape.staging and budget > resident else ""
+    # when no slot fits, what the least one needs (CPU misses stage nothing: the least peak)
+    fmt = min(FIT_FORMATS, key=lambda f: uniform_peak_bytes(shape, f, 1, miss="cpu"))
+    least = uniform_peak_bytes(shape, fmt, 1, miss="cpu")
+    needs = (f"one {fmt} slot per MoE layer needs --budget {format_bytes(least, 2)} or more"
+             + (" (misses computed on the CPU)" if shape.staging else ""))
     if free > 0:
-        room = f"{format_bytes(free, 2)} left for expert slots" + (" and staging" if shape.staging else "")
+        room = (f"{format_bytes(free, 2)} left for expert slots" + (" and staging" if shape.staging else "")
+                + (f", too little for any: {needs}" if least > budget else ""))
     elif budget > resident:
-        room = "no room left for expert slots beside the activation allowance"
+        room = f"no room left for expert slots beside the activation allowance; {needs}"
     else:  # a negative "left" said nothing; say by how much and what the least slot needs
-        fmt = min(FIT_FORMATS, key=lambda f: uniform_peak_bytes(shape, f, 1, miss="cpu"))  # CPU misses: least
-        room = (f"{format_bytes(resident - budget, 2)} short of them, so no expert slot fits; one {fmt} slot per MoE "
-                f"layer needs --budget {format_bytes(uniform_peak_bytes(shape, fmt, 1, miss='cpu'), 2)} or more"
-                + (" (misses computed on the CPU)" if shape.staging else ""))
+        room = f"{format_bytes(resident - budget, 2)} short of them, so no expert slot fits; {needs}"
     caption = "counted bytes (payload + scales); slots: uniform per MoE layer, "
     if shape.staging:
         caption += ("the most whose counted peak - resident weights, slots, activation allowance and, for copied "

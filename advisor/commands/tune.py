@@ -19,6 +19,8 @@ from advisor.results.storage import DEFAULT_STORAGE
 
 if TYPE_CHECKING:
     from advisor.models.load import BudgetOf
+    from advisor.tune.config import ModelShape
+    from advisor.tune.space import SearchSpace
 
 
 def _existing_engine(storage: str):
@@ -77,7 +79,8 @@ def _get_task(space_obj, task: str | None, data: str | None):
     return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
 
 
-def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str, shape=None) -> None:
+def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str,
+                          shape: ModelShape | None = None) -> None:
     """A study keeps to its budget: at a --budgets value above it every seeded point would be cut to the study's
     budget, and every baseline stored over budget - an answer at that budget the study cannot give. Without
     the model's `shape` (before it loads) only the sizes are checked; its shares need the model."""
@@ -94,25 +97,26 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
 
 
 def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...],
-                 space_obj) -> BudgetOf | None:
+                 space_obj: SearchSpace | None) -> BudgetOf | None:
     """The study's budget as `load_model` decides with it whether to offload, known before the model loads: the
     largest of --budgets and a space's budget_fraction are shares of the model, so they are taken from the
-    checkpoint's counted bytes (a --budgets share s as s x them: below them exactly when s < 100% for a 16-bit
-    checkpoint, as resident weights + s x the FP16 expert bytes - the study's budget once loaded - is)."""
+    checkpoint. A --budgets share s is resident weights + s x the FP16 expert bytes once loaded, which is below
+    the counted bytes exactly when s x the checkpoint's bytes at 16 bits is (for a checkpoint of one dtype:
+    s < 100% at 16 bits, always at fp32), so it is compared as that; a budget_fraction is s x the counted bytes."""
     from advisor.tune.budget import memory_spec
     from advisor.units import format_bytes
 
     if budget_bytes is not None:
-        return lambda counted: (budget_bytes, f"{budget_note} {format_bytes(budget_bytes, 2)}")
+        return lambda counted, fp16: (budget_bytes, f"{budget_note} {format_bytes(budget_bytes, 2)}")
     if budgets:
-        def largest(counted: int) -> tuple[int, str]:
-            limit, spec = max((v if isinstance(v := memory_spec(b), int) else int(v * counted), b) for b in budgets)
+        def largest(counted: int, fp16: int) -> tuple[int, str]:
+            limit, spec = max((v if isinstance(v := memory_spec(b), int) else int(v * fp16), b) for b in budgets)
             return limit, (f"--budgets {spec} (resident weights + {spec} of the FP16 expert bytes)"
                            if spec.endswith("%") else f"--budgets {format_bytes(limit, 2)}")
         return largest
     if space_obj is not None and space_obj.budget_fraction:
         frac = space_obj.budget_fraction
-        return lambda counted: (int(frac * counted), f"{frac:g} x them ({space_obj.name} space default)")
+        return lambda counted, fp16: (int(frac * counted), f"{frac:g} x them ({space_obj.name} space default)")
     return None
 
 

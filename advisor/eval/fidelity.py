@@ -43,6 +43,11 @@ class ReferenceLogits:
     def n_positions(self) -> int:
         return int(self.top1.numel())
 
+    @property
+    def n_prompts(self) -> int:
+        """The prompts compared: as many as asked for, or fewer when the task has fewer that fit the canvas."""
+        return int(self.input_ids.shape[0])
+
 
 def build_inputs(
     loaded, prompts: list[str], answers: list[str | None] | None = None, *, canvas: int = 32, seed: int = 0

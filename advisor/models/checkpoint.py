@@ -149,6 +149,12 @@ class Checkpoint:
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
+    @property
+    def fp16_nbytes(self) -> int:
+        """`nbytes` at 16 bits per element, whatever the stored dtype: what a share of the model's FP16 bytes
+        (`advisor tune --budgets 25%`) is a share of before the model is loaded."""
+        return 2 * sum(math.prod(t.shape) for t in self.tensors.values())
+
     # -- reading -----------------------------------------------------------------------------------------
     def _file(self, path: Path) -> Any:
         if path not in self._files:

@@ -42,9 +42,10 @@ _LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}
 _MASK_DEFAULTS = {"llada_moe": 156895, "llada2": 156895}
 
 
-BudgetOf = Callable[[int], tuple[int, str]]
-"""A device budget known only with the checkpoint's counted bytes (a share of the model, `advisor tune --budgets
-25%`): (bytes to compare them with, the budget as the load note names it) from those counted bytes."""
+BudgetOf = Callable[[int, int], tuple[int, str]]
+"""A device budget known only with the checkpoint (a share of the model, `advisor tune --budgets 25%`): (bytes to
+compare its counted bytes with, the budget as the load note names it) from its counted bytes and its bytes at 16
+bits per element (`Checkpoint.fp16_nbytes`, which FP16 shares are taken of)."""
 
 
 @dataclass
@@ -118,10 +119,10 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
 
     `offload`: True keeps the routed experts in the checkpoint (offloaded loading), False loads everything;
-    None (default) offloads when the checkpoint's counted bytes exceed `budget` (bytes, or a `BudgetOf` those
-    counted bytes; default: the device's free memory - the GPU's, or the host's available RAM for ``cpu``). `quantization_config` (e.g. a transformers
-    `BitsAndBytesConfig`) is handed to `from_pretrained`, which quantizes on load onto `device` (resident);
-    tiny models are built in code and cannot take one."""
+    None (default) offloads when the checkpoint's counted bytes exceed `budget` (bytes, or a `BudgetOf` the
+    checkpoint; default: the device's free memory - the GPU's, or the host's available RAM for ``cpu``).
+    `quantization_config` (e.g. a transformers `BitsAndBytesConfig`) is handed to `from_pretrained`, which
+    quantizes on load onto `device` (resident); tiny models are built in code and cannot take one."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
@@ -301,7 +302,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         checkpoint = Checkpoint(path)  # its headers, read once: also the offloaded model's source
         counted = checkpoint.nbytes
         if callable(budget):
-            limit, what = budget(counted)
+            limit, what = budget(counted, checkpoint.fp16_nbytes)
         else:
             limit = budget if budget is not None else device_free_bytes(device)
             what = f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"

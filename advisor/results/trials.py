@@ -46,7 +46,8 @@ def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
 
 def study_attr(url: str, study: str, key: str) -> Any:
     """The user attribute `key` Optuna stored for `study` (e.g. the CPU expert times it priced CPU misses
-    with), None when the database, the study or the attribute is not there."""
+    with), None when the database keeps no Optuna trials or the study or the attribute is not there (a
+    missing SQLite file is a UserError, as for every reader)."""
     def read(q: Query) -> Any:
         rows = q("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
                  "WHERE s.study_name = :s AND a.key = :k", {"s": study, "k": key})

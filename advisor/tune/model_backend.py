@@ -266,7 +266,7 @@ class ModelBackend:
             if self._reference is None:
                 self._reference = self._fidelity_inputs()
             values = fidelity(self.loaded, self._reference, self._runtime(plan))
-        src = fidelity_source(self.shape.native_format, self._reference.n_positions, self.settings.fidelity_prompts,
+        src = fidelity_source(self.shape.native_format, self._reference.n_positions, self._reference.n_prompts,
                               self.device)
         return Measured({k: float(values[k]) for k in ("fidelity_kl", "fidelity_top1")},
                         {"fidelity_kl": src, "fidelity_top1": src}, time.perf_counter() - t0)
