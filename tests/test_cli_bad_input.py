@@ -833,12 +833,15 @@ def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path):
 
 def test_a_precision_plan_file_that_is_not_utf8_or_not_a_plan_is_one_line_naming_the_file(tmp_path):
     """`eval --precision plan.json` of a Latin-1 file was a UnicodeDecodeError traceback; a JSON file of the
-    wrong shape quoted the file's text, its newline included, so the `error:` line ran over two lines."""
-    (tmp_path / "latin1.json").write_bytes(b'{"default": "int8", "note": "caf\xe9"}\n')
-    (tmp_path / "list.json").write_text('{"default": "int8",\n "layers": [1, 2]}\n')
+    wrong shape quoted the file's text, its newline included, so the `error:` line ran over two lines. The path
+    is quoted whole, however long (it was cut at 80 characters, as a long inline plan is)."""
+    where = tmp_path / ("plans-" * 12)
+    where.mkdir()
+    (where / "latin1.json").write_bytes(b'{"default": "int8", "note": "caf\xe9"}\n')
+    (where / "list.json").write_text('{"default": "int8",\n "layers": [1, 2]}\n')
     for name, needle in (("latin1.json", "not UTF-8 text (byte 32)"), ("list.json", "layers/experts must map")):
-        r = advisor("eval", "--precision", str(tmp_path / name), "--limit", "1", cwd=tmp_path, timeout=120)
-        one_error_line(r, f"bad precision plan '{tmp_path / name}'", needle)
+        r = advisor("eval", "--precision", str(where / name), "--limit", "1", cwd=tmp_path, timeout=120)
+        one_error_line(r, f"bad precision plan '{where / name}'", needle)
         assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
 
 

@@ -34,8 +34,9 @@ EXPORT_SCHEMA = "moe-advisor/export"
 _EXAMPLES = "e.g. 'int8', 'int4:g64', 'default=int4;layers=0-1:int8;experts=2.0-3:int8', or a plan JSON file"
 
 
-def _bad(spec: str, why: str) -> UserError:
-    shown = spec if len(spec) <= 80 else spec[:77] + "..."
+def _bad(spec: str, why: str, *, path: bool = False) -> UserError:
+    """The refusal of `spec`: a long inline plan is cut at 80 characters, a file's `path` never (it says where)."""
+    shown = spec if path or len(spec) <= 80 else spec[:77] + "..."
     return UserError(f"bad precision plan '{shown}': {why}; expected {_EXAMPLES}")
 
 
@@ -227,13 +228,13 @@ class PrecisionPlan:
         if text.endswith(".json") or _names_a_file(text):
             path = Path(text)
             if not _names_a_file(text):
-                raise _bad(text, "no such file")
+                raise _bad(text, "no such file", path=True)
             try:
                 text = path.read_text(encoding="utf-8-sig")  # a BOM (a Windows editor's) is no error
             except OSError as e:
-                raise _bad(text, f"cannot read it ({e.strerror})") from None
+                raise _bad(text, f"cannot read it ({e.strerror})", path=True) from None
             except UnicodeDecodeError as e:
-                raise _bad(text, f"not UTF-8 text (byte {e.start})") from None
+                raise _bad(text, f"not UTF-8 text (byte {e.start})", path=True) from None
             try:
                 doc = json.loads(text)
             except json.JSONDecodeError:
@@ -302,16 +303,17 @@ class PrecisionPlan:
     def from_json(cls, data: str | Mapping, *, shown: str | None = None) -> PrecisionPlan:
         """Inverse of `to_json` (a stored "fingerprint" is informational and recomputed); `shown`: what a refusal
         quotes (a file's path), else the JSON itself."""
+        is_path = shown is not None
         shown = shown or (data if isinstance(data, str) else json.dumps(data))
         try:
             doc = json.loads(data) if isinstance(data, str) else dict(data)
         except json.JSONDecodeError as e:
-            raise _bad(shown, f"invalid JSON ({e.msg} at line {e.lineno})") from None
+            raise _bad(shown, f"invalid JSON ({e.msg} at line {e.lineno})", path=is_path) from None
         if not isinstance(doc, dict) or "default" not in doc:
-            raise _bad(shown, "JSON must be an object with at least a 'default' format")
+            raise _bad(shown, "JSON must be an object with at least a 'default' format", path=is_path)
         unknown = set(doc) - {"version", "default", "layers", "experts", "fingerprint", "note"}
         if unknown:
-            raise _bad(shown, f"unknown keys {sorted(unknown)}")
+            raise _bad(shown, f"unknown keys {sorted(unknown)}", path=is_path)
         try:
             layers = {int(k): str(v) for k, v in (doc.get("layers") or {}).items()}
             experts = {
@@ -322,9 +324,9 @@ class PrecisionPlan:
                 default=str(doc["default"]), layers=layers, experts=experts, note=str(doc.get("note", ""))
             )
         except (ValueError, TypeError, AttributeError) as e:
-            raise _bad(shown, f"layers/experts must map numbers to format names ({e})") from None
+            raise _bad(shown, f"layers/experts must map numbers to format names ({e})", path=is_path) from None
         except UserError as e:
-            raise _bad(shown, str(e)) from None
+            raise _bad(shown, str(e), path=is_path) from None
 
     # ---- people --------------------------------------------------------------------------------
     def describe(self, num_experts: Sequence[int] | None = None) -> str:
