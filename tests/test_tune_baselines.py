@@ -59,29 +59,23 @@ def test_bad_budgets_value_is_one_line_before_loading(tmp_path):
     assert not (tmp_path / "x.db").exists()
 
 
-def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_path):
-    """`--budget 2MiB --budgets 10%,90%` on the bundled model: 90% is 3.93 MiB, so its seeded points were cut to
-    2 MiB while labelled "budget 90%", and all seven of its baselines were stored over budget - an answer at
-    90% the study cannot give. Now one line, exit 2, nothing written."""
-    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "--budget", "2MiB",
-                        "--budgets", "10%,90%", "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
+@pytest.mark.parametrize(("model", "budgets", "over"), [
+    # 90% of the bundled model is 3.93 MiB: its seeded points were cut to 2 MiB while labelled "budget 90%",
+    # and all seven of its baselines were stored over budget - an answer at 90% the study cannot give
+    ("bundled", "10%,90%", "90% (3.93 MiB)"),
+    # a size compares with --budget without the model (only shares need its size): refused before it loads
+    # (minutes for a real checkpoint), shown by a model directory that does not exist
+    ("none", "10%,3MiB", "3MiB (3.00 MiB)"),
+])
+def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_path, model, budgets, over):
+    """`--budget 2MiB` with a --budgets value above it: one line, exit 2, nothing written."""
+    spec = model if model == "bundled" else str(tmp_path / model)
+    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", spec, "--budget", "2MiB",
+                        "--budgets", budgets, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.strip().splitlines() == [
-        "error: --budgets 90% (3.93 MiB) exceeds the study's budget of 2.00 MiB (--budget); drop it from --budgets, "
-        "or raise --budget"], r.stderr
-    assert not (tmp_path / "x.db").exists()
-
-
-def test_budgets_sizes_above_the_studys_budget_are_refused_before_the_model_loads(tmp_path):
-    """A size in --budgets compares with --budget without the model (only shares need its size): the refusal
-    came after loading it, minutes for a real checkpoint. A model directory that does not exist shows it."""
-    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", str(tmp_path / "none"),
-                        "--budget", "2MiB", "--budgets", "10%,3MiB", "--storage", f"sqlite:///{tmp_path}/x.db"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.strip().splitlines() == [
-        "error: --budgets 3MiB (3.00 MiB) exceeds the study's budget of 2.00 MiB (--budget); drop it from --budgets, "
+        f"error: --budgets {over} exceeds the study's budget of 2.00 MiB (--budget); drop it from --budgets, "
         "or raise --budget"], r.stderr
     assert not (tmp_path / "x.db").exists()
 
