@@ -119,7 +119,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
 
     `offload`: True keeps the routed experts in the checkpoint (offloaded loading), False loads everything;
-    None (default) offloads when the checkpoint's counted bytes exceed `budget` (bytes, or a `BudgetOf` the
+    None (default) offloads when the checkpoint's counted bytes exceed `budget` (bytes, or a `BudgetOf` of the
     checkpoint; default: the device's free memory - the GPU's, or the host's available RAM for ``cpu``).
     `quantization_config` (e.g. a transformers `BitsAndBytesConfig`) is handed to `from_pretrained`, which
     quantizes on load onto `device` (resident); tiny models are built in code and cannot take one."""
