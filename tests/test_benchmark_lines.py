@@ -47,6 +47,10 @@ def test_offload_strategies_limit_row_copies_nothing():
     lim = case.limit()
     assert lim["hit_rate"] == 1.0 and lim["h2d_bytes_per_token"] == 0.0, lim
     assert lim["ms_per_token"] == lim["terms_per_token"]["gpu_ms"] < cold["ms_per_token"]
+    # the saved terms are the row's too: device compute only (they kept the cold replay's copy time)
+    assert cold["terms_per_token"]["copy_ms"] > 0
+    assert {k: v for k, v in lim["terms_per_token"].items() if v} == {"gpu_ms": lim["ms_per_token"],
+                                                                       "layer_ms": lim["ms_per_token"]}
 
 
 def test_every_listed_benchmark_ends_with_a_result_line():
