@@ -43,14 +43,7 @@ def test_sigkilled_worker_trial_is_failed_and_retried_on_resume(shm_dir):
     url = f"sqlite:///{shm_dir}/k.db"
     proc = _worker("--storage", url, "--study", "k", "--trials", "50", "--delay", "0.5", "--no-staging",
                    "--heartbeat", "1", "--grace", "2", "--seed", "5")
-    seen = 0
-    for line in proc.stdout:  # kill -9 while the 3rd accuracy measurement runs
-        if line.startswith("STAGE accuracy"):
-            seen += 1
-            if seen == 3:
-                proc.kill()
-                break
-    proc.wait(timeout=30)
+    _kill_mid_trial(proc, url, "k", nth=3)  # kill -9 while the 3rd accuracy measurement runs
     assert proc.returncode == -9
     before = optuna.load_study(study_name="k", storage=url).trials
     finished = {t.number: t.values for t in before if t.state.name == "COMPLETE"}
@@ -89,14 +82,7 @@ def test_a_killed_workers_trial_is_failed_when_the_study_already_has_its_trials(
     url = f"sqlite:///{shm_dir}/d.db"
     proc = _worker("--storage", url, "--study", "d", "--total", "50", "--delay", "0.5", "--no-staging",
                    "--heartbeat", "1", "--grace", "2", "--seed", "5")
-    seen = 0
-    for line in proc.stdout:
-        if line.startswith("STAGE accuracy"):
-            seen += 1
-            if seen == 3:
-                proc.kill()
-                break
-    proc.wait(timeout=30)
+    _kill_mid_trial(proc, url, "d", nth=3)
     before = optuna.load_study(study_name="d", storage=url).trials
     done = sum(t.state.name == "COMPLETE" for t in before)
     (killed,) = [t for t in before if t.state.name == "RUNNING"]
@@ -113,6 +99,59 @@ def test_a_killed_workers_trial_is_failed_when_the_study_already_has_its_trials(
     retry = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retry) == 1 and retry[0].state.name == "WAITING" and retry[0].params == killed.params
     assert sum(t.state.name == "COMPLETE" for t in after) == done
+
+
+def _kill_mid_trial(proc: subprocess.Popen, url: str, study: str, nth: int) -> None:
+    """SIGKILL the worker while it measures a trial's accuracy, from its `nth` accuracy stage on, at the first
+    such moment its running trial has a heartbeat row. Optuna writes a trial's first heartbeat from a thread,
+    which on a busy host can lag the objective: killed before it, the trial has no heartbeat and no check can
+    tell its worker died (these tests are about the trials that do)."""
+    import signal
+
+    from sqlalchemy import text
+
+    seen = 0
+    for line in proc.stdout:
+        if not line.startswith("STAGE accuracy"):
+            continue
+        seen += 1
+        if seen < nth:
+            continue
+        _stop_outside_database_work(proc)
+        engine = engine_for(url)
+        with engine.connect() as c:
+            beating = c.execute(text(
+                "SELECT COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id JOIN trial_heartbeats h "
+                "ON h.trial_id = t.trial_id WHERE s.study_name = :s AND t.state = 'RUNNING'"), {"s": study}).scalar()
+        engine.dispose()
+        if beating:
+            proc.kill()
+            break
+        proc.send_signal(signal.SIGCONT)
+    proc.wait(timeout=30)
+    assert proc.returncode == -9, "the worker ended before it could be killed mid-trial"
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_too(shm_dir):
+    """Optuna writes a trial's first heartbeat from a thread started after the trial is created. A worker killed
+    in between (an OOM kill, a power cut) left a RUNNING trial with no heartbeat, which no stale check judges:
+    every resume ran beside it and `studies` showed it running for ever. Now a resume stamps it, and once the
+    grace period passes without its worker beating, it is failed and queued again like any dead worker's."""
+    url = f"sqlite:///{shm_dir}/h.db"
+    common = ["--storage", url, "--study", "h", "--no-staging", "--heartbeat", "1", "--grace", "2"]
+    first = _worker(*common, "--trials", "1", "--seed", "3")
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    orphan = optuna.load_study(study_name="h", storage=url).ask()  # created; its worker dies before a beat
+    for dead in ([], [orphan.number]):  # the resume that stamps it, then one past the grace period
+        resumed = _worker(*common, "--total", "1")
+        out, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+        assert _result(out)["dead_workers"] == dead
+        time.sleep(3.5)
+    after = {t.number: t for t in optuna.load_study(study_name="h", storage=url).trials}
+    assert after[orphan.number].state.name == "FAIL"
+    assert [t.state.name for t in after.values() if t.system_attrs.get("failed_trial") == orphan.number] == ["WAITING"]
+    assert "running 0" in _studies(url)
 
 
 def _studies(url: str, *args: str, columns: int = 60) -> str:
@@ -157,11 +196,7 @@ def _check_silent_trial(url: str) -> None:
 
     proc = _worker("--storage", url, "--study", "s", "--trials", "50", "--delay", "0.5", "--no-staging",
                    "--heartbeat", "1", "--grace", "2", "--seed", "5")
-    for line in proc.stdout:
-        if line.startswith("STAGE accuracy"):
-            proc.kill()
-            break
-    proc.wait(timeout=30)
+    _kill_mid_trial(proc, url, "s", nth=1)
     (killed,) = [t for t in optuna.load_study(study_name="s", storage=normalize_url(url)).trials
                  if t.state.name == "RUNNING"]
     fresh = _studies(url)  # killed a moment ago: not silent yet, as a live worker's trial

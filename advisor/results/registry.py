@@ -72,7 +72,8 @@ class StudySummary:
     objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
     silent_s: tuple[float, ...] = ()
     """Of the running trials, those silent (no heartbeat for over `SILENT_AFTER_S`): seconds since each one's last
-    heartbeat. Running trials without heartbeats (heartbeat off) are not judged."""
+    heartbeat. Running trials without heartbeats (heartbeat off, or a worker killed before its first beat until
+    the next `advisor tune` stamps one) are not judged."""
 
 
 def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:

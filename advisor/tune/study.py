@@ -433,7 +433,7 @@ def _run_tune(
         if on_trial is not None:
             on_trial(study, trial, objective)
 
-    dead = fail_dead_workers_trials(study)  # before counting: a killed worker's trial is not running any more
+    dead = fail_dead_workers_trials(study, storage)  # before counting: a killed worker's trial is not running any more
     n_trials = opts.n_trials
     callbacks: list[Callable[[Any, Any], None]] = [after_trial, stop.stop_if_requested]
     if opts.total_trials is not None:  # the study ends with this many finished trials, whoever runs them
@@ -444,7 +444,7 @@ def _run_tune(
     if n_trials and not stop.requested:
         elsewhere = _optimize(study, stop.wrap(objective), n_trials, opts.timeout, callbacks, lambda: stop.requested)
     requeue(study, stop.interrupted_trials)
-    dead += fail_dead_workers_trials(study)  # a worker killed while this one ran: no trial left RUNNING for it
+    dead += fail_dead_workers_trials(study, storage)  # a worker killed while this one ran: no trial left RUNNING for it
     trials = study.get_trials(deepcopy=False)
     front = save_study_front(study, engine)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -464,7 +464,7 @@ def _run_tune(
     )
 
 
-def fail_dead_workers_trials(study: Any) -> list[int]:
+def fail_dead_workers_trials(study: Any, storage: Any) -> list[int]:
     """Fail, and queue again (the storage's stale-trial callback), the trials whose worker stopped sending its
     heartbeat; their numbers. Optuna does this only when a worker starts another trial, so a study whose last
     trials were done when a worker was killed kept that worker's trial RUNNING for ever, even across resumes."""
@@ -474,9 +474,28 @@ def fail_dead_workers_trials(study: Any) -> list[int]:
     running = {t._trial_id: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if not running:
         return []
+    _first_heartbeats(storage, list(running))
     optuna.storages.fail_stale_trials(study)
     failed = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     return sorted(n for i, n in running.items() if i in failed)
+
+
+def _first_heartbeats(storage: Any, trial_ids: list[int]) -> None:
+    """A heartbeat, stamped now, for each of these running trials that has none. Optuna writes a trial's first
+    heartbeat from a thread started after the trial is created; a worker killed in between left a trial that no
+    stale check judges (they compare heartbeats), RUNNING for ever. Stamped, it is failed once the grace period
+    passes without a beat from its worker; a live worker's own beats update the stamp (a concurrent first
+    write is one row: Optuna's `record_heartbeat` ignores the duplicate)."""
+    from sqlalchemy import bindparam, text
+
+    if storage.get_heartbeat_interval() is None:  # no heartbeats in this run: nothing is judged stale
+        return
+    q = text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    with storage.engine.connect() as c:
+        beating = {int(i) for (i,) in c.execute(q, {"ids": trial_ids})}
+    for trial_id in set(trial_ids) - beating:
+        storage.record_heartbeat(trial_id)
 
 
 def _optimize(study: Any, func: Callable[[Any], Any], n_trials: int | None, timeout: float | None,
