@@ -118,3 +118,17 @@ def test_accuracy_vs_precision_benchmark_rows(loaded):
         assert gpu["cuda"]["correct"] == gpu["cpu"]["correct"] and gpu["speedup_cuda_vs_cpu"] > 0
     else:
         assert gpu == {"skipped": "no CUDA device"}
+
+
+def test_eval_and_tune_name_a_gpu_alike(loaded, monkeypatch):
+    """`advisor eval` named a GPU `cuda:0` where `advisor tune` stored `cuda:0 (NVIDIA H200)`: one name now, which
+    says which card measured. (No CUDA here: its name is what CUDA would answer.)"""
+    from advisor.hardware.measure import device_text
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda idx: f"NVIDIA H200 #{idx}")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert device_text(torch.device("cuda:0")) == "cuda:0 (NVIDIA H200 #0)"
+    assert device_text("cuda") == "cuda:1 (NVIDIA H200 #1)"
+    assert device_text("cpu") == "cpu"
+    res = evaluate(loaded, get_task("toy"), limit=1, seed=0, steps=8, block_length=8)
+    assert res.device == device_text(loaded.device) == "cpu"

@@ -17,6 +17,7 @@ from advisor.errors import UserError
 from advisor.eval.notes import note_once
 from advisor.eval.stats import wilson_interval
 from advisor.eval.tasks import Task, select
+from advisor.hardware.measure import device_text
 
 
 @dataclass
@@ -111,7 +112,7 @@ def evaluate(
     return EvalResult(
         task=task.name, accuracy=correct / len(verdicts), n=len(verdicts), correct=correct, ci_low=low,
         ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{how}",
-        device=str(loaded.device),
+        device=device_text(loaded.device),
         seconds_source=f"measured:wall-clock({torch.get_num_threads()} threads)" if on_cpu else "measured:wall-clock",
     )
 

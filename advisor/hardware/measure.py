@@ -15,12 +15,24 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from advisor.hardware.profiles import HardwareProfile
 
 MiB = 1 << 20
 DEFAULT_SIZES = (1 * MiB, 8 * MiB, 32 * MiB, 128 * MiB)
 LATENCY_BYTES = 4096
+
+
+def device_text(device: Any) -> str:
+    """A device as trials and evaluations name it: "cpu", or "cuda:0 (NVIDIA H200)" (which GPU measured)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    return device.type
 
 
 def cuda_available() -> bool:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from advisor.hardware.measure import device_text
 from advisor.offload.policies import DEFAULT_TAU
 from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
@@ -22,16 +23,6 @@ from advisor.tune.space import EvaluationSettings
 from advisor.units import format_bytes
 
 _DTYPE_FORMAT = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
-
-
-def _device_text(device: Any) -> str:
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
-    return device.type
 
 
 def model_shape(loaded: Any) -> ModelShape:
@@ -70,7 +61,7 @@ class ModelBackend:
         self.task_name = str(getattr(task, "name", task))  # a Task (None: a backend built for its shape only)
         self.task_data = getattr(task, "data", None)
         self.task_data_sha256 = getattr(task, "data_sha256", None)
-        self.device = _device_text(loaded.device)
+        self.device = device_text(loaded.device)
         self.offloaded = bool(getattr(loaded, "offloaded", False))
         self.host_memory = int(host_memory) if host_memory else host_available_bytes()
         self.host_memory_source = "--host-memory" if host_memory else "available RAM"
