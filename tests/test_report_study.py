@@ -291,6 +291,17 @@ def test_a_wrong_study_name_fails_before_torch_is_imported():
     assert "ERR no study named 'nope'" in r.stdout and "TORCH False" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
+def test_report_and_pareto_name_a_missing_study_alike():
+    """`advisor report` named the storage by its normalized URL (`in sqlite:///studies/...`) where `pareto` gave
+    the path as typed; both now say it as the user wrote it."""
+    db = "studies/example/advisor.db"
+    root = Path(__file__).resolve().parents[1]
+    want = f"error: no study named 'nope' in {db} (studies there: bundled-example); see `advisor studies`"
+    for args in (["report", "nope", "--storage", db, "-o", "unused"], ["pareto", "nope", "--storage", db]):
+        r = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, timeout=120, cwd=root)
+        assert r.returncode == 2 and r.stderr.strip() == want, r.stderr
+
+
 def test_cli_empty_study_is_one_line(study, tmp_path):
     url, _ = study
     r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "report", "nope", "--storage", url, "-o",

@@ -152,7 +152,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
                         "point --storage at the database `advisor tune` wrote") from e
     if study_name not in names:
         known = ", ".join(names) or "none"
-        raise UserError(f"no study named {study_name!r} in {url} (studies there: {known}); see `advisor studies`")
+        raise UserError(f"no study named {study_name!r} in {storage} (studies there: {known}); see `advisor studies`")
     study = optuna.load_study(study_name=study_name, storage=rdb)
     objectives = list(study.metric_names or [])
     directions = [d.name.lower() for d in study.directions]
