@@ -64,6 +64,27 @@ def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
     advisor("pareto", "a", "--storage", "sqlite:///my%20runs%3F.db", "--no-plots", cwd=tmp_path)
 
 
+def test_sqlite_options_act_as_written_and_never_name_a_new_file(tmp_path):
+    """SQLite's own options act only in its URI form with uri=true. `x.db?mode=ro` had SQLAlchemy ignore the option
+    with a warning; `sqlite:///x.db?mode=ro&uri=true` had the read-only commands open (and create) an empty file
+    named `x.db?mode=ro` and say the study was not there. Both read the database now, read-only, and the tune is
+    refused in one line naming the option."""
+    db = tmp_path / "runs.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    before = db.read_bytes()
+    for url in ("runs.db?mode=ro", "sqlite:///runs.db?mode=ro&uri=true", f"sqlite:///{db}?immutable=1"):
+        for args in (("studies",), ("pareto", "bundled-example", "--no-plots"), ("recommend", "--budget", "3MiB")):
+            r = subprocess.run([sys.executable, "-m", "advisor", *args, "--storage", url], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and "bundled-example" in r.stdout and not r.stderr, (url, args, r.stderr)
+        r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--study", "bundled-example", "--storage", url],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"error: --storage opens {db if url.startswith('sqlite:///' + str(tmp_path)) else 'runs.db'} read-only "
+            "(mode=ro or immutable=1), and the tune writes trials; drop that option from the URL"), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"] and db.read_bytes() == before
+
+
 def test_a_printed_storage_flag_leaves_the_password_out_and_keeps_the_rest():
     """The `--storage` of tune's `next:` and recommend's `Export it:` commands: a masked `***` was sent by libpq
     as the password; the password is left out (libpq reads PGPASSWORD or ~/.pgpass), the rest kept as given.

@@ -63,8 +63,10 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
                 con.close()
         except sqlite3.Error as e:
             raise unreadable_database(path, e, ", or a new path" if write else "") from e
-        if write and (query.get("mode") == ["ro"] or query.get("immutable") == ["1"]
-                      or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
+        if write and (query.get("mode") == ["ro"] or query.get("immutable") == ["1"]):
+            raise UserError(f"--storage opens {path} read-only (mode=ro or immutable=1), and the tune writes "
+                            "trials; drop that option from the URL")
+        if write and (not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
             raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "
                             "file); make the file and its directory writable, or give --storage another path")
         if write and optuna_tables:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from advisor.errors import UserError
 
@@ -41,8 +41,7 @@ def sqlite_path(url: str | URL) -> Path | None:
         database, query = url.database or "", dict(url.query)
     else:
         return None
-    if str(query.get("uri", "")).strip().lower() in ("true", "yes", "on", "y", "t", "1") and \
-            database.startswith("file:"):  # SQLite's own URI syntax, which sqlite3 reads only with uri=True
+    if _is_true(query.get("uri")) and database.startswith("file:"):  # SQLite's URI, read only with uri=True
         if query.get("mode") == "memory":
             return None
         database = database.removeprefix("file:").split("#", 1)[0]
@@ -50,6 +49,30 @@ def sqlite_path(url: str | URL) -> Path | None:
             database = "/" + database[2:].partition("/")[2]
         database = unquote(database)
     return None if database in ("", ":memory:") else Path(database)
+
+
+def _is_true(value: Any) -> bool:
+    """A URL flag as SQLAlchemy reads one (`uri=true`, `uri=1`, ...)."""
+    return str(value or "").strip().lower() in ("true", "yes", "on", "y", "t", "1")
+
+
+_DRIVER_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"})
+"""The query arguments of a SQLite URL that SQLAlchemy hands to the sqlite3 module; any other is SQLite's own."""
+
+
+def _sqlite_uri_form(url: str) -> str:
+    """`url` with SQLite's own options (`mode=ro`, `immutable=1`) in the form where they act: an SQLite URI
+    filename with `uri=true`. Written as a path with options, SQLAlchemy ignored them (and warned); with
+    `uri=true` on a plain path SQLite opened, even created, a file named `x.db?mode=ro`."""
+    m = re.fullmatch(r"(sqlite(?:\+\w+)?):///([^?]*)\?(.*)", url, re.S)
+    if m is None:
+        return url
+    database, query = unquote(m[2]), dict(parse_qsl(m[3], keep_blank_values=True))
+    if not set(query) - _DRIVER_OPTIONS or database in ("", ":memory:") or \
+            (_is_true(query.get("uri")) and database.startswith("file:")):
+        return url
+    query["uri"] = "true"
+    return f"{m[1]}:///{quote('file:' + quote(database), safe='/:')}?{urlencode(query)}"
 
 
 def sqlite_busy_timeout_s() -> float:
@@ -232,6 +255,7 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
         else:
             raise UserError("no PostgreSQL driver installed; pip install psycopg2-binary (or psycopg)")
         url = f"{scheme}://{rest}"
+    url = _sqlite_uri_form(url)
     path = sqlite_path(url) if create_dirs else None
     if path is not None:
         try:
