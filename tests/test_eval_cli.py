@@ -39,6 +39,24 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
     assert f"[{payload['fidelity']['source']}]" in text and payload["fidelity"]["source"].startswith("measured:logits")
 
 
+def test_eval_names_the_device_of_its_fidelity_as_tune_does(model_dir, monkeypatch):
+    """`eval --precision` labelled its fidelity `(..., cuda:0)` where its accuracy and `tune`'s fidelity said
+    `cuda:0 (NVIDIA H200)`: both labels now take the device's name from `device_text`. (No GPU here: the name
+    stands patched in, as a GPU's would be, where eval looks it up.)"""
+    import advisor.eval.run
+    import advisor.hardware.measure
+
+    named = lambda device: "cpu (test card)"  # noqa: E731
+    monkeypatch.setattr(advisor.hardware.measure, "device_text", named)
+    monkeypatch.setattr(advisor.eval.run, "device_text", named)
+    result = CliRunner().invoke(app, ["eval", str(model_dir), "--task", "toy", "--limit", "1", "--precision", "int4",
+                                      "--fidelity-prompts", "1", "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "[measured:exact-match:toy(n=1,cpu (test card))]" in text, result.output
+    assert re.search(r"\[measured:logits-vs-fp32\(\d+ positions,1 prompts,cpu \(test card\)\)\]", text), result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
         runtime, fid, fid_source = None, None, None
         if plan is not None:
             from advisor.eval.fidelity import fidelity, fidelity_source, reference_for, task_inputs
+            from advisor.hardware.measure import device_text
             from advisor.offload.planned import plan_runtime
             from advisor.tune.model_backend import model_shape
 
@@ -104,7 +105,7 @@ def register(app: typer.Typer) -> None:
             if ref is not None:
                 fid = fidelity(loaded, ref, runtime)
                 fid_source = fidelity_source(model_shape(loaded).native_format, ref.n_positions, ref.n_prompts,
-                                             str(loaded.device))
+                                             device_text(loaded.device))
         with refuse_out_of_memory(f"evaluating on {loaded.device}",
                                   "give a smaller --max-new-tokens or --batch-size"):
             result = evaluate(
