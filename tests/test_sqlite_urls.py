@@ -79,10 +79,56 @@ def test_sqlite_options_act_as_written_and_never_name_a_new_file(tmp_path):
             assert r.returncode == 0 and "bundled-example" in r.stdout and not r.stderr, (url, args, r.stderr)
         r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--study", "bundled-example", "--storage", url],
                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        where, option = (db, "immutable=1") if url.startswith(f"sqlite:///{tmp_path}") else ("runs.db", "mode=ro")
         assert r.returncode == 2 and r.stderr.strip() == (
-            f"error: --storage opens {db if url.startswith('sqlite:///' + str(tmp_path)) else 'runs.db'} read-only "
-            "(mode=ro or immutable=1), and the tune writes trials; drop that option from the URL"), r.stderr
+            f"error: --storage opens {where} read-only ({option}), and the tune writes trials; drop that option "
+            "from the URL"), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"] and db.read_bytes() == before
+
+
+def test_sqlite_options_that_change_how_the_file_is_opened_are_one_line_in_every_command(tmp_path):
+    """Once SQLite's options acted, the others did too: `cache=shared` failed a tune's connections on a lock
+    instead of waiting, `nolock=1` / `vfs=unix-none` let them write side by side ('disk I/O error'), `vfs=unix-dotfile`
+    locks with a directory named like the workers' lock file, `mode=memory` read an empty database in some commands
+    and the file in others, `mode=RO` is no mode SQLite knows. Each is refused in one line by every command, the
+    tune before the model loads, and a new read-only database is refused by the tune before it loads the model."""
+    db = tmp_path / "runs.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    before = db.read_bytes()
+    commands = (("studies",), ("pareto", "bundled-example", "--no-plots"), ("recommend", "--budget", "3MiB"),
+                ("export", "bundled-example", "129", "--to", "json", "-o", "x.json"), ("report", "bundled-example", "-o", "r"),
+                ("tune", "--study", "bundled-example"))
+    for option in ("cache=shared", "nolock=1", "vfs=unix-none", "vfs=unix-dotfile", "mode=memory", "mode=RO", "mode=rw"):
+        for url in (f"runs.db?{option}", f"sqlite:///file:runs.db?{option}&uri=true"):
+            for args in commands:
+                r = subprocess.run([sys.executable, "-m", "advisor", *args, "--storage", url], cwd=tmp_path,
+                                   capture_output=True, text=True, timeout=120)
+                assert r.returncode == 2 and r.stderr.strip() == (
+                    f"error: --storage: the SQLite option {option} is not supported; the ones it takes are mode=ro and "
+                    "immutable=1, to read a study without writing its file (drop the others)"), (url, args, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--storage", "new.db?mode=ro"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == ("error: --storage opens new.db read-only (mode=ro), and the tune "
+                                                      "writes trials; drop that option from the URL"), r.stderr
+    assert "model" not in r.stdout.lower(), r.stdout  # refused before the model loads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"] and db.read_bytes() == before
+
+
+def test_an_absolute_path_written_with_one_slash_too_many_is_read_by_every_command(tmp_path):
+    """`sqlite:////` + `/abs/x.db` names `//abs/x.db`, the file `/abs/x.db`, as SQLAlchemy opens it; as an SQLite URI
+    filename `file://abs/...` names a host: `recommend`, `export` and `report` said "invalid uri authority", and
+    with `?mode=ro` every command looked for `/x.db` without the first directory ("no advisor database at ...")."""
+    db = tmp_path / "runs.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    for url in (f"sqlite:////{db}", f"sqlite:////{db}?mode=ro"):
+        assert "bundled-example" in advisor("studies", "--storage", url, cwd=tmp_path)
+        advisor("pareto", "bundled-example", "--no-plots", "--storage", url, cwd=tmp_path)
+        assert "Export it" in advisor("recommend", "--budget", "3MiB", "--storage", url, cwd=tmp_path)
+        advisor("export", "bundled-example", "129", "--to", "json", "-o", "x.json", "--storage", url, cwd=tmp_path)
+        r = subprocess.run([sys.executable, "-m", "advisor", "report", "nope", "-o", "r", "--storage", url],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "no study named 'nope'" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db", "x.json"]
 
 
 def test_a_printed_storage_flag_leaves_the_password_out_and_keeps_the_rest():

@@ -12,7 +12,6 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs
 
 from advisor.errors import UserError
 from advisor.results.storage import (
@@ -20,6 +19,7 @@ from advisor.results.storage import (
     driver_reason,
     engine_kwargs,
     mask_url,
+    sqlite_options,
     unreadable_database,
 )
 
@@ -46,7 +46,11 @@ def check_storage(url: str, *, write: bool) -> str:
 
 
 def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
-    query = parse_qs(url.split("?", 1)[1]) if "?" in url else {}
+    options = sqlite_options(url)  # the ones --storage takes are read-only: refused, existing file or not
+    if write and options:
+        said = ", ".join(f"{k}={v}" for k, v in options.items())
+        raise UserError(f"--storage opens {path} read-only ({said}), and the tune writes trials; drop that option "
+                        "from the URL")
     if path.exists():
         if not path.is_file():
             raise UserError(f"--storage {path} is a directory, not a database file; give a file path such as "
@@ -63,9 +67,6 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
                 con.close()
         except sqlite3.Error as e:
             raise unreadable_database(path, e, ", or a new path" if write else "") from e
-        if write and (query.get("mode") == ["ro"] or query.get("immutable") == ["1"]):
-            raise UserError(f"--storage opens {path} read-only (mode=ro or immutable=1), and the tune writes "
-                            "trials; drop that option from the URL")
         if write and (not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
             raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "
                             "file); make the file and its directory writable, or give --storage another path")

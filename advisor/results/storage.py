@@ -33,10 +33,12 @@ def sqlite_path(url: str | URL) -> Path | None:
     without it a name as it stands (`sqlite:///file:x.db` opens a file named `file:x.db`). None for other
     databases and for in-memory SQLite. The lock files, the readers and the checks all take the file from here."""
     if isinstance(url, str):
-        m = re.fullmatch(r"sqlite(?:\+\w+)?:///([^?]*)(?:\?(.*))?", url if "://" in url else f"sqlite:///{url}", re.S)
+        url = url if "://" in url else f"sqlite:///{url}"
+        m = _SQLITE_URL.fullmatch(url)
         if m is None:
             return None
-        database, query = unquote(m[1]), dict(parse_qsl(m[2] or ""))
+        sqlite_options(url)  # an option that changes which file SQLite opens (mode=memory) is refused
+        database, query = unquote(m[2]), dict(parse_qsl(m[3] or ""))
     elif url.get_backend_name() == "sqlite":
         database, query = url.database or "", dict(url.query)
     else:
@@ -56,23 +58,46 @@ def _is_true(value: Any) -> bool:
     return str(value or "").strip().lower() in ("true", "yes", "on", "y", "t", "1")
 
 
+_SQLITE_URL = re.compile(r"(sqlite(?:\+\w+)?):///([^?]*)(?:\?(.*))?", re.S)
 _DRIVER_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"})
 """The query arguments of a SQLite URL that SQLAlchemy hands to the sqlite3 module; any other is SQLite's own."""
+SQLITE_OPTIONS = {"mode": "ro", "immutable": "1"}
+"""SQLite's own URL options that --storage takes, both to read a study without writing its file. The others
+(`cache`, `vfs`, `nolock`, `mode=memory`, ...) change how SQLite opens, locks or shares the file, which neither
+the workers' lock file nor the readers (they open the file by its path) follow: refused in one line."""
+
+
+def sqlite_options(url: str) -> dict[str, str]:
+    """SQLite's own options in a SQLite URL, `{}` for none (or not SQLite); one `UserError` for an option or a
+    value outside `SQLITE_OPTIONS`."""
+    m = _SQLITE_URL.fullmatch(url if "://" in url else f"sqlite:///{url}")
+    query = dict(parse_qsl(m[3], keep_blank_values=True)) if m and m[3] else {}
+    options = {k: v for k, v in query.items() if k not in _DRIVER_OPTIONS}
+    bad = [f"{k}={v}" for k, v in options.items() if SQLITE_OPTIONS.get(k) != v]
+    if bad:
+        raise UserError(f"--storage: the SQLite option {', '.join(bad)} is not supported; the ones it takes are "
+                        "mode=ro and immutable=1, to read a study without writing its file (drop the others)")
+    return options
 
 
 def _sqlite_uri_form(url: str) -> str:
-    """`url` with SQLite's own options (`mode=ro`, `immutable=1`) in the form where they act: an SQLite URI
-    filename with `uri=true`. Written as a path with options, SQLAlchemy ignored them (and warned); with
-    `uri=true` on a plain path SQLite opened, even created, a file named `x.db?mode=ro`."""
-    m = re.fullmatch(r"(sqlite(?:\+\w+)?):///([^?]*)\?(.*)", url, re.S)
-    if m is None:
+    """`url` with its SQLite options (`mode=ro`) in the form where they act: an SQLite URI filename with
+    `uri=true`. Written as a path with options, SQLAlchemy ignored them (and warned); with `uri=true` on a plain
+    path SQLite opened, even created, a file named `x.db?mode=ro`."""
+    m = _SQLITE_URL.fullmatch(url)
+    if m is None or not sqlite_options(url):
         return url
     database, query = unquote(m[2]), dict(parse_qsl(m[3], keep_blank_values=True))
-    if not set(query) - _DRIVER_OPTIONS or database in ("", ":memory:") or \
-            (_is_true(query.get("uri")) and database.startswith("file:")):
+    if _is_true(query.get("uri")) and database.startswith("file:"):  # already SQLite's URI form
         return url
     query["uri"] = "true"
-    return f"{m[1]}:///{quote('file:' + quote(database), safe='/:')}?{urlencode(query)}"
+    return f"{m[1]}:///{quote(sqlite_file_uri(database), safe='/:')}?{urlencode(query)}"
+
+
+def sqlite_file_uri(path: str) -> str:
+    """`path` as an SQLite URI filename without options: `file:` and the path percent-encoded; a path starting
+    with `//` (`sqlite:////` + `/abs/x.db`) after an empty authority, as in `file://abs/x.db` `abs` is a host."""
+    return ("file://" if path.startswith("//") else "file:") + quote(path)
 
 
 def sqlite_busy_timeout_s() -> float:
@@ -91,7 +116,7 @@ def sqlite_busy_timeout_s() -> float:
 
 def read_only_uri(path: Path) -> str:
     """An SQLite URI that opens `path` read-only (never creating it), whatever characters its name has."""
-    return f"file:{quote(str(path))}?mode=ro"
+    return f"{sqlite_file_uri(str(path))}?mode=ro"
 
 
 def connect_read_only(path: Path) -> Any:
