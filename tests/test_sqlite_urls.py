@@ -131,6 +131,20 @@ def test_an_absolute_path_written_with_one_slash_too_many_is_read_by_every_comma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db", "x.json"]
 
 
+def test_an_in_memory_database_is_refused_by_tune_before_the_model_loads(tmp_path):
+    """`tune --storage sqlite://` ran, printed the heartbeat thread's tracebacks ('no such table': each connection
+    has a database of its own) and kept nothing; it is one line now. Readers find no study there, as they say."""
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--storage", url], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"error: --storage {url} is an in-memory database: the tune's trials would vanish with it (and its "
+            "heartbeat thread, on a connection of its own, sees none); give a file path such as studies/advisor.db"), r.stderr
+        assert "model" not in r.stdout.lower(), r.stdout
+        assert f"no studies in {url}" in advisor("studies", "--storage", url, cwd=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_printed_storage_flag_leaves_the_password_out_and_keeps_the_rest():
     """The `--storage` of tune's `next:` and recommend's `Export it:` commands: a masked `***` was sent by libpq
     as the password; the password is left out (libpq reads PGPASSWORD or ~/.pgpass), the rest kept as given.

@@ -36,6 +36,10 @@ def check_storage(url: str, *, write: bool) -> str:
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is None:  # in-memory
+            if write:
+                raise UserError(f"--storage {url} is an in-memory database: the tune's trials would vanish with it "
+                                "(and its heartbeat thread, on a connection of its own, sees none); give a file path "
+                                "such as studies/advisor.db")
             return url
         if not write:
             require_database(url)
