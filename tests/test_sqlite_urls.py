@@ -158,3 +158,45 @@ def test_a_printed_storage_flag_leaves_the_password_out_and_keeps_the_rest():
         " --storage 'postgresql+psycopg2://bob@db.example:5433/advisor?sslmode=require'")
     assert storage_flag("postgresql://bob@db.example/advisor") == " --storage postgresql://bob@db.example/advisor"
     assert storage_flag("sqlite:///studies/advisor.db") == ""  # the default database needs no flag
+
+
+READERS_AND_TUNE = (("studies",), ("pareto", "bundled-example", "--no-plots"), ("recommend", "--budget", "3MiB"),
+                    ("export", "bundled-example", "129", "--to", "json", "-o", "x.json"),
+                    ("report", "bundled-example", "-o", "r"), ("tune", "--study", "bundled-example"))
+
+
+def one_line_in_every_command(tmp_path: Path, url: str, error: str) -> None:
+    """`url` is refused with `error`, one line and exit 2, by every command that takes --storage, the tune
+    before the model loads; the study's file is not written and no other file is made."""
+    db = tmp_path / "runs.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    before = db.read_bytes()
+    for args in READERS_AND_TUNE:
+        r = subprocess.run([sys.executable, "-m", "advisor", *args, "--storage", url], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == f"error: {error}", (url, args, r.stderr)
+        assert "model" not in r.stdout.lower(), r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"] and db.read_bytes() == before
+    db.unlink()
+
+
+def test_sqlite_options_the_check_did_not_see_are_one_line_in_every_command(tmp_path):
+    """SQLAlchemy hands an SQLite URI filename to SQLite decoded, so `file:runs.db%3Fnolock%3D1` carries SQLite's
+    `nolock=1`: no command refused it, the readers looked for a file named `runs.db?nolock=1`, and the tune ran
+    on runs.db without SQLite's locking beside a lock file `runs.db?nolock=1.lock`, then failed after the model
+    loaded ("storage error: An exception is raised during the commit"). An in-memory `sqlite://?cache=shared`
+    printed SQLAlchemy's warning (two lines) in the readers."""
+    one_line_in_every_command(
+        tmp_path, "sqlite:///file:runs.db%3Fnolock%3D1?uri=true",
+        "--storage: SQLite options go after the URL's '?' (sqlite:///file:x.db?mode=ro&uri=true), not "
+        "percent-encoded into its file name (file:runs.db%3Fnolock%3D1)")
+    one_line_in_every_command(
+        tmp_path, "sqlite://?cache=shared",
+        "--storage: the SQLite option cache=shared is not supported; the ones it takes are mode=ro and immutable=1, "
+        "to read a study without writing its file (drop the others)")
+    # a file whose name has a `?` is still read: written twice encoded in SQLite's URI form, once in a path
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", tmp_path / "a?b.db")
+    for url in ("sqlite:///file:a%253Fb.db?mode=ro&uri=true", "a%3Fb.db?immutable=1"):
+        assert "bundled-example" in advisor("studies", "--storage", url, cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a?b.db"]
+

@@ -29,16 +29,17 @@ DEFAULT_STORAGE = "sqlite:///studies/advisor.db"
 def sqlite_path(url: str | URL) -> Path | None:
     """The file SQLite opens for a SQLite URL (or an engine's `URL`, or a plain path: `sqlite:///` + it, as
     `normalize_url` reads it), as SQLAlchemy hands it to sqlite3: the URL's database part percent-decoded; with
-    `uri=true` an SQLite URI filename (`file:x.db`, `file:///abs/x.db`: decoded once more, up to any `#`),
+    `uri=true` an SQLite URI filename (`file:x.db`, `file:///abs/x.db`: up to its `?` or `#`, decoded once more),
     without it a name as it stands (`sqlite:///file:x.db` opens a file named `file:x.db`). None for other
-    databases and for in-memory SQLite. The lock files, the readers and the checks all take the file from here."""
+    databases and for in-memory SQLite; a SQLite option `--storage` does not take is one `UserError`
+    (`sqlite_options`). The lock files, the readers and the checks all take the file from here."""
     if isinstance(url, str):
         url = url if "://" in url else f"sqlite:///{url}"
         m = _SQLITE_URL.fullmatch(url)
         if m is None:
             return None
         sqlite_options(url)  # an option that changes which file SQLite opens (mode=memory) is refused
-        database, query = unquote(m[2]), dict(parse_qsl(m[3] or ""))
+        database, query = unquote(m[2] or ""), dict(parse_qsl(m[3] or ""))
     elif url.get_backend_name() == "sqlite":
         database, query = url.database or "", dict(url.query)
     else:
@@ -46,7 +47,7 @@ def sqlite_path(url: str | URL) -> Path | None:
     if _is_true(query.get("uri")) and database.startswith("file:"):  # SQLite's URI, read only with uri=True
         if query.get("mode") == "memory":
             return None
-        database = database.removeprefix("file:").split("#", 1)[0]
+        database = re.split(r"[?#]", database.removeprefix("file:"), maxsplit=1)[0]  # up to its query or fragment
         if database.startswith("//"):  # file://[localhost]/abs/path
             database = "/" + database[2:].partition("/")[2]
         database = unquote(database)
@@ -58,7 +59,8 @@ def _is_true(value: Any) -> bool:
     return str(value or "").strip().lower() in ("true", "yes", "on", "y", "t", "1")
 
 
-_SQLITE_URL = re.compile(r"(sqlite(?:\+\w+)?):///([^?]*)(?:\?(.*))?", re.S)
+_SQLITE_URL = re.compile(r"(sqlite(?:\+\w+)?)://(?:/([^?]*))?(?:\?(.*))?", re.S)
+"""A SQLite URL: its scheme, its database part (None in `sqlite://`, in memory) and its query."""
 _DRIVER_OPTIONS = frozenset({"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"})
 """The query arguments of a SQLite URL that SQLAlchemy hands to the sqlite3 module; any other is SQLite's own."""
 SQLITE_OPTIONS = {"mode": "ro", "immutable": "1"}
@@ -69,10 +71,17 @@ the workers' lock file nor the readers (they open the file by its path) follow: 
 
 def sqlite_options(url: str) -> dict[str, str]:
     """SQLite's own options in a SQLite URL, `{}` for none (or not SQLite); one `UserError` for an option or a
-    value outside `SQLITE_OPTIONS`."""
+    value outside `SQLITE_OPTIONS`, and for options percent-encoded into an SQLite URI filename
+    (`file:x.db%3Fnolock%3D1`: SQLAlchemy decodes the name, and SQLite reads the options after its `?`)."""
     m = _SQLITE_URL.fullmatch(url if "://" in url else f"sqlite:///{url}")
-    query = dict(parse_qsl(m[3], keep_blank_values=True)) if m and m[3] else {}
-    options = {k: v for k, v in query.items() if k not in _DRIVER_OPTIONS}
+    if m is None:
+        return {}
+    pairs = parse_qsl(m[3] or "", keep_blank_values=True)
+    database = unquote(m[2] or "")
+    if _is_true(dict(pairs).get("uri")) and database.startswith("file:") and "?" in database.split("#", 1)[0]:
+        raise UserError(f"--storage: SQLite options go after the URL's '?' (sqlite:///file:x.db?mode=ro&uri=true), "
+                        f"not percent-encoded into its file name ({m[2]})")
+    options = {k: v for k, v in pairs if k not in _DRIVER_OPTIONS}
     bad = [f"{k}={v}" for k, v in options.items() if SQLITE_OPTIONS.get(k) != v]
     if bad:
         raise UserError(f"--storage: the SQLite option {', '.join(bad)} is not supported; the ones it takes are "
@@ -87,7 +96,7 @@ def _sqlite_uri_form(url: str) -> str:
     m = _SQLITE_URL.fullmatch(url)
     if m is None or not sqlite_options(url):
         return url
-    database, query = unquote(m[2]), dict(parse_qsl(m[3], keep_blank_values=True))
+    database, query = unquote(m[2] or ""), dict(parse_qsl(m[3], keep_blank_values=True))
     if _is_true(query.get("uri")) and database.startswith("file:"):  # already SQLite's URI form
         return url
     query["uri"] = "true"
@@ -96,7 +105,8 @@ def _sqlite_uri_form(url: str) -> str:
 
 def sqlite_file_uri(path: str) -> str:
     """`path` as an SQLite URI filename without options: `file:` and the path percent-encoded; a path starting
-    with `//` (`sqlite:////` + `/abs/x.db`) after an empty authority, as in `file://abs/x.db` `abs` is a host."""
+    with `//` (`sqlite:////` + `/abs/x.db`) after an empty authority, `file://` + it: in `file://abs/x.db`,
+    `abs` would be a host."""
     return ("file://" if path.startswith("//") else "file:") + quote(path)
 
 
