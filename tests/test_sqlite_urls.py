@@ -200,3 +200,15 @@ def test_sqlite_options_the_check_did_not_see_are_one_line_in_every_command(tmp_
         assert "bundled-example" in advisor("studies", "--storage", url, cwd=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a?b.db"]
 
+
+def test_a_sqlite_option_given_twice_is_one_line_in_every_command(tmp_path):
+    """`mode=rwc&mode=ro` was taken for `mode=ro` (the last one) by the check and the rewrite, while SQLAlchemy
+    hands SQLite both: in SQLite's URI form `mode=ro&mode=ro` was "not a readable advisor database (no such
+    access mode: ('ro', 'ro'))". Two unsupported options are named together."""
+    for url in ("runs.db?mode=rwc&mode=ro", "sqlite:///file:runs.db?mode=ro&uri=true&mode=ro"):
+        one_line_in_every_command(tmp_path, url, "--storage gives the SQLite option mode more than once; give it once")
+    one_line_in_every_command(
+        tmp_path, "runs.db?cache=shared&timeout=5&nolock=1",
+        "--storage: the SQLite options cache=shared, nolock=1 are not supported; the ones it takes are mode=ro and "
+        "immutable=1, to read a study without writing its file (drop the others)")
+

@@ -71,8 +71,9 @@ the workers' lock file nor the readers (they open the file by its path) follow: 
 
 def sqlite_options(url: str) -> dict[str, str]:
     """SQLite's own options in a SQLite URL, `{}` for none (or not SQLite); one `UserError` for an option or a
-    value outside `SQLITE_OPTIONS`, and for options percent-encoded into an SQLite URI filename
-    (`file:x.db%3Fnolock%3D1`: SQLAlchemy decodes the name, and SQLite reads the options after its `?`)."""
+    value outside `SQLITE_OPTIONS`, for one given twice (SQLAlchemy hands SQLite both, as `('ro', 'ro')`) and
+    for options percent-encoded into an SQLite URI filename (`file:x.db%3Fnolock%3D1`: SQLAlchemy decodes the
+    name, and SQLite reads the options after its `?`)."""
     m = _SQLITE_URL.fullmatch(url if "://" in url else f"sqlite:///{url}")
     if m is None:
         return {}
@@ -81,12 +82,17 @@ def sqlite_options(url: str) -> dict[str, str]:
     if _is_true(dict(pairs).get("uri")) and database.startswith("file:") and "?" in database.split("#", 1)[0]:
         raise UserError(f"--storage: SQLite options go after the URL's '?' (sqlite:///file:x.db?mode=ro&uri=true), "
                         f"not percent-encoded into its file name ({m[2]})")
-    options = {k: v for k, v in pairs if k not in _DRIVER_OPTIONS}
-    bad = [f"{k}={v}" for k, v in options.items() if SQLITE_OPTIONS.get(k) != v]
+    pairs = [(k, v) for k, v in pairs if k not in _DRIVER_OPTIONS]
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"--storage gives the SQLite option {', '.join(twice)} more than once; give it once")
+    bad = [f"{k}={v}" for k, v in pairs if SQLITE_OPTIONS.get(k) != v]
     if bad:
-        raise UserError(f"--storage: the SQLite option {', '.join(bad)} is not supported; the ones it takes are "
-                        "mode=ro and immutable=1, to read a study without writing its file (drop the others)")
-    return options
+        raise UserError(f"--storage: the SQLite option{'s' if len(bad) > 1 else ''} {', '.join(bad)} "
+                        f"{'are' if len(bad) > 1 else 'is'} not supported; the ones it takes are mode=ro and "
+                        "immutable=1, to read a study without writing its file (drop the others)")
+    return dict(pairs)
 
 
 def _sqlite_uri_form(url: str) -> str:
