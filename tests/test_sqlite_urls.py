@@ -212,3 +212,14 @@ def test_a_sqlite_option_given_twice_is_one_line_in_every_command(tmp_path):
         "--storage: the SQLite options cache=shared, nolock=1 are not supported; the ones it takes are mode=ro and "
         "immutable=1, to read a study without writing its file (drop the others)")
 
+
+def test_tune_names_an_in_memory_database_as_given(tmp_path):
+    """With an option, an in-memory URL is rewritten to SQLite's URI form before the check: tune's refusal named
+    `sqlite:///file:%253Amemory%253A?mode=ro&uri=true`, a URL the user never wrote."""
+    for url in ("sqlite:///:memory:?mode=ro", "sqlite:///?immutable=1"):
+        r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--storage", url], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"error: --storage {url} is an in-memory database: the tune's trials would vanish with it (and its "
+            "heartbeat thread, on a connection of its own, sees none); give a file path such as studies/advisor.db"), r.stderr
+    assert not list(tmp_path.iterdir())

@@ -32,12 +32,12 @@ def check_storage(url: str, *, write: bool) -> str:
     writer (`advisor tune`) needs a writable one, or a writable place to create it."""
     from advisor.results.storage import normalize_url, require_database, sqlite_path
 
-    url = normalize_url(url, create_dirs=False)
+    given, url = url, normalize_url(url, create_dirs=False)
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is None:  # in-memory
-            if write:
-                raise UserError(f"--storage {url} is an in-memory database: the tune's trials would vanish with it "
+            if write:  # named as given: `sqlite:///:memory:?mode=ro` is `sqlite:///file:%253Amemory%253A?...` now
+                raise UserError(f"--storage {given.strip()} is an in-memory database: the tune's trials would vanish with it "
                                 "(and its heartbeat thread, on a connection of its own, sees none); give a file path "
                                 "such as studies/advisor.db")
             return url
