@@ -45,8 +45,6 @@ def sqlite_path(url: str | URL) -> Path | None:
     else:
         return None
     if _is_true(query.get("uri")) and database.startswith("file:"):  # SQLite's URI, read only with uri=True
-        if query.get("mode") == "memory":
-            return None
         database = re.split(r"[?#]", database.removeprefix("file:"), maxsplit=1)[0]  # up to its query or fragment
         if database.startswith("//"):  # file://[localhost]/abs/path
             database = "/" + database[2:].partition("/")[2]
