@@ -183,36 +183,43 @@ def run_hf(bundled_point, qwen_point) -> bool:
     return ok
 
 
-def run_vllm(qwen_point, vllm_python: str | None) -> str:
-    """The vLLM export's flags through vLLM's own parser: here, or in `vllm_python` (a venv with vllm)."""
+def run_vllm(points, vllm_python: str | None) -> str:
+    """Each point's vLLM export through vLLM's own parser: here, or in `vllm_python` (a venv with vllm). The points
+    are one that keeps experts in host memory (--cpu-offload-gb, no --quantization: vLLM cannot offload the
+    parameters it quantizes online) and one with every expert on the GPU (--quantization)."""
     from advisor.export.base import export_point
     from advisor.export.check import check
     from advisor.results.config_view import export_config
 
-    res = export_point(qwen_point, "vllm")
-    print(f"[vllm] exported: {' '.join(res.data['args'])}")
-    if vllm_python:
-        code = ("import json, sys; from advisor.export.check import parse_vllm_args; "
-                "from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS as Q; "
-                "ns = parse_vllm_args(json.loads(sys.argv[1])); "
-                "print(json.dumps({'quantization': ns.quantization, 'cpu_offload_gb': ns.cpu_offload_gb, "
-                "'method_known': ns.quantization in Q}))")
-        r = subprocess.run([vllm_python, "-c", code, json.dumps(res.data["args"])], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-        ver = subprocess.run([vllm_python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True, text=True)
-        if r.returncode != 0:
-            print(f"[vllm] vLLM {ver.stdout.strip()}'s parser rejected the flags: {r.stderr.strip()[-500:]}")
-            return "0"
-        got = json.loads(r.stdout.strip().splitlines()[-1])
-        want = {"quantization": res.data["quantization"], "cpu_offload_gb": res.data["cpu_offload_gb"], "method_known": True}
-        print(f"[vllm] vLLM {ver.stdout.strip()}'s own parser ({vllm_python}) read {got}; exported {want}")
-        return str(int(got == want))
-    lines = check(res, export_config(qwen_point.config, qwen_point.model))
-    for c in lines:
-        print(f"[vllm] {c.line()}")
-    if lines[0].status == "not checked":
-        return "skip"
-    return "1" if lines[0].status == "ok" else "0"
+    ok = []
+    for point in points:
+        res = export_point(point, "vllm")
+        print(f"[vllm] exported: {' '.join(res.data['args'])}")
+        if vllm_python:
+            code = ("import json, sys; from advisor.export.check import parse_vllm_args; "
+                    "from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS as Q; "
+                    "ns = parse_vllm_args(json.loads(sys.argv[1])); "
+                    "print(json.dumps({'quantization': ns.quantization, 'cpu_offload_gb': ns.cpu_offload_gb, "
+                    "'method_known': ns.quantization is None or ns.quantization in Q}))")
+            r = subprocess.run([vllm_python, "-c", code, json.dumps(res.data["args"])], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+            ver = subprocess.run([vllm_python, "-c", "import vllm; print(vllm.__version__)"], capture_output=True,
+                                 text=True)
+            if r.returncode != 0:
+                print(f"[vllm] vLLM {ver.stdout.strip()}'s parser rejected the flags: {r.stderr.strip()[-500:]}")
+                ok.append("0")
+                continue
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            want = {"quantization": res.data["quantization"], "cpu_offload_gb": res.data["cpu_offload_gb"] or 0,
+                    "method_known": True}
+            print(f"[vllm] vLLM {ver.stdout.strip()}'s own parser ({vllm_python}) read {got}; exported {want}")
+            ok.append(str(int(got == want)))
+            continue
+        lines = check(res, export_config(point.config, point.model))
+        for c in lines:
+            print(f"[vllm] {c.line()}")
+        ok.append("skip" if lines[0].status == "not checked" else "1" if lines[0].status == "ok" else "0")
+    return "0" if "0" in ok else "skip" if "skip" in ok else "1"
 
 
 def main() -> None:
@@ -245,7 +252,8 @@ def main() -> None:
     qwen_int8 = front_point(str(qwen_dir), str(qwen_dir), "default=int8;layers=2:bf16", [8, 4, 2])
     print("[hf] tiny Qwen3-MoE plan for TorchAO: default=int8;layers=2:bf16 (torchao int4 needs CUDA kernels)")
     hf_ok = str(int(run_hf(bundled, qwen_int8)))
-    vllm_ok = run_vllm(qwen, a.vllm_python)
+    qwen_resident = front_point(str(qwen_dir), str(qwen_dir), "default=int4;layers=1:int8", [8, 8, 8])
+    vllm_ok = run_vllm([qwen, qwen_resident], a.vllm_python)
     print(f"RESULT llama_cpp_types_ok={llama_ok} hf_recipes_ok={hf_ok} vllm_flags_ok={vllm_ok}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -97,15 +98,17 @@ def test_vllm_refuses_llada_serves_diffusiongemma_and_offloads_in_gib():
     with pytest.raises(UserError, match="vLLM serves no diffusion LLM but DiffusionGemma"):
         export_point(_list_point(), "vllm")
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
-    res = export_point(point("s", 1, "default=int8;layers=1:bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    res = export_point(point("s", 1, "bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
     args = res.data["args"]
-    assert args[:3] == ["vllm", "serve", "tiny-llada"] and args[args.index("--quantization") + 1] == "experts_int8"
-    # 10 experts in host memory at int8: 3 x (2048 x 768 int8 + fp32 row scales) bytes each, read as GiB
-    one = 3 * 2048 * 768 + 4 * (768 + 768 + 2048)
+    assert args[:3] == ["vllm", "serve", "tiny-llada"] and "--quantization" not in args
+    # 10 bf16 experts in host memory: 3 x 2048 x 768 x 2 bytes each, read as GiB
+    one = 3 * 2048 * 768 * 2
     gib = float(args[args.index("--cpu-offload-gb") + 1])
     assert gib == res.data["cpu_offload_gb"] and 10 * one / 2**30 <= gib < 10 * one / 2**30 + 0.01
-    assert any("bf16 are quantized" in n for n in res.notes)
-    everything = export_point(point("s", 1, "int8", [8, 8], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    everything = export_point(point("s", 1, "default=int8;layers=1:bf16", [8, 8], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                              "vllm")
+    assert everything.data["args"][everything.data["args"].index("--quantization") + 1] == "experts_int8"
+    assert any("bf16 are quantized" in n for n in everything.notes)
     assert "--cpu-offload-gb" not in everything.data["args"] and any("nothing offloaded" in n for n in everything.notes)
     dg = dict(meta, family="diffusion_gemma", is_diffusion=True, layers=[dict(x, name=f"model.decoder.layers.{i}.experts")
                                                                          for i, x in enumerate(meta["layers"])])
@@ -172,7 +175,7 @@ def test_cli_export_errors_and_output_file(tmp_path):
     r = _cli("export", "s1", "2", "--to", "json", "-o", str(out), "--storage", url)
     assert r.returncode == 0 and load(out).precision_plan() == PrecisionPlan.uniform("int8")
     r = _cli("export", "--from-recommend", "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--to", "vllm", "--storage", url)
-    assert r.returncode == 0 and "vllm serve" in r.stdout and "--quantization experts_int8" in r.stdout
+    assert r.returncode == 0 and "vllm serve" in r.stdout and "--cpu-offload-gb" in r.stdout
     assert not list(tmp_path.glob(".plan.json.*"))
 
 
@@ -251,19 +254,33 @@ def test_a_tiny_model_study_is_offered_only_the_targets_that_need_no_files(tmp_p
                 ).returncode == 0  # the tensor types alone need no model files
 
 
-def test_vllm_fp8_offload_is_counted_in_the_checkpoint_bytes_vllm_budgets():
-    """vLLM's offloader (`UVAOffloader._maybe_offload_to_cpu`) adds up the bytes of the expert parameters as the
-    model is built; with --quantization fp8 on a BF16 checkpoint those are bf16 (`Fp8MoEMethod.create_weights`
-    keeps params_dtype) and become fp8 only after loading. A value counted at fp8 bytes offloaded half the
-    experts the study kept off the GPU."""
+@pytest.mark.parametrize("plan", ["int8", "fp8"])
+def test_vllm_never_offloads_experts_it_quantizes_online(tmp_path, plan):
+    """vLLM 0.33 quantizes a BF16 checkpoint online (`experts_int8`, and `fp8`, which it maps to fp8_per_tensor):
+    `OnlineMoEMethodBase.create_weights` (model_executor/layers/quantization/online/moe_base.py) creates the expert
+    parameters on the meta device, and `--cpu-offload-gb`'s `UVAOffloader._maybe_offload_to_cpu`
+    (model_executor/offloader/uva.py) copies each parameter it offloads with `p.data.to(device="cpu")` while
+    `make_layers` builds the model, which a meta tensor refuses ("Cannot copy out of meta tensor"). The export
+    wrote both flags for every quantized point that kept experts in host memory, so `vllm serve` failed while
+    building the model. Now such a point is served at the checkpoint's bf16 with the offload only, down to the
+    tuned cache's bytes on the GPU, and a note says why; a point with every expert on the GPU keeps its scheme."""
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
-    res = export_point(point("s", 1, "fp8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
-    args = res.data["args"]
-    assert args[args.index("--quantization") + 1] == "fp8"
-    one_bf16 = 3 * 2048 * 768 * 2  # what vLLM counts per expert: w13 + w2 in bf16
+    url = make_db(tmp_path / "a.db", [point("s", 1, plan, [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      point("s", 2, plan, [8, 8], acc=0.9, h2d=0, peak_gib=2, meta=meta)])
+    r = _cli("export", "s", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert args[:2] == ["vllm", "serve"] and "--quantization" not in args, args
+    from advisor.quant.spec import expert_nbytes_of
+
+    # the GPU keeps the tuned cache: 6 experts in the plan's format; the rest of the 16 bf16 experts is offloaded
+    host = 16 * expert_nbytes_of("bf16", 2048, 768) - 6 * expert_nbytes_of(plan, 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
-    assert 10 * one_bf16 / 2**30 <= gib < 10 * one_bf16 / 2**30 + 0.01
-    assert any("before it quantizes them to fp8" in n for n in res.notes)
+    assert host / 2**30 <= gib < host / 2**30 + 0.01
+    assert "served without --quantization" in r.stdout and "meta device" in r.stdout
+    r = _cli("export", "s", "2", "--to", "vllm", "--storage", url)
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert "--cpu-offload-gb" not in args and args[args.index("--quantization") + 1] == {"int8": "experts_int8"}.get(plan, plan)
 
 
 def test_a_refusal_names_only_targets_that_take_the_model(tmp_path):

@@ -1,4 +1,4 @@
-"""vLLM export: `vllm serve` arguments - one quantization scheme for every MoE layer, plus CPU offload.
+"""vLLM export: `vllm serve` arguments - one quantization scheme for every MoE layer, or CPU offload.
 
 vLLM serves autoregressive models and, since 0.33, DiffusionGemma (its first diffusion LLM); the other
 diffusion LLMs (LLaDA-MoE, LLaDA2) are refused with the reason. vLLM quantizes a BF16 checkpoint's experts on the fly with `--quantization experts_int8` (experts
@@ -7,11 +7,16 @@ scheme: the highest-precision quantized format any expert uses. It has no expert
 share of the experts becomes `--cpu-offload-gb` (weights streamed to the GPU every forward), in GiB as vLLM
 reads it, rounded up to 0.01 GiB, and left out when nothing is offloaded.
 
-vLLM fills that budget while it builds the model (`UVAOffloader._maybe_offload_to_cpu`, summing
-`numel * element_size` of each parameter it moves), so it is counted in the dtype the quantization method
-creates the expert parameters in: int8 for `experts_int8` (`ExpertsInt8MoEMethod.create_weights`), but the
-checkpoint's bf16 for `fp8` on a BF16 checkpoint (`Fp8MoEMethod.create_weights` keeps `params_dtype`; the
-weights become fp8 only in `process_weights_after_loading`). The value is written in those bytes.
+The two never go together. vLLM 0.33 quantizes online on the meta device: `OnlineMoEMethodBase.create_weights`
+(model_executor/layers/quantization/online/moe_base.py, which `experts_int8` and `fp8` on a BF16 checkpoint
+both use) creates the expert parameters with `device="meta"` and quantizes them only as the weights load,
+while `--cpu-offload-gb` moves parameters to host memory as the model is built (`make_layers` ->
+`UVAOffloader._maybe_offload_to_cpu`, model_executor/offloader/uva.py: `p.data.to(device="cpu")`), which a
+meta tensor cannot do ("Cannot copy out of meta tensor"; model_loader/reload/__init__.py lists composition
+with CPU offloading as not implemented). So a point that keeps experts in host memory is served at the
+checkpoint's dtype with no `--quantization`, and the offload leaves on the GPU the tuned cache's bytes (each
+layer's slots x its experts' bytes in the plan's formats); a note says so and how to get both (a checkpoint
+quantized ahead, whose parameters vLLM creates quantized).
 """
 
 from __future__ import annotations
@@ -53,22 +58,35 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
     return chosen, notes
 
 
-def offload_gib(cfg: ExportConfig, quant: str | None) -> tuple[float | None, str]:
-    """GiB of expert weights left in host memory: all experts minus the tuned cache's share, in the bytes vLLM
-    counts against --cpu-offload-gb (the parameters as it creates them: module docstring)."""
+def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
+    """GiB of expert weights left in host memory, in the checkpoint's dtype (what vLLM creates the parameters in
+    and counts against --cpu-offload-gb when nothing is quantized online: module docstring): all experts minus
+    the tuned cache's bytes (each layer's `slots` largest experts in the plan's formats), so the GPU keeps no
+    more expert bytes than the study's cache held."""
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
-    fmt = "int8" if quant == "experts_int8" else m.dtype  # fp8: vLLM counts the bf16 parameters it quantizes later
-    one = m.expert_nbytes(fmt) or 0
-    host = sum((layer.num_experts - s) * one for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True))
-    gib = math.ceil(host / 2**30 * 100) / 100
+    one = m.expert_nbytes(m.dtype) or 0
     where = f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned"
-    if host == 0:
+    if all(s >= layer.num_experts for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True)):
         return 0.0, f"{where}: nothing offloaded, so no --cpu-offload-gb"
-    counted = (f" (vLLM counts --cpu-offload-gb in the {fmt} parameters it creates, before it quantizes them to fp8: "
-               f"host memory then holds about half)") if quant == "fp8" else ""
-    return gib, f"{where}; the rest ({host} bytes = {gib:.2f} GiB at {fmt}) offloaded{counted}"
+    total = sum(layer.num_experts * one for layer in m.layers)
+    cache = sum(sum(sorted((m.expert_nbytes(f) or 0 for f in row), reverse=True)[:n])
+                for row, n in zip(cfg.formats, cfg.slots_per_layer, strict=True))
+    host = max(total - cache, 0)
+    gib = math.ceil(host / 2**30 * 100) / 100
+    return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib:.2f} "
+                 f"GiB at {m.dtype}) offloaded")
+
+
+def online_offload_note(quant: str) -> str:
+    """Why a point that offloads is served without its quantization scheme (module docstring)."""
+    return (f"served without --quantization {quant}: vLLM quantizes a BF16 checkpoint online, creating the expert "
+            "parameters on the meta device (OnlineMoEMethodBase.create_weights) and quantizing them as they load, "
+            "and --cpu-offload-gb moves parameters to host memory while the model is built (UVAOffloader), which "
+            "fails on a meta tensor ('Cannot copy out of meta tensor'); so the experts stay in the checkpoint's "
+            "dtype, offloaded down to the tuned cache's bytes on the GPU. For both, serve a checkpoint quantized "
+            "ahead (compressed-tensors int8, AWQ, GPTQ), whose parameters vLLM creates quantized")
 
 
 def offload_note(cfg: ExportConfig) -> str:
@@ -92,7 +110,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if (why := refusal(cfg.model)) is not None:
         raise UserError(why)
     quant, notes = scheme(cfg)
-    gb, why = offload_gib(cfg, quant)
+    gb, why = offload_gib(cfg)
+    offloads = any(s < layer.num_experts for layer, s in zip(cfg.model.layers, cfg.slots_per_layer, strict=True))
+    if quant and offloads:  # offloading an online-quantized parameter fails (module docstring): offload wins
+        notes = [online_offload_note(quant)]
+        quant = None
     args = ["vllm", "serve", served_path(model_spec(point), "vLLM")]
     if quant:
         args += ["--quantization", quant]
