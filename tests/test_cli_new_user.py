@@ -239,12 +239,15 @@ def test_an_output_path_that_is_a_directory_is_one_line(tmp_path, monkeypatch):
 
 
 def test_the_ktransformers_script_of_an_int4_point_runs_in_bash(tmp_path):
-    """The README example's int4 trial exported to ktransformers: its `: "${KT_WEIGHT_PATH:?... kt-kernel's ...}"`
+    """An int4 trial exported to ktransformers (first found on the README example's trial): its `: "${KT_WEIGHT_PATH:?... kt-kernel's ...}"`
     line was a bash syntax error (bash reads the apostrophe inside ${...:?}), so the script never ran and
     `--check` said FAILED."""
-    script = tmp_path / "kt.sh"
-    r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "ktransformers", "-o",
-                str(script), cwd=tmp_path, timeout=120)
+    from recommend_helpers import make_db, model_meta, point
+
+    script = tmp_path / "kt.sh"  # an int4 Qwen3-MoE point (SGLang serves no LLaDA-MoE: the export refuses it)
+    url = make_db(tmp_path / "a.db", [point("kt", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe"))])
+    r = advisor("export", "kt", "1", "--storage", url, "--to", "ktransformers", "-o", str(script), cwd=tmp_path,
+                timeout=120)
     assert r.returncode == 0, r.stderr
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
     run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})

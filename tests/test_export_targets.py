@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from recommend_helpers import make_db, model_meta, point, standard_front
@@ -124,7 +125,7 @@ def test_ktransformers_flags_per_layer_and_weight_path_placeholder(tmp_path):
     assert flag["--kt-num-gpu-experts"] == "2" and flag["--kt-method"] == "BF16"  # one method: layer 1 is bf16
     int8 = export_point(_list_point(PrecisionPlan.uniform("int8")), "ktransformers")
     assert int8.data["kt_method"] == "AMXINT8"
-    meta = model_meta("llada_moe", n_layers=3, n_experts=64, hidden=2048, inter=1024)
+    meta = model_meta("qwen3_moe", n_layers=3, n_experts=64, hidden=2048, inter=1024)
     int4 = export_point(point("s", 3, "int4", [40, 40, 40], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
     from advisor.quant.spec import expert_nbytes_of
 
@@ -181,9 +182,11 @@ def test_cli_export_errors_and_output_file(tmp_path):
 
 def test_export_never_imports_torch(tmp_path):
     url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("llada_moe")))
-    code = ("import sys\nfrom advisor.cli import app\n"
+    code = ("import sys\nfrom advisor.cli import app\nfrom advisor.errors import UserError\n"
             "for t in ('llama.cpp', 'hf', 'ktransformers', 'json'):\n"
-            f"    try:\n        app(['export', 's1', '2', '--to', t, '--storage', {url!r}])\n    except SystemExit:\n        pass\n"
+            # a refusal (ktransformers: SGLang serves no LLaDA-MoE) is a UserError out of app()
+            f"    try:\n        app(['export', 's1', '2', '--to', t, '--storage', {url!r}])\n"
+            "    except (SystemExit, UserError):\n        pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n"
             "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -324,11 +327,12 @@ def test_the_ktransformers_script_gives_kt_kernel_physical_cores_and_numa_nodes(
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
-                        str(root / "studies/example/advisor.db"), "--to", "ktransformers", "-o", str(tmp_path / "kt.sh")],
-                       capture_output=True, text=True, cwd=root)
+    meta = model_meta("qwen3_moe", n_layers=4, n_experts=64, hidden=2048, inter=768)
+    url = make_db(tmp_path / "a.db", [point("kt", 1, "int4", 52, acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "kt", "1", "--storage", url, "--to", "ktransformers",
+                        "-o", str(tmp_path / "kt.sh")], capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stderr
-    assert "experts 0..14 of every layer" in r.stderr  # which experts kt-kernel keeps on the GPU, said
+    assert "experts 0..12 of every layer" in r.stderr  # which experts kt-kernel keeps on the GPU, said
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in FAKE_HOST.items():
@@ -358,3 +362,26 @@ def test_vllm_says_its_offload_is_not_the_studys_expert_cache():
     assert "# note: vLLM keeps no expert cache" in res.text
     everything = export_point(point("s", 1, "int8", [8, 8], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
     assert not any("expert cache" in n for n in everything.notes)  # nothing offloaded: nothing to say
+
+
+def test_ktransformers_refuses_the_families_sglang_does_not_serve(tmp_path):
+    """SGLang (sglang-kt, kvcache-ai/sglang) has no model for LLaDA-MoE (LLaDAMoEModelLM) or DiffusionGemma: no
+    entry in python/sglang/srt/models, and its diffusion-LLM path (srt/dllm/config.py, DLLM_PARAMS) knows
+    LLaDA2MoeModelLM and SDAR only; an unknown architecture goes to the Transformers backend
+    (srt/model_loader/utils.py, resolve_transformers_arch), which refuses a remote-code model that is not
+    backend-compatible and otherwise decodes autoregressively with no fused-MoE layer for the kt flags to take
+    over. The export printed a launch command for both, and recommend's hint offered it for the bundled model."""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+                        str(root / "studies/example/advisor.db"), "--to", "ktransformers"], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "SGLang (sglang-kt) serves no LLaDA-MoE" in r.stderr and "--to llama.cpp" in r.stderr
+    dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
+          "is_diffusion": True}
+    url = make_db(tmp_path / "a.db", [point("dg", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=dg)])
+    r = _cli("export", "dg", "1", "--to", "ktransformers", "--storage", url)
+    assert r.returncode == 2 and "serves no DiffusionGemma" in r.stderr, r.stderr
+    for family in ("qwen3_moe", "llada2"):  # served: Qwen3MoeForCausalLM, LLaDA2MoeModelLM
+        url = make_db(tmp_path / f"{family}.db", [point("f", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1,
+                                                         meta=model_meta(family))])
+        assert _cli("export", "f", "1", "--to", "ktransformers", "--storage", url).returncode == 0, family

@@ -493,8 +493,7 @@ def test_exports_point_runtimes_at_the_directory_the_study_loaded_wherever_they_
     assert r.exit_code == 0, r.output[-2000:]
     monkeypatch.chdir(elsewhere)
     absolute = str((work / "m").resolve())
-    for target, want in (("hf", f"load_model({absolute!r}"), ("ktransformers", f"--model-path {absolute}"),
-                         ("llama.cpp", f"convert_hf_to_gguf.py {absolute} --outtype bf16")):
+    for target, want in (("hf", f"load_model({absolute!r}"), ("llama.cpp", f"convert_hf_to_gguf.py {absolute} --outtype bf16")):
         out = CliRunner().invoke(app, ["export", "rel", "0", "--to", target, "--storage", db])
         assert out.exit_code == 0 and want in out.stdout, (target, out.output[-1500:])
         assert "model m (family llada_moe" in out.stdout  # the header keeps the name the study was run with

@@ -10,16 +10,18 @@ CPU-side expert weights in the format `--kt-method` expects) cannot be known her
 user sets it. Which experts are on the GPU is kt-kernel's choice, not the study's: experts 0..N-1 of every layer
 (SGLang's kt_ep_wrapper), said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
-KT_THREADPOOL_COUNT override them).
+KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
+are refused with the reason.
 """
 
 from __future__ import annotations
 
 import shlex
 
+from advisor.errors import UserError
 from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path, slot_range
 from advisor.quant.spec import parse_format
-from advisor.results.config_view import ExportConfig, collapse_layer, precision_rank
+from advisor.results.config_view import ExportConfig, ModelInfo, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
 
 LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a tiny:* model (`targets_for`)
@@ -28,6 +30,17 @@ OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one CPU expert format"),
 }
 # advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold
+# families SGLang (sglang-kt, kvcache-ai/sglang) cannot serve, with the reason (`base.export_point` adds the
+# targets that take them): an architecture with no SGLang model falls back to the Transformers backend
+# (python/sglang/srt/model_loader/utils.py: resolve_transformers_arch), which refuses a remote-code model that
+# is not backend-compatible and otherwise decodes autoregressively with no fused-MoE layer for kt-kernel to
+# take over; SGLang's diffusion-LLM path (srt/dllm/config.py, DLLM_PARAMS) knows LLaDA2 and SDAR only
+REFUSED = {
+    "llada_moe": "SGLang (sglang-kt) serves no LLaDA-MoE: it has no model for LLaDAMoEModelLM and its diffusion-LLM "
+                 "path knows LLaDA2 and SDAR only, so kt-kernel would have no MoE layer to take over",
+    "diffusion_gemma": "SGLang (sglang-kt) serves no DiffusionGemma: it has no model for it and its diffusion-LLM "
+                       "path knows LLaDA2 and SDAR only, so kt-kernel would have no MoE layer to take over",
+}
 KT_METHOD = {
     "bf16": ("BF16", "the original BF16 checkpoint"),
     "fp16": ("BF16", "the original checkpoint (BF16 kernels)"),
@@ -69,7 +82,14 @@ def cpu_format(cfg: ExportConfig, rule: str) -> str:
     return max((collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))), key=precision_rank)
 
 
+def refusal(model: ModelInfo) -> str | None:
+    """Why SGLang cannot serve this model family (None when it can); `base.targets_for` asks it too."""
+    return REFUSED.get(model.family)
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
+    if (why := refusal(cfg.model)) is not None:
+        raise UserError(why)
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
     method, weights = KT_METHOD[parse_format(fmt).kind]
