@@ -385,3 +385,38 @@ def test_ktransformers_refuses_the_families_sglang_does_not_serve(tmp_path):
         url = make_db(tmp_path / f"{family}.db", [point("f", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1,
                                                          meta=model_meta(family))])
         assert _cli("export", "f", "1", "--to", "ktransformers", "--storage", url).returncode == 0, family
+
+
+def test_ktransformers_serves_llada2_through_sglangs_diffusion_path(tmp_path):
+    """SGLang decodes LLaDA2 as a diffusion LLM only when --dllm-algorithm names an algorithm
+    (python/sglang/srt/dllm/config.py: `DllmConfig.from_server_args` returns None without one, and the model is
+    scheduled token by token); its block size is 32 unless --dllm-algorithm-config's YAML sets `block_size`, which
+    `LowConfidence` (srt/dllm/algorithm/low_confidence.py) reads with its `threshold`. The export passed neither,
+    only a note to check the SGLang version. Now the launch names LowConfidence - LLaDA2's threshold decoding - and,
+    for a study that decoded in other blocks than 32, writes the YAML it passes."""
+    p = point("d", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("llada2"))
+    p.config["decoding"] = {"block_length": 16, "steps_per_block": 8, "generate": {"block_length": 16, "steps": 8}}
+    plain = point("d", 2, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("llada2"))
+    url = make_db(tmp_path / "a.db", [p, plain])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in FAKE_HOST.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+
+    def launched(trial):
+        script = tmp_path / f"kt{trial}.sh"
+        r = _cli("export", "d", str(trial), "--to", "ktransformers", "--storage", url, "-o", str(script))
+        assert r.returncode == 0, r.stderr
+        run = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path,
+                             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"})
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split(), r.stderr
+
+    args, notes = launched(1)
+    assert args[args.index("--dllm-algorithm") + 1] == "LowConfidence"
+    yaml = tmp_path / args[args.index("--dllm-algorithm-config") + 1]
+    assert yaml.read_text().split("\n")[:2] == ["block_size: 16", "threshold: 0.95"]
+    assert "at least 2 tokens per step" in notes  # the study's 8 steps per 16-token block
+    args, _ = launched(2)  # no decoding stored: LLaDA2's published 32-token blocks, SGLang's own
+    assert args[args.index("--dllm-algorithm") + 1] == "LowConfidence" and "--dllm-algorithm-config" not in args

@@ -11,7 +11,7 @@ user sets it. Which experts are on the GPU is kt-kernel's choice, not the study'
 (SGLang's kt_ep_wrapper), said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
 KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
-are refused with the reason.
+are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
 """
 
 from __future__ import annotations
@@ -41,6 +41,34 @@ REFUSED = {
     "diffusion_gemma": "SGLang (sglang-kt) serves no DiffusionGemma: it has no model for it and its diffusion-LLM "
                        "path knows LLaDA2 and SDAR only, so kt-kernel would have no MoE layer to take over",
 }
+# SGLang decodes LLaDA2 as a diffusion LLM only when --dllm-algorithm names one (python/sglang/srt/dllm/config.py:
+# DllmConfig.from_server_args returns None without it, and the model is scheduled token by token). LowConfidence
+# (srt/dllm/algorithm/low_confidence.py) commits, block by block, every masked token whose greedy probability
+# passes `threshold` and at least the most confident one per step: LLaDA2's threshold decoding, as the study ran
+# it. family -> (algorithm, SGLang's block size for it (DLLM_PARAMS), LowConfidence's default threshold)
+DLLM = {"llada2": ("LowConfidence", 32, 0.95)}
+DLLM_CONFIG = "dllm-config.yaml"  # --dllm-algorithm-config: a YAML whose block_size and threshold SGLang reads
+
+
+def dllm_flags(cfg: ExportConfig) -> tuple[list[str], list[str], str]:
+    """SGLang's diffusion-LLM flags for the study's decoding, the YAML they need (empty when SGLang's defaults are
+    the study's) and a note."""
+    algo, sg_block, sg_threshold = DLLM[cfg.model.family]
+    gen = dict(cfg.decoding.get("generate") or {})
+    block = int(cfg.decoding.get("block_length") or gen.get("block_length") or sg_block)
+    threshold = float(gen.get("threshold") or sg_threshold)
+    spb = int(cfg.decoding.get("steps_per_block") or 0)
+    yaml = [f"block_size: {block}", f"threshold: {threshold:g}"] if (block, threshold) != (sg_block, sg_threshold) else []
+    args = ["--dllm-algorithm", algo, *(["--dllm-algorithm-config", DLLM_CONFIG] if yaml else [])]
+    note = (f"SGLang decodes {cfg.model.family} as a diffusion LLM only with --dllm-algorithm (without it, token by "
+            f"token): {algo} in blocks of {block}, committing every masked token above confidence {threshold:g} and at "
+            "least the most confident one per step"
+            + (f", from {DLLM_CONFIG}, which the script writes (SGLang's own block is {sg_block})" if yaml else "")
+            + (f"; the study's {spb} steps per block committed at least {-(-block // spb)} tokens per step, so SGLang "
+               "may take more steps" if spb and spb < block else ""))
+    return args, yaml, note
+
+
 KT_METHOD = {
     "bf16": ("BF16", "the original BF16 checkpoint"),
     "fp16": ("BF16", "the original checkpoint (BF16 kernels)"),
@@ -112,16 +140,20 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
              f"{cfg.policy} cache held, so its share of routed tokens on the GPU is not the study's hit rate"
              if n_gpu else "kt-kernel keeps no expert on the GPU: the tuned cache holds less than one checkpoint "
                            "expert per layer"]
-    if cfg.model.is_diffusion:
-        notes.append(f"{cfg.model.family} is a diffusion LLM: check that your SGLang (sglang-kt) version serves it")
+    yaml: list[str] = []
+    if cfg.model.family in DLLM:
+        flags, yaml, note = dllm_flags(cfg)
+        args += flags
+        notes.append(note)
     data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,
-            "weight_path_placeholder": WEIGHT_PATH_VAR, "notes": notes}
+            "weight_path_placeholder": WEIGHT_PATH_VAR, "dllm_config": yaml, "notes": notes}
     head = [f"# {h}" for h in header_lines(point, cfg, "KTransformers (SGLang kt-kernel)")]
     head += [f"# note: {n}" for n in notes]
     body = ["set -euo pipefail",
             # not ${VAR:?text}: bash reads quotes inside that text (an apostrophe there broke the script)
             f'[ -n "${{{WEIGHT_PATH_VAR}:-}}" ] || {{ echo {shlex.quote(f"set {WEIGHT_PATH_VAR} to {weights}")} >&2; exit 2; }}',
             *(f'{var}="${{{var}:-$({cmd})}}"   # {what}' for var, (cmd, what) in HOST_VARS.items()),
+            *([f"cat > {DLLM_CONFIG} <<'EOF'", *yaml, "EOF"] if yaml else []),
             " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in args) + ' "$@"']
     text = "\n".join(["#!/usr/bin/env bash", *head, *body]) + "\n"
     return ExportResult("ktransformers", text, data, notes)
