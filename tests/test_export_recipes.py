@@ -186,6 +186,33 @@ def test_export_check_validates_with_each_targets_own_code(tmp_path):
     assert check("l", "json")[0].startswith("check json: ok")
 
 
+@pytest.mark.parametrize("family", ["llada_moe", "llada2"])
+def test_export_check_runs_a_checkpoint_studys_advisor_recipe_offloaded_as_written(tmp_path, family):
+    """A study of a local checkpoint (not bundled, not tiny:) exports the advisor's recipe, which loads it
+    offloaded (`load_model(DIR, ..., offload=True)`). `--check` runs that recipe on a tiny model of the family
+    saved to disk; it named `tiny:FAMILY` in the recipe instead, which offloaded loading refuses, so the check of
+    every such export (README: `advisor export llada-moe-12g 17 --to hf -o recipe.py --check`) FAILED."""
+    from recommend_helpers import make_db
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    meta = model_meta(family, n_layers=4, n_experts=64, hidden=128, inter=16)
+    ckpt = str(tmp_path / "LLaDA-checkpoint")
+    url = make_db(tmp_path / "a.db", [point("c", 3, "int8", 8, acc=0.9, h2d=1e6, peak_gib=1, meta=meta, model=ckpt)])
+    r = CliRunner().invoke(app, ["export", "c", "3", "--to", "hf", "-o", str(tmp_path / "recipe.py"), "--check",
+                                 "--storage", url])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert f"load_model({ckpt!r}, device='cuda' if gpu else 'cpu', offload=True)" in (tmp_path / "recipe.py").read_text()
+    lines = [line for line in r.stderr.splitlines() if line.startswith("check ")]
+    assert lines[0] == "check hf: ok: the recipe parses as Python"
+    assert lines[1].startswith(f"check hf: ok: the advisor recipe ran as written on a tiny {family} model saved to "
+                               "disk (transformers "), lines
+    assert lines[1].endswith("plan and cache attached, forward finite"), lines
+    assert lines[2:] == [f"check hf: not checked: the recipe on {ckpt} itself (not downloaded by the check; run the "
+                         "recipe to load it)"]
+
+
 def test_a_tide_recipe_runs_tides_step_schedule(tmp_path):
     """A TIDE point (tau 3; the study decoded 16 tokens in blocks of 4 with 4 steps each, as a trial now stores):
     the exported recipe says its refresh steps, and its generate_ids runs them - the GPU expert set changes only

@@ -150,12 +150,13 @@ def _run_recipe(text: str, d: dict, family: str | None) -> str:
     for noisy in ("bitsandbytes.backends.cpu.ops", "kernels", "bitsandbytes.autograd._functions"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
+        if family is not None:  # the recipe loads the tiny model from disk as written (the advisor's loader offloaded)
+            build_tiny(family).save_pretrained(tmp)
         if family is not None and d["method"] == "advisor":  # the tiny model has its own layer count: the cache becomes a share
-            text = text.replace(f"load_model({d['advisor_loader']['model']!r}", f"load_model('tiny:{family}'")
+            text = text.replace(f"load_model({d['advisor_loader']['model']!r}", f"load_model({tmp!r}")
             text = text.replace(f"slots_per_layer={d['advisor_loader']['offload']['slots_per_layer']!r}",
                                 "slots_per_layer='50%'")
         elif family is not None:
-            build_tiny(family).save_pretrained(tmp)
             text = text.replace(repr(d["model_path"]), repr(tmp))
         ns: dict = {}
         exec(compile(text, "<recipe>", "exec"), ns)  # noqa: S102 - running the recipe is the check
