@@ -147,6 +147,29 @@ def test_profile_list_shows_the_device_figures_each_gpu_is_priced_with(tmp_path)
     assert "device   1008 GB/s 165.2 TFLOP/s bf16  [catalogue (nominal)]" in rtx
 
 
+def test_a_profile_stored_under_its_own_name_is_priced_as_the_gpu_it_measured(tmp_path, monkeypatch):
+    """README: measure with `advisor profile --model M --threads N --name host-tN`, then `tune --gpu host-tN`.
+    The profile kept only the new name, so the GPU it measured (here an RTX 4090, its measurement substituted:
+    no CUDA here) was looked up as 'host-t16', found in no catalogue row, and its device side priced as the
+    H200's (4800 GB/s instead of 1008)."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.hardware import measure
+
+    monkeypatch.setattr(measure, "cuda_available", lambda: True)
+    monkeypatch.setattr(measure, "measure_profile", lambda repeats=5: _measured("NVIDIA GeForce RTX 4090", 23.6))
+    r = CliRunner().invoke(app, ["profile", "--name", "host-t16", "--profiles-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("host-t16: memory 23.6 GiB")
+    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output.splitlines()
+    (line,) = [ln for ln in out if ln.startswith("host-t16")]
+    assert "device   1008 GB/s 165.2 TFLOP/s bf16  [measured:" in line, line
+    dev = device_roofline(get_gpu("host-t16", tmp_path))
+    assert dev.hbm_gbps == 1008
+    assert dev.source.startswith("modelled:roofline(host-t16 as RTX 4090 24GB nominal: 1008 GB/s"), dev.source
+
+
 def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
     """nvidia-smi's names of SXM boards (an H100 SXM5 is "NVIDIA H100 80GB HBM3") find the SXM rows, of NVL cards
     the NVL rows; PCIe names the PCIe rows: in `advisor profile --list` (measured profiles and the catalogue)

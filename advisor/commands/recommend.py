@@ -150,8 +150,8 @@ def register(app: typer.Typer) -> None:
             from advisor.offload.timing import CpuProfile
 
             contention = thread_contention(CpuProfile.from_dict(prof.cpu_experts), shapes)
-        if name:
-            prof = dataclasses.replace(prof, name=name)
+        if name:  # the device's own name is kept: it finds the GPU's nominal figures (`nominal_device`)
+            prof = dataclasses.replace(prof, name=name, device=prof.name)
         prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
         path = save_profile(prof, profiles_dir)
         free = f", free {format_bytes(prof.free_bytes)}" if prof.free_bytes is not None else ""

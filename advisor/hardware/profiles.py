@@ -49,6 +49,7 @@ class HardwareProfile:
     link: str = ""  # e.g. "PCIe 4.0 x16"
     free_bytes: int | None = None  # free device memory when measured (other processes hold the rest)
     cpu_experts: dict[str, Any] | None = None  # this host's measured CPU expert times (advisor.offload.timing)
+    device: str | None = None  # the measured device's own name when stored under another (`advisor profile --name`)
 
     @property
     def tag(self) -> str:
@@ -80,6 +81,8 @@ class HardwareProfile:
         if missing:
             raise UserError(f"hardware profile lacks {sorted(missing)}; re-create it with `advisor profile`")
         problems = [f"'{k}' is not a string" for k in ("name", "source", "link") if not isinstance(d.get(k, ""), str)]
+        if d.get("device") is not None and not isinstance(d["device"], str):
+            problems.append("'device' is not a string")
         problems += [f"'{k}' is not a positive number" for k in ("h2d_gbps_pinned", "h2d_gbps_pageable")
                      if not _number(d[k]) or d[k] <= 0]
         problems += [f"'{k}' is not a number >= 0" for k in ("memory_bytes", "copy_latency_us")
@@ -342,10 +345,11 @@ def _matches(query: str, profiles: list[HardwareProfile]) -> list[HardwareProfil
 
 def nominal_device(profile: HardwareProfile) -> NominalDevice | None:
     """The nominal figures of the GPU `profile` names: a catalogue entry's own; a measured profile's by its
-    device name, matched as `get_gpu` matches names (its measured memory picks between variants such as
-    RTX 3080 10/12GB, its name's form factor between PCIe and SXM boards); None when no
-    catalogue GPU matches (an uncatalogued GPU, a host-memcpy profile, a custom `--name`)."""
-    hits = _matches(profile.name, CATALOGUE)
+    device name (the one it was measured on, also when stored under a custom `--name`), matched as `get_gpu`
+    matches names (its measured memory picks between variants such as RTX 3080 10/12GB, its name's form factor
+    between PCIe and SXM boards); None when no catalogue GPU matches (an uncatalogued GPU, a host-memcpy
+    profile)."""
+    hits = _matches(profile.device or profile.name, CATALOGUE)
     if not hits:
         return None
     return NOMINAL[min(hits, key=lambda p: abs(p.memory_bytes - profile.memory_bytes)).name]
