@@ -85,6 +85,18 @@ def test_readme_example_output_is_what_the_command_prints_now(cmd, lines, excerp
         at = found + 1
 
 
+def test_every_readme_command_on_the_example_study_names_its_database():
+    """The committed example study lives in studies/example/advisor.db, not in the default studies/advisor.db:
+    a README command on it without that --storage says "no study named 'bundled-example'" (the report command
+    above the README's answer table did)."""
+    text = README.read_text()
+    commands = re.findall(r"`(advisor [^`]*)`", text) + re.findall(r"^\s*\$ (advisor .*)$", text, flags=re.M)
+    on_example = [c for c in commands if "bundled-example" in shlex.split(c, comments=True)[2:3]]
+    assert len(on_example) >= 3, on_example  # report, export (twice)
+    for cmd in on_example:
+        assert EXAMPLE_DB in shlex.split(cmd, comments=True), f"`{cmd}` does not name --storage {EXAMPLE_DB}"
+
+
 def test_readme_counts_the_hostile_completions_the_sandbox_test_plays(tmp_path):
     from tests.sandbox_cases import cases, probes
 
