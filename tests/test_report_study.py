@@ -409,6 +409,30 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     assert moved.returncode == 2 and len(lines) == 1 and "advisor report --data FILE" in lines[0], moved.stderr
 
 
+def test_a_study_of_a_relative_checkpoint_directory_is_reported_from_anywhere(tmp_path):
+    """`advisor tune ./ckpt` stores the model as typed (`ckpt`) and its absolute path in the model's meta; the
+    report loaded the name, so from another directory it said "model ckpt is not available offline" (or loaded
+    another `ckpt` there). It loads the recorded path now, as exports do."""
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("llada_moe").save_pretrained(str(tmp_path / "ckpt"))
+    (tmp_path / "f.toml").write_text('name = "f"\n[precision]\nformats = ["fp16", "int8"]\n[cache]\n'
+                                     'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
+                                     'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
+                                     'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
+                                     'fidelity_prompts = 1\nmax_new_tokens = 8\n')
+    advisor = [sys.executable, "-m", "advisor"]
+    tune = subprocess.run([*advisor, "tune", "./ckpt", "--space", "f.toml", "--trials", "2", "--storage", "f.db",
+                           "--study", "rel"], capture_output=True, text=True, cwd=tmp_path)
+    assert tune.returncode == 0, tune.stdout + tune.stderr
+    (tmp_path / "elsewhere").mkdir()
+    rep = subprocess.run([*advisor, "report", "rel", "--storage", "../f.db", "--block-lengths", "", "-o", "rep"],
+                         capture_output=True, text=True, cwd=tmp_path / "elsewhere")
+    assert rep.returncode == 0, rep.stderr
+    rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
+    assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
+
+
 def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(study, tmp_path):
     """`--max-accuracy-drop 2` was refused by recommend at the end, after the model loaded and every trace was
     recorded (minutes on a real model); a missing `--data` file once the model had loaded. Both are one line

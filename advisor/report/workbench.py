@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
@@ -28,7 +29,11 @@ class Workbench:
 
         task, settings = task or study_task(data)
         model = data.setting("model")
-        loaded = load_model(str(model))
+        # a local directory by the absolute path the study recorded: the name it ran as is the path as typed, and a
+        # relative one (`advisor tune ./dir`) names another directory, or none, where the report runs elsewhere
+        meta = data.setting("model_meta")
+        path = meta.get("path") if isinstance(meta, dict) else None
+        loaded = load_model(str(path if path and Path(path).is_dir() else model))
         stored_fp = data.setting("model_fingerprint")
         if stored_fp and str(stored_fp) != str(loaded.fingerprint):
             raise UserError(f"model {model!r} has changed since study {data.name!r} ran (fingerprint "
