@@ -2,7 +2,7 @@
 
     python benchmarks/big_model.py            # >= 3 GB of bf16 experts per layout (16 MoE layers x 64 experts)
     python benchmarks/big_model.py --quick    # about 300 MB per layout
-    python benchmarks/big_model.py --dir /work/cache/big_model
+    python benchmarks/big_model.py --dir /data/big_model   # default /tmp/big_model
 
 Writes two random-weight checkpoints (sharded safetensors + index, bf16), never in the repository:
   * LLaDA-MoE-shaped, official key layout (`model.layers.{i}.mlp.experts.{j}.{gate,up,down}_proj.weight`);
@@ -307,7 +307,7 @@ def _trace_runs(path: Path, runs: int, limit: int, env: dict[str, str]) -> dict[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--dir", default="/work/cache/big_model" if Path("/work/cache").is_dir() else "/tmp/big_model")
+    ap.add_argument("--dir", default="/tmp/big_model")
     ap.add_argument("--trace-only", action="store_true", help="only advisor trace --resident vs --offload")
     ap.add_argument("--trace-runs", type=int, default=3, help="runs of each trace mode (median reported)")
     ap.add_argument("--trace-limit", type=int, default=1, help="prompts per trace (advisor trace --limit)")
