@@ -7,8 +7,9 @@ others on the CPU. The GPU experts load from `--model-path` at the checkpoint's 
 so the tuned cache becomes one per-layer count of checkpoint experts: as many as the tuned cache's bytes hold,
 spread evenly over the MoE layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the
 CPU-side expert weights in the format `--kt-method` expects) cannot be known here: the script stops until the
-user sets it. Which experts are on the GPU is kt-kernel's choice, not the study's: experts 0..N-1 of every layer
-(SGLang's kt_ep_wrapper), said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
+user sets it. Which experts are on the GPU is kt-kernel's choice, not the study's: its default placement
+(`uniform`: one boolean mask per layer, sglang-kt's kt_ep_wrapper.py, generate_uniform_masks) marks experts 0..N-1
+of every MoE layer, said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
 KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
 are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
@@ -135,9 +136,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
              f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
              "method per model",
              miss_note(cfg, "kt-kernel", "cpu"),
-             f"kt-kernel's GPU experts are a fixed set, experts 0..{n_gpu - 1} of every layer (SGLang's kt_ep_wrapper "
-             "sends expert ids >= --kt-num-gpu-experts to the CPU), not the experts the study's "
-             f"{cfg.policy} cache held, so its share of routed tokens on the GPU is not the study's hit rate"
+             f"kt-kernel's GPU experts are experts 0..{n_gpu - 1} of every MoE layer (its default placement, uniform), "
+             f"not the experts the study's {cfg.policy} cache held, so the GPU's share of routed tokens is not the "
+             "study's hit rate"
              if n_gpu else "kt-kernel keeps no expert on the GPU: the tuned cache holds less than one checkpoint "
                            "expert per layer"]
     yaml: list[str] = []
