@@ -352,6 +352,55 @@ def test_the_ktransformers_script_gives_kt_kernel_physical_cores_and_numa_nodes(
     assert launched(KT_CPUINFER="6", KT_THREADPOOL_COUNT="1") == ("6", "1")
 
 
+def test_the_ktransformers_script_puts_the_studys_hottest_experts_of_each_layer_on_the_gpu(tmp_path):
+    """kt-kernel's default placement (`uniform`) keeps experts 0..N-1 of every MoE layer on the GPU. With
+    --kt-expert-placement-strategy frequency it reads --init-expert-location, a `.pt` dict whose "logical_count" is
+    an int tensor [records, decoder layers, experts], and marks the N x (MoE layers) largest sums over all layers
+    at once (sglang-kt 0.7.2, python/sglang/srt/layers/moe/kt_ep_wrapper.py, _init_kt_gpu_experts_masks; kt-kernel's
+    generate_gpu_experts_masks). A point that stored the study's calibration routing (static_hot) now writes that
+    file from it and passes both flags, so each layer's N most-routed experts - static_hot's pinned ones - are the
+    GPU's; a point that stored none keeps `uniform`, and its note says so."""
+    import torch
+
+    counts = {"0": [3, 50, 7, 7, 0, 12, 90, 1], "1": [100, 1, 1, 1, 1, 1, 1, 99], "2": [4, 4, 4, 4, 4, 4, 4, 4]}
+    meta = model_meta("deepseek_v3", n_layers=3, n_experts=8, first_dense=1, hidden=256, inter=128)  # layer 0 dense
+    hot = point("h", 1, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)
+    hot.config.update(policy="static_hot", routing_counts=counts)
+    url = make_db(tmp_path / "a.db", [hot, point("h", 2, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {**FAKE_HOST, "python": f'#!/bin/sh\n[ "$1" = - ] && exec {sys.executable} -\necho "$@"\n'}.items():
+        (bin_dir / name).write_text(text)  # `python -` (the counts file) runs; the launch is echoed
+        (bin_dir / name).chmod(0o755)
+
+    def launched(trial):
+        r = _cli("export", "h", str(trial), "--to", "ktransformers", "--storage", url, "-o", str(tmp_path / "kt.sh"))
+        assert r.returncode == 0, r.stderr
+        run = subprocess.run(["bash", str(tmp_path / "kt.sh")], capture_output=True, text=True, cwd=tmp_path,
+                             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"})
+        assert run.returncode == 0, run.stderr
+        args = run.stdout.split()
+        return {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}, r.stderr
+
+    flags, notes = launched(1)
+    assert flags["--kt-num-gpu-experts"] == "3" and flags["--kt-expert-placement-strategy"] == "frequency"
+    data = torch.load(tmp_path / flags["--init-expert-location"], weights_only=True)
+    assert list(data) == ["logical_count"] and data["logical_count"].dtype == torch.int64
+    table = data["logical_count"].sum(dim=0)
+    assert table.shape == (4, 8) and table[0].eq(0).all()  # decoder layers 0..3, the dense one empty
+    top = torch.zeros(table.numel(), dtype=torch.bool)  # kt-kernel's rule: the 3 x 3 largest over all layers
+    top[torch.topk(table.flatten().float(), k=9).indices] = True
+    gpu = {d: sorted(torch.nonzero(row).flatten().tolist()) for d, row in enumerate(top.view(4, 8)) if d}
+    assert gpu == {1: [1, 5, 6], 2: [0, 1, 7], 3: [0, 1, 2]}  # most routed; ties to the lower index (static_hot's order)
+    raised = table - torch.tensor([[0] * 8, *counts.values()])
+    assert set(raised[top.view(4, 8)].tolist()) == {101} and raised[~top.view(4, 8)].eq(0).all()  # study's counts kept
+    assert "the 3 most-routed experts of each MoE layer" in notes and "static_hot cache pinned" in notes
+
+    flags, notes = launched(2)  # an lru point: the tuner stored no routing
+    assert "--kt-expert-placement-strategy" not in flags and "--init-expert-location" not in flags
+    assert "experts 0..2 of every MoE layer (its default placement, uniform)" in notes and "stored no per-expert" in notes
+
+
 def test_vllm_says_its_offload_is_not_the_studys_expert_cache():
     """vLLM's --cpu-offload-gb (UVAOffloader) moves whole w13/w2 parameters of the first layers to host memory and
     reads them over PCIe every forward: no cache, no per-expert placement, no CPU compute. The export said only how

@@ -7,9 +7,10 @@ others on the CPU. The GPU experts load from `--model-path` at the checkpoint's 
 so the tuned cache becomes one per-layer count of checkpoint experts: as many as the tuned cache's bytes hold,
 spread evenly over the MoE layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the
 CPU-side expert weights in the format `--kt-method` expects) cannot be known here: the script stops until the
-user sets it. Which experts are on the GPU is kt-kernel's choice, not the study's: its default placement
-(`uniform`: one boolean mask per layer, sglang-kt's kt_ep_wrapper.py, generate_uniform_masks) marks experts 0..N-1
-of every MoE layer, said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
+user sets it. Which experts are on the GPU: when the point stored the study's calibration routing (static_hot
+points and hot/cold plans), each layer's N most-routed experts, through kt-kernel's `frequency` placement and a
+counts file the script writes (`placement` below); otherwise kt-kernel's default `uniform` placement, experts
+0..N-1 of every layer, said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
 KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
 are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
@@ -17,7 +18,9 @@ are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import dataclass
 
 from advisor.errors import UserError
 from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path, slot_range
@@ -106,6 +109,64 @@ def gpu_experts_per_layer(cfg: ExportConfig) -> int:
     return min(tuned // (gpu * len(slots)), min(layer.num_experts for layer in cfg.model.layers))
 
 
+# kt-kernel's GPU experts (sglang-kt 0.5.2 to 0.7.2, python/sglang/srt/layers/moe/kt_ep_wrapper.py,
+# _init_kt_gpu_experts_masks): one boolean mask per decoder layer, made by --kt-expert-placement-strategy. `uniform`
+# (the default) marks experts 0..N-1 of each MoE layer; `frequency` reads --init-expert-location when it names a
+# `.pt` file: torch.load(weights_only=True) of a dict whose "logical_count" is an integer tensor
+# [records, decoder layers, experts] (summed over records; layers and experts must be the HF config's
+# num_hidden_layers and num_experts), and kt-kernel's generate_gpu_experts_masks marks the N x (MoE layers)
+# largest sums over all layers at once - not N per layer. SGLang's expert-location setup
+# (srt/eplb/expert_location.py, compute_initial_expert_location_metadata) reads the same file and keeps the
+# identity expert mapping for a dict with "logical_count" once --kt-weight-path is set, which the script requires.
+COUNTS_FILE = "kt-expert-counts.pt"
+
+
+@dataclass
+class Placement:
+    """kt-kernel's frequency placement of a study's hot experts."""
+
+    rows: list[list[int]]  # [decoder layer][expert]: the counts file's one record
+    gpu: dict[int, list[int]]  # decoder layer -> its experts on the GPU, most routed first
+    raised: int  # what each layer's N most-routed experts gain over their count
+
+
+def placement(cfg: ExportConfig, n_gpu: int) -> Placement | None:
+    """Each MoE layer's `n_gpu` most-routed experts of the study's calibration routing (static_hot's order: ties to
+    the lower index), as a counts table whose global top N x layers is exactly them: their counts raised above
+    every other count of the model. Dense layers' rows stay 0 (SGLang gives them all their experts anyway). None
+    when the point stored no routing (the tuner keeps it for static_hot and hot/cold plans only) or none is on the
+    GPU. The rows end at the last MoE layer: every family SGLang serves here ends with one."""
+    from advisor.offload.policies import hot_order  # torch-free
+
+    layers = cfg.model.layers
+    counts = {layer.index: (cfg.frequencies or {}).get(layer.index) for layer in layers}
+    if n_gpu <= 0 or any(c is None or len(c) != layer.num_experts for layer, c in zip(layers, counts.values(), strict=True)):
+        return None
+    counts = {i: [round(x) for x in c] for i, c in counts.items()}
+    raised = max(max(c) for c in counts.values()) + 1
+    width = max(layer.num_experts for layer in layers)
+    rows = [[0] * width for _ in range(max(layer.decoder_layer for layer in layers) + 1)]
+    gpu: dict[int, list[int]] = {}
+    for layer in layers:
+        gpu[layer.decoder_layer] = hot_order(counts[layer.index])[:n_gpu]
+        rows[layer.decoder_layer][: layer.num_experts] = counts[layer.index]
+        for e in gpu[layer.decoder_layer]:
+            rows[layer.decoder_layer][e] += raised
+    return Placement(rows, gpu, raised)
+
+
+def counts_script(place: Placement) -> list[str]:
+    """Shell lines that write COUNTS_FILE with the Python (and torch) that runs SGLang: the export never imports
+    torch."""
+    return [f"python - <<'EOF'   # {COUNTS_FILE}: routed tokens per expert, for --init-expert-location",
+            "import torch",
+            "counts = torch.tensor([[  # one record: [decoder layer][expert]",
+            *(json.dumps(row, separators=(",", ":")) + "," for row in place.rows),
+            "]], dtype=torch.int64)",
+            f'torch.save({{"logical_count": counts}}, "{COUNTS_FILE}")',
+            "EOF"]
+
+
 def cpu_format(cfg: ExportConfig, rule: str) -> str:
     """One format for the CPU experts (kt-kernel has one method per model): the highest over layers."""
     return max((collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))), key=precision_rank)
@@ -114,6 +175,29 @@ def cpu_format(cfg: ExportConfig, rule: str) -> str:
 def refusal(model: ModelInfo) -> str | None:
     """Why SGLang cannot serve this model family (None when it can); `base.targets_for` asks it too."""
     return REFUSED.get(model.family)
+
+
+def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> str:
+    """Which experts kt-kernel keeps on the GPU, and how they relate to the study's cache."""
+    if not n_gpu:
+        return "kt-kernel keeps no expert on the GPU: the tuned cache holds less than one checkpoint expert per layer"
+    if place is None:
+        return (f"kt-kernel's GPU experts are experts 0..{n_gpu - 1} of every MoE layer (its default placement, "
+                f"uniform), not the experts the study's {cfg.policy} cache held: this point stored no per-expert "
+                "routing counts (the tuner keeps them for static_hot points and hot/cold precision plans), which "
+                "--kt-expert-placement-strategy frequency would need, so the GPU's share of routed tokens is not the "
+                "study's hit rate")
+    pinned = slot_range(cfg.slots_per_layer)
+    which = (f"the first {n_gpu} of the {pinned} per layer the study's static_hot cache pinned"
+             if cfg.policy == "static_hot" and n_gpu <= min(cfg.slots_per_layer) else
+             f"the {pinned} per layer the study's static_hot cache pinned, and the next most-routed"
+             if cfg.policy == "static_hot" else
+             f"not the study's {cfg.policy} cache, which changed its experts as it ran")
+    return (f"kt-kernel keeps on the GPU the {n_gpu} most-routed experts of each MoE layer in the study's calibration "
+            f"routing ({which}): the script writes the routed tokens per expert to {COUNTS_FILE}, which "
+            "--kt-expert-placement-strategy frequency reads through --init-expert-location; kt-kernel takes the "
+            f"highest counts of all layers at once, so the file adds {place.raised} (more than any count) to each "
+            f"layer's {n_gpu} to keep them per layer")
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
@@ -126,6 +210,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
             "--kt-cpuinfer", "$KT_CPUINFER", "--kt-threadpool-count", "$KT_THREADPOOL_COUNT",
             "--kt-num-gpu-experts", str(n_gpu)]
+    place = placement(cfg, n_gpu)
+    if place is not None:
+        args += ["--kt-expert-placement-strategy", "frequency", "--init-expert-location", COUNTS_FILE]
     slots = cfg.slots_per_layer
     tuned = f"{slot_range(slots)} slots per layer"
     per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
@@ -136,17 +223,17 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
              f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
              "method per model",
              miss_note(cfg, "kt-kernel", "cpu"),
-             f"kt-kernel's GPU experts are experts 0..{n_gpu - 1} of every MoE layer (its default placement, uniform), "
-             f"not the experts the study's {cfg.policy} cache held, so the GPU's share of routed tokens is not the "
-             "study's hit rate"
-             if n_gpu else "kt-kernel keeps no expert on the GPU: the tuned cache holds less than one checkpoint "
-                           "expert per layer"]
+             placement_note(cfg, n_gpu, place)]
     yaml: list[str] = []
     if cfg.model.family in DLLM:
         flags, yaml, note = dllm_flags(cfg)
         args += flags
         notes.append(note)
     data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,
+            "kt_expert_placement": "uniform" if place is None else "frequency",
+            # decoder layer -> the experts kt-kernel puts on the GPU
+            "gpu_experts": {str(d): (list(range(n_gpu)) if place is None else place.gpu[d])
+                            for d in (layer.decoder_layer for layer in cfg.model.layers)},
             "weight_path_placeholder": WEIGHT_PATH_VAR, "dllm_config": yaml, "notes": notes}
     head = [f"# {h}" for h in header_lines(point, cfg, "KTransformers (SGLang kt-kernel)")]
     head += [f"# note: {n}" for n in notes]
@@ -155,6 +242,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             f'[ -n "${{{WEIGHT_PATH_VAR}:-}}" ] || {{ echo {shlex.quote(f"set {WEIGHT_PATH_VAR} to {weights}")} >&2; exit 2; }}',
             *(f'{var}="${{{var}:-$({cmd})}}"   # {what}' for var, (cmd, what) in HOST_VARS.items()),
             *([f"cat > {DLLM_CONFIG} <<'EOF'", *yaml, "EOF"] if yaml else []),
+            *(counts_script(place) if place is not None else []),
             " ".join(f'"{a}"' if a.startswith("$") else shlex.quote(a) for a in args) + ' "$@"']
     text = "\n".join(["#!/usr/bin/env bash", *head, *body]) + "\n"
     return ExportResult("ktransformers", text, data, notes)
