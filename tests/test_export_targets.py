@@ -182,14 +182,21 @@ def test_cli_export_errors_and_output_file(tmp_path):
 
 def test_export_never_imports_torch(tmp_path):
     url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("llada_moe")))
+    hot = point("hot", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe"))
+    hot.config.update(policy="static_hot", routing_counts={str(i): [8 - e for e in range(8)] for i in range(4)})
+    hot_url = make_db(tmp_path / "hot.db", [hot])
     code = ("import sys\nfrom advisor.cli import app\nfrom advisor.errors import UserError\n"
             "for t in ('llama.cpp', 'hf', 'ktransformers', 'json'):\n"
             # a refusal (ktransformers: SGLang serves no LLaDA-MoE) is a UserError out of app()
             f"    try:\n        app(['export', 's1', '2', '--to', t, '--storage', {url!r}])\n"
             "    except (SystemExit, UserError):\n        pass\n"
+            # a static_hot point: ktransformers writes its counts file (a torch .pt) from the script, not here
+            f"try:\n    app(['export', 'hot', '1', '--to', 'ktransformers', '--storage', {hot_url!r}])\n"
+            "except SystemExit:\n    pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))\n"
             "print('SQLALCHEMY', 'sqlalchemy' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "--init-expert-location kt-expert-counts.pt" in r.stdout, r.stderr[-2000:]
     assert "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
     assert "SQLALCHEMY False" in r.stdout, r.stdout[-500:]  # SQLite: the stdlib fast path (advisor.results.read)
 
