@@ -478,3 +478,29 @@ def test_ktransformers_serves_llada2_through_sglangs_diffusion_path(tmp_path):
     assert "at least 2 tokens per step" in notes  # the study's 8 steps per 16-token block
     args, _ = launched(2)  # no decoding stored: LLaDA2's published 32-token blocks, SGLang's own
     assert args[args.index("--dllm-algorithm") + 1] == "LowConfidence" and "--dllm-algorithm-config" not in args
+
+
+def test_vllm_serves_an_fp8_checkpoint_with_its_own_quantization(tmp_path):
+    """A study of an FP8 checkpoint records its experts' dtype as torch names it (`float8_e4m3fn`). The vLLM
+    export counted the offload in that dtype, which no advisor format parses, so every export of such a study -
+    one with every expert on the GPU too - failed with "unknown precision format 'float8_e4m3fn'". vLLM serves an
+    FP8 checkpoint with the fp8 its config.json names and refuses another `--quantization` (config/model.py: "does
+    not match the quantization method"); it creates those parameters in fp8 on the device, so they offload, in
+    fp8 bytes."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float8_e4m3fn"}
+    url = make_db(tmp_path / "a.db", [point("f", 1, "int8", [8, 8], acc=0.9, h2d=0, peak_gib=2, meta=meta),
+                                      point("f", 2, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    r = _cli("export", "f", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert args[:2] == ["vllm", "serve"] and "--quantization" not in args and "--cpu-offload-gb" not in args, args
+    assert "an FP8 checkpoint" in r.stdout and "nothing offloaded" in r.stdout
+    r = _cli("export", "f", "2", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert "--quantization" not in args, args
+    host = 16 * expert_nbytes_of("fp8", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
+    gib = float(args[args.index("--cpu-offload-gb") + 1])
+    assert host / 2**30 <= gib < host / 2**30 + 0.01

@@ -17,6 +17,12 @@ with CPU offloading as not implemented). So a point that keeps experts in host m
 checkpoint's dtype with no `--quantization`, and the offload leaves on the GPU the tuned cache's bytes (each
 layer's slots x its experts' bytes in the plan's formats); a note says so and how to get both (a checkpoint
 quantized ahead, whose parameters vLLM creates quantized).
+
+An FP8 checkpoint (its experts recorded as float8, as transformers keeps them on a GPU that runs FP8) is such a
+checkpoint: vLLM reads its `quantization_config` and serves it with the checkpoint's own fp8 (`Fp8MoEMethod`
+creates the expert parameters in fp8 on the device, so they can be offloaded), and it refuses a `--quantization`
+that differs from the checkpoint's ("does not match the quantization method specified in the `quantization`
+argument", config/model.py): no `--quantization` is written, and the offload is counted in fp8 bytes.
 """
 
 from __future__ import annotations
@@ -58,6 +64,12 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
     return chosen, notes
 
 
+def checkpoint_format(m: ModelInfo) -> str:
+    """The advisor format of the checkpoint's expert dtype as the study recorded it (torch's name: `bfloat16`,
+    `float8_e4m3fn`, ...): fp8 for an FP8 checkpoint, whose float8 names no format parses."""
+    return "fp8" if m.dtype.startswith("float8") else m.dtype
+
+
 def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     """GiB of expert weights left in host memory, in the checkpoint's dtype (what vLLM creates the parameters in
     and counts against --cpu-offload-gb when nothing is quantized online: module docstring): all experts minus
@@ -66,7 +78,7 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
-    one = m.expert_nbytes(m.dtype) or 0
+    one = m.expert_nbytes(checkpoint_format(m)) or 0
     where = f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned"
     if all(s >= layer.num_experts for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True)):
         return 0.0, f"{where}: nothing offloaded, so no --cpu-offload-gb"
@@ -110,6 +122,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if (why := refusal(cfg.model)) is not None:
         raise UserError(why)
     quant, notes = scheme(cfg)
+    if quant and parse_format(checkpoint_format(cfg.model)).kind == "fp8":  # vLLM serves the checkpoint's own fp8
+        notes = [f"served without --quantization {quant}: the checkpoint's experts are {cfg.model.dtype}, an FP8 "
+                 "checkpoint, which vLLM serves with its own fp8 quantization (its config.json's quantization_config) "
+                 "and refuses another --quantization for"]
+        quant = None
     gb, why = offload_gib(cfg)
     offloads = any(s < layer.num_experts for layer, s in zip(cfg.model.layers, cfg.slots_per_layer, strict=True))
     if quant and offloads:  # offloading an online-quantized parameter fails (module docstring): offload wins
