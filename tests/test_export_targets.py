@@ -504,3 +504,18 @@ def test_vllm_serves_an_fp8_checkpoint_with_its_own_quantization(tmp_path):
     host = 16 * expert_nbytes_of("fp8", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
     assert host / 2**30 <= gib < host / 2**30 + 0.01
+
+
+def test_ktransformers_passes_llada2s_threshold_zero_as_decoded(tmp_path):
+    """A study that decoded LLaDA2 at threshold 0 (every masked token above confidence 0: a block in one step)
+    was exported with SGLang's 0.95 - `threshold or 0.95` read the 0 as unset - and no YAML, so SGLang decoded
+    token by token what the study committed at once."""
+    p = point("d", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("llada2"))
+    p.config["decoding"] = {"block_length": 32, "steps_per_block": 32, "generate": {"threshold": 0.0}}
+    url = make_db(tmp_path / "a.db", [p])
+    script = tmp_path / "kt.sh"
+    r = _cli("export", "d", "1", "--to", "ktransformers", "--storage", url, "-o", str(script))
+    assert r.returncode == 0, r.stderr
+    assert "above confidence 0 " in r.stderr, r.stderr
+    text = script.read_text()
+    assert "--dllm-algorithm-config" in text and "block_size: 32\nthreshold: 0\n" in text, text

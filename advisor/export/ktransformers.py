@@ -60,7 +60,7 @@ def dllm_flags(cfg: ExportConfig) -> tuple[list[str], list[str], str]:
     algo, sg_block, sg_threshold = DLLM[cfg.model.family]
     gen = dict(cfg.decoding.get("generate") or {})
     block = int(cfg.decoding.get("block_length") or gen.get("block_length") or sg_block)
-    threshold = float(gen.get("threshold") or sg_threshold)
+    threshold = float(sg_threshold if gen.get("threshold") is None else gen["threshold"])  # 0 commits every token
     spb = int(cfg.decoding.get("steps_per_block") or 0)
     yaml = [f"block_size: {block}", f"threshold: {threshold:g}"] if (block, threshold) != (sg_block, sg_threshold) else []
     args = ["--dllm-algorithm", algo, *(["--dllm-algorithm-config", DLLM_CONFIG] if yaml else [])]
