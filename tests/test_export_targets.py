@@ -519,3 +519,19 @@ def test_ktransformers_passes_llada2s_threshold_zero_as_decoded(tmp_path):
     assert "above confidence 0 " in r.stderr, r.stderr
     text = script.read_text()
     assert "--dllm-algorithm-config" in text and "block_size: 32\nthreshold: 0\n" in text, text
+
+
+def test_vllm_keeps_its_scheme_when_the_tuned_cache_holds_every_expert_at_the_checkpoints_dtype(tmp_path):
+    """A plan that mixes formats can cache more bytes than the whole checkpoint's experts: here layer 0's fp32
+    experts (7 of 8 cached) and layer 1's int8 ones (all cached) outweigh the 16 bf16 experts. Nothing is left for
+    host memory, yet the export dropped `--quantization experts_int8` because a slot count was below the expert
+    count, and served the point in bf16 with no offload, its notes saying both "served without --quantization"
+    and "the rest (0 bytes = 0.00 GiB at bfloat16) offloaded"."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    url = make_db(tmp_path / "a.db", [point("m", 1, "default=int8;layers=0:fp32", [7, 8], acc=0.9, h2d=1, peak_gib=1,
+                                            meta=meta)])
+    r = _cli("export", "m", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert args[args.index("--quantization") + 1] == "experts_int8" and "--cpu-offload-gb" not in args, args
+    assert "served without --quantization" not in r.stdout and "nothing offloaded" in r.stdout, r.stdout

@@ -86,6 +86,9 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     cache = sum(sum(sorted((m.expert_nbytes(f) or 0 for f in row), reverse=True)[:n])
                 for row, n in zip(cfg.formats, cfg.slots_per_layer, strict=True))
     host = max(total - cache, 0)
+    if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the checkpoint's dtype
+        return 0.0, (f"{where}; the tuned cache's {cache} expert bytes hold every expert's {total} bytes at {m.dtype}: "
+                     "nothing offloaded, so no --cpu-offload-gb")
     gib = math.ceil(host / 2**30 * 100) / 100
     return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib:.2f} "
                  f"GiB at {m.dtype}) offloaded")
@@ -128,7 +131,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                  "and refuses another --quantization for"]
         quant = None
     gb, why = offload_gib(cfg)
-    offloads = any(s < layer.num_experts for layer, s in zip(cfg.model.layers, cfg.slots_per_layer, strict=True))
+    # bytes left in host memory (with the shapes unknown, experts left out of the cache: the user sets the offload)
+    offloads = bool(gb) if gb is not None else any(s < layer.num_experts for layer, s in
+                                                   zip(cfg.model.layers, cfg.slots_per_layer, strict=True))
     if quant and offloads:  # offloading an online-quantized parameter fails (module docstring): offload wins
         notes = [online_offload_note(quant)]
         quant = None
