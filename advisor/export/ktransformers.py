@@ -104,8 +104,7 @@ def gpu_experts_per_layer(cfg: ExportConfig) -> int:
     gpu = cfg.model.expert_nbytes(GPU_FORMAT)
     if gpu is None:
         return sum(slots) // len(slots)
-    tuned = sum(sum(sorted((cfg.model.expert_nbytes(f) or 0 for f in row), reverse=True)[:n])
-                for row, n in zip(cfg.formats, slots, strict=True))
+    tuned = cfg.cache_nbytes()
     return min(tuned // (gpu * len(slots)), min(layer.num_experts for layer in cfg.model.layers))
 
 

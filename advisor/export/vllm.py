@@ -83,8 +83,7 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     if all(s >= layer.num_experts for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True)):
         return 0.0, f"{where}: nothing offloaded, so no --cpu-offload-gb"
     total = sum(layer.num_experts * one for layer in m.layers)
-    cache = sum(sum(sorted((m.expert_nbytes(f) or 0 for f in row), reverse=True)[:n])
-                for row, n in zip(cfg.formats, cfg.slots_per_layer, strict=True))
+    cache = cfg.cache_nbytes()
     host = max(total - cache, 0)
     if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the checkpoint's dtype
         return 0.0, (f"{where}; the tuned cache's {cache} expert bytes hold every expert's {total} bytes at {m.dtype}: "

@@ -157,6 +157,12 @@ class ExportConfig:
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
 
+    def cache_nbytes(self) -> int:
+        """Bytes of the tuned expert cache as the tuner counts them: each layer's `slots` largest experts in the
+        plan's formats (0 when the expert shapes were not recorded)."""
+        return sum(sum(sorted((self.model.expert_nbytes(f) or 0 for f in row), reverse=True)[:n])
+                   for row, n in zip(self.formats, self.slots_per_layer, strict=True))
+
 
 def _model_meta(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("model_meta", "model_info", "model"):
