@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from recommend_helpers import make_db, model_meta, point, standard_front
+from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 from torch import nn
 
 from advisor.errors import UserError
@@ -535,3 +535,40 @@ def test_vllm_keeps_its_scheme_when_the_tuned_cache_holds_every_expert_at_the_ch
     args = shlex.split(r.stdout.strip().splitlines()[-1])
     assert args[args.index("--quantization") + 1] == "experts_int8" and "--cpu-offload-gb" not in args, args
     assert "served without --quantization" not in r.stdout and "nothing offloaded" in r.stdout, r.stdout
+
+
+def test_vllm_quantizes_instead_of_offloading_when_every_quantized_expert_fits_the_studys_budget(tmp_path):
+    """vLLM cannot offload experts it quantizes online, so an int4 point with all but a few experts cached was served
+    at bf16 with most of its experts streamed over PCIe every forward, even when every expert at int8 fit the
+    study's budget. `--opt prefer=auto` now quantizes when the point's peak minus its cache plus every int8 expert
+    fits that budget, offloads when it does not, and `prefer=offload|quantize` decides; notes give both sizes."""
+    import dataclasses
+
+    from advisor.quant.spec import expert_nbytes_of
+
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    cache = 14 * expert_nbytes_of("int4", 2048, 768)
+    every_int8 = 16 * expert_nbytes_of("int8", 2048, 768)
+    need = 1 * GiB - cache + every_int8  # the point's peak is 1 GiB
+    roomy = dataclasses.replace(point("roomy", 1, "int4", [8, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                budget_bytes=need + 1)
+    tight = dataclasses.replace(point("tight", 1, "int4", [8, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                budget_bytes=need - 1)
+    url = make_db(tmp_path / "a.db", [roomy, tight])
+
+    def served(study, *opts):
+        r = _cli("export", study, "1", "--to", "vllm", "--storage", url, *opts)
+        assert r.returncode == 0, r.stderr
+        args = shlex.split(r.stdout.strip().splitlines()[-1])
+        return ("--quantization" in args and args[args.index("--quantization") + 1],
+                "--cpu-offload-gb" in args), r.stdout
+
+    (quant, offloaded), out = served("roomy")
+    assert (quant, offloaded) == ("experts_int8", False) and "within the study's budget" in out
+    assert "--opt prefer=offload" in out
+    assert served("roomy", "--opt", "prefer=offload")[0] == (False, True)
+    (quant, offloaded), out = served("tight")
+    assert (quant, offloaded) == (False, True) and "over the study's budget" in out and "prefer=quantize" in out
+    assert served("tight", "--opt", "prefer=quantize")[0] == ("experts_int8", False)
+    r = _cli("export", "tight", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=both")
+    assert r.returncode == 2 and "prefer" in r.stderr and r.stderr.count("\n") == 1, r.stderr

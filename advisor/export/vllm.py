@@ -13,10 +13,12 @@ both use) creates the expert parameters with `device="meta"` and quantizes them 
 while `--cpu-offload-gb` moves parameters to host memory as the model is built (`make_layers` ->
 `UVAOffloader._maybe_offload_to_cpu`, model_executor/offloader/uva.py: `p.data.to(device="cpu")`), which a
 meta tensor cannot do ("Cannot copy out of meta tensor"; model_loader/reload/__init__.py lists composition
-with CPU offloading as not implemented). So a point that keeps experts in host memory is served at the
-checkpoint's dtype with no `--quantization`, and the offload leaves on the GPU the tuned cache's bytes (each
-layer's slots x its experts' bytes in the plan's formats); a note says so and how to get both (a checkpoint
-quantized ahead, whose parameters vLLM creates quantized).
+with CPU offloading as not implemented). So a point that quantizes and keeps experts in host memory is served
+one way or the other (`--opt prefer`): at the checkpoint's dtype with no `--quantization`, the offload leaving on
+the GPU the tuned cache's bytes (each layer's slots x its experts' bytes in the plan's formats), or quantized with
+every expert on the GPU and no offload; `auto` quantizes when that fits the study's budget (counted from the
+point's peak), else offloads. Notes give both sizes and how to get both (a checkpoint quantized ahead, whose
+parameters vLLM creates quantized).
 
 An FP8 checkpoint (its experts recorded as float8, as transformers keeps them on a GPU that runs FP8) is such a
 checkpoint: vLLM reads its `quantization_config` and serves it with the checkpoint's own fp8 (`Fp8MoEMethod`
@@ -35,11 +37,16 @@ from advisor.export.base import ExportResult, header_lines, model_spec, served_p
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, precision_rank
 from advisor.results.front import FrontPoint
+from advisor.units import format_bytes
 
 LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a tiny:* model (`targets_for`)
 
 OPTIONS = {
     "offload_params": ("experts", ("experts", "all"), "offload only expert weights (w13/w2) or any parameter"),
+    "prefer": ("auto", ("auto", "offload", "quantize"),
+               "a point that quantizes and keeps experts in host memory, which vLLM cannot combine: offload at the "
+               "checkpoint's dtype, or quantize with every expert on the GPU; auto quantizes when that fits the "
+               "study's budget"),
 }
 DENSE = ("bf16", "fp16", "fp32")
 SERVED_DIFFUSION = ("diffusion_gemma",)  # vLLM 0.33+
@@ -103,6 +110,23 @@ def online_offload_note(quant: str) -> str:
             "ahead (compressed-tensors int8, AWQ, GPTQ), whose parameters vLLM creates quantized")
 
 
+def quantized_fit(point: FrontPoint, cfg: ExportConfig, quant: str) -> tuple[bool | None, str]:
+    """Whether `quant` with every expert on the GPU (no offload) fits the study's budget - counted: the point's peak
+    minus its cache's bytes plus every expert's bytes in the scheme's format - (None when the study stored no budget,
+    peak or expert shapes), and the numbers, for the choice vLLM forces (module docstring)."""
+    m = cfg.model
+    every = sum(layer.num_experts * (m.expert_nbytes("fp8" if quant == "fp8" else "int8") or 0) for layer in m.layers)
+    cache, peak, budget = cfg.cache_nbytes(), point.values.get("peak_gpu_bytes"), point.budget_bytes
+    text = (f"--quantization {quant} with every expert on the GPU holds {format_bytes(every)} of experts where the "
+            f"tuned cache held {format_bytes(cache)}")
+    if not every or not cache or peak is None or budget is None:
+        return None, f"{text} (the study stored no budget, peak or expert shapes to compare them with)"
+    need = peak - cache + every
+    fits = need <= budget
+    return fits, (f"{text}: a peak of about {format_bytes(need)} (counted: the point's peak minus its cache plus those "
+                  f"experts), {'within' if fits else 'over'} the study's budget of {format_bytes(budget)}")
+
+
 def offload_note(cfg: ExportConfig) -> str:
     """What vLLM's offload does in place of the study's expert cache (vllm/model_executor/offloader/uva.py:
     make_layers hands it the decoder layers in order, and it moves whole parameters until the budget is spent)."""
@@ -133,9 +157,15 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     # bytes left in host memory (with the shapes unknown, experts left out of the cache: the user sets the offload)
     offloads = bool(gb) if gb is not None else any(s < layer.num_experts for layer, s in
                                                    zip(cfg.model.layers, cfg.slots_per_layer, strict=True))
-    if quant and offloads:  # offloading an online-quantized parameter fails (module docstring): offload wins
-        notes = [online_offload_note(quant)]
-        quant = None
+    if quant and offloads:  # offloading an online-quantized parameter fails (module docstring): one or the other
+        fits, numbers = quantized_fit(point, cfg, quant)
+        if opts["prefer"] == "quantize" or (opts["prefer"] == "auto" and fits):
+            gb, why = 0.0, (f"not offloaded: vLLM cannot offload the experts it quantizes online (its CPU offload "
+                            f"moves parameters it creates on the meta device); {numbers}; --opt prefer=offload serves "
+                            f"them at {cfg.model.dtype} offloaded down to the cache's bytes instead")
+        else:
+            notes = [online_offload_note(quant), f"{numbers}; --opt prefer=quantize serves that instead"]
+            quant = None
     args = ["vllm", "serve", served_path(model_spec(point), "vLLM")]
     if quant:
         args += ["--quantization", quant]
