@@ -572,3 +572,90 @@ def test_vllm_quantizes_instead_of_offloading_when_every_quantized_expert_fits_t
     assert served("tight", "--opt", "prefer=quantize")[0] == ("experts_int8", False)
     r = _cli("export", "tight", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=both")
     assert r.returncode == 2 and "prefer" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def fp8_checkpoint(d: Path) -> Path:
+    """A tiny Qwen3-MoE saved as an FP8 checkpoint, as published FP8 models are (Qwen3-30B-A3B-FP8): every
+    projection's weight in float8_e4m3fn with its `weight_scale_inv`, and config.json's quantization_config
+    naming fp8. On a host without an FP8 GPU transformers dequantizes it to bf16 as it loads."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(d)
+    shard = next(d.glob("*.safetensors"))
+    tensors = {}
+    for key, t in load_file(shard).items():
+        if t.ndim == 2 and key.endswith("proj.weight"):
+            scale = t.float().abs().amax().clamp(min=1e-12) / 448.0  # one 128x128 block: these are smaller
+            tensors[key] = (t.float() / scale).to(torch.float8_e4m3fn)
+            tensors[key.removesuffix("weight") + "weight_scale_inv"] = scale.reshape(1, 1)
+        else:
+            tensors[key] = t
+    save_file(tensors, shard, metadata={"format": "pt"})
+    config = json.loads((d / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+    (d / "config.json").write_text(json.dumps(config))
+    return d
+
+
+def test_vllm_serves_a_cpu_tuned_fp8_checkpoint_with_its_own_quantization(tmp_path):
+    """An FP8 checkpoint tuned on a CPU host: transformers dequantizes it to bf16 as it loads (and drops the
+    quantization_config from the loaded model's config), so the study recorded its experts as bfloat16 and the
+    vLLM export wrote `--quantization experts_int8`, which vLLM refuses for a checkpoint with its own quantization
+    ("does not match the quantization method", config/model.py), and counted the offload at bf16 where vLLM holds
+    fp8. The study now records the checkpoint's own method (from config.json), and the export serves it."""
+    from advisor.models.load import load_model, model_meta
+    from advisor.models.tiny import build_tiny
+    from advisor.quant.spec import expert_nbytes_of
+    from advisor.tune.space import load_space
+
+    plain = tmp_path / "plain"
+    build_tiny("qwen3_moe").save_pretrained(plain)
+    assert "quant_method" not in model_meta(load_model(str(plain)))  # other models' records are unchanged
+    model = fp8_checkpoint(tmp_path / "fp8")
+    space = tmp_path / "int8.toml"
+    space.write_text(load_space("quick").text.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"')
+                     .replace('formats = ["bf16", "int8", "int4", "int2"]', 'formats = ["int8"]')
+                     .replace("hot_fraction = [0.0, 0.25]", "hot_fraction = [0.0]")
+                     .replace('slots_per_layer = { low = 1, high = "all" }', "slots_per_layer = { low = 2, high = 2 }"))
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    r = _cli("tune", str(model), "--space", str(space), "--trials", "1", "--resident", "--storage", url, "--study", "f")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = _cli("export", "f", "0", "--to", "json", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    meta = doc["config"]["model_meta"]
+    assert (meta["dtype"], meta["quant_method"]) == ("bfloat16", "fp8")  # loaded as bf16, the checkpoint fp8
+    assert (doc["model"]["dtype"], doc["model"]["quant_method"]) == ("bfloat16", "fp8")
+    r = _cli("export", "f", "0", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert args[:3] == ["vllm", "serve", str(model.resolve())] and "--quantization" not in args, args
+    assert "served without --quantization experts_int8: an FP8 checkpoint" in r.stdout
+    # 2 layers x 8 experts (hidden 32, expert width 16) in fp8, less the tuned cache: 2 int8 experts per layer
+    host = 16 * expert_nbytes_of("fp8", 32, 16) - 4 * expert_nbytes_of("int8", 32, 16)
+    assert f"the rest ({host} bytes = 0.01 GiB at fp8) offloaded" in r.stdout, r.stdout
+
+
+def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtype(tmp_path):
+    """A GPTQ (or AWQ, compressed-tensors) checkpoint: vLLM serves its own quantization, so no --quantization;
+    its bytes per expert depend on settings no study records, so the offload is counted at the loaded dtype and
+    a note says so."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "quant_method": "gptq"}
+    url = make_db(tmp_path / "a.db", [point("g", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      point("g", 2, "int8", [8, 8], acc=0.9, h2d=0, peak_gib=2, meta=meta)])
+    r = _cli("export", "g", "2", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    assert shlex.split(r.stdout.strip().splitlines()[-1]) == ["vllm", "serve", "tiny-llada"], r.stdout
+    r = _cli("export", "g", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert "--quantization" not in args, args
+    assert "a pre-quantized gptq checkpoint" in r.stdout and "counted at the loaded dtype" in r.stdout
+    host = 16 * expert_nbytes_of("bf16", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
+    gib = float(args[args.index("--cpu-offload-gb") + 1])
+    assert host / 2**30 <= gib < host / 2**30 + 0.01

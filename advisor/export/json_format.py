@@ -38,7 +38,7 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "model": {
             "name": point.model, "fingerprint": point.model_fingerprint, "family": m.family, "layout": m.layout,
             "is_diffusion": m.is_diffusion, "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
-            "top_k": m.top_k, "dtype": m.dtype,
+            "top_k": m.top_k, "dtype": m.dtype, **({"quant_method": m.quant_method} if m.quant_method else {}),
             "moe_layers": [{"index": x.index, "decoder_layer": x.decoder_layer, "name": x.name,
                             "num_experts": x.num_experts, "shared": x.shared} for x in m.layers],
         },

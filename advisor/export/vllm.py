@@ -20,11 +20,15 @@ every expert on the GPU and no offload; `auto` quantizes when that fits the stud
 point's peak), else offloads. Notes give both sizes and how to get both (a checkpoint quantized ahead, whose
 parameters vLLM creates quantized).
 
-An FP8 checkpoint (its experts recorded as float8, as transformers keeps them on a GPU that runs FP8) is such a
-checkpoint: vLLM reads its `quantization_config` and serves it with the checkpoint's own fp8 (`Fp8MoEMethod`
-creates the expert parameters in fp8 on the device, so they can be offloaded), and it refuses a `--quantization`
-that differs from the checkpoint's ("does not match the quantization method specified in the `quantization`
-argument", config/model.py): no `--quantization` is written, and the offload is counted in fp8 bytes.
+A pre-quantized checkpoint (config.json's `quantization_config`, recorded by the study as `quant_method`; or
+experts recorded as float8, as transformers keeps them on a GPU that runs FP8) is such a checkpoint: vLLM reads
+its `quantization_config` and serves it with the checkpoint's own quantization (for FP8, `Fp8MoEMethod` creates
+the expert parameters in fp8 on the device, so they can be offloaded), and it refuses a `--quantization` that
+differs from the checkpoint's ("does not match the quantization method specified in the `quantization`
+argument", config/model.py): no `--quantization` is written, whatever dtype the study loaded it in (on a CPU,
+transformers dequantizes FP8 to bf16). The offload is counted in fp8 bytes for FP8; for another method (gptq,
+awq, compressed-tensors), whose bytes per expert depend on settings no study records, at the loaded dtype, said
+in a note.
 """
 
 from __future__ import annotations
@@ -71,21 +75,17 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
     return chosen, notes
 
 
-def checkpoint_format(m: ModelInfo) -> str:
-    """The advisor format of the checkpoint's expert dtype as the study recorded it (torch's name: `bfloat16`,
-    `float8_e4m3fn`, ...): fp8 for an FP8 checkpoint, whose float8 names no format parses."""
-    return "fp8" if m.dtype.startswith("float8") else m.dtype
-
-
 def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
-    """GiB of expert weights left in host memory, in the checkpoint's dtype (what vLLM creates the parameters in
-    and counts against --cpu-offload-gb when nothing is quantized online: module docstring): all experts minus
-    the tuned cache's bytes (each layer's `slots` largest experts in the plan's formats), so the GPU keeps no
-    more expert bytes than the study's cache held."""
+    """GiB of expert weights left in host memory, in the checkpoint's own format (`ModelInfo.checkpoint_format`:
+    what vLLM creates the parameters in and counts against --cpu-offload-gb when nothing is quantized online:
+    module docstring; the loaded dtype, said in the note, for a pre-quantized format whose bytes are not known
+    here): all experts minus the tuned cache's bytes (each layer's `slots` largest experts in the plan's
+    formats), so the GPU keeps no more expert bytes than the study's cache held."""
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
-    one = m.expert_nbytes(checkpoint_format(m)) or 0
+    fmt = m.checkpoint_format or m.dtype
+    one = m.expert_nbytes(fmt) or 0
     where = f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned"
     if all(s >= layer.num_experts for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True)):
         return 0.0, f"{where}: nothing offloaded, so no --cpu-offload-gb"
@@ -93,11 +93,14 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     cache = cfg.cache_nbytes()
     host = max(total - cache, 0)
     if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the checkpoint's dtype
-        return 0.0, (f"{where}; the tuned cache's {cache} expert bytes hold every expert's {total} bytes at {m.dtype}: "
+        return 0.0, (f"{where}; the tuned cache's {cache} expert bytes hold every expert's {total} bytes at {fmt}: "
                      "nothing offloaded, so no --cpu-offload-gb")
     gib = math.ceil(host / 2**30 * 100) / 100
+    uncounted = "" if m.checkpoint_format else (
+        f"; counted at the loaded dtype: the checkpoint's own {m.own_quantization} experts are smaller, in bytes that "
+        "depend on settings the study did not record, so this offloads more than the study kept off the GPU")
     return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib:.2f} "
-                 f"GiB at {m.dtype}) offloaded")
+                 f"GiB at {fmt}) offloaded{uncounted}")
 
 
 def online_offload_note(quant: str) -> str:
@@ -148,10 +151,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if (why := refusal(cfg.model)) is not None:
         raise UserError(why)
     quant, notes = scheme(cfg)
-    if quant and parse_format(checkpoint_format(cfg.model)).kind == "fp8":  # vLLM serves the checkpoint's own fp8
-        notes = [f"served without --quantization {quant}: the checkpoint's experts are {cfg.model.dtype}, an FP8 "
-                 "checkpoint, which vLLM serves with its own fp8 quantization (its config.json's quantization_config) "
-                 "and refuses another --quantization for"]
+    if quant and (own := cfg.model.own_quantization):  # vLLM serves the checkpoint's own quantization
+        what = "an FP8 checkpoint" if own == "fp8" else f"a pre-quantized {own} checkpoint"
+        notes = [f"served without --quantization {quant}: {what} (the study loaded its experts as {cfg.model.dtype}), "
+                 "which vLLM serves with its own quantization (its config.json's quantization_config) and refuses "
+                 "another --quantization for"]
         quant = None
     gb, why = offload_gib(cfg)
     # bytes left in host memory (with the shapes unknown, experts left out of the cache: the user sets the offload)

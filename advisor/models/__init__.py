@@ -8,6 +8,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
+* `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
 The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
 """
@@ -39,7 +40,7 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name"])
+__all__ = sorted([*_LAZY, "model_name", "quant_method"])
 
 
 def model_name(spec: str) -> str:
@@ -50,6 +51,18 @@ def model_name(spec: str) -> str:
         return spec
     path = Path(spec).expanduser()
     return str(path) if path.is_dir() else spec
+
+
+def quant_method(config: dict[str, Any]) -> str | None:
+    """The checkpoint's own quantization method, as its config.json (`config`, the parsed file) names it: the
+    `quant_method` of its `quantization_config`, or of its `text_config`'s (multimodal wrappers) - "fp8", "gptq",
+    "awq", "compressed-tensors", ... ("unknown" when the config names none); None for an unquantized checkpoint.
+    Read from the file, not from a loaded model's config: transformers drops `quantization_config` from the
+    config of a model it dequantizes as it loads (FP8 on a host without an FP8 GPU: bf16)."""
+    quant = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    if not quant:
+        return None
+    return str((quant.get("quant_method") if isinstance(quant, dict) else None) or "unknown")
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError
-from advisor.models import model_name, tiny
+from advisor.models import model_name, quant_method, tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
@@ -68,6 +68,10 @@ class LoadedModel:
     path: str = ""
     """A local directory's absolute path (empty for hub ids, `bundled` and tiny models): what exports point
     runtimes at, wherever they run (`name` keeps the spec as given, e.g. a relative path)."""
+    quant_method: str | None = None
+    """A pre-quantized checkpoint's own quantization method (`advisor.models.quant_method` of its config.json:
+    "fp8", "gptq", ...; None otherwise), whatever transformers loaded it as (on a CPU host it dequantizes FP8 to
+    bf16, so `dtype` does not say it): what other runtimes serve it in."""
 
     @property
     def device(self) -> torch.device:
@@ -90,7 +94,9 @@ class LoadedModel:
 
 def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     """The model's description as every record keeps it: a front point's `config["model_meta"]` (read back by
-    `advisor.results.config_view`) and, reshaped, a routing trace's meta. Per layer and for the first layer."""
+    `advisor.results.config_view`) and, reshaped, a routing trace's meta. Per layer and for the first layer.
+    `dtype` is the experts' dtype as loaded; `quant_method`, recorded only for a pre-quantized checkpoint (so the
+    records of others are unchanged), is the checkpoint's own quantization, which exports serve it in."""
     moe = loaded.moe
     return {
         "family": loaded.family,
@@ -110,6 +116,7 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
         "top_k": moe[0].top_k if moe else 0,
         "expert_nbytes": moe[0].expert_nbytes if moe else 0,
         "dtype": str(moe[0].dtype).replace("torch.", "") if moe else "",
+        **({"quant_method": loaded.quant_method} if loaded.quant_method else {}),
     }
 
 
@@ -336,6 +343,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
     loaded = loaded_from(model.eval(), _tokenizer(path), family, name, device)
     loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""
+    loaded.quant_method = quant_method(raw)  # the file's: a model dequantized on load has none in its config
     return loaded
 
 

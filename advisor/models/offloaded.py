@@ -20,6 +20,7 @@ from torch import nn
 
 from advisor.errors import UserError
 from advisor.models import experts as seam
+from advisor.models import quant_method
 from advisor.models.checkpoint import Checkpoint, CheckpointExperts, key_mapping, model_keys
 
 
@@ -74,9 +75,7 @@ def refuse_prequantized(path: Path, raw: dict[str, Any]) -> None:
     """A pre-quantized checkpoint (config.json's `quantization_config`: FP8 with scales, GPTQ, AWQ, ...) cannot be
     streamed: offloaded loading reads each tensor as a plain bf16/fp16/fp32 weight, so FP8 values would be used
     without their scales (a silently wrong model) and packed integers not at all."""
-    quant = raw.get("quantization_config") or (raw.get("text_config") or {}).get("quantization_config")
-    if quant:
-        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+    if (method := quant_method(raw)) is not None:
         raise UserError(f"{path} is a pre-quantized checkpoint (quantization_config: {method}); offloaded loading "
                         "streams unquantized bf16/fp16/fp32 weights: use the unquantized checkpoint, or load this "
                         "one whole (without --offload, with --budget above its size)")

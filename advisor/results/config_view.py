@@ -123,7 +123,24 @@ class ModelInfo:
     hidden_size: int | None = None
     intermediate_size: int | None = None  # one expert's FFN width
     top_k: int | None = None
-    dtype: str = "bf16"  # the checkpoint's expert dtype
+    dtype: str = "bf16"  # the experts' dtype as the study loaded them (an FP8 checkpoint dequantized on a CPU: bfloat16)
+    quant_method: str | None = None  # a pre-quantized checkpoint's own method (`advisor.models.quant_method`)
+
+    @property
+    def own_quantization(self) -> str | None:
+        """The quantization the checkpoint carries, which runtimes that read it serve it in whatever `dtype` the
+        study loaded it as: its recorded `quant_method`, or fp8 for experts recorded as float8 (a study that
+        loaded an FP8 checkpoint on a GPU that runs FP8, stored before `quant_method` was); None when unquantized."""
+        return self.quant_method or ("fp8" if self.dtype.startswith("float8") else None)
+
+    @property
+    def checkpoint_format(self) -> str | None:
+        """The advisor format of the checkpoint's own experts, as a runtime that reads the checkpoint holds them:
+        fp8 for an FP8 checkpoint (whose torch name float8_e4m3fn no format parses, and which a CPU study records
+        as bfloat16), the recorded dtype for an unquantized one; None for another pre-quantized one (gptq, awq,
+        compressed-tensors, ...), whose bytes per weight depend on settings no study records."""
+        own = self.own_quantization
+        return self.dtype if own is None else "fp8" if own == "fp8" else None
 
     def expert_nbytes(self, fmt: str) -> int | None:
         """Exact bytes of one expert in `fmt` (None when the shapes were not recorded)."""
@@ -213,6 +230,7 @@ def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
         intermediate_size=_first(meta.get("intermediate_size", meta.get("intermediate"))),
         top_k=_first(meta.get("top_k")),
         dtype=str(meta.get("dtype") or "bf16"),
+        quant_method=str(meta["quant_method"]) if meta.get("quant_method") else None,
     )
 
 
