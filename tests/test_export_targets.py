@@ -659,3 +659,40 @@ def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtyp
     host = 16 * expert_nbytes_of("bf16", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
     assert host / 2**30 <= gib < host / 2**30 + 0.01
+
+
+def test_other_exports_of_a_prequantized_checkpoint_serve_its_format_or_refuse(tmp_path):
+    """The llama.cpp, hf and ktransformers exports assumed a BF16 checkpoint too. For an FP8 one (tuned on a CPU:
+    experts recorded as bfloat16): kt-kernel's GPU experts load from --model-path in fp8, so the tuned cache holds
+    twice as many as at bf16, and a plan that keeps bf16 experts runs kt-kernel's FP8 method on the checkpoint,
+    not BF16; llama.cpp's converter dequantizes it (a note says so); no hf recipe loads it (transformers refuses a
+    BitsAndBytes/TorchAo config for a checkpoint quantized otherwise, the advisor's loader streams unquantized
+    experts only). An AWQ checkpoint, which llama.cpp's converter cannot read and whose bytes kt-kernel's count
+    cannot know, is refused by those two in one line."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    base = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    fp8, awq = {**base, "quant_method": "fp8"}, {**base, "quant_method": "awq"}
+    url = make_db(tmp_path / "a.db", [point("f", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=fp8),
+                                      point("f", 2, "int4", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=fp8),
+                                      point("w", 1, "int4", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=awq)])
+    script = tmp_path / "kt.sh"
+    r = _cli("export", "f", "1", "--to", "ktransformers", "--storage", url, "-o", str(script))
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(script.read_text().strip().splitlines()[-1])
+    n_gpu = 8 * expert_nbytes_of("bf16", 2048, 768) // (2 * expert_nbytes_of("fp8", 2048, 768))
+    assert n_gpu == 7 and args[args.index("--kt-num-gpu-experts") + 1] == str(n_gpu), args
+    assert args[args.index("--kt-method") + 1] == "FP8" and "the FP8 checkpoint itself" in r.stderr, r.stderr
+    r = _cli("export", "f", "2", "--to", "llama.cpp", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    assert "convert_hf_to_gguf.py dequantizes it (with its scales) to the bf16 GGUF" in r.stdout
+    r = _cli("export", "f", "2", "--to", "hf", "--storage", url)
+    assert r.returncode == 2 and "cannot load a pre-quantized (fp8) checkpoint" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--to hf" not in r.stderr, r.stderr
+    for target, why in (("llama.cpp", "convert_hf_to_gguf.py cannot make the script's bf16 GGUF from a pre-quantized "
+                                      "awq checkpoint"),
+                        ("ktransformers", "this pre-quantized checkpoint's own awq format"),
+                        ("hf", "cannot load a pre-quantized (awq) checkpoint")):
+        r = _cli("export", "w", "1", "--to", target, "--storage", url)
+        assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, (target, r.stderr)
+        assert "--to vllm or --to json instead" in r.stderr, r.stderr  # the targets that take it

@@ -103,9 +103,9 @@ def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
 
 
 def targets_for(point: FrontPoint) -> list[str]:
-    """The targets that accept this point's model family (a module's `refusal(model)` says why one does not) and,
-    for a `tiny:*` model, need no files (`LOADS_FILES`), so a printed hint never names a target the export would
-    refuse; every such target when the family is unknown."""
+    """The targets that accept this point's model - its family, and a pre-quantized checkpoint's own format (a
+    module's `refusal(model)` says why one does not) - and, for a `tiny:*` model, need no files (`LOADS_FILES`), so
+    a printed hint never names a target the export would refuse; every such target when the family is unknown."""
     on_disk = model_path(model_spec(point)) is not None
     try:
         info = model_info(point.config, point.model)

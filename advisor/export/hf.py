@@ -11,6 +11,8 @@ What each back-end can express of the plan, and how it loads:
   expert *parameters*); per-expert formats of a layer are collapsed by the `collapse` rule. The forward of
   torchao-quantized fused experts needs `experts_implementation="eager"`; int4 needs torchao's CUDA kernels.
 * advisor: the project's own loader with the exact plan (per expert) and the tuned expert cache.
+A pre-quantized checkpoint (its own `quantization_config`: FP8, GPTQ, ...) is refused: transformers refuses a
+second quantization config of another class for it, and the advisor's loader streams unquantized experts only.
 HQQ is refused: transformers 5.x cannot load it (`QuantizationMethod.HQQ is not available yet`). Models that
 transformers cannot load (`tiny:<family>`) get the advisor recipe only; `bundled` becomes its directory.
 `device_map="auto"` with `max_memory` (on a GPU) needs accelerate and psutil: `pip install "moe-advisor[hf]"`.
@@ -36,7 +38,14 @@ from advisor.export.base import (
     tide_kw,
 )
 from advisor.quant.spec import parse_format
-from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, collapse_layer, plan_of, precision_rank
+from advisor.results.config_view import (
+    COLLAPSE_RULES,
+    ExportConfig,
+    ModelInfo,
+    collapse_layer,
+    plan_of,
+    precision_rank,
+)
 from advisor.results.front import FrontPoint
 
 OPTIONS = {
@@ -184,6 +193,16 @@ def choose_method(requested: str, bnb: Any, bnb_notes: list[str], tao: Any, path
     if bnb is not None and not bnb_notes:
         return "bitsandbytes"
     return "torchao" if tao else "advisor"
+
+
+def refusal(model: ModelInfo) -> str | None:
+    """Why no recipe loads this checkpoint (None when one does); `base.targets_for` asks it too."""
+    if own := model.own_quantization:
+        return (f"the hf recipes cannot load a pre-quantized ({own}) checkpoint: transformers refuses a "
+                "BitsAndBytesConfig or TorchAoConfig for a checkpoint quantized by another method ('The model is "
+                "quantized with ...'), and the advisor's loader streams unquantized experts only; export the "
+                "unquantized checkpoint's study")
+    return None
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:

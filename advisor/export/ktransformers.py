@@ -3,7 +3,8 @@
 KTransformers' YAML optimize rules moved to `archive/` (Nov 2025); current releases run through SGLang's
 kt-kernel flags, so this export is a launch command, not a YAML file. kt-kernel keeps `--kt-num-gpu-experts`
 experts of *every MoE layer* on the GPU (which ones: its placement strategy, uniform by default) and computes the
-others on the CPU. The GPU experts load from `--model-path` at the checkpoint's precision (BF16), not the plan's,
+others on the CPU. The GPU experts load from `--model-path` at the checkpoint's precision (BF16; fp8 for an FP8
+checkpoint, whose dense plan formats also run as kt-kernel's FP8 method on the checkpoint itself), not the plan's,
 so the tuned cache becomes one per-layer count of checkpoint experts: as many as the tuned cache's bytes hold,
 spread evenly over the MoE layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the
 CPU-side expert weights in the format `--kt-method` expects) cannot be known here: the script stops until the
@@ -14,6 +15,7 @@ counts file the script writes (`placement` below); otherwise kt-kernel's default
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
 KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
 are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
+Another pre-quantized checkpoint (GPTQ, AWQ, compressed-tensors) is refused: its GPU experts' bytes are not known.
 """
 
 from __future__ import annotations
@@ -96,12 +98,18 @@ HOST_VARS = {
 GPU_FORMAT = "bf16"  # what SGLang loads the GPU experts as from a 16/32-bit checkpoint (--model-path)
 
 
+def gpu_format(model: ModelInfo) -> str:
+    """What SGLang loads the GPU experts as from --model-path: fp8 from an FP8 checkpoint (its own quantization,
+    `ModelInfo.checkpoint_format`, whatever dtype the study loaded it as), else `GPU_FORMAT`."""
+    return "fp8" if model.checkpoint_format == "fp8" else GPU_FORMAT
+
+
 def gpu_experts_per_layer(cfg: ExportConfig) -> int:
-    """The one per-MoE-layer GPU expert count: checkpoint (BF16) experts in the tuned cache's bytes (each layer's
-    `slots` largest experts of the plan, as the tuner counts them), spread evenly, rounded down; the tuned slots
-    spread evenly when the point did not record the expert shape."""
+    """The one per-MoE-layer GPU expert count: checkpoint experts (`gpu_format`) in the tuned cache's bytes (each
+    layer's `slots` largest experts of the plan, as the tuner counts them), spread evenly, rounded down; the tuned
+    slots spread evenly when the point did not record the expert shape."""
     slots = cfg.slots_per_layer
-    gpu = cfg.model.expert_nbytes(GPU_FORMAT)
+    gpu = cfg.model.expert_nbytes(gpu_format(cfg.model))
     if gpu is None:
         return sum(slots) // len(slots)
     tuned = cfg.cache_nbytes()
@@ -172,7 +180,12 @@ def cpu_format(cfg: ExportConfig, rule: str) -> str:
 
 
 def refusal(model: ModelInfo) -> str | None:
-    """Why SGLang cannot serve this model family (None when it can); `base.targets_for` asks it too."""
+    """Why SGLang cannot serve this model family, or kt-kernel's GPU experts cannot be counted for this checkpoint
+    (None when it can); `base.targets_for` asks it too."""
+    if (own := model.own_quantization) not in (None, "fp8"):
+        return (f"kt-kernel loads its GPU experts from --model-path in this pre-quantized checkpoint's own {own} "
+                "format, whose bytes per expert depend on settings no study records, so --kt-num-gpu-experts cannot "
+                "be counted from the tuned cache; export the unquantized checkpoint's study")
     return REFUSED.get(model.family)
 
 
@@ -205,6 +218,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
     method, weights = KT_METHOD[parse_format(fmt).kind]
+    if method == "BF16" and cfg.model.checkpoint_format == "fp8":  # the checkpoint's experts are fp8, not BF16
+        method, weights = "FP8", "the FP8 checkpoint itself (its experts are fp8, what kt-kernel's FP8 method reads)"
     args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(model_spec(point), "SGLang"),
             "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
             "--kt-cpuinfer", "$KT_CPUINFER", "--kt-threadpool-count", "$KT_THREADPOOL_COUNT",
@@ -215,7 +230,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     slots = cfg.slots_per_layer
     tuned = f"{slot_range(slots)} slots per layer"
     per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
-                 f"experts hold the bytes of {n_gpu} experts at the checkpoint's precision ({GPU_FORMAT}), which "
+                 f"experts hold the bytes of {n_gpu} experts at the checkpoint's precision ({gpu_format(cfg.model)}), which "
                  "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",

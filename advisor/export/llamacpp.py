@@ -28,6 +28,9 @@ bytes hold at the GGUF's types. Each of its forwards is the whole `-ub` sequence
 by default runs the host-resident blocks' matrix products on the GPU, copying the experts they use in every
 forward (ggml-backend.cpp op offload; llama-diffusion-cli ignores `--no-op-offload` too): for a study whose
 misses were computed on the CPU the script sets `GGML_OP_OFFLOAD_MIN_BATCH` above any batch, so they are.
+
+A pre-quantized checkpoint (FP8, GPTQ, compressed-tensors) is dequantized to bf16 by `convert_hf_to_gguf.py`, as
+transformers dequantized it for a CPU study, and quantized as planned; one it cannot read (AWQ, ...) is refused.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ REFUSED = {
                        "llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1)",
 }
 DIFFUSION_ARCHS = {"llada-moe"}  # GGUF architectures llama-diffusion-cli runs (of those above)
+# quant_method of the pre-quantized checkpoints convert_hf_to_gguf.py dequantizes to the bf16 GGUF the script starts
+# from (ModelBase.dequant_model: fp8 and compressed-tensors with their scales, GPTQ's packed integers); any other
+# method stops it ("Quant method is not yet supported")
+DEQUANTIZED = ("fp8", "gptq", "compressed-tensors")
 
 # advisor format kind -> nearest ggml type, and why
 TYPE_MAP: dict[str, tuple[str, str]] = {
@@ -356,11 +363,16 @@ def base_type(types: dict[tuple[int, str], str]) -> str | None:
 
 
 def refusal(model: ModelInfo) -> str | None:
-    """Why llama.cpp cannot run this model family (None when it can); `base.targets_for` asks it too."""
+    """Why llama.cpp cannot run this model family, or convert this checkpoint (None when it can);
+    `base.targets_for` asks it too."""
     if model.family in REFUSED:
         return REFUSED[model.family]
     if model.family not in GGUF_ARCH:
         return f"no GGUF architecture known for family {model.family!r}; llama.cpp export supports: {', '.join(GGUF_ARCH)}"
+    if (own := model.own_quantization) is not None and own not in DEQUANTIZED:
+        return (f"llama.cpp's convert_hf_to_gguf.py cannot make the script's bf16 GGUF from a pre-quantized {own} "
+                f"checkpoint (it dequantizes {', '.join(DEQUANTIZED)} only: 'Quant method is not yet supported'); "
+                "export the unquantized checkpoint's study")
     return None
 
 
@@ -369,6 +381,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         raise UserError(why)
     arch = GGUF_ARCH[cfg.model.family]
     notes: list[str] = []
+    if own := cfg.model.own_quantization:  # the study quantized what transformers dequantized: the same values
+        notes.append(f"a pre-quantized {own} checkpoint: convert_hf_to_gguf.py dequantizes it (with its scales) to the "
+                     "bf16 GGUF the script starts from, which llama-quantize quantizes as planned")
     rule, high = opts["collapse"], opts["high_precision"]
     layer_fmts = plan_layers(cfg, rule)
     mixed = [i for i in range(len(layer_fmts)) if len(cfg.layer_formats(i)) > 1]
