@@ -6,6 +6,7 @@ import heavy libraries inside the command bodies only.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -71,6 +72,13 @@ def run() -> None:
             _fail(e.format_message(), e.exit_code)
         except (KeyboardInterrupt, typer.Abort):
             _fail(INTERRUPTED, 130)
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:  # any path option or argument: even a look at it raises this
+                raise
+            name = str(e.filename) if e.filename is not None else "a path given"
+            shown = name if len(name) <= 80 else f"{name[:60]}...{name[-17:]}"
+            _fail(f"cannot use '{shown}': file name too long ({len(name.encode())} bytes; most file systems take "
+                  "255 per name and 4096 per path); give a shorter path", 2)
         except Exception as e:
             if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
                 raise

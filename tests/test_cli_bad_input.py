@@ -1030,3 +1030,19 @@ def test_a_storage_url_no_driver_takes_is_refused_with_an_example_that_runs_as_s
     r = advisor("tune", "--storage", "foo://bar", "--trials", "1", cwd=tmp_path)
     line = one_error_line(r, "cannot use storage 'foo://bar'", "postgresql://user@host/db (password in PGPASSWORD")
     assert "***" not in line
+
+
+def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_command(tmp_path):
+    """A path with a name over 255 bytes (`-o "$MODEL-$PLAN.json"` with a long plan) ended in an OSError
+    traceback (File name too long) in every command that looked at it, input or output, even for
+    `Path.is_file()`; one line now, before any model loads, and nothing is written."""
+    long = "x" * 300
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args in (["simulate", f"{long}.npz"], ["trace", "tiny:llada_moe", "-o", f"{long}.npz"],
+                 ["eval", "bundled", "--task", "gsm8k", "--data", f"{long}.jsonl"],
+                 ["studies", "--storage", f"{long}.db"], ["profile", "--list", "--profiles-dir", long],
+                 ["export", "bundled-example", "8", "--to", "json", "--storage", db, "-o", f"{long}.json"]):
+        r = advisor(*args, cwd=tmp_path, timeout=120)
+        one_error_line(r, "file name too long", "give a shorter path")
+        assert "wrote" not in r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []
