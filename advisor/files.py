@@ -20,9 +20,14 @@ from advisor.errors import UserError
 def _directory_of(path: Path, create: bool) -> Path:
     parent = path.parent
     if create:
-        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file where a directory must be, a read-only or pseudo file system
+            raise UserError(f"cannot write {path}: cannot create directory {parent} ({e.strerror}); give another "
+                            "path") from None
     elif not parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+        raise UserError(f"cannot write {path}: {parent} " + ("is not a directory" if parent.exists() else
+                                                              "does not exist") + "; give another path")
     return parent
 
 
@@ -93,6 +98,17 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     path = Path(path).resolve()
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory; choose another -o")
+    if not path.exists():  # where it would be created must take a directory: found now, not after the work
+        where = path.parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if not where.is_dir():
+            raise UserError(f"cannot create {path}: {where} is not a directory; choose another -o")
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}-", dir=where))
+        except OSError as e:
+            raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); choose "
+                            "another -o") from None
     if path.is_dir():
         others = sorted(p.name for p in path.iterdir() if p.name not in replaces)
         if others:
@@ -108,7 +124,10 @@ def atomic_dir(path: str | os.PathLike, replaces: Collection[str] = ()) -> Itera
     directory there - empty, or holding only entries named in `replaces` - is removed only after that), and is
     removed otherwise."""
     path = check_replaceable(path, replaces)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
+    except OSError as e:
+        raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
     try:
         yield tmp
         _usual_mode(tmp, executable=True)

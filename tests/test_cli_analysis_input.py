@@ -389,6 +389,21 @@ def test_report_never_deletes_a_users_files_in_its_output_directory(tmp_path):
         assert sorted(p.name for p in work.iterdir()) == ["notes.txt"] and (work / "notes.txt").read_text() == "mine"
 
 
+def test_report_into_a_place_that_takes_no_directory_is_one_line_before_the_work(tmp_path):
+    """`report -o FILE/sub` (a path under a file) and `-o /proc/rep` (a file system that takes no directory)
+    loaded the model, traced and replayed, then ended in a FileExistsError or FileNotFoundError traceback.
+    Now one line before the model loads, and nothing is created."""
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    (tmp_path / "afile").write_text("mine")
+    for out, needle in (("afile/sub", "afile is not a directory"), ("afile/a/b", "afile is not a directory"),
+                        ("/proc/advisor-report", "/proc does not take directories")):
+        r = _cli("report", "bundled-example", "--storage", str(example), "-o", out, cwd=tmp_path)
+        _one_error_line(r, needle)
+        assert "loading the study's model" not in r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
+    assert not Path("/proc/advisor-report").exists()
+
+
 def test_quant_report_refuses_layers_the_model_lacks():
     """`quant-report --layers 0,9` on a 2-layer model reported layer 0 and dropped 9 without a word."""
     from advisor.cli import app
