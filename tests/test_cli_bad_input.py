@@ -845,6 +845,24 @@ def test_a_precision_plan_file_that_is_not_utf8_or_not_a_plan_is_one_line_naming
         assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
 
 
+def test_a_range_of_layers_or_experts_wider_than_any_model_is_one_line_before_the_model_loads(tmp_path):
+    """A precision plan's or `quant-report --layers`' range is expanded number by number: `layers=0-999999999`
+    took every byte of host memory (the process was killed), a wider one was an OverflowError traceback, and
+    a range past the model's layers was refused with every number of it listed (megabytes in one line). A range
+    spans at most 2**20 numbers now, and the layers a model lacks are named as ranges."""
+    for plan, span in (("layers=0-99999999999999999999:int8", "100000000000000000000"),
+                       ("experts=0.0-1048576:int8", "1048577")):
+        r = advisor("eval", "--precision", plan, "--limit", "1", cwd=tmp_path, timeout=120)
+        one_error_line(r, f"bad precision plan '{plan}'", f"spans {span} numbers", "more than 1048576")
+        assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
+    r = advisor("quant-report", str(tmp_path / "no-such-model"), "--layers", "0-99999999999999999999", cwd=tmp_path,
+                timeout=120)
+    one_error_line(r, "--layers '0-99999999999999999999'", "spans 100000000000000000000 numbers")
+    r = advisor("quant-report", "tiny:llada_moe", "--layers", "0-1,2-5000,7000", "-f", "int8", cwd=tmp_path,
+                timeout=120)
+    one_error_line(r, "--layers names MoE layer(s) 2-5000,7000 but tiny:llada_moe has 2 (0-1)")
+
+
 def test_export_of_a_trial_number_beyond_sqlites_integers_is_one_line(tmp_path):
     """`export STUDY 99999999999999999999999` was an OverflowError traceback ("Python int too large to convert
     to SQLite INTEGER") from the off-front trial reader; the largest number SQLite keeps is still looked up."""

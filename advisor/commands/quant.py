@@ -17,6 +17,13 @@ def _layers(text: str | None) -> list[int] | None:
         a, sep, b = part.strip().partition("-")
         if not a.isdigit() or (sep and not b.isdigit()):
             raise UserError(f"--layers '{text}' must be numbers or ranges like 0-3,7")
+        if sep:
+            from advisor.quant.plan import check_span
+
+            try:
+                check_span(part, int(a), int(b))
+            except ValueError as e:
+                raise UserError(f"--layers '{text}': {e}") from None
         out += list(range(int(a), int(b) + 1)) if sep else [int(a)]
     return out
 
@@ -93,7 +100,9 @@ def register(app: typer.Typer) -> None:
         loaded = load_model(model, offload=offload)
         beyond = sorted({i for i in wanted or [] if i >= len(loaded.moe)})
         if beyond:  # a layer the model lacks was dropped without a word
-            raise UserError(f"--layers names MoE layer(s) {', '.join(map(str, beyond))} but {loaded.name} has "
+            from advisor.quant.plan import number_ranges
+
+            raise UserError(f"--layers names MoE layer(s) {','.join(number_ranges(beyond))} but {loaded.name} has "
                             f"{len(loaded.moe)} (0-{len(loaded.moe) - 1})")
         _check_samples_fit(loaded, samples)
         acts = None

@@ -40,7 +40,7 @@ def _bad(spec: str, why: str, *, path: bool = False) -> UserError:
     return UserError(f"bad precision plan '{shown}': {why}; expected {_EXAMPLES}")
 
 
-def _ranges(numbers: Sequence[int]) -> list[str]:
+def number_ranges(numbers: Sequence[int]) -> list[str]:
     """[0, 1, 2, 5] -> ["0-2", "5"]: runs of consecutive numbers as inclusive ranges."""
     out, nums = [], sorted(numbers)
     i = 0
@@ -68,6 +68,19 @@ def _names_a_file(text: str) -> bool:
         return False
 
 
+MAX_RANGE = 2**20
+"""The most numbers one range of layers or experts (0-3) may span: more experts per layer than any MoE model has
+(a million-expert layer is 2**20), while a range is expanded number by number (0-999999999 took every byte of
+host memory, a wider one overflowed)."""
+
+
+def check_span(text: str, lo: int, hi: int) -> None:
+    """`ValueError` for a range `lo`-`hi` (as typed: `text`) that spans more than MAX_RANGE numbers."""
+    if hi - lo + 1 > MAX_RANGE:
+        raise ValueError(f"range '{text.strip()}' spans {hi - lo + 1} numbers; no MoE model has more than "
+                         f"{MAX_RANGE} layers or experts per layer")
+
+
 def _parse_range(text: str) -> list[int]:
     a, sep, b = text.strip().partition("-")
     if not a.strip().isdigit() or (sep and not b.strip().isdigit()):
@@ -75,6 +88,7 @@ def _parse_range(text: str) -> list[int]:
     lo, hi = int(a), int(b) if sep else int(a)
     if hi < lo:
         raise ValueError(f"range '{text}' runs backwards")
+    check_span(text, lo, hi)
     return list(range(lo, hi + 1))
 
 
@@ -208,7 +222,7 @@ class PrecisionPlan:
                 raise UserError(f"routing frequencies of layer {layer} must be >= 0")
             layers[int(layer)] = cold_fmt
             experts[int(layer)] = dict.fromkeys(hot_experts(counts, hot_fraction), hot_fmt)
-        where = f"layer{'s' if len(frequencies) > 1 else ''} {'+'.join(_ranges(list(frequencies)))}"
+        where = f"layer{'s' if len(frequencies) > 1 else ''} {'+'.join(number_ranges(list(frequencies)))}"
         note = (
             f"hot/cold: top {hot_fraction:.0%} most routed experts {canonical_name(hot_fmt)}, "
             f"rest {canonical_name(cold_fmt)}, in {where}"
@@ -281,7 +295,7 @@ class PrecisionPlan:
             by_fmt: dict[str, list[int]] = {}
             for layer, fmt in self.layers.items():
                 by_fmt.setdefault(fmt, []).append(layer)
-            entries = [f"{r}:{fmt}" for fmt, ls in by_fmt.items() for r in _ranges(ls)]
+            entries = [f"{r}:{fmt}" for fmt, ls in by_fmt.items() for r in number_ranges(ls)]
             clauses.append("layers=" + ",".join(entries))
         if self.experts:
             entries = []
@@ -289,7 +303,7 @@ class PrecisionPlan:
                 by_fmt = {}
                 for e, fmt in per.items():
                     by_fmt.setdefault(fmt, []).append(e)
-                entries += [f"{layer}.{r}:{fmt}" for fmt, es in by_fmt.items() for r in _ranges(es)]
+                entries += [f"{layer}.{r}:{fmt}" for fmt, es in by_fmt.items() for r in number_ranges(es)]
             clauses.append("experts=" + ",".join(entries))
         return ";".join(clauses)
 
@@ -346,7 +360,7 @@ class PrecisionPlan:
             by_fmt.setdefault(fmt, []).append(layer)
         for fmt, ls in by_fmt.items():
             word = "layer" if len(ls) == 1 else "layers"
-            parts.append(f"{word} {'+'.join(_ranges(ls))}: {fmt}")
+            parts.append(f"{word} {'+'.join(number_ranges(ls))}: {fmt}")
         for layer, per in self.experts.items():
             counts: dict[str, int] = {}
             for fmt in per.values():
