@@ -9,6 +9,10 @@ space: up to it, too much is one out-of-memory line (`advisor.commands.refuse_ou
 torch's size arithmetic overflows first ("Storage size calculation overflowed", "Overflow when unpacking
 long"), a traceback."""
 
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+"""The seeds torch takes (`torch.Generator.manual_seed`; beyond them, "Overflow when unpacking long long"): a
+command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""
+
 
 def format_bytes(n: float, digits: int = 1) -> str:
     """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""

@@ -976,6 +976,20 @@ def test_a_space_asking_more_new_tokens_than_torch_can_size_is_refused_on_load(t
                   f"max_new_tokens = {2**63 - 1}\n", "s.toml:5", "evaluation.max_new_tokens", str(2**31 - 1))
 
 
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1])
+def test_a_space_seed_torch_cannot_take_is_refused_on_load(tmp_path, seed):
+    """evaluation.seed = 2**64 loaded the model, created the study and ended in torch's "Overflow when unpacking
+    long long" traceback in the first trial's fidelity reference; it is held to the range --seed has."""
+    space_refused(tmp_path, f'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\nseed = {seed}\n',
+                  "s.toml:5", "evaluation.seed: must be between", str(2**64 - 1))
+
+
+def test_a_space_value_of_the_wrong_type_names_the_type_in_words(tmp_path):
+    """evaluation.seed = "x" was refused with "must be a int"."""
+    space_refused(tmp_path, 'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\nseed = "x"\n',
+                  "evaluation.seed: must be an integer")
+
+
 @pytest.mark.parametrize(("name", "content", "needle"), [
     ("config.json", b'{"model_type": "caf\xe9"}', "config.json is not valid JSON ('utf-8' codec"),
     ("config.json", b"[1, 2]\n", "config.json holds a JSON list, not an object of settings"),

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from advisor.errors import UserError
-from advisor.units import format_bytes
+from advisor.units import SEED_MAX, SEED_MIN, format_bytes
 
 MAX_THREADS = max(1024, os.cpu_count() or 1)
 """The most --threads any command takes: no host has more cores, and torch's thread pool takes a C int, which
 a larger value overflows (a traceback), while libgomp gives every thread a stack (2**31 threads: it aborts)."""
 
-SEED_RANGE = {"min": -(2**63), "max": 2**64 - 1}
+SEED_RANGE = {"min": SEED_MIN, "max": SEED_MAX}
 """--seed of the commands that seed torch (`torch.Generator.manual_seed` takes this range; beyond it, a traceback)."""
 
 # `eval` and `trace`: their default is every core (fastest on a quiet host); `tune` and `profile` default to 1

@@ -41,7 +41,7 @@ from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
 from advisor.results.front import METRICS
-from advisor.units import MAX_LENGTH
+from advisor.units import MAX_LENGTH, SEED_MAX, SEED_MIN
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
 """The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
@@ -544,6 +544,8 @@ class _Validator:
             fidelity_floor=float(self._typed(ev, "evaluation.fidelity_floor", (int, float), 0.0)),
             max_new_tokens=self._positive(ev, "evaluation.max_new_tokens", None),
         )
+        if not SEED_MIN <= settings.seed <= SEED_MAX:  # torch's manual_seed overflowed in the first trial
+            self.fail("evaluation.seed", f"must be between {SEED_MIN} and {SEED_MAX}")
         if (settings.max_new_tokens or 0) > MAX_LENGTH:  # torch's size arithmetic overflowed: a traceback
             self.fail("evaluation.max_new_tokens", f"must be at most {MAX_LENGTH}")
         if not 0.0 <= settings.fidelity_floor <= 1.0:
@@ -574,8 +576,7 @@ class _Validator:
         v = t.get(key.rsplit(".", 1)[-1], default)
         if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) or (
                 typ == (int, float) and isinstance(v, bool)):
-            name = typ.__name__ if isinstance(typ, type) else "number"
-            self.fail(key, f"must be a {'boolean' if typ is bool else name}")
+            self.fail(key, "must be " + {bool: "a boolean", int: "an integer", str: "a string"}.get(typ, "a number"))
         return v
 
     def _positive(self, t: dict, key: str, default: int | None) -> int | None:
