@@ -136,6 +136,21 @@ def test_simulate_refuses_a_trace_whose_look_ups_or_meta_no_recorder_writes(tmp_
     _one_error_line(_cli("simulate", str(tmp_path / "steps_text.npz"), cwd=tmp_path), "steps_per_block")
 
 
+def test_simulate_refuses_a_trace_of_another_format_version_or_an_impossible_expert_count(tmp_path, trace_file):
+    """A trace whose meta says format 3 (a newer moe-advisor's) or 'x' was replayed as if format 2; one whose
+    meta gave a layer 10**12 experts ran until host memory ran out (the replay keeps per-expert state). Each is
+    one line now: a newer format says to upgrade, the rest that the file is damaged."""
+    cases = {
+        "v3.npz": ({"format_version": 3}, "a routing trace of format 3, written by a newer moe-advisor"),
+        "vx.npz": ({"format_version": "x"}, "meta 'format_version' is 'x', not 2"),
+        "many.npz": ({"num_experts": [2**20 + 1, 8]}, "has a layer of 1048577 experts; no MoE model has more"),
+    }
+    for name, (meta, why) in cases.items():
+        r = _cli("simulate", str(_variant(trace_file, tmp_path / name, meta=meta)), "--json", "out.json", cwd=tmp_path)
+        _one_error_line(r, why)
+        assert not (tmp_path / "out.json").exists()
+
+
 def test_simulate_of_a_trace_without_a_token_count_shows_totals_and_says_so(tmp_path, trace_file):
     """A trace that does not record its generated tokens (a bare `TraceRecorder`'s) was shown as "tokens: 1
     generated (counted)", its totals in the per-token columns and the JSON's `h2d_bytes_per_token`; now the columns

@@ -34,6 +34,7 @@ import numpy as np
 from advisor.errors import UserError
 from advisor.files import atomic_path
 from advisor.offload.policies import Ctx, hot_order
+from advisor.quant.plan import MAX_RANGE
 
 FORMAT_VERSION = 2
 Look = tuple[tuple[int, ...], Ctx, tuple[int, ...]]
@@ -153,10 +154,20 @@ class RoutingTrace:
         m = self.meta
         if not isinstance(m, dict):
             raise bad("its meta is not a JSON object")
+        version = m.get("format_version", FORMAT_VERSION)  # a trace recorded in memory has none yet
+        if type(version) is int and version > FORMAT_VERSION:  # read as this format, its arrays mean other things
+            raise UserError(f"{where}: a routing trace of format {version}, written by a newer moe-advisor; this "
+                            f"version reads format {FORMAT_VERSION}: upgrade it, or re-record the trace with "
+                            "`advisor trace MODEL -o FILE`")
+        if version != FORMAT_VERSION or type(version) is not int:
+            raise bad(f"meta 'format_version' is {version!r}, not {FORMAT_VERSION}")
         shapes = {k: m.get(k) for k in ("num_experts", "hidden", "intermediate")}
         for k, v in shapes.items():
             if not isinstance(v, list) or not v or not all(type(x) is int and x > 0 for x in v):
                 raise bad(f"meta '{k}' is not a list of positive integers per MoE layer")
+        if max(shapes["num_experts"]) > MAX_RANGE:  # replay keeps per-expert state: 10**12 ran until memory ran out
+            raise bad(f"meta 'num_experts' has a layer of {max(shapes['num_experts'])} experts; no MoE model has "
+                      f"more than {MAX_RANGE}")
         if len({len(v) for v in shapes.values()}) != 1:
             raise bad("meta 'num_experts', 'hidden' and 'intermediate' name different numbers of MoE layers")
         for k in ("generated_tokens", "steps_per_block"):
