@@ -295,6 +295,19 @@ def test_non_utf8_task_data(tmp_path):
     assert not (tmp_path / "studies").exists()
 
 
+def test_a_byte_order_mark_before_task_data_or_a_space_is_no_error(tmp_path):
+    """A UTF-8 file saved by a Windows editor starts with a BOM: a GSM8K --data file was refused with "not valid
+    JSON (Unexpected UTF-8 BOM (decode using utf-8-sig))", advice for a programmer, and a space file with
+    "malformed TOML: Invalid statement" at 1:1, hiding its real error. A precision plan file already read it."""
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b'\xef\xbb\xbf{"question": "1+1", "answer": "#### 2"}\r\n')
+    r = advisor("eval", "--task", "gsm8k", "--data", str(data), "--limit", "1", "--max-new-tokens", "2",
+                "--no-progress", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "accuracy:" in r.stdout and "n=1" in r.stdout, r.stdout + r.stderr
+    space_refused(tmp_path, '\ufeffname = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = []\n',
+                  "s.toml:5", "cache.policies: must be a non-empty list")
+
+
 def test_space_values_checked_against_the_model(tmp_path):
     space = tmp_path / "s.toml"
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 999 }\n')

@@ -23,8 +23,8 @@ def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
         with opener(p, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
                 where = f"{p}:{lineno}"
-                try:
-                    line = raw.decode("utf-8")
+                try:  # a BOM (a Windows editor's) before the first line is no error, as in a precision plan file
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as e:
                     raise UserError(
                         f"{where}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save it as UTF-8"

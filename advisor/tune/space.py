@@ -323,7 +323,7 @@ def load_space(
     """Read and validate a space file. Unknown formats/policies are checked against the given lists."""
     path = resolve_space(name_or_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (a Windows editor's) is no error: TOML allows none
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read search space ({e}); give a UTF-8 TOML file") from e
     return parse_space(text, str(path), known_formats=known_formats, known_policies=known_policies,
