@@ -142,6 +142,7 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_too(shm_
     first = _worker(*common, "--trials", "1", "--seed", "3")
     assert first.wait(timeout=120) == 0, first.stderr.read()
     orphan = optuna.load_study(study_name="h", storage=url).ask()  # created; its worker dies before a beat
+    time.sleep(1.1)  # found older than a heartbeat interval (younger, it may be a worker's without heartbeats)
     for dead in ([], [orphan.number]):  # the resume that stamps it, then one past the grace period
         resumed = _worker(*common, "--total", "1")
         out, err = resumed.communicate(timeout=120)
@@ -152,6 +153,36 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_too(shm_
     assert after[orphan.number].state.name == "FAIL"
     assert [t.state.name for t in after.values() if t.system_attrs.get("failed_trial") == orphan.number] == ["WAITING"]
     assert "running 0" in _studies(url)
+
+
+def test_a_worker_without_heartbeats_keeps_its_trial_while_workers_with_them_run(shm_dir):
+    """A worker started through the Python API with heartbeats off (`TuneOptions(heartbeat_interval=None)`) that
+    shares the study: every `advisor tune` stamped its running trial with a first heartbeat (meant for a worker
+    killed before its first beat), and once the grace period passed, failed it as stale and queued it again while
+    it still ran. Its trials are marked now and never stamped."""
+    url = f"sqlite:///{shm_dir}/q.db"
+    quiet = _worker("--storage", url, "--study", "q", "--no-staging", "--heartbeat", "0", "--trials", "1",
+                    "--delay", "12", "--seed", "1")
+    for line in quiet.stdout:
+        if line.startswith("STAGE accuracy 0"):
+            break
+    try:
+        time.sleep(1.5)  # older than a heartbeat interval: a trial stamped had it no mark
+        for seed in ("2", "3"):  # the first would stamp it, the second (past the grace period) fail it
+            beating = _worker("--storage", url, "--study", "q", "--no-staging", "--heartbeat", "1", "--grace", "2",
+                              "--trials", "1", "--seed", seed)
+            out, err = beating.communicate(timeout=120)
+            assert beating.returncode == 0, err
+            assert _result(out)["dead_workers"] == []
+            time.sleep(2.5)
+        first = optuna.load_study(study_name="q", storage=url).trials[0]
+        assert first.state.name == "RUNNING" and first.system_attrs.get("advisor:no_heartbeat") is True
+    finally:
+        out, err = quiet.communicate(timeout=120)
+    assert quiet.returncode == 0, err
+    assert _result(out)["finished_elsewhere"] == [], out
+    states = [t.state.name for t in optuna.load_study(study_name="q", storage=url).trials]
+    assert states.count("COMPLETE") == 3 and "FAIL" not in states and "RUNNING" not in states, states
 
 
 def _studies(url: str, *args: str, columns: int = 60) -> str:

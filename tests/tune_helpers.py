@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--sampler", default="random")
-    ap.add_argument("--heartbeat", type=int, default=1)
+    ap.add_argument("--heartbeat", type=int, default=1, help="0: a worker without heartbeats")
     ap.add_argument("--grace", type=int, default=2)
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--result", type=Path, default=None)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = FakeBackend(delay=a.delay, fingerprint=a.fingerprint)
     opts = TuneOptions(study_name=a.study, storage=a.storage, sampler=a.sampler, seed=a.seed,
                        n_trials=None if a.total else a.trials, total_trials=a.total,
-                       heartbeat_interval=a.heartbeat, grace_period=a.grace)
+                       heartbeat_interval=a.heartbeat or None, grace_period=a.grace)
 
     def on_stage(stage: str, number: int | None) -> None:
         print(f"STAGE {stage} {number}", flush=True)

@@ -442,7 +442,10 @@ def _run_tune(
         callbacks.append(optuna.study.MaxTrialsCallback(opts.total_trials, states=(TrialState.COMPLETE,)))
     elsewhere: list[int] = []
     if n_trials and not stop.requested:
-        elsewhere = _optimize(study, stop.wrap(objective), n_trials, opts.timeout, callbacks, lambda: stop.requested)
+        func = stop.wrap(objective)
+        if storage.get_heartbeat_interval() is None:  # a heartbeat-less worker's trials: never stamped by others
+            func = _marked_without_heartbeat(storage, func)
+        elsewhere = _optimize(study, func, n_trials, opts.timeout, callbacks, lambda: stop.requested)
     requeue(study, stop.interrupted_trials)
     dead += fail_dead_workers_trials(study, storage)  # a worker killed while this one ran: no trial left RUNNING for it
     trials = study.get_trials(deepcopy=False)
@@ -471,24 +474,51 @@ def fail_dead_workers_trials(study: Any, storage: Any) -> list[int]:
     import optuna
     from optuna.trial import TrialState
 
-    running = {t._trial_id: t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    running = {t._trial_id: t.number for t in trials}
     if not running:
         return []
-    _first_heartbeats(storage, list(running))
+    _first_heartbeats(storage, trials)
     optuna.storages.fail_stale_trials(study)
     failed = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     return sorted(n for i, n in running.items() if i in failed)
 
 
-def _first_heartbeats(storage: Any, trial_ids: list[int]) -> None:
+NO_HEARTBEAT = "advisor:no_heartbeat"
+"""Trial system attribute of a trial run by a worker without heartbeats (`TuneOptions(heartbeat_interval=None)`):
+its silence is no sign that its worker died, so no other worker stamps it (`_first_heartbeats`)."""
+
+
+def _marked_without_heartbeat(storage: Any, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`func`, marking each trial `NO_HEARTBEAT` first (milliseconds after Optuna created it)."""
+    def run(trial: Any) -> Any:
+        storage.set_trial_system_attr(trial._trial_id, NO_HEARTBEAT, True)
+        return func(trial)
+
+    return run
+
+
+def _first_heartbeats(storage: Any, trials: Sequence[Any]) -> None:
     """A heartbeat, stamped now, for each of these running trials that has none. Optuna writes a trial's first
     heartbeat from a thread started after the trial is created; a worker killed in between left a trial that no
     stale check judges (they compare heartbeats), RUNNING for ever. Stamped, it is failed once the grace period
     passes without a beat from its worker; a live worker's own beats update the stamp (a concurrent first
-    write is one row: Optuna's `record_heartbeat` ignores the duplicate)."""
+    write is one row: Optuna's `record_heartbeat` ignores the duplicate).
+
+    Not stamped: a trial of a worker that runs without heartbeats (marked `NO_HEARTBEAT`: stamped, it was failed
+    as stale while that worker ran it), nor one younger than a heartbeat interval (such a worker marks its trial
+    just after Optuna creates it; a worker with heartbeats has beaten by then)."""
+    import datetime
+
     from sqlalchemy import bindparam, text
 
-    if storage.get_heartbeat_interval() is None:  # no heartbeats in this run: nothing is judged stale
+    interval = storage.get_heartbeat_interval()
+    if interval is None:  # no heartbeats in this run: nothing is judged stale
+        return
+    settled = datetime.datetime.now() - datetime.timedelta(seconds=interval)
+    trial_ids = [t._trial_id for t in trials if not t.system_attrs.get(NO_HEARTBEAT)
+                 and t.datetime_start is not None and t.datetime_start < settled]
+    if not trial_ids:
         return
     q = text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
         bindparam("ids", expanding=True))
