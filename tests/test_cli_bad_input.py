@@ -778,6 +778,27 @@ def test_empty_budget_precision_and_layers_are_refused_not_ignored(tmp_path):
         assert "bundled" not in r.stdout, r.stdout  # refused before any result is printed
 
 
+def test_empty_model_gpu_and_plan_are_refused_in_the_analysis_commands(tmp_path):
+    """With a variable unset: `eval ""` evaluated the bundled model, `inspect`, `trace` and `quant-report ""`
+    loaded the current directory as the model, `profile --model ""` measured no CPU expert times and replaced
+    the stored profile, and `simulate --gpu "" / --precision ""` modelled the default link and the traced dtype,
+    each without a word (`tune` refuses them). One line each now, and nothing written."""
+    trace = tmp_path / "t.npz"
+    trace.write_bytes(b"")  # refused before the trace is read
+    for args, needle in ((["eval", "", "--limit", "1"], "MODEL is empty"),
+                         (["inspect", ""], "MODEL is empty"),
+                         (["trace", "", "-o", "t2.npz"], "MODEL is empty"),
+                         (["trace", "bundled", "-o", "t2.npz", "--task", "gsm8k", "--data", ""], "--data is empty"),
+                         (["quant-report", "", "-f", "int8"], "MODEL is empty"),
+                         (["profile", "--cpu", "--model", "", "--profiles-dir", "p"], "--model is empty"),
+                         (["simulate", str(trace), "--gpu", ""], "--gpu is empty"),
+                         (["simulate", str(trace), "--precision", "", "--json", "s.json"], "--precision is empty")):
+        r = advisor(*args, cwd=tmp_path, timeout=120)
+        one_error_line(r, needle)
+        assert r.stdout == "", r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]
+
+
 def test_recommend_refuses_empty_filters(tmp_path):
     """`recommend --model ""` recommended from every model's front (an empty name is a substring of all), and
     `--study ""` said no study had a front; both are now refused, as is `export --from-recommend --task ""`."""

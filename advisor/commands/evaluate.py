@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
         # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
         refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
+        refuse_empty({"MODEL": model}, "a model (without it: the bundled one)")  # '' evaluated the bundled model
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:

@@ -38,9 +38,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from advisor.errors import refuse_empty
         from advisor.hardware.profiles import parse_budget
         from advisor.tune.fit import print_fitted
         from advisor.tune.interrupt import import_runtime
+
+        refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
 
         budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
         import_runtime()

@@ -66,6 +66,8 @@ def trace_cmd(
 
     for text in prompt or []:  # an unset "$PROMPT" traced an empty prompt, without a word
         refuse_empty({"--prompt": text}, "the text to decode")
+    # '' loaded the current directory as the model; --data '' was "file '.' is a directory"
+    refuse_empty({"MODEL": model, "--data": data}, "a value (see `advisor trace --help`)")
 
     import_runtime()
     import time
@@ -125,9 +127,10 @@ def simulate_cmd(
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
     policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, flru, "
                                "tide, several comma-separated, or all."),
-    precision: str = typer.Option("", "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...)."),
+    precision: str = typer.Option(None, "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...); "
+                                  "default: the traced model's own dtype."),
     prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
-    gpu: str = typer.Option("", "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
+    gpu: str = typer.Option(None, "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
     token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
     miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
     tau: int = typer.Option(None, "--tau", min=1, help="tide's refresh interval in denoising steps (default: the "
@@ -141,9 +144,12 @@ def simulate_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from advisor.errors import UserError
+    from advisor.errors import UserError, refuse_empty
     from advisor.files import check_writable, write_atomic
     from advisor.offload.policies import DEFAULT_TAU, POLICIES
+
+    # an unset "$GPU" or "$PLAN" modelled the default link or the traced dtype, without a word
+    refuse_empty({"--gpu": gpu, "--precision": precision}, "a value (see `advisor simulate --help`)")
     from advisor.offload.simulate import belady, simulate
     from advisor.offload.trace import RoutingTrace
     from advisor.tune.display import human_bytes

@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per expert and format: bytes, relative weight and output errors (raw data for sensitivity)."""
         refuse_empty({"--json": json_out}, "a file path")  # '' wrote no file, without a word
+        refuse_empty({"MODEL": model}, "a model (see `advisor quant-report --help`)")  # '' loaded the current directory
         names = [f.strip() for f in formats.split(",") if f.strip()]
         if not names:
             raise UserError("--formats is empty; give e.g. int8,int4,nf4")

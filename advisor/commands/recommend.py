@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
         # '' stored the profile under the device's name, replacing it
         refuse_empty({"--name": name}, "the name to store the profile under (without it: the device's name)")
         refuse_empty({"--profiles-dir": profiles_dir_text}, "a directory")  # '' (Path('') is '.') stored it here
+        # '' measured no CPU expert times and replaced the stored profile, without a word
+        refuse_empty({"--model": model}, "a model whose expert shapes to measure")
         profiles_dir = Path(profiles_dir_text) if profiles_dir_text is not None else None
         if list_known:
             measured = hw.load_profiles(profiles_dir)
