@@ -37,6 +37,20 @@ def _not_a_directory(path: Path) -> Path:
     return path
 
 
+def _check_names(path: Path, where: Path) -> None:
+    """`UserError` for a name in `path` longer than the file system under `where` (its nearest existing
+    directory) takes: found when the file or its directories are created, after the work, otherwise."""
+    try:
+        limit = os.pathconf(where, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            shown = part if len(part) <= 40 else f"{part[:20]}...{part[-17:]}"
+            raise UserError(f"cannot write {shown!r}: a name of {len(os.fsencode(part))} bytes, and the file "
+                            f"system takes {limit}; give a shorter path")
+
+
 def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None:
     """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
     can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files."""
@@ -46,6 +60,7 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None
         _directory_of(path, False)
     while not where.exists() and where != where.parent:
         where = where.parent
+    _check_names(path, where)
     try:
         tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
@@ -104,6 +119,7 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
             where = where.parent
         if not where.is_dir():
             raise UserError(f"cannot create {path}: {where} is not a directory; choose another -o")
+        _check_names(path, where)
         try:
             os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}-", dir=where))
         except OSError as e:

@@ -419,6 +419,27 @@ def test_report_into_a_place_that_takes_no_directory_is_one_line_before_the_work
     assert not Path("/proc/advisor-report").exists()
 
 
+def test_profile_checks_where_it_saves_before_it_measures(tmp_path, monkeypatch):
+    """`profile --profiles-dir FILE` measured (a minute with expert shapes) and then said "cannot write
+    FILE/cpu-....json: File exists"; a --name too long for a file name was found after measuring too. Both are
+    refused before anything is measured now."""
+    from advisor.cli import app
+    from advisor.hardware import measure
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the refusal")
+
+    monkeypatch.setattr(measure, "measure_cpu_profile", measured)
+    monkeypatch.setattr(measure, "measure_profile", measured)
+    (tmp_path / "afile").write_text("mine")
+    for args, needle in ((["--profiles-dir", str(tmp_path / "afile")], "is a file, not a directory"),
+                         (["--profiles-dir", str(tmp_path / "p"), "--name", "n" * 300], "a name of 305 bytes")):
+        res = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", *args])
+        assert isinstance(res.exception, UserError), (args, res.output, res.exception)
+        assert needle in str(res.exception), res.exception
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_quant_report_refuses_layers_the_model_lacks():
     """`quant-report --layers 0,9` on a 2-layer model reported layer 0 and dropped 9 without a word."""
     from advisor.cli import app

@@ -123,6 +123,14 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"{'':<30} CPU expert times for {', '.join(c['table'])} on "
                                f"{c.get('host', 'an unrecorded CPU')}, {c['threads']} threads [{c['source']}]")
             return
+        # where it is saved, checked before the measuring (a minute with expert shapes), not after
+        directory = hw.profiles_dir(profiles_dir)
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"--profiles-dir {directory} is a file, not a directory; give a directory")
+        if name:  # a name too long for a file name, or a directory that takes no files
+            from advisor.files import check_writable
+
+            check_writable(hw.profile_path(name, profiles_dir))
         from advisor.tune.interrupt import import_runtime
 
         import_runtime(models=model is not None)
