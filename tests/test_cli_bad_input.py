@@ -1042,6 +1042,22 @@ def test_a_model_directory_with_an_undecodable_or_misshapen_json_file_is_one_lin
     one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120), needle, "re-download")
 
 
+def test_a_config_field_of_the_wrong_type_is_one_line(tmp_path):
+    """A checkpoint whose config.json gives `"num_experts": "eight"`: transformers' strict config raised
+    huggingface_hub's StrictDataclassFieldValidationError, a traceback (exit 1) in every command that loads it."""
+    from advisor.models import tiny
+
+    model = tmp_path / "model"
+    tiny.build_tiny("qwen3_moe").save_pretrained(str(model))
+    config = json.loads((model / "config.json").read_text())
+    config["num_experts"] = "eight"
+    (model / "config.json").write_text(json.dumps(config))
+    for mode in ("--resident", "--offload"):
+        one_error_line(advisor("inspect", str(model), mode, cwd=tmp_path, timeout=120),
+                       "config.json does not describe a model that can be built",
+                       "Field 'num_experts' expected int, got str", "fix that field")
+
+
 def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not_a_traceback(tmp_path):
     """`recommend --gpu` and `profile --list` read every *.json of --profiles-dir: a folder named old.json was an
     IsADirectoryError traceback (now passed over: it holds no profile), a dangling link a FileNotFoundError one

@@ -87,6 +87,12 @@ def _experts_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _is_experts_module(m)]
 
 
+try:  # a config.json field of the wrong type (transformers' configs are strict dataclasses of huggingface_hub)
+    from huggingface_hub.errors import StrictDataclassError as _StrictFieldError
+except ImportError:  # an older huggingface_hub: no such check
+    _StrictFieldError = ValueError
+
+
 def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
     """The model `path`'s config.json describes, every parameter on the meta device (nothing allocated);
     a config.json the model class cannot be built from is one line naming the file."""
@@ -100,9 +106,10 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
                 model = cls.from_config(config, dtype=dtype)
             else:
                 model = cls._from_config(config, dtype=dtype)
-    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError) as e:
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, _StrictFieldError) as e:
+        why = " ".join(str(e).split())  # a field of the wrong type: huggingface_hub's message runs over two lines
         raise UserError(f"{path / 'config.json'} does not describe a model that can be built "
-                        f"({type(e).__name__}: {e}); fix that field or re-download the model") from e
+                        f"({type(e).__name__}: {why}); fix that field or re-download the model") from e
     return model.eval()
 
 
