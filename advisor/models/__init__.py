@@ -59,7 +59,8 @@ def quant_method(config: dict[str, Any]) -> str | None:
     "awq", "compressed-tensors", ... ("unknown" when the config names none); None for an unquantized checkpoint.
     Read from the file, not from a loaded model's config: transformers drops `quantization_config` from the
     config of a model it dequantizes as it loads (FP8 on a host without an FP8 GPU: bf16)."""
-    quant = config.get("quantization_config") or (config.get("text_config") or {}).get("quantization_config")
+    text = config.get("text_config")  # a hand-edited file may give anything here: no nested config then
+    quant = config.get("quantization_config") or (text.get("quantization_config") if isinstance(text, dict) else None)
     if not quant:
         return None
     return str((quant.get("quant_method") if isinstance(quant, dict) else None) or "unknown")
