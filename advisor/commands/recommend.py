@@ -127,10 +127,11 @@ def register(app: typer.Typer) -> None:
         directory = hw.profiles_dir(profiles_dir)
         if directory.exists() and not directory.is_dir():
             raise UserError(f"--profiles-dir {directory} is a file, not a directory; give a directory")
-        if name:  # a name too long for a file name, or a directory that takes no files
-            from advisor.files import check_writable
+        from advisor.files import check_writable
 
-            check_writable(hw.profile_path(name, profiles_dir))
+        # a name too long for a file name, a directory under a file, or a place that takes no files; without
+        # --name the profile is named after the device, known once measured: its directory is checked the same way
+        check_writable(hw.profile_path(name or "", profiles_dir))
         from advisor.tune.interrupt import import_runtime
 
         import_runtime(models=model is not None)
