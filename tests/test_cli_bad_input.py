@@ -897,6 +897,19 @@ def test_a_range_of_layers_or_experts_wider_than_any_model_is_one_line_before_th
     one_error_line(r, "--layers names MoE layer(s) 2-5000,7000 but tiny:llada_moe has 2 (0-1)")
 
 
+def test_many_ranges_naming_more_than_any_model_has_are_one_line_before_the_model_loads(tmp_path):
+    """Each range spans at most 2**20 numbers, but a plan or --layers of several such ranges was expanded whole:
+    `experts=0.0-1048575:int8,1.0-1048575:int8,...` (a few kilobytes for a thousand layers) took every byte of host
+    memory as one wide range did. Over 2**22 numbers in all is refused before anything is expanded further."""
+    plan = "experts=" + ",".join(f"{layer}.0-1048575:int8" for layer in range(5))
+    r = advisor("eval", "--precision", plan, "--limit", "1", cwd=tmp_path, timeout=120)
+    one_error_line(r, "bad precision plan", "names more than 4194304 layers and experts in all")
+    assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
+    layers = ",".join(f"{i * 2**20}-{(i + 1) * 2**20 - 1}" for i in range(5))
+    r = advisor("quant-report", str(tmp_path / "no-such-model"), "--layers", layers, cwd=tmp_path, timeout=120)
+    one_error_line(r, "--layers '", "names more than 4194304 layers and experts in all")
+
+
 def test_export_of_a_trial_number_beyond_sqlites_integers_is_one_line(tmp_path):
     """`export STUDY 99999999999999999999999` was an OverflowError traceback ("Python int too large to convert
     to SQLite INTEGER") from the off-front trial reader; the largest number SQLite keeps is still looked up."""

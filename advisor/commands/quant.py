@@ -17,13 +17,14 @@ def _layers(text: str | None) -> list[int] | None:
         a, sep, b = part.strip().partition("-")
         if not a.isdigit() or (sep and not b.isdigit()):
             raise UserError(f"--layers '{text}' must be numbers or ranges like 0-3,7")
-        if sep:
-            from advisor.quant.plan import check_span
+        from advisor.quant.plan import check_named, check_span
 
-            try:
+        try:
+            if sep:
                 check_span(part, int(a), int(b))
-            except ValueError as e:
-                raise UserError(f"--layers '{text}': {e}") from None
+            check_named(text, len(out) + (int(b) - int(a) + 1 if sep else 1))
+        except ValueError as e:
+            raise UserError(f"--layers '{text}': {e}") from None
         out += list(range(int(a), int(b) + 1)) if sep else [int(a)]
     return out
 

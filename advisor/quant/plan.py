@@ -81,6 +81,20 @@ def check_span(text: str, lo: int, hi: int) -> None:
                          f"{MAX_RANGE} layers or experts per layer")
 
 
+MAX_NAMED = 2**22
+"""The most layers and experts one plan (or `quant-report --layers`) may name over all its ranges: each range
+spans at most MAX_RANGE, but every number is kept, so many of them (experts=0.0-1048575,1.0-1048575,... in a few
+kilobytes) took every byte of host memory as one wide range did. The largest MoE models have ~25k experts in all."""
+
+
+def check_named(text: str, named: int) -> None:
+    """`ValueError` when the ranges of `text` (a plan or a --layers value) name more than MAX_NAMED numbers."""
+    if named > MAX_NAMED:
+        shown = text if len(text) <= 60 else f"{text[:40]}...{text[-17:]}"
+        raise ValueError(f"'{shown}' names more than {MAX_NAMED} layers and experts in all; no MoE model has that "
+                         "many")
+
+
 def _parse_range(text: str) -> list[int]:
     a, sep, b = text.strip().partition("-")
     if not a.strip().isdigit() or (sep and not b.strip().isdigit()):
@@ -257,6 +271,7 @@ class PrecisionPlan:
                 return cls.from_json(doc.get("precision") or {}, shown=str(path))
             return cls.from_json(text, shown=str(path))  # the file's name, not its lines, in a refusal
         default, layers, experts = DEFAULT_FORMAT, {}, {}
+        named = 0  # numbers the ranges expanded to, over the whole plan (`check_named`)
         try:
             for clause in filter(None, (c.strip() for c in text.split(";"))):
                 key, eq, value = clause.partition("=")
@@ -272,12 +287,18 @@ class PrecisionPlan:
                             raise ValueError(f"entry '{entry}' lacks ':FORMAT'")
                         fmt = canonical_name(fmt)
                         if key == "layers":
-                            layers.update(dict.fromkeys(_parse_range(where), fmt))
+                            numbers = _parse_range(where)
+                            named += len(numbers)
+                            check_named(text, named)
+                            layers.update(dict.fromkeys(numbers, fmt))
                             continue
                         layer, dot, ids = where.partition(".")
                         if not dot or not layer.strip().isdigit():
                             raise ValueError(f"expert entry '{entry}' must look like LAYER.EXPERTS:FORMAT")
-                        experts.setdefault(int(layer), {}).update(dict.fromkeys(_parse_range(ids), fmt))
+                        numbers = _parse_range(ids)
+                        named += len(numbers)
+                        check_named(text, named)
+                        experts.setdefault(int(layer), {}).update(dict.fromkeys(numbers, fmt))
                 else:
                     raise ValueError(f"unknown clause '{key}' (use default=, layers=, experts=)")
         except UserError as e:
