@@ -144,6 +144,9 @@ def test_simulate_refuses_a_trace_of_another_format_version_or_an_impossible_exp
         "v3.npz": ({"format_version": 3}, "a routing trace of format 3, written by a newer moe-advisor"),
         "vx.npz": ({"format_version": "x"}, "meta 'format_version' is 'x', not 2"),
         "many.npz": ({"num_experts": [2**20 + 1, 8]}, "has a layer of 1048577 experts; no MoE model has more"),
+        # each layer within 2**20, but five of them: the replay's per-expert state over 5 million experts
+        "all.npz": ({"num_experts": [2**20] * 5, "hidden": [8] * 5, "intermediate": [8] * 5},
+                    "lists 5242880 experts in all; no MoE model has more than 4194304"),
     }
     for name, (meta, why) in cases.items():
         r = _cli("simulate", str(_variant(trace_file, tmp_path / name, meta=meta)), "--json", "out.json", cwd=tmp_path)

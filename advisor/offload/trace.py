@@ -34,7 +34,7 @@ import numpy as np
 from advisor.errors import UserError
 from advisor.files import atomic_path
 from advisor.offload.policies import Ctx, hot_order
-from advisor.quant.plan import MAX_RANGE
+from advisor.quant.plan import MAX_NAMED, MAX_RANGE
 
 FORMAT_VERSION = 2
 Look = tuple[tuple[int, ...], Ctx, tuple[int, ...]]
@@ -168,6 +168,9 @@ class RoutingTrace:
         if max(shapes["num_experts"]) > MAX_RANGE:  # replay keeps per-expert state: 10**12 ran until memory ran out
             raise bad(f"meta 'num_experts' has a layer of {max(shapes['num_experts'])} experts; no MoE model has "
                       f"more than {MAX_RANGE}")
+        if sum(shapes["num_experts"]) > MAX_NAMED:  # so does every layer: 2**20 experts in each of 100 layers
+            raise bad(f"meta 'num_experts' lists {sum(shapes['num_experts'])} experts in all; no MoE model has more "
+                      f"than {MAX_NAMED}")
         if len({len(v) for v in shapes.values()}) != 1:
             raise bad("meta 'num_experts', 'hidden' and 'intermediate' name different numbers of MoE layers")
         for k in ("generated_tokens", "steps_per_block"):

@@ -82,9 +82,10 @@ def check_span(text: str, lo: int, hi: int) -> None:
 
 
 MAX_NAMED = 2**22
-"""The most layers and experts one plan (or `quant-report --layers`) may name over all its ranges: each range
-spans at most MAX_RANGE, but every number is kept, so many of them (experts=0.0-1048575,1.0-1048575,... in a few
-kilobytes) took every byte of host memory as one wide range did. The largest MoE models have ~25k experts in all."""
+"""The most layers and experts one plan (or `quant-report --layers`) may name over all its ranges, and a routing
+trace's meta over all its layers (`RoutingTrace.validate`): each range spans at most MAX_RANGE, but every number
+is kept, so many of them (experts=0.0-1048575,1.0-1048575,... in a few kilobytes) took every byte of host memory
+as one wide range did. The largest MoE models have ~25k experts in all."""
 
 
 def check_named(text: str, named: int) -> None:
