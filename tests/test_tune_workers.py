@@ -445,3 +445,35 @@ def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_fi
     save_study_front(worker_a, engine)
     assert waited
     assert sorted(p.trial_number for p in read_fronts(url, "w")) == [0, 1]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask(), not optimize(): no beat of its own
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_trial_younger_than_a_heartbeat_interval_is_not_stamped(shm_dir, backend):
+    """The age rule of the first-heartbeat stamp: a worker without heartbeats marks its trial just after Optuna
+    creates it, so a trial with neither a beat nor the mark is stamped only once older than a heartbeat interval
+    (Optuna's `datetime_start` is the reader's local time, as `datetime.now()` is); younger, it is left alone."""
+    from sqlalchemy import text
+
+    from advisor.results.storage import open_storage
+    from advisor.tune.study import fail_dead_workers_trials
+
+    url = f"sqlite:///{shm_dir}/age.db" if backend == "sqlite" else os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    storage = open_storage(url, heartbeat_interval=2, grace_period=60)
+    name = f"age-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=storage)
+    trial = study.ask()  # no beat, no mark: its worker may be one without heartbeats that has yet to mark it
+
+    def stamped() -> bool:
+        with storage.engine.connect() as c:
+            rows = c.execute(text("SELECT trial_id FROM trial_heartbeats WHERE trial_id = :i"), {"i": trial._trial_id})
+            return rows.first() is not None
+
+    try:
+        assert fail_dead_workers_trials(study, storage) == [] and not stamped()
+        time.sleep(2.5)  # older than the interval now: a worker with heartbeats would have beaten
+        assert fail_dead_workers_trials(study, storage) == [] and stamped()
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
