@@ -1055,36 +1055,25 @@ def test_a_model_directory_with_an_undecodable_or_misshapen_json_file_is_one_lin
     one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120), needle, "re-download")
 
 
-def test_a_config_field_of_the_wrong_type_is_one_line(tmp_path):
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("num_experts", "eight", "Field 'num_experts' expected int, got str"),
+    ("text_config", "x", "does not describe a model"),
+])
+def test_a_config_field_of_the_wrong_type_is_one_line(tmp_path, field, value, needle):
     """A checkpoint whose config.json gives `"num_experts": "eight"`: transformers' strict config raised
-    huggingface_hub's StrictDataclassFieldValidationError, a traceback (exit 1) in every command that loads it."""
+    huggingface_hub's StrictDataclassFieldValidationError, a traceback (exit 1) in every command that loads it.
+    `"text_config": "x"`: the pre-quantized check (`advisor.models.quant_method`, which looks for a nested
+    `quantization_config`) called .get on the string, an AttributeError traceback in an offloaded load."""
     from advisor.models import tiny
 
     model = tmp_path / "model"
     tiny.build_tiny("qwen3_moe").save_pretrained(str(model))
     config = json.loads((model / "config.json").read_text())
-    config["num_experts"] = "eight"
+    config[field] = value
     (model / "config.json").write_text(json.dumps(config))
     for mode in ("--resident", "--offload"):
         one_error_line(advisor("inspect", str(model), mode, cwd=tmp_path, timeout=120),
-                       "config.json does not describe a model that can be built",
-                       "Field 'num_experts' expected int, got str", "fix that field")
-
-
-def test_a_text_config_that_is_not_an_object_is_one_line_in_every_load(tmp_path):
-    """`"text_config": "x"` in a hand-edited config.json: the pre-quantized check (`advisor.models.quant_method`,
-    which looks for a nested `quantization_config`) called .get on the string, an AttributeError traceback in an
-    offloaded load, before transformers could say which field is wrong."""
-    from advisor.models import tiny
-
-    model = tmp_path / "model"
-    tiny.build_tiny("qwen3_moe").save_pretrained(str(model))
-    config = json.loads((model / "config.json").read_text())
-    config["text_config"] = "x"
-    (model / "config.json").write_text(json.dumps(config))
-    for mode in ("--resident", "--offload"):
-        one_error_line(advisor("inspect", str(model), mode, cwd=tmp_path, timeout=120),
-                       "config.json does not describe a model that can be built", "fix that field")
+                       "config.json does not describe a model that can be built", needle, "fix that field")
 
 
 def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not_a_traceback(tmp_path):
