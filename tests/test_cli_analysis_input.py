@@ -420,6 +420,9 @@ def test_report_into_a_place_that_takes_no_directory_is_one_line_before_the_work
         assert "loading the study's model" not in r.stdout + r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine"
     assert not Path("/proc/advisor-report").exists()
+    # a --json file under a file: its directory is no directory (it said "afile does not exist")
+    _one_error_line(_cli("eval", "--json", "afile/x.json", "--limit", "1", cwd=tmp_path), "afile is not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_profile_checks_where_it_saves_before_it_measures(tmp_path, monkeypatch):
