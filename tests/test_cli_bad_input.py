@@ -724,6 +724,15 @@ def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
     before_model_load(r)
 
 
+def test_a_share_given_to_budget_names_budgets_which_takes_shares(tmp_path):
+    """`tune --budget 50%` said "budget '50%' is not a size", though `--budgets 50%` takes that share of the model
+    (and, alone, is the study's budget): the line now names the option that does."""
+    r = advisor("tune", "--budget", "50%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(r, "--budget takes a size (e.g. 12GiB), not a share; for 50% of the model give --budgets 50%")
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_path):
     """`--storage ""` (an unset "$DB") reads studies/advisor.db, as `studies` and `pareto` do: it neither opens
     an empty in-memory database ("no front in ") nor leaves an empty studies/advisor.db behind."""

@@ -57,6 +57,10 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     from advisor.hardware.profiles import get_gpu, parse_budget
 
     profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
+    if budget is not None and budget.strip().endswith("%"):  # a share is a --budgets value: its words, not "not a size"
+        raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; for {budget.strip()} of the model give "
+                        f"--budgets {budget.strip()} (resident weights + that share of the FP16 expert bytes; without "
+                        "--budget the largest --budgets value is the study's budget)")
     nbytes = parse_budget(budget) if budget is not None else None
     if nbytes is None and profile is not None and profile.memory_bytes > 0:
         nbytes = int(profile.memory_bytes)
