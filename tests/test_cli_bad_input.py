@@ -904,6 +904,9 @@ def test_a_range_of_layers_or_experts_wider_than_any_model_is_one_line_before_th
     r = advisor("quant-report", "tiny:llada_moe", "--layers", "0-1,2-5000,7000", "-f", "int8", cwd=tmp_path,
                 timeout=120)
     one_error_line(r, "--layers names MoE layer(s) 2-5000,7000 but tiny:llada_moe has 2 (0-1)")
+    # --layers reads ranges as a plan does: a backwards one was read as no layers, without a word
+    r = advisor("quant-report", str(tmp_path / "no-such-model"), "--layers", "0,3-1", cwd=tmp_path, timeout=120)
+    one_error_line(r, "--layers '0,3-1': range '3-1' runs backwards")
 
 
 def test_many_ranges_naming_more_than_any_model_has_are_one_line_before_the_model_loads(tmp_path):

@@ -10,22 +10,18 @@ from advisor.errors import UserError, refuse_empty
 
 
 def _layers(text: str | None) -> list[int] | None:
+    """--layers as numbers, read as a precision plan reads its ranges (one parser, the same caps)."""
     if text is None:  # '' is refused below, not read as every layer
         return None
-    out: list[int] = []
-    for part in text.split(","):
-        a, sep, b = part.strip().partition("-")
-        if not a.isdigit() or (sep and not b.isdigit()):
-            raise UserError(f"--layers '{text}' must be numbers or ranges like 0-3,7")
-        from advisor.quant.plan import check_named, check_span
+    from advisor.quant.plan import check_named, parse_range
 
-        try:
-            if sep:
-                check_span(part, int(a), int(b))
-            check_named(text, len(out) + (int(b) - int(a) + 1 if sep else 1))
-        except ValueError as e:
-            raise UserError(f"--layers '{text}': {e}") from None
-        out += list(range(int(a), int(b) + 1)) if sep else [int(a)]
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            out += parse_range(part)
+            check_named(text, len(out))
+    except ValueError as e:
+        raise UserError(f"--layers '{text}': {e}; give numbers or ranges like 0-3,7") from None
     return out
 
 

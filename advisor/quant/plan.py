@@ -96,7 +96,9 @@ def check_named(text: str, named: int) -> None:
                          "many")
 
 
-def _parse_range(text: str) -> list[int]:
+def parse_range(text: str) -> list[int]:
+    """"0-3" -> [0, 1, 2, 3], "5" -> [5]: one range of layers or experts, `ValueError` for a malformed, backwards
+    or too wide one (`check_span`)."""
     a, sep, b = text.strip().partition("-")
     if not a.strip().isdigit() or (sep and not b.strip().isdigit()):
         raise ValueError(f"'{text}' is not a number or a range like 0-3")
@@ -288,7 +290,7 @@ class PrecisionPlan:
                             raise ValueError(f"entry '{entry}' lacks ':FORMAT'")
                         fmt = canonical_name(fmt)
                         if key == "layers":
-                            numbers = _parse_range(where)
+                            numbers = parse_range(where)
                             named += len(numbers)
                             check_named(text, named)
                             layers.update(dict.fromkeys(numbers, fmt))
@@ -296,7 +298,7 @@ class PrecisionPlan:
                         layer, dot, ids = where.partition(".")
                         if not dot or not layer.strip().isdigit():
                             raise ValueError(f"expert entry '{entry}' must look like LAYER.EXPERTS:FORMAT")
-                        numbers = _parse_range(ids)
+                        numbers = parse_range(ids)
                         named += len(numbers)
                         check_named(text, named)
                         experts.setdefault(int(layer), {}).update(dict.fromkeys(numbers, fmt))
