@@ -35,7 +35,6 @@ LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a ti
 OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one CPU expert format"),
 }
-# advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold
 # families SGLang (sglang-kt, kvcache-ai/sglang) cannot serve, with the reason (`base.export_point` adds the
 # targets that take them): an architecture with no SGLang model falls back to the Transformers backend
 # (python/sglang/srt/model_loader/utils.py: resolve_transformers_arch), which refuses a remote-code model that
@@ -75,6 +74,7 @@ def dllm_flags(cfg: ExportConfig) -> tuple[list[str], list[str], str]:
     return args, yaml, note
 
 
+# advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold
 KT_METHOD = {
     "bf16": ("BF16", "the original BF16 checkpoint"),
     "fp16": ("BF16", "the original checkpoint (BF16 kernels)"),
