@@ -129,13 +129,21 @@ def test_every_figure_is_a_png(report):
 
 
 
-def test_recommended_points_are_the_lowest_transfer_picks(report):
+def test_recommended_points_are_the_lowest_transfer_picks(report, study):
     """The report's stars are what `advisor recommend --prefer transfer` picks (as its caption says), also at a
     budget every stored point fits, where recommend's default would pick the most accurate point instead."""
+    from advisor.results.read import read_fronts
+
     recs = json.loads(report.data.read_text())["recommended"]
     assert recs
+    front = read_fronts(*study)  # what storage holds, not what the report computed
     for r in recs:
         assert any(x.startswith("lowest H2D bytes/token among") for x in r["reasons"]), r["reasons"]
+        # the star is really the lowest-transfer stored front point that fits its budget and meets its floor
+        (floor,) = (float(m.group(1)) for x in r["reasons"] if (m := re.search(r">= floor (\d\.\d+)", x)))
+        ok = [p for p in front if p.values["peak_gpu_bytes"] <= r["budget_bytes"] and p.values["accuracy"] >= floor]
+        assert r["trial"] in {p.trial_number for p in ok}, (r["trial"], r["budget_bytes"], floor)
+        assert r["values"]["h2d_bytes_per_token"] == min(p.values["h2d_bytes_per_token"] for p in ok), r
 
 def test_the_stars_caption_gives_the_recommend_command_that_picks_them(report):
     """The caption said the stars were "what `advisor recommend` picks at the budgets shown"; that command's
