@@ -46,7 +46,15 @@ def test_slots_as_a_list_of_counts_capped_by_the_model():
 
 
 def test_quick_space_is_the_shipped_file():
-    assert (SPACES_DIR / "quick.toml").is_file()
+    """`advisor tune bundled` without --space searches the shipped quick.toml as written (its header's
+    "space quick (N configurations)"), not a copy held elsewhere: the file existing said nothing of that."""
+    from advisor.tune.space import default_space
+
+    shipped = SPACES_DIR / "quick.toml"
+    space = load_space(default_space("bundled"))
+    assert (space.name, space.source) == ("quick", str(shipped))
+    assert space.text == shipped.read_text(encoding="utf-8")
+    assert space.size(4, 64) == 1024  # the bundled model (4 MoE layers x 64 experts), as the README's example says
 
 
 BAD = [
