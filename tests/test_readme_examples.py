@@ -158,3 +158,24 @@ def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     new = {json.dumps(p, sort_keys=True) for _, p in budget_points(fit, budgets)} - seeded
     assert (points, baselines, warm) == (len(new), len(baseline_trials(space, backend.shape, budgets)), len(seeded))
     assert left == points + baselines + warm - 1
+
+
+def test_readme_sampler_numbers_name_the_model_their_committed_run_tuned():
+    """The README's sampler hypervolumes come from `benchmarks/results/2026-12-03_cpu_search_efficiency.txt`,
+    which ran on the bundled model before it was retrained (16 experts per layer, top-2, not today's 64, top-8);
+    the README called it "the bundled model". The budgets the run printed tell which model it was: when they are
+    not today's model's, the README's sentence must name the earlier one."""
+    from advisor.models.load import load_model
+    from advisor.tune.model_backend import model_shape
+    from benchmarks.search_efficiency import budget_bytes
+
+    text = " ".join(README.read_text().split())
+    m = re.search(r"\*\*Sampler\.\*\*(.*?)`benchmarks/results/(2026-12-03_cpu_search_efficiency\.txt)`", text)
+    assert m, "the README's sampler sentence or the result file it cites changed; update this test with it"
+    run = (ROOT / "benchmarks" / "results" / m.group(2)).read_text()
+    printed = {float(f): float(mib) for f, mib in re.findall(r"^budget (0\.\d+) = (\d+\.\d+) MiB", run, flags=re.M)}
+    assert set(printed) == {0.1, 0.25, 0.5}, printed
+    shape = model_shape(load_model("bundled"))
+    today = {f: round(budget_bytes(shape, f) / 2**20, 2) for f in printed}
+    if printed != today:
+        assert "the earlier bundled model, 16 experts per layer, top-2" in m.group(1), (printed, today)
