@@ -107,3 +107,23 @@ def test_gpu_check_counts_skipped_sections_apart(tmp_path):
     lines = _bench("benchmarks.gpu_check", "--only", "quant,eval", "--out", str(tmp_path))
     assert any(ln.startswith("[quant] skipped: CUDA not available") for ln in lines), lines
     assert lines[-1] == "RESULT sections_ok=0 sections_skipped=2 sections_run=2", lines[-1]
+
+
+def test_every_benchmark_script_has_committed_output_named_by_date_and_device():
+    """Speed targets live in benchmarks/ and their output is committed under benchmarks/results/ with date and
+    device: quant_formats and cli_speed had none (their RESULT lines were never kept). Each script's output is a
+    file or folder `YYYY-MM-DD_DEVICE_<name>...`, its name the script's (or the one below, for a GPU script whose
+    files say what it measured)."""
+    import re
+
+    results = ROOT / "benchmarks" / "results"
+    named = re.compile(r"^(\d{4}-\d{2}-\d{2})_(cpu(?:-[\w-]+?)?|h100|h200)_(.+)$")
+    outputs = {}
+    for p in results.iterdir():
+        m = named.match(p.name)
+        assert m, f"benchmarks/results/{p.name} does not start with its date and device"
+        outputs.setdefault(m.group(3), []).append(p.name)
+    other_name = {"offload_gpu": "offload.json", "gpu_miss_study": "miss_study"}
+    scripts = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+    missing = [s for s in scripts if not any(rest.startswith(other_name.get(s, s)) for rest in outputs)]
+    assert missing == [], f"no committed output under benchmarks/results/ for {missing}"
