@@ -70,6 +70,21 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     assert "pcie(bw=25.0GB/s,lat=10us)" in doc["metrics"]["transfer_ms_per_token"]["source"]
 
 
+def test_export_headers_do_not_call_counted_and_modelled_values_measured(tmp_path):
+    """Every export's header said "measured on cpu" above the stored values of trial 129, whose time per token is
+    modelled for an H200 and whose bytes are counted (`recommend` had said "Measured on cpu" too, and heads them
+    "Stored values (trial run on cpu; ...)" since). Where the trial ran is said as that; each value keeps its own
+    label."""
+    for target in ("llama.cpp", "hf"):
+        out = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", target,
+                      cwd=tmp_path).stdout
+        head = out.splitlines()[:5]
+        assert any(line.endswith("task toy; trial run on cpu") for line in head), head
+        assert not any("measured on" in line for line in head), head
+        (values,) = [line for line in head if "stored values [how each was obtained]:" in line]
+        assert "time_per_token=0.520 ms [modelled:gpu=modelled:roofline(H200 141GB" in values, values
+
+
 def test_a_tide_point_exports_its_tau(tmp_path):
     """Trial 154 ran TIDE at tau 2: the header says so (as the front row does) and the advisor recipe runs it
     at tau 2, not the runtime's default 4, with the study's 8 steps per block (its last-step rule)."""

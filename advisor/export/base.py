@@ -137,7 +137,7 @@ def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
     metrics = ", ".join(f"{k}={format_metric(k, v[k])} [{point.sources.get(k, '?')}]" for k in sorted(v))
     return [
         f"moe-advisor export for {target}: study {point.study_name!r} trial #{point.trial_number}",
-        f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; measured on {point.device}",
+        f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; trial run on {point.device}",
         f"stored values [how each was obtained]: {metrics}",
         f"the study's cache: GPU expert slots per MoE layer {_slots_text(cfg.slots_per_layer)}, policy "
         f"{policy_text(point.config)}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",
