@@ -248,6 +248,8 @@ def register(app: typer.Typer) -> None:
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
+        if space_obj is not None:
+            space_obj.check_mode(mode)
         if study is not None:
             check_study_name(study)
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads

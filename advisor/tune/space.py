@@ -14,7 +14,8 @@ Knobs (Optuna parameter names in brackets):
   cache.expert_budget     ...or a total of slots over all layers [expert_budget] split by
   cache.allocation        "uniform" | "by_frequency"             [allocation]
   cache.policies          eviction policy                        [policy]
-  cache.prefetch          prefetch strategy                      [prefetch]
+  cache.prefetch          prefetch strategy: "none" | "prev_step" | "lookahead" (--mode live only: replay
+                          would predict with the recorded routing)  [prefetch]
   cache.miss              where a missed expert computes: "copy" | "cpu" | "hybrid"   [miss]
   cache.tau               refresh interval of the "tide" policy (denoising steps; only with "tide")  [tau]
 Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
@@ -237,6 +238,16 @@ class SearchSpace:
                 shown = ", ".join(f"{v:g}" for v in small)
                 raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} is fewer slots than the "
                                 f"model's {n_layers} MoE layers (each keeps one); use at least {n_layers} or \"all\"")
+
+    def check_mode(self, mode: str) -> None:
+        """Refuse `lookahead` prefetch in a `--mode replay` study, naming the file and line: replay predicts the
+        next layer's experts from the recorded routing (a perfect predictor), which the runtime's router-based
+        prediction is not, so its oracle-optimistic bytes and times would win the front."""
+        if mode == "replay" and "lookahead" in self.prefetch.values():
+            key = "cache.prefetch"
+            raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: \"lookahead\" replays with the "
+                            "recorded next-layer routing as a perfect predictor, which the runtime does not have; "
+                            "use \"none\" or \"prev_step\", or --mode live (it predicts with the next router)")
 
     def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
         """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.

@@ -375,6 +375,7 @@ def _run_tune(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
+    space.check_mode(opts.mode)
     metrics = list(space.objectives)
     directions = [space.objectives[m] for m in metrics]
     name = opts.study_name or default_study_name(backend.model_name, backend.task_name, space.name)
