@@ -5,7 +5,8 @@
   than any runtime's and took the front;
 - `advisor profile --cpu` on a loaded host stored `pinned 7280.85 GB/s`: copies of every size took about one time
   slice, the fitted slope was nearly flat, and the intercept that held the time was dropped for a latency
-  measured apart.
+  measured apart;
+- `advisor report` of a space with `int4:g64` experts showed `-` for that row's expert cache.
 """
 
 from __future__ import annotations
@@ -69,3 +70,20 @@ def test_profile_cpu_on_a_loaded_host_claims_no_copy_faster_than_it_measured(tmp
     largest = measure.DEFAULT_SIZES[-1] / (slices[-1] - 0.6e-6) / 1e9  # 16.7 GB/s
     assert prof["h2d_gbps_pinned"] <= largest * 1.001, prof
     assert f"pinned {prof['h2d_gbps_pinned']:.2f} GB/s" in res.output, res.output
+
+
+def test_report_counts_the_expert_cache_of_a_grouped_format_it_replays_no_trace_for():
+    """A space with `int4:g64` experts: the report's headline row showed `-` for its expert cache, since the
+    bytes came only from the traces it replays (fp16, int8, int4)."""
+    from advisor.quant.spec import expert_nbytes_of
+    from advisor.report.data import TrialRecord, load_study_data
+    from advisor.report.select import expert_cache_bytes
+
+    data = load_study_data("bundled-example", f"sqlite:///{REPO / 'studies' / 'example' / 'advisor.db'}")
+    t = next(t for t in data.trials if t.number == 129)  # int4, 52 slots in each of 4 layers
+    replayed = {f: [expert_nbytes_of(f, 128, 16)] * 4 for f in ("fp16", "int8", "int4")}  # as the report has them
+    assert expert_cache_bytes(t, replayed) == 4 * 52 * expert_nbytes_of("int4", 128, 16)
+    grouped = TrialRecord(t.number, {**t.config, "precision": {**t.config["precision"], "default": "int4:g64"}},
+                          t.values, t.sources, t.attrs)
+    assert grouped.uniform_format == "int4:g64"
+    assert expert_cache_bytes(grouped, replayed) == 4 * 52 * expert_nbytes_of("int4:g64", 128, 16)

@@ -72,9 +72,23 @@ def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> in
     if fmt in BASELINE_FORMATS:  # bf16 experts count the bytes of the fp16 trace the report replays
         fmt = "fp16"
     slots = t.config.get("slots_per_layer")
-    if fmt is None or not isinstance(slots, list) or fmt not in expert_bytes:
+    if fmt is None or not isinstance(slots, list):
         return None
-    return int(sum(int(s) * b for s, b in zip(slots, expert_bytes[fmt], strict=False)))
+    per_layer = expert_bytes.get(fmt) or _layer_expert_bytes(t, fmt)  # int4:g64, int2, ...: no trace replays them
+    if per_layer is None:
+        return None
+    return int(sum(int(s) * b for s, b in zip(slots, per_layer, strict=False)))
+
+
+def _layer_expert_bytes(t: TrialRecord, fmt: str) -> list[int] | None:
+    """One expert's bytes per MoE layer in `fmt`, from the expert shapes the trial stored (None without them)."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    layers = (t.config.get("model_meta") or {}).get("layers")
+    try:
+        return [expert_nbytes_of(fmt, int(m["hidden_size"]), int(m["intermediate_size"])) for m in layers]
+    except (TypeError, KeyError, ValueError, UserError):
+        return None
 
 
 def reference_memory(data: StudyData, trials: Sequence[TrialRecord], override: int | None) -> tuple[float, str]:
