@@ -6,7 +6,8 @@
 - `advisor profile --cpu` on a loaded host stored `pinned 7280.85 GB/s`: copies of every size took about one time
   slice, the fitted slope was nearly flat, and the intercept that held the time was dropped for a latency
   measured apart;
-- `advisor report` of a space with `int4:g64` experts showed `-` for that row's expert cache.
+- `advisor report` of a space with `int4:g64` experts showed `-` for that row's expert cache;
+- `advisor --help` summarised tune by H2D transfer though time per token is every non-bundled space's objective.
 """
 
 from __future__ import annotations
@@ -87,3 +88,19 @@ def test_report_counts_the_expert_cache_of_a_grouped_format_it_replays_no_trace_
                           t.values, t.sources, t.attrs)
     assert grouped.uniform_format == "int4:g64"
     assert expert_cache_bytes(grouped, replayed) == 4 * 52 * expert_nbytes_of("int4:g64", 128, 16)
+
+
+def test_help_lists_each_command_in_one_line_and_tune_by_its_default_objective():
+    """`advisor --help` said tune finds the front of "H2D transfer, accuracy and GPU memory", though the spaces
+    for every model but the bundled one minimize time per token; profile's and report's summaries broke mid-line."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "140"})
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in res.output.splitlines() if ln.startswith("│ ")]
+    names = [r[2:15].strip() for r in rows]
+    assert "" not in names, res.output  # no summary continues on a second row
+    tune = next(r for r in rows if r[2:15].strip() == "tune")
+    assert "time per token" in tune, tune

@@ -94,8 +94,10 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads for the CPU expert times "
                                     "(default 1, as `advisor tune` runs; give the threads your runtime uses)."),
     ) -> None:
-        """Measure pinned/pageable host-to-device bandwidth and free memory (and, with --model or
-        --expert-shape, this host's CPU expert time per format and tokens per expert), store a profile."""
+        """Measure and store host-to-device bandwidth, memory and (--model, --expert-shape) CPU expert times.
+
+        Pinned and pageable host-to-device bandwidth, per-copy latency and free memory (a host memcpy with --cpu);
+        with --model or --expert-shape also this host's CPU expert time per format and tokens per expert."""
         from advisor.hardware import profiles as hw
         from advisor.hardware.profiles import format_bytes, nominal_device, save_profile
 

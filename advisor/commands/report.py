@@ -36,8 +36,9 @@ def register(app: typer.Typer) -> None:
             "much below full precision (absolute: 0.05 = 5 accuracy points)."
         ),
     ) -> None:
-        """Markdown + self-contained HTML report: transfer saved by INT8/INT4 experts plus caching, and the
-        accuracy it costs, from a tuned study (plots, headline table, how every number was obtained)."""
+        """Markdown + HTML report: transfer and time saved by INT8/INT4 experts + caching, and accuracy lost.
+
+        From a tuned study: plots, the headline table at equal GPU memory, and how every number was obtained."""
         from advisor.errors import UserError, refuse_empty
         from advisor.report.study import build_report
         from advisor.results.preflight import check_storage

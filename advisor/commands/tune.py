@@ -225,7 +225,7 @@ def register(app: typer.Typer) -> None:
                                         "48GiB (default: what is available); stores of several plans are kept "
                                         "while they fit, otherwise re-packed from the checkpoint."),
     ) -> None:
-        """Find the Pareto front of H2D transfer, accuracy and GPU memory for a model (runs real trials)."""
+        """Pareto front of time per token (or H2D transfer), accuracy and GPU memory for a model (real trials)."""
         from rich.console import Console
 
         from advisor.hardware.profiles import parse_budget
