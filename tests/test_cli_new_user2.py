@@ -7,7 +7,8 @@
   slice, the fitted slope was nearly flat, and the intercept that held the time was dropped for a latency
   measured apart;
 - `advisor report` of a space with `int4:g64` experts showed `-` for that row's expert cache;
-- `advisor --help` summarised tune by H2D transfer though time per token is every non-bundled space's objective.
+- `advisor --help` summarised tune by H2D transfer though time per token is every non-bundled space's objective;
+- `advisor eval` of a model without a tokenizer said it could not be evaluated, not what to do instead.
 """
 
 from __future__ import annotations
@@ -104,3 +105,16 @@ def test_help_lists_each_command_in_one_line_and_tune_by_its_default_objective()
     assert "" not in names, res.output  # no summary continues on a second row
     tune = next(r for r in rows if r[2:15].strip() == "tune")
     assert "time per token" in tune, tune
+
+
+def test_eval_of_a_model_without_tokenizer_says_what_to_do():
+    """`advisor eval tiny:llada2` said only that it "cannot be evaluated on a text task"."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    res = CliRunner().invoke(app, ["eval", "tiny:llada2", "--limit", "1", "--threads", "1"])
+    assert isinstance(res.exception, UserError), res.output  # `advisor.cli.run` prints it in one line, exit 2
+    msg = str(res.exception)
+    assert msg.startswith("tiny:llada2 has no tokenizer") and "fidelity_top1" in msg and "\n" not in msg, msg
