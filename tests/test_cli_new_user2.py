@@ -8,7 +8,8 @@
   measured apart;
 - `advisor report` of a space with `int4:g64` experts showed `-` for that row's expert cache;
 - `advisor --help` summarised tune by H2D transfer though time per token is every non-bundled space's objective;
-- `advisor eval` of a model without a tokenizer said it could not be evaluated, not what to do instead.
+- `advisor eval` of a model without a tokenizer said it could not be evaluated, not what to do instead;
+- `advisor export --from-recommend` had no `--study`, which `recommend` (and its "pass --study NAME") has.
 """
 
 from __future__ import annotations
@@ -118,3 +119,25 @@ def test_eval_of_a_model_without_tokenizer_says_what_to_do():
     assert isinstance(res.exception, UserError), res.output  # `advisor.cli.run` prints it in one line, exit 2
     msg = str(res.exception)
     assert msg.startswith("tiny:llada2 has no tokenizer") and "fidelity_top1" in msg and "\n" not in msg, msg
+
+
+def test_export_from_recommend_takes_study_as_recommend_does(tmp_path):
+    """`advisor recommend` in a database of two models says "pass --model NAME or --study NAME", and its flags
+    carry over to `advisor export --from-recommend`, but export had no --study ("No such option")."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    db = str(REPO / "studies" / "example" / "advisor.db")
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "--from-recommend", "--study", "bundled-example", "--storage", db,
+                              "--budget", "1.97MiB", "--prefer", "latency", "--to", "json"])
+    assert res.exit_code == 0, res.output
+    exported = json.loads(res.stdout[res.stdout.index("{"):])
+    assert exported["source"] == {**exported["source"], "study": "bundled-example", "trial": 129}
+    both = runner.invoke(app, ["export", "other", "--from-recommend", "--study", "bundled-example", "--storage", db,
+                               "--to", "json"])
+    assert isinstance(both.exception, UserError) and "two studies" in str(both.exception), both.output

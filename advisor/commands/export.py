@@ -36,6 +36,8 @@ def register(app: typer.Typer) -> None:
         prefer: str | None = typer.Option(None, "--prefer", help="(--from-recommend) transfer | latency | accuracy."),
         model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter."),
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
+        study_opt: str | None = typer.Option(None, "--study", help="(--from-recommend) only this study, as "
+                                             "`advisor recommend --study` (or give it as STUDY)."),
         profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles."),
     ) -> None:
         """Export a trial (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
@@ -49,6 +51,9 @@ def register(app: typer.Typer) -> None:
         if from_recommend:
             if trial is not None:
                 raise UserError("give either STUDY TRIAL or --from-recommend, not both")
+            if study_opt is not None and study is not None and study_opt != study:
+                raise UserError(f"two studies: STUDY {study!r} and --study {study_opt!r}; give one")
+            study = study if study is not None else study_opt
             q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
             rec = recommend(load_points(storage, study), q)
             if rec.chosen is None:
@@ -57,7 +62,7 @@ def register(app: typer.Typer) -> None:
         else:
             ignored = [flag for flag, value in (("--budget", budget), ("--gpu", gpu), ("--min-accuracy", min_accuracy),
                                                 ("--max-accuracy-drop", max_accuracy_drop), ("--prefer", prefer),
-                                                ("--model", model), ("--task", task),
+                                                ("--model", model), ("--task", task), ("--study", study_opt),
                                                 ("--profiles-dir", profiles_dir)) if value is not None]
             if ignored:  # they choose what --from-recommend exports; with STUDY TRIAL they changed nothing, unsaid
                 raise UserError(f"{', '.join(ignored)} only choose{'s' if len(ignored) == 1 else ''} what "
