@@ -22,6 +22,16 @@ Domains are lists of choices or { low, high, step } ranges; "all" (a range's hig
 and a range of fractions needs a step.
 Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
+
+Other keys (not searched):
+  name, description       the space's name (default: the file's stem; part of the default study name)
+  [objectives]            metric = "minimize" | "maximize", metrics of `advisor.results.front.METRICS`
+                          (default: time_per_token, accuracy, peak_gpu_bytes)
+  [evaluation]            task, limit (problems per accuracy run), trace_prompts, fidelity_prompts, seed,
+                          staging (full accuracy only for plans that can still reach the front), fidelity_floor
+                          (skip the accuracy run below this top-1 agreement), max_new_tokens (`EvaluationSettings`)
+  [budget]                fraction_of_model: the GPU budget without --budget/--gpu/--budgets, a share of the
+                          model's counted bytes
 """
 
 from __future__ import annotations
