@@ -87,6 +87,17 @@ def test_trials_tops_up_and_more_adds(flow):
     assert states["COMPLETE"] == 5, states
 
 
+def test_the_header_names_the_seed_the_sampler_draws_with(flow):
+    """A study's k-th run draws with --seed + k (a resume must not repeat earlier draws), but its header printed
+    --seed itself: "seed 0" on every resume."""
+    _, out, _, _ = flow["interrupted"]
+    assert "(default, seed 0) | mode replay" in " ".join(out.split()), out
+    r, _ = flow["top_up"]
+    assert "(default, seed 1: --seed 0 + 1 earlier run) | mode replay" in " ".join(r.stdout.split()), r.stdout
+    r, _ = flow["more"]
+    assert "(default, seed 2: --seed 0 + 2 earlier runs) | mode replay" in " ".join(r.stdout.split()), r.stdout
+
+
 def test_tune_output_fits_80_columns(flow):
     r, (_, front) = flow["top_up"]
     _whole(r.stdout, front)

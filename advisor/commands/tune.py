@@ -427,24 +427,30 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
 
-    shape = backend.shape
-    console.print(
-        f"[bold]advisor tune[/bold] {backend.model_name} ({shape.n_layers} MoE layers x {max(shape.num_experts)} experts, "
-        f"{human_bytes(shape.full_bytes())} counted) | task {backend.task_name} | space {space.name} "
-        f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
-        f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
-        f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler {opts.sampler} "
-        f"({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}seed {opts.seed}) | mode {opts.mode}"
-        + ("\nbudget-aware: the cache size is drawn within what fits beside each precision plan; warm start: "
-           "per plan, the most cache that fits" if budget_bytes else "")
-    )
-    if getattr(backend, "offloaded", False):
-        console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
-    if note := _cpu_threads_note(backend, space, opts.mode):
-        console.print(note, markup=False)
+    def header(seed: int | None) -> None:
+        """Printed once the study has given this run its number, which the sampler's seed depends on."""
+        shape = backend.shape
+        drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
+            f"seed {seed}: --seed {opts.seed} + {seed - opts.seed} earlier run{'s' if seed - opts.seed > 1 else ''}")
+        console.print(
+            f"[bold]advisor tune[/bold] {backend.model_name} ({shape.n_layers} MoE layers x {max(shape.num_experts)} "
+            f"experts, {human_bytes(shape.full_bytes())} counted) | task {backend.task_name} | space {space.name} "
+            f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
+            f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
+            f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
+            f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn}) | mode {opts.mode}"
+            + ("\nbudget-aware: the cache size is drawn within what fits beside each precision plan; warm start: "
+               "per plan, the most cache that fits" if budget_bytes else "")
+        )
+        if getattr(backend, "offloaded", False):
+            console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
+        if note := _cpu_threads_note(backend, space, opts.mode):
+            console.print(note, markup=False)
+
     with LiveProgress(console, opts) as live:
-        result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_start=_also(live.start, _left_out_note(console)),
-                          on_trial=live.trial_done, on_stage=live.stage)
+        result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
+                          on_start=_also(live.start, _left_out_note(console)), on_trial=live.trial_done,
+                          on_stage=live.stage)
     name = shlex.quote(result.study_name)
     if result.interrupted:
         typer.echo(f"interrupted: {result.n_complete} finished trials and the front ({len(result.front)} points) are "

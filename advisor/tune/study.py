@@ -89,6 +89,8 @@ class TuneResult:
     dead_workers: list[int] = field(default_factory=list)
     """Trials left RUNNING by a worker that stopped (no heartbeat within the grace period), failed and queued
     again by this run."""
+    sampler_seed: int | None = None
+    """The seed this run's sampler draws with: `TuneOptions.seed` plus the runs of the study before this one."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -348,12 +350,15 @@ def run_tune(
     on_trial: Callable[[Any, Any, Objective], None] | None = None,
     on_start: Callable[[Any, Objective], None] | None = None,
     on_stage: Callable[[str, int | None], None] | None = None,
+    on_seeded: Callable[[int | None], None] | None = None,
 ) -> TuneResult:
     """Run `opts.n_trials` trials (or up to `opts.total_trials` finished ones, or until `opts.timeout`) of the
-    study, resuming it if it exists. Ctrl-C/SIGTERM end the run cleanly (`TuneResult.interrupted`)."""
+    study, resuming it if it exists. Ctrl-C/SIGTERM end the run cleanly (`TuneResult.interrupted`).
+    `on_seeded(seed)` is told the seed the sampler draws with once this run's number is taken (before
+    `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
     with StopOnSignal() as stop:
         return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_trial=on_trial,
-                         on_start=on_start, on_stage=on_stage)
+                         on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)
 
 
 def _run_tune(
@@ -367,6 +372,7 @@ def _run_tune(
     on_trial: Callable[[Any, Any, Objective], None] | None,
     on_start: Callable[[Any, Objective], None] | None,
     on_stage: Callable[[str, int | None], None] | None,
+    on_seeded: Callable[[int | None], None] | None = None,
 ) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
@@ -398,9 +404,9 @@ def _run_tune(
         # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
         run = int(study.user_attrs.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
         study.set_user_attr("runs", run + 1)
-        if run and opts.seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
-            study.sampler = make_sampler(opts.sampler, opts.seed + run, len(metrics),
-                                         population_size=opts.population_size)
+        seed = opts.seed + run if opts.seed is not None else None
+        if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
+            study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
         cpu_note = _price_cpu(study, backend, created)
         if opts.warm_start:
             for p in fit.warm_start():
@@ -414,6 +420,8 @@ def _run_tune(
             for attrs in baseline_trials(space, backend.shape, opts.budgets):
                 if key(attrs) not in have:
                     study.enqueue_trial({}, user_attrs=attrs)
+    if on_seeded is not None:  # outside the lock: a slow reader of the output holds up no other worker
+        on_seeded(seed)
     registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
     create_tables(engine)
     register_study(engine, name, **registry_fields)
@@ -464,7 +472,7 @@ def _run_tune(
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
         n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note, finished_elsewhere=elsewhere,
-        dead_workers=sorted(set(dead)),
+        dead_workers=sorted(set(dead)), sampler_seed=seed,
     )
 
 
