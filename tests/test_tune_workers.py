@@ -477,3 +477,55 @@ def test_a_trial_younger_than_a_heartbeat_interval_is_not_stamped(shm_dir, backe
         assert fail_dead_workers_trials(study, storage) == [] and stamped()
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+
+
+QUEUE_SPACE = """
+name = "tiny-queue"
+[precision]
+formats = ["fp16", "int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+fidelity_top1 = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+trace_prompts = 2
+fidelity_prompts = 2
+"""
+
+
+def test_the_queued_trials_note_counts_the_study_as_it_stands_and_names_a_running_worker(tmp_path, monkeypatch):
+    """`advisor tune` ending with queued trials said they "did not run" and that `--more N` runs them, from the
+    count read when its run ended, also while another worker ran the study (and could take them): the note
+    counts the trials waiting when it is printed and says that a running worker may take them."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.results.storage import open_storage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.toml").write_text(QUEUE_SPACE)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    base = ["tune", "tiny:llada2", "--space", "space.toml", "--budgets", "50%,100%", "--storage", url, "--study", "q"]
+    first = CliRunner().invoke(app, [*base, "--trials", "1"], terminal_width=80)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.output.split())
+    study = optuna.load_study(study_name="q", storage=open_storage(url, heartbeat_interval=None))
+    waiting = sum(t.state.name == "WAITING" for t in study.get_trials())
+    assert waiting > 2 and f"note: {waiting} queued trials (warm start, --budgets points and baselines, retries) " \
+        f"did not run: the run reached its trial count first; `--more {waiting}` runs them" in text, text
+    study.ask()  # another worker takes a queued trial and runs it
+    again = CliRunner().invoke(app, [*base, "--more", "1", "--heartbeat", "60"], terminal_width=80)
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    left = sum(t.state.name == "WAITING" for t in study.get_trials())
+    assert left == waiting - 2, (left, waiting)
+    assert f"note: {left} queued trials (warm start, --budgets points and baselines, retries) have not run yet (the " \
+        "run reached its trial count first); 1 trial of the study is running in another worker, which may take " \
+        f"them - `advisor studies --storage {url}` counts those still waiting, `--more N` runs N here" in text, text
+    assert "did not run" not in text, text

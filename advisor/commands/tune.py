@@ -465,12 +465,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
         console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
-    if result.n_waiting:  # e.g. --budgets enqueues more points than --trials runs: say so, not silently skip
-        short = (result.n_trials_run < opts.n_trials if opts.n_trials else
-                 opts.total_trials is not None and result.n_complete < opts.total_trials)
-        why = "its --timeout passed first" if opts.timeout and short else "the run reached its trial count first"
-        console.print(f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines, "
-                      f"retries) did not run: {why}; `--more {result.n_waiting}` runs them", markup=False)
+    if result.n_waiting and (note := _queued_note(result, opts)):  # e.g. --budgets enqueues more points than
+        console.print(note, markup=False)  # --trials runs: say so, not silently skip
     if over := result.counters.get("over_budget_measured", 0):
         console.print(f"note: {over} trial(s) of this run fit the budget as counted, but the CUDA allocator measured "
                       "more: stored over budget, with both peaks (peak_gpu_bytes measured, counted_peak_bytes)",
@@ -498,6 +494,38 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     where = storage_flag(result.storage_url)
     console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
                   f"`advisor pareto {name}{where}`, `advisor recommend --study {name}{where} --budget ...`", markup=True)
+
+
+def _queued_note(result, opts) -> str:
+    """The note on queued trials this run left, as the study stands now: another worker on the study may have
+    taken some since the run ended (its count was read then), and one still running trials may take the rest."""
+    from advisor.results.registry import list_studies
+    from advisor.results.storage import storage_flag
+    from advisor.results.store import engine_for
+
+    try:
+        engine = engine_for(result.storage_url)
+        try:
+            now = next(iter(list_studies(engine, result.study_name)), None)
+        finally:
+            engine.dispose()
+    except UserError:  # the storage did not answer now: the count read when the run ended, said as such
+        now = None
+    short = (result.n_trials_run < opts.n_trials if opts.n_trials else
+             opts.total_trials is not None and result.n_complete < opts.total_trials)
+    why = "its --timeout passed first" if opts.timeout and short else "the run reached its trial count first"
+    if now is None:
+        return (f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines, retries) had "
+                f"not run when this run ended: {why}; `--more {result.n_waiting}` runs them")
+    waiting, running = now.n_waiting, now.n_running
+    if not waiting:
+        return ""
+    what = f"note: {waiting} queued trials (warm start, --budgets points and baselines, retries)"
+    if not running:  # this run's trials are all finished: a running one is another worker's
+        return f"{what} did not run: {why}; `--more {waiting}` runs them"
+    return (f"{what} have not run yet ({why}); {running} trial{'s' if running > 1 else ''} of the study "
+            f"{'are' if running > 1 else 'is'} running in another worker, which may take them - `advisor "
+            f"studies{storage_flag(result.storage_url)}` counts those still waiting, `--more N` runs N here")
 
 
 def _left_out_note(console):
