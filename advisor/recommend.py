@@ -344,7 +344,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
         floor = q.min_accuracy
         if q.max_accuracy_drop is not None:
             ref = refs.get(p.study_name)
-            rel = None if ref is None else ref.accuracy - q.max_accuracy_drop
+            # an accuracy is never below 0: a floor under it (a drop larger than the reference's accuracy) is 0
+            rel = None if ref is None else max(0.0, ref.accuracy - q.max_accuracy_drop)
             floor = rel if floor is None else (floor if rel is None else max(floor, rel))
         c = Candidate(p, floor)
         peak = p.values.get("peak_gpu_bytes")
@@ -428,8 +429,9 @@ def _why(rec: Recommendation) -> list[str]:
     acc = p.values.get("accuracy")
     if c.floor is not None and acc is not None:
         ref = rec.references.get(p.study_name)
-        basis = (f" (= {ref.accuracy:.3f} of trial #{ref.trial} minus {q.max_accuracy_drop}; trial #{ref.trial}: "
-                 f"{ref.how})"
+        below = ref is not None and q.max_accuracy_drop is not None and ref.accuracy - q.max_accuracy_drop < 0
+        basis = (f" ({'' if below else '= '}{ref.accuracy:.3f} of trial #{ref.trial} minus {q.max_accuracy_drop}"
+                 f"{' is below 0, so 0: no accuracy is excluded' if below else ''}; trial #{ref.trial}: {ref.how})"
                  if ref and q.max_accuracy_drop is not None and (q.min_accuracy is None or c.floor > q.min_accuracy)
                  else "")
         out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")

@@ -381,3 +381,22 @@ def test_the_printed_export_command_runs_as_printed_on_postgresql():
     finally:
         save_front(engine, study, [])
         engine.dispose()
+
+
+def test_a_relative_floor_below_zero_is_printed_as_zero(tmp_path):
+    """A drop larger than the reference's accuracy (or a study whose every accuracy is 0, under the default drop)
+    printed "floor -0.020" - no accuracy; the floor is 0 now, and the line says why."""
+    m = model_meta()
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "bf16", 8, acc=0.03, h2d=0.0, peak_gib=2.0, meta=m),
+                                      point("s1", 1, "int4", 2, acc=0.0, h2d=1e6, peak_gib=1.0, meta=m)])
+    r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "accuracy 0.000 >= floor 0.000 (0.030 of trial #0 minus 0.05 is below 0, so 0: no accuracy is " \
+           "excluded; trial #0: uniform bf16 plan" in r.stdout, r.stdout
+    assert "floor -" not in r.stdout, r.stdout
+    r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05", "--json")
+    assert json.loads(r.stdout)["chosen"]["accuracy_floor"] == 0.0, r.stdout
+    zero = make_db(tmp_path / "z.db", [point("z", 0, "bf16", 8, acc=0.0, h2d=0.0, peak_gib=2.0, meta=m),
+                                       point("z", 1, "int4", 2, acc=0.0, h2d=1e6, peak_gib=1.0, meta=m)])
+    r = _cli("recommend", "--storage", zero, "--budget", "1.5GiB")  # the default drop, 0.01, below an accuracy of 0
+    assert r.returncode == 0 and "floor 0.000 (0.000 of trial #0 minus 0.01 is below 0" in r.stdout, r.stdout
