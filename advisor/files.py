@@ -7,8 +7,11 @@ crash, a Ctrl-C or a failed step never leaves half an output. Standard library o
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -106,11 +109,60 @@ def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True
     return Path(path)
 
 
+def _old_copies(path: Path) -> list[Path]:
+    """The earlier outputs `atomic_dir` set aside beside `path` (`.NAME.old-<ms>`), oldest first."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.old-(\d+)")
+    try:
+        found = [(int(m.group(1)), p) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and p.is_dir()]
+    except OSError:  # no directory there yet, or one that cannot be listed: nothing set aside
+        return []
+    return [p for _, p in sorted(found)]
+
+
+def _recover(path: Path) -> None:
+    """What a replacement cut short left beside `path` (a process killed between `atomic_dir`'s two renames, or
+    before it removed the earlier output): the earlier output back in place when `path` is missing, any other
+    copy set aside removed."""
+    old = _old_copies(path)
+    if old and not path.exists():
+        try:
+            old.pop().rename(path)
+        except OSError:
+            return
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive in the block are delivered when it has finished, to the handlers in force
+    before it (a KeyboardInterrupt, or the process's end): a few renames are never cut in half. Only the main
+    thread can install handlers; elsewhere the block runs as it is (`_recover` repairs what a signal left)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    before: dict[int, object] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handler = signal.getsignal(sig)
+            if handler is not None and handler is not signal.SIG_IGN:  # None: set outside Python, cannot be put back
+                before[sig] = signal.signal(sig, lambda s, _frame: got.append(s))
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for sig in dict.fromkeys(got):
+            signal.raise_signal(sig)
+
+
 def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -> Path:
     """`UserError` unless `path` (resolved: `.` is the current directory) is new, empty, or holds only entries
     named in `replaces` (an earlier output of the same writer): `atomic_dir` removes the directory it replaces,
-    which must never take a user's other files with it."""
+    which must never take a user's other files with it. An earlier output a cut-short replacement left aside
+    is put back first (`_recover`)."""
     path = Path(path).resolve()
+    _recover(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory; choose another -o")
     if not path.exists():  # where it would be created must take a directory: found now, not after the work
@@ -151,15 +203,20 @@ def atomic_dir(path: str | os.PathLike, replaces: Collection[str] = ()) -> Itera
         if path.exists():
             check_replaceable(path, replaces)  # again: files may have appeared while the block ran
             old = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
-            path.rename(old)
         try:
-            tmp.rename(path)
-        except OSError:
-            if old is not None:
-                old.rename(path)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            # a signal between the two renames left the earlier output only in the hidden `old`, and none at `path`
+            with _signals_deferred():
+                if old is not None:
+                    path.rename(old)
+                try:
+                    tmp.rename(path)
+                except OSError:
+                    if old is not None:
+                        old.rename(path)
+                    raise
+        finally:
+            if old is not None and path.exists():  # not when putting it back failed: then `old` is the only copy
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

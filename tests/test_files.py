@@ -3,7 +3,7 @@
 import pytest
 
 from advisor.errors import UserError
-from advisor.files import atomic_dir, atomic_path, write_atomic
+from advisor.files import atomic_dir, atomic_path, check_replaceable, write_atomic
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
@@ -58,3 +58,76 @@ def test_a_directory_holding_other_files_is_never_replaced(tmp_path, monkeypatch
     with pytest.raises(UserError, match="holds other files"), atomic_dir(".") as d:
         (d / "a.md").write_text("x")
     assert (mine / "notes.txt").read_text() == "mine"
+
+
+_SWAP_CUT = """
+import os, signal, sys
+from pathlib import Path
+from advisor.files import atomic_dir
+
+out, sig = Path(sys.argv[1]), getattr(signal, sys.argv[2])
+rename = Path.rename
+
+
+def cut(self, target):  # the signal comes right after the earlier output is set aside, before the new one is in
+    moved = rename(self, target)
+    if self == out:
+        os.kill(os.getpid(), sig)
+    return moved
+
+
+Path.rename = cut
+with atomic_dir(out, replaces={"a.md"}) as d:
+    (d / "a.md").write_text("second")
+"""
+
+
+def _earlier_report(tmp_path):
+    out = tmp_path / "report"
+    with atomic_dir(out) as d:
+        (d / "a.md").write_text("first")
+    return out
+
+
+def test_a_signal_between_the_two_renames_waits_for_the_second(tmp_path, monkeypatch):
+    """Replacing an earlier output is two renames (it aside to `.NAME.old-<ms>`, the new one to NAME): a Ctrl-C
+    between them left the earlier output only in the hidden folder and NAME missing. The signal (a real one, sent
+    between them) now waits until both are done."""
+    import os
+    import signal
+    from pathlib import Path
+
+    out = _earlier_report(tmp_path)
+    rename = Path.rename
+
+    def cut(self, target):
+        moved = rename(self, target)
+        if self == out:
+            os.kill(os.getpid(), signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", cut)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(out, replaces={"a.md"}) as d:
+        (d / "a.md").write_text("second")
+    monkeypatch.undo()
+    assert (out / "a.md").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_process_killed_between_the_two_renames_leaves_an_output_in_place(tmp_path, sig):
+    """SIGTERM (whose default ends the process at once) waits until the new output is in place; SIGKILL cannot
+    wait, and the next writer of that path (`advisor report` checks it first) puts the earlier output back;
+    either way no hidden copy of it stays."""
+    import subprocess
+    import sys
+
+    out = _earlier_report(tmp_path)
+    r = subprocess.run([sys.executable, "-c", _SWAP_CUT, str(out), sig], capture_output=True, text=True)
+    assert r.returncode == -getattr(__import__("signal"), sig), r.stderr
+    if sig == "SIGTERM":
+        assert (out / "a.md").read_text() == "second"
+    check_replaceable(out, {"a.md"})
+    assert (out / "a.md").read_text() == ("second" if sig == "SIGTERM" else "first")
+    # (SIGKILL also leaves the new output's temporary folder, `.report-<random>`: another writer may be filling it)
+    assert not [p.name for p in tmp_path.iterdir() if ".old-" in p.name]
