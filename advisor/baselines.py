@@ -36,8 +36,27 @@ class Baseline:
     taus: tuple[int, ...] = (0,)
 
 
-NO_CACHE = Baseline("no-cache", "fp16 without cache", "every routed expert copied for every forward", "lru", "copy",
+NO_CACHE = Baseline("no-cache", "without cache", "every routed expert copied for every forward", "lru", "copy",
                     no_cache=True)
+"""Tables name it with its 16-bit format: `no_cache_label`."""
+SIXTEEN_BIT = ("fp16", "bf16")
+_DTYPE_FORMATS = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
+
+
+def full_precision(dtype: str | None, ran: str | None = None) -> str:
+    """The 16-bit format of a study's full-precision baseline, as every table, plot and line names it: the format
+    its stored no-cache trial ran at (`ran`, when a 16-bit one), else the model's own 16-bit dtype as the study
+    recorded it (model_meta "dtype": "bfloat16" -> bf16, "float16" -> fp16; a format name is taken too), else
+    fp16 (a model stored at 32 bits, or no dtype recorded). bf16 and fp16 experts count the same bytes: only the
+    name differs, and a bf16 model's baseline called "fp16" named a format it never ran at."""
+    if ran in SIXTEEN_BIT:
+        return str(ran)
+    return _DTYPE_FORMATS.get(str(dtype or "").removeprefix("torch.").lower(), "fp16")
+
+
+def no_cache_label(fmt: str) -> str:
+    """How tables name the no-cache baseline at 16-bit format `fmt` (`full_precision`)."""
+    return f"{fmt} {NO_CACHE.label}"
 BASELINES = (
     Baseline("mixtral-offloading", "Mixtral-offloading-style", "LRU, every miss copied", "lru", "copy"),
     Baseline("fiddler", "Fiddler-style", "static hot experts, misses on the CPU", "static_hot", "cpu"),

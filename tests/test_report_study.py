@@ -453,3 +453,34 @@ def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(stud
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(said), r.stderr
         assert not (tmp_path / "r").exists()
+
+
+def test_a_bf16_models_baseline_is_named_bf16_everywhere(tmp_path, monkeypatch):
+    """A bf16 model's no-cache baseline was called "fp16" (its headline row, the cuts, the definitions, the plot's
+    line, report.json and the command's summary), a format the study never ran at; the name follows the dtype
+    the study recorded for its model, and the report traces its 16-bit plan at that format."""
+    import torch
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.models.tiny import build_tiny
+
+    monkeypatch.chdir(tmp_path)
+    build_tiny("llada_moe", dtype=torch.bfloat16).save_pretrained(str(tmp_path / "ckpt"))
+    (tmp_path / "f.toml").write_text('name = "f"\n[precision]\nformats = ["bf16", "int8"]\n[cache]\n'
+                                     'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
+                                     'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
+                                     'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
+                                     'fidelity_prompts = 1\nmax_new_tokens = 8\n')
+    tune = CliRunner().invoke(app, ["tune", "./ckpt", "--space", "f.toml", "--trials", "1", "--storage", "f.db",
+                                    "--study", "b"])
+    assert tune.exit_code == 0, tune.output
+    rep = CliRunner().invoke(app, ["report", "b", "--storage", "f.db", "--block-lengths", "", "-o", "rep"])
+    assert rep.exit_code == 0, rep.output
+    assert "vs bf16 without cache" in rep.stdout and "fp16" not in rep.stdout, rep.stdout
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| bf16, no cache (baseline) |" in md and "*BF16-no-cache baseline*" in md, md
+    assert "fp16" not in md.lower(), [ln for ln in md.splitlines() if "fp16" in ln.lower()]
+    payload = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert payload["baseline"]["precision"] == "bf16" and set(payload["sweep"]["expert_bytes"]) == {"bf16", "int8",
+                                                                                                       "int4"}

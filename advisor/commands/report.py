@@ -71,8 +71,10 @@ def register(app: typer.Typer) -> None:
             cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
             return f"transfer cut {cut}" + ("" if r.time_cut is None else f", time cut {100 * r.time_cut:.1f}%")
 
+        from advisor.baselines import no_cache_label
         from advisor.units import format_bytes
 
+        full = res.extra["baseline_format"]
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
         typer.echo(f"  at {format_bytes(memory)} of GPU memory ({why}):")
         for r in res.headline:
@@ -80,7 +82,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"  {r.precision:>5}: {r.note}")
                 continue
             dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
-            typer.echo(f"  {r.precision:>5}: trial #{r.trial}, {cuts(r)} vs fp16 without cache, "
+            typer.echo(f"  {r.precision:>5}: trial #{r.trial}, {cuts(r)} vs {no_cache_label(full)}, "
                        f"accuracy change {dacc}")
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]

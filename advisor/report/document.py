@@ -42,7 +42,12 @@ class ReportContext:
     max_accuracy_drop: float
     reference: Reference
     answers: list[BudgetAnswer] = field(default_factory=list)
-    equal_memory: dict[str, Any] = field(default_factory=dict)  # precision -> replay at the FP16 headline's cache
+    equal_memory: dict[str, Any] = field(default_factory=dict)  # precision -> replay at the 16-bit headline's cache
+
+    @property
+    def full(self) -> str:
+        """The study's 16-bit format, as the baseline is named everywhere (`advisor.baselines.full_precision`)."""
+        return self.sweep.baseline_format
 
 
 def json_default(o: Any) -> Any:
@@ -65,7 +70,7 @@ def report_json(c: ReportContext) -> dict[str, Any]:
         "task": c.wb.settings.task,
         "reference_memory_bytes": c.memory,
         "reference_memory_rule": c.memory_why,
-        "baseline": {"precision": "fp16", "h2d_bytes_per_token": c.reference.h2d_bytes_per_token,
+        "baseline": {"precision": c.full, "h2d_bytes_per_token": c.reference.h2d_bytes_per_token,
                      "time_per_token": c.reference.time_per_token,
                      "trial": c.reference.trial.number if c.reference.trial else None, "source": c.reference.source,
                      "replay": {"h2d_bytes_per_token": sw.baseline_bytes_per_token,
@@ -107,6 +112,7 @@ def compose(c: ReportContext) -> Document:
     from advisor.hardware.profiles import format_bytes
 
     d, sw, wb = c.data, c.sweep, c.wb
+    full, FULL = c.full, c.full.upper()
     model = d.setting("model")
     doc = Document(f"Expert precision x expert caching: {model} on {wb.settings.task} (study {d.name})")
     doc.add(Para(
@@ -127,7 +133,7 @@ def compose(c: ReportContext) -> Document:
     base_acc = base_acc_t.values.get("accuracy") if base_acc_t else None
     ref = c.reference
     ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
-    rows = [["fp16, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
+    rows = [[f"{full}, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
              _kib(ref.h2d_bytes_per_token), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
              _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None), "0 pt"]]
     for r in c.headline:
@@ -143,8 +149,9 @@ def compose(c: ReportContext) -> Document:
         ])
     header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
               "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"]
-    caption = ("Transfer cut = 1 - (H2D bytes/token) / (FP16-no-cache bytes/token). "
-               "Accuracy change is against the 16-bit (fp16 or bf16) plan's stored accuracy.")
+    caption = (f"Transfer cut = 1 - (H2D bytes/token) / ({FULL}-no-cache bytes/token). "
+               "Accuracy change is against the full-precision plan's stored accuracy (the accuracy reference "
+               "below).")
     if _searches_misses(c):  # where each point's misses compute, beside its cache
         header.insert(4, "miss")
         rows[0].insert(4, miss_policy(ref.trial.config) if ref.trial else "copy")
@@ -158,18 +165,18 @@ def compose(c: ReportContext) -> Document:
             row.append(_ms(r.time_per_token))
         caption += f" Time per token: {timed[0].time_source or 'source not recorded'}."
     doc.add(Table(header, rows, caption=caption))
-    doc.add(Para("**Definitions.** *FP16-no-cache baseline*: no expert stays on the GPU between forwards; every "
-                 "routed expert a forward needs is copied for that forward, once per MoE layer, at FP16 size - "
-                 "bytes = sum over forwards and MoE layers of (distinct experts routed) x (one expert's FP16 bytes), "
-                 "divided by generated tokens; counted by replaying the FP16 plan's routing trace with zero slots. "
-                 "*Equal GPU memory*: every precision gets the same GPU memory (resident weights are identical, so "
-                 "this is the same expert-cache byte budget); a smaller format fits more experts in it (INT8 about "
-                 "2x the FP16 slots, INT4 about 3-4x, scales included). *Per token*: per generated token of the "
+    doc.add(Para(f"**Definitions.** *{FULL}-no-cache baseline*: no expert stays on the GPU between forwards; every "
+                 f"routed expert a forward needs is copied for that forward, once per MoE layer, at {FULL} size - "
+                 f"bytes = sum over forwards and MoE layers of (distinct experts routed) x (one expert's {FULL} "
+                 f"bytes), divided by generated tokens; counted by replaying the {FULL} plan's routing trace with zero "
+                 "slots. *Equal GPU memory*: every precision gets the same GPU memory (resident weights are identical, "
+                 "so this is the same expert-cache byte budget); a smaller format fits more experts in it (INT8 about "
+                 f"2x the {FULL} slots, INT4 about 3-4x, scales included). *Per token*: per generated token of the "
                  "study's trace workload. Accuracy reference: " + base_acc_why + "."))
     doc.add(Table(["precision", "GPU slots/layer", "expert cache", "policy", "H2D / token", "transfer cut"],
                   equal_memory_replay(c),
                   caption="The same question answered by trace replay at equal expert-cache memory (at most the "
-                          "FP16 headline trial's cache bytes; each precision takes as many slots per layer as fit, "
+                          f"{FULL} headline trial's cache bytes; each precision takes as many slots per layer as fit, "
                           "with the best policy of the study). Replay values, not stored trials: they fill gaps in what the "
                           "study sampled."))
     doc.add(Bullets(_answer_lines(c)))
@@ -181,7 +188,7 @@ def compose(c: ReportContext) -> Document:
     doc.add(Figure(c.figures["transfer_vs_slots"],
                    "H2D bytes (left, counted) and transfer time (right, " + sw.time_source + ") per generated token "
                    "vs GPU expert slots per MoE layer; one curve per precision and policy; dotted: Belady's MIN "
-                   "(an upper bound on any policy's hits); black line: FP16 with no cache."))
+                   f"(an upper bound on any policy's hits); grey dashed line: {FULL} with no cache."))
     doc.add(Figure(c.figures["transfer_vs_memory"],
                    "The same curves against GPU expert-cache memory: at equal memory, lower-precision experts "
                    "both fit more slots and move fewer bytes per miss."))
@@ -225,12 +232,14 @@ BEST = "best cache + miss policy"
 
 
 def budget_rows(c: ReportContext) -> list[list[Any]]:
-    """The rows of the several-budgets answer table (also what the README quotes): FP16 without cache when
+    from advisor.baselines import no_cache_label
+
+    """The rows of the several-budgets answer table (also what the README quotes): 16-bit without cache when
     stored, then per budget each precision at its best and each baseline strategy."""
     ref = c.reference
     rows = []
     if ref.trial is not None:
-        rows.append(_row("any", trial_row(ref.trial, "fp16", c.trials, ref, {}, "fp16 without cache")))
+        rows.append(_row("any", trial_row(ref.trial, c.full, c.trials, ref, {}, no_cache_label(c.full))))
     for a in c.answers:
         for r in a.rows:
             if r.trial is None:
@@ -270,17 +279,17 @@ def budget_caption(c: ReportContext, sizes: str) -> str:
     shown = {r.strategy for a in c.answers for r in a.baselines}
     strategies = "; ".join(f"{b.label}: {b.what}" for b in BASELINES if b.label in shown)
     return (f"The answer at several GPU budgets ({sizes}; a share means {c.answers[0].rule.split(' + ')[0]} + that "
-            "share of the FP16 expert bytes): per precision, the stored trial with the least time per token that "
+            "share of the 16-bit expert bytes): per precision, the stored trial with the least time per token that "
             "fits (its best cache and miss policy; ties: fewest H2D bytes), and the baseline strategies stored at "
-            f"that budget, at FP16 with as much cache as fits ({strategies or 'none stored'}). Cuts are against "
-            f"FP16 without cache ({c.reference.source}). H2D bytes: counted. Time per token: "
+            f"that budget, at 16 bits with as much cache as fits ({strategies or 'none stored'}). Cuts are against "
+            f"{c.full.upper()} without cache ({c.reference.source}). H2D bytes: counted. Time per token: "
             f"{timed or 'not stored by this study'}.")
 
 
 def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
-    """Per precision, the replay at the most slots whose cache fits the FP16 headline trial's cache bytes."""
+    """Per precision, the replay at the most slots whose cache fits the 16-bit headline trial's cache bytes."""
     if not c.equal_memory:
-        return [["-", "-", "-", "-", "no FP16 trial in the headline: no reference cache size", "-"]]
+        return [["-", "-", "-", "-", f"no {c.full.upper()} trial in the headline: no reference cache size", "-"]]
     rows = []
     for fmt, best in c.equal_memory.items():
         if best is None:
@@ -311,9 +320,9 @@ def _answer_lines(c: ReportContext) -> list[str]:
             lines.append(f"{r.precision}: {r.note}.")
             continue
         acc = "accuracy change not measured" if r.accuracy_change is None else \
-            f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs FP16)"
+            f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs {c.full.upper()})"
         lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU slots per layer "
-                     f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs FP16 without a "
+                     f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs {c.full.upper()} without a "
                      f"cache; {acc}.")
     return lines
 
@@ -410,7 +419,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         _cpu_label(cpu_origin, wb.backend.cpu_profile().source, wb.backend.cpu_profile().host),
         "Limits: accuracy intervals are Wilson 95% intervals on the stated sample size; a small sample cannot "
         "separate plans whose intervals overlap. Transfer times are a bandwidth model unless measured on CUDA. "
-        "Routing under quantized experts is recorded per precision (it can differ from FP16).",
+        f"Routing under quantized experts is recorded per precision (it can differ from {c.full.upper()}).",
     ]))
     doc.add(Table(["trace (precision)", "forwards", "MoE layers", "routed (token, expert) pairs", "expert look-ups",
                    "generated tokens"], trace_rows, caption="Routing traces replayed for this report."))

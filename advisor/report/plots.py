@@ -54,7 +54,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
     """H2D bytes (top row) and transfer time (bottom row) per generated token vs GPU expert slots (or cache bytes).
 
     One column per precision, one curve per cache policy (colour and marker per policy) and Belady's MIN (black
-    crosses); the FP16-no-cache baseline as a horizontal line. Rows share their y axis, so columns compare.
+    crosses); the no-cache baseline (at the study's 16-bit format) as a horizontal line. Rows share their y axis, so columns compare.
     """
     precisions = list(dict.fromkeys(p.precision for p in sweep.points))
     policies = sorted({p.policy for p in sweep.points if p.policy != "belady"})
@@ -72,9 +72,9 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
             top.plot(xs, [p.bytes_per_token / 2**20 for p in pts], label=label, **policy_style(pol))
             bottom.plot(xs, [p.transfer_ms_per_token for p in pts], label=label, **policy_style(pol))
         top.axhline(sweep.baseline_bytes_per_token / 2**20, color="grey", linewidth=1.2, linestyle="--",
-                    label="fp16, no cache")
+                    label=f"{sweep.baseline_format}, no cache")
         bottom.axhline(sweep.baseline_ms_per_token, color="grey", linewidth=1.2, linestyle="--",
-                       label="fp16, no cache")
+                       label=f"{sweep.baseline_format}, no cache")
         top.set_title(f"{prec} experts", color=_color(prec, ip), fontweight="bold")
         bottom.set_xlabel(xlabel)
         for ax in (top, bottom):

@@ -5,9 +5,9 @@ policy: the trace is replayed through the same policy objects the live runtime u
 (`advisor.offload.simulate`), with each expert's bytes at the plan's format (counted exactly, scales
 included). Belady's MIN on the same trace gives the bound no policy can beat.
 
-The FP16-no-cache baseline is a replay with zero slots: every distinct expert a forward routes to in a
-layer is copied once for that forward, at FP16 size -
-``sum over forwards, layers of |distinct experts| x fp16 expert bytes``, divided by generated tokens.
+The no-cache baseline is a replay with zero slots: every distinct expert a forward routes to in a layer is
+copied once for that forward, at 16-bit size (the study's full precision, bf16 or fp16: the same bytes) -
+``sum over forwards, layers of |distinct experts| x 16-bit expert bytes``, divided by generated tokens.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Sweep:
     traces: dict[str, TraceInfo] = field(default_factory=dict)
     slot_grid: list[int] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
+    baseline_format: str = BASELINE_FORMAT
+    """The 16-bit format the baseline was replayed at, as it is named (`advisor.baselines.full_precision`)."""
 
     def curve(self, precision: str, policy: str) -> list[SweepPoint]:
         return sorted((p for p in self.points if p.precision == precision and p.policy == policy),
@@ -85,7 +87,7 @@ def no_cache(trace: Any, fmt: str = BASELINE_FORMAT, profile: Any = None) -> Any
 
 
 def replays(traces: Mapping[str, Any], profile: Any = None) -> dict[str, Replay]:
-    """Each precision's routing trace ready to replay (`traces` maps a format name - "fp16", "int8", "int4" - to
+    """Each precision's routing trace ready to replay (`traces` maps a format name - "bf16", "int8", "int4" - to
     the trace recorded under that uniform plan): built once, for `sweep` and `equal_memory` both."""
     return {fmt: Replay(trace, fmt, profile) for fmt, trace in traces.items()}
 
@@ -97,10 +99,12 @@ def sweep(
     slots: Sequence[int] | None = None,
     baseline_trace: Any = None,
     with_belady: bool = True,
+    baseline_format: str = BASELINE_FORMAT,
 ) -> Sweep:
     """Replay each precision's trace (from `replays`) at every slot count with every policy (and Belady's MIN).
 
-    The baseline uses `baseline_trace` (default: the fp16 trace, else the first one) at FP16 bytes.
+    The baseline uses `baseline_trace` (default: the `baseline_format` trace, else the first one) at the bytes
+    of `baseline_format` (a 16-bit format: the study's full precision).
     """
     from advisor.offload.simulate import belady
 
@@ -109,8 +113,8 @@ def sweep(
     first = next(iter(replayed.values()))
     profile = first.profile
     grid = list(slots) if slots is not None else slot_grid(first.trace.num_experts)
-    base_trace = baseline_trace or replayed.get(BASELINE_FORMAT, first).trace
-    base = no_cache(base_trace, BASELINE_FORMAT, profile)
+    base_trace = baseline_trace or replayed.get(baseline_format, first).trace
+    base = no_cache(base_trace, baseline_format, profile)
     tokens = max(1, base_trace.generated_tokens)
     out = Sweep(
         points=[],
@@ -121,6 +125,7 @@ def sweep(
         expert_bytes={},
         slot_grid=grid,
         policies=list(policies),
+        baseline_format=baseline_format,
     )
     for fmt, r in replayed.items():
         trace = r.trace

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.baselines import SIXTEEN_BIT
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
 from advisor.results.config_view import miss_policy, policy_text
 
 PRECISIONS = ("fp16", "int8", "int4")
-BASELINE_FORMATS = ("fp16", "bf16")
+"""The report's precisions: its 16-bit one is the study's (`advisor.baselines.full_precision`), in its place."""
+BASELINE_FORMATS = SIXTEEN_BIT
 SWEEP_POLICIES_MAX = 4
 
 
@@ -47,7 +49,7 @@ class HeadlineRow:
 
 @dataclass
 class Reference:
-    """FP16 without an expert cache, what every cut is against: a stored trial (`advisor tune --budgets`), else
+    """16-bit experts without an expert cache, what every cut is against: a stored trial (`advisor tune --budgets`), else
     a replay."""
 
     h2d_bytes_per_token: float
@@ -69,8 +71,8 @@ def uniform_precision(t: TrialRecord) -> str | None:
 def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> int | None:
     """Counted GPU expert-cache bytes of a uniform-plan trial: sum over layers of slots x expert bytes."""
     fmt = uniform_precision(t)
-    if fmt in BASELINE_FORMATS:  # bf16 experts count the bytes of the fp16 trace the report replays
-        fmt = "fp16"
+    if fmt in BASELINE_FORMATS:  # bf16 and fp16 experts count the same bytes: those of the 16-bit trace replayed
+        fmt = next((f for f in BASELINE_FORMATS if f in expert_bytes), fmt)
     slots = t.config.get("slots_per_layer")
     if fmt is None or not isinstance(slots, list):
         return None
@@ -101,11 +103,11 @@ def reference_memory(data: StudyData, trials: Sequence[TrialRecord], override: i
     base = [t.values["peak_gpu_bytes"] for t in trials
             if uniform_precision(t) in BASELINE_FORMATS and "peak_gpu_bytes" in t.values]
     if base:
-        return float(max(base)), "the most GPU memory any FP16 trial of the study used (no budget was set)"
+        return float(max(base)), "the most GPU memory any 16-bit trial of the study used (no budget was set)"
     mem = sorted(t.values["peak_gpu_bytes"] for t in trials if "peak_gpu_bytes" in t.values)
     if not mem:
         raise UserError(f"study {data.name!r} records no peak_gpu_bytes; it was not written by `advisor tune`")
-    return float(mem[len(mem) // 2]), "the median GPU memory of the study's trials (no budget, no FP16 trial)"
+    return float(mem[len(mem) // 2]), "the median GPU memory of the study's trials (no budget, no 16-bit trial)"
 
 
 @dataclass
@@ -121,7 +123,7 @@ class BudgetAnswer:
 
 
 def stored_reference(trials: Sequence[TrialRecord]) -> TrialRecord | None:
-    """The study's stored FP16-no-cache trial (`advisor tune --budgets`), if any."""
+    """The study's stored no-cache trial (`advisor tune --budgets`), if any."""
     from advisor.baselines import NO_CACHE
 
     return next((t for t in sorted(trials, key=lambda t: t.number) if t.attrs.get("baseline") == NO_CACHE.name),
@@ -136,7 +138,7 @@ def rank(t: TrialRecord) -> tuple:
 
 
 def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:
-    """The trial whose accuracy is the FP16 reference (accuracy depends on the plan only)."""
+    """The trial whose accuracy is the full-precision reference (accuracy depends on the plan only)."""
     for fmts in (BASELINE_FORMATS, ("fp32",)):
         cands = [t for t in trials if uniform_precision(t) in fmts and "accuracy" in t.values]
         if cands:
@@ -144,7 +146,7 @@ def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | Non
     if not any("accuracy" in t.values for t in trials):  # e.g. a fidelity study of a model without a tokenizer
         return None, ("no trial of the study measured task accuracy (not among its objectives): accuracy change "
                       "not available; fidelity per plan below")
-    return None, "no FP16 plan in the study: accuracy change not available"
+    return None, "no 16- or 32-bit plan in the study: accuracy change not available"
 
 
 def interval(t: TrialRecord) -> tuple[float, float] | None:

@@ -5,7 +5,7 @@ Where each number comes from (the report repeats this for its reader):
 
 * the **headline table** and the accuracy table are the study's stored trial values, read back unchanged
   from the Optuna storage (`report.json` keeps them with their trial numbers, so they can be checked);
-* the **FP16-no-cache baseline** and the **transfer curves** are fresh replays of routing traces recorded on
+* the **no-cache baseline** (16-bit experts, named as the study's model: `advisor.baselines.full_precision`) and the **transfer curves** are fresh replays of routing traces recorded on
   the study's own model, prompts and decoding (`advisor.tune.model_backend.ModelBackend`), through the
   same simulator the tuner used; every headline trial is replayed too and must reproduce its stored bytes;
 * the **block-diffusion section** records extra traces at block lengths 8/16/32 on the same prompts.
@@ -112,27 +112,29 @@ def build_report(
     # routes as the stored one did; and tiny expert matmuls on a busy host only slow down with more threads
     torch.set_num_threads(1)
 
+    full = baseline_format(data, trials)
+    precisions = (full, *PRECISIONS[1:])
     say("loading the study's model")
     wb = Workbench.open(data, task)
-    say("recording one routing trace per precision (fp16, int8, int4)")
-    runs = {fmt: wb.trace(fmt) for fmt in PRECISIONS}
+    say(f"recording one routing trace per precision ({', '.join(precisions)})")
+    runs = {fmt: wb.trace(fmt) for fmt in precisions}
     policies = trial_policies(data)
     say(f"replaying traces over slot counts with policies {', '.join(policies)} and Belady's MIN")
     replayed = replays({f: r.trace for f, r in runs.items()}, wb.profile)  # access sequences built once
-    sw = sweep(replayed, policies=policies)
+    sw = sweep(replayed, policies=policies, baseline_format=full)
     budgets = [budget_memory(m, wb.backend.shape) for m in memory]
     ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
     if budgets:
         memory_why = budgets[0][1]
     reference = _reference(trials, sw)
-    rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes)
-    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes),
+    rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions)
+    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions),
                             baseline_rows(trials, spec.strip(), reference, sw.expert_bytes))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     for r in rows:
         if r.trial is not None:
             t = next(t for t in trials if t.number == r.trial)
-            r.replayed_bytes_per_token = wb.replay_stored(runs[_run_key(r.precision)], t)
+            r.replayed_bytes_per_token = wb.replay_stored(runs[_run_key(r.precision, full)], t)
     ref_cache = next((r.expert_cache_bytes for r in rows if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
                      None)
     equal = {} if ref_cache is None else equal_memory(replayed, ref_cache, policies=policies)
@@ -170,12 +172,23 @@ def build_report(
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
                         time.perf_counter() - t0, {"recommended": recs, "answers": answers,
-                                                   "memory": (ref_memory, memory_why)})
+                                                   "memory": (ref_memory, memory_why), "baseline_format": full})
+
+
+def baseline_format(data: Any, trials: list[Any]) -> str:
+    """The study's 16-bit format, as the report names its baseline and traces its 16-bit plan: its stored no-cache
+    trial's, else its model's recorded dtype (`advisor.baselines.full_precision`)."""
+    from advisor.baselines import full_precision
+
+    stored = stored_reference(trials)
+    meta = data.setting("model_meta") or {}
+    return full_precision(meta.get("dtype") if isinstance(meta, dict) else None,
+                          stored.uniform_format if stored is not None else None)
 
 
 def _reference(trials: list[Any], sw: Any) -> Reference:
-    """FP16 without cache: the study's stored trial when it has one (`advisor tune --budgets`), else the
-    report's own zero-slot replay of the FP16 trace (bytes only)."""
+    """No cache: the study's stored trial when it has one (`advisor tune --budgets`), else the report's own
+    zero-slot replay of the 16-bit trace (bytes only)."""
     t = stored_reference(trials)
     if t is not None:
         return Reference(t.values["h2d_bytes_per_token"], t.values.get("time_per_token"), t,
@@ -183,8 +196,8 @@ def _reference(trials: list[Any], sw: Any) -> Reference:
     return Reference(sw.baseline_bytes_per_token, None, None, "counted:trace-replay(0 slots)")
 
 
-def _run_key(precision: str) -> str:
-    return "fp16" if precision in BASELINE_FORMATS else precision.split(":")[0]
+def _run_key(precision: str, full: str) -> str:
+    return full if precision in BASELINE_FORMATS else precision.split(":")[0]
 
 
 class _RecMark:

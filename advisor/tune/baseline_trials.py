@@ -19,14 +19,12 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
+from advisor.baselines import BASELINES, NO_CACHE, SIXTEEN_BIT, Baseline, baseline_slots, full_precision
 from advisor.tune.budget import BudgetFit, budget_memory, memory_spec
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
 
 CACHE_KNOBS = ("allocation", "policy", "prefetch", "miss", "tau")
-
-SIXTEEN_BIT = ("fp16", "bf16")
 
 
 def full_format(space: SearchSpace, shape: ModelShape) -> str:
@@ -34,7 +32,7 @@ def full_format(space: SearchSpace, shape: ModelShape) -> str:
     for f in space.formats.values():
         if f in SIXTEEN_BIT:
             return str(f)
-    return "bf16" if shape.native_format == "bf16" else "fp16"
+    return full_precision(shape.native_format)
 
 
 def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
