@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tune_helpers import FIDELITY_SPACE
 from typer.testing import CliRunner
 
 from advisor.errors import UserError
@@ -293,24 +294,6 @@ def test_profile_records_the_cpu_its_expert_times_were_measured_on(tmp_path):
     assert f"CPU: {host_cpu()}" in r.stdout, r.stdout
 
 
-FIDELITY_SPACE = """
-name = "tiny-fidelity"
-[precision]
-formats = ["fp16", "int8", "int4"]
-groups = 1
-[cache]
-slots_per_layer = { low = 1, high = "all" }
-policies = ["lru"]
-prefetch = ["none"]
-[objectives]
-h2d_bytes_per_token = "minimize"
-fidelity_top1 = "maximize"
-peak_gpu_bytes = "minimize"
-[evaluation]
-task = "toy"
-trace_prompts = 2
-fidelity_prompts = 2
-"""
 
 
 def test_report_on_a_fidelity_study_says_why_accuracy_is_missing_and_which_prompts_it_traced(tmp_path):

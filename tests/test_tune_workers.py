@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from tune_helpers import FIDELITY_SPACE
 
 from advisor.results.evalcache import EvalCache
 from advisor.results.storage import normalize_url
@@ -479,26 +480,6 @@ def test_a_trial_younger_than_a_heartbeat_interval_is_not_stamped(shm_dir, backe
         optuna.delete_study(study_name=name, storage=storage)
 
 
-QUEUE_SPACE = """
-name = "tiny-queue"
-[precision]
-formats = ["fp16", "int8", "int4"]
-groups = 1
-[cache]
-slots_per_layer = { low = 1, high = "all" }
-policies = ["lru"]
-prefetch = ["none"]
-[objectives]
-h2d_bytes_per_token = "minimize"
-fidelity_top1 = "maximize"
-peak_gpu_bytes = "minimize"
-[evaluation]
-task = "toy"
-trace_prompts = 2
-fidelity_prompts = 2
-"""
-
-
 def test_the_queued_trials_note_counts_the_study_as_it_stands_and_names_a_running_worker(tmp_path, monkeypatch):
     """`advisor tune` ending with queued trials said they "did not run" and that `--more N` runs them, from the
     count read when its run ended, also while another worker ran the study (and could take them): the note
@@ -509,7 +490,7 @@ def test_the_queued_trials_note_counts_the_study_as_it_stands_and_names_a_runnin
     from advisor.results.storage import open_storage
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "space.toml").write_text(QUEUE_SPACE)
+    (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
     url = f"sqlite:///{tmp_path / 'q.db'}"
     base = ["tune", "tiny:llada2", "--space", "space.toml", "--budgets", "50%,100%", "--storage", url, "--study", "q"]
     first = CliRunner().invoke(app, [*base, "--trials", "1"], terminal_width=80)

@@ -41,6 +41,26 @@ limit = 8
 """
 
 
+# a tokenizer-less tiny model's space: fidelity stands in for accuracy
+FIDELITY_SPACE = """
+name = "tiny-fidelity"
+[precision]
+formats = ["fp16", "int8", "int4"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+fidelity_top1 = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+trace_prompts = 2
+fidelity_prompts = 2
+"""
+
 def small_space(text: str = SMALL_SPACE):
     return parse_space(text, "<test-small>")
 
