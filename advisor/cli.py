@@ -80,10 +80,13 @@ def run() -> None:
             _fail(f"cannot use '{shown}': file name too long ({len(name.encode())} bytes; most file systems take "
                   "255 per name and 4096 per path); give a shorter path", 2)
         except Exception as e:
+            from advisor.results.storage import is_locked_error, locked_database, storage_failure
+
+            failure = storage_failure(e)  # a server gone, a disk full: also under another error Optuna raised
+            if failure is not None:
+                _fail(mask_url(str(failure)), 2)
             if not type(e).__module__.startswith(("sqlalchemy", "optuna.exceptions", "sqlite3", "psycopg")):
                 raise
-            from advisor.results.storage import is_locked_error, locked_database
-
             if is_locked_error(e):
                 _fail(str(locked_database()), 2)
             first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)

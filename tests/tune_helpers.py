@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from advisor.errors import UserError
 from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun
 from advisor.tune.config import ModelShape, TrialConfig
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the study installed its own handler, or after it
         print("INTERRUPTED outside the study", file=sys.stderr, flush=True)
         return 130
+    except UserError as e:  # as the CLI says it
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
     out = {"n_complete": res.n_complete, "n_trials_run": res.n_trials_run, "interrupted": res.interrupted,
            "front": [p.trial_number for p in res.front], "calls": dict(backend.calls),
            "accuracy_plans": backend.accuracy_plans,

@@ -161,6 +161,54 @@ def is_locked_error(error: BaseException | None) -> bool:
     return False
 
 
+def database_error(error: BaseException | None) -> BaseException | None:
+    """The database's own error in `error`'s chain (`error` itself, or one it was raised from or while handling),
+    None if there is none: a driver error SQLAlchemy wrapped (what `driver_reason` reads), else the driver's or
+    Optuna's storage error. Optuna may raise another error while handling one: a tell whose write failed reads
+    the trial back, and when that fails too its `_run_trial` ends in an UnboundLocalError."""
+    seen, found = set(), None
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "orig", None) is not None and type(error).__module__.startswith("sqlalchemy"):
+            return error
+        if found is None and (type(error).__module__.startswith(("sqlalchemy", "sqlite3", "psycopg"))
+                              or type(error).__name__ == "StorageInternalError"):
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
+
+
+_SQLITE_WRITE_FAILED = ("disk is full", "disk I/O error", "readonly database", "unable to open database file")
+"""SQLite's reasons for a write that did not reach the file: no space, a file-size limit (`ulimit -f`: EFBIG
+reads as a disk I/O error), a file or directory made read-only, a file gone."""
+
+
+def storage_failure(error: BaseException, where: str | None = None) -> UserError | None:
+    """The one line for a database that failed in the middle of a command - a server stopped, restarted or out
+    of reach, a disk full, a file-size limit, a lock held too long - found anywhere in `error`'s chain; None if
+    the chain holds no database error. `where` is the --storage URL (named in the line, password hidden). Every
+    finished trial was committed when it finished: a rerun resumes."""
+    found = database_error(error)
+    if found is None:
+        return None
+    if is_locked_error(found):
+        return locked_database(where)
+    reason = mask_url(driver_reason(found))
+    path = sqlite_path(where) if where else None
+    driver = getattr(found, "orig", None) or found
+    if path is not None or type(driver).__module__.startswith("sqlite3"):
+        if not any(s in reason for s in _SQLITE_WRITE_FAILED):
+            return None  # (a damaged or foreign file: the readers' and the checks' own lines)
+        return UserError(f"cannot write {path or 'the SQLite database (--storage)'} ({reason}): its disk is full, a "
+                         "file-size limit (ulimit -f) was reached, or the file or its directory is read-only; "
+                         "nothing finished is lost - make room (or make it writable) and run the same command again")
+    if not {type(driver).__name__, type(found).__name__} & {"OperationalError", "InterfaceError", "DisconnectionError"}:
+        return None  # not the server or the link to it (a query it refused: the callers' own lines)
+    shown = f"the database {mask_url(where)}" if where else "the database (--storage)"
+    return UserError(f"{shown} failed during the run ({reason}); nothing finished is lost - once it works again (its "
+                     "server running and reachable, space on its disk), run the same command again")
+
+
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
 
 
@@ -354,6 +402,8 @@ def open_storage(
     except OperationalError as e:
         if is_locked_error(e):
             raise locked_database(url) from e
+        if sqlite_path(url) is not None:  # creating the tables in a new file: a full disk, a file-size limit
+            raise storage_failure(e, url) or unreadable_database(url, e) from e
         raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the URL "
                         "and that the server runs") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:

@@ -357,8 +357,16 @@ def run_tune(
     `on_seeded(seed)` is told the seed the sampler draws with once this run's number is taken (before
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
     with StopOnSignal() as stop:
-        return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_trial=on_trial,
-                         on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)
+        try:
+            return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
+                             on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)
+        except UserError:
+            raise
+        except Exception as e:  # the database failed mid-run (a server stopped, a disk full): one line naming it
+            failure = st.storage_failure(e, st.normalize_url(opts.storage, create_dirs=False))
+            if failure is None:
+                raise
+            raise failure from e
 
 
 def _run_tune(

@@ -1,0 +1,162 @@
+"""A database that fails under a running tune: a disk full or a file-size limit on a SQLite file, a PostgreSQL
+server that stops answering mid-study. Each is one `error:` line (exit code 2, no traceback) naming the
+database and what to do; every finished trial is kept and the same command resumes the study."""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+HELPER = str(Path(__file__).parent / "tune_helpers.py")
+
+
+def _worker(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, HELPER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def _complete(db: Path, study: str) -> int:
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT count(*) FROM trials JOIN studies USING (study_id) WHERE study_name = ? AND "
+                         "state = 'COMPLETE'", (study,)).fetchone()[0]
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error: "), err
+    return lines[-1]
+
+
+def test_a_file_size_limit_mid_study_is_one_line_and_keeps_the_finished_trials(tmp_path):
+    """`ulimit -f` (EFBIG; the same path as a full disk) reached while a tune writes its trials: it said
+    `storage error: (sqlite3.OperationalError) disk I/O error; check --storage (a writable, valid database)`
+    from the CLI, a traceback from `run_tune`."""
+    db, study = tmp_path / "fsize.db", "fsize"
+    args = ("--storage", f"sqlite:///{db}", "--study", study, "--heartbeat", "0", "--sampler", "random")
+    out, err = _worker(*args, "--trials", "2").communicate(timeout=60)
+    assert _complete(db, study) == 2, err
+    limit = db.stat().st_size + 8192  # a few trials more, not 40
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = _worker(*args, "--trials", "40", preexec_fn=small_files)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    line = _one_error_line(err)
+    assert line.startswith(f"error: cannot write {db} (disk I/O error)") and "ulimit -f" in line, line
+    assert "run the same command again" in line, line
+    assert _complete(db, study) >= 2  # (the PostgreSQL test below resumes such a study)
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+class _Proxy:
+    """A TCP relay to the PostgreSQL server that can be cut (the server stopped or out of reach) and restored."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.port = 0
+        self.socks: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.start()
+
+    def start(self) -> None:
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(50)
+        self.port, self.listener = ls.getsockname()[1], ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                down, _ = ls.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream)
+            self.socks += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        assert self.listener is not None
+        self.listener.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self.socks = []
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes():
+    """The server stopped while a tune ran: Optuna's tell failed to write, then to read the trial back, and
+    ended in `UnboundLocalError: cannot access local variable 'updated_state'`, a traceback with exit code 1."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    from advisor.results.storage import normalize_url
+
+    real = make_url(normalize_url(base))
+    proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
+    study = f"lost-{uuid.uuid4().hex[:8]}"
+    via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    args = ("--study", study, "--heartbeat", "0", "--sampler", "random", "--delay", "0.2", "--fingerprint", study)
+    try:
+        proc = _worker("--storage", via, *args, "--trials", "40")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("STAGE") and line.split()[-1] == "3":  # trials 0-2 finished
+                break
+        proxy.cut()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, (out, err)
+        line = _one_error_line(err)
+        assert line.startswith("error: the database postgresql+") and f":***@127.0.0.1:{proxy.port}/" in line, line
+        assert "failed during the run" in line and "run the same command again" in line, line
+        url = real.render_as_string(hide_password=False)
+        kept = len(optuna.load_study(study_name=study, storage=url).get_trials(states=(
+            optuna.trial.TrialState.COMPLETE,)))
+        assert kept >= 3
+        proxy.start()  # the server back: the same command resumes
+        out, err = _worker("--storage", via, *args, "--total", str(kept + 2)).communicate(timeout=60)
+        assert "Traceback" not in err, err
+        done = optuna.load_study(study_name=study, storage=url).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert len(done) == kept + 2
+    finally:
+        proxy.cut()
+        url = real.render_as_string(hide_password=False)
+        try:
+            optuna.delete_study(study_name=study, storage=url)
+        except KeyError:
+            pass
