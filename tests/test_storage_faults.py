@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -160,3 +161,26 @@ def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes():
             optuna.delete_study(study_name=study, storage=url)
         except KeyError:
             pass
+
+
+def test_a_heartbeat_that_cannot_be_written_for_a_moment_is_retried_without_a_traceback(tmp_path):
+    """Another process holds the SQLite file past the busy timeout while a trial measures (the same for a
+    PostgreSQL server restarted then): Optuna's heartbeat thread died with `Exception in thread ...` and a
+    traceback on stderr, and the trial beat no more. Now the next beat writes it and the tune ends as usual."""
+    db, study = tmp_path / "beat.db", "beat"
+    proc = _worker("--storage", f"sqlite:///{db}", "--study", study, "--trials", "1", "--delay", "2.2",
+                   "--heartbeat", "1", "--grace", "3", "--sampler", "random",
+                   env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "0.3"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("STAGE accuracy"):  # its lease claimed: the next 2.2 s write only heartbeats
+            break
+    with sqlite3.connect(db, isolation_level=None) as c:
+        time.sleep(0.2)
+        c.execute("BEGIN EXCLUSIVE")
+        time.sleep(1.6)  # a beat or two fail (each after 0.3 s)
+        c.execute("ROLLBACK")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    assert _complete(db, study) == 1

@@ -1,4 +1,10 @@
-"""Optuna's RDB storage for a SQLite file, whose trial state changes are atomic across processes.
+"""Optuna's RDB storage whose heartbeat outlives a database that fails for a moment, and, for a SQLite file, whose
+trial state changes are atomic across processes.
+
+Optuna writes a trial's heartbeat from a thread of its own; a write that failed (a PostgreSQL server restarted,
+a SQLite file locked past the busy timeout) ended that thread with a traceback on stderr, and the trial beat no
+more: its worker, alive, was judged dead and its trial failed and run again elsewhere. `HeartbeatStorage` lets
+the failed beat go (the next one, an interval later, writes it; the lease renewal in `evalcache` does the same).
 
 Optuna starts a queued (WAITING) trial by reading it and setting it RUNNING under `SELECT ... FOR UPDATE`,
 which SQLite ignores: two workers reading the queue at the same instant both ran the trial, and the later one's
@@ -15,10 +21,20 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 
-class SQLiteFileStorage(optuna.storages.RDBStorage):
+class HeartbeatStorage(optuna.storages.RDBStorage):
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (SQLAlchemyError, StorageInternalError):  # the database is busy or gone: the next beat tries again
+            pass
+
+
+class SQLiteFileStorage(HeartbeatStorage):
     def __init__(self, url: str, *, lock: Callable[[], AbstractContextManager[None]], **kwargs: Any) -> None:
         self._lock = lock
         super().__init__(url, **kwargs)

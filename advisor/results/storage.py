@@ -388,10 +388,11 @@ def open_storage(
             "grace_period": int(grace_period or 3 * heartbeat_interval),
             "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
         }
-    storage_class = optuna.storages.RDBStorage
-    if sqlite_path(url) is not None:  # its trial state changes (a queued trial's claim) take the file's lock
-        from advisor.results.sqlite_storage import SQLiteFileStorage as storage_class
+    from advisor.results.sqlite_storage import HeartbeatStorage, SQLiteFileStorage
 
+    storage_class: type[optuna.storages.RDBStorage] = HeartbeatStorage  # a failed beat is retried, not fatal
+    if sqlite_path(url) is not None:  # its trial state changes (a queued trial's claim) take the file's lock
+        storage_class = SQLiteFileStorage
         kwargs["lock"] = functools.partial(sqlite_lock, url)
     try:
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
