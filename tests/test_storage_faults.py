@@ -184,3 +184,20 @@ def test_a_heartbeat_that_cannot_be_written_for_a_moment_is_retried_without_a_tr
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "Exception in thread" not in err, err
     assert _complete(db, study) == 1
+
+
+@pytest.mark.parametrize(("command", "given"), [(["tune", "--trials", "1"], "postgresql:/advisor"),
+                                                (["studies"], "postgres:user:secret@dbhost/advisor"),
+                                                (["pareto", "s"], "sqlite:/x.db")])
+def test_a_database_url_without_its_slashes_is_refused_not_read_as_a_file(tmp_path, command, given):
+    """`postgresql:/db` has no `://`, so it was a SQLite path: `tune` made a directory `postgresql:` in the working
+    directory and ran its study alone in a new file there (workers meant to share a server's study did not); the
+    readers said "no advisor database at postgresql:/db"."""
+    r = subprocess.run([sys.executable, "-m", "advisor", *command, "--storage", given], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = _one_error_line(r.stderr)
+    scheme = given.split(":", 1)[0]
+    assert line.startswith(f"error: --storage starts with '{scheme}:' but has no '//' after it"), line
+    assert "secret" not in r.stderr + r.stdout
+    assert list(tmp_path.iterdir()) == []  # no directory, no database

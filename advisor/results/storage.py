@@ -328,6 +328,7 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     if not url:
         url = DEFAULT_STORAGE
     if "://" not in url:
+        _refuse_mistyped_url(url)
         url = f"sqlite:///{url}"
     scheme, _, rest = url.partition("://")
     if rest.split("/", 1)[0].count("@") > 1:  # the driver would take the password's tail for the host, and say it
@@ -350,6 +351,23 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
         except OSError as e:
             raise UserError(f"cannot create the directory for {path} ({e.strerror}); pass --storage URL") from e
     return url
+
+
+_DATABASES = frozenset({"postgresql", "postgres", "sqlite", "mysql", "mariadb", "oracle", "mssql", "cockroachdb"})
+"""The URL schemes (before a `+driver`) that a --storage without `://` was most likely meant to be."""
+
+
+def _refuse_mistyped_url(given: str) -> None:
+    """A --storage without `://` is a SQLite file path; one that starts with a database's scheme and a colon
+    (`postgresql:/db`, `postgres:user@host/db`, `sqlite:/x.db`) is a URL mistyped: read as a path, `tune` made a
+    directory `postgresql:` and ran alone in a new SQLite file there while the workers meant to share the server's
+    study, and a reader said there was no database."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9.-]*)(?:\+[A-Za-z0-9_.-]*)?:", given)
+    if scheme is not None and scheme[1].lower() in _DATABASES:
+        example = "sqlite:///studies/advisor.db" if scheme[1].lower() == "sqlite" else "postgresql://user@host/db"
+        raise UserError(f"--storage starts with '{scheme[0]}' but has no '//' after it, so it would be read as a SQLite "
+                        f"file path; write the URL as {scheme[0]}//... (e.g. {example}), or ./ before a file name "
+                        "that starts so")
 
 
 CONNECT_TIMEOUT_S = 5
