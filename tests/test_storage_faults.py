@@ -134,7 +134,8 @@ def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes():
     via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     args = ("--study", study, "--heartbeat", "0", "--sampler", "random", "--delay", "0.2", "--fingerprint", study)
     try:
-        proc = _worker("--storage", via, *args, "--trials", "40")
+        proc = _worker("--storage", via, *args, "--trials", "40",
+                       env={**os.environ, "ADVISOR_PG_RECONNECT_S": "1"})  # (not 15 s) for a server gone for good
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("STAGE") and line.split()[-1] == "3":  # trials 0-2 finished
@@ -201,3 +202,45 @@ def test_a_database_url_without_its_slashes_is_refused_not_read_as_a_file(tmp_pa
     assert line.startswith(f"error: --storage starts with '{scheme}:' but has no '//' after it"), line
     assert "secret" not in r.stderr + r.stdout
     assert list(tmp_path.iterdir()) == []  # no directory, no database
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_restarted_between_writes_is_waited_for():
+    """The server restarted (here: out of reach for a second) while a trial measured: the tune's next write
+    found the pooled connection dead and a new one refused, and the tune stopped; now it connects again once
+    the server is back and ends as usual."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    from advisor.results.storage import normalize_url
+
+    real = make_url(normalize_url(base))
+    proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
+    study = f"restart-{uuid.uuid4().hex[:8]}"
+    via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    url = real.render_as_string(hide_password=False)
+    try:
+        proc = _worker("--storage", via, "--study", study, "--heartbeat", "1", "--sampler", "random", "--delay",
+                       "0.6", "--fingerprint", study, "--trials", "4")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("STAGE accuracy 1"):  # measuring: its lease claimed, the next write is its tell
+                break
+        time.sleep(0.15)
+        proxy.cut()
+        time.sleep(1.0)
+        proxy.start()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "Exception in thread" not in err, err
+        done = optuna.load_study(study_name=study, storage=url).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        assert len(done) == 4
+    finally:
+        proxy.cut()
+        try:
+            optuna.delete_study(study_name=study, storage=url)
+        except KeyError:
+            pass

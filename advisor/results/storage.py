@@ -384,6 +384,50 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+def reconnect_s() -> float:
+    """How long a PostgreSQL engine that has connected once retries a new connection the server refuses (a
+    restart, a failover): 15 s, or $ADVISOR_PG_RECONNECT_S (0: fail at once)."""
+    raw = os.environ.get("ADVISOR_PG_RECONNECT_S", "15")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UserError(f"ADVISOR_PG_RECONNECT_S={raw!r} is not a number of seconds; set it to e.g. 15 or unset it")
+    return seconds
+
+
+def ride_out_restarts(engine: Engine) -> Engine:
+    """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected, a new connection
+    (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server refuses or
+    answers with "starting up" / "shutting down" is tried again every half second for `reconnect_s`. A tune
+    whose server restarted between two database writes stopped with an error; it goes on. The engine's first
+    connection fails at once (a wrong URL, a server that does not run: the checks' one line, not a wait)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    import time
+
+    from sqlalchemy import event
+
+    connected: list[bool] = []
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+        deadline = time.monotonic() + reconnect_s()
+        while True:
+            try:
+                connection = dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError:
+                if not connected or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+                continue
+            connected.append(True)
+            return connection
+
+    return engine
+
+
 def open_storage(
     url: str | None,
     *,
@@ -414,7 +458,9 @@ def open_storage(
         kwargs["lock"] = functools.partial(sqlite_lock, url)
     try:
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
-            return storage_class(url, **kwargs)
+            storage = storage_class(url, **kwargs)
+        ride_out_restarts(storage.engine)
+        return storage
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
                         f"{DEFAULT_STORAGE} or postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass)") from e

@@ -32,7 +32,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint, check_stored
-from advisor.results.storage import engine_kwargs, normalize_url, schema_lock, unreadable_database
+from advisor.results.storage import (
+    engine_kwargs,
+    normalize_url,
+    ride_out_restarts,
+    schema_lock,
+    unreadable_database,
+)
 
 
 class Base(DeclarativeBase):
@@ -141,9 +147,10 @@ def engine_for(url: str) -> Engine:
     driver gets one that is installed."""
     url = normalize_url(url, create_dirs=False)
     try:
-        return create_engine(url, future=True, **engine_kwargs(url))
+        engine = create_engine(url, future=True, **engine_kwargs(url))
     except Exception as e:  # bad URL or missing driver
         raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
+    return ride_out_restarts(engine)
 
 
 def _json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
