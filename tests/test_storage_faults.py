@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -244,3 +245,43 @@ def test_a_postgresql_server_restarted_between_writes_is_waited_for():
             optuna.delete_study(study_name=study, storage=url)
         except KeyError:
             pass
+
+
+_LEAVE_HOT_JOURNAL = """
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("PRAGMA cache_size=1")
+c.execute("BEGIN IMMEDIATE")
+c.execute("UPDATE notes SET x = x + 1")
+os._exit(0)  # mid-transaction, as a worker killed in a write: its -journal stays
+"""
+
+
+@pytest.mark.parametrize("command", [["studies"], ["recommend", "--study", "s"]])
+def test_an_unfinished_write_on_a_read_only_mount_says_so(tmp_path, command):
+    """A `-journal` left by a process stopped mid-write, on a read-only mount (a backup, a shared volume): SQLite
+    must roll it back to read the file and cannot. It said "x.db is not a readable advisor database (attempt to
+    write a readonly database); point --storage at the file `advisor tune` wrote" - the very file it wrote."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    db = src / "x.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE notes (x INTEGER)")
+        c.executemany("INSERT INTO notes VALUES (?)", [(i,) for i in range(2000)])
+    subprocess.run([sys.executable, "-c", _LEAVE_HOT_JOURNAL, str(db)], check=True)
+    assert (src / "x.db-journal").stat().st_size > 0
+    mount = f"mount --bind {src} {ro} && mount -o remount,bind,ro {ro}"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && touch {ro}/y"], capture_output=True, text=True)
+    if "Read-only file system" not in probe.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.strip()[:80]}")
+    args = " ".join(command)
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec {sys.executable} -m advisor {args} "
+                        f"--storage {ro}/x.db"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    line = _one_error_line(r.stderr)
+    assert line.startswith(f"error: {ro}/x.db holds a write that a stopped process left unfinished "
+                           f"({ro}/x.db-journal beside it)"), line
+    assert (src / "x.db-journal").exists()  # nothing was written

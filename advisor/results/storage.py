@@ -245,6 +245,12 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
         return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
                          "server runs")
     where = where if isinstance(where, Path) else sqlite_path(where) or where
+    cause = getattr(error, "orig", None) or error
+    if getattr(cause, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":  # a hot journal it may not roll back
+        return UserError(f"{where} holds a write that a stopped process left unfinished ({where}-journal beside it): "
+                         "SQLite must roll it back before anything reads the file, and the file or its directory "
+                         "is read-only; make both writable for one run of any advisor command (or copy the file "
+                         "with its -journal to a writable directory and use the copy)")
     return UserError(f"{where} is not a readable advisor database ({reason}); point --storage at the file "
                      f"`advisor tune` wrote{hint}")
 
