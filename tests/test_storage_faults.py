@@ -285,3 +285,17 @@ def test_an_unfinished_write_on_a_read_only_mount_says_so(tmp_path, command):
     assert line.startswith(f"error: {ro}/x.db holds a write that a stopped process left unfinished "
                            f"({ro}/x.db-journal beside it)"), line
     assert (src / "x.db-journal").exists()  # nothing was written
+
+
+@pytest.mark.parametrize("command", [["studies"], ["pareto", "s"], ["export", "s", "0", "--to", "json"]])
+def test_a_directory_given_to_a_reader_is_named_a_directory(tmp_path, command):
+    """`--storage studies` (the folder, not the file in it): the readers said "no advisor database at studies;
+    run `advisor tune` first" (as `tune` says: a directory, not a database file)."""
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "advisor.db").touch()
+    r = subprocess.run([sys.executable, "-m", "advisor", *command, "--storage", "studies"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 2, r.stderr
+    line = _one_error_line(r.stderr)
+    assert line == ("error: --storage studies is a directory, not a database file; give the file `advisor tune` "
+                    "wrote; here: studies/advisor.db"), line

@@ -258,6 +258,11 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
 def require_database(url: str) -> None:
     """Readers never create a database: a missing SQLite file is one clear `UserError`."""
     path = sqlite_path(url)
+    if path is not None and path.is_dir():  # `--storage studies`: the folder, not the file in it
+        found = sorted(path.glob("*.db"))
+        example = f"; here: {', '.join(str(p) for p in found[:3])}" if found else ""
+        raise UserError(f"--storage {path} is a directory, not a database file; give the file `advisor tune` "
+                        f"wrote{example}")
     if path is not None and not path.is_file():
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
 
