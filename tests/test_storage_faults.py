@@ -299,3 +299,21 @@ def test_a_directory_given_to_a_reader_is_named_a_directory(tmp_path, command):
     line = _one_error_line(r.stderr)
     assert line == ("error: --storage studies is a directory, not a database file; give the file `advisor tune` "
                     "wrote; here: studies/advisor.db"), line
+
+
+def test_tune_on_a_file_another_process_keeps_locked_stops_before_the_model_loads(tmp_path):
+    """Another process in the middle of a write transaction on the file, past the busy timeout: `tune` loaded the
+    model first (10-30 s for a real one) and only then waited and stopped."""
+    db = tmp_path / "held.db"
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--trials", "1", "--storage", str(db)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                           env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "0.5"})
+    finally:
+        holder.close()
+    assert r.returncode == 2, r.stderr
+    line = _one_error_line(r.stderr)
+    assert line.startswith(f"error: the SQLite database {db} stayed locked by another process for 0.5 s"), line
+    assert "advisor tune bundled" not in r.stdout, r.stdout  # the header the tune prints once the model has loaded

@@ -74,6 +74,8 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
         if write and (not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
             raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "
                             "file); make the file and its directory writable, or give --storage another path")
+        if write:
+            _check_may_write(path)
         if write and optuna_tables:
             _check_optuna_schema(url)
         return
@@ -82,6 +84,22 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise UserError(f"cannot create {path}: {parent} is not a writable directory; give --storage a "
                             "writable path")
+
+
+def _check_may_write(path: Path) -> None:
+    """Take the file's write lock for an instant (writing nothing): a file another process holds locked in the
+    middle of a write (a worker stopped by SIGSTOP, a suspended machine) is the one `locked_database` line after
+    the busy timeout now, not once the model has loaded (10-30 s for a real model)."""
+    from advisor.results.storage import sqlite_busy_timeout_s
+
+    con = sqlite3.connect(path, timeout=sqlite_busy_timeout_s(), isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    except sqlite3.Error as e:
+        raise unreadable_database(path, e, ", or a new path") from e
+    finally:
+        con.close()
 
 
 def _check_not_foreign(con: sqlite3.Connection, path: Path) -> None:
