@@ -98,7 +98,7 @@ def test_a_database_of_another_optuna_schema_fails_before_the_model_loads(tmp_pa
         con.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
     before = digest(db)
     r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
-    one_error_line(r, "is not a usable Optuna study database", "optuna storage upgrade")
+    one_error_line(r, "holds study tables of another Optuna version", "optuna storage upgrade")
     before_model_load(r)
     assert digest(db) == before
 

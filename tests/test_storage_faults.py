@@ -317,3 +317,24 @@ def test_tune_on_a_file_another_process_keeps_locked_stops_before_the_model_load
     line = _one_error_line(r.stderr)
     assert line.startswith(f"error: the SQLite database {db} stayed locked by another process for 0.5 s"), line
     assert "advisor tune bundled" not in r.stdout, r.stdout  # the header the tune prints once the model has loaded
+
+
+@pytest.mark.parametrize("command", [["tune", "--trials", "1", "--study", "s"], ["report", "s", "-o", "r"]])
+def test_a_study_database_of_a_newer_optuna_says_so(tmp_path, command):
+    """Tables a newer Optuna set up (its schema revision unknown here): `tune` and `report` (which open it with
+    Optuna) said "... is not a usable/readable Optuna study database (...); point --storage at the database
+    `advisor tune` wrote" - the database `advisor tune` did write."""
+    import optuna
+
+    db = tmp_path / "newer.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}", directions=["minimize", "maximize"])
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
+    r = subprocess.run([sys.executable, "-m", "advisor", *command, "--storage", str(db)], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    line = _one_error_line(r.stderr)
+    assert line.startswith(f"error: sqlite:///{db} holds study tables of another Optuna version than this one "
+                           f"({optuna.__version__}): "), line
+    assert "pip install -U optuna" in line and "point --storage" not in line, line
+    assert not (tmp_path / "r").exists()

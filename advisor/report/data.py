@@ -19,6 +19,7 @@ from advisor.results.storage import (
     is_locked_error,
     locked_database,
     normalize_url,
+    other_optuna_schema,
     require_database,
 )
 from advisor.results.store import engine_for, load_fronts
@@ -147,6 +148,8 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
         if is_locked_error(e):
             raise locked_database(url) from e
+        if (other := other_optuna_schema(url, e)) is not None:
+            raise other from e
         # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
         raise UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
                         "point --storage at the database `advisor tune` wrote") from e

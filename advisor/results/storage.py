@@ -255,6 +255,24 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
                      f"`advisor tune` wrote{hint}")
 
 
+def other_optuna_schema(where: Any, error: BaseException) -> UserError | None:
+    """The one line for a database whose tables another Optuna version set up (Optuna's version check refuses
+    it), None for any other error: it is the database `advisor tune` wrote, so Optuna's own advice (upgrade
+    optuna, or the database), not "point --storage at the database `advisor tune` wrote"."""
+    said = str(error)
+    if not isinstance(error, RuntimeError) or "compatible with the table schema" not in said:
+        return None
+    import optuna
+
+    if "storage upgrade" in said:  # an older schema this Optuna knows
+        advice = f"upgrade its tables once with `optuna storage upgrade --storage {mask_url(str(where))}`"
+    else:  # a newer one
+        advice = "run with the (newer) Optuna that wrote it: pip install -U optuna"
+    return UserError(f"{mask_url(str(where))} holds study tables of another Optuna version than this one "
+                     f"({optuna.__version__}): {said.split('. ')[0].strip()}; {advice} (`advisor studies`, `pareto`, "
+                     "`recommend` and `export` read it as it is)")
+
+
 def require_database(url: str) -> None:
     """Readers never create a database: a missing SQLite file is one clear `UserError`."""
     path = sqlite_path(url)
@@ -485,5 +503,7 @@ def open_storage(
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
         if is_locked_error(e):
             raise locked_database(url) from e
+        if (other := other_optuna_schema(url, e)) is not None:
+            raise other from e
         raise UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
                         f"{mask_url(driver_reason(e))}); point --storage at another file or URL") from e
