@@ -338,3 +338,46 @@ def test_a_study_database_of_a_newer_optuna_says_so(tmp_path, command):
                            f"({optuna.__version__}): "), line
     assert "pip install -U optuna" in line and "point --storage" not in line, line
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.postgres
+def test_sigterm_while_a_tune_waits_for_its_server_stops_it_at_once():
+    """SIGTERM (or Ctrl-C) while the tune waited for a server that stopped: the study's handler only noted it
+    (the tune was writing), and the tune went on waiting the whole 15 s."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    import signal
+    import time as clock
+
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    from advisor.results.storage import normalize_url
+
+    real = make_url(normalize_url(base))
+    proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
+    study = f"wait-{uuid.uuid4().hex[:8]}"
+    via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        proc = _worker("--storage", via, "--study", study, "--heartbeat", "0", "--sampler", "random", "--delay",
+                       "0.3", "--fingerprint", study, "--trials", "40", env={**os.environ, "ADVISOR_PG_RECONNECT_S": "30"})
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("STAGE accuracy 1"):
+                break
+        clock.sleep(0.1)
+        proxy.cut()
+        clock.sleep(1.0)  # its trial measured; its tell waits for the server
+        t0 = clock.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert clock.monotonic() - t0 < 5, err
+        assert proc.returncode == 2, (out, err)
+        assert "failed during the run" in _one_error_line(err)
+    finally:
+        proxy.cut()
+        try:
+            optuna.delete_study(study_name=study, storage=real.render_as_string(hide_password=False))
+        except KeyError:
+            pass

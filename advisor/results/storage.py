@@ -11,7 +11,7 @@ import functools
 import importlib.util
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -426,6 +426,22 @@ def reconnect_s() -> float:
     return seconds
 
 
+_STOP_WAITING: list[Callable[[], bool]] = []
+"""While not empty, `ride_out_restarts` gives up waiting for a server once any of these says so."""
+
+
+@contextmanager
+def stop_waiting_when(requested: Callable[[], bool]) -> Iterator[None]:
+    """In the block, a wait for a restarting server (`ride_out_restarts`) ends as soon as `requested()` is true:
+    a tune asked to stop by Ctrl-C or SIGTERM while it writes (its handler only notes the signal there) stops
+    now, not when the wait runs out."""
+    _STOP_WAITING.append(requested)
+    try:
+        yield
+    finally:
+        _STOP_WAITING.remove(requested)
+
+
 def ride_out_restarts(engine: Engine) -> Engine:
     """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected, a new connection
     (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server refuses or
@@ -447,7 +463,7 @@ def ride_out_restarts(engine: Engine) -> Engine:
             try:
                 connection = dialect.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError:
-                if not connected or time.monotonic() >= deadline:
+                if not connected or time.monotonic() >= deadline or any(stop() for stop in _STOP_WAITING):
                     raise
                 time.sleep(0.5)
                 continue
