@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -117,54 +119,6 @@ class _Proxy:
         self.socks = []
 
 
-@pytest.mark.postgres
-def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes():
-    """The server stopped while a tune ran: Optuna's tell failed to write, then to read the trial back, and
-    ended in `UnboundLocalError: cannot access local variable 'updated_state'`, a traceback with exit code 1."""
-    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
-    import optuna
-    from sqlalchemy.engine import make_url
-
-    from advisor.results.storage import normalize_url
-
-    real = make_url(normalize_url(base))
-    proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
-    study = f"lost-{uuid.uuid4().hex[:8]}"
-    via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    args = ("--study", study, "--heartbeat", "0", "--sampler", "random", "--delay", "0.2", "--fingerprint", study)
-    try:
-        proc = _worker("--storage", via, *args, "--trials", "40",
-                       env={**os.environ, "ADVISOR_PG_RECONNECT_S": "1"})  # (not 15 s) for a server gone for good
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("STAGE") and line.split()[-1] == "3":  # trials 0-2 finished
-                break
-        proxy.cut()
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 2, (out, err)
-        line = _one_error_line(err)
-        assert line.startswith("error: the database postgresql+") and f":***@127.0.0.1:{proxy.port}/" in line, line
-        assert "failed during the run" in line and "run the same command again" in line, line
-        url = real.render_as_string(hide_password=False)
-        kept = len(optuna.load_study(study_name=study, storage=url).get_trials(states=(
-            optuna.trial.TrialState.COMPLETE,)))
-        assert kept >= 3
-        proxy.start()  # the server back: the same command resumes
-        out, err = _worker("--storage", via, *args, "--total", str(kept + 2)).communicate(timeout=60)
-        assert "Traceback" not in err, err
-        done = optuna.load_study(study_name=study, storage=url).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        assert len(done) == kept + 2
-    finally:
-        proxy.cut()
-        url = real.render_as_string(hide_password=False)
-        try:
-            optuna.delete_study(study_name=study, storage=url)
-        except KeyError:
-            pass
-
-
 def test_a_heartbeat_that_cannot_be_written_for_a_moment_is_retried_without_a_traceback(tmp_path):
     """Another process holds the SQLite file past the busy timeout while a trial measures (the same for a
     PostgreSQL server restarted then): Optuna's heartbeat thread died with `Exception in thread ...` and a
@@ -203,48 +157,6 @@ def test_a_database_url_without_its_slashes_is_refused_not_read_as_a_file(tmp_pa
     assert line.startswith(f"error: --storage starts with '{scheme}:' but has no '//' after it"), line
     assert "secret" not in r.stderr + r.stdout
     assert list(tmp_path.iterdir()) == []  # no directory, no database
-
-
-@pytest.mark.postgres
-def test_a_postgresql_server_restarted_between_writes_is_waited_for():
-    """The server restarted (here: out of reach for a second) while a trial measured: the tune's next write
-    found the pooled connection dead and a new one refused, and the tune stopped; now it connects again once
-    the server is back and ends as usual."""
-    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
-    import optuna
-    from sqlalchemy.engine import make_url
-
-    from advisor.results.storage import normalize_url
-
-    real = make_url(normalize_url(base))
-    proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
-    study = f"restart-{uuid.uuid4().hex[:8]}"
-    via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    url = real.render_as_string(hide_password=False)
-    try:
-        proc = _worker("--storage", via, "--study", study, "--heartbeat", "1", "--sampler", "random", "--delay",
-                       "0.6", "--fingerprint", study, "--trials", "4")
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("STAGE accuracy 1"):  # measuring: its lease claimed, the next write is its tell
-                break
-        time.sleep(0.15)
-        proxy.cut()
-        time.sleep(1.0)
-        proxy.start()
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err and "Exception in thread" not in err, err
-        done = optuna.load_study(study_name=study, storage=url).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        assert len(done) == 4
-    finally:
-        proxy.cut()
-        try:
-            optuna.delete_study(study_name=study, storage=url)
-        except KeyError:
-            pass
 
 
 _LEAVE_HOT_JOURNAL = """
@@ -340,16 +252,45 @@ def test_a_study_database_of_a_newer_optuna_says_so(tmp_path, command):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.postgres
-def test_sigterm_while_a_tune_waits_for_its_server_stops_it_at_once():
-    """SIGTERM (or Ctrl-C) while the tune waited for a server that stopped: the study's handler only noted it
-    (the tune was writing), and the tune went on waiting the whole 15 s."""
+@dataclass
+class _Server:
+    url: str  # the server's own URL, password and all
+    via: str  # the same database through the proxy
+    proxy: _Proxy
+    study: str
+
+    def complete(self) -> int:
+        import optuna
+
+        study = optuna.load_study(study_name=self.study, storage=self.url)
+        return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+
+    def worker(self, *args: str, **kwargs) -> subprocess.Popen:
+        """A tune_helpers worker on the study through the proxy (random sampler, its own accuracy cache)."""
+        return _worker("--storage", self.via, "--study", self.study, "--sampler", "random", "--fingerprint",
+                       self.study, *args, **kwargs)
+
+    def cut_at(self, proc: subprocess.Popen, trial: int, stage: str | None = None, after: float = 0.0) -> None:
+        """Cut the link `after` s after the worker reports a `stage` (any, if None) of a trial numbered `trial`
+        or above: at "accuracy", the trial is measuring (the accuracy lease claimed, the next write its tell)."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word = line.split()
+            if word[:1] == ["STAGE"] and int(word[-1]) >= trial and stage in (None, word[1]):
+                break
+        else:
+            raise AssertionError(f"the worker ended before trial {trial}: {proc.communicate()}")
+        time.sleep(after)
+        self.proxy.cut()
+
+
+@pytest.fixture
+def server():
+    """The test PostgreSQL server behind a proxy the test can cut (the server stopped, restarted, out of reach)
+    and restore; a study name of its own, deleted after."""
     base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
-    import signal
-    import time as clock
-
     import optuna
     from sqlalchemy.engine import make_url
 
@@ -357,27 +298,62 @@ def test_sigterm_while_a_tune_waits_for_its_server_stops_it_at_once():
 
     real = make_url(normalize_url(base))
     proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
-    study = f"wait-{uuid.uuid4().hex[:8]}"
     via = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    s = _Server(real.render_as_string(hide_password=False), via, proxy, f"faults-{uuid.uuid4().hex[:8]}")
+    yield s
+    proxy.cut()
     try:
-        proc = _worker("--storage", via, "--study", study, "--heartbeat", "0", "--sampler", "random", "--delay",
-                       "0.3", "--fingerprint", study, "--trials", "40", env={**os.environ, "ADVISOR_PG_RECONNECT_S": "30"})
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("STAGE accuracy 1"):
-                break
-        clock.sleep(0.1)
-        proxy.cut()
-        clock.sleep(1.0)  # its trial measured; its tell waits for the server
-        t0 = clock.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        assert clock.monotonic() - t0 < 5, err
-        assert proc.returncode == 2, (out, err)
-        assert "failed during the run" in _one_error_line(err)
-    finally:
-        proxy.cut()
-        try:
-            optuna.delete_study(study_name=study, storage=real.render_as_string(hide_password=False))
-        except KeyError:
-            pass
+        optuna.delete_study(study_name=s.study, storage=s.url)
+    except KeyError:
+        pass
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes(server):
+    """The server stopped while a tune ran: Optuna's tell failed to write, then to read the trial back, and
+    ended in `UnboundLocalError: cannot access local variable 'updated_state'`, a traceback with exit code 1."""
+    proc = server.worker("--heartbeat", "0", "--delay", "0.2", "--trials", "40",
+                         env={**os.environ, "ADVISOR_PG_RECONNECT_S": "1"})  # (not 15 s) for a server gone for good
+    server.cut_at(proc, 3)  # trials 0-2 finished
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    line = _one_error_line(err)
+    assert line.startswith("error: the database postgresql+") and f":***@127.0.0.1:{server.proxy.port}/" in line, line
+    assert "failed during the run" in line and "run the same command again" in line, line
+    kept = server.complete()
+    assert kept >= 3
+    server.proxy.start()  # the server back: the same command resumes
+    out, err = server.worker("--heartbeat", "0", "--delay", "0.2", "--total", str(kept + 2)).communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert server.complete() == kept + 2
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_restarted_between_writes_is_waited_for(server):
+    """The server restarted (here: out of reach for a second) while a trial measured: the tune's next write
+    found the pooled connection dead and a new one refused, and the tune stopped; now it connects again once
+    the server is back and ends as usual."""
+    proc = server.worker("--heartbeat", "1", "--delay", "0.6", "--trials", "4")
+    server.cut_at(proc, 1, "accuracy", 0.15)  # measuring: the next write is its tell
+    time.sleep(1.0)
+    server.proxy.start()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    assert server.complete() == 4
+
+
+@pytest.mark.postgres
+def test_sigterm_while_a_tune_waits_for_its_server_stops_it_at_once(server):
+    """SIGTERM (or Ctrl-C) while the tune waited for a server that stopped: the study's handler only noted it
+    (the tune was writing), and the tune went on waiting the whole 15 s."""
+    proc = server.worker("--heartbeat", "0", "--delay", "0.3", "--trials", "40",
+                         env={**os.environ, "ADVISOR_PG_RECONNECT_S": "30"})
+    server.cut_at(proc, 1, "accuracy", 0.1)
+    time.sleep(1.0)  # its trial measured; its tell waits for the server
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 5, err
+    assert proc.returncode == 2, (out, err)
+    assert "failed during the run" in _one_error_line(err)
