@@ -109,6 +109,10 @@ class _Proxy:
 
     def cut(self) -> None:
         assert self.listener is not None
+        try:  # wakes the accept() under way (a listener closed while accept() waits on it still takes one more)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         for s in self.socks:
             try:
@@ -341,6 +345,29 @@ def test_a_postgresql_server_restarted_between_writes_is_waited_for(server):
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "Exception in thread" not in err, err
     assert server.complete() == 4
+
+
+@pytest.mark.postgres
+def test_the_study_storage_waits_for_a_server_restarted_after_its_first_connection(server, monkeypatch):
+    """Optuna's storage connects to set up its tables inside `open_storage`, before the wait is installed: that
+    connection did not count as "has connected", so a restart before the storage opened a second one (no
+    heartbeat or lease write between: a tune's tell, its trial's next state) failed at once, not after a wait."""
+    import optuna
+
+    from advisor.results.storage import open_storage
+
+    monkeypatch.setenv("ADVISOR_PG_RECONNECT_S", "10")
+    storage = open_storage(server.via, heartbeat_interval=None)
+    study = optuna.create_study(storage=storage, study_name=server.study)
+    server.proxy.cut()
+    back = threading.Timer(1.0, server.proxy.start)
+    back.start()
+    t0 = time.monotonic()
+    study.set_user_attr("written", "after the restart")  # its pooled connection is dead: a new one is refused
+    assert 0.5 < time.monotonic() - t0 < 8
+    back.join()
+    assert optuna.load_study(study_name=server.study, storage=server.url).user_attrs["written"] == "after the restart"
+    storage.engine.dispose()
 
 
 @pytest.mark.postgres

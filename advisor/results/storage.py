@@ -442,9 +442,10 @@ def stop_waiting_when(requested: Callable[[], bool]) -> Iterator[None]:
         _STOP_WAITING.remove(requested)
 
 
-def ride_out_restarts(engine: Engine) -> Engine:
-    """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected, a new connection
-    (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server refuses or
+def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
+    """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected (`connected`: it
+    did before this call, as Optuna's storage does to set up its tables, keeping that connection pooled), a new
+    connection (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server refuses or
     answers with "starting up" / "shutting down" is tried again every half second for `reconnect_s`. A tune
     whose server restarted between two database writes stopped with an error; it goes on. The engine's first
     connection fails at once (a wrong URL, a server that does not run: the checks' one line, not a wait)."""
@@ -454,7 +455,7 @@ def ride_out_restarts(engine: Engine) -> Engine:
 
     from sqlalchemy import event
 
-    connected: list[bool] = []
+    connected: list[bool] = [True] if connected else []
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
@@ -504,7 +505,7 @@ def open_storage(
     try:
         with schema_lock(url):  # Optuna creates its tables on first use: serialised, as ours are
             storage = storage_class(url, **kwargs)
-        ride_out_restarts(storage.engine)
+        ride_out_restarts(storage.engine, connected=True)  # Optuna connected to set up or check its tables
         return storage
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
         raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
