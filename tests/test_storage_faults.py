@@ -315,11 +315,14 @@ def server():
 @pytest.mark.postgres
 def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes(server):
     """The server stopped while a tune ran: Optuna's tell failed to write, then to read the trial back, and
-    ended in `UnboundLocalError: cannot access local variable 'updated_state'`, a traceback with exit code 1."""
+    ended in `UnboundLocalError: cannot access local variable 'updated_state'`, a traceback with exit code 1.
+    The wait for the server is one per outage: each new connection waited its own (8 s for two, not 4)."""
     proc = server.worker("--heartbeat", "0", "--delay", "0.2", "--trials", "40",
-                         env={**os.environ, "ADVISOR_PG_RECONNECT_S": "1"})  # (not 15 s) for a server gone for good
+                         env={**os.environ, "ADVISOR_PG_RECONNECT_S": "4"})  # (not 15 s) for a server gone for good
     server.cut_at(proc, 3)  # trials 0-2 finished
+    t0 = time.monotonic()
     out, err = proc.communicate(timeout=60)
+    assert 4 <= time.monotonic() - t0 < 7, err
     assert proc.returncode == 2, (out, err)
     line = _one_error_line(err)
     assert line.startswith("error: the database postgresql+") and f":***@127.0.0.1:{server.proxy.port}/" in line, line

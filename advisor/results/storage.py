@@ -442,33 +442,49 @@ def stop_waiting_when(requested: Callable[[], bool]) -> Iterator[None]:
         _STOP_WAITING.remove(requested)
 
 
+_REFUSED: dict[str, tuple[float, float]] = {}
+"""Per server (its URL, no password): when it first and last refused a connection of this process (since the
+last connection it took)."""
+
+
 def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
     """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected (`connected`: it
     did before this call, as Optuna's storage does to set up its tables, keeping that connection pooled), a new
-    connection (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server refuses or
-    answers with "starting up" / "shutting down" is tried again every half second for `reconnect_s`. A tune
-    whose server restarted between two database writes stopped with an error; it goes on. The engine's first
-    connection fails at once (a wrong URL, a server that does not run: the checks' one line, not a wait)."""
+    connection (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server
+    refuses or answers with "starting up" / "shutting down" is tried again every half second, up to
+    `reconnect_s` after the server's first refusal: one wait per outage, shared by the process's engines (a
+    tune has two) and their connections, so a server gone for good stops a tune after it, not after a wait for
+    each. A tune whose server restarted between two database writes stopped with an error; it goes on. The
+    engine's first connection fails at once (a wrong URL, a server that does not run: the checks' one line,
+    not a wait)."""
     if engine.dialect.name != "postgresql":
         return engine
     import time
 
     from sqlalchemy import event
 
-    connected: list[bool] = [True] if connected else []
+    server = engine.url.render_as_string(hide_password=True)
+    state = {"connected": connected}
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
-        deadline = time.monotonic() + reconnect_s()
         while True:
             try:
                 connection = dialect.connect(*cargs, **cparams)
             except dialect.loaded_dbapi.OperationalError:
-                if not connected or time.monotonic() >= deadline or any(stop() for stop in _STOP_WAITING):
+                if not state["connected"]:
+                    raise
+                now, wait = time.monotonic(), reconnect_s()
+                since, last = _REFUSED.get(server, (now, now))
+                if now - last > wait:  # refused long after the last refusal: another outage, its own wait
+                    since = now
+                _REFUSED[server] = (since, now)
+                if now >= since + wait or any(stop() for stop in _STOP_WAITING):
                     raise
                 time.sleep(0.5)
                 continue
-            connected.append(True)
+            state["connected"] = True
+            _REFUSED.pop(server, None)
             return connection
 
     return engine
