@@ -45,9 +45,9 @@ _DTYPE_FORMATS = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16":
 
 def full_precision(dtype: str | None, ran: str | None = None) -> str:
     """The 16-bit format of a study's full-precision baseline, as every table, plot and line names it: the format
-    its stored no-cache trial ran at (`ran`, when a 16-bit one), else the model's own 16-bit dtype as the study
-    recorded it (model_meta "dtype": "bfloat16" -> bf16, "float16" -> fp16; a format name is taken too), else
-    fp16 (a model stored at 32 bits, or no dtype recorded). bf16 and fp16 experts count the same bytes: only the
+    its stored no-cache trial (else its 16-bit trials) ran at (`ran`, when a 16-bit one), else the model's own
+    16-bit dtype as the study recorded it (model_meta "dtype": "bfloat16" -> bf16, "float16" -> fp16; a format
+    name is taken too), else fp16 (a model stored at 32 bits, or no dtype recorded). bf16 and fp16 experts count the same bytes: only the
     name differs, and a bf16 model's baseline called "fp16" named a format it never ran at."""
     if ran in SIXTEEN_BIT:
         return str(ran)

@@ -226,8 +226,9 @@ def test_a_bf16_study_gets_its_cache_bytes_and_the_equal_memory_replay(tmp_path)
     url = run_small_study(tmp_path / "bf16.db", "bf16-test", space, [("bf16", 2), ("int8", 4)])
     payload = json.loads(build_report("bf16-test", url, tmp_path / "r", block_lengths=()).data.read_text())
     (bf16,) = [r for r in payload["headline"] if r["precision"] == "bf16"]
-    assert bf16["expert_cache_bytes"] == 2 * sum(payload["sweep"]["expert_bytes"]["fp16"])
-    assert payload["equal_memory"]["fp16"]["slots"] == 2 and payload["equal_memory"]["int8"]["slots"] >= 2
+    assert bf16["expert_cache_bytes"] == 2 * sum(payload["sweep"]["expert_bytes"]["bf16"])  # traced as it ran
+    assert payload["equal_memory"]["bf16"]["slots"] == 2 and payload["equal_memory"]["int8"]["slots"] >= 2
+    assert payload["baseline"]["precision"] == "bf16"
 
 
 def test_baseline_is_distinct_experts_times_fp16_bytes(report):
@@ -455,10 +456,12 @@ def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(stud
         assert not (tmp_path / "r").exists()
 
 
-def test_a_bf16_models_baseline_is_named_bf16_everywhere(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("dtype", "formats"), [("float32", '"bf16", "int8"'), ("bfloat16", '"int8"')])
+def test_a_bf16_models_baseline_is_named_bf16_everywhere(tmp_path, monkeypatch, dtype, formats):
     """A bf16 model's no-cache baseline was called "fp16" (its headline row, the cuts, the definitions, the plot's
-    line, report.json and the command's summary), a format the study never ran at; the name follows the dtype
-    the study recorded for its model, and the report traces its 16-bit plan at that format."""
+    line, report.json and the command's summary), a format the study never ran at; the name follows the format
+    the study's 16-bit trials ran at (an fp32 model tuned at bf16, as the shipped spaces do, was still "fp16"),
+    else the dtype the study recorded for its model, and the report traces its 16-bit plan at that format."""
     import torch
     from typer.testing import CliRunner
 
@@ -466,8 +469,8 @@ def test_a_bf16_models_baseline_is_named_bf16_everywhere(tmp_path, monkeypatch):
     from advisor.models.tiny import build_tiny
 
     monkeypatch.chdir(tmp_path)
-    build_tiny("llada_moe", dtype=torch.bfloat16).save_pretrained(str(tmp_path / "ckpt"))
-    (tmp_path / "f.toml").write_text('name = "f"\n[precision]\nformats = ["bf16", "int8"]\n[cache]\n'
+    build_tiny("llada_moe", dtype=getattr(torch, dtype)).save_pretrained(str(tmp_path / "ckpt"))
+    (tmp_path / "f.toml").write_text(f'name = "f"\n[precision]\nformats = [{formats}]\n[cache]\n'
                                      'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
                                      'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
                                      'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
