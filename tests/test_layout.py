@@ -170,3 +170,16 @@ def test_read_only_commands_import_neither_torch_nor_optuna(tmp_path):
     # vLLM and SGLang (ktransformers) refuse LLaDA-MoE
     assert exits == [f"EXIT {a[0]} {2 if a[-1] in ('vllm', 'ktransformers') else 0}" for a in runs], exits
     assert "HEAVY []" in r.stdout, r.stdout[-500:]
+
+
+def test_a_functions_docstring_is_its_first_statement():
+    """A string placed below a function's first statement (an import moved above it) is no docstring: Python
+    drops it, and `help` and the docs show nothing (`budget_rows` lost its own that way)."""
+    late = []
+    for path in sorted((ROOT / "advisor").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                late += [f"{path.relative_to(ROOT)}:{st.lineno} ({node.name})" for st in node.body[1:]
+                         if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant)
+                         and isinstance(st.value.value, str)]
+    assert not late, late

@@ -232,10 +232,10 @@ BEST = "best cache + miss policy"
 
 
 def budget_rows(c: ReportContext) -> list[list[Any]]:
-    from advisor.baselines import no_cache_label
-
     """The rows of the several-budgets answer table (also what the README quotes): 16-bit without cache when
     stored, then per budget each precision at its best and each baseline strategy."""
+    from advisor.baselines import no_cache_label
+
     ref = c.reference
     rows = []
     if ref.trial is not None:
