@@ -60,6 +60,8 @@ def test_a_file_size_limit_mid_study_is_one_line_and_keeps_the_finished_trials(t
     line = _one_error_line(err)
     assert line.startswith(f"error: cannot write {db} (") and "ulimit -f" in line, line  # EFBIG: "disk I/O error"
     assert "run the same command again" in line, line
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "(for a SQLite file, `error: cannot write FILE (...)`)" in readme  # it quoted only PostgreSQL's line
     assert _complete(db, study) >= 2  # (the PostgreSQL test below resumes such a study)
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
