@@ -124,7 +124,8 @@ def compose(c: ReportContext) -> Document:
 
     doc.add(Heading("Headline: transfer saved and accuracy lost, at equal GPU memory"))
     doc.add(Para(
-        f"Reference memory: **{format_bytes(c.memory)}** of GPU memory ({c.memory_why}). For each precision, the "
+        f"Reference memory: **{format_bytes(c.memory)}** of GPU memory ({c.memory_why}). For each precision (and "
+        "each other format the study stored, then its mixed plans - hot/cold or per-layer - as one row), the "
         "stored trial whose peak GPU memory fits that reference with the least time per generated token (its "
         "best cache and miss policy; fewest H2D bytes when the study stores no time); bytes, time, hit rate and "
         "accuracy are that trial's stored values (trial number given)."
@@ -279,11 +280,11 @@ def budget_caption(c: ReportContext, sizes: str) -> str:
     shown = {r.strategy for a in c.answers for r in a.baselines}
     strategies = "; ".join(f"{b.label}: {b.what}" for b in BASELINES if b.label in shown)
     return (f"The answer at several GPU budgets ({sizes}; a share means {c.answers[0].rule.split(' + ')[0]} + that "
-            "share of the 16-bit expert bytes): per precision, the stored trial with the least time per token that "
-            "fits (its best cache and miss policy; ties: fewest H2D bytes), and the baseline strategies stored at "
-            f"that budget, at 16 bits with as much cache as fits ({strategies or 'none stored'}). Cuts are against "
-            f"{c.full.upper()} without cache ({c.reference.source}). H2D bytes: counted. Time per token: "
-            f"{timed or 'not stored by this study'}.")
+            "share of the 16-bit expert bytes): per precision (other formats and mixed plans as in the headline), "
+            "the stored trial with the least time per token that fits (its best cache and miss policy; ties: "
+            "fewest H2D bytes), and the baseline strategies stored at that budget, at 16 bits with as much cache as "
+            f"fits ({strategies or 'none stored'}). Cuts are against {c.full.upper()} without cache "
+            f"({c.reference.source}). H2D bytes: counted. Time per token: {timed or 'not stored by this study'}.")
 
 
 def equal_memory_replay(c: ReportContext) -> list[list[Any]]:

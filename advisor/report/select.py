@@ -162,17 +162,36 @@ def headline_rows(
     expert_bytes: dict[str, list[int]],
     precisions: Sequence[str] = PRECISIONS,
 ) -> list[HeadlineRow]:
-    """Per precision, the best stored trial (`rank`: its best cache and miss policy) within `memory`."""
+    """Per precision, the best stored trial (`rank`: its best cache and miss policy) within `memory`; then, so
+    that every stored trial that fits is compared, each other uniform format the study stored (int2, fp8, ...)
+    and its mixed plans (hot/cold, per layer) as one row, labelled by the chosen trial's plan."""
+    measured = [t for t in trials if "h2d_bytes_per_token" in t.values]
     rows = []
     for prec in precisions:
-        same = [t for t in trials if _same_format(uniform_precision(t), prec) and "h2d_bytes_per_token" in t.values]
-        fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
-        if not fit:
-            why = "no trial of this precision in the study" if not same else "no trial of this precision fits"
-            rows.append(HeadlineRow(prec, note=why))
-            continue
-        rows.append(trial_row(min(fit, key=rank), prec, trials, reference, expert_bytes))
+        same = [t for t in measured if _same_format(uniform_precision(t), prec)]
+        rows.append(_best_row(same, memory, prec, "this precision", trials, reference, expert_bytes))
+    rest = [t for t in measured if not any(_same_format(uniform_precision(t), p) for p in precisions)]
+    for fmt in sorted({f for t in rest if (f := uniform_precision(t)) is not None}):
+        same = [t for t in rest if uniform_precision(t) == fmt]
+        rows.append(_best_row(same, memory, fmt, "this precision", trials, reference, expert_bytes))
+    mixed = [t for t in rest if uniform_precision(t) is None]
+    if mixed:
+        rows.append(_best_row(mixed, memory, MIXED, "a mixed plan", trials, reference, expert_bytes))
     return rows
+
+
+MIXED = "mixed plans"
+"""The headline's row of the study's mixed plans (hot/cold or per-layer formats) when none fits."""
+
+
+def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str, trials: Sequence[TrialRecord],
+              reference: Reference, expert_bytes: dict[str, list[int]]) -> HeadlineRow:
+    """The best of `same` within `memory` (a mixed plan's row is labelled by its plan), or why there is none."""
+    fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
+    if not fit:
+        return HeadlineRow(label, note=f"no trial of {what} in the study" if not same else f"no trial of {what} fits")
+    best = min(fit, key=rank)
+    return trial_row(best, best.plan_label if label == MIXED else label, trials, reference, expert_bytes)
 
 
 def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Reference,

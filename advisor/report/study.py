@@ -131,10 +131,16 @@ def build_report(
     answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions),
                             baseline_rows(trials, spec.strip(), reference, sw.expert_bytes))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
+    shown = {r.trial: next(t for t in trials if t.number == r.trial) for r in rows if r.trial is not None}
+    own = [t for t in shown.values() if _run_key(t, full) not in runs]
+    if own:  # int2, fp8, mixed plans: no trace above routes as they do
+        say(f"recording the routing trace of {len(own)} more headline plan{'s' if len(own) != 1 else ''} "
+            f"({', '.join(t.plan_label for t in own)})")
+    own_runs = {t.number: wb.trace_of(t) for t in own}
     for r in rows:
         if r.trial is not None:
-            t = next(t for t in trials if t.number == r.trial)
-            r.replayed_bytes_per_token = wb.replay_stored(runs[_run_key(r.precision, full)], t)
+            t = shown[r.trial]
+            r.replayed_bytes_per_token = wb.replay_stored(own_runs.get(t.number) or runs[_run_key(t, full)], t)
     ref_cache = next((r.expert_cache_bytes for r in rows if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
                      None)
     equal = {} if ref_cache is None else equal_memory(replayed, ref_cache, policies=policies)
@@ -198,8 +204,11 @@ def _reference(trials: list[Any], sw: Any) -> Reference:
     return Reference(sw.baseline_bytes_per_token, None, None, "counted:trace-replay(0 slots)")
 
 
-def _run_key(precision: str, full: str) -> str:
-    return full if precision in BASELINE_FORMATS else precision.split(":")[0]
+def _run_key(t: Any, full: str) -> str | None:
+    """The trace (of the report's precisions) a headline trial replays on; None for a mixed plan, whose routing
+    none has."""
+    fmt = t.uniform_format
+    return None if fmt is None else full if fmt in BASELINE_FORMATS else fmt.split(":")[0]
 
 
 class _RecMark:

@@ -55,8 +55,14 @@ class Workbench:
     def trace(self, fmt: str) -> Any:
         return self.backend.trace(self.uniform_plan(fmt))
 
+    def trace_of(self, t: TrialRecord) -> Any:
+        """A routing trace under a stored trial's own precision plan (a mixed plan routes as no uniform one does)."""
+        from advisor.tune.config import TrialConfig
+
+        return self.backend.trace(TrialConfig.from_json(t.config, self.backend.shape.num_experts).plan)
+
     def replay_stored(self, run: Any, t: TrialRecord) -> float:
-        """Bytes/token of a stored uniform-plan trial, replayed on a fresh trace (must equal the stored value)."""
+        """Bytes/token of a stored trial, replayed on a fresh trace (must equal the stored value)."""
         from advisor.tune.config import TrialConfig
 
         cfg = TrialConfig.from_json(t.config, self.backend.shape.num_experts)

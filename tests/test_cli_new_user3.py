@@ -1,0 +1,77 @@
+"""What a third new-user pass met through the commands (each test failed before its fix):
+
+- `advisor report --memory a,b` of a study whose trials all have hot/cold plans said "no stored trial fits" though
+  they fit: the answer compared uniform fp16/int8/int4 plans only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+# one trial of a hot/cold int4:g64 plan whose misses compute on the CPU, offloaded (the space's budget is below the
+# model's bytes): the smallest study that is mixed-only, cpu-miss and has a front of one point
+SPACE = """name = "mx"
+[precision]
+formats = ["int4:g64"]
+[precision.hot_cold]
+hot_fraction = [0.25]
+hot_formats = ["bf16"]
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+miss = ["cpu"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+limit = 1
+trace_prompts = 1
+fidelity_prompts = 1
+[budget]
+fraction_of_model = 0.6
+"""
+STUDY = "bundled-toy-mx"
+
+
+def invoke(*args: str):
+    from advisor.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """(storage URL, the tune's output, its directory)."""
+    import torch
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("mixed")
+    (tmp / "mx.toml").write_text(SPACE)
+    url = f"sqlite:///{tmp / 'mx.db'}"
+    res = invoke("tune", "bundled", "--space", str(tmp / "mx.toml"), "--trials", "1", "--storage", url)
+    assert res.exit_code == 0, res.output
+    return url, res.output, tmp
+
+
+@pytest.fixture(scope="module")
+def mixed_report(mixed):
+    url, _, tmp = mixed
+    res = invoke("report", STUDY, "--storage", url, "-o", str(tmp / "rep"), "--memory", "60%,100%",
+                 "--block-lengths", "")
+    assert res.exit_code == 0, res.output
+    return res.stdout, json.loads((tmp / "rep" / "report.json").read_text())
+
+
+def test_report_answers_from_the_mixed_plans_that_fit(mixed_report):
+    out, payload = mixed_report
+    (mixed,) = [r for r in payload["headline"] if r["trial"] is not None]
+    assert mixed["precision"] == "int4:g64 (+hot bf16 x16/layer)" and mixed["trial"] == 0, payload["headline"]
+    assert mixed["replayed_bytes_per_token"] == pytest.approx(mixed["h2d_bytes_per_token"], rel=1e-12)
+    assert "no stored trial fits" not in out, out
+    for a in payload["answer_by_budget"]:
+        assert [r["trial"] for r in a["rows"] if r["trial"] is not None] == [0], a
+        assert f"at {a['budget']} (" in out and "int4:g64 (+hot bf16 x16/layer) #0 transfer cut" in out, out
