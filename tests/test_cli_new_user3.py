@@ -1,7 +1,9 @@
 """What a third new-user pass met through the commands (each test failed before its fix):
 
 - `advisor report --memory a,b` of a study whose trials all have hot/cold plans said "no stored trial fits" though
-  they fit: the answer compared uniform fp16/int8/int4 plans only.
+  they fit: the answer compared uniform fp16/int8/int4 plans only;
+- `advisor trace bundled --steps 5` decoded 6 steps and `--block-length 5` decoded 20 tokens for 16, without a
+  word (LLaDA-MoE decodes whole blocks of equal steps; `eval --max-new-tokens 20` rounded alike).
 """
 
 from __future__ import annotations
@@ -75,3 +77,28 @@ def test_report_answers_from_the_mixed_plans_that_fit(mixed_report):
     for a in payload["answer_by_budget"]:
         assert [r["trial"] for r in a["rows"] if r["trial"] is not None] == [0], a
         assert f"at {a['budget']} (" in out and "int4:g64 (+hot bf16 x16/layer) #0 transfer cut" in out, out
+
+
+def test_trace_says_what_llada_moe_decodes_where_it_is_not_what_was_asked(tmp_path):
+    """The same rounding as `eval` and `tune` (one definition, `advisor.models.generate`), now said in a note."""
+    from advisor.offload.trace import RoutingTrace
+
+    out = tmp_path / "t.npz"
+    res = invoke("trace", "bundled", "-o", str(out), "--limit", "1", "--max-new-tokens", "8", "--block-length", "3",
+                 "--steps", "4", "--threads", "1")
+    assert res.exit_code == 0, res.output
+    note = " ".join(res.output.split())
+    assert ("note: bundled decodes as llada_moe: 8 new tokens at block length 3 decode 3 whole blocks (9 tokens, "
+            "cut to 8); 6 denoising steps, not 4: every block takes the same number (2), so the steps are rounded "
+            "up to a multiple of the 3 blocks") in note, res.output
+    assert RoutingTrace.load(out).n_forwards == 6  # what the note says ran
+    exact = invoke("trace", "bundled", "-o", str(out), "--limit", "1", "--max-new-tokens", "8", "--block-length", "4",
+                   "--steps", "4", "--threads", "1")
+    assert exact.exit_code == 0 and "note:" not in exact.output, exact.output
+
+
+def test_eval_says_it_alike():
+    res = invoke("eval", "bundled", "--limit", "1", "--max-new-tokens", "12", "--no-progress", "--threads", "1")
+    assert res.exit_code == 0, res.output
+    assert "note: bundled decodes as llada_moe: 12 new tokens at block length 8 decode 2 whole blocks (16 tokens, " \
+           "cut to 12)" in " ".join(res.output.split()), res.output

@@ -93,6 +93,11 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         if loaded.offloaded:
             console.print(f"loading: {loaded.load_note}")
+        from advisor.models.generate import decoding_note
+
+        note = decoding_note(loaded, max_new_tokens=max_new_tokens or the_task.max_new_tokens, **the_task.gen_kwargs)
+        if note:  # as `advisor trace` says it: LLaDA-MoE's whole blocks of equal steps
+            console.print(f"note: {loaded.name} decodes as {loaded.family}: {note}")
         runtime, fid, fid_source = None, None, None
         if plan is not None:
             from advisor.eval.fidelity import fidelity, fidelity_source, reference_for, task_inputs

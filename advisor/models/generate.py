@@ -137,6 +137,27 @@ def decoded_block_length(loaded: LoadedModel, *, max_new_tokens: int, steps: int
     return 0
 
 
+def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
+                  block_length: int | None = None, **options: Any) -> str:
+    """What `generate` decodes with these arguments where it is not what they ask: LLaDA-MoE decodes whole blocks,
+    each with the same number of steps, so it decodes past `max_new_tokens` when the block length does not divide
+    it (the extra tokens are cut), and rounds the steps up to a multiple of the blocks. "" when it decodes them as
+    asked (and for every other family)."""
+    if loaded.family != "llada_moe":
+        return ""
+    defaults = {**loaded.gen_defaults, **options}
+    block, num_blocks, run = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
+    asked = steps or defaults.get("steps") or num_blocks * block
+    said = []
+    if num_blocks * block != max_new_tokens:
+        said.append(f"{max_new_tokens} new tokens at block length {block} decode {num_blocks} whole blocks "
+                    f"({num_blocks * block} tokens, cut to {max_new_tokens})")
+    if run != asked:
+        said.append(f"{run} denoising steps, not {asked}: every block takes the same number ({run // num_blocks}), "
+                    f"so the steps are rounded up to a multiple of the {num_blocks} blocks")
+    return "; ".join(said)
+
+
 def _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options) -> tuple[int, int, int]:
     """LLaDA-MoE's block length, number of blocks and total steps (a multiple of the blocks)."""
     defaults = {**loaded.gen_defaults, **options}
