@@ -3,7 +3,9 @@
 - `advisor report --memory a,b` of a study whose trials all have hot/cold plans said "no stored trial fits" though
   they fit: the answer compared uniform fp16/int8/int4 plans only;
 - `advisor trace bundled --steps 5` decoded 6 steps and `--block-length 5` decoded 20 tokens for 16, without a
-  word (LLaDA-MoE decodes whole blocks of equal steps; `eval --max-new-tokens 20` rounded alike).
+  word (LLaDA-MoE decodes whole blocks of equal steps; `eval --max-new-tokens 20` rounded alike);
+- `peak_gpu_bytes` was labelled `+staging` for trials whose misses compute on the CPU, whose counted peak holds
+  no staging buffers.
 """
 
 from __future__ import annotations
@@ -102,3 +104,24 @@ def test_eval_says_it_alike():
     assert res.exit_code == 0, res.output
     assert "note: bundled decodes as llada_moe: 12 new tokens at block length 8 decode 2 whole blocks (16 tokens, " \
            "cut to 12)" in " ".join(res.output.split()), res.output
+
+
+def test_the_peak_of_a_cpu_miss_trial_is_labelled_without_staging(mixed):
+    from advisor.report.data import load_study_data
+    from advisor.tune.config import counted_peak_bytes, peak_source
+    from advisor.tune.model_backend import model_shape
+
+    url, out, _ = mixed
+    (t,) = load_study_data(STUDY, url).trials
+    assert t.config["miss_policy"] == "cpu"
+    label = "counted:resident-weights+slots*expert-bytes+activation-allowance"  # offloaded: its activations
+    assert t.sources["peak_gpu_bytes"] == label and label in "".join(out.split()), out
+    # what the label says is what was counted: copied misses of the same plan with fewer slots stage experts
+    from advisor.models.load import load_model
+    from advisor.tune.config import TrialConfig
+
+    shape = model_shape(load_model("bundled"))
+    shape = type(shape)(**{**shape.__dict__, "staging": True})
+    plan, slots = TrialConfig.from_json(t.config, shape.num_experts).plan, (8, 8, 8, 8)
+    assert counted_peak_bytes(shape, plan, slots, miss="copy") > counted_peak_bytes(shape, plan, slots, miss="cpu")
+    assert "+staging" in peak_source(shape, miss="copy") and "+staging" not in peak_source(shape, miss="cpu")

@@ -229,6 +229,15 @@ def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[i
     return total
 
 
+def peak_source(shape: ModelShape, prefetch: str = "none", miss: str = "copy") -> str:
+    """What `counted_peak_bytes` counts for these settings, as the trial's `peak_gpu_bytes` source: staging only
+    where it counts some (copied misses, or prefetch), the activation allowance for offloaded models."""
+    if not getattr(shape, "staging", False):  # as the objective read it: a test backend's shape may lack it
+        return "counted:resident-weights+slots*expert-bytes"
+    staged = miss != "cpu" or prefetch != "none"
+    return "counted:resident-weights+slots*expert-bytes" + ("+staging" if staged else "") + "+activation-allowance"
+
+
 def uniform_peak_bytes(shape: ModelShape, fmt: str, slots: int, prefetch: str = "none", miss: str = "copy") -> int:
     """`counted_peak_bytes` of every expert in `fmt` with `slots` per MoE layer (capped at each layer's experts):
     the configurations `advisor inspect --budget` sizes, counted as a study counts them."""

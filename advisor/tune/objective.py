@@ -27,7 +27,7 @@ from advisor.results.evalcache import CacheKey, EvalCache
 from advisor.results.front import dominates
 from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.budget import BudgetFit
-from advisor.tune.config import TrialConfig, build_config
+from advisor.tune.config import TrialConfig, build_config, peak_source
 from advisor.tune.space import SearchSpace
 
 CONSTRAINT = "memory_budget"
@@ -200,7 +200,7 @@ class Objective:
         t0 = time.perf_counter()
         cfg = self.config_for(params)
         values: dict[str, float] = {"peak_gpu_bytes": float(cfg.peak_bytes)}
-        sources: dict[str, str] = {"peak_gpu_bytes": self._peak_source()}
+        sources: dict[str, str] = {"peak_gpu_bytes": self._peak_source(cfg)}
         # the constraint is recorded once the outcome is known: Optuna ignores a constraint key set twice
         violation = (cfg.peak_bytes - self.budget_bytes) / self.budget_bytes if self.budget_bytes else None
         if violation is not None and violation > 0:
@@ -224,7 +224,7 @@ class Objective:
                     violation = max(1e-6, oom.asked / max(1, cfg.peak_bytes))
                 placeholders = self._placeholders(cfg)
                 values = {"peak_gpu_bytes": float(cfg.peak_bytes), **placeholders, "oom_asked_bytes": float(oom.asked)}
-                sources = {"peak_gpu_bytes": self._peak_source(),
+                sources = {"peak_gpu_bytes": self._peak_source(cfg),
                            **{k: "not-run:out-of-memory(placeholder)" for k in placeholders},
                            "oom_asked_bytes": f"measured:out-of-memory({oom})"}
                 outcome = TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
@@ -335,10 +335,9 @@ class Objective:
             srcs["copies_per_token"] = s.get("copies", srcs["h2d_bytes_per_token"])
         return out, srcs
 
-    def _peak_source(self) -> str:
-        if getattr(self.backend.shape, "staging", False):
-            return "counted:resident-weights+slots*expert-bytes+staging+activation-allowance"
-        return "counted:resident-weights+slots*expert-bytes"
+    def _peak_source(self, cfg: TrialConfig) -> str:
+        """What the trial's counted peak holds (`advisor.tune.config.peak_source`: no staging for CPU misses)."""
+        return peak_source(self.backend.shape, cfg.prefetch, cfg.miss)
 
     def _transfer_ms(self, nbytes: float, copies: float) -> float:
         return self._profile().transfer_ms(nbytes, copies)
