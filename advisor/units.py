@@ -14,6 +14,11 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and its noun, singular for one: "1 point", "3 points" (`plural` where it is not noun + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def format_bytes(n: float, digits: int = 1) -> str:
     """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):

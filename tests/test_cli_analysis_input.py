@@ -332,7 +332,7 @@ def test_trace_reads_a_local_task_file_and_says_when_it_traced_random_ids(tmp_pa
     res = runner.invoke(app, ["trace", "tiny:llada_moe", "--prompt", "hello", "--max-new-tokens", "8",
                               "-o", str(tmp_path / "t.npz")])
     assert res.exit_code == 0, res.output
-    assert "note: tiny:llada_moe has no tokenizer: traced 1 prompts of random token ids (seed 0), not the " \
+    assert "note: tiny:llada_moe has no tokenizer: traced 1 prompt of random token ids (seed 0), not the " \
            "--prompt text" in " ".join(res.output.split()), res.output
 
 

@@ -191,7 +191,7 @@ def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     second = advisor("tune", "--space", "q4.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
     legend = [ln for ln in second.splitlines() if ln.strip().startswith("fidelity_top1:")]
     assert legend and "4 prompts" in legend[0], second
-    assert "accuracy evaluations this run: 0 for 1 distinct precision plans in the study (1 reused from the cache" \
+    assert "accuracy evaluations this run: 0 for 1 distinct precision plan in the study (1 reused from the cache" \
         in " ".join(second.split()), second
 
 

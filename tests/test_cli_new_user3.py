@@ -5,12 +5,15 @@
 - `advisor trace bundled --steps 5` decoded 6 steps and `--block-length 5` decoded 20 tokens for 16, without a
   word (LLaDA-MoE decodes whole blocks of equal steps; `eval --max-new-tokens 20` rounded alike);
 - `peak_gpu_bytes` was labelled `+staging` for trials whose misses compute on the CPU, whose counted peak holds
-  no staging buffers.
+  no staging buffers;
+- a study of one trial printed "1 points; 1 finished trials", "1 for 1 distinct precision plans" and its report
+  "1 finished trials", "1 examples", "fidelity on 1 prompts".
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -67,11 +70,11 @@ def mixed_report(mixed):
     res = invoke("report", STUDY, "--storage", url, "-o", str(tmp / "rep"), "--memory", "60%,100%",
                  "--block-lengths", "")
     assert res.exit_code == 0, res.output
-    return res.stdout, json.loads((tmp / "rep" / "report.json").read_text())
+    return res.stdout, json.loads((tmp / "rep" / "report.json").read_text()), (tmp / "rep" / "report.md").read_text()
 
 
 def test_report_answers_from_the_mixed_plans_that_fit(mixed_report):
-    out, payload = mixed_report
+    out, payload, _ = mixed_report
     (mixed,) = [r for r in payload["headline"] if r["trial"] is not None]
     assert mixed["precision"] == "int4:g64 (+hot bf16 x16/layer)" and mixed["trial"] == 0, payload["headline"]
     assert mixed["replayed_bytes_per_token"] == pytest.approx(mixed["h2d_bytes_per_token"], rel=1e-12)
@@ -125,3 +128,15 @@ def test_the_peak_of_a_cpu_miss_trial_is_labelled_without_staging(mixed):
     plan, slots = TrialConfig.from_json(t.config, shape.num_experts).plan, (8, 8, 8, 8)
     assert counted_peak_bytes(shape, plan, slots, miss="copy") > counted_peak_bytes(shape, plan, slots, miss="cpu")
     assert "+staging" in peak_source(shape, miss="copy") and "+staging" not in peak_source(shape, miss="cpu")
+
+
+def test_a_count_of_one_is_singular(mixed, mixed_report):
+    _, out, _ = mixed
+    text = " ".join(out.split())
+    assert "Pareto front of study bundled-toy-mx (1 point; 1 finished trial, 0 over budget" in text, text
+    assert "accuracy evaluations this run: 1 for 1 distinct precision plan in the study" in text, text
+    md = " ".join(mixed_report[2].split())
+    assert "1 finished trial (1 within the memory budget)" in md and "task toy, 1 example, seed 0" in md, md
+    assert "fidelity on 1 prompt." in md, md
+    # source labels keep their fixed form ("(11 positions,1 prompts,cpu)"): stored with trials, read by scripts
+    assert not re.search(r"\b1 (points|trials|examples|plans)\b|\b1 prompts[^,]", text + md), text + md

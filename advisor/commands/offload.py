@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
-from advisor.units import MAX_LENGTH
+from advisor.units import MAX_LENGTH, count
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -111,7 +111,7 @@ def trace_cmd(
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
     path = trace.save(output)
     if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
-        err.print(f"note: {loaded.name} has no tokenizer: traced {len(prompts)} prompts of random token ids "
+        err.print(f"note: {loaded.name} has no tokenizer: traced {count(len(prompts), 'prompt')} of random token ids "
                   f"(seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"))
     Console().print(
         f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "

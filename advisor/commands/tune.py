@@ -16,6 +16,7 @@ import typer
 from advisor.commands import MAX_THREADS
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
+from advisor.units import count
 
 if TYPE_CHECKING:
     from advisor.models.load import BudgetOf
@@ -374,10 +375,10 @@ def register(app: typer.Typer) -> None:
         console = Console()
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
-        trials = (f"; {summary.n_complete} finished trials, {failed_text(summary.n_failed, summary.n_retried)} failed"
-                  if summary else "")
+        trials = (f"; {count(summary.n_complete, 'finished trial')}, "
+                  f"{failed_text(summary.n_failed, summary.n_retried)} failed" if summary else "")
         title = (f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} "
-                 f"({len(points)} points{trials})")
+                 f"({count(len(points), 'point')}{trials})")
         written = ""
         if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots
             from advisor.tune.plots import write_html, write_png
@@ -453,7 +454,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                           on_stage=live.stage)
     name = shlex.quote(result.study_name)
     if result.interrupted:
-        typer.echo(f"interrupted: {result.n_complete} finished trials and the front ({len(result.front)} points) are "
+        typer.echo(f"interrupted: {count(result.n_complete, 'finished trial')} and the front "
+                   f"({count(len(result.front), 'point')}) are "
                    f"saved in study {name}; run the same command to resume", err=True)
         raise typer.Exit(130)
     for n in result.finished_elsewhere:
@@ -463,7 +465,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"note: trial {', '.join(map(str, result.dead_workers))} was left running by a worker that "
                       f"stopped (no heartbeat for {opts.grace_period} s): failed and queued again", markup=False)
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
-        console.print(f"study {result.study_name} already has {result.n_complete} finished trials (--trials "
+        console.print(f"study {result.study_name} already has {count(result.n_complete, 'finished trial')} (--trials "
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     if result.n_waiting and (note := _queued_note(result, opts)):  # e.g. --budgets enqueues more points than
         console.print(note, markup=False)  # --trials runs: say so, not silently skip
@@ -471,8 +473,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"note: {over} trial(s) of this run fit the budget as counted, but the CUDA allocator measured "
                       "more: stored over budget, with both peaks (peak_gpu_bytes measured, counted_peak_bytes)",
                       markup=False)
-    title = (f"Pareto front of study {result.study_name} ({len(result.front)} points; "
-             f"{result.n_complete} finished trials, {result.n_infeasible} over budget, "
+    title = (f"Pareto front of study {result.study_name} ({count(len(result.front), 'point')}; "
+             f"{count(result.n_complete, 'finished trial')}, {result.n_infeasible} over budget, "
              f"{failed_text(result.n_failed, result.n_retried)} failed)")
     if result.front:
         print_front(console, result.front, title, result.metrics, wide=wide)
@@ -483,7 +485,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     c = result.counters
     evals = c.get("accuracy_evaluations", 0)
     console.print(
-        f"accuracy evaluations this run: {evals} for {result.distinct_plans} distinct precision plans in the study "
+        f"accuracy evaluations this run: {evals} for {count(result.distinct_plans, 'distinct precision plan')} in the study "
         f"({c.get('accuracy_cache_hits', 0)} reused from the cache, {c.get('accuracy_skipped', 0)} skipped by the "
         f"fidelity/dominance stage); routing traces recorded: {c.get('traces_recorded', 0)}; "
         f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
@@ -515,15 +517,16 @@ def _queued_note(result, opts) -> str:
              opts.total_trials is not None and result.n_complete < opts.total_trials)
     why = "its --timeout passed first" if opts.timeout and short else "the run reached its trial count first"
     if now is None:
-        return (f"note: {result.n_waiting} queued trials (warm start, --budgets points and baselines, retries) had "
-                f"not run when this run ended: {why}; `--more {result.n_waiting}` runs them")
+        return (f"note: {count(result.n_waiting, 'queued trial')} (warm start, --budgets points and baselines, "
+                f"retries) had not run when this run ended: {why}; `--more {result.n_waiting}` runs "
+                f"{'it' if result.n_waiting == 1 else 'them'}")
     waiting, running = now.n_waiting, now.n_running
     if not waiting:
         return ""
-    what = f"note: {waiting} queued trials (warm start, --budgets points and baselines, retries)"
+    what = f"note: {count(waiting, 'queued trial')} (warm start, --budgets points and baselines, retries)"
     if not running:  # this run's trials are all finished: a running one is another worker's
-        return f"{what} did not run: {why}; `--more {waiting}` runs them"
-    return (f"{what} have not run yet ({why}); {running} trial{'s' if running > 1 else ''} of the study "
+        return f"{what} did not run: {why}; `--more {waiting}` runs {'it' if waiting == 1 else 'them'}"
+    return (f"{what} {'has' if waiting == 1 else 'have'} not run yet ({why}); {running} trial{'s' if running > 1 else ''} of the study "
             f"{'are' if running > 1 else 'is'} running in another worker, which may take them - `advisor "
             f"studies{storage_flag(result.storage_url)}` counts those still waiting, `--more N` runs N here")
 

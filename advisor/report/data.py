@@ -23,6 +23,7 @@ from advisor.results.storage import (
     require_database,
 )
 from advisor.results.store import engine_for, load_fronts
+from advisor.units import count
 
 
 @dataclass
@@ -163,7 +164,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     done = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
     failed = sum(t.state == optuna.trial.TrialState.FAIL for t in all_trials)
     if not done:
-        raise UserError(f"study {study_name!r} has no finished trial ({len(all_trials)} trials, {failed} failed); "
+        raise UserError(f"study {study_name!r} has no finished trial ({count(len(all_trials), 'trial')}, {failed} failed); "
                         "run `advisor tune` until some trials complete, then report again")
     trials = [trial_record(t, objectives) for t in done]
     if not any("h2d_bytes_per_token" in t.values for t in trials):

@@ -23,6 +23,7 @@ from advisor.report.select import (
 )
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
+from advisor.units import count
 
 
 @dataclass
@@ -396,17 +397,17 @@ def _provenance(doc: Document, c: ReportContext) -> None:
             sources.setdefault(k, set()).add(v)
     doc.add(Heading("How every number was obtained"))
     doc.add(Bullets([
-        f"Study `{d.name}` in `{d.storage}`: {len(d.trials)} finished trials ({len(c.trials)} within the memory "
+        f"Study `{d.name}` in `{d.storage}`: {count(len(d.trials), 'finished trial')} ({len(c.trials)} within the memory "
         f"budget), {d.n_failed} failed, {d.n_total} in all; sampler {d.setting('sampler', default='?')}; search "
         f"space `{d.setting('space', default='?')}`; objectives {', '.join(d.objectives) or '-'}.",
         f"Model `{d.setting('model')}`, fingerprint `{wb.loaded.fingerprint}` (checked equal to the stored one); "
         f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
         f"top-{wb.loaded.moe[0].top_k}.",
         f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",
-        (f"Workload (accuracy): task {ev.task}, {ev.limit} examples, seed {ev.seed}. "
+        (f"Workload (accuracy): task {ev.task}, {count(ev.limit, 'example')}, seed {ev.seed}. "
          if any("accuracy" in t.values for t in d.trials) else "Workload (accuracy): none, no trial measured it. ")
         + f"Workload (transfer): {_prompts_text(wb.loaded, ev.trace_prompts, ev.seed)}, batch 1, the family's decoding, "
-        f"{wb.backend.max_new_tokens} new tokens each; fidelity on {ev.fidelity_prompts} prompts.",
+        f"{wb.backend.max_new_tokens} new tokens each; fidelity on {count(ev.fidelity_prompts, 'prompt')}.",
         "H2D bytes: counted exactly (each expert's payload plus its scales at its format) by replaying routing "
         "traces through the same cache-policy objects the offload runtime uses.",
         f"Transfer time: {sw.time_source} - modelled from hardware profile `{p.name}` (pinned "
@@ -429,5 +430,5 @@ def _provenance(doc: Document, c: ReportContext) -> None:
 def _prompts_text(loaded, n: int, seed: int) -> str:
     """Which prompts the traces decode (as `advisor.eval.run.workload_prompts` chooses them)."""
     if loaded.tokenizer is None:
-        return f"{n} prompts of random token ids, seed {seed} (the model has no tokenizer)"
+        return f"{count(n, 'prompt')} of random token ids, seed {seed} (the model has no tokenizer)"
     return f"{n} of the task's prompts, chosen by seed {seed}"
