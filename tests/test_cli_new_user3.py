@@ -7,7 +7,9 @@
 - `peak_gpu_bytes` was labelled `+staging` for trials whose misses compute on the CPU, whose counted peak holds
   no staging buffers;
 - a study of one trial printed "1 points; 1 finished trials", "1 for 1 distinct precision plans" and its report
-  "1 finished trials", "1 examples", "fidelity on 1 prompts".
+  "1 finished trials", "1 examples", "fidelity on 1 prompts";
+- `advisor report` printed its headline lines with the labels right-aligned to 5 characters, so an `int4:g64` row
+  (or a mixed plan's) put its values in another column than the fp16/int8/int4 rows'.
 """
 
 from __future__ import annotations
@@ -140,3 +142,11 @@ def test_a_count_of_one_is_singular(mixed, mixed_report):
     assert "fidelity on 1 prompt." in md, md
     # source labels keep their fixed form ("(11 positions,1 prompts,cpu)"): stored with trials, read by scripts
     assert not re.search(r"\b1 (points|trials|examples|plans)\b|\b1 prompts[^,]", text + md), text + md
+
+
+def test_report_lines_align_for_a_long_format_name(mixed_report):
+    out = mixed_report[0].splitlines()
+    start = next(i for i, line in enumerate(out) if "of GPU memory (" in line)
+    rows = [line for line in out[start + 1:] if not line.startswith("  at ")]
+    assert [r.split(": ")[0].strip() for r in rows] == ["fp16", "int8", "int4", "int4:g64 (+hot bf16 x16/layer)"], out
+    assert len({r.index(": ") for r in rows}) == 1, "\n".join(rows)  # one column for the values

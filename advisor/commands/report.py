@@ -77,12 +77,13 @@ def register(app: typer.Typer) -> None:
         full = res.extra["baseline_format"]
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
         typer.echo(f"  at {format_bytes(memory)} of GPU memory ({why}):")
+        width = max((len(r.precision) for r in res.headline), default=0)  # int4:g64, a mixed plan's label
         for r in res.headline:
             if r.trial is None:
-                typer.echo(f"  {r.precision:>5}: {r.note}")
+                typer.echo(f"  {r.precision:>{width}}: {r.note}")
                 continue
             dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
-            typer.echo(f"  {r.precision:>5}: trial #{r.trial}, {cuts(r)} vs {no_cache_label(full)}, "
+            typer.echo(f"  {r.precision:>{width}}: trial #{r.trial}, {cuts(r)} vs {no_cache_label(full)}, "
                        f"accuracy change {dacc}")
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
