@@ -9,7 +9,9 @@
 - a study of one trial printed "1 points; 1 finished trials", "1 for 1 distinct precision plans" and its report
   "1 finished trials", "1 examples", "fidelity on 1 prompts";
 - `advisor report` printed its headline lines with the labels right-aligned to 5 characters, so an `int4:g64` row
-  (or a mixed plan's) put its values in another column than the fp16/int8/int4 rows'.
+  (or a mixed plan's) put its values in another column than the fp16/int8/int4 rows';
+- `advisor export --help` described `--profiles-dir` as "Measured hardware profiles", though only
+  `--from-recommend --gpu` reads it (STUDY TRIAL refuses it).
 """
 
 from __future__ import annotations
@@ -150,3 +152,14 @@ def test_report_lines_align_for_a_long_format_name(mixed_report):
     rows = [line for line in out[start + 1:] if not line.startswith("  at ")]
     assert [r.split(": ")[0].strip() for r in rows] == ["fp16", "int8", "int4", "int4:g64 (+hot bf16 x16/layer)"], out
     assert len({r.index(": ") for r in rows}) == 1, "\n".join(rows)  # one column for the values
+
+
+def test_export_help_says_profiles_dir_is_for_from_recommend():
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "160"})
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "--profiles-dir" in line)
+    assert "(--from-recommend) where --gpu's measured hardware profiles are" in row, row
+    refused = invoke("export", "bundled-example", "1", "--to", "json", "--profiles-dir", "p")  # what the help says
+    assert "--profiles-dir only chooses what --from-recommend exports" in str(refused.exception), refused.output

@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
         study_opt: str | None = typer.Option(None, "--study", help="(--from-recommend) only this study, as "
                                              "`advisor recommend --study` (or give it as STUDY)."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles."),
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="(--from-recommend) where --gpu's "
+                                                 "measured hardware profiles are (default $ADVISOR_PROFILES_DIR, "
+                                                 "else studies/profiles)."),
     ) -> None:
         """Export a trial (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
         from advisor.export.base import export_point, parse_options, resolve_target

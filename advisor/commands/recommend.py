@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="Only fronts of this model (name or substring)."),
         task: str | None = typer.Option(None, "--task", help="Only fronts measured on this task."),
         study: str | None = typer.Option(None, "--study", help="Only this study."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Measured hardware profiles (default studies/profiles)."),
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Where --gpu's measured hardware profiles are "
+                                                 "(default $ADVISOR_PROFILES_DIR, else studies/profiles)."),
         as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     ) -> None:
         """The best stored configuration under a memory budget and an accuracy floor, and why."""
