@@ -55,7 +55,8 @@ def test_readme_table_is_the_committed_reports(answer):
     assert [r[1] for r in readme if r[0] == "any"] == [no_cache_label("fp16")]  # the example's stored baseline: fp16
     for budget in ("10%", "25%", "50%"):
         rows = [r for r in readme if r[0] == budget]
-        assert [r[2] for r in rows if r[1] == BEST] == ["fp16", "int8", "int4"]
+        # the report's precisions, then every other format the study stored (int2), then no mixed plan (it has none)
+        assert [r[2] for r in rows if r[1] == BEST] == ["fp16", "int8", "int4", "int2"]
         assert [r[1] for r in rows if r[1] != BEST] == [b.label for b in BASELINES]
 
 
@@ -106,7 +107,7 @@ def test_each_row_is_the_best_stored_trial_at_its_budget(answer):
     trials = feasible_trials(data)
     for a in payload["answer_by_budget"]:
         fit = [t for t in trials if t.values["peak_gpu_bytes"] <= a["memory_bytes"]]
-        for prec in ("fp16", "int8", "int4"):
+        for prec in ("fp16", "int8", "int4", "int2"):
             same = [t for t in fit if uniform_precision(t) == prec]
             quoted = next(r[3] for r in readme if r[0] == a["budget"] and r[1] == BEST and r[2] == prec)
             assert quoted == f"#{min(same, key=rank).number}"
