@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from advisor.units import dtype_format
+
 TIDE_TAUS = (1, 2, 4, 8)
 
 
@@ -40,7 +42,6 @@ NO_CACHE = Baseline("no-cache", "without cache", "every routed expert copied for
                     no_cache=True)
 """Tables name it with its 16-bit format: `no_cache_label`."""
 SIXTEEN_BIT = ("fp16", "bf16")
-_DTYPE_FORMATS = {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16"}
 
 
 def full_precision(dtype: str | None, ran: str | None = None) -> str:
@@ -51,7 +52,8 @@ def full_precision(dtype: str | None, ran: str | None = None) -> str:
     name differs, and a bf16 model's baseline called "fp16" named a format it never ran at."""
     if ran in SIXTEEN_BIT:
         return str(ran)
-    return _DTYPE_FORMATS.get(str(dtype or "").removeprefix("torch.").lower(), "fp16")
+    own = dtype_format(dtype)
+    return own if own in SIXTEEN_BIT else "fp16"
 
 
 def no_cache_label(fmt: str) -> str:

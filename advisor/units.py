@@ -1,5 +1,6 @@
-"""Byte sizes as people read them. Standard library only: any layer may import it (the model loader's
-messages use it as much as the hardware profiles do)."""
+"""Byte sizes as people read them, and the other small definitions every layer shares (the longest decode, the
+seed range, a torch dtype's format name). Standard library only, importing nothing of the package: any layer
+may import it (the model loader's messages use it as much as the hardware profiles do)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ long"), a traceback."""
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds torch takes (`torch.Generator.manual_seed`; beyond them, "Overflow when unpacking long long"): a
 command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""
+
+
+DTYPE_FORMATS = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32"}
+"""torch dtype names -> the expert format of that dtype: ONE table, for a recorded dtype (model_meta's and a
+trace's "dtype", a loaded expert's `torch.bfloat16`) and for the aliases a format name takes
+(`advisor.quant.spec.parse_format`). Here, torch-free, so read-only commands name formats without torch."""
+
+
+def dtype_format(dtype: object) -> str | None:
+    """The dense expert format (bf16, fp16, fp32) of a torch dtype or its name as recorded: `torch.bfloat16`,
+    "torch.bfloat16", "bfloat16", or a format name already ("bf16"); None for any other (float8, an integer
+    dtype, nothing recorded)."""
+    name = str(dtype or "").strip().lower().removeprefix("torch.")
+    return DTYPE_FORMATS.get(name, name if name in DTYPE_FORMATS.values() else None)
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:

@@ -94,8 +94,8 @@ def test_no_import_cycle_inside_advisor():
 
 
 LAYERS = [
-    {"advisor", "errors"},
-    {"files", "registry", "baselines", "units"},  # leaf helpers and definitions any layer above may use
+    {"advisor", "errors", "units"},  # definitions that import nothing of the package: any layer may use them
+    {"files", "registry", "baselines"},  # leaf helpers and definitions any layer above may use
     {"hardware", "models"},
     {"quant"},
     {"eval", "offload", "results"},
@@ -183,3 +183,22 @@ def test_a_functions_docstring_is_its_first_statement():
                          if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant)
                          and isinstance(st.value.value, str)]
     assert not late, late
+
+
+def test_one_table_names_a_torch_dtypes_format():
+    """torch dtype name -> expert format (bfloat16 -> bf16) is defined once, in `advisor.units` (the lowest
+    layer, torch-free), and every reader takes it from there: four copies had drifted apart (one took "half",
+    another "torch."-prefixed names only)."""
+    from advisor.baselines import full_precision
+    from advisor.quant.spec import canonical_name
+    from advisor.units import dtype_format
+
+    copies = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "advisor").rglob("*.py"))
+              for i, line in enumerate(p.read_text().splitlines(), 1)
+              if '"bfloat16": "bf16"' in line or "'bfloat16': 'bf16'" in line]
+    assert copies == ["advisor/units.py:" + copies[0].rpartition(":")[2]], copies
+    for name, fmt in (("torch.bfloat16", "bf16"), ("bfloat16", "bf16"), ("half", "fp16"), ("FLOAT32", "fp32"),
+                      ("bf16", "bf16"), ("float8_e4m3fn", None), ("", None), (None, None)):
+        assert dtype_format(name) == fmt, name
+    assert [canonical_name(n) for n in ("bfloat16", "half", "float32", "fp8_e4m3")] == ["bf16", "fp16", "fp32", "fp8"]
+    assert [full_precision(d) for d in ("torch.bfloat16", "float16", "float32", None)] == ["bf16", "fp16", "fp16", "fp16"]

@@ -30,6 +30,7 @@ from advisor.offload.policies import Access, Ctx, Policy, build_policies
 from advisor.offload.slots import PREFETCH, resolve_slots
 from advisor.offload.stats import CacheLayer, CacheStats
 from advisor.offload.trace import RoutingTrace, Seq
+from advisor.units import dtype_format
 
 
 def trace_expert_bytes(trace: RoutingTrace, plan: Any = None, expert_bytes: Any = None) -> list[list[int]]:
@@ -43,7 +44,7 @@ def trace_expert_bytes(trace: RoutingTrace, plan: Any = None, expert_bytes: Any 
     if not m.get("hidden") or not m.get("intermediate"):
         raise UserError("the trace has no expert shapes (hidden/intermediate); pass expert_bytes explicitly")
     if plan is None:
-        plan = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(m.get("dtype", ""), "bf16")
+        plan = dtype_format(m.get("dtype")) or "bf16"
 
     return plan_expert_bytes(plan, ne, m["hidden"], m["intermediate"])
 

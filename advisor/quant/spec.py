@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from advisor.errors import UserError
+from advisor.units import DTYPE_FORMATS
 
 DENSE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 GROUPED_BITS = {"int4": 4, "int3": 3, "int2": 2}
@@ -103,8 +104,7 @@ def parse_format(name: str) -> FormatSpec:
         raise _bad(str(name), "empty")
     parts = [p.strip() for p in name.strip().lower().split(":")]
     kind, options = parts[0], parts[1:]
-    aliases = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "fp8_e4m3": "fp8"}
-    kind = aliases.get(kind, kind)
+    kind = {**DTYPE_FORMATS, "fp8_e4m3": "fp8"}.get(kind, kind)
     if kind not in KINDS:
         raise _bad(name, f"no format '{kind}'")
     group = DEFAULT_GROUP.get(kind)

@@ -20,9 +20,7 @@ from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
-from advisor.units import format_bytes
-
-_DTYPE_FORMAT = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+from advisor.units import dtype_format, format_bytes
 
 
 def model_shape(loaded: Any) -> ModelShape:
@@ -35,7 +33,7 @@ def model_shape(loaded: Any) -> ModelShape:
         top_k=tuple(int(m.top_k) for m in moe),
         hidden=tuple(int(m.hidden_size) for m in moe),
         intermediate=tuple(int(m.intermediate_size) for m in moe),
-        native_format=_DTYPE_FORMAT.get(str(moe[0].dtype), "bf16"),
+        native_format=dtype_format(moe[0].dtype) or "bf16",
         resident_bytes=int(total - experts),
     )
 
