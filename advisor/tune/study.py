@@ -89,8 +89,6 @@ class TuneResult:
     dead_workers: list[int] = field(default_factory=list)
     """Trials left RUNNING by a worker that stopped (no heartbeat within the grace period), failed and queued
     again by this run."""
-    sampler_seed: int | None = None
-    """The seed this run's sampler draws with: `TuneOptions.seed` plus the runs of the study before this one."""
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
@@ -480,7 +478,7 @@ def _run_tune(
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
         n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note, finished_elsewhere=elsewhere,
-        dead_workers=sorted(set(dead)), sampler_seed=seed,
+        dead_workers=sorted(set(dead)),
     )
 
 
