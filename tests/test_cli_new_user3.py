@@ -113,6 +113,23 @@ def test_eval_says_it_alike():
            "cut to 12)" in " ".join(res.output.split()), res.output
 
 
+def test_tune_says_it_alike_once(tmp_path):
+    """A space's max_new_tokens that the task's block length does not divide: tune decodes whole blocks too, and
+    its header says so in eval's words (it used to round silently)."""
+    (tmp_path / "nt.toml").write_text('name = "nt"\n[precision]\nformats = ["int8"]\n[cache]\n'
+                                      'slots_per_layer = { low = 1, high = "all" }\npolicies = ["lru"]\n'
+                                      '[objectives]\nh2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
+                                      '[evaluation]\nlimit = 1\ntrace_prompts = 1\nfidelity_prompts = 1\n'
+                                      'max_new_tokens = 12\n')
+    res = invoke("tune", "bundled", "--space", str(tmp_path / "nt.toml"), "--trials", "1", "--storage",
+                 f"sqlite:///{tmp_path / 'nt.db'}")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    note = ("note: bundled decodes as llada_moe: 12 new tokens at block length 8 decode 2 whole blocks (16 tokens, "
+            "cut to 12)")
+    assert out.count(note) == 1, res.output
+
+
 def test_the_peak_of_a_cpu_miss_trial_is_labelled_without_staging(mixed):
     from advisor.report.data import load_study_data
     from advisor.tune.config import counted_peak_bytes, peak_source

@@ -98,6 +98,15 @@ class ModelBackend:
         return {"generate": gen, "steps_per_block": steps_per_block(self.loaded, **gen),
                 "block_length": decoded_block_length(self.loaded, **gen)}
 
+    @property
+    def decoding_note(self) -> str:
+        """What the study's decoding runs where it is not what the task and space ask (LLaDA-MoE's whole blocks of
+        equal steps: `advisor.models.generate.decoding_note`, as eval and trace say it), "" where it is as asked."""
+        from advisor.models.generate import decoding_note
+
+        note = decoding_note(self.loaded, **self.decoding["generate"])
+        return f"{self.loaded.name} decodes as {self.loaded.family}: {note}" if note else ""
+
     def prompts(self, n: int) -> list[Any]:
         """Token ids [1, L] of n prompts of the workload (`advisor.eval.run.workload_prompts`)."""
         if self._prompts is None or len(self._prompts) < n:
