@@ -100,7 +100,9 @@ def test_trace_says_what_llada_moe_decodes_where_it_is_not_what_was_asked(tmp_pa
     assert ("note: bundled decodes as llada_moe: 8 new tokens at block length 3 decode 3 whole blocks (9 tokens, "
             "cut to 8); 6 denoising steps, not 4: every block takes the same number (2), so the steps are rounded "
             "up to a multiple of the 3 blocks") in note, res.output
-    assert RoutingTrace.load(out).n_forwards == 6  # what the note says ran
+    rounded = RoutingTrace.load(out)
+    assert rounded.n_forwards == 6  # what the note says ran, and what its meta records (not the 4 asked)
+    assert (rounded.meta["steps"], rounded.meta["steps_per_block"]) == (6, 2), rounded.meta
     exact = invoke("trace", "bundled", "-o", str(out), "--limit", "1", "--max-new-tokens", "8", "--block-length", "4",
                    "--steps", "4", "--threads", "1")
     assert exact.exit_code == 0 and "note:" not in exact.output, exact.output

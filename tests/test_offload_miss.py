@@ -504,6 +504,10 @@ def test_steps_per_block_is_what_the_sampler_runs(family):
         else:
             assert ran == predicted, (kw, predicted, ran)
         assert trace.steps_per_block() == predicted  # what replay tells TIDE: what the live runtime is told
+        # its meta's steps: what ran, in the family's sense of the argument (not the steps asked, nor None)
+        steps = {"llada_moe": trace.n_forwards, "llada2": predicted, "diffusion_gemma": predicted - 1,
+                 "qwen3_moe": None}[family]
+        assert trace.meta["steps"] == steps, (kw, trace.meta["steps"])
 
 
 def test_tide_replay_equals_live_when_llada2_finishes_its_blocks_early():

@@ -126,6 +126,21 @@ def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | No
     return 1
 
 
+def decoded_steps(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
+                  block_length: int | None = None, **options: Any) -> int | None:
+    """The `steps` that `generate` runs with these arguments, in the sense the family gives the argument:
+    LLaDA-MoE's total over its blocks (rounded up to a multiple of them: `decoding_note`), LLaDA2's most per block
+    (capped at the answer's length), the diffusion family's denoising steps; None for autoregressive decoding,
+    which takes no steps."""
+    if loaded.family == "llada_moe":
+        return _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)[2]
+    if loaded.family == "llada2":
+        return steps_per_block(loaded, max_new_tokens=max_new_tokens, steps=steps)
+    if loaded.family == "diffusion_gemma":
+        return int(steps or loaded.gen_defaults["steps"])
+    return None
+
+
 def decoded_block_length(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
                          block_length: int | None = None, **options: Any) -> int:
     """The block length `generate` decodes with these arguments (LLaDA-MoE's is cut to `max_new_tokens`; a

@@ -397,7 +397,7 @@ def record_trace(
 
     `gen_kw` go to `advisor.models.generate.generate` (max_new_tokens, steps, block_length, ...).
     """
-    from advisor.models.generate import generate, new_tokens, steps_per_block
+    from advisor.models.generate import decoded_steps, generate, new_tokens, steps_per_block
     from advisor.models.view import attach_runtime, detach_runtime
 
     ids = input_ids
@@ -407,7 +407,7 @@ def record_trace(
         "batch": int(ids.shape[0]),
         "prompt_len": int(ids.shape[1]),
         "block_length": gen_kw.get("block_length") or (loaded.gen_defaults or {}).get("block_length"),
-        "steps": gen_kw.get("steps"),
+        "steps": decoded_steps(loaded, **gen_kw),  # what ran (LLaDA-MoE rounds to its blocks), not what was asked
         "is_diffusion": diffusion,
         "steps_per_block": steps_per_block(loaded, **gen_kw),  # as decoding was set up (LLaDA2 may finish sooner)
         **(meta or {}),
