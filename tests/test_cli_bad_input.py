@@ -1158,3 +1158,13 @@ def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_comm
         one_error_line(r, "file name too long", "give a shorter path")
         assert "wrote" not in r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_profiles_dir_without_gpu_is_refused_not_ignored(tmp_path):
+    """--profiles-dir only says where --gpu's measured profiles are: `recommend` and `export --from-recommend`
+    without --gpu answered as if it were not given (the directory was never read)."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args in (["recommend"], ["export", "--from-recommend", "--to", "json"]):
+        r = advisor(*args, "--storage", db, "--budget", "1.5MiB", "--profiles-dir", str(tmp_path), cwd=tmp_path,
+                    timeout=120)
+        one_error_line(r, "--profiles-dir needs --gpu NAME")

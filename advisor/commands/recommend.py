@@ -33,6 +33,9 @@ def build_query(
     refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
     from advisor.recommend import Query
 
+    if profiles_dir is not None and gpu is None:  # it only says where --gpu's profiles are: alone, it did nothing
+        raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
+                        "or drop --profiles-dir")
     profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
     return Query(
         budget_bytes=parse_budget(budget) if budget is not None else None,
