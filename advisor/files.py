@@ -6,10 +6,13 @@ crash, a Ctrl-C or a failed step never leaves half an output. Standard library o
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -109,14 +112,24 @@ def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True
     return Path(path)
 
 
+_ASIDE = itertools.count()
+
+
+def _aside_name(path: Path) -> Path:
+    """Where `atomic_dir` sets the earlier output at `path` aside: `.NAME.old-<ms>-<pid>-<n>`, a name no other
+    writer (process, or thread of this one) takes in the same millisecond."""
+    return path.with_name(f".{path.name}.old-{int(time.time() * 1000)}-{os.getpid()}-{next(_ASIDE)}")
+
+
 def _old_copies(path: Path) -> list[Path]:
-    """The earlier outputs `atomic_dir` set aside beside `path` (`.NAME.old-<ms>`), oldest first."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.old-(\d+)")
+    """The earlier outputs `atomic_dir` set aside beside `path` (`.NAME.old-<ms>[-<pid>-<n>]`), oldest first."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.old-(\d+)(?:-(\d+)-(\d+))?")
     try:
-        found = [(int(m.group(1)), p) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name)) and p.is_dir()]
+        found = [(int(m.group(1)), p.name, p) for p in path.parent.iterdir()
+                 if (m := pattern.fullmatch(p.name)) and p.is_dir()]
     except OSError:  # no directory there yet, or one that cannot be listed: nothing set aside
         return []
-    return [p for _, p in sorted(found)]
+    return [p for *_, p in sorted(found)]
 
 
 def _recover(path: Path) -> None:
@@ -127,10 +140,18 @@ def _recover(path: Path) -> None:
     if old and not path.exists():
         try:
             old.pop().rename(path)
-        except OSError:
-            return
+        except OSError as e:
+            if not _other_writer(e):
+                return  # the copy stays: it may be the only one
+            # another writer of `path` got there first: it took the copy, or put an output in place
     for p in old:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _other_writer(e: OSError) -> bool:
+    """What another writer of the same path, at the same moment, makes a rename see: its source gone (set aside,
+    put back, or removed by that writer) or its target taken (that writer's output in place)."""
+    return e.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST)
 
 
 @contextmanager
@@ -163,7 +184,13 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     is put back first (`_recover`)."""
     path = Path(path).resolve()
     _recover(path)
-    if path.exists() and not path.is_dir():
+    try:  # one look: exists() then is_dir() saw another writer's path, set aside in between, as no directory
+        mode: int | None = path.stat().st_mode
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):  # what exists() takes as absent
+            raise
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
         raise UserError(f"{path} exists and is not a directory; choose another -o")
     if not path.exists():  # where it would be created must take a directory: found now, not after the work
         where = path.parent
@@ -178,7 +205,10 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
             raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); choose "
                             "another -o") from None
     if path.is_dir():
-        others = sorted(p.name for p in path.iterdir() if p.name not in replaces)
+        try:
+            others = sorted(p.name for p in path.iterdir() if p.name not in replaces)
+        except FileNotFoundError:  # another writer set it aside meanwhile: nothing of the user's there
+            others = []
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise UserError(f"{path} holds other files ({shown}), which writing there would delete; choose a new "
@@ -199,24 +229,56 @@ def atomic_dir(path: str | os.PathLike, replaces: Collection[str] = ()) -> Itera
     try:
         yield tmp
         _usual_mode(tmp, executable=True)
-        old = None
-        if path.exists():
-            check_replaceable(path, replaces)  # again: files may have appeared while the block ran
-            old = path.with_name(f".{path.name}.old-{int(time.time() * 1000)}")
-        try:
-            # a signal between the two renames left the earlier output only in the hidden `old`, and none at `path`
-            with _signals_deferred():
-                if old is not None:
-                    path.rename(old)
-                try:
-                    tmp.rename(path)
-                except OSError:
-                    if old is not None:
-                        old.rename(path)
-                    raise
-        finally:
-            if old is not None and path.exists():  # not when putting it back failed: then `old` is the only copy
-                shutil.rmtree(old, ignore_errors=True)
+        for attempt in itertools.count(1):
+            if _swap_in(tmp, path, replaces, last=attempt == _SWAP_TRIES):
+                break
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_SWAP_TRIES = 20
+
+
+def _swap_in(tmp: Path, path: Path, replaces: Collection[str], last: bool) -> bool:
+    """Put `tmp` in place of `path` (the earlier output there set aside, then removed): True when done; False
+    when another writer of `path` changed it in between (its output set aside or put in place, or a copy put
+    back by its `_recover`), so the caller looks again - its own output is the newest. `last`: no more looks,
+    a `UserError` then."""
+    old = None
+    if path.exists():
+        check_replaceable(path, replaces)  # again: files may have appeared while the block ran
+        old = _aside_name(path)
+    try:
+        # a signal between the two renames left the earlier output only in the hidden `old`, and none at `path`
+        with _signals_deferred():
+            if old is not None:
+                try:
+                    path.rename(old)
+                except FileNotFoundError:  # another writer set it aside meanwhile
+                    old = None
+                    return _again(path, last)
+            try:
+                tmp.rename(path)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another writer's output (or the copy its
+                    return _again(path, last)  # `_recover` put back) is in place: `old` is not needed, look again
+                if old is not None:
+                    try:
+                        old.rename(path)
+                    except OSError as back:
+                        if not _other_writer(back):
+                            raise
+                        # another writer's recovery put it back, or its output is in place: nothing to restore
+                raise
+        return True
+    finally:
+        if old is not None and path.exists():  # not when putting it back failed: then `old` is the only copy
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _again(path: Path, last: bool) -> bool:
+    if last:
+        raise UserError(f"{path} kept changing while this output replaced it (another process writing the same "
+                        "path?); run again, or choose another -o")
+    return False

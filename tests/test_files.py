@@ -131,3 +131,58 @@ def test_a_process_killed_between_the_two_renames_leaves_an_output_in_place(tmp_
     assert (out / "a.md").read_text() == ("second" if sig == "SIGTERM" else "first")
     # (SIGKILL also leaves the new output's temporary folder, `.report-<random>`: another writer may be filling it)
     assert not [p.name for p in tmp_path.iterdir() if ".old-" in p.name]
+
+
+@pytest.mark.parametrize("meanwhile", ["recovers", "writes"])
+def test_another_writer_of_the_same_path_between_the_two_renames_is_no_traceback(tmp_path, monkeypatch, meanwhile):
+    """Two writers of one -o at the same moment (two `advisor report`s): between this one's two renames the other
+    one's `check_replaceable` saw NAME missing and put the set-aside copy back (`recovers`), or put its own
+    output in place (`writes`). The second rename then failed, putting the copy back found it gone, and the
+    FileNotFoundError (or "Directory not empty") ended the run in a traceback. Now the newest output is in place
+    and no copy is left aside."""
+    from pathlib import Path
+
+    out = _earlier_report(tmp_path)
+    rename = Path.rename
+    once = []
+
+    def other_writer(self, target):
+        moved = rename(self, target)
+        if self == out and not once:
+            once.append(target)
+            monkeypatch.setattr(Path, "rename", rename)
+            if meanwhile == "recovers":
+                check_replaceable(out, {"a.md"})
+            else:
+                with atomic_dir(out, replaces={"a.md"}) as d:
+                    (d / "a.md").write_text("other")
+            monkeypatch.setattr(Path, "rename", other_writer)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", other_writer)
+    with atomic_dir(out, replaces={"a.md"}) as d:
+        (d / "a.md").write_text("second")
+    monkeypatch.undo()
+    assert once and (out / "a.md").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_a_real_failure_of_the_second_rename_still_raises_and_restores_the_earlier_output(tmp_path, monkeypatch):
+    """Only what another writer causes (a copy gone, NAME taken) is tolerated: any other error of the rename
+    (here EXDEV) is raised as before, with the earlier output put back."""
+    import errno
+    from pathlib import Path
+
+    out = _earlier_report(tmp_path)
+    rename = Path.rename
+
+    def fails(self, target):
+        if Path(target) == out and self.name.startswith(".report-"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", fails)
+    with pytest.raises(OSError, match="cross-device"), atomic_dir(out, replaces={"a.md"}) as d:
+        (d / "a.md").write_text("second")
+    monkeypatch.undo()
+    assert (out / "a.md").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["report"]
