@@ -92,6 +92,36 @@ def test_report_counts_the_expert_cache_of_a_grouped_format_it_replays_no_trace_
     assert expert_cache_bytes(grouped, replayed) == 4 * 52 * expert_nbytes_of("int4:g64", 128, 16)
 
 
+def test_the_headline_check_replays_a_grouped_format_on_a_trace_of_its_own():
+    """Routing under int4:g64 experts is not int4's (g128: other quantized weights, other top-k picks; on the
+    bundled model 4 prompts route 16094 look-ups vs 16092), yet the headline check replayed a uniform int4:g64
+    trial on the int4 trace and printed 824.8 KiB against its stored 824.9 KiB. Each trial now replays on the
+    trace of its own format, or on one of its own plan."""
+    from advisor.report.data import TrialRecord, load_study_data
+    from advisor.report.study import headline_traces
+
+    data = load_study_data("bundled-example", f"sqlite:///{REPO / 'studies' / 'example' / 'advisor.db'}")
+    t = next(t for t in data.trials if t.number == 129)  # int4
+
+    def at(n: int, fmt: str) -> TrialRecord:
+        return TrialRecord(n, {**t.config, "precision": {**t.config["precision"], "default": fmt}}, t.values,
+                           t.sources, t.attrs)
+
+    class Bench:
+        traced: list[int] = []
+
+        def trace_of(self, trial):
+            self.traced.append(trial.number)
+            return f"own #{trial.number}"
+
+    trials = [at(1, "int4"), at(2, "int4:g64"), at(3, "fp16"), at(4, "int2"), at(5, "bf16")]
+    runs = {"fp16": "fp16 trace", "int8": "int8 trace", "int4": "int4 trace"}
+    said = []
+    assert headline_traces(Bench(), trials, runs, said.append) == {
+        1: "int4 trace", 2: "own #2", 3: "fp16 trace", 4: "own #4", 5: "own #5"}
+    assert Bench.traced == [2, 4, 5] and "3 more headline plans" in said[0], said
+
+
 def test_help_lists_each_command_in_one_line_and_tune_by_its_default_objective():
     """`advisor --help` said tune finds the front of "H2D transfer, accuracy and GPU memory", though the spaces
     for every model but the bundled one minimize time per token; profile's and report's summaries broke mid-line."""

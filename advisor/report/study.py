@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,15 +132,10 @@ def build_report(
                             baseline_rows(trials, spec.strip(), reference, sw.expert_bytes))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     shown = {r.trial: next(t for t in trials if t.number == r.trial) for r in rows if r.trial is not None}
-    own = [t for t in shown.values() if _run_key(t, full) not in runs]
-    if own:  # int2, fp8, mixed plans: no trace above routes as they do
-        say(f"recording the routing trace of {len(own)} more headline plan{'s' if len(own) != 1 else ''} "
-            f"({', '.join(t.plan_label for t in own)})")
-    own_runs = {t.number: wb.trace_of(t) for t in own}
+    replay_on = headline_traces(wb, shown.values(), runs, say)
     for r in rows:
         if r.trial is not None:
-            t = shown[r.trial]
-            r.replayed_bytes_per_token = wb.replay_stored(own_runs.get(t.number) or runs[_run_key(t, full)], t)
+            r.replayed_bytes_per_token = wb.replay_stored(replay_on[r.trial], shown[r.trial])
     ref_cache = next((r.expert_cache_bytes for r in rows if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
                      None)
     equal = {} if ref_cache is None else equal_memory(replayed, ref_cache, policies=policies)
@@ -204,11 +199,19 @@ def _reference(trials: list[Any], sw: Any) -> Reference:
     return Reference(sw.baseline_bytes_per_token, None, None, "counted:trace-replay(0 slots)")
 
 
-def _run_key(t: Any, full: str) -> str | None:
-    """The trace (of the report's precisions) a headline trial replays on; None for a mixed plan, whose routing
-    none has."""
-    fmt = t.uniform_format
-    return None if fmt is None else full if fmt in BASELINE_FORMATS else fmt.split(":")[0]
+def headline_traces(wb: Any, trials: Iterable[Any], runs: dict[str, Any],
+                    say: Callable[[str], None] = lambda _: None) -> dict[int, Any]:
+    """Trial number -> the run (`Workbench.trace`) each headline trial is replayed on, to check its stored bytes:
+    the report's trace of its own uniform format (`runs`, by format name), else a trace of its own plan
+    (`Workbench.trace_of`: int4:g64, int2, fp8, the other 16-bit format, a mixed plan) - routing differs between
+    group sizes too, so an int4:g64 trial replayed on the int4 (g128) trace moved other bytes than it stored."""
+    trials = list(trials)
+    own = [t for t in trials if t.uniform_format not in runs]
+    if own:
+        say(f"recording the routing trace of {len(own)} more headline plan{'s' if len(own) != 1 else ''} "
+            f"({', '.join(t.plan_label for t in own)})")
+    traced = {t.number: wb.trace_of(t) for t in own}
+    return {t.number: traced[t.number] if t.number in traced else runs[t.uniform_format] for t in trials}
 
 
 class _RecMark:
