@@ -696,3 +696,17 @@ def test_other_exports_of_a_prequantized_checkpoint_serve_its_format_or_refuse(t
         r = _cli("export", "w", "1", "--to", target, "--storage", url)
         assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, (target, r.stderr)
         assert "--to vllm or --to json instead" in r.stderr, r.stderr  # the targets that take it
+
+
+def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path):
+    """`ModelInfo.checkpoint_format` returned the recorded torch dtype name, so an fp32 checkpoint's offload note
+    read "GiB at float32", a name no format option takes; it is the format, fp32 (`advisor.units.dtype_format`)."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
+    url = make_db(tmp_path / "a.db", [point("m", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    r = _cli("export", "m", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    host = 16 * expert_nbytes_of("fp32", 2048, 768) - 8 * expert_nbytes_of("bf16", 2048, 768)
+    assert f"the rest ({host} bytes = " in r.stdout and " GiB at fp32) offloaded" in r.stdout, r.stdout
+    assert "float32" not in r.stdout, r.stdout

@@ -17,6 +17,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.quant.plan import PrecisionPlan
 from advisor.quant.spec import parse_format
+from advisor.units import dtype_format
 
 # families whose model cannot be served by an autoregressive engine (vLLM, llama.cpp's main loop)
 DIFFUSION_FAMILIES = ("llada_moe", "llada2", "diffusion_gemma")
@@ -137,10 +138,11 @@ class ModelInfo:
     def checkpoint_format(self) -> str | None:
         """The advisor format of the checkpoint's own experts, as a runtime that reads the checkpoint holds them:
         fp8 for an FP8 checkpoint (whose torch name float8_e4m3fn no format parses, and which a CPU study records
-        as bfloat16), the recorded dtype for an unquantized one; None for another pre-quantized one (gptq, awq,
-        compressed-tensors, ...), whose bytes per weight depend on settings no study records."""
+        as bfloat16), the recorded dtype's format for an unquantized one (float32: fp32, `advisor.units.dtype_format`);
+        None for another pre-quantized one (gptq, awq, compressed-tensors, ...), whose bytes per weight depend on
+        settings no study records."""
         own = self.own_quantization
-        return self.dtype if own is None else "fp8" if own == "fp8" else None
+        return (dtype_format(self.dtype) or self.dtype) if own is None else "fp8" if own == "fp8" else None
 
     def expert_nbytes(self, fmt: str) -> int | None:
         """Exact bytes of one expert in `fmt` (None when the shapes were not recorded)."""
