@@ -704,9 +704,14 @@ def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path)
     from advisor.quant.spec import expert_nbytes_of
 
     meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
-    url = make_db(tmp_path / "a.db", [point("m", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    url = make_db(tmp_path / "a.db", [point("m", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      point("m", 2, "int8", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
     r = _cli("export", "m", "1", "--to", "vllm", "--storage", url)
     assert r.returncode == 0, r.stderr
     host = 16 * expert_nbytes_of("fp32", 2048, 768) - 8 * expert_nbytes_of("bf16", 2048, 768)
     assert f"the rest ({host} bytes = " in r.stdout and " GiB at fp32) offloaded" in r.stdout, r.stdout
+    assert "float32" not in r.stdout, r.stdout
+    r = _cli("export", "m", "2", "--to", "vllm", "--storage", url, "--opt", "prefer=quantize")  # int8, not offloaded
+    assert r.returncode == 0, r.stderr
+    assert "--opt prefer=offload serves them at fp32 offloaded" in " ".join(r.stdout.split()), r.stdout
     assert "float32" not in r.stdout, r.stdout

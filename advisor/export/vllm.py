@@ -166,7 +166,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         if opts["prefer"] == "quantize" or (opts["prefer"] == "auto" and fits):
             gb, why = 0.0, (f"not offloaded: vLLM cannot offload the experts it quantizes online (its CPU offload "
                             f"moves parameters it creates on the meta device); {numbers}; --opt prefer=offload serves "
-                            f"them at {cfg.model.dtype} offloaded down to the cache's bytes instead")
+                            f"them at {cfg.model.checkpoint_format} offloaded down to the cache's bytes instead")
         else:
             notes = [online_offload_note(quant), f"{numbers}; --opt prefer=quantize serves that instead"]
             quant = None
