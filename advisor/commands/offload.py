@@ -95,7 +95,7 @@ def trace_cmd(
 
     note = decoding_note(loaded, **gen_kw)
     if note:  # LLaDA-MoE's whole blocks of equal steps: what runs, where it is not what was asked
-        err.print(f"note: {loaded.name} decodes as {loaded.family}: {note}")
+        err.print(f"note: {note}")
     ck = loaded.checkpoint
     read0, secs0, t0 = (ck.bytes_read, ck.read_seconds, time.perf_counter()) if ck is not None else (0, 0.0, 0.0)
     with refuse_out_of_memory(f"decoding {gen_kw['max_new_tokens']} new tokens per prompt on {loaded.device}",

@@ -432,7 +432,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         """Printed once the study has given this run its number, which the sampler's seed depends on."""
         shape = backend.shape
         drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
-            f"seed {seed}: --seed {opts.seed} + {seed - opts.seed} earlier run{'s' if seed - opts.seed > 1 else ''}")
+            f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         console.print(
             f"[bold]advisor tune[/bold] {backend.model_name} ({shape.n_layers} MoE layers x {max(shape.num_experts)} "
             f"experts, {human_bytes(shape.full_bytes())} counted) | task {backend.task_name} | space {space.name} "
@@ -528,7 +528,7 @@ def _queued_note(result, opts) -> str:
     what = f"note: {count(waiting, 'queued trial')} (warm start, --budgets points and baselines, retries)"
     if not running:  # this run's trials are all finished: a running one is another worker's
         return f"{what} did not run: {why}; `--more {waiting}` runs {'it' if waiting == 1 else 'them'}"
-    return (f"{what} {'has' if waiting == 1 else 'have'} not run yet ({why}); {running} trial{'s' if running > 1 else ''} of the study "
+    return (f"{what} {'has' if waiting == 1 else 'have'} not run yet ({why}); {count(running, 'trial')} of the study "
             f"{'are' if running > 1 else 'is'} running in another worker, which may take them - `advisor "
             f"studies{storage_flag(result.storage_url)}` counts those still waiting, `--more N` runs N here")
 

@@ -156,8 +156,8 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
                   block_length: int | None = None, **options: Any) -> str:
     """What `generate` decodes with these arguments where it is not what they ask: LLaDA-MoE decodes whole blocks,
     each with the same number of steps, so it decodes past `max_new_tokens` when the block length does not divide
-    it (the extra tokens are cut), and rounds the steps up to a multiple of the blocks. "" when it decodes them as
-    asked (and for every other family)."""
+    it (the extra tokens are cut), and rounds the steps up to a multiple of the blocks, said as eval, trace and tune
+    print it ("NAME decodes as llada_moe: ..."). "" when it decodes them as asked (and for every other family)."""
     if loaded.family != "llada_moe":
         return ""
     defaults = {**loaded.gen_defaults, **options}
@@ -170,7 +170,7 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
     if run != asked:
         said.append(f"{run} denoising steps, not {asked}: every block takes the same number ({run // num_blocks}), "
                     f"so the steps are rounded up to a multiple of the {num_blocks} blocks")
-    return "; ".join(said)
+    return f"{loaded.name} decodes as {loaded.family}: {'; '.join(said)}" if said else ""
 
 
 def _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options) -> tuple[int, int, int]:

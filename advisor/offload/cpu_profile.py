@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from advisor.offload.timing import CPU_FORMATS, TOKENS, CpuProfile, shape_key
+from advisor.units import count
 
 
 def _min_ms(fn, x: torch.Tensor, repeats: int) -> float:
@@ -83,7 +84,7 @@ def thread_contention(profile: CpuProfile, shapes: Sequence[tuple[int, int]], re
             for n, many in (profile.table[key][fmt][0], profile.table[key][fmt][-1]):
                 one = _min_ms(expert, x_all[: int(n)], repeats)
                 if many > factor * one + 0.05 and (worst is None or many / one > worst[0]):
-                    worst = (many / one, f"{fmt} {key} at {int(n)} token{'s' if n != 1 else ''}: {many:.3g} ms on {profile.threads} "
+                    worst = (many / one, f"{fmt} {key} at {count(int(n), 'token')}: {many:.3g} ms on {profile.threads} "
                                          f"threads, {one:.3g} ms on 1")
     finally:
         torch.set_num_threads(threads)

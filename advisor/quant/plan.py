@@ -27,6 +27,7 @@ from pathlib import Path
 
 from advisor.errors import UserError
 from advisor.quant.spec import canonical_name
+from advisor.units import count
 
 DEFAULT_FORMAT = "bf16"
 EXPORT_SCHEMA = "moe-advisor/export"
@@ -389,7 +390,7 @@ class PrecisionPlan:
             counts: dict[str, int] = {}
             for fmt in per.values():
                 counts[fmt] = counts.get(fmt, 0) + 1
-            shown = ", ".join(f"{n} expert{'s' if n > 1 else ''} {fmt}" for fmt, n in counts.items())
+            shown = ", ".join(f"{count(n, 'expert')} {fmt}" for fmt, n in counts.items())
             parts.append(f"layer {layer}: {shown} (others {self.layers.get(layer, self.default)})")
         text = "; ".join(parts)
         return f"{text} [{self.note}]" if self.note else text

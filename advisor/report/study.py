@@ -45,6 +45,7 @@ from advisor.report.select import (
 )
 from advisor.report.workbench import Workbench, study_task
 from advisor.tune.budget import budget_memory, memory_spec
+from advisor.units import count
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
 REPORT_ENTRIES = ("report.md", "report.html", "report.json", "figures")
@@ -208,7 +209,7 @@ def headline_traces(wb: Any, trials: Iterable[Any], runs: dict[str, Any],
     trials = list(trials)
     own = [t for t in trials if t.uniform_format not in runs]
     if own:
-        say(f"recording the routing trace of {len(own)} more headline plan{'s' if len(own) != 1 else ''} "
+        say(f"recording the routing trace of {count(len(own), 'more headline plan')} "
             f"({', '.join(t.plan_label for t in own)})")
     traced = {t.number: wb.trace_of(t) for t in own}
     return {t.number: traced[t.number] if t.number in traced else runs[t.uniform_format] for t in trials}

@@ -104,8 +104,7 @@ class ModelBackend:
         equal steps: `advisor.models.generate.decoding_note`, as eval and trace say it), "" where it is as asked."""
         from advisor.models.generate import decoding_note
 
-        note = decoding_note(self.loaded, **self.decoding["generate"])
-        return f"{self.loaded.name} decodes as {self.loaded.family}: {note}" if note else ""
+        return decoding_note(self.loaded, **self.decoding["generate"])
 
     def prompts(self, n: int) -> list[Any]:
         """Token ids [1, L] of n prompts of the workload (`advisor.eval.run.workload_prompts`)."""
