@@ -59,6 +59,8 @@ def full_precision(dtype: str | None, ran: str | None = None) -> str:
 def no_cache_label(fmt: str) -> str:
     """How tables name the no-cache baseline at 16-bit format `fmt` (`full_precision`)."""
     return f"{fmt} {NO_CACHE.label}"
+
+
 BASELINES = (
     Baseline("mixtral-offloading", "Mixtral-offloading-style", "LRU, every miss copied", "lru", "copy"),
     Baseline("fiddler", "Fiddler-style", "static hot experts, misses on the CPU", "static_hot", "cpu"),

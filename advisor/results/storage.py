@@ -11,13 +11,14 @@ import functools
 import importlib.util
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from advisor.errors import UserError
+from advisor.results.reconnect import ride_out_restarts
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -411,83 +412,6 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("postgresql"):
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
-
-
-def reconnect_s() -> float:
-    """How long a PostgreSQL engine that has connected once retries a new connection the server refuses (a
-    restart, a failover): 15 s, or $ADVISOR_PG_RECONNECT_S (0: fail at once)."""
-    raw = os.environ.get("ADVISOR_PG_RECONNECT_S", "15")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise UserError(f"ADVISOR_PG_RECONNECT_S={raw!r} is not a number of seconds; set it to e.g. 15 or unset it")
-    return seconds
-
-
-_STOP_WAITING: list[Callable[[], bool]] = []
-"""While not empty, `ride_out_restarts` gives up waiting for a server once any of these says so."""
-
-
-@contextmanager
-def stop_waiting_when(requested: Callable[[], bool]) -> Iterator[None]:
-    """In the block, a wait for a restarting server (`ride_out_restarts`) ends as soon as `requested()` is true:
-    a tune asked to stop by Ctrl-C or SIGTERM while it writes (its handler only notes the signal there) stops
-    now, not when the wait runs out."""
-    _STOP_WAITING.append(requested)
-    try:
-        yield
-    finally:
-        _STOP_WAITING.remove(requested)
-
-
-_REFUSED: dict[str, tuple[float, float]] = {}
-"""Per server (its URL, no password): when it first and last refused a connection of this process (since the
-last connection it took)."""
-
-
-def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
-    """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected (`connected`: it
-    did before this call, as Optuna's storage does to set up its tables, keeping that connection pooled), a new
-    connection (after a restart, `pool_pre_ping` finds the pooled ones dead and opens new ones) that the server
-    refuses or answers with "starting up" / "shutting down" is tried again every half second, up to
-    `reconnect_s` after the server's first refusal: one wait per outage, shared by the process's engines (a
-    tune has two) and their connections, so a server gone for good stops a tune after it, not after a wait for
-    each. A tune whose server restarted between two database writes stopped with an error; it goes on. The
-    engine's first connection fails at once (a wrong URL, a server that does not run: the checks' one line,
-    not a wait)."""
-    if engine.dialect.name != "postgresql":
-        return engine
-    import time
-
-    from sqlalchemy import event
-
-    server = engine.url.render_as_string(hide_password=True)
-    state = {"connected": connected}
-
-    @event.listens_for(engine, "do_connect")
-    def _connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
-        while True:
-            try:
-                connection = dialect.connect(*cargs, **cparams)
-            except dialect.loaded_dbapi.OperationalError:
-                if not state["connected"]:
-                    raise
-                now, wait = time.monotonic(), reconnect_s()
-                since, last = _REFUSED.get(server, (now, now))
-                if now - last > wait:  # refused long after the last refusal: another outage, its own wait
-                    since = now
-                _REFUSED[server] = (since, now)
-                if now >= since + wait or any(stop() for stop in _STOP_WAITING):
-                    raise
-                time.sleep(0.5)
-                continue
-            state["connected"] = True
-            _REFUSED.pop(server, None)
-            return connection
-
-    return engine
 
 
 def open_storage(

@@ -32,13 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint, check_stored
-from advisor.results.storage import (
-    engine_kwargs,
-    normalize_url,
-    ride_out_restarts,
-    schema_lock,
-    unreadable_database,
-)
+from advisor.results.reconnect import ride_out_restarts
+from advisor.results.storage import engine_kwargs, normalize_url, schema_lock, unreadable_database
 
 
 class Base(DeclarativeBase):

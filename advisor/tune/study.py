@@ -29,6 +29,7 @@ from advisor.hardware.profiles import HardwareProfile
 from advisor.results import storage as st
 from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint, trial_point
+from advisor.results.reconnect import stop_waiting_when
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
@@ -354,7 +355,7 @@ def run_tune(
     study, resuming it if it exists. Ctrl-C/SIGTERM end the run cleanly (`TuneResult.interrupted`).
     `on_seeded(seed)` is told the seed the sampler draws with once this run's number is taken (before
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
-    with StopOnSignal() as stop, st.stop_waiting_when(lambda: stop.requested):
+    with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested):
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)
