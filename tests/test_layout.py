@@ -202,3 +202,12 @@ def test_one_table_names_a_torch_dtypes_format():
         assert dtype_format(name) == fmt, name
     assert [canonical_name(n) for n in ("bfloat16", "half", "float32", "fp8_e4m3")] == ["bf16", "fp16", "fp32", "fp8"]
     assert [full_precision(d) for d in ("torch.bfloat16", "float16", "float32", None)] == ["bf16", "fp16", "fp16", "fp16"]
+
+
+def test_search_spaces_link_reaches_the_shipped_spaces():
+    """`search_spaces/` at the top is where a reader of the repository looks; it must show the very files the
+    package ships (one copy), so `--space search_spaces/dllm.toml` and `--space dllm` read the same space."""
+    link = ROOT / "search_spaces"
+    assert link.is_symlink()
+    assert link.resolve() == (ROOT / "advisor" / "tune" / "spaces").resolve()
+    assert {"default.toml", "dllm.toml", "quick.toml"} <= {p.name for p in link.glob("*.toml")}
