@@ -27,6 +27,7 @@ def test_front_rows_name_the_miss_policy_and_tides_tau(tmp_path):
     shutil.copy(EXAMPLE_DB, tmp_path / "ex.db")  # pareto writes plots beside the working directory
     out = advisor("pareto", "bundled-example", "--storage", "ex.db", cwd=tmp_path).stdout
     assert "trial 11: int2; 64 slots/layer, lru, misses hybrid" in out
+    assert "trial 14: fp16; 1 slot/layer, lru, misses hybrid" in out  # singular: "1 slots/layer" read wrong
     # `*` marks the study's objectives (time_per_token, accuracy, peak_gpu_bytes), as `tune` prints the front
     assert "ms/token * 0.119 · H2D/token 8.50 KiB · accuracy * 0.935" in out and "peak GPU * 1.76 MiB" in out
     # four TIDE trials with tau 1/2/4/8 are four rows, not one "trial 153, 154, 155, 156: ... tide"

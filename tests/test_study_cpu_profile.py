@@ -74,7 +74,7 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     first = advisor(*tune, "--trials", "3", cwd=tmp_path)
     profile, sources = stored(db)
     src = profile["source"]
-    assert re.fullmatch(r"measured:wall-clock\(\d{4}-\d\d-\d\d, 1 threads, .*\)", src), src
+    assert re.fullmatch(r"measured:wall-clock\(\d{4}-\d\d-\d\d, 1 thread, .*\)", src), src
     assert "128x16" in profile["table"] and len(sources) == 3
     assert (f"CPU expert times: {src}, measured by this run, stored with the study (a resume and `advisor report` "
             "reuse them)") in first
@@ -112,7 +112,7 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
     partial = advisor(*tune, "--more", "1", cwd=tmp_path)
     completed, sources = stored(db)
     mixed = completed["source"]
-    assert re.fullmatch(re.escape(src) + r" \(study\) \+ 128x16 measured:wall-clock\(\d{4}-\d\d-\d\d, 1 threads, .*\)",
+    assert re.fullmatch(re.escape(src) + r" \(study\) \+ 128x16 measured:wall-clock\(\d{4}-\d\d-\d\d, 1 thread, .*\)",
                         mixed), mixed
     assert completed["table"].keys() == {"64x8", "128x16"} and completed["table"]["64x8"] == profile["table"]["128x16"]
     assert (f"CPU expert times: the study's stored measurement, what it lacked (128x16) measured now and stored "

@@ -46,7 +46,7 @@ def measure_cpu_experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str
         table.setdefault(key, {})[fmt] = [[int(n), round(_min_ms(expert, x_all[:n], repeats), 5)] for n in pts]
     threads = torch.get_num_threads()
     ks = ", ".join(f"{f}:{'/'.join(k)}" for f, k in kernels.items())  # "int8:int8pack_mm/dequantize": shapes differ
-    return CpuProfile(table, threads, f"measured:wall-clock({dt.date.today().isoformat()}, {threads} threads, "
+    return CpuProfile(table, threads, f"measured:wall-clock({dt.date.today().isoformat()}, {count(threads, 'thread')}, "
                                       f"min of {repeats}, kernels {ks})", host_cpu())
 
 
@@ -84,8 +84,8 @@ def thread_contention(profile: CpuProfile, shapes: Sequence[tuple[int, int]], re
             for n, many in (profile.table[key][fmt][0], profile.table[key][fmt][-1]):
                 one = _min_ms(expert, x_all[: int(n)], repeats)
                 if many > factor * one + 0.05 and (worst is None or many / one > worst[0]):
-                    worst = (many / one, f"{fmt} {key} at {count(int(n), 'token')}: {many:.3g} ms on {profile.threads} "
-                                         f"threads, {one:.3g} ms on 1")
+                    worst = (many / one, f"{fmt} {key} at {count(int(n), 'token')}: {many:.3g} ms on "
+                                         f"{count(profile.threads, 'thread')}, {one:.3g} ms on 1")
     finally:
         torch.set_num_threads(threads)
     if worst is None:

@@ -76,7 +76,7 @@ def config_text(config: dict[str, Any]) -> tuple[str, str]:
     prefetch = config.get("prefetch", "none")
     extra = [f"prefetch {prefetch}"] if prefetch != "none" else []
     extra += [m] if (m := miss_text(config)) else []
-    return prec, ", ".join([f"{s} slots/layer", policy_text(config), *extra])
+    return prec, ", ".join([f"{s} slot{'' if s == '1' else 's'}/layer", policy_text(config), *extra])
 
 
 def _front_rows(points: Sequence[FrontPoint], objectives: Sequence[str]) -> tuple[list[str], dict[tuple, list[str]]]:
