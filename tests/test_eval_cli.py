@@ -29,7 +29,7 @@ def test_eval_with_precision_prints_accuracy_fidelity_and_sources(model_dir, tmp
     # a CPU time says how many threads computed it (--threads: a busy host's user picks fewer than every core)
     # the sources read as the README's "What every number means" names them, and as `tune` stores them
     text = " ".join(result.output.split())  # rich wraps long lines at the terminal width
-    assert "[measured:exact-match:toy(n=3,cpu)]" in text and "measured:wall-clock(1 threads) (cpu)" in text
+    assert "[measured:exact-match:toy(n=3,cpu)]" in text and "measured:wall-clock(1 thread) (cpu)" in text
     assert "fidelity vs full precision" in text
     assert re.search(r"\[measured:logits-vs-fp32\(\d+ positions,2 prompts,cpu\)\]", text), result.output
     payload = json.loads(out.read_text())

@@ -11,6 +11,7 @@ import typer
 from advisor.commands import MAX_THREADS
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
+from advisor.units import count
 
 STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
 
@@ -127,7 +128,7 @@ def register(app: typer.Typer) -> None:
                 if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
                     c = p.cpu_experts
                     typer.echo(f"{'':<30} CPU expert times for {', '.join(c['table'])} on "
-                               f"{c.get('host', 'an unrecorded CPU')}, {c['threads']} threads [{c['source']}]")
+                               f"{c.get('host', 'an unrecorded CPU')}, {count(c['threads'], 'thread')} [{c['source']}]")
             return
         # where it is saved, checked before the measuring (a minute with expert shapes), not after
         directory = hw.profiles_dir(profiles_dir)

@@ -18,6 +18,7 @@ from advisor.eval.notes import note_once
 from advisor.eval.stats import wilson_interval
 from advisor.eval.tasks import Task, select
 from advisor.hardware.measure import device_text
+from advisor.units import count
 
 
 @dataclass
@@ -113,7 +114,7 @@ def evaluate(
         task=task.name, accuracy=correct / len(verdicts), n=len(verdicts), correct=correct, ci_low=low,
         ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{how}",
         device=device_text(loaded.device),
-        seconds_source=f"measured:wall-clock({torch.get_num_threads()} threads)" if on_cpu else "measured:wall-clock",
+        seconds_source=f"measured:wall-clock({count(torch.get_num_threads(), 'thread')})" if on_cpu else "measured:wall-clock",
     )
 
 

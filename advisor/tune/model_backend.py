@@ -20,7 +20,7 @@ from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
-from advisor.units import dtype_format, format_bytes
+from advisor.units import count, dtype_format, format_bytes
 
 
 def model_shape(loaded: Any) -> ModelShape:
@@ -434,7 +434,7 @@ class ModelBackend:
         if overlap["cpu"] > 0:  # CPU experts ran beside the device's (on CUDA): how much of their time it hid
             values["cpu_expert_ms_per_token"] = overlap["cpu"] / tokens
             values["cpu_hidden_share"] = overlap["hidden_share"]
-            sources["cpu_expert_ms_per_token"] = f"measured:wall-clock(cpu experts,{torch.get_num_threads()} threads)"
+            sources["cpu_expert_ms_per_token"] = f"measured:wall-clock(cpu experts,{count(torch.get_num_threads(), 'thread')})"
             sources["cpu_hidden_share"] = overlap["source"]
         if on_cuda:
             values["allocator_peak_bytes"] = float(torch.cuda.max_memory_allocated(dev))
