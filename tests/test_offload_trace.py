@@ -162,6 +162,22 @@ def test_cli_trace_and_simulate(tmp_path):
     assert rows["tide"]["cpu_tokens"] > 0 and rows["tide"]["demand_bytes"] == 0 and rows["tide"]["miss"] == "cpu"
 
 
+def test_cli_trace_meta_records_the_block_length_decoded_not_the_one_asked(tmp_path):
+    # LLaDA-MoE cuts a block to max_new_tokens: 32 asked for 4 new tokens decodes one block of 4. The meta said 32
+    # (the block scope counted the same positions only because the sequence ends with the block).
+    runner = CliRunner()
+    meta = {}
+    for asked in (32, 4):
+        res = runner.invoke(app, ["trace", "tiny:llada_moe", "-o", str(tmp_path / f"{asked}.npz"), "--limit", "1",
+                                  "--max-new-tokens", "4", "--steps", "4", "--block-length", str(asked)])
+        assert res.exit_code == 0, res.output
+        meta[asked] = RoutingTrace.load(tmp_path / f"{asked}.npz").meta
+    assert meta[32]["block_length"] == meta[4]["block_length"] == 4
+    assert (meta[32]["block_length_asked"], meta[4]["block_length_asked"]) == (32, 4)
+    a, b = RoutingTrace.load(tmp_path / "32.npz"), RoutingTrace.load(tmp_path / "4.npz")
+    assert a.block_tokens is not None and np.array_equal(a.block_tokens, b.block_tokens)
+
+
 def test_record_random_prompts_merges_seeded_prompts():
     from advisor.offload.trace import record_random_prompts
 

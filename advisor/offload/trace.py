@@ -11,8 +11,9 @@ experts and how many tokens each got - not per-token records - so that is what i
 `rec_ptr` (offsets, one more than records); per look-up (distinct expert of a record, sorted) `experts`,
 `tokens` (routed tokens over the whole sequence) and, for block-diffusion models, `block_tokens` (of those,
 tokens in the block being denoised - what a sampler that caches the other positions computes); per forward
-`fwd_index`, `fwd_step`, `fwd_block`; and a JSON `meta` (model, experts per layer, top-k, shapes, decoding
-settings, prompt length, generated tokens). That is 6 bytes per look-up with 16-bit columns, 12 at worst.
+`fwd_index`, `fwd_step`, `fwd_block`; and a JSON `meta` (model, experts per layer, top-k, shapes, the decoding
+that ran - block length and steps, with the block length asked beside -, prompt length, generated tokens). That is
+6 bytes per look-up with 16-bit columns, 12 at worst.
 Version-1 files (per-token records) are refused with a line saying to re-record.
 """
 
@@ -397,7 +398,13 @@ def record_trace(
 
     `gen_kw` go to `advisor.models.generate.generate` (max_new_tokens, steps, block_length, ...).
     """
-    from advisor.models.generate import decoded_steps, generate, new_tokens, steps_per_block
+    from advisor.models.generate import (
+        decoded_block_length,
+        decoded_steps,
+        generate,
+        new_tokens,
+        steps_per_block,
+    )
     from advisor.models.view import attach_runtime, detach_runtime
 
     ids = input_ids
@@ -406,7 +413,9 @@ def record_trace(
         **trace_meta(loaded),
         "batch": int(ids.shape[0]),
         "prompt_len": int(ids.shape[1]),
-        "block_length": gen_kw.get("block_length") or (loaded.gen_defaults or {}).get("block_length"),
+        # what ran (LLaDA-MoE cuts a block to max_new_tokens), which the block scope counts: not what was asked
+        "block_length": decoded_block_length(loaded, **gen_kw) or None,
+        "block_length_asked": gen_kw.get("block_length"),  # None: the family's default
         "steps": decoded_steps(loaded, **gen_kw),  # what ran (LLaDA-MoE rounds to its blocks), not what was asked
         "is_diffusion": diffusion,
         "steps_per_block": steps_per_block(loaded, **gen_kw),  # as decoding was set up (LLaDA2 may finish sooner)
