@@ -172,6 +172,31 @@ def test_space_values_beyond_the_model_are_refused(text, line, words):
                 "s.toml").check_model(4, 16)  # at the model's own sizes: accepted
 
 
+def test_the_shipped_dllm_space_tunes_a_model_of_fewer_moe_layers_than_its_groups(tmp_path):
+    """dllm's 4 layer groups refused every dLLM of 2 or 3 MoE layers, though the user wrote no number: `advisor
+    tune` now cuts them to the layers and says so in one line. A file the user wrote is still refused."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from tests.eval_helpers import tiny_toy_model_dir
+
+    model = tiny_toy_model_dir(tmp_path)  # 2 MoE layers, with a tokenizer (dllm measures accuracy)
+    db = tmp_path / "s.db"
+    res = CliRunner().invoke(app, ["tune", str(model), "--space", "dllm", "--trials", "1", "--storage", str(db),
+                                   "--study", "s"], terminal_width=300)
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # rich wraps at its own width
+    assert said.count("precision.groups") == 1 and ("note: the dllm space's precision.groups = 4 is more than the "
+                                                    "model's 2 MoE layers: tuning 2 groups, one per layer") in said
+    trial = optuna.load_study(study_name="s", storage=f"sqlite:///{db}").trials[0]
+    assert sorted(k for k in trial.params if k.startswith("fmt_g")) == ["fmt_g0", "fmt_g1"]
+    copy = tmp_path / "mine.toml"
+    copy.write_text((SPACES_DIR / "dllm.toml").read_text())
+    with pytest.raises(UserError, match="precision.groups: 4 exceeds the model's 2 MoE layers; use at most 2"):
+        load_space(str(copy)).check_model(2, 4)
+
+
 def test_miss_axis_is_validated():
     from advisor.errors import UserError
     from advisor.tune.space import parse_space

@@ -445,6 +445,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         )
         if getattr(backend, "offloaded", False):
             console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
+        if note := space.groups_note(shape.n_layers):  # a shipped space's groups cut to a small model's layers
+            console.print(f"note: {note}", markup=False)
         if note := getattr(backend, "decoding_note", ""):  # LLaDA-MoE's whole blocks of equal steps, as eval says it
             console.print(f"note: {note}", markup=False)
         if note := _cpu_threads_note(backend, space, opts.mode):

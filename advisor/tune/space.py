@@ -6,7 +6,8 @@ the line and the key (`UserError`), because a study that starts on a mistyped do
 
 Knobs (Optuna parameter names in brackets):
   precision.formats       expert format per layer group          [fmt_g0 .. fmt_g{G-1}]
-  precision.groups        G consecutive layer groups, or "per_layer"
+  precision.groups        G consecutive layer groups, or "per_layer" (a shipped space's G is cut to a
+                          smaller model's MoE layers, with a note; a file's larger G is refused)
   precision.hot_cold      hot fraction per layer and the hot format (hottest experts by calibration routing
                           counts keep the hot format, the rest take their group's format)
                                                                  [hot_fraction, hot_format]
@@ -52,7 +53,7 @@ from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
 from advisor.results.front import METRICS
-from advisor.units import MAX_LENGTH, SEED_MAX, SEED_MIN
+from advisor.units import MAX_LENGTH, SEED_MAX, SEED_MIN, count
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
 """The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
@@ -220,15 +221,28 @@ class SearchSpace:
         only when a hot fraction above 0 can be drawn (without [precision.hot_cold] none is ever packed)."""
         return set(self.formats.values()) | (set(self.hot_formats.values()) if self._most_hot() > 0 else set())
 
+    @property
+    def shipped(self) -> bool:
+        """One of the spaces shipped with the package (`--space dllm`), not a file the user wrote."""
+        return self.source.startswith(str(SPACES_DIR))
+
+    def groups_note(self, n_layers: int) -> str:
+        """The line saying a shipped space's layer groups were cut to the model's MoE layers ("" where they were
+        not): `check_model` lets a shipped space through where it refuses the user's own file."""
+        if not self.shipped or self.groups == "per_layer" or int(self.groups) <= n_layers:
+            return ""
+        return (f"the {self.name} space's precision.groups = {self.groups} is more than the model's "
+                f"{count(n_layers, 'MoE layer')}: tuning {count(n_layers, 'group')}, one per layer")
+
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer
         of 16 experts), naming the file and line: silently clamping them would tune another space than the one
-        written."""
-        if self.groups != "per_layer" and int(self.groups) > n_layers:
+        written. A shipped space's groups (dllm's 4) are cut to the layers instead, as `groups_note` says: its
+        user wrote no number, and a small model would otherwise have no shipped space to tune with."""
+        if self.groups != "per_layer" and int(self.groups) > n_layers and not self.shipped:
             key = "precision.groups"
-            copy = " in a copy passed as --space FILE" if self.source.startswith(str(SPACES_DIR)) else ""
             raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {self.groups} exceeds the model's "
-                            f"{n_layers} MoE layers; use at most {n_layers} or \"per_layer\"{copy}")
+                            f"{n_layers} MoE layers; use at most {n_layers} or \"per_layer\"")
         for key, dom, cap, what in (("cache.slots_per_layer", self.slots, num_experts, "experts per layer"),
                                     ("cache.expert_budget", self.expert_budget, num_experts * n_layers,
                                      "experts in all MoE layers")):
