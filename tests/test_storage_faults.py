@@ -67,6 +67,39 @@ def test_a_file_size_limit_mid_study_is_one_line_and_keeps_the_finished_trials(t
         assert c.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_a_new_file_that_never_held_a_finished_trial_is_not_left_behind(tmp_path):
+    """`ulimit -f` (or a full disk) reached by the tune that creates a SQLite file, before any trial finished:
+    the file was left with a half-made study (settings, queued trials, no result), which `advisor studies`
+    listed ('model ? ...') and the next run resumed, refusing another --budget although nothing had run. The
+    run that created it removes it and says so; a file holding a finished trial is kept."""
+    import optuna
+
+    from advisor.results.storage import discard_unfinished
+
+    args = ("--study", "s", "--heartbeat", "0", "--sampler", "random")
+    ref = tmp_path / "ref.db"  # a study seeded without trials: the limited run fails before it is this big
+    out, err = _worker("--storage", f"sqlite:///{ref}", *args, "--trials", "0").communicate(timeout=60)
+    assert _complete(ref, "s") == 0, err
+    limit = ref.stat().st_size - 4096
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    db = tmp_path / "new.db"
+    proc = _worker("--storage", f"sqlite:///{db}", *args, "--trials", "2", preexec_fn=small_files)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    line = _one_error_line(err)
+    assert line.startswith(f"error: cannot write {db} (") and "ulimit -f" in line, line
+    assert f"this run created {db} and nothing in it had finished, so it was removed" in line, line
+    assert not db.exists() and not Path(f"{db}-journal").exists()
+    kept = f"sqlite:///{tmp_path / 'kept.db'}"  # one finished trial: kept, as a file of another worker's run
+    optuna.create_study(study_name="k", storage=kept).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert not discard_unfinished(kept) and (tmp_path / "kept.db").exists()
+    optuna.create_study(study_name="q", storage=f"sqlite:///{tmp_path / 'queued.db'}").enqueue_trial({"x": 0.5})
+    assert discard_unfinished(f"sqlite:///{tmp_path / 'queued.db'}") and not (tmp_path / "queued.db").exists()
+
+
 class _Proxy:
     """A TCP relay to the PostgreSQL server that can be cut (the server stopped or out of reach) and restored."""
 

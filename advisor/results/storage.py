@@ -184,11 +184,12 @@ _SQLITE_WRITE_FAILED = ("disk is full", "disk I/O error", "readonly database", "
 reads as a disk I/O error), a file or directory made read-only, a file gone."""
 
 
-def storage_failure(error: BaseException, where: str | None = None) -> UserError | None:
+def storage_failure(error: BaseException, where: str | None = None, *, removed: bool = False) -> UserError | None:
     """The one line for a database that failed in the middle of a command - a server stopped, restarted or out
     of reach, a disk full, a file-size limit, a lock held too long - found anywhere in `error`'s chain; None if
     the chain holds no database error. `where` is the --storage URL (named in the line, password hidden). Every
-    finished trial was committed when it finished: a rerun resumes."""
+    finished trial was committed when it finished: a rerun resumes. `removed`: the SQLite file was new and held
+    nothing finished, and `discard_unfinished` removed it (the line says so)."""
     found = database_error(error)
     if found is None:
         return None
@@ -200,14 +201,50 @@ def storage_failure(error: BaseException, where: str | None = None) -> UserError
     if path is not None or type(driver).__module__.startswith("sqlite3"):
         if not any(s in reason for s in _SQLITE_WRITE_FAILED):
             return None  # (a damaged or foreign file: the readers' and the checks' own lines)
+        kept = (f"this run created {path} and nothing in it had finished, so it was removed" if removed and path
+                else "nothing finished is lost")
         return UserError(f"cannot write {path or 'the SQLite database (--storage)'} ({reason}): its disk is full, a "
-                         "file-size limit (ulimit -f) was reached, or the file or its directory is read-only; "
-                         "nothing finished is lost - make room (or make it writable) and run the same command again")
+                         f"file-size limit (ulimit -f) was reached, or the file or its directory is read-only; {kept} "
+                         "- make room (or make it writable) and run the same command again")
     if not {type(driver).__name__, type(found).__name__} & {"OperationalError", "InterfaceError", "DisconnectionError"}:
         return None  # not the server or the link to it (a query it refused: the callers' own lines)
     shown = f"the database {mask_url(where)}" if where else "the database (--storage)"
     return UserError(f"{shown} failed during the run ({reason}); nothing finished is lost - once it works again (its "
                      "server running and reachable, space on its disk), run the same command again")
+
+
+def discard_unfinished(url: str) -> bool:
+    """Remove the SQLite file of `url` (and its journal) where it holds nothing finished, after a run that created
+    it failed to write (a full disk, a file-size limit): left behind, its half-made study - settings and queued
+    trials, no result - was listed by `advisor studies` and resumed by the next run, refusing other settings
+    although no trial had run with them. Kept (False) where anything in it counts: a finished (or over-budget)
+    trial, a cached measurement, another study, or a run of another worker (the study's `runs` above 1); and
+    where it cannot be read for a second or its lock taken (then another process is using it)."""
+    import sqlite3
+
+    path = sqlite_path(url)
+    if path is None or not path.is_file():
+        return False
+    try:
+        with sqlite_lock(url):  # the turn a worker takes to end a trial: none ends one while this looks
+            con = sqlite3.connect(read_only_uri(path), uri=True, timeout=1.0)
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+                def rows(table: str, where: str = "1") -> int:
+                    return con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0] if table in tables else 0
+
+                if (rows("studies") > 1 or rows("trials", "state IN ('COMPLETE', 'PRUNED')") or rows("advisor_eval_cache")
+                        or rows("study_user_attributes", "key = 'runs' AND CAST(value_json AS INTEGER) > 1")):
+                    return False
+            finally:
+                con.close()
+            for extra in ("-journal", "-wal", "-shm"):  # first: a journal left beside a new file would be replayed
+                Path(f"{path}{extra}").unlink(missing_ok=True)
+            path.unlink()
+    except (OSError, sqlite3.Error, UserError):
+        return False
+    return True
 
 
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")

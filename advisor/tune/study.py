@@ -355,15 +355,19 @@ def run_tune(
     study, resuming it if it exists. Ctrl-C/SIGTERM end the run cleanly (`TuneResult.interrupted`).
     `on_seeded(seed)` is told the seed the sampler draws with once this run's number is taken (before
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
+    url = st.normalize_url(opts.storage, create_dirs=False)
+    path = st.sqlite_path(url)
+    new_file = path is not None and not path.exists()  # this run creates it
     with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested):
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)
-        except UserError:
-            raise
         except Exception as e:  # the database failed mid-run (a server stopped, a disk full): one line naming it
-            failure = st.storage_failure(e, st.normalize_url(opts.storage, create_dirs=False))
-            if failure is None:
+            failure = st.storage_failure(e, url)  # (also under the UserError of tables a new file had no room for)
+            if (failure is not None and new_file and not st.is_locked_error(e)
+                    and st.discard_unfinished(url)):  # a new file with nothing finished: no half-made study left
+                raise st.storage_failure(e, url, removed=True) from e
+            if failure is None or isinstance(e, UserError):
                 raise
             raise failure from e
 
