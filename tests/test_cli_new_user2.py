@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,29 @@ def test_the_headline_check_replays_a_grouped_format_on_a_trace_of_its_own():
     assert headline_traces(Bench(), trials, runs, said.append) == {
         1: "int4 trace", 2: "own #2", 3: "fp16 trace", 4: "own #4", 5: "own #5"}
     assert Bench.traced == [2, 4, 5] and "3 more headline plans" in said[0], said
+
+
+def test_the_int4_headline_row_is_int4_and_int4_g64_has_a_row_of_its_own():
+    """The int4 row took int4:g64 trials too: the better of the two hid the other (an int4 trial that fit got no
+    row), and a study of int4:g64 only read 'int4: no trial of this precision fits'. Each is a format of its own,
+    as int2 is; only the 16-bit row takes both 16-bit formats."""
+    from advisor.report.data import TrialRecord, load_study_data
+    from advisor.report.select import Reference, headline_rows
+
+    data = load_study_data("bundled-example", f"sqlite:///{REPO / 'studies' / 'example' / 'advisor.db'}")
+    t = next(t for t in data.trials if t.number == 129)  # int4
+
+    def at(n: int, fmt: str, ms: float) -> TrialRecord:
+        return TrialRecord(n, {**t.config, "precision": {**t.config["precision"], "default": fmt}},
+                           {**t.values, "time_per_token": ms}, t.sources, t.attrs)
+
+    reference = Reference(10 * t.values["h2d_bytes_per_token"], None, None, "replay")
+    trials = [at(1, "int4", 2.0), at(2, "int4:g64", 1.0), at(3, "bf16", 3.0), at(4, "fp16", 4.0)]
+    rows = headline_rows(trials, math.inf, reference, {})
+    assert [(r.precision, r.trial) for r in rows] == [("bf16", 3), ("int8", None), ("int4", 1), ("int4:g64", 2)]
+    rows = headline_rows([at(2, "int4:g64", 1.0)], 0.0, reference, {})  # nothing fits
+    assert [(r.precision, r.note) for r in rows][2:] == [("int4", "no trial of this precision in the study"),
+                                                         ("int4:g64", "no trial of this precision fits")]
 
 
 def test_help_lists_each_command_in_one_line_and_tune_by_its_default_objective():

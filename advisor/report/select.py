@@ -163,8 +163,9 @@ def headline_rows(
     precisions: Sequence[str] = PRECISIONS,
 ) -> list[HeadlineRow]:
     """Per precision, the best stored trial (`rank`: its best cache and miss policy) within `memory`; then, so
-    that every stored trial that fits is compared, each other uniform format the study stored (int2, fp8, ...)
-    and its mixed plans (hot/cold, per layer) as one row, labelled by the chosen trial's plan."""
+    that every stored trial that fits is compared, each other uniform format the study stored (int2, fp8, another
+    group size: int4:g64 is not int4, g128) and its mixed plans (hot/cold, per layer) as one row, labelled by the
+    chosen trial's plan. Only the 16-bit row takes either 16-bit format (`_same_format`)."""
     measured = [t for t in trials if "h2d_bytes_per_token" in t.values]
     rows = []
     for prec in precisions:
@@ -243,11 +244,14 @@ def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], referenc
 
 
 def _same_format(fmt: str | None, prec: str) -> bool:
+    """Whether a trial of format `fmt` belongs to the headline row of `prec`: the 16-bit row takes bf16 and fp16
+    (the study's 16-bit format, as its baseline); any other row its own format only. The int4 row took int4:g64
+    too, so the better of the two hid the other, and an int4:g64 study's note read 'int4: ... fits'."""
     if fmt is None:
         return False
     if prec in BASELINE_FORMATS:
         return fmt in BASELINE_FORMATS
-    return fmt == prec or fmt.startswith(prec + ":")
+    return fmt == prec
 
 
 def trial_policies(data: StudyData) -> list[str]:
