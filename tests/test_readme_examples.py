@@ -124,6 +124,23 @@ def test_miss_study_note_slots_are_the_stored_ones():
             assert config["params"]["miss"] == miss and config["params"]["fmt_g0"] == fmt, (db, number, config)
 
 
+def test_miss_study_note_gives_the_result_lines_its_runs_left_out():
+    """Run 1's committed JSON ends `"result": "RESULT "` (its study failed and the summary then missed the copied
+    overlap runs), and nothing said why. The note explains it and quotes what today's summary() makes of each
+    committed run: those lines must be what summary() gives."""
+    from benchmarks.gpu_miss_study import summary
+
+    results = ROOT / "benchmarks" / "results"
+    note = (results / "2026-12-04_h200_miss_study_note.md").read_text()
+    quoted = dict(re.findall(r"^- (run \d): `(RESULT [^`]*)`$", note, flags=re.M))
+    runs = {"run 1": "2026-12-04_h200_miss_overlap_worker_thread.json", "run 3": "2026-12-04_h200_miss_study.json"}
+    assert set(quoted) == set(runs), quoted
+    for run, name in runs.items():
+        stored = json.loads((results / name).read_text())
+        assert quoted[run] == summary(stored) != stored["result"], (run, stored["result"])
+    assert json.loads((results / runs["run 1"]).read_text())["result"] == "RESULT "
+
+
 @pytest.mark.parametrize("offload", [True, False], ids=["offloaded", "resident"])
 def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
