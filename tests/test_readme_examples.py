@@ -141,6 +141,19 @@ def test_miss_study_note_gives_the_result_lines_its_runs_left_out():
     assert json.loads((results / runs["run 1"]).read_text())["result"] == "RESULT "
 
 
+def test_readme_nvidia_smi_memory_is_the_cited_mib():
+    """The README's nvidia-smi figures (79.6 GiB on an H100 80GB, 140.4 GiB on an H200) cited nothing: each now
+    names the MiB nvidia-smi printed and where (the H200's the committed host file of the lent machine)."""
+    text = " ".join(README.read_text().split())
+    m = re.search(r"\(([\d.]+) GiB on an H100 80GB HBM3: (\d+) MiB in public nvidia-smi output, e\.g\. \[[^]]+\]"
+                  r"\(https://github\.com/[^)]+\); ([\d.]+) GiB on an H200: (\d+) MiB on the lent H200, "
+                  r"`(benchmarks/results/[^`]+)`\)", text)
+    assert m, "the README's nvidia-smi sentence changed; update this test with it"
+    h100_gib, h100_mib, h200_gib, h200_mib, host = m.groups()
+    assert f"{int(h100_mib) / 1024:.1f}" == h100_gib and f"{int(h200_mib) / 1024:.1f}" == h200_gib
+    assert re.search(rf"^NVIDIA H200, {h200_mib} MiB,", (ROOT / host).read_text(), flags=re.M), host
+
+
 @pytest.mark.parametrize("offload", [True, False], ids=["offloaded", "resident"])
 def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
