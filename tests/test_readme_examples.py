@@ -154,6 +154,53 @@ def test_readme_nvidia_smi_memory_is_the_cited_mib():
     assert re.search(rf"^NVIDIA H200, {h200_mib} MiB,", (ROOT / host).read_text(), flags=re.M), host
 
 
+def _wall_s(run: str) -> int:
+    """The whole command's seconds in a committed output, from its `/usr/bin/time` line."""
+    m = re.search(r"^WALL (\d+\.\d+) s", run, flags=re.M)
+    assert m, "no WALL line"
+    return round(float(m.group(1)))
+
+
+def test_readme_timings_are_the_committed_runs_they_cite():
+    """The worked example's '46 s, 40 s of them tuning', the example study's '170 s here', HumanEval's '23 s' and the
+    profile's '20-32 ms ... 0.02-0.8 ms' named no run that measured them. Each now cites a dated output under
+    benchmarks/results/, and the figures are that output's."""
+    text = " ".join(README.read_text().split())
+    results = ROOT / "benchmarks" / "results"
+    link = r"\[output\]\(benchmarks/results/(\d{4}-\d{2}-\d{2}_cpu[\w-]*_[\w.-]+)\)"
+
+    m = re.search(r"Here, at 80 columns, it took (\d+) s, (\d+) s of them tuning \([^)]*?" + link, text)
+    assert m, "the worked example's timing sentence changed; update this test with it"
+    run = (results / m.group(3)).read_text()
+    assert int(m.group(1)) == _wall_s(run)
+    assert int(m.group(2)) == int(re.search(r"cache configs by replay: \d+; (\d+) s$", run, flags=re.M).group(1))
+    block = README.read_text().split("```\nadvisor tune bundled", 1)[1].split("```", 1)[0]
+    assert "advisor tune bundled" + block in run, "the README's worked example is not the cited run's output"
+
+    m = re.search(r"regenerate_example\.sh` rebuilds it \((\d+) s, (\d+) s of them tuning, [^)]*?" + link, text)
+    assert m, "the example study's rebuild time changed wording; update this test with it"
+    run = (results / m.group(3)).read_text()
+    minutes, seconds = re.search(r"^tuning .* 300/300 .* 0:(\d\d):(\d\d)$", run, flags=re.M).groups()
+    assert (int(m.group(1)), int(m.group(2))) == (_wall_s(run), 60 * int(minutes) + int(seconds))
+
+    m = re.search(r"The 164 canonical solutions \(real output, (\d+) s on [^)]*?" + link, text)
+    assert m, "the HumanEval timing sentence changed; update this test with it"
+    run = (results / m.group(2)).read_text()
+    assert int(m.group(1)) == _wall_s(run) and "pass@1: 100.0% (164/164;" in run
+
+    m = re.search(r"--threads 2` stored (\d+)-(\d+) ms for (\d+) of its (\d+) CPU expert times .*? where one thread "
+                  r"took ([\d.]+)-([\d.]+) ms for all \d+; .*? 2 threads gave ([\d.]+)-([\d.]+) ms \(2026-12-05: " + link,
+                  text)
+    assert m, "the profile's threads sentence changed; update this test with it"
+    tables = json.loads((results / m.group(9)).with_suffix(".json").read_text())
+    times = {name: sorted(ms for rows in t["table"]["128x16"].values() for _, ms in rows) for name, t in tables.items()}
+    slow = [ms for ms in times["busy-t2"] if ms > 1]
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3)), int(m.group(4))) == (
+        round(min(slow)), round(max(slow)), len(slow), len(times["busy-t2"]))
+    for (low, high), name in ((m.group(5, 6), "busy-t1"), (m.group(7, 8), "host-t2")):
+        assert (float(low), float(high)) == (float(f"{times[name][0]:.2g}"), float(f"{times[name][-1]:.2g}")), name
+
+
 @pytest.mark.parametrize("offload", [True, False], ids=["offloaded", "resident"])
 def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
