@@ -146,3 +146,20 @@ def test_readme_quotes_the_newest_trace_scale_and_offload_strategies_runs():
     assert "33 ns" not in run
     speeds = [float(s) for s in re.findall(r"^  replay \w+ +([\d.]+) M look-ups/s", run, flags=re.M)]
     assert f"{min(speeds):.2f}-{max(speeds):.2f} M look-ups/s per policy on {newest['trace_scale'].name[:10]}" in readme
+
+
+def test_readme_cpu_expert_times_are_the_newest_offload_strategies_profile():
+    """'Where CPU execution stands here' quoted the 2026-12-03 run's CPU profile (0.84/0.31/0.27 ms) after two
+    re-runs measured their own: the times it quotes are the newest run's, from the JSON it links."""
+    import json
+    import re
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"one LLaDA-MoE-shaped expert for one token in ([\d.]+) ms \(bf16\), ([\d.]+) ms \(int8\) and "
+                  r"([\d.]+) ms \(int4\) \([^\[]*\[the benchmark's JSON\]\(benchmarks/results/([^)]+)\)", readme)
+    assert m, "the README's CPU expert time sentence changed; update this test with it"
+    newest = max((ROOT / "benchmarks" / "results").glob("????-??-??_cpu*_offload_strategies.json"))
+    assert m.group(4) == newest.name
+    table = json.loads(newest.read_text())["cpu_profile"]["table"]["2048x1024"]
+    one_token = {fmt: dict(rows)[1] for fmt, rows in table.items()}
+    assert tuple(map(float, m.group(1, 2, 3))) == tuple(float(f"{one_token[f]:.2g}") for f in ("bf16", "int8", "int4"))
