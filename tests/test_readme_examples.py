@@ -237,22 +237,46 @@ def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     assert left == points + baselines + warm - 1
 
 
-def test_readme_sampler_numbers_name_the_model_their_committed_run_tuned():
-    """The README's sampler hypervolumes come from `benchmarks/results/2026-12-03_cpu_search_efficiency.txt`,
-    which ran on the bundled model before it was retrained (16 experts per layer, top-2, not today's 64, top-8);
-    the README called it "the bundled model". The budgets the run printed tell which model it was: when they are
-    not today's model's, the README's sentence must name the earlier one."""
+def test_readme_sampler_numbers_are_the_cited_run_on_todays_bundled_model():
+    """The README's sampler hypervolumes came from `benchmarks/results/2026-12-03_cpu_search_efficiency.txt`, a run
+    on the bundled model before it was retrained (16 experts per layer, top-2, not today's 64, top-8). They are now
+    a run on today's model: the budgets the cited file printed are today's model's, and the README's worst-seed
+    fractions at 40 trials and budget-blind over-budget shares are the ones it printed; so are GP's, from the gp run
+    it cites on the same budgets."""
     from advisor.models.load import load_model
     from advisor.tune.model_backend import model_shape
     from benchmarks.search_efficiency import budget_bytes
 
     text = " ".join(README.read_text().split())
-    m = re.search(r"\*\*Sampler\.\*\*(.*?)`benchmarks/results/(2026-12-03_cpu_search_efficiency\.txt)`", text)
+    m = re.search(r"\*\*Sampler\.\*\*(.*?)`benchmarks/results/(\d{4}-\d{2}-\d{2}_[\w-]+_search_efficiency\.txt)`",
+                  text)
     assert m, "the README's sampler sentence or the result file it cites changed; update this test with it"
-    run = (ROOT / "benchmarks" / "results" / m.group(2)).read_text()
+    para, run = m.group(1), (ROOT / "benchmarks" / "results" / m.group(2)).read_text()
     printed = {float(f): float(mib) for f, mib in re.findall(r"^budget (0\.\d+) = (\d+\.\d+) MiB", run, flags=re.M)}
-    assert set(printed) == {0.1, 0.25, 0.5}, printed
+    assert list(printed) == [0.1, 0.25, 0.5], printed
     shape = model_shape(load_model("bundled"))
-    today = {f: round(budget_bytes(shape, f) / 2**20, 2) for f in printed}
-    if printed != today:
-        assert "the earlier bundled model, 16 experts per layer, top-2" in m.group(1), (printed, today)
+    assert printed == {f: round(budget_bytes(shape, f) / 2**20, 2) for f in printed}, "not today's bundled model"
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for name, blind, hv40, over in re.findall(r"^  (\w+)( \(budget-blind\))?\s+(?:[\d.]+ \([\d.]+\)\s+){2}([\d.]+) "
+                                              r"\([\d.]+\)\s+over budget (\d+)%", run, flags=re.M):
+        rows.setdefault(name + blind, []).append((hv40, over))
+    hv = {k: "/".join(v for v, _ in vals) for k, vals in rows.items()}
+    over = {k: "/".join(o for _, o in vals) for k, vals in rows.items()}
+    quoted = re.search(r"TPE reached ([\d./]+) of the exhaustive hypervolume within 40 trials \(worst of 5 seeds\)\. "
+                       r"NSGA-II reached ([\d./]+) and random search ([\d./]+), with 0 trials over budget for all three\. "
+                       r"Before budget-aware search, ([\d/]+)% of TPE's trials and ([\d/]+)% of NSGA-II's", para)
+    assert quoted, para
+    assert quoted.groups() == (hv["tpe"], hv["nsga2"], hv["random"], over["tpe (budget-blind)"],
+                               over["nsga2 (budget-blind)"]), (quoted.groups(), hv, over)
+    assert over["tpe"] == over["nsga2"] == over["random"] == "0/0/0", over
+    assert "RESULT worst_hv40=" in run and "over_budget_runs=0" in run.splitlines()[-1]
+    gp = re.search(r"`--sampler gp` reached ([\d./]+) \(worst of 3 seeds\) but took ([\d.]+)-([\d.]+) s of sampler time "
+                   r"per trial .*?`benchmarks/results/(\d{4}-\d{2}-\d{2}_[\w-]+_search_efficiency_gp\.txt)`", text)
+    assert gp, "the README's gp sentence or the file it cites changed; update this test with it"
+    gp_run = (ROOT / "benchmarks" / "results" / gp.group(4)).read_text()
+    assert "3 seeds x 40 trials" in gp_run and re.findall(r"^budget (0\.\d+) = (\d+\.\d+) MiB", gp_run, flags=re.M) == [
+        (str(f), f"{mib:.2f}") for f, mib in printed.items()]
+    rows = re.findall(r"^  gp\s+(?:[\d.]+ \([\d.]+\)\s+){2}([\d.]+) \([\d.]+\).*?([\d.]+) s/trial$", gp_run, flags=re.M)
+    assert gp.group(1) == "/".join(hv for hv, _ in rows)
+    per_trial = sorted(float(s) for _, s in rows)
+    assert (float(gp.group(2)), float(gp.group(3))) == (round(per_trial[0], 1), round(per_trial[-1], 1))
