@@ -178,6 +178,41 @@ def test_cli_trace_meta_records_the_block_length_decoded_not_the_one_asked(tmp_p
     assert a.block_tokens is not None and np.array_equal(a.block_tokens, b.block_tokens)
 
 
+def test_cli_block_scope_of_diffusion_gemma_counts_its_decoder_forwards_canvas(tmp_path):
+    """DiffusionGemma's decoder forwards run over the canvas alone (the block being denoised) and its encoder
+    forwards over the prompt, then the canvas just committed. The recorder placed the block at prompt_len +
+    block * block_length of a prompt + answer sequence, past every row either forward has: token scope "block"
+    counted nothing and `simulate --token-scope block` replayed 0 look-ups. Now: every token of a decoder
+    forward, none of an encoder forward."""
+    import json
+
+    runner = CliRunner()
+    out, js = tmp_path / "dg.npz", tmp_path / "r.json"
+    res = runner.invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1", "--max-new-tokens",
+                              "8", "--steps", "3", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    # per block: the encoder forward that opens it (step 0), then 3 decoder forwards (steps 1-3) over its canvas
+    assert tr.fwd_step.tolist() == [0, 1, 2, 3] * 2 and tr.fwd_block.tolist() == [0] * 4 + [1] * 4
+    step = dict(zip(tr.fwd_index.tolist(), tr.fwd_step.tolist(), strict=True))
+    decoder = np.array([step[f] > 0 for f in tr.rec_forward.tolist()])
+    per_record = np.add.reduceat(tr.tokens.astype(np.int64), tr.rec_ptr[:-1])
+    in_block = np.add.reduceat(tr.block_tokens.astype(np.int64), tr.rec_ptr[:-1])
+    assert set(per_record[decoder].tolist()) == {4 * tr.meta["top_k"][0]}  # the 4-token canvas, top-k each
+    assert np.array_equal(in_block[decoder], per_record[decoder]) and not in_block[~decoder].any()
+    decoder_lookups = int(np.diff(tr.rec_ptr)[decoder].sum())
+    assert 0 < decoder_lookups < tr.n_lookups
+    lookups = {}
+    for scope in ("block", "all"):
+        res = runner.invoke(app, ["simulate", str(out), "--token-scope", scope, "--policy", "lru", "--json", str(js)],
+                            terminal_width=200)
+        assert res.exit_code == 0, res.output
+        row = next(r for r in json.loads(js.read_text())["results"] if r["policy"] == "lru")
+        assert row["hits"] + row["misses"] == row["lookups"]
+        lookups[scope] = row["lookups"]
+    assert lookups == {"block": decoder_lookups, "all": tr.n_lookups}
+
+
 def test_record_random_prompts_merges_seeded_prompts():
     from advisor.offload.trace import record_random_prompts
 

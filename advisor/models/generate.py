@@ -224,24 +224,28 @@ def _pre_hooks(hooks: list[tuple[torch.nn.Module, Callable]]) -> Iterator[None]:
 
 
 def _diffusion_gemma(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
-    """Native generate; the encoder pass that opens each canvas starts a block, each decoder pass is a step."""
+    """Native generate; the encoder pass that opens each canvas starts a block, each decoder pass is a step.
+
+    Each forward's `ForwardInfo.block_span` (where the block being denoised sits in what it runs over): a decoder
+    pass runs over the canvas alone, which is the block, so all of it, (0, canvas); an encoder pass runs over the
+    prompt (then over the canvas just committed) into the KV cache, none of it the block being denoised, (0, 0)."""
     model = loaded.model
+    canvas = int(block_length or loaded.gen_defaults["block_length"])
     state = {"index": 0, "block": -1, "step": 0}
 
     def encoder_pass(_module, _args):
         state["block"] += 1
         state["step"] = 0
-        _emit(state, on_forward)
+        _emit(state, on_forward, (0, 0))
 
     def decoder_pass(_module, _args):
         state["step"] += 1
-        _emit(state, on_forward)
+        _emit(state, on_forward, (0, canvas))
 
     # generate() calls the encoder module directly, and the decoder through `model.model` without input_ids
     hooks = [(model.model.encoder, encoder_pass), (model.model.decoder, decoder_pass)] if on_forward else []
-    canvas = block_length or loaded.gen_defaults["block_length"]
     previous = model.config.canvas_length
-    model.config.canvas_length = int(canvas)  # generate() reads the block length from the config
+    model.config.canvas_length = canvas  # generate() reads the block length from the config
     try:
         with _pre_hooks(hooks):
             out = model.generate(
@@ -274,9 +278,9 @@ def _autoregressive(loaded, input_ids, max_new_tokens, steps, block_length, on_f
     return out[:, input_ids.shape[1]:]
 
 
-def _emit(state: dict, on_forward: OnForward | None) -> None:
+def _emit(state: dict, on_forward: OnForward | None, block_span: tuple[int, int]) -> None:
     if on_forward is not None:
-        on_forward(ForwardInfo(index=state["index"], step=state["step"], block=state["block"]))
+        on_forward(ForwardInfo(index=state["index"], step=state["step"], block=state["block"], block_span=block_span))
     state["index"] += 1
 
 

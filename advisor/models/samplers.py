@@ -27,19 +27,36 @@ from advisor.errors import UserError
 
 @dataclass(frozen=True)
 class ForwardInfo:
-    """Context of one model forward during decoding: running forward count, denoising step, block."""
+    """Context of one model forward during decoding: running forward count, denoising step, block, and where
+    that block sits in the forward.
+
+    `block_span` is (start, stop): the positions, in each batch row of the sequence this forward runs over, of
+    the tokens of the block being denoised - what the routing recorder counts as token scope "block" (what a
+    sampler that caches the other positions computes). The decoding loop that runs the forward says it, as only
+    it knows what sequence the forward sees: LLaDA-MoE's and LLaDA2's forwards run over prompt + answer, the
+    block at `block_start`; DiffusionGemma's decoder forwards run over the canvas alone, which is the whole block
+    (0, canvas length), and its encoder forwards over the prompt (then each committed canvas) into the KV cache,
+    none of which is the block being denoised: (0, 0). None: not said (autoregressive decoding, which has no
+    block scope, or a caller's own forwards: the recorder then places the block by `block_start`).
+    """
 
     index: int
     step: int
     block: int
+    block_span: tuple[int, int] | None = None
 
 
 OnForward = Callable[[ForwardInfo], None]
 
 
 def block_start(family: str, prompt_len: int, block_length: int, block: int) -> int:
-    """First position of decoded block `block` (numbered from 0, as `ForwardInfo.block`): LLaDA-MoE's blocks follow
-    the prompt; LLaDA2's are aligned to multiples of `block_length`, from the one that holds the prompt's end."""
+    """First position of decoded block `block` (numbered from 0, as `ForwardInfo.block`) in a forward over prompt +
+    answer: LLaDA-MoE's blocks follow the prompt; LLaDA2's are aligned to multiples of `block_length`, from the one
+    that holds the prompt's end. DiffusionGemma's forwards hold no such sequence (its encoder sees the prompt, its
+    decoder the canvas): its decoding says each forward's `ForwardInfo.block_span`, and asking here is an error."""
+    if family == "diffusion_gemma":
+        raise ValueError("DiffusionGemma's forwards do not run over prompt + answer: take the block's place from "
+                         "ForwardInfo.block_span")
     if family == "llada2":
         return (prompt_len // block_length + block) * block_length
     return prompt_len + block * block_length
@@ -113,7 +130,7 @@ def llada_generate(
         for step in range(steps_per_block):
             masked = x == mask_id
             if on_forward is not None:
-                on_forward(ForwardInfo(index=index, step=step, block=block))
+                on_forward(ForwardInfo(index=index, step=step, block=block, block_span=(start, end)))
             index += 1
             logits = _forward(model, x)
             x0 = _gumbel_argmax(logits, temperature)
@@ -186,7 +203,7 @@ def llada2_generate(
             if not active.any():
                 break
             if on_forward is not None:
-                on_forward(ForwardInfo(index=index, step=step, block=block - first))
+                on_forward(ForwardInfo(index=index, step=step, block=block - first, block_span=(start, end)))
             index += 1
             logits = _forward(
                 model, x[:, :end], attention_mask=mask[:, :, :end, :end], position_ids=positions[:, :end]

@@ -288,6 +288,12 @@ class TraceRecorder:
     memory grows with look-ups, not with tokens. Attach it as an observer (`attach_runtime(model,
     runtime, observers=[rec])`) and pass `rec.on_forward` to `generate(..., on_forward=...)`. Without
     `on_forward` calls, a new forward is inferred whenever a layer index does not increase.
+
+    The block being denoised is where the decoding loop says it sits in each forward
+    (`advisor.models.samplers.ForwardInfo.block_span`): positions of prompt + answer for LLaDA-MoE and LLaDA2,
+    the whole canvas of a DiffusionGemma decoder forward and none of an encoder forward (the prompt, or the
+    canvas just committed, going into the KV cache). A forward that does not say (a caller's own `on_forward`,
+    or none) is placed by the family's `block_start` in a sequence of prompt + answer, as LLaDA's are.
     """
 
     def __init__(self, meta: dict[str, Any] | None = None):
@@ -302,7 +308,8 @@ class TraceRecorder:
         self._explicit = False
         m = self.meta
         self._blocky = bool(m.get("is_diffusion")) and m.get("prompt_len") is not None and bool(m.get("block_length"))
-        if self._blocky:  # where each decoded block starts: the sampler's own rule (torch is loaded when recording)
+        self._span: tuple[int, int] | None = None  # the current forward's block, as its decoding said it
+        if self._blocky:  # for forwards that do not say: the sampler's own rule (torch is loaded when recording)
             from advisor.models.samplers import block_start
 
             self._block_start = functools.partial(block_start, str(m.get("family")), int(m["prompt_len"]),
@@ -311,10 +318,12 @@ class TraceRecorder:
 
     def on_forward(self, info: Any) -> None:
         self._explicit = True
-        self._start(int(info.index), int(getattr(info, "step", -1)), int(getattr(info, "block", -1)))
+        self._start(int(info.index), int(getattr(info, "step", -1)), int(getattr(info, "block", -1)),
+                    getattr(info, "block_span", None))
 
-    def _start(self, index: int, step: int, block: int) -> None:
+    def _start(self, index: int, step: int, block: int, span: tuple[int, int] | None = None) -> None:
         self._cur = (index, step, block)
+        self._span = None if span is None else (int(span[0]), int(span[1]))
         self._fwds.append(self._cur)
         self._last_layer = -1
 
@@ -333,9 +342,13 @@ class TraceRecorder:
         if self._blocky:
             rows = idx.shape[0]
             seq = rows // max(1, int(self.meta.get("batch") or 1))
-            start = self._block_start(max(0, self._cur[2]))  # type: ignore[index]
+            if self._span is not None:
+                start, stop = self._span
+            else:
+                start = self._block_start(max(0, self._cur[2]))  # type: ignore[index]
+                stop = start + int(self.meta["block_length"])
             pos = np.arange(rows) % max(seq, 1)
-            in_block = ((pos >= start) & (pos < start + int(self.meta["block_length"])))[:, None] & valid
+            in_block = ((pos >= start) & (pos < stop))[:, None] & valid
             self._blk.append(np.bincount(idx[in_block], minlength=ne)[ids])
         self._recs.append((self._cur[0], int(layer), len(ids)))  # type: ignore[index]
 
