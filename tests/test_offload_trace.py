@@ -186,6 +186,8 @@ def test_cli_block_scope_of_diffusion_gemma_counts_its_decoder_forwards_canvas(t
     forward, none of an encoder forward."""
     import json
 
+    from advisor.report.blocks import forwards_from_trace
+
     runner = CliRunner()
     out, js = tmp_path / "dg.npz", tmp_path / "r.json"
     res = runner.invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1", "--max-new-tokens",
@@ -211,6 +213,9 @@ def test_cli_block_scope_of_diffusion_gemma_counts_its_decoder_forwards_canvas(t
         assert row["hits"] + row["misses"] == row["lookups"]
         lookups[scope] = row["lookups"]
     assert lookups == {"block": decoder_lookups, "all": tr.n_lookups}
+    # the block-reuse numbers (`advisor report`'s block section) compare the decoder forwards, no empty encoder one
+    fwds = forwards_from_trace(tr, "block")
+    assert [f.step for f in fwds] == [1, 2, 3] * 2 and all(all(f.layers) for f in fwds)
 
 
 def test_record_random_prompts_merges_seeded_prompts():

@@ -36,7 +36,11 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
 
 
 def forwards_from_trace(trace: Any, token_scope: str = "all") -> list[ForwardRouting]:
-    """Per-forward expert sets of an `advisor.offload.trace.RoutingTrace` (what the cache is asked for)."""
+    """Per-forward expert sets of an `advisor.offload.trace.RoutingTrace` (what the cache is asked for).
+
+    In token scope "block", a forward with no token of the block being denoised (DiffusionGemma's encoder
+    forwards, over the prompt or the canvas just committed) is left out: it computes nothing in that scope, and
+    kept it would count as a forward of no experts with no overlap with the steps beside it."""
     seqs = trace.access_sequences(token_scope)
     by_forward: dict[int, tuple[int, int, list[frozenset[int]]]] = {}
     n_layers = len(seqs)
@@ -44,7 +48,8 @@ def forwards_from_trace(trace: Any, token_scope: str = "all") -> list[ForwardRou
         for ids, ctx, _ in seq:
             f = by_forward.setdefault(ctx.forward, (ctx.step, ctx.block, [frozenset()] * n_layers))
             f[2][layer] = frozenset(ids)
-    return [ForwardRouting(step=s, block=b, layers=tuple(ls)) for _, (s, b, ls) in sorted(by_forward.items())]
+    return [ForwardRouting(step=s, block=b, layers=tuple(ls)) for _, (s, b, ls) in sorted(by_forward.items())
+            if token_scope == "all" or any(ls)]
 
 
 @dataclass(frozen=True)
