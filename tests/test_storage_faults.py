@@ -108,6 +108,7 @@ class _Proxy:
         self.port = 0
         self.socks: list[socket.socket] = []
         self.listener: socket.socket | None = None
+        self.cut_on: bytes | None = None  # cut instead of passing on a client packet holding these bytes
         self.start()
 
     def start(self) -> None:
@@ -127,12 +128,15 @@ class _Proxy:
             up = socket.create_connection(self.upstream)
             self.socks += [down, up]
             for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, a is down), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, from_client: bool) -> None:
         try:
             while data := a.recv(65536):
+                if from_client and self.cut_on and self.cut_on in data:  # the server gone with that query unanswered
+                    self.cut_on = None
+                    self.cut()
+                    return
                 b.sendall(data)
         except OSError:
             pass
@@ -368,6 +372,26 @@ def test_a_postgresql_server_lost_mid_study_is_one_line_and_the_study_resumes(se
     out, err = server.worker("--heartbeat", "0", "--delay", "0.2", "--total", str(kept + 2)).communicate(timeout=60)
     assert "Traceback" not in err, err
     assert server.complete() == kept + 2
+
+
+@pytest.mark.postgres
+def test_a_postgresql_server_lost_while_optuna_reads_trials_is_one_line(server):
+    """The server went down while Optuna read a study's trials (`pg_ctl stop` under a tune on the bundled model):
+    the run printed Optuna's warning "Caught an error from sqlalchemy: (psycopg2.OperationalError) server closed
+    the connection unexpectedly ... [SQL: SELECT trial_system_attributes... WHERE ... IN (...)] ... Falling back
+    to a slower alternative." - nine lines with the SQL - before its one `error:` line."""
+    proc = server.worker("--heartbeat", "0", "--delay", "0.2", "--trials", "40",
+                         env={**os.environ, "ADVISOR_PG_RECONNECT_S": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.split()[:1] == ["STAGE"] and int(line.split()[-1]) >= 2:
+            break
+    server.proxy.cut_on = b"WHERE trial_system_attributes.trial_id IN ("  # Optuna's _get_trials, its eager load
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert server.proxy.cut_on is None, err  # the cut came where it was meant to
+    assert "failed during the run" in _one_error_line(err)
+    assert "Caught an error from sqlalchemy" not in err and "[SQL:" not in err, err
 
 
 @pytest.mark.postgres

@@ -4,7 +4,9 @@ database writes does not end the study, while a wrong URL or a server that never
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,6 +52,22 @@ _REFUSED: dict[str, tuple[float, float]] = {}
 last connection it took)."""
 
 
+class _QuietLostServer(logging.Filter):
+    """Drop Optuna's warning for a read of a study's trials that a PostgreSQL server going down cut: "Caught an
+    error from sqlalchemy: (psycopg2.OperationalError) server closed the connection unexpectedly ... [SQL: ...]
+    ... Falling back to a slower alternative." - nine lines with the SQL before the run's own one line
+    (`storage.storage_failure`), or before nothing when the fallback read finds the server back. (The fallback is
+    for SQLite's limit on `IN` ids; psycopg2 sends the ids inline, so on PostgreSQL only the link fails there.)"""
+
+    _LOST = re.compile(r"Caught an error from sqlalchemy: \(psycopg2?\.OperationalError\)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._LOST.match(record.getMessage())
+
+
+_QUIET = _QuietLostServer()
+
+
 def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
     """`engine`, which on PostgreSQL waits for a server that restarts: once it has connected (`connected`: it
     did before this call, as Optuna's storage does to set up its tables, keeping that connection pooled), a new
@@ -62,6 +80,7 @@ def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
     not a wait)."""
     if engine.dialect.name != "postgresql":
         return engine
+    logging.getLogger("optuna.storages._rdb.storage").addFilter(_QUIET)  # (once: a filter is added only once)
     from sqlalchemy import event
 
     server = engine.url.render_as_string(hide_password=True)
