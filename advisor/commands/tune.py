@@ -449,6 +449,11 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             console.print(f"note: {note}", markup=False)
         if note := getattr(backend, "decoding_note", ""):  # LLaDA-MoE's whole blocks of equal steps, as eval says it
             console.print(f"note: {note}", markup=False)
+        loaded = getattr(backend, "loaded", None)
+        if loaded is not None and loaded.tokenizer is None:  # the header's task is not what it decodes: as trace says
+            console.print(f"note: {backend.model_name} has no tokenizer: its traces, fidelity and live trials "
+                          f"decode seeded random token ids (seed {backend.settings.seed}), not the "
+                          f"{backend.task_name} task's prompts", markup=False)
         if note := _cpu_threads_note(backend, space, opts.mode):
             console.print(note, markup=False)
 
