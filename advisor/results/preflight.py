@@ -19,6 +19,7 @@ from advisor.results.storage import (
     driver_reason,
     engine_kwargs,
     mask_url,
+    server_hint,
     sqlite_options,
     unreadable_database,
 )
@@ -147,8 +148,8 @@ def _check_server(url: str, *, write: bool) -> None:
                 _check_may_create(c)
             optuna_tables = write and inspect(c).has_table("alembic_version")
     except SQLAlchemyError as e:
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the "
-                        "URL and that the server runs") from e
+        reason = mask_url(driver_reason(e))
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason)}") from e
     finally:
         engine.dispose()
     if optuna_tables:

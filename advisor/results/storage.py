@@ -273,6 +273,16 @@ def driver_reason(error: BaseException) -> str:
     return next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), type(cause).__name__)
 
 
+def server_hint(reason: str) -> str:
+    """What to do about a database server that could not be used, by the driver's `reason`: a password the
+    server asks for and the URL leaves out (as the `next:` commands `tune` and `recommend` print it), else the URL
+    and the server."""
+    if "no password supplied" in reason:  # libpq's "fe_sendauth: no password supplied"
+        return ("the server asks for a password the URL leaves out: set PGPASSWORD or add the password to ~/.pgpass "
+                "(or write it in the URL)")
+    return "check the URL and that the server runs"
+
+
 def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
@@ -280,8 +290,7 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
     if is_locked_error(error):
         return locked_database(where if isinstance(where, Path) else str(where))
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
-        return UserError(f"cannot read advisor results from {where} ({reason}); check the URL and that the "
-                         "server runs")
+        return UserError(f"cannot read advisor results from {where} ({reason}); {server_hint(reason)}")
     where = where if isinstance(where, Path) else sqlite_path(where) or where
     cause = getattr(error, "orig", None) or error
     if getattr(cause, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":  # a hot journal it may not roll back
@@ -492,8 +501,8 @@ def open_storage(
             raise locked_database(url) from e
         if sqlite_path(url) is not None:  # creating the tables in a new file: a full disk, a file-size limit
             raise storage_failure(e, url) or unreadable_database(url, e) from e
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {mask_url(driver_reason(e))}; check the URL "
-                        "and that the server runs") from e
+        reason = mask_url(driver_reason(e))
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason)}") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
         if is_locked_error(e):
             raise locked_database(url) from e
