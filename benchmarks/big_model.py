@@ -124,6 +124,7 @@ def write_checkpoint(path: Path, layout: str, s: dict, seed: int = 0) -> None:
     total = sum(p.stat().st_size for p in path.glob("*.safetensors"))
     (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
                                                                     "weight_map": weight_map}))
+    config.architectures = [type(model).__name__]  # as published; llama.cpp's converter picks its model by it
     config.save_pretrained(str(path))
     (path / "DONE").write_text("ok\n")
 

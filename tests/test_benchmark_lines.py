@@ -82,6 +82,8 @@ def test_big_model_child_peak_rss_is_its_own(tmp_path):
 
     path = tmp_path / "list-quick"
     write_checkpoint(path, "list", SHAPES["quick"])
+    # the official config.json names the class: llama.cpp's convert_hf_to_gguf.py refused the checkpoint without it
+    assert json.loads((path / "config.json").read_text())["architectures"] == ["LLaDAMoEModelLM"]
     parent = (
         "import subprocess, sys\n"
         "held = bytearray(1200 * 2**20)\n"
