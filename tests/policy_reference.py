@@ -187,6 +187,8 @@ class RefIntervalRefresh(Ref):
         self.tau, self.steps_per_block = tau, steps_per_block
 
     def refreshes(self, ctx: Ctx) -> bool:
+        if ctx.step < 0 and ctx.block >= 0:  # a forward of a block that is none of its denoising steps
+            return False
         if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or autoregressive decoding
             return ctx.forward % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:

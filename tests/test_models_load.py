@@ -113,9 +113,9 @@ def test_diffusion_gemma_encoder_opens_each_canvas_block():
     out = generate(lm, _prompt(), max_new_tokens=8, steps=3, block_length=4, on_forward=infos.append)
     assert out.shape == (2, 8)
     assert sorted({i.block for i in infos}) == [0, 1]
-    starts = [i for i in infos if i.step == 0]
-    assert [i.block for i in starts] == [0, 1]  # one encoder pass per canvas
-    assert max(i.step for i in infos) <= 3
+    starts = [i for i in infos if i.step == -1]  # no denoising step: the encoder pass, over none of the block
+    assert [i.block for i in starts] == [0, 1] and {i.block_span for i in starts} == {(0, 0)}  # one per canvas
+    assert max(i.step for i in infos) <= 2  # the decoder passes: denoising steps 0, 1, 2
     assert lm.model.config.canvas_length == 8  # restored after generate
 
 

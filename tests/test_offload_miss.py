@@ -505,7 +505,7 @@ def test_steps_per_block_is_what_the_sampler_runs(family):
             assert ran == predicted, (kw, predicted, ran)
         assert trace.steps_per_block() == predicted  # what replay tells TIDE: what the live runtime is told
         # its meta's steps: what ran, in the family's sense of the argument (not the steps asked, nor None)
-        steps = {"llada_moe": trace.n_forwards, "llada2": predicted, "diffusion_gemma": predicted - 1,
+        steps = {"llada_moe": trace.n_forwards, "llada2": predicted, "diffusion_gemma": predicted,
                  "qwen3_moe": None}[family]
         assert trace.meta["steps"] == steps, (kw, trace.meta["steps"])
 
@@ -592,3 +592,72 @@ def test_simulate_takes_tides_tau_and_says_which_it_used(tmp_path):
     assert got[1] != got[8]  # the interval reached the replay
     res = runner.invoke(app, ["simulate", str(trace), "--policy", "lru", "--tau", "2"])
     assert isinstance(res.exception, UserError) and "has no tide" in str(res.exception)
+
+
+def test_cli_tide_on_diffusion_gemma_refreshes_on_its_denoising_steps_only(tmp_path):
+    """DiffusionGemma runs, per block, one encoder forward (the prompt, then the canvas just committed, into the KV
+    cache) beside its decoder's denoising steps. TIDE counted the encoder forward as denoising step 0: it
+    re-chose the GPU set from the encoder's routing in every block, refreshed the decoder at steps tau-1, 2tau-1,
+    ... of each block instead of 0, tau, ..., and the steps per block were one more than the steps asked. With
+    every expert fitting (slots 100%) the GPU set is the union of the refresh steps' experts, so replay's hits
+    and streamed look-ups follow from which forwards TIDE's rules refresh on: the decoder forwards (those holding
+    the block), at denoising steps k % tau == 0 (every step of the first block), never the block's last."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+
+    runner, out, js = CliRunner(), tmp_path / "dg.npz", tmp_path / "s.json"
+    steps = 3
+    res = runner.invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1", "--max-new-tokens",
+                              "12", "--steps", str(steps), "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    holds_block = np.add.reduceat(tr.block_tokens.astype(np.int64), tr.rec_ptr[:-1]) > 0
+    decoder = {int(f) for f, h in zip(tr.rec_forward.tolist(), holds_block.tolist(), strict=True) if h}
+    step_of, seen = {}, {}
+    for f, b in zip(tr.fwd_index.tolist(), tr.fwd_block.tolist(), strict=True):  # k-th decoder forward of its block
+        if f in decoder:
+            step_of[f] = (b, seen.get(b, 0))
+            seen[b] = seen.get(b, 0) + 1
+    assert sorted(seen) == [0, 1, 2] and set(seen.values()) == {steps}  # 3 blocks, every step run
+    assert len(tr.fwd_index) == 3 * (steps + 1)  # and an encoder forward each
+    for tau in (1, 2, 3):
+        res = runner.invoke(app, ["simulate", str(out), "--policy", "tide", "--tau", str(tau), "--slots", "100%",
+                                  "--json", str(js)])
+        assert res.exit_code == 0, res.output
+        row = json.loads(js.read_text())["results"][0]
+        refresh = {f for f, (b, k) in step_of.items() if k != steps - 1 and (b == 0 or k % tau == 0)}
+        hits = streamed = 0
+        for seq in tr.access_sequences():
+            gpu: set[int] = set()
+            for ids, ctx, _ in seq:
+                hits += len(gpu & set(ids))
+                if ctx.forward in refresh:
+                    gpu |= set(ids)
+                else:
+                    streamed += len(set(ids) - gpu)
+        assert (row["hits"], row["streamed"]) == (hits, streamed), tau
+
+
+def test_tide_runtime_equals_replay_on_diffusion_gemma():
+    """The live runtime's TIDE on DiffusionGemma (told the steps per block before decoding, given each forward's
+    step and block as it runs) decides as replay of the trace recorded in the same run: equal counters, over
+    several prompts, with refreshes and misses on both sides."""
+    from advisor.models.generate import steps_per_block
+    from advisor.models.load import load_model
+    from advisor.offload.trace import record_prompts
+
+    loaded = load_model("tiny:diffusion_gemma")
+    gen = dict(max_new_tokens=8, steps=3, block_length=4)
+    kw = {"tau": 2, "steps_per_block": steps_per_block(loaded, **gen)}
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=2, policy="tide", policy_kw=kw, attach=False)
+    trace = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], runtime=rt, **gen)
+    live = rt.stats()
+    assert kw["steps_per_block"] == trace.steps_per_block() == 3
+    assert live.counters() == simulate(trace, slots_per_layer=2, policy="tide", plan="fp32",
+                                       policy_kw={"tau": 2}).counters()
+    assert live.lookups > 0 and live.hits > 0 and live.misses > 0

@@ -194,10 +194,11 @@ def test_cli_block_scope_of_diffusion_gemma_counts_its_decoder_forwards_canvas(t
                               "8", "--steps", "3", "--block-length", "4"])
     assert res.exit_code == 0, res.output
     tr = RoutingTrace.load(out)
-    # per block: the encoder forward that opens it (step 0), then 3 decoder forwards (steps 1-3) over its canvas
-    assert tr.fwd_step.tolist() == [0, 1, 2, 3] * 2 and tr.fwd_block.tolist() == [0] * 4 + [1] * 4
+    # per block: the encoder forward that opens it (no denoising step: -1), then 3 decoder forwards (denoising
+    # steps 0-2) over its canvas
+    assert tr.fwd_step.tolist() == [-1, 0, 1, 2] * 2 and tr.fwd_block.tolist() == [0] * 4 + [1] * 4
     step = dict(zip(tr.fwd_index.tolist(), tr.fwd_step.tolist(), strict=True))
-    decoder = np.array([step[f] > 0 for f in tr.rec_forward.tolist()])
+    decoder = np.array([step[f] >= 0 for f in tr.rec_forward.tolist()])
     per_record = np.add.reduceat(tr.tokens.astype(np.int64), tr.rec_ptr[:-1])
     in_block = np.add.reduceat(tr.block_tokens.astype(np.int64), tr.rec_ptr[:-1])
     assert set(per_record[decoder].tolist()) == {4 * tr.meta["top_k"][0]}  # the 4-token canvas, top-k each
@@ -215,7 +216,7 @@ def test_cli_block_scope_of_diffusion_gemma_counts_its_decoder_forwards_canvas(t
     assert lookups == {"block": decoder_lookups, "all": tr.n_lookups}
     # the block-reuse numbers (`advisor report`'s block section) compare the decoder forwards, no empty encoder one
     fwds = forwards_from_trace(tr, "block")
-    assert [f.step for f in fwds] == [1, 2, 3] * 2 and all(all(f.layers) for f in fwds)
+    assert [f.step for f in fwds] == [0, 1, 2] * 2 and all(all(f.layers) for f in fwds)
 
 
 def test_record_random_prompts_merges_seeded_prompts():

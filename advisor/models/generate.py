@@ -113,16 +113,18 @@ def _filler(loaded: LoadedModel) -> int:
 
 def steps_per_block(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
                     block_length: int | None = None, **options: Any) -> int:
-    """Forwards per block that `generate` runs with these arguments: what TIDE's refresh schedule needs before
-    decoding (and what a recorded trace shows after it). LLaDA2's threshold sampler may finish a block in
-    fewer (this is its most); autoregressive decoding has no denoising steps: 1 (each forward its own block)."""
+    """Denoising steps per block that `generate` runs with these arguments (the forwards of a block that
+    `ForwardInfo.step` numbers 0, 1, ...): what TIDE's refresh schedule needs before decoding (and what a recorded
+    trace shows after it). LLaDA2's threshold sampler, and DiffusionGemma's stopping criteria, may finish a block
+    in fewer (this is their most); DiffusionGemma's encoder pass that opens each canvas is no denoising step (step
+    -1) and not counted; autoregressive decoding has no denoising steps: 1 (each forward its own block)."""
     if loaded.family == "llada_moe":
         _, num_blocks, steps = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
         return steps // num_blocks
     if loaded.family == "llada2":  # capped at the answer's length, as `llada2_generate` caps it
         return min(int(steps or loaded.gen_defaults["steps"]), max_new_tokens)
-    if loaded.family == "diffusion_gemma":  # the encoder pass that opens a canvas, then one decoder pass per step
-        return int(steps or loaded.gen_defaults["steps"]) + 1
+    if loaded.family == "diffusion_gemma":  # one decoder pass per step (beside the encoder pass that opens a canvas)
+        return int(steps or loaded.gen_defaults["steps"])
     return 1
 
 
@@ -224,18 +226,20 @@ def _pre_hooks(hooks: list[tuple[torch.nn.Module, Callable]]) -> Iterator[None]:
 
 
 def _diffusion_gemma(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options):
-    """Native generate; the encoder pass that opens each canvas starts a block, each decoder pass is a step.
+    """Native generate; the encoder pass that opens each canvas starts a block, each decoder pass is a denoising step.
 
     Each forward's `ForwardInfo.block_span` (where the block being denoised sits in what it runs over): a decoder
     pass runs over the canvas alone, which is the block, so all of it, (0, canvas); an encoder pass runs over the
-    prompt (then over the canvas just committed) into the KV cache, none of it the block being denoised, (0, 0)."""
+    prompt (then over the canvas just committed) into the KV cache, none of it the block being denoised, (0, 0).
+    Its `ForwardInfo.step`: the decoder passes are the block's denoising steps 0, 1, ...; the encoder pass is none
+    of them, -1 (what TIDE's interval refresh counts, as `steps_per_block` counts only the decoder passes)."""
     model = loaded.model
     canvas = int(block_length or loaded.gen_defaults["block_length"])
-    state = {"index": 0, "block": -1, "step": 0}
+    state = {"index": 0, "block": -1, "step": -1}
 
     def encoder_pass(_module, _args):
         state["block"] += 1
-        state["step"] = 0
+        state["step"] = -1
         _emit(state, on_forward, (0, 0))
 
     def decoder_pass(_module, _args):

@@ -30,6 +30,10 @@ class ForwardInfo:
     """Context of one model forward during decoding: running forward count, denoising step, block, and where
     that block sits in the forward.
 
+    `step` numbers the denoising steps of block `block` from 0; a forward of the block that is none of its
+    denoising steps says -1 (DiffusionGemma's encoder forward that opens each canvas, which denoises nothing:
+    its `block_span` is empty). Autoregressive decoding reports each forward as step 0 of a block of its own.
+
     `block_span` is (start, stop): the positions, in each batch row of the sequence this forward runs over, of
     the tokens of the block being denoised - what the routing recorder counts as token scope "block" (what a
     sampler that caches the other positions computes). The decoding loop that runs the forward says it, as only

@@ -33,7 +33,8 @@ from advisor.registry import Registry
 
 
 class Ctx(NamedTuple):
-    """Where a look-up happens: running forward index, denoising step and block (-1 when unknown)."""
+    """Where a look-up happens: running forward index, denoising step and block (-1 when unknown). Step -1 in a
+    known block: a forward of the block that is none of its denoising steps (`ForwardInfo.step`)."""
 
     forward: int
     step: int = -1
@@ -379,7 +380,8 @@ class IntervalRefresh(Policy):
     current denoising step's tokens per expert every `tau` steps, and left alone in between.
 
     Refresh steps: every step of the first block (block 0: no history yet), else steps with step % tau
-    == 0; never a block's last step (`steps_per_block`, 0 = unknown). On a refresh the slot set becomes
+    == 0; never a block's last step (`steps_per_block`, 0 = unknown), nor a forward of a block that is none of its
+    denoising steps (step -1: DiffusionGemma's encoder forward). On a refresh the slot set becomes
     this forward's experts with the most tokens: each one promoted (copied) takes a free slot, else the
     slot of a resident outside that set - one this forward does not use (oldest first), else the used one
     with the fewest tokens, which then computes as a miss in this forward (TIDE swaps the set even when a
@@ -400,6 +402,8 @@ class IntervalRefresh(Policy):
 
     def refreshes(self, ctx: Ctx) -> bool:
         """Whether the look-ups of forward `ctx` may change the slot set."""
+        if ctx.step < 0 <= ctx.block:  # a forward of the block that denoises none of it (DiffusionGemma's encoder)
+            return False
         if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or no denoising steps to count
             return ctx.forward % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:

@@ -266,9 +266,10 @@ class RoutingTrace:
         return {i: hot_order(c.tolist()) for i, c in enumerate(self.expert_counts())}
 
     def steps_per_block(self) -> int:
-        """Forwards per block as the decoding was set up (what the live runtime's TIDE schedule is told; LLaDA2's
-        threshold sampler may finish blocks in fewer), else, for traces recorded before it was stored, the
-        denoising steps of the longest block (0 when the trace has no block structure)."""
+        """Denoising steps per block as the decoding was set up (`advisor.models.generate.steps_per_block`: what
+        the live runtime's TIDE schedule is told; LLaDA2's threshold sampler may finish blocks in fewer), else, for
+        traces recorded before it was stored, the denoising steps of the longest block (0 when the trace has no
+        block structure)."""
         if self.meta.get("steps_per_block"):
             return int(self.meta["steps_per_block"])
         if not len(self.fwd_block) or int(self.fwd_step.max()) < 0:

@@ -90,7 +90,7 @@ class ModelBackend:
     def decoding(self) -> dict[str, Any]:
         """How the study decodes, stored with each trial's configuration so that an export decodes alike:
         `generate` the keywords every generation here gets (`advisor.models.generate.generate`), and the
-        forwards each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs, and the
+        denoising steps each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs, and the
         block length decoded (the family's default, cut to the generation length), which other runtimes need."""
         from advisor.models.generate import decoded_block_length, steps_per_block
 
