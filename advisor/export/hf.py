@@ -289,7 +289,9 @@ def tide_schedule_lines(kw: dict[str, int]) -> list[str]:
         forwards = [f for f, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
         return [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): autoregressive decoding has "
                 f"no denoising steps, so the GPU expert set is re-chosen from the current forward's tokens per "
-                f"expert every {tau} forward(s): forwards {_steps(forwards)}, ... of each generation"]
+                f"expert every {tau} forward(s), counted over the whole run: forwards {_steps(forwards)}, ... of the first "
+                f"generation, and each later generation carries on the count (the runtime numbers forwards across "
+                f"generations, as the study's replay did)"]
     lines = [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): the GPU expert set is re-chosen "
              f"from the current step's tokens per expert every {tau} denoising step(s); every step of the first "
              "block; never on a block's last step"]
