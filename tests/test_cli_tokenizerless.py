@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def advisor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, cwd=cwd,
@@ -26,3 +28,91 @@ def test_tune_of_a_model_without_a_tokenizer_says_its_prompts_are_random_ids(tmp
     assert "| task toy |" in out, out
     assert ("note: tiny:qwen3_moe has no tokenizer: its traces, fidelity and live trials decode seeded random token "
             "ids (seed 0), not the toy task's prompts") in out, out
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+def test_a_shipped_space_tunes_a_model_without_a_tokenizer_as_fidelity_and_every_reader_says_so(shm_tmp_path,
+                                                                                               monkeypatch):
+    """Every shipped space has an `accuracy` objective, which a model without a tokenizer cannot measure, so
+    `advisor tune tiny:qwen3_moe` (and a checkpoint without tokenizer files) was refused whatever --space named,
+    and the README's way out was a `sed` of advisor/tune/spaces/quick.toml, a path a wheel install does not have.
+    A shipped space now tunes its accuracy objective as fidelity_top1, with one note; the study resumes (the
+    space named before the model loads, when whether it has a tokenizer is not known yet) and its readers name
+    fidelity_top1, not accuracy."""
+    import json
+
+    import optuna
+
+    monkeypatch.chdir(shm_tmp_path)
+    base = ("tune", "tiny:qwen3_moe", "--space", "quick", "--storage", "t.db", "--study", "s")
+    r = _cli(*base, "--trials", "1")
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "objectives: h2d_bytes_per_token (min), fidelity_top1 (max), peak_gpu_bytes (min)" in out, out
+    notes = [ln for ln in r.output.splitlines() if "tuned as fidelity_top1" in ln]
+    assert len(notes) == 1 and notes[0].startswith("note: tiny:qwen3_moe has no tokenizer, so no task accuracy: "
+                                                   "the quick space's accuracy objective is tuned as fidelity_top1"), \
+        r.output
+
+    again = _cli(*base, "--trials", "2")  # the same command resumes: no "another search space" or objectives
+    assert again.exit_code == 0, again.output
+    assert "2 finished trials" in " ".join(again.output.split()), again.output
+
+    attrs = optuna.load_study(study_name="s", storage="sqlite:///t.db").user_attrs
+    assert attrs["objectives"] == {"h2d_bytes_per_token": "minimize", "fidelity_top1": "maximize",
+                                   "peak_gpu_bytes": "minimize"}, attrs
+    assert "\nfidelity_top1 = " in attrs["space_toml"] and "\naccuracy = " not in attrs["space_toml"]
+
+    front = _cli("pareto", "s", "--storage", "t.db", "--no-plots")
+    assert front.exit_code == 0 and "top-1 agree *" in front.output and "accuracy" not in front.output, front.output
+    floor = _cli("recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB", "--min-accuracy", "0.5")
+    assert floor.exit_code != 0 and "no task accuracy" in str(floor.exception), floor.output
+    drop = _cli("recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB", "--max-accuracy-drop", "0.02")
+    assert drop.exit_code == 0 and "relative floor not applied" in drop.output, drop.output
+    assert "highest top-1 agreement with full precision" in drop.output, drop.output
+    trial = json.loads(_cli("recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB",
+                            "--json").output)["chosen"]["trial"]
+    exported = _cli("export", "s", str(trial), "--storage", "t.db", "--to", "json", "-o", "r.json")
+    assert exported.exit_code == 0, exported.output
+    metrics = json.loads((shm_tmp_path / "r.json").read_text())["metrics"]
+    assert "fidelity_top1" in metrics and "accuracy" not in metrics, metrics
+
+
+def test_a_space_file_with_accuracy_is_refused_for_a_model_without_a_tokenizer_saying_what_works(tmp_path):
+    """A file the user wrote says what it tunes: its accuracy objective is not rewritten. The refusal said to
+    "use a space whose [objectives] use fidelity_top1", which a wheel install had no file to copy for; it names
+    the file's line and the one-step way now (leave --space out, or a shipped space)."""
+    from advisor.tune.space import load_space
+
+    (tmp_path / "mine.toml").write_text(load_space("quick").text)
+    r = _cli("tune", "tiny:qwen3_moe", "--space", str(tmp_path / "mine.toml"), "--storage",
+             f"sqlite:///{tmp_path}/t.db", "--trials", "1")
+    msg = str(r.exception)
+    assert r.exit_code != 0 and msg.startswith(f"{tmp_path / 'mine.toml'}:22: objectives.accuracy: tiny:qwen3_moe "
+                                               "has no tokenizer"), r.output
+    assert "leave --space out or give a shipped space" in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "dllm"])
+def test_every_shipped_space_has_a_fidelity_form_with_the_same_other_settings(name):
+    """A shipped space that could not be rewritten (a second accuracy line, a fidelity_floor, which needs the
+    accuracy objective) would fail for every tokenizer-less model; the rewrite changes the objective only."""
+    import dataclasses
+
+    from advisor.tune.space import load_space
+
+    space = load_space(name)
+    fid = space.without_tokenizer("m")
+    assert list(fid.objectives) == [("fidelity_top1" if m == "accuracy" else m) for m in space.objectives]
+    assert fid.fingerprint != space.fingerprint and fid.shipped and fid.name == space.name
+    assert "fidelity_top1" in fid.fidelity_note("m") and space.fidelity_note("m") == ""
+    same = {f.name for f in dataclasses.fields(space)} - {"text", "objectives", "fidelity_for_accuracy"}
+    assert all(getattr(fid, f) == getattr(space, f) for f in same)
+    assert fid.without_tokenizer("m") is fid

@@ -144,9 +144,15 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
         # without --budget/--gpu, --budgets or the space's budget_fraction size the budget from the model
         sized = budget_bytes is None and (budgets or space_obj is None or space_obj.budget_fraction)
         task_keys = {"task": task_obj.name, "data_sha256": task_obj.data_sha256} if task_obj is not None else {}
-        refuse_incompatible(storage, study, resume_keys(profile, **task_keys, space=space_obj,
-                                                        budget_bytes=... if sized else budget_bytes, mode=mode,
-                                                        device=device))
+
+        def keys(space: SearchSpace | None) -> dict:
+            return resume_keys(profile, **task_keys, space=space, budget_bytes=... if sized else budget_bytes,
+                               mode=mode, device=device)
+
+        # a shipped space's accuracy is tuned as fidelity_top1 once the model proves to have no tokenizer (not
+        # known before it loads): a study stored with that space is compared with it
+        fidelity = space_obj.without_tokenizer(model_name(spec)) if space_obj and space_obj.shipped else space_obj
+        refuse_incompatible(storage, study, keys(space_obj), *([keys(fidelity)] if fidelity is not space_obj else []))
     return space_obj, task_obj
 
 
@@ -166,9 +172,8 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
     loaded = load_model(spec, device=device, offload=offload, budget=budget)
     if space_obj is None:
         space_obj = load_space(default_space(spec, loaded.is_diffusion))
-    if loaded.tokenizer is None and "accuracy" in space_obj.objectives:
-        raise UserError(f"{loaded.name} has no tokenizer, so task accuracy cannot be measured; use a space "
-                        "whose [objectives] use fidelity_top1 instead of accuracy, or a model with a tokenizer")
+    if loaded.tokenizer is None:  # no task accuracy: a shipped space tunes fidelity_top1 instead, a file is refused
+        space_obj = space_obj.without_tokenizer(loaded.name)
     task_obj = task_obj or _get_task(space_obj, task, data)
     if loaded.offloaded:
         _check_host_memory(loaded, space_obj, host_bytes)
@@ -454,6 +459,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             console.print(f"note: {backend.model_name} has no tokenizer: its traces, fidelity and live trials "
                           f"decode seeded random token ids (seed {backend.settings.seed}), not the "
                           f"{backend.task_name} task's prompts", markup=False)
+        if note := space.fidelity_note(backend.model_name):  # after the note on the random ids it names
+            console.print(f"note: {note}", markup=False)
         if note := _cpu_threads_note(backend, space, opts.mode):
             console.print(note, markup=False)
 

@@ -27,7 +27,8 @@ A knob whose domain holds one value is fixed: it is recorded in the configuratio
 Other keys (not searched):
   name, description       the space's name (default: the file's stem; part of the default study name)
   [objectives]            metric = "minimize" | "maximize", metrics of `advisor.results.front.METRICS`
-                          (default: time_per_token, accuracy, peak_gpu_bytes)
+                          (default: time_per_token, accuracy, peak_gpu_bytes); for a model without a
+                          tokenizer a shipped space's accuracy is tuned as fidelity_top1 (`without_tokenizer`)
   [evaluation]            task, limit (problems per accuracy run), trace_prompts, fidelity_prompts, seed,
                           staging (full accuracy only for plans that can still reach the front), fidelity_floor
                           (skip the accuracy run below this top-1 agreement), max_new_tokens (`EvaluationSettings`)
@@ -43,7 +44,7 @@ import json
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -162,6 +163,8 @@ class SearchSpace:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     budget_fraction: float | None = None
     """Default memory budget as a fraction of the model's counted bytes at its own dtype (no --budget/--gpu)."""
+    fidelity_for_accuracy: bool = False
+    """A shipped space whose `accuracy` objective is tuned as `fidelity_top1` (`without_tokenizer`)."""
 
     @property
     def fingerprint(self) -> str:
@@ -233,6 +236,37 @@ class SearchSpace:
             return ""
         return (f"the {self.name} space's precision.groups = {self.groups} is more than the model's "
                 f"{count(n_layers, 'MoE layer')}: tuning {count(n_layers, 'group')}, one per layer")
+
+    def without_tokenizer(self, model: str) -> SearchSpace:
+        """The space a model without a tokenizer (`model`) tunes, which has no task accuracy: this one when no
+        objective is `accuracy`; a shipped space with its `accuracy` objective tuned as `fidelity_top1` (top-1
+        agreement with the full-precision model on the random-token prompts such a model is traced and compared
+        on), as `fidelity_note` says; a file the user wrote with `accuracy` is refused, saying what works. The
+        derived space's text - stored with the study, its fingerprint compared on resume - names fidelity_top1
+        on the objective's line (same line numbers), so every reader of the study sees what was tuned."""
+        if "accuracy" not in self.objectives:
+            return self
+        if not self.shipped:
+            key = "objectives.accuracy"
+            raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {model} has no tokenizer, so task "
+                            "accuracy cannot be measured; leave --space out or give a shipped space (--space "
+                            "quick, default or dllm: their accuracy objective is then tuned as fidelity_top1, top-1 "
+                            "agreement with full precision), or write fidelity_top1 = \"maximize\" in this file "
+                            "instead of accuracy")
+        text, n = re.subn(r"(?m)^(\s*)accuracy(\s*=.*)$",
+                          r"\1fidelity_top1\2  # accuracy in the shipped file: the model has no tokenizer", self.text)
+        derived = parse_space(text, self.source)
+        want = {("fidelity_top1" if m == "accuracy" else m): d for m, d in self.objectives.items()}
+        if n != 1 or derived.objectives != want or list(derived.objectives) != list(want):
+            raise RuntimeError(f"{self.source}: the accuracy objective could not be rewritten as fidelity_top1")
+        return replace(derived, fidelity_for_accuracy=True)
+
+    def fidelity_note(self, model: str) -> str:
+        """The line saying a shipped space's accuracy objective is tuned as fidelity_top1 ("" where it is not)."""
+        if not self.fidelity_for_accuracy:
+            return ""
+        return (f"{model} has no tokenizer, so no task accuracy: the {self.name} space's accuracy objective is tuned "
+                "as fidelity_top1 (top-1 agreement with the full-precision model on those random-id prompts)")
 
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer

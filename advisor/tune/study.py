@@ -175,13 +175,18 @@ def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> 
                         f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
 
 
-def refuse_incompatible(storage: str, name: str, keys: dict[str, Any]) -> None:
+def refuse_incompatible(storage: str, name: str, keys: dict[str, Any], *alternatives: dict[str, Any]) -> None:
     """Before the model loads (minutes for a real one): `check_resume` of the settings known without the model
-    (`resume_keys`) against study `name` as stored (read only; nothing is written, no file created)."""
+    (`resume_keys`) against study `name` as stored (read only; nothing is written, no file created). An
+    alternative (the keys with another space the model may turn out to need) is compared instead of `keys`
+    when the stored study's space is its space."""
     from advisor.results.registry import study_user_attrs
     from advisor.results.store import engine_for
 
-    check_resume(name, study_user_attrs(engine_for(storage), name), keys)
+    stored = study_user_attrs(engine_for(storage), name)
+    same = [k for k in alternatives if stored and "space_fingerprint" in k
+            and stored.get("space_fingerprint") == k["space_fingerprint"]]
+    check_resume(name, stored, same[0] if same else keys)
 
 
 def _cpu_meta(backend: Any) -> dict[str, Any]:
