@@ -45,7 +45,7 @@ def test_a_shipped_space_tunes_a_model_without_a_tokenizer_as_fidelity_and_every
     and the README's way out was a `sed` of advisor/tune/spaces/quick.toml, a path a wheel install does not have.
     A shipped space now tunes its accuracy objective as fidelity_top1, with one note; the study resumes (the
     space named before the model loads, when whether it has a tokenizer is not known yet) and its readers name
-    fidelity_top1, not accuracy."""
+    fidelity_top1, not accuracy (the report's Pareto section too)."""
     import json
 
     import optuna
@@ -83,6 +83,17 @@ def test_a_shipped_space_tunes_a_model_without_a_tokenizer_as_fidelity_and_every
     assert exported.exit_code == 0, exported.output
     metrics = json.loads((shm_tmp_path / "r.json").read_text())["metrics"]
     assert "fidelity_top1" in metrics and "accuracy" not in metrics, metrics
+
+    # the report's Pareto section plotted and tabulated accuracy (nothing: every point stores none) and said its
+    # stars keep within --max-accuracy-drop 0.05 of full precision, a floor recommend does not apply here
+    rep = _cli("report", "s", "--storage", "t.db", "-o", "rep")
+    assert rep.exit_code == 0, rep.output
+    md = (shm_tmp_path / "rep" / "report.md").read_text()
+    section = md[md.index("## Pareto front"):]
+    section = section[:section.index("\n## ", 1)]
+    assert section.startswith("## Pareto front: transfer vs top-1 agreement vs memory"), section
+    assert "--max-accuracy-drop" not in section and "no accuracy floor applies" in section, section
+    assert "| budget | trial | H2D / token | top-1 agreement | peak GPU memory |" in section, section
 
 
 def test_a_space_file_with_accuracy_is_refused_for_a_model_without_a_tokenizer_saying_what_works(tmp_path):

@@ -19,6 +19,7 @@ from advisor.report.select import (
     accuracy_reference,
     accuracy_rows,
     interval,
+    quality_metric,
     trial_row,
 )
 from advisor.report.workbench import Workbench
@@ -209,18 +210,23 @@ def compose(c: ReportContext) -> Document:
                     r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low is not None else "-", r.n,
                     r.fidelity_top1, r.fidelity_kl, r.source] for r in accuracy_rows(c.trials)]))
 
-    doc.add(Heading("Pareto front: transfer vs accuracy vs memory"))
+    quality = quality_metric(c.trials)
+    if quality == "fidelity_top1":  # no task accuracy stored (no tokenizer): recommend applies no floor
+        what, picks = "top-1 agreement", "lowest transfer; the study stores no task accuracy, so no accuracy floor applies"
+        flag = ""
+    else:
+        what, picks = "accuracy", (f"lowest transfer, accuracy at most {c.max_accuracy_drop:g} "
+                                   f"({c.max_accuracy_drop * 100:g} points) below the study's full-precision plan; "
+                                   "recommend's own defaults are 0.01 and, where every point fits, the most accurate")
+        flag = f" --max-accuracy-drop {c.max_accuracy_drop:g}"
+    doc.add(Heading(f"Pareto front: transfer vs {what} vs memory"))
     doc.add(Figure(c.figures["pareto"], "Every feasible trial; red: the stored Pareto front; stars: what "
-                                        f"`advisor recommend --study {d.name} --budget B --prefer transfer "
-                                        f"--max-accuracy-drop {c.max_accuracy_drop:g}` picks at the budgets B shown "
-                                        f"(lowest transfer, accuracy at most {c.max_accuracy_drop:g} "
-                                        f"({c.max_accuracy_drop * 100:g} points) below the study's full-precision "
-                                        "plan; recommend's own defaults are 0.01 and, where every point fits, the "
-                                        "most accurate)."))
+                                        f"`advisor recommend --study {d.name} --budget B --prefer transfer{flag}` "
+                                        f"picks at the budgets B shown ({picks})."))
     if c.recommended:
-        doc.add(Table(["budget", "trial", "H2D / token", "accuracy", "peak GPU memory"],
+        doc.add(Table(["budget", "trial", "H2D / token", what, "peak GPU memory"],
                       [[format_bytes(r["budget_bytes"]), f"#{r['trial']}", _kib(r["values"].get("h2d_bytes_per_token")),
-                        r["values"].get("accuracy"), format_bytes(r["values"].get("peak_gpu_bytes", 0))]
+                        r["values"].get(quality), format_bytes(r["values"].get("peak_gpu_bytes", 0))]
                        for r in c.recommended]))
 
     _block_section(doc, c)

@@ -122,29 +122,32 @@ def accuracy_by_plan(rows: Sequence[Any], path: Path) -> Path:
 
 
 def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence[Any], path: Path,
-           x: str = "h2d_bytes_per_token") -> Path:
-    """Every finished trial as `x` (time per token, or H2D bytes per token) vs accuracy, coloured by GPU memory;
-    the stored front (over all the study's objectives, so not a line in this plane) and recommendations marked."""
+           x: str = "h2d_bytes_per_token", y: str = "accuracy") -> Path:
+    """Every finished trial as `x` (time per token, or H2D bytes per token) vs `y` (accuracy, or fidelity_top1 in
+    a study without task accuracy), coloured by GPU memory; the stored front (over all the study's objectives, so
+    not a line in this plane) and recommendations marked."""
+    ylabel, yword = (("top-1 agreement with full precision (higher is better)", "top-1 agreement")
+                     if y == "fidelity_top1" else ("task accuracy (higher is better)", "accuracy"))
     scale, xlabel = (1.0, "time per generated token, ms (modelled; lower is better)") if x == "time_per_token" \
         else (2.0**-20, "H2D MiB per generated token (lower is better)")
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     pts = [t for t in trials if x in t.values]
     xs = [t.values[x] * scale for t in pts]
-    ys = [t.values.get("accuracy", float("nan")) for t in pts]
+    ys = [t.values.get(y, float("nan")) for t in pts]
     mem = [t.values.get("peak_gpu_bytes", 0.0) / 2**20 for t in pts]
     sc = ax.scatter(xs, ys, c=mem, cmap="viridis", s=30, alpha=0.8, label="trial")
     fig.colorbar(sc, ax=ax, label="peak GPU memory (MiB)")
     front = [t for t in pts if t.number in front_numbers]
     if front:
-        ax.scatter([t.values[x] * scale for t in front], [t.values.get("accuracy", float("nan")) for t in front],
+        ax.scatter([t.values[x] * scale for t in front], [t.values.get(y, float("nan")) for t in front],
                    s=110, facecolors="none", edgecolors="red", linewidths=1.2, label="Pareto front (all objectives)")
     marks = [(r.values.get(x, float("nan")) * scale, r.accuracy) for r in recommended]
     for mx, my in marks:
         ax.scatter([mx], [my], marker="*", s=260, color="gold", edgecolor="black", zorder=5)
     if recommended:
         ax.scatter([], [], marker="*", s=160, color="gold", edgecolor="black", label="recommended (budget)")
-    ax.set(xlabel=xlabel, ylabel="task accuracy (higher is better)",
-           title="Trials of the study: " + ("time" if x == "time_per_token" else "transfer") + " vs accuracy vs memory")
+    ax.set(xlabel=xlabel, ylabel=ylabel,
+           title="Trials of the study: " + ("time" if x == "time_per_token" else "transfer") + f" vs {yword} vs memory")
     ax.grid(alpha=0.3)
     ax.margins(x=0.12, y=0.12)  # room for labels inside the axes
     ax.legend(fontsize=8, loc="best")  # where it covers the fewest points

@@ -38,6 +38,7 @@ from advisor.report.select import (
     baseline_rows,
     feasible_trials,
     headline_rows,
+    quality_metric,
     recommended_points,
     reference_memory,
     stored_reference,
@@ -158,9 +159,9 @@ def build_report(
             "transfer_vs_memory": report_plots.transfer_vs_slots(sw, figs / "transfer_vs_memory.png", x="memory"),
             "accuracy": report_plots.accuracy_by_plan(accuracy_rows(trials), figs / "accuracy.png"),
             "pareto": report_plots.pareto(trials, {p.trial_number for p in data.front},
-                                          [_RecMark(r) for r in recs], figs / "pareto.png",
+                                          [_RecMark(r, quality_metric(trials)) for r in recs], figs / "pareto.png",
                                           "time_per_token" if "time_per_token" in data.objectives
-                                          else "h2d_bytes_per_token"),
+                                          else "h2d_bytes_per_token", y=quality_metric(trials)),
         }
         if blocks["rows"]:
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
@@ -218,9 +219,9 @@ def headline_traces(wb: Any, trials: Iterable[Any], runs: dict[str, Any],
 class _RecMark:
     """A recommended point as the Pareto plot draws it."""
 
-    def __init__(self, r: dict[str, Any]):
+    def __init__(self, r: dict[str, Any], quality: str = "accuracy"):
         from advisor.hardware.profiles import format_bytes
 
         self.values = r["values"]
-        self.accuracy = r["values"].get("accuracy", float("nan"))
+        self.accuracy = r["values"].get(quality, float("nan"))  # the plot's y: top-1 agreement in a fidelity study
         self.label = f"#{r['trial']} @ {format_bytes(r['budget_bytes'])}"
