@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     print("READY", flush=True)
     try:
         res = run_tune(backend, small_space(text), opts, budget_bytes=a.budget, on_stage=on_stage)
-    except KeyboardInterrupt:  # before the study installed its own handler, or after it
-        print("INTERRUPTED outside the study", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # before the study installed its own handler, after it, or a database wait it cut
+        print("INTERRUPTED", file=sys.stderr, flush=True)
         return 130
     except UserError as e:  # as the CLI says it
         print(f"error: {e}", file=sys.stderr, flush=True)

@@ -1,12 +1,20 @@
-"""Waiting for a PostgreSQL server that restarts under a running tune: a connection refused after the process
-has once connected is tried again for a while (`ride_out_restarts`), so a restart or failover between two
-database writes does not end the study, while a wrong URL or a server that never ran still fails at once."""
+"""Waiting for a PostgreSQL server: one that restarts under a running tune, and one that stops answering.
+
+A connection refused after the process has once connected is tried again for a while (`ride_out_restarts`),
+so a restart or failover between two database writes does not end the study, while a wrong URL or a server
+that never ran still fails at once. A server that accepts the connection but does not answer - its processes
+paused (SIGSTOP, a suspended VM or container; its kernel still acknowledges every packet, so TCP keepalives
+never fire), or a network partition without a reset - is waited for in Python, not inside libpq
+(`watch_answers`): Ctrl-C and SIGTERM stop the command at once, a wait past `notice_s` says so in one line,
+and one past `answer_wait_s` ends the command with one line."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,28 +26,53 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-def reconnect_s() -> float:
-    """How long a PostgreSQL engine that has connected once retries a new connection the server refuses (a
-    restart, a failover): 15 s, or $ADVISOR_PG_RECONNECT_S (0: fail at once)."""
-    raw = os.environ.get("ADVISOR_PG_RECONNECT_S", "15")
+def _seconds(name: str, default: str, *, zero: bool = False, forever: bool = False) -> float:
+    """$`name` in seconds (`default` unset); one `UserError` for anything else than a number of seconds (0 only
+    with `zero`; `inf` only with `forever`)."""
+    raw = os.environ.get(name, default)
     try:
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise UserError(f"ADVISOR_PG_RECONNECT_S={raw!r} is not a number of seconds; set it to e.g. 15 or unset it")
+    if not (0 <= seconds if zero else 0 < seconds) or (seconds == float("inf") and not forever):
+        raise UserError(f"{name}={raw!r} is not a number of seconds; set it to e.g. {default} or unset it")
     return seconds
 
 
+def reconnect_s() -> float:
+    """How long a PostgreSQL engine that has connected once retries a new connection the server refuses (a
+    restart, a failover): 15 s, or $ADVISOR_PG_RECONNECT_S (0: fail at once)."""
+    return _seconds("ADVISOR_PG_RECONNECT_S", "15", zero=True)
+
+
+def notice_s() -> float:
+    """After how long without an answer from a PostgreSQL server a command says it is waiting: 30 s, or
+    $ADVISOR_PG_NOTICE_S."""
+    return _seconds("ADVISOR_PG_NOTICE_S", "30")
+
+
+def answer_wait_s() -> float:
+    """How long a command waits for a PostgreSQL server that does not answer before it stops with one line:
+    300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds, so a silence
+    this long is a paused server or a cut link; every finished trial is committed by then, and the same command
+    resumes the study."""
+    return _seconds("ADVISOR_PG_WAIT_S", "300", forever=True)
+
+
 _STOP_WAITING: list[Callable[[], bool]] = []
-"""While not empty, `ride_out_restarts` gives up waiting for a server once any of these says so."""
+"""While not empty, a wait for a server (a restart, an answer) ends once any of these says so."""
+
+
+def stopping() -> bool:
+    """Whether a command asked to stop (`stop_waiting_when`) is waiting for its database."""
+    return any(stop() for stop in _STOP_WAITING)
 
 
 @contextmanager
 def stop_waiting_when(requested: Callable[[], bool]) -> Iterator[None]:
-    """In the block, a wait for a restarting server (`ride_out_restarts`) ends as soon as `requested()` is true:
-    a tune asked to stop by Ctrl-C or SIGTERM while it writes (its handler only notes the signal there) stops
-    now, not when the wait runs out."""
+    """In the block, a wait for a restarting server (`ride_out_restarts`) ends as soon as `requested()` is true,
+    and one for an answer (`watch_answers`) once it has lasted `STOP_AFTER_S`: a tune asked to stop by Ctrl-C or
+    SIGTERM while it writes (its handler only notes the signal there) stops now, not when the wait runs out."""
     _STOP_WAITING.append(requested)
     try:
         yield
@@ -91,15 +124,15 @@ def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
         while True:
             try:
                 connection = dialect.connect(*cargs, **cparams)
-            except dialect.loaded_dbapi.OperationalError:
-                if not state["connected"]:
+            except dialect.loaded_dbapi.OperationalError as e:
+                if not state["connected"] or getattr(e, "left", False):  # (a server `watch_answers` gave up on)
                     raise
                 now, wait = time.monotonic(), reconnect_s()
                 since, last = _REFUSED.get(server, (now, now))
                 if now - last > wait:  # refused long after the last refusal: another outage, its own wait
                     since = now
                 _REFUSED[server] = (since, now)
-                if now >= since + wait or any(stop() for stop in _STOP_WAITING):
+                if now >= since + wait or stopping():
                     raise
                 time.sleep(0.5)
                 continue
@@ -108,3 +141,96 @@ def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
             return connection
 
     return engine
+
+
+STOP_AFTER_S = 1.0
+"""How long a wait for an answer goes on once the command was asked to stop: a server that works answers in
+milliseconds, so the writes a stopping tune still makes (its interrupted trial failed and queued again, its
+front) finish, and one that does not answer is left."""
+
+_SILENT: dict[str, float] = {}
+"""The servers (host:port) whose silence this process has said (`notice_s`), and since when, until they answer."""
+_LEFT: dict[str, str] = {}
+"""The servers this process stopped waiting for, and why: the command ends, so its last writes (a trial failed,
+its connection given back) do not each wait again; until the server answers."""
+_LOCK = threading.Lock()
+
+
+def watch_answers() -> None:
+    """Every psycopg2 connection of the process waits for its server in `_wait_for_answer` (a wait callback:
+    libpq only sends and reads, never blocks): a wait inside libpq took neither Ctrl-C nor SIGTERM, had no time
+    limit once connected, and said nothing - a tune whose server was paused sat silent until it came back.
+    Checks the three settings now, so a bad one is the command's first line, not an error mid-run."""
+    reconnect_s(), notice_s(), answer_wait_s()
+    import psycopg2.extensions
+
+    if psycopg2.extensions.get_wait_callback() is not _wait_for_answer:
+        psycopg2.extensions.set_wait_callback(_wait_for_answer)
+
+
+def _wait_for_answer(conn: Any) -> None:
+    """Until `conn`'s server has answered (its connection made, its query's result read). A server silent for
+    `notice_s` is said in one `note:` line on stderr (one per outage, whichever connections wait), and its
+    answer after that in another. A psycopg2 `OperationalError` (the connection is closed) ends the wait once
+    the server has been silent for `answer_wait_s` - while connecting, for the connection's `connect_timeout`,
+    which libpq does not keep when a callback waits - and `STOP_AFTER_S` into it once the command was asked to
+    stop; each later wait for that server then ends at once, with the same reason (and is not tried again as a
+    restart, `ride_out_restarts`), until it answers. Ctrl-C and SIGTERM reach their handlers within a quarter
+    of a second."""
+    import selectors
+
+    from psycopg2 import OperationalError
+    from psycopg2 import extensions as pg
+
+    params = conn.info.dsn_parameters
+    host, port = params.get("host") or "localhost", params.get("port") or "5432"
+    server = f"{host}:{port}"
+    limit = answer_wait_s()
+    connecting = conn.status not in (pg.STATUS_READY, pg.STATUS_BEGIN, pg.STATUS_PREPARED)
+    if connecting and float(params.get("connect_timeout") or 0) > 0:
+        limit = max(float(params["connect_timeout"]), 2.0)  # (libpq's minimum)
+
+    def leave(reason: str) -> OperationalError:
+        # the command ends (not so when a heartbeat's wait gives up: the next beat, or the tune's, tries again)
+        if threading.current_thread() is threading.main_thread() or stopping():
+            _LEFT.setdefault(server, reason)
+        error = OperationalError(reason)
+        error.left = True  # type: ignore[attr-defined]
+        return error
+
+    start = time.monotonic()
+    while True:
+        state = conn.poll()
+        if state == pg.POLL_OK:
+            _LEFT.pop(server, None)
+            with _LOCK:
+                since = _SILENT.pop(server, None)
+            if since is not None:
+                _note(f"PostgreSQL at {server} answered again after {time.monotonic() - since:.0f} s; going on")
+            return
+        waited = time.monotonic() - start
+        if (reason := _LEFT.get(server)) is not None:
+            raise leave(reason)
+        if waited >= limit:
+            if connecting:
+                raise OperationalError(f'connection to server at "{host}", port {port} failed: timeout expired')
+            raise leave(f"PostgreSQL at {server} has not answered for {limit:g} s (ADVISOR_PG_WAIT_S)")
+        if waited >= STOP_AFTER_S and stopping():
+            raise leave(f"stopped waiting for PostgreSQL at {server}: the run was asked to stop")
+        if waited >= (notice := notice_s()):
+            with _LOCK:
+                said = server in _SILENT
+                _SILENT.setdefault(server, start)
+            if not said:
+                upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
+                _note(f"PostgreSQL at {server} has not answered for {notice:g} s; still waiting{upto} - Ctrl-C "
+                      "stops the run, nothing finished is lost")
+        if state not in (pg.POLL_READ, pg.POLL_WRITE):
+            raise OperationalError(f"unexpected state from psycopg2's poll: {state}")
+        with selectors.DefaultSelector() as ready:  # (select.select fails on a descriptor past 1023)
+            ready.register(conn.fileno(), selectors.EVENT_READ if state == pg.POLL_READ else selectors.EVENT_WRITE)
+            ready.select(0.25)
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr, flush=True)

@@ -372,6 +372,8 @@ def run_tune(
             if (failure is not None and new_file and not st.is_locked_error(e)
                     and st.discard_unfinished(url)):  # a new file with nothing finished: no half-made study left
                 raise st.storage_failure(e, url, removed=True) from e
+            if failure is not None and stop.requested:  # Ctrl-C/SIGTERM ended a wait for the server (`reconnect`;
+                raise KeyboardInterrupt from None  # also opening the storage, a UserError): the interrupt's line
             if failure is None or isinstance(e, UserError):
                 raise
             raise failure from e

@@ -1,0 +1,195 @@
+"""A PostgreSQL server that stops answering under a running tune: its processes paused (SIGSTOP here; a suspended
+VM or container, a network partition without a reset look the same to the client: the connection stays open,
+no answer comes). The tune sat silent, and deaf to Ctrl-C and SIGTERM, until the server came back. Now a wait
+past ADVISOR_PG_NOTICE_S is said in one line, Ctrl-C/SIGTERM stop the tune at once (exit 130, every finished
+trial kept, the same command resumes) and a wait past ADVISOR_PG_WAIT_S ends it in one line (exit 2).
+
+The server is a throwaway one started here (never the shared test server: others use it); the tests skip when
+PostgreSQL's binaries are absent."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+HELPER = str(Path(__file__).parent / "tune_helpers.py")
+
+
+def _bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name)
+                   if p.parent.name.isdigit() else 0)
+    if found and (found[-1] / "initdb").exists():
+        return found[-1]
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class _Server:
+    """A PostgreSQL server of its own in a temporary directory, whose processes the test can pause."""
+
+    def __init__(self) -> None:
+        bindir = _bindir()
+        if bindir is None:
+            pytest.skip("PostgreSQL's binaries (initdb, pg_ctl) are not installed")
+        as_root = os.getuid() == 0
+        if as_root:  # the server refuses to run as root
+            try:
+                import pwd
+
+                pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root without a `postgres` user to run the server as")
+        self.dir = Path(tempfile.mkdtemp(prefix="advisor-pause-pg-"))
+        if as_root:
+            shutil.chown(self.dir, "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._pg = lambda *cmd: subprocess.run(
+            (["su", "postgres", "-s", "/bin/sh", "-c", " ".join(map(str, cmd))] if as_root else list(map(str, cmd))),
+            check=True, capture_output=True, timeout=60)
+        self._pg(bindir / "initdb", "-D", self.dir / "data", "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8")
+        self._ctl = bindir / "pg_ctl"
+        self._pg(self._ctl, "-D", self.dir / "data", "-l", self.dir / "log", "-w", "-o",
+                 f"'-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off'", "start")
+        self.postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+
+    def _pids(self) -> list[int]:
+        children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text().split()
+        return [self.postmaster, *map(int, children)]
+
+    def pause(self) -> None:
+        for pid in self._pids():  # the postmaster first: it forks no backend that would answer
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.resume()
+        with contextlib.suppress(Exception):
+            self._pg(self._ctl, "-D", self.dir / "data", "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def count(self, state: str, study: str) -> int:
+        import optuna
+
+        from advisor.results.storage import normalize_url
+
+        storage = optuna.storages.RDBStorage(normalize_url(self.url))
+        try:
+            trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+            return sum(t.state.name == state for t in trials)
+        finally:
+            storage.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = _Server()
+    yield server
+    server.close()
+
+
+def _worker(pg: _Server, study: str, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, HELPER, "--storage", pg.url, "--study", study, "--sampler", "random",
+                             "--fingerprint", study, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **env})
+
+
+def _paused_while_measuring(pg: _Server, proc: subprocess.Popen, trial: int) -> None:
+    """Pause the server once the worker measures trial `trial` or a later one (the ones before finished): its
+    next write (a measurement, its tell) finds no answer, and neither does its heartbeat."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("STAGE") and int(line.split()[-1]) >= trial:
+            break
+    else:
+        raise AssertionError(f"the worker ended before trial {trial}: {proc.communicate()}")
+    pg.pause()
+
+
+def _stderr_line(proc: subprocess.Popen, within: float) -> str:
+    """The worker's next stderr line, "" if none comes `within` seconds."""
+    assert proc.stderr is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        if not sel.select(within):
+            return ""
+    return proc.stderr.readline()
+
+
+def test_a_paused_server_is_said_and_ctrl_c_stops_the_tune_at_once(pg):
+    study = "paused-stop"
+    proc = _worker(pg, study, "--trials", "40", "--delay", "0.2", "--heartbeat", "1", "--grace", "2",
+                   ADVISOR_PG_NOTICE_S="0.5")
+    try:
+        _paused_while_measuring(pg, proc, 1)
+        note = _stderr_line(proc, 10)
+        assert note.startswith(f"note: PostgreSQL at 127.0.0.1:{pg.port} has not answered for 0.5 s; still waiting up "
+                               "to 300 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the run, nothing finished is lost"), note
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 5, err  # (it waited for the server, as long as it was paused)
+    finally:
+        pg.resume()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "Exception in thread" not in err, err
+    assert pg.count("COMPLETE", study) >= 1  # trial 0, written before the pause
+    # the same command resumes: the trial cut off is failed (its heartbeat stale by now) and run again
+    out, err = _worker(pg, study, "--total", "3", "--heartbeat", "1", "--grace", "2").communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert pg.count("COMPLETE", study) == 3 and pg.count("RUNNING", study) == 0
+
+
+def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends_the_tune_in_one_line(pg):
+    """A pause shorter than ADVISOR_PG_WAIT_S: the notice, then a line when it answers, and the tune finishes.
+    A longer one: one error line naming the server, exit 2 (a server gone for good would hold the worker, and
+    its machine, for ever); every finished trial is kept."""
+    study = "paused-wait"
+    proc = _worker(pg, study, "--trials", "3", "--delay", "0.2", "--heartbeat", "0",
+                   ADVISOR_PG_NOTICE_S="0.5", ADVISOR_PG_WAIT_S="4")
+    try:
+        _paused_while_measuring(pg, proc, 0)
+        assert "has not answered for 0.5 s; still waiting up to 4 s" in _stderr_line(proc, 10)
+    finally:
+        pg.resume()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.startswith(f"note: PostgreSQL at 127.0.0.1:{pg.port} answered again after "), err
+    assert pg.count("COMPLETE", study) == 3
+
+    proc = _worker(pg, study, "--trials", "40", "--delay", "0.2", "--heartbeat", "0",
+                   ADVISOR_PG_NOTICE_S="0.5", ADVISOR_PG_WAIT_S="1.5")
+    try:
+        _paused_while_measuring(pg, proc, 4)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        pg.resume()
+    assert proc.returncode == 2, (out, err)
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 2 and "has not answered for 0.5 s; still waiting up to 1.5 s" in lines[0], err
+    assert lines[1].startswith("error: the database postgresql+psycopg2://postgres@127.0.0.1:"), err
+    assert f"(PostgreSQL at 127.0.0.1:{pg.port} has not answered for 1.5 s (ADVISOR_PG_WAIT_S)); nothing finished is " \
+           "lost" in lines[1], err
+    assert waited < 5, err
+    assert pg.count("COMPLETE", study) >= 4
+
