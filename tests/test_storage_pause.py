@@ -193,3 +193,37 @@ def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends
     assert waited < 5, err
     assert pg.count("COMPLETE", study) >= 4
 
+
+def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
+    """A worker waits for the study's seed lock while another one seeds (seconds, measuring the CPU expert times
+    of a real model): that wait was one query, `SELECT pg_advisory_lock`, which the server answers once the lock
+    is free - to the client, a server that does not answer, said as such and given up on after
+    ADVISOR_PG_WAIT_S. It waits a fifth of a second at a time instead."""
+    import zlib
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ProgrammingError
+
+    from advisor.results.storage import normalize_url
+
+    study = "seed-lock"
+    engine = create_engine(normalize_url(pg.url))
+    with engine.connect() as holder:  # another worker seeding the study
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": zlib.crc32(f"advisor_seed:{study}".encode())})
+        holder.commit()
+        proc = _worker(pg, study, "--trials", "2", "--heartbeat", "0", ADVISOR_PG_NOTICE_S="0.5",
+                       ADVISOR_PG_WAIT_S="1.5")
+        for _ in range(300):  # the worker creates the study, then takes the lock to seed it
+            try:
+                if holder.execute(text("SELECT 1 FROM studies WHERE study_name = :s"), {"s": study}).first():
+                    break
+            except ProgrammingError:  # no tables yet
+                pass
+            holder.rollback()
+            time.sleep(0.05)
+        time.sleep(2)  # the worker waits for the lock, past ADVISOR_PG_WAIT_S
+    engine.dispose()  # (the lock is released with its session)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "PostgreSQL" not in err, err
+    assert pg.count("COMPLETE", study) == 2

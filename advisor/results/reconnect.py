@@ -53,9 +53,9 @@ def notice_s() -> float:
 
 def answer_wait_s() -> float:
     """How long a command waits for a PostgreSQL server that does not answer before it stops with one line:
-    300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds, so a silence
-    this long is a paused server or a cut link; every finished trial is committed by then, and the same command
-    resumes the study."""
+    300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds (its locks are
+    asked for, not waited on: `storage.advisory_lock`), so a silence this long is a paused server or a cut
+    link; every finished trial is committed by then, and the same command resumes the study."""
     return _seconds("ADVISOR_PG_WAIT_S", "300", forever=True)
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from advisor.errors import UserError
-from advisor.results.reconnect import ride_out_restarts, watch_answers
+from advisor.results.reconnect import ride_out_restarts, stopping, watch_answers
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -374,19 +374,48 @@ def schema_lock(target: str | Engine) -> Iterator[None]:
         with sqlite_lock(target if own else target.url):
             yield
         return
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     engine = create_engine(target, **engine_kwargs(target)) if own else target
     try:
-        with engine.connect() as c:
-            c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-            try:
-                yield
-            finally:
-                c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        with engine.connect() as c, advisory_lock(c, SCHEMA_LOCK_KEY):
+            yield
     finally:
         if own:
             engine.dispose()
+
+
+@contextmanager
+def advisory_lock(c: Any, key: int) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock `key` for the block on the SQLAlchemy connection `c`, waited for 0.2 s at a
+    time (`lock_timeout`) while another session holds it: one query that waits seconds for a lock (another
+    worker seeding the study) is, to the client, a server that does not answer, which `reconnect.watch_answers`
+    says and gives up on. Ctrl-C or SIGTERM during a study ends the wait (a KeyboardInterrupt: nothing is
+    written yet)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    while True:
+        c.execute(text("SET LOCAL lock_timeout = '200ms'"))
+        try:
+            c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            break
+        except OperationalError as e:
+            if _LOCK_NOT_AVAILABLE not in (getattr(e.orig, "pgcode", None), getattr(e.orig, "sqlstate", None)):
+                raise
+            c.rollback()
+            if stopping():
+                raise KeyboardInterrupt from None
+    c.commit()  # (the lock is the session's; the transaction ends)
+    try:
+        yield
+    finally:
+        c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        c.commit()
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's error code for a lock not granted within `lock_timeout`."""
 
 
 HEARTBEAT_INTERVAL_S = 10

@@ -296,17 +296,8 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
         return
     import zlib
 
-    from sqlalchemy import text
-
-    key = zlib.crc32(f"advisor_{what}:{name}".encode())
-    with engine.connect() as c:
-        c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        c.commit()
-        try:
-            yield
-        finally:
-            c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            c.commit()
+    with engine.connect() as c, st.advisory_lock(c, zlib.crc32(f"advisor_{what}:{name}".encode())):
+        yield
 
 
 def front_points(study: Any) -> list[FrontPoint]:
