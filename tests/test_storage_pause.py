@@ -227,3 +227,23 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
     assert proc.returncode == 0, err
     assert "PostgreSQL" not in err, err
     assert pg.count("COMPLETE", study) == 2
+
+
+def test_a_postgresql_url_gets_psycopg2_whose_waits_are_watched_where_psycopg_3_is_installed_too(monkeypatch):
+    """`postgresql://` took psycopg 3 whenever it was installed (beside psycopg2, which advisor installs): a
+    driver that waits inside itself, so a paused server held a tune silent and deaf to Ctrl-C again."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "psycopg" else real(name, *a))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = CliRunner().invoke(app, ["studies", "--storage", f"postgresql://u@127.0.0.1:{port}/db"])
+    assert isinstance(res.exception, UserError), (res.output, res.exception)  # (`advisor` prints it, exit code 2)
+    assert str(res.exception).startswith(f"cannot read advisor results from postgresql+psycopg2://u@127.0.0.1:{port}/db ")

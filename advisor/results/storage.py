@@ -426,8 +426,9 @@ MAX_RETRY = 3
 def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     """A SQLAlchemy URL for `url` (a plain path means a SQLite file, relative to the current directory).
 
-    PostgreSQL URLs without a driver get one that is installed: SQLAlchemy 2.1 defaults to psycopg 3, but
-    psycopg2 may be the only driver present. SQLite parent directories are created.
+    PostgreSQL URLs without a driver get psycopg2 - the driver advisor installs, and the one whose waits for the
+    server `reconnect.watch_answers` watches (Ctrl-C, the notice, the give-up) - else psycopg 3, SQLAlchemy 2.1's
+    default, where only psycopg 3 is installed. SQLite parent directories are created.
     """
     url = (url or DEFAULT_STORAGE).strip()
     if not url:
@@ -441,10 +442,10 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
         raise UserError(f"the --storage URL for user {user!r} has more than one '@' before the host: a password "
                         "with '@' (or ':', '/') must be URL-encoded, '@' as %40")
     if scheme in ("postgresql", "postgres"):
-        if importlib.util.find_spec("psycopg") is not None:
-            scheme = "postgresql+psycopg"
-        elif importlib.util.find_spec("psycopg2") is not None:
+        if importlib.util.find_spec("psycopg2") is not None:
             scheme = "postgresql+psycopg2"
+        elif importlib.util.find_spec("psycopg") is not None:
+            scheme = "postgresql+psycopg"
         else:
             raise UserError("no PostgreSQL driver installed; pip install psycopg2-binary (or psycopg)")
         url = f"{scheme}://{rest}"
