@@ -152,7 +152,8 @@ _SILENT: dict[str, float] = {}
 """The servers (host:port) whose silence this process has said (`notice_s`), and since when, until they answer."""
 _LEFT: dict[str, str] = {}
 """The servers this process stopped waiting for, and why: the command ends, so its last writes (a trial failed,
-its connection given back) do not each wait again; until the server answers."""
+its connection given back) do not each wait again; until the server answers or a new engine is made (another
+run in the same process, as from a notebook, waits afresh)."""
 _LOCK = threading.Lock()
 
 
@@ -162,6 +163,7 @@ def watch_answers() -> None:
     limit once connected, and said nothing - a tune whose server was paused sat silent until it came back.
     Checks the three settings now, so a bad one is the command's first line, not an error mid-run."""
     reconnect_s(), notice_s(), answer_wait_s()
+    _LEFT.clear()
     import psycopg2.extensions
 
     if psycopg2.extensions.get_wait_callback() is not _wait_for_answer:
