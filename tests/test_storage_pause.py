@@ -159,6 +159,24 @@ def test_a_paused_server_is_said_and_ctrl_c_stops_the_tune_at_once(pg):
     assert pg.count("COMPLETE", study) == 3 and pg.count("RUNNING", study) == 0
 
 
+def test_ctrl_c_while_a_tune_connects_to_a_paused_server_is_an_interrupt(pg):
+    """Paused before the tune started: its first connection waits (the server's kernel takes it, nothing answers).
+    Ctrl-C there waited out the 5 s connect timeout and then ended as a failed database (exit 2, "cannot connect
+    to storage")."""
+    pg.pause()
+    try:
+        proc = _worker(pg, "paused-connect", "--trials", "2")
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+        time.sleep(1.5)  # (the study's handler is in place within a few tenths of a second)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 2.5, err
+    finally:
+        pg.resume()
+    assert proc.returncode == 130 and err.strip() == "INTERRUPTED", (out, err)
+
+
 def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends_the_tune_in_one_line(pg):
     """A pause shorter than ADVISOR_PG_WAIT_S: the notice, then a line when it answers, and the tune finishes.
     A longer one: one error line naming the server, exit 2 (a server gone for good would hold the worker, and
