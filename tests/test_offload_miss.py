@@ -661,3 +661,47 @@ def test_tide_runtime_equals_replay_on_diffusion_gemma():
     assert live.counters() == simulate(trace, slots_per_layer=2, policy="tide", plan="fp32",
                                        policy_kw={"tau": 2}).counters()
     assert live.lookups > 0 and live.hits > 0 and live.misses > 0
+
+
+def test_prev_step_predicts_each_denoising_step_from_the_last_one_not_from_the_encoder_pass(tmp_path):
+    """prev_step prefetch stages, before each forward, the experts of the previous denoising step (consecutive
+    steps route alike). DiffusionGemma opens each block with an encoder forward over the prompt (then the canvas
+    just committed), which is no denoising step: the first step of every block was predicted from the encoder's
+    routing of those other tokens. It is now predicted from the last step of the block before (the first block's
+    first step of a generation from nothing). With no slots and room to stage every prediction, the prefetch
+    copies are the predicted sets and the prefetch hits their overlap with what each forward used: counted from
+    the trace the CLI recorded for replay, and from the trace recorded beside the live runtime for it."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.models.load import load_model
+    from advisor.offload.trace import RoutingTrace, record_prompts
+
+    def expected(tr: RoutingTrace, skip_off_step: bool = True) -> tuple[int, int]:
+        step = dict(zip(tr.fwd_index.tolist(), tr.fwd_step.tolist(), strict=True))
+        assert sorted(set(step.values())) == [-1, 0, 1, 2]  # an encoder forward in each block beside its 3 steps
+        copies = hits = 0
+        for seq in tr.access_sequences():
+            pred: set[int] = set()
+            for ids, ctx, _ in seq:
+                copies += len(pred)
+                hits += len(pred & set(ids))
+                if not (skip_off_step and step[ctx.forward] < 0):
+                    pred = set(ids)
+        return copies, hits
+
+    out = tmp_path / "dg.npz"
+    res = CliRunner().invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1",
+                                   "--max-new-tokens", "12", "--steps", "3", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    assert expected(tr) != expected(tr, skip_off_step=False)  # the encoder's routing would predict other experts
+    st = simulate(tr, slots_per_layer=0, policy="lru", plan="fp32", prefetch="prev_step", stage_limit=64)
+    assert (st.total("prefetch_copies"), st.total("prefetch_hits")) == expected(tr)
+    loaded = load_model("tiny:diffusion_gemma")
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=0, policy="lru", prefetch="prev_step", stage_limit=64,
+                        attach=False)
+    live_tr = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], runtime=rt, max_new_tokens=8, steps=3,
+                             block_length=4)
+    live = rt.stats()
+    assert (live.total("prefetch_copies"), live.total("prefetch_hits")) == expected(live_tr)

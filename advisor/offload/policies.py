@@ -40,6 +40,13 @@ class Ctx(NamedTuple):
     step: int = -1
     block: int = -1
 
+    @property
+    def off_step(self) -> bool:
+        """A forward of a known block that is none of its denoising steps (step -1 in block >= 0: DiffusionGemma's
+        encoder pass, over the prompt or the canvas just committed, into the KV cache): TIDE never refreshes on
+        it, and prev_step prefetch never predicts a denoising step from its routing."""
+        return self.step < 0 <= self.block
+
 
 class Access(NamedTuple):
     """What one look-up did: experts hit, admitted into slots, evicted from slots, streamed."""
@@ -402,7 +409,7 @@ class IntervalRefresh(Policy):
 
     def refreshes(self, ctx: Ctx) -> bool:
         """Whether the look-ups of forward `ctx` may change the slot set."""
-        if ctx.step < 0 <= ctx.block:  # a forward of the block that denoises none of it (DiffusionGemma's encoder)
+        if ctx.off_step:  # a forward of the block that denoises none of it (DiffusionGemma's encoder)
             return False
         if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or no denoising steps to count
             return ctx.forward % self.tau == 0

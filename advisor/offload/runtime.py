@@ -13,8 +13,10 @@ real bytes, and the time is modelled from a hardware profile ("modelled:<profile
 
 Prefetch: ``lookahead`` pushes layer l's hidden state through layer l+1's router while layer l runs and
 copies the predicted experts for l+1 (into slots the policy admits, the rest into a staging area);
-``prev_step`` does the same at the start of each forward with each layer's previous-forward set (for
-diffusion LLMs, whose consecutive denoising steps route alike).
+``prev_step`` does the same at the start of each forward with each layer's set of the previous denoising step
+(for diffusion LLMs, whose consecutive denoising steps route alike): the previous forward's, except that a
+forward which is no denoising step (DiffusionGemma's encoder pass over the prompt or the canvas just committed,
+`Ctx.off_step`) is no prediction of the next one.
 """
 
 from __future__ import annotations
@@ -150,7 +152,8 @@ class OffloadRuntime:
         tok = tuple(int(tokens[i]) for i in keep) if tokens is not None else None
         self._advance(layer)
         acc, from_stage, on_cpu = self.caches[layer].lookup(ids, self.ctx, tok)
-        self.last_ids[layer] = ids
+        if not self.ctx.off_step:  # no denoising step (DiffusionGemma's encoder pass): prev_step predicts none
+            self.last_ids[layer] = ids
         store_row, act = self.store.layers[layer], self.acts[layer]
         slot_of, free, fns, bufs = self.slot_of[layer], self.free[layer], self.fns[layer], self.slots[layer]
         staged = self.staged[layer]

@@ -4,7 +4,10 @@
 per-forward expert sets, so on the trace the runtime produced, the counters are identical (a test checks
 it). Times are modelled from a hardware profile. Prefetch:
 
-* ``prev_step`` - before each forward, the layer's previous-forward set is prefetched: identical to the
+* ``prev_step`` - before each forward, the layer's set of the previous denoising step is prefetched (the
+  previous forward's, except that a forward which is no denoising step - DiffusionGemma's encoder pass,
+  `Ctx.off_step` - predicts nothing: the first denoising step of a block is predicted from the last step
+  of the block before, not from the encoder's routing of the prompt or committed canvas): identical to the
   runtime, which does the same from its own history;
 * ``lookahead`` - the runtime predicts the next layer's experts with that layer's router on the current
   hidden state; the simulator has no hidden states and uses the *recorded* next-layer routing instead,
@@ -67,7 +70,8 @@ def replay(seqs: Sequence[Seq], layers: Sequence[CacheLayer], prefetch: str = "n
                     lay.prefetch(prev, ctx)
                 last_fwd = ctx.forward
                 lookup(ids, ctx, tokens)
-                prev = ids
+                if not ctx.off_step:  # no denoising step (DiffusionGemma's encoder pass): predicts none
+                    prev = ids
         else:  # lookahead with the recorded routing as a perfect predictor
             for ids, ctx, tokens in seq:
                 lay.prefetch(ids, ctx)
