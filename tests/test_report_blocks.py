@@ -18,3 +18,36 @@ def test_each_block_gets_as_many_denoising_steps_as_tokens(family, extra):
     prompts = [torch.randint(3, 100, (1, 8), generator=torch.Generator().manual_seed(0))]
     rows = block_length_study(loaded, prompts, [4, 8], label=family, fractions=[0.25])["rows"]
     assert [r["forwards"] for r in rows] == [2 * (4 + extra), 2 * (8 + extra)]
+
+
+def test_reuse_overlaps_compare_denoising_steps_not_diffusion_gemmas_encoder_forward(tmp_path):
+    """DiffusionGemma opens each block with an encoder forward (the prompt, then the canvas just committed), which
+    is no denoising step. The section's step-to-step overlap paired it with the block's first step ("within") and
+    with the previous block's last step ("across"), so neither number compared denoising steps. The pairs are
+    now consecutive denoising steps of a prompt: within a block, and the last step of a block with the first
+    of the next; the encoder forwards still count among the forwards."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+    from advisor.report.blocks import forwards_from_trace, jaccard, reuse_stats
+
+    out = tmp_path / "dg.npz"
+    res = CliRunner().invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "2",
+                                   "--max-new-tokens", "12", "--steps", "3", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    fwds = forwards_from_trace(tr)
+    st = reuse_stats(fwds)
+    steps = [f for f in fwds if f.step >= 0]
+    assert len(fwds) == 2 * 3 * (3 + 1) and len(steps) == 2 * 3 * 3
+    within, across = [], []
+    for a, b in zip(steps, steps[1:], strict=False):
+        if b.block == a.block:
+            within += [jaccard(x, y) for x, y in zip(a.layers, b.layers, strict=True)]
+        elif b.block == a.block + 1:
+            across += [jaccard(x, y) for x, y in zip(a.layers, b.layers, strict=True)]
+    assert (st.forwards, st.pairs_within, st.pairs_across) == (24, len(within), len(across)) == (24, 12 * 2, 4 * 2)  # 2 prompts x 3 blocks x 2 layers
+    assert st.jaccard_within_block == pytest.approx(sum(within) / len(within))
+    assert st.jaccard_across_blocks == pytest.approx(sum(across) / len(across))
+    assert st.forwards_off_step == 6  # what the section's wording says of the encoder forwards

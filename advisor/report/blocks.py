@@ -6,8 +6,11 @@ consecutive steps of one block see almost the same tokens and so route almost th
 measure both effects from routing traces, independently of any cache policy:
 
 * distinct experts per MoE layer per forward (how big a working set one forward needs);
-* Jaccard overlap of those sets between consecutive forwards *within* a block vs *across* a block boundary
-  (how much of one step's working set the next step reuses).
+* Jaccard overlap of those sets between consecutive denoising steps *within* a block vs *across* a block
+  boundary (how much of one step's working set the next step reuses). A forward that is no denoising step
+  (DiffusionGemma's encoder forward that opens each block, over the prompt or the canvas just committed: step
+  -1 in its block, as the decoding says it) counts among the forwards and their distinct experts, but is no
+  side of a pair: the block's first step is compared with the last step of the block before.
 
 All numbers here are counted from traces (source "counted").
 """
@@ -65,6 +68,8 @@ class ReuseStats:
     jaccard_across_blocks: float | None
     pairs_within: int
     pairs_across: int
+    forwards_off_step: int = 0
+    """Forwards that are no denoising step (DiffusionGemma's encoder forwards): in no overlap pair."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -73,15 +78,19 @@ class ReuseStats:
 def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
     """Distinct experts per layer per forward and consecutive-forward overlap, split by block boundary.
 
-    Consecutive forwards are compared layer by layer; a pair is "within" when both belong to the same block,
-    "across" when the second starts a new block. A new prompt (block number going down) starts no pair.
+    Consecutive denoising steps are compared layer by layer; a pair is "within" when both belong to the same
+    block, "across" when the second starts a new block. A new prompt (block number going down) starts no pair.
+    A forward that is no denoising step of its block (step -1 in a known block: DiffusionGemma's encoder forward
+    that opens it) is no side of a pair - it routes the prompt or the canvas just committed, not the block being
+    denoised - so the pair across a boundary is the last step of one block and the first of the next.
     """
     if not forwards:
         raise ValueError("empty trace: no forwards to analyse")
     distinct = [len(s) for f in forwards for s in f.layers]
+    steps = [f for f in forwards if not f.step < 0 <= f.block]
     within: list[float] = []
     across: list[float] = []
-    for prev, cur in zip(forwards, forwards[1:], strict=False):
+    for prev, cur in zip(steps, steps[1:], strict=False):
         if cur.block < prev.block:
             continue
         target = within if cur.block == prev.block else across
@@ -97,6 +106,7 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
         jaccard_across_blocks=statistics.fmean(across) if across else None,
         pairs_within=len(within),
         pairs_across=len(across),
+        forwards_off_step=len(forwards) - len(steps),
     )
 
 

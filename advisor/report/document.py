@@ -345,9 +345,16 @@ def _block_section(doc: Document, c: ReportContext) -> None:
         "distinct experts per layer than one autoregressive token, but consecutive steps of one block route "
         "almost the same way: that reuse is what a GPU expert cache turns into hits. Traces of the study's model "
         "(full precision, the study's prompts, as many denoising steps per block as it has tokens: LLaDA-MoE "
-        "unmasks one token per step, LLaDA2 at least one) at several block lengths:"))
+        "unmasks one token per step, LLaDA2 at least one, DiffusionGemma denoises its whole canvas each step) at "
+        "several block lengths" + (
+            ". Each block also opens with an encoder forward (the prompt, then the canvas just committed, into the "
+            "KV cache), which is no denoising step: it counts among the forwards and their distinct experts, the "
+            "hit rates and the no-cache bytes, but not in the overlaps, which compare consecutive denoising steps "
+            "(across a block boundary: one block's last step and the next block's first). The traces:"
+            if any(r.get("forwards_off_step") for r in c.blocks["rows"]) else ":")))
     doc.add(Figure(c.figures["block_reuse"], "Left: distinct experts per MoE layer per forward. Middle: Jaccard "
-                   "overlap of the expert sets of consecutive forwards, within a block vs across a block boundary. "
+                   "overlap of the expert sets of consecutive denoising steps, within a block vs across a block "
+                   "boundary. "
                    "Right: cache hit rate vs slots (share of a layer's experts) by block length."))
     doc.add(Table(["model", "block length", "forwards", "distinct experts / layer / forward", "max",
                    "Jaccard within block", "Jaccard across blocks", "no-cache MiB / token"],
