@@ -253,3 +253,21 @@ def test_diffusion_gemma_generated_tokens_stop_at_eos_where_its_generate_stops()
         handle.remove()
     assert set(tr.fwd_block.tolist()) == {0}  # one canvas of 8 decoded, eos third
     assert tr.generated_tokens == 3
+
+
+def test_cli_trace_says_diffusion_gemma_decodes_whole_canvases(tmp_path):
+    """DiffusionGemma's generate decodes whole canvases, as many as the new tokens need: 10 new tokens at canvas
+    length 4 denoise 3 canvases (12 tokens) and keep 10, which the trace's forwards show and its per-token
+    numbers divide by. LLaDA-MoE's whole blocks were said in a note; DiffusionGemma's were not."""
+    out = tmp_path / "dg.npz"
+    run = CliRunner().invoke
+    res = run(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1", "--max-new-tokens", "10",
+                    "--block-length", "4", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert ("note: tiny:diffusion_gemma decodes as diffusion_gemma: 10 new tokens at canvas (block) length 4 decode "
+            "3 whole canvases (12 tokens, cut to 10)") in " ".join(res.output.split()), res.output
+    tr = RoutingTrace.load(out)
+    assert tr.n_forwards == 3 * (1 + 2) and tr.generated_tokens == 10  # 3 canvases (an encoder pass and 2 steps)
+    exact = run(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1", "--max-new-tokens", "12",
+                      "--block-length", "4", "--steps", "2"])
+    assert exact.exit_code == 0 and "decodes as" not in exact.output, exact.output

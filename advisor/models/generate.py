@@ -158,8 +158,17 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
                   block_length: int | None = None, **options: Any) -> str:
     """What `generate` decodes with these arguments where it is not what they ask: LLaDA-MoE decodes whole blocks,
     each with the same number of steps, so it decodes past `max_new_tokens` when the block length does not divide
-    it (the extra tokens are cut), and rounds the steps up to a multiple of the blocks, said as eval, trace and tune
-    print it ("NAME decodes as llada_moe: ..."). "" when it decodes them as asked (and for every other family)."""
+    it (the extra tokens are cut), and rounds the steps up to a multiple of the blocks; DiffusionGemma's generate
+    decodes whole canvases (as many as `max_new_tokens` needs), so it too decodes past a `max_new_tokens` that the
+    canvas length does not divide. Said as eval, trace and tune print it ("NAME decodes as FAMILY: ..."). "" when
+    it decodes them as asked (and for every other family)."""
+    if loaded.family == "diffusion_gemma":
+        canvas = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
+        canvases = -(-max_new_tokens // canvas)
+        if canvases * canvas == max_new_tokens:
+            return ""
+        return (f"{loaded.name} decodes as {loaded.family}: {max_new_tokens} new tokens at canvas (block) length "
+                f"{canvas} decode {canvases} whole canvases ({canvases * canvas} tokens, cut to {max_new_tokens})")
     if loaded.family != "llada_moe":
         return ""
     defaults = {**loaded.gen_defaults, **options}
