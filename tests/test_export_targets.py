@@ -715,3 +715,26 @@ def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path)
     assert r.returncode == 0, r.stderr
     assert "--opt prefer=offload serves them at fp32 offloaded" in " ".join(r.stdout.split()), r.stdout
     assert "float32" not in r.stdout, r.stdout
+
+
+def test_vllm_export_of_diffusion_gemma_says_the_decoding_the_study_measured(tmp_path):
+    """vLLM serves DiffusionGemma with its diffusion config's canvas_length and max_denoising_steps (the steps, when
+    not set, from the checkpoint's generation_config.json), not the canvas length and steps the study decoded
+    with; the export printed `vllm serve` and said nothing of them, so the served decoding could differ from the
+    one whose time and accuracy were measured. A note now gives both."""
+    dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
+          "is_diffusion": True}
+    p = point("dg", 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=dg, model="/models/dg")
+    p.config["decoding"] = {"block_length": 32, "steps_per_block": 16, "generate": {"max_new_tokens": 64, "steps": 16}}
+    old = point("dg", 2, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=dg, model="/models/dg")
+    url = make_db(tmp_path / "a.db", [p, old])
+    r = _cli("export", "dg", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    note = " ".join(r.stdout.split())
+    assert ("decoding: the study measured this point decoding canvases of 32 tokens with at most 16 denoising "
+            "steps each") in note and "canvas_length and max_denoising_steps" in note and "set them to 32 and 16" \
+        in note, r.stdout
+    r = _cli("export", "dg", "2", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0 and "decoding: the study recorded none" in " ".join(r.stdout.split()), r.stdout
+    qwen = make_db(tmp_path / "q.db", [point("q", 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe"))])
+    assert "decoding:" not in _cli("export", "q", "1", "--to", "vllm", "--storage", qwen).stdout  # autoregressive

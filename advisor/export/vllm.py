@@ -147,6 +147,23 @@ def refusal(model: ModelInfo) -> str | None:
     return None
 
 
+def decoding_note(cfg: ExportConfig) -> str:
+    """How the study decoded the diffusion LLM it measured, which `vllm serve` does not take from this export:
+    vLLM decodes with its DiffusionConfig's `canvas_length` and `max_denoising_steps` (vllm/config/diffusion.py;
+    the steps, when not set, from the checkpoint's generation_config.json), not the study's."""
+    gen = dict(cfg.decoding.get("generate") or {})
+    canvas = int(cfg.decoding.get("block_length") or gen.get("block_length") or 0)
+    steps = int(cfg.decoding.get("steps_per_block") or 0)
+    served = ("vLLM decodes with its diffusion config's canvas_length and max_denoising_steps (the steps, when "
+              "not set, from the checkpoint's generation_config.json)")
+    if not canvas or not steps:
+        return (f"decoding: the study recorded none (tuned before it did); {served}, which may not be how the "
+                "study's time and accuracy were measured")
+    return (f"decoding: the study measured this point decoding canvases of {canvas} tokens with at most {steps} "
+            f"denoising steps each (a canvas stops sooner once stable); "
+            f"{served}: set them to {canvas} and {steps}, or the served decoding is not the one measured")
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
     if (why := refusal(cfg.model)) is not None:
         raise UserError(why)
@@ -180,6 +197,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     notes.append(why)
     if gb:
         notes.append(offload_note(cfg))
+    if cfg.model.is_diffusion:
+        notes.append(decoding_note(cfg))
     data = {"target": "vllm", "args": args, "quantization": quant, "cpu_offload_gb": gb, "notes": notes}
     text = "\n".join([*(f"# {h}" for h in header_lines(point, cfg, "vLLM")), *(f"# note: {n}" for n in notes),
                       " ".join(shlex.quote(a) for a in args)]) + "\n"
