@@ -193,7 +193,7 @@ def test_profile_measures_cpu_experts_with_the_threads_tune_uses(tmp_path):
         assert r.returncode == 0, r.stderr
         (saved,) = out.glob("*.json")
         cpu = json.loads(saved.read_text())["cpu_experts"]
-        assert cpu["threads"] == threads and f"{threads} threads" in cpu["source"], cpu
+        assert cpu["threads"] == threads and f"{threads} thread{'' if threads == 1 else 's'}," in cpu["source"], cpu
 
 
 def test_simulate_of_a_file_that_is_no_archive_does_not_advise_unpickling_it(tmp_path):
