@@ -127,3 +127,24 @@ def test_every_shipped_space_has_a_fidelity_form_with_the_same_other_settings(na
     same = {f.name for f in dataclasses.fields(space)} - {"text", "objectives", "fidelity_for_accuracy"}
     assert all(getattr(fid, f) == getattr(space, f) for f in same)
     assert fid.without_tokenizer("m") is fid
+
+
+def test_a_shipped_space_named_by_a_relative_path_through_the_search_spaces_link_is_shipped(tmp_path, monkeypatch):
+    """Whether a space was shipped hung on how its path was typed (a prefix test against the package directory):
+    `--space quick` was tuned as fidelity_top1 for a model without a tokenizer, `--space search_spaces/quick.toml`
+    (the checkout's link to advisor/tune/spaces, which the README's layout names) was refused as the user's own
+    file - the same file. A path that resolves to a shipped file is shipped; a copy elsewhere is not."""
+    from advisor.tune.space import load_space
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    assert Path("search_spaces").is_symlink()
+    r = _cli("tune", "tiny:qwen3_moe", "--space", "search_spaces/quick.toml", "--storage",
+             f"sqlite:///{tmp_path}/t.db", "--study", "s", "--trials", "1")
+    assert r.exit_code == 0, f"{r.output}\n{r.exception}"
+    assert "the quick space's accuracy objective is tuned as fidelity_top1" in " ".join(r.output.split()), r.output
+    for spelling in ("dllm", "search_spaces/dllm.toml", "advisor/tune/spaces/dllm.toml",
+                     "advisor/tune/../tune/spaces/dllm.toml", str(repo / "search_spaces" / "dllm.toml")):
+        assert load_space(spelling).shipped, spelling
+    (tmp_path / "dllm.toml").write_text(load_space("dllm").text)
+    assert not load_space(str(tmp_path / "dllm.toml")).shipped

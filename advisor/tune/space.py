@@ -226,8 +226,8 @@ class SearchSpace:
 
     @property
     def shipped(self) -> bool:
-        """One of the spaces shipped with the package (`--space dllm`), not a file the user wrote."""
-        return self.source.startswith(str(SPACES_DIR))
+        """One of the spaces shipped with the package, however its path was given (`is_shipped`)."""
+        return is_shipped(self.source)
 
     def groups_note(self, n_layers: int) -> str:
         """The line saying a shipped space's layer groups were cut to the model's MoE layers ("" where they were
@@ -355,8 +355,21 @@ def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
 # ---------------------------------------------------------------- loading
 
 
+def is_shipped(path: str | Path | Traversable) -> bool:
+    """Whether a space file is one of those shipped with the package, not a file the user wrote: it resolves
+    (symlinks followed, relative paths made absolute) to a file of `SPACES_DIR`. `--space dllm`, the package
+    path, `search_spaces/dllm.toml` (the checkout's link to the same directory) and a relative path into it are
+    all the same shipped file; a copy elsewhere is the user's. The one rule `SearchSpace.shipped` applies."""
+    try:
+        target = Path(str(path)).resolve()
+        return any(target == Path(str(f)).resolve() for f in SPACES_DIR.iterdir() if f.name.endswith(".toml"))
+    except (OSError, RuntimeError):  # a path that cannot be resolved (a symlink loop) is no shipped file
+        return False
+
+
 def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
-    """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick")."""
+    """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick"). A path
+    keeps the spelling the user gave (messages name it); whether it is shipped is `is_shipped`'s rule."""
     if name_or_path is None:
         name_or_path = "default"
     p = Path(name_or_path)
