@@ -100,6 +100,45 @@ def test_a_new_file_that_never_held_a_finished_trial_is_not_left_behind(tmp_path
     assert discard_unfinished(f"sqlite:///{tmp_path / 'queued.db'}") and not (tmp_path / "queued.db").exists()
 
 
+def test_a_new_file_in_use_by_another_worker_is_kept_and_a_removed_one_takes_its_lock_files(tmp_path):
+    """`advisor tune` under `ulimit -f` on a file it creates: the removal waited up to $ADVISOR_SQLITE_TIMEOUT_S
+    (60 s) for the file's turn though its docstring said a second, took no seeding turn - so the file of a
+    second worker that had opened it but not yet counted its run was deleted under it - and left
+    `<file>.lock` and `<file>.seed.lock` behind it. Both turns are tried once: held, the file is kept."""
+    from filelock import FileLock
+
+    from advisor.results.storage import discard_unfinished
+
+    db = tmp_path / "new.db"
+    url = f"sqlite:///{db}"
+
+    def small_files() -> None:  # a few KiB: the tune fails creating its tables, before any trial
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    seeding = FileLock(f"{db}.seed.lock")  # another worker, between opening the file and counting its run
+    with seeding:
+        proc = subprocess.run([sys.executable, "-m", "advisor", "tune", "tiny:qwen3_moe", "--space", "quick",
+                               "--storage", url, "--trials", "1"], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=120, preexec_fn=small_files)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    line = _one_error_line(proc.stderr)
+    assert line.startswith(f"error: cannot write {db} (") and "nothing finished is lost" in line, line
+    assert db.exists()  # the other worker's
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom filelock import FileLock\n"
+                               f"held = FileLock({str(db) + '.lock'!r})\nheld.acquire()\nprint('held', flush=True)\n"
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        assert not discard_unfinished(url) and db.exists()  # its turn held: in use, kept at once
+        assert time.monotonic() - t0 < 5
+    finally:
+        holder.communicate("", timeout=30)
+    assert discard_unfinished(url)  # nobody's: removed, and its lock files with it
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("new.db")) == []
+
+
 class _Proxy:
     """A TCP relay to the PostgreSQL server that can be cut (the server stopped or out of reach) and restored."""
 

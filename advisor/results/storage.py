@@ -219,14 +219,18 @@ def discard_unfinished(url: str) -> bool:
     trials, no result - was listed by `advisor studies` and resumed by the next run, refusing other settings
     although no trial had run with them. Kept (False) where anything in it counts: a finished (or over-budget)
     trial, a cached measurement, another study, or a run of another worker (the study's `runs` above 1); and
-    where it cannot be read for a second or its lock taken (then another process is using it)."""
+    where another process is using it: its turn (`<file>.lock`) or its seeding turn (`<file>.seed.lock`, held by
+    a worker that opened the file and has not yet counted its run) is held - both are tried once, not waited
+    for - or it cannot be read within a second. With the file go its lock files, which name nothing left."""
     import sqlite3
 
     path = sqlite_path(url)
     if path is None or not path.is_file():
         return False
     try:
-        with sqlite_lock(url):  # the turn a worker takes to end a trial: none ends one while this looks
+        # the turn a worker takes to end a trial (none ends one while this looks) and the one it holds from
+        # opening the study to counting its run (`runs` is not yet above 1 then): tried once, held means in use
+        with sqlite_lock(url, wait=False), sqlite_lock(url, "seed", wait=False):
             con = sqlite3.connect(read_only_uri(path), uri=True, timeout=1.0)
             try:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -242,6 +246,8 @@ def discard_unfinished(url: str) -> bool:
             for extra in ("-journal", "-wal", "-shm"):  # first: a journal left beside a new file would be replayed
                 Path(f"{path}{extra}").unlink(missing_ok=True)
             path.unlink()
+            for lock in ("lock", "seed.lock"):  # still held: a process that opens one now finds the file gone
+                Path(f"{path}.{lock}").unlink(missing_ok=True)
     except (OSError, sqlite3.Error, UserError):
         return False
     return True
@@ -333,13 +339,14 @@ def require_database(url: str) -> None:
 
 
 @contextmanager
-def sqlite_lock(url: str | URL, purpose: str = "") -> Iterator[None]:
+def sqlite_lock(url: str | URL, purpose: str = "", *, wait: bool = True) -> Iterator[None]:
     """The turn workers on one SQLite file take (`<file>.lock` beside it, one for the whole file): for creating
     tables, claiming or ending a trial, writing a front - short database work only. A `purpose` takes a lock
     file of its own (`<file>.<purpose>.lock`), for work that must be serialised but is too slow to hold the
     file's turn: seeding a study may measure the CPU expert times (seconds for a real model), which workers
-    of other studies ending their trials must not wait for. Re-entrant within a process; a no-op for other
-    databases and in-memory SQLite (one process)."""
+    of other studies ending their trials must not wait for. `wait=False`: one try, the `locked_database` line
+    at once if another process holds it. Re-entrant within a process; a no-op for other databases and
+    in-memory SQLite (one process)."""
     path = sqlite_path(url)
     if path is None:
         yield
@@ -351,7 +358,7 @@ def sqlite_lock(url: str | URL, purpose: str = "") -> Iterator[None]:
     else:  # short work: held for long, it belongs to a stopped process (waiting would hang without a word)
         lock = FileLock(f"{path}.lock", timeout=sqlite_busy_timeout_s(), is_singleton=True)
     try:
-        lock.acquire()
+        lock.acquire(blocking=wait)
     except Timeout as e:
         raise locked_database(path) from e
     try:
