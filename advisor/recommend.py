@@ -18,7 +18,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
-from advisor.results.front import FrontPoint, format_metric
+from advisor.results.front import FrontPoint, format_metric, quality_metric
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
 
 PREFERENCES = ("transfer", "latency", "accuracy")
@@ -309,8 +309,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     defaults = []
     accuracy_stored = any("accuracy" in p.values for p in points)
     # what ranks as accuracy: top-1 agreement with full precision in a fidelity study (no tokenizer, no task)
-    fidelity_study = not accuracy_stored and any("fidelity_top1" in p.values for p in points)
-    quality = "fidelity_top1" if fidelity_study else "accuracy"
+    quality = quality_metric(points)
+    fidelity_study = quality == "fidelity_top1"
     if fidelity_study:
         if q.min_accuracy is not None:  # every point would fall below it (a relative drop just finds no reference)
             raise UserError("the study stores no task accuracy (a fidelity study: the model has no tokenizer), so "

@@ -400,3 +400,22 @@ def test_a_relative_floor_below_zero_is_printed_as_zero(tmp_path):
                                        point("z", 1, "int4", 2, acc=0.0, h2d=1e6, peak_gib=1.0, meta=m)])
     r = _cli("recommend", "--storage", zero, "--budget", "1.5GiB")  # the default drop, 0.01, below an accuracy of 0
     assert r.returncode == 0 and "floor 0.000 (0.000 of trial #0 minus 0.01 is below 0" in r.stdout, r.stdout
+
+
+def test_whether_a_study_is_judged_by_fidelity_is_one_rule_for_recommend_and_the_report():
+    """`advisor recommend` (its points) and `advisor report` (its trials) each wrote out the rule that a study
+    storing no task accuracy but top-1 agreement (a model without a tokenizer) is judged by fidelity_top1: two
+    copies free to drift, so the report could plot one quality and recommend rank by another. One helper in
+    the results layer, below both, decides for both."""
+    import importlib
+    from types import SimpleNamespace as R
+
+    front = importlib.import_module("advisor.results.front")
+    users = [importlib.import_module(m) for m in ("advisor.recommend", "advisor.report.document",
+                                                  "advisor.report.study")]
+    assert all(m.quality_metric is front.quality_metric for m in users)
+    assert not hasattr(importlib.import_module("advisor.report.select"), "quality_metric")
+    judge = front.quality_metric
+    assert judge([R(values={"fidelity_top1": 0.9}), R(values={"h2d_bytes_per_token": 1.0})]) == "fidelity_top1"
+    assert judge([R(values={"fidelity_top1": 0.9}), R(values={"accuracy": 0.5})]) == "accuracy"
+    assert judge([R(values={"h2d_bytes_per_token": 1.0})]) == judge([]) == "accuracy"

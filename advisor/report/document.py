@@ -19,11 +19,11 @@ from advisor.report.select import (
     accuracy_reference,
     accuracy_rows,
     interval,
-    quality_metric,
     trial_row,
 )
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
+from advisor.results.front import quality_metric
 from advisor.units import count
 
 

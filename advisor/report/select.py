@@ -149,14 +149,6 @@ def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | Non
     return None, "no 16- or 32-bit plan in the study: accuracy change not available"
 
 
-def quality_metric(trials: Sequence[TrialRecord]) -> str:
-    """What the report plots and tabulates as a plan's quality: "accuracy", or "fidelity_top1" in a study that
-    stores no task accuracy (a model without a tokenizer), as `advisor recommend` ranks such a study."""
-    if not any("accuracy" in t.values for t in trials) and any("fidelity_top1" in t.values for t in trials):
-        return "fidelity_top1"
-    return "accuracy"
-
-
 def interval(t: TrialRecord) -> tuple[float, float] | None:
     d = t.attrs.get("accuracy_detail") or {}
     lo, hi = d.get("accuracy_ci_low"), d.get("accuracy_ci_high")

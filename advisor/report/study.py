@@ -38,13 +38,13 @@ from advisor.report.select import (
     baseline_rows,
     feasible_trials,
     headline_rows,
-    quality_metric,
     recommended_points,
     reference_memory,
     stored_reference,
     trial_policies,
 )
 from advisor.report.workbench import Workbench, study_task
+from advisor.results.front import quality_metric
 from advisor.tune.budget import budget_memory, memory_spec
 from advisor.units import count
 

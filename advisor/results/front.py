@@ -7,7 +7,7 @@ Written by the tuner (`advisor.tune.study`), read by recommend, export, report, 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,17 @@ METRICS = (
 `sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
 "measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
 """
+
+
+def quality_metric(records: Iterable[Any]) -> str:
+    """What a study's plans are judged by as quality, from its stored points or trials (anything with a
+    `values` mapping of metric name to number): "accuracy", or "fidelity_top1" - top-1 agreement with full
+    precision - where none stores task accuracy and some store fidelity_top1 (a fidelity study: a model without
+    a tokenizer). The one rule `advisor recommend` ranks and floors by and the report plots and tabulates by."""
+    stored = [r.values for r in records]
+    if not any("accuracy" in v for v in stored) and any("fidelity_top1" in v for v in stored):
+        return "fidelity_top1"
+    return "accuracy"
 
 
 def format_metric(name: str, v: float) -> str:
