@@ -54,6 +54,20 @@ def test_recorder_keeps_distinct_experts_and_token_counts():
     assert t.access_sequences("block")[0][0][0] == (0, 1)
 
 
+def test_a_diffusion_gemma_recorder_without_on_forward_says_to_pass_it():
+    """A DiffusionGemma forward that did not announce itself (no `on_forward`, or one without a block span)
+    raised `block_start`'s bare "take the block's place from ForwardInfo.block_span" from inside a forward
+    hook, naming nothing a recorder's user does. No CLI command reaches it (`record_trace` always passes
+    `rec.on_forward`); the message now says what to pass."""
+    rec = TraceRecorder({"num_experts": [4], "family": "diffusion_gemma", "is_diffusion": True, "prompt_len": 2,
+                         "block_length": 2, "batch": 1})
+    with pytest.raises(ValueError, match=r"pass rec\.on_forward to generate\(\.\.\., on_forward=\.\.\.\)"):
+        rec(0, torch.tensor([[0, 1], [2, 3]]))
+    rec.on_forward(type("F", (), {"index": 0, "step": 0, "block": 0, "block_span": (0, 2)})())
+    rec(0, torch.tensor([[0, 1], [2, 3]]))  # announced with its span: recorded
+    assert rec.trace().block_tokens.tolist() == [1, 1, 1, 1]
+
+
 def test_llada2_trace_counts_the_tokens_of_its_aligned_blocks():
     """LLaDA2 decodes blocks aligned to multiples of the block length (the first holds the prompt's end) and
     forwards only up to the current block's end: each forward's in-block tokens are that block's positions."""

@@ -294,7 +294,9 @@ class TraceRecorder:
     (`advisor.models.samplers.ForwardInfo.block_span`): positions of prompt + answer for LLaDA-MoE and LLaDA2,
     the whole canvas of a DiffusionGemma decoder forward and none of an encoder forward (the prompt, or the
     canvas just committed, going into the KV cache). A forward that does not say (a caller's own `on_forward`,
-    or none) is placed by the family's `block_start` in a sequence of prompt + answer, as LLaDA's are.
+    or none) is placed by the family's `block_start` in a sequence of prompt + answer, as LLaDA's are; a
+    DiffusionGemma forward cannot be, and a ValueError says to pass `on_forward`. Internal: every command
+    records through `record_trace`, which always passes it.
     """
 
     def __init__(self, meta: dict[str, Any] | None = None):
@@ -346,7 +348,12 @@ class TraceRecorder:
             if self._span is not None:
                 start, stop = self._span
             else:
-                start = self._block_start(max(0, self._cur[2]))  # type: ignore[index]
+                try:
+                    start = self._block_start(max(0, self._cur[2]))  # type: ignore[index]
+                except ValueError as e:  # a family whose forwards the rule cannot place (DiffusionGemma's)
+                    raise ValueError(f"TraceRecorder: this forward did not say where its block sits, and {e}; pass "
+                                     "rec.on_forward to generate(..., on_forward=...), as record_trace does, so each "
+                                     "forward's ForwardInfo.block_span reaches the recorder") from e
                 stop = start + int(self.meta["block_length"])
             pos = np.arange(rows) % max(seq, 1)
             in_block = ((pos >= start) & (pos < stop))[:, None] & valid
