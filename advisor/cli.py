@@ -52,13 +52,15 @@ def run() -> None:
     from typer._click import exceptions as click_errors  # typer >= 0.24 vendors click
 
     from advisor.results.preflight import mask_url
+    from advisor.results.reconnect import watch_answers
     from advisor.tune.interrupt import InterruptOnSignal
 
     for name in QUIET_LOGGERS:  # always, whatever the program that imported advisor set
         logging.getLogger(name).setLevel(logging.ERROR)
     # SIGTERM stops a command as Ctrl-C does; `received` holds the signals that reached this handler, not one a
     # command handled itself (`tune` prints its own line)
-    with InterruptOnSignal() as signals:
+    # the process is the command's: its waits for a PostgreSQL server are watched for the whole run
+    with InterruptOnSignal() as signals, watch_answers():
         try:
             code = app(standalone_mode=False)
         except UserError as e:

@@ -272,22 +272,25 @@ def test_a_postgresql_url_gets_psycopg2_whose_waits_are_watched_where_psycopg_3_
 def test_a_run_after_one_that_gave_up_on_the_server_waits_for_it_afresh(pg, monkeypatch):
     """After a wait given up (ADVISOR_PG_WAIT_S), every later wait for that server in the process ended at once,
     so that a tune's last writes on its way out do not each wait again: in a process that runs again (a
-    notebook, the Python API), the next run failed at once though the server was back. A new storage waits."""
+    notebook, the Python API), the next run failed at once though the server was back. A new run waits."""
     import optuna
     from optuna.exceptions import StorageInternalError
 
+    from advisor.results.reconnect import watch_answers
     from advisor.results.storage import open_storage
 
     monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
-    storage = open_storage(pg.url, heartbeat_interval=None)
-    pg.pause()
-    try:
-        with pytest.raises(StorageInternalError) as failed:
-            storage.get_all_studies()
-        assert "has not answered for 1 s (ADVISOR_PG_WAIT_S)" in str(failed.value.__cause__)
-    finally:
-        pg.resume()
-    storage.engine.dispose()
-    again = open_storage(pg.url, heartbeat_interval=None)
-    optuna.create_study(storage=again, study_name="after-a-pause").set_user_attr("written", True)
-    again.engine.dispose()
+    with watch_answers():  # (one run, as `run_tune` is)
+        storage = open_storage(pg.url, heartbeat_interval=None)
+        pg.pause()
+        try:
+            with pytest.raises(StorageInternalError) as failed:
+                storage.get_all_studies()
+            assert "has not answered for 1 s (ADVISOR_PG_WAIT_S)" in str(failed.value.__cause__)
+        finally:
+            pg.resume()
+        storage.engine.dispose()
+    with watch_answers():
+        again = open_storage(pg.url, heartbeat_interval=None)
+        optuna.create_study(storage=again, study_name="after-a-pause").set_user_attr("written", True)
+        again.engine.dispose()

@@ -13,6 +13,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.results.front import METRICS, FrontPoint
 from advisor.results.preflight import mask_url
+from advisor.results.reconnect import watch_answers
 from advisor.results.storage import (
     DEFAULT_STORAGE,
     driver_reason,
@@ -131,6 +132,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+@watch_answers()
 def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyData:
     """The stored study, or one clear `UserError` (missing storage, unknown study, no finished trial)."""
     import optuna

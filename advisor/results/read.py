@@ -13,6 +13,7 @@ import json
 import sqlite3
 
 from advisor.results.front import FrontPoint, check_stored
+from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
 _COLUMNS = (
@@ -22,6 +23,7 @@ _COLUMNS = (
 
 
 
+@watch_answers()  # (a program's own psycopg2 waits are its own again on return)
 def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
     """Stored front points of one study (or all) from any storage URL."""
     path = sqlite_path(url)

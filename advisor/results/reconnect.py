@@ -152,22 +152,67 @@ _SILENT: dict[str, float] = {}
 """The servers (host:port) whose silence this process has said (`notice_s`), and since when, until they answer."""
 _LEFT: dict[str, str] = {}
 """The servers this process stopped waiting for, and why: the command ends, so its last writes (a trial failed,
-its connection given back) do not each wait again; until the server answers or a new engine is made (another
-run in the same process, as from a notebook, waits afresh)."""
+its connection given back) do not each wait again; until the server answers or a new run begins (another
+`watch_answers` block, as from a notebook, waits afresh)."""
 _LOCK = threading.Lock()
 
 
-def watch_answers() -> None:
-    """Every psycopg2 connection of the process waits for its server in `_wait_for_answer` (a wait callback:
-    libpq only sends and reads, never blocks): a wait inside libpq took neither Ctrl-C nor SIGTERM, had no time
-    limit once connected, and said nothing - a tune whose server was paused sat silent until it came back.
-    Checks the three settings now, so a bad one is the command's first line, not an error mid-run."""
-    reconnect_s(), notice_s(), answer_wait_s()
-    _LEFT.clear()
-    import psycopg2.extensions
+_NOT_INSTALLED = object()
+_watching = 0
+"""How many `watch_answers` blocks are open (the CLI's command, a `run_tune` inside it or on its own)."""
+_replaced: Any = _NOT_INSTALLED
+"""The wait callback `_wait_for_answer` replaced while it is installed (None: psycopg2's own wait)."""
 
-    if psycopg2.extensions.get_wait_callback() is not _wait_for_answer:
-        psycopg2.extensions.set_wait_callback(_wait_for_answer)
+
+@contextmanager
+def watch_answers() -> Iterator[None]:
+    """In the block, every psycopg2 connection of the process waits for its server in `_wait_for_answer` (a
+    wait callback: libpq only sends and reads, never blocks): a wait inside libpq took neither Ctrl-C nor
+    SIGTERM, had no time limit once connected, and said nothing - a tune whose server was paused sat silent
+    until it came back. The `advisor` command is advisor's own process, so its whole run is one block
+    (`cli.run`); the Python API's entry points that open a database (`run_tune`, the readers) are each one, so
+    a program that imports advisor keeps its own psycopg2 waits once they return: the callback found on
+    entering the outermost block (None, psycopg2's own; another library's, as psycogreen's) is put back on
+    leaving it - with a callback set, psycopg2 refuses `cursor.copy_expert` and `connection.lobject`.
+    Installed at once where psycopg2 is imported, else by the first psycopg2 engine made in the block
+    (`engine_watched`): a command on SQLite never imports it. Usable as a decorator."""
+    global _watching, _replaced
+    with _LOCK:
+        _watching += 1
+        if _watching == 1:
+            _LEFT.clear()  # (a run waits for a server afresh, whatever a run before it gave up on)
+        if "psycopg2.extensions" in sys.modules:
+            _install()
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _watching -= 1
+            if _watching == 0 and _replaced is not _NOT_INSTALLED:
+                from psycopg2 import extensions
+
+                if extensions.get_wait_callback() is _wait_for_answer:  # (else one set in the block: kept)
+                    extensions.set_wait_callback(_replaced)
+                _replaced = _NOT_INSTALLED
+
+
+def _install() -> None:
+    """Put `_wait_for_answer` in place (under `_LOCK`, in a `watch_answers` block), keeping the callback found."""
+    global _replaced
+    from psycopg2 import extensions
+
+    if _replaced is _NOT_INSTALLED:
+        _replaced = extensions.get_wait_callback()
+        extensions.set_wait_callback(_wait_for_answer)
+
+
+def engine_watched() -> None:
+    """A psycopg2 engine is being made: checks the three settings now, so a bad one is the command's first line,
+    not an error mid-run, and in a `watch_answers` block installs its wait callback."""
+    reconnect_s(), notice_s(), answer_wait_s()
+    with _LOCK:
+        if _watching:
+            _install()
 
 
 def _wait_for_answer(conn: Any) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from advisor.errors import UserError
-from advisor.results.reconnect import ride_out_restarts, stopping, watch_answers
+from advisor.results.reconnect import engine_watched, ride_out_restarts, stopping
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -491,12 +491,12 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLite waits for the write lock instead of failing at once when several workers share the file;
     PostgreSQL gives up connecting after `CONNECT_TIMEOUT_S` (libpq would wait for the OS, minutes) and, through
     psycopg2, waits for its server's answers where Ctrl-C reaches it and a long silence is said
-    (`reconnect.watch_answers`)."""
+    (`reconnect.watch_answers`, in the command or the API call that made the engine)."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": sqlite_busy_timeout_s()}}
     if url.startswith("postgresql"):
         if url.startswith("postgresql+psycopg2"):
-            watch_answers()
+            engine_watched()
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     return {"pool_pre_ping": True}
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint, dominates, trial_point
+from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
 _INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
@@ -56,6 +57,7 @@ def study_attr(url: str, study: str, key: str) -> Any:
     return _query_optuna(url, read)
 
 
+@watch_answers()
 def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
     """`read` on a query of Optuna's tables in `url` (sqlite3 for SQLite files, SQLAlchemy otherwise: torch
     and SQLAlchemy stay unimported on the default storage); None when the database keeps no Optuna trials."""

@@ -29,7 +29,7 @@ from advisor.hardware.profiles import HardwareProfile
 from advisor.results import storage as st
 from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint, trial_point
-from advisor.results.reconnect import stop_waiting_when
+from advisor.results.reconnect import stop_waiting_when, watch_answers
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
@@ -354,7 +354,7 @@ def run_tune(
     url = st.normalize_url(opts.storage, create_dirs=False)
     path = st.sqlite_path(url)
     new_file = path is not None and not path.exists()  # this run creates it
-    with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested):
+    with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers():
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)

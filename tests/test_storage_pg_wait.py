@@ -1,0 +1,77 @@
+"""How advisor waits for a PostgreSQL server, seen from a program that uses it: its psycopg2 wait callback is
+in place only while advisor runs (the `advisor` command, a `run_tune` call), never left set for the program's
+own connections. Against the shared test server (nothing here pauses it: tests/test_storage_pause.py starts a
+server of its own for that)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url():
+    url = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    return url
+
+
+@pytest.fixture
+def study(pg_url):
+    """A study name of its own, deleted after."""
+    import optuna
+
+    from advisor.results.storage import normalize_url
+
+    name = f"pgwait-{uuid.uuid4().hex[:8]}"
+    yield name
+    try:
+        optuna.delete_study(study_name=name, storage=normalize_url(pg_url))
+    except KeyError:
+        pass
+
+
+def _tune(pg_url: str, study: str) -> None:
+    from tune_helpers import main
+
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["--storage", pg_url, "--study", study, "--trials", "1", "--heartbeat", "0"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+
+
+def test_run_tune_gives_the_program_its_own_psycopg2_waits_back(pg_url, study, capsys):
+    """Once an advisor engine opened PostgreSQL, its wait callback stayed set for the whole process: a program's
+    own `copy_expert` failed ("cannot be used with an asynchronous callback"), its own callback (psycogreen's)
+    was replaced without a word, and its long queries got advisor's notes and were cut after 300 s."""
+    import psycopg2
+    from psycopg2 import extensions, extras
+
+    def own(conn):  # a program's own callback, as psycogreen installs one
+        extras.wait_select(conn)
+
+    assert extensions.get_wait_callback() is None
+    try:
+        extensions.set_wait_callback(own)
+        _tune(pg_url, study)
+        assert extensions.get_wait_callback() is own
+        extensions.set_wait_callback(None)
+        _tune(pg_url, study)  # (a second run: resumes the study)
+        assert extensions.get_wait_callback() is None
+    finally:
+        extensions.set_wait_callback(None)
+    conn = psycopg2.connect(pg_url)
+    try:
+        out = io.StringIO()
+        conn.cursor().copy_expert("COPY (SELECT 1) TO STDOUT", out)
+        assert out.getvalue() == "1\n"
+    finally:
+        conn.close()
