@@ -218,7 +218,7 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
     """A worker waits for the study's seed lock while another one seeds (seconds, measuring the CPU expert times
     of a real model): that wait was one query, `SELECT pg_advisory_lock`, which the server answers once the lock
     is free - to the client, a server that does not answer, said as such and given up on after
-    ADVISOR_PG_WAIT_S. It waits a fifth of a second at a time instead."""
+    ADVISOR_PG_WAIT_S. It waits a fifth of a second at a time instead, and says so as a wait for the lock."""
     import zlib
 
     from sqlalchemy import create_engine, text
@@ -232,7 +232,7 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
         holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": zlib.crc32(f"advisor_seed:{study}".encode())})
         holder.commit()
         proc = _worker(pg, study, "--trials", "2", "--heartbeat", "0", ADVISOR_PG_NOTICE_S="0.5",
-                       ADVISOR_PG_WAIT_S="1.5")
+                       ADVISOR_PG_WAIT_S="3")
         for _ in range(300):  # the worker creates the study, then takes the lock to seed it
             try:
                 if holder.execute(text("SELECT 1 FROM studies WHERE study_name = :s"), {"s": study}).first():
@@ -241,11 +241,12 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
                 pass
             holder.rollback()
             time.sleep(0.05)
-        time.sleep(2)  # the worker waits for the lock, past ADVISOR_PG_WAIT_S
+        time.sleep(2)  # the worker waits for the lock, past ADVISOR_PG_NOTICE_S (each query answered at once)
     engine.dispose()  # (the lock is released with its session)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "PostgreSQL" not in err, err
+    assert err.startswith(f"note: waiting for the seed lock of study {study!r}, held by PostgreSQL pid "), err
+    assert "has not answered" not in err, err
     assert pg.count("COMPLETE", study) == 2
 
 

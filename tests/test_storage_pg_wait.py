@@ -75,3 +75,42 @@ def test_run_tune_gives_the_program_its_own_psycopg2_waits_back(pg_url, study, c
         assert out.getvalue() == "1\n"
     finally:
         conn.close()
+
+
+def test_a_wait_for_a_study_lock_is_said_and_given_up_on(pg_url, study, capsys, monkeypatch):
+    """A worker waits for the study's seed lock, which another session holds (a worker seeding it, or one
+    stopped or paused while it held the lock): the wait was silent and had no end, 0.2 s at a time for ever.
+    Past ADVISOR_PG_NOTICE_S it is said, naming the lock and its holder; past ADVISOR_PG_WAIT_S the command ends
+    in one line."""
+    import threading
+    import time
+    import zlib
+
+    import psycopg2
+
+    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
+    holder = psycopg2.connect(pg_url)
+    holder.autocommit = True
+    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(f"advisor_seed:{study}".encode()),))
+    pid = holder.get_backend_pid()
+    release = threading.Timer(5, holder.close)  # (without a give-up the tune waits until then)
+    release.start()
+    from tune_helpers import main
+
+    handler = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
+    try:
+        code = main(["--storage", pg_url, "--study", study, "--trials", "1", "--heartbeat", "0"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        release.cancel()
+        holder.close()
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2, err
+    assert time.monotonic() - t0 < 4
+    assert err[0] == (f"note: waiting for the seed lock of study {study!r}, held by PostgreSQL pid {pid} for 0.3 s; "
+                      "still waiting up to 1 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the command"), err
+    assert err[1].startswith(f"error: gave up waiting for the seed lock of study {study!r}: PostgreSQL pid {pid} has "
+                             "held it for 1 s (ADVISOR_PG_WAIT_S)"), err
+    assert len(err) == 2, err

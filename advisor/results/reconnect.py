@@ -53,9 +53,10 @@ def notice_s() -> float:
 
 def answer_wait_s() -> float:
     """How long a command waits for a PostgreSQL server that does not answer before it stops with one line:
-    300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds (its locks are
-    asked for, not waited on: `storage.advisory_lock`), so a silence this long is a paused server or a cut
-    link; every finished trial is committed by then, and the same command resumes the study."""
+    300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds (a lock another
+    session holds is asked for 0.2 s at a time, each a query the server answers: `storage.advisory_lock`), so a
+    silence this long is a paused server or a cut link; every finished trial is committed by then, and the same
+    command resumes the study. A wait for such a lock gives up after as long (its holder stopped or paused)."""
     return _seconds("ADVISOR_PG_WAIT_S", "300", forever=True)
 
 

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from advisor.errors import UserError
-from advisor.results.reconnect import engine_watched, ride_out_restarts, stopping
+from advisor.results.reconnect import (
+    _note,
+    answer_wait_s,
+    engine_watched,
+    notice_s,
+    ride_out_restarts,
+    stopping,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -385,7 +393,7 @@ def schema_lock(target: str | Engine) -> Iterator[None]:
 
     engine = create_engine(target, **engine_kwargs(target)) if own else target
     try:
-        with engine.connect() as c, advisory_lock(c, SCHEMA_LOCK_KEY):
+        with engine.connect() as c, advisory_lock(c, SCHEMA_LOCK_KEY, "the schema lock (tables being created)"):
             yield
     finally:
         if own:
@@ -393,15 +401,19 @@ def schema_lock(target: str | Engine) -> Iterator[None]:
 
 
 @contextmanager
-def advisory_lock(c: Any, key: int) -> Iterator[None]:
-    """Hold PostgreSQL's advisory lock `key` for the block on the SQLAlchemy connection `c`, waited for 0.2 s at a
-    time (`lock_timeout`) while another session holds it: one query that waits seconds for a lock (another
-    worker seeding the study) is, to the client, a server that does not answer, which `reconnect.watch_answers`
-    says and gives up on. Ctrl-C or SIGTERM during a study ends the wait (a KeyboardInterrupt: nothing is
-    written yet)."""
+def advisory_lock(c: Any, key: int, what: str) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock `key` (`what`, as a note names it) for the block on the SQLAlchemy
+    connection `c`, waited for 0.2 s at a time (`lock_timeout`) while another session holds it: one query that
+    waits seconds for a lock (another worker seeding the study) is, to the client, a server that does not
+    answer, which `reconnect.watch_answers` says and gives up on. As a silent server is, a wait past `notice_s`
+    is said in one `note:` line (naming the lock and the PostgreSQL pid of its holder: another worker busy, or
+    one stopped or paused with it) and one past `answer_wait_s` ends the command with one line (a `UserError`);
+    Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet)."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
+    start = notice = limit = 0.0
+    said = False
     while True:
         c.execute(text("SET LOCAL lock_timeout = '200ms'"))
         try:
@@ -413,6 +425,24 @@ def advisory_lock(c: Any, key: int) -> Iterator[None]:
             c.rollback()
             if stopping():
                 raise KeyboardInterrupt from None
+        now = time.monotonic()
+        if not start:  # (the first try waited its 0.2 s)
+            start, notice, limit = now - 0.2, notice_s(), answer_wait_s()
+        waited = now - start
+        if waited >= limit or (waited >= notice and not said):
+            holder = c.execute(text("SELECT min(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                                    "classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
+                               {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
+            c.rollback()
+            by = f"PostgreSQL pid {holder}" if holder is not None else "another session"
+            if waited >= limit:
+                raise UserError(f"gave up waiting for {what}: {by} has held it for {limit:g} s (ADVISOR_PG_WAIT_S) - "
+                                "a worker stopped or paused while holding it, or one still busy; end that one (or "
+                                "set ADVISOR_PG_WAIT_S=inf to wait for ever) and run the command again")
+            said = True
+            upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
+            _note(f"waiting for {what}, held by {by} for {notice:g} s; still waiting{upto} - Ctrl-C stops the "
+                  "command")
     c.commit()  # (the lock is the session's; the transaction ends)
     try:
         yield

@@ -296,7 +296,8 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
         return
     import zlib
 
-    with engine.connect() as c, st.advisory_lock(c, zlib.crc32(f"advisor_{what}:{name}".encode())):
+    key = zlib.crc32(f"advisor_{what}:{name}".encode())
+    with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}"):
         yield
 
 
