@@ -295,3 +295,41 @@ def test_a_run_after_one_that_gave_up_on_the_server_waits_for_it_afresh(pg, monk
         again = open_storage(pg.url, heartbeat_interval=None)
         optuna.create_study(storage=again, study_name="after-a-pause").set_user_attr("written", True)
         again.engine.dispose()
+
+
+def test_a_server_given_up_on_is_tried_briefly_and_an_engine_kept_works_once_it_is_back(pg, monkeypatch):
+    """After a wait given up, each later wait for that server in the run was to end "at once ... until it
+    answers" - but it was checked after the query's first poll, which is never an answer, so it never answered:
+    an engine kept (a notebook) stayed refused after the server came back. A wait right after ends at once (a
+    tune's last writes on its way out), a later one tries for a second (STOP_AFTER_S): refused with the same
+    reason while the server is still silent, answered once it is back."""
+    from optuna.exceptions import StorageInternalError
+
+    from advisor.results.reconnect import STOP_AFTER_S, watch_answers
+    from advisor.results.storage import open_storage
+
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "2")
+    with watch_answers():
+        storage = open_storage(pg.url, heartbeat_interval=None)
+        try:
+            pg.pause()
+            with pytest.raises(StorageInternalError) as failed:
+                storage.get_all_studies()
+            assert "has not answered for 2 s (ADVISOR_PG_WAIT_S)" in str(failed.value.__cause__)
+            t0 = time.monotonic()
+            with pytest.raises(StorageInternalError) as again:  # right after: at once, the same reason
+                storage.get_all_studies()
+            assert time.monotonic() - t0 < STOP_AFTER_S / 2
+            assert "has not answered for 2 s (ADVISOR_PG_WAIT_S)" in str(again.value.__cause__)
+            time.sleep(STOP_AFTER_S)
+            t0 = time.monotonic()
+            with pytest.raises(StorageInternalError) as later:  # later, still silent: tried, the same reason
+                storage.get_all_studies()
+            assert STOP_AFTER_S <= time.monotonic() - t0 < STOP_AFTER_S + 1
+            assert "has not answered for 2 s (ADVISOR_PG_WAIT_S)" in str(later.value.__cause__)
+            pg.resume()
+            time.sleep(STOP_AFTER_S)
+            assert isinstance(storage.get_all_studies(), list)  # back: the engine kept works
+        finally:
+            pg.resume()
+            storage.engine.dispose()

@@ -151,10 +151,12 @@ front) finish, and one that does not answer is left."""
 
 _SILENT: dict[str, float] = {}
 """The servers (host:port) whose silence this process has said (`notice_s`), and since when, until they answer."""
-_LEFT: dict[str, str] = {}
-"""The servers this process stopped waiting for, and why: the command ends, so its last writes (a trial failed,
-its connection given back) do not each wait again; until the server answers or a new run begins (another
-`watch_answers` block, as from a notebook, waits afresh)."""
+_LEFT: dict[str, tuple[str, float]] = {}
+"""The servers this process stopped waiting for: why, and when a wait for it last ended unanswered. The command
+ends, so its last writes (a trial failed, its connection given back) do not each wait again: a wait within
+`STOP_AFTER_S` of the last one ends at once, a later one (an engine kept after the wait, as in a notebook) tries
+for `STOP_AFTER_S` - until the server answers, or a new run begins (the outermost `watch_answers` block:
+another command, another `run_tune` call waits afresh)."""
 _LOCK = threading.Lock()
 
 
@@ -222,9 +224,10 @@ def _wait_for_answer(conn: Any) -> None:
     answer after that in another. A psycopg2 `OperationalError` (the connection is closed) ends the wait once
     the server has been silent for `answer_wait_s` - while connecting, for the connection's `connect_timeout`,
     which libpq does not keep when a callback waits - and `STOP_AFTER_S` into it once the command was asked to
-    stop; each later wait for that server then ends at once, with the same reason (and is not tried again as a
-    restart, `ride_out_restarts`), until it answers. Ctrl-C and SIGTERM reach their handlers within a quarter
-    of a second."""
+    stop; each later wait for that server in the run then ends with the same reason (and is not tried again as
+    a restart, `ride_out_restarts`) at once, or after a try of `STOP_AFTER_S` where the last such wait ended
+    longer ago than that, until it answers (`_LEFT`). Ctrl-C and SIGTERM
+    reach their handlers within a quarter of a second."""
     import selectors
 
     from psycopg2 import OperationalError
@@ -237,11 +240,13 @@ def _wait_for_answer(conn: Any) -> None:
     connecting = conn.status not in (pg.STATUS_READY, pg.STATUS_BEGIN, pg.STATUS_PREPARED)
     if connecting and float(params.get("connect_timeout") or 0) > 0:
         limit = max(float(params["connect_timeout"]), 2.0)  # (libpq's minimum)
+    if (left := _LEFT.get(server)) is not None:  # given up on in this run: tried briefly, in case it is back
+        limit = 0.0 if time.monotonic() - left[1] < STOP_AFTER_S else min(limit, STOP_AFTER_S)
 
     def leave(reason: str) -> OperationalError:
         # the command ends (not so when a heartbeat's wait gives up: the next beat, or the tune's, tries again)
         if threading.current_thread() is threading.main_thread() or stopping():
-            _LEFT.setdefault(server, reason)
+            _LEFT[server] = (_LEFT.get(server, (reason,))[0], time.monotonic())
         error = OperationalError(reason)
         error.left = True  # type: ignore[attr-defined]
         return error
@@ -257,9 +262,9 @@ def _wait_for_answer(conn: Any) -> None:
                 _note(f"PostgreSQL at {server} answered again after {time.monotonic() - since:.0f} s; going on")
             return
         waited = time.monotonic() - start
-        if (reason := _LEFT.get(server)) is not None:
-            raise leave(reason)
         if waited >= limit:
+            if left is not None:
+                raise leave(left[0])
             if connecting:
                 raise OperationalError(f'connection to server at "{host}", port {port} failed: timeout expired')
             raise leave(f"PostgreSQL at {server} has not answered for {limit:g} s (ADVISOR_PG_WAIT_S)")
