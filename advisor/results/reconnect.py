@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import selectors
 import sys
 import threading
 import time
@@ -212,10 +213,20 @@ def _install() -> None:
 def engine_watched() -> None:
     """A psycopg2 engine is being made: checks the three settings now, so a bad one is the command's first line,
     not an error mid-run, and in a `watch_answers` block installs its wait callback."""
-    reconnect_s(), notice_s(), answer_wait_s()
+    global _SETTINGS
+    reconnect_s()
+    _SETTINGS = notice_s(), answer_wait_s()
     with _LOCK:
         if _watching:
             _install()
+
+
+_POLL_OK, _POLL_READ, _POLL_WRITE = 0, 1, 2
+"""psycopg2's `connection.poll()` states (`psycopg2.extensions.POLL_*`), here without importing psycopg2."""
+_SELECTOR = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+"""One poll(2) per wait, no descriptor to make and close (epoll), and none past 1023 refused (select(2))."""
+_SETTINGS: tuple[float, float] | None = None
+"""(`notice_s`, `answer_wait_s`) as `engine_watched` last checked them: read once per engine, not per wait."""
 
 
 def _wait_for_answer(conn: Any) -> None:
@@ -227,62 +238,117 @@ def _wait_for_answer(conn: Any) -> None:
     stop; each later wait for that server in the run then ends with the same reason (and is not tried again as
     a restart, `ride_out_restarts`) at once, or after a try of `STOP_AFTER_S` where the last such wait ended
     longer ago than that, until it answers (`_LEFT`). Ctrl-C and SIGTERM
-    reach their handlers within a quarter of a second."""
-    import selectors
+    reach their handlers within a quarter of a second.
 
+    Every query of the process comes here, so a server that answers costs little: nothing is looked up (the
+    server, the limits) until a quarter of a second has passed without an answer, or the run has given up on
+    a server (`_LEFT`)."""
+    state = conn.poll()
+    if state == _POLL_OK:
+        if _SILENT or _LEFT:
+            _answered(_Silence.server_of(conn))
+        return
+    start = time.monotonic()
+    silence = None
+    if _LEFT:  # (a server given up on: at once, or after a brief try)
+        silence = _Silence(conn, start)
+        silence.check()
+    with _SELECTOR() as ready:
+        fd, event = conn.fileno(), _event(state)
+        ready.register(fd, event)
+        while True:
+            if not ready.select(0.25):
+                if silence is None:
+                    silence = _Silence(conn, start)
+                silence.check()
+            state = conn.poll()
+            if state == _POLL_OK:
+                if _SILENT or _LEFT:
+                    _answered(silence.server if silence is not None else _Silence.server_of(conn))
+                return
+            if (conn.fileno(), _event(state)) != (fd, event):  # (libpq may change socket while connecting)
+                ready.unregister(fd)
+                fd, event = conn.fileno(), _event(state)
+                ready.register(fd, event)
+
+
+def _event(state: int) -> int:
+    if state == _POLL_READ:
+        return selectors.EVENT_READ
+    if state == _POLL_WRITE:
+        return selectors.EVENT_WRITE
     from psycopg2 import OperationalError
-    from psycopg2 import extensions as pg
 
-    params = conn.info.dsn_parameters
-    host, port = params.get("host") or "localhost", params.get("port") or "5432"
-    server = f"{host}:{port}"
-    limit = answer_wait_s()
-    connecting = conn.status not in (pg.STATUS_READY, pg.STATUS_BEGIN, pg.STATUS_PREPARED)
-    if connecting and float(params.get("connect_timeout") or 0) > 0:
-        limit = max(float(params["connect_timeout"]), 2.0)  # (libpq's minimum)
-    if (left := _LEFT.get(server)) is not None:  # given up on in this run: tried briefly, in case it is back
-        limit = 0.0 if time.monotonic() - left[1] < STOP_AFTER_S else min(limit, STOP_AFTER_S)
+    raise OperationalError(f"unexpected state from psycopg2's poll: {state}")
 
-    def leave(reason: str) -> OperationalError:
+
+def _answered(server: str) -> None:
+    """`server` answered: no longer given up on; its answer said if its silence was."""
+    _LEFT.pop(server, None)
+    with _LOCK:
+        since = _SILENT.pop(server, None)
+    if since is not None:
+        _note(f"PostgreSQL at {server} answered again after {time.monotonic() - since:.0f} s; going on")
+
+
+class _Silence:
+    """A wait for an answer that has lasted: its server, its limit, and what it has said."""
+
+    def __init__(self, conn: Any, start: float) -> None:
+        from psycopg2 import extensions as pg
+
+        params = conn.info.dsn_parameters
+        self.host, self.port = params.get("host") or "localhost", params.get("port") or "5432"
+        self.server = f"{self.host}:{self.port}"
+        self.start = start
+        self.notice, self.limit = _SETTINGS or (notice_s(), answer_wait_s())
+        self.said_limit = f"{self.limit:g} s (ADVISOR_PG_WAIT_S)"
+        self.connecting = conn.status not in (pg.STATUS_READY, pg.STATUS_BEGIN, pg.STATUS_PREPARED)
+        if self.connecting and float(params.get("connect_timeout") or 0) > 0:
+            self.limit = max(float(params["connect_timeout"]), 2.0)  # (libpq's minimum)
+            self.said_limit = f"{self.limit:g} s (ADVISOR_PG_WAIT_S)"
+        self.left = _LEFT.get(self.server)
+        if self.left is not None:  # given up on in this run: tried briefly, in case it is back
+            recent = time.monotonic() - self.left[1] < STOP_AFTER_S
+            self.limit = 0.0 if recent else min(self.limit, STOP_AFTER_S)
+
+    @staticmethod
+    def server_of(conn: Any) -> str:
+        params = conn.info.dsn_parameters
+        return f"{params.get('host') or 'localhost'}:{params.get('port') or '5432'}"
+
+    def leave(self, reason: str) -> Exception:
+        from psycopg2 import OperationalError
+
         # the command ends (not so when a heartbeat's wait gives up: the next beat, or the tune's, tries again)
         if threading.current_thread() is threading.main_thread() or stopping():
-            _LEFT[server] = (_LEFT.get(server, (reason,))[0], time.monotonic())
+            _LEFT[self.server] = (_LEFT.get(self.server, (reason,))[0], time.monotonic())
         error = OperationalError(reason)
         error.left = True  # type: ignore[attr-defined]
         return error
 
-    start = time.monotonic()
-    while True:
-        state = conn.poll()
-        if state == pg.POLL_OK:
-            _LEFT.pop(server, None)
-            with _LOCK:
-                since = _SILENT.pop(server, None)
-            if since is not None:
-                _note(f"PostgreSQL at {server} answered again after {time.monotonic() - since:.0f} s; going on")
-            return
-        waited = time.monotonic() - start
-        if waited >= limit:
-            if left is not None:
-                raise leave(left[0])
-            if connecting:
-                raise OperationalError(f'connection to server at "{host}", port {port} failed: timeout expired')
-            raise leave(f"PostgreSQL at {server} has not answered for {limit:g} s (ADVISOR_PG_WAIT_S)")
+    def check(self) -> None:
+        """Raise where the wait ends; say the silence once it has lasted `notice`."""
+        from psycopg2 import OperationalError
+
+        waited = time.monotonic() - self.start
+        if waited >= self.limit:
+            if self.left is not None:
+                raise self.leave(self.left[0])
+            if self.connecting:
+                raise OperationalError(f'connection to server at "{self.host}", port {self.port} failed: timeout '
+                                       "expired")
+            raise self.leave(f"PostgreSQL at {self.server} has not answered for {self.said_limit}")
         if waited >= STOP_AFTER_S and stopping():
-            raise leave(f"stopped waiting for PostgreSQL at {server}: the run was asked to stop")
-        if waited >= (notice := notice_s()):
+            raise self.leave(f"stopped waiting for PostgreSQL at {self.server}: the run was asked to stop")
+        if waited >= self.notice:
             with _LOCK:
-                said = server in _SILENT
-                _SILENT.setdefault(server, start)
+                said = self.server in _SILENT
+                _SILENT.setdefault(self.server, self.start)
             if not said:
-                upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
-                _note(f"PostgreSQL at {server} has not answered for {notice:g} s; still waiting{upto} - Ctrl-C "
-                      "stops the run, nothing finished is lost")
-        if state not in (pg.POLL_READ, pg.POLL_WRITE):
-            raise OperationalError(f"unexpected state from psycopg2's poll: {state}")
-        with selectors.DefaultSelector() as ready:  # (select.select fails on a descriptor past 1023)
-            ready.register(conn.fileno(), selectors.EVENT_READ if state == pg.POLL_READ else selectors.EVENT_WRITE)
-            ready.select(0.25)
+                upto = "" if self.limit == float("inf") else f" up to {self.said_limit}"
+                _note(f"PostgreSQL at {self.server} has not answered for {self.notice:g} s; still waiting{upto} - "
+                      "Ctrl-C stops the run, nothing finished is lost")
 
 
 def _note(line: str) -> None:
