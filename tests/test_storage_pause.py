@@ -143,7 +143,7 @@ def test_a_paused_server_is_said_and_ctrl_c_stops_the_tune_at_once(pg):
         _paused_while_measuring(pg, proc, 1)
         note = _stderr_line(proc, 10)
         assert note.startswith(f"note: PostgreSQL at 127.0.0.1:{pg.port} has not answered for 0.5 s; still waiting up "
-                               "to 300 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the run, nothing finished is lost"), note
+                               "to 300 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the command, nothing finished is lost"), note
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -333,3 +333,21 @@ def test_a_server_given_up_on_is_tried_briefly_and_an_engine_kept_works_once_it_
         finally:
             pg.resume()
             storage.engine.dispose()
+
+
+def test_a_reader_command_connecting_to_a_paused_server_says_its_own_limit_and_stops_on_ctrl_c(pg):
+    """`advisor studies` connecting to a paused server: the note said "up to 300 s (ADVISOR_PG_WAIT_S)" though
+    a connection waits for its 5 s connect timeout, and "Ctrl-C stops the run" in a command that runs nothing."""
+    pg.pause()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "advisor", "studies", "--storage", pg.url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "ADVISOR_PG_NOTICE_S": "0.5"})
+        note = _stderr_line(proc, 10)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        pg.resume()
+    assert note == (f"note: PostgreSQL at 127.0.0.1:{pg.port} has not answered for 0.5 s; still waiting up to 5 s "
+                    "(the connect timeout) - Ctrl-C stops the command, nothing finished is lost\n"), (note, err)
+    assert proc.returncode == 130, (out, err)

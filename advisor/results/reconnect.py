@@ -306,7 +306,7 @@ class _Silence:
         self.connecting = conn.status not in (pg.STATUS_READY, pg.STATUS_BEGIN, pg.STATUS_PREPARED)
         if self.connecting and float(params.get("connect_timeout") or 0) > 0:
             self.limit = max(float(params["connect_timeout"]), 2.0)  # (libpq's minimum)
-            self.said_limit = f"{self.limit:g} s (ADVISOR_PG_WAIT_S)"
+            self.said_limit = f"{self.limit:g} s (the connect timeout)"
         self.left = _LEFT.get(self.server)
         if self.left is not None:  # given up on in this run: tried briefly, in case it is back
             recent = time.monotonic() - self.left[1] < STOP_AFTER_S
@@ -348,7 +348,7 @@ class _Silence:
             if not said:
                 upto = "" if self.limit == float("inf") else f" up to {self.said_limit}"
                 _note(f"PostgreSQL at {self.server} has not answered for {self.notice:g} s; still waiting{upto} - "
-                      "Ctrl-C stops the run, nothing finished is lost")
+                      "Ctrl-C stops the command, nothing finished is lost")
 
 
 def _note(line: str) -> None:
