@@ -51,3 +51,26 @@ def test_reuse_overlaps_compare_denoising_steps_not_diffusion_gemmas_encoder_for
     assert st.jaccard_within_block == pytest.approx(sum(within) / len(within))
     assert st.jaccard_across_blocks == pytest.approx(sum(across) / len(across))
     assert st.forwards_off_step == 6  # what the section's wording says of the encoder forwards
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "diffusion_gemma"])
+def test_prompts_of_one_block_are_told_apart(tmp_path, family):
+    """A prompt of one block (new tokens = block length) keeps block number 0, so the next prompt's first step
+    was paired with this one's last as "within a block", and both prompts' blocks counted as one."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+    from advisor.report.blocks import forwards_from_trace, reuse_stats
+
+    out = tmp_path / "t.npz"
+    res = CliRunner().invoke(app, ["trace", f"tiny:{family}", "-o", str(out), "--limit", "3",
+                                   "--max-new-tokens", "4", "--steps", "2", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    fwds = forwards_from_trace(RoutingTrace.load(out))
+    st = reuse_stats(fwds)
+    layers = st.layers
+    steps = [f for f in fwds if f.step >= 0]
+    assert len(steps) == 3 * 2 and {f.block for f in fwds} == {0}
+    # per prompt: its 2 steps make 1 pair per layer within its block; nothing pairs across prompts
+    assert (st.blocks, st.pairs_within, st.pairs_across) == (3, 3 * layers, 0)

@@ -42,10 +42,16 @@ class Ctx(NamedTuple):
 
     @property
     def off_step(self) -> bool:
-        """A forward of a known block that is none of its denoising steps (step -1 in block >= 0: DiffusionGemma's
-        encoder pass, over the prompt or the canvas just committed, into the KV cache): TIDE never refreshes on
+        """A forward of a known block that is none of its denoising steps (`off_step`): TIDE never refreshes on
         it, and prev_step prefetch never predicts a denoising step from its routing."""
-        return self.step < 0 <= self.block
+        return off_step(self.step, self.block)
+
+
+def off_step(step: int, block: int) -> bool:
+    """Whether a forward at (`step`, `block`) belongs to a known block but is none of its denoising steps (step -1
+    in block >= 0: DiffusionGemma's encoder pass, over the prompt or the canvas just committed, into the KV
+    cache). One rule for the policies (`Ctx.off_step`) and the report's block statistics."""
+    return step < 0 <= block
 
 
 class Access(NamedTuple):

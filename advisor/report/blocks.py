@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from advisor.offload.policies import off_step
+
 
 @dataclass(frozen=True)
 class ForwardRouting:
@@ -79,7 +81,7 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
     """Distinct experts per layer per forward and consecutive-forward overlap, split by block boundary.
 
     Consecutive denoising steps are compared layer by layer; a pair is "within" when both belong to the same
-    block, "across" when the second starts a new block. A new prompt (block number going down) starts no pair.
+    block, "across" when the second starts a new block. A new prompt (`_starts_prompt`) starts no pair.
     A forward that is no denoising step of its block (step -1 in a known block: DiffusionGemma's encoder forward
     that opens it) is no side of a pair - it routes the prompt or the canvas just committed, not the block being
     denoised - so the pair across a boundary is the last step of one block and the first of the next.
@@ -87,11 +89,11 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
     if not forwards:
         raise ValueError("empty trace: no forwards to analyse")
     distinct = [len(s) for f in forwards for s in f.layers]
-    steps = [f for f in forwards if not f.step < 0 <= f.block]
+    steps = [f for f in forwards if not off_step(f.step, f.block)]
     within: list[float] = []
     across: list[float] = []
     for prev, cur in zip(steps, steps[1:], strict=False):
-        if cur.block < prev.block:
+        if _starts_prompt(prev, cur):
             continue
         target = within if cur.block == prev.block else across
         for a, b in zip(prev.layers, cur.layers, strict=False):
@@ -110,13 +112,25 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
     )
 
 
+def _starts_prompt(prev: ForwardRouting, cur: ForwardRouting) -> bool:
+    """Whether `cur`, the forward after `prev`, begins the next prompt's decoding: its block number goes down, or
+    it repeats `prev`'s block where one prompt cannot - the forward that opens a block again, or a denoising step
+    not after `prev`'s. Prompts of a single block (as many new tokens as the block length) keep the block
+    number: looking at it alone, their steps read as one block and the first step of each as "within" it."""
+    if cur.block != prev.block:
+        return cur.block < prev.block
+    if off_step(cur.step, cur.block):  # (DiffusionGemma's encoder pass opens its block)
+        return True
+    return 0 <= prev.step and 0 <= cur.step <= prev.step
+
+
 def _prompt_blocks(forwards: Iterable[ForwardRouting]) -> Iterable[tuple[int, ForwardRouting]]:
-    """Tag each forward with a prompt counter (the block number restarting marks a new prompt)."""
-    prompt, last_block = 0, None
+    """Tag each forward with a prompt counter (`_starts_prompt` marks a new prompt)."""
+    prompt, last = 0, None
     for f in forwards:
-        if last_block is not None and f.block < last_block:
+        if last is not None and _starts_prompt(last, f):
             prompt += 1
-        last_block = f.block
+        last = f
         yield prompt, f
 
 
