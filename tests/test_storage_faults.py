@@ -100,43 +100,67 @@ def test_a_new_file_that_never_held_a_finished_trial_is_not_left_behind(tmp_path
     assert discard_unfinished(f"sqlite:///{tmp_path / 'queued.db'}") and not (tmp_path / "queued.db").exists()
 
 
+def _holding(lock: Path) -> subprocess.Popen:
+    """Another process holding the file lock `lock` until its stdin is closed (returned once it holds it)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom filelock import FileLock\n"
+                               f"held = FileLock({str(lock)!r})\nheld.acquire()\nprint('held', flush=True)\n"
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_new_file_in_use_by_another_worker_is_kept_and_a_removed_one_takes_its_lock_files(tmp_path):
     """`advisor tune` under `ulimit -f` on a file it creates: the removal waited up to $ADVISOR_SQLITE_TIMEOUT_S
     (60 s) for the file's turn though its docstring said a second, took no seeding turn - so the file of a
     second worker that had opened it but not yet counted its run was deleted under it - and left
     `<file>.lock` and `<file>.seed.lock` behind it. Both turns are tried once: held, the file is kept."""
-    from filelock import FileLock
+    import optuna
 
     from advisor.results.storage import discard_unfinished
 
     db = tmp_path / "new.db"
     url = f"sqlite:///{db}"
-
-    def small_files() -> None:  # a few KiB: the tune fails creating its tables, before any trial
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-    seeding = FileLock(f"{db}.seed.lock")  # another worker, between opening the file and counting its run
-    with seeding:
-        proc = subprocess.run([sys.executable, "-m", "advisor", "tune", "tiny:qwen3_moe", "--space", "quick",
-                               "--storage", url, "--trials", "1"], capture_output=True, text=True, cwd=tmp_path,
-                              timeout=120, preexec_fn=small_files)
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    line = _one_error_line(proc.stderr)
-    assert line.startswith(f"error: cannot write {db} (") and "nothing finished is lost" in line, line
-    assert db.exists()  # the other worker's
-
-    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom filelock import FileLock\n"
-                               f"held = FileLock({str(db) + '.lock'!r})\nheld.acquire()\nprint('held', flush=True)\n"
-                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        t0 = time.monotonic()
-        assert not discard_unfinished(url) and db.exists()  # its turn held: in use, kept at once
-        assert time.monotonic() - t0 < 5
-    finally:
-        holder.communicate("", timeout=30)
+    optuna.create_study(study_name="q", storage=url).enqueue_trial({"x": 0.5})  # nothing finished in it
+    for lock in (f"{db}.seed.lock", f"{db}.lock"):  # a worker seeding the study; one ending a trial
+        holder = _holding(Path(lock))
+        try:
+            t0 = time.monotonic()
+            assert not discard_unfinished(url) and db.exists(), lock  # its turn held: in use, kept at once
+            assert time.monotonic() - t0 < 5
+        finally:
+            holder.communicate("", timeout=30)
     assert discard_unfinished(url)  # nobody's: removed, and its lock files with it
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("new.db")) == []
+
+
+def test_a_worker_that_opened_a_new_file_holds_its_seeding_turn_so_it_is_not_removed_under_it(tmp_path, monkeypatch):
+    """A worker took the file's seeding turn only once it had opened the file and loaded its study: in between
+    it held no turn and had no counted run, so a run that had created the file and then failed to write removed
+    it (`discard_unfinished`) under the worker, which then wrote into a removed file. The turn is taken before
+    the file is opened: the removal, tried then from another process, keeps the file."""
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.tune import study as study_mod
+    from advisor.tune.study import TuneOptions, run_tune
+
+    db = tmp_path / "t.db"
+    url = f"sqlite:///{db}"
+    tried: list[str] = []
+    loaded = study_mod.create_or_load
+
+    def create_or_load(*args, **kwargs):  # the window: the file opened, the study loaded, its run not counted
+        study = loaded(*args, **kwargs)
+        tried.append(subprocess.run([sys.executable, "-c", "from advisor.results.storage import discard_unfinished"
+                                     f"\nprint(discard_unfinished({url!r}))"], capture_output=True, text=True,
+                                    timeout=60).stdout.strip())
+        return study
+
+    monkeypatch.setattr(study_mod, "create_or_load", create_or_load)
+    result = run_tune(FakeBackend(), small_space(), TuneOptions(study_name="s", storage=url, n_trials=2,
+                                                                sampler="random", heartbeat_interval=None),
+                      budget_bytes=None)
+    assert tried == ["False"] and db.exists()  # (before: "True", the file removed under this worker)
+    assert result.n_trials_run == 2
 
 
 class _Proxy:

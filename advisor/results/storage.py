@@ -227,8 +227,8 @@ def discard_unfinished(url: str) -> bool:
     trials, no result - was listed by `advisor studies` and resumed by the next run, refusing other settings
     although no trial had run with them. Kept (False) where anything in it counts: a finished (or over-budget)
     trial, a cached measurement, another study, or a run of another worker (the study's `runs` above 1); and
-    where another process is using it: its turn (`<file>.lock`) or its seeding turn (`<file>.seed.lock`, held by
-    a worker that opened the file and has not yet counted its run) is held - both are tried once, not waited
+    where another process is using it: its turn (`<file>.lock`) or its seeding turn (`<file>.seed.lock`, which a
+    worker takes before it opens the file and holds until it has counted its run) is held - both are tried once, not waited
     for - or it cannot be read within a second. With the file go its lock files, which name nothing left."""
     import sqlite3
 
@@ -237,7 +237,7 @@ def discard_unfinished(url: str) -> bool:
         return False
     try:
         # the turn a worker takes to end a trial (none ends one while this looks) and the one it holds from
-        # opening the study to counting its run (`runs` is not yet above 1 then): tried once, held means in use
+        # before opening the file to counting its run (`runs` is not yet above 1 then): tried once, held: in use
         with sqlite_lock(url, wait=False), sqlite_lock(url, "seed", wait=False):
             con = sqlite3.connect(read_only_uri(path), uri=True, timeout=1.0)
             try:

@@ -353,15 +353,15 @@ def run_tune(
     `on_seeded(seed)` is told the seed the sampler draws with once this run's number is taken (before
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
     url = st.normalize_url(opts.storage, create_dirs=False)
-    path = st.sqlite_path(url)
-    new_file = path is not None and not path.exists()  # this run creates it
+    created: list[bool] = []  # [whether this run creates the SQLite file], once it holds the seeding turn
     with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers():
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
-                             on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded)
+                             on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded,
+                             created_file=created)
         except Exception as e:  # the database failed mid-run (a server stopped, a disk full): one line naming it
             failure = st.storage_failure(e, url)  # (also under the UserError of tables a new file had no room for)
-            if (failure is not None and new_file and not st.is_locked_error(e)
+            if (failure is not None and created and created[0] and not st.is_locked_error(e)
                     and st.discard_unfinished(url)):  # a new file with nothing finished: no half-made study left
                 raise st.storage_failure(e, url, removed=True) from e
             if failure is not None and stop.requested:  # Ctrl-C/SIGTERM ended a wait for the server (`reconnect`;
@@ -383,6 +383,7 @@ def _run_tune(
     on_start: Callable[[Any, Objective], None] | None,
     on_stage: Callable[[str, int | None], None] | None,
     on_seeded: Callable[[int | None], None] | None = None,
+    created_file: list[bool] | None = None,
 ) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
@@ -397,39 +398,46 @@ def _run_tune(
     name = opts.study_name or default_study_name(backend.model_name, backend.task_name, space.name)
     # a budget that no format fits is refused before anything is written
     fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts)
-    storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
-                              grace_period=opts.grace_period, max_retry=opts.max_retry)
     url = st.normalize_url(opts.storage)
-    engine = engine_for(url)
-    sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
-    study = create_or_load(storage, name, metrics, directions, sampler)
-    meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
-    check_resume(study.study_name, study.user_attrs, meta)
-    _check_constraint_names(study, opts.sampler)
-    with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
-        created = not study.user_attrs
-        if created:
-            for k, v in {**meta, **_cpu_meta(backend)}.items():
-                study.set_user_attr(k, v)
-        # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
-        run = int(study.user_attrs.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
-        study.set_user_attr("runs", run + 1)
-        seed = opts.seed + run if opts.seed is not None else None
-        if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
-            study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
-        cpu_note = _price_cpu(study, backend, created)
-        if opts.warm_start:
-            for p in fit.warm_start():
-                study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
-        if opts.budgets:
-            from advisor.tune.baseline_trials import baseline_trials, budget_points, key
+    # a SQLite file's seeding turn is taken before the file is opened, not once its study is loaded: a worker
+    # that had opened a file another run had just created held no turn until then, so that run, failing to
+    # write, removed the file (`discard_unfinished`) under it (re-entered by `_study_lock` below)
+    with st.sqlite_lock(url, "seed"):
+        path = st.sqlite_path(url)
+        if created_file is not None:
+            created_file.append(path is not None and not path.exists())  # this run creates it
+        storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
+                                  grace_period=opts.grace_period, max_retry=opts.max_retry)
+        engine = engine_for(url)
+        sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
+        study = create_or_load(storage, name, metrics, directions, sampler)
+        meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
+        check_resume(study.study_name, study.user_attrs, meta)
+        _check_constraint_names(study, opts.sampler)
+        with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
+            created = not study.user_attrs
+            if created:
+                for k, v in {**meta, **_cpu_meta(backend)}.items():
+                    study.set_user_attr(k, v)
+            # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
+            run = int(study.user_attrs.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
+            study.set_user_attr("runs", run + 1)
+            seed = opts.seed + run if opts.seed is not None else None
+            if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
+                study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
+            cpu_note = _price_cpu(study, backend, created)
+            if opts.warm_start:
+                for p in fit.warm_start():
+                    study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
+            if opts.budgets:
+                from advisor.tune.baseline_trials import baseline_trials, budget_points, key
 
-            for spec, p in budget_points(fit, opts.budgets):
-                study.enqueue_trial(p, user_attrs={"seeded": f"budget {spec}"}, skip_if_exists=True)
-            have = {key(t.user_attrs) for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs}
-            for attrs in baseline_trials(space, backend.shape, opts.budgets):
-                if key(attrs) not in have:
-                    study.enqueue_trial({}, user_attrs=attrs)
+                for spec, p in budget_points(fit, opts.budgets):
+                    study.enqueue_trial(p, user_attrs={"seeded": f"budget {spec}"}, skip_if_exists=True)
+                have = {key(t.user_attrs) for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs}
+                for attrs in baseline_trials(space, backend.shape, opts.budgets):
+                    if key(attrs) not in have:
+                        study.enqueue_trial({}, user_attrs=attrs)
     if on_seeded is not None:  # outside the lock: a slow reader of the output holds up no other worker
         on_seeded(seed)
     registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
