@@ -247,7 +247,7 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
     engine.dispose()  # (the lock is released with its session)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert err.startswith(f"note: waiting for the seed lock of study {study!r}, held by PostgreSQL pid "), err
+    assert err.startswith(f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid "), err
     assert "has not answered" not in err, err
     assert pg.count("COMPLETE", study) == 2
 

@@ -401,14 +401,17 @@ def schema_lock(target: str | Engine) -> Iterator[None]:
 
 
 @contextmanager
-def advisory_lock(c: Any, key: int, what: str) -> Iterator[None]:
+def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Iterator[None]:
     """Hold PostgreSQL's advisory lock `key` (`what`, as a note names it) for the block on the SQLAlchemy
     connection `c`, waited for 0.2 s at a time (`lock_timeout`) while another session holds it: one query that
     waits seconds for a lock (another worker seeding the study) is, to the client, a server that does not
     answer, which `reconnect.watch_answers` says and gives up on. As a silent server is, a wait past `notice_s`
     is said in one `note:` line (naming the lock and the PostgreSQL pid of its holder: another worker busy, or
     one stopped or paused with it) and one past `answer_wait_s` ends the command with one line (a `UserError`);
-    Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet)."""
+    Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet). `give_up=False`: no end
+    but Ctrl-C, for a lock held through slow work (a study's seed lock, held while a worker measures the CPU
+    expert times: minutes for a big model on a slow CPU) - the holder's connection is idle whether it is busy
+    or paused, so a time limit cannot tell one from the other."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
@@ -427,7 +430,7 @@ def advisory_lock(c: Any, key: int, what: str) -> Iterator[None]:
                 raise KeyboardInterrupt from None
         now = time.monotonic()
         if not start:  # (the first try waited its 0.2 s)
-            start, notice, limit = now - 0.2, notice_s(), answer_wait_s()
+            start, notice, limit = now - 0.2, notice_s(), answer_wait_s() if give_up else float("inf")
         waited = now - start
         if waited >= limit or (waited >= notice and not said):
             holder = c.execute(text("SELECT min(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
@@ -435,13 +438,17 @@ def advisory_lock(c: Any, key: int, what: str) -> Iterator[None]:
                                {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
             c.rollback()
             by = f"PostgreSQL pid {holder}" if holder is not None else "another session"
-            if waited >= limit:
-                raise UserError(f"gave up waiting for {what}: {by} has held it for {limit:g} s (ADVISOR_PG_WAIT_S) - "
-                                "a worker stopped or paused while holding it, or one still busy; end that one (or "
+            if waited >= limit:  # (how long this worker waited, not how long the holder has held it)
+                raise UserError(f"gave up waiting for {what} (held by {by}) after {limit:g} s (ADVISOR_PG_WAIT_S) "
+                                "- a worker stopped or paused while holding it, or one still busy; end that one (or "
                                 "set ADVISOR_PG_WAIT_S=inf to wait for ever) and run the command again")
             said = True
-            upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
-            _note(f"waiting for {what}, held by {by} for {notice:g} s; still waiting{upto} - Ctrl-C stops the "
+            if not give_up:
+                upto = (", with no time limit (a worker may hold it for minutes while it measures; one stopped or "
+                        "paused holds it until its session ends)")
+            else:
+                upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
+            _note(f"waiting for {what} (held by {by}) for {notice:g} s; still waiting{upto} - Ctrl-C stops the "
                   "command")
     c.commit()  # (the lock is the session's; the transaction ends)
     try:

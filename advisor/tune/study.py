@@ -289,7 +289,9 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
     beside it (`storage.sqlite_lock`: the file's turn `<file>.lock` for the front, `<file>.seed.lock` for the
     seeding, which may measure for seconds; each one for the whole file, re-entered, not waited on for ever,
-    when taken again inside itself - another study); an in-memory database has one process, so no lock."""
+    when taken again inside itself - another study); an in-memory database has one process, so no lock. A
+    wait for the seed lock has no time limit (on PostgreSQL: said, ended by Ctrl-C only); one for the front
+    lock is given up on (`ADVISOR_PG_WAIT_S`, `storage.advisory_lock`; a SQLite file's turn: its busy timeout)."""
     if engine.dialect.name != "postgresql":
         with st.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
             yield
@@ -297,7 +299,10 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     import zlib
 
     key = zlib.crc32(f"advisor_{what}:{name}".encode())
-    with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}"):
+    # the seed lock is held while a worker measures the CPU expert times (minutes for a big model on a slow
+    # CPU): waited for without a time limit, as a SQLite file's seeding turn is; the front lock's milliseconds
+    # are not, so a wait for it that long is a worker stopped or paused with it
+    with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}", give_up=what != "seed"):
         yield
 
 
