@@ -77,6 +77,64 @@ def test_run_tune_gives_the_program_its_own_psycopg2_waits_back(pg_url, study, c
         conn.close()
 
 
+def _reading_fronts(pg_url: str, study: str, monkeypatch, fail: bool) -> tuple[object, list, list]:
+    """`read_fronts` with the program's own wait callback set: (its callback, the callbacks set while the read
+    queried PostgreSQL, the waits the program's own callback was asked for). `fail`: the read raises after."""
+    from psycopg2 import extensions, extras
+
+    from advisor.results import read, store
+    from advisor.results.storage import normalize_url
+
+    own_waits: list[object] = []
+
+    def own(conn):  # a program's own callback, as psycogreen installs one
+        own_waits.append(conn)
+        extras.wait_select(conn)
+
+    seen: list[object] = []
+    loaded = store.load_fronts
+
+    def load_fronts(engine, study_name=None):
+        seen.append(extensions.get_wait_callback())
+        points = loaded(engine, study_name)  # (its queries: through the callback set now)
+        seen.append(extensions.get_wait_callback())
+        if fail:
+            raise RuntimeError("the read failed")
+        return points
+
+    monkeypatch.setattr(store, "load_fronts", load_fronts)
+    extensions.set_wait_callback(own)
+    try:
+        if fail:
+            with pytest.raises(RuntimeError, match="the read failed"):
+                read.read_fronts(normalize_url(pg_url), study)
+        else:
+            assert read.read_fronts(normalize_url(pg_url), study) == []
+        return extensions.get_wait_callback(), seen, own_waits
+    finally:
+        extensions.set_wait_callback(None)
+
+
+def test_a_reader_installs_advisors_wait_for_the_call_and_gives_the_programs_back(pg_url, study, monkeypatch):
+    """The readers (`read_fronts`, the trials' and the report's) are each a `watch_answers` block, so a
+    program's read through them is watched (a paused server said, Ctrl-C taken) and the program's own callback
+    is its own again on return; no test held them to it."""
+    from advisor.results import reconnect
+
+    after, seen, own_waits = _reading_fronts(pg_url, study, monkeypatch, fail=False)
+    assert seen == [reconnect._wait_for_answer] * 2
+    assert own_waits == []  # (every wait of the read was advisor's)
+    assert after.__name__ == "own", after
+
+
+def test_a_reader_that_raises_gives_the_programs_wait_back(pg_url, study, monkeypatch):
+    from advisor.results import reconnect
+
+    after, seen, _ = _reading_fronts(pg_url, study, monkeypatch, fail=True)
+    assert seen == [reconnect._wait_for_answer] * 2
+    assert after.__name__ == "own", after
+
+
 def _held_for(pg_url: str, key: str, seconds: float) -> tuple[object, object, int]:
     """Another session holding the advisory lock of `key` (released after `seconds`): (connection, timer, pid)."""
     import threading
@@ -169,9 +227,16 @@ def test_a_query_the_server_answers_looks_nothing_up(pg_url, monkeypatch):
         def read(*_: object) -> float:
             raise AssertionError("a setting read for a query the server answered")
 
-        monkeypatch.setattr(reconnect, "answer_wait_s", read)
+        def silence(*_: object) -> None:
+            raise AssertionError("a wait's server and limits looked up for a query the server answered")
+
+        monkeypatch.setattr(reconnect, "answer_wait_s", read)  # (also hidden by the settings the engine read)
         monkeypatch.setattr(reconnect, "notice_s", read)
+        monkeypatch.setattr(reconnect._Silence, "__init__", silence)  # a _Silence made on every wait
         try:
+            from psycopg2 import extensions
+
+            assert extensions.get_wait_callback() is reconnect._wait_for_answer
             with engine.connect() as c:
                 assert [c.execute(text("SELECT 1")).scalar() for _ in range(50)] == [1] * 50
         finally:
