@@ -272,6 +272,33 @@ def test_a_postgresql_url_gets_psycopg2_whose_waits_are_watched_where_psycopg_3_
     assert str(res.exception).startswith(f"cannot read advisor results from postgresql+psycopg2://u@127.0.0.1:{port}/db ")
 
 
+def test_ctrl_c_while_a_watch_begins_leaves_no_callback_installed(monkeypatch):
+    """A KeyboardInterrupt after `watch_answers` counted its block and before its `try:` (here: while the
+    callback was being installed) left the count up and advisor's wait callback installed for the rest of the
+    process - a notebook's kernel, whose later blocks then kept it too, and whose own `copy_expert` failed."""
+    from psycopg2 import extensions
+
+    from advisor.results import reconnect
+
+    installed = reconnect._install
+
+    def interrupted() -> None:
+        installed()
+        raise KeyboardInterrupt
+
+    assert extensions.get_wait_callback() is None and reconnect._watching == 0
+    monkeypatch.setattr(reconnect, "_install", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt), reconnect.watch_answers():
+            raise AssertionError("the block ran")
+        assert reconnect._watching == 0
+        assert extensions.get_wait_callback() is None
+    finally:
+        reconnect._watching = 0
+        reconnect._replaced = reconnect._NOT_INSTALLED
+        extensions.set_wait_callback(None)
+
+
 def test_a_run_after_one_that_gave_up_on_the_server_waits_for_it_afresh(pg, monkeypatch):
     """After a wait given up (ADVISOR_PG_WAIT_S), every later wait for that server in the process ended at once,
     so that a tune's last writes on its way out do not each wait again: in a process that runs again (a

@@ -180,24 +180,34 @@ def watch_answers() -> Iterator[None]:
     leaving it - with a callback set, psycopg2 refuses `cursor.copy_expert` and `connection.lobject`.
     Installed at once where psycopg2 is imported, else by the first psycopg2 engine made in the block
     (`engine_watched`): a command on SQLite never imports it. Usable as a decorator."""
-    global _watching, _replaced
-    with _LOCK:
-        _watching += 1
-        if _watching == 1:
-            _LEFT.clear()  # (a run waits for a server afresh, whatever a run before it gave up on)
-        if "psycopg2.extensions" in sys.modules:
-            _install()
-    try:
+    global _watching
+    counted = False
+    try:  # (counted inside it: a Ctrl-C once the block counted itself - installing the callback, say - left
+        # the count up and the callback installed for the rest of the process, as a notebook's kernel)
+        with _LOCK:
+            _watching += 1
+            counted = True  # (no call between the two: a signal's handler runs at a call or a loop's jump)
+            if _watching == 1:
+                _LEFT.clear()  # (a run waits for a server afresh, whatever a run before it gave up on)
+            if "psycopg2.extensions" in sys.modules:
+                _install()
         yield
     finally:
-        with _LOCK:
-            _watching -= 1
-            if _watching == 0 and _replaced is not _NOT_INSTALLED:
-                from psycopg2 import extensions
+        if counted:
+            _leave()
 
-                if extensions.get_wait_callback() is _wait_for_answer:  # (else one set in the block: kept)
-                    extensions.set_wait_callback(_replaced)
-                _replaced = _NOT_INSTALLED
+
+def _leave() -> None:
+    """A `watch_answers` block ends: the outermost one puts back the callback it found."""
+    global _watching, _replaced
+    with _LOCK:
+        _watching -= 1
+        if _watching == 0 and _replaced is not _NOT_INSTALLED:
+            from psycopg2 import extensions
+
+            if extensions.get_wait_callback() is _wait_for_answer:  # (else one set in the block: kept)
+                extensions.set_wait_callback(_replaced)
+            _replaced = _NOT_INSTALLED
 
 
 def _install() -> None:
