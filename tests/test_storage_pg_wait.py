@@ -135,29 +135,34 @@ def test_a_reader_that_raises_gives_the_programs_wait_back(pg_url, study, monkey
     assert after.__name__ == "own", after
 
 
-def _held_for(pg_url: str, key: str, seconds: float) -> tuple[object, object, int]:
-    """Another session holding the advisory lock of `key` (released after `seconds`): (connection, timer, pid)."""
+def _waiting_for(pg_url: str, study: str, lock: str, held_s: float, capsys, monkeypatch) -> tuple[int, list, float, int]:
+    """A worker (1 trial, in this process; ADVISOR_PG_NOTICE_S=0.3, ADVISOR_PG_WAIT_S=1) on the study while
+    another session holds the study's advisory `lock` ('seed', 'front') for `held_s`: (its exit code, its
+    stderr lines, its seconds, the holder's PostgreSQL pid)."""
     import threading
+    import time
     import zlib
 
     import psycopg2
-
-    holder = psycopg2.connect(pg_url)
-    holder.autocommit = True
-    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(key.encode()),))
-    release = threading.Timer(seconds, holder.close)
-    release.start()
-    return holder, release, holder.get_backend_pid()
-
-
-def _worker_in_process(pg_url: str, study: str) -> int:
     from tune_helpers import main
 
+    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
+    holder = psycopg2.connect(pg_url)
+    holder.autocommit = True
+    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(f"advisor_{lock}:{study}".encode()),))
+    pid = holder.get_backend_pid()
+    release = threading.Timer(held_s, holder.close)
+    release.start()
     handler = signal.getsignal(signal.SIGTERM)
+    t0 = time.monotonic()
     try:
-        return main(["--storage", pg_url, "--study", study, "--trials", "1", "--heartbeat", "0"])
+        code = main(["--storage", pg_url, "--study", study, "--trials", "1", "--heartbeat", "0"])
     finally:
         signal.signal(signal.SIGTERM, handler)
+        release.cancel()
+        holder.close()
+    return code, capsys.readouterr().err.splitlines(), time.monotonic() - t0, pid
 
 
 def test_a_wait_for_a_study_lock_is_said_and_given_up_on(pg_url, study, capsys, monkeypatch):
@@ -165,20 +170,10 @@ def test_a_wait_for_a_study_lock_is_said_and_given_up_on(pg_url, study, capsys, 
     one stopped or paused while it held the lock): the wait was silent and had no end, 0.2 s at a time for ever.
     Past ADVISOR_PG_NOTICE_S it is said, naming the lock and its holder; past ADVISOR_PG_WAIT_S the command ends
     in one line, which said the holder 'has held it for 1 s' - how long this worker had waited."""
-    import time
-
-    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
-    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
-    holder, release, pid = _held_for(pg_url, f"advisor_front:{study}", 5)  # (without a give-up: waited until then)
-    t0 = time.monotonic()
-    try:
-        code = _worker_in_process(pg_url, study)
-    finally:
-        release.cancel()
-        holder.close()
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(("note: ", "error: "))]
+    code, err, took, pid = _waiting_for(pg_url, study, "front", 5, capsys, monkeypatch)  # (no give-up: 5 s)
+    err = [ln for ln in err if ln.startswith(("note: ", "error: "))]
     assert code == 2, err
-    assert time.monotonic() - t0 < 4
+    assert took < 4
     assert err[0] == (f"note: waiting for the front lock of study {study!r} (held by PostgreSQL pid {pid}) for 0.3 "
                       "s; still waiting up to 1 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the command"), err
     assert err[1].startswith(f"error: gave up waiting for the front lock of study {study!r} (held by PostgreSQL pid "
@@ -191,20 +186,9 @@ def test_a_wait_for_the_seed_lock_is_said_but_not_given_up_on(pg_url, study, cap
     CPU - and the holder's connection is idle whether it is busy or paused: the ADVISOR_PG_WAIT_S give-up ended
     healthy workers waiting for it (a SQLite file's seeding turn is waited for as long as it takes). Said, with
     no time limit; the worker goes on once the lock is free."""
-    import time
-
-    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
-    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
-    holder, release, pid = _held_for(pg_url, f"advisor_seed:{study}", 1.8)  # a worker seeding for 1.8 s
-    t0 = time.monotonic()
-    try:
-        code = _worker_in_process(pg_url, study)
-    finally:
-        release.cancel()
-        holder.close()
-    err = capsys.readouterr().err.splitlines()
+    code, err, took, pid = _waiting_for(pg_url, study, "seed", 1.8, capsys, monkeypatch)  # a worker seeding 1.8 s
     assert code == 0, err
-    assert time.monotonic() - t0 >= 1.8
+    assert took >= 1.8
     assert err[0] == (f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid {pid}) for 0.3 s; "
                       "still waiting, with no time limit (a worker may hold it for minutes while it measures; one "
                       "stopped or paused holds it until its session ends) - Ctrl-C stops the command"), err
