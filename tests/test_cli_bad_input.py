@@ -262,6 +262,63 @@ def test_postgresql_server_that_never_answers_is_one_line_in_every_reader(tmp_pa
 
 
 @pytest.mark.postgres
+def test_report_gives_up_on_a_server_that_goes_silent_after_the_look_at_its_tables(tmp_path):
+    """`advisor report` opened Optuna's storage with an engine of its own, without the connect timeout every
+    other reader has: a server that went silent after the look at its tables held the report for
+    ADVISOR_PG_WAIT_S (300 s). Now that connection also gives up after the connect timeout, with one line."""
+    import socket
+    import threading
+
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    from advisor.results.storage import normalize_url
+
+    optuna.storages.RDBStorage(normalize_url(base)).engine.dispose()  # the study tables exist, as after any tune
+    real = make_url(base)
+    held: list[socket.socket] = []
+    looked = threading.Event()  # the tables were looked at: connections from then on never hear back
+
+    def relay(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                if b"version_info" in data:
+                    looked.set()
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def serve(ls: socket.socket) -> None:
+        while True:
+            try:
+                down, _ = ls.accept()
+            except OSError:
+                return
+            held.append(down)
+            if not looked.is_set():
+                up = socket.create_connection((real.host or "127.0.0.1", real.port or 5432))
+                held.append(up)
+                for a, b in ((down, up), (up, down)):
+                    threading.Thread(target=relay, args=(a, b), daemon=True).start()
+
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(16)
+        threading.Thread(target=serve, args=(ls,), daemon=True).start()
+        via = real.set(host="127.0.0.1", port=ls.getsockname()[1]).render_as_string(hide_password=False)
+        t0 = time.monotonic()
+        r = advisor("report", "no-such-study", "--storage", via, "--out", str(tmp_path / "r"),
+                    cwd=tmp_path, timeout=40)
+        one_error_line(r, "timeout expired")
+        assert time.monotonic() - t0 < 20
+        for s in held:
+            s.close()
+
+
+@pytest.mark.postgres
 def test_postgresql_database_the_user_cannot_create_tables_in_is_refused_before_the_model_loads(tmp_path):
     """A database where the study tables cannot be created (here: no schema on the search path; the README's
     first recipe gave a user without CREATE on `public`) is one line before the model loads, not Optuna's

@@ -17,6 +17,7 @@ from advisor.results.reconnect import watch_answers
 from advisor.results.storage import (
     DEFAULT_STORAGE,
     driver_reason,
+    engine_kwargs,
     is_locked_error,
     locked_database,
     normalize_url,
@@ -146,7 +147,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         names: list[str] = []
         tables = inspect(engine_for(url))
         if tables.has_table("version_info") and tables.has_table("studies"):  # else no study was tuned into it
-            rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
+            rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
             names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
     except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
         if is_locked_error(e):
