@@ -148,3 +148,31 @@ def test_a_shipped_space_named_by_a_relative_path_through_the_search_spaces_link
         assert load_space(spelling).shipped, spelling
     (tmp_path / "dllm.toml").write_text(load_space("dllm").text)
     assert not load_space(str(tmp_path / "dllm.toml")).shipped
+
+
+def test_a_diffusion_gemma_study_with_the_old_step_count_is_not_resumed(shm_tmp_path, monkeypatch):
+    """DiffusionGemma studies stored before 2026-12-05 counted the encoder pass that opens a canvas as a denoising
+    step (steps per block S+1, now S): resumed, their trials and the new ones would mix two TIDE schedules in one
+    front. The resume is refused in one line; the same study with today's count resumes."""
+    import json
+    import sqlite3
+
+    monkeypatch.chdir(shm_tmp_path)
+    base = ("tune", "tiny:diffusion_gemma", "--space", "quick", "--budget", "64MiB", "--storage", "t.db", "--study", "dg")
+    r = _cli(*base, "--trials", "1")
+    assert r.exit_code == 0, r.output
+    r = _cli(*base, "--trials", "1")  # today's count: resumes
+    assert r.exit_code == 0, r.output
+    with sqlite3.connect("t.db") as c:  # one trial stored as before the fix: one step more per block
+        ((tid, raw),) = c.execute("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'config' "
+                                  "ORDER BY trial_id LIMIT 1").fetchall()
+        config = json.loads(raw)
+        steps = config["decoding"]["steps_per_block"]
+        config["decoding"]["steps_per_block"] = steps + 1
+        c.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config'",
+                  (json.dumps(config), tid))
+    r = _cli(*base, "--trials", "1")
+    line = str(r.exception)  # (the CLI's entry prints it as one error line, exit code 2)
+    assert r.exit_code != 0 and "\n" not in line, r.output
+    assert (f"study 'dg': its trials decoded {steps + 1} denoising steps per block, this run decodes {steps}"
+            in line and "use a new --study name" in line), line

@@ -323,6 +323,29 @@ def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     return points
 
 
+def _check_decoding(study: Any, backend: Any) -> None:
+    """Refuse to resume a study whose trials decoded another number of denoising steps per block than this run
+    would (with model, task and space the same): TIDE's schedule and the measured times depend on it. Studies of
+    DiffusionGemma stored before 2026-12-05 counted the encoder pass that opens a canvas as a step (one more);
+    the stored decoding is the only place that says it, so it is compared once the model has loaded."""
+    import optuna
+
+    decoding = getattr(backend, "decoding", None)  # (a closed-form test backend decodes nothing)
+    if not decoding:
+        return
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        stored = (t.user_attrs.get("config") or {}).get("decoding") or {}
+        if "steps_per_block" in stored:
+            break
+    else:
+        return
+    if stored["steps_per_block"] != decoding["steps_per_block"]:
+        raise UserError(f"study {study.study_name!r}: its trials decoded {stored['steps_per_block']} denoising steps "
+                        f"per block, this run decodes {decoding['steps_per_block']} (a DiffusionGemma study stored "
+                        "before 2026-12-05 counted the encoder pass as a step): its TIDE schedules and times would "
+                        "not compare; use a new --study name")
+
+
 def _check_constraint_names(study: Any, sampler: str) -> None:
     """Optuna's GP sampler needs one set of constraint names on every finished trial. Studies stored before
     every trial recorded both (memory budget, fidelity floor) mix sets, and the sampler stopped the run with a
@@ -418,6 +441,7 @@ def _run_tune(
         study = create_or_load(storage, name, metrics, directions, sampler)
         meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
         check_resume(study.study_name, study.user_attrs, meta)
+        _check_decoding(study, backend)
         _check_constraint_names(study, opts.sampler)
         with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
             created = not study.user_attrs
