@@ -298,7 +298,7 @@ def _answered(server: str) -> None:
     with _LOCK:
         since = _SILENT.pop(server, None)
     if since is not None:
-        _note(f"PostgreSQL at {server} answered again after {time.monotonic() - since:.0f} s; going on")
+        say_note(f"PostgreSQL at {server} answered again after {time.monotonic() - since:.0f} s; going on")
 
 
 class _Silence:
@@ -357,9 +357,10 @@ class _Silence:
                 _SILENT.setdefault(self.server, self.start)
             if not said:
                 upto = "" if self.limit == float("inf") else f" up to {self.said_limit}"
-                _note(f"PostgreSQL at {self.server} has not answered for {self.notice:g} s; still waiting{upto} - "
+                say_note(f"PostgreSQL at {self.server} has not answered for {self.notice:g} s; still waiting{upto} - "
                       "Ctrl-C stops the command, nothing finished is lost")
 
 
-def _note(line: str) -> None:
+def say_note(line: str) -> None:
+    """One `note:` line on stderr: what a wait for the database says (the server's silence, a lock's holder)."""
     print(f"note: {line}", file=sys.stderr, flush=True)

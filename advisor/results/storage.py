@@ -20,11 +20,11 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from advisor.errors import UserError
 from advisor.results.reconnect import (
-    _note,
     answer_wait_s,
     engine_watched,
     notice_s,
     ride_out_restarts,
+    say_note,
     stopping,
 )
 
@@ -448,7 +448,7 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
                         "paused holds it until its session ends)")
             else:
                 upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
-            _note(f"waiting for {what} (held by {by}) for {notice:g} s; still waiting{upto} - Ctrl-C stops the "
+            say_note(f"waiting for {what} (held by {by}) for {notice:g} s; still waiting{upto} - Ctrl-C stops the "
                   "command")
     c.commit()  # (the lock is the session's; the transaction ends)
     try:
