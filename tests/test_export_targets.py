@@ -359,6 +359,23 @@ def test_the_ktransformers_script_gives_kt_kernel_physical_cores_and_numa_nodes(
     assert launched(KT_CPUINFER="6", KT_THREADPOOL_COUNT="1") == ("6", "1")
 
 
+def _kt_launched(tmp_path: Path, url: str, study: str, trial: int) -> tuple[dict[str, str], str]:
+    """`advisor export --to ktransformers` to a script, run with a fake host whose `python -` (the counts file)
+    runs and whose `python -m sglang...` echoes the launch: the launch's --flags and the export's notes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in {**FAKE_HOST, "python": f'#!/bin/sh\n[ "$1" = - ] && exec {sys.executable} -\necho "$@"\n'}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    r = _cli("export", study, str(trial), "--to", "ktransformers", "--storage", url, "-o", str(tmp_path / "kt.sh"))
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run(["bash", str(tmp_path / "kt.sh")], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"})
+    assert run.returncode == 0, run.stderr
+    args = run.stdout.split()
+    return {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}, r.stderr
+
+
 def test_the_ktransformers_script_puts_the_studys_hottest_experts_of_each_layer_on_the_gpu(tmp_path):
     """kt-kernel's default placement (`uniform`) keeps experts 0..N-1 of every MoE layer on the GPU. With
     --kt-expert-placement-strategy frequency it reads --init-expert-location, a `.pt` dict whose "logical_count" is
@@ -374,20 +391,9 @@ def test_the_ktransformers_script_puts_the_studys_hottest_experts_of_each_layer_
     hot = point("h", 1, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)
     hot.config.update(policy="static_hot", routing_counts=counts)
     url = make_db(tmp_path / "a.db", [hot, point("h", 2, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in {**FAKE_HOST, "python": f'#!/bin/sh\n[ "$1" = - ] && exec {sys.executable} -\necho "$@"\n'}.items():
-        (bin_dir / name).write_text(text)  # `python -` (the counts file) runs; the launch is echoed
-        (bin_dir / name).chmod(0o755)
 
     def launched(trial):
-        r = _cli("export", "h", str(trial), "--to", "ktransformers", "--storage", url, "-o", str(tmp_path / "kt.sh"))
-        assert r.returncode == 0, r.stderr
-        run = subprocess.run(["bash", str(tmp_path / "kt.sh")], capture_output=True, text=True, cwd=tmp_path,
-                             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"})
-        assert run.returncode == 0, run.stderr
-        args = run.stdout.split()
-        return {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}, r.stderr
+        return _kt_launched(tmp_path, url, "h", trial)
 
     flags, notes = launched(1)
     assert flags["--kt-num-gpu-experts"] == "3" and flags["--kt-expert-placement-strategy"] == "frequency"
@@ -406,6 +412,41 @@ def test_the_ktransformers_script_puts_the_studys_hottest_experts_of_each_layer_
     flags, notes = launched(2)  # an lru point: the tuner stored no routing
     assert "--kt-expert-placement-strategy" not in flags and "--init-expert-location" not in flags
     assert "experts 0..2 of every MoE layer (its default placement, uniform)" in notes and "stored no per-expert" in notes
+
+
+def test_the_ktransformers_counts_file_has_a_row_for_every_decoder_layer(tmp_path):
+    """kt-kernel reads --init-expert-location as [records, decoder layers, experts] and raises unless its layers are
+    the HF config's num_hidden_layers, dense ones included (kt_ep_wrapper.py, _init_kt_gpu_experts_masks: "Activation
+    counts num_layers (..) doesn't match model num_layers (..)"); row i is decoder layer i. The file ended at the last
+    MoE layer, which a model ending in dense layers (Qwen3-MoE's mlp_only_layers / decoder_sparse_step) does not:
+    the study now records the decoder layers, and the file has that many rows; a point tuned before says so."""
+    import torch
+
+    from advisor.models.load import model_meta as loaded_meta
+
+    def loaded(config):  # what model_meta reads of a LoadedModel; tune records its meta with every trial
+        return types.SimpleNamespace(model=types.SimpleNamespace(config=config), moe=[], family="qwen3_moe", name="m",
+                                     path="", fingerprint="f", is_diffusion=False, quant_method=None)
+
+    assert loaded_meta(loaded(types.SimpleNamespace(num_hidden_layers=5)))["num_hidden_layers"] == 5
+    wrapped = types.SimpleNamespace(text_config=types.SimpleNamespace(num_hidden_layers=7))  # a multimodal config
+    assert loaded_meta(loaded(wrapped))["num_hidden_layers"] == 7
+    assert "num_hidden_layers" not in loaded_meta(loaded(types.SimpleNamespace()))
+    counts = {"0": [3, 50, 7, 7, 0, 12, 90, 1], "1": [100, 1, 1, 1, 1, 1, 1, 99], "2": [4, 4, 4, 4, 4, 4, 4, 4]}
+    meta = model_meta("qwen3_moe", n_layers=3, n_experts=8, first_dense=1, hidden=256, inter=128)  # MoE: 1..3
+    hot = point("h", 1, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta={**meta, "num_hidden_layers": 5})
+    old = point("h", 2, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)  # tuned before it was recorded
+    for p in (hot, old):
+        p.config.update(policy="static_hot", routing_counts=counts)
+    url = make_db(tmp_path / "a.db", [hot])
+    flags, notes = _kt_launched(tmp_path, url, "h", 1)
+    table = torch.load(tmp_path / flags["--init-expert-location"], weights_only=True)["logical_count"].sum(dim=0)
+    assert table.shape == (5, 8) and table[0].eq(0).all() and table[4].eq(0).all(), table  # layers 0 and 4 dense
+    assert table[1].tolist() == [3, 151, 7, 7, 0, 113, 191, 1]  # decoder layer 1 is MoE layer 0: indexed by block
+    assert "rows end at the last MoE layer" not in notes
+    res = export_point(old, "ktransformers")
+    assert res.text.count("],\n") == 4  # the counts file's rows, as the script writes them
+    assert any("its 4 rows end at the last MoE layer" in n and "num_hidden_layers" in n for n in res.notes), res.notes
 
 
 def test_vllm_says_its_offload_is_not_the_studys_expert_cache():

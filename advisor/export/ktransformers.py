@@ -120,8 +120,9 @@ def gpu_experts_per_layer(cfg: ExportConfig) -> int:
 # _init_kt_gpu_experts_masks): one boolean mask per decoder layer, made by --kt-expert-placement-strategy. `uniform`
 # (the default) marks experts 0..N-1 of each MoE layer; `frequency` reads --init-expert-location when it names a
 # `.pt` file: torch.load(weights_only=True) of a dict whose "logical_count" is an integer tensor
-# [records, decoder layers, experts] (summed over records; layers and experts must be the HF config's
-# num_hidden_layers and num_experts), and kt-kernel's generate_gpu_experts_masks marks the N x (MoE layers)
+# [records, decoder layers, experts] (summed over records; row i is decoder layer i, dense layers included: the
+# layers and experts must be the HF config's num_hidden_layers and num_experts, or it raises "Activation counts
+# num_layers (..) doesn't match model num_layers (..)"), and kt-kernel's generate_gpu_experts_masks marks the N x (MoE layers)
 # largest sums over all layers at once - not N per layer. SGLang's expert-location setup
 # (srt/eplb/expert_location.py, compute_initial_expert_location_metadata) reads the same file and keeps the
 # identity expert mapping for a dict with "logical_count" once --kt-weight-path is set, which the script requires.
@@ -135,14 +136,16 @@ class Placement:
     rows: list[list[int]]  # [decoder layer][expert]: the counts file's one record
     gpu: dict[int, list[int]]  # decoder layer -> its experts on the GPU, most routed first
     raised: int  # what each layer's N most-routed experts gain over their count
+    layers_known: bool  # rows are the recorded num_hidden_layers (else: up to the last MoE layer)
 
 
 def placement(cfg: ExportConfig, n_gpu: int) -> Placement | None:
     """Each MoE layer's `n_gpu` most-routed experts of the study's calibration routing (static_hot's order: ties to
     the lower index), as a counts table whose global top N x layers is exactly them: their counts raised above
-    every other count of the model. Dense layers' rows stay 0 (SGLang gives them all their experts anyway). None
-    when the point stored no routing (the tuner keeps it for static_hot and hot/cold plans only) or none is on the
-    GPU. The rows end at the last MoE layer: every family SGLang serves here ends with one."""
+    every other count of the model. One row per decoder layer, as kt-kernel requires: the recorded
+    num_hidden_layers (a point tuned before it was recorded: up to the last MoE layer, said in the note); dense
+    layers' rows stay 0 (SGLang gives them all their experts anyway). None when the point stored no routing (the
+    tuner keeps it for static_hot and hot/cold plans only) or none is on the GPU."""
     from advisor.offload.policies import hot_order  # torch-free
 
     layers = cfg.model.layers
@@ -152,14 +155,16 @@ def placement(cfg: ExportConfig, n_gpu: int) -> Placement | None:
     counts = {i: [round(x) for x in c] for i, c in counts.items()}
     raised = max(max(c) for c in counts.values()) + 1
     width = max(layer.num_experts for layer in layers)
-    rows = [[0] * width for _ in range(max(layer.decoder_layer for layer in layers) + 1)]
+    last = max(layer.decoder_layer for layer in layers) + 1
+    n_rows = max(cfg.model.num_hidden_layers or 0, last)
+    rows = [[0] * width for _ in range(n_rows)]
     gpu: dict[int, list[int]] = {}
     for layer in layers:
         gpu[layer.decoder_layer] = hot_order(counts[layer.index])[:n_gpu]
         rows[layer.decoder_layer][: layer.num_experts] = counts[layer.index]
         for e in gpu[layer.decoder_layer]:
             rows[layer.decoder_layer][e] += raised
-    return Placement(rows, gpu, raised)
+    return Placement(rows, gpu, raised, cfg.model.num_hidden_layers is not None)
 
 
 def counts_script(place: Placement) -> list[str]:
@@ -209,7 +214,11 @@ def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> st
             f"routing ({which}): the script writes the routed tokens per expert to {COUNTS_FILE}, which "
             "--kt-expert-placement-strategy frequency reads through --init-expert-location; kt-kernel takes the "
             f"highest counts of all layers at once, so the file adds {place.raised} (more than any count) to each "
-            f"layer's {n_gpu} to keep them per layer")
+            f"layer's {n_gpu} to keep them per layer"
+            + ("" if place.layers_known else
+               f"; its {len(place.rows)} rows end at the last MoE layer (this point did not record the model's decoder "
+               "layers: tuned before 2026-12-05), and kt-kernel refuses a file with fewer rows than the config's "
+               "num_hidden_layers, so for a model ending in dense layers add zero rows for them"))
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:

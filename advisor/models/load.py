@@ -96,7 +96,8 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     """The model's description as every record keeps it: a front point's `config["model_meta"]` (read back by
     `advisor.results.config_view`) and, reshaped, a routing trace's meta. Per layer and for the first layer.
     `dtype` is the experts' dtype as loaded; `quant_method`, recorded only for a pre-quantized checkpoint (so the
-    records of others are unchanged), is the checkpoint's own quantization, which exports serve it in."""
+    records of others are unchanged), is the checkpoint's own quantization, which exports serve it in;
+    `num_hidden_layers` (recorded since 2026-12-05) the decoder layers, dense ones included (`decoder_layers`)."""
     moe = loaded.moe
     return {
         "family": loaded.family,
@@ -117,7 +118,18 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
         "expert_nbytes": moe[0].expert_nbytes if moe else 0,
         "dtype": str(moe[0].dtype).replace("torch.", "") if moe else "",
         **({"quant_method": loaded.quant_method} if loaded.quant_method else {}),
+        **({"num_hidden_layers": n} if (n := decoder_layers(loaded.model)) else {}),
     }
+
+
+def decoder_layers(model: nn.Module) -> int | None:
+    """The checkpoint's decoder layers, dense ones included: its config's `num_hidden_layers` (a multimodal
+    wrapper's `text_config`'s), what runtimes size per-layer tables by (kt-kernel's expert counts file); None when
+    the config names none."""
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    n = getattr(config, "num_hidden_layers", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,

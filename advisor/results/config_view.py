@@ -126,6 +126,7 @@ class ModelInfo:
     top_k: int | None = None
     dtype: str = "bf16"  # the experts' dtype as the study loaded them (an FP8 checkpoint dequantized on a CPU: bfloat16)
     quant_method: str | None = None  # a pre-quantized checkpoint's own method (`advisor.models.quant_method`)
+    num_hidden_layers: int | None = None  # decoder layers, dense included (recorded since 2026-12-05; None before)
 
     @property
     def own_quantization(self) -> str | None:
@@ -233,6 +234,7 @@ def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
         top_k=_first(meta.get("top_k")),
         dtype=str(meta.get("dtype") or "bf16"),
         quant_method=str(meta["quant_method"]) if meta.get("quant_method") else None,
+        num_hidden_layers=int(meta["num_hidden_layers"]) if meta.get("num_hidden_layers") else None,
     )
 
 
