@@ -449,6 +449,48 @@ def test_the_ktransformers_counts_file_has_a_row_for_every_decoder_layer(tmp_pat
     assert any("its 4 rows end at the last MoE layer" in n and "num_hidden_layers" in n for n in res.notes), res.notes
 
 
+def test_the_ktransformers_export_says_what_of_the_studys_cache_it_maps_and_what_not(tmp_path):
+    """kt-kernel's GPU experts are a set fixed at load: --kt-enable-dynamic-expert-update, its one way to change
+    them, re-picks them only after a forward of at least --kt-gpu-prefill-token-threshold tokens computed with the
+    whole layer on the GPU (sglang-kt kt_ep_wrapper.py, _update_gpu_experts_from_batch), never between decode steps.
+    A static_hot point maps onto that (its pinned set); an lru, flru or TIDE point's eviction or refresh, and a
+    prefetch, do not - the export placed them all and said only which experts it put on the GPU. Now the structured
+    export and a note say, per point, what the launch reproduces and what it cannot."""
+    counts = {"0": [3, 50, 7, 7, 0, 12, 90, 1], "1": [100, 1, 1, 1, 1, 1, 1, 99]}
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)
+    points = []
+    for trial, (policy, routed, extra) in enumerate([("static_hot", True, {}), ("flru", True, {}),
+                                                     ("lru", False, {"prefetch": "lookahead"}),
+                                                     ("tide", False, {"tau": 2})], start=1):
+        p = point("m", trial, "bf16", [3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)
+        p.config.update(policy=policy, **extra, **({"routing_counts": counts} if routed else {}))
+        points.append(p)
+    url = make_db(tmp_path / "a.db", points)
+
+    def mapping(trial):
+        r = _cli("export", "m", str(trial), "--to", "ktransformers", "--storage", url, "--json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        note = next(n for n in data["notes"] if n.startswith("of the study's cache the launch reproduces"))
+        return data["cache_mapping"], note
+
+    hot, note = mapping(1)
+    assert hot["maps"] == ["its GPU bytes (at most), as 3 checkpoint experts per MoE layer", "its pinned hot set"]
+    assert hot["not_mapped"] == [] and hot["runtime_placement"] == "fixed at load" and "dynamic" not in note
+    flru, note = mapping(2)
+    assert flru["maps"][1] == "the calibration's most-routed experts, as a fixed set"
+    assert flru["not_mapped"] == ["its flru policy, which admitted and evicted experts as the model ran"]
+    assert "--kt-enable-dynamic-expert-update" in note and "stay fixed once loaded" in note, note
+    lru, _ = mapping(3)
+    assert len(lru["maps"]) == 1 and lru["not_mapped"] == [
+        "its lru policy, which admitted and evicted experts as the model ran",
+        "which experts it held (no routing stored: kt-kernel's experts 0..N-1)",
+        "its prefetch (lookahead): kt-kernel loads no expert ahead"]
+    tide, _ = mapping(4)
+    assert tide["not_mapped"][0] == ("its tide policy, which re-chose its GPU experts from each refresh step's "
+                                     "tokens every 2 denoising steps")
+
+
 def test_vllm_says_its_offload_is_not_the_studys_expert_cache():
     """vLLM's --cpu-offload-gb (UVAOffloader) moves whole w13/w2 parameters of the first layers to host memory and
     reads them over PCIe every forward: no cache, no per-expert placement, no CPU compute. The export said only how

@@ -23,9 +23,18 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path, slot_range
+from advisor.export.base import (
+    ExportResult,
+    header_lines,
+    miss_note,
+    model_spec,
+    served_path,
+    slot_range,
+    tide_kw,
+)
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
@@ -221,6 +230,43 @@ def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> st
                "num_hidden_layers, so for a model ending in dense layers add zero rows for them"))
 
 
+# kt-kernel's GPU experts are fixed once loaded: its one way to change them, --kt-enable-dynamic-expert-update
+# (kt_ep_wrapper.py, _update_gpu_experts_from_batch), runs only on a forward of at least
+# --kt-gpu-prefill-token-threshold tokens, which it computes with the whole layer loaded on the GPU (its full-GPU
+# prefill fallback), and then keeps that batch's most-routed experts; a decode step, or one of SGLang's 32-token
+# diffusion blocks, below the threshold never moves one. No study policy is that, so the export sets neither.
+DYNAMIC_UPDATE = ("kt-kernel's GPU experts stay fixed once loaded: --kt-enable-dynamic-expert-update, its one way to "
+                  "change them, re-picks a layer's GPU experts only after a forward of at least "
+                  "--kt-gpu-prefill-token-threshold tokens that it computes with every expert of the layer loaded on "
+                  "the GPU, never between the forwards below it, so the export sets neither")
+
+
+def cache_mapping(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> tuple[dict[str, Any], str]:
+    """What of the study's expert cache the launch reproduces and what kt-kernel cannot (its GPU experts are a fixed
+    set, `DYNAMIC_UPDATE`), as data and a note."""
+    maps = [f"its GPU bytes (at most), as {n_gpu} checkpoint experts per MoE layer"]
+    cannot = []
+    if cfg.policy == "static_hot":
+        if place is not None:
+            maps.append("its pinned hot set" if n_gpu >= min(cfg.slots_per_layer) else "the hottest of its pinned set")
+    else:
+        if place is not None:
+            maps.append("the calibration's most-routed experts, as a fixed set")
+        cannot.append(f"its {cfg.policy} policy, which re-chose its GPU experts from each refresh step's tokens every "
+                      f"{tide_kw(cfg)['tau']} denoising steps" if cfg.policy == "tide" else
+                      f"its {cfg.policy} policy, which admitted and evicted experts as the model ran")
+    if place is None and n_gpu:
+        cannot.append("which experts it held (no routing stored: kt-kernel's experts 0..N-1)")
+    if cfg.prefetch not in ("", "none"):
+        cannot.append(f"its prefetch ({cfg.prefetch}): kt-kernel loads no expert ahead")
+    data = {"policy": cfg.policy, "maps": maps, "not_mapped": cannot,
+            "runtime_placement": "fixed at load" if n_gpu else "none on the GPU"}
+    text = f"of the study's cache the launch reproduces {'; '.join(maps)}"
+    if cannot:
+        text += f"; not {'; nor '.join(cannot)}: {DYNAMIC_UPDATE}"
+    return data, text
+
+
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
     if (why := refusal(cfg.model)) is not None:
         raise UserError(why)
@@ -247,6 +293,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
              "method per model",
              miss_note(cfg, "kt-kernel", "cpu"),
              placement_note(cfg, n_gpu, place)]
+    mapping, mapping_note = cache_mapping(cfg, n_gpu, place)
+    notes.append(mapping_note)
     yaml: list[str] = []
     if cfg.model.family in DLLM:
         flags, yaml, note = dllm_flags(cfg)
@@ -257,7 +305,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
             # decoder layer -> the experts kt-kernel puts on the GPU
             "gpu_experts": {str(d): (list(range(n_gpu)) if place is None else place.gpu[d])
                             for d in (layer.decoder_layer for layer in cfg.model.layers)},
-            "weight_path_placeholder": WEIGHT_PATH_VAR, "dllm_config": yaml, "notes": notes}
+            "cache_mapping": mapping, "weight_path_placeholder": WEIGHT_PATH_VAR, "dllm_config": yaml, "notes": notes}
     head = [f"# {h}" for h in header_lines(point, cfg, "KTransformers (SGLang kt-kernel)")]
     head += [f"# note: {n}" for n in notes]
     body = ["set -euo pipefail",
