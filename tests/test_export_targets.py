@@ -722,6 +722,31 @@ def test_vllm_serves_a_cpu_tuned_fp8_checkpoint_with_its_own_quantization(tmp_pa
     assert f"the rest ({host} bytes = 0.01 GiB at fp8) offloaded" in r.stdout, r.stdout
 
 
+def test_vllm_offloads_the_expert_weights_by_the_names_vllm_gives_the_checkpoints_quantization(tmp_path):
+    """--cpu-offload-params matches whole name segments (vLLM 0.33 model_executor/offloader/uva.py:
+    f".{param}." in f".{prefix}{name}.") and offloads nothing that no name matches. The export always named
+    w13_weight/w2_weight, which vLLM's GPTQ and AWQ MoE methods (AutoGPTQMoEMethod, AutoAWQMoEMethod,
+    MoeWNA16Method) call w13_qweight/w2_qweight and compressed-tensors' WNA16/W4A4 ones w13_weight_packed: for those
+    checkpoints --cpu-offload-gb moved no expert at all, and every expert stayed on the GPU."""
+    # the expert weights vLLM 0.33 creates, by the checkpoint's quantization (create_weights of each MoE method)
+    created = {None: ["w13_weight", "w2_weight"], "fp8": ["w13_weight", "w2_weight"],
+               "gptq": ["w13_qweight", "w2_qweight"], "awq": ["w13_qweight", "w2_qweight"],
+               "compressed-tensors": ["w13_weight_packed", "w2_weight_packed"]}  # its W4A16 scheme
+    base = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    points = [point(str(method), 1, "bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1,
+                    meta={**base, **({"quant_method": method} if method else {})}) for method in created]
+    url = make_db(tmp_path / "a.db", points)
+    for method, weights in created.items():
+        r = _cli("export", str(method), "1", "--to", "vllm", "--storage", url)
+        assert r.returncode == 0, r.stderr
+        args = shlex.split(r.stdout.strip().splitlines()[-1])
+        assert "--cpu-offload-gb" in args, (method, args)
+        named = args[args.index("--cpu-offload-params") + 1:]
+        for w in weights:  # vLLM's own match, on the parameter's full name
+            assert any(f".{p}." in f".model.layers.0.mlp.experts.{w}." for p in named), (method, w, named)
+        assert not any(f".{p}." in ".model.layers.0.mlp.experts.w13_weight_scale." for p in named), named
+
+
 def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtype(tmp_path):
     """A GPTQ (or AWQ, compressed-tensors) checkpoint: vLLM serves its own quantization, so no --quantization;
     its bytes per expert depend on settings no study records, so the offload is counted at the loaded dtype and

@@ -28,7 +28,9 @@ differs from the checkpoint's ("does not match the quantization method specified
 argument", config/model.py): no `--quantization` is written, whatever dtype the study loaded it in (on a CPU,
 transformers dequantizes FP8 to bf16). The offload is counted in fp8 bytes for FP8; for another method (gptq,
 awq, compressed-tensors), whose bytes per expert depend on settings no study records, at the loaded dtype, said
-in a note.
+in a note. `--cpu-offload-params` names the checkpoint's expert weights as vLLM names them for its quantization
+(`EXPERT_PARAMS`: GPTQ/AWQ's are w13_qweight/w2_qweight, which a w13_weight filter would not match, offloading
+nothing).
 """
 
 from __future__ import annotations
@@ -54,6 +56,27 @@ OPTIONS = {
 }
 DENSE = ("bf16", "fp16", "fp32")
 SERVED_DIFFUSION = ("diffusion_gemma",)  # vLLM 0.33+
+# The names vLLM 0.33 gives a MoE layer's expert weights, by the checkpoint's own quantization (None: unquantized,
+# or quantized online): what `--cpu-offload-params` must name, since UVAOffloader (model_executor/offloader/uva.py)
+# offloads only parameters with one of them as a whole name segment (".w13_weight." in ".<name>.", so w13_weight
+# matches neither w13_qweight nor w13_weight_packed) and offloads nothing when none matches. Unquantized
+# (UnquantizedFusedMoEMethod), online experts_int8/fp8 and an FP8 checkpoint (Fp8MoEMethod): w13_weight/w2_weight;
+# GPTQ and AWQ (AutoGPTQMoEMethod, AutoAWQMoEMethod, MoeWNA16Method): w13_qweight/w2_qweight; compressed-tensors:
+# w13_weight (W8A8 int8/fp8) or w13_weight_packed (WNA16, W4A4), by a scheme no study records, so both. Another
+# method: every name here (a name that matches nothing offloads nothing).
+EXPERT_PARAMS: dict[str | None, tuple[str, ...]] = {
+    None: ("w13_weight", "w2_weight"),
+    "fp8": ("w13_weight", "w2_weight"),
+    "gptq": ("w13_qweight", "w2_qweight"),
+    "awq": ("w13_qweight", "w2_qweight"),
+    "compressed-tensors": ("w13_weight", "w2_weight", "w13_weight_packed", "w2_weight_packed"),
+}
+
+
+def expert_params(model: ModelInfo) -> tuple[str, ...]:
+    """`--cpu-offload-params` for the checkpoint's expert weights (`EXPERT_PARAMS`)."""
+    own = model.own_quantization
+    return EXPERT_PARAMS.get(own) or tuple(dict.fromkeys(n for names in EXPERT_PARAMS.values() for n in names))
 
 
 def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
@@ -193,7 +216,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if gb:
         args += ["--cpu-offload-gb", f"{gb:g}"]
         if opts["offload_params"] == "experts":
-            args += ["--cpu-offload-params", "w13_weight", "w2_weight"]
+            args += ["--cpu-offload-params", *expert_params(cfg.model)]
     notes.append(why)
     if gb:
         notes.append(offload_note(cfg))
