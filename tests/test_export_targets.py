@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -750,7 +751,8 @@ def test_vllm_offloads_the_expert_weights_by_the_names_vllm_gives_the_checkpoint
 def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtype(tmp_path):
     """A GPTQ (or AWQ, compressed-tensors) checkpoint: vLLM serves its own quantization, so no --quantization;
     its bytes per expert depend on settings no study records, so the offload is counted at the loaded dtype and
-    a note says so."""
+    a note says so - and, since vLLM counts --cpu-offload-gb in the packed bytes it creates, that this offloads
+    more than the study kept off the GPU and what a 4- or 8-bit checkpoint would take; --json labels the count."""
     from advisor.quant.spec import expert_nbytes_of
 
     meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "quant_method": "gptq"}
@@ -767,6 +769,17 @@ def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtyp
     host = 16 * expert_nbytes_of("bf16", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
     assert host / 2**30 <= gib < host / 2**30 + 0.01
+    # labelled: vLLM counts --cpu-offload-gb in the bytes of the parameters it creates (UVAOffloader: numel x element
+    # size), the packed w13_qweight/w2_qweight, so the value is not the study's; what 4 and 8 bits would take
+    data = json.loads(_cli("export", "g", "1", "--to", "vllm", "--storage", url, "--json").stdout)
+    assert data["cpu_offload_counted_at"] == {"format": "bfloat16", "checkpoint_format": False}
+    resident = json.loads(_cli("export", "g", "2", "--to", "vllm", "--storage", url, "--json").stdout)  # no offload
+    assert resident["cpu_offload_counted_at"]["format"] == "bfloat16" and resident["cpu_offload_gb"] == 0
+    cache = 6 * expert_nbytes_of("int8", 2048, 768)
+    packed = 16 * 3 * 2048 * 768  # every expert's weights, at 1 byte per weight (8 bits; scales stay on the GPU)
+    at4, at8 = (math.ceil(max(packed * bits / 8 - cache, 0) / 2**30 * 100) / 100 for bits in (4, 8))
+    assert "not in the checkpoint's own gptq bytes, which vLLM creates its experts in (packed w13_qweight/w2_qweight)" \
+        in r.stdout and f"a 4-bit checkpoint takes about --cpu-offload-gb {at4:g}, an 8-bit one {at8:g}" in r.stdout, r.stdout
 
 
 def test_other_exports_of_a_prequantized_checkpoint_serve_its_format_or_refuse(tmp_path):

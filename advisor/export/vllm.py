@@ -28,9 +28,9 @@ differs from the checkpoint's ("does not match the quantization method specified
 argument", config/model.py): no `--quantization` is written, whatever dtype the study loaded it in (on a CPU,
 transformers dequantizes FP8 to bf16). The offload is counted in fp8 bytes for FP8; for another method (gptq,
 awq, compressed-tensors), whose bytes per expert depend on settings no study records, at the loaded dtype, said
-in a note. `--cpu-offload-params` names the checkpoint's expert weights as vLLM names them for its quantization
-(`EXPERT_PARAMS`: GPTQ/AWQ's are w13_qweight/w2_qweight, which a w13_weight filter would not match, offloading
-nothing).
+in a note that gives what a 4- and an 8-bit checkpoint would take. `--cpu-offload-params` names the checkpoint's
+expert weights as vLLM names them for its quantization (`EXPERT_PARAMS`: GPTQ/AWQ's are w13_qweight/w2_qweight,
+which a w13_weight filter would not match, offloading nothing).
 """
 
 from __future__ import annotations
@@ -118,12 +118,31 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the checkpoint's dtype
         return 0.0, (f"{where}; the tuned cache's {cache} expert bytes hold every expert's {total} bytes at {fmt}: "
                      "nothing offloaded, so no --cpu-offload-gb")
-    gib = math.ceil(host / 2**30 * 100) / 100
-    uncounted = "" if m.checkpoint_format else (
-        f"; counted at the loaded dtype: the checkpoint's own {m.own_quantization} experts are smaller, in bytes that "
-        "depend on settings the study did not record, so this offloads more than the study kept off the GPU")
+    gib = _gib(host)
+    uncounted = "" if m.checkpoint_format else packed_note(cfg, fmt, total, cache)
     return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib:.2f} "
                  f"GiB at {fmt}) offloaded{uncounted}")
+
+
+def _gib(nbytes: float) -> float:
+    """Bytes as vLLM's --cpu-offload-gb reads them (GiB), rounded up to 0.01."""
+    return math.ceil(nbytes / 2**30 * 100) / 100
+
+
+def packed_note(cfg: ExportConfig, fmt: str, total: int, cache: int) -> str:
+    """Why a GPTQ/AWQ/compressed-tensors checkpoint's offload, counted at the loaded dtype `fmt`, is not the study's:
+    vLLM counts --cpu-offload-gb in the bytes of the parameters it creates (UVAOffloader: numel x element size),
+    the checkpoint's packed weights, whose bits per weight the study did not record; with the GPU keeping the
+    tuned cache's bytes, what a 4- and an 8-bit checkpoint would take (scales and zero points, which
+    --cpu-offload-params does not name, stay on the GPU)."""
+    bits = parse_format(fmt).bits
+    at = {b: _gib(max(total * b / bits - cache, 0)) for b in (4, 8)}
+    names = "/".join(expert_params(cfg.model))
+    return (f"; counted at the loaded dtype ({fmt}), not in the checkpoint's own {cfg.model.own_quantization} bytes, "
+            f"which vLLM creates its experts in (packed {names}) and counts --cpu-offload-gb in, at bits per weight "
+            f"the study did not record: this value offloads more experts than the study kept off the GPU (every one, "
+            f"when they take fewer bytes); to keep the tuned cache's bytes on the GPU a 4-bit checkpoint takes about "
+            f"--cpu-offload-gb {at[4]:g}, an 8-bit one {at[8]:g} (0: no offload)")
 
 
 def online_offload_note(quant: str) -> str:
@@ -222,7 +241,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes.append(offload_note(cfg))
     if cfg.model.is_diffusion:
         notes.append(decoding_note(cfg))
-    data = {"target": "vllm", "args": args, "quantization": quant, "cpu_offload_gb": gb, "notes": notes}
+    counted = cfg.model.checkpoint_format or cfg.model.dtype  # `offload_gib`'s bytes
+    data = {"target": "vllm", "args": args, "quantization": quant, "cpu_offload_gb": gb,
+            # the format --cpu-offload-gb was counted in, and whether it is the one vLLM counts it in
+            "cpu_offload_counted_at": {"format": counted, "checkpoint_format": cfg.model.checkpoint_format is not None},
+            "notes": notes}
     text = "\n".join([*(f"# {h}" for h in header_lines(point, cfg, "vLLM")), *(f"# note: {n}" for n in notes),
                       " ".join(shlex.quote(a) for a in args)]) + "\n"
     return ExportResult("vllm", text, data, notes)
