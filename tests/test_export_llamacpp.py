@@ -323,6 +323,22 @@ def test_the_exported_diffusion_script_places_experts_by_what_llama_diffusion_cl
     assert "cpu blocks run on: gpu (op offload)" in run.stdout and "keeps none between forwards" in r.stderr
 
 
+def test_the_diffusion_scripts_ngl_counts_blocks_after_the_last_moe_block(tmp_path):
+    """-ngl N puts blocks n_layer+1-N.. on the GPU, n_layer being every block of the GGUF (llama-model.cpp:
+    i_gpu_start = n_layer_all + 1 - n_gpu_layers); the export counted n_layer as the last MoE block + 1, so for a
+    model with a dense block after it, its -ngl put one MoE block fewer on the GPU than it stated. The study's
+    decoder layer count (recorded since 2026-12-05) is n_layer now."""
+    meta = {**model_meta("llada_moe", n_layers=4, n_experts=8, hidden=256, inter=256), "num_hidden_layers": 5}
+    res = export_point(point("s", 1, "int8", [8, 8, 4, 4], acc=0.9, h2d=1e6, peak_gib=3, meta=meta), "llama.cpp")
+    assert res.data["placement_info"]["gpu_blocks"] == [2, 3] and res.data["run_command"][3:5] == ["-ngl", "4"]
+    (tmp_path / "run.sh").write_text(res.text)
+    env = {**_fake_llama_cpp_env(tmp_path, FAKE_DIFFUSION_PLACEMENT), "N_LAYER": "5"}
+    run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "gpu blocks: 2 3 4" in run.stdout  # the stated MoE blocks, and the dense block after them
+
+
 def test_a_cpu_miss_study_has_its_host_blocks_computed_on_the_cpu(tmp_path):
     meta = model_meta("llada_moe", n_layers=4, n_experts=8, hidden=256, inter=256)
     p = point("s", 1, "int8", [8, 8, 4, 4], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)

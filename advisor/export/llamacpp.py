@@ -227,8 +227,9 @@ def block_placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[
             if size > left + 1e-9:
                 break
             left, k = left - size, k + 1
-    # -ngl N: the output layer and blocks n_layer+1-N.. (llama-model.cpp); every block when all MoE blocks fit
-    blocks = layers[-1].decoder_layer + 1
+    # -ngl N: the output layer and blocks n_layer+1-N.. (llama-model.cpp); every block when all MoE blocks fit.
+    # n_layer is every block, dense ones after the last MoE block included (the recorded num_hidden_layers)
+    blocks = max(cfg.model.num_hidden_layers or 0, layers[-1].decoder_layer + 1)
     ngl = 999 if k == n else blocks - (layers[n - k].decoder_layer if k else blocks) + 1
     where = {(layer, p): "GPU" if layer >= n - k else "CPU" for layer in range(n) for p in PROJS}
     exact = bool(cfg.model.hidden_size and cfg.model.intermediate_size)
