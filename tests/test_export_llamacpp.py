@@ -128,7 +128,9 @@ def test_emit_parts_and_script(tmp_path):
     only = export_point(p, "llama.cpp", ["emit=tensor-types"]).text
     assert only == ("blk\\.(0|1|2)\\.ffn_(gate|up|down)_exps\\.weight=q8_0\n"
                     "^(?!blk\\.\\d+\\.ffn_(gate|up|down)_exps\\.)=bf16\n")
-    script = export_point(p, "llama.cpp").text
+    res = export_point(p, "llama.cpp")
+    script = res.text
+    assert res.data["override_tensor"] == [] and res.data["run_command"][:4] == ["llama-diffusion-cli", "-m", "$OUT_GGUF", "-ngl"]
     # a quantized base type: llama-quantize applies tensor-type rules only then
     assert "llama-quantize --tensor-type-file tensor-types.txt \"$SRC_GGUF\" \"$OUT_GGUF\" Q8_0" in script
     # llama-diffusion-cli ignores -ot: whole blocks by -ngl - the cache (1 + 0.5 of a layer) holds the last block

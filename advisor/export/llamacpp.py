@@ -444,7 +444,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "high_precision": high,
         "type_map": type_notes,
         "tensor_types": rules,
-        "override_tensor": ots,
+        "override_tensor": ots if runner != DIFFUSION_RUNNER else [],  # the rules a runner ignores are no placement
         "placement": {f"blk.{cfg.model.layers[layer].decoder_layer}.ffn_{p}_exps": d for (layer, p), d in sorted(where.items())},
         "placement_info": pinfo,
         "n_cpu_moe_equivalent": ncpu,
