@@ -167,10 +167,14 @@ class RefBlockAware(Ref):
         if ctx.block != self.block:
             self.block, self.block_count = ctx.block, {}
         self.clock += 1
-        self.prev, self.cur = self.cur, set(ids)
+        self.prev = self.cur
+        for e in ids:
+            self.last[e] = self.clock
+        if ctx.step < 0 and ctx.block >= 0:  # a forward of a block that is none of its denoising steps
+            return
+        self.cur = set(ids)
         for e in ids:
             self.block_count[e] = self.block_count.get(e, 0) + 1
-            self.last[e] = self.clock
 
     def order(self, misses):
         return sorted(misses, key=lambda e: (e not in self.prev, -self.block_count.get(e, 0)))

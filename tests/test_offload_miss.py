@@ -643,24 +643,68 @@ def test_cli_tide_on_diffusion_gemma_refreshes_on_its_denoising_steps_only(tmp_p
         assert (row["hits"], row["streamed"]) == (hits, streamed), tau
 
 
-def test_tide_runtime_equals_replay_on_diffusion_gemma():
-    """The live runtime's TIDE on DiffusionGemma (told the steps per block before decoding, given each forward's
-    step and block as it runs) decides as replay of the trace recorded in the same run: equal counters, over
-    several prompts, with refreshes and misses on both sides."""
+@pytest.mark.parametrize("policy", ["tide", "block_aware"])
+def test_runtime_equals_replay_on_diffusion_gemma(policy):
+    """The live runtime's TIDE and block_aware on DiffusionGemma (TIDE told the steps per block before decoding;
+    both given each forward's step and block as it runs, the encoder pass as step -1) decide as replay of the
+    trace recorded in the same run: equal counters, over several prompts, with hits and misses on both sides."""
     from advisor.models.generate import steps_per_block
     from advisor.models.load import load_model
     from advisor.offload.trace import record_prompts
 
     loaded = load_model("tiny:diffusion_gemma")
     gen = dict(max_new_tokens=8, steps=3, block_length=4)
-    kw = {"tau": 2, "steps_per_block": steps_per_block(loaded, **gen)}
-    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=2, policy="tide", policy_kw=kw, attach=False)
+    kw = {"tau": 2, "steps_per_block": steps_per_block(loaded, **gen)} if policy == "tide" else {}
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=2, policy=policy, policy_kw=kw, attach=False)
     trace = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], runtime=rt, **gen)
     live = rt.stats()
-    assert kw["steps_per_block"] == trace.steps_per_block() == 3
-    assert live.counters() == simulate(trace, slots_per_layer=2, policy="tide", plan="fp32",
-                                       policy_kw={"tau": 2}).counters()
+    assert trace.steps_per_block() == 3 and -1 in trace.fwd_step.tolist()
+    assert live.counters() == simulate(trace, slots_per_layer=2, policy=policy, plan="fp32",
+                                       policy_kw={"tau": 2} if policy == "tide" else None).counters()
     assert live.lookups > 0 and live.hits > 0 and live.misses > 0
+
+
+def test_cli_block_aware_on_diffusion_gemma_takes_no_encoder_pass_for_a_denoising_step(tmp_path):
+    """block_aware protects the previous denoising step's experts, then the block's most used ones. It took
+    DiffusionGemma's encoder pass (the prompt, then the canvas just committed, into the KV cache: step -1) for a
+    step: each block's first step protected the encoder's experts as 'the previous step', and the encoder's uses
+    counted as the block's. Replay of the CLI's trace now decides as the reference policy does with the encoder
+    pass as no step (the last step stays the previous one, its uses count in no block), and no longer as it
+    does with that pass taken for a step."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+    from tests.policy_reference import RefBlockAware
+
+    def expected(tr: RoutingTrace, cap: int, encoder_as_step: bool = False) -> tuple[int, int, int]:
+        hits = streamed = evictions = 0
+        for seq in tr.access_sequences():
+            ref = RefBlockAware(cap)
+            for ids, ctx, tokens in seq:
+                if encoder_as_step and ctx.off_step:
+                    ctx = Ctx(ctx.forward, 0, ctx.block)
+                h, _, ev, st = ref.access(ids, ctx, tokens)
+                hits, streamed, evictions = hits + len(h), streamed + len(st), evictions + len(ev)
+        return hits, streamed, evictions
+
+    runner, out, js = CliRunner(), tmp_path / "dg.npz", tmp_path / "s.json"
+    res = runner.invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "2", "--max-new-tokens",
+                              "12", "--steps", "3", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    assert -1 in tr.fwd_step.tolist()  # an encoder pass opens each block
+    differs = False
+    for slots in (2, 3, 4):
+        res = runner.invoke(app, ["simulate", str(out), "--policy", "block_aware", "--slots", str(slots),
+                                  "--json", str(js)])
+        assert res.exit_code == 0, res.output
+        row = json.loads(js.read_text())["results"][0]
+        assert (row["hits"], row["streamed"], row["evictions"]) == expected(tr, slots), slots
+        differs |= expected(tr, slots) != expected(tr, slots, encoder_as_step=True)
+    assert differs  # the trace tells the two rules apart
 
 
 def test_prev_step_predicts_each_denoising_step_from_the_last_one_not_from_the_encoder_pass(tmp_path):

@@ -2,8 +2,9 @@
 
 The policies are tuned for replay speed (the simulator pushes millions of look-ups through them); the live
 runtime runs the same objects, so a speed-up must not change one decision. Long random traces with the
-awkward cases (ties in counts and tokens, new blocks, skipped forwards, unknown steps, count rescaling,
-prefetches between look-ups, unsorted expert lists) are replayed through both, call by call.
+awkward cases (ties in counts and tokens, new blocks, skipped forwards, unknown steps, forwards of a block that
+are none of its steps (DiffusionGemma's encoder pass), count rescaling, prefetches between look-ups, unsorted
+expert lists) are replayed through both, call by call.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def random_calls(seed: int, n_calls: int = 2500):
     forward, calls = 0, []
     for _ in range(n_calls):
         forward += rng.choice((1, 1, 1, 2, 5))  # forwards skipped now and then (growth ** gap)
-        step, block = (forward % steps, forward // steps) if rng.random() > 0.1 else (-1, -1)
+        r = rng.random()  # a step of a block; a forward of a block that is none of its steps; no step context
+        step, block = (forward % steps, forward // steps) if r > 0.15 else (-1, forward // steps) if r > 0.1 else (-1, -1)
         ids = rng.sample(range(n_exp), rng.randint(1, n_exp))
         if rng.random() < 0.8:
             ids.sort()  # what the runtime and the simulator pass; unsorted lists must work too

@@ -322,7 +322,11 @@ class BlockAware(PerExpert):
     previous step are protected first, then the experts used most often in this block so far; an expert
     unused in the current block is the first victim (its block ended: it is released to the old end).
     Misses are admitted most-used-in-block first. Needs `Ctx.block` (from `ForwardInfo`); without it the
-    whole run is one block and the policy is an in-run LFU with previous-step protection.
+    whole run is one block and the policy is an in-run LFU with previous-step protection. A forward that is no
+    denoising step of its block (`Ctx.off_step`: DiffusionGemma's encoder pass) releases the block before it like
+    any forward of a new block, but is no step: the step before it stays the previous step (a block's first step
+    protects the last step of the block before, as prev_step prefetch predicts it) and its uses count in no
+    block's counts; they are uses all the same (the least-recently-used tie-break).
     """
 
     name = "block_aware"
@@ -344,8 +348,13 @@ class BlockAware(PerExpert):
         self._cover(ids)
         self._clock = clock = self._clock + 1
         self.prev = self.cur
+        last = self.last
+        if ctx.off_step:  # no denoising step (DiffusionGemma's encoder pass): the last step stays the previous one
+            for e in ids:
+                last[e] = clock
+            return
         self.cur = frozenset(ids)
-        bc, last = self.block_count, self.last
+        bc = self.block_count
         for e in ids:
             bc[e] += 1
             last[e] = clock
