@@ -473,7 +473,31 @@ def test_tune_on_diffusion_gemma_measures_fidelity_without_a_mask_token(dirs, tm
     for t in trials[:2]:
         v = t.user_attrs["values"]
         assert 0 <= v["fidelity_top1"] <= 1 and v["fidelity_kl"] >= 0
-        assert "logits-vs-" in t.user_attrs["sources"]["fidelity_top1"]
+        # the 8-token canvas the toy task decodes, for each of the 2 prompts (not the task's 16 new tokens)
+        assert "logits-vs-fp32(16 positions,2 prompts" in t.user_attrs["sources"]["fidelity_top1"]
+
+
+def test_eval_fidelity_of_diffusion_gemma_scores_the_canvas_it_decodes(dirs, tmp_path):
+    """DiffusionGemma's decoder runs over one canvas of its block length, whatever the new tokens; fidelity scored a
+    canvas of min(max_new_tokens, 64) instead, which no decoding of the user's runs over (the toy task: 16 new
+    tokens, decoded as 8-token canvases; 256 new tokens of a 256-token canvas model were scored on 64). It now
+    scores the canvas the task's decoding decodes: the task's block length, else the model's canvas_length."""
+    import shutil
+
+    d = tmp_path / "dg"
+    shutil.copytree(dirs["diffusion_gemma"], d)
+    _tiny_tokenizer(d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "canvas_length": 4}))  # the toy task decodes 8 anyway
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {a} plus 2?", "answer": f"#### {a + 2}"}) + "\n"
+                            for a in range(3)))
+    for args, canvas in ((["--task", "toy"], 8), (["--task", "gsm8k", "--data", str(data), "--style", "zero-shot",
+                                                     "--max-new-tokens", "8"], 4)):
+        r = CliRunner().invoke(app, ["eval", str(d), *args, "--precision", "int8", "--limit", "2",
+                                     "--fidelity-prompts", "2", "--no-progress"])
+        assert r.exit_code == 0, r.output[-2000:]
+        assert f"logits-vs-fp32({2 * canvas} positions,2 prompts" in " ".join(r.stdout.split()), (args, r.stdout)
 
 
 def test_exports_point_runtimes_at_the_directory_the_study_loaded_wherever_they_run(dirs, tmp_path, monkeypatch):

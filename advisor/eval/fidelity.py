@@ -3,7 +3,8 @@
 Cheap enough for every trial: one forward per prompt batch. For a diffusion LM the inputs are prompt +
 answer canvas, with a seeded random part of the answer masked (as midway through denoising; fully masked
 when no reference answer is known) and the masked positions scored; DiffusionGemma, which has no mask token,
-gets a canvas partly replaced by random tokens (its denoising starts from those) and scores all of it. For an
+gets a canvas partly replaced by random tokens (its denoising starts from those) and scores all of it - the
+canvas its generate decodes (`answer_canvas`: its block length), which its decoder runs over alone. For an
 autoregressive LM the inputs are prompt + reference answer and the answer positions' next-token logits are
 scored.
 
@@ -171,15 +172,27 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     return out
 
 
+def answer_canvas(loaded, task) -> int:
+    """The answer positions fidelity gives each prompt of `task`: for DiffusionGemma the canvas its generate
+    decodes with the task's decoding (`advisor.models.generate.decoded_block_length`: the task's block length,
+    else the model's canvas_length), whatever the new tokens - its decoder runs over one such canvas, never
+    over the answer at large; for other families the answer's first min(max_new_tokens, 64) positions."""
+    if loaded.family == "diffusion_gemma":
+        from advisor.models.generate import decoded_block_length
+
+        return decoded_block_length(loaded, max_new_tokens=task.max_new_tokens, **task.gen_kwargs)
+    return min(task.max_new_tokens, 64)
+
+
 def task_inputs(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> dict[str, Any]:
-    """The fixed inputs for `n` examples of an evaluation task (gold answers as the canvas)."""
+    """The fixed inputs for `n` examples of an evaluation task (gold answers as the canvas: `answer_canvas`)."""
     from dataclasses import replace
 
     from advisor.eval.run import fit_to_positions, require_tokenizer
     from advisor.eval.tasks import select
 
     require_tokenizer(loaded)
-    canvas = canvas or min(task.max_new_tokens, 64)
+    canvas = canvas or answer_canvas(loaded, task)
     examples = fit_to_positions(replace(task, examples=select(task.examples, n, seed)), loaded, canvas).examples
     prompts = [task.prompt(ex) for ex in examples]
     answers = [ex.get("answer") or ex.get("canonical_solution") for ex in examples]

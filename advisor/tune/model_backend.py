@@ -116,7 +116,8 @@ class ModelBackend:
 
     def _fidelity_inputs(self) -> Any:
         """Fidelity reference inputs: the task's gold answers as a partly masked canvas (eval helper's
-        `task_reference`), or random prompts + a masked canvas for tokenizer-less models."""
+        `task_reference`), or random prompts + a masked canvas for tokenizer-less models (8 positions; DiffusionGemma
+        a noised canvas of the length it decodes)."""
         import torch
 
         from advisor.eval.fidelity import reference_for, task_inputs, uniform_canvas
@@ -126,8 +127,9 @@ class ModelBackend:
             return reference_for(self.loaded, task_inputs(self.loaded, self.task, n=n, seed=self.settings.seed))
         ids = [p[0] for p in self.prompts(n)]
         width = max(len(p) for p in ids)
-        canvas = 8
         mask = self.loaded.mask_token_id
+        # DiffusionGemma's decoder runs over the canvas its generate decodes, whatever the new tokens
+        canvas = self.decoding["block_length"] if mask is None and self.loaded.is_diffusion else 8
         rows = []
         gen = torch.Generator().manual_seed(self.settings.seed)
         for p in ids:
