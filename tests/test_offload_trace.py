@@ -29,6 +29,7 @@ def test_trace_records_every_forward_layer_and_token(trace):
     blk = np.add.reduceat(trace.block_tokens.astype(np.int64), trace.rec_ptr[:-1])
     assert set(blk.tolist()) == {4 * top_k}  # the 4 tokens of the block being denoised
     assert trace.generated_tokens == 8 and trace.meta["seq_len"] == 11
+    assert trace.fwd_len.tolist() == [11] * 4  # each forward runs over prompt + answer
     seqs = trace.access_sequences()
     for layer, seq in enumerate(seqs):
         for (ids, ctx, tokens), r in zip(seq, np.flatnonzero(trace.rec_layer == layer), strict=True):
@@ -231,6 +232,34 @@ def test_cli_block_scope_of_diffusion_gemma_counts_its_decoder_forwards_canvas(t
     # the block-reuse numbers (`advisor report`'s block section) compare the decoder forwards, no empty encoder one
     fwds = forwards_from_trace(tr, "block")
     assert [f.step for f in fwds] == [0, 1, 2] * 2 and all(all(f.layers) for f in fwds)
+
+
+def test_cli_trace_of_diffusion_gemma_says_what_each_forward_ran_over(tmp_path):
+    """The trace's meta said seq_len = prompt + new tokens for DiffusionGemma, a sequence none of its forwards runs
+    over: its decoder forwards run over the canvas, its encoder forwards over the prompt, then the canvas just
+    committed. The trace now gives each forward's length (fwd_len, counted from the rows its MoE layers routed),
+    and seq_len is None for DiffusionGemma, as for autoregressive decoding. A trace written before fwd_len existed
+    still loads (fwd_len None) and replays."""
+    import json
+
+    runner, out, old, js = CliRunner(), tmp_path / "dg.npz", tmp_path / "old.npz", tmp_path / "s.json"
+    res = runner.invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "1", "--max-new-tokens",
+                              "12", "--steps", "2", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    prompt, canvas = tr.meta["prompt_len"], tr.meta["block_length"]
+    assert prompt != canvas and tr.meta["seq_len"] is None
+    assert tr.fwd_step.tolist() == [-1, 0, 1] * 3
+    # block 0's encoder forward reads the prompt, the next ones the canvas just committed; decoders the canvas
+    assert tr.fwd_len.tolist() == [prompt, canvas, canvas] + [canvas] * 6
+    with np.load(out) as z:  # as written before fwd_len: the same file without it
+        np.savez_compressed(old, **{k: z[k] for k in z.files if k != "fwd_len"})
+    before = RoutingTrace.load(old)
+    assert before.fwd_len is None and merge([before, tr]).fwd_len is None
+    for path in (old, out):
+        res = runner.invoke(app, ["simulate", str(path), "--policy", "lru", "--slots", "2", "--json", str(js)])
+        assert res.exit_code == 0, res.output
+        assert json.loads(js.read_text())["results"][0]["lookups"] == tr.n_lookups
 
 
 def test_record_random_prompts_merges_seeded_prompts():

@@ -11,9 +11,16 @@ experts and how many tokens each got - not per-token records - so that is what i
 `rec_ptr` (offsets, one more than records); per look-up (distinct expert of a record, sorted) `experts`,
 `tokens` (routed tokens over the whole sequence) and, for block-diffusion models, `block_tokens` (of those,
 tokens in the block being denoised - what a sampler that caches the other positions computes); per forward
-`fwd_index`, `fwd_step`, `fwd_block`; and a JSON `meta` (model, experts per layer, top-k, shapes, the decoding
-that ran - block length and steps, with the block length asked beside -, prompt length, generated tokens). That is
-6 bytes per look-up with 16-bit columns, 12 at worst.
+`fwd_index`, `fwd_step`, `fwd_block` and `fwd_len` (the positions per batch row it ran over, counted from the rows
+its MoE layers routed: prompt + answer for LLaDA-MoE, the prefix up to the block's end for LLaDA2, the canvas for
+a DiffusionGemma decoder forward and the prompt, then the canvas just committed, for its encoder forward, the
+prompt, then 1, for an autoregressive one; absent from traces recorded before it, whose readers get None); and a JSON
+`meta` (model, experts per layer, top-k, shapes, the decoding that ran - block length and steps, with the block
+length asked beside -, prompt length, generated tokens, and `seq_len`: prompt + new tokens, the sequence the
+LLaDA families decode in, None for DiffusionGemma and autoregressive decoding, whose forwards run over no such
+sequence - traces recorded before 2026-12-05 say prompt + new tokens for DiffusionGemma too, which none of its
+forwards ran over; in a merged trace, the first prompt's). That is 6 bytes per look-up with 16-bit columns, 12
+at worst.
 Version-1 files (per-token records) are refused with a line saying to re-record.
 """
 
@@ -42,6 +49,7 @@ Look = tuple[tuple[int, ...], Ctx, tuple[int, ...]]
 """One look-up of one layer: (sorted distinct experts, context, tokens routed to each)."""
 Seq = list[Look]
 _ARRAYS = ("rec_forward", "rec_layer", "rec_ptr", "experts", "tokens", "fwd_index", "fwd_step", "fwd_block")
+_OPTIONAL = ("block_tokens", "fwd_len")  # block-diffusion traces only; traces from 2026-12-05 on
 
 
 def _narrow(a: np.ndarray, unsigned: bool = False) -> np.ndarray:
@@ -66,6 +74,7 @@ class RoutingTrace:
     fwd_step: np.ndarray
     fwd_block: np.ndarray
     block_tokens: np.ndarray | None = None
+    fwd_len: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     # -- shape facts -------------------------------------------------------------------------------
@@ -101,7 +110,7 @@ class RoutingTrace:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays in memory."""
-        extra = self.block_tokens.nbytes if self.block_tokens is not None else 0
+        extra = sum(a.nbytes for a in (self.block_tokens, self.fwd_len) if a is not None)
         return sum(getattr(self, n).nbytes for n in _ARRAYS) + extra
 
     # -- persistence -------------------------------------------------------------------------------
@@ -109,8 +118,9 @@ class RoutingTrace:
         """Write atomically (temp file + rename): a crash never leaves half a trace."""
         path = Path(path)
         arrays = {n: getattr(self, n) for n in _ARRAYS}
-        if self.block_tokens is not None:
-            arrays["block_tokens"] = self.block_tokens
+        for name in _OPTIONAL:
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(
@@ -134,14 +144,14 @@ class RoutingTrace:
                     raise UserError(f"'{path}' is a version-1 routing trace (per-token records), which this "
                                     "version no longer reads; re-record it with `advisor trace MODEL -o FILE`")
                 arrays = {n: z[n] for n in _ARRAYS}
-                block = z["block_tokens"] if "block_tokens" in z.files else None
+                optional = {n: z[n] if n in z.files else None for n in _OPTIONAL}
                 meta = json.loads(str(z["meta"]))
         except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as e:
             raise UserError(
                 f"'{path}' is not a routing trace this tool wrote ({type(e).__name__}: {e}); "
                 "record one with `advisor trace MODEL -o FILE`"
             ) from e
-        trace = cls(**arrays, block_tokens=block, meta=meta)
+        trace = cls(**arrays, **optional, meta=meta)
         trace.validate(str(path))
         return trace
 
@@ -180,7 +190,7 @@ class RoutingTrace:
                 raise bad(f"meta '{k}' is not a non-negative integer")
         if not isinstance(m.get("dtype", ""), str):
             raise bad("meta 'dtype' is not a string")
-        arrays = [getattr(self, n) for n in _ARRAYS] + ([self.block_tokens] if self.block_tokens is not None else [])
+        arrays = [a for a in (getattr(self, n) for n in _ARRAYS + _OPTIONAL) if a is not None]
         if any(a.ndim != 1 or a.dtype.kind not in "iu" for a in arrays):
             raise bad("its arrays are not 1-D integer arrays")
         r = len(self.rec_forward)
@@ -191,7 +201,8 @@ class RoutingTrace:
             raise bad("experts/tokens arrays have different lengths")
         if int(self.rec_ptr[0]) != 0 or int(self.rec_ptr[-1]) != n or (r and bool((np.diff(self.rec_ptr) < 0).any())):
             raise bad("record offsets do not match the look-ups (truncated?)")
-        if not len(self.fwd_index) == len(self.fwd_step) == len(self.fwd_block):
+        if not len(self.fwd_index) == len(self.fwd_step) == len(self.fwd_block) or (
+                self.fwd_len is not None and len(self.fwd_len) != len(self.fwd_index)):
             raise bad("forward arrays have different lengths")
         ne = np.asarray(shapes["num_experts"])
         if r and (int(self.rec_layer.min()) < 0 or int(self.rec_layer.max()) >= len(ne)):
@@ -306,6 +317,7 @@ class TraceRecorder:
         self._blk: list[np.ndarray] = []
         self._recs: list[tuple[int, int, int]] = []  # forward, layer, look-ups
         self._fwds: list[tuple[int, int, int]] = []
+        self._lens: list[int] = []  # per forward: positions per batch row its MoE layers routed (0 until one does)
         self._cur: tuple[int, int, int] | None = None
         self._last_layer = -1
         self._explicit = False
@@ -328,6 +340,7 @@ class TraceRecorder:
         self._cur = (index, step, block)
         self._span = None if span is None else (int(span[0]), int(span[1]))
         self._fwds.append(self._cur)
+        self._lens.append(0)
         self._last_layer = -1
 
     def __call__(self, layer: int, top_k_index: Any, top_k_weights: Any = None) -> None:
@@ -336,6 +349,8 @@ class TraceRecorder:
         self._last_layer = layer
         idx = top_k_index.detach().to("cpu").numpy() if hasattr(top_k_index, "detach") else np.asarray(top_k_index)
         idx = idx.reshape(idx.shape[0], math.prod(idx.shape[1:])).astype(np.int64, copy=False)  # not -1: 0 rows
+        if not self._lens[-1]:
+            self._lens[-1] = idx.shape[0] // max(1, int(self.meta.get("batch") or 1))
         ne = self._ne[layer] if layer < len(self._ne) else int(idx.max(initial=-1)) + 1
         valid = (idx >= 0) & (idx < ne)
         counts = np.bincount(idx[valid], minlength=ne)
@@ -343,8 +358,7 @@ class TraceRecorder:
         self._ids.append(ids)
         self._tok.append(counts[ids])
         if self._blocky:
-            rows = idx.shape[0]
-            seq = rows // max(1, int(self.meta.get("batch") or 1))
+            rows, seq = idx.shape[0], self._lens[-1]
             if self._span is not None:
                 start, stop = self._span
             else:
@@ -373,6 +387,7 @@ class TraceRecorder:
             fwd_index=fw[:, 0].astype(np.int32),
             fwd_step=fw[:, 1].astype(np.int32),
             fwd_block=fw[:, 2].astype(np.int32),
+            fwd_len=_narrow(np.array(self._lens, dtype=np.int64), unsigned=True),
             meta=dict(self.meta),
         )
 
@@ -451,7 +466,9 @@ def record_trace(
         detach_runtime(loaded.model)
     trace = rec.trace()
     trace.meta["generated_tokens"] = new_tokens(loaded, out)
-    trace.meta["seq_len"] = int(ids.shape[1] + out.shape[1]) if diffusion else None
+    # prompt + new tokens: what the LLaDA families decode in; DiffusionGemma's forwards run over the prompt or a
+    # canvas (the trace's fwd_len says each forward's), never over this
+    trace.meta["seq_len"] = int(ids.shape[1] + out.shape[1]) if diffusion and loaded.family != "diffusion_gemma" else None
     return trace
 
 
@@ -480,6 +497,7 @@ def merge(traces: Sequence[RoutingTrace]) -> RoutingTrace:
     fwd_off = np.cumsum([0] + [(int(t.fwd_index.max()) + 1) if len(t.fwd_index) else 0 for t in traces])
     look_off = np.cumsum([0] + [t.n_lookups for t in traces])
     blocky = all(t.block_tokens is not None for t in traces)
+    lens = all(t.fwd_len is not None for t in traces)
     meta = dict(traces[0].meta)
     meta["generated_tokens"] = sum(t.generated_tokens for t in traces)
     return RoutingTrace(
@@ -491,6 +509,8 @@ def merge(traces: Sequence[RoutingTrace]) -> RoutingTrace:
         tokens=_narrow(np.concatenate([t.tokens.astype(np.int64) for t in traces]), unsigned=True),
         block_tokens=_narrow(np.concatenate([t.block_tokens.astype(np.int64) for t in traces]),  # type: ignore[union-attr]
                              unsigned=True) if blocky else None,
+        fwd_len=_narrow(np.concatenate([t.fwd_len.astype(np.int64) for t in traces]),  # type: ignore[union-attr]
+                        unsigned=True) if lens else None,
         fwd_index=np.concatenate([t.fwd_index.astype(np.int64) + f for t, f in zip(traces, fwd_off,
                                                                                    strict=False)]).astype(np.int32),
         fwd_step=np.concatenate([t.fwd_step for t in traces]),
