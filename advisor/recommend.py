@@ -17,7 +17,14 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
-from advisor.results.config_view import formats_in, miss_text, policy_text, precision_rank, uniform_format
+from advisor.results.config_view import (
+    formats_in,
+    miss_text,
+    policy_text,
+    precision_rank,
+    steps_counted_note,
+    uniform_format,
+)
 from advisor.results.front import FrontPoint, format_metric, quality_metric
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
 
@@ -555,6 +562,8 @@ def render(rec: Recommendation, targets: list[str] | None = None, storage: str =
                 "transfer_ms_per_token ", "transfer on target    "))
         lines.append(f"Export it: advisor export {shlex.quote(p.study_name)} {p.trial_number}{storage_flag(storage)} "
                      f"--to {'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
+        if note := steps_counted_note(p.config):  # (a DiffusionGemma study stored before 2026-12-05)
+            lines.append(f"note: {note}")
     else:
         lines.append("No stored configuration meets the requirements.")
         lines += [f"  - {r}" for r in rec.reasons]

@@ -167,12 +167,26 @@ def test_a_diffusion_gemma_study_with_the_old_step_count_is_not_resumed(shm_tmp_
         ((tid, raw),) = c.execute("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'config' "
                                   "ORDER BY trial_id LIMIT 1").fetchall()
         config = json.loads(raw)
+        # the trials say how they counted (export and recommend note a DiffusionGemma study that does not)
+        assert config["decoding"]["steps_per_block_counts"] == "denoising steps"
+        del config["decoding"]["steps_per_block_counts"]
         steps = config["decoding"]["steps_per_block"]
-        config["decoding"]["steps_per_block"] = steps + 1
-        c.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config'",
-                  (json.dumps(config), tid))
-    r = _cli(*base, "--trials", "1")
-    line = str(r.exception)  # (the CLI's entry prints it as one error line, exit code 2)
-    assert r.exit_code != 0 and "\n" not in line, r.output
-    assert (f"study 'dg': its trials decoded {steps + 1} denoising steps per block, this run decodes {steps}"
-            in line and "use a new --study name" in line), line
+
+        def store(decoding: dict) -> None:
+            c.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config'",
+                      (json.dumps({**config, "decoding": decoding}), tid))
+            c.commit()
+
+        store({**config["decoding"], "steps_per_block": steps + 1})
+        r = _cli(*base, "--trials", "1")
+        line = str(r.exception)  # (the CLI's entry prints it as one error line, exit code 2)
+        assert r.exit_code != 0 and "\n" not in line, r.output
+        assert (f"study 'dg': its trials decoded {steps + 1} denoising steps per block, this run decodes {steps}"
+                in line and "use a new --study name" in line), line
+        # the same steps, but no mark of how they were counted: stored before block_aware and fidelity were fixed
+        store(config["decoding"])
+        r = _cli(*base, "--trials", "1")
+        line = str(r.exception)
+        assert r.exit_code != 0 and "\n" not in line, r.output
+        assert ("its DiffusionGemma trials were stored before 2026-12-05" in line
+                and "use a new --study name" in line), line

@@ -838,6 +838,41 @@ def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path)
     assert "float32" not in r.stdout, r.stdout
 
 
+def test_export_and_recommend_say_when_a_diffusion_gemma_study_may_count_its_encoder_pass_as_a_step(tmp_path):
+    """DiffusionGemma studies stored before 2026-12-05 counted the encoder pass that opens each canvas as a
+    denoising step: their steps per block are S + 1, which the hf export prints as TIDE's schedule and vLLM's note
+    as the steps to serve with, and the stored data alone cannot tell them from a study of S + 1 steps. Trials now
+    store a mark that the steps count denoising steps only; a DiffusionGemma point without it gets one note in
+    export and recommend - sure where the decoding's own steps settle it, hedged where they were the model's
+    default (not stored) - and none where the mark is there or the stored steps show today's count."""
+    dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
+          "is_diffusion": True}
+    cases = {  # study: (stored decoding, the note's first words or None)
+        "old": ({"steps_per_block": 17, "generate": {"steps": 16}}, "this DiffusionGemma study was stored before"),
+        "unsure": ({"steps_per_block": 49, "generate": {}}, "this DiffusionGemma study may have been stored before"),
+        "marked": ({"steps_per_block": 48, "generate": {}, "steps_per_block_counts": "denoising steps"}, None),
+        "counted": ({"steps_per_block": 16, "generate": {"steps": 16}}, None),
+    }
+    points = []
+    for study, (decoding, _) in cases.items():
+        p = point(study, 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=dg, model="/models/dg")
+        p.config.update(policy="tide", tau=2, decoding={"block_length": 32, **decoding})
+        points.append(p)
+    url = make_db(tmp_path / "a.db", points)
+    for study, (decoding, words) in cases.items():
+        for args in (("export", study, "1", "--to", "vllm"), ("export", study, "1", "--to", "json"),
+                     ("recommend", "--study", study)):
+            r = _cli(*args, "--storage", url)
+            assert r.returncode == 0, r.stderr
+            said = " ".join((r.stdout + r.stderr).split())
+            if words is None:
+                assert "stored before 2026-12-05" not in said, (study, args, said)
+                continue
+            spb = decoding["steps_per_block"]
+            assert said.count("note: " + words) == 1, (study, args, said)
+            assert f"its {spb} steps per block" in said and f"one more than it decoded ({spb - 1})" in said, said
+
+
 def test_vllm_export_of_diffusion_gemma_says_the_decoding_the_study_measured(tmp_path):
     """vLLM serves DiffusionGemma with its diffusion config's canvas_length and max_denoising_steps (the steps, when
     not set, from the checkpoint's generation_config.json), not the canvas length and steps the study decoded

@@ -265,7 +265,7 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
         assert docs[t.number]["config"] == t.user_attrs["config"]
     decoding = tide.user_attrs["config"]["decoding"]
     assert decoding == {"generate": {"max_new_tokens": 16, "seed": 0, "steps": 16, "block_length": 8},
-                        "steps_per_block": 8, "block_length": 8}
+                        "steps_per_block": 8, "block_length": 8, "steps_per_block_counts": "denoising steps"}
     assert docs[tide.number]["cache"]["tau"] == tide.user_attrs["config"]["tau"] > 0
     assert docs[tide.number]["cache"]["steps_per_block"] == 8
     assert "tau" not in docs[lru.number]["cache"] and "steps_per_block" not in docs[lru.number]["cache"]

@@ -16,7 +16,13 @@ from typing import Any, ClassVar
 import advisor
 from advisor.errors import UserError
 from advisor.registry import Registry
-from advisor.results.config_view import ExportConfig, export_config, model_info, policy_text
+from advisor.results.config_view import (
+    ExportConfig,
+    export_config,
+    model_info,
+    policy_text,
+    steps_counted_note,
+)
 from advisor.results.front import FrontPoint, format_metric
 
 
@@ -128,7 +134,10 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
         others = [f"--to {t}" for t in targets_for(point) if t != target]
         raise UserError(f"{why}; export with {', '.join(others[:-1]) + ' or ' if len(others) > 1 else ''}"
                         f"{others[-1] if others else 'another target'} instead")
-    return mod.export(point, cfg, opts)
+    result = mod.export(point, cfg, opts)
+    if note := steps_counted_note(point.config):  # (a DiffusionGemma study stored before 2026-12-05)
+        result.notes.append(note)
+    return result
 
 
 def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:

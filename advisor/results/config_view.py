@@ -249,6 +249,32 @@ def _default_name(family: str, decoder_layer: int) -> str:
     return f"model.layers.{decoder_layer}.mlp.experts"
 
 
+STEPS_COUNTED = ("steps_per_block_counts", "denoising steps")
+"""The mark a trial's stored decoding carries since 2026-12-05: its `steps_per_block` counts denoising steps only
+(DiffusionGemma's encoder pass that opens each canvas is none of them). Decodings stored before lack it."""
+
+
+def steps_counted_note(config: dict[str, Any]) -> str:
+    """One note for a DiffusionGemma point whose stored decoding lacks the `STEPS_COUNTED` mark: until 567d9a4
+    (2026-12-05) its study counted the encoder pass that opens each canvas as a denoising step, so the steps per
+    block it stored - what exports give as TIDE's schedule and vLLM's steps - may be one more than it decoded. The
+    decoding's own `steps`, where the task gave them, settle it (S per block: counted as now, no note; S + 1: as
+    before). "" for any other point."""
+    decoding = config.get("decoding") if isinstance(config.get("decoding"), dict) else {}
+    spb = decoding.get("steps_per_block")
+    key, mark = STEPS_COUNTED
+    if _model_meta(config).get("family") != "diffusion_gemma" or not spb or decoding.get(key) == mark:
+        return ""
+    steps = (decoding.get("generate") or {}).get("steps")
+    if steps and int(spb) == int(steps):
+        return ""
+    sure = bool(steps) and int(spb) == int(steps) + 1
+    return (f"this DiffusionGemma study {'was' if sure else 'may have been'} stored before 2026-12-05, when the "
+            f"encoder pass that opens each canvas counted as a denoising step: its {spb} steps per block "
+            f"{'are' if sure else 'may be'} one more than it decoded ({int(spb) - 1}), and so are the TIDE schedule "
+            "and the steps exported from them; a study tuned since says how it counted")
+
+
 def precision_of(config: dict[str, Any]) -> Any:
     for key in ("precision", "plan", "precision_plan"):
         if key in config:

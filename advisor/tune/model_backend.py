@@ -91,12 +91,15 @@ class ModelBackend:
         """How the study decodes, stored with each trial's configuration so that an export decodes alike:
         `generate` the keywords every generation here gets (`advisor.models.generate.generate`), and the
         denoising steps each block gets (`advisor.models.generate.steps_per_block`), which TIDE's schedule needs, and the
-        block length decoded (the family's default, cut to the generation length), which other runtimes need."""
+        block length decoded (the family's default, cut to the generation length), which other runtimes need, and the
+        mark that those steps count denoising steps only (`advisor.results.config_view.STEPS_COUNTED`)."""
         from advisor.models.generate import decoded_block_length, steps_per_block
+        from advisor.results.config_view import STEPS_COUNTED
 
         gen = {"max_new_tokens": self.max_new_tokens, "seed": self.settings.seed, **self.gen_kwargs}
         return {"generate": gen, "steps_per_block": steps_per_block(self.loaded, **gen),
-                "block_length": decoded_block_length(self.loaded, **gen)}
+                "block_length": decoded_block_length(self.loaded, **gen),
+                STEPS_COUNTED[0]: STEPS_COUNTED[1]}  # (a DiffusionGemma study stored before it counted one more)
 
     @property
     def decoding_note(self) -> str:

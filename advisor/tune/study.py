@@ -27,6 +27,7 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.hardware.profiles import HardwareProfile
 from advisor.results import storage as st
+from advisor.results.config_view import STEPS_COUNTED
 from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint, trial_point
 from advisor.results.reconnect import stop_waiting_when, watch_answers
@@ -327,7 +328,9 @@ def _check_decoding(study: Any, backend: Any) -> None:
     """Refuse to resume a study whose trials decoded another number of denoising steps per block than this run
     would (with model, task and space the same): TIDE's schedule and the measured times depend on it. Studies of
     DiffusionGemma stored before 2026-12-05 counted the encoder pass that opens a canvas as a step (one more);
-    the stored decoding is the only place that says it, so it is compared once the model has loaded."""
+    the stored decoding is the only place that says it, so it is compared once the model has loaded. Nor one of
+    DiffusionGemma whose trials' decoding lacks the mark of how steps are counted (`STEPS_COUNTED`, stored since
+    2026-12-05): block_aware then took the encoder pass for a step and fidelity scored another canvas."""
     import optuna
 
     decoding = getattr(backend, "decoding", None)  # (a closed-form test backend decodes nothing)
@@ -344,6 +347,13 @@ def _check_decoding(study: Any, backend: Any) -> None:
                         f"per block, this run decodes {decoding['steps_per_block']} (a DiffusionGemma study stored "
                         "before 2026-12-05 counted the encoder pass as a step): its TIDE schedules and times would "
                         "not compare; use a new --study name")
+    key, mark = STEPS_COUNTED
+    family = (getattr(backend, "model_meta", None) or {}).get("family")
+    if family == "diffusion_gemma" and stored.get(key) != mark and decoding.get(key) == mark:
+        raise UserError(f"study {study.study_name!r}: its DiffusionGemma trials were stored before 2026-12-05 (their "
+                        "decoding does not say how it counted denoising steps), when block_aware took the encoder "
+                        "pass for a step and fidelity scored another canvas than the one decoded: its trials and "
+                        "this run's would not compare; use a new --study name")
 
 
 def _check_constraint_names(study: Any, sampler: str) -> None:
