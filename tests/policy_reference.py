@@ -189,17 +189,20 @@ class RefIntervalRefresh(Ref):
     def __init__(self, capacity: int, tau: int = 4, steps_per_block: int = 0):
         super().__init__(capacity)
         self.tau, self.steps_per_block = tau, steps_per_block
+        self.steps_forwards: list[int] = []  # the forwards seen that are steps, in order
 
     def refreshes(self, ctx: Ctx) -> bool:
         if ctx.step < 0 and ctx.block >= 0:  # a forward of a block that is none of its denoising steps
             return False
-        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or autoregressive decoding
-            return ctx.forward % self.tau == 0
+        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or one step per block: every tau-th step
+            return self.steps_forwards.index(ctx.forward) % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:
             return False
         return ctx.block == 0 or ctx.step % self.tau == 0
 
     def access(self, ids, ctx, tokens=None):
+        if not (ctx.step < 0 and ctx.block >= 0) and ctx.forward not in self.steps_forwards:
+            self.steps_forwards.append(ctx.forward)
         res = self.resident
         hits = [e for e in ids if e in res]
         misses = [e for e in ids if e not in res]

@@ -179,6 +179,24 @@ def test_an_autoregressive_tide_point_exports_its_forward_schedule(tmp_path):
     assert "none" not in hf.stdout.split("TIDE (")[1].splitlines()[0]
 
 
+def test_a_diffusion_gemma_tide_point_at_one_step_per_canvas_exports_its_step_schedule(tmp_path):
+    """DiffusionGemma decoding each canvas in one denoising step has one step per block, like autoregressive
+    decoding, but an encoder pass beside each: the recipe said autoregressive decoding refreshes every tau
+    forwards. It states the rule the runtime runs: every tau-th step, its canvases' steps counted over the run."""
+    dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
+          "is_diffusion": True}
+    p = point("dg-tide", 2, "int8", 4, acc=0.9, h2d=1e6, peak_gib=2.0, meta=dg, model="tiny:diffusion_gemma")
+    p.config.update(policy="tide", tau=2, decoding={"generate": {"max_new_tokens": 8, "seed": 0, "steps": 1},
+                                                    "steps_per_block": 1, "steps_per_block_counts": "denoising steps"})
+    url = make_db(tmp_path / "a.db", [p])
+    hf = advisor("export", "dg-tide", "2", "--storage", url, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path)
+    assert hf.returncode == 0, hf.stderr
+    said = " ".join(hf.stdout.split())
+    assert ("every 2 step(s), counted over the whole run (the encoder passes are no steps): the steps of canvases "
+            "0, 2, 4, ... of the first generation") in said, said
+    assert "autoregressive" not in said, said
+
+
 def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     """Two studies of the bundled model, the `quick` space (2 fidelity prompts) and a copy asking for 4: the
     second reused the fidelity measured on 2 prompts (the cache key held no prompt count), so its space's

@@ -643,22 +643,60 @@ def test_cli_tide_on_diffusion_gemma_refreshes_on_its_denoising_steps_only(tmp_p
         assert (row["hits"], row["streamed"]) == (hits, streamed), tau
 
 
-@pytest.mark.parametrize("policy", ["tide", "block_aware"])
-def test_runtime_equals_replay_on_diffusion_gemma(policy):
+def test_cli_tide_on_diffusion_gemma_at_one_step_per_canvas_counts_its_steps_not_its_forwards(tmp_path):
+    """At `--steps 1` every DiffusionGemma step is its block's last, so TIDE falls back to refreshing every tau-th
+    step of the run. It counted forwards, the encoder passes among them: every other forward is an encoder pass,
+    which never refreshes, so at an even tau (the default 4 among them) no decoder forward was ever reached and
+    nothing was placed (0 hits at 100% slots). It now counts the denoising steps: the decoder forwards."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+
+    runner, out, js = CliRunner(), tmp_path / "dg.npz", tmp_path / "s.json"
+    res = runner.invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "2", "--max-new-tokens",
+                              "16", "--steps", "1", "--block-length", "4"])
+    assert res.exit_code == 0, res.output
+    tr = RoutingTrace.load(out)
+    assert tr.fwd_step.tolist() == [-1, 0] * 8 and tr.steps_per_block() == 1
+    decoders = [f for f, s in zip(tr.fwd_index.tolist(), tr.fwd_step.tolist(), strict=True) if s == 0]
+    for tau in (1, 2, 3, 4):
+        res = runner.invoke(app, ["simulate", str(out), "--policy", "tide", "--tau", str(tau), "--slots", "100%",
+                                  "--json", str(js)])
+        assert res.exit_code == 0, res.output
+        row = json.loads(js.read_text())["results"][0]
+        refresh = set(decoders[::tau])
+        hits = streamed = 0
+        for seq in tr.access_sequences():
+            gpu: set[int] = set()
+            for ids, ctx, _ in seq:
+                hits += len(gpu & set(ids))
+                if ctx.forward in refresh:
+                    gpu |= set(ids)
+                else:
+                    streamed += len(set(ids) - gpu)
+        assert (row["hits"], row["streamed"]) == (hits, streamed) and hits > 0, tau
+
+
+@pytest.mark.parametrize(("policy", "steps"), [("tide", 3), ("block_aware", 3), ("tide", 1)])
+def test_runtime_equals_replay_on_diffusion_gemma(policy, steps):
     """The live runtime's TIDE and block_aware on DiffusionGemma (TIDE told the steps per block before decoding;
     both given each forward's step and block as it runs, the encoder pass as step -1) decide as replay of the
-    trace recorded in the same run: equal counters, over several prompts, with hits and misses on both sides."""
+    trace recorded in the same run: equal counters, over several prompts, with hits and misses on both sides
+    (TIDE at one step per block too, where it counts the steps over the run)."""
     from advisor.models.generate import steps_per_block
     from advisor.models.load import load_model
     from advisor.offload.trace import record_prompts
 
     loaded = load_model("tiny:diffusion_gemma")
-    gen = dict(max_new_tokens=8, steps=3, block_length=4)
+    gen = dict(max_new_tokens=8, steps=steps, block_length=4)
     kw = {"tau": 2, "steps_per_block": steps_per_block(loaded, **gen)} if policy == "tide" else {}
     rt = OffloadRuntime(loaded, "fp32", slots_per_layer=2, policy=policy, policy_kw=kw, attach=False)
     trace = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], runtime=rt, **gen)
     live = rt.stats()
-    assert trace.steps_per_block() == 3 and -1 in trace.fwd_step.tolist()
+    assert trace.steps_per_block() == steps and -1 in trace.fwd_step.tolist()
     assert live.counters() == simulate(trace, slots_per_layer=2, policy=policy, plan="fp32",
                                        policy_kw={"tau": 2} if policy == "tide" else None).counters()
     assert live.lookups > 0 and live.hits > 0 and live.misses > 0

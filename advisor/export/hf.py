@@ -279,12 +279,19 @@ def _cpu_origin(costs: dict[str, Any]) -> str:
     return f"{cpu.get('source', '?')}" + (f" on {cpu['host']}" if cpu.get("host") else "")
 
 
-def tide_schedule_lines(kw: dict[str, int]) -> list[str]:
+def tide_schedule_lines(kw: dict[str, int], family: str = "") -> list[str]:
     """The refresh schedule stated in the recipe, by the rule the runtime and the simulator run
     (`IntervalRefresh.refreshes`), not a copy of it."""
     from advisor.offload.policies import IntervalRefresh  # torch-free
 
     tau, spb = kw["tau"], kw.get("steps_per_block", 0)
+    if spb == 1 and family == "diffusion_gemma":  # one denoising step per canvas: each is its block's last
+        blocks = [b for b, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
+        return [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): with one denoising step per "
+                f"canvas every step is its block's last, so the GPU expert set is re-chosen from the current step's "
+                f"tokens per expert every {tau} step(s), counted over the whole run (the encoder passes are no "
+                f"steps): the steps of canvases {_steps(blocks)}, ... of the first generation, and each later "
+                f"generation carries on the count"]
     if spb == 1:  # autoregressive decoding: every forward is a block of one step
         forwards = [f for f, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
         return [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): autoregressive decoding has "
@@ -372,7 +379,7 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               + "device='cuda' if gpu else 'cpu')",
               "model = loaded.model"]
         if "policy_kw" in loader["offload"]:
-            L += [f"# {line}" for line in tide_schedule_lines(loader["offload"]["policy_kw"])]
+            L += [f"# {line}" for line in tide_schedule_lines(loader["offload"]["policy_kw"], cfg.model.family)]
         L += [f"decoding = {loader['decoding']!r}" + ("" if loader["decoding"] else
                                                       "  # the study stored none: pass max_new_tokens etc."),
               "", "",

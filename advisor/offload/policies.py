@@ -408,8 +408,12 @@ class IntervalRefresh(Policy):
     slot of a resident outside that set - one this forward does not use (oldest first), else the used one
     with the fewest tokens, which then computes as a miss in this forward (TIDE swaps the set even when a
     step touches nearly every expert). Demotions never exceed promotions. Between refreshes nothing is
-    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1), and in
-    autoregressive decoding (one forward per block: `steps_per_block` 1), every `tau`-th forward refreshes.
+    admitted: misses are not kept (computed on the CPU, or streamed). Without step context (-1), and with one
+    denoising step per block (`steps_per_block` 1: autoregressive decoding, each forward a block; DiffusionGemma
+    at one step, where every step is its block's last), every `tau`-th step refreshes, counted over the run from
+    0 (`counted`): every forward without step context, every forward of autoregressive decoding, DiffusionGemma's
+    decoder forwards but not its encoder passes, which are no step - counting those too, an even `tau` never
+    reached a decoder forward (every other forward is an encoder pass) and nothing was ever placed.
     The one policy that may demote an expert its forward uses.
     """
 
@@ -421,31 +425,45 @@ class IntervalRefresh(Policy):
             raise ValueError(f"tau must be >= 1, got {tau}")
         self.tau = int(tau)
         self.steps_per_block = int(steps_per_block)
+        self._counted = 0  # steps seen before the current forward (`counted`)
+        self._forward: int | None = None
+        self._step_no = 0  # the current forward's number among the steps
 
-    def refreshes(self, ctx: Ctx) -> bool:
-        """Whether the look-ups of forward `ctx` may change the slot set."""
+    def counted(self, ctx: Ctx) -> int:
+        """Forward `ctx`'s number among the run's steps so far, from 0, told once per forward in order (`access`
+        does): forwards that are no denoising step (`Ctx.off_step`) are not counted. The every-`tau` rule's count."""
+        if ctx.forward != self._forward:
+            self._forward, self._step_no = ctx.forward, self._counted
+            if not ctx.off_step:
+                self._counted += 1
+        return self._step_no
+
+    def refreshes(self, ctx: Ctx, counted: int | None = None) -> bool:
+        """Whether the look-ups of forward `ctx` may change the slot set; `counted`: its number among the steps of
+        the run (`counted`; by default `ctx.forward`, right where every forward is a step, numbered from 0)."""
         if ctx.off_step:  # a forward of the block that denoises none of it (DiffusionGemma's encoder)
             return False
-        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or no denoising steps to count
-            return ctx.forward % self.tau == 0
+        if ctx.step < 0 or self.steps_per_block == 1:  # no step context, or one step per block: every tau-th step
+            return (ctx.forward if counted is None else counted) % self.tau == 0
         if self.steps_per_block and ctx.step == self.steps_per_block - 1:
             return False
         return ctx.block == 0 or ctx.step % self.tau == 0
 
     def schedule(self, blocks: int = 2) -> list[list[int]]:
         """The denoising steps of each of the first `blocks` blocks whose look-ups may refresh the slot set
-        (by `refreshes`: what an exported recipe states). Needs `steps_per_block`; each look-up is given its real
-        forward number, so one step per block (autoregressive) follows the every-tau-forwards rule."""
+        (by `refreshes`: what an exported recipe states). Needs `steps_per_block`; each step is numbered as
+        `counted` numbers it, so one step per block follows the every-tau-steps rule (block b's step is step b)."""
         spb = self.steps_per_block
         return [[s for s in range(spb) if self.refreshes(Ctx(b * spb + s, s, b))] for b in range(blocks)]
 
     def access(self, ids: Sequence[int], ctx: Ctx, tokens: Sequence[int] | None = None) -> Access:
         self.tokens = tokens
+        counted = self.counted(ctx)
         res = self.resident
         hits = [e for e in ids if e in res]
         if len(hits) == len(ids):
             return Access(hits, [], [], [])
-        if not self.refreshes(ctx) or self.capacity == 0:
+        if not self.refreshes(ctx, counted) or self.capacity == 0:
             return Access(hits, [], [], [e for e in ids if e not in res])
         n_tokens = dict(zip(ids, tokens, strict=True)).__getitem__ if tokens is not None else one_token
         wanted = _ordered(sorted(ids), n_tokens, reverse=True)[: self.capacity]
