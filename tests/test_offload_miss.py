@@ -631,16 +631,22 @@ def test_cli_tide_on_diffusion_gemma_refreshes_on_its_denoising_steps_only(tmp_p
         assert res.exit_code == 0, res.output
         row = json.loads(js.read_text())["results"][0]
         refresh = {f for f, (b, k) in step_of.items() if k != steps - 1 and (b == 0 or k % tau == 0)}
-        hits = streamed = 0
-        for seq in tr.access_sequences():
-            gpu: set[int] = set()
-            for ids, ctx, _ in seq:
-                hits += len(gpu & set(ids))
-                if ctx.forward in refresh:
-                    gpu |= set(ids)
-                else:
-                    streamed += len(set(ids) - gpu)
-        assert (row["hits"], row["streamed"]) == (hits, streamed), tau
+        assert (row["hits"], row["streamed"]) == refreshed_at_full_slots(tr, refresh), tau
+
+
+def refreshed_at_full_slots(tr, refresh: set[int]) -> tuple[int, int]:
+    """(hits, streamed) of TIDE with every expert fitting, refreshing on the forwards `refresh`: its GPU set is
+    the union of those forwards' experts."""
+    hits = streamed = 0
+    for seq in tr.access_sequences():
+        gpu: set[int] = set()
+        for ids, ctx, _ in seq:
+            hits += len(gpu & set(ids))
+            if ctx.forward in refresh:
+                gpu |= set(ids)
+            else:
+                streamed += len(set(ids) - gpu)
+    return hits, streamed
 
 
 def test_cli_tide_on_diffusion_gemma_at_one_step_per_canvas_counts_its_steps_not_its_forwards(tmp_path):
@@ -667,16 +673,7 @@ def test_cli_tide_on_diffusion_gemma_at_one_step_per_canvas_counts_its_steps_not
                                   "--json", str(js)])
         assert res.exit_code == 0, res.output
         row = json.loads(js.read_text())["results"][0]
-        refresh = set(decoders[::tau])
-        hits = streamed = 0
-        for seq in tr.access_sequences():
-            gpu: set[int] = set()
-            for ids, ctx, _ in seq:
-                hits += len(gpu & set(ids))
-                if ctx.forward in refresh:
-                    gpu |= set(ids)
-                else:
-                    streamed += len(set(ids) - gpu)
+        hits, streamed = refreshed_at_full_slots(tr, set(decoders[::tau]))  # every tau-th decoder forward
         assert (row["hits"], row["streamed"]) == (hits, streamed) and hits > 0, tau
 
 

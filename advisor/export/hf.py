@@ -285,18 +285,18 @@ def tide_schedule_lines(kw: dict[str, int], family: str = "") -> list[str]:
     from advisor.offload.policies import IntervalRefresh  # torch-free
 
     tau, spb = kw["tau"], kw.get("steps_per_block", 0)
-    if spb == 1 and family == "diffusion_gemma":  # one denoising step per canvas: each is its block's last
-        blocks = [b for b, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
+    if spb == 1:  # one step per block, each its block's last: every tau-th step of the run (blocks b = steps b)
+        counted = [b for b, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
+    if spb == 1 and family == "diffusion_gemma":  # one denoising step per canvas, beside each encoder pass
         return [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): with one denoising step per "
                 f"canvas every step is its block's last, so the GPU expert set is re-chosen from the current step's "
                 f"tokens per expert every {tau} step(s), counted over the whole run (the encoder passes are no "
-                f"steps): the steps of canvases {_steps(blocks)}, ... of the first generation, and each later "
+                f"steps): the steps of canvases {_steps(counted)}, ... of the first generation, and each later "
                 f"generation carries on the count"]
     if spb == 1:  # autoregressive decoding: every forward is a block of one step
-        forwards = [f for f, steps in enumerate(IntervalRefresh(0, tau, spb).schedule(3 * tau)) if steps]
         return [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): autoregressive decoding has "
                 f"no denoising steps, so the GPU expert set is re-chosen from the current forward's tokens per "
-                f"expert every {tau} forward(s), counted over the whole run: forwards {_steps(forwards)}, ... of the first "
+                f"expert every {tau} forward(s), counted over the whole run: forwards {_steps(counted)}, ... of the first "
                 f"generation, and each later generation carries on the count (the runtime numbers forwards across "
                 f"generations, as the study's replay did)"]
     lines = [f"TIDE (advisor.offload.policies.IntervalRefresh, as the study ran it): the GPU expert set is re-chosen "
