@@ -272,6 +272,25 @@ def test_a_postgresql_url_gets_psycopg2_whose_waits_are_watched_where_psycopg_3_
     assert str(res.exception).startswith(f"cannot read advisor results from postgresql+psycopg2://u@127.0.0.1:{port}/db ")
 
 
+@pytest.mark.parametrize("command", ["studies", "tune"])
+def test_a_url_naming_psycopg_3_is_refused_in_one_line_that_gives_the_url_to_write(command):
+    """`postgresql+psycopg://` picked psycopg 3, which waits for the server inside itself: a paused server held
+    the command without a word and Ctrl-C did not end the wait (psycopg 3 cancels the query, then waits for
+    its answer again) - none of the notice, the give-up or the interrupt the README promises. Refused in one
+    line before anything connects, naming the URL that gets psycopg2."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    res = CliRunner().invoke(app, [command, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:9/db"])
+    assert isinstance(res.exception, UserError), (res.output, res.exception)
+    said = str(res.exception)
+    assert said.startswith("--storage postgresql+psycopg://u:***@127.0.0.1:9/db: advisor talks to PostgreSQL "
+                           "through psycopg2"), said
+    assert said.endswith(" - write postgresql://u:***@127.0.0.1:9/db") and "secret" not in said, said
+
+
 def test_ctrl_c_while_a_watch_begins_leaves_no_callback_installed(monkeypatch):
     """A KeyboardInterrupt after `watch_answers` counted its block and before its `try:` (here: while the
     callback was being installed) left the count up and advisor's wait callback installed for the rest of the

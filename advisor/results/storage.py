@@ -470,9 +470,11 @@ MAX_RETRY = 3
 def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
     """A SQLAlchemy URL for `url` (a plain path means a SQLite file, relative to the current directory).
 
-    PostgreSQL URLs without a driver get psycopg2 - the driver advisor installs, and the one whose waits for the
-    server `reconnect.watch_answers` watches (Ctrl-C, the notice, the give-up) - else psycopg 3, SQLAlchemy 2.1's
-    default, where only psycopg 3 is installed. SQLite parent directories are created.
+    PostgreSQL URLs get psycopg2 - the driver advisor installs, and the one whose waits for the server
+    `reconnect.watch_answers` watches (Ctrl-C, the notice, the give-up) - also where psycopg 3, SQLAlchemy 2.1's
+    default, is installed; one that names another driver (`postgresql+psycopg://`, which waits inside itself,
+    silent and deaf to Ctrl-C on a paused server) is refused in one line that gives the URL to write. SQLite
+    parent directories are created.
     """
     url = (url or DEFAULT_STORAGE).strip()
     if not url:
@@ -485,14 +487,17 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
         user = rest.split(":", 1)[0].split("@", 1)[0]
         raise UserError(f"the --storage URL for user {user!r} has more than one '@' before the host: a password "
                         "with '@' (or ':', '/') must be URL-encoded, '@' as %40")
-    if scheme in ("postgresql", "postgres"):
-        if importlib.util.find_spec("psycopg2") is not None:
-            scheme = "postgresql+psycopg2"
-        elif importlib.util.find_spec("psycopg") is not None:
-            scheme = "postgresql+psycopg"
-        else:
-            raise UserError("no PostgreSQL driver installed; pip install psycopg2-binary (or psycopg)")
-        url = f"{scheme}://{rest}"
+    base, _, driver = scheme.partition("+")
+    if base.lower() in ("postgresql", "postgres"):
+        if driver and driver.lower() != "psycopg2":
+            raise UserError(f"--storage {mask_url(url)}: advisor talks to PostgreSQL through psycopg2, the driver it "
+                            f"installs, whose waits for the server it watches (a note after ADVISOR_PG_NOTICE_S, "
+                            f"Ctrl-C, the give-up after ADVISOR_PG_WAIT_S); {driver} waits inside itself, where a "
+                            f"paused or unreachable server holds the command without a word and Ctrl-C does not end "
+                            f"the wait - write {mask_url('postgresql://' + rest)}")
+        if importlib.util.find_spec("psycopg2") is None:
+            raise UserError("psycopg2, advisor's PostgreSQL driver, is not installed; pip install psycopg2-binary")
+        url = f"postgresql+psycopg2://{rest}"
     url = _sqlite_uri_form(url)
     path = sqlite_path(url) if create_dirs else None
     if path is not None:
