@@ -216,6 +216,48 @@ def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends
     assert pg.count("COMPLETE", study) >= 4
 
 
+_IN_A_THREAD = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+from tune_helpers import SMALL_SPACE, FakeBackend, small_space
+from advisor.errors import UserError
+from advisor.tune.study import TuneOptions, run_tune
+
+def work():
+    opts = TuneOptions(study_name=sys.argv[3], storage=sys.argv[2], sampler="random", n_trials=40,
+                       heartbeat_interval=None)
+    try:
+        run_tune(FakeBackend(delay=0.2, fingerprint=sys.argv[3]), small_space(SMALL_SPACE), opts, budget_bytes=None,
+                 on_stage=lambda stage, n: print(f"STAGE {stage} {n}", flush=True))
+    except UserError as e:
+        print(f"error: {e}", flush=True)
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+def test_a_run_tune_in_a_worker_thread_that_gave_up_on_the_server_ends_then(pg):
+    """A program's `run_tune` in a thread of its own: once its wait for a paused server reached ADVISOR_PG_WAIT_S,
+    the give-up was kept only for the main thread's waits, so each of the run's last writes on its way out (its
+    trial failed, the front, ...) waited the whole limit again - 300 s each - before its one line."""
+    proc = subprocess.Popen([sys.executable, "-c", _IN_A_THREAD, str(Path(HELPER).parent), pg.url, "thread-gave-up"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "ADVISOR_PG_WAIT_S": "1"})
+    try:
+        _paused_while_measuring(pg, proc, 1)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        pg.resume()
+    assert proc.returncode == 0, (out, err)
+    assert f"(PostgreSQL at 127.0.0.1:{pg.port} has not answered for 1 s (ADVISOR_PG_WAIT_S)); nothing finished is " \
+           "lost" in out, (out, err)
+    assert waited < 3, (waited, out, err)  # (1.1 s here; each last write waited 1 s again before)
+
+
 def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
     """A worker waits for the study's seed lock while another one seeds (seconds, measuring the CPU expert times
     of a real model): that wait was one query, `SELECT pg_advisory_lock`, which the server answers once the lock

@@ -166,6 +166,9 @@ _watching = 0
 """How many `watch_answers` blocks are open (the CLI's command, a `run_tune` inside it or on its own)."""
 _replaced: Any = _NOT_INSTALLED
 """The wait callback `_wait_for_answer` replaced while it is installed (None: psycopg2's own wait)."""
+_RUNNING = threading.local()
+"""`depth`: how many `watch_answers` blocks this thread is in - the thread that runs the command or the API
+call (a `run_tune` in a program's worker thread too), not a heartbeat thread Optuna started for it."""
 
 
 @contextmanager
@@ -182,6 +185,7 @@ def watch_answers() -> Iterator[None]:
     (`engine_watched`): a command on SQLite never imports it. Usable as a decorator."""
     global _watching
     counted = False
+    outer = getattr(_RUNNING, "depth", 0)
     try:  # (counted inside it: a Ctrl-C once the block counted itself - installing the callback, say - left
         # the count up and the callback installed for the rest of the process, as a notebook's kernel)
         with _LOCK:
@@ -191,8 +195,10 @@ def watch_answers() -> Iterator[None]:
                 _LEFT.clear()  # (a run waits for a server afresh, whatever a run before it gave up on)
             if "psycopg2.extensions" in sys.modules:
                 _install()
+        _RUNNING.depth = outer + 1
         yield
     finally:
+        _RUNNING.depth = outer
         if counted:
             _leave()
 
@@ -330,8 +336,10 @@ class _Silence:
     def leave(self, reason: str) -> Exception:
         from psycopg2 import OperationalError
 
-        # the command ends (not so when a heartbeat's wait gives up: the next beat, or the tune's, tries again)
-        if threading.current_thread() is threading.main_thread() or stopping():
+        # the run ends (not so when a heartbeat's wait gives up: the next beat, or the tune's, tries again); a
+        # run is the thread in the `watch_answers` block, the main thread or not (a `run_tune` in a worker
+        # thread waited the whole limit again on each of its last writes)
+        if getattr(_RUNNING, "depth", 0) or stopping():
             _LEFT[self.server] = (_LEFT.get(self.server, (reason,))[0], time.monotonic())
         error = OperationalError(reason)
         error.left = True  # type: ignore[attr-defined]
