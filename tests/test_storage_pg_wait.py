@@ -225,3 +225,48 @@ def test_a_query_the_server_answers_looks_nothing_up(pg_url, monkeypatch):
                 assert [c.execute(text("SELECT 1")).scalar() for _ in range(50)] == [1] * 50
         finally:
             engine.dispose()
+
+
+def test_a_programs_own_query_in_another_thread_is_not_cut_while_run_tune_runs(pg_url, study, capsys, monkeypatch):
+    """advisor's wait callback is the process's: while `run_tune` ran, a program's own psycopg2 query in another
+    thread went through advisor's wait, so a long query of its own (here 1.5 s, ADVISOR_PG_WAIT_S=1) got
+    advisor's note on stderr and was cut as a server that "has not answered". Only advisor's connections get
+    that wait now; the program's waits as it would without advisor."""
+    import threading
+    import time
+
+    import psycopg2
+    from psycopg2 import extensions
+    from tune_helpers import main
+
+    from advisor.results import reconnect
+
+    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
+    own = psycopg2.connect(pg_url)
+    got: list[object] = []
+
+    def long_query() -> None:
+        for _ in range(400):  # once run_tune has installed its wait
+            if extensions.get_wait_callback() is reconnect._wait_for_answer:
+                break
+            time.sleep(0.01)
+        try:
+            cur = own.cursor()
+            cur.execute("SELECT pg_sleep(1.5), 7")
+            got.append(cur.fetchone()[1])
+        except Exception as e:  # (the test says what it was)
+            got.append(e)
+
+    thread = threading.Thread(target=long_query)
+    thread.start()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["--storage", pg_url, "--study", study, "--trials", "4", "--delay", "0.6", "--heartbeat", "0"])
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        thread.join(10)
+        own.close()
+    assert code == 0
+    assert got == [7], got
+    assert "has not answered" not in capsys.readouterr().err

@@ -226,15 +226,31 @@ def _install() -> None:
         extensions.set_wait_callback(_wait_for_answer)
 
 
-def engine_watched() -> None:
+def engine_watched() -> type:
     """A psycopg2 engine is being made: checks the three settings now, so a bad one is the command's first line,
-    not an error mid-run, and in a `watch_answers` block installs its wait callback."""
-    global _SETTINGS
+    not an error mid-run, and in a `watch_answers` block installs its wait callback. Returns the connection
+    class its connections are made of (psycopg2's `connection_factory`): the ones `_wait_for_answer` watches."""
+    global _SETTINGS, _Watched
     reconnect_s()
     _SETTINGS = notice_s(), answer_wait_s()
     with _LOCK:
+        if _Watched is None:
+            from psycopg2.extensions import connection
+
+            class AdvisorConnection(connection):
+                """A psycopg2 connection of an advisor engine: its waits are advisor's (`_wait_for_answer`)."""
+
+            _Watched = AdvisorConnection
         if _watching:
             _install()
+    return _Watched
+
+
+_Watched: Any = None
+"""The connection class of advisor's psycopg2 engines (`engine_watched`). The wait callback is the process's,
+so while a command or an API call runs it is asked to wait for every psycopg2 connection, a program's own in
+its other threads too: those get the wait they had (the callback found, else psycopg2's `wait_select`), not
+advisor's notes and give-up - a long query of the program's own is not a silent server."""
 
 
 _POLL_OK, _POLL_READ, _POLL_WRITE = 0, 1, 2
@@ -258,7 +274,14 @@ def _wait_for_answer(conn: Any) -> None:
 
     Every query of the process comes here, so a server that answers costs little: nothing is looked up (the
     server, the limits) until a quarter of a second has passed without an answer, or the run has given up on
-    a server (`_LEFT`)."""
+    a server (`_LEFT`). A connection that is not an advisor engine's (`_Watched`: a program's own, in another
+    thread) waits in the callback advisor found, else in psycopg2's `wait_select` (its blocking wait, Ctrl-C
+    cancelling the query)."""
+    if not isinstance(conn, _Watched or ()):
+        own = _replaced
+        if own is None or own is _NOT_INSTALLED:
+            from psycopg2.extras import wait_select as own
+        return own(conn)
     state = conn.poll()
     if state == _POLL_OK:
         if _SILENT or _LEFT:

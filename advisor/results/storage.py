@@ -537,9 +537,10 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": sqlite_busy_timeout_s()}}
     if url.startswith("postgresql"):
+        connect: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
         if url.startswith("postgresql+psycopg2"):
-            engine_watched()
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+            connect["connection_factory"] = engine_watched()  # (the connections advisor's wait watches)
+        return {"pool_pre_ping": True, "connect_args": connect}
     return {"pool_pre_ping": True}
 
 
