@@ -458,6 +458,45 @@ def test_a_postgresql_server_lost_while_optuna_reads_trials_is_one_line(server):
 
 
 @pytest.mark.postgres
+def test_a_restart_that_cuts_a_tell_in_flight_is_one_line_and_the_rerun_retries_that_trial_quietly(server):
+    """A server restart (here: the link cut and back half a second later) under the tell of trial 2: a write
+    that may or may not have been committed is not sent again (a second tell of a committed trial fails), so
+    the run stops with its one line, saying to run again. The rerun retries the trial cut (failed once its
+    heartbeat is stale, queued again with its parameters) - and printed Optuna's two-line warning "The
+    constraint value is ignored because this constraint `key='memory_budget'` is already set": the retry
+    carried the stopped attempt's constraints, which Optuna keeps over the retry's own."""
+    import optuna
+
+    proc = server.worker("--heartbeat", "1", "--grace", "1", "--delay", "0.2", "--trials", "4")
+    assert proc.stdout is not None
+    for out in proc.stdout:  # trial 2 measuring: its tell is the next write of trial values
+        if out.split()[:2] == ["STAGE", "accuracy"] and int(out.split()[-1]) >= 2:
+            break
+    server.proxy.cut_on = b"INSERT INTO trial_values"
+    deadline = time.monotonic() + 10
+    while server.proxy.cut_on is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    server.proxy.start()
+    out, err = proc.communicate(timeout=60)
+    assert server.proxy.cut_on is None, err  # the cut came where it was meant to
+    assert proc.returncode == 2, (out, err)
+    line = _one_error_line(err)
+    assert "failed during the run (server closed the connection unexpectedly)" in line, line
+    assert line.endswith("run the same command again"), line
+    time.sleep(1.2)  # the cut trial's heartbeat is stale: the rerun fails it and queues it again, after the 3
+    # trials the study's seeding queued (3, 4, 5): 6 finished, the last its retry
+    out, err = server.worker("--heartbeat", "1", "--grace", "1", "--delay", "0.2", "--total", "6").communicate(timeout=60)
+    assert err == "", err
+    trials = optuna.load_study(study_name=server.study, storage=server.url).trials
+    cut = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert [t.number for t in cut] == [2], [(t.number, t.state) for t in trials]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == cut[0].params
+    assert server.complete() == 6
+
+
+@pytest.mark.postgres
 def test_a_postgresql_server_restarted_between_writes_is_waited_for(server):
     """The server restarted (here: out of reach for a second) while a trial measured: the tune's next write
     found the pooled connection dead and a new one refused, and the tune stopped; now it connects again once

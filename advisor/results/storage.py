@@ -557,6 +557,8 @@ def open_storage(
     import optuna
     from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+    from advisor.results.sqlite_storage import HeartbeatStorage, RetryStaleTrial, SQLiteFileStorage
+
     url = normalize_url(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat API
     kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs(url)}
@@ -564,10 +566,8 @@ def open_storage(
         kwargs |= {
             "heartbeat_interval": int(heartbeat_interval),
             "grace_period": int(grace_period or 3 * heartbeat_interval),
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            "heartbeat_stale_trial_callback": RetryStaleTrial(max_retry=max_retry),
         }
-    from advisor.results.sqlite_storage import HeartbeatStorage, SQLiteFileStorage
-
     storage_class: type[optuna.storages.RDBStorage] = HeartbeatStorage  # a failed beat is retried, not fatal
     if sqlite_path(url) is not None:  # its trial state changes (a queued trial's claim) take the file's lock
         storage_class = SQLiteFileStorage
