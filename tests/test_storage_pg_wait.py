@@ -135,10 +135,12 @@ def test_a_reader_that_raises_gives_the_programs_wait_back(pg_url, study, monkey
     assert after.__name__ == "own", after
 
 
-def _waiting_for(pg_url: str, study: str, lock: str, held_s: float, capsys, monkeypatch) -> tuple[int, list, float, int]:
+def _waiting_for(pg_url: str, study: str, lock: str, held_s: float, capsys, monkeypatch, *,
+                 process: str | None = None, working: bool = False) -> tuple[int, list, float, int]:
     """A worker (1 trial, in this process; ADVISOR_PG_NOTICE_S=0.3, ADVISOR_PG_WAIT_S=1) on the study while
-    another session holds the study's advisory `lock` ('seed', 'front') for `held_s`: (its exit code, its
-    stderr lines, its seconds, the holder's PostgreSQL pid)."""
+    another session holds the study's advisory `lock` ('seed', 'front') for `held_s`, idle: (its exit code, its
+    stderr lines, its seconds, the holder's PostgreSQL pid). `process`: the holder is the advisor process of
+    that `application_name`; `working`: which works meanwhile - another session of it runs a query every 0.1 s."""
     import threading
     import time
     import zlib
@@ -148,11 +150,22 @@ def _waiting_for(pg_url: str, study: str, lock: str, held_s: float, capsys, monk
 
     monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
     monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
-    holder = psycopg2.connect(pg_url)
+    named = {"application_name": process} if process else {}
+    holder = psycopg2.connect(pg_url, **named)
     holder.autocommit = True
     holder.cursor().execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(f"advisor_{lock}:{study}".encode()),))
     pid = holder.get_backend_pid()
-    release = threading.Timer(held_s, holder.close)
+    released = threading.Event()
+
+    def work() -> None:  # the holder's process at work: its queries (reading trials, storing a front)
+        with psycopg2.connect(pg_url, **named) as other:
+            while not released.wait(0.1):
+                other.cursor().execute("SELECT 1")
+        other.close()
+
+    if working:
+        threading.Thread(target=work, daemon=True).start()
+    release = threading.Timer(held_s, lambda: (released.set(), holder.close()))
     release.start()
     handler = signal.getsignal(signal.SIGTERM)
     t0 = time.monotonic()
@@ -161,24 +174,46 @@ def _waiting_for(pg_url: str, study: str, lock: str, held_s: float, capsys, monk
     finally:
         signal.signal(signal.SIGTERM, handler)
         release.cancel()
+        released.set()
         holder.close()
     return code, capsys.readouterr().err.splitlines(), time.monotonic() - t0, pid
 
 
-def test_a_wait_for_a_study_lock_is_said_and_given_up_on(pg_url, study, capsys, monkeypatch):
+@pytest.mark.parametrize("process", [None, "moe-advisor pid=1 host=elsewhere"])
+def test_a_wait_for_a_study_lock_is_said_and_given_up_on(pg_url, study, capsys, monkeypatch, process):
     """A worker waits for the study's front lock, which another session holds (a worker storing its front, or
     one stopped or paused while it held the lock): the wait was silent and had no end, 0.2 s at a time for ever.
-    Past ADVISOR_PG_NOTICE_S it is said, naming the lock and its holder; past ADVISOR_PG_WAIT_S the command ends
-    in one line, which said the holder 'has held it for 1 s' - how long this worker had waited."""
-    code, err, took, pid = _waiting_for(pg_url, study, "front", 5, capsys, monkeypatch)  # (no give-up: 5 s)
+    Past ADVISOR_PG_NOTICE_S it is said, naming the lock and its holder; once the holder has sent the server
+    nothing for ADVISOR_PG_WAIT_S (here: idle since it took the lock) the command ends in one line, which said
+    the holder 'has held it for 1 s' - how long this worker had waited. The holder: a session of its own, or
+    an advisor process (named as advisor names its connections) paused with all its sessions idle."""
+    code, err, took, pid = _waiting_for(pg_url, study, "front", 5, capsys, monkeypatch, process=process)  # (5 s)
     err = [ln for ln in err if ln.startswith(("note: ", "error: "))]
+    by = f"PostgreSQL pid {pid}" + (f" of {process}" if process else "")
     assert code == 2, err
     assert took < 4
-    assert err[0] == (f"note: waiting for the front lock of study {study!r} (held by PostgreSQL pid {pid}) for 0.3 "
-                      "s; still waiting up to 1 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the command"), err
-    assert err[1].startswith(f"error: gave up waiting for the front lock of study {study!r} (held by PostgreSQL pid "
-                             f"{pid}) after 1 s (ADVISOR_PG_WAIT_S) - "), err
+    assert err[0] == (f"note: waiting for the front lock of study {study!r} (held by {by}) for 0.3 s; still waiting as "
+                      "long as its holder works (given up once it has sent the server nothing for 1 s, "
+                      "ADVISOR_PG_WAIT_S) - Ctrl-C stops the command"), err
+    assert err[1].startswith(f"error: gave up waiting for the front lock of study {study!r} (held by {by}): its "
+                             "holder has sent the server nothing for 1 s (ADVISOR_PG_WAIT_S) - "), err
     assert len(err) == 2, err
+
+
+def test_a_lock_held_by_a_worker_at_work_is_waited_for_past_the_limit(pg_url, study, capsys, monkeypatch):
+    """The front lock held longer than ADVISOR_PG_WAIT_S by a worker that is alive and working (its other
+    sessions querying): the waiting worker gave up after ADVISOR_PG_WAIT_S of its own wait, so one busy worker
+    (a large study's front, a slow link) stopped the others. Waiting for a lock is not a silent server: it
+    waits while the holder's process works, and its note names that process."""
+    code, err, took, pid = _waiting_for(pg_url, study, "front", 2.2, capsys, monkeypatch,
+                                        process="moe-advisor pid=1 host=elsewhere", working=True)
+    assert code == 0, err
+    assert took >= 2.2
+    assert err[0] == (f"note: waiting for the front lock of study {study!r} (held by PostgreSQL pid {pid} of "
+                      "moe-advisor pid=1 host=elsewhere) for 0.3 s; still waiting as long as its holder works "
+                      "(given up once it has sent the server nothing for 1 s, ADVISOR_PG_WAIT_S) - Ctrl-C stops "
+                      "the command"), err
+    assert not any(ln.startswith("error: ") for ln in err), err
 
 
 def test_a_wait_for_the_seed_lock_is_said_but_not_given_up_on(pg_url, study, capsys, monkeypatch):

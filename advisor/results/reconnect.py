@@ -57,7 +57,8 @@ def answer_wait_s() -> float:
     300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds (a lock another
     session holds is asked for 0.2 s at a time, each a query the server answers: `storage.advisory_lock`), so a
     silence this long is a paused server or a cut link; every finished trial is committed by then, and the same
-    command resumes the study. A wait for such a lock gives up after as long (its holder stopped or paused)."""
+    command resumes the study. A wait for such a lock gives up once its holder's process has sent the server
+    nothing for as long (stopped or paused while it held it)."""
     return _seconds("ADVISOR_PG_WAIT_S", "300", forever=True)
 
 

@@ -405,17 +405,22 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
     """Hold PostgreSQL's advisory lock `key` (`what`, as a note names it) for the block on the SQLAlchemy
     connection `c`, waited for 0.2 s at a time (`lock_timeout`) while another session holds it: one query that
     waits seconds for a lock (another worker seeding the study) is, to the client, a server that does not
-    answer, which `reconnect.watch_answers` says and gives up on. As a silent server is, a wait past `notice_s`
-    is said in one `note:` line (naming the lock and the PostgreSQL pid of its holder: another worker busy, or
-    one stopped or paused with it) and one past `answer_wait_s` ends the command with one line (a `UserError`);
-    Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet). `give_up=False`: no end
-    but Ctrl-C, for a lock held through slow work (a study's seed lock, held while a worker measures the CPU
-    expert times: minutes for a big model on a slow CPU) - the holder's connection is idle whether it is busy
-    or paused, so a time limit cannot tell one from the other."""
+    answer, which `reconnect.watch_answers` says and gives up on. A wait past `notice_s` is said in one `note:`
+    line, naming the lock and its holder (its PostgreSQL pid, and the advisor process it belongs to,
+    `application_name`); Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet).
+
+    A wait for a lock is not a wait for a silent server: the server answers, and a worker holding the lock may
+    be busy for long. So the wait ends (one line, a `UserError`) only once the holder's process has sent the
+    server nothing - none of its sessions ran a query - for `answer_wait_s`: stopped, paused, or cut off while
+    it held the lock. A live holder is waited for however long it holds the lock; where its process cannot be
+    told (another `application_name`, or no right to read its sessions' activity), its lock session's own
+    silence, else this wait's length, counts. `give_up=False`: no end but Ctrl-C, for a lock held through work
+    that sends nothing (a study's seed lock, held while a worker measures the CPU expert times: minutes for a
+    big model on a slow CPU, its connections idle whether it is busy or paused)."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    start = notice = limit = 0.0
+    start = notice = limit = look = 0.0
     said = False
     while True:
         c.execute(text("SET LOCAL lock_timeout = '200ms'"))
@@ -432,30 +437,67 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
         if not start:  # (the first try waited its 0.2 s)
             start, notice, limit = now - 0.2, notice_s(), answer_wait_s() if give_up else float("inf")
         waited = now - start
-        if waited >= limit or (waited >= notice and not said):
-            holder = c.execute(text("SELECT min(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
-                                    "classid::bigint = :hi AND objid::bigint = :lo AND objsubid = 1"),
-                               {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
+        if (waited >= limit and now >= look) or (waited >= notice and not said):
+            holder, process, silent = c.execute(text(_HOLDER), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).first() \
+                or (None, None, None)
             c.rollback()
             by = f"PostgreSQL pid {holder}" if holder is not None else "another session"
-            if waited >= limit:  # (how long this worker waited, not how long the holder has held it)
-                raise UserError(f"gave up waiting for {what} (held by {by}) after {limit:g} s (ADVISOR_PG_WAIT_S) "
-                                "- a worker stopped or paused while holding it, or one still busy; end that one (or "
-                                "set ADVISOR_PG_WAIT_S=inf to wait for ever) and run the command again")
-            said = True
-            if not give_up:
-                upto = (", with no time limit (a worker may hold it for minutes while it measures; one stopped or "
-                        "paused holds it until its session ends)")
-            else:
-                upto = "" if limit == float("inf") else f" up to {limit:g} s (ADVISOR_PG_WAIT_S)"
-            say_note(f"waiting for {what} (held by {by}) for {notice:g} s; still waiting{upto} - Ctrl-C stops the "
-                  "command")
+            if process and process.startswith(APPLICATION_NAME):
+                by += f" of {process}"
+            if waited >= limit and holder is not None:  # (none: released since the last try, which comes next)
+                quiet = waited if silent is None else float(silent)  # (how long this worker waited: a last resort)
+                if quiet >= limit:
+                    raise UserError(f"gave up waiting for {what} (held by {by}): its holder has sent the server "
+                                    f"nothing for {limit:g} s (ADVISOR_PG_WAIT_S) - a worker stopped or paused while "
+                                    "holding it, or cut off from the server; end that one (or set "
+                                    "ADVISOR_PG_WAIT_S=inf to wait for ever) and run the command again")
+                look = now + min(1.0, limit - quiet)  # a live holder: looked at again in a second at most
+            if not said:
+                said = True
+                if not give_up:
+                    upto = (", with no time limit (a worker may hold it for minutes while it measures; one stopped or "
+                            "paused holds it until its session ends)")
+                else:
+                    upto = ("" if limit == float("inf") else " as long as its holder works (given up once it has "
+                            f"sent the server nothing for {limit:g} s, ADVISOR_PG_WAIT_S)")
+                say_note(f"waiting for {what} (held by {by}) for {notice:g} s; still waiting{upto} - Ctrl-C stops "
+                         "the command")
     c.commit()  # (the lock is the session's; the transaction ends)
     try:
         yield
     finally:
         c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         c.commit()
+
+
+_HOLDER = """
+SELECT h.pid, h.application_name,
+       extract(epoch FROM clock_timestamp() - max(
+           CASE WHEN s.state = 'active' AND s.wait_event IS DISTINCT FROM 'ClientWrite' THEN clock_timestamp()
+                ELSE s.state_change END))
+FROM (SELECT l.pid, a.application_name FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = :hi AND l.objid::bigint = :lo
+        AND l.objsubid = 1
+      ORDER BY l.pid LIMIT 1) h
+LEFT JOIN pg_stat_activity s ON s.pid <> pg_backend_pid() AND (s.pid = h.pid OR (
+    h.application_name LIKE 'moe-advisor pid=%' AND s.application_name = h.application_name))
+GROUP BY h.pid, h.application_name
+"""
+"""The holder of an advisory lock: its PostgreSQL pid, its `application_name`, and for how many seconds its
+process (every session of that `application_name`, where it is advisor's: one per process) has run no query -
+0 while one runs, unless it is stuck sending its result to a client that reads nothing (paused mid-read); NULL
+where the activity cannot be read (another role's sessions)."""
+
+APPLICATION_NAME = "moe-advisor pid="
+"""How advisor's connections name themselves to PostgreSQL (`application_name`, `application_name()`)."""
+
+
+def application_name() -> str:
+    """This process's name for PostgreSQL: `moe-advisor pid=PID host=HOST` (63 bytes at most, the server's
+    limit), in `pg_stat_activity` and in the note of a worker waiting for a lock this process holds."""
+    import socket
+
+    return f"{APPLICATION_NAME}{os.getpid()} host={socket.gethostname()}"[:63]
 
 
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -538,6 +580,8 @@ def engine_kwargs(url: str) -> dict[str, Any]:
         return {"connect_args": {"timeout": sqlite_busy_timeout_s()}}
     if url.startswith("postgresql"):
         connect: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if "application_name" not in dict(parse_qsl(url.partition("?")[2])) and not os.environ.get("PGAPPNAME"):
+            connect["application_name"] = application_name()  # (a lock's waiter tells its holder's process by it)
         if url.startswith("postgresql+psycopg2"):
             connect["connection_factory"] = engine_watched()  # (the connections advisor's wait watches)
         return {"pool_pre_ping": True, "connect_args": connect}

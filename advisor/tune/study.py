@@ -292,7 +292,8 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     seeding, which may measure for seconds; each one for the whole file, re-entered, not waited on for ever,
     when taken again inside itself - another study); an in-memory database has one process, so no lock. A
     wait for the seed lock has no time limit (on PostgreSQL: said, ended by Ctrl-C only); one for the front
-    lock is given up on (`ADVISOR_PG_WAIT_S`, `storage.advisory_lock`; a SQLite file's turn: its busy timeout)."""
+    lock is given up on once its holder's process has sent the server nothing for `ADVISOR_PG_WAIT_S`
+    (`storage.advisory_lock`; a SQLite file's turn: its busy timeout)."""
     if engine.dialect.name != "postgresql":
         with st.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
             yield
@@ -301,8 +302,8 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
 
     key = zlib.crc32(f"advisor_{what}:{name}".encode())
     # the seed lock is held while a worker measures the CPU expert times (minutes for a big model on a slow
-    # CPU): waited for without a time limit, as a SQLite file's seeding turn is; the front lock's milliseconds
-    # are not, so a wait for it that long is a worker stopped or paused with it
+    # CPU), sending nothing: waited for without a time limit, as a SQLite file's seeding turn is; the front
+    # lock's holder works on the database while it holds it, so one silent that long is stopped or paused
     with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}", give_up=what != "seed"):
         yield
 
