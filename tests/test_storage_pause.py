@@ -125,6 +125,18 @@ def _paused_while_measuring(pg: _Server, proc: subprocess.Popen, trial: int) -> 
     pg.pause()
 
 
+def _paused_until_it_ends(pg: _Server, proc: subprocess.Popen, trial: int) -> tuple[str, str, float]:
+    """Pause the server while the worker measures trial `trial` (`_paused_while_measuring`) until the worker
+    ends: (its stdout, its stderr, its seconds from the pause); the server resumed after."""
+    try:
+        _paused_while_measuring(pg, proc, trial)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        return out, err, time.monotonic() - t0
+    finally:
+        pg.resume()
+
+
 def _stderr_line(proc: subprocess.Popen, within: float) -> str:
     """The worker's next stderr line, "" if none comes `within` seconds."""
     assert proc.stderr is not None
@@ -198,13 +210,7 @@ def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends
 
     proc = _worker(pg, study, "--trials", "40", "--delay", "0.2", "--heartbeat", "0",
                    ADVISOR_PG_NOTICE_S="0.5", ADVISOR_PG_WAIT_S="1.5")
-    try:
-        _paused_while_measuring(pg, proc, 4)
-        t0 = time.monotonic()
-        out, err = proc.communicate(timeout=60)
-        waited = time.monotonic() - t0
-    finally:
-        pg.resume()
+    out, err, waited = _paused_until_it_ends(pg, proc, 4)
     assert proc.returncode == 2, (out, err)
     assert "Traceback" not in err, err
     lines = err.splitlines()
@@ -245,13 +251,7 @@ def test_a_run_tune_in_a_worker_thread_that_gave_up_on_the_server_ends_then(pg):
     proc = subprocess.Popen([sys.executable, "-c", _IN_A_THREAD, str(Path(HELPER).parent), pg.url, "thread-gave-up"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "ADVISOR_PG_WAIT_S": "1"})
-    try:
-        _paused_while_measuring(pg, proc, 1)
-        t0 = time.monotonic()
-        out, err = proc.communicate(timeout=60)
-        waited = time.monotonic() - t0
-    finally:
-        pg.resume()
+    out, err, waited = _paused_until_it_ends(pg, proc, 1)
     assert proc.returncode == 0, (out, err)
     assert f"(PostgreSQL at 127.0.0.1:{pg.port} has not answered for 1 s (ADVISOR_PG_WAIT_S)); nothing finished is " \
            "lost" in out, (out, err)
