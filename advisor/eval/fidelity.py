@@ -12,11 +12,18 @@ Two numbers: mean KL(reference || runtime) over scored positions, and top-1 agre
 positions whose arg-max token is unchanged). For large vocabularies the reference keeps its top
 `keep` tokens plus one "rest" bucket per position; the KL of that coarsened distribution is a lower bound
 of the full KL (data-processing inequality) and costs kilobytes instead of gigabytes.
+
+Memory: logits are never held for every prompt at once. The forwards take as many prompts as fit
+`CHUNK_BYTES` of float logits (at least one), and the float upcast, log-softmax and comparison run over
+blocks of scored positions of that size; what is kept is the reference (above) and one KL value and one
+top-1 match per position. The peak is set by `CHUNK_BYTES` and one prompt's logits, not by the prompt count
+(16 prompts x a 256-token canvas x a 262k vocabulary were ~2 GiB of bf16 logits plus a ~4 GiB float copy).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,10 @@ import torch.nn.functional as F
 
 FULL_VOCAB_BUDGET = 64 * 1024 * 1024
 """Bytes of reference log-probs kept exactly; beyond this the top-`keep` + rest coarsening is used."""
+
+CHUNK_BYTES = 128 * 1024 * 1024
+"""Bytes of float32 logits handled at once (see the module doc): prompts per forward and scored positions per
+upcast block are sized to it. The numbers do not depend on it (to float rounding)."""
 
 
 @dataclass
@@ -101,8 +112,9 @@ def uniform_canvas(loaded, tokens: list[int], gen: torch.Generator) -> list[int]
 
 def _scored_logits(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                    positions: torch.Tensor) -> torch.Tensor:
-    """Logits [N, V] at the scored positions. DiffusionGemma's encoder reads the prompt and its decoder the
-    canvas (the last `positions.shape[1]` ids), whose logits are all it returns: `positions` covers the canvas."""
+    """Logits [N, V] at the scored positions, in the model's dtype. DiffusionGemma's encoder reads the prompt and
+    its decoder the canvas (the last `positions.shape[1]` ids), whose logits are all it returns: `positions` covers
+    the canvas."""
     device = loaded.device
     with torch.no_grad():
         if loaded.mask_token_id is None and loaded.is_diffusion:
@@ -111,7 +123,30 @@ def _scored_logits(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor
         else:
             kwargs = {} if attention_mask is None else {"attention_mask": attention_mask.to(device)}
             out = loaded.model(input_ids.to(device), **kwargs)
-    return (out.logits if hasattr(out, "logits") else out[0]).float()[positions.to(device)]
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        del out
+        if bool(positions.all()):  # every position scored (DiffusionGemma's canvas): a view, no copy
+            return logits.reshape(-1, logits.shape[-1])
+        return logits[positions.to(device)]
+
+
+def _scored_blocks(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   positions: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Float32 logits at the scored positions, in order (row-major, as `logits[positions]`), in blocks of at most
+    `CHUNK_BYTES`: the first forward takes one prompt, the next ones as many as their logits fit in `CHUNK_BYTES`
+    (at least one); each block is upcast on its own. The caller keeps only what it reduces a block to."""
+    start, rows = 0, 1
+    while start < input_ids.shape[0]:
+        sel = slice(start, min(start + rows, input_ids.shape[0]))
+        scored = _scored_logits(loaded, input_ids[sel], None if attention_mask is None else attention_mask[sel],
+                                positions[sel])
+        start = sel.stop
+        vocab = int(scored.shape[-1])
+        rows = max(1, CHUNK_BYTES // (int(positions.shape[1]) * vocab * 4))
+        step = max(1, CHUNK_BYTES // (vocab * 4))
+        for i in range(0, scored.shape[0], step):
+            yield scored[i:i + step].float()
+        del scored
 
 
 def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits:
@@ -127,32 +162,52 @@ def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits
         attn = None
     if not bool(pos.any()):
         raise ValueError("no scored positions: diffusion inputs need mask tokens in their canvas")
-    logits = _scored_logits(loaded, ids, attn, pos)
-    log_probs = F.log_softmax(logits, dim=-1).cpu()
-    top1 = log_probs.argmax(dim=-1)
-    if log_probs.numel() * 4 <= FULL_VOCAB_BUDGET:
-        return ReferenceLogits(ids, pos, attn, log_probs, None, top1, not loaded.is_diffusion)
-    top = log_probs.topk(keep, dim=-1)
-    return ReferenceLogits(ids, pos, attn, top.values, top.indices, top1, not loaded.is_diffusion)
+    n, at = int(pos.sum()), 0
+    values = indices = top1 = None
+    for block in _scored_blocks(loaded, ids, attn, pos):  # only what is kept leaves the block
+        log_probs = F.log_softmax(block, dim=-1)
+        del block
+        rows, vocab = slice(at, at + log_probs.shape[0]), log_probs.shape[-1]
+        if top1 is None:  # filled in place: the kept reference is never held twice
+            exact = n * vocab * 4 <= FULL_VOCAB_BUDGET
+            values = torch.empty(n, vocab if exact else min(keep, vocab), dtype=log_probs.dtype)
+            indices = None if exact else torch.empty(n, values.shape[1], dtype=torch.long)
+            top1 = torch.empty(n, dtype=torch.long)
+        top1[rows] = log_probs.argmax(dim=-1).cpu()
+        if indices is None:
+            values[rows] = log_probs.cpu()
+        else:
+            top = log_probs.topk(values.shape[1], dim=-1)
+            values[rows], indices[rows] = top.values.cpu(), top.indices.cpu()
+        at = rows.stop
+    return ReferenceLogits(ids, pos, attn, values, indices, top1, not loaded.is_diffusion)
+
+
+def _position_scores(ref_log_probs: torch.Tensor, ref_token_ids: torch.Tensor | None, ref_top1: torch.Tensor,
+                     log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: KL(reference || other) and whether the arg-max token agrees, given the other model's log-probs
+    [n, V] at the same n positions as the reference rows."""
+    other_top1 = log_probs.argmax(dim=-1)
+    if ref_token_ids is None:
+        p = ref_log_probs.exp()
+        kl = (p * (ref_log_probs - log_probs)).sum(-1)
+    else:
+        # Coarsen both distributions to (kept tokens, rest) and compare those.
+        q_kept = log_probs.gather(-1, ref_token_ids)
+        p_kept = ref_log_probs
+        p_rest = torch.log1p(-p_kept.exp().sum(-1).clamp(max=1 - 1e-7))
+        q_rest = torch.log1p(-q_kept.exp().sum(-1).clamp(max=1 - 1e-7))
+        kl = (p_kept.exp() * (p_kept - q_kept)).sum(-1) + p_rest.exp() * (p_rest - q_rest)
+    return kl, other_top1 == ref_top1
+
+
+def _summary(kl: torch.Tensor, agree: torch.Tensor) -> dict[str, float]:
+    return {"fidelity_kl": float(kl.clamp(min=0).mean()), "fidelity_top1": float(agree.float().mean())}
 
 
 def compare(ref: ReferenceLogits, log_probs: torch.Tensor) -> dict[str, float]:
     """KL(reference || other) and top-1 agreement, given the other model's log-probs [N, V]."""
-    other_top1 = log_probs.argmax(dim=-1)
-    if ref.token_ids is None:
-        p = ref.log_probs.exp()
-        kl = (p * (ref.log_probs - log_probs)).sum(-1)
-    else:
-        # Coarsen both distributions to (kept tokens, rest) and compare those.
-        q_kept = log_probs.gather(-1, ref.token_ids)
-        p_kept = ref.log_probs
-        p_rest = torch.log1p(-p_kept.exp().sum(-1).clamp(max=1 - 1e-7))
-        q_rest = torch.log1p(-q_kept.exp().sum(-1).clamp(max=1 - 1e-7))
-        kl = (p_kept.exp() * (p_kept - q_kept)).sum(-1) + p_rest.exp() * (p_rest - q_rest)
-    return {
-        "fidelity_kl": float(kl.clamp(min=0).mean()),
-        "fidelity_top1": float((other_top1 == ref.top1).float().mean()),
-    }
+    return _summary(*_position_scores(ref.log_probs, ref.token_ids, ref.top1, log_probs))
 
 
 def fidelity_source(native_format: str, n_positions: int, n_prompts: int, device: str) -> str:
@@ -165,9 +220,19 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     """Compare the model under `runtime` (attached for this one forward) with the reference."""
     from advisor.eval.run import attached
 
+    kls, agrees, at = [], [], 0
     with attached(loaded, runtime):
-        logits = _scored_logits(loaded, ref.input_ids, ref.attention_mask, ref.positions)
-    out = compare(ref, F.log_softmax(logits, dim=-1).cpu())
+        for block in _scored_blocks(loaded, ref.input_ids, ref.attention_mask, ref.positions):
+            log_probs = F.log_softmax(block, dim=-1)
+            del block
+            dev, rows = log_probs.device, slice(at, at + log_probs.shape[0])
+            kl, agree = _position_scores(ref.log_probs[rows].to(dev),
+                                         None if ref.token_ids is None else ref.token_ids[rows].to(dev),
+                                         ref.top1[rows].to(dev), log_probs)
+            kls.append(kl.cpu())
+            agrees.append(agree.cpu())
+            at = rows.stop
+    out = _summary(torch.cat(kls), torch.cat(agrees))
     out["fidelity_positions"] = ref.n_positions
     return out
 
