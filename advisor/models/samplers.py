@@ -136,16 +136,22 @@ def llada_generate(
             if on_forward is not None:
                 on_forward(ForwardInfo(index=index, step=step, block=block, block_span=(start, end)))
             index += 1
-            logits = _forward(model, x)
-            x0 = _gumbel_argmax(logits, temperature)
+            # Only the block's masked positions can be committed: argmax, float64 softmax and Gumbel noise over
+            # the block's [B, block_length, V] slice, not the whole [B, L, V] sequence (4.6 GiB of float64 at
+            # LLaDA-MoE's 157k vocabulary, 450 positions, batch 8).
+            logits = _forward(model, x)[:, start:end]
+            x0 = x.clone()
+            x0[:, start:end] = _gumbel_argmax(logits, temperature)
             if remasking == "low_confidence":
                 probs = F.softmax(logits.to(torch.float64), dim=-1)
-                conf = torch.gather(probs, -1, x0[..., None]).squeeze(-1)
-            else:
-                conf = torch.rand(x0.shape, device=x0.device, dtype=torch.float64)
-            in_block = torch.zeros_like(masked)
-            in_block[:, start:end] = True
-            conf = torch.where(masked & in_block, conf, -torch.inf)
+                block_conf = torch.gather(probs, -1, x0[:, start:end, None]).squeeze(-1)
+                del probs
+            else:  # drawn for the whole sequence, as before, so the same seed draws the same order
+                block_conf = torch.rand(x0.shape, device=x0.device, dtype=torch.float64)[:, start:end]
+            del logits
+            # the top-k runs over the same [B, L] rows as ever (-inf outside the block's masked positions)
+            conf = torch.full(x0.shape, -torch.inf, device=x0.device, dtype=torch.float64)
+            conf[:, start:end] = torch.where(masked[:, start:end], block_conf, -torch.inf)
             commit = torch.zeros_like(masked)
             for row in range(b):
                 k = int(schedule[row, step])
