@@ -106,13 +106,18 @@ def test_llada2_generated_tokens_stop_at_eos_not_at_the_canvas_never_decoded():
     loaded = load_model("tiny:llada2")
     eos = loaded.model.config.eos_token_id
 
-    def answer_eos_third(_module, _args, out):  # positions 0-9 say token 5; from 10 on (answer's third), eos
-        out = out.clone()
-        out[:, :10, 5] = 1e4
-        out[:, 10:, eos] = 1e4
+    def answer_eos_third(_module, args, kwargs, out):  # positions 0-9 say token 5; from 10 on (answer's third), eos
+        # the sampler asks for the block's logits only (logits_to_keep): place them in the sequence
+        from advisor.models.llada_moe import kept_positions
+
+        positions = torch.arange(args[0].shape[1])[kept_positions(kwargs.get("logits_to_keep", 0))]
+        logits = out.logits.clone()
+        logits[:, positions < 10, 5] = 1e4
+        logits[:, positions >= 10, eos] = 1e4
+        out.logits = logits
         return out
 
-    handle = loaded.model.lm_head.register_forward_hook(answer_eos_third)
+    handle = loaded.model.register_forward_hook(answer_eos_third, with_kwargs=True)
     try:
         tr = record_trace(loaded, prompt_ids(8), max_new_tokens=32, block_length=8, steps=8)
     finally:

@@ -94,7 +94,7 @@ def reference_greedy(model, ids, *, max_new_tokens):
 
 
 def _ids(batch=3, length=7, seed=1):
-    return torch.randint(3, 200, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(3, 90, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
@@ -129,39 +129,62 @@ def test_autoregressive_greedy_generate_is_the_full_sequence_argmax(family):
     assert torch.equal(got[:, :n], want[:, :n])
 
 
-class LargestFloat64(TorchDispatchMode):
-    """The bytes of the largest float64 tensor an op returns while the mode is on."""
+class Largest(TorchDispatchMode):
+    """The bytes of the largest tensor of each dtype that an op makes while the mode is on (views - of the weights,
+    say - are no new tensor)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.largest = 0
+        self.largest: dict[torch.dtype, int] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and t.dtype == torch.float64:
-                self.largest = max(self.largest, t.untyped_storage().nbytes())
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                self.largest[t.dtype] = max(self.largest.get(t.dtype, 0), t.untyped_storage().nbytes())
         return out
 
 
-def test_llada_moe_upcasts_only_the_block_to_float64():
-    """A 32k vocabulary, prompt 24 + answer 8, block 4: the float64 softmax was [B, 32, V] per forward; it is
-    [B, 4, V] now (what the previous algorithm makes is measured alike, so the counter is known to see it)."""
-    from advisor.models.llada_moe import LLaDAMoEModelLM
-    from advisor.models.tiny import randomize_, tiny_config
+VOCAB = 32768
 
-    vocab = 32768
-    config = tiny_config("llada_moe")
-    config.vocab_size = vocab
-    loaded = load_model("tiny:llada_moe")
-    loaded = dataclasses.replace(loaded, model=randomize_(LLaDAMoEModelLM(config)).eval())
+
+def _widened(family: str):
+    """The tiny model of `family` with a 32k vocabulary (its logits dwarf every other tensor)."""
+    from advisor.models.tiny import _model_class, randomize_, tiny_config
+
+    config = tiny_config(family)
+    config.vocab_size = VOCAB
+    loaded = load_model(f"tiny:{family}")
+    return dataclasses.replace(loaded, model=randomize_(_model_class(family)(config)).eval())
+
+
+def test_llada_moe_computes_and_upcasts_only_the_block():
+    """Prompt 24 + answer 8, block 4, batch 2: the logits were [B, 32, V] per forward and their float64 softmax as
+    big; both are [B, 4, V] now (the previous algorithm is measured alike, so the counter is known to see them)."""
+    loaded = _widened("llada_moe")
     ids = _ids(batch=2, length=24)
     kw = dict(steps=4, block_length=4)
-    with LargestFloat64() as new:
+    with Largest() as new:
         got = generate(loaded, ids, max_new_tokens=8, **kw)
-    with LargestFloat64() as old, torch.no_grad():
+    with Largest() as old, torch.no_grad():
         want = reference_llada(loaded.model, ids, gen_length=8, mask_id=loaded.mask_token_id, **kw)
     assert torch.equal(got, want)
-    block, sequence = 2 * 4 * vocab * 8, 2 * 32 * vocab * 8
-    assert old.largest == sequence
-    assert new.largest == block
+    block, sequence = 2 * 4 * VOCAB, 2 * 32 * VOCAB
+    assert (old.largest[torch.float64], old.largest[torch.float32]) == (sequence * 8, sequence * 4)
+    assert (new.largest[torch.float64], new.largest[torch.float32]) == (block * 8, block * 4)
+
+
+def test_llada2_computes_and_upcasts_only_the_block():
+    """Prompt 13 + answer 8 at block 4: the last forward's logits were [B, 24, V] (the canvas cut after the
+    block); they are the block's [B, 4, V] now."""
+    loaded = _widened("llada2")
+    ids = _ids(batch=2, length=13)
+    kw = dict(gen_length=8, block_length=4, steps=4, threshold=0.95)
+    with Largest() as new:
+        got = generate(loaded, ids, max_new_tokens=8, steps=4, block_length=4, threshold=0.95)
+    with Largest() as old, torch.no_grad():
+        want = reference_llada2(loaded.model, ids, mask_id=loaded.mask_token_id, eos_id=None, **kw)
+    assert torch.equal(got, want)
+    assert old.largest[torch.float32] == 2 * 24 * VOCAB * 4
+    assert new.largest[torch.float32] == 2 * 4 * VOCAB * 4

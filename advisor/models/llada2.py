@@ -39,7 +39,15 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutput
 
 from advisor.models.experts import ExpertList
-from advisor.models.llada_moe import RMSNorm, SwiGLU, apply_rope, rope_cos_sin, rotary_dim, sdpa_mask
+from advisor.models.llada_moe import (
+    RMSNorm,
+    SwiGLU,
+    apply_rope,
+    kept_positions,
+    rope_cos_sin,
+    rotary_dim,
+    sdpa_mask,
+)
 
 MODEL_TYPE = "llada2_moe"  # as published in inclusionAI/LLaDA2.0-mini/config.json
 MASK_TOKEN_ID = 156895
@@ -324,9 +332,11 @@ class LLaDA2MoeModelLM(LLaDA2MoePreTrainedModel):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs) -> CausalLMOutput:
+    def forward(self, input_ids, attention_mask=None, position_ids=None,
+                logits_to_keep: int | slice | torch.Tensor = 0, **kwargs) -> CausalLMOutput:
+        """`logits_to_keep` as LLaDA-MoE's: the positions whose (float) logits are computed, all by default."""
         hidden = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        return CausalLMOutput(logits=self.lm_head(hidden).float())
+        return CausalLMOutput(logits=self.lm_head(hidden[:, kept_positions(logits_to_keep)]).float())
 
 
 LLaDA2Config = LLaDA2MoeConfig

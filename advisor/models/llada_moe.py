@@ -404,10 +404,18 @@ class LLaDAMoEModelLM(LLaDAMoEPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        logits_to_keep: int | slice | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutput:
+        """`logits_to_keep` (as transformers'): the positions to compute logits for - the last n (0: all), a slice
+        or an index tensor of them; the decoding samplers ask only for the block they can commit."""
         hidden = self.model(input_ids, attention_mask=attention_mask, position_ids=position_ids)
-        return CausalLMOutput(logits=self.lm_head(hidden))
+        return CausalLMOutput(logits=self.lm_head(hidden[:, kept_positions(logits_to_keep)]))
+
+
+def kept_positions(logits_to_keep: int | slice | torch.Tensor) -> slice | torch.Tensor:
+    """The index of the positions `logits_to_keep` keeps (transformers' convention, plus a slice)."""
+    return slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
 
 
 def _register() -> None:

@@ -16,6 +16,7 @@ routing recorders and offload runtimes know where in the decoding they are.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,9 +89,15 @@ def _gumbel_argmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return (logits.exp() / gumbel).argmax(dim=-1)
 
 
-def _forward(model, x: torch.Tensor, **kw) -> torch.Tensor:
+def _forward(model, x: torch.Tensor, start: int, end: int, **kw) -> torch.Tensor:
+    """The logits of positions start:end of `x`'s forward, [B, end - start, V]: a model whose forward takes
+    `logits_to_keep` (as transformers' do) computes only those (its LM head over the rest is never needed); another
+    model's full logits are sliced."""
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kw["logits_to_keep"] = slice(start, end) if end < x.shape[1] else end - start
     out = model(x, **kw)
-    return out.logits if hasattr(out, "logits") else out[0]
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    return logits[:, start:end] if logits.shape[1] == x.shape[1] else logits
 
 
 @torch.no_grad()
@@ -139,7 +146,7 @@ def llada_generate(
             # Only the block's masked positions can be committed: argmax, float64 softmax and Gumbel noise over
             # the block's [B, block_length, V] slice, not the whole [B, L, V] sequence (4.6 GiB of float64 at
             # LLaDA-MoE's 157k vocabulary, 450 positions, batch 8).
-            logits = _forward(model, x)[:, start:end]
+            logits = _forward(model, x, start, end)
             x0 = x.clone()
             x0[:, start:end] = _gumbel_argmax(logits, temperature)
             if remasking == "low_confidence":
@@ -216,8 +223,8 @@ def llada2_generate(
                 on_forward(ForwardInfo(index=index, step=step, block=block - first, block_span=(start, end)))
             index += 1
             logits = _forward(
-                model, x[:, :end], attention_mask=mask[:, :, :end, :end], position_ids=positions[:, :end]
-            )[:, start:end].float()
+                model, x[:, :end], start, end, attention_mask=mask[:, :, :end, :end], position_ids=positions[:, :end]
+            ).float()
             if temperature > 0:
                 probs = F.softmax(logits / temperature, dim=-1)
                 x0 = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).view(b, -1)
