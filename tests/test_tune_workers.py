@@ -161,9 +161,9 @@ def test_a_worker_without_heartbeats_keeps_its_trial_while_workers_with_them_run
     shares the study: every `advisor tune` stamped its running trial with a first heartbeat (meant for a worker
     killed before its first beat), and once the grace period passed, failed it as stale and queued it again while
     it still ran. Its trials are marked now and never stamped."""
-    url = f"sqlite:///{shm_dir}/q.db"
+    url, release = f"sqlite:///{shm_dir}/q.db", shm_dir / "release"
     quiet = _worker("--storage", url, "--study", "q", "--no-staging", "--heartbeat", "0", "--trials", "1",
-                    "--delay", "12", "--seed", "1")
+                    "--hold", str(release), "--seed", "1")  # its trial runs until the checks below are done
     for line in quiet.stdout:
         if line.startswith("STAGE accuracy 0"):
             break
@@ -179,6 +179,7 @@ def test_a_worker_without_heartbeats_keeps_its_trial_while_workers_with_them_run
         first = optuna.load_study(study_name="q", storage=url).trials[0]
         assert first.state.name == "RUNNING" and first.system_attrs.get("advisor:no_heartbeat") is True
     finally:
+        release.touch()
         out, err = quiet.communicate(timeout=120)
     assert quiet.returncode == 0, err
     assert _result(out)["finished_elsewhere"] == [], out

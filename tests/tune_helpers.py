@@ -69,7 +69,8 @@ def small_space(text: str = SMALL_SPACE):
 class FakeBackend:
     """Closed-form stand-in for a model: accuracy and fidelity fall with fewer bits, bytes with more slots."""
 
-    def __init__(self, *, delay: float = 0.0, fingerprint: str = "fake-fp-1", n_layers: int = 2, experts: int = 8):
+    def __init__(self, *, delay: float = 0.0, fingerprint: str = "fake-fp-1", n_layers: int = 2, experts: int = 8,
+                 hold: Path | None = None):
         self.model_name = "fake-moe"
         self.model_fingerprint = fingerprint
         self.task_name = "fake"
@@ -80,6 +81,7 @@ class FakeBackend:
         self.model_meta = {"family": "llada_moe", "name": "fake-moe", "num_moe_layers": n_layers,
                            "num_experts": experts, "layout": "list"}
         self.delay = delay
+        self.hold = hold  # accuracy waits until this file exists: a trial that runs exactly as long as a test needs
         self.calls: Counter[str] = Counter()
         self.accuracy_plans: list[str] = []
 
@@ -102,6 +104,10 @@ class FakeBackend:
         self.accuracy_plans.append(plan.fingerprint)
         if self.delay:
             time.sleep(self.delay)
+        for _ in range(6000 if self.hold else 0):  # 300 s at most
+            if self.hold.exists():
+                break
+            time.sleep(0.05)
         d = self._deficiency(plan)
         acc = round(0.95 - 0.5 * d * d, 6)
         return Measured({"accuracy": acc, "accuracy_n": 8.0, "accuracy_ci_low": acc - 0.05,
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--total", type=int, default=None, help="end the study with this many finished trials")
     ap.add_argument("--delay", type=float, default=0.0)
+    ap.add_argument("--hold", type=Path, default=None, help="each accuracy waits until this file exists")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--sampler", default="random")
     ap.add_argument("--heartbeat", type=int, default=1, help="0: a worker without heartbeats")
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fingerprint", default="fake-fp-1", help="model fingerprint (the accuracy cache key)")
     a = ap.parse_args(argv)
     text = SMALL_SPACE + ("staging = false\n" if a.no_staging else "")
-    backend = FakeBackend(delay=a.delay, fingerprint=a.fingerprint)
+    backend = FakeBackend(delay=a.delay, fingerprint=a.fingerprint, hold=a.hold)
     opts = TuneOptions(study_name=a.study, storage=a.storage, sampler=a.sampler, seed=a.seed,
                        n_trials=None if a.total else a.trials, total_trials=a.total,
                        heartbeat_interval=a.heartbeat or None, grace_period=a.grace)
