@@ -22,6 +22,11 @@ from pathlib import Path
 
 from advisor.errors import UserError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so no folder a killed writer left is ever taken for stale
+    fcntl = None  # type: ignore[assignment]
+
 
 def _directory_of(path: Path, create: bool) -> Path:
     parent = path.parent
@@ -148,6 +153,78 @@ def _recover(path: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _temp_dir_name(path: Path) -> re.Pattern[str]:
+    """The names `atomic_dir` fills its output under beside `path`: `tempfile.mkdtemp`'s `.NAME-` + 8 characters."""
+    return re.compile(rf"\.{re.escape(path.name)}-[a-z0-9_]{{8}}")
+
+
+def _lock_dir(fd: int, *, wait: bool) -> bool:
+    """Take the exclusive lock on the directory open as `fd`: a writer holds it on its temporary folder while it
+    fills it, and the kernel lets it go when the process ends, however (SIGKILL, a power cut: then there is no
+    process to hold it). False when another process holds it (`wait=False`), or when the file system takes no
+    locks (a writer goes on without; nothing there is then taken for stale)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _same(fd: int, path: Path) -> bool:
+    """Whether `path` is still the directory open as `fd` (not removed, nor replaced, since it was opened)."""
+    try:
+        here, held = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_stale(path: Path, replaces: Collection[str]) -> None:
+    """Remove the temporary folders of `atomic_dir` writers of `path` that were killed (SIGKILL, the OOM killer)
+    before they finished: named as `atomic_dir` names them, holding only entries that writer writes (`replaces`),
+    and locked by no live writer. A folder of the user's - another name, other files, a symbolic link - stays."""
+    pattern = _temp_dir_name(path)
+    try:
+        found = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return
+    for p in found:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile, a symbolic link, not a directory, not ours to read
+            continue
+        try:
+            if not _lock_dir(fd, wait=False) or not _same(fd, p):  # a live writer's, or already replaced
+                continue
+            if all(e.name in replaces for e in os.scandir(fd)):
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)  # the lock goes with it
+
+
+@contextmanager
+def _own_temp_dir(path: Path) -> Iterator[Path]:
+    """A new temporary folder beside `path`, locked for as long as the block runs (`_remove_stale` leaves it)."""
+    while True:
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
+        # another writer's `_remove_stale` may have taken it between mkdtemp and the lock: then make another
+        if not _lock_dir(fd, wait=True) or _same(fd, tmp):
+            break
+        os.close(fd)
+    try:
+        yield tmp
+    finally:
+        os.close(fd)
+
+
 def _other_writer(e: OSError) -> bool:
     """What another writer of the same path, at the same moment, makes a rename see: its source gone (set aside,
     put back, or removed by that writer) or its target taken (that writer's output in place)."""
@@ -184,6 +261,7 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     is put back first (`_recover`)."""
     path = Path(path).resolve()
     _recover(path)
+    _remove_stale(path, replaces)
     try:  # one look: exists() then is_dir() saw another writer's path, set aside in between, as no directory
         mode: int | None = path.stat().st_mode
     except OSError as e:
@@ -200,7 +278,7 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
             raise UserError(f"cannot create {path}: {where} is not a directory; choose another -o")
         _check_names(path, where)
         try:
-            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}-", dir=where))
+            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=where))  # not a name `_remove_stale` takes
         except OSError as e:
             raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); choose "
                             "another -o") from None
@@ -220,21 +298,18 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
 def atomic_dir(path: str | os.PathLike, replaces: Collection[str] = ()) -> Iterator[Path]:
     """A temporary directory beside `path` to fill; it replaces `path` when the block succeeds (an older
     directory there - empty, or holding only entries named in `replaces` - is removed only after that), and is
-    removed otherwise."""
+    removed otherwise; one a killed writer left is removed by the next writer's `check_replaceable`."""
     path = check_replaceable(path, replaces)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
-    except OSError as e:
-        raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
-    try:
-        yield tmp
-        _usual_mode(tmp, executable=True)
-        for attempt in itertools.count(1):
-            if _swap_in(tmp, path, replaces, last=attempt == _SWAP_TRIES):
-                break
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _own_temp_dir(path) as tmp:
+        try:
+            yield tmp
+            _usual_mode(tmp, executable=True)
+            for attempt in itertools.count(1):
+                if _swap_in(tmp, path, replaces, last=attempt == _SWAP_TRIES):
+                    break
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 _SWAP_TRIES = 20

@@ -186,3 +186,36 @@ def test_a_real_failure_of_the_second_rename_still_raises_and_restores_the_earli
         (d / "a.md").write_text("second")
     monkeypatch.undo()
     assert (out / "a.md").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_a_report_killed_mid_write_leaves_a_folder_the_next_report_removes(tmp_path):
+    """A SIGKILL (or the OOM killer) while `advisor report` fills its temporary folder left `.NAME-XXXXXXXX`
+    beside the output for ever. The next report removes such a folder - only one named so, holding only report
+    entries, and held by no live writer (a writer keeps its folder locked while it fills it)."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    killed = tmp_path / ".rep-k1ll3d00"
+    (killed / "figures").mkdir(parents=True)
+    (killed / "figures" / "pareto.png").write_bytes(b"\x89PNG")
+    (killed / "report.md").write_text("# half")
+    theirs = tmp_path / ".rep-notes000"  # the user's own folder, named alike by chance
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    live = tmp_path / ".rep-l1ve0000"  # another report being written right now
+    (live / "figures").mkdir(parents=True)
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = subprocess.run([sys.executable, "-m", "advisor", "report", "bundled-example", "--storage",
+                            "studies/example/advisor.db", "-o", str(tmp_path / "rep"), "--data",
+                            str(tmp_path / "missing.jsonl")], capture_output=True, text=True, timeout=120, cwd=root)
+    finally:
+        os.close(fd)
+    assert r.returncode == 2 and r.stderr.startswith("error: --data"), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".rep-l1ve0000", ".rep-notes000"]
+    assert (theirs / "notes.txt").read_text() == "mine" and (live / "figures").is_dir()
