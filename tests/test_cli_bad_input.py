@@ -151,6 +151,21 @@ def test_a_stored_json_value_of_the_wrong_type_is_one_line_in_every_reader(tmp_p
         assert f"{bad} is not a readable advisor database" in line and "not a" in line, (args, line)
 
 
+@pytest.mark.parametrize(("column", "value"), [("objectives", '"x"'), ("budget_bytes", "lots"), ("created_at", 12)])
+def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, value):
+    """A garbled `advisor_study` row (SQLite keeps any value in any column): `advisor studies` printed a
+    ValueError/TypeError traceback; pareto named objectives that are not an object by dict()'s own message."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    with sqlite3.connect(bad) as con:
+        con.execute(f"UPDATE advisor_study SET {column} = ?", (value,))
+    con.close()
+    for args in (["studies"], ["pareto", "bundled-example", "--no-plots"]):
+        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
+
+
 def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
     """`export STUDY N` of a trial off the front reads Optuna's tables with stdlib sqlite3 for a sqlite:/// URL
     and with SQLAlchemy otherwise: a `trials` table not Optuna's is the same clear error in both (the

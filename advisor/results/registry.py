@@ -145,8 +145,8 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
         if StudyRow.__tablename__ in tables:
             with Session(engine) as s:
                 mine = select(StudyRow) if name is None else select(StudyRow).where(StudyRow.study_name == name)
-                rows = {r.study_name: r for r in s.scalars(mine)}
-    except DatabaseError as e:
+                rows = {r.study_name: _checked(r) for r in s.scalars(mine)}
+    except (DatabaseError, ValueError, TypeError) as e:  # ValueError (a date too), TypeError: a garbled row
         raise unreadable_database(engine.url, e) from e
     out = []
     for study in sorted(set(counts) | set(rows)):
@@ -169,6 +169,25 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             n_retried=min(retried.get(study, 0), c.get("FAIL", 0)),
         ))
     return out
+
+
+def _checked(r: StudyRow) -> StudyRow:
+    """`r` as read back, or ValueError when the row is garbled (SQLite keeps any value in any column: objectives
+    that are not a JSON object, a budget or trial count that is not a number), which the listing makes the one
+    unreadable-database line; `advisor studies` met it as a traceback while printing."""
+    def bad(name: str, what: str) -> ValueError:
+        return ValueError(f"study {r.study_name!r}: stored {name} is not {what}")
+
+    if r.objectives is not None and not isinstance(r.objectives, dict):
+        raise bad("objectives", "a JSON object")
+    if r.budget_bytes is not None and (isinstance(r.budget_bytes, bool) or not isinstance(r.budget_bytes, int | float)):
+        raise bad("budget", "a number")
+    if r.n_complete is not None and (isinstance(r.n_complete, bool) or not isinstance(r.n_complete, int)):
+        raise bad("finished-trial count", "a whole number")
+    for name in ("model", "task", "space", "device"):
+        if getattr(r, name) is not None and not isinstance(getattr(r, name), str):
+            raise bad(name, "text")
+    return r
 
 
 def _silent_trials(c: Any, name: str | None) -> dict[str, list[float]]:

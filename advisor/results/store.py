@@ -133,7 +133,7 @@ def _point_from_row(r: FrontRow, objectives: dict[str, str] | None) -> FrontPoin
         space=r.space,
         budget_bytes=r.budget_bytes,
         created_at=r.created_at,
-        objectives=dict(objectives or {}),
+        objectives=dict(objectives) if isinstance(objectives, dict) else objectives or {},  # garbled: check_stored
     )
 
 
