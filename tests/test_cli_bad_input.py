@@ -1160,6 +1160,20 @@ def test_a_config_field_of_the_wrong_type_is_one_line(tmp_path, field, value, ne
                        "config.json does not describe a model that can be built", needle, "fix that field")
 
 
+def test_a_config_size_torch_refuses_is_one_line(tmp_path):
+    """`"num_experts": -1` in a copy of the bundled model's config.json: building the model (its parameters are
+    made before they move to the meta device) raised torch's RuntimeError "negative dimension", a traceback
+    (exit 1) in every command that loads the model."""
+    from advisor.models.load import BUNDLED_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_DIR, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "num_experts": -1}))
+    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120),
+                   "config.json does not describe a model that can be built", "negative dimension", "fix that field")
+
+
 def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not_a_traceback(tmp_path):
     """`recommend --gpu` and `profile --list` read every *.json of --profiles-dir: a folder named old.json was an
     IsADirectoryError traceback (now passed over: it holds no profile), a dangling link a FileNotFoundError one

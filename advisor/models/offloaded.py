@@ -106,7 +106,10 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
                 model = cls.from_config(config, dtype=dtype)
             else:
                 model = cls._from_config(config, dtype=dtype)
-    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, _StrictFieldError) as e:
+    # RuntimeError: torch refusing a size (num_experts = -1: a negative dimension; 10**12: no memory for the
+    # parameters, created before they move to the meta device)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, RuntimeError,
+            _StrictFieldError) as e:
         why = " ".join(str(e).split())  # a field of the wrong type: huggingface_hub's message runs over two lines
         raise UserError(f"{path / 'config.json'} does not describe a model that can be built "
                         f"({type(e).__name__}: {why}); fix that field or re-download the model") from e
