@@ -1174,6 +1174,27 @@ def test_a_config_size_torch_refuses_is_one_line(tmp_path):
                    "config.json does not describe a model that can be built", "negative dimension", "fix that field")
 
 
+def test_a_float_weight_stored_as_integers_is_refused(tmp_path):
+    """A checkpoint whose header gives one expert weight the dtype I32 (same byte count as F32): the load read
+    its bit patterns as integers of ~1e9 and `advisor eval` scored the model 0% (exit 0) without a word."""
+    import struct
+
+    from advisor.models.load import BUNDLED_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_DIR, model)
+    raw = (model / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    key = next(k for k in header if ".experts." in k)
+    header[key]["dtype"] = "I32"
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (model / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120),
+                   f"the checkpoint stores {key} as int32, but it is a floating-point weight", "re-download")
+
+
 def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not_a_traceback(tmp_path):
     """`recommend --gpu` and `profile --list` read every *.json of --profiles-dir: a folder named old.json was an
     IsADirectoryError traceback (now passed over: it holds no profile), a dangling link a FileNotFoundError one

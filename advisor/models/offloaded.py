@@ -129,6 +129,12 @@ def check_layout(path: Path, model: nn.Module, checkpoint: Checkpoint, keys: dic
             raise UserError(f"{path}: config.json does not match the checkpoint: {key} is "
                             f"{list(checkpoint.tensors[key].shape)} in the checkpoint but {list(t.shape)} by "
                             f"config.json; {fix}")
+        stored = checkpoint.tensors[key].dtype if key is not None else None
+        if stored is not None and t.is_floating_point() and not stored.is_floating_point:
+            # read as floats, its integers would be weights of ~1e9: a model that loads, runs and scores 0
+            raise UserError(f"{path}: the checkpoint stores {key} as {str(stored).removeprefix('torch.')}, but it "
+                            "is a floating-point weight (a corrupt header, or a checkpoint quantized by another "
+                            "tool); re-download the checkpoint")
     prefixes = tuple(f"{n}." for n, _ in _experts_modules(model))
     aliases: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):  # tied weights: any one name will do
