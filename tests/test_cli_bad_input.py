@@ -166,6 +166,19 @@ def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, valu
         assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
 
 
+def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
+    """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
+    recommend --study and export said the database was "not a readable advisor database" (the driver could not
+    encode the name) and told the user to point --storage at another file; it is the name."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for args in ([b"pareto", b"caf\xe9", b"--no-plots"], [b"recommend", b"--study", b"caf\xe9"],
+                 [b"export", b"caf\xe9", b"1", b"--to", b"json"]):
+        r = subprocess.run([sys.executable, "-m", "advisor", *args, b"--storage", db.encode()], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        line = one_error_line(r, "'caf\\udce9' holds bytes that are not UTF-8 text", "give the name in UTF-8")
+        assert "not a readable advisor database" not in line, line
+
+
 def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
     """`export STUDY N` of a trial off the front reads Optuna's tables with stdlib sqlite3 for a sqlite:/// URL
     and with SQLAlchemy otherwise: a `trials` table not Optuna's is the same clear error in both (the

@@ -297,10 +297,29 @@ def server_hint(reason: str) -> str:
     return "check the URL and that the server runs"
 
 
+def _unencodable_text(error: BaseException) -> str | None:
+    """The string a query could not send to the database, when that is what `error` (or the error it wraps) is:
+    a command-line argument holding bytes the locale could not decode (Python keeps them as lone surrogates,
+    which no UTF-8 database can store)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, UnicodeEncodeError) and isinstance(e.object, str):
+            return e.object
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return None
+
+
 def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
     reason = driver_reason(error)
+    text = _unencodable_text(error)
+    if text is not None:  # the query's own input, not the database: a name typed in a terminal that is not UTF-8
+        return UserError(f"{text!r} holds bytes that are not UTF-8 text (a terminal in another encoding?), so no "
+                         f"name stored in {where if isinstance(where, Path) else sqlite_path(where) or where} can "
+                         "match it; give the name in UTF-8 (see `advisor studies`)")
     if is_locked_error(error):
         return locked_database(where if isinstance(where, Path) else str(where))
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
