@@ -96,11 +96,18 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
     directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work)."""
     path = _not_a_directory(Path(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=_directory_of(path, create_dirs))
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror}; give another path") from e
-    os.close(fd)
+    directory = _directory_of(path, create_dirs)
+    _remove_stale_files(path)
+    while True:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror}; give another path") from e
+        # locked while it is written (another writer's `_remove_stale_files` leaves it), released by the kernel
+        # however the process ends; that cleaner may have taken it between mkstemp and the lock: make another
+        if not _lock(fd, wait=True) or _same(fd, Path(tmp)):
+            break
+        os.close(fd)
     try:
         yield Path(tmp)
         if Path(tmp).exists():
@@ -108,6 +115,30 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _remove_stale_files(path: Path) -> None:
+    """Remove the temporary files of `atomic_path` writers of `path` that were killed (SIGKILL, the OOM killer)
+    while they wrote: named as `atomic_path` names them (`.NAME.` + 8 characters + `.tmp`), regular files, and
+    locked by no live writer."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        found = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return
+    for p in found:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # gone meanwhile, a symbolic link, not ours to read
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, wait=False) and _same(fd, p):
+                p.unlink()
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
 
 
 def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True, executable: bool = False) -> Path:
@@ -158,11 +189,11 @@ def _temp_dir_name(path: Path) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(path.name)}-[a-z0-9_]{{8}}")
 
 
-def _lock_dir(fd: int, *, wait: bool) -> bool:
-    """Take the exclusive lock on the directory open as `fd`: a writer holds it on its temporary folder while it
-    fills it, and the kernel lets it go when the process ends, however (SIGKILL, a power cut: then there is no
-    process to hold it). False when another process holds it (`wait=False`), or when the file system takes no
-    locks (a writer goes on without; nothing there is then taken for stale)."""
+def _lock(fd: int, *, wait: bool) -> bool:
+    """Take the exclusive lock on the file or directory open as `fd`: a writer holds it on its temporary file or
+    folder while it fills it, and the kernel lets it go when the process ends, however (SIGKILL, a power cut:
+    then there is no process to hold it). False when another process holds it (`wait=False`), or when the file
+    system takes no locks (a writer goes on without; nothing there is then taken for stale)."""
     if fcntl is None:
         return False
     try:
@@ -173,7 +204,8 @@ def _lock_dir(fd: int, *, wait: bool) -> bool:
 
 
 def _same(fd: int, path: Path) -> bool:
-    """Whether `path` is still the directory open as `fd` (not removed, nor replaced, since it was opened)."""
+    """Whether `path` is still the file or directory open as `fd` (not removed, nor replaced, since it was
+    opened)."""
     try:
         here, held = os.lstat(path), os.fstat(fd)
     except OSError:
@@ -196,7 +228,7 @@ def _remove_stale(path: Path, replaces: Collection[str]) -> None:
         except OSError:  # gone meanwhile, a symbolic link, not a directory, not ours to read
             continue
         try:
-            if not _lock_dir(fd, wait=False) or not _same(fd, p):  # a live writer's, or already replaced
+            if not _lock(fd, wait=False) or not _same(fd, p):  # a live writer's, or already replaced
                 continue
             if all(e.name in replaces for e in os.scandir(fd)):
                 shutil.rmtree(p, ignore_errors=True)
@@ -216,7 +248,7 @@ def _own_temp_dir(path: Path) -> Iterator[Path]:
         except OSError as e:
             raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
         # another writer's `_remove_stale` may have taken it between mkdtemp and the lock: then make another
-        if not _lock_dir(fd, wait=True) or _same(fd, tmp):
+        if not _lock(fd, wait=True) or _same(fd, tmp):
             break
         os.close(fd)
     try:

@@ -219,3 +219,32 @@ def test_a_report_killed_mid_write_leaves_a_folder_the_next_report_removes(tmp_p
     assert r.returncode == 2 and r.stderr.startswith("error: --data"), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".rep-l1ve0000", ".rep-notes000"]
     assert (theirs / "notes.txt").read_text() == "mine" and (live / "figures").is_dir()
+
+
+def test_a_file_write_killed_midway_leaves_a_temporary_the_next_write_removes(tmp_path):
+    """A SIGKILL while `advisor export -o` (or trace -o, eval --json, a plot) wrote its temporary sibling left
+    `.NAME.XXXXXXXX.tmp` for ever. The next write of NAME removes such a file - only one named so, and not one a
+    live writer holds locked."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    killed = tmp_path / ".out.json.k1ll3d00.tmp"
+    killed.write_text('{"half": ')
+    live = tmp_path / ".out.json.l1ve0000.tmp"  # another export of the same file, being written right now
+    live.write_text("{")
+    theirs = tmp_path / ".out.json.notes.tmp"  # not a name the writer gives
+    theirs.write_text("mine")
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--to", "json",
+                            "--storage", "studies/example/advisor.db", "-o", str(tmp_path / "out.json")],
+                           capture_output=True, text=True, timeout=120, cwd=root)
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.json.l1ve0000.tmp", ".out.json.notes.tmp", "out.json"]
