@@ -16,7 +16,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -122,23 +122,8 @@ def _remove_stale_files(path: Path) -> None:
     """Remove the temporary files of `atomic_path` writers of `path` that were killed (SIGKILL, the OOM killer)
     while they wrote: named as `atomic_path` names them (`.NAME.` + 8 characters + `.tmp`), regular files, and
     locked by no live writer."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
-    try:
-        found = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
-    except OSError:
-        return
-    for p in found:
-        try:
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:  # gone meanwhile, a symbolic link, not ours to read
-            continue
-        try:
-            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, wait=False) and _same(fd, p):
-                p.unlink()
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
+    _remove_unlocked(path.parent, re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp"), os.O_NONBLOCK,
+                     lambda fd: stat.S_ISREG(os.fstat(fd).st_mode), Path.unlink)
 
 
 def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True, executable: bool = False) -> Path:
@@ -217,21 +202,28 @@ def _remove_stale(path: Path, replaces: Collection[str]) -> None:
     """Remove the temporary folders of `atomic_dir` writers of `path` that were killed (SIGKILL, the OOM killer)
     before they finished: named as `atomic_dir` names them, holding only entries that writer writes (`replaces`),
     and locked by no live writer. A folder of the user's - another name, other files, a symbolic link - stays."""
-    pattern = _temp_dir_name(path)
+    _remove_unlocked(path.parent, _temp_dir_name(path), os.O_DIRECTORY,
+                     lambda fd: all(e.name in replaces for e in os.scandir(fd)),
+                     lambda p: shutil.rmtree(p, ignore_errors=True))
+
+
+def _remove_unlocked(directory: Path, pattern: re.Pattern[str], flags: int, leftover: Callable[[int], bool],
+                     remove: Callable[[Path], None]) -> None:
+    """Remove each entry of `directory` named as `pattern` says that no live writer holds locked and that
+    `leftover` (given it open) takes for a killed writer's; one gone meanwhile, a symbolic link or one not ours
+    to read stays."""
     try:
-        found = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+        found = [p for p in directory.iterdir() if pattern.fullmatch(p.name)]
     except OSError:
         return
     for p in found:
         try:
-            fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:  # gone meanwhile, a symbolic link, not a directory, not ours to read
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | flags)
+        except OSError:
             continue
         try:
-            if not _lock(fd, wait=False) or not _same(fd, p):  # a live writer's, or already replaced
-                continue
-            if all(e.name in replaces for e in os.scandir(fd)):
-                shutil.rmtree(p, ignore_errors=True)
+            if _lock(fd, wait=False) and _same(fd, p) and leftover(fd):  # not a live writer's, nor replaced
+                remove(p)
         except OSError:
             continue
         finally:
