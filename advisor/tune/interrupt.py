@@ -13,10 +13,13 @@ Outside a study - every CLI command, `tune` while the model loads - a signal is 
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,6 +44,45 @@ class _QuietInterrupted(logging.Filter):
         return not any(msg.startswith(f"Trial {n} failed with value ") for n in self.interrupted)
 
 
+class _SignalInterrupt(KeyboardInterrupt):
+    """The KeyboardInterrupt a handler of ours raises, with how to deliver its signal again (`_redelivered`)."""
+
+    def __init__(self, again: Callable[[], None]) -> None:
+        super().__init__()
+        self.again = again
+
+
+def _deliver_soon(signum: int) -> None:
+    """`signum` to the main thread's handler in a moment, from another thread: not inside the code running now."""
+    def deliver() -> None:
+        time.sleep(0.01)
+        _thread.interrupt_main(signum)
+
+    threading.Thread(target=deliver, name="advisor-redeliver-signal", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _redelivered() -> Iterator[None]:
+    """While a handler of ours is in force: a KeyboardInterrupt it raised inside a finalizer or a weakref callback
+    (`__del__`, a WeakSet's clean-up: code that runs at any moment), which Python can only print as "Exception
+    ignored in ..." with a traceback and drop, is delivered again once that code has run. Seen in about 1 of 80
+    signals to `advisor tune`; in the other commands the Ctrl-C was dropped and the command ran on to its end."""
+    previous = sys.unraisablehook
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, _SignalInterrupt):
+            args.exc_value.again()
+        else:
+            previous(args)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
+
+
 class InterruptOnSignal:
     """Outside a study: SIGINT and SIGTERM raise a KeyboardInterrupt (SIGTERM stops a command as Ctrl-C does),
     and `received` records them - a library may swallow that KeyboardInterrupt or turn it into another error,
@@ -59,6 +101,8 @@ class InterruptOnSignal:
     def __enter__(self) -> InterruptOnSignal:
         if threading.current_thread() is not threading.main_thread():
             return self
+        self._hook = _redelivered()
+        self._hook.__enter__()
         try:
             with self.deferred():  # a signal while the handlers go in: raised once they all are
                 for sig in (signal.SIGINT, signal.SIGTERM):
@@ -79,11 +123,20 @@ class InterruptOnSignal:
         self._defer = True  # one handler back and not yet the other: a signal now is recorded, not raised
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+        if getattr(self, "_hook", None) is not None:
+            self._hook.__exit__(None, None, None)
+            self._hook = None
 
     def _handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
         if not self._defer:
-            raise KeyboardInterrupt
+            raise _SignalInterrupt(lambda: self._again(signum))
+
+    def _again(self, signum: int) -> None:
+        """The signal once more: its KeyboardInterrupt was dropped inside a finalizer (`_redelivered`)."""
+        if signum in self.received:
+            self.received.remove(signum)  # recorded again when it comes
+        _deliver_soon(signum)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -131,7 +184,10 @@ class StopOnSignal:
 
     def __enter__(self) -> StopOnSignal:
         logging.getLogger("optuna.study._optimize").addFilter(self._filter)
+        self._hook: Any = None
         if threading.current_thread() is threading.main_thread():
+            self._hook = _redelivered()
+            self._hook.__enter__()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 if signal.getsignal(sig) is not signal.SIG_IGN:
                     self._old[sig] = signal.signal(sig, self._handle)
@@ -140,13 +196,21 @@ class StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if self._hook is not None:
+            self._hook.__exit__(None, None, None)
         logging.getLogger("optuna.study._optimize").removeFilter(self._filter)
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
         if self._armed:
             self._armed = False
-            raise KeyboardInterrupt
+            raise _SignalInterrupt(lambda: self._again(signum))
+
+    def _again(self, signum: int) -> None:
+        """The signal once more: its KeyboardInterrupt was dropped inside a finalizer while the trial measured
+        (`_redelivered`); it stops the measurement if that still runs when it comes."""
+        self._armed = True
+        _deliver_soon(signum)
 
     def measuring(self, backend: Any) -> Any:
         """`backend` whose measurements (its methods) a signal stops at once; everything else - the study's
