@@ -6,6 +6,7 @@ Torch- and optuna-free (the front table is also what `advisor pareto` prints fro
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -142,10 +143,16 @@ def sources_legend(points: Sequence[FrontPoint]) -> list[str]:
     return lines
 
 
+PLAIN_PROGRESS_EVERY_S = 60.0  # output that is not a terminal (a log file, a pipe): one progress line this often
+
+
 class LiveProgress:
     """`advisor tune`'s live line: finished trials n/N, front size, what the running trial does, time.
 
-    Short enough for 80 columns; the counters it used to carry are in the summary line after the run."""
+    Short enough for 80 columns; the counters it used to carry are in the summary line after the run. Where the
+    output is not a terminal (`advisor tune ... > log`, a worker under nohup) rich draws no live line, only its
+    last state at the end, so a run of minutes or hours said nothing between its header and its front: there the
+    same line is printed every PLAIN_PROGRESS_EVERY_S seconds instead."""
 
     def __init__(self, console: Console, opts: Any):
         self.console = console
@@ -156,13 +163,33 @@ class LiveProgress:
             TimeElapsedColumn(), console=console, transient=False,
         )
         self.task = self.progress.add_task("tune", total=None, front=0, info="starting")
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> LiveProgress:
         self.progress.__enter__()
+        if not self.console.is_terminal:
+            self._ticker = threading.Thread(target=self._tick, name="advisor-progress", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         self.progress.__exit__(*exc)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(PLAIN_PROGRESS_EVERY_S):
+            self.console.print(self.plain_line(), markup=False, highlight=False)
+
+    def plain_line(self) -> str:
+        """The live line as plain text, e.g. `tuning 12/40 front 5 #13 accuracy 0:05:00`."""
+        task = self.progress.tasks[0]
+        total = "?" if task.total is None else f"{task.total:.0f}"
+        elapsed = int(task.elapsed or 0)
+        return (f"tuning {task.completed:.0f}/{total} front {task.fields['front']} {task.fields['info']} "
+                f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}")
 
     def start(self, study: Any, objective: Any) -> None:
         """Count what the study already holds: `--trials N` tops it up to N, `--more N` adds N."""

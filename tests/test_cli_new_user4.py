@@ -1,0 +1,34 @@
+"""What a fourth new-user pass met through the commands, tuning a LLaDA-MoE-layout checkpoint bigger than its
+budget, on PostgreSQL too (each test failed before its fix):
+
+- `advisor tune ... > log` (a worker under nohup, a CI job) printed its header and then nothing until the front:
+  rich draws no live line where the output is not a terminal, so a 40-trial live study on a CPU was silent for
+  20 minutes; it now prints the live line as plain text once a minute there.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from types import SimpleNamespace
+
+from rich.console import Console
+
+
+def test_tune_piped_prints_its_progress_line_while_it_runs(monkeypatch):
+    """`advisor tune`'s live display (advisor.tune.display.LiveProgress, what run_tune_cli wraps the run in)
+    writing to a file, as `advisor tune > log` does; a whole CLI tune takes 5-20 s here, so the display alone."""
+    import advisor.tune.display as display
+
+    monkeypatch.setattr(display, "PLAIN_PROGRESS_EVERY_S", 0.05, raising=False)
+    out = io.StringIO()
+    console = Console(file=out, width=80)
+    assert not console.is_terminal
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: [], best_trials=[])
+    with display.LiveProgress(console, SimpleNamespace(total_trials=40, n_trials=None)) as live:
+        live.start(study, None)
+        live.stage("accuracy", 3)
+        time.sleep(0.5)
+    lines = re.findall(r"^tuning 0/40 front 0 #3 accuracy 0:00:00$", out.getvalue(), flags=re.M)
+    assert lines, out.getvalue()  # before: only the bar's last state, at the end
