@@ -3,7 +3,9 @@ budget, on PostgreSQL too (each test failed before its fix):
 
 - `advisor tune ... > log` (a worker under nohup, a CI job) printed its header and then nothing until the front:
   rich draws no live line where the output is not a terminal, so a 40-trial live study on a CPU was silent for
-  20 minutes; it now prints the live line as plain text once a minute there.
+  20 minutes; it now prints the live line as plain text once a minute there;
+- `advisor tune MODEL --budget 1MiB` (below the resident weights, found once the model loads) printed the live
+  line's empty last state, `tuning 0/? front 0 starting 0:00:00`, above its one-line error.
 """
 
 from __future__ import annotations
@@ -32,3 +34,19 @@ def test_tune_piped_prints_its_progress_line_while_it_runs(monkeypatch):
         time.sleep(0.5)
     lines = re.findall(r"^tuning 0/40 front 0 #3 accuracy 0:00:00$", out.getvalue(), flags=re.M)
     assert lines, out.getvalue()  # before: only the bar's last state, at the end
+
+
+def test_tune_refused_for_a_budget_nothing_fits_prints_one_line(tmp_path):
+    """The budget is checked once the model has loaded, inside the live display: its last state,
+    `tuning 0/? front 0 starting 0:00:00`, was printed above the error line (which the entry point prints from
+    the UserError, exit code 2)."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    res = CliRunner().invoke(app, ["tune", "tiny:qwen3_moe", "--budget", "1KiB", "--trials", "1", "--storage",
+                                   f"sqlite:///{tmp_path}/s.db"])
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception).startswith("a budget of 1.00 KiB cannot hold"), res.exception
+    assert res.output == "", res.output

@@ -165,6 +165,7 @@ class LiveProgress:
         self.task = self.progress.add_task("tune", total=None, front=0, info="starting")
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._started = False  # the study began (start() ran): until then the line has nothing to say
 
     def __enter__(self) -> LiveProgress:
         self.progress.__enter__()
@@ -177,11 +178,16 @@ class LiveProgress:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
-        self.progress.__exit__(*exc)
+        if self._started:
+            self.progress.__exit__(*exc)
+        else:  # refused before the study began (a budget nothing fits, a storage error, Ctrl-C): the one-line
+            self.progress.live.transient = True  # error, without `tuning 0/? front 0 starting` (or, piped, a
+            self.progress.live.stop()  # blank line: Progress.stop's) above it
 
     def _tick(self) -> None:
         while not self._stop.wait(PLAIN_PROGRESS_EVERY_S):
-            self.console.print(self.plain_line(), markup=False, highlight=False)
+            if self._started:
+                self.console.print(self.plain_line(), markup=False, highlight=False)
 
     def plain_line(self) -> str:
         """The live line as plain text, e.g. `tuning 12/40 front 5 #13 accuracy 0:05:00`."""
@@ -193,6 +199,7 @@ class LiveProgress:
 
     def start(self, study: Any, objective: Any) -> None:
         """Count what the study already holds: `--trials N` tops it up to N, `--more N` adds N."""
+        self._started = True
         done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
         total = self.opts.total_trials if self.opts.total_trials is not None else (
             done + self.opts.n_trials if self.opts.n_trials is not None else None)
