@@ -5,7 +5,9 @@ budget, on PostgreSQL too (each test failed before its fix):
   rich draws no live line where the output is not a terminal, so a 40-trial live study on a CPU was silent for
   20 minutes; it now prints the live line as plain text once a minute there;
 - `advisor tune MODEL --budget 1MiB` (below the resident weights, found once the model loads) printed the live
-  line's empty last state, `tuning 0/? front 0 starting 0:00:00`, above its one-line error.
+  line's empty last state, `tuning 0/? front 0 starting 0:00:00`, above its one-line error;
+- two workers sharing a study on PostgreSQL (`--trials 12` each) both ended on `tuning 6/12` above a front titled
+  `12 finished trials`: the live line counted the worker's own trials, not the study's that `--trials` counts.
 """
 
 from __future__ import annotations
@@ -50,3 +52,26 @@ def test_tune_refused_for_a_budget_nothing_fits_prints_one_line(tmp_path):
     assert isinstance(res.exception, UserError), res.output
     assert str(res.exception).startswith("a budget of 1.00 KiB cannot hold"), res.exception
     assert res.output == "", res.output
+
+
+def test_the_live_line_of_a_worker_counts_the_studys_finished_trials():
+    """Two workers on PostgreSQL, `--trials 12` each: both ended on `tuning 6/12` (each counted its own trials)
+    above a front titled `12 finished trials`; `--trials N` counts the study's, as its title does."""
+    import advisor.tune.display as display
+
+    def trial(n: int, state: str = "COMPLETE"):
+        return SimpleNamespace(number=n, state=SimpleNamespace(name=state), user_attrs={"stage": "measured"})
+
+    trials: list = []
+    study = SimpleNamespace(get_trials=lambda deepcopy=False: list(trials), best_trials=[])
+    console = Console(file=io.StringIO(), width=80)
+    with display.LiveProgress(console, SimpleNamespace(total_trials=12, n_trials=None)) as live:
+        live.start(study, None)
+        trials.extend(trial(n) for n in range(11))  # the other worker finished 10 meanwhile, this one trial 10
+        live.trial_done(study, trials[-1], None)
+        assert live.plain_line().startswith("tuning 11/12 front 0 #10 measured"), live.plain_line()
+    with display.LiveProgress(console, SimpleNamespace(total_trials=None, n_trials=3)) as live:  # --more 3
+        live.start(study, None)
+        trials.append(trial(11))
+        live.trial_done(study, trials[-1], None)
+        assert live.plain_line().startswith("tuning 12/14 front 0 #11 measured"), live.plain_line()

@@ -211,8 +211,13 @@ class LiveProgress:
 
     def trial_done(self, study: Any, trial: Any, objective: Any) -> None:
         stage = trial.user_attrs.get("stage", trial.state.name.lower())
-        self.progress.update(self.task, advance=int(trial.state.name == "COMPLETE"), front=_front_size(study),
-                             info=f"#{trial.number} {stage}")
+        if self.opts.total_trials is not None:  # --trials N counts the study's finished trials, whoever ran them
+            # (workers sharing a study: each line counted its own, `6/12` in both when the study had its 12)
+            done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+            self.progress.update(self.task, completed=done)
+        else:  # --more N counts this run's
+            self.progress.update(self.task, advance=int(trial.state.name == "COMPLETE"))
+        self.progress.update(self.task, front=_front_size(study), info=f"#{trial.number} {stage}")
 
 
 def _front_size(study: Any) -> int:
