@@ -7,7 +7,8 @@ budget, on PostgreSQL too (each test failed before its fix):
 - `advisor tune MODEL --budget 1MiB` (below the resident weights, found once the model loads) printed the live
   line's empty last state, `tuning 0/? front 0 starting 0:00:00`, above its one-line error;
 - two workers sharing a study on PostgreSQL (`--trials 12` each) both ended on `tuning 6/12` above a front titled
-  `12 finished trials`: the live line counted the worker's own trials, not the study's that `--trials` counts.
+  `12 finished trials`: the live line counted the worker's own trials, not the study's that `--trials` counts;
+- `advisor studies` said a study 40 minutes into a run was `updated` when the run began.
 """
 
 from __future__ import annotations
@@ -75,3 +76,30 @@ def test_the_live_line_of_a_worker_counts_the_studys_finished_trials():
         trials.append(trial(11))
         live.trial_done(study, trials[-1], None)
         assert live.plain_line().startswith("tuning 12/14 front 0 #11 measured"), live.plain_line()
+
+
+def test_studies_says_a_running_study_was_updated_when_its_last_trial_finished(tmp_path):
+    """`advisor studies` showed `updated 16:52 UTC` for a 40-trial study whose trials had been finishing for 40
+    minutes: the registry row was written when a run started and ended only."""
+    import datetime as dt
+
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.results.registry import list_studies
+    from advisor.results.store import engine_for
+    from advisor.tune.study import TuneOptions, run_tune
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    seen: dict[str, dt.datetime] = {}
+
+    def on_stage(stage: str, number: int | None) -> None:
+        if number == 2:
+            seen.setdefault("trial 2 began", dt.datetime.now(dt.UTC).replace(tzinfo=None))
+
+    def on_trial(study, trial, objective) -> None:
+        if trial.number == 2:
+            seen["updated"] = list_studies(engine_for(url), "s")[0].updated_at
+
+    run_tune(FakeBackend(), small_space(), TuneOptions(study_name="s", storage=url, n_trials=3, heartbeat_interval=None),
+             budget_bytes=None, on_stage=on_stage, on_trial=on_trial)
+    assert seen["updated"] > seen["trial 2 began"], seen
