@@ -336,6 +336,12 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
             defaults.append(f"every stored configuration fits {format_bytes(budget)}, so transfer is no constraint: "
                             f"the most {'accurate' if quality == 'accuracy' else 'faithful'} wins (ties: lowest time "
                             "per token where stored, then H2D bytes/token); --prefer transfer to change")
+        elif any("time_per_token" in p.objectives for p in points):  # the pick may be far slower than another
+            defaults.append("no --prefer given: the fewest H2D bytes/token win, not the lowest time per token this "
+                            "study tuned for (misses computed on the CPU move few bytes but can be slow); --prefer "
+                            "latency ranks by time per token")
+        else:
+            defaults.append("no --prefer given: the fewest H2D bytes/token win; --prefer latency or accuracy to change")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)

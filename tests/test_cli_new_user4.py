@@ -8,7 +8,10 @@ budget, on PostgreSQL too (each test failed before its fix):
   line's empty last state, `tuning 0/? front 0 starting 0:00:00`, above its one-line error;
 - two workers sharing a study on PostgreSQL (`--trials 12` each) both ended on `tuning 6/12` above a front titled
   `12 finished trials`: the live line counted the worker's own trials, not the study's that `--trials` counts;
-- `advisor studies` said a study 40 minutes into a run was `updated` when the run began.
+- `advisor studies` said a study 40 minutes into a run was `updated` when the run began;
+- `advisor recommend --budget 5MiB` (no --prefer) on a study tuned for time per token picked the point with the
+  fewest H2D bytes, every miss on the CPU and 2.96x the next point's time per token, without saying that it ranked
+  by transfer by default or how to rank by time.
 """
 
 from __future__ import annotations
@@ -103,3 +106,23 @@ def test_studies_says_a_running_study_was_updated_when_its_last_trial_finished(t
     run_tune(FakeBackend(), small_space(), TuneOptions(study_name="s", storage=url, n_trials=3, heartbeat_interval=None),
              budget_bytes=None, on_stage=on_stage, on_trial=on_trial)
     assert seen["updated"] > seen["trial 2 began"], seen
+
+
+def test_recommend_says_it_ranked_by_transfer_not_by_the_studys_time_per_token():
+    """Without --prefer, where not every point fits, the fewest H2D bytes win: the reasons said nothing of that
+    default (the README: "both defaults are said in the reasons"), and on a study tuned for time per token a pick
+    with every miss on the CPU, 2.96x slower than the next, read as the best answer."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    res = CliRunner().invoke(app, ["recommend", "--storage", str(db), "--budget", "1.97MiB"], terminal_width=400)
+    assert res.exit_code == 0, res.output
+    assert ("- no --prefer given: the fewest H2D bytes/token win, not the lowest time per token this study tuned "
+            "for") in res.output, res.output
+    faster = CliRunner().invoke(app, ["recommend", "--storage", str(db), "--budget", "1.97MiB", "--prefer", "latency"],
+                                terminal_width=400)
+    assert "no --prefer given" not in faster.output, faster.output
