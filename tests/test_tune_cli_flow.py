@@ -66,8 +66,15 @@ def flow(tmp_path_factory):
     after_top_up = _states(db), read_fronts(str(db), STUDY)
     more = subprocess.run(_cmd("tune", "--more", "1", *base), cwd=work, env=ENV, capture_output=True, text=True,
                           timeout=600)
+    after_more = _states(db)
+    proc = subprocess.Popen(_cmd("tune", "--more", "3", *base), cwd=work, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    while proc.poll() is None and _states(db).get("COMPLETE", 0) < 6 and time.monotonic() < deadline + 300:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    more_cut = proc.communicate(timeout=300), _states(db)
     return {"work": work, "db": db, "interrupted": interrupted, "top_up": (top_up, after_top_up),
-            "more": (more, _states(db))}
+            "more": (more, after_more), "more_cut": more_cut}
 
 
 def test_ctrl_c_is_one_line_and_leaves_nothing_running(flow):
@@ -85,6 +92,16 @@ def test_trials_tops_up_and_more_adds(flow):
     r, states = flow["more"]
     assert r.returncode == 0, r.stderr
     assert states["COMPLETE"] == 5, states
+
+
+def test_an_interrupted_more_run_says_how_many_it_had_left(flow):
+    """`--more 3` stopped after its first trial: the same command would run 3 more, not the 2 it had left."""
+    (_, err), states = flow["more_cut"]
+    done = states["COMPLETE"] - 5  # the trials this run finished (the study had 5)
+    assert 1 <= done < 3, (states, err)
+    left = 3 - done
+    assert f"`--more {left}` runs the {left} trial" in err.replace("\n", " "), err
+    assert "run the same command to resume" not in err
 
 
 def test_the_header_names_the_seed_the_sampler_draws_with(flow):
@@ -110,7 +127,8 @@ def test_studies_and_pareto_fit_80_columns(flow):
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stdout and max(map(len, r.stdout.splitlines())) <= 80, r.stdout
     assert STUDY in r.stdout.split()  # grep-able: the whole name as one word
-    assert "finished 5" in r.stdout and "running 0" in r.stdout and "waiting" in r.stdout
+    finished = flow["more_cut"][1]["COMPLETE"]  # after the interrupted --more run, the last the flow ran
+    assert f"finished {finished}" in r.stdout and "running 0" in r.stdout and "waiting" in r.stdout
     r = subprocess.run(_cmd("pareto", STUDY, "--storage", str(db), "--no-plots"), cwd=work, env=ENV,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

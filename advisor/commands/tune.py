@@ -470,9 +470,12 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                           on_stage=live.stage)
     name = shlex.quote(result.study_name)
     if result.interrupted:
+        again = "run the same command to resume"
+        left = opts.n_trials - result.n_trials_run if opts.n_trials is not None else 0
+        if left > 0:  # --more N: the same command would run N more, not what this run had left
+            again = f"`--more {left}` runs the {count(left, 'trial')} this run had left (the same command runs {opts.n_trials})"
         typer.echo(f"interrupted: {count(result.n_complete, 'finished trial')} and the front "
-                   f"({count(len(result.front), 'point')}) are "
-                   f"saved in study {name}; run the same command to resume", err=True)
+                   f"({count(len(result.front), 'point')}) are saved in study {name}; {again}", err=True)
         raise typer.Exit(130)
     for n in result.finished_elsewhere:
         console.print(f"note: trial {n} was finished by another worker while this one ran it (its heartbeat judged "

@@ -75,7 +75,7 @@ class TuneResult:
     n_failed: int
     n_retried: int  # of the failed trials, those queued again (interrupted, or a dead worker's)
     n_infeasible: int
-    n_trials_run: int
+    n_trials_run: int  # trials this run ran to their end (an interrupted one not counted: it is queued again)
     interrupted: bool
     counters: dict[str, int]
     distinct_plans: int
@@ -495,7 +495,7 @@ def _run_tune(
 
     def after_trial(study: Any, trial: Any) -> None:
         nonlocal ran
-        ran += 1
+        ran += trial.number not in stop.interrupted_trials
         if trial.state == TrialState.COMPLETE:
             save_study_front(study, engine)
         if on_trial is not None:
