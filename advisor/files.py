@@ -236,8 +236,14 @@ def _own_temp_dir(path: Path) -> Iterator[Path]:
     while True:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
-            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as e:
+            raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # another writer's `_remove_stale` took it, still empty, before it was opened
+            continue
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
         # another writer's `_remove_stale` may have taken it between mkdtemp and the lock: then make another
         if not _lock(fd, wait=True) or _same(fd, tmp):

@@ -248,3 +248,28 @@ def test_a_file_write_killed_midway_leaves_a_temporary_the_next_write_removes(tm
         os.close(fd)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.json.l1ve0000.tmp", ".out.json.notes.tmp", "out.json"]
+
+
+def test_a_temporary_folder_another_writer_removes_before_it_is_opened_is_made_again(tmp_path, monkeypatch):
+    """Another `advisor report -o` of the same path removes an empty, unlocked `.NAME-XXXXXXXX` as a killed
+    writer's: one this writer had just made and not yet opened to lock. It makes another, instead of failing
+    with "cannot create ...: No such file or directory; choose another -o"."""
+    import shutil
+    import tempfile
+
+    made = []
+    mkdtemp = tempfile.mkdtemp
+
+    def taken_once(*args, **kwargs):
+        d = mkdtemp(*args, **kwargs)
+        if ".probe-" not in d:
+            made.append(d)
+            if len(made) == 1:
+                shutil.rmtree(d)  # the other writer's sweep, between mkdtemp and the lock
+        return d
+
+    monkeypatch.setattr(tempfile, "mkdtemp", taken_once)
+    out = tmp_path / "rep"
+    with atomic_dir(out, replaces={"a.md"}) as d:
+        (d / "a.md").write_text("done")
+    assert len(made) == 2 and (out / "a.md").read_text() == "done" and [p.name for p in tmp_path.iterdir()] == ["rep"]
