@@ -145,7 +145,8 @@ def llada_generate(
             index += 1
             # Only the block's masked positions can be committed: argmax, float64 softmax and Gumbel noise over
             # the block's [B, block_length, V] slice, not the whole [B, L, V] sequence (4.6 GiB of float64 at
-            # LLaDA-MoE's 157k vocabulary, 450 positions, batch 8).
+            # LLaDA-MoE's 157k vocabulary, 450 positions, batch 8). At temperature > 0 the noise is drawn for the
+            # block only, so a seed samples differently than before (from the same distribution).
             logits = _forward(model, x, start, end)
             x0 = x.clone()
             x0[:, start:end] = _gumbel_argmax(logits, temperature)
@@ -153,7 +154,7 @@ def llada_generate(
                 probs = F.softmax(logits.to(torch.float64), dim=-1)
                 block_conf = torch.gather(probs, -1, x0[:, start:end, None]).squeeze(-1)
                 del probs
-            else:  # drawn for the whole sequence, as before, so the same seed draws the same order
+            else:  # drawn for the whole sequence, as before: at temperature 0 the same seed draws the same order
                 block_conf = torch.rand(x0.shape, device=x0.device, dtype=torch.float64)[:, start:end]
             del logits
             # the top-k runs over the same [B, L] rows as ever (-inf outside the block's masked positions)
