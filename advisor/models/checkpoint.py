@@ -278,6 +278,65 @@ def model_keys(checkpoint: Checkpoint, renames: list[tuple[str, str]]) -> dict[s
     return out
 
 
+# config.json fields of the routed-expert count and width, in the order the families use them (first found wins)
+EXPERT_COUNT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+EXPERT_WIDTH_KEYS = ("moe_intermediate_size", "expert_intermediate_size", "intermediate_size")
+
+
+def held_experts(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[str, str, str]
+                 ) -> tuple[int, int, int, str] | None:
+    """(experts, expert width, hidden size, a checkpoint key) of the routed experts the checkpoint holds, read from
+    its headers alone, per-expert (`...experts.{e}.<gate name>`) or fused (`...experts.gate_up_proj`, [E, 2I, H]);
+    None when it holds no routed experts in a layout the loader reads."""
+    import re
+
+    per_expert = re.compile(r"^(.*\.experts)\.(\d+)\." + re.escape(names[0]) + "$")
+    counts: dict[str, int] = {}
+    dims: tuple[int, int, str] | None = None
+    for name, key in keys.items():
+        shape = tuple(checkpoint.tensors[key].shape)
+        if name.endswith(".experts.gate_up_proj") and len(shape) == 3:
+            counts[name] = shape[0]
+            dims = dims or (shape[1] // 2, shape[2], key)
+        elif (m := per_expert.match(name)) and len(shape) == 2:
+            counts[m.group(1)] = max(counts.get(m.group(1), 0), int(m.group(2)) + 1)
+            dims = dims or (shape[0], shape[1], key)
+    if not counts or dims is None:
+        return None
+    return max(counts.values()), dims[0], dims[1], dims[2]
+
+
+def check_config_sizes(path: Path, raw: dict[str, Any], checkpoint: Checkpoint) -> None:
+    """Refuse, in one line and before any model is built, a config.json whose routed-expert count, expert width or
+    hidden size disagrees with the expert tensors in the checkpoint's headers: building the model the config
+    describes (num_experts 200000 over a checkpoint of 8) took minutes or all the memory before any check ran."""
+    text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+
+    def field(candidates: tuple[str, ...]) -> list[tuple[str, int]]:  # sizes < 1: the build's own one-line refusal
+        return [(k, v) for k in candidates
+                if isinstance(v := text.get(k), int) and not isinstance(v, bool) and v > 0]
+
+    renames, names = key_mapping(str(raw.get("model_type", "")))
+    held = held_experts(checkpoint, model_keys(checkpoint, renames), names)
+    if held is None:
+        return
+    experts, width, hidden, key = held
+    fix = "fix that field of config.json or re-download the model"
+    where = f"{path / 'config.json'} does not match the checkpoint"
+    for name, value in field(EXPERT_COUNT_KEYS):
+        if value != experts:
+            raise UserError(f"{where}: {name} is {value} but the checkpoint holds {experts} routed experts per MoE "
+                            f"layer (e.g. {key}); {fix}")
+    widths = field(EXPERT_WIDTH_KEYS)
+    if widths and width not in [v for _, v in widths]:
+        raise UserError(f"{where}: {widths[0][0]} is {widths[0][1]} but the checkpoint's experts are {width} wide "
+                        f"({key} is {list(checkpoint.tensors[key].shape)}); {fix}")
+    size = field(("hidden_size",))
+    if size and size[0][1] != hidden:
+        raise UserError(f"{where}: hidden_size is {size[0][1]} but the checkpoint's experts take {hidden} "
+                        f"({key} is {list(checkpoint.tensors[key].shape)}); {fix}")
+
+
 class CheckpointExperts:
     """The routed experts of one MoE layer, read from the checkpoint expert by expert (an `ExpertSet`)."""
 

@@ -329,6 +329,11 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         note = f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} {what}"
     elif not note:
         note = "--offload" if offload else "resident (asked)"
+    if any(path.glob("*.safetensors")):  # config sizes against the headers, before a model of those sizes is built
+        from advisor.models.checkpoint import Checkpoint, check_config_sizes
+
+        checkpoint = checkpoint or Checkpoint(path)
+        check_config_sizes(path, raw, checkpoint)
     try:
         if family == "llada_moe":
             from advisor.models.llada_moe import LLaDAMoEModelLM as cls

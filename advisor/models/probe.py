@@ -15,10 +15,8 @@ from torch import nn
 
 from advisor.errors import UserError
 from advisor.models import experts as seam
+from advisor.models.checkpoint import EXPERT_COUNT_KEYS, EXPERT_WIDTH_KEYS
 from advisor.models.view import SUPPORTED_TEXT, MoELayer, attach_runtime, detach_runtime
-
-_EXPERT_COUNT = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
-_EXPERT_WIDTH = ("moe_intermediate_size", "expert_intermediate_size", "intermediate_size")
 
 
 class _CountingRuntime:
@@ -63,10 +61,10 @@ def _config_mismatch(text, lay: MoELayer) -> str | None:
     hidden = getattr(text, "hidden_size", None)
     if isinstance(hidden, int) and hidden != lay.hidden_size:
         return f"hidden size {lay.hidden_size} read from the expert tensors, {hidden} in the config"
-    count = next((getattr(text, a) for a in _EXPERT_COUNT if isinstance(getattr(text, a, None), int)), None)
+    count = next((getattr(text, a) for a in EXPERT_COUNT_KEYS if isinstance(getattr(text, a, None), int)), None)
     if count is not None and count != lay.num_experts:
         return f"{lay.num_experts} experts read from the tensors, {count} in the config"
-    widths = [getattr(text, a) for a in _EXPERT_WIDTH if isinstance(getattr(text, a, None), int)]
+    widths = [getattr(text, a) for a in EXPERT_WIDTH_KEYS if isinstance(getattr(text, a, None), int)]
     if widths and lay.intermediate_size not in widths:
         return f"expert width {lay.intermediate_size} read from the tensors, {widths[0]} in the config"
     return None
