@@ -387,6 +387,26 @@ def test_config_sizes_that_the_checkpoint_does_not_hold_are_refused_before_the_m
         assert "num_experts is 200000 but the checkpoint holds 8 routed experts" in errors[0]
 
 
+def test_packed_expert_weights_are_not_read_as_config_sizes(tmp_path):
+    """A pre-quantized checkpoint may keep an expert's `.weight` name over packed bytes (bitsandbytes: uint8
+    [n, 1]); the early size check took that shape for the expert's and blamed a config field ("moe_intermediate_size
+    is 16 but the checkpoint's experts are 256 wide"). Only floating-point tensors give sizes."""
+    from safetensors.torch import load_file, save_file
+
+    from advisor.models import tiny
+
+    d = tmp_path / "packed"
+    tiny.build_tiny("llada_moe").save_pretrained(str(d))
+    (f,) = d.glob("*.safetensors")
+    weights = load_file(str(f))
+    for k in [k for k in weights if ".experts." in k]:
+        weights[k] = torch.zeros(weights[k].numel() // 2, 1, dtype=torch.uint8)
+    save_file(weights, str(f), metadata={"format": "pt"})
+    result = CliRunner().invoke(app, ["inspect", str(d)])  # the loader's own layout check still judges it
+    said = str(result.exception) + result.output
+    assert "wide (" not in said and "experts take" not in said and "routed experts per" not in said, said
+
+
 def test_trace_on_an_offloaded_model_records_the_resident_routing(dirs, tmp_path):
     import numpy as np
 

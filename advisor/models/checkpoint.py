@@ -287,13 +287,16 @@ def held_experts(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[str,
                  ) -> tuple[int, int, int, str] | None:
     """(experts, expert width, hidden size, a checkpoint key) of the routed experts the checkpoint holds, read from
     its headers alone, per-expert (`...experts.{e}.<gate name>`) or fused (`...experts.gate_up_proj`, [E, 2I, H]);
-    None when it holds no routed experts in a layout the loader reads."""
+    None when it holds no routed experts in a layout the loader reads. Only floating-point tensors (FP8 included)
+    give sizes: a packed one's shape is not the expert's."""
     import re
 
     per_expert = re.compile(r"^(.*\.experts)\.(\d+)\." + re.escape(names[0]) + "$")
     counts: dict[str, int] = {}
     dims: tuple[int, int, str] | None = None
     for name, key in keys.items():
+        if not checkpoint.tensors[key].dtype.is_floating_point:  # packed (bitsandbytes' uint8 [n, 1]): no sizes
+            continue
         shape = tuple(checkpoint.tensors[key].shape)
         if name.endswith(".experts.gate_up_proj") and len(shape) == 3:
             counts[name] = shape[0]
