@@ -305,3 +305,125 @@ def test_a_programs_own_query_in_another_thread_is_not_cut_while_run_tune_runs(p
     assert code == 0
     assert got == [7], got
     assert "has not answered" not in capsys.readouterr().err
+
+
+def _gives_up_beside_work(pg_url: str, study: str, monkeypatch, held) -> tuple[str, float]:
+    """A `run_tune` worker (1 trial; ADVISOR_PG_NOTICE_S=0.3, ADVISOR_PG_WAIT_S=1) waits for the study's front lock
+    while `held()` (a context manager: the lock held by a holder that sends nothing, released on leaving it, 6 s
+    at most) holds it, and another thread of this process works on the server (a query every 0.1 s through an
+    advisor engine): (the UserError it gave up with, its seconds)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.errors import UserError
+    from advisor.results.store import engine_for
+    from advisor.tune.study import TuneOptions, run_tune
+
+    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
+    done = threading.Event()
+    engine = engine_for(pg_url)
+
+    def work() -> None:  # the process at work elsewhere (a reader, a run on another study)
+        with engine.connect() as c:
+            while not done.wait(0.1):
+                c.execute(text("SELECT 1")).scalar()
+                c.rollback()
+
+    worker = threading.Thread(target=work, daemon=True)
+    opts = TuneOptions(study_name=study, storage=pg_url, sampler="random", n_trials=1, heartbeat_interval=None)
+    try:
+        with held():
+            worker.start()
+            t0 = time.monotonic()
+            with pytest.raises(UserError) as e:
+                run_tune(FakeBackend(), small_space(), opts, budget_bytes=None)
+            return str(e.value), time.monotonic() - t0
+    finally:
+        done.set()
+        worker.join(5)
+        engine.dispose()
+
+
+def test_a_run_tune_thread_waiting_on_a_stuck_one_is_not_kept_waiting_by_its_process(pg_url, study, monkeypatch):
+    """Two `run_tune` threads of one program: one holds the study's front lock and sends nothing (stuck), the
+    other waits for it. Both named their connections `moe-advisor pid=P host=H`, so the waiter counted every
+    query of its process - the program's other work, its own other sessions - as the holder's activity and
+    waited for as long as the process worked. Each run has a name of its own now: the holder's silence counts."""
+    import contextlib
+    import os
+    import threading
+
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.tune import study as study_module
+    from advisor.tune.study import TuneOptions, run_tune
+
+    real, holding, release = study_module.save_front, threading.Event(), threading.Event()
+
+    def save_front(engine, name, points):  # the holder run, under its front lock: stuck
+        if threading.current_thread() is holder:
+            holding.set()
+            release.wait(6)
+        return real(engine, name, points)
+
+    monkeypatch.setattr(study_module, "save_front", save_front)
+    opts = TuneOptions(study_name=study, storage=pg_url, sampler="random", n_trials=1, heartbeat_interval=None)
+    holder = threading.Thread(target=lambda: run_tune(FakeBackend(), small_space(), opts, budget_bytes=None))
+
+    @contextlib.contextmanager
+    def held():
+        holder.start()
+        try:
+            assert holding.wait(30)
+            yield
+        finally:
+            release.set()
+            holder.join(30)
+
+    error, took = _gives_up_beside_work(pg_url, study, monkeypatch, held)
+    assert error.startswith(f"gave up waiting for the front lock of study {study!r} (held by PostgreSQL pid "), error
+    assert f" of moe-advisor pid={os.getpid()} id=" in error, error
+    assert took < 4, (took, error)
+
+
+def test_a_process_of_the_same_pid_and_host_is_not_taken_for_the_holder(pg_url, study, monkeypatch):
+    """The front lock is held by another process with this one's pid on this host (two containers on the host
+    network, both pid 1), stopped: its name `moe-advisor pid=P host=H` was this process's too, so this process's
+    own work counted as the holder's activity and the waiter waited for as long as it worked. A random token per
+    process start tells them apart."""
+    import contextlib
+    import os
+    import subprocess
+    import sys
+    import zlib
+
+    twin = ("import os, select, sys\n"
+            "os.getpid = lambda: int(sys.argv[2])\n"
+            "from sqlalchemy import text\n"
+            "from advisor.results.store import engine_for\n"
+            "with engine_for(sys.argv[1]).connect() as c:\n"
+            "    c.execute(text('SELECT pg_advisory_lock(:k)'), {'k': int(sys.argv[3])})\n"
+            "    c.commit()\n"
+            "    print('HELD', flush=True)\n"
+            "    select.select([sys.stdin], [], [], 6)\n")  # (6 s at most)
+
+    @contextlib.contextmanager
+    def held():
+        key = zlib.crc32(f"advisor_front:{study}".encode())
+        proc = subprocess.Popen([sys.executable, "-c", twin, pg_url, str(os.getpid()), str(key)], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline() == "HELD\n"
+            yield
+        finally:
+            proc.stdin.close()  # (it lets go)
+            proc.wait(10)
+
+    error, took = _gives_up_beside_work(pg_url, study, monkeypatch, held)
+    assert error.startswith(f"gave up waiting for the front lock of study {study!r} (held by PostgreSQL pid "), error
+    assert f" of moe-advisor pid={os.getpid()} id=" in error, error
+    assert took < 4, (took, error)

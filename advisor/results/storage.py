@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
@@ -425,15 +427,16 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
     connection `c`, waited for 0.2 s at a time (`lock_timeout`) while another session holds it: one query that
     waits seconds for a lock (another worker seeding the study) is, to the client, a server that does not
     answer, which `reconnect.watch_answers` says and gives up on. A wait past `notice_s` is said in one `note:`
-    line, naming the lock and its holder (its PostgreSQL pid, and the advisor process it belongs to,
+    line, naming the lock and its holder (its PostgreSQL pid, and the advisor process and run it belongs to,
     `application_name`); Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet).
 
     A wait for a lock is not a wait for a silent server: the server answers, and a worker holding the lock may
-    be busy for long. So the wait ends (one line, a `UserError`) only once the holder's process has sent the
-    server nothing - none of its sessions ran a query - for `answer_wait_s`: stopped, paused, or cut off while
-    it held the lock. A live holder is waited for however long it holds the lock; where its process cannot be
-    told (another `application_name`, or no right to read its sessions' activity), its lock session's own
-    silence, else this wait's length, counts. `give_up=False`: no end but Ctrl-C, for a lock held through work
+    be busy for long. So the wait ends (one line, a `UserError`) only once the holder's run has sent the
+    server nothing - none of the sessions of its `application_name` (one per process start and `run_tune`
+    call: `named_run`) ran a query - for `answer_wait_s`: stopped, paused, or cut off while it held the lock.
+    A live holder is waited for however long it holds the lock; where its run cannot be told (another
+    `application_name`, or no right to read its sessions' activity), its lock session's own silence, else this
+    wait's length, counts. `give_up=False`: no end but Ctrl-C, for a lock held through work
     that sends nothing (a study's seed lock, held while a worker measures the CPU expert times: minutes for a
     big model on a slow CPU, its connections idle whether it is busy or paused)."""
     from sqlalchemy import text
@@ -457,7 +460,8 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
             start, notice, limit = now - 0.2, notice_s(), answer_wait_s() if give_up else float("inf")
         waited = now - start
         if (waited >= limit and now >= look) or (waited >= notice and not said):
-            holder, process, silent = c.execute(text(_HOLDER), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).first() \
+            holder, process, silent = c.execute(text(_HOLDER), {"hi": key >> 32, "lo": key & 0xFFFFFFFF,
+                                                                "advisor": f"{APPLICATION_NAME}%"}).first() \
                 or (None, None, None)
             c.rollback()
             by = f"PostgreSQL pid {holder}" if holder is not None else "another session"
@@ -499,24 +503,54 @@ FROM (SELECT l.pid, a.application_name FROM pg_locks l LEFT JOIN pg_stat_activit
         AND l.objsubid = 1
       ORDER BY l.pid LIMIT 1) h
 LEFT JOIN pg_stat_activity s ON s.pid <> pg_backend_pid() AND (s.pid = h.pid OR (
-    h.application_name LIKE 'moe-advisor pid=%' AND s.application_name = h.application_name))
+    h.application_name LIKE :advisor AND s.application_name = h.application_name))
 GROUP BY h.pid, h.application_name
 """
 """The holder of an advisory lock: its PostgreSQL pid, its `application_name`, and for how many seconds its
-process (every session of that `application_name`, where it is advisor's: one per process) has run no query -
-0 while one runs, unless it is stuck sending its result to a client that reads nothing (paused mid-read); NULL
-where the activity cannot be read (another role's sessions)."""
+run (every session of that `application_name`, where it is advisor's, `:advisor` = `APPLICATION_NAME` + '%':
+one name per process start and `run_tune` call) has run no query - 0 while one runs, unless it is stuck
+sending its result to a client that reads nothing (paused mid-read); NULL where the activity cannot be read
+(another role's sessions)."""
 
 APPLICATION_NAME = "moe-advisor pid="
-"""How advisor's connections name themselves to PostgreSQL (`application_name`, `application_name()`)."""
+"""How advisor's connections name themselves to PostgreSQL (`application_name`, `application_name()`); no `_`
+or `%` in it, which `_HOLDER`'s LIKE would read as wildcards."""
+
+_RUN: ContextVar[int | None] = ContextVar("advisor_pg_run", default=None)
+"""The number of the `run_tune` call (`named_run`) whose engines are being made, None outside one."""
+_RUNS = itertools.count(1)
+_TOKEN = [os.urandom(4).hex()]
+"""A random token per process start, drawn again in a forked child (drawn once: runs starting together in
+threads must not each draw one, naming one run's engines differently)."""
+os.register_at_fork(after_in_child=lambda: _TOKEN.__setitem__(0, os.urandom(4).hex()))
+
+
+@contextmanager
+def named_run() -> Iterator[None]:
+    """The PostgreSQL engines made in the block (in this thread or task) name themselves after one run of
+    their own (`application_name`): a worker waiting for a lock judges whether its holder still works by the
+    sessions of the holder's name only, so two `run_tune` calls in one process (threads) must not share one -
+    a waiter would count the other runs' queries, even its own, as the holder's and wait on a stopped one."""
+    token = _RUN.set(next(_RUNS))
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
 
 
 def application_name() -> str:
-    """This process's name for PostgreSQL: `moe-advisor pid=PID host=HOST` (63 bytes at most, the server's
-    limit), in `pg_stat_activity` and in the note of a worker waiting for a lock this process holds."""
+    """This run's name for PostgreSQL: `moe-advisor pid=PID id=TOKEN.RUN host=HOST` - TOKEN random per
+    process start (two containers on one host network can both be pid 1 of the same host name), RUN the
+    `named_run` of the engine (left out outside one) - in `pg_stat_activity` and in the note of a worker
+    waiting for a lock it holds. 63 bytes at most, the server's limit (a longer name is cut there): only the
+    host name is cut, never what makes the name unique; characters outside printable ASCII (which the server
+    would replace or escape) are '?'."""
     import socket
 
-    return f"{APPLICATION_NAME}{os.getpid()} host={socket.gethostname()}"[:63]
+    run = _RUN.get()
+    ident = _TOKEN[0] + (f".{run}" if run is not None else "")
+    host = "".join(ch if " " <= ch <= "~" else "?" for ch in socket.gethostname())
+    return f"{APPLICATION_NAME}{os.getpid()} id={ident} host={host}"[:63]
 
 
 _LOCK_NOT_AVAILABLE = "55P03"

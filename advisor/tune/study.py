@@ -394,7 +394,9 @@ def run_tune(
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
     url = st.normalize_url(opts.storage, create_dirs=False)
     created: list[bool] = []  # [whether this run creates the SQLite file], once it holds the seeding turn
-    with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers():
+    # the run's engines name it to PostgreSQL (`st.named_run`): a worker waiting for a lock this run holds judges
+    # its activity by this run's sessions, not by the other runs of its process (threads) or of its pid and host
+    with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers(), st.named_run():
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded,
