@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 HELPER = str(Path(__file__).parent / "tune_helpers.py")
 TARGET = 64  # finished trials the study ends with: more than 20 interrupted runs can finish, so every signal lands mid-study
@@ -258,3 +259,55 @@ def test_a_signal_that_lands_in_a_finalizer_still_interrupts():
         r = subprocess.run([sys.executable, "-c", _FINALIZER_SIGNAL.format(stop=stop)], capture_output=True, text=True,
                            timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert r.stdout.strip() == "interrupted" and "Exception ignored" not in r.stderr, (stop, r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("more, where, said", [
+    (1, "front", "this run had already run its 1 trial (--more 1), so no rerun is needed (the same command would "
+                 "run 1 more)"),
+    (1, "printing", "this run had already run its 1 trial (--more 1), so no rerun is needed (the same command "
+                    "would run 1 more)"),
+    (3, "front", "`--more 2` runs the 2 trials this run had left (the same command runs 3)"),
+])
+def test_an_interrupted_more_run_says_what_was_left(tmp_path, monkeypatch, more, where, said):
+    """`tune --more N` interrupted once all N trials had run - Ctrl-C while it stored the front of its last trial,
+    or while it printed the front - said "run the same command to resume", which runs N more. It says that the
+    trials are done now; interrupted with trials left, which `--more M` runs them."""
+    import os
+
+    from tune_helpers import FakeBackend, small_space
+    from typer.testing import CliRunner
+
+    import advisor.tune.display as display
+    import advisor.tune.interrupt as interrupt
+    import advisor.tune.study as study_module
+    from advisor.cli import app
+    from advisor.commands import tune as tune_cmd
+
+    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None))
+    monkeypatch.setattr(interrupt, "import_runtime", lambda **k: None)
+    monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (FakeBackend(), small_space()))
+    signalled: list[str] = []
+
+    def once(real):
+        def call(*a, **k):
+            if not signalled:
+                signalled.append(real.__name__)
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+            return real(*a, **k)
+        return call
+
+    if where == "front":
+        monkeypatch.setattr(study_module, "save_front", once(study_module.save_front))
+    else:
+        monkeypatch.setattr(display, "print_front", once(display.print_front))
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (a runner may ignore it)
+    try:
+        res = CliRunner().invoke(app, ["tune", "--more", str(more), "--sampler", "random", "--storage",
+                                       str(tmp_path / "s.db"), "--study", "s"])
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    assert signalled, res.output
+    assert res.exit_code == 130, (res.output, res.exception)
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("interrupted")]
+    assert len(lines) == 1 and lines[0].endswith(said), res.output
+    assert "run the same command" not in res.output

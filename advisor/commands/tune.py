@@ -271,6 +271,7 @@ def register(app: typer.Typer) -> None:
         if budget_bytes is not None and opts.budgets:  # its sizes now, its shares once the model is known
             _refuse_budgets_above(opts.budgets, budget_bytes, budget_note)
         console = Console(stderr=False)
+        ran = [0]  # the trials this run has run (`run_tune_cli`), for the line of an interrupt outside the study
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
             try:
@@ -296,11 +297,11 @@ def register(app: typer.Typer) -> None:
                 elif budget_bytes is not None and opts.budgets:
                     _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
-                             profile=profile, wide=wide)
+                             profile=profile, wide=wide, ran=ran)
             except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)
                 if isinstance(e, UserError) and not received:
                     raise
-                typer.echo("interrupted; finished trials (if any) are kept - run the same command to resume",
+                typer.echo(f"interrupted; finished trials (if any) are kept - {_resume_hint(opts, ran[0])}",
                            err=True)
                 raise typer.Exit(130) from None
 
@@ -422,10 +423,36 @@ def _cpu_threads_note(backend, space, mode: str) -> str:
             f"profile --threads {threads}`")
 
 
+def _resume_hint(opts, ran: int) -> str:
+    """What to run after an interrupted `tune` that had run `ran` trials: with --trials N the same command (it
+    tops the study up to N); with --more N that command would run N more, so the `--more M` that runs the M
+    trials this run had left - or, where it had run all N, that they are done."""
+    if opts.n_trials is None:
+        return "run the same command to resume"
+    left = opts.n_trials - ran
+    if left <= 0:  # interrupted once its trials had run (storing the front, printing it)
+        return (f"this run had already run its {count(opts.n_trials, 'trial')} (--more {opts.n_trials}), so no "
+                f"rerun is needed (the same command would run {opts.n_trials} more)")
+    if left == opts.n_trials:  # none had run (loading the model): the same command is what was left
+        return "run the same command to resume"
+    return f"`--more {left}` runs the {count(left, 'trial')} this run had left (the same command runs {opts.n_trials})"
+
+
+def _counting(ran: list[int], on_trial):
+    """on_trial, counting in `ran[0]` the trials the run has run: not one a stop interrupted (failed, queued
+    again), as `TuneResult.n_trials_run` counts, for an interrupt that ends the run before it returns one (Ctrl-C
+    in a wait for a failing database). A trial whose own front failed to store is not counted (on_trial comes
+    after that), so there the `--more M` said may run one trial more than was left."""
+    def call(study, trial, objective) -> None:
+        ran[0] += not (trial.state.name == "FAIL" and objective.stop_requested())
+        on_trial(study, trial, objective)
+    return call
+
+
 def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, budget_note: str, profile,
-                 wide: bool = False) -> None:
+                 wide: bool = False, ran: list[int] | None = None) -> None:
     """The run itself, with the live display; Ctrl-C/SIGTERM stop it in one line, finished trials and the
-    front saved."""
+    front saved. `ran`: `[n]`, set to the trials the run has run, as it runs them and once it has returned."""
     import shlex
 
     from advisor.results.preflight import mask_url
@@ -464,18 +491,17 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         if note := _cpu_threads_note(backend, space, opts.mode):
             console.print(note, markup=False)
 
+    ran = ran if ran is not None else [0]
     with LiveProgress(console, opts) as live:
         result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
-                          on_start=_also(live.start, _left_out_note(console)), on_trial=live.trial_done,
+                          on_start=_also(live.start, _left_out_note(console)), on_trial=_counting(ran, live.trial_done),
                           on_stage=live.stage)
+    ran[0] = result.n_trials_run
     name = shlex.quote(result.study_name)
-    if result.interrupted:
-        again = "run the same command to resume"
-        left = opts.n_trials - result.n_trials_run if opts.n_trials is not None else 0
-        if left > 0:  # --more N: the same command would run N more, not what this run had left
-            again = f"`--more {left}` runs the {count(left, 'trial')} this run had left (the same command runs {opts.n_trials})"
+    if result.interrupted:  # --more N: the same command would run N more, not what this run had left
         typer.echo(f"interrupted: {count(result.n_complete, 'finished trial')} and the front "
-                   f"({count(len(result.front), 'point')}) are saved in study {name}; {again}", err=True)
+                   f"({count(len(result.front), 'point')}) are saved in study {name}; {_resume_hint(opts, ran[0])}",
+                   err=True)
         raise typer.Exit(130)
     for n in result.finished_elsewhere:
         console.print(f"note: trial {n} was finished by another worker while this one ran it (its heartbeat judged "
