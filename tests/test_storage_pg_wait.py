@@ -216,17 +216,63 @@ def test_a_lock_held_by_a_worker_at_work_is_waited_for_past_the_limit(pg_url, st
     assert not any(ln.startswith("error: ") for ln in err), err
 
 
-def test_a_wait_for_the_seed_lock_is_said_but_not_given_up_on(pg_url, study, capsys, monkeypatch):
-    """The seed lock is held while a worker measures the CPU expert times - minutes for a big model on a slow
-    CPU - and the holder's connection is idle whether it is busy or paused: the ADVISOR_PG_WAIT_S give-up ended
-    healthy workers waiting for it (a SQLite file's seeding turn is waited for as long as it takes). Said, with
-    no time limit; the worker goes on once the lock is free."""
-    code, err, took, pid = _waiting_for(pg_url, study, "seed", 1.8, capsys, monkeypatch)  # a worker seeding 1.8 s
-    assert code == 0, err
-    assert took >= 1.8
+def test_a_wait_for_a_silent_seed_lock_holder_is_given_up_on(pg_url, study, capsys, monkeypatch):
+    """The seed lock had no time limit - its holder measures the CPU expert times without the server, idle
+    whether busy or paused - so a worker stopped or paused while it seeded kept every other worker waiting for
+    ever. A seeding worker beats on its lock session now: a holder that sends nothing is given up on as one of
+    the front lock is."""
+    code, err, took, pid = _waiting_for(pg_url, study, "seed", 5, capsys, monkeypatch)  # (5 s)
+    err = [ln for ln in err if ln.startswith(("note: ", "error: "))]
+    assert code == 2, err
+    assert took < 4
     assert err[0] == (f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid {pid}) for 0.3 s; "
-                      "still waiting, with no time limit (a worker may hold it for minutes while it measures; one "
-                      "stopped or paused holds it until its session ends) - Ctrl-C stops the command"), err
+                      "still waiting as long as its holder works (given up once it has sent the server nothing for "
+                      "1 s, ADVISOR_PG_WAIT_S) - Ctrl-C stops the command"), err
+    assert err[1].startswith(f"error: gave up waiting for the seed lock of study {study!r} (held by PostgreSQL pid "
+                             f"{pid}): its holder has sent the server nothing for 1 s (ADVISOR_PG_WAIT_S) - "), err
+
+
+def test_a_seed_lock_holder_that_measures_is_waited_for_past_the_limit(pg_url, study, capsys, monkeypatch):
+    """A `run_tune` seeding the study holds its seed lock while it measures the CPU expert times (here 2.5 s,
+    ADVISOR_PG_WAIT_S=1), sending the server nothing of its own: its lock session's beats keep the other worker
+    waiting for it, which then goes on."""
+    import threading
+    import time
+
+    from tune_helpers import FakeBackend, main, small_space
+
+    from advisor.tune import study as study_module
+    from advisor.tune.study import TuneOptions, run_tune
+
+    monkeypatch.setenv("ADVISOR_PG_NOTICE_S", "0.3")
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "1")
+    real, measuring = study_module._price_cpu, threading.Event()
+
+    def price_cpu(*a, **k):  # the holder measuring, under the seed lock
+        if threading.current_thread() is holder:
+            measuring.set()
+            time.sleep(2.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(study_module, "_price_cpu", price_cpu)
+    opts = TuneOptions(study_name=study, storage=pg_url, sampler="random", n_trials=1, heartbeat_interval=None)
+    holder = threading.Thread(target=lambda: run_tune(FakeBackend(), small_space(), opts, budget_bytes=None))
+    holder.start()
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert measuring.wait(30)
+        t0 = time.monotonic()
+        code = main(["--storage", pg_url, "--study", study, "--trials", "1", "--heartbeat", "0"])
+        took = time.monotonic() - t0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        holder.join(30)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 0, err
+    assert took >= 1.8, (took, err)
+    assert err[0].startswith(f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid "), err
+    assert err[0].endswith("for 0.3 s; still waiting as long as its holder works (given up once it has sent the "
+                           "server nothing for 1 s, ADVISOR_PG_WAIT_S) - Ctrl-C stops the command"), err
     assert not any(ln.startswith("error: ") for ln in err), err
 
 

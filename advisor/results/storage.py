@@ -7,6 +7,7 @@ times), so no configuration is silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import itertools
@@ -422,7 +423,7 @@ def schema_lock(target: str | Engine) -> Iterator[None]:
 
 
 @contextmanager
-def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Iterator[None]:
+def advisory_lock(c: Any, key: int, what: str, *, beat: bool = False) -> Iterator[None]:
     """Hold PostgreSQL's advisory lock `key` (`what`, as a note names it) for the block on the SQLAlchemy
     connection `c`, waited for 0.2 s at a time (`lock_timeout`) while another session holds it: one query that
     waits seconds for a lock (another worker seeding the study) is, to the client, a server that does not
@@ -436,9 +437,10 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
     call: `named_run`) ran a query - for `answer_wait_s`: stopped, paused, or cut off while it held the lock.
     A live holder is waited for however long it holds the lock; where its run cannot be told (another
     `application_name`, or no right to read its sessions' activity), its lock session's own silence, else this
-    wait's length, counts. `give_up=False`: no end but Ctrl-C, for a lock held through work
-    that sends nothing (a study's seed lock, held while a worker measures the CPU expert times: minutes for a
-    big model on a slow CPU, its connections idle whether it is busy or paused)."""
+    wait's length, counts. `beat`: for a lock held through work that sends nothing (a study's seed lock, held
+    while a worker measures the CPU expert times: minutes for a big model on a slow CPU, its connections idle
+    whether it is busy or paused), the holder's lock session runs a `SELECT 1` every `beat_s()` while the block
+    runs (`_beating`), so a holder at work is told from a stopped, paused or cut-off one, as any other."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
@@ -457,7 +459,7 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
                 raise KeyboardInterrupt from None
         now = time.monotonic()
         if not start:  # (the first try waited its 0.2 s)
-            start, notice, limit = now - 0.2, notice_s(), answer_wait_s() if give_up else float("inf")
+            start, notice, limit = now - 0.2, notice_s(), answer_wait_s()
         waited = now - start
         if (waited >= limit and now >= look) or (waited >= notice and not said):
             holder, process, silent = c.execute(text(_HOLDER), {"hi": key >> 32, "lo": key & 0xFFFFFFFF,
@@ -477,20 +479,55 @@ def advisory_lock(c: Any, key: int, what: str, *, give_up: bool = True) -> Itera
                 look = now + min(1.0, limit - quiet)  # a live holder: looked at again in a second at most
             if not said:
                 said = True
-                if not give_up:
-                    upto = (", with no time limit (a worker may hold it for minutes while it measures; one stopped or "
-                            "paused holds it until its session ends)")
-                else:
-                    upto = ("" if limit == float("inf") else " as long as its holder works (given up once it has "
-                            f"sent the server nothing for {limit:g} s, ADVISOR_PG_WAIT_S)")
+                upto = ("" if limit == float("inf") else " as long as its holder works (given up once it has "
+                        f"sent the server nothing for {limit:g} s, ADVISOR_PG_WAIT_S)")
                 say_note(f"waiting for {what} (held by {by}) for {notice:g} s; still waiting{upto} - Ctrl-C stops "
                          "the command")
     c.commit()  # (the lock is the session's; the transaction ends)
     try:
-        yield
+        with _beating(c) if beat else contextlib.nullcontext():
+            yield
     finally:
         c.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         c.commit()
+
+
+def beat_s() -> float:
+    """How often a lock's holder that works without the server (`advisory_lock(beat=True)`) tells it it is alive:
+    every 5 s, or a fifth of `answer_wait_s` where that is shorter, so its waiters see it answer well within it."""
+    return min(5.0, answer_wait_s() / 5)
+
+
+@contextmanager
+def _beating(c: Any) -> Iterator[None]:
+    """A thread that runs `SELECT 1` on the SQLAlchemy connection `c` (the lock's session, which nothing else
+    uses while the block runs) every `beat_s()` until the block ends, each in a transaction of its own; it
+    stops at the first error (the session lost: the holder's waiters then see it silent, as it is), and the
+    block's end waits for it, so `c` is the caller's again. A stopped or paused process beats no more, as it
+    sends nothing else; its queries wait for the server as Optuna's heartbeat thread's do (`watch_answers`)."""
+    import threading
+
+    from sqlalchemy import text
+
+    done, every = threading.Event(), beat_s()
+
+    def beat() -> None:
+        while not done.wait(every):
+            try:
+                c.execute(text("SELECT 1"))
+                c.rollback()
+            except Exception:  # (the holder's own work says what failed; a beat only stops)
+                with contextlib.suppress(Exception):
+                    c.rollback()
+                return
+
+    thread = threading.Thread(target=beat, name="advisor-lock-beat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 _HOLDER = """

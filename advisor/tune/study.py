@@ -290,10 +290,11 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
     beside it (`storage.sqlite_lock`: the file's turn `<file>.lock` for the front, `<file>.seed.lock` for the
     seeding, which may measure for seconds; each one for the whole file, re-entered, not waited on for ever,
-    when taken again inside itself - another study); an in-memory database has one process, so no lock. A
-    wait for the seed lock has no time limit (on PostgreSQL: said, ended by Ctrl-C only); one for the front
-    lock is given up on once its holder's process has sent the server nothing for `ADVISOR_PG_WAIT_S`
-    (`storage.advisory_lock`; a SQLite file's turn: its busy timeout)."""
+    when taken again inside itself - another study); an in-memory database has one process, so no lock. On
+    PostgreSQL a wait for either is given up on once its holder's run has sent the server nothing for
+    `ADVISOR_PG_WAIT_S` (`storage.advisory_lock`); the seed lock's holder, which measures without the server,
+    beats on its lock session meanwhile. A wait for a SQLite file's seeding turn has no time limit; one for its
+    turn ends after its busy timeout."""
     if engine.dialect.name != "postgresql":
         with st.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
             yield
@@ -302,9 +303,9 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
 
     key = zlib.crc32(f"advisor_{what}:{name}".encode())
     # the seed lock is held while a worker measures the CPU expert times (minutes for a big model on a slow
-    # CPU), sending nothing: waited for without a time limit, as a SQLite file's seeding turn is; the front
-    # lock's holder works on the database while it holds it, so one silent that long is stopped or paused
-    with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}", give_up=what != "seed"):
+    # CPU), sending nothing: its lock session beats meanwhile, so a waiter tells a measuring holder from a
+    # paused one; the front lock's holder works on the database while it holds it
+    with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}", beat=what == "seed"):
         yield
 
 
