@@ -327,8 +327,8 @@ def test_cli_refuses_a_truncated_checkpoint_and_a_plan_beyond_host_memory(dirs, 
     ({"num_experts": 4}, r"num_experts is 4 but the checkpoint holds 8 routed experts per MoE layer"),
     ({"expert_intermediate_size": 32}, r"expert_intermediate_size is 32 but the checkpoint's experts are 16 wide"),
     ({"num_hidden_layers": 1, "moe_layer_freq": [1]}, r"has model\.layers\.1\.\S+, but config\.json builds 1 entries"),
-    ({"num_hidden_layers": 3, "moe_layer_freq": [1, 1, 1]}, r"no tensor for model\.layers\.2\."),
-    ({"num_hidden_layers": 3}, r"moe_layer_freq has 2 entries but num_hidden_layers is 3"),
+    ({"num_hidden_layers": 3, "moe_layer_freq": [1, 1, 1]}, r"num_hidden_layers is 3 but the checkpoint holds 2 "),
+    ({"num_hidden_layers": 3}, r"num_hidden_layers is 3 but the checkpoint holds 2 decoder layers"),
     ({"hidden_size": "32"}, r"config\.json does not describe a model that can be built \(TypeError"),
 ])
 @pytest.mark.parametrize("budget", ["1KB", "10GiB"])  # offloaded, then loaded whole
@@ -348,6 +348,24 @@ def test_a_config_json_that_does_not_match_the_checkpoint_fails_in_one_line(dirs
         assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
         assert re.search(message, str(result.exception)) and "\n" not in str(result.exception)
     assert not db.exists()  # nothing half-written
+
+
+def _config_refused(d: Path, message: str) -> None:
+    """`advisor inspect d` refuses its config.json in one line holding `message`, exit 2."""
+    result = CliRunner().invoke(app, ["inspect", str(d)])
+    assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+    assert message in str(result.exception) and "\n" not in str(result.exception), result.exception
+    assert "config.json" in str(result.exception) and "re-download" in str(result.exception)
+
+
+def _inspect_error_line(d: Path) -> str:
+    """The one `error:` line of `python -m advisor inspect d` (exit 2, no traceback), within 60 s."""
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "advisor", "inspect", str(d)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=60)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return errors[0]
 
 
 @pytest.mark.parametrize("family", ["llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3",
@@ -372,19 +390,105 @@ def test_config_sizes_that_the_checkpoint_does_not_hold_are_refused_before_the_m
         cfg = json.loads(json.dumps(original))
         cfg.get("text_config", cfg)[key] = value
         (d / "config.json").write_text(json.dumps(cfg))
+        _config_refused(d, message)
+    if family == "llada_moe":  # the reported case, through the real CLI: refused in seconds, not built for minutes
+        (d / "config.json").write_text(json.dumps({**original, "num_experts": 200000}))
+        assert "num_experts is 200000 but the checkpoint holds 8 routed experts" in _inspect_error_line(d)
+
+
+def _save_family(family: str, d: Path) -> dict:
+    """A tiny checkpoint of `family` in its official key layout at `d`; "llada_moe_dense": LLaDA-MoE with a dense
+    first layer (`moe_layer_freq` [0, 1]) and a shared expert. Its config.json, parsed."""
+    from advisor.models import tiny
+
+    if family == "llada_moe_dense":
+        from advisor.models.llada_moe import LLaDAMoEModelLM
+
+        cfg = tiny.tiny_config("llada_moe")
+        cfg.moe_layer_freq, cfg.shared_expert_intermediate_size = [0, 1], 24
+        tiny.randomize_(LLaDAMoEModelLM(cfg)).save_pretrained(str(d))
+    else:
+        tiny.build_tiny(family).save_pretrained(str(d))
+    return json.loads((d / "config.json").read_text())
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "llada_moe_dense", "llada2", "qwen3_moe", "olmoe", "mixtral",
+                                    "deepseek_v3", "diffusion_gemma"])
+def test_a_vocabulary_layer_count_or_dense_width_beyond_the_checkpoint_is_refused_before_the_build(tmp_path, family):
+    """vocab_size, num_hidden_layers and the dense MLP width of config.json against the safetensors headers: 10**6
+    decoder layers over a checkpoint of 2 built the model for minutes, a vocabulary or dense MLP of 10**11 failed
+    on an allocation of terabytes; a value beyond the checkpoint is now one line naming the field, before anything
+    is built. The checkpoint as saved (each family's official key layout) still loads."""
+    d = tmp_path / family
+    original = _save_family(family, d)
+    assert CliRunner().invoke(app, ["inspect", str(d)]).exit_code == 0
+    text = original.get("text_config", original)
+    layers = text["num_hidden_layers"]
+    dense = next((k for k in ("dense_intermediate_size", "intermediate_size") if k in text), None)
+    has_dense = family in ("llada_moe_dense", "llada2", "deepseek_v3", "diffusion_gemma")
+    cases = [("vocab_size", 10**11, "vocab_size is 100000000000 but the checkpoint's token embedding and LM head "
+                                    "have at most 256 rows"),
+             ("num_hidden_layers", layers + 1, f"num_hidden_layers is {layers + 1} but the checkpoint holds {layers} "
+                                               "decoder layers (the last has ")]
+    if has_dense:
+        wide = text[dense]
+        cases.append((dense, 10**11, f"{dense} is 100000000000 but the checkpoint's dense MLP layers are {wide} wide"))
+    for key, value, message in cases:
+        cfg = json.loads(json.dumps(original))
+        cfg.get("text_config", cfg)[key] = value
+        if family.startswith("llada_moe") and key == "num_hidden_layers":
+            cfg["moe_layer_freq"] = [*cfg["moe_layer_freq"], 1]  # else the config itself is refused
+        (d / "config.json").write_text(json.dumps(cfg))
+        _config_refused(d, message)
+    if family == "deepseek_v3":  # the reported case, through the real CLI: refused in seconds, not built for minutes
+        (d / "config.json").write_text(json.dumps({**original, "num_hidden_layers": 10**6}))
+        assert "num_hidden_layers is 1000000 but the checkpoint holds 3 decoder layers" in _inspect_error_line(d)
+
+
+def test_values_below_the_checkpoints_sizes_are_left_to_the_layout_check(tmp_path):
+    """Only a config asking for more than the checkpoint holds is refused early: fewer layers than the checkpoint
+    (a multi-token-prediction layer follows the decoder layers), or a smaller vocabulary, is judged by the
+    loader's layout check as before."""
+    d = tmp_path / "m"
+    original = _save_family("qwen3_moe", d)
+    for change, message in (({"vocab_size": 128}, r"model\.embed_tokens\.weight is \[256, 32\] in the checkpoint but "
+                                                  r"\[128, 32\] by config\.json"),
+                            ({"num_hidden_layers": 1}, r"has model\.layers\.1\.\S+, but config\.json builds 1 entries")):
+        (d / "config.json").write_text(json.dumps({**original, **change}))
         result = CliRunner().invoke(app, ["inspect", str(d)])
         assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
-        assert message in str(result.exception) and "\n" not in str(result.exception), result.exception
-        assert "config.json" in str(result.exception) and "re-download" in str(result.exception)
-    if family == "llada_moe":  # the reported case, through the real CLI: refused in seconds, not built for minutes
-        cfg = {**original, "num_experts": 200000}
-        (d / "config.json").write_text(json.dumps(cfg))
-        env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "advisor", "inspect", str(d)], capture_output=True, text=True,
-                              cwd=ROOT, env=env, timeout=60)
-        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
-        assert "num_experts is 200000 but the checkpoint holds 8 routed experts" in errors[0]
+        assert re.search(message, str(result.exception)), result.exception
+
+
+def test_gptq_packed_names_give_the_layer_count_but_no_widths(tmp_path):
+    """A GPTQ checkpoint keeps each linear as packed `qweight` [in/8, out] int32 (AWQ packs the other dimension:
+    [in, out/8]) beside `scales`/`qzeros`/`g_idx`: its widths are not read from them, so the early check never
+    blames a config field for them (the loader's own layout check judges the checkpoint, as before); the layer
+    indices in its key names still give the layer count, and 10**6 layers are refused before the build."""
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "gptq"
+    original = _save_family("deepseek_v3", d)
+    weights, packed = load_file(str(d / "model.safetensors")), {}
+    for key, w in weights.items():
+        if key.endswith("_proj.weight"):
+            rows, cols = w.shape
+            base = key.removesuffix(".weight")
+            packed |= {f"{base}.qweight": torch.zeros(cols // 8, rows, dtype=torch.int32),
+                       f"{base}.qzeros": torch.zeros(1, rows // 8, dtype=torch.int32),
+                       f"{base}.scales": torch.ones(1, rows, dtype=torch.float16),
+                       f"{base}.g_idx": torch.zeros(cols, dtype=torch.int32)}
+        else:
+            packed[key] = w
+    save_file(packed, str(d / "model.safetensors"), metadata={"format": "pt"})
+    cfg = {**original, "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": -1}}
+    (d / "config.json").write_text(json.dumps(cfg))
+    said = str(CliRunner().invoke(app, ["inspect", str(d)]).exception)
+    assert "wide (" not in said and "decoder layers" not in said and "rows (" not in said, said
+    (d / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 10**6}))
+    result = CliRunner().invoke(app, ["inspect", str(d)])
+    assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+    assert "num_hidden_layers is 1000000 but the checkpoint holds 3 decoder layers" in str(result.exception)
 
 
 def test_packed_expert_weights_are_not_read_as_config_sizes(tmp_path):

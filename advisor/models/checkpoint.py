@@ -309,10 +309,61 @@ def held_experts(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[str,
     return max(counts.values()), dims[0], dims[1], dims[2]
 
 
+def held_sizes(checkpoint: Checkpoint, keys: dict[str, str]) -> dict[str, tuple[int, str]]:
+    """The largest vocabulary, decoder-layer count and dense MLP width the checkpoint's headers show, each with a
+    checkpoint key that shows it (model key -> checkpoint key `keys`, as `model_keys`); a size they do not show is
+    absent.
+
+    * "vocab": rows of the token embedding or LM head (`embed_tokens`, `word_embeddings`, `wte`, `lm_head`, ...);
+    * "layers": 1 + the highest index in a layer list (`<prefix>.layers.{i}.`) that holds routed experts (a key with
+      `.experts.` in it: per-expert, fused or packed alike, as only key names count), the longest such list;
+    * "dense": rows of a dense MLP in that list (`<prefix>.layers.{i}.mlp.gate_proj.weight`: DeepSeek-V3's and
+      LLaDA2's first layers, a LLaDA-MoE layer of `moe_layer_freq` 0, DiffusionGemma's MLP beside its experts).
+    Vocabulary and MLP sizes come from floating-point 2-D tensors only (FP8 included): the shape of a packed one
+    (GPTQ/AWQ `qweight`, bitsandbytes' uint8 [n, 1]) is not the weight's."""
+    import re
+
+    out: dict[str, tuple[int, str]] = {}
+
+    def keep(what: str, size: int, key: str) -> None:
+        if size > out.get(what, (0, ""))[0]:
+            out[what] = (size, key)
+
+    layer = re.compile(r"^(.*?\.layers)\.(\d+)\.")
+    last: dict[str, tuple[int, str]] = {}  # layer-list prefix -> (its highest index, a key of that layer)
+    with_experts: set[str] = set()
+    for name, key in keys.items():
+        if (m := layer.match(name)) is not None:
+            if int(m.group(2)) >= last.get(m.group(1), (-1, ""))[0]:
+                last[m.group(1)] = (int(m.group(2)), key)
+            if ".experts." in name[m.end() - 1:]:
+                with_experts.add(m.group(1))
+    for prefix in with_experts:
+        keep("layers", last[prefix][0] + 1, last[prefix][1])
+    dense = re.compile("^(?:" + "|".join(map(re.escape, with_experts)) + r")\.\d+\.mlp\.gate_proj\.weight$")
+    embeddings = {"embed_tokens.weight", "word_embeddings.weight", "wte.weight", "embed_in.weight", "lm_head.weight",
+                  "embed_out.weight"}
+    for name, key in keys.items():
+        info = checkpoint.tensors[key]
+        if not info.dtype.is_floating_point or len(info.shape) != 2:
+            continue
+        if ".".join(name.split(".")[-2:]) in embeddings:
+            keep("vocab", info.shape[0], key)
+        elif with_experts and dense.match(name):
+            keep("dense", info.shape[0], key)
+    return out
+
+
 def check_config_sizes(path: Path, raw: dict[str, Any], checkpoint: Checkpoint) -> None:
-    """Refuse, in one line and before any model is built, a config.json whose routed-expert count, expert width or
-    hidden size disagrees with the expert tensors in the checkpoint's headers: building the model the config
-    describes (num_experts 200000 over a checkpoint of 8) took minutes or all the memory before any check ran."""
+    """Refuse, in one line and before any model is built, a config.json whose sizes the checkpoint's headers
+    contradict: building the model the config describes (num_experts 200000 over a checkpoint of 8, 10**6 decoder
+    layers over 2) took minutes or all the memory before any check ran.
+
+    The routed experts' count, width and hidden size must be those of the expert tensors (`held_experts`).
+    vocab_size, num_hidden_layers and the dense MLP width (`dense_intermediate_size`, else `intermediate_size` where
+    the experts' width has a field of its own) must not exceed what the checkpoint holds (`held_sizes`): a smaller
+    value can be valid (a vocabulary padded past config.json's, a multi-token-prediction layer after the decoder
+    layers), and a model of it is cheap to build for the loader's own layout check to judge."""
     text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
 
     def field(candidates: tuple[str, ...]) -> list[tuple[str, int]]:  # sizes < 1: the build's own one-line refusal
@@ -320,24 +371,40 @@ def check_config_sizes(path: Path, raw: dict[str, Any], checkpoint: Checkpoint) 
                 if isinstance(v := text.get(k), int) and not isinstance(v, bool) and v > 0]
 
     renames, names = key_mapping(str(raw.get("model_type", "")))
-    held = held_experts(checkpoint, model_keys(checkpoint, renames), names)
-    if held is None:
-        return
-    experts, width, hidden, key = held
+    keys = model_keys(checkpoint, renames)
     fix = "fix that field of config.json or re-download the model"
     where = f"{path / 'config.json'} does not match the checkpoint"
-    for name, value in field(EXPERT_COUNT_KEYS):
-        if value != experts:
-            raise UserError(f"{where}: {name} is {value} but the checkpoint holds {experts} routed experts per MoE "
-                            f"layer (e.g. {key}); {fix}")
-    widths = field(EXPERT_WIDTH_KEYS)
-    if widths and width not in [v for _, v in widths]:
-        raise UserError(f"{where}: {widths[0][0]} is {widths[0][1]} but the checkpoint's experts are {width} wide "
-                        f"({key} is {list(checkpoint.tensors[key].shape)}); {fix}")
-    size = field(("hidden_size",))
-    if size and size[0][1] != hidden:
-        raise UserError(f"{where}: hidden_size is {size[0][1]} but the checkpoint's experts take {hidden} "
-                        f"({key} is {list(checkpoint.tensors[key].shape)}); {fix}")
+
+    def shape(key: str) -> str:
+        return f"{key} is {list(checkpoint.tensors[key].shape)}"
+
+    held = held_experts(checkpoint, keys, names)
+    if held is not None:
+        experts, width, hidden, key = held
+        for name, value in field(EXPERT_COUNT_KEYS):
+            if value != experts:
+                raise UserError(f"{where}: {name} is {value} but the checkpoint holds {experts} routed experts per "
+                                f"MoE layer (e.g. {key}); {fix}")
+        widths = field(EXPERT_WIDTH_KEYS)
+        if widths and width not in [v for _, v in widths]:
+            raise UserError(f"{where}: {widths[0][0]} is {widths[0][1]} but the checkpoint's experts are {width} "
+                            f"wide ({shape(key)}); {fix}")
+        size = field(("hidden_size",))
+        if size and size[0][1] != hidden:
+            raise UserError(f"{where}: hidden_size is {size[0][1]} but the checkpoint's experts take {hidden} "
+                            f"({shape(key)}); {fix}")
+    sizes = held_sizes(checkpoint, keys)
+    own_width = any(k != "intermediate_size" for k, _ in field(EXPERT_WIDTH_KEYS))  # else it is the experts' width
+    asked = {"vocab": field(("vocab_size",)), "layers": field(("num_hidden_layers",)),
+             "dense": field(("dense_intermediate_size",)) or (field(("intermediate_size",)) if own_width else [])}
+    for what, fields in asked.items():
+        if not fields or what not in sizes or fields[0][1] <= sizes[what][0]:
+            continue
+        (name, value), (n, key) = fields[0], sizes[what]
+        holds = {"vocab": f"the checkpoint's token embedding and LM head have at most {n} rows ({shape(key)})",
+                 "layers": f"the checkpoint holds {n} decoder layers (the last has {key})",
+                 "dense": f"the checkpoint's dense MLP layers are {n} wide ({shape(key)})"}[what]
+        raise UserError(f"{where}: {name} is {value} but {holds}; {fix}")
 
 
 class CheckpointExperts:
