@@ -10,6 +10,11 @@ space: up to it, too much is one out-of-memory line (`advisor.commands.refuse_ou
 torch's size arithmetic overflows first ("Storage size calculation overflowed", "Overflow when unpacking
 long"), a traceback."""
 
+MAX_PROMPTS = 10_000
+"""The most prompts a search space's evaluation.trace_prompts / fidelity_prompts or `advisor trace --limit` takes:
+every precision plan decodes that many (a task with fewer uses all it has; a model without a tokenizer decodes
+that many seeded random ones, so 10**11 ran until interrupted). More than any task has (GSM8K's test set: 1319)."""
+
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds torch takes (`torch.Generator.manual_seed`; beyond them, "Overflow when unpacking long long"): a
 command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""

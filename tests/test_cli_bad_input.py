@@ -452,6 +452,29 @@ def test_a_fidelity_floor_that_could_never_act_is_refused_not_ignored(tmp_path, 
                   "s.toml:", "evaluation.fidelity_floor", "top-1 agreement", *words)
 
 
+@pytest.mark.parametrize("key", ["trace_prompts", "fidelity_prompts"])
+def test_a_prompt_count_no_run_could_mean_is_refused_on_load(tmp_path, key):
+    """evaluation.trace_prompts = 100000000000 loaded, and a model without a tokenizer (tiny:*) then drew that many
+    seeded random prompts, until interrupted, with the study already written; `advisor trace --limit` as much
+    did the same. Now one line naming the file, key and the range. A `limit` beyond the task still means all of
+    its problems (a task's examples are all it evaluates; nothing more is decoded)."""
+    from advisor.tune.space import parse_space
+
+    (tmp_path / "s.toml").write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\n{key} = 100000000000\n'
+                                     '[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n')
+    r = advisor("tune", "tiny:llada_moe", "--space", "s.toml", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+                cwd=tmp_path, timeout=60)  # (ran until interrupted)
+    one_error_line(r, "s.toml:5", f"evaluation.{key}", "between 1 and 10000 prompts, got 100000000000")
+    before_model_load(r)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
+    assert parse_space('[precision]\nformats = ["int8"]\n[evaluation]\nlimit = 100000000000\n'
+                       f'{key} = 10000\n', "s.toml").evaluation.limit == 10**11
+    if key == "trace_prompts":
+        r = advisor("trace", "tiny:llada_moe", "-o", "t.npz", "--limit", "100000000000", cwd=tmp_path, timeout=60)
+        one_error_line(r, "Invalid value for '--limit'", "less than or equal to 10000")
+        assert not (tmp_path / "t.npz").exists()
+
+
 def test_a_dotted_key_in_the_wrong_table_is_named_on_its_own_line(tmp_path):
     """`evaluation.seed = 1` written under [cache] is the unknown key cache.evaluation: the line said
     "s.toml:1" (the dotted key was matched only when it was the offending key itself, not a key inside it)."""

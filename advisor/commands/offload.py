@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
-from advisor.units import MAX_LENGTH, count
+from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
@@ -49,7 +49,7 @@ def trace_cmd(
     data: str = typer.Option(None, "--data", help="Local data file of the task (GSM8K jsonl / HumanEval "
                              "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
-    limit: int = typer.Option(4, "--limit", min=1, help="Number of prompts."),
+    limit: int = typer.Option(4, "--limit", min=1, max=MAX_PROMPTS, help="Number of prompts."),
     max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, max=MAX_LENGTH, help="0 = the task's / model's default."),
     steps: int = typer.Option(0, "--steps", min=0, max=MAX_LENGTH, help="Denoising steps (dLLMs); 0 = model default."),
     block_length: int = typer.Option(0, "--block-length", min=0, max=MAX_LENGTH, help="Block length (dLLMs); 0 = model default."),

@@ -29,7 +29,8 @@ Other keys (not searched):
   [objectives]            metric = "minimize" | "maximize", metrics of `advisor.results.front.METRICS`
                           (default: time_per_token, accuracy, peak_gpu_bytes); for a model without a
                           tokenizer a shipped space's accuracy is tuned as fidelity_top1 (`without_tokenizer`)
-  [evaluation]            task, limit (problems per accuracy run), trace_prompts, fidelity_prompts, seed,
+  [evaluation]            task, limit (problems per accuracy run; beyond the task's: all), trace_prompts and
+                          fidelity_prompts (1 to `MAX_PROMPTS`), seed,
                           staging (full accuracy only for plans that can still reach the front), fidelity_floor
                           (skip the accuracy run below this top-1 agreement), max_new_tokens (`EvaluationSettings`)
   [budget]                fraction_of_model: the GPU budget without --budget/--gpu/--budgets, a share of the
@@ -54,7 +55,7 @@ from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
 from advisor.results.front import METRICS
-from advisor.units import MAX_LENGTH, SEED_MAX, SEED_MIN, count
+from advisor.units import MAX_LENGTH, MAX_PROMPTS, SEED_MAX, SEED_MIN, count
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
 """The shipped space files (package data, so an installed wheel can tune); `resolve_space` also accepts any path."""
@@ -626,6 +627,10 @@ class _Validator:
             fidelity_floor=float(self._typed(ev, "evaluation.fidelity_floor", (int, float), 0.0)),
             max_new_tokens=self._positive(ev, "evaluation.max_new_tokens", None),
         )
+        for key in ("trace_prompts", "fidelity_prompts"):  # decoded by every plan: 10**11 ran until interrupted
+            if (n := getattr(settings, key)) > MAX_PROMPTS:  # (`limit` beyond the task is all of it, decodes no more)
+                self.fail(f"evaluation.{key}", f"must be between 1 and {MAX_PROMPTS} prompts, got {n}; a task with "
+                          "fewer prompts uses all it has")
         if not SEED_MIN <= settings.seed <= SEED_MAX:  # torch's manual_seed overflowed in the first trial
             self.fail("evaluation.seed", f"must be between {SEED_MIN} and {SEED_MAX}")
         if (settings.max_new_tokens or 0) > MAX_LENGTH:  # torch's size arithmetic overflowed: a traceback
