@@ -154,3 +154,40 @@ def test_the_rtx_5060_ti_is_sold_with_8_and_16_gb():
         get_gpu("NVIDIA GeForce RTX 5060 Ti", "/nonexistent")
     small = get_gpu("RTX 5060 Ti 8GB", "/nonexistent")
     assert small.memory_bytes == 8 * GiB and small.link == "PCIe 5.0 x8"
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("H100 SXM", "H100 SXM 80GB"), ("NVIDIA H100 80GB HBM3", "H100 SXM 80GB"), ("A100-SXM4-80GB", "A100 SXM 80GB"),
+    ("NVIDIA H100 NVL", "H100 NVL 94GB"), ("H100", "H100 80GB"), ("RTX 4090 (24GB)", "RTX 4090 24GB"),
+    ("H100\u00a0SXM", "H100 SXM 80GB"),  # a no-break space, as a name copied from a web page may carry
+    ("A100\u2013SXM4\u201380GB", "A100 SXM 80GB"),  # en dashes
+])
+def test_the_documented_spellings_and_copied_separators_still_find_their_row(name, expected):
+    assert get_gpu(name, "/nonexistent").name == expected
+
+
+def test_a_gpu_name_with_a_character_no_gpu_name_has_is_unknown_not_the_name_without_it(tmp_path, monkeypatch):
+    """Every character but a-z and 0-9 was dropped before matching, so `--gpu "H100é"` (or "H100!") silently priced
+    and budgeted an H100. Now only separators (spaces, - _ . , / parentheses, copied dashes) are dropped: one line
+    names the character and the close catalogue rows, exit 2, before the model loads; nothing is written. A measured
+    profile named with such a character still matches its own name."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    monkeypatch.setenv("ADVISOR_PROFILES_DIR", str(tmp_path / "profiles"))
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(app, ["tune", "bundled", "--gpu", "H100é", "--trials", "1",
+                                      "--storage", f"sqlite:///{db}"])
+    assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
+    said = str(result.exception)
+    assert said.startswith("unknown GPU 'H100é' (no GPU name has 'é'); close matches: H100 80GB, H100 SXM 80GB, "
+                           "H100 NVL 94GB") and "\n" not in said, said
+    assert "advisor tune" not in result.output and not db.exists()
+    with pytest.raises(UserError, match=r"unknown GPU 'H100!' \(no GPU name has '!'\)"):
+        get_gpu("H100!", "/nonexistent")
+    own = HardwareProfile("Büro-GPU", 24 * GiB, 20.0, 9.0, 8.0, "measured:2026-01-01 cuda-events", "measured")
+    save_profile(own, tmp_path / "profiles")
+    assert get_gpu("büro gpu", tmp_path / "profiles") == own
+    with pytest.raises(UserError, match="unknown GPU 'Buro-GPU'"):
+        get_gpu("Buro-GPU", tmp_path / "profiles")

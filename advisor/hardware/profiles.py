@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,26 +244,46 @@ NOMINAL: dict[str, NominalDevice] = {
 _NOISE = re.compile(r"\b(nvidia|geforce|tesla|quadro|rtx|pcie|sxm\d?|hbm\d?e?|nvl|graphics|generation|workstation|"
                     r"server|edition)\b")
 _PREFIXES = ("nvidia", "geforce", "tesla", "quadro", "rtx")
-_MEM = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)\s*(?:gb|gib|g)\b")
+_MEM = re.compile(r"(?<![a-z0-9.])([0-9]+(?:\.[0-9]+)?)\s*(?:gb|gib|g)\b")
 # form factors with figures of their own; HBM3 is how nvidia-smi names the H100 SXM5 ("NVIDIA H100 80GB HBM3")
 _FORMS = (("sxm", re.compile(r"\b(sxm\d?|hbm3)\b")), ("nvl", re.compile(r"\bnvl\b")))
 
 
+# what separates the words of a GPU name and is dropped from its key: white space (any), - _ . , / ( ), and
+# the dashes a copied name may carry (en dash, ...); anything else besides ASCII letters and digits stays in it
+_SEPARATORS = re.compile(r"[\s\-_.,/()]+")
+
+
+def _plain(name: str) -> str:
+    """`name` lower-cased in its compatibility form (NFKC: full-width "Ｈ１００" is "h100", a no-break space a
+    space, "™" "tm") with every dash a "-", then "-" and "_" as spaces."""
+    s = unicodedata.normalize("NFKC", name).lower()
+    s = "".join("-" if unicodedata.category(c) == "Pd" else c for c in s)
+    return s.replace("-", " ").replace("_", " ")
+
+
+def _unknown_characters(name: str) -> str:
+    """The characters of `name` that no GPU name is spelled with (not ASCII letters, digits or `_SEPARATORS`)."""
+    return "".join(dict.fromkeys(c for c in _SEPARATORS.sub("", _plain(name)) if not (c.isascii() and c.isalnum())))
+
+
 def _form(name: str) -> str:
     """"sxm", "nvl", or "" (PCIe, or not said): 'NVIDIA A100-SXM4-80GB' -> 'sxm'."""
-    s = name.lower().replace("-", " ").replace("_", " ")
+    s = _plain(name)
     return next((form for form, pattern in _FORMS if pattern.search(s)), "")
 
 
 def _split(name: str) -> tuple[str, float | None]:
-    """(model key, memory GiB or None): 'NVIDIA A100-SXM4-80GB' -> ('a100', 80.0)."""
-    s = name.lower().replace("-", " ").replace("_", " ")
+    """(model key, memory GiB or None): 'NVIDIA A100-SXM4-80GB' -> ('a100', 80.0). Only separators are dropped
+    (`_SEPARATORS`): a character no GPU name has stays in the key, so 'H100é' is not the H100 (it was: every
+    character but a-z and 0-9 was dropped), while a measured profile named with it still matches its name."""
+    s = _plain(name)
     mem = None
     m = _MEM.search(s)
     if m:
         mem = float(m.group(1))
         s = s[: m.start()] + " " + s[m.end() :]
-    s = re.sub(r"[^a-z0-9]", "", _NOISE.sub(" ", s))
+    s = _SEPARATORS.sub("", _NOISE.sub(" ", s))
     stripped = True
     while stripped:  # glued prefixes, as in "rtx4090"
         stripped = False
@@ -390,11 +411,15 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
         variants = ", ".join(p.name for p in hits)
         raise UserError(f"GPU {name!r} is ambiguous: {variants}; add the memory, e.g. {hits[-1].name!r}")
     names = sorted({p.name for p in CATALOGUE})
-    keys = {_split(n)[0]: n for n in names}
-    close = [keys[k] for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5)]
+    keys: dict[str, list[str]] = {}  # every row of a key: H100, H100 SXM and H100 NVL are all "h100"
+    for p in CATALOGUE:
+        keys.setdefault(_split(p.name)[0], []).append(p.name)
+    close = [n for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5) for n in keys[k]][:6]
     hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names)}"
     instead = "; or give the memory with --budget" if has_budget else ""
-    raise UserError(f"unknown GPU {name!r}; {hint} (all: `advisor profile --list`); or measure it with "
+    odd = _unknown_characters(name)
+    odd = f" (no GPU name has {', '.join(map(repr, odd))})" if odd else ""
+    raise UserError(f"unknown GPU {name!r}{odd}; {hint} (all: `advisor profile --list`); or measure it with "
                     f"`advisor profile`{instead}")
 
 
