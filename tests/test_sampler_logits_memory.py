@@ -188,3 +188,20 @@ def test_llada2_computes_and_upcasts_only_the_block():
     assert torch.equal(got, want)
     assert old.largest[torch.float32] == 2 * 24 * VOCAB * 4
     assert new.largest[torch.float32] == 2 * 4 * VOCAB * 4
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "llada2"])
+def test_no_step_holds_its_logits_through_the_next_forward(family):
+    """LLaDA2's loop kept a step's logits and probabilities ([B, block, V] float32 each) alive through the next
+    step's forward, where LLaDA-MoE's frees them (at LLaDA2's 157k vocabulary and block 32, 40 MB per batch row
+    more at the peak, which one decoding step alone - the tune activation probe's - does not hold). The bytes held
+    as each forward starts (prompt 13 + answer 8, block 4, 8 steps) are now below one such tensor."""
+    from tests.memory_helpers import HeldBytes
+
+    loaded = _widened(family)
+    held = []
+    with HeldBytes() as mode:
+        generate(loaded, _ids(batch=2, length=13), max_new_tokens=8, steps=8, block_length=4,
+                 on_forward=lambda info: held.append(mode.now))
+    logits = 2 * 4 * VOCAB * 4
+    assert len(held) > 4 and max(held) < logits, (held, logits)

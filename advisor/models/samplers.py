@@ -242,6 +242,7 @@ def llada2_generate(
                     commit[row] = False
                     commit[row, torch.topk(conf[row], min(need, n_active)).indices] = True
             x[:, start:end] = torch.where(commit, x0, x[:, start:end])
+            del logits, probs  # [B, block_length, V] each: not held through the next forward (as llada_generate)
         if eos_id is not None and (x[:, prompt_len:end] == eos_id).any(dim=1).all():
             x[:, end:] = eos_id
             break
