@@ -248,7 +248,9 @@ def test_eval_on_an_offloaded_model(tmp_path):
 def test_inspect_budget_answers_what_fits(dirs):
     result = CliRunner().invoke(app, ["inspect", str(dirs["llada_moe"]), "--budget", "120KB"], env={"COLUMNS": "220"})
     assert result.exit_code == 0, result.output
-    assert "resident weights" in result.output and "slots/layer that fit" in result.output
+    # one column per miss policy: the activation allowance of a decoding step (its block's logits) leaves room for
+    # slots at this budget; one forward's logits of every position left none ("slots/layer that fit": none)
+    assert "resident weights" in result.output and "slots/layer, copied misses" in result.output
     assert "offloaded" in result.output
     # sizes in the unit that reads: a 120 KB budget is not "0.00 GiB" (it was)
     assert "> --budget 117.19 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output

@@ -205,3 +205,22 @@ def test_no_step_holds_its_logits_through_the_next_forward(family):
                  on_forward=lambda info: held.append(mode.now))
     logits = 2 * 4 * VOCAB * 4
     assert len(held) > 4 and max(held) < logits, (held, logits)
+
+
+@pytest.mark.parametrize("family", ["llada_moe", "llada2"])
+def test_widest_step_holds_the_peak_of_the_whole_decoding(family):
+    """The tune activation probe runs one decoding step (`widest_step`: its forward and the sampler's float64 work
+    on the block's logits) in place of a whole decoding; the bytes it holds at its peak are the whole decoding's
+    (prompt 13 + answer 13 at block 4: LLaDA2's widest step, its last block's, runs after a prompt of mask tokens
+    that fills the canvas before it)."""
+    from advisor.models.generate import widest_step
+    from tests.memory_helpers import HeldBytes
+
+    loaded = _widened(family)
+    ids = _ids(batch=1, length=13)
+    kw = dict(max_new_tokens=13, steps=8, block_length=4)
+    with HeldBytes() as whole:
+        generate(loaded, ids, **kw)
+    with HeldBytes() as step:
+        assert widest_step(loaded, ids, **kw) == (13 + 16 if family == "llada_moe" else 28)
+    assert abs(step.peak - whole.peak) < 0.01 * whole.peak and whole.peak > 4 * VOCAB * 8, (step.peak, whole.peak)

@@ -20,12 +20,12 @@ import torch
 
 from advisor.errors import UserError
 from advisor.models.load import LoadedModel
-from advisor.models.samplers import ForwardInfo, llada2_generate, llada_generate
+from advisor.models.samplers import ForwardInfo, llada2_canvas, llada2_generate, llada_generate
 
 OnForward = Callable[[ForwardInfo], None]
 
 __all__ = ["ForwardInfo", "OnForward", "decoded_block_length", "generate", "generate_text", "new_tokens",
-           "steps_per_block"]
+           "steps_per_block", "widest_step"]
 
 
 def generate(
@@ -60,6 +60,47 @@ def generate(
         torch.manual_seed(seed)
         out = decode(loaded, input_ids, max_new_tokens, steps, block_length, on_forward, options)
     return _fit(out, max_new_tokens, _filler(loaded))
+
+
+class _Stop(Exception):
+    """Ends `widest_step`'s decoding before its next forward."""
+
+
+def widest_step(loaded: LoadedModel, input_ids: torch.LongTensor, *, max_new_tokens: int, steps: int | None = None,
+                block_length: int | None = None, **options: Any) -> int | None:
+    """Run, through `generate` itself, only the decoding step of `generate` with these arguments whose forward runs
+    over the most positions - that forward (logits of the block being decoded only, as decoding computes them) and
+    the sampler's work on its logits - and stop before the next forward: what an activation probe measures without
+    decoding everything. Returns the positions that forward ran over.
+
+    LLaDA-MoE's forwards all run over prompt + its whole blocks: its first step. LLaDA2's run over the canvas cut
+    after the block being decoded, so its last block's are the widest: that block is decoded as the first one after
+    a prompt that fills the canvas before it (mask tokens where decoding would have committed tokens: the same
+    shapes). None, running nothing, for families decoded by transformers' generate (autoregressive, DiffusionGemma),
+    whose forwards are not this project's sampler's."""
+    if loaded.family == "llada_moe":
+        block, num_blocks, _ = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
+        width = input_ids.shape[1] + num_blocks * block
+    elif loaded.family == "llada2":
+        block = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
+        width = llada2_canvas(input_ids.shape[1] + max_new_tokens, block)
+        before = width - block - input_ids.shape[1]  # positions of earlier blocks past the prompt
+        if before > 0:
+            fill = input_ids.new_full((input_ids.shape[0], before), _mask_id(loaded))
+            input_ids, max_new_tokens = torch.cat([input_ids, fill], dim=1), block
+    else:
+        return None
+
+    def stop(info: ForwardInfo) -> None:
+        if info.index:
+            raise _Stop
+
+    try:
+        generate(loaded, input_ids, max_new_tokens=max_new_tokens, steps=steps, block_length=block_length,
+                 on_forward=stop, **options)
+    except _Stop:
+        pass
+    return int(width)
 
 
 def _fit(tokens: torch.Tensor, length: int, filler: int) -> torch.LongTensor:

@@ -67,6 +67,12 @@ def block_start(family: str, prompt_len: int, block_length: int, block: int) -> 
     return prompt_len + block * block_length
 
 
+def llada2_canvas(total: int, block_length: int) -> int:
+    """The length of LLaDA2's canvas for prompt + answer of `total` positions: whole blocks aligned to absolute
+    positions (`block_start`); the last block's forward runs over all of it, the widest of its decoding."""
+    return -(-total // block_length) * block_length
+
+
 def transfer_schedule(masked: torch.Tensor, steps: int) -> torch.Tensor:
     """Linear schedule: how many of `masked` [B] tokens to commit at each of `steps` steps -> [B, steps].
 
@@ -201,8 +207,8 @@ def llada2_generate(
     b, prompt_len = input_ids.shape
     device = input_ids.device
     total = prompt_len + gen_length
-    num_blocks = -(-total // block_length)
-    canvas = num_blocks * block_length
+    canvas = llada2_canvas(total, block_length)
+    num_blocks = canvas // block_length
     x = torch.full((b, canvas), mask_id, dtype=torch.long, device=device)
     x[:, :prompt_len] = input_ids
     mask = block_causal_mask(canvas, block_length, device)

@@ -206,17 +206,27 @@ class ModelBackend:
             raise oom
 
     def _probe_activation(self) -> tuple[int, str]:
-        """Activation allowance of the workload's widest forward (batch 1, prompt + generation), run once with
-        experts that cost nothing: CUDA allocator peak above the weights (measured); on the CPU the two largest
-        module outputs that coexist (counted from the probe's tensors)."""
+        """Activation allowance of the workload's widest decoding step (batch 1, the longest traced prompt), run
+        once with experts that cost nothing: CUDA allocator peak above the weights (measured); on the CPU the two
+        largest module outputs that coexist (counted from the probe's tensors). LLaDA-MoE and LLaDA2 run the
+        decoding's own step (`advisor.models.generate.widest_step`: the block's logits only, and the sampler's work
+        on them); families decoded by transformers' generate one forward over prompt + generation, all logits."""
         import torch
 
         from advisor.eval.run import attached
+        from advisor.models.generate import widest_step
 
-        ids = max(self.prompts(self.settings.trace_prompts), key=lambda t: t.shape[-1])
-        fill = self.loaded.mask_token_id if self.loaded.mask_token_id is not None else int(ids[0, -1])
-        ids = torch.cat([ids, ids.new_full((1, self.max_new_tokens), fill)], dim=1).to(self.loaded.device)
+        ids = max(self.prompts(self.settings.trace_prompts), key=lambda t: t.shape[-1]).to(self.loaded.device)
         dev = self.loaded.device
+
+        def step() -> int:
+            width = widest_step(self.loaded, ids, **self.decoding["generate"])
+            if width is not None:
+                return width
+            fill = self.loaded.mask_token_id if self.loaded.mask_token_id is not None else int(ids[0, -1])
+            self.loaded.model(torch.cat([ids, ids.new_full((1, self.max_new_tokens), fill)], dim=1))
+            return ids.shape[-1] + self.max_new_tokens
+
         sizes: list[int] = []
 
         def hook(module, args, out):
@@ -230,16 +240,16 @@ class ModelBackend:
                 torch.cuda.reset_peak_memory_stats(dev)
                 base = torch.cuda.memory_allocated(dev)
             with attached(self.loaded, _ZeroExperts()), torch.no_grad():
-                self.loaded.model(ids)
+                width = step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
                 peak = torch.cuda.max_memory_allocated(dev) - base
-                return int(peak), f"measured:cuda-allocator(probe forward,{ids.shape[-1]} tokens)"
+                return int(peak), f"measured:cuda-allocator(probe forward,{width} tokens)"
         finally:
             for h in handles:
                 h.remove()
         top = sorted(sizes, reverse=True)[:2]
-        return int(sum(top)), f"counted:probe-forward(two largest activations,{ids.shape[-1]} tokens)"
+        return int(sum(top)), f"counted:probe-forward(two largest activations,{width} tokens)"
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
         from advisor.offload.trace import record_prompts
