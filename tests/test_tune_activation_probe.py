@@ -15,27 +15,11 @@ from advisor.models.generate import generate
 from advisor.models.load import load_model
 from advisor.tune.model_backend import ModelBackend
 from advisor.tune.space import parse_space
+from tests.tune_helpers import FIDELITY_SPACE
 
 # toy's block length 8: 13 new tokens are two LLaDA-MoE blocks (16 positions decoded past the prompt); LLaDA2's widest
 # forward is its last block's, over the canvas of whole blocks
-SPACE = """
-name = "probe-check"
-[precision]
-formats = ["int8"]
-groups = 1
-[cache]
-slots_per_layer = { low = 1, high = "all" }
-policies = ["lru"]
-prefetch = ["none"]
-[objectives]
-h2d_bytes_per_token = "minimize"
-peak_gpu_bytes = "minimize"
-[evaluation]
-task = "toy"
-trace_prompts = 2
-fidelity_prompts = 1
-max_new_tokens = 13
-"""
+SPACE = FIDELITY_SPACE + "max_new_tokens = 13\n"
 
 
 @pytest.fixture(scope="module")
