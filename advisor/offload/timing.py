@@ -354,11 +354,6 @@ class ModelCosts:
                        f"cpu={cpu.source}{' scaled to this shape' if scaled else ''}"
                        f"{'; ' + ', '.join(as_bf16) + ' priced with bf16 times (not measured)' if as_bf16 else ''}")
 
-    @classmethod
-    def for_trace(cls, trace: Any, plan: Any, cpu: CpuProfile, device: DeviceModel, link: Any) -> ModelCosts:
-        m = trace.meta
-        return cls(plan, m["hidden"], m["intermediate"], cpu, device, link)
-
     def layer(self, layer: int, expert_bytes: Sequence[int]) -> LayerCosts:
         fmts = [self.plan.format_for(layer, e) for e in range(len(expert_bytes))]
         return LayerCosts(fmts, expert_bytes, self.hidden[layer], self.intermediate[layer], self.cpu,
