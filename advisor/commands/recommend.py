@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "
                        "measures this machine's), then the catalogue; a copy takes bytes / pinned bandwidth + the "
                        "per-copy latency")
-            for p in measured + hw.CATALOGUE:  # as hw.list_gpus orders them
+            for p in measured + hw.CATALOGUE:
                 mem = format_bytes(p.memory_bytes) if p.memory_bytes else "?"
                 dev = nominal_device(p)
                 device = (f"device {dev.mem_gbps:6g} GB/s {dev.tflops:5g} TFLOP/s {dev.dtype}" if dev

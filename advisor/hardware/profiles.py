@@ -423,11 +423,6 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
                     f"`advisor profile`{instead}")
 
 
-def list_gpus(profiles_directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
-    """Measured profiles first, then the catalogue."""
-    return load_profiles(profiles_directory) + CATALOGUE
-
-
 _UNITS = {
     "b": 1,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
