@@ -158,7 +158,7 @@ def tide_kw(cfg: ExportConfig) -> dict[str, int]:
     was) and, when the study recorded its decoding, the steps per block that the last-step rule needs."""
     from advisor.offload.policies import DEFAULT_TAU  # torch-free
 
-    spb = int(cfg.decoding.get("steps_per_block") or 0)
+    spb = cfg.steps_per_block
     return {"tau": cfg.tau or DEFAULT_TAU, **({"steps_per_block": spb} if spb else {})}
 
 

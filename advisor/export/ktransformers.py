@@ -69,9 +69,9 @@ def dllm_flags(cfg: ExportConfig) -> tuple[list[str], list[str], str]:
     the study's) and a note."""
     algo, sg_block, sg_threshold = DLLM[cfg.model.family]
     gen = dict(cfg.decoding.get("generate") or {})
-    block = int(cfg.decoding.get("block_length") or gen.get("block_length") or sg_block)
+    block = cfg.block_length or sg_block
     threshold = float(sg_threshold if gen.get("threshold") is None else gen["threshold"])  # 0 commits every token
-    spb = int(cfg.decoding.get("steps_per_block") or 0)
+    spb = cfg.steps_per_block
     yaml = [f"block_size: {block}", f"threshold: {threshold:g}"] if (block, threshold) != (sg_block, sg_threshold) else []
     args = ["--dllm-algorithm", algo, *(["--dllm-algorithm-config", DLLM_CONFIG] if yaml else [])]
     note = (f"SGLang decodes {cfg.model.family} as a diffusion LLM only with --dllm-algorithm (without it, token by "

@@ -114,14 +114,11 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     llama-diffusion-cli aborts without --diffusion-block-length or --diffusion-eps (an assert: neither has a
     default), spreads --diffusion-steps over -ub / block-length blocks, prompt included, and asserts that -ub is a
     multiple of the block length: where the default 512 is not, -ub is the next multiple above it."""
-    gen = dict(cfg.decoding.get("generate") or {})
-    # the block the study decoded (stored since 2026-12-05: the family's default, cut to the generation length),
-    # else the one it asked for
-    block = int(cfg.decoding.get("block_length") or gen.get("block_length") or LLADA_BLOCK)
-    spb = int(cfg.decoding.get("steps_per_block") or 0) or block  # LLaDA's default: one token per step
+    block = cfg.block_length or LLADA_BLOCK
+    spb = cfg.steps_per_block or block  # LLaDA's default: one token per step
     ubatch = -(-DEFAULT_UBATCH // block) * block  # llama-diffusion-cli: GGML_ASSERT(max_length % block_length == 0)
     steps = spb * (ubatch // block)
-    source = ("the study's" if cfg.decoding.get("block_length") or gen.get("block_length") else
+    source = ("the study's" if cfg.block_length else
               f"LLaDA's default block length {LLADA_BLOCK} (the study did not store its block length)")
     a, b = spb // math.gcd(spb, block), block // math.gcd(spb, block)  # steps per -ub token, reduced
     per_n = ("N" if a == 1 else f"{a}*N") + ("" if b == 1 else f"/{b}")  # "N" when spb == block

@@ -193,9 +193,7 @@ def decoding_note(cfg: ExportConfig) -> str:
     """How the study decoded the diffusion LLM it measured, which `vllm serve` does not take from this export:
     vLLM decodes with its DiffusionConfig's `canvas_length` and `max_denoising_steps` (vllm/config/diffusion.py;
     the steps, when not set, from the checkpoint's generation_config.json), not the study's."""
-    gen = dict(cfg.decoding.get("generate") or {})
-    canvas = int(cfg.decoding.get("block_length") or gen.get("block_length") or 0)
-    steps = int(cfg.decoding.get("steps_per_block") or 0)
+    canvas, steps = cfg.block_length, cfg.steps_per_block
     served = ("vLLM decodes with its diffusion config's canvas_length and max_denoising_steps (the steps, when "
               "not set, from the checkpoint's generation_config.json)")
     if not canvas or not steps:

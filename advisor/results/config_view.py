@@ -177,6 +177,17 @@ class ExportConfig:
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
 
+    @property
+    def block_length(self) -> int:
+        """The block length the study decoded (stored since 2026-12-05: the family's default, cut to the generation
+        length), else the one it asked for; 0 where it stored neither."""
+        return int(self.decoding.get("block_length") or (self.decoding.get("generate") or {}).get("block_length") or 0)
+
+    @property
+    def steps_per_block(self) -> int:
+        """The denoising steps per block the study decoded with (0: not stored)."""
+        return int(self.decoding.get("steps_per_block") or 0)
+
     def cache_nbytes(self) -> int:
         """Bytes of the tuned expert cache as the tuner counts them: each layer's `slots` largest experts in the
         plan's formats (0 when the expert shapes were not recorded)."""
