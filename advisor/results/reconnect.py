@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-def _seconds(name: str, default: str, *, zero: bool = False, forever: bool = False) -> float:
+def env_seconds(name: str, default: str, *, zero: bool = False, forever: bool = False) -> float:
     """$`name` in seconds (`default` unset); one `UserError` for anything else than a number of seconds (0 only
-    with `zero`; `inf` only with `forever`)."""
+    with `zero`; `inf` only with `forever`). Every advisor setting in seconds is read with it."""
     raw = os.environ.get(name, default)
     try:
         seconds = float(raw)
@@ -43,13 +43,13 @@ def _seconds(name: str, default: str, *, zero: bool = False, forever: bool = Fal
 def reconnect_s() -> float:
     """How long a PostgreSQL engine that has connected once retries a new connection the server refuses (a
     restart, a failover): 15 s, or $ADVISOR_PG_RECONNECT_S (0: fail at once)."""
-    return _seconds("ADVISOR_PG_RECONNECT_S", "15", zero=True)
+    return env_seconds("ADVISOR_PG_RECONNECT_S", "15", zero=True)
 
 
 def notice_s() -> float:
     """After how long without an answer from a PostgreSQL server a command says it is waiting: 30 s, or
     $ADVISOR_PG_NOTICE_S."""
-    return _seconds("ADVISOR_PG_NOTICE_S", "30")
+    return env_seconds("ADVISOR_PG_NOTICE_S", "30")
 
 
 def answer_wait_s() -> float:
@@ -59,7 +59,7 @@ def answer_wait_s() -> float:
     silence this long is a paused server or a cut link; every finished trial is committed by then, and the same
     command resumes the study. A wait for such a lock gives up once its holder's process has sent the server
     nothing for as long (stopped or paused while it held it)."""
-    return _seconds("ADVISOR_PG_WAIT_S", "300", forever=True)
+    return env_seconds("ADVISOR_PG_WAIT_S", "300", forever=True)
 
 
 _STOP_WAITING: list[Callable[[], bool]] = []

@@ -25,6 +25,7 @@ from advisor.errors import UserError
 from advisor.results.reconnect import (
     answer_wait_s,
     engine_watched,
+    env_seconds,
     notice_s,
     ride_out_restarts,
     say_note,
@@ -130,14 +131,7 @@ def sqlite_busy_timeout_s() -> float:
     """How long a SQLite connection waits for a lock another process holds before giving up: 60 s, or
     $ADVISOR_SQLITE_TIMEOUT_S. A worker's writes take milliseconds, so a lock held that long belongs to a
     process stopped in the middle of one (or to a very slow network filesystem: raise it there)."""
-    raw = os.environ.get("ADVISOR_SQLITE_TIMEOUT_S", "60")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise UserError(f"ADVISOR_SQLITE_TIMEOUT_S={raw!r} is not a number of seconds; set it to e.g. 60 or unset it")
-    return seconds
+    return env_seconds("ADVISOR_SQLITE_TIMEOUT_S", "60")
 
 
 def read_only_uri(path: Path) -> str:
