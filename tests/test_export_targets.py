@@ -419,8 +419,10 @@ def test_the_ktransformers_counts_file_has_a_row_for_every_decoder_layer(tmp_pat
     """kt-kernel reads --init-expert-location as [records, decoder layers, experts] and raises unless its layers are
     the HF config's num_hidden_layers, dense ones included (kt_ep_wrapper.py, _init_kt_gpu_experts_masks: "Activation
     counts num_layers (..) doesn't match model num_layers (..)"); row i is decoder layer i. The file ended at the last
-    MoE layer, which a model ending in dense layers (Qwen3-MoE's mlp_only_layers / decoder_sparse_step) does not:
-    the study now records the decoder layers, and the file has that many rows; a point tuned before says so."""
+    MoE layer, which a model ending in dense layers does not (DeepSeek's moe_layer_freq, which kt-kernel reads; a
+    Qwen3-MoE one, whose mlp_only_layers / decoder_sparse_step it does not, is refused: see
+    test_ktransformers_refuses_a_qwen_moe_checkpoint_with_dense_layers): the study now records the decoder layers,
+    and the file has that many rows; a point tuned before says so."""
     import torch
 
     from advisor.models.load import model_meta as loaded_meta
@@ -434,7 +436,7 @@ def test_the_ktransformers_counts_file_has_a_row_for_every_decoder_layer(tmp_pat
     assert loaded_meta(loaded(wrapped))["num_hidden_layers"] == 7
     assert "num_hidden_layers" not in loaded_meta(loaded(types.SimpleNamespace()))
     counts = {"0": [3, 50, 7, 7, 0, 12, 90, 1], "1": [100, 1, 1, 1, 1, 1, 1, 99], "2": [4, 4, 4, 4, 4, 4, 4, 4]}
-    meta = model_meta("qwen3_moe", n_layers=3, n_experts=8, first_dense=1, hidden=256, inter=128)  # MoE: 1..3
+    meta = model_meta("deepseek_v3", n_layers=3, n_experts=8, first_dense=1, hidden=256, inter=128)  # MoE: 1..3
     hot = point("h", 1, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta={**meta, "num_hidden_layers": 5})
     old = point("h", 2, "bf16", [3, 3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)  # tuned before it was recorded
     for p in (hot, old):
@@ -894,3 +896,46 @@ def test_vllm_export_of_diffusion_gemma_says_the_decoding_the_study_measured(tmp
     assert r.returncode == 0 and "decoding: the study recorded none" in " ".join(r.stdout.split()), r.stdout
     qwen = make_db(tmp_path / "q.db", [point("q", 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe"))])
     assert "decoding:" not in _cli("export", "q", "1", "--to", "vllm", "--storage", qwen).stdout  # autoregressive
+
+
+def test_ktransformers_refuses_a_qwen_moe_checkpoint_with_dense_layers(tmp_path):
+    """kt-kernel decides which decoder layers are MoE by first_k_dense_replace and moe_layer_freq only
+    (sglang-kt python/sglang/srt/layers/moe/kt_ep_wrapper.py, _init_kt_gpu_experts_masks), which a Qwen3-MoE config
+    has not: every layer is MoE to it. SGLang's own Qwen3-MoE model agrees (models/qwen3_moe.py: "Qwen3MoE all layers
+    are sparse", is_layer_sparse = True) and its load_weights skips the dense MLP weights of the layers that
+    mlp_only_layers / decoder_sparse_step make dense, which no parameter of it takes. The export wrote a launch (and a
+    counts file) for such a checkpoint all the same; it now refuses in one line naming the dense layers, and the
+    recommend hint leaves ktransformers out. A point tuned before the decoder layers were recorded names the ones it
+    can see; one with no visible dense layer says in a note (and in --json) what a dense layer would do."""
+    import transformers
+
+    from advisor.models.load import load_model
+    from advisor.models.load import model_meta as loaded_meta
+    from advisor.models.tiny import tiny_config
+
+    config = tiny_config("qwen3_moe")
+    config.num_hidden_layers, config.decoder_sparse_step, config.mlp_only_layers = 4, 2, [3]  # MoE: layer 1 only
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "m")
+    meta = {**loaded_meta(load_model(str(tmp_path / "m"))), "num_moe_layers": 1}  # (the helper's config reads it)
+    assert [x["decoder_layer"] for x in meta["layers"]] == [1] and meta["num_hidden_layers"] == 4
+    old = {k: v for k, v in meta.items() if k != "num_hidden_layers"}  # tuned before 2026-12-05
+    plain = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16), "path": "/models/q"}
+    url = make_db(tmp_path / "a.db", [point("q", 1, "bf16", [4], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      point("q", 2, "bf16", [4], acc=0.9, h2d=1, peak_gib=1, meta=old),
+                                      point("p", 1, "bf16", 4, acc=0.9, h2d=1, peak_gib=1, meta=plain),
+                                      point("p", 2, "bf16", 4, acc=0.9, h2d=1, peak_gib=1,
+                                            meta={**plain, "num_hidden_layers": 2})])
+    for trial, dense in ((1, "dense decoder layers 0, 2, 3 would run"), (2, "dense decoder layer 0 would run")):
+        r = _cli("export", "q", str(trial), "--to", "ktransformers", "--storage", url)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "builds every decoder layer of a qwen3_moe model as an MoE block" in r.stderr and dense in r.stderr
+        assert "--to vllm" in r.stderr, r.stderr
+    assert _cli("export", "q", "1", "--to", "vllm", "--storage", url).returncode == 0  # vLLM reads mlp_only_layers
+    r = _cli("recommend", "--study", "q", "--storage", url)
+    assert r.returncode == 0 and "--to llama.cpp|hf|vllm|json\n" in r.stdout, r.stdout
+    r = _cli("export", "p", "1", "--to", "ktransformers", "--json", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    note = [n for n in json.loads(r.stdout)["notes"] if "did not record the model's decoder layers" in n]
+    assert len(note) == 1 and "mlp_only_layers" in note[0] and "--to vllm" in note[0], note
+    r = _cli("export", "p", "2", "--to", "ktransformers", "--storage", url)  # recorded: every layer is MoE
+    assert r.returncode == 0 and "mlp_only_layers" not in r.stdout + r.stderr, r.stderr

@@ -15,6 +15,8 @@ counts file the script writes (`placement` below); otherwise kt-kernel's default
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
 KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
 are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
+A Qwen2-MoE/Qwen3-MoE checkpoint with dense layers (mlp_only_layers, decoder_sparse_step) is refused too: SGLang
+and kt-kernel take every layer of it for an MoE layer (ALL_SPARSE below).
 Another pre-quantized checkpoint (GPTQ, AWQ, compressed-tensors) is refused: its GPU experts' bytes are not known.
 """
 
@@ -193,6 +195,33 @@ def cpu_format(cfg: ExportConfig, rule: str) -> str:
     return max((collapse_layer(cfg, layer, rule) for layer in range(len(cfg.model.layers))), key=precision_rank)
 
 
+# SGLang's Qwen2-MoE and Qwen3-MoE models build every decoder layer as a sparse MoE block: they read neither
+# mlp_only_layers nor decoder_sparse_step (python/sglang/srt/models/qwen3_moe.py, Qwen3MoeDecoderLayer: "Qwen3MoE all
+# layers are sparse", is_layer_sparse = True; qwen2_moe.py the same), and their load_weights skips the checkpoint's
+# dense mlp.gate_proj/up_proj/down_proj, which no parameter of theirs takes. kt-kernel agrees with them: its GPU
+# expert masks (kt_ep_wrapper.py, _init_kt_gpu_experts_masks and generate_*_masks) count decoder layer i as MoE when
+# i >= first_k_dense_replace and i % moe_layer_freq == 0, fields such a config has not (0 and 1: every layer). So a
+# checkpoint of these families with dense layers runs, in those layers, an MoE block with no weights from it - no
+# counts file or flag fixes that (vLLM reads both fields: `--to vllm`). DeepSeek-V3 and LLaDA2 configs carry the
+# first_k_dense_replace (and moe_layer_freq) their own models decide by, which kt-kernel reads the same way.
+ALL_SPARSE = ("qwen3_moe", "qwen2_moe")
+
+
+def dense_layers(model: ModelInfo) -> list[int]:
+    """The decoder layers the study found no MoE layer in, as far as the point records them: below its last MoE
+    layer, and up to the recorded num_hidden_layers (a point tuned before 2026-12-05 did not record it)."""
+    moe = {layer.decoder_layer for layer in model.layers}
+    return [i for i in range(max(model.num_hidden_layers or 0, max(moe, default=-1) + 1)) if i not in moe]
+
+
+def all_sparse_text(model: ModelInfo) -> str:
+    """What SGLang and kt-kernel do with a Qwen-style model's dense layers."""
+    return (f"SGLang (sglang-kt) builds every decoder layer of a {model.family} model as an MoE block (it reads no "
+            "mlp_only_layers or decoder_sparse_step, and skips the checkpoint's dense MLP weights), and kt-kernel "
+            "counts every layer as MoE too (it decides by first_k_dense_replace and moe_layer_freq only, which this "
+            "config has not)")
+
+
 def refusal(model: ModelInfo) -> str | None:
     """Why SGLang cannot serve this model family, or kt-kernel's GPU experts cannot be counted for this checkpoint
     (None when it can); `base.targets_for` asks it too."""
@@ -200,6 +229,10 @@ def refusal(model: ModelInfo) -> str | None:
         return (f"kt-kernel loads its GPU experts from --model-path in this pre-quantized checkpoint's own {own} "
                 "format, whose bytes per expert depend on settings no study records, so --kt-num-gpu-experts cannot "
                 "be counted from the tuned cache; export the unquantized checkpoint's study")
+    if model.family in ALL_SPARSE and (dense := dense_layers(model)):
+        return (f"{all_sparse_text(model)}: this checkpoint's dense decoder layer{'s' if len(dense) > 1 else ''} "
+                f"{', '.join(map(str, dense))} would run MoE blocks with no weights from the checkpoint, and no counts "
+                "file or flag changes that")
     return REFUSED.get(model.family)
 
 
@@ -227,7 +260,8 @@ def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> st
             + ("" if place.layers_known else
                f"; its {len(place.rows)} rows end at the last MoE layer (this point did not record the model's decoder "
                "layers: tuned before 2026-12-05), and kt-kernel refuses a file with fewer rows than the config's "
-               "num_hidden_layers, so for a model ending in dense layers add zero rows for them"))
+               "num_hidden_layers, so for a model ending in dense layers add zero rows for them"
+               + (" (none of this family: see the note on its dense layers)" if cfg.model.family in ALL_SPARSE else "")))
 
 
 # kt-kernel's GPU experts are fixed once loaded: its one way to change them, --kt-enable-dynamic-expert-update
@@ -295,6 +329,11 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
              placement_note(cfg, n_gpu, place)]
     mapping, mapping_note = cache_mapping(cfg, n_gpu, place)
     notes.append(mapping_note)
+    if cfg.model.family in ALL_SPARSE and cfg.model.num_hidden_layers is None:  # `refusal` saw no dense layer
+        notes.append(f"this point did not record the model's decoder layers (tuned before 2026-12-05): "
+                     f"{all_sparse_text(cfg.model)}, so if the checkpoint's config.json lists mlp_only_layers or a "
+                     "decoder_sparse_step above 1, those dense layers would run MoE blocks with no weights from it; "
+                     "serve such a checkpoint with `--to vllm`, which reads both")
     yaml: list[str] = []
     if cfg.model.family in DLLM:
         flags, yaml, note = dllm_flags(cfg)
