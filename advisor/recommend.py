@@ -22,6 +22,7 @@ from advisor.results.config_view import (
     miss_text,
     policy_text,
     precision_rank,
+    quant_note,
     steps_counted_note,
     uniform_format,
 )
@@ -569,6 +570,8 @@ def render(rec: Recommendation, targets: list[str] | None = None, storage: str =
         lines.append(f"Export it: advisor export {shlex.quote(p.study_name)} {p.trial_number}{storage_flag(storage)} "
                      f"--to {'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
         if note := steps_counted_note(p.config):  # (a DiffusionGemma study stored before 2026-12-05)
+            lines.append(f"note: {note}")
+        if note := quant_note(p.config, p.model):  # (a study that may predate the record of quant_method)
             lines.append(f"note: {note}")
     else:
         lines.append("No stored configuration meets the requirements.")

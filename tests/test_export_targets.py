@@ -939,3 +939,47 @@ def test_ktransformers_refuses_a_qwen_moe_checkpoint_with_dense_layers(tmp_path)
     assert len(note) == 1 and "mlp_only_layers" in note[0] and "--to vllm" in note[0], note
     r = _cli("export", "p", "2", "--to", "ktransformers", "--storage", url)  # recorded: every layer is MoE
     assert r.returncode == 0 and "mlp_only_layers" not in r.stdout + r.stderr, r.stderr
+
+
+def test_exports_of_a_point_that_predates_the_quant_record_read_the_checkpoints_config(tmp_path):
+    """A study of an FP8 checkpoint tuned on a CPU host before the advisor recorded a checkpoint's own quantization
+    (model_meta.quant_method, ef40146) stored its experts as bfloat16, like an unquantized one: every export served
+    it as unquantized, without a word (kt-kernel's GPU experts counted at bf16 and --kt-method BF16, vLLM's offload
+    in bf16 bytes, an hf recipe transformers refuses for an FP8 checkpoint). Its precision plan cannot tell (the
+    advisor quantizes a bf16 checkpoint to fp8 too). The checkpoint's config.json can, where the study loaded it:
+    the exports now read it for a point recorded before num_hidden_layers (7f5235b, after quant_method), and say
+    so; when it cannot be read, one note (export and recommend) says what the export assumed."""
+    from advisor.quant.spec import expert_nbytes_of
+
+    fp8, plain = tmp_path / "fp8", tmp_path / "plain"
+    for d, extra in ((fp8, {"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}), (plain, {})):
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model_type": "qwen3_moe", "num_hidden_layers": 2, **extra}))
+    base = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)  # dtype bfloat16, no quant_method
+    url = make_db(tmp_path / "a.db", [
+        point("f", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta={**base, "path": str(fp8)}),
+        point("p", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta={**base, "path": str(plain)}),
+        point("gone", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta={**base, "path": str(tmp_path / "gone")}),
+        point("new", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1,
+              meta={**base, "path": str(tmp_path / "gone"), "num_hidden_layers": 2})])
+    r = _cli("export", "f", "1", "--to", "ktransformers", "--json", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    n_gpu = 8 * expert_nbytes_of("bf16", 2048, 768) // (2 * expert_nbytes_of("fp8", 2048, 768))
+    assert (data["kt_method"], data["kt_num_gpu_experts"]) == ("FP8", n_gpu), data  # fp8 experts, not bf16 ones
+    said = [n for n in data["notes"] if "predates the record of a checkpoint's own quantization" in n]
+    assert len(said) == 1 and f"{fp8 / 'config.json'} names fp8" in said[0], data["notes"]
+    assert json.loads(_cli("export", "f", "1", "--to", "json", "--storage", url).stdout)["model"]["quant_method"] == "fp8"
+    r = _cli("export", "f", "1", "--to", "hf", "--storage", url)
+    assert r.returncode == 2 and "cannot load a pre-quantized (fp8) checkpoint" in r.stderr, r.stderr
+    r = _cli("export", "p", "1", "--to", "ktransformers", "--json", "--storage", url)  # config.json: unquantized
+    assert r.returncode == 0 and json.loads(r.stdout)["kt_method"] == "BF16" and "own quantization" not in r.stderr
+    for args in (("export", "gone", "1", "--to", "vllm"), ("recommend", "--study", "gone")):
+        r = _cli(*args, "--storage", url)
+        assert r.returncode == 0, r.stderr
+        said = " ".join((r.stdout + r.stderr).split())
+        assert said.count("note: this point may predate 2026-12-05") == 1, said
+        assert "takes the checkpoint for unquantized (bfloat16)" in said, said
+    for args in (("export", "new", "1", "--to", "vllm"), ("recommend", "--study", "new")):  # recorded: unquantized
+        r = _cli(*args, "--storage", url)
+        assert r.returncode == 0 and "own quantization" not in r.stdout + r.stderr, r.stdout + r.stderr

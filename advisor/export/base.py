@@ -137,6 +137,8 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
     result = mod.export(point, cfg, opts)
     if note := steps_counted_note(point.config):  # (a DiffusionGemma study stored before 2026-12-05)
         result.notes.append(note)
+    if cfg.model.quant_note:  # (a study that may predate the record of the checkpoint's own quantization)
+        result.notes.append(cfg.model.quant_note)
     return result
 
 

@@ -10,8 +10,10 @@ module is importable without torch; otherwise from the plan's JSON / spec string
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
@@ -127,6 +129,7 @@ class ModelInfo:
     dtype: str = "bf16"  # the experts' dtype as the study loaded them (an FP8 checkpoint dequantized on a CPU: bfloat16)
     quant_method: str | None = None  # a pre-quantized checkpoint's own method (`advisor.models.quant_method`)
     num_hidden_layers: int | None = None  # decoder layers, dense included (recorded since 2026-12-05; None before)
+    quant_note: str = ""  # how `quant_method` was settled for a point that may predate its record (`unrecorded_quant`)
 
     @property
     def own_quantization(self) -> str | None:
@@ -235,6 +238,10 @@ def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
         layers = [MoELayerInfo(i, int(d), _default_name(family, int(d)), int(e)) for i, (d, e) in enumerate(zip(decs, per, strict=False))]
     if any(layer.num_experts <= 0 for layer in layers):
         raise UserError("this front point does not record experts per layer (config['model_meta']['num_experts'])")
+    dtype = str(meta.get("dtype") or "bf16")
+    quant, quant_note = str(meta["quant_method"]) if meta.get("quant_method") else None, ""
+    if quant is None and not dtype.startswith("float8") and not meta.get("num_hidden_layers"):
+        quant, quant_note = unrecorded_quant(meta, model_name, dtype)
     return ModelInfo(
         family=str(family),
         name=str(meta.get("name") or model_name),
@@ -243,10 +250,59 @@ def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
         hidden_size=_first(meta.get("hidden_size", meta.get("hidden"))),
         intermediate_size=_first(meta.get("intermediate_size", meta.get("intermediate"))),
         top_k=_first(meta.get("top_k")),
-        dtype=str(meta.get("dtype") or "bf16"),
-        quant_method=str(meta["quant_method"]) if meta.get("quant_method") else None,
+        dtype=dtype,
+        quant_method=quant,
         num_hidden_layers=int(meta["num_hidden_layers"]) if meta.get("num_hidden_layers") else None,
+        quant_note=quant_note,
     )
+
+
+def unrecorded_quant(meta: dict[str, Any], model_name: str, dtype: str) -> tuple[str | None, str]:
+    """The checkpoint's own quantization for a point that may predate its record, and a note. A model_meta records
+    `quant_method` since ef40146 (2026-12-05) and `num_hidden_layers` since 7f5235b, later the same day, so one with
+    neither (nor float8 experts) may come from an FP8 checkpoint that a CPU study loaded dequantized, recorded as
+    bfloat16 like an unquantized one: the exports would serve it as unquantized (vLLM's --quantization and offload
+    bytes, kt-kernel's GPU expert count and method, an hf recipe transformers refuses). Its precision plan cannot
+    tell (the advisor quantizes a bf16 checkpoint to fp8 as readily). The checkpoint's config.json settles it,
+    read where the study loaded it (its recorded `path`, or the spec when it is a directory) or from the Hugging
+    Face cache (never the network): `advisor.models.quant_method` of it, and "" (no note) when it names none.
+    When none can be read: None, and a note that says what the export assumed; none for a spec that names no
+    checkpoint (the advisor's own models, a bare name that is no directory here)."""
+    spec = str(meta.get("path") or model_name or meta.get("name") or "")
+    if "/" not in spec and not Path(spec).expanduser().is_dir():
+        # `bundled`, a `tiny:*` model (the advisor's own, unquantized) or a name that is no checkpoint: neither a
+        # directory here nor a hub repository (an MoE's is owner/name); a local directory is recorded as `path`
+        return None, ""
+    config_file = Path(spec).expanduser() / "config.json"
+    if not config_file.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(spec, "config.json")
+        except Exception:  # not a hub id (a missing directory), or no huggingface_hub: nothing to read
+            cached = None
+        config_file = Path(cached) if isinstance(cached, str) else config_file
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None, (f"this point may predate 2026-12-05, when studies began to record a checkpoint's own "
+                      f"quantization, and {spec}'s config.json is not here to read: the export takes the checkpoint "
+                      f"for unquantized ({dtype}); if it is pre-quantized (an FP8 checkpoint tuned on a CPU host is "
+                      "recorded as bfloat16), its flags are wrong: export where the model is, or re-tune")
+    from advisor.models import quant_method  # torch-free
+
+    method = quant_method(raw) if isinstance(raw, dict) else None
+    return method, ("" if method is None else
+                    f"this point predates the record of a checkpoint's own quantization (2026-12-05); {config_file} "
+                    f"names {method}, which the export serves the checkpoint in")
+
+
+def quant_note(config: dict[str, Any], model_name: str = "") -> str:
+    """`ModelInfo.quant_note` of a stored configuration ("" when its model is not recorded), for recommend."""
+    try:
+        return model_info(config, model_name).quant_note
+    except UserError:
+        return ""
 
 
 def _first(v: Any) -> Any:
