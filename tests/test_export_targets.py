@@ -450,6 +450,11 @@ def test_the_ktransformers_counts_file_has_a_row_for_every_decoder_layer(tmp_pat
     res = export_point(old, "ktransformers")
     assert res.text.count("],\n") == 4  # the counts file's rows, as the script writes them
     assert any("its 4 rows end at the last MoE layer" in n and "num_hidden_layers" in n for n in res.notes), res.notes
+    (tmp_path / "ds").mkdir()  # the checkpoint where the study loaded it: its config.json gives the decoder layers
+    (tmp_path / "ds" / "config.json").write_text(json.dumps({"model_type": "deepseek_v3", "num_hidden_layers": 5}))
+    old.config["model_meta"] = {**meta, "path": str(tmp_path / "ds")}
+    res = export_point(old, "ktransformers")
+    assert res.text.count("],\n") == 5 and not any("rows end" in n for n in res.notes), res.notes
 
 
 def test_the_ktransformers_export_says_what_of_the_studys_cache_it_maps_and_what_not(tmp_path):
@@ -905,8 +910,9 @@ def test_ktransformers_refuses_a_qwen_moe_checkpoint_with_dense_layers(tmp_path)
     are sparse", is_layer_sparse = True) and its load_weights skips the dense MLP weights of the layers that
     mlp_only_layers / decoder_sparse_step make dense, which no parameter of it takes. The export wrote a launch (and a
     counts file) for such a checkpoint all the same; it now refuses in one line naming the dense layers, and the
-    recommend hint leaves ktransformers out. A point tuned before the decoder layers were recorded names the ones it
-    can see; one with no visible dense layer says in a note (and in --json) what a dense layer would do."""
+    recommend hint leaves ktransformers out. A point tuned before the decoder layers were recorded reads them from
+    the checkpoint's config.json, or names the ones it can see; one with no visible dense layer says in a note (and
+    in --json) what a dense layer would do."""
     import transformers
 
     from advisor.models.load import load_model
@@ -921,11 +927,15 @@ def test_ktransformers_refuses_a_qwen_moe_checkpoint_with_dense_layers(tmp_path)
     old = {k: v for k, v in meta.items() if k != "num_hidden_layers"}  # tuned before 2026-12-05
     plain = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16), "path": "/models/q"}
     url = make_db(tmp_path / "a.db", [point("q", 1, "bf16", [4], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      # its config.json read where the study loaded it: 4 decoder layers
                                       point("q", 2, "bf16", [4], acc=0.9, h2d=1, peak_gib=1, meta=old),
+                                      point("q", 3, "bf16", [4], acc=0.9, h2d=1, peak_gib=1,
+                                            meta={**old, "path": str(tmp_path / "gone")}),
                                       point("p", 1, "bf16", 4, acc=0.9, h2d=1, peak_gib=1, meta=plain),
                                       point("p", 2, "bf16", 4, acc=0.9, h2d=1, peak_gib=1,
                                             meta={**plain, "num_hidden_layers": 2})])
-    for trial, dense in ((1, "dense decoder layers 0, 2, 3 would run"), (2, "dense decoder layer 0 would run")):
+    for trial, dense in ((1, "dense decoder layers 0, 2, 3 would run"), (2, "dense decoder layers 0, 2, 3 would run"),
+                         (3, "dense decoder layer 0 would run")):
         r = _cli("export", "q", str(trial), "--to", "ktransformers", "--storage", url)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "builds every decoder layer of a qwen3_moe model as an MoE block" in r.stderr and dense in r.stderr

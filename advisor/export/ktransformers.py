@@ -259,7 +259,7 @@ def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> st
             f"layer's {n_gpu} to keep them per layer"
             + ("" if place.layers_known else
                f"; its {len(place.rows)} rows end at the last MoE layer (this point did not record the model's decoder "
-               "layers: tuned before 2026-12-05), and kt-kernel refuses a file with fewer rows than the config's "
+               "layers - tuned before 2026-12-05 - nor is the checkpoint's config.json here to read), and kt-kernel refuses a file with fewer rows than the config's "
                "num_hidden_layers, so for a model ending in dense layers add zero rows for them"
                + (" (none of this family: see the note on its dense layers)" if cfg.model.family in ALL_SPARSE else "")))
 
@@ -330,7 +330,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     mapping, mapping_note = cache_mapping(cfg, n_gpu, place)
     notes.append(mapping_note)
     if cfg.model.family in ALL_SPARSE and cfg.model.num_hidden_layers is None:  # `refusal` saw no dense layer
-        notes.append(f"this point did not record the model's decoder layers (tuned before 2026-12-05): "
+        notes.append(f"this point did not record the model's decoder layers (tuned before 2026-12-05), nor is the "
+                     "checkpoint's config.json here to read: "
                      f"{all_sparse_text(cfg.model)}, so if the checkpoint's config.json lists mlp_only_layers or a "
                      "decoder_sparse_step above 1, those dense layers would run MoE blocks with no weights from it; "
                      "serve such a checkpoint with `--to vllm`, which reads both")

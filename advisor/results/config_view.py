@@ -128,8 +128,9 @@ class ModelInfo:
     top_k: int | None = None
     dtype: str = "bf16"  # the experts' dtype as the study loaded them (an FP8 checkpoint dequantized on a CPU: bfloat16)
     quant_method: str | None = None  # a pre-quantized checkpoint's own method (`advisor.models.quant_method`)
-    num_hidden_layers: int | None = None  # decoder layers, dense included (recorded since 2026-12-05; None before)
-    quant_note: str = ""  # how `quant_method` was settled for a point that may predate its record (`unrecorded_quant`)
+    num_hidden_layers: int | None = None  # decoder layers, dense included (recorded since 2026-12-05; before: the
+    # checkpoint's config.json where it can be read, `unrecorded_config`; else None)
+    quant_note: str = ""  # how `quant_method` was settled for a point that may predate its record (`unrecorded_config`)
 
     @property
     def own_quantization(self) -> str | None:
@@ -240,8 +241,17 @@ def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
         raise UserError("this front point does not record experts per layer (config['model_meta']['num_experts'])")
     dtype = str(meta.get("dtype") or "bf16")
     quant, quant_note = str(meta["quant_method"]) if meta.get("quant_method") else None, ""
-    if quant is None and not dtype.startswith("float8") and not meta.get("num_hidden_layers"):
-        quant, quant_note = unrecorded_quant(meta, model_name, dtype)
+    n_hidden = int(meta["num_hidden_layers"]) if meta.get("num_hidden_layers") else None
+    if n_hidden is None:  # a record from before 7f5235b: the checkpoint's config.json, where it can be read
+        known = quant is not None or dtype.startswith("float8")
+        raw, quant_note = unrecorded_config(meta, model_name, dtype, known)
+        if raw is not None:
+            from advisor.models import quant_method  # torch-free
+
+            quant = quant if known else quant_method(raw)
+            text = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+            n = text.get("num_hidden_layers", raw.get("num_hidden_layers"))  # as `advisor.models.load.decoder_layers`
+            n_hidden = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
     return ModelInfo(
         family=str(family),
         name=str(meta.get("name") or model_name),
@@ -252,22 +262,24 @@ def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
         top_k=_first(meta.get("top_k")),
         dtype=dtype,
         quant_method=quant,
-        num_hidden_layers=int(meta["num_hidden_layers"]) if meta.get("num_hidden_layers") else None,
+        num_hidden_layers=n_hidden,
         quant_note=quant_note,
     )
 
 
-def unrecorded_quant(meta: dict[str, Any], model_name: str, dtype: str) -> tuple[str | None, str]:
-    """The checkpoint's own quantization for a point that may predate its record, and a note. A model_meta records
-    `quant_method` since ef40146 (2026-12-05) and `num_hidden_layers` since 7f5235b, later the same day, so one with
-    neither (nor float8 experts) may come from an FP8 checkpoint that a CPU study loaded dequantized, recorded as
-    bfloat16 like an unquantized one: the exports would serve it as unquantized (vLLM's --quantization and offload
-    bytes, kt-kernel's GPU expert count and method, an hf recipe transformers refuses). Its precision plan cannot
-    tell (the advisor quantizes a bf16 checkpoint to fp8 as readily). The checkpoint's config.json settles it,
-    read where the study loaded it (its recorded `path`, or the spec when it is a directory) or from the Hugging
-    Face cache (never the network): `advisor.models.quant_method` of it, and "" (no note) when it names none.
-    When none can be read: None, and a note that says what the export assumed; none for a spec that names no
-    checkpoint (the advisor's own models, a bare name that is no directory here)."""
+def unrecorded_config(meta: dict[str, Any], model_name: str, dtype: str,
+                      quant_known: bool = False) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint's config.json for a point recorded before `num_hidden_layers` was (7f5235b), and a note.
+    A model_meta records `quant_method` since ef40146, earlier the same day (2026-12-05), so such a point that names
+    none (nor float8 experts: `quant_known` False) may come from an FP8 checkpoint that a CPU study loaded
+    dequantized, recorded as bfloat16 like an unquantized one: the exports would serve it as unquantized (vLLM's
+    --quantization and offload bytes, kt-kernel's GPU expert count and method, an hf recipe transformers refuses).
+    Its precision plan cannot tell (the advisor quantizes a bf16 checkpoint to fp8 as readily); the checkpoint's
+    config.json can, and gives the decoder layers too (kt-kernel's counts file and dense layers). It is read where
+    the study loaded it (its recorded `path`, or the spec when it is a directory) or from the Hugging Face cache,
+    never the network. The note: what it names of the quantization ("" when it names none, or `quant_known`); when
+    none can be read, what the export assumed (None and no note for a spec that names no checkpoint: the advisor's
+    own models, a bare name that is no directory here)."""
     spec = str(meta.get("path") or model_name or meta.get("name") or "")
     if "/" not in spec and not Path(spec).expanduser().is_dir():
         # `bundled`, a `tiny:*` model (the advisor's own, unquantized) or a name that is no checkpoint: neither a
@@ -285,16 +297,19 @@ def unrecorded_quant(meta: dict[str, Any], model_name: str, dtype: str) -> tuple
     try:
         raw = json.loads(config_file.read_text())
     except (OSError, ValueError):
-        return None, (f"this point may predate 2026-12-05, when studies began to record a checkpoint's own "
+        raw = None
+    if not isinstance(raw, dict):
+        return None, ("" if quant_known else
+                      f"this point may predate 2026-12-05, when studies began to record a checkpoint's own "
                       f"quantization, and {spec}'s config.json is not here to read: the export takes the checkpoint "
                       f"for unquantized ({dtype}); if it is pre-quantized (an FP8 checkpoint tuned on a CPU host is "
                       "recorded as bfloat16), its flags are wrong: export where the model is, or re-tune")
     from advisor.models import quant_method  # torch-free
 
-    method = quant_method(raw) if isinstance(raw, dict) else None
-    return method, ("" if method is None else
-                    f"this point predates the record of a checkpoint's own quantization (2026-12-05); {config_file} "
-                    f"names {method}, which the export serves the checkpoint in")
+    method = None if quant_known else quant_method(raw)
+    return raw, ("" if method is None else
+                 f"this point predates the record of a checkpoint's own quantization (2026-12-05); {config_file} "
+                 f"names {method}, which the export serves the checkpoint in")
 
 
 def quant_note(config: dict[str, Any], model_name: str = "") -> str:
