@@ -191,3 +191,18 @@ def test_a_gpu_name_with_a_character_no_gpu_name_has_is_unknown_not_the_name_wit
     assert get_gpu("büro gpu", tmp_path / "profiles") == own
     with pytest.raises(UserError, match="unknown GPU 'Buro-GPU'"):
         get_gpu("Buro-GPU", tmp_path / "profiles")
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("NVIDIA® GeForce RTX™ 4090", "RTX 4090 24GB"),  # as NVIDIA's product pages print it
+    ("RTX™ 4090", "RTX 4090 24GB"),
+    ("NVIDIA® H100 NVL", "H100 NVL 94GB"),
+    ("NVIDIA RTX™ 6000 Ada Generation", "RTX 6000 Ada 48GB"),
+])
+def test_a_name_copied_with_trademark_signs_finds_its_row(name, expected):
+    """b0cdfa2 read a name in its NFKC form, which spells "™" as "tm": "RTX™ 4090" became the unknown key "tm4090"
+    and "NVIDIA® GeForce RTX™ 4090" an unknown GPU with "no GPU name has '®'" (before, both were the RTX 4090).
+    The marks of a product name are read as the space they stand beside; other characters stay refused."""
+    assert get_gpu(name, "/nonexistent").name == expected
+    with pytest.raises(UserError, match=r"unknown GPU 'H100é' \(no GPU name has 'é'\)"):
+        get_gpu("H100é", "/nonexistent")

@@ -252,12 +252,15 @@ _FORMS = (("sxm", re.compile(r"\b(sxm\d?|hbm3)\b")), ("nvl", re.compile(r"\bnvl\
 # what separates the words of a GPU name and is dropped from its key: white space (any), - _ . , / ( ), and
 # the dashes a copied name may carry (en dash, ...); anything else besides ASCII letters and digits stays in it
 _SEPARATORS = re.compile(r"[\s\-_.,/()]+")
+# the marks of a vendor's product name as its web pages print it ("NVIDIA® GeForce RTX™ 4090"): read as a space,
+# before NFKC, which would spell "™" as "tm" ("rtxtm", no GPU's key)
+_MARKS = re.compile("[\u00a9\u00ae\u2120\u2122]")
 
 
 def _plain(name: str) -> str:
     """`name` lower-cased in its compatibility form (NFKC: full-width "Ｈ１００" is "h100", a no-break space a
-    space, "™" "tm") with every dash a "-", then "-" and "_" as spaces."""
-    s = unicodedata.normalize("NFKC", name).lower()
+    space; the marks ™ ® © ℠ a space, `_MARKS`) with every dash a "-", then "-" and "_" as spaces."""
+    s = unicodedata.normalize("NFKC", _MARKS.sub(" ", name)).lower()
     s = "".join("-" if unicodedata.category(c) == "Pd" else c for c in s)
     return s.replace("-", " ").replace("_", " ")
 
