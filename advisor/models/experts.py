@@ -211,25 +211,37 @@ def combine(
     top_k_weights: torch.Tensor,
     experts: Mapping[int, ExpertFn],
 ) -> torch.Tensor:
-    """Weighted sum of each token's top-k expert outputs: per expert the same tokens and operations as
-    transformers' eager loop (each token once per expert, so the order within an expert leaves the sum bitwise
-    the same). The tokens are grouped by expert with one stable sort and one host read of all experts' bounds
-    (the eager loop's `torch.where` waits for the device once per expert), so on a GPU the experts' kernels
-    queue without waiting for each other."""
+    """Weighted sum of each token's top-k expert outputs, bitwise that of transformers' eager loop: each expert
+    computes its tokens, and each token's weighted outputs are added to zeros one by one in ascending expert id.
+    The tokens are grouped by expert with one stable sort and one host read of all experts' bounds (the eager
+    loop's `torch.where` waits for the device once per expert), so on a GPU the experts' kernels queue without
+    waiting for each other. Per expert, beside its own computation, only its inputs' gather, the weighting and
+    one copy into a shared output tensor run; the sum is then k gathers and adds for all experts at once (slot j
+    of each token: its j-th expert's output, or a zero row). An `index_add_` per expert, with its own index
+    arithmetic, made a CPU decode step many small ops (benchmarks/combine.py). The one temporary as large as
+    all routed outputs is that shared tensor (more such tensors cost a CPU host page faults on every call)."""
     out = torch.zeros_like(hidden_states)
-    if not experts:
-        return out
-    k = top_k_index.shape[-1]
+    tokens, k = top_k_index.shape
     routed, order = torch.sort(top_k_index.reshape(-1), stable=True)  # token-major positions, grouped by expert
     ids = torch.tensor([int(e) for e in experts], dtype=routed.dtype, device=routed.device)
     lows, highs = torch.stack([torch.searchsorted(routed, ids), torch.searchsorted(routed, ids, right=True)]).tolist()
-    for fn, lo, hi in zip(experts.values(), lows, highs, strict=True):
-        if lo == hi:
-            continue
-        pos = order[lo:hi]
-        token_idx, k_pos = pos // k, pos % k
-        y = fn(hidden_states[token_idx]) * top_k_weights[token_idx, k_pos, None]
-        out.index_add_(0, token_idx, y.to(out.dtype))
+    runs = [(fn, lo, hi) for fn, lo, hi in zip(experts.values(), lows, highs, strict=True) if lo < hi]
+    if not runs:
+        return out
+    pos = torch.cat([order[lo:hi] for _, lo, hi in runs])  # the experts' positions, one expert after another
+    token, w = pos // k, top_k_weights.reshape(-1)[pos, None]
+    y = out.new_empty(len(pos) + 1, out.shape[-1])
+    y[-1] = 0  # the row of a slot that no expert in `experts` fills
+    at = 0
+    for fn, lo, hi in runs:
+        rows = slice(at, at + hi - lo)
+        y[rows] = fn(hidden_states[token[rows]]) * w[rows]
+        at += hi - lo
+    slot = top_k_index.argsort(dim=-1, stable=True).argsort(dim=-1).reshape(-1)[pos]  # the expert's rank in its token
+    src = torch.full((k * tokens,), len(pos), dtype=pos.dtype, device=pos.device)
+    src[slot * tokens + token] = torch.arange(len(pos), dtype=pos.dtype, device=pos.device)
+    for j in range(k):
+        out += y[src[j * tokens:(j + 1) * tokens]]
     return out
 
 
