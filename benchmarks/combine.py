@@ -26,6 +26,7 @@ llada7b_layer_speedup_256=.. decode_speedup=.. bitwise_equal=<0|1> same_completi
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -139,8 +140,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--decode-runs", type=int, default=4)
     args = ap.parse_args()
-    print(f"# combine: {host_cpu()}, {torch.get_num_threads()} torch threads, fastest of {args.repeats} "
-          f"(wall clock); old = an index_add_ per expert, new = advisor.models.experts.combine")
+    print(f"# combine: {host_cpu()}, {torch.get_num_threads()} torch threads "
+          f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}), fastest of {args.repeats} (wall clock); "
+          f"old = an index_add_ per expert, new = advisor.models.experts.combine")
     speedups, equal = layer_cases(args.repeats)
     decode, same = decode_case(args.prompts, args.decode_runs)
     print("RESULT " + " ".join(f"{k}={v:.2f}" for k, v in speedups.items())
