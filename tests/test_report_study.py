@@ -393,14 +393,20 @@ def test_the_cpu_times_line_names_whose_times_priced_the_trials():
 def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     """`advisor tune --task gsm8k --data FILE` stored no data file, so `advisor report` read GSM8K from the hub:
     offline it stopped with "pass --data" (an option report lacked), online it replayed other prompts than the
-    study's. The study now stores its file and the report replays its trials to their stored bytes."""
+    study's. The study now stores its file and the report replays its trials to their stored bytes.
+
+    Its settings ask for more than the file's 3 problems (the task caps them to those): the report's workload line
+    printed them as given ("100000000000 examples", "10000 of the task's prompts", "fidelity on 10000 prompts");
+    it now states what the trials ran on."""
     from advisor.eval import toy
 
     (tmp_path / "g.jsonl").write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
-                                              for e in toy.test_set()[:8]))
+                                              for e in toy.test_set()[:3]))
     (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["fp16", "int8"]\n[cache]\n'
-                                     'slots_per_layer = { low = 1, high = "all" }\n[evaluation]\nlimit = 4\n'
-                                     'trace_prompts = 2\nfidelity_prompts = 2\nmax_new_tokens = 8\n')
+                                     'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
+                                     'h2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
+                                     'fidelity_top1 = "maximize"\n[evaluation]\nlimit = 100000000000\n'
+                                     'trace_prompts = 10000\nfidelity_prompts = 10000\nmax_new_tokens = 8\n')
     advisor = [sys.executable, "-m", "advisor"]
     tune = subprocess.run([*advisor, "tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl", "--space", "g.toml",
                            "--trials", "2", "--storage", "g.db"], capture_output=True, text=True, cwd=tmp_path)
@@ -411,6 +417,10 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     assert rep.returncode == 0, rep.stderr
     rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
+    md = " ".join((tmp_path / "elsewhere/rep/report.md").read_text().split())
+    assert "Workload (accuracy): task gsm8k, 3 examples, seed 0." in md, md
+    assert "3 of the task's prompts, chosen by seed 0 (all the task has that fit; the space asks for 10000)" in md, md
+    assert "fidelity on 3 prompts." in md and "100000000000" not in md, md
     (tmp_path / "g.jsonl").rename(tmp_path / "moved.jsonl")  # the stored file has moved: the line says what to do
     moved = subprocess.run([*advisor, "report", "bundled-gsm8k-g", "--storage", "g.db", "--block-lengths", "", "-o",
                             "rep2"], capture_output=True, text=True, cwd=tmp_path)

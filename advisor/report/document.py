@@ -417,10 +417,15 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
         f"top-{wb.loaded.moe[0].top_k}.",
         f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",
-        (f"Workload (accuracy): task {ev.task}, {count(ev.limit, 'example')}, seed {ev.seed}. "
+        (f"Workload (accuracy): task {ev.task}, {_ran_count(d.trials, 'accuracy', ev.limit, _examples(wb), 'example')}"
+         f", seed {ev.seed}. "
          if any("accuracy" in t.values for t in d.trials) else "Workload (accuracy): none, no trial measured it. ")
-        + f"Workload (transfer): {_prompts_text(wb.loaded, ev.trace_prompts, ev.seed)}, batch 1, the family's decoding, "
-        f"{wb.backend.max_new_tokens} new tokens each; fidelity on {count(ev.fidelity_prompts, 'prompt')}.",
+        + f"Workload (transfer): {_prompts_text(wb.loaded, wb.backend.prompts(ev.trace_prompts), ev)}, batch 1, the "
+        f"family's decoding, {wb.backend.max_new_tokens} new tokens each; fidelity on "
+        + (_ran_count(d.trials, "fidelity", ev.fidelity_prompts,
+                      _examples(wb) if wb.loaded.tokenizer is not None else None, "prompt")
+           if any(k in t.values for t in d.trials for k in ("fidelity_kl", "fidelity_top1")) else "none (no trial "
+           "measured it)") + ".",
         "H2D bytes: counted exactly (each expert's payload plus its scales at its format) by replaying routing "
         "traces through the same cache-policy objects the offload runtime uses.",
         f"Transfer time: {sw.time_source} - modelled from hardware profile `{p.name}` (pinned "
@@ -440,8 +445,43 @@ def _provenance(doc: Document, c: ReportContext) -> None:
                    "generated tokens"], trace_rows, caption="Routing traces replayed for this report."))
 
 
-def _prompts_text(loaded, n: int, seed: int) -> str:
-    """Which prompts the traces decode (as `advisor.eval.run.workload_prompts` chooses them)."""
+def _prompts_text(loaded, prompts: list, ev) -> str:
+    """Which prompts the traces decode: `prompts`, as `advisor.eval.run.workload_prompts` chose them for this
+    report's replays (the tuner's), counted as decoded - the space's `trace_prompts` is capped to the task's."""
+    n, seed = len(prompts), ev.seed
     if loaded.tokenizer is None:
         return f"{count(n, 'prompt')} of random token ids, seed {seed} (the model has no tokenizer)"
-    return f"{n} of the task's prompts, chosen by seed {seed}"
+    capped = f" (all the task has that fit; the space asks for {ev.trace_prompts})" if n < ev.trace_prompts else ""
+    return f"{n} of the task's prompts, chosen by seed {seed}{capped}"
+
+
+def _examples(wb) -> int | None:
+    """How many examples the study's task has (None: unknown)."""
+    examples = getattr(wb.backend.task, "examples", None)
+    return len(examples) if examples is not None else None
+
+
+_STORED_N = {"accuracy": (("accuracy",), re.compile(r"\(n=(\d+),")),
+             "fidelity": (("fidelity_top1", "fidelity_kl"), re.compile(r"\((?:\d+) positions,(\d+) prompts,"))}
+
+
+def _ran_count(trials, kind: str, asked: int, available: int | None, noun: str) -> str:
+    """How many examples (accuracy) or prompts (fidelity) the trials were measured on: the count stored with
+    each trial (accuracy's `accuracy_detail`, else the number in its metric source), not the space's setting,
+    which the task caps to what it has (`limit = 10**11` is all of it). A study that stored none: "up to" the
+    setting, capped to the task's `available` examples where known."""
+    metrics, pattern = _STORED_N[kind]
+    seen: set[int] = set()
+    for t in trials:
+        n = (t.attrs.get("accuracy_detail") or {}).get("accuracy_n") if kind == "accuracy" else None
+        if n is None:
+            m = next((m for k in metrics if (m := pattern.search(t.sources.get(k, "")))), None)
+            n = int(m.group(1)) if m else None
+        if n is not None:
+            seen.add(int(n))
+    if len(seen) == 1:
+        return count(seen.pop(), noun)
+    if seen:
+        return f"{min(seen)}-{max(seen)} {noun}s (per trial)"
+    cap = asked if available is None else min(asked, available)
+    return f"up to {count(cap, noun)}"
