@@ -550,3 +550,32 @@ def test_sigterm_while_a_tune_waits_for_its_server_stops_it_at_once(server):
     assert time.monotonic() - t0 < 5, err
     assert proc.returncode == 130, (out, err)
     assert err.strip() == "INTERRUPTED", err  # run_tune raised KeyboardInterrupt, as the CLI takes it
+
+
+def test_a_tiny_pg_wait_does_not_make_a_lock_holder_beat_in_a_busy_loop(monkeypatch):
+    """`beat_s` was a fifth of ADVISOR_PG_WAIT_S with no floor: at 0.001 s a lock holder's beating thread sent the
+    server a `SELECT 1` every 0.2 ms, thousands a second. Its interval is now floored at 0.05 s."""
+    import time
+
+    from advisor.results import storage
+
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "0.001")
+    assert storage.beat_s() == 0.05
+
+    class Session:  # counts the beats a holder's lock session is sent
+        beats = 0
+
+        def execute(self, _query):
+            self.beats += 1
+
+        def rollback(self):
+            pass
+
+    session = Session()
+    with storage._beating(session):
+        time.sleep(0.3)
+    assert 1 <= session.beats <= 7, session.beats  # every 0.05 s; unfloored, hundreds
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "20")
+    assert storage.beat_s() == 4.0  # a fifth of the wait, as before
+    monkeypatch.setenv("ADVISOR_PG_WAIT_S", "inf")
+    assert storage.beat_s() == 5.0

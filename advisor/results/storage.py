@@ -486,10 +486,17 @@ def advisory_lock(c: Any, key: int, what: str, *, beat: bool = False) -> Iterato
         c.commit()
 
 
+BEAT_FLOOR_S = 0.05
+"""The shortest interval between a lock holder's beats (`beat_s`)."""
+
+
 def beat_s() -> float:
     """How often a lock's holder that works without the server (`advisory_lock(beat=True)`) tells it it is alive:
-    every 5 s, or a fifth of `answer_wait_s` where that is shorter, so its waiters see it answer well within it."""
-    return min(5.0, answer_wait_s() / 5)
+    every 5 s, or a fifth of `answer_wait_s` where that is shorter, so its waiters see it answer well within it -
+    but never more often than every `BEAT_FLOOR_S` (0.05 s): a tiny $ADVISOR_PG_WAIT_S (0.001) had the beating
+    thread query the server in a busy loop. Below 0.25 s its waiters may therefore find a live holder silent for
+    longer than ADVISOR_PG_WAIT_S and give up on it, as such a short wait asks."""
+    return max(BEAT_FLOOR_S, min(5.0, answer_wait_s() / 5))
 
 
 @contextmanager
