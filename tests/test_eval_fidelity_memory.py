@@ -101,3 +101,26 @@ def test_eval_fidelity_holds_one_chunk_of_logits_and_gives_the_same_numbers(big_
         got[chunk] = fid.fidelity(loaded, ref, runtime)
     assert got[1 << 20]["fidelity_top1"] == got[1 << 40]["fidelity_top1"]
     assert got[1 << 20]["fidelity_kl"] == pytest.approx(got[1 << 40]["fidelity_kl"], rel=1e-5, abs=1e-7)
+
+
+def test_a_small_vocabulary_is_kept_whole_however_many_positions_are_scored():
+    """A model whose vocabulary is no larger than the kept top-k (tiny:*, 256 ids) got the top-k + rest reference
+    once its positions passed `FULL_VOCAB_BUDGET` (65536 of them: 4100 random-id prompts of 16 tokens, well within
+    `fidelity_prompts` <= 10000): its whole vocabulary sorted at every position and kept with int64 ids beside - 3x
+    the exact reference's bytes (10000 prompts: 470 MiB for 156), for the same numbers. It is now kept exact."""
+    import advisor.eval.fidelity as fid
+    from advisor.models.load import load_model
+
+    torch.set_num_threads(1)
+    loaded = load_model("tiny:qwen3_moe")
+    vocab = int(loaded.model.config.vocab_size)
+    ids = torch.randint(3, vocab - 2, (4100, 16), generator=torch.Generator().manual_seed(0))
+    n = ids.numel()
+    assert n * vocab * 4 > fid.FULL_VOCAB_BUDGET and vocab <= 256
+    ref = fid.reference_logits(loaded, ids)
+    assert ref.token_ids is None and ref.log_probs.shape == (n, vocab)
+    assert ref.log_probs.nbytes == n * vocab * 4
+    # an exact reference, as a budget that holds every position gives
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fid, "FULL_VOCAB_BUDGET", 1 << 40)
+        assert torch.equal(fid.reference_logits(loaded, ids).log_probs, ref.log_probs)

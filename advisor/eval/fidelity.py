@@ -9,8 +9,9 @@ autoregressive LM the inputs are prompt + reference answer and the answer positi
 scored.
 
 Two numbers: mean KL(reference || runtime) over scored positions, and top-1 agreement (fraction of
-positions whose arg-max token is unchanged). For large vocabularies the reference keeps its top
-`keep` tokens plus one "rest" bucket per position; the KL of that coarsened distribution is a lower bound
+positions whose arg-max token is unchanged). For large vocabularies (more than `keep` tokens, and more
+reference log-probs than `FULL_VOCAB_BUDGET`) the reference keeps its top `keep` tokens plus one "rest" bucket
+per position; the KL of that coarsened distribution is a lower bound
 of the full KL (data-processing inequality) and costs kilobytes instead of gigabytes.
 
 Memory: logits are never held for every prompt at once. The forwards take as many prompts as fit
@@ -169,7 +170,9 @@ def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits
         del block
         rows, vocab = slice(at, at + log_probs.shape[0]), log_probs.shape[-1]
         if top1 is None:  # filled in place: the kept reference is never held twice
-            exact = n * vocab * 4 <= FULL_VOCAB_BUDGET
+            # a vocabulary no larger than `keep` is kept whole: its top `keep` were all of it, with int64 ids beside
+            # (3x the exact bytes, and a sort of every position, for the same numbers)
+            exact = n * vocab * 4 <= FULL_VOCAB_BUDGET or vocab <= keep
             values = torch.empty(n, vocab if exact else min(keep, vocab), dtype=log_probs.dtype)
             indices = None if exact else torch.empty(n, values.shape[1], dtype=torch.long)
             top1 = torch.empty(n, dtype=torch.long)
