@@ -150,12 +150,13 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_t
                                   max_new_tokens or task.max_new_tokens)
         out = [torch.tensor([encode_prompt(tok, chosen.prompt(ex))], dtype=torch.long) for ex in chosen.examples]
     else:
+        from advisor.models.generate import random_prompt
+
         g = torch.Generator().manual_seed(seed)
-        vocab = int(getattr(loaded.model.config, "vocab_size", 256))
         out = []
         for _ in range(n):
             length = int(torch.randint(8, 17, (1,), generator=g))
-            out.append(torch.randint(3, max(4, vocab - 2), (1, length), generator=g))
+            out.append(random_prompt(loaded, length, g))
     if not out:
         raise UserError(f"task {getattr(task, 'name', task)!r} has no examples to build prompts from")
     return out

@@ -12,6 +12,7 @@ native models this uses forward pre-hooks (the official nn.Module seam), removed
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +26,7 @@ from advisor.models.samplers import ForwardInfo, llada2_canvas, llada2_generate,
 OnForward = Callable[[ForwardInfo], None]
 
 __all__ = ["ForwardInfo", "OnForward", "decoded_block_length", "generate", "generate_text", "new_tokens",
-           "steps_per_block", "widest_step"]
+           "random_prompt", "steps_per_block", "widest_step"]
 
 
 def generate(
@@ -137,6 +138,24 @@ def _llada2_eos(loaded: LoadedModel) -> list[int]:
     """The eos LLaDA2's sampler stops at: its config's `eos_token_id` when one id, else none (it never stops)."""
     eos = getattr(loaded.model.config, "eos_token_id", None)
     return [eos] if isinstance(eos, int) else []
+
+
+def random_prompt(loaded: LoadedModel, length: int, generator: torch.Generator, *, margin: int = 2) -> torch.LongTensor:
+    """Seeded random token ids [1, length] in [3, vocab - margin) of the text model's vocabulary: the prompts of a
+    model without a tokenizer. An id the model reads as no prompt token - its mask, eos, pad or bos - becomes the
+    next id that is none of them: a real vocabulary keeps such ids inside that range (LLaDA-MoE's mask 156895 of
+    157184), where a drawn mask id would be decoded as a position to fill and an eos as an end."""
+    config = loaded.model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config  # (multimodal wrappers)
+    high = max(4, int(getattr(config, "vocab_size", None) or 256) - margin)
+    ids = torch.randint(3, high, (1, length), generator=generator)
+    special = {int(v) for v in (*_eos_ids(loaded), loaded.mask_token_id, getattr(config, "pad_token_id", None),
+                                getattr(config, "bos_token_id", None)) if isinstance(v, int)}
+    for value in sorted(special):
+        if (ids == value).any():
+            ids[ids == value] = next(v for v in itertools.chain(range(value + 1, high), range(3, value))
+                                     if v not in special)
+    return ids
 
 
 def _filler(loaded: LoadedModel) -> int:

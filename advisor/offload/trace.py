@@ -480,14 +480,14 @@ def record_prompts(loaded: Any, prompts: Sequence[Any], **gen_kw: Any) -> Routin
 
 def record_random_prompts(loaded: Any, prompts: int, *, seed: int = 0, prompt_len: int = 16,
                           **gen_kw: Any) -> RoutingTrace:
-    """`record_prompts` of `prompts` random prompts (`prompt_len` token ids in [3, vocab - 3), drawn from a
+    """`record_prompts` of `prompts` random prompts (`prompt_len` token ids in [3, vocab - 3), no special id (`random_prompt`), drawn from a
     generator seeded with `seed`). The benchmarks' synthetic workloads."""
     import torch
 
+    from advisor.models.generate import random_prompt
+
     g = torch.Generator().manual_seed(seed)
-    vocab = int(loaded.model.config.vocab_size)
-    return record_prompts(loaded, [torch.randint(3, vocab - 3, (1, prompt_len), generator=g) for _ in range(prompts)],
-                          **gen_kw)
+    return record_prompts(loaded, [random_prompt(loaded, prompt_len, g, margin=3) for _ in range(prompts)], **gen_kw)
 
 
 def merge(traces: Sequence[RoutingTrace]) -> RoutingTrace:
