@@ -377,3 +377,21 @@ def test_the_diffusion_script_says_llama_diffusion_cli_samples_where_the_study_d
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=4)  # llama-server: sampling is per request, no note
     res = export_point(point("s", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
     assert not any("decoded greedily" in n for n in res.notes)
+
+
+def test_the_diffusion_scripts_ngl_says_it_counts_the_output_layer():
+    """`-ngl 2` beside "the last 1 of 4 MoE blocks on the GPU" (and `-ngl 1` beside "none of them") read as a
+    contradiction: llama.cpp counts the output layer among the -ngl layers, which nothing printed said. The note
+    and the script's placement line say what the number holds."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
+                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp"],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    said = "-ngl 2 (llama.cpp counts the output layer among them: the output layer and the last 1 block; the last 1"
+    assert said in r.stderr
+    assert "whole blocks by -ngl 2 (llama-diffusion-cli ignores -ot; llama.cpp counts the output layer among them: " \
+           "the output layer and the last 1 block)" in r.stdout

@@ -209,6 +209,16 @@ def cache_bytes(cfg: ExportConfig, layer_fmts: list[str]) -> float:
                * sum(_proj_bytes(cfg, layer, fmt, p) for p in PROJS) for layer, fmt in enumerate(layer_fmts))
 
 
+def ngl_meaning(ngl: int) -> str:
+    """What `-ngl N` puts on the GPU, said beside it: llama.cpp counts the output layer as one of the N, so
+    `-ngl 1` holds no block and `-ngl 4` three (llama-model.cpp: i_gpu_start = n_layer + 1 - N)."""
+    if ngl >= 999:
+        return "every block and the output layer"
+    blocks = ngl - 1
+    return ("llama.cpp counts the output layer among them: the output layer and "
+            + (f"the last {blocks} block{'s' if blocks != 1 else ''}" if blocks else "no block"))
+
+
 def block_placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
                     mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any], int]:
     """llama-diffusion-cli's placement (it ignores -ot: module docstring): whole blocks by `-ngl`, the last MoE
@@ -238,7 +248,8 @@ def block_placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[
         "cache_bytes": cache_bytes(cfg, layer_fmts) if exact and mode == "cache" else None,
         "gpu_expert_bytes": gpu if exact else None,
         "units": "bytes (counted from expert shapes)" if exact else "relative (expert shapes not recorded)",
-        "rule": f"whole blocks by -ngl {ngl} (llama-diffusion-cli ignores -ot): the last {k} of {n} MoE blocks, "
+        "rule": f"whole blocks by -ngl {ngl} (llama-diffusion-cli ignores -ot; {ngl_meaning(ngl)}): the last {k} of {n} "
+                "MoE blocks, "
                 "attention included, on the GPU" + (", as many as the tuned cache's bytes (sum of slots x expert "
                                                      "bytes in the plan's formats) hold at the GGUF's types"
                                                      if mode == "cache" else "") + f"; the other {n - k} on the CPU",
@@ -416,7 +427,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                 f"; -ngl can only take blocks from the end, and block {last}'s experts would pass the tuned cache's "
                 "bytes" if opts["placement"] == "cache" else f", as --opt placement={opts['placement']} asks")
             notes.append("llama-diffusion-cli ignores -ot, --n-cpu-moe and --cpu-moe (its main() never passes tensor "
-                         f"overrides to the model): the script places whole blocks instead, -ngl {ngl} ({held})")
+                         f"overrides to the model): the script places whole blocks instead, -ngl {ngl} ({ngl_meaning(ngl)}; "
+                         f"{held})")
             if cfg.miss_policy == "cpu":
                 run_env[OP_OFFLOAD_ENV] = NO_OP_OFFLOAD
         if (why := diffusion_miss_note(cfg, on_cpu)) is not None:
