@@ -206,7 +206,7 @@ class LiveProgress:
         self.progress.update(self.task, total=total, completed=done, front=_front_size(study))
 
     def stage(self, stage: str, trial_number: int | None) -> None:
-        what = {"fidelity": "fidelity", "cache": "replay", "accuracy": "accuracy"}.get(stage, stage)
+        what = {"fidelity": "fidelity", "cache": "replay", "live": "live run", "accuracy": "accuracy"}.get(stage, stage)
         self.progress.update(self.task, info=f"#{trial_number} {what}")
 
     def trial_done(self, study: Any, trial: Any, objective: Any) -> None:

@@ -244,7 +244,8 @@ class Objective:
         values |= fid.values
         sources |= fid.sources
 
-        self.on_stage("cache", getattr(trial, "number", None))
+        # the cache axes: replayed from the routing trace, or (--mode live) run through the offload runtime
+        self.on_stage("live" if self.mode == "live" else "cache", getattr(trial, "number", None))
         cache_vals, cache_srcs = self.cache_metrics(cfg)
         values |= cache_vals
         sources |= cache_srcs
