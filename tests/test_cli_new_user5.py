@@ -27,3 +27,23 @@ def test_the_live_line_of_a_live_study_does_not_say_replay(tmp_path):
 
         run_tune(FakeBackend(), small_space(), opts, budget_bytes=None, on_stage=on_stage)
         assert any(said in s for s in seen) and not any(not_said in s for s in seen), (mode, seen)
+
+
+def test_a_report_says_no_accuracy_workload_when_only_over_budget_trials_hold_a_placeholder(tmp_path, monkeypatch):
+    """A study of a model without a tokenizer measures no task accuracy, yet its report said `Workload (accuracy):
+    task toy, 64 examples, seed 0`: the over-budget trials' placeholder accuracy (`not-run:...`) was taken for a
+    measurement."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner(env={"COLUMNS": "200"})
+    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", "94KiB", "--trials", "8",
+                         "--storage", "t.db", "--study", "s"])
+    assert r.exit_code == 0, r.output
+    assert "over budget" in r.output and "0 over budget" not in r.output, r.output  # placeholders stored
+    rep = run.invoke(app, ["report", "s", "--storage", "t.db", "-o", "rep", "--block-lengths", ""])
+    assert rep.exit_code == 0, rep.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Workload (accuracy): none, no trial measured it." in md and "64 examples" not in md

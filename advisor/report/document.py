@@ -419,7 +419,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",
         (f"Workload (accuracy): task {ev.task}, {_ran_count(d.trials, 'accuracy', ev.limit, _examples(wb), 'example')}"
          f", seed {ev.seed}. "
-         if any("accuracy" in t.values for t in d.trials) else "Workload (accuracy): none, no trial measured it. ")
+         if any(_measured_accuracy(t) for t in d.trials) else "Workload (accuracy): none, no trial measured it. ")
         + f"Workload (transfer): {_prompts_text(wb.loaded, wb.backend.prompts(ev.trace_prompts), ev)}, batch 1, the "
         f"family's decoding, {wb.backend.max_new_tokens} new tokens each; fidelity on "
         + (_ran_count(d.trials, "fidelity", ev.fidelity_prompts,
@@ -443,6 +443,11 @@ def _provenance(doc: Document, c: ReportContext) -> None:
     ]))
     doc.add(Table(["trace (precision)", "forwards", "MoE layers", "routed (token, expert) pairs", "expert look-ups",
                    "generated tokens"], trace_rows, caption="Routing traces replayed for this report."))
+
+
+def _measured_accuracy(t) -> bool:
+    """Whether a trial measured task accuracy: an over-budget trial stores a placeholder (`not-run:...`)."""
+    return "accuracy" in t.values and not str(t.sources.get("accuracy", "")).startswith("not-run")
 
 
 def _prompts_text(loaded, prompts: list, ev) -> str:
