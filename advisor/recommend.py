@@ -343,6 +343,10 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
                             "latency ranks by time per token")
         else:
             defaults.append("no --prefer given: the fewest H2D bytes/token win; --prefer latency or accuracy to change")
+    if fidelity_study and q.max_accuracy_drop is None and q.prefer != "accuracy":  # no default floor: say so
+        defaults.insert(1, "no accuracy floor applies (not the default 1 point below the highest-precision point: "
+                           "there is no task accuracy), so the pick may agree with full precision far less than "
+                           "other points do - see its fidelity_top1; --prefer accuracy ranks by top-1 agreement")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)

@@ -47,3 +47,26 @@ def test_a_report_says_no_accuracy_workload_when_only_over_budget_trials_hold_a_
     assert rep.exit_code == 0, rep.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Workload (accuracy): none, no trial measured it." in md and "64 examples" not in md
+
+
+def test_recommend_of_a_fidelity_study_says_no_accuracy_floor_applies(tmp_path, monkeypatch):
+    """The README: without --max-accuracy-drop/--min-accuracy the floor is 1 accuracy point below the study's
+    highest-precision point, and "both defaults are said in the reasons". A study of a model without a tokenizer
+    applies no floor at all, and recommend said nothing of it: its pick agreed with full precision on 47% of
+    positions (a tuned 50 MiB LLaDA-MoE checkpoint) where other points agreed on 100%, under reasons that read as
+    the README's defaults. It says that no floor applies, unless it ranks by top-1 agreement anyway."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner(env={"COLUMNS": "200"})
+    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--storage", "t.db",
+                         "--study", "s"])
+    assert r.exit_code == 0, r.output
+    said = "no accuracy floor applies (not the default 1 point below the highest-precision point"
+    base = ["recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB"]
+    rec = run.invoke(app, [*base, "--prefer", "transfer"])
+    assert rec.exit_code == 0 and said in " ".join(rec.output.split()), rec.output
+    rec = run.invoke(app, [*base, "--prefer", "accuracy"])  # ranked by top-1 agreement: nothing to warn of
+    assert rec.exit_code == 0 and said not in " ".join(rec.output.split()), rec.output
