@@ -169,9 +169,13 @@ def test_export_check_validates_with_each_targets_own_code(tmp_path):
 
     assert check("l", "llama.cpp") == [
         "check llama.cpp: ok: 12 expert tensors are llada-moe tensor names (gguf 0.19.0), each matched by exactly one "
-        "tensor-type rule with a ggml type that fits its row width; -ot rules do not overlap",
+        "tensor-type rule with a ggml type that fits its row width; no -ot rules to check (placement by -ngl 1 "
+        "alone)",  # a diffusion script has none (it said "-ot rules do not overlap")
         "check llama.cpp: not checked: llama-quantize / llama-diffusion-cli runs (need a converted GGUF and the tools; "
         "benchmarks/exports_in_runtimes.py does it)"]
+    ar = check("q", "llama.cpp")  # an AR model's script runs llama-server with -ot rules, not llama-diffusion-cli
+    assert ar[0].endswith("-ot rules do not overlap") and ar[1].startswith(
+        "check llama.cpp: not checked: llama-quantize / llama-server runs"), ar
     on_tiny = "a tiny qwen3_moe model saved to disk"
     for study, opts, method, on in [("l", ["--opt", "method=bitsandbytes"], "bitsandbytes", "the bundled model itself"),
                                     ("l", [], "advisor", "the bundled model itself"), ("q", [], "torchao", on_tiny)]:

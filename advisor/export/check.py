@@ -47,7 +47,8 @@ def check(result: ExportResult, cfg: ExportConfig) -> list[Check]:
 
 def _llamacpp(res: ExportResult, cfg: ExportConfig) -> list[Check]:
     t, d = "llama.cpp", res.data
-    out = [Check(t, "not checked", "llama-quantize / llama-diffusion-cli runs (need a converted GGUF and the tools; "
+    runner = (d.get("run_command") or ["llama-diffusion-cli"])[0]  # the script's own: llama-server for an AR model
+    out = [Check(t, "not checked", f"llama-quantize / {runner} runs (need a converted GGUF and the tools; "
                                    "benchmarks/exports_in_runtimes.py does it)")]
     if not _have("gguf"):
         return [Check(t, "not checked", "tensor names and types: the gguf package is not installed "
@@ -88,7 +89,14 @@ def _llamacpp(res: ExportResult, cfg: ExportConfig) -> list[Check]:
         return [Check(t, "FAILED", "; ".join(problems[:5])), *out]
     return [Check(t, "ok", f"{n} expert tensors are {d['gguf_arch']} tensor names (gguf {_version('gguf')}), each "
                            "matched by exactly one tensor-type rule with a ggml type that fits its row width; "
-                           "-ot rules do not overlap"), *out]
+                           + ("-ot rules do not overlap" if ots else
+                              f"no -ot rules to check (placement by -ngl {_ngl(d)} alone)")), *out]
+
+
+def _ngl(d: dict) -> str:
+    """The -ngl value of an export's run command ('?' where it has none)."""
+    cmd = list(d.get("run_command") or [])
+    return str(cmd[cmd.index("-ngl") + 1]) if "-ngl" in cmd[:-1] else "?"
 
 
 def _version(dist: str) -> str:
