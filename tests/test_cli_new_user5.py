@@ -70,3 +70,18 @@ def test_recommend_of_a_fidelity_study_says_no_accuracy_floor_applies(tmp_path, 
     assert rec.exit_code == 0 and said in " ".join(rec.output.split()), rec.output
     rec = run.invoke(app, [*base, "--prefer", "accuracy"])  # ranked by top-1 agreement: nothing to warn of
     assert rec.exit_code == 0 and said not in " ".join(rec.output.split()), rec.output
+
+
+def test_eval_of_a_checkpoint_without_a_tokenizer_points_to_a_tune_that_runs_as_is():
+    """`advisor eval DIR` of a checkpoint without tokenizer files sent the user to "`advisor tune` with
+    fidelity_top1 in the space's [objectives]" - a space file to write - where `advisor tune DIR` with a shipped
+    space already tunes fidelity_top1 in place of accuracy (README, "Models")."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "tiny:qwen3_moe", "--limit", "1", "--threads", "1"])
+    msg = str(res.exception)
+    assert msg.startswith("tiny:qwen3_moe has no tokenizer"), res.output
+    assert "`advisor tune tiny:qwen3_moe` (a shipped --space tunes top-1 agreement" in msg, msg
+    assert "in the space's [objectives]" not in msg, msg

@@ -128,8 +128,9 @@ def require_tokenizer(loaded) -> None:
     """`UserError` for a model without a tokenizer (tiny:*): a text task's prompts cannot be encoded for it."""
     if loaded.tokenizer is None:
         raise UserError(f"{loaded.name} has no tokenizer, so it cannot be evaluated on a text task; give a model "
-                        "directory with its tokenizer files, or compare precisions without one: `advisor tune` with "
-                        "fidelity_top1 in the space's [objectives], or `advisor quant-report`")
+                        f"directory with its tokenizer files, or compare precisions without one: `advisor tune "
+                        f"{loaded.name}` (a shipped --space tunes top-1 agreement with the full-precision model, "
+                        "fidelity_top1, in place of accuracy), or `advisor quant-report`")
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
