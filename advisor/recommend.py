@@ -28,6 +28,7 @@ from advisor.results.config_view import (
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
+from advisor.units import names_text
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -238,7 +239,7 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
         what = f"study {study!r}" if study else "any study"
         # a mistyped name: say which studies do have a front (as `pareto` does), not only "run advisor tune"
         others = sorted({p.study_name for p in read_fronts(url, None)}) if study else []
-        hint = (f" (studies with a front there: {', '.join(others)})" if others
+        hint = (f" (studies with a front there: {names_text(others, study)})" if others
                 else "; run `advisor tune` first")
         raise UserError(f"no stored Pareto front for {what} in {url}{hint}; see `advisor studies`")
     return points

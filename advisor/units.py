@@ -45,3 +45,19 @@ def format_bytes(n: float, digits: int = 1) -> str:
         if abs(n) >= size:
             return f"{n / size:.{digits}f} {unit}"
     return f"{n:.0f} B"
+
+
+NAMES_SHOWN = 10
+"""The most study names an error line lists ("no study named 'x' ... (studies there: ...)"): a shared PostgreSQL
+database holds hundreds, which made that one line thousands of characters."""
+
+
+def names_text(names: list[str], wanted: str | None = None, limit: int = NAMES_SHOWN) -> str:
+    """`names` for a one-line message: all of them when few; else the `limit` most like `wanted` (a mistyped name's
+    neighbours first, by difflib's ratio) and how many more, e.g. "a, b, ... and 690 more"."""
+    if len(names) <= limit:
+        return ", ".join(names) or "none"
+    import difflib
+
+    close = difflib.get_close_matches(wanted or "", names, n=limit, cutoff=0.0) if wanted else names[:limit]
+    return f"{', '.join(close)} ... and {len(names) - len(close)} more"

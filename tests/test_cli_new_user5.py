@@ -85,3 +85,24 @@ def test_eval_of_a_checkpoint_without_a_tokenizer_points_to_a_tune_that_runs_as_
     assert msg.startswith("tiny:qwen3_moe has no tokenizer"), res.output
     assert "`advisor tune tiny:qwen3_moe` (a shipped --space tunes top-1 agreement" in msg, msg
     assert "in the space's [objectives]" not in msg, msg
+
+
+def test_a_mistyped_study_name_lists_its_neighbours_not_every_study_of_a_shared_database(tmp_path):
+    """On the shared PostgreSQL database of the README's many-workers section, `advisor pareto nu5-shard` (for
+    nu5-shared) printed one line of 580 study names, 9,000 characters, and `recommend`/`export` one of 6,900. The
+    names most like the one typed come first, ten at most, and how many more there are (`pareto` and `report`
+    list through the same function)."""
+    from recommend_helpers import make_db, point
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    names = [f"run-{i:02d}" for i in range(30)] + ["nu5-shared"]
+    url = make_db(tmp_path / "a.db", [point(n, 1, "int8", 8, acc=0.9, h2d=1e6, peak_gib=1) for n in names])
+    run = CliRunner(env={"COLUMNS": "200"})
+    for args in (["recommend", "--study", "nu5-shard"], ["export", "nu5-shard", "1", "--to", "json"]):
+        res = run.invoke(app, [*args, "--storage", url])
+        msg = str(res.exception)
+        assert res.exit_code != 0 and "nu5-shard" in msg, (args, res.output)
+        listed = msg.split("there: ", 1)[1].split(")", 1)[0]
+        assert listed.startswith("nu5-shared, ") and listed.endswith(" ... and 21 more"), (args, msg)

@@ -16,7 +16,7 @@ import typer
 from advisor.commands import MAX_THREADS
 from advisor.errors import UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
-from advisor.units import count
+from advisor.units import count, names_text
 
 if TYPE_CHECKING:
     from advisor.models.load import BudgetOf
@@ -375,7 +375,7 @@ def register(app: typer.Typer) -> None:
         if not points:
             if summary is None:
                 names = [s.name for s in list_studies(engine)]
-                raise UserError(f"no study named {study!r} in {storage} (studies there: {', '.join(names) or 'none'}); "
+                raise UserError(f"no study named {study!r} in {storage} (studies there: {names_text(names, study)}); "
                                 "see `advisor studies`")
             raise UserError(f"study {study!r} has no stored front yet (no feasible finished trial); run more trials")
         console = Console()

@@ -25,7 +25,7 @@ from advisor.results.storage import (
     require_database,
 )
 from advisor.results.store import engine_for, load_fronts
-from advisor.units import count
+from advisor.units import count, names_text
 
 
 @dataclass
@@ -158,7 +158,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         raise UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
                         "point --storage at the database `advisor tune` wrote") from e
     if study_name not in names:
-        known = ", ".join(names) or "none"
+        known = names_text(names, study_name)
         raise UserError(f"no study named {study_name!r} in {storage} (studies there: {known}); see `advisor studies`")
     study = optuna.load_study(study_name=study_name, storage=rdb)
     objectives = list(study.metric_names or [])
