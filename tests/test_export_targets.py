@@ -993,3 +993,14 @@ def test_exports_of_a_point_that_predates_the_quant_record_read_the_checkpoints_
     for args in (("export", "new", "1", "--to", "vllm"), ("recommend", "--study", "new")):  # recorded: unquantized
         r = _cli(*args, "--storage", url)
         assert r.returncode == 0 and "own quantization" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_export_notes_count_one_slot_in_the_singular():
+    """'the tuned 1 slots per layer', 'kept 1 experts per layer': a one-slot cache is counted in the singular."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)
+    one = export_point(point("s", 1, "int8", [1, 1], acc=0.9, h2d=1, peak_gib=1, meta=meta), "vllm")
+    assert "kept 1 expert per layer" in next(n for n in one.notes if n.startswith("vLLM keeps no expert cache"))
+    kt = export_point(point("s", 1, "int8", [1, 1], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
+    assert "the tuned 1 slot per layer" in kt.text and "1 slots" not in kt.text
+    assert "the tuned 2 slots per layer" in export_point(
+        point("s", 1, "int8", [2, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers").text

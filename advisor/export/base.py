@@ -181,6 +181,12 @@ def slot_range(slots: Sequence[int]) -> str:
     return str(slots[0]) if len(set(slots)) == 1 else f"{min(slots)}..{max(slots)}"
 
 
+def slot_count(slots: Sequence[int], noun: str) -> str:
+    """`slot_range` with its noun: "1 slot", "26 slots", "1..2 slots"."""
+    text = slot_range(slots)
+    return f"{text} {noun}" + ("" if text == "1" else "s")
+
+
 def _slots_text(slots: list[int]) -> str:
     return f"{slots[0]} in each of {len(slots)}" if len(set(slots)) == 1 else " ".join(map(str, slots))
 

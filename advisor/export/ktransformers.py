@@ -34,6 +34,7 @@ from advisor.export.base import (
     miss_note,
     model_spec,
     served_path,
+    slot_count,
     slot_range,
     tide_kw,
 )
@@ -317,7 +318,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if place is not None:
         args += ["--kt-expert-placement-strategy", "frequency", "--init-expert-location", COUNTS_FILE]
     slots = cfg.slots_per_layer
-    tuned = f"{slot_range(slots)} slots per layer"
+    tuned = f"{slot_count(slots, 'slot')} per layer"
     per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
                  f"experts hold the bytes of {n_gpu} experts at the checkpoint's precision ({gpu_format(cfg.model)}), which "
                  "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")

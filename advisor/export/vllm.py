@@ -39,7 +39,7 @@ import math
 import shlex
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, model_spec, served_path, slot_range
+from advisor.export.base import ExportResult, header_lines, model_spec, served_path, slot_count
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, precision_rank
 from advisor.results.front import FrontPoint
@@ -177,7 +177,7 @@ def offload_note(cfg: ExportConfig) -> str:
     make_layers hands it the decoder layers in order, and it moves whole parameters until the budget is spent)."""
     return (f"vLLM keeps no expert cache: --cpu-offload-gb moves whole expert parameters (w13 or w2 of all of a layer's "
             f"experts) to host memory, from the first layer on until the budget is spent, and the GPU reads them over "
-            f"PCIe in every forward (UVA), where the study kept {slot_range(cfg.slots_per_layer)} experts per layer on "
+            f"PCIe in every forward (UVA), where the study kept {slot_count(cfg.slots_per_layer, 'expert')} per layer on "
             f"the GPU ({cfg.policy} cache, miss policy {cfg.miss_policy}): its time per token differs from the study's")
 
 
