@@ -1004,3 +1004,14 @@ def test_export_notes_count_one_slot_in_the_singular():
     assert "the tuned 1 slot per layer" in kt.text and "1 slots" not in kt.text
     assert "the tuned 2 slots per layer" in export_point(
         point("s", 1, "int8", [2, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers").text
+
+
+def test_ktransformers_note_counts_one_gpu_expert_in_the_singular():
+    """'the tuned 2 slots per layer of the plan's experts hold the bytes of 1 experts': the checkpoint experts the
+    cache's bytes hold are counted in the singular too, and one slot 'holds' them."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)
+    two = export_point(point("s", 1, "int8", [2, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
+    assert "the tuned 2 slots per layer of the plan's experts hold the bytes of 1 expert at" in two.text
+    assert "1 experts" not in two.text
+    one = export_point(point("s", 1, "int8", [1, 1], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
+    assert "the tuned 1 slot per layer of the plan's experts holds the bytes of 0 experts at" in one.text

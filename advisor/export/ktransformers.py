@@ -41,6 +41,7 @@ from advisor.export.base import (
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
+from advisor.units import count
 
 LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a tiny:* model (`targets_for`)
 
@@ -320,7 +321,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     slots = cfg.slots_per_layer
     tuned = f"{slot_count(slots, 'slot')} per layer"
     per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
-                 f"experts hold the bytes of {n_gpu} experts at the checkpoint's precision ({gpu_format(cfg.model)}), which "
+                 f"experts {'holds' if slot_range(slots) == '1' else 'hold'} the bytes of {count(n_gpu, 'expert')} at "
+                 f"the checkpoint's precision ({gpu_format(cfg.model)}), which "
                  "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
