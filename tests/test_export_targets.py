@@ -1015,3 +1015,16 @@ def test_ktransformers_note_counts_one_gpu_expert_in_the_singular():
     assert "1 experts" not in two.text
     one = export_point(point("s", 1, "int8", [1, 1], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
     assert "the tuned 1 slot per layer of the plan's experts holds the bytes of 0 experts at" in one.text
+
+
+def test_ktransformers_notes_of_one_gpu_expert_name_it_in_the_singular():
+    """A 2-slot int8 cache of bf16 experts keeps 1 checkpoint expert per layer: the notes said 'experts 0..0' and
+    'as 1 checkpoint experts per MoE layer'."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)
+    kt = export_point(point("s", 1, "int8", [2, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
+    assert "--kt-num-gpu-experts 1" in kt.text
+    assert "kt-kernel's GPU experts are expert 0 of every MoE layer" in kt.text
+    assert "as 1 checkpoint expert per MoE layer" in kt.text
+    assert "0..0" not in kt.text and "1 checkpoint experts" not in kt.text
+    three = export_point(point("s", 1, "int8", [6, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
+    assert "experts 0..2 of every MoE layer" in three.text and "as 3 checkpoint experts per MoE layer" in three.text

@@ -243,7 +243,8 @@ def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> st
     if not n_gpu:
         return "kt-kernel keeps no expert on the GPU: the tuned cache holds less than one checkpoint expert per layer"
     if place is None:
-        return (f"kt-kernel's GPU experts are experts 0..{n_gpu - 1} of every MoE layer (its default placement, "
+        which = "expert 0" if n_gpu == 1 else f"experts 0..{n_gpu - 1}"
+        return (f"kt-kernel's GPU experts are {which} of every MoE layer (its default placement, "
                 f"uniform), not the experts the study's {cfg.policy} cache held: this point stored no per-expert "
                 "routing counts (the tuner keeps them for static_hot points and hot/cold precision plans), which "
                 "--kt-expert-placement-strategy frequency would need, so the GPU's share of routed tokens is not the "
@@ -280,7 +281,7 @@ DYNAMIC_UPDATE = ("kt-kernel's GPU experts stay fixed once loaded: --kt-enable-d
 def cache_mapping(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> tuple[dict[str, Any], str]:
     """What of the study's expert cache the launch reproduces and what kt-kernel cannot (its GPU experts are a fixed
     set, `DYNAMIC_UPDATE`), as data and a note."""
-    maps = [f"its GPU bytes (at most), as {n_gpu} checkpoint experts per MoE layer"]
+    maps = [f"its GPU bytes (at most), as {count(n_gpu, 'checkpoint expert')} per MoE layer"]
     cannot = []
     if cfg.policy == "static_hot":
         if place is not None:
