@@ -1028,3 +1028,15 @@ def test_ktransformers_notes_of_one_gpu_expert_name_it_in_the_singular():
     assert "0..0" not in kt.text and "1 checkpoint experts" not in kt.text
     three = export_point(point("s", 1, "int8", [6, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
     assert "experts 0..2 of every MoE layer" in three.text and "as 3 checkpoint experts per MoE layer" in three.text
+
+
+def test_the_ktransformers_frequency_note_of_one_gpu_expert_is_singular(tmp_path):
+    """'keeps on the GPU the 1 most-routed experts ... to each layer's 1 to keep them' (found by review)."""
+    counts = {"0": [3, 50, 7, 7, 0, 12, 90, 1], "1": [100, 1, 1, 1, 1, 1, 1, 99], "2": [4, 4, 4, 4, 4, 4, 4, 4]}
+    meta = model_meta("deepseek_v3", n_layers=3, n_experts=8, first_dense=1, hidden=256, inter=128)
+    hot = point("h", 1, "bf16", [1, 1, 1], acc=0.9, h2d=1, peak_gib=1, meta=meta)
+    hot.config.update(policy="static_hot", routing_counts=counts)
+    flags, notes = _kt_launched(tmp_path, make_db(tmp_path / "a.db", [hot]), "h", 1)
+    assert flags["--kt-num-gpu-experts"] == "1"
+    assert "keeps on the GPU the most-routed expert of each MoE layer" in notes and "to keep it per layer" in notes
+    assert "1 most-routed experts" not in notes

@@ -255,15 +255,17 @@ def placement_note(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> st
              f"the {pinned} per layer the study's static_hot cache pinned, and the next most-routed"
              if cfg.policy == "static_hot" else
              f"not the study's {cfg.policy} cache, which changed its experts as it ran")
-    return (f"kt-kernel keeps on the GPU the {n_gpu} most-routed experts of each MoE layer in the study's calibration "
+    kept = "most-routed expert" if n_gpu == 1 else f"{n_gpu} most-routed experts"
+    return (f"kt-kernel keeps on the GPU the {kept} of each MoE layer in the study's calibration "
             f"routing ({which}): the script writes the routed tokens per expert to {COUNTS_FILE}, which "
             "--kt-expert-placement-strategy frequency reads through --init-expert-location; kt-kernel takes the "
             f"highest counts of all layers at once, so the file adds {place.raised} (more than any count) to each "
-            f"layer's {n_gpu} to keep them per layer"
+            f"layer's {n_gpu} to keep {'it' if n_gpu == 1 else 'them'} per layer"
             + ("" if place.layers_known else
                f"; its {len(place.rows)} rows end at the last MoE layer (this point did not record the model's decoder "
-               "layers - tuned before 2026-12-05 - nor is the checkpoint's config.json here to read), and kt-kernel refuses a file with fewer rows than the config's "
-               "num_hidden_layers, so for a model ending in dense layers add zero rows for them"
+               "layers - tuned before 2026-12-05 - nor is the checkpoint's config.json here to read), and kt-kernel "
+               "refuses a file with fewer rows than the config's num_hidden_layers, so for a model ending in dense "
+               "layers add zero rows for them"
                + (" (none of this family: see the note on its dense layers)" if cfg.model.family in ALL_SPARSE else "")))
 
 
