@@ -552,13 +552,16 @@ def describe_config(config: dict[str, Any]) -> str:
            f"prefetch {config.get('prefetch', 'none')}{miss}"
 
 
-def render(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE) -> str:
+def render(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE,
+           task: str | None = None) -> str:
     """Human-readable answer; `targets`: the export targets to offer for the chosen point (the caller asks
-    `advisor.export.base.targets_for`, which this layer may not import), all five when not given."""
+    `advisor.export.base.targets_for`, which this layer may not import), all five when not given; `task`: the
+    chosen study's task as `advisor.results.registry.study_task_text` heads it (the point's task name when not
+    given)."""
     lines = []
     if rec.chosen:
         p = rec.chosen.point
-        lines.append(f"Recommended: study {p.study_name!r}, trial #{p.trial_number}  (model {p.model}, task {p.task})")
+        lines.append(f"Recommended: study {p.study_name!r}, trial #{p.trial_number}  (model {p.model}, task {task or p.task})")
         lines.append(f"  {describe_config(p.config)}")
         lines.append("Why:")
         lines += [f"  - {r}" for r in rec.reasons]

@@ -80,7 +80,13 @@ def register(app: typer.Typer) -> None:
         else:
             from advisor.export.base import targets_for
 
-            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage))
+            label = None
+            if rec.chosen is not None:  # a study that measured no task accuracy says so beside its task
+                from advisor.results.read import read_task_text
+
+                p = rec.chosen.point
+                label = read_task_text(storage.strip() or DEFAULT_STORAGE, p.study_name, p.task, p.objectives)
+            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage, label))
         if rec.chosen is None:
             raise typer.Exit(1)
 

@@ -315,12 +315,13 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from advisor.results.preflight import mask_url
-        from advisor.results.registry import SILENT_AFTER_S, list_studies
+        from advisor.results.registry import SILENT_AFTER_S, list_studies, study_task_text
         from advisor.results.storage import GRACE_PERIOD_S, MAX_RETRY
         from advisor.tune.display import failed_text, human_bytes
         from advisor.tune.fit import print_fitted
 
-        rows = list_studies(_existing_engine(storage))
+        engine = _existing_engine(storage)
+        rows = list_studies(engine)
         console = Console()
         shown = mask_url(storage)
         if not rows:
@@ -337,8 +338,9 @@ def register(app: typer.Typer) -> None:
             running = f"{r.n_running}" + (f" ({len(r.silent_s)} silent {_silence(r.silent_s)})" if r.silent_s else "")
             numbers = (str(r.n_complete), failed_text(r.n_failed, r.n_retried), running, str(r.n_waiting),
                        str(r.front_size))
-            table.add_row(r.name, r.model, r.task, r.space, budget, r.device, *numbers, updated)
-            records.append((r.name, [("model", r.model), ("task", r.task), ("space", r.space), ("budget", budget),
+            task = study_task_text(engine, r.name, r.task, r.objectives)
+            table.add_row(r.name, r.model, task, r.space, budget, r.device, *numbers, updated)
+            records.append((r.name, [("model", r.model), ("task", task), ("space", r.space), ("budget", budget),
                                      ("device", r.device), *zip(counts, numbers, strict=True),
                                      ("updated", updated + " UTC" if r.updated_at else updated)]))
         print_fitted(console, table, records, wide=wide)
@@ -365,7 +367,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from advisor.results.registry import list_studies
+        from advisor.results.registry import list_studies, study_task_text
         from advisor.results.store import load_fronts
         from advisor.tune.display import failed_text, human_bytes, print_front
 
@@ -383,7 +385,8 @@ def register(app: typer.Typer) -> None:
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
         trials = (f"; {count(summary.n_complete, 'finished trial')}, "
                   f"{failed_text(summary.n_failed, summary.n_retried)} failed" if summary else "")
-        title = (f"Pareto front of {study}: {p0.model} on {p0.task}, space {p0.space}{budget} "
+        task = study_task_text(engine, study, p0.task, p0.objectives or (summary.objectives if summary else None))
+        title = (f"Pareto front of {study}: {p0.model} on {task}, space {p0.space}{budget} "
                  f"({count(len(points), 'point')}{trials})")
         written = ""
         if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots

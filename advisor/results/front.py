@@ -51,6 +51,23 @@ def quality_metric(records: Iterable[Any]) -> str:
     return "accuracy"
 
 
+NO_TOKENIZER = "the model has no tokenizer"
+"""What the space text stored with a study says on the objective line where a shipped space's accuracy objective
+was tuned as fidelity_top1 (`advisor.tune.space.SearchSpace.without_tokenizer`)."""
+
+
+def task_text(task: str, objectives: dict[str, str] | None, space_toml: str | None = None) -> str:
+    """A study's task as the read-only commands head it: the name alone where the study measured task accuracy
+    (or its objectives were not recorded), else the name with why it was not run - a model without a tokenizer
+    (`NO_TOKENIZER` in the stored space text): its fidelity is measured on random token ids, as the report's
+    Workload line says."""
+    if not objectives or "accuracy" in objectives:
+        return task
+    why = ("no tokenizer; fidelity on random token ids" if space_toml and NO_TOKENIZER in space_toml
+           else "no accuracy objective")
+    return f"{task} (not run: {why})"
+
+
 def format_metric(name: str, v: float) -> str:
     """A stored value as people read it, by its name: bytes in binary units (3 decimals, so 1.963 MiB does not
     read as a 2.0 MiB over a 1.97 budget; `device_bytes` printed as 1.287e+07 beside it), times in ms."""

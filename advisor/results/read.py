@@ -53,6 +53,35 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
         raise unreadable_database(path, e) from e
 
 
+def read_task_text(url: str, study_name: str, task: str, objectives: dict[str, str] | None) -> str:
+    """`advisor.results.front.task_text` of study `study_name`, reading its stored space text (Optuna's study
+    attribute `space_toml`) only where the study measured no task accuracy: by sqlite3 on SQLite, as
+    `read_fronts` reads, else `advisor.results.registry.study_task_text`."""
+    from advisor.results.front import task_text
+
+    if not objectives or "accuracy" in objectives:
+        return task
+    path = sqlite_path(url)
+    if path is None:
+        from advisor.results.registry import study_task_text
+        from advisor.results.store import engine_for
+
+        return study_task_text(engine_for(url), study_name, task, objectives)
+    try:
+        con = connect_read_only(path)
+        try:
+            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='study_user_attributes'"
+                               ).fetchone():
+                return task_text(task, objectives)
+            row = con.execute("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = "
+                              "a.study_id WHERE s.study_name = ? AND a.key = 'space_toml'", (study_name,)).fetchone()
+        finally:
+            con.close()
+        return task_text(task, objectives, json.loads(row[0]) if row else None)
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+        raise unreadable_database(path, e) from e
+
+
 def _point(r: tuple) -> FrontPoint:
     created = dt.datetime.fromisoformat(r[12]) if r[12] else None
     return FrontPoint(

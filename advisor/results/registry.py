@@ -85,6 +85,16 @@ class StudySummary:
     the next `advisor tune` stamps one) are not judged."""
 
 
+def study_task_text(engine: Engine, name: str, task: str, objectives: dict[str, str] | None) -> str:
+    """`advisor.results.front.task_text` of study `name`, reading its stored space text only where the study
+    measured no task accuracy."""
+    from advisor.results.front import task_text
+
+    if not objectives or "accuracy" in objectives:
+        return task
+    return task_text(task, objectives, study_user_attrs(engine, name).get("space_toml"))
+
+
 def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
     """The user attributes Optuna stored for study `name` (what `advisor tune` compares on resume), read by
     plain SQL so that nothing is created or written; {} when the database, its tables or the study are

@@ -54,7 +54,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
-from advisor.results.front import METRICS
+from advisor.results.front import METRICS, NO_TOKENIZER
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, SEED_MAX, SEED_MIN, count
 
 SPACES_DIR = resources.files("advisor.tune") / "spaces"
@@ -255,7 +255,7 @@ class SearchSpace:
                             "agreement with full precision), or write fidelity_top1 = \"maximize\" in this file "
                             "instead of accuracy")
         text, n = re.subn(r"(?m)^(\s*)accuracy(\s*=.*)$",
-                          r"\1fidelity_top1\2  # accuracy in the shipped file: the model has no tokenizer", self.text)
+                          r"\1fidelity_top1\2  # accuracy in the shipped file: " + NO_TOKENIZER, self.text)
         derived = parse_space(text, self.source)
         want = {("fidelity_top1" if m == "accuracy" else m): d for m, d in self.objectives.items()}
         if n != 1 or derived.objectives != want or list(derived.objectives) != list(want):
