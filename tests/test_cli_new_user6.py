@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tune_helpers import FIDELITY_SPACE
+
 
 def test_a_fidelity_study_says_its_task_was_not_run(tmp_path, monkeypatch):
     """A study of a model without a tokenizer measures no task accuracy - its quality objective is fidelity_top1 on
@@ -32,3 +34,37 @@ def test_a_fidelity_study_says_its_task_was_not_run(tmp_path, monkeypatch):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                        env={"COLUMNS": "250", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
     assert said in " ".join(p.stdout.split()) and "HEAVY []" in p.stdout, p.stdout + p.stderr
+
+
+MIXED_SPACE = FIDELITY_SPACE.replace('["fp16", "int8", "int4"]', '["int8", "int4"]').replace(
+    "groups = 1", 'groups = "per_layer"')  # one format per MoE layer
+
+
+def test_the_report_headline_counts_the_expert_cache_of_a_mixed_plan(tmp_path, monkeypatch):
+    """The report's headline gave a per-layer mixed plan `expert cache -`: only uniform plans were counted. A mixed
+    row counts each layer's slots at the sizes of the experts its plan gives that layer (the most its cache can
+    hold, as the trial's peak_gpu_bytes counts it): the same slots in both layers of tiny:qwen3_moe, one layer int4
+    and the other int8, count slots x (one int4 + one int8 expert's bytes).
+    """
+    import re
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.quant.spec import expert_nbytes_of
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mixed.toml").write_text(MIXED_SPACE)
+    run = CliRunner(env={"COLUMNS": "200"})
+    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "mixed.toml", "--trials", "6", "--sampler", "random",
+                         "--storage", "t.db", "--study", "s"])
+    assert r.exit_code == 0, r.output
+    rep = run.invoke(app, ["report", "s", "--storage", "t.db", "-o", "rep", "--block-lengths", ""])
+    assert rep.exit_code == 0, rep.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    head = md[md.index("| precision | trial |"):md.index("**Definitions.**")]
+    rows = re.findall(r"^\| L0:(\S+) L1:(\S+) \| #\d+ \| (\d+) \| ([^|]+?) \|", head, re.M)
+    assert rows, head
+    (f0, f1, slots, cache), = rows
+    want = int(slots) * (expert_nbytes_of(f0, 32, 16) + expert_nbytes_of(f1, 32, 16))  # tiny:qwen3_moe's experts
+    assert f0 != f1 and cache == f"{want / 2**20:.3f} MiB", head

@@ -154,7 +154,8 @@ def compose(c: ReportContext) -> Document:
               "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"]
     caption = (f"Transfer cut = 1 - (H2D bytes/token) / ({FULL}-no-cache bytes/token). "
                "Accuracy change is against the full-precision plan's stored accuracy (the accuracy reference "
-               "below).")
+               "below). Expert cache = sum over MoE layers of slots x one expert's bytes; for a mixed plan, each "
+               "layer's largest experts under the plan (the most its cache holds, as its peak memory counts it).")
     if _searches_misses(c):  # where each point's misses compute, beside its cache
         header.insert(4, "miss")
         rows[0].insert(4, miss_policy(ref.trial.config) if ref.trial else "copy")

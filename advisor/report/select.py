@@ -69,17 +69,44 @@ def uniform_precision(t: TrialRecord) -> str | None:
 
 
 def expert_cache_bytes(t: TrialRecord, expert_bytes: dict[str, list[int]]) -> int | None:
-    """Counted GPU expert-cache bytes of a uniform-plan trial: sum over layers of slots x expert bytes."""
-    fmt = uniform_precision(t)
-    if fmt in BASELINE_FORMATS:  # bf16 and fp16 experts count the same bytes: those of the 16-bit trace replayed
-        fmt = next((f for f in BASELINE_FORMATS if f in expert_bytes), fmt)
+    """Counted GPU expert-cache bytes of a trial: sum over MoE layers of its slots x one expert's bytes there - for
+    a mixed plan (hot/cold or per layer) the layer's `slots` largest experts, the most its cache can hold, as the
+    trial's counted peak_gpu_bytes counts them (`advisor.tune.config.counted_peak_bytes`)."""
     slots = t.config.get("slots_per_layer")
-    if fmt is None or not isinstance(slots, list):
+    if not isinstance(slots, list):
         return None
-    per_layer = expert_bytes.get(fmt) or _layer_expert_bytes(t, fmt)  # int4:g64, int2, ...: no trace replays them
+    fmt = uniform_precision(t)
+    if fmt is None:
+        return _mixed_cache_bytes(t, [int(s) for s in slots], expert_bytes)
+    per_layer = _format_bytes(t, fmt, expert_bytes)
     if per_layer is None:
         return None
     return int(sum(int(s) * b for s, b in zip(slots, per_layer, strict=False)))
+
+
+def _format_bytes(t: TrialRecord, fmt: str, expert_bytes: dict[str, list[int]]) -> list[int] | None:
+    """One expert's bytes per MoE layer in `fmt`: those of the trace replayed in it (bf16 and fp16 count the same,
+    those of the 16-bit trace), else from the expert shapes the trial stored (int4:g64, int2, ...)."""
+    if fmt in BASELINE_FORMATS:
+        fmt = next((f for f in BASELINE_FORMATS if f in expert_bytes), fmt)
+    return expert_bytes.get(fmt) or _layer_expert_bytes(t, fmt)
+
+
+def _mixed_cache_bytes(t: TrialRecord, slots: list[int], expert_bytes: dict[str, list[int]]) -> int | None:
+    """`expert_cache_bytes` of a mixed plan: each layer's `slots` largest experts under the plan's formats (None
+    without the stored plan or expert shapes)."""
+    from advisor.results.config_view import plan_of
+
+    layers = (t.config.get("model_meta") or {}).get("layers")
+    try:
+        grid = plan_of(t.precision).grid([int(m["num_experts"]) for m in layers])
+    except (TypeError, KeyError, ValueError, UserError):
+        return None
+    sizes: dict[str, list[int] | None] = {f: _format_bytes(t, f, expert_bytes) for f in {f for row in grid for f in row}}
+    if any(v is None or len(v) < len(grid) for v in sizes.values()) or len(slots) != len(grid):
+        return None
+    return int(sum(sum(sorted((sizes[f][layer] for f in row), reverse=True)[:s])  # type: ignore[index]
+                   for layer, (row, s) in enumerate(zip(grid, slots, strict=True))))
 
 
 def _layer_expert_bytes(t: TrialRecord, fmt: str) -> list[int] | None:
