@@ -47,6 +47,8 @@ def test_a_report_says_no_accuracy_workload_when_only_over_budget_trials_hold_a_
     assert rep.exit_code == 0, rep.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Workload (accuracy): none, no trial measured it." in md and "64 examples" not in md
+    task = "toy (not run: no tokenizer; fidelity on random token ids)"  # the title and the opening, as pareto heads it
+    assert f"on {task} (study s)" in md and f"on the task **{task}**" in md
 
 
 def test_recommend_of_a_fidelity_study_says_no_accuracy_floor_applies(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from advisor.report.select import (
 )
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
-from advisor.results.front import quality_metric
+from advisor.results.front import quality_metric, task_text
 from advisor.units import count
 
 
@@ -116,10 +116,11 @@ def compose(c: ReportContext) -> Document:
     d, sw, wb = c.data, c.sweep, c.wb
     full, FULL = c.full, c.full.upper()
     model = d.setting("model")
-    doc = Document(f"Expert precision x expert caching: {model} on {wb.settings.task} (study {d.name})")
+    task = task_text(wb.settings.task, dict.fromkeys(d.objectives), d.setting("space_toml"))
+    doc = Document(f"Expert precision x expert caching: {model} on {task} (study {d.name})")
     doc.add(Para(
         f"This report answers, for **{model}** (fingerprint `{wb.loaded.fingerprint}`) on the task "
-        f"**{wb.settings.task}**: how much do INT8/INT4 experts plus a GPU expert cache cut host-to-device (H2D) "
+        f"**{task}**: how much do INT8/INT4 experts plus a GPU expert cache cut host-to-device (H2D) "
         "expert transfer, and what does accuracy lose? Every number below was produced by this project's own "
         "measurements; the last section says how each was obtained."
     ))
