@@ -66,15 +66,19 @@ def read_task_text(url: str, study_name: str, task: str, objectives: dict[str, s
         from advisor.results.registry import study_task_text
         from advisor.results.store import engine_for
 
-        return study_task_text(engine_for(url), study_name, task, objectives)
+        engine = engine_for(url)
+        try:
+            return study_task_text(engine, study_name, task, objectives)
+        finally:
+            engine.dispose()
     try:
         con = connect_read_only(path)
         try:
-            if not con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='study_user_attributes'"
-                               ).fetchone():
-                return task_text(task, objectives)
+            optuna = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='study_user_attributes'"
+                                 ).fetchone()  # (none in a database of fronts only)
             row = con.execute("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = "
-                              "a.study_id WHERE s.study_name = ? AND a.key = 'space_toml'", (study_name,)).fetchone()
+                              "a.study_id WHERE s.study_name = ? AND a.key = 'space_toml'",
+                              (study_name,)).fetchone() if optuna else None
         finally:
             con.close()
         return task_text(task, objectives, json.loads(row[0]) if row else None)
