@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from tune_helpers import FakeBackend, small_space
+from tune_helpers import FakeBackend, small_space, tiny_fidelity_study
 
 from advisor.tune.display import LiveProgress
 from advisor.tune.study import TuneOptions, run_tune
@@ -57,15 +57,9 @@ def test_recommend_of_a_fidelity_study_says_no_accuracy_floor_applies(tmp_path, 
     applies no floor at all, and recommend said nothing of it: its pick agreed with full precision on 47% of
     positions (a tuned 50 MiB LLaDA-MoE checkpoint) where other points agreed on 100%, under reasons that read as
     the README's defaults. It says that no floor applies, unless it ranks by top-1 agreement anyway."""
-    from typer.testing import CliRunner
-
     from advisor.cli import app
 
-    monkeypatch.chdir(tmp_path)
-    run = CliRunner(env={"COLUMNS": "200"})
-    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--storage", "t.db",
-                         "--study", "s"])
-    assert r.exit_code == 0, r.output
+    run = tiny_fidelity_study(tmp_path, monkeypatch)
     said = "no accuracy floor applies (not the default 1 point below the highest-precision point"
     base = ["recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB"]
     rec = run.invoke(app, [*base, "--prefer", "transfer"])

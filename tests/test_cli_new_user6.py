@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tune_helpers import FIDELITY_SPACE
+from tune_helpers import FIDELITY_SPACE, tiny_fidelity_study
 
 
 def test_a_fidelity_study_says_its_task_was_not_run(tmp_path, monkeypatch):
@@ -13,15 +13,9 @@ def test_a_fidelity_study_says_its_task_was_not_run(tmp_path, monkeypatch):
     random token ids - yet `advisor pareto`, `studies` and `recommend` headed it `task toy` (or `on toy`), as if the
     toy task had been scored. They say it was not run and why, as the report's Workload lines do; recommend still
     imports neither torch nor SQLAlchemy to say it."""
-    from typer.testing import CliRunner
-
     from advisor.cli import app
 
-    monkeypatch.chdir(tmp_path)
-    run = CliRunner(env={"COLUMNS": "250"})
-    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--storage", "t.db",
-                         "--study", "s"])
-    assert r.exit_code == 0, r.output
+    run = tiny_fidelity_study(tmp_path, monkeypatch, columns=250)
     said = "toy (not run: no tokenizer; fidelity on random token ids)"
     for args in (["pareto", "s", "--storage", "t.db", "--no-plots"], ["studies", "--storage", "t.db"],
                  ["recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB"]):

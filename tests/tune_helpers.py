@@ -15,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from advisor.errors import UserError
 from advisor.quant.plan import PrecisionPlan
@@ -64,6 +65,22 @@ fidelity_prompts = 2
 
 def small_space(text: str = SMALL_SPACE):
     return parse_space(text, "<test-small>")
+
+
+def tiny_fidelity_study(tmp_path: Path, monkeypatch: Any, columns: int = 200) -> Any:
+    """`advisor tune tiny:qwen3_moe --space quick --trials 2` into study `s` of `t.db` in `tmp_path` (the working
+    directory from now on): a study of a model without a tokenizer, tuned on fidelity as a new user's would be.
+    Returns the CliRunner, for the commands the test runs next."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner(env={"COLUMNS": str(columns)})
+    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--storage", "t.db",
+                         "--study", "s"])
+    assert r.exit_code == 0, r.output
+    return run
 
 
 class FakeBackend:
