@@ -107,9 +107,11 @@ class Recommendation:
     defaults: list[str] = field(default_factory=list)  # what was assumed for what the user did not say
     quality: str = "accuracy"  # what ranks as accuracy: "fidelity_top1" in a study that stores no accuracy
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form for scripts (`advisor recommend --json`)."""
+    def to_dict(self, tasks: dict[str, str] | None = None) -> dict[str, Any]:
+        """JSON form for scripts (`advisor recommend --json`); `tasks`: study -> its task as the read-only commands
+        head it (`advisor.results.read.read_task_text`), each point's `task_text` (its task name when not given)."""
         q = self.query
+        tasks = tasks or {}
         return {
             "schema": "moe-advisor/recommendation@1",
             "query": {
@@ -122,22 +124,23 @@ class Recommendation:
                 "task": q.task,
                 "study": q.study,
             },
-            "chosen": _point_dict(self.chosen, q) if self.chosen else None,
+            "chosen": _point_dict(self.chosen, q, tasks) if self.chosen else None,
             "reasons": self.reasons,
-            "alternatives": [_point_dict(c, q) for c in self.ranked[1:4]],
+            "alternatives": [_point_dict(c, q, tasks) for c in self.ranked[1:4]],
             "closest": self.closest,
             "references": {k: vars(v) for k, v in self.references.items()},
             "counts": {"feasible": len(self.ranked), "rejected": len(self.rejected)},
         }
 
 
-def _point_dict(c: Candidate, q: Query) -> dict[str, Any]:
+def _point_dict(c: Candidate, q: Query, tasks: dict[str, str]) -> dict[str, Any]:
     p = c.point
     return {
         "study": p.study_name,
         "trial": p.trial_number,
         "model": p.model,
-        "task": p.task,
+        "task": p.task,  # the name, as --task matches it
+        "task_text": tasks.get(p.study_name, p.task),  # as the text answer heads it: why a task was not run
         "device": p.device,
         "config": p.config,
         "values": p.values,

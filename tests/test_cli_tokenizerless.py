@@ -190,3 +190,31 @@ def test_a_diffusion_gemma_study_with_the_old_step_count_is_not_resumed(shm_tmp_
         assert r.exit_code != 0 and "\n" not in line, r.output
         assert ("its DiffusionGemma trials were stored before 2026-12-05" in line
                 and "use a new --study name" in line), line
+
+
+def test_every_export_header_and_recommend_json_say_the_task_was_not_run(shm_tmp_path, monkeypatch):
+    """A study of a checkpoint without a tokenizer measured no task accuracy: pareto, studies, recommend and the
+    report said 'toy (not run: no tokenizer; fidelity on random token ids)', but the header of every export
+    (llama.cpp, hf, vLLM, KTransformers) and `recommend --json` said plain `task toy`. They say the same now;
+    `recommend --json` keeps `task` the name (what --task matches) beside `task_text`."""
+    import json
+
+    import torch
+
+    from advisor.models.tiny import build_tiny
+
+    monkeypatch.chdir(shm_tmp_path)
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("ck")  # no tokenizer files: a directory, so every
+    r = _cli("tune", str(shm_tmp_path / "ck"), "--space", "quick", "--trials", "1", "--budget", "1MiB",  # target
+             "--storage", "t.db", "--study", "s")                                                        # exports it
+    assert r.exit_code == 0, r.output
+    said = "toy (not run: no tokenizer; fidelity on random token ids)"
+    for target in ("llama.cpp", "hf", "vllm", "ktransformers"):
+        out = _cli("export", "s", "0", "--to", target, "--storage", "t.db")
+        assert out.exit_code == 0, (target, out.output)
+        head = next(ln for ln in out.output.splitlines() if "fingerprint" in ln)
+        assert f"; task {said}; trial run on" in head, (target, head)
+    rec = _cli("recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB", "--json")
+    assert rec.exit_code == 0, rec.output
+    chosen = json.loads(rec.output)["chosen"]
+    assert chosen["task"] == "toy" and chosen["task_text"] == said, chosen

@@ -75,7 +75,11 @@ def register(app: typer.Typer) -> None:
             points = load_points(storage, study)
             match = [p for p in points if p.trial_number == trial]
             point, off_note = (match[0], None) if match else _off_front(storage, study, trial, points)
-        result = export_point(_with_study_cpu(storage, point) if target == "hf" else point, target, option)
+        from advisor.results.read import read_task_text
+
+        # a study that measured no task accuracy says so beside its task, as pareto, studies and recommend head it
+        task = read_task_text(storage.strip() or DEFAULT_STORAGE, point.study_name, point.task, point.objectives)
+        result = export_point(_with_study_cpu(storage, point) if target == "hf" else point, target, option, task)
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
             typer.echo(off_note, err=True)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text

@@ -75,17 +75,13 @@ def register(app: typer.Typer) -> None:
 
         q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
         rec = recommend(load_points(storage, study), q)
+        tasks = _task_texts(storage, rec)
         if as_json:
-            typer.echo(json.dumps(rec.to_dict(), indent=2, default=str))
+            typer.echo(json.dumps(rec.to_dict(tasks), indent=2, default=str))
         else:
             from advisor.export.base import targets_for
 
-            label = None
-            if rec.chosen is not None:  # a study that measured no task accuracy says so beside its task
-                from advisor.results.read import read_task_text
-
-                p = rec.chosen.point
-                label = read_task_text(storage.strip() or DEFAULT_STORAGE, p.study_name, p.task, p.objectives)
+            label = tasks.get(rec.chosen.point.study_name) if rec.chosen else None
             typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage, label))
         if rec.chosen is None:
             raise typer.Exit(1)
@@ -194,6 +190,20 @@ def register(app: typer.Typer) -> None:
         if contention:
             typer.echo(f"note: {contention}", err=True)
         typer.echo(f"saved {path}")
+
+
+def _task_texts(storage: str, rec: Any) -> dict[str, str]:
+    """The task of each study that recommendation `rec` names (its choice and the alternatives `--json` lists) as
+    the read-only commands head it (`advisor.results.read.read_task_text`): a study that measured no task
+    accuracy says so beside its task."""
+    from advisor.results.read import read_task_text
+
+    points = [c.point for c in ([rec.chosen] if rec.chosen else []) + rec.ranked[1:4]]
+    out: dict[str, str] = {}
+    for p in points:
+        if p.study_name not in out:
+            out[p.study_name] = read_task_text(storage.strip() or DEFAULT_STORAGE, p.study_name, p.task, p.objectives)
+    return out
 
 
 def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]:

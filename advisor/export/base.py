@@ -122,11 +122,15 @@ def targets_for(point: FrontPoint) -> list[str]:
             and (info is None or getattr(mod, "refusal", lambda _m: None)(info) is None)]
 
 
-def export_point(point: FrontPoint, target: str, options: list[str] | None = None) -> ExportResult:
-    """Render one stored front point for `target`."""
+def export_point(point: FrontPoint, target: str, options: list[str] | None = None,
+                 task_text: str | None = None) -> ExportResult:
+    """Render one stored front point for `target`; `task_text`: the point's task as the read-only commands head
+    it (`advisor.results.read.read_task_text`, which reads the study: a study that measured no task accuracy says
+    so beside its task), the task name alone when not given."""
     target = resolve_target(target)
     opts = parse_options(target, options)
     cfg = export_config(point.config, point.model)
+    cfg.task_text = task_text or ""
     mod = importlib.import_module(TARGETS[target])
     if (why := getattr(mod, "refusal", lambda _m: None)(cfg.model)) is not None:
         # the way out from `targets_for`, as recommend's `Export it:` line: a fixed one named vLLM for a tiny
@@ -148,7 +152,7 @@ def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
     metrics = ", ".join(f"{k}={format_metric(k, v[k])} [{point.sources.get(k, '?')}]" for k in sorted(v))
     return [
         f"moe-advisor export for {target}: study {point.study_name!r} trial #{point.trial_number}",
-        f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {point.task}; trial run on {point.device}",
+        f"model {point.model} (family {cfg.model.family}, fingerprint {point.model_fingerprint}); task {cfg.task_text or point.task}; trial run on {point.device}",
         f"stored values [how each was obtained]: {metrics}",
         f"the study's cache: GPU expert slots per MoE layer {_slots_text(cfg.slots_per_layer)}, policy "
         f"{policy_text(point.config)}, prefetch {cfg.prefetch}, miss policy {cfg.miss_policy} ({MISS_WORDS.get(cfg.miss_policy, '?')})",

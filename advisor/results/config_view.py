@@ -177,6 +177,8 @@ class ExportConfig:
     miss_policy: str = "copy"  # where a non-resident expert computed in the study: copy | cpu | hybrid
     tau: int = 0  # TIDE's refresh interval in denoising steps (policy tide, `tide_tau`; 0: not stored)
     decoding: dict[str, Any] = field(default_factory=dict)  # how the study generated (stored since 2026-12-03)
+    task_text: str = ""  # the study's task as the read-only commands head it (`advisor.results.front.task_text`;
+    # set by `advisor.export.base.export_point` from its caller, which reads the study; "": the task name alone)
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
