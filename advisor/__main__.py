@@ -19,7 +19,13 @@ def main() -> None:
             # raised once the CLI has imported, not inside an import left half-done
             with signals.deferred():
                 from advisor.cli import run
-            run()
+            try:
+                run()
+            except SystemExit as e:
+                if e.code != 130:  # finished (not interrupted): nothing may change its exit status from here on
+                    _flush()  # its output written while a signal still stops a write that blocks
+                    signals.ignore_from_now()
+                raise
     except KeyboardInterrupt:
         print(f"error: {INTERRUPTED}", file=sys.stderr)
         _exit_interrupted()
@@ -27,6 +33,15 @@ def main() -> None:
         if e.code == 130:  # the CLI's own interrupted line is printed
             _exit_interrupted()
         raise
+
+
+def _flush() -> None:
+    """stdout and stderr flushed; one that cannot be (a reader gone) is left to Python's exit, as before."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _exit_interrupted() -> None:

@@ -127,6 +127,18 @@ class InterruptOnSignal:
             self._hook.__exit__(None, None, None)
             self._hook = None
 
+    def ignore_from_now(self) -> None:
+        """The command has finished - its output is written, its exit status chosen: SIGINT and SIGTERM are ignored
+        for the rest of the process, leaving the block included. Python's exit (threads joined, atexit callbacks,
+        its modules and torch's C++ state torn down: a second or two) ran with Python's default SIGINT handler and
+        SIGTERM's default action, and from the middle of it with both default actions (Python puts them back
+        before it tears its modules down; an ignored signal it leaves ignored), so a signal there ended the
+        process by that signal (-2, -15 to a parent, no line) or printed a KeyboardInterrupt traceback. A shell's
+        ignored SIGINT stays ignored; SIGKILL still ends an exit that hangs."""
+        for sig in self._old:
+            signal.signal(sig, signal.SIG_IGN)
+            self._old[sig] = signal.SIG_IGN  # what leaving the block puts back
+
     def _handle(self, signum: int, frame: object) -> None:
         self.received.append(signum)
         if not self._defer:
