@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
@@ -106,7 +105,7 @@ def test_vllm_refuses_llada_serves_diffusiongemma_and_offloads_in_gib():
     # 10 bf16 experts in host memory: 3 x 2048 x 768 x 2 bytes each, read as GiB
     one = 3 * 2048 * 768 * 2
     gib = float(args[args.index("--cpu-offload-gb") + 1])
-    assert gib == res.data["cpu_offload_gb"] and 10 * one / 2**30 <= gib < 10 * one / 2**30 + 0.01
+    assert gib == res.data["cpu_offload_gb"] == 10 * one / 2**30
     everything = export_point(point("s", 1, "default=int8;layers=1:bf16", [8, 8], acc=0.9, h2d=1, peak_gib=1, meta=meta),
                               "vllm")
     assert everything.data["args"][everything.data["args"].index("--quantization") + 1] == "experts_int8"
@@ -115,6 +114,28 @@ def test_vllm_refuses_llada_serves_diffusiongemma_and_offloads_in_gib():
     dg = dict(meta, family="diffusion_gemma", is_diffusion=True, layers=[dict(x, name=f"model.decoder.layers.{i}.experts")
                                                                          for i, x in enumerate(meta["layers"])])
     assert export_point(point("s", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=dg), "vllm").data["args"][1] == "serve"
+
+
+def test_vllm_offloads_exactly_the_bytes_the_tuned_cache_leaves_off_the_gpu(tmp_path):
+    """vLLM reads --cpu-offload-gb as a float number of GiB and moves whole parameters (w13, then w2, of all of a
+    layer's experts, layer by layer) while it has moved fewer than `int(value * 1024**3)` bytes
+    (`UVAOffloader._maybe_offload_to_cpu`). The export rounded the bytes up to 0.01 GiB: where the tuned cache leaves
+    exactly the first layer's experts off the GPU, vLLM then moved the second layer's w13 too, and the GPU kept a
+    third of the cache's bytes. The value is exact now."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    url = make_db(tmp_path / "a.db", [point("s", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    r = _cli("export", "s", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    limit = int(float(args[args.index("--cpu-offload-gb") + 1]) * 1024**3)  # as vLLM reads it
+    one = 3 * 2048 * 768 * 2  # a bf16 expert
+    assert limit == 8 * one, limit  # 16 experts, 8 in the tuned cache
+    moved = 0
+    for nbytes in [8 * 2 * 768 * 2048 * 2, 8 * 2048 * 768 * 2] * 2:  # w13 then w2 of each layer, as vLLM moves them
+        if moved >= limit:
+            break
+        moved += nbytes
+    assert 16 * one - moved == 8 * one  # the GPU keeps the tuned cache's bytes
 
 
 def test_ktransformers_flags_per_layer_and_weight_path_placeholder(tmp_path):
@@ -287,7 +308,7 @@ def test_vllm_never_offloads_experts_it_quantizes_online(tmp_path, plan):
     # the GPU keeps the tuned cache: 6 experts in the plan's format; the rest of the 16 bf16 experts is offloaded
     host = 16 * expert_nbytes_of("bf16", 2048, 768) - 6 * expert_nbytes_of(plan, 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
-    assert host / 2**30 <= gib < host / 2**30 + 0.01
+    assert gib == host / 2**30
     assert "served without --quantization" in r.stdout and "meta device" in r.stdout
     r = _cli("export", "s", "2", "--to", "vllm", "--storage", url)
     args = shlex.split(r.stdout.strip().splitlines()[-1])
@@ -594,7 +615,7 @@ def test_vllm_serves_an_fp8_checkpoint_with_its_own_quantization(tmp_path):
     assert "--quantization" not in args, args
     host = 16 * expert_nbytes_of("fp8", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
-    assert host / 2**30 <= gib < host / 2**30 + 0.01
+    assert gib == host / 2**30
 
 
 def test_ktransformers_passes_llada2s_threshold_zero_as_decoded(tmp_path):
@@ -727,7 +748,7 @@ def test_vllm_serves_a_cpu_tuned_fp8_checkpoint_with_its_own_quantization(tmp_pa
     assert "served without --quantization experts_int8: an FP8 checkpoint" in r.stdout
     # 2 layers x 8 experts (hidden 32, expert width 16) in fp8, less the tuned cache: 2 int8 experts per layer
     host = 16 * expert_nbytes_of("fp8", 32, 16) - 4 * expert_nbytes_of("int8", 32, 16)
-    assert f"the rest ({host} bytes = 0.01 GiB at fp8) offloaded" in r.stdout, r.stdout
+    assert f"the rest ({host} bytes = {host / 2**30!r} GiB at fp8) offloaded" in r.stdout, r.stdout
 
 
 def test_vllm_offloads_the_expert_weights_by_the_names_vllm_gives_the_checkpoints_quantization(tmp_path):
@@ -775,7 +796,7 @@ def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtyp
     assert "a pre-quantized gptq checkpoint" in r.stdout and "counted at the loaded dtype" in r.stdout
     host = 16 * expert_nbytes_of("bf16", 2048, 768) - 6 * expert_nbytes_of("int8", 2048, 768)
     gib = float(args[args.index("--cpu-offload-gb") + 1])
-    assert host / 2**30 <= gib < host / 2**30 + 0.01
+    assert gib == host / 2**30
     # labelled: vLLM counts --cpu-offload-gb in the bytes of the parameters it creates (UVAOffloader: numel x element
     # size), the packed w13_qweight/w2_qweight, so the value is not the study's; what 4 and 8 bits would take
     data = json.loads(_cli("export", "g", "1", "--to", "vllm", "--storage", url, "--json").stdout)
@@ -784,9 +805,9 @@ def test_vllm_counts_another_prequantized_checkpoints_offload_at_the_loaded_dtyp
     assert resident["cpu_offload_counted_at"]["format"] == "bfloat16" and resident["cpu_offload_gb"] == 0
     cache = 6 * expert_nbytes_of("int8", 2048, 768)
     packed = 16 * 3 * 2048 * 768  # every expert's weights, at 1 byte per weight (8 bits; scales stay on the GPU)
-    at4, at8 = (math.ceil(max(packed * bits / 8 - cache, 0) / 2**30 * 100) / 100 for bits in (4, 8))
+    at4, at8 = (max(packed * bits // 8 - cache, 0) / 2**30 for bits in (4, 8))
     assert "not in the checkpoint's own gptq bytes, which vLLM creates its experts in (packed w13_qweight/w2_qweight)" \
-        in r.stdout and f"a 4-bit checkpoint takes about --cpu-offload-gb {at4:g}, an 8-bit one {at8:g}" in r.stdout, r.stdout
+        in r.stdout and f"a 4-bit checkpoint takes about --cpu-offload-gb {at4!r}, an 8-bit one {at8!r}" in r.stdout, r.stdout
 
 
 def test_other_exports_of_a_prequantized_checkpoint_serve_its_format_or_refuse(tmp_path):

@@ -5,7 +5,8 @@ diffusion LLMs (LLaDA-MoE, LLaDA2) are refused with the reason. vLLM quantizes a
 only) or `fp8` (all linear layers); it has no per-layer or per-expert scheme, so the plan collapses to one
 scheme: the highest-precision quantized format any expert uses. It has no expert cache either: the host-side
 share of the experts becomes `--cpu-offload-gb` (weights streamed to the GPU every forward), in GiB as vLLM
-reads it, rounded up to 0.01 GiB, and left out when nothing is offloaded.
+reads it (a float, x 1024**3: `int(cpu_offload_gb * 1024**3)` bytes), written exactly (`gib_arg`), and left out
+when nothing is offloaded.
 
 The two never go together. vLLM 0.33 quantizes online on the meta device: `OnlineMoEMethodBase.create_weights`
 (model_executor/layers/quantization/online/moe_base.py, which `experts_int8` and `fp8` on a BF16 checkpoint
@@ -120,13 +121,23 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
                      "nothing offloaded, so no --cpu-offload-gb")
     gib = _gib(host)
     uncounted = "" if m.checkpoint_format else packed_note(cfg, fmt, total, cache)
-    return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib:.2f} "
+    return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib_arg(gib)} "
                  f"GiB at {fmt}) offloaded{uncounted}")
 
 
 def _gib(nbytes: float) -> float:
-    """Bytes as vLLM's --cpu-offload-gb reads them (GiB), rounded up to 0.01."""
-    return math.ceil(nbytes / 2**30 * 100) / 100
+    """Bytes as vLLM's --cpu-offload-gb reads them: GiB, a float (`OffloadConfig.cpu_offload_gb` / its `uva` form;
+    the offloader takes `int(cpu_offload_gb * 1024**3)` bytes). Exact: a whole number of bytes (below 2**53) over
+    2**30 is a binary float, which vLLM multiplies back to the same bytes. It was rounded up to 0.01 GiB (10.7 MB),
+    which vLLM - moving whole parameters (w13 or w2 of a layer's experts) while fewer bytes than that are moved -
+    could spend on one parameter more than the study's cache leaves (every expert, for a small model)."""
+    return math.ceil(nbytes) / 2**30
+
+
+def gib_arg(gib: float) -> str:
+    """`--cpu-offload-gb`'s value as written: the shortest decimal that reads back as the same float, so vLLM
+    offloads up to the exact bytes counted (`_gib`)."""
+    return "0" if gib == 0 else repr(float(gib))
 
 
 def packed_note(cfg: ExportConfig, fmt: str, total: int, cache: int) -> str:
@@ -142,7 +153,7 @@ def packed_note(cfg: ExportConfig, fmt: str, total: int, cache: int) -> str:
             f"which vLLM creates its experts in (packed {names}) and counts --cpu-offload-gb in, at bits per weight "
             f"the study did not record: this value offloads more experts than the study kept off the GPU (every one, "
             f"when they take fewer bytes); to keep the tuned cache's bytes on the GPU a 4-bit checkpoint takes about "
-            f"--cpu-offload-gb {at[4]:g}, an 8-bit one {at[8]:g} (0: no offload)")
+            f"--cpu-offload-gb {gib_arg(at[4])}, an 8-bit one {gib_arg(at[8])} (0: no offload)")
 
 
 def online_offload_note(quant: str) -> str:
@@ -231,7 +242,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     if quant:
         args += ["--quantization", quant]
     if gb:
-        args += ["--cpu-offload-gb", f"{gb:g}"]
+        args += ["--cpu-offload-gb", gib_arg(gb)]
         if opts["offload_params"] == "experts":
             args += ["--cpu-offload-params", *expert_params(cfg.model)]
     notes.append(why)
