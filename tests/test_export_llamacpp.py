@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from recommend_helpers import model_meta, point
+from recommend_helpers import make_db, model_meta, point
 
 from advisor.errors import UserError
 from advisor.export.base import export_point
@@ -171,14 +171,16 @@ FAKE_DIFFUSION_CLI = r"""#!/usr/bin/env bash
 # llama-diffusion-cli's own rules (examples/diffusion/diffusion-cli.cpp, diffusion.cpp of llama.cpp as built from
 # llama-cpp-python 0.3.36): GGML_ASSERT((eps == 0) ^ (block_length == 0)) - neither has a default, so without
 # one of the two flags it aborts - max_length % block_length == 0 (max_length is -ub: prompt + generation) and
-# steps % (ubatch / block_length) == 0. Later flags win, as in its parser.
-eps=0; bl=0; steps=128; ub=512
+# steps % (ubatch / block_length) == 0; and the sequence, -ub long, fits one batch of -b (default 2048: llama_context
+# caps the ubatch at it; "get_sub_batch: failed to add token" at index 2048 otherwise). Later flags win, as in its parser.
+eps=0; bl=0; steps=128; ub=512; b=2048
 while [ $# -gt 0 ]; do
   case "$1" in
     --diffusion-eps) eps=$2; shift;; --diffusion-block-length) bl=$2; shift;;
-    --diffusion-steps) steps=$2; shift;; -ub|--ubatch-size) ub=$2; shift;;
+    --diffusion-steps) steps=$2; shift;; -ub|--ubatch-size) ub=$2; shift;; -b|--batch-size) b=$2; shift;;
   esac; shift
 done
+if [ "$ub" -gt "$b" ]; then echo "get_sub_batch: failed to add token 1 at index $b (error -1, n = $ub)" >&2; exit 134; fi
 if { [ "$eps" = 0 ] && [ "$bl" = 0 ]; } || { [ "$eps" != 0 ] && [ "$bl" != 0 ]; }; then
   echo "GGML_ASSERT((params.diffusion.eps == 0) ^ (params.diffusion.block_length == 0)) failed" >&2; exit 134
 fi
@@ -293,6 +295,25 @@ def test_a_block_length_that_does_not_divide_512_still_runs_with_the_studys_step
                          cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     assert "block length 6, 1376 steps, ubatch 516, 16 steps per block" in run.stdout
+
+
+def test_a_block_longer_than_1536_tokens_passes_a_batch_that_holds_the_whole_sequence(tmp_path):
+    """-ub, llama-diffusion-cli's whole sequence, is the next multiple of the block length above 512: for a block
+    longer than 1536 tokens that passes llama.cpp's default -b 2048, at which llama_context caps the ubatch, and
+    llama-diffusion-cli failed ("get_sub_batch: failed to add token 1 at index 2048", run with llama.cpp as built
+    from llama-cpp-python 0.3.36: -ub 2560 -b 2560 generates). The script passes -b as large as -ub."""
+    import sys
+
+    p = point("s", 1, "int8", 4, acc=0.9, h2d=1e6, peak_gib=1, meta=model_meta("llada_moe"))
+    p.config["decoding"] = {"block_length": 2560, "steps_per_block": 4}
+    url = make_db(tmp_path / "a.db", [p])
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "s", "1", "--storage", url, "--to", "llama.cpp",
+                        "-o", str(tmp_path / "run.sh")], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
+                         cwd=tmp_path, env=_fake_llama_cpp_env(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "block length 2560, 4 steps, ubatch 2560, 4 steps per block" in run.stdout, run.stdout
 
 
 def test_the_exported_diffusion_script_places_experts_by_what_llama_diffusion_cli_honours(tmp_path):

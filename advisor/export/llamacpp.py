@@ -105,6 +105,8 @@ PROJS = ("gate", "up", "down")
 EXPERT_TENSOR = r"blk\.\d+\.ffn_(gate|up|down)_exps\."
 DIFFUSION_RUNNER = "llama-diffusion-cli"
 DEFAULT_UBATCH = 512  # llama.cpp's -ub default: llama-diffusion-cli's whole sequence (prompt + generation)
+DEFAULT_BATCH = 2048  # llama.cpp's -b default: llama_context caps the ubatch at it, and llama-diffusion-cli, whose
+# sequence is -ub long, then fails ("get_sub_batch: failed to add token 1 at index 2048") unless -b is as large
 LLADA_BLOCK = 32  # LLaDA's published block length, for a study that did not store its decoding
 
 
@@ -113,7 +115,11 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
 
     llama-diffusion-cli aborts without --diffusion-block-length or --diffusion-eps (an assert: neither has a
     default), spreads --diffusion-steps over -ub / block-length blocks, prompt included, and asserts that -ub is a
-    multiple of the block length: where the default 512 is not, -ub is the next multiple above it."""
+    multiple of the block length: where the default 512 is not, -ub is the next multiple above it, and -b as large
+    where that passes llama.cpp's default -b 2048 (a block longer than 1536 tokens). -ub is the sequence length for
+    LLaDA-MoE in llama.cpp as llama-cpp-python 0.3.36 vendors it (master 0c1e570, 2026-10-01: `max_length =
+    params.n_ubatch`) and in the DiffusionGemma pull request (#24423, not in that master), whose diffusion-cli grows
+    -ub, -b and -c (never below what is given) only for a model with `diffusion.canvas_length` run with -n."""
     block = cfg.block_length or LLADA_BLOCK
     spb = cfg.steps_per_block or block  # LLaDA's default: one token per step
     ubatch = -(-DEFAULT_UBATCH // block) * block  # llama-diffusion-cli: GGML_ASSERT(max_length % block_length == 0)
@@ -126,8 +132,10 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
           f"-ub {ubatch}, passed since the default {DEFAULT_UBATCH} is not a multiple of {block}")
     comment = (f"decoding: {source}, block length {block}, {spb} steps per block; llama-diffusion-cli spreads "
                f"--diffusion-steps over -ub/{block} blocks (prompt included), so with -ub N pass --diffusion-steps "
-               f"{per_n} ({steps} at {at}); N must be a multiple of {block}")
+               f"{per_n} ({steps} at {at}); N must be a multiple of {block}, and above {DEFAULT_BATCH} needs -b N too")
     ub = [] if ubatch == DEFAULT_UBATCH else ["-ub", str(ubatch)]
+    if ubatch > DEFAULT_BATCH:
+        ub += ["-b", str(ubatch)]
     return ["--diffusion-block-length", str(block), "--diffusion-steps", str(steps), *ub], comment
 
 
