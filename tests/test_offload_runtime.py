@@ -180,6 +180,55 @@ def test_prev_step_staging_stays_within_the_counted_peak(loaded, reference):
     assert max(alive) <= allowance
 
 
+def test_streamed_experts_stay_within_the_counted_peak_before_tides_slots_fill(monkeypatch):
+    """tide admits nothing between refreshes, and DiffusionGemma's first forward, the encoder pass over the prompt,
+    is none: with 6 slots of 8 it streamed every expert it used into temporary buffers (6 experts) beside the empty
+    slot pool, where `counted_peak_bytes` allows the 2 experts without a slot. Streamed experts take the look-up's
+    free slots first; the counters (bytes, copies) are the same, so replay still equals the runtime."""
+    from advisor.models.generate import steps_per_block
+    from advisor.models.load import load_model
+    from advisor.offload.runtime import OffloadRuntime
+    from advisor.offload.trace import record_prompts
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.tune.config import ModelShape, counted_peak_bytes
+
+    loaded = load_model("tiny:diffusion_gemma")
+    gen = dict(max_new_tokens=8, steps=4, block_length=4)
+    kw = {"tau": 4, "steps_per_block": steps_per_block(loaded, **gen)}
+    slots = 6
+    rt = OffloadRuntime(loaded, "fp32", slots_per_layer=slots, policy="tide", policy_kw=kw, attach=False)
+    temporary: list[int] = []  # per look-up: bytes of the device buffers it allocated
+    real_empty, lookup = torch.empty, rt.experts_for
+
+    def empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        if temporary and temporary[-1] >= 0 and kwargs.get("dtype") is torch.uint8:
+            temporary[-1] += t.numel()
+        return t
+
+    def experts_for(layer, ids, tokens=None):
+        temporary.append(0)
+        try:
+            return lookup(layer, ids, tokens)
+        finally:
+            temporary.append(-1)  # allocations until the next look-up are none of its buffers
+
+    monkeypatch.setattr(torch, "empty", empty)
+    rt.experts_for = experts_for
+    trace = record_prompts(loaded, [prompt_ids(seed=0)], runtime=rt, **gen)
+    monkeypatch.undo()
+    n = len(rt.moe)
+    shape = ModelShape(tuple(m.num_experts for m in rt.moe), (2,) * n, tuple(m.hidden_size for m in rt.moe),
+                       tuple(m.intermediate_size for m in rt.moe), "fp32", 0, staging=True)
+    plan = PrecisionPlan.parse("fp32")
+    allowance = (counted_peak_bytes(shape, plan, [slots] * n, "none", miss="copy")
+                 - counted_peak_bytes(shape, plan, [slots] * n, "none", miss="cpu"))
+    assert rt.stats().per_layer[0]["streamed"] > rt.moe[0].num_experts - slots  # more than the unslotted stream
+    assert max(temporary) <= allowance
+    assert rt.stats().counters() == simulate(trace, slots_per_layer=slots, policy="tide", plan="fp32",
+                                             policy_kw={"tau": 4}).counters()
+
+
 def test_empty_forwards_layers_without_tokens_and_repeated_experts_count_alike_live_and_replayed():
     """Edge cases of the routing the experts modules get: a forward with no tokens in any layer, a layer with no
     tokens, a token routed to the same expert twice. The recorder keeps each as the runtime looks it up (an empty

@@ -4,7 +4,8 @@ Experts live packed in host memory (`ExpertStore`, pinned on CUDA). Each MoE lay
 device slots (preallocated byte buffers). Every forward, the layer's distinct experts go through the
 layer's `CacheLayer.lookup` - the very code the trace simulator runs - and the runtime then does what
 the policy decided: evicted slots are freed, admitted experts are copied into their slots, streamed
-experts through a temporary buffer. Experts compute directly from typed views of those bytes.
+experts through a slot left free (else a temporary buffer). Experts compute directly from typed views of those
+bytes.
 
 Time: on CUDA every copy runs on a side stream from pinned memory, bracketed by CUDA events
 ("measured:cuda-events"); the compute stream waits only for the copies it needs, so prefetched copies
@@ -177,13 +178,19 @@ class OffloadRuntime:
             else:
                 (placing if e in cpu_set else h2d).append((buf, packed.host))
             fns[e] = out[e] = packed.view(buf).fn(act)
+        # a streamed expert is copied into a slot left free by this look-up when there is one (it stays free: the
+        # policy did not admit the expert), else into a temporary buffer: at most the experts of the layer that have
+        # no slot then, as `counted_peak_bytes` counts them. tide admits nothing between its refreshes, so before
+        # its slots first fill (DiffusionGemma's opening encoder pass) it streams more experts than that
+        spare = list(free)
         for e in acc.streamed:
             if e in cpu_set:
                 continue
             packed = store_row[e]
             buf = staged.get(e)
             if buf is None:
-                buf = torch.empty(packed.nbytes, dtype=torch.uint8, device=self.device)
+                buf = (bufs[spare.pop()][: packed.nbytes] if spare
+                       else torch.empty(packed.nbytes, dtype=torch.uint8, device=self.device))
                 h2d.append((buf, packed.host))
             out[e] = packed.view(buf).fn(act)
         for e in on_cpu:  # the miss policy computes these on the host (an admitted one is still copied)
