@@ -234,3 +234,29 @@ def test_search_efficiency_refuses_fewer_trials_than_its_result_reports():
         raise AssertionError("--trials 20 started the benchmark instead of being refused") from None
     assert r.returncode == 2 and "--trials must be >= 40" in r.stderr, r.stdout + r.stderr
     assert "RESULT" not in r.stdout
+
+
+def test_the_most_cache_that_fits_is_every_expert_where_staging_falls_again():
+    """An offloaded model's counted peak grows with the slots and falls again towards the largest cache (prev_step
+    stages min(slots, experts without a slot) per layer; copied misses stream the experts without a slot): every
+    int4 expert on the GPU fits a budget that half of them does not. The search for the largest fitting cache
+    assumed bytes only grow and gave 6 slots of 16, so a budget-aware study never drew a cache past them."""
+    from advisor.tune.budget import BudgetFit, uniform_slots
+    from advisor.tune.config import ModelShape, uniform_peak_bytes
+    from advisor.tune.space import load_space
+
+    shape = ModelShape((16,) * 4, (2,) * 4, (64,) * 4, (32,) * 4, "bf16", 1000, 100, staging=True)
+    budget = uniform_peak_bytes(shape, "int4", 16, "prev_step")  # every expert int4, on the GPU
+    assert uniform_peak_bytes(shape, "int4", 8, "prev_step") > budget
+    assert uniform_slots(shape, "int4", budget, prefetch="prev_step") == 16
+    fit = BudgetFit(load_space("default"), shape, budget)
+    params = {**fit.defaults(), **{k: "int4" for k in fit.knobs if k.startswith("fmt_g")}, "hot_fraction": 0.0,
+              "prefetch": "prev_step", "miss": "copy"}
+    assert fit.size_for(params, 1.0) == 16
+    assert all(fit.fits({**params, fit.size: fit.size_for(params, f)}) for f in (0.0, 0.3, 0.5, 0.7, 1.0))
+    # two experts per layer: one slot stages the other expert and streams it, so only both slots fit; every fill
+    # draws them (the smallest size was drawn, over budget)
+    two = ModelShape((2,) * 4, (2,) * 4, (64,) * 4, (32,) * 4, "bf16", 1000, 100, staging=True)
+    tight = BudgetFit(load_space("default"), two, uniform_peak_bytes(two, "int4", 2, "prev_step"))
+    assert not tight.fits({**params, tight.size: 1})
+    assert {tight.size_for(params, f) for f in (0.0, 0.5, 1.0)} == {2}

@@ -110,7 +110,7 @@ class BudgetFit:
 
     def largest(self, params: Mapping[str, Any], budget: float | None = None) -> int | None:
         """Index of the largest size value that fits beside `params` within `budget` (default: the study's),
-        None when not even the smallest does (`largest_index`: bytes grow with the size)."""
+        None when none does (`largest_index`: bytes grow with the size, then may fall again)."""
         return largest_index(len(self.values), lambda i: self.fits({**params, self.size: self.values[i]}, budget))
 
     def size_for(self, params: Mapping[str, Any], fill: float) -> Any:
@@ -123,6 +123,8 @@ class BudgetFit:
         i = round(min(max(fill, 0.0), 1.0) * k)
         while i > 0 and not self.fits({**params, self.size: self.values[i]}):
             i -= 1  # allocation rounding can make bytes non-monotone by a slot; never return an overrun
+        if i == 0 < k and not self.fits({**params, self.size: self.values[0]}):
+            i = k  # only sizes near the largest fit (bytes that fall again there: `largest_index`)
         return self.values[i]
 
     def uniform_plans(self) -> list[dict[str, Any]]:
@@ -187,9 +189,18 @@ class BudgetFit:
 
 
 def largest_index(n: int, fits: Callable[[int], bool]) -> int | None:
-    """The largest i in [0, n) with `fits(i)`, None when not even `fits(0)`: a binary search, for sizes whose
-    bytes grow with i (a dozen counts on a 256-expert model)."""
-    if n <= 0 or not fits(0):
+    """The largest i in [0, n) with `fits(i)`, None when none does: the largest size when it fits, else a binary
+    search (a dozen counts on a 256-expert model). Counted bytes grow with the size and may fall again towards the
+    largest, never rise twice: an offloaded model's staging buffers - prefetch stages up to min(slots, experts
+    without a slot) per layer, and copied misses of a hot/cold plan stream the large hot experts while slots add
+    small cold ones - shrink as slots are added. Every expert on the GPU then fits where half of them does not
+    (int4 with prev_step: 16 slots per layer fitted a budget that the search gave 6), so the sizes that fit are
+    some smallest ones and some largest ones."""
+    if n <= 0:
+        return None
+    if fits(n - 1):
+        return n - 1
+    if not fits(0):
         return None
     lo, hi = 0, n - 1
     while lo < hi:
