@@ -260,3 +260,19 @@ def test_the_most_cache_that_fits_is_every_expert_where_staging_falls_again():
     tight = BudgetFit(load_space("default"), two, uniform_peak_bytes(two, "int4", 2, "prev_step"))
     assert not tight.fits({**params, tight.size: 1})
     assert {tight.size_for(params, f) for f in (0.0, 0.5, 1.0)} == {2}
+
+
+def test_a_format_that_fits_only_with_every_expert_on_the_gpu_is_kept():
+    """A space that always prefetches the previous step's experts, on an offloaded model of two experts per layer:
+    one slot stages and streams the other expert, so only both slots fit int4 under this budget. The format check
+    tried the smallest cache alone and refused the budget ("cannot hold ... one expert per MoE layer")."""
+    from advisor.tune.budget import BudgetFit
+    from advisor.tune.config import ModelShape, uniform_peak_bytes
+
+    space = small_space(CLI_SPACE.replace('policies = ["lru", "lfu"]', 'policies = ["lru"]\nprefetch = ["prev_step"]'))
+    assert space.prefetch.values() == ["prev_step"]
+    two = ModelShape((2,) * 4, (2,) * 4, (64,) * 4, (32,) * 4, "bf16", 1000, 100, staging=True)
+    budget = uniform_peak_bytes(two, "int4", 2, "prev_step")
+    fit = BudgetFit(space, two, budget)
+    assert "int4" in fit.knobs["fmt_g0"].values() and fit.left_out == {"fmt_g0": ["bf16", "int8"]}
+    assert fit.size_for({**fit.defaults(), "fmt_g0": "int4"}, 0.0) == 2

@@ -46,9 +46,10 @@ class BudgetFit:
         self.left_out = self._restrict_formats()
 
     def _restrict_formats(self) -> dict[str, list[str]]:
-        """Drop each layer group's formats that cannot fit even with the smallest cache and every other group
-        at its cheapest format (a study keeps one budget, so its distributions stay fixed); return them.
-        `UserError` when no format of some group fits: the budget cannot hold one expert per layer."""
+        """Drop each layer group's formats that fit with no cache size (the smallest, or - an offloaded model's
+        staging falling again - the largest: `largest_index`) and every other group at its cheapest format (a study
+        keeps one budget, so its distributions stay fixed); return them. `UserError` when no format of some group
+        fits: the budget cannot hold one expert per layer."""
         if self.budget is None:
             return {}
         fmt_knobs = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
@@ -64,14 +65,16 @@ class BudgetFit:
         combos = self._axis_choices()
         left_out: dict[str, list[str]] = {}
         for k in fmt_knobs:
-            keep = [c for c in self.knobs[k].choices or () if any(self.fits({**base, **a, k: c}) for a in combos)]
+            keep = [c for c in self.knobs[k].choices or ()
+                    if any(self.largest({**base, **a, k: c}) is not None for a in combos)]
             if not keep:
                 also = ""  # an offloaded model's peak also holds these (`peak_gpu_bytes`)
                 if self.shape.activation_bytes:
                     also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
                 if self.shape.staging:
                     also += ", and staging buffers for the experts that stream past the cache"
-                need = format_bytes(min(self.peak_bytes({**base, **a, k: cheapest}) for a in combos), 2)
+                need = format_bytes(min(self.peak_bytes({**base, **a, k: cheapest, self.size: v}) for a in combos
+                                        for v in (self.values[0], self.values[-1])), 2)  # least at an end
                 if self.shape.resident_bytes >= self.budget:
                     raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold even the resident "
                                     f"(non-expert) weights, {format_bytes(self.shape.resident_bytes, 2)} (counted: "
