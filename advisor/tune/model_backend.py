@@ -169,10 +169,13 @@ class ModelBackend:
             self._stores[fp] = self._stores.pop(fp)  # most recently used last
             return self._stores[fp]
         need = expert_store_bytes(self.shape, plan)
+        dropped = False
         while self._stores and sum(st.nbytes for st in self._stores.values()) + need > self.host_memory:
             self._stores.pop(next(iter(self._stores)))
             self._runtimes.clear()
-        gc.collect()
+            dropped = True
+        if dropped:  # what the dropped stores held goes before the new one is packed (nothing to free otherwise:
+            gc.collect()  # a full collection took 0.2-0.3 s per new plan in a tune process, benchmarks/live_speed.py)
         store = ExpertStore(self.loaded.moe, plan, pin=self.loaded.device.type == "cuda",
                             host_limit=self.host_memory)
         self._stores[fp] = store
@@ -202,7 +205,7 @@ class ModelBackend:
             oom = TrialOutOfMemory(asked_bytes(str(e)), str(e).splitlines()[0][:200])
         if oom is not None:
             self._runtimes.clear()
-            _release(self.loaded, None)
+            _release(self.loaded, None, collect=True)
             raise oom
 
     def _probe_activation(self) -> tuple[int, str]:
@@ -424,8 +427,8 @@ class ModelBackend:
             overlap = rt.overlap_report()
         except torch.OutOfMemoryError as e:  # raised below, once the frames holding device tensors are gone
             oom = TrialOutOfMemory(asked_bytes(str(e)), str(e).splitlines()[0][:200])
-        finally:
-            _release(self.loaded, rt)  # also on errors and Ctrl-C: buffers and streams must not outlive the trial
+        finally:  # also on errors and Ctrl-C: buffers and streams must not outlive the trial
+            _release(self.loaded, rt, collect=on_cuda or oom is not None)
         if oom is not None:
             raise oom
         tokens = max(1, tokens)
@@ -483,8 +486,13 @@ def asked_bytes(message: str) -> int:
         return 0
 
 
-def _release(loaded: Any, rt: Any) -> None:
-    """Detach and close a trial's runtime and hand cached device memory back (after an OOM too)."""
+def _release(loaded: Any, rt: Any, *, collect: bool | None = None) -> None:
+    """Detach and close a trial's runtime; with `collect` (default: on CUDA) also collect reference cycles and
+    hand cached device memory back (after an OOM too, on any device: its frames may hold tensors in cycles).
+
+    A CPU trial's runtime, its slot pool included, is freed by reference counting when the trial's frame ends
+    (no cycles: tests/test_live_speed.py); a full collection there freed nothing of it and cost 0.2-0.3 s per
+    trial in a tune process, most of a tiny model's live trial (benchmarks/live_speed.py)."""
     import gc
 
     import torch
@@ -494,7 +502,10 @@ def _release(loaded: Any, rt: Any) -> None:
     if rt is not None:
         detach_runtime(loaded.model)
         rt.close()
-    gc.collect()
+    if collect is None:
+        collect = loaded.device.type == "cuda"
+    if collect:
+        gc.collect()
     if loaded.device.type == "cuda":
         torch.cuda.empty_cache()
 
