@@ -307,13 +307,16 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
+    # safetensors weights: shards on disk, or an index naming shards (all of them missing is a missing shard, said
+    # by Checkpoint in one line, not a transformers FileNotFoundError after the model was built)
+    safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
     note, checkpoint = "", None
     if quantization_config is not None:  # quantized on load by from_pretrained: resident, never streamed
         if offload:
             raise UserError("--offload streams bf16 experts from the checkpoint; it cannot take a quantization_config")
         kwargs |= {"quantization_config": quantization_config, "device_map": str(device)}
         offload, note = False, f"quantized on load ({type(quantization_config).__name__})"
-    if offload is None and not any(path.glob("*.safetensors")):
+    if offload is None and not safetensors:
         offload, note = False, "no safetensors shards to stream from"
     elif offload is None:
         from advisor.models.checkpoint import Checkpoint
@@ -329,7 +332,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         note = f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} {what}"
     elif not note:
         note = "--offload" if offload else "resident (asked)"
-    if any(path.glob("*.safetensors")):  # config sizes against the headers, before a model of those sizes is built
+    if safetensors:  # config sizes against the headers, before a model of those sizes is built
         from advisor.models.checkpoint import Checkpoint, check_config_sizes
 
         checkpoint = checkpoint or Checkpoint(path)
@@ -350,7 +353,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=sample)
             loaded.load_note = f"offloaded: routed experts stream from the checkpoint ({note})"
             return loaded
-        if any(path.glob("*.safetensors")):  # the offloaded load's checks, before from_pretrained would
+        if safetensors:  # the offloaded load's checks, before from_pretrained would
             from advisor.models.checkpoint import Checkpoint  # fill missing weights with random values
             from advisor.models.offloaded import check_checkpoint
 
