@@ -529,6 +529,29 @@ def test_budget_below_the_resident_weights_says_so(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_budget_the_user_did_not_give_is_named_when_nothing_fits(tmp_path, monkeypatch):
+    """tiny:diffusion_gemma's non-expert weights are more than the quick space's default budget (60% of the
+    model): the refusal said 'a budget of 918.52 KiB ... raise --budget' to a user who gave no --budget, without
+    saying where that budget came from. It names the source now, as the run's header would have."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    base = ["tune", "tiny:diffusion_gemma", "--space", "quick", "--trials", "1", "--storage", str(tmp_path / "s.db")]
+    for extra, want in (([], "a budget of 918.52 KiB (0.6 x the model's counted bytes (quick space default)) cannot "
+                             "hold even the resident (non-expert) weights"),
+                        (["--budgets", "1%"], "(the largest of --budgets) cannot hold")):
+        r = CliRunner().invoke(app, [*base, *extra])
+        assert isinstance(r.exception, UserError), r.output
+        line = str(r.exception)
+        assert want in line and "\n" not in line
+        assert line.endswith(": give a larger one with --budgets or add a smaller format" if extra else
+                             ": give a larger one with --budget")
+    assert not (tmp_path / "s.db").exists()
+
+
 def _dump(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:

@@ -494,11 +494,18 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         if note := _cpu_threads_note(backend, space, opts.mode):
             console.print(note, markup=False)
 
+    from advisor.tune.budget import BudgetTooSmall
+
     ran = ran if ran is not None else [0]
     with LiveProgress(console, opts) as live:
-        result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
-                          on_start=_also(live.start, _left_out_note(console)), on_trial=_counting(ran, live.trial_done),
-                          on_stage=live.stage)
+        try:
+            result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
+                              on_start=_also(live.start, _left_out_note(console)),
+                              on_trial=_counting(ran, live.trial_done), on_stage=live.stage)
+        except BudgetTooSmall as e:  # refused before the header: say where a budget not given as --budget came from
+            if budget_note == "--budget":
+                raise
+            raise e.named(budget_note) from None
     ran[0] = result.n_trials_run
     name = shlex.quote(result.study_name)
     if result.interrupted:  # --more N: the same command would run N more, not what this run had left

@@ -31,6 +31,22 @@ PLAN_KNOBS = ("hot_fraction", "hot_format")
 """Precision knobs besides the per-group formats `fmt_g*`."""
 
 
+class BudgetTooSmall(UserError):
+    """No configuration of the space fits the study's budget. Its line names the budget's source when the user gave
+    none (`named`): a space's default share of the model refused as 'raise --budget' left them to guess where a
+    budget they never typed came from."""
+
+    def __init__(self, budget: int, what: str, alternative: str):
+        self.budget, self.what, self.alternative = budget, what, alternative
+        super().__init__(f"a budget of {format_bytes(budget, 2)} {what}: raise --budget{alternative}")
+
+    def named(self, source: str) -> UserError:
+        """The same refusal for a budget that `source` set (e.g. the space's default share of the model)."""
+        option = "--budgets" if "--budgets" in source else "--budget"
+        return UserError(f"a budget of {format_bytes(self.budget, 2)} ({source}) {self.what}: give a larger one "
+                         f"with {option}{self.alternative}")
+
+
 class BudgetFit:
     """Which cache sizes fit `budget_bytes` (None: every size) beside the other knobs, for one space and model.
 
@@ -76,14 +92,13 @@ class BudgetFit:
                 need = format_bytes(min(self.peak_bytes({**base, **a, k: cheapest, self.size: v}) for a in combos
                                         for v in (self.values[0], self.values[-1])), 2)  # least at an end
                 if self.shape.resident_bytes >= self.budget:
-                    raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold even the resident "
-                                    f"(non-expert) weights, {format_bytes(self.shape.resident_bytes, 2)} (counted: "
-                                    f"embeddings, attention, norms, routers, shared experts, LM head); the smallest "
-                                    f"configuration of the space needs {need}: raise --budget")
-                raise UserError(f"a budget of {format_bytes(self.budget, 2)} cannot hold the resident weights and one "
-                                f"expert per MoE layer in any format of the space ({format_bytes(self.shape.resident_bytes, 2)} "
-                                f"are resident{also}; the smallest configuration needs {need}); raise --budget or add a "
-                                "smaller format")
+                    raise BudgetTooSmall(self.budget, f"cannot hold even the resident (non-expert) weights, "
+                                         f"{format_bytes(self.shape.resident_bytes, 2)} (counted: embeddings, attention, "
+                                         f"norms, routers, shared experts, LM head); the smallest configuration of the "
+                                         f"space needs {need}", "")
+                raise BudgetTooSmall(self.budget, f"cannot hold the resident weights and one expert per MoE layer in "
+                                     f"any format of the space ({format_bytes(self.shape.resident_bytes, 2)} are "
+                                     f"resident{also}; the smallest configuration needs {need})", " or add a smaller format")
             if len(keep) < len(self.knobs[k].choices or ()):
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))
