@@ -156,3 +156,12 @@ def test_humaneval_completions_for_some_problems_say_what_the_score_covers(tmp_p
     text = " ".join(res.output.split())
     assert "pass@1: 100.0% (2/2;" in text, res.output
     assert "note: 162 of the 164 problems have no completion in" in text and "pass@k is over the 2 that do" in text
+
+
+def test_one_humaneval_completion_is_counted_in_the_singular(tmp_path):
+    """'HumanEval: 1 completions of 1/164 problems' - one completion is 'completion'."""
+    f = tmp_path / "one.jsonl"
+    f.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return False\n"}) + "\n")
+    res = CliRunner().invoke(app, ["eval", "--task", "humaneval", "--completions", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "HumanEval: 1 completion of 1/164 problems from" in " ".join(res.output.split()), res.output

@@ -11,7 +11,7 @@ from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_o
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
-from advisor.units import MAX_LENGTH
+from advisor.units import MAX_LENGTH, count
 
 
 def register(app: typer.Typer) -> None:
@@ -170,7 +170,8 @@ def _score_completions(
     out = Console()
     n_total = len(problems)
     out.print(
-        f"HumanEval: {scores.n_samples} completions of {scores.n_problems}/{n_total} problems from {escape(path)}, "
+        f"HumanEval: {count(scores.n_samples, 'completion')} of {scores.n_problems}/{n_total} problems from "
+        f"{escape(path)}, "
         "run as written (prompt + completion), each in the sandbox"
     )
     passed = sum(c for _n, c in scores.per_task.values())
