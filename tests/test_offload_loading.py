@@ -256,6 +256,9 @@ def test_inspect_budget_answers_what_fits(dirs):
     assert "> --budget 117.19 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output
     for fmt in ("bf16", "int8", "int4"):
         assert f"│ {fmt}" in result.output
+    # the checkpoint has no tokenizer: tune probes seeded random ids, not the task's prompts ('task toy', it said)
+    assert ("`advisor tune`'s default workload: space dllm, seeded random token ids (no tokenizer: not the toy "
+            "task's prompts)") in " ".join(result.output.split())
 
 
 def _broken(tmp_path: Path, dirs, how: str) -> Path:

@@ -99,8 +99,9 @@ def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str]:
     space = load_space(default_space(spec, loaded.is_diffusion))
     task = get_task(space.evaluation.task, seed=space.evaluation.seed)
     backend = ModelBackend(loaded, task, space.evaluation)
-    return backend.shape, (f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, "
-                           f"task {backend.task_name}")
+    prompts = (f"task {backend.task_name}" if loaded.tokenizer is not None else  # as tune's note says for it
+               f"seeded random token ids (no tokenizer: not the {backend.task_name} task's prompts)")
+    return backend.shape, f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, {prompts}"
 
 
 def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
