@@ -1334,3 +1334,22 @@ def test_profiles_dir_without_gpu_is_refused_not_ignored(tmp_path):
         r = advisor(*args, "--storage", db, "--budget", "1.5MiB", "--profiles-dir", str(tmp_path), cwd=tmp_path,
                     timeout=120)
         one_error_line(r, "--profiles-dir needs --gpu NAME")
+
+
+@pytest.mark.parametrize("device", ["mps", "meta"])
+def test_a_device_torch_knows_but_the_runtime_does_not_is_one_line(tmp_path, monkeypatch, device):
+    """`--device mps` passed the device check (torch parses it) and ended in a RuntimeError traceback, exit 1,
+    when the first checkpoint tensor was moved there; only cpu and cuda run, so it is refused in one line."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for args in (["tune", "--device", device, "--trials", "1", "--storage", str(tmp_path / "s.db")],
+                 ["eval", "bundled", "--device", device, "--precision", "int4", "--limit", "1"]):
+        r = CliRunner().invoke(app, args)
+        assert isinstance(r.exception, UserError), (r.output, r.exception)
+        assert str(r.exception) == (f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; "
+                                    "use cpu, cuda or cuda:N")
+    assert not (tmp_path / "s.db").exists()

@@ -193,8 +193,14 @@ def _check_device(device: str | torch.device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise UserError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from e
+    if dev.type not in ("cpu", "cuda"):  # mps, xpu, meta ...: torch parses them; the loader, runtime and copies
+        raise UserError(f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; use cpu, "  # (a
+                        "cuda or cuda:N")  # traceback from the first tensor moved there, after the checks)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device '{device}' requested but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                        f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 
