@@ -9,6 +9,11 @@ class UserError(Exception):
     exit_code = 2
 
 
+STORAGE_WHAT = "a database URL or SQLite path (without it: sqlite:///studies/advisor.db)"
+"""What `--storage ''` (an unset "$DB") is asked for: taking the default file there instead tuned, read or exported
+another database - for a worker of a shared PostgreSQL study, a private SQLite file - without a word."""
+
+
 def refuse_empty(options: dict[str, str | None], what: str = "a value") -> None:
     """`UserError` for an option given as '' (an unset "$VAR"): taking the default instead (another model,
     space, study, or no memory cap) would change the answer without a word."""

@@ -864,22 +864,6 @@ def test_a_share_given_to_budget_names_budgets_which_takes_shares(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
-def test_empty_storage_means_the_default_database_for_recommend_and_export(tmp_path):
-    """`--storage ""` (an unset "$DB") reads studies/advisor.db, as `studies` and `pareto` do: it neither opens
-    an empty in-memory database ("no front in ") nor leaves an empty studies/advisor.db behind."""
-    for args in (["recommend", "--storage", ""], ["export", "x", "1", "--to", "json", "--storage", ""]):
-        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "no advisor database at studies/advisor.db")
-        assert not (tmp_path / "studies").exists()
-    (tmp_path / "studies").mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db",
-                tmp_path / "studies" / "advisor.db")
-    r = advisor("recommend", "--storage", "", "--budget", "2MiB", cwd=tmp_path, timeout=120)
-    assert r.returncode == 0 and "Recommended: study 'bundled-example'" in r.stdout, r.stdout + r.stderr
-    r = advisor("export", "--from-recommend", "--to", "json", "--storage", "", "--budget", "2MiB", cwd=tmp_path,
-                timeout=120)
-    assert r.returncode == 0 and json.loads(r.stdout)["source"]["study"] == "bundled-example", r.stdout + r.stderr
-
-
 def test_host_memory_on_a_model_loaded_whole_in_replay_is_refused_not_ignored(tmp_path):
     """`--host-memory 1KiB` on the bundled model loaded whole (--resident), in replay: no host store is packed,
     so the cap limited nothing and the study ran without a word. Offloaded (the quick space's default budget is
@@ -1353,3 +1337,31 @@ def test_a_device_torch_knows_but_the_runtime_does_not_is_one_line(tmp_path, mon
         assert str(r.exception) == (f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; "
                                     "use cpu, cuda or cuda:N")
     assert not (tmp_path / "s.db").exists()
+
+
+def test_an_empty_storage_or_report_directory_is_refused_not_taken_for_the_default(tmp_path, monkeypatch):
+    """`--storage "$DB"` with DB unset read, tuned into or exported from sqlite:///studies/advisor.db of the current
+    directory without a word (a worker of a shared PostgreSQL study tuned into a private SQLite file), and
+    `report -o "$OUT"` wrote the report into the current directory; each is one line now, nothing written."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db",
+                tmp_path / "studies" / "advisor.db")  # the default database, which '' used to open
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    storage = "--storage is empty; give a database URL or SQLite path (without it: sqlite:///studies/advisor.db)"
+    for args, needle in ((["tune", "--space", "nosuch", "--trials", "1"], storage),
+                         (["studies"], storage), (["pareto", "bundled-example", "--no-plots"], storage),
+                         (["recommend", "--budget", "2MiB"], storage),
+                         (["export", "bundled-example", "129", "--to", "json"], storage),
+                         (["report", "bundled-example"], storage)):
+        r = CliRunner().invoke(app, [*args, "--storage", ""])
+        assert isinstance(r.exception, UserError), (args, r.output)
+        assert str(r.exception).startswith(needle), str(r.exception)
+    r = CliRunner().invoke(app, ["report", "nosuch", "--storage", "studies/advisor.db", "-o", ""])
+    assert isinstance(r.exception, UserError) and str(r.exception).startswith("-o is empty; give a directory")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

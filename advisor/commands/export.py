@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from advisor.commands.recommend import STORAGE_HELP, build_query
-from advisor.errors import UserError
+from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
 
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         from advisor.files import write_atomic
         from advisor.recommend import load_points, recommend
 
+        refuse_empty({"--storage": storage}, STORAGE_WHAT)
         target = resolve_target(to)
         parse_options(target, option)  # bad options fail before the database is read
         off_note: str | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from advisor.commands import MAX_THREADS
-from advisor.errors import UserError, refuse_empty
+from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count
 
@@ -73,6 +73,7 @@ def register(app: typer.Typer) -> None:
         """The best stored configuration under a memory budget and an accuracy floor, and why."""
         from advisor.recommend import load_points, recommend, render
 
+        refuse_empty({"--storage": storage}, STORAGE_WHAT)
         q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
         rec = recommend(load_points(storage, study), q)
         tasks = _task_texts(storage, rec)

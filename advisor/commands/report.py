@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     def report(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL or SQLite path."),
-        out: Path | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
+        out: str | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
             None, "--memory", help="GPU memory for the equal-memory headline: a size (1.5MiB) or a share of the "
             "FP16 expert bytes on top of the resident weights (25%); several, comma-separated (10%,25%,50%), "
@@ -39,12 +39,14 @@ def register(app: typer.Typer) -> None:
         """Markdown + HTML report: transfer and time saved by INT8/INT4 experts + caching, and accuracy lost.
 
         From a tuned study: plots, the headline table at equal GPU memory, and how every number was obtained."""
-        from advisor.errors import UserError, refuse_empty
+        from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
         from advisor.report.study import build_report
         from advisor.results.preflight import check_storage
         from advisor.tune.budget import memory_specs
 
         refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
+        refuse_empty({"--storage": storage}, STORAGE_WHAT)
+        refuse_empty({"-o": out}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
         except ValueError as e:
@@ -61,7 +63,7 @@ def register(app: typer.Typer) -> None:
         def progress(message: str) -> None:  # a report takes minutes: say which step runs, and since when
             typer.echo(f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  {message} ...", err=True)
 
-        res = build_report(study, storage, out, memory=mem, block_lengths=lengths,
+        res = build_report(study, storage, None if out is None else Path(out), memory=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")

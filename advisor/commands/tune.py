@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from advisor.commands import MAX_THREADS
-from advisor.errors import UserError, refuse_empty
+from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
 
@@ -241,6 +241,7 @@ def register(app: typer.Typer) -> None:
 
         refuse_empty({"MODEL": model, "--task": task, "--data": data, "--space": space, "--sampler": sampler,
                       "--host-memory": host_memory}, "a value (see `advisor tune --help`)")
+        refuse_empty({"--storage": storage}, STORAGE_WHAT)
         sampler = sampler or DEFAULT_SAMPLER
         sampler_name(sampler)  # an unknown name fails before the model loads
         if mode not in ("replay", "live"):
@@ -311,6 +312,7 @@ def register(app: typer.Typer) -> None:
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
         """List the studies in a database: model, task, trials, Pareto-front size."""
+        refuse_empty({"--storage": storage}, STORAGE_WHAT)
         from rich.console import Console
         from rich.table import Table
 
@@ -364,6 +366,7 @@ def register(app: typer.Typer) -> None:
         import re
 
         refuse_empty({"--out": out}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
+        refuse_empty({"--storage": storage}, STORAGE_WHAT)
 
         from rich.console import Console
 
