@@ -1362,6 +1362,9 @@ def test_an_empty_storage_or_report_directory_is_refused_not_taken_for_the_defau
         r = CliRunner().invoke(app, [*args, "--storage", ""])
         assert isinstance(r.exception, UserError), (args, r.output)
         assert str(r.exception).startswith(needle), str(r.exception)
+    r = CliRunner().invoke(app, ["export", "", "129", "--to", "json", "--storage", "studies/advisor.db"])
+    assert isinstance(r.exception, UserError), r.output  # it said "no stored Pareto front for any study in ..."
+    assert str(r.exception) == "STUDY is empty; give a study name (see `advisor studies`) or leave the option out"
     r = CliRunner().invoke(app, ["report", "nosuch", "--storage", "studies/advisor.db", "-o", ""])
     assert isinstance(r.exception, UserError) and str(r.exception).startswith("-o is empty; give a directory")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before

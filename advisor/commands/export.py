@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
         from advisor.recommend import load_points, recommend
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
-        target = resolve_target(to)
+        refuse_empty({"STUDY": study}, "a study name (see `advisor studies`)")  # '' read every study's front, and
+        target = resolve_target(to)  # said none had one
         parse_options(target, option)  # bad options fail before the database is read
         off_note: str | None = None
         if from_recommend:
