@@ -1,4 +1,4 @@
-"""A PostgreSQL server that stops answering under a running tune: its processes paused (SIGSTOP here; a suspended
+"""A PostgreSQL server that stops answering, or restarts, under a running tune: its processes paused (SIGSTOP here; a suspended
 VM or container, a network partition without a reset look the same to the client: the connection stays open,
 no answer comes). The tune sat silent, and deaf to Ctrl-C and SIGTERM, until the server came back. Now a wait
 past ADVISOR_PG_NOTICE_S is said in one line, Ctrl-C/SIGTERM stop the tune at once (exit 130, every finished
@@ -80,6 +80,12 @@ class _Server:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
 
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every session ended at once (a query in progress cut, its transaction rolled
+        back unless its commit had reached the server), the server back a moment later."""
+        self._pg(self._ctl, "-D", self.dir / "data", "-l", self.dir / "log", "-w", "-m", "fast", "restart")
+        self.postmaster = int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.resume()
@@ -87,17 +93,19 @@ class _Server:
             self._pg(self._ctl, "-D", self.dir / "data", "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def count(self, state: str, study: str) -> int:
+    def trials(self, study: str) -> list:
         import optuna
 
         from advisor.results.storage import normalize_url
 
         storage = optuna.storages.RDBStorage(normalize_url(self.url))
         try:
-            trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
-            return sum(t.state.name == state for t in trials)
+            return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
         finally:
             storage.engine.dispose()
+
+    def count(self, state: str, study: str) -> int:
+        return sum(t.state.name == state for t in self.trials(study))
 
 
 @pytest.fixture(scope="module")
@@ -441,3 +449,55 @@ def test_a_reader_command_connecting_to_a_paused_server_says_its_own_limit_and_s
     assert note == (f"note: PostgreSQL at 127.0.0.1:{pg.port} has not answered for 0.5 s; still waiting up to 5 s "
                     "(the connect timeout) - Ctrl-C stops the command, nothing finished is lost\n"), (note, err)
     assert proc.returncode == 130, (out, err)
+
+
+def _measuring(proc: subprocess.Popen) -> int:
+    """The number of the trial the worker measures the accuracy of (held there: `--hold`)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("STAGE accuracy "):
+            return int(line.split()[-1])
+    raise AssertionError(f"the worker ended before measuring: {proc.communicate()}")
+
+
+def _restarted_once_waiting(pg: _Server, c, proc: subprocess.Popen, lock: str) -> None:
+    """`pg.restart()` once the worker's session waits for a lock the test's session `c` holds (`lock`: its
+    `pg_locks.locktype`): the write it is in the middle of is cut."""
+    for _ in range(200):
+        with c.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted "
+                        "AND l.locktype = %s AND a.application_name LIKE 'moe-advisor pid=%%'", (lock,))
+            if cur.fetchone()[0]:
+                break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the worker never waited for the {lock} lock: {proc.poll()}")
+    pg.restart()
+
+
+def test_a_restart_that_cuts_a_trials_result_in_flight_keeps_the_trial(pg, tmp_path):
+    """`pg_ctl restart -m fast` while a worker wrote a finished trial's result (its tell: the state and values,
+    one transaction): the worker stopped with one line, and the measured result was lost - the rerun ran the
+    trial again. The write is redone once the server is back: not committed, it is written now; committed
+    before the cut (its answer lost), the trial is found finished with these values, not told twice."""
+    import psycopg2
+
+    study, hold = "restart-tell", tmp_path / "hold"
+    proc = _worker(pg, study, "--trials", "3", "--hold", str(hold))
+    number = _measuring(proc)
+    c = psycopg2.connect(pg.url)
+    try:
+        with c.cursor() as cur:  # the trial's row held, as another transaction would: its tell waits there
+            cur.execute("SELECT t.trial_id FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = %s "
+                        "AND t.number = %s FOR NO KEY UPDATE OF t", (study, number))
+        hold.touch()
+        _restarted_once_waiting(pg, c, proc, "transactionid")
+    finally:
+        c.close()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert err == "", err
+    trials = pg.trials(study)  # (and the warm start's queued trials)
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
+    assert trials[number].state.name == "COMPLETE" and trials[number].values is not None
+

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from advisor.errors import UserError
 
@@ -144,6 +144,45 @@ def ride_out_restarts(engine: Engine, *, connected: bool = False) -> Engine:
             return connection
 
     return engine
+
+
+def connection_lost(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, is a PostgreSQL connection lost in the middle of a query:
+    the server restarted or stopped, or failed over, under it (SQLAlchemy's `connection_invalidated`) - not a
+    server this run gave up waiting for (`_Silence.leave`), nor a connection refused."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "connection_invalidated", False):
+            return not getattr(getattr(error, "orig", None), "left", False)
+        error = error.__cause__ or error.__context__
+    return False
+
+
+T = TypeVar("T")
+
+
+def redo_when_cut(write: Callable[[], T]) -> T:
+    """`write()`, done again where a PostgreSQL server restart (or failover) cut its connection in the middle of
+    it, until it goes through: the new connection waits for the server as any does after a restart
+    (`ride_out_restarts`), so the redo is given up - the cut's error raised, the run's one line - once the server
+    has refused connections for `reconnect_s` (or at once with ADVISOR_PG_RECONNECT_S=0), on Ctrl-C or SIGTERM,
+    or when the server stays silent (`watch_answers`). `write` must be one transaction that is safe to redo: the
+    cut rolled it back, unless its commit had reached the server and only the answer was lost - so doing it
+    twice must leave what doing it once does (an upsert, a delete and insert, a state change that checks the
+    state it finds)."""
+    deadline = None
+    while True:
+        try:
+            return write()
+        except Exception as e:
+            if not connection_lost(e) or stopping():
+                raise
+            now = time.monotonic()
+            deadline = now + reconnect_s() if deadline is None else deadline
+            if now >= deadline:
+                raise
+        time.sleep(0.1)
 
 
 STOP_AFTER_S = 1.0

@@ -23,9 +23,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import optuna
-from optuna.exceptions import StorageInternalError
+from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
+
+from advisor.results.reconnect import redo_when_cut
 
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
@@ -48,6 +50,42 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
             super().record_heartbeat(trial_id)
         except (SQLAlchemyError, StorageInternalError):  # the database is busy or gone: the next beat tries again
             pass
+
+    # The writes that end a trial - its measured results and constraints (attributes), then its state and
+    # values - are redone where a PostgreSQL restart cut them (`reconnect.redo_when_cut`): the worker stopped
+    # there, and the measurement was lost (the rerun ran the trial again). An attribute is an upsert, so a
+    # second write of it leaves what the first did.
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        redo_when_cut(lambda: super(HeartbeatStorage, self).set_trial_user_attr(trial_id, key, value))
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        redo_when_cut(lambda: super(HeartbeatStorage, self).set_trial_system_attr(trial_id, key, value))
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        """Optuna's write of a trial's state (and values); one that finishes the trial is redone where a cut
+        lost it. A cut after its commit reached the server leaves the trial finished already, which Optuna's
+        check refuses to update again: the redo then reads it back and takes a COMPLETE (or PRUNED) trial with
+        these values for its own write (another worker finishing the same trial with the same values is as
+        good). A FAIL cannot be told from another worker's (failing it as stale): refused, as before. A claim
+        (RUNNING) is not redone: the worker stops there, no measurement lost."""
+        if not state.is_finished():
+            return super().set_trial_state_values(trial_id, state, values)
+        tries = 0
+
+        def write() -> bool:
+            nonlocal tries
+            tries += 1
+            try:
+                return super(HeartbeatStorage, self).set_trial_state_values(trial_id, state, values)
+            except UpdateFinishedTrialError:
+                if tries > 1 and state != TrialState.FAIL:
+                    stored = self.get_trial(trial_id)
+                    if stored.state == state and stored.values == (None if values is None else list(values)):
+                        return True  # the cut write: committed before its answer was lost
+                raise
+
+        return redo_when_cut(write)
 
 
 class SQLiteFileStorage(HeartbeatStorage):
