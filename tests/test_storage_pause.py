@@ -501,3 +501,32 @@ def test_a_restart_that_cuts_a_trials_result_in_flight_keeps_the_trial(pg, tmp_p
     assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
     assert trials[number].state.name == "COMPLETE" and trials[number].values is not None
 
+
+def test_a_restart_that_cuts_the_front_being_stored_is_redone(pg, tmp_path):
+    """`pg_ctl restart -m fast` while a worker stored the study's front after a trial (here: waiting for the front
+    lock another worker held): the worker stopped with one line though its trial was kept. The front - taken
+    under the lock, replaced in one transaction - is stored again once the server is back, and the run goes on."""
+    import zlib
+
+    import psycopg2
+
+    study, hold = "restart-front", tmp_path / "hold"
+    proc = _worker(pg, study, "--trials", "3", "--hold", str(hold))
+    number = _measuring(proc)
+    c = psycopg2.connect(pg.url)
+    try:
+        with c.cursor() as cur:  # another worker storing the front: this one's waits for it, after its tell
+            cur.execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(f"advisor_front:{study}".encode()),))
+        hold.touch()
+        _restarted_once_waiting(pg, c, proc, "advisory")
+    finally:
+        c.close()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert err == "", err
+    trials = pg.trials(study)
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
+    assert trials[number].state.name == "COMPLETE"
+    with contextlib.closing(psycopg2.connect(pg.url)) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM advisor_front WHERE study_name = %s", (study,))
+        assert cur.fetchone()[0] >= 1

@@ -30,7 +30,7 @@ from advisor.results import storage as st
 from advisor.results.config_view import STEPS_COUNTED
 from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint, trial_point
-from advisor.results.reconnect import stop_waiting_when, watch_answers
+from advisor.results.reconnect import redo_when_cut, stop_waiting_when, watch_answers
 from advisor.results.registry import register_study, touch_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
@@ -319,12 +319,17 @@ def front_points(study: Any) -> list[FrontPoint]:
 
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     """Store the study's front. Read under the lock: a front read before it (while another worker held it to
-    store a front with its newer trial) would overwrite that front and drop the other worker's trial."""
-    with _study_lock(engine, study.study_name):
-        points = front_points(study)
-        save_front(engine, study.study_name, points)
-        touch_study(engine, study.study_name)  # `advisor studies`' updated: when a trial last finished
-    return points
+    store a front with its newer trial) would overwrite that front and drop the other worker's trial. Done again
+    where a PostgreSQL restart cut it (`redo_when_cut`; the lock went with the session): the front is read
+    afresh and replaced in one transaction, so a redo leaves no half-written front."""
+    def store() -> list[FrontPoint]:
+        with _study_lock(engine, study.study_name):
+            points = front_points(study)
+            save_front(engine, study.study_name, points)
+            touch_study(engine, study.study_name)  # `advisor studies`' updated: when a trial last finished
+        return points
+
+    return redo_when_cut(store)
 
 
 def _check_decoding(study: Any, backend: Any) -> None:
