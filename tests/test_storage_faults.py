@@ -4,6 +4,7 @@ database and what to do; every finished trial is kept and the same command resum
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -591,3 +592,34 @@ def test_a_tiny_pg_wait_does_not_make_a_lock_holder_beat_in_a_busy_loop(monkeypa
     monkeypatch.setenv("ADVISOR_PG_WAIT_S", "inf")
     assert storage.beat_s() == 5.0
 
+
+@pytest.mark.postgres
+def test_a_restart_that_cuts_a_measurement_being_cached_keeps_it(server):
+    """A server restart (the link cut, back half a second later) while a worker stored what it had just measured
+    (`advisor_eval_cache`: a plan's fidelity or accuracy - minutes of a real model's evaluation): the trial failed
+    and the worker stopped with one line; the rerun measured that plan again. The row is written once the server
+    is back (a second insert of a row whose commit had landed is a duplicate key, taken as written)."""
+    import json
+
+    import optuna
+
+    proc = server.worker("--heartbeat", "1", "--grace", "1", "--delay", "0.2", "--trials", "3")
+    server.proxy.cut_on = b"INSERT INTO advisor_eval_cache"
+    deadline = time.monotonic() + 20
+    while server.proxy.cut_on is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    server.proxy.start()
+    out, err = proc.communicate(timeout=60)
+    assert server.proxy.cut_on is None, err  # the cut came where it was meant to
+    assert proc.returncode == 0, (out, err)
+    assert err == "", err
+    trials = optuna.load_study(study_name=server.study, storage=server.url).trials
+    done = [t.state for t in trials if t.state != optuna.trial.TrialState.WAITING]
+    assert done == [optuna.trial.TrialState.COMPLETE] * 3, [(t.number, t.state) for t in trials]
+    calls = json.loads(out.split("RESULT ", 1)[1])["calls"]
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(server.url.replace("+psycopg2", ""))) as c, c.cursor() as cur:
+        cur.execute("SELECT count(*) FROM advisor_eval_cache WHERE model_fingerprint = %s", (server.study,))
+        assert cur.fetchone()[0] == calls["fidelity"] + calls["accuracy"], calls  # each measurement stored

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from advisor.results.reconnect import redo_when_cut
 from advisor.results.store import EvalCacheRow, EvalLeaseRow, create_tables
 
 LEASE_S = 30.0
@@ -79,17 +80,24 @@ class EvalCache:
             study_name: str) -> None:
         if not all(math.isfinite(float(v)) for v in values.values()):
             return  # PostgreSQL's JSON has no NaN; not cached, so the same plan is measured again next time
-        row = EvalCacheRow(
-            model_fingerprint=key.model_fingerprint, task=key.task, plan_fingerprint=key.plan_fingerprint,
-            settings=key.settings, kind=key.kind, values={k: float(v) for k, v in values.items()},
-            sources=dict(sources), device=device, seconds=float(seconds), study_name=study_name,
-            created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-        )
-        try:
-            with Session(self.engine) as s, s.begin():
-                s.add(row)
-        except IntegrityError:
-            pass  # another worker measured the same plan first; its row stands
+        created_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+        def write() -> None:
+            row = EvalCacheRow(
+                model_fingerprint=key.model_fingerprint, task=key.task, plan_fingerprint=key.plan_fingerprint,
+                settings=key.settings, kind=key.kind, values={k: float(v) for k, v in values.items()},
+                sources=dict(sources), device=device, seconds=float(seconds), study_name=study_name,
+                created_at=created_at,
+            )
+            try:
+                with Session(self.engine) as s, s.begin():
+                    s.add(row)
+            except IntegrityError:
+                pass  # another worker measured the same plan first (or this write's cut commit landed); it stands
+
+        # the trial's measurement: a PostgreSQL restart that cut its write failed the trial and stopped the worker,
+        # and the rerun measured the plan again (minutes of a real model's evaluation)
+        redo_when_cut(write)
 
     def measure_once(self, key: CacheKey, measure: Callable[[], None], *, stop: Callable[[], bool] = lambda: False,
                      poll_s: float = 0.2, lease_s: float = LEASE_S) -> CachedEval | None:
@@ -117,8 +125,11 @@ class EvalCache:
         finally:
             done.set()
             renew.join()
-            with Session(self.engine) as s, s.begin():
-                s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.owner == owner)))
+            def release() -> None:
+                with Session(self.engine) as s, s.begin():
+                    s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.owner == owner)))
+
+            redo_when_cut(release)  # (after the measurement is stored: a cut here failed its trial too)
 
     def _claim(self, lease: str, owner: str, lease_s: float) -> bool:
         now = _utcnow()
