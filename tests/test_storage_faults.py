@@ -164,6 +164,80 @@ def test_a_worker_that_opened_a_new_file_holds_its_seeding_turn_so_it_is_not_rem
     assert result.n_trials_run == 2
 
 
+
+_SEEDING = """
+import sys, time
+from advisor.results.storage import sqlite_lock
+with sqlite_lock(sys.argv[1], "seed"):  # a worker seeding the study (measuring the CPU expert times: minutes)
+    print("HELD", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _seeding(url: str, seconds: float) -> subprocess.Popen:
+    """Another worker holding the file's seeding turn for `seconds`, beating (ADVISOR_SQLITE_TIMEOUT_S=1)."""
+    holder = subprocess.Popen([sys.executable, "-c", _SEEDING, url, str(seconds)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"})
+    assert holder.stdout is not None and holder.stdout.readline() == "HELD\n"
+    return holder
+
+
+def test_a_worker_waiting_for_a_stopped_holder_of_the_seeding_turn_says_so_and_gives_up(tmp_path):
+    """The SQLite file's seeding turn (`<file>.seed.lock`) held by a worker stopped while seeding (SIGSTOP, a
+    suspended machine): a worker waiting for it waited silently for ever. It says what it waits on, and gives up
+    in one line (exit code 2) once the holder's beat file has not changed for ADVISOR_SQLITE_TIMEOUT_S."""
+    db = tmp_path / "s.db"
+    holder = _seeding(f"sqlite:///{db}", 60)
+    try:
+        holder.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        out, err = _worker("--storage", f"sqlite:///{db}", "--study", "s", "--trials", "1",
+                           env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"}).communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        holder.kill()
+        holder.send_signal(signal.SIGCONT)
+        holder.wait()
+    line = _one_error_line(err)
+    held = f"the seeding turn of {db} ({db}.seed.lock), held by pid {holder.pid} on {socket.gethostname()}"
+    assert err.splitlines()[0] == (f"note: waiting for {held}, for 0.5 s; still waiting as long as its holder beats "
+                                   "(given up once it has not for 1 s, ADVISOR_SQLITE_TIMEOUT_S) - Ctrl-C stops the "
+                                   "command"), err
+    assert line.startswith(f"error: gave up waiting for {held}: its holder has not beaten for 1 s "
+                           "(ADVISOR_SQLITE_TIMEOUT_S) - a worker stopped or paused while seeding the study"), line
+    assert len(err.splitlines()) == 2 and waited < 15, (waited, err)
+    assert "READY" in out and "STAGE" not in out, out
+
+
+@pytest.mark.parametrize("beating", [True, False])
+def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_path, beating):
+    """A holder that beats (at work, here for 2.5 s: past ADVISOR_SQLITE_TIMEOUT_S=1) is waited for, as one that
+    does not beat at all (an advisor from before the beats: its silence says nothing) - the note says which."""
+    from filelock import FileLock
+
+    db = tmp_path / "s.db"
+    if beating:
+        holder = _seeding(f"sqlite:///{db}", 2.5)
+    else:
+        old = FileLock(f"{db}.seed.lock", thread_local=False)  # (released by the timer's thread)
+        old.acquire()
+        threading.Timer(2.5, old.release).start()
+    out, err = _worker("--storage", f"sqlite:///{db}", "--study", "s", "--trials", "1",
+                       env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"}).communicate(timeout=60)
+    assert '"n_trials_run": 1' in out, (out, err)
+    if beating:
+        holder.wait(timeout=10)
+        assert err == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by pid {holder.pid} on "
+                       f"{socket.gethostname()}, for 0.5 s; still waiting as long as its holder beats (given up once "
+                       "it has not for 1 s, ADVISOR_SQLITE_TIMEOUT_S) - Ctrl-C stops the command\n"), err
+    else:
+        assert err == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by another process, for "
+                       "0.5 s; still waiting for as long as it is held (its holder, an advisor from before "
+                       "2026-12-05, does not say that it works: if it is stopped, end it) - Ctrl-C stops the "
+                       "command\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db", "s.db.lock", "s.db.seed.lock"]  # no beat file left
+
+
 class _Proxy:
     """A TCP relay to the PostgreSQL server that can be cut (the server stopped or out of reach) and restored."""
 

@@ -251,8 +251,8 @@ def discard_unfinished(url: str) -> bool:
             for extra in ("-journal", "-wal", "-shm"):  # first: a journal left beside a new file would be replayed
                 Path(f"{path}{extra}").unlink(missing_ok=True)
             path.unlink()
-            for lock in ("lock", "seed.lock"):  # still held: a process that opens one now finds the file gone
-                Path(f"{path}.{lock}").unlink(missing_ok=True)
+            for lock in ("lock", "seed.lock", "seed.beat"):  # still held: a process that opens one now finds the
+                Path(f"{path}.{lock}").unlink(missing_ok=True)  # file gone (a beat file: a killed holder's)
     except (OSError, sqlite3.Error, UserError):
         return False
     return True
@@ -368,27 +368,143 @@ def sqlite_lock(url: str | URL, purpose: str = "", *, wait: bool = True) -> Iter
     tables, claiming or ending a trial, writing a front - short database work only. A `purpose` takes a lock
     file of its own (`<file>.<purpose>.lock`), for work that must be serialised but is too slow to hold the
     file's turn: seeding a study may measure the CPU expert times (seconds for a real model), which workers
-    of other studies ending their trials must not wait for. `wait=False`: one try, the `locked_database` line
-    at once if another process holds it. Re-entrant within a process; a no-op for other databases and
-    in-memory SQLite (one process)."""
+    of other studies ending their trials must not wait for; its holder beats meanwhile and its waiters give up
+    on one that stops beating (`_wait_for_turn`). `wait=False`: one try, the `locked_database` line at once if
+    another process holds it. Re-entrant within a process; a no-op for other databases and in-memory SQLite
+    (one process)."""
     path = sqlite_path(url)
     if path is None:
         yield
         return
     from filelock import FileLock, Timeout
 
-    if purpose:  # slow work of its own: wait as long as it takes
+    if purpose:  # slow work of its own: waited for as long as its holder beats
         lock = FileLock(f"{path}.{purpose}.lock", is_singleton=True)
     else:  # short work: held for long, it belongs to a stopped process (waiting would hang without a word)
         lock = FileLock(f"{path}.lock", timeout=sqlite_busy_timeout_s(), is_singleton=True)
+    outermost = not lock.is_locked  # (taken again inside itself: already beating)
     try:
-        lock.acquire(blocking=wait)
+        if purpose and wait and outermost:
+            _wait_for_turn(lock, path, purpose)
+        else:
+            lock.acquire(blocking=wait)
     except Timeout as e:
         raise locked_database(path) from e
     try:
-        yield
+        with _beating_file(Path(f"{path}.{purpose}.beat")) if purpose and outermost else contextlib.nullcontext():
+            yield
     finally:
         lock.release()
+
+
+def _holder_line() -> str:
+    """What the holder of a SQLite file's slow turn writes in its beat file, padded to one length per holder
+    (each beat overwrites it in place): its process and host, and a count that changes with each beat."""
+    import socket
+
+    return f"pid={os.getpid()} host={socket.gethostname()} beat="
+
+
+@contextmanager
+def _beating_file(beat: Path) -> Iterator[None]:
+    """While the block runs (a slow turn held), `beat` (`<file>.<purpose>.beat`) names this process and is
+    written again every `beat_s()`, from a thread: a process stopped or paused (SIGSTOP, a suspended machine or
+    container) writes no more, which its waiters see (`_wait_for_turn`). Removed before the turn is released,
+    so a beat file is there only while a beating holder holds the turn - or was killed holding it (SIGKILL:
+    the next holder writes it anew). A directory that cannot be written to: no beats (waiters cannot judge)."""
+    import threading
+
+    head, done, every = _holder_line(), threading.Event(), beat_s(sqlite_busy_timeout_s())
+    try:
+        fd = os.open(beat, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError:
+        yield
+        return
+
+    def write(n: int) -> None:  # (in place: one length per holder; only the beating thread writes once started)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{head}{n:012d}\n".encode())
+
+    def beats() -> None:
+        n = 1
+        while not done.wait(every):
+            try:
+                write(n)
+            except OSError:  # (a disk full: the holder's own work says what failed; beats only stop)
+                return
+            n += 1
+
+    thread = threading.Thread(target=beats, name="advisor-turn-beat", daemon=True)
+    try:
+        write(0)
+        thread.start()
+        yield
+    finally:
+        done.set()
+        if thread.is_alive():
+            thread.join()
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            beat.unlink()
+
+
+def _read_beat(beat: Path) -> str | None:
+    """The content of a beat file, None where there is none."""
+    try:
+        return beat.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def _wait_for_turn(lock: Any, path: Path, purpose: str) -> None:
+    """Take `lock` (`<path>.<purpose>.lock`, a slow turn: the seeding of a study), waiting while another process
+    holds it. A wait past `notice` (30 s, or half of ADVISOR_SQLITE_TIMEOUT_S where that is shorter) is said in
+    one `note:` line naming the turn and its holder; Ctrl-C or SIGTERM ends it (a KeyboardInterrupt: nothing is
+    written yet). A holder that beats (`_beating_file`) is waited for as long as it holds the turn; one whose beat
+    file has not changed for ADVISOR_SQLITE_TIMEOUT_S (60 s) of this wait - stopped, paused, or cut off from a
+    shared filesystem - is given up on in one line (a `UserError`). Changes are timed by this process's clock,
+    not by the file's modification time (another host's clock). A holder without a beat file - an advisor from
+    before 2026-12-05 - cannot be judged: waited for, as the note says."""
+    from filelock import Timeout
+
+    try:
+        lock.acquire(blocking=False)
+        return
+    except Timeout:
+        pass
+    beat = Path(f"{path}.{purpose}.beat")
+    what = f"the seeding turn of {path} ({lock.lock_file})" if purpose == "seed" else f"the turn {lock.lock_file}"
+    start = time.monotonic()
+    limit = sqlite_busy_timeout_s()
+    notice = min(30.0, limit / 2)
+    seen, changed = _read_beat(beat), start
+    said = False
+    while True:
+        try:
+            lock.acquire(timeout=min(0.2, limit / 5))
+            return
+        except Timeout:
+            pass
+        if stopping():
+            raise KeyboardInterrupt from None
+        now, content = time.monotonic(), _read_beat(beat)
+        if content != seen:
+            seen, changed = content, now
+        holder = re.match(r"pid=(\d+) host=(.*?) beat=", seen or "")
+        by = f"pid {holder[1]} on {holder[2]}" if holder else "another process"
+        if seen is not None and now - changed >= limit:
+            raise UserError(f"gave up waiting for {what}, held by {by}: its holder has not beaten for {limit:g} s "
+                            "(ADVISOR_SQLITE_TIMEOUT_S) - a worker stopped or paused while seeding the study "
+                            f"(SIGSTOP, a suspended machine or container); resume or end it (`fuser {lock.lock_file}` "
+                            "names it) and run the command again; finished trials are kept")
+        if not said and now - start >= notice:
+            said = True
+            upto = (f"as long as its holder beats (given up once it has not for {limit:g} s, "
+                    "ADVISOR_SQLITE_TIMEOUT_S)" if seen is not None else
+                    "for as long as it is held (its holder, an advisor from before 2026-12-05, does not say that it "
+                    "works: if it is stopped, end it)")
+            say_note(f"waiting for {what}, held by {by}, for {notice:g} s; still waiting {upto} - Ctrl-C stops "
+                     "the command")
 
 
 SCHEMA_LOCK_KEY = 727401
@@ -490,13 +606,14 @@ BEAT_FLOOR_S = 0.05
 """The shortest interval between a lock holder's beats (`beat_s`)."""
 
 
-def beat_s() -> float:
+def beat_s(limit: float | None = None) -> float:
     """How often a lock's holder that works without the server (`advisory_lock(beat=True)`) tells it it is alive:
     every 5 s, or a fifth of `answer_wait_s` where that is shorter, so its waiters see it answer well within it -
     but never more often than every `BEAT_FLOOR_S` (0.05 s): a tiny $ADVISOR_PG_WAIT_S (0.001) had the beating
     thread query the server in a busy loop. Below 0.25 s its waiters may therefore find a live holder silent for
-    longer than ADVISOR_PG_WAIT_S and give up on it, as such a short wait asks."""
-    return max(BEAT_FLOOR_S, min(5.0, answer_wait_s() / 5))
+    longer than ADVISOR_PG_WAIT_S and give up on it, as such a short wait asks. `limit`: another waiters' limit
+    than `answer_wait_s` (a SQLite file's slow turn: `sqlite_busy_timeout_s`)."""
+    return max(BEAT_FLOOR_S, min(5.0, (answer_wait_s() if limit is None else limit) / 5))
 
 
 @contextmanager

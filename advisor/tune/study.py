@@ -293,8 +293,9 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     when taken again inside itself - another study); an in-memory database has one process, so no lock. On
     PostgreSQL a wait for either is given up on once its holder's run has sent the server nothing for
     `ADVISOR_PG_WAIT_S` (`storage.advisory_lock`); the seed lock's holder, which measures without the server,
-    beats on its lock session meanwhile. A wait for a SQLite file's seeding turn has no time limit; one for its
-    turn ends after its busy timeout."""
+    beats on its lock session meanwhile. On a SQLite file the seeding turn's holder beats in a file beside it
+    (`<file>.seed.beat`), and a wait for it is given up on once that has not changed for its busy timeout
+    (`storage.sqlite_lock`); a wait for its turn ends after its busy timeout."""
     if engine.dialect.name != "postgresql":
         with st.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
             yield
