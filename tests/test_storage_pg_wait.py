@@ -473,3 +473,38 @@ def test_a_process_of_the_same_pid_and_host_is_not_taken_for_the_holder(pg_url, 
     assert error.startswith(f"gave up waiting for the front lock of study {study!r} (held by PostgreSQL pid "), error
     assert f" of moe-advisor pid={os.getpid()} id=" in error, error
     assert took < 4, (took, error)
+
+
+def test_engines_made_outside_a_run_do_not_take_each_others_work_for_the_holders(pg_url, study, monkeypatch):
+    """A program's engines made outside a `run_tune` call (`engine_for`, `open_storage`: a reader, a check, its
+    own use) all named themselves `moe-advisor pid=P id=TOKEN host=H`: one that held a lock and was stuck was
+    judged by the queries of every other such engine of its process - a worker waiting for it waited for as long
+    as the program worked. Each engine made outside a run has a number of its own now."""
+    import contextlib
+    import os
+    import threading
+    import zlib
+
+    from sqlalchemy import text
+
+    from advisor.results.store import engine_for
+
+    @contextlib.contextmanager
+    def held():  # an engine of this program holding the study's front lock, idle (stuck; 6 s at most)
+        engine = engine_for(pg_url)
+        c = engine.connect()
+        c.execute(text("SELECT pg_advisory_lock(:k)"), {"k": zlib.crc32(f"advisor_front:{study}".encode())})
+        c.commit()
+        release = threading.Timer(6, c.invalidate)  # (its session ends: the lock goes with it)
+        release.start()
+        try:
+            yield
+        finally:
+            release.cancel()
+            c.invalidate()
+            engine.dispose()
+
+    error, took = _gives_up_beside_work(pg_url, study, monkeypatch, held)
+    assert error.startswith(f"gave up waiting for the front lock of study {study!r} (held by PostgreSQL pid "), error
+    assert f" of moe-advisor pid={os.getpid()} id=" in error, error
+    assert took < 4, (took, error)

@@ -681,11 +681,17 @@ os.register_at_fork(after_in_child=lambda: _TOKEN.__setitem__(0, os.urandom(4).h
 
 
 @contextmanager
-def named_run() -> Iterator[None]:
+def named_run(*, outside_one: bool = False) -> Iterator[None]:
     """The PostgreSQL engines made in the block (in this thread or task) name themselves after one run of
     their own (`application_name`): a worker waiting for a lock judges whether its holder still works by the
     sessions of the holder's name only, so two `run_tune` calls in one process (threads) must not share one -
-    a waiter would count the other runs' queries, even its own, as the holder's and wait on a stopped one."""
+    a waiter would count the other runs' queries, even its own, as the holder's and wait on a stopped one.
+    `outside_one`: a number of its own only where the block is in no run - what `open_storage` and
+    `store.engine_for` make is one run's engines inside `run_tune`, and outside one (a reader, a check, a
+    program's own call) a run of its own each: they all shared the process's name."""
+    if outside_one and _RUN.get() is not None:
+        yield
+        return
     token = _RUN.set(next(_RUNS))
     try:
         yield
@@ -696,7 +702,8 @@ def named_run() -> Iterator[None]:
 def application_name() -> str:
     """This run's name for PostgreSQL: `moe-advisor pid=PID id=TOKEN.RUN host=HOST` - TOKEN random per
     process start (two containers on one host network can both be pid 1 of the same host name), RUN the
-    `named_run` of the engine (left out outside one) - in `pg_stat_activity` and in the note of a worker
+    `named_run` of the engine (`open_storage` and `store.engine_for` outside a run: one of its own; left
+    out for an engine made otherwise) - in `pg_stat_activity` and in the note of a worker
     waiting for a lock it holds. 63 bytes at most, the server's limit (a longer name is cut there): only the
     host name is cut, never what makes the name unique; characters outside printable ASCII (which the server
     would replace or escape) are '?'."""
@@ -796,6 +803,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+@named_run(outside_one=True)  # (outside a run: its engine and the schema lock's own, one name of their own)
 def open_storage(
     url: str | None,
     *,

@@ -33,7 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from advisor.errors import UserError
 from advisor.results.front import FrontPoint, check_stored
 from advisor.results.reconnect import ride_out_restarts
-from advisor.results.storage import engine_kwargs, normalize_url, schema_lock, unreadable_database
+from advisor.results.storage import engine_kwargs, named_run, normalize_url, schema_lock, unreadable_database
 
 
 class Base(DeclarativeBase):
@@ -137,6 +137,7 @@ def _point_from_row(r: FrontRow, objectives: dict[str, str] | None) -> FrontPoin
     )
 
 
+@named_run(outside_one=True)  # (made outside a `run_tune` call: a name of its own)
 def engine_for(url: str) -> Engine:
     """An engine for a SQLAlchemy URL; a plain path is taken as a SQLite file, and a PostgreSQL URL without a
     driver gets one that is installed."""
