@@ -451,28 +451,40 @@ def test_a_reader_command_connecting_to_a_paused_server_says_its_own_limit_and_s
     assert proc.returncode == 130, (out, err)
 
 
-def _measuring(proc: subprocess.Popen) -> int:
-    """The number of the trial the worker measures the accuracy of (held there: `--hold`)."""
+def _restarted_under(pg: _Server, tmp_path: Path, study: str, hold_sql: str, lock: str) -> int:
+    """A worker (3 trials) on `study` whose first accuracy is held (`--hold`) while the test's session runs
+    `hold_sql` (its `%(study)s` and `%(number)s`: the study and the trial measured), taking a lock the worker's
+    next writes wait for; then the worker goes on and, once its session waits for that lock (`lock`: its
+    `pg_locks.locktype`), the server restarts (`pg_ctl restart -m fast`): the write it is in the middle of is cut.
+    The worker ends as usual (exit code 0, nothing on stderr) with its 3 trials COMPLETE; returns the trial held."""
+    import psycopg2
+
+    hold = tmp_path / "hold"
+    proc = _worker(pg, study, "--trials", "3", "--hold", str(hold))
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("STAGE accuracy "):
-            return int(line.split()[-1])
-    raise AssertionError(f"the worker ended before measuring: {proc.communicate()}")
-
-
-def _restarted_once_waiting(pg: _Server, c, proc: subprocess.Popen, lock: str) -> None:
-    """`pg.restart()` once the worker's session waits for a lock the test's session `c` holds (`lock`: its
-    `pg_locks.locktype`): the write it is in the middle of is cut."""
-    for _ in range(200):
+    number = next((int(ln.split()[-1]) for ln in proc.stdout if ln.startswith("STAGE accuracy ")), None)
+    assert number is not None, f"the worker ended before measuring: {proc.communicate()}"
+    with contextlib.closing(psycopg2.connect(pg.url)) as c:
         with c.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted "
-                        "AND l.locktype = %s AND a.application_name LIKE 'moe-advisor pid=%%'", (lock,))
-            if cur.fetchone()[0]:
-                break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"the worker never waited for the {lock} lock: {proc.poll()}")
-    pg.restart()
+            cur.execute(hold_sql, {"study": study, "number": number})
+        hold.touch()
+        for _ in range(200):
+            with c.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
+                            " AND l.locktype = %s AND a.application_name LIKE 'moe-advisor pid=%%'", (lock,))
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the worker never waited for the {lock} lock: {proc.poll()}")
+        pg.restart()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert err == "", err
+    trials = pg.trials(study)  # (and the warm start's queued trials)
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
+    assert trials[number].state.name == "COMPLETE" and trials[number].values is not None
+    return number
 
 
 def test_a_restart_that_cuts_a_trials_result_in_flight_keeps_the_trial(pg, tmp_path):
@@ -480,26 +492,9 @@ def test_a_restart_that_cuts_a_trials_result_in_flight_keeps_the_trial(pg, tmp_p
     one transaction): the worker stopped with one line, and the measured result was lost - the rerun ran the
     trial again. The write is redone once the server is back: not committed, it is written now; committed
     before the cut (its answer lost), the trial is found finished with these values, not told twice."""
-    import psycopg2
-
-    study, hold = "restart-tell", tmp_path / "hold"
-    proc = _worker(pg, study, "--trials", "3", "--hold", str(hold))
-    number = _measuring(proc)
-    c = psycopg2.connect(pg.url)
-    try:
-        with c.cursor() as cur:  # the trial's row held, as another transaction would: its tell waits there
-            cur.execute("SELECT t.trial_id FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = %s "
-                        "AND t.number = %s FOR NO KEY UPDATE OF t", (study, number))
-        hold.touch()
-        _restarted_once_waiting(pg, c, proc, "transactionid")
-    finally:
-        c.close()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, (out, err)
-    assert err == "", err
-    trials = pg.trials(study)  # (and the warm start's queued trials)
-    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
-    assert trials[number].state.name == "COMPLETE" and trials[number].values is not None
+    # the trial's row held, as another transaction would: its tell (SELECT ... FOR UPDATE) waits there
+    _restarted_under(pg, tmp_path, "restart-tell", "SELECT t.trial_id FROM trials t JOIN studies s USING (study_id) "
+                     "WHERE s.study_name = %(study)s AND t.number = %(number)s FOR NO KEY UPDATE OF t", "transactionid")
 
 
 def test_a_restart_that_cuts_the_front_being_stored_is_redone(pg, tmp_path):
@@ -510,23 +505,10 @@ def test_a_restart_that_cuts_the_front_being_stored_is_redone(pg, tmp_path):
 
     import psycopg2
 
-    study, hold = "restart-front", tmp_path / "hold"
-    proc = _worker(pg, study, "--trials", "3", "--hold", str(hold))
-    number = _measuring(proc)
-    c = psycopg2.connect(pg.url)
-    try:
-        with c.cursor() as cur:  # another worker storing the front: this one's waits for it, after its tell
-            cur.execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(f"advisor_front:{study}".encode()),))
-        hold.touch()
-        _restarted_once_waiting(pg, c, proc, "advisory")
-    finally:
-        c.close()
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, (out, err)
-    assert err == "", err
-    trials = pg.trials(study)
-    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
-    assert trials[number].state.name == "COMPLETE"
+    study = "restart-front"
+    # another worker storing the front: this one's waits for it, after its tell
+    _restarted_under(pg, tmp_path, study, f"SELECT pg_advisory_lock({zlib.crc32(f'advisor_front:{study}'.encode())})",
+                     "advisory")
     with contextlib.closing(psycopg2.connect(pg.url)) as c, c.cursor() as cur:
         cur.execute("SELECT count(*) FROM advisor_front WHERE study_name = %s", (study,))
         assert cur.fetchone()[0] >= 1
