@@ -18,6 +18,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import (
+    config_in_use,
     formats_in,
     miss_text,
     policy_text,
@@ -142,7 +143,7 @@ def _point_dict(c: Candidate, q: Query, tasks: dict[str, str]) -> dict[str, Any]
         "task": p.task,  # the name, as --task matches it
         "task_text": tasks.get(p.study_name, p.task),  # as the text answer heads it: why a task was not run
         "device": p.device,
-        "config": p.config,
+        "config": config_in_use(p.config),  # no tau beside a policy without one
         "values": p.values,
         "sources": p.sources,
         "accuracy_floor": c.floor,

@@ -61,6 +61,18 @@ def tide_tau(config: Mapping[str, Any]) -> int:
     return int(config.get("tau") or 0) if config.get("policy") == "tide" else 0
 
 
+def config_in_use(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration as `recommend --json` shows it: for any policy but `tide`, without the `tau` a
+    trial drew beside it (in `params`, the sampler's draw) nor the top-level `tau: 0` - the policy has no refresh
+    interval, and the two read `params.tau: 1` beside `tau: 0`; a `tide` point keeps both, which agree."""
+    out = dict(config)
+    if out.get("policy") != "tide":
+        out.pop("tau", None)
+        if isinstance(out.get("params"), Mapping) and "tau" in out["params"]:
+            out["params"] = {k: v for k, v in out["params"].items() if k != "tau"}
+    return out
+
+
 def policy_text(config: dict[str, Any]) -> str:
     """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
     p, tau = str(config.get("policy", "?")), tide_tau(config)

@@ -1,0 +1,30 @@
+"""What a new user met in pass 8: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+
+
+def test_recommend_json_shows_tau_only_where_the_policy_has_one():
+    """`recommend --json` showed `params.tau: 1` beside `tau: 0` for an lru/flru point: the tau a trial drew beside a
+    policy without a refresh interval. Such a point shows neither; a tide point shows both, and they agree."""
+    from advisor.cli import app
+
+    seen = set()
+    for budget in ("2MiB", "8MiB"):
+        res = CliRunner().invoke(app, ["recommend", "--storage", str(EXAMPLE_DB), "--budget", budget, "--json"])
+        assert res.exit_code == 0, res.output
+        doc = json.loads(res.output)
+        for p in [doc["chosen"], *doc["alternatives"]]:
+            cfg = p["config"]
+            seen.add(cfg["policy"])
+            if cfg["policy"] == "tide":
+                assert cfg["tau"] == cfg["params"]["tau"] > 0, cfg
+            else:
+                assert "tau" not in cfg and "tau" not in cfg["params"], cfg
+    assert {"lru", "flru", "tide"} <= seen, seen
