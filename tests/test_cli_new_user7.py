@@ -28,3 +28,19 @@ def test_recommend_json_shows_tau_only_where_the_policy_has_one():
             else:
                 assert "tau" not in cfg and "tau" not in cfg["params"], cfg
     assert {"lru", "flru", "tide"} <= seen, seen
+
+
+def test_an_unknown_task_in_a_space_file_gives_its_file_and_line(tmp_path):
+    """A bad `evaluation.task` was refused as `unknown task 'bogus'; ...` without the file:line every other malformed
+    space-file value gives; it gives them now, before a model loads or a database is made."""
+    from advisor.cli import app
+
+    text = (EXAMPLE_DB.parent / "space.toml").read_text()
+    line = 1 + text.splitlines().index('task = "toy"')
+    space = tmp_path / "space.toml"
+    space.write_text(text.replace('task = "toy"', 'task = "bogus"'))
+    res = CliRunner().invoke(app, ["tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), "--trials", "1"])
+    assert res.exit_code != 0, res.output
+    assert str(res.exception) == (f"{space}:{line}: evaluation.task: unknown task 'bogus'; choose one of: toy, gsm8k, "
+                                  "humaneval"), res.exception
+    assert not (tmp_path / "s.db").exists()

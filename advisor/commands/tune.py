@@ -79,8 +79,10 @@ def check_study_name(name: str) -> None:
 
 
 def _get_task(space_obj, task: str | None, data: str | None):
-    from advisor.eval.tasks import get_task
+    from advisor.eval.tasks import TASKS, get_task
 
+    if task is None and space_obj.evaluation.task.strip().lower() not in TASKS:  # the file's, not --task's
+        space_obj.refuse("evaluation.task", TASKS.unknown.format(name=space_obj.evaluation.task, names=", ".join(TASKS)))
     return get_task(task or space_obj.evaluation.task, seed=space_obj.evaluation.seed, path=data)
 
 

@@ -238,6 +238,10 @@ class SearchSpace:
         return (f"the {self.name} space's precision.groups = {self.groups} is more than the model's "
                 f"{count(n_layers, 'MoE layer')}: tuning {count(n_layers, 'group')}, one per layer")
 
+    def refuse(self, key: str, what: str) -> None:
+        """Refuse the value of dotted `key` in this space's file with its file:line, as its parser does."""
+        raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {what}")
+
     def without_tokenizer(self, model: str) -> SearchSpace:
         """The space a model without a tokenizer (`model`) tunes, which has no task accuracy: this one when no
         objective is `accuracy`; a shipped space with its `accuracy` objective tuned as `fidelity_top1` (top-1
