@@ -44,3 +44,24 @@ def test_an_unknown_task_in_a_space_file_gives_its_file_and_line(tmp_path):
     assert str(res.exception) == (f"{space}:{line}: evaluation.task: unknown task 'bogus'; choose one of: toy, gsm8k, "
                                   "humaneval"), res.exception
     assert not (tmp_path / "s.db").exists()
+
+
+def test_storage_errors_show_the_url_as_the_user_gave_it(tmp_path):
+    """A --storage error named `postgresql+psycopg2://...` for a URL typed as `postgresql://...` (or `postgres://`):
+    the driver is advisor's choice, not what the user wrote. The lines show the URL as given, password masked."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    space = EXAMPLE_DB.parent / "space.toml"
+    for scheme in ("postgresql", "postgres"):
+        url = f"{scheme}://bob:s3cret@127.0.0.1:{port}/db"
+        for args in (["studies"], ["recommend", "--budget", "1GiB"], ["tune", "--space", str(space), "--trials", "1"]):
+            p = subprocess.run([sys.executable, "-m", "advisor", *args, "--storage", url], capture_output=True,
+                               text=True, cwd=tmp_path, timeout=60)
+            assert p.returncode == 2, (args, p.stdout, p.stderr)
+            assert f"{scheme}://bob:***@127.0.0.1:{port}/db" in p.stderr, (args, p.stderr)
+            assert "psycopg2://" not in p.stderr and "s3cret" not in p.stderr, (args, p.stderr)

@@ -223,7 +223,7 @@ def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends
     assert "Traceback" not in err, err
     lines = err.splitlines()
     assert len(lines) == 2 and "has not answered for 0.5 s; still waiting up to 1.5 s" in lines[0], err
-    assert lines[1].startswith("error: the database postgresql+psycopg2://postgres@127.0.0.1:"), err
+    assert lines[1].startswith("error: the database postgresql://postgres@127.0.0.1:"), err  # as given
     assert f"(PostgreSQL at 127.0.0.1:{pg.port} has not answered for 1.5 s (ADVISOR_PG_WAIT_S)); nothing finished is " \
            "lost" in lines[1], err
     assert waited < 5, err

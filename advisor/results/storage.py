@@ -261,9 +261,29 @@ def discard_unfinished(url: str) -> bool:
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)([^@\s]+)(@)")
 
 
-def mask_url(text: str) -> str:
-    """`text` with the password of every URL in it replaced by ***."""
+_GIVEN: dict[str, str] = {}
+"""The URLs `normalize_url` named psycopg2 in -> each as the user gave it (`postgresql://...`), which the lines
+that name a --storage URL show: `+psycopg2` is advisor's, not the user's."""
+
+
+def as_given(text: str) -> str:
+    """`text` with each URL that `normalize_url` gave a driver written as the user gave it."""
+    for url, given in _GIVEN.items():
+        text = text.replace(url, given)
+    return text
+
+
+def _masked(text: str) -> str:
     return _PASSWORD.sub(r"\1***\3", text)
+
+
+def mask_url(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***, each URL as the user gave it (`as_given`;
+    also where SQLAlchemy wrote an engine's URL with its password as ***)."""
+    text = _masked(as_given(text))
+    for url, given in _GIVEN.items():
+        text = text.replace(_masked(url), _masked(given))
+    return text
 
 
 def storage_flag(url: str) -> str:
@@ -274,7 +294,7 @@ def storage_flag(url: str) -> str:
 
     if normalize_url(url, create_dirs=False) == normalize_url(DEFAULT_STORAGE, create_dirs=False):
         return ""
-    return f" --storage {shlex.quote(_PASSWORD.sub(lambda m: m.group(1)[:-1] + '@', url))}"
+    return f" --storage {shlex.quote(_PASSWORD.sub(lambda m: m.group(1)[:-1] + '@', as_given(url)))}"
 
 
 def driver_reason(error: BaseException) -> str:
@@ -754,6 +774,8 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
                             f"the wait - write {mask_url('postgresql://' + rest)}")
         if importlib.util.find_spec("psycopg2") is None:
             raise UserError("psycopg2, advisor's PostgreSQL driver, is not installed; pip install psycopg2-binary")
+        if not driver:
+            _GIVEN[f"postgresql+psycopg2://{rest}"] = url
         url = f"postgresql+psycopg2://{rest}"
     url = _sqlite_uri_form(url)
     path = sqlite_path(url) if create_dirs else None
