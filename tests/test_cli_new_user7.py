@@ -65,3 +65,24 @@ def test_storage_errors_show_the_url_as_the_user_gave_it(tmp_path):
             assert p.returncode == 2, (args, p.stdout, p.stderr)
             assert f"{scheme}://bob:***@127.0.0.1:{port}/db" in p.stderr, (args, p.stderr)
             assert "psycopg2://" not in p.stderr and "s3cret" not in p.stderr, (args, p.stderr)
+
+
+def test_file_options_refuse_a_missing_directory_as_export_does(tmp_path):
+    """`advisor trace -o /missing/dir/t.npz` created the missing directories (so did `simulate --json` and
+    `quant-report --json`), while `export -o` and `eval --json` refuse a missing directory: a typo made a tree
+    of directories. Each refuses it in one line (exit 2: a UserError), before the model loads, and writes nothing."""
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    trace = tmp_path / "t.npz"
+    trace.write_bytes(b"")  # never read: the output is checked first
+    missing = tmp_path / "nonexistent" / "dir"
+    for args, out in ((["trace", "bundled", "-o"], "x.npz"), (["simulate", str(trace), "--slots", "2", "--json"],
+                                                             "x.json"), (["quant-report", "bundled", "--json"], "x.json"),
+                      (["export", "--from-recommend", "--budget", "8MiB", "--to", "json", "--storage", str(EXAMPLE_DB),
+                        "-o"], "x.json")):
+        res = CliRunner().invoke(app, [*args, str(missing / out)])
+        assert isinstance(res.exception, UserError) and res.exception.exit_code == 2, (args, res.output, res.exception)
+        assert str(res.exception) == f"cannot write {missing / out}: {missing} does not exist; give another path", \
+            (args, res.exception)
+        assert not missing.parent.exists(), args

@@ -79,7 +79,8 @@ def trace_cmd(
     from advisor.models.load import load_model
     from advisor.offload.trace import merge, record_trace
 
-    check_writable(output)  # before the model loads and decodes, not after
+    check_writable(output, create_dirs=False)  # before the model loads and decodes, not after; a missing
+    # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created
     torch.set_num_threads(threads or max(1, torch.get_num_threads()))
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)
@@ -109,7 +110,7 @@ def trace_cmd(
     trace = merge(traces)
     if synthetic:
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
-    path = trace.save(output)
+    path = trace.save(output, create_dirs=False)
     if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
         err.print(f"note: {loaded.name} has no tokenizer: traced {count(len(prompts), 'prompt')} of random token ids "
                   f"(seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"))
@@ -160,7 +161,7 @@ def simulate_cmd(
     from advisor.tune.display import human_bytes
 
     if json_out:
-        check_writable(json_out)
+        check_writable(json_out, create_dirs=False)  # a missing directory is refused, as by every file option
     trace = RoutingTrace.load(trace_file)
     names = POLICIES if policy == "all" else [p.strip() for p in policy.split(",")]
     for name in names:
@@ -227,7 +228,7 @@ def simulate_cmd(
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
              "precision": precision or trace.meta.get("dtype"), "link": {"name": link.name, "source": link.source},
-             "results": out}, indent=2))
+             "results": out}, indent=2), create_dirs=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
         if json_out:
             from advisor.files import check_writable
 
-            check_writable(json_out)  # before the model loads and every expert is measured
+            check_writable(json_out, create_dirs=False)  # before the model loads and every expert is measured (a
+            # missing directory is refused, as by every file option)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()
@@ -161,5 +162,5 @@ def register(app: typer.Typer) -> None:
 
             target = write_atomic(json_out, json.dumps(
                 {"model": loaded.name, "fingerprint": loaded.fingerprint, "device": loaded.device.type, "rows": rows},
-                indent=1))
+                indent=1), create_dirs=False)
             console.print(f"wrote {len(rows)} rows to {target}")
