@@ -29,7 +29,7 @@ def test_front_rows_name_the_miss_policy_and_tides_tau(tmp_path):
     assert "trial 11: int2; 64 slots/layer, lru, misses hybrid" in out
     assert "trial 14: fp16; 1 slot/layer, lru, misses hybrid" in out  # singular: "1 slots/layer" read wrong
     # `*` marks the study's objectives (time_per_token, accuracy, peak_gpu_bytes), as `tune` prints the front
-    assert "ms/token * 0.119 · H2D/token 8.50 KiB · accuracy * 0.935" in out and "peak GPU * 1.76 MiB" in out
+    assert "time ms/tok * 0.119 · H2D/token 8.50 KiB · accuracy * 0.935" in out and "peak GPU * 1.76 MiB" in out
     # four TIDE trials with tau 1/2/4/8 are four rows, not one "trial 153, 154, 155, 156: ... tide"
     for n, tau in zip((153, 154, 155, 156), (1, 2, 4, 8), strict=True):
         assert f"trial {n}: int2; 64 slots/layer, tide (tau {tau}), misses hybrid" in out
@@ -209,8 +209,8 @@ def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     first = advisor("tune", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
     assert "2 prompts" in first and "accuracy evaluations this run: 1 for 1" in first, first
     second = advisor("tune", "--space", "q4.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
-    legend = [ln for ln in second.splitlines() if ln.strip().startswith("fidelity_top1:")]
-    assert legend and "4 prompts" in legend[0], second
+    legend = " ".join(second.split()).split(" fidelity_top1 [top-1 agree]: ")[1:]  # (the legend line wraps)
+    assert legend and legend[0].split(")")[0].endswith(",4 prompts,cpu"), second
     assert "accuracy evaluations this run: 0 for 1 distinct precision plan in the study (1 reused from the cache" \
         in " ".join(second.split()), second
 

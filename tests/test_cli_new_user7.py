@@ -86,3 +86,27 @@ def test_file_options_refuse_a_missing_directory_as_export_does(tmp_path):
         assert str(res.exception) == f"cannot write {missing / out}: {missing} does not exist; give another path", \
             (args, res.exception)
         assert not missing.parent.exists(), args
+
+
+def test_the_pareto_blocks_say_which_ms_per_token_each_value_is(tmp_path):
+    """At 80 columns the blocks showed `ms/token` while the legend listed two milliseconds-per-token metrics
+    (time_per_token, transfer_ms_per_token) and a third was `latency ms/tok`: which was the column took the README.
+    Each is its own short header now, and the legend names the column of each metric it shows."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(EXAMPLE_DB, tmp_path / "ex.db")
+    out = subprocess.run([sys.executable, "-m", "advisor", "pareto", "bundled-example", "--storage", "ex.db",
+                          "--no-plots"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "COLUMNS": "80"}).stdout
+    block = out.split("\ntrial 11: ")[1].split("\ntrial ")[0]
+    shown = re.findall(r"([a-zA-Z][\w/ -]*?) \*? ?[\d.]+(?: [KMG]iB)?(?: · |\n|$)", block)
+    assert "time ms/tok" in shown and "latency ms/tok" in shown and "ms/token" not in block, block
+    legend = " ".join(out.split("\n  accuracy")[1].split())  # unwrapped
+    assert "time_per_token [time ms/tok]: modelled:" in legend and "latency_ms_per_token [latency ms/tok]:" in legend
+    assert "transfer_ms_per_token: modelled:" in legend, legend  # in the legend, no column
+    for label in shown:  # every column the block shows is named in the legend
+        assert f"[{label}]" in legend or label == "accuracy", (label, legend)

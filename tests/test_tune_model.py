@@ -194,4 +194,4 @@ def test_tune_labels_fidelity_with_the_prompts_it_compared(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
-    assert re.search(r"fidelity_top1: measured:logits-vs-fp32\(\d+ positions,3 prompts,cpu\)", text), r.stdout
+    assert re.search(r"fidelity_top1 \[top-1 agree\]: measured:logits-vs-fp32\(\d+ positions,3 prompts,cpu\)", text), r.stdout

@@ -18,7 +18,7 @@ from advisor.results.config_view import miss_text, policy_text
 from advisor.results.front import FrontPoint
 
 _UNITS = {
-    "time_per_token": ("ms/token", "ms"),
+    "time_per_token": ("time ms/tok", "ms"),  # distinct from transfer's and latency's ms per token
     "h2d_bytes_per_token": ("H2D/token", "bytes"),
     "transfer_ms_per_token": ("transfer ms/tok", "ms"),
     "latency_ms_per_token": ("latency ms/tok", "ms"),
@@ -129,17 +129,21 @@ def print_front(console: Console, points: Sequence[FrontPoint], title: str, obje
                 [(_label(m, objectives), v) for m, v in zip(cols, cells[2:], strict=True)])
                for cells, trials in rows.items()]
     print_fitted(console, front_table(points, title, objectives, front_rows), records, wide=wide)
-    for line in sources_legend(points):
-        console.print(f"  [dim]{line}[/dim]")
+    for line in sources_legend(points, cols):
+        console.print(f"  {line}", style="dim", markup=False)
 
 
-def sources_legend(points: Sequence[FrontPoint]) -> list[str]:
-    """One line per metric: every distinct full source string (what `*` columns were measured with)."""
+def sources_legend(points: Sequence[FrontPoint], columns: Sequence[str] = ()) -> list[str]:
+    """One line per metric: every distinct full source string (what `*` columns were measured with), a metric
+    shown as one of `columns` named with its column's header (`time_per_token [time ms/tok]`): three metrics are
+    milliseconds per token, and the legend lists them all."""
     lines = []
     metrics = sorted({m for p in points for m in p.sources})
     for m in metrics:
         srcs = sorted({p.sources[m] for p in points if m in p.sources})
-        lines.append(f"{m}: {'; '.join(srcs)}")
+        label = _UNITS.get(m, (m,))[0]
+        shown = f" [{label}]" if m in columns and label != m else ""
+        lines.append(f"{m}{shown}: {'; '.join(srcs)}")
     return lines
 
 
