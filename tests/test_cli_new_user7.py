@@ -110,3 +110,39 @@ def test_the_pareto_blocks_say_which_ms_per_token_each_value_is(tmp_path):
     assert "transfer_ms_per_token: modelled:" in legend, legend  # in the legend, no column
     for label in shown:  # every column the block shows is named in the legend
         assert f"[{label}]" in legend or label == "accuracy", (label, legend)
+
+
+def test_a_workers_last_line_counts_the_trials_its_peers_finished_after_its_own(tmp_path, monkeypatch):
+    """A worker of a shared study (`--trials 6`) whose peers finished trials after its own last one ended on
+    `tuning 5/6` above a front of the study's 7 finished trials: the line was counted at its last trial. It ends on
+    what the study holds when the run stops (here `--trials 3`: 2 of this worker's, then 2 of its peers')."""
+    import re
+
+    import optuna
+    from tune_helpers import FakeBackend, small_space
+
+    import advisor.commands.tune as tune_cmd
+    import advisor.tune.study as study_mod
+    from advisor.cli import app
+
+    real = study_mod.run_tune
+
+    def with_peers(*a, on_trial, **k):
+        def then_a_peer_finishes_two(study, trial, objective):
+            on_trial(study, trial, objective)
+            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if len(done) == 2:  # this worker's last: two peers finish theirs (copies of it) meanwhile
+                for _ in range(2):
+                    study.add_trial(optuna.trial.create_trial(
+                        params=trial.params, distributions=trial.distributions, values=trial.values,
+                        user_attrs=trial.user_attrs))
+        return real(*a, on_trial=then_a_peer_finishes_two, **k)
+
+    monkeypatch.setattr(study_mod, "run_tune", with_peers)
+    monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (FakeBackend(), small_space()))
+    res = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["tune", "--trials", "3", "--storage", str(tmp_path / "s.db"),
+                                                        "--study", "s"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("tuning "))
+    front = re.search(r"Pareto front of study s \((\d+) points?; 4 finished trials", res.output)
+    assert front and re.match(rf"tuning \S* ?4/3 front {front[1]} ", line), res.output  # (\S*: the bar)

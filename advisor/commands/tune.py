@@ -507,6 +507,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
                               on_start=_also(live.start, _left_out_note(console)),
                               on_trial=_counting(ran, live.trial_done), on_stage=live.stage)
+            live.finish(result.n_complete, len(result.front))  # peers may have finished trials after its last one
         except BudgetTooSmall as e:  # refused before the header: say where a budget not given as --budget came from
             if budget_note == "--budget":
                 raise

@@ -223,6 +223,14 @@ class LiveProgress:
             self.progress.update(self.task, advance=int(trial.state.name == "COMPLETE"))
         self.progress.update(self.task, front=_front_size(study), info=f"#{trial.number} {stage}")
 
+    def finish(self, n_complete: int, front_size: int) -> None:
+        """The study as it ended: its front and, with `--trials N`, its finished trials when this run stopped -
+        a peer sharing the study may have finished trials after this worker's last one, and the line (counted at
+        that trial) said `5/6` of a study that ended with 7; `--more N` keeps this run's count."""
+        self.progress.update(self.task, front=front_size)
+        if self.opts.total_trials is not None:
+            self.progress.update(self.task, completed=n_complete)
+
 
 def _front_size(study: Any) -> int:
     """The study's current front size for the live line (a resumed study starts from its stored front)."""
