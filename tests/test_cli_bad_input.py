@@ -514,7 +514,7 @@ def test_budget_too_small_for_an_offloaded_model_says_what_it_must_hold(tmp_path
     r = advisor("tune", "--budget", "1.27MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "a budget of 1.27 MiB cannot hold the resident weights", "(1.23 MiB are resident, ",
                    "KiB of activations, and staging buffers for the experts that stream past the cache; "
-                   "the smallest configuration needs 1.43 MiB)")
+                   "the smallest configuration needs 1.83 MiB)")
     assert not (tmp_path / "s.db").exists()
 
 

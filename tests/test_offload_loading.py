@@ -246,14 +246,15 @@ def test_eval_on_an_offloaded_model(tmp_path):
 
 
 def test_inspect_budget_answers_what_fits(dirs):
-    result = CliRunner().invoke(app, ["inspect", str(dirs["llada_moe"]), "--budget", "120KB"], env={"COLUMNS": "220"})
+    result = CliRunner().invoke(app, ["inspect", str(dirs["llada_moe"]), "--budget", "150KB"], env={"COLUMNS": "220"})
     assert result.exit_code == 0, result.output
-    # one column per miss policy: the activation allowance of a decoding step (its block's logits) leaves room for
-    # slots at this budget; one forward's logits of every position left none ("slots/layer that fit": none)
+    # one column per miss policy: the activation allowance of a decoding step (the bytes its tensors hold: the block's
+    # logits, their float64 softmax) leaves room for slots at this budget; one forward's logits of every position left
+    # none ("slots/layer that fit": none)
     assert "resident weights" in result.output and "slots/layer, copied misses" in result.output
     assert "offloaded" in result.output
-    # sizes in the unit that reads: a 120 KB budget is not "0.00 GiB" (it was)
-    assert "> --budget 117.19 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output
+    # sizes in the unit that reads: a 150 KB budget is not "0.00 GiB" (a 120 KB one was)
+    assert "> --budget 146.48 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output
     for fmt in ("bf16", "int8", "int4"):
         assert f"│ {fmt}" in result.output
     # the checkpoint has no tokenizer: tune probes seeded random ids, not the task's prompts ('task toy', it said)

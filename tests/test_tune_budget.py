@@ -72,7 +72,8 @@ def test_cli_tight_budget_runs_nothing_over_budget_and_starts_from_the_most_cach
     from advisor.tune.model_backend import model_shape
 
     shape = model_shape(load_model("bundled"))
-    budget = bf16_expert_budget(shape, 0.1)
+    # offloaded, the activation allowance (~0.42 MiB at 8 new tokens) and staging buffers need more than 10%
+    budget = bf16_expert_budget(shape, 0.1 if placement == "--resident" else 0.25)
     (tmp_path / "space.toml").write_text(CLI_SPACE)
     url = f"sqlite:///{tmp_path}/cli.db"
     r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "bundled",
@@ -203,7 +204,7 @@ def test_cpu_misses_buy_more_cache_under_the_same_budget(tmp_path):
     from advisor.tune.model_backend import model_shape
 
     shape = model_shape(load_model("bundled"))
-    budget = bf16_expert_budget(shape, 0.25)
+    budget = bf16_expert_budget(shape, 0.3)  # at 0.25 the 426 KiB activation allowance leaves copied misses no slot
     space = CLI_SPACE.replace('formats = ["bf16", "int8", "int4"]', 'formats = ["int8"]').replace(
         'policies = ["lru", "lfu"]', 'policies = ["lru"]\nprefetch = ["none"]\nmiss = ["copy", "cpu"]')
     (tmp_path / "space.toml").write_text(space)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -26,7 +26,7 @@ from advisor.models.samplers import ForwardInfo, llada2_canvas, llada2_generate,
 OnForward = Callable[[ForwardInfo], None]
 
 __all__ = ["ForwardInfo", "OnForward", "decoded_block_length", "generate", "generate_text", "new_tokens",
-           "random_prompt", "steps_per_block", "widest_step"]
+           "random_prompt", "steps_per_block", "StepWindow", "widest_step"]
 
 
 def generate(
@@ -67,41 +67,79 @@ class _Stop(Exception):
     """Ends `widest_step`'s decoding before its next forward."""
 
 
+class StepWindow(Protocol):
+    """What `widest_step` tells a meter: the step it measures begins (before its forward) / has ended."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def widest_step(loaded: LoadedModel, input_ids: torch.LongTensor, *, max_new_tokens: int, steps: int | None = None,
-                block_length: int | None = None, **options: Any) -> int | None:
+                block_length: int | None = None, window: StepWindow | None = None, **options: Any) -> str | None:
     """Run, through `generate` itself, only the decoding step of `generate` with these arguments whose forward runs
     over the most positions - that forward (logits of the block being decoded only, as decoding computes them) and
     the sampler's work on its logits - and stop before the next forward: what an activation probe measures without
-    decoding everything. Returns the positions that forward ran over.
+    decoding everything; `window` is opened as that step begins and closed when it has ended. Returns what ran, in
+    words.
 
     LLaDA-MoE's forwards all run over prompt + its whole blocks: its first step. LLaDA2's run over the canvas cut
     after the block being decoded, so its last block's are the widest: that block is decoded as the first one after
     a prompt that fills the canvas before it (mask tokens where decoding would have committed tokens: the same
     shapes). None, running nothing, for families decoded by transformers' generate (autoregressive, DiffusionGemma),
     whose forwards are not this project's sampler's."""
+    window = window or _NoWindow()
     if loaded.family == "llada_moe":
         block, num_blocks, _ = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
-        width = input_ids.shape[1] + num_blocks * block
-    elif loaded.family == "llada2":
+        _measured(loaded, input_ids, window, 0, 1, max_new_tokens=max_new_tokens, steps=steps,
+                  block_length=block_length, **options)
+        return f"first step over {input_ids.shape[1] + num_blocks * block} positions"
+    if loaded.family == "llada2":
         block = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
         width = llada2_canvas(input_ids.shape[1] + max_new_tokens, block)
         before = width - block - input_ids.shape[1]  # positions of earlier blocks past the prompt
         if before > 0:
-            fill = input_ids.new_full((input_ids.shape[0], before), _mask_id(loaded))
-            input_ids, max_new_tokens = torch.cat([input_ids, fill], dim=1), block
-    else:
-        return None
+            input_ids, max_new_tokens = _filled(input_ids, before, _mask_id(loaded)), block
+        _measured(loaded, input_ids, window, 0, 1, max_new_tokens=max_new_tokens, steps=steps,
+                  block_length=block_length, **options)
+        return f"last block's first step over {width} positions"
+    return None
 
-    def stop(info: ForwardInfo) -> None:
-        if info.index:
+
+class _NoWindow:
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _filled(input_ids: torch.LongTensor, n: int, token: int) -> torch.LongTensor:
+    """`input_ids` followed by `n` copies of `token` (decoded positions' stand-ins: the same shapes)."""
+    return torch.cat([input_ids, input_ids.new_full((input_ids.shape[0], n), token)], dim=1) if n > 0 else input_ids
+
+
+def _measured(loaded: LoadedModel, input_ids: torch.LongTensor, window: StepWindow, first: int, stop: int | None,
+              **kw: Any) -> None:
+    """`generate`, with `window` open from forward `first` until forward `stop` (None: the end of the decoding),
+    where it stops."""
+    opened = False
+
+    def on_forward(info: ForwardInfo) -> None:
+        nonlocal opened
+        if stop is not None and info.index >= stop:
             raise _Stop
+        if info.index == first:
+            window.open()
+            opened = True
 
     try:
-        generate(loaded, input_ids, max_new_tokens=max_new_tokens, steps=steps, block_length=block_length,
-                 on_forward=stop, **options)
+        generate(loaded, input_ids, on_forward=on_forward, **kw)
     except _Stop:
         pass
-    return int(width)
+    finally:
+        if opened:
+            window.close()
 
 
 def _fit(tokens: torch.Tensor, length: int, filler: int) -> torch.LongTensor:

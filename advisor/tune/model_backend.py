@@ -210,49 +210,26 @@ class ModelBackend:
 
     def _probe_activation(self) -> tuple[int, str]:
         """Activation allowance of the workload's widest decoding step (batch 1, the longest traced prompt), run
-        once with experts that cost nothing: CUDA allocator peak above the weights (measured); on the CPU the two
-        largest module outputs that coexist (counted from the probe's tensors). LLaDA-MoE and LLaDA2 run the
-        decoding's own step (`advisor.models.generate.widest_step`: the block's logits only, and the sampler's work
-        on them); families decoded by transformers' generate one forward over prompt + generation, all logits."""
+        once with experts that cost nothing: the peak held above the weights, measured by the CUDA allocator on a GPU
+        and, elsewhere, by the bytes of the tensors the step holds (`advisor.models.memory`). LLaDA-MoE and LLaDA2
+        run the decoding's own step (`advisor.models.generate.widest_step`: the block's logits only, and the
+        sampler's work on them); families decoded by transformers' generate one forward over prompt + generation,
+        all logits."""
         import torch
 
         from advisor.eval.run import attached
         from advisor.models.generate import widest_step
+        from advisor.models.memory import peak_meter
 
         ids = max(self.prompts(self.settings.trace_prompts), key=lambda t: t.shape[-1]).to(self.loaded.device)
-        dev = self.loaded.device
-
-        def step() -> int:
-            width = widest_step(self.loaded, ids, **self.decoding["generate"])
-            if width is not None:
-                return width
-            fill = self.loaded.mask_token_id if self.loaded.mask_token_id is not None else int(ids[0, -1])
-            self.loaded.model(torch.cat([ids, ids.new_full((1, self.max_new_tokens), fill)], dim=1))
-            return ids.shape[-1] + self.max_new_tokens
-
-        sizes: list[int] = []
-
-        def hook(module, args, out):
-            if isinstance(out, torch.Tensor):
-                sizes.append(out.numel() * out.element_size())
-
-        handles = [] if dev.type == "cuda" else [m.register_forward_hook(hook) for m in self.loaded.model.modules()]
-        try:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-                torch.cuda.reset_peak_memory_stats(dev)
-                base = torch.cuda.memory_allocated(dev)
-            with attached(self.loaded, _ZeroExperts()), torch.no_grad():
-                width = step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-                peak = torch.cuda.max_memory_allocated(dev) - base
-                return int(peak), f"measured:cuda-allocator(probe forward,{width} tokens)"
-        finally:
-            for h in handles:
-                h.remove()
-        top = sorted(sizes, reverse=True)[:2]
-        return int(sum(top)), f"counted:probe-forward(two largest activations,{width} tokens)"
+        meter = peak_meter(self.loaded.device)
+        with attached(self.loaded, _ZeroExperts()), torch.no_grad(), meter:
+            what = widest_step(self.loaded, ids, window=meter, **self.decoding["generate"])
+            if what is None:
+                fill = self.loaded.mask_token_id if self.loaded.mask_token_id is not None else int(ids[0, -1])
+                self.loaded.model(torch.cat([ids, ids.new_full((1, self.max_new_tokens), fill)], dim=1))
+                what = f"one forward over {ids.shape[-1] + self.max_new_tokens} positions"
+        return int(meter.peak), f"measured:{meter.name}(probe decoding step: {what})"
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
         from advisor.offload.trace import record_prompts
