@@ -1,7 +1,9 @@
-"""The activation allowance `advisor tune` (and `inspect --budget`) adds to an offloaded model's counted peak is what a
-decoding step of the study's workload holds, as the model decodes it: LLaDA-MoE and LLaDA2 compute logits for the
-block being decoded only, and the probe runs that same step (`advisor.models.generate.widest_step`), measuring the
-bytes its tensors hold (`advisor.models.memory`; the CUDA allocator on a GPU)."""
+"""The activation allowance `advisor tune` (and `inspect --budget`) adds to an offloaded model's counted peak is what the
+widest steps of decoding the study's workload hold, as the model decodes it (`advisor.models.generate.widest_step`):
+LLaDA-MoE and LLaDA2 compute logits for the block being decoded only; an autoregressive model prefills its prompt
+(logits of the last position only), then decodes one token per step with a KV cache; DiffusionGemma encodes its
+prompt, then denoises canvas after canvas against the encoded cache. The probe measures the bytes its steps' tensors
+hold (`advisor.models.memory`; the CUDA allocator on a GPU)."""
 
 from __future__ import annotations
 
@@ -25,16 +27,23 @@ SPACE = FIDELITY_SPACE + "max_new_tokens = 13\n"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Tiny LLaDA-MoE and LLaDA2 checkpoints with a 4096-token vocabulary (their logits are their largest tensors)."""
+def checkpoints(tmp_path_factory):
+    """A tiny checkpoint of a family with a 4096-token vocabulary (its logits are its largest tensors), written once."""
     from advisor.models.tiny import _model_class, randomize_, tiny_config
 
-    root = tmp_path_factory.mktemp("probe")
-    for family in ("llada_moe", "llada2"):
-        config = tiny_config(family)
-        config.vocab_size = 4096
-        randomize_(_model_class(family)(config)).eval().save_pretrained(str(root / family))
-    return {family: root / family for family in ("llada_moe", "llada2")}
+    root, written = tmp_path_factory.mktemp("probe"), {}
+
+    def checkpoint(family: str) -> Path:
+        if family not in written:
+            config = tiny_config(family)
+            (config.get_text_config() if family == "diffusion_gemma" else config).vocab_size = 4096
+            cls = _model_class(family)
+            model = cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
+            randomize_(model).eval().save_pretrained(str(root / family))
+            written[family] = root / family
+        return written[family]
+
+    return checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +73,7 @@ def test_activation_allowance_is_what_a_decoding_step_holds(checkpoints, family)
     (two tensors twice the logits' size, alive together), which no module outputs, so a budget admitted
     configurations that do not fit. The probe now measures the bytes its step's tensors hold (as the CUDA allocator
     measures them on a GPU): the whole decoding's peak, within 1% (a prompt's few ids)."""
-    loaded = load_model(str(checkpoints[family]), offload=True)
+    loaded = load_model(str(checkpoints(family)), offload=True)
     assert loaded.offloaded
     backend = ModelBackend(loaded, get_task("toy", seed=0), parse_space(SPACE).evaluation)
     peak = _decoding_peak(loaded, backend)
@@ -72,3 +81,28 @@ def test_activation_allowance_is_what_a_decoding_step_holds(checkpoints, family)
     width = 16 + 16 if family == "llada_moe" else 32  # the longest traced prompt (16) + 2 blocks / the whole canvas
     step = "first step" if family == "llada_moe" else "last block's first step"
     assert backend.activation_source == f"measured:live-tensors(probe decoding step: {step} over {width} positions)"
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "diffusion_gemma"])
+def test_activation_allowance_of_families_decoded_by_transformers_generate_is_their_widest_steps(checkpoints, family):
+    """Families decoded by transformers' generate were probed with one forward over prompt + max_new_tokens, which
+    their decoding never runs: at a 4096 vocabulary that held 475 KiB on the tiny Qwen3-MoE (every position's logits)
+    where its decoding holds 56 KiB at its peak (a prefill keeps its last position's logits, a decode step one
+    position's, beside the KV cache), and 268 KiB on the tiny DiffusionGemma where its decoding holds 1035 KiB (each
+    denoising step keeps the previous step's self-conditioning logits beside its own logits, their tempered copy and
+    softmax and the sampler's distribution over the canvas). The probe now runs, through generate, the prefill and
+    the last decode step after a cache of prompt + all but one new token (DiffusionGemma: its encoder prefill and the
+    last canvas's denoising steps after the earlier canvases' cache): the whole decoding's peak, within 1%. (At most
+    4 denoising steps per canvas, where toy decodes with 16: the same tensors, fewer forwards.)"""
+    import dataclasses
+
+    loaded = load_model(str(checkpoints(family)), offload=True)
+    assert loaded.offloaded
+    task = get_task("toy", seed=0)
+    task = dataclasses.replace(task, gen_kwargs={**task.gen_kwargs, "steps": 4})
+    backend = ModelBackend(loaded, task, parse_space(SPACE).evaluation)
+    peak = _decoding_peak(loaded, backend)
+    assert abs(backend.shape.activation_bytes - peak) < 0.01 * peak, (backend.shape.activation_bytes, peak)
+    steps = ("prefill over 16 positions; last decode step after 28 cached" if family == "qwen3_moe" else
+             "encoder prefill over 16 positions; last canvas's denoising steps over 8 positions after 24 encoded")
+    assert backend.activation_source == f"measured:live-tensors(probe decoding step: {steps})"

@@ -76,18 +76,24 @@ class StepWindow(Protocol):
 
 
 def widest_step(loaded: LoadedModel, input_ids: torch.LongTensor, *, max_new_tokens: int, steps: int | None = None,
-                block_length: int | None = None, window: StepWindow | None = None, **options: Any) -> str | None:
-    """Run, through `generate` itself, only the decoding step of `generate` with these arguments whose forward runs
-    over the most positions - that forward (logits of the block being decoded only, as decoding computes them) and
-    the sampler's work on its logits - and stop before the next forward: what an activation probe measures without
-    decoding everything; `window` is opened as that step begins and closed when it has ended. Returns what ran, in
-    words.
+                block_length: int | None = None, window: StepWindow | None = None, **options: Any) -> str:
+    """Run, through `generate` itself, the decoding steps of `generate` with these arguments that hold the most -
+    each one's forward, as decoding runs it, and the sampler's work on its logits - without decoding everything;
+    `window` is opened as each such step begins and closed when it has ended (what runs before it only builds the
+    state it runs in: what an activation probe leaves out). Returns what ran, in words.
 
-    LLaDA-MoE's forwards all run over prompt + its whole blocks: its first step. LLaDA2's run over the canvas cut
-    after the block being decoded, so its last block's are the widest: that block is decoded as the first one after
-    a prompt that fills the canvas before it (mask tokens where decoding would have committed tokens: the same
-    shapes). None, running nothing, for families decoded by transformers' generate (autoregressive, DiffusionGemma),
-    whose forwards are not this project's sampler's."""
+    * LLaDA-MoE: every forward runs over prompt + its whole blocks: its first step.
+    * LLaDA2: forwards run over the canvas cut after the block being decoded, so its last block's are the widest:
+      that block is decoded as the first one after a prompt that fills the canvas before it (mask tokens where
+      decoding would have committed tokens: the same shapes).
+    * Autoregressive (transformers' greedy generate, with a KV cache): the prefill over the prompt (logits of its
+      last position only), and the last one-token decode step, which runs with the largest cache: that cache is
+      built by a prefill of the prompt and filler in place of all but the last generated token (eos does not end
+      that run), and only the decode step after it is measured.
+    * DiffusionGemma (transformers' block-diffusion generate): the encoder prefill over the prompt, and the denoising
+      steps of the last canvas (decoder over the canvas, cross-attending to the largest cache, with the previous
+      step's self-conditioning logits): that cache is built by an encoder prefill of the prompt and filler in place
+      of the earlier canvases, and only the last canvas's steps are measured."""
     window = window or _NoWindow()
     if loaded.family == "llada_moe":
         block, num_blocks, _ = _llada_moe_blocks(loaded, max_new_tokens, steps, block_length, options)
@@ -103,7 +109,22 @@ def widest_step(loaded: LoadedModel, input_ids: torch.LongTensor, *, max_new_tok
         _measured(loaded, input_ids, window, 0, 1, max_new_tokens=max_new_tokens, steps=steps,
                   block_length=block_length, **options)
         return f"last block's first step over {width} positions"
-    return None
+    prompt = input_ids.shape[1]
+    kw = dict(steps=steps, block_length=block_length, **options)
+    if loaded.family == "diffusion_gemma":
+        canvas = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
+        earlier = (-(-max_new_tokens // canvas) - 1) * canvas  # the canvases decoded before the last
+        _measured(loaded, input_ids, window, 0, 1, max_new_tokens=max_new_tokens, **kw)
+        _measured(loaded, _filled(input_ids, earlier, int(input_ids[0, -1])), window, 1, None,
+                  max_new_tokens=canvas, **kw)
+        return (f"encoder prefill over {prompt} positions; last canvas's denoising steps over {canvas} positions "
+                f"after {prompt + earlier} encoded")
+    _measured(loaded, input_ids, window, 0, 1, max_new_tokens=max_new_tokens, **kw)
+    if max_new_tokens < 2:
+        return f"prefill over {prompt} positions"
+    _measured(loaded, _filled(input_ids, max_new_tokens - 2, int(input_ids[0, -1])), window, 1, None,
+              max_new_tokens=2, **{**kw, "eos_token_id": None})
+    return f"prefill over {prompt} positions; last decode step after {prompt + max_new_tokens - 1} cached"
 
 
 class _NoWindow:

@@ -209,12 +209,12 @@ class ModelBackend:
             raise oom
 
     def _probe_activation(self) -> tuple[int, str]:
-        """Activation allowance of the workload's widest decoding step (batch 1, the longest traced prompt), run
-        once with experts that cost nothing: the peak held above the weights, measured by the CUDA allocator on a GPU
-        and, elsewhere, by the bytes of the tensors the step holds (`advisor.models.memory`). LLaDA-MoE and LLaDA2
-        run the decoding's own step (`advisor.models.generate.widest_step`: the block's logits only, and the
-        sampler's work on them); families decoded by transformers' generate one forward over prompt + generation,
-        all logits."""
+        """Activation allowance of the workload's widest decoding steps (batch 1, the longest traced prompt), run
+        once with experts that cost nothing, as the family decodes (`advisor.models.generate.widest_step`: each
+        step's forward - LLaDA-MoE's and LLaDA2's block logits only, an autoregressive model's prefill and its last
+        one-token step with the whole KV cache, DiffusionGemma's encoder prefill and its last canvas's denoising
+        steps - and the sampler's work on its logits): the peak held above the weights, measured by the CUDA
+        allocator on a GPU and, elsewhere, by the bytes of the tensors the steps hold (`advisor.models.memory`)."""
         import torch
 
         from advisor.eval.run import attached
@@ -225,10 +225,6 @@ class ModelBackend:
         meter = peak_meter(self.loaded.device)
         with attached(self.loaded, _ZeroExperts()), torch.no_grad(), meter:
             what = widest_step(self.loaded, ids, window=meter, **self.decoding["generate"])
-            if what is None:
-                fill = self.loaded.mask_token_id if self.loaded.mask_token_id is not None else int(ids[0, -1])
-                self.loaded.model(torch.cat([ids, ids.new_full((1, self.max_new_tokens), fill)], dim=1))
-                what = f"one forward over {ids.shape[-1] + self.max_new_tokens} positions"
         return int(meter.peak), f"measured:{meter.name}(probe decoding step: {what})"
 
     def _record(self, runtime: Any) -> tuple[Any, int, float]:
