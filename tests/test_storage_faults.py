@@ -238,6 +238,56 @@ def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db", "s.db.lock", "s.db.seed.lock"]  # no beat file left
 
 
+class _FullDisk:
+    """`os` for `advisor.results.storage`, whose `write` fails as on a full disk from its `after`-th call on."""
+
+    def __init__(self, after: int) -> None:
+        self.calls, self.after = 0, after
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+    def write(self, fd: int, data: bytes) -> int:
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError(28, "No space left on device")
+        return os.write(fd, data)
+
+
+def test_a_holder_that_cannot_write_its_first_beat_seeds_without_beats(tmp_path, monkeypatch):
+    """A full disk at the seeding turn's first beat (a new file's first block) raised the OSError out of the turn -
+    a traceback from `tune` where the docstring promised 'no beats' - or, written empty, would read to a waiter as
+    a holder that stopped. The turn is taken and the work runs; no beat file is left (waiters cannot judge)."""
+    from advisor.results import storage
+
+    db = tmp_path / "s.db"
+    monkeypatch.setattr(storage, "os", _FullDisk(after=0))
+    ran = False
+    with storage.sqlite_lock(f"sqlite:///{db}", "seed"):
+        ran = True
+        assert not Path(f"{db}.seed.beat").exists()
+    assert ran
+
+
+def test_a_holder_whose_beats_fail_leaves_no_beat_file_that_reads_as_stopped(tmp_path, monkeypatch):
+    """A beat that fails while the turn is held (a disk full) stopped the beats but left the file: unchanged, it
+    read to a waiter as a stopped holder, given up on in an error after ADVISOR_SQLITE_TIMEOUT_S though the holder
+    was at work. The file goes with the beats."""
+    from advisor.results import storage
+
+    monkeypatch.setenv("ADVISOR_SQLITE_TIMEOUT_S", "0.25")  # a beat every 0.05 s
+    db = tmp_path / "s.db"
+    full = _FullDisk(after=1)
+    monkeypatch.setattr(storage, "os", full)
+    with storage.sqlite_lock(f"sqlite:///{db}", "seed"):
+        assert Path(f"{db}.seed.beat").read_text().startswith(f"pid={os.getpid()} ")
+        deadline = time.monotonic() + 5
+        while full.calls < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert full.calls >= 2 and not Path(f"{db}.seed.beat").exists()
+
+
 class _Proxy:
     """A TCP relay to the PostgreSQL server that can be cut (the server stopped or out of reach) and restored."""
 

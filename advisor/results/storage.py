@@ -431,7 +431,8 @@ def _beating_file(beat: Path) -> Iterator[None]:
     written again every `beat_s()`, from a thread: a process stopped or paused (SIGSTOP, a suspended machine or
     container) writes no more, which its waiters see (`_wait_for_turn`). Removed before the turn is released,
     so a beat file is there only while a beating holder holds the turn - or was killed holding it (SIGKILL:
-    the next holder writes it anew). A directory that cannot be written to: no beats (waiters cannot judge)."""
+    the next holder writes it anew). A directory that cannot be written to, or a beat that cannot be written (a
+    disk full): no beats and no beat file (waiters cannot judge, and wait), never an error of the holder's."""
     import threading
 
     head, done, every = _holder_line(), threading.Event(), beat_s(sqlite_busy_timeout_s())
@@ -445,18 +446,29 @@ def _beating_file(beat: Path) -> Iterator[None]:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{head}{n:012d}\n".encode())
 
+    def unbeaten() -> None:  # (a file that stopped changing reads as a stopped holder: none is "cannot judge")
+        with contextlib.suppress(OSError):
+            beat.unlink()
+
     def beats() -> None:
         n = 1
         while not done.wait(every):
             try:
                 write(n)
-            except OSError:  # (a disk full: the holder's own work says what failed; beats only stop)
+            except OSError:  # (a disk full: the holder's own work says what failed; beats stop, their file goes)
+                unbeaten()
                 return
             n += 1
 
-    thread = threading.Thread(target=beats, name="advisor-turn-beat", daemon=True)
     try:
         write(0)
+    except OSError:  # (a disk full: the first write needs a block) no beats, as where the file cannot be made
+        os.close(fd)
+        unbeaten()
+        yield
+        return
+    thread = threading.Thread(target=beats, name="advisor-turn-beat", daemon=True)
+    try:
         thread.start()
         yield
     finally:
@@ -464,8 +476,7 @@ def _beating_file(beat: Path) -> Iterator[None]:
         if thread.is_alive():
             thread.join()
         os.close(fd)
-        with contextlib.suppress(OSError):
-            beat.unlink()
+        unbeaten()
 
 
 def _read_beat(beat: Path) -> str | None:
