@@ -543,6 +543,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"{title}: no feasible trial finished yet")
     if result.cpu_note:
         console.print(result.cpu_note, markup=False)
+    if result.allowance_note:
+        console.print(result.allowance_note, markup=False)
     c = result.counters
     evals = c.get("accuracy_evaluations", 0)
     console.print(

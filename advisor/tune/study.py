@@ -84,6 +84,9 @@ class TuneResult:
     n_waiting: int = 0
     """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
     cpu_note: str = ""
+    allowance_note: str = ""
+    """A `note:` line when the study's earlier trials counted another activation allowance in their peak GPU bytes
+    than this run (or one not stored: a study from before it was), else empty."""
     """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
     measured now for an older study)."""
     finished_elsewhere: list[int] = field(default_factory=list)
@@ -194,6 +197,46 @@ def _cpu_meta(backend: Any) -> dict[str, Any]:
     """The CPU expert times a new study is priced with, stored with it so that a resume and `advisor report`
     reuse them instead of measuring again (on a shared host they moved by a third between runs)."""
     return {"cpu_experts": backend.cpu_profile().to_dict()} if hasattr(backend, "adopt_cpu_profile") else {}
+
+
+def _allowance_meta(backend: Any) -> dict[str, Any]:
+    """The activation allowance a model's counted peaks include (an offloaded model's, probed by
+    `ModelBackend._probe_activation`; none for a resident one), stored with a new study so that a resume counting
+    another one (another advisor version, another device) says its trials' peaks are not like for like."""
+    if not hasattr(backend, "offloaded"):
+        return {}
+    if not backend.offloaded:
+        return {"activation_allowance": {"bytes": 0, "source": "none: experts resident"}}
+    return {"activation_allowance": {"bytes": int(backend.shape.activation_bytes),
+                                     "source": backend.activation_source}}
+
+
+def allowance_note(stored: dict[str, Any], backend: Any) -> str:
+    """The `note:` line of a resume whose earlier trials' counted peak GPU bytes included another activation
+    allowance than this run's (or an unknown one: an offloaded model's study stored before allowances were),
+    else ''. The stored allowance stays the study's first: the trials counted with it are still in the study."""
+    now = _allowance_meta(backend).get("activation_allowance")
+    was = stored.get("activation_allowance")
+    if now is None or (was is None and not backend.offloaded):
+        return ""
+    this = f"{format_bytes(now['bytes'])} ({now['source']})"
+    if was is None:
+        return (f"note: this study predates storing the activation allowance, so the allowance its earlier trials' "
+                f"peak GPU bytes counted is unknown; this run counts {this}, and earlier trials' peaks may be low or "
+                "high by the difference; re-tune into a new study (--study) to compare like with like")
+    if (was.get("bytes"), was.get("source")) == (now["bytes"], now["source"]):
+        return ""
+    was_bytes = int(was.get("bytes") or 0)
+    diff = now["bytes"] - was_bytes
+    if diff > 0:
+        by = f"low by {format_bytes(diff)} (one that fit the budget by less may not fit it now)"
+    elif diff < 0:
+        by = f"high by {format_bytes(-diff)} (one over the budget by less may fit it now)"
+    else:
+        by = "the same in bytes"
+    return (f"note: the study's earlier trials' peak GPU bytes counted an activation allowance of "
+            f"{format_bytes(was_bytes)} ({was.get('source')}); this run counts {this}: next to this run's, the earlier "
+            f"trials' peaks are {by}; re-tune into a new study (--study) to compare like with like")
 
 
 def _price_cpu(study: Any, backend: Any, created: bool) -> str:
@@ -467,7 +510,7 @@ def _run_tune(
         with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
             created = not study.user_attrs
             if created:
-                for k, v in {**meta, **_cpu_meta(backend)}.items():
+                for k, v in {**meta, **_cpu_meta(backend), **_allowance_meta(backend)}.items():
                     study.set_user_attr(k, v)
             # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
             run = int(study.user_attrs.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
@@ -476,6 +519,7 @@ def _run_tune(
             if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
                 study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
             cpu_note = _price_cpu(study, backend, created)
+            act_note = "" if created else allowance_note(study.user_attrs, backend)
             if opts.warm_start:
                 for p in fit.warm_start():
                     study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
@@ -540,6 +584,7 @@ def _run_tune(
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
         n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note, finished_elsewhere=elsewhere,
+        allowance_note=act_note,
         dead_workers=sorted(set(dead)),
     )
 
