@@ -70,3 +70,19 @@ def test_a_resume_counting_another_activation_allowance_says_so(checkpoint, tmp_
     old = _tune(checkpoint, tmp_path)
     assert old.count("note: this study predates storing the activation allowance") == 1, old
     assert "allowance its earlier trials' peak GPU bytes counted is unknown" in old, old
+
+
+def test_the_readme_quotes_the_resume_note_as_it_is_printed():
+    """README's "Device memory is bounded" bullet quotes the resume note; its start is what `allowance_note` says."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from advisor.tune.study import allowance_note
+
+    backend = SimpleNamespace(offloaded=True, shape=SimpleNamespace(activation_bytes=4096), activation_source="B-SRC")
+    note = allowance_note({"activation_allowance": {"bytes": 2048, "source": "A-SRC"}}, backend)
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    quoted = ("note: the study's earlier trials' peak GPU bytes counted an activation allowance of A (SOURCE); this run "
+              "counts B (SOURCE): next to this run's, the earlier trials' peaks are low by")
+    assert f"`{quoted} ...`" in readme
+    assert note.startswith(quoted.replace("A (SOURCE)", "2.0 KiB (A-SRC)").replace("B (SOURCE)", "4.0 KiB (B-SRC)")), note
