@@ -232,9 +232,9 @@ def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_p
                        "it has not for 1 s, ADVISOR_SQLITE_TIMEOUT_S) - Ctrl-C stops the command\n"), err
     else:
         assert err == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by another process, for "
-                       "0.5 s; still waiting for as long as it is held (its holder, an advisor from before "
-                       "2026-12-05, does not say that it works: if it is stopped, end it) - Ctrl-C stops the "
-                       "command\n"), err
+                       "0.5 s; still waiting for as long as it is held (its holder does not say that it works - an "
+                       "advisor from before 2026-12-05, or one that cannot write s.db.seed.beat, on a full disk: if "
+                       "it is stopped, end it) - Ctrl-C stops the command\n"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db", "s.db.lock", "s.db.seed.lock"]  # no beat file left
 
 

@@ -495,7 +495,7 @@ def _wait_for_turn(lock: Any, path: Path, purpose: str) -> None:
     file has not changed for ADVISOR_SQLITE_TIMEOUT_S (60 s) of this wait - stopped, paused, or cut off from a
     shared filesystem - is given up on in one line (a `UserError`). Changes are timed by this process's clock,
     not by the file's modification time (another host's clock). A holder without a beat file - an advisor from
-    before 2026-12-05 - cannot be judged: waited for, as the note says."""
+    before 2026-12-05, or one that cannot write it (a full disk) - cannot be judged: waited for, as the note says."""
     from filelock import Timeout
 
     try:
@@ -532,8 +532,8 @@ def _wait_for_turn(lock: Any, path: Path, purpose: str) -> None:
             said = True
             upto = (f"as long as its holder beats (given up once it has not for {limit:g} s, "
                     "ADVISOR_SQLITE_TIMEOUT_S)" if seen is not None else
-                    "for as long as it is held (its holder, an advisor from before 2026-12-05, does not say that it "
-                    "works: if it is stopped, end it)")
+                    "for as long as it is held (its holder does not say that it works - an advisor from before "
+                    f"2026-12-05, or one that cannot write {beat.name}, on a full disk: if it is stopped, end it)")
             say_note(f"waiting for {what}, held by {by}, for {notice:g} s; still waiting {upto} - Ctrl-C stops "
                      "the command")
 
