@@ -280,3 +280,19 @@ def test_readme_sampler_numbers_are_the_cited_run_on_todays_bundled_model():
     assert gp.group(1) == "/".join(hv for hv, _ in rows)
     per_trial = sorted(float(s) for _, s in rows)
     assert (float(gp.group(2)), float(gp.group(3))) == (round(per_trial[0], 1), round(per_trial[-1], 1))
+
+
+@pytest.mark.parametrize(("listed", "args", "needle"), [
+    ("`--storage ''`", ["studies", "--storage", ""], "--storage is empty"),
+    ("`export -o`", ["export", "bundled-example", "129", "--storage", EXAMPLE_DB, "--to", "json", "-o", "{tmp}/no/x.json"],
+     "does not exist"),
+    ("a `--device` other than `cpu` or `cuda[:N]`", ["inspect", "tiny:llada_moe", "--device", "mps"], "mps"),
+])
+def test_the_bad_input_the_readme_lists_is_one_line_exit_2(listed, args, needle, tmp_path):
+    """README's "Bad input" paragraph lists these; each is refused in one `error:` line, exit code 2."""
+    bad_input = " ".join(README.read_text().split("Bad input (", 1)[1].split(") gets one line", 1)[0].split())
+    assert listed in bad_input
+    r = subprocess.run([sys.executable, "-m", "advisor", *(a.replace("{tmp}", str(tmp_path)) for a in args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], (r.stdout, r.stderr)
