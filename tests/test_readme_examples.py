@@ -296,3 +296,13 @@ def test_the_bad_input_the_readme_lists_is_one_line_exit_2(listed, args, needle,
                        capture_output=True, text=True, timeout=120)
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], (r.stdout, r.stderr)
+
+
+def test_the_readme_source_list_names_each_activation_meter():
+    """"What every number means" lists every source label; the activation allowance is `measured:<meter>(...)` of
+    one of `advisor.models.memory`'s meters (tune's probe: `ModelBackend._probe_activation`)."""
+    from advisor.models.memory import CudaPeak, HeldBytes
+
+    section = README.read_text().split("## What every number means", 1)[1].split("\n## ", 1)[0]
+    for meter in (HeldBytes, CudaPeak):
+        assert f"`measured:{meter.name}(probe decoding step: ...)`" in " ".join(section.split()), meter.name
