@@ -1368,3 +1368,16 @@ def test_an_empty_storage_or_report_directory_is_refused_not_taken_for_the_defau
     r = CliRunner().invoke(app, ["report", "nosuch", "--storage", "studies/advisor.db", "-o", ""])
     assert isinstance(r.exception, UserError) and str(r.exception).startswith("-o is empty; give a directory")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("command", ["tune", "eval", "trace", "inspect"])
+def test_each_device_option_says_which_devices_it_takes(command):
+    """Only cpu and cuda[:N] run (any other device type is refused in one line by `advisor.models.load`); each
+    model-loading command's --help says so (trace's --device had no help text)."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    r = CliRunner().invoke(app, [command, "--help"], terminal_width=250)
+    (line,) = [ln for ln in r.output.splitlines() if "--device" in ln]
+    assert "cpu" in line and "cuda" in line, line
