@@ -84,11 +84,11 @@ class TuneResult:
     n_waiting: int = 0
     """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
     cpu_note: str = ""
+    """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
+    measured now for an older study)."""
     allowance_note: str = ""
     """A `note:` line when the study's earlier trials counted another activation allowance in their peak GPU bytes
     than this run (or one not stored: a study from before it was), else empty."""
-    """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
-    measured now for an older study)."""
     finished_elsewhere: list[int] = field(default_factory=list)
     """Trials this run ran that another worker finished meanwhile (their result there is kept)."""
     dead_workers: list[int] = field(default_factory=list)
