@@ -416,3 +416,25 @@ def test_export_check_prints_its_verdict_not_the_runtimes_noise(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines and all(ln.startswith(("check hf: ", "note: ")) for ln in lines), lines
     assert "check hf: ok: the bitsandbytes recipe ran as written on a tiny llada_moe model" in r.stderr
+
+
+def test_export_check_of_a_torchao_int4_recipe_without_cuda_says_not_checked_not_failed(tmp_path):
+    """A Qwen3-MoE study's int4 point exported with `--to hf --check` on a CPU machine said `check hf: FAILED: the
+    torchao recipe ran ... but quantized no expert` and exited 1: torchao's int4 kernels need CUDA (the export's own
+    note says so), so on a CPU the check cannot judge the recipe - it says so and the export exits 0."""
+    import torch
+    from recommend_helpers import make_db
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs the int4 recipe")
+    qwen = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=256)
+    url = make_db(tmp_path / "a.db", [point("q", 1, "int4", 2, acc=0.9, h2d=1, peak_gib=1, meta=qwen, model="Qwen/x")])
+    r = CliRunner().invoke(app, ["export", "q", "1", "--to", "hf", "--check", "--storage", url])
+    assert r.exit_code == 0, r.output[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("check ")]
+    assert lines == ["check hf: ok: the recipe parses as Python",
+                     "check hf: not checked: running the torchao recipe: its int4 experts need CUDA (torchao's int4 "
+                     "kernels) and this machine has no GPU; run --check on one"], lines

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from advisor.export.base import ExportResult
 from advisor.export.hf import is_quantized
+from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig
 
 
@@ -121,6 +122,12 @@ def _hf(res: ExportResult, cfg: ExportConfig) -> list[Check]:
     if missing:
         return [*out, Check(t, "not checked", f"running the {method} recipe: {', '.join(missing)} not installed "
                                                 "(pip install 'moe-advisor[hf]')")]
+    if method == "torchao" and any(parse_format(f).kind in ("int4", "nf4") for row in cfg.formats for f in row):
+        import torch
+
+        if not torch.cuda.is_available():  # torchao's int4 kernels need CUDA: on a CPU it quantizes nothing
+            return [*out, Check(t, "not checked", "running the torchao recipe: its int4 experts need CUDA (torchao's "
+                                                  "int4 kernels) and this machine has no GPU; run --check on one")]
     # the bundled checkpoint ships with the package and a tiny:* model is built in code: the recipe runs on the
     # model itself; any other checkpoint may be large (or on the hub): a tiny model of its family stands in
     spec = d["model"]
