@@ -509,7 +509,8 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
         if c is not None:
             need = c.point.values["peak_gpu_bytes"]
             gpus = sorted((g for g in CATALOGUE if g.memory_bytes >= need), key=lambda g: g.memory_bytes)[:3]
-            reasons.append(f"more memory: {c.label} meets the accuracy floor with {format_bytes(need)} "
+            meets = "meets the accuracy floor with" if c.floor is not None else "needs"  # a fidelity study has none
+            reasons.append(f"more memory: {c.label} {meets} {format_bytes(need)} "
                            f"({format_bytes(need - budget)} over the budget)"
                            + (f"; e.g. {', '.join(g.name for g in gpus)}" if gpus else ""))
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "memory",

@@ -208,19 +208,24 @@ def test_the_fast_sqlite_reader_reads_what_the_sqlalchemy_store_wrote(tmp_path):
         engine.dispose()
 
 
+def _fidelity_points(rows: list[tuple[float, float, float]]) -> list:
+    """Points of a fidelity study "fid" (no task accuracy stored): (top-1 agreement, H2D bytes, peak GiB) each."""
+    import dataclasses
+
+    pts = []
+    for trial, (top1, h2d, gib) in enumerate(rows):
+        p = point("fid", trial, "int8", 4, acc=0.0, h2d=h2d, peak_gib=gib)
+        values = {k: v for k, v in p.values.items() if k != "accuracy"} | {"fidelity_top1": top1}
+        sources = {k: v for k, v in p.sources.items() if k != "accuracy"} | {"fidelity_top1": "measured:logits-vs-bf16"}
+        pts.append(dataclasses.replace(p, values=values, sources=sources))
+    return pts
+
+
 def test_a_fidelity_study_ranks_by_top1_agreement_and_says_so(tmp_path):
     """A study of a checkpoint without a tokenizer stores fidelity, not accuracy: recommend ranks by top-1
     agreement with full precision, says that it does and that accuracy floors cannot apply, and names how far
     the next best point is (it printed "next best ... has " and nothing more, and "the most accurate wins")."""
-    import dataclasses
-
-    pts = []
-    for trial, (top1, h2d) in enumerate([(0.97, 40e6), (0.97, 2e6), (0.80, 1e6)]):
-        p = point("fid", trial, "int8", 4, acc=0.0, h2d=h2d, peak_gib=1.0)
-        values = {k: v for k, v in p.values.items() if k != "accuracy"} | {"fidelity_top1": top1}
-        sources = {k: v for k, v in p.sources.items() if k != "accuracy"} | {"fidelity_top1": "measured:logits-vs-bf16"}
-        pts.append(dataclasses.replace(p, values=values, sources=sources))
-    url = make_db(tmp_path / "f.db", pts)
+    url = make_db(tmp_path / "f.db", _fidelity_points([(0.97, 40e6, 1.0), (0.97, 2e6, 1.0), (0.80, 1e6, 1.0)]))
     r = _cli("recommend", "--storage", url, "--budget", "2GiB")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "trial #1" in r.stdout.splitlines()[0]  # as faithful as #0, moving 20x less
@@ -231,6 +236,18 @@ def test_a_fidelity_study_ranks_by_top1_agreement_and_says_so(tmp_path):
     assert "next best fid#0 has the same top-1 agreement 0.970 and 20.00x the transfer" in text
     r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--min-accuracy", "0.5")
     assert r.returncode == 2 and "stores no task accuracy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_fidelity_study_over_the_budget_names_no_accuracy_floor_for_more_memory(tmp_path):
+    """`recommend --budget` on a fidelity study (no tokenizer) where nothing fits said "no accuracy floor
+    applies" and then "more memory: ...#1 meets the accuracy floor with 1.5 GiB": a floor it had just said
+    does not exist. It says what the point needs instead."""
+    url = make_db(tmp_path / "f.db", _fidelity_points([(0.97, 1e6, 2.0), (0.80, 1e6, 1.5)]))
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB")
+    assert r.returncode == 1, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert "no accuracy floor applies" in text and "accuracy floor with" not in text, text
+    assert "more memory: fid#1 needs 1.5 GiB (512.0 MiB over the budget)" in text, text
 
 
 def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
