@@ -292,3 +292,27 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
             and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = _cli("export", "b", "999", "--to", "json", "--storage", str(copy))
     assert r.returncode == 2 and "study 'b' has no trial 999 (its trials are numbered 0-" in r.stderr
+
+
+def test_a_resume_seeds_its_budgets_points_reading_the_study_once_and_queues_none_twice(tmp_path, monkeypatch):
+    """`advisor tune tiny:qwen3_moe --space dllm --budgets 60%` queues 340 points; each rerun enqueued every one
+    with Optuna's `skip_if_exists`, which reads the whole study per point: a resume of this tiny model spent
+    28 s of its 36 s reading the study (quadratic in its size). The study is read once now; the queue is the
+    same (nothing enqueued twice)."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budgets", "60%", "--storage", url, "--study", "q"]
+    r = CliRunner().invoke(app, [*args, "--trials", "1"])
+    assert r.exit_code == 0, r.output[-2000:]
+    queued = len(optuna.load_study(study_name="q", storage=url).get_trials(deepcopy=False))
+    reads = []
+    get_trials = optuna.study.Study.get_trials
+    monkeypatch.setattr(optuna.study.Study, "get_trials", lambda self, *a, **k: reads.append(1) or get_trials(self, *a, **k))
+    r = CliRunner().invoke(app, [*args, "--trials", "2"])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert len(reads) < 100, len(reads)  # it was 340 and more: one per queued point
+    assert len(optuna.load_study(study_name="q", storage=url).get_trials(deepcopy=False)) == queued

@@ -520,14 +520,15 @@ def _run_tune(
                 study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
             cpu_note = _price_cpu(study, backend, created)
             act_note = "" if created else allowance_note(study.user_attrs, backend)
+            enqueue = _enqueue_once(study)
             if opts.warm_start:
                 for p in fit.warm_start():
-                    study.enqueue_trial(p, user_attrs={"seeded": "warm-start"}, skip_if_exists=True)
+                    enqueue(p, {"seeded": "warm-start"})
             if opts.budgets:
                 from advisor.tune.baseline_trials import baseline_trials, budget_points, key
 
                 for spec, p in budget_points(fit, opts.budgets):
-                    study.enqueue_trial(p, user_attrs={"seeded": f"budget {spec}"}, skip_if_exists=True)
+                    enqueue(p, {"seeded": f"budget {spec}"})
                 have = {key(t.user_attrs) for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs}
                 for attrs in baseline_trials(space, backend.shape, opts.budgets):
                     if key(attrs) not in have:
@@ -648,6 +649,42 @@ def _first_heartbeats(storage: Any, trials: Sequence[Any]) -> None:
         beating = {int(i) for (i,) in c.execute(q, {"ids": trial_ids})}
     for trial_id in set(trial_ids) - beating:
         storage.record_heartbeat(trial_id)
+
+
+def _enqueue_once(study: Any) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """`study.enqueue_trial(params, skip_if_exists=True)` with the study's trials read once: Optuna's
+    `skip_if_exists` reads every trial of the study for each point, so seeding a few hundred `--budgets` points
+    read the whole study hundreds of times (28 s of a 36 s resume of a tiny model, and quadratic in the study's
+    size). The same rule as Optuna's: a trial whose fixed (else sampled) params have the same names and equal
+    values (floats: `np.isclose`, atol 0) is the point already; points enqueued here count as existing too. Run
+    under the study's seed lock, so no other worker enqueues meanwhile."""
+    from numbers import Integral, Real
+
+    import numpy as np
+
+    seen = [dict(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)]
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        if a.keys() != b.keys():
+            return False
+        for k, v in b.items():
+            old = a[k]
+            if not isinstance(v, type(old)):
+                return False
+            if isinstance(v, Real) and not isinstance(v, Integral):
+                if not np.isclose(float(v), float(old), atol=0.0, equal_nan=True):
+                    return False
+            elif v != old:
+                return False
+        return True
+
+    def enqueue(params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
+        if any(same(t, params) for t in seen):
+            return
+        study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=False)
+        seen.append(dict(params))
+
+    return enqueue
 
 
 def _optimize(study: Any, func: Callable[[Any], Any], n_trials: int | None, timeout: float | None,
