@@ -62,3 +62,17 @@ def test_the_report_headline_counts_the_expert_cache_of_a_mixed_plan(tmp_path, m
     (f0, f1, slots, cache), = rows
     want = int(slots) * (expert_nbytes_of(f0, 32, 16) + expert_nbytes_of(f1, 32, 16))  # tiny:qwen3_moe's experts
     assert f0 != f1 and cache == f"{want / 2**20:.3f} MiB", head
+
+
+def test_pareto_takes_o_for_its_plot_directory_as_report_and_export_do(tmp_path):
+    """`advisor report STUDY -o DIR` and `advisor export ... -o FILE` take `-o`; `advisor pareto STUDY -o DIR`
+    answered `error: No such option: -o` (exit 2): only `--out` was spelled."""
+    from recommend_helpers import make_db, standard_front
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    url = make_db(tmp_path / "a.db", standard_front("s1"))
+    r = CliRunner().invoke(app, ["pareto", "s1", "--storage", url, "-o", str(tmp_path / "plots")])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["s1.html", "s1.png"]

@@ -360,7 +360,7 @@ def register(app: typer.Typer) -> None:
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
-        out: str = typer.Option("studies/plots", "--out", help="Directory for the PNG and HTML plots."),
+        out: str = typer.Option("studies/plots", "-o", "--out", help="Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
