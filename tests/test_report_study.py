@@ -231,6 +231,18 @@ def test_a_bf16_study_gets_its_cache_bytes_and_the_equal_memory_replay(tmp_path)
     assert payload["baseline"]["precision"] == "bf16"
 
 
+def test_one_slot_per_layer_is_said_in_the_singular_and_the_opening_names_every_kind_of_number(tmp_path):
+    """The answer said "1 GPU slots per layer"; the opening said every number was measured, while time per token
+    is modelled and transfer counted from recorded routing (each labelled in the last section)."""
+    from advisor.report.study import build_report
+
+    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace('["fp16"]', '["bf16"]')
+    url = run_small_study(tmp_path / "one.db", "one-test", space, [("bf16", 1), ("int8", 4)])
+    md = build_report("one-test", url, tmp_path / "r", block_lengths=()).markdown.read_text()
+    assert "bf16 experts with 1 GPU slot per layer" in md
+    assert "measured, counted from recorded routing, or modelled" in md.split("\n## ")[0]
+
+
 def test_baseline_is_distinct_experts_times_fp16_bytes(report):
     """FP16-no-cache bytes/token recomputed from first principles on a fresh trace of the same workload."""
     from advisor.report.blocks import forwards_from_trace

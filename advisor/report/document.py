@@ -121,8 +121,9 @@ def compose(c: ReportContext) -> Document:
     doc.add(Para(
         f"This report answers, for **{model}** (fingerprint `{wb.loaded.fingerprint}`) on the task "
         f"**{task}**: how much do INT8/INT4 experts plus a GPU expert cache cut host-to-device (H2D) "
-        "expert transfer, and what does accuracy lose? Every number below was produced by this project's own "
-        "measurements; the last section says how each was obtained."
+        "expert transfer, and what does accuracy lose? Every number below comes from this project's own runs - "
+        "measured, counted from recorded routing, or modelled, as each is labelled; the last section says how each "
+        "was obtained."
     ))
 
     doc.add(Heading("Headline: transfer saved and accuracy lost, at equal GPU memory"))
@@ -331,7 +332,8 @@ def _answer_lines(c: ReportContext) -> list[str]:
             continue
         acc = "accuracy change not measured" if r.accuracy_change is None else \
             f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs {c.full.upper()})"
-        lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU slots per layer "
+        slots = "slot" if r.slots_per_layer and set(r.slots_per_layer) == {1} else "slots"
+        lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU {slots} per layer "
                      f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs {c.full.upper()} without a "
                      f"cache; {acc}.")
     return lines
