@@ -207,8 +207,8 @@ def _allowance_meta(backend: Any) -> dict[str, Any]:
         return {}
     if not backend.offloaded:
         return {"activation_allowance": {"bytes": 0, "source": "none: experts resident"}}
-    return {"activation_allowance": {"bytes": int(backend.shape.activation_bytes),
-                                     "source": backend.activation_source}}
+    source = getattr(backend, "activation_source", "") or "not probed"  # (a backend without a probe: none ran)
+    return {"activation_allowance": {"bytes": int(backend.shape.activation_bytes), "source": source}}
 
 
 def allowance_note(stored: dict[str, Any], backend: Any) -> str:
