@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         from advisor.results.read import read_task_text
 
         # a study that measured no task accuracy says so beside its task, as pareto, studies and recommend head it
-        task = read_task_text(storage.strip() or DEFAULT_STORAGE, point.study_name, point.task, point.objectives)
+        task = read_task_text(storage, point.study_name, point.task, point.objectives)
         result = export_point(_with_study_cpu(storage, point) if target == "hf" else point, target, option, task)
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
             typer.echo(off_note, err=True)
@@ -111,7 +111,7 @@ def _with_study_cpu(storage: str, point: FrontPoint) -> FrontPoint:
 
     from advisor.results.trials import study_attr
 
-    stored = study_attr(storage.strip() or DEFAULT_STORAGE, point.study_name, "cpu_experts")
+    stored = study_attr(storage, point.study_name, "cpu_experts")
     return dataclasses.replace(point, hardware={**point.hardware, "cpu_experts": stored}) if stored else point
 
 

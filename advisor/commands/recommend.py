@@ -203,7 +203,7 @@ def _task_texts(storage: str, rec: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in points:
         if p.study_name not in out:
-            out[p.study_name] = read_task_text(storage.strip() or DEFAULT_STORAGE, p.study_name, p.task, p.objectives)
+            out[p.study_name] = read_task_text(storage, p.study_name, p.task, p.objectives)
     return out
 
 
