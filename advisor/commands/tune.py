@@ -1,6 +1,7 @@
 """`advisor tune`, `advisor studies`, `advisor pareto`.
 
-`studies` and `pareto` are read-only and import neither torch nor optuna (they read the project's tables).
+`studies` and `pareto` are read-only and import neither torch nor optuna (they read the project's tables);
+`studies --delete NAME` imports optuna (to delete the study's trials), never torch.
 `tune` imports the model stack inside its body.
 """
 
@@ -312,9 +313,19 @@ def register(app: typer.Typer) -> None:
     def studies(
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
+        delete: str | None = typer.Option(None, "--delete", metavar="NAME", help="Delete study NAME instead: its "
+                                          "Optuna trials, stored Pareto front and study row (asks first; the eval "
+                                          "cache, shared by studies, is kept)."),
+        yes: bool = typer.Option(False, "--yes", "-y", help="With --delete: delete without asking."),
     ) -> None:
-        """List the studies in a database: model, task, trials, Pareto-front size."""
+        """List the studies in a database: model, task, trials, Pareto-front size; --delete NAME deletes one."""
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
+        refuse_empty({"--delete": delete}, "the name of the study to delete (see `advisor studies`)")
+        if yes and delete is None:
+            raise UserError("--yes goes with --delete NAME (it deletes without asking); listing asks nothing")
+        if delete is not None:
+            _delete_study(storage, delete, yes)
+            return
         from rich.console import Console
         from rich.table import Table
 
@@ -405,6 +416,53 @@ def register(app: typer.Typer) -> None:
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if written:
             console.print(written)
+
+
+def _delete_study(storage: str, name: str, yes: bool) -> None:
+    """`advisor studies --delete NAME`: refuse an unknown name, a study a worker is tuning right now, or - without
+    --yes - a stdin that is no terminal to ask on; else ask, then delete (`registry.delete_study`)."""
+    import sys
+
+    from advisor.results.preflight import mask_url
+    from advisor.results.registry import (
+        SILENT_AFTER_S,
+        delete_study,
+        known_studies,
+        list_studies,
+        live_trials,
+    )
+    from advisor.results.storage import normalize_url, storage_flag
+
+    engine = _existing_engine(storage)
+    shown, flag = mask_url(storage), storage_flag(storage)
+    names = known_studies(engine)
+    if name not in names:
+        raise UserError(f"no study named {name!r} in {shown} (studies there: {names_text(names, name)}); nothing "
+                        f"deleted - `advisor studies{flag}` lists them")
+    live = live_trials(engine, name)
+    if live:
+        raise UserError(f"study {name!r} has {count(live, 'running trial')} whose worker sent a heartbeat in the "
+                        f"last {SILENT_AFTER_S} s: stop its workers (Ctrl-C) first, then delete it; nothing deleted")
+    what = f"study {name!r}"
+    summary = next(iter(list_studies(engine, name)), None)
+    if summary is not None:
+        trials = [count(summary.n_complete, "finished trial")] + [
+            f"{n} {state}" for n, state in ((summary.n_failed, "failed"), (summary.n_running, "running"),
+                                            (summary.n_waiting, "waiting")) if n]
+        of = f"{summary.model}, {summary.task}: " if summary.model != "?" else ""  # '?': Optuna's alone
+        what += f" ({of}{', '.join(trials)}; {count(summary.front_size, 'front point')})"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"not deleting {what}: there is no terminal to ask on (stdin is not one); add --yes to "
+                            "delete it without asking")
+        if not typer.confirm(f"delete {what} from {shown}? This cannot be undone", default=False):
+            typer.echo("nothing deleted")
+            raise typer.Exit(1)
+    delete_study(engine, normalize_url(storage, create_dirs=False), name)
+    engine.dispose()
+    left = [n for n in names if n != name]
+    typer.echo(f"deleted {what} from {shown}; the eval cache (measurements per precision plan, shared by the "
+               f"studies of a model and task) is kept. Studies left: {names_text(left)}")
 
 
 def _silence(seconds: tuple[float, ...]) -> str:

@@ -5,7 +5,8 @@ our `advisor_study` rows (model, task, space, budget), the stored fronts, and tr
 `studies`/`trials` tables (a schema optuna-dashboard also relies on). A study Optuna knows but we never
 registered (created by another tool) is still listed, with what can be known about it. A running trial whose
 worker stopped sending heartbeats (`trial_heartbeats`) is told apart: it stays RUNNING until the next
-`advisor tune` on the study fails it and queues it again.
+`advisor tune` on the study fails it and queues it again. `delete_study` (`advisor studies --delete`) removes a
+study: our rows in one transaction, then Optuna's study through Optuna (the one function here that imports it).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import DateTime, String, func, inspect, select, text
+from sqlalchemy import DateTime, String, delete, func, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
@@ -210,15 +211,80 @@ def _checked(r: StudyRow) -> StudyRow:
 
 
 def _silent_trials(c: Any, name: str | None) -> dict[str, list[float]]:
-    """Per study, seconds since the last heartbeat of each running trial silent for over `SILENT_AFTER_S`,
-    reckoned from the database's clock as Optuna's own stale-trial check does (heartbeats are written with it)."""
+    """Per study, seconds since the last heartbeat of each running trial silent for over `SILENT_AFTER_S`."""
+    out: dict[str, list[float]] = {}
+    for study, age in _beat_ages(c, name):
+        if age > SILENT_AFTER_S:
+            out.setdefault(study, []).append(age)
+    return out
+
+
+def _beat_ages(c: Any, name: str | None) -> list[tuple[str, float]]:
+    """(study, seconds since the last heartbeat) of each running trial that has one, reckoned from the database's
+    clock as Optuna's own stale-trial check does (heartbeats are written with it)."""
     now = c.execute(select(func.now())).scalar().replace(tzinfo=None)  # PostgreSQL's is aware: Optuna drops it
     q = text("SELECT s.study_name, h.heartbeat FROM trial_heartbeats h JOIN trials t ON t.trial_id = h.trial_id "
              "JOIN studies s ON s.study_id = t.study_id WHERE t.state = 'RUNNING'"
              + ("" if name is None else " AND s.study_name = :name")).columns(study_name=String, heartbeat=DateTime)
-    out: dict[str, list[float]] = {}
-    for study, beat in c.execute(q, {} if name is None else {"name": name}):
-        age = (now - beat).total_seconds()
-        if age > SILENT_AFTER_S:
-            out.setdefault(study, []).append(age)
-    return out
+    return [(study, (now - beat).total_seconds()) for study, beat in c.execute(q, {} if name is None else {"name": name})]
+
+
+# ------------------------------------------------------------------------------------------ deleting a study
+
+
+def known_studies(engine: Engine) -> list[str]:
+    """Every study name the database holds anything of: Optuna's studies, our study rows and stored fronts (a
+    front without its study row is left by nothing this tool does, but `delete_study` must reach it too)."""
+    names = {s.name for s in list_studies(engine)}
+    try:
+        if inspect(engine).has_table(FrontRow.__tablename__):
+            with engine.connect() as c:
+                names |= set(c.execute(text(f"SELECT DISTINCT study_name FROM {FrontRow.__tablename__}")).scalars())
+    except DatabaseError as e:
+        raise unreadable_database(engine.url, e) from e
+    return sorted(names)
+
+
+def live_trials(engine: Engine, name: str) -> int:
+    """Running trials of study `name` whose worker sent a heartbeat within `SILENT_AFTER_S`: most likely a worker
+    tuning it right now (a trial without heartbeats, whose worker ran with them off or died before its first
+    beat, cannot be judged and is not counted)."""
+    if not {"studies", "trials", "trial_heartbeats"} <= set(inspect(engine).get_table_names()):
+        return 0
+    with engine.connect() as c:
+        return sum(age <= SILENT_AFTER_S for _, age in _beat_ages(c, name))
+
+
+def delete_study(engine: Engine, url: str, name: str) -> None:
+    """Delete study `name`: our rows of it (its stored front and its study row, one transaction), then Optuna's
+    study with every trial (`optuna.delete_study`: one transaction of Optuna's).
+
+    In this order an interrupt or error between the two leaves a study as Optuna alone knows it - as one
+    created by another tool, which every command reads (`studies` lists it, `recommend` finds no front of it) -
+    and the same call again finishes the job; the other order would leave a front that `recommend` still
+    offers for a study whose trials are gone. The eval cache (`EvalCacheRow`, keyed by model, task, precision
+    plan and evaluation settings, shared by every study of that model and task; its `study_name` only says
+    which study measured a plan first) and the eval leases (keyed by that key, expiring in seconds) are not
+    the study's and stay."""
+    tables = set(inspect(engine).get_table_names())
+    with Session(engine) as s, s.begin():
+        for table in (FrontRow, StudyRow):
+            if table.__tablename__ in tables:
+                s.execute(delete(table).where(table.study_name == name))
+    if "studies" not in tables:  # only our tables here: opening Optuna's storage would create its tables
+        return
+    with engine.connect() as c:
+        in_optuna = c.execute(text("SELECT COUNT(*) FROM studies WHERE study_name = :n"), {"n": name}).scalar()
+    if not in_optuna:
+        return
+    import optuna
+
+    from advisor.results.storage import open_storage
+
+    storage = open_storage(url, heartbeat_interval=None)
+    try:
+        optuna.delete_study(study_name=name, storage=storage)
+    except KeyError:  # another `delete` finished it meanwhile
+        pass
+    finally:
+        storage.engine.dispose()

@@ -1,0 +1,218 @@
+"""`advisor studies --delete NAME`: a study's Optuna trials and the project's rows of it go, on SQLite and
+PostgreSQL; another study in the same database and the eval cache stay; it asks first (or takes --yes), refuses
+an unknown name, a stdin it cannot ask on and a study a worker is tuning, each in one line; an interrupt between
+its two transactions leaves a study every command reads, which the same command then finishes deleting."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from tune_helpers import FakeBackend, small_space
+
+from advisor.cli import run
+from advisor.results.registry import list_studies
+from advisor.results.storage import normalize_url
+from advisor.results.store import engine_for
+from advisor.tune.study import TuneOptions, run_tune
+
+OPTUNA_TABLES = {  # Optuna's rows of a study, by study or by trial
+    "study_id": ("trials", "study_directions", "study_user_attributes", "study_system_attributes"),
+    "trial_id": ("trial_params", "trial_values", "trial_intermediate_values", "trial_user_attributes",
+                 "trial_system_attributes", "trial_heartbeats"),
+}
+
+
+@pytest.fixture
+def tmp_path(shm_tmp_path):
+    """Study databases in shared memory (conftest.shm_tmp_path)."""
+    return shm_tmp_path
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh schema on the test server: no other study there."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    from sqlalchemy import create_engine
+
+    schema = f"del_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def _two_studies(url: str) -> None:
+    """Studies `a` (3 trials) and `b` (4 trials) of the stand-in model, sharing the eval cache."""
+    for name, n in (("a", 3), ("b", 4)):
+        run_tune(FakeBackend(), small_space(), TuneOptions(study_name=name, storage=url, sampler="random", seed=0,
+                                                           n_trials=n, heartbeat_interval=None), budget_bytes=None)
+
+
+def _advisor(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    """`advisor ARGS` as the console entry point runs it: (exit code, stdout + stderr)."""
+    monkeypatch.setenv("COLUMNS", "220")
+    monkeypatch.setattr(sys, "argv", ["advisor", *args])
+    with pytest.raises(SystemExit) as e:
+        run()
+    out = capsys.readouterr()
+    return e.value.code or 0, out.out + out.err
+
+
+def _rows(url: str, study: str) -> dict[str, int]:
+    """How many rows of `study` each table holds (Optuna's and the project's), and the eval cache's size."""
+    ids = "SELECT study_id FROM studies WHERE study_name = :n"
+    of = {"study_id": ids, "trial_id": f"SELECT trial_id FROM trials WHERE study_id IN ({ids})"}
+    engine = engine_for(url)
+    with engine.connect() as c:
+        out = {"studies": c.execute(text("SELECT COUNT(*) FROM studies WHERE study_name = :n"), {"n": study}).scalar()}
+        for key, tables in OPTUNA_TABLES.items():
+            for table in tables:
+                out[table] = c.execute(text(f"SELECT COUNT(*) FROM {table} WHERE {key} IN ({of[key]})"),
+                                       {"n": study}).scalar()
+        for table in ("advisor_front", "advisor_study"):
+            out[table] = c.execute(text(f"SELECT COUNT(*) FROM {table} WHERE study_name = :n"), {"n": study}).scalar()
+        out["advisor_eval_cache (all)"] = c.execute(text("SELECT COUNT(*) FROM advisor_eval_cache")).scalar()
+    engine.dispose()
+    return out
+
+
+def _check_deleted(capsys, monkeypatch, url: str, before_b: dict[str, int]) -> None:
+    """`a` is gone from every table and every command; `b` and the shared eval cache are as they were."""
+    gone = _rows(url, "a")
+    assert not any(n for table, n in gone.items() if table != "advisor_eval_cache (all)"), gone
+    assert _rows(url, "b") == before_b
+    code, out = _advisor(capsys, monkeypatch, "studies", "--storage", url, "--wide")
+    assert code == 0 and "│ b " in out and "│ a " not in out, out
+    code, out = _advisor(capsys, monkeypatch, "recommend", "--study", "a", "--storage", url)
+    assert code == 2 and "no stored Pareto front for study 'a'" in out and "(studies with a front there: b)" in out, out
+    assert [s.name for s in list_studies(engine_for(url))] == ["b"]
+    code, out = _advisor(capsys, monkeypatch, "recommend", "--study", "b", "--storage", url)
+    assert code == 0 and "Recommended: study 'b'" in out, out
+
+
+def test_delete_asks_on_the_terminal_then_removes_the_study_and_nothing_else(tmp_path, capsys, monkeypatch):
+    """On a terminal: 'n' keeps the study (exit 1), 'y' deletes it; without importing torch."""
+    url = f"sqlite:///{tmp_path}/t.db"
+    _two_studies(url)
+    before_a, before_b = _rows(url, "a"), _rows(url, "b")
+    assert before_a["trials"] == 6 and before_a["advisor_front"] and before_a["advisor_study"] == 1
+    code = ("import sys\nfrom advisor.cli import run\n"
+            "for _ in range(2):\n"
+            f"    sys.argv = ['advisor', 'studies', '--delete', 'a', '--storage', {url!r}]\n"
+            "    try:\n        run()\n    except SystemExit as e:\n        print('EXIT', e.code)\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        os.write(master, b"n\ny\n")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    asked = ("delete study 'a' (fake-moe, fake: 3 finished trials, 3 waiting; 3 front points) from "
+             f"{url}? This cannot be undone [y/N]: ")
+    first, second = out.split("EXIT 1\n")
+    assert first == f"{asked}nothing deleted\n", out
+    assert second.startswith(f"{asked}deleted study 'a' ") and "the eval cache" in second and "Studies left: b" in second
+    assert second.endswith("EXIT 0\nHEAVY []\n"), out
+    _check_deleted(capsys, monkeypatch, url, before_b)
+
+
+@pytest.mark.postgres
+def test_delete_on_postgresql(pg_url, capsys, monkeypatch):
+    _two_studies(pg_url)
+    before_b = _rows(pg_url, "b")
+    assert _rows(pg_url, "a")["trials"] == 6
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", pg_url)
+    assert code == 0 and "deleted study 'a' (fake-moe, fake: 3 finished trials" in out, out
+    _check_deleted(capsys, monkeypatch, pg_url, before_b)
+
+
+def test_delete_refuses_an_unknown_name_and_a_stdin_it_cannot_ask_on(tmp_path, capsys, monkeypatch):
+    url = f"sqlite:///{tmp_path}/t.db"
+    _two_studies(url)
+    before = _rows(url, "a")
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "aa", "--storage", url)
+    assert (code, out) == (2, f"error: no study named 'aa' in {url} (studies there: a, b); nothing deleted - "
+                              f"`advisor studies --storage {url}` lists them\n")
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115 - as `... < /dev/null` or a pipe gives it
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--storage", url)
+    assert code == 2 and out.count("\n") == 1 and "there is no terminal to ask on" in out and "add --yes" in out, out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--yes", "--storage", url)
+    assert code == 2 and "--yes goes with --delete NAME" in out, out
+    assert _rows(url, "a") == before
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_an_interrupted_delete_leaves_a_readable_study_that_the_same_command_finishes(where, tmp_path, capsys,
+                                                                                      monkeypatch, request):
+    """Ctrl-C after the project's rows went but before Optuna's study did: `studies` lists what Optuna still
+    holds (as a study another tool made), `recommend` finds no front of it, `b` is untouched, and the same
+    command again deletes the rest."""
+    import optuna
+
+    url = request.getfixturevalue("pg_url") if where == "postgresql" else f"sqlite:///{tmp_path}/t.db"
+    _two_studies(url)
+    before_b = _rows(url, "b")
+
+    def interrupted(**_kw) -> None:  # Ctrl-C as Optuna's delete starts
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as m:
+        m.setattr(optuna, "delete_study", interrupted)
+        code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", url)
+    assert (code, out) == (130, "error: interrupted; nothing is half-written - run the same command again\n")
+    half = _rows(url, "a")
+    assert half["advisor_front"] == half["advisor_study"] == 0 and half["trials"] == 6, half
+    code, out = _advisor(capsys, monkeypatch, "studies", "--storage", url, "--wide")
+    assert code == 0 and "│ a     │ ?  " in out and "│ b " in out, out
+    code, out = _advisor(capsys, monkeypatch, "recommend", "--study", "a", "--storage", url)
+    assert code == 2 and "no stored Pareto front for study 'a'" in out, out
+    assert _rows(url, "b") == before_b
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", url)
+    assert code == 0 and out.startswith("deleted study 'a' (3 finished trials, 3 waiting; 0 front points)"), out
+    _check_deleted(capsys, monkeypatch, url, before_b)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_delete_refuses_a_study_a_worker_is_tuning(tmp_path, capsys, monkeypatch):
+    """A running trial with a fresh heartbeat is most likely a worker tuning the study now: deleting under it
+    would fail its next trial; once its heartbeat is older than `SILENT_AFTER_S` (a dead worker) it goes."""
+    import optuna
+
+    from advisor.results.registry import SILENT_AFTER_S
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    _two_studies(url)
+    trials = _rows(url, "a")["trials"]
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=10)
+    trial = optuna.load_study(study_name="a", storage=storage).ask()
+    storage.record_heartbeat(trial._trial_id)
+    storage.engine.dispose()
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", url)
+    assert code == 2 and "study 'a' has 1 running trial whose worker sent a heartbeat in the last" in out, out
+    assert _rows(url, "a")["trials"] == trials
+    engine = engine_for(url)
+    with engine.begin() as c:
+        c.execute(text(f"UPDATE trial_heartbeats SET heartbeat = datetime(heartbeat, '-{SILENT_AFTER_S + 5} seconds')"))
+    engine.dispose()
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", url)
+    assert code == 0 and "1 running" in out, out
+    assert _rows(url, "a")["trials"] == 0
+
