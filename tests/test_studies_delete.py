@@ -144,7 +144,7 @@ def test_delete_on_postgresql(pg_url, capsys, monkeypatch):
     _check_deleted(capsys, monkeypatch, pg_url, before_b)
 
 
-def test_delete_refuses_an_unknown_name_and_a_stdin_it_cannot_ask_on(tmp_path, capsys, monkeypatch):
+def test_delete_refuses_an_unknown_name_a_read_only_url_and_a_stdin_it_cannot_ask_on(tmp_path, capsys, monkeypatch):
     url = f"sqlite:///{tmp_path}/t.db"
     _two_studies(url)
     before = _rows(url, "a")
@@ -154,6 +154,9 @@ def test_delete_refuses_an_unknown_name_and_a_stdin_it_cannot_ask_on(tmp_path, c
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115 - as `... < /dev/null` or a pipe gives it
     code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--storage", url)
     assert code == 2 and out.count("\n") == 1 and "there is no terminal to ask on" in out and "add --yes" in out, out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", f"{url}?mode=ro")
+    assert (code, out) == (2, f"error: --storage opens {url}?mode=ro read-only (mode=ro), and deleting a study writes; "
+                              "drop that option from the URL\n")
     code, out = _advisor(capsys, monkeypatch, "studies", "--yes", "--storage", url)
     assert code == 2 and "--yes goes with --delete NAME" in out, out
     assert _rows(url, "a") == before

@@ -431,10 +431,14 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         list_studies,
         live_trials,
     )
-    from advisor.results.storage import normalize_url, storage_flag
+    from advisor.results.storage import normalize_url, sqlite_options, storage_flag
 
     engine = _existing_engine(storage)
     shown, flag = mask_url(storage), storage_flag(storage)
+    options = sqlite_options(storage)  # the ones --storage takes open the file read-only
+    if options:
+        raise UserError(f"--storage opens {shown} read-only ({', '.join(f'{k}={v}' for k, v in options.items())}), "
+                        "and deleting a study writes; drop that option from the URL")
     names = known_studies(engine)
     if name not in names:
         raise UserError(f"no study named {name!r} in {shown} (studies there: {names_text(names, name)}); nothing "
