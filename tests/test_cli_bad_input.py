@@ -615,7 +615,7 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
                                      ("./no-such-model", ("--budget", "3MiB"), "another memory budget (4.34 MiB)")):
             r = advisor("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
                             *extra, cwd=tmp_path)
-            one_error_line(r, "study 's1'", needle, "choose a new --study name")
+            one_error_line(r, "study 's1'", needle, "choose a new --study name", "`advisor studies --delete s1`")
             before_model_load(r)
     # in a second: the refusal comes before torch and transformers import (seconds), not only before the load
     timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "advisor", "tune", "bundled", "--storage", str(db),

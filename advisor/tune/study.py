@@ -306,8 +306,9 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
                     # an edited copy keeps the name (the README's tiny.toml is quick.toml with one line changed):
                     # "another search space (quick)" read as a contradiction
                     shown = f"also named {shown!r}, with other contents"
-            raise UserError(f"study {name!r} was run with another {what} ({shown}); "
-                            "resume it with the same settings or choose a new --study name")
+            raise UserError(f"study {name!r} was run with another {what} ({shown}); resume it with the same "
+                            f"settings, choose a new --study name, or delete it first (`advisor studies --delete "
+                            f"{name}` with the same --storage)")
 
 
 def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: Sequence[str], sampler: Any) -> Any:
