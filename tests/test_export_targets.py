@@ -20,6 +20,7 @@ from advisor.errors import UserError
 from advisor.export.base import export_point
 from advisor.export.json_format import load
 from advisor.quant.plan import PrecisionPlan
+from advisor.units import format_bytes
 
 
 class _MLP(nn.Module):
@@ -184,6 +185,25 @@ def test_json_round_trip(tmp_path):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], capture_output=True, text=True)
+
+
+def test_vllm_notes_give_the_offload_as_a_size_people_read_and_only_the_flag_exact(tmp_path):
+    """The note said "the rest (94371840 bytes = 0.087890625 GiB at bf16) offloaded" (0.022779464721679688 GiB for
+    a smaller model): --cpu-offload-gb's exact value, which the flag must carry (vLLM offloads up to those bytes),
+    is no size to read in prose, nor are 9-digit byte counts. The notes give sizes; the flag stays exact."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    url = make_db(tmp_path / "a.db", [point("s", 1, "bf16", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    r = _cli("export", "s", "1", "--to", "vllm", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    args = shlex.split(lines[-1])
+    exact = args[args.index("--cpu-offload-gb") + 1]
+    one = 3 * 2048 * 768 * 2  # a bf16 expert; 10 of the 16 off the GPU
+    assert exact == "0.087890625" and float(exact) == 10 * one / 2**30
+    notes = [ln for ln in lines if ln.startswith("# note:")] + r.stderr.splitlines()
+    assert notes and not [n for n in notes if exact in n or re.search(r"\d\.\d{5,}|\d{7,}", n)], notes
+    assert any("the GPU keeps the tuned cache's 54.0 MiB of experts, the rest (90.0 MiB at bf16, counted from the "
+               "expert shapes) offloaded: --cpu-offload-gb is those bytes exactly" in n for n in notes), notes
 
 
 def test_cli_export_errors_and_output_file(tmp_path):
@@ -748,7 +768,7 @@ def test_vllm_serves_a_cpu_tuned_fp8_checkpoint_with_its_own_quantization(tmp_pa
     assert "served without --quantization experts_int8: an FP8 checkpoint" in r.stdout
     # 2 layers x 8 experts (hidden 32, expert width 16) in fp8, less the tuned cache: 2 int8 experts per layer
     host = 16 * expert_nbytes_of("fp8", 32, 16) - 4 * expert_nbytes_of("int8", 32, 16)
-    assert f"the rest ({host} bytes = {host / 2**30!r} GiB at fp8) offloaded" in r.stdout, r.stdout
+    assert f"the rest ({format_bytes(host)} at fp8, counted from the expert shapes) offloaded" in r.stdout, r.stdout
 
 
 def test_vllm_offloads_the_expert_weights_by_the_names_vllm_gives_the_checkpoints_quantization(tmp_path):
@@ -858,7 +878,7 @@ def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path)
     r = _cli("export", "m", "1", "--to", "vllm", "--storage", url)
     assert r.returncode == 0, r.stderr
     host = 16 * expert_nbytes_of("fp32", 2048, 768) - 8 * expert_nbytes_of("bf16", 2048, 768)
-    assert f"the rest ({host} bytes = " in r.stdout and " GiB at fp32) offloaded" in r.stdout, r.stdout
+    assert f"the rest ({format_bytes(host)} at fp32, counted" in r.stdout, r.stdout
     assert "float32" not in r.stdout, r.stdout
     r = _cli("export", "m", "2", "--to", "vllm", "--storage", url, "--opt", "prefer=quantize")  # int8, not offloaded
     assert r.returncode == 0, r.stderr

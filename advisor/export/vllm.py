@@ -117,12 +117,15 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     cache = cfg.cache_nbytes()
     host = max(total - cache, 0)
     if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the checkpoint's dtype
-        return 0.0, (f"{where}; the tuned cache's {cache} expert bytes hold every expert's {total} bytes at {fmt}: "
-                     "nothing offloaded, so no --cpu-offload-gb")
+        return 0.0, (f"{where}; the tuned cache's {format_bytes(cache)} of experts hold every expert's "
+                     f"{format_bytes(total)} at {fmt} (counted from the expert shapes): nothing offloaded, so no "
+                     "--cpu-offload-gb")
     gib = _gib(host)
     uncounted = "" if m.checkpoint_format else packed_note(cfg, fmt, total, cache)
-    return gib, (f"{where}; the GPU keeps the tuned cache's {cache} expert bytes, the rest ({host} bytes = {gib_arg(gib)} "
-                 f"GiB at {fmt}) offloaded{uncounted}")
+    # the flag carries the exact bytes (`gib_arg`); the prose a size people read (0.022779464721679688 GiB was shown)
+    return gib, (f"{where}; the GPU keeps the tuned cache's {format_bytes(cache)} of experts, the rest "
+                 f"({format_bytes(host)} at {fmt}, counted from the expert shapes) offloaded: --cpu-offload-gb is "
+                 f"those bytes exactly, in GiB{uncounted}")
 
 
 def _gib(nbytes: float) -> float:
