@@ -27,7 +27,7 @@ from advisor.results.config_view import (
     steps_counted_note,
     uniform_format,
 )
-from advisor.results.front import FrontPoint, format_metric, quality_metric
+from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
 from advisor.units import names_text
 
@@ -408,6 +408,13 @@ def _compared_by(prefer: str, *points: FrontPoint) -> str:
     return _PREF_METRIC[prefer]
 
 
+def _kind(metric: str, *points: FrontPoint) -> str:
+    """How `metric`'s values at `points` were obtained, as a number's short label in the reasons: measured, counted
+    or modelled - `pareto`'s header-row label (`source_kinds`) of the sources `--json` and the stored values give
+    in full."""
+    return source_kinds((p.sources.get(metric) for p in points), missing="source not recorded")
+
+
 def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str = "accuracy") -> str:
     metric = _compared_by(prefer, best, other)
     name = "accuracy"
@@ -416,18 +423,19 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str =
     a, b = best.values.get(metric), other.values.get(metric)
     if a is None or b is None:
         return ""
+    kind = _kind(metric, best, other)
     if prefer == "accuracy":
         if b != a:
-            return f"{name} {b:.3f} vs {a:.3f}"
+            return f"{name} {b:.3f} vs {a:.3f} ({kind})"
         for tie, then in (("time_per_token", "latency"), ("h2d_bytes_per_token", "transfer")):  # what broke the tie
             x, y = best.values.get(tie), other.values.get(tie)
             if x is not None and y is not None and x != y:
-                return f"the same {name} {a:.3f} and {_ratio_text(best, other, then)}"
-        return f"the same {name} {a:.3f} (a tie)"
+                return f"the same {name} {a:.3f} ({kind}) and {_ratio_text(best, other, then)}"
+        return f"the same {name} {a:.3f} ({kind}; a tie)"
     if a > 0:
         word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
-        return f"{b / a:.2f}x the {word}"
-    return f"{metric} {b:.4g} vs {a:.4g}"
+        return f"{b / a:.2f}x the {word} ({kind})"
+    return f"{metric} {b:.4g} vs {a:.4g} ({kind})"
 
 
 def _bytes_apart(n: float, other: float) -> str:
@@ -446,18 +454,23 @@ def _why(rec: Recommendation) -> list[str]:
     peak = p.values.get("peak_gpu_bytes")
     if budget is not None and peak is not None:
         where = f" ({q.gpu.name}, {q.gpu.source})" if q.gpu and q.budget_bytes is None else ""
-        out.append(f"fits {_bytes_apart(budget, peak)}{where}: uses {_bytes_apart(peak, budget)}")
+        out.append(f"fits {_bytes_apart(budget, peak)}{where}: uses {_bytes_apart(peak, budget)} "
+                   f"({_kind('peak_gpu_bytes', p)})")
     elif budget is None:
         out.append("no memory budget given (--budget or --gpu): memory not checked")
     acc = p.values.get("accuracy")
     if c.floor is not None and acc is not None:
         ref = rec.references.get(p.study_name)
         below = ref is not None and q.max_accuracy_drop is not None and ref.accuracy - q.max_accuracy_drop < 0
-        basis = (f" ({'' if below else '= '}{ref.accuracy:.3f} of trial #{ref.trial} minus {q.max_accuracy_drop}"
+        ref_kind = next((_kind("accuracy", r.point) for r in (*rec.ranked, *rec.rejected)
+                         if ref is not None and (r.point.study_name, r.point.trial_number) == (ref.study, ref.trial)),
+                        "source not recorded")
+        basis = (f" ({'' if below else '= '}{ref.accuracy:.3f} of trial #{ref.trial}, {ref_kind}, minus "
+                 f"{q.max_accuracy_drop}"
                  f"{' is below 0, so 0: no accuracy is excluded' if below else ''}; trial #{ref.trial}: {ref.how})"
                  if ref and q.max_accuracy_drop is not None and (q.min_accuracy is None or c.floor > q.min_accuracy)
                  else "")
-        out.append(f"accuracy {acc:.3f} >= floor {c.floor:.3f}{basis}")
+        out.append(f"accuracy {acc:.3f} ({_kind('accuracy', p)}) >= floor {c.floor:.3f}{basis}")
     elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
         out.append("no accuracy stored in this study: relative floor not applied")
     by_time = _compared_by(q.prefer, p) == "time_per_token"
@@ -470,7 +483,8 @@ def _why(rec: Recommendation) -> list[str]:
     if len(rec.ranked) > 1 and (apart := _ratio_text(p, rec.ranked[1].point, q.prefer, rec.quality)):
         nxt = rec.ranked[1].point
         out.append(f"next best {rec.ranked[1].label} has {apart}"
-                   + (f", accuracy {nxt.values['accuracy']:.3f}" if "accuracy" in nxt.values and q.prefer != "accuracy" else ""))
+                   + (f", accuracy {nxt.values['accuracy']:.3f} ({_kind('accuracy', nxt)})"
+                      if "accuracy" in nxt.values and q.prefer != "accuracy" else ""))
     better = [r for r in rec.rejected if _sort_key(r.point, q.prefer, rec.quality) < _sort_key(p, q.prefer, rec.quality)]
     if better:
         kinds: dict[str, int] = {}
@@ -511,7 +525,7 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
             gpus = sorted((g for g in CATALOGUE if g.memory_bytes >= need), key=lambda g: g.memory_bytes)[:3]
             meets = "meets the accuracy floor with" if c.floor is not None else "needs"  # a fidelity study has none
             reasons.append(f"more memory: {c.label} {meets} {format_bytes(need)} "
-                           f"({format_bytes(need - budget)} over the budget)"
+                           f"({_kind('peak_gpu_bytes', c.point)}; {format_bytes(need - budget)} over the budget)"
                            + (f"; e.g. {', '.join(g.name for g in gpus)}" if gpus else ""))
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "memory",
                             "needs_bytes": need, "over_by_bytes": need - budget})
@@ -521,7 +535,7 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
         if c is not None and c.floor is not None:
             acc = c.point.values["accuracy"]
             reasons.append(f"lower floor: {c.label} fits with accuracy {acc:.3f} "
-                           f"(floor {c.floor:.3f}; allow {_more_drop(c.floor, acc):.3f} more drop, "
+                           f"({_kind('accuracy', c.point)}; floor {c.floor:.3f}; allow {_more_drop(c.floor, acc):.3f} more drop, "
                            f"e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "accuracy_floor",
                             "accuracy": acc, "floor": c.floor})
@@ -530,7 +544,8 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
                        key=lambda c: c.point.values["peak_gpu_bytes"], default=None)
         if smallest is not None:
             reasons.append(f"smallest stored point {smallest.label} needs "
-                           f"{format_bytes(smallest.point.values['peak_gpu_bytes'])} and: {'; '.join(smallest.problems)}")
+                           f"{format_bytes(smallest.point.values['peak_gpu_bytes'])} "
+                           f"({_kind('peak_gpu_bytes', smallest.point)}) and: {'; '.join(smallest.problems)}")
         else:
             reasons.append("no point records peak GPU memory; re-run `advisor tune`")
     return reasons, closest

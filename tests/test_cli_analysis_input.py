@@ -523,7 +523,10 @@ def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
              cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert "  at 1.0 KiB of GPU memory (1KiB, given with --memory):" in lines, r.stdout
+    assert any(ln.startswith("  at 1.0 KiB of GPU memory (1KiB, given with --memory),") for ln in lines), r.stdout
+    assert "at 1.0 KiB of GPU memory (1KiB, given with --memory), against fp16 without cache: fp16: no trial" \
+        in " ".join(r.stdout.split()), r.stdout  # broken between its parts at 80 columns
     assert "  at 1KiB (1.0 KiB): no stored trial fits" in lines, r.stdout
-    [big] = [ln for ln in lines if ln.startswith("  at 200KiB (200.0 KiB): ")]
-    assert " #" in big and "transfer cut" in big, big
+    [at] = [i for i, ln in enumerate(lines) if ln.startswith("  at 200KiB (200.0 KiB), against ")]
+    big = lines[at + 1]
+    assert big.startswith("    ") and " #" in big and "transfer cut" in big and "(counted)" in big, big

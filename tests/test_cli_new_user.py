@@ -124,8 +124,8 @@ def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
     r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (line,) = [ln for ln in r.stdout.splitlines() if "next best" in ln]
-    assert re.search(r"has the same accuracy 0\.\d{3}( and \d+\.\d\dx the (time per token|transfer)| \(a tie\))$",
-                     line), line
+    assert re.search(r"has the same accuracy 0\.\d{3} \(measured(; a tie\)|\) and \d+\.\d\dx the "
+                     r"(time per token \(modelled\)|transfer \(counted\)))$", line), line
     assert " vs " not in line, line
     # and which it is, from the stored values of the chosen point and the next best: time per token breaks an
     # accuracy tie first, then H2D bytes
@@ -134,8 +134,9 @@ def test_recommend_says_how_an_accuracy_tie_was_broken(tmp_path):
     best, nxt = js["chosen"]["values"], js["alternatives"][0]["values"]
     assert best["accuracy"] == nxt["accuracy"]
     t, h = "time_per_token", "h2d_bytes_per_token"
-    tie = (f" and {nxt[t] / best[t]:.2f}x the time per token" if nxt[t] != best[t]
-           else f" and {nxt[h] / best[h]:.2f}x the transfer" if nxt[h] != best[h] else " (a tie)")
+    tie = (f" (measured) and {nxt[t] / best[t]:.2f}x the time per token (modelled)" if nxt[t] != best[t]
+           else f" (measured) and {nxt[h] / best[h]:.2f}x the transfer (counted)" if nxt[h] != best[h]
+           else " (measured; a tie)")
     assert line.endswith(f"has the same accuracy {best['accuracy']:.3f}{tie}"), (line, best, nxt)
 
 
@@ -211,7 +212,8 @@ def test_recommend_floor_reason_reads_in_order(tmp_path):
     r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
                 "--prefer", "latency", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert ("  - accuracy 0.960 >= floor 0.940 (= 0.950 of trial #14 minus 0.01; trial #14: uniform fp16 plan (the "
+    assert ("  - accuracy 0.960 (measured) >= floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: "
+            "uniform fp16 plan (the "
             "highest-precision uniform plan in the study))") in r.stdout.splitlines(), r.stdout
 
 

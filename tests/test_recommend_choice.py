@@ -18,8 +18,8 @@ def test_picks_lowest_transfer_that_fits_and_meets_relative_floor():
     rec = recommend(standard_front(), Query(budget_bytes=12 * GiB, max_accuracy_drop=0.02))
     assert rec.chosen.point.trial_number == 2  # int8, 4 slots: 9.1 GiB, 0.91 >= 0.92 - 0.02
     text = " | ".join(rec.reasons)
-    assert "fits 12.0 GiB: uses 9.1 GiB" in text
-    assert "accuracy 0.910 >= floor 0.900" in text and "trial #0" in text
+    assert "fits 12.0 GiB: uses 9.1 GiB (counted)" in text
+    assert "accuracy 0.910 (measured) >= floor 0.900" in text and "trial #0" in text
     assert "among 3 feasible" in text and "next best s1#3 has 1.30x the transfer" in text
     assert "1 exceed memory" in text and "2 fall below the floor" in text
 
@@ -53,7 +53,7 @@ def test_an_accuracy_tie_goes_to_the_fastest_point():
     rec = recommend(pts, Query(budget_bytes=40 * GiB))
     assert rec.chosen.point.trial_number == 1  # more H2D bytes than #0, but faster
     assert "ties: lowest time per token" in render(rec)
-    assert "has the same accuracy 0.920 and 3.00x the time per token" in render(rec)
+    assert "has the same accuracy 0.920 (measured) and 3.00x the time per token (source not recorded)" in render(rec)
 
 
 def test_gpu_budget_and_modelled_transfer_on_target():
@@ -72,7 +72,7 @@ def test_nothing_fits_says_what_to_change():
     rec = recommend(standard_front(), Query(budget_bytes=4 * GiB, min_accuracy=0.9))
     assert rec.chosen is None
     text = " | ".join(rec.reasons)
-    assert "more memory: s1#3 meets the accuracy floor with 6.0 GiB (2.0 GiB over the budget)" in text
+    assert "more memory: s1#3 meets the accuracy floor with 6.0 GiB (counted; 2.0 GiB over the budget)" in text
     assert rec.closest[0]["change"] == "memory"
     rec = recommend(standard_front(), Query(budget_bytes=10 * GiB, min_accuracy=0.95))
     assert "lower floor: s1#2 fits with accuracy 0.910" in " | ".join(rec.reasons)
@@ -141,7 +141,7 @@ def test_default_floor_is_one_point_below_the_highest_precision_point():
     assert rec.chosen.point.trial_number == 2 and rec.query.prefer == "transfer"  # not int4 (0.80)
     text = " | ".join(rec.reasons)
     assert "no accuracy floor given: within 0.01 (1 accuracy point)" in text
-    assert "accuracy 0.910 >= floor 0.910 (= 0.920 of trial #0 minus 0.01; trial #0: uniform bf16" in text
+    assert "accuracy 0.910 (measured) >= floor 0.910 (= 0.920 of trial #0, measured, minus 0.01; trial #0: uniform bf16" in text
 
 
 def test_when_everything_fits_the_most_accurate_wins(tmp_path):
@@ -233,7 +233,7 @@ def test_a_fidelity_study_ranks_by_top1_agreement_and_says_so(tmp_path):
     assert "top-1 agreement with full precision stands in for accuracy" in text
     assert "the most faithful wins" in text and "most accurate" not in text and "1 accuracy point" not in text
     assert "highest top-1 agreement with full precision among 3 feasible point(s)" in text
-    assert "next best fid#0 has the same top-1 agreement 0.970 and 20.00x the transfer" in text
+    assert "next best fid#0 has the same top-1 agreement 0.970 (measured) and 20.00x the transfer (counted)" in text
     r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--min-accuracy", "0.5")
     assert r.returncode == 2 and "stores no task accuracy" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -247,7 +247,7 @@ def test_a_fidelity_study_over_the_budget_names_no_accuracy_floor_for_more_memor
     assert r.returncode == 1, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     assert "no accuracy floor applies" in text and "accuracy floor with" not in text, text
-    assert "more memory: fid#1 needs 1.5 GiB (512.0 MiB over the budget)" in text, text
+    assert "more memory: fid#1 needs 1.5 GiB (counted; 512.0 MiB over the budget)" in text, text
 
 
 def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
@@ -261,7 +261,7 @@ def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
         pts.append(dataclasses.replace(p, values=p.values | {"fidelity_top1": top1}))
     rec = recommend(pts, Query(budget_bytes=2 * GiB))
     assert rec.query.prefer == "accuracy" and rec.chosen.point.trial_number == 2
-    assert any("next best acc#1 has the same accuracy 0.900 and 2.00x the transfer" in r for r in rec.reasons)
+    assert any("next best acc#1 has the same accuracy 0.900 (measured) and 2.00x the transfer (counted)" in r for r in rec.reasons)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -408,7 +408,7 @@ def test_a_relative_floor_below_zero_is_printed_as_zero(tmp_path):
                                       point("s1", 1, "int4", 2, acc=0.0, h2d=1e6, peak_gib=1.0, meta=m)])
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "accuracy 0.000 >= floor 0.000 (0.030 of trial #0 minus 0.05 is below 0, so 0: no accuracy is " \
+    assert "accuracy 0.000 (measured) >= floor 0.000 (0.030 of trial #0, measured, minus 0.05 is below 0, so 0: no accuracy is " \
            "excluded; trial #0: uniform bf16 plan" in r.stdout, r.stdout
     assert "floor -" not in r.stdout, r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05", "--json")
@@ -416,7 +416,7 @@ def test_a_relative_floor_below_zero_is_printed_as_zero(tmp_path):
     zero = make_db(tmp_path / "z.db", [point("z", 0, "bf16", 8, acc=0.0, h2d=0.0, peak_gib=2.0, meta=m),
                                        point("z", 1, "int4", 2, acc=0.0, h2d=1e6, peak_gib=1.0, meta=m)])
     r = _cli("recommend", "--storage", zero, "--budget", "1.5GiB")  # the default drop, 0.01, below an accuracy of 0
-    assert r.returncode == 0 and "floor 0.000 (0.000 of trial #0 minus 0.01 is below 0" in r.stdout, r.stdout
+    assert r.returncode == 0 and "floor 0.000 (0.000 of trial #0, measured, minus 0.01 is below 0" in r.stdout, r.stdout
 
 
 def test_whether_a_study_is_judged_by_fidelity_is_one_rule_for_recommend_and_the_report():

@@ -502,7 +502,7 @@ def test_a_bf16_models_baseline_is_named_bf16_everywhere(tmp_path, monkeypatch, 
     assert tune.exit_code == 0, tune.output
     rep = CliRunner().invoke(app, ["report", "b", "--storage", "f.db", "--block-lengths", "", "-o", "rep"])
     assert rep.exit_code == 0, rep.output
-    assert "vs bf16 without cache" in rep.stdout and "fp16" not in rep.stdout, rep.stdout
+    assert "against bf16 without cache" in rep.stdout and "fp16" not in rep.stdout, rep.stdout
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| bf16, no cache (baseline) |" in md and "*BF16-no-cache baseline*" in md, md
     assert "fp16" not in md.lower(), [ln for ln in md.splitlines() if "fp16" in ln.lower()]

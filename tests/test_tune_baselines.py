@@ -165,6 +165,7 @@ def test_baselines_are_stored_trials_at_each_budget(study):
 def test_report_answers_with_the_baselines(study, tmp_path):
     from advisor.report.data import load_study_data
     from advisor.report.select import feasible_trials, rank
+    from advisor.results.front import short_source, source_kinds
 
     url, _, _ = study
     r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "report", "b", "--storage", url,
@@ -193,10 +194,20 @@ def test_report_answers_with_the_baselines(study, tmp_path):
                 taus = [u for u in trials.values() if u.attrs.get("baseline") == "tide"
                         and u.attrs["baseline_budget"] == a["budget"]]
                 assert len(taus) == 4 and row["time_per_token"] == min(u.values["time_per_token"] for u in taus)
-        # the terminal summary gives the time cut the answer ranks by beside the transfer cut
+        # the terminal summary gives the time cut the answer ranks by beside the transfer cut, each labelled as
+        # pareto labels the values it is computed from (the summary said "transfer cut 99.4%", no label)
         for row in a["rows"]:
-            assert (f"{row['precision']} #{row['trial']} transfer cut {100 * row['reduction_vs_baseline']:.1f}%, "
-                    f"time cut {100 * row['time_cut']:.1f}%") in r.stdout, r.stdout
+            t = trials[row["trial"]]
+            h2d, time = (source_kinds([t.sources.get(m), ref.sources.get(m)])
+                         for m in ("h2d_bytes_per_token", "time_per_token"))
+            assert (h2d, time) == ("counted", "modelled")
+            assert (f"    {row['precision']} #{row['trial']}: transfer cut {100 * row['reduction_vs_baseline']:.1f}% "
+                    f"({h2d}), time cut {100 * row['time_cut']:.1f}% ({time})") in r.stdout.splitlines(), r.stdout
+    for row in payload["headline"]:
+        if row["accuracy_change"] is not None:
+            kind = short_source(trials[row["trial"]].sources["accuracy"])
+            assert f"accuracy change {100 * row['accuracy_change']:+.1f} pt ({kind})" in r.stdout, r.stdout
+    assert all(len(ln) <= 80 for ln in r.stdout.splitlines()[3:]), r.stdout  # below the three paths
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | strategy | precision | trial | GPU slots/layer | policy | miss |" in md
     assert "Time per token: modelled:" in md and "llama.cpp-style" in md

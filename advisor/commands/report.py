@@ -68,26 +68,55 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")
-        def cuts(r: Any) -> str:
-            """Transfer cut, and time cut where the study stores time per token (what its answer ranks by)."""
-            cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
-            return f"transfer cut {cut}" + ("" if r.time_cut is None else f", time cut {100 * r.time_cut:.1f}%")
-
         from advisor.baselines import no_cache_label
+        from advisor.results.front import source_kinds
         from advisor.units import format_bytes
+
+        ref = res.extra["reference"]  # what every cut is against: its sources label a cut with the row's
+        ref_sources = ref.trial.sources if ref.trial is not None else {"h2d_bytes_per_token": ref.source}
+
+        def kind(*sources: str | None) -> str:
+            """A number's short label, measured / counted / modelled, as `pareto` and `recommend` give it."""
+            return source_kinds(sources, missing="source not recorded")
+
+        def cuts(r: Any) -> list[str]:
+            """Transfer cut, and time cut where the study stores time per token (what its answer ranks by), each
+            with how its numbers were obtained."""
+            cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
+            out = [f"transfer cut {cut} ({kind(r.h2d_source, ref_sources.get('h2d_bytes_per_token'))})"]
+            if r.time_cut is not None:
+                out.append(f"time cut {100 * r.time_cut:.1f}% "
+                           f"({kind(r.time_source, ref_sources.get('time_per_token'))})")
+            return out
+
+        def echo(first: str, parts: list[str], indent: int, end: str = "") -> None:
+            """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would
+            pass 80 columns; continuation lines indented `indent`."""
+            line = first + parts[0]
+            for part in parts[1:]:
+                if len(line) + 2 + len(part) > 80:
+                    typer.echo(line + ",")
+                    line = " " * indent + part
+                else:
+                    line += ", " + part
+            typer.echo(line + end)
 
         full = res.extra["baseline_format"]
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
-        typer.echo(f"  at {format_bytes(memory)} of GPU memory ({why}):")
+        echo("  ", [f"at {format_bytes(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"], 2, ":")
         width = max((len(r.precision) for r in res.headline), default=0)  # int4:g64, a mixed plan's label
         for r in res.headline:
             if r.trial is None:
                 typer.echo(f"  {r.precision:>{width}}: {r.note}")
                 continue
-            dacc = "-" if r.accuracy_change is None else f"{100 * r.accuracy_change:+.1f} pt"
-            typer.echo(f"  {r.precision:>{width}}: trial #{r.trial}, {cuts(r)} vs {no_cache_label(full)}, "
-                       f"accuracy change {dacc}")
+            dacc = "-" if r.accuracy_change is None else \
+                f"{100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"
+            echo(f"  {r.precision:>{width}}: ", [f"trial #{r.trial}", *cuts(r), f"accuracy change {dacc}"], width + 4)
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
-            typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}): "
-                       + ("; ".join(f"{r.precision} #{r.trial} {cuts(r)}" for r in best) or "no stored trial fits"))
+            if not best:
+                typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}): no stored trial fits")
+                continue
+            typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}), against {no_cache_label(full)}:")
+            for r in best:
+                echo(f"    {r.precision} #{r.trial}: ", cuts(r), 6)

@@ -45,6 +45,7 @@ class HeadlineRow:
     policy: str | None = None  # cache policy ("tide (tau 2)" with its refresh interval)
     miss: str | None = None  # miss policy: copy | cpu | hybrid
     time_cut: float | None = None  # 1 - time_per_token / the no-cache reference's
+    h2d_source: str | None = None  # how h2d_bytes_per_token was obtained (its stored source)
 
 
 @dataclass
@@ -253,6 +254,7 @@ def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], referenc
         expert_cache_bytes=expert_cache_bytes(t, expert_bytes),
         peak_gpu_bytes=v.get("peak_gpu_bytes"),
         h2d_bytes_per_token=v["h2d_bytes_per_token"],
+        h2d_source=t.sources.get("h2d_bytes_per_token"),
         transfer_ms_per_token=v.get("transfer_ms_per_token"),
         hit_rate=v.get("hit_rate"),
         accuracy=acc,

@@ -175,7 +175,8 @@ def build_report(
     fig_paths = [out / "figures" / p.name for p in figures.values()]
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
                         time.perf_counter() - t0, {"recommended": recs, "answers": answers,
-                                                   "memory": (ref_memory, memory_why), "baseline_format": full})
+                                                   "memory": (ref_memory, memory_why), "baseline_format": full,
+                                                   "reference": reference})
 
 
 def baseline_format(data: Any, trials: list[Any]) -> str:

@@ -7,6 +7,7 @@ Written by the tuner (`advisor.tune.study`), read by recommend, export, report, 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,23 @@ METRICS = (
 `sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
 "measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
 """
+
+
+def short_source(src: str | None, missing: str = "?") -> str:
+    """A stored source's kind alone - measured, counted or modelled - as a value's short label: the one definition
+    `pareto`'s header row, `recommend`'s reasons and `report`'s summary label numbers with (the full string is in
+    the legend, the stored values and `--json`). 'measured:toy(n=32,cpu)' -> 'measured'; a sum of parts keeps every
+    kind: 'measured:wall-clock(..)+modelled:pcie(..)' -> 'measured+modelled'; `missing` where none is recorded."""
+    if not src:
+        return missing
+    kinds = [part.split(":", 1)[0] for part in re.split(r"\+(?=[a-z]+:)", src)]
+    return "+".join(dict.fromkeys(kinds))
+
+
+def source_kinds(sources: Iterable[str | None], missing: str = "?") -> str:
+    """The distinct `short_source` kinds of several values of one quantity (a column, two points compared), sorted
+    and joined with '/': 'counted', or 'measured/modelled' where they were obtained differently."""
+    return "/".join(sorted({short_source(s, missing) for s in sources})) or missing
 
 
 def quality_metric(records: Iterable[Any]) -> str:

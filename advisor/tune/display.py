@@ -5,7 +5,6 @@ Torch- and optuna-free (the front table is also what `advisor pareto` prints fro
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from advisor.results.config_view import miss_text, policy_text
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, source_kinds
 
 _UNITS = {
     "time_per_token": ("time ms/tok", "ms"),  # distinct from transfer's and latency's ms per token
@@ -55,15 +54,6 @@ def fmt_value(metric: str, v: float | None) -> str:
     if kind == "ms":
         return f"{v:.3f}"
     return f"{v:.4g}"
-
-
-def short_source(src: str) -> str:
-    """'measured:toy(n=32,cpu)' -> 'measured'; keeps the kind, drops the detail, for table headers. A sum of
-    parts keeps every kind: 'measured:wall-clock(..)+modelled:pcie(..)' -> 'measured+modelled'."""
-    if not src:
-        return "?"
-    kinds = [part.split(":", 1)[0] for part in re.split(r"\+(?=[a-z]+:)", src)]
-    return "+".join(dict.fromkeys(kinds))
 
 
 def config_text(config: dict[str, Any]) -> tuple[str, str]:
@@ -112,8 +102,8 @@ def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[s
     table.add_column("expert precision")
     table.add_column("GPU cache")
     for m in cols:
-        srcs = sorted({short_source(p.sources.get(m, "")) for p in points if m in p.values})
-        table.add_column(f"{_label(m, objectives)}\n[dim]{'/'.join(srcs)}[/dim]", justify="right")
+        srcs = source_kinds(p.sources.get(m, "") for p in points if m in p.values)
+        table.add_column(f"{_label(m, objectives)}\n[dim]{srcs}[/dim]", justify="right")
     for cells, trials in rows.items():
         table.add_row(", ".join(trials), *cells)
     return table
