@@ -348,10 +348,7 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
                             "latency ranks by time per token")
         else:
             defaults.append("no --prefer given: the fewest H2D bytes/token win; --prefer latency or accuracy to change")
-    if fidelity_study and q.max_accuracy_drop is None and q.prefer != "accuracy":  # no default floor: say so
-        defaults.insert(1, "no accuracy floor applies (not the default 1 point below the highest-precision point: "
-                           "there is no task accuracy), so the pick may agree with full precision far less than "
-                           "other points do - see its fidelity_top1; --prefer accuracy ranks by top-1 agreement")
+    no_floor = fidelity_study and q.max_accuracy_drop is None and q.prefer != "accuracy"  # said below
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)
@@ -390,6 +387,11 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
 
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: _sort_key(c.point, q.prefer, quality))
     rejected = [c for c in cands if not c.feasible]
+    if no_floor:  # no default floor: say so, and what that means for the pick - or, with none, for the points
+        means = ("the pick may agree with full precision far less than other points do - see its fidelity_top1"
+                 if feasible else "none was excluded for its top-1 agreement with full precision")
+        defaults.insert(1, "no accuracy floor applies (not the default 1 point below the highest-precision point: "
+                           f"there is no task accuracy), so {means}; --prefer accuracy ranks by top-1 agreement")
     rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults,
                          quality=quality)
     if rec.chosen:

@@ -250,6 +250,22 @@ def test_a_fidelity_study_over_the_budget_names_no_accuracy_floor_for_more_memor
     assert "more memory: fid#1 needs 1.5 GiB (counted; 512.0 MiB over the budget)" in text, text
 
 
+def test_a_fidelity_study_where_nothing_fits_speaks_of_no_pick(tmp_path):
+    """Where nothing fits, the no-floor reason still said "so the pick may agree with full precision far less
+    than other points do - see its fidelity_top1": there is no pick. It says what having no floor meant for
+    the points instead (none was excluded for its agreement); with a pick it keeps the warning."""
+    url = make_db(tmp_path / "f.db", _fidelity_points([(0.97, 1e6, 2.0), (0.80, 1e6, 1.5)]))
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "pick" not in r.stdout, r.stdout
+    assert ("  - no accuracy floor applies (not the default 1 point below the highest-precision point: there is no "
+            "task accuracy), so none was excluded for its top-1 agreement with full precision; --prefer accuracy "
+            "ranks by top-1 agreement") in r.stdout.splitlines(), r.stdout
+    r = _cli("recommend", "--storage", url, "--budget", "1.5GiB")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "so the pick may agree with full precision far less than other points do" in r.stdout, r.stdout
+
+
 def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
     """Accuracy studies store fidelity too (the fidelity stage runs first): equal accuracy still goes to the
     lowest H2D bytes, as "ties: lowest H2D bytes/token" says, not to the higher top-1 agreement."""
