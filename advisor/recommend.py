@@ -434,9 +434,12 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str =
             if x is not None and y is not None and x != y:
                 return f"the same {name} {a:.3f} ({kind}) and {_ratio_text(best, other, then)}"
         return f"the same {name} {a:.3f} ({kind}; a tie)"
+    word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
+    if b == a:  # "1.00x the transfer" read as a rounded difference; two points can store the same values
+        return f"the same {word} ({kind})"
     if a > 0:
-        word = {"h2d_bytes_per_token": "transfer", "time_per_token": "time per token"}.get(metric, "latency")
-        return f"{b / a:.2f}x the {word} ({kind})"
+        ratio = f"{b / a:.2f}"
+        return f"{ratio if ratio != '1.00' else f'{b / a:.4f}'}x the {word} ({kind})"
     return f"{metric} {b:.4g} vs {a:.4g} ({kind})"
 
 

@@ -72,6 +72,19 @@ def test_recommend_reasons_label_each_number_as_pareto_and_the_json_sources_do(t
            "budget)" in r.stdout, r.stdout
 
 
+def test_recommend_says_the_next_best_stores_the_same_value_not_1_00x(tmp_path):
+    """Trials #8 and #189 of the example store the same values (64 slots: the policy never evicts), and the reason
+    said "next best bundled-example#189 has 1.00x the transfer", which reads as a difference rounded away. Equal
+    values are said to be the same; a real difference that rounds to 1.00x gets the digits that show it."""
+    out = advisor("recommend", "--storage", str(EXAMPLE_DB), cwd=tmp_path).stdout
+    assert "  - next best bundled-example#189 has the same transfer (counted), accuracy 0.960 (measured)" \
+        in out.splitlines(), out
+    url = make_db(tmp_path / "a.db", [point("s", 0, "int8", 4, acc=0.9, h2d=1000.0, peak_gib=1),
+                                      point("s", 1, "int8", 2, acc=0.9, h2d=1001.0, peak_gib=1)])
+    out = advisor("recommend", "--storage", url, cwd=tmp_path).stdout
+    assert "next best s#1 has 1.0010x the transfer (counted)" in out and "1.00x" not in out, out
+
+
 def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     db = str(EXAMPLE_DB)
     ex = {t: advisor("export", "bundled-example", "129", "--storage", db, "--to", t, cwd=tmp_path)
