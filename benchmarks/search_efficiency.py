@@ -6,9 +6,9 @@ accuracy once per plan?
    At each budget its feasible Pareto front gives the reference hypervolume.
 2. Search, per budget: each sampler (several seeds) runs an Optuna study whose objective looks the values up
    in the exhaustive table - exactly the numbers the real objective returns, at no model cost - drawing
-   configurations as `run_tune` does (budget-aware: the cache size within what fits, warm-started with the
-   most cache that fits per plan). Hypervolume after 10/20/40 trials as a fraction of the exhaustive one
-   (worst seed), and the share of trials over budget. A budget-blind row (the cache size over its whole
+   configurations as `run_tune` does (budget-aware: the hot fraction and the cache size within what fits,
+   warm-started with the most cache that fits per plan). Hypervolume after 10/20/40 trials as a fraction of
+   the exhaustive one (worst seed), and the share of trials over budget. A budget-blind row (the cache size over its whole
    range, the constraint only recorded, corner seeds: the tuner before budget-aware search) is kept beside
    it for comparison.
 3. Cost: one real `run_tune` per budget (default sampler, staging on, fresh database) counts accuracy

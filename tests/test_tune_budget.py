@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from tune_helpers import FakeBackend, small_space
+from tune_helpers import FIDELITY_SPACE, FakeBackend, small_space
 
 from advisor.tune.objective import CONSTRAINT
 from advisor.tune.space import FILL
@@ -253,14 +253,14 @@ def test_the_most_cache_that_fits_is_every_expert_where_staging_falls_again():
     fit = BudgetFit(load_space("default"), shape, budget)
     params = {**fit.defaults(), **{k: "int4" for k in fit.knobs if k.startswith("fmt_g")}, "hot_fraction": 0.0,
               "prefetch": "prev_step", "miss": "copy"}
-    assert fit.size_for(params, 1.0) == 16
-    assert all(fit.fits({**params, fit.size: fit.size_for(params, f)}) for f in (0.0, 0.3, 0.5, 0.7, 1.0))
+    assert fit.within(fit.size, params, 1.0) == 16
+    assert all(fit.fits({**params, fit.size: fit.within(fit.size, params, f)}) for f in (0.0, 0.3, 0.5, 0.7, 1.0))
     # two experts per layer: one slot stages the other expert and streams it, so only both slots fit; every fill
     # draws them (the smallest size was drawn, over budget)
     two = ModelShape((2,) * 4, (2,) * 4, (64,) * 4, (32,) * 4, "bf16", 1000, 100, staging=True)
     tight = BudgetFit(load_space("default"), two, uniform_peak_bytes(two, "int4", 2, "prev_step"))
     assert not tight.fits({**params, tight.size: 1})
-    assert {tight.size_for(params, f) for f in (0.0, 0.5, 1.0)} == {2}
+    assert {tight.within(tight.size, params, f) for f in (0.0, 0.5, 1.0)} == {2}
 
 
 def test_a_format_that_fits_only_with_every_expert_on_the_gpu_is_kept():
@@ -276,4 +276,76 @@ def test_a_format_that_fits_only_with_every_expert_on_the_gpu_is_kept():
     budget = uniform_peak_bytes(two, "int4", 2, "prev_step")
     fit = BudgetFit(space, two, budget)
     assert "int4" in fit.knobs["fmt_g0"].values() and fit.left_out == {"fmt_g0": ["bf16", "int8"]}
-    assert fit.size_for({**fit.defaults(), "fmt_g0": "int4"}, 0.0) == 2
+    assert fit.within(fit.size, {**fit.defaults(), "fmt_g0": "int4"}, 0.0) == 2
+
+
+# int4 experts with a bf16 hot set, on a tokenizer-less tiny model
+HOT_SPACE = FIDELITY_SPACE.replace('formats = ["fp16", "int8", "int4"]', 'formats = ["int4"]').replace(
+    "[cache]", '[precision.hot_cold]\nhot_fraction = { low = 0.0, high = 0.5, step = 0.125 }\nhot_formats = ["bf16"]\n'
+    "[cache]")
+
+
+def test_cli_tight_budget_draws_the_hot_fraction_within_what_fits(tmp_path, monkeypatch):
+    """A hot/cold space under a budget that holds two int4 slots per layer but not one bf16 expert: every hot set
+    (bf16, the larger format) is over budget at any cache size. The hot fraction was drawn over its whole domain,
+    so 4 of its 5 values were recorded over budget without running and counted against --trials (17 of 21 trials of
+    a Qwen3-shaped checkpoint's dllm study at 10 MiB); it is drawn as `hot_fill` within what fits, as the cache size
+    is as `cache_fill`."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.models.load import load_model
+    from advisor.tune.model_backend import model_shape
+    from advisor.tune.space import HOT_FILL
+
+    shape = model_shape(load_model("tiny:qwen3_moe"))
+    budget = shape.resident_bytes + sum(2 * shape.expert_bytes(layer, "int4") for layer in range(shape.n_layers))
+    assert budget < shape.resident_bytes + sum(shape.expert_bytes(layer, "bf16") for layer in range(shape.n_layers))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hot.toml").write_text(HOT_SPACE)
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(app, [
+        "tune", "tiny:qwen3_moe", "--resident", "--space", "hot.toml", "--budget", f"{budget}B", "--trials", "12",
+        "--storage", "t.db", "--study", "hot"])
+    assert r.exit_code == 0, r.output
+    assert "12 finished trials, 0 over budget" in r.output, r.output
+    assert "the hot fraction and the cache size are drawn within what fits" in r.output, r.output
+    study = optuna.load_study(study_name="hot", storage="sqlite:///t.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 12
+    for t in done:
+        assert t.user_attrs["feasible"] is True and t.user_attrs["config"]["counted_peak_gpu_bytes"] <= budget
+        assert t.user_attrs["config"]["hot_fraction"] == 0.0
+        assert {HOT_FILL, FILL} <= set(t.params) and not {"hot_fraction", "slots"} & set(t.params)
+
+
+def test_a_study_begun_drawing_hot_fraction_resumes_drawing_it_so(tmp_path, monkeypatch):
+    """A study begun before the hot fraction was drawn within the budget holds `hot_fraction` in its trials'
+    parameters (its first run here draws as that code did). Resumed, it goes on drawing `hot_fraction` - one
+    distribution per parameter for the sampler - and its warm-start points, stored under `hot_fraction`, are not
+    queued again under `hot_fill`; the run says so. A new study draws `hot_fill` and stays within the budget."""
+    from rich.console import Console
+
+    from advisor.commands.tune import run_tune_cli
+    from advisor.tune import study as study_mod
+    from advisor.tune.space import HOT_FILL, parse_space
+
+    backend = FakeBackend()
+    space = parse_space(HOT_SPACE.replace('task = "toy"', 'task = "fake"'), "<hot>")
+    budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int4")  # two int4 slots per layer, no bf16 expert
+    monkeypatch.setattr(study_mod, "holds_blind_hot_draws", lambda drawn: True)  # the code before hot_fill
+    run_tune(backend, space, _opts(tmp_path, "old", 8, "tpe"), budget_bytes=budget)
+    monkeypatch.undo()
+    console = Console(record=True, width=250)
+    run_tune_cli(console, backend, space, _opts(tmp_path, "old", 8, "tpe"), budget_bytes=budget,
+                 budget_note="--budget", profile=None)
+    out = " ".join(console.export_text().split())
+    assert "note: study old was begun before the hot fraction was drawn within the budget: it goes on drawing " \
+           "hot_fraction over its whole range" in out, out
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
+    assert len(study.trials) == 16 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all("hot_fraction" in t.params and HOT_FILL not in t.params for t in study.trials)
+    assert len([t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]) == 2  # int4 at each end
+
+    new = run_tune(backend, space, _opts(tmp_path, "new", 8, "tpe"), budget_bytes=budget)
+    study = optuna.load_study(study_name="new", storage=new.storage_url)
+    assert new.n_infeasible == 0 and all(HOT_FILL in t.params and "hot_fraction" not in t.params for t in study.trials)

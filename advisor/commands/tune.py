@@ -533,6 +533,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     def header(seed: int | None) -> None:
         """Printed once the study has given this run its number, which the sampler's seed depends on."""
         shape = backend.shape
+        drawn_within = "the cache size is" if space.hot_fraction.fixed is not None else \
+            "the hot fraction and the cache size are"
         drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         console.print(
@@ -542,7 +544,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
             f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn}) | mode {opts.mode}"
-            + ("\nbudget-aware: the cache size is drawn within what fits beside each precision plan; warm start: "
+            + (f"\nbudget-aware: {drawn_within} drawn within what fits beside each precision plan; warm start: "
                "per plan, the most cache that fits" if budget_bytes else "")
         )
         if getattr(backend, "offloaded", False):
@@ -657,8 +659,14 @@ def _queued_note(result, opts) -> str:
 
 
 def _left_out_note(console):
-    """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler)."""
+    """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler), and
+    say so when a study begun before the hot fraction was drawn within the budget goes on drawing it blind."""
     def note(study, objective) -> None:
+        if objective.fit.draws_hot_blind:
+            console.print(f"note: study {study.study_name} was begun before the hot fraction was drawn within the "
+                          "budget: it goes on drawing hot_fraction over its whole range, as its trials did, so some "
+                          "may be recorded over budget; a new --study draws it within the budget (as hot_fill)",
+                          markup=False)
         groups = sum(k.startswith("fmt_g") for k in objective.fit.knobs)
         for knob, formats in objective.fit.left_out.items():
             what = "expert precision" if groups == 1 else f"expert precision of layer group {knob[len('fmt_g'):]}"

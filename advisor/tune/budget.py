@@ -1,11 +1,13 @@
 """Budget-aware search: a configuration that cannot fit the GPU memory budget is never proposed.
 
 A configuration's GPU bytes are counted before anything runs (`build_config`), so a study under a budget
-draws the precision plan and every other knob first and the cache size last, within the sizes that fit
-beside them (`BudgetFit.suggest`); a format that cannot fit one expert per layer with everything else at its
-smallest is not offered at all. Measured on the bundled model at a budget of 10% of the experts' bf16 bytes,
-drawing every knob blindly put 74% of NSGA-II's trials and 52% of TPE's over budget; drawn this way, none
-(benchmarks/search_efficiency.py).
+draws the layer formats, the hot format and every other knob first, then the hot fraction within the fractions
+that fit beside them with some cache size, and the cache size last, within the sizes that fit beside them all
+(`BudgetFit.suggest`: one mechanism, `BudgetFit.within`, for both); a format that cannot fit one expert per
+layer with everything else at its smallest is not offered at all. Measured on the bundled model at a budget of
+10% of the experts' bf16 bytes, drawing every knob blindly put 74% of NSGA-II's trials and 52% of TPE's over
+budget; drawn this way, none (benchmarks/search_efficiency.py). A hot fraction drawn over its whole domain
+put most trials of a tight budget over it, in a space with a large hot format (dllm's bf16 hot experts).
 
 Every study also starts from the analytically strongest configurations (`warm_start`): for each precision
 plan the most cache that fits, since more slots only cut transfers. They are enqueued unless the study
@@ -15,12 +17,12 @@ already holds them, so resuming or starting another worker does not repeat them.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import UserError
 from advisor.tune.config import ModelShape, build_config, uniform_peak_bytes
-from advisor.tune.space import FILL, Domain, SearchSpace, draw
+from advisor.tune.space import FILL, HOT_FILL, Domain, SearchSpace, draw
 from advisor.units import format_bytes
 
 WARM_AXES = ("miss",)
@@ -48,18 +50,26 @@ class BudgetTooSmall(UserError):
 
 
 class BudgetFit:
-    """Which cache sizes fit `budget_bytes` (None: every size) beside the other knobs, for one space and model.
+    """Which hot fractions and cache sizes fit `budget_bytes` (None: every one) beside the other knobs, for one
+    space and model.
 
-    `counts` gives calibration routing counts, needed only when slots are allocated by frequency."""
+    `counts` gives calibration routing counts, needed only when slots are allocated by frequency. `fill_hot`
+    False draws the hot fraction over its whole domain, as `hot_fraction`: how a study begun before it was drawn
+    within the budget goes on (`holds_blind_hot_draws`)."""
 
     def __init__(self, space: SearchSpace, shape: ModelShape, budget_bytes: int | None,
-                 counts: Callable[[], Mapping[int, Sequence[int]]] | None = None):
+                 counts: Callable[[], Mapping[int, Sequence[int]]] | None = None, fill_hot: bool = True):
         self.space, self.shape, self.budget = space, shape, budget_bytes
         self.counts = counts
         self.knobs = space.knobs(shape.n_layers, shape.min_experts)
         self.size = space.size_knob
         self.values = self.knobs[self.size].values()
         self.left_out = self._restrict_formats()
+        # under a budget, the searched knobs drawn last, in this order, each within what fits beside those drawn
+        # before it -> its Optuna parameter (`draw`): the hot set's bytes bound the cache's, not the other way
+        late = {**({"hot_fraction": HOT_FILL} if fill_hot else {}), self.size: FILL}
+        self.fills = {} if budget_bytes is None else {
+            k: p for k, p in late.items() if k in self.knobs and self.knobs[k].fixed is None}
 
     def _restrict_formats(self) -> dict[str, list[str]]:
         """Drop each layer group's formats that fit with no cache size (the smallest, or - an offloaded model's
@@ -104,16 +114,22 @@ class BudgetFit:
                 self.knobs[k] = Domain(choices=tuple(keep))
         return left_out
 
+    @property
+    def draws_hot_blind(self) -> bool:
+        """Whether a searched hot fraction is drawn over its whole domain under the budget (`fill_hot` False: a
+        study begun before it was drawn within the budget, `holds_blind_hot_draws`)."""
+        searched = self.knobs["hot_fraction"].fixed is None
+        return self.budget is not None and searched and "hot_fraction" not in self.fills
+
     def _axis_choices(self) -> list[dict[str, Any]]:
         """Every combination of the searched `WARM_AXES` knobs ([{}] when the space fixes them all)."""
         axes = [a for a in WARM_AXES if a in self.knobs and self.knobs[a].fixed is None]
         return [dict(zip(axes, c, strict=True)) for c in itertools.product(*(self.knobs[a].values() for a in axes))]
 
     def suggest(self, trial: Any) -> dict[str, Any]:
-        """Every knob from an Optuna trial: under a budget, the cache size last and within what fits."""
-        if self.budget is None:
-            return draw(trial, self.knobs)
-        return draw(trial, self.knobs, self.size, self.size_for)
+        """Every knob from an Optuna trial: under a budget, the hot fraction and then the cache size last, each
+        within what fits (`within`)."""
+        return draw(trial, self.knobs, self.fills, self.within)
 
     def fits(self, params: Mapping[str, Any], budget: float | None = None) -> bool:
         """Whether a complete configuration fits `budget` bytes (default: the study's), from counted bytes
@@ -131,19 +147,40 @@ class BudgetFit:
         None when none does (`largest_index`: bytes grow with the size, then may fall again)."""
         return largest_index(len(self.values), lambda i: self.fits({**params, self.size: self.values[i]}, budget))
 
-    def size_for(self, params: Mapping[str, Any], fill: float) -> Any:
-        """The size `fill` selects: that share of the way from the smallest size to the largest that fits.
-        When nothing fits (the plan alone is too big), the smallest: the objective then records the trial
-        over budget without running it."""
-        k = self.largest(params)
+    def within(self, knob: str, params: Mapping[str, Any], share: float) -> Any:
+        """The value of `knob` (the cache size or the hot fraction) that `share` selects beside `params`: that
+        share of the way from its smallest value to the largest that fits - the cache size: beside everything
+        else; the hot fraction (drawn before the size): with some cache size, the smallest or, where bytes fall
+        again, the largest (`_fitting`). When nothing fits (the formats alone are too big), the smallest: the
+        objective then records the trial over budget without running it."""
+        values, fits = self._ordered(knob), self._fitting(knob, params)
+        k = largest_index(len(values), fits)
         if k is None:
-            return self.values[0]
-        i = round(min(max(fill, 0.0), 1.0) * k)
-        while i > 0 and not self.fits({**params, self.size: self.values[i]}):
+            return values[0]
+        i = round(min(max(share, 0.0), 1.0) * k)
+        while i > 0 and not fits(i):
             i -= 1  # allocation rounding can make bytes non-monotone by a slot; never return an overrun
-        if i == 0 < k and not self.fits({**params, self.size: self.values[0]}):
-            i = k  # only sizes near the largest fit (bytes that fall again there: `largest_index`)
-        return self.values[i]
+        if i == 0 < k and not fits(0):
+            i = k  # only values near the largest fit (bytes that fall again there: `largest_index`)
+        return values[i]
+
+    def share(self, knob: str, params: Mapping[str, Any]) -> float:
+        """The share that selects `params[knob]`, a value that fits, beside the rest of `params` (`within`)."""
+        values = self._ordered(knob)
+        k = largest_index(len(values), self._fitting(knob, params))
+        return values.index(params[knob]) / k if k else 0.0
+
+    def _ordered(self, knob: str) -> list[Any]:
+        return self.values if knob == self.size else sorted(self.knobs[knob].values())
+
+    def _fitting(self, knob: str, params: Mapping[str, Any]) -> Callable[[int], bool]:
+        """Whether the i-th value of `knob` fits beside `params`: the cache size as it is; a hot fraction with the
+        smallest or the largest cache, where counted bytes are least (`largest_index`)."""
+        values = self._ordered(knob)
+        if knob == self.size:
+            return lambda i: self.fits({**params, knob: values[i]})
+        ends = {self.values[0], self.values[-1]}
+        return lambda i: any(self.fits({**params, knob: values[i], self.size: s}) for s in ends)
 
     def uniform_plans(self) -> list[dict[str, Any]]:
         """Precision-knob settings of each format in every layer group, without a hot set."""
@@ -190,7 +227,7 @@ class BudgetFit:
         for plan, fill in ends:  # per plan, every choice of the axes, so a `limit` cuts plans, not a whole axis
             for combo in self._axis_choices():
                 params = {**self.defaults(), **plan, **combo}
-                params[self.size] = self.size_for(params, fill)
+                params[self.size] = self.within(self.size, params, fill)
                 key = repr(sorted(params.items()))
                 if key not in configs and self.fits(params):  # a plan whose largest cache is its smallest: once
                     configs.add(key)
@@ -198,12 +235,21 @@ class BudgetFit:
         return most[: max(0, limit - len(least))] + least
 
     def point(self, params: dict[str, Any], fill: float) -> dict[str, Any]:
-        """The Optuna parameters that draw `params` (its size being the one `fill` selects)."""
+        """The Optuna parameters that draw `params`, a configuration that fits (its size being the one `fill`
+        selects; its hot fraction the one its `share` selects)."""
         point = {n: v for n, v in params.items() if self.knobs[n].fixed is None}
-        if self.budget is not None and self.knobs[self.size].fixed is None:
-            del point[self.size]
-            point[FILL] = fill
+        for knob, param in self.fills.items():
+            point[param] = fill if knob == self.size else self.share(knob, params)
+            del point[knob]
         return point
+
+
+def holds_blind_hot_draws(drawn: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a study's trials (their Optuna parameters `drawn`) drew `hot_fraction` itself: under a budget, a
+    study begun before the hot fraction was drawn within it as `hot_fill`. Such a study goes on drawing it so
+    (`BudgetFit` with fill_hot False): a sampler models each parameter from the trials that hold it, and the
+    warm-start points it holds, under `hot_fraction`, would otherwise be queued again under `hot_fill`."""
+    return any("hot_fraction" in p for p in drawn)
 
 
 def largest_index(n: int, fits: Callable[[int], bool]) -> int | None:

@@ -1,9 +1,10 @@
 """One trial: knob values -> configuration -> memory check -> staged, cached measurements -> objective values.
 
 Cost discipline (DESIGN.md):
-* the memory budget is checked on counted bytes before anything runs: the cache size is drawn within what
-  fits (`advisor.tune.budget`), and a configuration that still cannot fit (an enqueued one, or a plan too
-  big for the smallest cache) is recorded with `trial.set_constraint` and never reaches the model;
+* the memory budget is checked on counted bytes before anything runs: a searched hot fraction and the cache
+  size are drawn within what fits (`advisor.tune.budget`), and a configuration that still cannot fit (an
+  enqueued one, layer formats too big together for the smallest cache, or the hot fraction of a study begun
+  before it was drawn within the budget) is recorded with `trial.set_constraint` and never reaches the model;
 * accuracy and fidelity depend on the precision plan only: they are measured once per plan fingerprint
   and kept in the study database (`EvalCache`), across trials, studies and workers;
 * cache size, policy and prefetch change bytes and time, never outputs: they are evaluated by replaying
@@ -75,6 +76,7 @@ class Objective:
         mode: str = "replay",
         on_stage=None,
         stop_requested: Callable[[], bool] = lambda: False,
+        fill_hot: bool = True,
     ):
         if mode not in ("replay", "live"):
             raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
@@ -92,7 +94,7 @@ class Objective:
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None
-        self.fit = BudgetFit(space, backend.shape, budget_bytes, self.counts)
+        self.fit = BudgetFit(space, backend.shape, budget_bytes, self.counts, fill_hot)  # (`run_tune` says which)
         self._traces: dict[str, TraceRun] = {}
         self._fidelity: dict[str, Measured] = {}
         self.counters: Counter[str] = Counter()

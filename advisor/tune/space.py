@@ -21,7 +21,8 @@ Knobs (Optuna parameter names in brackets):
   cache.tau               refresh interval of the "tide" policy (denoising steps; only with "tide")  [tau]
 Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
 and a range of fractions needs a step.
-Under a memory budget the cache size is drawn last, as [cache_fill], within what fits (`draw`).
+Under a memory budget the hot fraction and then the cache size are drawn last, as [hot_fill] and [cache_fill],
+within what fits (`draw`).
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 
 Other keys (not searched):
@@ -44,7 +45,7 @@ import itertools
 import json
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -67,6 +68,9 @@ modelled in replay, measured wall-clock live (see advisor.offload.timing)."""
 ALLOCATIONS = ("uniform", "by_frequency")
 FILL = "cache_fill"
 """Optuna parameter of a study under a memory budget: the cache size as a share of the sizes that fit."""
+HOT_FILL = "hot_fill"
+"""Optuna parameter of a study under a memory budget that searches a hot fraction: the hot fraction as a share of
+the hot fractions that fit with some cache size (a study begun before it drew `hot_fraction`: `BudgetFit`)."""
 _TOP_KEYS = {"name", "description", "precision", "cache", "objectives", "evaluation", "budget"}
 
 
@@ -331,19 +335,21 @@ class SearchSpace:
         return n
 
 
-def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
-         size_for: Callable[[dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
+def draw(trial: Any, knobs: dict[str, Domain], fills: Mapping[str, str] | None = None,
+         fill: Callable[[str, dict[str, Any], float], Any] | None = None) -> dict[str, Any]:
     """Every knob from an Optuna trial, in order; fixed knobs without a suggestion.
 
-    With `size` and `size_for` (a memory budget), that knob is drawn last, define-by-run, as `cache_fill` in
-    [0, 1] - a share of the sizes that fit beside the knobs already drawn - and `size_for(params, fill)` makes
-    it concrete. One distribution in every trial is what TPE and NSGA-II need to model and recombine the
-    parameter; its meaning follows the plan."""
+    With `fills` (a memory budget: each knob drawn within what fits -> its Optuna parameter, in drawing order,
+    e.g. the hot fraction -> `hot_fill`, then the cache size -> `cache_fill`) and `fill`, those knobs are drawn
+    last, define-by-run: each as its parameter in [0, 1] - a share of the values that fit beside the knobs
+    already drawn - which `fill(knob, params, share)` makes concrete. One distribution in every trial is what
+    TPE and NSGA-II need to model and recombine a parameter; its meaning follows the plan."""
+    late = {n: p for n, p in (fills or {}).items() if n in knobs and knobs[n].fixed is None}
     params: dict[str, Any] = {}
     for name, d in knobs.items():
         if d.fixed is not None:
             params[name] = d.fixed
-        elif name == size and size_for is not None:
+        elif name in late:
             continue
         elif d.choices is not None:
             params[name] = trial.suggest_categorical(name, list(d.choices))
@@ -351,9 +357,9 @@ def draw(trial: Any, knobs: dict[str, Domain], size: str | None = None,
             params[name] = trial.suggest_int(name, int(d.low), int(d.high), step=int(d.step or 1))
         else:
             params[name] = trial.suggest_float(name, float(d.low), float(d.high), step=d.step)
-    if size is not None and size not in params:
-        assert size_for is not None
-        params[size] = size_for(params, trial.suggest_float(FILL, 0.0, 1.0))
+    for name, param in late.items():
+        assert fill is not None
+        params[name] = fill(name, params, trial.suggest_float(param, 0.0, 1.0))
     return {name: params[name] for name in knobs}
 
 

@@ -34,7 +34,7 @@ from advisor.results.reconnect import redo_when_cut, stop_waiting_when, watch_an
 from advisor.results.registry import register_study, touch_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
-from advisor.tune.budget import BudgetFit
+from advisor.tune.budget import BudgetFit, holds_blind_hot_draws
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler, sampler_name
@@ -521,6 +521,9 @@ def _run_tune(
                 study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
             cpu_note = _price_cpu(study, backend, created)
             act_note = "" if created else allowance_note(study.user_attrs, backend)
+            if "hot_fraction" in fit.fills and holds_blind_hot_draws(t.params for t in study.get_trials(deepcopy=False)):
+                # begun before the hot fraction was drawn within the budget: drawn as its trials were (`draws_hot_blind`)
+                fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts, fill_hot=False)
             enqueue = _enqueue_once(study)
             if opts.warm_start:
                 for p in fit.warm_start():
@@ -542,7 +545,7 @@ def _run_tune(
 
     objective = Objective(stop.measuring(backend), space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
                           study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage,
-                          stop_requested=lambda: stop.requested)
+                          stop_requested=lambda: stop.requested, fill_hot=not fit.draws_hot_blind)
     if on_start is not None:
         on_start(study, objective)
 
