@@ -349,3 +349,23 @@ def test_a_study_begun_drawing_hot_fraction_resumes_drawing_it_so(tmp_path, monk
     new = run_tune(backend, space, _opts(tmp_path, "new", 8, "tpe"), budget_bytes=budget)
     study = optuna.load_study(study_name="new", storage=new.storage_url)
     assert new.n_infeasible == 0 and all(HOT_FILL in t.params and "hot_fraction" not in t.params for t in study.trials)
+
+
+SMALL_HOT_RANGE = small_space().text.replace("hot_fraction = [0.0, 0.25]", "hot_fraction = [0.0, 0.25, 0.5]")
+
+
+def test_warm_start_points_draw_the_configurations_they_were_made_of():
+    """A warm-start point stores its hot fraction as the `hot_fill` share that selects it beside its formats: drawn
+    back, every point (plans with a hot set included) is a configuration that fits, and the same point."""
+    from advisor.tune.budget import BudgetFit
+    from advisor.tune.space import HOT_FILL
+
+    backend = FakeBackend()
+    budget = 40_000 + 2 * 3 * backend.shape.expert_bytes(0, "int8")  # bf16 hot sets fit beside int4, not bf16
+    fit = BudgetFit(small_space(SMALL_HOT_RANGE), backend.shape, budget)
+    points = fit.warm_start(max_plans=100, limit=100)
+    assert {p[HOT_FILL] for p in points} > {0.0}  # plans with a hot set among them
+    for p in points:
+        params = fit.suggest(optuna.trial.FixedTrial(p))
+        assert fit.fits(params) and fit.point(params, p[FILL]) == p, p
+
