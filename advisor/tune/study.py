@@ -568,7 +568,7 @@ def _run_tune(
         callbacks.append(optuna.study.MaxTrialsCallback(opts.total_trials, states=(TrialState.COMPLETE,)))
     elsewhere: list[int] = []
     if n_trials and not stop.requested:
-        func = stop.wrap(objective)
+        func = _attrs_in_one_commit(storage, stop.wrap(objective))
         if storage.get_heartbeat_interval() is None:  # a heartbeat-less worker's trials: never stamped by others
             func = _marked_without_heartbeat(storage, func)
         elsewhere = _optimize(study, func, n_trials, opts.timeout, callbacks, lambda: stop.requested)
@@ -614,6 +614,20 @@ def fail_dead_workers_trials(study: Any, storage: Any) -> list[int]:
 NO_HEARTBEAT = "advisor:no_heartbeat"
 """Trial system attribute of a trial run by a worker without heartbeats (`TuneOptions(heartbeat_interval=None)`):
 its silence is no sign that its worker died, so no other worker stamps it (`_first_heartbeats`)."""
+
+
+def _attrs_in_one_commit(storage: Any, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`func`, its trial's attributes (results, constraints) written in one transaction when it returns or raises,
+    before Optuna finishes the trial (`HeartbeatStorage.attrs_in_one_commit`), not one transaction each."""
+    batched = getattr(storage, "attrs_in_one_commit", None)
+    if batched is None:  # another storage (a test's in-memory one): written as they come
+        return func
+
+    def run(trial: Any) -> Any:
+        with batched(trial._trial_id):
+            return func(trial)
+
+    return run
 
 
 def _marked_without_heartbeat(storage: Any, func: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -1,0 +1,76 @@
+"""How many transactions the advisor's own writes cost a trial on SQLite (each commit an fsync of the file): a
+trial's attributes (results, constraints) in one."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import optuna
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from tune_helpers import FakeBackend, small_space
+
+from advisor.tune.study import TuneOptions, run_tune
+
+WRITE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)", re.I)
+
+
+class Transactions:
+    """The tables each committed SQLite transaction wrote, for every connection opened in the block."""
+
+    def __init__(self) -> None:
+        self.committed: list[frozenset[str]] = []
+
+    def __enter__(self) -> Transactions:
+        event.listen(Engine, "connect", self._connect)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        event.remove(Engine, "connect", self._connect)
+
+    def _connect(self, con, record) -> None:
+        tables: set[str] = set()
+
+        def trace(sql: str) -> None:
+            if m := WRITE.match(sql):
+                tables.add(m.group(1))
+            elif sql.lstrip().upper().startswith("COMMIT"):
+                if tables:
+                    self.committed.append(frozenset(tables))
+                tables.clear()
+
+        con.set_trace_callback(trace)
+
+
+@pytest.fixture
+def tmp_path(shm_tmp_path):
+    return shm_tmp_path
+
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory) -> tuple[list[frozenset[str]], str]:
+    """The transactions of a 6-trial study on a closed-form backend (SQLite), and its storage URL."""
+    opts = TuneOptions(study_name="s", storage=f"sqlite:///{tmp_path_factory.mktemp('commits')}/t.db",
+                       sampler="random", seed=0, n_trials=N, heartbeat_interval=60, grace_period=120)
+    with Transactions() as t:
+        res = run_tune(FakeBackend(), small_space(), opts, budget_bytes=None)
+    assert res.n_complete == N
+    return t.committed, res.storage_url
+
+
+def test_a_trials_attributes_are_one_transaction(study_run):
+    committed, url = study_run
+    # attributes written to trials that already exist (a queued trial's come with its creation): one per trial,
+    # where each result and each constraint was one (about eleven per trial)
+    attrs = [w for w in committed if w & {"trial_user_attributes", "trial_system_attributes"} and "trials" not in w]
+    assert len(attrs) == N, Counter(committed)
+    # nothing is lost by it: each finished trial holds its results and constraints
+    study = optuna.load_study(study_name="s", storage=url)
+    for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert {"config", "values", "sources", "stage", "feasible"} <= trial.user_attrs.keys()
+        assert "constraints:memory_budget" in trial.system_attrs and "constraints" in trial.system_attrs
