@@ -1,5 +1,5 @@
 """How many transactions the advisor's own writes cost a trial on SQLite (each commit an fsync of the file): a
-trial's attributes (results, constraints) in one."""
+trial's attributes (results, constraints) in one, the front with the study's `updated` time in one."""
 
 from __future__ import annotations
 
@@ -74,3 +74,10 @@ def test_a_trials_attributes_are_one_transaction(study_run):
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         assert {"config", "values", "sources", "stage", "feasible"} <= trial.user_attrs.keys()
         assert "constraints:memory_budget" in trial.system_attrs and "constraints" in trial.system_attrs
+
+
+def test_the_front_and_the_studys_updated_time_are_one_transaction(study_run):
+    committed, _ = study_run
+    # the study's row alone: only when the run starts and ends; after each trial it goes with the front
+    assert sum(w == {"advisor_study"} for w in committed) <= 2, Counter(committed)
+    assert sum(w == {"advisor_front", "advisor_study"} for w in committed) >= N, Counter(committed)

@@ -52,15 +52,6 @@ def register_study(engine: Engine, name: str, **fields: Any) -> None:
             continue
 
 
-def touch_study(engine: Engine, name: str) -> None:
-    """The study's row says a trial just finished (`advisor studies`' `updated`): it was written only when a run
-    started and ended, so an hour-long run's study read as updated at its start while its trials finished."""
-    with Session(engine) as s, s.begin():
-        row = s.get(StudyRow, name)
-        if row is not None:
-            row.updated_at = _now()
-
-
 @dataclass
 class StudySummary:
     name: str

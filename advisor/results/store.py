@@ -159,12 +159,16 @@ def _json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict
     return kept, {**sources, **said}
 
 
-def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint]) -> int:
-    """Replace the stored front of `study_name` with `points` in one transaction (never half-written)."""
+def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint], *, touch: bool = False) -> int:
+    """Replace the stored front of `study_name` with `points` in one transaction (never half-written). `touch`:
+    in the same transaction, the study's row says a trial just finished (`advisor studies`' `updated`: it was
+    written only when a run started and ended, so an hour-long run's study read as updated at its start)."""
     create_tables(engine)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     n = 0
     with Session(engine) as s, s.begin():
+        if touch and (row := s.get(StudyRow, study_name)) is not None:
+            row.updated_at = now
         s.execute(delete(FrontRow).where(FrontRow.study_name == study_name))
         for p in points:
             values, sources = _json_numbers(p.values, dict(p.sources))

@@ -31,7 +31,7 @@ from advisor.results.config_view import STEPS_COUNTED
 from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint, trial_point
 from advisor.results.reconnect import redo_when_cut, stop_waiting_when, watch_answers
-from advisor.results.registry import register_study, touch_study
+from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
 from advisor.tune.budget import BudgetFit, holds_blind_hot_draws
@@ -370,8 +370,7 @@ def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     def store() -> list[FrontPoint]:
         with _study_lock(engine, study.study_name):
             points = front_points(study)
-            save_front(engine, study.study_name, points)
-            touch_study(engine, study.study_name)  # `advisor studies`' updated: when a trial last finished
+            save_front(engine, study.study_name, points, touch=True)  # (`advisor studies`' updated: a trial finished)
         return points
 
     return redo_when_cut(store)
