@@ -56,6 +56,7 @@ class EvalCache:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._leases: dict[CacheKey, tuple[str, str]] = {}  # the leases `measure_once` holds: key -> (lease, owner)
         insp = inspect(engine)
         if not (insp.has_table(EvalCacheRow.__tablename__) and insp.has_table(EvalLeaseRow.__tablename__)):
             create_tables(engine)
@@ -89,11 +90,17 @@ class EvalCache:
                 sources=dict(sources), device=device, seconds=float(seconds), study_name=study_name,
                 created_at=created_at,
             )
+            held = self._leases.get(key)
             try:
                 with Session(self.engine) as s, s.begin():
                     s.add(row)
+                    if held is not None:  # measured under a lease: released in the same transaction as the row
+                        s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == held[0])
+                                                             & (EvalLeaseRow.owner == held[1])))
             except IntegrityError:
                 pass  # another worker measured the same plan first (or this write's cut commit landed); it stands
+            else:
+                self._leases.pop(key, None)
 
         # the trial's measurement: a PostgreSQL restart that cut its write failed the trial and stopped the worker,
         # and the rerun measured the plan again (minutes of a real model's evaluation)
@@ -116,6 +123,7 @@ class EvalCache:
         done = threading.Event()
         renew = threading.Thread(target=self._renew, args=(lease, owner, lease_s, done), daemon=True)
         renew.start()
+        self._leases[key] = (lease, owner)  # `put` of this key releases it with its row (one transaction)
         try:
             hit = self.get(key)  # measured between our first look and the claim
             if hit is not None:
@@ -125,21 +133,23 @@ class EvalCache:
         finally:
             done.set()
             renew.join()
+
             def release() -> None:
                 with Session(self.engine) as s, s.begin():
                     s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.owner == owner)))
 
-            redo_when_cut(release)  # (after the measurement is stored: a cut here failed its trial too)
+            if self._leases.pop(key, None) is not None:  # (not released by `put` with the row)
+                redo_when_cut(release)  # (after the measurement is stored: a cut here failed its trial too)
 
     def _claim(self, lease: str, owner: str, lease_s: float) -> bool:
         now = _utcnow()
-        with Session(self.engine) as s, s.begin():  # a holder that stopped renewing has lost its lease
-            s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.expires_at < now)))
-        try:
+        try:  # one transaction: a holder that stopped renewing has lost its lease, and the claim is taken
             with Session(self.engine) as s, s.begin():
+                s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == lease) & (EvalLeaseRow.expires_at < now)))
+                s.flush()
                 s.add(EvalLeaseRow(key=lease, owner=owner, expires_at=now + dt.timedelta(seconds=lease_s)))
             return True
-        except IntegrityError:
+        except IntegrityError:  # a live lease (the delete, rolled back with it, removed none)
             return False
 
     def _renew(self, lease: str, owner: str, lease_s: float, done: threading.Event) -> None:
