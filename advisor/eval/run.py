@@ -259,7 +259,7 @@ def attached(loaded, runtime) -> Iterator[None]:
     from advisor.models.view import attach_runtime, detach_runtime
     from advisor.quant.apply import fast_runtime
 
-    runtime = fast_runtime(loaded, runtime)
+    runtime = fast_runtime(loaded, runtime, outputs_only=True)  # (outputs alone: no slot traffic, no timing)
 
     previous = getattr(loaded.moe[0].experts_module, "_advisor", None)
     attach_runtime(loaded.model, runtime, layers=loaded.moe)

@@ -110,6 +110,7 @@ class ExpertStore:
                 raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
         need = plan_store_bytes(list(moe), self.plan)
         check_host_memory(need, self.plan.spec, host_limit)
+        self.host_limit = host_limit  # (--host-memory: what an evaluation's dequantized copy may add is within it)
         self.pinned = bool(pin)
         self.pin_note = ""
         self.layers: list[list[PackedExpert]] = [[] for _ in moe]

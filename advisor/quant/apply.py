@@ -47,7 +47,9 @@ class DequantizedCache:
     """Serves a quantized runtime's experts from weights dequantized once, instead of on every call.
 
     Same numbers on the float32 CPU path, where a format's `linear` is dequantize-then-matmul anyway; many
-    times faster for evaluation (every expert is called at every denoising step). Used only there."""
+    times faster for evaluation (every expert is called at every denoising step). Used only there. An expert is
+    dequantized when first called (an offload runtime's packed one from its host bytes, as its slot copy holds
+    them), so the cache holds at most every routed expert in float32."""
 
     def __init__(self, runtime, dtype):
         self.runtime, self.dtype = runtime, dtype
@@ -55,22 +57,57 @@ class DequantizedCache:
 
     def experts_for(self, layer: int, expert_ids: list[int]):
         act = self.runtime.acts[layer]
+        moe = getattr(self.runtime, "moe", None)  # an offload runtime's layers: ids outside them it leaves out too
+        if moe is not None:
+            expert_ids = [e for e in expert_ids if 0 <= e < moe[layer].num_experts]
         out = {}
         for e in expert_ids:
             w = self._cache.get((layer, e))
             if w is None:
-                w = self._cache[(layer, e)] = self.runtime.store[(layer, e)].dequantize(self.dtype)
+                q = self.runtime.store[(layer, e)]
+                if not isinstance(q, QuantizedExpert):  # an offload store's packed expert: its host bytes
+                    q = q.view(q.host)
+                w = self._cache[(layer, e)] = q.dequantize(self.dtype)
             out[e] = swiglu(act, w)
         return out
 
 
-def fast_runtime(loaded, runtime):
-    """`runtime`, or its dequantized cache where that gives identical numbers (float32 on CPU)."""
+DEQUANTIZED_SHARE = 0.25
+"""An offloaded model's experts are dequantized once for evaluation only where every routed expert in float32
+fits this share of the host's available memory (and, with --host-memory, what the limit leaves beside the store);
+otherwise each call dequantizes its expert again (the same numbers, slower)."""
+
+
+def dequantized_bytes(moe: list, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of every routed expert of `moe` dequantized to `dtype` (gate, up, down: 3 x hidden x expert FFN)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    return sum(3 * m.hidden_size * m.intermediate_size * m.num_experts * size for m in moe)
+
+
+def fast_runtime(loaded, runtime, *, outputs_only: bool = False):
+    """`runtime`, or its dequantized cache where that gives identical numbers (float32 on CPU). `outputs_only`:
+    the run uses the runtime's outputs alone (accuracy, fidelity), not its slots' traffic or its wall clock as an
+    offload runtime (a routing trace's), so an offload runtime's packed store may be served dequantized as well,
+    where that fits the host's memory (`DEQUANTIZED_SHARE`)."""
     plain = loaded.device.type == "cpu" and loaded.dtype == torch.float32
-    # only a quantized runtime's dict of experts; an offload runtime's packed store must not be dequantized whole
-    if plain and isinstance(getattr(runtime, "store", None), dict) and hasattr(runtime, "acts"):
+    if not plain or not hasattr(runtime, "acts"):
+        return runtime
+    store = getattr(runtime, "store", None)
+    if isinstance(store, dict):  # a quantized runtime's dict of experts
+        return DequantizedCache(runtime, torch.float32)
+    from advisor.offload.store import ExpertStore
+
+    if outputs_only and isinstance(store, ExpertStore) and dequantized_bytes(runtime.moe) <= _allowance(store):
         return DequantizedCache(runtime, torch.float32)
     return runtime
+
+
+def _allowance(store) -> int:
+    from advisor.models.load import host_available_bytes
+
+    room = int(host_available_bytes() * DEQUANTIZED_SHARE)
+    limit = getattr(store, "host_limit", None)
+    return room if limit is None else min(room, limit - store.nbytes)
 
 
 def iter_quantized(moe: list, plan: PrecisionPlan) -> Iterator[tuple[Key, QuantizedExpert]]:
