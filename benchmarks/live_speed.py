@@ -109,15 +109,16 @@ def export_tree(rev: str, dest: Path) -> Path:
     return dest
 
 
-def run_tune(tree: Path, work: Path, args: list[str]) -> dict:
-    """One `advisor tune` process on `tree`'s code in `work`: wall and CPU seconds, gc time, the stored trials."""
+def run_tune(tree: Path, work: Path, args: list[str], prelude: str = PRELUDE) -> dict:
+    """One `advisor tune` process on `tree`'s code in `work`: wall and CPU seconds, gc time, the stored trials
+    (`prelude`: `PRELUDE` with more of its own before it, for a benchmark that measures more; its stderr too)."""
     work.mkdir(parents=True)
     db = work / "study.db"
     env = {**os.environ, "PYTHONPATH": str(tree), "ADVISOR_CACHE_DIR": str(work / "cache"), "COLUMNS": "200",
            "ADVISOR_PROFILES_DIR": str(work.parent / "profiles")}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", PRELUDE, "tune", *args, "--storage", f"sqlite:///{db}", "--wide"],
+    r = subprocess.run([sys.executable, "-c", prelude, "tune", *args, "--storage", f"sqlite:///{db}", "--wide"],
                        capture_output=True, text=True, cwd=work, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,7 +128,21 @@ def run_tune(tree: Path, work: Path, args: list[str]) -> dict:
     return {"wall": wall, "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "gc_s": float(gc.group(1)) if gc else float("nan"), "gc_n": int(gc.group(2)) if gc else -1,
             "gc_all_s": float(gc.group(3)) if gc else float("nan"), "trials": read_trials(db),
-            "objective": [float(x) for x in re.search(r"OBJECTIVE ([\d.]+) ([\d.]+)", r.stderr).groups()]}
+            "objective": [float(x) for x in re.search(r"OBJECTIVE ([\d.]+) ([\d.]+)", r.stderr).groups()],
+            "stderr": r.stderr}
+
+
+def measure_profile(tmp: Path) -> str:
+    """One hardware profile (`PROFILE`, in `tmp`/profiles, where `run_tune` looks) for every run, measured by this
+    checkout's `advisor profile --cpu` for both models' expert shapes: `hybrid` splits misses by the CPU expert
+    times, and replay models time per token from them, so with times each run measured for itself its bytes and
+    times could move between any two runs, before or after alike. Returns what it printed, on one line."""
+    r = subprocess.run([sys.executable, "-m", "advisor", "profile", "--cpu", "--model", "bundled", "--expert-shape",
+                        TINY_SHAPE, "--name", PROFILE, "--profiles-dir", str(tmp / "profiles")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if r.returncode != 0:
+        raise SystemExit(f"advisor profile failed:\n{r.stdout}\n{r.stderr}")
+    return " ".join(r.stdout.split())[:600]
 
 
 def read_trials(db: Path) -> list[dict]:
@@ -211,14 +226,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="live-speed-") as d:
         tmp = Path(d)
         trees = {"before": export_tree(a.base, tmp / "before-tree"), "after": ROOT}
-        # one hardware profile for every run: `hybrid` splits misses by the CPU expert times, so with times measured
-        # by each run its bytes could move between any two runs, before or after alike
-        r = subprocess.run([sys.executable, "-m", "advisor", "profile", "--cpu", "--model", "bundled", "--expert-shape",
-                            TINY_SHAPE, "--name", PROFILE, "--profiles-dir", str(tmp / "profiles")],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        if r.returncode != 0:
-            raise SystemExit(f"advisor profile failed:\n{r.stdout}\n{r.stderr}")
-        print("profile: " + " ".join(r.stdout.split())[:600])
+        print("profile: " + measure_profile(tmp))
         for case, args in CASES.items():
             args = [*args, "--trials", str(trials[case]), "--gpu", PROFILE]
             print(f"\n{case}: advisor tune {' '.join(args)} --mode live --device cpu")
