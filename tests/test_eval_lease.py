@@ -10,6 +10,7 @@ import time
 from dataclasses import astuple
 
 import pytest
+from commit_helpers import Transactions
 from sqlalchemy.orm import Session
 
 from advisor.results.evalcache import CacheKey, EvalCache
@@ -83,3 +84,29 @@ def test_a_stop_request_ends_the_wait(tmp_path):
         waiter.measure_once(KEY, lambda: None, stop=lambda: True, poll_s=0.01)
     release.set()
     t.join()
+
+
+def test_a_measurement_under_a_lease_is_two_transactions_and_leaves_no_lease(tmp_path):
+    url = f"sqlite:///{tmp_path}/c.db"
+    with Transactions() as t:  # (its connections opened in the block: each is traced from its start)
+        cache = EvalCache(engine_for(url))
+        assert cache.measure_once(KEY, lambda: _put(cache, 0.9)) is None
+    assert t.committed == [{"advisor_eval_lease"}, {"advisor_eval_cache", "advisor_eval_lease"}]
+    assert _leases(cache) == 0 and cache.get(KEY).values["accuracy"] == 0.9
+
+    # another worker's row landed first: the put is refused, and the lease is still released
+    other = EvalCache(engine_for(url))
+    key2 = CacheKey("fp", "toy", "plan2", "{}", "accuracy")
+
+    def raced() -> None:
+        other.put(key2, {"accuracy": 0.7}, {"accuracy": "measured:test"}, device="cpu", seconds=0.1, study_name="s")
+        cache.put(key2, {"accuracy": 0.8}, {"accuracy": "measured:test"}, device="cpu", seconds=0.1, study_name="s")
+
+    assert cache.measure_once(key2, raced) is None
+    assert _leases(cache) == 0 and cache.get(key2).values["accuracy"] == 0.7
+
+    # a measurement that fails releases its lease too
+    key3 = CacheKey("fp", "toy", "plan3", "{}", "accuracy")
+    with pytest.raises(RuntimeError):
+        cache.measure_once(key3, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert _leases(cache) == 0 and cache.get(key3) is None
