@@ -45,6 +45,8 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -204,50 +206,84 @@ def line(label: str, s: dict) -> str:
             f"process wall {s['wall']:.1f} s cpu {s['cpu']:.1f} s")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default=DEFAULT_BASE, help="git revision measured as 'before'")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--bundled-trials", type=int, default=8)
-    ap.add_argument("--tiny-trials", type=int, default=12)
-    a = ap.parse_args()
+def opening(what: str, base: str, rounds: int) -> str:
+    """The first line of a before/after run: what runs, both sides (this checkout's commit, and whether its
+    advisor/ has uncommitted changes), the host and its load."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "advisor"], capture_output=True,
                                 text=True).stdout.strip())
     from advisor.hardware.profiles import host_cpu
 
-    print(f"advisor tune --mode live --device cpu, before = {a.base}, after = this checkout ({head}"
-          f"{', with uncommitted changes' if dirty else ''}); {host_cpu()}; {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.1f} at the start; {a.rounds} rounds, order rotated")
-    trials = {"bundled": a.bundled_trials, "tiny": a.tiny_trials}
+    return (f"{what}, before = {base}, after = this checkout ({head}{', with uncommitted changes' if dirty else ''}); "
+            f"{host_cpu()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the start; {rounds} "
+            "rounds, order rotated")
+
+
+def turns(rounds: int) -> list[tuple[int, str]]:
+    """(round, side) in the order they run: before first in even rounds, after first in odd ones."""
+    return [(r, side) for r in range(rounds) for side in (("before", "after") if r % 2 == 0 else ("after", "before"))]
+
+
+def arguments(doc: str, base: str, trials: dict[str, int]) -> argparse.Namespace:
+    """--base, --rounds and a --CASE-trials per case (`trials`: their defaults)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--base", default=base, help="git revision measured as 'before'")
+    ap.add_argument("--rounds", type=int, default=2)
+    for case, n in trials.items():
+        ap.add_argument(f"--{case}-trials", type=int, default=n)
+    return ap.parse_args()
+
+
+@contextmanager
+def both_sides(base: str, prefix: str) -> Iterator[tuple[Path, dict[str, Path]]]:
+    """A scratch directory with `base`'s tree exported into it and the one hardware profile (`measure_profile`,
+    said in a line), and the trees: before = `base`, after = this checkout."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as d:
+        tmp = Path(d)
+        trees = {"before": export_tree(base, tmp / "before-tree"), "after": ROOT}
+        print("profile: " + measure_profile(tmp))
+        yield tmp, trees
+
+
+def in_turns(trees: dict[str, Path], tmp: Path, case: str, args: list[str], rounds: int,
+             show: Callable[[str, dict], str], prelude: str = PRELUDE) -> dict[str, list[dict]]:
+    """`rounds` runs of `advisor tune ARGS` per side in turns (`turns`), each in its own folder `tmp`/CASE-SIDE-ROUND
+    (beside `tmp`/profiles, where `run_tune` looks), each printed (`show(label, run)`) as it ends. Returns each
+    side's runs."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for r, side in turns(rounds):
+        run = run_tune(trees[side], tmp / f"{case}-{side}-{r}", args, prelude)
+        runs[side].append(run)
+        print(show(f"{side} (round {r + 1})", run), flush=True)
+    return runs
+
+
+def differences(runs: dict[str, list[dict]]) -> list[str]:
+    """The runs whose stored values, labels and configurations are not, trial by trial, those of the first run
+    before (`counters`; empty when every run of either side stored the same), with the first difference."""
+    ref = [counters(t) for t in runs["before"][0]["trials"]]
+    return [f"{side} round {i + 1} ({first_difference(ref, got)})" for side, rs in runs.items()
+            for i, run in enumerate(rs) if (got := [counters(t) for t in run["trials"]]) != ref]
+
+
+def main() -> None:
+    a = arguments(__doc__, DEFAULT_BASE, {"bundled": 8, "tiny": 12})
+    print(opening("advisor tune --mode live --device cpu", a.base, a.rounds))
+    trials = {case: getattr(a, f"{case}_trials") for case in CASES}
     result: dict[str, float] = {}
     equal = True
-    with tempfile.TemporaryDirectory(prefix="live-speed-") as d:
-        tmp = Path(d)
-        trees = {"before": export_tree(a.base, tmp / "before-tree"), "after": ROOT}
-        print("profile: " + measure_profile(tmp))
+    with both_sides(a.base, "live-speed-") as (tmp, trees):
         for case, args in CASES.items():
             args = [*args, "--trials", str(trials[case]), "--gpu", PROFILE]
             print(f"\n{case}: advisor tune {' '.join(args)} --mode live --device cpu")
-            runs: dict[str, list[dict]] = {"before": [], "after": []}
-            for r in range(a.rounds):
-                for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                    run = run_tune(trees[side], tmp / f"{case}-{side}-{r}", [*args, "--mode", "live", "--device", "cpu"])
-                    runs[side].append(run)
-                    print(line(f"{side} (round {r + 1})", summary(run)), flush=True)
+            runs = in_turns(trees, tmp, case, [*args, "--mode", "live", "--device", "cpu"], a.rounds,
+                            lambda label, run: line(label, summary(run)))
             replay = run_tune(ROOT, tmp / f"{case}-replay", [*args, "--mode", "replay", "--device", "cpu"])
             rs = summary(replay)
             print(f"  {'replay (after)':<16} {rs['n']:>2} trials  per trial: {rs['trial']:6.3f} s (median "
                   f"{rs['median']:.3f})  process wall {rs['wall']:5.1f} s cpu {rs['cpu']:5.1f} s")
-            # counters: every run of either side stores the same values, labels and configurations
-            ref = [counters(t) for t in runs["before"][0]["trials"]]
-            diffs = []
-            for side, rs_ in runs.items():
-                for i, run in enumerate(rs_):
-                    got = [counters(t) for t in run["trials"]]
-                    if got != ref:
-                        diffs.append(f"{side} round {i + 1} ({first_difference(ref, got)})")
+            diffs = differences(runs)
             equal &= not diffs
             print(f"  counters, labels and configurations equal in every run: {'yes' if not diffs else 'NO: ' + ', '.join(diffs)}")
             keys = ("trial", "measured", "other", "gc", "obj_cpu")

@@ -31,25 +31,20 @@ peak resident memory; means over the rounds.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
 import re
 import statistics
-import subprocess
-import tempfile
-from pathlib import Path
 
 from benchmarks.live_speed import (
     PRELUDE,
     PROFILE,
-    ROOT,
-    counters,
-    export_tree,
-    first_difference,
-    measure_profile,
-    run_tune,
+    arguments,
+    both_sides,
+    differences,
+    in_turns,
+    opening,
 )
 
 DEFAULT_BASE = "c7ce7ab"  # main before the storage batching and the offloaded evaluation's dequantized copy
@@ -137,37 +132,17 @@ def line(label: str, s: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default=DEFAULT_BASE, help="git revision measured as 'before'")
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--tiny-trials", type=int, default=20)
-    ap.add_argument("--bundled-trials", type=int, default=8)
-    a = ap.parse_args()
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "advisor"], capture_output=True,
-                                text=True).stdout.strip())
-    from advisor.hardware.profiles import host_cpu
-
-    print(f"advisor tune --mode replay --device cpu on SQLite, before = {a.base}, after = this checkout ({head}"
-          f"{', with uncommitted changes' if dirty else ''}); {host_cpu()}; {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.1f} at the start; {a.rounds} rounds, order rotated")
-    trials = {"tiny": a.tiny_trials, "bundled": a.bundled_trials}
+    a = arguments(__doc__, DEFAULT_BASE, {"tiny": 20, "bundled": 8})
+    print(opening("advisor tune --mode replay --device cpu on SQLite", a.base, a.rounds))
+    trials = {case: getattr(a, f"{case}_trials") for case in CASES}
     result: dict[str, float] = {}
     equal = True
-    with tempfile.TemporaryDirectory(prefix="trial-overhead-") as d:
-        tmp = Path(d)
-        trees = {"before": export_tree(a.base, tmp / "before-tree"), "after": ROOT}
-        print("profile: " + measure_profile(tmp))
+    with both_sides(a.base, "trial-overhead-") as (tmp, trees):
         for case, args in CASES.items():
             args = [*args, "--trials", str(trials[case]), "--gpu", PROFILE, "--mode", "replay", "--device", "cpu"]
             print(f"\n{case}: advisor tune {' '.join(args)}")
-            runs: dict[str, list[dict]] = {"before": [], "after": []}
-            for r in range(a.rounds):
-                for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                    run = run_tune(trees[side], tmp / f"{case}-{side}-{r}", args, prelude=COUNTING + PRELUDE)
-                    runs[side].append(run)
-                    print(line(f"{side} (round {r + 1})", summary(run)), flush=True)
+            runs = in_turns(trees, tmp, case, args, a.rounds, lambda label, run: line(label, summary(run)),
+                            COUNTING + PRELUDE)
             for side in runs:  # where each side's commits come from (its first run), most first
                 origins = collections.Counter(overhead(runs[side][0])["commits"])
                 print(f"  commits by origin, {side}:")
@@ -179,10 +154,7 @@ def main() -> None:
                                    for e in overhead(runs[side][0])["evals"]] for side in runs}
                 for side, evals in per_plan.items():
                     print(f"  evaluations, {side} (plan, kind, wall s, cpu s, dequantized MiB): {evals}")
-            ref = [counters(t) for t in runs["before"][0]["trials"]]
-            diffs = [f"{side} round {i + 1} ({first_difference(ref, got)})"
-                     for side, rs in runs.items() for i, run in enumerate(rs)
-                     if (got := [counters(t) for t in run["trials"]]) != ref]
+            diffs = differences(runs)
             equal &= not diffs
             print(f"  stored values (all but measured times), labels and configurations equal trial by trial in every "
                   f"run: {'yes' if not diffs else 'NO: ' + ', '.join(diffs)}")
