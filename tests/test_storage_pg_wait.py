@@ -410,11 +410,11 @@ def test_a_run_tune_thread_waiting_on_a_stuck_one_is_not_kept_waiting_by_its_pro
 
     real, holding, release = study_module.save_front, threading.Event(), threading.Event()
 
-    def save_front(engine, name, points):  # the holder run, under its front lock: stuck
+    def save_front(engine, name, points, **kw):  # the holder run, under its front lock: stuck
         if threading.current_thread() is holder:
             holding.set()
             release.wait(6)
-        return real(engine, name, points)
+        return real(engine, name, points, **kw)
 
     monkeypatch.setattr(study_module, "save_front", save_front)
     opts = TuneOptions(study_name=study, storage=pg_url, sampler="random", n_trials=1, heartbeat_interval=None)
