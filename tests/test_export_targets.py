@@ -218,7 +218,9 @@ def test_cli_export_errors_and_output_file(tmp_path):
     r = _cli("export", "s1", "2", "--to", "json", "-o", str(out), "--storage", url)
     assert r.returncode == 0 and load(out).precision_plan() == PrecisionPlan.uniform("int8")
     r = _cli("export", "--from-recommend", "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--to", "vllm", "--storage", url)
-    assert r.returncode == 0 and "vllm serve" in r.stdout and "--cpu-offload-gb" in r.stdout
+    # every int8 expert fits the 12 GiB recommend was given (the study stored no budget): quantized, not offloaded
+    assert r.returncode == 0 and "vllm serve" in r.stdout and "--quantization experts_int8" in r.stdout
+    assert "within the --budget of 12.0 GiB" in r.stderr and "--cpu-offload-gb" not in r.stdout
     assert not list(tmp_path.glob(".plan.json.*"))
 
 
@@ -704,6 +706,34 @@ def test_vllm_quantizes_instead_of_offloading_when_every_quantized_expert_fits_t
     assert served("tight", "--opt", "prefer=quantize")[0] == ("experts_int8", False)
     r = _cli("export", "tight", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=both")
     assert r.returncode == 2 and "prefer" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_vllm_from_recommend_fits_the_budget_recommend_was_given_not_the_studys(tmp_path):
+    """`export --from-recommend --budget B --to vllm` chose between quantizing (every expert on the GPU) and
+    offloading by the study's budget, not B: a point tuned under a roomy budget, picked for a tighter B, was served
+    quantized with every expert on the GPU - past B - "within the study's budget"; one tuned tight was offloaded
+    where B held every quantized expert. The choice and its note now go by the budget recommend was given."""
+    import dataclasses
+
+    from advisor.quant.spec import expert_nbytes_of
+
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    need = 1 * GiB - 14 * expert_nbytes_of("int4", 2048, 768) + 16 * expert_nbytes_of("int8", 2048, 768)
+    url = make_db(tmp_path / "a.db", [dataclasses.replace(
+        point(study, 1, "int4", [8, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta), budget_bytes=budget)
+        for study, budget in (("roomy", need + 1), ("tight", need - 1))])
+
+    def served(study, budget):
+        r = _cli("export", "--from-recommend", "--study", study, "--budget", f"{budget}B", "--to", "vllm",
+                 "--storage", url)
+        assert r.returncode == 0, r.stderr
+        args = shlex.split(r.stdout.strip().splitlines()[-1])
+        return ("--quantization" in args, "--cpu-offload-gb" in args), " ".join(r.stderr.split())
+
+    (quant, offloaded), notes = served("roomy", need - 1)
+    assert (quant, offloaded) == (False, True) and "over the --budget of" in notes, notes
+    (quant, offloaded), notes = served("tight", need + 1)
+    assert (quant, offloaded) == (True, False) and "within the --budget of" in notes, notes
 
 
 def fp8_checkpoint(d: Path) -> Path:

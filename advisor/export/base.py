@@ -123,14 +123,16 @@ def targets_for(point: FrontPoint) -> list[str]:
 
 
 def export_point(point: FrontPoint, target: str, options: list[str] | None = None,
-                 task_text: str | None = None) -> ExportResult:
+                 task_text: str | None = None, budget: tuple[float, str] | None = None) -> ExportResult:
     """Render one stored front point for `target`; `task_text`: the point's task as the read-only commands head
     it (`advisor.results.read.read_task_text`, which reads the study: a study that measured no task accuracy says
-    so beside its task), the task name alone when not given."""
+    so beside its task), the task name alone when not given; `budget`: the GPU budget (bytes, how to name it) the
+    export must fit where it chooses by one (`export --from-recommend --budget`), else the study's."""
     target = resolve_target(target)
     opts = parse_options(target, options)
     cfg = export_config(point.config, point.model)
     cfg.task_text = task_text or ""
+    cfg.budget = budget
     mod = importlib.import_module(TARGETS[target])
     if (why := getattr(mod, "refusal", lambda _m: None)(cfg.model)) is not None:
         # the way out from `targets_for`, as recommend's `Export it:` line: a fixed one named vLLM for a tiny

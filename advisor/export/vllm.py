@@ -18,7 +18,7 @@ with CPU offloading as not implemented). So a point that quantizes and keeps exp
 one way or the other (`--opt prefer`): at the checkpoint's dtype with no `--quantization`, the offload leaving on
 the GPU the tuned cache's bytes (each layer's slots x its experts' bytes in the plan's formats), or quantized with
 every expert on the GPU and no offload; `auto` quantizes when that fits the study's budget (counted from the
-point's peak), else offloads. Notes give both sizes and how to get both (a checkpoint quantized ahead, whose
+point's peak; with `export --from-recommend`, the budget recommend was given), else offloads. Notes give both sizes and how to get both (a checkpoint quantized ahead, whose
 parameters vLLM creates quantized).
 
 A pre-quantized checkpoint (config.json's `quantization_config`, recorded by the study as `quant_method`; or
@@ -53,7 +53,7 @@ OPTIONS = {
     "prefer": ("auto", ("auto", "offload", "quantize"),
                "a point that quantizes and keeps experts in host memory, which vLLM cannot combine: offload at the "
                "checkpoint's dtype, or quantize with every expert on the GPU; auto quantizes when that fits the "
-               "study's budget"),
+               "study's budget (--from-recommend: its --budget or --gpu)"),
 }
 DENSE = ("bf16", "fp16", "fp32")
 SERVED_DIFFUSION = ("diffusion_gemma",)  # vLLM 0.33+
@@ -170,12 +170,13 @@ def online_offload_note(quant: str) -> str:
 
 
 def quantized_fit(point: FrontPoint, cfg: ExportConfig, quant: str) -> tuple[bool | None, str]:
-    """Whether `quant` with every expert on the GPU (no offload) fits the study's budget - counted: the point's peak
-    minus its cache's bytes plus every expert's bytes in the scheme's format - (None when the study stored no budget,
-    peak or expert shapes), and the numbers, for the choice vLLM forces (module docstring)."""
+    """Whether `quant` with every expert on the GPU (no offload) fits the budget (`cfg.budget`, else the study's) -
+    counted: the point's peak minus its cache's bytes plus every expert's bytes in the scheme's format - (None when
+    no budget, peak or expert shapes are stored), and the numbers, for the choice vLLM forces (module docstring)."""
     m = cfg.model
     every = sum(layer.num_experts * (m.expert_nbytes("fp8" if quant == "fp8" else "int8") or 0) for layer in m.layers)
-    cache, peak, budget = cfg.cache_nbytes(), point.values.get("peak_gpu_bytes"), point.budget_bytes
+    cache, peak = cfg.cache_nbytes(), point.values.get("peak_gpu_bytes")
+    budget, whose = cfg.budget or (point.budget_bytes, "the study's budget")
     text = (f"--quantization {quant} with every expert on the GPU holds {format_bytes(every)} of experts where the "
             f"tuned cache held {format_bytes(cache)}")
     if not every or not cache or peak is None or budget is None:
@@ -183,7 +184,7 @@ def quantized_fit(point: FrontPoint, cfg: ExportConfig, quant: str) -> tuple[boo
     need = peak - cache + every
     fits = need <= budget
     return fits, (f"{text}: a peak of about {format_bytes(need)} (counted: the point's peak minus its cache plus those "
-                  f"experts), {'within' if fits else 'over'} the study's budget of {format_bytes(budget)}")
+                  f"experts), {'within' if fits else 'over'} {whose} of {format_bytes(budget)}")
 
 
 def offload_note(cfg: ExportConfig) -> str:

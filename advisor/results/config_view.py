@@ -191,6 +191,8 @@ class ExportConfig:
     decoding: dict[str, Any] = field(default_factory=dict)  # how the study generated (stored since 2026-12-03)
     task_text: str = ""  # the study's task as the read-only commands head it (`advisor.results.front.task_text`;
     # set by `advisor.export.base.export_point` from its caller, which reads the study; "": the task name alone)
+    budget: tuple[float, str] | None = None  # the GPU budget an export fits (bytes, how it reads): the caller's
+    # (`export --from-recommend --budget/--gpu`), set by `export_point`; None: the study's stored budget
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
