@@ -569,7 +569,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     with LiveProgress(console, opts) as live:
         try:
             result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
-                              on_start=_also(live.start, _left_out_note(console)),
+                              on_start=_also(live.start, _left_out_note(console),
+                                             _unfit_budgets_note(console, opts.budgets)),
                               on_trial=_counting(ran, live.trial_done), on_stage=live.stage)
             live.finish(result.n_complete, len(result.front))  # peers may have finished trials after its last one
         except BudgetTooSmall as e:  # refused before the header: say where a budget not given as --budget came from
@@ -672,6 +673,21 @@ def _left_out_note(console):
             what = "expert precision" if groups == 1 else f"expert precision of layer group {knob[len('fmt_g'):]}"
             console.print(f"{what}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget",
                           markup=False)
+    return note
+
+
+def _unfit_budgets_note(console, budgets: tuple[str, ...]):
+    """on_start: name each --budgets value at which no configuration of the space fits - nothing of the space is
+    queued there, so only the baselines answer at it (`advisor report --memory` says "no trial ... fits" in every
+    row) - and what the least configuration needs."""
+    def note(study, objective) -> None:
+        from advisor.tune.baseline_trials import unfit_budgets
+        from advisor.units import format_bytes
+
+        for spec, memory, peak, fmt in unfit_budgets(objective.fit, budgets):
+            console.print(f"note: at --budgets {spec} ({format_bytes(memory, 2)}) no configuration of the space "
+                          f"fits (the least, {fmt} experts with the smallest cache, needs {format_bytes(peak, 2)}): "
+                          "only the baseline strategies run there", markup=False)
     return note
 
 

@@ -35,10 +35,9 @@ def full_format(space: SearchSpace, shape: ModelShape) -> str:
     return full_precision(shape.native_format)
 
 
-def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    """(budget, Optuna parameters) of every uniform format x cache-knob choice with the most cache that fits
-    each budget (within the study's own budget); combinations that fit no cache at a budget are left out."""
-    shape, knobs = fit.shape, fit.knobs
+def _combos(fit: BudgetFit) -> list[dict[str, Any]]:
+    """Every distinct choice of the space's free cache knobs (tau only where the policy is tide)."""
+    knobs = fit.knobs
     axes = [k for k in CACHE_KNOBS if k in knobs and knobs[k].fixed is None]
     combos, seen = [], set()
     for c in itertools.product(*(knobs[a].values() for a in axes)):
@@ -49,6 +48,13 @@ def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dic
         if key not in seen:
             seen.add(key)
             combos.append(combo)
+    return combos
+
+
+def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(budget, Optuna parameters) of every uniform format x cache-knob choice with the most cache that fits
+    each budget (within the study's own budget); combinations that fit no cache at a budget are left out."""
+    shape, combos = fit.shape, _combos(fit)
     out = []
     for spec in budgets:
         memory, _ = budget_memory(spec, shape)
@@ -62,6 +68,23 @@ def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dic
                 i = min(i, top)
                 params[fit.size] = fit.values[i]
                 out.append((spec.strip(), fit.point(params, i / top if top else 0.0)))
+    return out
+
+
+def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, float, int, str]]:
+    """(budget, its bytes, the least counted peak of a uniform format with the smallest cache, that format) of
+    each budget at which `budget_points` finds nothing: no configuration of the space fits there, so only the
+    baselines (whose 16-bit experts may run with no cache at all) answer at it."""
+    out = []
+    for spec in budgets:
+        if budget_points(fit, [spec]):
+            continue
+        memory, _ = budget_memory(spec, fit.shape)
+        least = [(fit.peak_bytes({**fit.defaults(), **plan, **combo, fit.size: fit.values[0]}),
+                  str(next((v for k, v in plan.items() if k.startswith("fmt_g")), "?")))
+                 for plan in fit.uniform_plans() for combo in _combos(fit)]
+        peak, fmt = min(least)
+        out.append((spec.strip(), memory, peak, fmt))
     return out
 
 
