@@ -1,28 +1,52 @@
-"""What a new user met trying `--budgets` studies and exports at other budgets (pass 9): each test failed before
+"""What a new user met trying `--budgets` studies and answers at other budgets (pass 9): each test failed before
 its fix.
 
 - `advisor tune --budgets 10%,25%,50%` on the bundled model's default space queued nothing of the space at 10%
   (int2 at 1 slot per layer, offloaded, needs 1.83 MiB of its 1.53), without a word: only the baselines ran
-  there, and `advisor report --memory` answered "no trial of this precision fits" in every row of that budget.
+  there, and `advisor report --memory` answered "no trial of this precision fits" in every row of that budget;
+- `advisor report --memory 80%` of a study tuned at 50% gave, as the answer at 80%, the study's best within 50%
+  (bf16 with the 8 slots 50% holds), without saying that nothing was tuned with more memory.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import pytest
+from typer.testing import CliRunner
 
 
-def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+def invoke(*args: str):
+    from advisor.cli import app
+
+    return CliRunner().invoke(app, list(args))
 
 
-def test_tune_names_a_budgets_value_at_which_no_configuration_of_the_space_fits(tmp_path):
-    r = advisor("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "1%,50%", "--trials", "1",
-                "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    text = " ".join(r.stdout.split())
+@pytest.fixture(scope="module")
+def budgets_study(tmp_path_factory):
+    """(storage URL, output) of a tiny Qwen3-MoE study tuned with --budgets 1%,50% (its budget: 50%)."""
+    import torch
+
+    torch.set_num_threads(1)
+    url = f"sqlite:///{tmp_path_factory.mktemp('budgets') / 's.db'}"
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "1%,50%", "--trials", "1",
+               "--storage", url, "--study", "b")
+    assert r.exit_code == 0, r.output
+    return url, r.output
+
+
+def test_tune_names_a_budgets_value_at_which_no_configuration_of_the_space_fits(budgets_study):
+    text = " ".join(budgets_study[1].split())
     assert ("note: at --budgets 1% (91.23 KiB) no configuration of the space fits (the least, int2 experts with the "
             "smallest cache, needs 92.00 KiB): only the baseline strategies run there") in text, text
     assert "at --budgets 50%" not in text, text
+
+
+def test_report_says_a_memory_above_the_studys_budget_is_answered_within_it(budgets_study, tmp_path):
+    url, _ = budgets_study
+    r = invoke("report", "b", "--storage", url, "--memory", "50%,100%", "--block-lengths", "", "-o",
+               str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    note = ("--memory 100% (138.8 KiB) is above the study's budget of 114.8 KiB: no trial was tuned with more memory, "
+            "so the answer there is the study's best within its budget, not what that memory would hold")
+    assert f"note: {note}" in " ".join(r.stderr.split()), r.stderr
+    assert f"**Note:** {note}" in (tmp_path / "r" / "report.md").read_text()
+    assert "50% (" not in r.stderr  # the study's own budget is no note

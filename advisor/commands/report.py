@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
 
         res = build_report(study, storage, None if out is None else Path(out), memory=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data)
+        for note in res.extra["memory_notes"]:
+            typer.echo(f"note: {note}", err=True)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")

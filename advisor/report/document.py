@@ -45,6 +45,7 @@ class ReportContext:
     reference: Reference
     answers: list[BudgetAnswer] = field(default_factory=list)
     equal_memory: dict[str, Any] = field(default_factory=dict)  # precision -> replay at the 16-bit headline's cache
+    memory_notes: list[str] = field(default_factory=list)  # --memory values above the study's budget, said as such
 
     @property
     def full(self) -> str:
@@ -134,6 +135,8 @@ def compose(c: ReportContext) -> Document:
         "best cache and miss policy; fewest H2D bytes when the study stores no time); bytes, time, hit rate and "
         "accuracy are that trial's stored values (trial number given)."
     ))
+    for note in c.memory_notes:
+        doc.add(Para(f"**Note:** {note}."))
     base_acc_t, base_acc_why = accuracy_reference(c.trials)
     base_acc = base_acc_t.values.get("accuracy") if base_acc_t else None
     ref = c.reference

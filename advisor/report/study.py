@@ -128,6 +128,7 @@ def build_report(
     ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
     if budgets:
         memory_why = budgets[0][1]
+    memory_notes = above_budget_notes(data, [(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)])
     reference = _reference(trials, sw)
     rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions)
     answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions),
@@ -167,7 +168,7 @@ def build_report(
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
                                                               figs / "block_reuse.png")
         ctx = ReportContext(data, trials, wb, runs, sw, rows, ref_memory, memory_why, recs, blocks, figures,
-                            policies, max_accuracy_drop, reference, answers, equal)
+                            policies, max_accuracy_drop, reference, answers, equal, memory_notes)
         doc = compose(ctx)
         md, page = write_document(doc, tmp)
         payload = report_json(ctx)
@@ -176,7 +177,27 @@ def build_report(
     return ReportResult(out, out / md.name, out / page.name, out / "report.json", fig_paths, rows,
                         time.perf_counter() - t0, {"recommended": recs, "answers": answers,
                                                    "memory": (ref_memory, memory_why), "baseline_format": full,
-                                                   "reference": reference})
+                                                   "reference": reference,
+                                                   "memory_notes": memory_notes})
+
+
+def above_budget_notes(data: Any, memories: list[tuple[str, float]]) -> list[str]:
+    """What to say of each `--memory` value above the study's budget: no trial was tuned with that much memory
+    (a study keeps to its budget: `tune --budgets` refuses such a value), so its answer is the study's best within
+    its own budget - `--memory 80%` of a study tuned at 50% showed bf16 with the 8 slots 50% holds as the answer
+    at 80%, without a word."""
+    from advisor.units import format_bytes
+
+    budget = data.setting("budget_bytes")
+    if not budget:
+        return []
+    over = [f"{label} ({format_bytes(mem)})" for label, mem in memories if mem > float(budget) + 0.5]
+    if not over:
+        return []
+    return [f"--memory {', '.join(over)} {'is' if len(over) == 1 else 'are'} above the study's budget of "
+            f"{format_bytes(float(budget))}: no trial was tuned with more memory, so the answer there is the study's "
+            "best within its budget, not what that memory would hold; tune a study at it (`advisor tune --budget`, "
+            "`--budgets`) to answer it"]
 
 
 def baseline_format(data: Any, trials: list[Any]) -> str:
