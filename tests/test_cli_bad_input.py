@@ -612,7 +612,8 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
         for model, extra, needle in (("bundled", ("--space", "lru.toml"), same_name),
                                      ("./no-such-model", ("--space", "fid.toml"), same_name),
                                      ("./no-such-model", ("--space", "default"), "another search space (quick)"),
-                                     ("./no-such-model", ("--budget", "3MiB"), "another memory budget (4.34 MiB)")):
+                                     ("./no-such-model", ("--budget", "3MiB"),
+                                      "another memory budget (4.34 MiB; this run's: 3.00 MiB)")):
             r = advisor("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
                             *extra, cwd=tmp_path)
             one_error_line(r, "study 's1'", needle, "choose a new --study name", "`advisor studies --delete s1`")

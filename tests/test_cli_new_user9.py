@@ -50,3 +50,17 @@ def test_report_says_a_memory_above_the_studys_budget_is_answered_within_it(budg
     assert f"note: {note}" in " ".join(r.stderr.split()), r.stderr
     assert f"**Note:** {note}" in (tmp_path / "r" / "report.md").read_text()
     assert "50% (" not in r.stderr  # the study's own budget is no note
+
+
+def test_a_resume_refused_for_another_budget_shows_two_budgets_that_differ(budgets_study):
+    """A study tuned with --budgets 1%,50% (50%: 114.75 KiB) resumed with `--budget 114.751KiB` was refused for
+    "another memory budget (114.75 KiB)": the budget just given, as far as the line showed. It now shows both, in
+    bytes where two decimals print them alike."""
+    url, _ = budgets_study
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budget", "114.751KiB", "--trials", "1",
+               "--storage", url, "--study", "b")
+    assert ("study 'b' was run with another memory budget (117504 bytes; this run's: 117505 bytes, both 114.75 KiB "
+            "to two decimals)") in str(r.exception), r.output
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budget", "100KiB", "--trials", "1",
+               "--storage", url, "--study", "b")
+    assert "another memory budget (114.75 KiB; this run's: 100.00 KiB)" in str(r.exception), r.output

@@ -295,7 +295,11 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
     for key, what in _COMPARED:
         if key in stored and key in keys and stored[key] != keys[key]:
             if key == "budget_bytes":
-                shown = format_bytes(stored[key], 2) if stored[key] else "none"
+                was, now = (format_bytes(b, 2) if b else "none" for b in (stored[key], keys[key]))
+                if was == now:  # --budget 2.73MiB against a study whose budget was 50% of a model: 2.73 MiB each
+                    was, now = (f"{int(b)} bytes" for b in (stored[key], keys[key]))
+                    now += f", both {format_bytes(stored[key], 2)} to two decimals"
+                shown = f"{was}; this run's: {now}"
             elif key == "data_sha256":  # the file is shown by its path, stored with the evaluation settings
                 path = (stored.get("evaluation") or {}).get("data")
                 shown = f"{path}, sha256 {stored[key][:12]}" if stored[key] else "none: the task's own data"
