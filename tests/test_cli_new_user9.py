@@ -64,3 +64,30 @@ def test_a_resume_refused_for_another_budget_shows_two_budgets_that_differ(budge
     r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budget", "100KiB", "--trials", "1",
                "--storage", url, "--study", "b")
     assert "another memory budget (114.75 KiB; this run's: 100.00 KiB)" in str(r.exception), r.output
+
+
+def test_a_resume_after_the_profile_was_measured_again_says_so(tmp_path, monkeypatch):
+    """`advisor profile` run again under the name a study was tuned with (`--gpu host`) made the resume fail with
+    "was run with GPU profile 'host' (SOURCE), not 'host' (SOURCE); use ... the same --gpu" - the same --gpu it
+    had, and, measured the same day, the same source twice. It now says the profile was measured again since and
+    which figures differ."""
+    import json
+
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    profile = tmp_path / "studies" / "profiles" / "host.json"
+    profile.parent.mkdir(parents=True)
+    fields = {"name": "host", "memory_bytes": 2**30, "h2d_gbps_pinned": 20.0, "h2d_gbps_pageable": 10.0,
+              "copy_latency_us": 1.0, "source": "measured-cpu:2026-12-06 host memcpy"}
+    profile.write_text(json.dumps(fields))
+    args = ("tune", "tiny:qwen3_moe", "--space", "quick", "--gpu", "host", "--budget", "150KiB", "--trials", "1",
+            "--storage", "s.db", "--study", "h")
+    assert invoke(*args).exit_code == 0
+    profile.write_text(json.dumps({**fields, "h2d_gbps_pinned": 5.0}))
+    r = invoke(*args)
+    assert ("study 'h' was run with GPU profile 'host' as measured then (measured-cpu:2026-12-06 host memcpy); it has "
+            "been measured again since (measured-cpu:2026-12-06 host memcpy; other h2d_gbps_pinned), which would "
+            "price new trials otherwise; use a new --study name, or restore the profile file the study was tuned "
+            "with") in str(r.exception), r.output

@@ -175,6 +175,14 @@ def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> 
     """Refuse to resume study `name` (its stored user attributes `stored`) on another hardware profile: the
     profile's link and GPU (device roofline) price time_per_token, so two on one front do not compare."""
     if "hardware" in stored and _hardware_key(stored["hardware"]) != _hardware_key(meta["hardware"]):
+        was, now = stored["hardware"] or {}, meta["hardware"] or {}
+        if was.get("name") and was.get("name") == now.get("name"):  # `advisor profile` measured it again since
+            fields = [f.name for f in dataclasses.fields(HardwareProfile)
+                      if f.name not in ("name", "source") and was.get(f.name) != now.get(f.name)]
+            raise UserError(f"study {name!r} was run with GPU profile {was['name']!r} as measured then "
+                            f"({was.get('source')}); it has been measured again since ({now.get('source')}; "
+                            f"other {', '.join(fields) or 'source'}), which would price new trials otherwise; use a "
+                            "new --study name, or restore the profile file the study was tuned with")
         raise UserError(f"study {name!r} was run with GPU profile {_hardware_text(stored['hardware'])}, "
                         f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
 
