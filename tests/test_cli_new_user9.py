@@ -4,6 +4,8 @@ its fix.
 - `advisor tune --budgets 10%,25%,50%` on the bundled model's default space queued nothing of the space at 10%
   (int2 at 1 slot per layer, offloaded, needs 1.83 MiB of its 1.53), without a word: only the baselines ran
   there, and `advisor report --memory` answered "no trial of this precision fits" in every row of that budget;
+- with `--budgets`, the `quick` space's front (H2D bytes, accuracy, memory; no time per token) filled with the
+  baselines that compute every miss on the CPU, and `recommend` picked one at 10.5 ms per token, without a word;
 - `advisor report --memory 80%` of a study tuned at 50% gave, as the answer at 80%, the study's best within 50%
   (bf16 with the 8 slots 50% holds), without saying that nothing was tuned with more memory.
 """
@@ -38,6 +40,16 @@ def test_tune_names_a_budgets_value_at_which_no_configuration_of_the_space_fits(
     assert ("note: at --budgets 1% (91.23 KiB) no configuration of the space fits (the least, int2 experts with the "
             "smallest cache, needs 92.00 KiB): only the baseline strategies run there") in text, text
     assert "at --budgets 50%" not in text, text
+
+
+def test_tune_says_cpu_baselines_can_crowd_the_front_of_a_space_without_time_per_token(budgets_study):
+    """`advisor tune --budgets 10%,25%,50%` (the default `quick` space) stored a front of nothing but the 0-slot,
+    every-miss-on-the-CPU baselines (0 H2D bytes, 10.5 ms per token) and `recommend` picked one of them beside an
+    int4 point at 0.16 ms, without a word at tune time."""
+    text = " ".join(budgets_study[1].split())
+    assert ("note: --budgets adds baselines whose misses compute on the CPU (Fiddler-, TIDE-, llama.cpp-style), "
+            "which moves almost no bytes; the quick space minimises H2D bytes and not time per token, so they can "
+            "crowd its front") in text, text
 
 
 def test_report_says_a_memory_above_the_studys_budget_is_answered_within_it(budgets_study, tmp_path):

@@ -570,7 +570,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         try:
             result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
                               on_start=_also(live.start, _left_out_note(console),
-                                             _unfit_budgets_note(console, opts.budgets)),
+                                             _unfit_budgets_note(console, opts.budgets),
+                                             _cpu_baselines_note(console, opts.budgets)),
                               on_trial=_counting(ran, live.trial_done), on_stage=live.stage)
             live.finish(result.n_complete, len(result.front))  # peers may have finished trials after its last one
         except BudgetTooSmall as e:  # refused before the header: say where a budget not given as --budget came from
@@ -688,6 +689,26 @@ def _unfit_budgets_note(console, budgets: tuple[str, ...]):
             console.print(f"note: at --budgets {spec} ({format_bytes(memory, 2)}) no configuration of the space "
                           f"fits (the least, {fmt} experts with the smallest cache, needs {format_bytes(peak, 2)}): "
                           "only the baseline strategies run there", markup=False)
+    return note
+
+
+def _cpu_baselines_note(console, budgets: tuple[str, ...]):
+    """on_start: the baselines `--budgets` adds compute misses on the CPU (Fiddler-, TIDE-, llama.cpp-style), which
+    moves no bytes; in a space that minimises H2D bytes and not time per token (`quick`, where misses are only
+    copied) they dominate its front, so `recommend` picked "bf16, 0 slots, every miss on the CPU" at 10.5 ms per
+    token beside an int4 point at 0.16 ms that the front no longer held: say so before the run."""
+    def note(study, objective) -> None:
+        space = objective.space
+        goals = set(space.objectives)
+        if not budgets or "h2d_bytes_per_token" not in goals or "time_per_token" in goals:
+            return
+        if set(space.miss.choices or ()) & {"cpu", "hybrid"}:  # the space computes misses on the CPU itself
+            return
+        console.print(f"note: --budgets adds baselines whose misses compute on the CPU (Fiddler-, TIDE-, "
+                      f"llama.cpp-style), which moves almost no bytes; the {space.name} space minimises H2D bytes "
+                      "and not time per token, so they can crowd its front and `advisor recommend` can pick one "
+                      "however slow (`advisor report` ranks by time per token); a space with time_per_token among "
+                      "its objectives (--space default or dllm) weighs them", markup=False)
     return note
 
 
