@@ -103,3 +103,19 @@ def test_a_resume_after_the_profile_was_measured_again_says_so(tmp_path, monkeyp
             "been measured again since (measured-cpu:2026-12-06 host memcpy; other h2d_gbps_pinned), which would "
             "price new trials otherwise; use a new --study name, or restore the profile file the study was tuned "
             "with") in str(r.exception), r.output
+
+
+def test_profile_says_one_thread_in_the_singular_when_it_drops_earlier_cpu_times(tmp_path):
+    """`advisor profile --threads 2` over a profile measured with one thread said "measured on CPU with 1 threads"."""
+    import torch
+
+    base = ("profile", "--cpu", "--profiles-dir", str(tmp_path), "--name", "h", "--repeats", "1")
+    threads = torch.get_num_threads()
+    try:  # in-process, `--threads 2` sets torch's threads for whatever runs next in this worker
+        assert invoke(*base, "--expert-shape", "8x8").exit_code == 0
+        r = invoke(*base, "--expert-shape", "8x16", "--threads", "2")
+    finally:
+        torch.set_num_threads(threads)
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "were not kept: measured on" in text and "with 1 thread; this run:" in text and ", 2 threads" in text, text

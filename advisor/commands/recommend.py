@@ -262,8 +262,9 @@ def _keep_earlier_cpu_times(prof: Any, directory: Path | None, threads: int) -> 
     here = hw.host_cpu()
     if old.get("host") != here or (new is not None and earlier.threads != threads):
         return prof, (f"note: the CPU expert times of the profile this replaces ({', '.join(earlier.table)}) were "
-                      f"not kept: measured on {old.get('host') or 'an unrecorded CPU'} with {earlier.threads} "
-                      f"threads; this run: {here}" + (f", {threads} threads" if new is not None else ""))
+                      f"not kept: measured on {old.get('host') or 'an unrecorded CPU'} with "
+                      f"{count(earlier.threads, 'thread')}; this run: {here}"
+                      + (f", {count(threads, 'thread')}" if new is not None else ""))
     if new is None:
         return dataclasses.replace(prof, cpu_experts=old), (
             f"kept the CPU expert times of the profile this replaces ({', '.join(earlier.table)}: {earlier.source})")
