@@ -369,3 +369,26 @@ def test_warm_start_points_draw_the_configurations_they_were_made_of():
         params = fit.suggest(optuna.trial.FixedTrial(p))
         assert fit.fits(params) and fit.point(params, p[FILL]) == p, p
 
+
+
+def test_a_study_seeded_drawing_hot_fraction_but_not_yet_run_resumes_drawing_it_so(tmp_path, monkeypatch):
+    """A study begun before the hot fraction was drawn within the budget, stopped after its warm start was queued
+    and before any trial drew (its trials all waiting, `hot_fraction` only in their fixed parameters): resumed, it
+    still draws `hot_fraction`, so its queued points run as they were stored - not with a `hot_fill` drawn at random
+    beside them - and its warm start is not queued a second time under `hot_fill`."""
+    from advisor.tune import study as study_mod
+    from advisor.tune.space import HOT_FILL, parse_space
+
+    backend = FakeBackend()
+    space = parse_space(HOT_SPACE.replace('task = "toy"', 'task = "fake"'), "<hot>")
+    budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int4")  # two int4 slots per layer, no bf16 expert
+    monkeypatch.setattr(study_mod, "holds_blind_hot_draws", lambda drawn: True)  # the code before hot_fill
+    run_tune(backend, space, _opts(tmp_path, "old", 0, "tpe"), budget_bytes=budget)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.WAITING}
+    assert all("hot_fraction" in t.system_attrs["fixed_params"] for t in study.trials)
+    run_tune(backend, space, _opts(tmp_path, "old", 4, "tpe"), budget_bytes=budget)
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
+    assert len([t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]) == 2  # int4 at each end
+    assert all("hot_fraction" in t.params and HOT_FILL not in t.params for t in study.trials if t.params)

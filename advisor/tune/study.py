@@ -532,7 +532,9 @@ def _run_tune(
                 study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
             cpu_note = _price_cpu(study, backend, created)
             act_note = "" if created else allowance_note(study.user_attrs, backend)
-            if "hot_fraction" in fit.fills and holds_blind_hot_draws(t.params for t in study.get_trials(deepcopy=False)):
+            if "hot_fraction" in fit.fills and holds_blind_hot_draws(
+                    {**t.system_attrs.get("fixed_params", {}), **t.params}  # (a queued trial's: fixed, not yet drawn)
+                    for t in study.get_trials(deepcopy=False)):
                 # begun before the hot fraction was drawn within the budget: drawn as its trials were (`draws_hot_blind`)
                 fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts, fill_hot=False)
             enqueue = _enqueue_once(study)
