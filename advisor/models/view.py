@@ -68,8 +68,11 @@ class MoELayer:
     @property
     def expert_nbytes(self) -> int:
         """Bytes of one routed expert (gate + up + down) at its stored dtype; counted, not estimated."""
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        return 3 * self.hidden_size * self.intermediate_size * itemsize
+        return self.expert_nbytes_as(self.dtype)
+
+    def expert_nbytes_as(self, dtype: torch.dtype) -> int:
+        """Bytes of one routed expert (gate + up + down) held in `dtype` (e.g. dequantized to float32)."""
+        return 3 * self.hidden_size * self.intermediate_size * torch.empty((), dtype=dtype).element_size()
 
     @property
     def shared_nbytes(self) -> int:

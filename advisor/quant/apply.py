@@ -79,9 +79,8 @@ otherwise each call dequantizes its expert again (the same numbers, slower)."""
 
 
 def dequantized_bytes(moe: list, dtype: torch.dtype = torch.float32) -> int:
-    """Bytes of every routed expert of `moe` dequantized to `dtype` (gate, up, down: 3 x hidden x expert FFN)."""
-    size = torch.empty((), dtype=dtype).element_size()
-    return sum(3 * m.hidden_size * m.intermediate_size * m.num_experts * size for m in moe)
+    """Bytes of every routed expert of `moe` dequantized to `dtype`."""
+    return sum(m.num_experts * m.expert_nbytes_as(dtype) for m in moe)
 
 
 def fast_runtime(loaded, runtime, *, outputs_only: bool = False):
