@@ -206,6 +206,19 @@ class OffloadRuntime:
         return {e: out[e] for e in ids}
 
     # -- CPU experts beside device experts ---------------------------------------------------------
+    def dequantized_for_outputs(self) -> Any:
+        """This runtime for a run that uses its outputs alone (accuracy, fidelity: no slot traffic, no wall clock):
+        its packed experts served dequantized once (`DequantizedCache`: the same numbers) where all of them in
+        float32 fit `DEQUANTIZED_SHARE` of the host's available memory and what --host-memory leaves beside the
+        store; else itself."""
+        from advisor.models.load import host_available_bytes
+        from advisor.quant import apply
+
+        room = int(host_available_bytes() * apply.DEQUANTIZED_SHARE)
+        if self.store.host_limit is not None:
+            room = min(room, self.store.host_limit - self.store.nbytes)
+        return apply.DequantizedCache(self, torch.float32) if apply.dequantized_bytes(self.moe) <= room else self
+
     def combine(self, hidden: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor,
                 fns: Mapping[int, ExpertFn]) -> torch.Tensor:
         """The layer's weighted expert sum. With `overlap` and CPU experts in this look-up, the device experts'

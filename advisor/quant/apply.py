@@ -94,19 +94,9 @@ def fast_runtime(loaded, runtime, *, outputs_only: bool = False):
     store = getattr(runtime, "store", None)
     if isinstance(store, dict):  # a quantized runtime's dict of experts
         return DequantizedCache(runtime, torch.float32)
-    from advisor.offload.store import ExpertStore
-
-    if outputs_only and isinstance(store, ExpertStore) and dequantized_bytes(runtime.moe) <= _allowance(store):
-        return DequantizedCache(runtime, torch.float32)
+    if outputs_only and hasattr(runtime, "dequantized_for_outputs"):  # an offload runtime (a layer above this one)
+        return runtime.dequantized_for_outputs()
     return runtime
-
-
-def _allowance(store) -> int:
-    from advisor.models.load import host_available_bytes
-
-    room = int(host_available_bytes() * DEQUANTIZED_SHARE)
-    limit = getattr(store, "host_limit", None)
-    return room if limit is None else min(room, limit - store.nbytes)
 
 
 def iter_quantized(moe: list, plan: PrecisionPlan) -> Iterator[tuple[Key, QuantizedExpert]]:
