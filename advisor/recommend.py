@@ -577,12 +577,28 @@ def describe_config(config: dict[str, Any]) -> str:
            f"prefetch {config.get('prefetch', 'none')}{miss}"
 
 
+def export_command(rec: Recommendation, targets: list[str], storage: str, query_args: list[str] | None) -> str:
+    """The `advisor export` command (without --to) that exports `rec`'s choice for the budget it was asked about:
+    `STUDY TRIAL`, or - when vLLM is offered and the budget recommend was given (--budget, or --gpu's memory)
+    differs from the study's - `--from-recommend` with the same recommend options, since vLLM chooses between
+    quantizing and offloading by a budget: the study's for STUDY TRIAL, the one given for --from-recommend
+    (`advisor.export.vllm.quantized_fit`). Copying the STUDY TRIAL form judged a point picked for 8 GiB by the
+    24 GiB it was tuned under."""
+    assert rec.chosen is not None
+    p = rec.chosen.point
+    budget = rec.query.budget
+    if "vllm" in targets and query_args is not None and budget is not None and budget != p.budget_bytes:
+        return f"advisor export --from-recommend {shlex.join(query_args)}{storage_flag(storage)}"
+    return f"advisor export {shlex.quote(p.study_name)} {p.trial_number}{storage_flag(storage)}"
+
+
 def render(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE,
-           task: str | None = None) -> str:
+           task: str | None = None, query_args: list[str] | None = None) -> str:
     """Human-readable answer; `targets`: the export targets to offer for the chosen point (the caller asks
     `advisor.export.base.targets_for`, which this layer may not import), all five when not given; `task`: the
     chosen study's task as `advisor.results.registry.study_task_text` heads it (the point's task name when not
-    given)."""
+    given); `query_args`: the recommend options as given (`--budget 12GiB`, ...), for the `Export it:` line's
+    `--from-recommend` form (`export_command`)."""
     lines = []
     if rec.chosen:
         p = rec.chosen.point
@@ -600,8 +616,8 @@ def render(rec: Recommendation, targets: list[str] | None = None, storage: str =
         if mt:
             lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
                 "transfer_ms_per_token ", "transfer on target    "))
-        lines.append(f"Export it: advisor export {shlex.quote(p.study_name)} {p.trial_number}{storage_flag(storage)} "
-                     f"--to {'|'.join(targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json'])}")
+        targets = targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json']
+        lines.append(f"Export it: {export_command(rec, targets, storage, query_args)} --to {'|'.join(targets)}")
         if note := steps_counted_note(p.config):  # (a DiffusionGemma study stored before 2026-12-05)
             lines.append(f"note: {note}")
         if note := quant_note(p.config, p.model):  # (a study that may predate the record of quant_method)

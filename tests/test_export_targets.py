@@ -279,14 +279,14 @@ def test_recommend_export_hint_names_only_targets_that_export(tmp_path, family):
     r = _cli("recommend", "--storage", url, "--budget", "8GiB")
     assert r.returncode == 0, r.stderr
     hint = r.stdout.strip().splitlines()[-1]
-    assert hint.startswith("Export it: advisor export s1 "), hint
-    trial, storage, offered = re.fullmatch(r"Export it: advisor export s1 (\d+) --storage (\S+) --to (\S+)",
-                                           hint).groups()
-    assert storage == url
-    offered = offered.split("|")
+    assert hint.startswith("Export it: advisor export "), hint
+    argv = shlex.split(hint.removeprefix("Export it: "))
+    assert argv[-2] == "--to" and argv[argv.index("--storage") + 1] == url, argv
+    offered = argv[-1].split("|")
     assert "json" in offered and "hf" in offered
+    trial = json.loads(_cli(*argv[1:-2], "--to", "json").stdout)["source"]["trial"]
     for target in ["llama.cpp", "hf", "vllm", "ktransformers", "json"]:
-        e = _cli("export", "s1", trial, "--storage", url, "--to", target)
+        e = _cli("export", "s1", str(trial), "--storage", url, "--to", target)
         assert e.returncode == (0 if target in offered else 2), (target, offered, e.stderr)
 
 
@@ -734,6 +734,39 @@ def test_vllm_from_recommend_fits_the_budget_recommend_was_given_not_the_studys(
     assert (quant, offloaded) == (False, True) and "over the --budget of" in notes, notes
     (quant, offloaded), notes = served("tight", need + 1)
     assert (quant, offloaded) == (True, False) and "within the --budget of" in notes, notes
+
+
+def test_recommends_export_line_for_another_budget_exports_for_that_budget(tmp_path):
+    """recommend's `Export it:` line was `advisor export STUDY TRIAL --to ...|vllm|...` whatever budget recommend was
+    asked about, and that form fits vLLM to the study's budget: a point tuned under a roomy budget, recommended for
+    a tighter one, exported as printed was served quantized with every expert on the GPU, past the budget asked
+    about. For another budget (or --gpu) the line is now the `--from-recommend` form with the options given."""
+    import dataclasses
+
+    from advisor.quant.spec import expert_nbytes_of
+
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    need = 1 * GiB - 14 * expert_nbytes_of("int4", 2048, 768) + 16 * expert_nbytes_of("int8", 2048, 768)
+    url = make_db(tmp_path / "a.db", [dataclasses.replace(
+        point("roomy", 1, "int4", [8, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta), budget_bytes=need + 1)])
+
+    def exported(*recommend_args):
+        r = _cli("recommend", "--storage", url, *recommend_args)
+        assert r.returncode == 0, r.stderr
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it: "))
+        argv = shlex.split(line.removeprefix("Export it: "))
+        assert argv[:2] == ["advisor", "export"] and "vllm" in argv[-1].split("|"), line
+        e = _cli(*argv[1:-1], "vllm")
+        assert e.returncode == 0, e.stderr
+        return argv, "--cpu-offload-gb" in e.stdout, " ".join(e.stderr.split())
+
+    argv, offloaded, notes = exported("--budget", f"{need - 1}B", "--study", "roomy", "--max-accuracy-drop", "0.05")
+    assert argv[2:-2] == ["--from-recommend", "--budget", f"{need - 1}B", "--max-accuracy-drop", "0.05",
+                          "--study", "roomy", "--storage", url], argv
+    assert offloaded and "over the --budget of" in notes, notes
+    # the study's own budget: the STUDY TRIAL form, judged by that same budget
+    argv, offloaded, notes = exported("--budget", f"{need + 1}B")
+    assert argv[2:4] == ["roomy", "1"] and not offloaded and "within the study's budget" in notes, (argv, notes)
 
 
 def fp8_checkpoint(d: Path) -> Path:

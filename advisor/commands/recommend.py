@@ -83,7 +83,12 @@ def register(app: typer.Typer) -> None:
             from advisor.export.base import targets_for
 
             label = tasks.get(rec.chosen.point.study_name) if rec.chosen else None
-            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage, label))
+            given = [(flag, value) for flag, value in (
+                ("--budget", budget), ("--gpu", gpu), ("--profiles-dir", profiles_dir), ("--min-accuracy", min_accuracy),
+                ("--max-accuracy-drop", max_accuracy_drop), ("--prefer", prefer), ("--model", model), ("--task", task),
+                ("--study", study)) if value is not None]
+            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage, label,
+                              [str(x) for pair in given for x in pair]))
         if rec.chosen is None:
             raise typer.Exit(1)
 
