@@ -98,6 +98,23 @@ fidelity_prompts = 1
 """
 
 
+def test_the_queued_trials_note_names_only_what_was_queued(tmp_path, monkeypatch):
+    """Without --budgets the note on queued trials still said "(warm start, --budgets points and baselines,
+    retries)": a run that queued only its warm start now says "(warm start)"."""
+    from advisor.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.toml").write_text(SPACE)
+    res = CliRunner().invoke(app, ["tune", "--space", "space.toml", "--storage", f"sqlite:///{tmp_path}/s.db",
+                                   "--study", "u", "--trials", "1"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # the note wraps at 80 columns
+    m = re.search(r"note: (\d+) queued trials \(warm start\) did not run: the run reached its trial count first; "
+                  r"`--more (\d+)` runs them", text)
+    assert m and m.group(1) == m.group(2), text
+    assert "--budgets" not in text and "retries" not in text, text
+
+
 def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_front(tmp_path):
     (tmp_path / "space.toml").write_text(SPACE)
     base = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{tmp_path}/s.db", "--study", "u"]
@@ -108,7 +125,7 @@ def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_
     # (it was loaded whole, being below the free memory, and the study ignored staging and activations)
     assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of weights > --budgets "
             "25% (resident weights + 25% of the FP16 expert bytes))") in text, text
-    m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points and baselines, retries\) did not run: "
+    m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points, baselines\) did not run: "
                   r"the run reached its trial count first; `--more (\d+)` runs them", text)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, text
     again = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)

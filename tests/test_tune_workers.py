@@ -499,7 +499,7 @@ def test_the_queued_trials_note_counts_the_study_as_it_stands_and_names_a_runnin
     text = " ".join(first.output.split())
     study = optuna.load_study(study_name="q", storage=open_storage(url, heartbeat_interval=None))
     waiting = sum(t.state.name == "WAITING" for t in study.get_trials())
-    assert waiting > 2 and f"note: {waiting} queued trials (warm start, --budgets points and baselines, retries) " \
+    assert waiting > 2 and f"note: {waiting} queued trials (warm start, --budgets points, baselines) " \
         f"did not run: the run reached its trial count first; `--more {waiting}` runs them" in text, text
     study.ask()  # another worker takes a queued trial and runs it
     again = CliRunner().invoke(app, [*base, "--more", "1", "--heartbeat", "60"], terminal_width=80)
@@ -507,7 +507,7 @@ def test_the_queued_trials_note_counts_the_study_as_it_stands_and_names_a_runnin
     text = " ".join(again.output.split())
     left = sum(t.state.name == "WAITING" for t in study.get_trials())
     assert left == waiting - 2, (left, waiting)
-    assert f"note: {left} queued trials (warm start, --budgets points and baselines, retries) have not run yet (the " \
+    assert f"note: {left} queued trials (warm start, --budgets points, baselines) have not run yet (the " \
         "run reached its trial count first); 1 trial of the study is running in another worker, which may take " \
         "them - `advisor studies --storage " in text, text
     # the URL itself may be broken across lines where the console wraps a long temporary path

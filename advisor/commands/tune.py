@@ -645,14 +645,15 @@ def _queued_note(result, opts) -> str:
     short = (result.n_trials_run < opts.n_trials if opts.n_trials else
              opts.total_trials is not None and result.n_complete < opts.total_trials)
     why = "its --timeout passed first" if opts.timeout and short else "the run reached its trial count first"
+    # what they are (as the run ended: another worker may have taken some since), e.g. "warm start, retries"
+    kinds = f" ({', '.join(result.waiting_kinds)})" if result.waiting_kinds else ""
     if now is None:
-        return (f"note: {count(result.n_waiting, 'queued trial')} (warm start, --budgets points and baselines, "
-                f"retries) had not run when this run ended: {why}; `--more {result.n_waiting}` runs "
-                f"{'it' if result.n_waiting == 1 else 'them'}")
+        return (f"note: {count(result.n_waiting, 'queued trial')}{kinds} had not run when this run ended: {why}; "
+                f"`--more {result.n_waiting}` runs {'it' if result.n_waiting == 1 else 'them'}")
     waiting, running = now.n_waiting, now.n_running
     if not waiting:
         return ""
-    what = f"note: {count(waiting, 'queued trial')} (warm start, --budgets points and baselines, retries)"
+    what = f"note: {count(waiting, 'queued trial')}{kinds}"
     if not running:  # this run's trials are all finished: a running one is another worker's
         return f"{what} did not run: {why}; `--more {waiting}` runs {'it' if waiting == 1 else 'them'}"
     return (f"{what} {'has' if waiting == 1 else 'have'} not run yet ({why}); {count(running, 'trial')} of the study "

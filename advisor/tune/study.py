@@ -83,6 +83,8 @@ class TuneResult:
     extra: dict[str, Any] = field(default_factory=dict)
     n_waiting: int = 0
     """Enqueued trials (warm start, --budgets points and baselines, retries) still queued when the run ended."""
+    waiting_kinds: tuple[str, ...] = ()
+    """What those queued trials are (`queued_kinds`), e.g. ("warm start", "retries")."""
     cpu_note: str = ""
     """Which CPU expert times priced the run (the study's stored ones, completed now if they lacked some, or
     measured now for an older study)."""
@@ -601,7 +603,9 @@ def _run_tune(
         n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
-        n_waiting=sum(t.state == TrialState.WAITING for t in trials), cpu_note=cpu_note, finished_elsewhere=elsewhere,
+        n_waiting=sum(t.state == TrialState.WAITING for t in trials),
+        waiting_kinds=queued_kinds([t for t in trials if t.state == TrialState.WAITING]),
+        cpu_note=cpu_note, finished_elsewhere=elsewhere,
         allowance_note=act_note,
         dead_workers=sorted(set(dead)),
     )
@@ -680,6 +684,27 @@ def _first_heartbeats(storage: Any, trials: Sequence[Any]) -> None:
         beating = {int(i) for (i,) in c.execute(q, {"ids": trial_ids})}
     for trial_id in set(trial_ids) - beating:
         storage.record_heartbeat(trial_id)
+
+
+QUEUED_KINDS = ("warm start", "--budgets points", "baselines", "retries")
+
+
+def queued_kinds(trials: list[Any]) -> tuple[str, ...]:
+    """What queued `trials` are, from what enqueued them, in `QUEUED_KINDS` order: a retry (`retry_of`, or Optuna's
+    `failed_trial` for a dead worker's) whatever it retries, a `--budgets` baseline (`baseline`), or a seeded point
+    (`seeded`: "warm-start", "budget SPEC"); a trial queued by none of these (by hand, through Optuna) adds nothing."""
+    kinds = set()
+    for t in trials:
+        seeded = str(t.user_attrs.get("seeded", ""))
+        if "retry_of" in t.user_attrs or "failed_trial" in t.system_attrs:
+            kinds.add("retries")
+        elif "baseline" in t.user_attrs:
+            kinds.add("baselines")
+        elif seeded == "warm-start":
+            kinds.add("warm start")
+        elif seeded.startswith("budget "):
+            kinds.add("--budgets points")
+    return tuple(k for k in QUEUED_KINDS if k in kinds)
 
 
 def _enqueue_once(study: Any) -> Callable[[dict[str, Any], dict[str, Any]], None]:
