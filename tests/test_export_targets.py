@@ -769,6 +769,23 @@ def test_recommends_export_line_for_another_budget_exports_for_that_budget(tmp_p
     assert argv[2:4] == ["roomy", "1"] and not offloaded and "within the study's budget" in notes, (argv, notes)
 
 
+def test_vllm_notes_name_the_checkpoints_own_dtype(tmp_path):
+    """vLLM's notes on an int4 plan said it has no on-the-fly int4 scheme "for MoE experts of a BF16 checkpoint",
+    and that it quantizes "a BF16 checkpoint online", for a study that loaded an fp32 checkpoint; the experts a mixed
+    plan kept in fp32 were "kept in bf16". They name the checkpoint's dtype and the plan's formats now."""
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
+    url = make_db(tmp_path / "a.db", [point("m", 1, "default=int4;layers=0:fp32", [8, 6], acc=0.9, h2d=1,
+                                            peak_gib=1, meta=meta)])
+    quantized = _cli("export", "m", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=quantize")
+    offloaded = _cli("export", "m", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=offload")
+    assert quantized.returncode == offloaded.returncode == 0, quantized.stderr + offloaded.stderr
+    q, o = (" ".join(r.stdout.split()) for r in (quantized, offloaded))
+    assert "no on-the-fly int4 scheme for MoE experts of an FP32 checkpoint" in q, q
+    assert "experts the plan keeps in fp32 are quantized by experts_int8 too" in q, q
+    assert "served without --quantization experts_int8: vLLM quantizes an FP32 checkpoint online" in o, o
+    assert not [n for n in (q, o) if "BF16" in n or "bf16" in n], (q, o)
+
+
 def fp8_checkpoint(d: Path) -> Path:
     """A tiny Qwen3-MoE saved as an FP8 checkpoint, as published FP8 models are (Qwen3-30B-A3B-FP8): every
     projection's weight in float8_e4m3fn with its `weight_scale_inv`, and config.json's quantization_config

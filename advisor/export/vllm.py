@@ -92,11 +92,20 @@ def scheme(cfg: ExportConfig) -> tuple[str | None, list[str]]:
     if chosen == "fp8":
         notes.append("--quantization fp8 quantizes every linear layer (attention too), not only experts")
     if kinds - {"int8", "fp8"}:
-        notes.append(f"vLLM has no on-the-fly {'/'.join(sorted(kinds - {'int8', 'fp8'}))} scheme for MoE experts of a BF16 "
-                     f"checkpoint; {chosen} is the nearest (use a pre-quantized AWQ/GPTQ checkpoint for 4-bit)")
-    if any(parse_format(f).kind in DENSE for row in cfg.formats for f in row):
-        notes.append(f"one scheme per model: experts the plan keeps in bf16 are quantized by {chosen} too")
+        notes.append(f"vLLM has no on-the-fly {'/'.join(sorted(kinds - {'int8', 'fp8'}))} scheme for MoE experts of "
+                     f"{a_checkpoint(cfg.model)}; {chosen} is the nearest (use a pre-quantized AWQ/GPTQ "
+                     "checkpoint for 4-bit)")
+    if dense := sorted({f for row in cfg.formats for f in row if parse_format(f).kind in DENSE}):
+        notes.append(f"one scheme per model: experts the plan keeps in {'/'.join(dense)} are quantized by {chosen} too")
     return chosen, notes
+
+
+def a_checkpoint(model: ModelInfo) -> str:
+    """"a BF16 checkpoint", "an FP32 checkpoint": the checkpoint by the dtype vLLM creates its unquantized parameters
+    in and quantizes online from (`ModelInfo.checkpoint_format`, else the dtype the study loaded)."""
+    fmt = model.checkpoint_format or model.dtype
+    name = fmt.upper() if fmt in DENSE else fmt
+    return f"{'an' if name[:1].lower() in 'aefio' else 'a'} {name} checkpoint"
 
 
 def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
@@ -159,9 +168,10 @@ def packed_note(cfg: ExportConfig, fmt: str, total: int, cache: int) -> str:
             f"--cpu-offload-gb {gib_arg(at[4])}, an 8-bit one {gib_arg(at[8])} (0: no offload)")
 
 
-def online_offload_note(quant: str) -> str:
+def online_offload_note(quant: str, model: ModelInfo) -> str:
     """Why a point that offloads is served without its quantization scheme (module docstring)."""
-    return (f"served without --quantization {quant}: vLLM quantizes a BF16 checkpoint online, creating the expert "
+    return (f"served without --quantization {quant}: vLLM quantizes {a_checkpoint(model)} online, "
+            "creating the expert "
             "parameters on the meta device (OnlineMoEMethodBase.create_weights) and quantizing them as they load, "
             "and --cpu-offload-gb moves parameters to host memory while the model is built (UVAOffloader), which "
             "fails on a meta tensor ('Cannot copy out of meta tensor'); so the experts stay in the checkpoint's "
@@ -240,7 +250,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                             f"moves parameters it creates on the meta device); {numbers}; --opt prefer=offload serves "
                             f"them at {cfg.model.checkpoint_format} offloaded down to the cache's bytes instead")
         else:
-            notes = [online_offload_note(quant), f"{numbers}; --opt prefer=quantize serves that instead"]
+            notes = [online_offload_note(quant, cfg.model), f"{numbers}; --opt prefer=quantize serves that instead"]
             quant = None
     args = ["vllm", "serve", served_path(model_spec(point), "vLLM")]
     if quant:
