@@ -18,8 +18,9 @@ reference every cut is measured against. Torch-free.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from advisor.units import dtype_format
 
@@ -68,6 +69,18 @@ BASELINES = (
     Baseline("llama.cpp", "llama.cpp-style", "whole layers' experts on the GPU, the others' on the CPU", "lru", "cpu",
              whole_layers=True),
 )
+
+
+def baseline_keys(attrs: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """(strategy, budget, tau) of each baseline a stored trial's user attrs say it measured: its own (``baseline``,
+    ``baseline_budget``, its fixed tau) and those it stands for (``baseline_also``: baselines of the same
+    configuration, e.g. every strategy that keeps no expert on the GPU and computes its misses on the CPU, queued
+    once; `advisor.tune.baseline_trials`). Empty for a trial that is no baseline."""
+    if "baseline" not in attrs:
+        return []
+    own = (str(attrs.get("baseline")), str(attrs.get("baseline_budget")),
+           int((attrs.get("fixed_params") or {}).get("tau", 0)))
+    return [own, *((str(n), str(b), int(t)) for n, b, t in attrs.get("baseline_also") or [])]
 
 
 def baseline_slots(b: Baseline, num_experts: Sequence[int], fits: Callable[[list[int]], bool]) -> list[int]:

@@ -115,6 +115,65 @@ def test_the_queued_trials_note_names_only_what_was_queued(tmp_path, monkeypatch
     assert "--budgets" not in text and "retries" not in text, text
 
 
+def test_budgets_queue_one_baseline_trial_per_configuration_and_a_resume_none_twice(tmp_path, monkeypatch):
+    """At a budget that holds no expert, Fiddler-, TIDE- (tau 1, 2, 4, 8) and llama.cpp-style baselines all keep none
+    on the GPU and compute every miss on the CPU (a policy places nothing without slots), and Mixtral-offloading-
+    style is no-cache: each was queued, measured alike, and stood as its own front row. One trial now measures
+    each configuration, naming the baselines it stands for; a resume queues none of them again; `advisor report`
+    answers for each strategy with it."""
+    import optuna
+
+    from advisor.baselines import BASELINES
+    from advisor.cli import app
+    from advisor.report.data import TrialRecord
+    from advisor.report.select import Reference, baseline_rows
+    from advisor.results.storage import open_storage
+
+    def what(attrs):  # the configuration: where no layer has a slot, the policy (and its tau) places nothing
+        p = dict(attrs["fixed_params"])
+        if not any(p["slots_per_layer"]):
+            p.pop("policy"), p.pop("tau")
+        return json.dumps(p, sort_keys=True)
+
+    def stands_for(attrs):
+        own = (attrs["baseline"], attrs["baseline_budget"], attrs["fixed_params"]["tau"])
+        return [own, *(tuple(k) for k in attrs.get("baseline_also", []))]
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.toml").write_text(SPACE)
+    url = f"sqlite:///{tmp_path}/s.db"
+    args = ["tune", "--space", "space.toml", "--storage", url, "--study", "u", "--budgets", "1.5MiB,2MiB",
+            "--trials", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+
+    def baselines():
+        study = optuna.load_study(study_name="u", storage=open_storage(url, heartbeat_interval=None))
+        return [t for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs]
+
+    first = baselines()
+    configs = [what(t.user_attrs) for t in first]
+    assert len(set(configs)) == len(configs) < 15, [t.user_attrs for t in first]
+    stood = [k for t in first for k in stands_for(t.user_attrs)]
+    every = [("no-cache", "-", 0)] + [(b.name, budget, tau) for budget in ("1.5MiB", "2MiB") for b in BASELINES
+                                      for tau in b.taus]
+    assert sorted(stood) == sorted(every), stood
+    none = next(t for t in first if ("fiddler", "1.5MiB", 0) in stands_for(t.user_attrs))
+    assert set(none.user_attrs["fixed_params"]["slots_per_layer"]) == {0}
+    assert none.user_attrs["fixed_params"]["policy"] == "lru" and none.user_attrs["baseline"] == "llama.cpp"
+    res = CliRunner().invoke(app, args)  # the resume
+    assert res.exit_code == 0, res.output
+    assert len(baselines()) == len(first)
+
+    # the report's baseline rows at 1.5 MiB: every strategy, from the trials that measured it
+    values = {"h2d_bytes_per_token": 0.0, "time_per_token": 1.0, "peak_gpu_bytes": 1.0}
+    records = [TrialRecord(t.number, {"slots_per_layer": t.user_attrs["fixed_params"]["slots_per_layer"]},
+                           values, {}, dict(t.user_attrs)) for t in first]
+    rows = baseline_rows(records, "1.5MiB", Reference(1.0, 1.0, None, "test"), {})
+    assert [r.strategy for r in rows] == [b.label for b in BASELINES], rows
+    assert {r.trial for r in rows if r.strategy != "Mixtral-offloading-style"} == {none.number}, rows
+
+
 def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_front(tmp_path):
     (tmp_path / "space.toml").write_text(SPACE)
     base = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{tmp_path}/s.db", "--study", "u"]

@@ -221,9 +221,9 @@ def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     assert m, "the README's sentence on what --budgets queues changed; update this test with it"
     points, baselines, warm, left = map(int, m.groups())
     if not offload:
-        r = re.search(r"with `--resident`, (\d+) points and (\d+) left\)", text)
+        r = re.search(r"with `--resident`, (\d+) points, (\d+) baselines and (\d+) left;", text)
         assert r, "the README's count with --resident changed; update this test with it"
-        points, left = map(int, r.groups())
+        points, baselines, left = map(int, r.groups())
 
     torch.set_num_threads(1)
     space = load_space("dllm")

@@ -225,12 +225,14 @@ def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str,
 
 def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Reference,
                   expert_bytes: dict[str, list[int]]) -> list[HeadlineRow]:
-    """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting."""
-    from advisor.baselines import BASELINES
+    """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting: a trial
+    that measured several alike (`baseline_keys`: e.g. every strategy at a budget that holds no expert) answers
+    for each."""
+    from advisor.baselines import BASELINES, baseline_keys
 
     rows = []
     for b in BASELINES:
-        runs = [t for t in trials if t.attrs.get("baseline") == b.name and t.attrs.get("baseline_budget") == budget
+        runs = [t for t in trials if any(k[:2] == (b.name, budget) for k in baseline_keys(t.attrs))
                 and "h2d_bytes_per_token" in t.values]
         if runs:
             best = min(runs, key=rank)

@@ -10,16 +10,29 @@ budget's answer needs.
   trial - same trace, same replay, same accuracy cache - so `advisor report` reads them from the database
   beside the searched configurations. They are not sampled (no Optuna parameters): a llama.cpp-style
   placement (whole layers on the GPU, none of the others) is no point of a slots-per-layer space.
-  ``no-cache`` (every routed expert copied) is enqueued once, without a budget.
+  ``no-cache`` (every routed expert copied) is enqueued once, without a budget. Baselines of the same
+  configuration are one trial (the others in its ``baseline_also``, `advisor.baselines.baseline_keys`): at a
+  budget that holds no expert, Fiddler-, TIDE- (each tau) and llama.cpp-style all keep none on the GPU and
+  compute every miss on the CPU - their policies place nothing - and Mixtral-offloading-style is no-cache;
+  queued apart, they were measured alike and stood as one front row per policy.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from advisor.baselines import BASELINES, NO_CACHE, SIXTEEN_BIT, Baseline, baseline_slots, full_precision
+from advisor.baselines import (
+    BASELINES,
+    NO_CACHE,
+    SIXTEEN_BIT,
+    Baseline,
+    baseline_keys,
+    baseline_slots,
+    full_precision,
+)
 from advisor.tune.budget import BudgetFit, budget_memory, memory_spec
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
@@ -88,8 +101,12 @@ def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, flo
     return out
 
 
-def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str]) -> list[dict[str, Any]]:
-    """User attrs of every baseline trial: no-cache once, then each strategy (each tau) at each budget."""
+def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str],
+                    have: Collection[tuple[str, str, int]] = ()) -> list[dict[str, Any]]:
+    """User attrs of every baseline trial to queue: no-cache once, then each strategy (each tau) at each budget,
+    but those in `have` (`key`s a study's trials measured already, `baseline_keys`), and one trial per distinct
+    configuration (`same_config`): the first with the lru policy (else the first) of baselines alike, the others
+    named in its ``baseline_also``."""
     for spec in budgets:
         memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
     fmt = full_format(space, shape)
@@ -100,8 +117,8 @@ def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str
     def params(b: Baseline, slots: list[int], tau: int) -> dict[str, Any]:
         return {**base, "slots_per_layer": slots, "policy": b.policy, "miss": b.miss, "tau": tau}
 
-    out = [{"baseline": NO_CACHE.name, "baseline_budget": "-",
-            "fixed_params": params(NO_CACHE, [0] * n, 0)}]
+    every = [{"baseline": NO_CACHE.name, "baseline_budget": "-",
+              "fixed_params": params(NO_CACHE, [0] * n, 0)}]
     for spec in budgets:
         memory, _ = budget_memory(spec, shape)
         for b in BASELINES:
@@ -110,11 +127,33 @@ def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str
 
             slots = baseline_slots(b, shape.num_experts, fits)
             for tau in b.taus:
-                out.append({"baseline": b.name, "baseline_budget": spec.strip(),
-                            "fixed_params": params(b, slots, tau)})
-    return out
+                every.append({"baseline": b.name, "baseline_budget": spec.strip(),
+                              "fixed_params": params(b, slots, tau)})
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for attrs in every:
+        if key(attrs) not in have:
+            groups.setdefault(same_config(attrs["fixed_params"]), []).append(attrs)
+    out = []
+    for alike in groups.values():
+        first = next((a for a in alike if a["fixed_params"]["policy"] == "lru"), alike[0])
+        also = [list(key(a)) for a in alike if a is not first]
+        out.append((every.index(first), {**first, "baseline_also": also} if also else first))
+    return [attrs for _, attrs in sorted(out, key=lambda x: x[0])]
+
+
+def same_config(params: dict[str, Any]) -> str:
+    """A baseline's fixed parameters as what they configure: without the policy and tau where no layer has a slot
+    (a policy places experts in slots; with none, every expert is a miss, whichever it is), without tau where the
+    policy is not tide (tau only changes tide)."""
+    p = dict(params)
+    if not any(p["slots_per_layer"]):
+        p.pop("policy")
+        p.pop("tau")
+    elif p["policy"] != "tide":
+        p.pop("tau")
+    return json.dumps(p, sort_keys=True)
 
 
 def key(attrs: dict[str, Any]) -> tuple[str, str, int]:
-    return (str(attrs.get("baseline")), str(attrs.get("baseline_budget")),
-            int((attrs.get("fixed_params") or {}).get("tau", 0)))
+    """(strategy, budget, tau) of a baseline trial's user attrs (its own: `baseline_keys` adds those it stands for)."""
+    return baseline_keys(attrs)[0]

@@ -544,14 +544,14 @@ def _run_tune(
                 for p in fit.warm_start():
                     enqueue(p, {"seeded": "warm-start"})
             if opts.budgets:
-                from advisor.tune.baseline_trials import baseline_trials, budget_points, key
+                from advisor.baselines import baseline_keys
+                from advisor.tune.baseline_trials import baseline_trials, budget_points
 
                 for spec, p in budget_points(fit, opts.budgets):
                     enqueue(p, {"seeded": f"budget {spec}"})
-                have = {key(t.user_attrs) for t in study.get_trials(deepcopy=False) if "baseline" in t.user_attrs}
-                for attrs in baseline_trials(space, backend.shape, opts.budgets):
-                    if key(attrs) not in have:
-                        study.enqueue_trial({}, user_attrs=attrs)
+                have = {k for t in study.get_trials(deepcopy=False) for k in baseline_keys(t.user_attrs)}
+                for attrs in baseline_trials(space, backend.shape, opts.budgets, have):
+                    study.enqueue_trial({}, user_attrs=attrs)
     if on_seeded is not None:  # outside the lock: a slow reader of the output holds up no other worker
         on_seeded(seed)
     registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
