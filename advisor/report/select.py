@@ -228,7 +228,7 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
     """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting: a trial
     that measured several alike (`baseline_keys`: e.g. every strategy at a budget that holds no expert) answers
     for each."""
-    from advisor.baselines import BASELINES, baseline_keys
+    from advisor.baselines import BASELINES, NO_CACHE, baseline_keys
 
     rows = []
     for b in BASELINES:
@@ -236,7 +236,13 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
                 and "h2d_bytes_per_token" in t.values]
         if runs:
             best = min(runs, key=rank)
-            rows.append(trial_row(best, uniform_precision(best) or "fp16", trials, reference, expert_bytes, b.label))
+            row = trial_row(best, uniform_precision(best) or "fp16", trials, reference, expert_bytes, b.label)
+            own = best.attrs.get("baseline")
+            if own != b.name:  # a trial of another strategy, the same configuration (`baseline_also`): its policy
+                # is not this strategy's - alike only because no layer has a slot for either to place anything in
+                label = next((o.label for o in (*BASELINES, NO_CACHE) if o.name == own), str(own))
+                row.policy = f"{row.policy}; measured by the {label} trial"
+            rows.append(row)
     return rows
 
 
@@ -268,10 +274,24 @@ def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], referenc
         time_per_token=time,
         time_source=t.sources.get("time_per_token"),
         strategy=strategy,
-        policy=policy_text(t.config),
+        policy=_policy(t.config, strategy),
         miss=miss_policy(t.config),
         time_cut=(1.0 - time / reference.time_per_token) if time is not None and reference.time_per_token else None,
     )
+
+
+NO_SLOTS = "none (0 slots)"
+"""The policy of a strategy's row whose trial keeps no expert on the GPU: a policy places experts in slots, so with
+none it places nothing - the stored policy (lru, tide ...) would describe a cache the row does not have."""
+
+
+def _policy(config: dict[str, Any], strategy: str) -> str:
+    """A row's cache policy: its trial's (`policy_text`), or for a strategy's row (a baseline, no-cache) whose trial
+    has no slot in any layer, `NO_SLOTS`."""
+    slots = config.get("slots_per_layer")
+    if strategy and isinstance(slots, list) and slots and not any(slots):
+        return NO_SLOTS
+    return policy_text(config)
 
 
 def _same_format(fmt: str | None, prec: str) -> bool:
