@@ -39,3 +39,28 @@ def test_a_row_that_reuses_another_strategys_trial_at_0_slots_does_not_read_as_t
     # a strategy's own trial with slots keeps its policy
     assert [r.policy for r in baseline_rows([none, hot], "2MiB", Reference(3e6, 2.6, None, "test"), {})] == [
         "static_hot"]
+
+
+def test_a_baseline_over_its_budget_says_so_and_shows_no_placeholder_accuracy():
+    """An offloaded model's no-cache baseline counts staging buffers: over the study's budget it is infeasible and
+    stores placeholder values (accuracy 0.0, 'not-run:...'); Mixtral-offloading-style at a budget that holds no
+    expert is that trial. Its rows vanished without a word; a 0-slot trial over the budget it was queued at (1.69
+    MiB at 1.5 MiB) was shown as that budget's answer."""
+    none = trial(17, "llama.cpp", "1.5MiB", [0, 0, 0, 0], "lru", "cpu", also=[("fiddler", "1.5MiB", 0)],
+                 peak=1.69 * MIB)
+    copy = trial(16, "no-cache", "-", [0, 0, 0, 0], "lru", "copy", also=[("mixtral-offloading", "1.5MiB", 0)],
+                 peak=2.44 * MIB, feasible=False, acc=0.0)
+    copy.sources["accuracy"] = "not-run:infeasible(placeholder)"
+    copy.sources["peak_gpu_bytes"] = "counted:resident-weights+slots*expert-bytes+staging+activation-allowance"
+    rows = baseline_rows([none], "1.5MiB", Reference(3e6, 2.6, None, "test"), {}, 1.5 * MIB, [copy])
+    by = {r.strategy: r for r in rows}
+    assert list(by) == ["Mixtral-offloading-style", "Fiddler-style", "llama.cpp-style"], rows
+    assert all(r.trial is None and r.accuracy is None and r.h2d_bytes_per_token is None for r in rows), rows
+    assert by["Mixtral-offloading-style"].note == (
+        "over budget: trial #16 needs 2.4 MiB (staging buffers counted) > 1.5MiB (1.5 MiB); with no expert on the "
+        "GPU it cannot fit there at all")
+    assert by["llama.cpp-style"].note == by["Fiddler-style"].note == (
+        "over budget: trial #17 needs 1.7 MiB > 1.5MiB (1.5 MiB); with no expert on the GPU it cannot fit there at all")
+    # where it fits, its values
+    assert [r.trial for r in baseline_rows([none], "1.5MiB", Reference(3e6, 2.6, None, "test"), {}, 2 * MIB)] == [
+        17, 17]

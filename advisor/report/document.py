@@ -19,6 +19,8 @@ from advisor.report.select import (
     accuracy_reference,
     accuracy_rows,
     interval,
+    over_budget_note,
+    stored_reference,
     trial_row,
 )
 from advisor.report.workbench import Workbench
@@ -254,13 +256,18 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
     rows = []
     if ref.trial is not None:
         rows.append(_row("any", trial_row(ref.trial, c.full, c.trials, ref, {}, no_cache_label(c.full))))
+    elif (unfit := stored_reference([t for t in c.data.trials if t not in c.trials])) is not None:
+        budget = c.data.setting("budget_bytes")  # its values are placeholders: what it needs, not a fake accuracy
+        note = over_budget_note(unfit, "the study's budget", float(budget) if budget else None)
+        rows.append(["any", no_cache_label(c.full), c.full, *["-"] * 9, f"{note}; cuts are against its trace replay"])
     for a in c.answers:
         for r in a.rows:
             if r.trial is None:
                 rows.append([a.label, BEST, r.precision, *["-"] * 9, r.note])
                 continue
             rows.append(_row(a.label, r))
-        rows.extend(_row(a.label, r) for r in a.baselines)
+        rows.extend(_row(a.label, r) if r.trial is not None else [a.label, r.strategy, r.precision, *["-"] * 9, r.note]
+                    for r in a.baselines)
     return rows
 
 

@@ -224,16 +224,27 @@ def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str,
 
 
 def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Reference,
-                  expert_bytes: dict[str, list[int]]) -> list[HeadlineRow]:
-    """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting: a trial
-    that measured several alike (`baseline_keys`: e.g. every strategy at a budget that holds no expert) answers
-    for each."""
+                  expert_bytes: dict[str, list[int]], memory: float | None = None,
+                  over: Sequence[TrialRecord] = ()) -> list[HeadlineRow]:
+    """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting within
+    `memory` (the budget's bytes; unchecked when None): a trial that measured several alike (`baseline_keys`: e.g.
+    every strategy at a budget that holds no expert) answers for each. A strategy whose trials do not fit - over
+    `memory`, or over the study's budget (`over`: the study's infeasible trials, whose values are placeholders, not
+    measured) - is a row that says so (`over_budget_note`), with no values."""
     from advisor.baselines import BASELINES, NO_CACHE, baseline_keys
+
+    def at_budget(t: TrialRecord, name: str) -> bool:
+        return any(k[:2] == (name, budget) for k in baseline_keys(t.attrs))
 
     rows = []
     for b in BASELINES:
-        runs = [t for t in trials if any(k[:2] == (b.name, budget) for k in baseline_keys(t.attrs))
-                and "h2d_bytes_per_token" in t.values]
+        stored = [t for t in trials if at_budget(t, b.name) and "h2d_bytes_per_token" in t.values]
+        runs = [t for t in stored if memory is None or t.values.get("peak_gpu_bytes", math.inf) <= memory]
+        unfit = [*(t for t in stored if t not in runs), *(t for t in over if at_budget(t, b.name))]
+        if not runs and unfit:
+            least = min(unfit, key=lambda t: (t.values.get("peak_gpu_bytes", math.inf), t.number))
+            rows.append(HeadlineRow(uniform_precision(least) or "fp16", strategy=b.label,
+                                    note=over_budget_note(least, budget, memory)))
         if runs:
             best = min(runs, key=rank)
             row = trial_row(best, uniform_precision(best) or "fp16", trials, reference, expert_bytes, b.label)
@@ -244,6 +255,23 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
                 row.policy = f"{row.policy}; measured by the {label} trial"
             rows.append(row)
     return rows
+
+
+def over_budget_note(t: TrialRecord, budget: str, memory: float | None) -> str:
+    """Why a stored baseline answers nothing at `budget` (`memory` bytes): its counted peak is over it - and with
+    no expert on the GPU, whatever its policy, it cannot fit there at all (e.g. an offloaded model's no-cache
+    baseline: its copies need staging buffers). Its stored values are not shown (over the study's budget they are
+    placeholders, not measured)."""
+    from advisor.units import format_bytes
+
+    peak = t.values.get("peak_gpu_bytes")
+    need = f"needs {format_bytes(peak)}" if peak is not None else "does not fit"
+    staging = " (staging buffers counted)" if "staging" in str(t.sources.get("peak_gpu_bytes", "")) else ""
+    limit = f"{budget} ({format_bytes(memory)})" if memory is not None else budget
+    slots = t.config.get("slots_per_layer")
+    none = isinstance(slots, list) and bool(slots) and not any(slots)
+    return (f"over budget: trial #{t.number} {need}{staging} > {limit}"
+            + ("; with no expert on the GPU it cannot fit there at all" if none else ""))
 
 
 def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], reference: Reference,

@@ -131,8 +131,9 @@ def build_report(
     memory_notes = above_budget_notes(data, [(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)])
     reference = _reference(trials, sw)
     rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions)
+    over = [t for t in data.trials if t not in trials]  # over the study's budget: placeholder values
     answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions),
-                            baseline_rows(trials, spec.strip(), reference, sw.expert_bytes))
+                            baseline_rows(trials, spec.strip(), reference, sw.expert_bytes, mem, over))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     shown = {r.trial: next(t for t in trials if t.number == r.trial) for r in rows if r.trial is not None}
     replay_on = headline_traces(wb, shown.values(), runs, say)
