@@ -600,6 +600,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"note: {over} trial(s) of this run fit the budget as counted, but the CUDA allocator measured "
                       "more: stored over budget, with both peaks (peak_gpu_bytes measured, counted_peak_bytes)",
                       markup=False)
+    if unrun := result.unrun_over_budget:
+        console.print(_unrun_note(unrun), markup=False)
     title = (f"Pareto front of study {result.study_name} ({count(len(result.front), 'point')}; "
              f"{count(result.n_complete, 'finished trial')}, {result.n_infeasible} over budget, "
              f"{failed_text(result.n_failed, result.n_retried)} failed)")
@@ -625,6 +627,26 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     where = storage_flag(result.storage_url)
     console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
                   f"`advisor pareto {name}{where}`, `advisor recommend --study {name}{where} --budget ...`", markup=True)
+
+
+def _unrun_note(unrun: list) -> str:
+    """Why trials of this run were recorded over budget without running: their formats and cache knobs (drawn
+    before the cache size) fit no cache size; the first one as an example. The front's title only counted them."""
+    from advisor.recommend import describe_config
+    from advisor.units import format_bytes
+
+    numbers = [str(n) for n, *_ in unrun if n is not None]
+    n, config, peak, budget = unrun[0]
+    many = len(unrun) > 1
+    which = f"trial{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}" if numbers else count(len(unrun), "trial")
+    what = describe_config(config)
+    what += "" if "misses" in what else "; misses copy"  # copy is the default describe_config leaves unsaid
+    example = f"trial {n}: " if many and n is not None else ""
+    return (f"note: {which} of this run {'were' if many else 'was'} recorded over budget without running (never "
+            f"on the front): {'their' if many else 'its'} precision formats and cache knobs (miss policy, prefetch, "
+            f"hot set), drawn before the cache size, fit no cache size within the budget - {example}{what} counts "
+            f"{format_bytes(peak, 2)} at its smallest cache, over the {format_bytes(budget, 2)} budget "
+            f"(`advisor inspect MODEL --budget ...` shows what fits per format and miss policy)")
 
 
 def _queued_note(result, opts) -> str:

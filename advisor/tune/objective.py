@@ -98,6 +98,8 @@ class Objective:
         self._traces: dict[str, TraceRun] = {}
         self._fidelity: dict[str, Measured] = {}
         self.counters: Counter[str] = Counter()
+        self.unrun_over_budget: list[tuple[int | None, dict[str, Any], int, int]] = []
+        """(trial number, configuration, counted peak, budget) of each trial recorded over budget without running."""
         self.current_trial: int | None = None
         self.current_params: dict[str, Any] | None = None
 
@@ -210,6 +212,8 @@ class Objective:
             values |= self._placeholders(cfg)
             sources |= {k: "not-run:infeasible(placeholder)" for k in values if k != "peak_gpu_bytes"}
             reason = f"counted peak {cfg.peak_bytes} bytes > budget {self.budget_bytes} bytes"
+            self.unrun_over_budget.append((getattr(trial, "number", None), cfg.to_json(), cfg.peak_bytes,
+                                           self.budget_bytes))
             outcome = TrialOutcome(values, sources, "infeasible", False, cfg, time.perf_counter() - t0,
                                    {"reason": reason})
         else:

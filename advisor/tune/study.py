@@ -93,6 +93,9 @@ class TuneResult:
     than this run (or one not stored: a study from before it was), else empty."""
     finished_elsewhere: list[int] = field(default_factory=list)
     """Trials this run ran that another worker finished meanwhile (their result there is kept)."""
+    unrun_over_budget: list[tuple[int | None, dict[str, Any], int, int]] = field(default_factory=list)
+    """This run's trials recorded over budget without running: (trial number, configuration, counted peak, budget) - a
+    draw whose formats and cache knobs fit no cache size (`BudgetFit.within`)."""
     dead_workers: list[int] = field(default_factory=list)
     """Trials left RUNNING by a worker that stopped (no heartbeat within the grace period), failed and queued
     again by this run."""
@@ -608,6 +611,7 @@ def _run_tune(
         cpu_note=cpu_note, finished_elsewhere=elsewhere,
         allowance_note=act_note,
         dead_workers=sorted(set(dead)),
+        unrun_over_budget=list(objective.unrun_over_budget),
     )
 
 

@@ -1,0 +1,32 @@
+"""Found by a new user trying today's features through the CLI (2026-12-06)."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+
+
+def test_tune_says_why_trials_were_recorded_over_budget(tmp_path, monkeypatch):
+    """A tight budget on a hot/cold space: the front's title counted `1 over budget` and nothing said why - trials
+    whose formats and cache knobs (drawn before the cache size) fit no cache size are recorded over budget without
+    running. The run names them and shows one with its counted peak and the budget."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(app, [
+        "tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", "94KiB", "--trials", "8", "--storage", "t.db",
+        "--study", "s"])
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="s", storage="sqlite:///t.db")
+    over = [t.number for t in study.trials if t.user_attrs.get("feasible") is False]
+    assert over and f"{len(over)} over budget" in r.output, r.output
+    text = " ".join(r.output.split())
+    start = text.index("note: trial")
+    note = text[start:text.index("Pareto front", start)]
+    which = f"trial{'s' if len(over) > 1 else ''} {', '.join(map(str, over))} of this run"
+    assert note.startswith(f"note: {which}"), r.output
+    assert re.search(r"precision \w+; GPU expert slots .*; misses \w+ counts [\d.]+ KiB at its smallest cache, over "
+                     r"the 94\.00 KiB budget", note), note
