@@ -395,11 +395,24 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults,
                          quality=quality)
     if rec.chosen:
-        rec.reasons = defaults + _why(rec)
+        rec.reasons = defaults + _why(rec) + _above_study_budget(rec.chosen.point, budget)
     else:
         rec.reasons, rec.closest = _what_would_change(rec, cands, budget)
         rec.reasons = defaults + rec.reasons
     return rec
+
+
+def _above_study_budget(p: FrontPoint, budget: float | None) -> list[str]:
+    """A budget above the one the pick's study was tuned within: no configuration that uses the difference was
+    tried (a study keeps to its budget), so the pick is the study's best within its own budget - `--budget 400KiB`
+    of a study tuned at 150 KiB picked int8 with the 12 slots 150 KiB holds, where every bf16 expert fits 400 KiB,
+    under 'every stored configuration fits 400.0 KiB' and nothing more (`report --memory` says so in a note)."""
+    study = p.budget_bytes
+    if budget is None or not study or budget <= float(study) + 0.5:
+        return []
+    return [f"the study was tuned within {format_bytes(float(study))}, less than the {format_bytes(budget)} asked "
+            "about: no configuration using more memory was tried, so this is the study's best within its budget, not "
+            f"what {format_bytes(budget)} would hold; tune a study with that --budget (or --budgets) to answer it"]
 
 
 def _compared_by(prefer: str, *points: FrontPoint) -> str:

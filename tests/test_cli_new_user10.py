@@ -30,3 +30,28 @@ def test_tune_says_why_trials_were_recorded_over_budget(tmp_path, monkeypatch):
     assert note.startswith(f"note: {which}"), r.output
     assert re.search(r"precision \w+; GPU expert slots .*; misses \w+ counts [\d.]+ KiB at its smallest cache, over "
                      r"the 94\.00 KiB budget", note), note
+
+
+def test_recommend_above_the_studys_budget_says_the_study_never_tried_that_memory(tmp_path):
+    """`recommend --budget B` with B above the budget the study was tuned within answered with the study's best
+    within its own budget (int8 with the 12 slots 150 KiB holds, asked about 400 KiB, where every bf16 expert
+    fits) under 'every stored configuration fits 400.0 KiB', as if that memory had been searched. It says the
+    study was tuned within less; at the study's own budget it says nothing of the kind."""
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    db = tmp_path / "advisor.db"
+    shutil.copy(Path(__file__).parent.parent / "studies" / "example" / "advisor.db", db)
+    run = CliRunner(env={"COLUMNS": "400"})
+    above = run.invoke(app, ["recommend", "--storage", str(db), "--budget", "1GiB"])
+    assert above.exit_code == 0, above.output
+    text = " ".join(above.output.split())
+    assert re.search(r"the study was tuned within [\d.]+ MiB, less than the 1\.0 GiB asked about: no configuration "
+                     r"using more memory was tried", text), text
+    within = run.invoke(app, ["recommend", "--storage", str(db), "--budget", "2MiB"])
+    assert within.exit_code == 0, within.output
+    assert "the study was tuned within" not in within.output, within.output
