@@ -76,7 +76,7 @@ def test_recommend_says_the_next_best_stores_the_same_value_not_1_00x(tmp_path):
     """Trials #8 and #189 of the example store the same values (64 slots: the policy never evicts), and the reason
     said "next best bundled-example#189 has 1.00x the transfer", which reads as a difference rounded away. Equal
     values are said to be the same; a real difference that rounds to 1.00x gets the digits that show it."""
-    out = advisor("recommend", "--storage", str(EXAMPLE_DB), cwd=tmp_path).stdout
+    out = advisor("recommend", "--storage", str(EXAMPLE_DB), "--prefer", "transfer", cwd=tmp_path).stdout
     assert "  - next best bundled-example#189 has the same transfer (counted), accuracy 0.960 (measured)" \
         in out.splitlines(), out
     url = make_db(tmp_path / "a.db", [point("s", 0, "int8", 4, acc=0.9, h2d=1000.0, peak_gib=1),
