@@ -61,8 +61,9 @@ def register(app: typer.Typer) -> None:
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),
         max_accuracy_drop: float | None = typer.Option(
             None, "--max-accuracy-drop", help="Largest accuracy loss vs the study's full-precision point (e.g. 0.02)."),
-        prefer: str | None = typer.Option(None, "--prefer", help="transfer | latency | accuracy. Default: transfer, "
-                                          "or accuracy when every stored configuration fits the budget."),
+        prefer: str | None = typer.Option(None, "--prefer", help="transfer | latency | accuracy. Default: latency for "
+                                          "a study tuned for time per token, else transfer; accuracy when every "
+                                          "stored configuration fits the budget."),
         model: str | None = typer.Option(None, "--model", help="Only fronts of this model (name or substring)."),
         task: str | None = typer.Option(None, "--task", help="Only fronts measured on this task."),
         study: str | None = typer.Option(None, "--study", help="Only this study."),
