@@ -98,8 +98,8 @@ class Objective:
         self._traces: dict[str, TraceRun] = {}
         self._fidelity: dict[str, Measured] = {}
         self.counters: Counter[str] = Counter()
+        # (trial number, configuration, counted peak, budget) of each trial recorded over budget without running
         self.unrun_over_budget: list[tuple[int | None, dict[str, Any], int, int]] = []
-        """(trial number, configuration, counted peak, budget) of each trial recorded over budget without running."""
         self.current_trial: int | None = None
         self.current_params: dict[str, Any] | None = None
 
