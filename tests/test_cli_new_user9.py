@@ -24,12 +24,12 @@ def invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def budgets_study(tmp_path_factory):
-    """(storage URL, output) of a tiny Qwen3-MoE study tuned with --budgets 1%,50% (its budget: 50%)."""
+    """(storage URL, output) of a tiny Qwen3-MoE study tuned with --budgets 1%,90.5KiB,50% (its budget: 50%)."""
     import torch
 
     torch.set_num_threads(1)
     url = f"sqlite:///{tmp_path_factory.mktemp('budgets') / 's.db'}"
-    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "1%,50%", "--trials", "1",
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "1%,90.5KiB,50%", "--trials", "1",
                "--storage", url, "--study", "b")
     assert r.exit_code == 0, r.output
     return url, r.output
@@ -40,6 +40,10 @@ def test_tune_names_a_budgets_value_at_which_no_configuration_of_the_space_fits(
     assert ("note: at --budgets 1% (91.23 KiB) no configuration of the space fits (the least, int2 experts with the "
             "smallest cache, needs 92.00 KiB): only the baseline strategies run there") in text, text
     assert "at --budgets 50%" not in text, text
+    # below the resident weights and the activations, no baseline fits either: "only the baselines run" was false
+    assert ("note: at --budgets 90.5KiB (90.50 KiB) no configuration of the space fits (the least, int2 experts with "
+            "the smallest cache, needs 92.00 KiB): nor does any baseline strategy: each is recorded over budget there "
+            "without running") in text, text
 
 
 def test_tune_says_cpu_baselines_can_crowd_the_front_of_a_space_without_time_per_token(budgets_study):

@@ -708,10 +708,12 @@ def _unfit_budgets_note(console, budgets: tuple[str, ...]):
         from advisor.tune.baseline_trials import unfit_budgets
         from advisor.units import format_bytes
 
-        for spec, memory, peak, fmt in unfit_budgets(objective.fit, budgets):
+        for spec, memory, peak, fmt, baselines_fit in unfit_budgets(objective.fit, budgets):
+            then = "only the baseline strategies run there" if baselines_fit else \
+                "nor does any baseline strategy: each is recorded over budget there without running"
             console.print(f"note: at --budgets {spec} ({format_bytes(memory, 2)}) no configuration of the space "
                           f"fits (the least, {fmt} experts with the smallest cache, needs {format_bytes(peak, 2)}): "
-                          "only the baseline strategies run there", markup=False)
+                          f"{then}", markup=False)
     return note
 
 

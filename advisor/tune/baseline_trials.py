@@ -84,10 +84,11 @@ def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dic
     return out
 
 
-def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, float, int, str]]:
-    """(budget, its bytes, the least counted peak of a uniform format with the smallest cache, that format) of
-    each budget at which `budget_points` finds nothing: no configuration of the space fits there, so only the
-    baselines (whose 16-bit experts may run with no cache at all) answer at it."""
+def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, float, int, str, bool]]:
+    """(budget, its bytes, the least counted peak of a uniform format with the smallest cache, that format, whether
+    some baseline fits there) of each budget at which `budget_points` finds nothing: no configuration of the space
+    fits there, so only the baselines (whose 16-bit experts may run with no cache at all) can answer at it - where
+    one fits (else each is recorded over budget without running)."""
     out = []
     for spec in budgets:
         if budget_points(fit, [spec]):
@@ -97,7 +98,10 @@ def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, flo
                   str(next((v for k, v in plan.items() if k.startswith("fmt_g")), "?")))
                  for plan in fit.uniform_plans() for combo in _combos(fit)]
         peak, fmt = min(least)
-        out.append((spec.strip(), memory, peak, fmt))
+        baselines = [a["fixed_params"] for a in baseline_trials(fit.space, fit.shape, [spec])
+                     if a["baseline_budget"] == spec.strip()]
+        any_fits = any(build_config(fit.space, p, fit.shape, None).peak_bytes <= memory for p in baselines)
+        out.append((spec.strip(), memory, peak, fmt, any_fits))
     return out
 
 
