@@ -47,3 +47,28 @@ def shm_tmp_path(tmp_path_factory):
         shutil.rmtree(d, ignore_errors=True)
     else:
         yield tmp_path_factory.mktemp("shm")
+
+
+@pytest.fixture
+def pg_schema_url():
+    """A PostgreSQL URL on the test server (ADVISOR_TEST_POSTGRES_URL) whose search path is a fresh schema, dropped
+    after the test: no other test's study is there. Skipped without a server."""
+    import uuid
+
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    from sqlalchemy import create_engine, text
+
+    from advisor.results.storage import normalize_url
+
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(normalize_url(base))
+    with admin.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as c:
+            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

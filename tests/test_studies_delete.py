@@ -10,8 +10,6 @@ import pty
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
@@ -19,7 +17,6 @@ from tune_helpers import FakeBackend, small_space
 
 from advisor.cli import run
 from advisor.results.registry import list_studies
-from advisor.results.storage import normalize_url
 from advisor.results.store import engine_for
 from advisor.tune.study import TuneOptions, run_tune
 
@@ -37,23 +34,9 @@ def tmp_path(shm_tmp_path):
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the test server: no other study there."""
-    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
-    from sqlalchemy import create_engine
-
-    schema = f"del_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(normalize_url(base))
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{base}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+def pg_url(pg_schema_url: str) -> str:
+    """A fresh schema on the test server: no other study there (conftest.pg_schema_url)."""
+    return pg_schema_url
 
 
 def _two_studies(url: str) -> None:

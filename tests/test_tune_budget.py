@@ -318,6 +318,21 @@ def test_cli_tight_budget_draws_the_hot_fraction_within_what_fits(tmp_path, monk
         assert {HOT_FILL, FILL} <= set(t.params) and not {"hot_fraction", "slots"} & set(t.params)
 
 
+def _begun_before_hot_fill(tmp_path, monkeypatch, trials: int):
+    """(backend, space, budget) of study "old", begun with `trials` trials as the code before `hot_fill` drew them
+    (`hot_fraction` over its whole range), under a budget of two int4 slots per layer (no bf16 expert fits)."""
+    from advisor.tune import study as study_mod
+    from advisor.tune.space import parse_space
+
+    backend = FakeBackend()
+    space = parse_space(HOT_SPACE.replace('task = "toy"', 'task = "fake"'), "<hot>")
+    budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int4")  # two int4 slots per layer, no bf16 expert
+    monkeypatch.setattr(study_mod, "holds_blind_hot_draws", lambda drawn: True)  # the code before hot_fill
+    run_tune(backend, space, _opts(tmp_path, "old", trials, "tpe"), budget_bytes=budget)
+    monkeypatch.undo()
+    return backend, space, budget
+
+
 def test_a_study_begun_drawing_hot_fraction_resumes_drawing_it_so(tmp_path, monkeypatch):
     """A study begun before the hot fraction was drawn within the budget holds `hot_fraction` in its trials'
     parameters (its first run here draws as that code did). Resumed, it goes on drawing `hot_fraction` - one
@@ -326,15 +341,9 @@ def test_a_study_begun_drawing_hot_fraction_resumes_drawing_it_so(tmp_path, monk
     from rich.console import Console
 
     from advisor.commands.tune import run_tune_cli
-    from advisor.tune import study as study_mod
-    from advisor.tune.space import HOT_FILL, parse_space
+    from advisor.tune.space import HOT_FILL
 
-    backend = FakeBackend()
-    space = parse_space(HOT_SPACE.replace('task = "toy"', 'task = "fake"'), "<hot>")
-    budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int4")  # two int4 slots per layer, no bf16 expert
-    monkeypatch.setattr(study_mod, "holds_blind_hot_draws", lambda drawn: True)  # the code before hot_fill
-    run_tune(backend, space, _opts(tmp_path, "old", 8, "tpe"), budget_bytes=budget)
-    monkeypatch.undo()
+    backend, space, budget = _begun_before_hot_fill(tmp_path, monkeypatch, trials=8)
     console = Console(record=True, width=250)
     run_tune_cli(console, backend, space, _opts(tmp_path, "old", 8, "tpe"), budget_bytes=budget,
                  budget_note="--budget", profile=None)
@@ -376,15 +385,9 @@ def test_a_study_seeded_drawing_hot_fraction_but_not_yet_run_resumes_drawing_it_
     and before any trial drew (its trials all waiting, `hot_fraction` only in their fixed parameters): resumed, it
     still draws `hot_fraction`, so its queued points run as they were stored - not with a `hot_fill` drawn at random
     beside them - and its warm start is not queued a second time under `hot_fill`."""
-    from advisor.tune import study as study_mod
-    from advisor.tune.space import HOT_FILL, parse_space
+    from advisor.tune.space import HOT_FILL
 
-    backend = FakeBackend()
-    space = parse_space(HOT_SPACE.replace('task = "toy"', 'task = "fake"'), "<hot>")
-    budget = 40_000 + 2 * 2 * backend.shape.expert_bytes(0, "int4")  # two int4 slots per layer, no bf16 expert
-    monkeypatch.setattr(study_mod, "holds_blind_hot_draws", lambda drawn: True)  # the code before hot_fill
-    run_tune(backend, space, _opts(tmp_path, "old", 0, "tpe"), budget_bytes=budget)
-    monkeypatch.undo()
+    backend, space, budget = _begun_before_hot_fill(tmp_path, monkeypatch, trials=0)
     study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.WAITING}
     assert all("hot_fraction" in t.system_attrs["fixed_params"] for t in study.trials)

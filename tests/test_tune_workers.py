@@ -203,23 +203,9 @@ def test_studies_tells_a_killed_workers_silent_trial_from_a_running_one(shm_dir)
 
 
 @pytest.mark.postgres
-def test_studies_tells_a_silent_trial_on_postgresql():
+def test_studies_tells_a_silent_trial_on_postgresql(pg_schema_url):
     """The same on PostgreSQL (its clock and timestamp types), in a fresh schema: no other study there."""
-    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
-    from sqlalchemy import create_engine, text
-
-    schema = f"quiet_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(normalize_url(base))
-    with admin.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    try:
-        _check_silent_trial(f"{base}?options=-csearch_path%3D{schema}")
-    finally:
-        with admin.begin() as c:
-            c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    _check_silent_trial(pg_schema_url)
 
 
 def _check_silent_trial(url: str) -> None:
