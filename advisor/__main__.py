@@ -2,16 +2,19 @@
 
 The entry point is here, not in `advisor.cli`, so that Ctrl-C or SIGTERM while the CLI itself imports (typer,
 every command module: the first ~0.3 s) is the same one line as later, not Python's traceback or a silent
-death; `import advisor` as a library is unchanged.
+death; `import advisor` as a library is unchanged. It also holds off the garbage collector's scans of what the
+imports make (`advisor.startup`): a second of an `advisor tune` start-up and two more at its exit.
 """
 
 import os
 import sys
 
+from advisor import startup
 from advisor.errors import INTERRUPTED
 
 
 def main() -> None:
+    startup.hold()  # first: every import from here on is the CLI's
     from advisor.tune.interrupt import InterruptOnSignal
 
     try:

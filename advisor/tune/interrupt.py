@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from advisor import startup
+
 
 class Interrupted(Exception):
     """The trial was stopped by Ctrl-C/SIGTERM (Optuna marks it FAIL; the run then stops)."""
@@ -169,8 +171,11 @@ def import_runtime(*, models: bool = True) -> None:
     aborted the process, inside numpy's or transformers' import it became another error ("cannot load module
     more than once", "does not recognize"), and inside an exec() there (a dataclass being made) Python ended
     by SIGINT after the one line. Every command that imports them calls this first; the KeyboardInterrupt comes
-    once the imports are done, and the handler in force (the CLI's, `tune`'s) has recorded the signal."""
+    once the imports are done, and the handler in force (the CLI's, `tune`'s) has recorded the signal.
+
+    In the CLI's process, what they made is then frozen out of the garbage collector's reach (`startup.settle`)."""
     with contextlib.ExitStack() as stack:
+        stack.callback(startup.settle)  # also when a deferred signal raises at the end
         signals = InterruptOnSignal.active[-1] if InterruptOnSignal.active else stack.enter_context(InterruptOnSignal())
         stack.enter_context(signals.deferred())
         import torch  # noqa: F401
