@@ -59,10 +59,12 @@ def time_command(args: list[str], runs: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def slowest_imports(args: list[str], top: int = 8) -> list[tuple[str, float]]:
-    """Cumulative import time (s) of the top-level packages a command imports."""
+def slowest_imports(args: list[str], top: int = 8, cwd: Path | None = None) -> list[tuple[str, float]]:
+    """Cumulative import time (s) of the top-level packages a command imports (run in `cwd`: what it writes
+    goes there)."""
     code = f"import sys; sys.argv = ['advisor', *{args!r}]\nfrom advisor.cli import run\ntry:\n    run()\nexcept SystemExit:\n    pass"
-    err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True).stderr
+    err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                         cwd=cwd).stderr
     cum: dict[str, float] = {}
     for line in err.splitlines():
         if not line.startswith("import time:") or "|" not in line:
