@@ -57,11 +57,19 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
     from advisor.hardware.profiles import get_gpu, parse_budget
+    from advisor.tune.budget import memory_spec
 
     profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
     if budget is not None and budget.strip().endswith("%"):  # a share is a --budgets value: its words, not "not a size"
-        raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; for {budget.strip()} of the model give "
-                        f"--budgets {budget.strip()} (resident weights + that share of the FP16 expert bytes; without "
+        share = budget.strip()
+        try:
+            memory_spec(share, "--budgets")
+        except UserError:  # 150% or 0%: --budgets refuses it too, so do not send the user there with it
+            raise UserError("--budget takes a size (e.g. 12GiB), not a share; --budgets takes shares between 0% and "
+                            "100% of the FP16 expert bytes (beside the resident weights), "
+                            "e.g. --budgets 100%") from None
+        raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; for {share} of the model give "
+                        f"--budgets {share} (resident weights + that share of the FP16 expert bytes; without "
                         "--budget the largest --budgets value is the study's budget)")
     nbytes = parse_budget(budget) if budget is not None else None
     if nbytes is None and profile is not None and profile.memory_bytes > 0:

@@ -1,0 +1,37 @@
+"""Found by a new user (pass 11) trying less-travelled options and error paths through the CLI (2026-12-06)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The single `error:` line (the last line on stderr), after checking exit code 2 and no traceback."""
+    everything = r.stdout + r.stderr
+    assert r.returncode == 2, everything
+    assert "Traceback" not in everything, everything
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
+def test_a_share_over_100_percent_given_to_budget_is_not_sent_to_budgets(tmp_path):
+    """`tune --budget 150%` answered "for 150% of the model give --budgets 150%", and `--budgets 150%` is refused
+    ("a share must be between 0% and 100%"): the advice led to a second error. It now says what --budgets takes;
+    a share --budgets does take is still handed over as before."""
+    r = advisor("tune", "--budget", "150%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    line = one_error_line(r, "--budget takes a size (e.g. 12GiB), not a share",
+                          "--budgets takes shares between 0% and 100%")
+    assert "--budgets 150%" not in line, line
+    assert not (tmp_path / "s.db").exists()
+    ok = advisor("tune", "--budget", "40%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    one_error_line(ok, "for 40% of the model give --budgets 40%")
