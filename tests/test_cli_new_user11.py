@@ -35,3 +35,19 @@ def test_a_share_over_100_percent_given_to_budget_is_not_sent_to_budgets(tmp_pat
     assert not (tmp_path / "s.db").exists()
     ok = advisor("tune", "--budget", "40%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(ok, "for 40% of the model give --budgets 40%")
+
+
+def test_host_memory_on_a_tiny_model_gives_advice_that_runs(tmp_path):
+    """`tune tiny:qwen3_moe --host-memory 1KiB` said "add --offload", which a tiny model refuses ("--offload reads
+    experts from a checkpoint directory"); it now names --mode live, whose store the cap limits. In --mode live a
+    cap no store fits stopped the first trial with "choose a smaller format (int4, int3)", though none fits: it is
+    now checked once the model loads, naming the formats whose store fits (none), before any trial or database."""
+    db = tmp_path / "s.db"
+    base = ("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", str(db))
+    r = advisor(*base, "--host-memory", "1KiB", cwd=tmp_path)
+    line = one_error_line(r, "tiny:qwen3_moe is loaded whole", "use --mode live")
+    assert "--offload" not in line.split("replay packs no store")[1], line
+    live = advisor(*base, "--mode", "live", "--host-memory", "1KiB", cwd=tmp_path)
+    line = one_error_line(live, "1.00 KiB is allowed (--host-memory)", "no format's store fits; raise --host-memory")
+    assert "choose a smaller format" not in line and "tuning" not in live.stdout, live.stdout + line
+    assert not db.exists()

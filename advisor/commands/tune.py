@@ -186,11 +186,13 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
     if loaded.tokenizer is None:  # no task accuracy: a shipped space tunes fidelity_top1 instead, a file is refused
         space_obj = space_obj.without_tokenizer(loaded.name)
     task_obj = task_obj or _get_task(space_obj, task, data)
-    if loaded.offloaded:
-        _check_host_memory(loaded, space_obj, host_bytes)
+    if loaded.offloaded or (host_bytes is not None and mode == "live"):  # live packs a store of a whole model too:
+        _check_host_memory(loaded, space_obj, host_bytes)  # checked here, not by the first trial, with its advice
     elif host_bytes is not None and mode == "replay":  # no host store is packed: the cap would limit nothing
+        offload = ("use --mode live (a tiny:<family> model is built in memory and cannot be offloaded)"
+                   if str(spec).strip().startswith("tiny:") else "add --offload")
         raise UserError(f"--host-memory caps the host stores of offloaded experts (and of --mode live), but "
-                        f"{loaded.name} is loaded whole and replay packs no store; add --offload, or leave "
+                        f"{loaded.name} is loaded whole and replay packs no store; {offload}, or leave "
                         "--host-memory out")
     backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
