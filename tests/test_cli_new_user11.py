@@ -51,3 +51,25 @@ def test_host_memory_on_a_tiny_model_gives_advice_that_runs(tmp_path):
     line = one_error_line(live, "1.00 KiB is allowed (--host-memory)", "no format's store fits; raise --host-memory")
     assert "choose a smaller format" not in line and "tuning" not in live.stdout, live.stdout + line
     assert not db.exists()
+
+
+def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_path):
+    """`report --memory 1KiB` traced, replayed and drew for a minute, then wrote a report whose every row said
+    "no trial of this precision fits". A size no stored trial fits is refused at once (before the model loads),
+    with the least peak the study holds and a --memory that holds it; nothing is written."""
+    import shutil
+
+    db = tmp_path / "advisor.db"
+    shutil.copy(Path(__file__).parent.parent / "studies" / "example" / "advisor.db", db)
+    out = tmp_path / "rep"
+    r = advisor("report", "bundled-example", "--storage", str(db), "--memory", "1KiB", "-o", str(out), cwd=tmp_path)
+    line = one_error_line(r, "--memory 1KiB (1.0 KiB): no stored trial fits it",
+                          "the least peak GPU memory among the study's trials is")
+    assert "loading the study's model" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not out.exists()
+    least = int(line.split("give --memory ")[1].split("B or more")[0])
+    from advisor.report.data import load_study_data
+    from advisor.report.select import feasible_trials
+
+    peaks = [t.values["peak_gpu_bytes"] for t in feasible_trials(load_study_data("bundled-example", str(db)))]
+    assert min(peaks) <= least < min(peaks) + 1, (least, min(peaks))

@@ -17,6 +17,7 @@ into place at the end, so a failure never leaves half a report.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,8 @@ def build_report(
     if not trials:
         raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
                         "all over budget); raise the budget or tune again")
+    if memory and all(isinstance(memory_spec(m), int) for m in memory):  # sizes: checked before the model loads
+        refuse_memory_that_holds_no_trial([(m.strip(), float(memory_spec(m))) for m in memory], trials)
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
     task = study_task(data, task_data)  # the task's data too
@@ -118,13 +121,14 @@ def build_report(
     precisions = (full, *PRECISIONS[1:])
     say("loading the study's model")
     wb = Workbench.open(data, task)
+    budgets = [budget_memory(m, wb.backend.shape) for m in memory]  # shares need the model's resident bytes
+    refuse_memory_that_holds_no_trial([(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)], trials)
     say(f"recording one routing trace per precision ({', '.join(precisions)})")
     runs = {fmt: wb.trace(fmt) for fmt in precisions}
     policies = trial_policies(data)
     say(f"replaying traces over slot counts with policies {', '.join(policies)} and Belady's MIN")
     replayed = replays({f: r.trace for f, r in runs.items()}, wb.profile)  # access sequences built once
     sw = sweep(replayed, policies=policies, baseline_format=full)
-    budgets = [budget_memory(m, wb.backend.shape) for m in memory]
     ref_memory, memory_why = reference_memory(data, trials, int(budgets[0][0]) if budgets else None)
     if budgets:
         memory_why = budgets[0][1]
@@ -180,6 +184,21 @@ def build_report(
                                                    "memory": (ref_memory, memory_why), "baseline_format": full,
                                                    "reference": reference,
                                                    "memory_notes": memory_notes})
+
+
+def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
+    """`UserError` when no `--memory` value holds any stored trial: every row of the report would say "no trial
+    fits" (`--memory 1KiB` wrote such a report after a minute of tracing), so say what the least one needs."""
+    from advisor.units import format_bytes
+
+    peaks = [(t.values["peak_gpu_bytes"], t.number) for t in trials if "peak_gpu_bytes" in t.values]
+    if not memories or not peaks or any(mem >= min(peaks)[0] for _, mem in memories):
+        return
+    peak, number = min(peaks)
+    given = ", ".join(f"{label} ({format_bytes(mem)})" for label, mem in memories)
+    raise UserError(f"--memory {given}: no stored trial fits {'it' if len(memories) == 1 else 'any of them'}; the "
+                    f"least peak GPU memory among the study's trials is {format_bytes(peak, 2)} (trial #{number}): give "
+                    f"--memory {math.ceil(peak)}B or more, or tune the study at a smaller budget")
 
 
 def above_budget_notes(data: Any, memories: list[tuple[str, float]]) -> list[str]:
