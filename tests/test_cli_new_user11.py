@@ -73,3 +73,23 @@ def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_p
 
     peaks = [t.values["peak_gpu_bytes"] for t in feasible_trials(load_study_data("bundled-example", str(db)))]
     assert min(peaks) <= least < min(peaks) + 1, (least, min(peaks))
+
+
+def test_the_recipe_of_a_model_without_tokenizer_says_it_does_not_use_the_prompt(tmp_path):
+    """`python recipe.py "hello"` for a model without a tokenizer (a tiny:* model, a checkpoint without one)
+    decoded seeded random ids and printed their continuation as if it answered "hello". It now says on stderr
+    that the prompt is not used; without a prompt it stays quiet."""
+    db = tmp_path / "s.db"
+    r = advisor("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", str(db), "--study", "q",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    recipe = tmp_path / "recipe.py"
+    r = advisor("export", "q", "0", "--to", "hf", "-o", str(recipe), "--storage", str(db), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([sys.executable, str(recipe), "hello"], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "expert cache: hit rate" in run.stdout, run.stdout
+    assert "note: the model has no tokenizer, so the prompt is not used" in run.stderr, run.stderr
+    quiet = subprocess.run([sys.executable, str(recipe)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert quiet.returncode == 0 and "prompt is not used" not in quiet.stderr, quiet.stderr
