@@ -93,3 +93,15 @@ def test_the_recipe_of_a_model_without_tokenizer_says_it_does_not_use_the_prompt
     assert "note: the model has no tokenizer, so the prompt is not used" in run.stderr, run.stderr
     quiet = subprocess.run([sys.executable, str(recipe)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert quiet.returncode == 0 and "prompt is not used" not in quiet.stderr, quiet.stderr
+
+
+def test_export_from_recommend_with_nothing_to_export_leads_with_why(tmp_path):
+    """`export --from-recommend --budget 1KiB` said "error: nothing to export: no accuracy floor given: within
+    0.01 ...", as if the missing floor were the cause; the cause (nothing fits, what more memory would hold) was
+    at the end of a 600-character line. It leads now; the defaults recommend assumed follow."""
+    example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
+    r = advisor("export", "--from-recommend", "--to", "json", "--budget", "1KiB", "--storage", str(example),
+                cwd=tmp_path)
+    line = one_error_line(r, "no accuracy floor given")
+    assert line.startswith("error: nothing to export: nothing fits: all "), line
+    assert line.index("more memory:") < line.index("no accuracy floor given"), line

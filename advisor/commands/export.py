@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
             q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
             rec = recommend(load_points(storage, study), q)
             if rec.chosen is None:
-                raise UserError("nothing to export: " + "; ".join(rec.reasons))
+                why = [r for r in rec.reasons if r not in rec.defaults]  # the cause first: "nothing to export: no
+                raise UserError("nothing to export: " + "; ".join(why + rec.defaults))  # floor given" read as one
             point = rec.chosen.point
             if q.budget is not None:  # not the study's own: a point tuned under 150 KiB, picked for 125 KiB,
                 # was served by vLLM quantized with every expert on the GPU at 144 KiB, "within the study's budget"
