@@ -66,8 +66,8 @@ class Query:
     def budget(self) -> int | None:
         if self.budget_bytes is not None:
             return self.budget_bytes
-        if self.gpu is not None and self.gpu.memory_bytes > 0:
-            return self.gpu.memory_bytes
+        if self.gpu is not None and self.gpu.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
+            return self.gpu.gpu_memory_bytes
         return None
 
 
@@ -477,7 +477,10 @@ def _why(rec: Recommendation) -> list[str]:
         out.append(f"fits {_bytes_apart(budget, peak)}{where}: uses {_bytes_apart(peak, budget)} "
                    f"({_kind('peak_gpu_bytes', p)})")
     elif budget is None:
-        out.append("no memory budget given (--budget or --gpu): memory not checked")
+        out.append(f"--gpu {q.gpu.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU), whose "
+                   f"{format_bytes(q.gpu.memory_bytes)} is host RAM, not a GPU budget: memory not checked; give "
+                   "--budget" if q.gpu is not None and q.gpu.host_only else
+                   "no memory budget given (--budget or --gpu): memory not checked")
     acc = p.values.get("accuracy")
     if c.floor is not None and acc is not None:
         ref = rec.references.get(p.study_name)

@@ -105,3 +105,32 @@ def test_export_from_recommend_with_nothing_to_export_leads_with_why(tmp_path):
     line = one_error_line(r, "no accuracy floor given")
     assert line.startswith("error: nothing to export: nothing fits: all "), line
     assert line.index("more memory:") < line.index("no accuracy floor given"), line
+
+
+def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp_path):
+    """`advisor profile --cpu --name myhost` stores the host's RAM as the profile's memory (there is no GPU);
+    `tune --gpu myhost` (the README's way to use a measured link) then tuned under a "GPU budget" of the host's
+    23.59 GiB, where every configuration fits, and `recommend --gpu myhost` checked memory against it. The RAM is
+    no GPU budget: tune keeps the space's default budget and says why, recommend says memory was not checked."""
+    import os
+    import re
+
+    pp = tmp_path / "pp"
+    r = advisor("profile", "--cpu", "--repeats", "1", "--profiles-dir", str(pp), "--name", "myhost", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = {**os.environ, "ADVISOR_PROFILES_DIR": str(pp), "COLUMNS": "400"}
+    run = subprocess.run([sys.executable, "-m", "advisor", "tune", "tiny:qwen3_moe", "--space", "quick", "--trials",
+                          "1", "--gpu", "myhost", "--storage", str(tmp_path / "s.db"), "--study", "g"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = " ".join(run.stdout.split())
+    assert "budget: 112.05 KiB (0.6 x the model's counted bytes (quick space default))" in text, text
+    assert re.search(r"note: --gpu myhost is a CPU profile \(`advisor profile --cpu`: a host memcpy, no GPU\): its "
+                     r"link and CPU expert times price the study, but its [\d.]+ GiB is this host's RAM", text), text
+    example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
+    rec = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(example), "--gpu", "myhost"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    text = " ".join(rec.stdout.split())
+    assert "--gpu myhost is a CPU profile" in text and "memory not checked" in text, text
+    assert "every stored configuration fits" not in text and not re.search(r"fits [\d.]+ GiB", text), text

@@ -72,8 +72,8 @@ def _resolve_budget(budget: str | None, gpu: str | None):
                         f"--budgets {share} (resident weights + that share of the FP16 expert bytes; without "
                         "--budget the largest --budgets value is the study's budget)")
     nbytes = parse_budget(budget) if budget is not None else None
-    if nbytes is None and profile is not None and profile.memory_bytes > 0:
-        nbytes = int(profile.memory_bytes)
+    if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
+        nbytes = int(profile.gpu_memory_bytes)
     return nbytes, profile
 
 
@@ -264,7 +264,7 @@ def register(app: typer.Typer) -> None:
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu)
-        budget_note = "--budget" if budget else (f"--gpu {gpu}" if gpu else "none")
+        budget_note = "--budget" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
@@ -557,6 +557,11 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             + (f"\nbudget-aware: {drawn_within} drawn within what fits beside each precision plan; warm start: "
                "per plan, the most cache that fits" if budget_bytes else "")
         )
+        if profile is not None and profile.host_only and budget_note != "--budget":
+            console.print(f"note: --gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
+                          f"GPU): its link and CPU expert times price the study, but its "
+                          f"{human_bytes(profile.memory_bytes)} is this host's RAM, not GPU memory, so the budget is "
+                          "not it; give --budget for the GPU's", markup=False)
         if getattr(backend, "offloaded", False):
             console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
         if note := space.groups_note(shape.n_layers):  # a shipped space's groups cut to a small model's layers

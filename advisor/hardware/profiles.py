@@ -53,6 +53,17 @@ class HardwareProfile:
     device: str | None = None  # the measured device's own name when stored under another (`advisor profile --name`)
 
     @property
+    def host_only(self) -> bool:
+        """Measured by `advisor profile --cpu` (a host memcpy, no GPU): its memory is the host's RAM, no GPU
+        budget - `--gpu` of it prices the link and CPU experts, and the budget comes from elsewhere."""
+        return self.source.startswith("measured-cpu")
+
+    @property
+    def gpu_memory_bytes(self) -> int:
+        """The memory `--gpu` budgets without `--budget`: 0 where unknown or where there is no GPU (`host_only`)."""
+        return 0 if self.host_only else self.memory_bytes
+
+    @property
     def tag(self) -> str:
         """The short form quoted as a metric source, e.g. `pcie(bw=25.0GB/s,lat=10us)`."""
         return f"pcie(bw={self.h2d_gbps_pinned:.1f}GB/s,lat={self.copy_latency_us:g}us)"
