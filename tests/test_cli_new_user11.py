@@ -134,3 +134,17 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
     text = " ".join(rec.stdout.split())
     assert "--gpu myhost is a CPU profile" in text and "memory not checked" in text, text
     assert "every stored configuration fits" not in text and not re.search(r"fits [\d.]+ GiB", text), text
+
+
+def test_a_budget_above_the_named_gpus_memory_is_refused(tmp_path):
+    """`recommend --gpu 'RTX 4090' --budget 30GiB` answered "every stored configuration fits 30.0 GiB" for a
+    24 GiB card, and `tune` took the same pair; a typo in the budget went unnoticed. Both refuse it in one line
+    (tune before the model loads); a budget within the card is taken as before."""
+    example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
+    for cmd in (("recommend", "--storage", str(example)), ("tune", "--storage", str(tmp_path / "s.db"))):
+        r = advisor(*cmd, "--gpu", "RTX 4090", "--budget", "30GiB", cwd=tmp_path)
+        one_error_line(r, "--budget 30.00 GiB is more than the RTX 4090 24GB's memory (24.00 GiB, catalogue")
+        assert "advisor tune" not in r.stdout
+    assert not (tmp_path / "s.db").exists()
+    ok = advisor("recommend", "--storage", str(example), "--gpu", "RTX 4090", "--budget", "2MiB", cwd=tmp_path)
+    assert ok.returncode == 0 and "fits 2.000 MiB" in ok.stdout, ok.stdout + ok.stderr

@@ -28,7 +28,7 @@ def build_query(
     profiles_dir: Path | None,
 ):
     """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
-    from advisor.hardware.profiles import get_gpu, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, get_gpu, parse_budget
 
     # '' matched every front (or none, "for any study")
     refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
@@ -38,8 +38,10 @@ def build_query(
         raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
                         "or drop --profiles-dir")
     profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
+    budget_bytes = parse_budget(budget) if budget is not None else None
+    check_budget_fits(profile, budget_bytes)
     return Query(
-        budget_bytes=parse_budget(budget) if budget is not None else None,
+        budget_bytes=budget_bytes,
         gpu=profile,
         min_accuracy=min_accuracy,
         max_accuracy_drop=max_accuracy_drop,

@@ -56,7 +56,7 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
 
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware.profiles import get_gpu, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, get_gpu, parse_budget
     from advisor.tune.budget import memory_spec
 
     profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
@@ -72,6 +72,7 @@ def _resolve_budget(budget: str | None, gpu: str | None):
                         f"--budgets {share} (resident weights + that share of the FP16 expert bytes; without "
                         "--budget the largest --budgets value is the study's budget)")
     nbytes = parse_budget(budget) if budget is not None else None
+    check_budget_fits(profile, nbytes)
     if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
         nbytes = int(profile.gpu_memory_bytes)
     return nbytes, profile

@@ -437,6 +437,18 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
                     f"`advisor profile`{instead}")
 
 
+def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None) -> None:
+    """`UserError` for a `--budget` above the memory of the GPU `--gpu` names: `--gpu 'RTX 4090' --budget 30GiB`
+    recommended configurations "fitting 30.0 GiB" for a 24 GiB card, without a word."""
+    if profile is None or budget_bytes is None or not profile.gpu_memory_bytes:
+        return
+    if budget_bytes > profile.gpu_memory_bytes:
+        raise UserError(f"--budget {format_bytes(budget_bytes, 2)} is more than the {profile.name}'s memory "
+                        f"({format_bytes(profile.gpu_memory_bytes, 2)}, {profile.source}); give at most that, or "
+                        "leave --budget out to budget the whole card (a card with more memory: measure it with "
+                        "`advisor profile`)")
+
+
 _UNITS = {
     "b": 1,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
