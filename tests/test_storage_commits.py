@@ -1,5 +1,6 @@
 """How many transactions the advisor's own writes cost a trial on SQLite (each commit an fsync of the file): a
-trial's attributes (results, constraints) in one, the front with the study's `updated` time in one
+trial's attributes (results, constraints) in one, the front with the study's `updated` time in one, a new study's
+attributes in one
 (benchmarks/trial_overhead.py measures it; an accuracy measurement's lease: tests/test_eval_lease.py)."""
 
 from __future__ import annotations
@@ -51,3 +52,21 @@ def test_the_front_and_the_studys_updated_time_are_one_transaction(study_run):
     # the study's row alone: only when the run starts and ends; after each trial it goes with the front
     assert sum(w == {"advisor_study"} for w in committed) <= 2, Counter(committed)
     assert sum(w == {"advisor_front", "advisor_study"} for w in committed) >= N, Counter(committed)
+
+
+def test_a_new_studys_attributes_are_one_transaction_and_a_resumes_run_number_one(study_run):
+    committed, url = study_run
+    # what the study was tuned on and for (about twenty attributes) and the run's number: one commit, where each
+    # was one
+    assert sum("study_user_attributes" in w for w in committed) == 1, Counter(committed)
+    attrs = optuna.load_study(study_name="s", storage=url).user_attrs
+    assert {"advisor_version", "model", "model_fingerprint", "task", "space", "space_fingerprint", "space_toml",
+            "objectives", "budget_bytes", "hardware", "device", "device_type", "mode", "sampler", "evaluation",
+            "model_meta"} <= attrs.keys() and attrs["runs"] == 1, attrs
+    opts = TuneOptions(study_name="s", storage=url, sampler="random", seed=0, n_trials=1, heartbeat_interval=60,
+                       grace_period=120)
+    with Transactions() as t:
+        run_tune(FakeBackend(), small_space(), opts, budget_bytes=None)
+    assert sum("study_user_attributes" in w for w in t.committed) == 1, Counter(t.committed)
+    again = optuna.load_study(study_name="s", storage=url).user_attrs
+    assert again == {**attrs, "runs": 2}

@@ -18,10 +18,11 @@ attempt recorded. Imported only where Optuna already is.
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
@@ -47,7 +48,7 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
 
 class HeartbeatStorage(optuna.storages.RDBStorage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._pending_attrs: dict[tuple[int, int], list[tuple[str, str, Any]]] = {}
+        self._pending_attrs: dict[tuple[int, str, int], list[tuple[str, str, Any]]] = {}
         super().__init__(*args, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
@@ -62,12 +63,20 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     # second write of it leaves what the first did.
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if not self._held(trial_id, "user", key, value):
+        if not self._held(("trial", trial_id), "user", key, value):
             redo_when_cut(lambda: super(HeartbeatStorage, self).set_trial_user_attr(trial_id, key, value))
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        if not self._held(trial_id, "system", key, value):
+        if not self._held(("trial", trial_id), "system", key, value):
             redo_when_cut(lambda: super(HeartbeatStorage, self).set_trial_system_attr(trial_id, key, value))
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        if not self._held(("study", study_id), "user", key, value):
+            super().set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        if not self._held(("study", study_id), "system", key, value):
+            super().set_study_system_attr(study_id, key, value)
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         """Optuna's write of a trial's state (and values); one that finishes the trial is redone where a cut
@@ -98,48 +107,75 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
     # commits per trial, each an fsync of the SQLite file. In `attrs_in_one_commit` they are written together, in
     # one transaction, when the block ends - still before Optuna's write that finishes the trial, so a trial is
     # never COMPLETE without them; a worker killed before that commit leaves a RUNNING trial without them, as one
-    # killed before the first of the single writes did (it is failed as stale and run again).
+    # killed before the first of the single writes did (it is failed as stale and run again). A new study's
+    # attributes (what it was tuned on and for, about twenty) are written so too, by the worker that seeds it.
 
     @contextmanager
-    def attrs_in_one_commit(self, trial_id: int) -> Iterator[None]:
-        """In the block, this thread's attribute writes for `trial_id` are held and committed together at its end
-        (also when it raises: what the trial recorded before its error stays recorded, as before). Other threads'
-        and other trials' writes go through at once."""
+    def attrs_in_one_commit(self, owner_id: int, *, of: Literal["trial", "study"] = "trial") -> Iterator[None]:
+        """In the block, this thread's attribute writes for trial (or study, `of`) `owner_id` are held and committed
+        together at its end (also when it raises: what was recorded before the error stays recorded, as before).
+        Other threads' writes, and those for another trial or study, go through at once. A trial's are written
+        again where a PostgreSQL restart cut them (upserts); a study's are not: they are written under the
+        study's seed lock, which the cut ends too - only its holder's whole seeding could be redone."""
         pending: list[tuple[str, str, Any]] = []
-        where = (threading.get_ident(), trial_id)
+        where = (threading.get_ident(), of, owner_id)
         self._pending_attrs[where] = pending
         try:
             yield
         finally:
             del self._pending_attrs[where]
-            if pending:
-                redo_when_cut(lambda: self._write_attrs(trial_id, pending))
+            if pending and of == "trial":
+                redo_when_cut(lambda: self._write_attrs(of, owner_id, pending))
+            elif pending:
+                self._write_attrs(of, owner_id, pending)
 
-    def _held(self, trial_id: int, kind: str, key: str, value: Any) -> bool:
-        pending = self._pending_attrs.get((threading.get_ident(), trial_id))
+    def _held(self, owner: tuple[str, int], kind: str, key: str, value: Any) -> bool:
+        pending = self._pending_attrs.get((threading.get_ident(), *owner))
         if pending is None:
             return False
         pending.append((kind, key, value))
         return True
 
-    def _write_attrs(self, trial_id: int, pending: list[tuple[str, str, Any]]) -> None:
-        """`pending` in order, in one transaction, through Optuna's own write of one attribute
-        (`_set_trial_attr_without_commit`: the trial must still be updatable; an attribute is an upsert). Those are
-        Optuna's internals: where a later Optuna lacks them, one transaction each, as Optuna writes them."""
+    def _write_attrs(self, of: str, owner_id: int, pending: list[tuple[str, str, Any]]) -> None:
+        """`pending` in order, in one transaction: a trial's through Optuna's own write of one attribute
+        (`_set_trial_attr_without_commit`: the trial must still be updatable; an attribute is an upsert), a study's
+        as Optuna's `set_study_user_attr` writes one (`_study_attr_writer`). Those are Optuna's internals: where a
+        later Optuna lacks them, one transaction each, as Optuna writes them. A duplicate key another process wrote
+        meanwhile is an error, not the whole batch dropped in silence (as Optuna drops one attribute's)."""
         try:
             from optuna.storages._rdb import models
             from optuna.storages._rdb.storage import _create_scoped_session
 
-            write_one = self._set_trial_attr_without_commit
+            if of == "trial":
+                tables = {"user": models.TrialUserAttributeModel, "system": models.TrialSystemAttributeModel}
+                write_one = self._set_trial_attr_without_commit
+            else:
+                tables = {"user": models.StudyUserAttributeModel, "system": models.StudySystemAttributeModel}
+                write_one = _study_attr_writer(models)
         except (ImportError, AttributeError):
             for kind, key, value in pending:
-                setter = super().set_trial_user_attr if kind == "user" else super().set_trial_system_attr
-                setter(trial_id, key, value)
+                getattr(super(), f"set_{of}_{kind}_attr")(owner_id, key, value)
             return
-        tables = {"user": models.TrialUserAttributeModel, "system": models.TrialSystemAttributeModel}
-        with _create_scoped_session(self.scoped_session, True) as session:
+        with _create_scoped_session(self.scoped_session) as session:
             for kind, key, value in pending:
-                write_one(session, tables[kind], trial_id, key, value)
+                write_one(session, tables[kind], owner_id, key, value)
+
+
+def _study_attr_writer(models: Any) -> Callable[[Any, Any, int, str, Any], None]:
+    """Optuna's `RDBStorage.set_study_user_attr` (or `_system_attr`, by the table given) as a write in a session,
+    not committed - Optuna has no such function for a study's attributes - made of Optuna's models (`models`; an
+    AttributeError where a later Optuna lacks what it uses). A study deleted meanwhile is Optuna's KeyError."""
+    find_study = models.StudyModel.find_or_raise_by_id
+    find = {t: t.find_by_study_and_key for t in (models.StudyUserAttributeModel, models.StudySystemAttributeModel)}
+
+    def write(session: Any, table: Any, study_id: int, key: str, value: Any) -> None:
+        attribute = find[table](find_study(study_id, session), key, session)
+        if attribute is None:
+            session.add(table(study_id=study_id, key=key, value_json=json.dumps(value)))
+        else:
+            attribute.value_json = json.dumps(value)
+
+    return write
 
 
 class SQLiteFileStorage(HeartbeatStorage):

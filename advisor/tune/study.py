@@ -525,13 +525,14 @@ def _run_tune(
         _check_decoding(study, backend)
         _check_constraint_names(study, opts.sampler)
         with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
-            created = not study.user_attrs
-            if created:
-                for k, v in {**meta, **_cpu_meta(backend), **_allowance_meta(backend)}.items():
-                    study.set_user_attr(k, v)
+            stored = study.user_attrs
+            created = not stored
             # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
-            run = int(study.user_attrs.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
-            study.set_user_attr("runs", run + 1)
+            run = int(stored.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
+            new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if created else {}
+            with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit, not one each
+                for k, v in {**new, "runs": run + 1}.items():
+                    study.set_user_attr(k, v)
             seed = opts.seed + run if opts.seed is not None else None
             if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
                 study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
@@ -637,15 +638,19 @@ NO_HEARTBEAT = "advisor:no_heartbeat"
 its silence is no sign that its worker died, so no other worker stamps it (`_first_heartbeats`)."""
 
 
+def _attrs_held(storage: Any, owner_id: int, of: str = "trial") -> contextlib.AbstractContextManager[None]:
+    """The block's attribute writes of trial (or study, `of`) `owner_id` in one transaction at its end
+    (`HeartbeatStorage.attrs_in_one_commit`), not one each; another storage (a test's in-memory one) writes them
+    as they come."""
+    batched = getattr(storage, "attrs_in_one_commit", None)
+    return contextlib.nullcontext() if batched is None else batched(owner_id, of=of)
+
+
 def _attrs_in_one_commit(storage: Any, func: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """`func`, its trial's attributes (results, constraints) written in one transaction when it returns or raises,
-    before Optuna finishes the trial (`HeartbeatStorage.attrs_in_one_commit`), not one transaction each."""
-    batched = getattr(storage, "attrs_in_one_commit", None)
-    if batched is None:  # another storage (a test's in-memory one): written as they come
-        return func
-
+    before Optuna finishes the trial (`_attrs_held`)."""
     def run(trial: Any) -> Any:
-        with batched(trial._trial_id):
+        with _attrs_held(storage, trial._trial_id):
             return func(trial)
 
     return run
