@@ -10,6 +10,7 @@ import pty
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -202,3 +203,45 @@ def test_delete_refuses_a_study_a_worker_is_tuning(tmp_path, capsys, monkeypatch
     assert code == 0 and "1 running" in out, out
     assert _rows(url, "a")["trials"] == 0
 
+
+
+HELPER = str(Path(__file__).parent / "tune_helpers.py")
+
+
+@pytest.mark.parametrize("when", ["between trials", "mid-trial without heartbeats"])
+def test_a_worker_whose_study_is_deleted_under_it_stops_in_one_line_and_leaves_nothing_of_it(when, tmp_path, capsys,
+                                                                                            monkeypatch):
+    """A worker between two trials sends no heartbeat (nor does one running with heartbeats off), so `--delete`
+    goes through under it, and its next write finds the study gone. It stops with one line - no traceback, no
+    trial, front or study row of the deleted study written back - the measurement it made stays in the eval
+    cache, and the other studies stay as they were."""
+    url = f"sqlite:///{tmp_path}/t.db"
+    _two_studies(url)
+    def others() -> dict[str, dict[str, int]]:
+        return {name: {k: n for k, n in _rows(url, name).items() if k != "advisor_eval_cache (all)"} for name in "ab"}
+
+    before = others()
+    go = tmp_path / "go"
+    how = (["--heartbeat", "1", "--grace", "2", "--between", str(go)] if when == "between trials" else
+           ["--heartbeat", "0", "--hold", str(go)])  # (each accuracy measurement waits for `go`)
+    worker = subprocess.Popen([sys.executable, HELPER, "--storage", url, "--study", "w", "--trials", "5", "--no-staging",
+                               "--fingerprint", "w", *how],  # (a model of its own: no measurement found cached)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in worker.stdout:  # its first trial finished and its front stored; or its measurement begun
+            if line.startswith("BETWEEN " if when == "between trials" else "STAGE accuracy"):
+                break
+        cache = _rows(url, "w")["advisor_eval_cache (all)"]
+        code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "w", "--yes", "--storage", url)
+        assert code == 0 and out.startswith("deleted study 'w' ("), out
+        go.touch()
+        out, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert worker.returncode == 2, (out, err)
+    assert err == ("error: study 'w' was deleted (`advisor studies --delete`) while this worker tuned it; it "
+                   "stopped, writing nothing more of it\n"), err
+    gone = _rows(url, "w")
+    assert not any(n for table, n in gone.items() if table != "advisor_eval_cache (all)"), gone
+    assert gone["advisor_eval_cache (all)"] == cache + (when != "between trials")  # the measurement kept
+    assert others() == before

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--result", type=Path, default=None)
     ap.add_argument("--no-staging", action="store_true")
     ap.add_argument("--fingerprint", default="fake-fp-1", help="model fingerprint (the accuracy cache key)")
+    ap.add_argument("--between", type=Path, default=None,
+                    help="after its first finished trial, between two trials, wait until this file exists")
     a = ap.parse_args(argv)
     text = SMALL_SPACE + ("staging = false\n" if a.no_staging else "")
     backend = FakeBackend(delay=a.delay, fingerprint=a.fingerprint, hold=a.hold)
@@ -184,10 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     def on_stage(stage: str, number: int | None) -> None:
         print(f"STAGE {stage} {number}", flush=True)
 
+    def on_trial(study: Any, trial: Any, objective: Any) -> None:
+        if a.between is not None and not a.between.exists():  # its trial finished, its front stored
+            print(f"BETWEEN {trial.number}", flush=True)
+            while not a.between.exists():
+                time.sleep(0.05)
+
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as the CLI: SIGTERM = Ctrl-C outside the study
     print("READY", flush=True)
     try:
-        res = run_tune(backend, small_space(text), opts, budget_bytes=a.budget, on_stage=on_stage)
+        res = run_tune(backend, small_space(text), opts, budget_bytes=a.budget, on_stage=on_stage,
+                       on_trial=on_trial)
     except KeyboardInterrupt:  # before the study installed its own handler, after it, or a database wait it cut
         print("INTERRUPTED", file=sys.stderr, flush=True)
         return 130

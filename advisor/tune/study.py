@@ -461,14 +461,18 @@ def run_tune(
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
     url = st.normalize_url(opts.storage, create_dirs=False)
     created: list[bool] = []  # [whether this run creates the SQLite file], once it holds the seeding turn
+    tuning: list[tuple[Any, Any]] = []  # [(its storage, the study)], once opened
     # the run's engines name it to PostgreSQL (`st.named_run`): a worker waiting for a lock this run holds judges
     # its activity by this run's sessions, not by the other runs of its process (threads) or of its pid and host
     with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers(), st.named_run():
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded,
-                             created_file=created)
+                             created_file=created, tuning=tuning)
         except Exception as e:  # the database failed mid-run (a server stopped, a disk full): one line naming it
+            if tuning and not isinstance(e, UserError) and _deleted(*tuning[0]):
+                raise UserError(f"study {tuning[0][1].study_name!r} was deleted (`advisor studies --delete`) while "
+                                "this worker tuned it; it stopped, writing nothing more of it") from e
             failure = st.storage_failure(e, url)  # (also under the UserError of tables a new file had no room for)
             if (failure is not None and created and created[0] and not st.is_locked_error(e)
                     and st.discard_unfinished(url)):  # a new file with nothing finished: no half-made study left
@@ -493,6 +497,7 @@ def _run_tune(
     on_stage: Callable[[str, int | None], None] | None,
     on_seeded: Callable[[int | None], None] | None = None,
     created_file: list[bool] | None = None,
+    tuning: list[tuple[Any, Any]] | None = None,
 ) -> TuneResult:
     import optuna
     from optuna.trial import TrialState
@@ -520,6 +525,8 @@ def _run_tune(
         engine = engine_for(url)
         sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
         study = create_or_load(storage, name, metrics, directions, sampler)
+        if tuning is not None:
+            tuning.append((storage, study))
         meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
         check_resume(study.study_name, study.user_attrs, meta)
         _check_decoding(study, backend)
@@ -614,6 +621,18 @@ def _run_tune(
         dead_workers=sorted(set(dead)),
         unrun_over_budget=list(objective.unrun_over_budget),
     )
+
+
+def _deleted(storage: Any, study: Any) -> bool:
+    """Whether `study` is gone from `storage`: deleted (`advisor studies --delete`) under this worker - one between
+    two trials, or running without heartbeats, sends none, so the delete does not wait for it, and its next write
+    fails. False where the database cannot say (a server gone: that error is the one to tell)."""
+    try:
+        return storage.get_study_name_from_id(study._study_id) != study.study_name
+    except KeyError:
+        return True
+    except Exception:
+        return False
 
 
 def fail_dead_workers_trials(study: Any, storage: Any) -> list[int]:
