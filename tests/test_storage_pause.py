@@ -514,3 +514,45 @@ def test_a_restart_that_cuts_the_front_being_stored_is_redone(pg, tmp_path):
     with contextlib.closing(psycopg2.connect(pg.url)) as c, c.cursor() as cur:
         cur.execute("SELECT count(*) FROM advisor_front WHERE study_name = %s", (study,))
         assert cur.fetchone()[0] >= 1
+
+
+def test_a_restart_that_cuts_the_seeding_of_a_new_study_is_redone(pg):
+    """`pg_ctl restart -m fast` while a worker seeded a new study (stored what it is tuned on and for, under the
+    study's seed lock; here: waiting for a table lock another session held): the worker stopped with one line
+    before its first trial. The seeding is done again whole once the server is back - its attributes stored, its
+    warm-start points queued once - and the run goes on."""
+    import optuna
+    import psycopg2
+
+    from advisor.results.storage import normalize_url
+
+    study = "restart-seed"
+    optuna.storages.RDBStorage(normalize_url(pg.url)).engine.dispose()  # Optuna's tables (a fresh server has none)
+    with contextlib.closing(psycopg2.connect(pg.url)) as c, contextlib.closing(psycopg2.connect(pg.url)) as look:
+        with c.cursor() as cur:  # (a transaction left open: the lock held until the restart ends it)
+            cur.execute("LOCK TABLE study_user_attributes IN EXCLUSIVE MODE")
+        look.autocommit = True  # (a transaction reads pg_stat_activity as it was at its start)
+        proc = _worker(pg, study, "--trials", "3")
+        for _ in range(600):
+            with look.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
+                            " AND l.locktype = 'relation' AND a.application_name LIKE 'moe-advisor pid=%%'")
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the worker never waited to store its study's attributes: {proc.communicate()}")
+        pg.restart()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert err == "", err
+    trials = pg.trials(study)
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["COMPLETE"] * 3, trials
+    seeded = [repr(sorted(t.system_attrs["fixed_params"].items())) for t in trials if "seeded" in t.user_attrs]
+    assert seeded and len(seeded) == len(set(seeded)), seeded  # each warm-start point queued once
+    storage = optuna.storages.RDBStorage(normalize_url(pg.url))
+    try:
+        attrs = optuna.load_study(study_name=study, storage=storage).user_attrs
+    finally:
+        storage.engine.dispose()
+    assert {"model_fingerprint", "space_fingerprint", "hardware", "evaluation"} <= attrs.keys(), attrs

@@ -531,38 +531,52 @@ def _run_tune(
         check_resume(study.study_name, study.user_attrs, meta)
         _check_decoding(study, backend)
         _check_constraint_names(study, opts.sampler)
-        with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
-            stored = study.user_attrs
-            created = not stored
-            # this run's number, taken under the lock: unique per worker (a study from before it was counted: 1 if begun)
-            run = int(stored.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
-            new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if created else {}
-            with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit, not one each
-                for k, v in {**new, "runs": run + 1}.items():
-                    study.set_user_attr(k, v)
-            seed = opts.seed + run if opts.seed is not None else None
-            if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier draws
-                study.sampler = make_sampler(opts.sampler, seed, len(metrics), population_size=opts.population_size)
-            cpu_note = _price_cpu(study, backend, created)
-            act_note = "" if created else allowance_note(study.user_attrs, backend)
-            if "hot_fraction" in fit.fills and holds_blind_hot_draws(
-                    {**t.system_attrs.get("fixed_params", {}), **t.params}  # (a queued trial's: fixed, not yet drawn)
-                    for t in study.get_trials(deepcopy=False)):
-                # begun before the hot fraction was drawn within the budget: drawn as its trials were (`draws_hot_blind`)
-                fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts, fill_hot=False)
-            enqueue = _enqueue_once(study)
-            if opts.warm_start:
-                for p in fit.warm_start():
-                    enqueue(p, {"seeded": "warm-start"})
-            if opts.budgets:
-                from advisor.baselines import baseline_keys
-                from advisor.tune.baseline_trials import baseline_trials, budget_points
 
-                for spec, p in budget_points(fit, opts.budgets):
-                    enqueue(p, {"seeded": f"budget {spec}"})
-                have = {k for t in study.get_trials(deepcopy=False) for k in baseline_keys(t.user_attrs)}
-                for attrs in baseline_trials(space, backend.shape, opts.budgets, have):
-                    study.enqueue_trial({}, user_attrs=attrs)
+        def seed_study() -> tuple[bool, int | None, str, str, BudgetFit]:
+            """Take this run's number, store a new study's attributes, queue its seeded points: under the study's
+            seed lock, done again whole where a PostgreSQL restart cut it (`redo_when_cut`; the lock went with the
+            cut): each step reads what is stored first - a queued point found is not queued again, a run number
+            already taken is passed over (a number skipped, never one shared)."""
+            fit_now = fit
+            with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
+                stored = study.user_attrs
+                created = not stored
+                # this run's number, taken under the lock: unique per worker (a study from before it was
+                # counted: 1 if begun)
+                run = int(stored.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
+                new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if created else {}
+                with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit
+                    for k, v in {**new, "runs": run + 1}.items():
+                        study.set_user_attr(k, v)
+                seed = opts.seed + run if opts.seed is not None else None
+                if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier
+                    study.sampler = make_sampler(opts.sampler, seed, len(metrics),  # draws
+                                                 population_size=opts.population_size)
+                cpu_note = _price_cpu(study, backend, created)
+                act_note = "" if created else allowance_note(study.user_attrs, backend)
+                if "hot_fraction" in fit_now.fills and holds_blind_hot_draws(
+                        {**t.system_attrs.get("fixed_params", {}), **t.params}  # (a queued trial's: fixed)
+                        for t in study.get_trials(deepcopy=False)):
+                    # begun before the hot fraction was drawn within the budget: drawn as its trials were
+                    # (`draws_hot_blind`)
+                    fit_now = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts,
+                                        fill_hot=False)
+                enqueue = _enqueue_once(study)
+                if opts.warm_start:
+                    for p in fit_now.warm_start():
+                        enqueue(p, {"seeded": "warm-start"})
+                if opts.budgets:
+                    from advisor.baselines import baseline_keys
+                    from advisor.tune.baseline_trials import baseline_trials, budget_points
+
+                    for spec, p in budget_points(fit_now, opts.budgets):
+                        enqueue(p, {"seeded": f"budget {spec}"})
+                    have = {k for t in study.get_trials(deepcopy=False) for k in baseline_keys(t.user_attrs)}
+                    for attrs in baseline_trials(space, backend.shape, opts.budgets, have):
+                        study.enqueue_trial({}, user_attrs=attrs)
+            return created, seed, cpu_note, act_note, fit_now
+
+        created, seed, cpu_note, act_note, fit = redo_when_cut(seed_study)
     if on_seeded is not None:  # outside the lock: a slow reader of the output holds up no other worker
         on_seeded(seed)
     registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
