@@ -556,3 +556,42 @@ def test_a_restart_that_cuts_the_seeding_of_a_new_study_is_redone(pg):
     finally:
         storage.engine.dispose()
     assert {"model_fingerprint", "space_fingerprint", "hardware", "evaluation"} <= attrs.keys(), attrs
+
+
+@pytest.mark.parametrize("write", ["claim", "register"])
+def test_a_restart_that_cuts_a_claim_of_a_queued_trial_or_the_study_row_is_redone(pg, write):
+    """`pg_ctl restart -m fast` while a worker resuming a study claimed a queued trial (its WAITING rows held by
+    another session: the claim's `SELECT ... FOR UPDATE` waits) or wrote the study's row (`advisor_study`, held
+    too): the worker stopped with one line. The write is done again once the server is back and the run goes on."""
+    import psycopg2
+
+    study = f"restart-{write}"
+    first = _worker(pg, study, "--trials", "1")  # the study, its row and its queued warm start
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0 and pg.count("WAITING", study) >= 2, (out, err)
+    hold = ("SELECT t.trial_id FROM trials t JOIN studies s USING (study_id) WHERE s.study_name = %(study)s AND "
+            "t.state = 'WAITING' FOR NO KEY UPDATE OF t" if write == "claim" else
+            "SELECT study_name FROM advisor_study WHERE study_name = %(study)s FOR NO KEY UPDATE")
+    with contextlib.closing(psycopg2.connect(pg.url)) as c, contextlib.closing(psycopg2.connect(pg.url)) as look:
+        with c.cursor() as cur:  # (a transaction left open: the rows held until the restart ends it)
+            cur.execute(hold, {"study": study})
+            assert cur.rowcount >= 1
+        look.autocommit = True  # (a transaction reads pg_stat_activity as it was at its start)
+        proc = _worker(pg, study, "--trials", "2")
+        for _ in range(600):
+            with look.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
+                            " AND l.locktype = 'transactionid' AND a.application_name LIKE 'moe-advisor pid=%%'")
+                if cur.fetchone()[0]:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the worker never waited for the rows held: {proc.communicate()}")
+        pg.restart()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert err == "", err
+    trials = pg.trials(study)
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3, trials
+    assert not [t for t in trials if t.state.name == "RUNNING"], trials
+

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
+from advisor.results.reconnect import redo_when_cut
 from advisor.results.storage import GRACE_PERIOD_S, unreadable_database
 from advisor.results.store import FrontRow, StudyRow
 
@@ -36,7 +37,12 @@ def _now() -> dt.datetime:
 
 
 def register_study(engine: Engine, name: str, **fields: Any) -> None:
-    """Insert or update the study's row (first writer creates it; later writers refresh counts/time)."""
+    """Insert or update the study's row (first writer creates it; later writers refresh counts/time); done again
+    where a PostgreSQL restart cut it (`redo_when_cut`: an upsert)."""
+    redo_when_cut(lambda: _register(engine, name, fields))
+
+
+def _register(engine: Engine, name: str, fields: dict[str, Any]) -> None:
     for _ in range(3):
         try:
             with Session(engine) as s, s.begin():

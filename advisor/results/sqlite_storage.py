@@ -83,10 +83,13 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         lost it. A cut after its commit reached the server leaves the trial finished already, which Optuna's
         check refuses to update again: the redo then reads it back and takes a COMPLETE (or PRUNED) trial with
         these values for its own write (another worker finishing the same trial with the same values is as
-        good). A FAIL cannot be told from another worker's (failing it as stale): refused, as before. A claim
-        (RUNNING) is not redone: the worker stops there, no measurement lost."""
+        good). A FAIL cannot be told from another worker's (failing it as stale): refused, as before. A claim of
+        a queued trial (WAITING to RUNNING) is redone too: Optuna's write checks the state it finds, so where the
+        cut claim had been committed the redo finds the trial RUNNING and says so (False), and Optuna takes the
+        next queued one; the trial claimed then beats for no worker and is failed and queued again as any dead
+        worker's (`study._first_heartbeats`). Either way the worker goes on; it stopped there before."""
         if not state.is_finished():
-            return super().set_trial_state_values(trial_id, state, values)
+            return redo_when_cut(lambda: super(HeartbeatStorage, self).set_trial_state_values(trial_id, state, values))
         tries = 0
 
         def write() -> bool:
