@@ -70,3 +70,22 @@ def test_a_new_studys_attributes_are_one_transaction_and_a_resumes_run_number_on
     assert sum("study_user_attributes" in w for w in t.committed) == 1, Counter(t.committed)
     again = optuna.load_study(study_name="s", storage=url).user_attrs
     assert again == {**attrs, "runs": 2}
+
+
+def test_without_optunas_internals_a_new_studys_attributes_are_written_one_each(tmp_path, monkeypatch):
+    """Where a later Optuna lacks the models the batch is written with, each attribute is written as Optuna
+    writes it, one transaction each: nothing lost."""
+    import advisor.results.sqlite_storage as storage
+
+    def gone(models):
+        raise AttributeError("no StudyModel.find_or_raise_by_id in this Optuna")
+
+    monkeypatch.setattr(storage, "_study_attr_writer", gone)
+    url = f"sqlite:///{tmp_path}/t.db"
+    opts = TuneOptions(study_name="s", storage=url, sampler="random", seed=0, n_trials=1, heartbeat_interval=60,
+                       grace_period=120)
+    with Transactions() as t:
+        run_tune(FakeBackend(), small_space(), opts, budget_bytes=None)
+    attrs = optuna.load_study(study_name="s", storage=url).user_attrs
+    assert sum("study_user_attributes" in w for w in t.committed) == len(attrs) > 10, Counter(t.committed)
+    assert {"model_fingerprint", "space_fingerprint", "hardware", "evaluation"} <= attrs.keys() and attrs["runs"] == 1
