@@ -516,21 +516,23 @@ def test_a_restart_that_cuts_the_front_being_stored_is_redone(pg, tmp_path):
         assert cur.fetchone()[0] >= 1
 
 
-def test_a_restart_that_cuts_the_seeding_of_a_new_study_is_redone(pg):
-    """`pg_ctl restart -m fast` while a worker seeded a new study (stored what it is tuned on and for, under the
-    study's seed lock; here: waiting for a table lock another session held): the worker stopped with one line
-    before its first trial. The seeding is done again whole once the server is back - its attributes stored, its
-    warm-start points queued once - and the run goes on."""
+@pytest.mark.parametrize("table", ["studies", "study_user_attributes"])
+def test_a_restart_that_cuts_the_creation_or_seeding_of_a_new_study_is_redone(pg, table):
+    """`pg_ctl restart -m fast` while a worker created a new study (`studies`) or seeded it (stored what it is
+    tuned on and for, under the study's seed lock: `study_user_attributes`) - here waiting for a lock on that
+    table another session held: the worker stopped with one line before its first trial. The write is done again
+    once the server is back (the seeding whole: its attributes stored, its warm-start points queued once) and the
+    run goes on."""
     import optuna
     import psycopg2
 
     from advisor.results.storage import normalize_url
 
-    study = "restart-seed"
+    study = f"restart-seed-{table}"
     optuna.storages.RDBStorage(normalize_url(pg.url)).engine.dispose()  # Optuna's tables (a fresh server has none)
     with contextlib.closing(psycopg2.connect(pg.url)) as c, contextlib.closing(psycopg2.connect(pg.url)) as look:
         with c.cursor() as cur:  # (a transaction left open: the lock held until the restart ends it)
-            cur.execute("LOCK TABLE study_user_attributes IN EXCLUSIVE MODE")
+            cur.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
         look.autocommit = True  # (a transaction reads pg_stat_activity as it was at its start)
         proc = _worker(pg, study, "--trials", "3")
         for _ in range(600):
@@ -541,7 +543,7 @@ def test_a_restart_that_cuts_the_seeding_of_a_new_study_is_redone(pg):
                     break
             time.sleep(0.05)
         else:
-            raise AssertionError(f"the worker never waited to store its study's attributes: {proc.communicate()}")
+            raise AssertionError(f"the worker never waited for the table {table}: {proc.communicate()}")
         pg.restart()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)

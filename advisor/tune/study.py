@@ -524,7 +524,7 @@ def _run_tune(
                                   grace_period=opts.grace_period, max_retry=opts.max_retry)
         engine = engine_for(url)
         sampler = make_sampler(opts.sampler, opts.seed, len(metrics), population_size=opts.population_size)
-        study = create_or_load(storage, name, metrics, directions, sampler)
+        study = redo_when_cut(lambda: create_or_load(storage, name, metrics, directions, sampler))  # (found, if made)
         if tuning is not None:
             tuning.append((storage, study))
         meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
