@@ -581,6 +581,11 @@ def _metric_line(name: str, v: float, source: str) -> str:
     return f"  {name:<22} {format_metric(name, v):>14}   [{source}]"
 
 
+METRIC_SOURCE_INDENT = 6
+"""Where a `_metric_line`'s source goes on when wrapped: a few columns in, not under its bracket (column 42),
+which at 80 columns left 38 for sources of up to 400 characters."""
+
+
 def describe_config(config: dict[str, Any]) -> str:
     """One line for a configuration: precision formats, cache size, policy, prefetch."""
     prec = config.get("precision", config.get("plan"))
@@ -612,35 +617,44 @@ def export_command(rec: Recommendation, targets: list[str], storage: str, query_
 
 def render(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE,
            task: str | None = None, query_args: list[str] | None = None) -> str:
-    """Human-readable answer; `targets`: the export targets to offer for the chosen point (the caller asks
-    `advisor.export.base.targets_for`, which this layer may not import), all five when not given; `task`: the
-    chosen study's task as `advisor.results.registry.study_task_text` heads it (the point's task name when not
-    given); `query_args`: the recommend options as given (`--budget 12GiB`, ...), for the `Export it:` line's
-    `--from-recommend` form (`export_command`)."""
-    lines = []
+    """Human-readable answer, one line per item (`render_lines`, unwrapped)."""
+    return "\n".join(line for line, _ in render_lines(rec, targets, storage, task, query_args))
+
+
+def render_lines(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE,
+                 task: str | None = None, query_args: list[str] | None = None) -> list[tuple[str, int]]:
+    """The answer's lines, each with the indent its continuation takes where a terminal wraps it (under a
+    reason's text, a value's source, a note's text); `targets`: the export targets to offer for the chosen
+    point (the caller asks `advisor.export.base.targets_for`, which this layer may not import), all five when
+    not given; `task`: the chosen study's task as `advisor.results.registry.study_task_text` heads it (the
+    point's task name when not given); `query_args`: the recommend options as given (`--budget 12GiB`, ...),
+    for the `Export it:` line's `--from-recommend` form (`export_command`)."""
+    lines: list[tuple[str, int]] = []
+    reasons = [(f"  - {r}", 4) for r in rec.reasons]
     if rec.chosen:
         p = rec.chosen.point
-        lines.append(f"Recommended: study {p.study_name!r}, trial #{p.trial_number}  (model {p.model}, task {task or p.task})")
-        lines.append(f"  {describe_config(p.config)}")
-        lines.append("Why:")
-        lines += [f"  - {r}" for r in rec.reasons]
-        lines.append(f"Stored values (trial run on {p.device}; how each was obtained in brackets):")
+        lines.append((f"Recommended: study {p.study_name!r}, trial #{p.trial_number}  "
+                      f"(model {p.model}, task {task or p.task})", 4))
+        lines.append((f"  {describe_config(p.config)}", 4))
+        lines.append(("Why:", 0))
+        lines += reasons
+        lines.append((f"Stored values (trial run on {p.device}; how each was obtained in brackets):", 4))
         for name in sorted(p.values):
             source = p.sources.get(name, "source not recorded")
             if name == "time_per_token" and _time_modelled(p):
                 source = f"for {tuned_for(p)}: {source}"
-            lines.append(_metric_line(name, p.values[name], source))
+            lines.append((_metric_line(name, p.values[name], source), METRIC_SOURCE_INDENT))
         mt = _modelled_transfer(p, rec.query.gpu)
         if mt:
-            lines.append(_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
-                "transfer_ms_per_token ", "transfer on target    "))
+            lines.append((_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
+                "transfer_ms_per_token ", "transfer on target    "), METRIC_SOURCE_INDENT))
         targets = targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json']
-        lines.append(f"Export it: {export_command(rec, targets, storage, query_args)} --to {'|'.join(targets)}")
+        lines.append((f"Export it: {export_command(rec, targets, storage, query_args)} --to {'|'.join(targets)}", 4))
         if note := steps_counted_note(p.config):  # (a DiffusionGemma study stored before 2026-12-05)
-            lines.append(f"note: {note}")
+            lines.append((f"note: {note}", 6))
         if note := quant_note(p.config, p.model):  # (a study that may predate the record of quant_method)
-            lines.append(f"note: {note}")
+            lines.append((f"note: {note}", 6))
     else:
-        lines.append("No stored configuration meets the requirements.")
-        lines += [f"  - {r}" for r in rec.reasons]
-    return "\n".join(lines)
+        lines.append(("No stored configuration meets the requirements.", 0))
+        lines += reasons
+    return lines

@@ -39,7 +39,12 @@ def _recommend(*args: str):
 
     res = CliRunner().invoke(app, ["recommend", *args, "--prefer", "latency"])
     assert res.exit_code == 0, res.output
-    return res.output
+    return " ".join(res.output.split())  # on one line: recommend wraps at the terminal's width (80 here)
+
+
+def _time_row(out: str) -> str:
+    """The stored time per token and its source, from `_recommend`'s output."""
+    return out.split(" time_per_token ")[1].split("]")[0]
 
 
 def test_recommend_for_another_gpu_says_whose_time_per_token_ranks(tmp_path):
@@ -54,7 +59,7 @@ def test_recommend_for_another_gpu_says_whose_time_per_token_ranks(tmp_path):
             "not for the RTX 4090 24GB")
     assert note in out and "re-tune with --gpu 'RTX 4090 24GB' into a new --study" in out, out
     assert "modelled for H200 141GB (no --gpu at tune time)" in out.split(note)[0], out  # the reason line
-    row = next(ln for ln in out.splitlines() if ln.strip().startswith("time_per_token "))
+    row = _time_row(out)
     assert "[for H200 141GB (no --gpu at tune time): modelled:gpu=" in row, row
     as_json = json.loads(_recommend("--storage", str(EXAMPLE_DB), "--gpu", "RTX 4090", "--json"))
     assert any(note in r for r in as_json["reasons"]), as_json["reasons"]
@@ -87,7 +92,7 @@ def test_recommend_by_transfer_or_accuracy_for_another_gpu_says_the_front_depend
     def run(db: Path | str, gpu: str, prefer: str, *more: str) -> str:
         res = CliRunner().invoke(app, ["recommend", "--storage", str(db), "--gpu", gpu, "--prefer", prefer, *more])
         assert res.exit_code == 0, res.output
-        return res.output
+        return " ".join(res.output.split())  # recommend wraps at the terminal's width
 
     note = ("the candidates come from the stored Pareto front, built with time per token (an objective) modelled "
             "for H200 141GB (no --gpu at tune time), not for the RTX 4090 24GB, so which configurations are on it "
@@ -127,7 +132,7 @@ def test_recommend_does_not_call_a_live_trials_measured_time_modelled_for_a_gpu(
         p.sources["time_per_token"] = "measured:wall-clock(cpu,whole forward)"
     url = make_db(tmp_path / "live.db", pts)
     out = _recommend("--storage", url, "--budget", f"{12 * GiB}B")
-    row = next(ln for ln in out.splitlines() if ln.strip().startswith("time_per_token "))
+    row = _time_row(out) + "]"
     assert "[measured:wall-clock(cpu,whole forward)]" in row and "H200" not in row, row
     assert "feasible point(s), measured on cpu" in out and "modelled for" not in out, out
     out = _recommend("--storage", url, "--budget", f"{12 * GiB}B", "--gpu", "RTX 4090")

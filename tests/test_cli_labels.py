@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from recommend_helpers import make_db, model_meta, point
+from recommend_helpers import flat, make_db, model_meta, point
 
 EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
 
@@ -58,30 +58,29 @@ def test_recommend_reasons_label_each_number_as_pareto_and_the_json_sources_do(t
 
     args = ("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
             "--prefer", "latency")
-    out = advisor(*args, cwd=tmp_path).stdout
+    out = flat(advisor(*args, cwd=tmp_path).stdout)
     src = json.loads(advisor(*args, "--json", cwd=tmp_path).stdout)["chosen"]["sources"]
     peak, acc, time = (short_source(src[m]) for m in ("peak_gpu_bytes", "accuracy", "time_per_token"))
     assert (peak, acc, time) == ("counted", "measured", "modelled"), src
-    assert f"  - fits 1.970 MiB: uses 1.963 MiB ({peak})" in out.splitlines(), out
-    assert f"  - accuracy 0.960 ({acc}) >= floor 0.940 (= 0.950 of trial #14, {acc}, minus 0.01; " in out, out
+    assert f"- fits 1.970 MiB: uses 1.963 MiB ({peak})" in out, out
+    assert f"- accuracy 0.960 ({acc}) >= floor 0.940 (= 0.950 of trial #14, {acc}, minus 0.01; " in out, out
     assert f"next best bundled-example#111 has 1.76x the time per token ({time}), accuracy 0.945 ({acc})" in out, out
     r = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(EXAMPLE_DB), "--budget", "1MiB"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr  # nothing fits: what would change, labelled as well
     assert "more memory: bundled-example#202 meets the accuracy floor with 1.2 MiB (counted; 232.5 KiB over the " \
-           "budget)" in r.stdout, r.stdout
+           "budget)" in flat(r.stdout), r.stdout
 
 
 def test_recommend_says_the_next_best_stores_the_same_value_not_1_00x(tmp_path):
     """Trials #8 and #189 of the example store the same values (64 slots: the policy never evicts), and the reason
     said "next best bundled-example#189 has 1.00x the transfer", which reads as a difference rounded away. Equal
     values are said to be the same; a real difference that rounds to 1.00x gets the digits that show it."""
-    out = advisor("recommend", "--storage", str(EXAMPLE_DB), "--prefer", "transfer", cwd=tmp_path).stdout
-    assert "  - next best bundled-example#189 has the same transfer (counted), accuracy 0.960 (measured)" \
-        in out.splitlines(), out
+    out = flat(advisor("recommend", "--storage", str(EXAMPLE_DB), "--prefer", "transfer", cwd=tmp_path).stdout)
+    assert "- next best bundled-example#189 has the same transfer (counted), accuracy 0.960 (measured)" in out, out
     url = make_db(tmp_path / "a.db", [point("s", 0, "int8", 4, acc=0.9, h2d=1000.0, peak_gib=1),
                                       point("s", 1, "int8", 2, acc=0.9, h2d=1001.0, peak_gib=1)])
-    out = advisor("recommend", "--storage", url, cwd=tmp_path).stdout
+    out = flat(advisor("recommend", "--storage", url, cwd=tmp_path).stdout)
     assert "next best s#1 has 1.0010x the transfer (counted)" in out and "1.00x" not in out, out
 
 

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
 
 
-def advisor(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def advisor(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def test_inspect_at_80_columns_cuts_no_cell_and_sizes_small_budgets_readably(tmp_path):
@@ -288,9 +288,9 @@ def test_recommend_floor_reason_reads_in_order(tmp_path):
     r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
                 "--prefer", "latency", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert ("  - accuracy 0.960 (measured) >= floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: "
-            "uniform fp16 plan (the "
-            "highest-precision uniform plan in the study))") in r.stdout.splitlines(), r.stdout
+    assert ("- accuracy 0.960 (measured) >= floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: "
+            "uniform fp16 plan (the highest-precision uniform plan in the study)) -") in " ".join(r.stdout.split()), \
+        r.stdout  # on one line: recommend wraps at the terminal's width
 
 
 def test_an_output_path_that_is_a_directory_is_one_line(tmp_path, monkeypatch):
@@ -396,7 +396,9 @@ def test_recommend_prints_an_export_command_that_runs_as_printed(tmp_path):
 
     db = tmp_path / "my studies.db"  # a path that needs quoting
     shutil.copy(EXAMPLE_DB, db)
-    r = advisor("recommend", "--storage", str(db), "--budget", "1.97MiB", cwd=tmp_path)
+    from recommend_helpers import wide_terminal
+
+    r = advisor("recommend", "--storage", str(db), "--budget", "1.97MiB", cwd=tmp_path, env=wide_terminal())
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it: "))
     argv = shlex.split(line[len("Export it: "):].rsplit(" --to ", 1)[0])

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from recommend_helpers import GiB, make_db, model_meta, point, standard_front
+from recommend_helpers import GiB, flat, make_db, model_meta, point, standard_front, wide_terminal
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import get_gpu
@@ -105,9 +105,9 @@ def test_load_points_errors(tmp_path):
     assert len(load_points(f"{url}?mode=ro")) == 6
 
 
-def _cli(*args, cwd=None):
+def _cli(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args],
-                          capture_output=True, text=True, cwd=cwd)
+                          capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def test_cli_json_and_exit_codes(tmp_path):
@@ -258,12 +258,12 @@ def test_a_fidelity_study_where_nothing_fits_speaks_of_no_pick(tmp_path):
     r = _cli("recommend", "--storage", url, "--budget", "1GiB")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "pick" not in r.stdout, r.stdout
-    assert ("  - no accuracy floor applies (not the default 1 point below the highest-precision point: there is no "
+    assert ("- no accuracy floor applies (not the default 1 point below the highest-precision point: there is no "
             "task accuracy), so none was excluded for its top-1 agreement with full precision; --prefer accuracy "
-            "ranks by top-1 agreement") in r.stdout.splitlines(), r.stdout
+            "ranks by top-1 agreement") in flat(r.stdout), r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "so the pick may agree with full precision far less than other points do" in r.stdout, r.stdout
+    assert "so the pick may agree with full precision far less than other points do" in flat(r.stdout), r.stdout
 
 
 def test_fidelity_does_not_break_accuracy_ties_in_an_accuracy_study():
@@ -329,7 +329,7 @@ def test_the_more_drop_it_suggests_admits_the_point(tmp_path):
                                       point("s1", 1, "int4", 2, acc=0.9375, h2d=1e6, peak_gib=1.0, meta=m)])
     r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", "0.01")
     assert r.returncode == 1, r.stdout + r.stderr
-    extra = float(r.stdout.split("allow ")[1].split(" more drop")[0])
+    extra = float(flat(r.stdout).split("allow ")[1].split(" more drop")[0])
     r = _cli("recommend", "--storage", url, "--budget", "2GiB", "--max-accuracy-drop", str(0.01 + extra), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["chosen"]["trial"] == 1
@@ -363,7 +363,7 @@ def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
     assert "nothing fits" not in r.stdout, r.stdout
     assert "all 6 point(s) fall below the accuracy floor (every one fits the memory)" in r.stdout, r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.99")
-    assert "(6 exceed the memory budget, 6 fall below the accuracy floor)" in r.stdout, r.stdout
+    assert "(6 exceed the memory budget, 6 fall below the accuracy floor)" in flat(r.stdout), r.stdout
 
 
 def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):
@@ -403,7 +403,8 @@ def test_the_printed_export_command_runs_as_printed_on_postgresql():
     engine = engine_for(url)
     try:
         save_front(engine, study, standard_front(study))
-        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB", "--max-accuracy-drop", "0.02")
+        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB", "--max-accuracy-drop", "0.02",
+                 env=wide_terminal())
         assert r.returncode == 0, r.stderr
         line = " ".join(r.stdout.split()).split("Export it: ")[1].split(" --to ")[0]
         assert "***" not in line and (not password or f":{password}@" not in line), line
@@ -425,14 +426,14 @@ def test_a_relative_floor_below_zero_is_printed_as_zero(tmp_path):
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "accuracy 0.000 (measured) >= floor 0.000 (0.030 of trial #0, measured, minus 0.05 is below 0, so 0: no accuracy is " \
-           "excluded; trial #0: uniform bf16 plan" in r.stdout, r.stdout
+           "excluded; trial #0: uniform bf16 plan" in flat(r.stdout), r.stdout
     assert "floor -" not in r.stdout, r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05", "--json")
     assert json.loads(r.stdout)["chosen"]["accuracy_floor"] == 0.0, r.stdout
     zero = make_db(tmp_path / "z.db", [point("z", 0, "bf16", 8, acc=0.0, h2d=0.0, peak_gib=2.0, meta=m),
                                        point("z", 1, "int4", 2, acc=0.0, h2d=1e6, peak_gib=1.0, meta=m)])
     r = _cli("recommend", "--storage", zero, "--budget", "1.5GiB")  # the default drop, 0.01, below an accuracy of 0
-    assert r.returncode == 0 and "floor 0.000 (0.000 of trial #0, measured, minus 0.01 is below 0" in r.stdout, r.stdout
+    assert r.returncode == 0 and "floor 0.000 (0.000 of trial #0, measured, minus 0.01 is below 0" in flat(r.stdout), r.stdout
 
 
 def test_whether_a_study_is_judged_by_fidelity_is_one_rule_for_recommend_and_the_report():

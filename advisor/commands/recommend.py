@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     ) -> None:
         """The best stored configuration under a memory budget and an accuracy floor, and why."""
-        from advisor.recommend import load_points, recommend, render
+        from advisor.recommend import load_points, recommend, render_lines
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
@@ -83,15 +83,20 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rec.to_dict(tasks), indent=2, default=str))
         else:
+            from rich.console import Console
+
             from advisor.export.base import targets_for
+            from advisor.tune.fit import print_wrapped
 
             label = tasks.get(rec.chosen.point.study_name) if rec.chosen else None
             given = [(flag, value) for flag, value in (
                 ("--budget", budget), ("--gpu", gpu), ("--profiles-dir", profiles_dir), ("--min-accuracy", min_accuracy),
                 ("--max-accuracy-drop", max_accuracy_drop), ("--prefer", prefer), ("--model", model), ("--task", task),
                 ("--study", study)) if value is not None]
-            typer.echo(render(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage, label,
-                              [str(x) for pair in given for x in pair]))
+            console = Console()  # its width: the terminal's, $COLUMNS, else 80
+            for line, indent in render_lines(rec, targets_for(rec.chosen.point) if rec.chosen else None, storage,
+                                             label, [str(x) for pair in given for x in pair]):
+                print_wrapped(console, line, indent)
         if rec.chosen is None:
             raise typer.Exit(1)
 

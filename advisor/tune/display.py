@@ -112,7 +112,7 @@ def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[s
 def print_front(console: Console, points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = (), *,
                 wide: bool = False) -> None:
     """The front table when it fits the width (or `wide`), else one block per point; then the sources."""
-    from advisor.tune.fit import print_fitted
+    from advisor.tune.fit import print_fitted, print_wrapped
 
     cols, rows = front_rows = _front_rows(points, objectives)
     records = [(f"trial {', '.join(trials)}: {cells[0]}; {cells[1]}",
@@ -120,7 +120,7 @@ def print_front(console: Console, points: Sequence[FrontPoint], title: str, obje
                for cells, trials in rows.items()]
     print_fitted(console, front_table(points, title, objectives, front_rows), records, wide=wide)
     for line in sources_legend(points, cols):
-        console.print(f"  {line}", style="dim", markup=False)
+        print_wrapped(console, f"  {line}", 4, style="dim")
 
 
 def sources_legend(points: Sequence[FrontPoint], columns: Sequence[str] = ()) -> list[str]:

@@ -1,4 +1,5 @@
-"""Tables that stay readable at any width: the table when it fits, else one block per row.
+"""Output that stays readable at any width: tables (the table when it fits, else one block per row) and long
+lines (wrapped under their own indent).
 
 A rich table squeezed below its natural width cuts names to `bun…` and splits values over two rows, so
 `advisor studies | grep NAME` finds nothing. Here a table is printed only when every cell fits whole (or
@@ -8,6 +9,7 @@ wrapped between items, never inside one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -42,7 +44,7 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
             console.width = width
         return
     if table.title:
-        console.print(Text(str(table.title)))
+        print_wrapped(console, str(table.title), 2)
     width = max(20, console.width)
     for heading, items in records:
         console.print(Text(heading, style="bold"), soft_wrap=True)
@@ -56,4 +58,34 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
         if len(line) > 3:
             console.print(Text(line), soft_wrap=True)
     if table.caption:
-        console.print(Text(str(table.caption)))
+        print_wrapped(console, str(table.caption))
+
+
+def print_wrapped(console: Console, line: str, indent: int = 0, style: str | None = None) -> None:
+    """`line` (plain text: no markup) wrapped by rich at the console's width - between words - its continuation
+    lines `indent` columns in, none ending in a space. A reason or a value's source of hundreds of characters
+    then reads as a paragraph under its own bullet or column, where printed whole it ran past the edge of an
+    80-column terminal, or rich's plain wrap restarted it at column 0. A word longer than a line (a source such
+    as `measured:wall-clock(...)+modelled:pcie(...)`) is broken after a separator (`_separated`), else folded."""
+    width = max(console.width, indent + 20)
+    line = _separated(line, width - indent)
+    first = Text(line).wrap(console, width)[0].plain if line else ""
+    console.out(first.rstrip(), style=style, highlight=False)
+    rest = line[len(first):].lstrip()  # rich leaves the space (or break) it wrapped at on either side
+    if rest:
+        for part in Text(rest).wrap(console, width - indent):
+            console.out(" " * indent + part.plain.strip(), style=style, highlight=False)
+
+
+def _separated(line: str, room: int) -> str:
+    """`line` with each run of non-spaces longer than `room` columns broken by a line break after its last
+    ',', ';' or '+' that keeps each piece within `room` (where it has one): rich folds such a word at the edge,
+    leaving `...lat=1` above `0us)]`."""
+    def cut(match: re.Match[str]) -> str:
+        word, pieces = match.group(), []
+        while len(word) > room and (at := max(word.rfind(c, 0, room) for c in ",;+") + 1) > 0:
+            pieces.append(word[:at])
+            word = word[at:]
+        return "\n".join([*pieces, word])
+
+    return re.sub(rf"\S{{{room + 1},}}", cut, line)

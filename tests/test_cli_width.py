@@ -1,0 +1,64 @@
+"""Long lines of the read-only commands at 80 columns: recommend's reasons and value sources and the legend under
+a front ran past the edge (a reason of 300 characters, a source of 330) or, where rich wrapped them, restarted
+at column 0. They wrap at the terminal's width under their own bullet or column, with nothing lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
+
+
+def at_width(columns: int, *args: str) -> list[str]:
+    """The lines `advisor ARGS` prints on a terminal `columns` wide (COLUMNS, as a shell sets it)."""
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode in (0, 1) and not r.stderr, r.stdout + r.stderr
+    return r.stdout.splitlines()
+
+
+def same_text(narrow: list[str], wide: list[str]) -> bool:
+    """Whether both print the same characters (only where lines break differs)."""
+    return "".join("".join(narrow).split()) == "".join("".join(wide).split())
+
+
+def test_recommend_at_80_columns_wraps_each_reason_and_source_under_itself():
+    args = ("recommend", "--storage", EXAMPLE_DB, "--gpu", "RTX 4090")  # its reasons run to 300 characters
+    narrow, wide = at_width(80, *args), at_width(1000, *args)
+    assert max(map(len, narrow)) <= 80 and max(map(len, wide)) > 200, narrow
+    assert same_text(narrow, wide)
+    assert len(narrow) > len(wide) + 20
+    why, stored = narrow.index("Why:"), narrow.index(next(ln for ln in narrow if ln.startswith("Stored values")))
+    # each reason is a bullet with its continuation under its text, never at column 0
+    assert all(ln.startswith(("  - ", "    ")) and not ln.startswith("     ") for ln in narrow[why + 1:stored])
+    assert sum(ln.startswith("  - ") for ln in narrow[why + 1:stored]) == sum(
+        ln.startswith("  - ") for ln in wide)
+    # a value's source goes on 6 columns in; the long sources break after a separator, not inside a word
+    values = narrow[stored + 1:next(i for i, ln in enumerate(narrow) if ln.startswith("Export it:"))]
+    assert all(ln.startswith("  ") for ln in values) and any(ln.startswith("      ") for ln in values), values
+    assert "      assumed);copies=pcie(bw=25.0GB/s,lat=10us);" in values, values
+    # at 1000 columns each reason and each value is one line, as before
+    assert any(ln.startswith("  - the candidates come from the stored Pareto front") and ln.endswith("new --study")
+               for ln in wide), wide
+
+
+def test_recommend_with_no_pick_wraps_at_80_columns_too():
+    args = ("recommend", "--storage", EXAMPLE_DB, "--budget", "1MiB")  # nothing fits: exit code 1, with why
+    narrow, wide = at_width(80, *args), at_width(1000, *args)
+    assert narrow[0] == "No stored configuration meets the requirements."
+    assert max(map(len, narrow)) <= 80 < max(map(len, wide)) and same_text(narrow, wide), narrow
+    assert all(ln.startswith(("  - ", "    ")) for ln in narrow[1:]), narrow
+
+
+def test_pareto_legend_at_80_columns_wraps_under_each_metric():
+    args = ("pareto", "bundled-example", "--storage", EXAMPLE_DB, "--no-plots")
+    narrow, wide = at_width(80, *args), at_width(1000, *args)
+    assert max(map(len, narrow)) <= 80, [ln for ln in narrow if len(ln) > 80]
+    legend = narrow[next(i for i, ln in enumerate(narrow) if ln.startswith("  accuracy: ")):]
+    assert all(ln.startswith("  ") for ln in legend) and any(ln.startswith("    ") for ln in legend), legend
+    wide_legend = wide[next(i for i, ln in enumerate(wide) if ln.startswith("  accuracy: ")):]
+    assert same_text(legend, wide_legend) and len(legend) > len(wide_legend)
