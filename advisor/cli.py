@@ -11,6 +11,8 @@ import logging
 import sys
 
 import typer
+import typer.core
+from typer._click.exceptions import UsageError  # typer >= 0.24 vendors click
 
 from advisor import __version__
 from advisor.commands import evaluate, export, models, offload, quant, recommend, report, tune
@@ -39,8 +41,27 @@ def main(
     """moe-advisor: expert precision x expert caching for MoE (diffusion) LLMs on small GPUs."""
 
 
+class _OnceCommand(typer.core.TyperCommand):
+    """A command that refuses an option of one value given twice (`--budget 8GB --budget 4GB`, `--offload
+    --resident`): click keeps the last without a word, so the answer was for a value the user may not have
+    meant. Options that take a list (`--opt`, `--expert-shape`) repeat as before."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args:  # the same parse click runs next: its errors (an unknown option) are the ones it would raise
+            _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+            for param in dict.fromkeys(order):
+                once = isinstance(param, typer.core.TyperOption) and not (param.multiple or param.count
+                                                                            or param.is_eager)
+                if once and (n := order.count(param)) > 1:
+                    names = "/".join(param.opts + param.secondary_opts)
+                    raise UsageError(f"{names} is given {n} times; give it once", ctx=ctx)
+        return super().parse_args(ctx, args)
+
+
 for _area in (tune, recommend, export, report, evaluate, offload, quant, models):
     _area.register(app)
+for _info in app.registered_commands:  # every command, here once (none names a class of its own)
+    _info.cls = _OnceCommand
 
 
 def run() -> None:

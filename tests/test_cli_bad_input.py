@@ -1382,3 +1382,32 @@ def test_each_device_option_says_which_devices_it_takes(command):
     r = CliRunner().invoke(app, [command, "--help"], terminal_width=250)
     (line,) = [ln for ln in r.output.splitlines() if "--device" in ln]
     assert "cpu" in line and "cuda" in line, line
+
+
+def test_an_option_of_one_value_given_twice_is_refused_in_every_command(tmp_path):
+    """click keeps the last of `--budget 8GB --budget 4GB` without a word, so the answer was for a value the user
+    may not have meant (a script that appends its own --budget to a user's). Every command now refuses an option
+    of one value given twice (flags and their --no- side included), before any work; options that take a list
+    repeat as before."""
+    example = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    refused = [
+        (["recommend", "--storage", example, "--budget", "8GB", "--budget", "4GB"], "--budget is given 2 times"),
+        (["tune", "--trials", "3", "--trials", "5", "--trials", "7"], "--trials is given 3 times"),
+        (["pareto", "bundled-example", "--storage", example, "--plots", "--no-plots"],
+         "--plots/--no-plots is given 2 times"),
+        (["export", "bundled-example", "8", "--storage", example, "--to", "json", "-o", "a.json", "--output", "b.json"],
+         "-o/--output is given 2 times"),
+        (["studies", "--storage", "a.db", "--storage", "b.db"], "--storage is given 2 times"),
+        (["report", "bundled-example", "--storage", example, "--memory", "10%", "--memory", "25%"],
+         "--memory is given 2 times"),
+    ]
+    for args, said in refused:
+        line = one_error_line(advisor(*args, cwd=tmp_path), said, "; give it once", f"advisor {args[0]} --help")
+        assert line.startswith(f"error: {said}"), line
+    assert not list(tmp_path.iterdir())  # no study, plot, export or report written
+    # repeatable options still repeat: export's --opt (each one applied), profile's --expert-shape
+    r = advisor("export", "bundled-example", "8", "--storage", example, "--to", "llama.cpp", "--opt",
+                "emit=tensor-types", "--opt", "high_precision=f16", cwd=tmp_path)
+    assert r.returncode == 0 and "ffn_down_exps\\.weight=f16" in r.stdout, r.stdout + r.stderr
+    r = advisor("profile", "--list", "--expert-shape", "8x8", "--expert-shape", "16x16", cwd=tmp_path)
+    assert r.returncode == 0 and "catalogue" in r.stdout, r.stdout + r.stderr
