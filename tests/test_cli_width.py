@@ -13,12 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
 
 
-def at_width(columns: int, *args: str) -> list[str]:
-    """The lines `advisor ARGS` prints on a terminal `columns` wide (COLUMNS, as a shell sets it)."""
+def at_width(columns: int, *args: str, stderr: bool = False) -> list[str]:
+    """The lines `advisor ARGS` prints (on stdout, or on stderr) on a terminal `columns` wide (COLUMNS, as a
+    shell sets it)."""
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode in (0, 1) and not r.stderr, r.stdout + r.stderr
-    return r.stdout.splitlines()
+    r = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode in (0, 1) and (stderr or not r.stderr), r.stdout + r.stderr
+    return (r.stderr if stderr else r.stdout).splitlines()
 
 
 def same_text(narrow: list[str], wide: list[str]) -> bool:
@@ -62,3 +63,17 @@ def test_pareto_legend_at_80_columns_wraps_under_each_metric():
     assert all(ln.startswith("  ") for ln in legend) and any(ln.startswith("    ") for ln in legend), legend
     wide_legend = wide[next(i for i, ln in enumerate(wide) if ln.startswith("  accuracy: ")):]
     assert same_text(legend, wide_legend) and len(legend) > len(wide_legend)
+
+
+def test_report_progress_and_notes_at_80_columns_wrap_under_their_text(tmp_path):
+    """report's note on a --memory above the study's budget (about 230 characters) and its progress lines (up to
+    100) went to stderr whole; they wrap at the terminal's width too, a note's continuation under its text."""
+    args = ("report", "bundled-example", "--storage", EXAMPLE_DB, "--memory", "50%,100%", "--block-lengths", "")
+    narrow = at_width(80, *args, "-o", str(tmp_path / "r"), stderr=True)
+    assert max(map(len, narrow)) <= 80, narrow
+    note = narrow.index(next(ln for ln in narrow if ln.startswith("note: --memory 100%")))
+    assert len(narrow) - note > 1 and all(ln.startswith("      ") for ln in narrow[note + 1:]), narrow
+    said = " ".join(" ".join(narrow[note:]).split()).removeprefix("note: ")
+    assert f"**Note:** {said}" in (tmp_path / "r" / "report.md").read_text()  # the whole note, as the report has it
+    step = next(i for i, ln in enumerate(narrow) if "replaying traces" in ln)
+    assert narrow[step + 1].startswith(" " * 13) and narrow[step + 1].strip().endswith("MIN ..."), narrow

@@ -57,16 +57,22 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r}: a block length is at most {MAX_LENGTH} tokens")
         mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
+        from rich.console import Console
+
+        from advisor.tune.fit import print_wrapped
+
+        err = Console(stderr=True)  # its lines wrap at the terminal's width, under their own text
         t0 = time.monotonic()
         steps = iter(range(1, 100))
 
         def progress(message: str) -> None:  # a report takes minutes: say which step runs, and since when
-            typer.echo(f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  {message} ...", err=True)
+            line = f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  "
+            print_wrapped(err, f"{line}{message} ...", len(line))
 
         res = build_report(study, storage, None if out is None else Path(out), memory=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data)
         for note in res.extra["memory_notes"]:
-            typer.echo(f"note: {note}", err=True)
+            print_wrapped(err, f"note: {note}", 6)
         typer.echo(f"report: {res.markdown}")
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")
