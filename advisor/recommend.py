@@ -584,6 +584,8 @@ def _metric_line(name: str, v: float, source: str) -> str:
 METRIC_SOURCE_INDENT = 6
 """Where a `_metric_line`'s source goes on when wrapped: a few columns in, not under its bracket (column 42),
 which at 80 columns left 38 for sources of up to 400 characters."""
+WHOLE = -1
+"""`render_lines`' indent for a line printed whole (the `Export it:` command: a line break would cut it when pasted)."""
 
 
 def describe_config(config: dict[str, Any]) -> str:
@@ -624,7 +626,7 @@ def render(rec: Recommendation, targets: list[str] | None = None, storage: str =
 def render_lines(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE,
                  task: str | None = None, query_args: list[str] | None = None) -> list[tuple[str, int]]:
     """The answer's lines, each with the indent its continuation takes where a terminal wraps it (under a
-    reason's text, a value's source, a note's text); `targets`: the export targets to offer for the chosen
+    reason's text, a value's source, a note's text; `WHOLE`: never broken, a command to paste); `targets`: the export targets to offer for the chosen
     point (the caller asks `advisor.export.base.targets_for`, which this layer may not import), all five when
     not given; `task`: the chosen study's task as `advisor.results.registry.study_task_text` heads it (the
     point's task name when not given); `query_args`: the recommend options as given (`--budget 12GiB`, ...),
@@ -649,7 +651,8 @@ def render_lines(rec: Recommendation, targets: list[str] | None = None, storage:
             lines.append((_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
                 "transfer_ms_per_token ", "transfer on target    "), METRIC_SOURCE_INDENT))
         targets = targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json']
-        lines.append((f"Export it: {export_command(rec, targets, storage, query_args)} --to {'|'.join(targets)}", 4))
+        lines.append((f"Export it: {export_command(rec, targets, storage, query_args)} --to {'|'.join(targets)}",
+                      WHOLE))
         if note := steps_counted_note(p.config):  # (a DiffusionGemma study stored before 2026-12-05)
             lines.append((f"note: {note}", 6))
         if note := quant_note(p.config, p.model):  # (a study that may predate the record of quant_method)

@@ -66,7 +66,11 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
     lines `indent` columns in, none ending in a space. A reason or a value's source of hundreds of characters
     then reads as a paragraph under its own bullet or column, where printed whole it ran past the edge of an
     80-column terminal, or rich's plain wrap restarted it at column 0. A word longer than a line (a source such
-    as `measured:wall-clock(...)+modelled:pcie(...)`) is broken after a separator (`_separated`), else folded."""
+    as `measured:wall-clock(...)+modelled:pcie(...)`) is broken after a separator (`_separated`), else folded.
+    A negative `indent`: printed whole, left to the terminal to fold (a shell command stays one line to paste)."""
+    if indent < 0:
+        console.print(line, style=style, highlight=False, markup=False, emoji=False, soft_wrap=True)
+        return
     width = max(console.width, indent + 20)
     line = _separated(line, width - indent)
     first = Text(line).wrap(console, width)[0].plain if line else ""
