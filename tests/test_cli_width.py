@@ -80,3 +80,19 @@ def test_report_progress_and_notes_at_80_columns_wrap_under_their_text(tmp_path)
     assert f"**Note:** {said}" in (tmp_path / "r" / "report.md").read_text()  # the whole note, as the report has it
     step = next(i for i, ln in enumerate(narrow) if "replaying traces" in ln)
     assert narrow[step + 1].startswith(" " * 13) and narrow[step + 1].strip().endswith("MIN ..."), narrow
+
+
+def test_a_wrapped_line_with_a_tab_loses_no_text():
+    """`print_wrapped` of a line with a tab (a reason quoting a path or a model's own text): rich expands the tab
+    when it wraps, so the rest was cut from the unexpanded line by the expanded first line's length, and the
+    characters in between were never printed."""
+    import io
+
+    from rich.console import Console
+
+    from advisor.tune.fit import print_wrapped
+
+    line = "model\tpath " + " ".join(f"word{i}" for i in range(40))
+    buf = io.StringIO()
+    print_wrapped(Console(file=buf, width=40, color_system=None), line, 4)
+    assert buf.getvalue().split() == line.split(), buf.getvalue()

@@ -72,7 +72,7 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
         console.print(line, style=style, highlight=False, markup=False, emoji=False, soft_wrap=True)
         return
     width = max(console.width, indent + 20)
-    line = _separated(line, width - indent)
+    line = _separated(line.expandtabs(), width - indent)  # as rich expands them: `first` is a prefix of it
     first = Text(line).wrap(console, width)[0].plain if line else ""
     console.out(first.rstrip(), style=style, highlight=False)
     rest = line[len(first):].lstrip()  # rich leaves the space (or break) it wrapped at on either side
