@@ -49,9 +49,10 @@ class _OnceCommand(typer.core.TyperCommand):
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args:  # the same parse click runs next: its errors (an unknown option) are the ones it would raise
             _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+            if any(param.is_eager for param in order):  # --help: shown whatever else the line says, as click does
+                order = []
             for param in dict.fromkeys(order):
-                once = isinstance(param, typer.core.TyperOption) and not (param.multiple or param.count
-                                                                            or param.is_eager)
+                once = isinstance(param, typer.core.TyperOption) and not (param.multiple or param.count)
                 if once and (n := order.count(param)) > 1:
                     names = "/".join(param.opts + param.secondary_opts)
                     raise UsageError(f"{names} is given {n} times; give it once", ctx=ctx)

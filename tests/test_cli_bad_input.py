@@ -1411,3 +1411,11 @@ def test_an_option_of_one_value_given_twice_is_refused_in_every_command(tmp_path
     assert r.returncode == 0 and "ffn_down_exps\\.weight=f16" in r.stdout, r.stdout + r.stderr
     r = advisor("profile", "--list", "--expert-shape", "8x8", "--expert-shape", "16x16", cwd=tmp_path)
     assert r.returncode == 0 and "catalogue" in r.stdout, r.stdout + r.stderr
+
+
+def test_help_is_shown_where_an_option_is_also_given_twice(tmp_path):
+    """`--help` wins over the rest of the line, as click has it (a bad value beside it shows the help too): a
+    user who adds --help to a line that gave --budget twice is shown the help, not sent to --help."""
+    example = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor("recommend", "--storage", example, "--budget", "8GB", "--budget", "4GB", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--max-accuracy-drop" in r.stdout and not r.stderr.strip(), r.stdout + r.stderr
