@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from advisor.quant.plan import PrecisionPlan
@@ -97,8 +96,3 @@ def flat(text: str) -> str:
     """`text` on one line: recommend wraps its long lines at the terminal's width (80 columns in a test)."""
     return " ".join(text.split())
 
-
-def wide_terminal() -> dict[str, str]:
-    """The environment of a terminal wide enough for recommend's `Export it:` command on one line, for a test
-    that runs the command as printed (at 80 columns a temporary path can be folded inside a word)."""
-    return {**os.environ, "COLUMNS": "1000"}

@@ -396,9 +396,8 @@ def test_recommend_prints_an_export_command_that_runs_as_printed(tmp_path):
 
     db = tmp_path / "my studies.db"  # a path that needs quoting
     shutil.copy(EXAMPLE_DB, db)
-    from recommend_helpers import wide_terminal
 
-    r = advisor("recommend", "--storage", str(db), "--budget", "1.97MiB", cwd=tmp_path, env=wide_terminal())
+    r = advisor("recommend", "--storage", str(db), "--budget", "1.97MiB", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it: "))
     argv = shlex.split(line[len("Export it: "):].rsplit(" --to ", 1)[0])

@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from recommend_helpers import GiB, make_db, model_meta, point, standard_front, wide_terminal
+from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 from torch import nn
 
 from advisor.errors import UserError
@@ -277,7 +277,7 @@ def test_recommend_export_hint_names_only_targets_that_export(tmp_path, family):
     """`advisor recommend`'s "Export it:" line offers the targets `advisor export` accepts for this family:
     vLLM refuses LLaDA-MoE and LLaDA2, llama.cpp LLaDA2, so a user following the hint never hits a refusal."""
     url = make_db(tmp_path / "a.db", standard_front("s1", model_meta(family)))
-    r = _cli("recommend", "--storage", url, "--budget", "8GiB", env=wide_terminal())
+    r = _cli("recommend", "--storage", url, "--budget", "8GiB")
     assert r.returncode == 0, r.stderr
     hint = r.stdout.strip().splitlines()[-1]
     assert hint.startswith("Export it: advisor export "), hint
@@ -298,7 +298,7 @@ def test_a_tiny_model_study_is_offered_only_the_targets_that_need_no_files(tmp_p
 
     front = [dataclasses.replace(p, model="tiny:qwen3_moe") for p in standard_front("s1", model_meta("qwen3_moe"))]
     url = make_db(tmp_path / "a.db", front)
-    r = _cli("recommend", "--storage", url, "--budget", "8GiB", env=wide_terminal())
+    r = _cli("recommend", "--storage", url, "--budget", "8GiB")
     assert r.returncode == 0, r.stderr
     hint = r.stdout.strip().splitlines()[-1]
     trial = re.fullmatch(r"Export it: advisor export s1 (\d+) --storage \S+ --to hf\|json", hint).group(1)
@@ -752,7 +752,7 @@ def test_recommends_export_line_for_another_budget_exports_for_that_budget(tmp_p
         point("roomy", 1, "int4", [8, 6], acc=0.9, h2d=1, peak_gib=1, meta=meta), budget_bytes=need + 1)])
 
     def exported(*recommend_args):
-        r = _cli("recommend", "--storage", url, *recommend_args, env=wide_terminal())
+        r = _cli("recommend", "--storage", url, *recommend_args)
         assert r.returncode == 0, r.stderr
         line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it: "))
         argv = shlex.split(line.removeprefix("Export it: "))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from recommend_helpers import GiB, flat, make_db, model_meta, point, standard_front, wide_terminal
+from recommend_helpers import GiB, flat, make_db, model_meta, point, standard_front
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import get_gpu
@@ -403,8 +403,7 @@ def test_the_printed_export_command_runs_as_printed_on_postgresql():
     engine = engine_for(url)
     try:
         save_front(engine, study, standard_front(study))
-        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB", "--max-accuracy-drop", "0.02",
-                 env=wide_terminal())
+        r = _cli("recommend", "--storage", url, "--study", study, "--budget", "12GiB", "--max-accuracy-drop", "0.02")
         assert r.returncode == 0, r.stderr
         line = " ".join(r.stdout.split()).split("Export it: ")[1].split(" --to ")[0]
         assert "***" not in line and (not password or f":{password}@" not in line), line
