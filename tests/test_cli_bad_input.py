@@ -15,25 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor, one_error_line
 
 PG_URL = "postgresql://bob:s3cret-pw@127.0.0.1:1/advisor"  # nothing listens on port 1
-
-
-def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """The single `error:` line (the last line on stderr), after checking exit code 2 and no traceback/box."""
-    everything = r.stdout + r.stderr
-    assert r.returncode == 2, everything
-    assert "Traceback" not in everything and "╭" not in everything, everything
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 def before_model_load(r: subprocess.CompletedProcess) -> None:
@@ -261,7 +245,6 @@ def test_unreachable_postgresql_masks_the_password(tmp_path):
         r = advisor(*args, "--storage", PG_URL, cwd=tmp_path)
         assert r.returncode == 2 and "s3cret" not in r.stdout + r.stderr, (args, r.stderr)
         one_error_line(r)
-
 
 
 def test_a_password_with_an_unencoded_at_sign_is_named_not_shown(tmp_path):

@@ -20,14 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor
 from typer.testing import CliRunner
 
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-
-
-def advisor(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
 
 
 def test_inspect_at_80_columns_cuts_no_cell_and_sizes_small_budgets_readably(tmp_path):

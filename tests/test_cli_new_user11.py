@@ -6,22 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """The single `error:` line (the last line on stderr), after checking exit code 2 and no traceback."""
-    everything = r.stdout + r.stderr
-    assert r.returncode == 2, everything
-    assert "Traceback" not in everything, everything
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
+from cli_helpers import advisor, one_error_line
 
 
 def test_a_share_over_100_percent_given_to_budget_is_not_sent_to_budgets(tmp_path):

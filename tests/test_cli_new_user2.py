@@ -15,16 +15,11 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_helpers import advisor
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def advisor(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def test_replay_tune_refuses_lookahead_prefetch_in_one_line_before_the_model_loads(tmp_path):

@@ -3,16 +3,10 @@ key layout, as `benchmarks/big_model.py` writes them, or a `tiny:` model)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def advisor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+from cli_helpers import advisor
 
 
 def test_tune_of_a_model_without_a_tokenizer_says_its_prompts_are_random_ids(tmp_path):
