@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -351,21 +352,36 @@ def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None =
 
 
 def load_profiles(directory: str | os.PathLike | None = None) -> list[HardwareProfile]:
-    """Measured profiles found in the profiles directory (none if it does not exist)."""
+    """Measured profiles found in the profiles directory (none if it does not exist); a broken file is refused."""
+    good, broken = read_profiles(directory)
+    if broken:
+        raise broken[0][2]
+    return good
+
+
+def read_profiles(directory: str | os.PathLike | None = None
+                  ) -> tuple[list[HardwareProfile], list[tuple[Path, str, UserError]]]:
+    """The good measured profiles, and each broken file as (path, the name it would hold, its one-line error):
+    the name stored in it where it has one, else the file's stem - so a broken file blocks only its own GPU."""
     d = profiles_dir(directory)
     if not d.is_dir():
-        return []
-    out = []
+        return [], []
+    good, broken = [], []
     for p in sorted(q for q in d.glob("*.json") if not q.is_dir()):  # a directory named x.json holds no profile
+        raw: Any = None
         try:
-            out.append(HardwareProfile.from_dict(json.loads(p.read_text())))
+            raw = json.loads(p.read_text())
+            good.append(HardwareProfile.from_dict(raw))
+            continue
         except OSError as e:  # unreadable (permissions, a dangling link): one line, not a traceback
-            raise UserError(f"cannot read hardware profile {p} ({e.strerror}); make it readable or delete it") from e
+            err = UserError(f"cannot read hardware profile {p} ({e.strerror}); make it readable or delete it")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"hardware profile {p} is not valid JSON ({e}); delete it or run `advisor profile` again") from e
+            err = UserError(f"hardware profile {p} is not valid JSON ({e}); delete it or run `advisor profile` again")
         except UserError as e:
-            raise UserError(f"{p}: {e}; or delete it") from e
-    return out
+            err = UserError(f"{p}: {e}; or delete it")
+        name = raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else p.stem
+        broken.append((p, name, err))
+    return good, broken
 
 
 def _matches(query: str, profiles: list[HardwareProfile]) -> list[HardwareProfile]:
@@ -415,7 +431,15 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     """
     if not name or not name.strip():
         raise UserError("empty GPU name; use e.g. --gpu 'RTX 4090' (see `advisor profile --list`)")
-    measured = _matches(name, load_profiles(profiles_directory))
+    good, broken = read_profiles(profiles_directory)
+    key = _split(name)[0]
+    for _path, stored, err in broken:  # a broken profile of this GPU: its figures cannot be used nor skipped
+        if _split(stored)[0] == key:
+            raise err
+    if broken:  # others' broken files do not block this GPU, but are said
+        print(f"note: skipped broken hardware profile(s) {', '.join(str(p) for p, _, _ in broken)} (not "
+              f"{name!r}; `advisor profile --list` says what is wrong)", file=sys.stderr, flush=True)
+    measured = _matches(name, good)
     if measured:
         return measured[-1]
     hits = _matches(name, CATALOGUE)

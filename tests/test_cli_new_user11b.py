@@ -1,0 +1,53 @@
+"""Found by a new user (pass 11b) through the CLI (2026-12-06)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
+
+
+def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """The single `error:` line (the last line on stderr), after checking exit code 2 and no traceback."""
+    everything = r.stdout + r.stderr
+    assert r.returncode == 2, everything
+    assert "Traceback" not in everything, everything
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
+def test_a_broken_profile_file_blocks_only_its_own_gpu(tmp_path):
+    """One broken JSON file in the profiles folder refused every `--gpu`, catalogue names included: it now
+    blocks only the GPU it is named for (by its stored name, else its file name); another `--gpu` works and a
+    one-line note names the broken file."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "old-card.json").write_text("{not json")
+    good = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
+            "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "source": "measured:2026-12-01"}
+    (profiles / "rtx-4090.json").write_text(json.dumps(good))
+    (profiles / "mycard.json").write_text(json.dumps({"name": "NVIDIA A10", "memory_bytes": "lots"}))
+    for gpu, needle in (("H100", "H100"), ("RTX 4090", "measured:2026-12-01")):
+        r = advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", gpu, "--profiles-dir", str(profiles),
+                    cwd=tmp_path, timeout=120)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+        assert needle in r.stdout, r.stdout
+        notes = [ln for ln in r.stderr.splitlines() if "old-card.json" in ln]
+        assert len(notes) == 1 and "mycard.json" in notes[0], r.stderr
+    # the broken files' own GPUs are refused with their error: by file name, and by the name stored in it
+    one_error_line(advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", "old card", "--profiles-dir",
+                           str(profiles), cwd=tmp_path, timeout=120), "old-card.json is not valid JSON")
+    one_error_line(advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", "A10", "--profiles-dir", str(profiles),
+                           cwd=tmp_path, timeout=120), "mycard.json", "lacks")
