@@ -51,3 +51,15 @@ def test_a_broken_profile_file_blocks_only_its_own_gpu(tmp_path):
                            str(profiles), cwd=tmp_path, timeout=120), "old-card.json is not valid JSON")
     one_error_line(advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", "A10", "--profiles-dir", str(profiles),
                            cwd=tmp_path, timeout=120), "mycard.json", "lacks")
+
+
+def test_a_cpu_profile_labels_its_copies_as_the_host_copy_it_measured(tmp_path):
+    """`advisor profile --cpu` measures a host memory copy (no GPU), yet its figures were quoted as
+    `pcie(bw=2.8GB/s,...)`, a host-to-device link it never measured; they now read `host-copy(...)`."""
+    r = advisor("profile", "--cpu", "--repeats", "1", "--name", "my cpu", "--profiles-dir", "p", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", "my cpu", "--profiles-dir", "p", "--budget", "100MiB",
+                cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    target = [ln for ln in r.stdout.splitlines() if "transfer on target" in ln]
+    assert len(target) == 1 and "modelled:host-copy(bw=" in target[0] and "pcie(" not in target[0], r.stdout

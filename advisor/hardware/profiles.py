@@ -66,8 +66,10 @@ class HardwareProfile:
 
     @property
     def tag(self) -> str:
-        """The short form quoted as a metric source, e.g. `pcie(bw=25.0GB/s,lat=10us)`."""
-        return f"pcie(bw={self.h2d_gbps_pinned:.1f}GB/s,lat={self.copy_latency_us:g}us)"
+        """The short form quoted as a metric source, e.g. `pcie(bw=25.0GB/s,lat=10us)`; a `host_only` profile's
+        figures are a host memory copy, not a host-to-device link, and say so: `host-copy(bw=2.8GB/s,...)`."""
+        link = "host-copy" if self.host_only else "pcie"
+        return f"{link}(bw={self.h2d_gbps_pinned:.1f}GB/s,lat={self.copy_latency_us:g}us)"
 
     def transfer_ms(self, nbytes: float, copies: float = 1.0, pinned: bool = True) -> float:
         """Modelled time of `copies` copies moving `nbytes` in total: bytes / bandwidth + latency per copy.
