@@ -340,7 +340,11 @@ def test_a_url_naming_psycopg_3_is_refused_in_one_line_that_gives_the_url_to_wri
     said = str(res.exception)
     assert said.startswith("--storage postgresql+psycopg://u:***@127.0.0.1:9/db: advisor talks to PostgreSQL "
                            "through psycopg2"), said
-    assert said.endswith(" - write postgresql://u:***@127.0.0.1:9/db") and "secret" not in said, said
+    # a URL to paste: `u:***@` would send '***' as the password, so it says what to change instead
+    assert said.endswith(" - write the URL you gave with postgresql:// in place of postgresql+psycopg:// (not "
+                         "repeated here: its password is not printed)") and "secret" not in said, said
+    res = CliRunner().invoke(app, [command, "--storage", "postgresql+psycopg://u@127.0.0.1:9/db"])
+    assert str(res.exception).endswith(" - write postgresql://u@127.0.0.1:9/db"), res.exception
 
 
 def test_ctrl_c_while_a_watch_begins_leaves_no_callback_installed(monkeypatch):

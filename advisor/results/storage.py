@@ -277,6 +277,15 @@ def _masked(text: str) -> str:
     return _PASSWORD.sub(r"\1***\3", text)
 
 
+def _with_scheme(scheme: str, url: str) -> str:
+    """`url` with `scheme` as it can be pasted: the URL itself where it has no password; else how to change the
+    one given, not the URL - its password is not printed, and a masked `***` would be sent as the password."""
+    given, _, rest = url.partition("://")
+    if _PASSWORD.search(url):
+        return f"the URL you gave with {scheme}:// in place of {given}:// (not repeated here: its password is not printed)"
+    return f"{scheme}://{rest}"
+
+
 def mask_url(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***, each URL as the user gave it (`as_given`;
     also where SQLAlchemy wrote an engine's URL with its password as ***)."""
@@ -782,7 +791,7 @@ def normalize_url(url: str | None, *, create_dirs: bool = True) -> str:
                             f"installs, whose waits for the server it watches (a note after ADVISOR_PG_NOTICE_S, "
                             f"Ctrl-C, the give-up after ADVISOR_PG_WAIT_S); {driver} waits inside itself, where a "
                             f"paused or unreachable server holds the command without a word and Ctrl-C does not end "
-                            f"the wait - write {mask_url('postgresql://' + rest)}")
+                            f"the wait - write {_with_scheme('postgresql', url)}")
         if importlib.util.find_spec("psycopg2") is None:
             raise UserError("psycopg2, advisor's PostgreSQL driver, is not installed; pip install psycopg2-binary")
         if not driver:
