@@ -63,3 +63,13 @@ def test_a_cpu_profile_labels_its_copies_as_the_host_copy_it_measured(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     target = [ln for ln in r.stdout.splitlines() if "transfer on target" in ln]
     assert len(target) == 1 and "modelled:host-copy(bw=" in target[0] and "pcie(" not in target[0], r.stdout
+
+
+def test_several_space_values_over_the_model_say_exceed(tmp_path):
+    """A space whose cache.slots_per_layer has several values above the model's experts said "65, 80 exceeds";
+    plural now "exceed" (one value still "exceeds"), as `--budgets` says (tests/test_tune_baselines.py)."""
+    for slots, said in (("[65, 80]", "65, 80 exceed the model's 64 experts per layer"),
+                        ("[2, 65]", "65 exceeds the model's 64 experts per layer")):
+        (tmp_path / "s.toml").write_text(f'[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = {slots}\n')
+        one_error_line(advisor("tune", "--space", "s.toml", "--trials", "1", "--storage", "x.db", cwd=tmp_path),
+                       f"cache.slots_per_layer: {said}")

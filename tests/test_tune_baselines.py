@@ -66,6 +66,8 @@ def test_bad_budgets_value_is_one_line_before_loading(tmp_path):
     # a size compares with --budget without the model (only shares need its size): refused before it loads
     # (minutes for a real checkpoint), shown by a model directory that does not exist
     ("none", "10%,3MiB", "3MiB (3.00 MiB)"),
+    # two over it: "exceed", "drop them" (it said "exceeds", "drop it")
+    ("none", "3MiB,10%,4MiB", "3MiB (3.00 MiB), 4MiB (4.00 MiB)"),
 ])
 def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_path, model, budgets, over):
     """`--budget 2MiB` with a --budgets value above it: one line, exit 2, nothing written."""
@@ -74,8 +76,9 @@ def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_
                         "--budgets", budgets, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stdout + r.stderr
+    verb, it = ("exceed", "them") if "," in over else ("exceeds", "it")
     assert r.stderr.strip().splitlines() == [
-        f"error: --budgets {over} exceeds the study's budget of 2.00 MiB (--budget); drop it from --budgets, "
+        f"error: --budgets {over} {verb} the study's budget of 2.00 MiB (--budget); drop {it} from --budgets, "
         "or raise --budget"], r.stderr
     assert not (tmp_path / "x.db").exists()
 

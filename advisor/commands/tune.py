@@ -109,8 +109,9 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
     over = [(b, m) for b, m in sizes.items() if m is not None and m > budget_bytes]
     if over:
         shown = ", ".join(f"{b} ({format_bytes(m, 2)})" for b, m in over)
-        raise UserError(f"--budgets {shown} exceeds the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
-                        "drop it from --budgets" + (", or raise --budget" if note == "--budget" else ""))
+        verb, it = ("exceeds", "it") if len(over) == 1 else ("exceed", "them")
+        raise UserError(f"--budgets {shown} {verb} the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
+                        f"drop {it} from --budgets" + (", or raise --budget" if note == "--budget" else ""))
 
 
 def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...],

@@ -295,7 +295,8 @@ class SearchSpace:
             bad = [v for v in values if v != "all" and v is not None and v > cap]
             if bad:
                 shown = ", ".join(f"{v:g}" for v in bad)
-                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} exceeds the model's "
+                verb = "exceeds" if len(bad) == 1 else "exceed"
+                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} {verb} the model's "
                                 f"{cap} {what}; use at most {cap} or \"all\"")
         if self.expert_budget is not None:  # every MoE layer keeps at least one slot
             dom = self.expert_budget
