@@ -73,3 +73,23 @@ def test_several_space_values_over_the_model_say_exceed(tmp_path):
         (tmp_path / "s.toml").write_text(f'[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = {slots}\n')
         one_error_line(advisor("tune", "--space", "s.toml", "--trials", "1", "--storage", "x.db", cwd=tmp_path),
                        f"cache.slots_per_layer: {said}")
+
+
+def test_read_only_commands_on_another_programs_database_say_so_as_tune_does(tmp_path):
+    """`studies`, `recommend`, `pareto` and `report` on another program's SQLite file said "run `advisor tune`
+    first", and `tune` on it refuses the file: they now say it is not an advisor study database, as tune does;
+    an empty file still gets "run `advisor tune` first"."""
+    import sqlite3
+
+    app = tmp_path / "app.db"
+    with sqlite3.connect(app) as con:
+        con.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    said = f"{app} is another program's database (tables users), not an advisor study database"
+    for args in (["studies"], ["recommend"], ["pareto", "s"], ["report", "s"]):
+        line = one_error_line(advisor(*args, "--storage", str(app), cwd=tmp_path, timeout=120), said,
+                              "give --storage the file `advisor tune` wrote")
+        assert "run `advisor tune` first" not in line, line
+    one_error_line(advisor("tune", "--trials", "1", "--storage", str(app), cwd=tmp_path, timeout=200), said)
+    (tmp_path / "empty.db").touch()
+    r = advisor("studies", "--storage", "empty.db", cwd=tmp_path)
+    assert r.returncode == 0 and "run `advisor tune` first" in r.stdout, r.stdout + r.stderr

@@ -18,9 +18,11 @@ from advisor.results.storage import (
     connect_read_only,
     driver_reason,
     engine_kwargs,
+    foreign_tables,
     mask_url,
     server_hint,
     sqlite_options,
+    tables_text,
     unreadable_database,
 )
 
@@ -109,12 +111,12 @@ def _check_not_foreign(con: sqlite3.Connection, path: Path) -> None:
     an advisor table without the columns this version writes (the tune failed after the model had loaded)."""
     from advisor.results.store import Base
 
+    if foreign := foreign_tables(con):
+        raise UserError(f"{path} is another program's database ({tables_text(foreign)}), not an advisor study "
+                        "database, which the tune would add its tables to; give --storage a new path or the file "
+                        "`advisor tune` wrote")
     tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     ours = Base.metadata.tables
-    if tables and "studies" not in tables and not any(t in ours for t in tables):
-        shown = ", ".join(sorted(tables)[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
-        raise UserError(f"{path} is another program's database (tables {shown}), which the tune would add its "
-                        "tables to; give --storage a new path or the file `advisor tune` wrote")
     for name in (t for t in tables if t in ours):
         have = {row[1] for row in con.execute(f'PRAGMA table_info("{name}")')}
         missing = [c.name for c in ours[name].columns if c.name not in have]

@@ -389,6 +389,32 @@ def require_database(url: str) -> None:
                         f"wrote{example}")
     if path is not None and not path.is_file():
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
+    if path is not None:  # another program's file: "run advisor tune first" would send the user to a refusal
+        import sqlite3
+
+        try:
+            con = connect_read_only(path)
+            try:
+                tables = foreign_tables(con)
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return  # unreadable: the reader says so, with the driver's reason (`unreadable_database`)
+        if tables:
+            raise UserError(f"{path} is another program's database ({tables_text(tables)}), not an advisor study "
+                            "database; give --storage the file `advisor tune` wrote")
+
+
+def foreign_tables(con: Any) -> list[str]:
+    """The tables of an open SQLite file that has tables but none of Optuna's or the advisor's: another
+    program's database, which readers do not read and a tune does not add its tables to; [] otherwise."""
+    tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    return [] if "studies" in tables or any(t.startswith("advisor_") for t in tables) else tables
+
+
+def tables_text(tables: list[str]) -> str:
+    """'tables a, b, c and 2 more': how a foreign database is named in the line that refuses it."""
+    return "tables " + ", ".join(sorted(tables)[:3]) + (f" and {len(tables) - 3} more" if len(tables) > 3 else "")
 
 
 @contextmanager
