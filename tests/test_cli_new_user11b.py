@@ -93,3 +93,18 @@ def test_read_only_commands_on_another_programs_database_say_so_as_tune_does(tmp
     (tmp_path / "empty.db").touch()
     r = advisor("studies", "--storage", "empty.db", cwd=tmp_path)
     assert r.returncode == 0 and "run `advisor tune` first" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_tiny_model_over_its_budget_says_it_is_loaded_whole(tmp_path):
+    """A `tiny:` model is built in memory and never loaded offloaded: over its budget it was loaded whole
+    without a word, while a checkpoint over budget says "loading: offloaded ...". It now says so in one note
+    line, with the counted bytes against the budget; under its budget nothing more is said."""
+    def tune(budget: str, db: str) -> str:
+        r = advisor("tune", "tiny:olmoe", "--budget", budget, "--trials", "1", "--storage", db, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return " ".join(r.stdout.split())  # rich wraps at its own width
+
+    over = tune("150KiB", "a.db")
+    assert ("note: resident: the whole model on cpu, not offloaded: tiny:olmoe is built in memory, with no "
+            "checkpoint for its experts to stream from (counted 187.00 KiB of weights > --budget 150.00 KiB)") in over
+    assert "not offloaded" not in tune("1MiB", "b.db")

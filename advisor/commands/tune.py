@@ -566,6 +566,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                           "not it; give --budget for the GPU's", markup=False)
         if getattr(backend, "offloaded", False):
             console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
+        elif (tiny := getattr(backend, "loaded", None)) is not None and tiny.name.startswith("tiny:") and (
+                note := tiny.load_note):  # a tiny model over its budget, loaded whole (`load_model`)
+            console.print(f"note: {note}", markup=False)
         if note := space.groups_note(shape.n_layers):  # a shipped space's groups cut to a small model's layers
             console.print(f"note: {note}", markup=False)
         if note := getattr(backend, "decoding_note", ""):  # LLaDA-MoE's whole blocks of equal steps, as eval says it

@@ -156,7 +156,17 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
             raise UserError("--offload reads experts from a checkpoint directory; tiny:<family> models are built in "
                             "memory (save one with save_pretrained and pass its directory)")
         model = tiny.build_tiny(family, dtype=torch_dtype or torch.float32)
-        return loaded_from(model, None, family, spec, device)
+        loaded = loaded_from(model, None, family, spec, device)
+        if budget is not None and offload is None:  # loaded whole whatever the budget: said where it is over it
+            params = list(model.parameters())
+            counted = sum(p.numel() * p.element_size() for p in params)
+            limit, what = (budget(counted, sum(p.numel() * 2 for p in params)) if callable(budget)
+                           else (budget, f"--budget {format_bytes(budget, 2)}"))
+            if counted > limit:
+                loaded.load_note = (f"resident: the whole model on {loaded.device.type}, not offloaded: {spec} is "
+                                    f"built in memory, with no checkpoint for its experts to stream from (counted "
+                                    f"{format_bytes(counted, 2)} of weights > {what})")
+        return loaded
     if spec == "bundled":
         if not (BUNDLED_DIR / "config.json").is_file():
             raise UserError(
