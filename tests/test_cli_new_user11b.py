@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_helpers import advisor, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
-
-
-def advisor(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """The single `error:` line (the last line on stderr), after checking exit code 2 and no traceback."""
-    everything = r.stdout + r.stderr
-    assert r.returncode == 2, everything
-    assert "Traceback" not in everything, everything
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and r.stderr.rstrip().splitlines()[-1] == errors[0], r.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-    return errors[0]
 
 
 def test_a_broken_profile_file_blocks_only_its_own_gpu(tmp_path):
@@ -61,8 +44,10 @@ def test_a_cpu_profile_labels_its_copies_as_the_host_copy_it_measured(tmp_path):
     r = advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", "my cpu", "--profiles-dir", "p", "--budget", "100MiB",
                 cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    target = [ln for ln in r.stdout.splitlines() if "transfer on target" in ln]
-    assert len(target) == 1 and "modelled:host-copy(bw=" in target[0] and "pcie(" not in target[0], r.stdout
+    text = " ".join(r.stdout.split())  # as one line: recommend wraps at the terminal's width
+    assert text.count("transfer on target") == 1, r.stdout
+    target = text.split("transfer on target")[1].split("Export it:")[0]
+    assert "modelled:host-copy(bw=" in target and "pcie(" not in target, r.stdout
 
 
 def test_several_space_values_over_the_model_say_exceed(tmp_path):
