@@ -21,7 +21,10 @@ dtype users deploy (the bundled model stores fp32, whose resident weights alone 
 Runs on the bundled model; falls back to `tiny:llada_moe` (objective fidelity_top1 instead of accuracy,
 which a random tiny model cannot score) when the bundled model is missing.
 
-    python -m benchmarks.search_efficiency [--budgets 0.1,0.25,0.5] [--trials 40] [--seeds 5] [--out FILE]
+    python -m benchmarks.search_efficiency [--budgets 0.1,0.25,0.5] [--trials 40] [--seeds 5] [--groups 1] [--out FILE]
+
+`--groups 2` tunes a format per half of the MoE layers (16 format pairs, 4096 configurations): at a tight budget
+some pairs fit no cache size although each format fits beside the other group's smallest.
 
 Last line: `RESULT worst_hv40=<default sampler, worst budget and seed> over_budget_runs=<n>` (budget-aware
 searches and real runs together). `gpu_checks()` runs a short live study on CUDA (measured copy times).
@@ -43,10 +46,10 @@ from typing import Any
 CHECKPOINTS = (10, 20, 40)
 REDUCED_SPACE = """
 name = "reduced"
-description = "search-efficiency benchmark: uniform precision (int2 costs accuracy) + hot set, slots, two policies"
+description = "search-efficiency benchmark: precision per layer group (int2 costs accuracy) + hot set, slots, two policies"
 [precision]
 formats = ["bf16", "int8", "int4", "int2"]
-groups = 1
+groups = GROUPS
 [precision.hot_cold]
 hot_fraction = [0.0, 0.25]
 hot_formats = ["bf16"]
@@ -67,10 +70,11 @@ staging = STAGING
 """
 
 
-def _space(acc_metric: str, staging: bool):
+def _space(acc_metric: str, staging: bool, groups: int = 1):
     from advisor.tune.space import parse_space
 
     text = REDUCED_SPACE.replace("ACC", acc_metric).replace("STAGING", "true" if staging else "false")
+    text = text.replace("GROUPS", str(groups))
     return parse_space(text, "<reduced>")
 
 
@@ -246,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--samplers", default="tpe,nsga2,random", help="also gp (seconds per trial on 2 cores)")
     ap.add_argument("--blind", default="tpe,nsga2", help="samplers also run budget-blind, for comparison")
     ap.add_argument("--no-real-run", action="store_true", help="skip the real run_tune per budget")
+    ap.add_argument("--groups", type=int, default=1, help="layer groups with their own format (precision.groups)")
     ap.add_argument("--out", type=Path, default=None, help="also write the full results as JSON")
     a = ap.parse_args(argv)
     if a.seeds < 3:
@@ -260,11 +265,11 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     try:
         backend, acc = _backend(a.model)
-        space = _space(acc, staging=False)
+        space = _space(acc, staging=False, groups=a.groups)
         rows, cost = exhaustive(backend, space, f"sqlite:///{tmp}/ex.db")
         metrics = list(space.objectives)
         directions = [space.objectives[m] for m in metrics]
-        staged = _space(acc, staging=True)
+        staged = _space(acc, staging=True, groups=a.groups)
         per_budget = []
         for f in fractions:
             budget = budget_bytes(backend.shape, f)
@@ -290,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"{backend.model_name} on {backend.task_name} ({backend.device}); reduced space {len(rows)} configs, "
+    print(f"{backend.model_name} on {backend.task_name} ({backend.device}); reduced space ({a.groups} layer "
+          f"{'group' if a.groups == 1 else 'groups'}) {len(rows)} configs, "
           f"{cost['distinct_plans']} precision plans; exhaustive evaluation {cost['seconds']} s; "
           f"{a.seeds} seeds x {a.trials} trials per sampler; default sampler {DEFAULT_SAMPLER}")
     print("budget = resident weights + fraction x every routed expert at bf16 (counted bytes)")
@@ -315,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict:
     over = sum(r["over_budget"] for e in per_budget for r in e["rows"].values() if r["aware"]) + \
         sum(e["real_run"]["over_budget"] for e in per_budget if "real_run" in e)
     result = {"model": backend.model_name, "model_fingerprint": backend.model_fingerprint, "device": backend.device,
-              "task": backend.task_name, "accuracy_objective": acc, "space_size": len(rows), "exhaustive": cost,
+              "task": backend.task_name, "accuracy_objective": acc, "groups": a.groups, "space_size": len(rows),
+              "exhaustive": cost,
               "default_sampler": DEFAULT_SAMPLER, "budgets": per_budget, "worst_hv40": worst, "judged": judged,
               "over_budget_runs": over, "seconds": round(time.perf_counter() - t0, 1),
               "targets": {"worst_hv40": 0.95, "over_budget_runs": 0, "evaluations_per_plan": 1.0}}
