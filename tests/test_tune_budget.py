@@ -14,6 +14,7 @@ import optuna
 import pytest
 from tune_helpers import FIDELITY_SPACE, FakeBackend, small_space
 
+from advisor.tune.budget import BudgetFit
 from advisor.tune.objective import CONSTRAINT
 from advisor.tune.space import FILL
 from advisor.tune.study import TuneOptions, run_tune
@@ -137,11 +138,13 @@ def test_warm_start_points_are_in_the_study_once_across_resumes(tmp_path):
             for f in ("bf16", "int8", "int4")}
     assert most["int8"] == 3 and most["bf16"] == 1 < most["int4"] < 8
     want = {(f, n) for f in most for n in (most[f], 1)}
-    got = [(t.params["fmt_g0"], t.user_attrs["config"]["slots_per_layer"][0]) for t in seeded
+    got = [(t.user_attrs["config"]["layer_formats"][0], t.user_attrs["config"]["slots_per_layer"][0]) for t in seeded
            if t.state == optuna.trial.TrialState.COMPLETE]
     waiting = [t for t in seeded if t.state == optuna.trial.TrialState.WAITING]
     assert len(seeded) == len(want) == 5 and len(got) == 4 and len(waiting) == 1
-    assert all(p["fmt_g0"] == p["fmt_g1"] for p in (t.system_attrs["fixed_params"] for t in seeded))
+    fit = BudgetFit(small_space(), shape, budget)  # each point drawn back (its formats are `fmt_fill_g*` shares)
+    drawn = [fit.suggest(optuna.trial.FixedTrial(t.system_attrs["fixed_params"])) for t in seeded]
+    assert all(p["fmt_g0"] == p["fmt_g1"] for p in drawn)
     assert set(got) < want and sorted(t.number for t in seeded if t.state.is_finished()) == [0, 1, 2, 3]
     # resuming (and another worker starting) enqueues nothing twice; the waiting ones run next
     run_tune(backend, small_space(), _opts(tmp_path, "w", 4, "tpe"), budget_bytes=budget)
@@ -174,7 +177,9 @@ def test_warm_start_covers_every_choice_of_a_cache_axis(monkeypatch):
     backend = FakeBackend()
     fit = b.BudgetFit(small_space(), backend.shape, 40_000 + 2 * 3 * backend.shape.expert_bytes(0, "int8"))
     points = fit.warm_start(limit=100)
-    most = {(p["fmt_g0"], p["policy"]) for p in points if p[FILL] == 1.0 and p["fmt_g0"] == p["fmt_g1"]}
+    drawn = [fit.suggest(optuna.trial.FixedTrial(p)) for p in points]  # (formats stored as `fmt_fill_g*` shares)
+    most = {(d["fmt_g0"], d["policy"]) for p, d in zip(points, drawn, strict=True)
+            if p[FILL] == 1.0 and d["fmt_g0"] == d["fmt_g1"]}
     assert most == {(f, pol) for f in ("bf16", "int8", "int4") for pol in ("lru", "lfu")}
     assert [p["policy"] for p in points[:2]] == ["lru", "lfu"]  # per plan, each choice, before the next plan
 
@@ -242,7 +247,7 @@ def test_the_most_cache_that_fits_is_every_expert_where_staging_falls_again():
     stages min(slots, experts without a slot) per layer; copied misses stream the experts without a slot): every
     int4 expert on the GPU fits a budget that half of them does not. The search for the largest fitting cache
     assumed bytes only grow and gave 6 slots of 16, so a budget-aware study never drew a cache past them."""
-    from advisor.tune.budget import BudgetFit, uniform_slots
+    from advisor.tune.budget import uniform_slots
     from advisor.tune.config import ModelShape, uniform_peak_bytes
     from advisor.tune.space import load_space
 
@@ -267,7 +272,6 @@ def test_a_format_that_fits_only_with_every_expert_on_the_gpu_is_kept():
     """A space that always prefetches the previous step's experts, on an offloaded model of two experts per layer:
     one slot stages and streams the other expert, so only both slots fit int4 under this budget. The format check
     tried the smallest cache alone and refused the budget ("cannot hold ... one expert per MoE layer")."""
-    from advisor.tune.budget import BudgetFit
     from advisor.tune.config import ModelShape, uniform_peak_bytes
 
     space = small_space(CLI_SPACE.replace('policies = ["lru", "lfu"]', 'policies = ["lru"]\nprefetch = ["prev_step"]'))
@@ -366,7 +370,6 @@ SMALL_HOT_RANGE = small_space().text.replace("hot_fraction = [0.0, 0.25]", "hot_
 def test_warm_start_points_draw_the_configurations_they_were_made_of():
     """A warm-start point stores its hot fraction as the `hot_fill` share that selects it beside its formats: drawn
     back, every point (plans with a hot set included) is a configuration that fits, and the same point."""
-    from advisor.tune.budget import BudgetFit
     from advisor.tune.space import HOT_FILL
 
     backend = FakeBackend()
@@ -395,3 +398,90 @@ def test_a_study_seeded_drawing_hot_fraction_but_not_yet_run_resumes_drawing_it_
     study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
     assert len([t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]) == 2  # int4 at each end
     assert all("hot_fraction" in t.params and HOT_FILL not in t.params for t in study.trials if t.params)
+
+
+def test_cli_tight_budget_draws_each_layer_groups_format_within_what_fits_beside_those_drawn():
+    """Two layer groups whose int8 each fits beside the other's int4 but not beside its int8: the formats were
+    each drawn over their domain, so a dllm study of a Qwen3-shaped tiny checkpoint at 96000 bytes recorded 2 of its
+    20 trials (int8 in both groups) over budget without running. Each group's format is now drawn in turn, as
+    `fmt_fill_g*`, among those that fit beside the groups drawn before it: none is over budget, and int8 is still
+    drawn in either group."""
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.models.load import load_model
+    from advisor.tune.model_backend import model_shape
+
+    shape, budget = model_shape(load_model("tiny:qwen3_moe")), 96_000
+    assert shape.n_layers == 2  # the dllm space's 4 groups are cut to one per layer
+    least = {f: shape.resident_bytes + shape.expert_bytes(0, f) + shape.expert_bytes(1, "int4")
+             for f in ("int8", "bf16")}  # one slot per layer, the other group in int4
+    assert least["int8"] <= budget < least["bf16"]
+    assert shape.resident_bytes + shape.expert_bytes(0, "int8") + shape.expert_bytes(1, "int8") > budget
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as d:
+        r = CliRunner(env={"COLUMNS": "250"}).invoke(app, [
+            "tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", f"{budget}B", "--trials", "20",
+            "--storage", f"sqlite:///{d}/t.db", "--study", "pairs"])
+        assert r.exit_code == 0, r.output
+        study = optuna.load_study(study_name="pairs", storage=f"sqlite:///{d}/t.db")
+    out = " ".join(r.output.split())
+    assert "20 finished trials, 0 over budget" in out, out
+    assert "budget-aware: the layer groups' formats in turn, the hot fraction and the cache size are drawn within " \
+           "what fits beside the knobs drawn before them" in out, out
+    formats = []
+    for t in study.trials:
+        cfg = t.user_attrs["config"]
+        assert t.user_attrs["feasible"] is True and cfg["counted_peak_gpu_bytes"] <= budget, cfg
+        assert {"fmt_fill_g0", "fmt_fill_g1"} <= set(t.params) and not any(k.startswith("fmt_g") for k in t.params)
+        formats.append(tuple(cfg["layer_formats"]))
+    assert {"int8"} <= {f[0] for f in formats} & {f[1] for f in formats} and ("int8", "int8") not in formats
+
+
+def _pairs_budget(backend) -> int:
+    """The small space's two layer groups (one layer each) at one slot per layer: bf16 fits beside int4, not beside
+    int8 or bf16."""
+    shape = backend.shape
+    return shape.resident_bytes + shape.expert_bytes(0, "bf16") + shape.expert_bytes(1, "int4")
+
+
+def test_layer_group_formats_are_drawn_within_what_fits_together(tmp_path):
+    """Random draws over 2 groups x 3 formats at a budget where 3 of the 9 pairs fit no cache size (bf16 with int8
+    or bf16): every trial fits, and bf16 is still drawn in each group (beside the other's int4)."""
+    backend = FakeBackend()
+    budget = _pairs_budget(backend)
+    res = run_tune(backend, small_space(), _opts(tmp_path, "pairs", 30, "random"), budget_bytes=budget)
+    study = optuna.load_study(study_name="pairs", storage=res.storage_url)
+    assert res.n_complete == 30 and res.n_infeasible == 0
+    pairs = [tuple(t.user_attrs["config"]["layer_formats"]) for t in study.trials]
+    assert ("bf16", "int4") in pairs and ("int4", "bf16") in pairs
+    assert not {("bf16", "int8"), ("int8", "bf16"), ("bf16", "bf16")} & set(pairs)
+
+
+def test_a_study_begun_drawing_each_format_over_its_domain_resumes_drawing_them_so(tmp_path, monkeypatch):
+    """A study begun before the layer groups' formats were drawn in turn within the budget holds `fmt_g*` in its
+    trials' parameters. Resumed, it goes on drawing them so (one distribution per parameter for the sampler), its
+    warm-start points, stored under `fmt_g*`, are not queued again under `fmt_fill_g*`, and the run says so."""
+    from rich.console import Console
+
+    from advisor.commands.tune import run_tune_cli
+    from advisor.tune import study as study_mod
+
+    backend = FakeBackend()
+    budget = _pairs_budget(backend)
+    monkeypatch.setattr(study_mod, "holds_blind_format_draws", lambda drawn: True)  # the code before fmt_fill_g*
+    run_tune(backend, small_space(), _opts(tmp_path, "old", 8, "tpe"), budget_bytes=budget)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
+    warm = len([t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"])
+    console = Console(record=True, width=250)
+    run_tune_cli(console, backend, small_space(), _opts(tmp_path, "old", 8, "tpe"), budget_bytes=budget,
+                 budget_note="--budget", profile=None)
+    out = " ".join(console.export_text().split())
+    assert "note: study old was begun before the layer groups' formats were drawn in turn within the budget: it " \
+           "goes on drawing each of fmt_g* over its whole domain" in out, out
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/b.db")
+    assert len(study.trials) == 16 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all({"fmt_g0", "fmt_g1"} <= set(t.params) and "fmt_fill_g0" not in t.params for t in study.trials)
+    assert len([t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"]) == warm > 0

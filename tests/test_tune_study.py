@@ -73,13 +73,16 @@ def test_accuracy_measured_at_most_once_per_plan_across_studies(tmp_path):
     assert other.calls["accuracy"] >= 1
 
 
-def test_over_budget_configs_are_not_run_and_never_on_the_front(tmp_path):
+def test_over_budget_configs_are_not_run_and_never_on_the_front(tmp_path, monkeypatch):
+    from advisor.tune import study as study_mod
+
     backend = FakeBackend()
     # one slot per layer, int8 in one layer group and int4 in the other: int8 is offered in each group (it fits
-    # beside the other's int4), but int8 in both cannot fit even the smallest cache, so the budget-aware draw
-    # (tests/test_tune_budget.py: the hot fraction and the cache size within what fits) cannot save it; it is
-    # recorded over budget, never run
+    # beside the other's int4), but int8 in both cannot fit even the smallest cache. A study that draws each
+    # group's format over its domain (one begun before they were drawn in turn within the budget: tests/
+    # test_tune_budget.py) draws that pair; it is recorded over budget, never run
     budget = 40_000 + backend.shape.expert_bytes(0, "int8") + backend.shape.expert_bytes(1, "int4")
+    monkeypatch.setattr(study_mod, "holds_blind_format_draws", lambda drawn: True)
     res = run_tune(backend, small_space(), _opts(tmp_path, "b", 24, "random", 1), budget_bytes=budget)
     study = optuna.load_study(study_name="b", storage=res.storage_url)
     infeasible = [t for t in study.trials if t.user_attrs["feasible"] is False]

@@ -545,8 +545,12 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     def header(seed: int | None) -> None:
         """Printed once the study has given this run its number, which the sampler's seed depends on."""
         shape = backend.shape
-        drawn_within = "the cache size is" if space.hot_fraction.fixed is not None else \
-            "the hot fraction and the cache size are"
+        within = ["the layer groups' formats in turn"] * (space.formats.fixed is None and  # (`BudgetFit.fills`)
+                                                          space.n_groups(shape.n_layers) > 1)
+        within += ["the hot fraction"] * (space.hot_fraction.fixed is None) + ["the cache size"]
+        drawn_within = (", ".join(within[:-1]) + " and " if len(within) > 1 else "") + within[-1] + \
+            (" are" if len(within) > 1 else " is") + " drawn within what fits beside " + \
+            ("the knobs drawn before them" if "formats" in within[0] else "each precision plan")
         drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         console.print(
@@ -556,7 +560,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
             f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn}) | mode {opts.mode}"
-            + (f"\nbudget-aware: {drawn_within} drawn within what fits beside each precision plan; warm start: "
+            + (f"\nbudget-aware: {drawn_within}; warm start: "
                "per plan, the most cache that fits" if budget_bytes else "")
         )
         if profile is not None and profile.host_only and budget_note != "--budget":
@@ -705,8 +709,14 @@ def _queued_note(result, opts) -> str:
 
 def _left_out_note(console):
     """on_start: name the formats that cannot fit the budget in any configuration (not offered to the sampler), and
-    say so when a study begun before the hot fraction was drawn within the budget goes on drawing it blind."""
+    say so when a study begun before the formats or the hot fraction were drawn within the budget goes on drawing
+    them blind."""
     def note(study, objective) -> None:
+        if objective.fit.draws_formats_blind:
+            console.print(f"note: study {study.study_name} was begun before the layer groups' formats were drawn in "
+                          "turn within the budget: it goes on drawing each of fmt_g* over its whole domain, as its "
+                          "trials did, so some pairs may be recorded over budget; a new --study draws them within the "
+                          "budget (as fmt_fill_g*)", markup=False)
         if objective.fit.draws_hot_blind:
             console.print(f"note: study {study.study_name} was begun before the hot fraction was drawn within the "
                           "budget: it goes on drawing hot_fraction over its whole range, as its trials did, so some "

@@ -1,10 +1,12 @@
 """Budget-aware search: a configuration that cannot fit the GPU memory budget is never proposed.
 
 A configuration's GPU bytes are counted before anything runs (`build_config`), so a study under a budget
-draws the layer formats, the hot format and every other knob first, then the hot fraction within the fractions
-that fit beside them with some cache size, and the cache size last, within the sizes that fit beside them all
-(`BudgetFit.suggest`: one mechanism, `BudgetFit.within`, for both); a format that cannot fit one expert per
-layer with everything else at its smallest is not offered at all. Measured on the bundled model at a budget of
+draws the hot format and every other categorical knob first; then, where two or more layer groups' formats are
+searched, each group's format in turn within the formats that fit beside the groups drawn before it (the later
+ones at their cheapest) - two formats that each fit beside the others' cheapest may not fit together; then the
+hot fraction within the fractions that fit beside them with some cache size, and the cache size last, within the
+sizes that fit beside them all (`BudgetFit.suggest`: one mechanism, `BudgetFit.within`, for all three); a format
+that cannot fit one expert per layer with everything else at its smallest is not offered at all. Measured on the bundled model at a budget of
 10% of the experts' bf16 bytes, drawing every knob blindly put 74% of NSGA-II's trials and 52% of TPE's over
 budget; drawn this way, none (benchmarks/search_efficiency.py). With the hot fraction still drawn over its
 whole domain, at 1% of those bytes (no bf16 hot set fits) 28% of TPE's trials and 38% of NSGA-II's were over
@@ -24,7 +26,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.tune.config import ModelShape, build_config, uniform_peak_bytes
-from advisor.tune.space import FILL, HOT_FILL, Domain, SearchSpace, draw
+from advisor.tune.space import FILL, FMT_FILL, HOT_FILL, Domain, SearchSpace, draw
 from advisor.units import format_bytes
 
 WARM_AXES = ("miss",)
@@ -52,15 +54,17 @@ class BudgetTooSmall(UserError):
 
 
 class BudgetFit:
-    """Which hot fractions and cache sizes fit `budget_bytes` (None: every one) beside the other knobs, for one
-    space and model.
+    """Which layer-group formats, hot fractions and cache sizes fit `budget_bytes` (None: every one) beside the
+    other knobs, for one space and model.
 
     `counts` gives calibration routing counts, needed only when slots are allocated by frequency. `fill_hot`
     False draws the hot fraction over its whole domain, as `hot_fraction`: how a study begun before it was drawn
-    within the budget goes on (`holds_blind_hot_draws`)."""
+    within the budget goes on (`holds_blind_hot_draws`); `fill_formats` False, the same for the layer groups'
+    formats, as `fmt_g*` (`holds_blind_format_draws`)."""
 
     def __init__(self, space: SearchSpace, shape: ModelShape, budget_bytes: int | None,
-                 counts: Callable[[], Mapping[int, Sequence[int]]] | None = None, fill_hot: bool = True):
+                 counts: Callable[[], Mapping[int, Sequence[int]]] | None = None, fill_hot: bool = True,
+                 fill_formats: bool = True):
         self.space, self.shape, self.budget = space, shape, budget_bytes
         self.counts = counts
         self.knobs = space.knobs(shape.n_layers, shape.min_experts)
@@ -68,8 +72,12 @@ class BudgetFit:
         self.values = self.knobs[self.size].values()
         self.left_out = self._restrict_formats()
         # under a budget, the searched knobs drawn last, in this order, each within what fits beside those drawn
-        # before it -> its Optuna parameter (`draw`): the hot set's bytes bound the cache's, not the other way
-        late = {**({"hot_fraction": HOT_FILL} if fill_hot else {}), self.size: FILL}
+        # before it -> its Optuna parameter (`draw`): the formats' bytes bound the hot set's, and both the cache's.
+        # One searched group's format fits beside the others' (fixed) by `_restrict_formats`; two can overrun together
+        searched = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+        formats = {k: FMT_FILL.format(group=k[len("fmt_g"):]) for k in searched} if len(searched) > 1 else {}
+        late = {**(formats if fill_formats else {}), **({"hot_fraction": HOT_FILL} if fill_hot else {}),
+                self.size: FILL}
         self.fills = {} if budget_bytes is None else {
             k: p for k, p in late.items() if k in self.knobs and self.knobs[k].fixed is None}
 
@@ -117,6 +125,14 @@ class BudgetFit:
         return left_out
 
     @property
+    def draws_formats_blind(self) -> bool:
+        """Whether two or more searched layer-group formats are drawn each over its own domain under the budget
+        (`fill_formats` False: a study begun before they were drawn in turn within it, `holds_blind_format_draws`),
+        so that a pair too large together for the smallest cache can still be drawn."""
+        searched = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+        return self.budget is not None and len(searched) > 1 and not any(k in self.fills for k in searched)
+
+    @property
     def draws_hot_blind(self) -> bool:
         """Whether a searched hot fraction is drawn over its whole domain under the budget (`fill_hot` False: a
         study begun before it was drawn within the budget, `holds_blind_hot_draws`)."""
@@ -129,8 +145,8 @@ class BudgetFit:
         return [dict(zip(axes, c, strict=True)) for c in itertools.product(*(self.knobs[a].values() for a in axes))]
 
     def suggest(self, trial: Any) -> dict[str, Any]:
-        """Every knob from an Optuna trial: under a budget, the hot fraction and then the cache size last, each
-        within what fits (`within`)."""
+        """Every knob from an Optuna trial: under a budget, the layer groups' formats (two or more searched), the
+        hot fraction and then the cache size last, each within what fits beside those drawn before it (`within`)."""
         return draw(trial, self.knobs, self.fills, self.within)
 
     def fits(self, params: Mapping[str, Any], budget: float | None = None) -> bool:
@@ -150,11 +166,14 @@ class BudgetFit:
         return largest_index(len(self.values), lambda i: self.fits({**params, self.size: self.values[i]}, budget))
 
     def within(self, knob: str, params: Mapping[str, Any], share: float) -> Any:
-        """The value of `knob` (the cache size or the hot fraction) that `share` selects beside `params`: that
-        share of the way from its smallest value to the largest that fits - the cache size: beside everything
-        else; the hot fraction (drawn before the size): with some cache size, the smallest or, where bytes fall
-        again, the largest (`_fitting`). When nothing fits (the formats alone are too big), the smallest: the
-        objective then records the trial over budget without running it."""
+        """The value of `knob` (the cache size, the hot fraction or a layer group's format) that `share` selects
+        beside `params`: that share of the way from its smallest value to the largest that fits - the cache size:
+        beside everything else; the hot fraction (drawn before the size): with some cache size, the smallest or,
+        where bytes fall again, the largest (`_fitting`); a format: see `_format_within`. When nothing fits (the
+        other knobs drawn are too big), the smallest: the objective then records the trial over budget without
+        running it."""
+        if knob.startswith("fmt_g"):
+            return self._format_within(knob, params, share)
         values, fits = self._ordered(knob), self._fitting(knob, params)
         k = largest_index(len(values), fits)
         if k is None:
@@ -168,12 +187,43 @@ class BudgetFit:
 
     def share(self, knob: str, params: Mapping[str, Any]) -> float:
         """The share that selects `params[knob]`, a value that fits, beside the rest of `params` (`within`)."""
+        if knob.startswith("fmt_g"):
+            fitting = self._fitting_formats(knob, params, params[knob])
+            i = fitting.index(params[knob])
+            return i / (len(fitting) - 1) if len(fitting) > 1 else 0.0
         values = self._ordered(knob)
         k = largest_index(len(values), self._fitting(knob, params))
         return values.index(params[knob]) / k if k else 0.0
 
     def _ordered(self, knob: str) -> list[Any]:
+        """`knob`'s values from the fewest bytes up (formats: by one expert's bytes, ties in the space's order)."""
+        if knob.startswith("fmt_g"):
+            return sorted(self.knobs[knob].values(), key=lambda f: self.shape.expert_bytes(0, f))
         return self.values if knob == self.size else sorted(self.knobs[knob].values())
+
+    def _format_within(self, knob: str, params: Mapping[str, Any], share: float) -> str:
+        """The format of layer group `knob` that `share` selects among those that fit beside `params` (the knobs
+        drawn before it: every categorical one and the earlier groups' formats), in equal parts from the fewest
+        bytes up, so that a share drawn at random picks each fitting format as often: a format is a choice, not
+        a point on a scale of sizes. The cheapest when none fits (the categorical knobs drawn are too big)."""
+        fitting = self._fitting_formats(knob, params)
+        if not fitting:
+            return self._ordered(knob)[0]
+        return fitting[min(int(min(max(share, 0.0), 1.0) * len(fitting)), len(fitting) - 1)]
+
+    def _fitting_formats(self, knob: str, params: Mapping[str, Any], own: Any = None) -> list[str]:
+        """The formats of layer group `knob` that fit beside `params`, from the fewest bytes up: with every later
+        group at its cheapest format, and the hot fraction (where drawn after them) and the cache size each at
+        the end where counted bytes are least (`largest_index`; a hot set in a format cheaper than the layers'
+        saves bytes). `own` (a warm-start point's format, whose whole configuration fits) counts as fitting."""
+        late = list(self.fills)
+        later = {k: self._ordered(k)[0] for k in late[late.index(knob) + 1:] if k.startswith("fmt_g")}
+        hot = self.knobs["hot_fraction"].values()
+        hots = [{"hot_fraction": h} for h in {min(hot), max(hot)}] if "hot_fraction" in self.fills else [{}]
+        sizes = {self.values[0], self.values[-1]}
+        base = {**params, **later}
+        return [f for f in self._ordered(knob) if f == own or any(
+            self.fits({**base, **h, knob: f, self.size: s}) for h in hots for s in sizes)]
 
     def _fitting(self, knob: str, params: Mapping[str, Any]) -> Callable[[int], bool]:
         """Whether the i-th value of `knob` fits beside `params`: the cache size as it is; a hot fraction with the
@@ -252,6 +302,14 @@ def holds_blind_hot_draws(drawn: Iterable[Mapping[str, Any]]) -> bool:
     (`BudgetFit` with fill_hot False): a sampler models each parameter from the trials that hold it, and the
     warm-start points it holds, under `hot_fraction`, would otherwise be queued again under `hot_fill`."""
     return any("hot_fraction" in p for p in drawn)
+
+
+def holds_blind_format_draws(drawn: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a study's trials (their Optuna parameters `drawn`) drew the layer groups' formats `fmt_g*`
+    themselves: under a budget, a study begun before two or more of them were drawn in turn within it, as
+    `fmt_fill_g*`. Such a study goes on drawing them so (`BudgetFit` with fill_formats False), for the reasons
+    `holds_blind_hot_draws` gives."""
+    return any(k.startswith("fmt_g") for p in drawn for k in p)
 
 
 def largest_index(n: int, fits: Callable[[int], bool]) -> int | None:

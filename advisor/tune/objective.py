@@ -1,10 +1,11 @@
 """One trial: knob values -> configuration -> memory check -> staged, cached measurements -> objective values.
 
 Cost discipline (DESIGN.md):
-* the memory budget is checked on counted bytes before anything runs: a searched hot fraction and the cache
-  size are drawn within what fits (`advisor.tune.budget`), and a configuration that still cannot fit (an
-  enqueued one, layer formats too big together for the smallest cache, or the hot fraction of a study begun
-  before it was drawn within the budget) is recorded with `trial.set_constraint` and never reaches the model;
+* the memory budget is checked on counted bytes before anything runs: searched layer-group formats (two or
+  more), a searched hot fraction and the cache size are drawn within what fits (`advisor.tune.budget`), and a
+  configuration that still cannot fit (an enqueued one, a format that fits only with another miss policy than
+  the one drawn, or the formats or hot fraction of a study begun before they were drawn within the budget) is
+  recorded with `trial.set_constraint` and never reaches the model;
 * accuracy and fidelity depend on the precision plan only: they are measured once per plan fingerprint
   and kept in the study database (`EvalCache`), across trials, studies and workers;
 * cache size, policy and prefetch change bytes and time, never outputs: they are evaluated by replaying
@@ -77,6 +78,7 @@ class Objective:
         on_stage=None,
         stop_requested: Callable[[], bool] = lambda: False,
         fill_hot: bool = True,
+        fill_formats: bool = True,
     ):
         if mode not in ("replay", "live"):
             raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
@@ -94,7 +96,8 @@ class Objective:
         self.profile = profile
         self.on_stage = on_stage or (lambda stage, trial_number: None)
         self._counts: dict[int, list[int]] | None = None
-        self.fit = BudgetFit(space, backend.shape, budget_bytes, self.counts, fill_hot)  # (`run_tune` says which)
+        self.fit = BudgetFit(space, backend.shape, budget_bytes, self.counts, fill_hot,  # (`run_tune` says which)
+                             fill_formats)
         self._traces: dict[str, TraceRun] = {}
         self._fidelity: dict[str, Measured] = {}
         self.counters: Counter[str] = Counter()

@@ -21,8 +21,10 @@ Knobs (Optuna parameter names in brackets):
   cache.tau               refresh interval of the "tide" policy (denoising steps; only with "tide")  [tau]
 Domains are lists of choices or { low, high, step } ranges; "all" (a range's high only) is the model's size,
 and a range of fractions needs a step.
-Under a memory budget the hot fraction and then the cache size are drawn last, as [hot_fill] and [cache_fill],
-within what fits (`draw`).
+Under a memory budget the layer groups' formats (where two or more are searched), the hot fraction and then the
+cache size are drawn last, as [fmt_fill_g0 .. fmt_fill_g{G-1}], [hot_fill] and [cache_fill], each within what fits
+beside the knobs drawn before it (`draw`): two formats that each fit beside the other groups' cheapest may not fit
+together.
 A knob whose domain holds one value is fixed: it is recorded in the configuration but not searched.
 
 Other keys (not searched):
@@ -68,6 +70,10 @@ modelled in replay, measured wall-clock live (see advisor.offload.timing)."""
 ALLOCATIONS = ("uniform", "by_frequency")
 FILL = "cache_fill"
 """Optuna parameter of a study under a memory budget: the cache size as a share of the sizes that fit."""
+FMT_FILL = "fmt_fill_g{group}"
+"""Optuna parameter of a study under a memory budget that searches two or more layer groups' formats: group g's
+format as a share of the formats that fit beside the groups drawn before it (a study begun before it drew
+`fmt_g{group}`: `BudgetFit`)."""
 HOT_FILL = "hot_fill"
 """Optuna parameter of a study under a memory budget that searches a hot fraction: the hot fraction as a share of
 the hot fractions that fit with some cache size (a study begun before it drew `hot_fraction`: `BudgetFit`)."""
@@ -341,10 +347,12 @@ def draw(trial: Any, knobs: dict[str, Domain], fills: Mapping[str, str] | None =
     """Every knob from an Optuna trial, in order; fixed knobs without a suggestion.
 
     With `fills` (a memory budget: each knob drawn within what fits -> its Optuna parameter, in drawing order,
-    e.g. the hot fraction -> `hot_fill`, then the cache size -> `cache_fill`) and `fill`, those knobs are drawn
-    last, define-by-run: each as its parameter in [0, 1] - a share of the values that fit beside the knobs
-    already drawn - which `fill(knob, params, share)` makes concrete. One distribution in every trial is what
-    TPE and NSGA-II need to model and recombine a parameter; its meaning follows the plan."""
+    e.g. each layer group's format -> `fmt_fill_g*`, the hot fraction -> `hot_fill`, then the cache size ->
+    `cache_fill`) and `fill`, those knobs are drawn last, define-by-run: each as its parameter in [0, 1] - a share
+    of the values that fit beside the knobs already drawn - which `fill(knob, params, share)` makes concrete. One
+    distribution in every trial is what TPE and NSGA-II need to model and recombine a parameter (a categorical
+    parameter's choices cannot change between trials, and one drawn under changing names drops out of their
+    joint model); its meaning follows the plan."""
     late = {n: p for n, p in (fills or {}).items() if n in knobs and knobs[n].fixed is None}
     params: dict[str, Any] = {}
     for name, d in knobs.items():

@@ -34,7 +34,7 @@ from advisor.results.reconnect import redo_when_cut, stop_waiting_when, watch_an
 from advisor.results.registry import register_study
 from advisor.results.store import create_tables, save_front
 from advisor.tune.backend import Backend
-from advisor.tune.budget import BudgetFit, holds_blind_hot_draws
+from advisor.tune.budget import BudgetFit, holds_blind_format_draws, holds_blind_hot_draws
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler, sampler_name
@@ -554,13 +554,16 @@ def _run_tune(
                                                  population_size=opts.population_size)
                 cpu_note = _price_cpu(study, backend, created)
                 act_note = "" if created else allowance_note(study.user_attrs, backend)
-                if "hot_fraction" in fit_now.fills and holds_blind_hot_draws(
-                        {**t.system_attrs.get("fixed_params", {}), **t.params}  # (a queued trial's: fixed)
-                        for t in study.get_trials(deepcopy=False)):
-                    # begun before the hot fraction was drawn within the budget: drawn as its trials were
-                    # (`draws_hot_blind`)
+                drawn = [{**t.system_attrs.get("fixed_params", {}), **t.params}  # (a queued trial's: fixed)
+                         for t in study.get_trials(deepcopy=False)]
+                # begun before the hot fraction or the formats were drawn within the budget: drawn as its trials
+                # were (`draws_hot_blind`, `draws_formats_blind`)
+                fill_hot = not ("hot_fraction" in fit_now.fills and holds_blind_hot_draws(drawn))
+                fill_formats = not (any(k.startswith("fmt_g") for k in fit_now.fills)
+                                    and holds_blind_format_draws(drawn))
+                if not (fill_hot and fill_formats):
                     fit_now = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts,
-                                        fill_hot=False)
+                                        fill_hot=fill_hot, fill_formats=fill_formats)
                 enqueue = _enqueue_once(study)
                 if opts.warm_start:
                     for p in fit_now.warm_start():
@@ -585,7 +588,8 @@ def _run_tune(
 
     objective = Objective(stop.measuring(backend), space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
                           study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage,
-                          stop_requested=lambda: stop.requested, fill_hot=not fit.draws_hot_blind)
+                          stop_requested=lambda: stop.requested, fill_hot=not fit.draws_hot_blind,
+                          fill_formats=not fit.draws_formats_blind)
     if on_start is not None:
         on_start(study, objective)
 
