@@ -6,12 +6,15 @@ searched, each group's format in turn within the formats that fit beside the gro
 ones at their cheapest) - two formats that each fit beside the others' cheapest may not fit together; then the
 hot fraction within the fractions that fit beside them with some cache size, and the cache size last, within the
 sizes that fit beside them all (`BudgetFit.suggest`: one mechanism, `BudgetFit.within`, for all three); a format
-that cannot fit one expert per layer with everything else at its smallest is not offered at all. Measured on the bundled model at a budget of
-10% of the experts' bf16 bytes, drawing every knob blindly put 74% of NSGA-II's trials and 52% of TPE's over
-budget; drawn this way, none (benchmarks/search_efficiency.py). With the hot fraction still drawn over its
+that cannot fit one expert per layer with everything else at its smallest is not offered at all. Measured on the
+bundled model at a budget of 10% of the experts' bf16 bytes, drawing every knob blindly put 74% of NSGA-II's
+trials and 52% of TPE's over budget; drawn this way, none (benchmarks/search_efficiency.py). With the hot fraction still drawn over its
 whole domain, at 1% of those bytes (no bf16 hot set fits) 28% of TPE's trials and 38% of NSGA-II's were over
 budget, every one a hot set; drawn within what fits, none
-(benchmarks/results/2026-12-06_cpu-2-cores-shared_search_efficiency_hot_fill.txt).
+(benchmarks/results/2026-12-06_cpu-2-cores-shared_search_efficiency_hot_fill.txt). With a format per half of the
+layers drawn each over its domain, at 1%, 6% of TPE's trials, 18% of NSGA-II's and 28% of random search's were over
+budget, every one a pair of formats; drawn in turn within what fits, none
+(benchmarks/results/2026-12-06_cpu-2-cores-shared_search_efficiency_fmt_fill.txt).
 
 Every study also starts from the analytically strongest configurations (`warm_start`): for each precision
 plan the most cache that fits, since more slots only cut transfers. They are enqueued unless the study
