@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,6 +120,19 @@ def _worker(pg: _Server, study: str, *args: str, **env: str) -> subprocess.Popen
     return subprocess.Popen([sys.executable, HELPER, "--storage", pg.url, "--study", study, "--sampler", "random",
                              "--fingerprint", study, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, **env})
+
+
+def _wait_for_a_worker_waiting(look: Any, locktype: str, proc: subprocess.Popen) -> None:
+    """Until a worker's session (our application_name) waits for a lock of `locktype` (pg_locks), seen through
+    `look`, an autocommit connection; at most 30 s."""
+    for _ in range(600):
+        with look.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
+                        " AND l.locktype = %s AND a.application_name LIKE 'moe-advisor pid=%%'", (locktype,))
+            if cur.fetchone()[0]:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the worker never waited for a {locktype} lock: {proc.communicate()}")
 
 
 def _paused_while_measuring(pg: _Server, proc: subprocess.Popen, trial: int) -> None:
@@ -539,15 +553,7 @@ def test_a_restart_that_cuts_the_creation_or_seeding_of_a_new_study_is_redone(pg
             cur.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
         look.autocommit = True  # (a transaction reads pg_stat_activity as it was at its start)
         proc = _worker(pg, study, "--trials", "3")
-        for _ in range(600):
-            with look.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
-                            " AND l.locktype = 'relation' AND a.application_name LIKE 'moe-advisor pid=%%'")
-                if cur.fetchone()[0]:
-                    break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"the worker never waited for the table {table}: {proc.communicate()}")
+        _wait_for_a_worker_waiting(look, "relation", proc)  # (for the table)
         pg.restart()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)
@@ -584,15 +590,7 @@ def test_a_restart_that_cuts_a_claim_of_a_queued_trial_or_the_study_row_is_redon
             assert cur.rowcount >= 1
         look.autocommit = True  # (a transaction reads pg_stat_activity as it was at its start)
         proc = _worker(pg, study, "--trials", "2")
-        for _ in range(600):
-            with look.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
-                            " AND l.locktype = 'transactionid' AND a.application_name LIKE 'moe-advisor pid=%%'")
-                if cur.fetchone()[0]:
-                    break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"the worker never waited for the rows held: {proc.communicate()}")
+        _wait_for_a_worker_waiting(look, "transactionid", proc)  # (for the rows held)
         pg.restart()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)
