@@ -174,18 +174,21 @@ def test_a_foreign_trials_table_is_one_error_in_either_trial_reader(tmp_path):
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE trials (x INTEGER)")
     for url in (f"sqlite:///{db}", f"sqlite+pysqlite:///{db}"):
-        with pytest.raises(UserError, match=r"foreign\.db is not a readable advisor database \(no such table"):
+        with pytest.raises(UserError, match=r"foreign\.db is another program's database \(tables trials\), not an "
+                                             "advisor study database"):
             read_trial(url, "any", 0)
 
 
 def test_report_on_a_database_no_study_was_tuned_into_names_the_study(tmp_path):
     """A database without Optuna's tables (an empty PostgreSQL database, a SQLite file of other tables): `report`
-    said "storage error: An exception is raised during the commit ..."; now as `pareto` does."""
+    said "storage error: An exception is raised during the commit ..."; now as `pareto` does: a SQLite file of
+    another program's tables is named as such (3a47bcd)."""
     db = tmp_path / "other.db"
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE notes (x INTEGER)")
     r = advisor("report", "mine", "--storage", str(db), "-o", str(tmp_path / "r"), cwd=tmp_path)
-    one_error_line(r, "no study named 'mine'", "(studies there: none)")
+    one_error_line(r, "other.db is another program's database (tables notes), not an advisor study database",
+                   "give --storage the file `advisor tune` wrote")
     assert not (tmp_path / "r").exists()
 
 

@@ -96,7 +96,7 @@ def test_load_points_errors(tmp_path):
     import sqlite3
 
     sqlite3.connect(tmp_path / "empty.db").execute("create table t(x)").connection.commit()
-    with pytest.raises(UserError, match="no stored Pareto front"):
+    with pytest.raises(UserError, match=r"empty\.db is another program's database \(tables t\), not an advisor"):
         load_points(str(tmp_path / "empty.db"))
     url = make_db(tmp_path / "ok.db", standard_front())
     assert len(load_points(url)) == 6 and len(load_points(url, "s1")) == 6
