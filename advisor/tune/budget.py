@@ -77,7 +77,7 @@ class BudgetFit:
         # under a budget, the searched knobs drawn last, in this order, each within what fits beside those drawn
         # before it -> its Optuna parameter (`draw`): the formats' bytes bound the hot set's, and both the cache's.
         # One searched group's format fits beside the others' (fixed) by `_restrict_formats`; two can overrun together
-        searched = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+        searched = self._searched_formats()
         formats = {k: FMT_FILL.format(group=k[len("fmt_g"):]) for k in searched} if len(searched) > 1 else {}
         late = {**(formats if fill_formats else {}), **({"hot_fraction": HOT_FILL} if fill_hot else {}),
                 self.size: FILL}
@@ -127,12 +127,16 @@ class BudgetFit:
                 self.knobs[k] = Domain(choices=tuple(keep))
         return left_out
 
+    def _searched_formats(self) -> list[str]:
+        """The layer groups' format knobs (`fmt_g*`) the space searches (not fixed)."""
+        return [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+
     @property
     def draws_formats_blind(self) -> bool:
         """Whether two or more searched layer-group formats are drawn each over its own domain under the budget
         (`fill_formats` False: a study begun before they were drawn in turn within it, `holds_blind_format_draws`),
         so that a pair too large together for the smallest cache can still be drawn."""
-        searched = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+        searched = self._searched_formats()
         return self.budget is not None and len(searched) > 1 and not any(k in self.fills for k in searched)
 
     @property
