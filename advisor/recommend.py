@@ -626,9 +626,9 @@ def render(rec: Recommendation, targets: list[str] | None = None, storage: str =
 def render_lines(rec: Recommendation, targets: list[str] | None = None, storage: str = DEFAULT_STORAGE,
                  task: str | None = None, query_args: list[str] | None = None) -> list[tuple[str, int]]:
     """The answer's lines, each with the indent its continuation takes where a terminal wraps it (under a
-    reason's text, a value's source, a note's text; `WHOLE`: never broken, a command to paste); `targets`: the export targets to offer for the chosen
-    point (the caller asks `advisor.export.base.targets_for`, which this layer may not import), all five when
-    not given; `task`: the chosen study's task as `advisor.results.registry.study_task_text` heads it (the
+    reason's text, a value's source, a note's text; `WHOLE`: never broken, a command to paste); `targets`: the
+    export targets to offer for the chosen point (the caller asks `advisor.export.base.targets_for`, which this
+    layer may not import), all five when not given; `task`: the chosen study's task as `advisor.results.registry.study_task_text` heads it (the
     point's task name when not given); `query_args`: the recommend options as given (`--budget 12GiB`, ...),
     for the `Export it:` line's `--from-recommend` form (`export_command`)."""
     lines: list[tuple[str, int]] = []
