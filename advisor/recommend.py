@@ -651,8 +651,11 @@ def render_lines(rec: Recommendation, targets: list[str] | None = None, storage:
             lines.append((_metric_line("transfer_ms_per_token", mt["transfer_ms_per_token"], mt["source"]).replace(
                 "transfer_ms_per_token ", "transfer on target    "), METRIC_SOURCE_INDENT))
         targets = targets or ['llama.cpp', 'hf', 'vllm', 'ktransformers', 'json']
-        lines.append((f"Export it: {export_command(rec, targets, storage, query_args)} --to {'|'.join(targets)}",
-                      WHOLE))
+        # one runnable command (a `--to a|b` list pasted into a shell pipes into a command named b), the other
+        # targets beside it on a line of their own
+        lines.append((f"Export it: {export_command(rec, targets, storage, query_args)} --to {targets[0]}", WHOLE))
+        if others := targets[1:]:
+            lines.append((f"  or --to {', '.join(others)}", 4))
         if note := steps_counted_note(p.config):  # (a DiffusionGemma study stored before 2026-12-05)
             lines.append((f"note: {note}", 6))
         if note := quant_note(p.config, p.model):  # (a study that may predate the record of quant_method)

@@ -188,6 +188,16 @@ def _cli(*args, env=None):
                           env=env)
 
 
+def _export_hint(stdout: str) -> tuple[list[str], list[str]]:
+    """recommend's `Export it:` command as argv, and every target it offers (its `--to` and the `or --to` line's)."""
+    lines = stdout.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("Export it: "))
+    argv = shlex.split(lines[at].removeprefix("Export it: "))
+    more = lines[at + 1] if at + 1 < len(lines) else ""
+    others = more.removeprefix("  or --to ").split(", ") if more.startswith("  or --to ") else []
+    return argv, [argv[-1], *others]
+
+
 def test_vllm_notes_give_the_offload_as_a_size_people_read_and_only_the_flag_exact(tmp_path):
     """The note said "the rest (94371840 bytes = 0.087890625 GiB at bf16) offloaded" (0.022779464721679688 GiB for
     a smaller model): --cpu-offload-gb's exact value, which the flag must carry (vLLM offloads up to those bytes),
@@ -279,11 +289,8 @@ def test_recommend_export_hint_names_only_targets_that_export(tmp_path, family):
     url = make_db(tmp_path / "a.db", standard_front("s1", model_meta(family)))
     r = _cli("recommend", "--storage", url, "--budget", "8GiB")
     assert r.returncode == 0, r.stderr
-    hint = r.stdout.strip().splitlines()[-1]
-    assert hint.startswith("Export it: advisor export "), hint
-    argv = shlex.split(hint.removeprefix("Export it: "))
+    argv, offered = _export_hint(r.stdout)
     assert argv[-2] == "--to" and argv[argv.index("--storage") + 1] == url, argv
-    offered = argv[-1].split("|")
     assert "json" in offered and "hf" in offered
     trial = json.loads(_cli(*argv[1:-2], "--to", "json").stdout)["source"]["trial"]
     for target in ["llama.cpp", "hf", "vllm", "ktransformers", "json"]:
@@ -300,8 +307,13 @@ def test_a_tiny_model_study_is_offered_only_the_targets_that_need_no_files(tmp_p
     url = make_db(tmp_path / "a.db", front)
     r = _cli("recommend", "--storage", url, "--budget", "8GiB")
     assert r.returncode == 0, r.stderr
-    hint = r.stdout.strip().splitlines()[-1]
-    trial = re.fullmatch(r"Export it: advisor export s1 (\d+) --storage \S+ --to hf\|json", hint).group(1)
+    hint = r.stdout.strip().splitlines()
+    trial = re.fullmatch(r"Export it: advisor export s1 (\d+) --storage \S+ --to hf", hint[-2]).group(1)
+    assert hint[-1] == "  or --to json", hint
+    # the command runs as printed, pasted into a shell (`--to hf|json` piped hf's script into a command `json`)
+    pasted = subprocess.run(["bash", "-c", hint[-2].removeprefix("Export it: ")], capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert pasted.returncode == 0 and pasted.stdout.startswith("# moe-advisor export for HF"), pasted.stderr
     for target in ["llama.cpp", "vllm", "ktransformers"]:
         e = _cli("export", "s1", trial, "--storage", url, "--to", target)
         assert e.returncode == 2 and "tiny models are built in code" in e.stderr, (target, e.stderr)
@@ -754,9 +766,8 @@ def test_recommends_export_line_for_another_budget_exports_for_that_budget(tmp_p
     def exported(*recommend_args):
         r = _cli("recommend", "--storage", url, *recommend_args)
         assert r.returncode == 0, r.stderr
-        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("Export it: "))
-        argv = shlex.split(line.removeprefix("Export it: "))
-        assert argv[:2] == ["advisor", "export"] and "vllm" in argv[-1].split("|"), line
+        argv, offered = _export_hint(r.stdout)
+        assert argv[:2] == ["advisor", "export"] and "vllm" in offered, argv
         e = _cli(*argv[1:-1], "vllm")
         assert e.returncode == 0, e.stderr
         return argv, "--cpu-offload-gb" in e.stdout, " ".join(e.stderr.split())
