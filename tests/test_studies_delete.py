@@ -245,3 +245,42 @@ def test_a_worker_whose_study_is_deleted_under_it_stops_in_one_line_and_leaves_n
     assert not any(n for table, n in gone.items() if table != "advisor_eval_cache (all)"), gone
     assert gone["advisor_eval_cache (all)"] == cache + (when != "between trials")  # the measurement kept
     assert others() == before
+
+
+def test_a_worker_that_finishes_a_trial_while_the_delete_is_between_our_rows_and_optunas_writes_none_back(
+        tmp_path, capsys, monkeypatch):
+    """`--delete` removes our rows (front, study row) first, then Optuna's study. A worker that finished a trial
+    between the two still found its study in Optuna: it wrote its front back (and at its end its study row), so
+    the study was listed again after the delete and needed a second one; or, where its row vanished between
+    reading and updating it, it stopped with 'storage error: UPDATE statement on table advisor_study expected to
+    update 1 row(s)' and 'check --storage'. It stops with the deleted study's one line and writes nothing back."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    go = tmp_path / "go"
+    worker = subprocess.Popen([sys.executable, HELPER, "--storage", url, "--study", "w", "--trials", "5",
+                               "--no-staging", "--heartbeat", "1", "--grace", "2", "--between", str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    real_delete = optuna.delete_study
+
+    def delete_when_the_worker_is_done(**kw):  # our rows are gone, Optuna's study not yet: let the worker go on
+        go.touch()
+        delete_when_the_worker_is_done.ended = worker.communicate(timeout=120)
+        return real_delete(**kw)
+
+    monkeypatch.setattr(optuna, "delete_study", delete_when_the_worker_is_done)
+    try:
+        for line in worker.stdout:
+            if line.startswith("BETWEEN "):
+                break
+        code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "w", "--yes", "--storage", url)
+    finally:
+        worker.kill()
+    assert code == 0 and out.startswith("deleted study 'w' ("), out
+    err = delete_when_the_worker_is_done.ended[1]
+    assert worker.returncode == 2 and err == (
+        "error: study 'w' was deleted (`advisor studies --delete`) while this worker tuned it; it stopped, writing "
+        "nothing more of it\n"), err
+    gone = _rows(url, "w")
+    assert not any(n for table, n in gone.items() if table != "advisor_eval_cache (all)"), gone
+    assert list_studies(engine_for(url)) == []

@@ -409,6 +409,8 @@ def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_fi
 
     from advisor.results import storage as st
     from advisor.results.read import read_fronts
+    from advisor.results.registry import register_study
+    from advisor.results.store import create_tables
     from advisor.tune.study import save_study_front
 
     url = f"sqlite:///{tmp_path}/w.db"
@@ -418,6 +420,9 @@ def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_fi
     worker_b = optuna.load_study(study_name="w", storage=st.open_storage(url, heartbeat_interval=None))
     worker_a.add_trial(create_trial(values=[1.0, 0.5]))  # A's trial: cheap, less accurate
     engine = engine_for(url)
+    create_tables(engine)
+    register_study(engine, "w", model="m", model_fingerprint="f", task="toy", space="s", space_fingerprint="s",
+                   budget_bytes=None, device="cpu", hardware={}, objectives={}, sampler="tpe")  # as `run_tune` does
     real_lock, waited = st.sqlite_lock, []
 
     @contextmanager

@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -159,16 +160,24 @@ def _json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict
     return kept, {**sources, **said}
 
 
+class StudyRowGone(Exception):
+    """A tuning worker's study row vanished under it: `advisor studies --delete` deletes our rows first, then
+    Optuna's study, so between the two a worker still finds its study in Optuna; writing its front then would
+    bring back the rows the delete had just removed."""
+
+
 def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint], *, touch: bool = False) -> int:
     """Replace the stored front of `study_name` with `points` in one transaction (never half-written). `touch`:
     in the same transaction, the study's row says a trial just finished (`advisor studies`' `updated`: it was
-    written only when a run started and ended, so an hour-long run's study read as updated at its start)."""
+    written only when a run started and ended, so an hour-long run's study read as updated at its start);
+    `StudyRowGone`, writing nothing, where that row is gone."""
     create_tables(engine)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     n = 0
     with Session(engine) as s, s.begin():
-        if touch and (row := s.get(StudyRow, study_name)) is not None:
-            row.updated_at = now
+        if touch and not s.execute(update(StudyRow).where(StudyRow.study_name == study_name)
+                                   .values(updated_at=now)).rowcount:
+            raise StudyRowGone(study_name)  # (rolled back: no front written for a study being deleted)
         s.execute(delete(FrontRow).where(FrontRow.study_name == study_name))
         for p in points:
             values, sources = _json_numbers(p.values, dict(p.sources))

@@ -32,7 +32,7 @@ from advisor.results.evalcache import EvalCache
 from advisor.results.front import FrontPoint, trial_point
 from advisor.results.reconnect import redo_when_cut, stop_waiting_when, watch_answers
 from advisor.results.registry import register_study
-from advisor.results.store import create_tables, save_front
+from advisor.results.store import StudyRowGone, create_tables, save_front
 from advisor.tune.backend import Backend
 from advisor.tune.budget import BudgetFit, holds_blind_format_draws, holds_blind_hot_draws
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
@@ -470,7 +470,7 @@ def run_tune(
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded,
                              created_file=created, tuning=tuning)
         except Exception as e:  # the database failed mid-run (a server stopped, a disk full): one line naming it
-            if tuning and not isinstance(e, UserError) and _deleted(*tuning[0]):
+            if tuning and not isinstance(e, UserError) and (isinstance(e, StudyRowGone) or _deleted(*tuning[0])):
                 raise UserError(f"study {tuning[0][1].study_name!r} was deleted (`advisor studies --delete`) while "
                                 "this worker tuned it; it stopped, writing nothing more of it") from e
             failure = st.storage_failure(e, url)  # (also under the UserError of tables a new file had no room for)
