@@ -138,15 +138,22 @@ def test_studies_and_pareto_fit_80_columns(flow):
     assert "…" not in wide.stdout and "┃ trial" in wide.stdout and max(map(len, wide.stdout.splitlines())) > 80
 
 
-def test_a_format_left_out_by_the_budget_is_named_in_the_users_words(tmp_path):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_format_left_out_by_the_budget_is_named_in_the_users_words(tmp_path, groups):
     """fp16 cannot fit one expert per layer in 2.2 MiB beside the bundled model's resident weights and activation
     allowance (int8 and int4 can): the note says "expert precision", not the internal knob name ("fmt_g0: fp16 left
-    out ...")."""
+    out ..."); with two layer groups, of which group and beside what (the other group at its cheapest format)."""
     space = tmp_path / "s.toml"
-    space.write_text('name = "s"\n[precision]\nformats = ["fp16", "int8", "int4"]\n'
+    space.write_text(f'name = "s"\n[precision]\nformats = ["fp16", "int8", "int4"]\ngroups = {groups}\n'
                      '[cache]\nslots_per_layer = { low = 1, high = "all" }\n')
     r = subprocess.run(_cmd("tune", "--space", str(space), "--budget", "2.2MiB", "--trials", "1", "--storage",
                             str(tmp_path / "s.db")), capture_output=True, text=True, cwd=tmp_path, env=ENV)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "expert precision: fp16 left out - cannot fit one expert per layer" in " ".join(r.stdout.split())
+    out = " ".join(r.stdout.split())
+    if groups == 1:
+        assert "note: expert precision: fp16 left out - cannot fit one expert per layer in the budget" in out, out
+        assert "beside the other groups" not in out
+    for g in range(groups if groups > 1 else 0):
+        assert (f"note: expert precision of layer group {g}: fp16 left out - cannot fit one expert per layer in the "
+                "budget beside the other groups at their cheapest format") in out, out
     assert "fmt_g" not in r.stdout

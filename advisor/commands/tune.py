@@ -725,8 +725,9 @@ def _left_out_note(console):
         groups = sum(k.startswith("fmt_g") for k in objective.fit.knobs)
         for knob, formats in objective.fit.left_out.items():
             what = "expert precision" if groups == 1 else f"expert precision of layer group {knob[len('fmt_g'):]}"
-            console.print(f"{what}: {', '.join(formats)} left out - cannot fit one expert per layer in the budget",
-                          markup=False)
+            beside = " beside the other groups at their cheapest format" if groups > 1 else ""
+            console.print(f"note: {what}: {', '.join(formats)} left out - cannot fit one expert per layer in the "
+                          f"budget{beside}", markup=False)
     return note
 
 

@@ -91,7 +91,7 @@ class BudgetFit:
         fits: the budget cannot hold one expert per layer."""
         if self.budget is None:
             return {}
-        fmt_knobs = [k for k in self.knobs if k.startswith("fmt_g") and self.knobs[k].fixed is None]
+        fmt_knobs = self._searched_formats()
         if not fmt_knobs:
             return {}
         cheapest = min(self.space.formats.values(), key=lambda f: self.shape.expert_bytes(0, f))
