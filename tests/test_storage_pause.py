@@ -124,7 +124,8 @@ def _worker(pg: _Server, study: str, *args: str, **env: str) -> subprocess.Popen
 
 def _wait_for_a_worker_waiting(look: Any, locktype: str, proc: subprocess.Popen) -> None:
     """Until a worker's session (our application_name) waits for a lock of `locktype` (pg_locks), seen through
-    `look`, an autocommit connection; at most 30 s."""
+    `look`; at most 30 s. (The worker is not waited for when it never does: it may be blocked on a lock this test
+    holds, so only its exit code, if any, is said.)"""
     for _ in range(600):
         with look.cursor() as cur:
             cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
@@ -132,7 +133,7 @@ def _wait_for_a_worker_waiting(look: Any, locktype: str, proc: subprocess.Popen)
             if cur.fetchone()[0]:
                 return
         time.sleep(0.05)
-    raise AssertionError(f"the worker never waited for a {locktype} lock: {proc.communicate()}")
+    raise AssertionError(f"the worker never waited for a {locktype} lock (exit code {proc.poll()})")
 
 
 def _paused_while_measuring(pg: _Server, proc: subprocess.Popen, trial: int) -> None:
@@ -488,15 +489,7 @@ def _restarted_under(pg: _Server, tmp_path: Path, study: str, hold_sql: str, loc
         with c.cursor() as cur:
             cur.execute(hold_sql, {"study": study, "number": number})
         hold.touch()
-        for _ in range(200):
-            with c.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted"
-                            " AND l.locktype = %s AND a.application_name LIKE 'moe-advisor pid=%%'", (lock,))
-                if cur.fetchone()[0]:
-                    break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"the worker never waited for the {lock} lock: {proc.poll()}")
+        _wait_for_a_worker_waiting(c, lock, proc)
         pg.restart()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)
