@@ -22,7 +22,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
 from advisor.results.reconnect import redo_when_cut
-from advisor.results.storage import GRACE_PERIOD_S, unreadable_database
+from advisor.results.storage import GRACE_PERIOD_S, unique_violation, unreadable_database
 from advisor.results.store import FrontRow, StudyRow
 
 SILENT_AFTER_S = 3 * GRACE_PERIOD_S
@@ -38,12 +38,13 @@ def _now() -> dt.datetime:
 
 def register_study(engine: Engine, name: str, **fields: Any) -> None:
     """Insert or update the study's row (first writer creates it; later writers refresh counts/time); done again
-    where a PostgreSQL restart cut it (`redo_when_cut`: an upsert)."""
+    where a PostgreSQL restart cut it (`redo_when_cut`: an upsert). A new row needs every column the table
+    requires (`advisor.tune.study.REGISTRY_FIELDS`): one left out is a ValueError naming it, not a write lost."""
     redo_when_cut(lambda: _register(engine, name, fields))
 
 
 def _register(engine: Engine, name: str, fields: dict[str, Any]) -> None:
-    for _ in range(3):
+    for tries in range(1, 4):
         try:
             with Session(engine) as s, s.begin():
                 row = s.get(StudyRow, name)
@@ -54,8 +55,23 @@ def _register(engine: Engine, name: str, fields: dict[str, Any]) -> None:
                         setattr(row, k, v)
                     row.updated_at = _now()
             return
-        except IntegrityError:  # another worker inserted it between our read and write: update instead
-            continue
+        except IntegrityError as e:
+            # a duplicate key: another worker inserted the row between our read and write - update it instead; any
+            # other violation (a required column left out) was taken for one, and the row silently never written
+            if not unique_violation(e) or tries == 3:
+                raise ValueError(f"study {name!r}: its row in {StudyRow.__tablename__} was not written "
+                                 f"({_integrity_reason(e, fields)})") from e
+
+
+def _integrity_reason(error: IntegrityError, fields: dict[str, Any]) -> str:
+    """What the database refused in a study row: the required columns `fields` leaves out, if any, else its own
+    words (a duplicate key three times over: a row inserted and deleted under every try)."""
+    required = [c.name for c in StudyRow.__table__.columns if not c.nullable and c.default is None
+                and c.name not in ("study_name", "created_at", "updated_at")]
+    missing = [c for c in required if fields.get(c) is None]
+    if missing:
+        return f"required field{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}"
+    return str(getattr(error, "orig", error)).strip().splitlines()[0]
 
 
 @dataclass

@@ -167,6 +167,21 @@ def is_locked_error(error: BaseException | None) -> bool:
     return False
 
 
+def unique_violation(error: BaseException) -> bool:
+    """Whether an `IntegrityError` is a duplicate key - a row another writer inserted first, which an upsert takes
+    for its cue to update instead - and not a NOT NULL, foreign-key or check violation: a bug in what was written,
+    which passed for a duplicate and lost the write in silence. PostgreSQL's SQLSTATE 23505; SQLite's extended
+    code for a primary key or unique constraint (its message on a build that lacks the name)."""
+    orig = getattr(error, "orig", None) or error
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if code:
+        return code == "23505"
+    name = getattr(orig, "sqlite_errorname", "")
+    if name:
+        return name in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
+    return str(orig).startswith("UNIQUE constraint failed")
+
+
 def database_error(error: BaseException | None) -> BaseException | None:
     """The database's own error in `error`'s chain (`error` itself, or one it was raised from or while handling),
     None if there is none: a driver error SQLAlchemy wrapped (what `driver_reason` reads), else the driver's or
