@@ -592,3 +592,37 @@ def test_a_restart_that_cuts_a_claim_of_a_queued_trial_or_the_study_row_is_redon
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3, trials
     assert not [t for t in trials if t.state.name == "RUNNING"], trials
 
+
+
+def test_a_restart_that_cuts_the_seeding_of_a_new_study_after_its_attributes_keeps_its_cpu_note(pg, tmp_path):
+    """`pg_ctl restart -m fast` while `advisor tune` seeded the study it had just created - its attributes (its CPU
+    expert times among them) committed, its first warm-start point being queued (here waiting for the `trials`
+    table another session locked): the seeding is done again whole (its seed lock went with the cut), and the redo
+    found the attributes stored - so the run said it priced with "the study's stored measurement", of a study it
+    had created and measured itself. It says what it did: measured by this run, stored with the study."""
+    import optuna
+    import psycopg2
+
+    from advisor.results.storage import normalize_url
+
+    study = "restart-seed-cpu"
+    optuna.storages.RDBStorage(normalize_url(pg.url)).engine.dispose()  # Optuna's tables (a fresh server has none)
+    with contextlib.closing(psycopg2.connect(pg.url)) as c, contextlib.closing(psycopg2.connect(pg.url)) as look:
+        with c.cursor() as cur:  # (a transaction left open: inserts wait until the restart ends it; reads go on)
+            cur.execute("LOCK TABLE trials IN EXCLUSIVE MODE")
+        look.autocommit = True
+        proc = subprocess.Popen([sys.executable, "-m", "advisor", "tune", "tiny:qwen3_moe", "--space", "quick",
+                                 "--trials", "1", "--storage", pg.url, "--study", study], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "COLUMNS": "400"})
+        _wait_for_a_worker_waiting(look, "relation", proc)  # (its first queued point's insert)
+        with look.cursor() as cur:  # the new study's attributes are committed
+            cur.execute("SELECT count(*) FROM study_user_attributes a JOIN studies s USING (study_id) "
+                        "WHERE s.study_name = %s AND a.key = 'cpu_experts'", (study,))
+            assert cur.fetchone()[0] == 1
+        pg.restart()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, err)
+    note = next((ln for ln in out.splitlines() if ln.startswith("CPU expert times:")), "")
+    assert note.endswith(", measured by this run, stored with the study (a resume and `advisor report` reuse them)"), out
+    assert pg.count("COMPLETE", study) == 1

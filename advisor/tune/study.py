@@ -277,6 +277,13 @@ def _price_cpu(study: Any, backend: Any, created: bool) -> str:
             f"and stored with it: {src}{where}")
 
 
+def _stored_as_written(stored: dict[str, Any], wrote: dict[str, Any]) -> bool:
+    """Whether a study's stored attributes are the ones this run wrote as it created the study (`wrote`, empty
+    where it created none): every one as stored (JSON), the CPU expert times this run measured among them - so a
+    study another worker created in the moment between a cut try and its redo is not taken for this run's."""
+    return bool(wrote) and all(stored.get(k) == json.loads(json.dumps(v)) for k, v in wrote.items())
+
+
 def _cpu_origin(backend: Any, src: str) -> str:
     """Whose CPU expert times a new study got: the hardware profile --gpu names, that profile completed here
     (its source names both parts), or this run's own measurement."""
@@ -532,19 +539,24 @@ def _run_tune(
         _check_decoding(study, backend)
         _check_constraint_names(study, opts.sampler)
 
+        wrote: dict[str, Any] = {}  # the new study's attributes a try of `seed_study` below wrote
+
         def seed_study() -> tuple[bool, int | None, str, str, BudgetFit]:
             """Take this run's number, store a new study's attributes, queue its seeded points: under the study's
             seed lock, done again whole where a PostgreSQL restart cut it (`redo_when_cut`; the lock went with the
             cut): each step reads what is stored first - a queued point found is not queued again, a run number
-            already taken is passed over (a number skipped, never one shared)."""
+            already taken is passed over (a number skipped, never one shared). A redo that finds the attributes an
+            earlier try of this run stored (the cut came after their commit) still has this run as the study's
+            creator: its CPU price note said the study's "stored measurement" of a study it had just made."""
             fit_now = fit
             with _study_lock(engine, study.study_name, "seed"):  # workers starting together seed the study once
                 stored = study.user_attrs
-                created = not stored
+                created = not stored or _stored_as_written(stored, wrote)
                 # this run's number, taken under the lock: unique per worker (a study from before it was
                 # counted: 1 if begun)
                 run = int(stored.get("runs", 1 if study.get_trials(deepcopy=False) else 0))
-                new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if created else {}
+                new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if not stored else {}
+                wrote.update(new)
                 with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit
                     for k, v in {**new, "runs": run + 1}.items():
                         study.set_user_attr(k, v)
