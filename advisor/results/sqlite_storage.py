@@ -12,7 +12,12 @@ tell crashed ("Cannot tell a COMPLETE trial"); two workers failing one stale tri
 Here every state change takes the file's lock (the turn SQLite workers take, `storage.sqlite_lock`, passed in
 by `storage.open_storage`) and Optuna re-reads the state under it, so the second worker finds the trial taken
 or finished and moves on. `RetryStaleTrial` queues a stale trial again without the constraints its stopped
-attempt recorded. Imported only where Optuna already is.
+attempt recorded.
+
+Optuna tries a trial's insert again when it fails (`_create_new_trial`: five tries); where a PostgreSQL restart
+cut only the answer to a committed insert, the second try queued the point again. A trial queued through
+`queue_trial` carries a key of its own (`QUEUED_ID`), and a try again of its insert finds the trial the first made
+(`HeartbeatStorage._get_prepared_new_trial`). Imported only where Optuna already is.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
@@ -31,6 +37,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from advisor.results.reconnect import redo_when_cut
 
+QUEUED_ID = "advisor:queued_id"
+"""Trial system attribute: a key of the queued trial's own (random), so that a try again of its insert - Optuna's,
+after a cut that lost the answer to a committed one - finds the trial made, not a second one."""
+
+
+def queue_trial(study: optuna.study.Study, params: dict[str, Any], user_attrs: dict[str, Any] | None = None) -> None:
+    """`study.enqueue_trial(params, user_attrs=user_attrs)` (no `skip_if_exists`), queued once however often its
+    insert is tried (`QUEUED_ID`)."""
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=user_attrs,
+                                              system_attrs={"fixed_params": params, QUEUED_ID: uuid.uuid4().hex}))
+
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a trial whose worker stopped beating (killed, or stopped by its database cut under a
@@ -41,15 +58,44 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
 
     def __call__(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> None:
         trial = copy.copy(trial)
-        trial.system_attrs = {k: v for k, v in trial.system_attrs.items()
-                              if k != "constraints" and not k.startswith("constraints:")}
+        trial.system_attrs = {**{k: v for k, v in trial.system_attrs.items()
+                                 if k != "constraints" and not k.startswith("constraints:")},
+                              QUEUED_ID: uuid.uuid4().hex}  # (the stale trial's own key would find that trial)
         super().__call__(study, trial)
 
 
 class HeartbeatStorage(optuna.storages.RDBStorage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._pending_attrs: dict[tuple[int, str, int], list[tuple[str, str, Any]]] = {}
+        self._inserting: set[str] = set()  # the `QUEUED_ID`s whose insert has been tried
         super().__init__(*args, **kwargs)
+
+    def create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
+        try:
+            return super().create_new_trial(study_id, template_trial)
+        finally:
+            self._inserting.discard(_queued_id(template_trial))
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None,
+                                session: Any) -> Any:
+        """Optuna's new trial row, made in `session` - or, for a queued trial (`QUEUED_ID`) whose insert is tried
+        again, the row an earlier try committed, if it did (its answer lost to a cut): Optuna would make a second
+        one. Looked up only on a try again (the key is new on the first), in the transaction that holds the study's
+        row (Optuna's lock for numbering trials). Optuna's internals: where a later Optuna no longer calls this, it
+        queues such a point twice, as before."""
+        token = _queued_id(template_trial)
+        if token is not None and token in self._inserting:
+            from optuna.storages._rdb import models
+
+            attr = models.TrialSystemAttributeModel
+            made = (session.query(models.TrialModel).join(attr, attr.trial_id == models.TrialModel.trial_id)
+                    .filter(models.TrialModel.study_id == study_id, attr.key == QUEUED_ID,
+                            attr.value_json == json.dumps(token)).one_or_none())
+            if made is not None:
+                return made
+        if token is not None:
+            self._inserting.add(token)
+        return super()._get_prepared_new_trial(study_id, template_trial, session)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -179,6 +225,10 @@ def _study_attr_writer(models: Any) -> Callable[[Any, Any, int, str, Any], None]
             attribute.value_json = json.dumps(value)
 
     return write
+
+
+def _queued_id(trial: optuna.trial.FrozenTrial | None) -> str | None:
+    return None if trial is None else trial.system_attrs.get(QUEUED_ID)
 
 
 class SQLiteFileStorage(HeartbeatStorage):

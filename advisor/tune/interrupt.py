@@ -263,17 +263,19 @@ def requeue(study: Any, numbers: list[int]) -> None:
     parameters) is queued again with its attrs, so it stays that baseline."""
     from optuna.trial import TrialState
 
+    from advisor.results.sqlite_storage import queue_trial
+
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     for n in numbers:
         t = trials[n]
         if t.state != TrialState.FAIL:
             continue
         if "fixed_params" in t.user_attrs:
-            study.enqueue_trial({}, user_attrs={**t.user_attrs, "retry_of": n}, skip_if_exists=False)
+            queue_trial(study, {}, {**t.user_attrs, "retry_of": n})
             continue
         params = {**(t.system_attrs.get("fixed_params") or {}), **t.params}
         if params:
-            study.enqueue_trial(params, user_attrs={"retry_of": n}, skip_if_exists=False)
+            queue_trial(study, params, {"retry_of": n})
 
 
 class _Measuring:

@@ -582,13 +582,14 @@ def _run_tune(
                         enqueue(p, {"seeded": "warm-start"})
                 if opts.budgets:
                     from advisor.baselines import baseline_keys
+                    from advisor.results.sqlite_storage import queue_trial
                     from advisor.tune.baseline_trials import baseline_trials, budget_points
 
                     for spec, p in budget_points(fit_now, opts.budgets):
                         enqueue(p, {"seeded": f"budget {spec}"})
                     have = {k for t in study.get_trials(deepcopy=False) for k in baseline_keys(t.user_attrs)}
                     for attrs in baseline_trials(space, backend.shape, opts.budgets, have):
-                        study.enqueue_trial({}, user_attrs=attrs)
+                        queue_trial(study, {}, attrs)
             return created, seed, cpu_note, act_note, fit_now
 
         created, seed, cpu_note, act_note, fit = redo_when_cut(seed_study)
@@ -776,6 +777,8 @@ def _enqueue_once(study: Any) -> Callable[[dict[str, Any], dict[str, Any]], None
 
     import numpy as np
 
+    from advisor.results.sqlite_storage import queue_trial
+
     seen = [dict(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)]
 
     def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -795,7 +798,7 @@ def _enqueue_once(study: Any) -> Callable[[dict[str, Any], dict[str, Any]], None
     def enqueue(params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
         if any(same(t, params) for t in seen):
             return
-        study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=False)
+        queue_trial(study, params, user_attrs)
         seen.append(dict(params))
 
     return enqueue
