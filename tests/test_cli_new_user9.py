@@ -42,8 +42,41 @@ def test_tune_names_a_budgets_value_at_which_no_configuration_of_the_space_fits(
     assert "at --budgets 50%" not in text, text
     # below the resident weights and the activations, no baseline fits either: "only the baselines run" was false
     assert ("note: at --budgets 90.5KiB (90.50 KiB) no configuration of the space fits (the least, int2 experts with "
-            "the smallest cache, needs 92.00 KiB): nor does any baseline strategy: each is recorded over budget there "
-            "without running") in text, text
+            "the smallest cache, needs 92.00 KiB): nor does any baseline strategy, so none is queued there") in text, text
+
+
+def test_tune_queues_no_baseline_at_a_budget_it_cannot_fit_and_says_so_in_one_line(budgets_study):
+    """At --budgets 90.5KiB every baseline strategy counts 90.75 KiB with no expert on the GPU: it was queued there
+    all the same (here folded into the no-cache and 1% trials, measured for nothing; at the study's own budget
+    recorded over budget without running), and nothing said so. Now none is queued there, and one line names
+    them with the bytes counted against the budget."""
+    import optuna
+
+    from advisor.baselines import baseline_keys
+
+    url, output = budgets_study
+    text = " ".join(output.split())
+    assert text.count("baselines not queued") == 1, output
+    assert ("note: --budgets baselines not queued where they cannot fit at all, their counted peak GPU memory with no "
+            "expert on the GPU over the budget: at 90.5KiB (90.50 KiB): Mixtral-offloading-style, Fiddler-style, "
+            "TIDE-style and llama.cpp-style count 90.75 KiB note:") in text, output
+    trials = optuna.load_study(study_name="b", storage=url).get_trials(deepcopy=False)
+    budgets = {k[1] for t in trials for k in baseline_keys(t.user_attrs)}
+    assert budgets == {"-", "1%", "50%"}, budgets  # 1%: every baseline fits with no expert on the GPU
+
+
+def test_report_says_a_baseline_not_queued_at_a_budget_is_over_it(budgets_study, tmp_path):
+    url, _ = budgets_study
+    r = invoke("report", "b", "--storage", url, "--memory", "90.5KiB,50%", "--block-lengths", "", "-o",
+               str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    rows = [ln for ln in (tmp_path / "r" / "report.md").read_text().splitlines() if ln.startswith("| 90.5KiB |")
+            and "-style" in ln]
+    note = ("over budget: not queued, counts 90.8 KiB > 90.5KiB (90.5 KiB); with no expert on the GPU it cannot fit "
+            "there at all")
+    assert [ln.split(" | ")[1] for ln in rows] == ["Mixtral-offloading-style", "Fiddler-style", "TIDE-style",
+                                                   "llama.cpp-style"], rows
+    assert all(ln.endswith(f"| {note} |") for ln in rows), rows
 
 
 def test_tune_says_cpu_baselines_can_crowd_the_front_of_a_space_without_time_per_token(budgets_study):

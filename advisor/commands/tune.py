@@ -595,6 +595,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             result = run_tune(backend, space, opts, budget_bytes=budget_bytes, profile=profile, on_seeded=header,
                               on_start=_also(live.start, _left_out_note(console),
                                              _unfit_budgets_note(console, opts.budgets),
+                                             _not_queued_note(console, opts.budgets),
                                              _cpu_baselines_note(console, opts.budgets)),
                               on_trial=_counting(ran, live.trial_done), on_stage=live.stage)
             live.finish(result.n_complete, len(result.front))  # peers may have finished trials after its last one
@@ -741,10 +742,38 @@ def _unfit_budgets_note(console, budgets: tuple[str, ...]):
 
         for spec, memory, peak, fmt, baselines_fit in unfit_budgets(objective.fit, budgets):
             then = "only the baseline strategies run there" if baselines_fit else \
-                "nor does any baseline strategy: each is recorded over budget there without running"
+                "nor does any baseline strategy, so none is queued there"
             console.print(f"note: at --budgets {spec} ({format_bytes(memory, 2)}) no configuration of the space "
                           f"fits (the least, {fmt} experts with the smallest cache, needs {format_bytes(peak, 2)}): "
                           f"{then}", markup=False)
+    return note
+
+
+def _not_queued_note(console, budgets: tuple[str, ...]):
+    """on_start: one line naming the --budgets baselines not queued because they cannot fit a budget at all
+    (`unfit_baselines`: their counted peak with no expert on the GPU is over it), with those bytes: they were
+    queued and recorded over budget without running (or measured for nothing), without a word."""
+    def note(study, objective) -> None:
+        from advisor.baselines import BASELINES
+        from advisor.tune.baseline_trials import unfit_baselines
+        from advisor.units import format_bytes
+
+        unfit = unfit_baselines(objective.fit.space, objective.fit.shape, budgets) if budgets else []
+        if not unfit:
+            return
+        label = {b.name: b.label for b in BASELINES}
+        parts = []
+        for spec in dict.fromkeys(u.budget for u in unfit):
+            at = [u for u in unfit if u.budget == spec]
+            peaks = dict.fromkeys(u.peak_bytes for u in at)
+            groups = []
+            for p in peaks:
+                names = [label[u.baseline] for u in at if u.peak_bytes == p]
+                named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+                groups.append(f"{named} count{'s' if len(names) == 1 else ''} {format_bytes(p, 2)}")
+            parts.append(f"at {spec} ({format_bytes(at[0].budget_bytes, 2)}): {'; '.join(groups)}")
+        console.print("note: --budgets baselines not queued where they cannot fit at all, their counted peak GPU "
+                      f"memory with no expert on the GPU over the budget: {'; '.join(parts)}", markup=False)
     return note
 
 

@@ -225,13 +225,17 @@ def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str,
 
 def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Reference,
                   expert_bytes: dict[str, list[int]], memory: float | None = None,
-                  over: Sequence[TrialRecord] = ()) -> list[HeadlineRow]:
+                  over: Sequence[TrialRecord] = (), not_queued: Sequence[dict[str, Any]] | None = ()) -> list[HeadlineRow]:
     """The baseline strategies stored at `budget` (`advisor tune --budgets`), each at its best setting within
     `memory` (the budget's bytes; unchecked when None): a trial that measured several alike (`baseline_keys`: e.g.
     every strategy at a budget that holds no expert) answers for each. A strategy whose trials do not fit - over
     `memory`, or over the study's budget (`over`: the study's infeasible trials, whose values are placeholders, not
-    measured) - is a row that says so (`over_budget_note`), with no values."""
+    measured) - is a row that says so (`over_budget_note`), with no values; so is one tune did not queue at
+    `budget` because it cannot fit there at all (`not_queued`: the study's `baseline_trials.NOT_QUEUED`)."""
     from advisor.baselines import BASELINES, NO_CACHE, baseline_keys
+    from advisor.units import format_bytes
+
+    unqueued = {d.get("baseline"): d for d in not_queued or () if d.get("budget") == budget}
 
     def at_budget(t: TrialRecord, name: str) -> bool:
         return any(k[:2] == (name, budget) for k in baseline_keys(t.attrs))
@@ -245,6 +249,11 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
             least = min(unfit, key=lambda t: (t.values.get("peak_gpu_bytes", math.inf), t.number))
             rows.append(HeadlineRow(uniform_precision(least) or "fp16", strategy=b.label,
                                     note=over_budget_note(least, budget, memory)))
+        elif not stored and (d := unqueued.get(b.name)) is not None:
+            limit = format_bytes(memory if memory is not None else d.get("budget_bytes"))
+            rows.append(HeadlineRow(str(d.get("format") or "fp16"), strategy=b.label, note=(
+                f"over budget: not queued, counts {format_bytes(d.get('peak_bytes'))} > {budget} ({limit}); with no "
+                "expert on the GPU it cannot fit there at all")))
         if runs:
             best = min(runs, key=rank)
             row = trial_row(best, uniform_precision(best) or "fp16", trials, reference, expert_bytes, b.label)

@@ -46,6 +46,7 @@ from advisor.report.select import (
 )
 from advisor.report.workbench import Workbench, study_task
 from advisor.results.front import quality_metric
+from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, memory_spec
 from advisor.units import count
 
@@ -137,7 +138,8 @@ def build_report(
     rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions)
     over = [t for t in data.trials if t not in trials]  # over the study's budget: placeholder values
     answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions),
-                            baseline_rows(trials, spec.strip(), reference, sw.expert_bytes, mem, over))
+                            baseline_rows(trials, spec.strip(), reference, sw.expert_bytes, mem, over,
+                                          data.study_attrs.get(NOT_QUEUED)))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []
     shown = {r.trial: next(t for t in trials if t.number == r.trial) for r in rows if r.trial is not None}
     replay_on = headline_traces(wb, shown.values(), runs, say)

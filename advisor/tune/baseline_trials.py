@@ -14,7 +14,10 @@ budget's answer needs.
   configuration are one trial (the others in its ``baseline_also``, `advisor.baselines.baseline_keys`): at a
   budget that holds no expert, Fiddler-, TIDE- (each tau) and llama.cpp-style all keep none on the GPU and
   compute every miss on the CPU - their policies place nothing - and Mixtral-offloading-style is no-cache;
-  queued apart, they were measured alike and stood as one front row per policy.
+  queued apart, they were measured alike and stood as one front row per policy. A strategy that cannot fit a
+  budget at all - its counted peak with no expert on the GPU over it (`unfit_baselines`) - is not queued there:
+  it was recorded over budget without running, or run and measured for nothing; `advisor tune` names it in a
+  note, and `advisor report` reads it from the study (`NOT_QUEUED`) for that budget's row.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from advisor.baselines import (
@@ -38,6 +42,22 @@ from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
 
 CACHE_KNOBS = ("allocation", "policy", "prefetch", "miss", "tau")
+
+NOT_QUEUED = "baselines_not_queued"
+"""Study user attribute: the `UnfitBaseline`s (as dicts) its `--budgets` runs did not queue."""
+
+
+@dataclass(frozen=True)
+class UnfitBaseline:
+    """A baseline strategy not queued at a `--budgets` value: even with no expert on the GPU, its counted peak GPU
+    bytes (`peak_bytes`, resident weights, activations and - for copied misses of an offloaded model - staging
+    buffers) exceed the budget's (`budget_bytes`)."""
+
+    baseline: str
+    budget: str
+    format: str
+    peak_bytes: int
+    budget_bytes: float
 
 
 def full_format(space: SearchSpace, shape: ModelShape) -> str:
@@ -98,34 +118,62 @@ def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, flo
                   str(next((v for k, v in plan.items() if k.startswith("fmt_g")), "?")))
                  for plan in fit.uniform_plans() for combo in _combos(fit)]
         peak, fmt = min(least)
-        baselines = [a["fixed_params"] for a in baseline_trials(fit.space, fit.shape, [spec])
-                     if a["baseline_budget"] == spec.strip()]
-        any_fits = any(build_config(fit.space, p, fit.shape, None).peak_bytes <= memory for p in baselines)
+        any_fits = len(unfit_baselines(fit.space, fit.shape, [spec])) < len(BASELINES)
         out.append((spec.strip(), memory, peak, fmt, any_fits))
     return out
 
 
-def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str],
-                    have: Collection[tuple[str, str, int]] = ()) -> list[dict[str, Any]]:
-    """User attrs of every baseline trial to queue: no-cache once, then each strategy (each tau) at each budget,
-    but those in `have` (`key`s a study's trials measured already, `baseline_keys`), and one trial per distinct
-    configuration (`same_config`): the first with the lru policy (else the first) of baselines alike, the others
-    named in its ``baseline_also``."""
-    for spec in budgets:
-        memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
+def _params(space: SearchSpace, shape: ModelShape) -> Any:
+    """The fixed parameters of a baseline: every expert at the 16-bit format (`full_format`), no hot set, no
+    prefetch; its slots, policy, miss policy and tau as given."""
     fmt = full_format(space, shape)
-    n = shape.n_layers
-    base = {**{f"fmt_g{g}": fmt for g in range(space.n_groups(n))}, "hot_fraction": 0.0, "hot_format": fmt,
-            "prefetch": "none"}
+    base = {**{f"fmt_g{g}": fmt for g in range(space.n_groups(shape.n_layers))}, "hot_fraction": 0.0,
+            "hot_format": fmt, "prefetch": "none"}
 
     def params(b: Baseline, slots: list[int], tau: int) -> dict[str, Any]:
         return {**base, "slots_per_layer": slots, "policy": b.policy, "miss": b.miss, "tau": tau}
 
+    return params
+
+
+def unfit_baselines(space: SearchSpace, shape: ModelShape, budgets: Sequence[str]) -> list[UnfitBaseline]:
+    """The baseline strategies that cannot fit at each budget at all: with no expert on the GPU, their counted peak
+    is over it (`baseline_trials` does not queue them there)."""
+    params, fmt, out = _params(space, shape), full_format(space, shape), []
+    for spec in budgets:
+        memory, _ = budget_memory(spec, shape)
+        for b in BASELINES:
+            peak = build_config(space, params(b, [0] * shape.n_layers, 0), shape, None).peak_bytes
+            if peak > memory:
+                out.append(UnfitBaseline(b.name, spec.strip(), fmt, int(peak), float(memory)))
+    return out
+
+
+def not_queued_attr(stored: Sequence[dict[str, Any]] | None, unfit: Sequence[UnfitBaseline]) -> list[dict[str, Any]]:
+    """The study's `NOT_QUEUED` attribute with `unfit` added (one entry per strategy and budget, the latest)."""
+    merged = {(d.get("baseline"), d.get("budget")): d for d in stored or ()}
+    merged |= {(u.baseline, u.budget): asdict(u) for u in unfit}
+    return list(merged.values())
+
+
+def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str],
+                    have: Collection[tuple[str, str, int]] = ()) -> list[dict[str, Any]]:
+    """User attrs of every baseline trial to queue: no-cache once, then each strategy (each tau) at each budget
+    it can fit at all (`unfit_baselines`), but those in `have` (`key`s a study's trials measured already, `baseline_keys`), and one trial per distinct
+    configuration (`same_config`): the first with the lru policy (else the first) of baselines alike, the others
+    named in its ``baseline_also``."""
+    for spec in budgets:
+        memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
+    n = shape.n_layers
+    params = _params(space, shape)
+    unfit = {(u.baseline, u.budget) for u in unfit_baselines(space, shape, budgets)}
     every = [{"baseline": NO_CACHE.name, "baseline_budget": "-",
               "fixed_params": params(NO_CACHE, [0] * n, 0)}]
     for spec in budgets:
         memory, _ = budget_memory(spec, shape)
         for b in BASELINES:
+            if (b.name, spec.strip()) in unfit:
+                continue
             def fits(slots: list[int], b: Baseline = b, memory: float = memory) -> bool:
                 return build_config(space, params(b, slots, 0), shape, None).peak_bytes <= memory
 

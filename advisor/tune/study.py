@@ -277,6 +277,17 @@ def _price_cpu(study: Any, backend: Any, created: bool) -> str:
             f"and stored with it: {src}{where}")
 
 
+def _not_queued(stored: dict[str, Any], space: SearchSpace, shape: Any, budgets: Sequence[str]) -> dict[str, Any]:
+    """The study attribute naming the `--budgets` baselines that cannot fit their budget at all, and so are not
+    queued there (`baseline_trials.unfit_baselines`), with this run's added - where they add any: `advisor report`
+    says so in that budget's row, where it said "over budget" of the trial queued for nothing."""
+    from advisor.tune.baseline_trials import NOT_QUEUED, not_queued_attr, unfit_baselines
+
+    unfit = unfit_baselines(space, shape, budgets) if budgets else []
+    merged = not_queued_attr(stored.get(NOT_QUEUED), unfit)
+    return {NOT_QUEUED: merged} if unfit and merged != stored.get(NOT_QUEUED) else {}
+
+
 def _stored_as_written(stored: dict[str, Any], wrote: dict[str, Any]) -> bool:
     """Whether a study's stored attributes are the ones this run wrote as it created the study (`wrote`, empty
     where it created none): every one as stored (JSON), the CPU expert times this run measured among them - so a
@@ -558,7 +569,7 @@ def _run_tune(
                 new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if not stored else {}
                 wrote.update(new)
                 with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit
-                    for k, v in {**new, "runs": run + 1}.items():
+                    for k, v in {**new, **_not_queued(stored, space, backend.shape, opts.budgets), "runs": run + 1}.items():
                         study.set_user_attr(k, v)
                 seed = opts.seed + run if opts.seed is not None else None
                 if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier
