@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from advisor.results.reconnect import redo_when_cut
+from advisor.results.storage import unique_violation
 from advisor.results.store import EvalCacheRow, EvalLeaseRow, create_tables
 
 LEASE_S = 30.0
@@ -97,8 +98,11 @@ class EvalCache:
                     if held is not None:  # measured under a lease: released in the same transaction as the row
                         s.execute(delete(EvalLeaseRow).where((EvalLeaseRow.key == held[0])
                                                              & (EvalLeaseRow.owner == held[1])))
-            except IntegrityError:
-                pass  # another worker measured the same plan first (or this write's cut commit landed); it stands
+            except IntegrityError as e:
+                # a duplicate key: another worker measured the same plan first (or this write's cut commit landed);
+                # its row stands. Any other violation (a required value left out) is a row never written: raised
+                if not unique_violation(e):
+                    raise
             else:
                 self._leases.pop(key, None)
 
