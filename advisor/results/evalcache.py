@@ -153,7 +153,9 @@ class EvalCache:
                 s.flush()
                 s.add(EvalLeaseRow(key=lease, owner=owner, expires_at=now + dt.timedelta(seconds=lease_s)))
             return True
-        except IntegrityError:  # a live lease (the delete, rolled back with it, removed none)
+        except IntegrityError as e:  # a duplicate key: a live lease (the delete, rolled back with it, removed none)
+            if not unique_violation(e):  # any other refusal would be taken for one on every poll: waited on for ever
+                raise
             return False
 
     def _renew(self, lease: str, owner: str, lease_s: float, done: threading.Event) -> None:
