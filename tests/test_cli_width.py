@@ -90,7 +90,7 @@ def test_a_wrapped_line_with_a_tab_loses_no_text():
 
     from rich.console import Console
 
-    from advisor.tune.fit import print_wrapped
+    from advisor.terminal import print_wrapped
 
     line = "model\tpath " + " ".join(f"word{i}" for i in range(40))
     buf = io.StringIO()

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.errors import refuse_empty
         from advisor.hardware.profiles import parse_budget
-        from advisor.tune.fit import print_fitted
+        from advisor.terminal import print_fitted
         from advisor.tune.interrupt import import_runtime
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             from rich.console import Console
 
             from advisor.export.base import targets_for
-            from advisor.tune.fit import print_wrapped
+            from advisor.terminal import print_wrapped
 
             label = tasks.get(rec.chosen.point.study_name) if rec.chosen else None
             given = [(flag, value) for flag, value in (

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         from rich.console import Console
 
-        from advisor.tune.fit import print_wrapped
+        from advisor.terminal import print_wrapped
 
         err = Console(stderr=True)  # its lines wrap at the terminal's width, under their own text
         t0 = time.monotonic()

@@ -344,8 +344,8 @@ def register(app: typer.Typer) -> None:
         from advisor.results.preflight import mask_url
         from advisor.results.registry import SILENT_AFTER_S, list_studies, study_task_text
         from advisor.results.storage import GRACE_PERIOD_S, MAX_RETRY
+        from advisor.terminal import print_fitted
         from advisor.tune.display import failed_text, human_bytes
-        from advisor.tune.fit import print_fitted
 
         engine = _existing_engine(storage)
         rows = list_studies(engine)

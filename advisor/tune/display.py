@@ -112,7 +112,7 @@ def front_table(points: Sequence[FrontPoint], title: str, objectives: Sequence[s
 def print_front(console: Console, points: Sequence[FrontPoint], title: str, objectives: Sequence[str] = (), *,
                 wide: bool = False) -> None:
     """The front table when it fits the width (or `wide`), else one block per point; then the sources."""
-    from advisor.tune.fit import print_fitted, print_wrapped
+    from advisor.terminal import print_fitted, print_wrapped
 
     cols, rows = front_rows = _front_rows(points, objectives)
     records = [(f"trial {', '.join(trials)}: {cells[0]}; {cells[1]}",

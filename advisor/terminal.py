@@ -5,6 +5,9 @@ A rich table squeezed below its natural width cuts names to `bun…` and splits 
 `advisor studies | grep NAME` finds nothing. Here a table is printed only when every cell fits whole (or
 with `wide`, whatever the width); otherwise each row becomes a heading line and its `label value` items,
 wrapped between items, never inside one.
+
+Imports nothing of the package (rich only): the tuner's live display and the read-only commands (recommend,
+export, studies, pareto, which never import the tuner) print through the same definitions.
 """
 
 from __future__ import annotations
