@@ -26,3 +26,22 @@ def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
     for n in needles:
         assert n in errors[0], errors[0]
     return errors[0]
+
+
+def flat(text: str) -> str:
+    """`text` on one line, each run of whitespace one space: recommend, pareto, report and export wrap their long
+    lines at the terminal's width (80 columns in a test), under their own indent, so a phrase is looked for in
+    this (`phrase in flat(r.stderr)`), never in the raw output, where a wrap may fall inside it."""
+    return " ".join(text.split())
+
+
+def said_lines(text: str) -> list[str]:
+    """`text`'s lines as printed before wrapping: each line with the indented continuation lines a wrap put under it
+    joined on (`flat`), so a test can still take an output's `note:` or `check` lines one by one."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if out and line[:1].isspace() and line.strip():
+            out[-1] = flat(f"{out[-1]} {line}")
+        else:
+            out.append(flat(line) if line.strip() else line)
+    return out

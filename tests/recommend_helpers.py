@@ -90,9 +90,3 @@ def make_db(path: Path, points: list[FrontPoint]) -> str:
         save_front(engine, s, pts)
     engine.dispose()
     return url
-
-
-def flat(text: str) -> str:
-    """`text` on one line: recommend wraps its long lines at the terminal's width (80 columns in a test)."""
-    return " ".join(text.split())
-

@@ -82,6 +82,19 @@ def test_report_progress_and_notes_at_80_columns_wrap_under_their_text(tmp_path)
     assert narrow[step + 1].startswith(" " * 13) and narrow[step + 1].strip().endswith("MIN ..."), narrow
 
 
+def test_export_notes_at_80_columns_wrap_under_their_text(tmp_path):
+    """export's notes (the hf recipe's on hybrid misses, about 400 characters; an off-front trial's, 200) went to
+    stderr whole, past the edge of an 80-column terminal, where recommend, pareto and report wrap theirs. They
+    wrap at the terminal's width too, each continuation under its note's text, with nothing lost."""
+    for args in (("export", "bundled-example", "129", "--storage", EXAMPLE_DB, "--to", "hf"),
+                 ("export", "bundled-example", "208", "--storage", EXAMPLE_DB, "--to", "json")):
+        narrow, wide = at_width(80, *args, stderr=True), at_width(1000, *args, stderr=True)
+        assert max(map(len, wide)) > 150 and max(map(len, narrow)) <= 80, narrow
+        assert len(narrow) > len(wide) and same_text(narrow, wide), narrow
+        assert all(ln.startswith(("note: ", "      ")) for ln in narrow), narrow
+        assert sum(ln.startswith("note: ") for ln in narrow) == len(wide), (narrow, wide)  # one per note
+
+
 def test_a_wrapped_line_with_a_tab_loses_no_text():
     """`print_wrapped` of a line with a tab (a reason quoting a path or a model's own text): rich expands the tab
     when it wraps, so the rest was cut from the unexpanded line by the expanded first line's length, and the

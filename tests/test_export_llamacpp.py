@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import pytest
+from cli_helpers import flat
 from recommend_helpers import make_db, model_meta, point
 
 from advisor.errors import UserError
@@ -341,9 +342,9 @@ def test_the_exported_diffusion_script_places_experts_by_what_llama_diffusion_cl
     assert all(v == "GPU" for k, v in data["placement"].items() if int(k.split(".")[1]) in gpu)
     info = data["placement_info"]
     assert 0 < info["gpu_expert_bytes"] <= info["cache_bytes"] and "-ot" not in data["run_command"]
-    assert "llama-diffusion-cli ignores -ot" in r.stderr
+    assert "llama-diffusion-cli ignores -ot" in flat(r.stderr)
     # hybrid misses: llama.cpp's default (op offload copies the CPU blocks' experts), said in the note
-    assert "cpu blocks run on: gpu (op offload)" in run.stdout and "keeps none between forwards" in r.stderr
+    assert "cpu blocks run on: gpu (op offload)" in run.stdout and "keeps none between forwards" in flat(r.stderr)
 
 
 def test_the_diffusion_scripts_ngl_counts_blocks_after_the_last_moe_block(tmp_path):
@@ -393,7 +394,7 @@ def test_the_diffusion_script_says_llama_diffusion_cli_samples_where_the_study_d
                         str(root / "studies/example/advisor.db"), "--to", "llama.cpp"], capture_output=True, text=True,
                        cwd=root)
     assert r.returncode == 0, r.stderr
-    assert "note: the study decoded greedily" in r.stderr and "defaults --temp 0.8 --top-k 40 --top-p 0.95" in r.stderr
+    assert "note: the study decoded greedily" in flat(r.stderr) and "defaults --temp 0.8 --top-k 40 --top-p 0.95" in flat(r.stderr)
     assert "# note: the study decoded greedily" in r.stdout
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=4)  # llama-server: sampling is per request, no note
     res = export_point(point("s", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
@@ -413,6 +414,6 @@ def test_the_diffusion_scripts_ngl_says_it_counts_the_output_layer():
                        capture_output=True, text=True, cwd=root)
     assert r.returncode == 0, r.stderr
     said = "-ngl 2 (llama.cpp counts the output layer among them: the output layer and the last 1 block; the last 1"
-    assert said in r.stderr
+    assert said in flat(r.stderr)
     assert "whole blocks by -ngl 2 (llama-diffusion-cli ignores -ot; llama.cpp counts the output layer among them: " \
            "the output layer and the last 1 block)" in r.stdout

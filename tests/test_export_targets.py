@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+from cli_helpers import flat, said_lines
 from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 from torch import nn
 
@@ -211,7 +212,7 @@ def test_vllm_notes_give_the_offload_as_a_size_people_read_and_only_the_flag_exa
     exact = args[args.index("--cpu-offload-gb") + 1]
     one = 3 * 2048 * 768 * 2  # a bf16 expert; 10 of the 16 off the GPU
     assert exact == "0.087890625" and float(exact) == 10 * one / 2**30
-    notes = [ln for ln in lines if ln.startswith("# note:")] + r.stderr.splitlines()
+    notes = [ln for ln in lines if ln.startswith("# note:")] + said_lines(r.stderr)
     assert notes and not [n for n in notes if exact in n or re.search(r"\d\.\d{5,}|\d{7,}", n)], notes
     assert any("the GPU keeps the tuned cache's 54.0 MiB of experts, the rest (90.0 MiB at bf16, counted from the "
                "expert shapes) offloaded: --cpu-offload-gb is those bytes exactly" in n for n in notes), notes
@@ -231,7 +232,7 @@ def test_cli_export_errors_and_output_file(tmp_path):
     r = _cli("export", "--from-recommend", "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--to", "vllm", "--storage", url)
     # every int8 expert fits the 12 GiB recommend was given (the study stored no budget): quantized, not offloaded
     assert r.returncode == 0 and "vllm serve" in r.stdout and "--quantization experts_int8" in r.stdout
-    assert "within the --budget of 12.0 GiB" in r.stderr and "--cpu-offload-gb" not in r.stdout
+    assert "within the --budget of 12.0 GiB" in flat(r.stderr) and "--cpu-offload-gb" not in r.stdout
     assert not list(tmp_path.glob(".plan.json.*"))
 
 
@@ -398,7 +399,7 @@ def test_the_ktransformers_script_gives_kt_kernel_physical_cores_and_numa_nodes(
     assert r.returncode == 0, r.stderr
     # which experts kt-kernel keeps on the GPU, said: its default placement's (sglang-kt 0.7.2, kt_ep_wrapper.py,
     # generate_uniform_masks), not a cut at expert id N, which that note named and no current release makes
-    assert "experts 0..12 of every MoE layer (its default placement, uniform)" in r.stderr
+    assert "experts 0..12 of every MoE layer (its default placement, uniform)" in flat(r.stderr)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in FAKE_HOST.items():
@@ -430,7 +431,7 @@ def _kt_launched(tmp_path: Path, url: str, study: str, trial: int) -> tuple[dict
                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"})
     assert run.returncode == 0, run.stderr
     args = run.stdout.split()
-    return {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}, r.stderr
+    return {a: args[i + 1] for i, a in enumerate(args) if a.startswith("--")}, flat(r.stderr)
 
 
 def test_the_ktransformers_script_puts_the_studys_hottest_experts_of_each_layer_on_the_gpu(tmp_path):
@@ -616,7 +617,7 @@ def test_ktransformers_serves_llada2_through_sglangs_diffusion_path(tmp_path):
         run = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path,
                              env={"PATH": f"{bin_dir}:/usr/bin:/bin", "KT_WEIGHT_PATH": "/w"})
         assert run.returncode == 0, run.stderr
-        return run.stdout.split(), r.stderr
+        return run.stdout.split(), flat(r.stderr)
 
     args, notes = launched(1)
     assert args[args.index("--dllm-algorithm") + 1] == "LowConfidence"
@@ -663,7 +664,7 @@ def test_ktransformers_passes_llada2s_threshold_zero_as_decoded(tmp_path):
     script = tmp_path / "kt.sh"
     r = _cli("export", "d", "1", "--to", "ktransformers", "--storage", url, "-o", str(script))
     assert r.returncode == 0, r.stderr
-    assert "above confidence 0 " in r.stderr, r.stderr
+    assert "above confidence 0 " in flat(r.stderr), r.stderr
     text = script.read_text()
     assert "--dllm-algorithm-config" in text and "block_size: 32\nthreshold: 0\n" in text, text
 
@@ -943,7 +944,7 @@ def test_other_exports_of_a_prequantized_checkpoint_serve_its_format_or_refuse(t
     args = shlex.split(script.read_text().strip().splitlines()[-1])
     n_gpu = 8 * expert_nbytes_of("bf16", 2048, 768) // (2 * expert_nbytes_of("fp8", 2048, 768))
     assert n_gpu == 7 and args[args.index("--kt-num-gpu-experts") + 1] == str(n_gpu), args
-    assert args[args.index("--kt-method") + 1] == "FP8" and "the FP8 checkpoint itself" in r.stderr, r.stderr
+    assert args[args.index("--kt-method") + 1] == "FP8" and "the FP8 checkpoint itself" in flat(r.stderr), r.stderr
     r = _cli("export", "f", "2", "--to", "llama.cpp", "--storage", url)
     assert r.returncode == 0, r.stderr
     assert "convert_hf_to_gguf.py dequantizes it (with its scales) to the bf16 GGUF" in r.stdout

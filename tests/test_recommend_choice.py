@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from recommend_helpers import GiB, flat, make_db, model_meta, point, standard_front
+from cli_helpers import flat
+from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import get_gpu

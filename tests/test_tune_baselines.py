@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import flat, said_lines
 
 from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
 
@@ -269,7 +270,7 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
     for t in (tide, lru):
         r = _cli("export", "b", str(t.number), "--to", "json", "--storage", url)
         assert r.returncode == 0, r.stderr
-        (line,) = [ln for ln in r.stderr.splitlines() if "not on the stored front" in ln]
+        (line,) = [ln for ln in said_lines(r.stderr) if "not on the stored front" in ln]
         by = re.search(r"dominated by front trials? ([\d, ]+) on time_per_token, accuracy, peak_gpu_bytes", line)
         assert by, line
         for n in map(int, by.group(1).split(", ")):
@@ -291,7 +292,7 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
             f"    app(['export', 'b', '{lru.number}', '--to', 'hf', '--storage', {url!r}])\nexcept SystemExit:\n    pass\n"
             "print('HEAVY', sorted(m for m in ('torch', 'optuna', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "not on the stored front" in r.stderr and "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
+    assert "not on the stored front" in flat(r.stderr) and "HEAVY []" in r.stdout, r.stdout[-500:] + r.stderr[-2000:]
 
     copy = tmp_path / "copy.db"
     shutil.copy(url.removeprefix("sqlite:///"), copy)

@@ -88,8 +88,13 @@ def register(app: typer.Typer) -> None:
         task = read_task_text(storage, point.study_name, point.task, point.objectives)
         result = export_point(_with_study_cpu(storage, point) if target == "hf" else point, target, option, task,
                               fit_to)
+        from rich.console import Console
+
+        from advisor.terminal import print_wrapped
+
+        err = Console(stderr=True)  # notes of hundreds of characters wrap at the terminal's width, under their text
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
-            typer.echo(off_note, err=True)
+            print_wrapped(err, off_note, 6)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
             write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"))
@@ -97,14 +102,14 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(text, nl=False)
         for note in result.notes:
-            typer.echo(f"note: {note}", err=True)
+            print_wrapped(err, f"note: {note}", 6)
         if check:
             from advisor.export.check import check as run_checks
             from advisor.results.config_view import export_config
 
             lines = run_checks(result, export_config(point.config, point.model))
             for c in lines:
-                typer.echo(c.line(), err=True)
+                print_wrapped(err, c.line(), 6)
             if any(c.status == "FAILED" for c in lines):
                 raise typer.Exit(1)
 
