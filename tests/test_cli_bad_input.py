@@ -922,6 +922,19 @@ def test_recommend_refuses_empty_filters(tmp_path):
         assert r.stdout == "", r.stdout
 
 
+def test_export_refuses_an_empty_output_path(tmp_path):
+    """`export -o "$OUT"` with OUT unset read '' as the current directory (Path('') is '.'): the export was built,
+    then refused as "cannot write .: it is a directory", naming a path the user never gave. An empty -o is refused
+    first, in one line, as every other empty option is."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for empty in ("", " "):
+        for args in (["bundled-example", "129"], ["--from-recommend", "--budget", "2MiB"]):
+            r = advisor("export", *args, "--to", "json", "--storage", db, "-o", empty, cwd=tmp_path, timeout=120)
+            line = one_error_line(r, "-o is empty; give a file path (without it: stdout)")
+            assert "cannot write ." not in line and r.stdout == "", r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_profile_refuses_an_empty_name(tmp_path):
     """`advisor profile --name ""` measured and saved the profile under the device's name (replacing the one
     stored there) as if --name were not given; it is refused before anything is measured or written."""

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         trial: int | None = typer.Argument(None, min=0, max=2**63 - 1,  # SQLite's INTEGER: beyond, an OverflowError
                                            help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
-        output: Path | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
+        output: str | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
         check: bool = typer.Option(False, "--check", help="Validate the export with the target's own code where "
@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
         from advisor.recommend import load_points, recommend
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
+        refuse_empty({"-o": output}, "a file path (without it: stdout)")  # '' (a str: Path('') is '.') was refused
+        # only once the export was built, as "cannot write .: it is a directory", a path the user never gave
         refuse_empty({"STUDY": study}, "a study name (see `advisor studies`)")  # '' read every study's front, and
         target = resolve_target(to)  # said none had one
         parse_options(target, option)  # bad options fail before the database is read
@@ -97,7 +99,7 @@ def register(app: typer.Typer) -> None:
             print_wrapped(err, off_note, 6)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
-            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"))
+            write_atomic(Path(output), text, create_dirs=False, executable=text.startswith("#!"))
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
             typer.echo(text, nl=False)
