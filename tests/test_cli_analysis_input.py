@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import flat
 from tune_helpers import FIDELITY_SPACE
 from typer.testing import CliRunner
 
@@ -252,6 +253,23 @@ def test_inspect_at_80_columns_keeps_how_its_bytes_were_obtained():
     assert res.exit_code == 0, res.output
     assert "MoE 0: model.layers.1.mlp.experts" in res.output, res.output  # the block layout
     assert "bytes: counted from the stored tensors" in res.output, res.output
+
+
+@pytest.mark.parametrize(("model", "said"), [
+    ("tiny:llada_moe", "steps=one per new token, block_length=32, temperature=0.0, remasking=low_confidence"),
+    ("tiny:llada2", "steps=32, block_length=32, threshold=0.95, temperature=0.0"),
+])
+def test_inspect_prints_the_default_decoding_as_key_value_pairs(model, said):
+    """`advisor inspect` printed a model's default decoding as a Python dict's repr, `{'steps': None,
+    'block_length': 32, ...}`, LLaDA-MoE's unset steps as `None`; it prints `key=value` pairs, the unset steps as
+    what LLaDA-MoE then decodes."""
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["inspect", model])
+    assert res.exit_code == 0, res.output
+    decoding = flat(res.output).split("; default decoding: ")[1]  # (the line wraps at 80 columns)
+    assert decoding.startswith(said), decoding
+    assert "{" not in decoding and "'" not in decoding and "None" not in decoding, decoding
 
 
 def test_quant_report_says_where_it_computed_and_prints_no_third_party_warning(tmp_path):

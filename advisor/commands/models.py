@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
 
         budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
         import_runtime()
-        from advisor.models.load import load_model
+        from advisor.models.load import decoding_text, load_model
 
         loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=budget_bytes)
         console = Console()
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
             f"{_mib(total)} MiB of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
-            f"default decoding: {loaded.gen_defaults}"
+            f"default decoding: {decoding_text(loaded.gen_defaults)}"
         )
         if loaded.load_note:
             console.print(f"loading: {loaded.load_note}")

@@ -446,6 +446,18 @@ def gen_defaults(model: nn.Module, family: str) -> dict[str, Any]:
     return {**_published_decoding(model, family), **own}
 
 
+def decoding_text(decoding: dict[str, Any]) -> str:
+    """Decoding settings as people read them, `key=value` joined by ', ' (`advisor inspect` printed the dict's
+    repr, `{'steps': None, ...}`). LLaDA-MoE's unset steps is its published one token per step: as many steps
+    as new tokens."""
+    def value(key: str, v: Any) -> str:
+        if v is None:
+            return "one per new token" if key == "steps" else "unset"
+        return str(v)
+
+    return ", ".join(f"{k}={value(k, v)}" for k, v in decoding.items()) or "none"
+
+
 def _published_decoding(model: nn.Module, family: str) -> dict[str, Any]:
     if family == "llada_moe":  # LLaDA low-confidence remasking: one token per step, 32-token blocks
         return {"steps": None, "block_length": 32, "temperature": 0.0, "remasking": "low_confidence"}
