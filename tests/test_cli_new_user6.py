@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -32,6 +33,34 @@ def test_a_fidelity_study_says_its_task_was_not_run(tmp_path, monkeypatch):
 
 MIXED_SPACE = FIDELITY_SPACE.replace('["fp16", "int8", "int4"]', '["int8", "int4"]').replace(
     "groups = 1", 'groups = "per_layer"')  # one format per MoE layer
+
+
+def test_a_fidelity_studys_json_export_says_its_quality_is_fidelity_not_a_task(tmp_path, monkeypatch):
+    """`export --to json` of a study that measured no task accuracy (a model without a tokenizer) still named the
+    task under `source.task`, "toy", as if the trial's quality were accuracy on it. `source.task` is null there and
+    `source.quality` says what the figure is: top-1 agreement with the full-precision model, and why no task ran; a
+    study that scored its task names it, and says so."""
+    from pathlib import Path
+
+    from advisor.cli import app
+    from advisor.export.json_format import load
+
+    run = tiny_fidelity_study(tmp_path, monkeypatch)
+    out = run.invoke(app, ["export", "s", "0", "--to", "json", "--storage", "t.db", "-o", "s.json"])
+    assert out.exit_code == 0, out.output
+    doc = load("s.json").doc
+    assert doc["version"] == 3 and doc["source"]["task"] is None, doc["source"]
+    assert "accuracy" not in doc["metrics"] and "fidelity_top1" in doc["metrics"], doc["metrics"]
+    assert doc["source"]["quality"] == {
+        "metric": "fidelity_top1",
+        "meaning": "top-1 agreement of next-token predictions with the full-precision model (fp32), 0..1, not task "
+                   "accuracy: task toy (not run: no tokenizer; fidelity on random token ids)"}, doc["source"]
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    out = run.invoke(app, ["export", "bundled-example", "129", "--to", "json", "--storage", str(example)])
+    assert out.exit_code == 0, out.output
+    source = json.loads(out.stdout)["source"]
+    assert source["task"] == "toy" and source["quality"] == {"metric": "accuracy",
+                                                             "meaning": "task accuracy on toy, 0..1"}, source
 
 
 def test_the_report_headline_counts_the_expert_cache_of_a_mixed_plan(tmp_path, monkeypatch):

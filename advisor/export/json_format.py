@@ -1,6 +1,6 @@
 """Neutral JSON export: everything about one recommended configuration, versioned and re-importable.
 
-Schema `moe-advisor/export`, version 2 (documented field by field in `advisor/export/SCHEMA.md`).
+Schema `moe-advisor/export`, version 3 (documented field by field in `advisor/export/SCHEMA.md`).
 `load(path)` reads it back (checking schema and version) and returns an `ExportDocument`; its
 `precision_plan()` is an `advisor.quant.plan.PrecisionPlan`, and the file itself can be given wherever the
 advisor takes `--precision` (`PrecisionPlan.parse` recognises the schema and reads its `precision` object).
@@ -9,6 +9,7 @@ advisor takes `--precision` (`PrecisionPlan.parse` recognises the schema and rea
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,10 @@ from advisor.export.base import ExportResult, hot_sets, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
-from advisor.results.front import FrontPoint
+from advisor.results.front import FrontPoint, quality_metric
 
 SCHEMA = EXPORT_SCHEMA
-VERSION = 2  # 2: cache.tau and cache.steps_per_block for TIDE
+VERSION = 3  # 2: cache.tau and cache.steps_per_block for TIDE; 3: source.quality, source.task null in a fidelity study
 OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
 REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
 
@@ -33,7 +34,8 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "schema": SCHEMA,
         "version": VERSION,
         "generator": f"moe-advisor {__version__}",
-        "source": {"study": point.study_name, "trial": point.trial_number, "task": point.task,
+        "source": {"study": point.study_name, "trial": point.trial_number,
+                   "task": point.task if "accuracy" in point.values else None, "quality": quality(point, cfg.task_text),
                    "device": point.device, "search_space": point.space},
         "model": {
             "name": point.model, "fingerprint": point.model_fingerprint, "family": m.family, "layout": m.layout,
@@ -53,6 +55,23 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),
         "config": point.config,
     }
+
+
+def quality(point: FrontPoint, task_text: str = "") -> dict[str, str] | None:
+    """What the point's quality figure is (`quality_metric`, the one recommend ranks by): task accuracy on its task,
+    or - a study that scored no task (a model without a tokenizer, a space without an accuracy objective) - top-1
+    agreement with the full-precision model, which `source.task` naming the task read as task accuracy on it.
+    `task_text`: the task as the read-only commands head it (`advisor.results.read.read_task_text`: why it was not
+    run). None where the point stores neither figure."""
+    metric = quality_metric([point])
+    if metric not in point.values:
+        return None
+    if metric == "accuracy":
+        return {"metric": metric, "meaning": f"task accuracy on {point.task}, 0..1"}
+    against = re.search(r"logits-vs-([\w:]+)", point.sources.get(metric, ""))
+    return {"metric": metric, "meaning": "top-1 agreement of next-token predictions with the full-precision model"
+            f"{f' ({against[1]})' if against else ''}, 0..1, not task accuracy: "
+            + (f"task {task_text}" if task_text and task_text != point.task else "none is stored for this point")}
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
