@@ -529,6 +529,28 @@ def test_profile_reads_a_checkpoints_expert_shapes_without_loading_its_experts(t
     assert "CPU expert 32x16" in r.output, r.output
 
 
+def test_report_says_a_precision_left_out_by_the_budget_cannot_fit_it(tmp_path):
+    """A study of tiny:llada2 at 144 KiB: its fp16 experts cannot fit (139.06 KiB resident + one 3 KiB expert
+    per each of 2 MoE layers = 145.06 KiB, counted), so `tune` leaves fp16 out of the search, and the report's
+    headline said "fp16: no trial of this precision in the study", as if no one had run it. It says the format
+    cannot fit the budget, with the counted bytes; the formats that fit keep their trials."""
+    (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
+    r = _cli("tune", "tiny:llada2", "--space", "space.toml", "--budget", "144KiB", "--trials", "3",
+             "--storage", "sqlite:///s.db", "--study", "f", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "expert precision: fp16 left out - cannot fit one expert per layer in the budget" in " ".join(
+        (r.stdout + r.stderr).split()), r.stdout + r.stderr
+    r = _cli("report", "f", "--storage", "s.db", "-o", "rep", "--block-lengths", "", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = " ".join(r.stdout.split())
+    assert ("fp16: cannot fit in 144.00 KiB: even its least configuration (the resident weights and one fp16 "
+            "expert per MoE layer) needs 145.06 KiB (counted); the study has no trial of it") in said, r.stdout
+    assert "no trial of this precision" not in said and "int8: trial #" in said, r.stdout
+    assert max(map(len, r.stdout.splitlines())) <= 80, r.stdout  # wrapped at the terminal's width, 80 here
+    md = " ".join((tmp_path / "rep" / "report.md").read_text().split())
+    assert "fp16: cannot fit in 144.00 KiB: even its least configuration" in md and "needs 145.06 KiB (counted)" in md
+
+
 def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
     """`advisor report STUDY --memory 10%,25%,50%` on a study whose trials fit only the largest printed
     "fp16: no trial of this precision fits" without saying fits what, and "  at 10%: " with nothing after it.
@@ -542,8 +564,8 @@ def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert any(ln.startswith("  at 1.0 KiB of GPU memory (1KiB, given with --memory),") for ln in lines), r.stdout
-    assert "at 1.0 KiB of GPU memory (1KiB, given with --memory), against fp16 without cache: fp16: no trial" \
-        in " ".join(r.stdout.split()), r.stdout  # broken between its parts at 80 columns
+    assert "at 1.0 KiB of GPU memory (1KiB, given with --memory), against fp16 without cache: fp16: cannot fit " \
+           "in 1.00 KiB" in " ".join(r.stdout.split()), r.stdout  # broken between its parts at 80 columns
     assert "  at 1KiB (1.0 KiB): no stored trial fits" in lines, r.stdout
     [at] = [i for i, ln in enumerate(lines) if ln.startswith("  at 200KiB (200.0 KiB), against ")]
     big = lines[at + 1]

@@ -111,8 +111,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
 
     from advisor.hardware.profiles import format_bytes
     from advisor.models.load import host_available_bytes
-    from advisor.tune.budget import uniform_slots
-    from advisor.tune.config import uniform_peak_bytes
+    from advisor.tune.budget import least_uniform_peak, uniform_slots
 
     resident, act = shape.resident_bytes, shape.activation_bytes
     host = host_available_bytes()
@@ -121,8 +120,8 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     misses = ("copy", "cpu") if shape.staging and free > 0 else ("copy",)  # resident, or none fits: one column
     act_text = f"activation allowance {format_bytes(act, 2)} ({workload}), " if shape.staging and budget > resident else ""
     # when no slot fits, what the least one needs (CPU misses stage nothing: the least peak)
-    fmt = min(FIT_FORMATS, key=lambda f: uniform_peak_bytes(shape, f, 1, miss="cpu"))
-    least = uniform_peak_bytes(shape, fmt, 1, miss="cpu")
+    fmt = min(FIT_FORMATS, key=lambda f: least_uniform_peak(shape, f))
+    least = least_uniform_peak(shape, fmt)
     needs = (f"one {fmt} slot per MoE layer needs --budget {format_bytes(least, 2)} or more"
              + (" (misses computed on the CPU)" if shape.staging else ""))
     if free > 0:

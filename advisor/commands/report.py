@@ -113,9 +113,10 @@ def register(app: typer.Typer) -> None:
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
         echo("  ", [f"at {format_bytes(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"], 2, ":")
         width = max((len(r.precision) for r in res.headline), default=0)  # int4:g64, a mixed plan's label
+        out = Console()
         for r in res.headline:
-            if r.trial is None:
-                typer.echo(f"  {r.precision:>{width}}: {r.note}")
+            if r.trial is None:  # why none: a note of up to ~200 characters, wrapped under itself
+                print_wrapped(out, f"  {r.precision:>{width}}: {r.note}", width + 4)
                 continue
             dacc = "-" if r.accuracy_change is None else \
                 f"{100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"

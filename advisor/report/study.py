@@ -16,6 +16,7 @@ into place at the end, so a failure never leaves half a report.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -47,7 +48,7 @@ from advisor.report.select import (
 from advisor.report.workbench import Workbench, study_task
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
-from advisor.tune.budget import budget_memory, memory_spec
+from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec
 from advisor.units import count
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
@@ -135,9 +136,11 @@ def build_report(
         memory_why = budgets[0][1]
     memory_notes = above_budget_notes(data, [(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)])
     reference = _reference(trials, sw)
-    rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions)
+    least = functools.partial(least_uniform_peak, wb.backend.shape)  # a format that cannot fit says so, counted
+    rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions, least)
     over = [t for t in data.trials if t not in trials]  # over the study's budget: placeholder values
-    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions),
+    answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions,
+                                                                  least),
                             baseline_rows(trials, spec.strip(), reference, sw.expert_bytes, mem, over,
                                           data.study_attrs.get(NOT_QUEUED)))
                for spec, (mem, why) in zip(memory, budgets, strict=True)] if len(budgets) > 1 else []

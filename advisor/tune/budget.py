@@ -352,6 +352,14 @@ def uniform_slots(shape: ModelShape, fmt: str, budget: int, miss: str = "copy", 
     return 0 if i is None else i + 1
 
 
+def least_uniform_peak(shape: ModelShape, fmt: str) -> int:
+    """The least counted peak (`uniform_peak_bytes`) of any cache of `fmt` experts: one slot per MoE layer, misses
+    computed on the CPU (an offloaded model stages nothing for them; copied misses stage at least as many bytes as
+    the slots they leave out). Above a budget, no configuration of the format fits it: `advisor tune` leaves the
+    format out, `advisor inspect --budget` says what one slot needs, `advisor report` says so in its row."""
+    return uniform_peak_bytes(shape, fmt, 1, miss="cpu")
+
+
 def memory_spec(spec: str, option: str = "--memory") -> float | int:
     """One GPU budget (`advisor report --memory`, `advisor tune --budgets`) checked before any model loads: a
     share in (0, 1] ("25%": of the FP16 expert bytes, beside the resident weights), or a size in bytes."""
