@@ -31,6 +31,9 @@ def register(app: typer.Typer) -> None:
         data: str | None = typer.Option(
             None, "--data", help="The task's data file, as given to `advisor tune --data` (default: the file the "
             "study stored; studies tuned before 2026-12-05 stored none)."),
+        model: str | None = typer.Option(
+            None, "--model", help="Where the study's model is now, when its directory moved or the report runs on "
+            "another machine (default: where the study loaded it; its fingerprint is checked)."),
         max_accuracy_drop: float = typer.Option(
             0.05, "--max-accuracy-drop", help="Accuracy floor of the recommended points: at most this "
             "much below full precision (absolute: 0.05 = 5 accuracy points)."
@@ -44,6 +47,7 @@ def register(app: typer.Typer) -> None:
         from advisor.results.preflight import check_storage
         from advisor.tune.budget import memory_specs
 
+        refuse_empty({"--model": model}, "a model directory or hub id")
         refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         refuse_empty({"-o": out}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here
@@ -70,7 +74,7 @@ def register(app: typer.Typer) -> None:
             print_wrapped(err, f"{line}{message} ...", len(line))
 
         res = build_report(study, storage, None if out is None else Path(out), memory=mem, block_lengths=lengths,
-                           max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data)
+                           max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data, model=model)
         for note in res.extra["memory_notes"]:
             print_wrapped(err, f"note: {note}", 6)
         typer.echo(f"report: {res.markdown}")

@@ -45,7 +45,7 @@ from advisor.report.select import (
     stored_reference,
     trial_policies,
 )
-from advisor.report.workbench import Workbench, study_task
+from advisor.report.workbench import Workbench, study_model, study_task
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec
@@ -83,13 +83,15 @@ def build_report(
     max_accuracy_drop: float = 0.05,
     progress: Callable[[str], None] | None = None,
     task_data: str | None = None,
+    model: str | None = None,
 ) -> ReportResult:
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
 
     `memory`: GPU budgets (sizes or shares, see `advisor.tune.budget.budget_memory`); the first is the headline's
     reference,
     and with two or more the answer is also tabled at each. None: the study's own budget. `task_data`: the task's
-    data file, for a study that did not store the one it was tuned on (`advisor tune --data`)."""
+    data file, for a study that did not store the one it was tuned on (`advisor tune --data`). `model`: where the
+    study's model is now, when its directory moved (`advisor report --model`)."""
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     for m in memory:
@@ -106,6 +108,8 @@ def build_report(
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
     task = study_task(data, task_data)  # the task's data too
+    if model is None:
+        study_model(data)  # a study's directory that moved: one line now, not after torch's import
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
@@ -122,7 +126,7 @@ def build_report(
     full = baseline_format(data, trials)
     precisions = (full, *PRECISIONS[1:])
     say("loading the study's model")
-    wb = Workbench.open(data, task)
+    wb = Workbench.open(data, task, model)
     budgets = [budget_memory(m, wb.backend.shape) for m in memory]  # shares need the model's resident bytes
     refuse_memory_that_holds_no_trial([(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)], trials)
     say(f"recording one routing trace per precision ({', '.join(precisions)})")

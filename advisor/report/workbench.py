@@ -21,22 +21,21 @@ class Workbench:
     settings: Any
 
     @classmethod
-    def open(cls, data: StudyData, task: tuple[Any, Any] | None = None) -> Workbench:
-        """`task`: (task, settings) from `study_task`, when the caller checked it already (before the model loads)."""
+    def open(cls, data: StudyData, task: tuple[Any, Any] | None = None, model: str | None = None) -> Workbench:
+        """`task`: (task, settings) from `study_task`, when the caller checked it already (before the model loads);
+        `model`: where the study's model is now (`advisor report --model`), else where the study loaded it."""
         from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
         from advisor.models.load import load_model
         from advisor.tune.model_backend import ModelBackend
 
         task, settings = task or study_task(data)
-        model = data.setting("model")
-        # a local directory by the absolute path the study recorded: the name it ran as is the path as typed, and a
-        # relative one (`advisor tune ./dir`) names another directory, or none, where the report runs elsewhere
-        meta = data.setting("model_meta")
-        path = meta.get("path") if isinstance(meta, dict) else None
-        loaded = load_model(str(path if path and Path(path).is_dir() else model))
+        loaded = load_model(model or study_model(data))
         stored_fp = data.setting("model_fingerprint")
         if stored_fp and str(stored_fp) != str(loaded.fingerprint):
-            raise UserError(f"model {model!r} has changed since study {data.name!r} ran (fingerprint "
+            if model:
+                raise UserError(f"--model {model} is not the model study {data.name!r} ran (fingerprint "
+                                f"{loaded.fingerprint} != stored {stored_fp}); point --model at that checkpoint")
+            raise UserError(f"model {data.setting('model')!r} has changed since study {data.name!r} ran (fingerprint "
                             f"{loaded.fingerprint} != stored {stored_fp}); report on the model the study measured")
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
@@ -68,6 +67,20 @@ class Workbench:
         cfg = TrialConfig.from_json(t.config, self.backend.shape.num_experts)
         m = self.backend.replay(run, cfg)
         return m.values["bytes_h2d"] / max(1, run.tokens)
+
+
+def study_model(data: StudyData) -> str:
+    """What to load as the study's model (torch-free, so a moved directory is one line before torch imports): a
+    local directory by the absolute path the study recorded - the name it ran as is the directory's, which reads
+    as a hub id elsewhere (`hf download NAME` was the advice) - else the hub id or spec it ran as."""
+    meta = data.setting("model_meta")
+    path = meta.get("path") if isinstance(meta, dict) else None
+    if not path:
+        return str(data.setting("model"))
+    if not Path(path).is_dir():
+        raise UserError(f"study {data.name!r} was tuned on the local directory {path}, which is not there now; "
+                        "pass --model with where that checkpoint is now (its fingerprint is checked)")
+    return str(path)
 
 
 def study_task(data: StudyData, task_data: str | None = None) -> tuple[Any, Any]:
