@@ -45,3 +45,26 @@ def test_report_model_that_is_another_checkpoint_is_one_line(moved_study):
     r = advisor("report", "s", "--storage", "s.db", "--block-lengths", "", "-o", "r2", "--model", "other", cwd=root)
     one_error_line(r, "--model other is not the model study 's' ran", "fingerprint")
     assert not (root / "r2").exists()
+
+
+def test_ktransformers_llamafile_weights_for_llada2_do_not_point_to_the_refused_llamacpp_export(tmp_path):
+    """An int2 LLaDA2 point runs kt-kernel's LLAMAFILE method, whose --kt-weight-path note said 'a GGUF directory
+    quantized with `advisor export ... --to llama.cpp`' - an export that refuses LLaDA2 in one line, so the user was
+    sent to a dead end. Now it names llama.cpp's own tools and why the advisor's script is not one."""
+    build_tiny("llada2", dtype=torch.bfloat16).save_pretrained(tmp_path / "l2")
+    (tmp_path / "int2.toml").write_text(
+        'name = "int2"\n[precision]\nformats = ["int2"]\n[cache]\nslots_per_layer = { low = 1, high = "all" }\n'
+        'policies = ["lru"]\n[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
+        '[evaluation]\ntrace_prompts = 2\nfidelity_prompts = 2\n')
+    r = advisor("tune", "./l2", "--space", "int2.toml", "--budget", "110KiB", "--trials", "1", "--storage", "s.db",
+                "--study", "l2", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    refused = advisor("export", "l2", "0", "--storage", "s.db", "--to", "llama.cpp", cwd=tmp_path)
+    one_error_line(refused, "LLaDA2")
+    r = advisor("export", "l2", "0", "--storage", "s.db", "--to", "ktransformers", "-o", "kt.sh", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = (tmp_path / "kt.sh").read_text()
+    assert "--kt-method LLAMAFILE" in script
+    note = next(ln for ln in r.stderr.splitlines() if "--kt-weight-path is a placeholder" in ln)
+    assert "--to llama.cpp`" not in note.replace("`advisor export --to llama.cpp` writes no script", "")
+    assert "convert_hf_to_gguf.py" in note and "llama-quantize" in note and "no diffusion path for LLaDA2" in note

@@ -38,6 +38,7 @@ from advisor.export.base import (
     slot_range,
     tide_kw,
 )
+from advisor.export.llamacpp import refusal as llamacpp_refusal
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import ExportConfig, ModelInfo, collapse_layer, precision_rank
 from advisor.results.front import FrontPoint
@@ -312,6 +313,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
     method, weights = KT_METHOD[parse_format(fmt).kind]
+    if method == "LLAMAFILE" and (why_not := llamacpp_refusal(cfg.model)) is not None:  # LLaDA2: no script to point to
+        weights = ("a GGUF directory of its experts made with llama.cpp's own convert_hf_to_gguf.py and "
+                   f"llama-quantize (`advisor export --to llama.cpp` writes no script for it: {why_not})")
     if method == "BF16" and cfg.model.checkpoint_format == "fp8":  # the checkpoint's experts are fp8, not BF16
         method, weights = "FP8", "the FP8 checkpoint itself (its experts are fp8, what kt-kernel's FP8 method reads)"
     args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(model_spec(point), "SGLang"),
