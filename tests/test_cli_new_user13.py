@@ -68,3 +68,16 @@ def test_ktransformers_llamafile_weights_for_llada2_do_not_point_to_the_refused_
     note = next(ln for ln in r.stderr.splitlines() if "--kt-weight-path is a placeholder" in ln)
     assert "--to llama.cpp`" not in note.replace("`advisor export --to llama.cpp` writes no script", "")
     assert "convert_hf_to_gguf.py" in note and "llama-quantize" in note and "no diffusion path for LLaDA2" in note
+
+
+def test_an_export_of_a_study_whose_directory_moved_says_the_path_it_names_is_not_here(moved_study):
+    """The exports name the directory the study loaded (`vllm serve /old/path`), without a word that it is gone."""
+    root = moved_study
+    r = advisor("export", "s", "0", "--storage", "s.db", "--to", "vllm", "-o", "serve.sh", cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"vllm serve {root / 'ckpt'}" in (root / "serve.sh").read_text()
+    assert f"note: the study loaded its model from the directory {root / 'ckpt'}, which is not here" in r.stderr
+    shutil.copytree(root / "elsewhere" / "ckpt", root / "ckpt")  # back where the study loaded it: no such note
+    r = advisor("export", "s", "0", "--storage", "s.db", "--to", "json", cwd=root)
+    assert r.returncode == 0 and "is not here" not in r.stderr, r.stderr
+    shutil.rmtree(root / "ckpt")

@@ -145,7 +145,19 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
         result.notes.append(note)
     if cfg.model.quant_note:  # (a study that may predate the record of the checkpoint's own quantization)
         result.notes.append(cfg.model.quant_note)
+    if note := moved_model_note(point):
+        result.notes.append(note)
     return result
+
+
+def moved_model_note(point: FrontPoint) -> str | None:
+    """A note when the directory the study loaded its model from is not here (moved, or the study ran on another
+    machine): the export names it as stored, which the runtime would not find."""
+    spec = model_spec(point)
+    if spec == point.model or not Path(spec).is_absolute() or Path(spec).is_dir():
+        return None
+    return (f"the study loaded its model from the directory {spec}, which is not here (moved, or the study ran on "
+            "another machine): the export names it as stored; change it to where the checkpoint is")
 
 
 def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:
