@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advisor.models.tiny import build_tiny
-from tests.cli_helpers import advisor, one_error_line
+from tests.cli_helpers import advisor, flat, one_error_line, said_lines
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_ktransformers_llamafile_weights_for_llada2_do_not_point_to_the_refused_
     assert r.returncode == 0, r.stdout + r.stderr
     script = (tmp_path / "kt.sh").read_text()
     assert "--kt-method LLAMAFILE" in script
-    note = next(ln for ln in r.stderr.splitlines() if "--kt-weight-path is a placeholder" in ln)
+    note = next(ln for ln in said_lines(r.stderr) if "--kt-weight-path is a placeholder" in ln)
     assert "--to llama.cpp`" not in note.replace("`advisor export --to llama.cpp` writes no script", "")
     assert "convert_hf_to_gguf.py" in note and "llama-quantize" in note and "no diffusion path for LLaDA2" in note
 
@@ -76,7 +76,7 @@ def test_an_export_of_a_study_whose_directory_moved_says_the_path_it_names_is_no
     r = advisor("export", "s", "0", "--storage", "s.db", "--to", "vllm", "-o", "serve.sh", cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"vllm serve {root / 'ckpt'}" in (root / "serve.sh").read_text()
-    assert f"note: the study loaded its model from the directory {root / 'ckpt'}, which is not here" in r.stderr
+    assert f"note: the study loaded its model from the directory {root / 'ckpt'}, which is not here" in flat(r.stderr)
     shutil.copytree(root / "elsewhere" / "ckpt", root / "ckpt")  # back where the study loaded it: no such note
     r = advisor("export", "s", "0", "--storage", "s.db", "--to", "json", cwd=root)
     assert r.returncode == 0 and "is not here" not in r.stderr, r.stderr
