@@ -13,6 +13,7 @@ export, studies, pareto, which never import the tuner) print through the same de
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -65,23 +66,23 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
 
 
 def print_wrapped(console: Console, line: str, indent: int = 0, style: str | None = None) -> None:
-    """`line` (plain text: no markup) wrapped by rich at the console's width - between words - its continuation
-    lines `indent` columns in, none ending in a space. A reason or a value's source of hundreds of characters
-    then reads as a paragraph under its own bullet or column, where printed whole it ran past the edge of an
-    80-column terminal, or rich's plain wrap restarted it at column 0. A word longer than a line (a source such
-    as `measured:wall-clock(...)+modelled:pcie(...)`) is broken after a separator (`_separated`), else folded.
-    A negative `indent`: printed whole, left to the terminal to fold (a shell command stays one line to paste)."""
+    """`line` (plain text: no markup) wrapped at the console's width - between words - its continuation lines
+    `indent` columns in, none ending in a space. A reason or a value's source of hundreds of characters then reads
+    as a paragraph under its own bullet or column, where printed whole it ran past the edge of an 80-column
+    terminal. A word longer than a line (a source such as `measured:wall-clock(...)+modelled:pcie(...)`) is broken
+    after a separator (`_separated`); one without (a path) stays whole on its own line, for the terminal to fold,
+    so it still pastes as one path. A negative `indent`: printed whole (a shell command stays one line to paste)."""
     if indent < 0:
         console.print(line, style=style, highlight=False, markup=False, emoji=False, soft_wrap=True)
         return
     width = max(console.width, indent + 20)
-    line = _separated(line.expandtabs(), width - indent)  # as rich expands them: `first` is a prefix of it
-    first = Text(line).wrap(console, width)[0].plain if line else ""
-    console.out(first.rstrip(), style=style, highlight=False)
-    rest = line[len(first):].lstrip()  # rich leaves the space (or break) it wrapped at on either side
-    if rest:
-        for part in Text(rest).wrap(console, width - indent):
-            console.out(" " * indent + part.plain.strip(), style=style, highlight=False)
+    pad = " " * indent
+    pieces = _separated(line.expandtabs(), width - indent).split("\n")
+    for k, piece in enumerate(pieces):
+        lines = textwrap.wrap(piece, width, initial_indent=pad if k else "", subsequent_indent=pad,
+                              break_long_words=False, break_on_hyphens=False) or [""]
+        for out in lines:
+            console.out(out.rstrip(), style=style, highlight=False)
 
 
 def _separated(line: str, room: int) -> str:

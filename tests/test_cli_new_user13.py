@@ -81,3 +81,17 @@ def test_an_export_of_a_study_whose_directory_moved_says_the_path_it_names_is_no
     r = advisor("export", "s", "0", "--storage", "s.db", "--to", "json", cwd=root)
     assert r.returncode == 0 and "is not here" not in r.stderr, r.stderr
     shutil.rmtree(root / "ckpt")
+
+
+def test_a_path_longer_than_the_terminal_is_printed_whole_in_a_wrapped_note(tmp_path):
+    """A Hugging Face cache path runs past 80 columns; the note's wrap folded it at the edge, so the path a user
+    copies from the note had a line break and an indent inside it. Now it stays whole on a line of its own."""
+    deep = tmp_path / "models--inclusionAI--LLaDA-MoE-7B-A1B-Instruct" / "snapshots" / ("0123456789abcdef" * 3)
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(deep)
+    r = advisor("tune", str(deep), "--space", "quick", "--budget", "80KiB", "--trials", "1", "--storage", "s.db",
+                "--study", "s", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shutil.rmtree(tmp_path / "models--inclusionAI--LLaDA-MoE-7B-A1B-Instruct")
+    r = advisor("export", "s", "0", "--storage", "s.db", "--to", "vllm", "-o", "serve.sh", cwd=tmp_path)
+    assert r.returncode == 0 and len(str(deep)) > 80, r.stderr
+    assert str(deep) in [ln.strip().rstrip(",") for ln in r.stderr.splitlines()], r.stderr

@@ -154,7 +154,7 @@ def moved_model_note(point: FrontPoint) -> str | None:
     """A note when the directory the study loaded its model from is not here (moved, or the study ran on another
     machine): the export names it as stored, which the runtime would not find."""
     spec = model_spec(point)
-    if spec == point.model or not Path(spec).is_absolute() or Path(spec).is_dir():
+    if not Path(spec).is_absolute() or Path(spec).is_dir():  # a hub id or a tiny model: not a directory
         return None
     return (f"the study loaded its model from the directory {spec}, which is not here (moved, or the study ran on "
             "another machine): the export names it as stored; change it to where the checkpoint is")
