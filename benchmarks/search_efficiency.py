@@ -10,7 +10,8 @@ accuracy once per plan?
    warm-started with the most cache that fits per plan). Hypervolume after 10/20/40 trials as a fraction of
    the exhaustive one (worst seed), and the share of trials over budget. A budget-blind row (the cache size over its whole
    range, the constraint only recorded, corner seeds: the tuner before budget-aware search) is kept beside
-   it for comparison.
+   it for comparison; so, with `--blind-formats`, a row with two or more layer groups' formats drawn each over
+   its own domain (`fmt_g*`: a study begun before they were drawn in turn within the budget), the rest as above.
 3. Cost: one real `run_tune` per budget (default sampler, staging on, fresh database) counts accuracy
    evaluations against the distinct precision plans its trials visited (target <= 1.0) and its trials over
    budget (target 0).
@@ -179,8 +180,9 @@ def blind_corners(space, shape) -> list[dict]:
 
 
 def search(rows: list[dict], space, backend, budget: int, sampler: str, seed: int, trials: int,
-           metrics: list[str], directions: list[str], *, aware: bool) -> dict[str, Any]:
-    """One study on the exhaustive table: HV fraction after each trial, and trials over budget."""
+           metrics: list[str], directions: list[str], *, aware: bool, fill_formats: bool = True) -> dict[str, Any]:
+    """One study on the exhaustive table: HV fraction after each trial, and trials over budget. `fill_formats`
+    False draws the layer groups' formats each over its own domain (`BudgetFit`)."""
     import optuna
 
     from advisor.tune.budget import BudgetFit
@@ -194,7 +196,7 @@ def search(rows: list[dict], space, backend, budget: int, sampler: str, seed: in
     norm = _normaliser(feasible, metrics, directions)
     ref = tuple(1.1 for _ in metrics)
     hv_star = hypervolume([norm(r["values"]) for r in feasible], ref)
-    fit = BudgetFit(space, shape, budget, backend.calibration_counts)
+    fit = BudgetFit(space, shape, budget, backend.calibration_counts, fill_formats=fill_formats)
     seen: list[tuple[float, ...]] = []
     curve: list[float] = []
     over = 0
@@ -249,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--samplers", default="tpe,nsga2,random", help="also gp (seconds per trial on 2 cores)")
     ap.add_argument("--blind", default="tpe,nsga2", help="samplers also run budget-blind, for comparison")
+    ap.add_argument("--blind-formats", default="", help="samplers also run with the layer groups' formats drawn "
+                    "each over its own domain (fmt_g*; needs --groups 2 or more), for comparison")
     ap.add_argument("--no-real-run", action="store_true", help="skip the real run_tune per budget")
     ap.add_argument("--groups", type=int, default=1, help="layer groups with their own format (precision.groups)")
     ap.add_argument("--out", type=Path, default=None, help="also write the full results as JSON")
@@ -261,6 +265,9 @@ def main(argv: list[str] | None = None) -> dict:
     fractions = [float(x) for x in a.budgets.split(",")]
     samplers = a.samplers.split(",")
     blind = [s for s in a.blind.split(",") if s]
+    blind_formats = [s for s in a.blind_formats.split(",") if s]
+    if blind_formats and a.groups < 2:
+        ap.error("--blind-formats needs --groups 2 or more (one group's format is drawn as fmt_g0 either way)")
     tmp = Path(tempfile.mkdtemp(prefix="advisor-bench-"))
     t0 = time.perf_counter()
     try:
@@ -274,15 +281,17 @@ def main(argv: list[str] | None = None) -> dict:
         for f in fractions:
             budget = budget_bytes(backend.shape, f)
             entry: dict[str, Any] = {"fraction": f, "budget_bytes": budget, "rows": {}}
-            runs = [(s, True) for s in samplers] + [(s, False) for s in blind]
-            for name, aware in runs:
-                res = [search(rows, space, backend, budget, name, seed, a.trials, metrics, directions, aware=aware)
-                       for seed in range(a.seeds)]
-                label = name if aware else f"{name} (budget-blind)"
+            runs = [(s, True, True) for s in samplers] + [(s, True, False) for s in blind_formats] + \
+                [(s, False, True) for s in blind]
+            for name, aware, fill in runs:  # (sampler, budget-aware, formats drawn within the budget)
+                res = [search(rows, space, backend, budget, name, seed, a.trials, metrics, directions, aware=aware,
+                              fill_formats=fill) for seed in range(a.seeds)]
+                label = f"{name} (budget-blind)" if not aware else name if fill else f"{name} (formats blind)"
                 entry["rows"][label] = {
-                    "aware": aware,
+                    "aware": aware and fill,  # (over_budget_runs counts the rows drawn as run_tune draws)
                     "worst": {k: round(min(_at(r["curve"], k) for r in res), 4) for k in CHECKPOINTS},
                     "mean": {k: round(sum(_at(r["curve"], k) for r in res) / len(res), 4) for k in CHECKPOINTS},
+                    "per_seed": [round(_at(r["curve"], CHECKPOINTS[-1]), 4) for r in res],
                     "over_budget": sum(r["over_budget"] for r in res),
                     "trials": sum(len(r["curve"]) for r in res),
                     "seconds_per_trial": round(sum(r["seconds_per_trial"] for r in res) / len(res), 3),

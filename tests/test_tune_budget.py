@@ -242,6 +242,19 @@ def test_search_efficiency_refuses_fewer_trials_than_its_result_reports():
     assert "RESULT" not in r.stdout
 
 
+def test_search_efficiency_refuses_formats_blind_rows_with_one_layer_group():
+    """`--blind-formats` compares the layer groups' formats drawn in turn within the budget (fmt_fill_g*) with each
+    drawn over its own domain (fmt_g*); with one group (the default --groups 1) both are fmt_g0, so the rows would
+    be the same draws twice: refused before the exhaustive table is built."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        r = subprocess.run([sys.executable, "-m", "benchmarks.search_efficiency", "--blind-formats", "nsga2"], cwd=root,
+                           capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("--blind-formats with one group started the benchmark instead of being refused") from None
+    assert r.returncode == 2 and "--blind-formats needs --groups 2 or more" in r.stderr, r.stdout + r.stderr
+
+
 def test_the_most_cache_that_fits_is_every_expert_where_staging_falls_again():
     """An offloaded model's counted peak grows with the slots and falls again towards the largest cache (prev_step
     stages min(slots, experts without a slot) per layer; copied misses stream the experts without a slot): every
