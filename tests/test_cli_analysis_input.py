@@ -551,6 +551,22 @@ def test_report_says_a_precision_left_out_by_the_budget_cannot_fit_it(tmp_path):
     assert "fp16: cannot fit in 144.00 KiB: even its least configuration" in md and "needs 145.06 KiB (counted)" in md
 
 
+def test_report_cannot_fit_row_is_not_said_of_a_format_whose_stored_trial_needs_less(tmp_path):
+    """A `--budgets 1%` study of tiny:qwen3_moe holds bf16 baseline trials with no expert on the GPU (90.75 KiB,
+    counted), below bf16's one-slot-per-layer least (96.75 KiB). At --memory 90.5KiB the headline said "bf16:
+    cannot fit in 90.50 KiB: even its least configuration ... needs 96.75 KiB" beside the baseline rows' 90.8 KiB:
+    its own study contradicts it. Such a row says no trial of it fits; the formats with no such trial keep it."""
+    r = _cli("tune", "tiny:qwen3_moe", "--space", "quick", "--budget", "200KiB", "--trials", "13", "--budgets", "1%",
+             "--storage", "sqlite:///s.db", "--study", "q", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli("report", "q", "--storage", "s.db", "-o", "rep", "--block-lengths", "", "--memory", "90.5KiB,1%",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    head = flat(r.stdout.split("at 1% (")[0])
+    assert "bf16: no trial of this precision fits" in head and "bf16: cannot fit" not in head, r.stdout
+    assert "int8: cannot fit in 90.50 KiB: even its least configuration" in head, r.stdout
+
+
 def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
     """`advisor report STUDY --memory 10%,25%,50%` on a study whose trials fit only the largest printed
     "fp16: no trial of this precision fits" without saying fits what, and "  at 10%: " with nothing after it.

@@ -225,7 +225,9 @@ def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str,
     fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
     if not fit:
         need = least_peak(label) if least_peak is not None and label != MIXED else None
-        if need is not None and need > memory:
+        # a stored trial below it (a --budgets baseline: no expert on the GPU) is no less a configuration
+        if need is not None and need > memory and all(t.values.get("peak_gpu_bytes", math.inf) >= need
+                                                      for t in same):
             from advisor.units import format_bytes
 
             return HeadlineRow(label, note=f"cannot fit in {format_bytes(memory, 2)}: even its least configuration "
