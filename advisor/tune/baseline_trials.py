@@ -108,7 +108,7 @@ def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, flo
     """(budget, its bytes, the least counted peak of a uniform format with the smallest cache, that format, whether
     some baseline fits there) of each budget at which `budget_points` finds nothing: no configuration of the space
     fits there, so only the baselines (whose 16-bit experts may run with no cache at all) can answer at it - where
-    one fits (else each is recorded over budget without running)."""
+    one fits (else none is queued there: `unfit_baselines`)."""
     out = []
     for spec in budgets:
         if budget_points(fit, [spec]):
