@@ -56,3 +56,23 @@ def test_a_queued_point_whose_insert_answer_was_lost_is_queued_once(url, monkeyp
     points = [json.dumps(t.system_attrs["fixed_params"], sort_keys=True) for t in trials]
     assert len(points) == len(set(points)) == result.n_waiting > 1, points  # each queued once
     assert trials[0]._trial_id == cut[0]  # the first point: the trial its cut insert made
+
+
+def test_the_keys_of_queued_inserts_are_let_go_once_each_insert_ends(url, monkeypatch):
+    """The storage keeps a queued trial's key while its insert is tried (to know a try again), and lets it go when
+    the insert ends. It let go in `create_new_trial`, which a study never calls - Optuna's `_CachedStorage`, which
+    holds the storage, calls `_create_new_trial` - so every key queued in the process stayed held."""
+    from advisor.results import storage as st
+    from advisor.tune.study import TuneOptions, run_tune
+
+    opened, real_open = [], st.open_storage
+
+    def open_storage(*args, **kwargs):
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(st, "open_storage", open_storage)
+    opts = TuneOptions(study_name="k", storage=url, sampler="random", n_trials=0, heartbeat_interval=None)
+    result = run_tune(FakeBackend(), small_space(), opts, budget_bytes=None)
+    assert result.n_waiting > 1 and opened
+    assert all(s._inserting == set() for s in opened), [s._inserting for s in opened]

@@ -70,9 +70,10 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
         self._inserting: set[str] = set()  # the `QUEUED_ID`s whose insert has been tried
         super().__init__(*args, **kwargs)
 
-    def create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> int:
+    def _create_new_trial(self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None) -> Any:
+        # (not `create_new_trial`: a study holds its storage in Optuna's `_CachedStorage`, which calls this one)
         try:
-            return super().create_new_trial(study_id, template_trial)
+            return super()._create_new_trial(study_id, template_trial)
         finally:
             self._inserting.discard(_queued_id(template_trial))
 
