@@ -87,8 +87,8 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
 
 def _separated(line: str, room: int) -> str:
     """`line` with each run of non-spaces longer than `room` columns broken by a line break after its last
-    ',', ';' or '+' that keeps each piece within `room` (where it has one): rich folds such a word at the edge,
-    leaving `...lat=1` above `0us)]`."""
+    ',', ';' or '+' that keeps each piece within `room` (where it has one): whole on its own line, the terminal
+    folds such a word at its edge, leaving `...lat=1` above `0us)]`."""
     def cut(match: re.Match[str]) -> str:
         word, pieces = match.group(), []
         while len(word) > room and (at := max(word.rfind(c, 0, room) for c in ",;+") + 1) > 0:
