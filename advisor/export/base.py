@@ -21,6 +21,7 @@ from advisor.results.config_view import (
     export_config,
     model_info,
     policy_text,
+    recorded_model,
     steps_counted_note,
 )
 from advisor.results.front import FrontPoint, format_metric
@@ -55,10 +56,12 @@ def model_path(spec: str) -> str | None:
 
 
 def model_spec(point: FrontPoint) -> str:
-    """The model a runtime should load for `point`: the absolute directory the study loaded (a relative path as
-    typed at tune time breaks where the export runs elsewhere, and `dir/name` reads as a hub id), else the spec."""
-    meta = point.config.get("model_meta") if isinstance(point.config, dict) else None
-    return str(meta.get("path") or point.model) if isinstance(meta, dict) else point.model
+    """The model a runtime should load for `point` (`recorded_model`)."""
+    return recorded_model(point.model, _meta(point))[0]
+
+
+def _meta(point: FrontPoint) -> Any:
+    return point.config.get("model_meta") if isinstance(point.config, dict) else None
 
 
 def served_path(spec: str, target: str) -> str:
@@ -153,8 +156,8 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
 def moved_model_note(point: FrontPoint) -> str | None:
     """A note when the directory the study loaded its model from is not here (moved, or the study ran on another
     machine): the export names it as stored, which the runtime would not find."""
-    spec = model_spec(point)
-    if not Path(spec).is_absolute() or Path(spec).is_dir():  # a hub id or a tiny model: not a directory
+    spec, gone = recorded_model(point.model, _meta(point))
+    if not gone:
         return None
     return (f"the study loaded its model from the directory {spec}, which is not here (moved, or the study ran on "
             "another machine): the export names it as stored; change it to where the checkpoint is")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
+from advisor.results.config_view import recorded_model
 
 
 @dataclass
@@ -73,14 +73,11 @@ def study_model(data: StudyData) -> str:
     """What to load as the study's model (torch-free, so a moved directory is one line before torch imports): a
     local directory by the absolute path the study recorded - the name it ran as is the directory's, which reads
     as a hub id elsewhere (`hf download NAME` was the advice) - else the hub id or spec it ran as."""
-    meta = data.setting("model_meta")
-    path = meta.get("path") if isinstance(meta, dict) else None
-    if not path:
-        return str(data.setting("model"))
-    if not Path(path).is_dir():
-        raise UserError(f"study {data.name!r} was tuned on the local directory {path}, which is not there now; "
+    spec, gone = recorded_model(data.setting("model"), data.setting("model_meta"))
+    if gone:
+        raise UserError(f"study {data.name!r} was tuned on the local directory {spec}, which is not there now; "
                         "pass --model with where that checkpoint is now (its fingerprint is checked)")
-    return str(path)
+    return spec
 
 
 def study_task(data: StudyData, task_data: str | None = None) -> tuple[Any, Any]:

@@ -223,6 +223,16 @@ def _model_meta(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def recorded_model(model: str, meta: Any) -> tuple[str, bool]:
+    """What a runtime or the report loads as a study's model, and whether it is a local directory that is not here
+    now: the absolute directory the study recorded (`model_meta['path']`: a relative path as typed at tune time
+    breaks elsewhere, and `dir/name` reads as a hub id), else the hub id or spec it ran as."""
+    path = meta.get("path") if isinstance(meta, dict) else None
+    if not path:
+        return str(model), False
+    return str(path), not Path(path).is_dir()
+
+
 def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
     """The MoE layout recorded with a front point (config['model_meta'])."""
     meta = _model_meta(config)
