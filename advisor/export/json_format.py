@@ -51,10 +51,17 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
                   **(tide_kw(cfg) if cfg.policy == "tide" else {}),  # other policies have no interval
                   **({"hot": {str(k): v for k, v in hot_sets(cfg).items()}} if cfg.policy == "static_hot" else {})},
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
-        # a study run without --gpu stored no profile: its copies were priced on the default link
-        "hardware": point.hardware or DEFAULT_PROFILE.to_dict(),
+        "hardware": hardware(point),
         "config": point.config,
     }
+
+
+def hardware(point: FrontPoint) -> dict[str, Any]:
+    """The profile the study used - for a study run without --gpu, which stored none, the default link its copies
+    were priced on. A memory of 0 is the profile's "not specified" (`HardwareProfile.memory_bytes`), written as
+    null: 0 read as a GPU with no memory."""
+    hw = dict(point.hardware or DEFAULT_PROFILE.to_dict())
+    return {**hw, "memory_bytes": hw.get("memory_bytes") or None}
 
 
 def quality(point: FrontPoint, task_text: str = "") -> dict[str, str] | None:
