@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli_helpers import advisor
+from tests.cli_helpers import advisor, one_error_line
 
 EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
 
@@ -18,3 +18,18 @@ def test_json_export_of_a_default_link_study_writes_no_memory_as_null(tmp_path):
     hw = json.loads(r.stdout)["hardware"]
     assert hw["name"] == "default PCIe 4.0 x16 link" and hw["h2d_gbps_pinned"] == 25.0, hw
     assert "memory_bytes" in hw and hw["memory_bytes"] is None, hw
+
+
+def test_tune_refuses_a_storage_file_in_a_missing_directory_as_export_o_does(tmp_path):
+    """`tune --storage sqlite:///mistyped/dir/a.db` made the folders without a word; `export -o` refuses a missing
+    folder. The tune refuses it too, in one line saying to create it, before the model loads, and makes nothing;
+    the default database (`studies/advisor.db`) still has its folder made."""
+    missing = tmp_path / "nonexistent" / "dir"
+    r = advisor("tune", "--storage", f"sqlite:///{missing}/a.db", "--trials", "1", cwd=tmp_path)
+    line = one_error_line(r, f"directory {missing} does not exist", f"mkdir -p {missing}")
+    assert "--storage" in line and not (tmp_path / "nonexistent").exists(), line
+    r = advisor("export", "bundled-example", "129", "--to", "json", "-o", str(missing / "x.json"), "--storage", str(EXAMPLE_DB),
+                cwd=tmp_path)
+    one_error_line(r, f"{missing} does not exist")
+    r = advisor("tune", "--space", "quick", "--trials", "1", "--budget", "4MiB", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "studies" / "advisor.db").is_file(), r.stdout + r.stderr

@@ -9,6 +9,7 @@ not answer) into one `UserError` line. URLs in messages always go through `mask_
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 
 def check_storage(url: str, *, write: bool) -> str:
     """The normalized URL of a usable database, or one `UserError`. Readers need an existing database; a
-    writer (`advisor tune`) needs a writable one, or a writable place to create it."""
-    from advisor.results.storage import normalize_url, require_database, sqlite_path
+    writer (`advisor tune`) needs a writable one, or a writable directory to create it in: an existing one, as
+    for every file the tool writes, but for the default database's `studies/`."""
+    from advisor.results.storage import DEFAULT_STORAGE, normalize_url, require_database, sqlite_path
 
     given, url = url, normalize_url(url, create_dirs=False)
     if url.startswith("sqlite"):
@@ -46,6 +48,10 @@ def check_storage(url: str, *, write: bool) -> str:
             return url
         if not write:
             require_database(url)
+        elif not path.parent.exists() and url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
+            # as every file option (`export -o`, `--json`): a mistyped directory is not made; the default's is
+            raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
+                            f"{shlex.quote(str(path.parent))}) or give --storage another path")
         _check_sqlite(path, url, write=write)
         return url
     _check_server(url, write=write)
