@@ -1061,7 +1061,7 @@ def test_export_of_study_trial_refuses_the_options_only_from_recommend_reads(tmp
 
 
 @pytest.mark.parametrize("args", [["tune", "--trials", "1", "--storage", "s.db"], ["eval", "--limit", "1"],
-                                  ["trace", "bundled", "-o", "t.npz"]])
+                                  ["trace", "bundled", "-o", "t.npz"], ["quant-report", "bundled"]])
 def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
     """`--threads 99999999999999999999` was torch's "Overflow when unpacking long long" traceback (exit 1), in
     `tune` after the study's header; every command's --threads now has one upper bound."""

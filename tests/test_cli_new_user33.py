@@ -33,3 +33,22 @@ def test_tune_refuses_a_storage_file_in_a_missing_directory_as_export_o_does(tmp
     one_error_line(r, f"{missing} does not exist")
     r = advisor("tune", "--space", "quick", "--trials", "1", "--budget", "4MiB", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "studies" / "advisor.db").is_file(), r.stdout + r.stderr
+
+
+def test_quant_report_takes_threads_as_eval_and_trace_do():
+    """`quant-report` had no --threads while `eval` and `trace` take one: on a shared host it ran on every core.
+    It takes the same option now and runs torch on that many threads."""
+    import torch
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        res = CliRunner().invoke(app, ["quant-report", "tiny:qwen3_moe", "--formats", "int8", "--samples", "2",
+                                       "--layers", "0", "--max-experts", "1", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert "expert quantization quality" in res.output and torch.get_num_threads() == 1, res.output
+    finally:
+        torch.set_num_threads(before)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import typer
 
 from advisor.errors import UserError
 from advisor.units import SEED_MAX, SEED_MIN, format_bytes
@@ -22,9 +25,22 @@ a larger value overflows (a traceback), while libgomp gives every thread a stack
 SEED_RANGE = {"min": SEED_MIN, "max": SEED_MAX}
 """--seed of the commands that seed torch (`torch.Generator.manual_seed` takes this range; beyond it, a traceback)."""
 
-# `eval` and `trace`: their default is every core (fastest on a quiet host); `tune` and `profile` default to 1
 THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other work, 1 or 2 can be many times faster "
                 "(waiting threads spin).")
+
+
+def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
+    """--threads of every command that runs torch on the CPU, one range for all. `eval`, `trace` and
+    `quant-report` default to 0, every core (fastest on a quiet host); `tune` and `profile` to 1 and take no 0:
+    the CPU expert times they store are keyed by the thread count."""
+    return typer.Option(default, "--threads", min=min(default, 1), max=MAX_THREADS, help=help)
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use."""
+    import torch
+
+    torch.set_num_threads(threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
 @contextmanager

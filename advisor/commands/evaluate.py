@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import typer
 
-from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -53,7 +52,7 @@ def register(app: typer.Typer) -> None:
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(quantized into a host store) / load the whole model. Default: offload when "
                                      "the checkpoint is bigger than the device's free memory."),
-        threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
+        threads: int = threads_option(),
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
@@ -75,14 +74,13 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()
-        import torch
         from rich.console import Console
 
         from advisor.eval.run import accuracy_source, evaluate
         from advisor.eval.tasks import get_task
         from advisor.models.load import load_model
 
-        torch.set_num_threads(threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        set_threads(threads)
         plan = None
         if precision is not None:  # an empty "$PLAN" is refused, not measured as full precision
             from advisor.quant.plan import PrecisionPlan

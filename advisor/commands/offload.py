@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import MAX_THREADS, SEED_RANGE, THREADS_HELP, refuse_out_of_memory
+from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 
@@ -58,7 +58,7 @@ def trace_cmd(
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "
                                  "checkpoint is bigger than the device's free memory."),
-    threads: int = typer.Option(0, "--threads", min=0, max=MAX_THREADS, help=THREADS_HELP),
+    threads: int = threads_option(),
 ) -> None:
     """Record which experts every token of every forward uses while the model decodes."""
     from advisor.errors import refuse_empty
@@ -72,7 +72,6 @@ def trace_cmd(
     import_runtime()
     import time
 
-    import torch
     from rich.console import Console
 
     from advisor.files import check_writable
@@ -81,7 +80,7 @@ def trace_cmd(
 
     check_writable(output, create_dirs=False)  # before the model loads and decodes, not after; a missing
     # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created
-    torch.set_num_threads(threads or max(1, torch.get_num_threads()))
+    set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)
     if loaded.offloaded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from advisor.commands import SEED_RANGE
+from advisor.commands import SEED_RANGE, set_threads, threads_option
 from advisor.errors import UserError, refuse_empty
 
 
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: str = typer.Option(None, "--json", help="Also write every row to this JSON file."),
         seed: int = typer.Option(0, "--seed", **SEED_RANGE),
+        threads: int = threads_option(),
         offload: bool = typer.Option(None, "--offload/--resident", help="Read experts one at a time from the "
                                      "checkpoint / load the whole model. Default: offload when the checkpoint is "
                                      "bigger than the free host memory."),
@@ -94,6 +95,7 @@ def register(app: typer.Typer) -> None:
         from advisor.quant.formats import get_format
         from advisor.quant.quality import capture_activations, quality_report
 
+        set_threads(threads)
         # unknown names fail before the model loads; one format spelled twice (int4, int4:g128) is measured once
         fmts = list(dict.fromkeys(get_format(n).name for n in names))
         loaded = load_model(model, offload=offload)

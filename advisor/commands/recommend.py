@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from advisor.commands import MAX_THREADS
+from advisor.commands import threads_option
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count
@@ -112,8 +112,8 @@ def register(app: typer.Typer) -> None:
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
                                          "expert shapes (HF id, directory, tiny:<family>, bundled)."),
-        threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads for the CPU expert times "
-                                    "(default 1, as `advisor tune` runs; give the threads your runtime uses)."),
+        threads: int = threads_option(1, "torch CPU threads for the CPU expert times (default 1, as `advisor "
+                                      "tune` runs; give the threads your runtime uses)."),
     ) -> None:
         """Measure and store host-to-device bandwidth, memory and (--model, --expert-shape) CPU expert times.
 

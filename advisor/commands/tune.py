@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from advisor.commands import MAX_THREADS
+from advisor.commands import threads_option
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
@@ -229,7 +229,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
                                  "transfer time); live: every trial runs the offload runtime (measured)."),
-        threads: int = typer.Option(1, "--threads", min=1, max=MAX_THREADS, help="torch CPU threads."),
+        threads: int = threads_option(1, "torch CPU threads."),
         wide: bool = typer.Option(False, "--wide", help="Print the front as one wide table, whatever the width."),
         heartbeat: int = typer.Option(10, "--heartbeat", min=1, max=int(threading.TIMEOUT_MAX), help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
