@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from tests.cli_helpers import advisor, one_error_line
@@ -52,3 +53,23 @@ def test_quant_report_takes_threads_as_eval_and_trace_do():
         assert "expert quantization quality" in res.output and torch.get_num_threads() == 1, res.output
     finally:
         torch.set_num_threads(before)
+
+
+def test_vllm_export_of_diffusion_gemma_names_the_flag_that_sets_the_decoding(tmp_path):
+    """The note said to set vLLM's canvas_length and max_denoising_steps but not how. It names the flag now, as
+    `vllm serve` takes it (--diffusion-config and a JSON object: vllm/config/diffusion.py, vLLM's
+    examples/features/structured_diffusion), with the study's values, in one shell word a wrap does not break."""
+    from recommend_helpers import make_db, model_meta, point
+
+    dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
+          "is_diffusion": True}
+    p = point("dg", 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=dg, model="/models/dg")
+    p.config["decoding"] = {"block_length": 32, "steps_per_block": 16, "generate": {"max_new_tokens": 64, "steps": 16}}
+    url = make_db(tmp_path / "a.db", [p])
+    r = advisor("export", "dg", "1", "--to", "vllm", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    note = next(ln for ln in r.stdout.splitlines() if ln.startswith("# note: decoding:"))
+    flag = "--diffusion-config '{\"canvas_length\":32,\"max_denoising_steps\":16}'"
+    assert f"set them to 32 and 16 by adding {flag} to the `vllm serve` command" in note, note
+    assert json.loads(shlex.split(flag)[1]) == {"canvas_length": 32, "max_denoising_steps": 16}
+    assert any(flag.split()[1] in line.split() for line in r.stderr.splitlines()), r.stderr  # whole in the wrap

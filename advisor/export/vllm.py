@@ -36,6 +36,7 @@ which a w13_weight filter would not match, offloading nothing).
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 
@@ -217,16 +218,26 @@ def refusal(model: ModelInfo) -> str | None:
 def decoding_note(cfg: ExportConfig) -> str:
     """How the study decoded the diffusion LLM it measured, which `vllm serve` does not take from this export:
     vLLM decodes with its DiffusionConfig's `canvas_length` and `max_denoising_steps` (vllm/config/diffusion.py;
-    the steps, when not set, from the checkpoint's generation_config.json), not the study's."""
+    the steps, when not set, from the checkpoint's generation_config.json), not the study's. `vllm serve` takes that
+    config as a JSON object, `--diffusion-config '{"canvas_length": 64}'` (vLLM's
+    examples/features/structured_diffusion/README.md); written here without spaces, so a wrapped note keeps it whole."""
     canvas, steps = cfg.block_length, cfg.steps_per_block
     served = ("vLLM decodes with its diffusion config's canvas_length and max_denoising_steps (the steps, when "
               "not set, from the checkpoint's generation_config.json)")
     if not canvas or not steps:
-        return (f"decoding: the study recorded none (tuned before it did); {served}, which may not be how the "
-                "study's time and accuracy were measured")
+        return (f"decoding: the study recorded none (tuned before it did); {served}, which may not be how the study's "
+                "time and accuracy were measured; `vllm serve` takes them as --diffusion-config "
+                "'{\"canvas_length\":N,\"max_denoising_steps\":S}'")
     return (f"decoding: the study measured this point decoding canvases of {canvas} tokens with at most {steps} "
             f"denoising steps each (a canvas stops sooner once stable); "
-            f"{served}: set them to {canvas} and {steps}, or the served decoding is not the one measured")
+            f"{served}: set them to {canvas} and {steps} by adding {diffusion_flag(canvas, steps)} to the `vllm serve` "
+            "command, or the served decoding is not the one measured")
+
+
+def diffusion_flag(canvas: int, steps: int) -> str:
+    """`--diffusion-config '{"canvas_length":C,"max_denoising_steps":S}'`, quoted for a shell."""
+    return "--diffusion-config " + shlex.quote(json.dumps({"canvas_length": canvas, "max_denoising_steps": steps},
+                                                          separators=(",", ":")))
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
