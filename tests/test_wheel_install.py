@@ -52,14 +52,15 @@ def test_wheel_installs_into_a_fresh_venv_and_tunes(tmp_path):
                            check=True).stdout
     assert "advisor/tune/spaces/quick.toml" in names and "advisor/models/bundled/model.safetensors" in names
 
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    # no pip of its own (ensurepip took ~5 s of CPU): this pip installs into it with --python
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
     site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "_heavy_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, env=env,
-                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
+                    str(wheel)], check=True, env=env, capture_output=True, timeout=300)
 
     where = subprocess.run([py, "-c", "import advisor, importlib.metadata as m; print(advisor.__file__); "
                             "d = m.distribution('moe-advisor'); print(d.locate_file(''));"
