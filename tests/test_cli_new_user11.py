@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from cli_helpers import advisor, one_error_line
+from typer.testing import CliRunner
+
+from advisor.cli import app
 
 
 def test_a_share_over_100_percent_given_to_budget_is_not_sent_to_budgets(tmp_path):
@@ -60,14 +63,16 @@ def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_p
     assert min(peaks) <= least < min(peaks) + 1, (least, min(peaks))
 
 
-def test_the_recipe_of_a_model_without_tokenizer_says_it_does_not_use_the_prompt(tmp_path):
+def test_the_recipe_of_a_model_without_tokenizer_says_it_does_not_use_the_prompt(tmp_path, monkeypatch):
     """`python recipe.py "hello"` for a model without a tokenizer (a tiny:* model, a checkpoint without one)
     decoded seeded random ids and printed their continuation as if it answered "hello". It now says on stderr
-    that the prompt is not used; without a prompt it stays quiet."""
+    that the prompt is not used; without a prompt it stays quiet. The study is tuned in this process (CliRunner):
+    a subprocess paid ~8 s of CPU importing torch and transformers; the export and the recipe run as a user's."""
     db = tmp_path / "s.db"
-    r = advisor("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", str(db), "--study", "q",
-                cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
+    monkeypatch.chdir(tmp_path)
+    t = CliRunner().invoke(app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", str(db),
+                                 "--study", "q"])
+    assert t.exit_code == 0, t.output
     recipe = tmp_path / "recipe.py"
     r = advisor("export", "q", "0", "--to", "hf", "-o", str(recipe), "--storage", str(db), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -92,7 +97,7 @@ def test_export_from_recommend_with_nothing_to_export_leads_with_why(tmp_path):
     assert line.index("more memory:") < line.index("no accuracy floor given"), line
 
 
-def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp_path):
+def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp_path, monkeypatch):
     """`advisor profile --cpu --name myhost` stores the host's RAM as the profile's memory (there is no GPU);
     `tune --gpu myhost` (the README's way to use a measured link) then tuned under a "GPU budget" of the host's
     23.59 GiB, where every configuration fits, and `recommend --gpu myhost` checked memory against it. The RAM is
@@ -104,10 +109,11 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
     r = advisor("profile", "--cpu", "--repeats", "1", "--profiles-dir", str(pp), "--name", "myhost", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     env = {**os.environ, "ADVISOR_PROFILES_DIR": str(pp), "COLUMNS": "400"}
-    run = subprocess.run([sys.executable, "-m", "advisor", "tune", "tiny:qwen3_moe", "--space", "quick", "--trials",
-                          "1", "--gpu", "myhost", "--storage", str(tmp_path / "s.db"), "--study", "g"],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert run.returncode == 0, run.stdout + run.stderr
+    monkeypatch.chdir(tmp_path)  # the tune in this process (CliRunner): a subprocess paid ~8 s importing torch
+    run = CliRunner(env={"ADVISOR_PROFILES_DIR": str(pp), "COLUMNS": "400"}).invoke(
+        app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--gpu", "myhost", "--storage",
+              str(tmp_path / "s.db"), "--study", "g"])
+    assert run.exit_code == 0, run.output
     text = " ".join(run.stdout.split())
     assert "budget: 112.05 KiB (0.6 x the model's counted bytes (quick space default))" in text, text
     assert re.search(r"note: --gpu myhost is a CPU profile \(`advisor profile --cpu`: a host memcpy, no GPU\): its "
