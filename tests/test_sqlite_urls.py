@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import cli_helpers
+from tests.cli_helpers import one_error_line
+
 SPACE = """
 name = "urls"
 [precision]
@@ -49,9 +52,12 @@ def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
     assert not list(tmp_path.glob("s.db*"))
     assert "a" in advisor("studies", "--storage", literal, cwd=tmp_path).splitlines()
 
-    # with uri=true it is SQLite's URI, decoded: the file is `new dir/t.db`, its directory made by tune (it made
-    # `file:new%20dir`, and SQLite could not create the file)
+    # with uri=true it is SQLite's URI, decoded: the file is `new dir/t.db` (tune made `file:new%20dir`, and SQLite
+    # could not create the file); a directory that does not exist is refused by its decoded name, then used
     uri = "sqlite:///file:new%20dir/t.db?uri=true"
+    one_error_line(cli_helpers.advisor(*tune, "--storage", uri, cwd=tmp_path), "mkdir -p 'new dir'")
+    assert not (tmp_path / "new dir").exists()
+    (tmp_path / "new dir").mkdir()
     advisor(*tune, "--storage", uri, cwd=tmp_path)
     assert (tmp_path / "new dir" / "t.db").is_file() and (tmp_path / "new dir" / "t.db.lock").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file:s.db", "file:s.db.lock", "file:s.db.seed.lock",
