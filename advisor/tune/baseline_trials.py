@@ -159,9 +159,9 @@ def not_queued_attr(stored: Sequence[dict[str, Any]] | None, unfit: Sequence[Unf
 def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str],
                     have: Collection[tuple[str, str, int]] = ()) -> list[dict[str, Any]]:
     """User attrs of every baseline trial to queue: no-cache once, then each strategy (each tau) at each budget
-    it can fit at all (`unfit_baselines`), but those in `have` (`key`s a study's trials measured already, `baseline_keys`), and one trial per distinct
-    configuration (`same_config`): the first with the lru policy (else the first) of baselines alike, the others
-    named in its ``baseline_also``."""
+    it can fit at all (`unfit_baselines`), but those in `have` (`key`s a study's trials measured already,
+    `baseline_keys`), and one trial per distinct configuration (`same_config`): the first with the lru policy (else
+    the first) of baselines alike, the others named in its ``baseline_also``."""
     for spec in budgets:
         memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
     n = shape.n_layers
