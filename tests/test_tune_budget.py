@@ -229,30 +229,24 @@ def test_cpu_misses_buy_more_cache_under_the_same_budget(tmp_path):
         assert t.user_attrs["feasible"] is True and t.user_attrs["config"]["counted_peak_gpu_bytes"] <= budget
 
 
-def test_search_efficiency_refuses_fewer_trials_than_its_result_reports():
-    """`--trials 20` printed the 20th trial's hypervolume as `RESULT worst_hv40=` (and under the table's 40
-    column): refused at once, as --seeds below 3 is, instead of a run whose numbers say something else."""
+@pytest.mark.parametrize("args, refusal", [
+    # `--trials 20` printed the 20th trial's hypervolume as `RESULT worst_hv40=` (and under the table's 40 column)
+    (["--trials", "20"], "--trials must be >= 40"),
+    # `--blind-formats` compares the formats drawn in turn within the budget (fmt_fill_g*) with each drawn over its
+    # own domain (fmt_g*); with one group (the default --groups 1) both are fmt_g0: the same draws twice
+    (["--blind-formats", "nsga2"], "--blind-formats needs --groups 2 or more"),
+])
+def test_search_efficiency_refuses_a_run_whose_numbers_would_say_something_else(args, refusal):
+    """Refused at once, as --seeds below 3 is, before the exhaustive table is built - not a run whose RESULT line
+    reports another trial count, or rows that compare a draw with itself."""
     root = Path(__file__).resolve().parents[1]
     try:
-        r = subprocess.run([sys.executable, "-m", "benchmarks.search_efficiency", "--trials", "20"], cwd=root,
+        r = subprocess.run([sys.executable, "-m", "benchmarks.search_efficiency", *args], cwd=root,
                            capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        raise AssertionError("--trials 20 started the benchmark instead of being refused") from None
-    assert r.returncode == 2 and "--trials must be >= 40" in r.stderr, r.stdout + r.stderr
+        raise AssertionError(f"{' '.join(args)} started the benchmark instead of being refused") from None
+    assert r.returncode == 2 and refusal in r.stderr, r.stdout + r.stderr
     assert "RESULT" not in r.stdout
-
-
-def test_search_efficiency_refuses_formats_blind_rows_with_one_layer_group():
-    """`--blind-formats` compares the layer groups' formats drawn in turn within the budget (fmt_fill_g*) with each
-    drawn over its own domain (fmt_g*); with one group (the default --groups 1) both are fmt_g0, so the rows would
-    be the same draws twice: refused before the exhaustive table is built."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        r = subprocess.run([sys.executable, "-m", "benchmarks.search_efficiency", "--blind-formats", "nsga2"], cwd=root,
-                           capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("--blind-formats with one group started the benchmark instead of being refused") from None
-    assert r.returncode == 2 and "--blind-formats needs --groups 2 or more" in r.stderr, r.stdout + r.stderr
 
 
 def test_the_most_cache_that_fits_is_every_expert_where_staging_falls_again():
