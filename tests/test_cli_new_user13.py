@@ -39,6 +39,16 @@ def test_report_of_a_study_whose_directory_moved_names_it_and_takes_model(moved_
     assert payload["study"] == "s"
 
 
+def test_report_of_a_study_whose_relative_directory_moved_with_it_loads_it_without_model(moved_study):
+    """A study tuned on `./ckpt`, run again from a directory that holds `ckpt` (the project moved, or another
+    machine with the same layout): the report loaded it by the relative name it ran as (fingerprint-checked) until
+    e1c348b, which refused it for --model because the absolute directory recorded at tune time is gone."""
+    root = moved_study
+    r = advisor("report", "s", "--storage", "../s.db", "--block-lengths", "", "-o", "r3", cwd=root / "elsewhere")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((root / "elsewhere" / "r3" / "report.json").read_text())["study"] == "s"
+
+
 def test_report_model_that_is_another_checkpoint_is_one_line(moved_study):
     root = moved_study
     build_tiny("qwen3_moe", seed=1, dtype=torch.bfloat16).save_pretrained(root / "other")

@@ -224,9 +224,10 @@ def _model_meta(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def recorded_model(model: str, meta: Any) -> tuple[str, bool]:
-    """What a runtime or the report loads as a study's model, and whether it is a local directory that is not here
-    now: the absolute directory the study recorded (`model_meta['path']`: a relative path as typed at tune time
-    breaks elsewhere, and `dir/name` reads as a hub id), else the hub id or spec it ran as."""
+    """What a runtime or the report loads as a study's model (the report: `study_model`), and whether it is a local
+    directory that is not here now: the absolute directory the study recorded (`model_meta['path']`: a relative
+    path as typed at tune time breaks elsewhere, and `dir/name` reads as a hub id), else the hub id or spec it ran
+    as."""
     path = meta.get("path") if isinstance(meta, dict) else None
     if not path:
         return str(model), False
