@@ -23,7 +23,7 @@ from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint, quality_metric
 
 SCHEMA = EXPORT_SCHEMA
-VERSION = 3  # 2: cache.tau and cache.steps_per_block for TIDE; 3: source.quality, source.task null in a fidelity study
+VERSION = 3  # 2: cache.tau and cache.steps_per_block for TIDE; 3: source.quality, null task and memory (SCHEMA.md)
 OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
 REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
 
