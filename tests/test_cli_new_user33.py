@@ -73,3 +73,13 @@ def test_vllm_export_of_diffusion_gemma_names_the_flag_that_sets_the_decoding(tm
     assert f"set them to 32 and 16 by adding {flag} to the `vllm serve` command" in note, note
     assert json.loads(shlex.split(flag)[1]) == {"canvas_length": 32, "max_denoising_steps": 16}
     assert any(flag.split()[1] in line.split() for line in r.stderr.splitlines()), r.stderr  # whole in the wrap
+
+
+def test_tune_storage_with_a_tilde_the_shell_left_is_not_told_to_mkdir_a_directory_named_tilde(tmp_path):
+    """`--storage=~/studies/a.db` (or quoted): the shell expands no '~' after '=' or in quotes, so the advisor gets
+    '~/studies/a.db', a directory named '~' here. The refusal of a missing directory advised `mkdir -p '~'`, which
+    makes ./~ (the tune then stores its study in it; `rm -rf ~` to clean it up removes the home directory). It says
+    what happened and how to name the home directory instead, and makes nothing."""
+    r = advisor("tune", "tiny:qwen3_moe", "--storage=~/studies/a.db", "--trials", "1", cwd=tmp_path)
+    line = one_error_line(r, "~/studies/a.db", "$HOME")
+    assert "mkdir" not in line and not (tmp_path / "~").exists(), line
