@@ -248,12 +248,14 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
     measured) - is a row that says so (`over_budget_note`), with no values; so is one tune did not queue at
     `budget` because it cannot fit there at all (`not_queued`: the study's `baseline_trials.NOT_QUEUED`)."""
     from advisor.baselines import BASELINES, NO_CACHE, baseline_keys
+    from advisor.tune.budget import budget_key
     from advisor.units import format_bytes
 
-    unqueued = {d.get("baseline"): d for d in not_queued or () if d.get("budget") == budget}
+    at = budget_key(budget)  # the tune's spelling of it need not be this one ("90.5KiB" here, "90.5 KiB" there)
+    unqueued = {d.get("baseline"): d for d in not_queued or () if budget_key(str(d.get("budget"))) == at}
 
     def at_budget(t: TrialRecord, name: str) -> bool:
-        return any(k[:2] == (name, budget) for k in baseline_keys(t.attrs))
+        return any(k[0] == name and budget_key(k[1]) == at for k in baseline_keys(t.attrs))
 
     rows = []
     for b in BASELINES:

@@ -37,7 +37,7 @@ from advisor.baselines import (
     baseline_slots,
     full_precision,
 )
-from advisor.tune.budget import BudgetFit, budget_memory, memory_spec
+from advisor.tune.budget import BudgetFit, budget_key, budget_memory, memory_spec
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
 
@@ -151,8 +151,8 @@ def unfit_baselines(space: SearchSpace, shape: ModelShape, budgets: Sequence[str
 
 def not_queued_attr(stored: Sequence[dict[str, Any]] | None, unfit: Sequence[UnfitBaseline]) -> list[dict[str, Any]]:
     """The study's `NOT_QUEUED` attribute with `unfit` added (one entry per strategy and budget, the latest)."""
-    merged = {(d.get("baseline"), d.get("budget")): d for d in stored or ()}
-    merged |= {(u.baseline, u.budget): asdict(u) for u in unfit}
+    merged = {(d.get("baseline"), budget_key(str(d.get("budget")))): d for d in stored or ()}
+    merged |= {(u.baseline, budget_key(u.budget)): asdict(u) for u in unfit}
     return list(merged.values())
 
 
@@ -160,7 +160,7 @@ def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str
                     have: Collection[tuple[str, str, int]] = ()) -> list[dict[str, Any]]:
     """User attrs of every baseline trial to queue: no-cache once, then each strategy (each tau) at each budget
     it can fit at all (`unfit_baselines`), but those in `have` (`key`s a study's trials measured already,
-    `baseline_keys`), and one trial per distinct configuration (`same_config`): the first with the lru policy (else
+    `baseline_keys`; at a budget of the same value however spelled, `budget_key`), and one trial per distinct configuration (`same_config`): the first with the lru policy (else
     the first) of baselines alike, the others named in its ``baseline_also``."""
     for spec in budgets:
         memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
@@ -181,9 +181,11 @@ def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str
             for tau in b.taus:
                 every.append({"baseline": b.name, "baseline_budget": spec.strip(),
                               "fixed_params": params(b, slots, tau)})
+    measured = {(n, budget_key(b), t) for n, b, t in have}  # a budget as its value, not as it was spelled then
     groups: dict[str, list[dict[str, Any]]] = {}
     for attrs in every:
-        if key(attrs) not in have:
+        n, b, t = key(attrs)
+        if (n, budget_key(b), t) not in measured:
             groups.setdefault(same_config(attrs["fixed_params"]), []).append(attrs)
     out = []
     for alike in groups.values():

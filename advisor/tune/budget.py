@@ -381,17 +381,33 @@ def memory_spec(spec: str, option: str = "--memory") -> float | int:
     return share
 
 
+def budget_key(spec: str) -> tuple[bool, float] | str:
+    """A budget spelling as the budget it names (`memory_spec`'s value, and whether it is a share), so that two
+    spellings of one budget ("90.5KiB", "90.5 KiB"; "25%", "25.0%") compare equal wherever budgets are matched
+    (`memory_specs`, a study's stored `--budgets` baselines against `report --memory`). A share and a size stay
+    apart: a share's bytes depend on the model. A value that is no budget (no-cache's "-") is its own key."""
+    try:
+        value = memory_spec(spec)
+    except UserError:
+        return spec.strip()
+    return spec.strip().endswith("%"), float(value)
+
+
 def memory_specs(spec: str | None, option: str) -> tuple[str, ...]:
-    """The comma-separated budgets of `option` (None: not given), each checked by `memory_spec`. Given but
-    empty is refused: `--budgets "$B"` with B unset ran a whole study without them, without a word."""
+    """The comma-separated budgets of `option` (None: not given), each checked by `memory_spec`, as the user spelled
+    them; a budget given twice (`budget_key`: "90.5KiB,90.5 KiB") is kept once. Given but empty is refused:
+    `--budgets "$B"` with B unset ran a whole study without them, without a word."""
     if spec is None:
         return ()
-    out = tuple(s.strip() for s in spec.split(",") if s.strip())
-    if not out:
+    given = [s.strip() for s in spec.split(",") if s.strip()]
+    if not given:
         raise UserError(f"{option} {spec!r} names no budget; give e.g. {option} 10%,25%,50%, or leave it out")
-    for s in out:
+    for s in given:
         memory_spec(s, option)
-    return out
+    first: dict[tuple[bool, float] | str, str] = {}
+    for s in given:
+        first.setdefault(budget_key(s), s)
+    return tuple(first.values())
 
 
 def budget_memory(spec: str, shape: Any) -> tuple[float, str]:

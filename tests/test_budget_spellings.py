@@ -1,0 +1,72 @@
+"""Budgets are matched by the budget they name, not by how they were typed (`advisor.tune.budget.budget_key`):
+`tune --budgets '90.5KiB,90.5 KiB'` was two budgets, a resume with `--budgets 1.0%` queued the 1% baselines
+again, and `report --memory` had to repeat the tune's exact spelling or the budget's baseline and "not queued"
+rows were gone. Each test failed before the fix."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+
+def invoke(*args: str):
+    from advisor.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """(database path, tune output) of a tiny Qwen3-MoE study tuned with one budget spelled twice."""
+    import torch
+
+    torch.set_num_threads(1)
+    db = tmp_path_factory.mktemp("spellings") / "s.db"
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "1%,90.5KiB,90.5 KiB,50%", "--trials", "1",
+               "--storage", f"sqlite:///{db}", "--study", "b")
+    assert r.exit_code == 0, r.output
+    return db, r.output
+
+
+def baseline_budgets(url: str) -> list[str]:
+    import optuna
+
+    from advisor.baselines import baseline_keys
+
+    trials = optuna.load_study(study_name="b", storage=url).get_trials(deepcopy=False)
+    return sorted(k[1] for t in trials for k in baseline_keys(t.user_attrs))
+
+
+def test_tune_takes_one_budget_spelled_twice_once(study):
+    text = " ".join(study[1].split())
+    assert text.count("no configuration of the space fits") == 2, text  # at 1% and at 90.5KiB, not twice there
+    assert "90.5 KiB (" not in text, text
+    assert ("not queued where they cannot fit at all, their counted peak GPU memory with no expert on the GPU over "
+            "the budget: at 90.5KiB (90.50 KiB): Mixtral-offloading-style, Fiddler-style, TIDE-style and "
+            "llama.cpp-style count 90.75 KiB note:") in text, text
+
+
+def test_a_resume_with_another_spelling_queues_no_baseline_again(study, tmp_path):
+    db = tmp_path / "s.db"
+    shutil.copy(study[0], db)
+    url = f"sqlite:///{db}"
+    before = baseline_budgets(url)
+    assert "1%" in before, before
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "1.0%,50.0%", "--trials", "1",
+               "--storage", url, "--study", "b")
+    assert r.exit_code == 0, r.output
+    assert baseline_budgets(url) == before
+
+
+def test_report_finds_the_budgets_rows_under_another_spelling(study, tmp_path):
+    r = invoke("report", "b", "--storage", f"sqlite:///{study[0]}", "--memory", "90.50KiB,50%", "--block-lengths",
+               "", "-o", str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    rows = [ln for ln in (tmp_path / "r" / "report.md").read_text().splitlines()
+            if ln.startswith("| 90.50KiB |") and "-style" in ln]
+    assert [ln.split(" | ")[1] for ln in rows] == ["Mixtral-offloading-style", "Fiddler-style", "TIDE-style",
+                                                   "llama.cpp-style"], rows
+    assert all(ln.endswith("| over budget: not queued, counts 90.8 KiB > 90.50KiB (90.5 KiB); with no expert on the "
+                           "GPU it cannot fit there at all |") for ln in rows), rows
