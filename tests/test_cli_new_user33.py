@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -76,10 +77,18 @@ def test_vllm_export_of_diffusion_gemma_names_the_flag_that_sets_the_decoding(tm
 
 
 def test_tune_storage_with_a_tilde_the_shell_left_is_not_told_to_mkdir_a_directory_named_tilde(tmp_path):
-    """`--storage=~/studies/a.db` (or quoted): the shell expands no '~' after '=' or in quotes, so the advisor gets
-    '~/studies/a.db', a directory named '~' here. The refusal of a missing directory advised `mkdir -p '~'`, which
-    makes ./~ (the tune then stores its study in it; `rm -rf ~` to clean it up removes the home directory). It says
-    what happened and how to name the home directory instead, and makes nothing."""
-    r = advisor("tune", "tiny:qwen3_moe", "--storage=~/studies/a.db", "--trials", "1", cwd=tmp_path)
-    line = one_error_line(r, "~/studies/a.db", "$HOME")
-    assert "mkdir" not in line and not (tmp_path / "~").exists(), line
+    """`--storage=~/studies/a.db` (or quoted): the shell expands no '~' after '=' or in quotes, so the advisor got
+    '~/studies/a.db', a directory named '~' here, and its refusal advised `mkdir -p '~'`, which makes ./~ (the tune
+    then stores its study in it; `rm -rf ~` to clean it up removes the home directory). --storage expands the '~'
+    now, as every path option does (`advisor.commands.user_path`): the refusal names the home's missing folder,
+    whose mkdir is safe; a `~name` of no user is refused without the mkdir advice. Nothing is made."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {**os.environ, "HOME": str(home)}
+    r = advisor("tune", "tiny:qwen3_moe", "--storage=~/studies/a.db", "--trials", "1", cwd=work, env=env)
+    one_error_line(r, f"directory {home / 'studies'} does not exist", f"mkdir -p {home / 'studies'}")
+    r = advisor("tune", "tiny:qwen3_moe", "--storage=~no-such-user-r34/a.db", "--trials", "1", cwd=work, env=env)
+    line = one_error_line(r, "no directory named '~no-such-user-r34' here, and no user 'no-such-user-r34'")
+    assert "mkdir" not in line, line
+    assert list(work.iterdir()) == [] and list(home.iterdir()) == []

@@ -9,9 +9,11 @@ optuna) stay inside command bodies, so `--help` and the read-only commands stay 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 
@@ -34,6 +36,34 @@ def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
     `quant-report` default to 0, every core (fastest on a quiet host); `tune` and `profile` to 1 and take no 0:
     the CPU expert times they store are keyed by the thread count."""
     return typer.Option(default, "--threads", min=min(default, 1), max=MAX_THREADS, help=help)
+
+
+P = TypeVar("P", str, Path, None)
+
+
+def user_path(value: P) -> P:
+    """The callback of every option that names a file or directory: a leading '~' expanded (`Path.expanduser`),
+    as model specs are. The shell expands none after '=' (`--json=~/r.json`) or in quotes, and the path kept as
+    typed named a directory '~' here: refused as missing, or made by the `mkdir` a refusal advised."""
+    if value is None:
+        return value
+    return value.expanduser() if isinstance(value, Path) else os.path.expanduser(value)
+
+
+_SQLITE_FILE = re.compile(r"(sqlite(?:\+\w+)?:///)(~[^/?]*)(.*)", re.S)
+
+
+def user_storage(value: str) -> str:
+    """--storage's callback: `user_path` of a SQLite path, given plain or as a URL's file (`sqlite:///~/a.db`, which
+    SQLAlchemy would open as ./~/a.db); the home directory percent-encoded in a URL, as SQLAlchemy decodes it."""
+    from urllib.parse import quote
+
+    if "://" not in value:
+        return user_path(value)
+    m = _SQLITE_FILE.fullmatch(value.strip())
+    if m is None or (home := user_path(m[2])) == m[2]:
+        return value
+    return f"{m[1]}{quote(home, safe='/')}{m[3]}"
 
 
 def set_threads(threads: int) -> None:

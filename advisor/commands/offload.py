@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option
+from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option, user_path
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 
@@ -44,9 +44,9 @@ def _read_note(nbytes: int, read_s: float, decode_s: float, forwards: int) -> st
 
 def trace_cmd(
     model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
-    output: Path = typer.Option(..., "-o", "--output", help="Trace file to write (.npz)."),
+    output: Path = typer.Option(..., "-o", "--output", callback=user_path, help="Trace file to write (.npz)."),
     task: str = typer.Option("toy", "--task", help="Task whose prompts to decode (toy, gsm8k, humaneval)."),
-    data: str = typer.Option(None, "--data", help="Local data file of the task (GSM8K jsonl / HumanEval "
+    data: str = typer.Option(None, "--data", callback=user_path, help="Local data file of the task (GSM8K jsonl / HumanEval "
                              "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
     limit: int = typer.Option(4, "--limit", min=1, max=MAX_PROMPTS, help="Number of prompts."),
@@ -128,7 +128,7 @@ def _profile(gpu: str | None):
 
 
 def simulate_cmd(
-    trace_file: Path = typer.Argument(..., help="Trace recorded with `advisor trace`."),
+    trace_file: Path = typer.Argument(..., callback=user_path, help="Trace recorded with `advisor trace`."),
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
     policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, flru, "
                                "tide, several comma-separated, or all."),
@@ -140,7 +140,7 @@ def simulate_cmd(
     miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
     tau: int = typer.Option(None, "--tau", min=1, help="tide's refresh interval in denoising steps (default: the "
                             "tuner's default cache.tau, 4)."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    json_out: Path = typer.Option(None, "--json", callback=user_path, help="Also write the results as JSON here."),
 ) -> None:
     """Replay a routing trace through the cache policies and compare with Belady's MIN."""
     import json

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from advisor.commands import SEED_RANGE, set_threads, threads_option
+from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
 
 
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         per_expert: bool = typer.Option(
             False, "--per-expert", help="Print one row per expert, not per layer."
         ),
-        json_out: str = typer.Option(None, "--json", help="Also write every row to this JSON file."),
+        json_out: str = typer.Option(None, "--json", callback=user_path, help="Also write every row to this JSON file."),
         seed: int = typer.Option(0, "--seed", **SEED_RANGE),
         threads: int = threads_option(),
         offload: bool = typer.Option(None, "--offload/--resident", help="Read experts one at a time from the "

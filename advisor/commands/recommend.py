@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from advisor.commands import threads_option
+from advisor.commands import threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("recommend")
     def recommend_cmd(
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help=STORAGE_HELP),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help=STORAGE_HELP),
         budget: str | None = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB, 24GB, 8000MiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX 4090'."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="Only fronts of this model (name or substring)."),
         task: str | None = typer.Option(None, "--task", help="Only fronts measured on this task."),
         study: str | None = typer.Option(None, "--study", help="Only this study."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", help="Where --gpu's measured hardware profiles are "
+        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", callback=user_path, help="Where --gpu's measured hardware profiles are "
                                                  "(default $ADVISOR_PROFILES_DIR, else studies/profiles)."),
         as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     ) -> None:
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
         cpu: bool = typer.Option(False, "--cpu", help="Without CUDA: record a host memcpy profile for modelled times."),
-        profiles_dir_text: str | None = typer.Option(None, "--profiles-dir", help="Where to store it (default "
+        profiles_dir_text: str | None = typer.Option(None, "--profiles-dir", callback=user_path, help="Where to store it (default "
                                                      "studies/profiles)."),
         name: str | None = typer.Option(None, "--name", help="Store under this name instead of the device's."),
         list_known: bool = typer.Option(False, "--list", help="List measured profiles and the GPU catalogue; measure nothing."),

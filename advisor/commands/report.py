@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from advisor.commands import user_path, user_storage
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import MAX_LENGTH
 
@@ -18,8 +19,8 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL or SQLite path."),
-        out: str | None = typer.Option(None, "-o", "--out", help="Output directory (default reports/<study>)."),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL or SQLite path."),
+        out: str | None = typer.Option(None, "-o", "--out", callback=user_path, help="Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
             None, "--memory", help="GPU memory for the equal-memory headline: a size (1.5MiB) or a share of the "
             "FP16 expert bytes on top of the resident weights (25%); several, comma-separated (10%,25%,50%), "
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
             "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
         ),
         data: str | None = typer.Option(
-            None, "--data", help="The task's data file, as given to `advisor tune --data` (default: the file the "
+            None, "--data", callback=user_path, help="The task's data file, as given to `advisor tune --data` (default: the file the "
             "study stored; studies tuned before 2026-12-05 stored none)."),
         model: str | None = typer.Option(
             None, "--model", help="Where the study's model is now, when its directory moved or the report runs on "

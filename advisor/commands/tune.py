@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from advisor.commands import threads_option
+from advisor.commands import threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
@@ -209,17 +209,17 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(None, help="HF id, local directory, tiny:<family>, or 'bundled' (default)."),
         task: str = typer.Option(None, "--task", help="toy (bundled arithmetic), gsm8k or humaneval; "
                                  "default: the space file's evaluation.task."),
-        data: str = typer.Option(None, "--data", help="Local task data (GSM8K-format jsonl with question/answer), "
+        data: str = typer.Option(None, "--data", callback=user_path, help="Local task data (GSM8K-format jsonl with question/answer), "
                                  "instead of the hub."),
         budget: str = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB (a constraint)."),
         gpu: str = typer.Option(None, "--gpu", help="GPU name (its memory is the budget, its link models transfer time)."),
-        space: str = typer.Option(None, "--space", help="Search space: a TOML file or a shipped name "
+        space: str = typer.Option(None, "--space", callback=user_path, help="Search space: a TOML file or a shipped name "
                                   "(quick, default, dllm). Default: quick for the bundled model, dllm for dLLMs, else default."),
         trials: int = typer.Option(None, "--trials", min=1, help="The study ends with N finished trials (a resume "
                                    "tops up; workers share them). Default 20."),
         more: int = typer.Option(None, "--more", min=1, help="Run N more trials, however many the study has."),
         timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL (sqlite:///..., postgresql://...)."),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL (sqlite:///..., postgresql://...)."),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
         sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
                                     "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
@@ -323,7 +323,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("studies")
     def studies(
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL of the study database."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
         delete: str | None = typer.Option(None, "--delete", metavar="NAME", help="Delete study NAME instead: its "
                                           "Optuna trials, stored Pareto front and study row (asks first; the eval "
@@ -382,8 +382,8 @@ def register(app: typer.Typer) -> None:
     @app.command("pareto")
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study database."),
-        out: str = typer.Option("studies/plots", "-o", "--out", help="Directory for the PNG and HTML plots."),
+        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL of the study database."),
+        out: str = typer.Option("studies/plots", "-o", "--out", callback=user_path, help="Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:

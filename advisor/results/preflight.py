@@ -50,9 +50,10 @@ def check_storage(url: str, *, write: bool) -> str:
             require_database(url)
         elif not path.parent.exists() and url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
             # as every file option (`export -o`, `--json`): a mistyped directory is not made; the default's is
-            if path.parts[0].startswith("~"):  # `mkdir -p '~/d'` would make ./~ (and `rm -rf ~` the home's end)
-                raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here - the shell expands "
-                                "no '~' after '=' or in quotes; write $HOME/... (or --storage ~/... with a space)")
+            if path.parts[0].startswith("~"):  # `~name` of no user (`user_storage` expanded the others): the
+                # `mkdir -p` advised below would make ./~name, a directory whose name the shell reads as a home
+                raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
+                                f"{path.parts[0][1:]!r} whose home it names; give --storage another path")
             raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
                             f"{shlex.quote(str(path.parent))}) or give --storage another path")
         _check_sqlite(path, url, write=write)

@@ -1,0 +1,61 @@
+"""Every option that names a file or directory expands a leading '~' (`advisor.commands.user_path`), as model specs
+do: the shell expands none after '=' or in quotes, and `export -o '~/x.json'`, `--json=~/r.json`, `trace
+--output=~/t.npz` were refused as "~ does not exist" (or, for --storage, read and written under a directory
+named '~' here). Each test failed before the fix; HOME is a folder of the test's own."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A home directory of the test's own, and a working directory beside it (where no '~' exists)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path / "work")
+    return home
+
+
+def invoke(*args: str):
+    from advisor.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_export_output_and_storage_expand_a_tilde(home):
+    shutil.copy(EXAMPLE_DB, home / "a.db")
+    for storage in ("~/a.db", "sqlite:///~/a.db"):
+        r = invoke("export", "bundled-example", "129", "--to", "json", "-o", "~/x.json", f"--storage={storage}")
+        assert r.exit_code == 0, r.output
+        assert '"schema": "moe-advisor/export"' in (home / "x.json").read_text()
+        (home / "x.json").unlink()
+    assert not Path("~").exists()
+
+
+def test_studies_and_pareto_read_a_storage_url_under_the_home(home):
+    shutil.copy(EXAMPLE_DB, home / "a b.db")  # a space: percent-encoded in the URL, as SQLAlchemy decodes it
+    r = invoke("studies", "--storage", "sqlite:///~/a b.db")
+    assert r.exit_code == 0 and "bundled-example" in r.output, r.output
+    r = invoke("pareto", "bundled-example", "--storage=~/a b.db", "-o", "~/plots")
+    assert r.exit_code == 0, r.output
+    assert (home / "plots" / "bundled-example.png").is_file()
+
+
+def test_trace_simulate_and_quant_report_files_expand_a_tilde(home):
+    r = invoke("trace", "tiny:qwen3_moe", "--output=~/t.npz", "--threads", "1")
+    assert r.exit_code == 0 and (home / "t.npz").is_file(), r.output
+    r = invoke("simulate", "~/t.npz", "--json=~/s.json", "--policy", "lru")
+    assert r.exit_code == 0 and (home / "s.json").is_file(), r.output
+    r = invoke("quant-report", "tiny:qwen3_moe", "--formats", "int8", "--samples", "2", "--layers", "0",
+               "--max-experts", "1", "--threads", "1", "--json=~/q.json")
+    assert r.exit_code == 0 and (home / "q.json").is_file(), r.output
+
