@@ -93,6 +93,20 @@ def test_an_export_of_a_study_whose_directory_moved_says_the_path_it_names_is_no
     shutil.rmtree(root / "ckpt")
 
 
+def test_an_export_of_a_study_tuned_on_a_relative_directory_names_it_where_the_report_loads_it(moved_study):
+    """A study tuned on `./ckpt`, exported from a directory that holds `ckpt`: the report loads that one (cc9839b),
+    the exports named the recorded directory, gone, and said to change it. They name the same directory as the
+    report now (`recorded_model`), absolute, with a note that the export does not check its fingerprint."""
+    root = moved_study
+    r = advisor("export", "s", "0", "--storage", "../s.db", "--to", "vllm", "-o", "serve.sh", cwd=root / "elsewhere")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"vllm serve {root / 'elsewhere' / 'ckpt'}" in (root / "elsewhere" / "serve.sh").read_text()
+    said = flat(r.stderr)
+    assert (f"note: the study loaded its model from the directory {root / 'ckpt'}, which is not here: the export "
+            f"names {root / 'elsewhere' / 'ckpt'}, the directory here of the name it ran as") in said, said
+    assert "change it to where the checkpoint is" not in said, said
+
+
 def test_a_path_longer_than_the_terminal_is_printed_whole_in_a_wrapped_note(tmp_path):
     """A Hugging Face cache path runs past 80 columns; the note's wrap folded it at the edge, so the path a user
     copies from the note had a line break and an indent inside it. Now it stays whole on a line of its own."""

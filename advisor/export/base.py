@@ -155,12 +155,20 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
 
 def moved_model_note(point: FrontPoint) -> str | None:
     """A note when the directory the study loaded its model from is not here (moved, or the study ran on another
-    machine): the export names it as stored, which the runtime would not find."""
-    spec, gone = recorded_model(point.model, _meta(point))
-    if not gone:
-        return None
-    return (f"the study loaded its model from the directory {spec}, which is not here (moved, or the study ran on "
-            "another machine): the export names it as stored; change it to where the checkpoint is")
+    machine): the export names it as stored, which the runtime would not find - or, where the name it ran as is a
+    directory here (`recorded_model`), that one, which nothing here checks is the same checkpoint."""
+    meta = _meta(point)
+    spec, gone = recorded_model(point.model, meta)
+    recorded = str(meta.get("path") or spec) if isinstance(meta, dict) else spec
+    if gone:
+        return (f"the study loaded its model from the directory {recorded}, which is not here (moved, or the study ran "
+                "on another machine): the export names it as stored; change it to where the checkpoint is")
+    if spec != recorded:
+        return (f"the study loaded its model from the directory {recorded}, which is not here: the export names "
+                f"{spec}, the directory here of the name it ran as ({point.model}); the export does not check that it "
+                f"holds the same checkpoint (`advisor report` does, by its fingerprint {point.model_fingerprint}): "
+                "if it does not, change the path")
+    return None
 
 
 def header_lines(point: FrontPoint, cfg: Any, target: str) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
@@ -71,17 +70,13 @@ class Workbench:
 
 
 def study_model(data: StudyData) -> str:
-    """What to load as the study's model (torch-free, so a moved directory is one line before torch imports): a
-    local directory by the absolute path the study recorded - the name it ran as is the directory's, which reads
-    as a hub id elsewhere (`hf download NAME` was the advice) - else the hub id or spec it ran as. Where the
-    recorded directory is gone but the name it ran as (`ckpt`, from `advisor tune ./ckpt`) is a directory here,
-    that one: the project moved with its checkpoint (its fingerprint is checked as it loads)."""
-    ran_as = str(data.setting("model"))
-    spec, gone = recorded_model(ran_as, data.setting("model_meta"))
+    """What to load as the study's model, as an export names it (`recorded_model`: the absolute directory the study
+    recorded, else the relative name it ran as where that is a directory here, else the hub id or spec; its
+    fingerprint is checked as it loads). A local directory gone by both names is one line before torch imports,
+    naming --model: the name it ran as read as a hub id (`hf download NAME` was the advice)."""
+    spec, gone = recorded_model(str(data.setting("model")), data.setting("model_meta"))
     if not gone:
         return spec
-    if Path(ran_as).expanduser().is_dir():
-        return ran_as
     raise UserError(f"study {data.name!r} was tuned on the local directory {spec}, which is not there now; "
                     "pass --model with where that checkpoint is now (its fingerprint is checked)")
 

@@ -224,14 +224,21 @@ def _model_meta(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def recorded_model(model: str, meta: Any) -> tuple[str, bool]:
-    """What a runtime or the report loads as a study's model (the report: `study_model`), and whether it is a local
-    directory that is not here now: the absolute directory the study recorded (`model_meta['path']`: a relative
-    path as typed at tune time breaks elsewhere, and `dir/name` reads as a hub id), else the hub id or spec it ran
-    as."""
+    """What the report (`study_model`), an export and a read of the checkpoint's config load as a study's model
+    (`model`: the name it ran as), and whether it is a local directory that is not here now: the absolute directory
+    the study recorded (`model_meta['path']`: a relative path as typed at tune time breaks elsewhere, and
+    `dir/name` reads as a hub id); where that is gone but the name it ran as is a directory here (`ckpt`, from
+    `advisor tune ./ckpt`: the project moved with its checkpoint, another machine with the same layout), that
+    directory, absolute (an export runs from anywhere); else the hub id or spec it ran as."""
     path = meta.get("path") if isinstance(meta, dict) else None
     if not path:
         return str(model), False
-    return str(path), not Path(path).is_dir()
+    if Path(path).is_dir():
+        return str(path), False
+    here = Path(str(model)).expanduser()
+    if model and here.is_dir():
+        return str(here.resolve()), False
+    return str(path), True
 
 
 def model_info(config: dict[str, Any], model_name: str = "") -> ModelInfo:
