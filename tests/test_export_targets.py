@@ -1129,6 +1129,27 @@ def test_exports_of_a_point_that_predates_the_quant_record_read_the_checkpoints_
         assert r.returncode == 0 and "own quantization" not in r.stdout + r.stderr, r.stdout + r.stderr
 
 
+def test_a_point_that_predates_the_quant_record_reads_the_config_of_its_relative_directory_here(tmp_path):
+    """`unrecorded_config` read the checkpoint's config.json where the study recorded it (`meta.path or name`, a
+    rule of its own), not where the report loads it (`recorded_model`): for a study tuned on `./fp8` whose recorded
+    directory is gone but `fp8` is a directory here, the export took the FP8 checkpoint for unquantized (kt-kernel's
+    BF16 method) and noted that its config.json "is not here to read"."""
+    from cli_helpers import advisor
+
+    (tmp_path / "fp8").mkdir()
+    (tmp_path / "fp8" / "config.json").write_text(json.dumps({
+        "model_type": "qwen3_moe", "num_hidden_layers": 2,
+        "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}))
+    base = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)  # dtype bfloat16, no quant_method
+    url = make_db(tmp_path / "a.db", [point("f", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, model="fp8",
+                                            meta={**base, "path": str(tmp_path / "moved" / "fp8")})])
+    r = advisor("export", "f", "1", "--to", "ktransformers", "--json", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["kt_method"] == "FP8", data
+    assert any(f"{tmp_path / 'fp8' / 'config.json'} names fp8" in n for n in data["notes"]), data["notes"]
+
+
 def test_export_notes_count_one_slot_in_the_singular():
     """'the tuned 1 slots per layer', 'kept 1 experts per layer': a one-slot cache is counted in the singular."""
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)

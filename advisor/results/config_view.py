@@ -310,11 +310,11 @@ def unrecorded_config(meta: dict[str, Any], model_name: str, dtype: str,
     --quantization and offload bytes, kt-kernel's GPU expert count and method, an hf recipe transformers refuses).
     Its precision plan cannot tell (the advisor quantizes a bf16 checkpoint to fp8 as readily); the checkpoint's
     config.json can, and gives the decoder layers too (kt-kernel's counts file and dense layers). It is read where
-    the study loaded it (its recorded `path`, or the spec when it is a directory) or from the Hugging Face cache,
+    the report and the exports load the model (`recorded_model`) or from the Hugging Face cache,
     never the network. The note: what it names of the quantization ("" when it names none, or `quant_known`); when
     none can be read, what the export assumed (None and no note for a spec that names no checkpoint: the advisor's
     own models, a bare name that is no directory here)."""
-    spec = str(meta.get("path") or model_name or meta.get("name") or "")
+    spec = recorded_model(model_name or str(meta.get("name") or ""), meta)[0]
     if "/" not in spec and not Path(spec).expanduser().is_dir():
         # `bundled`, a `tiny:*` model (the advisor's own, unquantized) or a name that is no checkpoint: neither a
         # directory here nor a hub repository (an MoE's is owner/name); a local directory is recorded as `path`
