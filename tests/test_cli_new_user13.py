@@ -49,6 +49,18 @@ def test_report_of_a_study_whose_relative_directory_moved_with_it_loads_it_witho
     assert json.loads((root / "elsewhere" / "r3" / "report.json").read_text())["study"] == "s"
 
 
+def test_report_of_another_checkpoint_under_the_relative_name_says_to_pass_model(moved_study):
+    """Where the recorded directory is gone, the report loads the name the study ran as (`ckpt`) if it is a directory
+    here; when that holds another checkpoint the line said "model 'ckpt' has changed since study 's' ran" and no
+    more: it names the directory loaded and --model now."""
+    root = moved_study
+    build_tiny("qwen3_moe", seed=1, dtype=torch.bfloat16).save_pretrained(root / "another" / "ckpt")
+    r = advisor("report", "s", "--storage", "../s.db", "--block-lengths", "", "-o", "r4", cwd=root / "another")
+    one_error_line(r, f"model {root / 'another' / 'ckpt'} is not the one study 's' ran", "fingerprint",
+                   "pass --model with where the study's checkpoint is")
+    assert not (root / "another" / "r4").exists()
+
+
 def test_report_model_that_is_another_checkpoint_is_one_line(moved_study):
     root = moved_study
     build_tiny("qwen3_moe", seed=1, dtype=torch.bfloat16).save_pretrained(root / "other")

@@ -29,14 +29,17 @@ class Workbench:
         from advisor.tune.model_backend import ModelBackend
 
         task, settings = task or study_task(data)
-        loaded = load_model(model or study_model(data))
+        spec = model or study_model(data)
+        loaded = load_model(spec)
         stored_fp = data.setting("model_fingerprint")
         if stored_fp and str(stored_fp) != str(loaded.fingerprint):
             if model:
                 raise UserError(f"--model {model} is not the model study {data.name!r} ran (fingerprint "
                                 f"{loaded.fingerprint} != stored {stored_fp}); point --model at that checkpoint")
-            raise UserError(f"model {data.setting('model')!r} has changed since study {data.name!r} ran (fingerprint "
-                            f"{loaded.fingerprint} != stored {stored_fp}); report on the model the study measured")
+            # `spec` may be the name it ran as (`ckpt`) where the recorded directory is gone: another checkpoint
+            raise UserError(f"model {spec} is not the one study {data.name!r} ran (fingerprint "
+                            f"{loaded.fingerprint} != stored {stored_fp}): it changed since, or is another checkpoint; "
+                            "pass --model with where the study's checkpoint is (its fingerprint is checked)")
         hw = data.setting("hardware", default={}) or {}
         profile = HardwareProfile.from_dict(hw) if hw else DEFAULT_PROFILE
         backend = ModelBackend(loaded, task, settings, profile=profile)
