@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class UserError(Exception):
     """Bad input or an unavailable resource. The message says what is wrong and what to do."""
@@ -24,3 +26,16 @@ def refuse_empty(options: dict[str, str | None], what: str = "a value") -> None:
 
 INTERRUPTED = "interrupted; nothing is half-written - run the same command again"
 """The one line (after `error: `, exit code 130) for Ctrl-C/SIGTERM in any command."""
+
+
+_DEVICE = re.compile(r"(cpu|cuda)(:(0|[1-9][0-9]*))?")  # as torch.device spells them (no 'CPU', 'cuda: 0', 'cuda:01')
+
+
+def check_device_name(device: str) -> str:
+    """`device` when it names one the offload runtime runs on, cpu or cuda[:N]; else the one-line refusal. It
+    needs no torch, so a command's --device is checked as its options are read: a mistyped `--device gpu` was
+    refused only once torch had imported, seconds later."""
+    if not _DEVICE.fullmatch(device):
+        raise UserError(f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; use cpu, cuda "
+                        "or cuda:N")
+    return device

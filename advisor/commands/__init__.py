@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from advisor.errors import UserError
+from advisor.errors import UserError, check_device_name
 from advisor.units import SEED_MAX, SEED_MIN, format_bytes
 
 MAX_THREADS = max(1024, os.cpu_count() or 1)
@@ -64,6 +64,11 @@ def user_storage(value: str) -> str:
     if m is None or (home := user_path(m[2])) == m[2]:
         return value
     return f"{m[1]}{quote(home, safe='/')}{m[3]}"
+
+
+def device_option() -> Any:
+    """--device of every command that loads a model, its spelling checked as the options are read (no torch)."""
+    return typer.Option("cpu", "--device", callback=check_device_name, help="cpu, cuda or cuda:N.")
 
 
 def set_threads(threads: int) -> None:

@@ -6,7 +6,14 @@ import json
 
 import typer
 
-from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option, user_path
+from advisor.commands import (
+    SEED_RANGE,
+    device_option,
+    refuse_out_of_memory,
+    set_threads,
+    threads_option,
+    user_path,
+)
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
@@ -33,7 +40,7 @@ def register(app: typer.Typer) -> None:
         style: str = typer.Option(
             None, "--style", help="GSM8K prompt style: zero-shot, few-shot (default) or cot."
         ),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+        device: str = device_option(),
         batch_size: int = typer.Option(None, "--batch-size", help="Prompts decoded together (default per task)."),
         max_new_tokens: int = typer.Option(
             None, "--max-new-tokens", max=MAX_LENGTH, help="Tokens generated per prompt (default per task: toy 16, others 256)."

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from advisor.commands import device_option
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -25,7 +27,7 @@ def register(app: typer.Typer) -> None:
             "bundled", help="HF id (owner/name), local directory, tiny:<family>, or 'bundled'."
         ),
         dtype: str = typer.Option(None, "--dtype", help="Load in this dtype (bf16, fp16, fp32); default: as stored."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+        device: str = device_option(),
         budget: str = typer.Option(None, "--budget", help="Device memory budget, e.g. 8GiB: also print what fits "
                                    "(slots per layer per format) and whether the host has the RAM for each plan."),
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint / "

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import SEED_RANGE, refuse_out_of_memory, set_threads, threads_option, user_path
+from advisor.commands import (
+    SEED_RANGE,
+    device_option,
+    refuse_out_of_memory,
+    set_threads,
+    threads_option,
+    user_path,
+)
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 
@@ -53,7 +60,7 @@ def trace_cmd(
     max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, max=MAX_LENGTH, help="0 = the task's / model's default."),
     steps: int = typer.Option(0, "--steps", min=0, max=MAX_LENGTH, help="Denoising steps (dLLMs); 0 = model default."),
     block_length: int = typer.Option(0, "--block-length", min=0, max=MAX_LENGTH, help="Block length (dLLMs); 0 = model default."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    device: str = device_option(),
     seed: int = typer.Option(0, "--seed", **SEED_RANGE),
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "

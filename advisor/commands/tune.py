@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from advisor.commands import threads_option, user_path, user_storage
+from advisor.commands import device_option, threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         # numpy seeds the samplers: 0..2**32-1, and a study's k-th run draws with seed + k
         seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Sampler seed of a study's first run; its k-th run (a resume, "
                                  "another worker) draws with seed + k, so it adds new configurations."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+        device: str = device_option(),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
                                  "transfer time); live: every trial runs the offload runtime (measured)."),
         threads: int = threads_option(1, "torch CPU threads."),

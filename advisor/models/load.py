@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advisor.errors import UserError
+from advisor.errors import UserError, check_device_name
 from advisor.models import model_name, quant_method, tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
@@ -199,13 +199,9 @@ def _parse_dtype(dtype: Any) -> torch.dtype | None:
 
 
 def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from e
-    if dev.type not in ("cpu", "cuda"):  # mps, xpu, meta ...: torch parses them; the loader, runtime and copies
-        raise UserError(f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; use cpu, "  # (a
-                        "cuda or cuda:N")  # traceback from the first tensor moved there, after the checks)
+    # mps, xpu, meta ...: torch parses them, but the loader, runtime and copies run on cpu or cuda only (a
+    # traceback from the first tensor moved there, after the checks)
+    dev = torch.device(check_device_name(str(device)))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
