@@ -24,3 +24,27 @@ def test_a_mistyped_device_is_refused_before_torch_imports(tmp_path, args):
                       "or cuda:N"], p.stdout + p.stderr
     assert "HEAVY [] exit 2" in p.stdout, p.stdout + p.stderr
     assert list(tmp_path.iterdir()) == []  # no database, no trace
+
+
+def test_a_resume_refused_for_another_gpu_gives_the_flag_that_resumes_it(tmp_path, monkeypatch):
+    """A study tuned without --gpu, resumed with `--gpu T4`, was refused with "was run with GPU profile no --gpu
+    (default link, H200 device), not 'T4 16GB' (...); use a new --study name, or the same --gpu" - and the other way
+    round "..., not no --gpu (...)". It now names how each run gave its profile and the flag to resume with."""
+    import torch
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    args = ["tune", "tiny:qwen3_moe", "--space", "quick", "--budget", "150KiB", "--trials", "1", "--storage", "s.db"]
+    assert CliRunner().invoke(app, [*args, "--study", "g", "--gpu", "RTX 4090"]).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "--study", "n"]).exit_code == 0
+    r = CliRunner().invoke(app, [*args, "--study", "g"])
+    assert str(r.exception) == (
+        "study 'g' was tuned with --gpu 'RTX 4090 24GB' (catalogue (nominal)), this run with no --gpu (the default "
+        "link, the device priced as the H200); use a new --study name, or resume it with --gpu 'RTX 4090 24GB'")
+    r = CliRunner().invoke(app, [*args, "--study", "n", "--gpu", "T4"])
+    assert str(r.exception) == (
+        "study 'n' was tuned with no --gpu (the default link, the device priced as the H200), this run with --gpu "
+        "'T4 16GB' (catalogue (nominal)); use a new --study name, or resume it with no --gpu")

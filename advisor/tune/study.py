@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -172,8 +173,9 @@ def _hardware_key(hw: dict[str, Any] | None) -> str:
     return json.dumps({f.name: hw.get(f.name) for f in dataclasses.fields(HardwareProfile)}, sort_keys=True)
 
 
-def _hardware_text(hw: dict[str, Any] | None) -> str:
-    return f"{hw.get('name')!r} ({hw.get('source')})" if hw else "no --gpu (default link, H200 device)"
+def _gpu_flag(hw: dict[str, Any] | None) -> str:
+    """The --gpu that gives a study's stored hardware profile (`--gpu NAME`, quoted for the shell), or none."""
+    return f"--gpu {shlex.quote(str(hw.get('name')))}" if hw else "no --gpu"
 
 
 def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -188,8 +190,12 @@ def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> 
                             f"({was.get('source')}); it has been measured again since ({now.get('source')}; "
                             f"other {', '.join(fields) or 'source'}), which would price new trials otherwise; use a "
                             "new --study name, or restore the profile file the study was tuned with")
-        raise UserError(f"study {name!r} was run with GPU profile {_hardware_text(stored['hardware'])}, "
-                        f"not {_hardware_text(meta['hardware'])}; use a new --study name, or the same --gpu")
+        def given(hw: dict[str, Any] | None) -> str:
+            return f"{_gpu_flag(hw)} ({hw.get('source') if hw else 'the default link, the device priced as the H200'})"
+
+        raise UserError(f"study {name!r} was tuned with {given(stored['hardware'])}, this run with "
+                        f"{given(meta['hardware'])}; use a new --study name, or resume it with "
+                        f"{_gpu_flag(stored['hardware'])}")
 
 
 def refuse_incompatible(storage: str, name: str, keys: dict[str, Any], *alternatives: dict[str, Any]) -> None:
