@@ -48,3 +48,26 @@ def test_a_resume_refused_for_another_gpu_gives_the_flag_that_resumes_it(tmp_pat
     assert str(r.exception) == (
         "study 'n' was tuned with no --gpu (the default link, the device priced as the H200), this run with --gpu "
         "'T4 16GB' (catalogue (nominal)); use a new --study name, or resume it with no --gpu")
+
+
+def test_inspect_prints_its_budget_tables_title_and_caption_flush_left(tmp_path, monkeypatch):
+    """`advisor inspect MODEL --budget B` at 80 columns centred the budget table's title and caption - paragraphs
+    of five lines each - so every line began at another column (`  budget 3.00 MiB: ...`, `   norms, routers,
+    ...`, `      expert slots and staging; ...`), the last caption line alone in the middle. They are printed flush
+    left, as tune's, studies' and pareto's titles are."""
+    import torch
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["inspect", "bundled", "--budget", "3MiB"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.lstrip().startswith("budget 3.00 MiB:"))
+    box = next(i for i in range(top, len(lines)) if lines[i].startswith("┏"))
+    bottom = next(i for i in range(box, len(lines)) if lines[i].startswith("└"))
+    title, caption = lines[top:box], lines[bottom + 1:]
+    assert len(title) > 1 and len(caption) > 1 and "host RAM available" in title[-1], r.output
+    assert all(line[:1].strip() for line in title + caption), title + caption

@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
             title=f"{loaded.name}  family={loaded.family}  diffusion={loaded.is_diffusion}  "
             f"fingerprint={loaded.fingerprint}",
             caption="bytes: counted from the stored tensors (gate+up+down per routed expert)",
+            title_justify="left", caption_justify="left",
         )
         columns = ("MoE", "module", "layer", "experts", "top-k", "expert shape (gate/up, down)", "dtype",
                    "MiB/expert", "MiB/layer", "shared", "router")
@@ -142,7 +143,8 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
         caption += "the most that fit beside the resident weights (counted, as `advisor tune` counts them)"
     table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
                   f"embeddings, attention, norms, routers, shared experts, LM head), {act_text}{room}; "
-                  f"host RAM available {format_bytes(host)} (measured now)", caption=caption)
+                  f"host RAM available {format_bytes(host)} (measured now)", caption=caption,
+                  title_justify="left", caption_justify="left")  # paragraphs: centred, their lines were ragged
     heads = {"copy": "slots/layer, copied misses" if len(misses) > 1 else "slots/layer that fit",
              "cpu": "slots/layer, CPU misses"}
     for col in ("format", "per expert", "all experts", *(heads[m] for m in misses), "host RAM"):

@@ -199,7 +199,7 @@ def simulate_cmd(
                         f"{precision or trace.meta.get('dtype')}, "
                         f"prefetch {prefetch}, misses {miss}, "
                         + (f"{tokens} tokens" if tokens else "generated tokens not recorded"),
-                  show_edge=False, pad_edge=False)
+                  show_edge=False, pad_edge=False, title_justify="left")
     cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
         ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0

@@ -123,7 +123,8 @@ def register(app: typer.Typer) -> None:
         if not rows:
             raise UserError(f"no experts selected (model has {len(loaded.moe)} MoE layers)")
         ref = {lay.index: 3 * lay.hidden_size * lay.intermediate_size * 2 for lay in loaded.moe}
-        table = Table(title=f"expert quantization quality - {loaded.name} ({len(loaded.moe)} MoE layers)")
+        table = Table(title=f"expert quantization quality - {loaded.name} ({len(loaded.moe)} MoE layers)",
+                      title_justify="left")
         for col in (
             "format",
             "layer",
