@@ -17,6 +17,7 @@ from advisor.commands import (
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
+from advisor.models import check_model_spec
 from advisor.units import MAX_LENGTH, count
 
 
@@ -66,6 +67,8 @@ def register(app: typer.Typer) -> None:
         # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
         refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
         refuse_empty({"MODEL": model}, "a model (without it: the bundled one)")  # '' evaluated the bundled model
+        if completions is None:
+            check_model_spec(model)  # a mistyped MODEL before torch imports
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:

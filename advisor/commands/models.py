@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from advisor.commands import device_option
+from advisor.models import check_model_spec
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -46,6 +47,7 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.interrupt import import_runtime
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
+        check_model_spec(model)  # a mistyped MODEL before torch imports
 
         budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
         import_runtime()

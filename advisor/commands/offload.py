@@ -17,6 +17,7 @@ from advisor.commands import (
     threads_option,
     user_path,
 )
+from advisor.models import check_model_spec
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 
@@ -75,6 +76,7 @@ def trace_cmd(
         refuse_empty({"--prompt": text}, "the text to decode")
     # '' loaded the current directory as the model; --data '' was "file '.' is a directory"
     refuse_empty({"MODEL": model, "--data": data}, "a value (see `advisor trace --help`)")
+    check_model_spec(model)  # a mistyped MODEL before torch imports
 
     import_runtime()
     import time

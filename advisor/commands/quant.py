@@ -7,6 +7,7 @@ import typer
 
 from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
+from advisor.models import check_model_spec
 
 
 def _layers(text: str | None) -> list[int] | None:
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
         """Per expert and format: bytes, relative weight and output errors (raw data for sensitivity)."""
         refuse_empty({"--json": json_out}, "a file path")  # '' wrote no file, without a word
         refuse_empty({"MODEL": model}, "a model (see `advisor quant-report --help`)")  # '' loaded the current directory
+        check_model_spec(model)  # a mistyped MODEL before torch imports
         names = [f.strip() for f in formats.split(",") if f.strip()]
         if not names:
             raise UserError("--formats is empty; give e.g. int8,int4,nf4")

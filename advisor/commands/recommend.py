@@ -10,6 +10,7 @@ import typer
 
 from advisor.commands import threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
+from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count
 
@@ -127,6 +128,8 @@ def register(app: typer.Typer) -> None:
         refuse_empty({"--profiles-dir": profiles_dir_text}, "a directory")  # '' (Path('') is '.') stored it here
         # '' measured no CPU expert times and replaced the stored profile, without a word
         refuse_empty({"--model": model}, "a model whose expert shapes to measure")
+        if model is not None:
+            check_model_spec(model)  # a mistyped --model before torch imports
         profiles_dir = Path(profiles_dir_text) if profiles_dir_text is not None else None
         if list_known:
             measured = hw.load_profiles(profiles_dir)

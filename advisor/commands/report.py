@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from advisor.commands import user_path, user_storage
+from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import MAX_LENGTH
 
@@ -49,6 +50,8 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.budget import memory_specs
 
         refuse_empty({"--model": model}, "a model directory or hub id")
+        if model is not None:
+            check_model_spec(model)  # a mistyped --model before torch imports
         refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         refuse_empty({"-o": out}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here

@@ -16,6 +16,7 @@ import typer
 
 from advisor.commands import device_option, threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
+from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
 
@@ -269,6 +270,7 @@ def register(app: typer.Typer) -> None:
         budget_note = "--budget" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
+        check_model_spec(spec)  # a mistyped MODEL before torch imports
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         if space_obj is not None:
             space_obj.check_mode(mode)

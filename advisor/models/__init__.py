@@ -8,6 +8,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
+* `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
 The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
@@ -15,7 +16,9 @@ The bottom of the stack: may import only `advisor.errors` and `advisor.units` (a
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,12 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "quant_method"])
+__all__ = sorted([*_LAZY, "model_name", "quant_method", "check_model_spec", "TINY_FAMILIES"])
+
+TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
+"""The families `tiny:<family>` builds (`advisor.models.tiny`)."""
+
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 
 
 def model_name(spec: str) -> str:
@@ -51,6 +59,29 @@ def model_name(spec: str) -> str:
         return spec
     path = Path(spec).expanduser()
     return str(path) if path.is_dir() else spec
+
+
+def check_model_spec(spec: str) -> None:
+    """Refuse a MODEL no loader could take - an unknown tiny family, a path that is no model directory, a name
+    that is no hub id, one a letter or two from 'bundled' - knowing only the spec and the file system. The
+    commands call it before torch and transformers import (seconds), so such a typo is answered at once, not after
+    them; `load_model` calls it too. A hub id is looked up only by loading it."""
+    from advisor.errors import UserError
+
+    spec = str(spec).strip()
+    if spec.startswith("tiny:"):
+        if (family := spec.split(":", 1)[1]) not in TINY_FAMILIES:
+            raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+        return
+    path = Path(spec).expanduser()
+    if spec == "bundled" or path.is_dir():
+        return
+    if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
+        raise UserError(f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
+                        f"{', '.join(TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)")
+    if "/" not in spec and difflib.get_close_matches(spec.lower(), ["bundled"], cutoff=0.75):
+        raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
+                        "(the bundled model)?")
 
 
 def quant_method(config: dict[str, Any]) -> str | None:

@@ -22,14 +22,13 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError, check_device_name
-from advisor.models import model_name, quant_method, tiny
+from advisor.models import check_model_spec, model_name, quant_method, tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
-_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 _DTYPES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -148,6 +147,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     torch_dtype = _parse_dtype(dtype)
     device = _check_device(device)
     spec = str(spec).strip()
+    check_model_spec(spec)
     if spec.startswith("tiny:"):
         if quantization_config is not None:
             raise UserError("tiny models are built in code: a quantization_config needs a model directory or hub id")
@@ -179,11 +179,6 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
         loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
         return loaded
-    if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
-        raise UserError(
-            f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
-            f"{', '.join(tiny.TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)"
-        )
     return _load_dir(_resolve_hub(spec), spec, device, torch_dtype, offload, budget, quantization_config)
 
 

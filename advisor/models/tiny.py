@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError
+from advisor.models import TINY_FAMILIES  # defined torch-free, for the CLI's checks
 
-TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 TINY_VOCAB = 256
 MASK_TOKEN_ID = TINY_VOCAB - 1
 """Tiny dLLMs reserve the last vocabulary id as their mask token."""
