@@ -93,3 +93,21 @@ def test_inspect_prints_its_budget_tables_title_and_caption_flush_left(tmp_path,
     title, caption = lines[top:box], lines[bottom + 1:]
     assert len(title) > 1 and len(caption) > 1 and "host RAM available" in title[-1], r.output
     assert all(line[:1].strip() for line in title + caption), title + caption
+
+
+def test_tune_heads_a_study_that_scores_no_task_as_the_readers_do(tmp_path, monkeypatch):
+    """`advisor tune tiny:qwen3_moe` headed its run `| task toy |` while `pareto`, `studies` and `recommend` head the
+    same study `toy (not run: no tokenizer; fidelity on random token ids)` (pass 6): the header says it too."""
+    import torch
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    said = "task toy (not run: no tokenizer; fidelity on random token ids) |"
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1",
+                                                       "--storage", "s.db", "--study", "s"])
+    assert r.exit_code == 0 and said in r.output.splitlines()[0], r.output
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["pareto", "s", "--storage", "s.db", "--no-plots"])
+    assert said.removesuffix(" |").removeprefix("task ") in r.output, r.output

@@ -539,6 +539,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     front saved. `ran`: `[n]`, set to the trials the run has run, as it runs them and once it has returned."""
     import shlex
 
+    from advisor.results.front import task_text
     from advisor.results.preflight import mask_url
     from advisor.tune.display import LiveProgress, failed_text, human_bytes, print_front
     from advisor.tune.samplers import DEFAULT_SAMPLER
@@ -557,7 +558,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         console.print(
             f"[bold]advisor tune[/bold] {backend.model_name} ({shape.n_layers} MoE layers x {max(shape.num_experts)} "
-            f"experts, {human_bytes(shape.full_bytes())} counted) | task {backend.task_name} | space {space.name} "
+            f"experts, {human_bytes(shape.full_bytes())} counted) | task {task_text(backend.task_name, space.objectives, space.text)} | "
+            f"space {space.name} "
             f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
             f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
