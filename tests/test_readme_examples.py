@@ -201,6 +201,25 @@ def test_readme_timings_are_the_committed_runs_they_cite():
         assert (float(low), float(high)) == (float(f"{times[name][0]:.2g}"), float(f"{times[name][-1]:.2g}")), name
 
 
+def test_readme_worked_example_front_is_laid_out_as_tune_prints_it_now():
+    """At 80 columns tune wraps the front's title and each line of the legend under it with an indent (2 and 4
+    columns, `print_wrapped`, since a0c1dad); the worked example quoted a run from before, whose continuation lines
+    started flush left (`budget, 0 failed)`, `prompts,cpu)`), which tune no longer prints. Each line of that part is
+    one of: the title, a point's heading or values, a legend entry, or a continuation at its indent."""
+    block = README.read_text().split("```\nadvisor tune bundled", 1)[1].split("```", 1)[0].splitlines()
+    start = next(i for i, line in enumerate(block) if line.startswith("Pareto front of study"))
+    end = next(i for i, line in enumerate(block) if line.startswith("CPU expert times:"))
+    part = block[start:end]
+    first = next(i for i, line in enumerate(part) if re.match(r"trial \d+: ", line))
+    last = max(i for i, line in enumerate(part) if re.match(r"trial \d+: |   \S", line))
+    assert all(len(line) <= 80 for line in part), part
+    assert all(re.match(r"  \S", line) for line in part[1:first]), part[:first]  # the title, continued
+    assert all(re.match(r"trial \d+: |   \S", line) for line in part[first:last + 1]), part[first:last + 1]
+    legend = part[last + 1:]  # an entry 2 columns in, its continuation lines 4
+    assert legend and re.match(r"  \S", legend[0]), legend
+    assert all(re.match(r" {2}\S| {4}\S", line) for line in legend), [x for x in legend if not re.match(r" {2,4}\S", x)]
+
+
 @pytest.mark.parametrize("offload", [True, False], ids=["offloaded", "resident"])
 def test_readme_counts_what_budgets_queues_on_the_bundled_model(offload):
     """`--budgets 10%,25%,50%` with `--space dllm` on the bundled model: the points and baselines the README
