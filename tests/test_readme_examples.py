@@ -306,6 +306,8 @@ def test_readme_sampler_numbers_are_the_cited_run_on_todays_bundled_model():
     ("`export -o`", ["export", "bundled-example", "129", "--storage", EXAMPLE_DB, "--to", "json", "-o", "{tmp}/no/x.json"],
      "does not exist"),
     ("a `--device` other than `cpu` or `cuda[:N]`", ["inspect", "tiny:llada_moe", "--device", "mps"], "mps"),
+    ("a MODEL that is no directory, `tiny:` family or hub id", ["inspect", "tiny:llada"], "unknown tiny family"),
+    ("(`tiny:llada`, `bundeld`:", ["eval", "bundeld"], "did you mean 'bundled'"),
 ])
 def test_the_bad_input_the_readme_lists_is_one_line_exit_2(listed, args, needle, tmp_path):
     """README's "Bad input" paragraph lists these; each is refused in one `error:` line, exit code 2."""
