@@ -493,6 +493,13 @@ def _why(rec: Recommendation) -> list[str]:
                  f"{' is below 0, so 0: no accuracy is excluded' if below else ''}; trial #{ref.trial}: {ref.how})"
                  if ref and q.max_accuracy_drop is not None and (q.min_accuracy is None or c.floor > q.min_accuracy)
                  else "")
+        if ref and q.max_accuracy_drop is not None and q.min_accuracy is not None:  # both given: the stricter
+            rel = max(0.0, ref.accuracy - q.max_accuracy_drop)  # floor applies; say which, and the other's value
+            basis = (f" (--min-accuracy and --max-accuracy-drop alike: {ref.accuracy:.3f} of trial #{ref.trial} "
+                     f"minus {q.max_accuracy_drop})" if abs(q.min_accuracy - rel) < 1e-9
+                     else basis[:-1] + f"; stricter than --min-accuracy {q.min_accuracy:g})" if rel > q.min_accuracy
+                     else f" (--min-accuracy; stricter than --max-accuracy-drop's {rel:.3f} = {ref.accuracy:.3f} of "
+                          f"trial #{ref.trial} minus {q.max_accuracy_drop})")
         out.append(f"accuracy {acc:.3f} ({_kind('accuracy', p)}) >= floor {c.floor:.3f}{basis}")
     elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
         out.append("no accuracy stored in this study: relative floor not applied")

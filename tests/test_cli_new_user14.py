@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,21 @@ def test_tune_heads_a_study_that_scores_no_task_as_the_readers_do(tmp_path, monk
     assert r.exit_code == 0 and said in r.output.splitlines()[0], r.output
     r = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["pareto", "s", "--storage", "s.db", "--no-plots"])
     assert said.removesuffix(" |").removeprefix("task ") in r.output, r.output
+
+
+@pytest.mark.parametrize(("floors", "said"), [
+    (["--min-accuracy", "0.9", "--max-accuracy-drop", "0.01"],
+     "floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: uniform fp16 plan (the highest-precision "
+     "uniform plan in the study); stricter than --min-accuracy 0.9)"),
+    (["--min-accuracy", "0.96", "--max-accuracy-drop", "0.02"],
+     "floor 0.960 (--min-accuracy; stricter than --max-accuracy-drop's 0.930 = 0.950 of trial #14 minus 0.02)"),
+])
+def test_recommend_given_both_floors_says_which_applies(tmp_path, floors, said):
+    """`recommend --min-accuracy 0.9 --max-accuracy-drop 0.01` applied the stricter floor, 0.940, and its reason
+    spoke only of the drop: the --min-accuracy the user gave was not mentioned. With --min-accuracy the stricter,
+    the reason said `>= floor 0.960` alone. Both are named now, the one that applies first."""
+    from cli_helpers import advisor, flat
+
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor("recommend", "--storage", db, "--budget", "1.97MiB", *floors, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and said in flat(r.stdout), r.stdout + r.stderr
