@@ -130,3 +130,25 @@ def test_recommend_given_both_floors_says_which_applies(tmp_path, floors, said):
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     r = advisor("recommend", "--storage", db, "--budget", "1.97MiB", *floors, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and said in flat(r.stdout), r.stdout + r.stderr
+
+
+def test_an_interrupt_while_the_header_prints_leaves_the_study_listed_with_its_model(shm_tmp_path):
+    """Ctrl-C or SIGTERM while tune printed its header (`on_seeded`, once the study was seeded: here `advisor tune
+    2>&1 | head -1` killed by `timeout`) left the seeded study without its row for `advisor studies`: `model ? · task
+    ? · space ? · budget - · device ?` beside its 11 queued warm-start points, until the next run. The row is
+    written before the header is printed."""
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.results.registry import list_studies
+    from advisor.results.store import engine_for
+    from advisor.tune.study import TuneOptions, run_tune
+
+    def interrupted(seed):
+        raise KeyboardInterrupt
+
+    opts = TuneOptions(study_name="s", storage=f"sqlite:///{shm_tmp_path}/t.db", sampler="random", seed=0, n_trials=4,
+                       heartbeat_interval=None)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(FakeBackend(), small_space(), opts, budget_bytes=None, on_seeded=interrupted)
+    [row] = list_studies(engine_for(opts.storage), "s")
+    assert row.model != "?" and row.space == "test-small" and row.n_waiting > 0, row

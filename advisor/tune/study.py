@@ -610,11 +610,11 @@ def _run_tune(
             return created, seed, cpu_note, act_note, fit_now
 
         created, seed, cpu_note, act_note, fit = redo_when_cut(seed_study)
+    registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
+    create_tables(engine)  # the study's row for `advisor studies` before anything is printed: an interrupt while
+    register_study(engine, name, **registry_fields)  # the header prints left it seeded, listed as `model ?`
     if on_seeded is not None:  # outside the lock: a slow reader of the output holds up no other worker
         on_seeded(seed)
-    registry_fields = {k: meta[k] for k in REGISTRY_FIELDS}
-    create_tables(engine)
-    register_study(engine, name, **registry_fields)
 
     objective = Objective(stop.measuring(backend), space, budget_bytes=budget_bytes, eval_cache=EvalCache(engine),
                           study_name=name, profile=profile, mode=opts.mode, on_stage=on_stage,
