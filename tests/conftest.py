@@ -17,7 +17,14 @@ import torch  # noqa: E402
 
 # one thread per test process when pytest-xdist runs several (two processes on two cores, not four threads)
 _PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _PROCESSES)))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _PROCESSES))
+torch.set_num_threads(_THREADS)
+# ... and in the `advisor` subprocesses a pytest-xdist worker starts: `eval`, `trace` and `quant-report` default to
+# every core (torch reads OMP_NUM_THREADS), and two workers' subprocesses spun their waiting threads on two shared
+# cores - the HumanEval long-prompt test's 2 generations took 4 s on one thread, 7-52 s on two (measured). A test
+# that is about threads passes --threads, which still wins. (Not in xdist's controller: workers inherit its env.)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_THREADS)
 
 # Files whose tests start HumanEval sandboxes: test_sandbox_hostile counts every sandbox process left on the
 # host, so an evaluation in another test process would count too; these files share one process.
