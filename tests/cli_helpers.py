@@ -15,6 +15,23 @@ def advisor(*args: str, cwd: Path, timeout: float = 600,
                           timeout=timeout, env=env)
 
 
+def advisor_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`advisor ARGS` through the same CLI in this process (typer's CliRunner, in `cwd`), as `advisor` returns it:
+    for a test's steps that must succeed (a study tuned or resumed, a report) and are not about the process. As a
+    subprocess each paid ~5 s of CPU importing torch and transformers again. Not for refusals: the one-line
+    `error:` and exit code 2 come from the console entry point (`advisor.cli.run`), which CliRunner skips."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    with contextlib.chdir(cwd):
+        r = CliRunner(env=env).invoke(app, list(args))
+    err = r.stderr + ("" if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception))
+    return subprocess.CompletedProcess(["advisor", *args], r.exit_code, r.stdout, err)
+
+
 def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
     """The single `error:` line (the last line on stderr), holding each of `needles`, after checking exit code 2
     and no traceback or rich error box."""

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor_in_process
 
 SPACE = """
 name = "cpuprof"
@@ -41,9 +42,10 @@ fidelity_prompts = 1
 """
 
 
-def advisor(*args: str, cwd: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=600, env={**__import__("os").environ, "COLUMNS": "600"})
+def advisor(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """`advisor ARGS`'s stdout, in this process (`advisor_in_process`): a resume still reads all it reuses from
+    the database, nothing of the study is kept in memory; the concurrent workers below stay processes."""
+    r = advisor_in_process(*args, cwd=cwd, env={"COLUMNS": "600", **(env or {})})
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
@@ -434,28 +436,22 @@ def test_a_new_study_says_its_cpu_expert_times_came_from_the_gpu_profile(tmp_pat
             "--name", "myhost", cwd=tmp_path)
     prof = json.loads(next(pp.glob("*.json")).read_text())["cpu_experts"]
     db = tmp_path / "s.db"
-    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "space.toml", "--storage",
-                        f"sqlite:///{db}", "--study", "p", "--trials", "1", "--gpu", "myhost"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "COLUMNS": "600", "ADVISOR_PROFILES_DIR": str(pp)})
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = advisor("tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "p", "--trials", "1",
+                  "--gpu", "myhost", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": str(pp)})
     stored_times, _ = stored(db)
     assert stored_times["table"] == prof["table"] and stored_times["source"] == prof["source"]
-    assert (f"CPU expert times: {prof['source']}, from the hardware profile 'myhost', stored with the study"
-            in r.stdout), r.stdout
-    assert "were measured with" not in r.stdout  # replay: the profile's times model the deployment's CPU
+    assert f"CPU expert times: {prof['source']}, from the hardware profile 'myhost', stored with the study" in out, out
+    assert "were measured with" not in out  # replay: the profile's times model the deployment's CPU
     # live trials compute CPU experts with --threads: a profile measured with other threads is named
     path = next(pp.glob("*.json"))
     edited = json.loads(path.read_text())
     edited["cpu_experts"]["threads"] = 3  # as if measured with 3 threads (this host has 2 cores)
     path.write_text(json.dumps(edited))
-    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "space.toml", "--storage",
-                        f"sqlite:///{db}", "--study", "live", "--trials", "1", "--gpu", "myhost", "--mode", "live",
-                        "--threads", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "COLUMNS": "600", "ADVISOR_PROFILES_DIR": str(pp)})
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = advisor("tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "live", "--trials", "1",
+                  "--gpu", "myhost", "--mode", "live", "--threads", "1", cwd=tmp_path,
+                  env={"ADVISOR_PROFILES_DIR": str(pp)})
     assert ("note: the CPU expert times of profile 'myhost' were measured with 3 threads, but this run computes "
-            "CPU experts with 1 (--threads)" in r.stdout and "pass --threads 3" in r.stdout), r.stdout
+            "CPU experts with 1 (--threads)" in out and "pass --threads 3" in out), out
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads /proc/PID/wchan")
