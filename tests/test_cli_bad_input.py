@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import advisor, one_error_line
+from cli_helpers import advisor, advisor_in_process, one_error_line
 
 PG_URL = "postgresql://bob:s3cret-pw@127.0.0.1:1/advisor"  # nothing listens on port 1
 
@@ -552,9 +552,9 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     The refusal comes before the model loads (minutes for a real model), for the default study name too."""
     db = tmp_path / "s.db"
     base = ("tune", "--trials", "1", "--storage", str(db))  # the default study name: bundled-toy-quick
-    first = advisor(*base, "--gpu", "RTX 4090", cwd=tmp_path)
+    first = advisor_in_process(*base, "--gpu", "RTX 4090", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    again = advisor(*base[:2], "2", *base[3:], "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU
+    again = advisor_in_process(*base[:2], "2", *base[3:], "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU
     assert again.returncode == 0 and "finished trials" in again.stdout, again.stdout + again.stderr
     before = _dump(db)
     r = advisor(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
@@ -585,7 +585,7 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     from advisor.tune.space import load_space
 
     db = tmp_path / "s@1:x.db"
-    first = advisor("tune", "--trials", "1", "--storage", str(db), "--study", "s1", cwd=tmp_path)
+    first = advisor_in_process("tune", "--trials", "1", "--storage", str(db), "--study", "s1", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock", "s@1:x.db.seed.lock"]
     quick = load_space("quick").text
@@ -611,7 +611,7 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     imported = {ln.split("|")[-1].strip() for ln in timed.stderr.splitlines() if ln.startswith("import time:")}
     assert "advisor.tune.study" in imported and not {"torch", "transformers"} & imported
     assert _dump(db) == before
-    again = advisor("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same settings
+    again = advisor_in_process("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same
     assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr
 
 
@@ -623,7 +623,7 @@ def test_resume_in_another_mode_or_on_another_device_type_is_refused_before_the_
     from advisor.tune.study import check_resume, resume_keys
 
     db = tmp_path / "s.db"
-    first = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    first = advisor_in_process("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     before = _dump(db)
     for args, what in ((["--mode", "live"], "--mode (replay)"), (["--device", "cuda"], "--device type (cpu)")):
@@ -647,8 +647,8 @@ def test_another_data_file_is_measured_anew_and_refused_on_resume(tmp_path):
                                      'max_new_tokens = 8\n')
     db = tmp_path / "s.db"
     for name in ("a", "b"):
-        r = advisor("tune", "--space", "g.toml", "--data", f"{name}.jsonl", "--study", name, "--trials", "1",
-                    "--storage", str(db), cwd=tmp_path)
+        r = advisor_in_process("tune", "--space", "g.toml", "--data", f"{name}.jsonl", "--study", name, "--trials",
+                               "1", "--storage", str(db), cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "accuracy evaluations this run: 1 for 1" in r.stdout, r.stdout  # measured, not reused
     before = _dump(db)
