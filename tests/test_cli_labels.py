@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_helpers import flat
+from cli_helpers import advisor_in_process, flat
 from recommend_helpers import make_db, model_meta, point
 
 EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
@@ -243,9 +243,9 @@ def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     (tmp_path / "q4.toml").write_text(load_space("quick").text.replace("fidelity_prompts = 2", "fidelity_prompts = 4")
                                       .replace('name = "quick"', 'name = "q4"'))
     db = str(tmp_path / "s.db")
-    first = advisor("tune", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
+    first = advisor_in_process("tune", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
     assert "2 prompts" in first and "accuracy evaluations this run: 1 for 1" in first, first
-    second = advisor("tune", "--space", "q4.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
+    second = advisor_in_process("tune", "--space", "q4.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
     legend = " ".join(second.split()).split(" fidelity_top1 [top-1 agree]: ")[1:]  # (the legend line wraps)
     assert legend and legend[0].split(")")[0].endswith(",4 prompts,cpu"), second
     assert "accuracy evaluations this run: 0 for 1 distinct precision plan in the study (1 reused from the cache" \

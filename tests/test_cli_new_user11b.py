@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_helpers import advisor, one_error_line
+from cli_helpers import advisor, advisor_in_process, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
@@ -85,7 +85,7 @@ def test_a_tiny_model_over_its_budget_says_it_is_loaded_whole(tmp_path):
     without a word, while a checkpoint over budget says "loading: offloaded ...". It now says so in one note
     line, with the counted bytes against the budget; under its budget nothing more is said."""
     def tune(budget: str, db: str) -> str:
-        r = advisor("tune", "tiny:olmoe", "--budget", budget, "--trials", "1", "--storage", db, cwd=tmp_path)
+        r = advisor_in_process("tune", "tiny:olmoe", "--budget", budget, "--trials", "1", "--storage", db, cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         return " ".join(r.stdout.split())  # rich wraps at its own width
 

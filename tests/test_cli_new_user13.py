@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advisor.models.tiny import build_tiny
-from tests.cli_helpers import advisor, flat, one_error_line, said_lines
+from tests.cli_helpers import advisor, advisor_in_process, flat, one_error_line, said_lines
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,8 @@ def moved_study(tmp_path_factory):
     """A study tuned on a local checkpoint directory that was then moved (as to another machine's path)."""
     root = tmp_path_factory.mktemp("moved")
     build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(root / "ckpt")
-    r = advisor("tune", "./ckpt", "--space", "quick", "--budget", "80KiB", "--trials", "2", "--storage", "s.db", "--study", "s", cwd=root)
+    r = advisor_in_process("tune", "./ckpt", "--space", "quick", "--budget", "80KiB", "--trials", "2", "--storage", "s.db",
+                           "--study", "s", cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     (root / "elsewhere").mkdir()
     shutil.move(root / "ckpt", root / "elsewhere" / "ckpt")
@@ -78,8 +79,8 @@ def test_ktransformers_llamafile_weights_for_llada2_do_not_point_to_the_refused_
         'name = "int2"\n[precision]\nformats = ["int2"]\n[cache]\nslots_per_layer = { low = 1, high = "all" }\n'
         'policies = ["lru"]\n[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
         '[evaluation]\ntrace_prompts = 2\nfidelity_prompts = 2\n')
-    r = advisor("tune", "./l2", "--space", "int2.toml", "--budget", "110KiB", "--trials", "1", "--storage", "s.db",
-                "--study", "l2", cwd=tmp_path)
+    r = advisor_in_process("tune", "./l2", "--space", "int2.toml", "--budget", "110KiB", "--trials", "1", "--storage",
+                           "s.db", "--study", "l2", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     refused = advisor("export", "l2", "0", "--storage", "s.db", "--to", "llama.cpp", cwd=tmp_path)
     one_error_line(refused, "LLaDA2")
@@ -124,8 +125,8 @@ def test_a_path_longer_than_the_terminal_is_printed_whole_in_a_wrapped_note(tmp_
     copies from the note had a line break and an indent inside it. Now it stays whole on a line of its own."""
     deep = tmp_path / "models--inclusionAI--LLaDA-MoE-7B-A1B-Instruct" / "snapshots" / ("0123456789abcdef" * 3)
     build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(deep)
-    r = advisor("tune", str(deep), "--space", "quick", "--budget", "80KiB", "--trials", "1", "--storage", "s.db",
-                "--study", "s", cwd=tmp_path)
+    r = advisor_in_process("tune", str(deep), "--space", "quick", "--budget", "80KiB", "--trials", "1", "--storage",
+                           "s.db", "--study", "s", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     shutil.rmtree(tmp_path / "models--inclusionAI--LLaDA-MoE-7B-A1B-Instruct")
     r = advisor("export", "s", "0", "--storage", "s.db", "--to", "vllm", "-o", "serve.sh", cwd=tmp_path)

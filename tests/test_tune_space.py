@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor_in_process
 
 from advisor.errors import UserError
 from advisor.tune.config import ModelShape, TrialConfig, allocate_slots, build_config, counted_peak_bytes
@@ -231,8 +232,7 @@ def test_a_hot_format_without_a_hot_fraction_is_recorded_not_searched(tmp_path):
                                      'hot_formats = ["bf16", "int8"]\n[cache]\nslots_per_layer = [4]\n'
                                      '[evaluation]\nlimit = 2\ntrace_prompts = 1\nfidelity_prompts = 1\n')
     db = tmp_path / "s.db"
-    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "--space", "s.toml", "--trials", "2", "--storage",
-                        str(db)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = advisor_in_process("tune", "--space", "s.toml", "--trials", "2", "--storage", str(db), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "space s (2 configurations)" in " ".join(r.stdout.split()), r.stdout
     trials = optuna.load_study(study_name="bundled-toy-s", storage=f"sqlite:///{db}").trials
