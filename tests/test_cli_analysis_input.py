@@ -17,7 +17,6 @@ its fix.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import flat
+from cli_helpers import advisor_in_process, flat
 from tune_helpers import FIDELITY_SPACE
 from typer.testing import CliRunner
 
@@ -293,9 +292,8 @@ def test_a_study_priced_with_another_hosts_cpu_times_says_so(tmp_path):
                                "host": "Other CPU 9000, 192 logical cores"}}
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "nvidia-h200.json").write_text(json.dumps(profile))
-    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--gpu", "H200", "--trials", "1",
-                        "--storage", "sqlite:///s.db", "--study", "s"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=600, env={**os.environ, "ADVISOR_PROFILES_DIR": str(tmp_path / "profiles")})
+    r = advisor_in_process("tune", "bundled", "--gpu", "H200", "--trials", "1", "--storage", "sqlite:///s.db", "--study",
+                           "s", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": str(tmp_path / "profiles")})
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     assert "from the hardware profile 'NVIDIA H200' (measured on another CPU: Other CPU 9000, 192 logical cores; " \

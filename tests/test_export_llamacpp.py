@@ -6,7 +6,7 @@ import re
 import subprocess
 
 import pytest
-from cli_helpers import flat
+from cli_helpers import advisor_in_process, flat
 from recommend_helpers import make_db, model_meta, point
 
 from advisor.errors import UserError
@@ -255,14 +255,12 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
 def short_generation_study(tmp_path_factory):
     """The bundled model tuned on the toy task with 6 new tokens: its 8-token blocks are cut to one 6-token
     block decoded in 16 steps (`advisor.models.generate`), the decoding llama.cpp must reproduce."""
-    import sys
 
     work = tmp_path_factory.mktemp("short-gen")
     (work / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
                                  'slots_per_layer = { low = 1, high = "all" }\n'
                                  '[evaluation]\ntask = "toy"\nlimit = 4\nmax_new_tokens = 6\n')
-    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--space", "s.toml", "--trials", "1",
-                        "--storage", "s.db"], capture_output=True, text=True, cwd=work)
+    r = advisor_in_process("tune", "bundled", "--space", "s.toml", "--trials", "1", "--storage", "s.db", cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
     return work
 

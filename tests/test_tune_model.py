@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor_in_process
 
 from advisor.tune.space import parse_space
 
@@ -178,8 +179,6 @@ def test_tune_labels_fidelity_with_the_prompts_it_compared(tmp_path):
     """A --data file of 3 problems under `fidelity_prompts = 16`: the study's fidelity source said "16 prompts"
     (the setting) where 3 were compared; it says what was measured, as `advisor eval` does."""
     import json
-    import subprocess
-    import sys
 
     from advisor.eval import toy
 
@@ -189,9 +188,8 @@ def test_tune_labels_fidelity_with_the_prompts_it_compared(tmp_path):
                                      '[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
                                      '[evaluation]\nlimit = 3\ntrace_prompts = 1\nfidelity_prompts = 16\n'
                                      'max_new_tokens = 8\n')
-    r = subprocess.run([sys.executable, "-m", "advisor", "tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl",
-                        "--space", "g.toml", "--trials", "1", "--storage", "g.db"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    r = advisor_in_process("tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl", "--space", "g.toml", "--trials",
+                           "1", "--storage", "g.db", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     assert re.search(r"fidelity_top1 \[top-1 agree\]: measured:logits-vs-fp32\(\d+ positions,3 prompts,cpu\)", text), r.stdout
