@@ -10,6 +10,7 @@ import errno
 import itertools
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -40,6 +41,17 @@ def _directory_of(path: Path, create: bool) -> Path:
         raise UserError(f"cannot write {path}: {parent} " + ("is not a directory" if parent.exists() else
                                                               "does not exist") + "; give another path")
     return parent
+
+
+def check_parent(path: str | os.PathLike, option: str) -> None:
+    """`UserError` when the directory that would hold `path` does not exist. A folder a command creates and fills
+    (`report -o`, `pareto -o`, `profile --profiles-dir`) is made, but not the missing directories above it: as
+    every output file's (`export -o`, `--json`) and `tune --storage`'s directory, a mistyped one is refused, not
+    made. Only a default's (reports/, studies/) is made; its callers skip this for it."""
+    parent = Path(path).parent
+    if not parent.exists():
+        raise UserError(f"cannot create {path}: directory {parent} does not exist; create it (mkdir -p "
+                        f"{shlex.quote(str(parent))}) or give {option} another path")
 
 
 def _not_a_directory(path: Path) -> Path:

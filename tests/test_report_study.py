@@ -7,6 +7,7 @@ SQLite database; the report is then built from storage and checked against what 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -331,6 +332,34 @@ def test_a_missing_model_directory_is_refused_before_torch_is_imported(args):
     assert ("is neither a model directory" in line or "unknown tiny family 'nope'" in line), line
     assert "TORCH False" in r.stdout, r.stdout + r.stderr
     assert not (root / "p").exists() and not (root / "t.json").exists()
+
+
+@pytest.mark.parametrize(("args", "env"), [
+    (["report", "bundled-example", "-o", "{tmp}/no/rep"], {}),
+    (["pareto", "bundled-example", "-o", "{tmp}/no/plots"], {}),
+    (["profile", "--cpu", "--repeats", "1", "--profiles-dir", "{tmp}/no/profiles"], {}),
+    (["profile", "--cpu", "--repeats", "1"], {"ADVISOR_PROFILES_DIR": "{tmp}/no/profiles"})],
+    ids=["report -o", "pareto -o", "--profiles-dir", "ADVISOR_PROFILES_DIR"])
+def test_an_output_folder_inside_a_missing_folder_is_refused_as_an_output_file_is(args, env, tmp_path):
+    """`export -o no/x.json` (every output file, and `tune --storage`'s SQLite file) is refused when its folder is
+    missing, while `report -o no/rep`, `pareto -o no/plots` and `profile --profiles-dir no/profiles` made `no/`
+    without a word. The folder each names is still made (it is the output, or the profiles' store), the folders
+    above it are not: one line, exit 2, nothing written; a folder in an existing one is made as before."""
+    from cli_helpers import advisor, one_error_line
+
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    storage = ["--storage", db] if args[0] != "profile" else []
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args] + storage
+    environ = {**os.environ, **{k: v.replace("{tmp}", str(tmp_path)) for k, v in env.items()}}
+    r = advisor(*argv, cwd=tmp_path, env=environ, timeout=120)
+    one_error_line(r, f"directory {tmp_path / 'no'} does not exist", f"mkdir -p {tmp_path / 'no'}")
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    if args[0] == "report":
+        return  # the report of a folder in an existing one: `report` fixture, and the tests above
+    r = advisor(*[a.replace("/no/", "/") for a in argv], cwd=tmp_path,
+                env={k: v.replace("/no/", "/") for k, v in environ.items()}, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any((tmp_path / name).is_dir() for name in ("plots", "profiles")), list(tmp_path.iterdir())
 
 
 def test_report_and_pareto_name_a_missing_study_alike():

@@ -153,7 +153,10 @@ def register(app: typer.Typer) -> None:
         directory = hw.profiles_dir(profiles_dir)
         if directory.exists() and not directory.is_dir():
             raise UserError(f"--profiles-dir {directory} is a file, not a directory; give a directory")
-        from advisor.files import check_writable
+        from advisor.files import check_parent, check_writable
+
+        if directory != hw.DEFAULT_PROFILES_DIR:  # the store is made, a mistyped directory above it is not
+            check_parent(directory, "--profiles-dir" if profiles_dir is not None else f"${hw.PROFILES_DIR_ENV}")
 
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way

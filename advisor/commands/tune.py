@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from advisor.tune.config import ModelShape
     from advisor.tune.space import SearchSpace
 
+PLOTS_DIR = "studies/plots"
+"""Where `advisor pareto` writes its plots by default (made, with studies/, when missing)."""
+
 
 def _existing_engine(storage: str):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
@@ -385,7 +388,7 @@ def register(app: typer.Typer) -> None:
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL of the study database."),
-        out: str = typer.Option("studies/plots", "-o", "--out", callback=user_path, help="Directory for the PNG and HTML plots."),
+        out: str = typer.Option(PLOTS_DIR, "-o", "--out", callback=user_path, help="Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
@@ -394,6 +397,10 @@ def register(app: typer.Typer) -> None:
 
         refuse_empty({"--out": out}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
+        if plots and Path(out) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
+            from advisor.files import check_parent
+
+            check_parent(out, "-o")
 
         from rich.console import Console
 
