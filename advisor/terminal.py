@@ -85,6 +85,19 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
             console.out(out.rstrip(), style=style, highlight=False)
 
 
+def print_parts(console: Console, first: str, parts: Sequence[str], indent: int, end: str = "") -> None:
+    """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would pass the
+    console's width, continuation lines `indent` columns in: a row of figures, each with how it was obtained,
+    whose parts stay whole."""
+    line = first + parts[0]
+    for part in parts[1:]:
+        if len(line) + 2 + len(part) > console.width:
+            console.out(line + ",", highlight=False)
+            line = " " * indent + part
+        else:
+            line += ", " + part
+    console.out(line + end, highlight=False)
+
 def _separated(line: str, room: int) -> str:
     """`line` with each run of non-spaces longer than `room` columns broken by a line break after its last
     ',', ';' or '+' that keeps each piece within `room` (where it has one): whole on its own line, the terminal

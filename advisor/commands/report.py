@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         from rich.console import Console
 
-        from advisor.terminal import print_wrapped
+        from advisor.terminal import print_parts, print_wrapped
 
         err = Console(stderr=True)  # its lines wrap at the terminal's width, under their own text
         t0 = time.monotonic()
@@ -105,30 +105,20 @@ def register(app: typer.Typer) -> None:
                            f"({kind(r.time_source, ref_sources.get('time_per_token'))})")
             return out
 
-        def echo(first: str, parts: list[str], indent: int, end: str = "") -> None:
-            """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would
-            pass 80 columns; continuation lines indented `indent`."""
-            line = first + parts[0]
-            for part in parts[1:]:
-                if len(line) + 2 + len(part) > 80:
-                    typer.echo(line + ",")
-                    line = " " * indent + part
-                else:
-                    line += ", " + part
-            typer.echo(line + end)
-
         full = res.extra["baseline_format"]
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
-        echo("  ", [f"at {format_bytes(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"], 2, ":")
+        console = Console()  # the terminal's width ($COLUMNS, else 80), as every wrapped line of the tool
+        print_parts(console, "  ", [f"at {format_bytes(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"],
+                    2, ":")
         width = max((len(r.precision) for r in res.headline), default=0)  # int4:g64, a mixed plan's label
-        out = Console()
         for r in res.headline:
             if r.trial is None:  # why none: a note of up to ~200 characters, wrapped under itself
-                print_wrapped(out, f"  {r.precision:>{width}}: {r.note}", width + 4)
+                print_wrapped(console, f"  {r.precision:>{width}}: {r.note}", width + 4)
                 continue
             dacc = "-" if r.accuracy_change is None else \
                 f"{100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"
-            echo(f"  {r.precision:>{width}}: ", [f"trial #{r.trial}", *cuts(r), f"accuracy change {dacc}"], width + 4)
+            print_parts(console, f"  {r.precision:>{width}}: ",
+                        [f"trial #{r.trial}", *cuts(r), f"accuracy change {dacc}"], width + 4)
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
             if not best:
@@ -136,4 +126,4 @@ def register(app: typer.Typer) -> None:
                 continue
             typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}), against {no_cache_label(full)}:")
             for r in best:
-                echo(f"    {r.precision} #{r.trial}: ", cuts(r), 6)
+                print_parts(console, f"    {r.precision} #{r.trial}: ", cuts(r), 6)
