@@ -13,9 +13,9 @@ export, studies, pareto, which never import the tuner) print through the same de
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Sequence
 
+from rich.cells import cell_len, chop_cells
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -55,7 +55,7 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
         line = "   "
         for label, value in items:
             item = f"{label} {value}"
-            if len(line) > 3 and len(line) + 3 + len(item) > width:
+            if len(line) > 3 and cell_len(line) + 3 + cell_len(item) > width:
                 console.print(Text(line.rstrip()), soft_wrap=True)
                 line = "   "
             line += ("" if len(line) == 3 else " · ") + item
@@ -69,44 +69,59 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
     """`line` (plain text: no markup) wrapped at the console's width - between words - its continuation lines
     `indent` columns in, none ending in a space. A reason or a value's source of hundreds of characters then reads
     as a paragraph under its own bullet or column, where printed whole it ran past the edge of an 80-column
-    terminal. A word longer than a line (a source such as `measured:wall-clock(...)+modelled:pcie(...)`) is broken
-    after a separator (`_separated`); one without (a path) stays whole on its own line, for the terminal to fold,
-    so it still pastes as one path. A negative `indent`: printed whole (a shell command stays one line to paste)."""
+    terminal. Widths are terminal cells (`rich.cells.cell_len`: a CJK character or an emoji takes two), not
+    characters. A word longer than a line (a source such as `measured:wall-clock(...)+modelled:pcie(...)`) is
+    broken after a separator (`_separated`); one without (a path) stays whole on its own line, for the terminal to
+    fold, so it still pastes as one path. A negative `indent`: printed whole (a shell command stays one line)."""
     if indent < 0:
         console.print(line, style=style, highlight=False, markup=False, emoji=False, soft_wrap=True)
         return
     width = max(console.width, indent + 20)
-    pad = " " * indent
-    pieces = _separated(line.expandtabs(), width - indent).split("\n")
-    for k, piece in enumerate(pieces):
-        lines = textwrap.wrap(piece, width, initial_indent=pad if k else "", subsequent_indent=pad,
-                              break_long_words=False, break_on_hyphens=False) or [""]
-        for out in lines:
-            console.out(out.rstrip(), style=style, highlight=False)
+    for piece in line.expandtabs().split("\n"):
+        for out in _wrap(piece, width, indent):
+            console.out(out, style=style, highlight=False)
 
 
 def print_parts(console: Console, first: str, parts: Sequence[str], indent: int, end: str = "") -> None:
     """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would pass the
-    console's width, continuation lines `indent` columns in: a row of figures, each with how it was obtained,
-    whose parts stay whole."""
+    console's width (in cells, as `print_wrapped` counts them), continuation lines `indent` columns in: a row of
+    figures, each with how it was obtained, whose parts stay whole."""
     line = first + parts[0]
     for part in parts[1:]:
-        if len(line) + 2 + len(part) > console.width:
+        if cell_len(line) + 2 + cell_len(part) > console.width:
             console.out(line + ",", highlight=False)
             line = " " * indent + part
         else:
             line += ", " + part
     console.out(line + end, highlight=False)
 
-def _separated(line: str, room: int) -> str:
-    """`line` with each run of non-spaces longer than `room` columns broken by a line break after its last
-    ',', ';' or '+' that keeps each piece within `room` (where it has one): whole on its own line, the terminal
-    folds such a word at its edge, leaving `...lat=1` above `0us)]`."""
-    def cut(match: re.Match[str]) -> str:
-        word, pieces = match.group(), []
-        while len(word) > room and (at := max(word.rfind(c, 0, room) for c in ",;+") + 1) > 0:
-            pieces.append(word[:at])
-            word = word[at:]
-        return "\n".join([*pieces, word])
 
-    return re.sub(rf"\S{{{room + 1},}}", cut, line)
+_CHUNK = re.compile(r" +|[^ ]+")
+"""A run of spaces, or a word."""
+
+
+def _wrap(text: str, width: int, indent: int) -> list[str]:
+    """`text`'s lines, filled greedily to `width` cells; continuation lines `indent` in, the first as `text` begins;
+    a word that does not fit goes whole to the next line (`_separated` cuts one longer than a line first)."""
+    pad, lines = " " * indent, []
+    line, size = "", 0
+    for chunk in _CHUNK.findall(text):
+        pieces = [chunk] if chunk.startswith(" ") else _separated(chunk, width - indent)
+        for k, piece in enumerate(pieces):
+            cells = cell_len(piece)
+            if not piece.startswith(" ") and line.strip() and (k > 0 or size + cells > width):
+                lines.append(line.rstrip())
+                line, size = pad, indent
+            line, size = line + piece, size + cells
+    return [*lines, line.rstrip()]
+
+
+def _separated(word: str, room: int) -> list[str]:
+    """`word` in pieces, each after its last ',', ';' or '+' that keeps it within `room` cells (where it has one;
+    one piece when it fits): whole on its own line, the terminal folds such a word at its edge, leaving `...lat=1`
+    above `0us)]`."""
+    pieces = []
+    while cell_len(word) > room and (at := max(word.rfind(c, 0, len(chop_cells(word, room)[0])) for c in ",;+") + 1) > 0:
+        pieces.append(word[:at])
+        word = word[at:]
+    return [*pieces, word]

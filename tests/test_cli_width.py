@@ -125,3 +125,36 @@ def test_report_headline_wraps_at_the_terminals_width(tmp_path):
     assert rows and all("accuracy change" in ln for ln in rows), wide  # each row whole on its line
     assert max(map(len, rows)) > 80 and max(map(len, wide)) <= 200, wide
 
+
+def _export_db(tmp_path: Path, model: str) -> str:
+    """A database holding one point `q` of a tiny qwen3_moe-shaped model at `model` (no config.json there)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from recommend_helpers import make_db, model_meta, point
+
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
+    return make_db(tmp_path / "a.db", [point("q", 1, "default=int8;layers=1:bf16", [4, 2], acc=0.9, h2d=1,
+                                             peak_gib=1, meta=meta, model=model)])
+
+
+def _export_notes(url: str, target: str, columns: int) -> list[str]:
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    r = CliRunner().invoke(app, ["export", "q", "1", "--to", target, "--storage", url], env={"COLUMNS": str(columns)})
+    assert r.exit_code == 0, r.output
+    return r.stderr.splitlines()
+
+
+def test_wrapped_lines_fit_the_terminal_in_cells_not_characters(tmp_path):
+    """A CJK character (or an emoji) takes two terminal cells. Wrapping counted characters, so a note naming a
+    model directory `/.../日本語のモデル` ran past a 60-column terminal's edge, the terminal then folding it
+    mid-word. Lines fit in cells now (`rich.cells.cell_len`), with nothing lost."""
+    from rich.cells import cell_len
+
+    url = _export_db(tmp_path, "/data/日本語のモデル/大規模言語モデル重み")
+    narrow, wide = _export_notes(url, "vllm", 60), _export_notes(url, "vllm", 1000)
+    assert any("日本語のモデル" in ln for ln in narrow), narrow
+    assert max(map(cell_len, narrow)) <= 60, [ln for ln in narrow if cell_len(ln) > 60]
+    assert same_text(narrow, wide)
+
