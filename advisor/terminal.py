@@ -70,7 +70,8 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
     `indent` columns in, none ending in a space. A reason or a value's source of hundreds of characters then reads
     as a paragraph under its own bullet or column, where printed whole it ran past the edge of an 80-column
     terminal. Widths are terminal cells (`rich.cells.cell_len`: a CJK character or an emoji takes two), not
-    characters. A word longer than a line (a source such as `measured:wall-clock(...)+modelled:pcie(...)`) is
+    characters. A `quoted command` (backticks, or double quotes opening a word) is never broken: copied, it
+    pastes whole. A word longer than a line (a source such as `measured:wall-clock(...)+modelled:pcie(...)`) is
     broken after a separator (`_separated`); one without (a path) stays whole on its own line, for the terminal to
     fold, so it still pastes as one path. A negative `indent`: printed whole (a shell command stays one line)."""
     if indent < 0:
@@ -96,8 +97,9 @@ def print_parts(console: Console, first: str, parts: Sequence[str], indent: int,
     console.out(line + end, highlight=False)
 
 
-_CHUNK = re.compile(r" +|[^ ]+")
-"""A run of spaces, or a word."""
+_CHUNK = re.compile(r' +|(?:`[^`]*`|(?<![^ (=])"[^"]*"|[^ ])+')
+"""A run of spaces, or a word: non-spaces, where a `quoted` span (backticks; double quotes opening a word) is one
+piece whatever it holds - a command printed for copying must not be cut at its inner spaces."""
 
 
 def _wrap(text: str, width: int, indent: int) -> list[str]:
@@ -118,8 +120,10 @@ def _wrap(text: str, width: int, indent: int) -> list[str]:
 
 def _separated(word: str, room: int) -> list[str]:
     """`word` in pieces, each after its last ',', ';' or '+' that keeps it within `room` cells (where it has one;
-    one piece when it fits): whole on its own line, the terminal folds such a word at its edge, leaving `...lat=1`
-    above `0us)]`."""
+    one piece when it fits, or is quoted): whole on its own line, the terminal folds such a word at its edge,
+    leaving `...lat=1` above `0us)]`."""
+    if "`" in word or '"' in word:
+        return [word]
     pieces = []
     while cell_len(word) > room and (at := max(word.rfind(c, 0, len(chop_cells(word, room)[0])) for c in ",;+") + 1) > 0:
         pieces.append(word[:at])

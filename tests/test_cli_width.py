@@ -158,3 +158,15 @@ def test_wrapped_lines_fit_the_terminal_in_cells_not_characters(tmp_path):
     assert max(map(cell_len, narrow)) <= 60, [ln for ln in narrow if cell_len(ln) > 60]
     assert same_text(narrow, wide)
 
+
+def test_a_quoted_command_in_a_note_is_never_broken(tmp_path):
+    """export's notes quote commands to copy (`--to vllm`, `pip install "moe-advisor[hf]"`). At 73 columns the
+    ktransformers note broke `--to vllm` between its words, so a copied line held half of it. A quoted span is
+    one piece now: at any width, no line holds an unclosed backtick."""
+    url = _export_db(tmp_path, "Qwen/x")
+    wide = _export_notes(url, "ktransformers", 1000)
+    assert any("`--to vllm`" in ln for ln in wide), wide
+    for columns in range(50, 101):
+        narrow = _export_notes(url, "ktransformers", columns)
+        assert all(ln.count("`") % 2 == 0 for ln in narrow), (columns, narrow)
+        assert same_text(narrow, wide)

@@ -53,7 +53,7 @@ def _llamacpp(res: ExportResult, cfg: ExportConfig) -> list[Check]:
                                    "benchmarks/exports_in_runtimes.py does it)")]
     if not _have("gguf"):
         return [Check(t, "not checked", "tensor names and types: the gguf package is not installed "
-                                        "(pip install 'moe-advisor[export]')"), *out]
+                                        "(`pip install 'moe-advisor[export]'`)"), *out]
     import gguf
 
     arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == d["gguf_arch"]), None)
@@ -121,7 +121,7 @@ def _hf(res: ExportResult, cfg: ExportConfig) -> list[Check]:
     missing = [m for m in needs if not _have(m)]
     if missing:
         return [*out, Check(t, "not checked", f"running the {method} recipe: {', '.join(missing)} not installed "
-                                                "(pip install 'moe-advisor[hf]')")]
+                                                "(`pip install 'moe-advisor[hf]'`)")]
     if method == "torchao" and any(parse_format(f).kind in ("int4", "nf4") for row in cfg.formats for f in row):
         import torch
 

@@ -261,7 +261,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                          "this recipe's placement does not change during decoding"]
     if method == "torchao" and max_memory:
         notes = [*notes, "on a GPU the recipe uses device_map='auto' + max_memory: needs accelerate and psutil "
-                         "(pip install \"moe-advisor[hf]\")"]
+                         "(`pip install \"moe-advisor[hf]\"`)"]
     return ExportResult("hf", _script(point, cfg, data, notes), data, list(notes))
 
 
