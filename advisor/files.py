@@ -44,14 +44,20 @@ def _directory_of(path: Path, create: bool) -> Path:
 
 
 def check_parent(path: str | os.PathLike, option: str) -> None:
-    """`UserError` when the directory that would hold `path` does not exist. A folder a command creates and fills
-    (`report -o`, `pareto -o`, `profile --profiles-dir`) is made, but not the missing directories above it: as
-    every output file's (`export -o`, `--json`) and `tune --storage`'s directory, a mistyped one is refused, not
-    made. Only a default's (reports/, studies/) is made; its callers skip this for it."""
-    parent = Path(path).parent
-    if not parent.exists():
-        raise UserError(f"cannot create {path}: directory {parent} does not exist; create it (mkdir -p "
-                        f"{shlex.quote(str(parent))}) or give {option} another path")
+    """`UserError` when the directory that would hold `path` does not exist. `tune --storage`'s SQLite file, or a
+    folder a command creates and fills (`report -o`, `pareto -o`, `profile --profiles-dir`), is made, but not the
+    missing directories above it: as every output file's (`export -o`, `--json`), a mistyped one is refused, not
+    made. Only a default's (studies/, reports/) is made; its callers skip this for it. A path still beginning with
+    '~' after `user_path` expanded it names no user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`,
+    a directory whose name the shell reads as a home."""
+    path = Path(path)
+    if path.parent.exists():
+        return
+    if path.parts[0].startswith("~"):
+        raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
+                        f"{path.parts[0][1:]!r} whose home it names; give {option} another path")
+    raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
+                    f"{shlex.quote(str(path.parent))}) or give {option} another path")
 
 
 def _not_a_directory(path: Path) -> Path:

@@ -9,12 +9,12 @@ not answer) into one `UserError` line. URLs in messages always go through `mask_
 from __future__ import annotations
 
 import os
-import shlex
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advisor.errors import UserError
+from advisor.files import check_parent
 from advisor.results.storage import (
     connect_read_only,
     driver_reason,
@@ -48,14 +48,9 @@ def check_storage(url: str, *, write: bool) -> str:
             return url
         if not write:
             require_database(url)
-        elif not path.parent.exists() and url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
-            # as every file option (`export -o`, `--json`): a mistyped directory is not made; the default's is
-            if path.parts[0].startswith("~"):  # `~name` of no user (`user_storage` expanded the others): the
-                # `mkdir -p` advised below would make ./~name, a directory whose name the shell reads as a home
-                raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
-                                f"{path.parts[0][1:]!r} whose home it names; give --storage another path")
-            raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
-                            f"{shlex.quote(str(path.parent))}) or give --storage another path")
+        elif url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
+            check_parent(path, "--storage")  # as every file option (`export -o`, `--json`): a mistyped directory
+            # is not made; the default's is
         _check_sqlite(path, url, write=write)
         return url
     _check_server(url, write=write)
