@@ -565,6 +565,34 @@ def test_report_cannot_fit_row_is_not_said_of_a_format_whose_stored_trial_needs_
     assert "int8: cannot fit in 90.50 KiB: even its least configuration" in head, r.stdout
 
 
+def test_report_counts_a_formats_least_configuration_in_the_studys_own_space(tmp_path):
+    """An offloaded checkpoint tuned with the quick space, whose misses are only copied (each stages a layer's
+    streamed experts), at 124 KiB: tune leaves bf16, int8 and int4 out - not even one slot per layer fits. The
+    report counted each format's least configuration with misses computed on the CPU (no staging), which the
+    space does not hold, and on the model loaded whole (no activation allowance): int4 "needed" 118 KiB, under
+    the budget, so its row read "no trial of this precision in the study", as if no one had tried. It counts the
+    study's own space and peaks now, and says what it counted."""
+    from advisor.models import tiny
+
+    tiny.build_tiny("qwen3_moe").save_pretrained(str(tmp_path / "ckpt"))
+    r = _cli("tune", "ckpt", "--offload", "--space", "quick", "--budget", "124KiB", "--trials", "3",
+             "--storage", "sqlite:///s.db", "--study", "q", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "int4 left out - cannot fit one expert per layer" in flat(r.stdout + r.stderr), r.stdout + r.stderr
+    r = _cli("report", "q", "--storage", "s.db", "-o", "rep", "--block-lengths", "", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = flat(r.stdout)
+    assert "no trial of this precision" not in said and "int2: trial #" in said, r.stdout
+    for fmt in ("int8", "int4"):
+        counted = (f"{fmt}: cannot fit in 124.00 KiB: even its least configuration (the resident weights, the "
+                   f"activation allowance, one {fmt} expert per MoE layer and the staging buffers of its copied "
+                   "misses) needs ")
+        assert counted in said, r.stdout
+        need = float(said.split(counted)[1].split(" KiB (counted)")[0])
+        assert need > 124, said
+    assert counted in flat((tmp_path / "rep" / "report.md").read_text())
+
+
 def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
     """`advisor report STUDY --memory 10%,25%,50%` on a study whose trials fit only the largest printed
     "fp16: no trial of this precision fits" without saying fits what, and "  at 10%: " with nothing after it.

@@ -125,8 +125,8 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     misses = ("copy", "cpu") if shape.staging and free > 0 else ("copy",)  # resident, or none fits: one column
     act_text = f"activation allowance {format_bytes(act, 2)} ({workload}), " if shape.staging and budget > resident else ""
     # when no slot fits, what the least one needs (CPU misses stage nothing: the least peak)
-    fmt = min(FIT_FORMATS, key=lambda f: least_uniform_peak(shape, f))
-    least = least_uniform_peak(shape, fmt)
+    fmt = min(FIT_FORMATS, key=lambda f: least_uniform_peak(shape, f)[0])  # any space: CPU misses, no prefetch
+    least = least_uniform_peak(shape, fmt)[0]
     needs = (f"one {fmt} slot per MoE layer needs --budget {format_bytes(least, 2)} or more"
              + (" (misses computed on the CPU)" if shape.staging else ""))
     if free > 0:

@@ -189,14 +189,15 @@ def headline_rows(
     reference: Reference,
     expert_bytes: dict[str, list[int]],
     precisions: Sequence[str] = PRECISIONS,
-    least_peak: Callable[[str], float] | None = None,
+    least_peak: Callable[[str], tuple[int, str]] | None = None,
 ) -> list[HeadlineRow]:
     """Per precision, the best stored trial (`rank`: its best cache and miss policy) within `memory`; then, so
     that every stored trial that fits is compared, each other uniform format the study stored (int2, fp8, another
     group size: int4:g64 is not int4, g128) and its mixed plans (hot/cold, per layer) as one row, labelled by the
     chosen trial's plan. Only the 16-bit row takes either 16-bit format (`_same_format`). `least_peak`: a
-    format's least counted peak (`advisor.tune.budget.least_uniform_peak`), so that a row none of whose
-    configurations can fit `memory` says so, with the bytes, not that the study ran no trial of it."""
+    format's least counted peak in the study's space and what it counts (`advisor.tune.budget.least_uniform_peak`),
+    so that a row none of whose configurations can fit `memory` says so, with the bytes, not that the study ran no
+    trial of it."""
     measured = [t for t in trials if "h2d_bytes_per_token" in t.values]
     rows = []
     for prec in precisions:
@@ -218,21 +219,21 @@ MIXED = "mixed plans"
 
 def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str, trials: Sequence[TrialRecord],
               reference: Reference, expert_bytes: dict[str, list[int]],
-              least_peak: Callable[[str], float] | None = None) -> HeadlineRow:
+              least_peak: Callable[[str], tuple[int, str]] | None = None) -> HeadlineRow:
     """The best of `same` within `memory` (a mixed plan's row is labelled by its plan), or why there is none: a
     format that cannot fit `memory` in any configuration says so with its least counted bytes - a study leaves
     such a format out of its search (`advisor tune`'s note), and the row read "no trial of this precision"."""
     fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
     if not fit:
-        need = least_peak(label) if least_peak is not None and label != MIXED else None
+        need, counted = least_peak(label) if least_peak is not None and label != MIXED else (None, "")
         # a stored trial below it (a --budgets baseline: no expert on the GPU) is no less a configuration
         if need is not None and need > memory and all(t.values.get("peak_gpu_bytes", math.inf) >= need
                                                       for t in same):
             from advisor.units import format_bytes
 
             return HeadlineRow(label, note=f"cannot fit in {format_bytes(memory, 2)}: even its least configuration "
-                               f"(the resident weights and one {label} expert per MoE layer) needs "
-                               f"{format_bytes(need, 2)} (counted)" + ("" if same else "; the study has no trial of it"))
+                               f"({counted}) needs {format_bytes(need, 2)} (counted)"
+                               + ("" if same else "; the study has no trial of it"))
         return HeadlineRow(label, note=f"no trial of {what} in the study" if not same else f"no trial of {what} fits")
     best = min(fit, key=rank)
     return trial_row(best, best.plan_label if label == MIXED else label, trials, reference, expert_bytes)

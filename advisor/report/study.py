@@ -21,13 +21,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
 from advisor.files import atomic_dir, check_parent, check_replaceable
-from advisor.report.data import DEFAULT_STORAGE, load_study_data
+from advisor.report.data import DEFAULT_STORAGE, StudyData, load_study_data
 from advisor.report.document import ReportContext, compose, json_default, report_json
 from advisor.report.render import write_document
 from advisor.report.select import (
@@ -49,6 +49,7 @@ from advisor.report.workbench import Workbench, study_model, study_task
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec
+from advisor.tune.config import ModelShape
 from advisor.units import count
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
@@ -66,6 +67,32 @@ class ReportResult:
     headline: list[HeadlineRow]
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def counted_shape(shape: ModelShape, data: StudyData) -> ModelShape:
+    """`shape` as the study counted its peaks: an offloaded model's study (its stored `activation_allowance` one
+    that was probed, not "none: experts resident") counts that allowance and the staging of copied misses,
+    whether or not the report loads the model offloaded (it loads it whole where it fits in host memory)."""
+    allowance = data.study_attrs.get("activation_allowance") or {}
+    if str(allowance.get("source", "none")).startswith("none"):
+        return shape
+    return replace(shape, activation_bytes=int(allowance.get("bytes", 0)), staging=True)
+
+
+def space_cache_choices(data: StudyData) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The miss policies and prefetch settings of the study's search space (stored with it as `space_toml`): a
+    format's least configuration is the least of them (`least_uniform_peak`). A study that stored no space
+    (or one this version cannot read) is counted with misses on the CPU and no prefetch, the least any space holds."""
+    from advisor.tune.space import parse_space
+
+    text = data.setting("space_toml")
+    try:
+        space = parse_space(text, "the study's space") if text else None
+    except UserError:
+        space = None
+    if space is None:
+        return ("cpu",), ("none",)
+    return tuple(map(str, space.miss.values())), tuple(map(str, space.prefetch.values()))
 
 
 def default_out_dir(study: str) -> Path:
@@ -142,7 +169,10 @@ def build_report(
         memory_why = budgets[0][1]
     memory_notes = above_budget_notes(data, [(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)])
     reference = _reference(trials, sw)
-    least = functools.partial(least_uniform_peak, wb.backend.shape)  # a format that cannot fit says so, counted
+    # a format that cannot fit says so, counted as its least configuration in the study's own space
+    misses, prefetches = space_cache_choices(data)
+    least = functools.partial(least_uniform_peak, counted_shape(wb.backend.shape, data), misses=misses,
+                              prefetches=prefetches)
     rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions, least)
     over = [t for t in data.trials if t not in trials]  # over the study's budget: placeholder values
     answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions,

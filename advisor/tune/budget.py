@@ -352,12 +352,22 @@ def uniform_slots(shape: ModelShape, fmt: str, budget: int, miss: str = "copy", 
     return 0 if i is None else i + 1
 
 
-def least_uniform_peak(shape: ModelShape, fmt: str) -> int:
-    """The least counted peak (`uniform_peak_bytes`) of any cache of `fmt` experts: one slot per MoE layer, misses
-    computed on the CPU (an offloaded model stages nothing for them; copied misses stage at least as many bytes as
-    the slots they leave out). Above a budget, no configuration of the format fits it: `advisor tune` leaves the
-    format out, `advisor inspect --budget` says what one slot needs, `advisor report` says so in its row."""
-    return uniform_peak_bytes(shape, fmt, 1, miss="cpu")
+def least_uniform_peak(shape: ModelShape, fmt: str, misses: Sequence[str] = ("cpu",),
+                       prefetches: Sequence[str] = ("none",)) -> tuple[int, str]:
+    """(counted peak, what it counts) of the least configuration of `fmt` experts that a space with these miss
+    policies and prefetch settings holds: one slot per MoE layer - a space's smallest cache (its sizes begin at
+    one slot per layer: `advisor.tune.space`; only a --budgets baseline keeps none) - at the setting that counts
+    least (`uniform_peak_bytes`). Misses computed on the CPU stage nothing on an offloaded model; copied (or
+    hybrid) ones stage a layer's streamed experts, so a space without "cpu" needs more. Above a budget, no
+    configuration of the format fits it: `advisor tune` leaves the format out, `advisor inspect --budget` says
+    what one slot needs (any space: CPU misses), `advisor report` says so in its row (the study's own space)."""
+    peak, miss, prefetch = min((uniform_peak_bytes(shape, fmt, 1, p, m), m, p) for m in misses for p in prefetches)
+    staged = shape.staging  # a resident model stages nothing, whatever the miss policy
+    what = ["the resident weights", *["the activation allowance"] * staged, f"one {fmt} expert per MoE layer",
+            *[f"the staging buffers of its {'copied' if miss == 'copy' else miss} misses"] * (staged and miss != "cpu"),
+            *[f"what {prefetch} prefetch stages"] * (staged and prefetch != "none")]
+    text = ", ".join(what[:-1]) + f" and {what[-1]}"
+    return peak, text + (", misses computed on the CPU" if staged and miss == "cpu" else "")
 
 
 def memory_spec(spec: str, option: str = "--memory") -> float | int:
