@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 
 class UserError(Exception):
@@ -24,18 +25,27 @@ def refuse_empty(options: dict[str, str | None], what: str = "a value") -> None:
             raise UserError(f"{flag} is empty; give {what} or leave the option out")
 
 
+def choose(value: str, names: Sequence[str], flag: str) -> str:
+    """The one of `names` (fixed lower-case names) that `value` spells in any case, as `--sampler TPE`, `--task
+    GSM8K` and `--to HF` are read; else one line naming them. A path is never a choice: it keeps its case."""
+    key = value.strip().lower()
+    if key not in names:
+        raise UserError(f"{flag} {value!r} is not one of: {', '.join(names)}")
+    return key
+
+
 INTERRUPTED = "interrupted; nothing is half-written - run the same command again"
 """The one line (after `error: `, exit code 130) for Ctrl-C/SIGTERM in any command."""
 
 
-_DEVICE = re.compile(r"(cpu|cuda)(:(0|[1-9][0-9]*))?")  # as torch.device spells them (no 'CPU', 'cuda: 0', 'cuda:01')
+_DEVICE = re.compile(r"(cpu|cuda)(:(0|[1-9][0-9]*))?")  # as torch.device spells them (no 'cuda: 0', 'cuda:01'); any case
 
 
 def check_device_name(device: str) -> str:
     """`device` when it names one the offload runtime runs on, cpu or cuda[:N]; else the one-line refusal. It
     needs no torch, so a command's --device is checked as its options are read: a mistyped `--device gpu` was
-    refused only once torch had imported, seconds later."""
-    if not _DEVICE.fullmatch(device):
+    refused only once torch had imported, seconds later. Read in any case, as every fixed name is (`choose`)."""
+    if not _DEVICE.fullmatch(device.lower()):
         raise UserError(f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; use cpu, cuda "
                         "or cuda:N")
-    return device
+    return device.lower()

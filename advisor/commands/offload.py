@@ -158,9 +158,10 @@ def simulate_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from advisor.errors import UserError, refuse_empty
+    from advisor.errors import UserError, choose, refuse_empty
     from advisor.files import check_writable, write_atomic
     from advisor.offload.policies import DEFAULT_TAU, POLICIES
+    from advisor.offload.slots import PREFETCH
 
     # an unset "$GPU" or "$PLAN" modelled the default link or the traced dtype, without a word
     refuse_empty({"--gpu": gpu, "--precision": precision}, "a value (see `advisor simulate --help`)")
@@ -170,17 +171,19 @@ def simulate_cmd(
 
     if json_out:
         check_writable(json_out, create_dirs=False)  # a missing directory is refused, as by every file option
-    trace = RoutingTrace.load(trace_file)
-    names = POLICIES if policy == "all" else [p.strip() for p in policy.split(",")]
-    for name in names:
+    names = POLICIES if policy.strip().lower() == "all" else [p.strip().lower() for p in policy.split(",")]
+    for name in names:  # fixed names, read in any case (`choose`), but the refusal also offers "all"
         if name not in POLICIES:
             raise UserError(f"unknown cache policy '{name}'; choose from: {', '.join(POLICIES)}, all")
     if tau is not None and "tide" not in names:  # it would change nothing, without a word
         raise UserError(f"--tau {tau} is tide's refresh interval, but --policy {policy} has no tide")
     tau = tau or DEFAULT_TAU
+    prefetch, token_scope = choose(prefetch, PREFETCH, "--prefetch"), choose(token_scope, ("all", "block"), "--token-scope")
+    miss = miss.strip().lower()
     if miss not in ("copy", "cpu"):
         raise UserError(f"--miss must be copy or cpu here, got {miss!r} (hybrid needs a CPU profile: use `advisor "
                         "tune` with cache.miss, or benchmarks.offload_strategies)")
+    trace = RoutingTrace.load(trace_file)
     profile = _profile(gpu or None)
     plan = None
     if precision:  # a plan naming layers or experts the traced model lacks is refused, not silently cut

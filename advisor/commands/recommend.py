@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from advisor.commands import threads_option, user_path, user_storage
-from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
+from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count
@@ -33,7 +33,7 @@ def build_query(
 
     # '' matched every front (or none, "for any study")
     refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
-    from advisor.recommend import Query
+    from advisor.recommend import PREFERENCES, Query
 
     if profiles_dir is not None and gpu is None:  # it only says where --gpu's profiles are: alone, it did nothing
         raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
@@ -46,7 +46,7 @@ def build_query(
         gpu=profile,
         min_accuracy=min_accuracy,
         max_accuracy_drop=max_accuracy_drop,
-        prefer=prefer,
+        prefer=None if prefer is None else choose(prefer, PREFERENCES, "--prefer"),
         model=model,
         task=task,
         study=study,

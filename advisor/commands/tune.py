@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from advisor.commands import device_option, threads_option, user_path, user_storage
-from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
+from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
@@ -263,8 +263,7 @@ def register(app: typer.Typer) -> None:
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         sampler = sampler or DEFAULT_SAMPLER
         sampler_name(sampler)  # an unknown name fails before the model loads
-        if mode not in ("replay", "live"):
-            raise UserError(f"unknown mode {mode!r}; choose replay or live")
+        mode = choose(mode, ("replay", "live"), "--mode")
         if timeout is not None and not timeout > 0:  # `<= 0` let nan through: a timeout that never ends the run
             raise UserError(f"--timeout {timeout} must be positive (seconds)")
         if trials is not None and more is not None:

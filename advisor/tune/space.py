@@ -388,7 +388,7 @@ def is_shipped(path: str | Path | Traversable) -> bool:
 
 
 def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
-    """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick"). A path
+    """A space file: an existing path, or the name of a shipped space ("default", "dllm", "quick", any case). A path
     keeps the spelling the user gave (messages name it); whether it is shipped is `is_shipped`'s rule."""
     if name_or_path is None:
         name_or_path = "default"
@@ -397,7 +397,7 @@ def resolve_space(name_or_path: str | Path | None) -> Path | Traversable:
         return p
     if p.is_dir():
         raise UserError(f"search space {str(name_or_path)!r} is a directory; give a TOML file path or a shipped space")
-    shipped = SPACES_DIR / f"{name_or_path}.toml"
+    shipped = SPACES_DIR / f"{str(name_or_path).lower()}.toml"  # a name in any case (`choose`); a path keeps its own
     if shipped.is_file():
         return shipped
     names = ", ".join(sorted(f.name[: -len(".toml")] for f in SPACES_DIR.iterdir() if f.name.endswith(".toml")))
