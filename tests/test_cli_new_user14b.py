@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from tests.cli_helpers import advisor, one_error_line
+from tests.cli_helpers import advisor, flat, one_error_line
 from tests.recommend_helpers import make_db, standard_front
 
 
@@ -30,3 +32,16 @@ def test_prefer_and_a_simulated_policy_are_read_in_any_case(tmp_path):
     r = advisor("simulate", "missing.npz", "--policy", "LRU,Tide", "--prefetch", "None", "--token-scope", "Block",
                 "--miss", "CPU", cwd=tmp_path, timeout=120)
     one_error_line(r, "missing.npz")  # past every name: the trace file is what is wrong
+
+
+def test_the_line_of_a_deleted_study_wraps_at_the_terminal_width(tmp_path):
+    """`studies --delete NAME`'s closing line ("deleted study ... Studies left: ...", ~200 characters) was one line
+    at any width, where every other long line wraps at the terminal's width (`terminal.print_wrapped`)."""
+    name = "a_study_with_a_rather_long_name"
+    make_db(tmp_path / "f.db", standard_front(name) + standard_front("b"))
+    r = advisor("studies", "--delete", name, "--yes", "--storage", "f.db", cwd=tmp_path, timeout=120,
+                env={**os.environ, "COLUMNS": "60"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) > 1 and max(map(len, lines)) <= 60, r.stdout
+    assert flat(r.stdout).startswith(f"deleted study '{name}' from f.db; the eval cache") and flat(r.stdout).endswith("Studies left: b")

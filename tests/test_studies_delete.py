@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import flat
 from sqlalchemy import text
 from tune_helpers import FakeBackend, small_space
 
@@ -109,11 +110,12 @@ def test_delete_asks_on_the_terminal_then_removes_the_study_and_nothing_else(tmp
     finally:
         os.close(master)
         os.close(slave)
-    asked = ("delete study 'a' (fake-moe, fake: 3 finished trials, 3 waiting; 3 front points) from "
-             f"{url}? This cannot be undone [y/N]: ")
+    asked = ("about to delete study 'a' (fake-moe, fake: 3 finished trials, 3 waiting; 3 front points) from "
+             f"{url}; this cannot be undone delete it? [y/N]:")  # wrapped at the width: compared `flat`
     first, second = out.split("EXIT 1\n")
-    assert first == f"{asked}nothing deleted\n", out
-    assert second.startswith(f"{asked}deleted study 'a' ") and "the eval cache" in second and "Studies left: b" in second
+    assert flat(first) == f"{asked} nothing deleted" and first.endswith("delete it? [y/N]: nothing deleted\n"), out
+    assert flat(second).startswith(f"{asked} deleted study 'a' ") and "the eval cache" in second, out
+    assert "Studies left: b" in flat(second), out
     assert second.endswith("EXIT 0\nHEAVY []\n"), out
     _check_deleted(capsys, monkeypatch, url, before_b)
 

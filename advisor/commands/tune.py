@@ -443,6 +443,8 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
     --yes - a stdin that is no terminal to ask on; else ask, then delete (`registry.delete_study`)."""
     import sys
 
+    from rich.console import Console
+
     from advisor.results.preflight import mask_url
     from advisor.results.registry import (
         SILENT_AFTER_S,
@@ -452,6 +454,7 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         live_trials,
     )
     from advisor.results.storage import normalize_url, sqlite_options, storage_flag
+    from advisor.terminal import print_wrapped
 
     engine = _existing_engine(storage)
     shown, flag = mask_url(storage), storage_flag(storage)
@@ -479,14 +482,16 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         if not sys.stdin.isatty():
             raise UserError(f"not deleting {what}: there is no terminal to ask on (stdin is not one); add --yes to "
                             "delete it without asking")
-        if not typer.confirm(f"delete {what} from {shown}? This cannot be undone", default=False):
+        # the long line wrapped at the terminal's width (`print_wrapped`), the short question left to answer on
+        print_wrapped(Console(), f"about to delete {what} from {shown}; this cannot be undone")
+        if not typer.confirm("delete it?", default=False):
             typer.echo("nothing deleted")
             raise typer.Exit(1)
     delete_study(engine, normalize_url(storage, create_dirs=False), name)
     engine.dispose()
     left = [n for n in names if n != name]
-    typer.echo(f"deleted {what} from {shown}; the eval cache (measurements per precision plan, shared by the "
-               f"studies of a model and task) is kept. Studies left: {names_text(left)}")
+    print_wrapped(Console(), f"deleted {what} from {shown}; the eval cache (measurements per precision plan, shared "
+                  f"by the studies of a model and task) is kept. Studies left: {names_text(left)}")
 
 
 def _silence(seconds: tuple[float, ...]) -> str:
