@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -45,3 +47,31 @@ def test_the_line_of_a_deleted_study_wraps_at_the_terminal_width(tmp_path):
     lines = r.stdout.splitlines()
     assert len(lines) > 1 and max(map(len, lines)) <= 60, r.stdout
     assert flat(r.stdout).startswith(f"deleted study '{name}' from f.db; the eval cache") and flat(r.stdout).endswith("Studies left: b")
+
+
+def test_a_tune_whose_reader_goes_away_stops_as_for_ctrl_c_and_resumes(tmp_path):
+    """`advisor tune | head -1`: the reader gone, rich's print raised SystemExit(1) - from the main thread exit 1
+    without a word, from the piped progress thread (a line every PLAIN_PROGRESS_EVERY_S) it only ended that thread
+    and the tune ran on. It now stops as for Ctrl-C: the trial in flight queued again, finished ones kept, one line
+    on stderr saying why and how to resume, exit 1 (Python's pattern for a closed pipe); the same command resumes."""
+    code = ("import sys\nfrom advisor.tune import display\ndisplay.PLAIN_PROGRESS_EVERY_S = 0.5\n"
+            "from advisor.cli import run\nsys.argv = ['advisor', *sys.argv[1:]]\nrun()\n")
+    args = ["tune", "--trials", "2", "--storage", "s.db"]
+    p = subprocess.Popen([sys.executable, "-c", code, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:  # the header, then the progress line once trials run: close it mid-study
+            if line.startswith("tuning "):
+                break
+        p.stdout.close()
+        _, err = p.communicate(timeout=300)
+    finally:
+        p.kill()
+    assert p.returncode == 1 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stopped: stdout was closed (its reader went away), so the tune stopped as for Ctrl-C: "), err
+    assert "are saved in study bundled-toy-quick" in last, last
+    listed = advisor("studies", "--storage", "s.db", cwd=tmp_path, timeout=120)
+    assert "running 0" in listed.stdout, listed.stdout  # nothing left RUNNING
+    r = advisor(*args, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and "2 finished trials" in flat(r.stdout), r.stdout + r.stderr

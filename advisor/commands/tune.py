@@ -251,7 +251,6 @@ def register(app: typer.Typer) -> None:
                                         "while they fit, otherwise re-packed from the checkpoint."),
     ) -> None:
         """Pareto front of time per token (or H2D transfer), accuracy and GPU memory for a model (real trials)."""
-        from rich.console import Console
 
         from advisor.hardware.profiles import parse_budget
         from advisor.results.preflight import check_storage
@@ -281,7 +280,7 @@ def register(app: typer.Typer) -> None:
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
         from advisor.tune.budget import memory_specs
-        from advisor.tune.interrupt import InterruptOnSignal, import_runtime
+        from advisor.tune.interrupt import InterruptOnSignal, import_runtime, stdout_console
         from advisor.tune.study import TuneOptions
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
@@ -290,7 +289,7 @@ def register(app: typer.Typer) -> None:
                            budgets=memory_specs(budgets, "--budgets"))
         if budget_bytes is not None and opts.budgets:  # its sizes now, its shares once the model is known
             _refuse_budgets_above(opts.budgets, budget_bytes, budget_note)
-        console = Console(stderr=False)
+        console = stdout_console()  # a reader gone (`| head -1`) stops the tune as Ctrl-C does
         ran = [0]  # the trials this run has run (`run_tune_cli`), for the line of an interrupt outside the study
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
@@ -321,9 +320,9 @@ def register(app: typer.Typer) -> None:
             except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)
                 if isinstance(e, UserError) and not received:
                     raise
-                typer.echo(f"interrupted; finished trials (if any) are kept - {_resume_hint(opts, ran[0])}",
+                typer.echo(f"{_stopped(console)}; finished trials (if any) are kept - {_resume_hint(opts, ran[0])}",
                            err=True)
-                raise typer.Exit(130) from None
+                raise typer.Exit(1 if console.closed else 130) from None
 
     @app.command("studies")
     def studies(
@@ -518,6 +517,14 @@ def _cpu_threads_note(backend, space, mode: str) -> str:
             f"profile --threads {threads}`")
 
 
+def _stopped(console) -> str:
+    """How an interrupted tune's line starts: a Ctrl-C/SIGTERM, or stdout's reader gone (`stdout_console`; exit 1,
+    as Python's documented pattern for a closed pipe, not the interrupt's 130)."""
+    if getattr(console, "closed", False):
+        return "stopped: stdout was closed (its reader went away), so the tune stopped as for Ctrl-C"
+    return "interrupted"
+
+
 def _resume_hint(opts, ran: int) -> str:
     """What to run after an interrupted `tune` that had run `ran` trials: with --trials N the same command (it
     tops the study up to N); with --more N that command would run N more, so the `--more M` that runs the M
@@ -621,10 +628,10 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     ran[0] = result.n_trials_run
     name = shlex.quote(result.study_name)
     if result.interrupted:  # --more N: the same command would run N more, not what this run had left
-        typer.echo(f"interrupted: {count(result.n_complete, 'finished trial')} and the front "
+        typer.echo(f"{_stopped(console)}: {count(result.n_complete, 'finished trial')} and the front "
                    f"({count(len(result.front), 'point')}) are saved in study {name}; {_resume_hint(opts, ran[0])}",
                    err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(1 if getattr(console, "closed", False) else 130)
     for n in result.finished_elsewhere:
         console.print(f"note: trial {n} was finished by another worker while this one ran it (its heartbeat judged "
                       "stale); that worker's result is kept, this one's dropped", markup=False)

@@ -9,6 +9,8 @@ parameters queued again, to run first when the study resumes (`StopOnSignal`).
 
 Outside a study - every CLI command, `tune` while the model loads - a signal is a KeyboardInterrupt, recorded
 (`InterruptOnSignal`), and deferred while torch and transformers import (`import_runtime`).
+
+A stdout whose reader went away (`advisor tune | head -1`) stops a tune the same way (`stdout_console`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -300,3 +303,24 @@ class _Measuring:
                 stop._armed = False
 
         return measure
+
+
+def stdout_console() -> Any:
+    """`tune`'s rich Console on stdout: when its reader goes away (`advisor tune | head -1`), the rest of the output
+    goes to /dev/null and the tune stops as for Ctrl-C - the trial in flight failed and queued again, finished
+    trials kept, one line on stderr (`closed` says why). rich's default raised SystemExit(1) from the print: exit 1
+    without a word, and from the piped progress thread it only ended that thread. A SIGINT the shell told the
+    process to ignore stays ignored: the tune then runs to its end, its output discarded."""
+    from rich.console import Console
+
+    class _StdoutConsole(Console):
+        closed = False
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's documented pattern
+            if not self.closed:
+                self.closed = True
+                signal.raise_signal(signal.SIGINT)  # the handler in force, in the main thread (from any thread)
+
+    return _StdoutConsole(stderr=False)
