@@ -75,3 +75,14 @@ def test_a_tune_whose_reader_goes_away_stops_as_for_ctrl_c_and_resumes(tmp_path)
     assert "running 0" in listed.stdout, listed.stdout  # nothing left RUNNING
     r = advisor(*args, cwd=tmp_path, timeout=300)
     assert r.returncode == 0 and "2 finished trials" in flat(r.stdout), r.stdout + r.stderr
+
+
+def test_a_budget_in_si_units_is_named_as_typed_beside_its_bytes(tmp_path):
+    """`--budget 150KB` (SI: 150,000 bytes) was echoed as "146.48 KiB (--budget)" and "> --budget 146.48 KiB": right,
+    but read as if 146.48 KiB had been typed. Where a budget's source is named it is now named as typed: the tune
+    header "146.48 KiB (--budget 150KB)", the loading note "--budget 150KB = 146.48 KiB"."""
+    r = advisor("tune", "tiny:olmoe", "--budget", "150KB", "--trials", "1", "--storage", "s.db", cwd=tmp_path,
+                timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = flat(r.stdout)
+    assert "budget: 146.48 KiB (--budget 150KB)" in out and "of weights > --budget 150KB = 146.48 KiB)" in out, out

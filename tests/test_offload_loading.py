@@ -254,7 +254,7 @@ def test_inspect_budget_answers_what_fits(dirs):
     assert "resident weights" in result.output and "slots/layer, copied misses" in result.output
     assert "offloaded" in result.output
     # sizes in the unit that reads: a 150 KB budget is not "0.00 GiB" (a 120 KB one was)
-    assert "> --budget 146.48 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output
+    assert "> --budget 150KB = 146.48 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output
     for fmt in ("bf16", "int8", "int4"):
         assert f"│ {fmt}" in result.output
     # the checkpoint has no tokenizer: tune probes seeded random ids, not the task's prompts ('task toy', it said)

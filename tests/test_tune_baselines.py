@@ -79,7 +79,7 @@ def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_
     assert r.returncode == 2, r.stdout + r.stderr
     verb, it = ("exceed", "them") if "," in over else ("exceeds", "it")
     assert r.stderr.strip().splitlines() == [
-        f"error: --budgets {over} {verb} the study's budget of 2.00 MiB (--budget); drop {it} from --budgets, "
+        f"error: --budgets {over} {verb} the study's budget of 2.00 MiB (--budget 2MiB); drop {it} from --budgets, "
         "or raise --budget"], r.stderr
     assert not (tmp_path / "x.db").exists()
 

@@ -52,8 +52,12 @@ def register(app: typer.Typer) -> None:
         budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
         import_runtime()
         from advisor.models.load import decoding_text, load_model
+        from advisor.units import format_bytes
 
-        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=budget_bytes)
+        # named as typed and as its bytes, as `tune` names it: "--budget 8GB = 7.45 GiB" (8GB is SI, 8e9 bytes)
+        of_budget = None if budget_bytes is None else (
+            lambda counted, fp16: (budget_bytes, f"--budget {budget.strip()} = {format_bytes(budget_bytes, 2)}"))
+        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=of_budget)
         console = Console()
         table = Table(
             title=f"{loaded.name}  family={loaded.family}  diffusion={loaded.is_diffusion}  "

@@ -115,7 +115,7 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
         shown = ", ".join(f"{b} ({format_bytes(m, 2)})" for b, m in over)
         verb, it = ("exceeds", "it") if len(over) == 1 else ("exceed", "them")
         raise UserError(f"--budgets {shown} {verb} the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
-                        f"drop {it} from --budgets" + (", or raise --budget" if note == "--budget" else ""))
+                        f"drop {it} from --budgets" + (", or raise --budget" if note.startswith("--budget ") else ""))
 
 
 def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str, ...],
@@ -129,7 +129,7 @@ def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str,
     from advisor.units import format_bytes
 
     if budget_bytes is not None:
-        return lambda counted, fp16: (budget_bytes, f"{budget_note} {format_bytes(budget_bytes, 2)}")
+        return lambda counted, fp16: (budget_bytes, f"{budget_note} = {format_bytes(budget_bytes, 2)}")
     if budgets:
         def largest(counted: int, fp16: int) -> tuple[int, str]:
             limit, spec = max((v if isinstance(v := memory_spec(b), int) else int(v * fp16), b) for b in budgets)
@@ -268,7 +268,8 @@ def register(app: typer.Typer) -> None:
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu)
-        budget_note = "--budget" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
+        # where the budget came from, as typed: shown after its value, "7.45 GiB (--budget 8GB)" (8GB is SI: 8e9 bytes)
+        budget_note = f"--budget {budget.strip()}" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
         check_model_spec(spec)  # a mistyped MODEL before torch imports
@@ -585,7 +586,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             + (f"\nbudget-aware: {drawn_within}; warm start: "
                "per plan, the most cache that fits" if budget_bytes else "")
         )
-        if profile is not None and profile.host_only and budget_note != "--budget":
+        if profile is not None and profile.host_only and not budget_note.startswith("--budget "):
             console.print(f"note: --gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
                           f"GPU): its link and CPU expert times price the study, but its "
                           f"{human_bytes(profile.memory_bytes)} is this host's RAM, not GPU memory, so the budget is "
@@ -622,7 +623,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                               on_trial=_counting(ran, live.trial_done), on_stage=live.stage)
             live.finish(result.n_complete, len(result.front))  # peers may have finished trials after its last one
         except BudgetTooSmall as e:  # refused before the header: say where a budget not given as --budget came from
-            if budget_note == "--budget":
+            if budget_note.startswith("--budget "):
                 raise
             raise e.named(budget_note) from None
     ran[0] = result.n_trials_run
