@@ -67,8 +67,6 @@ def register(app: typer.Typer) -> None:
         # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
         refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
         refuse_empty({"MODEL": model}, "a model (without it: the bundled one)")  # '' evaluated the bundled model
-        if completions is None:
-            check_model_spec(model)  # a mistyped MODEL before torch imports
         if limit is not None and limit <= 0:
             raise UserError(f"--limit must be positive, got {limit}")
         if batch_size is not None and batch_size <= 0:
@@ -81,6 +79,7 @@ def register(app: typer.Typer) -> None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
         model = model or "bundled"
+        check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()

@@ -47,9 +47,8 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.interrupt import import_runtime
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
-        check_model_spec(model)  # a mistyped MODEL before torch imports
-
         budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
+        check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         import_runtime()
         from advisor.models.load import decoding_text, load_model
         from advisor.units import format_bytes

@@ -70,7 +70,6 @@ def register(app: typer.Typer) -> None:
         """Per expert and format: bytes, relative weight and output errors (raw data for sensitivity)."""
         refuse_empty({"--json": json_out}, "a file path")  # '' wrote no file, without a word
         refuse_empty({"MODEL": model}, "a model (see `advisor quant-report --help`)")  # '' loaded the current directory
-        check_model_spec(model)  # a mistyped MODEL before torch imports
         names = [f.strip() for f in formats.split(",") if f.strip()]
         if not names:
             raise UserError("--formats is empty; give e.g. int8,int4,nf4")
@@ -86,6 +85,7 @@ def register(app: typer.Typer) -> None:
 
             check_writable(json_out, create_dirs=False)  # before the model loads and every expert is measured (a
             # missing directory is refused, as by every file option)
+        check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()

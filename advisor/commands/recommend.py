@@ -128,8 +128,6 @@ def register(app: typer.Typer) -> None:
         refuse_empty({"--profiles-dir": profiles_dir_text}, "a directory")  # '' (Path('') is '.') stored it here
         # '' measured no CPU expert times and replaced the stored profile, without a word
         refuse_empty({"--model": model}, "a model whose expert shapes to measure")
-        if model is not None:
-            check_model_spec(model)  # a mistyped --model before torch imports
         profiles_dir = Path(profiles_dir_text) if profiles_dir_text is not None else None
         if list_known:
             measured = hw.load_profiles(profiles_dir)
@@ -161,6 +159,8 @@ def register(app: typer.Typer) -> None:
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
         check_writable(hw.profile_path(name or "", profiles_dir))
+        if model is not None:
+            check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime(models=model is not None)

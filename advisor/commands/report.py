@@ -50,8 +50,6 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.budget import memory_specs
 
         refuse_empty({"--model": model}, "a model directory or hub id")
-        if model is not None:
-            check_model_spec(model)  # a mistyped --model before torch imports
         refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         refuse_empty({"-o": out}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here
@@ -65,6 +63,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--block-lengths {block_lengths!r}: a block length is at most {MAX_LENGTH} tokens")
         mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
+        if model is not None:
+            check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
         from rich.console import Console
 
         from advisor.terminal import print_parts, print_wrapped

@@ -272,7 +272,6 @@ def register(app: typer.Typer) -> None:
         budget_note = f"--budget {budget.strip()}" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
         spec = model or "bundled"
-        check_model_spec(spec)  # a mistyped MODEL before torch imports
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         if space_obj is not None:
             space_obj.check_mode(mode)
@@ -297,6 +296,7 @@ def register(app: typer.Typer) -> None:
             try:
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
                                                    budget_bytes, opts.budgets, mode, device)  # refusals in a second
+                check_model_spec(spec)  # a mistyped MODEL before torch imports (after the options' own checks)
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
