@@ -558,7 +558,7 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     assert again.returncode == 0 and "finished trials" in again.stdout, again.stdout + again.stderr
     before = _dump(db)
     r = advisor(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
-    one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "same --gpu")
+    one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "resume it with --gpu 'RTX 4090 24GB'")
     before_model_load(r)
     # a model that cannot load (this one would fail in one line of its own): the hardware refusal comes first
     r = advisor("tune", "./no-such-model", "--storage", str(db), "--study", "bundled-toy-quick", "--gpu", "A10",
