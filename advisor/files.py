@@ -53,6 +53,11 @@ def check_parent(path: str | os.PathLike, option: str) -> None:
     path = Path(path)
     if path.parent.exists():
         return
+    where = path.parent  # the nearest that exists: a file there takes no `mkdir -p`
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if where.exists() and not where.is_dir():
+        raise UserError(f"cannot create {path}: {where} is not a directory; give {option} another path")
     if path.parts[0].startswith("~"):
         raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
                         f"{path.parts[0][1:]!r} whose home it names; give {option} another path")
