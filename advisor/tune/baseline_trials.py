@@ -160,8 +160,9 @@ def baseline_trials(space: SearchSpace, shape: ModelShape, budgets: Sequence[str
                     have: Collection[tuple[str, str, int]] = ()) -> list[dict[str, Any]]:
     """User attrs of every baseline trial to queue: no-cache once, then each strategy (each tau) at each budget
     it can fit at all (`unfit_baselines`), but those in `have` (`key`s a study's trials measured already,
-    `baseline_keys`; at a budget of the same value however spelled, `budget_key`), and one trial per distinct configuration (`same_config`): the first with the lru policy (else
-    the first) of baselines alike, the others named in its ``baseline_also``."""
+    `baseline_keys`; at a budget of the same value however spelled, `budget_key`), and one trial per distinct
+    configuration (`same_config`): the first with the lru policy (else the first) of baselines alike, the others
+    named in its ``baseline_also``."""
     for spec in budgets:
         memory_spec(spec, "--budgets")  # a bad value fails before anything is enqueued
     n = shape.n_layers
