@@ -35,14 +35,18 @@ def budgets_study(tmp_path_factory):
     return url, r.output
 
 
+LEAST = "even its least (the resident weights and one int2 expert per MoE layer) needs 92.00 KiB (counted)"
+"""The tiny model's least configuration in the quick space, counted by `least_uniform_peak` as the report counts it."""
+
+
 def test_tune_names_a_budgets_value_at_which_no_configuration_of_the_space_fits(budgets_study):
     text = " ".join(budgets_study[1].split())
-    assert ("note: at --budgets 1% (91.23 KiB) no configuration of the space fits (the least, int2 experts with the "
-            "smallest cache, needs 92.00 KiB): only the baseline strategies run there") in text, text
+    assert (f"note: at --budgets 1% (91.23 KiB) no configuration of the space fits: {LEAST}; only the baseline "
+            "strategies run there") in text, text
     assert "at --budgets 50%" not in text, text
     # below the resident weights and the activations, no baseline fits either: "only the baselines run" was false
-    assert ("note: at --budgets 90.5KiB (90.50 KiB) no configuration of the space fits (the least, int2 experts with "
-            "the smallest cache, needs 92.00 KiB): nor does any baseline strategy, so none is queued there") in text, text
+    assert (f"note: at --budgets 90.5KiB (90.50 KiB) no configuration of the space fits: {LEAST}; nor does any "
+            "baseline strategy, so none is queued there") in text, text
 
 
 def test_tune_queues_no_baseline_at_a_budget_it_cannot_fit_and_says_so_in_one_line(budgets_study):
@@ -156,3 +160,20 @@ def test_profile_says_one_thread_in_the_singular_when_it_drops_earlier_cpu_times
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     assert "were not kept: measured on" in text and "with 1 thread; this run:" in text and ", 2 threads" in text, text
+
+
+def test_the_least_configuration_is_the_space_s_smallest_cache_not_one_slot(tmp_path):
+    """A space whose cache sizes begin at 4 slots per layer: its least configuration holds 4 int2 experts per layer.
+    Counted at one slot (92.00 KiB), the note at 93KiB would say that nothing fits what needs less than it."""
+    import torch
+
+    torch.set_num_threads(1)
+    space = tmp_path / "four.toml"
+    space.write_text('[precision]\nformats = ["int4", "int2"]\n[cache]\nslots_per_layer = { low = 4, high = "all" }\n'
+                     'policies = ["lru"]\n[objectives]\nh2d_bytes_per_token = "minimize"\n'
+                     'peak_gpu_bytes = "minimize"\n')
+    r = invoke("tune", "tiny:qwen3_moe", "--space", str(space), "--budgets", "93KiB,50%", "--trials",
+               "1", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study", "four")
+    assert r.exit_code == 0, r.output
+    assert ("note: at --budgets 93KiB (93.00 KiB) no configuration of the space fits: even its least (the resident "
+            "weights and 4 int2 experts per MoE layer) needs 95.75 KiB (counted)") in " ".join(r.output.split())

@@ -757,18 +757,18 @@ def _left_out_note(console):
 
 def _unfit_budgets_note(console, budgets: tuple[str, ...]):
     """on_start: name each --budgets value at which no configuration of the space fits - nothing of the space is
-    queued there, so only the baselines answer at it (`advisor report --memory` says "no trial ... fits" in every
-    row) - and what the least configuration needs."""
+    queued there, so only the baselines answer at it (`advisor report --memory` says "cannot fit" in every row) -
+    and what the least configuration counts, in `advisor report`'s words (`least_uniform_peak`)."""
     def note(study, objective) -> None:
         from advisor.tune.baseline_trials import unfit_budgets
         from advisor.units import format_bytes
 
-        for spec, memory, peak, fmt, baselines_fit in unfit_budgets(objective.fit, budgets):
-            then = "only the baseline strategies run there" if baselines_fit else \
+        for u in unfit_budgets(objective.fit, budgets):
+            then = "only the baseline strategies run there" if u.baselines_fit else \
                 "nor does any baseline strategy, so none is queued there"
-            console.print(f"note: at --budgets {spec} ({format_bytes(memory, 2)}) no configuration of the space "
-                          f"fits (the least, {fmt} experts with the smallest cache, needs {format_bytes(peak, 2)}): "
-                          f"{then}", markup=False)
+            console.print(f"note: at --budgets {u.budget} ({format_bytes(u.budget_bytes, 2)}) no configuration of "
+                          f"the space fits: even its least ({u.least_counts}) needs {format_bytes(u.least_bytes, 2)} "
+                          f"(counted); {then}", markup=False)
     return note
 
 

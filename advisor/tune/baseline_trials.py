@@ -26,7 +26,7 @@ import itertools
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from advisor.baselines import (
     BASELINES,
@@ -37,7 +37,14 @@ from advisor.baselines import (
     baseline_slots,
     full_precision,
 )
-from advisor.tune.budget import BudgetFit, budget_key, budget_memory, memory_spec
+from advisor.tune.budget import (
+    BudgetFit,
+    budget_key,
+    budget_memory,
+    least_uniform_peak,
+    memory_spec,
+    smallest_cache,
+)
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
 
@@ -104,22 +111,33 @@ def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dic
     return out
 
 
-def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, float, int, str, bool]]:
-    """(budget, its bytes, the least counted peak of a uniform format with the smallest cache, that format, whether
-    some baseline fits there) of each budget at which `budget_points` finds nothing: no configuration of the space
-    fits there, so only the baselines (whose 16-bit experts may run with no cache at all) can answer at it - where
-    one fits (else none is queued there: `unfit_baselines`)."""
+class UnfitBudget(NamedTuple):
+    """A --budgets value at which no configuration of the space fits (`unfit_budgets`)."""
+
+    budget: str
+    budget_bytes: float
+    least_bytes: int
+    least_counts: str
+    """What the least configuration counts (`least_uniform_peak`: the one definition `advisor report` uses)."""
+    baselines_fit: bool
+
+
+def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[UnfitBudget]:
+    """Each budget at which `budget_points` finds nothing: no configuration of the space fits there, so only the
+    baselines (whose 16-bit experts may run with no cache at all) can answer at it - where one fits (else none is
+    queued there: `unfit_baselines`) - with the space's least configuration (`least_uniform_peak` of its cheapest
+    format, with its smallest cache and miss and prefetch choices), as `advisor report` counts a format's."""
+    space, shape = fit.space, fit.shape
     out = []
     for spec in budgets:
         if budget_points(fit, [spec]):
             continue
-        memory, _ = budget_memory(spec, fit.shape)
-        least = [(fit.peak_bytes({**fit.defaults(), **plan, **combo, fit.size: fit.values[0]}),
-                  str(next((v for k, v in plan.items() if k.startswith("fmt_g")), "?")))
-                 for plan in fit.uniform_plans() for combo in _combos(fit)]
-        peak, fmt = min(least)
-        any_fits = len(unfit_baselines(fit.space, fit.shape, [spec])) < len(BASELINES)
-        out.append((spec.strip(), memory, peak, fmt, any_fits))
+        memory, _ = budget_memory(spec, shape)
+        choices = tuple(map(str, space.miss.values())), tuple(map(str, space.prefetch.values()))
+        peak, counts = min(least_uniform_peak(shape, str(f), *choices, smallest_cache(space, shape))
+                           for f in space.formats.values())
+        any_fits = len(unfit_baselines(space, shape, [spec])) < len(BASELINES)
+        out.append(UnfitBudget(spec.strip(), memory, peak, counts, any_fits))
     return out
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.tune.config import ModelShape, build_config, uniform_peak_bytes
+from advisor.tune.config import ModelShape, allocate_slots, build_config, uniform_peak_bytes
 from advisor.tune.space import FILL, FMT_FILL, HOT_FILL, Domain, SearchSpace, draw
 from advisor.units import format_bytes
 
@@ -352,18 +352,33 @@ def uniform_slots(shape: ModelShape, fmt: str, budget: int, miss: str = "copy", 
     return 0 if i is None else i + 1
 
 
+def smallest_cache(space: SearchSpace, shape: ModelShape) -> tuple[int, ...]:
+    """Slots per MoE layer of `space`'s smallest cache: its first cache size - one slot per layer in the shipped
+    spaces, more where a file's sizes begin higher - an expert budget split equally (`allocate_slots`)."""
+    first = int(space.knobs(shape.n_layers, shape.min_experts)[space.size_knob].values()[0])
+    if space.size_knob == "slots":
+        return tuple(min(first, e) for e in shape.num_experts)
+    return tuple(allocate_slots(first, shape, "uniform", None))
+
+
 def least_uniform_peak(shape: ModelShape, fmt: str, misses: Sequence[str] = ("cpu",),
-                       prefetches: Sequence[str] = ("none",)) -> tuple[int, str]:
+                       prefetches: Sequence[str] = ("none",), slots: int | Sequence[int] = 1) -> tuple[int, str]:
     """(counted peak, what it counts) of the least configuration of `fmt` experts that a space with these miss
-    policies and prefetch settings holds: one slot per MoE layer - a space's smallest cache (its sizes begin at
-    one slot per layer: `advisor.tune.space`; only a --budgets baseline keeps none) - at the setting that counts
+    policies, prefetch settings and smallest cache (`slots` per MoE layer, `smallest_cache`; one slot per layer,
+    the least any space holds, by default - only a --budgets baseline keeps none) holds, at the setting that counts
     least (`uniform_peak_bytes`). Misses computed on the CPU stage nothing on an offloaded model; copied (or
     hybrid) ones stage a layer's streamed experts, so a space without "cpu" needs more. Above a budget, no
-    configuration of the format fits it: `advisor tune` leaves the format out, `advisor inspect --budget` says
-    what one slot needs (any space: CPU misses), `advisor report` says so in its row (the study's own space)."""
-    peak, miss, prefetch = min((uniform_peak_bytes(shape, fmt, 1, p, m), m, p) for m in misses for p in prefetches)
+    configuration of the format fits it: `advisor tune` leaves the format out (and names a --budgets value that no
+    format fits), `advisor inspect --budget` says what one slot needs (any space: CPU misses), `advisor report`
+    says so in its row (the study's own space)."""
+    peak, miss, prefetch = min((uniform_peak_bytes(shape, fmt, slots, p, m), m, p) for m in misses for p in prefetches)
     staged = shape.staging  # a resident model stages nothing, whatever the miss policy
-    what = ["the resident weights", *["the activation allowance"] * staged, f"one {fmt} expert per MoE layer",
+    per_layer = {min(s, e) for s, e in zip([slots] * shape.n_layers if isinstance(slots, int) else slots,
+                                           shape.num_experts, strict=True)}
+    cache = (f"one {fmt} expert per MoE layer" if per_layer == {1} else
+             f"{per_layer.pop()} {fmt} experts per MoE layer" if len(per_layer) == 1 else
+             f"{min(per_layer)} to {max(per_layer)} {fmt} experts per MoE layer")
+    what = ["the resident weights", *["the activation allowance"] * staged, cache,
             *[f"the staging buffers of its {'copied' if miss == 'copy' else miss} misses"] * (staged and miss != "cpu"),
             *[f"what {prefetch} prefetch stages"] * (staged and prefetch != "none")]
     text = ", ".join(what[:-1]) + f" and {what[-1]}"

@@ -238,11 +238,15 @@ def peak_source(shape: ModelShape, prefetch: str = "none", miss: str = "copy") -
     return "counted:resident-weights+slots*expert-bytes" + ("+staging" if staged else "") + "+activation-allowance"
 
 
-def uniform_peak_bytes(shape: ModelShape, fmt: str, slots: int, prefetch: str = "none", miss: str = "copy") -> int:
-    """`counted_peak_bytes` of every expert in `fmt` with `slots` per MoE layer (capped at each layer's experts):
-    the configurations `advisor inspect --budget` sizes, counted as a study counts them."""
+def uniform_peak_bytes(shape: ModelShape, fmt: str, slots: int | Sequence[int], prefetch: str = "none",
+                       miss: str = "copy") -> int:
+    """`counted_peak_bytes` of every expert in `fmt` with `slots` per MoE layer (one count for every layer, or one
+    per layer; capped at each layer's experts): the configurations `advisor inspect --budget` sizes, counted as a
+    study counts them."""
     plan = build_plan([fmt] * shape.n_layers, 0.0, fmt, shape, None)
-    return counted_peak_bytes(shape, plan, [min(slots, e) for e in shape.num_experts], prefetch, miss)
+    per_layer = [slots] * shape.n_layers if isinstance(slots, int) else slots
+    return counted_peak_bytes(shape, plan, [min(s, e) for s, e in zip(per_layer, shape.num_experts, strict=True)],
+                              prefetch, miss)
 
 
 def expert_store_bytes(shape: ModelShape, plan: PrecisionPlan) -> int:
