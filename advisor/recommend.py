@@ -29,7 +29,7 @@ from advisor.results.config_view import (
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
-from advisor.units import names_text
+from advisor.units import budget_text, names_text
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -61,6 +61,8 @@ class Query:
     model: str | None = None
     task: str | None = None
     study: str | None = None
+    budget_given: str | None = None
+    """`budget_bytes`' option as typed ("--budget 150KB"), shown beside its bytes (`budget_text`)."""
 
     @property
     def budget(self) -> int | None:
@@ -69,6 +71,16 @@ class Query:
         if self.gpu is not None and self.gpu.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
             return self.gpu.gpu_memory_bytes
         return None
+
+    def budget_text(self, digits: int = 1, source: bool = False) -> str:
+        """The budget's bytes beside where it came from, as `advisor tune` shows it: "146.5 KiB (--budget 150KB)",
+        "24.0 GiB (--gpu RTX 4090 24GB)" (`advisor.units.budget_text`); `source`: a GPU's memory with where its
+        figure came from ("--gpu RTX 4090 24GB, catalogue (nominal)")."""
+        assert self.budget is not None
+        gpu = self.gpu
+        given = self.budget_given if self.budget_bytes is not None else \
+            f"--gpu {gpu.name}" + (f", {gpu.source}" if source else "") if gpu is not None else None
+        return budget_text(self.budget, given, digits)
 
 
 @dataclass
@@ -342,7 +354,7 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
         timed = any("time_per_token" in p.objectives for p in points)
         q = dataclasses.replace(q, prefer="accuracy" if fits else "latency" if timed else "transfer")
         if fits:
-            defaults.append(f"every stored configuration fits {format_bytes(budget)}, so transfer is no constraint: "
+            defaults.append(f"every stored configuration fits {q.budget_text()}, so transfer is no constraint: "
                             f"the most {'accurate' if quality == 'accuracy' else 'faithful'} wins (ties: lowest time "
                             "per token where stored, then H2D bytes/token); --prefer transfer to change")
         elif timed:
@@ -397,22 +409,22 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults,
                          quality=quality)
     if rec.chosen:
-        rec.reasons = defaults + _why(rec) + _above_study_budget(rec.chosen.point, budget)
+        rec.reasons = defaults + _why(rec) + _above_study_budget(rec.chosen.point, q)
     else:
         rec.reasons, rec.closest = _what_would_change(rec, cands, budget)
         rec.reasons = defaults + rec.reasons
     return rec
 
 
-def _above_study_budget(p: FrontPoint, budget: float | None) -> list[str]:
+def _above_study_budget(p: FrontPoint, q: Query) -> list[str]:
     """A budget above the one the pick's study was tuned within: no configuration that uses the difference was
     tried (a study keeps to its budget), so the pick is the study's best within its own budget - `--budget 400KiB`
     of a study tuned at 150 KiB picked int8 with the 12 slots 150 KiB holds, where every bf16 expert fits 400 KiB,
     under 'every stored configuration fits 400.0 KiB' and nothing more (`report --memory` says so in a note)."""
-    study = p.budget_bytes
+    study, budget = p.budget_bytes, q.budget
     if budget is None or not study or budget <= float(study) + 0.5:
         return []
-    return [f"the study was tuned within {format_bytes(float(study))}, less than the {format_bytes(budget)} asked "
+    return [f"the study was tuned within {format_bytes(float(study))}, less than the {q.budget_text()} asked "
             "about: no configuration using more memory was tried, so this is the study's best within its budget, not "
             f"what {format_bytes(budget)} would hold; tune a study with that --budget (or --budgets) to answer it"]
 
@@ -458,11 +470,10 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str =
     return f"{metric} {b:.4g} vs {a:.4g} ({kind})"
 
 
-def _bytes_apart(n: float, other: float) -> str:
-    """`n` in binary units with enough decimals that it does not read as `other` (a 1.97 MiB budget and a
+def _digits_apart(n: float, other: float) -> int:
+    """The decimals that show `n` in binary units so that it does not read as `other` (a 1.97 MiB budget and a
     1.96 MiB point both round to "2.0 MiB")."""
-    text = format_bytes(n)
-    return format_bytes(n, 3) if text == format_bytes(other) and n != other else text
+    return 3 if format_bytes(n) == format_bytes(other) and n != other else 1
 
 
 def _why(rec: Recommendation) -> list[str]:
@@ -473,8 +484,8 @@ def _why(rec: Recommendation) -> list[str]:
     budget = q.budget
     peak = p.values.get("peak_gpu_bytes")
     if budget is not None and peak is not None:
-        where = f" ({q.gpu.name}, {q.gpu.source})" if q.gpu and q.budget_bytes is None else ""
-        out.append(f"fits {_bytes_apart(budget, peak)}{where}: uses {_bytes_apart(peak, budget)} "
+        out.append(f"fits {q.budget_text(_digits_apart(budget, peak), source=True)}: uses "
+                   f"{format_bytes(peak, _digits_apart(peak, budget))} "
                    f"({_kind('peak_gpu_bytes', p)})")
     elif budget is None:
         out.append(f"--gpu {q.gpu.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU), whose "
@@ -543,9 +554,10 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
         reasons = [f"all {len(cands)} point(s) fall below the accuracy floor"
                    + (" (every one fits the memory)" if budget is not None else "")]
     elif over and not low:
-        reasons = [f"nothing fits: all {len(cands)} point(s) exceed the memory budget"]
+        reasons = [f"nothing fits: all {len(cands)} point(s) exceed the memory budget of {rec.query.budget_text()}"]
     else:
-        reasons = [f"nothing fits: all {len(cands)} point(s) excluded ({over} exceed the memory budget, "
+        of = f" of {rec.query.budget_text()}" if budget is not None else ""
+        reasons = [f"nothing fits: all {len(cands)} point(s) excluded ({over} exceed the memory budget{of}, "
                    f"{low} fall below the accuracy floor)"]
     if acc_ok and budget is not None:
         c = min((c for c in acc_ok if "peak_gpu_bytes" in c.point.values),

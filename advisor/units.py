@@ -47,6 +47,13 @@ def format_bytes(n: float, digits: int = 1) -> str:
     return f"{n:.0f} B"
 
 
+def budget_text(n: float, given: str | None, digits: int = 2) -> str:
+    """A budget's bytes beside the option it came from, as typed: "146.48 KiB (--budget 150KB)", "80.00 GiB (--gpu
+    H100 SXM)". The bytes alone read as if they had been typed (150KB is SI: 150,000 bytes); `given` None: the bytes
+    alone. The one form of a budget for `advisor tune`'s header and refusals and `advisor recommend`'s reasons."""
+    return f"{format_bytes(n, digits)} ({given})" if given else format_bytes(n, digits)
+
+
 NAMES_SHOWN = 10
 """The most study names an error line lists ("no study named 'x' ... (studies there: ...)"): a shared PostgreSQL
 database holds hundreds, which made that one line thousands of characters."""

@@ -364,7 +364,8 @@ def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
     assert "nothing fits" not in r.stdout, r.stdout
     assert "all 6 point(s) fall below the accuracy floor (every one fits the memory)" in r.stdout, r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.99")
-    assert "(6 exceed the memory budget, 6 fall below the accuracy floor)" in flat(r.stdout), r.stdout
+    assert "(6 exceed the memory budget of 1.0 GiB (--budget 1GiB), 6 fall below the accuracy floor)" in flat(r.stdout), \
+        r.stdout
 
 
 def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):

@@ -50,6 +50,7 @@ def build_query(
         model=model,
         task=task,
         study=study,
+        budget_given=None if budget is None else f"--budget {budget.strip()}",
     )
 
 

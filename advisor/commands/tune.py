@@ -106,7 +106,7 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
     budget, and every baseline stored over budget - an answer at that budget the study cannot give. Without
     the model's `shape` (before it loads) only the sizes are checked; its shares need the model."""
     from advisor.tune.budget import budget_memory, memory_spec
-    from advisor.units import format_bytes
+    from advisor.units import budget_text, format_bytes
 
     sizes = {b: (v if isinstance(v := memory_spec(b), int) else budget_memory(b, shape)[0] if shape else None)
              for b in budgets}
@@ -114,7 +114,7 @@ def _refuse_budgets_above(budgets: tuple[str, ...], budget_bytes: int, note: str
     if over:
         shown = ", ".join(f"{b} ({format_bytes(m, 2)})" for b, m in over)
         verb, it = ("exceeds", "it") if len(over) == 1 else ("exceed", "them")
-        raise UserError(f"--budgets {shown} {verb} the study's budget of {format_bytes(budget_bytes, 2)} ({note}); "
+        raise UserError(f"--budgets {shown} {verb} the study's budget of {budget_text(budget_bytes, note)}; "
                         f"drop {it} from --budgets" + (", or raise --budget" if note.startswith("--budget ") else ""))
 
 
@@ -563,6 +563,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     from advisor.tune.display import LiveProgress, failed_text, human_bytes, print_front
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
+    from advisor.units import budget_text
 
     def header(seed: int | None) -> None:
         """Printed once the study has given this run its number, which the sampler's seed depends on."""
@@ -580,7 +581,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             f"experts, {human_bytes(shape.full_bytes())} counted) | task {task_text(backend.task_name, space.objectives, space.text)} | "
             f"space {space.name} "
             f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
-            f"budget: {human_bytes(budget_bytes) + ' (' + budget_note + ')' if budget_bytes else 'none'} | "
+            f"budget: {budget_text(budget_bytes, budget_note) if budget_bytes else 'none'} | "
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
             f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn}) | mode {opts.mode}"
             + (f"\nbudget-aware: {drawn_within}; warm start: "
