@@ -5,6 +5,7 @@ named '~' here). Each test failed before the fix; HOME is a folder of the test's
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -59,3 +60,49 @@ def test_trace_simulate_and_quant_report_files_expand_a_tilde(home):
                "--max-experts", "1", "--threads", "1", "--json=~/q.json")
     assert r.exit_code == 0 and (home / "q.json").is_file(), r.output
 
+
+
+def _path_options() -> list[tuple[str, list[str]]]:
+    """(command, option names) of every option whose callback is `user_path` or `user_storage`, read from the app."""
+    import typer.main
+
+    from advisor.cli import app
+    from advisor.commands import user_path, user_storage
+
+    out = []
+    for name, command in typer.main.get_command(app).commands.items():
+        for p in command.params:
+            wrapped = [c.cell_contents for c in getattr(p.callback, "__closure__", None) or ()]
+            if p.param_type_name == "option" and any(c in (user_path, user_storage) for c in wrapped):
+                out.append((name, p.opts))
+    return out
+
+
+def test_every_path_option_refuses_a_value_starting_with_equals(home):
+    """click reads `-o=~/x` (a short option) as the path '=~/x', not '~/x' (argparse reads '~/x'): `export
+    -o=x.json` wrote a file named '=x.json', `-o=~/x.json` was refused as a missing folder '=~'. Every path option
+    now refuses a value starting with '=' in one line giving the spellings that mean the path."""
+    from advisor.errors import UserError
+
+    options = _path_options()
+    assert len(options) >= 20, options  # tune, report, export, eval, trace, ...: each file or directory option
+    for command, opts in options:
+        short = next((o for o in opts if not o.startswith("--")), None)
+        long = next(o for o in opts if o.startswith("--"))
+        r = invoke(command, f"{short}=~/x" if short else long, *([] if short else ["=~/x"]))
+        assert isinstance(r.exception, UserError), (command, opts, r.output, r.exception)
+        assert str(r.exception) == (f"{'/'.join(opts)} '=~/x': a path starting with '='"
+                                    + (f" (`{short}=PATH` is read as the path '=PATH')" if short else "")
+                                    + f"; write `{short or long} ~/x` or `{long}=~/x` (a name that starts with "
+                                    "'=': ./=~/x)"), str(r.exception)
+    assert not any(Path(".").iterdir()), list(Path(".").iterdir())
+
+
+def test_export_short_output_with_equals_is_one_line_and_writes_nothing(home):
+    from cli_helpers import advisor, one_error_line
+
+    shutil.copy(EXAMPLE_DB, home / "a.db")
+    r = advisor("export", "bundled-example", "129", "--to", "json", "-o=~/x.json", "--storage=~/a.db", cwd=Path.cwd(),
+                env={**os.environ, "HOME": str(home)})
+    one_error_line(r, "-o/--output '=~/x.json'", "write `-o ~/x.json` or `--output=~/x.json`")
+    assert not any(Path(".").iterdir()) and not (home / "x.json").exists()

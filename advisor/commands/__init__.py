@@ -41,27 +41,51 @@ def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
 P = TypeVar("P", str, Path, None)
 
 
-def user_path(value: P) -> P:
-    """The callback of every option that names a file or directory: a leading '~' expanded (`Path.expanduser`),
-    as model specs are. The shell expands none after '=' (`--json=~/r.json`) or in quotes, and the path kept as
-    typed named a directory '~' here: refused as missing, or made by the `mkdir` a refusal advised."""
+def user_path(param: typer.CallbackParam, value: P) -> P:
+    """The callback of every option that names a file or directory: a leading '~' expanded (`home_path`), a
+    leading '=' refused (`refuse_equals`)."""
+    refuse_equals(param, value)
+    return home_path(value)
+
+
+def home_path(value: P) -> P:
+    """`value` with a leading '~' expanded (`Path.expanduser`), as model specs are. The shell expands none after
+    '=' (`--json=~/r.json`) or in quotes, and the path kept as typed named a directory '~' here: refused as
+    missing, or made by the `mkdir` a refusal advised."""
     if value is None:
         return value
     return value.expanduser() if isinstance(value, Path) else os.path.expanduser(value)
 
 
+def refuse_equals(param: typer.CallbackParam, value: str | Path | None) -> None:
+    """A path option's value that starts with '=': click reads `-o=~/x` (a short option) as the path '=~/x' - only
+    a long option's '=' separates its value - so `export -o=x.json` wrote a file named '=x.json', and `-o=~/x.json`
+    was refused as a missing folder '=~' (argparse, and so most Python tools, read it as '~/x.json'). Refused in
+    one line naming the two spellings that mean the path (`--out==x` gets here too); a file whose name does start
+    with '=' is still './=x'."""
+    text = "" if value is None else str(value)
+    if not text.startswith("=") or param.param_type_name != "option":
+        return
+    short = next((o for o in param.opts if not o.startswith("--")), None)
+    long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+    why = f" (`{short}=PATH` is read as the path '=PATH')" if short else ""
+    raise UserError(f"{'/'.join(param.opts)} {text!r}: a path starting with '='{why}; write `{short or long} "
+                    f"{text[1:]}` or `{long}={text[1:]}` (a name that starts with '=': ./{text})")
+
+
 _SQLITE_FILE = re.compile(r"(sqlite(?:\+\w+)?:///)(~[^/?]*)(.*)", re.S)
 
 
-def user_storage(value: str) -> str:
-    """--storage's callback: `user_path` of a SQLite path, given plain or as a URL's file (`sqlite:///~/a.db`, which
+def user_storage(param: typer.CallbackParam, value: str) -> str:
+    """--storage's callback: `home_path` of a SQLite path, given plain or as a URL's file (`sqlite:///~/a.db`, which
     SQLAlchemy would open as ./~/a.db); the home directory percent-encoded in a URL, as SQLAlchemy decodes it."""
     from urllib.parse import quote
 
+    refuse_equals(param, value)
     if "://" not in value:
-        return user_path(value)
+        return home_path(value)
     m = _SQLITE_FILE.fullmatch(value.strip())
-    if m is None or (home := user_path(m[2])) == m[2]:
+    if m is None or (home := home_path(m[2])) == m[2]:
         return value
     return f"{m[1]}{quote(home, safe='/')}{m[3]}"
 
