@@ -516,25 +516,32 @@ def test_budget_below_the_resident_weights_says_so(tmp_path):
 
 
 def test_a_budget_the_user_did_not_give_is_named_when_nothing_fits(tmp_path, monkeypatch):
-    """tiny:diffusion_gemma's non-expert weights are more than the quick space's default budget (60% of the
-    model): the refusal said 'a budget of 918.52 KiB ... raise --budget' to a user who gave no --budget, without
-    saying where that budget came from. It names the source now, as the run's header would have."""
+    """A budget the user did not give that nothing fits was refused as 'a budget of 918.52 KiB ... raise --budget',
+    without saying where it came from. It names the source now, as the run's header would have: a space's default
+    share of a model whose least configuration is the whole model (every expert bf16 on the GPU: here the share
+    is not moved towards it, `default_budget`), and the largest of --budgets."""
+    import torch
     from typer.testing import CliRunner
 
     from advisor.cli import app
     from advisor.errors import UserError
+    from advisor.models.tiny import build_tiny
 
     monkeypatch.chdir(tmp_path)
-    base = ["tune", "tiny:diffusion_gemma", "--space", "quick", "--trials", "1", "--storage", str(tmp_path / "s.db")]
-    for extra, want in (([], "a budget of 918.52 KiB (0.6 x the model's counted bytes (quick space default)) cannot "
-                             "hold even the resident (non-expert) weights"),
-                        (["--budgets", "1%"], "(the largest of --budgets) cannot hold")):
-        r = CliRunner().invoke(app, [*base, *extra])
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("ck")
+    Path("all.toml").write_text('[precision]\nformats = ["bf16", "fp16"]\n[cache]\nslots_per_layer = [8]\n'
+                                'policies = ["lru"]\n[objectives]\nfidelity_top1 = "maximize"\n'
+                                'peak_gpu_bytes = "minimize"\n[budget]\nfraction_of_model = 0.5\n')
+    for args, want in ((["./ck", "--space", "all.toml"], "a budget of 46.69 KiB (0.5 x the model's counted bytes "
+                        "(all space default)) cannot hold the resident weights and one expert per MoE layer"),
+                       (["tiny:diffusion_gemma", "--space", "quick", "--budgets", "1%"],
+                        "(the largest of --budgets) cannot hold")):
+        r = CliRunner().invoke(app, ["tune", *args, "--trials", "1", "--storage", str(tmp_path / "s.db")])
         assert isinstance(r.exception, UserError), r.output
         line = str(r.exception)
-        assert want in line and "\n" not in line
-        assert line.endswith(": give a larger one with --budgets or add a smaller format" if extra else
-                             ": give a larger one with --budget")
+        assert want in line and "\n" not in line, line
+        assert line.endswith(": give a larger one with --budgets or add a smaller format" if "--budgets" in args else
+                             ": give a larger one with --budget or add a smaller format"), line
     assert not (tmp_path / "s.db").exists()
 
 

@@ -132,3 +132,18 @@ def test_a_path_longer_than_the_terminal_is_printed_whole_in_a_wrapped_note(tmp_
     r = advisor("export", "s", "0", "--storage", "s.db", "--to", "vllm", "-o", "serve.sh", cwd=tmp_path)
     assert r.returncode == 0 and len(str(deep)) > 80, r.stderr
     assert str(deep) in [ln.strip().rstrip(",") for ln in r.stderr.splitlines()], r.stderr
+
+
+def test_the_default_budget_of_a_saved_tiny_model_holds_it_as_it_runs_offloaded(tmp_path):
+    """The quick space's default budget, 0.6 x a saved tiny Qwen3-MoE's 93.38 KiB = 56.02 KiB, loads it offloaded,
+    whose activation allowance and staging buffers put its least configuration at 64.45 KiB: `advisor tune DIR
+    --space quick` refused the budget it had chosen itself (`tiny:qwen3_moe`, built in memory and never offloaded,
+    ran). The default is now 0.6 of the way from that least configuration to the model, and the header says so."""
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(tmp_path / "ck")
+    r = advisor_in_process("tune", "./ck", "--space", "quick", "--trials", "1", "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = flat(r.stdout)
+    assert ("budget: 81.80 KiB (quick space default: 0.6 of the way from its least configuration as the model runs, "
+            "64.45 KiB, to the model's counted 93.38 KiB; 0.6 x the model's, 56.02 KiB, cannot hold that "
+            "configuration)") in out, out
+    assert "loading: offloaded" in out and "1 finished trial, 0 over budget" in out, out

@@ -311,9 +311,9 @@ def register(app: typer.Typer) -> None:
                     budget_bytes = int(max(budget_memory(b, backend.shape)[0] for b in opts.budgets))
                     budget_note = "the largest of --budgets"
                 elif budget_bytes is None and space_obj.budget_fraction:
-                    budget_bytes = int(space_obj.budget_fraction * backend.shape.full_bytes())
-                    budget_note = (f"{space_obj.budget_fraction:g} x the model's counted bytes "
-                                   f"({space_obj.name} space default)")
+                    from advisor.tune.budget import default_budget
+
+                    budget_bytes, budget_note = default_budget(space_obj, backend.shape)
                 elif budget_bytes is not None and opts.budgets:
                     _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,

@@ -41,9 +41,8 @@ from advisor.tune.budget import (
     BudgetFit,
     budget_key,
     budget_memory,
-    least_uniform_peak,
     memory_spec,
-    smallest_cache,
+    space_least_peak,
 )
 from advisor.tune.config import ModelShape, build_config
 from advisor.tune.space import SearchSpace
@@ -125,17 +124,15 @@ class UnfitBudget(NamedTuple):
 def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[UnfitBudget]:
     """Each budget at which `budget_points` finds nothing: no configuration of the space fits there, so only the
     baselines (whose 16-bit experts may run with no cache at all) can answer at it - where one fits (else none is
-    queued there: `unfit_baselines`) - with the space's least configuration (`least_uniform_peak` of its cheapest
-    format, with its smallest cache and miss and prefetch choices), as `advisor report` counts a format's."""
+    queued there: `unfit_baselines`) - with the space's least configuration (`space_least_peak`: `least_uniform_peak`
+    of its cheapest format), as `advisor report` counts a format's."""
     space, shape = fit.space, fit.shape
     out = []
     for spec in budgets:
         if budget_points(fit, [spec]):
             continue
         memory, _ = budget_memory(spec, shape)
-        choices = tuple(map(str, space.miss.values())), tuple(map(str, space.prefetch.values()))
-        peak, counts = min(least_uniform_peak(shape, str(f), *choices, smallest_cache(space, shape))
-                           for f in space.formats.values())
+        peak, counts = space_least_peak(space, shape)
         any_fits = len(unfit_baselines(space, shape, [spec])) < len(BASELINES)
         out.append(UnfitBudget(spec.strip(), memory, peak, counts, any_fits))
     return out

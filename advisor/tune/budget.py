@@ -385,6 +385,35 @@ def least_uniform_peak(shape: ModelShape, fmt: str, misses: Sequence[str] = ("cp
     return peak, text + (", misses computed on the CPU" if staged and miss == "cpu" else "")
 
 
+def space_least_peak(space: SearchSpace, shape: ModelShape) -> tuple[int, str]:
+    """(counted peak, what it counts) of `space`'s least configuration on the model as it runs (`shape`: an
+    offloaded one's activation allowance and staging counted): the least `least_uniform_peak` of its formats, with
+    its smallest cache and its miss and prefetch choices. No budget below it holds anything of the space."""
+    choices = tuple(map(str, space.miss.values())), tuple(map(str, space.prefetch.values()))
+    return min(least_uniform_peak(shape, str(f), *choices, smallest_cache(space, shape))
+               for f in space.formats.values())
+
+
+def default_budget(space: SearchSpace, shape: ModelShape) -> tuple[int, str]:
+    """(bytes, where they come from) of a study's budget when none is given: the space's `budget_fraction` of the
+    model's counted bytes - or, where that cannot hold the space's least configuration as the model runs, the same
+    share of the way from that least configuration to the whole model. Offloaded, a small model's activation
+    allowance and staging buffers come on top of its weights: a saved tiny Qwen3-MoE (93.38 KiB counted) got 56.02
+    KiB, which its least configuration (64.45 KiB) is over, and `advisor tune DIR --space quick` refused the budget
+    it had chosen itself, where the same model as `tiny:qwen3_moe` (built in memory, never offloaded) ran. Where
+    even that least configuration is the whole model or more, the share stands and the study's refusal says what
+    the least needs."""
+    frac, whole = float(space.budget_fraction or 0.0), shape.full_bytes()
+    share = int(frac * whole)
+    least, _ = space_least_peak(space, shape)
+    if least <= share or least >= whole:
+        return share, f"{frac:g} x the model's counted bytes ({space.name} space default)"
+    return int(least + frac * (whole - least)), (
+        f"{space.name} space default: {frac:g} of the way from its least configuration as the model runs, "
+        f"{format_bytes(least, 2)}, to the model's counted {format_bytes(whole, 2)}; {frac:g} x the model's, "
+        f"{format_bytes(share, 2)}, cannot hold that configuration")
+
+
 def memory_spec(spec: str, option: str = "--memory") -> float | int:
     """One GPU budget (`advisor report --memory`, `advisor tune --budgets`) checked before any model loads: a
     share in (0, 1] ("25%": of the FP16 expert bytes, beside the resident weights), or a size in bytes."""
