@@ -545,6 +545,27 @@ def test_a_budget_the_user_did_not_give_is_named_when_nothing_fits(tmp_path, mon
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_budget_that_a_space_s_one_format_cannot_fit_is_refused(tmp_path, monkeypatch):
+    """A space of one format (its precision fixed) was not checked against the budget: at 95 KiB, under the 96.75 KiB
+    that one bf16 expert per layer of the tiny Qwen3-MoE needs, `tune` recorded its trial over budget without
+    running it and ended with no front. It is refused before anything is stored, as a space of several formats is."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    Path("one.toml").write_text('[precision]\nformats = ["bf16"]\n[cache]\npolicies = ["lru"]\n[objectives]\n'
+                                'fidelity_top1 = "maximize"\npeak_gpu_bytes = "minimize"\n')
+    r = CliRunner().invoke(app, ["tune", "tiny:qwen3_moe", "--space", "one.toml", "--budget", "95KiB", "--trials", "1",
+                                 "--storage", "s.db"])
+    assert isinstance(r.exception, UserError), r.output
+    assert str(r.exception) == ("a budget of 95.00 KiB cannot hold the resident weights and one expert per MoE layer "
+                                "in any format of the space (90.75 KiB are resident; the smallest configuration needs "
+                                "96.75 KiB): raise --budget or add a smaller format"), str(r.exception)
+    assert not Path("s.db").exists()
+
+
 def _dump(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:

@@ -87,13 +87,13 @@ class BudgetFit:
     def _restrict_formats(self) -> dict[str, list[str]]:
         """Drop each layer group's formats that fit with no cache size (the smallest, or - an offloaded model's
         staging falling again - the largest: `largest_index`) and every other group at its cheapest format (a study
-        keeps one budget, so its distributions stay fixed); return them. `UserError` when no format of some group
-        fits: the budget cannot hold one expert per layer."""
+        keeps one budget, so its distributions stay fixed); return them. `BudgetTooSmall` when no format of some
+        group fits - or, the space's formats fixed, when they do not: the budget cannot hold one expert per layer
+        (a fixed format over it recorded every trial over budget without running, and the run ended without a
+        front)."""
         if self.budget is None:
             return {}
         fmt_knobs = self._searched_formats()
-        if not fmt_knobs:
-            return {}
         cheapest = min(self.space.formats.values(), key=lambda f: self.shape.expert_bytes(0, f))
         base = {**self.defaults(), **{k: cheapest for k in fmt_knobs}, self.size: self.values[0]}
         if "hot_fraction" in self.knobs:
@@ -102,30 +102,38 @@ class BudgetFit:
         # format is kept when some choice fits. Dropping it by the first choice alone made the warm start, which
         # enqueues every choice, fix a format the distribution no longer had: a ValueError traceback in trial 0
         combos = self._axis_choices()
+        if not fmt_knobs and not any(self.largest({**base, **a}) is not None for a in combos):
+            raise self._too_small(base, combos)
         left_out: dict[str, list[str]] = {}
         for k in fmt_knobs:
             keep = [c for c in self.knobs[k].choices or ()
                     if any(self.largest({**base, **a, k: c}) is not None for a in combos)]
             if not keep:
-                also = ""  # an offloaded model's peak also holds these (`peak_gpu_bytes`)
-                if self.shape.activation_bytes:
-                    also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
-                if self.shape.staging:
-                    also += ", and staging buffers for the experts that stream past the cache"
-                need = format_bytes(min(self.peak_bytes({**base, **a, k: cheapest, self.size: v}) for a in combos
-                                        for v in (self.values[0], self.values[-1])), 2)  # least at an end
-                if self.shape.resident_bytes >= self.budget:
-                    raise BudgetTooSmall(self.budget, f"cannot hold even the resident (non-expert) weights, "
-                                         f"{format_bytes(self.shape.resident_bytes, 2)} (counted: embeddings, attention, "
-                                         f"norms, routers, shared experts, LM head); the smallest configuration of the "
-                                         f"space needs {need}", "")
-                raise BudgetTooSmall(self.budget, f"cannot hold the resident weights and one expert per MoE layer in "
-                                     f"any format of the space ({format_bytes(self.shape.resident_bytes, 2)} are "
-                                     f"resident{also}; the smallest configuration needs {need})", " or add a smaller format")
+                raise self._too_small({**base, k: cheapest}, combos)
             if len(keep) < len(self.knobs[k].choices or ()):
                 left_out[k] = [c for c in self.knobs[k].choices or () if c not in keep]
                 self.knobs[k] = Domain(choices=tuple(keep))
         return left_out
+
+    def _too_small(self, least: Mapping[str, Any], combos: list[dict[str, Any]]) -> BudgetTooSmall:
+        """The refusal of a budget that `least` (every format at its cheapest, the smallest hot set) fits with no
+        cache size and no choice of `combos`: what is resident, and what the smallest configuration needs."""
+        assert self.budget is not None
+        also = ""  # an offloaded model's peak also holds these (`peak_gpu_bytes`)
+        if self.shape.activation_bytes:
+            also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
+        if self.shape.staging:
+            also += ", and staging buffers for the experts that stream past the cache"
+        need = format_bytes(min(self.peak_bytes({**least, **a, self.size: v}) for a in combos
+                                for v in (self.values[0], self.values[-1])), 2)  # least at an end
+        if self.shape.resident_bytes >= self.budget:
+            return BudgetTooSmall(self.budget, f"cannot hold even the resident (non-expert) weights, "
+                                  f"{format_bytes(self.shape.resident_bytes, 2)} (counted: embeddings, attention, "
+                                  f"norms, routers, shared experts, LM head); the smallest configuration of the "
+                                  f"space needs {need}", "")
+        return BudgetTooSmall(self.budget, f"cannot hold the resident weights and one expert per MoE layer in "
+                              f"any format of the space ({format_bytes(self.shape.resident_bytes, 2)} are "
+                              f"resident{also}; the smallest configuration needs {need})", " or add a smaller format")
 
     def _searched_formats(self) -> list[str]:
         """The layer groups' format knobs (`fmt_g*`) the space searches (not fixed)."""
