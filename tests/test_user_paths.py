@@ -59,3 +59,12 @@ def test_trace_simulate_and_quant_report_files_expand_a_tilde(home):
                "--max-experts", "1", "--threads", "1", "--json=~/q.json")
     assert r.exit_code == 0 and (home / "q.json").is_file(), r.output
 
+
+
+def test_a_model_under_the_home_of_no_such_user_is_one_line(tmp_path):
+    """`advisor inspect '~nosuchuser/ckpt'` (quoted: the shell left it) was a RuntimeError traceback from
+    `Path.expanduser` in the MODEL check; as the shell does, a `~user` of no such user stays as typed."""
+    from tests.cli_helpers import advisor, one_error_line
+
+    for args in (["inspect", "~nosuchuser9/ckpt"], ["eval", "~nosuchuser9/ckpt", "--limit", "1"]):
+        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "'~nosuchuser9/ckpt' is neither a model directory")

@@ -8,6 +8,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
+* `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 from importlib import import_module
 from pathlib import Path
@@ -43,12 +45,18 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "quant_method", "check_model_spec", "TINY_FAMILIES"])
+__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "TINY_FAMILIES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+
+
+def spec_path(spec: str) -> Path:
+    """A MODEL spec as the local path it may name, a leading '~' expanded as the shell would: `~user` of no such
+    user stays as typed (`os.path.expanduser`), where `Path.expanduser` raised a RuntimeError (a traceback)."""
+    return Path(os.path.expanduser(str(spec).strip()))
 
 
 def model_name(spec: str) -> str:
@@ -57,7 +65,7 @@ def model_name(spec: str) -> str:
     spec = str(spec).strip()
     if spec == "bundled" or spec.startswith("tiny:"):
         return spec
-    path = Path(spec).expanduser()
+    path = spec_path(spec)
     return str(path) if path.is_dir() else spec
 
 
@@ -73,7 +81,7 @@ def check_model_spec(spec: str) -> None:
         if (family := spec.split(":", 1)[1]) not in TINY_FAMILIES:
             raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
         return
-    path = Path(spec).expanduser()
+    path = spec_path(spec)
     if spec == "bundled" or path.is_dir():
         return
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError, check_device_name
-from advisor.models import check_model_spec, model_name, quant_method, tiny
+from advisor.models import check_model_spec, model_name, quant_method, spec_path, tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
@@ -174,7 +174,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
                 "or pass a model id / directory"
             )
         return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, offload, budget, quantization_config)
-    path = Path(spec).expanduser()
+    path = spec_path(spec)
     if path.is_dir():
         loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
