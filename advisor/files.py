@@ -37,32 +37,36 @@ def _directory_of(path: Path, create: bool) -> Path:
         except OSError as e:  # a file where a directory must be, a read-only or pseudo file system
             raise UserError(f"cannot write {path}: cannot create directory {parent} ({e.strerror}); give another "
                             "path") from None
-    elif not parent.is_dir():
-        raise UserError(f"cannot write {path}: {parent} " + ("is not a directory" if parent.exists() else
-                                                              "does not exist") + "; give another path")
+    else:
+        check_parent(path)
     return parent
 
 
-def check_parent(path: str | os.PathLike, option: str) -> None:
-    """`UserError` when the directory that would hold `path` does not exist. `tune --storage`'s SQLite file, or a
-    folder a command creates and fills (`report -o`, `pareto -o`, `profile --profiles-dir`), is made, but not the
-    missing directories above it: as every output file's (`export -o`, `--json`), a mistyped one is refused, not
-    made. Only a default's (studies/, reports/) is made; its callers skip this for it. A path still beginning with
-    '~' after `user_path` expanded it names no user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`,
-    a directory whose name the shell reads as a home."""
+def check_parent(path: str | os.PathLike, option: str = "") -> None:
+    """`UserError` when the directory that would hold `path` is missing, or is no directory. An output file
+    (`export -o`, `--json`), `tune --storage`'s SQLite file, or a folder a command creates and fills (`report -o`,
+    `pareto -o`, `profile --profiles-dir`) is made, but not the missing directories above it: a mistyped one is
+    refused, not made, in the same words whichever `option` named it. Only a default's (studies/, reports/) is
+    made; its callers skip this for it. A path still beginning with '~' after `user_path` expanded it names no
+    user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`, a directory whose name the shell reads as
+    a home; nor is a link to nothing (`mkdir -p` cannot make it)."""
     path = Path(path)
-    if path.parent.exists():
+    if path.parent.is_dir():
         return
-    where = path.parent  # the nearest that exists: a file there takes no `mkdir -p`
-    while not where.exists() and where != where.parent:
+    give = f"give {option} another path" if option else "give another path"
+    where = path.parent  # the nearest entry there is: a file, or a link to nothing, takes no `mkdir -p`
+    while not os.path.lexists(where) and where != where.parent:
         where = where.parent
+    if where.is_symlink() and not where.exists():
+        raise UserError(f"cannot create {path}: {where} is a link to {os.readlink(where)}, which does not exist; "
+                        f"{give}")
     if where.exists() and not where.is_dir():
-        raise UserError(f"cannot create {path}: {where} is not a directory; give {option} another path")
+        raise UserError(f"cannot create {path}: {where} is not a directory; {give}")
     if path.parts[0].startswith("~"):
         raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
-                        f"{path.parts[0][1:]!r} whose home it names; give {option} another path")
+                        f"{path.parts[0][1:]!r} whose home it names; {give}")
     raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
-                    f"{shlex.quote(str(path.parent))}) or give {option} another path")
+                    f"{shlex.quote(str(path.parent))}) or {give}")
 
 
 def _not_a_directory(path: Path) -> Path:

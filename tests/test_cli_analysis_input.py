@@ -442,7 +442,7 @@ def test_profile_checks_where_it_saves_before_it_measures(tmp_path, monkeypatch)
     for args, needle in ((["--profiles-dir", str(tmp_path / "afile")], "is a file, not a directory"),
                          (["--profiles-dir", str(tmp_path / "p"), "--name", "n" * 300], "a name of 305 bytes"),
                          # without --name (the device's): a directory under a file, a place that takes no files
-                         (["--profiles-dir", str(tmp_path / "afile" / "sub")], "afile does not take files"),
+                         (["--profiles-dir", str(tmp_path / "afile" / "sub")], "afile is not a directory"),
                          (["--profiles-dir", "/proc/advisor-profiles"], "/proc does not take files")):
         res = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", *args])
         assert isinstance(res.exception, UserError), (args, res.output, res.exception)

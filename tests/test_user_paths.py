@@ -68,3 +68,23 @@ def test_a_model_under_the_home_of_no_such_user_is_one_line(tmp_path):
 
     for args in (["inspect", "~nosuchuser9/ckpt"], ["eval", "~nosuchuser9/ckpt", "--limit", "1"]):
         one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "'~nosuchuser9/ckpt' is neither a model directory")
+
+
+def test_every_output_refuses_a_missing_directory_in_the_same_words(tmp_path, monkeypatch):
+    """`export -o`, `eval --json` (every output file) said "~nosuchuser9 does not exist; give another path"
+    and never how to make a missing directory, where `report -o`, `tune --storage` (`check_parent`) named the
+    user that is not there and the `mkdir -p`; a link to nothing was given a `mkdir -p` that cannot make it."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    for out, said in (("~nosuchuser9/x.json", "no user 'nosuchuser9' whose home it names; give another path"),
+                      ("no/dir/x.json", "directory no/dir does not exist; create it (mkdir -p no/dir)"),
+                      ("gone/x.json", f"gone is a link to {tmp_path / 'nowhere'}, which does not exist")):
+        for args in (["export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", out],
+                     ["eval", "bundled", "--json", out]):
+            r = invoke(*args)
+            assert isinstance(r.exception, UserError) and said in str(r.exception), (args, r.output, r.exception)
+    r = invoke("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "gone/r")
+    assert isinstance(r.exception, UserError) and "gone is a link to" in str(r.exception), (r.output, r.exception)
+    assert not (tmp_path / "no").exists() and not (tmp_path / "nowhere").exists()
