@@ -121,8 +121,12 @@ def _usual_mode(path: Path, *, executable: bool) -> None:
 def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
-    directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work)."""
+    directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
+    A `path` that is a symbolic link is written through: its target is replaced (as `report -o` fills a linked
+    directory's target), not the link by a file, which left the user's link's target as it was."""
     path = _not_a_directory(Path(path))
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     directory = _directory_of(path, create_dirs)
     _remove_stale_files(path)
     while True:

@@ -88,3 +88,17 @@ def test_every_output_refuses_a_missing_directory_in_the_same_words(tmp_path, mo
     r = invoke("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "gone/r")
     assert isinstance(r.exception, UserError) and "gone is a link to" in str(r.exception), (r.output, r.exception)
     assert not (tmp_path / "no").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_an_output_that_is_a_link_is_written_through(tmp_path, monkeypatch):
+    """`export -o run.json`, run.json a link to a file kept elsewhere (dotfiles, a shared config), replaced the
+    link by a file of its own and left the linked file as it was; `report -o` fills a linked folder's target."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "run.json").write_text("old")
+    (tmp_path / "run.json").symlink_to(tmp_path / "kept" / "run.json")
+    r = invoke("export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", "run.json")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert (tmp_path / "run.json").is_symlink(), "the link was replaced by a file"
+    assert '"schema": "moe-advisor/export"' in (tmp_path / "kept" / "run.json").read_text()
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["run.json"]
