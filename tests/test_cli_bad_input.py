@@ -1373,6 +1373,21 @@ def test_an_empty_storage_or_report_directory_is_refused_not_taken_for_the_defau
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
+def test_a_device_is_read_as_every_fixed_name_is(tmp_path, monkeypatch):
+    """`--task ' GSM8K'` is read as gsm8k (`choose`), but `--device ' CPU'` (a padded "$DEVICE") was refused as no
+    device; it is cpu now: the command goes on to its next check (an unknown tiny family), before torch."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for device in (" CPU", "cuda:1 "):
+        r = CliRunner().invoke(app, ["inspect", "tiny:nosuch", "--device", device])
+        assert isinstance(r.exception, UserError), (r.output, r.exception)
+        assert str(r.exception).startswith("unknown tiny family 'nosuch'"), r.exception
+
+
 @pytest.mark.parametrize("command", ["tune", "eval", "trace", "inspect"])
 def test_each_device_option_says_which_devices_it_takes(command):
     """Only cpu and cuda[:N] run (any other device type is refused in one line by `advisor.models.load`); each
