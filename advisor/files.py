@@ -69,6 +69,12 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
                     f"{shlex.quote(str(path.parent))}) or {give}")
 
 
+def _through_link(path: Path) -> Path:
+    """Where writing `path` lands: a symbolic link's target is replaced (as `report -o` fills a linked directory's
+    target), not the link by a file of its own, which left the file the user linked as it was."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def _not_a_directory(path: Path) -> Path:
     if path.is_dir():
         raise UserError(f"cannot write {path}: it is a directory; give a file name")
@@ -91,8 +97,9 @@ def _check_names(path: Path, where: Path) -> None:
 
 def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None:
     """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
-    can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files."""
-    path = _not_a_directory(Path(path))
+    can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files -
+    for a symbolic link, its target's (`_through_link`: where the write lands)."""
+    path = _through_link(_not_a_directory(Path(path)))
     where = path.parent
     if not create_dirs:
         _directory_of(path, False)
@@ -122,11 +129,8 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
     directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
-    A `path` that is a symbolic link is written through: its target is replaced (as `report -o` fills a linked
-    directory's target), not the link by a file, which left the user's link's target as it was."""
-    path = _not_a_directory(Path(path))
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
+    A `path` that is a symbolic link is written through (`_through_link`)."""
+    path = _through_link(_not_a_directory(Path(path)))
     directory = _directory_of(path, create_dirs)
     _remove_stale_files(path)
     while True:

@@ -102,3 +102,14 @@ def test_an_output_that_is_a_link_is_written_through(tmp_path, monkeypatch):
     assert (tmp_path / "run.json").is_symlink(), "the link was replaced by a file"
     assert '"schema": "moe-advisor/export"' in (tmp_path / "kept" / "run.json").read_text()
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["run.json"]
+
+
+def test_an_output_link_is_checked_where_the_write_lands(tmp_path, monkeypatch):
+    """`quant-report --json out.json`, out.json a link into a place that takes no files: the check before the work
+    looked at the link's own folder, so the refusal came only after the model loaded and every expert was measured."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out.json").symlink_to("/proc/advisor-nowhere.json")
+    r = invoke("quant-report", "tiny:nosuch", "--json", "out.json")
+    assert isinstance(r.exception, UserError) and "/proc does not take files" in str(r.exception), r.exception
