@@ -45,7 +45,8 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "TINY_FAMILIES"])
+__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "check_tiny_family",
+                  "TINY_FAMILIES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -69,6 +70,14 @@ def model_name(spec: str) -> str:
     return str(path) if path.is_dir() else spec
 
 
+def check_tiny_family(family: str) -> None:
+    """Refuse a `tiny:<family>` no `advisor.models.tiny` builds, naming those it does."""
+    from advisor.errors import UserError
+
+    if family not in TINY_FAMILIES:
+        raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+
+
 def check_model_spec(spec: str) -> None:
     """Refuse a MODEL no loader could take - an unknown tiny family, a path that is no model directory, a name
     that is no hub id, one a letter or two from 'bundled' - knowing only the spec and the file system. The
@@ -78,8 +87,7 @@ def check_model_spec(spec: str) -> None:
 
     spec = str(spec).strip()
     if spec.startswith("tiny:"):
-        if (family := spec.split(":", 1)[1]) not in TINY_FAMILIES:
-            raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+        check_tiny_family(spec.split(":", 1)[1])
         return
     path = spec_path(spec)
     if spec == "bundled" or path.is_dir():
