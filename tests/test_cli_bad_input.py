@@ -220,7 +220,7 @@ def test_read_only_mount_refused_before_the_model_loads(tmp_path, study_db):
 def test_unwritable_place_and_bad_url_before_the_model_loads(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = advisor("tune", "--storage", str(tmp_path / "afile" / "advisor.db"), cwd=tmp_path)
-    one_error_line(r, "not a writable directory")
+    one_error_line(r, f"{tmp_path / 'afile'} is not a directory; give --storage another path")  # `check_parent`'s words
     before_model_load(r)
     r = advisor("tune", "--storage", "nosuchdb://host/x", cwd=tmp_path)
     one_error_line(r, "nosuchdb")
