@@ -10,6 +10,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take
+* `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
 The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
@@ -46,10 +47,29 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "check_tiny_family",
-                  "TINY_FAMILIES"])
+                  "dtype_name", "DTYPES", "TINY_FAMILIES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
+
+DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
+          "fp32": "float32", "float32": "float32", "float": "float32"}
+"""The dtypes a model loads in (`--dtype`), by every name taken, to torch's name of it."""
+
+
+def dtype_name(dtype: str) -> str | None:
+    """torch's name of the dtype `dtype` names (`DTYPES`, any case, `torch.` prefix or none), None for "auto" (as
+    stored); else the one-line refusal. Torch-free, so `inspect --dtype bf61` is answered as the options are read,
+    as a mistyped --device is, not once torch has imported (5 s)."""
+    from advisor.errors import UserError
+
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key == "auto":
+        return None
+    if key not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use one of: {', '.join(sorted(DTYPES))}")
+    return DTYPES[key]
+
 
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 
