@@ -49,8 +49,9 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
     refused, not made, in the same words whichever `option` named it. Only a default's (studies/, reports/) is
     made; its callers skip this for it. A path still beginning with '~' after `user_path` expanded it names no
     user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`, a directory whose name the shell reads as
-    a home; nor is a link to nothing (`mkdir -p` cannot make it)."""
-    path = Path(path)
+    a home; nor is a link to nothing (`mkdir -p` cannot make it). A `path` that is a link is checked where the
+    write lands (`_through_link`): `report -o LINK` made its target's missing folders."""
+    path = _through_link(Path(path))
     if path.parent.is_dir():
         return
     give = f"give {option} another path" if option else "give another path"

@@ -113,3 +113,16 @@ def test_an_output_link_is_checked_where_the_write_lands(tmp_path, monkeypatch):
     (tmp_path / "out.json").symlink_to("/proc/advisor-nowhere.json")
     r = invoke("quant-report", "tiny:nosuch", "--json", "out.json")
     assert isinstance(r.exception, UserError) and "/proc does not take files" in str(r.exception), r.exception
+
+
+def test_an_output_folder_that_is_a_link_into_a_missing_folder_is_refused(tmp_path, monkeypatch):
+    """`report -o rep`, rep a link to nowhere/rep: the report made nowhere/ without a word and wrote there, where
+    `report -o nowhere/rep` is refused (`check_parent`: the folders above an output are not made)."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rep").symlink_to(tmp_path / "nowhere" / "rep")
+    r = invoke("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "rep", "--block-lengths", "")
+    assert isinstance(r.exception, UserError), (r.output, r.exception)
+    assert f"directory {tmp_path / 'nowhere'} does not exist" in str(r.exception), r.exception
+    assert not (tmp_path / "nowhere").exists()
