@@ -44,8 +44,10 @@ _DEVICE = re.compile(r"(cpu|cuda)(:(0|[1-9][0-9]*))?")  # as torch.device spells
 def check_device_name(device: str) -> str:
     """`device` when it names one the offload runtime runs on, cpu or cuda[:N]; else the one-line refusal. It
     needs no torch, so a command's --device is checked as its options are read: a mistyped `--device gpu` was
-    refused only once torch had imported, seconds later. Read in any case, as every fixed name is (`choose`)."""
-    if not _DEVICE.fullmatch(device.lower()):
+    refused only once torch had imported, seconds later. Read in any case, spaces around it dropped, as every fixed
+    name is (`choose`)."""
+    key = device.strip().lower()
+    if not _DEVICE.fullmatch(key):
         raise UserError(f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; use cpu, cuda "
                         "or cuda:N")
-    return device.lower()
+    return key

@@ -37,32 +37,43 @@ def _directory_of(path: Path, create: bool) -> Path:
         except OSError as e:  # a file where a directory must be, a read-only or pseudo file system
             raise UserError(f"cannot write {path}: cannot create directory {parent} ({e.strerror}); give another "
                             "path") from None
-    elif not parent.is_dir():
-        raise UserError(f"cannot write {path}: {parent} " + ("is not a directory" if parent.exists() else
-                                                              "does not exist") + "; give another path")
+    else:
+        check_parent(path)
     return parent
 
 
-def check_parent(path: str | os.PathLike, option: str) -> None:
-    """`UserError` when the directory that would hold `path` does not exist. `tune --storage`'s SQLite file, or a
-    folder a command creates and fills (`report -o`, `pareto -o`, `profile --profiles-dir`), is made, but not the
-    missing directories above it: as every output file's (`export -o`, `--json`), a mistyped one is refused, not
-    made. Only a default's (studies/, reports/) is made; its callers skip this for it. A path still beginning with
-    '~' after `user_path` expanded it names no user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`,
-    a directory whose name the shell reads as a home."""
-    path = Path(path)
-    if path.parent.exists():
+def check_parent(path: str | os.PathLike, option: str = "") -> None:
+    """`UserError` when the directory that would hold `path` is missing, or is no directory. An output file
+    (`export -o`, `--json`), `tune --storage`'s SQLite file, or a folder a command creates and fills (`report -o`,
+    `pareto -o`, `profile --profiles-dir`) is made, but not the missing directories above it: a mistyped one is
+    refused, not made, in the same words whichever `option` named it. Only a default's (studies/, reports/) is
+    made; its callers skip this for it. A path still beginning with '~' after `user_path` expanded it names no
+    user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`, a directory whose name the shell reads as
+    a home; nor is a link to nothing (`mkdir -p` cannot make it). A `path` that is a link is checked where the
+    write lands (`_through_link`): `report -o LINK` made its target's missing folders."""
+    path = _through_link(Path(path))
+    if path.parent.is_dir():
         return
-    where = path.parent  # the nearest that exists: a file there takes no `mkdir -p`
-    while not where.exists() and where != where.parent:
+    give = f"give {option} another path" if option else "give another path"
+    where = path.parent  # the nearest entry there is: a file, or a link to nothing, takes no `mkdir -p`
+    while not os.path.lexists(where) and where != where.parent:
         where = where.parent
+    if where.is_symlink() and not where.exists():
+        raise UserError(f"cannot create {path}: {where} is a link to {os.readlink(where)}, which does not exist; "
+                        f"{give}")
     if where.exists() and not where.is_dir():
-        raise UserError(f"cannot create {path}: {where} is not a directory; give {option} another path")
+        raise UserError(f"cannot create {path}: {where} is not a directory; {give}")
     if path.parts[0].startswith("~"):
         raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
-                        f"{path.parts[0][1:]!r} whose home it names; give {option} another path")
+                        f"{path.parts[0][1:]!r} whose home it names; {give}")
     raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
-                    f"{shlex.quote(str(path.parent))}) or give {option} another path")
+                    f"{shlex.quote(str(path.parent))}) or {give}")
+
+
+def _through_link(path: Path) -> Path:
+    """Where writing `path` lands: a symbolic link's target is replaced (as `report -o` fills a linked directory's
+    target), not the link by a file of its own, which left the file the user linked as it was."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _not_a_directory(path: Path) -> Path:
@@ -87,8 +98,9 @@ def _check_names(path: Path, where: Path) -> None:
 
 def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None:
     """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
-    can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files."""
-    path = _not_a_directory(Path(path))
+    can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files -
+    for a symbolic link, its target's (`_through_link`: where the write lands)."""
+    path = _through_link(_not_a_directory(Path(path)))
     where = path.parent
     if not create_dirs:
         _directory_of(path, False)
@@ -117,8 +129,9 @@ def _usual_mode(path: Path, *, executable: bool) -> None:
 def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
-    directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work)."""
-    path = _not_a_directory(Path(path))
+    directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
+    A `path` that is a symbolic link is written through (`_through_link`)."""
+    path = _through_link(_not_a_directory(Path(path)))
     directory = _directory_of(path, create_dirs)
     _remove_stale_files(path)
     while True:

@@ -442,7 +442,7 @@ def test_profile_checks_where_it_saves_before_it_measures(tmp_path, monkeypatch)
     for args, needle in ((["--profiles-dir", str(tmp_path / "afile")], "is a file, not a directory"),
                          (["--profiles-dir", str(tmp_path / "p"), "--name", "n" * 300], "a name of 305 bytes"),
                          # without --name (the device's): a directory under a file, a place that takes no files
-                         (["--profiles-dir", str(tmp_path / "afile" / "sub")], "afile does not take files"),
+                         (["--profiles-dir", str(tmp_path / "afile" / "sub")], "afile is not a directory"),
                          (["--profiles-dir", "/proc/advisor-profiles"], "/proc does not take files")):
         res = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", *args])
         assert isinstance(res.exception, UserError), (args, res.output, res.exception)
@@ -591,6 +591,25 @@ def test_report_counts_a_formats_least_configuration_in_the_studys_own_space(tmp
         need = float(said.split(counted)[1].split(" KiB (counted)")[0])
         assert need > 124, said
     assert counted in flat((tmp_path / "rep" / "report.md").read_text())
+
+
+def test_report_counts_a_resident_studys_least_configuration_resident_where_it_loads_offloaded(tmp_path,
+                                                                                             monkeypatch):
+    """A checkpoint tuned `--resident` at 95 KiB: bf16 is left out (one slot per layer needs 96.75 KiB, counted
+    resident). Reported on a host without the RAM to load it whole, the report loads it offloaded and counted the
+    least configuration with an activation allowance and staging the study never counted: "needs 143.01 KiB" (the
+    row is labelled fp16, the report's 16-bit row). It counts as the study did, whichever way the model loads."""
+    from advisor.models import load, tiny
+
+    tiny.build_tiny("qwen3_moe").save_pretrained(str(tmp_path / "ckpt"))
+    r = advisor_in_process("tune", "ckpt", "--resident", "--space", "quick", "--budget", "95KiB", "--trials", "2",
+                           "--storage", "s.db", "--study", "q", cwd=tmp_path)
+    assert r.returncode == 0 and "bf16 left out" in flat(r.stdout), r.stdout + r.stderr
+    monkeypatch.setattr(load, "device_free_bytes", lambda device: 1)  # no room here: the report loads it offloaded
+    r = advisor_in_process("report", "q", "--storage", "s.db", "-o", "rep", "--block-lengths", "", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("fp16: cannot fit in 95.00 KiB: even its least configuration (the resident weights and one fp16 expert "
+            "per MoE layer) needs 96.75 KiB (counted)") in flat(r.stdout), r.stdout
 
 
 def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):

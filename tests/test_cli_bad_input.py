@@ -220,7 +220,7 @@ def test_read_only_mount_refused_before_the_model_loads(tmp_path, study_db):
 def test_unwritable_place_and_bad_url_before_the_model_loads(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = advisor("tune", "--storage", str(tmp_path / "afile" / "advisor.db"), cwd=tmp_path)
-    one_error_line(r, "not a writable directory")
+    one_error_line(r, f"{tmp_path / 'afile'} is not a directory; give --storage another path")  # `check_parent`'s words
     before_model_load(r)
     r = advisor("tune", "--storage", "nosuchdb://host/x", cwd=tmp_path)
     one_error_line(r, "nosuchdb")
@@ -1399,6 +1399,21 @@ def test_an_empty_storage_or_report_directory_is_refused_not_taken_for_the_defau
     r = CliRunner().invoke(app, ["report", "nosuch", "--storage", "studies/advisor.db", "-o", ""])
     assert isinstance(r.exception, UserError) and str(r.exception).startswith("-o is empty; give a directory")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_device_is_read_as_every_fixed_name_is(tmp_path, monkeypatch):
+    """`--task ' GSM8K'` is read as gsm8k (`choose`), but `--device ' CPU'` (a padded "$DEVICE") was refused as no
+    device; it is cpu now: the command goes on to its next check (an unknown tiny family), before torch."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for device in (" CPU", "cuda:1 "):
+        r = CliRunner().invoke(app, ["inspect", "tiny:nosuch", "--device", device])
+        assert isinstance(r.exception, UserError), (r.output, r.exception)
+        assert str(r.exception).startswith("unknown tiny family 'nosuch'"), r.exception
 
 
 @pytest.mark.parametrize("command", ["tune", "eval", "trace", "inspect"])

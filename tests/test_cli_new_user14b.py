@@ -36,6 +36,23 @@ def test_prefer_and_a_simulated_policy_are_read_in_any_case(tmp_path):
     one_error_line(r, "missing.npz")  # past every name: the trace file is what is wrong
 
 
+def test_an_export_option_is_read_in_any_case_as_its_target_is(tmp_path):
+    """`export --to HF` was read as hf, but `--opt EMIT=Tensor-Types` was "unknown option" and `--opt
+    method=TORCHAO` "must be one of: ... torchao": an option's key and its listed values are fixed names too."""
+    from pathlib import Path
+
+    from tests.cli_helpers import advisor_in_process
+
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    out = {}
+    for opt in ("emit=tensor-types", "EMIT=Tensor-Types"):
+        r = advisor_in_process("export", "bundled-example", "129", "--to", "LLAMA.CPP", "--opt", opt, "--storage", db,
+                               cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[opt] = r.stdout
+    assert out["EMIT=Tensor-Types"] == out["emit=tensor-types"] and "#!" not in out["emit=tensor-types"], out
+
+
 def test_the_line_of_a_deleted_study_wraps_at_the_terminal_width(tmp_path):
     """`studies --delete NAME`'s closing line ("deleted study ... Studies left: ...", ~200 characters) was one line
     at any width, where every other long line wraps at the terminal's width (`terminal.print_wrapped`)."""

@@ -83,7 +83,8 @@ def test_file_options_refuse_a_missing_directory_as_export_does(tmp_path):
                         "-o"], "x.json")):
         res = CliRunner().invoke(app, [*args, str(missing / out)])
         assert isinstance(res.exception, UserError) and res.exception.exit_code == 2, (args, res.output, res.exception)
-        assert str(res.exception) == f"cannot write {missing / out}: {missing} does not exist; give another path", \
+        assert str(res.exception) == (f"cannot create {missing / out}: directory {missing} does not exist; create it "
+                                      f"(mkdir -p {missing}) or give another path"), \
             (args, res.exception)
         assert not missing.parent.exists(), args
 

@@ -129,7 +129,8 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path,
                            "--json", target], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr  # nothing scored, nothing printed
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: cannot write")
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith("error: cannot create" if where.startswith("missing") else "error: cannot write")
 
 
 def test_prompts_longer_than_the_model_are_said_once_in_the_projects_words(tmp_path):

@@ -61,6 +61,72 @@ def test_trace_simulate_and_quant_report_files_expand_a_tilde(home):
     assert r.exit_code == 0 and (home / "q.json").is_file(), r.output
 
 
+def test_a_model_under_the_home_of_no_such_user_is_one_line(tmp_path):
+    """`advisor inspect '~nosuchuser/ckpt'` (quoted: the shell left it) was a RuntimeError traceback from
+    `Path.expanduser` in the MODEL check; as the shell does, a `~user` of no such user stays as typed."""
+    from tests.cli_helpers import advisor, one_error_line
+
+    for args in (["inspect", "~nosuchuser9/ckpt"], ["eval", "~nosuchuser9/ckpt", "--limit", "1"]):
+        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "'~nosuchuser9/ckpt' is neither a model directory")
+
+
+def test_every_output_refuses_a_missing_directory_in_the_same_words(tmp_path, monkeypatch):
+    """`export -o`, `eval --json` (every output file) said "~nosuchuser9 does not exist; give another path"
+    and never how to make a missing directory, where `report -o`, `tune --storage` (`check_parent`) named the
+    user that is not there and the `mkdir -p`; a link to nothing was given a `mkdir -p` that cannot make it."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    for out, said in (("~nosuchuser9/x.json", "no user 'nosuchuser9' whose home it names; give another path"),
+                      ("no/dir/x.json", "directory no/dir does not exist; create it (mkdir -p no/dir)"),
+                      ("gone/x.json", f"gone is a link to {tmp_path / 'nowhere'}, which does not exist")):
+        for args in (["export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", out],
+                     ["eval", "bundled", "--json", out]):
+            r = invoke(*args)
+            assert isinstance(r.exception, UserError) and said in str(r.exception), (args, r.output, r.exception)
+    r = invoke("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "gone/r")
+    assert isinstance(r.exception, UserError) and "gone is a link to" in str(r.exception), (r.output, r.exception)
+    assert not (tmp_path / "no").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_an_output_that_is_a_link_is_written_through(tmp_path, monkeypatch):
+    """`export -o run.json`, run.json a link to a file kept elsewhere (dotfiles, a shared config), replaced the
+    link by a file of its own and left the linked file as it was; `report -o` fills a linked folder's target."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "run.json").write_text("old")
+    (tmp_path / "run.json").symlink_to(tmp_path / "kept" / "run.json")
+    r = invoke("export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", "run.json")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert (tmp_path / "run.json").is_symlink(), "the link was replaced by a file"
+    assert '"schema": "moe-advisor/export"' in (tmp_path / "kept" / "run.json").read_text()
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["run.json"]
+
+
+def test_an_output_link_is_checked_where_the_write_lands(tmp_path, monkeypatch):
+    """`quant-report --json out.json`, out.json a link into a place that takes no files: the check before the work
+    looked at the link's own folder, so the refusal came only after the model loaded and every expert was measured."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out.json").symlink_to("/proc/advisor-nowhere.json")
+    r = invoke("quant-report", "tiny:nosuch", "--json", "out.json")
+    assert isinstance(r.exception, UserError) and "/proc does not take files" in str(r.exception), r.exception
+
+
+def test_an_output_folder_that_is_a_link_into_a_missing_folder_is_refused(tmp_path, monkeypatch):
+    """`report -o rep`, rep a link to nowhere/rep: the report made nowhere/ without a word and wrote there, where
+    `report -o nowhere/rep` is refused (`check_parent`: the folders above an output are not made)."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rep").symlink_to(tmp_path / "nowhere" / "rep")
+    r = invoke("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "rep", "--block-lengths", "")
+    assert isinstance(r.exception, UserError), (r.output, r.exception)
+    assert f"directory {tmp_path / 'nowhere'} does not exist" in str(r.exception), r.exception
+    assert not (tmp_path / "nowhere").exists()
+
 
 def _path_options() -> list[tuple[str, list[str]]]:
     """(command, option names) of every option whose callback is `user_path` or `user_storage`, read from the app."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from advisor.commands import device_option
-from advisor.models import check_model_spec
+from advisor.models import check_model_spec, dtype_name
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
         budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
+        if dtype is not None:
+            dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
         check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         import_runtime()
         from advisor.models.load import decoding_text, load_model

@@ -91,18 +91,20 @@ def resolve_target(name: str) -> str:
 
 
 def parse_options(target: str, pairs: list[str] | None) -> dict[str, str]:
-    """`key=value` strings checked against the target's OPTIONS; unknown keys/values are one-line errors."""
+    """`key=value` strings checked against the target's OPTIONS; unknown keys/values are one-line errors. Keys and
+    the values of a fixed list are fixed names, read in any case as `--to HF` is (`advisor.errors.choose`)."""
     mod = importlib.import_module(TARGETS[target])
     spec: dict[str, tuple[str, tuple[str, ...] | None, str]] = mod.OPTIONS
     opts = {k: v[0] for k, v in spec.items()}
     given: dict[str, str] = {}
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
-        key = key.strip()
+        key = key.strip().lower()
         if not eq or key not in spec:
             known = ", ".join(f"{k}=<{'|'.join(v[1]) if v[1] else v[0]}>" for k, v in spec.items()) or "none"
             raise UserError(f"unknown option {pair!r} for --to {target}; options: {known}")
         choices = spec[key][1]
+        value = value.strip().lower() if choices else value
         if choices and value not in choices:
             raise UserError(f"option {key}={value!r} for --to {target} must be one of: {', '.join(choices)}")
         if given.setdefault(key, value) != value:  # the last one won, without a word

@@ -8,7 +8,9 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
+* `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take
+* `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
 The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 from importlib import import_module
 from pathlib import Path
@@ -43,12 +46,38 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "quant_method", "check_model_spec", "TINY_FAMILIES"])
+__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "check_tiny_family",
+                  "dtype_name", "DTYPES", "TINY_FAMILIES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
 
+DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
+          "fp32": "float32", "float32": "float32", "float": "float32"}
+"""The dtypes a model loads in (`--dtype`), by every name taken, to torch's name of it."""
+
+
+def dtype_name(dtype: str) -> str | None:
+    """torch's name of the dtype `dtype` names (`DTYPES`, any case, `torch.` prefix or none), None for "auto" (as
+    stored); else the one-line refusal. Torch-free, so `inspect --dtype bf61` is answered as the options are read,
+    as a mistyped --device is, not once torch has imported (5 s)."""
+    from advisor.errors import UserError
+
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key == "auto":
+        return None
+    if key not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use one of: {', '.join(sorted(DTYPES))}")
+    return DTYPES[key]
+
+
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+
+
+def spec_path(spec: str) -> Path:
+    """A MODEL spec as the local path it may name, a leading '~' expanded as the shell would: `~user` of no such
+    user stays as typed (`os.path.expanduser`), where `Path.expanduser` raised a RuntimeError (a traceback)."""
+    return Path(os.path.expanduser(str(spec).strip()))
 
 
 def model_name(spec: str) -> str:
@@ -57,8 +86,16 @@ def model_name(spec: str) -> str:
     spec = str(spec).strip()
     if spec == "bundled" or spec.startswith("tiny:"):
         return spec
-    path = Path(spec).expanduser()
+    path = spec_path(spec)
     return str(path) if path.is_dir() else spec
+
+
+def check_tiny_family(family: str) -> None:
+    """Refuse a `tiny:<family>` no `advisor.models.tiny` builds, naming those it does."""
+    from advisor.errors import UserError
+
+    if family not in TINY_FAMILIES:
+        raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
 
 
 def check_model_spec(spec: str) -> None:
@@ -70,10 +107,9 @@ def check_model_spec(spec: str) -> None:
 
     spec = str(spec).strip()
     if spec.startswith("tiny:"):
-        if (family := spec.split(":", 1)[1]) not in TINY_FAMILIES:
-            raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+        check_tiny_family(spec.split(":", 1)[1])
         return
-    path = Path(spec).expanduser()
+    path = spec_path(spec)
     if spec == "bundled" or path.is_dir():
         return
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):

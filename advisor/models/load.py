@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError, check_device_name
-from advisor.models import check_model_spec, model_name, quant_method, tiny
+from advisor.models import check_model_spec, dtype_name, model_name, quant_method, spec_path, tiny
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
@@ -30,10 +30,6 @@ from advisor.units import format_bytes
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
-_DTYPES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-    "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-}
 # Published model_type names of the LLaDA checkpoints (config.json), besides the project's own names.
 _LLADA_MOE_TYPES = {"llada_moe", "lladamoe", "llada-moe"}
 _LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}
@@ -174,7 +170,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
                 "or pass a model id / directory"
             )
         return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, offload, budget, quantization_config)
-    path = Path(spec).expanduser()
+    path = spec_path(spec)
     if path.is_dir():
         loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
@@ -185,12 +181,8 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
 def _parse_dtype(dtype: Any) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key == "auto":
-        return None
-    if key not in _DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; use one of: {', '.join(sorted(_DTYPES))}")
-    return _DTYPES[key]
+    name = dtype_name(dtype)
+    return None if name is None else getattr(torch, name)
 
 
 def _check_device(device: str | torch.device) -> torch.device:

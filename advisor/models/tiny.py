@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advisor.errors import UserError
-from advisor.models import TINY_FAMILIES  # defined torch-free, for the CLI's checks
+from advisor.models import TINY_FAMILIES, check_tiny_family  # defined torch-free, for the CLI's checks
 
 TINY_VOCAB = 256
 MASK_TOKEN_ID = TINY_VOCAB - 1
@@ -73,7 +72,7 @@ def _config(family: str):
         from advisor.models.llada2 import LLaDA2MoeConfig
 
         return LLaDA2MoeConfig(**_llada_kwargs("llada2"))
-    raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+    raise AssertionError(f"tiny family {family!r} is not built here")  # `tiny_config` refused any not listed
 
 
 def _llada_kwargs(family: str) -> dict:
@@ -126,8 +125,7 @@ def randomize_(model: nn.Module, seed: int = 0, std: float = 0.08) -> nn.Module:
 
 def tiny_config(family: str):
     """The tiny config of `family` (see `TINY_FAMILIES`)."""
-    if family not in TINY_FAMILIES:
-        raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+    check_tiny_family(family)
     return _config(family)
 
 

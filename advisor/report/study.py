@@ -70,12 +70,15 @@ class ReportResult:
 
 
 def counted_shape(shape: ModelShape, data: StudyData) -> ModelShape:
-    """`shape` as the study counted its peaks: an offloaded model's study (its stored `activation_allowance` one
-    that was probed, not "none: experts resident") counts that allowance and the staging of copied misses,
-    whether or not the report loads the model offloaded (it loads it whole where it fits in host memory)."""
-    allowance = data.study_attrs.get("activation_allowance") or {}
-    if str(allowance.get("source", "none")).startswith("none"):
+    """`shape` as the study counted its peaks, whichever way the report loads the model (whole where it fits in
+    host memory, else offloaded): an offloaded model's study (its stored `activation_allowance` one that was
+    probed) counts that allowance and the staging of copied misses; a resident one's ("none: experts resident")
+    neither. A study stored before allowances were is counted as the model loads now."""
+    allowance = data.study_attrs.get("activation_allowance")
+    if not isinstance(allowance, dict):
         return shape
+    if str(allowance.get("source", "none")).startswith("none"):
+        return replace(shape, activation_bytes=0, staging=False)
     return replace(shape, activation_bytes=int(allowance.get("bytes", 0)), staging=True)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.models import spec_path
 from advisor.quant.plan import PrecisionPlan
 from advisor.quant.spec import parse_format
 from advisor.units import dtype_format
@@ -235,7 +236,7 @@ def recorded_model(model: str, meta: Any) -> tuple[str, bool]:
         return str(model), False
     if Path(path).is_dir():
         return str(path), False
-    here = Path(str(model)).expanduser()
+    here = spec_path(str(model))
     if model and here.is_dir():
         return str(here.resolve()), False
     return str(path), True
@@ -315,11 +316,11 @@ def unrecorded_config(meta: dict[str, Any], model_name: str, dtype: str,
     none can be read, what the export assumed (None and no note for a spec that names no checkpoint: the advisor's
     own models, a bare name that is no directory here)."""
     spec = recorded_model(model_name or str(meta.get("name") or ""), meta)[0]
-    if "/" not in spec and not Path(spec).expanduser().is_dir():
+    if "/" not in spec and not spec_path(spec).is_dir():
         # `bundled`, a `tiny:*` model (the advisor's own, unquantized) or a name that is no checkpoint: neither a
         # directory here nor a hub repository (an MoE's is owner/name); a local directory is recorded as `path`
         return None, ""
-    config_file = Path(spec).expanduser() / "config.json"
+    config_file = spec_path(spec) / "config.json"
     if not config_file.is_file():
         try:
             from huggingface_hub import try_to_load_from_cache
