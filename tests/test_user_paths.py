@@ -172,3 +172,16 @@ def test_export_short_output_with_equals_is_one_line_and_writes_nothing(home):
                 env={**os.environ, "HOME": str(home)})
     one_error_line(r, "-o/--output '=~/x.json'", "write `-o ~/x.json` or `--output=~/x.json`")
     assert not any(Path(".").iterdir()) and not (home / "x.json").exists()
+
+
+def test_a_path_option_under_the_home_of_no_such_user_is_one_line(home):
+    """A Path-typed option of `~nosuchuser/...` (`simulate FILE`, `trace -o`, `simulate --json`) was a RuntimeError
+    traceback from `Path.expanduser`; as the shell does, it stays as typed and is refused as any missing path."""
+    from advisor.errors import UserError
+
+    for args, said in ((["simulate", "~nosuchuser9/t.npz"], "trace file '~nosuchuser9/t.npz' does not exist"),
+                       (["trace", "bundled", "-o", "~nosuchuser9/t.npz"], "no user 'nosuchuser9' whose home it names"),
+                       (["simulate", str(EXAMPLE_DB), "--json", "~nosuchuser9/s.json"],
+                        "no user 'nosuchuser9' whose home it names")):
+        r = invoke(*args)
+        assert isinstance(r.exception, UserError) and said in str(r.exception), (args, r.output, r.exception)

@@ -49,12 +49,13 @@ def user_path(param: typer.CallbackParam, value: P) -> P:
 
 
 def home_path(value: P) -> P:
-    """`value` with a leading '~' expanded (`Path.expanduser`), as model specs are. The shell expands none after
+    """`value` with a leading '~' expanded, as model specs are (`spec_path`). The shell expands none after
     '=' (`--json=~/r.json`) or in quotes, and the path kept as typed named a directory '~' here: refused as
     missing, or made by the `mkdir` a refusal advised."""
     if value is None:
         return value
-    return value.expanduser() if isinstance(value, Path) else os.path.expanduser(value)
+    home = os.path.expanduser(value)  # `Path.expanduser` raises for a `~user` of no such user: kept as typed
+    return Path(home) if isinstance(value, Path) else home
 
 
 def refuse_equals(param: typer.CallbackParam, value: str | Path | None) -> None:
