@@ -177,3 +177,25 @@ def test_the_least_configuration_is_the_space_s_smallest_cache_not_one_slot(tmp_
     assert r.exit_code == 0, r.output
     assert ("note: at --budgets 93KiB (93.00 KiB) no configuration of the space fits: even its least (the resident "
             "weights and 4 int2 experts per MoE layer) needs 95.75 KiB (counted)") in " ".join(r.output.split())
+
+
+def test_report_counts_a_formats_least_configuration_at_the_space_s_smallest_cache(tmp_path):
+    """The report's "cannot fit" row counted one slot per layer whatever the study's space: with caches from 4 slots
+    per layer, bf16 "needed" 96.75 KiB, under a 100 KiB --memory, so its row did not say that no configuration of
+    it fits. It counts the space's smallest cache now (`smallest_cache`), as tune's note does."""
+    import torch
+
+    torch.set_num_threads(1)
+    space = tmp_path / "four.toml"
+    space.write_text('[precision]\nformats = ["bf16", "int2"]\n[cache]\nslots_per_layer = { low = 4, high = "all" }\n'
+                     'policies = ["lru"]\n[objectives]\nh2d_bytes_per_token = "minimize"\n'
+                     'peak_gpu_bytes = "minimize"\n')
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    r = invoke("tune", "tiny:qwen3_moe", "--space", str(space), "--budget", "105KiB", "--trials", "2",
+               "--storage", storage, "--study", "four")
+    assert r.exit_code == 0 and "bf16 left out" in " ".join(r.output.split()), r.output
+    r = invoke("report", "four", "--storage", storage, "-o", str(tmp_path / "rep"), "--block-lengths", "",
+               "--memory", "100KiB")
+    assert r.exit_code == 0, r.output
+    assert ("fp16: cannot fit in 100.00 KiB: even its least configuration (the resident weights and 4 fp16 experts "
+            "per MoE layer) needs 114.75 KiB (counted)") in " ".join(r.output.split()), r.output

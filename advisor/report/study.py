@@ -48,7 +48,7 @@ from advisor.report.select import (
 from advisor.report.workbench import Workbench, study_model, study_task
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
-from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec
+from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec, smallest_cache
 from advisor.tune.config import ModelShape
 from advisor.units import count
 
@@ -82,10 +82,11 @@ def counted_shape(shape: ModelShape, data: StudyData) -> ModelShape:
     return replace(shape, activation_bytes=int(allowance.get("bytes", 0)), staging=True)
 
 
-def space_cache_choices(data: StudyData) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The miss policies and prefetch settings of the study's search space (stored with it as `space_toml`): a
-    format's least configuration is the least of them (`least_uniform_peak`). A study that stored no space
-    (or one this version cannot read) is counted with misses on the CPU and no prefetch, the least any space holds."""
+def least_in_space(shape: ModelShape, data: StudyData) -> Callable[[str], tuple[int, str]]:
+    """A format's least configuration in the study's own search space (stored with it as `space_toml`): its miss
+    policies, prefetch settings and smallest cache (`least_uniform_peak`, `smallest_cache`), on `shape` as the
+    study counted it (`counted_shape`). A study that stored no space (or one this version cannot read) is counted
+    with misses on the CPU, no prefetch and one slot per MoE layer, the least any space holds."""
     from advisor.tune.space import parse_space
 
     text = data.setting("space_toml")
@@ -93,9 +94,11 @@ def space_cache_choices(data: StudyData) -> tuple[tuple[str, ...], tuple[str, ..
         space = parse_space(text, "the study's space") if text else None
     except UserError:
         space = None
+    shape = counted_shape(shape, data)
     if space is None:
-        return ("cpu",), ("none",)
-    return tuple(map(str, space.miss.values())), tuple(map(str, space.prefetch.values()))
+        return functools.partial(least_uniform_peak, shape)
+    return functools.partial(least_uniform_peak, shape, misses=tuple(map(str, space.miss.values())),
+                             prefetches=tuple(map(str, space.prefetch.values())), slots=smallest_cache(space, shape))
 
 
 def default_out_dir(study: str) -> Path:
@@ -173,9 +176,7 @@ def build_report(
     memory_notes = above_budget_notes(data, [(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)])
     reference = _reference(trials, sw)
     # a format that cannot fit says so, counted as its least configuration in the study's own space
-    misses, prefetches = space_cache_choices(data)
-    least = functools.partial(least_uniform_peak, counted_shape(wb.backend.shape, data), misses=misses,
-                              prefetches=prefetches)
+    least = least_in_space(wb.backend.shape, data)
     rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions, least)
     over = [t for t in data.trials if t not in trials]  # over the study's budget: placeholder values
     answers = [BudgetAnswer(spec.strip(), mem, why, headline_rows(trials, mem, reference, sw.expert_bytes, precisions,
