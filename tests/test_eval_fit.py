@@ -79,3 +79,19 @@ def test_traced_and_fidelity_prompts_fit_the_models_positions_too(toy_dir):
     assert len(traced) == 3 and all(ids.shape[1] <= 256 - 16 for ids in traced)
     inputs = task_inputs(loaded, task, n=3, canvas=16)
     assert inputs["input_ids"].shape[1] <= 256
+
+
+def test_prompts_that_with_their_new_tokens_pass_the_positions_are_said(toy_dir, capsys):
+    """`advisor eval --task gsm8k` on a 256-position model (its default 256 new tokens) said exemplars were
+    dropped "to fit" and nothing more: the prompt is kept to half the positions, so with more new tokens than the
+    other half every prompt still ran past them, unsaid."""
+    loaded = load_model(str(toy_dir))
+    task = get_task("gsm8k", path=str(DATA), style="zero-shot")
+    size = max(len(encode_prompt(loaded.tokenizer, task.prompt(ex))) for ex in task.examples)
+    assert size + 16 <= 256 < size + 240  # fits beside 16 new tokens, not beside 240
+    fit_to_positions(task, loaded, 16)
+    assert "still exceed" not in capsys.readouterr().err
+    fit_to_positions(task, loaded, 240)
+    err = capsys.readouterr().err
+    assert f"{len(task.examples)} of {len(task.examples)} prompts with their new tokens still exceed" in err
+    assert "256 positions (240 new tokens)" in err

@@ -176,8 +176,9 @@ def model_positions(loaded) -> int | None:
 
 def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
     """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
-    prompt gets what the new tokens leave, at least half). Said once; prompts that still do not fit are
-    said too (the model then runs past the length it was trained for)."""
+    prompt gets what the new tokens leave, at least half). Said once; prompts that with their new tokens still
+    do not fit are said too (the model then runs past the length it was trained for): a prompt within its half
+    beside more new tokens than the other half was not."""
     positions = model_positions(loaded)
     if positions is None or loaded.tokenizer is None:
         return task
@@ -196,15 +197,15 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
                 size = length({**ex, "shots": shots})
             ex = {**ex, "shots": shots}
             shortened, fewest = shortened + 1, min(fewest, shots)
-        over += size > budget
+        over += size + max_new_tokens > positions  # the prompt's half cannot make room for more new tokens
         examples.append(ex)
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
     if shortened:
         note_once(f"{task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
                   f"fewest kept {fewest} of {task.max_shots}")
     if over:
-        note_once(f"{task.name}: {over} of {n} prompts still exceed {room}; the model runs past the length it "
-                  "was trained for on them")
+        note_once(f"{task.name}: {over} of {n} prompts with their new tokens still exceed {room}; the model runs "
+                  "past the length it was trained for on them")
     return replace(task, examples=examples) if shortened else task
 
 
