@@ -459,6 +459,24 @@ def test_quant_report_refuses_layers_the_model_lacks():
     assert str(res.exception) == "--layers names MoE layer(s) 9 but tiny:llada_moe has 2 (0-1)", res.exception
 
 
+def test_quant_report_fits_80_columns_and_prints_the_table_when_wide():
+    """Piped to a file, `quant-report` printed its 7-column table 108 columns wide (a console forced to 120),
+    where the README says tables fit the terminal (80 piped): now one block per row there, the table at a
+    terminal wide enough or with --wide, the same numbers either way."""
+    from advisor.cli import app
+
+    args = ["quant-report", "tiny:qwen3_moe", "--layers", "0", "--formats", "int8,int4", "--threads", "1"]
+    narrow = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    wide = CliRunner().invoke(app, [*args, "--wide"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0 == wide.exit_code, narrow.output + wide.output
+    assert max(len(ln) for ln in narrow.stdout.splitlines()) <= 80, narrow.stdout
+    blocks = [ln for ln in narrow.stdout.splitlines() if ln.startswith(("int8, layer 0", "int4, layer 0"))]
+    assert len(blocks) == 2 and "weight err (mean / max)" in wide.stdout, narrow.stdout
+    row = next(ln for ln in wide.stdout.splitlines() if "int4" in ln and "│" in ln)
+    size, ratio = (c.strip() for c in row.split("│")[4:6])
+    assert f"bytes/expert {size} · vs fp16 {ratio}" in narrow.stdout, narrow.stdout
+
+
 
 def test_profile_says_when_its_threads_were_held_up_by_other_work(tmp_path, monkeypatch):
     """`advisor profile --model M --threads 2` on a 2-core host other jobs shared stored 20-32 ms per CPU expert

@@ -62,6 +62,8 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: str = typer.Option(None, "--json", callback=user_path, help="Also write every row to this JSON file."),
         seed: int = typer.Option(0, "--seed", **SEED_RANGE),
+        wide: bool = typer.Option(False, "--wide", help="Print the table whatever the terminal width (default: one "
+                                  "block per row when the table does not fit)."),
         threads: int = threads_option(),
         offload: bool = typer.Option(None, "--offload/--resident", help="Read experts one at a time from the "
                                      "checkpoint / load the whole model. Default: offload when the checkpoint is "
@@ -141,25 +143,25 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             key = (r["format"], r["layer"], r["expert"] if per_expert else None)
             groups.setdefault(key, []).append(r)
+        records = []  # the narrow layout (80 columns, piped to a file): one block per row, no cell cut
         for (fmt, layer, expert), rs in groups.items():
             nbytes = sum(r["nbytes"] for r in rs) / len(rs)
             w = [r["weight_rel_err"] for r in rs]
             o = [r["output_rel_err"] for r in rs]
-            table.add_row(
-                fmt,
-                str(layer),
-                str(expert) if per_expert else str(len(rs)),
-                f"{nbytes:,.0f}",
-                f"{nbytes / ref[layer]:.3f}",
-                f"{sum(w) / len(w):.4f} / {max(w):.4f}",
-                f"{sum(o) / len(o):.4f} / {max(o):.4f}",
-            )
-        console = Console(width=None if Console().is_terminal else 120)
-        console.print(table)
-        console.print(
-            f"bytes: counted (payload + scales/zeros). errors: relative Frobenius norms, "
-            f"{rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute on {loaded.device.type}."
-        )
+            row = (fmt, str(layer), str(expert) if per_expert else str(len(rs)), f"{nbytes:,.0f}",
+                   f"{nbytes / ref[layer]:.3f}", f"{sum(w) / len(w):.4f} / {max(w):.4f}",
+                   f"{sum(o) / len(o):.4f} / {max(o):.4f}")
+            table.add_row(*row)
+            heading = f"{fmt}, layer {layer}" + (f", expert {expert}" if per_expert else "")
+            records.append((heading, [("experts", row[2])] * (not per_expert) + [
+                ("bytes/expert", row[3]), ("vs fp16", row[4]), ("weight err", row[5]), ("output err", row[6])]))
+        from advisor.terminal import print_fitted, print_wrapped
+
+        console = Console()
+        print_fitted(console, table, records, wide=wide)
+        print_wrapped(console, f"bytes: counted (payload + scales/zeros). errors (mean / max): relative Frobenius "
+                               f"norms, {rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute on "
+                               f"{loaded.device.type}.")
         if json_out:
             import json
 
