@@ -938,6 +938,24 @@ def test_empty_model_gpu_and_plan_are_refused_in_the_analysis_commands(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]
 
 
+def test_empty_trace_and_simulate_paths_are_refused_as_empty(tmp_path, monkeypatch):
+    """`trace -o ""`, `simulate ""` and `simulate --json ""` read '' as Path('.'), and said "cannot write .: it is a
+    directory" or "trace file '.' is a directory", where every other file option says it is empty."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.npz").write_bytes(b"")  # refused before it is read
+    for args, needle in ((["trace", "tiny:llada_moe", "-o", ""], "-o is empty"),
+                         (["simulate", ""], "TRACE_FILE is empty"),
+                         (["simulate", "t.npz", "--json", ""], "--json is empty")):
+        res = CliRunner().invoke(app, args)
+        assert isinstance(res.exception, UserError) and needle in str(res.exception), (args, res.exception)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]
+
+
 def test_recommend_refuses_empty_filters(tmp_path):
     """`recommend --model ""` recommended from every model's front (an empty name is a substring of all), and
     `--study ""` said no study had a front; both are now refused, as is `export --from-recommend --task ""`."""

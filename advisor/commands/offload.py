@@ -52,7 +52,7 @@ def _read_note(nbytes: int, read_s: float, decode_s: float, forwards: int) -> st
 
 def trace_cmd(
     model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
-    output: Path = typer.Option(..., "-o", "--output", callback=user_path, help="Trace file to write (.npz)."),
+    output: str = typer.Option(..., "-o", "--output", callback=user_path, help="Trace file to write (.npz)."),
     task: str = typer.Option("toy", "--task", help="Task whose prompts to decode (toy, gsm8k, humaneval)."),
     data: str = typer.Option(None, "--data", callback=user_path, help="Local data file of the task (GSM8K jsonl / HumanEval "
                              "jsonl[.gz]), as `tune` and `eval` take it."),
@@ -75,7 +75,7 @@ def trace_cmd(
     for text in prompt or []:  # an unset "$PROMPT" traced an empty prompt, without a word
         refuse_empty({"--prompt": text}, "the text to decode")
     # '' loaded the current directory as the model; --data '' was "file '.' is a directory"
-    refuse_empty({"MODEL": model, "--data": data}, "a value (see `advisor trace --help`)")
+    refuse_empty({"MODEL": model, "--data": data, "-o": output}, "a value (see `advisor trace --help`)")
     check_model_spec(model)  # a mistyped MODEL before torch imports
 
     import_runtime()
@@ -87,6 +87,7 @@ def trace_cmd(
     from advisor.models.load import load_model
     from advisor.offload.trace import merge, record_trace
 
+    output = Path(output)  # read as text: '' was Path('.'), refused as "cannot write ." (a directory)
     check_writable(output, create_dirs=False)  # before the model loads and decodes, not after; a missing
     # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created
     set_threads(threads)
@@ -137,7 +138,7 @@ def _profile(gpu: str | None):
 
 
 def simulate_cmd(
-    trace_file: Path = typer.Argument(..., callback=user_path, help="Trace recorded with `advisor trace`."),
+    trace_file: str = typer.Argument(..., callback=user_path, help="Trace recorded with `advisor trace`."),
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
     policy: str = typer.Option("all", "--policy", help="lru, lfu, lfu_decay, fifo, static_hot, block_aware, flru, "
                                "tide, several comma-separated, or all."),
@@ -149,7 +150,7 @@ def simulate_cmd(
     miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
     tau: int = typer.Option(None, "--tau", min=1, help="tide's refresh interval in denoising steps (default: the "
                             "tuner's default cache.tau, 4)."),
-    json_out: Path = typer.Option(None, "--json", callback=user_path, help="Also write the results as JSON here."),
+    json_out: str = typer.Option(None, "--json", callback=user_path, help="Also write the results as JSON here."),
 ) -> None:
     """Replay a routing trace through the cache policies and compare with Belady's MIN."""
     import json
@@ -164,7 +165,9 @@ def simulate_cmd(
     from advisor.offload.slots import PREFETCH
 
     # an unset "$GPU" or "$PLAN" modelled the default link or the traced dtype, without a word
-    refuse_empty({"--gpu": gpu, "--precision": precision}, "a value (see `advisor simulate --help`)")
+    refuse_empty({"--gpu": gpu, "--precision": precision, "TRACE_FILE": trace_file, "--json": json_out},
+                 "a value (see `advisor simulate --help`)")  # as text: '' was Path('.'), "a directory"
+    trace_file = Path(trace_file)
     from advisor.offload.simulate import belady, simulate
     from advisor.offload.trace import RoutingTrace
     from advisor.tune.display import human_bytes
