@@ -188,6 +188,22 @@ def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
     assert "modelled:pcie(bw=50.0GB/s,lat=10us) [H200 141GB: catalogue (nominal)]" in text, h200.output
 
 
+def test_simulate_prints_a_policy_named_twice_once_and_says_what_json_it_wrote(trace_file, tmp_path):
+    """`simulate --policy lru,LRU` printed two equal lru rows (and stored both in --json), `--json` wrote its
+    file without a word, where eval, quant-report and export say what they wrote, and `--miss gpu` was refused
+    with why hybrid is not taken."""
+    from advisor.cli import app
+
+    js = tmp_path / "s.json"
+    res = CliRunner().invoke(app, ["simulate", str(trace_file), "--policy", "lru,LRU,flru", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    assert [ln.split()[0] for ln in res.stdout.splitlines() if ln.startswith(("lru ", "flru "))] == ["lru", "flru"]
+    assert [r["policy"] for r in json.loads(js.read_text())["results"]] == ["lru", "flru", "belady (bound)"]
+    assert f"wrote {js}" in res.stderr, res.stderr
+    gpu = CliRunner().invoke(app, ["simulate", str(trace_file), "--miss", "gpu"])  # its refusal explained hybrid
+    assert str(gpu.exception) == "--miss must be copy or cpu here, got 'gpu'", gpu.exception
+
+
 def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path):
     r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16",
              "--expert-shape", "40x24", cwd=tmp_path)

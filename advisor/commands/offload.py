@@ -174,7 +174,8 @@ def simulate_cmd(
 
     if json_out:
         check_writable(json_out, create_dirs=False)  # a missing directory is refused, as by every file option
-    names = POLICIES if policy.strip().lower() == "all" else [p.strip().lower() for p in policy.split(",")]
+    # a policy named twice (lru,LRU) is one row, not two equal ones
+    names = POLICIES if policy.strip().lower() == "all" else list(dict.fromkeys(p.strip().lower() for p in policy.split(",")))
     for name in names:  # fixed names, read in any case (`choose`), but the refusal also offers "all"
         if name not in POLICIES:
             raise UserError(f"unknown cache policy '{name}'; choose from: {', '.join(POLICIES)}, all")
@@ -184,8 +185,9 @@ def simulate_cmd(
     prefetch, token_scope = choose(prefetch, PREFETCH, "--prefetch"), choose(token_scope, ("all", "block"), "--token-scope")
     miss = miss.strip().lower()
     if miss not in ("copy", "cpu"):
-        raise UserError(f"--miss must be copy or cpu here, got {miss!r} (hybrid needs a CPU profile: use `advisor "
-                        "tune` with cache.miss, or benchmarks.offload_strategies)")
+        why = (" (hybrid needs a CPU profile: use `advisor tune` with cache.miss, or benchmarks.offload_strategies)"
+               if miss == "hybrid" else "")
+        raise UserError(f"--miss must be copy or cpu here, got {miss!r}{why}")
     trace = RoutingTrace.load(trace_file)
     profile = _profile(gpu or None)
     plan = None
@@ -243,6 +245,7 @@ def simulate_cmd(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
              "precision": precision or trace.meta.get("dtype"), "link": {"name": link.name, "source": link.source},
              "results": out}, indent=2), create_dirs=False)
+        Console(stderr=True).print(f"wrote {escape(str(json_out))}")
 
 
 def register(app: typer.Typer) -> None:
