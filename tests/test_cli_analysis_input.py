@@ -475,6 +475,22 @@ def test_quant_report_refuses_layers_the_model_lacks():
     assert str(res.exception) == "--layers names MoE layer(s) 9 but tiny:llada_moe has 2 (0-1)", res.exception
 
 
+def test_quant_report_says_when_it_reads_the_experts_offloaded(tmp_path):
+    """`eval` and `trace` say `loading: offloaded: ...` for a checkpoint whose experts stay in its files;
+    `quant-report`, which then reads each expert from them, said nothing."""
+    import torch
+
+    from advisor.cli import app
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(tmp_path / "ck")
+    args = ["quant-report", str(tmp_path / "ck"), "--layers", "0", "--max-experts", "1", "-f", "int8", "--threads", "1"]
+    res = CliRunner().invoke(app, [*args, "--offload"])
+    assert res.exit_code == 0, res.output
+    assert "loading: offloaded: routed experts stream from the checkpoint (--offload)" in res.stderr, res.stderr
+    assert "loading:" not in CliRunner().invoke(app, [*args, "--resident"]).stderr
+
+
 def test_quant_report_fits_80_columns_and_prints_the_table_when_wide():
     """Piped to a file, `quant-report` printed its 7-column table 108 columns wide (a console forced to 120),
     where the README says tables fit the terminal (80 piped): now one block per row there, the table at a

@@ -103,6 +103,8 @@ def register(app: typer.Typer) -> None:
         # unknown names fail before the model loads; one format spelled twice (int4, int4:g128) is measured once
         fmts = list(dict.fromkeys(get_format(n).name for n in names))
         loaded = load_model(model, offload=offload)
+        if loaded.offloaded:  # as eval and trace say it: the experts are read from the checkpoint one at a time
+            Console(stderr=True).print(f"loading: {loaded.load_note}", highlight=False)
         beyond = sorted({i for i in wanted or [] if i >= len(loaded.moe)})
         if beyond:  # a layer the model lacks was dropped without a word
             from advisor.quant.plan import number_ranges
