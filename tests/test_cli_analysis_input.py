@@ -204,6 +204,25 @@ def test_simulate_prints_a_policy_named_twice_once_and_says_what_json_it_wrote(t
     assert str(gpu.exception) == "--miss must be copy or cpu here, got 'gpu'", gpu.exception
 
 
+def test_a_json_plan_file_takes_ranges_as_the_string_form_does(trace_file, tmp_path):
+    """`--precision plan.json` holding {"layers": {"0-1": "int8"}} was refused with Python's "invalid literal for
+    int() with base 10: '0-1'", while `layers=0-1:int8` is the documented string form of the same plan."""
+    from advisor.cli import app
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"default": "int4", "layers": {"0-1": "int8"}, "experts": {"1": {"0-2": "bf16"}}}))
+    runner, base = CliRunner(), ["simulate", str(trace_file), "--policy", "lru", "--json"]
+    from_file = runner.invoke(app, [*base, str(tmp_path / "a.json"), "--precision", str(plan)])
+    typed = runner.invoke(app, [*base, str(tmp_path / "b.json"), "--precision",
+                                "default=int4;layers=0-1:int8;experts=1.0-2:bf16"])
+    assert from_file.exit_code == 0 == typed.exit_code, (from_file.output, from_file.exception)
+    rows = [json.loads((tmp_path / f).read_text())["results"] for f in ("a.json", "b.json")]
+    assert rows[0] == rows[1] and rows[0][0]["bytes_h2d"] > 0
+    plan.write_text(json.dumps({"default": "int4", "layers": {"0-x": "int8"}}))
+    bad = runner.invoke(app, [*base, str(tmp_path / "c.json"), "--precision", str(plan)])
+    assert "'0-x' is not a number or a range like 0-3" in str(bad.exception), bad.exception
+
+
 def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path):
     r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16",
              "--expert-shape", "40x24", cwd=tmp_path)

@@ -13,7 +13,8 @@ String form (`parse`, `spec`): clauses separated by ';'
   ``int8`` or ``default=int4:g64``           the default format
   ``layers=0-1:int8,2-3:int4``               per-layer formats (inclusive ranges)
   ``experts=2.0-3:int8,2.7:int8``            per-expert overrides as LAYER.EXPERTS:FORMAT
-or a path to a JSON file written by `to_json` (or inline JSON starting with '{').
+or a path to a JSON file written by `to_json` (or inline JSON starting with '{'), whose "layers" and "experts"
+keys may be ranges as in the string form ({"default": "int4", "layers": {"0-1": "int8"}}).
 """
 
 from __future__ import annotations
@@ -353,12 +354,28 @@ class PrecisionPlan:
         unknown = set(doc) - {"version", "default", "layers", "experts", "fingerprint", "note"}
         if unknown:
             raise _bad(shown, f"unknown keys {sorted(unknown)}", path=is_path)
+        named = 0  # numbers the keys' ranges expanded to, over the whole plan (`check_named`)
+
+        def numbers(key: object) -> list[int]:  # "3", or a range "0-3" as the string form takes it
+            nonlocal named
+            out = parse_range(str(key))
+            named += len(out)
+            check_named(shown, named)
+            return out
+
+        def mapping(value: object, what: str) -> Mapping:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{what} must be an object, not {json.dumps(value)[:40]}")
+            return value
+
         try:
-            layers = {int(k): str(v) for k, v in (doc.get("layers") or {}).items()}
-            experts = {
-                int(k): {int(e): str(f) for e, f in per.items()}
-                for k, per in (doc.get("experts") or {}).items()
-            }
+            layers = {n: str(v) for k, v in mapping(doc.get("layers") or {}, "layers").items() for n in numbers(k)}
+            experts: dict[int, dict[int, str]] = {}
+            for k, per in mapping(doc.get("experts") or {}, "experts").items():
+                if not str(k).strip().isdigit():
+                    raise ValueError(f"expert key '{k}' must be one MoE layer's number, mapping experts to formats")
+                per = mapping(per, f"experts of layer {k}")
+                experts.setdefault(int(k), {}).update({n: str(f) for e, f in per.items() for n in numbers(e)})
             return cls(
                 default=str(doc["default"]), layers=layers, experts=experts, note=str(doc.get("note", ""))
             )
