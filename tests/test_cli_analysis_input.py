@@ -389,6 +389,20 @@ def test_trace_reads_a_local_task_file_and_says_when_it_traced_random_ids(tmp_pa
            "--prompt text" in " ".join(res.output.split()), res.output
 
 
+def test_trace_refuses_a_limit_or_data_file_that_prompt_texts_leave_unread(tmp_path):
+    """`trace --prompt TEXT --limit 3` traced the one text and `--prompt TEXT --data FILE` never read the file,
+    each without a word (`eval --style` for toy, `simulate --tau` without tide are refused alike)."""
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    for extra, flag in ((["--limit", "3"], "--limit"), (["--task", "gsm8k", "--data", "g.jsonl"], "--data")):
+        res = CliRunner().invoke(app, ["trace", "bundled", "--prompt", "2+2=", *extra, "-o", str(tmp_path / "t.npz")])
+        assert isinstance(res.exception, UserError), res.output
+        assert str(res.exception) == (f"{flag} picks the task's prompts, but --prompt gives them (1 text); drop "
+                                      f"{flag} or --prompt")
+    assert not (tmp_path / "t.npz").exists()
+
+
 def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
     """`advisor profile --model B` after `--model A`, or a plain `advisor profile` re-measuring the link, dropped
     every CPU expert time measured before; a time under 0.05 ms printed as "0.0"."""

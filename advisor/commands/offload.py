@@ -20,6 +20,9 @@ from advisor.commands import (
 from advisor.models import check_model_spec
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
+DEFAULT_TRACE_PROMPTS = 4
+"""Prompts `advisor trace` decodes without --limit or --prompt."""
+
 
 def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
@@ -57,7 +60,8 @@ def trace_cmd(
     data: str = typer.Option(None, "--data", callback=user_path, help="Local data file of the task (GSM8K jsonl / HumanEval "
                              "jsonl[.gz]), as `tune` and `eval` take it."),
     prompt: list[str] = typer.Option(None, "--prompt", help="Prompt text (repeatable); overrides --task."),
-    limit: int = typer.Option(4, "--limit", min=1, max=MAX_PROMPTS, help="Number of prompts."),
+    limit: int = typer.Option(None, "--limit", min=1, max=MAX_PROMPTS, help="Number of the task's prompts "
+                              "(default 4); with --prompt, the texts given are the prompts."),
     max_new_tokens: int = typer.Option(0, "--max-new-tokens", min=0, max=MAX_LENGTH, help="0 = the task's / model's default."),
     steps: int = typer.Option(0, "--steps", min=0, max=MAX_LENGTH, help="Denoising steps (dLLMs); 0 = model default."),
     block_length: int = typer.Option(0, "--block-length", min=0, max=MAX_LENGTH, help="Block length (dLLMs); 0 = model default."),
@@ -76,6 +80,14 @@ def trace_cmd(
         refuse_empty({"--prompt": text}, "the text to decode")
     # '' loaded the current directory as the model; --data '' was "file '.' is a directory"
     refuse_empty({"MODEL": model, "--data": data, "-o": output}, "a value (see `advisor trace --help`)")
+    if prompt:  # each would have been left unread without a word: the texts given are what is decoded
+        from advisor.errors import UserError
+
+        for flag, value in (("--limit", limit), ("--data", data)):
+            if value is not None:
+                raise UserError(f"{flag} picks the task's prompts, but --prompt gives them ({count(len(prompt), 'text')}); "
+                                f"drop {flag} or --prompt")
+    limit = limit or DEFAULT_TRACE_PROMPTS
     check_model_spec(model)  # a mistyped MODEL before torch imports
 
     import_runtime()
