@@ -166,3 +166,21 @@ def test_one_humaneval_completion_is_counted_in_the_singular(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--task", "humaneval", "--completions", str(f)])
     assert res.exit_code == 0, res.output
     assert "HumanEval: 1 completion of 1/164 problems from" in " ".join(res.output.split()), res.output
+
+
+def test_options_of_a_model_run_are_refused_where_they_would_change_nothing(tmp_path):
+    """`eval --completions F --max-new-tokens 8` (or --style, --batch-size, --offload, --fidelity-prompts) scored the
+    file and ignored the option, and `eval --fidelity-prompts 4` without --precision measured no fidelity, each
+    without a word; refused before anything runs (no model loads for either)."""
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": PROBLEMS[0]["task_id"], "completion": "    return 1\n"}])
+    cases = ((["--task", "humaneval", "--completions", samples, "--max-new-tokens", "8"],
+              "--max-new-tokens would change nothing: --completions scores the file without a model; drop it"),
+             (["--task", "humaneval", "--completions", samples, "--style", "cot", "--resident"],
+              "--style, --offload/--resident would change nothing: --completions scores the file without a model; "
+              "drop them"),
+             (["--fidelity-prompts", "4", "--limit", "2"], "--fidelity-prompts would change nothing: the fidelity "
+              "proxy compares a --precision plan with full precision; drop it"))
+    for args, message in cases:
+        res = CliRunner().invoke(app, ["eval", *args])
+        assert isinstance(res.exception, UserError) and str(res.exception) == message, (args, res.exception)
+        assert res.stdout == "", res.stdout  # nothing scored or evaluated

@@ -47,8 +47,8 @@ def register(app: typer.Typer) -> None:
             None, "--max-new-tokens", max=MAX_LENGTH, help="Tokens generated per prompt (default per task: toy 16, others 256)."
         ),
         fidelity_prompts: int = typer.Option(
-            16, "--fidelity-prompts", min=0,
-            help="Prompts for the logit fidelity proxy when --precision is set (0: skip)."
+            None, "--fidelity-prompts", min=0,
+            help="Prompts for the logit fidelity proxy when --precision is set (default 16; 0: skip)."
         ),
         completions: str = typer.Option(
             None, "--completions", callback=user_path,
@@ -75,9 +75,19 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}")
         if json_out:
             check_writable(json_out, create_dirs=False)  # before the model loads, not after the evaluation
+        # options of a model's run that would change nothing here, without a word (eval --style for toy is refused)
+        unread = {"--style": style, "--batch-size": batch_size, "--max-new-tokens": max_new_tokens,
+                  "--offload/--resident": offload, "--fidelity-prompts": fidelity_prompts} if completions else \
+            {"--fidelity-prompts": fidelity_prompts} if precision is None else {}
+        given = [flag for flag, value in unread.items() if value is not None]
+        if given:
+            why = ("--completions scores the file without a model" if completions else
+                   "the fidelity proxy compares a --precision plan with full precision")
+            raise UserError(f"{', '.join(given)} would change nothing: {why}; drop {'them' if len(given) > 1 else 'it'}")
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
+        fidelity_prompts = 16 if fidelity_prompts is None else fidelity_prompts
         model = model or "bundled"
         check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
