@@ -403,6 +403,20 @@ def test_trace_refuses_a_limit_or_data_file_that_prompt_texts_leave_unread(tmp_p
     assert not (tmp_path / "t.npz").exists()
 
 
+def test_trace_refuses_denoising_options_for_an_autoregressive_model(tmp_path):
+    """`trace tiny:qwen3_moe --steps 4 --block-length 4` wrote the same routing as without them: an
+    autoregressive model's generate ignored both, without a word."""
+    from advisor.cli import app
+    from advisor.errors import UserError
+
+    res = CliRunner().invoke(app, ["trace", "tiny:qwen3_moe", "--steps", "4", "--block-length", "4", "--threads", "1",
+                                   "-o", str(tmp_path / "t.npz")])
+    assert isinstance(res.exception, UserError), res.output
+    assert str(res.exception) == ("--steps and --block-length: tiny:qwen3_moe (qwen3_moe) decodes autoregressively, "
+                                  "one token per forward, with no denoising steps or blocks; drop them")
+    assert not (tmp_path / "t.npz").exists()
+
+
 def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
     """`advisor profile --model B` after `--model A`, or a plain `advisor profile` re-measuring the link, dropped
     every CPU expert time measured before; a time under 0.05 ms printed as "0.0"."""

@@ -107,6 +107,12 @@ def trace_cmd(
     err = Console(stderr=True)
     if loaded.offloaded:
         err.print(f"loading: {loaded.load_note}")
+    if not loaded.is_diffusion and (steps or block_length):  # generate ignored them, without a word
+        from advisor.errors import UserError
+
+        given = " and ".join(f for f, v in (("--steps", steps), ("--block-length", block_length)) if v)
+        raise UserError(f"{given}: {loaded.name} ({loaded.family}) decodes autoregressively, one token per forward, "
+                        "with no denoising steps or blocks; drop them")
     prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed, data)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
