@@ -277,10 +277,12 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
                   block_length: int | None = None, **options: Any) -> str:
     """What `generate` decodes with these arguments where it is not what they ask: LLaDA-MoE decodes whole blocks,
     each with the same number of steps, so it decodes past `max_new_tokens` when the block length does not divide
-    it (the extra tokens are cut), and rounds the steps up to a multiple of the blocks; DiffusionGemma's generate
-    decodes whole canvases (as many as `max_new_tokens` needs), so it too decodes past a `max_new_tokens` that the
-    canvas length does not divide. Said as eval, trace and tune print it ("NAME decodes as FAMILY: ..."). "" when
-    it decodes them as asked (and for every other family)."""
+    it (the extra tokens are cut), rounds the steps up to a multiple of the blocks, and runs a forward at every step
+    even past a block's last masked token (LLaDA's `get_num_transfer_tokens` gives those steps 0 tokens; kept, as
+    it is what users deploy, and said with the --steps that skips them); DiffusionGemma's generate decodes whole
+    canvases (as many as `max_new_tokens` needs), so it too decodes past a `max_new_tokens` that the canvas length
+    does not divide. Said as eval, trace and tune print it ("NAME decodes as FAMILY: ..."). "" when it decodes them
+    as asked (and for every other family)."""
     if loaded.family == "diffusion_gemma":
         canvas = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
         canvases = -(-max_new_tokens // canvas)
@@ -300,6 +302,10 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
     if run != asked:
         said.append(f"{run} denoising steps, not {asked}: every block takes the same number ({run // num_blocks}), "
                     f"so the steps are rounded up to a multiple of the {num_blocks} blocks")
+    if (idle := num_blocks * max(0, run // num_blocks - block)):
+        said.append(f"{idle} of the {run} steps unmask nothing: a block of {block} tokens is done after {block} of "
+                    f"its {run // num_blocks} steps, and LLaDA's sampler still runs a forward at each; "
+                    f"--steps {num_blocks * block} decodes one token per step without them")
     return f"{loaded.name} decodes as {loaded.family}: {'; '.join(said)}" if said else ""
 
 
