@@ -412,5 +412,6 @@ def _demo(spec: str) -> list[str]:
             "    print(tok.decode(out[0], skip_special_tokens=True) if tok is not None else out[0].tolist())",
             "    st = runtime.stats()",
             "    print(f'expert cache: hit rate {st.hit_rate:.3f}, {st.bytes_h2d / 2**20:.2f} MiB host->device in '",
-            "          f'{st.copies} copies ({st.transfer_source}), {st.total(\"cpu_experts\")} misses computed on the CPU '",
-            "          f'({st.total(\"cpu_tokens\")} tokens)')"]
+            "          f'{st.copies} copies, {st.total(\"cpu_experts\")} misses computed on the CPU '",
+            "          f'({st.total(\"cpu_tokens\")} tokens) (counted); host->device time {st.transfer_ms:.2f} ms '",
+            "          f'({st.transfer_source})')"]
