@@ -153,17 +153,18 @@ def test_a_cpu_miss_study_exports_a_recipe_that_computes_misses_on_the_cpu(tmp_p
 
 
 def test_profile_list_names_where_measured_profiles_live_and_the_per_copy_latency(tmp_path):
-    out = advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
-    assert out[0].startswith(f"0 measured profile(s) in {tmp_path} (`advisor profile` measures this machine's)")
-    (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
+    out = advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout
+    assert flat(out).startswith(f"0 measured profile(s) in {tmp_path} (`advisor profile` measures this machine's)")
+    (rtx,) = [e for e in " ".join(out.split("\n    ")).splitlines() if e.startswith("RTX 4090 24GB:")]
     # the time model's copy = bytes / bandwidth + a per-copy latency: both are listed
-    assert "pinned  25.0 GB/s  pageable  12.5 GB/s  10.0 us/copy  PCIe 4.0 x16" in rtx
+    assert "pinned 25.0 GB/s, pageable 12.5 GB/s, 10.0 us/copy, PCIe 4.0 x16" in rtx
     measured = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
                 "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "source": "measured:2026-12-01"}
     (tmp_path / "rtx-4090.json").write_text(json.dumps(measured))
-    out = advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout.splitlines()
-    assert out[0].startswith(f"1 measured profile(s) in {tmp_path}")
-    assert out[1].startswith("NVIDIA GeForce RTX 4090") and "14.0 us/copy" in out[1]  # measured first
+    out = flat(advisor("profile", "--list", "--profiles-dir", str(tmp_path), cwd=tmp_path).stdout)
+    assert out.startswith(f"1 measured profile(s) in {tmp_path}")
+    mine = out[out.index("NVIDIA GeForce RTX 4090:"):]
+    assert mine.index("14.0 us/copy") < mine.index("RTX 3060 12GB:")  # measured first, then the catalogue
 
 
 def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_miss_policy(tmp_path):

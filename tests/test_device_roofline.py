@@ -140,11 +140,12 @@ def test_profile_list_shows_the_device_figures_each_gpu_is_priced_with(tmp_path)
     from advisor.cli import app
 
     save_profile(_measured("NVIDIA B200", 178), tmp_path)
-    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output.splitlines()
-    (b200,) = [ln for ln in out if ln.startswith("NVIDIA B200")]
-    (rtx,) = [ln for ln in out if ln.startswith("RTX 4090 24GB")]
+    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output
+    entries = " ".join(out.split("\n    ")).splitlines()  # each profile's entry, its continuation lines joined
+    (b200,) = [e for e in entries if e.startswith("NVIDIA B200:")]
+    (rtx,) = [e for e in entries if e.startswith("RTX 4090 24GB:")]
     assert "device not in the catalogue (priced as the H200)" in b200
-    assert "device   1008 GB/s 165.2 TFLOP/s bf16  [catalogue (nominal)]" in rtx
+    assert "device 1008 GB/s 165.2 TFLOP/s bf16 [catalogue (nominal)]" in rtx
 
 
 def test_a_profile_stored_under_its_own_name_is_priced_as_the_gpu_it_measured(tmp_path, monkeypatch):

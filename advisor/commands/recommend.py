@@ -130,23 +130,29 @@ def register(app: typer.Typer) -> None:
         # '' measured no CPU expert times and replaced the stored profile, without a word
         refuse_empty({"--model": model}, "a model whose expert shapes to measure")
         profiles_dir = Path(profiles_dir_text) if profiles_dir_text is not None else None
-        if list_known:
+        if list_known:  # one entry per profile, wrapped between its figures at the terminal's width (80 piped)
+            from rich.console import Console
+
+            from advisor.terminal import print_parts, print_wrapped
+
+            console = Console()
             measured = hw.load_profiles(profiles_dir)
-            typer.echo(f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor profile` "
-                       "measures this machine's), then the catalogue; a copy takes bytes / pinned bandwidth + the "
-                       "per-copy latency")
+            print_wrapped(console, f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor "
+                                   "profile` measures this machine's), then the catalogue; a copy takes bytes / pinned "
+                                   "bandwidth + the per-copy latency")
             for p in measured + hw.CATALOGUE:
-                mem = format_bytes(p.memory_bytes) if p.memory_bytes else "?"
                 dev = nominal_device(p)
-                device = (f"device {dev.mem_gbps:6g} GB/s {dev.tflops:5g} TFLOP/s {dev.dtype}" if dev
+                device = (f"device {dev.mem_gbps:g} GB/s {dev.tflops:g} TFLOP/s {dev.dtype}" if dev
                           else "device not in the catalogue (priced as the H200)")
-                typer.echo(f"{p.name:<30} {mem:>10}  pinned {p.h2d_gbps_pinned:5.1f} GB/s  "
-                           f"pageable {p.h2d_gbps_pageable:5.1f} GB/s  {p.copy_latency_us:4.1f} us/copy  {p.link:<13} "
-                           f"{device}  [{p.source}]")
+                parts = [format_bytes(p.memory_bytes) if p.memory_bytes else "memory ?",
+                         f"pinned {p.h2d_gbps_pinned:.1f} GB/s", f"pageable {p.h2d_gbps_pageable:.1f} GB/s",
+                         f"{p.copy_latency_us:.1f} us/copy", *([p.link] if p.link else []), f"{device} [{p.source}]"]
+                print_parts(console, f"{p.name}: ", parts, 4)
                 if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
                     c = p.cpu_experts
-                    typer.echo(f"{'':<30} CPU expert times for {', '.join(c['table'])} on "
-                               f"{c.get('host', 'an unrecorded CPU')}, {count(c['threads'], 'thread')} [{c['source']}]")
+                    print_wrapped(console, f"    CPU expert times for {', '.join(c['table'])} on "
+                                           f"{c.get('host', 'an unrecorded CPU')}, {count(c['threads'], 'thread')} "
+                                           f"[{c['source']}]", 6)
             return
         # where it is saved, checked before the measuring (a minute with expert shapes), not after
         directory = hw.profiles_dir(profiles_dir)
