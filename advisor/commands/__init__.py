@@ -24,8 +24,19 @@ MAX_THREADS = max(1024, os.cpu_count() or 1)
 """The most --threads any command takes: no host has more cores, and torch's thread pool takes a C int, which
 a larger value overflows (a traceback), while libgomp gives every thread a stack (2**31 threads: it aborts)."""
 
-SEED_RANGE = {"min": SEED_MIN, "max": SEED_MAX}
-"""--seed of the commands that seed torch (`torch.Generator.manual_seed` takes this range; beyond it, a traceback)."""
+
+
+def _torch_seed(seed: int) -> int:
+    """A seed `torch.Generator.manual_seed` takes (beyond this range, a traceback after the model loaded)."""
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise typer.BadParameter(f"{seed} is not a seed torch takes: give one from {SEED_MIN} to {SEED_MAX} "
+                                 "(-2**63 to 2**64 - 1)")
+    return seed
+
+
+SEED_RANGE = {"callback": _torch_seed}
+"""--seed of the commands that seed torch, checked by a callback: as min/max, the range filled --help with
+`[-9223372036854775808<=x<=18446744073709551615]`."""
 
 THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other work, 1 or 2 can be many times faster "
                 "(waiting threads spin).")
