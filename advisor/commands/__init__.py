@@ -108,10 +108,37 @@ def device_option() -> Any:
 
 
 def set_threads(threads: int) -> None:
-    """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use."""
+    """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use, and on
+    a host that other work keeps busy a note says so (eval, trace and quant-report all set them here)."""
     import torch
 
-    torch.set_num_threads(threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    n = threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    if not threads and n > 1 and (note := busy_host_note(n)):
+        from rich.console import Console
+
+        from advisor.terminal import print_wrapped
+
+        print_wrapped(Console(stderr=True), f"note: {note}", 2)
+    torch.set_num_threads(n)
+
+
+def busy_host_note(threads: int) -> str:
+    """Where the host's 1-minute load average exceeds the cores it leaves free, what --threads 0 (`threads`, every
+    core) costs: torch's threads wait on each other at every operation while one is descheduled (2 threads on 2
+    busy cores at load 4-6, measured: eval 6.6x and trace --offload 24.5x slower than 1 thread). "" on a quieter host."""
+    if not hasattr(os, "getloadavg"):  # not on Windows
+        return ""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average to read
+        return ""
+    cores = os.cpu_count() or threads
+    free = cores - load
+    if load <= free:
+        return ""
+    return (f"--threads 0 runs {threads} threads, but this host's 1-minute load average is {load:.1f} "
+            f"(measured: os.getloadavg) on {cores} cores, more than the {max(free, 0.0):.1f} it leaves free: the "
+            f"threads wait on each other; --threads {max(1, int(free))} can be many times faster")
 
 
 @contextmanager

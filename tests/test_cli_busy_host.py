@@ -1,0 +1,47 @@
+"""`--threads 0` (every core, the default of eval, trace and quant-report) on a host other work keeps busy: torch's
+threads wait on each other (measured on 2 cores at load 4-6: eval 25.9 s on 2 threads vs 3.9 s on 1). The load
+average (os.getloadavg, patched here) past the cores it leaves free gets one note suggesting fewer threads."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+TRACE = ("trace", "bundled", "-o", "t.npz", "--limit", "1", "--max-new-tokens", "2", "--steps", "2")
+
+
+@pytest.fixture
+def two_cores(monkeypatch, tmp_path):
+    """A 2-core host whose torch would run 2 threads (an earlier in-process test may have left it at 1)."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trace(load: float, monkeypatch, *extra: str) -> str:
+    from advisor.cli import app
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    r = CliRunner().invoke(app, [*TRACE, *extra])
+    assert r.exit_code == 0, r.output
+    return " ".join(r.output.split())
+
+
+def test_every_core_on_a_busy_host_says_the_load_and_suggests_one_thread(two_cores, monkeypatch):
+    said = trace(4.5, monkeypatch)
+    assert ("note: --threads 0 runs 2 threads, but this host's 1-minute load average is 4.5 (measured: "
+            "os.getloadavg) on 2 cores, more than the 0.0 it leaves free: the threads wait on each other; "
+            "--threads 1 can be many times faster") in said, said
+    assert said.count("os.getloadavg") == 1
+
+
+def test_a_quiet_host_or_an_explicit_thread_count_says_nothing(two_cores, monkeypatch):
+    assert "getloadavg" not in trace(0.8, monkeypatch)  # 1.2 cores free: more than the load
+    assert "getloadavg" not in trace(4.5, monkeypatch, "--threads", "2")  # asked for: not second-guessed
