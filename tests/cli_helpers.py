@@ -15,6 +15,23 @@ def advisor(*args: str, cwd: Path, timeout: float = 600,
                           timeout=timeout, env=env)
 
 
+def advisors_at_once(commands: list[list[str]], cwd: Path, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """`advisor ARGS` for each of `commands`, each its own process, all started at once: for commands that mostly
+    wait (a connect timeout), so a test waits for them once, not once per command."""
+    procs = [subprocess.Popen([sys.executable, "-m", "advisor", *args], cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    done = []
+    for args, p in zip(commands, procs, strict=True):
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        done.append(subprocess.CompletedProcess([sys.executable, "-m", "advisor", *args], p.returncode, out, err))
+    return done
+
+
 def advisor_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`advisor ARGS` through the same CLI in this process (typer's CliRunner, in `cwd`), as `advisor` returns it:
     for a test's steps that must succeed (a study tuned or resumed, a report) and are not about the process. As a
@@ -30,6 +47,39 @@ def advisor_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None)
         r = CliRunner(env=env).invoke(app, list(args))
     err = r.stderr + ("" if r.exception is None or isinstance(r.exception, SystemExit) else repr(r.exception))
     return subprocess.CompletedProcess(["advisor", *args], r.exit_code, r.stdout, err)
+
+
+def advisor_entry(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`advisor ARGS` through the console entry point itself (`advisor.cli.run`, which turns bad input into the
+    one `error:` line and exit code 2) in this process, as `advisor` returns it: for a refusal that is not
+    about the process (signals, imports, stdout closing and exit statuses past the entry point stay `advisor`).
+    A refusal after the model loads paid ~4-5 s of CPU importing torch and transformers again as a subprocess.
+    An exception the entry point lets through is shown as Python would, so a test's "no Traceback" still holds."""
+    import contextlib
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import run
+
+    code: int | str | None = 0
+    with contextlib.chdir(cwd), CliRunner().isolation(env=env) as (out, err, _):
+        argv, sys.argv = sys.argv, ["advisor", *args]
+        try:
+            run()
+        except SystemExit as e:
+            code = e.code
+        except BaseException:  # what the process would die of, on stderr as Python prints it
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.argv = argv
+            sys.stdout.flush()
+            sys.stderr.flush()
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    if not isinstance(code, int):  # sys.exit("message"): Python prints it and exits 1
+        stderr, code = stderr + f"{code}\n" if code is not None else stderr, 1 if code is not None else 0
+    return subprocess.CompletedProcess(["advisor", *args], code, stdout, stderr)
 
 
 def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:

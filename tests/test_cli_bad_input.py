@@ -1,5 +1,7 @@
 """Bad input through the CLI a user runs: one `error:` line, exit code 2, no traceback or box, nothing
-written, storage problems found before the model loads, and no password in any message."""
+written, storage problems found before the model loads, and no password in any message. Each refusal goes
+through the console entry point in this process (`advisor_entry`); what is about the process itself (usage
+errors' exit code, signals, what a refusal imports, warnings on stderr) runs `advisor` as one."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import advisor, advisor_in_process, one_error_line
+from cli_helpers import advisor, advisor_entry, advisor_in_process, advisors_at_once, one_error_line
 
 PG_URL = "postgresql://bob:s3cret-pw@127.0.0.1:1/advisor"  # nothing listens on port 1
 
@@ -29,7 +31,7 @@ def space_refused(tmp_path: Path, text: str, *needles: str) -> None:
     """`advisor tune --space s.toml` with this space: one error line holding `needles`, before the model loads,
     nothing written."""
     (tmp_path / "s.toml").write_text(text)
-    r = advisor("tune", "--space", "s.toml", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--space", "s.toml", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, *needles)
     before_model_load(r)
     assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
@@ -61,13 +63,13 @@ def test_corrupt_database_before_the_model_loads(tmp_path):
     bad.write_bytes(b"not a database at all " * 200)
     before = digest(bad)
     t0 = time.perf_counter()
-    r = advisor("tune", "--trials", "1", "--storage", str(bad), cwd=tmp_path)
+    r = advisor_entry("tune", "--trials", "1", "--storage", str(bad), cwd=tmp_path)
     line = f"error: {bad} is not a readable advisor database (file is not a database); point --storage at the " \
            "file `advisor tune` wrote"
     assert one_error_line(r) == line + ", or a new path"
     before_model_load(r)
     assert time.perf_counter() - t0 < 60 and digest(bad) == before
-    assert one_error_line(advisor("report", "any", "--storage", str(bad), cwd=tmp_path)) == line  # reads only
+    assert one_error_line(advisor_entry("report", "any", "--storage", str(bad), cwd=tmp_path)) == line  # reads only
 
 
 def test_a_database_of_another_optuna_schema_fails_before_the_model_loads(tmp_path):
@@ -81,7 +83,7 @@ def test_a_database_of_another_optuna_schema_fails_before_the_model_loads(tmp_pa
     with sqlite3.connect(db) as con:
         con.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
     before = digest(db)
-    r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    r = advisor_entry("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
     one_error_line(r, "holds study tables of another Optuna version", "optuna storage upgrade")
     before_model_load(r)
     assert digest(db) == before
@@ -94,7 +96,7 @@ def test_corrupt_database_is_one_line_in_every_reader(tmp_path):
     line = f"error: {bad} is not a readable advisor database (file is not a database); point --storage at the " \
            "file `advisor tune` wrote"
     for args in (["studies"], ["pareto", "any"], ["recommend"], ["export", "any", "1", "--to", "json"]):
-        assert one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path)) == line, args
+        assert one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path)) == line, args
     assert bad.read_bytes() == b"not a database at all " * 200
 
 
@@ -111,7 +113,7 @@ def test_a_garbled_json_value_is_one_line_in_every_reader(tmp_path):
     con.close()
     before = digest(bad)
     for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
-        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
         assert f"{bad} is not a readable advisor database" in line, (args, line)
     assert digest(bad) == before
 
@@ -131,7 +133,7 @@ def test_a_stored_json_value_of_the_wrong_type_is_one_line_in_every_reader(tmp_p
     con.commit()
     con.close()
     for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
-        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
         assert f"{bad} is not a readable advisor database" in line and "not a" in line, (args, line)
 
 
@@ -146,7 +148,7 @@ def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, valu
         con.execute(f"UPDATE advisor_study SET {column} = ?", (value,))
     con.close()
     for args in (["studies"], ["pareto", "bundled-example", "--no-plots"]):
-        line = one_error_line(advisor(*args, "--storage", str(bad), cwd=tmp_path))
+        line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
         assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
 
 
@@ -186,7 +188,7 @@ def test_report_on_a_database_no_study_was_tuned_into_names_the_study(tmp_path):
     db = tmp_path / "other.db"
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE notes (x INTEGER)")
-    r = advisor("report", "mine", "--storage", str(db), "-o", str(tmp_path / "r"), cwd=tmp_path)
+    r = advisor_entry("report", "mine", "--storage", str(db), "-o", str(tmp_path / "r"), cwd=tmp_path)
     one_error_line(r, "other.db is another program's database (tables notes), not an advisor study database",
                    "give --storage the file `advisor tune` wrote")
     assert not (tmp_path / "r").exists()
@@ -194,7 +196,7 @@ def test_report_on_a_database_no_study_was_tuned_into_names_the_study(tmp_path):
 
 def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):
     before = digest(study_db)
-    r = advisor("tune", "--storage", f"sqlite:///file:{study_db}?mode=ro&uri=true", cwd=tmp_path)
+    r = advisor_entry("tune", "--storage", f"sqlite:///file:{study_db}?mode=ro&uri=true", cwd=tmp_path)
     one_error_line(r, "read-only")
     before_model_load(r)
     assert digest(study_db) == before
@@ -219,10 +221,10 @@ def test_read_only_mount_refused_before_the_model_loads(tmp_path, study_db):
 
 def test_unwritable_place_and_bad_url_before_the_model_loads(tmp_path):
     (tmp_path / "afile").write_text("x")
-    r = advisor("tune", "--storage", str(tmp_path / "afile" / "advisor.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--storage", str(tmp_path / "afile" / "advisor.db"), cwd=tmp_path)
     one_error_line(r, f"{tmp_path / 'afile'} is not a directory; give --storage another path")  # `check_parent`'s words
     before_model_load(r)
-    r = advisor("tune", "--storage", "nosuchdb://host/x", cwd=tmp_path)
+    r = advisor_entry("tune", "--storage", "nosuchdb://host/x", cwd=tmp_path)
     one_error_line(r, "nosuchdb")
     before_model_load(r)
     assert not (tmp_path / "studies").exists()
@@ -240,12 +242,12 @@ def test_open_storage_on_an_unreachable_server_masks_the_password():
 
 
 def test_unreachable_postgresql_masks_the_password(tmp_path):
-    r = advisor("tune", "--storage", PG_URL, cwd=tmp_path)
+    r = advisor_entry("tune", "--storage", PG_URL, cwd=tmp_path)
     one_error_line(r, "cannot connect", "bob:***@127.0.0.1")
     before_model_load(r)
     for args in (["studies"], ["pareto", "s"], ["report", "s"], ["recommend", "--budget", "1GiB"],
                  ["export", "s", "1", "--to", "json"]):
-        r = advisor(*args, "--storage", PG_URL, cwd=tmp_path)
+        r = advisor_entry(*args, "--storage", PG_URL, cwd=tmp_path)
         assert r.returncode == 2 and "s3cret" not in r.stdout + r.stderr, (args, r.stderr)
         one_error_line(r)
 
@@ -254,7 +256,7 @@ def test_a_password_with_an_unencoded_at_sign_is_named_not_shown(tmp_path):
     """`postgresql://bob:s3cret@pw@host/db`: the driver took "pw@127.0.0.1" for the host and printed it (part of
     the password, past the *** mask); now one line says to URL-encode it, before anything connects."""
     for args in (["tune", "--trials", "1"], ["studies"], ["recommend"]):
-        r = advisor(*args, "--storage", "postgresql://bob:s3cret@pw@127.0.0.1:1/advisor", cwd=tmp_path)
+        r = advisor_entry(*args, "--storage", "postgresql://bob:s3cret@pw@127.0.0.1:1/advisor", cwd=tmp_path)
         line = one_error_line(r, "user 'bob'", "more than one '@'", "URL-encoded, '@' as %40")
         assert "s3cret" not in r.stdout + r.stderr and "pw@" not in line, line
         before_model_load(r)
@@ -269,9 +271,8 @@ def test_postgresql_server_that_never_answers_is_one_line_in_every_reader(tmp_pa
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)  # the kernel completes the handshake; nothing ever answers
         url = f"postgresql://bob:s3cret-pw@127.0.0.1:{silent.getsockname()[1]}/advisor"
-        for args in (["studies"], ["pareto", "s"], ["recommend", "--budget", "1GiB"],
-                     ["export", "s", "1", "--to", "json"]):
-            r = advisor(*args, "--storage", url, cwd=tmp_path, timeout=40)
+        readers = (["studies"], ["pareto", "s"], ["recommend", "--budget", "1GiB"], ["export", "s", "1", "--to", "json"])
+        for r in advisors_at_once([[*args, "--storage", url] for args in readers], cwd=tmp_path, timeout=40):
             one_error_line(r, "bob:***@127.0.0.1", "timeout expired", "check the URL and that the server runs")
 
 
@@ -324,8 +325,8 @@ def test_report_gives_up_on_a_server_that_goes_silent_after_the_look_at_its_tabl
         threading.Thread(target=serve, args=(ls,), daemon=True).start()
         via = real.set(host="127.0.0.1", port=ls.getsockname()[1]).render_as_string(hide_password=False)
         t0 = time.monotonic()
-        r = advisor("report", "no-such-study", "--storage", via, "--out", str(tmp_path / "r"),
-                    cwd=tmp_path, timeout=40)
+        r = advisor_entry("report", "no-such-study", "--storage", via, "--out", str(tmp_path / "r"),
+                    cwd=tmp_path)
         one_error_line(r, "timeout expired")
         assert time.monotonic() - t0 < 20
         for s in held:
@@ -340,13 +341,13 @@ def test_postgresql_database_the_user_cannot_create_tables_in_is_refused_before_
     base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
-    r = advisor("tune", "--trials", "1", "--storage", f"{base}?options=-csearch_path%3Dno_such_schema", cwd=tmp_path)
+    r = advisor_entry("tune", "--trials", "1", "--storage", f"{base}?options=-csearch_path%3Dno_such_schema", cwd=tmp_path)
     one_error_line(r, "has no schema on user", "search_path")
     before_model_load(r)
 
 @pytest.mark.parametrize("name", ["a b", "-x", "x/y", "x" * 101, "x;rm"])
 def test_bad_study_names(tmp_path, name):
-    r = advisor("tune", "--study", name, cwd=tmp_path)
+    r = advisor_entry("tune", "--study", name, cwd=tmp_path)
     one_error_line(r, "--study")
     before_model_load(r)
 
@@ -354,14 +355,14 @@ def test_bad_study_names(tmp_path, name):
 def test_space_fraction_of_model_above_one(tmp_path):
     space = tmp_path / "s.toml"
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[budget]\nfraction_of_model = 7.5\n')
-    one_error_line(advisor("tune", "--space", str(space), cwd=tmp_path), "s.toml:5", "fraction_of_model")
+    one_error_line(advisor_entry("tune", "--space", str(space), cwd=tmp_path), "s.toml:5", "fraction_of_model")
 
 
 def test_non_utf8_task_data(tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_bytes(b'{"question": "1+1", "answer": "#### 2"}\n{"question": "caf\xe9", "answer": "#### 1"}\n')
     for args in (["tune", "--task", "gsm8k"], ["eval", "--task", "gsm8k"]):
-        r = advisor(*args, "--data", str(data), cwd=tmp_path)
+        r = advisor_entry(*args, "--data", str(data), cwd=tmp_path)
         one_error_line(r, "bad.jsonl:2", "UTF-8")
     assert not (tmp_path / "studies").exists()
 
@@ -372,8 +373,8 @@ def test_a_byte_order_mark_before_task_data_or_a_space_is_no_error(tmp_path):
     "malformed TOML: Invalid statement" at 1:1, hiding its real error. A precision plan file already read it."""
     data = tmp_path / "bom.jsonl"
     data.write_bytes(b'\xef\xbb\xbf{"question": "1+1", "answer": "#### 2"}\r\n')
-    r = advisor("eval", "--task", "gsm8k", "--data", str(data), "--limit", "1", "--max-new-tokens", "2",
-                "--no-progress", cwd=tmp_path, timeout=120)
+    r = advisor_entry("eval", "--task", "gsm8k", "--data", str(data), "--limit", "1", "--max-new-tokens", "2",
+                "--no-progress", cwd=tmp_path)
     assert r.returncode == 0 and "accuracy:" in r.stdout and "n=1" in r.stdout, r.stdout + r.stderr
     space_refused(tmp_path, '\ufeffname = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = []\n',
                   "s.toml:5", "cache.policies: must be a non-empty list")
@@ -382,11 +383,11 @@ def test_a_byte_order_mark_before_task_data_or_a_space_is_no_error(tmp_path):
 def test_space_values_checked_against_the_model(tmp_path):
     space = tmp_path / "s.toml"
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = { low = 1, high = 999 }\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "999", "64 experts per layer")
     assert not (tmp_path / "s.db").exists()
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\ngroups = 9\n')  # the bundled model has 4 layers
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:4", "precision.groups: 9", "4 MoE layers", "at most 4")
     assert not (tmp_path / "s.db").exists()
 
@@ -448,15 +449,15 @@ def test_a_prompt_count_no_run_could_mean_is_refused_on_load(tmp_path, key):
 
     (tmp_path / "s.toml").write_text(f'name = "s"\n[precision]\nformats = ["int8"]\n[evaluation]\n{key} = 100000000000\n'
                                      '[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n')
-    r = advisor("tune", "tiny:llada_moe", "--space", "s.toml", "--trials", "1", "--storage", str(tmp_path / "s.db"),
-                cwd=tmp_path, timeout=60)  # (ran until interrupted)
+    r = advisor_entry("tune", "tiny:llada_moe", "--space", "s.toml", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+                cwd=tmp_path)  # (ran until interrupted)
     one_error_line(r, "s.toml:5", f"evaluation.{key}", "between 1 and 10000 prompts, got 100000000000")
     before_model_load(r)
     assert not (tmp_path / "s.db").exists() and not (tmp_path / "studies").exists()
     assert parse_space('[precision]\nformats = ["int8"]\n[evaluation]\nlimit = 100000000000\n'
                        f'{key} = 10000\n', "s.toml").evaluation.limit == 10**11
     if key == "trace_prompts":
-        r = advisor("trace", "tiny:llada_moe", "-o", "t.npz", "--limit", "100000000000", cwd=tmp_path, timeout=60)
+        r = advisor_entry("trace", "tiny:llada_moe", "-o", "t.npz", "--limit", "100000000000", cwd=tmp_path)
         one_error_line(r, "Invalid value for '--limit'", "less than or equal to 10000")
         assert not (tmp_path / "t.npz").exists()
 
@@ -466,7 +467,7 @@ def test_a_dotted_key_in_the_wrong_table_is_named_on_its_own_line(tmp_path):
     "s.toml:1" (the dotted key was matched only when it was the offending key itself, not a key inside it)."""
     space = tmp_path / "s.toml"
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\npolicies = ["lru"]\nevaluation.seed = 1\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:6: cache.evaluation: unknown key")
     before_model_load(r)
 
@@ -488,7 +489,7 @@ def test_expert_budget_below_one_slot_per_layer_is_refused(tmp_path):
     """The bundled model has 4 MoE layers: a total of 2 slots cannot give each one."""
     space = tmp_path / "s.toml"
     space.write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\nexpert_budget = { low = 1, high = 2 }\n')
-    r = advisor("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--space", str(space), "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "s.toml:5", "cache.expert_budget", "4 MoE layers", "at least 4")
     assert not (tmp_path / "s.db").exists()
 
@@ -497,7 +498,7 @@ def test_budget_too_small_for_an_offloaded_model_says_what_it_must_hold(tmp_path
     """1.27 MiB is above the bundled model's 1.23 MiB of resident weights, yet holds no expert per layer: the
     offloaded model also holds activations and staging buffers, which the refusal now names (it gave raw bytes,
     "a budget of 1331691 bytes ... (1286656 bytes are resident)", and left the rest unsaid)."""
-    r = advisor("tune", "--budget", "1.27MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--budget", "1.27MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "a budget of 1.27 MiB cannot hold the resident weights", "(1.23 MiB are resident, ",
                    "KiB of activations, and staging buffers for the experts that stream past the cache; "
                    "the smallest configuration needs 1.83 MiB)")
@@ -508,7 +509,7 @@ def test_budget_below_the_resident_weights_says_so(tmp_path):
     """1 MiB is less than the bundled model's 1.23 MiB of non-expert weights: no format or cache can help, so
     the line says that and what the smallest configuration needs (it said "raise --budget or add a smaller
     format", as if a smaller format could fit)."""
-    r = advisor("tune", "--budget", "1MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--budget", "1MiB", "--trials", "1", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     line = one_error_line(r, "a budget of 1.00 MiB cannot hold even the resident (non-expert) weights, 1.23 MiB",
                           "the smallest configuration of the space needs 1.", ": raise --budget")
     assert "smaller format" not in line
@@ -585,11 +586,11 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     again = advisor_in_process(*base[:2], "2", *base[3:], "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU
     assert again.returncode == 0 and "finished trials" in again.stdout, again.stdout + again.stderr
     before = _dump(db)
-    r = advisor(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
+    r = advisor_entry(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
     one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "resume it with --gpu 'RTX 4090 24GB'")
     before_model_load(r)
     # a model that cannot load (this one would fail in one line of its own): the hardware refusal comes first
-    r = advisor("tune", "./no-such-model", "--storage", str(db), "--study", "bundled-toy-quick", "--gpu", "A10",
+    r = advisor_entry("tune", "./no-such-model", "--storage", str(db), "--study", "bundled-toy-quick", "--gpu", "A10",
                 cwd=tmp_path)
     one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'")
     assert "no-such-model" not in r.stderr
@@ -628,7 +629,7 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
                                      ("./no-such-model", ("--space", "default"), "another search space (quick)"),
                                      ("./no-such-model", ("--budget", "3MiB"),
                                       "another memory budget (4.34 MiB; this run's: 3.00 MiB)")):
-            r = advisor("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
+            r = advisor_entry("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
                             *extra, cwd=tmp_path)
             one_error_line(r, "study 's1'", needle, "choose a new --study name", "`advisor studies --delete s1`")
             before_model_load(r)
@@ -655,7 +656,7 @@ def test_resume_in_another_mode_or_on_another_device_type_is_refused_before_the_
     assert first.returncode == 0, first.stdout + first.stderr
     before = _dump(db)
     for args, what in ((["--mode", "live"], "--mode (replay)"), (["--device", "cuda"], "--device type (cpu)")):
-        r = advisor("tune", "--trials", "2", "--storage", str(db), *args, cwd=tmp_path)
+        r = advisor_entry("tune", "--trials", "2", "--storage", str(db), *args, cwd=tmp_path)
         one_error_line(r, f"study 'bundled-toy-quick' was run with another {what}", "choose a new --study name")
         before_model_load(r)
         assert _dump(db) == before
@@ -680,7 +681,7 @@ def test_another_data_file_is_measured_anew_and_refused_on_resume(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "accuracy evaluations this run: 1 for 1" in r.stdout, r.stdout  # measured, not reused
     before = _dump(db)
-    r = advisor("tune", "--space", "g.toml", "--data", "b.jsonl", "--study", "a", "--trials", "2", "--storage",
+    r = advisor_entry("tune", "--space", "g.toml", "--data", "b.jsonl", "--study", "a", "--trials", "2", "--storage",
                 str(db), cwd=tmp_path)
     one_error_line(r, "study 'a' was run with another --data file (", "a.jsonl, sha256 ", "new --study name")
     before_model_load(r)
@@ -696,7 +697,7 @@ def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_p
     with open(db, "r+b") as f:
         f.seek(200 * 4096)
         f.write(b"\xa5" * 3 * 4096)
-    r = advisor("report", "bundled-example", "--storage", str(db), "-o", str(tmp_path / "rep"), cwd=tmp_path)
+    r = advisor_entry("report", "bundled-example", "--storage", str(db), "-o", str(tmp_path / "rep"), cwd=tmp_path)
     one_error_line(r, "is not a readable Optuna study database (database disk image is malformed)")
     assert not (tmp_path / "rep").exists()
 
@@ -708,7 +709,7 @@ def test_an_empty_budgets_or_memory_list_is_refused_not_ignored(tmp_path):
     for args in (["tune", "--budgets", "", "--trials", "1", "--storage", str(tmp_path / "t.db")],
                  ["tune", "--budgets", " , ", "--trials", "1", "--storage", str(tmp_path / "t.db")],
                  ["report", "bundled-example", "--memory", "", "--storage", str(example), "-o", str(tmp_path / "r")]):
-        r = advisor(*args, cwd=tmp_path)
+        r = advisor_entry(*args, cwd=tmp_path)
         one_error_line(r, "--budgets '" if args[0] == "tune" else "--memory ''", "names no budget; give e.g.")
         before_model_load(r)
     assert list(tmp_path.iterdir()) == []
@@ -828,7 +829,7 @@ def test_a_database_another_process_keeps_locked_is_one_line_that_says_so(tmp_pa
     holder = _hold_sqlite_lock(db, "IMMEDIATE")
     try:  # a writer: the tune that would add trials
         t0 = time.monotonic()
-        r = advisor("tune", "--trials", "1", "--storage", url, "--study", "s", cwd=tmp_path, timeout=120)
+        r = advisor_entry("tune", "--trials", "1", "--storage", url, "--study", "s", cwd=tmp_path)
         one_error_line(r, f"fuser {db}", "locked by another process for 1 s", "then run again")
         assert time.monotonic() - t0 < 60
     finally:
@@ -837,16 +838,16 @@ def test_a_database_another_process_keeps_locked_is_one_line_that_says_so(tmp_pa
     holder = _hold_sqlite_lock(db, "EXCLUSIVE")
     try:  # readers
         for args in (["studies"], ["pareto", "s"], ["recommend", "--budget", "1GiB", "--study", "s"]):
-            r = advisor(*args, "--storage", url, cwd=tmp_path, timeout=120)
+            r = advisor_entry(*args, "--storage", url, cwd=tmp_path)
             one_error_line(r, "locked by another process for 1 s")
     finally:
         holder.kill()
         holder.wait()
     with FileLock(f"{db}.lock"):  # the file's turn, held by a stopped worker
-        r = advisor("tune", "--trials", "1", "--storage", url, "--study", "s", cwd=tmp_path, timeout=120)
+        r = advisor_entry("tune", "--trials", "1", "--storage", url, "--study", "s", cwd=tmp_path)
     one_error_line(r, "locked by another process for 1 s")
     monkeypatch.setenv("ADVISOR_SQLITE_TIMEOUT_S", "soon")
-    one_error_line(advisor("studies", "--storage", url, cwd=tmp_path), "ADVISOR_SQLITE_TIMEOUT_S='soon'")
+    one_error_line(advisor_entry("studies", "--storage", url, cwd=tmp_path), "ADVISOR_SQLITE_TIMEOUT_S='soon'")
 
 
 @pytest.mark.parametrize("args, option", [
@@ -857,14 +858,14 @@ def test_a_database_another_process_keeps_locked_is_one_line_that_says_so(tmp_pa
 def test_negative_decoding_lengths_name_the_option_before_the_model_loads(tmp_path, args, option):
     """`trace --steps -1` said "steps, gen_length and block_length must be positive" (no option named) after the
     model had loaded."""
-    r = advisor(*args, cwd=tmp_path)
+    r = advisor_entry(*args, cwd=tmp_path)
     one_error_line(r, f"Invalid value for '{option}'")
     assert not (tmp_path / "t.npz").exists()
 
 
 def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
     """`--host-memory 0` said "--host-memory: budget '0' is not a size": the GPU budget's words for host memory."""
-    r = advisor("tune", "--host-memory", "0", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--host-memory", "0", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     line = one_error_line(r, "--host-memory: '0' is not a size")
     assert "budget" not in line, line
     before_model_load(r)
@@ -873,7 +874,7 @@ def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
 def test_a_share_given_to_budget_names_budgets_which_takes_shares(tmp_path):
     """`tune --budget 50%` said "budget '50%' is not a size", though `--budgets 50%` takes that share of the model
     (and, alone, is the study's budget): the line now names the option that does."""
-    r = advisor("tune", "--budget", "50%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
+    r = advisor_entry("tune", "--budget", "50%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
     one_error_line(r, "--budget takes a size (e.g. 12GiB), not a share; for 50% of the model give --budgets 50%")
     before_model_load(r)
     assert not (tmp_path / "s.db").exists()
@@ -883,11 +884,11 @@ def test_host_memory_on_a_model_loaded_whole_in_replay_is_refused_not_ignored(tm
     """`--host-memory 1KiB` on the bundled model loaded whole (--resident), in replay: no host store is packed,
     so the cap limited nothing and the study ran without a word. Offloaded (the quick space's default budget is
     below the model, or --offload) it caps the stores (and is checked)."""
-    r = advisor("tune", "--host-memory", "1KiB", "--resident", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+    r = advisor_entry("tune", "--host-memory", "1KiB", "--resident", "--trials", "1", "--storage", str(tmp_path / "s.db"),
                 cwd=tmp_path)
     one_error_line(r, "--host-memory caps the host stores", "bundled is loaded whole", "add --offload")
     assert not (tmp_path / "s.db").exists()
-    r = advisor("tune", "--host-memory", "1KiB", "--offload", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+    r = advisor_entry("tune", "--host-memory", "1KiB", "--offload", "--trials", "1", "--storage", str(tmp_path / "s.db"),
                 cwd=tmp_path)
     one_error_line(r, "1.00 KiB is allowed (--host-memory)")
 
@@ -900,7 +901,7 @@ def test_tune_refuses_empty_values_and_a_nan_timeout(tmp_path):
                          (["--task", " "], "--task is empty"), (["--sampler", ""], "--sampler is empty"),
                          (["--data", ""], "--data is empty"), (["--host-memory", ""], "--host-memory is empty"),
                          (["--timeout", "nan"], "--timeout nan must be positive")):
-        r = advisor("tune", *args, "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=120)
+        r = advisor_entry("tune", *args, "--trials", "1", "--storage", str(db), cwd=tmp_path)
         one_error_line(r, needle)
         before_model_load(r)
         assert not db.exists(), args
@@ -912,7 +913,7 @@ def test_empty_budget_precision_and_layers_are_refused_not_ignored(tmp_path):
     for args, needle in ((["inspect", "bundled", "--budget", ""], "budget '' is not a size"),
                          (["eval", "--precision", "", "--limit", "2"], "bad precision plan ''"),
                          (["quant-report", "bundled", "--layers", "", "-f", "int8"], "--layers ''")):
-        r = advisor(*args, cwd=tmp_path, timeout=120)
+        r = advisor_entry(*args, cwd=tmp_path)
         one_error_line(r, needle)
         assert "bundled" not in r.stdout, r.stdout  # refused before any result is printed
 
@@ -932,7 +933,7 @@ def test_empty_model_gpu_and_plan_are_refused_in_the_analysis_commands(tmp_path)
                          (["profile", "--cpu", "--model", "", "--profiles-dir", "p"], "--model is empty"),
                          (["simulate", str(trace), "--gpu", ""], "--gpu is empty"),
                          (["simulate", str(trace), "--precision", "", "--json", "s.json"], "--precision is empty")):
-        r = advisor(*args, cwd=tmp_path, timeout=120)
+        r = advisor_entry(*args, cwd=tmp_path)
         one_error_line(r, needle)
         assert r.stdout == "", r.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]
@@ -963,7 +964,7 @@ def test_recommend_refuses_empty_filters(tmp_path):
     for args, needle in ((["recommend", "--model", "", "--budget", "2MiB"], "--model is empty"),
                          (["recommend", "--study", ""], "--study is empty"),
                          (["export", "--from-recommend", "--to", "json", "--task", " "], "--task is empty")):
-        r = advisor(*args, "--storage", db, cwd=tmp_path, timeout=120)
+        r = advisor_entry(*args, "--storage", db, cwd=tmp_path)
         one_error_line(r, needle)
         assert r.stdout == "", r.stdout
 
@@ -975,7 +976,7 @@ def test_export_refuses_an_empty_output_path(tmp_path):
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     for empty in ("", " "):
         for args in (["bundled-example", "129"], ["--from-recommend", "--budget", "2MiB"]):
-            r = advisor("export", *args, "--to", "json", "--storage", db, "-o", empty, cwd=tmp_path, timeout=120)
+            r = advisor_entry("export", *args, "--to", "json", "--storage", db, "-o", empty, cwd=tmp_path)
             line = one_error_line(r, "-o is empty; give a file path (without it: stdout)")
             assert "cannot write ." not in line and r.stdout == "", r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
@@ -985,8 +986,7 @@ def test_profile_refuses_an_empty_name(tmp_path):
     """`advisor profile --name ""` measured and saved the profile under the device's name (replacing the one
     stored there) as if --name were not given; it is refused before anything is measured or written."""
     out = tmp_path / "profiles"
-    r = advisor("profile", "--cpu", "--name", "", "--repeats", "1", "--profiles-dir", str(out), cwd=tmp_path,
-                timeout=120)
+    r = advisor_entry("profile", "--cpu", "--name", "", "--repeats", "1", "--profiles-dir", str(out), cwd=tmp_path)
     one_error_line(r, "--name is empty")
     assert not out.exists() or not any(out.iterdir())
 
@@ -996,7 +996,7 @@ def test_tune_refuses_a_seed_numpy_cannot_take(tmp_path):
     2**32 - 1" traceback; now a usage error before anything loads or is written."""
     db = tmp_path / "s.db"
     for seed in ("-1", str(2**32)):
-        r = advisor("tune", "--seed", seed, "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=200)
+        r = advisor_entry("tune", "--seed", seed, "--trials", "1", "--storage", str(db), cwd=tmp_path)
         one_error_line(r, "--seed")
         before_model_load(r)
         assert not db.exists()
@@ -1004,11 +1004,10 @@ def test_tune_refuses_a_seed_numpy_cannot_take(tmp_path):
 
 def test_quant_report_refuses_samples_that_cannot_fit_in_memory(tmp_path):
     """`quant-report --samples` beyond the host's memory ended in torch's allocator traceback (exit 1)."""
-    r = advisor("quant-report", "bundled", "--samples", str(10**12), "-f", "int8", "--max-experts", "1",
-                cwd=tmp_path, timeout=120)
+    r = advisor_entry("quant-report", "bundled", "--samples", str(10**12), "-f", "int8", "--max-experts", "1",
+                cwd=tmp_path)
     one_error_line(r, "--samples 1000000000000", "use fewer")
-    r = advisor("quant-report", "bundled", "--samples", "8", "-f", "int8", "--max-experts", "1", cwd=tmp_path,
-                timeout=120)
+    r = advisor_entry("quant-report", "bundled", "--samples", "8", "-f", "int8", "--max-experts", "1", cwd=tmp_path)
     assert r.returncode == 0 and "8 samples" in r.stdout, r.stdout + r.stderr
 
 
@@ -1016,8 +1015,7 @@ def test_quant_report_refuses_max_experts_below_one_before_the_model_loads(tmp_p
     """`quant-report --max-experts 0` loaded the whole model and then said "no experts selected"; the model
     here does not exist, so only a refusal made before loading names the option."""
     for n in ("0", "-2"):
-        r = advisor("quant-report", str(tmp_path / "no-such-model"), "--max-experts", n, "-f", "int8", cwd=tmp_path,
-                    timeout=120)
+        r = advisor_entry("quant-report", str(tmp_path / "no-such-model"), "--max-experts", n, "-f", "int8", cwd=tmp_path)
         one_error_line(r, f"--max-experts {n} selects no expert")
 
 
@@ -1025,11 +1023,11 @@ def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path):
     """`eval`/`trace --max-new-tokens 300000000` ended in torch's allocator traceback (exit 1); the allocation
     that fails (over 100 GiB of hidden states) is now named in one line with the option to change."""
     n = str(3 * 10**8)
-    r = advisor("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n, "--limit", "1",
+    r = advisor_entry("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n, "--limit", "1",
                 cwd=tmp_path)
     one_error_line(r, f"out of memory while decoding {n} new tokens", "GiB)", "smaller --max-new-tokens")
     assert not (tmp_path / "t.npz").exists()
-    r = advisor("eval", "--max-new-tokens", n, "--limit", "1", "--no-progress", "--json", str(tmp_path / "e.json"),
+    r = advisor_entry("eval", "--max-new-tokens", n, "--limit", "1", "--no-progress", "--json", str(tmp_path / "e.json"),
                 cwd=tmp_path)
     one_error_line(r, "out of memory while evaluating on cpu", "smaller --max-new-tokens")
     assert not (tmp_path / "e.json").exists()
@@ -1044,7 +1042,7 @@ def test_a_precision_plan_file_that_is_not_utf8_or_not_a_plan_is_one_line_naming
     (where / "latin1.json").write_bytes(b'{"default": "int8", "note": "caf\xe9"}\n')
     (where / "list.json").write_text('{"default": "int8",\n "layers": [1, 2]}\n')
     for name, needle in (("latin1.json", "not UTF-8 text (byte 32)"), ("list.json", "layers/experts must map")):
-        r = advisor("eval", "--precision", str(where / name), "--limit", "1", cwd=tmp_path, timeout=120)
+        r = advisor_entry("eval", "--precision", str(where / name), "--limit", "1", cwd=tmp_path)
         one_error_line(r, f"bad precision plan '{where / name}'", needle)
         assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
 
@@ -1056,17 +1054,15 @@ def test_a_range_of_layers_or_experts_wider_than_any_model_is_one_line_before_th
     spans at most 2**20 numbers now, and the layers a model lacks are named as ranges."""
     for plan, span in (("layers=0-99999999999999999999:int8", "100000000000000000000"),
                        ("experts=0.0-1048576:int8", "1048577")):
-        r = advisor("eval", "--precision", plan, "--limit", "1", cwd=tmp_path, timeout=120)
+        r = advisor_entry("eval", "--precision", plan, "--limit", "1", cwd=tmp_path)
         one_error_line(r, f"bad precision plan '{plan}'", f"spans {span} numbers", "more than 1048576")
         assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
-    r = advisor("quant-report", str(tmp_path / "no-such-model"), "--layers", "0-99999999999999999999", cwd=tmp_path,
-                timeout=120)
+    r = advisor_entry("quant-report", str(tmp_path / "no-such-model"), "--layers", "0-99999999999999999999", cwd=tmp_path)
     one_error_line(r, "--layers '0-99999999999999999999'", "spans 100000000000000000000 numbers")
-    r = advisor("quant-report", "tiny:llada_moe", "--layers", "0-1,2-5000,7000", "-f", "int8", cwd=tmp_path,
-                timeout=120)
+    r = advisor_entry("quant-report", "tiny:llada_moe", "--layers", "0-1,2-5000,7000", "-f", "int8", cwd=tmp_path)
     one_error_line(r, "--layers names MoE layer(s) 2-5000,7000 but tiny:llada_moe has 2 (0-1)")
     # --layers reads ranges as a plan does: a backwards one was read as no layers, without a word
-    r = advisor("quant-report", str(tmp_path / "no-such-model"), "--layers", "0,3-1", cwd=tmp_path, timeout=120)
+    r = advisor_entry("quant-report", str(tmp_path / "no-such-model"), "--layers", "0,3-1", cwd=tmp_path)
     one_error_line(r, "--layers '0,3-1': range '3-1' runs backwards")
 
 
@@ -1075,11 +1071,11 @@ def test_many_ranges_naming_more_than_any_model_has_are_one_line_before_the_mode
     `experts=0.0-1048575:int8,1.0-1048575:int8,...` (a few kilobytes for a thousand layers) took every byte of host
     memory as one wide range did. Over 2**22 numbers in all is refused before anything is expanded further."""
     plan = "experts=" + ",".join(f"{layer}.0-1048575:int8" for layer in range(5))
-    r = advisor("eval", "--precision", plan, "--limit", "1", cwd=tmp_path, timeout=120)
+    r = advisor_entry("eval", "--precision", plan, "--limit", "1", cwd=tmp_path)
     one_error_line(r, "bad precision plan", "names more than 4194304 layers and experts in all")
     assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
     layers = ",".join(f"{i * 2**20}-{(i + 1) * 2**20 - 1}" for i in range(5))
-    r = advisor("quant-report", str(tmp_path / "no-such-model"), "--layers", layers, cwd=tmp_path, timeout=120)
+    r = advisor_entry("quant-report", str(tmp_path / "no-such-model"), "--layers", layers, cwd=tmp_path)
     one_error_line(r, "--layers '", "names more than 4194304 layers and experts in all")
 
 
@@ -1087,9 +1083,9 @@ def test_export_of_a_trial_number_beyond_sqlites_integers_is_one_line(tmp_path):
     """`export STUDY 99999999999999999999999` was an OverflowError traceback ("Python int too large to convert
     to SQLite INTEGER") from the off-front trial reader; the largest number SQLite keeps is still looked up."""
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
-    r = advisor("export", "bundled-example", "9" * 23, "--to", "json", "--storage", db, cwd=tmp_path)
+    r = advisor_entry("export", "bundled-example", "9" * 23, "--to", "json", "--storage", db, cwd=tmp_path)
     one_error_line(r, "Invalid value for 'trial'", str(2**63 - 1))
-    r = advisor("export", "bundled-example", str(2**63 - 1), "--to", "json", "--storage", db, cwd=tmp_path)
+    r = advisor_entry("export", "bundled-example", str(2**63 - 1), "--to", "json", "--storage", db, cwd=tmp_path)
     one_error_line(r, f"study 'bundled-example' has no trial {2**63 - 1}")
 
 
@@ -1099,10 +1095,10 @@ def test_export_of_study_trial_refuses_the_options_only_from_recommend_reads(tmp
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     for extra, needle in ((["--budget", "1GiB"], "--budget only chooses what --from-recommend exports"),
                           (["--gpu", "A10", "--min-accuracy", "0.5"], "--gpu, --min-accuracy only choose")):
-        r = advisor("export", "bundled-example", "8", "--to", "json", *extra, "--storage", db, cwd=tmp_path)
+        r = advisor_entry("export", "bundled-example", "8", "--to", "json", *extra, "--storage", db, cwd=tmp_path)
         one_error_line(r, needle, "add --from-recommend")
         assert r.stdout == "", r.stdout
-    r = advisor("export", "bundled-example", "8", "--to", "json", "--storage", db, cwd=tmp_path)
+    r = advisor_entry("export", "bundled-example", "8", "--to", "json", "--storage", db, cwd=tmp_path)
     assert r.returncode == 0 and json.loads(r.stdout)["source"]["trial"] == 8, r.stdout + r.stderr
 
 
@@ -1111,7 +1107,7 @@ def test_export_of_study_trial_refuses_the_options_only_from_recommend_reads(tmp
 def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
     """`--threads 99999999999999999999` was torch's "Overflow when unpacking long long" traceback (exit 1), in
     `tune` after the study's header; every command's --threads now has one upper bound."""
-    r = advisor(*args, "--threads", "9" * 20, cwd=tmp_path, timeout=120)
+    r = advisor_entry(*args, "--threads", "9" * 20, cwd=tmp_path)
     one_error_line(r, "Invalid value for '--threads'", "less than or equal to")
     before_model_load(r)
     assert list(tmp_path.iterdir()) == []
@@ -1120,7 +1116,7 @@ def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
 def test_a_heartbeat_longer_than_a_thread_can_wait_is_a_usage_error(tmp_path):
     """`tune --heartbeat 99999999999999999999` printed the heartbeat thread's OverflowError traceback ("timestamp
     too large to convert to C _PyTime_t") and went on without a heartbeat, exit code 0."""
-    r = advisor("tune", "--trials", "1", "--heartbeat", "9" * 20, "--storage", "s.db", cwd=tmp_path, timeout=200)
+    r = advisor_entry("tune", "--trials", "1", "--heartbeat", "9" * 20, "--storage", "s.db", cwd=tmp_path)
     one_error_line(r, "Invalid value for '--heartbeat'", "less than or equal to")
     before_model_load(r)
     assert list(tmp_path.iterdir()) == []
@@ -1131,7 +1127,7 @@ def test_a_heartbeat_longer_than_a_thread_can_wait_is_a_usage_error(tmp_path):
 def test_a_seed_torch_cannot_take_is_a_usage_error(tmp_path, args):
     """`quant-report --seed 99999999999999999999` (and `trace` of a tokenizer-less model, which seeds its random
     prompts) was torch's "Overflow when unpacking long long" traceback after the model had loaded."""
-    r = advisor(*args, "--seed", "9" * 20, cwd=tmp_path, timeout=120)
+    r = advisor_entry(*args, "--seed", "9" * 20, cwd=tmp_path)
     one_error_line(r, "Invalid value for '--seed'", str(2**64 - 1))
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
@@ -1147,7 +1143,7 @@ def test_decoding_lengths_past_torchs_size_arithmetic_are_refused_before_the_mod
     traceback (up to ~2**40 it is the out-of-memory line), `eval --max-new-tokens 99999999999999999999` and
     `report --block-lengths 8,99999999999999999999` in its overflow traceback, each after the model loaded."""
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
-    r = advisor(*args, *(["--storage", db] if args[0] == "report" else []), cwd=tmp_path, timeout=200)
+    r = advisor_entry(*args, *(["--storage", db] if args[0] == "report" else []), cwd=tmp_path)
     one_error_line(r, option, str(2**31 - 1))
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
@@ -1166,7 +1162,7 @@ def test_tune_refuses_another_programs_sqlite_database_before_the_model_loads(tm
     for db, needles in ((app, ("is another program's database (tables notes, users)", "give --storage a new path")),
                         (half, ("has a table advisor_front without the column(s) id, study_name",))):
         before = digest(db)
-        r = advisor("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path, timeout=200)
+        r = advisor_entry("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
         one_error_line(r, *needles)
         before_model_load(r)
         assert digest(db) == before
@@ -1184,7 +1180,7 @@ def test_an_empty_output_path_or_data_file_is_refused_not_taken_for_the_default(
                          (["report", "bundled-example", "--storage", db, "--data", ""], "--data is empty"),
                          (["pareto", "bundled-example", "--storage", db, "--out", ""], "--out is empty"),
                          (["profile", "--cpu", "--repeats", "1", "--profiles-dir", ""], "--profiles-dir is empty")):
-        r = advisor(*args, cwd=tmp_path, timeout=200)
+        r = advisor_entry(*args, cwd=tmp_path)
         one_error_line(r, needle, "leave the option out")
         assert r.stdout == "" and list(tmp_path.iterdir()) == [], args
 
@@ -1225,7 +1221,7 @@ def test_a_model_directory_with_an_undecodable_or_misshapen_json_file_is_one_lin
     model = tmp_path / "model"
     shutil.copytree(BUNDLED_DIR, model)
     (model / name).write_bytes(content)
-    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120), needle, "re-download")
+    one_error_line(advisor_entry("inspect", str(model), cwd=tmp_path), needle, "re-download")
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
@@ -1245,7 +1241,7 @@ def test_a_config_field_of_the_wrong_type_is_one_line(tmp_path, field, value, ne
     config[field] = value
     (model / "config.json").write_text(json.dumps(config))
     for mode in ("--resident", "--offload"):
-        one_error_line(advisor("inspect", str(model), mode, cwd=tmp_path, timeout=120),
+        one_error_line(advisor_entry("inspect", str(model), mode, cwd=tmp_path),
                        "config.json does not describe a model that can be built", needle, "fix that field")
 
 
@@ -1259,7 +1255,7 @@ def test_a_config_size_torch_refuses_is_one_line(tmp_path):
     shutil.copytree(BUNDLED_DIR, model)
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "num_experts": -1}))
-    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120),
+    one_error_line(advisor_entry("inspect", str(model), cwd=tmp_path),
                    "config.json does not describe a model that can be built", "negative dimension", "fix that field")
 
 
@@ -1280,7 +1276,7 @@ def test_a_float_weight_stored_as_integers_is_refused(tmp_path):
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     (model / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
-    one_error_line(advisor("inspect", str(model), cwd=tmp_path, timeout=120),
+    one_error_line(advisor_entry("inspect", str(model), cwd=tmp_path),
                    f"the checkpoint stores {key} as int32, but it is a floating-point weight", "re-download")
 
 
@@ -1292,14 +1288,13 @@ def test_a_profiles_directory_with_a_folder_or_a_dangling_link_named_json_is_not
     profiles = tmp_path / "profiles"
     (profiles / "old.json").mkdir(parents=True)
     for args in (["recommend", "--storage", db, "--gpu", "RTX 4090"], ["profile", "--list"]):
-        r = advisor(*args, "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
+        r = advisor_entry(*args, "--profiles-dir", str(profiles), cwd=tmp_path)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     (profiles / "gone.json").symlink_to(tmp_path / "nowhere.json")
-    r = advisor("profile", "--list", "--profiles-dir", str(profiles), cwd=tmp_path, timeout=120)
+    r = advisor_entry("profile", "--list", "--profiles-dir", str(profiles), cwd=tmp_path)
     one_error_line(r, f"cannot read hardware profile {profiles / 'gone.json'}", "delete it")
     # another GPU's `--gpu` is not blocked by it (tests/test_cli_new_user11b.py), only named
-    r = advisor("recommend", "--storage", db, "--gpu", "RTX 4090", "--profiles-dir", str(profiles), cwd=tmp_path,
-                timeout=120)
+    r = advisor_entry("recommend", "--storage", db, "--gpu", "RTX 4090", "--profiles-dir", str(profiles), cwd=tmp_path)
     assert r.returncode == 0 and str(profiles / "gone.json") in r.stderr, r.stderr
 
 
@@ -1310,7 +1305,7 @@ def test_an_input_file_that_is_a_directory_is_not_said_to_be_missing(tmp_path):
     for args, needle in ((["eval", "--task", "gsm8k", "--data", "d"], "GSM8K (question/answer) file 'd' is a directory"),
                          (["eval", "--task", "humaneval", "--completions", "d"], "file 'd' is a directory"),
                          (["simulate", "d"], "trace file 'd' is a directory")):
-        line = one_error_line(advisor(*args, cwd=tmp_path, timeout=120), needle)
+        line = one_error_line(advisor_entry(*args, cwd=tmp_path), needle)
         assert "does not exist" not in line, line
 
 
@@ -1319,10 +1314,10 @@ def test_an_export_option_given_twice_with_two_values_is_refused(tmp_path):
     word (rc 0); the same value twice is harmless and still exports."""
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     base = ["export", "bundled-example", "8", "--to", "llama.cpp", "--storage", db]
-    r = advisor(*base, "--opt", "emit=script", "--opt", "emit=tensor-types", cwd=tmp_path)
+    r = advisor_entry(*base, "--opt", "emit=script", "--opt", "emit=tensor-types", cwd=tmp_path)
     one_error_line(r, "option emit given twice for --to llama.cpp ('script', then 'tensor-types')")
     assert r.stdout == ""
-    r = advisor(*base, "--opt", "emit=script", "--opt", "emit=script", cwd=tmp_path)
+    r = advisor_entry(*base, "--opt", "emit=script", "--opt", "emit=script", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("#!"), r.stdout[:200] + r.stderr
 
 
@@ -1330,7 +1325,7 @@ def test_trace_refuses_an_empty_prompt(tmp_path):
     """`trace bundled --prompt "$PROMPT"` with PROMPT unset traced an empty prompt and wrote the trace (rc 0)."""
     for prompts in ([""], ["2+2=", " "]):
         args = [a for p in prompts for a in ("--prompt", p)]
-        r = advisor("trace", "bundled", "-o", "t.npz", *args, cwd=tmp_path, timeout=120)
+        r = advisor_entry("trace", "bundled", "-o", "t.npz", *args, cwd=tmp_path)
         one_error_line(r, "--prompt is empty", "the text to decode")
         assert list(tmp_path.iterdir()) == []
 
@@ -1338,7 +1333,7 @@ def test_trace_refuses_an_empty_prompt(tmp_path):
 def test_a_storage_url_no_driver_takes_is_refused_with_an_example_that_runs_as_shown(tmp_path):
     """The advice's PostgreSQL example carried a password, which the error's URL masking printed as
     `user:***@host`: copied, libpq sent `***`. It names the user only and where the password goes."""
-    r = advisor("tune", "--storage", "foo://bar", "--trials", "1", cwd=tmp_path)
+    r = advisor_entry("tune", "--storage", "foo://bar", "--trials", "1", cwd=tmp_path)
     line = one_error_line(r, "cannot use storage 'foo://bar'", "postgresql://user@host/db (password in PGPASSWORD")
     assert "***" not in line
 
@@ -1353,7 +1348,7 @@ def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_comm
                  ["eval", "bundled", "--task", "gsm8k", "--data", f"{long}.jsonl"],
                  ["studies", "--storage", f"{long}.db"], ["profile", "--list", "--profiles-dir", long],
                  ["export", "bundled-example", "8", "--to", "json", "--storage", db, "-o", f"{long}.json"]):
-        r = advisor(*args, cwd=tmp_path, timeout=120)
+        r = advisor_entry(*args, cwd=tmp_path)
         one_error_line(r, "file name too long", "give a shorter path")
         assert "wrote" not in r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
@@ -1364,8 +1359,7 @@ def test_profiles_dir_without_gpu_is_refused_not_ignored(tmp_path):
     without --gpu answered as if it were not given (the directory was never read)."""
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     for args in (["recommend"], ["export", "--from-recommend", "--to", "json"]):
-        r = advisor(*args, "--storage", db, "--budget", "1.5MiB", "--profiles-dir", str(tmp_path), cwd=tmp_path,
-                    timeout=120)
+        r = advisor_entry(*args, "--storage", db, "--budget", "1.5MiB", "--profiles-dir", str(tmp_path), cwd=tmp_path)
         one_error_line(r, "--profiles-dir needs --gpu NAME")
 
 
@@ -1465,14 +1459,14 @@ def test_an_option_of_one_value_given_twice_is_refused_in_every_command(tmp_path
          "--memory is given 2 times"),
     ]
     for args, said in refused:
-        line = one_error_line(advisor(*args, cwd=tmp_path), said, "; give it once", f"advisor {args[0]} --help")
+        line = one_error_line(advisor_entry(*args, cwd=tmp_path), said, "; give it once", f"advisor {args[0]} --help")
         assert line.startswith(f"error: {said}"), line
     assert not list(tmp_path.iterdir())  # no study, plot, export or report written
     # repeatable options still repeat: export's --opt (each one applied), profile's --expert-shape
-    r = advisor("export", "bundled-example", "8", "--storage", example, "--to", "llama.cpp", "--opt",
+    r = advisor_entry("export", "bundled-example", "8", "--storage", example, "--to", "llama.cpp", "--opt",
                 "emit=tensor-types", "--opt", "high_precision=f16", cwd=tmp_path)
     assert r.returncode == 0 and "ffn_down_exps\\.weight=f16" in r.stdout, r.stdout + r.stderr
-    r = advisor("profile", "--list", "--expert-shape", "8x8", "--expert-shape", "16x16", cwd=tmp_path)
+    r = advisor_entry("profile", "--list", "--expert-shape", "8x8", "--expert-shape", "16x16", cwd=tmp_path)
     assert r.returncode == 0 and "catalogue" in r.stdout, r.stdout + r.stderr
 
 
@@ -1480,5 +1474,5 @@ def test_help_is_shown_where_an_option_is_also_given_twice(tmp_path):
     """`--help` wins over the rest of the line, as click has it (a bad value beside it shows the help too): a
     user who adds --help to a line that gave --budget twice is shown the help, not sent to --help."""
     example = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
-    r = advisor("recommend", "--storage", example, "--budget", "8GB", "--budget", "4GB", "--help", cwd=tmp_path)
+    r = advisor_entry("recommend", "--storage", example, "--budget", "8GB", "--budget", "4GB", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--max-accuracy-drop" in r.stdout and not r.stderr.strip(), r.stdout + r.stderr
