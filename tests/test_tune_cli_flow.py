@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor_in_process
 
 from advisor.results.read import read_fronts
 from advisor.tune.display import fmt_value
 
 STUDY = "newcomer-flow"
-ENV = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+SCREEN = {"COLUMNS": "80", "TERM": "dumb"}
+ENV = {**os.environ, **SCREEN}
 
 
 def _cmd(*args: str) -> list[str]:
@@ -61,11 +63,10 @@ def flow(tmp_path_factory):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     interrupted = (proc.returncode, out, err, _states(db))
-    top_up = subprocess.run(_cmd("tune", "--trials", "4", *base), cwd=work, env=ENV, capture_output=True,
-                            text=True, timeout=600)
+    # the two runs between the interrupted ones are not about the process: in this one (the CLI, CliRunner)
+    top_up = advisor_in_process("tune", "--trials", "4", *base, cwd=work, env=SCREEN)
     after_top_up = _states(db), read_fronts(str(db), STUDY)
-    more = subprocess.run(_cmd("tune", "--more", "1", *base), cwd=work, env=ENV, capture_output=True, text=True,
-                          timeout=600)
+    more = advisor_in_process("tune", "--more", "1", *base, cwd=work, env=SCREEN)
     after_more = _states(db)
     proc = subprocess.Popen(_cmd("tune", "--more", "3", *base), cwd=work, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -146,8 +147,8 @@ def test_a_format_left_out_by_the_budget_is_named_in_the_users_words(tmp_path, g
     space = tmp_path / "s.toml"
     space.write_text(f'name = "s"\n[precision]\nformats = ["fp16", "int8", "int4"]\ngroups = {groups}\n'
                      '[cache]\nslots_per_layer = { low = 1, high = "all" }\n')
-    r = subprocess.run(_cmd("tune", "--space", str(space), "--budget", "2.2MiB", "--trials", "1", "--storage",
-                            str(tmp_path / "s.db")), capture_output=True, text=True, cwd=tmp_path, env=ENV)
+    r = advisor_in_process("tune", "--space", str(space), "--budget", "2.2MiB", "--trials", "1", "--storage",
+                           str(tmp_path / "s.db"), cwd=tmp_path, env=SCREEN)
     assert r.returncode == 0, r.stdout + r.stderr
     out = " ".join(r.stdout.split())
     if groups == 1:
