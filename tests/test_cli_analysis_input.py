@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import advisor_in_process, flat
+from cli_helpers import advisor_entry, advisor_in_process, flat
 from tune_helpers import FIDELITY_SPACE
 from typer.testing import CliRunner
 
@@ -32,8 +32,9 @@ from advisor.errors import UserError
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    """`advisor ARGS` through the console entry point, in this process (`advisor_entry`), at 80 columns: each
+    `advisor` subprocess that loads a model re-imported torch and transformers (~4-5 s of CPU)."""
+    return advisor_entry(*args, cwd=cwd, env={"COLUMNS": "80"})
 
 
 def _one_error_line(r: subprocess.CompletedProcess, needle: str) -> None:
@@ -308,7 +309,8 @@ def test_inspect_prints_the_default_decoding_as_key_value_pairs(model, said):
 
 def test_quant_report_says_where_it_computed_and_prints_no_third_party_warning(tmp_path):
     out = tmp_path / "q.json"
-    r = _cli("quant-report", "tiny:llada_moe", "--max-experts", "1", "--json", str(out), cwd=tmp_path)
+    r = subprocess.run([sys.executable, "-m", "advisor", "quant-report", "tiny:llada_moe", "--max-experts", "1",
+                        "--json", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # its stderr
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fp32 compute on cpu." in " ".join(r.stdout.split()), r.stdout
     assert json.loads(out.read_text())["device"] == "cpu"
