@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import advisor_entry
 
 from advisor.errors import UserError
 
@@ -389,14 +390,11 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
     from advisor.report.select import rank
 
     url, name = study
-    base = [sys.executable, "-c", "from advisor.cli import run; run()", "report", name, "--storage", url,
-            "--block-lengths", ""]
-    bad = subprocess.run([*base, "-o", str(tmp_path / "bad"), "--memory", "150%"], capture_output=True, text=True,
-                         timeout=300)
+    base = ["report", name, "--storage", url, "--block-lengths", ""]
+    bad = advisor_entry(*base, "-o", str(tmp_path / "bad"), "--memory", "150%", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --memory '150%': a share must be between 0% and 100%, e.g. 25%"], bad.stderr
-    r = subprocess.run([*base, "-o", str(tmp_path / "r"), "--memory", "30%,100%"], capture_output=True, text=True,
-                       timeout=600)
+    r = advisor_entry(*base, "-o", str(tmp_path / "r"), "--memory", "30%,100%", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "at 30% (" in r.stdout and "at 100% (" in r.stdout  # each budget with its size
     payload = json.loads((tmp_path / "r" / "report.json").read_text())
@@ -424,8 +422,8 @@ def test_a_study_searching_the_miss_policy_shows_it_in_the_headline(tmp_path):
     space = SPACE.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu", "hybrid"]')
     db = tmp_path / "miss.db"
     url = run_small_study(db, "miss", space, [("fp16", 4, "copy"), ("int8", 4, "cpu"), ("int4", 4, "hybrid")])
-    r = subprocess.run([sys.executable, "-m", "advisor", "report", "miss", "--storage", url, "-o",
-                        str(tmp_path / "r"), "--block-lengths", ""], capture_output=True, text=True, timeout=600)
+    r = advisor_entry("report", "miss", "--storage", url, "-o", str(tmp_path / "r"), "--block-lengths", "",
+                      cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     md = (tmp_path / "r" / "report.md").read_text()
     header = "| precision | trial | GPU slots/layer | expert cache | miss | H2D / token |"
@@ -469,13 +467,12 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
                                      'h2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
                                      'fidelity_top1 = "maximize"\n[evaluation]\nlimit = 100000000000\n'
                                      'trace_prompts = 10000\nfidelity_prompts = 10000\nmax_new_tokens = 8\n')
-    advisor = [sys.executable, "-m", "advisor"]
-    tune = subprocess.run([*advisor, "tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl", "--space", "g.toml",
-                           "--trials", "2", "--storage", "g.db"], capture_output=True, text=True, cwd=tmp_path)
+    tune = advisor_entry("tune", "bundled", "--task", "gsm8k", "--data", "g.jsonl", "--space", "g.toml",
+                         "--trials", "2", "--storage", "g.db", cwd=tmp_path)
     assert tune.returncode == 0, tune.stdout + tune.stderr
     (tmp_path / "elsewhere").mkdir()  # the stored path is absolute: the report runs from anywhere
-    rep = subprocess.run([*advisor, "report", "bundled-gsm8k-g", "--storage", "../g.db", "--block-lengths", "",
-                          "-o", "rep"], capture_output=True, text=True, cwd=tmp_path / "elsewhere")
+    rep = advisor_entry("report", "bundled-gsm8k-g", "--storage", "../g.db", "--block-lengths", "", "-o", "rep",
+                        cwd=tmp_path / "elsewhere")
     assert rep.returncode == 0, rep.stderr
     rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
@@ -484,8 +481,8 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     assert "3 of the task's prompts, chosen by seed 0 (all the task has that fit; the space asks for 10000)" in md, md
     assert "fidelity on 3 prompts." in md and "100000000000" not in md, md
     (tmp_path / "g.jsonl").rename(tmp_path / "moved.jsonl")  # the stored file has moved: the line says what to do
-    moved = subprocess.run([*advisor, "report", "bundled-gsm8k-g", "--storage", "g.db", "--block-lengths", "", "-o",
-                            "rep2"], capture_output=True, text=True, cwd=tmp_path)
+    moved = advisor_entry("report", "bundled-gsm8k-g", "--storage", "g.db", "--block-lengths", "", "-o", "rep2",
+                          cwd=tmp_path)
     lines = [line for line in moved.stderr.splitlines() if line.strip()]
     assert moved.returncode == 2 and len(lines) == 1 and "advisor report --data FILE" in lines[0], moved.stderr
 
@@ -502,13 +499,12 @@ def test_a_study_of_a_relative_checkpoint_directory_is_reported_from_anywhere(tm
                                      'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
                                      'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
                                      'fidelity_prompts = 1\nmax_new_tokens = 8\n')
-    advisor = [sys.executable, "-m", "advisor"]
-    tune = subprocess.run([*advisor, "tune", "./ckpt", "--space", "f.toml", "--trials", "2", "--storage", "f.db",
-                           "--study", "rel"], capture_output=True, text=True, cwd=tmp_path)
+    tune = advisor_entry("tune", "./ckpt", "--space", "f.toml", "--trials", "2", "--storage", "f.db", "--study", "rel",
+                         cwd=tmp_path)
     assert tune.returncode == 0, tune.stdout + tune.stderr
     (tmp_path / "elsewhere").mkdir()
-    rep = subprocess.run([*advisor, "report", "rel", "--storage", "../f.db", "--block-lengths", "", "-o", "rep"],
-                         capture_output=True, text=True, cwd=tmp_path / "elsewhere")
+    rep = advisor_entry("report", "rel", "--storage", "../f.db", "--block-lengths", "", "-o", "rep",
+                        cwd=tmp_path / "elsewhere")
     assert rep.returncode == 0, rep.stderr
     rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
