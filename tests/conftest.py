@@ -4,6 +4,7 @@ pytest-xdist shares the test files between processes."""
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,18 +38,42 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 # host, so an evaluation in another test process would count too; these files share one process.
 SANDBOX_FILES = frozenset({"test_eval_humaneval.py", "test_eval_humaneval_cli.py", "test_sandbox_hostile.py"})
 
+# Files that run long for their number of tests (tunes, signals at timed moments, a wheel built and installed;
+# measured one file at a time, 2026-12-06), handed out first: by test count alone they came late, and the one
+# left last kept one process busy while the other had nothing left (the wheel test, one test, was the very last).
+LONG_FIRST = ("test_study_cpu_profile.py", "test_tune_interrupts.py", "test_tune_cli_flow.py", "test_wheel_install.py")
+
+
+def _scope(path: str) -> str:
+    """The unit pytest-xdist hands to one process: a test file, or the sandbox files together."""
+    return "sandbox" if path.rsplit("/", 1)[-1] in SANDBOX_FILES else path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Whole files in the order the processes take them: LONG_FIRST, then the files with most tests (a file's
+    own tests keep their order)."""
+    counts = Counter(_scope(item.nodeid.split("::", 1)[0]) for item in items)
+    first = {name: n for n, name in enumerate(LONG_FIRST)}
+
+    def order(item) -> tuple[int, int]:
+        scope = _scope(item.nodeid.split("::", 1)[0])
+        return first.get(scope.rsplit("/", 1)[-1], len(first)), -counts[scope]
+
+    items.sort(key=order)
+
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist hands out whole files (module fixtures are built once; tests of a file keep their order), the
-    files with most tests first. Not `--dist loadgroup`: xdist 3.8 marks groups in a node id pytest 9 ignores."""
+    """pytest-xdist hands out whole files (module fixtures are built once; tests of a file keep their order), in
+    the collection's order (`pytest_collection_modifyitems`), not re-sorted by xdist. Not `--dist loadgroup`:
+    xdist 3.8 marks groups in a node id pytest 9 ignores."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "sandbox" if path.rsplit("/", 1)[-1] in SANDBOX_FILES else path
+            return _scope(nodeid.split("::", 1)[0])
 
+    config.option.loadscopereorder = False
     return ByFile(config, log)
 
 
