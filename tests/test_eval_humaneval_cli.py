@@ -16,6 +16,7 @@ from tests.eval_helpers import tiny_toy_model_dir
 
 PROBLEMS = humaneval.load_problems()
 ALTERED = {p["task_id"] for p in PROBLEMS[::4]}  # 41 problems get a wrong body
+KEPT = {p["task_id"] for p in PROBLEMS[1::4]}  # 41 others keep their canonical solution
 
 
 def _write(path, samples) -> str:
@@ -37,14 +38,15 @@ def test_canonical_solutions_score_164_of_164_and_an_altered_set_its_exact_count
     payload = json.loads((tmp_path / "c.json").read_text())
     assert payload["passed"] == 164 and payload["pass_at"] == {"1": 1.0}
 
+    # every altered problem and as many kept canonical: each canonical solution passed above, and running the
+    # other 82 again in their sandboxes checked nothing new
     altered = [
         {"task_id": p["task_id"], "completion": "    return None\n" if p["task_id"] in ALTERED else p["canonical_solution"]}
-        for p in PROBLEMS
+        for p in PROBLEMS if p["task_id"] in ALTERED or p["task_id"] in KEPT
     ]
     result = _eval("--completions", _write(tmp_path / "altered.jsonl", altered), "--json", str(tmp_path / "a.json"))
     assert result.exit_code == 0, result.output
-    expected = 164 - len(ALTERED)
-    assert f"({expected}/164;" in result.output
+    assert f"({len(KEPT)}/{len(ALTERED) + len(KEPT)};" in result.output
     payload = json.loads((tmp_path / "a.json").read_text())
     failed = {s["task_id"] for s in payload["per_sample"] if not s["passed"]}
     assert failed == ALTERED
