@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from advisor.models.tiny import build_tiny
-from tests.cli_helpers import advisor, advisor_in_process, flat, one_error_line, said_lines
+from tests.cli_helpers import advisor, advisor_entry, advisor_in_process, flat, one_error_line, said_lines
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def test_report_of_a_study_whose_directory_moved_names_it_and_takes_model(moved_
     --model reports on the moved checkpoint."""
     root = moved_study
     base = ["report", "s", "--storage", "s.db", "--block-lengths", ""]
-    line = one_error_line(advisor(*base, "-o", "r", cwd=root), str(root / "ckpt"), "--model")
+    line = one_error_line(advisor_entry(*base, "-o", "r", cwd=root), str(root / "ckpt"), "--model")
     assert "hf download" not in line
     assert not (root / "r").exists()
-    r = advisor(*base, "-o", "r", "--model", "elsewhere/ckpt", cwd=root)
+    r = advisor_entry(*base, "-o", "r", "--model", "elsewhere/ckpt", cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
     payload = json.loads((root / "r" / "report.json").read_text())
     assert payload["study"] == "s"
@@ -45,7 +45,7 @@ def test_report_of_a_study_whose_relative_directory_moved_with_it_loads_it_witho
     machine with the same layout): the report loaded it by the relative name it ran as (fingerprint-checked) until
     e1c348b, which refused it for --model because the absolute directory recorded at tune time is gone."""
     root = moved_study
-    r = advisor("report", "s", "--storage", "../s.db", "--block-lengths", "", "-o", "r3", cwd=root / "elsewhere")
+    r = advisor_entry("report", "s", "--storage", "../s.db", "--block-lengths", "", "-o", "r3", cwd=root / "elsewhere")
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((root / "elsewhere" / "r3" / "report.json").read_text())["study"] == "s"
 
@@ -56,7 +56,7 @@ def test_report_of_another_checkpoint_under_the_relative_name_says_to_pass_model
     more: it names the directory loaded and --model now."""
     root = moved_study
     build_tiny("qwen3_moe", seed=1, dtype=torch.bfloat16).save_pretrained(root / "another" / "ckpt")
-    r = advisor("report", "s", "--storage", "../s.db", "--block-lengths", "", "-o", "r4", cwd=root / "another")
+    r = advisor_entry("report", "s", "--storage", "../s.db", "--block-lengths", "", "-o", "r4", cwd=root / "another")
     one_error_line(r, f"model {root / 'another' / 'ckpt'} is not the one study 's' ran", "fingerprint",
                    "pass --model with where the study's checkpoint is")
     assert not (root / "another" / "r4").exists()
@@ -65,7 +65,7 @@ def test_report_of_another_checkpoint_under_the_relative_name_says_to_pass_model
 def test_report_model_that_is_another_checkpoint_is_one_line(moved_study):
     root = moved_study
     build_tiny("qwen3_moe", seed=1, dtype=torch.bfloat16).save_pretrained(root / "other")
-    r = advisor("report", "s", "--storage", "s.db", "--block-lengths", "", "-o", "r2", "--model", "other", cwd=root)
+    r = advisor_entry("report", "s", "--storage", "s.db", "--block-lengths", "", "-o", "r2", "--model", "other", cwd=root)
     one_error_line(r, "--model other is not the model study 's' ran", "fingerprint")
     assert not (root / "r2").exists()
 
