@@ -273,9 +273,10 @@ def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | No
 
 
 def reference_cache_dir() -> Path:
-    """Where full-precision references of offloaded models are kept ($ADVISOR_CACHE_DIR, else ~/.cache)."""
-    root = os.environ.get("ADVISOR_CACHE_DIR") or Path.home() / ".cache" / "moe-advisor"
-    return Path(root) / "reference"
+    """Where full-precision references of offloaded models are kept ($ADVISOR_CACHE_DIR, a leading '~' expanded
+    as in every path option (`advisor.commands.home_path`), else ~/.cache)."""
+    root = os.environ.get("ADVISOR_CACHE_DIR") or str(Path.home() / ".cache" / "moe-advisor")
+    return Path(os.path.expanduser(root)) / "reference"
 
 
 def cached_reference(loaded, inputs: dict[str, Any] | torch.Tensor, cache_dir: Path | None = None) -> ReferenceLogits:

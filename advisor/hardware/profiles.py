@@ -336,10 +336,12 @@ def other_cpu(host: str | None) -> str:
 
 
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles."""
+    """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles. A leading
+    '~' in the variable is expanded as in every path option (`advisor.commands.home_path`): quoted
+    (`ADVISOR_PROFILES_DIR='~/p'`) the shell leaves it, and it named a directory '~' here."""
     if path is not None:
         return Path(path)
-    return Path(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR))
+    return Path(os.path.expanduser(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR)))
 
 
 def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:
