@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from advisor.errors import UserError
+from advisor.errors import UserError, choose
 from advisor.registry import Registry
 
 
@@ -127,8 +127,7 @@ def _toy(path: str | None, style: str | None) -> Task:
 def _gsm8k(path: str | None, style: str | None) -> Task:
     from advisor.eval import gsm8k
 
-    style = style or "few-shot"
-    gsm8k.build_prompt("", style)  # validate the style before loading anything
+    style = choose(style, gsm8k.PROMPT_STYLES, "--style") if style is not None else "few-shot"  # `COT` as `cot`
     examples = gsm8k.load(path)
     return Task(
         name="gsm8k",
