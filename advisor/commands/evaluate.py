@@ -18,6 +18,7 @@ from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
 from advisor.models import check_model_spec
+from advisor.quant.plan import PrecisionPlan
 from advisor.units import MAX_LENGTH, count
 
 
@@ -88,6 +89,9 @@ def register(app: typer.Typer) -> None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
         fidelity_prompts = 16 if fidelity_prompts is None else fidelity_prompts
+        # a malformed plan (`--precision int9`) before torch imports (`PrecisionPlan` is torch-free): it was refused
+        # only after ~10 s of imports; an empty "$PLAN" is refused, not measured as full precision
+        plan = PrecisionPlan.parse(precision) if precision is not None else None
         model = model or "bundled"
         check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
@@ -100,11 +104,6 @@ def register(app: typer.Typer) -> None:
         from advisor.models.load import load_model
 
         set_threads(threads)
-        plan = None
-        if precision is not None:  # an empty "$PLAN" is refused, not measured as full precision
-            from advisor.quant.plan import PrecisionPlan
-
-            plan = PrecisionPlan.parse(precision)  # malformed plans fail before the model loads
         the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)
         loaded = load_model(model, device=device, offload=offload)
         console = Console(stderr=True)

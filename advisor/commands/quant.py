@@ -8,6 +8,7 @@ import typer
 from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
 from advisor.models import check_model_spec
+from advisor.quant.spec import canonical_name
 
 
 def _layers(text: str | None) -> list[int] | None:
@@ -75,6 +76,9 @@ def register(app: typer.Typer) -> None:
         names = [f.strip() for f in formats.split(",") if f.strip()]
         if not names:
             raise UserError("--formats is empty; give e.g. int8,int4,nf4")
+        # unknown names fail before torch imports (`parse_format` is torch-free: `--formats int9` was refused only
+        # after ~8 s of imports); one format spelled twice (int4, int4:g128) is measured once
+        fmts = list(dict.fromkeys(canonical_name(n) for n in names))
         if activations not in ("random", "captured"):
             raise UserError(f"--activations must be 'random' or 'captured', not '{activations}'")
         if samples < 1:
@@ -96,12 +100,9 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from advisor.models.load import load_model
-        from advisor.quant.formats import get_format
         from advisor.quant.quality import capture_activations, quality_report
 
         set_threads(threads)
-        # unknown names fail before the model loads; one format spelled twice (int4, int4:g128) is measured once
-        fmts = list(dict.fromkeys(get_format(n).name for n in names))
         loaded = load_model(model, offload=offload)
         if loaded.offloaded:  # as eval and trace say it: the experts are read from the checkpoint one at a time
             Console(stderr=True).print(f"loading: {loaded.load_note}", highlight=False)
