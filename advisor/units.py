@@ -4,6 +4,8 @@ may import it (the model loader's messages use it as much as the hardware profil
 
 from __future__ import annotations
 
+import re
+
 MAX_LENGTH = 2**31 - 1
 """The most tokens, steps or block length a decode takes (no decode needs more), from an option or a search
 space: up to it, too much is one out-of-memory line (`advisor.commands.refuse_out_of_memory`); near 2**63,
@@ -18,6 +20,17 @@ that many seeded random ones, so 10**11 ran until interrupted). More than any ta
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds torch takes (`torch.Generator.manual_seed`; beyond them, "Overflow when unpacking long long"): a
 command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""
+
+
+DECIMAL = r"\d+(?:\.\d*)?|\.\d+"
+"""The one number syntax of sizes ("0.5GiB", `advisor.hardware.profiles.parse_budget`) and shares ("12.5%",
+`advisor.tune.budget.memory_spec`): plain decimals, no sign, exponent, '_', inf or nan. float() took '1e-3%' as a
+share while '1e3KB' was no size."""
+
+
+def decimal(text: str) -> float | None:
+    """`text` (spaces around it dropped) as a `DECIMAL` number, else None."""
+    return float(text) if re.fullmatch(DECIMAL, text.strip()) else None
 
 
 DTYPE_FORMATS = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32"}

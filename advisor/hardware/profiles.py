@@ -29,7 +29,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.files import write_atomic
-from advisor.units import format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
+from advisor.units import DECIMAL, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
 GiB = 1 << 30
 DEFAULT_PROFILES_DIR = Path("studies/profiles")
@@ -483,7 +483,7 @@ _UNITS = {
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
 }  # fmt: skip
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
+_SIZE = re.compile(rf"^\s*({DECIMAL})\s*([a-z]*)\s*$")
 
 
 def parse_budget(value: str | int | float, label: str = "budget ") -> int:
@@ -492,16 +492,21 @@ def parse_budget(value: str | int | float, label: str = "budget ") -> int:
     if isinstance(value, bool):
         raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
     if isinstance(value, int | float):
-        if value <= 0:
-            raise UserError(f"{label}{value!r} must be positive")
-        return int(value)
+        return _positive_bytes(value, value, label)
     m = _SIZE.match(str(value).lower())
     unit = m.group(2) if m else None
     if not m or unit not in _UNITS:
         if m and not unit and float(m.group(1)) >= 2**20:
             return int(float(m.group(1)))  # a plain byte count
         raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
-    n = int(float(m.group(1)) * _UNITS[unit])
+    return _positive_bytes(float(m.group(1)) * _UNITS[unit], value, label)
+
+
+def _positive_bytes(n: float, given: object, label: str) -> int:
+    """`n` as whole bytes; a size of none is refused, in words that say why ('0.5B' rounds to 0 bytes: it is
+    less than one byte, not "not positive")."""
     if n <= 0:
-        raise UserError(f"{label}{value!r} must be positive")
-    return n
+        raise UserError(f"{label}{given!r} must be positive")
+    if n < 1:
+        raise UserError(f"{label}{given!r} is less than one byte; give at least 1B")
+    return int(n)

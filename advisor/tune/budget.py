@@ -30,7 +30,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.tune.config import ModelShape, allocate_slots, build_config, uniform_peak_bytes
 from advisor.tune.space import FILL, FMT_FILL, HOT_FILL, Domain, SearchSpace, draw
-from advisor.units import format_bytes
+from advisor.units import decimal, format_bytes
 
 WARM_AXES = ("miss",)
 """Categorical cache knobs that change what a budget buys (e.g. copying misses vs computing them on the CPU):
@@ -434,10 +434,10 @@ def memory_spec(spec: str, option: str = "--memory") -> float | int:
         except UserError as e:  # name the option, and the shares it also takes
             raise UserError(f"{option}: {e}; or a share such as 25% (of the FP16 expert bytes, beside the "
                             "resident weights)") from e
-    try:
-        share = float(spec[:-1]) / 100
-    except ValueError:
-        share = -1.0
+    number = decimal(spec[:-1])  # the number syntax of a size ('1e-3%' is no more a share than '1e3KB' a size)
+    if number is None:
+        raise UserError(f"{option} {spec!r} is not a share; give a decimal number of percent, e.g. 25% or 12.5%")
+    share = number / 100
     if not 0 < share <= 1:
         raise UserError(f"{option} {spec!r}: a share must be between 0% and 100%, e.g. 25%")
     return share

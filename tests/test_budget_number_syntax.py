@@ -1,0 +1,50 @@
+"""Sizes and shares read one number syntax (`advisor.units.DECIMAL`) in every command that takes them, and a size
+under one byte says so. `--memory 1e-3%` was taken as a share while `1e3KB` was no size; `--budget 0.5B` (0
+bytes once rounded) said "must be positive"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from advisor.errors import UserError
+
+EXAMPLE = str(Path(__file__).parent.parent / "studies" / "example" / "advisor.db")
+SIZE_OPTIONS = {"tune": ["tune", "--storage", "unused.db", "--budget"],
+                "recommend": ["recommend", "--storage", EXAMPLE, "--budget"],
+                "report": ["report", "bundled-example", "--storage", EXAMPLE, "--memory"],
+                "inspect": ["inspect", "bundled", "--budget"]}
+
+
+def refusal(args: list[str], cwd: Path) -> str:
+    """The UserError `advisor ARGS` is refused with (the console entry point prints it as its one `error:` line)."""
+    import contextlib
+
+    from advisor.cli import app
+
+    with contextlib.chdir(cwd):
+        r = CliRunner().invoke(app, args)
+    assert isinstance(r.exception, UserError), (r.exit_code, r.output, r.exception)
+    return str(r.exception)
+
+
+@pytest.mark.parametrize("command", SIZE_OPTIONS)
+def test_a_size_under_one_byte_says_so(tmp_path, command):
+    assert "'0.5B' is less than one byte; give at least 1B" in refusal([*SIZE_OPTIONS[command], "0.5B"], tmp_path)
+    assert "'0B' must be positive" in refusal([*SIZE_OPTIONS[command], "0B"], tmp_path)
+
+
+@pytest.mark.parametrize("command", SIZE_OPTIONS)
+def test_an_exponent_is_no_size(tmp_path, command):
+    assert "'1e3KB' is not a size" in refusal([*SIZE_OPTIONS[command], "1e3KB"], tmp_path)
+
+
+@pytest.mark.parametrize("spelling", ["1e-3%", "inf%", "1_0%", "-5%"])
+def test_a_share_reads_the_number_syntax_of_a_size(tmp_path, spelling):
+    said = refusal([*SIZE_OPTIONS["report"], spelling], tmp_path)
+    assert said == f"--memory '{spelling}' is not a share; give a decimal number of percent, e.g. 25% or 12.5%"
+    said = refusal(["tune", "--storage", "unused.db", "--budgets", spelling], tmp_path)
+    assert said.startswith(f"--budgets '{spelling}' is not a share"), said
+    assert list(tmp_path.iterdir()) == []
