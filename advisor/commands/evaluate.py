@@ -17,7 +17,7 @@ from advisor.commands import (
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS
 from advisor.files import check_writable, write_atomic
-from advisor.models import check_model_spec
+from advisor.models import check_model_spec, check_tokenizer
 from advisor.quant.plan import PrecisionPlan
 from advisor.units import MAX_LENGTH, count
 
@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
         plan = PrecisionPlan.parse(precision) if precision is not None else None
         model = model or "bundled"
         check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()

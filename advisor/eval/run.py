@@ -126,11 +126,10 @@ def accuracy_source(source: str | None, task: str, n: int, device: str) -> str:
 
 def require_tokenizer(loaded) -> None:
     """`UserError` for a model without a tokenizer (tiny:*): a text task's prompts cannot be encoded for it."""
-    if loaded.tokenizer is None:
-        raise UserError(f"{loaded.name} has no tokenizer, so it cannot be evaluated on a text task; give a model "
-                        f"directory with its tokenizer files, or compare precisions without one: `advisor tune "
-                        f"{loaded.name}` (a shipped --space tunes top-1 agreement with the full-precision model, "
-                        "fidelity_top1, in place of accuracy), or `advisor quant-report`")
+    if loaded.tokenizer is None:  # `advisor eval` refuses a MODEL known to have none before it loads
+        from advisor.models import no_tokenizer
+
+        raise no_tokenizer(loaded.name)
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:

@@ -10,6 +10,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take
+* `check_tokenizer(spec)` - refuses, without torch, a MODEL known to have no tokenizer (for `advisor eval`)
 * `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
@@ -46,8 +47,8 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "check_tiny_family",
-                  "dtype_name", "DTYPES", "TINY_FAMILIES"])
+__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "check_tokenizer",
+                  "no_tokenizer", "check_tiny_family", "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -118,6 +119,33 @@ def check_model_spec(spec: str) -> None:
     if "/" not in spec and difflib.get_close_matches(spec.lower(), ["bundled"], cutoff=0.75):
         raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
                         "(the bundled model)?")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+"""A model directory has a tokenizer when it holds one of these (`load._tokenizer` then reads it)."""
+
+
+def check_tokenizer(spec: str) -> None:
+    """Refuse, without torch, a MODEL known to load without a tokenizer - a tiny:<family>, or a local directory
+    with none of `TOKENIZER_FILES` - for a command that must encode text (`advisor eval`): the refusal after
+    loading (`no_tokenizer`) came once the whole checkpoint had loaded, 10 s for 316 MiB, minutes for a 7B. A hub
+    id's files are known only once it loads. tune and trace take such a model (seeded random token ids) and do
+    not call this."""
+    spec = str(spec).strip()
+    path = spec_path(spec)
+    if spec.startswith("tiny:") or (spec != "bundled" and path.is_dir()
+                                    and not any((path / n).is_file() for n in TOKENIZER_FILES)):
+        raise no_tokenizer(model_name(spec))
+
+
+def no_tokenizer(name: str) -> Exception:
+    """The refusal of a text task for model `name`, which has no tokenizer: its prompts cannot be encoded."""
+    from advisor.errors import UserError
+
+    return UserError(f"{name} has no tokenizer, so it cannot be evaluated on a text task; give a model directory "
+                     f"with its tokenizer files, or compare precisions without one: `advisor tune {name}` (a shipped "
+                     "--space tunes top-1 agreement with the full-precision model, fidelity_top1, in place of "
+                     "accuracy), or `advisor quant-report`")
 
 
 def quant_method(config: dict[str, Any]) -> str | None:

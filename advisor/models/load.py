@@ -22,7 +22,15 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError, check_device_name
-from advisor.models import check_model_spec, dtype_name, model_name, quant_method, spec_path, tiny
+from advisor.models import (
+    TOKENIZER_FILES,
+    check_model_spec,
+    dtype_name,
+    model_name,
+    quant_method,
+    spec_path,
+    tiny,
+)
 from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
@@ -367,8 +375,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
 
 
 def _tokenizer(path: Path) -> Any | None:
-    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-    if not any((path / n).is_file() for n in names):
+    if not any((path / n).is_file() for n in TOKENIZER_FILES):
         return None
     from transformers import AutoTokenizer
 
