@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
             "JSON file. Default: the model's own weights.",
         ),
         limit: int = typer.Option(None, "--limit", "-n", help="Evaluate a deterministic subset of N examples."),
-        seed: int = typer.Option(0, "--seed", **SEED_RANGE, help="Seed of the subset choice."),
+        seed: int = typer.Option(None, "--seed", **SEED_RANGE, show_default="0",
+                                 help="Seed of the --limit subset and the --precision fidelity prompts."),
         data: str = typer.Option(None, "--data", callback=user_path, help="Local data file (GSM8K jsonl / HumanEval jsonl[.gz])."),
         style: str = typer.Option(
             None, "--style", help="GSM8K prompt style: zero-shot, few-shot (default) or cot."
@@ -78,13 +79,20 @@ def register(app: typer.Typer) -> None:
             check_writable(json_out, create_dirs=False)  # before the model loads, not after the evaluation
         # options of a model's run that would change nothing here, without a word (eval --style for toy is refused)
         unread = {"--style": style, "--batch-size": batch_size, "--max-new-tokens": max_new_tokens,
-                  "--offload/--resident": offload, "--fidelity-prompts": fidelity_prompts} if completions else \
-            {"--fidelity-prompts": fidelity_prompts} if precision is None else {}
+                  "--offload/--resident": offload, "--fidelity-prompts": fidelity_prompts, "--seed": seed} \
+            if completions else {"--fidelity-prompts": fidelity_prompts} if precision is None else {}
+        if not completions and limit is None and precision is None:  # the whole task, no fidelity prompts to pick
+            unread["--seed"] = seed
         given = [flag for flag, value in unread.items() if value is not None]
         if given:
-            why = ("--completions scores the file without a model" if completions else
-                   "the fidelity proxy compares a --precision plan with full precision")
-            raise UserError(f"{', '.join(given)} would change nothing: {why}; drop {'them' if len(given) > 1 else 'it'}")
+            why = ["--completions scores the file without a model"] if completions else [
+                *(["the fidelity proxy compares a --precision plan with full precision"]
+                  if "--fidelity-prompts" in given else []),
+                *(["--seed chooses the --limit subset and the --precision fidelity prompts"] if "--seed" in given
+                  else [])]
+            raise UserError(f"{', '.join(given)} would change nothing: {'; '.join(why)}; drop "
+                            f"{'them' if len(given) > 1 else 'it'}")
+        seed = 0 if seed is None else seed
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
@@ -106,8 +114,11 @@ def register(app: typer.Typer) -> None:
 
         set_threads(threads)
         the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)
-        loaded = load_model(model, device=device, offload=offload)
         console = Console(stderr=True)
+        if limit is not None and limit > len(the_task.examples):  # `select` took them all, not an error
+            console.print(f"note: --limit {limit} is more than the {the_task.name} task's "
+                          f"{count(len(the_task.examples), 'problem')}: evaluating all of them", highlight=False)
+        loaded = load_model(model, device=device, offload=offload)
         if loaded.offloaded:
             console.print(f"loading: {loaded.load_note}")
         from advisor.models.generate import decoding_note
