@@ -176,7 +176,7 @@ def test_quant_report_measures_a_format_once_however_often_it_is_spelled(tmp_pat
 
     out = tmp_path / "q.json"
     result = CliRunner().invoke(app, ["quant-report", "tiny:qwen3_moe", "--formats", "int4,int4:g128:asym,int8",
-                                      "--layers", "0", "--max-experts", "3", "--json", str(out)])
+                                      "--layers", "0", "--max-experts", "3", "--wide", "--json", str(out)])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
     assert [(r["format"], r["expert"]) for r in rows] == [(f, e) for e in range(3) for f in ("int4", "int8")]
