@@ -39,3 +39,13 @@ def test_a_seed_that_chooses_nothing_is_refused(tmp_path, args, said):
     r = CliRunner().invoke(app, ["eval", *args])
     assert isinstance(r.exception, UserError), (r.exit_code, r.output)
     assert str(r.exception) == said
+
+
+def test_eval_without_seed_reaches_its_own_checks():
+    """--seed left out is None (its default, so a given one is told apart): the range callback passed it to a
+    comparison, and every `advisor eval` without --seed was a TypeError traceback while its options were read."""
+    from advisor.cli import app
+
+    r = CliRunner().invoke(app, ["eval", "bundled", "--fidelity-prompts", "2"])
+    assert isinstance(r.exception, UserError), (r.exit_code, r.output, r.exception)
+    assert str(r.exception).startswith("--fidelity-prompts would change nothing")

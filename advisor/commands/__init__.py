@@ -26,9 +26,10 @@ a larger value overflows (a traceback), while libgomp gives every thread a stack
 
 
 
-def _torch_seed(seed: int) -> int:
-    """A seed `torch.Generator.manual_seed` takes (beyond this range, a traceback after the model loaded)."""
-    if not SEED_MIN <= seed <= SEED_MAX:
+def _torch_seed(seed: int | None) -> int | None:
+    """A seed `torch.Generator.manual_seed` takes (beyond this range, a traceback after the model loaded); None is
+    an option left out whose default is None (`eval --seed`, refused where it would choose nothing)."""
+    if seed is not None and not SEED_MIN <= seed <= SEED_MAX:
         raise typer.BadParameter(f"{seed} is not a seed torch takes: give one from {SEED_MIN} to {SEED_MAX} "
                                  "(-2**63 to 2**64 - 1)")
     return seed
