@@ -33,6 +33,16 @@ def test_trace_says_the_steps_that_unmask_nothing(tmp_path):
 
 
 def test_eval_says_it_alike():
+    """eval has no --steps (the task's or model's steps decode): its note names trace's, not an option eval
+    refuses ("No such option: --steps")."""
     res = invoke("eval", "bundled", "--limit", "1", "--max-new-tokens", "7", "--no-progress", "--threads", "1")
     assert res.exit_code == 0, res.output
-    assert IDLE in " ".join(res.output.split()), res.output
+    said = ("note: bundled decodes as llada_moe: 9 of the 16 steps unmask nothing: a block of 7 tokens is done after "
+            "7 of its 16 steps, and LLaDA's sampler still runs a forward at each; 7 steps decode one token per step "
+            "without them (`advisor trace --steps 7`; this command takes no --steps)")
+    assert said in " ".join(res.output.split()), res.output
+    from typer.main import get_command
+
+    from advisor.cli import app
+
+    assert "--steps" not in {o for p in get_command(app).commands["eval"].params for o in p.opts}  # as it says

@@ -121,7 +121,7 @@ def trace_cmd(
         gen_kw["block_length"] = block_length
     from advisor.models.generate import decoding_note
 
-    note = decoding_note(loaded, **gen_kw)
+    note = decoding_note(loaded, steps_option="--steps", **gen_kw)
     if note:  # LLaDA-MoE's whole blocks of equal steps: what runs, where it is not what was asked
         err.print(f"note: {note}")
     ck = loaded.checkpoint

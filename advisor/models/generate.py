@@ -274,7 +274,7 @@ def decoded_block_length(loaded: LoadedModel, *, max_new_tokens: int, steps: int
 
 
 def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,
-                  block_length: int | None = None, **options: Any) -> str:
+                  block_length: int | None = None, steps_option: str | None = None, **options: Any) -> str:
     """What `generate` decodes with these arguments where it is not what they ask: LLaDA-MoE decodes whole blocks,
     each with the same number of steps, so it decodes past `max_new_tokens` when the block length does not divide
     it (the extra tokens are cut), rounds the steps up to a multiple of the blocks, and runs a forward at every step
@@ -282,7 +282,9 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
     it is what users deploy, and said with the --steps that skips them); DiffusionGemma's generate decodes whole
     canvases (as many as `max_new_tokens` needs), so it too decodes past a `max_new_tokens` that the canvas length
     does not divide. Said as eval, trace and tune print it ("NAME decodes as FAMILY: ..."). "" when it decodes them
-    as asked (and for every other family)."""
+    as asked (and for every other family). `steps_option`: the command's own option of the steps ("--steps",
+    `advisor trace`), named in the idle steps' remedy; None where it has none (eval, tune: `advisor trace --steps`
+    is named, not an option the command refuses)."""
     if loaded.family == "diffusion_gemma":
         canvas = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
         canvases = -(-max_new_tokens // canvas)
@@ -305,7 +307,9 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
     if (idle := num_blocks * max(0, run // num_blocks - block)):
         said.append(f"{idle} of the {run} steps unmask nothing: a block of {block} tokens is done after {block} of "
                     f"its {run // num_blocks} steps, and LLaDA's sampler still runs a forward at each; "
-                    f"--steps {num_blocks * block} decodes one token per step without them")
+                    + (f"{steps_option} {num_blocks * block} decodes one token per step without them" if steps_option
+                       else f"{num_blocks * block} steps decode one token per step without them (`advisor trace "
+                            f"--steps {num_blocks * block}`; this command takes no --steps)"))
     return f"{loaded.name} decodes as {loaded.family}: {'; '.join(said)}" if said else ""
 
 
