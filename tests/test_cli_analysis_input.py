@@ -730,3 +730,14 @@ def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
     [at] = [i for i, ln in enumerate(lines) if ln.startswith("  at 200KiB (200.0 KiB), against ")]
     big = lines[at + 1]
     assert big.startswith("    ") and " #" in big and "transfer cut" in big and "(counted)" in big, big
+
+
+@pytest.mark.parametrize("slots", ["5_0%", "1e1%", "0.5e0"])
+def test_simulate_slots_share_takes_the_number_syntax_of_shares(trace_file, slots):
+    """A share of --slots is read as `tune --budgets`' and `report --memory`'s shares are (`advisor.units.DECIMAL`):
+    float() took '5_0%' as 50%, '1e1%' as 10% and '0.5e0' as half, which those refuse."""
+    from advisor.cli import app
+
+    r = CliRunner().invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--slots", slots])
+    assert isinstance(r.exception, UserError), (r.exit_code, r.output)
+    assert str(r.exception).startswith(f"bad slots '{slots}': not a number"), str(r.exception)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.units import decimal
 
 PREFETCH = ("none", "lookahead", "prev_step")
 
@@ -29,12 +30,13 @@ def resolve_slots(spec: Any, num_experts: Sequence[int]) -> list[int]:
         try:
             if "," in text:
                 spec = [int(x) for x in text.split(",")]
-            elif text.endswith("%"):
-                spec = float(text[:-1]) / 100.0
-                if not 0 < spec <= 1:
+            elif text.endswith("%") or "." in text:  # a share, in the one number syntax of shares (`DECIMAL`)
+                number = decimal(text.removesuffix("%"))  # float() took '5_0%', '1e1%' and '0.5e0'
+                if number is None:
+                    raise ValueError(text)
+                spec = number / 100.0 if text.endswith("%") else number
+                if text.endswith("%") and not 0 < spec <= 1:
                     raise bad("a percentage must be in (0, 100]")
-            elif "." in text:
-                spec = float(text)
             else:
                 spec = int(text)
         except ValueError as e:
