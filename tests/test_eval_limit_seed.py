@@ -31,6 +31,8 @@ def test_a_limit_above_the_tasks_size_says_all_are_evaluated(tmp_path):
     (["bundled", "--seed", "0", "--fidelity-prompts", "2"],
      "--fidelity-prompts, --seed would change nothing: the fidelity proxy compares a --precision plan with full "
      "precision; --seed chooses the --limit subset and the --precision fidelity prompts; drop them"),
+    (["bundled", "--precision", "int8", "--fidelity-prompts", "0", "--seed", "3"],  # no prompts to pick
+     "--seed would change nothing: --seed chooses the --limit subset and the --precision fidelity prompts; drop it"),
     (["--task", "humaneval", "--completions", "c.jsonl", "--seed", "1"],
      "--seed would change nothing: --completions scores the file without a model; drop it")])
 def test_a_seed_that_chooses_nothing_is_refused(tmp_path, args, said):

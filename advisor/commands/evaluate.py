@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
         unread = {"--style": style, "--batch-size": batch_size, "--max-new-tokens": max_new_tokens,
                   "--offload/--resident": offload, "--fidelity-prompts": fidelity_prompts, "--seed": seed} \
             if completions else {"--fidelity-prompts": fidelity_prompts} if precision is None else {}
-        if not completions and limit is None and precision is None:  # the whole task, no fidelity prompts to pick
+        if not completions and limit is None and (precision is None or fidelity_prompts == 0):  # the whole task, no
+            # fidelity prompts to pick (--fidelity-prompts 0 skips them)
             unread["--seed"] = seed
         given = [flag for flag, value in unread.items() if value is not None]
         if given:
