@@ -4,6 +4,7 @@ may import it (the model loader's messages use it as much as the hardware profil
 
 from __future__ import annotations
 
+import math
 import re
 
 MAX_LENGTH = 2**31 - 1
@@ -58,6 +59,15 @@ def format_bytes(n: float, digits: int = 1) -> str:
         if abs(n) >= size:
             return f"{n / size:.{digits}f} {unit}"
     return f"{n:.0f} B"
+
+
+def size_argument(n: float) -> str:
+    """`n` bytes as a --budget value to paste: one word, in `format_bytes`' unit, rounded *up* to 2 decimals so that
+    it holds `n` ("1.46MiB"); "1.46 MiB or more" was two shell words, rounded to below what was needed."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{math.ceil(n * 100 / size) / 100:.2f}{unit}"
+    return f"{math.ceil(n)}B"
 
 
 def budget_text(n: float, given: str | None, digits: int = 2) -> str:

@@ -122,6 +122,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     from advisor.hardware.profiles import format_bytes
     from advisor.models.load import host_available_bytes
     from advisor.tune.budget import least_uniform_peak, uniform_slots
+    from advisor.units import size_argument
 
     resident, act = shape.resident_bytes, shape.activation_bytes
     host = host_available_bytes()
@@ -132,7 +133,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     # when no slot fits, what the least one needs (CPU misses stage nothing: the least peak)
     fmt = min(FIT_FORMATS, key=lambda f: least_uniform_peak(shape, f)[0])  # any space: CPU misses, no prefetch
     least = least_uniform_peak(shape, fmt)[0]
-    needs = (f"one {fmt} slot per MoE layer needs --budget {format_bytes(least, 2)} or more"
+    needs = (f"one {fmt} slot per MoE layer needs {format_bytes(least, 2)}: --budget {size_argument(least)} or more"
              + (" (misses computed on the CPU)" if shape.staging else ""))
     if free > 0:
         room = (f"{format_bytes(free, 2)} left for expert slots" + (" and staging" if shape.staging else "")
