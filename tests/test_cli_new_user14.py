@@ -36,7 +36,7 @@ def test_a_mistyped_dtype_is_refused_before_torch_imports(tmp_path):
     """`inspect --dtype bf61` was refused only once torch and transformers had imported (5.6 s here), where
     `--device gpu` beside it is answered in 0.3 s: the dtype's name is checked without torch too."""
     said = _refused_light(tmp_path, "inspect", "bundled", "--dtype", "bf61")
-    assert said == "error: unknown dtype 'bf61'; use one of: bf16, bfloat16, float, float16, float32, fp16, fp32, half"
+    assert said == "error: unknown dtype 'bf61'; use one of: auto, bf16, bfloat16, float, float16, float32, fp16, fp32, half"
 
 
 @pytest.mark.parametrize(("args", "said"), [

@@ -68,7 +68,7 @@ def dtype_name(dtype: str) -> str | None:
     if key == "auto":
         return None
     if key not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; use one of: {', '.join(sorted(DTYPES))}")
+        raise UserError(f"unknown dtype '{dtype}'; use one of: auto, {', '.join(sorted(DTYPES))}")
     return DTYPES[key]
 
 
