@@ -454,3 +454,19 @@ def test_whether_a_study_is_judged_by_fidelity_is_one_rule_for_recommend_and_the
     assert judge([R(values={"fidelity_top1": 0.9}), R(values={"h2d_bytes_per_token": 1.0})]) == "fidelity_top1"
     assert judge([R(values={"fidelity_top1": 0.9}), R(values={"accuracy": 0.5})]) == "accuracy"
     assert judge([R(values={"h2d_bytes_per_token": 1.0})]) == judge([]) == "accuracy"
+
+
+def test_recommend_budget_names_its_option_and_sends_a_share_to_report(tmp_path):
+    """`recommend --budget 50%` said "budget '50%' is not a size": neither the option nor what takes a share
+    (`report --memory`, of one study's model; recommend compares configurations of any model by their bytes)."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    url = make_db(tmp_path / "a.db", standard_front(meta=model_meta("qwen3_moe")))
+    r = CliRunner().invoke(app, ["recommend", "--storage", url, "--budget", "50%"])
+    assert isinstance(r.exception, UserError) and str(r.exception) == (
+        "--budget takes a size (e.g. 24GiB), not a share: recommend compares stored configurations by their counted "
+        "peak GPU bytes, of whatever model; for a share of one study's model, `advisor report STUDY --memory 50%`")
+    r = CliRunner().invoke(app, ["recommend", "--storage", url, "--budget", "12 potatoes"])
+    assert isinstance(r.exception, UserError) and str(r.exception).startswith("--budget '12 potatoes' is not a size")

@@ -39,7 +39,11 @@ def build_query(
         raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
                         "or drop --profiles-dir")
     profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
-    budget_bytes = parse_budget(budget) if budget is not None else None
+    if budget is not None and budget.strip().endswith("%"):  # "budget '50%' is not a size" did not say what does
+        raise UserError(f"--budget takes a size (e.g. 24GiB), not a share: recommend compares stored configurations "
+                        f"by their counted peak GPU bytes, of whatever model; for a share of one study's model, "
+                        f"`advisor report STUDY --memory {budget.strip()}`")
+    budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None
     check_budget_fits(profile, budget_bytes)
     return Query(
         budget_bytes=budget_bytes,
