@@ -55,19 +55,30 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
     if path.parent.is_dir():
         return
     give = f"give {option} another path" if option else "give another path"
-    where = path.parent  # the nearest entry there is: a file, or a link to nothing, takes no `mkdir -p`
-    while not os.path.lexists(where) and where != where.parent:
-        where = where.parent
-    if where.is_symlink() and not where.exists():
-        raise UserError(f"cannot create {path}: {where} is a link to {os.readlink(where)}, which does not exist; "
-                        f"{give}")
-    if where.exists() and not where.is_dir():
-        raise UserError(f"cannot create {path}: {where} is not a directory; {give}")
+    _refuse_unmakeable(path, give)
     if path.parts[0].startswith("~"):
         raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
                         f"{path.parts[0][1:]!r} whose home it names; {give}")
     raise UserError(f"cannot create {path}: directory {path.parent} does not exist; create it (mkdir -p "
                     f"{shlex.quote(str(path.parent))}) or {give}")
+
+
+def _refuse_unmakeable(path: Path, give: str) -> None:
+    """`UserError` where the nearest entry above `path` there is cannot hold the missing directories: a file, a
+    link to nothing, or a loop of links (`mkdir -p` makes none of them a directory)."""
+    where = path.parent
+    while not os.path.lexists(where) and where != where.parent:
+        where = where.parent
+    if where.is_symlink() and not where.exists():
+        try:
+            os.stat(where)
+            why = "which does not exist"
+        except OSError as e:
+            why = ("which leads back to itself (a loop of links)" if e.errno == errno.ELOOP else
+                   "which does not exist")
+        raise UserError(f"cannot create {path}: {where} is a link to {os.readlink(where)}, {why}; {give}")
+    if where.exists() and not where.is_dir():
+        raise UserError(f"cannot create {path}: {where} is not a directory; {give}")
 
 
 def _through_link(path: Path) -> Path:
@@ -104,6 +115,8 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None
     where = path.parent
     if not create_dirs:
         _directory_of(path, False)
+    elif not where.is_dir():  # to be made: refused now where it cannot be, not once the work is done
+        _refuse_unmakeable(path, "give another path")
     while not where.exists() and where != where.parent:
         where = where.parent
     _check_names(path, where)

@@ -185,3 +185,20 @@ def test_a_path_option_under_the_home_of_no_such_user_is_one_line(home):
                         "no user 'nosuchuser9' whose home it names")):
         r = invoke(*args)
         assert isinstance(r.exception, UserError) and said in str(r.exception), (args, r.output, r.exception)
+
+
+def test_a_loop_of_links_above_an_output_is_named_a_loop_before_the_work(tmp_path, monkeypatch):
+    """`ln -s loop loop`: `eval --json loop/r.json` said "loop is a link to loop, which does not exist" (it exists: it
+    loops), and `profile` with ADVISOR_PROFILES_DIR=loop/p passed the check before measuring, then failed to write
+    ("cannot create directory loop (File exists)") once the measuring was done."""
+    from advisor.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop").symlink_to("loop")
+    said = "loop is a link to loop, which leads back to itself (a loop of links); give"
+    r = invoke("eval", "bundled", "--json", "loop/r.json")
+    assert isinstance(r.exception, UserError) and said in str(r.exception), (r.output, r.exception)
+    monkeypatch.setenv("ADVISOR_PROFILES_DIR", "loop/p")
+    r = invoke("profile", "--cpu", "--repeats", "1", "--name", "h")
+    assert isinstance(r.exception, UserError) and said in str(r.exception), (r.output, r.exception)
+    assert "measured" not in r.output, r.output
