@@ -134,14 +134,18 @@ def test_tune_with_gpu_stores_a_time_per_token_whose_device_side_is_the_named_gp
     assert t4090 > th200 and tb200 == pytest.approx(th200, rel=1e-12)
 
 
+def _entries(output: str) -> list[str]:
+    """`advisor profile --list`'s entries, one a profile, its continuation lines (indented 4) joined."""
+    return " ".join(output.split("\n    ")).splitlines()
+
+
 def test_profile_list_shows_the_device_figures_each_gpu_is_priced_with(tmp_path):
     from typer.testing import CliRunner
 
     from advisor.cli import app
 
     save_profile(_measured("NVIDIA B200", 178), tmp_path)
-    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output
-    entries = " ".join(out.split("\n    ")).splitlines()  # each profile's entry, its continuation lines joined
+    entries = _entries(CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output)
     (b200,) = [e for e in entries if e.startswith("NVIDIA B200:")]
     (rtx,) = [e for e in entries if e.startswith("RTX 4090 24GB:")]
     assert "device not in the catalogue (priced as the H200)" in b200
@@ -163,9 +167,9 @@ def test_a_profile_stored_under_its_own_name_is_priced_as_the_gpu_it_measured(tm
     r = CliRunner().invoke(app, ["profile", "--name", "host-t16", "--profiles-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("host-t16: memory 23.6 GiB")
-    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output.splitlines()
-    (line,) = [ln for ln in out if ln.startswith("host-t16")]
-    assert "device   1008 GB/s 165.2 TFLOP/s bf16  [measured:" in line, line
+    out = _entries(CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output)
+    (line,) = [ln for ln in out if ln.startswith("host-t16:")]
+    assert "device 1008 GB/s 165.2 TFLOP/s bf16 [measured:" in line, line
     dev = device_roofline(get_gpu("host-t16", tmp_path))
     assert dev.hbm_gbps == 1008
     assert dev.source.startswith("modelled:roofline(host-t16 as RTX 4090 24GB nominal: 1008 GB/s"), dev.source
@@ -182,26 +186,26 @@ def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
     for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"):
         save_profile(_measured(name, 79.6), tmp_path)
     save_profile(_measured("NVIDIA H100 NVL", 93.6), tmp_path)  # 95830 MiB as nvidia-smi reports it
-    out = CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output.splitlines()
+    out = _entries(CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output)
 
     def line(start: str) -> str:
-        (ln,) = [ln for ln in out if ln.startswith(start + " ")]
+        (ln,) = [ln for ln in out if ln.startswith(start + ":")]
         return ln
 
     for start, link, device in (
-            ("NVIDIA H100 80GB HBM3", "measured", "device   3350 GB/s   989 TFLOP/s"),
-            ("NVIDIA H100 PCIe", "measured", "device   2000 GB/s   756 TFLOP/s"),
-            ("NVIDIA H100 NVL", "measured", "device   3900 GB/s   835 TFLOP/s"),
-            ("NVIDIA A100-SXM4-80GB", "measured", "device   2039 GB/s   312 TFLOP/s"),
-            ("NVIDIA A100 80GB PCIe", "measured", "device   1935 GB/s   312 TFLOP/s"),
-            ("H100 SXM 80GB", "PCIe 5.0 x16", "device   3350 GB/s   989 TFLOP/s"),
-            ("H100 80GB", "PCIe 5.0 x16", "device   2000 GB/s   756 TFLOP/s"),
-            ("H100 NVL 94GB", "PCIe 5.0 x16", "device   3900 GB/s   835 TFLOP/s"),
-            ("A100 SXM 40GB", "PCIe 4.0 x16", "device   1555 GB/s   312 TFLOP/s"),
-            ("A100 SXM 80GB", "PCIe 4.0 x16", "device   2039 GB/s   312 TFLOP/s"),
-            ("A100 80GB", "PCIe 4.0 x16", "device   1935 GB/s   312 TFLOP/s"),
-            ("H200 141GB", "PCIe 5.0 x16", "device   4800 GB/s   989 TFLOP/s"),
-            ("H200 NVL 141GB", "PCIe 5.0 x16", "device   4800 GB/s   835 TFLOP/s")):
+            ("NVIDIA H100 80GB HBM3", "measured", "device 3350 GB/s 989 TFLOP/s"),
+            ("NVIDIA H100 PCIe", "measured", "device 2000 GB/s 756 TFLOP/s"),
+            ("NVIDIA H100 NVL", "measured", "device 3900 GB/s 835 TFLOP/s"),
+            ("NVIDIA A100-SXM4-80GB", "measured", "device 2039 GB/s 312 TFLOP/s"),
+            ("NVIDIA A100 80GB PCIe", "measured", "device 1935 GB/s 312 TFLOP/s"),
+            ("H100 SXM 80GB", "PCIe 5.0 x16", "device 3350 GB/s 989 TFLOP/s"),
+            ("H100 80GB", "PCIe 5.0 x16", "device 2000 GB/s 756 TFLOP/s"),
+            ("H100 NVL 94GB", "PCIe 5.0 x16", "device 3900 GB/s 835 TFLOP/s"),
+            ("A100 SXM 40GB", "PCIe 4.0 x16", "device 1555 GB/s 312 TFLOP/s"),
+            ("A100 SXM 80GB", "PCIe 4.0 x16", "device 2039 GB/s 312 TFLOP/s"),
+            ("A100 80GB", "PCIe 4.0 x16", "device 1935 GB/s 312 TFLOP/s"),
+            ("H200 141GB", "PCIe 5.0 x16", "device 4800 GB/s 989 TFLOP/s"),
+            ("H200 NVL 141GB", "PCIe 5.0 x16", "device 4800 GB/s 835 TFLOP/s")):
         assert link in line(start) and device in line(start), line(start)
     (tmp_path / "space.toml").write_text(SPACE)
     url = f"sqlite:///{tmp_path}/d.db"
