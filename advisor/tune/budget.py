@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.tune.config import ModelShape, allocate_slots, build_config, uniform_peak_bytes
+from advisor.tune.config import ModelShape, allocate_slots, build_config, layer_slots, uniform_peak_bytes
 from advisor.tune.space import FILL, FMT_FILL, HOT_FILL, Domain, SearchSpace, draw
 from advisor.units import decimal, format_bytes
 
@@ -381,8 +381,7 @@ def least_uniform_peak(shape: ModelShape, fmt: str, misses: Sequence[str] = ("cp
     says so in its row (the study's own space)."""
     peak, miss, prefetch = min((uniform_peak_bytes(shape, fmt, slots, p, m), m, p) for m in misses for p in prefetches)
     staged = shape.staging  # a resident model stages nothing, whatever the miss policy
-    per_layer = {min(s, e) for s, e in zip([slots] * shape.n_layers if isinstance(slots, int) else slots,
-                                           shape.num_experts, strict=True)}
+    per_layer = set(layer_slots(shape, slots))
     cache = (f"one {fmt} expert per MoE layer" if per_layer == {1} else
              f"{per_layer.pop()} {fmt} experts per MoE layer" if len(per_layer) == 1 else
              f"{min(per_layer)} to {max(per_layer)} {fmt} experts per MoE layer")

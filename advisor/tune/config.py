@@ -244,9 +244,13 @@ def uniform_peak_bytes(shape: ModelShape, fmt: str, slots: int | Sequence[int], 
     per layer; capped at each layer's experts): the configurations `advisor inspect --budget` sizes, counted as a
     study counts them."""
     plan = build_plan([fmt] * shape.n_layers, 0.0, fmt, shape, None)
+    return counted_peak_bytes(shape, plan, layer_slots(shape, slots), prefetch, miss)
+
+
+def layer_slots(shape: ModelShape, slots: int | Sequence[int]) -> list[int]:
+    """Slots per MoE layer from one count for every layer or one per layer, capped at each layer's experts."""
     per_layer = [slots] * shape.n_layers if isinstance(slots, int) else slots
-    return counted_peak_bytes(shape, plan, [min(s, e) for s, e in zip(per_layer, shape.num_experts, strict=True)],
-                              prefetch, miss)
+    return [min(s, e) for s, e in zip(per_layer, shape.num_experts, strict=True)]
 
 
 def expert_store_bytes(shape: ModelShape, plan: PrecisionPlan) -> int:
