@@ -56,10 +56,11 @@ def test_quant_report_takes_threads_as_eval_and_trace_do():
         torch.set_num_threads(before)
 
 
-def test_vllm_export_of_diffusion_gemma_names_the_flag_that_sets_the_decoding(tmp_path):
-    """The note said to set vLLM's canvas_length and max_denoising_steps but not how. It names the flag now, as
-    `vllm serve` takes it (--diffusion-config and a JSON object: vllm/config/diffusion.py, vLLM's
-    examples/features/structured_diffusion), with the study's values, in one shell word a wrap does not break."""
+def test_vllm_export_of_diffusion_gemma_sets_the_decoding_in_the_command(tmp_path):
+    """The note said to set vLLM's canvas_length and max_denoising_steps but not how; then it gave the flag in a
+    note only, so the `vllm serve` line as written served vLLM's own decoding. The flag is in the command now
+    (`--diffusion-config`, a JSON object: vLLM 0.33.0 vllm/engine/arg_utils.py, vllm/config/diffusion.py), with
+    the study's values, one shell word that reads back as that object."""
     from recommend_helpers import make_db, model_meta, point
 
     dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
@@ -67,13 +68,14 @@ def test_vllm_export_of_diffusion_gemma_names_the_flag_that_sets_the_decoding(tm
     p = point("dg", 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=dg, model="/models/dg")
     p.config["decoding"] = {"block_length": 32, "steps_per_block": 16, "generate": {"max_new_tokens": 64, "steps": 16}}
     url = make_db(tmp_path / "a.db", [p])
-    r = advisor("export", "dg", "1", "--to", "vllm", "--storage", url, cwd=tmp_path)
+    r = advisor("export", "dg", "1", "--to", "vllm", "--storage", url, "-o", "serve.sh", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    note = next(ln for ln in r.stdout.splitlines() if ln.startswith("# note: decoding:"))
-    flag = "--diffusion-config '{\"canvas_length\":32,\"max_denoising_steps\":16}'"
-    assert f"set them to 32 and 16 by adding {flag} to the `vllm serve` command" in note, note
-    assert json.loads(shlex.split(flag)[1]) == {"canvas_length": 32, "max_denoising_steps": 16}
-    assert any(flag.split()[1] in line.split() for line in r.stderr.splitlines()), r.stderr  # whole in the wrap
+    command = shlex.split((tmp_path / "serve.sh").read_text().splitlines()[-1])
+    assert command[:3] == ["vllm", "serve", "/models/dg"], command
+    i = command.index("--diffusion-config")
+    assert json.loads(command[i + 1]) == {"canvas_length": 32, "max_denoising_steps": 16}, command
+    note = next(ln for ln in (tmp_path / "serve.sh").read_text().splitlines() if ln.startswith("# note: decoding:"))
+    assert "the command sets them to the study's with --diffusion-config" in note, note
 
 
 def test_tune_storage_with_a_tilde_the_shell_left_is_not_told_to_mkdir_a_directory_named_tilde(tmp_path):

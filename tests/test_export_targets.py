@@ -1029,10 +1029,12 @@ def test_vllm_export_of_diffusion_gemma_says_the_decoding_the_study_measured(tmp
     assert r.returncode == 0, r.stderr
     note = " ".join(r.stdout.split())
     assert ("decoding: the study measured this point decoding canvases of 32 tokens with at most 16 denoising "
-            "steps each") in note and "canvas_length and max_denoising_steps" in note and "set them to 32 and 16" \
-        in note, r.stdout
+            "steps each") in note and "canvas_length and max_denoising_steps" in note, r.stdout
+    assert json.loads(r.stdout.splitlines()[-1].split("--diffusion-config ")[1].strip("'")) == {
+        "canvas_length": 32, "max_denoising_steps": 16}, r.stdout
     r = _cli("export", "dg", "2", "--to", "vllm", "--storage", url)
     assert r.returncode == 0 and "decoding: the study recorded none" in " ".join(r.stdout.split()), r.stdout
+    assert "--diffusion-config" not in r.stdout.splitlines()[-1], r.stdout  # vLLM's own defaults: said in the note
     qwen = make_db(tmp_path / "q.db", [point("q", 1, "int8", 8, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe"))])
     assert "decoding:" not in _cli("export", "q", "1", "--to", "vllm", "--storage", qwen).stdout  # autoregressive
 

@@ -215,29 +215,32 @@ def refusal(model: ModelInfo) -> str | None:
     return None
 
 
-def decoding_note(cfg: ExportConfig) -> str:
-    """How the study decoded the diffusion LLM it measured, which `vllm serve` does not take from this export:
-    vLLM decodes with its DiffusionConfig's `canvas_length` and `max_denoising_steps` (vllm/config/diffusion.py;
-    the steps, when not set, from the checkpoint's generation_config.json), not the study's. `vllm serve` takes that
-    config as a JSON object, `--diffusion-config '{"canvas_length": 64}'` (vLLM's
-    examples/features/structured_diffusion/README.md); written here without spaces, so a wrapped note keeps it whole."""
+def decoding_args(cfg: ExportConfig) -> list[str]:
+    """`--diffusion-config` with the canvas length and denoising steps the study decoded with, as `vllm serve`
+    takes them (vLLM 0.33.0 vllm/engine/arg_utils.py: `--diffusion-config`/`-dc`, a JSON object read by
+    `json.loads` into `DiffusionConfig(canvas_length, max_denoising_steps)`, vllm/config/diffusion.py; its
+    examples/features/structured_diffusion/README.md serves DiffusionGemma with it); written without spaces, so a
+    wrapped line keeps it whole. None ([]) where the study recorded no decoding (tuned before it did)."""
     canvas, steps = cfg.block_length, cfg.steps_per_block
+    if not cfg.model.is_diffusion or not canvas or not steps:
+        return []
+    return ["--diffusion-config", json.dumps({"canvas_length": canvas, "max_denoising_steps": steps},
+                                             separators=(",", ":"))]
+
+
+def decoding_note(cfg: ExportConfig) -> str:
+    """How the study decoded the diffusion LLM it measured, and how `vllm serve` is told (`decoding_args`): vLLM
+    decodes with its DiffusionConfig's `canvas_length` and `max_denoising_steps` (the steps, when not set, from
+    the checkpoint's generation_config.json), not the study's, unless the command sets them."""
     served = ("vLLM decodes with its diffusion config's canvas_length and max_denoising_steps (the steps, when "
               "not set, from the checkpoint's generation_config.json)")
-    if not canvas or not steps:
+    if not decoding_args(cfg):
         return (f"decoding: the study recorded none (tuned before it did); {served}, which may not be how the study's "
                 "time and accuracy were measured; `vllm serve` takes them as --diffusion-config "
                 "'{\"canvas_length\":N,\"max_denoising_steps\":S}'")
-    return (f"decoding: the study measured this point decoding canvases of {canvas} tokens with at most {steps} "
-            f"denoising steps each (a canvas stops sooner once stable); "
-            f"{served}: set them to {canvas} and {steps} by adding {diffusion_flag(canvas, steps)} to the `vllm serve` "
-            "command, or the served decoding is not the one measured")
-
-
-def diffusion_flag(canvas: int, steps: int) -> str:
-    """`--diffusion-config '{"canvas_length":C,"max_denoising_steps":S}'`, quoted for a shell."""
-    return "--diffusion-config " + shlex.quote(json.dumps({"canvas_length": canvas, "max_denoising_steps": steps},
-                                                          separators=(",", ":")))
+    return (f"decoding: the study measured this point decoding canvases of {cfg.block_length} tokens with at most "
+            f"{cfg.steps_per_block} denoising steps each (a canvas stops sooner once stable); {served}: the command "
+            "sets them to the study's with --diffusion-config, so the served decoding is the one measured")
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
@@ -270,6 +273,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         args += ["--cpu-offload-gb", gib_arg(gb)]
         if opts["offload_params"] == "experts":
             args += ["--cpu-offload-params", *expert_params(cfg.model)]
+    args += decoding_args(cfg)
     notes.append(why)
     if gb:
         notes.append(offload_note(cfg))
