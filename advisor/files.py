@@ -132,10 +132,19 @@ def _umask() -> int:
     return mask
 
 
-def _usual_mode(path: Path, *, executable: bool) -> None:
+def _usual_mode(path: Path, *, executable: bool, replaced: Path | None = None) -> None:
     """The mode a plain `open()` (or `mkdir`) would have given - 0644 / 0755 under the usual umask - instead
-    of the temporary file's private 0600 (0700 for directories)."""
-    path.chmod((0o777 if executable or path.is_dir() else 0o666) & ~_umask())
+    of the temporary file's private 0600 (0700 for directories); where it replaces a regular file (`replaced`),
+    that file's mode (and a script's execute bits), as writing into it would keep it: a private 0600 file - one a
+    link named, written through since `_through_link` - was left readable by everyone."""
+    usual = (0o777 if executable or path.is_dir() else 0o666) & ~_umask()
+    try:
+        kept = os.stat(replaced) if replaced is not None else None
+    except OSError:  # nothing there yet
+        kept = None
+    if kept is not None and stat.S_ISREG(kept.st_mode):
+        usual = stat.S_IMODE(kept.st_mode) | (usual & 0o111 if executable else 0)
+    path.chmod(usual)
 
 
 @contextmanager
@@ -160,7 +169,7 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     try:
         yield Path(tmp)
         if Path(tmp).exists():
-            _usual_mode(Path(tmp), executable=executable)
+            _usual_mode(Path(tmp), executable=executable, replaced=path)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

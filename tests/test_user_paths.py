@@ -104,6 +104,34 @@ def test_an_output_that_is_a_link_is_written_through(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["run.json"]
 
 
+def test_an_output_that_replaces_a_private_file_keeps_its_mode(tmp_path, monkeypatch):
+    """`export -o run.json` over a file of mode 0600 (through a link to it, written through since the link is no
+    longer replaced, or named itself) left it 0644, readable by every user of the host; a script keeps its own mode
+    with execute bits added. The umask's 0644 is still what a new file gets."""
+    import stat
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept").mkdir()
+    for name in ("run.json", "own.json"):
+        (tmp_path / "kept" / name).write_text("old")
+        (tmp_path / "kept" / name).chmod(0o600)
+    (tmp_path / "run.json").symlink_to(tmp_path / "kept" / "run.json")
+    old = os.umask(0o022)
+    try:
+        for out, to in (("run.json", "json"), ("kept/own.json", "json"), ("new.json", "json"), ("kept/own.sh", "llama.cpp")):
+            if to == "llama.cpp":
+                (tmp_path / out).write_text("old")
+                (tmp_path / out).chmod(0o600)
+            r = invoke("export", "bundled-example", "129", "--to", to, "--storage", str(EXAMPLE_DB), "-o", out)
+            assert r.exit_code == 0, (out, r.output, r.exception)
+    finally:
+        os.umask(old)
+    mode = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("kept/run.json", "kept/own.json",
+                                                                              "new.json", "kept/own.sh")}
+    assert mode == {"kept/run.json": 0o600, "kept/own.json": 0o600, "new.json": 0o644, "kept/own.sh": 0o711}, mode
+    assert (tmp_path / "run.json").is_symlink() and "moe-advisor/export" in (tmp_path / "kept/run.json").read_text()
+
+
 def test_an_output_link_is_checked_where_the_write_lands(tmp_path, monkeypatch):
     """`quant-report --json out.json`, out.json a link into a place that takes no files: the check before the work
     looked at the link's own folder, so the refusal came only after the model loaded and every expert was measured."""
