@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import advisor_entry
+from cli_helpers import advisor_entry, one_error_line
 
 from advisor.errors import UserError
 
@@ -555,3 +555,89 @@ def test_a_bf16_models_baseline_is_named_bf16_everywhere(tmp_path, monkeypatch, 
     payload = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert payload["baseline"]["precision"] == "bf16" and set(payload["sweep"]["expert_bytes"]) == {"bf16", "int8",
                                                                                                        "int4"}
+
+
+def _without_fingerprint(url: str, name: str, to: Path) -> str:
+    """A copy of the study database at `url` with every record of its model's fingerprint taken out, as a study
+    not written by `advisor tune` (or by a tool of its own) stores none."""
+    import shutil
+    import sqlite3
+
+    shutil.copy(url.removeprefix("sqlite:///"), to)
+    con = sqlite3.connect(to)
+
+    def strip(meta: dict) -> dict:
+        meta.pop("fingerprint", None)
+        return meta
+
+    con.execute("DELETE FROM study_user_attributes WHERE key = 'model_fingerprint'")
+    for table in ("study_user_attributes", "trial_user_attributes"):
+        for rowid, key, value in con.execute(f"SELECT rowid, key, value_json FROM {table}").fetchall():
+            doc = json.loads(value)
+            if key == "model_meta":
+                doc = strip(doc)
+            elif key == "config" and isinstance(doc, dict) and "model_meta" in doc:
+                doc["model_meta"] = strip(doc["model_meta"])
+            con.execute(f"UPDATE {table} SET value_json = ? WHERE rowid = ?", (json.dumps(doc), rowid))
+    for rowid, config in con.execute("SELECT rowid, config FROM advisor_front").fetchall():
+        doc = json.loads(config)
+        doc.get("model_meta", {}).pop("fingerprint", None)
+        con.execute("UPDATE advisor_front SET config = ?, model_fingerprint = '' WHERE rowid = ?", (json.dumps(doc), rowid))
+    con.execute("UPDATE advisor_study SET model_fingerprint = ''")
+    con.commit()
+    con.close()
+    from advisor.report.data import load_study_data
+    from advisor.report.workbench import stored_fingerprint
+
+    data = load_study_data(name, f"sqlite:///{to}")
+    assert stored_fingerprint(data) is None and data.setting("model_meta")["layers"], data.study_attrs  # none left
+    return f"sqlite:///{to}"
+
+
+def test_a_study_that_stored_no_fingerprint_is_reported_saying_what_was_checked_instead(study, tmp_path):
+    """Where a study stored no model fingerprint, the report of any --model ran without a check and said
+    "fingerprint ... (checked equal to the stored one)". It checks what the study did store - the model's family and
+    MoE sizes, and its trials' counted peak GPU bytes counted again on the model loaded (resident weights and expert
+    bytes, which every replay and `--memory` share is counted from) - and says, in one warning line and in the
+    report, that the fingerprint could not be checked and what matched."""
+    url, name = study
+    bare = _without_fingerprint(url, name, tmp_path / "bare.db")
+    r = advisor_entry("report", name, "--storage", bare, "--block-lengths", "", "--memory", "50%", "-o", "r",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = " ".join(r.stderr.split())
+    assert (f"warning: study '{name}' stores no model fingerprint, so model {MODEL} could not be checked to be the "
+            "model it ran; its family and MoE sizes and the counted peak GPU bytes of 5 of 5 stored trials match it "
+            "(counted), its weights were not compared") in said, said
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "checked equal to the stored one" not in md and "its weights were not compared" in md, md
+    assert "**not checked**: the study stores none" in md.split("\n## ")[0], md
+    payload = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert payload["model_fingerprint_checked"] is False and "could not be checked" in payload["model_check"]
+    with_fp = advisor_entry("report", name, "--storage", url, "--block-lengths", "", "--memory", "50%", "-o", "r2",
+                            cwd=tmp_path)
+    assert with_fp.returncode == 0 and "warning" not in with_fp.stderr, with_fp.stderr
+    same = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert same["model_fingerprint_checked"] is True and same["reference_memory_bytes"] == payload["reference_memory_bytes"]
+
+
+def test_another_model_for_a_study_that_stored_no_fingerprint_is_refused(study, tmp_path):
+    """`report --model` of another model, for a study with no stored fingerprint, wrote that model's report under
+    the study's name. A model of another family is refused by the stored model description; one of the same family
+    and MoE sizes whose resident weights differ (a larger vocabulary), by the stored trials' counted peaks - which
+    the `--memory` shares are counted from too. One line each, before any trace is recorded, nothing written."""
+    from advisor.models.tiny import _model_class, randomize_, tiny_config
+
+    url, name = study
+    bare = _without_fingerprint(url, name, tmp_path / "bare.db")
+    base = ["report", name, "--storage", bare, "--block-lengths", "", "-o", "r"]
+    r = advisor_entry(*base, "--model", "tiny:qwen3_moe", cwd=tmp_path)
+    one_error_line(r, f"--model tiny:qwen3_moe is not the model study '{name}' ran: it stores no fingerprint to "
+                      "check it by, and it has other model family ('qwen3_moe' here, 'llada_moe' stored)")
+    config = tiny_config("llada_moe")
+    config.vocab_size = 300
+    randomize_(_model_class("llada_moe")(config)).save_pretrained(tmp_path / "wide")
+    r = advisor_entry(*base, "--model", "wide", cwd=tmp_path)
+    one_error_line(r, f"--model wide is not the model study '{name}' ran", "no stored trial's counted peak GPU memory "
+                      "is counted on it", "its resident weights or expert bytes differ")
+    assert not (tmp_path / "r").exists()

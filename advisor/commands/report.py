@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
             print_wrapped(err, f"{line}{message} ...", len(line))
 
         res = build_report(study, storage, None if out is None else Path(out), memory=mem, block_lengths=lengths,
-                           max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data, model=model)
+                           max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data, model=model,
+                           warn=lambda message: print_wrapped(err, f"warning: {message}", 9))
         for note in res.extra["memory_notes"]:
             print_wrapped(err, f"note: {note}", 6)
         typer.echo(f"report: {res.markdown}")

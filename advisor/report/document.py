@@ -72,6 +72,8 @@ def report_json(c: ReportContext) -> dict[str, Any]:
         "storage": c.data.storage,
         "model": c.data.setting("model"),
         "model_fingerprint": c.wb.loaded.fingerprint,
+        "model_fingerprint_checked": c.wb.fingerprint_checked,  # False: the study stored none (`model_check` says
+        "model_check": c.wb.model_check,  # what was compared instead)
         "task": c.wb.settings.task,
         "reference_memory_bytes": c.memory,
         "reference_memory_rule": c.memory_why,
@@ -122,7 +124,8 @@ def compose(c: ReportContext) -> Document:
     task = task_text(wb.settings.task, dict.fromkeys(d.objectives), d.setting("space_toml"))
     doc = Document(f"Expert precision x expert caching: {model} on {task} (study {d.name})")
     doc.add(Para(
-        f"This report answers, for **{model}** (fingerprint `{wb.loaded.fingerprint}`) on the task "
+        f"This report answers, for **{model}** (fingerprint `{wb.loaded.fingerprint}`"
+        + ("" if wb.fingerprint_checked else ", **not checked**: the study stores none") + ") on the task "
         f"**{task}**: how much do INT8/INT4 experts plus a GPU expert cache cut host-to-device (H2D) "
         "expert transfer, and what does accuracy lose? Every number below comes from this project's own runs - "
         "measured, counted from recorded routing, or modelled, as each is labelled; the last section says how each "
@@ -427,7 +430,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         f"Study `{d.name}` in `{d.storage}`: {count(len(d.trials), 'finished trial')} ({len(c.trials)} within the memory "
         f"budget), {d.n_failed} failed, {d.n_total} in all; sampler {d.setting('sampler', default='?')}; search "
         f"space `{d.setting('space', default='?')}`; objectives {', '.join(d.objectives) or '-'}.",
-        f"Model `{d.setting('model')}`, fingerprint `{wb.loaded.fingerprint}` (checked equal to the stored one); "
+        f"Model `{d.setting('model')}`, fingerprint `{wb.loaded.fingerprint}` ({wb.model_check}); "
         f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
         f"top-{wb.loaded.moe[0].top_k}.",
         f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",

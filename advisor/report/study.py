@@ -21,7 +21,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from advisor.report.select import (
     stored_reference,
     trial_policies,
 )
-from advisor.report.workbench import Workbench, study_model, study_task
+from advisor.report.workbench import Workbench, counted_shape, study_model, study_task
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec, smallest_cache
@@ -67,19 +67,6 @@ class ReportResult:
     headline: list[HeadlineRow]
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def counted_shape(shape: ModelShape, data: StudyData) -> ModelShape:
-    """`shape` as the study counted its peaks, whichever way the report loads the model (whole where it fits in
-    host memory, else offloaded): an offloaded model's study (its stored `activation_allowance` one that was
-    probed) counts that allowance and the staging of copied misses; a resident one's ("none: experts resident")
-    neither. A study stored before allowances were is counted as the model loads now."""
-    allowance = data.study_attrs.get("activation_allowance")
-    if not isinstance(allowance, dict):
-        return shape
-    if str(allowance.get("source", "none")).startswith("none"):
-        return replace(shape, activation_bytes=0, staging=False)
-    return replace(shape, activation_bytes=int(allowance.get("bytes", 0)), staging=True)
 
 
 def least_in_space(shape: ModelShape, data: StudyData) -> Callable[[str], tuple[int, str]]:
@@ -117,6 +104,7 @@ def build_report(
     progress: Callable[[str], None] | None = None,
     task_data: str | None = None,
     model: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> ReportResult:
     """Build the report of `study` into `out_dir` (replaced as a whole, only once everything succeeded).
 
@@ -124,7 +112,8 @@ def build_report(
     reference,
     and with two or more the answer is also tabled at each. None: the study's own budget. `task_data`: the task's
     data file, for a study that did not store the one it was tuned on (`advisor tune --data`). `model`: where the
-    study's model is now, when its directory moved (`advisor report --model`)."""
+    study's model is now, when its directory moved (`advisor report --model`). `warn`: told, once the model has
+    loaded, what could not be checked of it (a study that stored no fingerprint); the report says it too."""
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     for m in memory:
@@ -161,7 +150,7 @@ def build_report(
     full = baseline_format(data, trials)
     precisions = (full, *PRECISIONS[1:])
     say("loading the study's model")
-    wb = Workbench.open(data, task, model)
+    wb = Workbench.open(data, task, model, warn or (lambda _: None))
     budgets = [budget_memory(m, wb.backend.shape) for m in memory]  # shares need the model's resident bytes
     refuse_memory_that_holds_no_trial([(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)], trials)
     say(f"recording one routing trace per precision ({', '.join(precisions)})")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from advisor.errors import UserError
@@ -19,11 +20,16 @@ class Workbench:
     backend: Any
     profile: Any
     settings: Any
+    model_check: str = ""
+    """How the model loaded here was checked to be the study's (`check_unfingerprinted`), as the report says it."""
+    fingerprint_checked: bool = True
 
     @classmethod
-    def open(cls, data: StudyData, task: tuple[Any, Any] | None = None, model: str | None = None) -> Workbench:
+    def open(cls, data: StudyData, task: tuple[Any, Any] | None = None, model: str | None = None,
+             warn: Callable[[str], None] = lambda _: None) -> Workbench:
         """`task`: (task, settings) from `study_task`, when the caller checked it already (before the model loads);
-        `model`: where the study's model is now (`advisor report --model`), else where the study loaded it."""
+        `model`: where the study's model is now (`advisor report --model`), else where the study loaded it; `warn`:
+        told, as soon as it is known, that a study with no stored fingerprint could not be checked by one."""
         from advisor.hardware.profiles import DEFAULT_PROFILE, HardwareProfile
         from advisor.models.load import load_model
         from advisor.tune.model_backend import ModelBackend
@@ -31,8 +37,8 @@ class Workbench:
         task, settings = task or study_task(data)
         spec = model or study_model(data)
         loaded = load_model(spec)
-        stored_fp = data.setting("model_fingerprint")
-        if stored_fp and str(stored_fp) != str(loaded.fingerprint):
+        stored_fp = stored_fingerprint(data)
+        if stored_fp and stored_fp != str(loaded.fingerprint):
             if model:
                 raise UserError(f"--model {model} is not the model study {data.name!r} ran (fingerprint "
                                 f"{loaded.fingerprint} != stored {stored_fp}); point --model at that checkpoint")
@@ -46,7 +52,11 @@ class Workbench:
         stored_cpu = data.study_attrs.get("cpu_experts")
         if stored_cpu:  # the CPU expert times the study was priced with, so hybrid replays match its trials
             backend.adopt_cpu_profile(stored_cpu)
-        return cls(data, loaded, backend, profile, settings)
+        if stored_fp:
+            return cls(data, loaded, backend, profile, settings, "checked equal to the stored one")
+        check = check_unfingerprinted(data, backend, f"--model {model}" if model else f"model {spec}")
+        warn(check)
+        return cls(data, loaded, backend, profile, settings, check, fingerprint_checked=False)
 
     def uniform_plan(self, fmt: str) -> Any:
         from advisor.tune.config import build_plan
@@ -70,6 +80,87 @@ class Workbench:
         cfg = TrialConfig.from_json(t.config, self.backend.shape.num_experts)
         m = self.backend.replay(run, cfg)
         return m.values["bytes_h2d"] / max(1, run.tokens)
+
+
+def stored_fingerprint(data: StudyData) -> str | None:
+    """The fingerprint of the model the study ran: its own setting, else the one its trials' model description
+    keeps (`model_meta`); None where it stored neither (a study not written by `advisor tune`)."""
+    fp = data.setting("model_fingerprint")
+    if not fp:
+        meta = data.setting("model_meta")
+        fp = meta.get("fingerprint") if isinstance(meta, dict) else None
+    return str(fp) if fp else None
+
+
+_SIZES = (("model family", lambda m: m.get("family")),
+          ("MoE layers", lambda m: len(m.get("layers") or [])),
+          ("routed experts per layer", lambda m: [x.get("num_experts") for x in m.get("layers") or []]),
+          ("top-k per layer", lambda m: [x.get("top_k") for x in m.get("layers") or []]),
+          ("hidden size per layer", lambda m: [x.get("hidden_size") for x in m.get("layers") or []]),
+          ("expert FFN size per layer", lambda m: [x.get("intermediate_size") for x in m.get("layers") or []]),
+          ("expert dtypes", lambda m: m.get("dtype")))
+"""What a stored model description (`advisor.models.load.model_meta`) says of a model's kind and sizes."""
+
+_PEAKS_CHECKED = 20
+"""Stored trials whose counted peak is counted again by `check_unfingerprinted`: every byte the report's budgets
+count (resident weights, each layer's experts) takes part in each; a few are enough."""
+
+
+def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
+    """What can be checked of a model (`named`: how the user named it) against a study that stored no fingerprint
+    - its MoE sizes against the stored model description, and stored trials' counted peak GPU bytes counted again
+    on it, which every replay, format's least configuration and `--memory` share of the report is counted from
+    (resident weights, expert bytes) - as the warning and the report say it; `UserError` where they differ: the
+    report of another model was written without a word (the fingerprint check skipped where none was stored)."""
+    from advisor.tune.config import TrialConfig, counted_peak_bytes
+    from advisor.units import count, format_bytes
+
+    name = data.name
+    stored, here = data.setting("model_meta"), backend.model_meta
+    checked = []
+    if isinstance(stored, dict) and stored.get("layers"):
+        for what, of in _SIZES:
+            if of(stored) is not None and of(stored) != of(here):
+                raise UserError(f"{named} is not the model study {name!r} ran: it stores no fingerprint to check it "
+                                f"by, and it has other {what} ({of(here)!r} here, {of(stored)!r} stored); point --model at "
+                                "that checkpoint")
+        checked.append("its family and MoE sizes")
+    shape = counted_shape(backend.shape, data)
+    peaks = []  # (trial, counted here, stored) of the first stored trials with a counted peak
+    for t in data.trials:
+        if (stored_peak := t.config.get("counted_peak_gpu_bytes")) and len(peaks) < _PEAKS_CHECKED:
+            try:
+                cfg = TrialConfig.from_json(t.config, shape.num_experts)
+            except (KeyError, TypeError, ValueError, UserError):  # a configuration another version stored
+                continue
+            peaks.append((t.number, counted_peak_bytes(shape, cfg.plan, cfg.slots, cfg.prefetch, cfg.miss),
+                          int(stored_peak)))
+    same = sum(here == stored for _, here, stored in peaks)
+    if peaks and not same:  # (a resumed study may have counted its later trials with another activation allowance)
+        number, here, stored_peak = peaks[0]
+        raise UserError(f"{named} is not the model study {name!r} ran: it stores no fingerprint to check it by, "
+                        f"and no stored trial's counted peak GPU memory is counted on it (trial #{number}: "
+                        f"{format_bytes(here, 2)} here, {format_bytes(stored_peak, 2)} stored; its resident weights "
+                        "or expert bytes differ); point --model at that checkpoint")
+    if same:
+        checked.append(f"the counted peak GPU bytes of {same} of {count(len(peaks), 'stored trial')}")
+    what = (" and ".join(checked) + " match it (counted), its weights were not compared"
+            if checked else "nor does it store its model's sizes or counted peaks: nothing was compared")
+    return (f"study {name!r} stores no model fingerprint, so {named} could not be checked to be the model it ran; "
+            f"{what}")
+
+
+def counted_shape(shape: Any, data: StudyData) -> Any:
+    """`shape` as the study counted its peaks, whichever way the report loads the model (whole where it fits in
+    host memory, else offloaded): an offloaded model's study (its stored `activation_allowance` one that was
+    probed) counts that allowance and the staging of copied misses; a resident one's ("none: experts resident")
+    neither. A study stored before allowances were is counted as the model loads now."""
+    allowance = data.study_attrs.get("activation_allowance")
+    if not isinstance(allowance, dict):
+        return shape
+    if str(allowance.get("source", "none")).startswith("none"):
+        return replace(shape, activation_bytes=0, staging=False)
+    return replace(shape, activation_bytes=int(allowance.get("bytes", 0)), staging=True)
 
 
 def study_model(data: StudyData) -> str:
