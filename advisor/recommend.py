@@ -548,17 +548,21 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
     closest: list[dict[str, Any]] = []
     mem_ok = [c for c in cands if not any(s.startswith(("needs", "no peak")) for s in c.problems)]
     acc_ok = [c for c in cands if not any(s.startswith(("accuracy", "no accuracy")) for s in c.problems)]
-    # "nothing fits" alone read as memory when every point fitted and the floor excluded them all
-    over, low = len(cands) - len(mem_ok), len(cands) - len(acc_ok)
-    if not over and low:
+    # "nothing fits" alone read as memory when every point fitted and the floor excluded them all; a point that
+    # records no peak is not said to exceed the budget (nor to fit it)
+    unknown = sum(any(s.startswith("no peak") for s in c.problems) for c in cands)
+    over, low = len(cands) - len(mem_ok) - unknown, len(cands) - len(acc_ok)
+    of = f" of {rec.query.budget_text()}" if budget is not None else ""
+    if not over and not unknown and low:
         reasons = [f"all {len(cands)} point(s) fall below the accuracy floor"
                    + (" (every one fits the memory)" if budget is not None else "")]
-    elif over and not low:
-        reasons = [f"nothing fits: all {len(cands)} point(s) exceed the memory budget of {rec.query.budget_text()}"]
+    elif over == len(cands) and not low:
+        reasons = [f"nothing fits: all {len(cands)} point(s) exceed the memory budget{of}"]
     else:
-        of = f" of {rec.query.budget_text()}" if budget is not None else ""
-        reasons = [f"nothing fits: all {len(cands)} point(s) excluded ({over} exceed the memory budget{of}, "
-                   f"{low} fall below the accuracy floor)"]
+        parts = [*([f"{over} exceed the memory budget{of}"] if over or not unknown else []),
+                 *([f"{unknown} record no peak GPU memory to compare with it"] if unknown else []),
+                 *([f"{low} fall below the accuracy floor"] if low or not unknown else [])]
+        reasons = [f"nothing fits: all {len(cands)} point(s) excluded ({', '.join(parts)})"]
     if acc_ok and budget is not None:
         c = min((c for c in acc_ok if "peak_gpu_bytes" in c.point.values),
                 key=lambda c: c.point.values["peak_gpu_bytes"], default=None)

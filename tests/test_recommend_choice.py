@@ -368,6 +368,24 @@ def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
         r.stdout
 
 
+def test_points_that_record_no_peak_are_not_said_to_exceed_the_budget(tmp_path):
+    """A point that records no peak GPU memory is left out under a --budget (it cannot be compared), but the reason
+    counted it among those that "exceed the memory budget", and with every recorded one fitting, said so of all of
+    them; with the floor excluding the rest, "every one fits the memory". Each is counted as what it is now."""
+    front = standard_front()
+    for p in front[:2]:
+        del p.values["peak_gpu_bytes"]
+    url = make_db(tmp_path / "a.db", front)
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--max-accuracy-drop", "0.5")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("nothing fits: all 6 point(s) excluded (4 exceed the memory budget of 1.0 GiB (--budget 1GiB), 2 record no "
+            "peak GPU memory to compare with it)") in flat(r.stdout), r.stdout
+    r = _cli("recommend", "--storage", url, "--budget", "24GiB", "--min-accuracy", "0.99")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "every one fits the memory" not in flat(r.stdout), r.stdout
+    assert "(2 record no peak GPU memory to compare with it, 6 fall below the accuracy floor)" in flat(r.stdout), r.stdout
+
+
 def test_fronts_of_several_models_are_not_ranked_against_each_other(tmp_path):
     """The README's flow stores the bundled model's study and a tiny fidelity study in one database; `recommend
     --budget` then ranked the tiny random model's bytes against the bundled model's and recommended it (its
