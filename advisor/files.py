@@ -32,6 +32,8 @@ except ImportError:  # not POSIX: no locks, so no folder a killed writer left is
 def _directory_of(path: Path, create: bool) -> Path:
     parent = path.parent
     if create:
+        if not parent.is_dir():  # a file, a link to nothing or a loop of links named as such, not "File exists"
+            _refuse_unmakeable(path, "give another path")
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file where a directory must be, a read-only or pseudo file system
@@ -346,8 +348,13 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     """`UserError` unless `path` (resolved: `.` is the current directory) is new, empty, or holds only entries
     named in `replaces` (an earlier output of the same writer): `atomic_dir` removes the directory it replaces,
     which must never take a user's other files with it. An earlier output a cut-short replacement left aside
-    is put back first (`_recover`)."""
-    path = Path(path).resolve()
+    is put back first (`_recover`). A link that leads back to itself is refused: `resolve` raised a RuntimeError
+    (a traceback) for `report -o LOOP`."""
+    try:
+        path = Path(path).resolve()
+    except (OSError, RuntimeError):  # a loop of links: RuntimeError to Python 3.12, OSError (ELOOP) after
+        raise UserError(f"cannot create {path}: it is a link that leads back to itself (a loop of links); choose "
+                        "another -o") from None
     _recover(path)
     _remove_stale(path, replaces)
     try:  # one look: exists() then is_dir() saw another writer's path, set aside in between, as no directory

@@ -230,3 +230,18 @@ def test_a_loop_of_links_above_an_output_is_named_a_loop_before_the_work(tmp_pat
     r = invoke("profile", "--cpu", "--repeats", "1", "--name", "h")
     assert isinstance(r.exception, UserError) and said in str(r.exception), (r.output, r.exception)
     assert "measured" not in r.output, r.output
+
+
+def test_an_output_folder_that_is_a_loop_of_links_is_one_line(tmp_path, monkeypatch):
+    """`report -o loop` (`ln -s loop loop`) was a RuntimeError traceback ("Symlink loop", from `Path.resolve`), and
+    `pareto -o loop` said "cannot create directory loop (File exists)"; each names the loop now, nothing written."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    (tmp_path / "loop").symlink_to("loop")
+    r = advisor_entry("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop", "--block-lengths", "",
+                      cwd=tmp_path)
+    one_error_line(r, "cannot create", "loop: it is a link that leads back to itself (a loop of links); choose "
+                   "another -o")
+    r = advisor_entry("pareto", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop", cwd=tmp_path)
+    one_error_line(r, "loop is a link to loop, which leads back to itself (a loop of links)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
