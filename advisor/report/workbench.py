@@ -120,7 +120,8 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
     checked = []
     if isinstance(stored, dict) and stored.get("layers"):
         for what, of in _SIZES:
-            if of(stored) is not None and of(stored) != of(here):
+            told = of(stored)  # a field an older description lacks is not compared
+            if told not in (None, "") and None not in (told if isinstance(told, list) else []) and told != of(here):
                 raise UserError(f"{named} is not the model study {name!r} ran: it stores no fingerprint to check it "
                                 f"by, and it has other {what} ({of(here)!r} here, {of(stored)!r} stored); point --model at "
                                 "that checkpoint")
@@ -144,7 +145,7 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
                         "or expert bytes differ); point --model at that checkpoint")
     if same:
         checked.append(f"the counted peak GPU bytes of {same} of {count(len(peaks), 'stored trial')}")
-    what = (" and ".join(checked) + " match it (counted), its weights were not compared"
+    what = (" and ".join(checked) + " match it, its weights were not compared"
             if checked else "nor does it store its model's sizes or counted peaks: nothing was compared")
     return (f"study {name!r} stores no model fingerprint, so {named} could not be checked to be the model it ran; "
             f"{what}")
