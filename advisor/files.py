@@ -53,10 +53,10 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
     user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`, a directory whose name the shell reads as
     a home; nor is a link to nothing (`mkdir -p` cannot make it). A `path` that is a link is checked where the
     write lands (`_through_link`): `report -o LINK` made its target's missing folders."""
-    path = _through_link(Path(path))
+    give = f"give {option} another path" if option else "give another path"
+    path = _through_link(Path(path), give)
     if path.parent.is_dir():
         return
-    give = f"give {option} another path" if option else "give another path"
     _refuse_unmakeable(path, give)
     if path.parts[0].startswith("~"):
         raise UserError(f"cannot create {path}: no directory named {path.parts[0]!r} here, and no user "
@@ -83,10 +83,24 @@ def _refuse_unmakeable(path: Path, give: str) -> None:
         raise UserError(f"cannot create {path}: {where} is not a directory; {give}")
 
 
-def _through_link(path: Path) -> Path:
+def _through_link(path: Path, give: str = "give another path") -> Path:
     """Where writing `path` lands: a symbolic link's target is replaced (as `report -o` fills a linked directory's
-    target), not the link by a file of its own, which left the file the user linked as it was."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    target), not the link by a file of its own, which left the file the user linked as it was. A link that leads
+    back to itself lands nowhere: refused (`tune --storage LOOP` was "its disk is full ... or read-only" from
+    SQLite, `report -o LOOP` a traceback, `export -o LOOP` replaced the link)."""
+    if not path.is_symlink():
+        return path
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UserError(_looping(path, give)) from None
+    return Path(os.path.realpath(path))
+
+
+def _looping(path: Path, give: str) -> str:
+    """The refusal of an output `path` that is a link leading back to itself."""
+    return f"cannot write {path}: it is a link that leads back to itself (a loop of links); {give}"
 
 
 def _not_a_directory(path: Path) -> Path:
@@ -353,8 +367,7 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     try:
         path = Path(path).resolve()
     except (OSError, RuntimeError):  # a loop of links: RuntimeError to Python 3.12, OSError (ELOOP) after
-        raise UserError(f"cannot create {path}: it is a link that leads back to itself (a loop of links); choose "
-                        "another -o") from None
+        raise UserError(_looping(Path(path), "choose another -o")) from None
     _recover(path)
     _remove_stale(path, replaces)
     try:  # one look: exists() then is_dir() saw another writer's path, set aside in between, as no directory

@@ -232,16 +232,20 @@ def test_a_loop_of_links_above_an_output_is_named_a_loop_before_the_work(tmp_pat
     assert "measured" not in r.output, r.output
 
 
-def test_an_output_folder_that_is_a_loop_of_links_is_one_line(tmp_path, monkeypatch):
-    """`report -o loop` (`ln -s loop loop`) was a RuntimeError traceback ("Symlink loop", from `Path.resolve`), and
-    `pareto -o loop` said "cannot create directory loop (File exists)"; each names the loop now, nothing written."""
+def test_an_output_that_is_a_loop_of_links_is_one_line(tmp_path, monkeypatch):
+    """`ln -s loop loop`: `report -o loop` was a RuntimeError traceback ("Symlink loop", from `Path.resolve`),
+    `pareto -o loop` said "cannot create directory loop (File exists)", `tune --storage loop` blamed a full disk or
+    a read-only file (SQLite's "unable to open database file"), and `export -o loop` replaced the link with a file.
+    Each names the loop now, before any work, and nothing is written."""
     from tests.cli_helpers import advisor_entry, one_error_line
 
     (tmp_path / "loop").symlink_to("loop")
-    r = advisor_entry("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop", "--block-lengths", "",
-                      cwd=tmp_path)
-    one_error_line(r, "cannot create", "loop: it is a link that leads back to itself (a loop of links); choose "
-                   "another -o")
-    r = advisor_entry("pareto", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop", cwd=tmp_path)
-    one_error_line(r, "loop is a link to loop, which leads back to itself (a loop of links)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
+    said = "cannot write loop: it is a link that leads back to itself (a loop of links); "
+    for args, give in ((["report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop", "--block-lengths",
+                         ""], "give -o another path"),
+                       (["pareto", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop"], "give -o another path"),
+                       (["tune", "tiny:qwen3_moe", "--storage", "loop", "--trials", "1"], "give --storage another path"),
+                       (["export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", "loop"],
+                        "give another path")):
+        one_error_line(advisor_entry(*args, cwd=tmp_path), said + give)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"] and (tmp_path / "loop").is_symlink()
