@@ -15,7 +15,7 @@ import typer.core
 from typer._click.exceptions import UsageError  # typer >= 0.24 vendors click
 
 from advisor import __version__
-from advisor.commands import evaluate, export, models, offload, quant, recommend, report, tune
+from advisor.commands import evaluate, export, models, offload, option_name, quant, recommend, report, tune
 from advisor.errors import INTERRUPTED, UserError
 from advisor.models import QUIET_LOGGERS
 
@@ -54,8 +54,7 @@ class _OnceCommand(typer.core.TyperCommand):
             for param in dict.fromkeys(order):
                 once = isinstance(param, typer.core.TyperOption) and not (param.multiple or param.count)
                 if once and (n := order.count(param)) > 1:
-                    names = "/".join(param.opts + param.secondary_opts)
-                    raise UsageError(f"{names} is given {n} times; give it once", ctx=ctx)
+                    raise UsageError(f"{option_name(param)} is given {n} times; give it once", ctx=ctx)
         return super().parse_args(ctx, args)
 
 

@@ -949,7 +949,7 @@ def test_empty_trace_and_simulate_paths_are_refused_as_empty(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.npz").write_bytes(b"")  # refused before it is read
-    for args, needle in ((["trace", "tiny:llada_moe", "-o", ""], "-o is empty"),
+    for args, needle in ((["trace", "tiny:llada_moe", "-o", ""], "-o/--output is empty"),
                          (["simulate", ""], "TRACE_FILE is empty"),
                          (["simulate", "t.npz", "--json", ""], "--json is empty")):
         res = CliRunner().invoke(app, args)
@@ -977,7 +977,7 @@ def test_export_refuses_an_empty_output_path(tmp_path):
     for empty in ("", " "):
         for args in (["bundled-example", "129"], ["--from-recommend", "--budget", "2MiB"]):
             r = advisor_entry("export", *args, "--to", "json", "--storage", db, "-o", empty, cwd=tmp_path)
-            line = one_error_line(r, "-o is empty; give a file path (without it: stdout)")
+            line = one_error_line(r, "-o/--output is empty; give a file path (without it: stdout)")
             assert "cannot write ." not in line and r.stdout == "", r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
 
@@ -1178,7 +1178,7 @@ def test_an_empty_output_path_or_data_file_is_refused_not_taken_for_the_default(
                          (["quant-report", "bundled", "-f", "int8", "--max-experts", "1", "--json", ""],
                           "--json is empty"),
                          (["report", "bundled-example", "--storage", db, "--data", ""], "--data is empty"),
-                         (["pareto", "bundled-example", "--storage", db, "--out", ""], "--out is empty"),
+                         (["pareto", "bundled-example", "--storage", db, "--out", ""], "-o/--output is empty"),
                          (["profile", "--cpu", "--repeats", "1", "--profiles-dir", ""], "--profiles-dir is empty")):
         r = advisor_entry(*args, cwd=tmp_path)
         one_error_line(r, needle, "leave the option out")
@@ -1409,7 +1409,7 @@ def test_an_empty_storage_or_report_directory_is_refused_not_taken_for_the_defau
     assert isinstance(r.exception, UserError), r.output  # it said "no stored Pareto front for any study in ..."
     assert str(r.exception) == "STUDY is empty; give a study name (see `advisor studies`) or leave the option out"
     r = CliRunner().invoke(app, ["report", "nosuch", "--storage", "studies/advisor.db", "-o", ""])
-    assert isinstance(r.exception, UserError) and str(r.exception).startswith("-o is empty; give a directory")
+    assert isinstance(r.exception, UserError) and str(r.exception).startswith("-o/--output is empty; give a directory")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 

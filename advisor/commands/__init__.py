@@ -53,6 +53,26 @@ def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
 P = TypeVar("P", str, Path, None)
 
 
+OUTPUT = "-o/--output"
+"""The output option of `report`, `pareto`, `export` and `trace` as a refusal names it (`option_name`)."""
+
+
+def output_option(default: Any, help: str) -> Any:
+    """The file or folder a command writes: `-o`, `--output` or `--out`, in every command. `report` and `pareto`
+    took only `--out`, `export` and `trace` only `--output`, so a habit from one was "No such option" in another.
+    `--output` is the canonical name (`OUTPUT`); `--out` an alias."""
+    return typer.Option(default, "-o", "--output", "--out", callback=user_path, help=help)
+
+
+def option_name(param: Any) -> str:
+    """How a refusal names an option: its names as declared, aliases after the first long one left out, and its
+    --no- side ("-o/--output", "--plots/--no-plots", "--yes/-y"); `OUTPUT`'s alias --out would read as another
+    option."""
+    first_long = next((o for o in param.opts if o.startswith("--")), None)
+    names = [o for o in param.opts if not o.startswith("--") or o == first_long]
+    return "/".join(names + list(getattr(param, "secondary_opts", [])))
+
+
 def user_path(param: typer.CallbackParam, value: P) -> P:
     """The callback of every option that names a file or directory: a leading '~' expanded (`home_path`), a
     leading '=' refused (`refuse_equals`)."""
@@ -82,7 +102,7 @@ def refuse_equals(param: typer.CallbackParam, value: str | Path | None) -> None:
     short = next((o for o in param.opts if not o.startswith("--")), None)
     long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
     why = f" (`{short}=PATH` is read as the path '=PATH')" if short else ""
-    raise UserError(f"{'/'.join(param.opts)} {text!r}: a path starting with '='{why}; write `{short or long} "
+    raise UserError(f"{option_name(param)} {text!r}: a path starting with '='{why}; write `{short or long} "
                     f"{text[1:]}` or `{long}={text[1:]}` (a name that starts with '=': ./{text})")
 
 

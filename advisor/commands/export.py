@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import user_path, user_storage
+from advisor.commands import OUTPUT, output_option, user_path, user_storage
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.front import FrontPoint
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         trial: int | None = typer.Argument(None, min=0, max=2**63 - 1,  # SQLite's INTEGER: beyond, an OverflowError
                                            help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
-        output: str | None = typer.Option(None, "-o", "--output", callback=user_path, help="Write here (atomically) instead of stdout."),
+        output: str | None = output_option(None, "Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
         check: bool = typer.Option(False, "--check", help="Validate the export with the target's own code where "
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         from advisor.recommend import load_points, recommend
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
-        refuse_empty({"-o": output}, "a file path (without it: stdout)")  # '' (a str: Path('') is '.') was refused
+        refuse_empty({OUTPUT: output}, "a file path (without it: stdout)")  # '' (a str: Path('') is '.') was refused
         # only once the export was built, as "cannot write .: it is a directory", a path the user never gave
         refuse_empty({"STUDY": study}, "a study name (see `advisor studies`)")  # '' read every study's front, and
         target = resolve_target(to)  # said none had one

@@ -10,8 +10,10 @@ from pathlib import Path
 import typer
 
 from advisor.commands import (
+    OUTPUT,
     SEED_RANGE,
     device_option,
+    output_option,
     refuse_out_of_memory,
     set_threads,
     threads_option,
@@ -55,7 +57,7 @@ def _read_note(nbytes: int, read_s: float, decode_s: float, forwards: int) -> st
 
 def trace_cmd(
     model: str = typer.Argument(..., help="HF id, local directory, tiny:<family> or 'bundled'."),
-    output: str = typer.Option(..., "-o", "--output", callback=user_path, help="Trace file to write (.npz)."),
+    output: str = output_option(..., "Trace file to write (.npz)."),
     task: str = typer.Option("toy", "--task", help="Task whose prompts to decode (toy, gsm8k, humaneval)."),
     data: str = typer.Option(None, "--data", callback=user_path, help="Local data file of the task (GSM8K jsonl / HumanEval "
                              "jsonl[.gz]), as `tune` and `eval` take it."),
@@ -79,7 +81,7 @@ def trace_cmd(
     for text in prompt or []:  # an unset "$PROMPT" traced an empty prompt, without a word
         refuse_empty({"--prompt": text}, "the text to decode")
     # '' loaded the current directory as the model; --data '' was "file '.' is a directory"
-    refuse_empty({"MODEL": model, "--data": data, "-o": output}, "a value (see `advisor trace --help`)")
+    refuse_empty({"MODEL": model, "--data": data, OUTPUT: output}, "a value (see `advisor trace --help`)")
     if prompt:  # each would have been left unread without a word: the texts given are what is decoded
         from advisor.errors import UserError
 

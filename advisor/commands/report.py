@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from advisor.commands import user_path, user_storage
+from advisor.commands import OUTPUT, output_option, user_path, user_storage
 from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import MAX_LENGTH
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     def report(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL or SQLite path."),
-        out: str | None = typer.Option(None, "-o", "--out", callback=user_path, help="Output directory (default reports/<study>)."),
+        output: str | None = output_option(None, "Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
             None, "--memory", help="GPU memory for the equal-memory headline: a size (1.5MiB) or a share of the "
             "FP16 expert bytes on top of the resident weights (25%); several, comma-separated (10%,25%,50%), "
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         refuse_empty({"--model": model}, "a model directory or hub id")
         refuse_empty({"--data": data}, "the data file")  # '' read the study's stored file, without a word
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
-        refuse_empty({"-o": out}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here
+        refuse_empty({OUTPUT: output}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here
         try:
             lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
         except ValueError as e:
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
             line = f"[{next(steps)}] {time.monotonic() - t0:5.0f} s  "
             print_wrapped(err, f"{line}{message} ...", len(line))
 
-        res = build_report(study, storage, None if out is None else Path(out), memory=mem, block_lengths=lengths,
+        res = build_report(study, storage, None if output is None else Path(output), memory=mem, block_lengths=lengths,
                            max_accuracy_drop=max_accuracy_drop, progress=progress, task_data=data, model=model,
                            warn=lambda message: print_wrapped(err, f"warning: {message}", 9))
         for note in res.extra["memory_notes"]:

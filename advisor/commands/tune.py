@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from advisor.commands import device_option, threads_option, user_path, user_storage
+from advisor.commands import OUTPUT, device_option, output_option, threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
@@ -387,19 +387,19 @@ def register(app: typer.Typer) -> None:
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
         storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL of the study database."),
-        out: str = typer.Option(PLOTS_DIR, "-o", "--out", callback=user_path, help="Directory for the PNG and HTML plots."),
+        output: str = output_option(PLOTS_DIR, "Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
     ) -> None:
         """Print a study's stored Pareto front and write it as PNG and interactive HTML plots."""
         import re
 
-        refuse_empty({"--out": out}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
+        refuse_empty({OUTPUT: output}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
-        if plots and Path(out) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
+        if plots and Path(output) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
             from advisor.files import check_parent
 
-            check_parent(out, "-o")
+            check_parent(output, OUTPUT)
 
         from rich.console import Console
 
@@ -429,7 +429,7 @@ def register(app: typer.Typer) -> None:
             from advisor.tune.plots import write_html, write_png
 
             safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study)
-            where = Path(out)
+            where = Path(output)
             written = (f"plots: {write_png(points, where / f'{safe}.png', title)}  "
                        f"{write_html(points, where / f'{safe}.html', title)}")
         print_front(console, points, title, list(summary.objectives or {}) if summary else [],

@@ -1,0 +1,39 @@
+"""What a new user met in pass 16: each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import advisor_entry, one_error_line
+
+EXAMPLE_DB = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+
+WRITERS = {  # each command that writes a file or folder, up to its output option
+    "report": ["report", "bundled-example", "--storage", EXAMPLE_DB],
+    "pareto": ["pareto", "bundled-example", "--storage", EXAMPLE_DB],
+    "export": ["export", "bundled-example", "8", "--storage", EXAMPLE_DB, "--to", "json"],
+    "trace": ["trace", "tiny:llada_moe"],
+}
+
+
+@pytest.mark.parametrize("command", WRITERS)
+@pytest.mark.parametrize("spelling", ["-o", "--output", "--out"])
+def test_every_writer_takes_o_output_and_out(tmp_path, command, spelling):
+    """`-o` was `--out` for `report` and `pareto` but `--output` for `export` and `trace`: `export --out x.json`
+    and `pareto --output DIR` were "No such option". Each takes all three, and names the option as its help
+    shows it (`-o/--output`) whichever was typed."""
+    r = advisor_entry(*WRITERS[command], spelling, "", cwd=tmp_path)
+    line = one_error_line(r, "-o/--output is empty; give ")
+    assert "--out " not in line and "--out is" not in line, line
+
+
+def test_export_and_pareto_write_where_the_other_spelling_says(tmp_path):
+    """The spelling of one command works in the other, and writes there."""
+    r = advisor_entry(*WRITERS["export"], "--out", "a.json", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "a.json").is_file(), r.stdout + r.stderr
+    r = advisor_entry(*WRITERS["pareto"], "--output", "plots", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "plots" / "bundled-example.png").is_file(), r.stdout + r.stderr
+    said = one_error_line(advisor_entry(*WRITERS["export"], "-o", "a.json", "--out", "b.json", cwd=tmp_path))
+    assert said.startswith("error: -o/--output is given 2 times"), said
