@@ -866,7 +866,7 @@ def test_negative_decoding_lengths_name_the_option_before_the_model_loads(tmp_pa
 def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
     """`--host-memory 0` said "--host-memory: budget '0' is not a size": the GPU budget's words for host memory."""
     r = advisor_entry("tune", "--host-memory", "0", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    line = one_error_line(r, "--host-memory: '0' is not a size")
+    line = one_error_line(r, "--host-memory: '0' must be positive")
     assert "budget" not in line, line
     before_model_load(r)
 

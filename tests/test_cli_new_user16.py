@@ -37,3 +37,19 @@ def test_export_and_pareto_write_where_the_other_spelling_says(tmp_path):
     assert r.returncode == 0 and (tmp_path / "plots" / "bundled-example.png").is_file(), r.stdout + r.stderr
     said = one_error_line(advisor_entry(*WRITERS["export"], "-o", "a.json", "--out", "b.json", cwd=tmp_path))
     assert said.startswith("error: -o/--output is given 2 times"), said
+
+
+BUDGETS = {"tune": ["tune", "--storage", "s.db"], "recommend": ["recommend", "--storage", EXAMPLE_DB],
+           "inspect": ["inspect", "bundled"],
+           "export": ["export", "--from-recommend", "--to", "json", "--storage", EXAMPLE_DB]}
+
+
+@pytest.mark.parametrize("command", BUDGETS)
+@pytest.mark.parametrize("zero", ["0", "0.0", "0%", "0B"])
+def test_a_zero_budget_in_any_unit_or_none_must_be_positive(tmp_path, command, zero):
+    """`--budget 0B` said "must be positive", but `--budget 0` and `0.0` "is not a size; use e.g. 12GiB", and
+    `0%` was answered as a share (`recommend` sent the user to `report --memory 0%`, refused there). A zero is
+    refused in the same words in any unit, or none, before anything loads or is written."""
+    r = advisor_entry(*BUDGETS[command], "--budget", zero, cwd=tmp_path)
+    assert one_error_line(r) == f"error: --budget '{zero}' must be positive"
+    assert list(tmp_path.iterdir()) == []

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         from advisor.tune.interrupt import import_runtime
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
-        budget_bytes = parse_budget(budget) if budget is not None else None  # an empty "$BUDGET" is refused
+        budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None  # an empty "$BUDGET" is refused
         if dtype is not None:
             dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
         check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)

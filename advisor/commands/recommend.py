@@ -29,7 +29,7 @@ def build_query(
     profiles_dir: Path | None,
 ):
     """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
-    from advisor.hardware.profiles import check_budget_fits, get_gpu, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, get_gpu, is_zero_size, parse_budget
 
     # '' matched every front (or none, "for any study")
     refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
@@ -39,7 +39,8 @@ def build_query(
         raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
                         "or drop --profiles-dir")
     profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
-    if budget is not None and budget.strip().endswith("%"):  # "budget '50%' is not a size" did not say what does
+    # "budget '50%' is not a size" did not say what does; 0% is "must be positive", as 0B is
+    if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
         raise UserError(f"--budget takes a size (e.g. 24GiB), not a share: recommend compares stored configurations "
                         f"by their counted peak GPU bytes, of whatever model; for a share of one study's model, "
                         f"`advisor report STUDY --memory {budget.strip()}`")

@@ -60,11 +60,11 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
 
 def _resolve_budget(budget: str | None, gpu: str | None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware.profiles import check_budget_fits, get_gpu, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, get_gpu, is_zero_size, parse_budget
     from advisor.tune.budget import memory_spec
 
     profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
-    if budget is not None and budget.strip().endswith("%"):  # a share is a --budgets value: its words, not "not a size"
+    if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):  # 0%: "must be positive"  # a share is a --budgets value: its words, not "not a size"
         share = budget.strip()
         try:
             memory_spec(share, "--budgets")
@@ -75,7 +75,7 @@ def _resolve_budget(budget: str | None, gpu: str | None):
         raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; for {share} of the model give "
                         f"--budgets {share} (resident weights + that share of the FP16 expert bytes; without "
                         "--budget the largest --budgets value is the study's budget)")
-    nbytes = parse_budget(budget) if budget is not None else None
+    nbytes = parse_budget(budget, "--budget ") if budget is not None else None
     check_budget_fits(profile, nbytes)
     if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
         nbytes = int(profile.gpu_memory_bytes)

@@ -483,7 +483,15 @@ _UNITS = {
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
 }  # fmt: skip
-_SIZE = re.compile(rf"^\s*({DECIMAL})\s*([a-z]*)\s*$")
+_SIZE = re.compile(rf"^\s*({DECIMAL})\s*([a-z]*|%)\s*$")
+
+
+def is_zero_size(value: str) -> bool:
+    """`value` is a budget of nothing in any unit a size or share takes, or none: "0", "0.0", "0%", "0B", "0 GiB".
+    Refused as "must be positive" wherever it is given (`parse_budget`, and before a command's share refusal):
+    '0' was "not a size" and '0%' sent `recommend` users to `report --memory 0%`, while '0B' said why."""
+    m = _SIZE.match(value.lower())
+    return m is not None and m.group(2) in {*_UNITS, "", "%"} and float(m.group(1)) == 0
 
 
 def parse_budget(value: str | int | float, label: str = "budget ") -> int:
@@ -493,6 +501,8 @@ def parse_budget(value: str | int | float, label: str = "budget ") -> int:
         raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
     if isinstance(value, int | float):
         return _positive_bytes(value, value, label)
+    if is_zero_size(str(value)):
+        return _positive_bytes(0, value, label)
     m = _SIZE.match(str(value).lower())
     unit = m.group(2) if m else None
     if not m or unit not in _UNITS:
