@@ -53,3 +53,24 @@ def test_a_zero_budget_in_any_unit_or_none_must_be_positive(tmp_path, command, z
     r = advisor_entry(*BUDGETS[command], "--budget", zero, cwd=tmp_path)
     assert one_error_line(r) == f"error: --budget '{zero}' must be positive"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("typed", "loaded"), [("tiny:Mixtral", "tiny:mixtral  family=mixtral"),
+                                               ("TINY:mixtral", "tiny:mixtral  family=mixtral"),
+                                               ("Bundled", "bundled  family=llada_moe")])
+def test_built_in_model_names_are_read_in_any_case(tmp_path, typed, loaded):
+    """`tiny:Mixtral`, `TINY:mixtral` and `Bundled` were refused ("unknown tiny family 'Mixtral'", "did you mean
+    'bundled'?") where `--sampler TPE` and `--task GSM8K` are read in any case. The built-in names are now; the
+    model loads under its own name."""
+    r = advisor_entry("inspect", typed, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith(loaded), r.stdout + r.stderr
+
+
+def test_a_directory_named_like_a_built_in_stays_the_directory(tmp_path):
+    """Only the built-in names are case-folded, never a path: a directory `Bundled` here is that directory (here
+    one without a model in it, refused as such), and an unknown family keeps its spelling in the refusal."""
+    (tmp_path / "Bundled").mkdir()
+    said = one_error_line(advisor_entry("inspect", "Bundled", cwd=tmp_path))
+    assert said.startswith("error: Bundled has no config.json"), said
+    said = one_error_line(advisor_entry("inspect", "TINY:Foo", cwd=tmp_path))
+    assert said.startswith("error: unknown tiny family 'Foo'"), said

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
         # only after ~10 s of imports; an empty "$PLAN" is refused, not measured as full precision
         plan = PrecisionPlan.parse(precision) if precision is not None else None
         model = model or "bundled"
-        check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads
         from advisor.tune.interrupt import import_runtime
 

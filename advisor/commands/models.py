@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None  # an empty "$BUDGET" is refused
         if dtype is not None:
             dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
-        check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         import_runtime()
         from advisor.models.load import decoding_text, load_model
         from advisor.units import format_bytes

@@ -90,7 +90,7 @@ def trace_cmd(
                 raise UserError(f"{flag} picks the task's prompts, but --prompt gives them ({count(len(prompt), 'text')}); "
                                 f"drop {flag} or --prompt")
     limit = limit or DEFAULT_TRACE_PROMPTS
-    check_model_spec(model)  # a mistyped MODEL before torch imports
+    model = check_model_spec(model)  # a mistyped MODEL before torch imports
 
     import_runtime()
     import time

@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
 
             check_writable(json_out, create_dirs=False)  # before the model loads and every expert is measured (a
             # missing directory is refused, as by every file option)
-        check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()

@@ -172,7 +172,7 @@ def register(app: typer.Typer) -> None:
         # --name the profile is named after the device, known once measured: its directory is checked the same way
         check_writable(hw.profile_path(name or "", profiles_dir))
         if model is not None:
-            check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
+            model = check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime(models=model is not None)

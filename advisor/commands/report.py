@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
         mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work
         if model is not None:
-            check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
+            model = check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
         from rich.console import Console
 
         from advisor.terminal import print_parts, print_wrapped

@@ -16,7 +16,7 @@ import typer
 
 from advisor.commands import OUTPUT, device_option, output_option, threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
-from advisor.models import check_model_spec
+from advisor.models import canonical_spec, check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
 
@@ -271,7 +271,7 @@ def register(app: typer.Typer) -> None:
         # where the budget came from, as typed: shown after its value, "7.45 GiB (--budget 8GB)" (8GB is SI: 8e9 bytes)
         budget_note = f"--budget {budget.strip()}" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
-        spec = model or "bundled"
+        spec = canonical_spec(model or "bundled")  # 'Bundled', 'tiny:Mixtral': the names the study keeps
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         if space_obj is not None:
             space_obj.check_mode(mode)

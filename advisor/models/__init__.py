@@ -9,7 +9,8 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
-* `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take
+* `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
+* `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
 * `check_tokenizer(spec)` - refuses, without torch, a MODEL known to have no tokenizer (for `advisor eval`)
 * `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
@@ -47,7 +48,7 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "spec_path", "quant_method", "check_model_spec", "check_tokenizer",
+__all__ = sorted([*_LAZY, "model_name", "spec_path", "canonical_spec", "quant_method", "check_model_spec", "check_tokenizer",
                   "no_tokenizer", "check_tiny_family", "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
@@ -81,44 +82,64 @@ def spec_path(spec: str) -> Path:
     return Path(os.path.expanduser(str(spec).strip()))
 
 
+def canonical_spec(spec: str) -> str:
+    """`spec` with its built-in names read in any case: 'Bundled' is 'bundled', 'TINY:Mixtral' is 'tiny:mixtral'
+    (they were refused, "did you mean 'bundled'?"), as `--sampler TPE` and `--task GSM8K` are read. Only these
+    names: a path or hub id keeps its case, and a directory named as typed ('Bundled', 'Tiny:x') stays that
+    directory - only the exact 'bundled' and 'tiny:' spellings name the built-ins whatever is on disk. An unknown
+    family keeps its spelling, for `check_tiny_family` to name."""
+    spec = str(spec).strip()
+    key = spec.lower()
+    if key != "bundled" and not key.startswith("tiny:"):
+        return spec
+    if not (spec == "bundled" or spec.startswith("tiny:")) and spec_path(spec).is_dir():
+        return spec
+    family = key.removeprefix("tiny:")
+    return key if key == "bundled" or family in TINY_FAMILIES else f"tiny:{spec[5:]}"
+
+
 def model_name(spec: str) -> str:
     """The name a model loaded from `spec` carries (`LoadedModel.name`, part of default study names): a local
-    directory's path, else the spec itself."""
-    spec = str(spec).strip()
+    directory's path, else the spec itself (`canonical_spec`)."""
+    spec = canonical_spec(spec)
     if spec == "bundled" or spec.startswith("tiny:"):
         return spec
     path = spec_path(spec)
     return str(path) if path.is_dir() else spec
 
 
-def check_tiny_family(family: str) -> None:
-    """Refuse a `tiny:<family>` no `advisor.models.tiny` builds, naming those it does."""
+def check_tiny_family(family: str) -> str:
+    """`family` as `TINY_FAMILIES` spells it, read in any case ('Mixtral'); else the refusal naming those that
+    `advisor.models.tiny` builds."""
     from advisor.errors import UserError
 
-    if family not in TINY_FAMILIES:
+    key = family.lower()
+    if key not in TINY_FAMILIES:
         raise UserError(f"unknown tiny family '{family}'; choose one of: {', '.join(TINY_FAMILIES)}")
+    return key
 
 
-def check_model_spec(spec: str) -> None:
-    """Refuse a MODEL no loader could take - an unknown tiny family, a path that is no model directory, a name
-    that is no hub id, one a letter or two from 'bundled' - knowing only the spec and the file system. The
-    commands call it before torch and transformers import (seconds), so such a typo is answered at once, not after
-    them; `load_model` calls it too. A hub id is looked up only by loading it."""
+def check_model_spec(spec: str) -> str:
+    """`spec` as the loaders read it (`canonical_spec`); refused when no loader could take it - an unknown tiny
+    family, a path that is no model directory, a name that is no hub id, one a letter or two from 'bundled' -
+    knowing only the spec and the file system. The commands call it before torch and transformers import
+    (seconds), so such a typo is answered at once, not after them, and go on with what it returns; `load_model`
+    calls it too. A hub id is looked up only by loading it."""
     from advisor.errors import UserError
 
-    spec = str(spec).strip()
+    spec = canonical_spec(spec)
     if spec.startswith("tiny:"):
-        check_tiny_family(spec.split(":", 1)[1])
-        return
+        return f"tiny:{check_tiny_family(spec.split(':', 1)[1])}"
     path = spec_path(spec)
     if spec == "bundled" or path.is_dir():
-        return
+        return spec
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
                         f"{', '.join(TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)")
     if "/" not in spec and difflib.get_close_matches(spec.lower(), ["bundled"], cutoff=0.75):
         raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
                         "(the bundled model)?")
+    return spec
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -131,7 +152,7 @@ def check_tokenizer(spec: str) -> None:
     loading (`no_tokenizer`) came once the whole checkpoint had loaded, 10 s for 316 MiB, minutes for a 7B. A hub
     id's files are known only once it loads. tune and trace take such a model (seeded random token ids) and do
     not call this."""
-    spec = str(spec).strip()
+    spec = canonical_spec(spec)
     path = spec_path(spec)
     if spec.startswith("tiny:") or (spec != "bundled" and path.is_dir()
                                     and not any((path / n).is_file() for n in TOKENIZER_FILES)):

@@ -150,8 +150,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
     torch_dtype = _parse_dtype(dtype)
     device = _check_device(device)
-    spec = str(spec).strip()
-    check_model_spec(spec)
+    spec = check_model_spec(spec)  # 'Bundled', 'tiny:Mixtral': read in any case
     if spec.startswith("tiny:"):
         if quantization_config is not None:
             raise UserError("tiny models are built in code: a quantization_config needs a model directory or hub id")

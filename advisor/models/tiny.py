@@ -124,13 +124,13 @@ def randomize_(model: nn.Module, seed: int = 0, std: float = 0.08) -> nn.Module:
 
 
 def tiny_config(family: str):
-    """The tiny config of `family` (see `TINY_FAMILIES`)."""
-    check_tiny_family(family)
-    return _config(family)
+    """The tiny config of `family` (see `TINY_FAMILIES`; any case)."""
+    return _config(check_tiny_family(family))
 
 
 def build_tiny(family: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """A deterministic tiny random model of `family` in eval mode."""
+    """A deterministic tiny random model of `family` (any case) in eval mode."""
+    family = check_tiny_family(family)
     config = tiny_config(family)
     cls = _model_class(family)
     torch.manual_seed(seed)
