@@ -74,3 +74,16 @@ def test_a_directory_named_like_a_built_in_stays_the_directory(tmp_path):
     assert said.startswith("error: Bundled has no config.json"), said
     said = one_error_line(advisor_entry("inspect", "TINY:Foo", cwd=tmp_path))
     assert said.startswith("error: unknown tiny family 'Foo'"), said
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["eval", "--task", "gsm8k", "--style", "CAT"], "error: --style 'CAT' is not one of: zero-shot, few-shot, cot"),
+    (["eval", "--style", "cot"], "error: --style cot: the toy task has one prompt form; --style applies to --task gsm8k"),
+])
+def test_eval_refuses_a_style_before_torch_imports(tmp_path, args, said):
+    """`eval --task gsm8k --style CAT` was refused in one line, but only once torch and transformers had imported
+    (~9 s on the 2-core host), where `--precision int9` beside it is answered at once: the style is read by the
+    task's own check (`advisor.eval.tasks.prompt_style`) with the other options."""
+    from tests.test_cli_new_user14 import _refused_light
+
+    assert _refused_light(tmp_path, *args) == said

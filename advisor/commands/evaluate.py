@@ -15,7 +15,7 @@ from advisor.commands import (
     user_path,
 )
 from advisor.errors import UserError, refuse_empty
-from advisor.eval.tasks import TASKS
+from advisor.eval.tasks import TASKS, prompt_style
 from advisor.files import check_writable, write_atomic
 from advisor.models import check_model_spec, check_tokenizer
 from advisor.quant.plan import PrecisionPlan
@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
+        prompt_style(task.strip().lower(), style)  # `--style CAT` before torch imports, in get_task's words
         # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
         refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
         refuse_empty({"MODEL": model}, "a model (without it: the bundled one)")  # '' evaluated the bundled model

@@ -97,16 +97,26 @@ def get_task(
     return task.subset(limit, seed)
 
 
-def _no_style(task: str, style: str | None) -> None:
-    """A prompt style is GSM8K's: given for another task it would be silently ignored."""
+def prompt_style(task: str, style: str | None) -> str | None:
+    """The prompt style `style` (--style) names for the built-in `task`: GSM8K's in any case (`COT` is cot; default
+    few-shot), None for the tasks of one prompt form, which refuse one (it would be left unread without a word).
+    One check, torch-free: the task builders read it, and `advisor eval` before torch imports (`--style CAT` was
+    refused ~9 s later). A task registered under another name reads its style itself."""
+    if task == "gsm8k":
+        from advisor.eval.gsm8k import PROMPT_STYLES
+
+        return choose(style, PROMPT_STYLES, "--style") if style is not None else "few-shot"
+    if task not in ("toy", "humaneval"):
+        return style
     if style is not None:
         raise UserError(f"--style {style}: the {task} task has one prompt form; --style applies to --task gsm8k")
+    return None
 
 
 def _toy(path: str | None, style: str | None) -> Task:
     from advisor.eval import gsm8k, toy
 
-    _no_style("toy", style)
+    prompt_style("toy", style)
     if path:  # its problems are bundled: a --data file would be silently left unread
         raise UserError(f"--data {path}: the toy task reads no data file (its problems are bundled); "
                         "use --task gsm8k --data FILE for your own question/answer jsonl")
@@ -127,7 +137,7 @@ def _toy(path: str | None, style: str | None) -> Task:
 def _gsm8k(path: str | None, style: str | None) -> Task:
     from advisor.eval import gsm8k
 
-    style = choose(style, gsm8k.PROMPT_STYLES, "--style") if style is not None else "few-shot"  # `COT` as `cot`
+    style = prompt_style("gsm8k", style)
     examples = gsm8k.load(path)
     return Task(
         name="gsm8k",
@@ -144,7 +154,7 @@ def _gsm8k(path: str | None, style: str | None) -> Task:
 def _humaneval(path: str | None, style: str | None) -> Task:
     from advisor.eval import humaneval
 
-    _no_style("humaneval", style)
+    prompt_style("humaneval", style)
     problems = humaneval.load_problems(path)
 
     def score_many(examples: list[dict], completions: list[str]) -> list[bool]:
