@@ -22,6 +22,10 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds torch takes (`torch.Generator.manual_seed`; beyond them, "Overflow when unpacking long long"): a
 command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""
 
+SAMPLER_SEED_MAX = 2**31 - 1
+"""The largest `advisor tune --seed` (from 0): numpy seeds the Optuna samplers (0 to 2**32 - 1), and a study's k-th
+run (a resume, another worker) draws with seed + k, which this leaves room for."""
+
 
 DECIMAL = r"\d+(?:\.\d*)?|\.\d+"
 """The one number syntax of sizes ("0.5GiB", `advisor.hardware.profiles.parse_budget`) and shares ("12.5%",

@@ -87,3 +87,20 @@ def test_eval_refuses_a_style_before_torch_imports(tmp_path, args, said):
     from tests.test_cli_new_user14 import _refused_light
 
     assert _refused_light(tmp_path, *args) == said
+
+
+def test_tune_seed_help_shows_no_range_and_a_seed_outside_is_one_line(tmp_path):
+    """`tune --help` showed `--seed INTEGER RANGE [0<=x<=2147483647]` (where eval's --seed reads cleanly); the range
+    is checked by a callback now, one line, exit 2, naming it and why it ends there, before anything is written."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["tune", "--help"])
+    (seed,) = [ln for ln in shown.output.splitlines() if "--seed" in ln]
+    assert "<=x<=" not in seed and "2147483647" not in shown.output, seed
+    for bad in ("-1", str(2**31)):
+        said = one_error_line(advisor_entry("tune", "--storage", "s.db", f"--seed={bad}", cwd=tmp_path))
+        assert said.startswith(f"error: Invalid value for '--seed': {bad} is not a sampler seed: give one from 0 "
+                               "to 2147483647 (2**31 - 1: a study's k-th run draws with seed + k) (see `"), said
+    assert list(tmp_path.iterdir()) == []

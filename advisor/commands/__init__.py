@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import typer
 
 from advisor.errors import UserError, check_device_name
-from advisor.units import SEED_MAX, SEED_MIN, format_bytes
+from advisor.units import SAMPLER_SEED_MAX, SEED_MAX, SEED_MIN, format_bytes
 
 MAX_THREADS = max(1024, os.cpu_count() or 1)
 """The most --threads any command takes: no host has more cores, and torch's thread pool takes a C int, which
@@ -26,18 +26,27 @@ a larger value overflows (a traceback), while libgomp gives every thread a stack
 
 
 
-def _torch_seed(seed: int | None) -> int | None:
-    """A seed `torch.Generator.manual_seed` takes (beyond this range, a traceback after the model loaded); None is
-    an option left out whose default is None (`eval --seed`, refused where it would choose nothing)."""
-    if seed is not None and not SEED_MIN <= seed <= SEED_MAX:
-        raise typer.BadParameter(f"{seed} is not a seed torch takes: give one from {SEED_MIN} to {SEED_MAX} "
-                                 "(-2**63 to 2**64 - 1)")
-    return seed
+def _seed_range(low: int, high: int, what: str, why: str) -> dict[str, Any]:
+    """The keyword arguments of a --seed option taking `low` to `high`, checked by a callback: as min/max, the range
+    filled --help with `[-9223372036854775808<=x<=18446744073709551615]` (`INTEGER RANGE [0<=x<=2147483647]`).
+    A seed outside is a usage error (exit 2) naming the range, before any model loads."""
+
+    def check(seed: int | None) -> int | None:
+        """None is an option left out whose default is None (`eval --seed`, refused where it chooses nothing)."""
+        if seed is not None and not low <= seed <= high:
+            raise typer.BadParameter(f"{seed} is not {what}: give one from {low} to {high} ({why})")
+        return seed
+
+    return {"callback": check}
 
 
-SEED_RANGE = {"callback": _torch_seed}
-"""--seed of the commands that seed torch, checked by a callback: as min/max, the range filled --help with
-`[-9223372036854775808<=x<=18446744073709551615]`."""
+SEED_RANGE = _seed_range(SEED_MIN, SEED_MAX, "a seed torch takes", "-2**63 to 2**64 - 1")
+"""--seed of the commands that seed torch (`torch.Generator.manual_seed`; beyond this range, a traceback after the
+model loaded)."""
+
+SAMPLER_SEED_RANGE = _seed_range(0, SAMPLER_SEED_MAX, "a sampler seed",
+                                 "2**31 - 1: a study's k-th run draws with seed + k")
+"""`advisor tune --seed`, the Optuna sampler's (`SAMPLER_SEED_MAX`)."""
 
 THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other work, 1 or 2 can be many times faster "
                 "(waiting threads spin).")

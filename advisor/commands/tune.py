@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from advisor.commands import OUTPUT, device_option, output_option, threads_option, user_path, user_storage
+from advisor.commands import (
+    OUTPUT,
+    SAMPLER_SEED_RANGE,
+    device_option,
+    output_option,
+    threads_option,
+    user_path,
+    user_storage,
+)
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import canonical_spec, check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
@@ -227,8 +235,7 @@ def register(app: typer.Typer) -> None:
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
         sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
                                     "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
-        # numpy seeds the samplers: 0..2**32-1, and a study's k-th run draws with seed + k
-        seed: int = typer.Option(0, "--seed", min=0, max=2**31 - 1, help="Sampler seed of a study's first run; its k-th run (a resume, "
+        seed: int = typer.Option(0, "--seed", **SAMPLER_SEED_RANGE, help="Sampler seed of a study's first run; its k-th run (a resume, "
                                  "another worker) draws with seed + k, so it adds new configurations."),
         device: str = device_option(),
         mode: str = typer.Option("replay", "--mode", help="replay: cache axes by routing-trace replay (modelled "
