@@ -875,7 +875,8 @@ def test_a_share_given_to_budget_names_budgets_which_takes_shares(tmp_path):
     """`tune --budget 50%` said "budget '50%' is not a size", though `--budgets 50%` takes that share of the model
     (and, alone, is the study's budget): the line now names the option that does."""
     r = advisor_entry("tune", "--budget", "50%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(r, "--budget takes a size (e.g. 12GiB), not a share; for 50% of the model give --budgets 50%")
+    one_error_line(r, "--budget takes a size (e.g. 12GiB), not a share; give --budgets 50%: a budget of the resident "
+                      "weights + 50% of the FP16 expert bytes")
     before_model_load(r)
     assert not (tmp_path / "s.db").exists()
 

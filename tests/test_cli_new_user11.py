@@ -22,7 +22,7 @@ def test_a_share_over_100_percent_given_to_budget_is_not_sent_to_budgets(tmp_pat
     assert "--budgets 150%" not in line, line
     assert not (tmp_path / "s.db").exists()
     ok = advisor("tune", "--budget", "40%", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    one_error_line(ok, "for 40% of the model give --budgets 40%")
+    one_error_line(ok, "give --budgets 40%: a budget of the resident weights + 40% of the FP16 expert bytes")
 
 
 def test_host_memory_on_a_tiny_model_gives_advice_that_runs(tmp_path):

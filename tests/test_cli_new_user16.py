@@ -104,3 +104,13 @@ def test_tune_seed_help_shows_no_range_and_a_seed_outside_is_one_line(tmp_path):
         assert said.startswith(f"error: Invalid value for '--seed': {bad} is not a sampler seed: give one from 0 "
                                "to 2147483647 (2**31 - 1: a study's k-th run draws with seed + k) (see `"), said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_share_given_to_tune_budget_says_what_the_share_is_of(tmp_path):
+    """`tune --budget 50%` said "for 50% of the model give --budgets 50%", but a --budgets share is the resident
+    weights plus that share of the FP16 expert bytes, not half the model: the line says that, in one line."""
+    said = one_error_line(advisor_entry("tune", "--budget", "50%", "--storage", "s.db", cwd=tmp_path))
+    assert said == ("error: --budget takes a size (e.g. 12GiB), not a share; give --budgets 50%: a budget of the "
+                    "resident weights + 50% of the FP16 expert bytes (without --budget, the largest --budgets value "
+                    "is the study's budget)"), said
+    assert "of the model" not in said and list(tmp_path.iterdir()) == []

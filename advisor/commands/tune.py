@@ -72,17 +72,19 @@ def _resolve_budget(budget: str | None, gpu: str | None):
     from advisor.tune.budget import memory_spec
 
     profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
-    if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):  # 0%: "must be positive"  # a share is a --budgets value: its words, not "not a size"
+    # a share is a --budgets value: its words, not "not a size" (0%, as 0B: "must be positive", below)
+    if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
         share = budget.strip()
         try:
             memory_spec(share, "--budgets")
-        except UserError:  # 150% or 0%: --budgets refuses it too, so do not send the user there with it
+        except UserError:  # 150%: --budgets refuses it too, so do not send the user there with it
             raise UserError("--budget takes a size (e.g. 12GiB), not a share; --budgets takes shares between 0% and "
                             "100% of the FP16 expert bytes (beside the resident weights), "
                             "e.g. --budgets 100%") from None
-        raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; for {share} of the model give "
-                        f"--budgets {share} (resident weights + that share of the FP16 expert bytes; without "
-                        "--budget the largest --budgets value is the study's budget)")
+        # not "for 50% of the model": a share is of the FP16 expert bytes, beside the whole resident weights
+        raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; give --budgets {share}: a budget of the "
+                        f"resident weights + {share} of the FP16 expert bytes (without --budget, the largest "
+                        "--budgets value is the study's budget)")
     nbytes = parse_budget(budget, "--budget ") if budget is not None else None
     check_budget_fits(profile, nbytes)
     if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
