@@ -114,3 +114,18 @@ def test_a_share_given_to_tune_budget_says_what_the_share_is_of(tmp_path):
                     "resident weights + 50% of the FP16 expert bytes (without --budget, the largest --budgets value "
                     "is the study's budget)"), said
     assert "of the model" not in said and list(tmp_path.iterdir()) == []
+
+
+def test_the_offloaded_loading_line_gives_the_default_budget_in_bytes(tmp_path):
+    """With the space's default budget the loading line read "counted 93.38 KiB of weights > 0.6 x them (quick
+    space default)": a comparison with no second number. It gives the bytes compared, then where they came from."""
+    import torch
+
+    from advisor.models.tiny import build_tiny
+    from tests.cli_helpers import advisor_in_process, flat
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(tmp_path / "ck")
+    r = advisor_in_process("tune", "./ck", "--space", "quick", "--trials", "1", "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 93.38 KiB of weights > "
+            "56.02 KiB (0.6 x them, quick space default))") in flat(r.stdout), r.stdout

@@ -148,7 +148,11 @@ def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str,
         return largest
     if space_obj is not None and space_obj.budget_fraction:
         frac = space_obj.budget_fraction
-        return lambda counted, fp16: (int(frac * counted), f"{frac:g} x them ({space_obj.name} space default)")
+
+        def fraction(counted: int, fp16: int) -> tuple[int, str]:  # the bytes compared, then where they came from
+            limit = int(frac * counted)
+            return limit, f"{format_bytes(limit, 2)} ({frac:g} x them, {space_obj.name} space default)"
+        return fraction
     return None
 
 
