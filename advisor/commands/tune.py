@@ -676,11 +676,17 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     if result.allowance_note:
         console.print(result.allowance_note, markup=False)
     c = result.counters
-    evals = c.get("accuracy_evaluations", 0)
+    plans = count(result.distinct_plans, 'distinct precision plan')
+    if "accuracy" in result.metrics:
+        measured = (f"accuracy evaluations this run: {c.get('accuracy_evaluations', 0)} for {plans} in the study "
+                    f"({c.get('accuracy_cache_hits', 0)} reused from the cache, {c.get('accuracy_skipped', 0)} "
+                    "skipped by the fidelity/dominance stage)")
+    else:  # a fidelity study measures no task accuracy: "0 evaluations, 0 reused, 0 skipped" added up to nothing
+        measured = (f"no task accuracy in this study's objectives; fidelity evaluations this run: "
+                    f"{c.get('fidelity_evaluations', 0)} for {plans} in the study "
+                    f"({c.get('fidelity_cache_hits', 0)} reused from the cache)")
     console.print(
-        f"accuracy evaluations this run: {evals} for {count(result.distinct_plans, 'distinct precision plan')} in the study "
-        f"({c.get('accuracy_cache_hits', 0)} reused from the cache, {c.get('accuracy_skipped', 0)} skipped by the "
-        f"fidelity/dominance stage); routing traces recorded: {c.get('traces_recorded', 0)}; "
+        f"{measured}; routing traces recorded: {c.get('traces_recorded', 0)}; "
         f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
     )
     from advisor.results.storage import storage_flag

@@ -249,7 +249,8 @@ class Objective:
     def _measure(self, cfg: TrialConfig, values: dict[str, float], sources: dict[str, str], trial: Any,
                  completed: Sequence[Sequence[float]] | None, t0: float) -> TrialOutcome:
         self.on_stage("fidelity", getattr(trial, "number", None))
-        fid, _ = self.fidelity(cfg.plan)
+        fid, reused = self.fidelity(cfg.plan)
+        self.counters["fidelity_cache_hits"] += int(reused)
         values |= fid.values
         sources |= fid.sources
 
