@@ -65,6 +65,13 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
                     f"{shlex.quote(str(path.parent))}) or {give}")
 
 
+def check_folder(path: str | os.PathLike, option: str) -> None:
+    """`UserError` when the folder a command fills (`pareto -o`, `profile --profiles-dir`) is a file: said before
+    the work, in one wording, not as `cannot create directory X (File exists)` once the plots were drawn."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{option} {path} is a file, not a directory; give a directory")
+
+
 def _refuse_unmakeable(path: Path, give: str) -> None:
     """`UserError` where the nearest entry above `path` there is cannot hold the missing directories: a file, a
     link to nothing, or a loop of links (`mkdir -p` makes none of them a directory)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli_helpers import advisor_in_process, flat
+from tests.cli_helpers import advisor_entry, advisor_in_process, flat, one_error_line
 
 
 def test_tune_of_a_fidelity_study_counts_fidelity_not_accuracy(tmp_path):
@@ -19,3 +19,20 @@ def test_tune_of_a_fidelity_study_counts_fidelity_not_accuracy(tmp_path):
     r = advisor_in_process(*args[:4], "--more", "1", *args[6:], cwd=tmp_path)  # a resume: earlier plans are reused
     assert r.returncode == 0, r.stdout + r.stderr
     assert "fidelity evaluations this run: " in flat(r.stdout), r.stdout
+
+
+def test_pareto_into_a_file_is_refused_before_the_plots_in_profiles_words(tmp_path):
+    """`pareto s -o afile` (a file where the plots' folder goes) drew the plots (3 s: matplotlib) and then said
+    `cannot write afile/s.png: cannot create directory afile (File exists)`; `profile --profiles-dir afile` said
+    it at once, in other words. Both now say it before the work, in one wording, and write nothing."""
+    from recommend_helpers import make_db, point
+
+    url = make_db(tmp_path / "a.db", [point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1)])
+    (tmp_path / "afile").write_text("mine\n")
+    line = one_error_line(advisor_entry("pareto", "s", "--storage", url, "-o", "afile", cwd=tmp_path), "-o afile")
+    assert line == "error: -o afile is a file, not a directory; give a directory", line
+    line = one_error_line(advisor_entry("profile", "--cpu", "--profiles-dir", "afile", cwd=tmp_path))
+    assert line == "error: --profiles-dir afile is a file, not a directory; give a directory", line
+    assert (tmp_path / "afile").read_text() == "mine\n"
+    assert advisor_entry("pareto", "s", "--storage", url, "-o", "plots", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "plots" / "s.png").is_file()

@@ -161,9 +161,9 @@ def register(app: typer.Typer) -> None:
             return
         # where it is saved, checked before the measuring (a minute with expert shapes), not after
         directory = hw.profiles_dir(profiles_dir)
-        if directory.exists() and not directory.is_dir():
-            raise UserError(f"--profiles-dir {directory} is a file, not a directory; give a directory")
-        from advisor.files import check_parent, check_writable
+        from advisor.files import check_folder, check_parent, check_writable
+
+        check_folder(directory, "--profiles-dir")
 
         if directory != hw.DEFAULT_PROFILES_DIR:  # the store is made, a mistyped directory above it is not
             check_parent(directory, "--profiles-dir" if profiles_dir is not None else f"${hw.PROFILES_DIR_ENV}")

@@ -409,10 +409,12 @@ def register(app: typer.Typer) -> None:
 
         refuse_empty({OUTPUT: output}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
-        if plots and Path(output) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
-            from advisor.files import check_parent
+        if plots:
+            from advisor.files import check_folder, check_parent
 
-            check_parent(output, OUTPUT)
+            check_folder(output, OUTPUT)
+            if Path(output) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
+                check_parent(output, OUTPUT)
 
         from rich.console import Console
 
