@@ -36,3 +36,16 @@ def test_pareto_into_a_file_is_refused_before_the_plots_in_profiles_words(tmp_pa
     assert (tmp_path / "afile").read_text() == "mine\n"
     assert advisor_entry("pareto", "s", "--storage", url, "-o", "plots", cwd=tmp_path).returncode == 0
     assert (tmp_path / "plots" / "s.png").is_file()
+
+
+def test_a_mistyped_expert_shape_is_refused_before_torch_imports(tmp_path):
+    """`profile --expert-shape 2048x` answered `no CUDA device here` after importing torch (4.1 s), and with --cpu
+    refused the shape only then (2.9 s): the shape is text, read now before torch, as a mistyped --model is."""
+    from tests.test_cli_new_user14 import _refused_light
+
+    for extra in ([], ["--cpu"]):
+        said = _refused_light(tmp_path, "profile", *extra, "--expert-shape", "2048x", "--profiles-dir", "p")
+        assert said == "error: bad --expert-shape '2048x'; give HIDDENxFFN, e.g. 2048x1024", said
+    said = _refused_light(tmp_path, "profile", "--cpu", "--expert-shape", "0x1024", "--profiles-dir", "p")
+    assert said == "error: bad --expert-shape '0x1024': both sizes must be positive, e.g. 2048x1024", said
+    assert list(tmp_path.iterdir()) == []

@@ -171,6 +171,7 @@ def register(app: typer.Typer) -> None:
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
         check_writable(hw.profile_path(name or "", profiles_dir))
+        given = _parse_shapes(expert_shape or [])  # a mistyped shape before torch imports, as a mistyped --model
         if model is not None:
             model = check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
         from advisor.tune.interrupt import import_runtime
@@ -182,7 +183,7 @@ def register(app: typer.Typer) -> None:
         if not cuda and not cpu:  # said before a model loads (a real checkpoint's resident weights take a while)
             raise UserError("no CUDA device here; run `advisor profile` on the GPU machine, or pass --cpu to record "
                             "a host memcpy profile for modelled times")
-        shapes = _expert_shapes(expert_shape or [], model)  # a bad shape or model fails before measuring
+        shapes = _expert_shapes(given, model)  # a shape too big for this host or a bad model fails before measuring
         if cuda:
             prof = hardware_measure.measure_profile(repeats=repeats)
         else:
@@ -238,9 +239,9 @@ def _task_texts(storage: str, rec: Any) -> dict[str, str]:
     return out
 
 
-def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]:
-    """(hidden, expert FFN) pairs from --expert-shape values and a model's MoE layers, deduplicated."""
-    shapes: list[tuple[int, int]] = []
+def _parse_shapes(specs: list[str]) -> dict[str, tuple[int, int]]:
+    """Each --expert-shape value (HIDDENxFFN) and its (hidden, expert FFN) pair, without torch."""
+    shapes: dict[str, tuple[int, int]] = {}
     for spec in specs:
         try:
             h, i = (int(x) for x in spec.lower().split("x"))
@@ -248,6 +249,14 @@ def _expert_shapes(specs: list[str], model: str | None) -> list[tuple[int, int]]
             raise UserError(f"bad --expert-shape '{spec}'; give HIDDENxFFN, e.g. 2048x1024") from e
         if h <= 0 or i <= 0:
             raise UserError(f"bad --expert-shape '{spec}': both sizes must be positive, e.g. 2048x1024")
+        shapes[spec] = (h, i)
+    return shapes
+
+
+def _expert_shapes(given: dict[str, tuple[int, int]], model: str | None) -> list[tuple[int, int]]:
+    """(hidden, expert FFN) pairs from the parsed --expert-shape values and a model's MoE layers, deduplicated."""
+    shapes: list[tuple[int, int]] = []
+    for spec, (h, i) in given.items():
         _check_measurable(spec, h, i)
         shapes.append((h, i))
     if model:
