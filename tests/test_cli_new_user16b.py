@@ -49,3 +49,28 @@ def test_a_mistyped_expert_shape_is_refused_before_torch_imports(tmp_path):
     said = _refused_light(tmp_path, "profile", "--cpu", "--expert-shape", "0x1024", "--profiles-dir", "p")
     assert said == "error: bad --expert-shape '0x1024': both sizes must be positive, e.g. 2048x1024", said
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_directory_no_loader_can_read_is_refused_before_torch_imports(tmp_path):
+    """A directory with no config.json, a config.json that is no JSON, or no weight file at all was refused only
+    once torch and transformers had imported (5-8 s on 2 shared cores); the last as transformers' `cannot load
+    model type 'llada' from bad: Error no file named model.safetensors, or pytorch_model.bin, found in directory
+    bad.`, which says nothing to do. All three are file-system facts, now read before torch, as a mistyped
+    directory name is."""
+    from tests.test_cli_new_user14 import _refused_light
+
+    (tmp_path / "noconfig").mkdir()
+    (tmp_path / "badjson").mkdir()
+    (tmp_path / "badjson" / "config.json").write_text("{broken")
+    (tmp_path / "badjson" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "noweights").mkdir()
+    (tmp_path / "noweights" / "config.json").write_text('{"model_type": "llada"}')
+    for command in (["inspect"], ["tune", "--storage", "s.db", "--trials", "1"]):
+        assert _refused_light(tmp_path, command[0], "noconfig", *command[1:]) == (
+            "error: noconfig has no config.json; point at a model directory (config.json + *.safetensors)")
+        assert _refused_light(tmp_path, command[0], "badjson", *command[1:]).startswith(
+            "error: badjson/config.json is not valid JSON (Expecting property name")
+        assert _refused_light(tmp_path, command[0], "noweights", *command[1:]) == (
+            "error: noweights holds no weights (no *.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+            "pytorch_model.bin.index.json); point at the model's directory, or re-download the model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["badjson", "noconfig", "noweights"]  # no database

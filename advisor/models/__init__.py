@@ -11,6 +11,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
+* `read_config(path)` - a model directory's config.json, refused in one line where it cannot be read
 * `check_tokenizer(spec)` - refuses, without torch, a MODEL known to have no tokenizer (for `advisor eval`)
 * `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
@@ -49,6 +50,7 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "model_name", "spec_path", "canonical_spec", "quant_method", "check_model_spec", "check_tokenizer",
+                  "read_config",
                   "no_tokenizer", "check_tiny_family", "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
@@ -131,7 +133,13 @@ def check_model_spec(spec: str) -> str:
     if spec.startswith("tiny:"):
         return f"tiny:{check_tiny_family(spec.split(':', 1)[1])}"
     path = spec_path(spec)
-    if spec == "bundled" or path.is_dir():
+    if spec == "bundled":
+        return spec
+    if path.is_dir():
+        read_config(path)
+        if not any(path.glob("*.safetensors")) and not any((path / n).is_file() for n in WEIGHT_INDEXES):
+            raise UserError(f"{path} holds no weights (no *.safetensors, {', '.join(WEIGHT_INDEXES)}); point at "
+                            "the model's directory, or re-download the model")
         return spec
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
@@ -140,6 +148,33 @@ def check_model_spec(spec: str) -> str:
         raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
                         "(the bundled model)?")
     return spec
+
+
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+"""Besides *.safetensors shards, the weight files a model directory may hold (transformers' names)."""
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A model directory's config.json, refused in one line where no loader could read it (missing, not JSON,
+    not an object, no model_type): without torch, so `check_model_spec` says it before the seconds of importing
+    it, not after."""
+    import json
+
+    from advisor.errors import UserError
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
+        raise UserError(f"{config_file} is not valid JSON ({e}); re-download or re-save the model") from e
+    if not isinstance(raw, dict):  # a list or a number: `.get` was an AttributeError traceback
+        raise UserError(f"{config_file} holds a JSON {type(raw).__name__}, not an object of settings; re-download "
+                        "or re-save the model")
+    if not raw.get("model_type"):
+        raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
+    return raw
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -28,6 +28,7 @@ from advisor.models import (
     dtype_name,
     model_name,
     quant_method,
+    read_config,
     spec_path,
     tiny,
 )
@@ -298,19 +299,8 @@ def host_available_bytes() -> int:
 def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
               offload: bool | None = None, budget: int | BudgetOf | None = None,
               quantization_config: Any = None) -> LoadedModel:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
-    try:
-        raw = json.loads(config_file.read_text())
-    except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
-        raise UserError(f"{config_file} is not valid JSON ({e}); re-download or re-save the model") from e
-    if not isinstance(raw, dict):  # a list or a number: `.get` was an AttributeError traceback
-        raise UserError(f"{config_file} holds a JSON {type(raw).__name__}, not an object of settings; re-download "
-                        "or re-save the model")
-    model_type = str(raw.get("model_type", ""))
-    if not model_type:
-        raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
+    raw = read_config(path)
+    model_type = str(raw["model_type"])
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
     # safetensors weights: shards on disk, or an index naming shards (all of them missing is a missing shard, said
