@@ -35,8 +35,10 @@ def trace(load: float, monkeypatch, *extra: str) -> str:
 
 
 def test_every_core_on_a_busy_host_says_the_load_and_suggests_one_thread(two_cores, monkeypatch):
+    """Said to a user who typed no --threads at all: the note names 0 as the default (it read as an option they
+    had given: `--threads 0 runs 2 threads`)."""
     said = trace(4.5, monkeypatch)
-    assert ("note: --threads 0 runs 2 threads, but this host's 1-minute load average is 4.5 (measured: "
+    assert ("note: --threads 0 (the default: every core) runs 2 threads, but this host's 1-minute load average is 4.5 (measured: "
             "os.getloadavg) on 2 cores, more than the 0.0 it leaves free: the threads wait on each other; "
             "--threads 1 can be many times faster") in said, said
     assert said.count("os.getloadavg") == 1

@@ -166,7 +166,7 @@ def busy_host_note(threads: int) -> str:
     free = cores - load
     if load <= free:
         return ""
-    return (f"--threads 0 runs {threads} threads, but this host's 1-minute load average is {load:.1f} "
+    return (f"--threads 0 (the default: every core) runs {threads} threads, but this host's 1-minute load average is {load:.1f} "
             f"(measured: os.getloadavg) on {cores} cores, more than the {max(free, 0.0):.1f} it leaves free: the "
             f"threads wait on each other; --threads {max(1, int(free))} can be many times faster")
 
