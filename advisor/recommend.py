@@ -29,7 +29,7 @@ from advisor.results.config_view import (
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
-from advisor.units import budget_text, names_text
+from advisor.units import budget_text, digits_apart, names_text
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -470,12 +470,6 @@ def _ratio_text(best: FrontPoint, other: FrontPoint, prefer: str, quality: str =
     return f"{metric} {b:.4g} vs {a:.4g} ({kind})"
 
 
-def _digits_apart(n: float, other: float) -> int:
-    """The decimals that show `n` in binary units so that it does not read as `other` (a 1.97 MiB budget and a
-    1.96 MiB point both round to "2.0 MiB")."""
-    return 3 if format_bytes(n) == format_bytes(other) and n != other else 1
-
-
 def _why(rec: Recommendation) -> list[str]:
     q, c = rec.query, rec.chosen
     assert c is not None
@@ -484,8 +478,8 @@ def _why(rec: Recommendation) -> list[str]:
     budget = q.budget
     peak = p.values.get("peak_gpu_bytes")
     if budget is not None and peak is not None:
-        out.append(f"fits {q.budget_text(_digits_apart(budget, peak), source=True)}: uses "
-                   f"{format_bytes(peak, _digits_apart(peak, budget))} "
+        out.append(f"fits {q.budget_text(digits_apart(budget, peak), source=True)}: uses "
+                   f"{format_bytes(peak, digits_apart(peak, budget))} "
                    f"({_kind('peak_gpu_bytes', p)})")
     elif budget is None:
         out.append(f"--gpu {q.gpu.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU), whose "

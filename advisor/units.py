@@ -69,6 +69,13 @@ def format_bytes(n: float, digits: int = 1) -> str:
     return f"{n:.0f} B" if size == 1 else f"{n / size:.{digits}f} {unit}"
 
 
+def digits_apart(n: float, other: float, digits: int = 1) -> int:
+    """The decimals that show `n` in binary units so that it does not read as `other`: `digits`, or two more
+    where both round to one text (a 1.97 MiB budget and a 1.96 MiB point both read "2.0 MiB"; a 1.83 MiB budget
+    and the 1.83 MiB a configuration needs beyond it, at two decimals)."""
+    return digits + 2 if format_bytes(n, digits) == format_bytes(other, digits) and n != other else digits
+
+
 def size_argument(n: float) -> str:
     """`n` bytes as a --budget value to paste: one word, in `format_bytes`' unit, rounded *up* to 2 decimals so that
     it holds `n` ("1.46MiB"); "1.46 MiB or more" was two shell words, rounded to below what was needed."""

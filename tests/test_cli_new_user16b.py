@@ -74,3 +74,15 @@ def test_a_model_directory_no_loader_can_read_is_refused_before_torch_imports(tm
             "error: noweights holds no weights (no *.safetensors, model.safetensors.index.json, pytorch_model.bin, "
             "pytorch_model.bin.index.json); point at the model's directory, or re-download the model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["badjson", "noconfig", "noweights"]  # no database
+
+
+def test_a_budget_just_below_the_least_configuration_does_not_read_as_equal(tmp_path):
+    """`tune bundled --budgets 10%,20%` refused 'a budget of 1.83 MiB ... the smallest configuration needs 1.83
+    MiB': the two sizes round to one text at two decimals, so the refusal read as a fit. They are now shown with
+    the decimals that tell them apart (as recommend's 'fits 1.970 MiB ...: uses 1.963 MiB' does)."""
+    import re
+
+    line = one_error_line(advisor_entry("tune", "bundled", "--budgets", "20%", "--storage", "s.db", cwd=tmp_path),
+                          "the smallest configuration needs")
+    budget, need = re.match(r"error: a budget of ([\d.]+ \w+) ", line)[1], re.search(r"needs ([\d.]+ \w+)\)", line)[1]
+    assert (budget, need) == ("1.8271 MiB", "1.8326 MiB"), line  # 1.83 and 1.83 at two decimals

@@ -30,7 +30,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.tune.config import ModelShape, allocate_slots, build_config, layer_slots, uniform_peak_bytes
 from advisor.tune.space import FILL, FMT_FILL, HOT_FILL, Domain, SearchSpace, draw
-from advisor.units import decimal, format_bytes
+from advisor.units import decimal, digits_apart, format_bytes
 
 WARM_AXES = ("miss",)
 """Categorical cache knobs that change what a budget buys (e.g. copying misses vs computing them on the CPU):
@@ -45,14 +45,14 @@ class BudgetTooSmall(UserError):
     none (`named`): a space's default share of the model refused as 'raise --budget' left them to guess where a
     budget they never typed came from."""
 
-    def __init__(self, budget: int, what: str, alternative: str):
-        self.budget, self.what, self.alternative = budget, what, alternative
-        super().__init__(f"a budget of {format_bytes(budget, 2)} {what}: raise --budget{alternative}")
+    def __init__(self, budget: int, what: str, alternative: str, digits: int = 2):
+        self.budget, self.what, self.alternative, self.digits = budget, what, alternative, digits
+        super().__init__(f"a budget of {format_bytes(budget, digits)} {what}: raise --budget{alternative}")
 
     def named(self, source: str) -> UserError:
         """The same refusal for a budget that `source` set (e.g. the space's default share of the model)."""
         option = "--budgets" if "--budgets" in source else "--budget"
-        return UserError(f"a budget of {format_bytes(self.budget, 2)} ({source}) {self.what}: give a larger one "
+        return UserError(f"a budget of {format_bytes(self.budget, self.digits)} ({source}) {self.what}: give a larger one "
                          f"with {option}{self.alternative}")
 
 
@@ -124,16 +124,19 @@ class BudgetFit:
             also += f", {format_bytes(self.shape.activation_bytes, 2)} of activations"
         if self.shape.staging:
             also += ", and staging buffers for the experts that stream past the cache"
-        need = format_bytes(min(self.peak_bytes({**least, **a, self.size: v}) for a in combos
-                                for v in (self.values[0], self.values[-1])), 2)  # least at an end
+        least_peak = min(self.peak_bytes({**least, **a, self.size: v}) for a in combos
+                         for v in (self.values[0], self.values[-1]))  # least at an end
+        digits = digits_apart(least_peak, self.budget, 2)  # "a budget of 1.83 MiB ... needs 1.83 MiB" read as a fit
+        need = format_bytes(least_peak, digits)
         if self.shape.resident_bytes >= self.budget:
             return BudgetTooSmall(self.budget, f"cannot hold even the resident (non-expert) weights, "
                                   f"{format_bytes(self.shape.resident_bytes, 2)} (counted: embeddings, attention, "
                                   f"norms, routers, shared experts, LM head); the smallest configuration of the "
-                                  f"space needs {need}", "")
+                                  f"space needs {need}", "", digits)
         return BudgetTooSmall(self.budget, f"cannot hold the resident weights and one expert per MoE layer in "
                               f"any format of the space ({format_bytes(self.shape.resident_bytes, 2)} are "
-                              f"resident{also}; the smallest configuration needs {need})", " or add a smaller format")
+                              f"resident{also}; the smallest configuration needs {need})", " or add a smaller format",
+                              digits)
 
     def _searched_formats(self) -> list[str]:
         """The layer groups' format knobs (`fmt_g*`) the space searches (not fixed)."""
