@@ -86,3 +86,13 @@ def test_a_budget_just_below_the_least_configuration_does_not_read_as_equal(tmp_
                           "the smallest configuration needs")
     budget, need = re.match(r"error: a budget of ([\d.]+ \w+) ", line)[1], re.search(r"needs ([\d.]+ \w+)\)", line)[1]
     assert (budget, need) == ("1.8271 MiB", "1.8326 MiB"), line  # 1.83 and 1.83 at two decimals
+
+
+def test_a_live_tune_counts_its_live_runs(tmp_path):
+    """`tune --mode live` ended with 'routing traces recorded: 0; cache configs by replay: 0': every trial ran
+    the offload runtime, and the summary counted nothing of it."""
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--mode", "live",
+                           "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = flat(r.stdout)
+    assert "cache configs run live (offload runtime): 2;" in text and "by replay" not in text, text

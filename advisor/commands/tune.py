@@ -687,10 +687,12 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         measured = (f"no task accuracy in this study's objectives; fidelity evaluations this run: "
                     f"{c.get('fidelity_evaluations', 0)} for {plans} in the study "
                     f"({c.get('fidelity_cache_hits', 0)} reused from the cache)")
-    console.print(
-        f"{measured}; routing traces recorded: {c.get('traces_recorded', 0)}; "
-        f"cache configs by replay: {c.get('replays', 0)}; {result.elapsed_s:.0f} s"
-    )
+    ran_how = f"cache configs by replay: {c.get('replays', 0)}"
+    if c.get("live_runs"):  # --mode live: 'by replay: 0' alone hid what every trial ran
+        ran_how = (f"cache configs run live (offload runtime): {c['live_runs']}"
+                   + (f", by replay: {c['replays']}" if c.get("replays") else ""))
+    console.print(f"{measured}; routing traces recorded: {c.get('traces_recorded', 0)}; {ran_how}; "
+                  f"{result.elapsed_s:.0f} s")
     from advisor.results.storage import storage_flag
 
     shown = mask_url(result.storage_url)
