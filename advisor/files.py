@@ -110,10 +110,15 @@ def _looping(path: Path, give: str) -> str:
     return f"cannot write {path}: it is a link that leads back to itself (a loop of links); {give}"
 
 
-def _not_a_directory(path: Path) -> Path:
-    if path.is_dir():
-        raise UserError(f"cannot write {path}: it is a directory; give a file name")
-    return path
+def _not_a_directory(path: str | os.PathLike) -> Path:
+    """`path` as a Path, refused where it names a directory: one there, or a name typed with a trailing '/'
+    (`export -o out/`), which Path drops - it wrote a file named `out` and said `wrote out/`."""
+    text = os.fspath(path)
+    if Path(text).is_dir():
+        raise UserError(f"cannot write {text}: it is a directory; give a file name")
+    if text.endswith(("/", os.sep)):
+        raise UserError(f"cannot write {text}: a name ending in '/' names a directory; give a file name")
+    return Path(text)
 
 
 def _check_names(path: Path, where: Path) -> None:
@@ -134,7 +139,7 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None
     """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
     can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files -
     for a symbolic link, its target's (`_through_link`: where the write lands)."""
-    path = _through_link(_not_a_directory(Path(path)))
+    path = _through_link(_not_a_directory(path))
     where = path.parent
     if not create_dirs:
         _directory_of(path, False)
@@ -176,7 +181,7 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
     directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
     A `path` that is a symbolic link is written through (`_through_link`)."""
-    path = _through_link(_not_a_directory(Path(path)))
+    path = _through_link(_not_a_directory(path))
     directory = _directory_of(path, create_dirs)
     _remove_stale_files(path)
     while True:

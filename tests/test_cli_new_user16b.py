@@ -96,3 +96,23 @@ def test_a_live_tune_counts_its_live_runs(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     text = flat(r.stdout)
     assert "cache configs run live (offload runtime): 2;" in text and "by replay" not in text, text
+
+
+def test_an_output_file_typed_with_a_trailing_slash_is_refused_not_written_as_a_file(tmp_path):
+    """`export ... -o out/` wrote a file named `out` and said `wrote out/`: Path('out/') is Path('out'). A name
+    ending in '/' names a directory: refused in one line, by every file option (`trace -o` before torch imports,
+    where a directory given as `-o` was refused only once torch had: 10 s under load)."""
+    from recommend_helpers import make_db, point
+
+    from tests.test_cli_new_user14 import _refused_light
+
+    url = make_db(tmp_path / "a.db", [point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1)])
+    one_error_line(advisor_entry("export", "s", "1", "--storage", url, "--to", "json", "-o", "out/", cwd=tmp_path),
+                   "cannot write out/: a name ending in '/' names a directory; give a file name")
+    assert _refused_light(tmp_path, "trace", "bundled", "-o", "t/") == (
+        "error: cannot write t/: a name ending in '/' names a directory; give a file name")
+    assert _refused_light(tmp_path, "trace", "bundled", "-o", str(tmp_path)) == (
+        f"error: cannot write {tmp_path}: it is a directory; give a file name")
+    assert _refused_light(tmp_path, "eval", "bundled", "--json", "r/") == (
+        "error: cannot write r/: a name ending in '/' names a directory; give a file name")
+    assert not {"out", "t", "r"} & {p.name for p in tmp_path.iterdir()}

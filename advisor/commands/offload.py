@@ -91,19 +91,19 @@ def trace_cmd(
                                 f"drop {flag} or --prompt")
     limit = limit or DEFAULT_TRACE_PROMPTS
     model = check_model_spec(model)  # a mistyped MODEL before torch imports
+    from advisor.files import check_writable
 
+    check_writable(output, create_dirs=False)  # before torch imports and the model decodes, not after; a missing
+    # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created; so is `-o dir/`
     import_runtime()
     import time
 
     from rich.console import Console
 
-    from advisor.files import check_writable
     from advisor.models.load import load_model
     from advisor.offload.trace import merge, record_trace
 
     output = Path(output)  # read as text: '' was Path('.'), refused as "cannot write ." (a directory)
-    check_writable(output, create_dirs=False)  # before the model loads and decodes, not after; a missing
-    # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created
     set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)
