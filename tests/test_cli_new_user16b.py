@@ -116,3 +116,14 @@ def test_an_output_file_typed_with_a_trailing_slash_is_refused_not_written_as_a_
     assert _refused_light(tmp_path, "eval", "bundled", "--json", "r/") == (
         "error: cannot write r/: a name ending in '/' names a directory; give a file name")
     assert not {"out", "t", "r"} & {p.name for p in tmp_path.iterdir()}
+
+
+def test_inspect_gives_expert_bytes_in_the_unit_they_fill(tmp_path):
+    """`inspect tiny:qwen3_moe` gave its 6 KiB experts as `MiB/expert 0.01 · MiB/layer 0.05` and '0.09 MiB of
+    routed expert weights': one significant digit, where the budget table beside it says 12.00 KiB. Each size is
+    now in the unit it fills, as every other byte count the tool prints."""
+    r = advisor_entry("inspect", "tiny:qwen3_moe", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = flat(r.stdout)
+    assert "MiB/expert" not in text and text.count("per expert 6.00 KiB · per layer 48.00 KiB") == 2, text
+    assert "96.00 KiB of routed expert weights (counted)" in text, text

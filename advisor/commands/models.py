@@ -15,10 +15,6 @@ if TYPE_CHECKING:
     from advisor.tune.config import ModelShape
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.2f}"
-
-
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the app."""
 
@@ -67,26 +63,26 @@ def register(app: typer.Typer) -> None:
             title_justify="left", caption_justify="left",
         )
         columns = ("MoE", "module", "layer", "experts", "top-k", "expert shape (gate/up, down)", "dtype",
-                   "MiB/expert", "MiB/layer", "shared", "router")
+                   "per expert", "per layer", "shared", "router")  # in the unit each fills: 6 KiB read "0.01" in MiB
         for col in columns:
-            table.add_column(col, justify="right" if col in {"MoE", "layer", "experts", "top-k"} else "left")
+            table.add_column(col, justify="right" if col in {"MoE", "layer", "experts", "top-k", "per expert", "per layer"} else "left")
         records = []  # the narrow layout: one block per MoE layer, no cell cut
         total = 0
         for lay in loaded.moe:
             h, i = lay.hidden_size, lay.intermediate_size
             layer_bytes = lay.expert_nbytes * lay.num_experts
             total += layer_bytes
-            shared = "-" if lay.shared is None else f"{type(lay.shared).__name__} ({_mib(lay.shared_nbytes)} MiB)"
+            shared = "-" if lay.shared is None else f"{type(lay.shared).__name__} ({format_bytes(lay.shared_nbytes, 2)})"
             name = lay.name + (f" (+{len(lay.aliases)} tied)" if lay.aliases else "")
             row = (str(lay.index), name, str(lay.decoder_layer), str(lay.num_experts), str(lay.top_k),
-                   f"[{i},{h}] / [{h},{i}]", str(lay.dtype).removeprefix("torch."), _mib(lay.expert_nbytes),
-                   _mib(layer_bytes), shared, type(lay.router).__name__ if lay.router is not None else "-")
+                   f"[{i},{h}] / [{h},{i}]", str(lay.dtype).removeprefix("torch."),
+                   format_bytes(lay.expert_nbytes, 2), format_bytes(layer_bytes, 2), shared, type(lay.router).__name__ if lay.router is not None else "-")
             table.add_row(*row)
             records.append((f"MoE {row[0]}: {name}", list(zip(columns[2:], row[2:], strict=True))))
         print_fitted(console, table, records, wide=wide)
         console.print(
             f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
-            f"{_mib(total)} MiB of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
+            f"{format_bytes(total, 2)} of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
             f"default decoding: {decoding_text(loaded.gen_defaults)}"
         )
         if loaded.load_note:
