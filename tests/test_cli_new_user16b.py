@@ -127,3 +127,13 @@ def test_inspect_gives_expert_bytes_in_the_unit_they_fill(tmp_path):
     text = flat(r.stdout)
     assert "MiB/expert" not in text and text.count("per expert 6.00 KiB · per layer 48.00 KiB") == 2, text
     assert "96.00 KiB of routed expert weights (counted)" in text, text
+
+
+def test_max_accuracy_drop_help_names_the_point_it_is_measured_from_and_its_default(tmp_path):
+    """--max-accuracy-drop's help said 'vs the study's full-precision point', but the floor is taken from the
+    study's highest-precision point (int4 in a quick study whose front has no bf16 point, as recommend's own reason
+    then says), and its 0.01 default went unsaid."""
+    for command in ("recommend", "export"):
+        r = advisor_entry(command, "--help", cwd=tmp_path, env={"COLUMNS": "400"})
+        line = next(ln for ln in r.stdout.splitlines() if "--max-accuracy-drop" in ln)
+        assert "highest-precision point" in line and "0.01" in line and "full precision" not in line, line

@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="(--from-recommend) absolute floor."),
-        max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs full precision."),
+        max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs the study's "
+                                                            "highest-precision point (default 0.01)."),
         prefer: str | None = typer.Option(None, "--prefer", help="(--from-recommend) transfer | latency | accuracy."),
         model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter."),
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
