@@ -36,6 +36,7 @@ def test_few_shot_prompts_drop_exemplars_to_fit_the_models_positions_said_once(t
     assert proc.returncode == 0, proc.stderr[-2000:]
     notes = [ln for ln in proc.stderr.splitlines() if "dropped few-shot exemplars" in ln]
     assert len(notes) == 1 and "'s 256 positions (16 new tokens)" in notes[0]
+    assert notes[0].startswith("note: gsm8k: dropped"), notes  # a note, as every other command's, not bare text
     assert json.loads(out.read_text())["n"] == 3
 
 
@@ -93,5 +94,5 @@ def test_prompts_that_with_their_new_tokens_pass_the_positions_are_said(toy_dir,
     assert "still exceed" not in capsys.readouterr().err
     fit_to_positions(task, loaded, 240)
     err = capsys.readouterr().err
-    assert f"{len(task.examples)} of {len(task.examples)} prompts with their new tokens still exceed" in err
+    assert f"note: gsm8k: {len(task.examples)} of {len(task.examples)} prompts with their new tokens still exceed" in err
     assert "256 positions (240 new tokens)" in err

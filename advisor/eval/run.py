@@ -200,10 +200,10 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
         examples.append(ex)
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
     if shortened:
-        note_once(f"{task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
+        note_once(f"note: {task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
                   f"fewest kept {fewest} of {task.max_shots}")
     if over:
-        note_once(f"{task.name}: {over} of {n} prompts with their new tokens still exceed {room}; the model runs "
+        note_once(f"note: {task.name}: {over} of {n} prompts with their new tokens still exceed {room}; the model runs "
                   "past the length it was trained for on them")
     return replace(task, examples=examples) if shortened else task
 
