@@ -64,6 +64,16 @@ for _info in app.registered_commands:  # every command, here once (none names a 
     _info.cls = _OnceCommand
 
 
+def _command_path(error: UsageError) -> str:
+    """`advisor COMMAND` whose help explains a usage error. click raises an option missing its value
+    (`advisor tune --trials`) with no context, which sent the user to `advisor --help`: the command is then the
+    first argument that names one."""
+    if error.ctx is not None:
+        return error.ctx.command_path
+    names = {info.name for info in app.registered_commands}
+    return next((f"advisor {a}" for a in sys.argv[1:] if a in names), "advisor")
+
+
 def run() -> None:
     """Console entry point: bad input is one line on stderr and exit code 2, never a traceback or a box.
 
@@ -89,8 +99,7 @@ def run() -> None:
         except click_errors.NoArgsIsHelpError as e:  # the help is already shown
             sys.exit(e.exit_code)
         except click_errors.UsageError as e:
-            where = e.ctx.command_path if e.ctx is not None else "advisor"
-            _fail(f"{e.format_message()} (see `{where} --help`)", 2)
+            _fail(f"{e.format_message().rstrip('.')} (see `{_command_path(e)} --help`)", 2)
         except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
             _fail(e.format_message(), e.exit_code)
         except (KeyboardInterrupt, typer.Abort):

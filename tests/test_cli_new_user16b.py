@@ -137,3 +137,12 @@ def test_max_accuracy_drop_help_names_the_point_it_is_measured_from_and_its_defa
         r = advisor_entry(command, "--help", cwd=tmp_path, env={"COLUMNS": "400"})
         line = next(ln for ln in r.stdout.splitlines() if "--max-accuracy-drop" in ln)
         assert "highest-precision point" in line and "0.01" in line and "full precision" not in line, line
+
+
+def test_an_option_missing_its_value_points_to_its_commands_help(tmp_path):
+    """`advisor tune --trials` (no value) said "Option '--trials' requires an argument. (see `advisor --help`)":
+    the top-level help, which lists commands, not tune's options, and a stray '.' before the bracket."""
+    line = one_error_line(advisor_entry("tune", "--trials", cwd=tmp_path))
+    assert line == "error: Option '--trials' requires an argument (see `advisor tune --help`)", line
+    line = one_error_line(advisor_entry("quant-report", "bundled", "--formats", cwd=tmp_path))
+    assert line.endswith("(see `advisor quant-report --help`)"), line
