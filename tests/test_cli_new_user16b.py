@@ -146,3 +146,20 @@ def test_an_option_missing_its_value_points_to_its_commands_help(tmp_path):
     assert line == "error: Option '--trials' requires an argument (see `advisor tune --help`)", line
     line = one_error_line(advisor_entry("quant-report", "bundled", "--formats", cwd=tmp_path))
     assert line.endswith("(see `advisor quant-report --help`)"), line
+
+
+def test_quant_report_says_what_its_captured_activations_were_captured_on(tmp_path):
+    """`quant-report --activations captured` captured the hidden states of one forward over seeded random token ids
+    (also for a model with a tokenizer), but said only 'measured:captured-activations', which read as the model's
+    own text; the help said 'hidden states of one forward'. Both now name the input, as does each JSON row."""
+    import json
+
+    r = advisor_entry("quant-report", "tiny:qwen3_moe", "--activations", "captured", "--formats", "int8",
+                      "--threads", "1", "--json", "q.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = "measured:captured-activations(one forward over 64 random token ids, seed 0)"
+    assert said in flat(r.stdout), r.stdout
+    rows = json.loads((tmp_path / "q.json").read_text())["rows"]
+    assert {row["error_source"] for row in rows} == {said}
+    r = advisor_entry("quant-report", "--help", cwd=tmp_path, env={"COLUMNS": "400"})
+    assert "over seeded random token ids" in r.stdout, r.stdout

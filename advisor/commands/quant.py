@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         activations: str = typer.Option(
             "random",
             "--activations",
-            help="'random' (standard normal) or 'captured' (hidden states of one forward).",
+            help="'random' (standard normal) or 'captured' (hidden states of one forward over seeded random token ids).",
         ),
         layers: str = typer.Option(None, "--layers", help="Only these MoE layers, e.g. 0-3,7."),
         max_experts: int = typer.Option(
@@ -113,17 +113,19 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--layers names MoE layer(s) {','.join(number_ranges(beyond))} but {loaded.name} has "
                             f"{len(loaded.moe)} (0-{len(loaded.moe) - 1})")
         _check_samples_fit(loaded, samples)
-        acts = None
-        if activations == "captured":
+        acts, captured_from = None, ""
+        if activations == "captured":  # the input said in the source: it read as the model's own text
             vocab = int(loaded.model.get_input_embeddings().weight.shape[0])
             ids = torch.randint(0, vocab, (1, max(samples, 8)), generator=torch.Generator().manual_seed(seed))
             acts = capture_activations(loaded, ids, max_tokens=samples)
+            captured_from = f"(one forward over {ids.shape[1]} random token ids, seed {seed})"
         rows = quality_report(
             loaded,
             fmts,
             n_samples=samples,
             seed=seed,
             activations=acts,
+            captured_from=captured_from,
             layers=wanted,
             max_experts=max_experts,
         )

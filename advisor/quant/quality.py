@@ -60,12 +60,14 @@ def quality_report(
     *,
     seed: int = 0,
     activations: dict[int, torch.Tensor] | None = None,
+    captured_from: str = "",
     layers: Iterable[int] | None = None,
     max_experts: int | None = None,
 ) -> list[dict]:
     """One row per (layer, expert, format): bytes (counted) and weight/output relative errors (measured).
 
-    `activations` (from `capture_activations`) replaces the random samples for the layers it has. `layers` /
+    `activations` (from `capture_activations`) replaces the random samples for the layers it has; `captured_from`
+    says what input the forward that captured them decoded, in its rows' source. `layers` /
     `max_experts` restrict the report to a subset (big models have thousands of experts).
     """
     fmts = [get_format(f) for f in formats]
@@ -76,7 +78,7 @@ def quality_report(
         if wanted is not None and layer.index not in wanted:
             continue
         if activations is not None and layer.index in activations:
-            x, source = activations[layer.index][:n_samples].float(), "measured:captured-activations"
+            x, source = activations[layer.index][:n_samples].float(), f"measured:captured-activations{captured_from}"
         else:
             x, source = (
                 torch.randn(n_samples, layer.hidden_size, generator=gen),
