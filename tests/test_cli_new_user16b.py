@@ -163,3 +163,18 @@ def test_quant_report_says_what_its_captured_activations_were_captured_on(tmp_pa
     assert {row["error_source"] for row in rows} == {said}
     r = advisor_entry("quant-report", "--help", cwd=tmp_path, env={"COLUMNS": "400"})
     assert "over seeded random token ids" in r.stdout, r.stdout
+
+
+def test_an_unknown_gpu_with_no_close_match_names_where_profiles_are_read_not_the_whole_catalogue(tmp_path):
+    """`tune --gpu host-t1` for a profile measured with `profile --profiles-dir elsewhere` listed all 43 catalogue
+    GPUs in one line (`known: A10 24GB, ...`) and never said where measured profiles are looked for. With no close
+    match the line now names that folder instead; `advisor profile --list` still lists them all."""
+    from recommend_helpers import make_db, point
+
+    url = make_db(tmp_path / "a.db", [point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1)])
+    line = one_error_line(advisor_entry("recommend", "--storage", url, "--gpu", "host-t1", cwd=tmp_path))
+    assert line.startswith("error: unknown GPU 'host-t1'; no catalogue GPU, and no profile measured in "
+                           "studies/profiles, has that name (all: `advisor profile --list`)"), line
+    assert "RTX 3060" not in line and len(line) < 300, line
+    line = one_error_line(advisor_entry("recommend", "--storage", url, "--gpu", "RTX 9090", cwd=tmp_path))
+    assert "close matches: RTX 5090 32GB" in line, line  # a near miss still gets its neighbours

@@ -452,12 +452,14 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     if len(hits) > 1:
         variants = ", ".join(p.name for p in hits)
         raise UserError(f"GPU {name!r} is ambiguous: {variants}; add the memory, e.g. {hits[-1].name!r}")
-    names = sorted({p.name for p in CATALOGUE})
     keys: dict[str, list[str]] = {}  # every row of a key: H100, H100 SXM and H100 NVL are all "h100"
     for p in CATALOGUE:
         keys.setdefault(_split(p.name)[0], []).append(p.name)
     close = [n for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5) for n in keys[k]][:6]
-    hint = f"close matches: {', '.join(close)}" if close else f"known: {', '.join(names)}"
+    # not the whole catalogue (43 names) in one line; a profile measured into another folder is found there only
+    where = profiles_dir(profiles_directory)
+    hint = (f"close matches: {', '.join(close)}" if close else
+            f"no catalogue GPU, and no profile measured in {where}, has that name")
     instead = "; or give the memory with --budget" if has_budget else ""
     odd = _unknown_characters(name)
     odd = f" (no GPU name has {', '.join(map(repr, odd))})" if odd else ""
