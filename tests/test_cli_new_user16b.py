@@ -29,8 +29,8 @@ def test_pareto_into_a_file_is_refused_before_the_plots_in_profiles_words(tmp_pa
 
     url = make_db(tmp_path / "a.db", [point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1)])
     (tmp_path / "afile").write_text("mine\n")
-    line = one_error_line(advisor_entry("pareto", "s", "--storage", url, "-o", "afile", cwd=tmp_path), "-o afile")
-    assert line == "error: -o afile is a file, not a directory; give a directory", line
+    line = one_error_line(advisor_entry("pareto", "s", "--storage", url, "-o", "afile", cwd=tmp_path), "-o/--output afile")
+    assert line == "error: -o/--output afile is a file, not a directory; give a directory", line
     line = one_error_line(advisor_entry("profile", "--cpu", "--profiles-dir", "afile", cwd=tmp_path))
     assert line == "error: --profiles-dir afile is a file, not a directory; give a directory", line
     assert (tmp_path / "afile").read_text() == "mine\n"
