@@ -170,14 +170,15 @@ import sys, time
 from advisor.results.storage import sqlite_lock
 with sqlite_lock(sys.argv[1], "seed"):  # a worker seeding the study (measuring the CPU expert times: minutes)
     print("HELD", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline() if sys.argv[2] == "until-told" else time.sleep(float(sys.argv[2]))
 """
 
 
-def _seeding(url: str, seconds: float) -> subprocess.Popen:
-    """Another worker holding the file's seeding turn for `seconds`, beating (ADVISOR_SQLITE_TIMEOUT_S=1)."""
-    holder = subprocess.Popen([sys.executable, "-c", _SEEDING, url, str(seconds)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"})
+def _seeding(url: str, seconds: float | str) -> subprocess.Popen:
+    """Another worker holding the file's seeding turn for `seconds` (or "until-told": until a line on its stdin),
+    beating (ADVISOR_SQLITE_TIMEOUT_S=1)."""
+    holder = subprocess.Popen([sys.executable, "-c", _SEEDING, url, str(seconds)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"})
     assert holder.stdout is not None and holder.stdout.readline() == "HELD\n"
     return holder
 
@@ -211,19 +212,43 @@ def test_a_worker_waiting_for_a_stopped_holder_of_the_seeding_turn_says_so_and_g
 
 @pytest.mark.parametrize("beating", [True, False])
 def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_path, beating):
-    """A holder that beats (at work, here for 2.5 s: past ADVISOR_SQLITE_TIMEOUT_S=1) is waited for, as one that
-    does not beat at all (an advisor from before the beats: its silence says nothing) - the note says which."""
+    """A holder that beats (at work, here for 1.5 s after the waiting worker's note: past
+    ADVISOR_SQLITE_TIMEOUT_S=1) is waited for, as one that does not beat at all (an advisor from before the beats:
+    its silence says nothing) - the note says which. The turn is released after the note, not after a fixed time
+    from the start: on a loaded host the worker's start took longer than a fixed hold, and it never waited."""
     from filelock import FileLock
 
     db = tmp_path / "s.db"
     if beating:
-        holder = _seeding(f"sqlite:///{db}", 2.5)
+        holder = _seeding(f"sqlite:///{db}", "until-told")
     else:
-        old = FileLock(f"{db}.seed.lock", thread_local=False)  # (released by the timer's thread)
+        old = FileLock(f"{db}.seed.lock", thread_local=False)
         old.acquire()
-        threading.Timer(2.5, old.release).start()
-    out, err = _worker("--storage", f"sqlite:///{db}", "--study", "s", "--trials", "1",
-                       env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"}).communicate(timeout=60)
+    worker = _worker("--storage", f"sqlite:///{db}", "--study", "s", "--trials", "1",
+                     env={**os.environ, "ADVISOR_SQLITE_TIMEOUT_S": "1"})
+    assert worker.stderr is not None
+
+    released = threading.Event()
+
+    def release() -> None:
+        if released.is_set():
+            return
+        released.set()
+        if beating:
+            assert holder.stdin is not None
+            holder.stdin.write("release\n")
+            holder.stdin.flush()
+        else:
+            old.release()
+
+    guard = threading.Timer(60, release)  # a worker that never says it waits must not hang the suite
+    guard.start()
+    note = worker.stderr.readline()  # the worker waits (0.5 s) and says so
+    time.sleep(1.5)  # still waiting, past its 1 s limit
+    guard.cancel()
+    release()
+    out, err = worker.communicate(timeout=60)
+    err = note + err
     assert '"n_trials_run": 1' in out, (out, err)
     if beating:
         holder.wait(timeout=10)
