@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_helpers import advisor, one_error_line
+from cli_helpers import advisor, advisor_entry, advisor_in_process, one_error_line
 from typer.testing import CliRunner
 
 from advisor.cli import app
@@ -29,13 +29,14 @@ def test_host_memory_on_a_tiny_model_gives_advice_that_runs(tmp_path):
     """`tune tiny:qwen3_moe --host-memory 1KiB` said "add --offload", which a tiny model refuses ("--offload reads
     experts from a checkpoint directory"); it now names --mode live, whose store the cap limits. In --mode live a
     cap no store fits stopped the first trial with "choose a smaller format (int4, int3)", though none fits: it is
-    now checked once the model loads, naming the formats whose store fits (none), before any trial or database."""
+    now checked once the model loads, naming the formats whose store fits (none), before any trial or database.
+    Through the entry point in this process: as subprocesses the two refusals paid ~9 s of CPU importing torch."""
     db = tmp_path / "s.db"
     base = ("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", str(db))
-    r = advisor(*base, "--host-memory", "1KiB", cwd=tmp_path)
+    r = advisor_entry(*base, "--host-memory", "1KiB", cwd=tmp_path)
     line = one_error_line(r, "tiny:qwen3_moe is loaded whole", "use --mode live")
     assert "--offload" not in line.split("replay packs no store")[1], line
-    live = advisor(*base, "--mode", "live", "--host-memory", "1KiB", cwd=tmp_path)
+    live = advisor_entry(*base, "--mode", "live", "--host-memory", "1KiB", cwd=tmp_path)
     line = one_error_line(live, "1.00 KiB is allowed (--host-memory)", "no format's store fits; raise --host-memory")
     assert "choose a smaller format" not in line and "tuning" not in live.stdout, live.stdout + line
     assert not db.exists()
@@ -106,7 +107,8 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
     import re
 
     pp = tmp_path / "pp"
-    r = advisor("profile", "--cpu", "--repeats", "1", "--profiles-dir", str(pp), "--name", "myhost", cwd=tmp_path)
+    r = advisor_in_process("profile", "--cpu", "--repeats", "1", "--profiles-dir", str(pp), "--name", "myhost",
+                           cwd=tmp_path)  # in this process, as the tune below: a subprocess imported torch again
     assert r.returncode == 0, r.stdout + r.stderr
     env = {**os.environ, "ADVISOR_PROFILES_DIR": str(pp), "COLUMNS": "400"}
     monkeypatch.chdir(tmp_path)  # the tune in this process (CliRunner): a subprocess paid ~8 s importing torch
