@@ -3,23 +3,19 @@ command; a view whose shapes disagree with the config too. Supported models pass
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+import torch
+from cli_helpers import advisor_entry
+from torch import nn
 
 from advisor.errors import UserError
 from advisor.models import tiny
 from advisor.models.load import load_model, loaded_from
 
+
 # An experts class as remote code often writes it: fused 3-D tensors the view accepts, but a forward of
 # its own that never goes through transformers' ExpertsInterface (so never through the advisor seam).
-BYPASS = """
-import torch
-from torch import nn
-import transformers.models.qwen3_moe.modeling_qwen3_moe as m
-
-def forward(self, hidden_states, top_k_index, top_k_weights):
+def _bypassing_forward(self, hidden_states, top_k_index, top_k_weights):
     out = torch.zeros_like(hidden_states)
     for e in torch.unique(top_k_index).tolist():
         tok, pos = torch.where(top_k_index == e)
@@ -27,11 +23,6 @@ def forward(self, hidden_states, top_k_index, top_k_weights):
         y = nn.functional.linear(self.act_fn(gate) * up, self.down_proj[e]) * top_k_weights[tok, pos, None]
         out.index_add_(0, tok, y.to(out.dtype))
     return out
-
-m.Qwen3MoeExperts.forward = forward
-from advisor.cli import run
-run()
-"""
 
 
 @pytest.mark.parametrize(
@@ -42,7 +33,11 @@ run()
         ["tune", "tiny:qwen3_moe", "--trials", "1", "--storage", "sqlite:///{tmp}/a.db"],
     ],
 )
-def test_a_forward_that_bypasses_the_experts_implementation_is_refused_in_one_line(args, tmp_path):
+def test_a_forward_that_bypasses_the_experts_implementation_is_refused_in_one_line(args, tmp_path, monkeypatch):
+    """Through the console entry point in this process, the class patched for the test: as a subprocess each
+    command paid ~5 s of CPU importing torch and transformers again."""
+    import transformers.models.qwen3_moe.modeling_qwen3_moe as m
+
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] == "eval":  # eval refuses a model without a tokenizer before it loads: give it the bundled one's
         import shutil
@@ -52,7 +47,8 @@ def test_a_forward_that_bypasses_the_experts_implementation_is_refused_in_one_li
         tiny.build_tiny("qwen3_moe").save_pretrained(str(tmp_path / "qwen3"))
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(BUNDLED_DIR / name, tmp_path / "qwen3" / name)
-    proc = subprocess.run([sys.executable, "-c", BYPASS, *args], capture_output=True, text=True, timeout=300)
+    monkeypatch.setattr(m.Qwen3MoeExperts, "forward", _bypassing_forward)
+    proc = advisor_entry(*args, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
