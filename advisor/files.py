@@ -1,4 +1,5 @@
-"""Atomic writes: every file or directory the tool writes appears whole or not at all.
+"""Paths the user names (`home_path`) and atomic writes: every file or directory the tool writes appears whole
+or not at all.
 
 A temporary sibling is written first and renamed into place (a rename within one directory is atomic), so a
 crash, a Ctrl-C or a failed step never leaves half an output. Standard library only: any layer may import it.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from advisor.errors import UserError
 
@@ -27,6 +29,20 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no locks, so no folder a killed writer left is ever taken for stale
     fcntl = None  # type: ignore[assignment]
+
+
+P = TypeVar("P", str, Path, None)
+
+
+def home_path(value: P) -> P:
+    """`value` with a leading '~' expanded as the shell would, for every path the user names: an option, a MODEL
+    spec, an ADVISOR_* variable. The shell expands none after '=' (`--json=~/r.json`) or in quotes
+    (`ADVISOR_PROFILES_DIR='~/p'`), and the path kept as typed named a directory '~' here. A `~user` of no such user
+    stays as typed (`os.path.expanduser`; `Path.expanduser` raised a RuntimeError, a traceback)."""
+    if value is None:
+        return value
+    home = os.path.expanduser(value)
+    return Path(home) if isinstance(value, Path) else home
 
 
 def _directory_of(path: Path, create: bool) -> Path:

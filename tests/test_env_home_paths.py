@@ -1,4 +1,4 @@
-"""ADVISOR_* path variables read a leading '~' as every path option does (`advisor.commands.home_path`): quoted,
+"""ADVISOR_* path variables read a leading '~' as every path option does (`advisor.files.home_path`): quoted,
 the shell leaves it, and the variable named a directory '~' under the working directory."""
 
 from __future__ import annotations

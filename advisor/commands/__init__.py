@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 
 from advisor.errors import UserError, check_device_name
+from advisor.files import P, home_path
 from advisor.units import SAMPLER_SEED_MAX, SEED_MAX, SEED_MIN, format_bytes
 
 MAX_THREADS = max(1024, os.cpu_count() or 1)
@@ -59,9 +60,6 @@ def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
     return typer.Option(default, "--threads", min=min(default, 1), max=MAX_THREADS, help=help)
 
 
-P = TypeVar("P", str, Path, None)
-
-
 OUTPUT = "-o/--output"
 """The output option of `report`, `pareto`, `export` and `trace` as a refusal names it (`option_name`)."""
 
@@ -87,16 +85,6 @@ def user_path(param: typer.CallbackParam, value: P) -> P:
     leading '=' refused (`refuse_equals`)."""
     refuse_equals(param, value)
     return home_path(value)
-
-
-def home_path(value: P) -> P:
-    """`value` with a leading '~' expanded, as model specs are (`spec_path`). The shell expands none after
-    '=' (`--json=~/r.json`) or in quotes, and the path kept as typed named a directory '~' here: refused as
-    missing, or made by the `mkdir` a refusal advised."""
-    if value is None:
-        return value
-    home = os.path.expanduser(value)  # `Path.expanduser` raises for a `~user` of no such user: kept as typed
-    return Path(home) if isinstance(value, Path) else home
 
 
 def refuse_equals(param: typer.CallbackParam, value: str | Path | None) -> None:

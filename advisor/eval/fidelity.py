@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from advisor.files import home_path
+
 FULL_VOCAB_BUDGET = 64 * 1024 * 1024
 """Bytes of reference log-probs kept exactly; beyond this the top-`keep` + rest coarsening is used."""
 
@@ -274,9 +276,9 @@ def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | No
 
 def reference_cache_dir() -> Path:
     """Where full-precision references of offloaded models are kept ($ADVISOR_CACHE_DIR, a leading '~' expanded
-    as in every path option (`advisor.commands.home_path`), else ~/.cache)."""
+    as in every path option (`advisor.files.home_path`), else ~/.cache)."""
     root = os.environ.get("ADVISOR_CACHE_DIR") or str(Path.home() / ".cache" / "moe-advisor")
-    return Path(os.path.expanduser(root)) / "reference"
+    return Path(home_path(root)) / "reference"
 
 
 def cached_reference(loaded, inputs: dict[str, Any] | torch.Tensor, cache_dir: Path | None = None) -> ReferenceLogits:

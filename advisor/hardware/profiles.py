@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.files import write_atomic
+from advisor.files import home_path, write_atomic
 from advisor.units import DECIMAL, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
 GiB = 1 << 30
@@ -337,11 +337,11 @@ def other_cpu(host: str | None) -> str:
 
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
     """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles. A leading
-    '~' in the variable is expanded as in every path option (`advisor.commands.home_path`): quoted
+    '~' in the variable is expanded as in every path option (`advisor.files.home_path`): quoted
     (`ADVISOR_PROFILES_DIR='~/p'`) the shell leaves it, and it named a directory '~' here."""
     if path is not None:
         return Path(path)
-    return Path(os.path.expanduser(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR)))
+    return Path(home_path(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR)))
 
 
 def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:

@@ -16,18 +16,20 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
 
-The bottom of the stack: may import only `advisor.errors` and `advisor.units` (and torch/transformers, lazily).
+The bottom of the stack: may import only `advisor.errors`, `advisor.units` and `advisor.files` (standard library
+only), and torch/transformers lazily.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import os
 import re
 from importlib import import_module
 from pathlib import Path
 from typing import Any
+
+from advisor.files import home_path
 
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 """transformers imports torchao whenever it is installed (`pip install "moe-advisor[hf]"`), and torchao warns at
@@ -79,9 +81,8 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-
 
 
 def spec_path(spec: str) -> Path:
-    """A MODEL spec as the local path it may name, a leading '~' expanded as the shell would: `~user` of no such
-    user stays as typed (`os.path.expanduser`), where `Path.expanduser` raised a RuntimeError (a traceback)."""
-    return Path(os.path.expanduser(str(spec).strip()))
+    """A MODEL spec as the local path it may name, a leading '~' expanded (`home_path`)."""
+    return Path(home_path(str(spec).strip()))
 
 
 def canonical_spec(spec: str) -> str:
