@@ -10,8 +10,10 @@ still goes - and once the heavy imports are done (`settle`, from `import_runtime
 command's own objects. A read-only command never imports the runtime: it is short, and ends with the older
 generations still held off.
 
-Only in a process the CLI owns (`advisor`, `python -m advisor`): a program that imports advisor, or runs its CLI
-in-process (tests, CliRunner), keeps its collector as it set it.
+Only where `hold` was called: the CLI's entry point calls it in a process the CLI owns (`advisor`, `python -m
+advisor`). A program that imports advisor, or runs its CLI in-process (CliRunner), keeps its collector as it set
+it unless it calls `hold` itself, as the test suite does (tests/conftest.py): its first command that imports the
+runtime then settles it as the CLI's does.
 """
 
 from __future__ import annotations
