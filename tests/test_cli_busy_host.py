@@ -19,6 +19,7 @@ def two_cores(monkeypatch, tmp_path):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     yield
@@ -47,3 +48,20 @@ def test_every_core_on_a_busy_host_says_the_load_and_suggests_one_thread(two_cor
 def test_a_quiet_host_or_an_explicit_thread_count_says_nothing(two_cores, monkeypatch):
     assert "getloadavg" not in trace(0.8, monkeypatch)  # 1.2 cores free: more than the load
     assert "getloadavg" not in trace(4.5, monkeypatch, "--threads", "2")  # asked for: not second-guessed
+
+
+def test_every_core_is_every_core_this_process_may_use(monkeypatch, tmp_path):
+    """Under `taskset -c 0,1` (the affinity, patched) on an 8-core host, --threads 0 runs 2 threads, and the load
+    is weighed against those 2 cores: it ran torch's 4 threads and weighed the load against all 8 (5 free: no note)."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        said = trace(3.0, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+    assert "--threads 0 runs 2 threads" in said and "3.0 (measured: os.getloadavg) on 2 cores" in said, said

@@ -125,12 +125,21 @@ def device_option() -> Any:
     return typer.Option("cpu", "--device", callback=check_device_name, help="cpu, cuda or cuda:N.")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: under `taskset` or a cgroup cpuset fewer than the host's
+    (`os.cpu_count`), which --threads 0 ran as many threads as, several then waiting on one core."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity to read (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int) -> None:
     """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use, and on
     a host that other work keeps busy a note says so (eval, trace and quant-report all set them here)."""
     import torch
 
-    n = threads or max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    n = threads or max(1, min(torch.get_num_threads(), usable_cores()))
     if not threads and n > 1 and (note := busy_host_note(n)):
         from rich.console import Console
 
@@ -141,16 +150,17 @@ def set_threads(threads: int) -> None:
 
 
 def busy_host_note(threads: int) -> str:
-    """Where the host's 1-minute load average exceeds the cores it leaves free, what --threads 0 (`threads`, every
-    core) costs: torch's threads wait on each other at every operation while one is descheduled (2 threads on 2
-    busy cores at load 4-6, measured: eval 6.6x and trace --offload 24.5x slower than 1 thread). "" on a quieter host."""
+    """Where the host's 1-minute load average exceeds the cores it leaves free (of those this process may use,
+    `usable_cores`), what --threads 0 (`threads`, every core) costs: torch's threads wait on each other at every
+    operation while one is descheduled (2 threads on 2 busy cores at load 4-6, measured: eval 6.6x and trace
+    --offload 24.5x slower than 1 thread). "" on a quieter host."""
     if not hasattr(os, "getloadavg"):  # not on Windows
         return ""
     try:
         load = os.getloadavg()[0]
     except OSError:  # no load average to read
         return ""
-    cores = os.cpu_count() or threads
+    cores = usable_cores()
     free = cores - load
     if load <= free:
         return ""
