@@ -65,3 +65,17 @@ def test_every_core_is_every_core_this_process_may_use(monkeypatch, tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert "--threads 0 runs 2 threads" in said and "3.0 (measured: os.getloadavg) on 2 cores" in said, said
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("trace", "bundled", "-o", "t.npz", "--task", "gsm8k", "--data", "/nonexistent/g.jsonl"), "does not exist"),
+    (("eval", "bundled", "--task", "gsm8k", "--data", "/nonexistent/g.jsonl"), "does not exist"),
+])
+def test_bad_input_is_refused_before_the_busy_host_note(two_cores, monkeypatch, tmp_path, args, message):
+    """Bad input is one line on a busy host too: refused before --threads 0's note (it came after it)."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    r = advisor_entry(*args, cwd=tmp_path)
+    one_error_line(r, message)
+    assert [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()] == [r.stderr.strip()], r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -71,14 +72,16 @@ def test_eval_names_the_device_of_its_fidelity_as_tune_does(model_dir, monkeypat
         (["eval", "bundled", "--task", "humaneval", "--style", "zero-shot"], "--style applies to --task gsm8k"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    # through the console entry point in this process: as subprocesses the refusals after the model loads paid
-    # ~5 s of CPU each importing torch and transformers again. On one torch thread, as in a pytest-xdist worker
-    # (conftest): --threads 0 on a busy host adds its note on stderr (test_cli_busy_host's matter), not a refusal
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
+    """On a busy host too (forced here: 2 usable cores, 2 torch threads, load 64), where --threads 0 prints a note:
+    bad input is refused before it (`--data /nonexistent` came after it, two lines, when CI was loaded). Through
+    the console entry point in this process: as subprocesses the refusals after the model loads paid ~5 s of CPU
+    each importing torch and transformers again."""
     import torch
 
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         proc = advisor_entry(*args, cwd=tmp_path)
     finally:

@@ -114,8 +114,8 @@ def register(app: typer.Typer) -> None:
         from advisor.eval.tasks import get_task
         from advisor.models.load import load_model
 
-        set_threads(threads)
-        the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)
+        the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)  # a bad --data refused here,
+        set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
         console = Console(stderr=True)
         if limit is not None and limit > len(the_task.examples):  # `select` took them all, not an error
             console.print(f"note: --limit {limit} is more than the {the_task.name} task's "

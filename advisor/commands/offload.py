@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers) are imported inside the command bodies onl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -26,21 +27,19 @@ DEFAULT_TRACE_PROMPTS = 4
 """Prompts `advisor trace` decodes without --limit or --prompt."""
 
 
-def _prompts(loaded, task: str | None, prompt: list[str] | None, limit: int, seed: int, data: str | None = None):
+def _prompts(loaded, t: Any, prompt: list[str] | None, limit: int, seed: int):
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
-    tune` traces (`workload_prompts`: the task's examples, or seeded ids for tokenizer-less tiny models)."""
+    tune` traces (`workload_prompts`: the examples of the task `t`, or seeded ids for tokenizer-less tiny models)."""
     import torch
 
     from advisor.errors import UserError
     from advisor.eval.run import encode_prompt, workload_prompts
-    from advisor.eval.tasks import get_task
 
     synthetic = loaded.tokenizer is None
     if prompt and not synthetic:
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
-    if not task and not synthetic:
+    if t is None and not synthetic:
         raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
-    t = get_task(task, path=data) if task else None
     n = len(prompt) if prompt else limit
     return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
 
@@ -91,8 +90,10 @@ def trace_cmd(
                                 f"drop {flag} or --prompt")
     limit = limit or DEFAULT_TRACE_PROMPTS
     model = check_model_spec(model)  # a mistyped MODEL before torch imports
+    from advisor.eval.tasks import get_task
     from advisor.files import check_writable
 
+    the_task = get_task(task, path=data) if task and not prompt else None  # a bad --task or --data before torch
     check_writable(output, create_dirs=False)  # before torch imports and the model decodes, not after; a missing
     # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created; so is `-o dir/`
     import_runtime()
@@ -115,7 +116,7 @@ def trace_cmd(
         given = " and ".join(f for f, v in (("--steps", steps), ("--block-length", block_length)) if v)
         raise UserError(f"{given}: {loaded.name} ({loaded.family}) decodes autoregressively, one token per forward, "
                         "with no denoising steps or blocks; drop them")
-    prompts, task_new, synthetic = _prompts(loaded, None if prompt else task, prompt, limit, seed, data)
+    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
         gen_kw["steps"] = steps
