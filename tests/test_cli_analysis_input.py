@@ -419,6 +419,27 @@ def test_trace_refuses_denoising_options_for_an_autoregressive_model(tmp_path):
     assert not (tmp_path / "t.npz").exists()
 
 
+@pytest.mark.parametrize("model", ["tiny:qwen3_moe", "local"])
+def test_trace_refuses_denoising_options_before_torch(tmp_path, model):
+    """For a tiny:<family> or a local directory the family is in config.json: `trace --steps` for an autoregressive
+    one is refused before torch imports (torch blocked here: importing it fails), not after the model loaded."""
+    from advisor.models import family_of
+    from advisor.models.llada2 import MODEL_TYPE as LLADA2
+    from advisor.models.llada_moe import MODEL_TYPE as LLADA
+    from tests.cli_helpers import one_error_line
+
+    assert (family_of(LLADA), family_of(LLADA2)) == ("llada_moe", "llada2")  # the published names, torch-free
+    if model == "local":
+        model = str(tmp_path / "m")
+        Path(model).mkdir()
+        Path(model, "config.json").write_text(json.dumps({"model_type": "qwen3_moe"}))
+    blocked = "import sys; sys.modules['torch'] = None; from advisor.cli import run; run()"
+    r = subprocess.run([sys.executable, "-c", blocked, "trace", model, "--steps", "4", "-o", str(tmp_path / "t.npz")],
+                       capture_output=True, text=True, timeout=120)
+    one_error_line(r, f"--steps: {model} (qwen3_moe) decodes autoregressively")
+    assert not (tmp_path / "t.npz").exists()
+
+
 def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
     """`advisor profile --model B` after `--model A`, or a plain `advisor profile` re-measuring the link, dropped
     every CPU expert time measured before; a time under 0.05 ms printed as "0.0"."""

@@ -20,7 +20,7 @@ from advisor.commands import (
     threads_option,
     user_path,
 )
-from advisor.models import check_model_spec
+from advisor.models import DIFFUSION_FAMILIES, check_model_spec, model_name, spec_family
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 DEFAULT_TRACE_PROMPTS = 4
@@ -42,6 +42,18 @@ def _prompts(loaded, t: Any, prompt: list[str] | None, limit: int, seed: int):
         raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
     n = len(prompt) if prompt else limit
     return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
+
+
+def _refuse_denoising(name: str, family: str, steps: int, block_length: int) -> None:
+    """--steps or --block-length for a model of an autoregressive `family`: refused, where generate ignored them
+    without a word."""
+    if family in DIFFUSION_FAMILIES or not (steps or block_length):
+        return
+    from advisor.errors import UserError
+
+    given = " and ".join(f for f, v in (("--steps", steps), ("--block-length", block_length)) if v)
+    raise UserError(f"{given}: {name} ({family}) decodes autoregressively, one token per forward, with no denoising "
+                    "steps or blocks; drop them")
 
 
 def _read_note(nbytes: int, read_s: float, decode_s: float, forwards: int) -> str:
@@ -94,6 +106,9 @@ def trace_cmd(
     from advisor.files import check_writable
 
     the_task = get_task(task, path=data) if task and not prompt else None  # a bad --task or --data before torch
+    family = spec_family(model)  # known from config.json for tiny:*, bundled and a local directory
+    if family is not None:
+        _refuse_denoising(model_name(model), family, steps, block_length)  # before torch and the load
     check_writable(output, create_dirs=False)  # before torch imports and the model decodes, not after; a missing
     # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created; so is `-o dir/`
     import_runtime()
@@ -110,12 +125,7 @@ def trace_cmd(
     err = Console(stderr=True)
     if loaded.offloaded:
         err.print(f"loading: {loaded.load_note}")
-    if not loaded.is_diffusion and (steps or block_length):  # generate ignored them, without a word
-        from advisor.errors import UserError
-
-        given = " and ".join(f for f, v in (("--steps", steps), ("--block-length", block_length)) if v)
-        raise UserError(f"{given}: {loaded.name} ({loaded.family}) decodes autoregressively, one token per forward, "
-                        "with no denoising steps or blocks; drop them")
+    _refuse_denoising(loaded.name, loaded.family, steps, block_length)  # a hub id's family is known only now
     prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:

@@ -8,6 +8,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
+* `spec_family(spec)` - the family of a tiny:<family>, 'bundled' or local directory, from config.json, without torch
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
@@ -23,6 +24,7 @@ only), and torch/transformers lazily.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import re
 from importlib import import_module
@@ -52,11 +54,21 @@ _LAZY = {
 }
 
 __all__ = sorted([*_LAZY, "model_name", "spec_path", "canonical_spec", "quant_method", "check_model_spec", "check_tokenizer",
-                  "read_config",
-                  "no_tokenizer", "check_tiny_family", "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES"])
+                  "read_config", "no_tokenizer", "check_tiny_family", "dtype_name", "DTYPES", "TINY_FAMILIES",
+                  "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of", "spec_family"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
+
+DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
+"""The families that decode by denoising (steps, blocks); every other decodes autoregressively."""
+
+_LLADA_MOE_TYPES = {"llada_moe", "lladamoe", "llada-moe", "llada"}  # "llada": llada_moe.MODEL_TYPE, as published
+_LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}  # "llada2_moe": llada2.MODEL_TYPE, as published
+"""Published config.json model_type names of the LLaDA checkpoints, besides the project's own family names."""
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+"""The bundled model's directory (MODEL 'bundled')."""
 
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
           "fp32": "float32", "float32": "float32", "float": "float32"}
@@ -109,6 +121,32 @@ def model_name(spec: str) -> str:
         return spec
     path = spec_path(spec)
     return str(path) if path.is_dir() else spec
+
+
+def family_of(model_type: str) -> str:
+    """The project family name of a config.json `model_type`."""
+    mt = model_type.lower()
+    if mt in _LLADA_MOE_TYPES:
+        return "llada_moe"
+    if mt in _LLADA2_TYPES:
+        return "llada2"
+    return mt
+
+
+def spec_family(spec: str) -> str | None:
+    """The family of the model a checked spec (`check_model_spec`) names, known without torch: a tiny:<family>'s,
+    else the model_type in the config.json of 'bundled' or a local directory; None for a hub id or a config that
+    cannot be read (known, or refused, once the model loads). Lets a command refuse options the family does not
+    take (`trace --steps` for an autoregressive model) before seconds of imports and the load."""
+    if spec.startswith("tiny:"):
+        return spec.removeprefix("tiny:")
+    path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    return family_of(str(model_type)) if model_type else None
 
 
 def check_tiny_family(family: str) -> str:

@@ -23,9 +23,12 @@ from torch import nn
 
 from advisor.errors import UserError, check_device_name
 from advisor.models import (
+    BUNDLED_DIR,
+    DIFFUSION_FAMILIES,
     TOKENIZER_FILES,
     check_model_spec,
     dtype_name,
+    family_of,
     model_name,
     quant_method,
     read_config,
@@ -36,12 +39,7 @@ from advisor.models.probe import verify_experts_path
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
 
-BUNDLED_DIR = Path(__file__).parent / "bundled"
-DIFFUSION_FAMILIES = frozenset({"llada_moe", "llada2", "diffusion_gemma"})
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
-# Published model_type names of the LLaDA checkpoints (config.json), besides the project's own names.
-_LLADA_MOE_TYPES = {"llada_moe", "lladamoe", "llada-moe"}
-_LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}
 # Published mask token ids, used when a config does not carry one.
 _MASK_DEFAULTS = {"llada_moe": 156895, "llada2": 156895}
 
@@ -255,27 +253,6 @@ def _resolve_hub(repo_id: str) -> Path:
 
 
 # ---- directories -----------------------------------------------------------------------------------------
-
-
-def family_of(model_type: str) -> str:
-    """The project family name of a config.json `model_type`."""
-    mt = model_type.lower()
-    if mt in _LLADA_MOE_TYPES or mt == _llada_type("llada_moe"):
-        return "llada_moe"
-    if mt in _LLADA2_TYPES or mt == _llada_type("llada2"):
-        return "llada2"
-    return mt
-
-
-def _llada_type(family: str) -> str | None:
-    try:
-        if family == "llada_moe":
-            from advisor.models.llada_moe import LLaDAMoEConfig as cfg
-        else:
-            from advisor.models.llada2 import LLaDA2MoeConfig as cfg
-    except ImportError:
-        return None
-    return getattr(cfg, "model_type", None)
 
 
 def device_free_bytes(device: torch.device) -> int:

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.models import spec_path
+from advisor.models import DIFFUSION_FAMILIES, spec_path
 from advisor.quant.plan import PrecisionPlan
 from advisor.quant.spec import parse_format
 from advisor.units import dtype_format
 
 # families whose model cannot be served by an autoregressive engine (vLLM, llama.cpp's main loop)
-DIFFUSION_FAMILIES = ("llada_moe", "llada2", "diffusion_gemma")
 LIST_LAYOUT_FAMILIES = ("llada_moe", "llada2")  # experts are a list of nn.Linear MLPs, not fused 3-D tensors
 
 
