@@ -18,6 +18,10 @@ MAX_PROMPTS = 10_000
 every precision plan decodes that many (a task with fewer uses all it has; a model without a tokenizer decodes
 that many seeded random ones, so 10**11 ran until interrupted). More than any task has (GSM8K's test set: 1319)."""
 
+EVAL_FIDELITY_PROMPTS = 16
+"""The prompts `advisor eval --precision` measures the fidelity proxy on without --fidelity-prompts, and
+`advisor.eval.fidelity.task_reference` by default (a search space sets its own: evaluation.fidelity_prompts)."""
+
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 """The seeds torch takes (`torch.Generator.manual_seed`; beyond them, "Overflow when unpacking long long"): a
 command's --seed and a search space's evaluation.seed, which seed its decoding and prompt choice."""

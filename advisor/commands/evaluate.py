@@ -19,7 +19,7 @@ from advisor.eval.tasks import TASKS, prompt_style
 from advisor.files import check_writable, write_atomic
 from advisor.models import check_model_spec, check_tokenizer
 from advisor.quant.plan import PrecisionPlan
-from advisor.units import MAX_LENGTH, count
+from advisor.units import EVAL_FIDELITY_PROMPTS, MAX_LENGTH, count
 
 
 def register(app: typer.Typer) -> None:
@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
         ),
         fidelity_prompts: int = typer.Option(
             None, "--fidelity-prompts", min=0,
-            help="Prompts for the logit fidelity proxy when --precision is set (default 16; 0: skip)."
+            help=f"Prompts for the logit fidelity proxy when --precision is set (default {EVAL_FIDELITY_PROMPTS}; 0: "
+            "skip).",
         ),
         completions: str = typer.Option(
             None, "--completions", callback=user_path,
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
-        fidelity_prompts = 16 if fidelity_prompts is None else fidelity_prompts
+        fidelity_prompts = EVAL_FIDELITY_PROMPTS if fidelity_prompts is None else fidelity_prompts
         # a malformed plan (`--precision int9`) before torch imports (`PrecisionPlan` is torch-free): it was refused
         # only after ~10 s of imports; an empty "$PLAN" is refused, not measured as full precision
         plan = PrecisionPlan.parse(precision) if precision is not None else None

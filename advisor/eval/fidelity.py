@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from advisor.files import home_path
+from advisor.units import EVAL_FIDELITY_PROMPTS
 
 FULL_VOCAB_BUDGET = 64 * 1024 * 1024
 """Bytes of reference log-probs kept exactly; beyond this the top-`keep` + rest coarsening is used."""
@@ -269,7 +270,7 @@ def task_inputs(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None 
     return build_inputs(loaded, prompts, answers, canvas=canvas, seed=seed)
 
 
-def task_reference(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None = None) -> ReferenceLogits:
+def task_reference(loaded, task, *, n: int = EVAL_FIDELITY_PROMPTS, seed: int = 0, canvas: int | None = None) -> ReferenceLogits:
     """The reference for `n` fixed examples of an evaluation task (gold answers as the canvas)."""
     return reference_logits(loaded, task_inputs(loaded, task, n=n, seed=seed, canvas=canvas))
 
