@@ -33,6 +33,10 @@ except ImportError:  # not POSIX: no locks, so no folder a killed writer left is
 
 P = TypeVar("P", str, Path, None)
 
+OUTPUT = "-o/--output"
+"""The output option of `report`, `pareto`, `export` and `trace` as a refusal names it
+(`advisor.commands.option_name`); here, so that a layer below the commands (`advisor.report`) names it alike."""
+
 
 def home_path(value: P) -> P:
     """`value` with a leading '~' expanded as the shell would, for every path the user names: an option, a MODEL

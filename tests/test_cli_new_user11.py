@@ -56,12 +56,15 @@ def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_p
                           "the least peak GPU memory among the study's trials is")
     assert "loading the study's model" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert not out.exists()
-    least = int(line.split("give --memory ")[1].split("B or more")[0])
+    given = line.split("give --memory ")[1].split(" or more")[0]  # one word to paste, in the unit of the line
+    from advisor.hardware.profiles import parse_budget
     from advisor.report.data import load_study_data
     from advisor.report.select import feasible_trials
+    from advisor.units import size_argument
 
     peaks = [t.values["peak_gpu_bytes"] for t in feasible_trials(load_study_data("bundled-example", str(db)))]
-    assert min(peaks) <= least < min(peaks) + 1, (least, min(peaks))
+    assert given == size_argument(min(peaks)) and " " not in given, given
+    assert min(peaks) <= parse_budget(given) < min(peaks) * 1.01, (given, min(peaks))
 
 
 def test_the_recipe_of_a_model_without_tokenizer_says_it_does_not_use_the_prompt(tmp_path, monkeypatch):

@@ -243,7 +243,7 @@ def test_an_output_that_is_a_loop_of_links_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "loop").symlink_to("loop")
     said = "cannot write loop: it is a link that leads back to itself (a loop of links); "
     for args, give in ((["report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop", "--block-lengths",
-                         ""], "give -o another path"),
+                         ""], "give -o/--output another path"),
                        (["pareto", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "loop"],
                         "give -o/--output another path"),
                        (["tune", "tiny:qwen3_moe", "--storage", "loop", "--trials", "1"], "give --storage another path"),

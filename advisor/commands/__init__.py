@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from advisor.errors import UserError, check_device_name
-from advisor.files import P, home_path
+from advisor.files import OUTPUT, P, home_path  # noqa: F401 - OUTPUT: the commands import it from here
 from advisor.units import SAMPLER_SEED_MAX, SEED_MAX, SEED_MIN, format_bytes
 
 MAX_THREADS = max(1024, os.cpu_count() or 1)
@@ -58,10 +58,6 @@ def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
     `quant-report` default to 0, every core (fastest on a quiet host); `tune` and `profile` to 1 and take no 0:
     the CPU expert times they store are keyed by the thread count."""
     return typer.Option(default, "--threads", min=min(default, 1), max=MAX_THREADS, help=help)
-
-
-OUTPUT = "-o/--output"
-"""The output option of `report`, `pareto`, `export` and `trace` as a refusal names it (`option_name`)."""
 
 
 def output_option(default: Any, help: str) -> Any:

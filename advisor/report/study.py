@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.files import atomic_dir, check_parent, check_replaceable
+from advisor.files import OUTPUT, atomic_dir, check_parent, check_replaceable
 from advisor.report.data import DEFAULT_STORAGE, StudyData, load_study_data
 from advisor.report.document import ReportContext, compose, json_default, report_json
 from advisor.report.render import write_document
@@ -50,7 +49,7 @@ from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec, smallest_cache
 from advisor.tune.config import ModelShape
-from advisor.units import count
+from advisor.units import count, size_argument
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
 REPORT_ENTRIES = ("report.md", "report.html", "report.json", "figures")
@@ -129,7 +128,7 @@ def build_report(
         refuse_memory_that_holds_no_trial([(m.strip(), float(memory_spec(m))) for m in memory], trials)
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     if out != default_out_dir(study):  # reports/ is made for the default reports/<study>; another -o's folder is not
-        check_parent(out, "-o")
+        check_parent(out, OUTPUT)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
     task = study_task(data, task_data)  # the task's data too
     if model is None:
@@ -232,7 +231,7 @@ def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials:
     given = ", ".join(f"{label} ({format_bytes(mem)})" for label, mem in memories)
     raise UserError(f"--memory {given}: no stored trial fits {'it' if len(memories) == 1 else 'any of them'}; the "
                     f"least peak GPU memory among the study's trials is {format_bytes(peak, 2)} (trial #{number}): give "
-                    f"--memory {math.ceil(peak)}B or more, or tune the study at a smaller budget")
+                    f"--memory {size_argument(peak)} or more, or tune the study at a smaller budget")
 
 
 def above_budget_notes(data: Any, memories: list[tuple[str, float]]) -> list[str]:
