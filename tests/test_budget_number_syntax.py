@@ -48,3 +48,17 @@ def test_a_share_reads_the_number_syntax_of_a_size(tmp_path, spelling):
     said = refusal(["tune", "--storage", "unused.db", "--budgets", spelling], tmp_path)
     assert said.startswith(f"--budgets '{spelling}' is not a share"), said
     assert list(tmp_path.iterdir()) == []
+
+
+SHARE_OPTIONS = {"tune": ["tune", "--storage", "unused.db", "--budgets"],
+                 "report": ["report", "bundled-example", "--storage", EXAMPLE, "--memory"]}
+
+
+@pytest.mark.parametrize("command", SHARE_OPTIONS)
+@pytest.mark.parametrize("zero", ["0", "0%", "0.0%", "0B"])
+def test_a_zero_budget_or_share_must_be_positive(tmp_path, command, zero):
+    """`--budgets 0` read "budget '0' must be positive; or a share such as 25% ...", `--budgets 0%` and `--memory
+    0%` "a share must be between 0% and 100%": a zero is refused in --budget's words (`is_zero_size`)."""
+    option = SHARE_OPTIONS[command][-1]
+    assert refusal([*SHARE_OPTIONS[command], zero], tmp_path) == f"{option} '{zero}' must be positive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

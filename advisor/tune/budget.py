@@ -426,10 +426,13 @@ def default_budget(space: SearchSpace, shape: ModelShape) -> tuple[int, str]:
 
 def memory_spec(spec: str, option: str = "--memory") -> float | int:
     """One GPU budget (`advisor report --memory`, `advisor tune --budgets`) checked before any model loads: a
-    share in (0, 1] ("25%": of the FP16 expert bytes, beside the resident weights), or a size in bytes."""
-    from advisor.hardware.profiles import parse_budget
+    share in (0, 1] ("25%": of the FP16 expert bytes, beside the resident weights), or a size in bytes. A zero in
+    any unit, or none, is refused as `--budget 0` is (`is_zero_size`), not as no share or a size short of bytes."""
+    from advisor.hardware.profiles import is_zero_size, parse_budget
 
     spec = spec.strip()
+    if is_zero_size(spec):
+        raise UserError(f"{option} {spec!r} must be positive")
     if not spec.endswith("%"):
         try:
             return parse_budget(spec)
