@@ -533,8 +533,8 @@ def test_a_budget_the_user_did_not_give_is_named_when_nothing_fits(tmp_path, mon
     Path("all.toml").write_text('[precision]\nformats = ["bf16", "fp16"]\n[cache]\nslots_per_layer = [8]\n'
                                 'policies = ["lru"]\n[objectives]\nfidelity_top1 = "maximize"\n'
                                 'peak_gpu_bytes = "minimize"\n[budget]\nfraction_of_model = 0.5\n')
-    for args, want in ((["./ck", "--space", "all.toml"], "a budget of 46.69 KiB (0.5 x the model's counted bytes "
-                        "(all space default)) cannot hold the resident weights and one expert per MoE layer"),
+    for args, want in ((["./ck", "--space", "all.toml"], "a budget of 46.69 KiB (0.5 x the model's counted bytes, "
+                        "all space default) cannot hold the resident weights and one expert per MoE layer"),
                        (["tiny:diffusion_gemma", "--space", "quick", "--budgets", "1%"],
                         "(the largest of --budgets) cannot hold")):
         r = CliRunner().invoke(app, ["tune", *args, "--trials", "1", "--storage", str(tmp_path / "s.db")])

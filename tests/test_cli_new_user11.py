@@ -120,7 +120,7 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
               str(tmp_path / "s.db"), "--study", "g"])
     assert run.exit_code == 0, run.output
     text = " ".join(run.stdout.split())
-    assert "budget: 112.05 KiB (0.6 x the model's counted bytes (quick space default))" in text, text
+    assert "budget: 112.05 KiB (0.6 x the model's counted bytes, quick space default)" in text, text
     assert re.search(r"note: --gpu myhost is a CPU profile \(`advisor profile --cpu`: a host memcpy, no GPU\): its "
                      r"link and CPU expert times price the study, but its [\d.]+ GiB is this host's RAM", text), text
     example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"

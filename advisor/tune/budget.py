@@ -417,7 +417,7 @@ def default_budget(space: SearchSpace, shape: ModelShape) -> tuple[int, str]:
     share = int(frac * whole)
     least, _ = space_least_peak(space, shape)
     if least <= share or least >= whole:
-        return share, f"{frac:g} x the model's counted bytes ({space.name} space default)"
+        return share, f"{frac:g} x the model's counted bytes, {space.name} space default"  # shown in brackets
     return int(least + frac * (whole - least)), (
         f"{space.name} space default: {frac:g} of the way from its least configuration as the model runs, "
         f"{format_bytes(least, 2)}, to the model's counted {format_bytes(whole, 2)}; {frac:g} x the model's, "
