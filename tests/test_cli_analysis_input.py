@@ -433,6 +433,7 @@ def test_trace_refuses_denoising_options_before_torch(tmp_path, model):
         model = str(tmp_path / "m")
         Path(model).mkdir()
         Path(model, "config.json").write_text(json.dumps({"model_type": "qwen3_moe"}))
+        Path(model, "model.safetensors").write_bytes(b"")  # a weights file, as check_model_spec asks (never read)
     blocked = "import sys; sys.modules['torch'] = None; from advisor.cli import run; run()"
     r = subprocess.run([sys.executable, "-c", blocked, "trace", model, "--steps", "4", "-o", str(tmp_path / "t.npz")],
                        capture_output=True, text=True, timeout=120)

@@ -64,7 +64,7 @@ def test_every_core_is_every_core_this_process_may_use(monkeypatch, tmp_path):
         said = trace(3.0, monkeypatch)
     finally:
         torch.set_num_threads(threads)
-    assert "--threads 0 runs 2 threads" in said and "3.0 (measured: os.getloadavg) on 2 cores" in said, said
+    assert "--threads 0 (the default: every core) runs 2 threads" in said and "3.0 (measured: os.getloadavg) on 2 cores" in said, said
 
 
 @pytest.mark.parametrize(("args", "message"), [
