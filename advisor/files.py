@@ -343,14 +343,14 @@ def _own_temp_dir(path: Path) -> Iterator[Path]:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
         except OSError as e:
-            raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
+            raise UserError(f"cannot create {path}: {e.strerror}; give {OUTPUT} another path") from None
         try:
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:  # another writer's `_remove_stale` took it, still empty, before it was opened
             continue
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise UserError(f"cannot create {path}: {e.strerror}; choose another -o") from None
+            raise UserError(f"cannot create {path}: {e.strerror}; give {OUTPUT} another path") from None
         # another writer's `_remove_stale` may have taken it between mkdtemp and the lock: then make another
         if not _lock(fd, wait=True) or _same(fd, tmp):
             break
@@ -399,7 +399,7 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     try:
         path = Path(path).resolve()
     except (OSError, RuntimeError):  # a loop of links: RuntimeError to Python 3.12, OSError (ELOOP) after
-        raise UserError(_looping(Path(path), "choose another -o")) from None
+        raise UserError(_looping(Path(path), f"give {OUTPUT} another path")) from None
     _recover(path)
     _remove_stale(path, replaces)
     try:  # one look: exists() then is_dir() saw another writer's path, set aside in between, as no directory
@@ -409,19 +409,19 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
             raise
         mode = None
     if mode is not None and not stat.S_ISDIR(mode):
-        raise UserError(f"{path} exists and is not a directory; choose another -o")
+        raise UserError(f"{path} exists and is not a directory; give {OUTPUT} another path")
     if not path.exists():  # where it would be created must take a directory: found now, not after the work
         where = path.parent
         while not where.exists() and where != where.parent:
             where = where.parent
         if not where.is_dir():
-            raise UserError(f"cannot create {path}: {where} is not a directory; choose another -o")
+            raise UserError(f"cannot create {path}: {where} is not a directory; give {OUTPUT} another path")
         _check_names(path, where)
         try:
             os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=where))  # not a name `_remove_stale` takes
         except OSError as e:
-            raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); choose "
-                            "another -o") from None
+            raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); give "
+                            f"{OUTPUT} another path") from None
     if path.is_dir():
         try:
             others = sorted(p.name for p in path.iterdir() if p.name not in replaces)
@@ -495,5 +495,5 @@ def _swap_in(tmp: Path, path: Path, replaces: Collection[str], last: bool) -> bo
 def _again(path: Path, last: bool) -> bool:
     if last:
         raise UserError(f"{path} kept changing while this output replaced it (another process writing the same "
-                        "path?); run again, or choose another -o")
+                        f"path?); run again, or give {OUTPUT} another path")
     return False

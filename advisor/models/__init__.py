@@ -197,8 +197,6 @@ def read_config(path: Path) -> dict[str, Any]:
     """A model directory's config.json, refused in one line where no loader could read it (missing, not JSON,
     not an object, no model_type): without torch, so `check_model_spec` says it before the seconds of importing
     it, not after."""
-    import json
-
     from advisor.errors import UserError
 
     config_file = path / "config.json"
