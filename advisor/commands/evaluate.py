@@ -67,7 +67,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Accuracy of MODEL on a task (exact match / sandboxed pass@1), optionally with quantized experts."""
         TASKS.get_or_raise(task.lower(), shown=task)  # before any model loads
-        prompt_style(task.strip().lower(), style)  # `--style CAT` before torch imports, in get_task's words
         # an unset "$OUT" wrote no file and "$DATA" read the default problems, each without a word
         refuse_empty({"--json": json_out, "--data": data, "--completions": completions}, "a file path")
         refuse_empty({"MODEL": model}, "a model (without it: the bundled one)")  # '' evaluated the bundled model
@@ -95,6 +94,7 @@ def register(app: typer.Typer) -> None:
                   else [])]
             raise UserError(f"{', '.join(given)} would change nothing: {'; '.join(why)}; drop "
                             f"{'them' if len(given) > 1 else 'it'}")
+        prompt_style(task.strip().lower(), style)  # `--style CAT` before torch imports, in get_task's words
         seed = 0 if seed is None else seed
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
