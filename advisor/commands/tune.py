@@ -290,6 +290,7 @@ def register(app: typer.Typer) -> None:
             space_obj.check_mode(mode)
         if study is not None:
             check_study_name(study)
+        check_model_spec(spec)  # a mistyped MODEL is answered before the storage opens (optuna, SQLAlchemy: ~1 s)
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
         from advisor.tune.budget import memory_specs
@@ -309,7 +310,6 @@ def register(app: typer.Typer) -> None:
             try:
                 space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
                                                    budget_bytes, opts.budgets, mode, device)  # refusals in a second
-                check_model_spec(spec)  # a mistyped MODEL before torch imports (after the options' own checks)
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
