@@ -53,9 +53,10 @@ _LAZY = {
     "ForwardInfo": "advisor.models.samplers",
 }
 
-__all__ = sorted([*_LAZY, "model_name", "spec_path", "canonical_spec", "quant_method", "check_model_spec", "check_tokenizer",
-                  "read_config", "no_tokenizer", "check_tiny_family", "dtype_name", "DTYPES", "TINY_FAMILIES",
-                  "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of", "spec_family"])
+__all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
+                  "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
+                  "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
+                  "spec_family"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -69,6 +70,12 @@ _LLADA2_TYPES = {"llada2", "llada2_moe", "llada2moe"}  # "llada2_moe": llada2.MO
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 """The bundled model's directory (MODEL 'bundled')."""
+
+SUPPORTED_TEXT = (
+    "LLaDA-MoE, LLaDA2 (project definitions), DiffusionGemma, Qwen3-MoE, OLMoE, Mixtral, DeepSeek-V3 and other "
+    "transformers 5.x MoE models with fused gated experts (gate_up_proj/down_proj)"
+)
+"""The models this tool reads, as its refusals name them."""
 
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "half": "float16",
           "fp32": "float32", "float32": "float32", "float": "float32"}
@@ -211,7 +218,21 @@ def read_config(path: Path) -> dict[str, Any]:
                         "or re-save the model")
     if not raw.get("model_type"):
         raise UserError(f"{config_file} has no model_type; it is not a transformers model directory")
+    if not _names_experts(raw):  # a dense model: refused now, not after transformers built it (and warned)
+        raise UserError(f"{path}: model type '{raw['model_type']}' is no MoE model (its config.json names no "
+                        f"experts); supported: {SUPPORTED_TEXT}")
     return raw
+
+
+def _names_experts(config: dict[str, Any]) -> bool:
+    """Whether a config.json is of a family this tool reads (`TINY_FAMILIES`, any LLaDA name) or names experts
+    anywhere (num_experts, num_local_experts, n_routed_experts, a text_config's moe_* ...): every MoE config
+    does, a dense one (bert, llama) does not."""
+    kind = str(config.get("model_type", "")).lower()
+    if kind in TINY_FAMILIES or kind.startswith("llada"):
+        return True
+    return any("expert" in str(k).lower() or "moe" in str(k).lower()
+               or (isinstance(v, dict) and _names_experts({**v, "model_type": ""})) for k, v in config.items())
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

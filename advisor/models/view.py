@@ -21,21 +21,8 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError
+from advisor.models import SUPPORTED_TEXT
 from advisor.models import experts as seam
-
-SUPPORTED_FAMILIES = (
-    "llada_moe",
-    "llada2",
-    "diffusion_gemma",
-    "qwen3_moe",
-    "olmoe",
-    "mixtral",
-    "deepseek_v3",
-)
-SUPPORTED_TEXT = (
-    "LLaDA-MoE, LLaDA2 (project definitions), DiffusionGemma, Qwen3-MoE, OLMoE, Mixtral, DeepSeek-V3 and other "
-    "transformers 5.x MoE models with fused gated experts (gate_up_proj/down_proj)"
-)
 
 _ROUTER_NAMES = ("gate", "router")
 _SHARED_NAMES = ("shared_experts", "shared_expert", "shared_mlp")
