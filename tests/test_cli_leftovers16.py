@@ -39,3 +39,29 @@ def test_a_dense_model_directory_is_refused_in_one_line_before_transformers(tmp_
         assert p.stderr.splitlines() == [p.stderr.strip()] and p.stderr.startswith(
             "error: m: model type 'bert' is no MoE model (its config.json names no experts); supported: "), p.stderr
         assert "HEAVY [] exit 2" in p.stdout, p.stdout
+
+
+def test_tune_and_simulate_read_a_profile_from_profiles_dir(tmp_path):
+    """A profile measured with `profile --profiles-dir lab` was usable by recommend and export (--profiles-dir) but
+    by tune and simulate only through $ADVISOR_PROFILES_DIR: `--profiles-dir` was "No such option". Both take it
+    now, as recommend does (and refuse it without --gpu, as recommend does)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.hardware.profiles import HardwareProfile, save_profile
+    from tests.cli_helpers import advisor_entry
+    from tests.offload_helpers import cli_trace
+
+    save_profile(HardwareProfile("Lab Card 7", 2**30, 3.0, 2.0, 12.0, "measured:2026-12-06", "PCIe 3.0 x4"),
+                 tmp_path / "lab")
+    gpu = ("--gpu", "Lab Card 7", "--profiles-dir", "lab")
+    r = advisor_entry("tune", "tiny:qwen3_moe", *gpu, "--budget", "2GiB", cwd=tmp_path)  # the card's 1 GiB, from lab
+    assert r.returncode == 2 and "more than the Lab Card 7's memory (1.00 GiB, measured:2026-12-06)" in r.stderr, r.stderr
+    r = advisor_entry("tune", "tiny:qwen3_moe", "--profiles-dir", "lab", cwd=tmp_path)
+    assert r.returncode == 2 and "--profiles-dir needs --gpu NAME" in r.stderr, r.stderr
+    cli_trace(CliRunner(), tmp_path / "t.npz")
+    r = advisor_entry("simulate", "t.npz", *gpu, "--policy", "lru", "--json", "o.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    link = json.loads((tmp_path / "o.json").read_text())["link"]
+    assert link == {"name": "Lab Card 7", "source": "measured:2026-12-06"}, link

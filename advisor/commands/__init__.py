@@ -130,6 +130,25 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def profiles_dir_option(help: str = "Where --gpu's measured hardware profiles are") -> Any:
+    """--profiles-dir of every command with --gpu: where `advisor profile --profiles-dir` stored the GPU's."""
+    return typer.Option(None, "--profiles-dir", callback=user_path,
+                        help=f"{help} (default $ADVISOR_PROFILES_DIR, else studies/profiles).")
+
+
+def gpu_profile(gpu: str | None, profiles_dir: Path | None, *, has_budget: bool = False) -> Any:
+    """--gpu's hardware profile (measured in `profiles_dir` or catalogued), None without --gpu; --profiles-dir
+    alone is refused: it only says where --gpu's profile is, so alone it did nothing."""
+    if profiles_dir is not None and gpu is None:
+        raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
+                        "or drop --profiles-dir")
+    if gpu is None:
+        return None
+    from advisor.hardware.profiles import get_gpu
+
+    return get_gpu(gpu, profiles_dir, has_budget=has_budget)  # an empty --gpu is refused, not ignored
+
+
 def set_threads(threads: int) -> None:
     """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use, and on
     a host that other work keeps busy a note says so (eval, trace and quant-report all set them here)."""

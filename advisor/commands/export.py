@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import OUTPUT, output_option, user_path, user_storage
+from advisor.commands import OUTPUT, output_option, profiles_dir_option, user_storage
 from advisor.commands.recommend import STORAGE_HELP, build_query
 from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
 from advisor.results.front import FrontPoint
@@ -40,9 +40,7 @@ def register(app: typer.Typer) -> None:
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
         study_opt: str | None = typer.Option(None, "--study", help="(--from-recommend) only this study, as "
                                              "`advisor recommend --study` (or give it as STUDY)."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", callback=user_path, help="(--from-recommend) where --gpu's "
-                                                 "measured hardware profiles are (default $ADVISOR_PROFILES_DIR, "
-                                                 "else studies/profiles)."),
+        profiles_dir: Path | None = profiles_dir_option("(--from-recommend) where --gpu's measured hardware profiles are"),
     ) -> None:
         """Export a trial (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
         from advisor.export.base import export_point, parse_options, resolve_target

@@ -14,7 +14,9 @@ from advisor.commands import (
     OUTPUT,
     SEED_RANGE,
     device_option,
+    gpu_profile,
     output_option,
+    profiles_dir_option,
     refuse_out_of_memory,
     set_threads,
     threads_option,
@@ -160,14 +162,6 @@ def trace_cmd(
     )
 
 
-def _profile(gpu: str | None):
-    if not gpu:
-        return None
-    from advisor.hardware.profiles import get_gpu
-
-    return get_gpu(gpu)
-
-
 def simulate_cmd(
     trace_file: str = typer.Argument(..., callback=user_path, help="Trace recorded with `advisor trace`."),
     slots: str = typer.Option("50%", "--slots", help="Slots per layer: 4, 50%, 0.5 or 4,4,6,8 (per layer)."),
@@ -177,6 +171,7 @@ def simulate_cmd(
                                   "default: the traced model's own dtype."),
     prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
     gpu: str = typer.Option(None, "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
+    profiles_dir: Path | None = profiles_dir_option(),
     token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
     miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
     tau: int = typer.Option(None, "--tau", min=1, help="tide's refresh interval in denoising steps (default: the "
@@ -220,7 +215,7 @@ def simulate_cmd(
                if miss == "hybrid" else "")
         raise UserError(f"--miss must be copy or cpu here, got {miss!r}{why}")
     trace = RoutingTrace.load(trace_file)
-    profile = _profile(gpu or None)
+    profile = gpu_profile(gpu or None, profiles_dir)
     plan = None
     if precision:  # a plan naming layers or experts the traced model lacks is refused, not silently cut
         from advisor.quant.plan import PrecisionPlan

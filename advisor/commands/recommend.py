@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from advisor.commands import threads_option, user_path, user_storage
+from advisor.commands import gpu_profile, profiles_dir_option, threads_option, user_path, user_storage
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
 from advisor.results.storage import DEFAULT_STORAGE
@@ -29,16 +29,13 @@ def build_query(
     profiles_dir: Path | None,
 ):
     """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
-    from advisor.hardware.profiles import check_budget_fits, get_gpu, is_zero_size, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, is_zero_size, parse_budget
 
     # '' matched every front (or none, "for any study")
     refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
     from advisor.recommend import PREFERENCES, Query
 
-    if profiles_dir is not None and gpu is None:  # it only says where --gpu's profiles are: alone, it did nothing
-        raise UserError("--profiles-dir needs --gpu NAME: it says where that GPU's measured profile is; give --gpu, "
-                        "or drop --profiles-dir")
-    profile = get_gpu(gpu, profiles_dir, has_budget=True) if gpu is not None else None  # an empty --gpu is refused, not ignored
+    profile = gpu_profile(gpu, profiles_dir, has_budget=True)
     # "budget '50%' is not a size" did not say what does; 0% is "must be positive", as 0B is
     if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
         raise UserError(f"--budget takes a size (e.g. 24GiB), not a share: recommend compares stored configurations "
@@ -77,8 +74,7 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model", help="Only fronts of this model (name or substring)."),
         task: str | None = typer.Option(None, "--task", help="Only fronts measured on this task."),
         study: str | None = typer.Option(None, "--study", help="Only this study."),
-        profiles_dir: Path | None = typer.Option(None, "--profiles-dir", callback=user_path, help="Where --gpu's measured hardware profiles are "
-                                                 "(default $ADVISOR_PROFILES_DIR, else studies/profiles)."),
+        profiles_dir: Path | None = profiles_dir_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     ) -> None:
         """The best stored configuration under a memory budget and an accuracy floor, and why."""

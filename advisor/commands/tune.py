@@ -18,7 +18,9 @@ from advisor.commands import (
     OUTPUT,
     SAMPLER_SEED_RANGE,
     device_option,
+    gpu_profile,
     output_option,
+    profiles_dir_option,
     threads_option,
     user_path,
     user_storage,
@@ -66,12 +68,12 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
     check_host_memory(need, f"{worst} (the space's largest format)", host_bytes, advice)
 
 
-def _resolve_budget(budget: str | None, gpu: str | None):
+def _resolve_budget(budget: str | None, gpu: str | None, profiles_dir: Path | None = None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware.profiles import check_budget_fits, get_gpu, is_zero_size, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, is_zero_size, parse_budget
     from advisor.tune.budget import memory_spec
 
-    profile = get_gpu(gpu, has_budget=True) if gpu is not None else None  # an empty --gpu "$GPU" is refused, not ignored
+    profile = gpu_profile(gpu, profiles_dir, has_budget=True)  # an empty --gpu "$GPU" is refused, not ignored
     # a share is a --budgets value: its words, not "not a size" (0%, as 0B: "must be positive", below)
     if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
         share = budget.strip()
@@ -231,6 +233,7 @@ def register(app: typer.Typer) -> None:
                                  "instead of the hub."),
         budget: str = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB (a constraint)."),
         gpu: str = typer.Option(None, "--gpu", help="GPU name (its memory is the budget, its link models transfer time)."),
+        profiles_dir: Path | None = profiles_dir_option(),
         space: str = typer.Option(None, "--space", callback=user_path, help="Search space: a TOML file or a shipped name "
                                   "(quick, default, dllm). Default: quick for the bundled model, dllm for dLLMs, else default."),
         trials: int = typer.Option(None, "--trials", min=1, help="The study ends with N finished trials (a resume "
@@ -280,7 +283,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--timeout {timeout} must be positive (seconds)")
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
-        budget_bytes, profile = _resolve_budget(budget, gpu)
+        budget_bytes, profile = _resolve_budget(budget, gpu, profiles_dir)
         # where the budget came from, as typed: shown after its value, "7.45 GiB (--budget 8GB)" (8GB is SI: 8e9 bytes)
         budget_note = f"--budget {budget.strip()}" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
         host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
