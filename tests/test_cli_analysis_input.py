@@ -736,7 +736,8 @@ def test_report_counts_a_resident_studys_least_configuration_resident_where_it_l
 def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
     """`advisor report STUDY --memory 10%,25%,50%` on a study whose trials fit only the largest printed
     "fp16: no trial of this precision fits" without saying fits what, and "  at 10%: " with nothing after it.
-    The summary now states the headline's GPU memory, each budget's size, and "no stored trial fits"."""
+    The summary now states the headline's GPU memory, each budget's size, and "no stored trial fits"; the report's
+    markdown states the headline's memory as its rows do."""
     (tmp_path / "space.toml").write_text(FIDELITY_SPACE)
     r = _cli("tune", "tiny:llada2", "--space", "space.toml", "--budget", "200KiB", "--trials", "3",
              "--storage", "sqlite:///s.db", "--study", "f", cwd=tmp_path)
@@ -745,13 +746,16 @@ def test_report_summary_says_what_fits_means_and_when_nothing_fits(tmp_path):
              cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
-    assert any(ln.startswith("  at 1.0 KiB of GPU memory (1KiB, given with --memory),") for ln in lines), r.stdout
-    assert "at 1.0 KiB of GPU memory (1KiB, given with --memory), against fp16 without cache: fp16: cannot fit " \
+    # one text of the budget throughout: the headline said "at 1.0 KiB" above its rows' "cannot fit in 1.00 KiB"
+    assert any(ln.startswith("  at 1.00 KiB of GPU memory (1KiB, given with --memory),") for ln in lines), r.stdout
+    assert "at 1.00 KiB of GPU memory (1KiB, given with --memory), against fp16 without cache: fp16: cannot fit " \
            "in 1.00 KiB" in " ".join(r.stdout.split()), r.stdout  # broken between its parts at 80 columns
-    assert "  at 1KiB (1.0 KiB): no stored trial fits" in lines, r.stdout
-    [at] = [i for i, ln in enumerate(lines) if ln.startswith("  at 200KiB (200.0 KiB), against ")]
+    assert "  at 1KiB (1.00 KiB): no stored trial fits" in lines, r.stdout
+    [at] = [i for i, ln in enumerate(lines) if ln.startswith("  at 200KiB (200.00 KiB), against ")]
     big = lines[at + 1]
     assert big.startswith("    ") and " #" in big and "transfer cut" in big and "(counted)" in big, big
+    md = " ".join((tmp_path / "rep" / "report.md").read_text().split())
+    assert "Reference memory: **1.00 KiB**" in md and "1KiB = 1.00 KiB; 200KiB = 200.00 KiB" in md, md[:3000]
 
 
 @pytest.mark.parametrize("slots", ["5_0%", "1e1%", "0.5e0"])

@@ -86,8 +86,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")
         from advisor.baselines import no_cache_label
+        from advisor.report.select import memory_text
         from advisor.results.front import source_kinds
-        from advisor.units import format_bytes
 
         ref = res.extra["reference"]  # what every cut is against: its sources label a cut with the row's
         ref_sources = ref.trial.sources if ref.trial is not None else {"h2d_bytes_per_token": ref.source}
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         full = res.extra["baseline_format"]
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
         console = Console()  # the terminal's width ($COLUMNS, else 80), as every wrapped line of the tool
-        print_parts(console, "  ", [f"at {format_bytes(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"],
+        print_parts(console, "  ", [f"at {memory_text(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"],
                     2, ":")
         width = max((len(r.precision) for r in res.headline), default=0)  # int4:g64, a mixed plan's label
         for r in res.headline:
@@ -123,8 +123,8 @@ def register(app: typer.Typer) -> None:
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
             if not best:
-                typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}): no stored trial fits")
+                typer.echo(f"  at {a.label} ({memory_text(a.memory_bytes)}): no stored trial fits")
                 continue
-            typer.echo(f"  at {a.label} ({format_bytes(a.memory_bytes)}), against {no_cache_label(full)}:")
+            typer.echo(f"  at {a.label} ({memory_text(a.memory_bytes)}), against {no_cache_label(full)}:")
             for r in best:
                 print_parts(console, f"    {r.precision} #{r.trial}: ", cuts(r), 6)

@@ -19,6 +19,7 @@ from advisor.report.select import (
     accuracy_reference,
     accuracy_rows,
     interval,
+    memory_text,
     over_budget_note,
     stored_reference,
     trial_row,
@@ -134,7 +135,7 @@ def compose(c: ReportContext) -> Document:
 
     doc.add(Heading("Headline: transfer saved and accuracy lost, at equal GPU memory"))
     doc.add(Para(
-        f"Reference memory: **{format_bytes(c.memory)}** of GPU memory ({c.memory_why}). For each precision (and "
+        f"Reference memory: **{memory_text(c.memory)}** of GPU memory ({c.memory_why}). For each precision (and "
         "each other format the study stored, then its mixed plans - hot/cold or per-layer - as one row), the "
         "stored trial whose peak GPU memory fits that reference with the least time per generated token (its "
         "best cache and miss policy; fewest H2D bytes when the study stores no time); bytes, time, hit rate and "
@@ -195,7 +196,7 @@ def compose(c: ReportContext) -> Document:
                           "study sampled."))
     doc.add(Bullets(_answer_lines(c)))
     if c.answers:
-        sizes = "; ".join(f"{a.label} = {format_bytes(a.memory_bytes)}" for a in c.answers)
+        sizes = "; ".join(f"{a.label} = {memory_text(a.memory_bytes)}" for a in c.answers)
         doc.add(Table(BUDGET_HEADER, budget_rows(c), caption=budget_caption(c, sizes)))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))

@@ -213,6 +213,15 @@ def headline_rows(
     return rows
 
 
+def memory_text(n: float) -> str:
+    """A report's GPU memory (the headline's, each --memory answer's) in the one form its lines all print, where
+    the headline read "at 1.5 MiB" above its rows' "cannot fit in 1.53 MiB": two decimals, since a format's least
+    configuration can be a hundredth of it away."""
+    from advisor.units import format_bytes
+
+    return format_bytes(n, 2)
+
+
 MIXED = "mixed plans"
 """The headline's row of the study's mixed plans (hot/cold or per-layer formats) when none fits."""
 
@@ -231,7 +240,7 @@ def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str,
                                                       for t in same):
             from advisor.units import format_bytes
 
-            return HeadlineRow(label, note=f"cannot fit in {format_bytes(memory, 2)}: even its least configuration "
+            return HeadlineRow(label, note=f"cannot fit in {memory_text(memory)}: even its least configuration "
                                f"({counted}) needs {format_bytes(need, 2)} (counted)"
                                + ("" if same else "; the study has no trial of it"))
         return HeadlineRow(label, note=f"no trial of {what} in the study" if not same else f"no trial of {what} fits")
