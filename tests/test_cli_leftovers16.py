@@ -65,3 +65,23 @@ def test_tune_and_simulate_read_a_profile_from_profiles_dir(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     link = json.loads((tmp_path / "o.json").read_text())["link"]
     assert link == {"name": "Lab Card 7", "source": "measured:2026-12-06"}, link
+
+
+def test_profile_list_says_a_cpu_profiles_memory_is_host_ram(tmp_path):
+    """`profile --list` showed a `profile --cpu` profile as "cpu x86_64 vm: 23.6 GiB, pinned ..." as if a GPU had
+    that memory; it is the host's RAM (`--gpu` of it budgets nothing), and the line says so. A GPU's stays bare."""
+    import json
+
+    from tests.cli_helpers import advisor_entry, flat
+
+    cpu = {"name": "cpu x86_64 vm", "memory_bytes": int(23.6 * 2**30), "h2d_gbps_pinned": 2.8,
+           "h2d_gbps_pageable": 2.8, "copy_latency_us": 3.0, "source": "measured-cpu:2026-12-06"}
+    gpu = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
+           "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "source": "measured:2026-12-01"}
+    (tmp_path / "p").mkdir()
+    for d in (cpu, gpu):
+        (tmp_path / "p" / f"{d['name'].split()[-1]}.json").write_text(json.dumps(d))
+    r = advisor_entry("profile", "--list", "--profiles-dir", "p", cwd=tmp_path, env={"COLUMNS": "200"})
+    out = flat(r.stdout)
+    assert r.returncode == 0 and "cpu x86_64 vm: 23.6 GiB host RAM, pinned 2.8 GB/s" in out, r.stdout
+    assert "NVIDIA GeForce RTX 4090: 24.0 GiB, pinned 21.7 GB/s" in out, r.stdout

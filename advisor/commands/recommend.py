@@ -146,7 +146,9 @@ def register(app: typer.Typer) -> None:
                 dev = nominal_device(p)
                 device = (f"device {dev.mem_gbps:g} GB/s {dev.tflops:g} TFLOP/s {dev.dtype}" if dev
                           else "device not in the catalogue (priced as the H200)")
-                parts = [format_bytes(p.memory_bytes) if p.memory_bytes else "memory ?",
+                # a --cpu profile's memory is this host's RAM, not a GPU's: `--gpu` of it budgets nothing
+                memory = f"{format_bytes(p.memory_bytes)}{' host RAM' if p.host_only else ''}"
+                parts = [memory if p.memory_bytes else "memory ?",
                          f"pinned {p.h2d_gbps_pinned:.1f} GB/s", f"pageable {p.h2d_gbps_pageable:.1f} GB/s",
                          f"{p.copy_latency_us:.1f} us/copy", *([p.link] if p.link else []), f"{device} [{p.source}]"]
                 print_parts(console, f"{p.name}: ", parts, 4)
