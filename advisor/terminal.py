@@ -43,7 +43,7 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
         width = console.width
         console.width = max(width, natural_width(console, table))
         try:
-            console.print(table, crop=False)
+            print_table(console, table, crop=False)
         finally:
             console.width = width
         return
@@ -63,6 +63,22 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
             console.print(Text(line), soft_wrap=True)
     if table.caption:
         print_wrapped(console, str(table.caption))
+
+
+def print_table(console: Console, table: Table, *, crop: bool = True) -> None:
+    """`table` with its title and caption (paragraphs: where a table says how its values were obtained) printed
+    as `print_wrapped` lines above and below it: rich pads such paragraphs to the table's width with spaces, so
+    piped output (`advisor inspect ... | less`) had lines ending in dozens of them."""
+    title, caption = table.title, table.caption
+    if title:
+        print_wrapped(console, str(title))
+    table.title = table.caption = None
+    try:
+        console.print(table, crop=crop)
+    finally:
+        table.title, table.caption = title, caption
+    if caption:
+        print_wrapped(console, str(caption))
 
 
 def print_wrapped(console: Console, line: str, indent: int = 0, style: str | None = None) -> None:

@@ -85,3 +85,17 @@ def test_profile_list_says_a_cpu_profiles_memory_is_host_ram(tmp_path):
     out = flat(r.stdout)
     assert r.returncode == 0 and "cpu x86_64 vm: 23.6 GiB host RAM, pinned 2.8 GB/s" in out, r.stdout
     assert "NVIDIA GeForce RTX 4090: 24.0 GiB, pinned 21.7 GB/s" in out, r.stdout
+
+
+def test_inspect_piped_ends_no_line_with_spaces(tmp_path):
+    """`advisor inspect MODEL --budget B | less` padded the summary paragraph and the fit table's title and caption
+    with spaces to 80 columns (rich's wrapping of them); each is now wrapped as every other paragraph is."""
+    import os
+
+    from tests.cli_helpers import advisor
+
+    r = advisor("inspect", "tiny:qwen3_moe", "--budget", "200KiB", cwd=tmp_path, env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "routed expert weights (counted);" in r.stdout and "counted bytes (payload + scales)" in r.stdout, r.stdout
+    assert [ln for ln in lines if ln != ln.rstrip()] == [] and max(map(len, lines)) <= 80, r.stdout

@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.errors import refuse_empty
         from advisor.hardware.profiles import parse_budget
-        from advisor.terminal import print_fitted
+        from advisor.terminal import print_fitted, print_table, print_wrapped
         from advisor.tune.interrupt import import_runtime
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
@@ -80,16 +80,16 @@ def register(app: typer.Typer) -> None:
             table.add_row(*row)
             records.append((f"MoE {row[0]}: {name}", list(zip(columns[2:], row[2:], strict=True))))
         print_fitted(console, table, records, wide=wide)
-        console.print(
-            f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
+        print_wrapped(
+            console, f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
             f"{format_bytes(total, 2)} of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
             f"default decoding: {decoding_text(loaded.gen_defaults)}"
         )
         if loaded.load_note:
-            console.print(f"loading: {loaded.load_note}")
+            print_wrapped(console, f"loading: {loaded.load_note}")
         if budget_bytes is not None:
             shape, workload = study_shape(model, loaded)
-            console.print(fit_table(shape, budget_bytes, workload))
+            print_table(console, fit_table(shape, budget_bytes, workload))
 
 
 FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
