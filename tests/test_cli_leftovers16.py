@@ -99,3 +99,31 @@ def test_inspect_piped_ends_no_line_with_spaces(tmp_path):
     lines = r.stdout.splitlines()
     assert "routed expert weights (counted);" in r.stdout and "counted bytes (payload + scales)" in r.stdout, r.stdout
     assert [ln for ln in lines if ln != ln.rstrip()] == [] and max(map(len, lines)) <= 80, r.stdout
+
+
+def test_pareto_and_tune_titles_count_the_same_things(tmp_path, monkeypatch):
+    """tune's front title read "(9 points; 20 finished trials, 0 over budget, 0 failed)", pareto's "(13 points; 23
+    finished trials, 0 failed)": pareto did not count the trials stored over budget. Both titles are now one text
+    (`front_counts`), so pareto of the study a tune just ran repeats its counts."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.tune import study as study_mod
+
+    monkeypatch.chdir(tmp_path)
+    # formats drawn over their whole domain: int8 in both layer groups fits no cache size at 94 KiB, so some trials
+    # are stored over budget (as in tests/test_cli_new_user5.py)
+    monkeypatch.setattr(study_mod, "holds_blind_format_draws", lambda drawn: True)
+    run = CliRunner(env={"COLUMNS": "250"})
+    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", "94KiB", "--trials", "8",
+                         "--storage", "t.db", "--study", "s"])
+    assert r.exit_code == 0, r.output
+    counts = re.compile(r"\((\d+ points?; \d+ finished trials?, (\d+) over budget, \d+ failed)\)")
+    tuned = counts.search(" ".join(r.output.split()))
+    assert tuned and int(tuned[2]) > 0, r.output
+    p = run.invoke(app, ["pareto", "s", "--storage", "t.db", "--no-plots"])
+    assert p.exit_code == 0, p.output
+    shown = counts.search(" ".join(p.output.split()))
+    assert shown and shown[1] == tuned[1], (tuned[1], p.output)

@@ -267,11 +267,11 @@ def test_pareto_reads_only_the_named_studys_rows(tmp_path):
     reads = [(q, args) for q, args in sent
              if q.lstrip().upper().startswith("SELECT") and re.search(r"\b(trials|advisor_front|advisor_study)\b", q)]
     assert len(reads) >= 3 and all("a" in args and "b" not in args for _, args in reads), reads
-    assert "3 finished trials, 0 failed)" in r.output and "10 finished" not in r.output, r.output
+    assert "3 finished trials, 0 over budget, 0 failed)" in r.output and "10 finished" not in r.output, r.output
     shown = {int(m.group(1)) for m in re.finditer(r"^│\s+(\d+) │", r.output, re.M)}
     assert shown == {p.trial_number for p in load_fronts(engine_for(url), "a")}, r.output
     other = CliRunner().invoke(app, ["pareto", "b", "--storage", url, "--no-plots", "--wide"])
-    assert "7 finished trials, 0 failed)" in other.output, other.output
+    assert "7 finished trials, 0 over budget, 0 failed)" in other.output, other.output
 
 
 def test_read_only_commands_on_missing_or_foreign_database(tmp_path):

@@ -423,7 +423,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.results.registry import list_studies, study_task_text
         from advisor.results.store import load_fronts
-        from advisor.tune.display import failed_text, human_bytes, print_front
+        from advisor.tune.display import front_counts, human_bytes, print_front
 
         engine = _existing_engine(storage)
         points = load_fronts(engine, study)
@@ -437,11 +437,10 @@ def register(app: typer.Typer) -> None:
         console = Console()
         p0 = points[0]
         budget = f", budget {human_bytes(p0.budget_bytes)}" if p0.budget_bytes else ""
-        trials = (f"; {count(summary.n_complete, 'finished trial')}, "
-                  f"{failed_text(summary.n_failed, summary.n_retried)} failed" if summary else "")
+        counts = (front_counts(len(points), summary.n_complete, summary.n_infeasible, summary.n_failed,
+                               summary.n_retried) if summary else count(len(points), "point"))
         task = study_task_text(engine, study, p0.task, p0.objectives or (summary.objectives if summary else None))
-        title = (f"Pareto front of {study}: {p0.model} on {task}, space {p0.space}{budget} "
-                 f"({count(len(points), 'point')}{trials})")
+        title = f"Pareto front of {study}: {p0.model} on {task}, space {p0.space}{budget} ({counts})"
         written = ""
         if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots
             from advisor.tune.plots import write_html, write_png
@@ -578,7 +577,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
 
     from advisor.results.front import task_text
     from advisor.results.preflight import mask_url
-    from advisor.tune.display import LiveProgress, failed_text, human_bytes, print_front
+    from advisor.tune.display import LiveProgress, front_counts, human_bytes, print_front
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
     from advisor.units import budget_text
@@ -669,9 +668,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                       markup=False)
     if unrun := result.unrun_over_budget:
         console.print(_unrun_note(unrun), markup=False)
-    title = (f"Pareto front of study {result.study_name} ({count(len(result.front), 'point')}; "
-             f"{count(result.n_complete, 'finished trial')}, {result.n_infeasible} over budget, "
-             f"{failed_text(result.n_failed, result.n_retried)} failed)")
+    title = (f"Pareto front of study {result.study_name} ("
+             f"{front_counts(len(result.front), result.n_complete, result.n_infeasible, result.n_failed, result.n_retried)})")
     if result.front:
         print_front(console, result.front, title, result.metrics, wide=wide)
     else:

@@ -93,6 +93,8 @@ class StudySummary:
     """Of the failed trials, those queued again and run (or waiting) as a new trial (`retry_of`): an interrupted
     trial or a dead worker's, which cost nothing but time."""
     objectives: dict[str, str] | None = None  # metric -> "minimize" | "maximize", as the study was run
+    n_infeasible: int = 0
+    """Of the finished trials, those stored over budget (user attr feasible = false): on no front."""
     silent_s: tuple[float, ...] = ()
     """Of the running trials, those silent (no heartbeat for over `SILENT_AFTER_S`): seconds since each one's last
     heartbeat. Running trials without heartbeats (heartbeat off, or a worker killed before its first beat until
@@ -169,6 +171,13 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
                          "JOIN trials t ON t.trial_id = a.trial_id JOIN studies s ON s.study_id = t.study_id "
                          f"{where('s.study_name')}GROUP BY s.study_name")
                 retried = {study: int(n) for study, n in c.execute(q, args)}
+            over: dict[str, int] = {}
+            if {"studies", "trials", "trial_user_attributes"} <= tables:
+                q = text("SELECT s.study_name, COUNT(*) FROM trial_user_attributes a JOIN trials t ON t.trial_id = "
+                         "a.trial_id JOIN studies s ON s.study_id = t.study_id WHERE a.key = 'feasible' AND "
+                         f"a.value_json = 'false' AND t.state = 'COMPLETE' {where('s.study_name').replace('WHERE', 'AND')}"
+                         "GROUP BY s.study_name")
+                over = {study: int(n) for study, n in c.execute(q, args)}
             fronts: dict[str, int] = {}
             if FrontRow.__tablename__ in tables:
                 q = text(f"SELECT study_name, COUNT(*) FROM {FrontRow.__tablename__} {where('study_name')}"
@@ -200,6 +209,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             objectives=dict(r.objectives) if r and r.objectives else None,
             silent_s=tuple(silent.get(study, ())),
             n_retried=min(retried.get(study, 0), c.get("FAIL", 0)),
+            n_infeasible=over.get(study, 0),
         ))
     return out
 

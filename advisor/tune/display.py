@@ -43,6 +43,16 @@ def failed_text(failed: int, retried: int) -> str:
     return f"{failed} ({retried} retried)" if retried else str(failed)
 
 
+def front_counts(points: int, complete: int, over_budget: int, failed: int, retried: int) -> str:
+    """What a front's title counts, "5 points; 6 finished trials, 1 over budget, 0 failed": one text for
+    `advisor tune`'s and `advisor pareto`'s titles, which counted different things (pareto left out the trials
+    stored over budget, which finish but are on no front)."""
+    from advisor.units import count
+
+    return (f"{count(points, 'point')}; {count(complete, 'finished trial')}, {over_budget} over budget, "
+            f"{failed_text(failed, retried)} failed")
+
+
 def fmt_value(metric: str, v: float | None) -> str:
     if v is None:
         return "-"
