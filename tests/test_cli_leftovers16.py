@@ -127,3 +127,22 @@ def test_pareto_and_tune_titles_count_the_same_things(tmp_path, monkeypatch):
     assert p.exit_code == 0, p.output
     shown = counts.search(" ".join(p.output.split()))
     assert shown and shown[1] == tuned[1], (tuned[1], p.output)
+
+
+def test_readme_says_which_json_options_take_a_file():
+    """The README said "`--json=~/r.json` writes $HOME/r.json" of every `--json`, yet on recommend and export it is a
+    flag (JSON on stdout: `recommend --json=~/r.json` is refused) while eval, simulate and quant-report take a file.
+    The README names each kind, and the CLI's options are what it says."""
+    import typer
+
+    from advisor.cli import app
+    from tests.test_readme_examples import README
+
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}
+    kinds = {name: next(p for p in commands[name].params if "--json" in p.opts).is_flag
+             for name in ("recommend", "export", "eval", "simulate", "quant-report")}
+    assert kinds == {"recommend": True, "export": True, "eval": False, "simulate": False, "quant-report": False}
+    text = " ".join(README.read_text().split())
+    assert ("on `eval`, `simulate` and `quant-report` it names a file the results are also written to (`--json "
+            "FILE`); on `recommend` and `export` it is a flag that prints the answer as JSON on stdout") in text
+    assert "`simulate t.npz --json=~/r.json` writes `$HOME/r.json`" in text
