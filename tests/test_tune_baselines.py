@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cli_helpers import flat, said_lines
@@ -65,14 +66,18 @@ def test_bad_budgets_value_is_one_line_before_loading(tmp_path):
     # and all seven of its baselines were stored over budget - an answer at 90% the study cannot give
     ("bundled", "10%,90%", "90% (3.93 MiB)"),
     # a size compares with --budget without the model (only shares need its size): refused before it loads
-    # (minutes for a real checkpoint), shown by a model directory that does not exist
-    ("none", "10%,3MiB", "3MiB (3.00 MiB)"),
+    # (minutes for a real checkpoint), shown by a model directory that passes the spec check but cannot load
+    ("unloadable", "10%,3MiB", "3MiB (3.00 MiB)"),
     # two over it: "exceed", "drop them" (it said "exceeds", "drop it")
-    ("none", "3MiB,10%,4MiB", "3MiB (3.00 MiB), 4MiB (4.00 MiB)"),
+    ("unloadable", "3MiB,10%,4MiB", "3MiB (3.00 MiB), 4MiB (4.00 MiB)"),
 ])
 def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_path, model, budgets, over):
     """`--budget 2MiB` with a --budgets value above it: one line, exit 2, nothing written."""
     spec = model if model == "bundled" else str(tmp_path / model)
+    if model == "unloadable":  # a MoE config.json and an empty weights file: loading it would fail, not refuse this
+        Path(spec).mkdir()
+        Path(spec, "config.json").write_text('{"model_type": "qwen3_moe", "num_experts": 4}')
+        Path(spec, "model.safetensors").write_bytes(b"")
     r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", spec, "--budget", "2MiB",
                         "--budgets", budgets, "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
                        capture_output=True, text=True, timeout=300)
