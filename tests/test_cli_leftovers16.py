@@ -107,19 +107,11 @@ def test_pareto_and_tune_titles_count_the_same_things(tmp_path, monkeypatch):
     (`front_counts`), so pareto of the study a tune just ran repeats its counts."""
     import re
 
-    from typer.testing import CliRunner
+    from tune_helpers import over_budget_study
 
     from advisor.cli import app
-    from advisor.tune import study as study_mod
 
-    monkeypatch.chdir(tmp_path)
-    # formats drawn over their whole domain: int8 in both layer groups fits no cache size at 94 KiB, so some trials
-    # are stored over budget (as in tests/test_cli_new_user5.py)
-    monkeypatch.setattr(study_mod, "holds_blind_format_draws", lambda drawn: True)
-    run = CliRunner(env={"COLUMNS": "250"})
-    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", "94KiB", "--trials", "8",
-                         "--storage", "t.db", "--study", "s"])
-    assert r.exit_code == 0, r.output
+    run, r = over_budget_study(tmp_path, monkeypatch, columns=250)  # some trials stored over budget
     counts = re.compile(r"\((\d+ points?; \d+ finished trials?, (\d+) over budget, \d+ failed)\)")
     tuned = counts.search(" ".join(r.output.split()))
     assert tuned and int(tuned[2]) > 0, r.output

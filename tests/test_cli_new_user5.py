@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from tune_helpers import FakeBackend, small_space, tiny_fidelity_study
+from tune_helpers import FakeBackend, over_budget_study, small_space, tiny_fidelity_study
 
 from advisor.tune.display import LiveProgress
 from advisor.tune.study import TuneOptions, run_tune
@@ -33,19 +33,9 @@ def test_a_report_says_no_accuracy_workload_when_only_over_budget_trials_hold_a_
     """A study of a model without a tokenizer measures no task accuracy, yet its report said `Workload (accuracy):
     task toy, 64 examples, seed 0`: the over-budget trials' placeholder accuracy (`not-run:...`) was taken for a
     measurement."""
-    from typer.testing import CliRunner
-
     from advisor.cli import app
-    from advisor.tune import study as study_mod
 
-    monkeypatch.chdir(tmp_path)
-    # formats drawn each over its domain (a study begun before they were drawn in turn within the budget): int8 in
-    # both layer groups fits no cache size at 94 KiB, so some trials are recorded over budget with placeholders
-    monkeypatch.setattr(study_mod, "holds_blind_format_draws", lambda drawn: True)
-    run = CliRunner(env={"COLUMNS": "200"})
-    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", "94KiB", "--trials", "8",
-                         "--storage", "t.db", "--study", "s"])
-    assert r.exit_code == 0, r.output
+    run, r = over_budget_study(tmp_path, monkeypatch)
     assert "over budget" in r.output and "0 over budget" not in r.output, r.output  # placeholders stored
     rep = run.invoke(app, ["report", "s", "--storage", "t.db", "-o", "rep", "--block-lengths", ""])
     assert rep.exit_code == 0, rep.output

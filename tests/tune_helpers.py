@@ -83,6 +83,25 @@ def tiny_fidelity_study(tmp_path: Path, monkeypatch: Any, columns: int = 200) ->
     return run
 
 
+def over_budget_study(tmp_path: Path, monkeypatch: Any, columns: int = 200) -> tuple[Any, Any]:
+    """`advisor tune tiny:qwen3_moe --space dllm --budget 94KiB --trials 8` into study `s` of `t.db` in `tmp_path`
+    (the working directory from now on), its formats drawn each over its whole domain (a study begun before they
+    were drawn in turn within the budget): int8 in both layer groups fits no cache size at 94 KiB, so some trials
+    are stored over budget, with placeholder results. Returns the CliRunner and the tune's result."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.tune import study as study_mod
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(study_mod, "holds_blind_format_draws", lambda drawn: True)
+    run = CliRunner(env={"COLUMNS": str(columns)})
+    r = run.invoke(app, ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budget", "94KiB", "--trials", "8",
+                         "--storage", "t.db", "--study", "s"])
+    assert r.exit_code == 0, r.output
+    return run, r
+
+
 class FakeBackend:
     """Closed-form stand-in for a model: accuracy and fidelity fall with fewer bits, bytes with more slots."""
 
