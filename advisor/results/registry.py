@@ -144,8 +144,8 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
     counts: dict[str, dict[str, int]] = {}
     args = {} if name is None else {"name": name}
 
-    def where(column: str) -> str:
-        return "" if name is None else f"WHERE {column} = :name "
+    def where(column: str, joined: str = "WHERE") -> str:  # joined: "AND" after a WHERE of the query's own
+        return "" if name is None else f"{joined} {column} = :name "
 
     try:
         with engine.connect() as c:
@@ -175,7 +175,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             if {"studies", "trials", "trial_user_attributes"} <= tables:
                 q = text("SELECT s.study_name, COUNT(*) FROM trial_user_attributes a JOIN trials t ON t.trial_id = "
                          "a.trial_id JOIN studies s ON s.study_id = t.study_id WHERE a.key = 'feasible' AND "
-                         f"a.value_json = 'false' AND t.state = 'COMPLETE' {where('s.study_name').replace('WHERE', 'AND')}"
+                         f"a.value_json = 'false' AND t.state = 'COMPLETE' {where('s.study_name', 'AND')}"
                          "GROUP BY s.study_name")
                 over = {study: int(n) for study, n in c.execute(q, args)}
             fronts: dict[str, int] = {}
