@@ -178,3 +178,17 @@ def test_an_unknown_gpu_with_no_close_match_names_where_profiles_are_read_not_th
     assert "RTX 3060" not in line and len(line) < 300, line
     line = one_error_line(advisor_entry("recommend", "--storage", url, "--gpu", "RTX 9090", cwd=tmp_path))
     assert "close matches: RTX 5090 32GB" in line, line  # a near miss still gets its neighbours
+
+
+def test_report_into_a_file_is_refused_in_paretos_words(tmp_path):
+    """`report STUDY -o afile` said "/abs/path/afile exists and is not a directory; give -o/--output another path"
+    (the resolved path, in words of its own) where `pareto -o afile` says "-o/--output afile is a file, not a
+    directory": one refusal, in one wording (`check_folder`), with the path as typed; the file is left as it was."""
+    from tests.test_cli_new_user16 import EXAMPLE_DB
+
+    (tmp_path / "afile").write_text("mine\n")
+    for command in ("report", "pareto"):
+        line = one_error_line(advisor_entry(command, "bundled-example", "--storage", EXAMPLE_DB, "-o", "afile",
+                                            cwd=tmp_path))
+        assert line == "error: -o/--output afile is a file, not a directory; give a directory", (command, line)
+    assert (tmp_path / "afile").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

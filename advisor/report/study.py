@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.files import OUTPUT, atomic_dir, check_parent, check_replaceable
+from advisor.files import OUTPUT, atomic_dir, check_folder, check_parent, check_replaceable
 from advisor.report.data import DEFAULT_STORAGE, StudyData, load_study_data
 from advisor.report.document import ReportContext, compose, json_default, report_json
 from advisor.report.render import write_document
@@ -127,6 +127,7 @@ def build_report(
     if memory and all(isinstance(memory_spec(m), int) for m in memory):  # sizes: checked before the model loads
         refuse_memory_that_holds_no_trial([(m.strip(), float(memory_spec(m))) for m in memory], trials)
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
+    check_folder(out, OUTPUT)  # a file there: in pareto's words and the path as typed, not check_replaceable's
     if out != default_out_dir(study):  # reports/ is made for the default reports/<study>; another -o's folder is not
         check_parent(out, OUTPUT)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
