@@ -192,3 +192,20 @@ def test_report_into_a_file_is_refused_in_paretos_words(tmp_path):
                                             cwd=tmp_path))
         assert line == "error: -o/--output afile is a file, not a directory; give a directory", (command, line)
     assert (tmp_path / "afile").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_unknown_gpu_points_to_the_profiles_dir_it_was_looked_for_in(tmp_path):
+    """`--gpu host-t1 --profiles-dir lab` said "(all: `advisor profile --list`); or measure it with `advisor
+    profile`": both read and write studies/profiles, not lab, so the listing lacked the profiles looked for and a
+    profile measured as told was not found by the same command again. The commands named carry --profiles-dir."""
+    from recommend_helpers import make_db, point
+
+    url = make_db(tmp_path / "a.db", [point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1)])
+    (tmp_path / "my lab").mkdir()
+    for command in (["recommend", "--storage", url], ["tune", "--storage", "s.db"]):
+        line = one_error_line(advisor_entry(*command, "--gpu", "host-t1", "--profiles-dir", "my lab", cwd=tmp_path))
+        assert ("no profile measured in my lab, has that name (all: `advisor profile --list --profiles-dir 'my "
+                "lab'`); or measure it with `advisor profile --profiles-dir 'my lab'`") in line, line
+    line = one_error_line(advisor_entry("recommend", "--storage", url, "--gpu", "host-t1", cwd=tmp_path))
+    assert "(all: `advisor profile --list`); or measure it with `advisor profile`;" in line, line  # the default's
+    assert not (tmp_path / "s.db").exists() and list((tmp_path / "my lab").iterdir()) == []

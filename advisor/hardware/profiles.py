@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -431,10 +432,13 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     """The profile of a GPU named loosely ("4090", "rtx4090", "NVIDIA GeForce RTX 4090", "A100 80GB").
 
     A measured profile of the same GPU wins over the catalogue. An unknown or ambiguous name raises a
-    UserError listing the close matches; it offers --budget only where the command has it (`has_budget`).
+    UserError listing the close matches; it offers --budget only where the command has it (`has_budget`). The
+    `advisor profile` commands it points to name `profiles_directory` where one was given (--profiles-dir): without
+    it they list, and measure into, another folder than the one this GPU was looked for in.
     """
+    folder = "" if profiles_directory is None else f" --profiles-dir {shlex.quote(str(profiles_directory))}"
     if not name or not name.strip():
-        raise UserError("empty GPU name; use e.g. --gpu 'RTX 4090' (see `advisor profile --list`)")
+        raise UserError(f"empty GPU name; use e.g. --gpu 'RTX 4090' (see `advisor profile --list{folder}`)")
     good, broken = read_profiles(profiles_directory)
     key = _split(name)[0]
     for _path, stored, err in broken:  # a broken profile of this GPU: its figures cannot be used nor skipped
@@ -442,7 +446,7 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
             raise err
     if broken:  # others' broken files do not block this GPU, but are said
         print(f"note: skipped broken hardware profile(s) {', '.join(str(p) for p, _, _ in broken)} (not "
-              f"{name!r}; `advisor profile --list` says what is wrong)", file=sys.stderr, flush=True)
+              f"{name!r}; `advisor profile --list{folder}` says what is wrong)", file=sys.stderr, flush=True)
     measured = _matches(name, good)
     if measured:
         return measured[-1]
@@ -463,8 +467,8 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     instead = "; or give the memory with --budget" if has_budget else ""
     odd = _unknown_characters(name)
     odd = f" (no GPU name has {', '.join(map(repr, odd))})" if odd else ""
-    raise UserError(f"unknown GPU {name!r}{odd}; {hint} (all: `advisor profile --list`); or measure it with "
-                    f"`advisor profile`{instead}")
+    raise UserError(f"unknown GPU {name!r}{odd}; {hint} (all: `advisor profile --list{folder}`); or measure it "
+                    f"with `advisor profile{folder}`{instead}")
 
 
 def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None) -> None:
