@@ -6,7 +6,7 @@ Heavy libraries (torch, transformers) are imported inside the command bodies onl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,13 +25,21 @@ from advisor.commands import (
 from advisor.models import DIFFUSION_FAMILIES, check_model_spec, model_name, spec_family
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
+if TYPE_CHECKING:
+    import torch
+
+    from advisor.eval.tasks import Task
+    from advisor.models.load import LoadedModel
+
 DEFAULT_TRACE_PROMPTS = 4
 """Prompts `advisor trace` decodes without --limit or --prompt."""
 
 
-def _prompts(loaded, t: Any, prompt: list[str] | None, limit: int, seed: int):
+def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, limit: int,
+             seed: int) -> tuple[list[torch.Tensor], int | None, bool]:
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
-    tune` traces (`workload_prompts`: the examples of the task `t`, or seeded ids for tokenizer-less tiny models)."""
+    tune` traces (`workload_prompts`: the examples of `task`, read before torch imported; or seeded ids for
+    tokenizer-less tiny models)."""
     import torch
 
     from advisor.errors import UserError
@@ -40,10 +48,10 @@ def _prompts(loaded, t: Any, prompt: list[str] | None, limit: int, seed: int):
     synthetic = loaded.tokenizer is None
     if prompt and not synthetic:
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
-    if t is None and not synthetic:
+    if task is None and not synthetic:
         raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
     n = len(prompt) if prompt else limit
-    return workload_prompts(loaded, t, n, seed), getattr(t, "max_new_tokens", None), synthetic
+    return workload_prompts(loaded, task, n, seed), getattr(task, "max_new_tokens", None), synthetic
 
 
 def _refuse_denoising(name: str, family: str, steps: int, block_length: int) -> None:
