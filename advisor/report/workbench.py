@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
 from advisor.results.config_view import recorded_model
+
+if TYPE_CHECKING:
+    from advisor.tune.config import ModelShape
 
 
 @dataclass
@@ -23,6 +26,7 @@ class Workbench:
     model_check: str = ""
     """How the model loaded here was checked to be the study's (`check_unfingerprinted`), as the report says it."""
     fingerprint_checked: bool = True
+    """False where the study stored no fingerprint to check the model by: `model_check` says what was compared."""
 
     @classmethod
     def open(cls, data: StudyData, task: tuple[Any, Any] | None = None, model: str | None = None,
@@ -127,7 +131,7 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
                                 "that checkpoint")
         checked.append("its family and MoE sizes")
     shape = counted_shape(backend.shape, data)
-    peaks = []  # (trial, counted here, stored) of the first stored trials with a counted peak
+    peaks: list[tuple[int, int, int]] = []  # (trial, counted here, stored) of the first trials storing a peak
     for t in data.trials:
         if (stored_peak := t.config.get("counted_peak_gpu_bytes")) and len(peaks) < _PEAKS_CHECKED:
             try:
@@ -136,12 +140,12 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
                 continue
             peaks.append((t.number, counted_peak_bytes(shape, cfg.plan, cfg.slots, cfg.prefetch, cfg.miss),
                           int(stored_peak)))
-    same = sum(here == stored for _, here, stored in peaks)
+    same = sum(counted == kept for _, counted, kept in peaks)
     if peaks and not same:  # (a resumed study may have counted its later trials with another activation allowance)
-        number, here, stored_peak = peaks[0]
+        number, counted, kept = peaks[0]
         raise UserError(f"{named} is not the model study {name!r} ran: it stores no fingerprint to check it by, "
                         f"and no stored trial's counted peak GPU memory is counted on it (trial #{number}: "
-                        f"{format_bytes(here, 2)} here, {format_bytes(stored_peak, 2)} stored; its resident weights "
+                        f"{format_bytes(counted, 2)} here, {format_bytes(kept, 2)} stored; its resident weights "
                         "or expert bytes differ); point --model at that checkpoint")
     if same:
         checked.append(f"the counted peak GPU bytes of {same} of {count(len(peaks), 'stored trial')}")
@@ -151,7 +155,7 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
             f"{what}")
 
 
-def counted_shape(shape: Any, data: StudyData) -> Any:
+def counted_shape(shape: ModelShape, data: StudyData) -> ModelShape:
     """`shape` as the study counted its peaks, whichever way the report loads the model (whole where it fits in
     host memory, else offloaded): an offloaded model's study (its stored `activation_allowance` one that was
     probed) counts that allowance and the staging of copied misses; a resident one's ("none: experts resident")
