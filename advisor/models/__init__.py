@@ -145,15 +145,17 @@ def spec_family(spec: str) -> str | None:
     else the model_type in the config.json of 'bundled' or a local directory; None for a hub id or a config that
     cannot be read (known, or refused, once the model loads). Lets a command refuse options the family does not
     take (`trace --steps` for an autoregressive model) before seconds of imports and the load."""
+    from advisor.errors import UserError
+
     if spec.startswith("tiny:"):
         return spec.removeprefix("tiny:")
     path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
+    if not path.is_dir():  # a hub id
         return None
-    model_type = raw.get("model_type") if isinstance(raw, dict) else None
-    return family_of(str(model_type)) if model_type else None
+    try:
+        return family_of(str(read_config(path)["model_type"]))
+    except UserError:  # refused by the load, in these words
+        return None
 
 
 def check_tiny_family(family: str) -> str:
