@@ -220,7 +220,8 @@ def decoding_args(cfg: ExportConfig) -> list[str]:
     takes them (vLLM 0.33.0 vllm/engine/arg_utils.py: `--diffusion-config`/`-dc`, a JSON object read by
     `json.loads` into `DiffusionConfig(canvas_length, max_denoising_steps)`, vllm/config/diffusion.py; its
     examples/features/structured_diffusion/README.md serves DiffusionGemma with it); written without spaces, so a
-    wrapped line keeps it whole. None ([]) where the study recorded no decoding (tuned before it did)."""
+    wrapped line keeps it whole. Empty for an autoregressive model, and where the study recorded no decoding (tuned
+    before it did): vLLM then decodes with its own defaults, which `decoding_note` says."""
     canvas, steps = cfg.block_length, cfg.steps_per_block
     if not cfg.model.is_diffusion or not canvas or not steps:
         return []
