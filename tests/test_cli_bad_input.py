@@ -863,11 +863,15 @@ def test_negative_decoding_lengths_name_the_option_before_the_model_loads(tmp_pa
 
 
 def test_host_memory_that_is_not_a_size_is_not_called_a_budget(tmp_path):
-    """`--host-memory 0` said "--host-memory: budget '0' is not a size": the GPU budget's words for host memory."""
+    """`--host-memory 0` said "--host-memory: budget '0' is not a size": the GPU budget's words for host memory.
+    A size of either option is refused in one wording, the option then the value ("--budget '0' must be
+    positive"): --host-memory's had a colon of its own ("--host-memory: '0' must be positive")."""
     r = advisor_entry("tune", "--host-memory", "0", "--storage", str(tmp_path / "s.db"), cwd=tmp_path)
-    line = one_error_line(r, "--host-memory: '0' must be positive")
-    assert "budget" not in line, line
+    line = one_error_line(r)
+    assert line == "error: --host-memory '0' must be positive", line
     before_model_load(r)
+    line = one_error_line(advisor_entry("tune", "--host-memory", "8x", "--storage", str(tmp_path / "s.db"), cwd=tmp_path))
+    assert line == "error: --host-memory '8x' is not a size; use e.g. 12GiB, 24GB, 8000MiB", line
 
 
 def test_a_share_given_to_budget_names_budgets_which_takes_shares(tmp_path):

@@ -286,7 +286,7 @@ def register(app: typer.Typer) -> None:
         budget_bytes, profile = _resolve_budget(budget, gpu, profiles_dir)
         # where the budget came from, as typed: shown after its value, "7.45 GiB (--budget 8GB)" (8GB is SI: 8e9 bytes)
         budget_note = f"--budget {budget.strip()}" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
-        host_bytes = parse_budget(host_memory, label="--host-memory: ") if host_memory else None
+        host_bytes = parse_budget(host_memory, "--host-memory ") if host_memory else None
         spec = canonical_spec(model or "bundled")  # 'Bundled', 'tiny:Mixtral': the names the study keeps
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
         if space_obj is not None:

@@ -502,7 +502,7 @@ def is_zero_size(value: str) -> bool:
 
 def parse_budget(value: str | int | float, label: str = "budget ") -> int:
     """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int.
-    `label` starts the error (another size than a GPU budget names itself, e.g. "--host-memory: ")."""
+    `label` starts the error: the option, as every command names it ("--budget ", "--host-memory ")."""
     if isinstance(value, bool):
         raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
     if isinstance(value, int | float):
