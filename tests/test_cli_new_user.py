@@ -243,13 +243,14 @@ def test_profile_refuses_an_empty_or_negative_expert_shape_before_measuring(tmp_
 
 def test_a_bad_budgets_or_memory_value_names_its_option_and_the_shares_it_takes(tmp_path):
     """`--budgets 10%,abc` said `budget 'abc' is not a size; use e.g. 12GiB` - neither which option nor that
-    shares such as 25% are what `--budgets`/`--memory` usually take."""
+    shares such as 25% are what `--budgets`/`--memory` usually take. The option is named as --budget's refusals
+    name theirs (`--budget 'abc' is not a size`), not `--budgets: budget 'abc'`."""
     for args, option in ((["tune", "--budgets", "10%,abc", "--storage", f"sqlite:///{tmp_path}/t.db"], "--budgets"),
                          (["report", "bundled-example", "--memory", "abc", "--storage", str(EXAMPLE_DB), "-o",
                            str(tmp_path / "r")], "--memory")):
         r = advisor(*args, cwd=tmp_path, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.strip().splitlines() == [f"error: {option}: budget 'abc' is not a size; use e.g. 12GiB, 24GB, "
+        assert r.stderr.strip().splitlines() == [f"error: {option} 'abc' is not a size; use e.g. 12GiB, 24GB, "
                                                  "8000MiB; or a share such as 25% (of the FP16 expert bytes, beside "
                                                  "the resident weights)"], r.stderr
         assert not (tmp_path / "t.db").exists() and not (tmp_path / "r").exists()

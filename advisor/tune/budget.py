@@ -435,10 +435,10 @@ def memory_spec(spec: str, option: str = "--memory") -> float | int:
         raise UserError(f"{option} {spec!r} must be positive")
     if not spec.endswith("%"):
         try:
-            return parse_budget(spec)
-        except UserError as e:  # name the option, and the shares it also takes
-            raise UserError(f"{option}: {e}; or a share such as 25% (of the FP16 expert bytes, beside the "
-                            "resident weights)") from e
+            return parse_budget(spec, f"{option} ")  # named as --budget's are: "--budgets 'abc' is not a size"
+        except UserError as e:  # and the shares it also takes
+            raise UserError(f"{e}; or a share such as 25% (of the FP16 expert bytes, beside the resident "
+                            "weights)") from e
     number = decimal(spec[:-1])  # the number syntax of a size ('1e-3%' is no more a share than '1e3KB' a size)
     if number is None:
         raise UserError(f"{option} {spec!r} is not a share; give a decimal number of percent, e.g. 25% or 12.5%")
