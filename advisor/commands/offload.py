@@ -223,7 +223,7 @@ def simulate_cmd(
                if miss == "hybrid" else "")
         raise UserError(f"--miss must be copy or cpu here, got {miss!r}{why}")
     trace = RoutingTrace.load(trace_file)
-    profile = gpu_profile(gpu or None, profiles_dir)
+    profile = gpu_profile(gpu, profiles_dir)  # an empty --gpu was refused above
     plan = None
     if precision:  # a plan naming layers or experts the traced model lacks is refused, not silently cut
         from advisor.quant.plan import PrecisionPlan
