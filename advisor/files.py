@@ -394,12 +394,17 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     """`UserError` unless `path` (resolved: `.` is the current directory) is new, empty, or holds only entries
     named in `replaces` (an earlier output of the same writer): `atomic_dir` removes the directory it replaces,
     which must never take a user's other files with it. An earlier output a cut-short replacement left aside
-    is put back first (`_recover`). A link that leads back to itself is refused: `resolve` raised a RuntimeError
-    (a traceback) for `report -o LOOP`."""
+    is put back first (`_recover`). A link that leads back to itself, here or above `path`, is refused before
+    `resolve`: it raised a RuntimeError (a traceback) for `report -o LOOP` to Python 3.12, and from 3.13 resolves
+    what it can and says nothing, so the loop was found only once the report was built."""
+    give = f"give {OUTPUT} another path"
+    path = _through_link(Path(path), give)
+    if not os.path.lexists(path):  # a file, a link to nothing or a loop of links above it (`reports` for the
+        _refuse_unmakeable(path, give)  # default reports/<study>, which `check_parent` does not look at)
     try:
-        path = Path(path).resolve()
-    except (OSError, RuntimeError):  # a loop of links: RuntimeError to Python 3.12, OSError (ELOOP) after
-        raise UserError(_looping(Path(path), f"give {OUTPUT} another path")) from None
+        path = path.resolve()
+    except RuntimeError:  # a loop it still met (Python < 3.13)
+        raise UserError(_looping(path, give)) from None
     _recover(path)
     _remove_stale(path, replaces)
     try:  # one look: exists() then is_dir() saw another writer's path, set aside in between, as no directory
@@ -409,19 +414,17 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
             raise
         mode = None
     if mode is not None and not stat.S_ISDIR(mode):
-        raise UserError(f"{path} exists and is not a directory; give {OUTPUT} another path")
+        raise UserError(f"{path} exists and is not a directory; {give}")
     if not path.exists():  # where it would be created must take a directory: found now, not after the work
         where = path.parent
         while not where.exists() and where != where.parent:
             where = where.parent
-        if not where.is_dir():
-            raise UserError(f"cannot create {path}: {where} is not a directory; give {OUTPUT} another path")
         _check_names(path, where)
         try:
             os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=where))  # not a name `_remove_stale` takes
         except OSError as e:
-            raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); give "
-                            f"{OUTPUT} another path") from None
+            raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); "
+                            f"{give}") from None
     if path.is_dir():
         try:
             others = sorted(p.name for p in path.iterdir() if p.name not in replaces)

@@ -251,3 +251,24 @@ def test_an_output_that_is_a_loop_of_links_is_one_line(tmp_path, monkeypatch):
                         "give another path")):
         one_error_line(advisor_entry(*args, cwd=tmp_path), said + give)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"] and (tmp_path / "loop").is_symlink()
+
+
+@pytest.mark.parametrize("resolve", ["this python", "python 3.13"])
+def test_a_loop_of_links_where_the_default_report_folder_goes_is_refused_before_the_work(tmp_path, monkeypatch,
+                                                                                        resolve):
+    """`ln -s reports reports`, then `advisor report STUDY` (its default folder reports/STUDY, which `check_parent`
+    does not look at): the loop was found by `Path.resolve` raising RuntimeError, which Python 3.13 no longer does
+    (non-strict, it resolves what it can: `os.path.realpath`), so there the report was built - the model loaded,
+    traced and replayed - and refused only then. It is found before `resolve` now, on any Python."""
+    import pathlib
+
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    if resolve == "python 3.13":
+        monkeypatch.setattr(pathlib.Path, "resolve", lambda self, strict=False: pathlib.Path(os.path.realpath(self)))
+    (tmp_path / "reports").symlink_to("reports")
+    r = advisor_entry("report", "bundled-example", "--storage", str(EXAMPLE_DB), "--block-lengths", "", cwd=tmp_path)
+    one_error_line(r, "cannot create reports/bundled-example: reports is a link to reports, which leads back to "
+                      "itself (a loop of links); give -o/--output another path")
+    assert "loading the study's model" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
