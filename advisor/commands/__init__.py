@@ -13,13 +13,16 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from advisor.errors import UserError, check_device_name
 from advisor.files import OUTPUT, P, home_path  # noqa: F401 - OUTPUT: the commands import it from here
 from advisor.units import SAMPLER_SEED_MAX, SEED_MAX, SEED_MIN, format_bytes
+
+if TYPE_CHECKING:
+    from advisor.hardware.profiles import HardwareProfile
 
 MAX_THREADS = max(1024, os.cpu_count() or 1)
 """The most --threads any command takes: no host has more cores, and torch's thread pool takes a C int, which
@@ -136,7 +139,8 @@ def profiles_dir_option(help: str = "Where --gpu's measured hardware profiles ar
                         help=f"{help} (default $ADVISOR_PROFILES_DIR, else studies/profiles).")
 
 
-def gpu_profile(gpu: str | None, profiles_dir: Path | None, *, has_budget: bool = False) -> Any:
+def gpu_profile(gpu: str | None, profiles_dir: Path | None, *,
+                has_budget: bool = False) -> HardwareProfile | None:
     """--gpu's hardware profile (measured in `profiles_dir` or catalogued), None without --gpu; --profiles-dir
     alone is refused: it only says where --gpu's profile is, so alone it did nothing."""
     if profiles_dir is not None and gpu is None:
