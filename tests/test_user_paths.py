@@ -272,3 +272,17 @@ def test_a_loop_of_links_where_the_default_report_folder_goes_is_refused_before_
                       "itself (a loop of links); give -o/--output another path")
     assert "loading the study's model" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+
+
+def test_the_report_folders_own_refusals_name_the_option_as_every_output_refusal_does(tmp_path):
+    """`report -o /proc/NAME` (a place that takes no directory) is refused by the report folder's own check
+    (`files.check_replaceable`), whose lines said 'choose another -o' where every other output refusal says 'give
+    -o/--output another path' (6bf4472): in the same words now, before the work."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    r = advisor_entry("report", "bundled-example", "--storage", str(EXAMPLE_DB), "-o", "/proc/advisor-report-test",
+                      "--block-lengths", "", cwd=tmp_path)
+    line = one_error_line(r, "cannot create /proc/advisor-report-test: /proc does not take directories (",
+                          "); give -o/--output another path")
+    assert "choose another" not in line and "loading the study's model" not in r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []
