@@ -136,9 +136,15 @@ def _not_a_directory(path: str | os.PathLike) -> Path:
     text = os.fspath(path)
     if Path(text).is_dir():
         raise UserError(f"cannot write {text}: it is a directory; give a file name")
+    refuse_directory_name(text)
+    return Path(text)
+
+
+def refuse_directory_name(text: str) -> None:
+    """`UserError` for a file name typed with a trailing '/' (`export -o out/`, `tune --storage x.db/`): it names a
+    directory, but Path and SQLite drop the '/' and write the file `out`."""
     if text.endswith(("/", os.sep)):
         raise UserError(f"cannot write {text}: a name ending in '/' names a directory; give a file name")
-    return Path(text)
 
 
 def _check_names(path: Path, where: Path) -> None:

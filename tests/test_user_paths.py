@@ -286,3 +286,15 @@ def test_the_report_folders_own_refusals_name_the_option_as_every_output_refusal
                           "); give -o/--output another path")
     assert "choose another" not in line and "loading the study's model" not in r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage", ["x.db/", "sqlite:///x.db/"])
+def test_tune_refuses_a_storage_file_typed_with_a_trailing_slash(tmp_path, storage):
+    """`tune --storage x.db/` tuned into the file x.db (SQLite drops the '/') and named `sqlite:///x.db/` in its next
+    steps. A name ending in '/' names a directory: refused in one line, in the words of every output file option
+    (`export -o out/`), before torch imports, and no database is made."""
+    from tests.test_cli_new_user14 import _refused_light
+
+    assert _refused_light(tmp_path, "tune", "tiny:qwen3_moe", "--storage", storage, "--trials", "1") == (
+        f"error: cannot write {storage}: a name ending in '/' names a directory; give a file name")
+    assert list(tmp_path.iterdir()) == []

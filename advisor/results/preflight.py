@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advisor.errors import UserError
-from advisor.files import check_parent
+from advisor.files import check_parent, refuse_directory_name
 from advisor.results.storage import (
     connect_read_only,
     driver_reason,
@@ -48,7 +48,9 @@ def check_storage(url: str, *, write: bool) -> str:
             return url
         if not write:
             require_database(url)
-        elif url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
+        elif not path.is_dir():  # `x.db/` tuned into the file x.db and named `sqlite:///x.db/` in its next steps (a
+            refuse_directory_name(given.strip().partition("?")[0])  # directory there is refused as one, below)
+        if write and url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
             check_parent(path, "--storage")  # as every file option (`export -o`, `--json`): a mistyped directory
             # is not made; the default's is
         _check_sqlite(path, url, write=write)
