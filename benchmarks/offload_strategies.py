@@ -106,7 +106,7 @@ def traces(quick: bool) -> dict[str, tuple[RoutingTrace, tuple[int, int]]]:
     out["bundled"] = (tr, (int(m["hidden"][0]), int(m["intermediate"][0])))
     lm = loaded_from(tiny.llada_moe_shaped(0, layers=4), None, "llada_moe", "llada-moe-7b-shaped")
     out["llada-moe-7b-shaped"] = (_record(lm, prompts, 64, 32, steps=64), (2048, 1024))
-    kw = {**tiny._llada_kwargs("llada2"), "num_hidden_layers": 4, "num_experts": 256, "num_experts_per_tok": 8,
+    kw = {**tiny.tiny_fields("llada2"), "num_hidden_layers": 4, "num_experts": 256, "num_experts_per_tok": 8,
           "n_group": 8, "topk_group": 4}
     torch.manual_seed(0)
     l2 = loaded_from(tiny.randomize_(LLaDA2MoeModelLM(LLaDA2MoeConfig(**kw)), seed=0).eval(),

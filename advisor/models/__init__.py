@@ -9,6 +9,8 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
 * `spec_family(spec)` - the family of a tiny:<family>, 'bundled' or local directory, from config.json, without torch
+* `spec_config(spec)` - that model's config.json settings, read without torch (None where none can be read)
+* `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
@@ -56,7 +58,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "spec_family"])
+                  "spec_family", "spec_config", "moe_layer_count"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -141,21 +143,69 @@ def family_of(model_type: str) -> str:
 
 
 def spec_family(spec: str) -> str | None:
-    """The family of the model a checked spec (`check_model_spec`) names, known without torch: a tiny:<family>'s,
-    else the model_type in the config.json of 'bundled' or a local directory; None for a hub id or a config that
-    cannot be read (known, or refused, once the model loads). Lets a command refuse options the family does not
-    take (`trace --steps` for an autoregressive model) before seconds of imports and the load."""
+    """The family of the model a checked spec (`check_model_spec`) names, known without torch (`spec_config`); None
+    where its config cannot be read (known, or refused, once the model loads). Lets a command refuse options the
+    family does not take (`trace --steps` for an autoregressive model) before seconds of imports and the load."""
+    config = spec_config(spec)
+    return family_of(str(config["model_type"])) if config is not None else None
+
+
+def spec_config(spec: str) -> dict[str, Any] | None:
+    """The config.json settings of the model a checked spec (`check_model_spec`) names, read without torch: a
+    tiny:<family>'s sizes (`tiny_sizes`), the file of 'bundled' or of a local directory (`read_config`); None for a
+    hub id or a config it refuses (known, or refused in these words, once the model loads). What a command checks
+    its options against before the imports and the load."""
     from advisor.errors import UserError
 
     if spec.startswith("tiny:"):
-        return spec.removeprefix("tiny:")
+        from advisor.models.tiny_sizes import tiny_fields
+
+        family = spec.removeprefix("tiny:")
+        return {"model_type": family, **tiny_fields(family)} if family in TINY_FAMILIES else None
     path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
     if not path.is_dir():  # a hub id
         return None
     try:
-        return family_of(str(read_config(path)["model_type"]))
+        return read_config(path)
     except UserError:  # refused by the load, in these words
         return None
+
+
+def moe_layer_count(config: dict[str, Any]) -> int | None:
+    """How many MoE layers a model of config.json settings `config` has, counted as its family's model class builds
+    them, without torch: every decoder layer but the dense ones its config names (LLaDA-MoE's zero `moe_layer_freq`
+    entries; the first `first_k_dense_replace` of LLaDA2 and DeepSeek-V3; Qwen3-MoE's `mlp_only_layers` and the
+    layers `decoder_sparse_step` skips), a field left out taking its config class's default; DiffusionGemma's text
+    layers (its encoder's experts are its decoder's). None for another family, settings not of the expected kinds,
+    or no MoE layer at all (refused as no MoE model by the load): the count is then known once the model loads."""
+    family = family_of(str(config.get("model_type", "")))
+    if family == "diffusion_gemma":
+        config = config.get("text_config")
+        if not isinstance(config, dict):
+            return None
+    n = config.get("num_hidden_layers")
+    if not _count(n):
+        return None
+    found: int | None = None
+    if family in ("mixtral", "olmoe", "diffusion_gemma"):
+        found = n
+    elif family in ("llada2", "deepseek_v3"):  # LLaDA2MoeConfig's default 1, DeepseekV3Config's 3
+        k = config.get("first_k_dense_replace", 1 if family == "llada2" else 3)
+        found = max(n - k, 0) if _count(k) else None
+    elif family == "llada_moe":  # LLaDAMoEConfig's default: every layer MoE
+        freq = config.get("moe_layer_freq", [1] * n)
+        found = sum(1 for f in freq if f != 0) if isinstance(freq, list) and len(freq) == n else None
+    elif family == "qwen3_moe":  # Qwen3MoeConfig's defaults: step 1, no MLP-only layers
+        step, dense = config.get("decoder_sparse_step", 1), config.get("mlp_only_layers") or []
+        experts = config.get("num_experts", config.get("num_local_experts", 1))  # 0: no layer is MoE
+        if _count(step) and step > 0 and isinstance(dense, list) and experts != 0:
+            found = sum(1 for i in range(n) if i not in dense and (i + 1) % step == 0)
+    return found or None
+
+
+def _count(value: Any) -> bool:
+    """Whether a config.json value is a count (an int >= 0; a bool is none)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_tiny_family(family: str) -> str:

@@ -12,82 +12,24 @@ import torch
 from torch import nn
 
 from advisor.models import TINY_FAMILIES, check_tiny_family  # defined torch-free, for the CLI's checks
-
-TINY_VOCAB = 256
-MASK_TOKEN_ID = TINY_VOCAB - 1
-"""Tiny dLLMs reserve the last vocabulary id as their mask token."""
-
-_COMMON = dict(
-    vocab_size=TINY_VOCAB,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    tie_word_embeddings=False,
-)
+from advisor.models.tiny_sizes import MASK_TOKEN_ID, TINY_VOCAB, tiny_fields  # noqa: F401 - the sizes, torch-free
 
 
 def _config(family: str):
     import transformers as tf
 
-    if family == "qwen3_moe":
-        return tf.Qwen3MoeConfig(
-            **_COMMON, head_dim=8, intermediate_size=64, moe_intermediate_size=16, num_experts=8,
-            num_experts_per_tok=2, norm_topk_prob=True,
-        )
-    if family == "olmoe":
-        return tf.OlmoeConfig(**_COMMON, intermediate_size=16, num_experts=8, num_experts_per_tok=2)
-    if family == "mixtral":
-        return tf.MixtralConfig(**_COMMON, head_dim=8, intermediate_size=16, num_local_experts=8,
-                                num_experts_per_tok=2)
-    if family == "deepseek_v3":
-        common = {**_COMMON, "num_hidden_layers": 3, "num_key_value_heads": 4}
-        return tf.DeepseekV3Config(
-            **common, intermediate_size=64, moe_intermediate_size=16, n_routed_experts=8, n_shared_experts=1,
-            num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1, q_lora_rank=16,
-            kv_lora_rank=16, qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8, rope_interleave=False,
-        )
-    if family == "diffusion_gemma":
-        text = dict(
-            vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=16, global_head_dim=16, num_experts=8, top_k_experts=2,
-            moe_intermediate_size=16, sliding_window=16, max_position_embeddings=512,
-            layer_types=["sliding_attention", "full_attention"],
-            pad_token_id=0, eos_token_id=2, bos_token_id=1,
-        )
-        vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, head_dim=8)
-        return tf.DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=8,
-                                       image_token_id=TINY_VOCAB - 3, boi_token_id=TINY_VOCAB - 4,
-                                       eoi_token_id=TINY_VOCAB - 2)
+    fields = tiny_fields(family)
     if family == "llada_moe":
         from advisor.models.llada_moe import LLaDAMoEConfig
 
-        return LLaDAMoEConfig(**_llada_kwargs("llada_moe"))
+        return LLaDAMoEConfig(**fields)
     if family == "llada2":
         from advisor.models.llada2 import LLaDA2MoeConfig
 
-        return LLaDA2MoeConfig(**_llada_kwargs("llada2"))
-    raise AssertionError(f"tiny family {family!r} is not built here")  # `tiny_config` refused any not listed
-
-
-def _llada_kwargs(family: str) -> dict:
-    """Tiny sizes in the published config.json field names of each LLaDA model."""
-    base = {**_COMMON, "mask_token_id": MASK_TOKEN_ID}
-    if family == "llada_moe":
-        return {
-            **base, "dense_intermediate_size": 64, "expert_intermediate_size": 16, "num_experts": 8,
-            "num_experts_per_tok": 2,
-        }
-    return {
-        **base, "num_hidden_layers": 3, "intermediate_size": 64, "moe_intermediate_size": 16, "num_experts": 8,
-        "num_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 2, "topk_group": 1,
-        "first_k_dense_replace": 1, "routed_scaling_factor": 2.5,
-    }
+        return LLaDA2MoeConfig(**fields)
+    classes = {"qwen3_moe": tf.Qwen3MoeConfig, "olmoe": tf.OlmoeConfig, "mixtral": tf.MixtralConfig,
+               "deepseek_v3": tf.DeepseekV3Config, "diffusion_gemma": tf.DiffusionGemmaConfig}
+    return classes[family](**fields)
 
 
 def _model_class(family: str):
@@ -146,7 +88,7 @@ def llada_moe_shaped(
     workload of the real model for cache studies, at a cost a CPU can replay."""
     from advisor.models.llada_moe import LLaDAMoEConfig, LLaDAMoEModelLM
 
-    kw = _llada_kwargs("llada_moe")
+    kw = tiny_fields("llada_moe")
     kw.update(num_experts=experts, num_experts_per_tok=top_k, num_hidden_layers=layers, hidden_size=hidden,
               expert_intermediate_size=expert_ffn, dense_intermediate_size=4 * hidden)
     torch.manual_seed(seed)

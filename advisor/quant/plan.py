@@ -161,13 +161,17 @@ class PrecisionPlan:
         """Highest MoE layer the plan names explicitly (-1 if none): lets callers check it fits the model."""
         return max([*self.layers, *self.experts, -1])
 
-    def check_fits(self, num_experts: Sequence[int]) -> None:
-        """`UserError` if the plan names MoE layers or experts a model with `num_experts` per MoE layer lacks
-        (a typo, or another model's plan)."""
-        n_layers = len(num_experts)
+    def check_layers(self, n_layers: int) -> None:
+        """`UserError` if the plan names a MoE layer a model with `n_layers` lacks: `check_fits` once the model has
+        loaded, and `advisor eval` before, from the count its config gives (`advisor.models.moe_layer_count`)."""
         if self.max_layer() >= n_layers:
             raise UserError(f"precision plan names MoE layer {self.max_layer()} but the model has {n_layers} "
                             f"(0-{n_layers - 1})")
+
+    def check_fits(self, num_experts: Sequence[int]) -> None:
+        """`UserError` if the plan names MoE layers or experts a model with `num_experts` per MoE layer lacks
+        (a typo, or another model's plan)."""
+        self.check_layers(len(num_experts))
         for layer, per in self.experts.items():
             if max(per) >= num_experts[layer]:
                 raise UserError(f"precision plan names expert {max(per)} of MoE layer {layer}, which has "

@@ -1,0 +1,70 @@
+"""Refusals a model's config.json or files can answer before torch imports and the model loads: `eval --precision`
+naming a MoE layer the model lacks, `trace --steps` for a cached hub id of an autoregressive model, and load-time
+refusals that came after the busy-host note."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli_new_user14 import _refused_light
+
+
+def _checkpoint_dir(path, config: dict) -> str:
+    """A model directory that passes the spec and tokenizer checks (config.json, a weights file, a tokenizer file),
+    none of whose weights is read by a refusal before the load."""
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "model.safetensors").write_bytes(b"")
+    (path / "tokenizer.json").write_text("{}")
+    return str(path)
+
+
+def test_eval_refuses_a_plan_naming_a_moe_layer_the_model_lacks_before_torch(tmp_path):
+    """`eval --precision layers=0-7:int4` for the bundled model (4 MoE layers) was refused only once torch had
+    imported and the model had loaded (4.8 s on a host at load 3.6, ~13 s busier); the count is read from its
+    config.json now, in the words the load's check uses. A local directory's Qwen3-MoE config with an MLP-only layer
+    counts its dense layers out (4 decoder layers, 3 MoE)."""
+    assert _refused_light(tmp_path, "eval", "bundled", "--precision", "layers=0-7:int4") == (
+        "error: precision plan names MoE layer 7 but the model has 4 (0-3)")
+    model = _checkpoint_dir(tmp_path / "m", {"model_type": "qwen3_moe", "num_hidden_layers": 4, "num_experts": 8,
+                                             "mlp_only_layers": [0]})
+    assert _refused_light(tmp_path, "eval", model, "--precision", "layers=3:int8") == (
+        "error: precision plan names MoE layer 3 but the model has 3 (0-2)")
+
+
+def _moe_layers_built(family: str, **changes) -> tuple[int, dict]:
+    """(MoE layers of tiny:<family> built with `changes` to its config, that config as config.json holds it)."""
+    from advisor.models.tiny import _model_class, tiny_config
+    from advisor.models.view import moe_layers
+
+    config = tiny_config(family)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    cls = _model_class(family)
+    model = cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
+    return len(moe_layers(model)), config.to_dict()
+
+
+@pytest.mark.parametrize(("family", "changes"), [
+    ("qwen3_moe", {}), ("qwen3_moe", {"num_hidden_layers": 4, "decoder_sparse_step": 2, "mlp_only_layers": [1]}),
+    ("olmoe", {}), ("mixtral", {}), ("deepseek_v3", {}), ("deepseek_v3", {"first_k_dense_replace": 2}),
+    ("llada_moe", {}), ("llada_moe", {"moe_layer_freq": [0, 1]}), ("llada2", {}),
+    ("llada2", {"num_hidden_layers": 4, "first_k_dense_replace": 2}), ("diffusion_gemma", {})])
+def test_the_torch_free_count_of_moe_layers_is_the_built_models(family, changes):
+    """`moe_layer_count` of a config.json (as transformers writes it: published model_type names) and of the tiny
+    sizes the CLI reads for tiny:<family> is the number of MoE layers the model built from it has."""
+    from advisor.models import moe_layer_count, spec_config
+
+    built, config = _moe_layers_built(family, **changes)
+    assert moe_layer_count(config) == built
+    if not changes:
+        assert moe_layer_count(spec_config(f"tiny:{family}")) == built
+
+
+def test_the_torch_free_count_of_the_bundled_model_is_its_loaded_ones():
+    from advisor.models import moe_layer_count, spec_config
+    from advisor.models.load import load_model
+
+    assert moe_layer_count(spec_config("bundled")) == len(load_model("bundled").moe) == 4
