@@ -34,6 +34,38 @@ def test_eval_refuses_a_plan_naming_a_moe_layer_the_model_lacks_before_torch(tmp
         "error: precision plan names MoE layer 3 but the model has 3 (0-2)")
 
 
+def _hub_cache(tmp_path, monkeypatch, repo_id: str, config: dict) -> None:
+    """A local hub cache (HF_HUB_CACHE, offline) holding only `config` as `repo_id`'s config.json at its main
+    revision, as `hf download` leaves it."""
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text(json.dumps(config))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_a_cached_hub_ids_config_answers_trace_steps_and_eval_precision_before_torch(tmp_path, monkeypatch):
+    """For a hub id, `trace --steps` (an autoregressive model's) and `eval --precision` (a layer it lacks) were
+    refused only after torch imported and the model loaded; its config.json in the local hub cache answers them
+    now, read without the network. An id not in the cache is refused as before, once the loader looks it up."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    _hub_cache(tmp_path, monkeypatch, "acme/ar-moe", {"model_type": "qwen3_moe", "num_hidden_layers": 2,
+                                                       "num_experts": 8})
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _refused_light(work, "trace", "acme/ar-moe", "--steps", "4", "-o", "t.npz") == (
+        "error: --steps: acme/ar-moe (qwen3_moe) decodes autoregressively, one token per forward, with no denoising "
+        "steps or blocks; drop them")
+    assert _refused_light(work, "eval", "acme/ar-moe", "--precision", "layers=2:int4") == (
+        "error: precision plan names MoE layer 2 but the model has 2 (0-1)")
+    assert list(work.iterdir()) == []
+    one_error_line(advisor_entry("eval", "acme/not-here", "--precision", "layers=2:int4", cwd=work),
+                   "model acme/not-here is not available offline")
+
+
 def _moe_layers_built(family: str, **changes) -> tuple[int, dict]:
     """(MoE layers of tiny:<family> built with `changes` to its config, that config as config.json holds it)."""
     from advisor.models.tiny import _model_class, tiny_config

@@ -8,7 +8,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
-* `spec_family(spec)` - the family of a tiny:<family>, 'bundled' or local directory, from config.json, without torch
+* `spec_family(spec)` - the family of a tiny:<family>, 'bundled', local directory or cached hub id, without torch
 * `spec_config(spec)` - that model's config.json settings, read without torch (None where none can be read)
 * `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
@@ -152,9 +152,10 @@ def spec_family(spec: str) -> str | None:
 
 def spec_config(spec: str) -> dict[str, Any] | None:
     """The config.json settings of the model a checked spec (`check_model_spec`) names, read without torch: a
-    tiny:<family>'s sizes (`tiny_sizes`), the file of 'bundled' or of a local directory (`read_config`); None for a
-    hub id or a config it refuses (known, or refused in these words, once the model loads). What a command checks
-    its options against before the imports and the load."""
+    tiny:<family>'s sizes (`tiny_sizes`), the file (`read_config`) of 'bundled', of a local directory, or of a hub
+    id in the local hub cache (never the network: an id not downloaded is looked up only by loading it); None where
+    there is none, or `read_config` refuses it (known, or refused in these words, once the model loads). What a
+    command checks its options against before the imports and the load."""
     from advisor.errors import UserError
 
     if spec.startswith("tiny:"):
@@ -164,11 +165,25 @@ def spec_config(spec: str) -> dict[str, Any] | None:
         return {"model_type": family, **tiny_fields(family)} if family in TINY_FAMILIES else None
     path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
     if not path.is_dir():  # a hub id
-        return None
+        path = _cached_hub_snapshot(spec)
+        if path is None:
+            return None
     try:
         return read_config(path)
     except UserError:  # refused by the load, in these words
         return None
+
+
+def _cached_hub_snapshot(repo_id: str) -> Path | None:
+    """The directory of hub model `repo_id` in the local hub cache that holds its config.json (its main revision,
+    as the loader reads it offline), found without the network; None when it is not there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # huggingface_hub's id validation (HFValidationError)
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def moe_layer_count(config: dict[str, Any]) -> int | None:
