@@ -100,3 +100,28 @@ def test_the_torch_free_count_of_the_bundled_model_is_its_loaded_ones():
     from advisor.models.load import load_model
 
     assert moe_layer_count(spec_config("bundled")) == len(load_model("bundled").moe) == 4
+
+
+@pytest.mark.parametrize("broken", ["truncated", "missing shard"])
+@pytest.mark.parametrize("command", [["eval"], ["trace", "-o", "t.npz"], ["quant-report"]], ids=lambda c: c[0])
+def test_a_broken_checkpoint_is_refused_before_torch_and_the_busy_host_note(tmp_path, command, broken):
+    """A truncated weights file, or a shard its index names that is not there, was refused by the load: after
+    torch's import and, on a busy host, after --threads 0's note (the refusal was not one line). The safetensors
+    headers say it without torch, now read first, in the load's words."""
+    import shutil
+
+    from advisor.models import BUNDLED_DIR
+
+    model = tmp_path / "m"
+    shutil.copytree(BUNDLED_DIR, model)
+    weights = model / "model.safetensors"
+    if broken == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+        said = f"error: {weights} is truncated: tensor "
+    else:
+        (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "gone.safetensors"}}))
+        said = f"error: {model} lacks 1 of the 1 shards its index names (first: gone.safetensors)"
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _refused_light(work, command[0], str(model), *command[1:]).startswith(said)
+    assert list(work.iterdir()) == []

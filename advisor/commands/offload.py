@@ -22,7 +22,7 @@ from advisor.commands import (
     threads_option,
     user_path,
 )
-from advisor.models import DIFFUSION_FAMILIES, check_model_spec, model_name, spec_family
+from advisor.models import DIFFUSION_FAMILIES, check_model_spec, check_weights, model_name, spec_family
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ def trace_cmd(
         _refuse_denoising(model_name(model), family, steps, block_length)  # before torch and the load
     check_writable(output, create_dirs=False)  # before torch imports and the model decodes, not after; a missing
     # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created; so is `-o dir/`
+    check_weights(model)  # a broken download before torch imports and before a busy host's note
     import_runtime()
     import time
 

@@ -7,7 +7,7 @@ import typer
 
 from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
-from advisor.models import check_model_spec
+from advisor.models import check_model_spec, check_weights
 from advisor.quant.spec import canonical_name
 
 
@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
             check_writable(json_out, create_dirs=False)  # before the model loads and every expert is measured (a
             # missing directory is refused, as by every file option)
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        check_weights(model)  # a broken download too, and before a busy host's note
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()

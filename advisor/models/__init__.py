@@ -15,6 +15,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
 * `read_config(path)` - a model directory's config.json, refused in one line where it cannot be read
+* `check_weights(spec)` - refuses, without torch, a local directory whose safetensors files are missing or truncated
 * `check_tokenizer(spec)` - refuses, without torch, a MODEL known to have no tokenizer (for `advisor eval`)
 * `dtype_name(dtype)` - a --dtype's torch name, checked without torch
 * `quant_method(config)` - a pre-quantized checkpoint's own quantization method, from its config.json
@@ -58,7 +59,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "spec_family", "spec_config", "moe_layer_count"])
+                  "spec_family", "spec_config", "moe_layer_count", "check_weights"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -300,6 +301,21 @@ def _names_experts(config: dict[str, Any]) -> bool:
         return True
     return any("expert" in str(k).lower() or "moe" in str(k).lower()
                or (isinstance(v, dict) and _names_experts({**v, "model_type": ""})) for k, v in config.items())
+
+
+def check_weights(spec: str) -> None:
+    """Refuse, without torch, a local model directory (or 'bundled') whose safetensors files its load would refuse -
+    a shard its index names missing, a file truncated or with a corrupt header - read as the load reads them
+    (`shards.stored_tensors`). The commands that print a note before the load (eval, trace, quant-report: a busy
+    host's) call it before torch imports: the refusal came after the note and the imports, not as one line. A tiny
+    model has no files; a hub id's are checked as it loads."""
+    path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
+    if spec.startswith("tiny:") or not path.is_dir():
+        return
+    if any(path.glob("*.safetensors")) or (path / WEIGHT_INDEXES[0]).is_file():  # as the load decides to read them
+        from advisor.models.shards import stored_tensors
+
+        stored_tensors(path)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

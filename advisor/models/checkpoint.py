@@ -5,7 +5,8 @@ experts straight from the shards, one expert at a time, into the quantized host 
 module owns that reading:
 
 * `Checkpoint` validates a directory before anything is loaded: the index's shards exist, every key the
-  index names is in its shard, no file is truncated (each header's data offsets lie inside the file).
+  index names is in its shard, no file is truncated (each header's data offsets lie inside the file) - checks
+  that need no torch, made in `advisor.models.shards`.
 * A tensor (or one expert's slice of a fused 3-D tensor) is read with one positional read (`os.preadv`)
   straight into the tensor it becomes: the file's pages stay in the OS page cache, not in this process, so
   reading every expert once never leaves the checkpoint resident (peak RSS stays the store plus one expert).
@@ -25,10 +26,8 @@ module owns that reading:
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -40,9 +39,9 @@ import torch
 
 from advisor.errors import UserError
 from advisor.models.experts import ExpertFn, ExpertWeights, swiglu
+from advisor.models.shards import stored_tensors
 
-INDEX_NAME = "model.safetensors.index.json"
-_DTYPES = {
+_DTYPES = {  # the torch dtype of each safetensors dtype `shards.ITEMSIZE` reads
     "BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
@@ -64,80 +63,13 @@ class TensorInfo:
         return self.end - self.start
 
 
-def read_header(path: Path) -> dict[str, TensorInfo]:
-    """The tensors of one .safetensors file, checked against the file's size (a truncated download fails)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise UserError(f"{path} is truncated (no safetensors header); re-download the checkpoint")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, 100 * 2**20):
-                raise UserError(f"{path} is truncated or not a safetensors file (header of {n} bytes in a "
-                                f"{size}-byte file); re-download the checkpoint")
-            meta = json.loads(f.read(n))
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror or e})") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} has a corrupt safetensors header ({e}); re-download the checkpoint") from e
-    base = 8 + n
-    out: dict[str, TensorInfo] = {}
-    if not isinstance(meta, dict):
-        raise UserError(f"{path} has a corrupt safetensors header (not a JSON object); re-download the checkpoint")
-    for key, v in meta.items():
-        if key == "__metadata__":
-            continue
-        try:
-            dtype = _DTYPES.get(str(v.get("dtype")))
-            a, b = (int(x) for x in v["data_offsets"])
-            shape = tuple(int(s) for s in v["shape"])
-        except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path} has a corrupt safetensors header (tensor {key}: {type(e).__name__} {e}); "
-                            "re-download the checkpoint") from e
-        if dtype is None:
-            raise UserError(f"{path}: tensor {key} has dtype {v.get('dtype')}, which this tool cannot read")
-        if not 0 <= a <= b or b - a != math.prod(shape) * dtype.itemsize:
-            raise UserError(f"{path} has a corrupt safetensors header (tensor {key}: bytes {a}-{b} for shape "
-                            f"{list(shape)} of {v.get('dtype')}); re-download the checkpoint")
-        if base + b > size:
-            raise UserError(f"{path} is truncated: tensor {key} ends at byte {base + b} but the file has {size} "
-                            "bytes; re-download the checkpoint")
-        out[key] = TensorInfo(path, dtype, shape, base + a, base + b)
-    return out
-
-
 class Checkpoint:
     """Every tensor of a model directory (single file or sharded with an index), read lazily, one tensor at a time."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
-        self.tensors: dict[str, TensorInfo] = {}
-        index = self.dir / INDEX_NAME
-        if index.is_file():
-            try:
-                weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-                if not all(isinstance(s, str) for s in weight_map.values()):  # shard file names
-                    raise TypeError("weight_map must map tensor names to shard file names")
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: not UTF-8, too
-                raise UserError(f"{index} is not a valid safetensors index ({e}); re-download the checkpoint") from e
-            shards = sorted(set(weight_map.values()))
-            missing = [s for s in shards if not (self.dir / s).is_file()]
-            if missing:
-                raise UserError(f"{self.dir} lacks {len(missing)} of the {len(shards)} shards its index names "
-                                f"(first: {missing[0]}); download the missing files")
-            headers = {s: read_header(self.dir / s) for s in shards}
-            for key, shard in weight_map.items():
-                if key not in headers[shard]:
-                    raise UserError(f"shard {shard} does not hold {key} although {INDEX_NAME} says so: the shards "
-                                    "and the index come from different downloads; re-download the checkpoint")
-                self.tensors[key] = headers[shard][key]
-        else:
-            files = sorted(self.dir.glob("*.safetensors"))
-            if not files:
-                raise UserError(f"{self.dir} has no *.safetensors weights (offloaded loading reads safetensors)")
-            for f in files:
-                self.tensors.update(read_header(f))
+        self.tensors = {key: TensorInfo(t.file, _DTYPES[t.dtype], t.shape, t.start, t.end)
+                        for key, t in stored_tensors(self.dir).items()}
         self._files: dict[Path, Any] = {}
         self._staging: dict[str, torch.Tensor] = {}
         self.lock = threading.Lock()  # held across a staged read and the use of what it read

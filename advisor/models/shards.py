@@ -1,0 +1,108 @@
+"""A model directory's safetensors files, checked without torch: every shard its index names is there and holds
+the keys the index says, and no file is truncated (each header's data offsets lie inside the file).
+
+`advisor.models.checkpoint.Checkpoint` reads its tensors from here; the commands that load a model check a local
+directory here before torch imports (`advisor.models.check_weights`), so a broken download is one line, said before
+the seconds of imports and the busy-host note, not after them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from advisor.errors import UserError
+
+INDEX_NAME = "model.safetensors.index.json"
+ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+            "F8_E4M3": 1, "F8_E5M2": 1}
+"""Bytes per element of each safetensors dtype this tool reads (`checkpoint` maps each to its torch dtype)."""
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where one tensor lies: its file, safetensors dtype name, shape and byte range (absolute offsets in the file)."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def read_header(path: Path) -> dict[str, StoredTensor]:
+    """The tensors of one .safetensors file, checked against the file's size (a truncated download fails)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise UserError(f"{path} is truncated (no safetensors header); re-download the checkpoint")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100 * 2**20):
+                raise UserError(f"{path} is truncated or not a safetensors file (header of {n} bytes in a "
+                                f"{size}-byte file); re-download the checkpoint")
+            meta = json.loads(f.read(n))
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} has a corrupt safetensors header ({e}); re-download the checkpoint") from e
+    base = 8 + n
+    out: dict[str, StoredTensor] = {}
+    if not isinstance(meta, dict):
+        raise UserError(f"{path} has a corrupt safetensors header (not a JSON object); re-download the checkpoint")
+    for key, v in meta.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = str(v.get("dtype"))
+            a, b = (int(x) for x in v["data_offsets"])
+            shape = tuple(int(s) for s in v["shape"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path} has a corrupt safetensors header (tensor {key}: {type(e).__name__} {e}); "
+                            "re-download the checkpoint") from e
+        if dtype not in ITEMSIZE:
+            raise UserError(f"{path}: tensor {key} has dtype {v.get('dtype')}, which this tool cannot read")
+        if not 0 <= a <= b or b - a != math.prod(shape) * ITEMSIZE[dtype]:
+            raise UserError(f"{path} has a corrupt safetensors header (tensor {key}: bytes {a}-{b} for shape "
+                            f"{list(shape)} of {v.get('dtype')}); re-download the checkpoint")
+        if base + b > size:
+            raise UserError(f"{path} is truncated: tensor {key} ends at byte {base + b} but the file has {size} "
+                            "bytes; re-download the checkpoint")
+        out[key] = StoredTensor(path, dtype, shape, base + a, base + b)
+    return out
+
+
+def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
+    """Every tensor of a model directory (one file, several, or shards named by an index), its files checked: a
+    missing shard, a key not in the shard the index names, a truncated or corrupt file is one `UserError`."""
+    tensors: dict[str, StoredTensor] = {}
+    index = directory / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            if not all(isinstance(s, str) for s in weight_map.values()):  # shard file names
+                raise TypeError("weight_map must map tensor names to shard file names")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: not UTF-8, too
+            raise UserError(f"{index} is not a valid safetensors index ({e}); re-download the checkpoint") from e
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (directory / s).is_file()]
+        if missing:
+            raise UserError(f"{directory} lacks {len(missing)} of the {len(shards)} shards its index names "
+                            f"(first: {missing[0]}); download the missing files")
+        headers = {s: read_header(directory / s) for s in shards}
+        for key, shard in weight_map.items():
+            if key not in headers[shard]:
+                raise UserError(f"shard {shard} does not hold {key} although {INDEX_NAME} says so: the shards "
+                                "and the index come from different downloads; re-download the checkpoint")
+            tensors[key] = headers[shard][key]
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{directory} has no *.safetensors weights (offloaded loading reads safetensors)")
+        for f in files:
+            tensors.update(read_header(f))
+    return tensors
