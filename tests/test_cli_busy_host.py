@@ -79,3 +79,19 @@ def test_bad_input_is_refused_before_the_busy_host_note(two_cores, monkeypatch, 
     r = advisor_entry(*args, cwd=tmp_path)
     one_error_line(r, message)
     assert [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()] == [r.stderr.strip()], r.stderr
+
+
+@pytest.mark.parametrize("args", [("eval", "bundled"), ("trace", "bundled", "-o", "t.npz")], ids=lambda a: a[0])
+def test_a_device_this_host_lacks_is_refused_before_the_busy_host_note(two_cores, monkeypatch, tmp_path, args):
+    """`--device cuda` on a host without CUDA was refused by the load, after --threads 0's note: the refusal was not
+    one line. Whether CUDA is here takes torch; it is asked once torch has imported, before the note."""
+    import torch
+
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here")
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    r = advisor_entry(*args, "--device", "cuda", cwd=tmp_path)
+    line = one_error_line(r, "device 'cuda' requested but no CUDA GPU is available here; use --device cpu")
+    assert r.stderr.strip() == line and list(tmp_path.iterdir()) == []  # no note before it

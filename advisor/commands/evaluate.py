@@ -117,9 +117,10 @@ def register(app: typer.Typer) -> None:
 
         from advisor.eval.run import accuracy_source, evaluate
         from advisor.eval.tasks import get_task
-        from advisor.models.load import load_model
+        from advisor.models.load import check_device, load_model
 
         the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)  # a bad --data refused here,
+        check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
         set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
         console = Console(stderr=True)
         if limit is not None and limit > len(the_task.examples):  # `select` took them all, not an error

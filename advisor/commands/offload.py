@@ -127,10 +127,11 @@ def trace_cmd(
 
     from rich.console import Console
 
-    from advisor.models.load import load_model
+    from advisor.models.load import check_device, load_model
     from advisor.offload.trace import merge, record_trace
 
     output = Path(output)  # read as text: '' was Path('.'), refused as "cannot write ." (a directory)
+    check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
     set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)

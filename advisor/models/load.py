@@ -148,7 +148,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
     torch_dtype = _parse_dtype(dtype)
-    device = _check_device(device)
+    device = check_device(device)
     spec = check_model_spec(spec)  # 'Bundled', 'tiny:Mixtral': read in any case
     if spec.startswith("tiny:"):
         if quantization_config is not None:
@@ -191,9 +191,11 @@ def _parse_dtype(dtype: Any) -> torch.dtype | None:
     return None if name is None else getattr(torch, name)
 
 
-def _check_device(device: str | torch.device) -> torch.device:
-    # mps, xpu, meta ...: torch parses them, but the loader, runtime and copies run on cpu or cuda only (a
-    # traceback from the first tensor moved there, after the checks)
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as torch's, refused in one line where the loader, runtime and copies cannot run (mps, xpu, meta ...:
+    torch parses them; a traceback came from the first tensor moved there) or this host has no such GPU. Commands
+    call it before their busy-host note (`advisor.commands.set_threads`), which came first: the refusal was not one
+    line."""
     dev = torch.device(check_device_name(str(device)))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
