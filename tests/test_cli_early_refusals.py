@@ -34,6 +34,17 @@ def test_eval_refuses_a_plan_naming_a_moe_layer_the_model_lacks_before_torch(tmp
         "error: precision plan names MoE layer 3 but the model has 3 (0-2)")
 
 
+def test_quant_report_refuses_layers_the_model_lacks_before_torch(tmp_path):
+    """`quant-report bundled --layers 0-7` (4 MoE layers) was refused only once torch had imported and the model
+    had loaded; the config.json's count answers it first, in the words the load's check uses. A tiny family's
+    sizes count its layers too."""
+    assert _refused_light(tmp_path, "quant-report", "bundled", "--layers", "2-7") == (
+        "error: --layers names MoE layer(s) 4-7 but bundled has 4 (0-3)")
+    assert _refused_light(tmp_path, "quant-report", "tiny:llada_moe", "--layers", "0,9") == (
+        "error: --layers names MoE layer(s) 9 but tiny:llada_moe has 2 (0-1)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _hub_cache(tmp_path, monkeypatch, repo_id: str, config: dict) -> None:
     """A local hub cache (HF_HUB_CACHE, offline) holding only `config` as `repo_id`'s config.json at its main
     revision, as `hf download` leaves it."""

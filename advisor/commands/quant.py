@@ -7,7 +7,7 @@ import typer
 
 from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
-from advisor.models import check_model_spec, check_weights
+from advisor.models import check_model_spec, check_weights, moe_layer_count, spec_config
 from advisor.quant.spec import canonical_name
 
 
@@ -25,6 +25,17 @@ def _layers(text: str | None) -> list[int] | None:
     except ValueError as e:
         raise UserError(f"--layers '{text}': {e}; give numbers or ranges like 0-3,7") from None
     return out
+
+
+def _refuse_layers_beyond(wanted: list[int] | None, name: str, n_moe: int) -> None:
+    """--layers naming a MoE layer the model lacks: one refusal, asked before the load where the config counts
+    the layers (`moe_layer_count`) and after it otherwise (it was dropped without a word)."""
+    beyond = sorted({i for i in wanted or [] if i >= n_moe})
+    if beyond:
+        from advisor.quant.plan import number_ranges
+
+        raise UserError(f"--layers names MoE layer(s) {','.join(number_ranges(beyond))} but {name} has "
+                        f"{n_moe} (0-{n_moe - 1})")
 
 
 def _check_samples_fit(loaded, samples: int) -> None:
@@ -93,6 +104,8 @@ def register(app: typer.Typer) -> None:
             # missing directory is refused, as by every file option)
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_weights(model)  # a broken download too, and before a busy host's note
+        if wanted and (config := spec_config(model)) is not None and (n_moe := moe_layer_count(config)) is not None:
+            _refuse_layers_beyond(wanted, model, n_moe)  # before torch and the load (about 5 s on the bundled model)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()
@@ -107,12 +120,7 @@ def register(app: typer.Typer) -> None:
         loaded = load_model(model, offload=offload)
         if loaded.offloaded:  # as eval and trace say it: the experts are read from the checkpoint one at a time
             Console(stderr=True).print(f"loading: {loaded.load_note}", highlight=False)
-        beyond = sorted({i for i in wanted or [] if i >= len(loaded.moe)})
-        if beyond:  # a layer the model lacks was dropped without a word
-            from advisor.quant.plan import number_ranges
-
-            raise UserError(f"--layers names MoE layer(s) {','.join(number_ranges(beyond))} but {loaded.name} has "
-                            f"{len(loaded.moe)} (0-{len(loaded.moe) - 1})")
+        _refuse_layers_beyond(wanted, loaded.name, len(loaded.moe))  # where the config did not count them
         _check_samples_fit(loaded, samples)
         acts, captured_from = None, ""
         if activations == "captured":  # the input said in the source: it read as the model's own text
