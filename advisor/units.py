@@ -61,7 +61,7 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-def _binary_unit(n: float) -> tuple[str, int]:
+def binary_unit(n: float) -> tuple[str, int]:
     """The largest binary unit `n` bytes fill at least once ("B", 1 below one KiB)."""
     return next(((u, size) for u, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
                  if abs(n) >= size), ("B", 1))
@@ -69,7 +69,7 @@ def _binary_unit(n: float) -> tuple[str, int]:
 
 def format_bytes(n: float, digits: int = 1) -> str:
     """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""
-    unit, size = _binary_unit(n)
+    unit, size = binary_unit(n)
     return f"{n:.0f} B" if size == 1 else f"{n / size:.{digits}f} {unit}"
 
 
@@ -83,7 +83,7 @@ def digits_apart(n: float, other: float, digits: int = 1) -> int:
 def size_argument(n: float) -> str:
     """`n` bytes as a --budget value to paste: one word, in `format_bytes`' unit, rounded *up* to 2 decimals so that
     it holds `n` ("1.46MiB"); "1.46 MiB or more" was two shell words, rounded to below what was needed."""
-    unit, size = _binary_unit(n)
+    unit, size = binary_unit(n)
     return f"{math.ceil(n)}B" if size == 1 else f"{math.ceil(n * 100 / size) / 100:.2f}{unit}"
 
 

@@ -6,12 +6,14 @@ No torch, no optuna: `advisor pareto` reads the project's own tables.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from advisor.files import atomic_path
 from advisor.results.front import FrontPoint
 from advisor.tune.display import config_text, human_bytes
+from advisor.units import binary_unit
 
 
 def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
@@ -19,6 +21,20 @@ def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
     y = "accuracy" if all("accuracy" in p.values for p in points) else "fidelity_top1"
     c = "peak_gpu_bytes"
     return x, y, c
+
+
+def _axis(points: Sequence[FrontPoint], metric: str, kind_only: bool = False) -> tuple[list[float], str]:
+    """A metric's values as plotted and its axis label: bytes in the binary unit their largest value fills (as the
+    tables print them: "16.93 KiB", not 17336 with no unit), the unit and how the values were obtained in the label
+    (the source up to its parameters, e.g. counted:trace-replay; `kind_only`: counted, measured or modelled, for
+    the colour bar, where peak memory's formula ran off the figure)."""
+    values = [p.values.get(metric, 0.0) for p in points]
+    unit = ""
+    if metric.endswith("bytes") or metric.endswith("bytes_per_token"):
+        unit, size = binary_unit(max((abs(v) for v in values), default=0.0))
+        values = [v / size for v in values]
+    sources = sorted({p.sources.get(metric, "?").split(":" if kind_only else "(")[0] for p in points})
+    return values, f"{metric}{f', {unit}' if unit else ''} [{', '.join(sources)}]"
 
 
 # Offsets (points) tried in turn for a label, nearest first: right, above, left, below, then further out.
@@ -77,25 +93,26 @@ def place_labels(ax, xy: Sequence[tuple[float, float]], texts: Sequence[str], fo
         taken.append((b.x0, b.y0, b.x1, b.y1))
 
 
+def _axes(points: Sequence[FrontPoint]) -> list[tuple[list[float], str]]:
+    """The x, y and colour values and labels of both plots."""
+    x, y, c = _xy(points)
+    return [_axis(points, x), _axis(points, y), _axis(points, c, kind_only=True)]
+
+
 def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x, y, c = _xy(points)
-    xs = [p.values.get(x, 0.0) for p in points]
-    ys = [p.values.get(y, 0.0) for p in points]
-    cs = [p.values.get(c, 0.0) / 2**20 for p in points]
+    (xs, x_label), (ys, y_label), (cs, c_label) = _axes(points)
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=46, edgecolors="black", linewidths=0.4)
-    src_x = sorted({p.sources.get(x, "?").split("(")[0] for p in points})
-    src_y = sorted({p.sources.get(y, "?").split("(")[0] for p in points})
-    ax.set_xlabel(f"{x} [{', '.join(src_x)}]")
-    ax.set_ylabel(f"{y} [{', '.join(src_y)}]")
-    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(textwrap.fill(title, 95), fontsize=9)  # one line ran past both edges of the figure, clipped
     cb = fig.colorbar(sc, ax=ax)
-    cb.set_label(f"{c} (MiB)")
+    cb.set_label(c_label)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     place_labels(ax, list(zip(xs, ys, strict=True)), [f"#{p.trial_number}" for p in points])
@@ -110,7 +127,7 @@ def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
 def write_html(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     import plotly.graph_objects as go
 
-    x, y, c = _xy(points)
+    (xs, x_label), (ys, y_label), (cs, c_label) = _axes(points)
     hover = []
     for p in points:
         prec, cache = config_text(p.config)
@@ -120,12 +137,12 @@ def write_html(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
             lines.append(f"{m}: {shown} [{p.sources.get(m, '?')}]")
         hover.append("<br>".join(lines))
     fig = go.Figure(go.Scatter(
-        x=[p.values.get(x) for p in points], y=[p.values.get(y) for p in points], mode="markers",
-        marker={"size": 11, "color": [p.values.get(c, 0.0) / 2**20 for p in points], "colorscale": "Viridis",
-                "showscale": True, "colorbar": {"title": f"{c} (MiB)"}, "line": {"width": 0.5, "color": "black"}},
+        x=xs, y=ys, mode="markers",
+        marker={"size": 11, "color": cs, "colorscale": "Viridis",
+                "showscale": True, "colorbar": {"title": c_label}, "line": {"width": 0.5, "color": "black"}},
         text=hover, hoverinfo="text",
     ))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white")
+    fig.update_layout(title=title, xaxis_title=x_label, yaxis_title=y_label, template="plotly_white")
     with atomic_path(path) as tmp:
         fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     return path
