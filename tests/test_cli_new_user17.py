@@ -10,38 +10,64 @@ from cli_helpers import advisor_in_process
 EXAMPLE = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
 
 
-def test_pareto_plots_say_the_unit_and_source_of_every_axis_and_keep_the_title_inside(tmp_path, monkeypatch):
-    """`advisor pareto STUDY` drew H2D bytes per token as raw numbers (ticks 200000 ... 800000, no unit) beside a
-    colour bar in MiB, and its one-line title ran past both edges of the PNG ("ndled-toy-quick: ... 0 over
-    budget,"). The axes now carry the unit the tables print and how the values were obtained, the
-    colour bar whether it is counted, and the title wraps inside the figure; the HTML plot's axes say the same."""
+def _pareto_figure(monkeypatch, tmp_path: Path, *args: str):
+    """`advisor pareto ARGS -o tmp_path/plots` in this process: the PNG's figure (kept as it is saved) and the
+    HTML plot's text."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     drawn = []
     real = Figure.savefig
 
-    def keep(self, *args, **kwargs):
+    def keep(self, *a, **kw):
         drawn.append(self)
-        return real(self, *args, **kwargs)
+        return real(self, *a, **kw)
 
     monkeypatch.setattr(Figure, "savefig", keep)
-    r = advisor_in_process("pareto", "bundled-example", "--storage", str(EXAMPLE), "-o", str(tmp_path / "plots"),
-                           cwd=tmp_path)
+    r = advisor_in_process("pareto", *args, "-o", str(tmp_path / "plots"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (fig,) = drawn
-    ax, bar = fig.axes
-    assert ax.get_xlabel() == "h2d_bytes_per_token, MiB [counted:trace-replay]", ax.get_xlabel()  # up to 2.9 MiB
-    assert max(abs(x) for x, _ in ax.collections[0].get_offsets()) < 1024  # in MiB, not bytes
-    assert ax.get_ylabel() == "accuracy [measured:exact-match:toy]", ax.get_ylabel()
-    assert bar.get_ylabel() == "peak_gpu_bytes, MiB [counted]", bar.get_ylabel()
+    return fig, (tmp_path / "plots" / f"{args[0]}.html").read_text()
+
+
+def _inside(fig, *texts) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     renderer = FigureCanvasAgg(fig).get_renderer()  # pyplot closed the figure once it was saved
-    for text in (ax.title, bar.yaxis.label):
+    for text in texts:
         box, inside = text.get_window_extent(renderer), fig.bbox
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, text
-    assert "Pareto front of bundled-example" in ax.get_title().replace("\n", " ")
-    html = (tmp_path / "plots" / "bundled-example.html").read_text()
-    assert re.search(r'"xaxis":\{"title":\{"text":"h2d_bytes_per_token, MiB \[counted:trace-replay\]"', html)
+
+
+def test_pareto_plots_say_the_unit_and_source_of_every_axis_and_keep_the_title_inside(tmp_path, monkeypatch):
+    """`advisor pareto STUDY` drew H2D bytes per token as raw numbers (ticks 200000 ... 800000, no unit) beside a
+    colour bar in MiB, and its one-line title ran past both edges of the PNG ("ndled-toy-quick: ... 0 over
+    budget,"). The axes now carry the unit the tables print and how the values were obtained, the colour bar
+    whether it is counted, and the title wraps inside the figure; the HTML plot's axes say the same."""
+    from tune_helpers import tiny_fidelity_study
+
+    tiny_fidelity_study(tmp_path, monkeypatch)  # objectives: H2D bytes, fidelity, peak memory
+    fig, html = _pareto_figure(monkeypatch, tmp_path, "s", "--storage", "t.db")
+    ax, bar = fig.axes
+    assert ax.get_xlabel() == "h2d_bytes_per_token, KiB [counted:trace-replay]", ax.get_xlabel()
+    assert max(abs(x) for x, _ in ax.collections[0].get_offsets()) < 1024  # in KiB, not bytes
+    assert ax.get_ylabel() == "fidelity_top1 [measured:logits-vs-fp32]", ax.get_ylabel()
+    assert bar.get_ylabel() == "peak_gpu_bytes, KiB [counted]", bar.get_ylabel()
+    _inside(fig, ax.title, bar.yaxis.label)
+    assert "Pareto front of s: tiny:qwen3_moe" in ax.get_title().replace("\n", " ")
+    assert re.search(r'"xaxis":\{"title":\{"text":"h2d_bytes_per_token, KiB \[counted:trace-replay\]"', html)
+
+
+def test_pareto_plot_of_a_study_tuned_for_time_per_token_draws_its_front_against_time(tmp_path, monkeypatch):
+    """The committed example was tuned for time per token, accuracy and memory, but its Pareto plot put H2D bytes
+    on the x axis: front points sat right of and below others, looking dominated. The x axis is now the study's own objective, time per token in ms (modelled)."""
+    fig, html = _pareto_figure(monkeypatch, tmp_path, "bundled-example", "--storage", str(EXAMPLE))
+    ax, bar = fig.axes
+    assert ax.get_xlabel() == "time_per_token, ms [modelled]", ax.get_xlabel()
+    assert ax.get_ylabel() == "accuracy [measured:exact-match:toy]", ax.get_ylabel()
+    assert bar.get_ylabel() == "peak_gpu_bytes, MiB [counted]", bar.get_ylabel()
+    assert max(x for x, _ in ax.collections[0].get_offsets()) < 3  # ms: 2.72 at most on this front
+    _inside(fig, ax.title, bar.yaxis.label, ax.xaxis.label)
+    assert '"xaxis":{"title":{"text":"time_per_token, ms [modelled]"' in html

@@ -17,7 +17,14 @@ from advisor.units import binary_unit
 
 
 def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
-    x = "h2d_bytes_per_token" if all("h2d_bytes_per_token" in p.values for p in points) else "transfer_ms_per_token"
+    """The metrics on the x axis, the y axis and the colour: the study's own objectives where it stored them, so
+    the plotted front is the one it built (a study tuned for time per token drawn against H2D bytes showed front
+    points that looked dominated), else H2D bytes (or transfer time), accuracy (or fidelity) and peak memory."""
+    objectives = points[0].objectives if points else {}
+    x = next((m for m in ("time_per_token", "h2d_bytes_per_token", "transfer_ms_per_token")
+              if m in objectives and all(m in p.values for p in points)), None)
+    x = x or ("h2d_bytes_per_token" if all("h2d_bytes_per_token" in p.values for p in points)
+              else "transfer_ms_per_token")
     y = "accuracy" if all("accuracy" in p.values for p in points) else "fidelity_top1"
     c = "peak_gpu_bytes"
     return x, y, c
@@ -26,14 +33,20 @@ def _xy(points: Sequence[FrontPoint]) -> tuple[str, str, str]:
 def _axis(points: Sequence[FrontPoint], metric: str, kind_only: bool = False) -> tuple[list[float], str]:
     """A metric's values as plotted and its axis label: bytes in the binary unit their largest value fills (as the
     tables print them: "16.93 KiB", not 17336 with no unit), the unit and how the values were obtained in the label
-    (the source up to its parameters, e.g. counted:trace-replay; `kind_only`: counted, measured or modelled, for
-    the colour bar, where peak memory's formula ran off the figure)."""
+    (the source up to its parameters, e.g. counted:trace-replay; counted, measured or modelled alone for a
+    compound one - time per token's gpu=...;copies=...;cpu=... - and with `kind_only`, for the colour bar, where
+    peak memory's formula ran off the figure)."""
     values = [p.values.get(metric, 0.0) for p in points]
-    unit = ""
+    unit = "ms" if metric == "time_per_token" else ""
     if metric.endswith("bytes") or metric.endswith("bytes_per_token"):
         unit, size = binary_unit(max((abs(v) for v in values), default=0.0))
         values = [v / size for v in values]
-    sources = sorted({p.sources.get(metric, "?").split(":" if kind_only else "(")[0] for p in points})
+
+    def source(p: FrontPoint) -> str:
+        text = p.sources.get(metric, "?").split("(")[0]
+        return text.split(":")[0] if kind_only or "=" in text else text  # a compound model: modelled
+
+    sources = sorted({source(p) for p in points})
     return values, f"{metric}{f', {unit}' if unit else ''} [{', '.join(sources)}]"
 
 
