@@ -71,3 +71,23 @@ def test_pareto_plot_of_a_study_tuned_for_time_per_token_draws_its_front_against
     assert max(x for x, _ in ax.collections[0].get_offsets()) < 3  # ms: 2.72 at most on this front
     _inside(fig, ax.title, bar.yaxis.label, ax.xaxis.label)
     assert '"xaxis":{"title":{"text":"time_per_token, ms [modelled]"' in html
+
+
+def test_simulate_names_the_traced_precision_as_every_other_command_does(tmp_path):
+    """`advisor simulate t.npz` without --precision headed its table "precision float32" (the trace's torch dtype
+    name) and wrote it so in --json, where `inspect`, `tune`, `recommend` and `--precision` itself name formats
+    fp32, bf16, int8; it says fp32 now."""
+    import json
+
+    from offload_helpers import cli_trace
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "100"})
+    trace = tmp_path / "t.npz"
+    cli_trace(runner, trace)
+    r = runner.invoke(app, ["simulate", str(trace), "--policy", "lru", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert "precision fp32," in r.stdout and "float32" not in r.stdout, r.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["precision"] == "fp32"

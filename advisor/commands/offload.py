@@ -23,7 +23,7 @@ from advisor.commands import (
     user_path,
 )
 from advisor.models import DIFFUSION_FAMILIES, check_model_spec, check_weights, model_name, spec_family
-from advisor.units import MAX_LENGTH, MAX_PROMPTS, count
+from advisor.units import MAX_LENGTH, MAX_PROMPTS, count, dtype_format
 
 if TYPE_CHECKING:
     import torch
@@ -241,8 +241,9 @@ def simulate_cmd(
             for n in names]
     caps = best.capacity  # what the typed --slots came to (a count above the experts is all of them)
     per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
-    table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision "
-                        f"{precision or trace.meta.get('dtype')}, "
+    dtype = trace.meta.get("dtype")  # "float32" as recorded: named as every other command names formats (fp32)
+    shown = precision or dtype_format(dtype) or dtype
+    table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision {shown}, "
                         f"prefetch {prefetch}, misses {miss}, "
                         + (f"{tokens} tokens" if tokens else "generated tokens not recorded"),
                   show_edge=False, pad_edge=False, title_justify="left")
@@ -279,7 +280,7 @@ def simulate_cmd(
     if json_out:
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
-             "precision": precision or trace.meta.get("dtype"), "link": {"name": link.name, "source": link.source},
+             "precision": shown, "link": {"name": link.name, "source": link.source},
              "results": out}, indent=2), create_dirs=False)
         Console(stderr=True).print(f"wrote {escape(str(json_out))}")
 
