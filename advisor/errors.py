@@ -12,6 +12,13 @@ class UserError(Exception):
     exit_code = 2
 
 
+class NothingMeets(UserError):
+    """The input was fine, but no stored configuration meets it (`export --from-recommend`): exit code 1, as
+    `advisor recommend` answers the same query, so a script tells "nothing fits" from a mistyped option."""
+
+    exit_code = 1
+
+
 STORAGE_WHAT = "a database URL or SQLite path (without it: sqlite:///studies/advisor.db)"
 """What `--storage ''` (an unset "$DB") is asked for: taking the default file there instead tuned, read or exported
 another database - for a worker of a shared PostgreSQL study, a private SQLite file - without a word."""

@@ -91,3 +91,21 @@ def test_simulate_names_the_traced_precision_as_every_other_command_does(tmp_pat
     assert r.exit_code == 0, r.output
     assert "precision fp32," in r.stdout and "float32" not in r.stdout, r.stdout
     assert json.loads((tmp_path / "r.json").read_text())["precision"] == "fp32"
+
+
+def test_export_from_recommend_with_nothing_to_pick_exits_as_recommend_does(tmp_path):
+    """`advisor recommend --budget 1KiB` exits 1 when no stored point fits ("not 2: the input was fine", as the
+    README's command table says), but `advisor export --from-recommend` with the same query exited 2, the code of
+    a mistyped option: a script could not tell the two apart. It exits 1 too, with its one `error:` line."""
+    from cli_helpers import advisor_entry
+
+    query = ["--budget", "1KiB", "--storage", str(EXAMPLE)]
+    rec = advisor_entry("recommend", *query, cwd=tmp_path)
+    assert rec.returncode == 1 and "No stored configuration meets the requirements." in rec.stdout, rec.stdout
+    exp = advisor_entry("export", "--from-recommend", "--to", "json", *query, cwd=tmp_path)
+    assert exp.returncode == 1, exp.stderr
+    assert exp.stdout == "" and "Traceback" not in exp.stderr, exp.stderr
+    assert exp.stderr.splitlines()[-1].startswith("error: nothing to export: nothing fits: "), exp.stderr
+    typo = advisor_entry("export", "--from-recommend", "--to", "json", "--budget", "1 potato", "--storage",
+                         str(EXAMPLE), cwd=tmp_path)
+    assert typo.returncode == 2, typo.stderr  # bad input stays 2

@@ -9,7 +9,7 @@ import typer
 
 from advisor.commands import OUTPUT, output_option, profiles_dir_option, user_storage
 from advisor.commands.recommend import STORAGE_HELP, build_query
-from advisor.errors import STORAGE_WHAT, UserError, refuse_empty
+from advisor.errors import STORAGE_WHAT, NothingMeets, UserError, refuse_empty
 from advisor.results.front import FrontPoint
 from advisor.results.storage import DEFAULT_STORAGE
 
@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             rec = recommend(load_points(storage, study), q)
             if rec.chosen is None:
                 why = [r for r in rec.reasons if r not in rec.defaults]  # the cause first: "nothing to export: no
-                raise UserError("nothing to export: " + "; ".join(why + rec.defaults))  # floor given" read as one
+                raise NothingMeets("nothing to export: " + "; ".join(why + rec.defaults))  # floor given" read as one
             point = rec.chosen.point
             if q.budget is not None:  # not the study's own: a point tuned under 150 KiB, picked for 125 KiB,
                 # was served by vLLM quantized with every expert on the GPU at 144 KiB, "within the study's budget"
