@@ -109,3 +109,27 @@ def test_export_from_recommend_with_nothing_to_pick_exits_as_recommend_does(tmp_
     typo = advisor_entry("export", "--from-recommend", "--to", "json", "--budget", "1 potato", "--storage",
                          str(EXAMPLE), cwd=tmp_path)
     assert typo.returncode == 2, typo.stderr  # bad input stays 2
+
+
+def test_every_storage_option_says_a_sqlite_path_is_taken_and_the_commands_take_it(tmp_path):
+    """`--storage` read "SQLAlchemy URL of the study database." in `pareto --help` and `studies --help` and
+    "SQLAlchemy URL (sqlite:///..., postgresql://...)." in `tune --help`, while `recommend`'s and `export`'s said
+    "(or SQLite path)" and `report`'s "SQLAlchemy URL or SQLite path.": every one takes a plain path (the README
+    itself writes `--storage studies/example/advisor.db`). One help text now, and the path works in each."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    helps = {}
+    for cmd in ("tune", "studies", "pareto", "recommend", "export", "report"):
+        r = CliRunner(env={"COLUMNS": "400"}).invoke(app, [cmd, "--help"])
+        (row,) = [ln for ln in r.stdout.splitlines() if "--storage" in ln]
+        helps[cmd] = " ".join(row.strip("│ ").split()[2:])
+    assert len(set(helps.values())) == 1, helps
+    assert "SQLite file's path" in helps["tune"] and "postgresql://" in helps["tune"], helps
+    shutil.copy(EXAMPLE, tmp_path / "copy.db")
+    for args in (["studies"], ["pareto", "bundled-example", "--no-plots"], ["recommend"]):
+        r = advisor_in_process(*args, "--storage", "copy.db", cwd=tmp_path)
+        assert r.returncode == 0 and "bundled-example" in r.stdout, (args, r.stderr)

@@ -19,6 +19,7 @@ import typer
 
 from advisor.errors import UserError, check_device_name
 from advisor.files import OUTPUT, P, home_path  # noqa: F401 - OUTPUT: the commands import it from here
+from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import SAMPLER_SEED_MAX, SEED_MAX, SEED_MIN, format_bytes
 
 if TYPE_CHECKING:
@@ -117,6 +118,15 @@ def user_storage(param: typer.CallbackParam, value: str) -> str:
     if m is None or (home := home_path(m[2])) == m[2]:
         return value
     return f"{m[1]}{quote(home, safe='/')}{m[3]}"
+
+
+def storage_option() -> Any:
+    """--storage of every command that reads or writes studies, with one help text: each takes a SQLite file's
+    plain path, which only recommend's, export's and report's help said (tune's, pareto's and studies' named a URL
+    alone, in three wordings)."""
+    return typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage,
+                        help="Study database: a SQLAlchemy URL (sqlite:///FILE, postgresql://...) or a SQLite file's "
+                             "path.")
 
 
 def device_option() -> Any:

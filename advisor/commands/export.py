@@ -7,11 +7,10 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import OUTPUT, output_option, profiles_dir_option, user_storage
-from advisor.commands.recommend import STORAGE_HELP, build_query
+from advisor.commands import OUTPUT, output_option, profiles_dir_option, storage_option
+from advisor.commands.recommend import build_query
 from advisor.errors import STORAGE_WHAT, NothingMeets, UserError, refuse_empty
 from advisor.results.front import FrontPoint
-from advisor.results.storage import DEFAULT_STORAGE
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +27,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),
         check: bool = typer.Option(False, "--check", help="Validate the export with the target's own code where "
                                    "installed (gguf, transformers, vLLM, SGLang); says what it could not check."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help=STORAGE_HELP),
+        storage: str = storage_option(),
         from_recommend: bool = typer.Option(False, "--from-recommend", help="Export what `advisor recommend` picks."),
         budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),

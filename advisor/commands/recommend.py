@@ -8,13 +8,10 @@ from typing import Any
 
 import typer
 
-from advisor.commands import gpu_profile, profiles_dir_option, threads_option, user_path, user_storage
+from advisor.commands import gpu_profile, profiles_dir_option, storage_option, threads_option, user_path
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
-from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count
-
-STORAGE_HELP = "SQLAlchemy URL (or SQLite path) of the study database."
 
 
 def build_query(
@@ -61,7 +58,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("recommend")
     def recommend_cmd(
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help=STORAGE_HELP),
+        storage: str = storage_option(),
         budget: str | None = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB, 24GB, 8000MiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX 4090'."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),

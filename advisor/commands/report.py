@@ -8,9 +8,8 @@ from typing import Any
 
 import typer
 
-from advisor.commands import OUTPUT, output_option, user_path, user_storage
+from advisor.commands import OUTPUT, output_option, storage_option, user_path
 from advisor.models import check_model_spec
-from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import MAX_LENGTH
 
 
@@ -20,7 +19,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL or SQLite path."),
+        storage: str = storage_option(),
         output: str | None = output_option(None, "Output directory (default reports/<study>)."),
         memory: str | None = typer.Option(
             None, "--memory", help="GPU memory for the equal-memory headline: a size (1.5MiB) or a share of the "

@@ -21,13 +21,12 @@ from advisor.commands import (
     gpu_profile,
     output_option,
     profiles_dir_option,
+    storage_option,
     threads_option,
     user_path,
-    user_storage,
 )
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import canonical_spec, check_model_spec
-from advisor.results.storage import DEFAULT_STORAGE
 from advisor.units import count, names_text
 
 if TYPE_CHECKING:
@@ -240,7 +239,7 @@ def register(app: typer.Typer) -> None:
                                    "tops up; workers share them). Default 20."),
         more: int = typer.Option(None, "--more", min=1, help="Run N more trials, however many the study has."),
         timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL (sqlite:///..., postgresql://...)."),
+        storage: str = storage_option(),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
         sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
                                     "benchmarks/search_efficiency.py) | nsga2 | gp | random."),
@@ -343,7 +342,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("studies")
     def studies(
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL of the study database."),
+        storage: str = storage_option(),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
         delete: str | None = typer.Option(None, "--delete", metavar="NAME", help="Delete study NAME instead: its "
                                           "Optuna trials, stored Pareto front and study row (asks first; the eval "
@@ -402,7 +401,7 @@ def register(app: typer.Typer) -> None:
     @app.command("pareto")
     def pareto(
         study: str = typer.Argument(..., help="Study name (see `advisor studies`)."),
-        storage: str = typer.Option(DEFAULT_STORAGE, "--storage", callback=user_storage, help="SQLAlchemy URL of the study database."),
+        storage: str = storage_option(),
         output: str = output_option(PLOTS_DIR, "Directory for the PNG and HTML plots."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the plots."),
         wide: bool = typer.Option(False, "--wide", help="One wide table, whatever the width."),
