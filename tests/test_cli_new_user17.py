@@ -133,3 +133,19 @@ def test_every_storage_option_says_a_sqlite_path_is_taken_and_the_commands_take_
     for args in (["studies"], ["pareto", "bundled-example", "--no-plots"], ["recommend"]):
         r = advisor_in_process(*args, "--storage", "copy.db", cwd=tmp_path)
         assert r.returncode == 0 and "bundled-example" in r.stdout, (args, r.stderr)
+
+
+def test_report_of_a_fidelity_study_claims_no_accuracy_change_for_its_baseline(tmp_path, monkeypatch):
+    """A study of a model without a tokenizer stores no task accuracy: the report's headline rows said accuracy
+    change "-", but its baseline row (full precision without cache) said "0 pt", an accuracy change nothing
+    measured. It says "-" too."""
+    from tune_helpers import tiny_fidelity_study
+
+    tiny_fidelity_study(tmp_path, monkeypatch)
+    r = advisor_in_process("report", "s", "--storage", "t.db", "-o", "rep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (base,) = [ln for ln in (tmp_path / "rep" / "report.md").read_text().splitlines()
+               if "no cache (baseline) |" in ln]
+    cells = [c.strip() for c in base.strip("|").split("|")]
+    assert cells[8:10] == ["-", "-"], base  # accuracy [95% CI], accuracy change
+    assert " pt" not in base, base

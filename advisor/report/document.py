@@ -149,7 +149,8 @@ def compose(c: ReportContext) -> Document:
     ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
     rows = [[f"{full}, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
              _kib(ref.h2d_bytes_per_token), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
-             _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None), "0 pt"]]
+             _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None),
+             "0 pt" if base_acc is not None else "-"]]  # a fidelity study has no accuracy to change
     for r in c.headline:
         if r.trial is None:
             rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
