@@ -149,3 +149,20 @@ def test_report_of_a_fidelity_study_claims_no_accuracy_change_for_its_baseline(t
     cells = [c.strip() for c in base.strip("|").split("|")]
     assert cells[8:10] == ["-", "-"], base  # accuracy [95% CI], accuracy change
     assert " pt" not in base, base
+
+
+def test_the_loading_line_compares_the_model_with_the_budget_the_header_gives(tmp_path):
+    """`advisor tune tiny:diffusion_gemma --space quick` headed its run "budget: 1.46 MiB (quick space default:
+    0.6 of the way from its least configuration ...; 0.6 x the model's, 918.52 KiB, cannot hold that
+    configuration)", then said the model was "counted 1.49 MiB of weights > 918.52 KiB (0.6 x them, quick space
+    default)": a budget the header had just said was not the study's. The line names the study's budget."""
+    from cli_helpers import flat
+
+    r = advisor_in_process("tune", "tiny:diffusion_gemma", "--space", "quick", "--trials", "1", "--storage", "s.db",
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = flat(r.stdout)
+    assert "budget: 1.46 MiB (quick space default: 0.6 of the way from its least configuration" in out, out
+    assert ("with no checkpoint for its experts to stream from (counted 1.49 MiB of weights > the study's budget, "
+            "1.46 MiB)") in out, out
+    assert "918.52 KiB (0.6 x them" not in out, out

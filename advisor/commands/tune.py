@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading  # TIMEOUT_MAX: the longest wait the heartbeat thread can make
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -27,7 +27,7 @@ from advisor.commands import (
 )
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import canonical_spec, check_model_spec
-from advisor.units import count, names_text
+from advisor.units import count, format_bytes, names_text
 
 if TYPE_CHECKING:
     from advisor.models.load import BudgetOf
@@ -155,6 +155,22 @@ def _load_budget(budget_bytes: int | None, budget_note: str, budgets: tuple[str,
             return limit, f"{format_bytes(limit, 2)} ({frac:g} x them, {space_obj.name} space default)"
         return fraction
     return None
+
+
+def _load_note(loaded: Any, budget_bytes: int | None) -> str:
+    """How the model was loaded, naming the study's budget: a space's default share of the model is moved, once
+    the model has loaded, to the same share of the way from the space's least configuration where the share cannot
+    hold that (tiny:diffusion_gemma: 1.46 MiB, not 918.52 KiB), and the line said the model's bytes were over the
+    918.52 KiB the load had been decided with, under a header whose budget was 1.46 MiB. The moved budget lies
+    below the model's bytes as the share did, so the decision reads the same against it. A comparison that names
+    no bytes (a --budgets share: resident weights + 25% of the FP16 expert bytes) or the study's own is kept."""
+    limit = loaded.load_limit
+    if limit is None or budget_bytes is None:
+        return loaded.load_note
+    shown = format_bytes(limit[0], 2)
+    if not limit[1].startswith(shown) or shown == format_bytes(budget_bytes, 2):
+        return loaded.load_note
+    return loaded.load_note.replace(limit[1], f"the study's budget, {format_bytes(budget_bytes, 2)}")
 
 
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
@@ -609,9 +625,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                           f"{human_bytes(profile.memory_bytes)} is this host's RAM, not GPU memory, so the budget is "
                           "not it; give --budget for the GPU's", markup=False)
         if getattr(backend, "offloaded", False):
-            console.print(f"loading: {backend.loaded.load_note}\n{backend.store_note()}")
+            console.print(f"loading: {_load_note(backend.loaded, budget_bytes)}\n{backend.store_note()}")
         elif (tiny := getattr(backend, "loaded", None)) is not None and tiny.name.startswith("tiny:") and (
-                note := tiny.load_note):  # a tiny model over its budget, loaded whole (`load_model`)
+                note := _load_note(tiny, budget_bytes)):  # a tiny model over its budget, loaded whole (`load_model`)
             console.print(f"note: {note}", markup=False)
         if note := space.groups_note(shape.n_layers):  # a shipped space's groups cut to a small model's layers
             console.print(f"note: {note}", markup=False)

@@ -67,6 +67,9 @@ class LoadedModel:
     """Routed experts stay in the checkpoint (meta parameters); see `advisor.models.offloaded`."""
     load_note: str = ""
     """Why the model was loaded as it was (offloaded or resident), for run headers."""
+    load_limit: tuple[int, str] | None = None
+    """The budget `load_note` compares the counted bytes with - (bytes, its text in the note) - where it is one:
+    `advisor tune` names the study's own budget instead when that was set once the model had loaded."""
     path: str = ""
     """A local directory's absolute path (empty for hub ids, `bundled` and tiny models): what exports point
     runtimes at, wherever they run (`name` keeps the spec as given, e.g. a relative path)."""
@@ -168,6 +171,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
                 loaded.load_note = (f"resident: the whole model on {loaded.device.type}, not offloaded: {spec} is "
                                     f"built in memory, with no checkpoint for its experts to stream from (counted "
                                     f"{format_bytes(counted, 2)} of weights > {what})")
+                loaded.load_limit = (limit, what)
         return loaded
     if spec == "bundled":
         if not (BUNDLED_DIR / "config.json").is_file():
@@ -285,7 +289,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
     # safetensors weights: shards on disk, or an index naming shards (all of them missing is a missing shard, said
     # by Checkpoint in one line, not a transformers FileNotFoundError after the model was built)
     safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
-    note, checkpoint = "", None
+    note, checkpoint, limit_used = "", None, None
     if quantization_config is not None:  # quantized on load by from_pretrained: resident, never streamed
         if offload:
             raise UserError("--offload streams bf16 experts from the checkpoint; it cannot take a quantization_config")
@@ -305,6 +309,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             what = f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"
         offload = counted > limit
         note = f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} {what}"
+        limit_used = (limit, what)
     elif not note:
         note = "--offload" if offload else "resident (asked)"
     if safetensors:  # config sizes against the headers, before a model of those sizes is built
@@ -327,6 +332,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             model, sample = build_offloaded(path, cls, device, dtype, checkpoint)
             loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=sample)
             loaded.load_note = f"offloaded: routed experts stream from the checkpoint ({note})"
+            loaded.load_limit = limit_used
             return loaded
         if safetensors:  # the offloaded load's checks, before from_pretrained would
             from advisor.models.checkpoint import Checkpoint  # fill missing weights with random values
@@ -338,6 +344,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
     loaded = loaded_from(model.eval(), _tokenizer(path), family, name, device)
     loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""
+    loaded.load_limit = limit_used
     loaded.quant_method = quant_method(raw)  # the file's: a model dequantized on load has none in its config
     return loaded
 
