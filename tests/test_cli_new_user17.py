@@ -166,3 +166,19 @@ def test_the_loading_line_compares_the_model_with_the_budget_the_header_gives(tm
     assert ("with no checkpoint for its experts to stream from (counted 1.49 MiB of weights > the study's budget, "
             "1.46 MiB)") in out, out
     assert "918.52 KiB (0.6 x them" not in out, out
+
+
+def test_profile_help_names_the_profiles_directory_it_uses(tmp_path):
+    """`advisor profile --help` said --profiles-dir defaults to studies/profiles, but profile (measuring and
+    --list) uses $ADVISOR_PROFILES_DIR first, as every --gpu command's help says: a user who set it and read the
+    help looked in the wrong place. The help says both, and --list reads the variable's directory."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.hardware.profiles import PROFILES_DIR_ENV
+
+    r = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["profile", "--help"])
+    (row,) = [ln for ln in r.stdout.splitlines() if "--profiles-dir" in ln]
+    assert f"(default ${PROFILES_DIR_ENV}, else studies/profiles)" in row, row
+    listed = CliRunner(env={"COLUMNS": "400", PROFILES_DIR_ENV: str(tmp_path / "p")}).invoke(app, ["profile", "--list"])
+    assert listed.exit_code == 0 and f"0 measured profile(s) in {tmp_path / 'p'} " in listed.stdout, listed.stdout

@@ -104,7 +104,8 @@ def register(app: typer.Typer) -> None:
     @app.command("profile")
     def profile_cmd(
         cpu: bool = typer.Option(False, "--cpu", help="Without CUDA: record a host memcpy profile for modelled times."),
-        profiles_dir_text: str | None = typer.Option(None, "--profiles-dir", callback=user_path, help="Where to store it (default "
+        profiles_dir_text: str | None = typer.Option(None, "--profiles-dir", callback=user_path, help="Where to store it, and where "
+                                                     "--list reads (default $ADVISOR_PROFILES_DIR, else "
                                                      "studies/profiles)."),
         name: str | None = typer.Option(None, "--name", help="Store under this name instead of the device's."),
         list_known: bool = typer.Option(False, "--list", help="List measured profiles and the GPU catalogue; measure nothing."),
