@@ -182,3 +182,23 @@ def test_profile_help_names_the_profiles_directory_it_uses(tmp_path):
     assert f"(default ${PROFILES_DIR_ENV}, else studies/profiles)" in row, row
     listed = CliRunner(env={"COLUMNS": "400", PROFILES_DIR_ENV: str(tmp_path / "p")}).invoke(app, ["profile", "--list"])
     assert listed.exit_code == 0 and f"0 measured profile(s) in {tmp_path / 'p'} " in listed.stdout, listed.stdout
+
+
+def test_studies_and_pareto_say_a_failed_trial_was_queued_again_not_that_it_ran_again(tmp_path, monkeypatch):
+    """Right after a Ctrl-C, `advisor studies` said "finished 0 · failed 1 (1 retried)" beside "waiting 11": the
+    interrupted trial's copy was queued, not run - "retried" read as if it had run (and failed again?). Both
+    `studies` and the front's title say "queued again", which holds before and after the copy runs."""
+    import optuna
+    from tune_helpers import tiny_fidelity_study
+
+    tiny_fidelity_study(tmp_path, monkeypatch)  # study s in t.db, 2 finished trials
+    study = optuna.load_study(study_name="s", storage="sqlite:///t.db")
+    done = study.trials[-1]
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=done.params,
+                                              distributions=done.distributions))
+    study.enqueue_trial(done.params, user_attrs={"retry_of": study.trials[-1].number})  # as an interrupt queues it
+    shown = advisor_in_process("studies", "--storage", "t.db", "--wide", cwd=tmp_path)
+    assert shown.returncode == 0 and " 1 (1 queued again) " in shown.stdout, shown.stdout
+    assert "retried" not in shown.stdout, shown.stdout
+    front = advisor_in_process("pareto", "s", "--storage", "t.db", "--no-plots", "--wide", cwd=tmp_path)
+    assert "2 finished trials, 0 over budget, 1 failed (1 queued again))" in front.stdout, front.stdout

@@ -74,7 +74,7 @@ def test_signals_at_twenty_random_moments(tmp_path):
     assert retried
     shown = subprocess.run([sys.executable, "-m", "advisor", "studies", "--storage", url, "--wide"],
                            capture_output=True, text=True, timeout=120)
-    assert f" {len(failed)} ({len(retried)} retried) " in shown.stdout, shown.stdout  # not an unexplained "failed"
+    assert f" {len(failed)} ({len(retried)} queued again) " in shown.stdout, shown.stdout  # not an unexplained "failed"
 
 
 def test_an_interrupted_baseline_trial_is_queued_again_as_that_baseline():
