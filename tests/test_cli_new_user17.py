@@ -202,3 +202,17 @@ def test_studies_and_pareto_say_a_failed_trial_was_queued_again_not_that_it_ran_
     assert "retried" not in shown.stdout, shown.stdout
     front = advisor_in_process("pareto", "s", "--storage", "t.db", "--no-plots", "--wide", cwd=tmp_path)
     assert "2 finished trials, 0 over budget, 1 failed (1 queued again))" in front.stdout, front.stdout
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`advisor trace --help` and `advisor quant-report --help` listed `--seed <int> [default: 0]` with no word of
+    what it seeds (the task's prompt choice; the random activations); every other option of every command has a
+    help text. Now each has one."""
+    import typer
+
+    from advisor.cli import app
+
+    group = typer.main.get_command(app)
+    silent = [(name, p.opts) for name, cmd in group.commands.items() for p in cmd.params
+              if not (getattr(p, "help", None) or "").strip()]
+    assert silent == [], silent

@@ -89,7 +89,8 @@ def trace_cmd(
     steps: int = typer.Option(0, "--steps", min=0, max=MAX_LENGTH, help="Denoising steps (dLLMs); 0 = model default."),
     block_length: int = typer.Option(0, "--block-length", min=0, max=MAX_LENGTH, help="Block length (dLLMs); 0 = model default."),
     device: str = device_option(),
-    seed: int = typer.Option(0, "--seed", **SEED_RANGE),
+    seed: int = typer.Option(0, "--seed", **SEED_RANGE, help="Seed of the task's prompt choice (of the random token "
+                             "ids a model without a tokenizer decodes)."),
     offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint (read "
                                  "per forward at full precision) / load the whole model. Default: offload when the "
                                  "checkpoint is bigger than the device's free memory."),

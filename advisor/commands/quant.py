@@ -73,7 +73,8 @@ def register(app: typer.Typer) -> None:
             False, "--per-expert", help="Print one row per expert, not per layer."
         ),
         json_out: str = typer.Option(None, "--json", callback=user_path, help="Also write every row to this JSON file."),
-        seed: int = typer.Option(0, "--seed", **SEED_RANGE),
+        seed: int = typer.Option(0, "--seed", **SEED_RANGE, help="Seed of the random activations (with --activations "
+                                 "captured: of the forward's random token ids)."),
         wide: bool = typer.Option(False, "--wide", help="Print the table whatever the terminal width (default: one "
                                   "block per row when the table does not fit)."),
         threads: int = threads_option(),
