@@ -577,7 +577,7 @@ def test_quant_report_fits_80_columns_and_prints_the_table_when_wide():
     assert len(blocks) == 2 and "weight err (mean / max)" in wide.stdout, narrow.stdout
     row = next(ln for ln in wide.stdout.splitlines() if "int4" in ln and "│" in ln)
     size, ratio = (c.strip() for c in row.split("│")[4:6])
-    assert f"bytes/expert {size} · vs fp16 {ratio}" in narrow.stdout, narrow.stdout
+    assert f"per expert {size} · vs fp16 {ratio}" in narrow.stdout, narrow.stdout
 
 
 

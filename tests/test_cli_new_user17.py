@@ -216,3 +216,29 @@ def test_every_option_of_every_command_says_what_it_does():
     silent = [(name, p.opts) for name, cmd in group.commands.items() for p in cmd.params
               if not (getattr(p, "help", None) or "").strip()]
     assert silent == [], silent
+
+
+def test_quant_report_gives_an_experts_bytes_as_inspect_does():
+    """`advisor quant-report` printed an expert's size as "bytes/expert 6,784" where `advisor inspect` (and every
+    other command) prints the same count as "per expert 6.62 KiB": one number, two spellings, one of them
+    unreadable for a real expert (12,582,912). quant-report reads "per expert" in binary units, the same text
+    `inspect --budget` gives for each format."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    run = CliRunner(env={"COLUMNS": "200"})
+    qr = run.invoke(app, ["quant-report", "tiny:qwen3_moe", "--layers", "0", "--formats", "int8,int4,int2",
+                          "--threads", "1"])
+    ins = run.invoke(app, ["inspect", "tiny:qwen3_moe", "--budget", "150KiB"])
+    assert qr.exit_code == 0 == ins.exit_code, qr.output + ins.output
+
+    def per_expert(out: str, fmt: str) -> str:
+        lines = out.splitlines()
+        at = next(i for i, ln in enumerate(lines) if ln.startswith(f"│ {fmt} "))
+        head = next(ln for ln in reversed(lines[:at]) if "per expert" in ln)  # the header of this row's table
+        return lines[at].split("│")[[c.strip() for c in head.split("┃")].index("per expert")].strip()
+
+    for fmt in ("int8", "int4", "int2"):
+        assert per_expert(qr.stdout, fmt) == per_expert(ins.stdout, fmt), (fmt, qr.stdout, ins.stdout)
+    assert per_expert(qr.stdout, "int4") == "1.00 KiB" and "1,024" not in qr.stdout, qr.stdout

@@ -116,6 +116,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.models.load import load_model
         from advisor.quant.quality import capture_activations, quality_report
+        from advisor.units import format_bytes
 
         set_threads(threads)
         loaded = load_model(model, offload=offload)
@@ -148,7 +149,7 @@ def register(app: typer.Typer) -> None:
             "format",
             "layer",
             "expert" if per_expert else "experts",
-            "bytes/expert",
+            "per expert",
             "vs fp16",
             "weight err (mean / max)",
             "output err (mean / max)",
@@ -163,13 +164,13 @@ def register(app: typer.Typer) -> None:
             nbytes = sum(r["nbytes"] for r in rs) / len(rs)
             w = [r["weight_rel_err"] for r in rs]
             o = [r["output_rel_err"] for r in rs]
-            row = (fmt, str(layer), str(expert) if per_expert else str(len(rs)), f"{nbytes:,.0f}",
+            row = (fmt, str(layer), str(expert) if per_expert else str(len(rs)), format_bytes(nbytes, 2),
                    f"{nbytes / ref[layer]:.3f}", f"{sum(w) / len(w):.4f} / {max(w):.4f}",
                    f"{sum(o) / len(o):.4f} / {max(o):.4f}")
             table.add_row(*row)
             heading = f"{fmt}, layer {layer}" + (f", expert {expert}" if per_expert else "")
             records.append((heading, [("experts", row[2])] * (not per_expert) + [
-                ("bytes/expert", row[3]), ("vs fp16", row[4]), ("weight err", row[5]), ("output err", row[6])]))
+                ("per expert", row[3]), ("vs fp16", row[4]), ("weight err", row[5]), ("output err", row[6])]))
         from advisor.terminal import print_fitted, print_wrapped
 
         console = Console()
