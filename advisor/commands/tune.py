@@ -677,6 +677,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                       f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     if result.n_waiting and (note := _queued_note(result, opts)):  # e.g. --budgets enqueues more points than
         console.print(note, markup=False)  # --trials runs: say so, not silently skip
+    if note := _timeout_note(result, opts):
+        console.print(note, markup=False)
     if over := result.counters.get("over_budget_measured", 0):
         console.print(f"note: {over} trial(s) of this run fit the budget as counted, but the CUDA allocator measured "
                       "more: stored over budget, with both peaks (peak_gpu_bytes measured, counted_peak_bytes)",
@@ -737,6 +739,26 @@ def _unrun_note(unrun: list) -> str:
             f"(`advisor inspect MODEL --budget ...` shows what fits per format and miss policy)")
 
 
+def _short_of(result, opts) -> int:
+    """The trials this run (--more N) or the study (--trials N) has short of the N asked for (0: none)."""
+    if opts.n_trials:
+        return max(0, opts.n_trials - result.n_trials_run)
+    return max(0, opts.total_trials - result.n_complete) if opts.total_trials is not None else 0
+
+
+def _timeout_note(result, opts) -> str:
+    """What a --timeout that ended the run short of its trials left, and how to go on: the run ended at 11 of
+    --trials 100 without a word, the front printed as if the study were done."""
+    left = _short_of(result, opts) if opts.timeout else 0
+    if not left:
+        return ""
+    done = f"--timeout {opts.timeout:g} s passed after {count(result.n_trials_run, 'trial')} of this run"
+    if opts.n_trials:
+        return f"note: {done}, {left} short of --more {opts.n_trials}; `--more {left}` runs the rest"
+    return (f"note: {done}, {count(left, 'finished trial')} short of --trials {opts.total_trials}; the same command "
+            f"goes on where this one stopped (it tops the study up to {opts.total_trials})")
+
+
 def _queued_note(result, opts) -> str:
     """The note on queued trials this run left, as the study stands now: another worker on the study may have
     taken some since the run ended (its count was read then), and one still running trials may take the rest."""
@@ -752,9 +774,8 @@ def _queued_note(result, opts) -> str:
             engine.dispose()
     except UserError:  # the storage did not answer now: the count read when the run ended, said as such
         now = None
-    short = (result.n_trials_run < opts.n_trials if opts.n_trials else
-             opts.total_trials is not None and result.n_complete < opts.total_trials)
-    why = "its --timeout passed first" if opts.timeout and short else "the run reached its trial count first"
+    why = "its --timeout passed first" if opts.timeout and _short_of(result, opts) else \
+        "the run reached its trial count first"
     # what they are (as the run ended: another worker may have taken some since), e.g. "warm start, retries"
     kinds = f" ({', '.join(result.waiting_kinds)})" if result.waiting_kinds else ""
     if now is None:
