@@ -420,11 +420,12 @@ def _above_study_budget(p: FrontPoint, q: Query) -> list[str]:
     """A budget above the one the pick's study was tuned within: no configuration that uses the difference was
     tried (a study keeps to its budget), so the pick is the study's best within its own budget - `--budget 400KiB`
     of a study tuned at 150 KiB picked int8 with the 12 slots 150 KiB holds, where every bf16 expert fits 400 KiB,
-    under 'every stored configuration fits 400.0 KiB' and nothing more (`report --memory` says so in a note)."""
+    under 'every stored configuration fits 400.0 KiB' and nothing more (`report --memory` says so in a note). The
+    study's budget reads as `studies`, `pareto` and `tune` print it (4.34 MiB, not 4.3 MiB)."""
     study, budget = p.budget_bytes, q.budget
     if budget is None or not study or budget <= float(study) + 0.5:
         return []
-    return [f"the study was tuned within {format_bytes(float(study))}, less than the {q.budget_text()} asked "
+    return [f"the study was tuned within {format_bytes(float(study), 2)}, less than the {q.budget_text()} asked "
             "about: no configuration using more memory was tried, so this is the study's best within its budget, not "
             f"what {format_bytes(budget)} would hold; tune a study with that --budget (or --budgets) to answer it"]
 

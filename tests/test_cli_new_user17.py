@@ -261,3 +261,16 @@ def test_a_run_that_its_timeout_ended_short_says_so_and_how_to_go_on(tmp_path):
     done = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--storage", "s.db", "--more", "1",
                               "--timeout", "600", cwd=tmp_path)
     assert "--timeout" not in done.stdout, done.stdout  # not ended by it: nothing said
+
+
+def test_recommend_names_the_studys_budget_as_studies_and_pareto_print_it(tmp_path):
+    """`advisor recommend --gpu 'RTX 4090'` said "the study was tuned within 2.7 MiB" of the committed example,
+    whose budget `advisor studies` and `advisor pareto` print as 2.73 MiB (the bundled quick study: 4.3 against
+    4.34 MiB): one budget, two numbers. recommend gives it as they do."""
+    from cli_helpers import flat
+
+    rec = flat(advisor_in_process("recommend", "--storage", str(EXAMPLE), "--gpu", "RTX 4090", cwd=tmp_path).stdout)
+    front = advisor_in_process("pareto", "bundled-example", "--storage", str(EXAMPLE), "--no-plots", cwd=tmp_path)
+    budget = re.search(r"budget (\d+\.\d\d MiB) \(", flat(front.stdout)).group(1)
+    assert budget == "2.73 MiB", front.stdout
+    assert f"the study was tuned within {budget}, less than the 24.0 GiB (--gpu RTX 4090 24GB)" in rec, rec
