@@ -274,3 +274,29 @@ def test_recommend_names_the_studys_budget_as_studies_and_pareto_print_it(tmp_pa
     budget = re.search(r"budget (\d+\.\d\d MiB) \(", flat(front.stdout)).group(1)
     assert budget == "2.73 MiB", front.stdout
     assert f"the study was tuned within {budget}, less than the 24.0 GiB (--gpu RTX 4090 24GB)" in rec, rec
+
+
+def test_export_json_of_every_target_carries_its_source_and_notes(tmp_path):
+    """`advisor export STUDY TRIAL --to llama.cpp --json` printed the runtime's settings with no study, trial,
+    stored value or source, and none of the notes the script carries (here: q4_K does not divide the bundled
+    model's rows, so q4_1 and bf16 are used instead); `--to hf --json` the same. vllm and ktransformers had their
+    notes only. Every target's --json (the json target's document has its own) now carries the source - study,
+    trial, each stored value with how it was obtained - and every note the text export prints."""
+    import json
+
+    from cli_helpers import advisor_entry
+
+    for target in ("llama.cpp", "hf"):
+        r = advisor_entry("export", "bundled-example", "129", "--storage", str(EXAMPLE), "--to", target, "--json",
+                          cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        src = data["source"]
+        assert (src["study"], src["trial"], src["model"]) == ("bundled-example", 129, "bundled"), src
+        assert src["stored_values"]["h2d_bytes_per_token"]["source"].startswith("counted:trace-replay("), src
+        assert src["stored_values"]["accuracy"] == {"value": 0.96, "source": "measured:exact-match:toy(n=200,cpu)"}
+        notes = [ln.removeprefix("note: ") for ln in r.stderr.split("\nnote: ")]
+        assert data["notes"] and len(data["notes"]) == len(notes), (data["notes"], r.stderr)
+    assert any("q4_K (block 256) does not divide" in n for n in json.loads(
+        advisor_entry("export", "bundled-example", "129", "--storage", str(EXAMPLE), "--to", "llama.cpp", "--json",
+                      cwd=tmp_path).stdout)["notes"])

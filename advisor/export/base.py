@@ -152,7 +152,19 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
         result.notes.append(cfg.model.quant_note)
     if note := moved_model_note(point):
         result.notes.append(note)
+    if target != "json":  # (the json target's document carries its own source and metrics, in its schema)
+        result.data = {**result.data, "source": source_record(point, cfg), "notes": list(result.notes)}
     return result
+
+
+def source_record(point: FrontPoint, cfg: Any) -> dict[str, Any]:
+    """What `header_lines` says, as data: `export --json` of llama.cpp and hf gave the runtime's settings with no
+    study, trial, stored value or source (and no notes - a q4_K that fell back to q4_1 unsaid), vllm and
+    ktransformers the notes the target made but not those added here."""
+    return {"study": point.study_name, "trial": point.trial_number, "model": point.model,
+            "fingerprint": point.model_fingerprint, "family": cfg.model.family, "task": cfg.task_text or point.task,
+            "device": point.device,
+            "stored_values": {k: {"value": v, "source": point.sources.get(k)} for k, v in sorted(point.values.items())}}
 
 
 def moved_model_note(point: FrontPoint) -> str | None:
