@@ -300,3 +300,18 @@ def test_export_json_of_every_target_carries_its_source_and_notes(tmp_path):
     assert any("q4_K (block 256) does not divide" in n for n in json.loads(
         advisor_entry("export", "bundled-example", "129", "--storage", str(EXAMPLE), "--to", "llama.cpp", "--json",
                       cwd=tmp_path).stdout)["notes"])
+
+
+def test_report_of_a_study_without_a_budget_counts_no_trials_within_one(tmp_path, monkeypatch):
+    """`advisor tune tiny:llada_moe` (the dllm space sets no budget) then `advisor report` said "3 finished trials (3
+    within the memory budget)" in its "How every number was obtained", two lines under "no budget was set": there
+    was none to be within. It says no memory budget was set."""
+    monkeypatch.chdir(tmp_path)
+    r = advisor_in_process("tune", "tiny:llada_moe", "--trials", "2", "--storage", "t.db", "--study", "s",
+                           cwd=tmp_path)
+    assert r.returncode == 0 and "budget: none" in r.stdout, r.stdout
+    rep = advisor_in_process("report", "s", "--storage", "t.db", "-o", "rep", "--block-lengths", "", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Study `s` in `sqlite:///t.db`: 2 finished trials (no memory budget set), 0 failed" in md, md
+    assert "within the memory budget" not in md, md

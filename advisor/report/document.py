@@ -429,8 +429,9 @@ def _provenance(doc: Document, c: ReportContext) -> None:
             sources.setdefault(k, set()).add(v)
     doc.add(Heading("How every number was obtained"))
     doc.add(Bullets([
-        f"Study `{d.name}` in `{d.storage}`: {count(len(d.trials), 'finished trial')} ({len(c.trials)} within the memory "
-        f"budget), {d.n_failed} failed, {d.n_total} in all; sampler {d.setting('sampler', default='?')}; search "
+        f"Study `{d.name}` in `{d.storage}`: {count(len(d.trials), 'finished trial')} "
+        + (f"({len(c.trials)} within the memory budget)" if d.setting("budget_bytes") else "(no memory budget set)")
+        + f", {d.n_failed} failed, {d.n_total} in all; sampler {d.setting('sampler', default='?')}; search "
         f"space `{d.setting('space', default='?')}`; objectives {', '.join(d.objectives) or '-'}.",
         f"Model `{d.setting('model')}`, fingerprint `{wb.loaded.fingerprint}` ({wb.model_check}); "
         f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
