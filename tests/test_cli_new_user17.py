@@ -315,3 +315,23 @@ def test_report_of_a_study_without_a_budget_counts_no_trials_within_one(tmp_path
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Study `s` in `sqlite:///t.db`: 2 finished trials (no memory budget set), 0 failed" in md, md
     assert "within the memory budget" not in md, md
+
+
+def test_help_shows_no_machine_limit_as_a_range_and_the_limit_still_holds(tmp_path):
+    """`advisor tune --help` showed `--heartbeat <int range> [1<=x<=9223372036]` and `advisor export --help` the
+    TRIAL argument as `<int range> [0<=x<=9223372036854775807]`: machine limits (a thread's longest wait, SQLite's
+    INTEGER) read as if they were the options' meaning, as the seeds' did before. The help is free of them; a
+    value beyond is still one usage line naming the range (exit 2)."""
+    from cli_helpers import advisor_entry
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    for cmd in ("tune", "export"):
+        shown = CliRunner(env={"COLUMNS": "200"}).invoke(app, [cmd, "--help"]).stdout
+        assert "9223372036" not in shown, shown
+    r = advisor_entry("export", "s", "--", "-3", "--to", "json", cwd=tmp_path)
+    assert r.returncode == 2 and "-3 is not a trial number: give one from 0 to 9223372036854775807" in r.stderr, r.stderr
+    r = advisor_entry("tune", "--heartbeat", "0", "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 2 and "0 is not a heartbeat interval: give one from 1 to " in r.stderr, r.stderr
+    assert not (tmp_path / "s.db").exists()

@@ -31,25 +31,26 @@ a larger value overflows (a traceback), while libgomp gives every thread a stack
 
 
 
-def _seed_range(low: int, high: int, what: str, why: str) -> dict[str, Any]:
-    """The keyword arguments of a --seed option taking `low` to `high`, checked by a callback: as min/max, the range
-    filled --help with `[-9223372036854775808<=x<=18446744073709551615]` (`INTEGER RANGE [0<=x<=2147483647]`).
-    A seed outside is a usage error (exit 2) naming the range, before any model loads."""
+def int_range(low: int, high: int, what: str, why: str) -> dict[str, Any]:
+    """The keyword arguments of an integer option or argument taking `low` to `high` where those are machine limits,
+    checked by a callback: as min/max, the range filled --help with `[-9223372036854775808<=x<=18446744073709551615]`
+    (a seed), `[1<=x<=9223372036]` (tune --heartbeat), `[0<=x<=9223372036854775807]` (export's TRIAL). A value
+    outside is a usage error (exit 2) naming the range, before any model loads."""
 
-    def check(seed: int | None) -> int | None:
+    def check(value: int | None) -> int | None:
         """None is an option left out whose default is None (`eval --seed`, refused where it chooses nothing)."""
-        if seed is not None and not low <= seed <= high:
-            raise typer.BadParameter(f"{seed} is not {what}: give one from {low} to {high} ({why})")
-        return seed
+        if value is not None and not low <= value <= high:
+            raise typer.BadParameter(f"{value} is not {what}: give one from {low} to {high} ({why})")
+        return value
 
     return {"callback": check}
 
 
-SEED_RANGE = _seed_range(SEED_MIN, SEED_MAX, "a seed torch takes", "-2**63 to 2**64 - 1")
+SEED_RANGE = int_range(SEED_MIN, SEED_MAX, "a seed torch takes", "-2**63 to 2**64 - 1")
 """--seed of the commands that seed torch (`torch.Generator.manual_seed`; beyond this range, a traceback after the
 model loaded)."""
 
-SAMPLER_SEED_RANGE = _seed_range(0, SAMPLER_SEED_MAX, "a sampler seed",
+SAMPLER_SEED_RANGE = int_range(0, SAMPLER_SEED_MAX, "a sampler seed",
                                  "2**31 - 1: a study's k-th run draws with seed + k")
 """`advisor tune --seed`, the Optuna sampler's (`SAMPLER_SEED_MAX`)."""
 

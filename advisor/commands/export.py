@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import OUTPUT, output_option, profiles_dir_option, storage_option
+from advisor.commands import OUTPUT, int_range, output_option, profiles_dir_option, storage_option
 from advisor.commands.recommend import build_query
 from advisor.errors import STORAGE_WHAT, NothingMeets, UserError, refuse_empty
 from advisor.results.front import FrontPoint
@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         study: str | None = typer.Argument(None, help="Study name (or use --from-recommend)."),
-        trial: int | None = typer.Argument(None, min=0, max=2**63 - 1,  # SQLite's INTEGER: beyond, an OverflowError
+        trial: int | None = typer.Argument(None, **int_range(0, 2**63 - 1, "a trial number",  # beyond SQLite's
+                                                             "as SQLite stores them"),  # INTEGER: an OverflowError
                                            help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
         output: str | None = output_option(None, "Write here (atomically) instead of stdout."),

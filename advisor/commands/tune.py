@@ -19,6 +19,7 @@ from advisor.commands import (
     SAMPLER_SEED_RANGE,
     device_option,
     gpu_profile,
+    int_range,
     output_option,
     profiles_dir_option,
     storage_option,
@@ -266,7 +267,9 @@ def register(app: typer.Typer) -> None:
                                  "transfer time); live: every trial runs the offload runtime (measured)."),
         threads: int = threads_option(1, "torch CPU threads."),
         wide: bool = typer.Option(False, "--wide", help="Print the front as one wide table, whatever the width."),
-        heartbeat: int = typer.Option(10, "--heartbeat", min=1, max=int(threading.TIMEOUT_MAX), help="Heartbeat interval (s); a silent worker's "
+        heartbeat: int = typer.Option(10, "--heartbeat", **int_range(1, int(threading.TIMEOUT_MAX), "a heartbeat "
+                                      "interval", "seconds: the longest wait a thread can make"),
+                                      help="Heartbeat interval (s); a silent worker's "
                                       "trial is failed and retried after 3 intervals."),
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint "
                                      "(streamed into the quantized host store) / load the whole model. Default: "
