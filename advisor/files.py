@@ -49,18 +49,24 @@ def home_path(value: P) -> P:
     return Path(home) if isinstance(value, Path) else home
 
 
-def _directory_of(path: Path, create: bool) -> Path:
+def _give(option: str) -> str:
+    """How a refusal of an output path ends: naming the `option` that gave it (`-o/--output`, `--json`), where the
+    caller says which."""
+    return f"give {option} another path" if option else "give another path"
+
+
+def _directory_of(path: Path, create: bool, option: str = "") -> Path:
     parent = path.parent
     if create:
         if not parent.is_dir():  # a file, a link to nothing or a loop of links named as such, not "File exists"
-            _refuse_unmakeable(path, "give another path")
+            _refuse_unmakeable(path, _give(option))
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file where a directory must be, a read-only or pseudo file system
-            raise UserError(f"cannot write {path}: cannot create directory {parent} ({e.strerror}); give another "
-                            "path") from None
+            raise UserError(f"cannot write {path}: cannot create directory {parent} ({e.strerror}); "
+                            f"{_give(option)}") from None
     else:
-        check_parent(path)
+        check_parent(path, option)
     return parent
 
 
@@ -73,7 +79,7 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
     user's home (`~nobody/...`): it is not told to `mkdir -p '~nobody'`, a directory whose name the shell reads as
     a home; nor is a link to nothing (`mkdir -p` cannot make it). A `path` that is a link is checked where the
     write lands (`_through_link`): `report -o LINK` made its target's missing folders."""
-    give = f"give {option} another path" if option else "give another path"
+    give = _give(option)
     path = _through_link(Path(path), give)
     if path.parent.is_dir():
         return
@@ -161,23 +167,24 @@ def _check_names(path: Path, where: Path) -> None:
                             f"system takes {limit}; give a shorter path")
 
 
-def check_writable(path: str | os.PathLike, *, create_dirs: bool = True) -> None:
+def check_writable(path: str | os.PathLike, *, create_dirs: bool = True, option: str = "") -> None:
     """`UserError` now if `path` cannot be written, before the work whose result it would hold (an evaluation
     can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files -
-    for a symbolic link, its target's (`_through_link`: where the write lands)."""
-    path = _through_link(_not_a_directory(path))
+    for a symbolic link, its target's (`_through_link`: where the write lands). The refusal names `option` (the
+    one that gave `path`), as `check_parent`'s does."""
+    path = _through_link(_not_a_directory(path), _give(option))
     where = path.parent
     if not create_dirs:
-        _directory_of(path, False)
+        _directory_of(path, False, option)
     elif not where.is_dir():  # to be made: refused now where it cannot be, not once the work is done
-        _refuse_unmakeable(path, "give another path")
+        _refuse_unmakeable(path, _give(option))
     while not where.exists() and where != where.parent:
         where = where.parent
     _check_names(path, where)
     try:
         tempfile.TemporaryFile(dir=where).close()
     except OSError as e:
-        raise UserError(f"cannot write {path}: {where} does not take files ({e.strerror}); give another path") from e
+        raise UserError(f"cannot write {path}: {where} does not take files ({e.strerror}); {_give(option)}") from e
 
 
 def _umask() -> int:
@@ -202,19 +209,21 @@ def _usual_mode(path: Path, *, executable: bool, replaced: Path | None = None) -
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable: bool = False,
+                option: str = "") -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` when the block succeeds, removed
     otherwise, with the usual file mode (`executable`: a script, 0755). Without `create_dirs`, a missing
     directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
-    A `path` that is a symbolic link is written through (`_through_link`)."""
-    path = _through_link(_not_a_directory(path))
-    directory = _directory_of(path, create_dirs)
+    A `path` that is a symbolic link is written through (`_through_link`). A refusal names `option`, the one that
+    gave `path` (`check_writable`)."""
+    path = _through_link(_not_a_directory(path), _give(option))
+    directory = _directory_of(path, create_dirs, option)
     _remove_stale_files(path)
     while True:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         except OSError as e:
-            raise UserError(f"cannot write {path}: {e.strerror}; give another path") from e
+            raise UserError(f"cannot write {path}: {e.strerror}; {_give(option)}") from e
         # locked while it is written (another writer's `_remove_stale_files` leaves it), released by the kernel
         # however the process ends; that cleaner may have taken it between mkstemp and the lock: make another
         if not _lock(fd, wait=True) or _same(fd, Path(tmp)):
@@ -238,9 +247,11 @@ def _remove_stale_files(path: Path) -> None:
                      lambda fd: stat.S_ISREG(os.fstat(fd).st_mode), Path.unlink)
 
 
-def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True, executable: bool = False) -> Path:
-    """Write `text` to `path` atomically (`executable`: a script, mode 0755; else 0644 under the usual umask)."""
-    with atomic_path(path, create_dirs=create_dirs, executable=executable) as tmp:
+def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True, executable: bool = False,
+                 option: str = "") -> Path:
+    """Write `text` to `path` atomically (`executable`: a script, mode 0755; else 0644 under the usual umask);
+    a refusal names `option` (`atomic_path`)."""
+    with atomic_path(path, create_dirs=create_dirs, executable=executable, option=option) as tmp:
         tmp.write_text(text)
     return Path(path)
 

@@ -77,14 +77,15 @@ def test_file_options_refuse_a_missing_directory_as_export_does(tmp_path):
     trace = tmp_path / "t.npz"
     trace.write_bytes(b"")  # never read: the output is checked first
     missing = tmp_path / "nonexistent" / "dir"
-    for args, out in ((["trace", "bundled", "-o"], "x.npz"), (["simulate", str(trace), "--slots", "2", "--json"],
-                                                             "x.json"), (["quant-report", "bundled", "--json"], "x.json"),
-                      (["export", "--from-recommend", "--budget", "8MiB", "--to", "json", "--storage", str(EXAMPLE_DB),
-                        "-o"], "x.json")):
+    for args, out, option in ((["trace", "bundled", "-o"], "x.npz", "-o/--output"),
+                              (["simulate", str(trace), "--slots", "2", "--json"], "x.json", "--json"),
+                              (["quant-report", "bundled", "--json"], "x.json", "--json"),
+                              (["export", "--from-recommend", "--budget", "8MiB", "--to", "json", "--storage",
+                                str(EXAMPLE_DB), "-o"], "x.json", "-o/--output")):
         res = CliRunner().invoke(app, [*args, str(missing / out)])
         assert isinstance(res.exception, UserError) and res.exception.exit_code == 2, (args, res.output, res.exception)
         assert str(res.exception) == (f"cannot create {missing / out}: directory {missing} does not exist; create it "
-                                      f"(mkdir -p {missing}) or give another path"), \
+                                      f"(mkdir -p {missing}) or give {option} another path"), \
             (args, res.exception)
         assert not missing.parent.exists(), args
 

@@ -78,7 +78,7 @@ def test_every_output_refuses_a_missing_directory_in_the_same_words(tmp_path, mo
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
-    for out, said in (("~nosuchuser9/x.json", "no user 'nosuchuser9' whose home it names; give another path"),
+    for out, said in (("~nosuchuser9/x.json", "no user 'nosuchuser9' whose home it names; give "),
                       ("no/dir/x.json", "directory no/dir does not exist; create it (mkdir -p no/dir)"),
                       ("gone/x.json", f"gone is a link to {tmp_path / 'nowhere'}, which does not exist")):
         for args in (["export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", out],
@@ -248,9 +248,32 @@ def test_an_output_that_is_a_loop_of_links_is_one_line(tmp_path, monkeypatch):
                         "give -o/--output another path"),
                        (["tune", "tiny:qwen3_moe", "--storage", "loop", "--trials", "1"], "give --storage another path"),
                        (["export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o", "loop"],
-                        "give another path")):
+                        "give -o/--output another path")):
         one_error_line(advisor_entry(*args, cwd=tmp_path), said + give)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"] and (tmp_path / "loop").is_symlink()
+
+
+def test_an_output_files_refusal_names_the_option_that_gave_it(tmp_path):
+    """`export -o afile/x.json` (afile a file) and `export -o loop` ended "give another path" where `report -o` and
+    `pareto -o` say "give -o/--output another path": every output file's refusal names its option now, before the
+    work (`quant-report --json`, `eval --json`, `trace -o` alike), and nothing is written."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "afile").write_text("")
+    export = ["export", "bundled-example", "129", "--to", "json", "--storage", str(EXAMPLE_DB), "-o"]
+    for args, out, said in ((export, "afile/x.json", "cannot create afile/x.json: afile is not a directory; "
+                                                     "give -o/--output another path"),
+                            (export, "loop", "cannot write loop: it is a link that leads back to itself (a loop of "
+                                             "links); give -o/--output another path"),
+                            (["trace", "bundled", "-o"], "afile/t.npz", "afile is not a directory; give -o/--output "
+                                                                        "another path"),
+                            (["quant-report", "bundled", "--json"], "loop", "(a loop of links); give --json another "
+                                                                            "path"),
+                            (["eval", "bundled", "--json"], "afile/r.json", "afile is not a directory; give --json "
+                                                                            "another path")):
+        one_error_line(advisor_entry(*args, out, cwd=tmp_path), said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "loop"]
 
 
 @pytest.mark.parametrize("resolve", ["this python", "python 3.13"])

@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         if max_new_tokens is not None and max_new_tokens <= 0:
             raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}")
         if json_out:
-            check_writable(json_out, create_dirs=False)  # before the model loads, not after the evaluation
+            # before the model loads, not after the evaluation
+            check_writable(json_out, create_dirs=False, option="--json")
         # options of a model's run that would change nothing here, without a word (eval --style for toy is refused)
         unread = {"--style": style, "--batch-size": batch_size, "--max-new-tokens": max_new_tokens,
                   "--offload/--resident": offload, "--fidelity-prompts": fidelity_prompts, "--seed": seed} \
@@ -181,7 +182,7 @@ def register(app: typer.Typer) -> None:
                 **result.summary(), "fidelity": {**fid, "source": fid_source} if fid else fid,
                 "per_example": result.per_example,
             }
-            write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
+            write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")
             console.print(f"wrote {json_out}")
 
 
@@ -228,5 +229,5 @@ def _score_completions(
             "pass_at": {str(k): v for k, v in scores.pass_at.items()}, "passed": passed,
             "isolation": scores.isolation, "per_sample": scores.results,
         }
-        write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False)
+        write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")
         Console(stderr=True).print(f"wrote {json_out}")

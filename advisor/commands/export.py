@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
             print_wrapped(err, off_note, 6)
         text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
-            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"))
+            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"), option=OUTPUT)
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
             typer.echo(text, nl=False)

@@ -120,8 +120,9 @@ def trace_cmd(
     family = spec_family(model)  # known from config.json for tiny:*, bundled and a local directory
     if family is not None:
         _refuse_denoising(model_name(model), family, steps, block_length)  # before torch and the load
-    check_writable(output, create_dirs=False)  # before torch imports and the model decodes, not after; a missing
-    # directory (a typo) is refused, as `export -o` and `eval --json` refuse it, not created; so is `-o dir/`
+    # before torch imports and the model decodes, not after; a missing directory (a typo) is refused, as
+    # `export -o` and `eval --json` refuse it, not created; so is `-o dir/`
+    check_writable(output, create_dirs=False, option=OUTPUT)
     check_weights(model)  # a broken download before torch imports and before a busy host's note
     import_runtime()
     import time
@@ -163,7 +164,7 @@ def trace_cmd(
     trace = merge(traces)
     if synthetic:
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
-    path = trace.save(output, create_dirs=False)
+    path = trace.save(output, create_dirs=False, option=OUTPUT)
     if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
         err.print(f"note: {loaded.name} has no tokenizer: traced {count(len(prompts), 'prompt')} of random token ids "
                   f"(seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"))
@@ -210,7 +211,8 @@ def simulate_cmd(
     from advisor.tune.display import human_bytes
 
     if json_out:
-        check_writable(json_out, create_dirs=False)  # a missing directory is refused, as by every file option
+        # a missing directory is refused, as by every file option
+        check_writable(json_out, create_dirs=False, option="--json")
     # a policy named twice (lru,LRU) is one row, not two equal ones
     names = POLICIES if policy.strip().lower() == "all" else list(dict.fromkeys(p.strip().lower() for p in policy.split(",")))
     for name in names:  # fixed names, read in any case (`choose`), but the refusal also offers "all"
@@ -282,7 +284,7 @@ def simulate_cmd(
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
              "precision": shown, "link": {"name": link.name, "source": link.source},
-             "results": out}, indent=2), create_dirs=False)
+             "results": out}, indent=2), create_dirs=False, option="--json")
         Console(stderr=True).print(f"wrote {escape(str(json_out))}")
 
 

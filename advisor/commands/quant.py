@@ -101,8 +101,9 @@ def register(app: typer.Typer) -> None:
         if json_out:
             from advisor.files import check_writable
 
-            check_writable(json_out, create_dirs=False)  # before the model loads and every expert is measured (a
-            # missing directory is refused, as by every file option)
+            # before the model loads and every expert is measured (a missing directory is refused, as by every
+            # file option)
+            check_writable(json_out, create_dirs=False, option="--json")
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_weights(model)  # a broken download too, and before a busy host's note
         if wanted and (config := spec_config(model)) is not None and (n_moe := moe_layer_count(config)) is not None:
@@ -185,5 +186,5 @@ def register(app: typer.Typer) -> None:
 
             target = write_atomic(json_out, json.dumps(
                 {"model": loaded.name, "fingerprint": loaded.fingerprint, "device": loaded.device.type, "rows": rows},
-                indent=1), create_dirs=False)
+                indent=1), create_dirs=False, option="--json")
             console.print(f"wrote {len(rows)} rows to {target}")

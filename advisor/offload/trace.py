@@ -114,15 +114,15 @@ class RoutingTrace:
         return sum(getattr(self, n).nbytes for n in _ARRAYS) + extra
 
     # -- persistence -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, create_dirs: bool = True) -> Path:
+    def save(self, path: str | os.PathLike, *, create_dirs: bool = True, option: str = "") -> Path:
         """Write atomically (temp file + rename): a crash never leaves half a trace. Without `create_dirs`, a
-        missing directory is a `UserError` (`advisor trace -o`, as every file option of the CLI)."""
+        missing directory is a `UserError` (`advisor trace -o`, as every file option of the CLI), naming `option`."""
         path = Path(path)
         arrays = {n: getattr(self, n) for n in _ARRAYS}
         for name in _OPTIONAL:
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        with atomic_path(path, create_dirs=create_dirs) as tmp:
+        with atomic_path(path, create_dirs=create_dirs, option=option) as tmp:
             with open(tmp, "wb") as f:
                 np.savez_compressed(
                     f, **arrays, meta=np.array(json.dumps({**self.meta, "format_version": FORMAT_VERSION})),
