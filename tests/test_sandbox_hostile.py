@@ -80,22 +80,43 @@ print(check_completion(p, p["canonical_solution"]).status, check_completion(p, "
 """
 
 
-def test_refused_namespaces_fall_back_with_one_line_naming_the_weaker_isolation():
-    """A user namespace whose namespace limits are 0 refuses every new namespace, as some kernels do."""
+EVAL_CLI = """
+import json, sys
+from advisor.cli import run
+from advisor.eval.humaneval import load_problems
+p = load_problems()[53]
+with open(sys.argv[1], "w") as f:
+    for completion in (p["canonical_solution"], "    return x - y\\n"):
+        f.write(json.dumps({"task_id": p["task_id"], "completion": completion}) + "\\n")
+sys.argv = ["advisor", "eval", "--task", "humaneval", "--completions", sys.argv[1]]
+run()
+"""
+
+
+def test_refused_namespaces_fall_back_with_one_line_naming_the_weaker_isolation(tmp_path):
+    """A user namespace whose namespace limits are 0 refuses every new namespace, as some kernels do. The line is
+    a `note:`, as every other remark on stderr (it was a bare `sandbox: ...` line), from the library and from
+    `advisor eval --completions` alike."""
     unshare = shutil.which("unshare")
     limits = "; ".join(f"echo 0 > /proc/sys/user/max_{n}_namespaces" for n in ("user", "net", "mnt", "pid", "ipc"))
     if unshare is None or subprocess.run([unshare, "--user", "--map-root-user", "sh", "-c", limits]).returncode:
         pytest.skip("cannot make a user namespace with namespace limits here")
-    out = subprocess.run(
-        [unshare, "--user", "--map-root-user", "sh", "-c", f'{limits}; exec "$0" -c "$1"', sys.executable, FALLBACK],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["passed", "failed"]
-    notes = [ln for ln in out.stderr.splitlines() if ln.startswith("sandbox: ")]
-    assert len(notes) == 1
-    assert "none,no-capabilities (no private read-only filesystem (the kernel refused namespaces" in notes[0]
-    assert "weaker isolation by resource limits and the interpreter guard" in notes[0]
+    for program, args in ((FALLBACK, []), (EVAL_CLI, [str(tmp_path / "c.jsonl")])):
+        out = subprocess.run(
+            [unshare, "--user", "--map-root-user", "sh", "-c", f'{limits}; exec "$0" -c "$@"', sys.executable,
+             program, *args], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        if program == FALLBACK:
+            assert out.stdout.split() == ["passed", "failed"]
+        else:
+            assert "pass@1: 50.0%" in out.stdout, out.stdout
+        notes = [ln for ln in out.stderr.splitlines() if "no-capabilities" in ln]
+        assert len(notes) == 1, out.stderr
+        assert notes[0].startswith("note: sandbox: none,no-capabilities (no private read-only filesystem (the kernel "
+                                   "refused namespaces"), notes[0]
+        assert "weaker isolation by resource limits and the interpreter guard" in notes[0]
 
 
 OVERWRITE = """

@@ -182,7 +182,7 @@ def check_many(
 def _said(result: ExecResult) -> ExecResult:
     """Say once when the sandbox had to fall back to weaker isolation."""
     if "(" in result.isolation:
-        note_once(f"sandbox: {result.isolation}")
+        note_once(f"note: sandbox: {result.isolation}")
     return result
 
 
