@@ -87,7 +87,9 @@ def test_a_tune_whose_reader_goes_away_stops_as_for_ctrl_c_and_resumes(tmp_path)
     assert p.returncode == 1 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("stopped: stdout was closed (its reader went away), so the tune stopped as for Ctrl-C: "), err
-    assert "are saved in study bundled-toy-quick" in last, last
+    # closed before or after the first trial finished
+    assert "are saved in study bundled-toy-quick" in last or "no trial has finished in study bundled-toy-quick" \
+        in last, last
     listed = advisor("studies", "--storage", "s.db", cwd=tmp_path, timeout=120)
     assert "running 0" in listed.stdout, listed.stdout  # nothing left RUNNING
     r = advisor_in_process(*args, cwd=tmp_path)  # the resume is not about the pipe: no second torch import

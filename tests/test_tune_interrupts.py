@@ -311,3 +311,37 @@ def test_an_interrupted_more_run_says_what_was_left(tmp_path, monkeypatch, more,
     lines = [ln for ln in res.output.splitlines() if ln.startswith("interrupted")]
     assert len(lines) == 1 and lines[0].endswith(said), res.output
     assert "run the same command" not in res.output
+
+
+def test_a_tune_interrupted_before_any_trial_finished_says_so(tmp_path, monkeypatch):
+    """Ctrl-C in the first trial of a new study said "interrupted: 0 finished trials and the front (0 points) are
+    saved in study s": nothing finished, so nothing of the kind was saved. It says that no trial has finished."""
+    import os
+
+    from tune_helpers import FakeBackend, small_space
+    from typer.testing import CliRunner
+
+    import advisor.tune.interrupt as interrupt
+    from advisor.cli import app
+    from advisor.commands import tune as tune_cmd
+
+    backend = FakeBackend()
+    real = backend.fidelity
+
+    def fidelity(plan):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the first trial is measured
+        return real(plan)
+
+    backend.fidelity = fidelity
+    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None))
+    monkeypatch.setattr(interrupt, "import_runtime", lambda **k: None)
+    monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (backend, small_space()))
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (a runner may ignore it)
+    try:
+        res = CliRunner().invoke(app, ["tune", "--trials", "2", "--sampler", "random", "--storage",
+                                       str(tmp_path / "s.db"), "--study", "s"])
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    assert res.exit_code == 130, (res.output, res.exception)
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("interrupted")]
+    assert lines == ["interrupted: no trial has finished in study s yet; run the same command to resume"], res.output

@@ -665,9 +665,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     ran[0] = result.n_trials_run
     name = shlex.quote(result.study_name)
     if result.interrupted:  # --more N: the same command would run N more, not what this run had left
-        typer.echo(f"{_stopped(console)}: {count(result.n_complete, 'finished trial')} and the front "
-                   f"({count(len(result.front), 'point')}) are saved in study {name}; {_resume_hint(opts, ran[0])}",
-                   err=True)
+        saved = (f"{count(result.n_complete, 'finished trial')} and the front ({count(len(result.front), 'point')}) "
+                 f"are saved in study {name}" if result.n_complete else f"no trial has finished in study {name} yet")
+        typer.echo(f"{_stopped(console)}: {saved}; {_resume_hint(opts, ran[0])}", err=True)
         raise typer.Exit(1 if getattr(console, "closed", False) else 130)
     for n in result.finished_elsewhere:
         console.print(f"note: trial {n} was finished by another worker while this one ran it (its heartbeat judged "
