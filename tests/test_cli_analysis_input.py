@@ -184,6 +184,9 @@ def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
     assert "slots 50% (= 4 per layer)" in " ".join(plain.output.split()), plain.output  # 8 experts per layer
     big = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--slots", "200"])
     assert "slots 200 (= 8 per layer)" in " ".join(big.output.split()), big.output  # said "slots 200" only
+    for typed in ("4", "4,4"):  # said "slots 4 (= 4 per layer)": the count twice
+        same = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--slots", typed])
+        assert f"slots {typed} per layer," in " ".join(same.output.split()) and "(=" not in same.output, same.output
     h200 = runner.invoke(app, ["simulate", str(trace_file), "--policy", "lru", "--gpu", "H200"])
     text = " ".join(h200.output.split())  # rich wraps the legend at the terminal's width
     assert "modelled:pcie(bw=50.0GB/s,lat=10us) [H200 141GB: catalogue (nominal)]" in text, h200.output

@@ -244,9 +244,12 @@ def simulate_cmd(
             for n in names]
     caps = best.capacity  # what the typed --slots came to (a count above the experts is all of them)
     per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
+    # what the typed --slots came to where it differs ("50% (= 4 per layer)"); "8 (= 8 per layer)" said it twice
+    shown_slots = (f"{slots} per layer" if "".join(slots.split()) in (per_layer, ",".join(map(str, caps)))
+                   else f"{slots} (= {per_layer} per layer)")
     dtype = trace.meta.get("dtype")  # "float32" as recorded: named as every other command names formats (fp32)
     shown = precision or dtype_format(dtype) or dtype
-    table = Table(title=f"{trace_file.name}: slots {slots} (= {per_layer} per layer), precision {shown}, "
+    table = Table(title=f"{trace_file.name}: slots {shown_slots}, precision {shown}, "
                         f"prefetch {prefetch}, misses {miss}, "
                         + (f"{tokens} tokens" if tokens else "generated tokens not recorded"),
                   show_edge=False, pad_edge=False, title_justify="left")
