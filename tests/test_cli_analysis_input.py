@@ -583,6 +583,28 @@ def test_quant_report_fits_80_columns_and_prints_the_table_when_wide():
     assert f"per expert {size} · vs fp16 {ratio}" in narrow.stdout, narrow.stdout
 
 
+def test_quant_report_per_expert_shows_each_experts_error_once(tmp_path):
+    """`quant-report --per-expert` showed "mean / max" of a group of one expert: the same number twice
+    ("0.0041 / 0.0041"). Each row there now shows its one error, under headers without "(mean / max)"."""
+    import json
+
+    from advisor.cli import app
+
+    js = tmp_path / "r.json"
+    args = ["quant-report", "tiny:qwen3_moe", "--layers", "0", "--max-experts", "2", "--formats", "int4",
+            "--threads", "1", "--per-expert", "--json", str(js)]
+    wide = CliRunner().invoke(app, [*args, "--wide"], env={"COLUMNS": "200"})
+    narrow = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert wide.exit_code == 0 == narrow.exit_code, wide.output + narrow.output
+    assert " / " not in wide.stdout and "mean / max" not in narrow.stdout, wide.stdout + narrow.stdout
+    rows = json.loads(js.read_text())["rows"]
+    table = [ln for ln in wide.stdout.splitlines() if ln.lstrip("│ ").startswith("int4")]
+    assert len(table) == len(rows) == 2, wide.stdout
+    for line, r in zip(table, rows, strict=True):
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        assert cells[-2:] == [f"{r['weight_rel_err']:.4f}", f"{r['output_rel_err']:.4f}"], line
+
+
 
 def test_profile_says_when_its_threads_were_held_up_by_other_work(tmp_path, monkeypatch):
     """`advisor profile --model M --threads 2` on a 2-core host other jobs shared stored 20-32 ms per CPU expert

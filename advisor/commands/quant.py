@@ -146,14 +146,15 @@ def register(app: typer.Typer) -> None:
         ref = {lay.index: 3 * lay.hidden_size * lay.intermediate_size * 2 for lay in loaded.moe}
         table = Table(title=f"expert quantization quality - {loaded.name} ({len(loaded.moe)} MoE layers)",
                       title_justify="left")
+        spread = "" if per_expert else " (mean / max)"  # one expert a row: its error, not "x / x"
         for col in (
             "format",
             "layer",
             "expert" if per_expert else "experts",
             "per expert",
             "vs fp16",
-            "weight err (mean / max)",
-            "output err (mean / max)",
+            f"weight err{spread}",
+            f"output err{spread}",
         ):
             table.add_column(col, justify="left" if col == "format" else "right")
         groups: dict[tuple, list[dict]] = {}
@@ -163,11 +164,10 @@ def register(app: typer.Typer) -> None:
         records = []  # the narrow layout (80 columns, piped to a file): one block per row, no cell cut
         for (fmt, layer, expert), rs in groups.items():
             nbytes = sum(r["nbytes"] for r in rs) / len(rs)
-            w = [r["weight_rel_err"] for r in rs]
-            o = [r["output_rel_err"] for r in rs]
+            errs = [[r[k] for r in rs] for k in ("weight_rel_err", "output_rel_err")]
+            w, o = (f"{e[0]:.4f}" if per_expert else f"{sum(e) / len(e):.4f} / {max(e):.4f}" for e in errs)
             row = (fmt, str(layer), str(expert) if per_expert else str(len(rs)), format_bytes(nbytes, 2),
-                   f"{nbytes / ref[layer]:.3f}", f"{sum(w) / len(w):.4f} / {max(w):.4f}",
-                   f"{sum(o) / len(o):.4f} / {max(o):.4f}")
+                   f"{nbytes / ref[layer]:.3f}", w, o)
             table.add_row(*row)
             heading = f"{fmt}, layer {layer}" + (f", expert {expert}" if per_expert else "")
             records.append((heading, [("experts", row[2])] * (not per_expert) + [
@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         print_fitted(console, table, records, wide=wide)
-        print_wrapped(console, f"bytes: counted (payload + scales/zeros). errors (mean / max): relative Frobenius "
+        print_wrapped(console, f"bytes: counted (payload + scales/zeros). errors{spread}: relative Frobenius "
                                f"norms, {rows[0]['error_source']}, {rows[0]['n_samples']} samples, fp32 compute on "
                                f"{loaded.device.type}.")
         if json_out:
