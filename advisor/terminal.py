@@ -99,6 +99,17 @@ def print_wrapped(console: Console, line: str, indent: int = 0, style: str | Non
             console.out(out, style=style, highlight=False)
 
 
+def print_rich(console: Console, text: str, *, markup: bool | None = None) -> None:
+    """`text` (rich markup, unless `markup` is False) as `console.print` prints it - its styles, its highlighting,
+    broken where rich breaks it - but no line ending in the space rich leaves where it broke one: piped at 80
+    columns, `advisor tune`'s header had lines ending in ' | '. `print_wrapped` is for plain text; this keeps the
+    markup (the header's bold) and rich's breaks (the README quotes tune's output)."""
+    lines = console.render_str(text, markup=markup).wrap(console, console.width)
+    for line in lines:
+        line.rstrip()
+    console.print(Text("\n").join(lines), soft_wrap=True)  # one print: another thread's line never comes between
+
+
 def print_parts(console: Console, first: str, parts: Sequence[str], indent: int, end: str = "") -> None:
     """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would pass the
     console's width (in cells, as `print_wrapped` counts them), continuation lines `indent` columns in: a row of

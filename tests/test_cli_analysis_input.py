@@ -583,6 +583,19 @@ def test_quant_report_fits_80_columns_and_prints_the_table_when_wide():
     assert f"per expert {size} · vs fp16 {ratio}" in narrow.stdout, narrow.stdout
 
 
+def test_simulate_pads_no_line_with_spaces_at_80_columns(trace_file):
+    """simulate's title was left-justified by rich, so filled with spaces to the table's width ("misses  ",
+    "64 tokens" + 60 spaces), and its counts line kept the space where rich broke it: piped, lines ended in them."""
+    from advisor.cli import app
+
+    res = CliRunner().invoke(app, ["simulate", str(trace_file), "--prefetch", "lookahead"], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"{trace_file.name}: slots 50% (= 4 per layer)"), lines
+    assert any(ln.startswith("counts: counted") for ln in lines) and max(map(len, lines)) <= 80, res.stdout
+    assert [ln for ln in lines if ln.endswith(" ")] == [], res.stdout
+
+
 def test_quant_report_per_expert_shows_each_experts_error_once(tmp_path):
     """`quant-report --per-expert` showed "mean / max" of a group of one expert: the same number twice
     ("0.0041 / 0.0041"). Each row there now shows its one error, under headers without "(mean / max)"."""

@@ -158,3 +158,26 @@ def test_a_format_left_out_by_the_budget_is_named_in_the_users_words(tmp_path, g
         assert (f"note: expert precision of layer group {g}: fp16 left out - cannot fit one expert per layer in the "
                 "budget beside the other groups at their cheapest format") in out, out
     assert "fmt_g" not in r.stdout
+
+
+def test_tunes_header_and_summary_lines_end_without_a_space_at_80_columns(tmp_path, monkeypatch):
+    """Piped at 80 columns, rich broke tune's header (and its closing lines) after a space it kept: lines ended
+    in "| " or "fits ", which a diff or an editor shows as trailing whitespace, and the README quoted them so.
+    They break where they did, without it."""
+    from tune_helpers import FakeBackend, small_space
+    from typer.testing import CliRunner
+
+    import advisor.tune.interrupt as interrupt
+    from advisor.cli import app
+    from advisor.commands import tune as tune_cmd
+
+    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None))
+    monkeypatch.setattr(interrupt, "import_runtime", lambda **k: None)
+    monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (FakeBackend(), small_space()))
+    res = CliRunner().invoke(app, ["tune", "--trials", "1", "--sampler", "random", "--storage", str(tmp_path / "s.db"),
+                                   "--study", "s"], env=SCREEN)
+    assert res.exit_code == 0, (res.output, res.exception)
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("advisor tune fake-moe") and any(ln.startswith("stored in") for ln in lines), lines
+    assert len(lines[0]) > 70 and max(map(len, lines)) <= 80, lines  # the header is wrapped, at 80 columns
+    assert [ln for ln in lines if ln.endswith(" ")] == [], res.stdout

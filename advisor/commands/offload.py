@@ -252,7 +252,7 @@ def simulate_cmd(
     table = Table(title=f"{trace_file.name}: slots {shown_slots}, precision {shown}, "
                         f"prefetch {prefetch}, misses {miss}, "
                         + (f"{tokens} tokens" if tokens else "generated tokens not recorded"),
-                  show_edge=False, pad_edge=False, title_justify="left")
+                  show_edge=False, pad_edge=False)
     cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
         ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
@@ -267,22 +267,25 @@ def simulate_cmd(
                          min_width=max(len(row[i]) for row in cells))
     for row in cells:
         table.add_row(*row)
+    from advisor.terminal import print_rich, print_table
+
     console = Console()
-    console.print(table)
+    print_table(console, table)  # its title unpadded: `console.print` filled it to the table's width with spaces
     from advisor.hardware.profiles import DEFAULT_PROFILE
 
     link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
     recorded = f" recorded on {trace.meta['device']}" if trace.meta.get("device") else ""
-    console.print(escape(f"counts: counted (replayed trace{recorded}); times: {best.transfer_source} [{link.name}: "
-                         f"{link.source}]; " + (f"tokens: {tokens} generated (counted)" if tokens else
-                                                   "tokens: none recorded in the trace, so H2D and transfer are totals")))
+    print_rich(console, escape(f"counts: counted (replayed trace{recorded}); times: {best.transfer_source} "
+                               f"[{link.name}: {link.source}]; " + (
+                                   f"tokens: {tokens} generated (counted)" if tokens else
+                                   "tokens: none recorded in the trace, so H2D and transfer are totals")))
     for note in {n for _, st in rows for n in st.notes}:
-        console.print(f"note: {note}")
+        print_rich(console, f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
     if staged:  # lookups = hits + prefetch hits + misses: say where the look-ups the table leaves out went
-        console.print("note: prefetch hits (look-ups served by a prefetched expert, in neither hits nor misses): "
-                      + ", ".join(f"{name} {n}" for name, n in staged.items())
-                      + "; Belady's MIN is computed without prefetch, so a policy with it can pass the bound")
+        print_rich(console, "note: prefetch hits (look-ups served by a prefetched expert, in neither hits nor "
+                            "misses): " + ", ".join(f"{name} {n}" for name, n in staged.items())
+                            + "; Belady's MIN is computed without prefetch, so a policy with it can pass the bound")
     if json_out:
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,

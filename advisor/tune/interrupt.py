@@ -313,8 +313,18 @@ def stdout_console() -> Any:
     process to ignore stays ignored: the tune then runs to its end, its output discarded."""
     from rich.console import Console
 
+    from advisor.terminal import print_rich
+
     class _StdoutConsole(Console):
         closed = False
+
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            """A line of text (markup or not) as rich prints it, without the space rich leaves at the end of each
+            line where it broke it (`print_rich`): piped at 80 columns the header and notes ended in spaces."""
+            if len(objects) == 1 and isinstance(objects[0], str) and set(kwargs) <= {"markup"}:
+                print_rich(self, objects[0], markup=kwargs.get("markup"))
+            else:
+                super().print(*objects, **kwargs)
 
         def on_broken_pipe(self) -> None:
             self.quiet = True
