@@ -152,6 +152,27 @@ def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, valu
         assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
 
 
+@pytest.mark.parametrize(("where", "value"), [("key = 'values'", "1.5"), ("key = 'config'", "garbage{"),
+                                            ("1", "NaN")])
+def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, where, value):
+    """`export STUDY N` of a trial off the front reads its Optuna user attributes: a garbled one (a value that
+    is not JSON, a number where an object belongs) printed a JSONDecodeError/TypeError traceback (fuzzing, 2026-12-06),
+    where a garbled front row was already this one line. Nothing is written."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    with sqlite3.connect(bad) as con:  # trial 0 is complete and off the stored front
+        con.execute(f"UPDATE trial_user_attributes SET value_json = ? WHERE {where} AND trial_id = "
+                    "(SELECT trial_id FROM trials WHERE number = 0)", (value,))
+    con.close()
+    for url in (str(bad), f"sqlite+pysqlite:///{bad}"):  # stdlib sqlite3 and SQLAlchemy readers
+        r = advisor_entry("export", "bundled-example", "0", "--to", "json", "-o", "x.json", "--storage", url,
+                          cwd=tmp_path)
+        line = one_error_line(r)
+        assert "is not a readable advisor database" in line and "garbled.db" in line, line
+        assert not (tmp_path / "x.json").exists()
+
+
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
     """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
     recommend --study and export said the database was "not a readable advisor database" (the driver could not

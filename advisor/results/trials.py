@@ -74,7 +74,7 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
                 return None
             with engine.connect() as c:
                 return read(lambda sql, args: list(c.execute(text(sql), args)))
-        except DatabaseError as e:  # as the sqlite3 branch below: one clear error, not a traceback
+        except (DatabaseError, ValueError, TypeError) as e:  # as the sqlite3 branch below
             raise unreadable_database(engine.url, e) from e
     require_database(url)
     try:
@@ -85,7 +85,7 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
             return read(lambda sql, args: con.execute(sql, args).fetchall())
         finally:
             con.close()
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:  # ValueError (JSON too), TypeError: a garbled row
         raise unreadable_database(path, e) from e
 
 
