@@ -425,6 +425,21 @@ def test_a_refused_off_front_export_does_not_say_exported(tmp_path):
     assert r.stderr.startswith("error: this static_hot point stored no calibration routing"), r.stderr
 
 
+def test_an_off_front_export_to_a_path_it_cannot_write_says_only_that(tmp_path):
+    """`export STUDY N -o DIR` of a trial off the front: the note "exported as stored" came before the refusal
+    "cannot write DIR: it is a directory", two contradicting lines (CLI fuzzing, 2026-12-06); now the refusal
+    alone, and the note still comes with an export that is written."""
+    (tmp_path / "adir").mkdir()
+    args = ["export", "bundled-example", "0", "--storage", str(EXAMPLE_DB), "--to", "json", "-o"]
+    r = advisor(*args, "adir", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith("error: cannot write adir: it is a directory") and "exported as" not in r.stderr
+    ok = advisor(*args, "t0.json", cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads((tmp_path / "t0.json").read_text()), ok.stderr
+    lines = ok.stderr.strip().splitlines()
+    assert lines[0].startswith("note: trial 0 is not on the stored front") and lines[-1].startswith("wrote t0.json")
+
+
 def test_the_recommend_command_tune_suggests_runs_in_a_database_of_several_models(tmp_path, monkeypatch):
     """tune ends with `next: ... advisor recommend --budget ...`; in a database that already holds another
     model's study (the README's bundled run, then its tiny-model how-to) that command is refused as mixing

@@ -95,11 +95,12 @@ def register(app: typer.Typer) -> None:
         from advisor.terminal import print_wrapped
 
         err = Console(stderr=True)  # notes of hundreds of characters wrap at the terminal's width, under their text
+        text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
+        if output is not None:  # written before the note: an -o that cannot be written (a directory) followed it
+            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"), option=OUTPUT)
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
             print_wrapped(err, off_note, 6)
-        text = json.dumps(result.data, indent=2, default=str) + "\n" if as_json else result.text
         if output is not None:
-            write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"), option=OUTPUT)
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
             typer.echo(text, nl=False)
