@@ -227,6 +227,18 @@ def test_a_json_plan_file_takes_ranges_as_the_string_form_does(trace_file, tmp_p
     assert "'0-x' is not a number or a range like 0-3" in str(bad.exception), bad.exception
 
 
+def test_a_plan_nested_past_the_json_parsers_stack_is_one_line(trace_file, tmp_path):
+    """`--precision FILE` (or the JSON typed inline) nested deeper than Python's JSON parser recurses printed a
+    RecursionError traceback (CLI fuzzing, 2026-12-06); now the plan's one refusal, nothing written."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    for plan, shown in ((str(tmp_path / "deep.json"), "deep.json"), ('{"default": ' + deep + "}", '{"default": [[')):
+        r = _cli("simulate", str(trace_file), "--policy", "lru", "--json", "o.json", "--precision", plan,
+                 cwd=tmp_path)
+        _one_error_line(r, "invalid JSON (nested too deeply)")
+        assert shown in r.stderr and not (tmp_path / "o.json").exists()
+
+
 def test_profile_measures_odd_expert_shapes_and_refuses_impossible_ones(tmp_path):
     r = _cli("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--expert-shape", "32x16",
              "--expert-shape", "40x24", cwd=tmp_path)

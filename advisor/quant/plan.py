@@ -274,7 +274,7 @@ class PrecisionPlan:
                 raise _bad(text, f"not UTF-8 text (byte {e.start})", path=True) from None
             try:
                 doc = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # (from_json below says which)
                 doc = None
             if isinstance(doc, dict) and doc.get("schema") == EXPORT_SCHEMA:  # an `advisor export --to json` file
                 return cls.from_json(doc.get("precision") or {}, shown=str(path))
@@ -353,6 +353,8 @@ class PrecisionPlan:
             doc = json.loads(data) if isinstance(data, str) else dict(data)
         except json.JSONDecodeError as e:
             raise _bad(shown, f"invalid JSON ({e.msg} at line {e.lineno})", path=is_path) from None
+        except RecursionError:  # arrays or objects nested past the parser's stack: a traceback before
+            raise _bad(shown, "invalid JSON (nested too deeply)", path=is_path) from None
         if not isinstance(doc, dict) or "default" not in doc:
             raise _bad(shown, "JSON must be an object with at least a 'default' format", path=is_path)
         unknown = set(doc) - {"version", "default", "layers", "experts", "fingerprint", "note"}
