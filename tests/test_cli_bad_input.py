@@ -173,6 +173,23 @@ def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, where, value):
         assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.parametrize("garble", ["UPDATE trial_params SET param_value = 1e308",
+                                    "UPDATE trial_values SET objective = objective + 7"])
+def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
+    """Optuna's own tables garbled (a categorical parameter's index past its choices, a value of an objective
+    the study lacks): `advisor report` printed Optuna's IndexError traceback (CLI fuzzing, 2026-12-06); now its
+    one 'not a readable Optuna study database' line, before any work, nothing written."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    with sqlite3.connect(bad) as con:
+        con.execute(garble)
+    con.close()
+    r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
+    line = one_error_line(r, "garbled.db is not a readable Optuna study database")
+    assert "IndexError" not in line and not (tmp_path / "rep").exists(), line
+
+
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
     """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
     recommend --study and export said the database was "not a readable advisor database" (the driver could not

@@ -149,7 +149,8 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         if tables.has_table("version_info") and tables.has_table("studies"):  # else no study was tuned into it
             rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
             names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
-    except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
+    except (SQLAlchemyError, RuntimeError, ValueError, IndexError, KeyError, TypeError,  # the last three: a garbled
+            optuna.exceptions.OptunaError) as e:  # row Optuna decodes (a choice index past its list, a stray value)
         if is_locked_error(e):
             raise locked_database(url) from e
         if (other := other_optuna_schema(url, e)) is not None:
