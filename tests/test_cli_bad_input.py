@@ -190,6 +190,25 @@ def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
     assert "IndexError" not in line and not (tmp_path / "rep").exists(), line
 
 
+def test_tune_resuming_a_study_with_a_garbled_optuna_row_is_one_line(tmp_path):
+    """`advisor tune --study S` on a database whose Optuna rows for S are garbled (a categorical parameter's index
+    past its choices) printed Optuna's IndexError traceback (CLI fuzzing, 2026-12-06); now one line naming the
+    study and the remedy, and the file is not written."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    with sqlite3.connect(bad) as con:
+        con.execute("UPDATE trial_params SET param_value = 1e308")
+    con.close()
+    before = digest(bad)
+    space = Path(__file__).resolve().parents[1] / "studies" / "example" / "space.toml"  # its own settings (README)
+    r = advisor_entry("tune", "--space", str(space), "--budgets", "10%,25%,50%", "--trials", "1", "--sampler",
+                      "random", "--resident", "--study", "bundled-example", "--storage", str(bad), cwd=tmp_path)
+    one_error_line(r, "cannot resume study 'bundled-example': a stored trial cannot be read",
+                   "`advisor studies --delete bundled-example` with the same --storage")
+    assert digest(bad) == before
+
+
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
     """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
     recommend --study and export said the database was "not a readable advisor database" (the driver could not

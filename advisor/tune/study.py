@@ -363,6 +363,12 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
     if [d.name.lower() for d in study.directions] != list(directions):
         raise UserError(f"study {name!r} optimises {len(study.directions)} objectives in other directions; "
                         "choose a new --study name")
+    try:  # every stored trial decoded once, here (Optuna keeps the finished ones): a row garbled in Optuna's own
+        study.get_trials(deepcopy=False)  # tables (a choice index past its list) was Optuna's IndexError, later
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"cannot resume study {name!r}: a stored trial cannot be read ({st.driver_reason(e)}); the "
+                        f"database was damaged or edited - choose a new --study name, or delete the study first "
+                        f"(`advisor studies --delete {name}` with the same --storage)") from e
     if not study.metric_names:
         with contextlib.suppress(Exception):
             study.set_metric_names(list(metrics))
