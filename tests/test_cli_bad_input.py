@@ -259,6 +259,18 @@ def test_read_only_database_refused_before_the_model_loads(tmp_path, study_db):
     assert digest(study_db) == before
 
 
+def test_storage_in_a_directory_that_takes_no_new_file_is_refused_at_once(tmp_path):
+    """`--storage sqlite:////proc/x.db`: `os.access` says /proc is writable to root, so the tune went on, could
+    not create the study file's seeding lock and waited for it without end, saying another process held it (CLI
+    fuzzing, 2026-12-06); now one line at once."""
+    if not Path("/proc").is_dir():
+        pytest.skip("no /proc")
+    r = advisor("tune", "--trials", "1", "--storage", "sqlite:////proc/advisor-x.db", cwd=tmp_path,
+                timeout=60)  # (a subprocess: the wait it replaced had no end)
+    one_error_line(r, "cannot create /proc/advisor-x.db: /proc is not a writable directory")
+    before_model_load(r)
+
+
 def test_read_only_mount_refused_before_the_model_loads(tmp_path, study_db):
     """A database on a read-only file system (a bind mount remounted read-only, as root in a namespace)."""
     if shutil.which("unshare") is None:

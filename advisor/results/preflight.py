@@ -91,9 +91,23 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
         return
     if write:
         parent = _existing_parent(path.parent)
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(parent):
             raise UserError(f"cannot create {path}: {parent} is not a writable directory; give --storage a "
                             "writable path")
+
+
+def _can_create_in(directory: Path) -> bool:
+    """Whether a file can be created in `directory` (tried, then removed): `os.access` says yes to root in /proc
+    or on a file system that takes no new file, where the tune then waited without end for its lock file."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".advisor-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
 
 
 def _check_may_write(path: Path) -> None:
