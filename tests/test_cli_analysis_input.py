@@ -235,7 +235,7 @@ def test_a_plan_nested_past_the_json_parsers_stack_is_one_line(trace_file, tmp_p
     for plan, shown in ((str(tmp_path / "deep.json"), "deep.json"), ('{"default": ' + deep + "}", '{"default": [[')):
         r = _cli("simulate", str(trace_file), "--policy", "lru", "--json", "o.json", "--precision", plan,
                  cwd=tmp_path)
-        _one_error_line(r, "invalid JSON (nested too deeply)")
+        _one_error_line(r, "invalid JSON (nested too deeply")
         assert shown in r.stderr and not (tmp_path / "o.json").exists()
 
 

@@ -209,6 +209,28 @@ def test_tune_resuming_a_study_with_a_garbled_optuna_row_is_one_line(tmp_path):
     assert digest(bad) == before
 
 
+def test_input_nested_past_the_parsers_stack_is_each_readers_one_line(tmp_path):
+    """JSON or TOML nested deeper than Python's parsers recurse (a RecursionError, which every reader's
+    JSONDecodeError/TOMLDecodeError catch let through): a GSM8K data file, HumanEval completions, a hardware
+    profile and a search space each printed a traceback (CLI fuzzing, 2026-12-06); now each reader's own line,
+    naming the file, and nothing written."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.jsonl").write_text(deep + "\n")
+    (tmp_path / "deep.toml").write_text("a = " + deep + "\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "deep.json").write_text(deep)
+    cases = [(["tune", "--task", "gsm8k", "--data", "deep.jsonl", "--storage", "t.db"],
+              "deep.jsonl:1: not valid JSON (nested too deeply); expected one GSM8K"),
+             (["eval", "--completions", "deep.jsonl", "-t", "humaneval", "--json", "e.json"],
+              "deep.jsonl:1: not valid JSON (nested too deeply); expected one completions"),
+             (["tune", "--space", "deep.toml", "--storage", "t.db"], "deep.toml:1:1: malformed TOML: nested too deeply"),
+             (["profile", "--list", "--profiles-dir", "profiles"],
+              "hardware profile profiles/deep.json is not valid JSON (nested too deeply")]
+    for args, needle in cases:
+        one_error_line(advisor_entry(*args, cwd=tmp_path), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.jsonl", "deep.toml", "profiles"]
+
+
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
     """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
     recommend --study and export said the database was "not a readable advisor database" (the driver could not

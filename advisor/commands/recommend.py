@@ -11,6 +11,7 @@ import typer
 from advisor.commands import gpu_profile, profiles_dir_option, storage_option, threads_option, user_path
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
+from advisor.nesting import loads_json
 from advisor.units import count
 
 
@@ -290,7 +291,7 @@ def _keep_earlier_cpu_times(prof: Any, directory: Path | None, threads: int) -> 
 
     path = hw.profile_path(prof.name, directory)
     try:
-        old = hw.HardwareProfile.from_dict(json.loads(path.read_text())).cpu_experts if path.is_file() else None
+        old = hw.HardwareProfile.from_dict(loads_json(path.read_text())).cpu_experts if path.is_file() else None
     except (UserError, ValueError, OSError):
         return prof, ""
     if not old:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.nesting import loads_json
 
 
 def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
@@ -32,7 +33,7 @@ def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = loads_json(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{where}: not valid JSON ({e.msg}); expected one {what} object per line") from None
                 if not isinstance(obj, dict):

@@ -18,6 +18,7 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.export.base import ExportResult, hot_sets, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
+from advisor.nesting import loads_json
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint, quality_metric
@@ -122,7 +123,7 @@ def load(path: str | Path) -> ExportDocument:
     """Read an export written by `advisor export --to json`; a foreign or newer file is a UserError."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text())
+        doc = loads_json(p.read_text())
     except FileNotFoundError:
         raise UserError(f"no such export file: {p}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

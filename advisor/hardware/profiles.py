@@ -30,6 +30,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.files import home_path, write_atomic
+from advisor.nesting import loads_json
 from advisor.units import DECIMAL, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
 GiB = 1 << 30
@@ -375,7 +376,7 @@ def read_profiles(directory: str | os.PathLike | None = None
     for p in sorted(q for q in d.glob("*.json") if not q.is_dir()):  # a directory named x.json holds no profile
         raw: Any = None
         try:
-            raw = json.loads(p.read_text())
+            raw = loads_json(p.read_text())
             good.append(HardwareProfile.from_dict(raw))
             continue
         except OSError as e:  # unreadable (permissions, a dangling link): one line, not a traceback

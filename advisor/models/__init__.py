@@ -27,7 +27,6 @@ only), and torch/transformers lazily.
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import re
 from importlib import import_module
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.files import home_path
+from advisor.nesting import loads_json
 
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 """transformers imports torchao whenever it is installed (`pip install "moe-advisor[hf]"`), and torchao warns at
@@ -278,7 +278,7 @@ def read_config(path: Path) -> dict[str, Any]:
     if not config_file.is_file():
         raise UserError(f"{path} has no config.json; point at a model directory (config.json + *.safetensors)")
     try:
-        raw = json.loads(config_file.read_text())
+        raw = loads_json(config_file.read_text())
     except (OSError, ValueError) as e:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise UserError(f"{config_file} is not valid JSON ({e}); re-download or re-save the model") from e
     if not isinstance(raw, dict):  # a list or a number: `.get` was an AttributeError traceback

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.nesting import loads_json
 
 INDEX_NAME = "model.safetensors.index.json"
 ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
@@ -45,7 +46,7 @@ def read_header(path: Path) -> dict[str, StoredTensor]:
             if n > min(size - 8, 100 * 2**20):
                 raise UserError(f"{path} is truncated or not a safetensors file (header of {n} bytes in a "
                                 f"{size}-byte file); re-download the checkpoint")
-            meta = json.loads(f.read(n))
+            meta = loads_json(f.read(n))
     except OSError as e:
         raise UserError(f"cannot read {path} ({e.strerror or e})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -83,7 +84,7 @@ def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
     index = directory / INDEX_NAME
     if index.is_file():
         try:
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            weight_map: dict[str, str] = loads_json(index.read_text())["weight_map"]
             if not all(isinstance(s, str) for s in weight_map.values()):  # shard file names
                 raise TypeError("weight_map must map tensor names to shard file names")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # ValueError: not UTF-8, too

@@ -41,6 +41,7 @@ import numpy as np
 
 from advisor.errors import UserError
 from advisor.files import atomic_path
+from advisor.nesting import loads_json
 from advisor.offload.policies import Ctx, hot_order
 from advisor.quant.plan import MAX_NAMED, MAX_RANGE
 
@@ -146,7 +147,7 @@ class RoutingTrace:
                                     "version no longer reads; re-record it with `advisor trace MODEL -o FILE`")
                 arrays = {n: z[n] for n in _ARRAYS}
                 optional = {n: z[n] if n in z.files else None for n in _OPTIONAL}
-                meta = json.loads(str(z["meta"]))
+                meta = loads_json(str(z["meta"]))
         except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as e:
             raise UserError(
                 f"'{path}' is not a routing trace this tool wrote ({type(e).__name__}: {e}); "

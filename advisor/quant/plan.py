@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.nesting import loads_json
 from advisor.quant.spec import canonical_name
 from advisor.units import count
 
@@ -273,8 +274,8 @@ class PrecisionPlan:
             except UnicodeDecodeError as e:
                 raise _bad(text, f"not UTF-8 text (byte {e.start})", path=True) from None
             try:
-                doc = json.loads(text)
-            except (json.JSONDecodeError, RecursionError):  # (from_json below says which)
+                doc = loads_json(text)
+            except json.JSONDecodeError:  # (from_json below says why)
                 doc = None
             if isinstance(doc, dict) and doc.get("schema") == EXPORT_SCHEMA:  # an `advisor export --to json` file
                 return cls.from_json(doc.get("precision") or {}, shown=str(path))
@@ -350,11 +351,9 @@ class PrecisionPlan:
         is_path = shown is not None
         shown = shown or (data if isinstance(data, str) else json.dumps(data))
         try:
-            doc = json.loads(data) if isinstance(data, str) else dict(data)
+            doc = loads_json(data) if isinstance(data, str) else dict(data)
         except json.JSONDecodeError as e:
             raise _bad(shown, f"invalid JSON ({e.msg} at line {e.lineno})", path=is_path) from None
-        except RecursionError:  # arrays or objects nested past the parser's stack: a traceback before
-            raise _bad(shown, "invalid JSON (nested too deeply)", path=is_path) from None
         if not isinstance(doc, dict) or "default" not in doc:
             raise _bad(shown, "JSON must be an object with at least a 'default' format", path=is_path)
         unknown = set(doc) - {"version", "default", "layers", "experts", "fingerprint", "note"}

@@ -10,7 +10,6 @@ module is importable without torch; otherwise from the plan's JSON / spec string
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.models import DIFFUSION_FAMILIES, spec_path
+from advisor.nesting import loads_json
 from advisor.quant.plan import PrecisionPlan
 from advisor.quant.spec import parse_format
 from advisor.units import dtype_format
@@ -329,7 +329,7 @@ def unrecorded_config(meta: dict[str, Any], model_name: str, dtype: str,
             cached = None
         config_file = Path(cached) if isinstance(cached, str) else config_file
     try:
-        raw = json.loads(config_file.read_text())
+        raw = loads_json(config_file.read_text())
     except (OSError, ValueError):
         raw = None
     if not isinstance(raw, dict):

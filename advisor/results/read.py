@@ -9,9 +9,9 @@ The table layout is defined once, in `advisor.results.store.FrontRow`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 
+from advisor.nesting import loads_json
 from advisor.results.front import FrontPoint, check_stored
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
@@ -81,7 +81,7 @@ def read_task_text(url: str, study_name: str, task: str, objectives: dict[str, s
                               (study_name,)).fetchone() if optuna else None
         finally:
             con.close()
-        return task_text(task, objectives, json.loads(row[0]) if row else None)
+        return task_text(task, objectives, loads_json(row[0]) if row else None)
     except (sqlite3.DatabaseError, ValueError, TypeError) as e:
         raise unreadable_database(path, e) from e
 
@@ -94,13 +94,13 @@ def _point(r: tuple) -> FrontPoint:
         model=r[2],
         model_fingerprint=r[3],
         task=r[4],
-        config=json.loads(r[5]),
-        values=json.loads(r[6]),
-        sources=json.loads(r[7]),
+        config=loads_json(r[5]),
+        values=loads_json(r[6]),
+        sources=loads_json(r[7]),
         device=r[8],
-        hardware=json.loads(r[9]),
+        hardware=loads_json(r[9]),
         space=r[10],
         budget_bytes=r[11],
         created_at=created,
-        objectives=json.loads(r[13]) if r[13] else {},
+        objectives=loads_json(r[13]) if r[13] else {},
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.nesting import loads_json
 from advisor.results.front import FrontPoint, dominates, trial_point
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
@@ -90,7 +91,7 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
 
 
 def _attrs(rows: list[tuple]) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in rows}
+    return {k: loads_json(v) for k, v in rows}
 
 
 def _read(q: Query, study: str, number: int) -> StoredTrial:

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.nesting import loads_toml
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
 from advisor.results.front import METRICS, NO_TOKENIZER
@@ -441,7 +442,7 @@ def parse_space(
     known_prefetch: Sequence[str] | None = None,
 ) -> SearchSpace:
     try:
-        data = tomllib.loads(text)
+        data = loads_toml(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e)).strip()
