@@ -153,6 +153,21 @@ def refuse_directory_name(text: str) -> None:
         raise UserError(f"cannot write {text}: a name ending in '/' names a directory; give a file name")
 
 
+def _not_special(path: Path) -> Path:
+    """`path`, refused where it is a device, a named pipe or a socket (`export -o /dev/null`, a FIFO): the
+    temporary file renamed onto it replaced the node itself with a regular file (as root, /dev/null for every
+    process), and a pipe's reader read nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there yet (or not reachable: said where it is written)
+        return path
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return path
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+            "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise UserError(f"cannot write {path}: it is {kind}, which a file written whole would replace; give a file path")
+
+
 def _check_names(path: Path, where: Path) -> None:
     """`UserError` for a name in `path` longer than the file system under `where` (its nearest existing
     directory) takes: found when the file or its directories are created, after the work, otherwise."""
@@ -172,7 +187,7 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True, option:
     can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files -
     for a symbolic link, its target's (`_through_link`: where the write lands). The refusal names `option` (the
     one that gave `path`), as `check_parent`'s does."""
-    path = _through_link(_not_a_directory(path), _give(option))
+    path = _not_special(_through_link(_not_a_directory(path), _give(option)))
     where = path.parent
     if not create_dirs:
         _directory_of(path, False, option)
@@ -216,7 +231,7 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
     A `path` that is a symbolic link is written through (`_through_link`). A refusal names `option`, the one that
     gave `path` (`check_writable`)."""
-    path = _through_link(_not_a_directory(path), _give(option))
+    path = _not_special(_through_link(_not_a_directory(path), _give(option)))
     directory = _directory_of(path, create_dirs, option)
     _remove_stale_files(path)
     while True:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -229,6 +230,24 @@ def test_input_nested_past_the_parsers_stack_is_each_readers_one_line(tmp_path):
     for args, needle in cases:
         one_error_line(advisor_entry(*args, cwd=tmp_path), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.jsonl", "deep.toml", "profiles"]
+
+
+def test_an_output_that_is_a_device_or_a_pipe_is_refused_and_left_as_it_was(tmp_path):
+    """`export -o /dev/null` (as root) or `-o FIFO`: the temporary file renamed onto the path replaced the device
+    node or the pipe with a regular file holding the export - CLI fuzzing replaced this host's /dev/full so,
+    2026-12-06. Now one line, the node as it was; a node made here stands for /dev's."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    os.mkfifo(tmp_path / "fifo")
+    nodes = {"fifo": ("a named pipe", stat.S_ISFIFO)}
+    if os.geteuid() == 0:  # only root makes device nodes
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        nodes["null"] = ("a character device", stat.S_ISCHR)
+    for name, (kind, is_kind) in nodes.items():
+        for args in (["export", "bundled-example", "8", "--to", "json", "--storage", db, "-o", name],
+                     ["quant-report", "bundled", "--max-experts", "1", "--layers", "0", "--json", name]):
+            r = advisor_entry(*args, cwd=tmp_path)
+            one_error_line(r, f"cannot write {name}: it is {kind}")
+            assert is_kind(os.lstat(tmp_path / name).st_mode), (name, args)
 
 
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
