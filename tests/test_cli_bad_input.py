@@ -250,6 +250,22 @@ def test_an_output_that_is_a_device_or_a_pipe_is_refused_and_left_as_it_was(tmp_
             assert is_kind(os.lstat(tmp_path / name).st_mode), (name, args)
 
 
+def test_an_integer_past_pythons_digit_limit_is_each_readers_one_line(tmp_path):
+    """A JSON or TOML integer of more digits than Python converts (4300: a plain ValueError from int(), which a
+    JSONDecodeError/TOMLDecodeError catch let through) in a --precision file, a search space or a data line
+    printed a traceback (CLI fuzzing, 2026-12-06); now each reader's own line, with where the number is."""
+    digits = "1" + "0" * 5000
+    (tmp_path / "plan.json").write_text('{"default": "int8", "note": ' + digits + "}")
+    (tmp_path / "s.toml").write_text(f'name = "x"\n[precision]\nformats = ["int8"]\ngroups = {digits}\n')
+    (tmp_path / "d.jsonl").write_text('{"question": "q", "answer": "#### 2", "n": ' + digits + "}\n")
+    said = "an integer of 5001 digits, more than the 4300 a number may have"
+    for args, needle in ((["eval", "-n", "1", "-p", "plan.json", "--json", "e.json"], "bad precision plan 'plan.json'"),
+                         (["tune", "--space", "s.toml", "--storage", "t.db"], "s.toml:4:10: malformed TOML"),
+                         (["tune", "--task", "gsm8k", "--data", "d.jsonl", "--storage", "t.db"], "d.jsonl:1")):
+        one_error_line(advisor_entry(*args, cwd=tmp_path), needle, said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "plan.json", "s.toml"]
+
+
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
     """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
     recommend --study and export said the database was "not a readable advisor database" (the driver could not

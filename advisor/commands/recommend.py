@@ -11,7 +11,7 @@ import typer
 from advisor.commands import gpu_profile, profiles_dir_option, storage_option, threads_option, user_path
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import check_model_spec
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.units import count
 
 

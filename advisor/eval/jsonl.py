@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from advisor.errors import UserError
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 
 
 def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:

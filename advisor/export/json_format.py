@@ -18,7 +18,7 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.export.base import ExportResult, hot_sets, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint, quality_metric

@@ -30,7 +30,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.files import home_path, write_atomic
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.units import DECIMAL, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
 GiB = 1 << 30

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.files import home_path
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 """transformers imports torchao whenever it is installed (`pip install "moe-advisor[hf]"`), and torchao warns at

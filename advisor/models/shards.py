@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from advisor.errors import UserError
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 
 INDEX_NAME = "model.safetensors.index.json"
 ITEMSIZE = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,

@@ -41,8 +41,8 @@ import numpy as np
 
 from advisor.errors import UserError
 from advisor.files import atomic_path
-from advisor.nesting import loads_json
 from advisor.offload.policies import Ctx, hot_order
+from advisor.parsing import loads_json
 from advisor.quant.plan import MAX_NAMED, MAX_RANGE
 
 FORMAT_VERSION = 2

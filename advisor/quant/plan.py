@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from advisor.errors import UserError
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.quant.spec import canonical_name
 from advisor.units import count
 

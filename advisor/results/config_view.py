@@ -17,7 +17,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.models import DIFFUSION_FAMILIES, spec_path
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.quant.plan import PrecisionPlan
 from advisor.quant.spec import parse_format
 from advisor.units import dtype_format

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.results.front import FrontPoint, check_stored
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.nesting import loads_json
+from advisor.parsing import loads_json
 from advisor.results.front import FrontPoint, dominates, trial_point
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database

@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.nesting import loads_toml
 from advisor.offload.miss import MISS_POLICIES
 from advisor.offload.policies import DEFAULT_TAU
+from advisor.parsing import loads_toml
 from advisor.results.front import METRICS, NO_TOKENIZER
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, SEED_MAX, SEED_MIN, count
 
