@@ -328,6 +328,17 @@ def test_storage_in_a_directory_that_takes_no_new_file_is_refused_at_once(tmp_pa
     before_model_load(r)
 
 
+def test_storage_that_is_a_device_or_pipe_is_not_called_a_directory(tmp_path):
+    """`tune --storage /dev/null` (or a FIFO) said "is a directory, not a database file; give a file path such
+    as /dev/null/advisor.db" (CLI fuzzing, 2026-12-06): what it is, and a path that can work."""
+    os.mkfifo(tmp_path / "fifo")
+    for storage in ("/dev/null", str(tmp_path / "fifo")):
+        r = advisor_entry("tune", "--trials", "1", "--storage", storage, cwd=tmp_path)
+        line = one_error_line(r, f"--storage {storage} is not a regular file (a device, pipe or socket)")
+        assert "directory" not in line and "studies/advisor.db" in line, line
+        before_model_load(r)
+
+
 def test_read_only_mount_refused_before_the_model_loads(tmp_path, study_db):
     """A database on a read-only file system (a bind mount remounted read-only, as root in a namespace)."""
     if shutil.which("unshare") is None:

@@ -66,9 +66,12 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
         raise UserError(f"--storage opens {path} read-only ({said}), and the tune writes trials; drop that option "
                         "from the URL")
     if path.exists():
-        if not path.is_file():
+        if path.is_dir():
             raise UserError(f"--storage {path} is a directory, not a database file; give a file path such as "
                             f"{path / 'advisor.db'}")
+        if not path.is_file():  # /dev/null was "a directory", with /dev/null/advisor.db to try instead
+            raise UserError(f"--storage {path} is not a regular file (a device, pipe or socket), not a database "
+                            "file; give a file path such as studies/advisor.db")
         try:
             con = connect_read_only(path)
             try:
