@@ -129,8 +129,15 @@ def run() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_one_line(message)}", err=True)
     sys.exit(code)
+
+
+def _one_line(message: str) -> str:
+    """`message` with every character that is not printable (a newline or tab in a value typed in quotes, an
+    escape sequence, a right-to-left override) shown escaped, as Python writes it in a string: a refusal that
+    quoted `--dtype $'a\\nb'` as typed was two lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,18 @@ def digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def test_a_refusal_quoting_a_value_with_a_newline_or_an_escape_is_still_one_line(tmp_path):
+    """A value typed in quotes holding a newline, a tab, a terminal escape or a right-to-left override, quoted by
+    the refusal as typed (`inspect --dtype $'a\\nb'`), made the error two lines, or recoloured or reordered the
+    terminal's line (CLI fuzzing, 2026-12-06): each is shown escaped, as Python writes it."""
+    r = advisor_entry("inspect", "bundled", "--dtype", "a\nb", cwd=tmp_path)
+    assert one_error_line(r).startswith("error: unknown dtype 'a\\nb'"), r.stderr
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor_entry("recommend", "--storage", db, "--gpu", "x\ty\x1b[31m\u202e", cwd=tmp_path)
+    line = one_error_line(r, "unknown GPU 'x\\ty\\x1b[31m\\u202e'")
+    assert not any(c in line for c in "\t\x1b\u202e"), line
+
+
 def test_click_usage_errors_are_one_line(tmp_path):
     for args, needle in ((["tune", "--trials", "x"], "--trials"), (["tune", "--bogus"], "--bogus"),
                          (["nosuch"], "nosuch"), (["pareto"], "study")):
