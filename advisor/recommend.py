@@ -48,6 +48,22 @@ _PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_to
 _PREF_WORDS = {"transfer": "lowest H2D bytes/token", "latency": "lowest latency/token", "accuracy": "highest accuracy"}
 
 
+BUDGET_DIGITS = 2
+"""The decimals of a budget in the reasons, as `tune`, `studies` and `pareto` print one ("4.34 MiB")."""
+
+
+def point_bytes(n: float, other: float | None = None) -> str:
+    """A configuration's bytes (its peak, what it needs beyond a budget) as its stored values print them (3
+    decimals, `format_metric`), with two more where `other` (the budget it is compared with) would read alike: the
+    reasons said "uses 1.9 MiB" above a stored peak_gpu_bytes of 1.931 MiB."""
+    return format_bytes(n, 3 if other is None else digits_apart(n, other, 3))
+
+
+def _budget_bytes(budget: float, peak: float | None = None) -> str:
+    """A budget's bytes alone, at `BUDGET_DIGITS` (more where `peak` would read alike)."""
+    return format_bytes(budget, BUDGET_DIGITS if peak is None else digits_apart(budget, peak, BUDGET_DIGITS))
+
+
 @dataclass
 class Query:
     """What the user asked for."""
@@ -72,9 +88,9 @@ class Query:
             return self.gpu.gpu_memory_bytes
         return None
 
-    def budget_text(self, digits: int = 1, source: bool = False) -> str:
-        """The budget's bytes beside where it came from, as `advisor tune` shows it: "146.5 KiB (--budget 150KB)",
-        "24.0 GiB (--gpu RTX 4090 24GB)" (`advisor.units.budget_text`); `source`: a GPU's memory with where its
+    def budget_text(self, digits: int = BUDGET_DIGITS, source: bool = False) -> str:
+        """The budget's bytes beside where it came from, as `advisor tune` shows it: "146.48 KiB (--budget 150KB)",
+        "24.00 GiB (--gpu RTX 4090 24GB)" (`advisor.units.budget_text`); `source`: a GPU's memory with where its
         figure came from ("--gpu RTX 4090 24GB, catalogue (nominal)")."""
         assert self.budget is not None
         gpu = self.gpu
@@ -387,7 +403,7 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
             if peak is None:
                 c.problems.append("no peak GPU memory recorded")
             elif peak > budget:
-                c.problems.append(f"needs {format_bytes(peak)} > budget {format_bytes(budget)}")
+                c.problems.append(f"needs {point_bytes(peak, budget)} > budget {_budget_bytes(budget, peak)}")
         if floor is not None:
             acc = p.values.get("accuracy")
             if acc is None:
@@ -425,9 +441,9 @@ def _above_study_budget(p: FrontPoint, q: Query) -> list[str]:
     study, budget = p.budget_bytes, q.budget
     if budget is None or not study or budget <= float(study) + 0.5:
         return []
-    return [f"the study was tuned within {format_bytes(float(study), 2)}, less than the {q.budget_text()} asked "
+    return [f"the study was tuned within {_budget_bytes(float(study))}, less than the {q.budget_text()} asked "
             "about: no configuration using more memory was tried, so this is the study's best within its budget, not "
-            f"what {format_bytes(budget)} would hold; tune a study with that --budget (or --budgets) to answer it"]
+            f"what {_budget_bytes(budget)} would hold; tune a study with that --budget (or --budgets) to answer it"]
 
 
 def _compared_by(prefer: str, *points: FrontPoint) -> str:
@@ -479,8 +495,8 @@ def _why(rec: Recommendation) -> list[str]:
     budget = q.budget
     peak = p.values.get("peak_gpu_bytes")
     if budget is not None and peak is not None:
-        out.append(f"fits {q.budget_text(digits_apart(budget, peak), source=True)}: uses "
-                   f"{format_bytes(peak, digits_apart(peak, budget))} "
+        out.append(f"fits {q.budget_text(digits_apart(budget, peak, BUDGET_DIGITS), source=True)}: uses "
+                   f"{point_bytes(peak, budget)} "
                    f"({_kind('peak_gpu_bytes', p)})")
     elif budget is None:
         out.append(f"--gpu {q.gpu.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU), whose "
@@ -565,8 +581,8 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
             need = c.point.values["peak_gpu_bytes"]
             gpus = sorted((g for g in CATALOGUE if g.memory_bytes >= need), key=lambda g: g.memory_bytes)[:3]
             meets = "meets the accuracy floor with" if c.floor is not None else "needs"  # a fidelity study has none
-            reasons.append(f"more memory: {c.label} {meets} {format_bytes(need)} "
-                           f"({_kind('peak_gpu_bytes', c.point)}; {format_bytes(need - budget)} over the budget)"
+            reasons.append(f"more memory: {c.label} {meets} {point_bytes(need, budget)} "
+                           f"({_kind('peak_gpu_bytes', c.point)}; {point_bytes(need - budget)} over the budget)"
                            + (f"; e.g. {', '.join(g.name for g in gpus)}" if gpus else ""))
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "memory",
                             "needs_bytes": need, "over_by_bytes": need - budget})
@@ -585,7 +601,7 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
                        key=lambda c: c.point.values["peak_gpu_bytes"], default=None)
         if smallest is not None:
             reasons.append(f"smallest stored point {smallest.label} needs "
-                           f"{format_bytes(smallest.point.values['peak_gpu_bytes'])} "
+                           f"{point_bytes(smallest.point.values['peak_gpu_bytes'])} "
                            f"({_kind('peak_gpu_bytes', smallest.point)}) and: {'; '.join(smallest.problems)}")
         else:
             reasons.append("no point records peak GPU memory; re-run `advisor tune`")

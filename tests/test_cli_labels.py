@@ -43,7 +43,7 @@ def test_recommend_names_time_per_token_and_shows_budget_and_use_apart(tmp_path)
     out = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
                   "--prefer", "latency", cwd=tmp_path).stdout
     assert "trial #129" in out and "misses hybrid" in out
-    assert "fits 1.970 MiB (--budget 1.97MiB): uses 1.963 MiB" in out  # both were "2.0 MiB"
+    assert "fits 1.97 MiB (--budget 1.97MiB): uses 1.963 MiB" in out  # both were "2.0 MiB"
     assert "lowest time per token among 15 feasible point(s)" in out
     assert "next best bundled-example#111 has 1.76x the time per token" in out
     assert "Measured on" not in out and "Stored values (trial run on cpu" in out
@@ -63,13 +63,13 @@ def test_recommend_reasons_label_each_number_as_pareto_and_the_json_sources_do(t
     src = json.loads(advisor(*args, "--json", cwd=tmp_path).stdout)["chosen"]["sources"]
     peak, acc, time = (short_source(src[m]) for m in ("peak_gpu_bytes", "accuracy", "time_per_token"))
     assert (peak, acc, time) == ("counted", "measured", "modelled"), src
-    assert f"- fits 1.970 MiB (--budget 1.97MiB): uses 1.963 MiB ({peak})" in out, out
+    assert f"- fits 1.97 MiB (--budget 1.97MiB): uses 1.963 MiB ({peak})" in out, out
     assert f"- accuracy 0.960 ({acc}) >= floor 0.940 (= 0.950 of trial #14, {acc}, minus 0.01; " in out, out
     assert f"next best bundled-example#111 has 1.76x the time per token ({time}), accuracy 0.945 ({acc})" in out, out
     r = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(EXAMPLE_DB), "--budget", "1MiB"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr  # nothing fits: what would change, labelled as well
-    assert "more memory: bundled-example#202 meets the accuracy floor with 1.2 MiB (counted; 232.5 KiB over the " \
+    assert "more memory: bundled-example#202 meets the accuracy floor with 1.227 MiB (counted; 232.500 KiB over the " \
            "budget)" in flat(r.stdout), r.stdout
 
 
@@ -278,10 +278,10 @@ def test_recommend_names_a_budget_as_typed_beside_its_bytes(tmp_path):
     (`advisor.units.budget_text`), a GPU's memory by its --gpu."""
     shutil.copy(Path(__file__).parent.parent / "studies" / "example" / "advisor.db", tmp_path / "a.db")
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "4MB", cwd=tmp_path).stdout)
-    assert "every stored configuration fits 3.8 MiB (--budget 4MB), so transfer" in out, out
-    assert "- fits 3.8 MiB (--budget 4MB): uses 2.1 MiB (counted)" in out, out
-    assert "less than the 3.8 MiB (--budget 4MB) asked about" in out, out
+    assert "every stored configuration fits 3.81 MiB (--budget 4MB), so transfer" in out, out
+    assert "- fits 3.81 MiB (--budget 4MB): uses 2.133 MiB (counted)" in out, out
+    assert "less than the 3.81 MiB (--budget 4MB) asked about" in out, out
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--gpu", "RTX 4090", cwd=tmp_path).stdout)
-    assert "- fits 24.0 GiB (--gpu RTX 4090 24GB, catalogue (nominal)): uses 2.1 MiB" in out, out
+    assert "- fits 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal)): uses 2.133 MiB" in out, out
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "1MB", cwd=tmp_path).stdout)
-    assert "(38 exceed the memory budget of 976.6 KiB (--budget 1MB), 15 fall below the accuracy floor)" in out, out
+    assert "(38 exceed the memory budget of 976.56 KiB (--budget 1MB), 15 fall below the accuracy floor)" in out, out

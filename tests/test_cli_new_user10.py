@@ -54,7 +54,7 @@ def test_recommend_above_the_studys_budget_says_the_study_never_tried_that_memor
     above = run.invoke(app, ["recommend", "--storage", str(db), "--budget", "1GiB"])
     assert above.exit_code == 0, above.output
     text = " ".join(above.output.split())
-    assert re.search(r"the study was tuned within [\d.]+ MiB, less than the 1\.0 GiB \(--budget 1GiB\) asked "
+    assert re.search(r"the study was tuned within [\d.]+ MiB, less than the 1\.00 GiB \(--budget 1GiB\) asked "
                      r"about: no configuration "
                      r"using more memory was tried", text), text
     within = run.invoke(app, ["recommend", "--storage", str(db), "--budget", "2MiB"])

@@ -145,4 +145,4 @@ def test_a_budget_above_the_named_gpus_memory_is_refused(tmp_path):
         assert "advisor tune" not in r.stdout
     assert not (tmp_path / "s.db").exists()
     ok = advisor("recommend", "--storage", str(example), "--gpu", "RTX 4090", "--budget", "2MiB", cwd=tmp_path)
-    assert ok.returncode == 0 and "fits 2.000 MiB" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "fits 2.00 MiB" in ok.stdout, ok.stdout + ok.stderr

@@ -273,7 +273,7 @@ def test_recommend_names_the_studys_budget_as_studies_and_pareto_print_it(tmp_pa
     front = advisor_in_process("pareto", "bundled-example", "--storage", str(EXAMPLE), "--no-plots", cwd=tmp_path)
     budget = re.search(r"budget (\d+\.\d\d MiB) \(", flat(front.stdout)).group(1)
     assert budget == "2.73 MiB", front.stdout
-    assert f"the study was tuned within {budget}, less than the 24.0 GiB (--gpu RTX 4090 24GB)" in rec, rec
+    assert f"the study was tuned within {budget}, less than the 24.00 GiB (--gpu RTX 4090 24GB)" in rec, rec
 
 
 def test_export_json_of_every_target_carries_its_source_and_notes(tmp_path):

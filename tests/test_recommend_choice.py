@@ -19,7 +19,7 @@ def test_picks_lowest_transfer_that_fits_and_meets_relative_floor():
     rec = recommend(standard_front(), Query(budget_bytes=12 * GiB, max_accuracy_drop=0.02))
     assert rec.chosen.point.trial_number == 2  # int8, 4 slots: 9.1 GiB, 0.91 >= 0.92 - 0.02
     text = " | ".join(rec.reasons)
-    assert "fits 12.0 GiB: uses 9.1 GiB (counted)" in text
+    assert "fits 12.00 GiB: uses 9.100 GiB (counted)" in text
     assert "accuracy 0.910 (measured) >= floor 0.900" in text and "trial #0" in text
     assert "among 3 feasible" in text and "next best s1#3 has 1.30x the transfer" in text
     assert "1 exceed memory" in text and "2 fall below the floor" in text
@@ -73,7 +73,7 @@ def test_nothing_fits_says_what_to_change():
     rec = recommend(standard_front(), Query(budget_bytes=4 * GiB, min_accuracy=0.9))
     assert rec.chosen is None
     text = " | ".join(rec.reasons)
-    assert "more memory: s1#3 meets the accuracy floor with 6.0 GiB (counted; 2.0 GiB over the budget)" in text
+    assert "more memory: s1#3 meets the accuracy floor with 6.000 GiB (counted; 2.000 GiB over the budget)" in text
     assert rec.closest[0]["change"] == "memory"
     rec = recommend(standard_front(), Query(budget_bytes=10 * GiB, min_accuracy=0.95))
     assert "lower floor: s1#2 fits with accuracy 0.910" in " | ".join(rec.reasons)
@@ -248,7 +248,7 @@ def test_a_fidelity_study_over_the_budget_names_no_accuracy_floor_for_more_memor
     assert r.returncode == 1, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     assert "no accuracy floor applies" in text and "accuracy floor with" not in text, text
-    assert "more memory: fid#1 needs 1.5 GiB (counted; 512.0 MiB over the budget)" in text, text
+    assert "more memory: fid#1 needs 1.500 GiB (counted; 512.000 MiB over the budget)" in text, text
 
 
 def test_a_fidelity_study_where_nothing_fits_speaks_of_no_pick(tmp_path):
@@ -364,7 +364,7 @@ def test_a_floor_that_excludes_every_point_is_not_called_nothing_fits(tmp_path):
     assert "nothing fits" not in r.stdout, r.stdout
     assert "all 6 point(s) fall below the accuracy floor (every one fits the memory)" in r.stdout, r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.99")
-    assert "(6 exceed the memory budget of 1.0 GiB (--budget 1GiB), 6 fall below the accuracy floor)" in flat(r.stdout), \
+    assert "(6 exceed the memory budget of 1.00 GiB (--budget 1GiB), 6 fall below the accuracy floor)" in flat(r.stdout), \
         r.stdout
 
 
@@ -378,7 +378,7 @@ def test_points_that_record_no_peak_are_not_said_to_exceed_the_budget(tmp_path):
     url = make_db(tmp_path / "a.db", front)
     r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--max-accuracy-drop", "0.5")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert ("nothing fits: all 6 point(s) excluded (4 exceed the memory budget of 1.0 GiB (--budget 1GiB), 2 record no "
+    assert ("nothing fits: all 6 point(s) excluded (4 exceed the memory budget of 1.00 GiB (--budget 1GiB), 2 record no "
             "peak GPU memory to compare with it)") in flat(r.stdout), r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "24GiB", "--min-accuracy", "0.99")
     assert r.returncode == 1, r.stdout + r.stderr
