@@ -29,7 +29,7 @@ from advisor.results.config_view import (
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
-from advisor.units import budget_text, digits_apart, names_text
+from advisor.units import BUDGET_DIGITS, budget_text, digits_apart, names_text
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -46,10 +46,6 @@ _RANK_KEYS: dict[str, tuple[tuple[str, int], ...]] = {
 }
 _PREF_METRIC = {"transfer": "h2d_bytes_per_token", "latency": "latency_ms_per_token", "accuracy": "accuracy"}
 _PREF_WORDS = {"transfer": "lowest H2D bytes/token", "latency": "lowest latency/token", "accuracy": "highest accuracy"}
-
-
-BUDGET_DIGITS = 2
-"""The decimals of a budget in the reasons, as `tune`, `studies` and `pareto` print one ("4.34 MiB")."""
 
 
 def point_bytes(n: float, other: float | None = None) -> str:
@@ -500,7 +496,7 @@ def _why(rec: Recommendation) -> list[str]:
                    f"({_kind('peak_gpu_bytes', p)})")
     elif budget is None:
         out.append(f"--gpu {q.gpu.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU), whose "
-                   f"{format_bytes(q.gpu.memory_bytes)} is host RAM, not a GPU budget: memory not checked; give "
+                   f"{format_bytes(q.gpu.memory_bytes, BUDGET_DIGITS)} is host RAM, not a GPU budget: memory not checked; give "
                    "--budget" if q.gpu is not None and q.gpu.host_only else
                    "no memory budget given (--budget or --gpu): memory not checked")
     acc = p.values.get("accuracy")

@@ -87,7 +87,13 @@ def size_argument(n: float) -> str:
     return f"{math.ceil(n)}B" if size == 1 else f"{math.ceil(n * 100 / size) / 100:.2f}{unit}"
 
 
-def budget_text(n: float, given: str | None, digits: int = 2) -> str:
+BUDGET_DIGITS = 2
+"""The decimals of a memory size a user gives or a device has (a budget, a GPU's or a CPU profile's memory), as
+`tune`, `studies`, `pareto`, `recommend` and `profile --list` print it ("4.34 MiB", "24.00 GiB"): `profile --list`
+and `recommend` said 23.6 GiB of a CPU profile's RAM that `tune` said was 23.59 GiB."""
+
+
+def budget_text(n: float, given: str | None, digits: int = BUDGET_DIGITS) -> str:
     """A budget's bytes beside the option it came from, as typed: "146.48 KiB (--budget 150KB)", "80.00 GiB (--gpu
     H100 SXM)". The bytes alone read as if they had been typed (150KB is SI: 150,000 bytes); `given` None: the bytes
     alone. The one form of a budget for `advisor tune`'s header and refusals and `advisor recommend`'s reasons."""

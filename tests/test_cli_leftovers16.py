@@ -83,8 +83,8 @@ def test_profile_list_says_a_cpu_profiles_memory_is_host_ram(tmp_path):
         (tmp_path / "p" / f"{d['name'].split()[-1]}.json").write_text(json.dumps(d))
     r = advisor_entry("profile", "--list", "--profiles-dir", "p", cwd=tmp_path, env={"COLUMNS": "200"})
     out = flat(r.stdout)
-    assert r.returncode == 0 and "cpu x86_64 vm: 23.6 GiB host RAM, pinned 2.8 GB/s" in out, r.stdout
-    assert "NVIDIA GeForce RTX 4090: 24.0 GiB, pinned 21.7 GB/s" in out, r.stdout
+    assert r.returncode == 0 and "cpu x86_64 vm: 23.60 GiB host RAM, pinned 2.8 GB/s" in out, r.stdout
+    assert "NVIDIA GeForce RTX 4090: 24.00 GiB, pinned 21.7 GB/s" in out, r.stdout
 
 
 def test_inspect_piped_ends_no_line_with_spaces(tmp_path):

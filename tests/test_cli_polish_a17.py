@@ -22,3 +22,34 @@ def test_recommend_reasons_give_a_points_size_as_its_stored_values_do(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "meets the accuracy floor with 1.227 MiB (counted; 232.500 KiB over the budget)" in flat(r.stdout), r.stdout
     assert "exceed the memory budget of 1.00 MiB (--budget 1MiB)" in flat(r.stdout), r.stdout
+
+
+def test_tune_and_recommend_name_a_gpu_and_a_cpu_profiles_memory_alike(tmp_path):
+    """`tune --gpu 'RTX 4090'` headed its budget "24.00 GiB (--gpu RTX 4090)" while `recommend --gpu 'RTX 4090'` said
+    "24.0 GiB (--gpu RTX 4090 24GB)" of the same profile; a CPU profile's RAM read 23.59 GiB in tune's note and
+    23.6 GiB in `profile --list` and recommend's reason. One text each: the profile's name, 2 decimals."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from tests.test_device_roofline import SPACE
+
+    (tmp_path / "space.toml").write_text(SPACE)
+    url = f"sqlite:///{tmp_path}/d.db"
+    tune = CliRunner().invoke(app, ["tune", "bundled", "--space", str(tmp_path / "space.toml"), "--gpu", "RTX 4090",
+                                    "--trials", "1", "--storage", url, "--study", "g"])
+    assert tune.exit_code == 0, tune.output
+    assert "budget: 24.00 GiB (--gpu RTX 4090 24GB)" in tune.output, tune.output
+    rec = flat(advisor_in_process("recommend", "--storage", url, "--gpu", "RTX 4090", cwd=tmp_path).stdout)
+    assert "fits 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal))" in rec, rec
+
+    cpu = {"name": "cpu vm", "memory_bytes": int(23.59 * 2**30), "h2d_gbps_pinned": 2.8, "h2d_gbps_pageable": 2.8,
+           "copy_latency_us": 3.0, "source": "measured-cpu:2026-12-06"}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "vm.json").write_text(json.dumps(cpu))
+    listed = flat(advisor_in_process("profile", "--list", "--profiles-dir", "p", cwd=tmp_path).stdout)
+    assert "cpu vm: 23.59 GiB host RAM" in listed, listed
+    rec = flat(advisor_in_process("recommend", "--storage", str(EXAMPLE), "--gpu", "cpu vm", "--profiles-dir", "p",
+                                  cwd=tmp_path).stdout)
+    assert "whose 23.59 GiB is host RAM, not a GPU budget" in rec, rec

@@ -166,7 +166,7 @@ def test_a_profile_stored_under_its_own_name_is_priced_as_the_gpu_it_measured(tm
     monkeypatch.setattr(measure, "measure_profile", lambda repeats=5: _measured("NVIDIA GeForce RTX 4090", 23.6))
     r = CliRunner().invoke(app, ["profile", "--name", "host-t16", "--profiles-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("host-t16: memory 23.6 GiB")
+    assert r.output.startswith("host-t16: memory 23.60 GiB")
     out = _entries(CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output)
     (line,) = [ln for ln in out if ln.startswith("host-t16:")]
     assert "device 1008 GB/s 165.2 TFLOP/s bf16 [measured:" in line, line
@@ -214,4 +214,4 @@ def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
     assert r.exit_code == 0, r.output
     (t,) = [t for t in optuna.load_study(study_name="sxm", storage=url).trials if t.values]
     assert "roofline(H100 SXM 80GB nominal: 3350 GB/s, 989 TFLOP/s" in t.user_attrs["sources"]["time_per_token"]
-    assert "budget: 80.00 GiB (--gpu H100 SXM)" in r.output
+    assert "budget: 80.00 GiB (--gpu H100 SXM 80GB)" in r.output

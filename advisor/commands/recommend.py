@@ -124,6 +124,7 @@ def register(app: typer.Typer) -> None:
         with --model or --expert-shape also this host's CPU expert time per format and tokens per expert."""
         from advisor.hardware import profiles as hw
         from advisor.hardware.profiles import format_bytes, nominal_device, save_profile
+        from advisor.units import BUDGET_DIGITS
 
         # '' stored the profile under the device's name, replacing it
         refuse_empty({"--name": name}, "the name to store the profile under (without it: the device's name)")
@@ -146,7 +147,7 @@ def register(app: typer.Typer) -> None:
                 device = (f"device {dev.mem_gbps:g} GB/s {dev.tflops:g} TFLOP/s {dev.dtype}" if dev
                           else "device not in the catalogue (priced as the H200)")
                 # a --cpu profile's memory is this host's RAM, not a GPU's: `--gpu` of it budgets nothing
-                memory = f"{format_bytes(p.memory_bytes)}{' host RAM' if p.host_only else ''}"
+                memory = f"{format_bytes(p.memory_bytes, BUDGET_DIGITS)}{' host RAM' if p.host_only else ''}"
                 parts = [memory if p.memory_bytes else "memory ?",
                          f"pinned {p.h2d_gbps_pinned:.1f} GB/s", f"pageable {p.h2d_gbps_pageable:.1f} GB/s",
                          f"{p.copy_latency_us:.1f} us/copy", *([p.link] if p.link else []), f"{device} [{p.source}]"]
@@ -205,8 +206,8 @@ def register(app: typer.Typer) -> None:
             prof = dataclasses.replace(prof, name=name, device=prof.name)
         prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
         path = save_profile(prof, profiles_dir)
-        free = f", free {format_bytes(prof.free_bytes)}" if prof.free_bytes is not None else ""
-        typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
+        free = f", free {format_bytes(prof.free_bytes, BUDGET_DIGITS)}" if prof.free_bytes is not None else ""
+        typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes, BUDGET_DIGITS)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
                    f"pageable {prof.h2d_gbps_pageable:.2f} GB/s, {prof.copy_latency_us:.1f} us/copy [{prof.source}]")
         if prof.cpu_experts:
             from advisor.offload.timing import CpuProfile

@@ -28,7 +28,7 @@ from advisor.commands import (
 )
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.models import canonical_spec, check_model_spec
-from advisor.units import count, format_bytes, names_text
+from advisor.units import BUDGET_DIGITS, count, format_bytes, names_text
 
 if TYPE_CHECKING:
     from advisor.models.load import BudgetOf
@@ -303,7 +303,9 @@ def register(app: typer.Typer) -> None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu, profiles_dir)
         # where the budget came from, as typed: shown after its value, "7.45 GiB (--budget 8GB)" (8GB is SI: 8e9 bytes)
-        budget_note = f"--budget {budget.strip()}" if budget else (f"--gpu {gpu}" if budget_bytes else "none")
+        # a GPU by its profile's name, as `recommend` names it ("--gpu RTX 4090 24GB", not as typed: "RTX 4090")
+        budget_note = (f"--budget {budget.strip()}" if budget else
+                       f"--gpu {profile.name}" if budget_bytes and profile is not None else "none")
         host_bytes = parse_budget(host_memory, "--host-memory ") if host_memory else None
         spec = canonical_spec(model or "bundled")  # 'Bundled', 'tiny:Mixtral': the names the study keeps
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
@@ -625,7 +627,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         if profile is not None and profile.host_only and not budget_note.startswith("--budget "):
             console.print(f"note: --gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
                           f"GPU): its link and CPU expert times price the study, but its "
-                          f"{human_bytes(profile.memory_bytes)} is this host's RAM, not GPU memory, so the budget is "
+                          f"{format_bytes(profile.memory_bytes, BUDGET_DIGITS)} is this host's RAM, not GPU memory, so the budget is "
                           "not it; give --budget for the GPU's", markup=False)
         if getattr(backend, "offloaded", False):
             console.print(f"loading: {_load_note(backend.loaded, budget_bytes)}\n{backend.store_note()}")
