@@ -374,7 +374,8 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
                             "--prefer transfer ranks by H2D bytes/token")
         else:
             defaults.append("no --prefer given: the fewest H2D bytes/token win; --prefer latency or accuracy to change")
-    no_floor = fidelity_study and q.max_accuracy_drop is None and q.prefer != "accuracy"  # said below
+    # said below, in one wording whether the floor was the default or a --max-accuracy-drop given
+    no_floor = fidelity_study and (q.max_accuracy_drop is not None or q.prefer != "accuracy")
     by_study: dict[str, list[FrontPoint]] = {}
     for p in points:
         by_study.setdefault(p.study_name, []).append(p)
@@ -414,10 +415,13 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     feasible = sorted((c for c in cands if c.feasible), key=lambda c: _sort_key(c.point, q.prefer, quality))
     rejected = [c for c in cands if not c.feasible]
     if no_floor:  # no default floor: say so, and what that means for the pick - or, with none, for the points
-        means = ("the pick may agree with full precision far less than other points do - see its fidelity_top1"
-                 if feasible else "none was excluded for its top-1 agreement with full precision")
-        defaults.insert(1, "no accuracy floor applies (not the default 1 point below the highest-precision point: "
-                           f"there is no task accuracy), so {means}; --prefer accuracy ranks by top-1 agreement")
+        means = ("none was excluded for its top-1 agreement with full precision" if not feasible or
+                 q.prefer == "accuracy" else
+                 "the pick may agree with full precision far less than other points do - see its fidelity_top1")
+        which = (f"--max-accuracy-drop {q.max_accuracy_drop:g} is not applied" if q.max_accuracy_drop is not None
+                 else "not the default 1 point below the highest-precision point")
+        defaults.insert(1, f"no accuracy floor applies ({which}: there is no task accuracy), so {means}"
+                           + ("; --prefer accuracy ranks by top-1 agreement" if q.prefer != "accuracy" else ""))
     rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults,
                          quality=quality)
     if rec.chosen:
@@ -519,7 +523,7 @@ def _why(rec: Recommendation) -> list[str]:
                      else f" (--min-accuracy; stricter than --max-accuracy-drop's {rel:.3f} = {ref.accuracy:.3f} of "
                           f"trial #{ref.trial} minus {q.max_accuracy_drop})")
         out.append(f"accuracy {acc:.3f} ({_kind('accuracy', p)}) >= floor {c.floor:.3f}{basis}")
-    elif q.max_accuracy_drop is not None and p.study_name not in rec.references:
+    elif q.max_accuracy_drop is not None and p.study_name not in rec.references and rec.quality == "accuracy":
         out.append("no accuracy stored in this study: relative floor not applied")
     by_time = _compared_by(q.prefer, p) == "time_per_token"
     words = "lowest time per token" if by_time else _PREF_WORDS[q.prefer]

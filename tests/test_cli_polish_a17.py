@@ -53,3 +53,35 @@ def test_tune_and_recommend_name_a_gpu_and_a_cpu_profiles_memory_alike(tmp_path)
     rec = flat(advisor_in_process("recommend", "--storage", str(EXAMPLE), "--gpu", "cpu vm", "--profiles-dir", "p",
                                   cwd=tmp_path).stdout)
     assert "whose 23.59 GiB is host RAM, not a GPU budget" in rec, rec
+
+
+def test_a_fidelity_studys_report_and_recommend_say_its_fidelity_and_its_floor_in_one_wording(shm_tmp_path,
+                                                                                              monkeypatch):
+    """A study of a model without a tokenizer stores top-1 agreement, no task accuracy. `report` printed "accuracy
+    change -" for each plan, not the agreement it has; `recommend --max-accuracy-drop 0.02` said "no accuracy
+    stored in this study: relative floor not applied" where without the option it said "no accuracy floor applies
+    (not the default ...)". Now the report's lines give the top-1 agreement (and how it was obtained), and both
+    recommend cases say "no accuracy floor applies (<which>: there is no task accuracy)"."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    def cli(*args: str):
+        return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+    monkeypatch.chdir(shm_tmp_path)
+    tuned = cli("tune", "tiny:qwen3_moe", "--space", "quick", "--storage", "t.db", "--study", "s", "--trials", "3")
+    assert tuned.exit_code == 0, tuned.output
+    q = ("recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB", "--prefer", "transfer")
+    default, given = cli(*q), cli(*q, "--max-accuracy-drop", "0.02")
+    assert default.exit_code == 0 and given.exit_code == 0, default.output + given.output
+    assert "- no accuracy floor applies (not the default 1 point below the highest-precision point: there is no task " \
+           "accuracy), so" in flat(default.output), default.output
+    assert "- no accuracy floor applies (--max-accuracy-drop 0.02 is not applied: there is no task accuracy), so" \
+           in flat(given.output), given.output
+    assert "relative floor not applied" not in given.output, given.output
+    rep = cli("report", "s", "--storage", "t.db", "-o", "rep")
+    assert rep.exit_code == 0, rep.output
+    plans = [ln for ln in rep.stdout.splitlines() if ": trial #" in ln]
+    assert plans and all(re.search(r"top-1 agreement [01]\.\d{3} \(measured\)$", ln) for ln in plans), rep.stdout
+    assert "accuracy change" not in rep.stdout, rep.stdout

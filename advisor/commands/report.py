@@ -115,10 +115,12 @@ def register(app: typer.Typer) -> None:
             if r.trial is None:  # why none: a note of up to ~200 characters, wrapped under itself
                 print_wrapped(console, f"  {r.precision:>{width}}: {r.note}", width + 4)
                 continue
-            dacc = "-" if r.accuracy_change is None else \
-                f"{100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"
-            print_parts(console, f"  {r.precision:>{width}}: ",
-                        [f"trial #{r.trial}", *cuts(r), f"accuracy change {dacc}"], width + 4)
+            # a fidelity study (no task accuracy) has its top-1 agreement to say, not "accuracy change -"
+            quality = (f"accuracy change {100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"
+                       if r.accuracy_change is not None else
+                       f"top-1 agreement {r.fidelity_top1:.3f} ({kind(r.fidelity_source)})"
+                       if r.accuracy is None and r.fidelity_top1 is not None else "accuracy change -")
+            print_parts(console, f"  {r.precision:>{width}}: ", [f"trial #{r.trial}", *cuts(r), quality], width + 4)
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
             if not best:

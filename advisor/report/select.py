@@ -46,6 +46,8 @@ class HeadlineRow:
     miss: str | None = None  # miss policy: copy | cpu | hybrid
     time_cut: float | None = None  # 1 - time_per_token / the no-cache reference's
     h2d_source: str | None = None  # how h2d_bytes_per_token was obtained (its stored source)
+    fidelity_top1: float | None = None  # top-1 agreement with full precision, what a fidelity study has for accuracy
+    fidelity_source: str | None = None
 
 
 @dataclass
@@ -341,6 +343,8 @@ def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], referenc
         policy=_policy(t.config, strategy),
         miss=miss_policy(t.config),
         time_cut=(1.0 - time / reference.time_per_token) if time is not None and reference.time_per_token else None,
+        fidelity_top1=v.get("fidelity_top1"),
+        fidelity_source=t.sources.get("fidelity_top1"),
     )
 
 
