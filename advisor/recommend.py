@@ -29,7 +29,7 @@ from advisor.results.config_view import (
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
-from advisor.units import BUDGET_DIGITS, budget_text, digits_apart, names_text
+from advisor.units import BUDGET_DIGITS, budget_text, digits_apart, names_text, size_argument
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -555,6 +555,16 @@ def _more_drop(floor: float, acc: float) -> float:
     return math.ceil(round((floor - acc) * 1000, 9)) / 1000
 
 
+def _more_memory(need: float, q: Query) -> str:
+    """What to ask instead, in proportion to `need`: the --budget that holds it, and where the budget was a GPU's,
+    the smallest catalogued GPU that holds it. Three 8 GB GPUs were named for a 1.23 MiB need."""
+    ask = f"--budget {size_argument(need)}"
+    if q.budget_bytes is not None or q.gpu is None:
+        return ask
+    gpu = min((g for g in CATALOGUE if g.memory_bytes >= need), key=lambda g: g.memory_bytes, default=None)
+    return f"{ask}, or --gpu {shlex.quote(gpu.name)}, the smallest catalogued GPU that holds it" if gpu else ask
+
+
 def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int | None) -> tuple[list[str], list[dict]]:
     closest: list[dict[str, Any]] = []
     mem_ok = [c for c in cands if not any(s.startswith(("needs", "no peak")) for s in c.problems)]
@@ -579,11 +589,10 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
                 key=lambda c: c.point.values["peak_gpu_bytes"], default=None)
         if c is not None:
             need = c.point.values["peak_gpu_bytes"]
-            gpus = sorted((g for g in CATALOGUE if g.memory_bytes >= need), key=lambda g: g.memory_bytes)[:3]
             meets = "meets the accuracy floor with" if c.floor is not None else "needs"  # a fidelity study has none
             reasons.append(f"more memory: {c.label} {meets} {point_bytes(need, budget)} "
                            f"({_kind('peak_gpu_bytes', c.point)}; {point_bytes(need - budget)} over the budget)"
-                           + (f"; e.g. {', '.join(g.name for g in gpus)}" if gpus else ""))
+                           f"; e.g. {_more_memory(need, rec.query)}")
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "memory",
                             "needs_bytes": need, "over_by_bytes": need - budget})
     if mem_ok:

@@ -85,3 +85,18 @@ def test_a_fidelity_studys_report_and_recommend_say_its_fidelity_and_its_floor_i
     plans = [ln for ln in rep.stdout.splitlines() if ": trial #" in ln]
     assert plans and all(re.search(r"top-1 agreement [01]\.\d{3} \(measured\)$", ln) for ln in plans), rep.stdout
     assert "accuracy change" not in rep.stdout, rep.stdout
+
+
+def test_recommends_more_memory_hint_is_in_proportion_to_the_need(tmp_path):
+    """Nothing fitting `--budget 1MiB`, the hint named "e.g. RTX 3060 Ti 8GB, RTX 3070 8GB, RTX 4060 8GB" for a
+    configuration that needs 1.227 MiB. It now names the --budget that holds the need and, where the budget was a
+    GPU's, the one smallest catalogued GPU that holds it."""
+    from recommend_helpers import make_db, point
+
+    r = advisor_in_process("recommend", "--storage", str(EXAMPLE), "--budget", "1MiB", cwd=tmp_path)
+    out = flat(r.stdout)
+    assert r.returncode == 1 and "over the budget); e.g. --budget 1.23MiB" in out and "GB" not in out, r.stdout
+    url = make_db(tmp_path / "big.db", [point("s", 1, "bf16", 8, acc=0.9, h2d=1e6, peak_gib=30)])
+    r = advisor_in_process("recommend", "--storage", url, "--gpu", "RTX 4090", cwd=tmp_path)
+    assert r.returncode == 1 and ("over the budget); e.g. --budget 30.00GiB, or --gpu 'RTX 5090 32GB', the smallest "
+                                  "catalogued GPU that holds it") in flat(r.stdout), r.stdout
