@@ -100,3 +100,27 @@ def test_recommends_more_memory_hint_is_in_proportion_to_the_need(tmp_path):
     r = advisor_in_process("recommend", "--storage", url, "--gpu", "RTX 4090", cwd=tmp_path)
     assert r.returncode == 1 and ("over the budget); e.g. --budget 30.00GiB, or --gpu 'RTX 5090 32GB', the smallest "
                                   "catalogued GPU that holds it") in flat(r.stdout), r.stdout
+
+
+def test_reports_tables_give_a_precision_that_cannot_fit_its_note_in_a_column_of_its_own(tmp_path):
+    """At a --memory below a precision's least configuration the report's tables put "cannot fit in 1.20 MiB: ..."
+    in the accuracy-change column. Such a row now reads "-" there, the note in a last "note" column (only
+    where a row has one: the README's table of the example study keeps its columns)."""
+    import shutil
+
+    shutil.copy(EXAMPLE, tmp_path / "a.db")
+    r = advisor_in_process("report", "bundled-example", "--storage", "a.db", "--memory", "1.2MiB,10%", "-o", "rep",
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    tables = [block for block in md.split("\n\n") if block.startswith("| precision | trial") or
+              block.startswith("| GPU budget")]
+    assert len(tables) == 2, md
+    for table in tables:
+        header, _, *rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines()]
+        assert header[-1] == "note" and "accuracy change" in header, header
+        unfit = [row for row in rows if "cannot fit in 1.20 MiB" in "|".join(row)]
+        assert unfit, table
+        for row in unfit:
+            assert len(row) == len(header) and row[-1].startswith("cannot fit in 1.20 MiB: even its least "), row
+            assert row[header.index("accuracy change")] == "-", row

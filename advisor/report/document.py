@@ -153,7 +153,7 @@ def compose(c: ReportContext) -> Document:
              "0 pt" if base_acc is not None else "-"]]  # a fidelity study has no accuracy to change
     for r in c.headline:
         if r.trial is None:
-            rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", r.note])
+            rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", "-"])
             continue
         rows.append([
             r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _mib(r.expert_cache_bytes),
@@ -180,7 +180,9 @@ def compose(c: ReportContext) -> Document:
         for row, r in zip(rows[1:], c.headline, strict=True):
             row.append(_ms(r.time_per_token))
         caption += f" Time per token: {timed[0].time_source or 'source not recorded'}."
-    doc.add(Table(header, rows, caption=caption))
+    for row, r in zip(rows[1:], c.headline, strict=True):  # why a precision has no trial, in a column of its own
+        row.extend([r.note] if r.trial is None else [])
+    doc.add(Table(*note_column(header, rows), caption=caption))
     doc.add(Para(f"**Definitions.** *{FULL}-no-cache baseline*: no expert stays on the GPU between forwards; every "
                  f"routed expert a forward needs is copied for that forward, once per MoE layer, at {FULL} size - "
                  f"bytes = sum over forwards and MoE layers of (distinct experts routed) x (one expert's {FULL} "
@@ -198,7 +200,7 @@ def compose(c: ReportContext) -> Document:
     doc.add(Bullets(_answer_lines(c)))
     if c.answers:
         sizes = "; ".join(f"{a.label} = {memory_text(a.memory_bytes)}" for a in c.answers)
-        doc.add(Table(BUDGET_HEADER, budget_rows(c), caption=budget_caption(c, sizes)))
+        doc.add(Table(*note_column(BUDGET_HEADER, budget_rows(c)), caption=budget_caption(c, sizes)))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
@@ -264,16 +266,24 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
     elif (unfit := stored_reference([t for t in c.data.trials if t not in c.trials])) is not None:
         budget = c.data.setting("budget_bytes")  # its values are placeholders: what it needs, not a fake accuracy
         note = over_budget_note(unfit, "the study's budget", float(budget) if budget else None)
-        rows.append(["any", no_cache_label(c.full), c.full, *["-"] * 9, f"{note}; cuts are against its trace replay"])
+        rows.append(["any", no_cache_label(c.full), c.full, *["-"] * 10, f"{note}; cuts are against its trace replay"])
     for a in c.answers:
         for r in a.rows:
             if r.trial is None:
-                rows.append([a.label, BEST, r.precision, *["-"] * 9, r.note])
+                rows.append([a.label, BEST, r.precision, *["-"] * 10, r.note])
                 continue
             rows.append(_row(a.label, r))
-        rows.extend(_row(a.label, r) if r.trial is not None else [a.label, r.strategy, r.precision, *["-"] * 9, r.note]
+        rows.extend(_row(a.label, r) if r.trial is not None else [a.label, r.strategy, r.precision, *["-"] * 10, r.note]
                     for r in a.baselines)
     return rows
+
+
+def note_column(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """`header` and `rows` with a last "note" column where a row carries one beyond the header (why a precision
+    or strategy has no trial there), else as they are: the note sat in the accuracy-change column."""
+    if all(len(row) <= len(header) for row in rows):
+        return header, rows
+    return [*header, "note"], [row + [""] * (len(header) + 1 - len(row)) for row in rows]
 
 
 def _row(budget: str, r: HeadlineRow) -> list[Any]:
