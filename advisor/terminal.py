@@ -113,10 +113,12 @@ def print_rich(console: Console, text: str, *, markup: bool | None = None) -> No
 def print_parts(console: Console, first: str, parts: Sequence[str], indent: int, end: str = "") -> None:
     """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would pass the
     console's width (in cells, as `print_wrapped` counts them), continuation lines `indent` columns in: a row of
-    figures, each with how it was obtained, whose parts stay whole."""
+    figures, each with how it was obtained, whose parts stay whole. A line's closing ',' (or `end`, on the last)
+    counts toward its width: a line filled to the width with the comma after it was one cell too wide."""
     line = first + parts[0]
-    for part in parts[1:]:
-        if cell_len(line) + 2 + cell_len(part) > console.width:
+    for i, part in enumerate(parts[1:], 2):
+        closing = cell_len(end) if i == len(parts) else 1
+        if cell_len(line) + 2 + cell_len(part) + closing > console.width:
             console.out(line + ",", highlight=False)
             line = " " * indent + part
         else:

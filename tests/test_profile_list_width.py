@@ -27,7 +27,7 @@ def test_profile_list_fits_80_columns_and_keeps_every_figure(tmp_path):
     entries = " ".join(res.output.split("\n    ")).splitlines()  # an entry's continuation lines joined
     (mine,) = [e for e in entries if e.startswith(measured["name"] + ":")]
     text = " ".join(mine.split())
-    assert ("24.0 GiB, pinned 21.7 GB/s, pageable 9.8 GB/s, 14.0 us/copy, PCIe 4.0 x16, device 1008 GB/s 165.2 "
+    assert ("24.00 GiB, pinned 21.7 GB/s, pageable 9.8 GB/s, 14.0 us/copy, PCIe 4.0 x16, device 1008 GB/s 165.2 "
             "TFLOP/s bf16 [measured:2026-12-01 cuda-events] CPU expert times for 2048x1408, 4096x1536, 7168x2048 on AMD EPYC "
             "9654 96-Core Processor (a long CPU name, as lscpu reports it), 16 threads [measured:2026-12-01 "
             "wall-clock expert matmuls]") in text, mine
