@@ -153,19 +153,28 @@ def refuse_directory_name(text: str) -> None:
         raise UserError(f"cannot write {text}: a name ending in '/' names a directory; give a file name")
 
 
+def special_kind(path: str | os.PathLike) -> str | None:
+    """What `path` is where it is neither a file nor a directory ("a character device", "a named pipe", ...): a
+    place no output file or database can be; None where it is either, or nothing is there yet."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # nothing there yet (or not reachable: said where it is written)
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+            "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
 def _not_special(path: Path) -> Path:
     """`path`, refused where it is a device, a named pipe or a socket (`export -o /dev/null`, a FIFO): the
     temporary file renamed onto it replaced the node itself with a regular file (as root, /dev/null for every
     process), and a pipe's reader read nothing."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:  # nothing there yet (or not reachable: said where it is written)
-        return path
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return path
-    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
-            "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-    raise UserError(f"cannot write {path}: it is {kind}, which a file written whole would replace; give a file path")
+    kind = special_kind(path)
+    if kind is not None:
+        raise UserError(f"cannot write {path}: it is {kind}, which a file written whole would replace; give a file "
+                        "path")
+    return path
 
 
 def _check_names(path: Path, where: Path) -> None:

@@ -344,9 +344,9 @@ def test_storage_that_is_a_device_or_pipe_is_not_called_a_directory(tmp_path):
     """`tune --storage /dev/null` (or a FIFO) said "is a directory, not a database file; give a file path such
     as /dev/null/advisor.db" (CLI fuzzing, 2026-12-06): what it is, and a path that can work."""
     os.mkfifo(tmp_path / "fifo")
-    for storage in ("/dev/null", str(tmp_path / "fifo")):
+    for storage, kind in (("/dev/null", "a character device"), (str(tmp_path / "fifo"), "a named pipe")):
         r = advisor_entry("tune", "--trials", "1", "--storage", storage, cwd=tmp_path)
-        line = one_error_line(r, f"--storage {storage} is not a regular file (a device, pipe or socket)")
+        line = one_error_line(r, f"--storage {storage} is not a regular file ({kind})")
         assert "directory" not in line and "studies/advisor.db" in line, line
         before_model_load(r)
 

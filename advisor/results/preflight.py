@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advisor.errors import UserError
-from advisor.files import check_parent, refuse_directory_name
+from advisor.files import check_parent, refuse_directory_name, special_kind
 from advisor.results.storage import (
     connect_read_only,
     driver_reason,
@@ -70,8 +70,8 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             raise UserError(f"--storage {path} is a directory, not a database file; give a file path such as "
                             f"{path / 'advisor.db'}")
         if not path.is_file():  # /dev/null was "a directory", with /dev/null/advisor.db to try instead
-            raise UserError(f"--storage {path} is not a regular file (a device, pipe or socket), not a database "
-                            "file; give a file path such as studies/advisor.db")
+            raise UserError(f"--storage {path} is not a regular file ({special_kind(path) or 'unreadable'}), not a "
+                            "database file; give a file path such as studies/advisor.db")
         try:
             con = connect_read_only(path)
             try:
