@@ -432,12 +432,16 @@ def register(app: typer.Typer) -> None:
 
         refuse_empty({OUTPUT: output}, "a directory")  # '' (a str: Path('') is '.') wrote the plots here
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study)  # the plots' file name
+        plot_files = [Path(output) / f"{safe}.{ext}" for ext in ("png", "html")]
         if plots:
-            from advisor.files import check_folder, check_parent
+            from advisor.files import check_folder, check_parent, check_writable
 
             check_folder(output, OUTPUT)
             if Path(output) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
                 check_parent(output, OUTPUT)
+            for path in plot_files:  # a directory or a named pipe there was refused once the PNG had been written
+                check_writable(path, option=OUTPUT)
 
         from rich.console import Console
 
@@ -465,10 +469,8 @@ def register(app: typer.Typer) -> None:
         if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots
             from advisor.tune.plots import write_html, write_png
 
-            safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", study)
-            where = Path(output)
-            written = (f"plots: {write_png(points, where / f'{safe}.png', title)}  "
-                       f"{write_html(points, where / f'{safe}.html', title)}")
+            png, html = plot_files
+            written = f"plots: {write_png(points, png, title)}  {write_html(points, html, title)}"
         print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if written:
