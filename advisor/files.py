@@ -205,10 +205,18 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True, option:
     while not where.exists() and where != where.parent:
         where = where.parent
     _check_names(path, where)
+    if (why := no_new_file(where)) is not None:
+        raise UserError(f"cannot write {path}: {where} does not take files ({why}); {_give(option)}")
+
+
+def no_new_file(directory: Path) -> str | None:
+    """Why no file can be created in `directory` (the error's words), found by creating one there and removing it;
+    None where one can. Tried, not asked: `os.access` says yes to root in /proc and on a read-only file system."""
     try:
-        tempfile.TemporaryFile(dir=where).close()
+        tempfile.TemporaryFile(dir=directory).close()
     except OSError as e:
-        raise UserError(f"cannot write {path}: {where} does not take files ({e.strerror}); {_give(option)}") from e
+        return e.strerror or str(e)
+    return None
 
 
 def _umask() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advisor.errors import UserError
-from advisor.files import check_parent, refuse_directory_name, special_kind
+from advisor.files import check_parent, no_new_file, refuse_directory_name, special_kind
 from advisor.results.storage import (
     connect_read_only,
     driver_reason,
@@ -93,24 +93,11 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             _check_optuna_schema(url)
         return
     if write:
-        parent = _existing_parent(path.parent)
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or not _can_create_in(parent):
+        parent = _existing_parent(path.parent)  # a file tried there too: in /proc, which `os.access` says root
+        # may write, the tune waited without end for its lock file
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or no_new_file(parent) is not None:
             raise UserError(f"cannot create {path}: {parent} is not a writable directory; give --storage a "
                             "writable path")
-
-
-def _can_create_in(directory: Path) -> bool:
-    """Whether a file can be created in `directory` (tried, then removed): `os.access` says yes to root in /proc
-    or on a file system that takes no new file, where the tune then waited without end for its lock file."""
-    import tempfile
-
-    try:
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".advisor-probe-")
-    except OSError:
-        return False
-    os.close(fd)
-    os.unlink(name)
-    return True
 
 
 def _check_may_write(path: Path) -> None:
