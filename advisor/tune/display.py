@@ -38,11 +38,11 @@ def human_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def failed_text(failed: int, retried: int) -> str:
-    """A failed-trial count that says how many were queued to run again (an interrupted trial, a dead worker's):
-    "retried" read as run again, where the copy may still be waiting (`studies` right after a Ctrl-C said
-    "finished 0 · failed 1 (1 retried)" beside "waiting 11")."""
-    return f"{failed} ({retried} queued again)" if retried else str(failed)
+def failed_text(failed: int, retried: int, noun: str = "") -> str:
+    """A failed-trial count that says how many were queued to run again (an interrupted trial, a dead worker's),
+    `noun` after the count ("1 failed (1 queued again)"): "retried" read as run again, where the copy may still be
+    waiting (`studies` right after a Ctrl-C said "finished 0 · failed 1 (1 retried)" beside "waiting 11")."""
+    return f"{failed}{f' {noun}' if noun else ''}" + (f" ({retried} queued again)" if retried else "")
 
 
 def front_counts(points: int, complete: int, over_budget: int, failed: int, retried: int) -> str:
@@ -52,7 +52,7 @@ def front_counts(points: int, complete: int, over_budget: int, failed: int, retr
     from advisor.units import count
 
     return (f"{count(points, 'point')}; {count(complete, 'finished trial')}, {over_budget} over budget, "
-            f"{failed} failed" + (f" ({retried} queued again)" if retried else ""))
+            f"{failed_text(failed, retried, 'failed')}")
 
 
 def fmt_value(metric: str, v: float | None) -> str:
