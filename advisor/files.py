@@ -392,14 +392,14 @@ def _own_temp_dir(path: Path) -> Iterator[Path]:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
         except OSError as e:
-            raise UserError(f"cannot create {path}: {e.strerror}; give {OUTPUT} another path") from None
+            raise UserError(f"cannot create {path}: {e.strerror}; {_give(OUTPUT)}") from None
         try:
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:  # another writer's `_remove_stale` took it, still empty, before it was opened
             continue
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise UserError(f"cannot create {path}: {e.strerror}; give {OUTPUT} another path") from None
+            raise UserError(f"cannot create {path}: {e.strerror}; {_give(OUTPUT)}") from None
         # another writer's `_remove_stale` may have taken it between mkdtemp and the lock: then make another
         if not _lock(fd, wait=True) or _same(fd, tmp):
             break
@@ -446,7 +446,7 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     is put back first (`_recover`). A link that leads back to itself, here or above `path`, is refused before
     `resolve`: it raised a RuntimeError (a traceback) for `report -o LOOP` to Python 3.12, and from 3.13 resolves
     what it can and says nothing, so the loop was found only once the report was built."""
-    give = f"give {OUTPUT} another path"
+    give = _give(OUTPUT)
     path = _through_link(Path(path), give)
     if not os.path.lexists(path):  # a file, a link to nothing or a loop of links above it (`reports` for the
         _refuse_unmakeable(path, give)  # default reports/<study>, which `check_parent` does not look at)
@@ -547,5 +547,5 @@ def _swap_in(tmp: Path, path: Path, replaces: Collection[str], last: bool) -> bo
 def _again(path: Path, last: bool) -> bool:
     if last:
         raise UserError(f"{path} kept changing while this output replaced it (another process writing the same "
-                        f"path?); run again, or give {OUTPUT} another path")
+                        f"path?); run again, or {_give(OUTPUT)}")
     return False
