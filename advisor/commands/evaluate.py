@@ -17,7 +17,7 @@ from advisor.commands import (
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS, prompt_style
 from advisor.files import check_writable, write_atomic
-from advisor.models import check_model_spec, check_tokenizer, check_weights, moe_layer_count, spec_config
+from advisor.models import check_model_spec, check_tokenizer, check_weights, spec_moe_layers
 from advisor.quant.plan import PrecisionPlan
 from advisor.units import EVAL_FIDELITY_PROMPTS, MAX_LENGTH, count
 
@@ -107,8 +107,8 @@ def register(app: typer.Typer) -> None:
         model = model or "bundled"
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads
-        config = spec_config(model)  # a plan naming a MoE layer the model lacks before torch and the load (13 s)
-        if plan is not None and config is not None and (n_layers := moe_layer_count(config)) is not None:
+        # a plan naming a MoE layer the model lacks before torch and the load (13 s)
+        if plan is not None and (n_layers := spec_moe_layers(model)) is not None:
             plan.check_layers(n_layers)
         check_weights(model)  # a broken download before torch imports and before a busy host's note
         from advisor.tune.interrupt import import_runtime

@@ -117,7 +117,7 @@ def trace_cmd(
     from advisor.files import check_writable
 
     the_task = get_task(task, path=data) if task and not prompt else None  # a bad --task or --data before torch
-    family = spec_family(model)  # known from config.json for tiny:*, bundled and a local directory
+    family = spec_family(model)  # known without torch for tiny:*, bundled, a local directory, a cached hub id
     if family is not None:
         _refuse_denoising(model_name(model), family, steps, block_length)  # before torch and the load
     # before torch imports and the model decodes, not after; a missing directory (a typo) is refused, as

@@ -7,7 +7,7 @@ import typer
 
 from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
-from advisor.models import check_model_spec, check_weights, moe_layer_count, spec_config
+from advisor.models import check_model_spec, check_weights, spec_moe_layers
 from advisor.quant.spec import canonical_name
 
 
@@ -29,7 +29,7 @@ def _layers(text: str | None) -> list[int] | None:
 
 def _refuse_layers_beyond(wanted: list[int] | None, name: str, n_moe: int) -> None:
     """--layers naming a MoE layer the model lacks: one refusal, asked before the load where the config counts
-    the layers (`moe_layer_count`) and after it otherwise (it was dropped without a word)."""
+    the layers (`spec_moe_layers`) and after it otherwise (it was dropped without a word)."""
     beyond = sorted({i for i in wanted or [] if i >= n_moe})
     if beyond:
         from advisor.quant.plan import number_ranges
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
             check_writable(json_out, create_dirs=False, option="--json")
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_weights(model)  # a broken download too, and before a busy host's note
-        if wanted and (config := spec_config(model)) is not None and (n_moe := moe_layer_count(config)) is not None:
+        if wanted and (n_moe := spec_moe_layers(model)) is not None:
             _refuse_layers_beyond(wanted, model, n_moe)  # before torch and the load (about 5 s on the bundled model)
         from advisor.tune.interrupt import import_runtime
 

@@ -11,6 +11,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `spec_family(spec)` - the family of a tiny:<family>, 'bundled', local directory or cached hub id, without torch
 * `spec_config(spec)` - that model's config.json settings, read without torch (None where none can be read)
 * `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
+* `spec_moe_layers(spec)` - `moe_layer_count` of a spec's `spec_config`
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
@@ -59,7 +60,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "spec_family", "spec_config", "moe_layer_count", "check_weights"])
+                  "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "check_weights"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -185,6 +186,13 @@ def _cached_hub_snapshot(repo_id: str) -> Path | None:
     except ValueError:  # huggingface_hub's id validation (HFValidationError)
         return None
     return Path(found).parent if isinstance(found, str) else None
+
+
+def spec_moe_layers(spec: str) -> int | None:
+    """The MoE layers of the model a checked spec names, counted without torch (`spec_config`, `moe_layer_count`):
+    what `eval --precision` and `quant-report --layers` are checked against before the load; None: not known."""
+    config = spec_config(spec)
+    return None if config is None else moe_layer_count(config)
 
 
 def moe_layer_count(config: dict[str, Any]) -> int | None:
