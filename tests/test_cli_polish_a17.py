@@ -124,3 +124,20 @@ def test_reports_tables_give_a_precision_that_cannot_fit_its_note_in_a_column_of
         for row in unfit:
             assert len(row) == len(header) and row[-1].startswith("cannot fit in 1.20 MiB: even its least "), row
             assert row[header.index("accuracy change")] == "-", row
+
+
+def test_a_budget_past_a_tebibyte_reads_alike_in_pareto_and_recommend(tmp_path):
+    """pareto's title (and studies' budget column, the front's byte cells) printed sizes with a loop of their own
+    that stopped at GiB: a study tuned within 2 TiB read "2048.00 GiB" there and "2.00 TiB" in recommend's reasons,
+    one budget in two spellings. Every command prints it as `format_bytes` does."""
+    import dataclasses
+
+    from recommend_helpers import make_db, point
+
+    url = make_db(tmp_path / "big.db", [dataclasses.replace(
+        point("big", 1, "bf16", 8, acc=0.9, h2d=1e6, peak_gib=1500), budget_bytes=2 * 2**40)])
+    front = flat(advisor_in_process("pareto", "big", "--storage", url, "--no-plots", cwd=tmp_path).stdout)
+    rec = flat(advisor_in_process("recommend", "--storage", url, "--budget", "3TiB", cwd=tmp_path).stdout)
+    assert "budget 2.00 TiB (1 point)" in front, front
+    assert "the study was tuned within 2.00 TiB, less than" in rec, rec
+    assert "GiB" not in front + rec, front + rec

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from advisor.results.config_view import miss_text, policy_text
 from advisor.results.front import FrontPoint, source_kinds
+from advisor.units import BUDGET_DIGITS, format_bytes
 
 _UNITS = {
     "time_per_token": ("time ms/tok", "ms"),  # distinct from transfer's and latency's ms per token
@@ -32,10 +33,9 @@ FRONT_COLUMNS = ("time_per_token", "h2d_bytes_per_token", "accuracy", "peak_gpu_
 
 
 def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
+    """A size as the tables, titles and budgets print it: `format_bytes` at `BUDGET_DIGITS` decimals (a loop of its
+    own stopped at GiB: pareto titled a 2 TiB study's budget "2048.00 GiB" where recommend said "2.00 TiB")."""
+    return format_bytes(n, BUDGET_DIGITS)
 
 
 def failed_text(failed: int, retried: int, noun: str = "") -> str:
