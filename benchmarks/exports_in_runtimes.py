@@ -229,7 +229,7 @@ def main() -> None:
     ap.add_argument("--vllm-python", default=os.environ.get("ADVISOR_VLLM_PYTHON"),
                     help="an interpreter with vllm installed (e.g. a separate venv), when this one has none")
     a = ap.parse_args()
-    from advisor.export.base import BUNDLED_DIR
+    from advisor.models import BUNDLED_DIR
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="advisor-runtimes-"))
     work.mkdir(parents=True, exist_ok=True)

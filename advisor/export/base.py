@@ -10,11 +10,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-import advisor
 from advisor.errors import UserError
+from advisor.models import BUNDLED_DIR
 from advisor.registry import Registry
 from advisor.results.config_view import (
     ExportConfig,
@@ -42,9 +41,6 @@ class ExportTargets(Registry):
 
 TARGETS = ExportTargets()
 ALIASES = {"llamacpp": "llama.cpp", "gguf": "llama.cpp", "transformers": "hf", "sglang": "ktransformers", "kt": "ktransformers"}
-
-
-BUNDLED_DIR = Path(advisor.__file__).parent / "models" / "bundled"
 
 
 def model_path(spec: str) -> str | None:

@@ -40,7 +40,8 @@ import shlex
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import BUNDLED_DIR, ExportResult, header_lines, miss_note, model_spec, served_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path
+from advisor.models import BUNDLED_DIR
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, ModelInfo, collapse_layer
 from advisor.results.front import FrontPoint
