@@ -320,9 +320,9 @@ def check_weights(spec: str) -> None:
     path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
     if spec.startswith("tiny:") or not path.is_dir():
         return
-    if any(path.glob("*.safetensors")) or (path / WEIGHT_INDEXES[0]).is_file():  # as the load decides to read them
-        from advisor.models.shards import stored_tensors
+    from advisor.models.shards import has_safetensors, stored_tensors
 
+    if has_safetensors(path):  # as the load decides to read them
         stored_tensors(path)
 
 

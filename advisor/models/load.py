@@ -36,6 +36,7 @@ from advisor.models import (
     tiny,
 )
 from advisor.models.probe import verify_experts_path
+from advisor.models.shards import has_safetensors
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
 
@@ -286,9 +287,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
     model_type = str(raw["model_type"])
     family = family_of(model_type)
     kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
-    # safetensors weights: shards on disk, or an index naming shards (all of them missing is a missing shard, said
-    # by Checkpoint in one line, not a transformers FileNotFoundError after the model was built)
-    safetensors = any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()
+    safetensors = has_safetensors(path)
     note, checkpoint, limit_used = "", None, None
     if quantization_config is not None:  # quantized on load by from_pretrained: resident, never streamed
         if offload:

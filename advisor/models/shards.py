@@ -77,6 +77,13 @@ def read_header(path: Path) -> dict[str, StoredTensor]:
     return out
 
 
+def has_safetensors(directory: Path) -> bool:
+    """Whether a model directory's weights are safetensors, which the load reads (and checks) itself: files on disk,
+    or an index naming shards (all of them missing is a missing shard, said by `stored_tensors` in one line, not a
+    transformers FileNotFoundError after the model was built)."""
+    return any(directory.glob("*.safetensors")) or (directory / INDEX_NAME).is_file()
+
+
 def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
     """Every tensor of a model directory (one file, several, or shards named by an index), its files checked: a
     missing shard, a key not in the shard the index names, a truncated or corrupt file is one `UserError`."""
