@@ -938,3 +938,13 @@ def test_a_checkpoint_without_a_resident_weight_fails_in_one_line(dirs, tmp_path
     assert isinstance(result.exception, UserError) and result.exception.exit_code == 2, result.output
     assert "the checkpoint has no tensor for model.norm.weight (1 missing)" in str(result.exception)
     assert "\n" not in str(result.exception)
+
+
+def test_the_torch_free_header_check_and_the_checkpoint_read_the_same_dtypes():
+    """`shards.ITEMSIZE` (the dtypes `advisor.models.check_weights` passes before torch imports) and `checkpoint`'s
+    torch dtypes name the same safetensors dtypes at the same sizes: one the other lacked would pass the early check
+    and then fail the load's `_DTYPES[...]` with a KeyError traceback."""
+    from advisor.models.checkpoint import _DTYPES
+    from advisor.models.shards import ITEMSIZE
+
+    assert {k: v.itemsize for k, v in _DTYPES.items()} == ITEMSIZE
