@@ -166,14 +166,13 @@ def special_kind(path: str | os.PathLike) -> str | None:
             "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
-def _not_special(path: Path) -> Path:
+def _not_special(path: Path, give: str) -> Path:
     """`path`, refused where it is a device, a named pipe or a socket (`export -o /dev/null`, a FIFO): the
     temporary file renamed onto it replaced the node itself with a regular file (as root, /dev/null for every
-    process), and a pipe's reader read nothing."""
+    process), and a pipe's reader read nothing. The refusal ends with `give` (`_give`: the option's name)."""
     kind = special_kind(path)
     if kind is not None:
-        raise UserError(f"cannot write {path}: it is {kind}, which a file written whole would replace; give a file "
-                        "path")
+        raise UserError(f"cannot write {path}: it is {kind}, which a file written whole would replace; {give}")
     return path
 
 
@@ -196,17 +195,18 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True, option:
     can take minutes): a missing directory (without `create_dirs`), a directory, or a place that refuses files -
     for a symbolic link, its target's (`_through_link`: where the write lands). The refusal names `option` (the
     one that gave `path`), as `check_parent`'s does."""
-    path = _not_special(_through_link(_not_a_directory(path), _give(option)))
+    give = _give(option)
+    path = _not_special(_through_link(_not_a_directory(path), give), give)
     where = path.parent
     if not create_dirs:
         _directory_of(path, False, option)
     elif not where.is_dir():  # to be made: refused now where it cannot be, not once the work is done
-        _refuse_unmakeable(path, _give(option))
+        _refuse_unmakeable(path, give)
     while not where.exists() and where != where.parent:
         where = where.parent
     _check_names(path, where)
     if (why := no_new_file(where)) is not None:
-        raise UserError(f"cannot write {path}: {where} does not take files ({why}); {_give(option)}")
+        raise UserError(f"cannot write {path}: {where} does not take files ({why}); {give}")
 
 
 def no_new_file(directory: Path) -> str | None:
@@ -248,14 +248,15 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     directory is a `UserError`, and so is a `path` that is a directory (the rename would fail after the work).
     A `path` that is a symbolic link is written through (`_through_link`). A refusal names `option`, the one that
     gave `path` (`check_writable`)."""
-    path = _not_special(_through_link(_not_a_directory(path), _give(option)))
+    give = _give(option)
+    path = _not_special(_through_link(_not_a_directory(path), give), give)
     directory = _directory_of(path, create_dirs, option)
     _remove_stale_files(path)
     while True:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         except OSError as e:
-            raise UserError(f"cannot write {path}: {e.strerror}; {_give(option)}") from e
+            raise UserError(f"cannot write {path}: {e.strerror}; {give}") from e
         # locked while it is written (another writer's `_remove_stale_files` leaves it), released by the kernel
         # however the process ends; that cleaner may have taken it between mkstemp and the lock: make another
         if not _lock(fd, wait=True) or _same(fd, Path(tmp)):

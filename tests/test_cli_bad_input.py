@@ -255,10 +255,12 @@ def test_an_output_that_is_a_device_or_a_pipe_is_refused_and_left_as_it_was(tmp_
         os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
         nodes["null"] = ("a character device", stat.S_ISCHR)
     for name, (kind, is_kind) in nodes.items():
-        for args in (["export", "bundled-example", "8", "--to", "json", "--storage", db, "-o", name],
-                     ["quant-report", "bundled", "--max-experts", "1", "--layers", "0", "--json", name]):
-            r = advisor_entry(*args, cwd=tmp_path)
-            one_error_line(r, f"cannot write {name}: it is {kind}")
+        for args, option in ((["export", "bundled-example", "8", "--to", "json", "--storage", db, "-o", name],
+                              "-o/--output"),
+                             (["quant-report", "bundled", "--max-experts", "1", "--layers", "0", "--json", name],
+                              "--json")):
+            r = advisor_entry(*args, cwd=tmp_path)  # the option named, as every output refusal names it (927f376)
+            one_error_line(r, f"cannot write {name}: it is {kind}", f"; give {option} another path")
             assert is_kind(os.lstat(tmp_path / name).st_mode), (name, args)
 
 
