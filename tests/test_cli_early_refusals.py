@@ -136,3 +136,12 @@ def test_a_broken_checkpoint_is_refused_before_torch_and_the_busy_host_note(tmp_
     work.mkdir()
     assert _refused_light(work, command[0], str(model), *command[1:]).startswith(said)
     assert list(work.iterdir()) == []
+
+
+def test_trace_refuses_an_empty_task_before_torch(tmp_path):
+    """`trace bundled --task "$TASK" -o t.npz` with $TASK unset: the empty task chose no prompts, refused as "nothing
+    to trace" only once torch had imported and the model had loaded (14 s, after a busy host's note: not one line).
+    An empty --task is refused as every empty option is, before torch; nothing is written."""
+    assert _refused_light(tmp_path, "trace", "bundled", "--task", "", "-o", "t.npz") == (
+        "error: --task is empty; give a value (see `advisor trace --help`) or leave the option out")
+    assert list(tmp_path.iterdir()) == []

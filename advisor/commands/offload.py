@@ -38,18 +38,15 @@ DEFAULT_TRACE_PROMPTS = 4
 def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, limit: int,
              seed: int) -> tuple[list[torch.Tensor], int | None, bool]:
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
-    tune` traces (`workload_prompts`: the examples of `task`, read before torch imported; or seeded ids for
-    tokenizer-less tiny models)."""
+    tune` traces (`workload_prompts`: the examples of `task`, read before torch imported - None only with --prompt;
+    or seeded ids for tokenizer-less tiny models)."""
     import torch
 
-    from advisor.errors import UserError
     from advisor.eval.run import encode_prompt, workload_prompts
 
     synthetic = loaded.tokenizer is None
     if prompt and not synthetic:
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
-    if task is None and not synthetic:
-        raise UserError("nothing to trace: give --task NAME or --prompt TEXT")
     n = len(prompt) if prompt else limit
     return workload_prompts(loaded, task, n, seed), getattr(task, "max_new_tokens", None), synthetic
 
@@ -102,8 +99,10 @@ def trace_cmd(
 
     for text in prompt or []:  # an unset "$PROMPT" traced an empty prompt, without a word
         refuse_empty({"--prompt": text}, "the text to decode")
-    # '' loaded the current directory as the model; --data '' was "file '.' is a directory"
-    refuse_empty({"MODEL": model, "--data": data, OUTPUT: output}, "a value (see `advisor trace --help`)")
+    # '' loaded the current directory as the model; --data '' was "file '.' is a directory"; --task '' was refused
+    # only once torch had imported and the model had loaded ("nothing to trace", after a busy host's note)
+    refuse_empty({"MODEL": model, "--task": task, "--data": data, OUTPUT: output},
+                 "a value (see `advisor trace --help`)")
     if prompt:  # each would have been left unread without a word: the texts given are what is decoded
         from advisor.errors import UserError
 
@@ -116,7 +115,7 @@ def trace_cmd(
     from advisor.eval.tasks import get_task
     from advisor.files import check_writable
 
-    the_task = get_task(task, path=data) if task and not prompt else None  # a bad --task or --data before torch
+    the_task = None if prompt else get_task(task, path=data)  # a bad --task or --data before torch
     family = spec_family(model)  # known without torch for tiny:*, bundled, a local directory, a cached hub id
     if family is not None:
         _refuse_denoising(model_name(model), family, steps, block_length)  # before torch and the load
