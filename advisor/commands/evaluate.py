@@ -111,16 +111,18 @@ def register(app: typer.Typer) -> None:
         if plan is not None and (n_layers := spec_moe_layers(model)) is not None:
             plan.check_layers(n_layers)
         check_weights(model)  # a broken download before torch imports and before a busy host's note
+        from advisor.eval.tasks import get_task
+
+        # a missing or malformed --data before torch imports (it came ~9 s later), as `trace` reads it
+        the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime()
         from rich.console import Console
 
         from advisor.eval.run import accuracy_source, evaluate
-        from advisor.eval.tasks import get_task
         from advisor.models.load import check_device, load_model
 
-        the_task = get_task(task, limit=limit, seed=seed, path=data, style=style)  # a bad --data refused here,
         check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
         set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
         console = Console(stderr=True)
