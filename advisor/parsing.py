@@ -31,7 +31,7 @@ def loads_json(text: str | bytes) -> Any:
         raise json.JSONDecodeError(NESTED, text if isinstance(text, str) else "", 0) from None
     except json.JSONDecodeError:
         raise
-    except ValueError as e:  # int() refused the digits
+    except ValueError as e:  # int() refused the digits, or bytes that are not UTF-8 (UnicodeDecodeError)
         doc = text if isinstance(text, str) else text.decode("utf-8", "replace")
         what, pos = _long_number(doc) or (str(e), 0)
         raise json.JSONDecodeError(what, doc, pos) from None

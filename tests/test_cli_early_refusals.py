@@ -5,6 +5,8 @@ refusals that came after the busy-host note."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -157,3 +159,38 @@ def test_eval_refuses_a_missing_or_malformed_data_file_before_torch(tmp_path):
     assert _refused_light(tmp_path, "eval", "bundled", "--task", "gsm8k", "--data", "bad.jsonl") == (
         "error: bad.jsonl:1: needs string fields 'question' and 'answer'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def _with_weights(model: str) -> str:
+    """`model` with a readable safetensors file (one small tensor), so the early weights check passes."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"x": np.zeros(2, dtype=np.float32)}, f"{model}/model.safetensors")
+    return model
+
+
+@pytest.mark.parametrize("config", [{"model_type": "llada"}, {"model_type": "qwen3_moe", "mlp_only_layers": [0, 7]}],
+                         ids=lambda c: c["model_type"])
+def test_a_config_of_absurdly_many_layers_is_counted_not_listed(tmp_path, config):
+    """A config.json of 10**15 decoder layers: the torch-free MoE layer count built a list of 10**15 entries
+    (LLaDA-MoE's default `moe_layer_freq`: a MemoryError traceback) or looped over every layer (Qwen3-MoE: no
+    answer for minutes); it is counted now, and a layer past the end is refused before torch as for any model."""
+    n = 10**15
+    model = _with_weights(_checkpoint_dir(tmp_path / "m", {**config, "num_hidden_layers": n, "num_experts": 8}))
+    dense = len(config.get("mlp_only_layers", []))
+    assert _refused_light(tmp_path, "quant-report", model, "--layers", str(n)) == (
+        f"error: --layers names MoE layer(s) {n} but {model} has {n - dense} (0-{n - dense - 1})")
+
+
+def test_a_config_whose_model_needs_more_memory_than_the_host_is_one_line(tmp_path):
+    """LLaDA-MoE's config class lists `moe_layer_freq` per layer: for 10**15 layers building it is a MemoryError,
+    which escaped the load as a traceback where every other unbuildable config.json is one line."""
+    model = tmp_path / "m"
+    _with_weights(_checkpoint_dir(model, {"model_type": "llada", "num_hidden_layers": 10**15, "num_experts": 8}))
+    p = subprocess.run([sys.executable, "-m", "advisor", "quant-report", str(model), "--layers", "5"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"error: {model / 'config.json'} does not describe a model that can be built (MemoryError: more memory than "
+        "this host has); fix that field or re-download the model")

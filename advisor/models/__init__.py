@@ -217,13 +217,17 @@ def moe_layer_count(config: dict[str, Any]) -> int | None:
         k = config.get("first_k_dense_replace", 1 if family == "llada2" else 3)
         found = max(n - k, 0) if _count(k) else None
     elif family == "llada_moe":  # LLaDAMoEConfig's default: every layer MoE
-        freq = config.get("moe_layer_freq", [1] * n)
-        found = sum(1 for f in freq if f != 0) if isinstance(freq, list) and len(freq) == n else None
+        freq = config.get("moe_layer_freq")
+        if freq is None:
+            found = n
+        elif isinstance(freq, list) and len(freq) == n:
+            found = sum(1 for f in freq if f != 0)
     elif family == "qwen3_moe":  # Qwen3MoeConfig's defaults: step 1, no MLP-only layers
         step, dense = config.get("decoder_sparse_step", 1), config.get("mlp_only_layers") or []
         experts = config.get("num_experts", config.get("num_local_experts", 1))  # 0: no layer is MoE
         if _count(step) and step > 0 and isinstance(dense, list) and experts != 0:
-            found = sum(1 for i in range(n) if i not in dense and (i + 1) % step == 0)
+            # counted, not looped: a crafted num_hidden_layers of 10**15 must not hang before torch
+            found = n // step - len({i for i in dense if _count(i) and i < n and (i + 1) % step == 0})
     return found or None
 
 

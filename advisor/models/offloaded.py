@@ -112,10 +112,11 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
             else:
                 model = cls._from_config(config, dtype=dtype)
     # RuntimeError: torch refusing a size (num_experts = -1: a negative dimension; 10**12: no memory for the
-    # parameters, created before they move to the meta device)
+    # parameters, created before they move to the meta device); MemoryError: a per-layer list of 10**15 layers
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, RuntimeError,
-            _StrictFieldError) as e:
-        why = " ".join(str(e).split())  # a field of the wrong type: huggingface_hub's message runs over two lines
+            MemoryError, _StrictFieldError) as e:
+        # a field of the wrong type: huggingface_hub's message runs over two lines; a MemoryError says nothing
+        why = " ".join(str(e).split()) or "more memory than this host has"
         raise UserError(f"{path / 'config.json'} does not describe a model that can be built "
                         f"({type(e).__name__}: {why}); fix that field or re-download the model") from e
     return model.eval()
