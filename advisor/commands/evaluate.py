@@ -185,7 +185,9 @@ def register(app: typer.Typer) -> None:
                 "per_example": result.per_example,
             }
             write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")
-            console.print(f"wrote {json_out}")
+            from advisor.terminal import print_wrapped
+
+            print_wrapped(console, f"wrote {json_out}")  # a path is plain text, not markup
 
 
 def _score_completions(
@@ -232,4 +234,6 @@ def _score_completions(
             "isolation": scores.isolation, "per_sample": scores.results,
         }
         write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")
-        Console(stderr=True).print(f"wrote {json_out}")
+        from advisor.terminal import print_wrapped
+
+        print_wrapped(Console(stderr=True), f"wrote {json_out}")  # a path is plain text, not markup

@@ -167,10 +167,11 @@ def trace_cmd(
     if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
         err.print(f"note: {loaded.name} has no tokenizer: traced {count(len(prompts), 'prompt')} of random token ids "
                   f"(seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"))
-    Console().print(
-        f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "
-        f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted), on {loaded.device}"
-    )
+    from advisor.terminal import print_wrapped
+
+    print_wrapped(Console(), f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "  # a path is
+                  f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted), "  # no markup
+                  f"on {loaded.device}")
 
 
 def simulate_cmd(
@@ -266,7 +267,7 @@ def simulate_cmd(
                          min_width=max(len(row[i]) for row in cells))
     for row in cells:
         table.add_row(*row)
-    from advisor.terminal import print_rich, print_table
+    from advisor.terminal import print_rich, print_table, print_wrapped
 
     console = Console()
     print_table(console, table)  # its title unpadded: `console.print` filled it to the table's width with spaces
@@ -290,7 +291,7 @@ def simulate_cmd(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
              "precision": shown, "link": {"name": link.name, "source": link.source},
              "results": out}, indent=2), create_dirs=False, option="--json")
-        Console(stderr=True).print(f"wrote {escape(str(json_out))}")
+        print_wrapped(Console(stderr=True), f"wrote {json_out}")
 
 
 def register(app: typer.Typer) -> None:

@@ -187,4 +187,4 @@ def register(app: typer.Typer) -> None:
             target = write_atomic(json_out, json.dumps(
                 {"model": loaded.name, "fingerprint": loaded.fingerprint, "device": loaded.device.type, "rows": rows},
                 indent=1), create_dirs=False, option="--json")
-            console.print(f"wrote {len(rows)} rows to {target}")
+            print_wrapped(console, f"wrote {len(rows)} rows to {target}")  # a path is plain text, not markup
