@@ -114,13 +114,20 @@ def print_parts(console: Console, first: str, parts: Sequence[str], indent: int,
     """`first` then `parts` joined by ', ', broken between parts (never inside one) where a line would pass the
     console's width (in cells, as `print_wrapped` counts them), continuation lines `indent` columns in: a row of
     figures, each with how it was obtained, whose parts stay whole. A line's closing ',' (or `end`, on the last)
-    counts toward its width: a line filled to the width with the comma after it was one cell too wide."""
-    line = first + parts[0]
+    counts toward its width: a line filled to the width with the comma after it was one cell too wide. A part
+    longer than a whole line (a measured profile's device and source, 140 cells) is wrapped between its words."""
+    def begin(text: str, closing: int) -> str:  # `text` opens a line: what passes the width is broken off first
+        *full, last = _wrap(text, max(console.width - closing, indent + 20), indent)
+        for ln in full:
+            console.out(ln, highlight=False)
+        return last
+
+    line = begin(first + parts[0], cell_len(end) if len(parts) == 1 else 1)
     for i, part in enumerate(parts[1:], 2):
         closing = cell_len(end) if i == len(parts) else 1
         if cell_len(line) + 2 + cell_len(part) + closing > console.width:
             console.out(line + ",", highlight=False)
-            line = " " * indent + part
+            line = begin(" " * indent + part, closing)
         else:
             line += ", " + part
     console.out(line + end, highlight=False)

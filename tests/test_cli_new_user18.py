@@ -31,3 +31,33 @@ def test_wrote_lines_print_the_path_as_given_and_end_in_no_space(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "e[red].json").is_file()
     assert "wrote e[red].json" in flat(r.stderr), r.stderr
+
+
+def test_profile_list_of_measured_profiles_fits_80_columns(tmp_path):
+    """`advisor profile --list` kept each figure whole, so a measured profile's last one - its device and source,
+    `device 1008 GB/s 165.2 TFLOP/s bf16 [measured:2026-12-06 cuda-events median of 5, sizes [1, 4, 16, 64, 128]
+    MiB]` as `advisor profile` writes it, 147 cells for `--cpu`'s - ran past 80 columns (the test of that width
+    used a 33-character source). A figure longer than a line is now wrapped between its words."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    gpu = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,
+           "h2d_gbps_pageable": 9.8, "copy_latency_us": 14.0, "link": "PCIe 4.0 x16",
+           "source": "measured:2026-12-06 cuda-events median of 5, sizes [1, 4, 16, 64, 128] MiB"}
+    host = {"name": "cpu x86_64 vm", "memory_bytes": 23 << 30, "h2d_gbps_pinned": 3.0, "h2d_gbps_pageable": 3.0,
+            "copy_latency_us": 1.7, "link": "host memcpy", "host_only": True,
+            "source": "measured-cpu:2026-12-06 host memcpy wall-clock median of 5 (no GPU: for modelled times only)"}
+    for p in (gpu, host):
+        (tmp_path / f"{p['name']}.json").write_text(json.dumps(p))
+    res = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert [ln for ln in res.output.splitlines() if len(ln) > 80] == [], res.output
+    text = " ".join(res.output.split())
+    assert ("NVIDIA GeForce RTX 4090: 24.00 GiB, pinned 21.7 GB/s, pageable 9.8 GB/s, 14.0 us/copy, PCIe 4.0 x16, "
+            "device 1008 GB/s 165.2 TFLOP/s bf16 [measured:2026-12-06 cuda-events median of 5, sizes [1, 4, 16, 64, "
+            "128] MiB] ") in text, text
+    assert ("cpu x86_64 vm: 23.00 GiB host RAM, pinned 3.0 GB/s, pageable 3.0 GB/s, 1.7 us/copy, host memcpy, device "
+            f"not in the catalogue (priced as the H200) [{host['source']}] ") in text, text
