@@ -61,3 +61,28 @@ def test_profile_list_of_measured_profiles_fits_80_columns(tmp_path):
             "128] MiB] ") in text, text
     assert ("cpu x86_64 vm: 23.00 GiB host RAM, pinned 3.0 GB/s, pageable 3.0 GB/s, 1.7 us/copy, host memcpy, device "
             f"not in the catalogue (priced as the H200) [{host['source']}] ") in text, text
+
+
+def test_profile_prints_what_it_measured_as_list_shows_it_within_80_columns(tmp_path):
+    """`advisor profile --cpu` printed `cpu x86_64 vm: memory 23.59 GiB, free 16.29 GiB; pinned 3.04 GB/s, ...
+    [measured-cpu:...]` on one 190-column line - 'memory' for what `--list` calls 'host RAM' (it budgets nothing),
+    its figures in other decimals than `--list`'s. It now prints the entry `--list` prints, with the free memory,
+    wrapped at the terminal's width."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    r = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["profile", "--cpu", "--repeats", "1", "--profiles-dir",
+                                                      str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    *lines, saved = r.output.splitlines()  # `saved PATH`: a path is never broken
+    assert [ln for ln in lines if len(ln) > 80] == [] and saved.startswith("saved "), r.output
+    said = " ".join(r.output.split("\n    ")).splitlines()[0]
+    listed = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)])
+    name = said.split(": ", 1)[0]
+    (entry,) = [e for e in " ".join(listed.output.split("\n    ")).splitlines() if e.startswith(f"{name}: ")]
+    figures = entry.split(": ", 1)[1]
+    memory, rest = figures.split(", ", 1)
+    assert memory.endswith(" host RAM"), entry
+    assert said.startswith(f"{name}: {memory}, free "), said
+    assert said.endswith(rest), (said, entry)

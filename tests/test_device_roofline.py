@@ -166,7 +166,7 @@ def test_a_profile_stored_under_its_own_name_is_priced_as_the_gpu_it_measured(tm
     monkeypatch.setattr(measure, "measure_profile", lambda repeats=5: _measured("NVIDIA GeForce RTX 4090", 23.6))
     r = CliRunner().invoke(app, ["profile", "--name", "host-t16", "--profiles-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert r.output.startswith("host-t16: memory 23.60 GiB")
+    assert r.output.startswith("host-t16: 23.60 GiB, pinned 20.0 GB/s")
     out = _entries(CliRunner().invoke(app, ["profile", "--list", "--profiles-dir", str(tmp_path)]).output)
     (line,) = [ln for ln in out if ln.startswith("host-t16:")]
     assert "device 1008 GB/s 165.2 TFLOP/s bf16 [measured:" in line, line

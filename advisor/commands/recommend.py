@@ -123,8 +123,7 @@ def register(app: typer.Typer) -> None:
         Pinned and pageable host-to-device bandwidth, per-copy latency and free memory (a host memcpy with --cpu);
         with --model or --expert-shape also this host's CPU expert time per format and tokens per expert."""
         from advisor.hardware import profiles as hw
-        from advisor.hardware.profiles import format_bytes, nominal_device, save_profile
-        from advisor.units import BUDGET_DIGITS
+        from advisor.hardware.profiles import save_profile
 
         # '' stored the profile under the device's name, replacing it
         refuse_empty({"--name": name}, "the name to store the profile under (without it: the device's name)")
@@ -143,15 +142,7 @@ def register(app: typer.Typer) -> None:
                                    "profile` measures this machine's), then the catalogue; a copy takes bytes / pinned "
                                    "bandwidth + the per-copy latency")
             for p in measured + hw.CATALOGUE:
-                dev = nominal_device(p)
-                device = (f"device {dev.mem_gbps:g} GB/s {dev.tflops:g} TFLOP/s {dev.dtype}" if dev
-                          else "device not in the catalogue (priced as the H200)")
-                # a --cpu profile's memory is this host's RAM, not a GPU's: `--gpu` of it budgets nothing
-                memory = f"{format_bytes(p.memory_bytes, BUDGET_DIGITS)}{' host RAM' if p.host_only else ''}"
-                parts = [memory if p.memory_bytes else "memory ?",
-                         f"pinned {p.h2d_gbps_pinned:.1f} GB/s", f"pageable {p.h2d_gbps_pageable:.1f} GB/s",
-                         f"{p.copy_latency_us:.1f} us/copy", *([p.link] if p.link else []), f"{device} [{p.source}]"]
-                print_parts(console, f"{p.name}: ", parts, 4)
+                print_parts(console, f"{p.name}: ", _profile_figures(p), 4)
                 if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
                     c = p.cpu_experts
                     print_wrapped(console, f"    CPU expert times for {', '.join(c['table'])} on "
@@ -206,22 +197,42 @@ def register(app: typer.Typer) -> None:
             prof = dataclasses.replace(prof, name=name, device=prof.name)
         prof, kept = _keep_earlier_cpu_times(prof, profiles_dir, threads)
         path = save_profile(prof, profiles_dir)
-        free = f", free {format_bytes(prof.free_bytes, BUDGET_DIGITS)}" if prof.free_bytes is not None else ""
-        typer.echo(f"{prof.name}: memory {format_bytes(prof.memory_bytes, BUDGET_DIGITS)}{free}; pinned {prof.h2d_gbps_pinned:.2f} GB/s, "
-                   f"pageable {prof.h2d_gbps_pageable:.2f} GB/s, {prof.copy_latency_us:.1f} us/copy [{prof.source}]")
+        from rich.console import Console
+
+        from advisor.terminal import print_parts, print_wrapped
+
+        console = Console()  # the entry `--list` prints (its free memory beside), wrapped at the terminal's width
+        print_parts(console, f"{prof.name}: ", _profile_figures(prof), 4)
         if prof.cpu_experts:
             from advisor.offload.timing import CpuProfile
 
             cp = CpuProfile.from_dict(prof.cpu_experts)
             for key, row in cp.table.items():
                 cells = ", ".join(f"{f} {r[0][1]:.3g}/{r[-1][1]:.3g}" for f, r in row.items())
-                typer.echo(f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]")
-            typer.echo(f"CPU: {prof.cpu_experts.get('host', 'not recorded')}")
+                print_wrapped(console, f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]", 4)
+            print_wrapped(console, f"CPU: {prof.cpu_experts.get('host', 'not recorded')}", 4)
         if kept:
             typer.echo(kept)
         if contention:
             typer.echo(f"note: {contention}", err=True)
         typer.echo(f"saved {path}")
+
+
+def _profile_figures(p: Any) -> list[str]:
+    """A hardware profile's figures as `profile --list` shows it and `profile` prints what it measured: memory (a
+    `--cpu` profile's is this host's RAM, which `--gpu` of it budgets nothing; free memory where measured), the
+    link, the device figures it is priced with, and its source."""
+    from advisor.hardware.profiles import format_bytes, nominal_device
+    from advisor.units import BUDGET_DIGITS
+
+    dev = nominal_device(p)
+    device = (f"device {dev.mem_gbps:g} GB/s {dev.tflops:g} TFLOP/s {dev.dtype}" if dev
+              else "device not in the catalogue (priced as the H200)")
+    memory = f"{format_bytes(p.memory_bytes, BUDGET_DIGITS)}{' host RAM' if p.host_only else ''}"
+    free = [f"free {format_bytes(p.free_bytes, BUDGET_DIGITS)}"] if p.free_bytes is not None else []
+    return [memory if p.memory_bytes else "memory ?", *free,
+            f"pinned {p.h2d_gbps_pinned:.1f} GB/s", f"pageable {p.h2d_gbps_pageable:.1f} GB/s",
+            f"{p.copy_latency_us:.1f} us/copy", *([p.link] if p.link else []), f"{device} [{p.source}]"]
 
 
 def _task_texts(storage: str, rec: Any) -> dict[str, str]:
