@@ -86,3 +86,20 @@ def test_profile_prints_what_it_measured_as_list_shows_it_within_80_columns(tmp_
     assert memory.endswith(" host RAM"), entry
     assert said.startswith(f"{name}: {memory}, free "), said
     assert said.endswith(rest), (said, entry)
+
+
+def test_tune_next_commands_are_never_broken_inside(tmp_path):
+    """tune's last line names the next commands in backticks, but rich broke it where the width ran out:
+    `advisor pareto s --storage` | `sqlite:////.../s.db`` on the next line (PostgreSQL URLs likewise), which pasted
+    as two commands. It is wrapped between words now, a quoted command whole on its line, as recommend's are."""
+    db = tmp_path / ("a-folder-name-long-enough-to-wrap" * 2) / "s.db"
+    db.parent.mkdir()
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", str(db),
+                           "--study", "s", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tail = r.stdout[r.stdout.index("stored in"):].splitlines()
+    quoted = [ln for ln in tail if "`" in ln]
+    assert [ln.count("`") % 2 for ln in quoted] == [0] * len(quoted), tail
+    assert f"`advisor pareto s --storage sqlite:///{db}`" in "\n".join(tail), tail
+    assert f"`advisor recommend --study s --storage sqlite:///{db} --budget ...`" in "\n".join(tail), tail
+    assert not [ln for ln in tail if ln.endswith(" ")], tail

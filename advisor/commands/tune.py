@@ -722,8 +722,12 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
 
     shown = mask_url(result.storage_url)
     where = storage_flag(result.storage_url)
-    console.print(f"stored in {shown} as study [bold]{result.study_name}[/bold] - next: "
-                  f"`advisor pareto {name}{where}`, `advisor recommend --study {name}{where} --budget ...`", markup=True)
+    from advisor.terminal import print_wrapped
+
+    # plain text wrapped between words, never inside a `command` (rich broke `... --storage` | `postgresql://...`
+    # across lines, which pasted as two commands)
+    print_wrapped(console, f"stored in {shown} as study {result.study_name} - next: `advisor pareto {name}{where}`, "
+                           f"`advisor recommend --study {name}{where} --budget ...`")
 
 
 def _unrun_note(unrun: list) -> str:
