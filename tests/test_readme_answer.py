@@ -61,14 +61,14 @@ def test_readme_table_is_the_committed_reports(answer):
 
 
 def test_every_readme_number_is_a_stored_trial_value(answer):
-    from advisor.report.document import BEST, _acc_text, _kib, _ms, _pct, _pp, _slots_text
+    from advisor.report.document import _acc_text, _kib, _ms, _pct, _pp, _slots_text
     from advisor.report.select import (
-        _policy,
         _same_format,
         feasible_trials,
         stored_reference,
         uniform_precision,
     )
+    from advisor.results.config_view import policy_text
 
     readme, _, _, data, section = answer
     trials = {t.number: t for t in feasible_trials(data)}
@@ -77,13 +77,13 @@ def test_every_readme_number_is_a_stored_trial_value(answer):
     fp16_acc = next(t for t in sorted(trials.values(), key=lambda t: t.number)
                     if uniform_precision(t) in ("fp16", "bf16")).values["accuracy"]
     checked = 0
-    for budget, strategy, prec, trial, slots, policy, miss, h2d, cut, ms, time_cut, acc, dacc in readme:
+    for budget, _strategy, prec, trial, slots, policy, miss, h2d, cut, ms, time_cut, acc, dacc in readme:
         assert trial != "-", "every budget has a stored trial of every precision and strategy"
         t = trials[int(trial.lstrip("#"))]
         v = t.values
         ci = t.attrs["accuracy_detail"]
-        # a strategy's row with no slot reads "none (0 slots)": its stored policy places nothing
-        assert _policy(t.config, "" if strategy == BEST else strategy) == policy and t.config["miss_policy"] == miss
+        # a row with no slot reads "none (0 slots)": its stored policy places nothing
+        assert policy_text(t.config) == policy and t.config["miss_policy"] == miss
         assert _slots_text(t.config["slots_per_layer"]) == slots
         assert _kib(v["h2d_bytes_per_token"]) == h2d
         assert _pct(1 - v["h2d_bytes_per_token"] / ref.values["h2d_bytes_per_token"]) == cut

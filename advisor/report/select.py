@@ -340,26 +340,12 @@ def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], referenc
         time_per_token=time,
         time_source=t.sources.get("time_per_token"),
         strategy=strategy,
-        policy=_policy(t.config, strategy),
+        policy=policy_text(t.config),  # `none (0 slots)` where it keeps no expert on the GPU
         miss=miss_policy(t.config),
         time_cut=(1.0 - time / reference.time_per_token) if time is not None and reference.time_per_token else None,
         fidelity_top1=v.get("fidelity_top1"),
         fidelity_source=t.sources.get("fidelity_top1"),
     )
-
-
-NO_SLOTS = "none (0 slots)"
-"""The policy of a strategy's row whose trial keeps no expert on the GPU: a policy places experts in slots, so with
-none it places nothing - the stored policy (lru, tide ...) would describe a cache the row does not have."""
-
-
-def _policy(config: dict[str, Any], strategy: str) -> str:
-    """A row's cache policy: its trial's (`policy_text`), or for a strategy's row (a baseline, no-cache) whose trial
-    has no slot in any layer, `NO_SLOTS`."""
-    slots = config.get("slots_per_layer")
-    if strategy and isinstance(slots, list) and slots and not any(slots):
-        return NO_SLOTS
-    return policy_text(config)
 
 
 def _same_format(fmt: str | None, prec: str) -> bool:

@@ -73,8 +73,17 @@ def config_in_use(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+NO_SLOTS = "none (0 slots)"
+"""The policy of a configuration with no GPU slot in any layer: a policy places experts in slots, so with none it
+places nothing - the stored policy (lru, tide ...) would describe a cache the configuration does not have."""
+
+
 def policy_text(config: dict[str, Any]) -> str:
-    """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"."""
+    """A stored configuration's cache policy, with TIDE's refresh interval: "tide (tau 2)"; `NO_SLOTS` where it
+    keeps no expert on the GPU (FP16 without cache, a llama.cpp-style baseline at a budget that holds no layer)."""
+    slots = config.get("slots_per_layer")
+    if isinstance(slots, list) and slots and not any(slots):
+        return NO_SLOTS
     p, tau = str(config.get("policy", "?")), tide_tau(config)
     return f"{p} (tau {tau})" if tau else p
 

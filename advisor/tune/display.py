@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from advisor.results.config_view import miss_text, policy_text
+from advisor.results.config_view import NO_SLOTS, miss_text, policy_text
 from advisor.results.front import FrontPoint, source_kinds
 from advisor.units import BUDGET_DIGITS, format_bytes
 
@@ -79,7 +79,9 @@ def config_text(config: dict[str, Any]) -> tuple[str, str]:
     prefetch = config.get("prefetch", "none")
     extra = [f"prefetch {prefetch}"] if prefetch != "none" else []
     extra += [m] if (m := miss_text(config)) else []
-    return prec, ", ".join([f"{s} slot{'' if s == '1' else 's'}/layer", policy_text(config), *extra])
+    policy = policy_text(config)
+    cache = "0 slots/layer (no cache)" if policy == NO_SLOTS else f"{s} slot{'' if s == '1' else 's'}/layer, {policy}"
+    return prec, ", ".join([cache, *extra])
 
 
 def _front_rows(points: Sequence[FrontPoint], objectives: Sequence[str]) -> tuple[list[str], dict[tuple, list[str]]]:
