@@ -19,7 +19,25 @@ from advisor.commands import evaluate, export, models, offload, option_name, qua
 from advisor.errors import INTERRUPTED, UserError
 from advisor.models import QUIET_LOGGERS
 
+
+class _FlagsTakeNoValue:
+    """`--help` shows a flag (`--wide`, `--offload/--resident`, `--help`) without the `<bool>` typer writes as its
+    type, which read as a value to give: a flag takes none (`--wide true` is refused)."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):
+    """`advisor` itself (`--version`, `--help`)."""
+
+
 app = typer.Typer(
+    cls=_Group,
     name="advisor",
     help="Tune, recommend and export expert precision x CPU-GPU expert caching for MoE (diffusion) LLMs.",
     no_args_is_help=True,
@@ -41,7 +59,7 @@ def main(
     """moe-advisor: expert precision x expert caching for MoE (diffusion) LLMs on small GPUs."""
 
 
-class _OnceCommand(typer.core.TyperCommand):
+class _OnceCommand(_FlagsTakeNoValue, typer.core.TyperCommand):
     """A command that refuses an option of one value given twice (`--budget 8GB --budget 4GB`, `--offload
     --resident`): click keeps the last without a word, so the answer was for a value the user may not have
     meant. Options that take a list (`--opt`, `--expert-shape`) repeat as before."""

@@ -140,3 +140,21 @@ def test_eval_of_given_completions_ends_no_line_in_a_space(tmp_path):
     assert "run as written (prompt + completion), each in the sandbox" in flat(r.stdout), r.stdout
     assert "pass@1: 100.0% (2/2;" in r.stdout, r.stdout
     assert not [ln for ln in (r.stdout + r.stderr).splitlines() if ln.endswith(" ")], r.stdout + r.stderr
+
+
+def test_help_shows_no_value_type_for_flags():
+    """typer 0.29 writes each option's type in `--help`, a flag's as `<bool>`: `--wide <bool>`, `--cpu <bool>`,
+    `--help <bool>` read as options that take true/false, while `--wide true` is refused. A flag now shows none;
+    an option that takes a value keeps its type."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "120"})
+    for args in ([], ["studies"], ["tune"], ["profile"], ["export"], ["trace"]):
+        r = runner.invoke(app, [*args, "--help"])
+        assert r.exit_code == 0, r.output
+        assert "<bool>" not in r.output, (args, r.output)
+    out = runner.invoke(app, ["studies", "--help"]).output
+    assert " --storage " in out and "<str>" in out, out  # a value's type is still shown
+    assert [ln.split()[1:3] for ln in out.splitlines() if " --wide " in ln] == [["--wide", "One"]], out
