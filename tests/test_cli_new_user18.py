@@ -158,3 +158,15 @@ def test_help_shows_no_value_type_for_flags():
     out = runner.invoke(app, ["studies", "--help"]).output
     assert " --storage " in out and "<str>" in out, out  # a value's type is still shown
     assert [ln.split()[1:3] for ln in out.splitlines() if " --wide " in ln] == [["--wide", "One"]], out
+
+
+def test_tune_notes_never_break_a_quoted_command(tmp_path):
+    """tune's notes went through rich's wrapping, which broke `--budgets`'s note inside a quoted command:
+    '... so they can crowd its front and `advisor' | 'recommend` can pick one ...'. Plain-text notes are wrapped
+    as every other note of the tool now (`terminal.print_wrapped`)."""
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "25%,50%", "--trials", "1",
+                           "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "so they can crowd its front and `advisor recommend` can pick one" in flat(r.stdout), r.stdout
+    odd = [ln for ln in r.stdout.splitlines() if ln.count("`") % 2]
+    assert odd == [], r.stdout

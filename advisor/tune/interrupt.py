@@ -313,15 +313,19 @@ def stdout_console() -> Any:
     process to ignore stays ignored: the tune then runs to its end, its output discarded."""
     from rich.console import Console
 
-    from advisor.terminal import print_rich
+    from advisor.terminal import print_rich, print_wrapped
 
     class _StdoutConsole(Console):
         closed = False
 
         def print(self, *objects: Any, **kwargs: Any) -> None:
             """A line of text (markup or not) as rich prints it, without the space rich leaves at the end of each
-            line where it broke it (`print_rich`): piped at 80 columns the header and notes ended in spaces."""
-            if len(objects) == 1 and isinstance(objects[0], str) and set(kwargs) <= {"markup"}:
+            line where it broke it (`print_rich`): piped at 80 columns the header and notes ended in spaces. Plain
+            text (`markup=False`: the notes) is wrapped as every other note of the tool (`print_wrapped`), never
+            inside a `quoted command`: rich broke the --budgets note's `advisor | recommend` across two lines."""
+            if len(objects) == 1 and isinstance(objects[0], str) and kwargs == {"markup": False}:
+                print_wrapped(self, objects[0])
+            elif len(objects) == 1 and isinstance(objects[0], str) and set(kwargs) <= {"markup"}:
                 print_rich(self, objects[0], markup=kwargs.get("markup"))
             else:
                 super().print(*objects, **kwargs)
