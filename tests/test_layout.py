@@ -95,7 +95,7 @@ def test_no_import_cycle_inside_advisor():
 
 LAYERS = [
     {"advisor", "errors", "units", "startup", "parsing"},  # definitions that import nothing of the package: any layer may use them
-    {"files", "registry", "baselines", "terminal"},  # leaf helpers and definitions any layer above may use
+    {"files", "registry", "baselines", "terminal", "hub"},  # leaf helpers and definitions any layer above may use
     {"hardware", "models"},
     {"quant"},
     {"eval", "offload", "results"},

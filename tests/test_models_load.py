@@ -35,6 +35,7 @@ def test_unreachable_hub_counts_as_offline_without_hanging(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "https://127.0.0.1")  # nothing listens on :443
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     start = time.monotonic()
     assert load_mod.hub_reachable(timeout=1.0) is False
     assert time.monotonic() - start < 3

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
-from urllib.parse import urlparse
 
 from advisor.errors import UserError
 from advisor.eval import jsonl
+from advisor.hub import PROBE_S, hub_reachable
 
 PROMPT_STYLES = ("zero-shot", "few-shot", "cot")
 
@@ -153,20 +152,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return out
 
 
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    """A quick TCP probe of the hub, so that an offline machine fails in seconds, not after retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or os.environ.get(
-        "HF_DATASETS_OFFLINE", "0"
-    ) not in ("0", "", "false"):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _offline_mode() -> Iterator[None]:
     """Tell datasets / huggingface_hub to use the local cache only, for the duration of one load."""
@@ -190,7 +175,7 @@ def load_hub(split: str = "test") -> list[dict]:
         return [{"question": r["question"], "answer": r["answer"]} for r in ds]
 
     try:
-        if _hub_reachable():
+        if hub_reachable(PROBE_S, "HF_DATASETS_OFFLINE"):
             return load()
         with _offline_mode():
             return load()

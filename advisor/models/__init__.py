@@ -60,7 +60,8 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "check_weights"])
+                  "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "check_weights",
+                  "unavailable_offline"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -252,7 +253,9 @@ def check_model_spec(spec: str) -> str:
     family, a path that is no model directory, a name that is no hub id, one a letter or two from 'bundled' -
     knowing only the spec and the file system. The commands call it before torch and transformers import
     (seconds), so such a typo is answered at once, not after them, and go on with what it returns; `load_model`
-    calls it too. A hub id is looked up only by loading it."""
+    calls it too. A hub id is looked up only by loading it, but one neither in the local hub cache nor reachable
+    (offline mode, or the hub does not answer a connect within `advisor.hub.PROBE_S`) is refused here: it was
+    refused only after those imports, 6-7 s on an idle 2-core host with no network, 10-40 s on a busy one."""
     from advisor.errors import UserError
 
     spec = canonical_spec(spec)
@@ -273,7 +276,22 @@ def check_model_spec(spec: str) -> str:
     if "/" not in spec and difflib.get_close_matches(spec.lower(), ["bundled"], cutoff=0.75):
         raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
                         "(the bundled model)?")
+    if _cached_hub_snapshot(spec) is None:
+        from advisor.hub import hub_reachable
+
+        if not hub_reachable():
+            raise unavailable_offline(spec)
     return spec
+
+
+def unavailable_offline(repo_id: str, why: str | None = None) -> Exception:
+    """The refusal of hub id `repo_id` that cannot be had from the local hub cache: why (default: why the hub counts
+    as unreachable - offline mode, or no answer) and what to do."""
+    from advisor.errors import UserError
+    from advisor.hub import unreachable_note
+
+    return UserError(f"model {repo_id} is not available offline ({why or unreachable_note()}); download it on a "
+                     f"connected machine (hf download {repo_id}) or pass a local directory")
 
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,7 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError, check_device_name
+from advisor.hub import hub_reachable
 from advisor.models import (
     BUNDLED_DIR,
     DIFFUSION_FAMILIES,
@@ -34,6 +32,7 @@ from advisor.models import (
     read_config,
     spec_path,
     tiny,
+    unavailable_offline,
 )
 from advisor.models.probe import verify_experts_path
 from advisor.models.shards import has_safetensors
@@ -213,28 +212,6 @@ def check_device(device: str | torch.device) -> torch.device:
 # ---- hub -------------------------------------------------------------------------------------------------
 
 
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the hub answers within `timeout` seconds (DNS included, so this never hangs)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("TRANSFORMERS_OFFLINE", "0").lower() in {"1", "true", "yes"}:
-        return False
-    host = re.sub(r"^https?://", "", constants.ENDPOINT).split("/")[0].split(":")[0]
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(result and result[0])
-
-
 def _resolve_hub(repo_id: str) -> Path:
     """A local snapshot of `repo_id`: from the cache when offline, downloaded (config/weights/tokenizer) if online."""
     from huggingface_hub import snapshot_download
@@ -244,18 +221,18 @@ def _resolve_hub(repo_id: str) -> Path:
     try:
         local = snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=not online)
     except (LocalEntryNotFoundError, FileNotFoundError) as e:
-        raise UserError(
-            f"model {repo_id} is not available offline; download it on a connected machine "
-            f"(hf download {repo_id}) or pass a local directory"
-        ) from e
+        if not online:
+            raise unavailable_offline(repo_id) from e
+        # the hub took the connect but the lookup failed (a 404 for an id it does not know, a proxy's answer):
+        # huggingface_hub then looks in the cache and says it is not there, the HTTP error in its first line
+        said = str(e).splitlines()[0].removeprefix("Got: ") if str(e) else e.__class__.__name__
+        raise UserError(f"model {repo_id} could not be fetched from the hub ({said}); check the id, or pass a "
+                        "local directory") from e
     except HfHubHTTPError as e:
         raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}); "
                         "check the id, or pass a local directory") from e
     if not (Path(local) / "config.json").is_file():
-        raise UserError(
-            f"model {repo_id} is not available offline; download it on a connected machine "
-            f"(hf download {repo_id}) or pass a local directory"
-        )
+        raise unavailable_offline(repo_id, "its snapshot in the local hub cache holds no config.json")
     return Path(local)
 
 
