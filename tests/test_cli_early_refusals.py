@@ -225,3 +225,14 @@ def test_an_uncached_hub_id_with_no_hub_is_refused_in_one_line_before_torch(tmp_
     assert "HEAVY [] exit 2" in p.stdout, p.stdout
     assert took < 10, took
     assert sorted(q.name for q in tmp_path.iterdir()) in ([], ["hf"])
+
+
+@pytest.mark.parametrize("repeats", ["99999999", "0"])
+def test_profile_repeats_out_of_range_is_refused_in_one_line_with_the_range_and_why(tmp_path, repeats):
+    """`profile --cpu --repeats 99999999` measured for days (each repeat copies 169 MiB again; 100 took 10.6 s
+    here) without a word; now 1 to 100 is asked for, and why, before torch imports and before the busy-host note,
+    and nothing is stored."""
+    said = _refused_light(tmp_path, "profile", "--cpu", "--repeats", repeats, "--profiles-dir", "p")
+    assert said == (f"error: --repeats {repeats}: give 1 to 100 (the median of a size's copies; each repeat copies all "
+                    "4 sizes, 169 MiB, once more, and a median of 100 is already steady)")
+    assert list(tmp_path.iterdir()) == []

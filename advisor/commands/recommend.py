@@ -10,6 +10,7 @@ import typer
 
 from advisor.commands import gpu_profile, profiles_dir_option, storage_option, threads_option, user_path
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
+from advisor.hardware.measure import MAX_REPEATS, check_repeats
 from advisor.models import check_model_spec
 from advisor.parsing import loads_json
 from advisor.units import count
@@ -110,7 +111,8 @@ def register(app: typer.Typer) -> None:
                                                      "studies/profiles)."),
         name: str | None = typer.Option(None, "--name", help="Store under this name instead of the device's."),
         list_known: bool = typer.Option(False, "--list", help="List measured profiles and the GPU catalogue; measure nothing."),
-        repeats: int = typer.Option(5, "--repeats", min=1, help="Timed repeats per transfer size (median taken)."),
+        repeats: int = typer.Option(5, "--repeats", help="Timed repeats per transfer size (median taken), 1 to "
+                                    f"{MAX_REPEATS}."),
         expert_shape: list[str] = typer.Option(None, "--expert-shape", help="Also measure CPU expert time at this "
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
@@ -161,6 +163,7 @@ def register(app: typer.Typer) -> None:
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
         check_writable(hw.profile_path(name or "", profiles_dir))
+        check_repeats(repeats)  # 99999999 measured for days; before the imports and the busy-host note
         given = _parse_shapes(expert_shape or [])  # a mistyped shape before torch imports, as a mistyped --model
         if model is not None:
             model = check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)

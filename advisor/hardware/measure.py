@@ -17,11 +17,26 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from advisor.errors import UserError
 from advisor.hardware.profiles import HardwareProfile
 
 MiB = 1 << 20
 DEFAULT_SIZES = (1 * MiB, 8 * MiB, 32 * MiB, 128 * MiB)
 LATENCY_BYTES = 4096
+MAX_REPEATS = 100
+"""The most timed repeats per size `advisor profile --repeats` takes. Each repeat copies every size once more
+(169 MiB; on a GPU from pinned and from pageable memory): 100 took 10.6 s of host memcpy on the 2-core host
+(measured 2026-12-06), and a median of 100 copies is as steady as the host's noise lets it be, so more only
+took longer - `--repeats 99999999` ran for days without a word."""
+
+
+def check_repeats(repeats: int) -> int:
+    """`repeats` for `measure_profile` / `measure_cpu_profile`, refused in one line outside 1..`MAX_REPEATS`."""
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise UserError(f"--repeats {repeats}: give 1 to {MAX_REPEATS} (the median of a size's copies; each "
+                        f"repeat copies all {len(DEFAULT_SIZES)} sizes, {sum(DEFAULT_SIZES) // MiB} MiB, once more, "
+                        f"and a median of {MAX_REPEATS} is already steady)")
+    return repeats
 
 
 def device_text(device: Any) -> str:
