@@ -1174,10 +1174,15 @@ def test_quant_report_refuses_max_experts_below_one_before_the_model_loads(tmp_p
         one_error_line(r, f"--max-experts {n} selects no expert")
 
 
-def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path):
+def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path, monkeypatch):
     """`eval`/`trace --max-new-tokens 300000000` ended in torch's allocator traceback (exit 1); the allocation
-    that fails (over 100 GiB of hidden states) is now named in one line with the option to change."""
+    that fails (over 100 GiB of hidden states) is now named in one line with the option to change. The canvas's
+    hidden states are counted before the load (`refuse_canvas_past_memory`, tests/test_cli_busy_host.py); past
+    that check (a host said to have 2 TiB free), the allocation that fails is still one line."""
     n = str(3 * 10**8)
+    one_error_line(advisor_entry("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n,
+                                 cwd=tmp_path), f"--max-new-tokens {n}: bundled (llada_moe)", "143.1 GiB")
+    monkeypatch.setattr("advisor.models.load.device_free_bytes", lambda device: 2 << 40)
     r = advisor_entry("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n, "--limit", "1",
                 cwd=tmp_path)
     one_error_line(r, f"out of memory while decoding {n} new tokens", "GiB)", "smaller --max-new-tokens")

@@ -95,3 +95,20 @@ def test_a_device_this_host_lacks_is_refused_before_the_busy_host_note(two_cores
     r = advisor_entry(*args, "--device", "cuda", cwd=tmp_path)
     line = one_error_line(r, "device 'cuda' requested but no CUDA GPU is available here; use --device cpu")
     assert r.stderr.strip() == line and list(tmp_path.iterdir()) == []  # no note before it
+
+
+@pytest.mark.parametrize("args", [("trace", "bundled", "-o", "t.npz"), ("eval", "bundled")], ids=lambda a: a[0])
+def test_a_canvas_past_memory_is_refused_first_and_alone(two_cores, monkeypatch, tmp_path, args):
+    """`trace --max-new-tokens 99999999` (and eval's) ran out of memory only after the busy-host note and the
+    decoding note (12500000 blocks of 1 step): the refusal came fourth. The bundled model's forwards run over the
+    whole canvas, whose hidden states alone (tokens x 128 hidden x 4 bytes, float32, from config.json) exceed any
+    host's memory at the most tokens the option takes: refused before both notes, nothing written."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    r = advisor_entry(*args, "--max-new-tokens", "2147483647", cwd=tmp_path)
+    line = one_error_line(r, "error: --max-new-tokens 2147483647: bundled (llada_moe) decodes with forwards over the "
+                             "whole canvas, whose hidden states alone take 1024.0 GiB (2147483647 x 128 hidden x 4 "
+                             "bytes, counted), more than the ", " available RAM (MemAvailable); give a smaller "
+                             "--max-new-tokens")
+    assert r.stderr.strip() == line and not r.stdout.strip() and list(tmp_path.iterdir()) == []

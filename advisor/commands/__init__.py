@@ -199,6 +199,37 @@ def busy_host_note(threads: int) -> str:
             f"threads wait on each other; --threads {max(1, int(free))} can be many times faster")
 
 
+def refuse_canvas_past_memory(spec: str, new_tokens: int, device: Any) -> None:
+    """Refuse `--max-new-tokens new_tokens` for a model whose every forward (LLaDA-MoE) or last block's forwards
+    (LLaDA2) run over the whole canvas, where that canvas's hidden states alone - new tokens x hidden size x the
+    stored dtype's bytes (2 where none is stored), counted from config.json, a lower bound of what decoding holds -
+    exceed `device`'s free memory. `trace --max-new-tokens 99999999` on the bundled model ran out of memory only
+    after the busy-host and decoding notes (47.7 GiB for one allocation); called after `check_device` and before
+    `set_threads`, so the refusal comes first and alone. Other families (a KV cache, a canvas per block) pass."""
+    from advisor.models import dtype_name, family_of, spec_config
+    from advisor.models.load import device_free_bytes
+
+    config = spec_config(spec)
+    family = family_of(str(config.get("model_type", ""))) if config is not None else None
+    if not new_tokens or config is None or family not in ("llada_moe", "llada2"):
+        return
+    hidden = config.get("hidden_size")
+    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden <= 0:
+        return
+    try:
+        name = dtype_name(str(config.get("dtype") or config.get("torch_dtype") or "auto"))
+    except UserError:
+        name = None
+    size = {"float32": 4, "float64": 8}.get(name or "", 2)
+    need, free = new_tokens * hidden * size, device_free_bytes(device)
+    if need > free:
+        where = "available RAM (MemAvailable)" if str(device) == "cpu" else f"free memory of {device}"
+        raise UserError(f"--max-new-tokens {new_tokens}: {spec} ({family}) decodes with forwards over the whole canvas, whose "
+                        f"hidden states alone take {format_bytes(need)} ({new_tokens} x {hidden} hidden x {size} "
+                        f"bytes, counted), more than the {format_bytes(free)} {where}; give a smaller "
+                        "--max-new-tokens")
+
+
 @contextmanager
 def refuse_out_of_memory(what: str, advice: str) -> Iterator[None]:
     """An allocation the host or device cannot make while `what` runs becomes one line with the size asked and

@@ -9,6 +9,7 @@ import typer
 from advisor.commands import (
     SEED_RANGE,
     device_option,
+    refuse_canvas_past_memory,
     refuse_out_of_memory,
     set_threads,
     threads_option,
@@ -123,7 +124,8 @@ def register(app: typer.Typer) -> None:
         from advisor.eval.run import accuracy_source, evaluate
         from advisor.models.load import check_device, load_model
 
-        check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
+        dev = check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
+        refuse_canvas_past_memory(model, max_new_tokens or 0, dev)  # before the notes too
         set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
         from advisor.terminal import print_rich, print_wrapped  # no line ends in the space rich broke it at
 

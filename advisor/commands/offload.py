@@ -17,6 +17,7 @@ from advisor.commands import (
     gpu_profile,
     output_option,
     profiles_dir_option,
+    refuse_canvas_past_memory,
     refuse_out_of_memory,
     set_threads,
     threads_option,
@@ -132,7 +133,8 @@ def trace_cmd(
     from advisor.offload.trace import merge, record_trace
 
     output = Path(output)  # read as text: '' was Path('.'), refused as "cannot write ." (a directory)
-    check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
+    dev = check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
+    refuse_canvas_past_memory(model, max_new_tokens, dev)  # before the notes, not after them
     set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)
