@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -138,17 +139,22 @@ def test_every_storage_option_says_a_sqlite_path_is_taken_and_the_commands_take_
 def test_report_of_a_fidelity_study_claims_no_accuracy_change_for_its_baseline(tmp_path, monkeypatch):
     """A study of a model without a tokenizer stores no task accuracy: the report's headline rows said accuracy
     change "-", but its baseline row (full precision without cache) said "0 pt", an accuracy change nothing
-    measured. It says "-" too."""
+    measured. Its quality columns are top-1 agreement and top-1 change now (gaps38): the baseline row has the
+    16-bit plan's stored top-1 agreement and 0 pt where the study stores one, "-" where it does not; never an
+    accuracy."""
     from tune_helpers import tiny_fidelity_study
 
     tiny_fidelity_study(tmp_path, monkeypatch)
     r = advisor_in_process("report", "s", "--storage", "t.db", "-o", "rep", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    (base,) = [ln for ln in (tmp_path / "rep" / "report.md").read_text().splitlines()
-               if "no cache (baseline) |" in ln]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    (base,) = [ln for ln in md.splitlines() if "no cache (baseline) |" in ln]
+    (header,) = [ln for ln in md.splitlines() if ln.startswith("| precision | trial |")]
+    assert [c.strip() for c in header.strip("|").split("|")][8:10] == ["top-1 agreement", "top-1 change"], header
     cells = [c.strip() for c in base.strip("|").split("|")]
-    assert cells[8:10] == ["-", "-"], base  # accuracy [95% CI], accuracy change
-    assert " pt" not in base, base
+    top1 = [t["fidelity_top1"] for t in json.loads((tmp_path / "rep" / "report.json").read_text())["headline"]
+            if t["trial"] is not None and t["precision"] in ("fp16", "bf16")]
+    assert cells[8:10] == ([f"{top1[0]:.3f}", "0 pt"] if top1 else ["-", "-"]), base
 
 
 def test_the_loading_line_compares_the_model_with_the_budget_the_header_gives(tmp_path):

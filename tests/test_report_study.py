@@ -644,3 +644,45 @@ def test_another_model_for_a_study_that_stored_no_fingerprint_is_refused(study, 
     one_error_line(r, f"--model wide is not the model study '{name}' ran", "no stored trial's counted peak GPU memory "
                       "is counted on it", "its resident weights or expert bytes differ")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_fidelity_studys_headline_shows_top1_agreement_not_dashes(tmp_path, monkeypatch):
+    """A study of a model without a tokenizer stores fidelity_top1, no task accuracy: the report's headline (and
+    the budget table) showed '-' in both accuracy columns of every row, and its answer lines "accuracy change not
+    measured", while the command's own summary said each trial's top-1 agreement. The columns are now top-1
+    agreement and its change against the 16-bit plan's, labelled, with the stored values."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.models.tiny import build_tiny
+
+    monkeypatch.chdir(tmp_path)
+    build_tiny("llada_moe").save_pretrained(str(tmp_path / "ckpt"))
+    (tmp_path / "f.toml").write_text('name = "f"\n[precision]\nformats = ["fp16", "int8", "int4"]\n[cache]\n'
+                                     'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
+                                     'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
+                                     'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
+                                     'fidelity_prompts = 1\nmax_new_tokens = 8\n')
+    tune = CliRunner().invoke(app, ["tune", "./ckpt", "--space", "f.toml", "--trials", "3", "--storage", "f.db",
+                                    "--study", "fid", "--threads", "1"])
+    assert tune.exit_code == 0, tune.output
+    rep = CliRunner().invoke(app, ["report", "fid", "--storage", "f.db", "--block-lengths", "", "-o", "rep",
+                                   "--memory", "100%,50%"])
+    assert rep.exit_code == 0, rep.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    payload = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert "## Headline: transfer saved and top-1 agreement kept, at equal GPU memory" in md, md
+    tables = [ln for ln in md.splitlines() if ln.startswith(("| precision | trial |", "| GPU budget |"))]
+    assert len(tables) == 2 and all("| top-1 agreement | top-1 change |" in t and "accuracy" not in t
+                                    for t in tables), tables
+    top1 = {r["precision"]: r["fidelity_top1"] for r in payload["headline"] if r["trial"] is not None}
+    assert set(top1) == {"fp16", "int8", "int4"} and all(v is not None for v in top1.values()), payload["headline"]
+    for prec, value in top1.items():
+        row = next(ln for ln in md.splitlines() if ln.startswith(f"| {prec} | #"))
+        assert f"| {value:.3f} | {100 * (value - top1['fp16']):+.1f} pt |" in row, row
+    assert "| fp16, no cache (baseline) | - | 0 | 0 |" in md and f"| {top1['fp16']:.3f} | 0 pt |" in md, md
+    at_100 = [ln for ln in md.splitlines() if ln.startswith("| 100% | best cache + miss policy |")]
+    assert [ln.split(" | ")[2] for ln in at_100] == ["fp16", "int8", "int4"], at_100
+    assert all(f"| {top1[ln.split(' | ')[2]]:.3f} | " in ln for ln in at_100), at_100
+    assert "The study measured no task accuracy: top-1 agreement is" in md
+    assert f"top-1 agreement {top1['int4']:.3f} (fidelity: the study measured no task accuracy)" in md, md

@@ -133,24 +133,24 @@ def compose(c: ReportContext) -> Document:
         "was obtained."
     ))
 
-    doc.add(Heading("Headline: transfer saved and accuracy lost, at equal GPU memory"))
+    fidelity = quality_metric(c.trials) == "fidelity_top1"  # no task accuracy: top-1 agreement says the quality
+    doc.add(Heading("Headline: transfer saved and " + ("top-1 agreement kept" if fidelity else "accuracy lost")
+                    + ", at equal GPU memory"))
     doc.add(Para(
         f"Reference memory: **{memory_text(c.memory)}** of GPU memory ({c.memory_why}). For each precision (and "
         "each other format the study stored, then its mixed plans - hot/cold or per-layer - as one row), the "
         "stored trial whose peak GPU memory fits that reference with the least time per generated token (its "
         "best cache and miss policy; fewest H2D bytes when the study stores no time); bytes, time, hit rate and "
-        "accuracy are that trial's stored values (trial number given)."
+        + ("top-1 agreement" if fidelity else "accuracy") + " are that trial's stored values (trial number given)."
     ))
     for note in c.memory_notes:
         doc.add(Para(f"**Note:** {note}."))
-    base_acc_t, base_acc_why = accuracy_reference(c.trials)
-    base_acc = base_acc_t.values.get("accuracy") if base_acc_t else None
+    _, base_acc_why = accuracy_reference(c.trials)
     ref = c.reference
     ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
     rows = [[f"{full}, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
              _kib(ref.h2d_bytes_per_token), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
-             _acc_text(base_acc, interval(base_acc_t) if base_acc_t else None),
-             "0 pt" if base_acc is not None else "-"]]  # a fidelity study has no accuracy to change
+             *_baseline_quality(c.trials, fidelity)]]
     for r in c.headline:
         if r.trial is None:
             rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", "-"])
@@ -159,14 +159,14 @@ def compose(c: ReportContext) -> Document:
             r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _mib(r.expert_cache_bytes),
             _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
             f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
-            f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-",
-            _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change),
+            f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity),
         ])
     header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
-              "transfer ms / token", "hit rate", "accuracy [95% CI]", "accuracy change"]
+              "transfer ms / token", "hit rate", *(FIDELITY_COLUMNS if fidelity else ACCURACY_COLUMNS)]
     caption = (f"Transfer cut = 1 - (H2D bytes/token) / ({FULL}-no-cache bytes/token). "
-               "Accuracy change is against the full-precision plan's stored accuracy (the accuracy reference "
-               "below). Expert cache = sum over MoE layers of slots x one expert's bytes; for a mixed plan, each "
+               + (FIDELITY_CAPTION if fidelity else "Accuracy change is against the full-precision plan's stored "
+                  "accuracy (the accuracy reference below). ")
+               + "Expert cache = sum over MoE layers of slots x one expert's bytes; for a mixed plan, each "
                "layer's largest experts under the plan (the most its cache holds, as its peak memory counts it).")
     if _searches_misses(c):  # where each point's misses compute, beside its cache
         header.insert(4, "miss")
@@ -200,7 +200,8 @@ def compose(c: ReportContext) -> Document:
     doc.add(Bullets(_answer_lines(c)))
     if c.answers:
         sizes = "; ".join(f"{a.label} = {memory_text(a.memory_bytes)}" for a in c.answers)
-        doc.add(Table(*note_column(BUDGET_HEADER, budget_rows(c)), caption=budget_caption(c, sizes)))
+        header = [*BUDGET_HEADER[:-2], *FIDELITY_COLUMNS] if fidelity else BUDGET_HEADER
+        doc.add(Table(*note_column(header, budget_rows(c)), caption=budget_caption(c, sizes)))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
@@ -260,6 +261,13 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
     from advisor.baselines import no_cache_label
 
     ref = c.reference
+    fidelity = quality_metric(c.trials) == "fidelity_top1"
+
+    def _row(budget: str, r: HeadlineRow) -> list[Any]:
+        return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
+                r.miss, _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
+                _pct(r.time_cut), *_quality(c.trials, r, fidelity)]
+
     rows = []
     if ref.trial is not None:
         rows.append(_row("any", trial_row(ref.trial, c.full, c.trials, ref, {}, no_cache_label(c.full))))
@@ -284,12 +292,6 @@ def note_column(header: list[str], rows: list[list[Any]]) -> tuple[list[str], li
     if all(len(row) <= len(header) for row in rows):
         return header, rows
     return [*header, "note"], [row + [""] * (len(header) + 1 - len(row)) for row in rows]
-
-
-def _row(budget: str, r: HeadlineRow) -> list[Any]:
-    return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
-            r.miss, _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
-            _pct(r.time_cut), _acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)]
 
 
 def _searches_misses(c: ReportContext) -> bool:
@@ -336,6 +338,34 @@ def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
     return rows
 
 
+ACCURACY_COLUMNS = ["accuracy [95% CI]", "accuracy change"]
+FIDELITY_COLUMNS = ["top-1 agreement", "top-1 change"]
+"""A fidelity study's quality columns (no task accuracy stored: a model without a tokenizer), where task accuracy's
+sat empty ('-')."""
+FIDELITY_CAPTION = ("The study measured no task accuracy: top-1 agreement is the share of the fidelity prompts' "
+                    "positions where the plan's most likely token is the full-precision model's (stored "
+                    "fidelity_top1, measured), top-1 change against the 16-bit (else 32-bit) plan's. ")
+
+
+def _quality(trials: list[TrialRecord], r: HeadlineRow, fidelity: bool) -> list[str]:
+    """A row's two quality cells: task accuracy [95% CI] and its change, or in a fidelity study its top-1 agreement
+    and that change against the full-precision plan's (`accuracy_reference` of fidelity_top1)."""
+    if not fidelity:
+        return [_acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)]
+    ref, _ = accuracy_reference(trials, "fidelity_top1")
+    top1 = ref.values["fidelity_top1"] if ref is not None else None
+    return [_acc_text(r.fidelity_top1, None),
+            _pp(r.fidelity_top1 - top1) if r.fidelity_top1 is not None and top1 is not None else "-"]
+
+
+def _baseline_quality(trials: list[TrialRecord], fidelity: bool) -> list[str]:
+    """The no-cache baseline row's quality cells: the full-precision plan's (what its changes are against)."""
+    ref, _ = accuracy_reference(trials, "fidelity_top1" if fidelity else "accuracy")
+    value = ref.values["fidelity_top1" if fidelity else "accuracy"] if ref is not None else None
+    return [_acc_text(value, interval(ref) if ref is not None and not fidelity else None),
+            "0 pt" if value is not None else "-"]
+
+
 def _acc_text(acc: float | None, ci: tuple[float, float] | None) -> str:
     if acc is None:
         return "-"
@@ -355,8 +385,10 @@ def _answer_lines(c: ReportContext) -> list[str]:
         if r.trial is None:
             lines.append(f"{r.precision}: {r.note}.")
             continue
-        acc = "accuracy change not measured" if r.accuracy_change is None else \
-            f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs {c.full.upper()})"
+        acc = f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs {c.full.upper()})" \
+            if r.accuracy_change is not None else f"top-1 agreement {r.fidelity_top1:.3f} (fidelity: the study " \
+            "measured no task accuracy)" if r.accuracy is None and r.fidelity_top1 is not None else \
+            "accuracy change not measured"
         slots = "slot" if r.slots_per_layer and set(r.slots_per_layer) == {1} else "slots"
         lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU {slots} per layer "
                      f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs {c.full.upper()} without a "

@@ -167,12 +167,15 @@ def rank(t: TrialRecord) -> tuple:
     return (v.get("time_per_token", 0.0), v["h2d_bytes_per_token"], -v.get("accuracy", 0.0), t.number)
 
 
-def accuracy_reference(trials: Sequence[TrialRecord]) -> tuple[TrialRecord | None, str]:
-    """The trial whose accuracy is the full-precision reference (accuracy depends on the plan only)."""
+def accuracy_reference(trials: Sequence[TrialRecord], metric: str = "accuracy") -> tuple[TrialRecord | None, str]:
+    """The trial whose `metric` (task accuracy, or a fidelity study's fidelity_top1) is the full-precision
+    reference: the 16-bit plan's, else the 32-bit one's (both depend on the plan only, not the cache)."""
     for fmts in (BASELINE_FORMATS, ("fp32",)):
-        cands = [t for t in trials if uniform_precision(t) in fmts and "accuracy" in t.values]
+        cands = [t for t in trials if uniform_precision(t) in fmts and metric in t.values]
         if cands:
-            return min(cands, key=lambda t: t.number), f"stored accuracy of the {uniform_precision(cands[0])} plan"
+            return min(cands, key=lambda t: t.number), f"stored {metric} of the {uniform_precision(cands[0])} plan"
+    if metric != "accuracy":
+        return None, f"no 16- or 32-bit plan in the study stores {metric}"
     if not any("accuracy" in t.values for t in trials):  # e.g. a fidelity study of a model without a tokenizer
         return None, ("no trial of the study measured task accuracy (not among its objectives): accuracy change "
                       "not available; fidelity per plan below")
