@@ -75,6 +75,7 @@ def test_the_report_headline_counts_the_expert_cache_of_a_mixed_plan(tmp_path, m
 
     from advisor.cli import app
     from advisor.quant.spec import expert_nbytes_of
+    from advisor.units import format_bytes
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mixed.toml").write_text(MIXED_SPACE)
@@ -90,7 +91,7 @@ def test_the_report_headline_counts_the_expert_cache_of_a_mixed_plan(tmp_path, m
     assert rows, head
     (f0, f1, slots, cache), = rows
     want = int(slots) * (expert_nbytes_of(f0, 32, 16) + expert_nbytes_of(f1, 32, 16))  # tiny:qwen3_moe's experts
-    assert f0 != f1 and cache == f"{want / 2**20:.3f} MiB", head
+    assert f0 != f1 and cache == format_bytes(want, 2), head  # a tiny model's KiB, not "0.012 MiB"
 
 
 def test_pareto_takes_o_for_its_plot_directory_as_report_and_export_do(tmp_path):

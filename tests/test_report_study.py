@@ -17,6 +17,7 @@ import pytest
 from cli_helpers import advisor_entry, one_error_line
 
 from advisor.errors import UserError
+from advisor.units import format_bytes
 
 MODEL = "tiny:llada_moe"
 SPACE = """
@@ -215,8 +216,11 @@ def test_equal_memory_replay_gives_each_precision_every_slot_that_fits(report):
         assert p["slots"] == experts or (p["slots"] + 1) * per_slot > ref, (fmt, p, ref)
     assert equal["fp16"]["slots"] == fp16["slots_per_layer"][0]  # the headline trial's own cache
     md = report.markdown.read_text()
-    for fmt, p in equal.items():
-        assert f"| {fmt} | {p['slots']} | {p['cache_bytes'] / 2**20:.3f} MiB | {p['policy']} |" in md, md
+    for fmt, p in equal.items():  # a tiny model's caches in the unit they fill: "48.00 KiB", not "0.047 MiB"
+        assert f"| {fmt} | {p['slots']} | {format_bytes(p['cache_bytes'], 2)} | {p['policy']} |" in md, md
+    assert not re.search(r"\| 0\.\d+ [MG]iB \|", md), re.findall(r".*\| 0\.\d+ [MG]iB \|.*", md)
+    blocks = [ln for ln in md.splitlines() if ln.startswith("| ") and "no-cache H2D / token" in ln]
+    assert blocks, "the block-reuse table's byte column"
 
 
 def test_a_bf16_study_gets_its_cache_bytes_and_the_equal_memory_replay(tmp_path):

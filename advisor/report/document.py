@@ -27,7 +27,7 @@ from advisor.report.select import (
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
 from advisor.results.front import quality_metric, task_text
-from advisor.units import count
+from advisor.units import count, format_bytes
 
 
 @dataclass
@@ -101,7 +101,9 @@ def report_json(c: ReportContext) -> dict[str, Any]:
 
 
 def _mib(n: float | None) -> str:
-    return "-" if n is None else f"{n / 2**20:.3f} MiB"
+    """An expert cache's bytes in the unit they fill (`format_bytes`, 2 decimals): a tiny model's read "0.003 MiB"
+    in a fixed MiB."""
+    return "-" if n is None else format_bytes(n, 2)
 
 
 def _kib(n: float | None) -> str:
@@ -117,8 +119,6 @@ def _pp(x: float | None) -> str:
 
 
 def compose(c: ReportContext) -> Document:
-    from advisor.hardware.profiles import format_bytes
-
     d, sw, wb = c.data, c.sweep, c.wb
     full, FULL = c.full, c.full.upper()
     model = d.setting("model")
@@ -418,9 +418,9 @@ def _block_section(doc: Document, c: ReportContext) -> None:
                    "boundary. "
                    "Right: cache hit rate vs slots (share of a layer's experts) by block length."))
     doc.add(Table(["model", "block length", "forwards", "distinct experts / layer / forward", "max",
-                   "Jaccard within block", "Jaccard across blocks", "no-cache MiB / token"],
+                   "Jaccard within block", "Jaccard across blocks", "no-cache H2D / token"],
                   [[r["model"], r["block_length"], r["forwards"], r["distinct_mean"], r["distinct_max"],
-                    r["jaccard_within_block"], r["jaccard_across_blocks"], r["no_cache_bytes_per_token"] / 2**20]
+                    r["jaccard_within_block"], r["jaccard_across_blocks"], format_bytes(r["no_cache_bytes_per_token"], 2)]
                    for r in c.blocks["rows"]]))
 
 
