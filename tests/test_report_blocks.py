@@ -74,3 +74,31 @@ def test_prompts_of_one_block_are_told_apart(tmp_path, family):
     assert len(steps) == 3 * 2 and {f.block for f in fwds} == {0}
     # per prompt: its 2 steps make 1 pair per layer within its block; nothing pairs across prompts
     assert (st.blocks, st.pairs_within, st.pairs_across) == (3, 3 * layers, 0)
+
+
+def test_pairs_of_full_expert_sets_are_counted_as_saturated(tmp_path):
+    """`reuse_stats(..., num_experts)` counts the consecutive-step pairs whose two sets both hold every expert of the
+    layer (their Jaccard is 1 whatever the routing), within and across blocks, as a direct count over the trace
+    that `advisor trace` records says; without num_experts it counts none."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+    from advisor.report.blocks import forwards_from_trace, reuse_stats
+
+    out = tmp_path / "t.npz"
+    res = CliRunner().invoke(app, ["trace", "tiny:llada_moe", "-o", str(out), "--limit", "2",
+                                   "--max-new-tokens", "16", "--steps", "16", "--block-length", "8"])
+    assert res.exit_code == 0, res.output
+    trace = RoutingTrace.load(out)
+    fwds = forwards_from_trace(trace)
+    st = reuse_stats(fwds, trace.num_experts)
+    full = {True: 0, False: 0}
+    for prev, cur in zip(fwds, fwds[1:], strict=False):
+        if cur.block < prev.block or (cur.block == prev.block and cur.step <= prev.step):
+            continue  # the next prompt
+        for layer, (a, b) in enumerate(zip(prev.layers, cur.layers, strict=True)):
+            full[cur.block == prev.block] += len(a) == len(b) == trace.num_experts[layer]
+    assert (st.saturated_within, st.saturated_across) == (full[True], full[False])
+    assert st.pairs_across == 2 * st.layers and st.saturated_within > 0  # 8 experts, top-2, 24 positions
+    assert (reuse_stats(fwds).saturated_within, reuse_stats(fwds).saturated_across) == (0, 0)

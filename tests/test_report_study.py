@@ -290,6 +290,24 @@ def test_block_reuse_section(report):
     assert "Block diffusion" in report.markdown.read_text()
 
 
+def test_block_reuse_jaccards_say_their_pairs_and_the_saturated_ones(report):
+    """A tiny model's "Jaccard across blocks" read 1 (0.955 within): not a miscount - its one block boundary per
+    prompt gives one pair per MoE layer (2 pairs), and a pair of forwards that both use every expert of a layer
+    overlaps 1 whatever the routing. Each Jaccard cell now says how many pairs it averages and how many of them
+    held every expert on both sides."""
+    payload = json.loads(report.data.read_text())
+    md = report.markdown.read_text()
+    for r in payload["block_reuse"]["rows"]:
+        (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {r['model']} | {r['block_length']} | ")]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for cell, value, pairs, full in ((cells[5], r["jaccard_within_block"], r["pairs_within"], r["saturated_within"]),
+                                         (cells[6], r["jaccard_across_blocks"], r["pairs_across"], r["saturated_across"])):
+            assert pairs > 0 and 0 <= full <= pairs, r
+            assert cell == f"{value:.4g} ({pairs} pair{'s' if pairs != 1 else ''}" + (
+                f"; {full} with every expert on both sides)" if full else ")"), (cell, r)
+    assert "'every expert' counts the pairs whose two steps both used all of the layer's experts" in md
+
+
 def test_unknown_and_empty_studies_are_user_errors(study, tmp_path):
     import optuna
 

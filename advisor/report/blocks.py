@@ -72,12 +72,17 @@ class ReuseStats:
     pairs_across: int
     forwards_off_step: int = 0
     """Forwards that are no denoising step (DiffusionGemma's encoder forwards): in no overlap pair."""
+    saturated_within: int = 0
+    saturated_across: int = 0
+    """Pairs whose two sets both hold every expert of their layer (given `num_experts`): their overlap is 1
+    whatever the routing, so a Jaccard near 1 made of them measures the model's few experts, not reuse - a tiny
+    model's 8 experts read "Jaccard across blocks 1" from its one block boundary, above the 0.955 within blocks."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
+def reuse_stats(forwards: Sequence[ForwardRouting], num_experts: Sequence[int] | None = None) -> ReuseStats:
     """Distinct experts per layer per forward and consecutive-forward overlap, split by block boundary.
 
     Consecutive denoising steps are compared layer by layer; a pair is "within" when both belong to the same
@@ -85,6 +90,7 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
     A forward that is no denoising step of its block (step -1 in a known block: DiffusionGemma's encoder forward
     that opens it) is no side of a pair - it routes the prompt or the canvas just committed, not the block being
     denoised - so the pair across a boundary is the last step of one block and the first of the next.
+    `num_experts` (per layer) counts the pairs where both sides used every expert (`ReuseStats.saturated_within`).
     """
     if not forwards:
         raise ValueError("empty trace: no forwards to analyse")
@@ -92,12 +98,15 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
     steps = [f for f in forwards if not off_step(f.step, f.block)]
     within: list[float] = []
     across: list[float] = []
+    saturated = {True: 0, False: 0}  # by "within": pairs of two full expert sets
     for prev, cur in zip(steps, steps[1:], strict=False):
         if _starts_prompt(prev, cur):
             continue
-        target = within if cur.block == prev.block else across
-        for a, b in zip(prev.layers, cur.layers, strict=False):
-            target.append(jaccard(a, b))
+        same = cur.block == prev.block
+        for layer, (a, b) in enumerate(zip(prev.layers, cur.layers, strict=False)):
+            (within if same else across).append(jaccard(a, b))
+            full = num_experts[layer] if num_experts is not None and layer < len(num_experts) else None
+            saturated[same] += full is not None and len(a) == len(b) == full
     return ReuseStats(
         forwards=len(forwards),
         blocks=len({(i, f.block) for i, f in _prompt_blocks(forwards)}),
@@ -109,6 +118,8 @@ def reuse_stats(forwards: Sequence[ForwardRouting]) -> ReuseStats:
         pairs_within=len(within),
         pairs_across=len(across),
         forwards_off_step=len(forwards) - len(steps),
+        saturated_within=saturated[True],
+        saturated_across=saturated[False],
     )
 
 
@@ -176,8 +187,8 @@ def block_length_study(
         per_expert = [[b] * n for b, n in zip(eb, trace.num_experts, strict=True)]
         base = simulate(trace, slots_per_layer=0, policy="lru", expert_bytes=per_expert, profile=profile,
                         sequences=seqs)
-        st = reuse_stats(forwards_from_trace(trace))
-        blk = reuse_stats(forwards_from_trace(trace, "block"))
+        st = reuse_stats(forwards_from_trace(trace), trace.num_experts)
+        blk = reuse_stats(forwards_from_trace(trace, "block"), trace.num_experts)
         n_exp = min(trace.num_experts)
         rows.append({"model": label, "block_length": int(length), "prompts": len(prompts),
                      "generated_tokens": tokens, "num_experts": n_exp, **st.as_dict(),
