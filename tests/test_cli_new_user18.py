@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli_helpers import advisor_in_process, flat
+from tests.cli_helpers import advisor_entry, advisor_in_process, flat
 
 
 def test_wrote_lines_print_the_path_as_given_and_end_in_no_space(tmp_path):
@@ -170,3 +170,21 @@ def test_tune_notes_never_break_a_quoted_command(tmp_path):
     assert "so they can crowd its front and `advisor recommend` can pick one" in flat(r.stdout), r.stdout
     odd = [ln for ln in r.stdout.splitlines() if ln.count("`") % 2]
     assert odd == [], r.stdout
+
+
+def test_export_help_names_every_target_spelling_it_takes(tmp_path):
+    """`export --to gguf`, `llamacpp`, `transformers`, `sglang` and `kt` were taken but named neither in `--help`
+    nor in the README; the help lists each target with the other names it takes, and each one exports (or refuses)
+    as its target does."""
+    import re
+    from pathlib import Path
+
+    help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", advisor_in_process("export", "--help", cwd=tmp_path).stdout).split())
+    assert "llama.cpp (llamacpp, gguf) | hf (transformers) | vllm | ktransformers (sglang, kt) | json" in help_text
+    db = str(Path(__file__).resolve().parents[1] / "studies/example/advisor.db")
+    for alias, target in [("gguf", "llama.cpp"), ("transformers", "hf"), ("kt", "ktransformers")]:
+        outs = [advisor_entry("export", "bundled-example", "129", "--storage", db, "--to", to, "--json",
+                                   cwd=tmp_path) for to in (alias, target)]
+        assert (outs[0].returncode, outs[0].stdout, outs[0].stderr) == (outs[1].returncode, outs[1].stdout,
+                                                                       outs[1].stderr)
+        assert outs[0].returncode == (2 if target == "ktransformers" else 0)  # SGLang serves no LLaDA-MoE

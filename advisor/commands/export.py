@@ -10,6 +10,7 @@ import typer
 from advisor.commands import OUTPUT, int_range, output_option, profiles_dir_option, storage_option
 from advisor.commands.recommend import build_query
 from advisor.errors import STORAGE_WHAT, NothingMeets, UserError, refuse_empty
+from advisor.export.base import targets_help
 from advisor.results.front import FrontPoint
 
 
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
         trial: int | None = typer.Argument(None, **int_range(0, 2**63 - 1, "a trial number",  # beyond SQLite's
                                                              "as SQLite stores them"),  # INTEGER: an OverflowError
                                            help="Trial number: a front point, or any complete trial."),
-        to: str = typer.Option(..., "--to", help="llama.cpp | hf | vllm | ktransformers | json"),
+        to: str = typer.Option(..., "--to", help=targets_help()),
         output: str | None = output_option(None, "Write here (atomically) instead of stdout."),
         option: list[str] = typer.Option([], "--opt", help="Target option KEY=VALUE (repeatable; a bad one lists them)."),
         as_json: bool = typer.Option(False, "--json", help="Print the export's structured form as JSON."),

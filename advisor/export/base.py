@@ -43,6 +43,12 @@ TARGETS = ExportTargets()
 ALIASES = {"llamacpp": "llama.cpp", "gguf": "llama.cpp", "transformers": "hf", "sglang": "ktransformers", "kt": "ktransformers"}
 
 
+def targets_help() -> str:
+    """The targets as `export --to` lists them, each with the other names it takes ("llama.cpp (llamacpp, gguf)")."""
+    return " | ".join(f"{t} ({', '.join(a for a, to in ALIASES.items() if to == t)})"
+                      if t in ALIASES.values() else t for t in TARGETS)
+
+
 def model_path(spec: str) -> str | None:
     """What another runtime loads for the advisor's model spec: `bundled` is its directory; a `tiny:*` model is
     built in code and has nothing on disk (None)."""
