@@ -178,6 +178,13 @@ def test_tune_live_on_a_model_bigger_than_the_budget(dirs, tmp_path):
     assert result.exit_code == 0, result.output
     assert "offloaded: routed experts stream from the checkpoint" in result.output
     assert "host store packed per plan" in result.output and "host store: host store" not in result.output
+    # the allowance at the decimals `inspect --budget` gives it (the README's worked example said 477.7 KiB where
+    # inspect said 477.73 KiB; this space's workload is not inspect's default one, so the values differ here)
+    shown = CliRunner().invoke(app, ["inspect", str(dirs["shaped"]), "--budget", "250KB"])
+    assert shown.exit_code == 0, shown.output
+    pattern = r"activation allowance (\d+\.\d\d [KMG]iB) \(measured"
+    assert re.search(pattern, " ".join(result.output.split())), result.output
+    assert re.search(pattern, " ".join(shown.output.split())), shown.output
     import optuna
 
     from advisor.models.load import load_model

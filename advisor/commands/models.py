@@ -118,14 +118,14 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     from advisor.hardware.profiles import format_bytes
     from advisor.models.load import host_available_bytes
     from advisor.tune.budget import least_uniform_peak, uniform_slots
-    from advisor.units import size_argument
+    from advisor.units import BUDGET_DIGITS, size_argument
 
     resident, act = shape.resident_bytes, shape.activation_bytes
     host = host_available_bytes()
     free = budget - resident - act
     most = max(shape.num_experts)
     misses = ("copy", "cpu") if shape.staging and free > 0 else ("copy",)  # resident, or none fits: one column
-    act_text = f"activation allowance {format_bytes(act, 2)} ({workload}), " if shape.staging and budget > resident else ""
+    act_text = f"activation allowance {format_bytes(act, BUDGET_DIGITS)} ({workload}), " if shape.staging and budget > resident else ""
     # when no slot fits, what the least one needs (CPU misses stage nothing: the least peak)
     fmt = min(FIT_FORMATS, key=lambda f: least_uniform_peak(shape, f)[0])  # any space: CPU misses, no prefetch
     least = least_uniform_peak(shape, fmt)[0]

@@ -20,7 +20,7 @@ from advisor.quant.plan import PrecisionPlan
 from advisor.tune.backend import Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.config import ModelShape, TrialConfig
 from advisor.tune.space import EvaluationSettings
-from advisor.units import count, dtype_format, format_bytes
+from advisor.units import BUDGET_DIGITS, count, dtype_format, format_bytes
 
 
 def model_shape(loaded: Any) -> ModelShape:
@@ -154,7 +154,7 @@ class ModelBackend:
             return f"experts resident on {self.device}; host stores quantized from them"
         return (f"host store packed per plan from the checkpoint; stores kept while they total "
                 f"<= {format_bytes(self.host_memory)} ({self.host_memory_source}), otherwise re-packed; activation "
-                f"allowance {format_bytes(self.shape.activation_bytes)} ({self.activation_source})")
+                f"allowance {format_bytes(self.shape.activation_bytes, BUDGET_DIGITS)} ({self.activation_source})")
 
     def store_for(self, plan: PrecisionPlan) -> Any:
         """The packed host store of `plan`: kept from an earlier trial, or packed now (oldest kept stores are
