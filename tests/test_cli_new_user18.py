@@ -188,3 +188,21 @@ def test_export_help_names_every_target_spelling_it_takes(tmp_path):
         assert (outs[0].returncode, outs[0].stdout, outs[0].stderr) == (outs[1].returncode, outs[1].stdout,
                                                                        outs[1].stderr)
         assert outs[0].returncode == (2 if target == "ktransformers" else 0)  # SGLang serves no LLaDA-MoE
+
+
+def test_a_model_directory_named_with_brackets_is_named_whole(tmp_path):
+    """A model directory named `b[red]` was read as rich markup: `advisor tune ./b[red]` opened with
+    'advisor tune b (4 MoE layers ...' and `advisor eval` with 'b on bundled two-step arithmetic'. Its name is
+    printed as written now."""
+    import shutil
+
+    from advisor.models import BUNDLED_DIR
+
+    shutil.copytree(BUNDLED_DIR, tmp_path / "b[red]")
+    r = advisor_in_process("tune", "./b[red]", "--trials", "1", "--threads", "1", "--storage", "s.db",
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert flat(r.stdout).startswith("advisor tune b[red] (4 MoE layers"), r.stdout
+    r = advisor_in_process("eval", "./b[red]", "--limit", "1", "--threads", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "b[red] on bundled two-step arithmetic" in flat(r.stdout), r.stdout

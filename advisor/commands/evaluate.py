@@ -164,7 +164,7 @@ def register(app: typer.Typer) -> None:
         out = Console()
         from rich.markup import escape
         label = plan.describe() if plan is not None else "model weights as loaded"
-        print_rich(out, f"[bold]{loaded.name}[/bold] on {the_task.description}")
+        print_rich(out, f"[bold]{escape(loaded.name)}[/bold] on {escape(the_task.description)}")
         print_rich(out, f"precision: {label}")
         metric = "pass@1" if result.task == "humaneval" else "accuracy"
         print_rich(out,

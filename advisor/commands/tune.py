@@ -597,6 +597,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     front saved. `ran`: `[n]`, set to the trials the run has run, as it runs them and once it has returned."""
     import shlex
 
+    from rich.markup import escape
+
     from advisor.results.front import task_text
     from advisor.results.preflight import mask_url
     from advisor.tune.display import LiveProgress, front_counts, human_bytes, print_front
@@ -616,9 +618,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         console.print(
-            f"[bold]advisor tune[/bold] {backend.model_name} ({shape.n_layers} MoE layers x {max(shape.num_experts)} "
-            f"experts, {human_bytes(shape.full_bytes())} counted) | task {task_text(backend.task_name, space.objectives, space.text)} | "
-            f"space {space.name} "
+            f"[bold]advisor tune[/bold] {escape(backend.model_name)} ({shape.n_layers} MoE layers x "
+            f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} counted) | task "
+            f"{escape(task_text(backend.task_name, space.objectives, space.text))} | space {escape(space.name)} "
             f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
             f"budget: {budget_text(budget_bytes, budget_note) if budget_bytes else 'none'} | "
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
@@ -632,7 +634,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                           f"{format_bytes(profile.memory_bytes, BUDGET_DIGITS)} is this host's RAM, not GPU memory, so the budget is "
                           "not it; give --budget for the GPU's", markup=False)
         if getattr(backend, "offloaded", False):
-            console.print(f"loading: {_load_note(backend.loaded, budget_bytes)}\n{backend.store_note()}")
+            console.print(f"loading: {_load_note(backend.loaded, budget_bytes)}\n{backend.store_note()}", markup=False)
         elif (tiny := getattr(backend, "loaded", None)) is not None and tiny.name.startswith("tiny:") and (
                 note := _load_note(tiny, budget_bytes)):  # a tiny model over its budget, loaded whole (`load_model`)
             console.print(f"note: {note}", markup=False)
