@@ -91,10 +91,14 @@ def check_parent(path: str | os.PathLike, option: str = "") -> None:
                     f"{shlex.quote(str(path.parent))}) or {give}")
 
 
-def check_folder(path: str | os.PathLike, option: str) -> None:
+def check_folder(path: str | os.PathLike, option: str, *, default: bool = False) -> None:
     """`UserError` when the folder a command fills (`pareto -o`, `profile --profiles-dir`) is a file: said before
-    the work, in one wording, not as `cannot create directory X (File exists)` once the plots were drawn."""
+    the work, in one wording, not as `cannot create directory X (File exists)` once the plots were drawn. `default`:
+    `path` is the option's default, which the user did not type, so the line does not say they gave it."""
     if os.path.exists(path) and not os.path.isdir(path):
+        if default:
+            raise UserError(f"{path} (where {option} writes by default) is a file, not a directory; move it or "
+                            f"give {option} a directory")
         raise UserError(f"{option} {path} is a file, not a directory; give a directory")
 
 

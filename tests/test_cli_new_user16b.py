@@ -194,6 +194,22 @@ def test_report_into_a_file_is_refused_in_paretos_words(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_a_default_output_folder_that_is_a_file_is_not_said_as_typed(tmp_path):
+    """With no -o, a file at the default reports/STUDY or studies/plots was refused as "-o/--output reports/STUDY
+    is a file", an option the user had not given; the line names it as the option's default now."""
+    from tests.test_cli_new_user16 import EXAMPLE_DB
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "bundled-example").write_text("mine\n")
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "plots").write_text("mine\n")
+    for command, folder in (("report", "reports/bundled-example"), ("pareto", "studies/plots")):
+        line = one_error_line(advisor_entry(command, "bundled-example", "--storage", EXAMPLE_DB, cwd=tmp_path))
+        assert line == (f"error: {folder} (where -o/--output writes by default) is a file, not a directory; move it "
+                        "or give -o/--output a directory"), (command, line)
+        assert (tmp_path / folder).read_text() == "mine\n"
+
+
 def test_an_unknown_gpu_points_to_the_profiles_dir_it_was_looked_for_in(tmp_path):
     """`--gpu host-t1 --profiles-dir lab` said "(all: `advisor profile --list`); or measure it with `advisor
     profile`": both read and write studies/profiles, not lab, so the listing lacked the profiles looked for and a

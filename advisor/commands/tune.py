@@ -437,7 +437,7 @@ def register(app: typer.Typer) -> None:
         if plots:
             from advisor.files import check_folder, check_parent, check_writable
 
-            check_folder(output, OUTPUT)
+            check_folder(output, OUTPUT, default=Path(output) == Path(PLOTS_DIR))
             if Path(output) != Path(PLOTS_DIR):  # the folder is made, a mistyped directory above it is not (the default's is)
                 check_parent(output, OUTPUT)
             for path in plot_files:  # a directory or a named pipe there was refused once the PNG had been written

@@ -127,7 +127,7 @@ def build_report(
     if memory and all(isinstance(memory_spec(m), int) for m in memory):  # sizes: checked before the model loads
         refuse_memory_that_holds_no_trial([(m.strip(), float(memory_spec(m))) for m in memory], trials)
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
-    check_folder(out, OUTPUT)  # a file there: in pareto's words and the path as typed, not check_replaceable's
+    check_folder(out, OUTPUT, default=out_dir is None)  # a file there: in pareto's words and the path as typed, not check_replaceable's
     if out != default_out_dir(study):  # reports/ is made for the default reports/<study>; another -o's folder is not
         check_parent(out, OUTPUT)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
