@@ -8,10 +8,11 @@ and GSM8K's loader ask here first; standard library only (huggingface_hub's cons
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import threading
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 PROBE_S = 2.0
 """How long the probe waits for the hub's TCP handshake: a connected host answers in milliseconds."""
@@ -40,9 +41,7 @@ def hub_reachable(timeout: float = PROBE_S, *also_offline: str) -> bool:
     (`offline_set`). The connect runs in a daemon thread, so a resolver that hangs cannot hold the caller longer."""
     if offline_set(*also_offline):
         return False
-    url = urlparse(endpoint())
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
+    host, port, _ = _first_hop(urlparse(endpoint()))
     result: list[bool] = []
 
     def probe() -> None:
@@ -58,8 +57,39 @@ def hub_reachable(timeout: float = PROBE_S, *also_offline: str) -> bool:
     return bool(result and result[0])
 
 
+def _first_hop(url: ParseResult) -> tuple[str, int, bool]:
+    """Where a request to the hub's `url` connects first, and whether that is a proxy: the one the environment
+    names for its scheme (HTTPS_PROXY, ALL_PROXY, ... as huggingface_hub's HTTP client reads them; NO_PROXY
+    honoured), else the hub itself. Behind a proxy a direct connect is often blocked though the hub answers."""
+    from urllib.request import getproxies, proxy_bypass  # (40 ms of imports: only when a hub id is asked for)
+
+    host = url.hostname or "huggingface.co"
+    proxies = getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not proxy_bypass(host):
+        hop = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if hop.hostname:
+            return hop.hostname, hop.port or {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80), True
+    return host, url.port or (80 if url.scheme == "http" else 443), False
+
+
 def unreachable_note(timeout: float = PROBE_S) -> str:
     """Why the hub counts as unreachable, said in the refusal: offline mode, or no answer from the endpoint."""
     if offline_set():
         return "offline mode is set (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)"
-    return f"the hub ({endpoint()}) could not be reached in {timeout:g} s"
+    host, port, proxied = _first_hop(urlparse(endpoint()))
+    via = f" through the proxy {host}:{port}" if proxied else ""
+    return f"the hub ({endpoint()}) could not be reached{via} in {timeout:g} s"
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a hub request raises when the network fails under it (a proxy that resets the connection, a read
+    timeout): OSError and the HTTP client's own errors - httpx2 (huggingface_hub 2.x), httpx (1.x) or requests
+    (before), whichever are installed. Imported only when an error is being sorted."""
+    found: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)

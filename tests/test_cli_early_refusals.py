@@ -236,3 +236,48 @@ def test_profile_repeats_out_of_range_is_refused_in_one_line_with_the_range_and_
     assert said == (f"error: --repeats {repeats}: give 1 to 100 (the median of a size's copies; each repeat copies all "
                     "4 sizes, 169 MiB, once more, and a median of 100 is already steady)")
     assert list(tmp_path.iterdir()) == []
+
+
+def _no_offline_env(tmp_path, **extra: str) -> dict[str, str]:
+    """This process's environment with no offline variable, an empty hub home, and `extra`."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE", "NO_PROXY", "no_proxy")}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), **extra}
+
+
+def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_path):
+    """With HTTP(S)_PROXY set, the hub probe connected straight to the hub's address - blocked behind a proxy, so
+    an id the hub would serve was refused as 'not available offline'. It connects to the proxy now; here the proxy
+    takes the request and resets it, which escaped as an httpx ReadError traceback and is one line now. A proxy
+    that does not answer is named in the refusal."""
+    import socket
+    import threading
+
+    proxy = socket.create_server(("127.0.0.1", 0))
+    asked: list[bytes] = []
+
+    def reset_each() -> None:
+        while True:
+            try:
+                conn, _ = proxy.accept()
+            except OSError:
+                return
+            asked.append(conn.recv(200))
+            conn.close()
+
+    threading.Thread(target=reset_each, daemon=True).start()
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="http://127.0.0.1:9",
+                          HTTP_PROXY=f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    proxy.close()
+    assert p.returncode == 2 and p.stderr.startswith(
+        "error: model some-org/m could not be fetched from the hub (ReadError"), p.stderr
+    assert len(p.stderr.splitlines()) == 1 and b"some-org/m" in b"".join(asked), (p.stderr, asked)
+    env["HTTP_PROXY"] = "http://127.0.0.1:9"  # nothing listens there
+    assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+        "error: model some-org/m is not available offline (the hub (http://127.0.0.1:9) could not be reached through "
+        "the proxy 127.0.0.1:9 in 2 s); download it on a connected machine (hf download some-org/m) or pass a local "
+        "directory")

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 
-def _refused_light(cwd, *args: str) -> str:
-    """The one `error:` line `advisor ARGS` ends with, after checking exit code 2 and that neither torch nor
-    transformers was imported to say it."""
+def _refused_light(cwd, *args: str, env: dict[str, str] | None = None) -> str:
+    """The one `error:` line `advisor ARGS` ends with (in environment `env`, default this process's), after
+    checking exit code 2 and that neither torch nor transformers was imported to say it."""
     code = ("import sys\nfrom advisor.cli import run\nsys.argv = ['advisor', *sys.argv[1:]]\n"
             "try:\n    run()\nexcept SystemExit as e:\n"
             "    print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules), 'exit', e.code)\n")
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=120,
+                       env=env)
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "HEAVY [] exit 2" in p.stdout, p.stdout + p.stderr
     return errors[0]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from advisor.errors import UserError, check_device_name
-from advisor.hub import hub_reachable
+from advisor.hub import hub_reachable, network_errors
 from advisor.models import (
     BUNDLED_DIR,
     DIFFUSION_FAMILIES,
@@ -231,6 +231,12 @@ def _resolve_hub(repo_id: str) -> Path:
     except HfHubHTTPError as e:
         raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}); "
                         "check the id, or pass a local directory") from e
+    except Exception as e:  # the network failed under the request (a proxy that resets it): a traceback before
+        if not isinstance(e, network_errors()):
+            raise
+        said = " ".join(str(e).split()) or "no answer"
+        raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}: {said}); check "
+                        "the network or proxy settings, or pass a local directory") from e
     if not (Path(local) / "config.json").is_file():
         raise unavailable_offline(repo_id, "its snapshot in the local hub cache holds no config.json")
     return Path(local)
