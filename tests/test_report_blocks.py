@@ -20,23 +20,29 @@ def test_each_block_gets_as_many_denoising_steps_as_tokens(family, extra):
     assert [r["forwards"] for r in rows] == [2 * (4 + extra), 2 * (8 + extra)]
 
 
+def _traced(tmp_path, family: str, *options: str):
+    """`advisor trace tiny:FAMILY -o t.npz OPTIONS` as a user runs it, and the trace it wrote."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.offload.trace import RoutingTrace
+
+    out = tmp_path / "t.npz"
+    res = CliRunner().invoke(app, ["trace", f"tiny:{family}", "-o", str(out), *options])
+    assert res.exit_code == 0, res.output
+    return RoutingTrace.load(out)
+
+
 def test_reuse_overlaps_compare_denoising_steps_not_diffusion_gemmas_encoder_forward(tmp_path):
     """DiffusionGemma opens each block with an encoder forward (the prompt, then the canvas just committed), which
     is no denoising step. The section's step-to-step overlap paired it with the block's first step ("within") and
     with the previous block's last step ("across"), so neither number compared denoising steps. The pairs are
     now consecutive denoising steps of a prompt: within a block, and the last step of a block with the first
     of the next; the encoder forwards still count among the forwards."""
-    from typer.testing import CliRunner
-
-    from advisor.cli import app
-    from advisor.offload.trace import RoutingTrace
     from advisor.report.blocks import forwards_from_trace, jaccard, reuse_stats
 
-    out = tmp_path / "dg.npz"
-    res = CliRunner().invoke(app, ["trace", "tiny:diffusion_gemma", "-o", str(out), "--limit", "2",
-                                   "--max-new-tokens", "12", "--steps", "3", "--block-length", "4"])
-    assert res.exit_code == 0, res.output
-    tr = RoutingTrace.load(out)
+    tr = _traced(tmp_path, "diffusion_gemma", "--limit", "2", "--max-new-tokens", "12", "--steps", "3",
+                 "--block-length", "4")
     fwds = forwards_from_trace(tr)
     st = reuse_stats(fwds)
     steps = [f for f in fwds if f.step >= 0]
@@ -57,17 +63,10 @@ def test_reuse_overlaps_compare_denoising_steps_not_diffusion_gemmas_encoder_for
 def test_prompts_of_one_block_are_told_apart(tmp_path, family):
     """A prompt of one block (new tokens = block length) keeps block number 0, so the next prompt's first step
     was paired with this one's last as "within a block", and both prompts' blocks counted as one."""
-    from typer.testing import CliRunner
-
-    from advisor.cli import app
-    from advisor.offload.trace import RoutingTrace
     from advisor.report.blocks import forwards_from_trace, reuse_stats
 
-    out = tmp_path / "t.npz"
-    res = CliRunner().invoke(app, ["trace", f"tiny:{family}", "-o", str(out), "--limit", "3",
-                                   "--max-new-tokens", "4", "--steps", "2", "--block-length", "4"])
-    assert res.exit_code == 0, res.output
-    fwds = forwards_from_trace(RoutingTrace.load(out))
+    fwds = forwards_from_trace(_traced(tmp_path, family, "--limit", "3", "--max-new-tokens", "4", "--steps", "2",
+                                       "--block-length", "4"))
     st = reuse_stats(fwds)
     layers = st.layers
     steps = [f for f in fwds if f.step >= 0]
@@ -80,17 +79,10 @@ def test_pairs_of_full_expert_sets_are_counted_as_saturated(tmp_path):
     """`reuse_stats(..., num_experts)` counts the consecutive-step pairs whose two sets both hold every expert of the
     layer (their Jaccard is 1 whatever the routing), within and across blocks, as a direct count over the trace
     that `advisor trace` records says; without num_experts it counts none."""
-    from typer.testing import CliRunner
-
-    from advisor.cli import app
-    from advisor.offload.trace import RoutingTrace
     from advisor.report.blocks import forwards_from_trace, reuse_stats
 
-    out = tmp_path / "t.npz"
-    res = CliRunner().invoke(app, ["trace", "tiny:llada_moe", "-o", str(out), "--limit", "2",
-                                   "--max-new-tokens", "16", "--steps", "16", "--block-length", "8"])
-    assert res.exit_code == 0, res.output
-    trace = RoutingTrace.load(out)
+    trace = _traced(tmp_path, "llada_moe", "--limit", "2", "--max-new-tokens", "16", "--steps", "16",
+                    "--block-length", "8")
     fwds = forwards_from_trace(trace)
     st = reuse_stats(fwds, trace.num_experts)
     full = {True: 0, False: 0}

@@ -509,18 +509,24 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     assert moved.returncode == 2 and len(lines) == 1 and "advisor report --data FILE" in lines[0], moved.stderr
 
 
-def test_a_study_of_a_relative_checkpoint_directory_is_reported_from_anywhere(tmp_path):
-    """`advisor tune ./ckpt` stores the model as typed (`ckpt`) and its absolute path in the model's meta; the
-    report loaded the name, so from another directory it said "model ckpt is not available offline" (or loaded
-    another `ckpt` there). It loads the recorded path now, as exports do."""
+def _fidelity_checkpoint(tmp_path, formats: str) -> None:
+    """A tiny LLaDA-MoE checkpoint in `tmp_path/ckpt` and a fidelity space `f.toml` over `formats` (TOML list
+    items) beside it: one prompt, 8 new tokens."""
     from advisor.models.tiny import build_tiny
 
     build_tiny("llada_moe").save_pretrained(str(tmp_path / "ckpt"))
-    (tmp_path / "f.toml").write_text('name = "f"\n[precision]\nformats = ["fp16", "int8"]\n[cache]\n'
+    (tmp_path / "f.toml").write_text(f'name = "f"\n[precision]\nformats = [{formats}]\n[cache]\n'
                                      'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
                                      'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
                                      'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
                                      'fidelity_prompts = 1\nmax_new_tokens = 8\n')
+
+
+def test_a_study_of_a_relative_checkpoint_directory_is_reported_from_anywhere(tmp_path):
+    """`advisor tune ./ckpt` stores the model as typed (`ckpt`) and its absolute path in the model's meta; the
+    report loaded the name, so from another directory it said "model ckpt is not available offline" (or loaded
+    another `ckpt` there). It loads the recorded path now, as exports do."""
+    _fidelity_checkpoint(tmp_path, '"fp16", "int8"')
     tune = advisor_entry("tune", "./ckpt", "--space", "f.toml", "--trials", "2", "--storage", "f.db", "--study", "rel",
                          cwd=tmp_path)
     assert tune.returncode == 0, tune.stdout + tune.stderr
@@ -676,15 +682,8 @@ def test_a_fidelity_studys_headline_shows_top1_agreement_not_dashes(tmp_path, mo
     from typer.testing import CliRunner
 
     from advisor.cli import app
-    from advisor.models.tiny import build_tiny
-
     monkeypatch.chdir(tmp_path)
-    build_tiny("llada_moe").save_pretrained(str(tmp_path / "ckpt"))
-    (tmp_path / "f.toml").write_text('name = "f"\n[precision]\nformats = ["fp16", "int8", "int4"]\n[cache]\n'
-                                     'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
-                                     'h2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
-                                     'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 1\n'
-                                     'fidelity_prompts = 1\nmax_new_tokens = 8\n')
+    _fidelity_checkpoint(tmp_path, '"fp16", "int8", "int4"')
     tune = CliRunner().invoke(app, ["tune", "./ckpt", "--space", "f.toml", "--trials", "3", "--storage", "f.db",
                                     "--study", "fid", "--threads", "1"])
     assert tune.exit_code == 0, tune.output
