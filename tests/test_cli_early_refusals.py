@@ -34,6 +34,11 @@ def test_eval_refuses_a_plan_naming_a_moe_layer_the_model_lacks_before_torch(tmp
                                              "mlp_only_layers": [0]})
     assert _refused_light(tmp_path, "eval", model, "--precision", "layers=3:int8") == (
         "error: precision plan names MoE layer 3 but the model has 3 (0-2)")
+    # an expert past the layer's count, in the words of the load's check (it came after the load: 6.7 s here)
+    assert _refused_light(tmp_path, "eval", "bundled", "--precision", "experts=2.70:int8") == (
+        "error: precision plan names expert 70 of MoE layer 2, which has 64 experts")
+    assert _refused_light(tmp_path, "eval", model, "--precision", "experts=1.8:int8") == (
+        "error: precision plan names expert 8 of MoE layer 1, which has 8 experts")
 
 
 def test_quant_report_refuses_layers_the_model_lacks_before_torch(tmp_path):
@@ -79,7 +84,7 @@ def test_a_cached_hub_ids_config_answers_trace_steps_and_eval_precision_before_t
                    "model acme/not-here is not available offline")
 
 
-def _moe_layers_built(family: str, **changes) -> tuple[int, dict]:
+def _moe_layers_built(family: str, **changes) -> tuple[int, dict, set[int]]:
     """(MoE layers of tiny:<family> built with `changes` to its config, that config as config.json holds it)."""
     from advisor.models.tiny import _model_class, tiny_config
     from advisor.models.view import moe_layers
@@ -89,7 +94,8 @@ def _moe_layers_built(family: str, **changes) -> tuple[int, dict]:
         setattr(config, key, value)
     cls = _model_class(family)
     model = cls.from_config(config) if cls.__name__.startswith("Auto") else cls(config)
-    return len(moe_layers(model)), config.to_dict()
+    built = moe_layers(model)
+    return len(built), config.to_dict(), {layer.num_experts for layer in built}
 
 
 @pytest.mark.parametrize(("family", "changes"), [
@@ -99,13 +105,16 @@ def _moe_layers_built(family: str, **changes) -> tuple[int, dict]:
     ("llada2", {"num_hidden_layers": 4, "first_k_dense_replace": 2}), ("diffusion_gemma", {})])
 def test_the_torch_free_count_of_moe_layers_is_the_built_models(family, changes):
     """`moe_layer_count` of a config.json (as transformers writes it: published model_type names) and of the tiny
-    sizes the CLI reads for tiny:<family> is the number of MoE layers the model built from it has."""
-    from advisor.models import moe_layer_count, spec_config
+    sizes the CLI reads for tiny:<family> is the number of MoE layers the model built from it has;
+    `moe_expert_count` is the routed experts each of them has."""
+    from advisor.models import moe_expert_count, moe_layer_count, spec_config
 
-    built, config = _moe_layers_built(family, **changes)
+    built, config, experts = _moe_layers_built(family, **changes)
     assert moe_layer_count(config) == built
+    assert {moe_expert_count(config)} == experts
     if not changes:
         assert moe_layer_count(spec_config(f"tiny:{family}")) == built
+        assert {moe_expert_count(spec_config(f"tiny:{family}"))} == experts
 
 
 def test_the_torch_free_count_of_the_bundled_model_is_its_loaded_ones():

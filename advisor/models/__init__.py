@@ -12,6 +12,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `spec_config(spec)` - that model's config.json settings, read without torch (None where none can be read)
 * `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
 * `spec_moe_layers(spec)` - `moe_layer_count` of a spec's `spec_config`
+* `spec_moe_experts(spec)` - `moe_expert_count` of a spec's `spec_config`
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
@@ -60,7 +61,8 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "check_weights",
+                  "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
+                  "spec_moe_experts", "check_weights",
                   "unavailable_offline"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
@@ -194,6 +196,33 @@ def spec_moe_layers(spec: str) -> int | None:
     what `eval --precision` and `quant-report --layers` are checked against before the load; None: not known."""
     config = spec_config(spec)
     return None if config is None else moe_layer_count(config)
+
+
+def spec_moe_experts(spec: str) -> int | None:
+    """The routed experts of each MoE layer of the model a checked spec names, read without torch (`spec_config`,
+    `moe_expert_count`): what `eval --precision`'s per-expert entries are checked against before the load."""
+    config = spec_config(spec)
+    return None if config is None else moe_expert_count(config)
+
+
+_EXPERTS_FIELDS = {"mixtral": ("num_local_experts",), "deepseek_v3": ("n_routed_experts",),
+                   "qwen3_moe": ("num_experts", "num_local_experts")}  # published; transformers 5 writes the second
+"""config.json's fields of the routed experts per MoE layer (the first present), where not `num_experts`."""
+
+
+def moe_expert_count(config: dict[str, Any]) -> int | None:
+    """The routed experts of each MoE layer of a model of config.json settings `config` (every family here gives
+    each MoE layer the same count; DiffusionGemma's in its text_config); None for another family or a field left
+    out (its config class's default is not read here) or not a positive count."""
+    family = family_of(str(config.get("model_type", "")))
+    if family == "diffusion_gemma":
+        config = config.get("text_config")
+        if not isinstance(config, dict):
+            return None
+    if family not in TINY_FAMILIES:  # the families whose fields are known here
+        return None
+    n = next((config[f] for f in _EXPERTS_FIELDS.get(family, ("num_experts",)) if f in config), None)
+    return n if _count(n) and n > 0 else None
 
 
 def moe_layer_count(config: dict[str, Any]) -> int | None:

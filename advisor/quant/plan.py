@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,10 +173,14 @@ class PrecisionPlan:
         """`UserError` if the plan names MoE layers or experts a model with `num_experts` per MoE layer lacks
         (a typo, or another model's plan)."""
         self.check_layers(len(num_experts))
+        self.check_experts(lambda layer: num_experts[layer])
+
+    def check_experts(self, experts_in: Callable[[int], int | None]) -> None:
+        """`UserError` if the plan names an expert past the count `experts_in(layer)` gives its MoE layer (None:
+        not known): `check_fits` once the model has loaded, and `advisor eval` before, from its config.json."""
         for layer, per in self.experts.items():
-            if max(per) >= num_experts[layer]:
-                raise UserError(f"precision plan names expert {max(per)} of MoE layer {layer}, which has "
-                                f"{num_experts[layer]} experts")
+            if (n := experts_in(layer)) is not None and max(per) >= n:
+                raise UserError(f"precision plan names expert {max(per)} of MoE layer {layer}, which has {n} experts")
 
     # ---- identity ------------------------------------------------------------------------------------------
     def _identity(self) -> dict:
