@@ -149,6 +149,22 @@ def test_a_broken_checkpoint_is_refused_before_torch_and_the_busy_host_note(tmp_
     assert list(work.iterdir()) == []
 
 
+def test_a_cached_hub_ids_broken_weights_are_refused_before_torch(tmp_path, monkeypatch):
+    """A hub id whose snapshot in the local hub cache holds a truncated weights file (a download cut short) was
+    refused only by the load, after torch's import and a busy host's note; its cached files are read first now,
+    as a local directory's are."""
+    from advisor.models import BUNDLED_DIR
+
+    _hub_cache(tmp_path, monkeypatch, "acme/cut", json.loads((BUNDLED_DIR / "config.json").read_text()))
+    weights = next((tmp_path / "hub").glob("models--acme--cut/snapshots/*")) / "model.safetensors"
+    weights.write_bytes((BUNDLED_DIR / "model.safetensors").read_bytes()[:-100])
+    (weights.parent / "tokenizer.json").write_bytes((BUNDLED_DIR / "tokenizer.json").read_bytes())
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _refused_light(work, "eval", "acme/cut").startswith(f"error: {weights} is truncated: tensor ")
+    assert list(work.iterdir()) == []
+
+
 def test_trace_refuses_an_empty_task_before_torch(tmp_path):
     """`trace bundled --task "$TASK" -o t.npz` with $TASK unset: the empty task chose no prompts, refused as "nothing
     to trace" only once torch had imported and the model had loaded (14 s, after a busy host's note: not one line).

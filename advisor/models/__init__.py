@@ -367,14 +367,25 @@ def check_weights(spec: str) -> None:
     a shard its index names missing, a file truncated or with a corrupt header - read as the load reads them
     (`shards.stored_tensors`). The commands that print a note before the load (eval, trace, quant-report: a busy
     host's) call it before torch imports: the refusal came after the note and the imports, not as one line. A tiny
-    model has no files; a hub id's are checked as it loads."""
-    path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
-    if spec.startswith("tiny:") or not path.is_dir():
+    model has no files; a hub id's are its snapshot in the local hub cache, what an offline load reads (online, the
+    load may fetch a newer revision: broken cached files are then left to it), checked as it loads when not there."""
+    if spec.startswith("tiny:"):
         return
+    path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
+    hub = not path.is_dir()
+    if hub and (path := _cached_hub_snapshot(spec)) is None:
+        return
+    from advisor.errors import UserError
     from advisor.models.shards import has_safetensors, stored_tensors
 
-    if has_safetensors(path):  # as the load decides to read them
-        stored_tensors(path)
+    try:
+        if has_safetensors(path):  # as the load decides to read them
+            stored_tensors(path)
+    except UserError:
+        from advisor.hub import hub_reachable
+
+        if not (hub and hub_reachable()):
+            raise
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
