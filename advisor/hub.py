@@ -69,8 +69,23 @@ def _first_hop(url: ParseResult) -> tuple[str, int, bool]:
     if proxy and not proxy_bypass(host):
         hop = urlparse(proxy if "://" in proxy else f"http://{proxy}")
         if hop.hostname:
-            return hop.hostname, hop.port or {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80), True
-    return host, url.port or (80 if url.scheme == "http" else 443), False
+            name = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
+            default = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80)
+            return hop.hostname, _port(hop, default, name), True
+    return host, _port(url, 80 if url.scheme == "http" else 443, "HF_ENDPOINT"), False
+
+
+def _port(url: ParseResult, default: int, what: str) -> int:
+    """`url`'s port, else `default`; a port that is no number from 0 to 65535 (a typo: 'proxy:3l28') is refused in
+    one line naming the variable `what` that gave it (urllib raises ValueError: a traceback before any request),
+    the address said without its user:password@ part."""
+    try:
+        return url.port or default
+    except ValueError:
+        from advisor.errors import UserError
+
+        raise UserError(f"{what} gives an address with no valid port ({url.netloc.rpartition('@')[2]}); give a port "
+                        "from 1 to 65535, or none") from None
 
 
 def unreachable_note(timeout: float = PROBE_S) -> str:

@@ -306,3 +306,16 @@ def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_pa
         "error: model some-org/m is not available offline (the hub (http://127.0.0.1:9) could not be reached through "
         "the proxy 127.0.0.1:9 in 2 s); download it on a connected machine (hf download some-org/m) or pass a local "
         "directory")
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "ALL_PROXY"])
+def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_password(tmp_path, variable):
+    """The hub probe read the proxy's port with urllib, whose ValueError for a port that is no number ('3l28') or
+    out of range escaped as a traceback for an uncached hub id. It is one line naming the variable now, before
+    torch; the proxy's user:password@ is not echoed."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", **{variable: "http://me:s3cret@proxy:3l28"})
+    for other in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        if other != variable:
+            env.pop(other, None)
+    assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+        f"error: {variable} gives an address with no valid port (proxy:3l28); give a port from 1 to 65535, or none")
