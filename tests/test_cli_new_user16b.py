@@ -210,6 +210,21 @@ def test_a_default_output_folder_that_is_a_file_is_not_said_as_typed(tmp_path):
         assert (tmp_path / folder).read_text() == "mine\n"
 
 
+def test_profiles_default_store_or_variable_that_is_a_file_is_not_said_as_typed(tmp_path):
+    """`profile --cpu` with no --profiles-dir, where studies/profiles (the default store) or the directory
+    $ADVISOR_PROFILES_DIR names is a file, said "--profiles-dir studies/profiles is a file", an option the user had
+    not given (0500512 fixed report's and pareto's -o, not this). It names the default, or the variable."""
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "profiles").write_text("mine\n")
+    (tmp_path / "pfile").write_text("mine\n")
+    line = one_error_line(advisor_entry("profile", "--cpu", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": None}))
+    assert line == ("error: studies/profiles (where --profiles-dir writes by default) is a file, not a directory; "
+                    "move it or give --profiles-dir a directory"), line
+    line = one_error_line(advisor_entry("profile", "--cpu", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": "pfile"}))
+    assert line == "error: $ADVISOR_PROFILES_DIR pfile is a file, not a directory; give a directory", line
+    assert (tmp_path / "pfile").read_text() == (tmp_path / "studies" / "profiles").read_text() == "mine\n"
+
+
 def test_an_unknown_gpu_points_to_the_profiles_dir_it_was_looked_for_in(tmp_path):
     """`--gpu host-t1 --profiles-dir lab` said "(all: `advisor profile --list`); or measure it with `advisor
     profile`": both read and write studies/profiles, not lab, so the listing lacked the profiles looked for and a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +156,13 @@ def register(app: typer.Typer) -> None:
         directory = hw.profiles_dir(profiles_dir)
         from advisor.files import check_folder, check_parent, check_writable
 
-        check_folder(directory, "--profiles-dir")
+        # named as the user gave it: the option, the variable, or neither (the default store, said as such)
+        from_env = profiles_dir is None and hw.PROFILES_DIR_ENV in os.environ
+        given = f"${hw.PROFILES_DIR_ENV}" if from_env else "--profiles-dir"
+        check_folder(directory, given, default=profiles_dir is None and not from_env)
 
         if directory != hw.DEFAULT_PROFILES_DIR:  # the store is made, a mistyped directory above it is not
-            check_parent(directory, "--profiles-dir" if profiles_dir is not None else f"${hw.PROFILES_DIR_ENV}")
+            check_parent(directory, given)
 
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
