@@ -206,3 +206,19 @@ def test_a_model_directory_named_with_brackets_is_named_whole(tmp_path):
     r = advisor_in_process("eval", "./b[red]", "--limit", "1", "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "b[red] on bundled two-step arithmetic" in flat(r.stdout), r.stdout
+
+
+def test_a_decoding_note_names_a_bracketed_model_directory_whole(tmp_path):
+    """trace's and eval's decoding note ('note: NAME decodes as llada_moe: 10 new tokens at block length 8 ...')
+    read the model directory's name as rich markup: for ./b[red] it said 'note: b decodes as llada_moe' (2fa0047
+    fixed the headers, not the notes). The notes are plain text now, and end in no space."""
+    import shutil
+
+    from advisor.models import BUNDLED_DIR
+
+    shutil.copytree(BUNDLED_DIR, tmp_path / "b[red]")
+    for args in (("trace", "./b[red]", "-o", "t.npz"), ("eval", "./b[red]")):
+        r = advisor_in_process(*args, "--limit", "1", "--threads", "1", "--max-new-tokens", "10", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "note: b[red] decodes as llada_moe: 10 new tokens at block length 8" in flat(r.stderr), r.stderr
+        assert not [ln for ln in r.stderr.splitlines() if ln.endswith(" ")], r.stderr

@@ -137,12 +137,12 @@ def register(app: typer.Typer) -> None:
                                    f"{count(len(the_task.examples), 'problem')}: evaluating all of them")
         loaded = load_model(model, device=device, offload=offload)
         if loaded.offloaded:
-            print_rich(console, f"loading: {loaded.load_note}")
+            print_rich(console, f"loading: {loaded.load_note}", markup=False)
         from advisor.models.generate import decoding_note
 
         note = decoding_note(loaded, max_new_tokens=max_new_tokens or the_task.max_new_tokens, **the_task.gen_kwargs)
         if note:  # as `advisor trace` says it: LLaDA-MoE's whole blocks of equal steps
-            print_rich(console, f"note: {note}")
+            print_rich(console, f"note: {note}", markup=False)  # names the model: no markup
         runtime, fid, fid_source = None, None, None
         if plan is not None:
             from advisor.eval.fidelity import fidelity, fidelity_source, reference_for, task_inputs

@@ -138,8 +138,11 @@ def trace_cmd(
     set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)
+    # notes are plain text (a model directory b[red] is no markup), broken where rich breaks them
+    from advisor.terminal import print_rich, print_wrapped
+
     if loaded.offloaded:
-        err.print(f"loading: {loaded.load_note}")
+        print_rich(err, f"loading: {loaded.load_note}", markup=False)
     _refuse_denoising(loaded.name, loaded.family, steps, block_length)  # a hub id's family is known only now
     prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
@@ -151,7 +154,7 @@ def trace_cmd(
 
     note = decoding_note(loaded, steps_option="--steps", **gen_kw)
     if note:  # LLaDA-MoE's whole blocks of equal steps: what runs, where it is not what was asked
-        err.print(f"note: {note}")
+        print_rich(err, f"note: {note}", markup=False)
     ck = loaded.checkpoint
     read0, secs0, t0 = (ck.bytes_read, ck.read_seconds, time.perf_counter()) if ck is not None else (0, 0.0, 0.0)
     with refuse_out_of_memory(f"decoding {gen_kw['max_new_tokens']} new tokens per prompt on {loaded.device}",
@@ -167,10 +170,9 @@ def trace_cmd(
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
     path = trace.save(output, create_dirs=False, option=OUTPUT)
     if synthetic:  # what was decoded is not the text or task asked for: say so where the user looks
-        err.print(f"note: {loaded.name} has no tokenizer: traced {count(len(prompts), 'prompt')} of random token ids "
-                  f"(seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"))
-    from advisor.terminal import print_wrapped
-
+        print_rich(err, f"note: {loaded.name} has no tokenizer: traced {count(len(prompts), 'prompt')} of random "
+                        f"token ids (seed {seed}), not the " + ("--prompt text" if prompt else f"{task} task's prompts"),
+                   markup=False)
     print_wrapped(Console(), f"wrote {path}: {trace.n_forwards} forwards x {trace.n_layers} MoE layers, "  # a path is
                   f"{trace.generated_tokens} generated tokens, {trace.n_lookups} expert look-ups (counted), "  # no markup
                   f"on {loaded.device}")
