@@ -17,8 +17,6 @@ from urllib.parse import ParseResult, urlparse
 PROBE_S = 2.0
 """How long the probe waits for the hub's TCP handshake: a connected host answers in milliseconds."""
 
-_OFF = {"1", "true", "yes", "on"}
-
 
 def endpoint() -> str:
     """The hub's address as huggingface_hub reads it (`HF_ENDPOINT`, default https://huggingface.co)."""
@@ -28,12 +26,20 @@ def endpoint() -> str:
 
 
 def offline_set(*also: str) -> bool:
-    """Whether the user asked for offline mode: `HF_HUB_OFFLINE` (as huggingface_hub read it at import, or set
-    since), `TRANSFORMERS_OFFLINE` or any of the variables `also` names (`HF_DATASETS_OFFLINE` for datasets)."""
+    """Whether offline mode is on, as the library that would download reads it: a variable `also` names
+    (`HF_DATASETS_OFFLINE` for datasets), where set, decides alone; else `HF_HUB_OFFLINE`, or where it is unset or
+    empty `TRANSFORMERS_OFFLINE` (huggingface_hub's order: HF_HUB_OFFLINE=0 with TRANSFORMERS_OFFLINE=1 is online);
+    else huggingface_hub's own setting (read at its import, or set since)."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE) or any(os.environ.get(name, "0").strip().lower() in _OFF
-                                                 for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *also))
+    def on(value: str) -> bool:
+        return value.upper() in constants.ENV_VARS_TRUE_VALUES
+
+    for name in also:
+        if (value := os.environ.get(name)) is not None:
+            return on(value)
+    hub = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return bool(constants.HF_HUB_OFFLINE) if hub is None else on(hub)
 
 
 def hub_reachable(timeout: float = PROBE_S, *also_offline: str) -> bool:

@@ -319,3 +319,33 @@ def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_passwor
             env.pop(other, None)
     assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
         f"error: {variable} gives an address with no valid port (proxy:3l28); give a port from 1 to 65535, or none")
+
+
+def test_offline_variables_are_read_in_huggingface_hubs_order(tmp_path):
+    """huggingface_hub reads HF_HUB_OFFLINE, and TRANSFORMERS_OFFLINE only where that is unset or empty: with
+    HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=1 it downloads. The probe took either as offline and refused such an id
+    ('offline mode is set') without asking the hub; it asks the hub's endpoint now (here nothing listens)."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="1")
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(name, None)
+    assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+        "error: model some-org/m is not available offline (the hub (http://127.0.0.1:9) could not be reached in "
+        "2 s); download it on a connected machine (hf download some-org/m) or pass a local directory")
+    env.pop("HF_HUB_OFFLINE")  # TRANSFORMERS_OFFLINE=1 alone: offline, as huggingface_hub reads it
+    assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+        "error: model some-org/m is not available offline (offline mode is set (HF_HUB_OFFLINE / "
+        "TRANSFORMERS_OFFLINE)); download it on a connected machine (hf download some-org/m) or pass a local "
+        "directory")
+
+
+def test_datasets_own_offline_variable_decides_for_gsm8k(monkeypatch):
+    """datasets reads HF_DATASETS_OFFLINE, where set, alone (0 is online though HF_HUB_OFFLINE=1); GSM8K's probe
+    (`hub_reachable(PROBE_S, "HF_DATASETS_OFFLINE")`) reads it so."""
+    from advisor.hub import offline_set
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    assert offline_set("HF_DATASETS_OFFLINE") is False and offline_set() is True
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "yes")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert offline_set("HF_DATASETS_OFFLINE") is True and offline_set() is False
