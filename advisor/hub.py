@@ -99,7 +99,8 @@ def unreachable_note(timeout: float = PROBE_S) -> str:
     if offline_set():
         return "offline mode is set (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)"
     host, port, proxied = _first_hop(urlparse(endpoint()))
-    via = f" through the proxy {host}:{port}" if proxied else ""
+    address = f"[{host}]" if ":" in host else host  # an IPv6 proxy as a URL writes it: [::1]:3128, not ::1:3128
+    via = f" through the proxy {address}:{port}" if proxied else ""
     return f"the hub ({endpoint()}) could not be reached{via} in {timeout:g} s"
 
 

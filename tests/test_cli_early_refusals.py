@@ -349,3 +349,11 @@ def test_datasets_own_offline_variable_decides_for_gsm8k(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "yes")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert offline_set("HF_DATASETS_OFFLINE") is True and offline_set() is False
+
+
+def test_an_ipv6_proxy_is_named_in_brackets(tmp_path):
+    """An unanswering IPv6 proxy (HTTPS_PROXY=http://[::1]:9) was named 'the proxy ::1:9', which reads as a
+    host '::1' and no port; it is '[::1]:9', as a URL writes it."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", HTTPS_PROXY="http://[::1]:9")
+    assert "could not be reached through the proxy [::1]:9 in 2 s)" in _refused_light(
+        tmp_path, "inspect", "some-org/m", env=env)
