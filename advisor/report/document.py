@@ -100,7 +100,7 @@ def report_json(c: ReportContext) -> dict[str, Any]:
     }
 
 
-def _mib(n: float | None) -> str:
+def _bytes_cell(n: float | None) -> str:
     """An expert cache's bytes in the unit they fill (`format_bytes`, 2 decimals): a tiny model's read "0.003 MiB"
     in a fixed MiB."""
     return "-" if n is None else format_bytes(n, 2)
@@ -156,7 +156,7 @@ def compose(c: ReportContext) -> Document:
             rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", "-"])
             continue
         rows.append([
-            r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _mib(r.expert_cache_bytes),
+            r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _bytes_cell(r.expert_cache_bytes),
             _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
             f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
             f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity),
@@ -333,7 +333,7 @@ def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
         if best is None:
             rows.append([fmt, "-", "-", "-", "not even one slot per layer fits", "-"])
             continue
-        rows.append([fmt, best.slots, _mib(best.cache_bytes), best.policy, _kib(best.bytes_per_token),
+        rows.append([fmt, best.slots, _bytes_cell(best.cache_bytes), best.policy, _kib(best.bytes_per_token),
                      _pct(1 - best.bytes_per_token / c.sweep.baseline_bytes_per_token)])
     return rows
 
