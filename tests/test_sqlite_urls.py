@@ -40,6 +40,13 @@ def advisor(*args: str, cwd: Path) -> str:
     return r.stdout
 
 
+def _tuned(*args: str, cwd: Path) -> None:
+    """A tune that must succeed, through the CLI in this process: the URL, not the process, is what is checked
+    (as a subprocess each paid ~5-10 s of CPU importing torch and transformers again)."""
+    r = cli_helpers.advisor_in_process(*args, cwd=cwd)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
     (tmp_path / "space.toml").write_text(SPACE)
     tune = ("tune", "--space", "space.toml", "--study", "a", "--trials", "1")
@@ -47,7 +54,7 @@ def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
     # without uri=true SQLite opens a file named `file:s.db`; its lock and the readers were at `s.db`
     # ("no advisor database at s.db")
     literal = "sqlite:///file:s.db"
-    advisor(*tune, "--storage", literal, cwd=tmp_path)
+    _tuned(*tune, "--storage", literal, cwd=tmp_path)
     assert (tmp_path / "file:s.db").is_file() and (tmp_path / "file:s.db.lock").is_file()
     assert not list(tmp_path.glob("s.db*"))
     assert "a" in advisor("studies", "--storage", literal, cwd=tmp_path).splitlines()
@@ -58,7 +65,7 @@ def test_a_sqlite_url_names_the_file_sqlite_opens_in_every_command(tmp_path):
     one_error_line(cli_helpers.advisor(*tune, "--storage", uri, cwd=tmp_path), "mkdir -p 'new dir'")
     assert not (tmp_path / "new dir").exists()
     (tmp_path / "new dir").mkdir()
-    advisor(*tune, "--storage", uri, cwd=tmp_path)
+    _tuned(*tune, "--storage", uri, cwd=tmp_path)
     assert (tmp_path / "new dir" / "t.db").is_file() and (tmp_path / "new dir" / "t.db.lock").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file:s.db", "file:s.db.lock", "file:s.db.seed.lock",
                                                          "new dir", "space.toml"]
