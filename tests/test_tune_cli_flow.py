@@ -64,13 +64,13 @@ def flow(tmp_path_factory):
     out, err = proc.communicate(timeout=300)
     interrupted = (proc.returncode, out, err, _states(db))
     # the two runs between the interrupted ones are not about the process: in this one (the CLI, CliRunner)
-    top_up = advisor_in_process("tune", "--trials", "4", *base, cwd=work, env=SCREEN)
+    top_up = advisor_in_process("tune", "--trials", "2", *base, cwd=work, env=SCREEN)
     after_top_up = _states(db), read_fronts(str(db), STUDY)
     more = advisor_in_process("tune", "--more", "1", *base, cwd=work, env=SCREEN)
     after_more = _states(db)
     proc = subprocess.Popen(_cmd("tune", "--more", "3", *base), cwd=work, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    while proc.poll() is None and _states(db).get("COMPLETE", 0) < 6 and time.monotonic() < deadline + 300:
+    while proc.poll() is None and _states(db).get("COMPLETE", 0) < 4 and time.monotonic() < deadline + 300:
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     more_cut = proc.communicate(timeout=300), _states(db)
@@ -89,16 +89,16 @@ def test_ctrl_c_is_one_line_and_leaves_nothing_running(flow):
 def test_trials_tops_up_and_more_adds(flow):
     r, (states, _) = flow["top_up"]
     assert r.returncode == 0, r.stderr
-    assert states["COMPLETE"] == 4 and states.get("RUNNING", 0) == 0, states
+    assert states["COMPLETE"] == 2 and states.get("RUNNING", 0) == 0, states  # topped up from 1 (`--trials 2`)
     r, states = flow["more"]
     assert r.returncode == 0, r.stderr
-    assert states["COMPLETE"] == 5, states
+    assert states["COMPLETE"] == 3, states
 
 
 def test_an_interrupted_more_run_says_how_many_it_had_left(flow):
     """`--more 3` stopped after its first trial: the same command would run 3 more, not the 2 it had left."""
     (_, err), states = flow["more_cut"]
-    done = states["COMPLETE"] - 5  # the trials this run finished (the study had 5)
+    done = states["COMPLETE"] - 3  # the trials this run finished (the study had 3)
     assert 1 <= done < 3, (states, err)
     left = 3 - done
     assert f"`--more {left}` runs the {left} trial" in err.replace("\n", " "), err
