@@ -23,6 +23,17 @@ def at_width(columns: int, *args: str, stderr: bool = False) -> list[str]:
     return (r.stderr if stderr else r.stdout).splitlines()
 
 
+def _in_process(columns: int, *args: str) -> subprocess.CompletedProcess:
+    """`advisor ARGS` on a terminal `columns` wide, through the CLI in this process, for a command that must
+    succeed (a report: as a subprocess it paid the torch/transformers import again); its exit status checked."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cli_helpers import advisor_in_process
+
+    r = advisor_in_process(*args, cwd=ROOT, env={"COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
 def same_text(narrow: list[str], wide: list[str]) -> bool:
     """Whether both print the same characters (only where lines break differs)."""
     return "".join("".join(narrow).split()) == "".join("".join(wide).split())
@@ -73,7 +84,8 @@ def test_report_progress_and_notes_at_80_columns_wrap_under_their_text(tmp_path)
     """report's note on a --memory above the study's budget (about 230 characters) and its progress lines (up to
     100) went to stderr whole; they wrap at the terminal's width too, a note's continuation under its text."""
     args = ("report", "bundled-example", "--storage", EXAMPLE_DB, "--memory", "50%,100%", "--block-lengths", "")
-    narrow = at_width(80, *args, "-o", str(tmp_path / "r"), stderr=True)
+    r = _in_process(80, *args, "-o", str(tmp_path / "r"))
+    narrow = r.stderr.splitlines()
     assert max(map(len, narrow)) <= 80, narrow
     note = narrow.index(next(ln for ln in narrow if ln.startswith("note: --memory 100%")))
     assert len(narrow) - note > 1 and all(ln.startswith("      ") for ln in narrow[note + 1:]), narrow
@@ -117,9 +129,7 @@ def test_report_headline_wraps_at_the_terminals_width(tmp_path):
     fixed 80 columns, where its notes and every other command wrap at the terminal's: on a 200-column terminal a
     row of ~110 characters still took two lines. They break at the terminal's width now, between parts."""
     args = ("report", "bundled-example", "--storage", EXAMPLE_DB, "--block-lengths", "", "-o", str(tmp_path / "r"))
-    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = _in_process(200, *args)
     wide = r.stdout.splitlines()
     rows = [ln for ln in wide if re.match(r"  +\S+: trial #\d+, ", ln)]
     assert rows and all("accuracy change" in ln for ln in rows), wide  # each row whole on its line
