@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import flat, said_lines
+from cli_helpers import advisor_in_process, flat, said_lines
 
 from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
 
@@ -95,9 +95,8 @@ def test_budgets_of_every_fp16_expert_offload_a_model_stored_at_fp32(tmp_path):
     bytes, and the model was loaded whole, below its budget: "counted 7.23 MiB of weights <= --budgets 100%"."""
     space = tmp_path / "s.toml"
     space.write_text(SPACE)
-    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "--budgets", "100%",
-                        "--space", str(space), "--trials", "1", "--storage", f"sqlite:///{tmp_path}/x.db"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = advisor_in_process("tune", "--budgets", "100%", "--space", str(space), "--trials", "1", "--storage",
+                           f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)  # not about the process: no torch import again
     assert r.returncode == 0, r.stdout + r.stderr
     assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of weights > --budgets "
             "100% (resident weights + 100% of the FP16 expert bytes))") in " ".join(r.stdout.split()), r.stdout
