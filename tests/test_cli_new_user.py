@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import advisor
+from cli_helpers import advisor, advisor_in_process
 from typer.testing import CliRunner
 
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
@@ -179,7 +179,8 @@ def test_budgets_queue_one_baseline_trial_per_configuration_and_a_resume_none_tw
 def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_front(tmp_path):
     (tmp_path / "space.toml").write_text(SPACE)
     base = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{tmp_path}/s.db", "--study", "u"]
-    first = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
+    # tunes that must succeed, through the CLI in this process: as subprocesses each imported torch again
+    first = advisor_in_process(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     text = " ".join(first.stdout.split())  # the note wraps at 80 columns
     # the largest of --budgets is the study's budget, so a model above it streams its experts as under --budget
@@ -189,7 +190,7 @@ def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_
     m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points, baselines\) did not run: "
                   r"the run reached its trial count first; `--more (\d+)` runs them", text)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, text
-    again = advisor(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
+    again = advisor_in_process(*base, "--budgets", "25%", "--trials", "3", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     front = int(re.search(r"Pareto front of study u \((\d+) points?", again.stdout).group(1))
     live = re.search(r"tuning .* 3/3 front (\d+)", again.stdout)
