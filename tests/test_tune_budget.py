@@ -4,7 +4,6 @@ exactly once - through `advisor tune` on the bundled model and through `run_tune
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from cli_helpers import advisor_in_process
 from tune_helpers import FIDELITY_SPACE, FakeBackend, small_space
 
 from advisor.tune.budget import BudgetFit
@@ -77,10 +77,9 @@ def test_cli_tight_budget_runs_nothing_over_budget_and_starts_from_the_most_cach
     budget = bf16_expert_budget(shape, 0.1 if placement == "--resident" else 0.25)
     (tmp_path / "space.toml").write_text(CLI_SPACE)
     url = f"sqlite:///{tmp_path}/cli.db"
-    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "bundled",
-                        "--space", "space.toml", "--budget", str(budget), "--trials", "10", "--storage", url,
-                        "--study", "tight", placement], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "COLUMNS": "250"})
+    # through the CLI in this process (a tune that must succeed): as a subprocess it imported torch again
+    r = advisor_in_process("tune", "bundled", "--space", "space.toml", "--budget", str(budget), "--trials", "10",
+                           "--storage", url, "--study", "tight", placement, cwd=tmp_path, env={"COLUMNS": "250"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sampler tpe (default" in r.stdout and "0 over budget" in r.stdout
 
@@ -214,10 +213,8 @@ def test_cpu_misses_buy_more_cache_under_the_same_budget(tmp_path):
         'policies = ["lru", "lfu"]', 'policies = ["lru"]\nprefetch = ["none"]\nmiss = ["copy", "cpu"]')
     (tmp_path / "space.toml").write_text(space)
     url = f"sqlite:///{tmp_path}/m.db"
-    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "tune", "bundled", "--offload",
-                        "--space", "space.toml", "--budget", str(budget), "--trials", "4", "--storage", url,
-                        "--study", "miss"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "COLUMNS": "250"})
+    r = advisor_in_process("tune", "bundled", "--offload", "--space", "space.toml", "--budget", str(budget),
+                           "--trials", "4", "--storage", url, "--study", "miss", cwd=tmp_path, env={"COLUMNS": "250"})
     assert r.returncode == 0, r.stdout + r.stderr
     study = optuna.load_study(study_name="miss", storage=url)
     warm = {t.params["miss"]: t for t in study.trials if t.user_attrs.get("seeded") == "warm-start"
