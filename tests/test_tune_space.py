@@ -216,7 +216,8 @@ def test_expert_budget_as_a_list_of_totals(tmp_path):
     (tmp_path / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
                                      'expert_budget = [8, 64]\n')
     db = tmp_path / "s.db"
-    r = _cli("tune", "--space", "s.toml", "--trials", "2", "--storage", str(db), "--study", "b", cwd=tmp_path)
+    r = advisor_in_process("tune", "--space", "s.toml", "--trials", "2", "--storage", str(db), "--study", "b",
+                           cwd=tmp_path)  # must succeed: in this process, no second torch import
     assert r.returncode == 0, r.stdout + r.stderr
     done = optuna.load_study(study_name="b", storage=f"sqlite:///{db}").get_trials(deepcopy=False)
     totals = {sum(t.user_attrs["config"]["slots_per_layer"]) for t in done if "config" in t.user_attrs}
