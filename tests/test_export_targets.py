@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from cli_helpers import flat, said_lines
+from cli_helpers import advisor_in_process, flat, said_lines
 from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 from torch import nn
 
@@ -846,7 +846,9 @@ def test_vllm_serves_a_cpu_tuned_fp8_checkpoint_with_its_own_quantization(tmp_pa
                      .replace("hot_fraction = [0.0, 0.25]", "hot_fraction = [0.0]")
                      .replace('slots_per_layer = { low = 1, high = "all" }', "slots_per_layer = { low = 2, high = 2 }"))
     url = f"sqlite:///{tmp_path / 'a.db'}"
-    r = _cli("tune", str(model), "--space", str(space), "--trials", "1", "--resident", "--storage", url, "--study", "f")
+    # the tune must succeed: through the CLI in this process, no second torch import
+    r = advisor_in_process("tune", str(model), "--space", str(space), "--trials", "1", "--resident", "--storage", url,
+                           "--study", "f", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     r = _cli("export", "f", "0", "--to", "json", "--storage", url)
     assert r.returncode == 0, r.stderr
