@@ -90,11 +90,10 @@ def test_profile_list_says_a_cpu_profiles_memory_is_host_ram(tmp_path):
 def test_inspect_piped_ends_no_line_with_spaces(tmp_path):
     """`advisor inspect MODEL --budget B | less` padded the summary paragraph and the fit table's title and caption
     with spaces to 80 columns (rich's wrapping of them); each is now wrapped as every other paragraph is."""
-    import os
+    from tests.cli_helpers import advisor_in_process
 
-    from tests.cli_helpers import advisor
-
-    r = advisor("inspect", "tiny:qwen3_moe", "--budget", "200KiB", cwd=tmp_path, env={**os.environ, "COLUMNS": "80"})
+    # piped, through the CLI in this process (CliRunner's output is no terminal): as a subprocess it imported torch again
+    r = advisor_in_process("inspect", "tiny:qwen3_moe", "--budget", "200KiB", cwd=tmp_path, env={"COLUMNS": "80"})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "routed expert weights (counted);" in r.stdout and "counted bytes (payload + scales)" in r.stdout, r.stdout
