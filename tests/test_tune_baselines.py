@@ -176,9 +176,9 @@ def test_report_answers_with_the_baselines(study, tmp_path):
     from advisor.results.front import short_source, source_kinds
 
     url, _, _ = study
-    r = subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", "report", "b", "--storage", url,
-                        "--block-lengths", "", "--memory", ",".join(BUDGETS), "-o", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=600)
+    # the report must succeed: through the CLI in this process, no second torch import
+    r = advisor_in_process("report", "b", "--storage", url, "--block-lengths", "", "--memory", ",".join(BUDGETS), "-o",
+                           str(tmp_path / "r"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     payload = json.loads((tmp_path / "r" / "report.json").read_text())
     trials = {t.number: t for t in feasible_trials(load_study_data("b", url))}
