@@ -168,6 +168,8 @@ def test_profile_list_names_where_measured_profiles_live_and_the_per_copy_latenc
 
 
 def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_miss_policy(tmp_path):
+    import contextlib
+
     from typer.testing import CliRunner
 
     from advisor.cli import app
@@ -178,8 +180,9 @@ def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_m
     cli_trace(runner, trace)
     for miss in ("copy", "cpu"):
         js = tmp_path / f"{miss}.json"
-        res = runner.invoke(app, ["simulate", str(trace), "--slots", "3", "--miss", miss, "--json", str(js)],
-                            terminal_width=80)
+        with contextlib.chdir(tmp_path):  # 'wrote PATH': a path longer than a line stays whole, for the terminal
+            res = runner.invoke(app, ["simulate", "tr.npz", "--slots", "3", "--miss", miss, "--json", js.name],
+                                terminal_width=80)  # to fold (pytest-xdist's tmp paths run past 80 columns)
         assert res.exit_code == 0, res.output
         assert "…" not in res.output and max(len(ln) for ln in res.output.splitlines()) <= 80, res.output
         rows = {r["policy"]: r for r in json.loads(js.read_text())["results"]}

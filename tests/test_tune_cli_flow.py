@@ -37,11 +37,24 @@ def _states(db: Path) -> dict[str, int]:
         con.close()
 
 
+def _command_line(line: str) -> bool:
+    """Whether `line` is one whole `quoted command` (its comma after it), which is never broken: pasted, it runs
+    whole; one longer than a line (a long --storage path) is left for the terminal to fold."""
+    text = line.strip().removesuffix(",")
+    return text.startswith("`") and text.endswith("`") and text.count("`") == 2
+
+
+def _fits_80(lines: list[str]) -> bool:
+    """No line over 80 columns but a whole quoted command (`_command_line`)."""
+    return max(len(ln) for ln in lines if not _command_line(ln)) <= 80
+
+
 def _whole(out: str, points: list) -> None:
-    """No cell cut, no line over 80 columns, every stored front value printed whole on one line."""
+    """No cell cut, no line over 80 columns (but a quoted command), every stored front value printed whole on one
+    line."""
     lines = out.splitlines()
     assert "…" not in out, out
-    assert max(len(ln) for ln in lines) <= 80, out
+    assert _fits_80(lines), out
     assert points
     for p in points:
         for metric in ("h2d_bytes_per_token", "accuracy", "peak_gpu_bytes"):
@@ -179,5 +192,5 @@ def test_tunes_header_and_summary_lines_end_without_a_space_at_80_columns(tmp_pa
     assert res.exit_code == 0, (res.output, res.exception)
     lines = res.stdout.splitlines()
     assert lines[0].startswith("advisor tune fake-moe") and any(ln.startswith("stored in") for ln in lines), lines
-    assert len(lines[0]) > 70 and max(map(len, lines)) <= 80, lines  # the header is wrapped, at 80 columns
+    assert len(lines[0]) > 70 and _fits_80(lines), lines  # the header is wrapped, at 80 columns
     assert [ln for ln in lines if ln.endswith(" ")] == [], res.stdout
