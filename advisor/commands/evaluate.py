@@ -18,7 +18,14 @@ from advisor.commands import (
 from advisor.errors import UserError, refuse_empty
 from advisor.eval.tasks import TASKS, prompt_style
 from advisor.files import check_writable, write_atomic
-from advisor.models import check_model_spec, check_tokenizer, check_weights, spec_moe_experts, spec_moe_layers
+from advisor.models import (
+    check_model_spec,
+    check_tokenizer,
+    check_weights,
+    moe_expert_count,
+    moe_layer_count,
+    spec_config,
+)
 from advisor.quant.plan import PrecisionPlan
 from advisor.units import EVAL_FIDELITY_PROMPTS, MAX_LENGTH, count
 
@@ -108,11 +115,12 @@ def register(app: typer.Typer) -> None:
         model = model or "bundled"
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads
-        # a plan naming a MoE layer the model lacks before torch and the load (13 s)
-        if plan is not None and (n_layers := spec_moe_layers(model)) is not None:
-            plan.check_layers(n_layers)
-        if plan is not None and (n_experts := spec_moe_experts(model)) is not None:
-            plan.check_experts(lambda layer: n_experts)  # every family's MoE layers have one count
+        # a plan naming a MoE layer or expert the model lacks before torch and the load (13 s), config.json read once
+        if plan is not None and (config := spec_config(model)) is not None:
+            if (n_layers := moe_layer_count(config)) is not None:
+                plan.check_layers(n_layers)
+            if (n_experts := moe_expert_count(config)) is not None:
+                plan.check_experts(lambda layer: n_experts)  # every family's MoE layers have one count
         check_weights(model)  # a broken download before torch imports and before a busy host's note
         from advisor.eval.tasks import get_task
 

@@ -12,7 +12,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `spec_config(spec)` - that model's config.json settings, read without torch (None where none can be read)
 * `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
 * `spec_moe_layers(spec)` - `moe_layer_count` of a spec's `spec_config`
-* `spec_moe_experts(spec)` - `moe_expert_count` of a spec's `spec_config`
+* `moe_expert_count(config)` - the routed experts of each of those layers, read without torch (None: not known)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
@@ -62,7 +62,7 @@ __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonica
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
                   "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
-                  "spec_moe_experts", "check_weights",
+                  "check_weights",
                   "unavailable_offline"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
@@ -193,16 +193,9 @@ def _cached_hub_snapshot(repo_id: str) -> Path | None:
 
 def spec_moe_layers(spec: str) -> int | None:
     """The MoE layers of the model a checked spec names, counted without torch (`spec_config`, `moe_layer_count`):
-    what `eval --precision` and `quant-report --layers` are checked against before the load; None: not known."""
+    what `quant-report --layers` is checked against before the load; None: not known."""
     config = spec_config(spec)
     return None if config is None else moe_layer_count(config)
-
-
-def spec_moe_experts(spec: str) -> int | None:
-    """The routed experts of each MoE layer of the model a checked spec names, read without torch (`spec_config`,
-    `moe_expert_count`): what `eval --precision`'s per-expert entries are checked against before the load."""
-    config = spec_config(spec)
-    return None if config is None else moe_expert_count(config)
 
 
 _EXPERTS_FIELDS = {"mixtral": ("num_local_experts",), "deepseek_v3": ("n_routed_experts",),
@@ -254,7 +247,8 @@ def moe_layer_count(config: dict[str, Any]) -> int | None:
             found = sum(1 for f in freq if f != 0)
     elif family == "qwen3_moe":  # Qwen3MoeConfig's defaults: step 1, no MLP-only layers
         step, dense = config.get("decoder_sparse_step", 1), config.get("mlp_only_layers") or []
-        experts = config.get("num_experts", config.get("num_local_experts", 1))  # 0: no layer is MoE
+        # 0: no layer is MoE; none given: Qwen3MoeConfig's default (some)
+        experts = next((config[f] for f in _EXPERTS_FIELDS["qwen3_moe"] if f in config), 1)
         if _count(step) and step > 0 and isinstance(dense, list) and experts != 0:
             # counted, not looped: a crafted num_hidden_layers of 10**15 must not hang before torch
             found = n // step - len({i for i in dense if _count(i) and i < n and (i + 1) % step == 0})
