@@ -73,12 +73,30 @@ def _first_hop(url: ParseResult) -> tuple[str, int, bool]:
     proxies = getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if proxy and not proxy_bypass(host):
-        hop = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        name = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
+        hop = _parsed(proxy if "://" in proxy else f"http://{proxy}", name)
         if hop.hostname:
-            name = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
             default = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80)
             return hop.hostname, _port(hop, default, name), True
     return host, _port(url, 80 if url.scheme == "http" else 443, "HF_ENDPOINT"), False
+
+
+def _parsed(address: str, what: str) -> ParseResult:
+    """`address` as a URL; one urllib cannot read (an IPv6 host with its closing bracket left out:
+    'http://[::1:3128') is refused in one line naming the variable `what` that gave it, not urllib's ValueError
+    (a traceback before any request), said without its user:password@ part."""
+    try:
+        return urlparse(address)
+    except ValueError:
+        from advisor.errors import UserError
+
+        raise UserError(f"{what} gives an address that is no URL ({_netloc(address)}); give it as "
+                        "http://HOST:PORT, an IPv6 host in brackets ([::1])") from None
+
+
+def _netloc(address: str) -> str:
+    """The host and port of URL text `address`, without its user:password@ part (not to be echoed)."""
+    return address.partition("://")[2].split("/", 1)[0].rpartition("@")[2]
 
 
 def _port(url: ParseResult, default: int, what: str) -> int:
@@ -90,7 +108,7 @@ def _port(url: ParseResult, default: int, what: str) -> int:
     except ValueError:
         from advisor.errors import UserError
 
-        raise UserError(f"{what} gives an address with no valid port ({url.netloc.rpartition('@')[2]}); give a port "
+        raise UserError(f"{what} gives an address with no valid port ({_netloc(url.geturl())}); give a port "
                         "from 1 to 65535, or none") from None
 
 

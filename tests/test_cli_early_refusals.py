@@ -321,6 +321,18 @@ def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_passwor
         f"error: {variable} gives an address with no valid port (proxy:3l28); give a port from 1 to 65535, or none")
 
 
+def test_a_proxy_url_urllib_cannot_read_is_refused_in_one_line_without_its_password(tmp_path):
+    """An IPv6 proxy with its closing bracket left out (HTTPS_PROXY=http://[::1:3128) made urllib's urlparse raise
+    'Invalid IPv6 URL' in the hub probe: a traceback for an uncached hub id. It is one line naming the variable,
+    before torch; the proxy's user:password@ is not echoed."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", HTTPS_PROXY="http://me:s3cret@[::1:3128")
+    for other in ("https_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(other, None)
+    assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+        "error: HTTPS_PROXY gives an address that is no URL ([::1:3128); give it as http://HOST:PORT, an IPv6 host "
+        "in brackets ([::1])")
+
+
 def test_offline_variables_are_read_in_huggingface_hubs_order(tmp_path):
     """huggingface_hub reads HF_HUB_OFFLINE, and TRANSFORMERS_OFFLINE only where that is unset or empty: with
     HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=1 it downloads. The probe took either as offline and refused such an id
