@@ -3,7 +3,8 @@
 huggingface_hub itself finds out by a metadata request with retries, and before it does, a command has imported
 torch and transformers (4-7 s of CPU on the 2-core host, 10-40 s when it is busy): an offline machine waited
 that long to hear that a model is not in its cache. The model spec check (`advisor.models.check_model_spec`)
-and GSM8K's loader ask here first; standard library only (huggingface_hub's constants, read lazily).
+and GSM8K's loader ask here first; standard library only (huggingface_hub's constants and its HTTP client's proxy
+rules, read lazily).
 """
 
 from __future__ import annotations
@@ -65,20 +66,42 @@ def hub_reachable(timeout: float = PROBE_S, *also_offline: str) -> bool:
 
 def _first_hop(url: ParseResult) -> tuple[str, int, bool]:
     """Where a request to the hub's `url` connects first, and whether that is a proxy: the one the environment
-    names for its scheme (HTTPS_PROXY, ALL_PROXY, ... as huggingface_hub's HTTP client reads them; NO_PROXY
-    honoured), else the hub itself. Behind a proxy a direct connect is often blocked though the hub answers."""
+    names for its scheme (HTTPS_PROXY, ALL_PROXY, ...) unless NO_PROXY exempts the hub, both as huggingface_hub's
+    HTTP client reads them (`_client_proxy`), else the hub itself. Behind a proxy a direct connect is often blocked
+    though the hub answers."""
     from urllib.request import getproxies, proxy_bypass  # (40 ms of imports: only when a hub id is asked for)
 
     host = url.hostname or "huggingface.co"
     proxies = getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and not proxy_bypass(host):
+    if proxy and (chosen := _client_proxy(url.geturl())) is not None:
+        proxy = chosen[0]
+    elif proxy and proxy_bypass(host):  # no httpx here: urllib's reading of NO_PROXY (requests' too)
+        proxy = None
+    if proxy:
         name = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
         hop = _parsed(proxy if "://" in proxy else f"http://{proxy}", name)
         if hop.hostname:
             default = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80)
             return hop.hostname, _port(hop, default, name), True
     return host, _port(url, 80 if url.scheme == "http" else 443, "HF_ENDPOINT"), False
+
+
+def _client_proxy(url: str) -> tuple[str | None] | None:
+    """(the proxy, None: none) a request to `url` goes through as huggingface_hub's HTTP client - httpx2 (2.x) or
+    httpx (1.x) - picks it from the environment: its own patterns, most specific first, as its Client mounts them.
+    Its NO_PROXY is not urllib's: '.huggingface.co' exempts subdomains only and a '*' among other names exempts
+    every host, where urllib's `proxy_bypass` exempts the first and not the second (a probe that went straight to
+    the hub while the download went through the proxy, or the reverse). None: neither client is installed."""
+    for module in ("httpx2", "httpx"):
+        try:
+            client, utils = importlib.import_module(module), importlib.import_module(f"{module}._utils")
+            mounts = sorted((utils.URLPattern(key), proxy) for key, proxy in utils.get_environment_proxies().items())
+            target = client.URL(url)
+        except (ImportError, AttributeError, TypeError, ValueError):  # not installed, or not the API read here
+            continue
+        return (next((proxy for pattern, proxy in mounts if pattern.matches(target)), None),)
+    return None
 
 
 def _parsed(address: str, what: str) -> ParseResult:

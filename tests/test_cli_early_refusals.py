@@ -333,6 +333,46 @@ def test_a_proxy_url_urllib_cannot_read_is_refused_in_one_line_without_its_passw
         "in brackets ([::1])")
 
 
+@pytest.mark.parametrize("no_proxy", [".localhost", "example.org,*"])
+def test_no_proxy_is_read_as_huggingface_hubs_http_client_reads_it(tmp_path, no_proxy):
+    """The probe read NO_PROXY as urllib does, the download as httpx does: NO_PROXY=.localhost exempted the hub at
+    localhost from the proxy for the probe only (httpx: subdomains only), so it passed and the download failed
+    through the proxy after torch's import (13 s); NO_PROXY='example.org,*' exempted nothing for the probe (httpx:
+    every host), which refused an id the hub would be asked for directly. Here the proxy does not answer and the
+    hub takes each connection and closes it."""
+    import socket
+    import threading
+
+    hub = socket.create_server(("127.0.0.1", 0))
+    asked: list[bytes] = []
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = hub.accept()
+            except OSError:
+                return
+            asked.append(conn.recv(200))
+            conn.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    endpoint = f"http://localhost:{hub.getsockname()[1]}"
+    env = _no_offline_env(tmp_path, HF_ENDPOINT=endpoint, HTTP_PROXY="http://127.0.0.1:9", NO_PROXY=no_proxy)
+    for other in ("http_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(other, None)
+    if no_proxy == ".localhost":  # through the proxy, which does not answer: refused before torch
+        assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+            f"error: model some-org/m is not available offline (the hub ({endpoint}) could not be reached through "
+            "the proxy 127.0.0.1:9 in 2 s); download it on a connected machine (hf download some-org/m) or pass a "
+            "local directory")
+    else:  # straight to the hub, which closes the connection: asked (not through a proxy), then one line
+        p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, timeout=300)
+        assert p.returncode == 2 and p.stderr.startswith("error: model some-org/m could not be fetched from the hub ("), p.stderr
+        assert any(b"some-org/m" in a and not a.split(b" ")[1].startswith(b"http") for a in asked), asked
+    hub.close()
+
+
 def test_offline_variables_are_read_in_huggingface_hubs_order(tmp_path):
     """huggingface_hub reads HF_HUB_OFFLINE, and TRANSFORMERS_OFFLINE only where that is unset or empty: with
     HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=1 it downloads. The probe took either as offline and refused such an id
