@@ -403,6 +403,17 @@ def test_datasets_own_offline_variable_decides_for_gsm8k(monkeypatch):
     assert offline_set("HF_DATASETS_OFFLINE") is True and offline_set() is False
 
 
+def test_gsm8k_says_why_a_proxy_variable_cannot_be_read(tmp_path):
+    """GSM8K's loader caught every error of its hub probe and the load as 'not available offline': a proxy with a
+    mistyped port, refused by the probe in one line naming the variable, read 'GSM8K is not available offline
+    (UserError)'. The probe's refusal is said as it is (before torch)."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", HTTPS_PROXY="http://me:s3cret@proxy:3l28")
+    for other in ("https_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(other, None)
+    assert _refused_light(tmp_path, "eval", "bundled", "--task", "gsm8k", "--limit", "1", env=env) == (
+        "error: HTTPS_PROXY gives an address with no valid port (proxy:3l28); give a port from 1 to 65535, or none")
+
+
 def test_an_ipv6_proxy_is_named_in_brackets(tmp_path):
     """An unanswering IPv6 proxy (HTTPS_PROXY=http://[::1]:9) was named 'the proxy ::1:9', which reads as a
     host '::1' and no port; it is '[::1]:9', as a URL writes it."""

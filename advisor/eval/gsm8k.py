@@ -174,8 +174,11 @@ def load_hub(split: str = "test") -> list[dict]:
         ds = datasets.load_dataset("openai/gsm8k", "main", split=split)
         return [{"question": r["question"], "answer": r["answer"]} for r in ds]
 
+    # outside the try: a proxy variable it cannot read is its own one-line refusal, not "not available offline
+    # (UserError)"
+    online = hub_reachable(PROBE_S, "HF_DATASETS_OFFLINE")
     try:
-        if hub_reachable(PROBE_S, "HF_DATASETS_OFFLINE"):
+        if online:
             return load()
         with _offline_mode():
             return load()
