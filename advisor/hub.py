@@ -123,16 +123,20 @@ def _netloc(address: str) -> str:
 
 
 def _port(url: ParseResult, default: int, what: str) -> int:
-    """`url`'s port, else `default`; a port that is no number from 0 to 65535 (a typo: 'proxy:3l28') is refused in
-    one line naming the variable `what` that gave it (urllib raises ValueError: a traceback before any request),
-    the address said without its user:password@ part."""
+    """`url`'s port, else `default`; a port that is no number from 1 to 65535 (a typo: 'proxy:3l28') is refused in
+    one line naming the variable `what` that gave it, the address said without its user:password@ part: urllib
+    raises ValueError (a traceback before any request), and took port 0 for none (the probe asked port 80 of a
+    proxy the download would ask port 0 of, and named it 'proxy:80')."""
     try:
-        return url.port or default
+        port = url.port
     except ValueError:
+        port = 0
+    if port == 0:
         from advisor.errors import UserError
 
         raise UserError(f"{what} gives an address with no valid port ({_netloc(url.geturl())}); give a port "
-                        "from 1 to 65535, or none") from None
+                        "from 1 to 65535, or none")
+    return default if port is None else port
 
 
 def unreachable_note(timeout: float = PROBE_S) -> str:

@@ -308,17 +308,18 @@ def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_pa
         "directory")
 
 
-@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "ALL_PROXY"])
-def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_password(tmp_path, variable):
+@pytest.mark.parametrize(("variable", "port"), [("HTTPS_PROXY", "3l28"), ("ALL_PROXY", "3l28"), ("HTTPS_PROXY", "0")])
+def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_password(tmp_path, variable, port):
     """The hub probe read the proxy's port with urllib, whose ValueError for a port that is no number ('3l28') or
     out of range escaped as a traceback for an uncached hub id. It is one line naming the variable now, before
-    torch; the proxy's user:password@ is not echoed."""
-    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", **{variable: "http://me:s3cret@proxy:3l28"})
+    torch; the proxy's user:password@ is not echoed. Port 0, which urllib reads as none, was asked as port 80 and
+    the refusal named 'the proxy proxy:80'."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", **{variable: f"http://me:s3cret@proxy:{port}"})
     for other in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         if other != variable:
             env.pop(other, None)
     assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
-        f"error: {variable} gives an address with no valid port (proxy:3l28); give a port from 1 to 65535, or none")
+        f"error: {variable} gives an address with no valid port (proxy:{port}); give a port from 1 to 65535, or none")
 
 
 def test_a_proxy_url_urllib_cannot_read_is_refused_in_one_line_without_its_password(tmp_path):
