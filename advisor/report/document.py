@@ -133,7 +133,7 @@ def compose(c: ReportContext) -> Document:
         "was obtained."
     ))
 
-    fidelity = quality_metric(c.trials) == "fidelity_top1"  # no task accuracy: top-1 agreement says the quality
+    fidelity = _fidelity_study(c.trials)  # no task accuracy: top-1 agreement says the quality
     doc.add(Heading("Headline: transfer saved and " + ("top-1 agreement kept" if fidelity else "accuracy lost")
                     + ", at equal GPU memory"))
     doc.add(Para(
@@ -162,7 +162,7 @@ def compose(c: ReportContext) -> Document:
             f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity),
         ])
     header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
-              "transfer ms / token", "hit rate", *(FIDELITY_COLUMNS if fidelity else ACCURACY_COLUMNS)]
+              "transfer ms / token", "hit rate", *_quality_columns(fidelity)]
     caption = (f"Transfer cut = 1 - (H2D bytes/token) / ({FULL}-no-cache bytes/token). "
                + (FIDELITY_CAPTION if fidelity else "Accuracy change is against the full-precision plan's stored "
                   "accuracy (the accuracy reference below). ")
@@ -200,8 +200,8 @@ def compose(c: ReportContext) -> Document:
     doc.add(Bullets(_answer_lines(c)))
     if c.answers:
         sizes = "; ".join(f"{a.label} = {memory_text(a.memory_bytes)}" for a in c.answers)
-        header = [*BUDGET_HEADER[:-2], *FIDELITY_COLUMNS] if fidelity else BUDGET_HEADER
-        doc.add(Table(*note_column(header, budget_rows(c)), caption=budget_caption(c, sizes)))
+        doc.add(Table(*note_column([*BUDGET_HEADER, *_quality_columns(fidelity)], budget_rows(c)),
+                      caption=budget_caption(c, sizes)))
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
@@ -251,7 +251,8 @@ def compose(c: ReportContext) -> Document:
 
 
 BUDGET_HEADER = ["GPU budget", "strategy", "precision", "trial", "GPU slots/layer", "policy", "miss", "H2D / token",
-                 "transfer cut", "time ms / token", "time cut", "accuracy [95% CI]", "accuracy change"]
+                 "transfer cut", "time ms / token", "time cut"]
+"""The several-budgets table's columns before its two quality columns (`_quality_columns`)."""
 BEST = "best cache + miss policy"
 
 
@@ -261,7 +262,7 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
     from advisor.baselines import no_cache_label
 
     ref = c.reference
-    fidelity = quality_metric(c.trials) == "fidelity_top1"
+    fidelity = _fidelity_study(c.trials)
 
     def _row(budget: str, r: HeadlineRow) -> list[Any]:
         return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
@@ -338,10 +339,18 @@ def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
     return rows
 
 
-ACCURACY_COLUMNS = ["accuracy [95% CI]", "accuracy change"]
-FIDELITY_COLUMNS = ["top-1 agreement", "top-1 change"]
-"""A fidelity study's quality columns (no task accuracy stored: a model without a tokenizer), where task accuracy's
-sat empty ('-')."""
+def _fidelity_study(trials: list[TrialRecord]) -> bool:
+    """Whether the study's quality is top-1 agreement (`fidelity_top1`): it stored no task accuracy (a model
+    without a tokenizer)."""
+    return quality_metric(trials) == "fidelity_top1"
+
+
+def _quality_columns(fidelity: bool) -> list[str]:
+    """A table's two quality columns: task accuracy's, or a fidelity study's (`_fidelity_study`) top-1 agreement's,
+    where task accuracy's sat empty ('-')."""
+    return ["top-1 agreement", "top-1 change"] if fidelity else ["accuracy [95% CI]", "accuracy change"]
+
+
 FIDELITY_CAPTION = ("The study measured no task accuracy: top-1 agreement is the share of the fidelity prompts' "
                     "positions where the plan's most likely token is the full-precision model's (stored "
                     "fidelity_top1, measured), top-1 change against the 16-bit (else 32-bit) plan's. ")
