@@ -158,11 +158,11 @@ def register(app: typer.Typer) -> None:
 
         # named as the user gave it: the option, the variable, or neither (the default store, said as such)
         from_env = profiles_dir is None and hw.PROFILES_DIR_ENV in os.environ
-        given = f"${hw.PROFILES_DIR_ENV}" if from_env else "--profiles-dir"
-        check_folder(directory, given, default=profiles_dir is None and not from_env)
+        store_option = f"${hw.PROFILES_DIR_ENV}" if from_env else "--profiles-dir"
+        check_folder(directory, store_option, default=profiles_dir is None and not from_env)
 
         if directory != hw.DEFAULT_PROFILES_DIR:  # the store is made, a mistyped directory above it is not
-            check_parent(directory, given)
+            check_parent(directory, store_option)
 
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
