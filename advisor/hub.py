@@ -96,11 +96,14 @@ def _client_proxy(url: str) -> tuple[str | None] | None:
     for module in ("httpx2", "httpx"):
         try:
             client, utils = importlib.import_module(module), importlib.import_module(f"{module}._utils")
+        except ImportError:
+            continue
+        try:
             mounts = sorted((utils.URLPattern(key), proxy) for key, proxy in utils.get_environment_proxies().items())
             target = client.URL(url)
-        except (ImportError, AttributeError, TypeError, ValueError):  # not installed, or not the API read here
-            continue
-        return (next((proxy for pattern, proxy in mounts if pattern.matches(target)), None),)
+            return (next((proxy for pattern, proxy in mounts if pattern.matches(target)), None),)
+        except Exception:  # not the API read here, or an HF_ENDPOINT it refuses (its InvalidURL, no ValueError:
+            return None  # 'https://[::1]x' was a traceback): urllib's reading decides, the download says the rest
     return None
 
 

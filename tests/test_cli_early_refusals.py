@@ -404,6 +404,19 @@ def test_datasets_own_offline_variable_decides_for_gsm8k(monkeypatch):
     assert offline_set("HF_DATASETS_OFFLINE") is True and offline_set() is False
 
 
+def test_an_endpoint_the_http_client_cannot_read_is_no_traceback_in_the_probe(tmp_path):
+    """The probe asks huggingface_hub's HTTP client which proxy a request takes; an HF_ENDPOINT it refuses
+    ('https://[::1]x': httpx2.InvalidURL, which is no ValueError) escaped that as a traceback. urllib's reading
+    decides then: the proxy, which does not answer, is named in one line before torch."""
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://[::1]x", HTTPS_PROXY="http://127.0.0.1:9")
+    for other in ("https_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(other, None)
+    assert _refused_light(tmp_path, "inspect", "some-org/m", env=env) == (
+        "error: model some-org/m is not available offline (the hub (https://[::1]x) could not be reached through "
+        "the proxy 127.0.0.1:9 in 2 s); download it on a connected machine (hf download some-org/m) or pass a "
+        "local directory")
+
+
 def test_gsm8k_says_why_a_proxy_variable_cannot_be_read(tmp_path):
     """GSM8K's loader caught every error of its hub probe and the load as 'not available offline': a proxy with a
     mistyped port, refused by the probe in one line naming the variable, read 'GSM8K is not available offline
