@@ -79,7 +79,10 @@ def _first_hop(url: ParseResult) -> tuple[str, int, bool]:
     elif proxy and proxy_bypass(host):  # no httpx here: urllib's reading of NO_PROXY (requests' too)
         proxy = None
     if proxy:
-        name = f"{url.scheme.upper()}_PROXY" if proxies.get(url.scheme) else "ALL_PROXY"
+        kind = url.scheme if proxies.get(url.scheme) else "all"
+        # the variable as it is spelled: urllib reads either case, the lower one first (https_proxy, HTTPS_PROXY)
+        name = next((n for n in (f"{kind}_proxy", f"{kind.upper()}_PROXY") if os.environ.get(n) == proxies[kind]),
+                    f"{kind.upper()}_PROXY")
         hop = _parsed(proxy if "://" in proxy else f"http://{proxy}", name)
         if hop.hostname:
             default = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80)

@@ -308,12 +308,14 @@ def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_pa
         "directory")
 
 
-@pytest.mark.parametrize(("variable", "port"), [("HTTPS_PROXY", "3l28"), ("ALL_PROXY", "3l28"), ("HTTPS_PROXY", "0")])
+@pytest.mark.parametrize(("variable", "port"), [("HTTPS_PROXY", "3l28"), ("ALL_PROXY", "3l28"), ("HTTPS_PROXY", "0"),
+                                               ("https_proxy", "3l28"), ("all_proxy", "3l28")])
 def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_password(tmp_path, variable, port):
     """The hub probe read the proxy's port with urllib, whose ValueError for a port that is no number ('3l28') or
     out of range escaped as a traceback for an uncached hub id. It is one line naming the variable now, before
     torch; the proxy's user:password@ is not echoed. Port 0, which urllib reads as none, was asked as port 80 and
-    the refusal named 'the proxy proxy:80'."""
+    the refusal named 'the proxy proxy:80'. A variable set in lower case (https_proxy) is named so: the line said
+    HTTPS_PROXY, which was not set."""
     env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", **{variable: f"http://me:s3cret@proxy:{port}"})
     for other in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         if other != variable:
