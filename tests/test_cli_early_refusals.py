@@ -5,8 +5,10 @@ refusals that came after the busy-host note."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -272,27 +274,31 @@ def _no_offline_env(tmp_path, **extra: str) -> dict[str, str]:
     return {**env, "HF_HOME": str(tmp_path / "hf"), **extra}
 
 
-def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_path):
-    """With HTTP(S)_PROXY set, the hub probe connected straight to the hub's address - blocked behind a proxy, so
-    an id the hub would serve was refused as 'not available offline'. It connects to the proxy now; here the proxy
-    takes the request and resets it, which escaped as an httpx ReadError traceback and is one line now. A proxy
-    that does not answer is named in the refusal."""
-    import socket
-    import threading
-
-    proxy = socket.create_server(("127.0.0.1", 0))
+def _closing_server() -> tuple[socket.socket, list[bytes]]:
+    """A server on a free local port that takes each connection, keeps the first 200 bytes asked of it (the
+    list) and closes it - a hub or proxy that resets every request. Close the server to stop it."""
+    server = socket.create_server(("127.0.0.1", 0))
     asked: list[bytes] = []
 
-    def reset_each() -> None:
+    def close_each() -> None:
         while True:
             try:
-                conn, _ = proxy.accept()
+                conn, _ = server.accept()
             except OSError:
                 return
             asked.append(conn.recv(200))
             conn.close()
 
-    threading.Thread(target=reset_each, daemon=True).start()
+    threading.Thread(target=close_each, daemon=True).start()
+    return server, asked
+
+
+def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_path):
+    """With HTTP(S)_PROXY set, the hub probe connected straight to the hub's address - blocked behind a proxy, so
+    an id the hub would serve was refused as 'not available offline'. It connects to the proxy now; here the proxy
+    takes the request and resets it, which escaped as an httpx ReadError traceback and is one line now. A proxy
+    that does not answer is named in the refusal."""
+    proxy, asked = _closing_server()
     env = _no_offline_env(tmp_path, HF_ENDPOINT="http://127.0.0.1:9",
                           HTTP_PROXY=f"http://127.0.0.1:{proxy.getsockname()[1]}")
     p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True, text=True,
@@ -343,22 +349,7 @@ def test_no_proxy_is_read_as_huggingface_hubs_http_client_reads_it(tmp_path, no_
     through the proxy after torch's import (13 s); NO_PROXY='example.org,*' exempted nothing for the probe (httpx:
     every host), which refused an id the hub would be asked for directly. Here the proxy does not answer and the
     hub takes each connection and closes it."""
-    import socket
-    import threading
-
-    hub = socket.create_server(("127.0.0.1", 0))
-    asked: list[bytes] = []
-
-    def close_each() -> None:
-        while True:
-            try:
-                conn, _ = hub.accept()
-            except OSError:
-                return
-            asked.append(conn.recv(200))
-            conn.close()
-
-    threading.Thread(target=close_each, daemon=True).start()
+    hub, asked = _closing_server()
     endpoint = f"http://localhost:{hub.getsockname()[1]}"
     env = _no_offline_env(tmp_path, HF_ENDPOINT=endpoint, HTTP_PROXY="http://127.0.0.1:9", NO_PROXY=no_proxy)
     for other in ("http_proxy", "ALL_PROXY", "all_proxy"):
