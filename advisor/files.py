@@ -140,12 +140,14 @@ def _looping(path: Path, give: str) -> str:
     return f"cannot write {path}: it is a link that leads back to itself (a loop of links); {give}"
 
 
-def _not_a_directory(path: str | os.PathLike) -> Path:
-    """`path` as a Path, refused where it names a directory: one there, or a name typed with a trailing '/'
-    (`export -o out/`), which Path drops - it wrote a file named `out` and said `wrote out/`."""
+def _not_a_directory(path: str | os.PathLike, give: str) -> Path:
+    """`path` as a Path, refused where it names a directory: one there (the refusal ends with `give`, `_give`: the
+    option that gave it - `pareto -o`'s plot files are named after the study, no file name to give), or a name
+    typed with a trailing '/' (`export -o out/`), which Path drops - it wrote a file named `out` and said
+    `wrote out/`."""
     text = os.fspath(path)
     if Path(text).is_dir():
-        raise UserError(f"cannot write {text}: it is a directory; give a file name")
+        raise UserError(f"cannot write {text}: it is a directory; {give}")
     refuse_directory_name(text)
     return Path(text)
 
@@ -200,7 +202,7 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True, option:
     for a symbolic link, its target's (`_through_link`: where the write lands). The refusal names `option` (the
     one that gave `path`), as `check_parent`'s does."""
     give = _give(option)
-    path = _not_special(_through_link(_not_a_directory(path), give), give)
+    path = _not_special(_through_link(_not_a_directory(path, give), give), give)
     where = path.parent
     if not create_dirs:
         _directory_of(path, False, option)
@@ -253,7 +255,7 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     A `path` that is a symbolic link is written through (`_through_link`). A refusal names `option`, the one that
     gave `path` (`check_writable`)."""
     give = _give(option)
-    path = _not_special(_through_link(_not_a_directory(path), give), give)
+    path = _not_special(_through_link(_not_a_directory(path, give), give), give)
     directory = _directory_of(path, create_dirs, option)
     _remove_stale_files(path)
     while True:

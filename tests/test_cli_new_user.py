@@ -307,7 +307,8 @@ def test_an_output_path_that_is_a_directory_is_one_line(tmp_path, monkeypatch):
     r = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", "json", "-o", str(out),
                 cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip() == f"error: cannot write {out}: it is a directory; give a file name", r.stderr
+    assert r.stderr.strip() == f"error: cannot write {out}: it is a directory; give -o/--output another path", \
+        r.stderr
     assert list(out.iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["out"]
     from advisor.errors import UserError
     from advisor.models import load as model_load

@@ -112,7 +112,7 @@ def test_an_output_file_typed_with_a_trailing_slash_is_refused_not_written_as_a_
     assert _refused_light(tmp_path, "trace", "bundled", "-o", "t/") == (
         "error: cannot write t/: a name ending in '/' names a directory; give a file name")
     assert _refused_light(tmp_path, "trace", "bundled", "-o", str(tmp_path)) == (
-        f"error: cannot write {tmp_path}: it is a directory; give a file name")
+        f"error: cannot write {tmp_path}: it is a directory; give -o/--output another path")
     assert _refused_light(tmp_path, "eval", "bundled", "--json", "r/") == (
         "error: cannot write r/: a name ending in '/' names a directory; give a file name")
     assert not {"out", "t", "r"} & {p.name for p in tmp_path.iterdir()}
