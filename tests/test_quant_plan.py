@@ -139,3 +139,18 @@ def test_a_plan_spec_longer_than_a_file_name_is_read_as_a_spec():
                                       "--fidelity-prompts", "0", "--no-progress", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert f"precision: {plan.describe()}" in " ".join(result.output.split())
+
+
+def test_eval_prints_a_plan_files_note(tmp_path):
+    """A plan file's note (a hot/cold plan's 'hot/cold: top 10% most routed ...') ends `describe` in brackets,
+    which eval's 'precision:' line printed as rich markup: the note vanished ('int8 for every expert')."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "default": "int8", "note": "hot/cold: my plan"}))
+    result = CliRunner().invoke(app, ["eval", "bundled", "--precision", str(plan), "--limit", "1",
+                                      "--fidelity-prompts", "0", "--no-progress", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "precision: int8 for every expert [hot/cold: my plan]" in " ".join(result.output.split()), result.output

@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
         from rich.markup import escape
         label = plan.describe() if plan is not None else "model weights as loaded"
         print_rich(out, f"[bold]{escape(loaded.name)}[/bold] on {escape(the_task.description)}")
-        print_rich(out, f"precision: {label}")
+        print_rich(out, f"precision: {escape(label)}")  # a plan's [note] is no markup
         metric = "pass@1" if result.task == "humaneval" else "accuracy"
         print_rich(out,
             f"{metric}: {result.accuracy:.1%} ({result.correct}/{result.n}; 95% CI {result.ci_low:.1%}-"
