@@ -222,3 +222,20 @@ def test_a_decoding_note_names_a_bracketed_model_directory_whole(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "note: b[red] decodes as llada_moe: 10 new tokens at block length 8" in flat(r.stderr), r.stderr
         assert not [ln for ln in r.stderr.splitlines() if ln.endswith(" ")], r.stderr
+
+
+def test_tune_names_a_bracketed_gpu_profile_whole(tmp_path):
+    """The header's budget names the --gpu profile it came from, and a profile named `lab[x]` (`profile --name`
+    takes any name) was read as rich markup: 'budget: 23.54 GiB (--gpu lab)' (2fa0047 escaped the model, task and
+    space beside it, not this). It is printed as written now."""
+    import json
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "lab-x.json").write_text(json.dumps({
+        "name": "lab[x]", "memory_bytes": 24 * 2**30, "h2d_gbps_pinned": 20.0, "h2d_gbps_pageable": 10.0,
+        "copy_latency_us": 10.0, "source": "measured:2026-12-07 cuda-events median of 5", "link": "PCIe 4.0 x16",
+        "free_bytes": 20 * 2**30, "cpu_experts": None, "device": "NVIDIA H100 80GB HBM3"}))
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--gpu", "lab[x]", "--profiles-dir", "p", "--trials", "1",
+                           "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "budget: 24.00 GiB (--gpu lab[x]) | objectives:" in flat(r.stdout), r.stdout

@@ -622,7 +622,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} counted) | task "
             f"{escape(task_text(backend.task_name, space.objectives, space.text))} | space {escape(space.name)} "
             f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
-            f"budget: {budget_text(budget_bytes, budget_note) if budget_bytes else 'none'} | "
+            f"budget: {escape(budget_text(budget_bytes, budget_note)) if budget_bytes else 'none'} | "  # --gpu NAME
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
             f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn}) | mode {opts.mode}"
             + (f"\nbudget-aware: {drawn_within}; warm start: "
