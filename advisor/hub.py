@@ -18,6 +18,10 @@ from urllib.parse import ParseResult, urlparse
 PROBE_S = 2.0
 """How long the probe waits for the hub's TCP handshake: a connected host answers in milliseconds."""
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
+"""The port of an address that names none, by its scheme: a proxy's (one of another scheme: 80, as an http://
+proxy's) and the hub's (another scheme: 443)."""
+
 
 def endpoint() -> str:
     """The hub's address as huggingface_hub reads it (`HF_ENDPOINT`, default https://huggingface.co)."""
@@ -85,9 +89,8 @@ def _first_hop(url: ParseResult) -> tuple[str, int, bool]:
                     f"{kind.upper()}_PROXY")
         hop = _parsed(proxy if "://" in proxy else f"http://{proxy}", name)
         if hop.hostname:
-            default = {"https": 443, "socks5": 1080, "socks5h": 1080}.get(hop.scheme, 80)
-            return hop.hostname, _port(hop, default, name), True
-    return host, _port(url, 80 if url.scheme == "http" else 443, "HF_ENDPOINT"), False
+            return hop.hostname, _port(hop, DEFAULT_PORTS.get(hop.scheme, 80), name), True
+    return host, _port(url, DEFAULT_PORTS.get(url.scheme, 443), "HF_ENDPOINT"), False
 
 
 def _client_proxy(url: str) -> tuple[str | None] | None:
