@@ -152,11 +152,11 @@ def _not_a_directory(path: str | os.PathLike, give: str) -> Path:
     return Path(text)
 
 
-def refuse_directory_name(text: str) -> None:
-    """`UserError` for a file name typed with a trailing '/' (`export -o out/`, `tune --storage x.db/`): it names a
-    directory, but Path and SQLite drop the '/' and write the file `out`."""
+def refuse_directory_name(text: str, verb: str = "write") -> None:
+    """`UserError` for a file name typed with a trailing '/' (`export -o out/`, `--storage x.db/`): it names a
+    directory, but Path and SQLite drop the '/' and write (or read: `verb`) the file `out`."""
     if text.endswith(("/", os.sep)):
-        raise UserError(f"cannot write {text}: a name ending in '/' names a directory; give a file name")
+        raise UserError(f"cannot {verb} {text}: a name ending in '/' names a directory; give a file name")
 
 
 def special_kind(path: str | os.PathLike) -> str | None:

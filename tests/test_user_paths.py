@@ -319,8 +319,26 @@ def test_tune_refuses_a_storage_file_typed_with_a_trailing_slash(tmp_path, stora
     from tests.test_cli_new_user14 import _refused_light
 
     assert _refused_light(tmp_path, "tune", "tiny:qwen3_moe", "--storage", storage, "--trials", "1") == (
-        f"error: cannot write {storage}: a name ending in '/' names a directory; give a file name")
+        "error: cannot write x.db/: a name ending in '/' names a directory; give a file name")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage", ["x.db/", "sqlite:///x.db/", "sqlite:///x.db/?mode=ro"])
+@pytest.mark.parametrize("args", [["studies"], ["studies", "--delete", "bundled-example", "--yes"],
+                                  ["pareto", "bundled-example"], ["recommend"],
+                                  ["export", "bundled-example", "8", "--to", "json", "-o", "o.json"],
+                                  ["report", "bundled-example", "--block-lengths", ""]], ids=lambda a: "-".join(a[:2]))
+def test_readers_refuse_a_storage_file_typed_with_a_trailing_slash_as_tune_does(tmp_path, args, storage):
+    """`studies`, `pareto`, `recommend`, `export` and `report` with `--storage x.db/` read the file x.db (Path and
+    SQLite drop the '/'), where `tune` refuses the name (above). One definition now
+    (`storage.refuse_directory_url`): the same line, with 'read' for 'write', exit 2, and nothing read or written."""
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    shutil.copy(EXAMPLE_DB, tmp_path / "x.db")
+    before = (tmp_path / "x.db").read_bytes()
+    r = advisor_entry(*args, "--storage", storage, cwd=tmp_path)
+    assert one_error_line(r) == "error: cannot read x.db/: a name ending in '/' names a directory; give a file name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.db"] and (tmp_path / "x.db").read_bytes() == before
 
 
 @pytest.mark.parametrize("kind", ["directory", "named pipe"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advisor.errors import UserError
-from advisor.files import check_parent, no_new_file, refuse_directory_name, special_kind
+from advisor.files import check_parent, no_new_file, special_kind
 from advisor.results.storage import (
     connect_read_only,
     driver_reason,
@@ -35,7 +35,13 @@ def check_storage(url: str, *, write: bool) -> str:
     """The normalized URL of a usable database, or one `UserError`. Readers need an existing database; a
     writer (`advisor tune`) needs a writable one, or a writable directory to create it in: an existing one, as
     for every file the tool writes, but for the default database's `studies/`."""
-    from advisor.results.storage import DEFAULT_STORAGE, normalize_url, require_database, sqlite_path
+    from advisor.results.storage import (
+        DEFAULT_STORAGE,
+        normalize_url,
+        refuse_directory_url,
+        require_database,
+        sqlite_path,
+    )
 
     given, url = url, normalize_url(url, create_dirs=False)
     if url.startswith("sqlite"):
@@ -48,8 +54,8 @@ def check_storage(url: str, *, write: bool) -> str:
             return url
         if not write:
             require_database(url)
-        elif not path.is_dir():  # `x.db/` tuned into the file x.db and named `sqlite:///x.db/` in its next steps (a
-            refuse_directory_name(given.strip().partition("?")[0])  # directory there is refused as one, below)
+        else:  # `x.db/` tuned into the file x.db and named `sqlite:///x.db/` in its next steps
+            refuse_directory_url(url, write=True)
         if write and url != normalize_url(DEFAULT_STORAGE, create_dirs=False):
             check_parent(path, "--storage")  # as every file option (`export -o`, `--json`): a mistyped directory
             # is not made; the default's is

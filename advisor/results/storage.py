@@ -46,6 +46,24 @@ def sqlite_path(url: str | URL) -> Path | None:
     without it a name as it stands (`sqlite:///file:x.db` opens a file named `file:x.db`). None for other
     databases and for in-memory SQLite; a SQLite option `--storage` does not take is one `UserError`
     (`sqlite_options`). The lock files, the readers and the checks all take the file from here."""
+    name = _sqlite_name(url)
+    return None if name is None else Path(name)
+
+
+def refuse_directory_url(url: str, *, write: bool) -> None:
+    """`UserError` for a SQLite file named with a trailing '/' (`--storage x.db/`, `sqlite:///x.db/`) where no
+    directory is there (one that is there is refused as a directory): Path and SQLite drop the '/', so a tune
+    wrote and a reader read the file x.db. The words of every file option (`files.refuse_directory_name`), for
+    the tune and every reader alike."""
+    from advisor.files import refuse_directory_name
+
+    name = _sqlite_name(url)
+    if name is not None and not Path(name).is_dir():
+        refuse_directory_name(name, "write" if write else "read")
+
+
+def _sqlite_name(url: str | URL) -> str | None:
+    """`sqlite_path`'s file name as text, a trailing '/' kept (Path drops it)."""
     if isinstance(url, str):
         url = url if "://" in url else f"sqlite:///{url}"
         m = _SQLITE_URL.fullmatch(url)
@@ -62,7 +80,7 @@ def sqlite_path(url: str | URL) -> Path | None:
         if database.startswith("//"):  # file://[localhost]/abs/path
             database = "/" + database[2:].partition("/")[2]
         database = unquote(database)
-    return None if database in ("", ":memory:") else Path(database)
+    return None if database in ("", ":memory:") else database
 
 
 def _is_true(value: Any) -> bool:
@@ -402,6 +420,8 @@ def require_database(url: str) -> None:
         example = f"; here: {', '.join(str(p) for p in found[:3])}" if found else ""
         raise UserError(f"--storage {path} is a directory, not a database file; give the file `advisor tune` "
                         f"wrote{example}")
+    if path is not None:  # `x.db/` read the file x.db
+        refuse_directory_url(url, write=False)
     if path is not None and not path.is_file():
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
     if path is not None:  # another program's file: "run advisor tune first" would send the user to a refusal
