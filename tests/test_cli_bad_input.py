@@ -165,18 +165,28 @@ def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, valu
         assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
 
 
-@pytest.mark.parametrize(("where", "value"), [("key = 'values'", "1.5"), ("key = 'config'", "garbage{"),
-                                            ("1", "NaN")])
-def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, where, value):
-    """`export STUDY N` of a trial off the front reads its Optuna user attributes: a garbled one (a value that
-    is not JSON, a number where an object belongs) printed a JSONDecodeError/TypeError traceback (fuzzing, 2026-12-06),
-    where a garbled front row was already this one line. Nothing is written."""
+_TRIAL_0 = "trial_id = (SELECT trial_id FROM trials WHERE number = 0)"
+
+
+@pytest.mark.parametrize(("table", "column", "where", "value"), [
+    ("trial_user_attributes", "value_json", "key = 'values'", "1.5"),
+    ("trial_user_attributes", "value_json", "key = 'config'", "garbage{"),
+    ("trial_user_attributes", "value_json", "1", "NaN"),
+    ("trial_user_attributes", "value_json", "1", None),  # SQLite keeps NULL (any value) in any column
+    ("trial_values", "value", "1", None),
+    ("trial_system_attributes", "value_json", "key = 'constraints'", '["x"]'),
+    ("study_system_attributes", "value_json", "key = 'study:metric_names'", "[1, 2]")])
+def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, table, column, where, value):
+    """`export STUDY N` of a trial off the front reads its Optuna attributes: a garbled one (a value that is not
+    JSON, a number where an object belongs) printed a JSONDecodeError/TypeError traceback (fuzzing, 2026-12-06),
+    where a garbled front row was already this one line. Nothing is written. Metric names that are not names
+    were a traceback past the reader (sorting them); the reader checks what it decoded now (`_check_shapes`)."""
     src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
     bad = tmp_path / "garbled.db"
     shutil.copy(src, bad)
     with sqlite3.connect(bad) as con:  # trial 0 is complete and off the stored front
-        con.execute(f"UPDATE trial_user_attributes SET value_json = ? WHERE {where} AND trial_id = "
-                    "(SELECT trial_id FROM trials WHERE number = 0)", (value,))
+        trial = "" if table.startswith("study") else f" AND {_TRIAL_0}"
+        con.execute(f"UPDATE {table} SET {column} = ? WHERE {where}{trial}", (value,))
     con.close()
     for url in (str(bad), f"sqlite+pysqlite:///{bad}"):  # stdlib sqlite3 and SQLAlchemy readers
         r = advisor_entry("export", "bundled-example", "0", "--to", "json", "-o", "x.json", "--storage", url,
@@ -187,11 +197,15 @@ def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, where, value):
 
 
 @pytest.mark.parametrize("garble", ["UPDATE trial_params SET param_value = 1e308",
-                                    "UPDATE trial_values SET objective = objective + 7"])
+                                    "UPDATE trial_values SET objective = objective + 7",
+                                    "UPDATE trial_params SET param_value = NULL",  # Optuna's TypeError
+                                    "UPDATE trial_params SET distribution_json = '{\"name\": "
+                                    "\"CategoricalDistribution\"}'"])  # and KeyError
 def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
     """Optuna's own tables garbled (a categorical parameter's index past its choices, a value of an objective
-    the study lacks): `advisor report` printed Optuna's IndexError traceback (CLI fuzzing, 2026-12-06); now its
-    one 'not a readable Optuna study database' line, before any work, nothing written."""
+    the study lacks, a value or distribution it cannot decode): `advisor report` printed Optuna's IndexError
+    traceback (CLI fuzzing, 2026-12-06); now its one 'not a readable Optuna study database' line, before any
+    work, nothing written."""
     src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
     bad = tmp_path / "garbled.db"
     shutil.copy(src, bad)
@@ -201,6 +215,27 @@ def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
     r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
     line = one_error_line(r, "garbled.db is not a readable Optuna study database")
     assert "IndexError" not in line and not (tmp_path / "rep").exists(), line
+
+
+@pytest.mark.parametrize(("args", "module", "name"), [
+    (["report", "bundled-example", "-o", "rep"], "advisor.report.data", "engine_kwargs"),
+    (["export", "bundled-example", "0", "--to", "json", "-o", "x.json"], "advisor.results.trials", "trial_point")],
+    ids=["report", "export"])
+def test_a_bug_of_our_own_in_a_reader_is_not_called_a_corrupt_database(tmp_path, monkeypatch, args, module, name):
+    """The readers of Optuna's tables caught TypeError (and report's IndexError, KeyError) around all their work,
+    for garbled rows: a TypeError of the advisor's own code there (here one made to fail) was 'not a readable
+    database', exit 2, sending the user to a database that is fine. Only what decodes stored values is caught now
+    (Optuna's decoding of its rows; `trials._decoded`, `_check_shapes`): the bug is a traceback, as any other."""
+    import importlib
+
+    def broken(*_a, **_k):
+        raise TypeError("a bug of our own")
+
+    monkeypatch.setattr(importlib.import_module(module), name, broken)
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", tmp_path / "ok.db")
+    r = advisor_entry(*args, "--storage", "ok.db", cwd=tmp_path)
+    assert r.returncode == 1 and "TypeError: a bug of our own" in r.stderr, r.stderr
+    assert "not a readable" not in r.stderr, r.stderr
 
 
 def test_tune_resuming_a_study_with_a_garbled_optuna_row_is_one_line(tmp_path):

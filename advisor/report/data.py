@@ -129,6 +129,17 @@ def trial_record(trial: Any, objectives: list[str]) -> TrialRecord:
     return TrialRecord(number=trial.number, config=config, values=values, sources=sources, attrs=attrs)
 
 
+def _unreadable(url: str, e: BaseException) -> UserError:
+    """The one line for a study database Optuna cannot read: locked, of another Optuna's schema, or corrupt."""
+    if is_locked_error(e):
+        return locked_database(url)
+    if (other := other_optuna_schema(url, e)) is not None:
+        return other
+    # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
+    return UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
+                     "point --storage at the database `advisor tune` wrote")
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
@@ -148,16 +159,14 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         tables = inspect(engine_for(url))
         if tables.has_table("version_info") and tables.has_table("studies"):  # else no study was tuned into it
             rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
-            names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
-    except (SQLAlchemyError, RuntimeError, ValueError, IndexError, KeyError, TypeError,  # the last three: a garbled
-            optuna.exceptions.OptunaError) as e:  # row Optuna decodes (a choice index past its list, a stray value)
-        if is_locked_error(e):
-            raise locked_database(url) from e
-        if (other := other_optuna_schema(url, e)) is not None:
-            raise other from e
-        # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
-        raise UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
-                        "point --storage at the database `advisor tune` wrote") from e
+            try:  # Optuna decodes every stored trial here
+                summaries = optuna.get_all_study_summaries(rdb, include_best_trial=False)
+            except (IndexError, KeyError, TypeError) as e:  # a garbled row Optuna decodes (a choice index past its
+                raise _unreadable(url, e) from e  # list, a value for an objective the study lacks); only here: such
+                # an error of our own code is not a corrupt database
+            names = [s.study_name for s in summaries]
+    except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
+        raise _unreadable(url, e) from e
     if study_name not in names:
         known = names_text(names, study_name)
         raise UserError(f"no study named {study_name!r} in {storage} (studies there: {known}); see `advisor studies`")

@@ -9,7 +9,6 @@ front (`front.trial_point`), so every exporter takes it unchanged.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from collections.abc import Callable
@@ -53,7 +52,7 @@ def study_attr(url: str, study: str, key: str) -> Any:
     def read(q: Query) -> Any:
         rows = q("SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
                  "WHERE s.study_name = :s AND a.key = :k", {"s": study, "k": key})
-        return json.loads(rows[0][0]) if rows else None
+        return _decoded(rows[0][0]) if rows else None
 
     return _query_optuna(url, read)
 
@@ -75,7 +74,7 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
                 return None
             with engine.connect() as c:
                 return read(lambda sql, args: list(c.execute(text(sql), args)))
-        except (DatabaseError, ValueError, TypeError) as e:  # as the sqlite3 branch below
+        except (DatabaseError, ValueError) as e:  # as the sqlite3 branch below
             raise unreadable_database(engine.url, e) from e
     require_database(url)
     try:
@@ -86,12 +85,46 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
             return read(lambda sql, args: con.execute(sql, args).fetchall())
         finally:
             con.close()
-    except (sqlite3.DatabaseError, ValueError, TypeError) as e:  # ValueError (JSON too), TypeError: a garbled row
-        raise unreadable_database(path, e) from e
+    except (sqlite3.DatabaseError, ValueError) as e:  # ValueError: a garbled row (`_decoded`, `_check_shapes`);
+        raise unreadable_database(path, e) from e  # not TypeError, which such a row no longer reaches: our own bug
 
 
 def _attrs(rows: list[tuple]) -> dict[str, Any]:
-    return {k: loads_json(v) for k, v in rows}
+    return {k: _decoded(v) for k, v in rows}
+
+
+def _decoded(value: Any) -> Any:
+    """A stored attribute's `value_json`, or ValueError where it is no JSON text (SQLite keeps any value in any
+    column: NULL, a number) or not JSON."""
+    if not isinstance(value, str | bytes):
+        raise ValueError(f"a stored attribute holds {type(value).__name__}, not JSON text")
+    return loads_json(value)
+
+
+def _metric_names(metrics: Any) -> list[str]:
+    """The study's stored metric names, or ValueError where they are not a list of names (a garbled row)."""
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise ValueError("the stored metric names are not a list of names")
+    return metrics
+
+
+def _check_shapes(values: list[Any], meta: dict[str, Any], attrs: dict[str, Any], constraints: dict[str, Any]) -> None:
+    """ValueError where a decoded row is not of the shape the tuner stores (a number where an object belongs, a
+    value that is not one): a garbled database, refused in one line, before `trial_point` reads it."""
+    if not all(_is_number(v) for v in values):
+        raise ValueError("a stored objective value is not a number")
+    for where, stored, keys in (("study", meta, ("hardware", "objectives")),
+                                ("trial", attrs, ("values", "config", "sources"))):
+        if bad := [k for k in keys if stored.get(k) is not None and not isinstance(stored[k], dict)]:
+            raise ValueError(f"the stored {where} attribute {bad[0]} is not a JSON object")
+    if not all(_is_number(v) for v in (attrs.get("values") or {}).values()):
+        raise ValueError("a stored trial value is not a number")
+    if bad := [k for k, v in constraints.items() if not all(_is_number(c) for c in (v if isinstance(v, list) else [v]))]:
+        raise ValueError(f"the stored {bad[0]} is not a number or a list of numbers")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _read(q: Query, study: str, number: int) -> StoredTrial:
@@ -105,8 +138,8 @@ def _read(q: Query, study: str, number: int) -> StoredTrial:
         raise UserError(f"study {study!r} has no trial {number} (its trials are numbered 0-{n - 1})" if n else
                         f"study {study!r} has no trials yet")
     tid, state = row[0][0], str(row[0][1]).split(".")[-1].upper()
-    metrics = _attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s AND "
-                       "key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or []
+    metrics = _metric_names(_attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s AND "
+                       "key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or [])
     dirs = [str(d).split(".")[-1].lower() for (d,) in
             q("SELECT direction FROM study_directions WHERE study_id = :s ORDER BY objective", {"s": sid})]
     objectives = dict(zip(metrics, dirs, strict=False))
@@ -120,6 +153,7 @@ def _read(q: Query, study: str, number: int) -> StoredTrial:
     # fidelity floor, which only that records)
     stored = _attrs(q("SELECT key, value_json FROM trial_system_attributes WHERE trial_id = :t AND "
                       "(key = 'constraints' OR key LIKE 'constraints:%')", {"t": tid}))
+    _check_shapes(values, meta, attrs, stored)
     broken = [k for k, v in stored.items() if any(c > 0 for c in (v if isinstance(v, list) else [v]))]
     named = [k.partition(":")[2] for k in broken if ":" in k]
     feasible = attrs.get("feasible", True) is not False and not broken
