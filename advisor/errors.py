@@ -58,3 +58,25 @@ def check_device_name(device: str) -> str:
         raise UserError(f"device '{device}' is not supported: the offload runtime runs on cpu or cuda; use cpu, cuda "
                         "or cuda:N")
     return key
+
+
+def no_cuda(device: str) -> UserError:
+    """The refusal of a cuda `device` on a host where CUDA cannot run: torch's answer (`models.load.check_device`)
+    and, before torch, `refuse_without_cuda_driver`'s, in the same words."""
+    return UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
+
+
+def refuse_without_cuda_driver(device: str) -> None:
+    """Refuse, without torch, a cuda `device` on a host that has no NVIDIA driver's CUDA library (libcuda) to load,
+    where torch's CUDA can never run: `eval --device cuda` read its task first (GSM8K's hub lookup) and imported
+    torch before it learned so. Where the library loads, torch decides once imported (`check_device`: hidden GPUs,
+    a CPU-only torch, an index past the GPUs)."""
+    if not check_device_name(device).startswith("cuda"):
+        return
+    import ctypes
+    import sys
+
+    try:
+        ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")  # (macOS: none; torch has no CUDA)
+    except OSError:
+        raise no_cuda(device) from None

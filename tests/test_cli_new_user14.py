@@ -22,6 +22,31 @@ def _refused_light(cwd, *args: str, env: dict[str, str] | None = None) -> str:
     return errors[0]
 
 
+def _cuda_driver_here() -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_cuda_driver_here(), reason="an NVIDIA driver is here")
+@pytest.mark.parametrize("args", [["eval", "bundled"], ["trace", "bundled", "-o", "t.npz"]], ids=lambda a: a[0])
+def test_cuda_on_a_host_without_a_cuda_driver_is_refused_before_the_task_and_torch(tmp_path, args):
+    """`eval --device cuda` (and `trace`) on a host without CUDA learned so once torch had imported - after the
+    task had been read, GSM8K's hub lookup included (here offline and not cached: its refusal came instead). A host
+    with no NVIDIA driver (libcuda) to load is refused first now, torch-free, in check_device's words."""
+    import os
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_DATASETS_CACHE", None)
+    assert _refused_light(tmp_path, *args, "--task", "gsm8k", "--device", "cuda", env=env) == (
+        "error: device 'cuda' requested but no CUDA GPU is available here; use --device cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["hf"])
+
+
 @pytest.mark.parametrize("args", [["tune", "--storage", "s.db"], ["eval", "bundled"], ["trace", "bundled", "-o", "t.npz"],
                                   ["inspect", "bundled"]], ids=lambda a: a[0])
 def test_a_mistyped_device_is_refused_before_torch_imports(tmp_path, args):

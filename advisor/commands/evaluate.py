@@ -15,7 +15,7 @@ from advisor.commands import (
     threads_option,
     user_path,
 )
-from advisor.errors import UserError, refuse_empty
+from advisor.errors import UserError, refuse_empty, refuse_without_cuda_driver
 from advisor.eval.tasks import TASKS, prompt_style
 from advisor.files import check_writable, write_atomic
 from advisor.models import (
@@ -108,6 +108,7 @@ def register(app: typer.Typer) -> None:
         if completions is not None:
             _score_completions(model, task, completions, data, precision, limit, json_out)
             return
+        refuse_without_cuda_driver(device)  # no CUDA at all: before the task's hub lookup and torch's imports
         fidelity_prompts = EVAL_FIDELITY_PROMPTS if fidelity_prompts is None else fidelity_prompts
         # a malformed plan (`--precision int9`) before torch imports (`PrecisionPlan` is torch-free): it was refused
         # only after ~10 s of imports; an empty "$PLAN" is refused, not measured as full precision

@@ -112,6 +112,9 @@ def trace_cmd(
                 raise UserError(f"{flag} picks the task's prompts, but --prompt gives them ({count(len(prompt), 'text')}); "
                                 f"drop {flag} or --prompt")
     limit = limit or DEFAULT_TRACE_PROMPTS
+    from advisor.errors import refuse_without_cuda_driver
+
+    refuse_without_cuda_driver(device)  # no CUDA at all: before the task's hub lookup and torch's imports
     model = check_model_spec(model)  # a mistyped MODEL before torch imports
     from advisor.eval.tasks import get_task
     from advisor.files import check_writable

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advisor.errors import UserError, check_device_name
+from advisor.errors import UserError, check_device_name, no_cuda
 from advisor.hub import hub_reachable, network_errors
 from advisor.models import (
     BUNDLED_DIR,
@@ -202,7 +202,7 @@ def check_device(device: str | torch.device) -> torch.device:
     line."""
     dev = torch.device(check_device_name(str(device)))
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
+        raise no_cuda(str(device))
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise UserError(f"device '{device}' requested but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
