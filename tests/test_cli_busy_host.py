@@ -112,3 +112,20 @@ def test_a_canvas_past_memory_is_refused_first_and_alone(two_cores, monkeypatch,
                              "bytes, counted), more than the ", " available RAM (MemAvailable); give a smaller "
                              "--max-new-tokens")
     assert r.stderr.strip() == line and not r.stdout.strip() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [("trace", "bundled", "-o", "t.npz"), ("eval", "bundled", "--precision", "int8")],
+                         ids=lambda a: a[0])
+def test_the_checks_before_the_load_read_config_json_once(monkeypatch, tmp_path, args):
+    """eval's plan checks (with --precision) and trace's family check read the model's config.json, and the canvas
+    check (`refuse_canvas_past_memory`) read it again; it takes the config the command read now. No behaviour
+    change: the same refusal, one read."""
+    import advisor.models as models
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    reads: list[object] = []
+    read_config = models.read_config
+    monkeypatch.setattr(models, "read_config", lambda path: reads.append(path) or read_config(path))
+    r = advisor_entry(*args, "--max-new-tokens", "2147483647", cwd=tmp_path)
+    one_error_line(r, "--max-new-tokens 2147483647: bundled (llada_moe) decodes with forwards over the whole canvas")
+    assert len(reads) == 1, reads

@@ -199,18 +199,18 @@ def busy_host_note(threads: int) -> str:
             f"threads wait on each other; --threads {max(1, int(free))} can be many times faster")
 
 
-def refuse_canvas_past_memory(spec: str, new_tokens: int, device: Any) -> None:
+def refuse_canvas_past_memory(spec: str, config: dict[str, Any] | None, new_tokens: int, device: Any) -> None:
     """Refuse `--max-new-tokens new_tokens` for a model whose every forward (LLaDA-MoE) or last block's forwards
     (LLaDA2) run over the whole canvas, where that canvas's hidden states alone - new tokens x hidden size x the
     stored dtype's bytes (2 where none is stored), counted from config.json, a lower bound of what decoding holds -
     exceed `device`'s free memory. `trace --max-new-tokens 99999999` on the bundled model ran out of memory only
     after the busy-host and decoding notes (47.7 GiB for one allocation); called after `check_device` and before
-    `set_threads`, so the refusal comes first and alone. Other families (a KV cache, a canvas per block) pass."""
-    from advisor.models import dtype_name, family_of, spec_config
+    `set_threads`, so the refusal comes first and alone. Other families (a KV cache, a canvas per block) pass.
+    `config`: the model's `spec_config`, as the command read it for its other checks."""
+    from advisor.models import config_family, dtype_name
     from advisor.models.load import device_free_bytes
 
-    config = spec_config(spec)
-    family = family_of(str(config.get("model_type", ""))) if config is not None else None
+    family = config_family(config)
     if not new_tokens or config is None or family not in ("llada_moe", "llada2"):
         return
     hidden = config.get("hidden_size")

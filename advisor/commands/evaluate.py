@@ -117,7 +117,9 @@ def register(app: typer.Typer) -> None:
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
         check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads
         # a plan naming a MoE layer or expert the model lacks before torch and the load (13 s), config.json read once
-        if plan is not None and (config := spec_config(model)) is not None:
+        # (also for the canvas check below)
+        config = spec_config(model)
+        if plan is not None and config is not None:
             if (n_layers := moe_layer_count(config)) is not None:
                 plan.check_layers(n_layers)
             if (n_experts := moe_expert_count(config)) is not None:
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
         from advisor.models.load import check_device, load_model
 
         dev = check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
-        refuse_canvas_past_memory(model, max_new_tokens or 0, dev)  # before the notes too
+        refuse_canvas_past_memory(model, config, max_new_tokens or 0, dev)  # before the notes too
         set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
         from advisor.terminal import print_rich, print_wrapped  # no line ends in the space rich broke it at
 

@@ -23,7 +23,14 @@ from advisor.commands import (
     threads_option,
     user_path,
 )
-from advisor.models import DIFFUSION_FAMILIES, check_model_spec, check_weights, model_name, spec_family
+from advisor.models import (
+    DIFFUSION_FAMILIES,
+    check_model_spec,
+    check_weights,
+    config_family,
+    model_name,
+    spec_config,
+)
 from advisor.units import MAX_LENGTH, MAX_PROMPTS, count, dtype_format
 
 if TYPE_CHECKING:
@@ -120,7 +127,8 @@ def trace_cmd(
     from advisor.files import check_writable
 
     the_task = None if prompt else get_task(task, path=data)  # a bad --task or --data before torch
-    family = spec_family(model)  # known without torch for tiny:*, bundled, a local directory, a cached hub id
+    config = spec_config(model)  # known without torch for tiny:*, bundled, a local directory, a cached hub id
+    family = config_family(config)
     if family is not None:
         _refuse_denoising(model_name(model), family, steps, block_length)  # before torch and the load
     # before torch imports and the model decodes, not after; a missing directory (a typo) is refused, as
@@ -137,7 +145,7 @@ def trace_cmd(
 
     output = Path(output)  # read as text: '' was Path('.'), refused as "cannot write ." (a directory)
     dev = check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
-    refuse_canvas_past_memory(model, max_new_tokens, dev)  # before the notes, not after them
+    refuse_canvas_past_memory(model, config, max_new_tokens, dev)  # before the notes, not after them
     set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
     err = Console(stderr=True)

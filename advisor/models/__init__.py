@@ -8,8 +8,8 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `experts` - the seam every expert computes through; `tiny` - tiny random models of each family
 
 * `model_name(spec)` - the name a loaded model carries, known without torch (a study's default name)
-* `spec_family(spec)` - the family of a tiny:<family>, 'bundled', local directory or cached hub id, without torch
-* `spec_config(spec)` - that model's config.json settings, read without torch (None where none can be read)
+* `spec_config(spec)` - the config.json settings of a tiny:<family>, 'bundled', local directory or cached hub id,
+  read without torch (None where none can be read); `config_family(config)` - that model's family
 * `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
 * `spec_moe_layers(spec)` - `moe_layer_count` of a spec's `spec_config`
 * `moe_expert_count(config)` - the routed experts of each of those layers, read without torch (None: not known)
@@ -61,7 +61,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "spec_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
+                  "config_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
                   "check_weights",
                   "unavailable_offline"])
 
@@ -147,11 +147,10 @@ def family_of(model_type: str) -> str:
     return mt
 
 
-def spec_family(spec: str) -> str | None:
-    """The family of the model a checked spec (`check_model_spec`) names, known without torch (`spec_config`); None
-    where its config cannot be read (known, or refused, once the model loads). Lets a command refuse options the
-    family does not take (`trace --steps` for an autoregressive model) before seconds of imports and the load."""
-    config = spec_config(spec)
+def config_family(config: dict[str, Any] | None) -> str | None:
+    """The family of the model of config.json settings `config` (`spec_config`'s), known without torch; None where
+    its config cannot be read (known, or refused, once the model loads). Lets a command refuse options the family
+    does not take (`trace --steps` for an autoregressive model) before seconds of imports and the load."""
     return family_of(str(config["model_type"])) if config is not None else None
 
 
