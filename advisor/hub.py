@@ -4,7 +4,8 @@ huggingface_hub itself finds out by a metadata request with retries, and before 
 torch and transformers (4-7 s of CPU on the 2-core host, 10-40 s when it is busy): an offline machine waited
 that long to hear that a model is not in its cache. The model spec check (`advisor.models.check_model_spec`)
 and GSM8K's loader ask here first; standard library only (huggingface_hub's constants and its HTTP client's proxy
-rules, read lazily).
+rules, read lazily). An answer is kept for `KEPT_S`: the model loader, asking after the spec check and torch's
+imports, reuses the spec check's.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import importlib
 import os
 import socket
 import threading
+import time
 from urllib.parse import ParseResult, urlparse
 
 PROBE_S = 2.0
 """How long the probe waits for the hub's TCP handshake: a connected host answers in milliseconds."""
+KEPT_S = 120.0
+"""How long a probe's answer is reused for the same address (`hub_reachable`): past the seconds of imports
+between the spec check's probe and the loader's (10-40 s on a busy host), short of a long run's later turns."""
+_ANSWERS: dict[tuple[str, int, float], tuple[float, bool]] = {}
+"""(first hop's host, port, timeout) -> (when probed, by `time.monotonic`; whether it answered)."""
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 """The port of an address that names none, by its scheme: a proxy's (one of another scheme: 80, as an http://
@@ -49,10 +56,22 @@ def offline_set(*also: str) -> bool:
 
 def hub_reachable(timeout: float = PROBE_S, *also_offline: str) -> bool:
     """Whether the hub answers a TCP connect within `timeout` seconds; False at once in offline mode
-    (`offline_set`). The connect runs in a daemon thread, so a resolver that hangs cannot hold the caller longer."""
+    (`offline_set`). The connect runs in a daemon thread, so a resolver that hangs cannot hold the caller longer.
+    An answer for the same first hop within `KEPT_S` is reused: one probe per command, not the spec check's and
+    the loader's."""
     if offline_set(*also_offline):
         return False
     host, port, _ = _first_hop(urlparse(endpoint()))
+    key = (host, port, timeout)
+    if (kept := _ANSWERS.get(key)) is not None and time.monotonic() - kept[0] < KEPT_S:
+        return kept[1]
+    answer = _probe(host, port, timeout)
+    _ANSWERS[key] = (time.monotonic(), answer)
+    return answer
+
+
+def _probe(host: str, port: int, timeout: float) -> bool:
+    """One TCP connect to `host`:`port`, waited for at most `timeout` seconds."""
     result: list[bool] = []
 
     def probe() -> None:

@@ -314,6 +314,41 @@ def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_pa
         "directory")
 
 
+def test_an_uncached_hub_id_is_probed_once_per_command(tmp_path):
+    """The spec check probed the hub for an uncached id, and the loader probed it again after torch's imports
+    (a second TCP connect, up to 2 s more where the hub does not answer). The loader reuses the spec check's answer
+    now (`advisor.hub.KEPT_S`). Here a local 'hub' takes each connection and closes it: the probe's connect sends
+    nothing, the download's request does; the fetch fails in one line as before."""
+    import socket
+    import threading
+
+    hub = socket.create_server(("127.0.0.1", 0))
+    first_bytes: list[bytes] = []
+
+    def close_each() -> None:
+        while True:
+            try:
+                conn, _ = hub.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                first_bytes.append(conn.recv(200))
+            except OSError:
+                first_bytes.append(b"?")
+            conn.close()
+
+    threading.Thread(target=close_each, daemon=True).start()
+    env = _no_offline_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}")
+    p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    hub.close()
+    assert p.returncode == 2 and p.stderr.startswith("error: model some-org/m could not be fetched from the hub ("), \
+        p.stderr
+    assert len(p.stderr.splitlines()) == 1, p.stderr
+    assert first_bytes.count(b"") == 1 and any(first_bytes), first_bytes  # one probe, then the download's request
+
+
 @pytest.mark.parametrize(("variable", "port"), [("HTTPS_PROXY", "3l28"), ("ALL_PROXY", "3l28"), ("HTTPS_PROXY", "0"),
                                                ("https_proxy", "3l28"), ("all_proxy", "3l28")])
 def test_a_proxy_with_a_mistyped_port_is_refused_in_one_line_without_its_password(tmp_path, variable, port):
