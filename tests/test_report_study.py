@@ -368,7 +368,7 @@ def test_an_output_folder_inside_a_missing_folder_is_refused_as_an_output_file_i
     missing, while `report -o no/rep`, `pareto -o no/plots` and `profile --profiles-dir no/profiles` made `no/`
     without a word. The folder each names is still made (it is the output, or the profiles' store), the folders
     above it are not: one line, exit 2, nothing written; a folder in an existing one is made as before."""
-    from cli_helpers import advisor, one_error_line
+    from cli_helpers import advisor, advisor_in_process, one_error_line
 
     db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     storage = ["--storage", db] if args[0] != "profile" else []
@@ -379,8 +379,10 @@ def test_an_output_folder_inside_a_missing_folder_is_refused_as_an_output_file_i
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
     if args[0] == "report":
         return  # the report of a folder in an existing one: `report` fixture, and the tests above
-    r = advisor(*[a.replace("/no/", "/") for a in argv], cwd=tmp_path,
-                env={k: v.replace("/no/", "/") for k, v in environ.items()}, timeout=120)
+    # (made as before: a run that must succeed, through the CLI in this process - as a subprocess `profile` paid
+    # ~3 s of CPU importing torch again)
+    r = advisor_in_process(*[a.replace("/no/", "/") for a in argv], cwd=tmp_path,
+                           env={k: v.replace("{tmp}", str(tmp_path)).replace("/no/", "/") for k, v in env.items()})
     assert r.returncode == 0, r.stdout + r.stderr
     assert any((tmp_path / name).is_dir() for name in ("plots", "profiles")), list(tmp_path.iterdir())
 
