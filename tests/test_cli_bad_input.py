@@ -857,7 +857,7 @@ def test_another_data_file_is_measured_anew_and_refused_on_resume(tmp_path):
     (tmp_path / "b.jsonl").write_text("".join(sample[-3:]))
     (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [8]\n'
                                      '[objectives]\nh2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
-                                     '[evaluation]\ntask = "gsm8k"\nlimit = 3\ntrace_prompts = 1\nfidelity_prompts = 1\n'
+                                     '[evaluation]\ntask = "gsm8k"\nlimit = 1\ntrace_prompts = 1\nfidelity_prompts = 1\n'
                                      'max_new_tokens = 8\n')
     db = tmp_path / "s.db"
     for name in ("a", "b"):
