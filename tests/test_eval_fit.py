@@ -4,12 +4,11 @@ prompts of unequal length batched where the family's decoding allows it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import advisor_in_process
 
 from advisor.eval.run import encode_prompt, fit_to_positions, model_positions
 from advisor.eval.tasks import get_task
@@ -26,13 +25,15 @@ def toy_dir(tmp_path_factory):
     return tiny_toy_model_dir(tmp_path_factory.mktemp("fit"))
 
 
-def test_few_shot_prompts_drop_exemplars_to_fit_the_models_positions_said_once(toy_dir, tmp_path):
+def test_few_shot_prompts_drop_exemplars_to_fit_the_models_positions_said_once(toy_dir, tmp_path, monkeypatch):
+    """Through the CLI in this process (a subprocess paid ~5 s of CPU importing torch and transformers again),
+    with nothing said yet, as in a fresh process: a note is said once per process."""
+    from advisor.eval import notes
+
+    monkeypatch.setattr(notes, "_said", set())
     out = tmp_path / "r.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", "from advisor.cli import run; run()", "eval", str(toy_dir), "--task", "gsm8k",
-         "--data", str(DATA), "--limit", "3", "--max-new-tokens", "16", "--no-progress", "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
+    proc = advisor_in_process("eval", str(toy_dir), "--task", "gsm8k", "--data", str(DATA), "--limit", "3",
+                              "--max-new-tokens", "16", "--no-progress", "--json", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     notes = [ln for ln in proc.stderr.splitlines() if "dropped few-shot exemplars" in ln]
     assert len(notes) == 1 and "'s 256 positions (16 new tokens)" in notes[0]
