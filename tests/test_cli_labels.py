@@ -18,8 +18,10 @@ EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "a
 
 
 def advisor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=120)
+    """`advisor ARGS`, which must succeed, through the CLI in this process (`advisor_in_process`): what these tests
+    read is the printed labels, not the process (each subprocess paid ~1-3 s of CPU starting Python and the
+    CLI's imports, pareto's matplotlib). The refusals below stay fresh processes."""
+    r = advisor_in_process(*args, cwd=cwd)
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
