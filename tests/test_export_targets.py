@@ -13,7 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
-from cli_helpers import advisor_in_process, flat, said_lines
+from cli_helpers import advisor_entry, advisor_in_process, flat, said_lines
 from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 from torch import nn
 
@@ -184,9 +184,12 @@ def test_json_round_trip(tmp_path):
         load(bad)
 
 
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args], capture_output=True, text=True,
-                          env=env)
+def _cli(*args):
+    """`advisor ARGS` through the console entry point in this process (`advisor_entry`: a refusal is its one
+    `error:` line and exit 2, as in a process): what is checked is what the export and recommend print, not the
+    process (each subprocess paid ~1 s of CPU for Python and the CLI's imports; the import checks below start
+    their own)."""
+    return advisor_entry(*args, cwd=Path.cwd())
 
 
 def _export_hint(stdout: str) -> tuple[list[str], list[str]]:
