@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from cli_helpers import flat
+from cli_helpers import advisor_entry, flat
 from recommend_helpers import GiB, make_db, model_meta, point, standard_front
 
 from advisor.errors import UserError
@@ -106,23 +107,31 @@ def test_load_points_errors(tmp_path):
     assert len(load_points(f"{url}?mode=ro")) == 6
 
 
-def _cli(*args, cwd=None, env=None):
+def _process(*args):
+    """`advisor ARGS` in a fresh process, for the exit codes a shell sees."""
     return subprocess.run([sys.executable, "-c", "from advisor.cli import run; run()", *args],
-                          capture_output=True, text=True, cwd=cwd, env=env)
+                          capture_output=True, text=True)
+
+
+def _cli(*args, cwd=None):
+    """`advisor ARGS` through the console entry point in this process (`advisor_entry`: a refusal is still its
+    one `error:` line and exit 2): what these tests check is what recommend prints (a subprocess per call paid
+    ~1 s of CPU for Python and the CLI's imports)."""
+    return advisor_entry(*args, cwd=cwd or Path.cwd())
 
 
 def test_cli_json_and_exit_codes(tmp_path):
     url = make_db(tmp_path / "a.db", standard_front())
-    r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--json")
+    r = _process("recommend", "--storage", url, "--budget", "12GiB", "--max-accuracy-drop", "0.02", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["chosen"]["trial"] == 2 and d["chosen"]["sources"]["h2d_bytes_per_token"] == "counted"
     assert d["query"]["budget_bytes"] == 12 * GiB
-    r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.9")
+    r = _process("recommend", "--storage", url, "--budget", "1GiB", "--min-accuracy", "0.9")
     assert r.returncode == 1 and "more memory" in r.stdout
     for args, msg in [(("--budget", "12 potatoes"), "is not a size"), (("--gpu", "RTX 9999"), "unknown GPU"),
                       (("--storage", str(tmp_path / "nope.db")), "no advisor database")]:
-        r = _cli("recommend", "--storage", url, *args) if args[0] != "--storage" else _cli("recommend", *args)
+        r = _process("recommend", "--storage", url, *args) if args[0] != "--storage" else _process("recommend", *args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
