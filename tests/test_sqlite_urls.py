@@ -34,8 +34,10 @@ fidelity_prompts = 1
 
 
 def advisor(*args: str, cwd: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "advisor", *args], cwd=cwd, capture_output=True, text=True,
-                       timeout=600)
+    """`advisor ARGS`' stdout, a run that must succeed, through the CLI in this process (`advisor_in_process`): the
+    file each reads is what is checked (each subprocess paid ~1 s of CPU for Python and the CLI's imports). The
+    refusals, and the reads whose stderr must stay empty, run as processes below."""
+    r = cli_helpers.advisor_in_process(*args, cwd=cwd)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
 
