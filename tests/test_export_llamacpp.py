@@ -232,13 +232,11 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
     """`./run.sh -p PROMPT`, as a user runs it, aborted in llama-diffusion-cli: neither --diffusion-block-length nor
     --diffusion-eps has a default there. The script now passes the study's block length (8 in the example study)
     and its 8 steps per block over llama.cpp's default -ub 512 (64 blocks: 512 steps); flags after it still win."""
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
-                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp", "-o", str(tmp_path / "run.sh")],
-                       capture_output=True, text=True, cwd=root)
+    r = advisor_in_process("export", "bundled-example", "129", "--storage", str(root / "studies/example/advisor.db"),
+                           "--to", "llama.cpp", "-o", str(tmp_path / "run.sh"), cwd=root)
     assert r.returncode == 0, r.stderr
     script = (tmp_path / "run.sh").read_text()
     assert "--diffusion-block-length 8" in script and "--diffusion-steps 512" in script
@@ -268,11 +266,9 @@ def short_generation_study(tmp_path_factory):
 def test_the_exported_block_length_is_the_one_the_study_decoded(short_generation_study, tmp_path):
     """The script said "decoding: the study's, block length 8" for a study whose blocks were cut to its 6-token
     generation: the block length the tuner really decoded is stored and exported."""
-    import sys
 
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-toy-s", "0", "--storage", "s.db", "--to",
-                        "llama.cpp", "-o", str(tmp_path / "run.sh")], capture_output=True, text=True,
-                       cwd=short_generation_study)
+    r = advisor_in_process("export", "bundled-toy-s", "0", "--storage", "s.db", "--to", "llama.cpp", "-o",
+                           str(tmp_path / "run.sh"), cwd=short_generation_study)
     assert r.returncode == 0, r.stderr
     script = (tmp_path / "run.sh").read_text()
     assert "--diffusion-block-length 6" in script and "block length 6, 16 steps per block" in script
@@ -283,11 +279,9 @@ def test_a_block_length_that_does_not_divide_512_still_runs_with_the_studys_step
     """llama-diffusion-cli asserts -ub % block length == 0 (diffusion.cpp), and -ub is 512 unless given: the
     6-token blocks of this study aborted it. The script now passes -ub 516 (86 blocks of 6) and 16 steps per
     block, the study's, as 1376 --diffusion-steps."""
-    import sys
 
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-toy-s", "0", "--storage", "s.db", "--to",
-                        "llama.cpp", "-o", str(tmp_path / "run.sh")], capture_output=True, text=True,
-                       cwd=short_generation_study)
+    r = advisor_in_process("export", "bundled-toy-s", "0", "--storage", "s.db", "--to", "llama.cpp", "-o",
+                           str(tmp_path / "run.sh"), cwd=short_generation_study)
     assert r.returncode == 0, r.stderr
     env = _fake_llama_cpp_env(tmp_path)
     run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
@@ -301,13 +295,12 @@ def test_a_block_longer_than_1536_tokens_passes_a_batch_that_holds_the_whole_seq
     longer than 1536 tokens that passes llama.cpp's default -b 2048, at which llama_context caps the ubatch, and
     llama-diffusion-cli failed ("get_sub_batch: failed to add token 1 at index 2048", run with llama.cpp as built
     from llama-cpp-python 0.3.36: -ub 2560 -b 2560 generates). The script passes -b as large as -ub."""
-    import sys
 
     p = point("s", 1, "int8", 4, acc=0.9, h2d=1e6, peak_gib=1, meta=model_meta("llada_moe"))
     p.config["decoding"] = {"block_length": 2560, "steps_per_block": 4}
     url = make_db(tmp_path / "a.db", [p])
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "s", "1", "--storage", url, "--to", "llama.cpp",
-                        "-o", str(tmp_path / "run.sh")], capture_output=True, text=True, cwd=tmp_path)
+    r = advisor_in_process("export", "s", "1", "--storage", url, "--to", "llama.cpp", "-o", str(tmp_path / "run.sh"),
+                           cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
                          cwd=tmp_path, env=_fake_llama_cpp_env(tmp_path))
@@ -321,15 +314,14 @@ def test_the_exported_diffusion_script_places_experts_by_what_llama_diffusion_cl
     script now places whole blocks by -ngl: the blocks llama-diffusion-cli puts on the GPU are the ones the export
     states, and their experts fit the tuned cache's bytes."""
     import json
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    base = [sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
-            str(root / "studies/example/advisor.db"), "--to", "llama.cpp"]
-    r = subprocess.run([*base, "-o", str(tmp_path / "run.sh")], capture_output=True, text=True, cwd=root)
+    base = ["export", "bundled-example", "129", "--storage", str(root / "studies/example/advisor.db"), "--to",
+            "llama.cpp"]
+    r = advisor_in_process(*base, "-o", str(tmp_path / "run.sh"), cwd=root)
     assert r.returncode == 0, r.stderr
-    data = json.loads(subprocess.run([*base, "--json"], capture_output=True, text=True, cwd=root).stdout)
+    data = json.loads(advisor_in_process(*base, "--json", cwd=root).stdout)
     env = {**_fake_llama_cpp_env(tmp_path, FAKE_DIFFUSION_PLACEMENT), "N_LAYER": "4"}
     run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
                          cwd=tmp_path, env=env)
@@ -384,13 +376,11 @@ def test_the_diffusion_script_says_llama_diffusion_cli_samples_where_the_study_d
     """LLaDA-MoE studies decode greedily with low-confidence remasking (temperature 0); llama-diffusion-cli draws
     each token from a top-k/top-p/temp/dist chain (diffusion.cpp) with --temp 0.8 by default, so the script's
     "decoding: the study's" was not the study's token choice: a note says what differs and what --top-k 1 does."""
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
-                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp"], capture_output=True, text=True,
-                       cwd=root)
+    r = advisor_in_process("export", "bundled-example", "129", "--storage", str(root / "studies/example/advisor.db"),
+                           "--to", "llama.cpp", cwd=root)
     assert r.returncode == 0, r.stderr
     assert "note: the study decoded greedily" in flat(r.stderr) and "defaults --temp 0.8 --top-k 40 --top-p 0.95" in flat(r.stderr)
     assert "# note: the study decoded greedily" in r.stdout
@@ -403,13 +393,11 @@ def test_the_diffusion_scripts_ngl_says_it_counts_the_output_layer():
     """`-ngl 2` beside "the last 1 of 4 MoE blocks on the GPU" (and `-ngl 1` beside "none of them") read as a
     contradiction: llama.cpp counts the output layer among the -ngl layers, which nothing printed said. The note
     and the script's placement line say what the number holds."""
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
-                        str(root / "studies/example/advisor.db"), "--to", "llama.cpp"],
-                       capture_output=True, text=True, cwd=root)
+    r = advisor_in_process("export", "bundled-example", "129", "--storage", str(root / "studies/example/advisor.db"),
+                           "--to", "llama.cpp", cwd=root)
     assert r.returncode == 0, r.stderr
     said = "-ngl 2 (llama.cpp counts the output layer among them: the output layer and the last 1 block; the last 1"
     assert said in flat(r.stderr)
