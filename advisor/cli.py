@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from typing import Any
 
 import typer
 import typer.core
@@ -30,6 +31,35 @@ class _FlagsTakeNoValue:
             if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""
         return params
+
+
+    def format_help(self, ctx: typer.Context, formatter: typer._click.HelpFormatter) -> None:
+        _fold_long_help_words()
+        super().format_help(ctx, formatter)  # type: ignore[misc]
+
+
+def _fold_long_help_words() -> None:
+    """`--help` breaks an option's name or a word of its description that is longer than its column over lines,
+    as typer's own type column does (`overflow="fold"`), rather than rich's table default, which cut it: at 80
+    columns `tune --help` showed `[default: sqlite:///studies/adv…` and `eval --help` `'layers=0-1:int8,2…`, at
+    60 `--profiles-…`. Patched when help is shown, so no other command imports typer's help renderer."""
+    from rich.text import Text
+    from typer import rich_utils
+
+    def folding(make: Any) -> Any:
+        def folded(*args: Any, **kwargs: Any) -> Any:
+            shown = make(*args, **kwargs)
+            for item in [shown, *getattr(shown, "renderables", [])]:  # a Text, or a description's Columns
+                if isinstance(item, Text):
+                    item.overflow = "fold"
+            return shown
+
+        folded.folds = True  # type: ignore[attr-defined]
+        return folded
+
+    for name in ("_get_parameter_help", "highlighter", "negative_highlighter"):
+        if not getattr(getattr(rich_utils, name), "folds", False):
+            setattr(rich_utils, name, folding(getattr(rich_utils, name)))
 
 
 class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):

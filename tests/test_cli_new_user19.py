@@ -1,0 +1,34 @@
+"""New user 19's findings, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import re
+
+from tests.cli_helpers import advisor_in_process
+
+
+def _cells(help_text: str) -> str:
+    """`--help`'s text without its box drawing and whitespace: a word folded over lines reads whole again."""
+    return re.sub(r"[\s│╭╮╰╯─]", "", help_text)
+
+
+def test_help_folds_a_long_word_at_80_columns_rather_than_cutting_it(tmp_path):
+    """At 80 columns rich cut a help word longer than its column: `tune --help` showed `[default:
+    sqlite:///studies/adv…` (the default database, its bracket lost) and `benchmarks/search_eff…`, `eval --help`
+    `'layers=0-1:int8,2…`; at 60 the option names themselves (`--profiles-…`, `--max-new-t…`). Such a word is
+    folded over lines now, as typer's type column already was: nothing is cut, nothing passes the width."""
+    for width, command, whole in [("80", "tune", "[default:sqlite:///studies/advisor.db]"),
+                                  ("80", "tune", "benchmarks/search_efficiency.py)"),
+                                  ("80", "eval", "'layers=0-1:int8,2-3:int4'"), ("60", "tune", None)]:
+        r = advisor_in_process(command, "--help", cwd=tmp_path, env={"COLUMNS": width})
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "…" not in r.stdout, (width, command, r.stdout)
+        assert max(map(len, r.stdout.splitlines())) <= int(width), r.stdout
+        if whole:
+            assert whole in _cells(r.stdout), (whole, r.stdout)
+        else:  # an option's name folded in its own column: '--profiles-d' over 'ir'
+            lines = r.stdout.splitlines()
+            at = next(i for i, ln in enumerate(lines) if "--profiles" in ln)
+            column = lines[at].index("--profiles")
+            name = lines[at][column:].split()[0] + lines[at + 1][column:].split()[0]
+            assert name == "--profiles-dir", r.stdout
