@@ -32,3 +32,18 @@ def test_help_folds_a_long_word_at_80_columns_rather_than_cutting_it(tmp_path):
             column = lines[at].index("--profiles")
             name = lines[at][column:].split()[0] + lines[at + 1][column:].split()[0]
             assert name == "--profiles-dir", r.stdout
+
+
+def test_profile_refusing_its_store_names_the_option_that_moves_it(tmp_path):
+    """`advisor profile --cpu` where its store takes no files (a read-only working directory, /proc) said '...;
+    give another path' - given where? Every other output's refusal names its option (`give -o/--output another
+    path`). It now names the one that sets the store: --profiles-dir, or $ADVISOR_PROFILES_DIR when that set it."""
+    import os
+
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    r = advisor_entry("profile", "--cpu", "--profiles-dir", "/proc/advisor-profiles", cwd=tmp_path)
+    assert one_error_line(r, "/proc does not take files").endswith("; give --profiles-dir another path"), r.stderr
+    r = advisor_entry("profile", "--cpu", cwd=tmp_path, env={**os.environ, "ADVISOR_PROFILES_DIR": "/proc/p"})
+    assert one_error_line(r, "/proc does not take files").endswith("; give $ADVISOR_PROFILES_DIR another path")
+    assert list(tmp_path.iterdir()) == []
