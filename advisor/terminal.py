@@ -50,6 +50,7 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
     if table.title:
         print_wrapped(console, str(table.title), 2)
     width = max(20, console.width)
+    between = _item_separator(console)
     for heading, items in records:
         console.print(Text(heading, style="bold"), soft_wrap=True)
         line = "   "
@@ -58,11 +59,22 @@ def print_fitted(console: Console, table: Table, records: Sequence[Record], *, w
             if len(line) > 3 and cell_len(line) + 3 + cell_len(item) > width:
                 console.print(Text(line.rstrip()), soft_wrap=True)
                 line = "   "
-            line += ("" if len(line) == 3 else " · ") + item
+            line += ("" if len(line) == 3 else between) + item
         if len(line) > 3:
             console.print(Text(line), soft_wrap=True)
     if table.caption:
         print_wrapped(console, str(table.caption))
+
+
+def _item_separator(console: Console) -> str:
+    """What separates a block's items: a middle dot, or ' | ' where the output's encoding has none (ASCII: a C
+    locale with PYTHONUTF8=0), where the dot was a UnicodeEncodeError traceback - `tune`'s after its trials ran;
+    rich's own tables fall back to ASCII there."""
+    try:
+        " · ".encode(console.encoding)
+    except (UnicodeEncodeError, LookupError):
+        return " | "
+    return " · "
 
 
 def print_table(console: Console, table: Table, *, crop: bool = True) -> None:

@@ -47,3 +47,21 @@ def test_profile_refusing_its_store_names_the_option_that_moves_it(tmp_path):
     r = advisor_entry("profile", "--cpu", cwd=tmp_path, env={**os.environ, "ADVISOR_PROFILES_DIR": "/proc/p"})
     assert one_error_line(r, "/proc does not take files").endswith("; give $ADVISOR_PROFILES_DIR another path")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_blocks_print_in_an_ascii_locale(tmp_path):
+    """With an ASCII stdout (a C locale with PYTHONUTF8=0) the blocks of `studies`, `pareto` and `tune`'s front
+    were a UnicodeEncodeError traceback at their first ' · ' (tune's after every trial had run); rich's own tables
+    fall back to ASCII there. Their items are separated by ' | ' where the dot cannot be written."""
+    import os
+    from pathlib import Path
+
+    from tests.cli_helpers import advisor
+
+    db = str(Path(__file__).resolve().parents[1] / "studies/example/advisor.db")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "COLUMNS": "80"}
+    r = advisor("studies", "--storage", db, cwd=tmp_path, env=env, timeout=120)  # pareto's and tune's blocks alike
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert " | " in r.stdout and r.stdout.isascii(), r.stdout
+    r = advisor("studies", "--storage", db, cwd=tmp_path, env={**env, "PYTHONIOENCODING": "utf-8"}, timeout=120)
+    assert " · " in r.stdout and " | " not in r.stdout, r.stdout  # where the dot can be written, it is
