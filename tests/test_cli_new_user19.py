@@ -65,3 +65,20 @@ def test_blocks_print_in_an_ascii_locale(tmp_path):
     assert " | " in r.stdout and r.stdout.isascii(), r.stdout
     r = advisor("studies", "--storage", db, cwd=tmp_path, env={**env, "PYTHONIOENCODING": "utf-8"}, timeout=120)
     assert " · " in r.stdout and " | " not in r.stdout, r.stdout  # where the dot can be written, it is
+
+
+def test_tune_with_a_cpu_profile_says_what_budget_to_give(tmp_path):
+    """`tune --gpu HOST` with a `profile --cpu` profile ended its note mid-phrase: '... so the budget is not it; give
+    --budget for the GPU's' (the GPU's what?). It now says '... give --budget with the GPU's memory'."""
+    from tests.cli_helpers import flat
+
+    pp = tmp_path / "pp"
+    r = advisor_in_process("profile", "--cpu", "--repeats", "1", "--profiles-dir", str(pp), "--name", "myhost",
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--gpu", "myhost",
+                           "--storage", "s.db", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": str(pp)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is this host's RAM, not GPU memory, so the budget is not it; give --budget with the GPU's memory" \
+        in flat(r.stdout), r.stdout
+    assert [ln for ln in r.stdout.splitlines() if "GPU's" in ln][-1].endswith("GPU's memory"), r.stdout  # its end

@@ -632,7 +632,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             console.print(f"note: --gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
                           f"GPU): its link and CPU expert times price the study, but its "
                           f"{format_bytes(profile.memory_bytes, BUDGET_DIGITS)} is this host's RAM, not GPU memory, so the budget is "
-                          "not it; give --budget for the GPU's", markup=False)
+                          "not it; give --budget with the GPU's memory", markup=False)
         if getattr(backend, "offloaded", False):
             console.print(f"loading: {_load_note(backend.loaded, budget_bytes)}\n{backend.store_note()}", markup=False)
         elif (tiny := getattr(backend, "loaded", None)) is not None and tiny.name.startswith("tiny:") and (
