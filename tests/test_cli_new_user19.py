@@ -82,3 +82,22 @@ def test_tune_with_a_cpu_profile_says_what_budget_to_give(tmp_path):
     assert "is this host's RAM, not GPU memory, so the budget is not it; give --budget with the GPU's memory" \
         in flat(r.stdout), r.stdout
     assert [ln for ln in r.stdout.splitlines() if "GPU's" in ln][-1].endswith("GPU's memory"), r.stdout  # its end
+
+
+def test_simulate_prints_blocks_where_its_table_does_not_fit(tmp_path):
+    """`advisor simulate` printed its table whatever the width, and rich cropped it at the terminal's edge: at 60
+    columns the `CPU tokens` and `vs Belady` columns were gone and headers read `tran…`, `mis…`, without a word (at
+    80, a trace's counts of millions of look-ups would do the same). Where the table does not fit, each policy is
+    now a block of its values, as `studies`, `pareto` and `quant-report` print theirs."""
+    r = advisor_in_process("trace", "tiny:llada_moe", "--limit", "1", "--threads", "1", "-o", "t.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = advisor_in_process("simulate", "t.npz", "--policy", "lru,tide", cwd=tmp_path, env={"COLUMNS": "60"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "…" not in r.stdout and max(map(len, lines)) <= 60, r.stdout
+    for policy in ("lru", "tide (tau 4)", "belady (bound)"):
+        block = " ".join(lines[lines.index(policy) + 1:lines.index(policy) + 4])
+        for label in ("hits", "misses", "hit rate", "H2D per token", "transfer ms/token", "CPU tokens", "vs Belady"):
+            assert f"{label} " in block, (label, r.stdout)
+    wide = advisor_in_process("simulate", "t.npz", "--policy", "lru,tide", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert wide.returncode == 0 and "┃ hits ┃" in wide.stdout, wide.stdout  # where it fits: the table, as before

@@ -276,16 +276,20 @@ def simulate_cmd(
         out.append({**st.to_dict(n_tokens=tokens or None), "policy": name, "vs_belady_hit_rate": ratio,
                     **({"tau": tau} if name == "tide" else {})})
     unit = ("per token", "ms/token") if tokens else ("in total", "ms total")
-    for i, col in enumerate(("policy", "hits", "misses", "hit\nrate", f"H2D\n{unit[0]}", f"transfer\n{unit[1]}",
-                             "CPU\ntokens", "vs\nBelady")):  # a value is never cut: at 80 columns it fits
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True,
-                         min_width=max(len(row[i]) for row in cells))
+    headers = ("policy", "hits", "misses", "hit\nrate", f"H2D\n{unit[0]}", f"transfer\n{unit[1]}", "CPU\ntokens",
+               "vs\nBelady")
+    for i, col in enumerate(headers):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
     for row in cells:
         table.add_row(*row)
-    from advisor.terminal import print_rich, print_table, print_wrapped
+    from advisor.terminal import print_fitted, print_rich, print_wrapped
 
     console = Console()
-    print_table(console, table)  # its title unpadded: `console.print` filled it to the table's width with spaces
+    # the table where it fits, else one block per policy: a trace's counts (millions of look-ups) or a narrow
+    # terminal made rich crop the table's right columns (vs Belady, CPU tokens) at the edge, without a word
+    print_fitted(console, table, [(row[0], [(" ".join(h.split()), v) for h, v in zip(headers[1:], row[1:],
+                                                                                       strict=True)])
+                                  for row in cells])
     from advisor.hardware.profiles import DEFAULT_PROFILE
 
     link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
