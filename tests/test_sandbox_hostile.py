@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,7 +113,8 @@ def test_refused_namespaces_fall_back_with_one_line_naming_the_weaker_isolation(
             assert out.stdout.split() == ["passed", "failed"]
         else:
             assert "pass@1: 50.0%" in out.stdout, out.stdout
-        notes = [ln for ln in out.stderr.splitlines() if "no-capabilities" in ln]
+        # one note, wrapped at the terminal's width: its lines joined
+        notes = [" ".join(n.split()) for n in re.split(r"\n(?=\S)", out.stderr) if "no-capabilities" in n]
         assert len(notes) == 1, out.stderr
         assert notes[0].startswith("note: sandbox: none,no-capabilities (no private read-only filesystem (the kernel "
                                    "refused namespaces"), notes[0]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 _said: set[str] = set()
 
 
 def note_once(message: str) -> None:
-    """Write `message` to stderr the first time it comes up in this process."""
+    """Write `message` to stderr the first time it comes up in this process, wrapped at the terminal's width (80
+    piped) under a 2-column indent, as the busy-host note beside it: printed whole, `eval --task gsm8k`'s note on
+    prompts past the model's positions ran to 150 columns."""
     if message not in _said:
         _said.add(message)
-        print(message, file=sys.stderr, flush=True)
+        from rich.console import Console
+
+        from advisor.terminal import print_wrapped
+
+        print_wrapped(Console(stderr=True), message, 2)
