@@ -117,3 +117,17 @@ def test_eval_notes_on_long_prompts_wrap_at_80_columns(tmp_path):
     assert "still exceed bundled's 256 positions (256 new tokens); the model runs past" in flat(r.stderr), r.stderr
     assert max(map(len, r.stderr.splitlines())) <= 80, r.stderr
     assert not [ln for ln in r.stderr.splitlines() if ln.endswith(" ")], r.stderr
+
+
+def test_profile_line_on_the_cpu_times_it_kept_wraps_at_80_columns(tmp_path):
+    """`advisor profile --cpu` over a profile with CPU expert times said 'kept the CPU expert times of the profile
+    this replaces (8x8: measured:wall-clock(...))' on one line of 220 columns, under figures that wrap at the
+    terminal's width. It wraps as they do now."""
+    from tests.cli_helpers import flat
+
+    base = ("profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--name", "h")
+    assert advisor_in_process(*base, "--expert-shape", "8x8", cwd=tmp_path).returncode == 0
+    r = advisor_in_process(*base, cwd=tmp_path, env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kept the CPU expert times of the profile this replaces (8x8: measured:wall-clock(" in flat(r.stdout)
+    assert max(map(len, r.stdout.splitlines())) <= 80, r.stdout

@@ -218,10 +218,10 @@ def register(app: typer.Typer) -> None:
                 cells = ", ".join(f"{f} {r[0][1]:.3g}/{r[-1][1]:.3g}" for f, r in row.items())
                 print_wrapped(console, f"CPU expert {key}: ms at 1/{row['bf16'][-1][0]} tokens: {cells} [{cp.source}]", 4)
             print_wrapped(console, f"CPU: {prof.cpu_experts.get('host', 'not recorded')}", 4)
-        if kept:
-            typer.echo(kept)
+        if kept:  # what became of the profile's earlier CPU expert times: a paragraph, wrapped as the lines above
+            print_wrapped(console, kept, 4)
         if contention:
-            typer.echo(f"note: {contention}", err=True)
+            print_wrapped(Console(stderr=True), f"note: {contention}", 2)
         typer.echo(f"saved {path}")
 
 
