@@ -131,3 +131,22 @@ def test_profile_line_on_the_cpu_times_it_kept_wraps_at_80_columns(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "kept the CPU expert times of the profile this replaces (8x8: measured:wall-clock(" in flat(r.stdout)
     assert max(map(len, r.stdout.splitlines())) <= 80, r.stdout
+
+
+def test_the_note_on_a_skipped_broken_profile_wraps_at_80_columns(tmp_path):
+    """`advisor recommend --gpu H100` beside a broken file in the profiles folder said 'note: skipped broken
+    hardware profile(s) ... (not 'H100'; `advisor profile --list` says what is wrong)' on one line of 127 columns
+    (more with a longer folder), where recommend's other lines wrap at the terminal's width; it wraps now."""
+    from pathlib import Path
+
+    from tests.cli_helpers import advisor_entry, flat
+
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "broken.json").write_text('{"name": 3}')
+    db = str(Path(__file__).resolve().parents[1] / "studies/example/advisor.db")
+    r = advisor_entry("recommend", "--storage", db, "--gpu", "H100", "--profiles-dir", "profiles", cwd=tmp_path,
+                      env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "note: skipped broken hardware profile(s) profiles/broken.json (not 'H100'; `advisor profile --list " \
+           "--profiles-dir profiles` says what is wrong)" in flat(r.stderr), r.stderr
+    assert max(map(len, r.stderr.splitlines())) <= 80, r.stderr

@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shlex
-import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,9 +444,14 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     for _path, stored, err in broken:  # a broken profile of this GPU: its figures cannot be used nor skipped
         if _split(stored)[0] == key:
             raise err
-    if broken:  # others' broken files do not block this GPU, but are said
-        print(f"note: skipped broken hardware profile(s) {', '.join(str(p) for p, _, _ in broken)} (not "
-              f"{name!r}; `advisor profile --list{folder}` says what is wrong)", file=sys.stderr, flush=True)
+    if broken:  # others' broken files do not block this GPU, but are said, wrapped at the terminal's width
+        from rich.console import Console
+
+        from advisor.terminal import print_wrapped
+
+        print_wrapped(Console(stderr=True), f"note: skipped broken hardware profile(s) "
+                                            f"{', '.join(str(p) for p, _, _ in broken)} (not {name!r}; `advisor "
+                                            f"profile --list{folder}` says what is wrong)", 2)
     measured = _matches(name, good)
     if measured:
         return measured[-1]
