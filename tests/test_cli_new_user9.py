@@ -98,7 +98,7 @@ def test_report_says_a_memory_above_the_studys_budget_is_answered_within_it(budg
     r = invoke("report", "b", "--storage", url, "--memory", "50%,100%", "--block-lengths", "", "-o",
                str(tmp_path / "r"))
     assert r.exit_code == 0, r.output
-    note = ("--memory 100% (138.8 KiB) is above the study's budget of 114.8 KiB: no trial was tuned with more memory, "
+    note = ("--memory 100% (138.75 KiB) is above the study's budget of 114.75 KiB: no trial was tuned with more memory, "
             "so the answer there is the study's best within its budget, not what that memory would hold")
     assert f"note: {note}" in " ".join(r.stderr.split()), r.stderr
     assert f"**Note:** {note}" in (tmp_path / "r" / "report.md").read_text()

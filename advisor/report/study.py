@@ -240,16 +240,18 @@ def above_budget_notes(data: Any, memories: list[tuple[str, float]]) -> list[str
     (a study keeps to its budget: `tune --budgets` refuses such a value), so its answer is the study's best within
     its own budget - `--memory 80%` of a study tuned at 50% showed bf16 with the 8 slots 50% holds as the answer
     at 80%, without a word."""
-    from advisor.units import format_bytes
+    from advisor.units import BUDGET_DIGITS, format_bytes
 
     budget = data.setting("budget_bytes")
     if not budget:
         return []
-    over = [f"{label} ({format_bytes(mem)})" for label, mem in memories if mem > float(budget) + 0.5]
+    # at a budget's 2 decimals, as the report's reference memory and every other command name them (it said the
+    # study's budget of 4.3 MiB, which `studies` and `tune` call 4.34 MiB, beside a reference memory of 93.13 GiB)
+    over = [f"{label} ({format_bytes(mem, BUDGET_DIGITS)})" for label, mem in memories if mem > float(budget) + 0.5]
     if not over:
         return []
     return [f"--memory {', '.join(over)} {'is' if len(over) == 1 else 'are'} above the study's budget of "
-            f"{format_bytes(float(budget))}: no trial was tuned with more memory, so the answer there is the study's "
+            f"{format_bytes(float(budget), BUDGET_DIGITS)}: no trial was tuned with more memory, so the answer there is the study's "
             "best within its budget, not what that memory would hold; tune a study at it (`advisor tune --budget`, "
             "`--budgets`) to answer it"]
 
