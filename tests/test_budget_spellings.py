@@ -68,5 +68,5 @@ def test_report_finds_the_budgets_rows_under_another_spelling(study, tmp_path):
             if ln.startswith("| 90.50KiB |") and "-style" in ln]
     assert [ln.split(" | ")[1] for ln in rows] == ["Mixtral-offloading-style", "Fiddler-style", "TIDE-style",
                                                    "llama.cpp-style"], rows
-    assert all(ln.endswith("| over budget: not queued, counts 90.8 KiB > 90.50KiB (90.5 KiB); with no expert on the "
+    assert all(ln.endswith("| over budget: not queued, counts 90.75 KiB > 90.50KiB (90.50 KiB); with no expert on the "
                            "GPU it cannot fit there at all |") for ln in rows), rows

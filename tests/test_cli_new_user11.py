@@ -52,7 +52,7 @@ def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_p
     shutil.copy(Path(__file__).parent.parent / "studies" / "example" / "advisor.db", db)
     out = tmp_path / "rep"
     r = advisor("report", "bundled-example", "--storage", str(db), "--memory", "1KiB", "-o", str(out), cwd=tmp_path)
-    line = one_error_line(r, "--memory 1KiB (1.0 KiB): no stored trial fits it",
+    line = one_error_line(r, "--memory 1KiB (1.00 KiB): no stored trial fits it",
                           "the least peak GPU memory among the study's trials is")
     assert "loading the study's model" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert not out.exists()

@@ -76,7 +76,7 @@ def test_report_says_a_baseline_not_queued_at_a_budget_is_over_it(budgets_study,
     assert r.exit_code == 0, r.output
     rows = [ln for ln in (tmp_path / "r" / "report.md").read_text().splitlines() if ln.startswith("| 90.5KiB |")
             and "-style" in ln]
-    note = ("over budget: not queued, counts 90.8 KiB > 90.5KiB (90.5 KiB); with no expert on the GPU it cannot fit "
+    note = ("over budget: not queued, counts 90.75 KiB > 90.5KiB (90.50 KiB); with no expert on the GPU it cannot fit "
             "there at all")
     assert [ln.split(" | ")[1] for ln in rows] == ["Mixtral-offloading-style", "Fiddler-style", "TIDE-style",
                                                    "llama.cpp-style"], rows

@@ -57,10 +57,10 @@ def test_a_baseline_over_its_budget_says_so_and_shows_no_placeholder_accuracy():
     assert list(by) == ["Mixtral-offloading-style", "Fiddler-style", "llama.cpp-style"], rows
     assert all(r.trial is None and r.accuracy is None and r.h2d_bytes_per_token is None for r in rows), rows
     assert by["Mixtral-offloading-style"].note == (
-        "over budget: trial #16 needs 2.4 MiB (staging buffers counted) > 1.5MiB (1.5 MiB); with no expert on the "
+        "over budget: trial #16 needs 2.44 MiB (staging buffers counted) > 1.5MiB (1.50 MiB); with no expert on the "
         "GPU it cannot fit there at all")
     assert by["llama.cpp-style"].note == by["Fiddler-style"].note == (
-        "over budget: trial #17 needs 1.7 MiB > 1.5MiB (1.5 MiB); with no expert on the GPU it cannot fit there at all")
+        "over budget: trial #17 needs 1.69 MiB > 1.5MiB (1.50 MiB); with no expert on the GPU it cannot fit there at all")
     # where it fits, its values
     assert [r.trial for r in baseline_rows([none], "1.5MiB", Reference(3e6, 2.6, None, "test"), {}, 2 * MIB)] == [
         17, 17]

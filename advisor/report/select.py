@@ -264,7 +264,7 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
     `budget` because it cannot fit there at all (`not_queued`: the study's `baseline_trials.NOT_QUEUED`)."""
     from advisor.baselines import BASELINES, NO_CACHE, baseline_keys
     from advisor.tune.budget import budget_key
-    from advisor.units import format_bytes
+    from advisor.units import BUDGET_DIGITS, format_bytes
 
     at = budget_key(budget)  # the tune's spelling of it need not be this one ("90.5KiB" here, "90.5 KiB" there)
     unqueued = {d.get("baseline"): d for d in not_queued or () if budget_key(str(d.get("budget"))) == at}
@@ -282,9 +282,10 @@ def baseline_rows(trials: Sequence[TrialRecord], budget: str, reference: Referen
             rows.append(HeadlineRow(uniform_precision(least) or "fp16", strategy=b.label,
                                     note=over_budget_note(least, budget, memory)))
         elif not stored and (d := unqueued.get(b.name)) is not None:
-            limit = format_bytes(memory if memory is not None else d.get("budget_bytes"))
+            limit = format_bytes(memory if memory is not None else d.get("budget_bytes"), BUDGET_DIGITS)
             rows.append(HeadlineRow(str(d.get("format") or "fp16"), strategy=b.label, note=(
-                f"over budget: not queued, counts {format_bytes(d.get('peak_bytes'))} > {budget} ({limit}); with no "
+                f"over budget: not queued, counts {format_bytes(d.get('peak_bytes'), BUDGET_DIGITS)} > {budget} "
+                f"({limit}); with no "
                 "expert on the GPU it cannot fit there at all")))
         if runs:
             best = min(runs, key=rank)
@@ -303,12 +304,13 @@ def over_budget_note(t: TrialRecord, budget: str, memory: float | None) -> str:
     no expert on the GPU, whatever its policy, it cannot fit there at all (e.g. an offloaded model's no-cache
     baseline: its copies need staging buffers). Its stored values are not shown (over the study's budget they are
     placeholders, not measured)."""
-    from advisor.units import format_bytes
+    from advisor.units import BUDGET_DIGITS, format_bytes
 
+    # at a budget's 2 decimals, as `tune --budgets` names the same bytes ('counts 90.75 KiB' at '90.50 KiB')
     peak = t.values.get("peak_gpu_bytes")
-    need = f"needs {format_bytes(peak)}" if peak is not None else "does not fit"
+    need = f"needs {format_bytes(peak, BUDGET_DIGITS)}" if peak is not None else "does not fit"
     staging = " (staging buffers counted)" if "staging" in str(t.sources.get("peak_gpu_bytes", "")) else ""
-    limit = f"{budget} ({format_bytes(memory)})" if memory is not None else budget
+    limit = f"{budget} ({format_bytes(memory, BUDGET_DIGITS)})" if memory is not None else budget
     slots = t.config.get("slots_per_layer")
     none = isinstance(slots, list) and bool(slots) and not any(slots)
     return (f"over budget: trial #{t.number} {need}{staging} > {limit}"

@@ -223,13 +223,13 @@ def build_report(
 def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
     """`UserError` when no `--memory` value holds any stored trial: every row of the report would say "no trial
     fits" (`--memory 1KiB` wrote such a report after a minute of tracing), so say what the least one needs."""
-    from advisor.units import format_bytes
+    from advisor.units import BUDGET_DIGITS, format_bytes
 
     peaks = [(t.values["peak_gpu_bytes"], t.number) for t in trials if "peak_gpu_bytes" in t.values]
     if not memories or not peaks or any(mem >= min(peaks)[0] for _, mem in memories):
         return
     peak, number = min(peaks)
-    given = ", ".join(f"{label} ({format_bytes(mem)})" for label, mem in memories)
+    given = ", ".join(f"{label} ({format_bytes(mem, BUDGET_DIGITS)})" for label, mem in memories)
     raise UserError(f"--memory {given}: no stored trial fits {'it' if len(memories) == 1 else 'any of them'}; the "
                     f"least peak GPU memory among the study's trials is {format_bytes(peak, 2)} (trial #{number}): give "
                     f"--memory {size_argument(peak)} or more, or tune the study at a smaller budget")
