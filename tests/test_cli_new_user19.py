@@ -150,3 +150,21 @@ def test_the_note_on_a_skipped_broken_profile_wraps_at_80_columns(tmp_path):
     assert "note: skipped broken hardware profile(s) profiles/broken.json (not 'H100'; `advisor profile --list " \
            "--profiles-dir profiles` says what is wrong)" in flat(r.stderr), r.stderr
     assert max(map(len, r.stderr.splitlines())) <= 80, r.stderr
+
+
+def test_pareto_of_a_study_advisor_did_not_write_says_so(tmp_path):
+    """`advisor pareto NAME` of a study Optuna alone made (3 finished trials, in the same database) said 'has no
+    stored front yet (no feasible finished trial); run more trials' - but it has finished trials, and `advisor
+    tune` refuses to run more of it. It now says the study was not written by `advisor tune`, as `report` does."""
+    import optuna
+
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="plain", storage=f"sqlite:///{tmp_path / 'o.db'}",
+                                directions=["minimize", "maximize"])
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
+    r = advisor_entry("pareto", "plain", "--storage", "o.db", "-o", "plots", cwd=tmp_path)
+    line = one_error_line(r, "study 'plain' has 3 finished trials but no stored front: it was not written by "
+                             "`advisor tune`")
+    assert "run more trials" not in line, line

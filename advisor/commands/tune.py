@@ -457,6 +457,9 @@ def register(app: typer.Typer) -> None:
                 names = [s.name for s in list_studies(engine)]
                 raise UserError(f"no study named {study!r} in {storage} (studies there: {names_text(names, study)}); "
                                 "see `advisor studies`")
+            if not summary.tuned and summary.n_complete:  # "run more trials" of a study `tune` refuses to resume
+                raise UserError(f"study {study!r} has {count(summary.n_complete, 'finished trial')} but no stored "
+                                "front: it was not written by `advisor tune` (it has none of its settings)")
             raise UserError(f"study {study!r} has no stored front yet (no feasible finished trial); run more trials")
         console = Console()
         p0 = points[0]

@@ -99,6 +99,9 @@ class StudySummary:
     """Of the running trials, those silent (no heartbeat for over `SILENT_AFTER_S`): seconds since each one's last
     heartbeat. Running trials without heartbeats (heartbeat off, or a worker killed before its first beat until
     the next `advisor tune` stamps one) are not judged."""
+    tuned: bool = True
+    """Whether the study has the settings row `advisor tune` stores; a study Optuna alone knows (another tool's,
+    or one whose delete was interrupted) has none: its model, task and space show as '?'."""
 
 
 def study_task_text(engine: Engine, name: str, task: str, objectives: dict[str, str] | None) -> str:
@@ -210,6 +213,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             silent_s=tuple(silent.get(study, ())),
             n_retried=min(retried.get(study, 0), c.get("FAIL", 0)),
             n_infeasible=over.get(study, 0),
+            tuned=r is not None,
         ))
     return out
 
