@@ -57,9 +57,10 @@ def _fold_long_help_words() -> None:
         folded.folds = True  # type: ignore[attr-defined]
         return folded
 
-    for name in ("_get_parameter_help", "highlighter", "negative_highlighter"):
-        if not getattr(getattr(rich_utils, name), "folds", False):
-            setattr(rich_utils, name, folding(getattr(rich_utils, name)))
+    for name in ("_get_parameter_help", "highlighter", "negative_highlighter"):  # typer's internals: one a
+        make = getattr(rich_utils, name, None)  # later typer renames is left as it is, not a traceback on --help
+        if make is not None and not getattr(make, "folds", False):
+            setattr(rich_utils, name, folding(make))
 
 
 class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):
