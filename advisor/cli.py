@@ -21,9 +21,10 @@ from advisor.errors import INTERRUPTED, UserError
 from advisor.models import QUIET_LOGGERS
 
 
-class _FlagsTakeNoValue:
-    """`--help` shows a flag (`--wide`, `--offload/--resident`, `--help`) without the `<bool>` typer writes as its
-    type, which read as a value to give: a flag takes none (`--wide true` is refused)."""
+class _PlainHelp:
+    """`--help` as a user reads it: a flag (`--wide`, `--offload/--resident`, `--help`) without the `<bool>` typer
+    writes as its type, which read as a value to give (a flag takes none: `--wide true` is refused), and long
+    words folded rather than cut (`_fold_long_help_words`)."""
 
     def get_params(self, ctx: typer.Context) -> list:
         params = super().get_params(ctx)  # type: ignore[misc]
@@ -31,7 +32,6 @@ class _FlagsTakeNoValue:
             if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""
         return params
-
 
     def format_help(self, ctx: typer.Context, formatter: typer._click.HelpFormatter) -> None:
         _fold_long_help_words()
@@ -63,7 +63,7 @@ def _fold_long_help_words() -> None:
             setattr(rich_utils, name, folding(make))
 
 
-class _Group(_FlagsTakeNoValue, typer.core.TyperGroup):
+class _Group(_PlainHelp, typer.core.TyperGroup):
     """`advisor` itself (`--version`, `--help`)."""
 
 
@@ -90,7 +90,7 @@ def main(
     """moe-advisor: expert precision x expert caching for MoE (diffusion) LLMs on small GPUs."""
 
 
-class _OnceCommand(_FlagsTakeNoValue, typer.core.TyperCommand):
+class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
     """A command that refuses an option of one value given twice (`--budget 8GB --budget 4GB`, `--offload
     --resident`): click keeps the last without a word, so the answer was for a value the user may not have
     meant. Options that take a list (`--opt`, `--expert-shape`) repeat as before."""
