@@ -257,6 +257,55 @@ def test_tune_resuming_a_study_with_a_garbled_optuna_row_is_one_line(tmp_path):
     assert digest(bad) == before
 
 
+_UNDECODABLE = ["UPDATE trials SET state = 'BOGUS'",  # enum names Optuna has no member for: LookupError
+                 "UPDATE study_directions SET direction = 'BOGUS'",
+                 "UPDATE trial_values SET value_type = 'BOGUS'",
+                 "UPDATE trial_values SET value = NULL",  # a FINITE value: Optuna's AssertionError
+                 "UPDATE trial_values SET value = 'abc'",  # text in the float column: ValueError past Optuna
+                 "UPDATE study_system_attributes SET value_json = '5' WHERE key = 'study:metric_names'"]  # TypeError
+
+
+@pytest.mark.parametrize("garble", _UNDECODABLE, ids=["state", "direction", "value_type", "null", "text", "names"])
+def test_an_optuna_row_optuna_cannot_decode_is_one_line_in_report_export_and_tune(tmp_path, garble):
+    """Optuna's tables garbled where Optuna decodes or we read what it decoded (an unknown state, direction or
+    value type, a NULL or text objective value, metric names '5'): `report` and resuming `tune` printed a
+    LookupError/AssertionError/ValueError/TypeError traceback, and `export` of a trial off the front called a
+    trial of an unknown state 'bogus, not complete' or exported it; now each is its one unreadable-database
+    line, nothing written."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    with sqlite3.connect(bad) as con:
+        assert con.execute(garble).rowcount
+    con.close()
+    before = digest(bad)
+    r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
+    one_error_line(r, "garbled.db is not a readable Optuna study database")
+    r = advisor_entry("export", "bundled-example", "0", "--to", "json", "-o", "x.json", "--storage", str(bad),
+                      cwd=tmp_path)
+    one_error_line(r, "garbled.db is not a readable advisor database")
+    space = Path(__file__).resolve().parents[1] / "studies" / "example" / "space.toml"
+    r = advisor_entry("tune", "--space", str(space), "--budgets", "10%,25%,50%", "--trials", "1", "--sampler",
+                      "random", "--resident", "--study", "bundled-example", "--storage", str(bad), cwd=tmp_path)
+    one_error_line(r, "cannot resume study 'bundled-example': a stored trial cannot be read")
+    assert digest(bad) == before and not (tmp_path / "rep").exists() and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("garble", _UNDECODABLE[:2], ids=["state", "direction"])
+def test_deleting_a_study_optuna_cannot_decode_is_one_line(tmp_path, garble):
+    """`studies --delete` of a study whose rows Optuna's ORM cannot decode as it deletes them (an unknown state
+    or direction name) printed a LookupError traceback; now the unreadable-database line, saying what was
+    deleted (our front) and what was kept (Optuna's trials)."""
+    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    bad = tmp_path / "garbled.db"
+    shutil.copy(src, bad)
+    with sqlite3.connect(bad) as con:
+        con.execute(garble)
+    con.close()
+    r = advisor_entry("studies", "--delete", "bundled-example", "--yes", "--storage", "garbled.db", cwd=tmp_path)
+    one_error_line(r, "garbled.db is not a readable advisor database", "its Optuna trials are kept")
+
+
 def test_input_nested_past_the_parsers_stack_is_each_readers_one_line(tmp_path):
     """JSON or TOML nested deeper than Python's parsers recurse (a RecursionError, which every reader's
     JSONDecodeError/TOMLDecodeError catch let through): a GSM8K data file, HumanEval completions, a hardware

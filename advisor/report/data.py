@@ -25,6 +25,7 @@ from advisor.results.storage import (
     require_database,
 )
 from advisor.results.store import engine_for, load_fronts
+from advisor.results.trials import check_objective_values, checked_metric_names
 from advisor.units import count, names_text
 
 
@@ -161,9 +162,11 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
             rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
             try:  # Optuna decodes every stored trial here
                 summaries = optuna.get_all_study_summaries(rdb, include_best_trial=False)
-            except (IndexError, KeyError, TypeError) as e:  # a garbled row Optuna decodes (a choice index past its
-                raise _unreadable(url, e) from e  # list, a value for an objective the study lacks); only here: such
-                # an error of our own code is not a corrupt database
+            except (LookupError, TypeError, AssertionError) as e:  # a garbled row Optuna decodes (a choice index
+                # past its list, a value for an objective the study lacks, an enum name it does not know, a NULL
+                # value - Optuna's assert); only here: such an error of our own code is not a corrupt database
+                raise _unreadable(url, ValueError(driver_reason(e) if str(e) else "a stored value Optuna cannot decode")) \
+                    from e  # its own words: a LookupError's cause says only the value
             names = [s.study_name for s in summaries]
     except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
         raise _unreadable(url, e) from e
@@ -171,10 +174,15 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         known = names_text(names, study_name)
         raise UserError(f"no study named {study_name!r} in {storage} (studies there: {known}); see `advisor studies`")
     study = optuna.load_study(study_name=study_name, storage=rdb)
-    objectives = list(study.metric_names or [])
     directions = [d.name.lower() for d in study.directions]
     all_trials = study.get_trials(deepcopy=False)
     done = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    try:  # what Optuna decoded without checking it (SQLite keeps any value in any column)
+        objectives = checked_metric_names(study.metric_names or [])
+        for t in done:
+            check_objective_values(t.values or [])
+    except ValueError as e:
+        raise _unreadable(url, e) from e
     failed = sum(t.state == optuna.trial.TrialState.FAIL for t in all_trials)
     if not done:
         raise UserError(f"study {study_name!r} has no finished trial ({count(len(all_trials), 'trial')}, {failed} failed); "

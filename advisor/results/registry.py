@@ -313,5 +313,8 @@ def delete_study(engine: Engine, url: str, name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:  # another `delete` finished it meanwhile
         pass
+    except LookupError as e:  # a garbled row: Optuna's ORM decodes each row it deletes (an unknown state name)
+        raise unreadable_database(url, e, "; its stored front is deleted, its Optuna trials are kept: tune under "
+                                  "a new --study name, or start a new --storage") from e
     finally:
         storage.engine.dispose()

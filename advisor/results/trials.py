@@ -22,6 +22,10 @@ from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
 _INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
+# the names Optuna stores its enums by (TrialState, StudyDirection, TrialValueModel.TrialValueType)
+_STATES = frozenset({"RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING"})
+_DIRECTIONS = frozenset({"NOT_SET", "MINIMIZE", "MAXIMIZE"})
+_VALUE_TYPES = frozenset({"FINITE", "INF_POS", "INF_NEG"})
 
 
 @dataclass
@@ -85,8 +89,9 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
             return read(lambda sql, args: con.execute(sql, args).fetchall())
         finally:
             con.close()
-    except (sqlite3.DatabaseError, ValueError) as e:  # ValueError: a garbled row (`_decoded`, `_check_shapes`);
-        raise unreadable_database(path, e) from e  # not TypeError, which such a row no longer reaches: our own bug
+    except (sqlite3.DatabaseError, ValueError) as e:  # ValueError: a garbled row (`_decoded`, `_check_shapes`,
+        raise unreadable_database(path, e) from e  # `_checked_name`); not TypeError, which such a row no longer
+        # reaches: our own bug
 
 
 def _attrs(rows: list[tuple]) -> dict[str, Any]:
@@ -101,18 +106,31 @@ def _decoded(value: Any) -> Any:
     return loads_json(value)
 
 
-def _metric_names(metrics: Any) -> list[str]:
+def checked_metric_names(metrics: Any) -> list[str]:
     """The study's stored metric names, or ValueError where they are not a list of names (a garbled row)."""
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
         raise ValueError("the stored metric names are not a list of names")
     return metrics
 
 
+def check_objective_values(values: Any) -> None:
+    """ValueError where a trial's stored objective values are not numbers (SQLite keeps text in a float column)."""
+    if not all(_is_number(v) for v in values):
+        raise ValueError("a stored objective value is not a number")
+
+
+def _checked_name(value: Any, names: frozenset[str], what: str) -> str:
+    """An enum Optuna stores by name ('COMPLETE', 'MINIMIZE'), or ValueError where it is no name Optuna writes."""
+    name = str(value).split(".")[-1].upper()
+    if name not in names:
+        raise ValueError(f"a stored {what} is not one Optuna writes")
+    return name
+
+
 def _check_shapes(values: list[Any], meta: dict[str, Any], attrs: dict[str, Any], constraints: dict[str, Any]) -> None:
     """ValueError where a decoded row is not of the shape the tuner stores (a number where an object belongs, a
     value that is not one): a garbled database, refused in one line, before `trial_point` reads it."""
-    if not all(_is_number(v) for v in values):
-        raise ValueError("a stored objective value is not a number")
+    check_objective_values(values)
     for where, stored, keys in (("study", meta, ("hardware", "objectives")),
                                 ("trial", attrs, ("values", "config", "sources"))):
         if bad := [k for k in keys if stored.get(k) is not None and not isinstance(stored[k], dict)]:
@@ -137,17 +155,17 @@ def _read(q: Query, study: str, number: int) -> StoredTrial:
         (n,) = q("SELECT COUNT(*) FROM trials WHERE study_id = :s", {"s": sid})[0]
         raise UserError(f"study {study!r} has no trial {number} (its trials are numbered 0-{n - 1})" if n else
                         f"study {study!r} has no trials yet")
-    tid, state = row[0][0], str(row[0][1]).split(".")[-1].upper()
-    metrics = _metric_names(_attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s AND "
+    tid, state = row[0][0], _checked_name(row[0][1], _STATES, "trial state")
+    metrics = checked_metric_names(_attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s AND "
                        "key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or [])
-    dirs = [str(d).split(".")[-1].lower() for (d,) in
+    dirs = [_checked_name(d, _DIRECTIONS, "study direction").lower() for (d,) in
             q("SELECT direction FROM study_directions WHERE study_id = :s ORDER BY objective", {"s": sid})]
     objectives = dict(zip(metrics, dirs, strict=False))
     if state != "COMPLETE":
         return StoredTrial(state, None, objectives)
     meta = _attrs(q("SELECT key, value_json FROM study_user_attributes WHERE study_id = :s", {"s": sid}))
     attrs = _attrs(q("SELECT key, value_json FROM trial_user_attributes WHERE trial_id = :t", {"t": tid}))
-    values = [_INF.get(str(t).split(".")[-1], v) for v, t in
+    values = [_INF.get(_checked_name(t, _VALUE_TYPES, "value type"), v) for v, t in
               q("SELECT value, value_type FROM trial_values WHERE trial_id = :t ORDER BY objective", {"t": tid})]
     # Optuna 4's list ('constraints') and Optuna 5's `set_constraint` keys ('constraints:<name>', e.g. the
     # fidelity floor, which only that records)

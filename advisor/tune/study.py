@@ -34,6 +34,7 @@ from advisor.results.front import FrontPoint, trial_point
 from advisor.results.reconnect import redo_when_cut, stop_waiting_when, watch_answers
 from advisor.results.registry import register_study
 from advisor.results.store import StudyRowGone, create_tables, save_front
+from advisor.results.trials import check_objective_values, checked_metric_names
 from advisor.tune.backend import Backend
 from advisor.tune.budget import BudgetFit, holds_blind_format_draws, holds_blind_hot_draws
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
@@ -360,19 +361,32 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
                                     load_if_exists=True)
     except ValueError as e:  # e.g. stored directions differ
         raise UserError(f"cannot resume study {name!r}: {e}; choose a new --study name") from e
+    except LookupError as e:  # a stored direction Optuna has no name for (a garbled row)
+        raise _unreadable_study(name, e) from e
     if [d.name.lower() for d in study.directions] != list(directions):
         raise UserError(f"study {name!r} optimises {len(study.directions)} objectives in other directions; "
                         "choose a new --study name")
     try:  # every stored trial decoded once, here (Optuna keeps the finished ones): a row garbled in Optuna's own
-        study.get_trials(deepcopy=False)  # tables (a choice index past its list) was Optuna's IndexError, later
-    except (IndexError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"cannot resume study {name!r}: a stored trial cannot be read ({st.driver_reason(e)}); the "
-                        f"database was damaged or edited - choose a new --study name, or delete the study first "
-                        f"(`advisor studies --delete {name}` with the same --storage)") from e
+        done = [t for t in study.get_trials(deepcopy=False) if t.values is not None]  # tables (a choice index past
+        # its list, an unknown state, a NULL value: Optuna's assert) was Optuna's error, later; what it decodes
+        # without checking (text in a value column, metric names that are not a list) is checked here
+        checked_metric_names(study.metric_names or [])
+        for t in done:
+            check_objective_values(t.values)
+    except (LookupError, TypeError, ValueError, AssertionError) as e:
+        raise _unreadable_study(name, e) from e
     if not study.metric_names:
         with contextlib.suppress(Exception):
             study.set_metric_names(list(metrics))
     return study
+
+
+def _unreadable_study(name: str, e: BaseException) -> UserError:
+    """The one line for a study to resume whose stored rows Optuna cannot decode (damaged or edited)."""
+    reason = st.driver_reason(e) if str(e) else "a stored value Optuna cannot decode"
+    return UserError(f"cannot resume study {name!r}: a stored trial cannot be read ({reason}); the database was "
+                     f"damaged or edited - choose a new --study name, or delete the study first (`advisor studies "
+                     f"--delete {name}` with the same --storage)")
 
 
 @contextlib.contextmanager
