@@ -331,13 +331,15 @@ def test_tune_refuses_a_storage_file_typed_with_a_trailing_slash(tmp_path, stora
 def test_readers_refuse_a_storage_file_typed_with_a_trailing_slash_as_tune_does(tmp_path, args, storage):
     """`studies`, `pareto`, `recommend`, `export` and `report` with `--storage x.db/` read the file x.db (Path and
     SQLite drop the '/'), where `tune` refuses the name (above). One definition now
-    (`storage.refuse_directory_url`): the same line, with 'read' for 'write', exit 2, and nothing read or written."""
+    (`storage.refuse_directory_url`): the same line, with 'read' for 'write', exit 2, and nothing read or written.
+    `studies --delete` writes, and says 'write' (it said 'read')."""
     from tests.cli_helpers import advisor_entry, one_error_line
 
     shutil.copy(EXAMPLE_DB, tmp_path / "x.db")
     before = (tmp_path / "x.db").read_bytes()
     r = advisor_entry(*args, "--storage", storage, cwd=tmp_path)
-    assert one_error_line(r) == "error: cannot read x.db/: a name ending in '/' names a directory; give a file name"
+    verb = "write" if "--delete" in args else "read"
+    assert one_error_line(r) == f"error: cannot {verb} x.db/: a name ending in '/' names a directory; give a file name"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.db"] and (tmp_path / "x.db").read_bytes() == before
 
 

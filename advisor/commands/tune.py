@@ -39,13 +39,14 @@ PLOTS_DIR = "studies/plots"
 """Where `advisor pareto` writes its plots by default (made, with studies/, when missing)."""
 
 
-def _existing_engine(storage: str):
-    """An engine on an existing database; a missing SQLite file is a UserError (never created by readers)."""
+def _existing_engine(storage: str, *, write: bool = False):
+    """An engine on an existing database; a missing SQLite file is a UserError (never created by readers;
+    `write`: the caller writes to it)."""
     from advisor.results.storage import normalize_url, require_database
     from advisor.results.store import engine_for
 
     url = normalize_url(storage, create_dirs=False)
-    require_database(url)
+    require_database(url, write=write)
     return engine_for(url)
 
 
@@ -498,7 +499,7 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
     from advisor.results.storage import normalize_url, sqlite_options, storage_flag
     from advisor.terminal import print_wrapped
 
-    engine = _existing_engine(storage)
+    engine = _existing_engine(storage, write=True)
     shown, flag = mask_url(storage), storage_flag(storage)
     options = sqlite_options(storage)  # the ones --storage takes open the file read-only
     if options:

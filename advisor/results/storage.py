@@ -412,8 +412,9 @@ def other_optuna_schema(where: Any, error: BaseException) -> UserError | None:
                      "`recommend` and `export` read it as it is)")
 
 
-def require_database(url: str) -> None:
-    """Readers never create a database: a missing SQLite file is one clear `UserError`."""
+def require_database(url: str, *, write: bool = False) -> None:
+    """Readers never create a database: a missing SQLite file is one clear `UserError` (`write`: the command
+    writes to the file it found, `studies --delete`, and says so in its refusals)."""
     path = sqlite_path(url)
     if path is not None and path.is_dir():  # `--storage studies`: the folder, not the file in it
         found = sorted(path.glob("*.db"))
@@ -421,7 +422,7 @@ def require_database(url: str) -> None:
         raise UserError(f"--storage {path} is a directory, not a database file; give the file `advisor tune` "
                         f"wrote{example}")
     if path is not None:  # `x.db/` read the file x.db
-        refuse_directory_url(url, write=False)
+        refuse_directory_url(url, write=write)
     if path is not None and not path.is_file():
         raise UserError(f"no advisor database at {path}; run `advisor tune` first or pass --storage URL")
     if path is not None:  # another program's file: "run advisor tune first" would send the user to a refusal
