@@ -47,6 +47,23 @@ def test_cuda_on_a_host_without_a_cuda_driver_is_refused_before_the_task_and_tor
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["hf"])
 
 
+@pytest.mark.skipif(_cuda_driver_here(), reason="an NVIDIA driver is here")
+@pytest.mark.parametrize("args", [["tune", "--task", "gsm8k", "--storage", "s.db"], ["inspect", "bundled"]],
+                         ids=lambda a: a[0])
+def test_tune_and_inspect_with_cuda_on_a_host_without_a_cuda_driver_are_refused_before_torch(tmp_path, args):
+    """`tune --device cuda` and `inspect --device cuda` on a host without CUDA learned so once torch had imported
+    (tune after opening its storage and reading its task, GSM8K's hub lookup included), where eval and trace are
+    refused first, torch-free (`errors.refuse_without_cuda_driver`): now these two as well, in the same words,
+    and no database is made."""
+    import os
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_DATASETS_CACHE", None)
+    assert _refused_light(tmp_path, *args, "--device", "cuda", env=env) == (
+        "error: device 'cuda' requested but no CUDA GPU is available here; use --device cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["hf"])
+
+
 @pytest.mark.parametrize("args", [["tune", "--storage", "s.db"], ["eval", "bundled"], ["trace", "bundled", "-o", "t.npz"],
                                   ["inspect", "bundled"]], ids=lambda a: a[0])
 def test_a_mistyped_device_is_refused_before_torch_imports(tmp_path, args):

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from advisor.errors import refuse_empty
+        from advisor.errors import refuse_empty, refuse_without_cuda_driver
         from advisor.hardware.profiles import parse_budget
         from advisor.terminal import print_fitted, print_table, print_wrapped
         from advisor.tune.interrupt import import_runtime
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         if dtype is not None:
             dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        refuse_without_cuda_driver(device)  # no CUDA at all: before torch's imports, as eval and trace
         import_runtime()
         from advisor.models.load import decoding_text, load_model
         from advisor.units import format_bytes

@@ -26,7 +26,7 @@ from advisor.commands import (
     threads_option,
     user_path,
 )
-from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
+from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty, refuse_without_cuda_driver
 from advisor.models import canonical_spec, check_model_spec
 from advisor.units import BUDGET_DIGITS, count, format_bytes, names_text
 
@@ -315,6 +315,7 @@ def register(app: typer.Typer) -> None:
         if study is not None:
             check_study_name(study)
         check_model_spec(spec)  # a mistyped MODEL is answered before the storage opens (optuna, SQLAlchemy: ~1 s)
+        refuse_without_cuda_driver(device)  # no CUDA at all: before the storage, the task's hub lookup and torch
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
         from advisor.tune.budget import memory_specs
