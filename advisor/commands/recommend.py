@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +156,7 @@ def register(app: typer.Typer) -> None:
         from advisor.files import check_folder, check_parent, check_writable
 
         # named as the user gave it: the option, the variable, or neither (the default store, said as such)
-        from_env = profiles_dir is None and hw.PROFILES_DIR_ENV in os.environ
+        from_env = profiles_dir is None and hw.env_profiles_dir() is not None
         store_option = f"${hw.PROFILES_DIR_ENV}" if from_env else "--profiles-dir"
         check_folder(directory, store_option, default=profiles_dir is None and not from_env)
 

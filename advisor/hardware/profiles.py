@@ -337,12 +337,18 @@ def other_cpu(host: str | None) -> str:
 
 
 def profiles_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR, else studies/profiles. A leading
-    '~' in the variable is expanded as in every path option (`advisor.files.home_path`): quoted
-    (`ADVISOR_PROFILES_DIR='~/p'`) the shell leaves it, and it named a directory '~' here."""
+    """Where measured profiles live: the argument, else $ADVISOR_PROFILES_DIR (`env_profiles_dir`), else
+    studies/profiles. A leading '~' in the variable is expanded as in every path option (`advisor.files.home_path`):
+    quoted (`ADVISOR_PROFILES_DIR='~/p'`) the shell leaves it, and it named a directory '~' here."""
     if path is not None:
         return Path(path)
-    return Path(home_path(os.environ.get(PROFILES_DIR_ENV, DEFAULT_PROFILES_DIR)))
+    return Path(home_path(env_profiles_dir() or DEFAULT_PROFILES_DIR))
+
+
+def env_profiles_dir() -> str | None:
+    """$ADVISOR_PROFILES_DIR, None where it is unset or empty: an empty directory variable means unset, as
+    $ADVISOR_CACHE_DIR and the XDG directories are read (`ADVISOR_PROFILES_DIR=` read and wrote profiles in '.')."""
+    return os.environ.get(PROFILES_DIR_ENV) or None
 
 
 def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:
