@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 from urllib.parse import ParseResult, urlparse
 
 PROBE_S = 2.0
@@ -32,9 +33,25 @@ proxy's) and the hub's (another scheme: 443)."""
 
 def endpoint() -> str:
     """The hub's address as huggingface_hub reads it (`HF_ENDPOINT`, default https://huggingface.co)."""
+    return str(_constants().ENDPOINT)
+
+
+def check_endpoint() -> None:
+    """One line naming HF_ENDPOINT where urllib cannot read it ('http://[::1'): huggingface_hub parses it as it is
+    imported, and its ValueError was a traceback from every command that imports it - transformers does, so each
+    that loads a model, the bundled one too. Called before those imports (`_constants`, `import_runtime`, the
+    spec check's cache lookup, GSM8K's loader); commands that never import it (studies, recommend, export,
+    pareto) do not read the variable and are not refused."""
+    if (value := os.environ.get("HF_ENDPOINT")) is not None:
+        _parsed(value.rstrip("/"), "HF_ENDPOINT")  # as huggingface_hub reads it
+
+
+def _constants() -> Any:
+    """huggingface_hub's constants module, HF_ENDPOINT checked first (`check_endpoint`)."""
+    check_endpoint()
     from huggingface_hub import constants
 
-    return str(constants.ENDPOINT)
+    return constants
 
 
 def offline_set(*also: str) -> bool:
@@ -42,7 +59,7 @@ def offline_set(*also: str) -> bool:
     (`HF_DATASETS_OFFLINE` for datasets), where set, decides alone; else `HF_HUB_OFFLINE`, or where it is unset or
     empty `TRANSFORMERS_OFFLINE` (huggingface_hub's order: HF_HUB_OFFLINE=0 with TRANSFORMERS_OFFLINE=1 is online);
     else huggingface_hub's own setting (read at its import, or set since)."""
-    from huggingface_hub import constants
+    constants = _constants()
 
     def on(value: str) -> bool:
         return value.upper() in constants.ENV_VARS_TRUE_VALUES

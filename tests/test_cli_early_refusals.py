@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -462,3 +463,25 @@ def test_an_ipv6_proxy_is_named_in_brackets(tmp_path):
     env = _no_offline_env(tmp_path, HF_ENDPOINT="https://127.0.0.1:9", HTTPS_PROXY="http://[::1]:9")
     assert "could not be reached through the proxy [::1]:9 in 2 s)" in _refused_light(
         tmp_path, "inspect", "some-org/m", env=env)
+
+
+@pytest.mark.parametrize("args", [["inspect", "bundled"], ["inspect", "some-org/m"],
+                                  ["eval", "bundled", "--task", "gsm8k", "--limit", "1"],
+                                  ["tune", "--trials", "1", "--storage", "s.db"], ["trace", "bundled", "-o", "t.npz"]],
+                         ids=lambda a: "-".join(a[:2]))
+def test_an_endpoint_urllib_cannot_read_is_refused_in_one_line_before_huggingface_hub(tmp_path, args):
+    """HF_ENDPOINT=http://[::1 (its closing bracket left out): huggingface_hub parses the variable as it is imported,
+    and its 'Invalid IPv6 URL' ValueError was a traceback from every command that imports it - through transformers
+    each that loads a model, the bundled one too. One line naming the variable now, before torch, its user:password@
+    not echoed, nothing written; a command that never imports huggingface_hub (studies) does not read it."""
+    import os
+
+    env = {**os.environ, "HF_ENDPOINT": "http://me:s3cret@[::1"}
+    assert _refused_light(tmp_path, *args, env=env) == (
+        "error: HF_ENDPOINT gives an address that is no URL ([::1); give it as http://HOST:PORT, an IPv6 host in "
+        "brackets ([::1])")
+    assert list(tmp_path.iterdir()) == []
+    example = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+    r = subprocess.run([sys.executable, "-m", "advisor", "studies", "--storage", str(example)], env=env,
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "bundled-example" in r.stdout, r.stderr

@@ -168,6 +168,9 @@ def _offline_mode() -> Iterator[None]:
 
 def load_hub(split: str = "test") -> list[dict]:
     """`openai/gsm8k` (config `main`) through `datasets`: from the cache when the hub is unreachable."""
+    from advisor.hub import check_endpoint
+
+    check_endpoint()  # datasets imports huggingface_hub, which reads HF_ENDPOINT: one that is no URL in one line
     import datasets
 
     def load() -> list[dict]:
