@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -485,3 +486,62 @@ def test_an_endpoint_urllib_cannot_read_is_refused_in_one_line_before_huggingfac
     r = subprocess.run([sys.executable, "-m", "advisor", "studies", "--storage", str(example)], env=env,
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0 and "bundled-example" in r.stdout, r.stderr
+
+
+def _answering_hub() -> ThreadingHTTPServer:
+    """A local 'hub' that answers as much of the hub's API as a download of some-org/m asks before it writes into
+    the cache (its revision, its file tree: one config.json, that file's headers and body). Shut it down after."""
+    sha = "a" * 40
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if "/resolve/" in self.path:
+                body, headers = b"{}", {"X-Repo-Commit": sha, "ETag": '"e1"'}
+            else:
+                data: object = ([{"type": "file", "path": "config.json", "size": 2, "oid": "b" * 40}]
+                                if "/tree/" in self.path else {"id": "some-org/m", "sha": sha} if
+                                self.path.startswith("/api/models/") else {})
+                body, headers = json.dumps(data).encode(), {}
+            self.send_response(200)
+            for k, v in {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *_a) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("cache", ["a file on the path", "not writable"])
+def test_a_hub_cache_it_cannot_write_is_named_not_called_a_network_failure(tmp_path, cache):
+    """A download the hub answered but the local cache could not take (a cache directory this user cannot write, a
+    file where a directory of it belongs) was 'could not be fetched from the hub (PermissionError ...); check the
+    network or proxy settings': every OSError was the network's. One naming the file it could not write is the
+    cache's now, with what to do (HF_HUB_CACHE, HF_HOME)."""
+    import os
+
+    if cache == "not writable" and os.geteuid() == 0:
+        pytest.skip("root writes a directory whatever its mode")
+    (tmp_path / "cache").write_text("") if cache == "a file on the path" else (tmp_path / "cache").mkdir(mode=0)
+    hub = _answering_hub()
+    env = _no_offline_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}",
+                          HF_HUB_CACHE=str(tmp_path / "cache" / "hub"))
+    try:
+        p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, timeout=120)
+    finally:
+        hub.shutdown()
+        (tmp_path / "cache").chmod(0o700)
+    said = "Not a directory" if cache == "a file on the path" else "Permission denied"
+    # (huggingface_hub's own warnings of the files it could not write come before it: its logging, not ours)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.splitlines()[-1] == (
+        f"error: model some-org/m could not be stored in the local hub cache ({said}: {tmp_path / 'cache' / 'hub'}); "
+        "make the cache a directory you can write (or set HF_HUB_CACHE or HF_HOME to one), or pass a local "
+        "directory"), p.stderr

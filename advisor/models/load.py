@@ -234,6 +234,11 @@ def _resolve_hub(repo_id: str) -> Path:
     except Exception as e:  # the network failed under the request (a proxy that resets it): a traceback before
         if not isinstance(e, network_errors()):
             raise
+        if isinstance(e, OSError) and e.filename is not None:  # a file of the cache, not the network: a cache
+            # directory not writable, a file where a directory belongs, a full disk (a reset connection names none)
+            raise UserError(f"model {repo_id} could not be stored in the local hub cache ({e.strerror or e}: "
+                            f"{e.filename}); make the cache a directory you can write (or set HF_HUB_CACHE or "
+                            "HF_HOME to one), or pass a local directory") from e
         said = " ".join(str(e).split()) or "no answer"
         raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}: {said}); check "
                         "the network or proxy settings, or pass a local directory") from e
