@@ -117,7 +117,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
     from rich.table import Table
 
     from advisor.hardware.profiles import format_bytes
-    from advisor.models.load import host_available_bytes
+    from advisor.models.load import HOST_RAM_SOURCE, host_available_bytes
     from advisor.tune.budget import least_uniform_peak, uniform_slots
     from advisor.units import BUDGET_DIGITS, size_argument
 
@@ -148,7 +148,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
         caption += "the most that fit beside the resident weights (counted, as `advisor tune` counts them)"
     table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
                   f"embeddings, attention, norms, routers, shared experts, LM head), {act_text}{room}; "
-                  f"host RAM available {format_bytes(host)} (measured now)", caption=caption,
+                  f"host RAM {format_bytes(host)} ({HOST_RAM_SOURCE})", caption=caption,
                   title_justify="left", caption_justify="left")  # paragraphs: centred, their lines were ragged
     heads = {"copy": "slots/layer, copied misses" if len(misses) > 1 else "slots/layer that fit",
              "cpu": "slots/layer, CPU misses"}

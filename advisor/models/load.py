@@ -257,6 +257,10 @@ def device_free_bytes(device: torch.device) -> int:
     return host_available_bytes()
 
 
+HOST_RAM_SOURCE = "available RAM, measured now"
+"""How `host_available_bytes` is labelled where it is shown (`inspect`'s table, `tune`'s header): one wording."""
+
+
 def host_available_bytes() -> int:
     """The host's available RAM (MemAvailable), or physical pages x page size where /proc is absent."""
     try:

@@ -50,7 +50,7 @@ class ModelBackend:
     def __init__(self, loaded: Any, task: Any, settings: EvaluationSettings, *, profile: Any = None,
                  accuracy_fn: Callable[[Any, Any], Measured] | None = None, host_memory: int | None = None):
         # lazy like every torch import here: importing stays cheap
-        from advisor.models.load import host_available_bytes, model_meta
+        from advisor.models.load import HOST_RAM_SOURCE, host_available_bytes, model_meta
 
         self.loaded, self.task, self.settings = loaded, task, settings
         self.profile = profile
@@ -62,7 +62,7 @@ class ModelBackend:
         self.device = device_text(loaded.device)
         self.offloaded = bool(getattr(loaded, "offloaded", False))
         self.host_memory = int(host_memory) if host_memory else host_available_bytes()
-        self.host_memory_source = "--host-memory" if host_memory else "available RAM"
+        self.host_memory_source = "--host-memory" if host_memory else HOST_RAM_SOURCE
         self.model_meta = model_meta(loaded)
         self._accuracy_fn = accuracy_fn
         self._prompts: list[Any] | None = None
