@@ -36,7 +36,7 @@ def test_inspect_at_80_columns_cuts_no_cell_and_sizes_small_budgets_readably(tmp
     for i in range(4):  # every layer whole: module name, router, shapes
         assert f"MoE {i}: model.layers.{i}.mlp.experts" in out, out
     assert out.count("router Linear") == 4 and "[16,128] / [128,16]" in out, out
-    assert "budget 2.00 MiB: resident weights" in out and "0.00 GiB:" not in out, out
+    assert "budget 2.00 MiB (--budget 2MiB): resident weights" in out and "0.00 GiB:" not in out, out
     bf16 = next(ln for ln in out.splitlines() if ln.strip("│ ").startswith("bf16"))
     assert "12.00 KiB" in bf16 and "3.00 MiB" in bf16, bf16  # 3 x 16 x 128 bf16 weights per expert, 256 experts
     wide = CliRunner().invoke(app, ["inspect", "bundled", "--wide"], terminal_width=80)

@@ -138,7 +138,7 @@ def test_inspect_prints_its_budget_tables_title_and_caption_flush_left(tmp_path,
     r = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["inspect", "bundled", "--budget", "3MiB"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    top = next(i for i, line in enumerate(lines) if line.lstrip().startswith("budget 3.00 MiB:"))
+    top = next(i for i, line in enumerate(lines) if line.lstrip().startswith("budget 3.00 MiB (--budget 3MiB):"))
     box = next(i for i in range(top, len(lines)) if lines[i].startswith("┏"))
     bottom = next(i for i in range(box, len(lines)) if lines[i].startswith("└"))
     title, caption = lines[top:box], lines[bottom + 1:]

@@ -23,3 +23,15 @@ def test_tune_and_inspect_label_the_host_ram_they_measure_alike(tmp_path, monkey
     for out in (" ".join(shown.output.split()), " ".join(tuned.output.split())):
         assert " GiB (available RAM, measured now)" in out or " MiB (available RAM, measured now)" in out, out
     assert "(measured now)" not in shown.output and "(available RAM)" not in tuned.output
+
+
+def test_inspect_names_the_budget_as_typed_beside_its_bytes(tmp_path, monkeypatch):
+    """`inspect --budget '3 mb'` headed its table "budget 2.86 MiB:", bytes the user never typed (3 mb is SI:
+    3,000,000 bytes), where `tune` and `recommend` name the option beside them (`budget_text`)."""
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["inspect", "bundled", "--budget", " 3 mb"])
+    assert r.exit_code == 0, r.output
+    assert "budget 2.86 MiB (--budget 3 mb): resident weights" in r.output, r.output

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             print_wrapped(console, f"loading: {loaded.load_note}")
         if budget_bytes is not None:
             shape, workload = study_shape(model, loaded)
-            print_table(console, fit_table(shape, budget_bytes, workload))
+            print_table(console, fit_table(shape, budget_bytes, workload, f"--budget {budget.strip()}"))
 
 
 FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
@@ -111,15 +111,16 @@ def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str]:
     return backend.shape, f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, {prompts}"
 
 
-def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
-    """What fits a device budget, per uniform expert format: counted bytes, slots per MoE layer as a study at that
-    budget counts them (`uniform_slots`; offloaded: per miss policy, copied misses hold staging buffers), host RAM."""
+def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | None = None) -> Table:
+    """What fits a device budget (`given`: the option as typed, named beside its bytes), per uniform expert format:
+    counted bytes, slots per MoE layer as a study at that budget counts them (`uniform_slots`; offloaded: per miss
+    policy, copied misses hold staging buffers), host RAM."""
     from rich.table import Table
 
     from advisor.hardware.profiles import format_bytes
     from advisor.models.load import HOST_RAM_SOURCE, host_available_bytes
     from advisor.tune.budget import least_uniform_peak, uniform_slots
-    from advisor.units import BUDGET_DIGITS, size_argument
+    from advisor.units import BUDGET_DIGITS, budget_text, size_argument
 
     resident, act = shape.resident_bytes, shape.activation_bytes
     host = host_available_bytes()
@@ -146,7 +147,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "") -> Table:
                     "counts it (hybrid misses stage as copied ones; prefetch none: prev_step stages more)")
     else:
         caption += "the most that fit beside the resident weights (counted, as `advisor tune` counts them)"
-    table = Table(title=f"budget {format_bytes(budget, 2)}: resident weights {format_bytes(resident, 2)} (counted; "
+    table = Table(title=f"budget {budget_text(budget, given)}: resident weights {format_bytes(resident, 2)} (counted; "
                   f"embeddings, attention, norms, routers, shared experts, LM head), {act_text}{room}; "
                   f"host RAM {format_bytes(host)} ({HOST_RAM_SOURCE})", caption=caption,
                   title_justify="left", caption_justify="left")  # paragraphs: centred, their lines were ragged
