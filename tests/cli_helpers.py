@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def advisor(*args: str, cwd: Path, timeout: float = 600,
@@ -112,3 +113,21 @@ def said_lines(text: str) -> list[str]:
         else:
             out.append(flat(line) if line.strip() else line)
     return out
+
+
+def read_note(stream: Any) -> str:
+    """A waiting process's wait `note:` from its `stream` (stderr), every line a wrap gave it: read line by line up
+    to the words each such note ends with ("Ctrl-C stops the command", PostgreSQL's "..., nothing finished is
+    lost"), as the process goes on waiting (reading on would block); "" where the stream ends first. Read here to
+    its end: `communicate` later reads the pipe itself, past the lines `readline` holds."""
+    text = ""
+    while not flat(text).endswith(WAIT_NOTE_ENDS):
+        line = stream.readline()
+        if not line:
+            return ""
+        text += line
+    return text
+
+
+WAIT_NOTE_ENDS = ("Ctrl-C stops the command", "Ctrl-C stops the command, nothing finished is lost")
+"""How each wait note (`advisor.results.reconnect.say_note`) ends."""

@@ -35,3 +35,36 @@ def test_inspect_names_the_budget_as_typed_beside_its_bytes(tmp_path, monkeypatc
     r = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["inspect", "bundled", "--budget", " 3 mb"])
     assert r.exit_code == 0, r.output
     assert "budget 2.86 MiB (--budget 3 mb): resident weights" in r.output, r.output
+
+
+def test_a_wait_note_wraps_at_the_terminals_width_as_every_other_note(tmp_path):
+    """`tune` waiting for the seeding turn of its SQLite file (held here by another process) said so in one line of
+    hundreds of characters, past an 80-column terminal, where every other note wraps (`print_wrapped`). The wait
+    notes (`say_note`: this one, PostgreSQL's silence, its locks' holders) now wrap too, under their own indent."""
+    import os
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    from tests.cli_helpers import flat, read_note
+
+    held = FileLock(str(tmp_path / "s.db.seed.lock"), thread_local=False)
+    held.acquire()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "advisor", "tune", "bundled", "--trials", "1", "--storage", "s.db"],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "COLUMNS": "80", "ADVISOR_SQLITE_TIMEOUT_S": "1"})
+        assert proc.stderr is not None
+        note = read_note(proc.stderr)
+    finally:
+        held.release()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, note + err)
+    assert flat(note) == ("note: waiting for the seeding turn of s.db (s.db.seed.lock), held by another process, for "
+                          "0.5 s; still waiting for as long as it is held (its holder does not say that it works - an "
+                          "advisor from before 2026-12-05, or one that cannot write s.db.seed.beat, on a full disk: if "
+                          "it is stopped, end it) - Ctrl-C stops the command"), note
+    lines = note.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines), lines
+    assert all(line.startswith("  ") for line in lines[1:]), lines

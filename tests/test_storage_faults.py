@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import flat, read_note, said_lines
+
 HELPER = str(Path(__file__).parent / "tune_helpers.py")
 
 
@@ -201,12 +203,12 @@ def test_a_worker_waiting_for_a_stopped_holder_of_the_seeding_turn_says_so_and_g
         holder.wait()
     line = _one_error_line(err)
     held = f"the seeding turn of {db} ({db}.seed.lock), held by pid {holder.pid} on {socket.gethostname()}"
-    assert err.splitlines()[0] == (f"note: waiting for {held}, for 0.5 s; still waiting as long as its holder beats "
+    assert said_lines(err)[0] == (f"note: waiting for {held}, for 0.5 s; still waiting as long as its holder beats "
                                    "(given up once it has not for 1 s, ADVISOR_SQLITE_TIMEOUT_S) - Ctrl-C stops the "
                                    "command"), err
     assert line.startswith(f"error: gave up waiting for {held}: its holder has not beaten for 1 s "
                            "(ADVISOR_SQLITE_TIMEOUT_S) - a worker stopped or paused while seeding the study"), line
-    assert len(err.splitlines()) == 2 and waited < 15, (waited, err)
+    assert len(said_lines(err)) == 2 and waited < 15, (waited, err)
     assert "READY" in out and "STAGE" not in out, out
 
 
@@ -243,7 +245,7 @@ def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_p
 
     guard = threading.Timer(60, release)  # a worker that never says it waits must not hang the suite
     guard.start()
-    note = worker.stderr.readline()  # the worker waits (0.5 s) and says so
+    note = read_note(worker.stderr)  # the worker waits (0.5 s) and says so (wrapped: every line of it)
     time.sleep(1.5)  # still waiting, past its 1 s limit
     guard.cancel()
     release()
@@ -252,14 +254,14 @@ def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_p
     assert '"n_trials_run": 1' in out, (out, err)
     if beating:
         holder.wait(timeout=10)
-        assert err == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by pid {holder.pid} on "
+        assert flat(err) == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by pid {holder.pid} on "
                        f"{socket.gethostname()}, for 0.5 s; still waiting as long as its holder beats (given up once "
-                       "it has not for 1 s, ADVISOR_SQLITE_TIMEOUT_S) - Ctrl-C stops the command\n"), err
+                       "it has not for 1 s, ADVISOR_SQLITE_TIMEOUT_S) - Ctrl-C stops the command"), err
     else:
-        assert err == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by another process, for "
+        assert flat(err) == (f"note: waiting for the seeding turn of {db} ({db}.seed.lock), held by another process, for "
                        "0.5 s; still waiting for as long as it is held (its holder does not say that it works - an "
                        "advisor from before 2026-12-05, or one that cannot write s.db.seed.beat, on a full disk: if "
-                       "it is stopped, end it) - Ctrl-C stops the command\n"), err
+                       "it is stopped, end it) - Ctrl-C stops the command"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db", "s.db.lock", "s.db.seed.lock"]  # no beat file left
 
 

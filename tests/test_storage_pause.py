@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.cli_helpers import flat, read_note, said_lines
+
 HELPER = str(Path(__file__).parent / "tune_helpers.py")
 
 
@@ -160,14 +162,15 @@ def _paused_until_it_ends(pg: _Server, proc: subprocess.Popen, trial: int) -> tu
         pg.resume()
 
 
-def _stderr_line(proc: subprocess.Popen, within: float) -> str:
-    """The worker's next stderr line, "" if none comes `within` seconds."""
+def _stderr_note(proc: subprocess.Popen, within: float) -> str:
+    """The worker's next wait note on stderr, on one line (`flat`: it is wrapped at the terminal's width), "" if
+    none comes `within` seconds."""
     assert proc.stderr is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stderr, selectors.EVENT_READ)
         if not sel.select(within):
             return ""
-    return proc.stderr.readline()
+    return flat(read_note(proc.stderr))
 
 
 def test_a_paused_server_is_said_and_ctrl_c_stops_the_tune_at_once(pg):
@@ -176,7 +179,7 @@ def test_a_paused_server_is_said_and_ctrl_c_stops_the_tune_at_once(pg):
                    ADVISOR_PG_NOTICE_S="0.5")
     try:
         _paused_while_measuring(pg, proc, 1)
-        note = _stderr_line(proc, 10)
+        note = _stderr_note(proc, 10)
         assert note.startswith(f"note: PostgreSQL at 127.0.0.1:{pg.port} has not answered for 0.5 s; still waiting up "
                                "to 300 s (ADVISOR_PG_WAIT_S) - Ctrl-C stops the command, nothing finished is lost"), note
         t0 = time.monotonic()
@@ -225,12 +228,12 @@ def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends
                    ADVISOR_PG_NOTICE_S="0.5", ADVISOR_PG_WAIT_S="4")
     try:
         _paused_while_measuring(pg, proc, 0)
-        assert "has not answered for 0.5 s; still waiting up to 4 s" in _stderr_line(proc, 10)
+        assert "has not answered for 0.5 s; still waiting up to 4 s" in _stderr_note(proc, 10)
     finally:
         pg.resume()
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert err.startswith(f"note: PostgreSQL at 127.0.0.1:{pg.port} answered again after "), err
+    assert flat(err).startswith(f"note: PostgreSQL at 127.0.0.1:{pg.port} answered again after "), err
     assert pg.count("COMPLETE", study) == 3
 
     proc = _worker(pg, study, "--trials", "40", "--delay", "0.2", "--heartbeat", "0",
@@ -238,7 +241,7 @@ def test_a_server_paused_for_a_moment_is_waited_for_and_one_paused_too_long_ends
     out, err, waited = _paused_until_it_ends(pg, proc, 4)
     assert proc.returncode == 2, (out, err)
     assert "Traceback" not in err, err
-    lines = err.splitlines()
+    lines = said_lines(err)  # a wrapped note: one line
     assert len(lines) == 2 and "has not answered for 0.5 s; still waiting up to 1.5 s" in lines[0], err
     assert lines[1].startswith("error: the database postgresql://postgres@127.0.0.1:"), err  # as given
     assert f"(PostgreSQL at 127.0.0.1:{pg.port} has not answered for 1.5 s (ADVISOR_PG_WAIT_S)); nothing finished is " \
@@ -314,7 +317,7 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
     engine.dispose()  # (the lock is released with its session)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert err.startswith(f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid "), err
+    assert flat(err).startswith(f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid "), err
     assert "has not answered" not in err, err
     assert pg.count("COMPLETE", study) == 2
 
@@ -462,13 +465,13 @@ def test_a_reader_command_connecting_to_a_paused_server_says_its_own_limit_and_s
         proc = subprocess.Popen([sys.executable, "-m", "advisor", "studies", "--storage", pg.url],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "ADVISOR_PG_NOTICE_S": "0.5"})
-        note = _stderr_line(proc, 10)
+        note = _stderr_note(proc, 10)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         pg.resume()
     assert note == (f"note: PostgreSQL at 127.0.0.1:{pg.port} has not answered for 0.5 s; still waiting up to 5 s "
-                    "(the connect timeout) - Ctrl-C stops the command, nothing finished is lost\n"), (note, err)
+                    "(the connect timeout) - Ctrl-C stops the command, nothing finished is lost"), (note, err)
     assert proc.returncode == 130, (out, err)
 
 

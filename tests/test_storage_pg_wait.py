@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from tests.cli_helpers import said_lines
+
 pytestmark = pytest.mark.postgres
 
 
@@ -176,7 +178,7 @@ def _waiting_for(pg_url: str, study: str, lock: str, held_s: float, capsys, monk
         release.cancel()
         released.set()
         holder.close()
-    return code, capsys.readouterr().err.splitlines(), time.monotonic() - t0, pid
+    return code, said_lines(capsys.readouterr().err), time.monotonic() - t0, pid  # a wrapped note: one line
 
 
 @pytest.mark.parametrize("process", [None, "moe-advisor pid=1 host=elsewhere"])
@@ -267,7 +269,7 @@ def test_a_seed_lock_holder_that_measures_is_waited_for_past_the_limit(pg_url, s
     finally:
         signal.signal(signal.SIGTERM, handler)
         holder.join(30)
-    err = capsys.readouterr().err.splitlines()
+    err = said_lines(capsys.readouterr().err)  # a wrapped note: one line
     assert code == 0, err
     assert took >= 1.8, (took, err)
     assert err[0].startswith(f"note: waiting for the seed lock of study {study!r} (held by PostgreSQL pid "), err

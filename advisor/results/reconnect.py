@@ -433,5 +433,12 @@ class _Silence:
 
 
 def say_note(line: str) -> None:
-    """One `note:` line on stderr: what a wait for the database says (the server's silence, a lock's holder)."""
-    print(f"note: {line}", file=sys.stderr, flush=True)
+    """One `note:` on stderr, wrapped at the terminal's width as every other note (`print_wrapped`): what a wait
+    for the database says (the server's silence, a lock's holder). Written in one piece (the console's buffer),
+    so that notes said by two waiting threads do not interleave."""
+    from rich.console import Console
+
+    from advisor.terminal import print_wrapped
+
+    with (console := Console(stderr=True)):  # its buffer: written whole on leaving
+        print_wrapped(console, f"note: {line}", 2)
