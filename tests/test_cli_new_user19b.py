@@ -68,3 +68,14 @@ def test_a_wait_note_wraps_at_the_terminals_width_as_every_other_note(tmp_path):
     lines = note.splitlines()
     assert len(lines) > 1 and all(len(line) <= 80 for line in lines), lines
     assert all(line.startswith("  ") for line in lines[1:]), lines
+
+
+def test_profile_checks_where_it_saves_without_a_traceback(tmp_path):
+    """`advisor profile` raised UnboundLocalError ('given') at its check of where it saves, before measuring
+    anything: the option's name passed to `check_writable` was a variable assigned only further down. A
+    directory where the profile's file belongs is now refused in one line naming --profiles-dir."""
+    from tests.cli_helpers import advisor, one_error_line
+
+    (tmp_path / "p" / "x.json").mkdir(parents=True)
+    r = advisor("profile", "--profiles-dir", "p", "--name", "x", cwd=tmp_path, timeout=120)
+    one_error_line(r, "cannot write p/x.json: it is a directory; give --profiles-dir another path")
