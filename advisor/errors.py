@@ -66,16 +66,24 @@ def no_cuda(device: str) -> UserError:
     return UserError(f"device '{device}' requested but no CUDA GPU is available here; use --device cpu")
 
 
+ROCM_DEVICE = "/dev/kfd"
+"""AMD's GPU compute device: where it is, torch's ROCm build runs `--device cuda` on it, no libcuda needed."""
+
+
 def refuse_without_cuda_driver(device: str) -> None:
-    """Refuse, without torch, a cuda `device` on a host that has no NVIDIA driver's CUDA library (libcuda) to load,
-    where torch's CUDA can never run: `eval --device cuda` read its task first (GSM8K's hub lookup) and imported
-    torch before it learned so. Where the library loads, torch decides once imported (`check_device`: hidden GPUs,
-    a CPU-only torch, an index past the GPUs)."""
+    """Refuse, without torch, a cuda `device` on a host that has no NVIDIA driver's CUDA library (libcuda) to load
+    and no AMD GPU driver (`ROCM_DEVICE`: torch's ROCm build calls that GPU cuda), where torch's CUDA can never
+    run: `eval --device cuda` read its task first (GSM8K's hub lookup) and imported torch before it learned so.
+    Where either is there, torch decides once imported (`check_device`: hidden GPUs, a CPU-only torch, an index
+    past the GPUs)."""
     if not check_device_name(device).startswith("cuda"):
         return
     import ctypes
+    import os
     import sys
 
+    if os.path.exists(ROCM_DEVICE):  # torch's ROCm build: its 'cuda' is an AMD GPU, with no libcuda to load
+        return
     try:
         ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")  # (macOS: none; torch has no CUDA)
     except OSError:

@@ -225,3 +225,20 @@ def test_eval_of_a_model_without_a_tokenizer_is_refused_before_torch_imports(tmp
         model = str(tmp_path / "m")
     said = _refused_light(tmp_path, "eval", model, "--limit", "1")
     assert said.startswith(f"error: {model} has no tokenizer, so it cannot be evaluated on a text task"), said
+
+
+@pytest.mark.skipif(_cuda_driver_here(), reason="an NVIDIA driver is here")
+def test_cuda_on_a_host_with_an_amd_gpu_driver_is_left_to_torch(tmp_path):
+    """torch's ROCm build runs `--device cuda` on an AMD GPU, where no libcuda is there to load: the torch-free
+    check refused such a host before torch could say it has a GPU. Where AMD's GPU device (`/dev/kfd`, here a
+    stand-in file) is, torch decides: on this GPU-less host its own refusal, in the same words, after its import."""
+    kfd = tmp_path / "kfd"
+    kfd.touch()
+    code = ("import sys\nimport advisor.errors\nfrom advisor.cli import run\n"
+            f"advisor.errors.ROCM_DEVICE = {str(kfd)!r}\nsys.argv = ['advisor', *sys.argv[1:]]\n"
+            "try:\n    run()\nexcept SystemExit as e:\n    print('torch', 'torch' in sys.modules, 'exit', e.code)\n")
+    p = subprocess.run([sys.executable, "-c", code, "inspect", "bundled", "--device", "cuda"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=300)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: device 'cuda' requested but no CUDA GPU is available here; use --device cpu"], p.stderr
+    assert "torch True exit 2" in p.stdout, p.stdout + p.stderr
