@@ -49,6 +49,16 @@ def study_db(tmp_path) -> Path:
     return path
 
 
+def garbled_example(tmp_path: Path, sql: str, *args: object) -> Path:
+    """A copy of the example study database (tmp_path/garbled.db) with `sql` run on it, a row changed."""
+    bad = tmp_path / "garbled.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", bad)
+    with sqlite3.connect(bad) as con:
+        assert con.execute(sql, args).rowcount, sql
+    con.close()
+    return bad
+
+
 def digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -154,12 +164,7 @@ def test_a_stored_json_value_of_the_wrong_type_is_one_line_in_every_reader(tmp_p
 def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, value):
     """A garbled `advisor_study` row (SQLite keeps any value in any column): `advisor studies` printed a
     ValueError/TypeError traceback; pareto named objectives that are not an object by dict()'s own message."""
-    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    bad = tmp_path / "garbled.db"
-    shutil.copy(src, bad)
-    with sqlite3.connect(bad) as con:
-        con.execute(f"UPDATE advisor_study SET {column} = ?", (value,))
-    con.close()
+    bad = garbled_example(tmp_path, f"UPDATE advisor_study SET {column} = ?", value)
     for args in (["studies"], ["pareto", "bundled-example", "--no-plots"]):
         line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
         assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
@@ -181,13 +186,8 @@ def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, table, column, wher
     JSON, a number where an object belongs) printed a JSONDecodeError/TypeError traceback (fuzzing, 2026-12-06),
     where a garbled front row was already this one line. Nothing is written. Metric names that are not names
     were a traceback past the reader (sorting them); the reader checks what it decoded now (`_check_shapes`)."""
-    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    bad = tmp_path / "garbled.db"
-    shutil.copy(src, bad)
-    with sqlite3.connect(bad) as con:  # trial 0 is complete and off the stored front
-        trial = "" if table.startswith("study") else f" AND {_TRIAL_0}"
-        con.execute(f"UPDATE {table} SET {column} = ? WHERE {where}{trial}", (value,))
-    con.close()
+    trial = "" if table.startswith("study") else f" AND {_TRIAL_0}"  # trial 0: complete and off the stored front
+    bad = garbled_example(tmp_path, f"UPDATE {table} SET {column} = ? WHERE {where}{trial}", value)
     for url in (str(bad), f"sqlite+pysqlite:///{bad}"):  # stdlib sqlite3 and SQLAlchemy readers
         r = advisor_entry("export", "bundled-example", "0", "--to", "json", "-o", "x.json", "--storage", url,
                           cwd=tmp_path)
@@ -206,12 +206,7 @@ def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
     the study lacks, a value or distribution it cannot decode): `advisor report` printed Optuna's IndexError
     traceback (CLI fuzzing, 2026-12-06); now its one 'not a readable Optuna study database' line, before any
     work, nothing written."""
-    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    bad = tmp_path / "garbled.db"
-    shutil.copy(src, bad)
-    with sqlite3.connect(bad) as con:
-        con.execute(garble)
-    con.close()
+    bad = garbled_example(tmp_path, garble)
     r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
     line = one_error_line(r, "garbled.db is not a readable Optuna study database")
     assert "IndexError" not in line and not (tmp_path / "rep").exists(), line
@@ -242,12 +237,7 @@ def test_tune_resuming_a_study_with_a_garbled_optuna_row_is_one_line(tmp_path):
     """`advisor tune --study S` on a database whose Optuna rows for S are garbled (a categorical parameter's index
     past its choices) printed Optuna's IndexError traceback (CLI fuzzing, 2026-12-06); now one line naming the
     study and the remedy, and the file is not written."""
-    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    bad = tmp_path / "garbled.db"
-    shutil.copy(src, bad)
-    with sqlite3.connect(bad) as con:
-        con.execute("UPDATE trial_params SET param_value = 1e308")
-    con.close()
+    bad = garbled_example(tmp_path, "UPDATE trial_params SET param_value = 1e308")
     before = digest(bad)
     space = Path(__file__).resolve().parents[1] / "studies" / "example" / "space.toml"  # its own settings (README)
     r = advisor_entry("tune", "--space", str(space), "--budgets", "10%,25%,50%", "--trials", "1", "--sampler",
@@ -272,12 +262,7 @@ def test_an_optuna_row_optuna_cannot_decode_is_one_line_in_report_export_and_tun
     LookupError/AssertionError/ValueError/TypeError traceback, and `export` of a trial off the front called a
     trial of an unknown state 'bogus, not complete' or exported it; now each is its one unreadable-database
     line, nothing written."""
-    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    bad = tmp_path / "garbled.db"
-    shutil.copy(src, bad)
-    with sqlite3.connect(bad) as con:
-        assert con.execute(garble).rowcount
-    con.close()
+    bad = garbled_example(tmp_path, garble)
     before = digest(bad)
     r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
     one_error_line(r, "garbled.db is not a readable Optuna study database")
@@ -296,12 +281,7 @@ def test_deleting_a_study_optuna_cannot_decode_is_one_line(tmp_path, garble):
     """`studies --delete` of a study whose rows Optuna's ORM cannot decode as it deletes them (an unknown state
     or direction name) printed a LookupError traceback; now the unreadable-database line, saying what was
     deleted (our front) and what was kept (Optuna's trials)."""
-    src = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    bad = tmp_path / "garbled.db"
-    shutil.copy(src, bad)
-    with sqlite3.connect(bad) as con:
-        con.execute(garble)
-    con.close()
+    garbled_example(tmp_path, garble)
     r = advisor_entry("studies", "--delete", "bundled-example", "--yes", "--storage", "garbled.db", cwd=tmp_path)
     one_error_line(r, "garbled.db is not a readable advisor database", "its Optuna trials are kept")
 
