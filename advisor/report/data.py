@@ -25,7 +25,7 @@ from advisor.results.storage import (
     require_database,
 )
 from advisor.results.store import engine_for, load_fronts
-from advisor.results.trials import check_objective_values, checked_metric_names
+from advisor.results.trials import check_objective_values, checked_metric_names, is_number
 from advisor.units import count, names_text
 
 
@@ -119,9 +119,9 @@ def trial_record(trial: Any, objectives: list[str]) -> TrialRecord:
     objective missing there, under the study's metric names.
     """
     attrs = dict(trial.user_attrs)
-    values = {k: float(v) for k, v in _metric_dict(attrs, "values").items() if _is_number(v)}
+    values = {k: float(v) for k, v in _metric_dict(attrs, "values").items() if is_number(v)}
     for k in METRICS:
-        if k not in values and _is_number(attrs.get(k)):
+        if k not in values and is_number(attrs.get(k)):
             values[k] = float(attrs[k])
     for name, v in zip(objectives, trial.values or [], strict=False):
         values.setdefault(name, float(v))
@@ -139,10 +139,6 @@ def _unreadable(url: str, e: BaseException) -> UserError:
     # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
     return UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
                      "point --storage at the database `advisor tune` wrote")
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 @watch_answers()

@@ -115,7 +115,7 @@ def checked_metric_names(metrics: Any) -> list[str]:
 
 def check_objective_values(values: Any) -> None:
     """ValueError where a trial's stored objective values are not numbers (SQLite keeps text in a float column)."""
-    if not all(_is_number(v) for v in values):
+    if not all(is_number(v) for v in values):
         raise ValueError("a stored objective value is not a number")
 
 
@@ -135,13 +135,14 @@ def _check_shapes(values: list[Any], meta: dict[str, Any], attrs: dict[str, Any]
                                 ("trial", attrs, ("values", "config", "sources"))):
         if bad := [k for k in keys if stored.get(k) is not None and not isinstance(stored[k], dict)]:
             raise ValueError(f"the stored {where} attribute {bad[0]} is not a JSON object")
-    if not all(_is_number(v) for v in (attrs.get("values") or {}).values()):
+    if not all(is_number(v) for v in (attrs.get("values") or {}).values()):
         raise ValueError("a stored trial value is not a number")
-    if bad := [k for k, v in constraints.items() if not all(_is_number(c) for c in (v if isinstance(v, list) else [v]))]:
+    if bad := [k for k, v in constraints.items() if not all(is_number(c) for c in (v if isinstance(v, list) else [v]))]:
         raise ValueError(f"the stored {bad[0]} is not a number or a list of numbers")
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A stored value that is a number (JSON's true/false decode to bools, which are ints to Python)."""
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
