@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_helpers import advisor, advisor_in_process, one_error_line
+from cli_helpers import advisor, advisor_in_process, one_error_line, said_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
@@ -27,8 +27,9 @@ def test_a_broken_profile_file_blocks_only_its_own_gpu(tmp_path):
                     cwd=tmp_path, timeout=120)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
         assert needle in r.stdout, r.stdout
-        notes = [ln for ln in r.stderr.splitlines() if "old-card.json" in ln]
-        assert len(notes) == 1 and "mycard.json" in notes[0], r.stderr
+        # one note naming both broken files, wrapped at the terminal's width (a long tmp path on a line of its own)
+        notes = [ln for ln in said_lines(r.stderr) if "old-card.json" in ln]
+        assert len(notes) == 1 and "mycard.json" in notes[0] and notes[0].startswith("note: skipped"), r.stderr
     # the broken files' own GPUs are refused with their error: by file name, and by the name stored in it
     one_error_line(advisor("recommend", "--storage", EXAMPLE_DB, "--gpu", "old card", "--profiles-dir",
                            str(profiles), cwd=tmp_path, timeout=120), "old-card.json is not valid JSON")

@@ -103,13 +103,15 @@ def test_simulate_prints_blocks_where_its_table_does_not_fit(tmp_path):
     assert wide.returncode == 0 and "┃ hits ┃" in wide.stdout, wide.stdout  # where it fits: the table, as before
 
 
-def test_eval_notes_on_long_prompts_wrap_at_80_columns(tmp_path):
+def test_eval_notes_on_long_prompts_wrap_at_80_columns(tmp_path, monkeypatch):
     """`advisor eval bundled --task gsm8k --data FILE` said 'note: gsm8k: 1 of 1 prompts with their new tokens still
     exceed bundled's 256 positions (256 new tokens); the model runs past the length it was trained for on them' on
     one line of 150 columns (and the few-shot note beside it 116), where the busy-host note above them wraps. The
     once-per-run notes wrap at the terminal's width now, under a 2-column indent."""
+    from advisor.eval import notes
     from tests.cli_helpers import flat
 
+    monkeypatch.setattr(notes, "_said", set())  # in this process as in a fresh one: another test may have said it
     (tmp_path / "g.jsonl").write_text('{"question": "What is 2+3?", "answer": "2+3=5\\n#### 5"}\n')
     r = advisor_in_process("eval", "bundled", "--task", "gsm8k", "--data", "g.jsonl", "--limit", "1", "--threads",
                            "1", cwd=tmp_path, env={"COLUMNS": "80"})

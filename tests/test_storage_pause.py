@@ -195,8 +195,13 @@ def test_a_paused_server_is_said_and_ctrl_c_stops_the_tune_at_once(pg):
     # worker started within the 2 s grace found it still alive and finished its 3 trials beside it (seen in CI)
     # a heartbeat sent as the server paused can be stamped when it resumes (after the worker ended): the grace counts
     # from then; 2.5 s left under a loaded full suite (seen once, 2026-12-06) a resumed worker that found it alive
+    # A trial cut off before its first heartbeat reached the server is stamped by the resumed worker as it starts
+    # (`_first_heartbeats`) and failed once the grace passes; a worker done with its 2 trials within the 2 s left
+    # it RUNNING (3 complete, 1 running: seen in a CI dry run, 2026-12-07). Its trials take 1.5 s each here, so the
+    # check after its run comes past the grace, as a longer run's does.
     time.sleep(4.0)
-    out, err = _worker(pg, study, "--total", "3", "--heartbeat", "1", "--grace", "2").communicate(timeout=60)
+    out, err = _worker(pg, study, "--total", "3", "--delay", "1.5", "--heartbeat", "1", "--grace", "2").communicate(
+        timeout=60)
     assert "Traceback" not in err, err
     assert pg.count("COMPLETE", study) == 3 and pg.count("RUNNING", study) == 0
 
