@@ -640,8 +640,9 @@ def advisory_lock(c: Any, key: int, what: str, *, beat: bool = False) -> Iterato
     connection `c`, waited for 0.2 s at a time (`lock_timeout`) while another session holds it: one query that
     waits seconds for a lock (another worker seeding the study) is, to the client, a server that does not
     answer, which `reconnect.watch_answers` says and gives up on. A wait past `notice_s` is said in one `note:`
-    (`reconnect.say_note`, wrapped at the terminal's width), naming the lock and its holder (its PostgreSQL pid, and the advisor process and run it belongs to,
-    `application_name`); Ctrl-C or SIGTERM ends it at once (a KeyboardInterrupt: nothing is written yet).
+    (`reconnect.say_note`, wrapped at the terminal's width), naming the lock and its holder (its PostgreSQL pid, and
+    the advisor process and run it belongs to, `application_name`); Ctrl-C or SIGTERM ends it at once (a
+    KeyboardInterrupt: nothing is written yet).
 
     A wait for a lock is not a wait for a silent server: the server answers, and a worker holding the lock may
     be busy for long. So the wait ends (one line, a `UserError`) only once the holder's run has sent the
