@@ -288,7 +288,11 @@ def _closing_server() -> tuple[socket.socket, list[bytes]]:
                 conn, _ = server.accept()
             except OSError:
                 return
-            asked.append(conn.recv(200))
+            conn.settimeout(5)  # a client that connects and sends nothing does not hold the loop
+            try:
+                asked.append(conn.recv(200))
+            except OSError:
+                asked.append(b"?")
             conn.close()
 
     threading.Thread(target=close_each, daemon=True).start()
@@ -321,26 +325,7 @@ def test_an_uncached_hub_id_is_probed_once_per_command(tmp_path):
     (a second TCP connect, up to 2 s more where the hub does not answer). The loader reuses the spec check's answer
     now (`advisor.hub.KEPT_S`). Here a local 'hub' takes each connection and closes it: the probe's connect sends
     nothing, the download's request does; the fetch fails in one line as before."""
-    import socket
-    import threading
-
-    hub = socket.create_server(("127.0.0.1", 0))
-    first_bytes: list[bytes] = []
-
-    def close_each() -> None:
-        while True:
-            try:
-                conn, _ = hub.accept()
-            except OSError:
-                return
-            conn.settimeout(5)
-            try:
-                first_bytes.append(conn.recv(200))
-            except OSError:
-                first_bytes.append(b"?")
-            conn.close()
-
-    threading.Thread(target=close_each, daemon=True).start()
+    hub, first_bytes = _closing_server()
     env = _no_offline_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}")
     p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True, text=True,
                        cwd=tmp_path, env=env, timeout=120)
