@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -34,15 +36,18 @@ class _PlainHelp:
         return params
 
     def format_help(self, ctx: typer.Context, formatter: typer._click.HelpFormatter) -> None:
-        _fold_long_help_words()
-        super().format_help(ctx, formatter)  # type: ignore[misc]
+        with _fold_long_help_words():
+            super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
-def _fold_long_help_words() -> None:
+@contextmanager
+def _fold_long_help_words() -> Iterator[None]:
     """`--help` breaks an option's name or a word of its description that is longer than its column over lines,
     as typer's own type column does (`overflow="fold"`), rather than rich's table default, which cut it: at 80
     columns `tune --help` showed `[default: sqlite:///studies/adv…` and `eval --help` `'layers=0-1:int8,2…`, at
-    60 `--profiles-…`. Patched when help is shown, so no other command imports typer's help renderer."""
+    60 `--profiles-…`. typer's renderer is patched while advisor's help is shown, so no other command imports
+    it, and put back after: the patch stayed for the process, and another typer app's help and error panels
+    there (a library user's, a test's CliRunner) folded as advisor's, its `rich_utils.highlighter` a function."""
     from rich.text import Text
     from typer import rich_utils
 
@@ -57,10 +62,17 @@ def _fold_long_help_words() -> None:
         folded.folds = True  # type: ignore[attr-defined]
         return folded
 
+    kept = {}
     for name in ("_get_parameter_help", "highlighter", "negative_highlighter"):  # typer's internals: one a
         make = getattr(rich_utils, name, None)  # later typer renames is left as it is, not a traceback on --help
         if make is not None and not getattr(make, "folds", False):
+            kept[name] = make
             setattr(rich_utils, name, folding(make))
+    try:
+        yield
+    finally:
+        for name, make in kept.items():
+            setattr(rich_utils, name, make)
 
 
 class _Group(_PlainHelp, typer.core.TyperGroup):

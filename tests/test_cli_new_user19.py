@@ -34,6 +34,31 @@ def test_help_folds_a_long_word_at_80_columns_rather_than_cutting_it(tmp_path):
             assert name == "--profiles-dir", r.stdout
 
 
+
+def test_folding_advisors_help_leaves_another_typer_apps_help_as_it_was(tmp_path):
+    """The folding of long help words patched typer's renderer for the rest of the process: after `advisor tune
+    --help`, another typer app's help there (a library user's, a later test's CliRunner) folded its words too, and
+    `typer.rich_utils.highlighter` was a function, no longer typer's highlighter. The patch holds only while
+    advisor's help is shown; advisor's own help still folds (the test above)."""
+    import typer
+    from typer import rich_utils
+    from typer.testing import CliRunner
+
+    other = typer.Typer()
+
+    @other.command()
+    def hello(path: str = typer.Option("sqlite:///a/default/path/longer/than/its/column.db", help="x" * 90)) -> None:
+        """Another app."""
+
+    def other_help() -> str:
+        return CliRunner(env={"COLUMNS": "60"}).invoke(other, ["--help"]).stdout
+
+    before, highlighters = other_help(), (rich_utils.highlighter, rich_utils.negative_highlighter)
+    r = advisor_in_process("tune", "--help", cwd=tmp_path, env={"COLUMNS": "60"})
+    assert r.returncode == 0 and "…" not in r.stdout, r.stdout
+    assert (rich_utils.highlighter, rich_utils.negative_highlighter) == highlighters
+    assert other_help() == before and "…" in before, before
+
 def test_profile_refusing_its_store_names_the_option_that_moves_it(tmp_path):
     """`advisor profile --cpu` where its store takes no files (a read-only working directory, /proc) said '...;
     give another path' - given where? Every other output's refusal names its option (`give -o/--output another
