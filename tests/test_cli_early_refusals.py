@@ -473,9 +473,9 @@ def test_an_endpoint_urllib_cannot_read_is_refused_in_one_line_before_huggingfac
     assert r.returncode == 0 and "bundled-example" in r.stdout, r.stderr
 
 
-def _answering_hub() -> ThreadingHTTPServer:
+def _answering_hub(files: tuple[str, ...] = ("config.json",)) -> ThreadingHTTPServer:
     """A local 'hub' that answers as much of the hub's API as a download of some-org/m asks before it writes into
-    the cache (its revision, its file tree: one config.json, that file's headers and body). Shut it down after."""
+    the cache (its revision, its file tree: `files`, each file's headers and body `{}`). Shut it down after."""
     sha = "a" * 40
 
     class Hub(BaseHTTPRequestHandler):
@@ -483,7 +483,7 @@ def _answering_hub() -> ThreadingHTTPServer:
             if "/resolve/" in self.path:
                 body, headers = b"{}", {"X-Repo-Commit": sha, "ETag": '"e1"'}
             else:
-                data: object = ([{"type": "file", "path": "config.json", "size": 2, "oid": "b" * 40}]
+                data: object = ([{"type": "file", "path": f, "size": 2, "oid": "b" * 40} for f in files]
                                 if "/tree/" in self.path else {"id": "some-org/m", "sha": sha} if
                                 self.path.startswith("/api/models/") else {})
                 body, headers = json.dumps(data).encode(), {}
@@ -530,3 +530,20 @@ def test_a_hub_cache_it_cannot_write_is_named_not_called_a_network_failure(tmp_p
         f"error: model some-org/m could not be stored in the local hub cache ({said}: {tmp_path / 'cache' / 'hub'}); "
         "make the cache a directory you can write (or set HF_HUB_CACHE or HF_HOME to one), or pass a local "
         "directory"), p.stderr
+
+
+def test_a_hub_repository_without_config_json_is_said_to_lack_it_not_to_be_unavailable_offline(tmp_path):
+    """A hub id the hub answered for, whose repository holds no config.json (a GGUF-only one here), was refused as
+    'not available offline (its snapshot in the local hub cache holds no config.json); download it on a connected
+    machine' - on a connected machine, and after huggingface_hub's own 'No files matched allow_patterns' line. It
+    now says what the hub's answer showed, in one line."""
+    hub = _answering_hub(("model.gguf", "README.md"))
+    env = _no_offline_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}")
+    try:
+        p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, timeout=120)
+    finally:
+        hub.shutdown()
+    assert (p.returncode, p.stderr) == (2, (
+        "error: model some-org/m has no config.json on the hub (revision aaaaaaaaaaaa), so it is no transformers "
+        "checkpoint (a GGUF-only or dataset repository?); check the id, or pass a local directory\n")), p.stderr

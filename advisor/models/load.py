@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,8 @@ def _resolve_hub(repo_id: str) -> Path:
 
     online = hub_reachable()
     try:
-        local = snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=not online)
+        with _quiet_no_match():
+            local = snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=not online)
     except (LocalEntryNotFoundError, FileNotFoundError) as e:
         if not online:
             raise unavailable_offline(repo_id) from e
@@ -243,8 +245,31 @@ def _resolve_hub(repo_id: str) -> Path:
         raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}: {said}); check "
                         "the network or proxy settings, or pass a local directory") from e
     if not (Path(local) / "config.json").is_file():
-        raise unavailable_offline(repo_id, "its snapshot in the local hub cache holds no config.json")
+        revision = Path(local).name[:12]  # the snapshot's folder is named by its commit
+        if online:  # the hub answered with the repository's files, and none is a config.json
+            raise UserError(f"model {repo_id} has no config.json on the hub (revision {revision}), so it is no "
+                            "transformers checkpoint (a GGUF-only or dataset repository?); check the id, or pass a "
+                            "local directory")
+        raise unavailable_offline(repo_id, f"its snapshot in the local hub cache (revision {revision}) holds no "
+                                  "config.json")
     return Path(local)
+
+
+@contextmanager
+def _quiet_no_match() -> Iterator[None]:
+    """huggingface_hub's warning that no file of the repository matched `_HUB_FILES` ("No files matched
+    allow_patterns=[...]") held back: the refusal that follows says it in one line (no config.json)."""
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No files matched")
+
+    logger = logging.getLogger("huggingface_hub._snapshot_download")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 # ---- directories -----------------------------------------------------------------------------------------
