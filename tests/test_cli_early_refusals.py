@@ -88,6 +88,28 @@ def test_a_cached_hub_ids_config_answers_trace_steps_and_eval_precision_before_t
                    "model acme/not-here is not available offline")
 
 
+
+def test_eval_of_a_cached_hub_id_without_a_tokenizer_is_refused_offline_before_torch(tmp_path, monkeypatch):
+    """`advisor eval ORG/NAME` of an id in the local hub cache, offline, whose snapshot holds no tokenizer file was
+    refused only once torch had imported and the whole checkpoint had loaded (17 s for the bundled model's weights
+    on the 2-core host), as 'give a model directory with its tokenizer files' - for a hub id. The cached snapshot
+    answers it now, saying where none was found and how to fetch them; one whose snapshot has a tokenizer goes on
+    (here to the plan check that follows)."""
+    _hub_cache(tmp_path, monkeypatch, "acme/moe", {"model_type": "qwen3_moe", "num_hidden_layers": 2,
+                                                    "num_experts": 8})
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _refused_light(work, "eval", "acme/moe") == (
+        "error: acme/moe has no tokenizer in the local hub cache (its snapshot holds none of tokenizer.json, "
+        "tokenizer_config.json, tokenizer.model, vocab.json), and none can be fetched (offline mode is set "
+        "(HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)), so it cannot be evaluated on a text task; download them on a "
+        "connected machine (hf download acme/moe), or compare precisions without one: `advisor tune acme/moe` (a "
+        "shipped --space tunes fidelity_top1 in place of accuracy), or `advisor quant-report`")
+    (next((tmp_path / "hub").glob("models--acme--moe/snapshots/*")) / "tokenizer.json").write_text("{}")
+    assert _refused_light(work, "eval", "acme/moe", "--precision", "layers=2:int4") == (
+        "error: precision plan names MoE layer 2 but the model has 2 (0-1)")
+    assert list(work.iterdir()) == []
+
 def _moe_layers_built(family: str, **changes) -> tuple[int, dict, set[int]]:
     """(MoE layers of tiny:<family> built with `changes` to its config, that config as config.json holds it)."""
     from advisor.models.tiny import _model_class, tiny_config

@@ -389,22 +389,48 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def check_tokenizer(spec: str) -> None:
-    """Refuse, without torch, a MODEL known to load without a tokenizer - a tiny:<family>, or a local directory
-    with none of `TOKENIZER_FILES` - for a command that must encode text (`advisor eval`): the refusal after
+    """Refuse, without torch, a MODEL known to load without a tokenizer - a tiny:<family>, a local directory with
+    none of `TOKENIZER_FILES`, or a hub id whose snapshot in the local hub cache has none while the hub cannot be
+    reached (what the load then reads) - for a command that must encode text (`advisor eval`): the refusal after
     loading (`no_tokenizer`) came once the whole checkpoint had loaded, 10 s for 316 MiB, minutes for a 7B. A hub
-    id's files are known only once it loads. tune and trace take such a model (seeded random token ids) and do
-    not call this."""
+    id the hub answers for may fetch its tokenizer as it loads. tune and trace take such a model (seeded random
+    token ids) and do not call this."""
     spec = canonical_spec(spec)
-    path = spec_path(spec)
-    if spec.startswith("tiny:") or (spec != "bundled" and path.is_dir()
-                                    and not any((path / n).is_file() for n in TOKENIZER_FILES)):
+    if spec.startswith("tiny:"):
         raise no_tokenizer(model_name(spec))
+    if spec == "bundled":
+        return
+    path = spec_path(spec)
+    if path.is_dir():
+        if not _has_tokenizer(path):
+            raise no_tokenizer(model_name(spec))
+        return
+    snapshot = _cached_hub_snapshot(spec)
+    if snapshot is not None and not _has_tokenizer(snapshot):
+        from advisor.hub import hub_reachable
+
+        if not hub_reachable():
+            raise no_tokenizer(spec, cached=True)
 
 
-def no_tokenizer(name: str) -> Exception:
-    """The refusal of a text task for model `name`, which has no tokenizer: its prompts cannot be encoded."""
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / n).is_file() for n in TOKENIZER_FILES)
+
+
+def no_tokenizer(name: str, cached: bool = False) -> Exception:
+    """The refusal of a text task for model `name`, which has no tokenizer: its prompts cannot be encoded.
+    `cached`: `name` is a hub id whose snapshot in the local hub cache, all there is offline, holds none."""
     from advisor.errors import UserError
 
+    if cached:
+        from advisor.hub import unreachable_note
+
+        return UserError(f"{name} has no tokenizer in the local hub cache (its snapshot holds none of "
+                         f"{', '.join(TOKENIZER_FILES)}), and none can be fetched ({unreachable_note()}), so it "
+                         f"cannot be evaluated on a text task; download them on a connected machine (hf download "
+                         f"{name}), or compare "
+                         f"precisions without one: `advisor tune {name}` (a shipped --space tunes fidelity_top1 in "
+                         "place of accuracy), or `advisor quant-report`")
     return UserError(f"{name} has no tokenizer, so it cannot be evaluated on a text task; give a model directory "
                      f"with its tokenizer files, or compare precisions without one: `advisor tune {name}` (a shipped "
                      "--space tunes top-1 agreement with the full-precision model, fidelity_top1, in place of "
