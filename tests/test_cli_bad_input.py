@@ -277,13 +277,22 @@ def test_an_optuna_row_optuna_cannot_decode_is_one_line_in_report_export_and_tun
 
 
 @pytest.mark.parametrize("garble", _UNDECODABLE[:2], ids=["state", "direction"])
-def test_deleting_a_study_optuna_cannot_decode_is_one_line(tmp_path, garble):
+def test_deleting_a_study_optuna_cannot_decode_deletes_it(tmp_path, garble):
     """`studies --delete` of a study whose rows Optuna's ORM cannot decode as it deletes them (an unknown state
-    or direction name) printed a LookupError traceback; now the unreadable-database line, saying what was
-    deleted (our front) and what was kept (Optuna's trials)."""
+    or direction name) printed a LookupError traceback, then an unreadable-database line with its front deleted
+    and its Optuna trials kept: a study no command could read nor delete, listed with 0 finished trials. Its
+    rows are deleted as plain SQL now: the study is gone, the eval cache kept."""
     garbled_example(tmp_path, garble)
     r = advisor_entry("studies", "--delete", "bundled-example", "--yes", "--storage", "garbled.db", cwd=tmp_path)
-    one_error_line(r, "garbled.db is not a readable advisor database", "its Optuna trials are kept")
+    assert r.returncode == 0 and r.stdout.startswith("deleted study 'bundled-example' (bundled, toy: 300 finished "
+                                                     "trials"), r.stdout + r.stderr
+    r = advisor_entry("studies", "--storage", "garbled.db", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "no studies in garbled.db; run `advisor tune` first\n"), r.stdout + r.stderr
+    with sqlite3.connect(tmp_path / "garbled.db") as con:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        left = {t: n for t in tables if (n := con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])}
+    con.close()
+    assert set(left) == {"version_info", "alembic_version", "advisor_eval_cache"}, left
 
 
 def test_input_nested_past_the_parsers_stack_is_each_readers_one_line(tmp_path):

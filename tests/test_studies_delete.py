@@ -179,6 +179,29 @@ def test_an_interrupted_delete_leaves_a_readable_study_that_the_same_command_fin
     _check_deleted(capsys, monkeypatch, url, before_b)
 
 
+@pytest.mark.parametrize("where", ["sqlite", "postgresql"])
+def test_a_study_with_a_state_optuna_does_not_know_is_deleted_and_nothing_else(where, tmp_path, capsys, monkeypatch,
+                                                                               request):
+    """A trial state this Optuna has no member for (a garbled SQLite row; on PostgreSQL one a newer Optuna added
+    to its enum type) made Optuna's delete raise a LookupError as it decoded the rows: `--delete` deleted our
+    front, kept Optuna's trials and refused, and no command could read or delete the study after. Optuna's rows
+    of the study go as plain SQL now, in one transaction; `b` and the eval cache stay."""
+    url = request.getfixturevalue("pg_url") if where == "postgresql" else f"sqlite:///{tmp_path}/t.db"
+    _two_studies(url)
+    before_b = _rows(url, "b")
+    engine = engine_for(url)
+    if where == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text("ALTER TYPE trialstate ADD VALUE 'BOGUS'"))
+    with engine.begin() as c:
+        c.execute(text("UPDATE trials SET state = 'BOGUS' WHERE study_id = (SELECT study_id FROM studies WHERE "
+                       "study_name = 'a')"))
+    engine.dispose()
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "a", "--yes", "--storage", url)
+    assert code == 0 and out.startswith("deleted study 'a' (fake-moe, fake: ") and "Studies left: b" in out, out
+    _check_deleted(capsys, monkeypatch, url, before_b)
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_delete_refuses_a_study_a_worker_is_tuning(tmp_path, capsys, monkeypatch):
     """A running trial with a fresh heartbeat is most likely a worker tuning the study now: deleting under it

@@ -6,7 +6,8 @@ our `advisor_study` rows (model, task, space, budget), the stored fronts, and tr
 registered (created by another tool) is still listed, with what can be known about it. A running trial whose
 worker stopped sending heartbeats (`trial_heartbeats`) is told apart: it stays RUNNING until the next
 `advisor tune` on the study fails it and queues it again. `delete_study` (`advisor studies --delete`) removes a
-study: our rows in one transaction, then Optuna's study through Optuna (the one function here that imports it).
+study: our rows in one transaction, then Optuna's study through Optuna (the one function here that imports it),
+or as plain SQL where Optuna cannot decode a row of it.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ def live_trials(engine: Engine, name: str) -> int:
 
 def delete_study(engine: Engine, url: str, name: str) -> None:
     """Delete study `name`: our rows of it (its stored front and its study row, one transaction), then Optuna's
-    study with every trial (`optuna.delete_study`: one transaction of Optuna's).
+    study with every trial (`optuna.delete_study`: one transaction of Optuna's; `_delete_optuna_rows`, one of
+    plain SQL, where Optuna cannot decode a row of the study).
 
     In this order an interrupt or error between the two leaves a study as Optuna alone knows it - as one
     created by another tool, which every command reads (`studies` lists it, `recommend` finds no front of it) -
@@ -313,8 +315,33 @@ def delete_study(engine: Engine, url: str, name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:  # another `delete` finished it meanwhile
         pass
-    except LookupError as e:  # a garbled row: Optuna's ORM decodes each row it deletes (an unknown state name)
-        raise unreadable_database(url, e, "; its stored front is deleted, its Optuna trials are kept: tune under "
-                                  "a new --study name, or start a new --storage") from e
+    except LookupError:  # a garbled row: Optuna's ORM decodes each row it deletes (an unknown state name)
+        _delete_optuna_rows(engine, name)
     finally:
         storage.engine.dispose()
+
+
+def _delete_optuna_rows(engine: Engine, name: str) -> None:
+    """Optuna's rows of study `name` deleted as plain SQL, none decoded, in one transaction: what `delete_study`
+    falls back to when Optuna's ORM cannot decode a row of the study (a state or direction name it has no member
+    for), which left a study no command could read or delete. Every table whose foreign key names `trials` loses
+    the study's trials' rows, then every table naming `studies` (the trials themselves among them) its rows, then
+    the study row - the order a server that checks foreign keys (PostgreSQL) asks for."""
+    from sqlalchemy import column, table
+
+    found = inspect(engine)
+    refs = [(t, fk["constrained_columns"][0], fk["referred_table"]) for t in found.get_table_names()
+            for fk in found.get_foreign_keys(t) if fk["referred_table"] in ("trials", "studies") and t != "studies"]
+    studies, trials = table("studies", column("study_id"), column("study_name")), table("trials", column("trial_id"),
+                                                                                         column("study_id"))
+    with engine.begin() as c:
+        study_id = c.execute(select(studies.c.study_id).where(studies.c.study_name == name)).scalar()
+        if study_id is None:  # another `delete` finished it meanwhile
+            return
+        of_trials = select(trials.c.trial_id).where(trials.c.study_id == study_id).scalar_subquery()
+        for referred, ids in (("trials", of_trials), ("studies", study_id)):
+            for t, col, to in refs:
+                if to == referred and not (referred == "trials" and t == "trials"):
+                    rows = table(t, column(col))
+                    c.execute(delete(rows).where(rows.c[col].in_(ids) if referred == "trials" else rows.c[col] == ids))
+        c.execute(delete(studies).where(studies.c.study_id == study_id))
