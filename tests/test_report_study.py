@@ -457,6 +457,37 @@ def test_a_study_searching_the_miss_policy_shows_it_in_the_headline(tmp_path):
     assert misses == {"fp16, no cache (baseline)": "copy", "fp16": "copy", "int8": "cpu", "int4": "hybrid"}, table
 
 
+
+def test_with_bf16_and_fp16_trials_the_accuracy_reference_is_the_baseline_formats_and_named_as_used(tmp_path):
+    """With bf16 and fp16 trials both storing accuracy the reference was the lowest-numbered 16-bit trial,
+    whichever format - named by the first such trial, not the one used - while every line said its change was
+    "vs FP16" and the FP16-no-cache row showed it: a bf16 trial's accuracy. It is now the trial of the format the
+    report names its baseline (fp16 here: a float32 model whose study ran both), named with its number, and each
+    row's change is against it. The bf16 trial's stored accuracy is set apart so that the two differ."""
+    import sqlite3
+
+    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "fp16", "int8"')
+    db = tmp_path / "both.db"
+    url = run_small_study(db, "both", space, [("bf16", 2), ("fp16", 2)])
+    with sqlite3.connect(db) as con:
+        (raw,) = con.execute("SELECT value_json FROM trial_user_attributes WHERE key = 'values' AND trial_id = "
+                             "(SELECT MIN(trial_id) FROM trials)").fetchone()
+        values = json.loads(raw)
+        assert values["accuracy"] == 1.0, values  # every plan agrees with full precision on the toy prompts
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'values' AND trial_id = "
+                    "(SELECT MIN(trial_id) FROM trials)", (json.dumps({**values, "accuracy": 0.5}),))
+    con.close()
+    r = advisor_entry("report", "both", "--storage", url, "-o", str(tmp_path / "r"), "--block-lengths", "",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = " ".join((tmp_path / "r" / "report.md").read_text().split())
+    assert "Accuracy reference: stored accuracy of the fp16 plan (trial #1)." in md, md
+    baseline = md[md.index("| fp16, no cache (baseline) |"):].split(" | ")
+    assert baseline[8:10] == ["1.000 [0.510, 1.000]", "0 pt"], baseline[:10]
+    payload = json.loads((tmp_path / "r" / "report.json").read_text())
+    changes = {r["trial"]: r["accuracy_change"] for r in payload["headline"] if r["trial"] is not None}
+    assert changes == {1: 0.0}, payload["headline"]  # the 16-bit row: fp16's trial, the more accurate at equal bytes
+
 def test_the_cpu_times_line_names_whose_times_priced_the_trials():
     """A study stored before its CPU expert times were, tuned with a hardware profile that had them, was priced
     with the profile's: the report said it took them itself (while its headline check said they matched)."""

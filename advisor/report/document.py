@@ -145,12 +145,12 @@ def compose(c: ReportContext) -> Document:
     ))
     for note in c.memory_notes:
         doc.add(Para(f"**Note:** {note}."))
-    _, base_acc_why = accuracy_reference(c.trials)
+    _, base_acc_why = accuracy_reference(c.trials, full=c.full)
     ref = c.reference
     ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
     rows = [[f"{full}, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
              _kib(ref.h2d_bytes_per_token), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
-             *_baseline_quality(c.trials, fidelity)]]
+             *_baseline_quality(c.trials, fidelity, c.full)]]
     for r in c.headline:
         if r.trial is None:
             rows.append([r.precision, "-", "-", "-", "-", "-", "-", "-", "-", "-"])
@@ -159,7 +159,7 @@ def compose(c: ReportContext) -> Document:
             r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _bytes_cell(r.expert_cache_bytes),
             _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
             f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
-            f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity),
+            f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity, c.full),
         ])
     header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
               "transfer ms / token", "hit rate", *_quality_columns(fidelity)]
@@ -267,7 +267,7 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
     def _row(budget: str, r: HeadlineRow) -> list[Any]:
         return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
                 r.miss, _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
-                _pct(r.time_cut), *_quality(c.trials, r, fidelity)]
+                _pct(r.time_cut), *_quality(c.trials, r, fidelity, c.full)]
 
     rows = []
     if ref.trial is not None:
@@ -356,20 +356,20 @@ FIDELITY_CAPTION = ("The study measured no task accuracy: top-1 agreement is the
                     "fidelity_top1, measured), top-1 change against the 16-bit (else 32-bit) plan's. ")
 
 
-def _quality(trials: list[TrialRecord], r: HeadlineRow, fidelity: bool) -> list[str]:
+def _quality(trials: list[TrialRecord], r: HeadlineRow, fidelity: bool, full: str) -> list[str]:
     """A row's two quality cells: task accuracy [95% CI] and its change, or in a fidelity study its top-1 agreement
     and that change against the full-precision plan's (`accuracy_reference` of fidelity_top1)."""
     if not fidelity:
         return [_acc_text(r.accuracy, r.accuracy_ci), _pp(r.accuracy_change)]
-    ref, _ = accuracy_reference(trials, "fidelity_top1")
+    ref, _ = accuracy_reference(trials, "fidelity_top1", full)
     top1 = ref.values["fidelity_top1"] if ref is not None else None
     return [_acc_text(r.fidelity_top1, None),
             _pp(r.fidelity_top1 - top1) if r.fidelity_top1 is not None and top1 is not None else "-"]
 
 
-def _baseline_quality(trials: list[TrialRecord], fidelity: bool) -> list[str]:
+def _baseline_quality(trials: list[TrialRecord], fidelity: bool, full: str) -> list[str]:
     """The no-cache baseline row's quality cells: the full-precision plan's (what its changes are against)."""
-    ref, _ = accuracy_reference(trials, "fidelity_top1" if fidelity else "accuracy")
+    ref, _ = accuracy_reference(trials, "fidelity_top1" if fidelity else "accuracy", full)
     value = ref.values["fidelity_top1" if fidelity else "accuracy"] if ref is not None else None
     return [_acc_text(value, interval(ref) if ref is not None and not fidelity else None),
             "0 pt" if value is not None else "-"]

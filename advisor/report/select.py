@@ -59,6 +59,7 @@ class Reference:
     time_per_token: float | None
     trial: TrialRecord | None
     source: str
+    fmt: str | None = None  # its 16-bit format as the report names it (`study.baseline_format`)
 
 
 def feasible_trials(data: StudyData) -> list[TrialRecord]:
@@ -167,13 +168,24 @@ def rank(t: TrialRecord) -> tuple:
     return (v.get("time_per_token", 0.0), v["h2d_bytes_per_token"], -v.get("accuracy", 0.0), t.number)
 
 
-def accuracy_reference(trials: Sequence[TrialRecord], metric: str = "accuracy") -> tuple[TrialRecord | None, str]:
+def accuracy_reference(trials: Sequence[TrialRecord], metric: str = "accuracy",
+                       full: str | None = None) -> tuple[TrialRecord | None, str]:
     """The trial whose `metric` (task accuracy, or a fidelity study's fidelity_top1) is the full-precision
-    reference: the 16-bit plan's, else the 32-bit one's (both depend on the plan only, not the cache)."""
-    for fmts in (BASELINE_FORMATS, ("fp32",)):
+    reference, and the reason, naming that trial and its format. Of the trials storing `metric`: those of `full`
+    (the report's 16-bit baseline format, as its tables name it), else of the other 16-bit format, else fp32's;
+    of those the lowest-numbered (a plan's `metric` depends on the plan only, not the cache). Without `full`
+    both 16-bit formats count alike. The name came from the first such trial in `trials` and the value from the
+    lowest-numbered: with bf16 and fp16 trials the two could differ, and a bf16 value was named "vs FP16"."""
+    tiers = [(full,), tuple(f for f in BASELINE_FORMATS if f != full)] if full in BASELINE_FORMATS \
+        else [BASELINE_FORMATS]
+    for fmts in (*tiers, ("fp32",)):
         cands = [t for t in trials if uniform_precision(t) in fmts and metric in t.values]
         if cands:
-            return min(cands, key=lambda t: t.number), f"stored {metric} of the {uniform_precision(cands[0])} plan"
+            ref = min(cands, key=lambda t: t.number)
+            why = f"stored {metric} of the {uniform_precision(ref)} plan (trial #{ref.number})"
+            if full in BASELINE_FORMATS and uniform_precision(ref) != full:
+                why += f"; no {full} trial stores {metric}"
+            return ref, why
     if metric != "accuracy":
         return None, f"no 16- or 32-bit plan in the study stores {metric}"
     if not any("accuracy" in t.values for t in trials):  # e.g. a fidelity study of a model without a tokenizer
@@ -320,7 +332,7 @@ def over_budget_note(t: TrialRecord, budget: str, memory: float | None) -> str:
 def trial_row(t: TrialRecord, prec: str, trials: Sequence[TrialRecord], reference: Reference,
               expert_bytes: dict[str, list[int]], strategy: str = "") -> HeadlineRow:
     """One stored trial as a table row: its values, and the cuts they imply against `reference`."""
-    ref, _ = accuracy_reference(trials)
+    ref, _ = accuracy_reference(trials, full=reference.fmt)
     ref_acc = ref.values.get("accuracy") if ref else None
     v = t.values
     acc = v.get("accuracy")

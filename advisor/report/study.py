@@ -163,7 +163,7 @@ def build_report(
     if budgets:
         memory_why = budgets[0][1]
     memory_notes = above_budget_notes(data, [(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)])
-    reference = _reference(trials, sw)
+    reference = _reference(trials, sw, full)
     # a format that cannot fit says so, counted as its least configuration in the study's own space
     least = least_in_space(wb.backend.shape, data)
     rows = headline_rows(trials, ref_memory, reference, sw.expert_bytes, precisions, least)
@@ -269,14 +269,14 @@ def baseline_format(data: Any, trials: list[Any]) -> str:
                           stored.uniform_format if stored is not None else (ran.pop() if len(ran) == 1 else None))
 
 
-def _reference(trials: list[Any], sw: Any) -> Reference:
+def _reference(trials: list[Any], sw: Any, full: str) -> Reference:
     """No cache: the study's stored trial when it has one (`advisor tune --budgets`), else the report's own
-    zero-slot replay of the 16-bit trace (bytes only)."""
+    zero-slot replay of the 16-bit trace (bytes only); at 16-bit format `full` (`baseline_format`)."""
     t = stored_reference(trials)
     if t is not None:
         return Reference(t.values["h2d_bytes_per_token"], t.values.get("time_per_token"), t,
-                         f"stored trial #{t.number}")
-    return Reference(sw.baseline_bytes_per_token, None, None, "counted:trace-replay(0 slots)")
+                         f"stored trial #{t.number}", full)
+    return Reference(sw.baseline_bytes_per_token, None, None, "counted:trace-replay(0 slots)", full)
 
 
 def headline_traces(wb: Any, trials: Iterable[Any], runs: dict[str, Any],
