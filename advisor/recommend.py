@@ -303,8 +303,9 @@ def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
 
 
 def reference_point(points: list[FrontPoint]) -> Reference | None:
-    """The study's full-precision point: the highest-precision uniform plan (most accurate if several);
-    when the study has no uniform plan, its most accurate point (and the reason says so)."""
+    """The study's full-precision point: the highest-precision uniform plan (most accurate if several, bf16 and
+    fp16 alike), named by its own format; when the study has no uniform plan, its most accurate point (and the
+    reason says so)."""
     with_acc = [p for p in points if "accuracy" in p.values]
     if not with_acc:
         return None
@@ -315,9 +316,12 @@ def reference_point(points: list[FrontPoint]) -> Reference | None:
             uniform.append((precision_rank(fmt), fmt, p))
     if uniform:
         best_rank = max(r for r, _, _ in uniform)
-        fmt = next(f for r, f, _ in uniform if r == best_rank)
-        p = max((p for r, _, p in uniform if r == best_rank), key=lambda p: p.values["accuracy"])
-        how = f"uniform {fmt} plan (the highest-precision uniform plan in the study)"
+        top = [(f, p) for r, f, p in uniform if r == best_rank]
+        fmt, p = max(top, key=lambda fp: fp[1].values["accuracy"])  # named as the point used: bf16 and fp16 tie
+        tied = sorted({f for f, _ in top})
+        how = (f"uniform {fmt} plan (the highest-precision uniform plan in the study)" if len(tied) == 1 else
+               f"uniform {fmt} plan (the most accurate of the study's highest-precision uniform plans, "
+               f"{', '.join(tied)})")
         if best_rank[0] < 16:
             how += "; note: no bf16/fp16/fp32 point on the stored Pareto front, so this is not full precision"
         return Reference(p.study_name, p.trial_number, p.values["accuracy"], how)

@@ -497,3 +497,17 @@ def test_recommend_budget_names_its_option_and_sends_a_share_to_report(tmp_path)
         "peak GPU bytes, of whatever model; for a share of one study's model, `advisor report STUDY --memory 50%`")
     r = CliRunner().invoke(app, ["recommend", "--storage", url, "--budget", "12 potatoes"])
     assert isinstance(r.exception, UserError) and str(r.exception).startswith("--budget '12 potatoes' is not a size")
+
+
+def test_the_reference_is_named_by_the_format_of_the_point_it_uses(tmp_path):
+    """bf16 and fp16 rank alike (16 bits): the reference was the more accurate of the two, named by the format of
+    whichever came first - 'trial #1: uniform fp16 plan' for a bf16 trial. The named plan is the one used now, and
+    the reason says it was the more accurate of the two formats."""
+    m = model_meta()
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "fp16", 8, acc=0.60, h2d=0.0, peak_gib=2.0, meta=m),
+                                      point("s1", 1, "bf16", 8, acc=0.70, h2d=0.0, peak_gib=2.0, meta=m),
+                                      point("s1", 2, "int4", 2, acc=0.69, h2d=1e6, peak_gib=1.0, meta=m)])
+    r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("floor 0.650 (= 0.700 of trial #1, measured, minus 0.05; trial #1: uniform bf16 plan (the most "
+            "accurate of the study's highest-precision uniform plans, bf16, fp16))") in flat(r.stdout), r.stdout
