@@ -76,6 +76,7 @@ def test_a_cached_hub_ids_config_answers_trace_steps_and_eval_precision_before_t
 
     _hub_cache(tmp_path, monkeypatch, "acme/ar-moe", {"model_type": "qwen3_moe", "num_hidden_layers": 2,
                                                        "num_experts": 8})
+    (next((tmp_path / "hub").glob("models--acme--ar-moe/snapshots/*")) / "tokenizer.json").write_text("{}")
     work = tmp_path / "work"
     work.mkdir()
     assert _refused_light(work, "trace", "acme/ar-moe", "--steps", "4", "-o", "t.npz") == (
