@@ -41,9 +41,14 @@ def check_endpoint() -> None:
     imported, and its ValueError was a traceback from every command that imports it - transformers does, so each
     that loads a model, the bundled one too. Called before those imports (`_constants`, `import_runtime`, the
     spec check's cache lookup, GSM8K's loader); commands that never import it (studies, recommend, export,
-    pareto) do not read the variable and are not refused."""
+    pareto) do not read the variable and are not refused. A port urllib cannot read ('https://hub:99999', ':3l28')
+    is refused as the proxies' is: huggingface_hub's import reads the port too (its ValueError, a traceback)."""
     if (value := os.environ.get("HF_ENDPOINT")) is not None:
-        _parsed(value.rstrip("/"), "HF_ENDPOINT")  # as huggingface_hub reads it
+        url = _parsed(value.rstrip("/"), "HF_ENDPOINT")  # as huggingface_hub reads it
+        try:
+            url.port  # noqa: B018 - read for its ValueError, as huggingface_hub's import reads it
+        except ValueError:
+            raise _no_valid_port(url, "HF_ENDPOINT") from None
 
 
 def _constants() -> Any:
@@ -177,11 +182,16 @@ def _port(url: ParseResult, default: int, what: str) -> int:
     except ValueError:
         port = 0
     if port == 0:
-        from advisor.errors import UserError
-
-        raise UserError(f"{what} gives an address with no valid port ({_netloc(url.geturl())}); give a port "
-                        "from 1 to 65535, or none")
+        raise _no_valid_port(url, what)
     return default if port is None else port
+
+
+def _no_valid_port(url: ParseResult, what: str) -> Exception:
+    """The one line for `url`, given by the variable `what`, whose port is no number from 1 to 65535."""
+    from advisor.errors import UserError
+
+    return UserError(f"{what} gives an address with no valid port ({_netloc(url.geturl())}); give a port from 1 "
+                     "to 65535, or none")
 
 
 def unreachable_note(timeout: float = PROBE_S) -> str:

@@ -496,6 +496,21 @@ def test_an_endpoint_urllib_cannot_read_is_refused_in_one_line_before_huggingfac
     assert r.returncode == 0 and "bundled-example" in r.stdout, r.stderr
 
 
+@pytest.mark.parametrize("args", [["inspect", "bundled"], ["inspect", "some-org/m"]], ids=lambda a: "-".join(a[:2]))
+@pytest.mark.parametrize("port", ["99999", "3l28"])
+def test_an_endpoint_port_urllib_cannot_read_is_refused_in_one_line_before_huggingface_hub(tmp_path, args, port):
+    """HF_ENDPOINT=https://hub:99999 (or a typo, ':3l28'): huggingface_hub reads the endpoint's port as it is
+    imported, and urllib's 'Port out of range' ValueError was a traceback from every command importing it, the
+    bundled model's too. One line naming the variable, as for a proxy's port, its user:password@ not echoed."""
+    import os
+
+    env = {**os.environ, "HF_ENDPOINT": f"https://me:s3cret@hub.example:{port}"}
+    assert _refused_light(tmp_path, *args, env=env) == (
+        f"error: HF_ENDPOINT gives an address with no valid port (hub.example:{port}); give a port from 1 to 65535, "
+        "or none")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _answering_hub(files: tuple[str, ...] = ("config.json",)) -> ThreadingHTTPServer:
     """A local 'hub' that answers as much of the hub's API as a download of some-org/m asks before it writes into
     the cache (its revision, its file tree: `files`, each file's headers and body `{}`). Shut it down after."""
