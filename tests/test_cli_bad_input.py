@@ -276,12 +276,15 @@ def test_an_optuna_row_optuna_cannot_decode_is_one_line_in_report_export_and_tun
     assert digest(bad) == before and not (tmp_path / "rep").exists() and not (tmp_path / "x.json").exists()
 
 
-@pytest.mark.parametrize("garble", _UNDECODABLE[:2], ids=["state", "direction"])
+@pytest.mark.parametrize("garble", [*_UNDECODABLE[:2], "UPDATE trials SET datetime_start = 'garbage'",
+                                    "UPDATE trials SET datetime_start = 5"],
+                         ids=["state", "direction", "start-text", "start-number"])
 def test_deleting_a_study_optuna_cannot_decode_deletes_it(tmp_path, garble):
     """`studies --delete` of a study whose rows Optuna's ORM cannot decode as it deletes them (an unknown state
-    or direction name) printed a LookupError traceback, then an unreadable-database line with its front deleted
-    and its Optuna trials kept: a study no command could read nor delete, listed with 0 finished trials. Its
-    rows are deleted as plain SQL now: the study is gone, the eval cache kept."""
+    or direction name; a start time that is no date, or a number: ValueError, TypeError) printed a traceback,
+    then an unreadable-database line with its front deleted and its Optuna trials kept: a study no command could
+    read nor delete, listed with 0 finished trials. Its rows are deleted as plain SQL now: the study is gone, the
+    eval cache kept."""
     garbled_example(tmp_path, garble)
     r = advisor_entry("studies", "--delete", "bundled-example", "--yes", "--storage", "garbled.db", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("deleted study 'bundled-example' (bundled, toy: 300 finished "

@@ -315,7 +315,8 @@ def delete_study(engine: Engine, url: str, name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:  # another `delete` finished it meanwhile
         pass
-    except LookupError:  # a garbled row: Optuna's ORM decodes each row it deletes (an unknown state name)
+    except (LookupError, ValueError, TypeError):  # a garbled row: Optuna's ORM decodes each row it deletes (an
+        # unknown state name: LookupError; a start time that is no date: ValueError, or not text: TypeError)
         _delete_optuna_rows(engine, name)
     finally:
         storage.engine.dispose()
