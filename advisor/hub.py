@@ -93,14 +93,16 @@ def hub_reachable(timeout: float = PROBE_S, *also_offline: str) -> bool:
 
 
 def _probe(host: str, port: int, timeout: float) -> bool:
-    """One TCP connect to `host`:`port`, waited for at most `timeout` seconds."""
+    """One TCP connect to `host`:`port`, waited for at most `timeout` seconds. A name the resolver cannot encode
+    (a label past 63 characters: the idna codec's UnicodeError, no OSError) answers no, as an unknown one does: it
+    was the probe thread's traceback above the command's one line."""
     result: list[bool] = []
 
     def probe() -> None:
         try:
             with socket.create_connection((host, port), timeout=timeout):
                 result.append(True)
-        except OSError:
+        except (OSError, UnicodeError):
             result.append(False)
 
     thread = threading.Thread(target=probe, daemon=True)

@@ -343,6 +343,23 @@ def test_a_hub_behind_a_proxy_is_asked_through_it_and_a_reset_is_one_line(tmp_pa
         "directory")
 
 
+@pytest.mark.parametrize("variable", ["HF_ENDPOINT", "HTTPS_PROXY"])
+def test_a_host_name_the_resolver_cannot_encode_is_no_traceback_in_the_probe(tmp_path, variable):
+    """A hub or proxy host with a label longer than DNS takes (70 letters): the probe's connect raised the idna
+    codec's UnicodeError, which is no OSError, so its thread printed a traceback above the one line. The host
+    counts as not reached, as an unknown name does: the one line alone."""
+    host = "a" * 70
+    env = _no_offline_env(tmp_path, HF_ENDPOINT="https://hub.example", HTTPS_PROXY=f"http://{host}:3128")
+    if variable == "HF_ENDPOINT":
+        env = {**{k: v for k, v in env.items() if k.lower() not in ("https_proxy", "all_proxy")},
+               "HF_ENDPOINT": f"https://{host}.com"}
+    line = _refused_light(tmp_path, "inspect", "some-org/m", env=env)
+    assert line.startswith("error: model some-org/m is not available offline (the hub (https://"), line
+    p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    assert p.returncode == 2 and p.stderr.splitlines() == [line], p.stderr
+
+
 def test_an_uncached_hub_id_is_probed_once_per_command(tmp_path):
     """The spec check probed the hub for an uncached id, and the loader probed it again after torch's imports
     (a second TCP connect, up to 2 s more where the hub does not answer). The loader reuses the spec check's answer
