@@ -602,3 +602,25 @@ def test_a_hub_repository_without_config_json_is_said_to_lack_it_not_to_be_unava
     assert (p.returncode, p.stderr) == (2, (
         "error: model some-org/m has no config.json on the hub (revision aaaaaaaaaaaa), so it is no transformers "
         "checkpoint (a GGUF-only or dataset repository?); check the id, or pass a local directory\n")), p.stderr
+
+
+def test_a_hub_cache_write_past_a_size_limit_is_the_caches_not_the_networks(tmp_path):
+    """A write into the cache that fails with no file named - a full disk, a quota, here a file-size limit of 1 byte
+    (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write says EFBIG) - was 'could not be fetched from the hub
+    (OSError: [Errno 27] File too large); check the network or proxy settings'. It is the cache's, naming the
+    cache directory (HF_HUB_CACHE)."""
+    import resource
+
+    hub = _answering_hub()
+    env = _no_offline_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}",
+                          HF_HUB_CACHE=str(tmp_path / "cache"), PYTHONDONTWRITEBYTECODE="1")
+    try:
+        p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "some-org/m"], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, timeout=120,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1)))
+    finally:
+        hub.shutdown()
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.splitlines()[-1] == (
+        f"error: model some-org/m could not be stored in the local hub cache (File too large: {tmp_path / 'cache'}); "
+        "make the cache a directory you can write (or set HF_HUB_CACHE or HF_HOME to one), or pass a local "
+        "directory"), p.stderr

@@ -7,6 +7,7 @@ Loading never hangs offline: an uncached hub id fails at once with a line saying
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -40,6 +41,9 @@ from advisor.models.shards import has_safetensors
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
 
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""What a write into the local hub cache fails with that no network error is: a full disk or quota, a file past
+the size limit, a read-only file system (a write() names no file, as a reset connection names none)."""
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
 # Published mask token ids, used when a config does not carry one.
 _MASK_DEFAULTS = {"llada_moe": 156895, "llada2": 156895}
@@ -236,10 +240,14 @@ def _resolve_hub(repo_id: str) -> Path:
     except Exception as e:  # the network failed under the request (a proxy that resets it): a traceback before
         if not isinstance(e, network_errors()):
             raise
-        if isinstance(e, OSError) and e.filename is not None:  # a file of the cache, not the network: a cache
-            # directory not writable, a file where a directory belongs, a full disk (a reset connection names none)
+        if isinstance(e, OSError) and (e.filename is not None or e.errno in _STORAGE_ERRNOS):  # the cache's, not
+            # the network's: a cache directory not writable, a file where a directory belongs (the error names a
+            # file; a reset connection names none), a full disk or a file-size limit (a write(), naming none)
+            from huggingface_hub import constants
+
+            where = e.filename if e.filename is not None else constants.HF_HUB_CACHE
             raise UserError(f"model {repo_id} could not be stored in the local hub cache ({e.strerror or e}: "
-                            f"{e.filename}); make the cache a directory you can write (or set HF_HUB_CACHE or "
+                            f"{where}); make the cache a directory you can write (or set HF_HUB_CACHE or "
                             "HF_HOME to one), or pass a local directory") from e
         said = " ".join(str(e).split()) or "no answer"
         raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}: {said}); check "
