@@ -29,13 +29,16 @@ METRICS = (
   time_per_token          ms per generated token: device expert compute + copies + CPU experts
                           (modelled from the routing trace, `advisor.offload.timing`)
   h2d_bytes_per_token     counted bytes copied host->device per generated token
-  transfer_ms_per_token   H2D time per generated token (CUDA events, or modelled from a hardware profile)
+  transfer_ms_per_token   H2D time per generated token (CUDA events in a live trial on a GPU, else modelled
+                          from a hardware profile: replay models it on a GPU too)
   latency_ms_per_token    wall-clock generation time per generated token
   hit_rate                expert-cache hits / look-ups
   accuracy                task accuracy (exact match, or pass@1), 0..1
   fidelity_kl             mean KL(full precision || this config) of next-token distributions
   fidelity_top1           top-1 agreement with full precision, 0..1
-  peak_gpu_bytes          peak device memory (measured on CUDA; counted bytes on CPU)
+  peak_gpu_bytes          peak device memory, counted (resident weights + slots; offloaded: + staging and the
+                          activation allowance); a live trial of an offloaded model on CUDA: the allocator's
+                          measured peak
 `sources` maps each metric to how it was obtained, e.g. "counted", "measured:cuda-events",
 "measured:wall-clock", "modelled:pcie(bw=25.0GB/s,lat=10us)".
 """
