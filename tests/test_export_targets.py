@@ -574,22 +574,29 @@ def test_vllm_says_its_offload_is_not_the_studys_expert_cache():
 
 
 def test_ktransformers_refuses_the_families_sglang_does_not_serve(tmp_path):
-    """SGLang (sglang-kt, kvcache-ai/sglang) has no model for LLaDA-MoE (LLaDAMoEModelLM) or DiffusionGemma: no
-    entry in python/sglang/srt/models, and its diffusion-LLM path (srt/dllm/config.py, DLLM_PARAMS) knows
-    LLaDA2MoeModelLM and SDAR only; an unknown architecture goes to the Transformers backend
-    (srt/model_loader/utils.py, resolve_transformers_arch), which refuses a remote-code model that is not
-    backend-compatible and otherwise decodes autoregressively with no fused-MoE layer for the kt flags to take
-    over. The export printed a launch command for both, and recommend's hint offered it for the bundled model."""
+    """sglang-kt (kvcache-ai/sglang, the SGLang KTransformers' docs install) has no model for LLaDA-MoE
+    (LLaDAMoEModelLM) or DiffusionGemma: no entry in python/sglang/srt/models, and its diffusion-LLM path
+    (srt/dllm/config.py, DLLM_PARAMS) knows LLaDA2MoeModelLM and SDAR only; an unknown architecture goes to the
+    Transformers backend (srt/model_loader/utils.py, resolve_transformers_arch), which refuses a remote-code model
+    that is not backend-compatible and otherwise decodes autoregressively with no fused-MoE layer for the kt flags
+    to take over. The export printed a launch command for both, and recommend's hint offered it for the bundled
+    model. Upstream SGLang's DiffusionGemma model (PR #34061, --dllm-algorithm Gemma4Renoise) does not change
+    that: its experts are GELU ones and kt-kernel's wrapper asserts a SiLU activation - the refusal said SGLang
+    had no model for it at all, and named no upstream, no fork and no activation."""
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "129", "--storage",
                         str(root / "studies/example/advisor.db"), "--to", "ktransformers"], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "SGLang (sglang-kt) serves no LLaDA-MoE" in r.stderr and "--to llama.cpp" in r.stderr
+    assert "SGLang serves no LLaDA-MoE" in r.stderr and "--to llama.cpp" in r.stderr
+    assert "neither sglang-kt (the kvcache-ai fork KTransformers installs) nor upstream" in r.stderr, r.stderr
     dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
           "is_diffusion": True}
     url = make_db(tmp_path / "a.db", [point("dg", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=dg)])
     r = _cli("export", "dg", "1", "--to", "ktransformers", "--storage", url)
-    assert r.returncode == 2 and "serves no DiffusionGemma" in r.stderr, r.stderr
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "kt-kernel cannot take over DiffusionGemma's experts" in r.stderr, r.stderr
+    assert "--dllm-algorithm Gemma4Renoise" in r.stderr and "GELU experts" in r.stderr, r.stderr
+    assert "silu activation" in r.stderr and "--to vllm" in r.stderr, r.stderr
     for family in ("qwen3_moe", "llada2"):  # served: Qwen3MoeForCausalLM, LLaDA2MoeModelLM
         url = make_db(tmp_path / f"{family}.db", [point("f", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1,
                                                          meta=model_meta(family))])

@@ -13,8 +13,9 @@ points and hot/cold plans), each layer's N most-routed experts, through kt-kerne
 counts file the script writes (`placement` below); otherwise kt-kernel's default `uniform` placement, experts
 0..N-1 of every layer, said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
-KT_THREADPOOL_COUNT override them). SGLang has no model for LLaDA-MoE or DiffusionGemma (REFUSED below): those
-are refused with the reason; LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
+KT_THREADPOOL_COUNT override them). LLaDA-MoE and DiffusionGemma are refused with the reason (REFUSED below:
+SGLang has no model for LLaDA-MoE; DiffusionGemma's is upstream's only, its experts GELU ones kt-kernel cannot
+compute); LLaDA2 is decoded by SGLang's diffusion-LLM path (`--dllm-algorithm`, DLLM below).
 A Qwen2-MoE/Qwen3-MoE checkpoint with dense layers (mlp_only_layers, decoder_sparse_step) is refused too: SGLang
 and kt-kernel take every layer of it for an MoE layer (ALL_SPARSE below).
 Another pre-quantized checkpoint (GPTQ, AWQ, compressed-tensors) is refused: its GPU experts' bytes are not known.
@@ -49,16 +50,29 @@ LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a ti
 OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one CPU expert format"),
 }
-# families SGLang (sglang-kt, kvcache-ai/sglang) cannot serve, with the reason (`base.export_point` adds the
-# targets that take them): an architecture with no SGLang model falls back to the Transformers backend
-# (python/sglang/srt/model_loader/utils.py: resolve_transformers_arch), which refuses a remote-code model that
-# is not backend-compatible and otherwise decodes autoregressively with no fused-MoE layer for kt-kernel to
-# take over; SGLang's diffusion-LLM path (srt/dllm/config.py, DLLM_PARAMS) knows LLaDA2 and SDAR only
+# families kt-kernel's SGLang cannot serve with offloaded experts, with the reason (`base.export_point` adds the
+# targets that take them). KTransformers' docs (kt-kernel/README.md, install.sh) install sglang-kt, the kvcache-ai
+# fork, not upstream sglang. An architecture with no SGLang model falls back to the Transformers backend
+# (python/sglang/srt/model_loader/utils.py: resolve_transformers_arch), which refuses a remote-code model that is
+# not backend-compatible and otherwise decodes autoregressively with no fused-MoE layer for kt-kernel to take
+# over. What was checked (in the stored sources: sglang-kt main of 2026-07-15, ktransformers main of 2026-08-21,
+# upstream sglang's PR #34061 code):
+# - LLaDA-MoE: no LLaDAMoEModelLM model in sglang-kt (main of 2026-07-15) or upstream sgl-project/sglang, and
+#   neither's diffusion-LLM path (srt/dllm/config.py, DLLM_PARAMS) lists it.
+# - DiffusionGemma: sglang-kt has no model for it (not even Gemma 4) and its DLLM_PARAMS knows LLaDA2 and SDAR
+#   only. Upstream has DiffusionGemmaForBlockDiffusion (srt/models/gemma4_diffusion.py, decoded with
+#   --dllm-algorithm Gemma4Renoise) from PR #34061 (opened 2026-08-08; v0.5.14 lacked it, issue #29904), but its
+#   experts are a Gemma4MoE FusedMoE with a GELU activation, while kt_ep_wrapper's KTEPWrapperMethod asserts
+#   activation == "silu" before submitting CPU experts (upstream and sglang-kt alike) and kt-kernel's CPU kernels
+#   compute SiLU (or MiniMax's swigluoai) gates only; the model also refuses any quantized loading (no FP8 route).
 REFUSED = {
-    "llada_moe": "SGLang (sglang-kt) serves no LLaDA-MoE: it has no model for LLaDAMoEModelLM and its diffusion-LLM "
-                 "path knows LLaDA2 and SDAR only, so kt-kernel would have no MoE layer to take over",
-    "diffusion_gemma": "SGLang (sglang-kt) serves no DiffusionGemma: it has no model for it and its diffusion-LLM "
-                       "path knows LLaDA2 and SDAR only, so kt-kernel would have no MoE layer to take over",
+    "llada_moe": "SGLang serves no LLaDA-MoE: neither sglang-kt (the kvcache-ai fork KTransformers installs) nor "
+                 "upstream sgl-project/sglang has a model or a diffusion-LLM entry for LLaDAMoEModelLM, so kt-kernel "
+                 "would have no MoE layer to take over",
+    "diffusion_gemma": "kt-kernel cannot take over DiffusionGemma's experts: sglang-kt (the kvcache-ai fork "
+                       "KTransformers installs) has no model for it, and upstream SGLang's (--dllm-algorithm "
+                       "Gemma4Renoise, PR #34061 of 2026-08-08, not in v0.5.14) runs GELU experts, while kt-kernel "
+                       "computes SiLU-gated ones only (its SGLang wrapper asserts a silu activation)",
 }
 # SGLang decodes LLaDA2 as a diffusion LLM only when --dllm-algorithm names one (python/sglang/srt/dllm/config.py:
 # DllmConfig.from_server_args returns None without it, and the model is scheduled token by token). LowConfidence
