@@ -457,7 +457,6 @@ def test_a_study_searching_the_miss_policy_shows_it_in_the_headline(tmp_path):
     assert misses == {"fp16, no cache (baseline)": "copy", "fp16": "copy", "int8": "cpu", "int4": "hybrid"}, table
 
 
-
 def test_with_bf16_and_fp16_trials_the_accuracy_reference_is_the_baseline_formats_and_named_as_used(tmp_path):
     """With bf16 and fp16 trials both storing accuracy the reference was the lowest-numbered 16-bit trial,
     whichever format - named by the first such trial, not the one used - while every line said its change was
@@ -487,6 +486,34 @@ def test_with_bf16_and_fp16_trials_the_accuracy_reference_is_the_baseline_format
     payload = json.loads((tmp_path / "r" / "report.json").read_text())
     changes = {r["trial"]: r["accuracy_change"] for r in payload["headline"] if r["trial"] is not None}
     assert changes == {1: 0.0}, payload["headline"]  # the 16-bit row: fp16's trial, the more accurate at equal bytes
+
+
+def test_a_time_studys_stars_are_its_fastest_picks_as_its_axis_and_recommend_rank(tmp_path):
+    """In a study tuned for time per token the Pareto figure's x axis is time per token and `advisor recommend`
+    ranks by it, but the stars were still the lowest-transfer picks under a "transfer vs accuracy" heading: a
+    point with every miss on the CPU (few bytes, slow) was starred at the slow end of the time axis. They are
+    now `--prefer latency`'s picks, the heading and caption say so and their table shows the time."""
+    from advisor.results.read import read_fronts
+
+    space = SPACE.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu"]').replace(
+        'h2d_bytes_per_token = "minimize"', 'time_per_token = "minimize"')
+    url = run_small_study(tmp_path / "time.db", "timed", space,
+                          [("fp16", 8, "copy"), ("fp16", 1, "cpu"), ("int8", 1, "cpu"), ("int8", 8, "copy")])
+    r = advisor_entry("report", "timed", "--storage", url, "-o", str(tmp_path / "r"), "--block-lengths", "",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Pareto front: time vs accuracy vs memory" in md, md
+    assert "`advisor recommend --study timed --budget B --prefer latency --max-accuracy-drop 0.05`" in md
+    assert "| budget | trial | time ms / token | H2D / token | accuracy | peak GPU memory |" in md
+    recs = json.loads((tmp_path / "r" / "report.json").read_text())["recommended"]
+    assert recs
+    front = read_fronts(url, "timed")
+    for rec in recs:
+        (floor,) = (float(m.group(1)) for x in rec["reasons"] if (m := re.search(r">= floor (\d\.\d+)", x)))
+        ok = [p for p in front if p.values["peak_gpu_bytes"] <= rec["budget_bytes"] and p.values["accuracy"] >= floor]
+        assert rec["values"]["time_per_token"] == min(p.values["time_per_token"] for p in ok), rec
+
 
 def test_the_cpu_times_line_names_whose_times_priced_the_trials():
     """A study stored before its CPU expert times were, tuned with a hardware profile that had them, was priced

@@ -21,6 +21,7 @@ from advisor.report.select import (
     interval,
     memory_text,
     over_budget_note,
+    star_preference,
     stored_reference,
     trial_row,
 )
@@ -227,21 +228,27 @@ def compose(c: ReportContext) -> Document:
                     r.fidelity_top1, r.fidelity_kl, r.source] for r in accuracy_rows(c.trials)]))
 
     quality = quality_metric(c.trials)
+    prefer = star_preference(d)
+    timed = prefer == "latency"  # the figure's x axis and the stars' ranking: time per token in a study tuned for it
+    lowest = "lowest time per token" if timed else "lowest transfer"
     if quality == "fidelity_top1":  # no task accuracy stored (no tokenizer): recommend applies no floor
-        what, picks = "top-1 agreement", "lowest transfer; the study stores no task accuracy, so no accuracy floor applies"
+        what, picks = "top-1 agreement", f"{lowest}; the study stores no task accuracy, so no accuracy floor applies"
         flag = ""
     else:
-        what, picks = "accuracy", (f"lowest transfer, accuracy at most {c.max_accuracy_drop:g} "
+        what, picks = "accuracy", (f"{lowest}, accuracy at most {c.max_accuracy_drop:g} "
                                    f"({c.max_accuracy_drop * 100:g} points) below the study's full-precision plan; "
                                    "recommend's own defaults are 0.01 and, where every point fits, the most accurate")
         flag = f" --max-accuracy-drop {c.max_accuracy_drop:g}"
-    doc.add(Heading(f"Pareto front: transfer vs {what} vs memory"))
+    doc.add(Heading(f"Pareto front: {'time' if timed else 'transfer'} vs {what} vs memory"))
     doc.add(Figure(c.figures["pareto"], "Every feasible trial; red: the stored Pareto front; stars: what "
-                                        f"`advisor recommend --study {d.name} --budget B --prefer transfer{flag}` "
+                                        f"`advisor recommend --study {d.name} --budget B --prefer {prefer}{flag}` "
                                         f"picks at the budgets B shown ({picks})."))
     if c.recommended:
-        doc.add(Table(["budget", "trial", "H2D / token", what, "peak GPU memory"],
-                      [[format_bytes(r["budget_bytes"]), f"#{r['trial']}", _kib(r["values"].get("h2d_bytes_per_token")),
+        doc.add(Table(["budget", "trial", *(["time ms / token"] if timed else []), "H2D / token", what,
+                       "peak GPU memory"],
+                      [[format_bytes(r["budget_bytes"]), f"#{r['trial']}",
+                        *([_ms(r["values"].get("time_per_token"))] if timed else []),
+                        _kib(r["values"].get("h2d_bytes_per_token")),
                         r["values"].get(quality), format_bytes(r["values"].get("peak_gpu_bytes", 0))]
                        for r in c.recommended]))
 

@@ -389,10 +389,17 @@ def trial_policies(data: StudyData) -> list[str]:
     return pols or ["lru"]
 
 
+def star_preference(data: StudyData) -> str:
+    """What the report's recommended points are ranked by: time per token in a study tuned for it (the Pareto
+    figure's x axis there, and `advisor recommend`'s default ranking in such a study), else H2D bytes."""
+    return "latency" if "time_per_token" in data.objectives else "transfer"
+
+
 def recommended_points(data: StudyData, max_accuracy_drop: float, n_budgets: int = 3) -> list[dict[str, Any]]:
-    """`advisor.recommend` at a few memory budgets spanning the stored front (lowest transfer, accuracy floor)."""
+    """`advisor.recommend` at a few memory budgets spanning the stored front (`star_preference`, accuracy floor)."""
     from advisor.recommend import Query, recommend
 
+    prefer = star_preference(data)
     pts = [p for p in data.front if "peak_gpu_bytes" in p.values]
     if not pts:
         return []
@@ -401,7 +408,7 @@ def recommended_points(data: StudyData, max_accuracy_drop: float, n_budgets: int
     out, seen = [], set()
     for budget in picks:
         rec = recommend(pts, Query(budget_bytes=int(budget), max_accuracy_drop=max_accuracy_drop, study=data.name,
-                                  prefer="transfer"))
+                                  prefer=prefer))
         if rec.chosen is None:
             continue
         p = rec.chosen.point
