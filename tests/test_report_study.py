@@ -515,6 +515,33 @@ def test_a_time_studys_stars_are_its_fastest_picks_as_its_axis_and_recommend_ran
         assert rec["values"]["time_per_token"] == min(p.values["time_per_token"] for p in ok), rec
 
 
+def test_the_pareto_figure_labels_time_per_token_by_its_stored_source(tmp_path, monkeypatch):
+    """The figure's x axis said "time per generated token, ms (modelled; ...)" in every study, also in a --mode
+    live one, whose time per token is measured:wall-clock. It now names the stored sources' kind."""
+    from cli_helpers import advisor_in_process
+
+    from advisor.report import plots
+
+    (tmp_path / "live.toml").write_text(
+        'name = "live"\n[precision]\nformats = ["int8"]\n[cache]\nslots_per_layer = [2, 4]\n'
+        'miss = ["cpu"]\n[objectives]\ntime_per_token = "minimize"\nfidelity_top1 = "maximize"\n'
+        'peak_gpu_bytes = "minimize"\n[evaluation]\ntrace_prompts = 2\nfidelity_prompts = 2\nmax_new_tokens = 8\n')
+    r = advisor_in_process("tune", "tiny:llada_moe", "--space", "live.toml", "--mode", "live", "--trials", "2",
+                           "--storage", "t.db", "--study", "live", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout
+    labels: dict[str, str] = {}
+    save = plots._save
+
+    def keep_label(fig, path):
+        labels[path.name] = fig.axes[0].get_xlabel()
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep_label)
+    r = advisor_in_process("report", "live", "--storage", "t.db", "-o", "r", "--block-lengths", "", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout
+    assert labels["pareto.png"] == "time per generated token, ms (measured; lower is better)", labels
+
+
 def test_the_cpu_times_line_names_whose_times_priced_the_trials():
     """A study stored before its CPU expert times were, tuned with a hardware profile that had them, was priced
     with the profile's: the report said it took them itself (while its headline check said they matched)."""

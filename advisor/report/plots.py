@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
+from advisor.results.front import source_kinds  # noqa: E402
 from advisor.tune.plots import place_labels  # noqa: E402
 
 PRECISION_COLORS = {"fp16": "#1f77b4", "bf16": "#1f77b4", "int8": "#ff7f0e", "int4": "#2ca02c"}
@@ -128,10 +129,11 @@ def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence
     not a line in this plane) and recommendations marked."""
     ylabel, yword = (("top-1 agreement with full precision (higher is better)", "top-1 agreement")
                      if y == "fidelity_top1" else ("task accuracy (higher is better)", "accuracy"))
-    scale, xlabel = (1.0, "time per generated token, ms (modelled; lower is better)") if x == "time_per_token" \
-        else (2.0**-20, "H2D MiB per generated token (lower is better)")
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     pts = [t for t in trials if x in t.values]
+    kind = source_kinds(t.sources.get(x) for t in pts)  # as stored: time per token is measured in a live study
+    scale, xlabel = (1.0, f"time per generated token, ms ({kind}; lower is better)") if x == "time_per_token" \
+        else (2.0**-20, f"H2D MiB per generated token ({kind}; lower is better)")
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
     xs = [t.values[x] * scale for t in pts]
     ys = [t.values.get(y, float("nan")) for t in pts]
     mem = [t.values.get("peak_gpu_bytes", 0.0) / 2**20 for t in pts]
