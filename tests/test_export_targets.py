@@ -603,6 +603,28 @@ def test_ktransformers_refuses_the_families_sglang_does_not_serve(tmp_path):
         assert _cli("export", "f", "1", "--to", "ktransformers", "--storage", url).returncode == 0, family
 
 
+def test_llama_cpp_refusals_name_the_llama_cpp_they_were_checked_in(tmp_path):
+    """llama.cpp's refusals of LLaDA2 and DiffusionGemma said "no diffusion path" with no version, and LLaDA2's that
+    it has a GGUF architecture (bailingmoe2) - while convert_hf_to_gguf.py has no LLaDA2MoeModelLM at all, and pull
+    requests add both models (#17454, #24423). Now each line names the llama.cpp checked (0c1e570, which
+    llama-cpp-python 0.3.36 vendors and benchmarks/build_llamacpp.sh builds), what it lacks there, the runner's
+    architectures, and the pull request, not in that commit and unverified."""
+    dg = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128), "family": "diffusion_gemma",
+          "is_diffusion": True}
+    for family, meta, said in (
+            ("llada2", model_meta("llada2"), ("no LLaDA2MoeModelLM", "converts only as BailingMoeV2ForCausalLM",
+                                              "pull request #17454", "--to hf")),
+            ("diffusion_gemma", dg, ("no diffusion-gemma GGUF architecture", "DiffusionGemmaForBlockDiffusion",
+                                     "pull request #24423", "--to vllm"))):
+        url = make_db(tmp_path / f"{family}.db", [point("f", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+        r = _cli("export", "f", "1", "--to", "llama.cpp", "--storage", url)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        for text in ("llama.cpp 0c1e570 of 2026-10-01, as llama-cpp-python 0.3.36 vendors it",
+                     "llama-diffusion-cli runs the dream, llada, llada-moe and rnd1 architectures only",
+                     "not in that commit and unverified here", *said):
+            assert text in r.stderr, (text, r.stderr)
+
+
 def test_ktransformers_serves_llada2_through_sglangs_diffusion_path(tmp_path):
     """SGLang decodes LLaDA2 as a diffusion LLM only when --dllm-algorithm names an algorithm
     (python/sglang/srt/dllm/config.py: `DllmConfig.from_server_args` returns None without one, and the model is

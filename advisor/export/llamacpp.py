@@ -63,12 +63,27 @@ GGUF_ARCH = {
     "mixtral": "llama",
     "deepseek_v3": "deepseek2",
 }
-# families llama.cpp cannot run, with the reason (`base.export_point` adds the targets that take them)
+# families llama.cpp cannot run, with the reason (`base.export_point` adds the targets that take them). Checked in the
+# llama.cpp that llama-cpp-python 0.3.36 vendors (LLAMA_CPP_CHECKED; the build benchmarks/build_llamacpp.sh caches):
+# llama-diffusion-cli's main() refuses a model that llama_model_is_diffusion() rejects, and src/llama-arch.cpp's
+# llm_arch_is_diffusion() accepts dream, llada, llada-moe and rnd1 only; conversion/__init__.py maps no
+# LLaDA2MoeModelLM or DiffusionGemmaForBlockDiffusion (convert_hf_to_gguf.py: "Model ... is not supported"), and
+# LLaDA2's BailingMoeV2 network converts as bailingmoe2 for BailingMoeV2ForCausalLM only, an autoregressive
+# architecture. Pull requests, open in the GitHub threads as last seen, add them: #17454 (LLaDA2.0 in
+# llama-diffusion-cli, opened 2025-11-23 as work in progress), #24423 and the draft #24427 (a diffusion-gemma
+# architecture with its own decoding flags, both opened 2026-06-10); none is in that commit, and this export is not
+# checked against any of them.
+LLAMA_CPP_CHECKED = "llama.cpp 0c1e570 of 2026-10-01, as llama-cpp-python 0.3.36 vendors it"
+DIFFUSION_CLI_RUNS = "llama-diffusion-cli runs the dream, llada, llada-moe and rnd1 architectures only"
 REFUSED = {
-    "llada2": "llama.cpp has no diffusion path for LLaDA2: its GGUF architecture (bailingmoe2) runs only "
-              "autoregressively, and llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1",
-    "diffusion_gemma": "llama.cpp has no diffusion path for DiffusionGemma (no GGUF architecture; "
-                       "llama-diffusion-cli serves LLaDA, LLaDA-MoE, Dream and RND1)",
+    "llada2": f"llama.cpp has no diffusion path for LLaDA2 ({LLAMA_CPP_CHECKED}): convert_hf_to_gguf.py has no "
+              "LLaDA2MoeModelLM (its BailingMoeV2 network converts only as BailingMoeV2ForCausalLM, to bailingmoe2, "
+              f"which runs autoregressively), and {DIFFUSION_CLI_RUNS}; LLaDA2.0 support (pull request #17454) is "
+              "not in that commit and unverified here",
+    "diffusion_gemma": f"llama.cpp has no diffusion path for DiffusionGemma ({LLAMA_CPP_CHECKED}): no diffusion-gemma "
+                       "GGUF architecture, no DiffusionGemmaForBlockDiffusion in convert_hf_to_gguf.py, and "
+                       f"{DIFFUSION_CLI_RUNS}; pull request #24423, which adds that architecture, is not in that commit "
+                       "and unverified here",
 }
 DIFFUSION_ARCHS = {"llada-moe"}  # GGUF architectures llama-diffusion-cli runs (of those above)
 # quant_method of the pre-quantized checkpoints convert_hf_to_gguf.py dequantizes to the bf16 GGUF the script starts
