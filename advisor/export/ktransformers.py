@@ -327,9 +327,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
     method, weights = KT_METHOD[parse_format(fmt).kind]
-    if method == "LLAMAFILE" and (why_not := llamacpp_refusal(cfg.model)) is not None:  # LLaDA2: no script to point to
-        weights = ("a GGUF directory of its experts made with llama.cpp's own convert_hf_to_gguf.py and "
-                   f"llama-quantize (`advisor export --to llama.cpp` writes no script for it: {why_not})")
+    if method == "LLAMAFILE" and (why_not := llamacpp_refusal(cfg.model)) is not None:  # LLaDA2: no GGUF to point to
+        weights = ("a GGUF directory of its experts, for which `advisor export --to llama.cpp` writes no script and "
+                   f"llama.cpp's own converter, as checked, no GGUF: {why_not}")
     if method == "BF16" and cfg.model.checkpoint_format == "fp8":  # the checkpoint's experts are fp8, not BF16
         method, weights = "FP8", "the FP8 checkpoint itself (its experts are fp8, what kt-kernel's FP8 method reads)"
     args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(model_spec(point), "SGLang"),
