@@ -171,21 +171,18 @@ def rank(t: TrialRecord) -> tuple:
 def accuracy_reference(trials: Sequence[TrialRecord], metric: str = "accuracy",
                        full: str | None = None) -> tuple[TrialRecord | None, str]:
     """The trial whose `metric` (task accuracy, or a fidelity study's fidelity_top1) is the full-precision
-    reference, and the reason, naming that trial and its format. Of the trials storing `metric`: those of `full`
-    (the report's 16-bit baseline format, as its tables name it), else of the other 16-bit format, else fp32's;
-    of those the lowest-numbered (a plan's `metric` depends on the plan only, not the cache). Without `full`
-    both 16-bit formats count alike. The name came from the first such trial in `trials` and the value from the
-    lowest-numbered: with bf16 and fp16 trials the two could differ, and a bf16 value was named "vs FP16"."""
-    tiers = [(full,), tuple(f for f in BASELINE_FORMATS if f != full)] if full in BASELINE_FORMATS \
-        else [BASELINE_FORMATS]
-    for fmts in (*tiers, ("fp32",)):
-        cands = [t for t in trials if uniform_precision(t) in fmts and metric in t.values]
-        if cands:
-            ref = min(cands, key=lambda t: t.number)
-            why = f"stored {metric} of the {uniform_precision(ref)} plan (trial #{ref.number})"
-            if full in BASELINE_FORMATS and uniform_precision(ref) != full:
-                why += f"; no {full} trial stores {metric}"
-            return ref, why
+    reference (`advisor.results.reference`: a trial of `full`, the report's 16-bit baseline format, else of the
+    other 16-bit format, else of fp32; the lowest-numbered), and the reason, naming that trial and its format."""
+    from advisor.results.reference import full_precision_reference
+
+    found = full_precision_reference([t for t in trials if metric in t.values], full, uniform_precision,
+                                     lambda t: t.number)
+    if found is not None:
+        ref, fmt = found
+        why = f"stored {metric} of the {fmt} plan (trial #{ref.number})"
+        if full in BASELINE_FORMATS and fmt != full:
+            why += f"; no {full} trial stores {metric}"
+        return ref, why
     if metric != "accuracy":
         return None, f"no 16- or 32-bit plan in the study stores {metric}"
     if not any("accuracy" in t.values for t in trials):  # e.g. a fidelity study of a model without a tokenizer

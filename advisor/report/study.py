@@ -257,16 +257,15 @@ def above_budget_notes(data: Any, memories: list[tuple[str, float]]) -> list[str
 
 
 def baseline_format(data: Any, trials: list[Any]) -> str:
-    """The study's 16-bit format, as the report names its baseline and traces its 16-bit plan: its stored no-cache
-    trial's, else the one its uniform 16-bit trials ran at (a bf16 space on an fp32 model: bf16, not the fp16
-    the dtype rule gives), else its model's recorded dtype (`advisor.baselines.full_precision`)."""
-    from advisor.baselines import SIXTEEN_BIT, full_precision
+    """The study's 16-bit format, as the report names its baseline and traces its 16-bit plan
+    (`advisor.results.reference.full_format`: its stored no-cache trial's, else the one its uniform 16-bit trials
+    ran at - a bf16 space on an fp32 model: bf16, not the fp16 the dtype rule gives - else its model's dtype)."""
+    from advisor.results.reference import full_format
 
     stored = stored_reference(trials)
-    ran = {t.uniform_format for t in trials} & set(SIXTEEN_BIT)
     meta = data.setting("model_meta") or {}
-    return full_precision(meta.get("dtype") if isinstance(meta, dict) else None,
-                          stored.uniform_format if stored is not None else (ran.pop() if len(ran) == 1 else None))
+    return full_format(meta.get("dtype") if isinstance(meta, dict) else None, (t.uniform_format for t in trials),
+                       stored.uniform_format if stored is not None else None)
 
 
 def _reference(trials: list[Any], sw: Any, full: str) -> Reference:
