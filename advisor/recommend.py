@@ -33,8 +33,8 @@ from advisor.units import BUDGET_DIGITS, budget_text, digits_apart, names_text, 
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
-"""Without --min-accuracy/--max-accuracy-drop: stay within 1 accuracy point of the study's highest-precision
-point (the cheapest plan is otherwise always the least accurate one, e.g. int2)."""
+"""Without --min-accuracy/--max-accuracy-drop: stay within 1 accuracy point of the study's full-precision
+point (`reference_point`) (the cheapest plan is otherwise always the least accurate one, e.g. int2)."""
 
 # preference -> metrics ranked in order (first that the point has), smaller is better unless negated
 # ("accuracy" is top-1 agreement with full precision when no point stores task accuracy: `Recommendation.quality`)
@@ -302,29 +302,41 @@ def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
     return out
 
 
-def reference_point(points: list[FrontPoint]) -> Reference | None:
-    """The study's full-precision point: the highest-precision uniform plan (most accurate if several, bf16 and
-    fp16 alike), named by its own format; when the study has no uniform plan, its most accurate point (and the
-    reason says so)."""
+def reference_point(points: list[FrontPoint], full: str | None = None) -> Reference | None:
+    """The study's full-precision point, by the rule `report` measures its accuracy changes with
+    (`advisor.results.reference`): a uniform plan of the study's 16-bit format (`full`, else `full_format` of the
+    points: the one 16-bit format they ran at, else the model's dtype), else of the other 16-bit format, else
+    fp32; the lowest-numbered. Without one on the stored front: the most accurate of its highest-precision uniform
+    plans, else its most accurate point, and the reason says it is not full precision."""
+    from advisor.results.reference import full_format, full_precision_reference
+
+    def fmt_of(p: FrontPoint) -> str | None:
+        return uniform_format(p.config.get("precision", p.config.get("plan")))
+
     with_acc = [p for p in points if "accuracy" in p.values]
     if not with_acc:
         return None
-    uniform = []
-    for p in with_acc:
-        fmt = uniform_format(p.config.get("precision", p.config.get("plan")))
-        if fmt:
-            uniform.append((precision_rank(fmt), fmt, p))
+    if full is None:
+        meta = next((m for p in points if isinstance(m := p.config.get("model_meta"), dict)), {})
+        full = full_format(meta.get("dtype"), (fmt_of(p) for p in points))
+    found = full_precision_reference(with_acc, full, fmt_of, lambda p: p.trial_number)
+    if found is not None:
+        p, fmt = found
+        how = f"uniform {fmt} plan (the study's full precision)" if fmt == full else \
+            f"uniform {fmt} plan (no uniform {full} point, the study's full precision, stores accuracy)"
+        return Reference(p.study_name, p.trial_number, p.values["accuracy"], how)
+    uniform = [(precision_rank(f), f, p) for p in with_acc if (f := fmt_of(p))]
     if uniform:
         best_rank = max(r for r, _, _ in uniform)
         top = [(f, p) for r, f, p in uniform if r == best_rank]
-        fmt, p = max(top, key=lambda fp: fp[1].values["accuracy"])  # named as the point used: bf16 and fp16 tie
+        fmt, p = max(top, key=lambda fp: fp[1].values["accuracy"])  # named as the point used (int8, fp8 tie)
         tied = sorted({f for f, _ in top})
         how = (f"uniform {fmt} plan (the highest-precision uniform plan in the study)" if len(tied) == 1 else
                f"uniform {fmt} plan (the most accurate of the study's highest-precision uniform plans, "
                f"{', '.join(tied)})")
-        if best_rank[0] < 16:
-            how += "; note: no bf16/fp16/fp32 point on the stored Pareto front, so this is not full precision"
-        return Reference(p.study_name, p.trial_number, p.values["accuracy"], how)
+        return Reference(p.study_name, p.trial_number, p.values["accuracy"],
+                         how + "; note: no bf16/fp16/fp32 point on the stored Pareto front, so this is not full "
+                         "precision")
     p = max(with_acc, key=lambda p: p.values["accuracy"])
     return Reference(p.study_name, p.trial_number, p.values["accuracy"],
                      "most accurate point (the study stored no uniform-precision plan)")
@@ -338,8 +350,9 @@ def _sort_key(p: FrontPoint, prefer: str, quality: str = "accuracy") -> tuple[fl
     return tuple(key)
 
 
-def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
-    """Choose from `points` (already loaded) for query `q`."""
+def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = None) -> Recommendation:
+    """Choose from `points` (already loaded) for query `q`; `full`: a study's 16-bit format where the caller knows
+    it from all its trials (`report`), else `reference_point` takes it from the points."""
     if q.prefer is not None and q.prefer not in PREFERENCES:
         raise UserError(f"unknown preference {q.prefer!r}; use one of: {', '.join(PREFERENCES)}")
     for name, v in (("--min-accuracy", q.min_accuracy), ("--max-accuracy-drop", q.max_accuracy_drop)):
@@ -386,7 +399,7 @@ def recommend(points: list[FrontPoint], q: Query) -> Recommendation:
     refs: dict[str, Reference] = {}
     if q.max_accuracy_drop is not None:
         for s, pts in by_study.items():
-            r = reference_point(pts)
+            r = reference_point(pts, (full or {}).get(s))
             if r:
                 refs[s] = r
 

@@ -166,8 +166,8 @@ def test_tune_heads_a_study_that_scores_no_task_as_the_readers_do(tmp_path, monk
 
 @pytest.mark.parametrize(("floors", "said"), [
     (["--min-accuracy", "0.9", "--max-accuracy-drop", "0.01"],
-     "floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: uniform fp16 plan (the highest-precision "
-     "uniform plan in the study); stricter than --min-accuracy 0.9)"),
+     "floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: uniform fp16 plan (the study's full "
+     "precision); stricter than --min-accuracy 0.9)"),
     (["--min-accuracy", "0.96", "--max-accuracy-drop", "0.02"],
      "floor 0.960 (--min-accuracy; stricter than --max-accuracy-drop's 0.930 = 0.950 of trial #14 minus 0.02)"),
 ])

@@ -499,15 +499,19 @@ def test_recommend_budget_names_its_option_and_sends_a_share_to_report(tmp_path)
     assert isinstance(r.exception, UserError) and str(r.exception).startswith("--budget '12 potatoes' is not a size")
 
 
-def test_the_reference_is_named_by_the_format_of_the_point_it_uses(tmp_path):
-    """bf16 and fp16 rank alike (16 bits): the reference was the more accurate of the two, named by the format of
-    whichever came first - 'trial #1: uniform fp16 plan' for a bf16 trial. The named plan is the one used now, and
-    the reason says it was the more accurate of the two formats."""
-    m = model_meta()
-    url = make_db(tmp_path / "a.db", [point("s1", 0, "fp16", 8, acc=0.60, h2d=0.0, peak_gib=2.0, meta=m),
-                                      point("s1", 1, "bf16", 8, acc=0.70, h2d=0.0, peak_gib=2.0, meta=m),
-                                      point("s1", 2, "int4", 2, acc=0.69, h2d=1e6, peak_gib=1.0, meta=m)])
+def test_the_reference_is_the_studys_full_precision_format_as_report_names_it(tmp_path):
+    """The floor was measured from the most accurate of the highest-precision uniform plans (bf16, fp16 alike;
+    fp32 above them), while `report` measures every change from its baseline format's trial (the model's own
+    16-bit format): a bf16 model's study read "vs BF16" in report but floored recommend at fp16's (or fp32's)
+    accuracy. Both use `advisor.results.reference` now: the bf16 trial, named with its format, though fp16 and
+    fp32 scored higher - so int4, within 0.05 of bf16, is no longer excluded."""
+    m = model_meta()  # dtype bfloat16
+    url = make_db(tmp_path / "a.db", [point("s1", 0, "fp16", 8, acc=0.70, h2d=0.0, peak_gib=2.0, meta=m),
+                                      point("s1", 1, "bf16", 8, acc=0.60, h2d=0.0, peak_gib=2.0, meta=m),
+                                      point("s1", 2, "int4", 2, acc=0.58, h2d=1e6, peak_gib=1.0, meta=m),
+                                      point("s1", 3, "fp32", 8, acc=0.75, h2d=0.0, peak_gib=4.0, meta=m)])
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB", "--max-accuracy-drop", "0.05")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert ("floor 0.650 (= 0.700 of trial #1, measured, minus 0.05; trial #1: uniform bf16 plan (the most "
-            "accurate of the study's highest-precision uniform plans, bf16, fp16))") in flat(r.stdout), r.stdout
+    assert "Recommended: study 's1', trial #2" in r.stdout, r.stdout
+    assert ("floor 0.550 (= 0.600 of trial #1, measured, minus 0.05; trial #1: uniform bf16 plan (the study's "
+            "full precision))") in flat(r.stdout), r.stdout

@@ -486,6 +486,10 @@ def test_with_bf16_and_fp16_trials_the_accuracy_reference_is_the_baseline_format
     payload = json.loads((tmp_path / "r" / "report.json").read_text())
     changes = {r["trial"]: r["accuracy_change"] for r in payload["headline"] if r["trial"] is not None}
     assert changes == {1: 0.0}, payload["headline"]  # the 16-bit row: fp16's trial, the more accurate at equal bytes
+    # its recommended points' floor is measured from the same trial (`advisor.results.reference`), though the
+    # stored front has both 16-bit trials at accuracy 1.0: it was bf16's, the first of the most accurate
+    floors = {ln for rec in payload["recommended"] for ln in rec["reasons"] if "floor" in ln and "of trial #" in ln}
+    assert floors and all("trial #1: uniform fp16 plan (the study's full precision)" in ln for ln in floors), floors
 
 
 def test_a_time_studys_stars_are_its_fastest_picks_as_its_axis_and_recommend_rank(tmp_path):

@@ -392,8 +392,10 @@ def star_preference(data: StudyData) -> str:
     return "latency" if "time_per_token" in data.objectives else "transfer"
 
 
-def recommended_points(data: StudyData, max_accuracy_drop: float, n_budgets: int = 3) -> list[dict[str, Any]]:
-    """`advisor.recommend` at a few memory budgets spanning the stored front (`star_preference`, accuracy floor)."""
+def recommended_points(data: StudyData, max_accuracy_drop: float, full: str | None = None,
+                       n_budgets: int = 3) -> list[dict[str, Any]]:
+    """`advisor.recommend` at a few memory budgets spanning the stored front (`star_preference`, accuracy floor
+    from the full-precision plan of 16-bit format `full`, the report's baseline's)."""
     from advisor.recommend import Query, recommend
 
     prefer = star_preference(data)
@@ -405,7 +407,7 @@ def recommended_points(data: StudyData, max_accuracy_drop: float, n_budgets: int
     out, seen = [], set()
     for budget in picks:
         rec = recommend(pts, Query(budget_bytes=int(budget), max_accuracy_drop=max_accuracy_drop, study=data.name,
-                                  prefer=prefer))
+                                  prefer=prefer), full={data.name: full} if full else None)
         if rec.chosen is None:
             continue
         p = rec.chosen.point

@@ -181,7 +181,7 @@ def build_report(
     ref_cache = next((r.expert_cache_bytes for r in rows if r.precision in BASELINE_FORMATS and r.expert_cache_bytes),
                      None)
     equal = {} if ref_cache is None else equal_memory(replayed, ref_cache, policies=policies)
-    recs = recommended_points(data, max_accuracy_drop)
+    recs = recommended_points(data, max_accuracy_drop, full)
 
     blocks: dict[str, Any] = {"rows": [], "curves": []}
     if wb.loaded.is_diffusion and block_lengths:
