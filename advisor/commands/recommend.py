@@ -156,9 +156,8 @@ def register(app: typer.Typer) -> None:
         from advisor.files import check_folder, check_parent, check_writable
 
         # named as the user gave it: the option, the variable, or neither (the default store, said as such)
-        from_env = profiles_dir is None and hw.env_profiles_dir() is not None
-        store_option = f"${hw.PROFILES_DIR_ENV}" if from_env else "--profiles-dir"
-        check_folder(directory, store_option, default=profiles_dir is None and not from_env)
+        store_option, default = hw.profiles_dir_source(profiles_dir)
+        check_folder(directory, store_option, default=default)
 
         if directory != hw.DEFAULT_PROFILES_DIR:  # the store is made, a mistyped directory above it is not
             check_parent(directory, store_option)

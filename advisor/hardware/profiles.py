@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.files import home_path, write_atomic
+from advisor.files import check_folder, home_path, write_atomic
 from advisor.parsing import loads_json
 from advisor.units import DECIMAL, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
@@ -351,6 +351,14 @@ def env_profiles_dir() -> str | None:
     return os.environ.get(PROFILES_DIR_ENV) or None
 
 
+def profiles_dir_source(path: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """How the profiles directory was given, for a line that names it: `--profiles-dir`, `$ADVISOR_PROFILES_DIR`,
+    or neither (True: the default, which the user did not type)."""
+    if path is None and env_profiles_dir() is not None:
+        return f"${PROFILES_DIR_ENV}", False
+    return "--profiles-dir", path is None
+
+
 def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:
     """Where the measured profile named `name` is stored."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
@@ -375,6 +383,8 @@ def read_profiles(directory: str | os.PathLike | None = None
     """The good measured profiles, and each broken file as (path, the name it would hold, its one-line error):
     the name stored in it where it has one, else the file's stem - so a broken file blocks only its own GPU."""
     d = profiles_dir(directory)
+    option, default = profiles_dir_source(directory)
+    check_folder(d, option, default=default)  # a file there (a profile's own path given) is no empty folder
     if not d.is_dir():
         return [], []
     good, broken = [], []

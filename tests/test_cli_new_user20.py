@@ -1,0 +1,27 @@
+"""What a new user met in pass 20: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+
+from advisor.hardware.profiles import get_gpu, save_profile
+from tests.cli_helpers import advisor_entry, one_error_line
+
+
+def test_a_profiles_dir_that_is_a_file_is_refused_where_profiles_are_read(tmp_path):
+    """`--profiles-dir studies/profiles/host.json` (the profile's own file, not its folder) read as a folder with no
+    profile in it: `profile --list` said "0 measured profile(s) in .../host.json", and `--gpu host` was an unknown
+    GPU whose line offered `advisor profile --profiles-dir .../host.json`, which that command then refused as a
+    file. Every reader of the folder now refuses it in one line, as `profile` (the writer) did."""
+    saved = save_profile(get_gpu("RTX 4090"), tmp_path / "p")
+    given = str(saved.relative_to(tmp_path))
+    said = f"--profiles-dir {given} is a file, not a directory; give a directory"
+    for args in (["profile", "--list"], ["recommend", "--gpu", "RTX 4090 24GB"],
+                 ["tune", "--gpu", "RTX 4090 24GB"], ["profile", "--cpu"]):
+        one_error_line(advisor_entry(*args, "--profiles-dir", given, cwd=tmp_path), said)
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "profiles").write_text(json.dumps({}))
+    one_error_line(advisor_entry("profile", "--list", cwd=tmp_path),
+                   "studies/profiles (where --profiles-dir writes by default) is a file, not a directory")
+    one_error_line(advisor_entry("profile", "--list", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": given}),
+                   f"$ADVISOR_PROFILES_DIR {given} is a file, not a directory")
