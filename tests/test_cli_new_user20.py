@@ -25,3 +25,21 @@ def test_a_profiles_dir_that_is_a_file_is_refused_where_profiles_are_read(tmp_pa
                    "studies/profiles (where --profiles-dir writes by default) is a file, not a directory")
     one_error_line(advisor_entry("profile", "--list", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": given}),
                    f"$ADVISOR_PROFILES_DIR {given} is a file, not a directory")
+
+
+def test_a_precision_plan_that_names_a_directory_says_it_is_one(tmp_path):
+    """`--precision plans/` (a folder of plans) was "unknown precision format 'plans/'" and `--precision plan.json`
+    where plan.json is a folder "no such file", though it is there. Both now say it is a directory; a format name
+    that is also a folder here (an export's `int8/`) is still the format."""
+    for name in ("plans", "plan.json", "int8"):
+        (tmp_path / name).mkdir()
+    for given in ("plans/", "plan.json"):
+        r = advisor_entry("eval", "--precision", given, "--limit", "1", cwd=tmp_path)
+        one_error_line(r, f"bad precision plan '{given}': it is a directory, not a plan's .json file")
+        assert "bundled" not in r.stdout, r.stdout  # refused before the model loads
+    import contextlib
+
+    from advisor.quant.plan import PrecisionPlan
+
+    with contextlib.chdir(tmp_path):
+        assert PrecisionPlan.parse("int8").default == "int8"

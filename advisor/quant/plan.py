@@ -63,12 +63,18 @@ def hot_experts(counts: Sequence[float], hot_fraction: float) -> list[int]:
     return sorted(range(len(counts)), key=lambda e: (-counts[e], e))[:n_hot]
 
 
-def _names_a_file(text: str) -> bool:
-    """Whether `text` is the path of an existing file; False where it cannot be one (a long spec: ENAMETOOLONG)."""
+def _names_a_file(text: str, *, directory: bool = False) -> bool:
+    """Whether `text` is the path of an existing file (`directory`: of a directory); False where it cannot be one
+    (a long spec: ENAMETOOLONG)."""
     try:
-        return Path(text).is_file()
+        return Path(text).is_dir() if directory else Path(text).is_file()
     except OSError:
         return False
+
+
+_A_DIRECTORY = "it is a directory, not a plan's .json file"
+"""Why a `--precision` naming a directory is refused: `plans/` or `plan.json/` read as an unknown format or as "no
+such file", though it is there."""
 
 
 MAX_RANGE = 2**20
@@ -270,7 +276,7 @@ class PrecisionPlan:
         if text.endswith(".json") or _names_a_file(text):
             path = Path(text)
             if not _names_a_file(text):
-                raise _bad(text, "no such file", path=True)
+                raise _bad(text, _A_DIRECTORY if _names_a_file(text, directory=True) else "no such file", path=True)
             try:
                 text = path.read_text(encoding="utf-8-sig")  # a BOM (a Windows editor's) is no error
             except OSError as e:
@@ -315,10 +321,9 @@ class PrecisionPlan:
                         experts.setdefault(int(layer), {}).update(dict.fromkeys(numbers, fmt))
                 else:
                     raise ValueError(f"unknown clause '{key}' (use default=, layers=, experts=)")
-        except UserError as e:
-            raise _bad(text, str(e)) from None
-        except ValueError as e:
-            raise _bad(text, str(e)) from None
+        except (UserError, ValueError) as e:
+            # a format name that is also a directory here (an export's folder `int8`) stays the format
+            raise _bad(text, _A_DIRECTORY if _names_a_file(text, directory=True) else str(e)) from None
         return cls(default=default, layers=layers, experts=experts)
 
     # ---- serialisation -------------------------------------------------------------------------------------
