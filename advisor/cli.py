@@ -115,6 +115,10 @@ class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
             for param in dict.fromkeys(order):
                 once = isinstance(param, typer.core.TyperOption) and not (param.multiple or param.count)
                 if once and (n := order.count(param)) > 1:
+                    on, off = (sorted(o for o in opts if o in args) for opts in (param.opts, param.secondary_opts))
+                    if on and off:  # a flag and its opposite: not the same option twice, to the user
+                        raise UsageError(f"{on[0]} and {off[0]} are both given, which contradict each other; give "
+                                         "one of them", ctx=ctx)
                     raise UsageError(f"{option_name(param)} is given {n} times; give it once", ctx=ctx)
         return super().parse_args(ctx, args)
 

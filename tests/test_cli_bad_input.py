@@ -1690,7 +1690,7 @@ def test_an_option_of_one_value_given_twice_is_refused_in_every_command(tmp_path
     refused = [
         (["recommend", "--storage", example, "--budget", "8GB", "--budget", "4GB"], "--budget is given 2 times"),
         (["tune", "--trials", "3", "--trials", "5", "--trials", "7"], "--trials is given 3 times"),
-        (["pareto", "bundled-example", "--storage", example, "--plots", "--no-plots"],
+        (["pareto", "bundled-example", "--storage", example, "--no-plots", "--no-plots"],
          "--plots/--no-plots is given 2 times"),
         (["export", "bundled-example", "8", "--storage", example, "--to", "json", "-o", "a.json", "--output", "b.json"],
          "-o/--output is given 2 times"),

@@ -43,3 +43,16 @@ def test_a_precision_plan_that_names_a_directory_says_it_is_one(tmp_path):
 
     with contextlib.chdir(tmp_path):
         assert PrecisionPlan.parse("int8").default == "int8"
+
+
+def test_a_flag_and_its_opposite_together_are_said_to_contradict(tmp_path):
+    """`tune --offload --resident` said "--offload/--resident is given 2 times; give it once", though the user typed
+    each once: two flags that contradict each other, which the line now says, naming both as typed."""
+    for args, on, off in ((["tune", "--resident", "--offload"], "--offload", "--resident"),
+                          (["eval", "bundled", "--offload", "--resident"], "--offload", "--resident"),
+                          (["pareto", "s", "--no-plots", "--plots"], "--plots", "--no-plots")):
+        one_error_line(advisor_entry(*args, cwd=tmp_path),
+                       f"error: {on} and {off} are both given, which contradict each other; give one of them")
+    one_error_line(advisor_entry("tune", "--offload", "--offload", cwd=tmp_path),
+                   "--offload/--resident is given 2 times; give it once")
+    assert not list(tmp_path.iterdir())  # refused before any work
