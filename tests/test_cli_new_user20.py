@@ -56,3 +56,14 @@ def test_a_flag_and_its_opposite_together_are_said_to_contradict(tmp_path):
     one_error_line(advisor_entry("tune", "--offload", "--offload", cwd=tmp_path),
                    "--offload/--resident is given 2 times; give it once")
     assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_evals_task_line_counts_one_problem_in_the_singular(tmp_path):
+    """`eval --task gsm8k --data one.jsonl` headed its result "bundled on GSM8K (1 problems)"."""
+    from tests.cli_helpers import advisor_in_process
+
+    (tmp_path / "one.jsonl").write_text('{"question": "What is 2+3?", "answer": "2+3=5 #### 5"}\n')
+    r = advisor_in_process("eval", "bundled", "--task", "gsm8k", "--data", "one.jsonl", "--max-new-tokens", "8",
+                           "--threads", "1", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bundled on GSM8K (1 problem), few-shot prompt" in r.stdout, r.stdout

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from advisor.errors import UserError, choose
 from advisor.registry import Registry
+from advisor.units import count
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _toy(path: str | None, style: str | None) -> Task:
         score_fn=lambda ex, text: gsm8k.is_correct(text, ex["answer"], mode="strict"),
         gen_kwargs={"steps": toy.DECODE_STEPS, "block_length": toy.BLOCK_LENGTH},
         pad_ok=True,
-        description=f"bundled two-step arithmetic, held-out test set ({len(examples)} problems), strict '#### N'",
+        description=f"bundled two-step arithmetic, held-out test set ({count(len(examples), 'problem')}), strict '#### N'",
     )
 
 
@@ -147,7 +148,7 @@ def _gsm8k(path: str | None, style: str | None) -> Task:
         score_fn=lambda ex, text: gsm8k.is_correct(text, ex["answer"], mode="flexible"),
         clean_fn=lambda _ex, text: gsm8k.truncate_completion(text),
         max_shots=0 if style == "zero-shot" else gsm8k.MAX_SHOTS,
-        description=f"GSM8K ({len(examples)} problems), {style} prompt, flexible extraction",
+        description=f"GSM8K ({count(len(examples), 'problem')}), {style} prompt, flexible extraction",
     )
 
 
@@ -168,7 +169,7 @@ def _humaneval(path: str | None, style: str | None) -> Task:
         score_fn=lambda ex, text: humaneval.check_completion(ex, text).passed,
         clean_fn=lambda ex, text: humaneval.clean_completion(text, ex),
         score_many_fn=score_many,
-        description=f"HumanEval ({len(problems)} problems), sandboxed pass@1",
+        description=f"HumanEval ({count(len(problems), 'problem')}), sandboxed pass@1",
     )
 
 
