@@ -454,7 +454,8 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
     `resolve`: it raised a RuntimeError (a traceback) for `report -o LOOP` to Python 3.12, and from 3.13 resolves
     what it can and says nothing, so the loop was found only once the report was built."""
     give = _give(OUTPUT)
-    path = _through_link(Path(path), give)
+    typed = Path(path)
+    path = _through_link(typed, give)
     if not os.path.lexists(path):  # a file, a link to nothing or a loop of links above it (`reports` for the
         _refuse_unmakeable(path, give)  # default reports/<study>, which `check_parent` does not look at)
     try:
@@ -488,7 +489,9 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
             others = []
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise UserError(f"{path} holds other files ({shown}), which writing there would delete; choose a new "
+            # as typed; the directory it is where that does not name it (`-o .`, a link)
+            named = str(typed) if typed.name == path.name else f"{typed} ({path})"
+            raise UserError(f"{named} holds other files ({shown}), which writing there would delete; choose a new "
                             "or empty -o directory (an earlier output there is replaced)")
     return path
 

@@ -67,3 +67,20 @@ def test_evals_task_line_counts_one_problem_in_the_singular(tmp_path):
                            "--threads", "1", cwd=tmp_path, env={"COLUMNS": "200"})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "bundled on GSM8K (1 problem), few-shot prompt" in r.stdout, r.stdout
+
+
+def test_report_names_an_output_folder_holding_other_files_as_typed(tmp_path):
+    """`report STUDY -o adir`, adir holding the user's files, said "/abs/path/adir holds other files" where every
+    other refusal of -o names the path as typed; the directory it resolves to is added only where the typed path
+    does not name it (`-o .`, a link)."""
+    from tests.test_cli_new_user16 import EXAMPLE_DB
+
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir" / "notes.txt").write_text("mine\n")
+    (tmp_path / "alink").symlink_to("adir")
+    real = (tmp_path / "adir").resolve()
+    for given, named, cwd in (("adir", "adir", tmp_path), ("alink", f"alink ({real})", tmp_path),
+                              (".", f". ({real})", tmp_path / "adir")):
+        line = one_error_line(advisor_entry("report", "bundled-example", "--storage", EXAMPLE_DB, "-o", given, cwd=cwd))
+        assert line.startswith(f"error: {named} holds other files (notes.txt), which writing there would delete"), line
+    assert sorted(p.name for p in (tmp_path / "adir").iterdir()) == ["notes.txt"]
