@@ -84,3 +84,11 @@ def test_report_names_an_output_folder_holding_other_files_as_typed(tmp_path):
         line = one_error_line(advisor_entry("report", "bundled-example", "--storage", EXAMPLE_DB, "-o", given, cwd=cwd))
         assert line.startswith(f"error: {named} holds other files (notes.txt), which writing there would delete"), line
     assert sorted(p.name for p in (tmp_path / "adir").iterdir()) == ["notes.txt"]
+
+
+def test_a_timeout_that_is_not_positive_is_echoed_as_typed(tmp_path):
+    """`tune --timeout 0` said "--timeout 0.0 must be positive", a value the user did not type (click's float)."""
+    for typed in ("0", "-5", "nan"):
+        one_error_line(advisor_entry("tune", "--timeout", typed, cwd=tmp_path),
+                       f"error: --timeout {typed} must be positive (seconds)")
+    assert not list(tmp_path.iterdir())

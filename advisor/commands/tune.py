@@ -299,7 +299,7 @@ def register(app: typer.Typer) -> None:
         sampler_name(sampler)  # an unknown name fails before the model loads
         mode = choose(mode, ("replay", "live"), "--mode")
         if timeout is not None and not timeout > 0:  # `<= 0` let nan through: a timeout that never ends the run
-            raise UserError(f"--timeout {timeout} must be positive (seconds)")
+            raise UserError(f"--timeout {timeout:g} must be positive (seconds)")
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu, profiles_dir)
