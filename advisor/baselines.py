@@ -9,8 +9,11 @@ the budget:
 * ``fiddler`` - a static set of hot experts (by calibration routing) on the GPU, misses computed on the CPU;
 * ``tide`` - the GPU set refreshed every tau denoising steps, misses on the CPU (one configuration per tau
   of `TIDE_TAUS`; the best of them is the strategy's number);
-* ``llama.cpp`` - whole layers' experts on the GPU, as many layers as fit, the other layers' experts on the
-  CPU (``-ot exps=CPU`` per layer): no cache policy at play;
+* ``llama.cpp`` - the last whole layers' experts on the GPU, as many layers as fit, the earlier layers' experts
+  on the CPU, as llama.cpp places them: ``--n-cpu-moe N`` keeps the experts of the first N blocks on the CPU
+  (common/arg.cpp, llm_add_n_cpu_ffn_overrides for blocks 0..N-1) and ``-ngl N`` puts the last N-1 blocks and the
+  output layer on the GPU (src/llama-model.cpp: i_gpu_start = n_layer + 1 - N; llama.cpp 0c1e570 as llama-cpp-python
+  0.3.36 vendors it), which is what `advisor export --to llama.cpp` writes for such a point: no cache policy at play;
 
 and ``no-cache``: no expert stays on the GPU, every routed expert is copied for every forward - the
 reference every cut is measured against. Torch-free.
@@ -66,7 +69,7 @@ BASELINES = (
     Baseline("mixtral-offloading", "Mixtral-offloading-style", "LRU, every miss copied", "lru", "copy"),
     Baseline("fiddler", "Fiddler-style", "static hot experts, misses on the CPU", "static_hot", "cpu"),
     Baseline("tide", "TIDE-style", "interval refresh, misses on the CPU, best tau", "tide", "cpu", taus=TIDE_TAUS),
-    Baseline("llama.cpp", "llama.cpp-style", "whole layers' experts on the GPU, the others' on the CPU", "lru", "cpu",
+    Baseline("llama.cpp", "llama.cpp-style", "the last whole layers' experts on the GPU, the others' on the CPU", "lru", "cpu",
              whole_layers=True),
 )
 
@@ -85,13 +88,14 @@ def baseline_keys(attrs: Mapping[str, Any]) -> list[tuple[str, str, int]]:
 
 def baseline_slots(b: Baseline, num_experts: Sequence[int], fits: Callable[[list[int]], bool]) -> list[int]:
     """GPU slots per MoE layer of `b`: the most that `fits` (a check on counted bytes) allows - the same number
-    in every layer, or for whole-layer placement all of the first k layers' experts and none of the rest."""
+    in every layer, or for whole-layer placement all of the LAST k layers' experts and none of the earlier ones
+    (llama.cpp's `--n-cpu-moe` and `-ngl` keep the first blocks on the CPU: module docstring)."""
     n = len(num_experts)
     if b.no_cache:
         return [0] * n
     if b.whole_layers:
-        k = max((k for k in range(n + 1) if fits([e if i < k else 0 for i, e in enumerate(num_experts)])),
-                default=0)
-        return [e if i < k else 0 for i, e in enumerate(num_experts)]
+        def last(k: int) -> list[int]:
+            return [e if i >= n - k else 0 for i, e in enumerate(num_experts)]
+        return last(max((k for k in range(n + 1) if fits(last(k))), default=0))
     s = max((s for s in range(max(num_experts) + 1) if fits([min(s, e) for e in num_experts])), default=0)
     return [min(s, e) for e in num_experts]

@@ -20,8 +20,8 @@ measured on an H200 (`RECORDED_H200`, launch-bound: 0.12 ms per bf16 expert, 0.9
 
 Strategies: Mixtral-offloading-style (bf16, LRU, every miss copied); Fiddler-style (bf16, static hot experts
 from the trace itself, misses on the CPU); TIDE-style (bf16, interval refresh, misses on the CPU, best tau of
-1/2/4/8); llama.cpp-style (bf16, as many whole layers' experts on the GPU as fit, the other layers' experts on
-the CPU); and the configuration a 40-trial Optuna study (TPE, seeded; the four baselines enqueued first, as
+1/2/4/8); llama.cpp-style (bf16, as many of the last whole layers' experts on the GPU as fit, the earlier
+layers' experts on the CPU, as llama.cpp's --n-cpu-moe and -ngl place them); and the configuration a 40-trial Optuna study (TPE, seeded; the four baselines enqueued first, as
 a warm start) picks over format x policy x miss policy x tau x slots within the budget, formats restricted
 to those within 1 accuracy point of full precision on the bundled model (its measured precision sweep on the
 held-out test set, read from advisor/models/bundled/metrics.json). Also the limit: every expert resident, no

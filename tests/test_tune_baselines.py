@@ -44,7 +44,7 @@ def test_baseline_slots_take_the_most_that_fits():
 
     mixtral, llama = BASELINES[0], next(b for b in BASELINES if b.whole_layers)
     assert baseline_slots(mixtral, [8, 8, 8], under(17)) == [5, 5, 5]
-    assert baseline_slots(llama, [8, 8, 8], under(17)) == [8, 8, 0]
+    assert baseline_slots(llama, [8, 8, 8], under(17)) == [0, 8, 8]  # the last layers, as llama.cpp keeps them
     assert baseline_slots(llama, [8, 8, 8], under(7)) == [0, 0, 0]
     assert baseline_slots(mixtral, [4, 8], under(100)) == [4, 8]
     assert baseline_slots(NO_CACHE, [8, 8], under(100)) == [0, 0]
@@ -160,9 +160,9 @@ def test_baselines_are_stored_trials_at_each_budget(study):
         slots = t.config["slots_per_layer"]
         assert t.values["peak_gpu_bytes"] <= memory
         assert (t.config["policy"], t.config["miss_policy"]) == (b.policy, b.miss)
-        if b.whole_layers:  # every expert of the first layers, none of the others
+        if b.whole_layers:  # every expert of the last layers, none of the earlier ones (llama.cpp's placement)
             k = sum(s > 0 for s in slots)
-            assert slots == [e if i < k else 0 for i, e in enumerate(shape.num_experts)]
+            assert slots == [e if i >= shape.n_layers - k else 0 for i, e in enumerate(shape.num_experts)]
         else:
             assert len(set(slots)) == 1
     # each budget's best-cache points: every format x (policy, miss, tau) with the most cache that fits
@@ -225,8 +225,58 @@ def test_report_answers_with_the_baselines(study, tmp_path):
     assert "Time per token: modelled:" in md and "llama.cpp-style" in md
 
 
+LLAMA_SPACE = """
+name = "llama-layers"
+[precision]
+formats = ["fp16"]
+groups = 1
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+prefetch = ["none"]
+miss = ["cpu"]
+[objectives]
+time_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+task = "toy"
+limit = 2
+trace_prompts = 1
+fidelity_prompts = 1
+"""
+
+
+def test_llama_cpp_style_baseline_measures_the_layers_its_llama_cpp_export_runs(tmp_path):
+    """llama.cpp keeps the FIRST blocks' experts on the CPU (`--n-cpu-moe N`: blocks 0..N-1; `-ngl N`: the last N-1
+    blocks and the output layer on the GPU), but the llama.cpp-style baseline put the first MoE layers' experts on
+    the GPU (slots 64,0,0,0), so a baseline trial measured a placement that its own llama.cpp export (-ngl 2: the
+    last block) does not run. It now measures the last layers, and `advisor export --to llama.cpp` of the trial
+    places exactly the blocks it measured on the GPU."""
+    (tmp_path / "space.toml").write_text(LLAMA_SPACE)
+    url = f"sqlite:///{tmp_path}/s.db"
+    r = advisor_in_process("tune", "--space", "space.toml", "--storage", url, "--study", "l", "--budgets", "60%",
+                           "--trials", "12", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import optuna
+
+    from advisor.results.storage import open_storage
+
+    study = optuna.load_study(study_name="l", storage=open_storage(url, heartbeat_interval=None))
+    (t,) = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline") == "llama.cpp"]
+    assert t.state.name == "COMPLETE"
+    slots = t.user_attrs["config"]["slots_per_layer"]
+    assert slots == [0, 0, 0, 64], slots  # 60% holds one whole layer: the last, as --n-cpu-moe 3 / -ngl 2 keep it
+    r = advisor_in_process("export", "l", str(t.number), "--storage", url, "--to", "llama.cpp", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    gpu = sorted({int(name.split(".")[1]) for name, dev in doc["placement"].items() if dev == "GPU"})
+    assert gpu == [i for i, s in enumerate(slots) if s] == doc["placement_info"]["gpu_blocks"], doc["placement"]
+    assert doc["run_command"][doc["run_command"].index("-ngl") + 1] == "2"
+
+
 def test_explicit_per_layer_slots_and_miss_policy_round_trip_through_storage():
-    """A llama.cpp-style placement (whole layers, 0 slots elsewhere) with its miss policy and tau: counted
+    """A llama.cpp-style placement (the last whole layers, 0 slots before them) with its miss policy and tau: counted
     bytes include only the placed experts, and the stored configuration reads back unchanged (the report
     replays stored trials from it)."""
     from advisor.tune.config import ModelShape, TrialConfig, build_config
@@ -236,11 +286,11 @@ def test_explicit_per_layer_slots_and_miss_policy_round_trip_through_storage():
     shape = ModelShape(num_experts=(4, 4), top_k=(2, 2), hidden=(8, 8), intermediate=(16, 16),
                        native_format="fp32", resident_bytes=1000)
     params = {"fmt_g0": "fp16", "hot_fraction": 0.0, "hot_format": "fp16", "prefetch": "none",
-              "slots_per_layer": [4, 0], "policy": "tide", "miss": "cpu", "tau": 4}
+              "slots_per_layer": [0, 4], "policy": "tide", "miss": "cpu", "tau": 4}
     cfg = build_config(space, params, shape, None)
-    assert cfg.slots == (4, 0) and cfg.peak_bytes == 1000 + 4 * shape.expert_bytes(0, "fp16")
+    assert cfg.slots == (0, 4) and cfg.peak_bytes == 1000 + 4 * shape.expert_bytes(1, "fp16")
     back = TrialConfig.from_json(cfg.to_json(), shape.num_experts)
-    assert (back.slots, back.policy, back.miss, back.tau) == ((4, 0), "tide", "cpu", 4)
+    assert (back.slots, back.policy, back.miss, back.tau) == ((0, 4), "tide", "cpu", 4)
     assert back.cache_key == cfg.cache_key
 
 

@@ -9,7 +9,7 @@ budget's answer needs.
   (user attrs ``baseline``, ``baseline_budget``, ``fixed_params``). The objective measures them like any
   trial - same trace, same replay, same accuracy cache - so `advisor report` reads them from the database
   beside the searched configurations. They are not sampled (no Optuna parameters): a llama.cpp-style
-  placement (whole layers on the GPU, none of the others) is no point of a slots-per-layer space.
+  placement (the last whole layers on the GPU, none before them) is no point of a slots-per-layer space.
   ``no-cache`` (every routed expert copied) is enqueued once, without a budget. Baselines of the same
   configuration are one trial (the others in its ``baseline_also``, `advisor.baselines.baseline_keys`): at a
   budget that holds no expert, Fiddler-, TIDE- (each tau) and llama.cpp-style all keep none on the GPU and
