@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from cli_helpers import advisor_in_process, flat
@@ -403,3 +405,40 @@ def test_the_diffusion_scripts_ngl_says_it_counts_the_output_layer():
     assert said in flat(r.stderr)
     assert "whole blocks by -ngl 2 (llama-diffusion-cli ignores -ot; llama.cpp counts the output layer among them: " \
            "the output layer and the last 1 block)" in r.stdout
+
+
+EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
+
+
+@pytest.mark.parametrize(("study", "trial", "family", "held", "policy"), [
+    # the bundled example's trial 7: int4 experts, 64 slots in each of 4 layers, misses on the CPU; the GGUF's q4_1 and
+    # bf16 (rows too narrow for q4_K) take more bytes than int4, so blocks 0 and 1 stay in host memory
+    ("bundled-example", 7, "llada_moe", "(0|1)", "cpu"),
+    # trial 6: the same with misses copied
+    ("bundled-example", 6, "llada_moe", "(0|1)", "copy"),
+    # llama-server: int8 in every slot; q8_0 (8.5 bits) is larger than int8 (8 bits + a scale per row)
+    ("s", 1, "qwen3_moe", "1", "cpu"),
+])
+def test_a_study_that_held_every_expert_is_not_said_to_have_missed_them(tmp_path, study, trial, family, held, policy):
+    """A study whose cache held every expert can still export expert tensors to the CPU (the GGUF's types are larger
+    than the plan's, and the export never puts more expert bytes on the GPU than the tuned cache's); its notes then
+    spoke of the study's miss policy as if the study had missed those experts ('miss policy cpu: llama.cpp computes
+    the CPU blocks ... as the study modelled'; 'where the study's copies stayed in its expert cache'), where it kept
+    them on the GPU. Now a note says so, and that llama.cpp's speed differs from the study's."""
+    if study == "s":
+        meta = model_meta(family, n_layers=2, n_experts=8, hidden=256, inter=256)
+        p = point("s", 1, "int8", [8, 8], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+        p.config["miss_policy"] = policy
+        url = make_db(tmp_path / "a.db", [p])
+    else:
+        url = f"sqlite:///{EXAMPLE_DB}"
+    r = advisor_in_process("export", study, str(trial), "--storage", url, "--to", "llama.cpp", "--json",
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    notes = " ".join(doc["notes"])
+    assert ("the study's cache held every expert (slots = experts in every MoE layer): the experts of blocks "
+            f"{held} stayed on the GPU once loaded, its miss policy {policy} handling at most each one's first use; "
+            "here they stay in host memory only because the GGUF's types") in notes, notes
+    assert "so its speed differs from the study's time per token, which counted them on the GPU" in notes
+    assert "as the study modelled" not in notes and "copies more than the study counted" not in notes, notes

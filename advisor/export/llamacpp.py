@@ -302,6 +302,28 @@ def diffusion_miss_note(cfg: ExportConfig, on_cpu: bool) -> str | None:
     return miss_note(cfg, "llama.cpp", "copy", how=how)
 
 
+def held_every_expert_note(cfg: ExportConfig, where: dict[tuple[int, str], str], types: dict[tuple[int, str], str],
+                           mode: str, how: str) -> str | None:
+    """For a study whose cache held every expert (slots = experts in every MoE layer) but whose export keeps some
+    expert tensors in host memory - the GGUF's types take more bytes than the plan's formats, and the placement
+    never spends more than the tuned cache's bytes (or --opt placement=all-cpu): that the study kept those experts
+    on the GPU, so its miss policy says next to nothing of them (the miss-policy notes spoke of misses it never had
+    there). `how` words what llama.cpp does with them. None otherwise."""
+    m = cfg.model
+    cpu = sorted({layer for (layer, _), d in where.items() if d == "CPU"})
+    if not cpu or any(cfg.slots_per_layer[i] < m.layers[i].num_experts for i in range(len(m.layers))):
+        return None
+    blocks = _alt([m.layers[layer].decoder_layer for layer in cpu])
+    kept = sorted({types[(layer, p)] for (layer, p), d in where.items() if d == "CPU"})
+    why = ("as --opt placement=all-cpu asks" if mode == "all-cpu" else
+           f"only because the GGUF's types ({', '.join(kept)}) take more bytes than the plan's formats and the export "
+           "never puts more expert bytes on the GPU than the tuned cache's; --opt placement=all-gpu puts them there")
+    return (f"the study's cache held every expert (slots = experts in every MoE layer): the experts of blocks {blocks} "
+            f"stayed on the GPU once loaded, its miss policy {cfg.miss_policy} handling at most each one's first use; "
+            f"here they stay in host memory {why}; llama.cpp {how}, so its speed differs from the study's time per "
+            "token, which counted them on the GPU")
+
+
 def placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
               mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
     """(layer, projection) -> "GPU" | "CPU", and the numbers behind it: the tuned cache's bytes (in the plan's
@@ -455,7 +477,12 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                          f"{held})")
             if cfg.miss_policy == "cpu":
                 run_env[OP_OFFLOAD_ENV] = NO_OP_OFFLOAD
-        if (why := diffusion_miss_note(cfg, on_cpu)) is not None:
+        whole = held_every_expert_note(cfg, where, types, opts["placement"], how=(
+            f"computes them (their attention too) on the CPU, as the script's {OP_OFFLOAD_ENV} asks"
+            if cfg.miss_policy == "cpu" else
+            "copies the experts each forward uses of them to the GPU and keeps none between forwards (ggml's op "
+            f"offload; {OP_OFFLOAD_ENV}={NO_OP_OFFLOAD} computes them on the CPU instead)"))
+        if (why := whole or diffusion_miss_note(cfg, on_cpu)) is not None:
             notes.append(why)
         if (why := sampling_note(cfg)) is not None:
             notes.append(why)
@@ -464,7 +491,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     else:
         run_args += ["-ot", ",".join(ots)] if ots else []
         if ots:
-            notes.append(miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
+            notes.append(held_every_expert_note(cfg, where, types, opts["placement"], how="computes them on the CPU (-ot "
+                                                "=CPU)")
+                         or miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
     data = {
         "target": "llama.cpp",
         "miss_policy": cfg.miss_policy,
