@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +61,27 @@ def stored(db: Path) -> tuple[dict, dict[int, str]]:
     return (json.loads(rows[0][0]) if rows else {}), sources
 
 
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory) -> tuple[Path, str]:
+    """A study "c" tuned on SPACE with `--trials 3` (the warm start's three points, the CPU expert times measured
+    and stored), and that run's stdout: tuned once per test process, each test resuming its own copy
+    (`copy_tuned`) - the file itself is never written after."""
+    work = tmp_path_factory.mktemp("tuned")
+    (work / "space.toml").write_text(SPACE)
+    db = work / "s.db"
+    out = advisor("tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c", "--trials", "3",
+                  cwd=work)
+    return db, out
+
+
+def copy_tuned(tuned: tuple[Path, str], tmp_path: Path) -> Path:
+    """`tuned`'s study file copied into `tmp_path` (space.toml beside it), as if tuned there."""
+    (tmp_path / "space.toml").write_text(SPACE)
+    db = tmp_path / "s.db"
+    shutil.copyfile(tuned[0], db)
+    return db
+
+
 def set_stored(db: Path, profile: dict | None) -> None:
     with sqlite3.connect(db) as c:
         if profile is None:
@@ -69,11 +91,9 @@ def set_stored(db: Path, profile: dict | None) -> None:
                       (json.dumps(profile),))
 
 
-def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path):
-    (tmp_path / "space.toml").write_text(SPACE)
-    db = tmp_path / "s.db"
+def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path, tuned):
+    db, first = copy_tuned(tuned, tmp_path), tuned[1]  # `tune --trials 3` of a new study, run by `tuned`
     tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c"]
-    first = advisor(*tune, "--trials", "3", cwd=tmp_path)
     profile, sources = stored(db)
     src = profile["source"]
     assert re.fullmatch(r"measured:wall-clock\(\d{4}-\d\d-\d\d, 1 thread, .*\)", src), src
@@ -170,16 +190,14 @@ def test_a_profile_lacking_a_kernel_gives_its_times_and_only_that_kernel_is_meas
     assert all(s.endswith(f";cpu={times['source']}") for s in sources.values()), sources
 
 
-def test_times_measured_on_another_cpu_say_so_on_resume_and_in_the_report(tmp_path):
+def test_times_measured_on_another_cpu_say_so_on_resume_and_in_the_report(tmp_path, tuned):
     """The CPU that measured a study's times is stored with them: a resume or `advisor report` on another machine
     says "(measured on another CPU: X; this host: Y)"; on the same CPU, or where older times did not record it,
     nothing more (both said nothing: the times did not record their CPU)."""
     from advisor.hardware.profiles import host_cpu
 
-    (tmp_path / "space.toml").write_text(SPACE)
-    db = tmp_path / "s.db"
-    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "h"]
-    advisor(*tune, "--trials", "1", cwd=tmp_path)
+    db = copy_tuned(tuned, tmp_path)  # a study tuned here
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c"]
     profile, _ = stored(db)
     assert profile["host"] == host_cpu()  # recorded where measured
     src, other = profile["source"], "Other CPU 9000, 96 logical cores"
@@ -189,7 +207,7 @@ def test_times_measured_on_another_cpu_say_so_on_resume_and_in_the_report(tmp_pa
     resumed = advisor(*tune, "--more", "1", cwd=tmp_path)
     assert f"CPU expert times: the study's stored measurement {src}{where}\n" in resumed, resumed
     out = tmp_path / "r"
-    advisor("report", "h", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
+    advisor("report", "c", "--storage", f"sqlite:///{db}", "--out", str(out), "--block-lengths", "", cwd=tmp_path)
     md = " ".join((out / "report.md").read_text().split())
     assert f"the one its trials were priced with ({src}){where}." in md, md
 
@@ -198,16 +216,14 @@ def test_times_measured_on_another_cpu_say_so_on_resume_and_in_the_report(tmp_pa
     assert f"CPU expert times: the study's stored measurement {src}\n" in older, older
 
 
-def test_times_completed_on_this_cpu_name_only_the_other_cpu(tmp_path):
+def test_times_completed_on_this_cpu_name_only_the_other_cpu(tmp_path, tuned):
     """Times stored from another CPU and completed here record both hosts ("X + this"); a resume said "(measured
     on another CPU: X + this; this host: this)", naming this host as another CPU. Now only the other CPU is named,
     and "partly" says some of the times were measured here."""
     from advisor.hardware.profiles import host_cpu
 
-    (tmp_path / "space.toml").write_text(SPACE)
-    db = tmp_path / "s.db"
-    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "p"]
-    advisor(*tune, "--trials", "1", cwd=tmp_path)
+    db = copy_tuned(tuned, tmp_path)  # a study tuned here
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c"]
     profile, _ = stored(db)
     other, here = "Other CPU 9000, 96 logical cores", host_cpu()
     lacking = {k: {f: v for f, v in row.items() if f != "int4"} for k, row in profile["table"].items()}
@@ -255,17 +271,15 @@ def _gated_workers(args: list[str], cwd: Path, n: int = 2) -> list[tuple[str, st
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the gate reads /proc/PID/wchan")
-def test_two_workers_resuming_on_sqlite_complete_the_stored_times_once(tmp_path):
+def test_two_workers_resuming_on_sqlite_complete_the_stored_times_once(tmp_path, tuned):
     """The PostgreSQL test below on a SQLite file, whose seed lock is a file lock beside the database
     (`s.db.lock`): two workers released together once both have loaded the model; one measures the lacking
     shape and stores it back, the other finds it stored; every trial of both is priced with the one completed
     set. The read-only commands neither need nor create the lock file."""
-    (tmp_path / "space.toml").write_text(SPACE)
-    db = tmp_path / "s.db"
-    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "w"]
-    # the warm start's three points all run now, before the stored times are cut: the workers' two trials below
-    # are the only ones priced with the completed set
-    advisor(*tune, "--trials", "3", cwd=tmp_path)
+    # the warm start's three points all ran (`tuned`), before the stored times are cut: the workers' two trials
+    # below are the only ones priced with the completed set
+    db = copy_tuned(tuned, tmp_path)
+    tune = ["tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c"]
     profile, _ = stored(db)
     partial = {**profile, "table": {"64x8": profile["table"]["128x16"]}}
     set_stored(db, partial)
@@ -280,8 +294,8 @@ def test_two_workers_resuming_on_sqlite_complete_the_stored_times_once(tmp_path)
 
     assert (tmp_path / "s.db.lock").is_file()  # the lock the workers took turns on
     (tmp_path / "s.db.lock").unlink()
-    assert "w " in advisor("studies", "--storage", f"sqlite:///{db}", cwd=tmp_path)
-    advisor("pareto", "w", "--storage", f"sqlite:///{db}", "--no-plots", cwd=tmp_path)
+    assert "c " in advisor("studies", "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    advisor("pareto", "c", "--storage", f"sqlite:///{db}", "--no-plots", cwd=tmp_path)
     assert not (tmp_path / "s.db.lock").exists()
 
 
