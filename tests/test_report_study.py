@@ -798,3 +798,31 @@ def test_a_fidelity_studys_headline_shows_top1_agreement_not_dashes(tmp_path, mo
     assert all(f"| {top1[ln.split(' | ')[2]]:.3f} | " in ln for ln in at_100), at_100
     assert "The study measured no task accuracy: top-1 agreement is" in md
     assert f"top-1 agreement {top1['int4']:.3f} (fidelity: the study measured no task accuracy)" in md, md
+
+
+def test_a_time_studys_summary_shows_the_time_it_ranks_by_also_without_an_fp16_plan(tmp_path):
+    """In a study tuned for time per token the printed summary listed each budget's fastest trials by their
+    transfer cut (a bf16 row cut 54.5% at 100 KiB, 51.4% at a larger 102.75 KiB: it looked backwards) and showed
+    time only as a cut against a stored fp16 no-cache trial - none here, so no time at all. Each row now gives its
+    time per token with its source, what it is ranked by, before the transfer cut."""
+    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace(
+        'h2d_bytes_per_token = "minimize"', 'time_per_token = "minimize"')
+    url = run_small_study(tmp_path / "t.db", "bf", space, [("bf16", 2), ("int8", 4), ("bf16", 8)])
+    r = advisor_entry("report", "bf", "--storage", url, "-o", "r", "--block-lengths", "", "--memory", "30%,100%",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    payload = json.loads((tmp_path / "r" / "report.json").read_text())
+    lines = r.stdout.splitlines()
+    for a in payload["answer_by_budget"]:
+        assert f"  at {a['budget']} ({format_bytes(a['memory_bytes'], 2)}), fastest per precision, against " \
+               f"bf16 without cache:" in lines, r.stdout
+        for row in (row for row in a["rows"] if row["trial"] is not None):
+            assert row["time_source"].startswith("modelled:"), row
+            assert (f"    {row['precision']} #{row['trial']}: time per token {row['time_per_token']:.3f} ms "
+                    f"(modelled), transfer cut {100 * row['reduction_vs_baseline']:.1f}% (counted)") in lines, r.stdout
+    flat = " ".join(r.stdout.split())
+    headline = [row for row in payload["headline"] if row["trial"] is not None]
+    assert {row["precision"] for row in headline} == {"bf16", "int8"}, payload["headline"]
+    for row in headline:
+        assert (f"{row['precision']}: trial #{row['trial']}, time per token {row['time_per_token']:.3f} ms (modelled), "
+                f"transfer cut") in flat, r.stdout

@@ -206,15 +206,16 @@ def test_report_answers_with_the_baselines(study, tmp_path):
                 taus = [u for u in trials.values() if u.attrs.get("baseline") == "tide"
                         and u.attrs["baseline_budget"] == a["budget"]]
                 assert len(taus) == 4 and row["time_per_token"] == min(u.values["time_per_token"] for u in taus)
-        # the terminal summary gives the time cut the answer ranks by beside the transfer cut, each labelled as
-        # pareto labels the values it is computed from (the summary said "transfer cut 99.4%", no label)
+        # the terminal summary gives the time per token the answer ranks by, its cut and the transfer cut, each
+        # labelled as pareto labels the values it is computed from (the summary said "transfer cut 99.4%", no label)
         for row in a["rows"]:
             t = trials[row["trial"]]
             h2d, time = (source_kinds([t.sources.get(m), ref.sources.get(m)])
                          for m in ("h2d_bytes_per_token", "time_per_token"))
             assert (h2d, time) == ("counted", "modelled")
-            assert (f"    {row['precision']} #{row['trial']}: transfer cut {100 * row['reduction_vs_baseline']:.1f}% "
-                    f"({h2d}), time cut {100 * row['time_cut']:.1f}% ({time})") in r.stdout.splitlines(), r.stdout
+            assert (f" {row['precision']} #{row['trial']}: time per token {row['time_per_token']:.3f} ms ({time}), "
+                    f"time cut {100 * row['time_cut']:.1f}% ({time}), transfer cut "
+                    f"{100 * row['reduction_vs_baseline']:.1f}% ({h2d}) ") in " ".join(r.stdout.split()) + " ", r.stdout
     for row in payload["headline"]:
         if row["accuracy_change"] is not None:
             kind = short_source(trials[row["trial"]].sources["accuracy"])

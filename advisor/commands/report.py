@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"        {res.data} (every number, with trial numbers)")
         from advisor.baselines import no_cache_label
         from advisor.report.select import memory_text
-        from advisor.results.front import source_kinds
+        from advisor.results.front import format_metric, source_kinds
 
         ref = res.extra["reference"]  # what every cut is against: its sources label a cut with the row's
         ref_sources = ref.trial.sources if ref.trial is not None else {"h2d_bytes_per_token": ref.source}
@@ -95,15 +95,20 @@ def register(app: typer.Typer) -> None:
             """A number's short label, measured / counted / modelled, as `pareto` and `recommend` give it."""
             return source_kinds(sources, missing="source not recorded")
 
+        timed = res.extra["timed"]  # a study tuned for time per token: its rows are its fastest trials
+
         def cuts(r: Any) -> list[str]:
-            """Transfer cut, and time cut where the study stores time per token (what its answer ranks by), each
-            with how its numbers were obtained."""
+            """What a row is ranked by first - time per token in a time study, shown as such (a cut against a
+            16-bit no-cache trial only where the study stored one) - then the transfer cut, each with how its
+            numbers were obtained."""
             cut = "-" if r.reduction_vs_baseline is None else f"{100 * r.reduction_vs_baseline:.1f}%"
             out = [f"transfer cut {cut} ({kind(r.h2d_source, ref_sources.get('h2d_bytes_per_token'))})"]
-            if r.time_cut is not None:
-                out.append(f"time cut {100 * r.time_cut:.1f}% "
-                           f"({kind(r.time_source, ref_sources.get('time_per_token'))})")
-            return out
+            time_cut = ([f"time cut {100 * r.time_cut:.1f}% ({kind(r.time_source, ref_sources.get('time_per_token'))})"]
+                        if r.time_cut is not None else [])
+            if not timed:
+                return out + time_cut
+            time = "-" if r.time_per_token is None else format_metric("time_per_token", r.time_per_token)
+            return [f"time per token {time} ({kind(r.time_source)})", *time_cut, *out]
 
         full = res.extra["baseline_format"]
         memory, why = res.extra["memory"]  # what "fits" means in the lines below, as the report's headline says
@@ -126,6 +131,7 @@ def register(app: typer.Typer) -> None:
             if not best:
                 typer.echo(f"  at {a.label} ({memory_text(a.memory_bytes)}): no stored trial fits")
                 continue
-            typer.echo(f"  at {a.label} ({memory_text(a.memory_bytes)}), against {no_cache_label(full)}:")
+            ranked = ", fastest per precision" if timed else ""  # not the biggest cut: a slower row may cut more
+            typer.echo(f"  at {a.label} ({memory_text(a.memory_bytes)}){ranked}, against {no_cache_label(full)}:")
             for r in best:
                 print_parts(console, f"    {r.precision} #{r.trial}: ", cuts(r), 6)

@@ -217,7 +217,8 @@ def build_report(
                         time.perf_counter() - t0, {"recommended": recs, "answers": answers,
                                                    "memory": (ref_memory, memory_why), "baseline_format": full,
                                                    "reference": reference,
-                                                   "memory_notes": memory_notes})
+                                                   "memory_notes": memory_notes,
+                                                   "timed": "time_per_token" in data.objectives})
 
 
 def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
