@@ -82,7 +82,11 @@ def register(app: typer.Typer) -> None:
                                 f"{'it' if len(ignored) == 1 else 'them'} to export STUDY TRIAL as stored")
             if study is None or trial is None:
                 raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
-            points = load_points(storage, study)
+            try:
+                points = load_points(storage, study)
+            except UserError as e:  # no stored front: a queued, running or failed trial says so, not "no front"
+                _refuse_unfinished(storage, study, trial, e)
+                raise
             match = [p for p in points if p.trial_number == trial]
             point, off_note = (match[0], None) if match else _off_front(storage, study, trial, points)
         from advisor.results.read import read_task_text
@@ -134,6 +138,32 @@ def _trials_text(numbers: list[int]) -> str:
     return ", ".join(map(str, numbers[:20])) + (f", ... ({len(numbers)} in all)" if len(numbers) > 20 else "")
 
 
+def _not_complete(study: str, trial: int, state: str) -> str:
+    """What a trial that did not complete is, in the words of a refusal to export it."""
+    word = {"FAIL": "failed", "WAITING": "is queued", "PRUNED": "was pruned"}.get(state, f"is {state.lower()}")
+    return f"trial {trial} of study {study!r} {word}, not complete: it has no measured configuration to export"
+
+
+def _refuse_unfinished(storage: str, study: str, trial: int, no_front: UserError) -> None:
+    """`UserError` naming trial `trial`'s state when it did not complete, in a study without a stored front
+    (`no_front`, what `load_points` said): "no stored Pareto front" hid that it is queued, running or failed, and
+    what to do about it. Returns where the trial or study cannot be read, or the trial completed."""
+    from advisor.results.trials import read_trial
+
+    try:
+        t = read_trial(storage, study, trial)
+    except UserError:  # no such study or trial: the front's refusal (with the studies that have one) says it
+        return
+    if t is None or t.point is not None:
+        return
+    todo = {"WAITING": "the next `advisor tune` of the study (--study {s}) runs it",
+            "RUNNING": "an `advisor tune` of the study is running it, or was stopped while it ran (running the "
+                       "same command again resumes the study)",
+            }.get(t.state, "tune more trials of the study (`advisor tune ... --study {s}`)")
+    raise UserError(f"{_not_complete(study, trial, t.state)}, and the study has no stored Pareto front yet: "
+                    f"{todo.format(s=study)}; then `advisor pareto {study}` lists the trials to export") from no_front
+
+
 def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) -> tuple[FrontPoint, str]:
     """A complete trial off the stored front, with the line that says so (and why); any other trial is refused."""
     from advisor.results.trials import dominated_by, read_trial
@@ -144,9 +174,7 @@ def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) ->
         raise UserError(f"trial {trial} is not on the stored front of study {study!r}, and this database keeps no "
                         f"other trials; front trials: {front_text} (`advisor pareto {study}` shows them)")
     if t.point is None:
-        state = {"FAIL": "failed", "WAITING": "queued"}.get(t.state, t.state.lower())
-        raise UserError(f"trial {trial} of study {study!r} is {state}, not complete: it has no measured "
-                        f"configuration to export; front trials: {front_text} "
+        raise UserError(f"{_not_complete(study, trial, t.state)}; front trials: {front_text} "
                         f"(any complete trial can be exported)")
     if not t.feasible:
         why = f"infeasible: {t.infeasible_reason or 'it breaks the study constraints'}"

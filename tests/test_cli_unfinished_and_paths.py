@@ -1,0 +1,39 @@
+"""Refusals that name what the user gave: an unfinished trial of a study without a front, a path that is not there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.cli_helpers import advisor_entry, one_error_line
+
+
+def _unfinished_study(db: Path) -> str:
+    """A study of three trials none of which completed (so no stored front): #0 running, #1 failed, #2 queued."""
+    import optuna
+
+    url = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="q", storage=url, directions=["minimize"])
+    study.enqueue_trial({"x": 1})
+    study.ask()
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial({"x": 2})
+    return url
+
+
+def test_exporting_an_unfinished_trial_of_a_study_without_a_front_names_its_state(tmp_path):
+    """`advisor export STUDY N` of a queued, running or failed trial, in a study with no stored front yet, said
+    "no stored Pareto front for study 'q'" - true of the study, silent on the trial asked for. It now says what
+    the trial is and what to do; a study that does not exist is refused as before."""
+    url = _unfinished_study(tmp_path / "q.db")
+    said = {n: one_error_line(advisor_entry("export", "q", str(n), "--to", "vllm", "--storage", url, cwd=tmp_path))
+            for n in (0, 1, 2)}
+    assert said[0].startswith("error: trial 0 of study 'q' is running, not complete: it has no measured "
+                              "configuration to export, and the study has no stored Pareto front yet: "), said[0]
+    assert "was stopped while it ran (running the same command again resumes the study)" in said[0], said[0]
+    assert said[1].startswith("error: trial 1 of study 'q' failed, not complete: "), said[1]
+    assert "tune more trials of the study (`advisor tune ... --study q`)" in said[1], said[1]
+    assert said[2].startswith("error: trial 2 of study 'q' is queued, not complete: "), said[2]
+    assert "the next `advisor tune` of the study (--study q) runs it" in said[2], said[2]
+    assert all(s.endswith("then `advisor pareto q` lists the trials to export") for s in said.values()), said
+    other = one_error_line(advisor_entry("export", "nope", "0", "--to", "vllm", "--storage", url, cwd=tmp_path))
+    assert other.startswith("error: no stored Pareto front for study 'nope' in "), other
