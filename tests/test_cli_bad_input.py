@@ -819,7 +819,7 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     # a model no loader could take is said first, before the storage opens (optuna, SQLAlchemy: ~1 s)
     r = advisor_entry("tune", "./no-such-model", "--storage", str(db), "--study", "bundled-toy-quick", "--gpu", "A10",
                 cwd=tmp_path)
-    one_error_line(r, "'./no-such-model' is neither a model directory")
+    one_error_line(r, "no directory './no-such-model': a MODEL that is a path")
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     measured = {"name": "NVIDIA GeForce RTX 4090", "memory_bytes": 24 << 30, "h2d_gbps_pinned": 21.7,

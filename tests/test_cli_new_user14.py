@@ -84,9 +84,9 @@ def test_a_mistyped_dtype_is_refused_before_torch_imports(tmp_path):
 
 @pytest.mark.parametrize(("args", "said"), [
     (["inspect", "tiny:llada"], "unknown tiny family 'llada'; choose one of: llada_moe, llada2,"),
-    (["tune", "./LLaDA-MoE-7B", "--storage", "s.db"], "'./LLaDA-MoE-7B' is neither a model directory, a tiny config"),
+    (["tune", "./LLaDA-MoE-7B", "--storage", "s.db"], "no directory './LLaDA-MoE-7B': a MODEL that is a path names a model directory"),
     (["eval", "bundeld"], "'bundeld' is no model directory here, and a hub id is owner/name: did you mean 'bundled'"),
-    (["trace", "owner/name/extra", "-o", "t.npz"], "'owner/name/extra' is neither a model directory"),
+    (["trace", "owner/name/extra", "-o", "t.npz"], "no directory 'owner/name/extra'"),
     (["quant-report", "https://huggingface.co/inclusionAI/LLaDA-MoE-7B-A1B-Instruct"], "is neither a model directory"),
     (["profile", "--cpu", "--model", "tiny:olmo"], "unknown tiny family 'olmo'"),
 ], ids=lambda a: a[0] if isinstance(a, list) else None)

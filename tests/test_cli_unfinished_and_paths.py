@@ -37,3 +37,28 @@ def test_exporting_an_unfinished_trial_of_a_study_without_a_front_names_its_stat
     assert all(s.endswith("then `advisor pareto q` lists the trials to export") for s in said.values()), said
     other = one_error_line(advisor_entry("export", "nope", "0", "--to", "vllm", "--storage", url, cwd=tmp_path))
     assert other.startswith("error: no stored Pareto front for study 'nope' in "), other
+
+
+def test_a_model_path_that_is_not_there_is_said_to_be_no_directory(tmp_path):
+    """`advisor tune ./LLaDA-MoE-7B` (a directory not there) was "'./LLaDA-MoE-7B' is neither a model directory,
+    a tiny config (...), 'bundled', nor a Hugging Face model id (owner/name)", as if it could have been any of
+    them. A MODEL that can only be a path (./ ../ / ~, more than one '/', a trailing '/') is now said to be no
+    directory, as typed, with a directory of a close name or the nearest that exists; a URL is refused as
+    before."""
+    (tmp_path / "LLaDA-MoE-7B-A1B").mkdir()
+    (tmp_path / "models" / "big").mkdir(parents=True)
+    head = "a MODEL that is a path names a model directory (config.json + *.safetensors)"
+
+    def said(model: str) -> str:
+        return one_error_line(advisor_entry("inspect", model, cwd=tmp_path))
+
+    assert said("./LLaDA-MoE-7B") == f"error: no directory './LLaDA-MoE-7B': {head}; did you mean './LLaDA-MoE-7B-A1B'?"
+    assert said("LLaDA-MoE-7B/") == f"error: no directory 'LLaDA-MoE-7B/': {head}; did you mean 'LLaDA-MoE-7B-A1B'?"
+    assert said("models/bgi/x") == f"error: no directory 'models/bgi/x': {head}; 'models' exists, but holds no 'bgi' " \
+                                   "(did you mean 'big'?)"
+    assert said("./models/big/a/b") == f"error: no directory './models/big/a/b': {head}; './models/big' exists, " \
+                                       "but holds no 'a'"
+    absent = str(tmp_path / "nowhere" / "m")
+    assert said(absent) == f"error: no directory '{absent}': {head}; '{tmp_path}' exists, but holds no 'nowhere'"
+    assert said("../nothing-like-it") == f"error: no directory '../nothing-like-it': {head}"
+    assert "is neither a model directory" in said("https://huggingface.co/inclusionAI/LLaDA-MoE-7B-A1B-Instruct")

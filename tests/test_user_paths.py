@@ -67,7 +67,7 @@ def test_a_model_under_the_home_of_no_such_user_is_one_line(tmp_path):
     from tests.cli_helpers import advisor, one_error_line
 
     for args in (["inspect", "~nosuchuser9/ckpt"], ["eval", "~nosuchuser9/ckpt", "--limit", "1"]):
-        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "'~nosuchuser9/ckpt' is neither a model directory")
+        one_error_line(advisor(*args, cwd=tmp_path, timeout=120), "no directory '~nosuchuser9/ckpt': a MODEL that is a path")
 
 
 def test_every_output_refuses_a_missing_directory_in_the_same_words(tmp_path, monkeypatch):

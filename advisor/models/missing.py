@@ -1,0 +1,64 @@
+"""The refusal of a MODEL that is clearly a path (./x, ../x, /x, ~/x, a/b/c, x/) naming no directory there."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from advisor.files import home_path
+
+SCAN_MAX = 2000  # entries of a directory looked at for a close name: a huge one is not listed whole
+
+
+def path_like(spec: str) -> bool:
+    """Whether `spec` can only be a path: it starts with ./ ../ / or ~, has more than one '/' (a hub id has one),
+    ends in '/', or holds the OS's other separator; a URL is none."""
+    if "://" in spec:
+        return False
+    seps = {s for s in (os.sep, os.altsep) if s and s != "/"}
+    return (spec.startswith(("./", "../", "/", "~")) or spec.count("/") > 1 or spec.endswith("/")
+            or any(s in spec for s in seps))
+
+
+def missing_directory(spec: str) -> str | None:
+    """The refusal of `spec` when it is `path_like` and nothing is there (None otherwise): the path as typed,
+    and where it helps, a directory of a close name ('did you mean ./LLaDA-MoE-7B-A1B?') or the nearest
+    directory above it that exists, as typed."""
+    path = Path(home_path(spec))
+    if not path_like(spec) or os.path.lexists(path):
+        return None
+    missing = []  # the names that are not there, the last first
+    above = path
+    while not os.path.lexists(above) and above != above.parent:
+        missing.append(above.name)
+        above = above.parent
+    text = f"no directory '{spec}': a MODEL that is a path names a model directory (config.json + *.safetensors)"
+    typed = spec.replace(os.sep, "/") if os.sep != "/" else spec
+    lead = "/" if typed.startswith("/") else "./" if typed.startswith("./") else ""
+    parts = [p for p in typed.split("/") if p not in ("", ".")]
+    kept = len(parts) - len(missing)  # the typed names of `above`
+    if not above.is_dir() or not missing or kept < 0:
+        return text
+    close = difflib.get_close_matches(missing[-1], _subdirectories(above), n=1, cutoff=0.6)
+    if len(missing) == 1 and close:
+        return f"{text}; did you mean '{lead}{'/'.join([*parts[:kept], close[0]])}'?"
+    if kept == 0 or len(missing) == 1:  # the working directory or the root, or the directory it is typed in
+        return text
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{text}; '{lead}{'/'.join(parts[:kept])}' exists, but holds no '{missing[-1]}'{hint}"
+
+
+def _subdirectories(directory: Path) -> list[str]:
+    """Names of the directories in `directory` (at most `SCAN_MAX` entries looked at; none if unreadable)."""
+    names = []
+    try:
+        with os.scandir(directory) as entries:
+            for i, e in enumerate(entries):
+                if i >= SCAN_MAX:
+                    break
+                if e.is_dir():
+                    names.append(e.name)
+    except OSError:
+        return []
+    return names
