@@ -39,9 +39,9 @@ def endpoint() -> str:
 def check_endpoint() -> None:
     """One line naming HF_ENDPOINT where urllib cannot read it ('http://[::1'): huggingface_hub parses it as it is
     imported, and its ValueError was a traceback from every command that imports it - transformers does, so each
-    that loads a model, the bundled one too. Called before those imports (`_constants`, `import_runtime`, the
-    spec check's cache lookup, GSM8K's loader); commands that never import it (studies, recommend, export,
-    pareto) do not read the variable and are not refused. A port urllib cannot read ('https://hub:99999', ':3l28')
+    that loads a model, the bundled one too. Called before those imports, by `advisor.libenv.check_import`
+    (`_constants`, `import_runtime`, the spec check's cache lookup, GSM8K's loader); commands that never import it
+    (studies, recommend, export, pareto) do not read the variable and are not refused. A port urllib cannot read ('https://hub:99999', ':3l28')
     is refused as the proxies' is: huggingface_hub's import reads the port too (its ValueError, a traceback)."""
     if (value := os.environ.get("HF_ENDPOINT")) is not None:
         url = _parsed(value.rstrip("/"), "HF_ENDPOINT")  # as huggingface_hub reads it
@@ -52,8 +52,10 @@ def check_endpoint() -> None:
 
 
 def _constants() -> Any:
-    """huggingface_hub's constants module, HF_ENDPOINT checked first (`check_endpoint`)."""
-    check_endpoint()
+    """huggingface_hub's constants module, the variables its import reads checked first (`check_import`)."""
+    from advisor.libenv import check_import
+
+    check_import("huggingface_hub")
     from huggingface_hub import constants
 
     return constants

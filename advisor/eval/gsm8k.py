@@ -168,9 +168,9 @@ def _offline_mode() -> Iterator[None]:
 
 def load_hub(split: str = "test") -> list[dict]:
     """`openai/gsm8k` (config `main`) through `datasets`: from the cache when the hub is unreachable."""
-    from advisor.hub import check_endpoint
+    from advisor.libenv import check_import
 
-    check_endpoint()  # datasets imports huggingface_hub, which reads HF_ENDPOINT: one that is no URL in one line
+    check_import("datasets")  # the variables its import (huggingface_hub's too) reads: one line for a bad one
     import datasets
 
     def load() -> list[dict]:

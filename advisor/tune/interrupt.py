@@ -181,10 +181,10 @@ def import_runtime(*, models: bool = True) -> None:
         stack.callback(startup.settle)  # also when a deferred signal raises at the end
         signals = InterruptOnSignal.active[-1] if InterruptOnSignal.active else stack.enter_context(InterruptOnSignal())
         stack.enter_context(signals.deferred())
-        if models:  # transformers imports huggingface_hub, which reads HF_ENDPOINT as it does: one line, first
-            from advisor.hub import check_endpoint
+        if models:  # the variables transformers' import reads (huggingface_hub's, accelerate's...): one line, first
+            from advisor.libenv import check_import
 
-            check_endpoint()
+            check_import("transformers")
         import torch  # noqa: F401
 
         if models:
