@@ -143,18 +143,25 @@ def _client_proxy(url: str) -> tuple[str | None] | None:
     httpx (1.x) - picks it from the environment: its own patterns, most specific first, as its Client mounts them.
     Its NO_PROXY is not urllib's: '.huggingface.co' exempts subdomains only and a '*' among other names exempts
     every host, where urllib's `proxy_bypass` exempts the first and not the second (a probe that went straight to
-    the hub while the download went through the proxy, or the reverse). None: neither client is installed."""
+    the hub while the download went through the proxy, or the reverse). None: neither client is installed, it has
+    not the API read here, or it cannot read the address (its InvalidURL, all it raises on one: httpx2 drops a
+    NO_PROXY entry it cannot read, httpx raises it); any other error is ours and not hidden."""
     for module in ("httpx2", "httpx"):
         try:
             client, utils = importlib.import_module(module), importlib.import_module(f"{module}._utils")
         except ImportError:
             continue
         try:
-            mounts = sorted((utils.URLPattern(key), proxy) for key, proxy in utils.get_environment_proxies().items())
-            target = client.URL(url)
+            proxies, url_pattern, url_type, invalid = (utils.get_environment_proxies, utils.URLPattern, client.URL,
+                                                       client.InvalidURL)
+        except AttributeError:  # not the (private) API read here: urllib's reading decides
+            return None
+        try:
+            mounts = sorted((url_pattern(key), proxy) for key, proxy in proxies().items())
+            target = url_type(url)
             return (next((proxy for pattern, proxy in mounts if pattern.matches(target)), None),)
-        except Exception:  # not the API read here, or an HF_ENDPOINT it refuses (its InvalidURL, no ValueError:
-            return None  # 'https://[::1]x' was a traceback): urllib's reading decides, the download says the rest
+        except invalid:  # an address it cannot read - an HF_ENDPOINT ('https://[::1]x': InvalidURL, no ValueError,
+            return None  # was a traceback), httpx's NO_PROXY entry -: urllib's reading decides, the download the rest
     return None
 
 

@@ -472,6 +472,27 @@ def test_an_endpoint_the_http_client_cannot_read_is_no_traceback_in_the_probe(tm
         "local directory")
 
 
+def test_the_probe_hides_only_what_the_http_client_raises_on_an_address_it_cannot_read(monkeypatch):
+    """The probe's question to huggingface_hub's HTTP client caught every exception and fell back to urllib's
+    proxy rules without a word; it catches the client's InvalidURL only now (the test above), so an error of
+    ours in reading the client's answer is seen, not hidden. Users see no change."""
+    httpx2_utils = pytest.importorskip("httpx2._utils")
+
+    from advisor.hub import unreachable_note
+
+    def broken() -> dict:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(httpx2_utils, "get_environment_proxies", broken)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        unreachable_note(0.01)
+
+
 def test_gsm8k_says_why_a_proxy_variable_cannot_be_read(tmp_path):
     """GSM8K's loader caught every error of its hub probe and the load as 'not available offline': a proxy with a
     mistyped port, refused by the probe in one line naming the variable, read 'GSM8K is not available offline
