@@ -137,7 +137,7 @@ def test_a_garbled_json_value_is_one_line_in_every_reader(tmp_path):
     before = digest(bad)
     for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
         line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
-        assert f"{bad} is not a readable advisor database" in line, (args, line)
+        assert f"{bad} holds rows of" in line and "they are damaged; delete the study with" in line, (args, line)
     assert digest(bad) == before
 
 
@@ -157,7 +157,7 @@ def test_a_stored_json_value_of_the_wrong_type_is_one_line_in_every_reader(tmp_p
     con.close()
     for args in (["pareto", study, "--no-plots"], ["recommend"], ["export", study, str(trial), "--to", "json"]):
         line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
-        assert f"{bad} is not a readable advisor database" in line and "not a" in line, (args, line)
+        assert f"{bad} holds rows of" in line and "they are damaged; delete the study with" in line, (args, line)
 
 
 @pytest.mark.parametrize(("column", "value"), [("objectives", '"x"'), ("budget_bytes", "lots"), ("created_at", 12)])
@@ -167,7 +167,8 @@ def test_a_stored_study_row_of_the_wrong_type_is_one_line(tmp_path, column, valu
     bad = garbled_example(tmp_path, f"UPDATE advisor_study SET {column} = ?", value)
     for args in (["studies"], ["pareto", "bundled-example", "--no-plots"]):
         line = one_error_line(advisor_entry(*args, "--storage", str(bad), cwd=tmp_path))
-        assert f"{bad} is not a readable advisor database" in line and "dictionary update" not in line, (args, line)
+        assert f"{bad} holds rows of" in line and "dictionary update" not in line, (args, line)
+        assert "delete the study with `advisor studies --delete" in line, line
 
 
 _TRIAL_0 = "trial_id = (SELECT trial_id FROM trials WHERE number = 0)"
@@ -192,7 +193,7 @@ def test_a_garbled_trial_off_the_front_is_one_line(tmp_path, table, column, wher
         r = advisor_entry("export", "bundled-example", "0", "--to", "json", "-o", "x.json", "--storage", url,
                           cwd=tmp_path)
         line = one_error_line(r)
-        assert "is not a readable advisor database" in line and "garbled.db" in line, line
+        assert "garbled.db holds rows of study 'bundled-example' that cannot be decoded" in line, line
         assert not (tmp_path / "x.json").exists()
 
 
@@ -208,7 +209,8 @@ def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
     work, nothing written."""
     bad = garbled_example(tmp_path, garble)
     r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
-    line = one_error_line(r, "garbled.db is not a readable Optuna study database")
+    line = one_error_line(r, "garbled.db holds rows of a study that cannot be decoded",
+                          "delete the study with `advisor studies --delete NAME`")
     assert "IndexError" not in line and not (tmp_path / "rep").exists(), line
 
 
@@ -265,10 +267,11 @@ def test_an_optuna_row_optuna_cannot_decode_is_one_line_in_report_export_and_tun
     bad = garbled_example(tmp_path, garble)
     before = digest(bad)
     r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
-    one_error_line(r, "garbled.db is not a readable Optuna study database")
+    one_error_line(r, "garbled.db holds rows of", "that cannot be decoded", "advisor studies --delete")
     r = advisor_entry("export", "bundled-example", "0", "--to", "json", "-o", "x.json", "--storage", str(bad),
                       cwd=tmp_path)
-    one_error_line(r, "garbled.db is not a readable advisor database")
+    one_error_line(r, "garbled.db holds rows of study 'bundled-example' that cannot be decoded",
+                   "`advisor studies --delete bundled-example` and the same --storage, or give a new --storage")
     space = Path(__file__).resolve().parents[1] / "studies" / "example" / "space.toml"
     r = advisor_entry("tune", "--space", str(space), "--budgets", "10%,25%,50%", "--trials", "1", "--sampler",
                       "random", "--resident", "--study", "bundled-example", "--storage", str(bad), cwd=tmp_path)

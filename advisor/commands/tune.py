@@ -497,7 +497,7 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         list_studies,
         live_trials,
     )
-    from advisor.results.storage import normalize_url, sqlite_options, storage_flag
+    from advisor.results.storage import DamagedRows, normalize_url, sqlite_options, storage_flag
     from advisor.terminal import print_wrapped
 
     engine = _existing_engine(storage, write=True)
@@ -515,7 +515,10 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         raise UserError(f"study {name!r} has {count(live, 'running trial')} whose worker sent a heartbeat in the "
                         f"last {SILENT_AFTER_S} s: stop its workers (Ctrl-C) first, then delete it; nothing deleted")
     what = f"study {name!r}"
-    summary = next(iter(list_studies(engine, name)), None)
+    try:
+        summary = next(iter(list_studies(engine, name)), None)
+    except DamagedRows:  # its rows cannot be decoded: deleted all the same, none of them decoded (`delete_study`)
+        summary = None
     if summary is not None:
         trials = [count(summary.n_complete, "finished trial")] + [
             f"{n} {state}" for n, state in ((summary.n_failed, "failed"), (summary.n_running, "running"),

@@ -16,6 +16,8 @@ from advisor.results.preflight import mask_url
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import (
     DEFAULT_STORAGE,
+    ROW_ERRORS,
+    damaged_rows,
     driver_reason,
     engine_kwargs,
     is_locked_error,
@@ -130,12 +132,15 @@ def trial_record(trial: Any, objectives: list[str]) -> TrialRecord:
     return TrialRecord(number=trial.number, config=config, values=values, sources=sources, attrs=attrs)
 
 
-def _unreadable(url: str, e: BaseException) -> UserError:
-    """The one line for a study database Optuna cannot read: locked, of another Optuna's schema, or corrupt."""
+def _unreadable(url: str, e: BaseException, study: str | None = None) -> UserError:
+    """The one line for a study database Optuna cannot read: locked, of another Optuna's schema, corrupt, or
+    holding rows of a study (`study` where known) that cannot be decoded (`damaged_rows`)."""
     if is_locked_error(e):
         return locked_database(url)
     if (other := other_optuna_schema(url, e)) is not None:
         return other
+    if isinstance(e, ROW_ERRORS):  # the database reads; a row in it does not decode
+        return damaged_rows(url, e, study)
     # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
     return UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "
                      "point --storage at the database `advisor tune` wrote")
@@ -178,7 +183,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         for t in done:
             check_objective_values(t.values or [])
     except ValueError as e:
-        raise _unreadable(url, e) from e
+        raise _unreadable(url, e, study_name) from e
     failed = sum(t.state == optuna.trial.TrialState.FAIL for t in all_trials)
     if not done:
         raise UserError(f"study {study_name!r} has no finished trial ({count(len(all_trials), 'trial')}, {failed} failed); "

@@ -50,7 +50,7 @@ def read_fronts(url: str, study_name: str | None = None) -> list[FrontPoint]:
             con.close()
         return [check_stored(_point(r)) for r in rows]
     except (sqlite3.DatabaseError, ValueError, TypeError) as e:  # ValueError/TypeError: a garbled row
-        raise unreadable_database(path, e) from e
+        raise unreadable_database(path, e, study=study_name) from e
 
 
 def read_task_text(url: str, study_name: str, task: str, objectives: dict[str, str] | None) -> str:
@@ -83,7 +83,7 @@ def read_task_text(url: str, study_name: str, task: str, objectives: dict[str, s
             con.close()
         return task_text(task, objectives, loads_json(row[0]) if row else None)
     except (sqlite3.DatabaseError, ValueError, TypeError) as e:
-        raise unreadable_database(path, e) from e
+        raise unreadable_database(path, e, study=study_name) from e
 
 
 def _point(r: tuple) -> FrontPoint:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
 from advisor.results.reconnect import redo_when_cut
-from advisor.results.storage import GRACE_PERIOD_S, unique_violation, unreadable_database
+from advisor.results.storage import GRACE_PERIOD_S, damaged_rows, unique_violation, unreadable_database
 from advisor.results.store import FrontRow, StudyRow
 
 SILENT_AFTER_S = 3 * GRACE_PERIOD_S
@@ -132,7 +132,7 @@ def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
         with engine.connect() as c:
             return {k: json.loads(v) for k, v in c.execute(q, {"name": name})}
     except (DatabaseError, ValueError) as e:
-        raise unreadable_database(engine.url, e) from e
+        raise unreadable_database(engine.url, e, study=name) from e
 
 
 def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
@@ -192,7 +192,9 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             with Session(engine) as s:
                 mine = select(StudyRow) if name is None else select(StudyRow).where(StudyRow.study_name == name)
                 rows = {r.study_name: _checked(r) for r in s.scalars(mine)}
-    except (DatabaseError, ValueError, TypeError) as e:  # ValueError (a date too), TypeError: a garbled row
+    except (ValueError, TypeError) as e:  # a garbled row (a date too): named with the studies there
+        raise damaged_rows(engine.url, e, name, None if name else known_studies(engine)) from e
+    except DatabaseError as e:
         raise unreadable_database(engine.url, e) from e
     out = []
     for study in sorted(set(counts) | set(rows)):
@@ -262,12 +264,15 @@ def _beat_ages(c: Any, name: str | None) -> list[tuple[str, float]]:
 
 def known_studies(engine: Engine) -> list[str]:
     """Every study name the database holds anything of: Optuna's studies, our study rows and stored fronts (a
-    front without its study row is left by nothing this tool does, but `delete_study` must reach it too)."""
-    names = {s.name for s in list_studies(engine)}
+    front without its study row is left by nothing this tool does, but `delete_study` must reach it too). Read as
+    plain SQL, no row decoded: a study whose rows are damaged is named too (`studies --delete` deletes it)."""
+    names: set[str] = set()
     try:
-        if inspect(engine).has_table(FrontRow.__tablename__):
-            with engine.connect() as c:
-                names |= set(c.execute(text(f"SELECT DISTINCT study_name FROM {FrontRow.__tablename__}")).scalars())
+        tables = set(inspect(engine).get_table_names())
+        with engine.connect() as c:
+            for table in ("studies", StudyRow.__tablename__, FrontRow.__tablename__):
+                if table in tables:
+                    names |= {str(n) for n in c.execute(text(f"SELECT DISTINCT study_name FROM {table}")).scalars()}
     except DatabaseError as e:
         raise unreadable_database(engine.url, e) from e
     return sorted(names)

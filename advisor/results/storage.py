@@ -370,9 +370,33 @@ def _unencodable_text(error: BaseException) -> str | None:
     return None
 
 
-def unreadable_database(where: Any, error: BaseException, hint: str = "") -> UserError:
+ROW_ERRORS = (ValueError, TypeError, LookupError, AssertionError)
+"""What decoding a stored row raises (the readers' own checks, Optuna's ORM and enums, json, dates), where the
+database itself reads fine; a driver's error (sqlite3.Error, SQLAlchemy's DatabaseError) is none of these."""
+
+
+class DamagedRows(UserError):
+    """A database that reads, holding a study's rows that cannot be decoded: `studies --delete` deletes such a
+    study (it decodes none of its rows), so it goes on without the study's summary."""
+
+
+def damaged_rows(where: Any, error: BaseException, study: str | None = None, names: list[str] | None = None) -> UserError:
+    """The one line for a database whose rows of a study cannot be decoded (`ROW_ERRORS`): the file (or the URL,
+    password hidden), the reason, and what to do - delete the study (`study`; else NAME, with the `names` there
+    where known) or start a new --storage. Not "point --storage at the file `advisor tune` wrote": it is that
+    file, and the server of a URL runs."""
+    shown = where if isinstance(where, Path) else sqlite_path(where) or mask_url(str(where))
+    which = f"study {study!r}" if study else "a study"
+    there = f" (studies there: {', '.join(names)})" if names and not study else ""
+    return DamagedRows(f"{shown} holds rows of {which} that cannot be decoded ({driver_reason(error)}): they are "
+                       f"damaged; delete the study with `advisor studies --delete {study or 'NAME'}`{there} and the "
+                       "same --storage, or give a new --storage")
+
+
+def unreadable_database(where: Any, error: BaseException, hint: str = "", study: str | None = None) -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
-    sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do."""
+    sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do;
+    for rows of a study (`study` where known) that cannot be decoded, `damaged_rows`."""
     reason = driver_reason(error)
     text = _unencodable_text(error)
     if text is not None:  # the query's own input, not the database: a name typed in a terminal that is not UTF-8
@@ -383,6 +407,8 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "") -> Use
         return locked_database(where if isinstance(where, Path) else str(where))
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); {server_hint(reason)}")
+    if isinstance(error, ROW_ERRORS):  # the database reads; a row in it does not decode
+        return damaged_rows(where, error, study)
     where = where if isinstance(where, Path) else sqlite_path(where) or where
     cause = getattr(error, "orig", None) or error
     if getattr(cause, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":  # a hot journal it may not roll back

@@ -219,4 +219,4 @@ def load_fronts(engine: Engine, study_name: str | None = None) -> list[FrontPoin
             return [check_stored(_point_from_row(r, objectives.get(r.study_name)))
                     for r in s.scalars(q.order_by(FrontRow.study_name, FrontRow.trial_number))]
     except (DatabaseError, ValueError, TypeError) as e:  # ValueError (JSON too), TypeError: a garbled row
-        raise unreadable_database(engine.url, e) from e
+        raise unreadable_database(engine.url, e, study=study_name) from e

@@ -46,7 +46,7 @@ Query = Callable[[str, dict[str, Any]], list[tuple]]
 def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
     """Trial `number` of `study`, or None when the database keeps no Optuna trials (only stored fronts); a
     study or trial that does not exist is one clear UserError."""
-    return _query_optuna(url, lambda q: _read(q, study, number))
+    return _query_optuna(url, lambda q: _read(q, study, number), study)
 
 
 def study_attr(url: str, study: str, key: str) -> Any:
@@ -58,13 +58,14 @@ def study_attr(url: str, study: str, key: str) -> Any:
                  "WHERE s.study_name = :s AND a.key = :k", {"s": study, "k": key})
         return _decoded(rows[0][0]) if rows else None
 
-    return _query_optuna(url, read)
+    return _query_optuna(url, read, study)
 
 
 @watch_answers()
-def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
+def _query_optuna(url: str, read: Callable[[Query], Any], study: str | None = None) -> Any:
     """`read` on a query of Optuna's tables in `url` (sqlite3 for SQLite files, SQLAlchemy otherwise: torch
-    and SQLAlchemy stay unimported on the default storage); None when the database keeps no Optuna trials."""
+    and SQLAlchemy stay unimported on the default storage); None when the database keeps no Optuna trials. A row
+    that does not decode is said of `study`, the one read."""
     path = sqlite_path(url)
     if path is None:
         from sqlalchemy import inspect, text
@@ -79,7 +80,7 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
             with engine.connect() as c:
                 return read(lambda sql, args: list(c.execute(text(sql), args)))
         except (DatabaseError, ValueError) as e:  # as the sqlite3 branch below
-            raise unreadable_database(engine.url, e) from e
+            raise unreadable_database(engine.url, e, study=study) from e
     require_database(url)
     try:
         con = connect_read_only(path)
@@ -90,7 +91,7 @@ def _query_optuna(url: str, read: Callable[[Query], Any]) -> Any:
         finally:
             con.close()
     except (sqlite3.DatabaseError, ValueError) as e:  # ValueError: a garbled row (`_decoded`, `_check_shapes`,
-        raise unreadable_database(path, e) from e  # `_checked_name`); not TypeError, which such a row no longer
+        raise unreadable_database(path, e, study=study) from e  # `_checked_name`); not TypeError, which such a row no longer
         # reaches: our own bug
 
 

@@ -1,0 +1,52 @@
+"""A database `advisor tune` wrote whose rows of a study cannot be decoded (a garbled SQLite row, a value on
+PostgreSQL the readers cannot decode): every reader says the study's rows are damaged and what to do - delete it
+with `advisor studies --delete`, which decodes none of its rows, or start a new --storage - not "point --storage at
+the file `advisor tune` wrote" (it is that file) nor, on PostgreSQL, "check the URL and that the server runs"."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from test_studies_delete import _advisor
+
+from tests.test_cli_bad_input import garbled_example
+
+
+def test_a_damaged_study_row_is_said_with_the_studies_there_and_studies_delete_deletes_it(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """A study settings row that does not decode (a start date that is no date): `advisor studies` and `pareto`
+    said "point --storage at the file `advisor tune` wrote", and `studies --delete` refused the same way - a
+    study no command could read or delete. Now the line says the rows are damaged, names the studies there
+    (`studies` cannot list them), and `studies --delete` deletes it."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, "UPDATE advisor_study SET created_at = 'garbage'")
+    code, out = _advisor(capsys, monkeypatch, "studies", "--storage", "garbled.db")
+    assert (code, out.strip()) == (2, (
+        "error: garbled.db holds rows of a study that cannot be decoded (Invalid isoformat string: 'garbage'): they "
+        "are damaged; delete the study with `advisor studies --delete NAME` (studies there: bundled-example) and "
+        "the same --storage, or give a new --storage")), out
+    code, out = _advisor(capsys, monkeypatch, "pareto", "bundled-example", "--no-plots", "--storage", "garbled.db")
+    assert code == 2 and "`advisor studies --delete bundled-example` and the same --storage" in out, out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "bundled-example", "--yes", "--storage",
+                         "garbled.db")
+    assert code == 0 and out.startswith("deleted study 'bundled-example' from garbled.db"), out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--storage", "garbled.db")
+    assert (code, out) == (0, "no studies in garbled.db; run `advisor tune` first\n"), out
+    with sqlite3.connect(tmp_path / "garbled.db") as con:
+        assert con.execute("SELECT COUNT(*) FROM advisor_eval_cache").fetchone()[0] > 0  # kept
+    con.close()
+
+
+@pytest.mark.parametrize("garble", ["UPDATE trials SET state = 'BOGUS'", "UPDATE trial_values SET value = 'abc'"])
+def test_report_and_export_of_damaged_optuna_rows_say_to_delete_the_study(tmp_path, capsys, monkeypatch, garble):
+    """report and export said "point --storage at the database/file `advisor tune` wrote" of the very file."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, garble)
+    code, out = _advisor(capsys, monkeypatch, "report", "bundled-example", "--storage", "garbled.db", "-o", "rep")
+    assert code == 2 and "garbled.db holds rows of" in out and "they are damaged; delete the study with " in out, out
+    assert "point --storage" not in out, out
+    code, out = _advisor(capsys, monkeypatch, "export", "bundled-example", "0", "--to", "json", "-o", "x.json",
+                         "--storage", "garbled.db")
+    assert code == 2 and "garbled.db holds rows of study 'bundled-example' that cannot be decoded" in out, out
+    assert "`advisor studies --delete bundled-example` and the same --storage, or give a new --storage" in out, out
