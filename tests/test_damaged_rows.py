@@ -8,9 +8,44 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from test_studies_delete import _advisor
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from test_studies_delete import _advisor, _two_studies
 
+from advisor.results.store import engine_for
 from tests.test_cli_bad_input import garbled_example
+
+
+@pytest.fixture
+def pg_url(pg_schema_url: str) -> str:
+    """A fresh schema on the test server, dropped after the test (conftest.pg_schema_url)."""
+    return pg_schema_url
+
+
+@pytest.mark.postgres
+def test_export_of_a_damaged_row_on_postgresql_says_the_rows_are_damaged_not_check_the_server(pg_url, capsys,
+                                                                                                monkeypatch):
+    """export of a trial off the front whose stored config is no JSON said "cannot read advisor results from
+    postgresql://... (...); check the URL and that the server runs": the server ran, the row was damaged."""
+    _two_studies(pg_url)
+    engine = engine_for(pg_url)
+    with engine.begin() as c:
+        off = c.execute(text(
+            "SELECT MIN(t.number) FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE s.study_name = 'b' "
+            "AND t.state = 'COMPLETE' AND t.number NOT IN (SELECT trial_number FROM advisor_front WHERE "
+            "study_name = 'b')")).scalar()
+        assert off is not None
+        c.execute(text("UPDATE trial_user_attributes SET value_json = 'garbage{' WHERE key = 'config' AND trial_id = "
+                       "(SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE "
+                       "s.study_name = 'b' AND t.number = :n)"), {"n": off})
+    engine.dispose()
+    code, out = _advisor(capsys, monkeypatch, "export", "b", str(off), "--to", "json", "-o", "x.json",
+                         "--storage", pg_url)
+    assert code == 2 and "holds rows of study 'b' that cannot be decoded" in out, out
+    assert "`advisor studies --delete b` and the same --storage, or give a new --storage" in out, out
+    assert "check the URL" not in out, out
+    password = make_url(pg_url.split("?")[0]).password
+    assert not password or f":{password}@" not in out, out  # the URL as masked: user:***@host
 
 
 def test_a_damaged_study_row_is_said_with_the_studies_there_and_studies_delete_deletes_it(tmp_path, capsys,

@@ -405,10 +405,10 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "", study:
                          "match it; give the name in UTF-8 (see `advisor studies`)")
     if is_locked_error(error):
         return locked_database(where if isinstance(where, Path) else str(where))
+    if isinstance(error, ROW_ERRORS):  # the database reads, a server's too; a row in it does not decode
+        return damaged_rows(where, error, study)
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); {server_hint(reason)}")
-    if isinstance(error, ROW_ERRORS):  # the database reads; a row in it does not decode
-        return damaged_rows(where, error, study)
     where = where if isinstance(where, Path) else sqlite_path(where) or where
     cause = getattr(error, "orig", None) or error
     if getattr(cause, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":  # a hot journal it may not roll back
