@@ -18,22 +18,18 @@ import os
 from collections.abc import Callable
 
 
-def _whole(value: str) -> bool:
-    """Whether int() reads `value`, as the libraries do (' 10 ' and '1_000' too)."""
-    try:
-        int(value)
-    except ValueError:
-        return False
-    return True
+def _reads(convert: Callable[[str], object]) -> Callable[[str], bool]:
+    """Whether `convert` (int, float) reads a value, as the libraries call it (int reads ' 10 ' and '1_000')."""
+    def check(value: str) -> bool:
+        try:
+            convert(value)
+        except ValueError:
+            return False
+        return True
+    return check
 
 
-def _number(value: str) -> bool:
-    """Whether float() reads `value`, as datasets does."""
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+_whole, _number = _reads(int), _reads(float)
 
 
 def _mask_mode(value: str) -> bool:
