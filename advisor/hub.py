@@ -39,7 +39,7 @@ def endpoint() -> str:
 def check_endpoint() -> None:
     """One line naming HF_ENDPOINT where urllib cannot read it ('http://[::1'): huggingface_hub parses it as it is
     imported, and its ValueError was a traceback from every command that imports it - transformers does, so each
-    that loads a model, the bundled one too. Called before those imports, by `advisor.libenv.check_import`
+    that loads a model, the bundled one too. Called before those imports, by `check_import`
     (`_constants`, `import_runtime`, the spec check's cache lookup, GSM8K's loader); commands that never import it
     (studies, recommend, export, pareto) do not read the variable and are not refused. A port urllib cannot read ('https://hub:99999', ':3l28')
     is refused as the proxies' is: huggingface_hub's import reads the port too (its ValueError, a traceback)."""
@@ -51,10 +51,18 @@ def check_endpoint() -> None:
             raise _no_valid_port(url, "HF_ENDPOINT") from None
 
 
+def check_import(library: str) -> None:
+    """Before `library` ('huggingface_hub', 'transformers' or 'datasets') is imported: one line for HF_ENDPOINT
+    urllib cannot read (`check_endpoint`), then for a variable the libraries it imports read as they are imported
+    (`advisor.libenv.check_variables`)."""
+    from advisor.libenv import check_variables
+
+    check_endpoint()
+    check_variables(library)
+
+
 def _constants() -> Any:
     """huggingface_hub's constants module, the variables its import reads checked first (`check_import`)."""
-    from advisor.libenv import check_import
-
     check_import("huggingface_hub")
     from huggingface_hub import constants
 

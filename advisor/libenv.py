@@ -3,7 +3,7 @@
 huggingface_hub, transformers and what transformers imports (accelerate, kernels) - datasets for GSM8K - read a few
 variables with int(), float(), a strict yes/no or a logging level name at import: a value they cannot read
 (HF_HUB_ETAG_TIMEOUT=abc, an empty USE_TORCH_XLA, NPU_FA2_SPARSE_MODE other than 2 or 3) was their ValueError, a traceback from every command that loads a
-model, the bundled one too. `check_import` refuses it in one line naming the variable and what to give, before
+model, the bundled one too. `check_variables` refuses it in one line naming the variable and what to give, before
 those imports (and torch's); standard library only. Read from the installed versions' sources: huggingface_hub
 2.4 constants.py, transformers 5.25 integrations/npu_flash_attention.py, accelerate 1.16 utils/imports.py and
 logging.py, kernels' _internals/layer/globals.py, datasets 5.2 config.py. Variables they read leniently (the
@@ -67,13 +67,10 @@ IMPORTS = {"huggingface_hub": ("huggingface_hub",),
 """What importing each library imports of those that read `VARIABLES` (where installed)."""
 
 
-def check_import(library: str) -> None:
+def check_variables(library: str) -> None:
     """Before `library` ('huggingface_hub', 'transformers' or 'datasets') is imported: one line (`UserError`) for
-    HF_ENDPOINT urllib cannot read (`advisor.hub.check_endpoint`) or a variable of `VARIABLES` that a library it
-    imports, where installed, cannot read. A command that imports none of them is not refused for their variables."""
-    from advisor.hub import check_endpoint
-
-    check_endpoint()
+    a variable of `VARIABLES` that a library it imports, where installed, cannot read (`advisor.hub.check_import`
+    checks HF_ENDPOINT first). A command that imports none of them is not refused for their variables."""
     imported = IMPORTS[library]
     for name, reader, reads, give in VARIABLES:
         value = os.environ.get(name)

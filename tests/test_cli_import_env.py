@@ -1,5 +1,6 @@
-"""Environment variables the model libraries parse as they are imported (`advisor.libenv`): a value they cannot
-read is one line naming it, before torch, not their ValueError's traceback."""
+"""Environment variables the model libraries parse as they are imported (`advisor.libenv`, checked by
+`advisor.hub.check_import`): a value they cannot read is one line naming it, before torch, not their ValueError's
+traceback."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from advisor.errors import UserError
-from advisor.libenv import check_import
+from advisor.hub import check_import
 from tests.test_cli_new_user14 import _refused_light
 
 YES_NO = "give 1 or 0 (true/false, yes/no, on/off), or unset it"

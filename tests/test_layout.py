@@ -95,7 +95,8 @@ def test_no_import_cycle_inside_advisor():
 
 LAYERS = [
     {"advisor", "errors", "units", "startup", "parsing"},  # definitions that import nothing of the package: any layer may use them
-    {"files", "registry", "baselines", "terminal", "hub"},  # leaf helpers and definitions any layer above may use
+    {"files", "registry", "baselines", "terminal", "libenv"},  # leaf helpers and definitions any layer above may use
+    {"hub"},  # whether the hub answers, and what its client reads at import (libenv's variables among it)
     {"hardware", "models"},
     {"quant"},
     {"eval", "offload", "results"},

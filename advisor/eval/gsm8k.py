@@ -168,7 +168,7 @@ def _offline_mode() -> Iterator[None]:
 
 def load_hub(split: str = "test") -> list[dict]:
     """`openai/gsm8k` (config `main`) through `datasets`: from the cache when the hub is unreachable."""
-    from advisor.libenv import check_import
+    from advisor.hub import check_import
 
     check_import("datasets")  # the variables its import (huggingface_hub's too) reads: one line for a bad one
     import datasets

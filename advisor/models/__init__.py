@@ -181,7 +181,7 @@ def spec_config(spec: str) -> dict[str, Any] | None:
 def _cached_hub_snapshot(repo_id: str) -> Path | None:
     """The directory of hub model `repo_id` in the local hub cache that holds its config.json (its main revision,
     as the loader reads it offline), found without the network; None when it is not there."""
-    from advisor.libenv import check_import
+    from advisor.hub import check_import
 
     check_import("huggingface_hub")  # the variables its import reads (HF_ENDPOINT, ...): one line for a bad one
     from huggingface_hub import try_to_load_from_cache

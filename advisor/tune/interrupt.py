@@ -182,7 +182,7 @@ def import_runtime(*, models: bool = True) -> None:
         signals = InterruptOnSignal.active[-1] if InterruptOnSignal.active else stack.enter_context(InterruptOnSignal())
         stack.enter_context(signals.deferred())
         if models:  # the variables transformers' import reads (huggingface_hub's, accelerate's...): one line, first
-            from advisor.libenv import check_import
+            from advisor.hub import check_import
 
             check_import("transformers")
         import torch  # noqa: F401
