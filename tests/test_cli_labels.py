@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 
 from cli_helpers import advisor_in_process, flat
+from example_study import EXAMPLE_DB, example_trial, example_trials
 from recommend_helpers import make_db, model_meta, point
 
-EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
+# the example's int4 point with 52 slots/layer (flru, hybrid misses): `recommend --budget 1.97MiB --prefer latency`
+INT4_52 = dict(precision_spec="int4", slots_per_layer=[52] * 4, policy="flru", miss_policy="hybrid")
 
 
 def advisor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -32,9 +34,10 @@ def test_front_rows_name_the_miss_policy_and_tides_tau(tmp_path):
     assert "trial 11: int2; 64 slots/layer, lru, misses hybrid" in out
     assert "trial 14: fp16; 1 slot/layer, lru, misses hybrid" in out  # singular: "1 slots/layer" read wrong
     # `*` marks the study's objectives (time_per_token, accuracy, peak_gpu_bytes), as `tune` prints the front
-    assert "time ms/tok * 0.119 · H2D/token 8.50 KiB · accuracy * 0.935" in out and "peak GPU * 1.76 MiB" in out
-    # four TIDE trials with tau 1/2/4/8 are four rows, not one "trial 153, 154, 155, 156: ... tide"
-    for n, tau in zip((153, 154, 155, 156), (1, 2, 4, 8), strict=True):
+    assert "time ms/tok * 0.120 · H2D/token 8.50 KiB · accuracy * 0.935" in out and "peak GPU * 1.76 MiB" in out
+    # four TIDE trials with tau 1/2/4/8 are four rows, not one "trial 161, 162, 163, 164: ... tide"
+    for tau in (1, 2, 4, 8):
+        n = example_trial(precision_spec="int2", slots_per_layer=[64] * 4, policy="tide", miss_policy="hybrid", tau=tau)
         assert f"trial {n}: int2; 64 slots/layer, tide (tau {tau}), misses hybrid" in out
     wide = advisor("pareto", "bundled-example", "--storage", "ex.db", "--wide", cwd=tmp_path).stdout
     # latency_ms_per_token is measured:wall-clock(..)+modelled:pcie(..): the header keeps both kinds
@@ -44,10 +47,10 @@ def test_front_rows_name_the_miss_policy_and_tides_tau(tmp_path):
 def test_recommend_names_time_per_token_and_shows_budget_and_use_apart(tmp_path):
     out = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
                   "--prefer", "latency", cwd=tmp_path).stdout
-    assert "trial #129" in out and "misses hybrid" in out
+    assert f"trial #{example_trial(**INT4_52)} " in out and "misses hybrid" in out
     assert "fits 1.97 MiB (--budget 1.97MiB): uses 1.963 MiB" in out  # both were "2.0 MiB"
     assert "lowest time per token among 15 feasible point(s)" in out
-    assert "next best bundled-example#111 has 1.76x the time per token" in out
+    assert "next best bundled-example#119 has 1.94x the time per token" in out
     assert "Measured on" not in out and "Stored values (trial run on cpu" in out
 
 
@@ -67,20 +70,23 @@ def test_recommend_reasons_label_each_number_as_pareto_and_the_json_sources_do(t
     assert (peak, acc, time) == ("counted", "measured", "modelled"), src
     assert f"- fits 1.97 MiB (--budget 1.97MiB): uses 1.963 MiB ({peak})" in out, out
     assert f"- accuracy 0.960 ({acc}) >= floor 0.940 (= 0.950 of trial #14, {acc}, minus 0.01; " in out, out
-    assert f"next best bundled-example#111 has 1.76x the time per token ({time}), accuracy 0.945 ({acc})" in out, out
+    assert f"next best bundled-example#119 has 1.94x the time per token ({time}), accuracy 0.945 ({acc})" in out, out
     r = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(EXAMPLE_DB), "--budget", "1MiB"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr  # nothing fits: what would change, labelled as well
-    assert "more memory: bundled-example#202 meets the accuracy floor with 1.227 MiB (counted; 232.500 KiB over the " \
+    assert "more memory: bundled-example#210 meets the accuracy floor with 1.227 MiB (counted; 232.500 KiB over the " \
            "budget)" in flat(r.stdout), r.stdout
 
 
 def test_recommend_says_the_next_best_stores_the_same_value_not_1_00x(tmp_path):
     """Trials #8 and #189 of the example store the same values (64 slots: the policy never evicts), and the reason
-    said "next best bundled-example#189 has 1.00x the transfer", which reads as a difference rounded away. Equal
-    values are said to be the same; a real difference that rounds to 1.00x gets the digits that show it."""
+    said "next best bundled-example#189 has 1.00x the transfer", which reads as a difference rounded away (in the
+    regenerated example #8 and #197, lru and flru). Equal values are said to be the same; a real difference that
+    rounds to 1.00x gets the digits that show it."""
     out = flat(advisor("recommend", "--storage", str(EXAMPLE_DB), "--prefer", "transfer", cwd=tmp_path).stdout)
-    assert "- next best bundled-example#189 has the same transfer (counted), accuracy 0.960 (measured)" in out, out
+    first, second = example_trials(precision_spec="int4", slots_per_layer=[64] * 4, miss_policy="hybrid")[:2]
+    assert f"Recommended: study 'bundled-example', trial #{first} " in out, out
+    assert f"- next best bundled-example#{second} has the same transfer (counted), accuracy 0.960 (measured)" in out, out
     url = make_db(tmp_path / "a.db", [point("s", 0, "int8", 4, acc=0.9, h2d=1000.0, peak_gib=1),
                                       point("s", 1, "int8", 2, acc=0.9, h2d=1001.0, peak_gib=1)])
     out = flat(advisor("recommend", "--storage", url, cwd=tmp_path).stdout)
@@ -89,7 +95,8 @@ def test_recommend_says_the_next_best_stores_the_same_value_not_1_00x(tmp_path):
 
 def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
     db = str(EXAMPLE_DB)
-    ex = {t: advisor("export", "bundled-example", "129", "--storage", db, "--to", t, cwd=tmp_path)
+    ex = {t: advisor("export", "bundled-example", str(example_trial(**INT4_52)), "--storage", db, "--to", t,
+                     cwd=tmp_path)
           for t in ("llama.cpp", "hf", "json")}
     for t in ("llama.cpp", "hf"):
         assert "# the study's cache: GPU expert slots per MoE layer 52 in each of 4, policy flru, prefetch none, " \
@@ -111,24 +118,26 @@ def test_every_export_says_the_miss_policy_the_study_modelled(tmp_path):
 
 
 def test_export_headers_do_not_call_counted_and_modelled_values_measured(tmp_path):
-    """Every export's header said "measured on cpu" above the stored values of trial 129, whose time per token is
-    modelled for an H200 and whose bytes are counted (`recommend` had said "Measured on cpu" too, and heads them
-    "Stored values (trial run on cpu; ...)" since). Where the trial ran is said as that; each value keeps its own
-    label."""
+    """Every export's header said "measured on cpu" above the stored values of trial 129 (#137 since the example was
+    regenerated), whose time per token is modelled for an H200 and whose bytes are counted (`recommend` had said
+    "Measured on cpu" too, and heads them "Stored values (trial run on cpu; ...)" since). Where the trial ran is said
+    as that; each value keeps its own label."""
     for target in ("llama.cpp", "hf"):
-        out = advisor("export", "bundled-example", "129", "--storage", str(EXAMPLE_DB), "--to", target,
-                      cwd=tmp_path).stdout
+        out = advisor("export", "bundled-example", str(example_trial(**INT4_52)), "--storage", str(EXAMPLE_DB),
+                      "--to", target, cwd=tmp_path).stdout
         head = out.splitlines()[:5]
         assert any(line.endswith("task toy; trial run on cpu") for line in head), head
         assert not any("measured on" in line for line in head), head
         (values,) = [line for line in head if "stored values [how each was obtained]:" in line]
-        assert "time_per_token=0.520 ms [modelled:gpu=modelled:roofline(H200 141GB" in values, values
+        assert "time_per_token=0.553 ms [modelled:gpu=modelled:roofline(H200 141GB" in values, values
 
 
 def test_a_tide_point_exports_its_tau(tmp_path):
-    """Trial 154 ran TIDE at tau 2: the header says so (as the front row does) and the advisor recipe runs it
-    at tau 2, not the runtime's default 4, with the study's 8 steps per block (its last-step rule)."""
-    args = ("export", "bundled-example", "154", "--storage", str(EXAMPLE_DB))
+    """Trial 154 (162 in the regenerated example) ran TIDE at tau 2: the header says so (as the front row does) and
+    the advisor recipe runs it at tau 2, not the runtime's default 4, with the study's 8 steps per block (its
+    last-step rule)."""
+    n = example_trial(precision_spec="int2", slots_per_layer=[64] * 4, policy="tide", miss_policy="hybrid", tau=2)
+    args = ("export", "bundled-example", str(n), "--storage", str(EXAMPLE_DB))
     gguf = advisor(*args, "--to", "llama.cpp", cwd=tmp_path)
     assert "# the study's cache: GPU expert slots per MoE layer 64 in each of 4, policy tide (tau 2), " in gguf.stdout
     hf = advisor(*args, "--to", "hf", "--opt", "method=advisor", cwd=tmp_path).stdout
@@ -281,7 +290,7 @@ def test_recommend_names_a_budget_as_typed_beside_its_bytes(tmp_path):
     """`recommend --budget 4MB` (SI: 4,000,000 bytes) said "fits 3.8 MiB", read as if 3.8 MiB had been typed; `advisor
     tune` shows "3.81 MiB (--budget 4MB)". Each reason that names the budget now names it as typed beside its bytes
     (`advisor.units.budget_text`), a GPU's memory by its --gpu."""
-    shutil.copy(Path(__file__).parent.parent / "studies" / "example" / "advisor.db", tmp_path / "a.db")
+    shutil.copy(EXAMPLE_DB, tmp_path / "a.db")
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "4MB", cwd=tmp_path).stdout)
     assert "every stored configuration fits 3.81 MiB (--budget 4MB), so transfer" in out, out
     assert "- fits 3.81 MiB (--budget 4MB): uses 2.133 MiB (counted)" in out, out
@@ -289,4 +298,4 @@ def test_recommend_names_a_budget_as_typed_beside_its_bytes(tmp_path):
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--gpu", "RTX 4090", cwd=tmp_path).stdout)
     assert "- fits 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal)): uses 2.133 MiB" in out, out
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "1MB", cwd=tmp_path).stdout)
-    assert "(38 exceed the memory budget of 976.56 KiB (--budget 1MB), 15 fall below the accuracy floor)" in out, out
+    assert "(39 exceed the memory budget of 976.56 KiB (--budget 1MB), 16 fall below the accuracy floor)" in out, out

@@ -18,8 +18,11 @@ import math
 from pathlib import Path
 
 from cli_helpers import advisor
+from example_study import example_trial
 
 REPO = Path(__file__).resolve().parents[1]
+# the example's int4 point with 52 slots/layer: `recommend --budget 1.97MiB --prefer latency` picks it
+INT4_52 = dict(precision_spec="int4", slots_per_layer=[52] * 4, policy="flru", miss_policy="hybrid")
 
 
 def test_replay_tune_refuses_lookahead_prefetch_in_one_line_before_the_model_loads(tmp_path):
@@ -79,7 +82,7 @@ def test_report_counts_the_expert_cache_of_a_grouped_format_it_replays_no_trace_
     from advisor.report.select import expert_cache_bytes
 
     data = load_study_data("bundled-example", f"sqlite:///{REPO / 'studies' / 'example' / 'advisor.db'}")
-    t = next(t for t in data.trials if t.number == 129)  # int4, 52 slots in each of 4 layers
+    t = next(t for t in data.trials if t.number == example_trial(**INT4_52))  # int4, 52 slots in each of 4 layers
     replayed = {f: [expert_nbytes_of(f, 128, 16)] * 4 for f in ("fp16", "int8", "int4")}  # as the report has them
     assert expert_cache_bytes(t, replayed) == 4 * 52 * expert_nbytes_of("int4", 128, 16)
     grouped = TrialRecord(t.number, {**t.config, "precision": {**t.config["precision"], "default": "int4:g64"}},
@@ -186,7 +189,8 @@ def test_export_from_recommend_takes_study_as_recommend_does(tmp_path):
                               "--budget", "1.97MiB", "--prefer", "latency", "--to", "json"])
     assert res.exit_code == 0, res.output
     exported = json.loads(res.stdout[res.stdout.index("{"):])
-    assert exported["source"] == {**exported["source"], "study": "bundled-example", "trial": 129}
+    assert exported["source"] == {**exported["source"], "study": "bundled-example",
+                                         "trial": example_trial(**INT4_52)}
     both = runner.invoke(app, ["export", "other", "--from-recommend", "--study", "bundled-example", "--storage", db,
                                "--to", "json"])
     assert isinstance(both.exception, UserError) and "two studies" in str(both.exception), both.output

@@ -99,8 +99,12 @@ def test_export_notes_at_80_columns_wrap_under_their_text(tmp_path):
     """export's notes (the hf recipe's on hybrid misses, about 400 characters; an off-front trial's, 200) went to
     stderr whole, past the edge of an 80-column terminal, where recommend, pareto and report wrap theirs. They
     wrap at the terminal's width too, each continuation under its note's text, with nothing lost."""
-    for args in (("export", "bundled-example", "129", "--storage", EXAMPLE_DB, "--to", "hf"),
-                 ("export", "bundled-example", "208", "--storage", EXAMPLE_DB, "--to", "json")):
+    from example_study import example_trial
+
+    hybrid = example_trial(precision_spec="int4", slots_per_layer=[52] * 4, policy="flru", miss_policy="hybrid")
+    off_front = "216"  # the example's TIDE-style baseline (fp16, 6 slots/layer, tau 8, misses on the CPU)
+    for args in (("export", "bundled-example", str(hybrid), "--storage", EXAMPLE_DB, "--to", "hf"),
+                 ("export", "bundled-example", off_front, "--storage", EXAMPLE_DB, "--to", "json")):
         narrow, wide = at_width(80, *args, stderr=True), at_width(1000, *args, stderr=True)
         assert max(map(len, wide)) > 150 and max(map(len, narrow)) <= 80, narrow
         assert len(narrow) > len(wide) and same_text(narrow, wide), narrow
