@@ -418,9 +418,13 @@ def test_recommend_prints_an_export_command_that_runs_as_printed(tmp_path):
 
 
 def test_a_refused_off_front_export_does_not_say_exported(tmp_path):
-    """The example's Fiddler-style row (#204, static_hot, tuned before hot sets were stored) is refused for json;
-    the off-front note came first and said "exported as stored", so the user read two contradicting lines."""
-    r = advisor("export", "bundled-example", "204", "--storage", str(EXAMPLE_DB), "--to", "json",
+    """A Fiddler-style row off the example's front (static_hot, tuned before hot sets were stored: the copy's trial
+    has its routing taken out) is refused for json; the off-front note came first and said "exported as stored", so
+    the user read two contradicting lines."""
+    from recommend_helpers import example_without_hot_set
+
+    db, trial = example_without_hot_set(tmp_path)
+    r = advisor("export", "bundled-example", str(trial), "--storage", str(db), "--to", "json",
                 "-o", str(tmp_path / "f.json"), cwd=tmp_path)
     assert r.returncode == 2 and not (tmp_path / "f.json").exists(), r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "exported as stored" not in r.stderr, r.stderr

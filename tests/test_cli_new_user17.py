@@ -292,19 +292,24 @@ def test_export_json_of_every_target_carries_its_source_and_notes(tmp_path):
 
     from cli_helpers import advisor_entry
 
+    from advisor.recommend import load_points
+
+    trial = str(next(p.trial_number for p in load_points(str(EXAMPLE), "bundled-example")  # the 1.97MiB pick
+                     if (p.config["precision_spec"], p.config["slots_per_layer"], p.config["policy"])
+                     == ("int4", [52] * 4, "flru")))
     for target in ("llama.cpp", "hf"):
-        r = advisor_entry("export", "bundled-example", "129", "--storage", str(EXAMPLE), "--to", target, "--json",
+        r = advisor_entry("export", "bundled-example", trial, "--storage", str(EXAMPLE), "--to", target, "--json",
                           cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         data = json.loads(r.stdout)
         src = data["source"]
-        assert (src["study"], src["trial"], src["model"]) == ("bundled-example", 129, "bundled"), src
+        assert (src["study"], src["trial"], src["model"]) == ("bundled-example", int(trial), "bundled"), src
         assert src["stored_values"]["h2d_bytes_per_token"]["source"].startswith("counted:trace-replay("), src
         assert src["stored_values"]["accuracy"] == {"value": 0.96, "source": "measured:exact-match:toy(n=200,cpu)"}
         notes = [ln.removeprefix("note: ") for ln in r.stderr.split("\nnote: ")]
         assert data["notes"] and len(data["notes"]) == len(notes), (data["notes"], r.stderr)
     assert any("q4_K (block 256) does not divide" in n for n in json.loads(
-        advisor_entry("export", "bundled-example", "129", "--storage", str(EXAMPLE), "--to", "llama.cpp", "--json",
+        advisor_entry("export", "bundled-example", trial, "--storage", str(EXAMPLE), "--to", "llama.cpp", "--json",
                       cwd=tmp_path).stdout)["notes"])
 
 

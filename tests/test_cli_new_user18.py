@@ -106,20 +106,24 @@ def test_tune_next_commands_are_never_broken_inside(tmp_path):
 
 
 def test_a_point_without_gpu_slots_names_no_cache_policy_in_pareto_and_export(tmp_path):
-    """The report reads the committed example's trial #202 (FP16 without cache) as policy `none (0 slots)`, but
+    """The report reads the committed example's FP16 point without cache (#210) as policy `none (0 slots)`, but
     `pareto` listed it as `fp16; 0 slots/layer, lru` and an export's header as `policy lru`: a cache it does not
     have. One definition (`results.config_view.policy_text`) now says none in each."""
+    import re
     from pathlib import Path
 
+    from advisor.recommend import load_points
     from tests.cli_helpers import advisor_entry
 
     db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
-    r = advisor_entry("pareto", "bundled-example", "--storage", f"sqlite:///file:{db}?mode=ro&uri=true",
-                      "-o", "plots", cwd=tmp_path)
+    url = f"sqlite:///file:{db}?mode=ro&uri=true"
+    (trial,) = [p.trial_number for p in load_points(url, "bundled-example") if not any(p.config["slots_per_layer"])]
+    report = (db.parent / "report" / "report.md").read_text()
+    assert re.search(rf"\| #{trial} \|.*\| none \(0 slots\) \|", report), report
+    r = advisor_entry("pareto", "bundled-example", "--storage", url, "-o", "plots", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "trial 202: fp16; 0 slots/layer (no cache)" in r.stdout, r.stdout
-    r = advisor_entry("export", "bundled-example", "202", "--storage", f"sqlite:///file:{db}?mode=ro&uri=true",
-                      "--to", "llama.cpp", cwd=tmp_path)
+    assert f"trial {trial}: fp16; 0 slots/layer (no cache)" in r.stdout, r.stdout
+    r = advisor_entry("export", "bundled-example", str(trial), "--storage", url, "--to", "llama.cpp", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "GPU expert slots per MoE layer 0 in each of 4, policy none (0 slots), prefetch none" in r.stdout, r.stdout
 

@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 from cli_helpers import flat, said_lines
-from recommend_helpers import model_meta, point
+from recommend_helpers import EXAMPLE_DB, example_without_hot_set, model_meta, point
 
 from advisor.errors import UserError
 from advisor.export.base import export_point
@@ -340,7 +340,6 @@ def test_a_static_hot_point_exports_its_profiled_hot_set_and_its_recipe_runs(tmp
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
     meta = model_meta("llada_moe", n_layers=2, n_experts=8, hidden=32, inter=16)
     p = point("hot", 4, "int8", [3, 2], acc=0.9, h2d=1, peak_gib=1, meta=meta, model="tiny:llada_moe")
@@ -352,11 +351,14 @@ def test_a_static_hot_point_exports_its_profiled_hot_set_and_its_recipe_runs(tmp
     doc = json.loads(export_point(p, "json").text)
     assert doc["cache"]["hot"] == {"0": [1, 3, 6], "1": [3, 0]}
 
-    db = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"  # stored before the routing was
-    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", "218", "--to", "hf",
+    db, trial = example_without_hot_set(tmp_path)  # an example trial as stored before the routing was
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", str(trial), "--to", "hf",
                         "--storage", str(db)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: this static_hot point stored "
                                                                                "no calibration routing"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "bundled-example", str(trial), "--to", "hf",
+                        "--storage", str(EXAMPLE_DB)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "hot={0: [" in r.stdout, r.stderr  # the example stores it: that is all that differs
 
 
 def test_the_recipes_gpu_max_memory_is_the_tuned_peak_to_the_mib():

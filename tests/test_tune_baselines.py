@@ -359,10 +359,10 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
     running = st.ask()
     failed = st.ask()
     st.tell(failed, state=optuna.trial.TrialState.FAIL)
-    for t, state in ((running, "running"), (failed, "failed")):
+    for t, state in ((running, "is running"), (failed, "failed")):  # as `export` says each state (c5ae06c)
         r = _cli("export", "b", str(t.number), "--to", "json", "--storage", str(copy))
         assert r.returncode == 2 and r.stdout == "", r.stdout
-        assert r.stderr.startswith(f"error: trial {t.number} of study 'b' is {state}, not complete") \
+        assert r.stderr.startswith(f"error: trial {t.number} of study 'b' {state}, not complete") \
             and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = _cli("export", "b", "999", "--to", "json", "--storage", str(copy))
     assert r.returncode == 2 and "study 'b' has no trial 999 (its trials are numbered 0-" in r.stderr
