@@ -4,6 +4,7 @@ the configuration it means, not a trial number that moves whenever the example i
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -26,3 +27,25 @@ def example_trial(**config: Any) -> int:
     """The number of the example's one complete trial whose stored config has these values."""
     (number,) = example_trials(**config)
     return number
+
+
+def example_without_hot_set(tmp: Path) -> tuple[Path, int]:
+    """A copy of the committed example study in `tmp` whose first static_hot (Fiddler-style) trial off the front
+    lost its calibration routing (config['routing_counts'], which export derives the hot set from), as a trial
+    tuned before 2026-12-04 was stored; the copy's path and that trial's number."""
+    db = tmp / "example.db"
+    shutil.copy(EXAMPLE_DB, db)
+    con = sqlite3.connect(db)
+    try:
+        front = {n for (n,) in con.execute("SELECT trial_number FROM advisor_front")}
+        rows = con.execute("SELECT a.trial_user_attribute_id, t.number, a.value_json FROM trial_user_attributes a "
+                           "JOIN trials t USING (trial_id) WHERE a.key = 'config' ORDER BY t.number").fetchall()
+        attr, number, cfg = next((a, n, c) for a, n, v in rows
+                                 if n not in front and (c := json.loads(v)).get("policy") == "static_hot")
+        del cfg["routing_counts"]
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
+                    (json.dumps(cfg), attr))
+        con.commit()
+    finally:
+        con.close()
+    return db, number

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 from pathlib import Path
 
 from advisor.quant.plan import PrecisionPlan
@@ -13,7 +11,6 @@ from advisor.results.front import FrontPoint
 from advisor.results.store import engine_for, save_front
 
 GiB = 1 << 30
-EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
 
 FAMILY_NAMES = {
     "llada_moe": ("model.layers.{d}.mlp.experts", "list", None),
@@ -93,25 +90,3 @@ def make_db(path: Path, points: list[FrontPoint]) -> str:
         save_front(engine, s, pts)
     engine.dispose()
     return url
-
-
-def example_without_hot_set(tmp: Path) -> tuple[Path, int]:
-    """A copy of the committed example study in `tmp` whose first static_hot (Fiddler-style) trial off the front
-    lost its calibration routing (config['routing_counts'], which export derives the hot set from), as a trial
-    tuned before 2026-12-04 was stored; the copy's path and that trial's number."""
-    db = tmp / "example.db"
-    shutil.copy(EXAMPLE_DB, db)
-    con = sqlite3.connect(db)
-    try:
-        front = {n for (n,) in con.execute("SELECT trial_number FROM advisor_front")}
-        rows = con.execute("SELECT a.trial_user_attribute_id, t.number, a.value_json FROM trial_user_attributes a "
-                           "JOIN trials t USING (trial_id) WHERE a.key = 'config' ORDER BY t.number").fetchall()
-        attr, number, cfg = next((a, n, c) for a, n, v in rows
-                                 if n not in front and (c := json.loads(v)).get("policy") == "static_hot")
-        del cfg["routing_counts"]
-        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
-                    (json.dumps(cfg), attr))
-        con.commit()
-    finally:
-        con.close()
-    return db, number

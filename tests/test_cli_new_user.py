@@ -421,7 +421,7 @@ def test_a_refused_off_front_export_does_not_say_exported(tmp_path):
     """A Fiddler-style row off the example's front (static_hot, tuned before hot sets were stored: the copy's trial
     has its routing taken out) is refused for json; the off-front note came first and said "exported as stored", so
     the user read two contradicting lines."""
-    from recommend_helpers import example_without_hot_set
+    from example_study import example_without_hot_set
 
     db, trial = example_without_hot_set(tmp_path)
     r = advisor("export", "bundled-example", str(trial), "--storage", str(db), "--to", "json",

@@ -11,7 +11,8 @@ import re
 import pytest
 import torch
 from cli_helpers import flat, said_lines
-from recommend_helpers import EXAMPLE_DB, example_without_hot_set, model_meta, point
+from example_study import EXAMPLE_DB, example_without_hot_set
+from recommend_helpers import model_meta, point
 
 from advisor.errors import UserError
 from advisor.export.base import export_point
