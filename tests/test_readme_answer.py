@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,39 @@ def test_every_figure_the_readme_names_opens():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
         h, w = imread(path).shape[:2]
         assert h > 100 and w > 100, rel
+
+
+def test_the_readings_numbers_are_the_stored_trials(answer):
+    """The paragraph under the table ("Reading it: ...") quotes times, cuts, hit rates and ratios typed by hand
+    from the study; each is recomputed here from the stored trials of the table's rows, so a regenerated example
+    whose numbers moved fails until the prose follows."""
+    from advisor.report.document import BEST
+
+    readme, _, _, data, section = answer
+    text = " ".join(section[section.index("Reading it:"):].split())
+    trials = {t.number: t for t in data.trials}
+
+    def row(budget: str, strategy: str, prec: str = "fp16") -> Any:
+        r = next(r for r in readme if r[0] == budget and r[1] == strategy and r[2] == prec)
+        return trials[int(r[3].lstrip("#"))].values
+
+    def ms(v: dict) -> str:
+        return f"{v['time_per_token']:.2f}"
+
+    no_cache = next(trials[int(r[3].lstrip("#"))].values for r in readme if r[0] == "any")
+    int2, int8, int4 = (row(b, BEST, "int2") for b in ("10%", "25%")), row("10%", BEST, "int8"), \
+        [row(b, BEST, "int4") for b in ("25%", "50%")]
+    int2_10, int2_25 = int2
+    assert f"int2 ({ms(int2_10)} ms per token at 10%; from 25% every expert fits on the GPU: {ms(int2_25)} ms)" in text
+    assert (f"int8 with FLRU hits {int8['hit_rate']:.0%} of its look-ups, copies {int8['copies_per_token']:.0f} "
+            f"experts per token and computes the other misses on the CPU: {ms(int8)} ms per token, "
+            f"{1 - int8['time_per_token'] / no_cache['time_per_token']:.0%} less than FP16 without cache") in text
+    assert f"at 25% and 50%, int4: {ms(int4[0])} and {ms(int4[1])} ms)" in text
+    gains = [1 - row(b, BEST)["time_per_token"] / row(b, "Mixtral-offloading-style")["time_per_token"]
+             for b in ("10%", "25%", "50%")]
+    assert (f"is {min(gains):.0%}-{max(gains):.0%} faster than Mixtral-offloading-style (every miss copied: "
+            f"{ms(row('10%', 'Mixtral-offloading-style'))} vs {ms(row('10%', BEST))} ms at 10%)").replace("%-", "-") \
+        in text
+    slower = [row(b, s)["time_per_token"] / no_cache["time_per_token"] for b in ("10%", "25%", "50%")
+              for s in ("Fiddler-style", "TIDE-style", "llama.cpp-style")]
+    assert f"are {min(slower):.1f}-{max(slower):.1f} times slower than no cache at all" in text
