@@ -165,3 +165,34 @@ def test_readme_cpu_expert_times_are_the_newest_offload_strategies_profile():
     table = json.loads(newest.read_text())["cpu_profile"]["table"]["2048x1024"]
     one_token = {fmt: dict(rows)[1] for fmt, rows in table.items()}
     assert tuple(map(float, m.group(1, 2, 3))) == tuple(float(f"{one_token[f]:.2g}") for f in ("bf16", "int8", "int4"))
+
+
+def test_readme_cpu_only_baseline_ratios_are_the_newest_offload_strategies_run():
+    """'Where CPU execution stands here' gives how much slower every CPU-only baseline is than Mixtral-offloading-
+    style's copying, fused and eager device model: typed by hand, so recomputed here from the newest committed
+    output (each cell's CPU-only strategy time over that cell's Mixtral-offloading-style time), to the
+    decimals the README gives."""
+    import re
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"is ([\d.]+)-([\d.]+)x slower than Mixtral-offloading-style's copying with the fused device model "
+                  r"\([^)]*\)\. With the eager one it is ([\d.]+)-([\d.]+)x", readme)
+    assert m, "the README's CPU-only baseline sentence changed; update this test with it"
+    newest = max((ROOT / "benchmarks" / "results").glob("????-??-??_cpu*_offload_strategies.txt"))
+    ratios: dict[str, list[float]] = {"fused": [], "eager": []}
+    cell: dict[str, float] = {}
+    device = ""
+    for line in newest.read_text().splitlines() + [""]:
+        if (head := re.match(r"^\S+ at \d+% of bf16 expert bytes .*device model (\w+):", line)) or not line.strip():
+            if "Mixtral-offloading-style" in cell:
+                ratios[device] += [t / cell["Mixtral-offloading-style"] for s, t in cell.items()
+                                   if s in ("Fiddler-style", "TIDE-style", "llama.cpp-style")]
+            cell, device = {}, head.group(1) if head else ""
+        elif (row := re.match(r"^\s+(\S+-style) \(.*?\)\s+([\d.]+)\s", line)) and device:
+            cell[row.group(1)] = float(row.group(2))
+    def decimals(text: str) -> int:
+        return len(text.partition(".")[2])
+
+    for (low, high), device in ((m.group(1, 2), "fused"), (m.group(3, 4), "eager")):
+        got = min(ratios[device]), max(ratios[device])
+        assert (float(low), float(high)) == (round(got[0], decimals(low)), round(got[1], decimals(high))), (device, got)
