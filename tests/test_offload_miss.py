@@ -462,6 +462,49 @@ def test_balanced_hybrid_runtime_equals_simulator_and_beats_copy_and_cpu():
     assert live.total("cpu_experts") > 0 and live.total("demand_bytes") > 0
 
 
+
+@pytest.mark.parametrize("prefetch", ["none", "prev_step"])
+def test_no_per_layer_mix_of_miss_policies_beats_uniform_hybrid(prefetch):
+    """Why `cache.miss` is one policy per configuration and not one per layer
+    (benchmarks/results/2026-12-07_cpu-2-cores-shared_miss_per_layer_note.md): the miss policy does not change
+    placement (each layer's hits, evictions and streamed experts are the same under copy, cpu and hybrid), the
+    modelled time is the sum of the layers' (each layer replayed alone through `simulate` adds up to the whole
+    replay), and layer by layer hybrid is no slower than copy or cpu; so no per-layer mix is faster than
+    uniform hybrid. Cost model as in the test above: CPU and link close, so hybrid really splits."""
+    import itertools
+
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+    from advisor.offload.trace import record_prompts
+
+    loaded = tiny_llada(top_k=4)
+    m = trace_meta(loaded)
+    h, inter = m["hidden"][0], m["intermediate"][0]
+    copy_ms = DEFAULT_PROFILE.transfer_ms(h * inter * 3 * 4, 1)
+    rows = [[n, copy_ms * (0.6 + 0.01 * n)] for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+    cpu = CpuProfile({f"{h}x{inter}": {f: rows for f in ("bf16", "int8", "int4", "int3")}}, 1, "test")
+    costs = ModelCosts("fp32", m["hidden"], m["intermediate"], cpu, H200_ROOFLINE, DEFAULT_PROFILE)
+    trace = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], **GEN_KW)
+    seqs = trace.access_sequences()
+    modes, n = ("copy", "cpu", "hybrid"), trace.n_layers
+
+    def run(miss, layer=None):  # layer: that layer's look-ups only (the others replay nothing)
+        alone = seqs if layer is None else [q if i == layer else [] for i, q in enumerate(seqs)]
+        return simulate(trace, slots_per_layer=4, policy="lru", plan="fp32", prefetch=prefetch, miss=miss,
+                        costs=costs, sequences=alone)
+
+    whole = {miss: run(miss) for miss in modes}
+    placement = ("lookups", "hits", "prefetch_hits", "streamed", "evictions", "prefetch_copies")
+    assert len({tuple(tuple(d[k] for k in placement) for d in st.per_layer) for st in whole.values()}) == 1
+    t = {miss: [run(miss, layer).times["layer_ms"] for layer in range(n)] for miss in modes}
+    for miss in modes:
+        assert sum(t[miss]) == pytest.approx(whole[miss].times["layer_ms"], rel=1e-12)
+    for layer in range(n):
+        assert t["hybrid"][layer] <= min(t["copy"][layer], t["cpu"][layer]) * (1 + 1e-12), (layer, t)
+    uniform = sum(t["hybrid"])
+    mixes = {mix: sum(t[miss][layer] for layer, miss in enumerate(mix)) for mix in itertools.product(modes, repeat=n)}
+    assert min(mixes.values()) >= uniform * (1 - 1e-12), mixes
+    assert max(t["hybrid"][i] / min(t["copy"][i], t["cpu"][i]) for i in range(n)) < 0.99, t  # it balances
+
 def test_interval_refresh_on_autoregressive_decoding_refreshes_every_tau_forwards(tmp_path):
     """Autoregressive decoding has one forward per block (step 0 is every block's last step): TIDE refreshes by
     forward count instead of never (it used to keep no expert: hit rate 0 on Qwen3-MoE/Mixtral traces)."""
