@@ -252,8 +252,14 @@ def _modelled_transfer(p: FrontPoint, gpu: HardwareProfile | None) -> dict[str, 
 # ------------------------------------------------------------------------------------------ loading
 
 
+class NoFront(UserError):
+    """The database reads, and holds no stored Pareto front for the study asked for (`load_points`): `export`
+    then says what the trial asked for is, where it did not complete; no other refusal reads the database again."""
+
+
 def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> list[FrontPoint]:
-    """Stored front points; a missing, empty or foreign database is one clear UserError."""
+    """Stored front points; a missing, empty or foreign database is one clear UserError, one without a front for
+    `study` (or any) `NoFront`."""
     from advisor.results.read import read_fronts
 
     url = storage.strip() or DEFAULT_STORAGE  # as `normalize_url` reads it: '' must not open an in-memory database
@@ -269,7 +275,7 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
         others = sorted({p.study_name for p in read_fronts(url, None)}) if study else []
         hint = (f" (studies with a front there: {names_text(others, study)})" if others
                 else "; run `advisor tune` first")
-        raise UserError(f"no stored Pareto front for {what} in {url}{hint}; see `advisor studies`")
+        raise NoFront(f"no stored Pareto front for {what} in {url}{hint}; see `advisor studies`")
     return points
 
 

@@ -62,3 +62,36 @@ def test_a_model_path_that_is_not_there_is_said_to_be_no_directory(tmp_path):
     assert said(absent) == f"error: no directory '{absent}': {head}; '{tmp_path}' exists, but holds no 'nowhere'"
     assert said("../nothing-like-it") == f"error: no directory '../nothing-like-it': {head}"
     assert "is neither a model directory" in said("https://huggingface.co/inclusionAI/LLaDA-MoE-7B-A1B-Instruct")
+
+
+def test_an_export_of_a_database_that_cannot_be_read_reads_it_once(tmp_path):
+    """c5ae06c's state check of the trial asked for ran after ANY refusal of the stored front: a PostgreSQL server
+    that could not be read was connected to a second time (on one that does not answer, another 5 s connect
+    timeout before the same line). Only "no stored Pareto front" (`recommend.NoFront`) is followed by the check
+    now: `export` connects as often as `pareto` does."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve() -> None:  # a "server" that takes each connection and closes it at once
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"postgresql://u@127.0.0.1:{server.getsockname()[1]}/db"
+    try:
+        counts = []
+        for args in (("pareto", "q"), ("export", "q", "2", "--to", "vllm")):
+            before = len(accepted)
+            one_error_line(advisor_entry(*args, "--storage", url, cwd=tmp_path), "check the URL and that the server runs")
+            counts.append(len(accepted) - before)
+    finally:
+        server.close()
+    assert counts[0] >= 1 and counts[1] == counts[0], counts

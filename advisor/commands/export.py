@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         """Export a trial (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
         from advisor.export.base import export_point, parse_options, resolve_target
         from advisor.files import write_atomic
-        from advisor.recommend import load_points, recommend
+        from advisor.recommend import NoFront, load_points, recommend
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         refuse_empty({OUTPUT: output}, "a file path (without it: stdout)")  # '' (a str: Path('') is '.') was refused
@@ -84,8 +84,8 @@ def register(app: typer.Typer) -> None:
                 raise UserError("say what to export: STUDY TRIAL (see `advisor pareto STUDY`), or --from-recommend --budget ...")
             try:
                 points = load_points(storage, study)
-            except UserError as e:  # no stored front: a queued, running or failed trial says so, not "no front"
-                _refuse_unfinished(storage, study, trial, e)
+            except NoFront as e:  # a queued, running or failed trial says so, not "no front"; a database that
+                _refuse_unfinished(storage, study, trial, e)  # cannot be read is not read a second time
                 raise
             match = [p for p in points if p.trial_number == trial]
             point, off_note = (match[0], None) if match else _off_front(storage, study, trial, points)
