@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from cli_helpers import flat
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from test_studies_delete import _advisor, _two_studies
@@ -85,3 +86,40 @@ def test_report_and_export_of_damaged_optuna_rows_say_to_delete_the_study(tmp_pa
                          "--storage", "garbled.db")
     assert code == 2 and "garbled.db holds rows of study 'bundled-example' that cannot be decoded" in out, out
     assert "`advisor studies --delete bundled-example` and the same --storage, or give a new --storage" in out, out
+
+
+
+NOT_UTF8 = [  # (the row changed, its column, a command that reads it)
+    ("UPDATE advisor_front SET config = CAST(X'7BFF7D' AS TEXT) WHERE trial_number = 137", "config",
+     ("recommend", "--study", "bundled-example", "--budget", "2MiB")),
+    ("UPDATE trial_user_attributes SET value_json = CAST(X'22FF22' AS TEXT) WHERE trial_user_attribute_id = "
+     "(SELECT MIN(trial_user_attribute_id) FROM trial_user_attributes)", "value_json",
+     ("export", "bundled-example", "0", "--to", "json", "-o", "x.json")),
+    ("UPDATE advisor_study SET task = CAST(X'74FF' AS TEXT)", "task", ("studies",)),
+]
+
+
+@pytest.mark.parametrize(("garble", "column", "reader"), NOT_UTF8, ids=[c for _, c, _ in NOT_UTF8])
+def test_a_row_whose_text_is_not_utf8_is_damaged_and_studies_delete_deletes_its_study(tmp_path, capsys,
+                                                                                     monkeypatch, garble, column,
+                                                                                     reader):
+    """SQLite keeps any bytes as TEXT; a row holding some that are not UTF-8 reads as sqlite3's OperationalError
+    ('Could not decode to UTF-8 column ...'), a driver's error, which 3aa800a's damaged-rows line did not take:
+    recommend and export said "is not a readable advisor database (... with text '<the whole value>'); point
+    --storage at the file `advisor tune` wrote", studies said it without the studies there, and `studies --delete`
+    - Optuna's ORM decodes each row it deletes - failed with "storage error: An exception is raised during the
+    commit", so no command read or deleted the study. Now it is the damaged-rows line, by its column, and the
+    delete goes on as plain SQL."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, garble)
+    code, out = _advisor(capsys, monkeypatch, *reader, "--storage", "garbled.db")
+    assert code == 2 and "point --storage" not in out, out
+    assert f"cannot be decoded (column '{column}' holds text that is not UTF-8): they are damaged; delete the " \
+           f"study with `advisor studies --delete {'NAME' if column == 'task' else 'bundled-example'}`" in out, out
+    if column == "task":  # `studies` cannot list them: it names them
+        assert "(studies there: bundled-example)" in out, out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "bundled-example", "--yes", "--storage",
+                         "garbled.db")
+    assert code == 0 and out.startswith("deleted study 'bundled-example' ") and "Studies left: none" in flat(out), out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--storage", "garbled.db")
+    assert (code, out) == (0, "no studies in garbled.db; run `advisor tune` first\n"), out

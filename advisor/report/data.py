@@ -16,7 +16,7 @@ from advisor.results.preflight import mask_url
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import (
     DEFAULT_STORAGE,
-    ROW_ERRORS,
+    damaged_reason,
     damaged_rows,
     driver_reason,
     engine_kwargs,
@@ -139,7 +139,7 @@ def _unreadable(url: str, e: BaseException, study: str | None = None) -> UserErr
         return locked_database(url)
     if (other := other_optuna_schema(url, e)) is not None:
         return other
-    if isinstance(e, ROW_ERRORS):  # the database reads; a row in it does not decode
+    if damaged_reason(e) is not None:  # the database reads; a row in it does not decode
         return damaged_rows(url, e, study)
     # the driver's reason, not Optuna's wrapper type (StorageInternalError said nothing of a malformed file)
     return UserError(f"{url} is not a readable Optuna study database ({driver_reason(e.__cause__ or e)}); "

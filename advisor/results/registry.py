@@ -23,7 +23,13 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
 from advisor.results.reconnect import redo_when_cut
-from advisor.results.storage import GRACE_PERIOD_S, damaged_rows, unique_violation, unreadable_database
+from advisor.results.storage import (
+    GRACE_PERIOD_S,
+    damaged_reason,
+    damaged_rows,
+    unique_violation,
+    unreadable_database,
+)
 from advisor.results.store import FrontRow, StudyRow
 
 SILENT_AFTER_S = 3 * GRACE_PERIOD_S
@@ -192,10 +198,10 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             with Session(engine) as s:
                 mine = select(StudyRow) if name is None else select(StudyRow).where(StudyRow.study_name == name)
                 rows = {r.study_name: _checked(r) for r in s.scalars(mine)}
-    except (ValueError, TypeError) as e:  # a garbled row (a date too): named with the studies there
+    except (ValueError, TypeError, DatabaseError) as e:  # a garbled row (a date, text not UTF-8): named with the
+        if damaged_reason(e) is None:  # studies there; else the database itself
+            raise unreadable_database(engine.url, e) from e
         raise damaged_rows(engine.url, e, name, None if name else known_studies(engine)) from e
-    except DatabaseError as e:
-        raise unreadable_database(engine.url, e) from e
     out = []
     for study in sorted(set(counts) | set(rows)):
         r, c = rows.get(study), counts.get(study, {})
@@ -320,8 +326,11 @@ def delete_study(engine: Engine, url: str, name: str) -> None:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:  # another `delete` finished it meanwhile
         pass
-    except (LookupError, ValueError, TypeError):  # a garbled row: Optuna's ORM decodes each row it deletes (an
-        # unknown state name: LookupError; a start time that is no date: ValueError, or not text: TypeError)
+    except Exception as e:  # a garbled row: Optuna's ORM decodes each row it deletes (an unknown state name:
+        # LookupError; a start time that is no date: ValueError, or not text: TypeError; SQLite text that is not
+        # UTF-8: sqlite3's OperationalError under Optuna's StorageInternalError)
+        if damaged_reason(e) is None:
+            raise
         _delete_optuna_rows(engine, name)
     finally:
         storage.engine.dispose()

@@ -372,7 +372,25 @@ def _unencodable_text(error: BaseException) -> str | None:
 
 ROW_ERRORS = (ValueError, TypeError, LookupError, AssertionError)
 """What decoding a stored row raises (the readers' own checks, Optuna's ORM and enums, json, dates), where the
-database itself reads fine; a driver's error (sqlite3.Error, SQLAlchemy's DatabaseError) is none of these."""
+database itself reads fine; a driver's error (sqlite3.Error, SQLAlchemy's DatabaseError) is none of these, but for
+SQLite's text that is not UTF-8 (`damaged_reason`)."""
+_NOT_UTF8 = re.compile(r"Could not decode to UTF-8 column '([^']*)'")  # sqlite3's words for a TEXT value it cannot read
+
+
+def damaged_reason(error: BaseException) -> str | None:
+    """Why `error` is a stored row that cannot be decoded, in one short clause, or None where it is no such row:
+    a `ROW_ERRORS`, or sqlite3's OperationalError for a TEXT value that is not UTF-8 (the database reads; that
+    row does not), said by its column - sqlite3 quotes the whole text, a trial's configuration of kilobytes."""
+    if isinstance(error, ROW_ERRORS):
+        return driver_reason(error)
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (m := _NOT_UTF8.match(str(e))) is not None:
+            return f"column '{m.group(1)}' holds text that is not UTF-8"
+        e = getattr(e, "orig", None) or e.__cause__ or e.__context__
+    return None
 
 
 class DamagedRows(UserError):
@@ -381,14 +399,15 @@ class DamagedRows(UserError):
 
 
 def damaged_rows(where: Any, error: BaseException, study: str | None = None, names: list[str] | None = None) -> UserError:
-    """The one line for a database whose rows of a study cannot be decoded (`ROW_ERRORS`): the file (or the URL,
+    """The one line for a database whose rows of a study cannot be decoded (`damaged_reason`): the file (or the URL,
     password hidden), the reason, and what to do - delete the study (`study`; else NAME, with the `names` there
     where known) or start a new --storage. Not "point --storage at the file `advisor tune` wrote": it is that
     file, and the server of a URL runs."""
     shown = where if isinstance(where, Path) else sqlite_path(where) or mask_url(str(where))
     which = f"study {study!r}" if study else "a study"
     there = f" (studies there: {', '.join(names)})" if names and not study else ""
-    return DamagedRows(f"{shown} holds rows of {which} that cannot be decoded ({driver_reason(error)}): they are "
+    return DamagedRows(f"{shown} holds rows of {which} that cannot be decoded "
+                       f"({damaged_reason(error) or driver_reason(error)}): they are "
                        f"damaged; delete the study with `advisor studies --delete {study or 'NAME'}`{there} and the "
                        "same --storage, or give a new --storage")
 
@@ -405,7 +424,7 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "", study:
                          "match it; give the name in UTF-8 (see `advisor studies`)")
     if is_locked_error(error):
         return locked_database(where if isinstance(where, Path) else str(where))
-    if isinstance(error, ROW_ERRORS):  # the database reads, a server's too; a row in it does not decode
+    if damaged_reason(error) is not None:  # the database reads, a server's too; a row in it does not decode
         return damaged_rows(where, error, study)
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
         return UserError(f"cannot read advisor results from {where} ({reason}); {server_hint(reason)}")
