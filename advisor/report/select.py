@@ -386,10 +386,16 @@ def trial_policies(data: StudyData) -> list[str]:
     return pols or ["lru"]
 
 
+def timed(data: StudyData) -> bool:
+    """Whether the study was tuned for time per token: the report then ranks its rows by it and shows it first,
+    plots its Pareto figure against it and stars recommend's fastest picks (`star_preference`)."""
+    return "time_per_token" in data.objectives
+
+
 def star_preference(data: StudyData) -> str:
-    """What the report's recommended points are ranked by: time per token in a study tuned for it (the Pareto
-    figure's x axis there, and `advisor recommend`'s default ranking in such a study), else H2D bytes."""
-    return "latency" if "time_per_token" in data.objectives else "transfer"
+    """What the report's recommended points are ranked by: time per token in a study tuned for it (`timed`: the
+    Pareto figure's x axis there, and `advisor recommend`'s default ranking in such a study), else H2D bytes."""
+    return "latency" if timed(data) else "transfer"
 
 
 def recommended_points(data: StudyData, max_accuracy_drop: float, full: str | None = None,

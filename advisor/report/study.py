@@ -42,6 +42,7 @@ from advisor.report.select import (
     recommended_points,
     reference_memory,
     stored_reference,
+    timed,
     trial_policies,
 )
 from advisor.report.workbench import Workbench, counted_shape, study_model, study_task
@@ -200,8 +201,8 @@ def build_report(
             "accuracy": report_plots.accuracy_by_plan(accuracy_rows(trials), figs / "accuracy.png"),
             "pareto": report_plots.pareto(trials, {p.trial_number for p in data.front},
                                           [_RecMark(r, quality_metric(trials)) for r in recs], figs / "pareto.png",
-                                          "time_per_token" if "time_per_token" in data.objectives
-                                          else "h2d_bytes_per_token", y=quality_metric(trials)),
+                                          "time_per_token" if timed(data) else "h2d_bytes_per_token",
+                                          y=quality_metric(trials)),
         }
         if blocks["rows"]:
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
@@ -218,7 +219,7 @@ def build_report(
                                                    "memory": (ref_memory, memory_why), "baseline_format": full,
                                                    "reference": reference,
                                                    "memory_notes": memory_notes,
-                                                   "timed": "time_per_token" in data.objectives})
+                                                   "timed": timed(data)})
 
 
 def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
