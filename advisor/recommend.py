@@ -380,8 +380,8 @@ def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = 
     if q.min_accuracy is None and q.max_accuracy_drop is None and accuracy_stored:
         q = dataclasses.replace(q, max_accuracy_drop=DEFAULT_MAX_DROP)
         defaults.append(f"no accuracy floor given: within {DEFAULT_MAX_DROP:g} ({100 * DEFAULT_MAX_DROP:g} accuracy "
-                        "point) of the study's highest-precision point; --max-accuracy-drop or --min-accuracy to "
-                        "change")
+                        "point) of the study's full-precision point (else its highest-precision one, named below); "
+                        "--max-accuracy-drop or --min-accuracy to change")
     if q.prefer is None:
         fits = budget is not None and all(p.values.get("peak_gpu_bytes", math.inf) <= budget for p in points)
         # a study tuned for time per token is ranked by it: by H2D bytes, a pick with every miss computed on the
@@ -442,7 +442,7 @@ def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = 
                  q.prefer == "accuracy" else
                  "the pick may agree with full precision far less than other points do - see its fidelity_top1")
         which = (f"--max-accuracy-drop {q.max_accuracy_drop:g} is not applied" if q.max_accuracy_drop is not None
-                 else "not the default 1 point below the highest-precision point")
+                 else "not the default 1 point below the full-precision point")
         defaults.insert(1, f"no accuracy floor applies ({which}: there is no task accuracy), so {means}"
                            + ("; --prefer accuracy ranks by top-1 agreement" if q.prefer != "accuracy" else ""))
     rec = Recommendation(q, feasible[0] if feasible else None, feasible, rejected, refs, [], defaults=defaults,

@@ -54,7 +54,7 @@ def test_recommend_of_a_fidelity_study_says_no_accuracy_floor_applies(tmp_path, 
     from advisor.cli import app
 
     run = tiny_fidelity_study(tmp_path, monkeypatch)
-    said = "no accuracy floor applies (not the default 1 point below the highest-precision point"
+    said = "no accuracy floor applies (not the default 1 point below the full-precision point"
     base = ["recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB"]
     rec = run.invoke(app, [*base, "--prefer", "transfer"])
     assert rec.exit_code == 0 and said in " ".join(rec.output.split()), rec.output

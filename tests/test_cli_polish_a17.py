@@ -76,7 +76,7 @@ def test_a_fidelity_studys_report_and_recommend_say_its_fidelity_and_its_floor_i
     q = ("recommend", "--study", "s", "--storage", "t.db", "--budget", "1MiB", "--prefer", "transfer")
     default, given = cli(*q), cli(*q, "--max-accuracy-drop", "0.02")
     assert default.exit_code == 0 and given.exit_code == 0, default.output + given.output
-    assert "- no accuracy floor applies (not the default 1 point below the highest-precision point: there is no task " \
+    assert "- no accuracy floor applies (not the default 1 point below the full-precision point: there is no task " \
            "accuracy), so" in flat(default.output), default.output
     assert "- no accuracy floor applies (--max-accuracy-drop 0.02 is not applied: there is no task accuracy), so" \
            in flat(given.output), given.output

@@ -268,7 +268,7 @@ def test_a_fidelity_study_where_nothing_fits_speaks_of_no_pick(tmp_path):
     r = _cli("recommend", "--storage", url, "--budget", "1GiB")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "pick" not in r.stdout, r.stdout
-    assert ("- no accuracy floor applies (not the default 1 point below the highest-precision point: there is no "
+    assert ("- no accuracy floor applies (not the default 1 point below the full-precision point: there is no "
             "task accuracy), so none was excluded for its top-1 agreement with full precision; --prefer accuracy "
             "ranks by top-1 agreement") in flat(r.stdout), r.stdout
     r = _cli("recommend", "--storage", url, "--budget", "1.5GiB")

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="(--from-recommend) absolute floor."),
         max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs the study's "
-                                                            "highest-precision point (default 0.01)."),
+                                                            "full-precision point, else its highest-precision point (default 0.01)."),
         prefer: str | None = typer.Option(None, "--prefer", help="(--from-recommend) transfer | latency | accuracy."),
         model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter."),
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         gpu: str | None = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX 4090'."),
         min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),
         max_accuracy_drop: float | None = typer.Option(
-            None, "--max-accuracy-drop", help="Largest accuracy loss vs the study's highest-precision point "
+            None, "--max-accuracy-drop", help="Largest accuracy loss vs the study's full-precision point, else its highest-precision point "
             "(e.g. 0.02; without it or --min-accuracy: 0.01)."),
         prefer: str | None = typer.Option(None, "--prefer", help="transfer | latency | accuracy. Default: latency for "
                                           "a study tuned for time per token, else transfer; accuracy when every "
