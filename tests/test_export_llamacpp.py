@@ -362,7 +362,9 @@ def test_a_cpu_miss_study_has_its_host_blocks_computed_on_the_cpu(tmp_path):
     res = export_point(p, "llama.cpp")
     assert res.data["run_env"] == {"GGML_OP_OFFLOAD_MIN_BATCH": "2147483647"}
     assert res.data["placement_info"]["gpu_blocks"] == [2, 3] and res.data["run_command"][3:5] == ["-ngl", "3"]
-    assert any("as the study modelled" in n for n in res.notes)
+    # blocks 2 and 3 were held in part (4 of 8 slots): llama.cpp cannot split them as the study modelled
+    assert not any(n.startswith("miss policy cpu: llama.cpp") for n in res.notes)
+    assert any("computes them (their attention too) on the CPU" in n and "cannot split" in n for n in res.notes)
     (tmp_path / "run.sh").write_text(res.text)
     env = {**_fake_llama_cpp_env(tmp_path, FAKE_DIFFUSION_PLACEMENT), "N_LAYER": "4"}
     run = subprocess.run(["bash", str(tmp_path / "run.sh"), "-p", "2+2="], capture_output=True, text=True,
@@ -442,3 +444,36 @@ def test_a_study_that_held_every_expert_is_not_said_to_have_missed_them(tmp_path
             "here they stay in host memory only because the GGUF's types") in notes, notes
     assert "so its speed differs from the study's time per token, which counted them on the GPU" in notes
     assert "as the study modelled" not in notes and "copies more than the study counted" not in notes, notes
+
+
+@pytest.mark.parametrize(("family", "plan", "slots", "said"), [
+    # llama-server: the tuned cache (2.5 layers at bf16) holds blocks 2, 3 and one of block 1's three tensors
+    ("qwen3_moe", "bf16", [0, 4, 8, 8], "those of block 1 are split by projection, ffn_gate_exps on the GPU and "
+                                        "ffn_up_exps and ffn_down_exps in host memory"),
+    # llama-server: 3 layers at bf16: blocks 0-2 on the GPU, block 3 in host memory
+    ("qwen3_moe", "bf16", [8, 8, 4, 4], "the experts of block 2 go whole to the GPU, where none misses; those of "
+                                        "block 3 whole to host memory"),
+    # llama-diffusion-cli: whole blocks from the end, so the partly held blocks 2, 3 go to the GPU, and the wholly
+    # held blocks 0, 1 to host memory
+    ("llada_moe", "int8", [8, 8, 4, 4], "the experts of blocks 2, 3 go whole to the GPU, where none misses; and "
+                                        "blocks 0, 1, whose experts the study held all of, have expert tensors in "
+                                        "host memory too"),
+])
+def test_a_partly_held_layer_is_not_said_to_run_as_the_study_modelled(tmp_path, family, plan, slots, said):
+    """GGUF fuses a layer's experts into one tensor per projection (ffn_{gate,up,down}_exps: llama-model.cpp creates
+    each {n_embd, n_ff, n_expert}) and llama.cpp places whole tensors (-ot patterns match tensor names), so a layer
+    whose study held some of its experts (0 < slots < experts) cannot be split as the study modelled; the notes said
+    'miss policy cpu: llama.cpp computes ... as the study modelled'. Now a note names where those layers go and that
+    llama.cpp's speed differs."""
+    meta = model_meta(family, n_layers=4, n_experts=8, hidden=256, inter=256)
+    p = point("s", 1, plan, slots, acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    p.config["miss_policy"] = "cpu"
+    url = make_db(tmp_path / "a.db", [p])
+    r = advisor_in_process("export", "s", "1", "--storage", url, "--to", "llama.cpp", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    notes = " ".join(json.loads(r.stdout)["notes"])
+    assert "miss policy cpu: llama.cpp" not in notes, notes  # the note that ended 'as the study modelled'
+    assert ("llama.cpp keeps a layer's experts in one tensor per projection (ffn_{gate,up,down}_exps), each all on "
+            "the GPU or all in host memory, so it cannot split those blocks as the study modelled") in notes, notes
+    assert said in notes, notes
+    assert "the most used included, llama.cpp computes them" in notes and "so its speed differs" in notes, notes

@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path
+from advisor.export.base import ExportResult, header_lines, miss_note, model_spec, served_path, slot_range
 from advisor.models import BUNDLED_DIR
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import COLLAPSE_RULES, ExportConfig, ModelInfo, collapse_layer
@@ -324,6 +325,61 @@ def held_every_expert_note(cfg: ExportConfig, where: dict[tuple[int, str], str],
             "token, which counted them on the GPU")
 
 
+def partly_held_note(cfg: ExportConfig, where: dict[tuple[int, str], str], mode: str, how: str | None) -> str | None:
+    """For a study whose cache held some but not all experts of a layer (0 < slots < experts): GGUF fuses a layer's
+    experts into one tensor per projection and llama.cpp places whole tensors (llama-model-loader.cpp matches
+    `-ot` patterns against tensor names), so such a layer cannot be split as the study modelled; which of those
+    layers go whole to the GPU, which to host memory (and which are split by projection), and that llama.cpp's
+    speed differs. `how` words what llama.cpp does with host-resident experts (None: a miss-policy note says it).
+    None when no layer is partly held."""
+    m = cfg.model
+    partial = [i for i in range(len(m.layers)) if 0 < cfg.slots_per_layer[i] < m.layers[i].num_experts]
+    if not partial:
+        return None
+    by_gpu: dict[tuple[str, ...], list[int]] = {}
+    for i in partial:
+        by_gpu.setdefault(tuple(p for p in PROJS if where[(i, p)] == "GPU"), []).append(m.layers[i].decoder_layer)
+
+    def blocks(layers: list[int]) -> str:
+        return ("block " if len(layers) == 1 else "blocks ") + ", ".join(map(str, layers))
+
+    def tensors(projs: list[str]) -> str:
+        return " and ".join(f"ffn_{p}_exps" for p in projs)
+
+    parts = [f"the experts of {blocks(by_gpu[PROJS])} go whole to the GPU, where none misses"] if PROJS in by_gpu else []
+    if () in by_gpu:
+        parts.append(f"those of {blocks(by_gpu[()])} whole to host memory")
+    parts += [f"those of {blocks(b)} are split by projection, {tensors(list(g))} on the GPU and "
+              f"{tensors([p for p in PROJS if p not in g])} in host memory" for g, b in by_gpu.items() if g not in ((), PROJS)]
+    full = [m.layers[i].decoder_layer for i in range(len(m.layers))
+            if cfg.slots_per_layer[i] >= m.layers[i].num_experts and any(where[(i, p)] == "CPU" for p in PROJS)]
+    if full:
+        parts.append(f"and {blocks(full)}, whose experts the study held all of, {'has' if len(full) == 1 else 'have'} "
+                     "expert tensors in host memory too")
+    why = "within the tuned cache's bytes" if mode == "cache" else f"as --opt placement={mode} asks"
+    slots = [cfg.slots_per_layer[i] for i in partial]
+    experts = [m.layers[i].num_experts for i in partial]
+    return (f"the study's cache held part of the experts of {blocks([m.layers[i].decoder_layer for i in partial])} "
+            f"({slot_range(slots)} of {slot_range(experts)} slots), the most used on the GPU and the others by its miss "
+            f"policy {cfg.miss_policy}; llama.cpp keeps a layer's experts in one tensor per projection "
+            "(ffn_{gate,up,down}_exps), each all on the GPU or all in host memory, so it cannot split those blocks as "
+            f"the study modelled; placing whole tensors {why}, {'; '.join(parts)}"
+            + (f"; for the experts in host memory, the most used included, llama.cpp {how}, so its" if how else
+               ", so llama.cpp's") + " speed differs from the study's time per token")
+
+
+def placement_notes(cfg: ExportConfig, where: dict[tuple[int, str], str], types: dict[tuple[int, str], str],
+                    mode: str, how: str, miss: Callable[[], str | None]) -> list[str]:
+    """The notes on where the study's experts went: `held_every_expert_note` or `partly_held_note`, and the
+    miss-policy note `miss` makes unless one of those already says how llama.cpp's placement differs from what the
+    study modelled (for a cpu-miss study the miss-policy note would say 'as the study modelled': llama.cpp computes
+    host-resident experts on the CPU as the study computed its misses, but not the same experts)."""
+    whole = held_every_expert_note(cfg, where, types, mode, how=how)
+    partly = partly_held_note(cfg, where, mode, how if cfg.miss_policy == "cpu" else None)
+    said = whole is not None or (partly is not None and cfg.miss_policy == "cpu")
+    return [n for n in (whole, partly, None if said else miss()) if n is not None]
+
+
 def placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
               mode: str) -> tuple[dict[tuple[int, str], str], dict[str, Any]]:
     """(layer, projection) -> "GPU" | "CPU", and the numbers behind it: the tuned cache's bytes (in the plan's
@@ -477,23 +533,20 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                          f"{held})")
             if cfg.miss_policy == "cpu":
                 run_env[OP_OFFLOAD_ENV] = NO_OP_OFFLOAD
-        whole = held_every_expert_note(cfg, where, types, opts["placement"], how=(
-            f"computes them (their attention too) on the CPU, as the script's {OP_OFFLOAD_ENV} asks"
-            if cfg.miss_policy == "cpu" else
-            "copies the experts each forward uses of them to the GPU and keeps none between forwards (ggml's op "
-            f"offload; {OP_OFFLOAD_ENV}={NO_OP_OFFLOAD} computes them on the CPU instead)"))
-        if (why := whole or diffusion_miss_note(cfg, on_cpu)) is not None:
-            notes.append(why)
+        how = (f"computes them (their attention too) on the CPU, as the script's {OP_OFFLOAD_ENV} asks"
+               if cfg.miss_policy == "cpu" else
+               "copies the experts each forward uses of them to the GPU and keeps none between forwards (ggml's op "
+               f"offload; {OP_OFFLOAD_ENV}={NO_OP_OFFLOAD} computes them on the CPU instead)")
+        notes += placement_notes(cfg, where, types, opts["placement"], how, lambda: diffusion_miss_note(cfg, on_cpu))
         if (why := sampling_note(cfg)) is not None:
             notes.append(why)
         flags, decoding = diffusion_args(cfg)
         run_args += flags
     else:
         run_args += ["-ot", ",".join(ots)] if ots else []
-        if ots:
-            notes.append(held_every_expert_note(cfg, where, types, opts["placement"], how="computes them on the CPU (-ot "
-                                                "=CPU)")
-                         or miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the CPU"))
+        notes += placement_notes(cfg, where, types, opts["placement"], "computes them on the CPU (-ot =CPU)",
+                                 lambda: miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the "
+                                                   "CPU") if ots else None)
     data = {
         "target": "llama.cpp",
         "miss_policy": cfg.miss_policy,
