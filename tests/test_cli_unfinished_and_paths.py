@@ -95,3 +95,22 @@ def test_an_export_of_a_database_that_cannot_be_read_reads_it_once(tmp_path):
     finally:
         server.close()
     assert counts[0] >= 1 and counts[1] == counts[0], counts
+
+
+def test_a_model_path_that_is_a_file_is_said_to_be_a_file(tmp_path):
+    """`advisor inspect ./ckpt/config.json` (or a *.safetensors shard) - an existing file typed for its checkpoint
+    directory - was "'...' is neither a model directory, a tiny config (...), 'bundled', nor a Hugging Face model
+    id", as if the path were not there. It is now said to be a file, what MODEL must be, and the file's directory
+    where that holds a config.json."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    (tmp_path / "w.safetensors").write_text("x")
+    head = "MODEL must be a checkpoint directory (config.json + *.safetensors) or a Hugging Face model id (owner/name)"
+
+    def said(model: str) -> str:
+        return one_error_line(advisor_entry("inspect", model, cwd=tmp_path))
+
+    assert said("./ckpt/config.json") == f"error: './ckpt/config.json' is a file: {head}; did you mean its directory " \
+                                         "'./ckpt'?"
+    assert said("ckpt/config.json") == f"error: 'ckpt/config.json' is a file: {head}; did you mean its directory 'ckpt'?"
+    assert said("w.safetensors") == f"error: 'w.safetensors' is a file: {head}"

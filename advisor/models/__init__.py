@@ -295,10 +295,10 @@ def check_model_spec(spec: str) -> str:
             raise UserError(f"{path} holds no weights (no *.safetensors, {', '.join(WEIGHT_INDEXES)}); point at "
                             "the model's directory, or re-download the model")
         return spec
-    from advisor.models.missing import missing_directory
+    from advisor.models.missing import missing_directory, not_a_directory
 
-    if (missing := missing_directory(spec)) is not None:  # ./LLaDA-MoE-7B: "no model directory, tiny config, ..." hid it
-        raise UserError(missing)
+    if (missing := missing_directory(spec) or not_a_directory(spec)) is not None:  # ./LLaDA-MoE-7B, ./m/config.json:
+        raise UserError(missing)  # "neither a model directory, a tiny config, ..." hid what was wrong
     if path.exists() or spec.startswith((".", "/", "~")) or not _HF_ID.match(spec):
         raise UserError(f"'{spec}' is neither a model directory, a tiny config (tiny:<family>; families: "
                         f"{', '.join(TINY_FAMILIES)}), 'bundled', nor a Hugging Face model id (owner/name)")

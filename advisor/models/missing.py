@@ -1,4 +1,5 @@
-"""The refusal of a MODEL that is clearly a path (./x, ../x, /x, ~/x, a/b/c, x/) naming no directory there."""
+"""The refusals of a MODEL that names no directory: clearly a path (./x, ../x, /x, ~/x, a/b/c, x/) with nothing
+there, or an existing file."""
 
 from __future__ import annotations
 
@@ -47,6 +48,23 @@ def missing_directory(spec: str) -> str | None:
         return text
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"{text}; '{lead}{'/'.join(parts[:kept])}' exists, but holds no '{missing[-1]}'{hint}"
+
+
+def not_a_directory(spec: str) -> str | None:
+    """The refusal of `spec` when it names something that exists but is no directory (a file: a checkpoint's
+    config.json or a *.safetensors shard, typed for its directory); None otherwise. Where the file's directory holds
+    a config.json, it is named as the MODEL meant."""
+    path = Path(home_path(spec))
+    if not os.path.lexists(path) or path.is_dir():
+        return None
+    what = "a file" if path.is_file() else "not a directory"
+    text = (f"'{spec}' is {what}: MODEL must be a checkpoint directory (config.json + *.safetensors) or a Hugging "
+            "Face model id (owner/name)")
+    if not (path.parent / "config.json").is_file():
+        return text
+    typed = spec.replace(os.sep, "/") if os.sep != "/" else spec
+    parent = typed.rstrip("/").rpartition("/")[0] if "/" in typed.rstrip("/") else "."
+    return f"{text}; did you mean its directory '{parent or '/'}'?"
 
 
 def _subdirectories(directory: Path) -> list[str]:
