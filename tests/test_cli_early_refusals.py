@@ -645,3 +645,17 @@ def test_a_hub_cache_write_past_a_size_limit_is_the_caches_not_the_networks(tmp_
         f"error: model some-org/m could not be stored in the local hub cache (File too large: {tmp_path / 'cache'}); "
         "make the cache a directory you can write (or set HF_HUB_CACHE or HF_HOME to one), or pass a local "
         "directory"), p.stderr
+
+
+def test_a_hub_fetch_that_fails_for_an_id_under_a_local_directory_says_the_local_path_is_not_there(tmp_path):
+    """`models/x` with ./models here, the hub reachable but failing the fetch: the refusal ('could not be fetched from
+    the hub') said nothing of the local directory a user may have meant; it says first that it is not there."""
+    (tmp_path / "models").mkdir()
+    hub, _ = _closing_server()
+    env = _no_offline_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{hub.getsockname()[1]}")
+    p = subprocess.run([sys.executable, "-m", "advisor", "inspect", "models/x"], capture_output=True, text=True,
+                       cwd=tmp_path, env=env, timeout=120)
+    hub.close()
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("error: no directory 'models/x': 'models' exists here, but holds no 'x'; read as a "
+                               "Hugging Face model id, model models/x could not be fetched from the hub ("), p.stderr

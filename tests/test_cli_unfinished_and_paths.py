@@ -114,3 +114,23 @@ def test_a_model_path_that_is_a_file_is_said_to_be_a_file(tmp_path):
                                          "'./ckpt'?"
     assert said("ckpt/config.json") == f"error: 'ckpt/config.json' is a file: {head}; did you mean its directory 'ckpt'?"
     assert said("w.safetensors") == f"error: 'w.safetensors' is a file: {head}"
+
+
+def test_a_hub_shaped_model_under_a_local_directory_says_the_local_path_is_not_there(tmp_path):
+    """`advisor inspect models/lada-moe` with ./models here (holding llada-moe): one '/' reads as a hub id, so it was
+    refused only as "model models/lada-moe is not available offline (...)" - a user who typed a local path was told
+    about the hub. The refusal now says first that the local directory is not there (with a close name), then the
+    hub id reading; an id whose owner is no local directory is refused as before."""
+    (tmp_path / "models" / "llada-moe").mkdir(parents=True)
+    env = {"HF_HUB_OFFLINE": "1"}
+
+    def said(model: str) -> str:
+        return one_error_line(advisor_entry("inspect", model, cwd=tmp_path, env=env))
+
+    assert said("models/lada-moe").startswith(
+        "error: no directory 'models/lada-moe': 'models' exists here, but holds no 'lada-moe' (did you mean "
+        "'models/llada-moe'?); read as a Hugging Face model id, model models/lada-moe is not available offline ("), \
+        said("models/lada-moe")
+    assert said("models/zzz").startswith("error: no directory 'models/zzz': 'models' exists here, but holds no 'zzz'; "
+                                         "read as a Hugging Face model id, model models/zzz is not available offline")
+    assert said("acme/zzz").startswith("error: model acme/zzz is not available offline ("), said("acme/zzz")

@@ -315,12 +315,15 @@ def check_model_spec(spec: str) -> str:
 
 def unavailable_offline(repo_id: str, why: str | None = None) -> Exception:
     """The refusal of hub id `repo_id` that cannot be had from the local hub cache: why (default: why the hub counts
-    as unreachable - offline mode, or no answer) and what to do."""
+    as unreachable - offline mode, or no answer) and what to do; first, where the id reads as a local path that is
+    not there, that (`missing.as_local_path`)."""
     from advisor.errors import UserError
     from advisor.hub import unreachable_note
+    from advisor.models.missing import as_local_path
 
-    return UserError(f"model {repo_id} is not available offline ({why or unreachable_note()}); download it on a "
-                     f"connected machine (hf download {repo_id}) or pass a local directory")
+    return UserError(as_local_path(repo_id, f"model {repo_id} is not available offline ({why or unreachable_note()}); "
+                                   f"download it on a connected machine (hf download {repo_id}) or pass a local "
+                                   "directory"))
 
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -36,6 +36,7 @@ from advisor.models import (
     tiny,
     unavailable_offline,
 )
+from advisor.models.missing import as_local_path
 from advisor.models.probe import verify_experts_path
 from advisor.models.shards import has_safetensors
 from advisor.models.view import MoELayer, moe_layers, use_seam
@@ -232,11 +233,11 @@ def _resolve_hub(repo_id: str) -> Path:
         # the hub took the connect but the lookup failed (a 404 for an id it does not know, a proxy's answer):
         # huggingface_hub then looks in the cache and says it is not there, the HTTP error in its first line
         said = str(e).splitlines()[0].removeprefix("Got: ") if str(e) else e.__class__.__name__
-        raise UserError(f"model {repo_id} could not be fetched from the hub ({said}); check the id, or pass a "
-                        "local directory") from e
+        raise UserError(as_local_path(repo_id, f"model {repo_id} could not be fetched from the hub ({said}); check "
+                                      "the id, or pass a local directory")) from e
     except HfHubHTTPError as e:
-        raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}); "
-                        "check the id, or pass a local directory") from e
+        raise UserError(as_local_path(repo_id, f"model {repo_id} could not be fetched from the hub "
+                                      f"({e.__class__.__name__}); check the id, or pass a local directory")) from e
     except Exception as e:  # the network failed under the request (a proxy that resets it): a traceback before
         if not isinstance(e, network_errors()):
             raise
@@ -250,8 +251,9 @@ def _resolve_hub(repo_id: str) -> Path:
                             f"{where}); make the cache a directory you can write (or set HF_HUB_CACHE or "
                             "HF_HOME to one), or pass a local directory") from e
         said = " ".join(str(e).split()) or "no answer"
-        raise UserError(f"model {repo_id} could not be fetched from the hub ({e.__class__.__name__}: {said}); check "
-                        "the network or proxy settings, or pass a local directory") from e
+        raise UserError(as_local_path(repo_id, f"model {repo_id} could not be fetched from the hub "
+                                      f"({e.__class__.__name__}: {said}); check the network or proxy settings, or "
+                                      "pass a local directory")) from e
     if not (Path(local) / "config.json").is_file():
         revision = Path(local).name[:12]  # the snapshot's folder is named by its commit
         if online:  # the hub answered with the repository's files, and none is a config.json

@@ -1,5 +1,6 @@
 """The refusals of a MODEL that names no directory: clearly a path (./x, ../x, /x, ~/x, a/b/c, x/) with nothing
-there, or an existing file."""
+there, or an existing file; and what a hub id's refusal says first when the id (owner/name) reads as a local path
+that is not there."""
 
 from __future__ import annotations
 
@@ -65,6 +66,22 @@ def not_a_directory(spec: str) -> str | None:
     typed = spec.replace(os.sep, "/") if os.sep != "/" else spec
     parent = typed.rstrip("/").rpartition("/")[0] if "/" in typed.rstrip("/") else "."
     return f"{text}; did you mean its directory '{parent or '/'}'?"
+
+
+def as_local_path(spec: str, refusal: str) -> str:
+    """`refusal` of `spec` read as a Hugging Face model id, preceded - where `spec` (owner/name) also reads as a path
+    under a local directory `owner` that holds no `name` (`models/x` typed with ./models here) - by that, as typed,
+    with a directory of a close name: a user who meant the local path learns it is not there, not only that the hub
+    has no such model."""
+    if path_like(spec) or spec.count("/") != 1:
+        return refusal
+    owner, name = spec.split("/")
+    if os.path.lexists(spec) or not Path(owner).is_dir():
+        return refusal
+    close = difflib.get_close_matches(name, _subdirectories(Path(owner)), n=1, cutoff=0.6)
+    hint = f" (did you mean '{owner}/{close[0]}'?)" if close else ""
+    return (f"no directory '{spec}': '{owner}' exists here, but holds no '{name}'{hint}; read as a Hugging Face model "
+            f"id, {refusal}")
 
 
 def _subdirectories(directory: Path) -> list[str]:
