@@ -19,6 +19,12 @@ class NothingMeets(UserError):
     exit_code = 1
 
 
+class BadVariable(UserError):
+    """An environment variable a library reads as it is imported cannot be read (`advisor.libenv`,
+    `advisor.hub`): refused wherever it is met. A caller that reads past a `UserError` (a stored point that
+    records too little to read a note from) lets this one through: it hid the variable and dropped what was read."""
+
+
 STORAGE_WHAT = "a database URL or SQLite path (without it: sqlite:///studies/advisor.db)"
 """What `--storage ''` (an unset "$DB") is asked for: taking the default file there instead tuned, read or exported
 another database - for a worker of a shared PostgreSQL study, a private SQLite file - without a word."""

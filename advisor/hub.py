@@ -41,7 +41,9 @@ def check_endpoint() -> None:
     imported, and its ValueError was a traceback from every command that imports it - transformers does, so each
     that loads a model, the bundled one too. Called before those imports, by `check_import`
     (`_constants`, `import_runtime`, the spec check's cache lookup, GSM8K's loader); commands that never import it
-    (studies, recommend, export, pareto) do not read the variable and are not refused. A port urllib cannot read ('https://hub:99999', ':3l28')
+    (studies, recommend, export, pareto - but recommend and export of a point recorded before 2026-12-05 whose
+    model is a hub id, which read its config.json in the local hub cache) do not read the variable and are not
+    refused. A port urllib cannot read ('https://hub:99999', ':3l28')
     is refused as the proxies' is: huggingface_hub's import reads the port too (its ValueError, a traceback)."""
     if (value := os.environ.get("HF_ENDPOINT")) is not None:
         url = _parsed(value.rstrip("/"), "HF_ENDPOINT")  # as huggingface_hub reads it
@@ -180,9 +182,9 @@ def _parsed(address: str, what: str) -> ParseResult:
     try:
         return urlparse(address)
     except ValueError:
-        from advisor.errors import UserError
+        from advisor.errors import BadVariable
 
-        raise UserError(f"{what} gives an address that is no URL ({_netloc(address)}); give it as "
+        raise BadVariable(f"{what} gives an address that is no URL ({_netloc(address)}); give it as "
                         "http://HOST:PORT, an IPv6 host in brackets ([::1])") from None
 
 
@@ -207,9 +209,9 @@ def _port(url: ParseResult, default: int, what: str) -> int:
 
 def _no_valid_port(url: ParseResult, what: str) -> Exception:
     """The one line for `url`, given by the variable `what`, whose port is no number from 1 to 65535."""
-    from advisor.errors import UserError
+    from advisor.errors import BadVariable
 
-    return UserError(f"{what} gives an address with no valid port ({_netloc(url.geturl())}); give a port from 1 "
+    return BadVariable(f"{what} gives an address with no valid port ({_netloc(url.geturl())}); give a port from 1 "
                      "to 65535, or none")
 
 

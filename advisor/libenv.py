@@ -68,7 +68,7 @@ IMPORTS = {"huggingface_hub": ("huggingface_hub",),
 
 
 def check_variables(library: str) -> None:
-    """Before `library` ('huggingface_hub', 'transformers' or 'datasets') is imported: one line (`UserError`) for
+    """Before `library` ('huggingface_hub', 'transformers' or 'datasets') is imported: one line (`BadVariable`) for
     a variable of `VARIABLES` that a library it imports, where installed, cannot read (`advisor.hub.check_import`
     checks HF_ENDPOINT first). A command that imports none of them is not refused for their variables."""
     imported = IMPORTS[library]
@@ -76,8 +76,8 @@ def check_variables(library: str) -> None:
         value = os.environ.get(name)
         if value is None or reads(value) or reader not in imported or importlib.util.find_spec(reader) is None:
             continue
-        from advisor.errors import UserError
+        from advisor.errors import BadVariable
 
         shown = repr(value) if len(value) <= 24 else repr(value[:24]) + "..."
-        raise UserError(f"{name} is {shown if value else 'empty'}, which {reader} refuses as it is imported; "
+        raise BadVariable(f"{name} is {shown if value else 'empty'}, which {reader} refuses as it is imported; "
                         f"give {give}, or unset it")

@@ -1186,6 +1186,34 @@ def test_a_point_that_predates_the_quant_record_reads_the_config_of_its_relative
     assert any(f"{tmp_path / 'fp8' / 'config.json'} names fp8" in n for n in data["notes"]), data["notes"]
 
 
+def test_a_malformed_hub_variable_is_refused_where_the_export_reads_a_cached_config(tmp_path):
+    """For a point recorded before 2026-12-05 whose model is a hub id, export and recommend read its config.json
+    from the local hub cache through huggingface_hub; with HF_HUB_ETAG_TIMEOUT=abc its import failed inside a
+    catch-all, so the export skipped the cached config.json without a word (an FP8 checkpoint exported as BF16,
+    under huggingface_hub's own 'Error importing' line). Both now give the one line every command that imports
+    huggingface_hub gives for that variable, and print nothing else."""
+    snap = tmp_path / "hub" / "models--acme--fp8moe" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text(json.dumps({
+        "model_type": "qwen3_moe", "num_hidden_layers": 2,
+        "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}))
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    base = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "name": "acme/fp8moe"}
+    url = make_db(tmp_path / "a.db", [point("f", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, model="acme/fp8moe",
+                                            meta=base)])
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    ok = subprocess.run([sys.executable, "-m", "advisor", "export", "f", "1", "--to", "ktransformers", "--json",
+                         "--storage", url], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["kt_method"] == "FP8", ok.stderr  # read from the cache
+    for args in (("export", "f", "1", "--to", "ktransformers"), ("recommend", "--study", "f")):
+        r = subprocess.run([sys.executable, "-m", "advisor", *args, "--storage", url], capture_output=True, text=True,
+                           cwd=tmp_path, env={**env, "HF_HUB_ETAG_TIMEOUT": "abc"}, timeout=120)
+        assert (r.returncode, r.stdout) == (2, ""), (args, r.stdout, r.stderr)
+        assert r.stderr.splitlines() == ["error: HF_HUB_ETAG_TIMEOUT is 'abc', which huggingface_hub refuses as it is "
+                                         "imported; give a whole number of seconds (10), or unset it"], r.stderr
+
+
 def test_export_notes_count_one_slot_in_the_singular():
     """'the tuned 1 slots per layer', 'kept 1 experts per layer': a one-slot cache is counted in the singular."""
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=256, inter=128)

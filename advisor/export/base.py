@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from advisor.errors import UserError
+from advisor.errors import BadVariable, UserError
 from advisor.models import BUNDLED_DIR
 from advisor.registry import Registry
 from advisor.results.config_view import (
@@ -122,6 +122,8 @@ def targets_for(point: FrontPoint) -> list[str]:
     on_disk = model_path(model_spec(point)) is not None
     try:
         info = model_info(point.config, point.model)
+    except BadVariable:
+        raise
     except UserError:
         info = None
     mods = {t: importlib.import_module(m) for t, m in TARGETS.items()}

@@ -14,6 +14,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `spec_moe_layers(spec)` - `moe_layer_count` of a spec's `spec_config`
 * `moe_expert_count(config)` - the routed experts of each of those layers, read without torch (None: not known)
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
+* `cached_hub_snapshot(repo_id)` - the local hub cache's directory of a hub id's config.json, without the network
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
 * `read_config(path)` - a model directory's config.json, refused in one line where it cannot be read
@@ -63,7 +64,7 @@ __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonica
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
                   "config_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
                   "check_weights",
-                  "unavailable_offline"])
+                  "unavailable_offline", "cached_hub_snapshot"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
 """The families `tiny:<family>` builds (`advisor.models.tiny`)."""
@@ -169,7 +170,7 @@ def spec_config(spec: str) -> dict[str, Any] | None:
         return {"model_type": family, **tiny_fields(family)} if family in TINY_FAMILIES else None
     path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
     if not path.is_dir():  # a hub id
-        path = _cached_hub_snapshot(spec)
+        path = cached_hub_snapshot(spec)
         if path is None:
             return None
     try:
@@ -178,7 +179,7 @@ def spec_config(spec: str) -> dict[str, Any] | None:
         return None
 
 
-def _cached_hub_snapshot(repo_id: str) -> Path | None:
+def cached_hub_snapshot(repo_id: str) -> Path | None:
     """The directory of hub model `repo_id` in the local hub cache that holds its config.json (its main revision,
     as the loader reads it offline), found without the network; None when it is not there."""
     from advisor.hub import check_import
@@ -305,7 +306,7 @@ def check_model_spec(spec: str) -> str:
     if "/" not in spec and difflib.get_close_matches(spec.lower(), ["bundled"], cutoff=0.75):
         raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
                         "(the bundled model)?")
-    if _cached_hub_snapshot(spec) is None:
+    if cached_hub_snapshot(spec) is None:
         from advisor.hub import hub_reachable
 
         if not hub_reachable():
@@ -376,7 +377,7 @@ def check_weights(spec: str) -> None:
         return
     path = BUNDLED_DIR if spec == "bundled" else spec_path(spec)
     hub = not path.is_dir()
-    if hub and (path := _cached_hub_snapshot(spec)) is None:
+    if hub and (path := cached_hub_snapshot(spec)) is None:
         return
     from advisor.errors import UserError
     from advisor.models.shards import has_safetensors, stored_tensors
@@ -412,7 +413,7 @@ def check_tokenizer(spec: str) -> None:
         if not _has_tokenizer(path):
             raise no_tokenizer(model_name(spec))
         return
-    snapshot = _cached_hub_snapshot(spec)
+    snapshot = cached_hub_snapshot(spec)
     if snapshot is not None and not _has_tokenizer(snapshot):
         from advisor.hub import hub_reachable
 

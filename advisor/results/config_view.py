@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from advisor.errors import UserError
+from advisor.errors import BadVariable, UserError
 from advisor.models import DIFFUSION_FAMILIES, spec_path
 from advisor.parsing import loads_json
 from advisor.quant.plan import PrecisionPlan
@@ -329,14 +329,13 @@ def unrecorded_config(meta: dict[str, Any], model_name: str, dtype: str,
         # directory here nor a hub repository (an MoE's is owner/name); a local directory is recorded as `path`
         return None, ""
     config_file = spec_path(spec) / "config.json"
-    if not config_file.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    if not config_file.is_file():  # a hub id's, in the local hub cache: a variable huggingface_hub's import cannot
+        # read (HF_HUB_ETAG_TIMEOUT=abc) is refused in one line, as by every command that imports it; the import
+        # failed inside a catch-all here and the export took an FP8 checkpoint for unquantized
+        from advisor.models import cached_hub_snapshot
 
-            cached = try_to_load_from_cache(spec, "config.json")
-        except Exception:  # not a hub id (a missing directory), or no huggingface_hub: nothing to read
-            cached = None
-        config_file = Path(cached) if isinstance(cached, str) else config_file
+        snapshot = cached_hub_snapshot(spec)
+        config_file = snapshot / "config.json" if snapshot is not None else config_file
     try:
         raw = loads_json(config_file.read_text())
     except (OSError, ValueError):
@@ -359,6 +358,8 @@ def quant_note(config: dict[str, Any], model_name: str = "") -> str:
     """`ModelInfo.quant_note` of a stored configuration ("" when its model is not recorded), for recommend."""
     try:
         return model_info(config, model_name).quant_note
+    except BadVariable:  # the hub cache's config.json could not be read: said, not taken for no note
+        raise
     except UserError:
         return ""
 
