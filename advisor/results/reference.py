@@ -18,9 +18,10 @@ T = TypeVar("T")
 
 
 def full_format(dtype: str | None, formats: Iterable[str | None], no_cache: str | None = None) -> str:
-    """The study's full-precision 16-bit format: its stored no-cache trial's format (`no_cache`), else the one
-    16-bit format its uniform plans ran at (`formats`; with both, neither), else its model's recorded `dtype`
-    (`advisor.baselines.full_precision`)."""
+    """The study's full-precision 16-bit format, read from its stored trials: its stored no-cache trial's format
+    (`no_cache`: the baselines', which the tuner chose by `advisor.tune.baseline_trials.space_full_format`), else
+    the one 16-bit format its uniform plans ran at (`formats`; with both, neither), else its model's recorded
+    `dtype` (`advisor.baselines.full_precision`)."""
     ran = {f for f in formats if f in SIXTEEN_BIT}
     return full_precision(dtype, no_cache if no_cache is not None else (ran.pop() if len(ran) == 1 else None))
 

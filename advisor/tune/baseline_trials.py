@@ -66,8 +66,10 @@ class UnfitBaseline:
     budget_bytes: float
 
 
-def full_format(space: SearchSpace, shape: ModelShape) -> str:
-    """The baselines' 16-bit format: the space's own fp16/bf16 if it has one, else the model's."""
+def space_full_format(space: SearchSpace, shape: ModelShape) -> str:
+    """The 16-bit format the baselines run at, chosen from the search space before any trial: the space's own
+    fp16/bf16 if it has one, else the model's. The readers find the same format from the stored trials
+    (`advisor.results.reference.full_format`: the no-cache baseline's format first)."""
     for f in space.formats.values():
         if f in SIXTEEN_BIT:
             return str(f)
@@ -139,9 +141,9 @@ def unfit_budgets(fit: BudgetFit, budgets: Sequence[str]) -> list[UnfitBudget]:
 
 
 def _params(space: SearchSpace, shape: ModelShape) -> Any:
-    """The fixed parameters of a baseline: every expert at the 16-bit format (`full_format`), no hot set, no
+    """The fixed parameters of a baseline: every expert at the 16-bit format (`space_full_format`), no hot set, no
     prefetch; its slots, policy, miss policy and tau as given."""
-    fmt = full_format(space, shape)
+    fmt = space_full_format(space, shape)
     base = {**{f"fmt_g{g}": fmt for g in range(space.n_groups(shape.n_layers))}, "hot_fraction": 0.0,
             "hot_format": fmt, "prefetch": "none"}
 
@@ -154,7 +156,7 @@ def _params(space: SearchSpace, shape: ModelShape) -> Any:
 def unfit_baselines(space: SearchSpace, shape: ModelShape, budgets: Sequence[str]) -> list[UnfitBaseline]:
     """The baseline strategies that cannot fit at each budget at all: with no expert on the GPU, their counted peak
     is over it (`baseline_trials` does not queue them there)."""
-    params, fmt, out = _params(space, shape), full_format(space, shape), []
+    params, fmt, out = _params(space, shape), space_full_format(space, shape), []
     for spec in budgets:
         memory, _ = budget_memory(spec, shape)
         for b in BASELINES:
