@@ -175,7 +175,10 @@ def special_kind(path: str | os.PathLike) -> str | None:
 def _not_special(path: Path, give: str) -> Path:
     """`path`, refused where it is a device, a named pipe or a socket (`export -o /dev/null`, a FIFO): the
     temporary file renamed onto it replaced the node itself with a regular file (as root, /dev/null for every
-    process), and a pipe's reader read nothing. The refusal ends with `give` (`_give`: the option's name)."""
+    process), and a pipe's reader read nothing. The refusal ends with `give` (`_give`: the option's name). Checked
+    on the path as given (`os.stat` follows a link), before `_through_link`: `-o /dev/stdout` into a pipe resolves
+    to `/proc/PID/fd/pipe:[N]`, no path at all, and was "cannot write /proc/PID/fd/pipe:[N]: No such file or
+    directory"."""
     kind = special_kind(path)
     if kind is not None:
         raise UserError(f"cannot write {path}: it is {kind}, which a file written whole would replace; {give}")
@@ -202,7 +205,7 @@ def check_writable(path: str | os.PathLike, *, create_dirs: bool = True, option:
     for a symbolic link, its target's (`_through_link`: where the write lands). The refusal names `option` (the
     one that gave `path`), as `check_parent`'s does."""
     give = _give(option)
-    path = _not_special(_through_link(_not_a_directory(path, give), give), give)
+    path = _through_link(_not_special(_not_a_directory(path, give), give), give)
     where = path.parent
     if not create_dirs:
         _directory_of(path, False, option)
@@ -255,7 +258,7 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     A `path` that is a symbolic link is written through (`_through_link`). A refusal names `option`, the one that
     gave `path` (`check_writable`)."""
     give = _give(option)
-    path = _not_special(_through_link(_not_a_directory(path, give), give), give)
+    path = _through_link(_not_special(_not_a_directory(path, give), give), give)
     directory = _directory_of(path, create_dirs, option)
     _remove_stale_files(path)
     while True:

@@ -1,0 +1,30 @@
+"""What a new user met in pass 21: each test failed before its fix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.cli_helpers import advisor_entry, one_error_line
+
+EXAMPLE_DB = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+
+
+def test_an_output_linked_to_a_pipe_is_said_to_be_one_by_the_name_given(tmp_path):
+    """`export ... -o /dev/stdout | jq .` (stdout a pipe) was "cannot write /proc/1234/fd/pipe:[56789]: No such
+    file or directory" - the link resolved to the kernel's name for the pipe, no path at all - and `--json
+    /dev/stdout` "... /proc/1234/fd does not take files". Both now say the path as given is a named pipe, as
+    `-o FIFO` did. A link to this process's end of a pipe stands for /dev/stdout."""
+    read_end, write_end = os.pipe()
+    try:
+        (tmp_path / "stdout").symlink_to(f"/proc/self/fd/{write_end}")
+        for args, option in ((["export", "bundled-example", "8", "--to", "json", "--storage", EXAMPLE_DB,
+                               "-o", "stdout"], "-o/--output"),
+                             (["quant-report", "bundled", "--max-experts", "1", "--layers", "0", "--json", "stdout"],
+                              "--json")):
+            one_error_line(advisor_entry(*args, cwd=tmp_path), "cannot write stdout: it is a named pipe",
+                           f"; give {option} another path")
+        assert (tmp_path / "stdout").is_symlink()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
