@@ -28,3 +28,23 @@ def test_an_output_linked_to_a_pipe_is_said_to_be_one_by_the_name_given(tmp_path
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_dllm_fidelity_studys_json_export_does_not_call_its_predictions_next_token(tmp_path):
+    """`export --to json` of a tokenizer-less LLaDA-MoE study said its quality was "top-1 agreement of next-token
+    predictions with the full-precision model": a dLLM's fidelity compares the predictions at masked answer
+    positions (`advisor.eval.fidelity`), no next token. It says so now; an autoregressive model's stays next-token."""
+    import json
+
+    from tests.cli_helpers import advisor_in_process
+
+    for model, said in (("tiny:llada_moe", "top-1 agreement of the token predictions at masked answer positions"),
+                        ("tiny:qwen3_moe", "top-1 agreement of next-token predictions")):
+        study = model.split(":")[1]
+        r = advisor_in_process("tune", model, "--space", "quick", "--trials", "1", "--storage", "t.db", "--study",
+                               study, cwd=tmp_path, env={"COLUMNS": "200"})
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = advisor_entry("export", study, "0", "--to", "json", "--storage", "t.db", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        meaning = json.loads(r.stdout)["source"]["quality"]["meaning"]
+        assert meaning.startswith(f"{said} with the full-precision model (fp32), 0..1, not task accuracy"), meaning

@@ -18,6 +18,7 @@ from advisor import __version__
 from advisor.errors import UserError
 from advisor.export.base import ExportResult, hot_sets, tide_kw
 from advisor.hardware.profiles import DEFAULT_PROFILE
+from advisor.models import DIFFUSION_FAMILIES
 from advisor.parsing import loads_json
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
 from advisor.results.config_view import ExportConfig, plan_of
@@ -36,7 +37,8 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "version": VERSION,
         "generator": f"moe-advisor {__version__}",
         "source": {"study": point.study_name, "trial": point.trial_number,
-                   "task": point.task if "accuracy" in point.values else None, "quality": quality(point, cfg.task_text),
+                   "task": point.task if "accuracy" in point.values else None,
+                   "quality": quality(point, cfg.task_text, cfg.model.family),
                    "device": point.device, "search_space": point.space},
         "model": {
             "name": point.model, "fingerprint": point.model_fingerprint, "family": m.family, "layout": m.layout,
@@ -65,21 +67,32 @@ def hardware(point: FrontPoint) -> dict[str, Any]:
     return {**hw, "memory_bytes": hw.get("memory_bytes") or None}
 
 
-def quality(point: FrontPoint, task_text: str = "") -> dict[str, str] | None:
+def quality(point: FrontPoint, task_text: str = "", family: str = "") -> dict[str, str] | None:
     """What the point's quality figure is (`quality_metric`, the one recommend ranks by): task accuracy on its task,
     or - a study that scored no task (a model without a tokenizer, a space without an accuracy objective) - top-1
     agreement with the full-precision model, which `source.task` naming the task read as task accuracy on it.
     `task_text`: the task as the read-only commands head it (`advisor.results.read.read_task_text`: why it was not
-    run). None where the point stores neither figure."""
+    run); `family`: the model's, which says which predictions were compared (`advisor.eval.fidelity`). None where
+    the point stores neither figure."""
     metric = quality_metric([point])
     if metric not in point.values:
         return None
     if metric == "accuracy":
         return {"metric": metric, "meaning": f"task accuracy on {point.task}, 0..1"}
     against = re.search(r"logits-vs-([\w:]+)", point.sources.get(metric, ""))
-    return {"metric": metric, "meaning": "top-1 agreement of next-token predictions with the full-precision model"
+    return {"metric": metric, "meaning": f"top-1 agreement of {_predictions(family)} with the full-precision model"
             f"{f' ({against[1]})' if against else ''}, 0..1, not task accuracy: "
             + (f"task {task_text}" if task_text and task_text != point.task else "none is stored for this point")}
+
+
+def _predictions(family: str) -> str:
+    """Which predictions a fidelity score of `family`'s model compared (`advisor.eval.fidelity`): a dLLM's are not
+    next-token ones - its masked answer positions', DiffusionGemma's (no mask token) its whole answer canvas's."""
+    if family == "diffusion_gemma":
+        return "the token predictions over the answer canvas (partly replaced by random tokens)"
+    if family in DIFFUSION_FAMILIES:
+        return "the token predictions at masked answer positions"
+    return "next-token predictions" if family else "the token predictions at the scored positions"
 
 
 def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> ExportResult:
