@@ -48,3 +48,19 @@ def test_a_dllm_fidelity_studys_json_export_does_not_call_its_predictions_next_t
         assert r.returncode == 0, r.stdout + r.stderr
         meaning = json.loads(r.stdout)["source"]["quality"]["meaning"]
         assert meaning.startswith(f"{said} with the full-precision model (fp32), 0..1, not task accuracy"), meaning
+
+
+def test_a_tune_with_nothing_to_run_does_not_say_it_is_starting(tmp_path):
+    """`advisor tune` again on a study that already had its trials ended its live line on `starting`, a trial it
+    never began: 'tuning 6/3 front 2 starting 0:00:00', then 'study ... already has 6 finished trials (--trials 3);
+    nothing to run'. The line now says that no trial ran."""
+    from tests.cli_helpers import advisor_in_process
+
+    args = ("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", "t.db", "--study", "s")
+    first = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    live = [ln for ln in again.stdout.splitlines() if ln.startswith("tuning ")]
+    assert live and all("starting" not in ln for ln in live) and "1/1 front 1 no trial run" in live[-1], live
+    assert "already has 1 finished trial (--trials 1); nothing to run" in again.stdout, again.stdout

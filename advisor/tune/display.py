@@ -230,8 +230,11 @@ class LiveProgress:
     def finish(self, n_complete: int, front_size: int) -> None:
         """The study as it ended: its front and, with `--trials N`, its finished trials when this run stopped -
         a peer sharing the study may have finished trials after this worker's last one, and the line (counted at
-        that trial) said `5/6` of a study that ended with 7; `--more N` keeps this run's count."""
+        that trial) said `5/6` of a study that ended with 7; `--more N` keeps this run's count. A run that began
+        no trial (the study already had its N) says so, not `starting`, which it was left at."""
         self.progress.update(self.task, front=front_size)
+        if self.progress.tasks[0].fields["info"] == "starting":
+            self.progress.update(self.task, info="no trial run")
         if self.opts.total_trials is not None:
             self.progress.update(self.task, completed=n_complete)
 
