@@ -174,8 +174,8 @@ def trace_cmd(
                                                               "device": str(loaded.device)}, **gen_kw)
                   for ids in prompts]
     if ck is not None:  # the one cost an offloaded trace has over a resident one: say it, with its source
-        err.print(_read_note(ck.bytes_read - read0, ck.read_seconds - secs0, time.perf_counter() - t0,
-                             sum(t.n_forwards for t in traces)))
+        print_rich(err, _read_note(ck.bytes_read - read0, ck.read_seconds - secs0, time.perf_counter() - t0,
+                                   sum(t.n_forwards for t in traces)), markup=False)
     trace = merge(traces)
     if synthetic:
         trace.meta["note"] = "model has no tokenizer: prompts are seeded random token ids"
