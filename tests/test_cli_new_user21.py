@@ -76,3 +76,24 @@ def test_an_offloaded_traces_read_note_ends_no_line_in_a_space(tmp_path):
     said = r.stdout + r.stderr
     assert "forwards read" in said and "--resident, when the model fits in memory, skips these reads" in said, said
     assert not [ln for ln in said.splitlines() if ln.endswith(" ")], said
+
+
+def test_the_equal_memory_table_says_why_a_no_cache_bf16_headline_gives_no_cache_size(tmp_path):
+    """`report` of a `--budgets 10%` study at whose budget no bf16 slot fits: its bf16 headline row is the no-cache
+    baseline trial (0 slots), and the equal-memory table said "no BF16 trial in the headline: no reference cache
+    size", above that very row. It now says the BF16 headline trial keeps no expert on the GPU."""
+    import re
+
+    from tests.cli_helpers import advisor_in_process
+
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--budgets", "10%", "--trials", "11",
+                           "--storage", "t.db", "--study", "b", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = advisor_in_process("report", "b", "--storage", "t.db", "-o", "rep", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    md = (tmp_path / "rep" / "report.md").read_text()
+    row = re.search(r"^\| bf16 \| #(\d+) \| 0 \| 0 B \|", md, re.M)
+    assert row, md
+    assert "no BF16 trial in the headline" not in md, md
+    assert (f"| - | - | - | - | the BF16 headline trial #{row[1]} keeps no expert on the GPU: no reference cache "
+            "size | - |") in md, md

@@ -333,9 +333,14 @@ def budget_caption(c: ReportContext, sizes: str) -> str:
 
 
 def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
-    """Per precision, the replay at the most slots whose cache fits the 16-bit headline trial's cache bytes."""
+    """Per precision, the replay at the most slots whose cache fits the 16-bit headline trial's cache bytes. Where
+    there is none, why: no 16-bit trial in the headline, or one that keeps no expert on the GPU (a no-cache
+    baseline, the 16-bit format's best at a budget that holds no slot of it), whose 0 bytes hold no slot."""
     if not c.equal_memory:
-        return [["-", "-", "-", "-", f"no {c.full.upper()} trial in the headline: no reference cache size", "-"]]
+        full = next((r for r in c.headline if r.precision == c.full and r.trial is not None), None)
+        why = (f"no {c.full.upper()} trial in the headline" if full is None else
+               f"the {c.full.upper()} headline trial #{full.trial} keeps no expert on the GPU")
+        return [["-", "-", "-", "-", f"{why}: no reference cache size", "-"]]
     rows = []
     for fmt, best in c.equal_memory.items():
         if best is None:
