@@ -805,6 +805,22 @@ def _dump(db: Path) -> list[str]:
         con.close()
 
 
+@pytest.fixture(scope="module")
+def tuned_quick(tmp_path_factory) -> Path:
+    """`advisor tune --trials 1` (the bundled model, the quick space, the default study name bundled-toy-quick):
+    tuned once per test process; each resume test copies the file (`copy_tuned_quick`), never writing this one."""
+    work = tmp_path_factory.mktemp("tuned-quick")
+    first = advisor_in_process("tune", "--trials", "1", "--storage", str(work / "s.db"), cwd=work)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return work / "s.db"
+
+
+def copy_tuned_quick(tuned_quick: Path, db: Path) -> Path:
+    """`tuned_quick`'s study file copied to `db`, as if `advisor tune --trials 1 --storage db` had made it."""
+    shutil.copyfile(tuned_quick, db)
+    return db
+
+
 def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
     both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.
@@ -813,8 +829,8 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     base = ("tune", "--trials", "1", "--storage", str(db))  # the default study name: bundled-toy-quick
     first = advisor_in_process(*base, "--gpu", "RTX 4090", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    again = advisor_in_process(*base[:2], "2", *base[3:], "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU
-    assert again.returncode == 0 and "finished trials" in again.stdout, again.stdout + again.stderr
+    again = advisor_in_process(*base, "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU: resumed, its
+    assert again.returncode == 0 and "already has 1 finished trial" in again.stdout, again.stdout + again.stderr  # trial done
     before = _dump(db)
     r = advisor_entry(*base[:2], "3", *base[3:], "--gpu", "A10", cwd=tmp_path)
     one_error_line(r, "'bundled-toy-quick'", "'RTX 4090 24GB'", "'A10 24GB'", "new --study name", "resume it with --gpu 'RTX 4090 24GB'")
@@ -836,16 +852,14 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     assert _dump(db) == before  # nothing written by either refusal
 
 
-def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(tmp_path):
+def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(tmp_path, tuned_quick):
     """A study name reused with another search space, budget or objectives is refused in one line before the
     model loads (minutes for a real model), in both modes, and nothing is written; also for a database whose
     file name has characters a URL encodes (its lock file lies beside it under its own name)."""
     from advisor.tune.space import load_space
 
-    db = tmp_path / "s@1:x.db"
-    first = advisor_in_process("tune", "--trials", "1", "--storage", str(db), "--study", "s1", cwd=tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s@1:x.db", "s@1:x.db.lock", "s@1:x.db.seed.lock"]
+    db = copy_tuned_quick(tuned_quick, tmp_path / "s@1:x.db")  # `tune --trials 1` of study bundled-toy-quick
+    study = "bundled-toy-quick"
     quick = load_space("quick").text
     (tmp_path / "lru.toml").write_text(quick.replace('policies = ["lru", "lfu"]', 'policies = ["lru"]'))
     (tmp_path / "fid.toml").write_text(quick.replace('accuracy = "maximize"', 'fidelity_top1 = "maximize"'))
@@ -858,22 +872,27 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
                                      ("bundled", ("--space", "default"), "another search space (quick)"),
                                      ("bundled", ("--budget", "3MiB"),
                                       "another memory budget (4.34 MiB; this run's: 3.00 MiB)")):
-            r = advisor_entry("tune", model, "--trials", "2", "--storage", str(db), "--study", "s1", "--mode", mode,
+            r = advisor_entry("tune", model, "--trials", "2", "--storage", str(db), "--study", study, "--mode", mode,
                             *extra, cwd=tmp_path)
-            one_error_line(r, "study 's1'", needle, "choose a new --study name", "`advisor studies --delete s1`")
+            one_error_line(r, f"study '{study}'", needle, "choose a new --study name",
+                           f"`advisor studies --delete {study}`")
             before_model_load(r)
     # in a second: the refusal comes before torch and transformers import (seconds), not only before the load
     timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "advisor", "tune", "bundled", "--storage", str(db),
-                            "--study", "s1", "--budget", "3MiB"], cwd=tmp_path, capture_output=True, text=True)
+                            "--study", study, "--budget", "3MiB"], cwd=tmp_path, capture_output=True, text=True)
     assert timed.returncode == 2 and "another memory budget" in timed.stderr, timed.stderr[-2000:]
     imported = {ln.split("|")[-1].strip() for ln in timed.stderr.splitlines() if ln.startswith("import time:")}
     assert "advisor.tune.study" in imported and not {"torch", "transformers"} & imported
     assert _dump(db) == before
-    again = advisor_in_process("tune", "--trials", "2", "--storage", str(db), "--study", "s1", cwd=tmp_path)  # same
-    assert again.returncode == 0 and "2 finished trials" in again.stdout, again.stdout + again.stderr
+    again = advisor_in_process("tune", "--trials", "1", "--storage", str(db), "--study", study, cwd=tmp_path)  # same
+    assert again.returncode == 0 and "already has 1 finished trial" in again.stdout, again.stdout + again.stderr
+    # the locks of a file whose name a URL encodes lie beside it under its own name
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["fid.toml", "lru.toml", "s@1:x.db", "s@1:x.db.lock", "s@1:x.db.seed.lock"], names
 
 
-def test_resume_in_another_mode_or_on_another_device_type_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+def test_resume_in_another_mode_or_on_another_device_type_is_refused_before_the_model_loads(tmp_path, monkeypatch,
+                                                                                            tuned_quick):
     """Replay models time per token, live measures it (the bundled model on a CPU, 64 slots per layer: 0.16 ms
     modelled for int4, 115 ms measured for int2), and times measured on the CPU and on a GPU differ as much: a
     study resumed in the other mode or with another --device type put both on one front. Workers on cuda:0 and
@@ -884,9 +903,7 @@ def test_resume_in_another_mode_or_on_another_device_type_is_refused_before_the_
 
     monkeypatch.setattr(advisor.commands.tune, "refuse_without_cuda_driver", lambda device: None)
 
-    db = tmp_path / "s.db"
-    first = advisor_in_process("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
+    db = copy_tuned_quick(tuned_quick, tmp_path / "s.db")  # `tune --trials 1`, the default study name
     before = _dump(db)
     for args, what in ((["--mode", "live"], "--mode (replay)"), (["--device", "cuda"], "--device type (cpu)")):
         r = advisor_entry("tune", "--trials", "2", "--storage", str(db), *args, cwd=tmp_path)
