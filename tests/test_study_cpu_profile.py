@@ -140,7 +140,9 @@ def test_a_study_keeps_its_cpu_expert_times_across_resume_and_report(tmp_path, t
     assert (f"CPU expert times: the study's stored measurement, what it lacked (128x16) measured now and stored "
             f"with it: {mixed}\n") in partial, partial
     assert sources[max(sources)].endswith(f";cpu={mixed}"), sources
-    again = advisor(*tune, "--more", "1", cwd=tmp_path)
+    assert len(sources) == 7  # the next resume runs no trial: the times are priced as the study opens
+    again = advisor(*tune, "--trials", "7", cwd=tmp_path)
+    assert "already has 7 finished trials" in again, again
     assert f"CPU expert times: the study's stored measurement {mixed}\n" in again, again
     assert stored(db)[0] == completed  # nothing measured twice, nothing rewritten
 
