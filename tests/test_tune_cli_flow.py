@@ -158,8 +158,11 @@ def test_a_format_left_out_by_the_budget_is_named_in_the_users_words(tmp_path, g
     allowance (int8 and int4 can): the note says "expert precision", not the internal knob name ("fmt_g0: fp16 left
     out ..."); with two layer groups, of which group and beside what (the other group at its cheapest format)."""
     space = tmp_path / "s.toml"
+    # (its one trial scores 2 problems on 1 fidelity prompt, not the default 32 on 4: the note comes before it; the
+    # traced prompts, whose longest sizes the activation allowance, are the default's)
     space.write_text(f'name = "s"\n[precision]\nformats = ["fp16", "int8", "int4"]\ngroups = {groups}\n'
-                     '[cache]\nslots_per_layer = { low = 1, high = "all" }\n')
+                     '[cache]\nslots_per_layer = { low = 1, high = "all" }\n'
+                     '[evaluation]\nlimit = 2\nfidelity_prompts = 1\n')
     r = advisor_in_process("tune", "--space", str(space), "--budget", "2.2MiB", "--trials", "1", "--storage",
                            str(tmp_path / "s.db"), cwd=tmp_path, env=SCREEN)
     assert r.returncode == 0, r.stdout + r.stderr
