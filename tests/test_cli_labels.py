@@ -255,10 +255,15 @@ def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     fidelity_prompts did nothing. Accuracy, which does not depend on it, is still measured once."""
     from advisor.tune.space import load_space
 
-    (tmp_path / "q4.toml").write_text(load_space("quick").text.replace("fidelity_prompts = 2", "fidelity_prompts = 4")
-                                      .replace('name = "quick"', 'name = "q4"'))
+    # the quick space scoring 2 problems, not 32 (accuracy is measured once and reused, whatever the count), and
+    # its copy asking for 4 fidelity prompts
+    q2 = load_space("quick").text.replace("limit = 32", "limit = 2").replace('name = "quick"', 'name = "q2"')
+    assert "limit = 2\n" in q2 and "fidelity_prompts = 2\n" in q2, q2
+    (tmp_path / "q2.toml").write_text(q2)
+    (tmp_path / "q4.toml").write_text(q2.replace("fidelity_prompts = 2", "fidelity_prompts = 4")
+                                      .replace('name = "q2"', 'name = "q4"'))
     db = str(tmp_path / "s.db")
-    first = advisor_in_process("tune", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
+    first = advisor_in_process("tune", "--space", "q2.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
     assert "2 prompts" in first and "accuracy evaluations this run: 1 for 1" in first, first
     second = advisor_in_process("tune", "--space", "q4.toml", "--trials", "1", "--storage", db, cwd=tmp_path).stdout
     legend = " ".join(second.split()).split(" fidelity_top1 [top-1 agree]: ")[1:]  # (the legend line wraps)
