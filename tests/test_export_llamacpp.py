@@ -259,7 +259,8 @@ def short_generation_study(tmp_path_factory):
     work = tmp_path_factory.mktemp("short-gen")
     (work / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
                                  'slots_per_layer = { low = 1, high = "all" }\n'
-                                 '[evaluation]\ntask = "toy"\nlimit = 4\nmax_new_tokens = 6\n')
+                                 '[evaluation]\ntask = "toy"\nlimit = 1\ntrace_prompts = 1\nfidelity_prompts = 1\n'
+                                 'max_new_tokens = 6\n')  # (one prompt each: the decoding is the check)
     r = advisor_in_process("tune", "bundled", "--space", "s.toml", "--trials", "1", "--storage", "s.db", cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
     return work
