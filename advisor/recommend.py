@@ -1,9 +1,10 @@
 """Pick the configuration to run from stored Pareto fronts, under a memory budget and an accuracy floor.
 
 Read-only and fast (no torch, no optuna): the fronts come from the project's own table
-(`advisor.results.read.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise). The answer always
-says why the chosen point beat its neighbours and where every number came from; when nothing fits it names the
-closest points and what would have to change.
+(`advisor.results.read.read_fronts`: stdlib sqlite3 for SQLite files, SQLAlchemy otherwise), and a relative
+accuracy floor's reference from all the study's trials, as `report` reads them (`load_trials`: Optuna's tables,
+by plain SQL). The answer always says why the chosen point beat its neighbours and where every number came
+from; when nothing fits it names the closest points and what would have to change.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import dataclasses
 import math
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
@@ -30,6 +32,9 @@ from advisor.results.config_view import (
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
 from advisor.units import BUDGET_DIGITS, budget_text, digits_apart, names_text, size_argument
+
+if TYPE_CHECKING:
+    from advisor.results.trials import StudyTrials
 
 PREFERENCES = ("transfer", "latency", "accuracy")
 DEFAULT_MAX_DROP = 0.01
@@ -103,6 +108,7 @@ class Reference:
     trial: int
     accuracy: float
     how: str  # why this point is the reference
+    source: str | None = None  # how its accuracy was obtained (it may be off the front, so no candidate says)
 
 
 @dataclass
@@ -279,6 +285,15 @@ def load_points(storage: str = DEFAULT_STORAGE, study: str | None = None) -> lis
     return points
 
 
+def load_trials(storage: str = DEFAULT_STORAGE) -> Callable[[str], StudyTrials | None]:
+    """A reader of one study's complete trials (`advisor.results.trials.read_study_trials`: plain SQL, no optuna)
+    in `storage`, for `recommend`'s `trials`; None for a study whose trials the database does not keep."""
+    from advisor.results.trials import read_study_trials
+
+    url = storage.strip() or DEFAULT_STORAGE  # as `load_points` reads it
+    return lambda study: read_study_trials(url, study)
+
+
 # ------------------------------------------------------------------------------------------ choosing
 
 
@@ -308,21 +323,34 @@ def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
     return out
 
 
-def reference_point(points: list[FrontPoint], full: str | None = None) -> Reference | None:
+def reference_point(points: list[FrontPoint], full: str | None = None,
+                    trials: StudyTrials | None = None) -> Reference | None:
     """The study's full-precision point, by the rule `report` measures its accuracy changes with
-    (`advisor.results.reference`): a uniform plan of the study's 16-bit format (`full`, else `full_format` of the
-    points: the one 16-bit format they ran at, else the model's dtype), else of the other 16-bit format, else
-    fp32; the lowest-numbered. Without one on the stored front: the most accurate of its highest-precision uniform
-    plans, else its most accurate point, and the reason says it is not full precision."""
+    (`advisor.results.reference`), looked for among `trials` (all the study's complete trials, as `report` reads
+    them: the reference may be dominated, off the front) where the database keeps them, else among `points`: a
+    uniform plan of the study's 16-bit format (`full`, else `trials.full`, else `full_format` of the points: the one
+    16-bit format they ran at, else the model's dtype), else of the other 16-bit format, else fp32; the
+    lowest-numbered. Without one: the most accurate of the highest-precision uniform plans, else the most accurate
+    point, and the reason says it is not full precision."""
     from advisor.results.reference import full_format, full_precision_reference
 
     def fmt_of(p: FrontPoint) -> str | None:
         return uniform_format(p.config.get("precision", p.config.get("plan")))
 
-    with_acc = [p for p in points if "accuracy" in p.values]
+    def ref(p: FrontPoint, how: str) -> Reference:
+        return Reference(p.study_name, p.trial_number, p.values["accuracy"], how, p.sources.get("accuracy"))
+
+    if not any("accuracy" in p.values for p in points):
+        return None
+    if trials is not None and not any("accuracy" in p.values for p in trials.points):
+        trials = None  # (trials that disagree with their own front: the front's points, as without trials)
+    where = "on the stored Pareto front" if trials is None else "in the study stores accuracy"
+    with_acc = [p for p in (points if trials is None else trials.points) if "accuracy" in p.values]
     if not with_acc:
         return None
-    if full is None:
+    if full is None and trials is not None:
+        full = trials.full
+    elif full is None:
         meta = next((m for p in points if isinstance(m := p.config.get("model_meta"), dict)), {})
         full = full_format(meta.get("dtype"), (fmt_of(p) for p in points))
     found = full_precision_reference(with_acc, full, fmt_of, lambda p: p.trial_number)
@@ -330,7 +358,7 @@ def reference_point(points: list[FrontPoint], full: str | None = None) -> Refere
         p, fmt = found
         how = f"uniform {fmt} plan (the study's full precision)" if fmt == full else \
             f"uniform {fmt} plan (no uniform {full} point, the study's full precision, stores accuracy)"
-        return Reference(p.study_name, p.trial_number, p.values["accuracy"], how)
+        return ref(p, how)
     uniform = [(precision_rank(f), f, p) for p in with_acc if (f := fmt_of(p))]
     if uniform:
         best_rank = max(r for r, _, _ in uniform)
@@ -340,12 +368,9 @@ def reference_point(points: list[FrontPoint], full: str | None = None) -> Refere
         how = (f"uniform {fmt} plan (the highest-precision uniform plan in the study)" if len(tied) == 1 else
                f"uniform {fmt} plan (the most accurate of the study's highest-precision uniform plans, "
                f"{', '.join(tied)})")
-        return Reference(p.study_name, p.trial_number, p.values["accuracy"],
-                         how + "; note: no bf16/fp16/fp32 point on the stored Pareto front, so this is not full "
-                         "precision")
-    p = max(with_acc, key=lambda p: p.values["accuracy"])
-    return Reference(p.study_name, p.trial_number, p.values["accuracy"],
-                     "most accurate point (the study stored no uniform-precision plan)")
+        return ref(p, how + f"; note: no bf16/fp16/fp32 point {where}, so this is not full precision")
+    return ref(max(with_acc, key=lambda p: p.values["accuracy"]),
+               "most accurate point (the study stored no uniform-precision plan)")
 
 
 def _sort_key(p: FrontPoint, prefer: str, quality: str = "accuracy") -> tuple[float, ...]:
@@ -356,9 +381,11 @@ def _sort_key(p: FrontPoint, prefer: str, quality: str = "accuracy") -> tuple[fl
     return tuple(key)
 
 
-def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = None) -> Recommendation:
+def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = None,
+              trials: Callable[[str], StudyTrials | None] | None = None) -> Recommendation:
     """Choose from `points` (already loaded) for query `q`; `full`: a study's 16-bit format where the caller knows
-    it from all its trials (`report`), else `reference_point` takes it from the points."""
+    it from all its trials (`report`), else `reference_point` takes it from them or the points; `trials`: a study's
+    complete trials (`load_trials`), read only where a relative accuracy floor needs the study's reference."""
     if q.prefer is not None and q.prefer not in PREFERENCES:
         raise UserError(f"unknown preference {q.prefer!r}; use one of: {', '.join(PREFERENCES)}")
     for name, v in (("--min-accuracy", q.min_accuracy), ("--max-accuracy-drop", q.max_accuracy_drop)):
@@ -405,7 +432,8 @@ def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = 
     refs: dict[str, Reference] = {}
     if q.max_accuracy_drop is not None:
         for s, pts in by_study.items():
-            r = reference_point(pts, (full or {}).get(s))
+            read = trials is not None and any("accuracy" in p.values for p in pts)  # (a fidelity study: none)
+            r = reference_point(pts, (full or {}).get(s), trials(s) if read else None)
             if r:
                 refs[s] = r
 
@@ -530,9 +558,7 @@ def _why(rec: Recommendation) -> list[str]:
     if c.floor is not None and acc is not None:
         ref = rec.references.get(p.study_name)
         below = ref is not None and q.max_accuracy_drop is not None and ref.accuracy - q.max_accuracy_drop < 0
-        ref_kind = next((_kind("accuracy", r.point) for r in (*rec.ranked, *rec.rejected)
-                         if ref is not None and (r.point.study_name, r.point.trial_number) == (ref.study, ref.trial)),
-                        "source not recorded")
+        ref_kind = source_kinds([ref.source if ref is not None else None], missing="source not recorded")
         basis = (f" ({'' if below else '= '}{ref.accuracy:.3f} of trial #{ref.trial}, {ref_kind}, minus "
                  f"{q.max_accuracy_drop}"
                  f"{' is below 0, so 0: no accuracy is excluded' if below else ''}; trial #{ref.trial}: {ref.how})"

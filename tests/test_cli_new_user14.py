@@ -166,10 +166,10 @@ def test_tune_heads_a_study_that_scores_no_task_as_the_readers_do(tmp_path, monk
 
 @pytest.mark.parametrize(("floors", "said"), [
     (["--min-accuracy", "0.9", "--max-accuracy-drop", "0.01"],
-     "floor 0.940 (= 0.950 of trial #14, measured, minus 0.01; trial #14: uniform fp16 plan (the study's full "
+     "floor 0.940 (= 0.950 of trial #0, measured, minus 0.01; trial #0: uniform fp16 plan (the study's full "
      "precision); stricter than --min-accuracy 0.9)"),
     (["--min-accuracy", "0.96", "--max-accuracy-drop", "0.02"],
-     "floor 0.960 (--min-accuracy; stricter than --max-accuracy-drop's 0.930 = 0.950 of trial #14 minus 0.02)"),
+     "floor 0.960 (--min-accuracy; stricter than --max-accuracy-drop's 0.930 = 0.950 of trial #0 minus 0.02)"),
 ])
 def test_recommend_given_both_floors_says_which_applies(tmp_path, floors, said):
     """`recommend --min-accuracy 0.9 --max-accuracy-drop 0.01` applied the stricter floor, 0.940, and its reason

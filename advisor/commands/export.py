@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         """Export a trial (STUDY TRIAL, or --from-recommend) to llama.cpp, HF, vLLM, KTransformers or JSON."""
         from advisor.export.base import export_point, parse_options, resolve_target
         from advisor.files import write_atomic
-        from advisor.recommend import NoFront, load_points, recommend
+        from advisor.recommend import NoFront, load_points, load_trials, recommend
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         refuse_empty({OUTPUT: output}, "a file path (without it: stdout)")  # '' (a str: Path('') is '.') was refused
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"two studies: STUDY {study!r} and --study {study_opt!r}; give one")
             study = study if study is not None else study_opt
             q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
-            rec = recommend(load_points(storage, study), q)
+            rec = recommend(load_points(storage, study), q, trials=load_trials(storage))
             if rec.chosen is None:
                 why = [r for r in rec.reasons if r not in rec.defaults]  # the cause first: "nothing to export: no
                 raise NothingMeets("nothing to export: " + "; ".join(why + rec.defaults))  # floor given" read as one

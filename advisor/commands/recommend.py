@@ -77,11 +77,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     ) -> None:
         """The best stored configuration under a memory budget and an accuracy floor, and why."""
-        from advisor.recommend import load_points, recommend, render_lines
+        from advisor.recommend import load_points, load_trials, recommend, render_lines
 
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         q = build_query(budget, gpu, min_accuracy, max_accuracy_drop, prefer, model, task, study, profiles_dir)
-        rec = recommend(load_points(storage, study), q)
+        rec = recommend(load_points(storage, study), q, trials=load_trials(storage))
         tasks = _task_texts(storage, rec)
         if as_json:
             typer.echo(json.dumps(rec.to_dict(tasks), indent=2, default=str))

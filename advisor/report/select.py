@@ -401,19 +401,27 @@ def star_preference(data: StudyData) -> str:
 def recommended_points(data: StudyData, max_accuracy_drop: float, full: str | None = None,
                        n_budgets: int = 3) -> list[dict[str, Any]]:
     """`advisor.recommend` at a few memory budgets spanning the stored front (`star_preference`, accuracy floor
-    from the full-precision plan of 16-bit format `full`, the report's baseline's)."""
+    from the full-precision plan of 16-bit format `full`, the report's baseline's, among all the study's trials)."""
     from advisor.recommend import Query, recommend
+    from advisor.results.front import trial_point
+    from advisor.results.trials import StudyTrials
 
     prefer = star_preference(data)
     pts = [p for p in data.front if "peak_gpu_bytes" in p.values]
     if not pts:
         return []
+    # the floor's reference is the report's own (`accuracy_reference`), read from all the study's trials: on the
+    # front alone it was another trial (#14 where the report names #0), or none where full precision is dominated
+    every = StudyTrials([trial_point(data.name, data.study_attrs, [], t.number, None,
+                                     {"config": t.config, "values": t.values, "sources": t.sources})
+                         for t in feasible_trials(data)], None, None)
     mems = sorted({p.values["peak_gpu_bytes"] for p in pts})
     picks = sorted({mems[round(i * (len(mems) - 1) / max(1, n_budgets - 1))] for i in range(n_budgets)})
     out, seen = [], set()
     for budget in picks:
         rec = recommend(pts, Query(budget_bytes=int(budget), max_accuracy_drop=max_accuracy_drop, study=data.name,
-                                  prefer=prefer), full={data.name: full} if full else None)
+                                  prefer=prefer), full={data.name: full} if full else None,
+                        trials=lambda _: every)
         if rec.chosen is None:
             continue
         p = rec.chosen.point

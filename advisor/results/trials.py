@@ -1,4 +1,5 @@
-"""Any stored trial of a study, read without optuna or torch: for `export --trial N` of a trial off the front.
+"""Any stored trial of a study, read without optuna or torch: for `export --trial N` of a trial off the front,
+and all of a study's complete trials for `recommend`'s accuracy reference (`read_study_trials`).
 
 The stored front (`advisor_front`) keeps only the non-dominated feasible points; every other trial lives in
 Optuna's own tables (`studies`, `trials`, `trial_values`, `trial_user_attributes`, ...), the schema that
@@ -15,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from advisor.baselines import NO_CACHE
 from advisor.errors import UserError
 from advisor.parsing import loads_json
-from advisor.results.front import FrontPoint, dominates, trial_point
+from advisor.results.front import METRICS, FrontPoint, dominates, trial_point
 from advisor.results.reconnect import watch_answers
 from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
 
@@ -43,10 +45,45 @@ class StoredTrial:
 Query = Callable[[str, dict[str, Any]], list[tuple]]
 
 
+@dataclass
+class StudyTrials:
+    """A study's complete trials that ran within its budget, as points (`front.trial_point`), dominated ones too:
+    what `report` reads its full-precision reference from (`advisor.results.reference`), which the stored front
+    may not hold (`advisor.report.select.feasible_trials`: an over-budget trial stores placeholder values)."""
+
+    points: list[FrontPoint]
+    no_cache: FrontPoint | None
+    """Its stored no-cache baseline trial (`advisor tune --budgets`), the lowest-numbered, as `report` takes it."""
+    dtype: str | None
+    """Its model's recorded dtype (the study's `model_meta`)."""
+
+    @property
+    def full(self) -> str:
+        """The study's full-precision 16-bit format, from the inputs `report` names its baseline by
+        (`advisor.report.study.baseline_format`): the no-cache trial's format, else its plans', else the dtype."""
+        from advisor.results.config_view import uniform_format
+        from advisor.results.reference import full_format
+
+        def fmt(p: FrontPoint) -> str | None:
+            return uniform_format(p.config.get("precision", p.config.get("plan")))
+
+        return full_format(self.dtype, (fmt(p) for p in self.points),
+                           fmt(self.no_cache) if self.no_cache is not None else None)
+
+
 def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
     """Trial `number` of `study`, or None when the database keeps no Optuna trials (only stored fronts); a
     study or trial that does not exist is one clear UserError."""
     return _query_optuna(url, lambda q: _read(q, study, number), study)
+
+
+def read_study_trials(url: str, study: str) -> StudyTrials | None:
+    """Every complete trial of `study` that ran within its budget (`StudyTrials`), with the values `report` reads
+    for it (`advisor.report.data.trial_record`: its stored values, metrics stored as attributes of their own, then
+    its objective values); None when the
+    database keeps no Optuna trials or not this study's (a stored front alone). A row that does not decode is one
+    clear UserError, as `report` and `export` say it."""
+    return _query_optuna(url, lambda q: _read_all(q, study), study)
 
 
 def study_attr(url: str, study: str, key: str) -> Any:
@@ -181,6 +218,45 @@ def _read(q: Query, study: str, number: int) -> StoredTrial:
                                                            if named else "")
     point = trial_point(study, meta, metrics, number, values, attrs)
     return StoredTrial(state, point, objectives, feasible, reason)
+
+
+def _read_all(q: Query, study: str) -> StudyTrials | None:
+    found = q("SELECT study_id FROM studies WHERE study_name = :s", {"s": study})
+    if not found:
+        return None
+    sid = found[0][0]
+    metrics = checked_metric_names(_attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s "
+                                            "AND key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or [])
+    meta = _attrs(q("SELECT key, value_json FROM study_user_attributes WHERE study_id = :s", {"s": sid}))
+    done = sorted(n for n, state in q("SELECT number, state FROM trials WHERE study_id = :s", {"s": sid})
+                  if _checked_name(state, _STATES, "trial state") == "COMPLETE")
+    keys = ("config", "values", "sources", "baseline", "feasible", *METRICS)  # what a point and its reference need
+    attrs: dict[int, dict[str, Any]] = {n: {} for n in done}
+    for n, k, v in q("SELECT t.number, a.key, a.value_json FROM trial_user_attributes a JOIN trials t ON t.trial_id = "
+                     f"a.trial_id WHERE t.study_id = :s AND a.key IN ({', '.join(f':k{i}' for i in range(len(keys)))})",
+                     {"s": sid, **{f"k{i}": k for i, k in enumerate(keys)}}):
+        if n in attrs:
+            attrs[n][k] = _decoded(v)
+    values: dict[int, list[Any]] = {n: [] for n in done}
+    for n, v, t in q("SELECT t.number, v.value, v.value_type FROM trial_values v JOIN trials t ON t.trial_id = "
+                     "v.trial_id WHERE t.study_id = :s ORDER BY t.number, v.objective", {"s": sid}):
+        if n in values:
+            values[n].append(_INF.get(_checked_name(t, _VALUE_TYPES, "value type"), v))
+    points, no_cache = [], None
+    for n in done:
+        a = attrs[n]
+        if a.get("feasible", True) is False:  # over its budget: placeholder values, left out as `report` does
+            continue
+        _check_shapes(values[n], meta, a, {})
+        # a metric stored as an attribute of its own (older studies) counts, as `report` reads it
+        own = {k: a[k] for k in METRICS if k not in (a.get("values") or {}) and is_number(a.get(k))}
+        p = trial_point(study, meta, metrics, n, values[n], {**a, "values": {**(a.get("values") or {}), **own}})
+        points.append(p)
+        if no_cache is None and a.get("baseline") == NO_CACHE.name:
+            no_cache = p
+    model_meta = meta.get("model_meta")
+    dtype = model_meta.get("dtype") if isinstance(model_meta, dict) else None
+    return StudyTrials(points, no_cache, dtype)
 
 
 def dominated_by(trial: StoredTrial, front: list[FrontPoint]) -> list[int]:
