@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.results.config_view import (
+    config_format,
     config_in_use,
     formats_in,
     miss_text,
@@ -27,7 +28,6 @@ from advisor.results.config_view import (
     precision_rank,
     quant_note,
     steps_counted_note,
-    uniform_format,
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
 from advisor.results.storage import DEFAULT_STORAGE, storage_flag
@@ -335,7 +335,7 @@ def reference_point(points: list[FrontPoint], full: str | None = None,
     from advisor.results.reference import full_format, full_precision_reference
 
     def fmt_of(p: FrontPoint) -> str | None:
-        return uniform_format(p.config.get("precision", p.config.get("plan")))
+        return config_format(p.config)
 
     def ref(p: FrontPoint, how: str) -> Reference:
         return Reference(p.study_name, p.trial_number, p.values["accuracy"], how, p.sources.get("accuracy"))

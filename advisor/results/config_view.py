@@ -55,6 +55,12 @@ def uniform_format(precision: Any, n_experts: list[int] | None = None) -> str | 
     return next(iter(fmts)) if len(fmts) == 1 else None
 
 
+def config_format(config: Mapping[str, Any]) -> str | None:
+    """The single format of a stored configuration's uniform plan (`precision`, else `plan`); None for a mixed
+    plan or none recorded."""
+    return uniform_format(config.get("precision", config.get("plan")))
+
+
 def tide_tau(config: Mapping[str, Any]) -> int:
     """TIDE's refresh interval in a stored configuration (0: not stored); 0 for any other policy, which has no
     interval (a `tau` drawn beside it changed nothing)."""

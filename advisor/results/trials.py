@@ -61,14 +61,11 @@ class StudyTrials:
     def full(self) -> str:
         """The study's full-precision 16-bit format, from the inputs `report` names its baseline by
         (`advisor.report.study.baseline_format`): the no-cache trial's format, else its plans', else the dtype."""
-        from advisor.results.config_view import uniform_format
+        from advisor.results.config_view import config_format
         from advisor.results.reference import full_format
 
-        def fmt(p: FrontPoint) -> str | None:
-            return uniform_format(p.config.get("precision", p.config.get("plan")))
-
-        return full_format(self.dtype, (fmt(p) for p in self.points),
-                           fmt(self.no_cache) if self.no_cache is not None else None)
+        return full_format(self.dtype, (config_format(p.config) for p in self.points),
+                           config_format(self.no_cache.config) if self.no_cache is not None else None)
 
 
 def read_trial(url: str, study: str, number: int) -> StoredTrial | None:
