@@ -123,6 +123,36 @@ def test_expert_budget_allocation():
     assert allocate_slots(1000, SHAPE, "uniform", None) == [8, 8, 8, 8]
 
 
+def test_memoised_counting_follows_each_calibration_count_and_hands_out_fresh_slot_lists():
+    """Plans, expert bytes and slot splits are memoised (a budget-aware study counts thousands of configurations of
+    a few plans): the same knobs with other calibration counts get their own hot set, slots and bytes - as a first
+    count gives them - and a caller changing a slot list it was handed changes no later answer."""
+    space = parse_space('[precision]\nformats = ["int4"]\n[precision.hot_cold]\nhot_fraction = 0.25\n'
+                        'hot_formats = ["bf16"]\n[cache]\nexpert_budget = [12]\n'
+                        'allocation = ["by_frequency"]\n', "s.toml")
+    params = {"fmt_g0": "int4", "hot_fraction": 0.25, "hot_format": "bf16", "expert_budget": 12,
+              "allocation": "by_frequency", "policy": "lru", "prefetch": "none"}
+    ranks = {"a": [0, 9, 1, 8, 2, 7, 3, 6], "b": [9, 0, 8, 1, 7, 2, 6, 3]}
+    spread = {"a": {0: [100] + [0] * 7, 1: [1] * 8, 2: [1] * 8, 3: [50, 50] + [0] * 6},
+              "b": {0: [1] * 8, 1: [100] + [0] * 7, 2: [50, 50] + [0] * 6, 3: [1] * 8}}
+    counts = {k: {layer: [r + s for r, s in zip(ranks[k], spread[k][layer], strict=True)] for layer in range(4)}
+              for k in ranks}
+    configs = {k: build_config(space, params, SHAPE, c) for k, c in counts.items()}
+    again = {k: build_config(space, params, SHAPE, c) for k, c in reversed(counts.items())}
+    hot = {k: [[e for e, f in enumerate(row) if f == "bf16"] for row in cfg.plan.grid(SHAPE.num_experts)]
+           for k, cfg in configs.items()}
+    assert hot["a"][1] == [1, 3] and hot["b"][1] == [0, 2], hot  # each count's two most routed experts
+    assert configs["a"].slots != configs["b"].slots and sum(configs["a"].slots) == sum(configs["b"].slots) == 12
+    for k, cfg in configs.items():
+        assert again[k] == cfg
+        assert cfg.slots == tuple(allocate_slots(12, SHAPE, "by_frequency", counts[k]))
+        bf16, int4 = SHAPE.expert_bytes(0, "bf16"), SHAPE.expert_bytes(0, "int4")
+        assert cfg.peak_bytes == 10_000 + sum(min(s, 2) * bf16 + max(s - 2, 0) * int4 for s in cfg.slots)
+    handed = allocate_slots(12, SHAPE, "uniform", None)
+    handed[0] = 99
+    assert allocate_slots(12, SHAPE, "uniform", None) == [3, 3, 3, 3]
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "advisor.cli", *args] if False else

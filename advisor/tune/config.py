@@ -142,8 +142,18 @@ class TrialConfig:
 def build_plan(layer_formats: Sequence[str], hot_fraction: float, hot_format: str, shape: ModelShape,
                counts: Mapping[int, Sequence[int]] | None) -> PrecisionPlan:
     """Per-layer formats, with each layer's hottest `hot_fraction` of experts in `hot_format`."""
+    frozen = None if counts is None else tuple((layer, tuple(c)) for layer, c in counts.items())
+    return _build_plan(tuple(layer_formats), hot_fraction, hot_format, tuple(shape.num_experts), frozen)
+
+
+@functools.lru_cache(maxsize=128)  # a plan of a 256-expert, 60-layer model holds thousands of overrides
+def _build_plan(layer_formats: tuple[str, ...], hot_fraction: float, hot_format: str, num_experts: tuple[int, ...],
+                frozen: tuple[tuple[int, tuple[int, ...]], ...] | None) -> PrecisionPlan:
+    """`build_plan` on hashable arguments, memoised (one plan object per setting, fingerprinted once): a
+    budget-aware study counts thousands of configurations of a few plans (`advisor.tune.budget`)."""
+    counts = dict(frozen) if frozen is not None else None
     rows = []
-    for layer, n in enumerate(shape.num_experts):
+    for layer, n in enumerate(num_experts):
         base = canonical_name(layer_formats[layer])
         row = [base] * n
         if canonical_name(hot_format) != base:
@@ -161,10 +171,20 @@ def allocate_slots(total: int, shape: ModelShape, rule: str, counts: Mapping[int
     experts that carry 90% of its calibration routing - since a layer whose routing is concentrated needs
     fewer slots for the same hit rate.
     """
-    n = shape.n_layers
-    caps = list(shape.num_experts)
+    frozen = tuple((layer, tuple(c)) for layer, c in counts.items()) if rule == "by_frequency" and counts else None
+    return list(_allocate_slots(total, tuple(shape.num_experts), frozen))
+
+
+@functools.lru_cache(maxsize=1024)
+def _allocate_slots(total: int, num_experts: tuple[int, ...],
+                    frozen: tuple[tuple[int, tuple[int, ...]], ...] | None) -> tuple[int, ...]:
+    """`allocate_slots` on hashable arguments, memoised: by frequency where routing counts are given (`frozen`),
+    else uniform. A budget-aware study allocates a few totals thousands of times (`advisor.tune.budget`)."""
+    counts = dict(frozen) if frozen is not None else None
+    n = len(num_experts)
+    caps = list(num_experts)
     total = max(n, min(total, sum(caps)))
-    if rule == "by_frequency" and counts:
+    if counts:
         weights = []
         for layer in range(n):
             c = sorted(counts.get(layer, [1] * caps[layer]), reverse=True)
@@ -199,7 +219,7 @@ def allocate_slots(total: int, shape: ModelShape, rule: str, counts: Mapping[int
                     slots[i] += 1
                     given += 1
         remaining -= given
-    return slots
+    return tuple(slots)
 
 
 def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[int], prefetch: str = "none",
@@ -213,9 +233,9 @@ def counted_peak_bytes(shape: ModelShape, plan: PrecisionPlan, slots: Sequence[i
     benchmarks/results/2026-12-04_h200_miss_study_note.md); a live CUDA trial checks the measured peak."""
     total = shape.resident_bytes + shape.activation_bytes
     demand, staged = 0, []
-    grid = plan.grid(shape.num_experts)
+    per_layer = expert_sizes(shape, plan)
     for layer, s in enumerate(slots):
-        sizes = sorted((shape.expert_bytes(layer, f) for f in grid[layer]), reverse=True)
+        sizes = per_layer[layer]
         total += sum(sizes[:s])
         unslotted = len(sizes) - min(s, len(sizes))
         demand = max(demand, unslotted * (sizes[0] if sizes else 0))
@@ -254,7 +274,15 @@ def layer_slots(shape: ModelShape, slots: int | Sequence[int]) -> list[int]:
 
 
 def expert_store_bytes(shape: ModelShape, plan: PrecisionPlan) -> int:
-    return sum(shape.expert_bytes(layer, f) for layer, fs in enumerate(plan.grid(shape.num_experts)) for f in fs)
+    return sum(map(sum, expert_sizes(shape, plan)))
+
+
+@functools.lru_cache(maxsize=128)  # one size per expert: tens of thousands on a large model
+def expert_sizes(shape: ModelShape, plan: PrecisionPlan) -> tuple[tuple[int, ...], ...]:
+    """Exact bytes of every routed expert of `plan` on `shape`, per MoE layer, largest first. Memoised: a
+    budget-aware study counts the peak of thousands of configurations of a few plans (`advisor.tune.budget`)."""
+    return tuple(tuple(sorted((shape.expert_bytes(layer, f) for f in fs), reverse=True))
+                 for layer, fs in enumerate(plan.grid(shape.num_experts)))
 
 
 def build_config(space: SearchSpace, params: Mapping[str, Any], shape: ModelShape,
