@@ -95,20 +95,18 @@ def _combos(fit: BudgetFit) -> list[dict[str, Any]]:
 def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """(budget, Optuna parameters) of every uniform format x cache-knob choice with the most cache that fits
     each budget (within the study's own budget); combinations that fit no cache at a budget are left out."""
-    shape, combos = fit.shape, _combos(fit)
+    starts = [{**fit.defaults(), **plan, **combo} for plan in fit.uniform_plans() for combo in _combos(fit)]
+    tops = [fit.largest(params) for params in starts]  # the study's own budget: the same at every --budgets value
     out = []
     for spec in budgets:
-        memory, _ = budget_memory(spec, shape)
-        for plan in fit.uniform_plans():
-            for combo in combos:
-                params = {**fit.defaults(), **plan, **combo}
-                top = fit.largest(params)
-                i = fit.largest(params, memory)
-                if top is None or i is None:
-                    continue
-                i = min(i, top)
-                params[fit.size] = fit.values[i]
-                out.append((spec.strip(), fit.point(params, i / top if top else 0.0)))
+        memory, _ = budget_memory(spec, fit.shape)
+        for start, top in zip(starts, tops, strict=True):
+            i = None if top is None else fit.largest(start, memory)
+            if top is None or i is None:
+                continue
+            i = min(i, top)
+            params = {**start, fit.size: fit.values[i]}
+            out.append((spec.strip(), fit.point(params, i / top if top else 0.0)))
     return out
 
 
