@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from cli_helpers import advisor, flat
@@ -25,7 +26,9 @@ def _study(db: Path | str, trials: list[tuple], front: list[int], baseline: dict
     meta = {**model_meta(), "dtype": dtype}
     url = f"sqlite:///{db}" if isinstance(db, Path) else db
     study = optuna.create_study(study_name="s", storage=normalize_url(url), directions=[OBJECTIVES[m] for m in OBJECTIVES])
-    study.set_metric_names(list(OBJECTIVES))
+    with warnings.catch_warnings():  # Optuna calls set_metric_names experimental; the tuner sets it so too
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
     for k, v in {"model": "tiny-llada", "model_fingerprint": "fp0", "task": "toy", "model_meta": meta,
                  "objectives": OBJECTIVES, "hardware": {"name": "default"}, "space": "quick"}.items():
         study.set_user_attr(k, v)
