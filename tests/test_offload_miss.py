@@ -440,17 +440,7 @@ def test_balanced_hybrid_runtime_equals_simulator_and_beats_copy_and_cpu():
     """The live runtime and the simulator share the balanced decision: where the CPU is a bit cheaper than the
     link per expert, the runtime's counters and modelled times equal the replay's, and hybrid's time is below
     both copy's and cpu's (the per-expert rule's): it copies some misses and computes the others on the CPU."""
-    from advisor.hardware.profiles import DEFAULT_PROFILE
-
-    loaded = tiny_llada(top_k=4)
-    m = trace_meta(loaded)
-    h, inter = m["hidden"][0], m["intermediate"][0]
-    copy_ms = DEFAULT_PROFILE.transfer_ms(h * inter * 3 * 4, 1)
-    # input: per expert, the CPU is a bit cheaper than the copy up to 40 tokens, so the per-expert rule computes
-    # every miss on the CPU (it is `cpu` here), and the CPU is the critical path while the link idles
-    rows = [[n, copy_ms * (0.6 + 0.01 * n)] for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
-    cpu = CpuProfile({f"{h}x{inter}": {f: rows for f in ("bf16", "int8", "int4", "int3")}}, 1, "test")
-    costs = ModelCosts("fp32", m["hidden"], m["intermediate"], cpu, H200_ROOFLINE, DEFAULT_PROFILE)
+    loaded, costs = close_cpu_and_link()
     rt, trace, _ = run_offloaded(loaded, prompt_ids(), slots_per_layer=4, policy="lru", miss="hybrid", costs=costs)
     st = {miss: simulate(trace, slots_per_layer=4, policy="lru", plan="fp32", miss=miss, costs=costs)
           for miss in ("copy", "cpu", "hybrid")}
@@ -463,6 +453,21 @@ def test_balanced_hybrid_runtime_equals_simulator_and_beats_copy_and_cpu():
 
 
 
+def close_cpu_and_link():
+    """A tiny LLaDA-MoE model (top-4) and its `ModelCosts` where, per expert, the CPU is a bit cheaper than the
+    copy up to 40 tokens: the per-expert rule computes every miss on the CPU (it is `cpu` here), and the CPU is
+    the critical path while the link idles, so hybrid really splits."""
+    from advisor.hardware.profiles import DEFAULT_PROFILE
+
+    loaded = tiny_llada(top_k=4)
+    m = trace_meta(loaded)
+    h, inter = m["hidden"][0], m["intermediate"][0]
+    copy_ms = DEFAULT_PROFILE.transfer_ms(h * inter * 3 * 4, 1)
+    rows = [[n, copy_ms * (0.6 + 0.01 * n)] for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+    cpu = CpuProfile({f"{h}x{inter}": {f: rows for f in ("bf16", "int8", "int4", "int3")}}, 1, "test")
+    return loaded, ModelCosts("fp32", m["hidden"], m["intermediate"], cpu, H200_ROOFLINE, DEFAULT_PROFILE)
+
+
 @pytest.mark.parametrize("prefetch", ["none", "prev_step"])
 def test_no_per_layer_mix_of_miss_policies_beats_uniform_hybrid(prefetch):
     """Why `cache.miss` is one policy per configuration and not one per layer
@@ -473,16 +478,9 @@ def test_no_per_layer_mix_of_miss_policies_beats_uniform_hybrid(prefetch):
     uniform hybrid. Cost model as in the test above: CPU and link close, so hybrid really splits."""
     import itertools
 
-    from advisor.hardware.profiles import DEFAULT_PROFILE
     from advisor.offload.trace import record_prompts
 
-    loaded = tiny_llada(top_k=4)
-    m = trace_meta(loaded)
-    h, inter = m["hidden"][0], m["intermediate"][0]
-    copy_ms = DEFAULT_PROFILE.transfer_ms(h * inter * 3 * 4, 1)
-    rows = [[n, copy_ms * (0.6 + 0.01 * n)] for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
-    cpu = CpuProfile({f"{h}x{inter}": {f: rows for f in ("bf16", "int8", "int4", "int3")}}, 1, "test")
-    costs = ModelCosts("fp32", m["hidden"], m["intermediate"], cpu, H200_ROOFLINE, DEFAULT_PROFILE)
+    loaded, costs = close_cpu_and_link()
     trace = record_prompts(loaded, [prompt_ids(seed=s) for s in range(2)], **GEN_KW)
     seqs = trace.access_sequences()
     modes, n = ("copy", "cpu", "hybrid"), trace.n_layers
