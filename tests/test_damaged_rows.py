@@ -89,6 +89,24 @@ def test_report_and_export_of_damaged_optuna_rows_say_to_delete_the_study(tmp_pa
 
 
 
+def test_studies_and_pareto_refuse_a_study_with_a_trial_state_optuna_never_writes(tmp_path, capsys, monkeypatch):
+    """One trial whose stored state is no Optuna state ('BOGUS') was left out of every count of `advisor studies`
+    and `pareto` (299 finished of 300 trials, nothing said), while report and export refused the study as
+    damaged: now they refuse it with the same line, by its name, and `studies --delete` deletes it, counting it."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, "UPDATE trials SET state = 'BOGUS' WHERE trial_id = (SELECT MIN(trial_id) FROM trials)")
+    line = ("garbled.db holds rows of study 'bundled-example' that cannot be decoded (a stored trial state is not one "
+            "Optuna writes): they are damaged; delete the study with `advisor studies --delete bundled-example` and "
+            "the same --storage, or give a new --storage")
+    for args in (("studies",), ("pareto", "bundled-example", "--no-plots")):
+        code, out = _advisor(capsys, monkeypatch, *args, "--storage", "garbled.db")
+        assert (code, flat(out)) == (2, f"error: {line}"), out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "bundled-example", "--yes", "--storage",
+                         "garbled.db")
+    assert code == 0 and flat(out).startswith("deleted study 'bundled-example' (bundled, toy: 299 finished trials, "
+                                              "1 unreadable; 39 front points) from garbled.db"), out
+
+
 NOT_UTF8 = [  # (the row changed, its column, a command that reads it)
     ("UPDATE advisor_front SET config = CAST(X'7BFF7D' AS TEXT) WHERE trial_number = 137", "config",
      ("recommend", "--study", "bundled-example", "--budget", "2MiB")),

@@ -515,14 +515,15 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         raise UserError(f"study {name!r} has {count(live, 'running trial')} whose worker sent a heartbeat in the "
                         f"last {SILENT_AFTER_S} s: stop its workers (Ctrl-C) first, then delete it; nothing deleted")
     what = f"study {name!r}"
-    try:
-        summary = next(iter(list_studies(engine, name)), None)
+    try:  # trials of a state Optuna never writes counted as unreadable: they go with the study
+        summary = next(iter(list_studies(engine, name, damaged=True)), None)
     except DamagedRows:  # its rows cannot be decoded: deleted all the same, none of them decoded (`delete_study`)
         summary = None
     if summary is not None:
         trials = [count(summary.n_complete, "finished trial")] + [
             f"{n} {state}" for n, state in ((summary.n_failed, "failed"), (summary.n_running, "running"),
-                                            (summary.n_waiting, "waiting")) if n]
+                                            (summary.n_waiting, "waiting"), (summary.n_unreadable, "unreadable"))
+            if n]
         of = f"{summary.model}, {summary.task}: " if summary.model != "?" else ""  # '?': Optuna's alone
         what += f" ({of}{', '.join(trials)}; {count(summary.front_size, 'front point')})"
     if not yes:

@@ -31,6 +31,7 @@ from advisor.results.storage import (
     unreadable_database,
 )
 from advisor.results.store import FrontRow, StudyRow
+from advisor.results.trials import trial_state
 
 SILENT_AFTER_S = 3 * GRACE_PERIOD_S
 """A running trial whose worker sent no heartbeat for longer is "silent" (its worker most likely died): three
@@ -109,6 +110,13 @@ class StudySummary:
     tuned: bool = True
     """Whether the study has the settings row `advisor tune` stores; a study Optuna alone knows (another tool's,
     or one whose delete was interrupted) has none: its model, task and space show as '?'."""
+    n_unreadable: int = 0
+    """Trials whose stored state Optuna never writes (a garbled row): counted only for `studies --delete`, which
+    deletes them (`list_studies` refuses such a study otherwise)."""
+
+
+UNREADABLE = "unreadable"
+"""`list_studies`' own key for the trials of a state Optuna never writes, among the counts by Optuna's states."""
 
 
 def study_task_text(engine: Engine, name: str, task: str, objectives: dict[str, str] | None) -> str:
@@ -141,9 +149,11 @@ def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
         raise unreadable_database(engine.url, e, study=name) from e
 
 
-def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
+def list_studies(engine: Engine, name: str | None = None, *, damaged: bool = False) -> list[StudySummary]:
     """Every study in the database (ours and Optuna's), with trial counts and stored front size; with `name`,
-    that study alone (or none), reading only its own rows."""
+    that study alone (or none), reading only its own rows. A study holding a trial of a state Optuna never writes
+    is refused as damaged (`damaged_rows`), as report and export refuse it; with `damaged`, what `studies
+    --delete` asks with, such trials are counted in `n_unreadable` instead."""
     try:
         insp = inspect(engine)
         tables = set(insp.get_table_names())
@@ -165,8 +175,14 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
                          "GROUP BY s.study_name, t.state")
                 for study, state, n in c.execute(q, args):
                     d = counts.setdefault(study, {})
-                    if state is not None:
-                        d[str(state).split(".")[-1].upper()] = int(n)
+                    if state is None:
+                        continue
+                    try:  # a state no count shows (it was left out: 299 of 300) is a row report cannot decode
+                        d[trial_state(state)] = int(n)
+                    except ValueError as e:
+                        if not damaged:
+                            raise damaged_rows(engine.url, e, study) from e
+                        d[UNREADABLE] = d.get(UNREADABLE, 0) + int(n)
             silent = _silent_trials(c, name) if {"studies", "trials", "trial_heartbeats"} <= tables else {}
             retried: dict[str, int] = {}
             attr_tables = {"trial_user_attributes", "trial_system_attributes"} & tables
@@ -212,7 +228,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             space=r.space if r else "?",
             budget_bytes=r.budget_bytes if r else None,
             device=r.device if r else "?",
-            n_complete=c.get("COMPLETE", r.n_complete if r else 0),
+            n_complete=c.get("COMPLETE", 0 if c else r.n_complete if r else 0),
             n_failed=c.get("FAIL", 0),
             n_running=c.get("RUNNING", 0),
             front_size=fronts.get(study, 0),
@@ -223,6 +239,7 @@ def list_studies(engine: Engine, name: str | None = None) -> list[StudySummary]:
             n_retried=min(retried.get(study, 0), c.get("FAIL", 0)),
             n_infeasible=over.get(study, 0),
             tuned=r is not None,
+            n_unreadable=c.get(UNREADABLE, 0),
         ))
     return out
 

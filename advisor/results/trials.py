@@ -162,6 +162,11 @@ def _checked_name(value: Any, names: frozenset[str], what: str) -> str:
     return name
 
 
+def trial_state(value: Any) -> str:
+    """A trial's state as Optuna stores it ('COMPLETE'), or ValueError where it is no state Optuna writes."""
+    return _checked_name(value, _STATES, "trial state")
+
+
 def _check_shapes(values: list[Any], meta: dict[str, Any], attrs: dict[str, Any], constraints: dict[str, Any]) -> None:
     """ValueError where a decoded row is not of the shape the tuner stores (a number where an object belongs, a
     value that is not one): a garbled database, refused in one line, before `trial_point` reads it."""
@@ -191,7 +196,7 @@ def _read(q: Query, study: str, number: int) -> StoredTrial:
         (n,) = q("SELECT COUNT(*) FROM trials WHERE study_id = :s", {"s": sid})[0]
         raise UserError(f"study {study!r} has no trial {number} (its trials are numbered 0-{n - 1})" if n else
                         f"study {study!r} has no trials yet")
-    tid, state = row[0][0], _checked_name(row[0][1], _STATES, "trial state")
+    tid, state = row[0][0], trial_state(row[0][1])
     metrics = checked_metric_names(_attrs(q("SELECT key, value_json FROM study_system_attributes WHERE study_id = :s AND "
                        "key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or [])
     dirs = [_checked_name(d, _DIRECTIONS, "study direction").lower() for (d,) in
@@ -226,7 +231,7 @@ def _read_all(q: Query, study: str) -> StudyTrials | None:
                                             "AND key = 'study:metric_names'", {"s": sid})).get("study:metric_names") or [])
     meta = _attrs(q("SELECT key, value_json FROM study_user_attributes WHERE study_id = :s", {"s": sid}))
     done = sorted(n for n, state in q("SELECT number, state FROM trials WHERE study_id = :s", {"s": sid})
-                  if _checked_name(state, _STATES, "trial state") == "COMPLETE")
+                  if trial_state(state) == "COMPLETE")
     keys = ("config", "values", "sources", "baseline", "feasible", *METRICS)  # what a point and its reference need
     attrs: dict[int, dict[str, Any]] = {n: {} for n in done}
     for n, k, v in q("SELECT t.number, a.key, a.value_json FROM trial_user_attributes a JOIN trials t ON t.trial_id = "
