@@ -1599,6 +1599,19 @@ def test_a_storage_url_no_driver_takes_is_refused_with_an_example_that_runs_as_s
     assert "***" not in line
 
 
+@pytest.mark.parametrize("command", [["studies"], ["pareto", "x", "--no-plots"], ["report", "x", "-o", "r"],
+                                     ["recommend", "--study", "x", "--budget", "2MiB"],
+                                     ["export", "x", "0", "--to", "json", "-o", "x.json"]],
+                         ids=lambda c: c[0])
+def test_a_storage_url_no_driver_takes_is_the_same_line_in_every_command(tmp_path, command):
+    """report said "cannot use storage ... (reason); give a SQLAlchemy URL such as ... or postgresql://..." of a
+    URL no driver takes, the other readers "cannot open storage 'foo://u:secret@bar': reason. Use a SQLAlchemy URL
+    such as ..." - with the URL's password shown. One line (`storage.unusable_url`) now, password hidden."""
+    r = advisor_entry(*command, "--storage", "foo://u:secret@bar", cwd=tmp_path)
+    line = one_error_line(r, "cannot use storage 'foo://u:***@bar' (Can't load plugin: sqlalchemy.dialects:foo); "
+                             "give a SQLAlchemy URL such as sqlite:///studies/advisor.db or postgresql://user@host/db")
+    assert "secret" not in line and list(tmp_path.iterdir()) == []
+
 def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_command(tmp_path):
     """A path with a name over 255 bytes (`-o "$MODEL-$PLAN.json"` with a long plan) ended in an OSError
     traceback (File name too long) in every command that looked at it, input or output, even for

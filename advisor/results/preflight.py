@@ -25,6 +25,7 @@ from advisor.results.storage import (
     sqlite_options,
     tables_text,
     unreadable_database,
+    unusable_url,
 )
 
 if TYPE_CHECKING:
@@ -158,8 +159,7 @@ def _check_server(url: str, *, write: bool) -> None:
     try:
         engine = create_engine(url, **engine_kwargs(url))
     except (ArgumentError, ImportError, ValueError) as e:
-        raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL "
-                        "such as sqlite:///studies/advisor.db or postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass)") from e
+        raise unusable_url(url, e) from e
     try:
         with engine.connect() as c:
             c.execute(text("SELECT 1"))

@@ -346,6 +346,14 @@ def driver_reason(error: BaseException) -> str:
     return next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), type(cause).__name__)
 
 
+def unusable_url(url: str, error: BaseException) -> UserError:
+    """The one line for a --storage that names no database SQLAlchemy can open (an unknown scheme, a driver not
+    installed, a malformed URL), whichever command met it: the URL and the reason, passwords hidden."""
+    return UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(driver_reason(error))}); give a SQLAlchemy "
+                     f"URL such as {DEFAULT_STORAGE} or postgresql://user@host/db (password in PGPASSWORD or "
+                     "~/.pgpass)")
+
+
 def server_hint(reason: str) -> str:
     """What to do about a database server that could not be used, by the driver's `reason`: a password the
     server asks for and the URL leaves out (as the `next:` commands `tune` and `recommend` print it), else the URL
@@ -988,8 +996,7 @@ def open_storage(
         ride_out_restarts(storage.engine, connected=True)  # Optuna connected to set up or check its tables
         return storage
     except (ArgumentError, ModuleNotFoundError, ImportError) as e:
-        raise UserError(f"cannot use storage {mask_url(url)!r} ({mask_url(str(e))}); give a SQLAlchemy URL such as "
-                        f"{DEFAULT_STORAGE} or postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass)") from e
+        raise unusable_url(url, e) from e
     except OperationalError as e:
         if is_locked_error(e):
             raise locked_database(url) from e

@@ -31,10 +31,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from advisor.errors import UserError
 from advisor.results.front import FrontPoint, check_stored
 from advisor.results.reconnect import ride_out_restarts
-from advisor.results.storage import engine_kwargs, named_run, normalize_url, schema_lock, unreadable_database
+from advisor.results.storage import (
+    engine_kwargs,
+    named_run,
+    normalize_url,
+    schema_lock,
+    unreadable_database,
+    unusable_url,
+)
 
 
 class Base(DeclarativeBase):
@@ -146,7 +152,7 @@ def engine_for(url: str) -> Engine:
     try:
         engine = create_engine(url, future=True, **engine_kwargs(url))
     except Exception as e:  # bad URL or missing driver
-        raise UserError(f"cannot open storage {url!r}: {e}. Use a SQLAlchemy URL such as sqlite:///studies/advisor.db") from e
+        raise unusable_url(url, e) from e
     return ride_out_restarts(engine)
 
 
