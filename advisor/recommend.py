@@ -381,6 +381,15 @@ def _sort_key(p: FrontPoint, prefer: str, quality: str = "accuracy") -> tuple[fl
     return tuple(key)
 
 
+def check_accuracy_fraction(name: str, value: float) -> None:
+    """Refuse an accuracy option (`name`: --min-accuracy, --max-accuracy-drop) outside 0..1, echoed as typed
+    (`5`, not `5.0`); a percentage (95 for 0.95) is told its fraction in the same line."""
+    if 0.0 <= value <= 1.0:
+        return
+    hint = f"; for {value:g} % give {name} {value / 100:g}" if 1.0 < value <= 100.0 else ""
+    raise UserError(f"{name} {value:g} must be between 0 and 1 (accuracy is a fraction){hint}")
+
+
 def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = None,
               trials: Callable[[str], StudyTrials | None] | None = None) -> Recommendation:
     """Choose from `points` (already loaded) for query `q`; `full`: a study's 16-bit format where the caller knows
@@ -389,8 +398,8 @@ def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = 
     if q.prefer is not None and q.prefer not in PREFERENCES:
         raise UserError(f"unknown preference {q.prefer!r}; use one of: {', '.join(PREFERENCES)}")
     for name, v in (("--min-accuracy", q.min_accuracy), ("--max-accuracy-drop", q.max_accuracy_drop)):
-        if v is not None and not (0.0 <= v <= 1.0):
-            raise UserError(f"{name} {v} must be between 0 and 1 (accuracy is a fraction)")
+        if v is not None:
+            check_accuracy_fraction(name, v)
     points = filter_points(points, q)
     budget = q.budget
     defaults = []

@@ -1612,6 +1612,24 @@ def test_a_storage_url_no_driver_takes_is_the_same_line_in_every_command(tmp_pat
                              "give a SQLAlchemy URL such as sqlite:///studies/advisor.db or postgresql://user@host/db")
     assert "secret" not in line and list(tmp_path.iterdir()) == []
 
+@pytest.mark.parametrize(("command", "option", "typed", "fraction"), [
+    (["recommend", "--study", "bundled-example", "--budget", "2MiB"], "--min-accuracy", "95", "0.95"),
+    (["recommend", "--study", "bundled-example", "--budget", "2MiB"], "--max-accuracy-drop", "5", "0.05"),
+    (["export", "--from-recommend", "--study", "bundled-example", "--budget", "2MiB", "--to", "json", "-o", "x.json"],
+     "--max-accuracy-drop", "5", "0.05"),
+    (["report", "bundled-example", "-o", "r"], "--max-accuracy-drop", "5", "0.05")], ids=["min", "drop", "export",
+                                                                                        "report"])
+def test_an_accuracy_typed_as_a_percentage_is_told_its_fraction(tmp_path, command, option, typed, fraction):
+    """`--min-accuracy 95` / `--max-accuracy-drop 5` (a percentage for a fraction) were refused as "must be between
+    0 and 1" without the value meant, and recommend echoed 5 as "5.0": the line says the value as typed and the
+    fraction to give."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor_entry(*command, option, typed, "--storage", db, cwd=tmp_path)
+    line = one_error_line(r)
+    assert line == (f"error: {option} {typed} must be between 0 and 1 (accuracy is a fraction); for {typed} % give "
+                    f"{option} {fraction}"), line
+    assert list(tmp_path.iterdir()) == []
+
 def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_command(tmp_path):
     """A path with a name over 255 bytes (`-o "$MODEL-$PLAN.json"` with a long plan) ended in an OSError
     traceback (File name too long) in every command that looked at it, input or output, even for

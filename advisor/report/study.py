@@ -26,6 +26,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.files import OUTPUT, atomic_dir, check_folder, check_parent, check_replaceable
+from advisor.recommend import check_accuracy_fraction
 from advisor.report.data import DEFAULT_STORAGE, StudyData, load_study_data
 from advisor.report.document import ReportContext, compose, json_default, report_json
 from advisor.report.render import write_document
@@ -118,8 +119,7 @@ def build_report(
     t0 = time.perf_counter()
     for m in memory:
         memory_spec(m)  # a bad value fails here, before the model loads
-    if not 0.0 <= max_accuracy_drop <= 1.0:  # as `advisor.recommend` checks it, but before the minutes of work
-        raise UserError(f"--max-accuracy-drop {max_accuracy_drop:g} must be between 0 and 1 (accuracy is a fraction)")
+    check_accuracy_fraction("--max-accuracy-drop", max_accuracy_drop)  # as recommend does, before minutes of work
     data = load_study_data(study, storage)
     trials = feasible_trials(data)
     if not trials:
