@@ -633,6 +633,20 @@ def test_a_study_of_a_relative_checkpoint_directory_is_reported_from_anywhere(tm
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
 
 
+def test_the_block_diffusion_table_names_the_model_as_the_rest_of_the_report(tmp_path):
+    """The block-diffusion table named a local checkpoint by the absolute path it loaded from, where the title,
+    the text and report.json name it as the study ran it (`./ckpt` typed: `ckpt`): it names it the same now."""
+    _fidelity_checkpoint(tmp_path, '"fp16"')
+    tune = advisor_entry("tune", "./ckpt", "--space", "f.toml", "--trials", "1", "--storage", "f.db", "--study", "bl",
+                         cwd=tmp_path)
+    assert tune.returncode == 0, tune.stdout + tune.stderr
+    rep = advisor_entry("report", "bl", "--storage", "f.db", "--block-lengths", "8", "-o", "rep", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    payload = json.loads((tmp_path / "rep/report.json").read_text())
+    md = (tmp_path / "rep/report.md").read_text()
+    assert [r["model"] for r in payload["block_reuse"]["rows"]] == [payload["model"]], payload["block_reuse"]
+    assert f"| {payload['model']} | 8 | " in md and str(tmp_path) not in md, md
+
 def test_a_bad_accuracy_drop_or_data_file_is_refused_before_the_model_loads(study, tmp_path):
     """`--max-accuracy-drop 2` was refused by recommend at the end, after the model loaded and every trace was
     recorded (minutes on a real model); a missing `--data` file once the model had loaded. Both are one line

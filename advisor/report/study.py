@@ -188,7 +188,7 @@ def build_report(
     if wb.loaded.is_diffusion and block_lengths:
         say(f"recording block-diffusion traces at block lengths {', '.join(map(str, block_lengths))}")
         prompts = wb.backend.prompts(wb.settings.trace_prompts)
-        blocks = report_blocks.block_length_study(wb.loaded, prompts, block_lengths, label=str(wb.loaded.name),
+        blocks = report_blocks.block_length_study(wb.loaded, prompts, block_lengths, label=str(data.setting("model")),
                                                   seed=wb.settings.seed, profile=wb.profile)
 
     with atomic_dir(out, replaces=REPORT_ENTRIES) as tmp:
