@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.cli_helpers import advisor_entry, one_error_line
+from tests.cli_helpers import advisor_entry, flat, one_error_line
 
 EXAMPLE_DB = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
 
@@ -97,3 +97,18 @@ def test_the_equal_memory_table_says_why_a_no_cache_bf16_headline_gives_no_cache
     assert "no BF16 trial in the headline" not in md, md
     assert (f"| - | - | - | - | the BF16 headline trial #{row[1]} keeps no expert on the GPU: no reference cache "
             "size | - |") in md, md
+
+
+def test_quant_reports_loading_note_ends_no_line_in_a_space(tmp_path, monkeypatch):
+    """`advisor quant-report MODEL` loading it offloaded (no room for it whole) printed its "loading: offloaded:
+    routed experts stream from the checkpoint (counted ... of weights > free cpu memory ...)" note with rich's
+    markup on, piped at 80 columns with lines ending in the space rich leaves where it breaks one - ce07074 fixed
+    the same in trace. It is printed as eval's and trace's loading notes are."""
+    from advisor.models import load
+
+    monkeypatch.setattr(load, "device_free_bytes", lambda device: 1)  # no room here: it loads offloaded
+    r = advisor_entry("quant-report", "bundled", "--layers", "0", "--max-experts", "1", "--samples", "8",
+                      "--threads", "1", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "loading: offloaded: routed experts stream from the checkpoint (counted" in flat(r.stderr), r.stderr
+    assert not [ln for ln in r.stderr.splitlines() if ln.endswith(" ")], r.stderr

@@ -117,12 +117,13 @@ def register(app: typer.Typer) -> None:
 
         from advisor.models.load import load_model
         from advisor.quant.quality import capture_activations, quality_report
+        from advisor.terminal import print_rich
         from advisor.units import format_bytes
 
         set_threads(threads)
         loaded = load_model(model, offload=offload)
         if loaded.offloaded:  # as eval and trace say it: the experts are read from the checkpoint one at a time
-            Console(stderr=True).print(f"loading: {loaded.load_note}", highlight=False)
+            print_rich(Console(stderr=True), f"loading: {loaded.load_note}", markup=False)
         _refuse_layers_beyond(wanted, loaded.name, len(loaded.moe))  # where the config did not count them
         _check_samples_fit(loaded, samples)
         acts, captured_from = None, ""
