@@ -447,6 +447,33 @@ def test_a_study_that_held_every_expert_is_not_said_to_have_missed_them(tmp_path
     assert "as the study modelled" not in notes and "copies more than the study counted" not in notes, notes
 
 
+@pytest.mark.parametrize(("family", "policy", "miss"), [
+    ("qwen3_moe", "cpu", None),  # llama-server: block 1's ffn_down_exps in host memory (5 of 6 tensors fit)
+    ("llada_moe", "cpu", None),  # llama-diffusion-cli: -ngl keeps blocks 0, 1 in host memory
+    # copy misses: blocks 2, 3 (no slot) missed every expert in the study, copied, where llama.cpp computes them
+    ("qwen3_moe", "copy", "the study modelled miss policy copy (each missed expert copied to the GPU); llama.cpp"),
+])
+def test_wholly_held_layers_beside_empty_ones_in_host_memory_are_not_said_to_run_as_modelled(tmp_path, family, policy,
+                                                                                              miss):
+    """int8 with slots 8,8,0,0 (no layer partly held): the GGUF's q8_0 takes more bytes than int8, so expert tensors
+    of the wholly held blocks 0, 1 go to host memory; the notes said only 'miss policy cpu: llama.cpp computes the
+    -ot =CPU experts on the CPU, as the study modelled', where the study kept those experts on the GPU. Now a note
+    says so, and that llama.cpp's speed differs; a copy-miss study's note on its missed blocks is kept."""
+    meta = model_meta(family, n_layers=4, n_experts=8, hidden=256, inter=256)
+    p = point("s", 1, "int8", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta)
+    p.config["miss_policy"] = policy
+    url = make_db(tmp_path / "a.db", [p])
+    r = advisor_in_process("export", "s", "1", "--storage", url, "--to", "llama.cpp", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    notes = " ".join(json.loads(r.stdout)["notes"])
+    assert "as the study modelled" not in notes, notes
+    assert ("the study's cache held every expert of blocks 0, 1 (slots = experts) and none of the other blocks': "
+            "the experts of blocks") in notes, notes
+    assert "here they stay in host memory as placed within the tuned cache's bytes at the GGUF's types (q8_0)" in notes
+    assert "so its speed differs from the study's time per token, which counted them on the GPU" in notes, notes
+    assert miss is None or miss in notes, notes
+
+
 @pytest.mark.parametrize(("family", "plan", "slots", "said"), [
     # llama-server: the tuned cache (2.5 layers at bf16) holds blocks 2, 3 and one of block 1's three tensors
     ("qwen3_moe", "bf16", [0, 4, 8, 8], "those of block 1 are split by projection, ffn_gate_exps on the GPU and "

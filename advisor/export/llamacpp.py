@@ -305,21 +305,33 @@ def diffusion_miss_note(cfg: ExportConfig, on_cpu: bool) -> str | None:
 
 def held_every_expert_note(cfg: ExportConfig, where: dict[tuple[int, str], str], types: dict[tuple[int, str], str],
                            mode: str, how: str) -> str | None:
-    """For a study whose cache held every expert (slots = experts in every MoE layer) but whose export keeps some
-    expert tensors in host memory - the GGUF's types take more bytes than the plan's formats, and the placement
-    never spends more than the tuned cache's bytes (or --opt placement=all-cpu): that the study kept those experts
-    on the GPU, so its miss policy says next to nothing of them (the miss-policy notes spoke of misses it never had
-    there). `how` words what llama.cpp does with them. None otherwise."""
+    """For a study whose cache held every expert of some layers (slots = experts) and none of the others' (no layer
+    partly held: `partly_held_note` says that case) but whose export keeps expert tensors of the wholly held layers
+    in host memory - the GGUF's types take more bytes than the plan's formats, and the placement never spends more
+    than the tuned cache's bytes (or --opt placement=all-cpu): that the study kept those experts on the GPU, so its
+    miss policy says next to nothing of them (the miss-policy notes spoke of misses it never had there). `how` words
+    what llama.cpp does with them. None otherwise."""
     m = cfg.model
-    cpu = sorted({layer for (layer, _), d in where.items() if d == "CPU"})
-    if not cpu or any(cfg.slots_per_layer[i] < m.layers[i].num_experts for i in range(len(m.layers))):
+    n = len(m.layers)
+    if any(0 < cfg.slots_per_layer[i] < m.layers[i].num_experts for i in range(n)):
+        return None
+    full = [i for i in range(n) if cfg.slots_per_layer[i] >= m.layers[i].num_experts]
+    cpu = sorted({layer for (layer, _), d in where.items() if d == "CPU" and layer in full})
+    if not cpu:
         return None
     blocks = _alt([m.layers[layer].decoder_layer for layer in cpu])
-    kept = sorted({types[(layer, p)] for (layer, p), d in where.items() if d == "CPU"})
+    kept = sorted({types[(layer, p)] for (layer, p), d in where.items() if d == "CPU" and layer in full})
+    every = len(full) == n
+    held = ("every expert (slots = experts in every MoE layer)" if every else
+            f"every expert of block{'s' * (len(full) > 1)} {', '.join(str(m.layers[i].decoder_layer) for i in full)} "
+            "(slots = experts) and none of the other blocks'")
     why = ("as --opt placement=all-cpu asks" if mode == "all-cpu" else
            f"only because the GGUF's types ({', '.join(kept)}) take more bytes than the plan's formats and the export "
-           "never puts more expert bytes on the GPU than the tuned cache's; --opt placement=all-gpu puts them there")
-    return (f"the study's cache held every expert (slots = experts in every MoE layer): the experts of blocks {blocks} "
+           "never puts more expert bytes on the GPU than the tuned cache's; --opt placement=all-gpu puts them there"
+           if every else
+           f"as placed within the tuned cache's bytes at the GGUF's types ({', '.join(kept)}), which take more bytes "
+           "than the plan's formats; --opt placement=all-gpu puts them on the GPU")
+    return (f"the study's cache held {held}: the experts of blocks {blocks} "
             f"stayed on the GPU once loaded, its miss policy {cfg.miss_policy} handling at most each one's first use; "
             f"here they stay in host memory {why}; llama.cpp {how}, so its speed differs from the study's time per "
             "token, which counted them on the GPU")
@@ -376,7 +388,11 @@ def placement_notes(cfg: ExportConfig, where: dict[tuple[int, str], str], types:
     host-resident experts on the CPU as the study computed its misses, but not the same experts)."""
     whole = held_every_expert_note(cfg, where, types, mode, how=how)
     partly = partly_held_note(cfg, where, mode, how if cfg.miss_policy == "cpu" else None)
-    said = whole is not None or (partly is not None and cfg.miss_policy == "cpu")
+    every = all(cfg.slots_per_layer[i] >= layer.num_experts for i, layer in enumerate(cfg.model.layers))
+    # a study that held every expert missed none: no miss-policy note; one that held none of some layers' experts
+    # missed there, as a copy-miss note says (a cpu-miss note's 'as the study modelled' is not true of all)
+    said = ((whole is not None and (every or cfg.miss_policy == "cpu"))
+            or (partly is not None and cfg.miss_policy == "cpu"))
     return [n for n in (whole, partly, None if said else miss()) if n is not None]
 
 
