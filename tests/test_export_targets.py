@@ -819,7 +819,7 @@ def test_vllm_notes_name_the_checkpoints_own_dtype(tmp_path):
     and that it quantizes "a BF16 checkpoint online", for a study that loaded an fp32 checkpoint; the experts a mixed
     plan kept in fp32 were "kept in bf16". They name the checkpoint's dtype and the plan's formats now."""
     meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
-    url = make_db(tmp_path / "a.db", [point("m", 1, "default=int4;layers=0:fp32", [8, 6], acc=0.9, h2d=1,
+    url = make_db(tmp_path / "a.db", [point("m", 1, "default=int4;layers=0:fp32", [4, 6], acc=0.9, h2d=1,
                                             peak_gib=1, meta=meta)])
     quantized = _cli("export", "m", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=quantize")
     offloaded = _cli("export", "m", "1", "--to", "vllm", "--storage", url, "--opt", "prefer=offload")
@@ -828,7 +828,8 @@ def test_vllm_notes_name_the_checkpoints_own_dtype(tmp_path):
     assert "no on-the-fly int4 scheme for MoE experts of an FP32 checkpoint" in q, q
     assert "experts the plan keeps in fp32 are quantized by experts_int8 too" in q, q
     assert "served without --quantization experts_int8: vLLM quantizes an FP32 checkpoint online" in o, o
-    assert not [n for n in (q, o) if "BF16" in n or "bf16" in n], (q, o)
+    # (the offload is counted at the bf16 vLLM's --dtype auto serves an fp32 checkpoint in, and says so)
+    assert not [n for n in (q, o) if "BF16 checkpoint" in n or "in bf16 are" in n or "kept in bf16" in n], (q, o)
 
 
 def fp8_checkpoint(d: Path) -> Path:
@@ -994,9 +995,13 @@ def test_other_exports_of_a_prequantized_checkpoint_serve_its_format_or_refuse(t
         assert "--to vllm or --to json instead" in r.stderr, r.stderr  # the targets that take it
 
 
-def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path):
+def test_vllm_counts_an_fp32_checkpoints_offload_at_the_bf16_its_auto_dtype_serves(tmp_path):
     """`ModelInfo.checkpoint_format` returned the recorded torch dtype name, so an fp32 checkpoint's offload note
-    read "GiB at float32", a name no format option takes; it is the format, fp32 (`advisor.units.dtype_format`)."""
+    read "GiB at float32", a name no format option takes. Then --cpu-offload-gb was counted at fp32 (4 bytes a
+    weight), but the command keeps vLLM's --dtype auto, which serves an fp32 checkpoint in bf16 (fp16 before
+    Ampere: config/model.py `_resolve_auto_dtype`), so it offloaded twice the bytes the study's cache left over.
+    It is counted at bf16 now, and the note says why, as the ktransformers note says "(bf16)" of the same case."""
+    from advisor.export.vllm import gib_arg
     from advisor.quant.spec import expert_nbytes_of
 
     meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
@@ -1004,12 +1009,16 @@ def test_vllm_names_an_fp32_checkpoints_offload_in_the_advisors_format(tmp_path)
                                       point("m", 2, "int8", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
     r = _cli("export", "m", "1", "--to", "vllm", "--storage", url)
     assert r.returncode == 0, r.stderr
-    host = 16 * expert_nbytes_of("fp32", 2048, 768) - 8 * expert_nbytes_of("bf16", 2048, 768)
-    assert f"the rest ({format_bytes(host)} at fp32, counted" in r.stdout, r.stdout
+    host = 8 * expert_nbytes_of("bf16", 2048, 768)  # 16 experts at bf16, less the cache's 8 at bf16
+    text = " ".join(r.stdout.split())
+    assert f"the rest ({format_bytes(host)} at bf16, counted" in text, text
+    assert "at bf16, not the checkpoint's fp32: vLLM's --dtype auto serves an fp32 checkpoint in 16 bits" in text
+    args = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert args[args.index("--cpu-offload-gb") + 1] == gib_arg(host / 2**30), args
     assert "float32" not in r.stdout, r.stdout
     r = _cli("export", "m", "2", "--to", "vllm", "--storage", url, "--opt", "prefer=quantize")  # int8, not offloaded
     assert r.returncode == 0, r.stderr
-    assert "--opt prefer=offload serves them at fp32 offloaded" in " ".join(r.stdout.split()), r.stdout
+    assert "--opt prefer=offload serves them at bf16 offloaded" in " ".join(r.stdout.split()), r.stdout
     assert "float32" not in r.stdout, r.stdout
 
 

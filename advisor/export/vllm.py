@@ -109,8 +109,21 @@ def a_checkpoint(model: ModelInfo) -> str:
     return f"{'an' if name[:1].lower() in 'aefio' else 'a'} {name} checkpoint"
 
 
+AUTO_FROM_FP32 = ("bf16", "vLLM's --dtype auto serves an fp32 checkpoint in 16 bits: bf16, fp16 on a GPU before "
+                  "Ampere, 2 bytes a weight either way (vLLM's config/model.py `_resolve_auto_dtype` downcasts an fp32 "
+                  "model to the GPU's first supported dtype)")
+
+
+def served_format(model: ModelInfo) -> str:
+    """The format vLLM (--dtype auto, which the command keeps) creates unquantized expert parameters in and counts
+    --cpu-offload-gb in: the checkpoint's (`ModelInfo.checkpoint_format`), bf16 for an fp32 one (`AUTO_FROM_FP32`),
+    else the dtype the study loaded (a pre-quantized checkpoint's bytes are not known here)."""
+    fmt = model.checkpoint_format
+    return AUTO_FROM_FP32[0] if fmt == "fp32" else fmt or model.dtype
+
+
 def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
-    """GiB of expert weights left in host memory, in the checkpoint's own format (`ModelInfo.checkpoint_format`:
+    """GiB of expert weights left in host memory, in the format vLLM serves the checkpoint in (`served_format`:
     what vLLM creates the parameters in and counts against --cpu-offload-gb when nothing is quantized online:
     module docstring; the loaded dtype, said in the note, for a pre-quantized format whose bytes are not known
     here): all experts minus the tuned cache's bytes (each layer's `slots` largest experts in the plan's
@@ -118,7 +131,7 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     m = cfg.model
     if not m.hidden_size or not m.intermediate_size:
         return None, "expert shapes not recorded: set --cpu-offload-gb yourself"
-    fmt = m.checkpoint_format or m.dtype
+    fmt = served_format(m)
     one = m.expert_nbytes(fmt) or 0
     where = f"{sum(cfg.slots_per_layer)} of {sum(x.num_experts for x in m.layers)} experts on the GPU as tuned"
     if all(s >= layer.num_experts for layer, s in zip(m.layers, cfg.slots_per_layer, strict=True)):
@@ -126,12 +139,14 @@ def offload_gib(cfg: ExportConfig) -> tuple[float | None, str]:
     total = sum(layer.num_experts * one for layer in m.layers)
     cache = cfg.cache_nbytes()
     host = max(total - cache, 0)
-    if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the checkpoint's dtype
+    if host == 0:  # e.g. fp32 experts in the cache: its bytes hold every expert at the served dtype
         return 0.0, (f"{where}; the tuned cache's {format_bytes(cache)} of experts hold every expert's "
                      f"{format_bytes(total)} at {fmt} (counted from the expert shapes): nothing offloaded, so no "
                      "--cpu-offload-gb")
     gib = _gib(host)
     uncounted = "" if m.checkpoint_format else packed_note(cfg, fmt, total, cache)
+    if m.checkpoint_format == "fp32":
+        uncounted += f"; at bf16, not the checkpoint's fp32: {AUTO_FROM_FP32[1]}"
     # the flag carries the exact bytes (`gib_arg`); the prose a size people read (0.022779464721679688 GiB was shown)
     return gib, (f"{where}; the GPU keeps the tuned cache's {format_bytes(cache)} of experts, the rest "
                  f"({format_bytes(host)} at {fmt}, counted from the expert shapes) offloaded: --cpu-offload-gb is "
@@ -263,7 +278,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         if opts["prefer"] == "quantize" or (opts["prefer"] == "auto" and fits):
             gb, why = 0.0, (f"not offloaded: vLLM cannot offload the experts it quantizes online (its CPU offload "
                             f"moves parameters it creates on the meta device); {numbers}; --opt prefer=offload serves "
-                            f"them at {cfg.model.checkpoint_format} offloaded down to the cache's bytes instead")
+                            f"them at {served_format(cfg.model)} offloaded down to the cache's bytes instead")
         else:
             notes = [online_offload_note(quant, cfg.model), f"{numbers}; --opt prefer=quantize serves that instead"]
             quant = None
@@ -280,7 +295,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes.append(offload_note(cfg))
     if cfg.model.is_diffusion:
         notes.append(decoding_note(cfg))
-    counted = cfg.model.checkpoint_format or cfg.model.dtype  # `offload_gib`'s bytes
+    counted = served_format(cfg.model)  # `offload_gib`'s bytes
     data = {"target": "vllm", "args": args, "quantization": quant, "cpu_offload_gb": gb,
             # the format --cpu-offload-gb was counted in, and whether it is the one vLLM counts it in
             "cpu_offload_counted_at": {"format": counted, "checkpoint_format": cfg.model.checkpoint_format is not None},
