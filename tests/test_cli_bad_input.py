@@ -887,8 +887,6 @@ def test_resume_with_another_space_or_budget_is_refused_before_the_model_loads(t
     assert _dump(db) == before
     again = advisor_in_process("tune", "--trials", "1", "--storage", str(db), "--study", study, cwd=tmp_path)  # same
     assert again.returncode == 0 and "already has 1 finished trial" in again.stdout, again.stdout + again.stderr
-    more = advisor_in_process("tune", "--more", "1", "--storage", str(db), "--study", study, cwd=tmp_path)  # seeds:
-    assert more.returncode == 0, more.stdout + more.stderr  # takes the seed lock (nothing to run above takes none)
     # the locks of a file whose name a URL encodes lie beside it under its own name
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["fid.toml", "lru.toml", "s@1:x.db", "s@1:x.db.lock", "s@1:x.db.seed.lock"], names

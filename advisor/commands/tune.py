@@ -203,27 +203,7 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
         # known before it loads): a study stored with that space is compared with it
         fidelity = space_obj.without_tokenizer(model_name(spec)) if space_obj and space_obj.shipped else space_obj
         refuse_incompatible(storage, study, keys(space_obj), *([keys(fidelity)] if fidelity is not space_obj else []))
-    return space_obj, task_obj, study
-
-
-def _nothing_to_run(spec: str, space_obj, study: str | None, storage: str, opts):
-    """The summary (`StudySummary`) of a stored study that this run (`--trials N`, no --budgets to queue) would
-    leave as it is - N or more finished, none running, the same model - read from storage before the model
-    loads (seconds for the bundled model, minutes for a real one) and before a run number is taken; else None
-    (the run goes on: it fails a dead worker's trials, refuses another model's study)."""
-    if study is None or space_obj is None or opts.total_trials is None or opts.budgets:
-        return None
-    from advisor.models import model_name
-    from advisor.results.registry import list_studies, study_user_attrs
-    from advisor.results.store import engine_for
-
-    engine = engine_for(storage)
-    if study_user_attrs(engine, study).get("model") != model_name(spec):
-        return None
-    s = next(iter(list_studies(engine, study)), None)
-    if s is None or s.n_complete < opts.total_trials or s.n_running:
-        return None
-    return s
+    return space_obj, task_obj
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
@@ -353,16 +333,8 @@ def register(app: typer.Typer) -> None:
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
             try:
-                space_obj, task_obj, name = _before_load(spec, space_obj, task, data, study, storage, profile,
-                                                         budget_bytes, opts.budgets, mode, device)  # in a second
-                if (done := _nothing_to_run(spec, space_obj, name, storage, opts)) is not None:
-                    _say_nothing_to_run(console, name, done.n_complete, opts.total_trials)
-                    if w := done.n_waiting:  # queued (warm start, retries): as `_queued_note` says them
-                        console.print(f"note: {count(w, 'queued trial')} did not run: the study already has its "
-                                      f"--trials {opts.total_trials}; `--more {w}` runs {'it' if w == 1 else 'them'}",
-                                      markup=False)
-                    _print_stored_in(console, storage, name)
-                    return
+                space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
+                                                   budget_bytes, opts.budgets, mode, device)  # refusals in a second
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
@@ -637,6 +609,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     from rich.markup import escape
 
     from advisor.results.front import task_text
+    from advisor.results.preflight import mask_url
     from advisor.tune.display import LiveProgress, front_counts, human_bytes, print_front
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
@@ -718,7 +691,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"note: trial {', '.join(map(str, result.dead_workers))} was left running by a worker that "
                       f"stopped (no heartbeat for {opts.grace_period} s): failed and queued again", markup=False)
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
-        _say_nothing_to_run(console, result.study_name, result.n_complete, opts.total_trials)
+        console.print(f"study {result.study_name} already has {count(result.n_complete, 'finished trial')} (--trials "
+                      f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
     if result.n_waiting and (note := _queued_note(result, opts)):  # e.g. --budgets enqueues more points than
         console.print(note, markup=False)  # --trials runs: say so, not silently skip
     if note := _timeout_note(result, opts):
@@ -755,28 +729,15 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                    + (f", by replay: {c['replays']}" if c.get("replays") else ""))
     console.print(f"{measured}; routing traces recorded: {c.get('traces_recorded', 0)}; {ran_how}; "
                   f"{result.elapsed_s:.0f} s")
-    _print_stored_in(console, result.storage_url, result.study_name)
-
-
-def _say_nothing_to_run(console, study: str, n_complete: int, total: int) -> None:
-    """The line of a run whose study already has its --trials N finished."""
-    console.print(f"study {study} already has {count(n_complete, 'finished trial')} (--trials {total}); nothing to "
-                  "run - `--more N` adds N", markup=False)
-
-
-def _print_stored_in(console, storage_url: str, study: str) -> None:
-    """Where the study is stored, and the commands that read it."""
-    import shlex
-
-    from advisor.results.preflight import mask_url
     from advisor.results.storage import storage_flag
+
+    shown = mask_url(result.storage_url)
+    where = storage_flag(result.storage_url)
     from advisor.terminal import print_wrapped
 
-    name = shlex.quote(study)
-    where = storage_flag(storage_url)
     # plain text wrapped between words, never inside a `command` (rich broke `... --storage` | `postgresql://...`
     # across lines, which pasted as two commands)
-    print_wrapped(console, f"stored in {mask_url(storage_url)} as study {study} - next: `advisor pareto {name}{where}`, "
+    print_wrapped(console, f"stored in {shown} as study {result.study_name} - next: `advisor pareto {name}{where}`, "
                            f"`advisor recommend --study {name}{where} --budget ...`")
 
 
