@@ -447,7 +447,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from advisor.results.registry import list_studies, study_task_text
+        from advisor.results.registry import known_studies, list_studies, study_task_text
         from advisor.results.store import load_fronts
         from advisor.tune.display import front_counts, human_bytes, print_front
 
@@ -455,8 +455,8 @@ def register(app: typer.Typer) -> None:
         points = load_fronts(engine, study)
         summary = next(iter(list_studies(engine, study)), None)  # this study's rows only
         if not points:
-            if summary is None:
-                names = [s.name for s in list_studies(engine)]
+            if summary is None:  # the names alone, read undecoded: another study's damaged rows are not this answer
+                names = known_studies(engine)
                 raise UserError(f"no study named {study!r} in {storage} (studies there: {names_text(names, study)}); "
                                 "see `advisor studies`")
             if not summary.tuned and summary.n_complete:  # "run more trials" of a study `tune` refuses to resume
