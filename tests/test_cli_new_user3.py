@@ -20,31 +20,9 @@ import json
 import re
 
 import pytest
+from tune_helpers import MIXED_CPU_MISS_SPACE as SPACE
 from typer.testing import CliRunner
 
-# one trial of a hot/cold int4:g64 plan whose misses compute on the CPU, offloaded (the space's budget is below the
-# model's bytes): the smallest study that is mixed-only, cpu-miss and has a front of one point
-SPACE = """name = "mx"
-[precision]
-formats = ["int4:g64"]
-[precision.hot_cold]
-hot_fraction = [0.25]
-hot_formats = ["bf16"]
-[cache]
-slots_per_layer = { low = 1, high = "all" }
-policies = ["lru"]
-miss = ["cpu"]
-[objectives]
-h2d_bytes_per_token = "minimize"
-accuracy = "maximize"
-peak_gpu_bytes = "minimize"
-[evaluation]
-limit = 1
-trace_prompts = 1
-fidelity_prompts = 1
-[budget]
-fraction_of_model = 0.6
-"""
 STUDY = "bundled-toy-mx"
 
 

@@ -1,16 +1,18 @@
-"""`advisor tune` run again on a finished study still compares what the full path compares (the model's weights,
-a budget a space's fraction sizes) before saying 'nothing to run'; `pareto` of an unknown name beside a damaged
+"""`advisor tune` run again on a finished study still refuses what it must (a checkpoint re-saved with other
+weights, another memory budget) rather than saying 'nothing to run'; `pareto` of an unknown name beside a damaged
 study (review42)."""
 
 from __future__ import annotations
+
+from tune_helpers import MIXED_CPU_MISS_SPACE
 
 from tests.cli_helpers import advisor_entry, advisor_in_process, one_error_line
 
 
 def test_a_checkpoint_saved_again_in_place_is_refused_as_another_model_not_said_to_have_nothing_to_run(tmp_path):
     """A checkpoint directory keeps its name (the study's model) when its weights change: `tune ./ck --trials 1`
-    again after ./ck was saved anew said 'already has 1 finished trial; nothing to run' before loading it, where the
-    full path refuses the study as another model's (its fingerprint). The checkpoint is loaded and compared now."""
+    again after ./ck was saved anew must refuse the study as another model's (its fingerprint), not say 'already has
+    1 finished trial; nothing to run' - as a shortcut that skipped loading the model did (fd959bd, reverted)."""
     import torch
 
     from advisor.models.tiny import build_tiny
@@ -26,31 +28,13 @@ def test_a_checkpoint_saved_again_in_place_is_refused_as_another_model_not_said_
     assert "nothing to run" not in r.stdout, r.stdout
 
 
-SPACE = """name = "mx"
-[precision]
-formats = ["int4:g64"]
-[cache]
-slots_per_layer = { low = 1, high = "all" }
-policies = ["lru"]
-miss = ["cpu"]
-[objectives]
-h2d_bytes_per_token = "minimize"
-accuracy = "maximize"
-peak_gpu_bytes = "minimize"
-[evaluation]
-limit = 1
-trace_prompts = 1
-fidelity_prompts = 1
-[budget]
-fraction_of_model = 0.6
-"""
 
 
 def test_a_budget_the_spaces_fraction_sizes_is_compared_with_the_studys_not_said_to_have_nothing_to_run(tmp_path):
     """A space's fraction_of_model sizes the budget from the model once it loads, so a study tuned at --budget 4MiB
-    and tuned again without it (at 0.6 x the model) is refused by the full path as another memory budget; the
-    short path, which cannot size it, said 'nothing to run'. It now takes the full path."""
-    (tmp_path / "mx.toml").write_text(SPACE)
+    and tuned again without it (at 0.6 x the model) must be refused as another memory budget, not be said to have
+    nothing to run - as a shortcut that skipped loading the model did (fd959bd, reverted)."""
+    (tmp_path / "mx.toml").write_text(MIXED_CPU_MISS_SPACE)
     args = ("tune", "bundled", "--space", "mx.toml", "--trials", "1", "--storage", "t.db", "--study", "s")
     first = advisor_in_process(*args, "--budget", "4MiB", cwd=tmp_path, env={"COLUMNS": "200"})
     assert first.returncode == 0, first.stdout + first.stderr

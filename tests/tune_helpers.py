@@ -43,6 +43,30 @@ limit = 8
 """
 
 
+# one trial of a hot/cold int4:g64 plan whose misses compute on the CPU, offloaded (the space's budget is below the
+# model's bytes): the smallest study that is mixed-only, cpu-miss and has a front of one point
+MIXED_CPU_MISS_SPACE = """name = "mx"
+[precision]
+formats = ["int4:g64"]
+[precision.hot_cold]
+hot_fraction = [0.25]
+hot_formats = ["bf16"]
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+miss = ["cpu"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+accuracy = "maximize"
+peak_gpu_bytes = "minimize"
+[evaluation]
+limit = 1
+trace_prompts = 1
+fidelity_prompts = 1
+[budget]
+fraction_of_model = 0.6
+"""
+
 # a tokenizer-less tiny model's space: fidelity stands in for accuracy
 FIDELITY_SPACE = """
 name = "tiny-fidelity"
