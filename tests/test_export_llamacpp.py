@@ -78,6 +78,7 @@ def test_every_expert_tensor_matched_by_exactly_one_rule(family, first_dense, ar
     for pat, _ in types + ots:  # layer numbers end with \. so blk.1 never catches blk.11
         assert re.match(r"blk\\\.(\d+|\(\d+(\|\d+)*\))\\\.ffn_", pat.pattern), pat.pattern
     assert all(v == "CPU" for _, v in ots)
+    assert any(n.startswith("per-expert formats in MoE layer 5 collapsed") for n in res.notes), res.notes  # not "[5]"
 
 
 def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
@@ -154,7 +155,8 @@ def test_row_widths_decide_the_type_and_the_fallback_is_said():
     meta = model_meta("llada_moe", n_layers=2, n_experts=4, hidden=128, inter=64)
     res = export_point(point("s", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
     assert set(res.data["expert_tensor_types"].values()) == {"q4_1"}
-    assert any("ffn_(gate|up)_exps rows are 128 wide, which q4_K (block 256) does not divide: q4_1" in n for n in res.notes)
+    assert any("ffn_gate_exps and ffn_up_exps rows are 128 wide, which q4_K (block 256) does not divide: q4_1 instead "
+               "in blocks 0 and 1" in n for n in res.notes), res.notes  # prose, not the regex "(gate|up)", "(0|1)"
     assert res.data["base_type"] == "Q4_1"
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=4, hidden=256, inter=48)
     res = export_point(point("s", 1, "default=int2;layers=1:int8", 4, acc=0.9, h2d=1, peak_gib=1, meta=meta), "llama.cpp")
@@ -413,14 +415,19 @@ def test_the_diffusion_scripts_ngl_says_it_counts_the_output_layer():
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
 
 
+ALL_OF_0_AND_1 = "the experts of blocks 0 and 1 stayed on the GPU once loaded"
+DOWN_OF_1 = "the down projection (ffn_down_exps) of the experts of block 1 stayed on the GPU once loaded"
+
+
 @pytest.mark.parametrize(("study", "trial", "family", "held", "policy"), [
     # the bundled example's trial 7: int4 experts, 64 slots in each of 4 layers, misses on the CPU; the GGUF's q4_1 and
     # bf16 (rows too narrow for q4_K) take more bytes than int4, so blocks 0 and 1 stay in host memory
-    ("bundled-example", 7, "llada_moe", "(0|1)", "cpu"),
+    ("bundled-example", 7, "llada_moe", ALL_OF_0_AND_1, "cpu"),
     # trial 6: the same with misses copied
-    ("bundled-example", 6, "llada_moe", "(0|1)", "copy"),
-    # llama-server: int8 in every slot; q8_0 (8.5 bits) is larger than int8 (8 bits + a scale per row)
-    ("s", 1, "qwen3_moe", "1", "cpu"),
+    ("bundled-example", 6, "llada_moe", ALL_OF_0_AND_1, "copy"),
+    # llama-server: int8 in every slot; q8_0 (8.5 bits) is larger than int8 (8 bits + a scale per row): 5 of the 6
+    # expert tensors fit, block 1's ffn_down_exps goes to host memory (the note said "the experts of blocks 1")
+    ("s", 1, "qwen3_moe", DOWN_OF_1, "cpu"),
 ])
 def test_a_study_that_held_every_expert_is_not_said_to_have_missed_them(tmp_path, study, trial, family, held, policy):
     """A study whose cache held every expert can still export expert tensors to the CPU (the GGUF's types are larger
@@ -440,21 +447,23 @@ def test_a_study_that_held_every_expert_is_not_said_to_have_missed_them(tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     notes = " ".join(doc["notes"])
-    assert ("the study's cache held every expert (slots = experts in every MoE layer): the experts of blocks "
-            f"{held} stayed on the GPU once loaded, its miss policy {policy} handling at most each one's first use; "
-            "here they stay in host memory only because the GGUF's types") in notes, notes
+    stay = "it stays" if held == DOWN_OF_1 else "they stay"
+    assert (f"the study's cache held every expert (slots = experts in every MoE layer): {held}, its miss policy "
+            f"{policy} handling at most each one's first use; here {stay} in host memory only because the GGUF's "
+            "types") in notes, notes
     assert "so its speed differs from the study's time per token, which counted them on the GPU" in notes
     assert "as the study modelled" not in notes and "copies more than the study counted" not in notes, notes
 
 
-@pytest.mark.parametrize(("family", "policy", "miss"), [
-    ("qwen3_moe", "cpu", None),  # llama-server: block 1's ffn_down_exps in host memory (5 of 6 tensors fit)
-    ("llada_moe", "cpu", None),  # llama-diffusion-cli: -ngl keeps blocks 0, 1 in host memory
+@pytest.mark.parametrize(("family", "policy", "miss", "held"), [
+    ("qwen3_moe", "cpu", None, DOWN_OF_1),  # llama-server: block 1's ffn_down_exps in host memory (5 of 6 tensors fit)
+    ("llada_moe", "cpu", None, ALL_OF_0_AND_1),  # llama-diffusion-cli: -ngl keeps blocks 0, 1 in host memory
     # copy misses: blocks 2, 3 (no slot) missed every expert in the study, copied, where llama.cpp computes them
-    ("qwen3_moe", "copy", "the study modelled miss policy copy (each missed expert copied to the GPU); llama.cpp"),
+    ("qwen3_moe", "copy", "the study modelled miss policy copy (each missed expert copied to the GPU); llama.cpp",
+     DOWN_OF_1),
 ])
 def test_wholly_held_layers_beside_empty_ones_in_host_memory_are_not_said_to_run_as_modelled(tmp_path, family, policy,
-                                                                                              miss):
+                                                                                              miss, held):
     """int8 with slots 8,8,0,0 (no layer partly held): the GGUF's q8_0 takes more bytes than int8, so expert tensors
     of the wholly held blocks 0, 1 go to host memory; the notes said only 'miss policy cpu: llama.cpp computes the
     -ot =CPU experts on the CPU, as the study modelled', where the study kept those experts on the GPU. Now a note
@@ -467,9 +476,9 @@ def test_wholly_held_layers_beside_empty_ones_in_host_memory_are_not_said_to_run
     assert r.returncode == 0, r.stdout + r.stderr
     notes = " ".join(json.loads(r.stdout)["notes"])
     assert "as the study modelled" not in notes, notes
-    assert ("the study's cache held every expert of blocks 0, 1 (slots = experts) and none of the other blocks': "
-            "the experts of blocks") in notes, notes
-    assert "here they stay in host memory as placed within the tuned cache's bytes at the GGUF's types (q8_0)" in notes
+    assert ("the study's cache held every expert of blocks 0 and 1 (slots = experts) and none of the other blocks': "
+            f"{held}") in notes, notes
+    assert "in host memory as placed within the tuned cache's bytes at the GGUF's types (q8_0)" in notes
     assert "so its speed differs from the study's time per token, which counted them on the GPU" in notes, notes
     assert miss is None or miss in notes, notes
 
@@ -483,8 +492,8 @@ def test_wholly_held_layers_beside_empty_ones_in_host_memory_are_not_said_to_run
                                         "block 3 whole to host memory"),
     # llama-diffusion-cli: whole blocks from the end, so the partly held blocks 2, 3 go to the GPU, and the wholly
     # held blocks 0, 1 to host memory
-    ("llada_moe", "int8", [8, 8, 4, 4], "the experts of blocks 2, 3 go whole to the GPU, where none misses; and "
-                                        "blocks 0, 1, whose experts the study held all of, have expert tensors in "
+    ("llada_moe", "int8", [8, 8, 4, 4], "the experts of blocks 2 and 3 go whole to the GPU, where none misses; and "
+                                        "blocks 0 and 1, whose experts the study held all of, have expert tensors in "
                                         "host memory too"),
 ])
 def test_a_partly_held_layer_is_not_said_to_run_as_the_study_modelled(tmp_path, family, plan, slots, said):
@@ -502,6 +511,7 @@ def test_a_partly_held_layer_is_not_said_to_run_as_the_study_modelled(tmp_path, 
     notes = " ".join(json.loads(r.stdout)["notes"])
     assert "miss policy cpu: llama.cpp" not in notes, notes  # the note that ended 'as the study modelled'
     assert ("llama.cpp keeps a layer's experts in one tensor per projection (ffn_{gate,up,down}_exps), each all on "
-            "the GPU or all in host memory, so it cannot split those blocks as the study modelled") in notes, notes
+            "the GPU or all in host memory, so it cannot split "
+            + ("that block" if sum(0 < s < 8 for s in slots) == 1 else "those blocks") + " as the study modelled") in notes, notes
     assert said in notes, notes
     assert "the most used included, llama.cpp computes them" in notes and "so its speed differs" in notes, notes

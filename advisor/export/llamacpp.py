@@ -197,6 +197,22 @@ def _alt(items: list[Any]) -> str:
     return items[0] if len(items) == 1 else "(" + "|".join(items) + ")"
 
 
+def _words(items: list[Any]) -> str:
+    """Items as English prose: "0", "0 and 1", "0, 1 and 2" (`_alt` writes them as a regex)."""
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _blocks(numbers: list[int]) -> str:
+    """ "block 1", "blocks 0 and 1": decoder blocks named in a note."""
+    return ("block " if len(numbers) == 1 else "blocks ") + _words(numbers)
+
+
+def _tensors(projs: list[str]) -> str:
+    """The expert tensors of projections `projs`: "ffn_gate_exps and ffn_up_exps"."""
+    return _words([f"ffn_{p}_exps" for p in projs])
+
+
 def _rule(blocks: list[int], projs: list[str], suffix: str) -> str:
     return rf"blk\.{_alt(sorted(blocks))}\.ffn_{_alt(projs)}_exps\.{suffix}"
 
@@ -319,11 +335,17 @@ def held_every_expert_note(cfg: ExportConfig, where: dict[tuple[int, str], str],
     cpu = sorted({layer for (layer, _), d in where.items() if d == "CPU" and layer in full})
     if not cpu:
         return None
-    blocks = _alt([m.layers[layer].decoder_layer for layer in cpu])
+    by_cpu: dict[tuple[str, ...], list[int]] = {}  # projections in host memory -> the blocks with those
+    for layer in cpu:
+        by_cpu.setdefault(tuple(p for p in PROJS if where[(layer, p)] == "CPU"), []).append(m.layers[layer].decoder_layer)
+    what = _words([f"the experts of {_blocks(b)}" if g == PROJS else
+                   f"the {_words(list(g))} projection{'s' * (len(g) * len(b) > 1)} ({_tensors(list(g))}) of the experts "
+                   f"of {_blocks(b)}" for g, b in by_cpu.items()])
+    one = len(by_cpu) == 1 and all(len(g) == 1 and len(b) == 1 for g, b in by_cpu.items())  # one tensor
     kept = sorted({types[(layer, p)] for (layer, p), d in where.items() if d == "CPU" and layer in full})
     every = len(full) == n
     held = ("every expert (slots = experts in every MoE layer)" if every else
-            f"every expert of block{'s' * (len(full) > 1)} {', '.join(str(m.layers[i].decoder_layer) for i in full)} "
+            f"every expert of {_blocks([m.layers[i].decoder_layer for i in full])} "
             "(slots = experts) and none of the other blocks'")
     why = ("as --opt placement=all-cpu asks" if mode == "all-cpu" else
            f"only because the GGUF's types ({', '.join(kept)}) take more bytes than the plan's formats and the export "
@@ -331,9 +353,9 @@ def held_every_expert_note(cfg: ExportConfig, where: dict[tuple[int, str], str],
            if every else
            f"as placed within the tuned cache's bytes at the GGUF's types ({', '.join(kept)}), which take more bytes "
            "than the plan's formats; --opt placement=all-gpu puts them on the GPU")
-    return (f"the study's cache held {held}: the experts of blocks {blocks} "
+    return (f"the study's cache held {held}: {what} "
             f"stayed on the GPU once loaded, its miss policy {cfg.miss_policy} handling at most each one's first use; "
-            f"here they stay in host memory {why}; llama.cpp {how}, so its speed differs from the study's time per "
+            f"here {'it stays' if one else 'they stay'} in host memory {why}; llama.cpp {how}, so its speed differs from the study's time per "
             "token, which counted them on the GPU")
 
 
@@ -352,30 +374,24 @@ def partly_held_note(cfg: ExportConfig, where: dict[tuple[int, str], str], mode:
     for i in partial:
         by_gpu.setdefault(tuple(p for p in PROJS if where[(i, p)] == "GPU"), []).append(m.layers[i].decoder_layer)
 
-    def blocks(layers: list[int]) -> str:
-        return ("block " if len(layers) == 1 else "blocks ") + ", ".join(map(str, layers))
-
-    def tensors(projs: list[str]) -> str:
-        return " and ".join(f"ffn_{p}_exps" for p in projs)
-
-    parts = [f"the experts of {blocks(by_gpu[PROJS])} go whole to the GPU, where none misses"] if PROJS in by_gpu else []
+    parts = [f"the experts of {_blocks(by_gpu[PROJS])} go whole to the GPU, where none misses"] if PROJS in by_gpu else []
     if () in by_gpu:
-        parts.append(f"those of {blocks(by_gpu[()])} whole to host memory")
-    parts += [f"those of {blocks(b)} are split by projection, {tensors(list(g))} on the GPU and "
-              f"{tensors([p for p in PROJS if p not in g])} in host memory" for g, b in by_gpu.items() if g not in ((), PROJS)]
+        parts.append(f"those of {_blocks(by_gpu[()])} whole to host memory")
+    parts += [f"those of {_blocks(b)} are split by projection, {_tensors(list(g))} on the GPU and "
+              f"{_tensors([p for p in PROJS if p not in g])} in host memory" for g, b in by_gpu.items() if g not in ((), PROJS)]
     full = [m.layers[i].decoder_layer for i in range(len(m.layers))
             if cfg.slots_per_layer[i] >= m.layers[i].num_experts and any(where[(i, p)] == "CPU" for p in PROJS)]
     if full:
-        parts.append(f"and {blocks(full)}, whose experts the study held all of, {'has' if len(full) == 1 else 'have'} "
+        parts.append(f"and {_blocks(full)}, whose experts the study held all of, {'has' if len(full) == 1 else 'have'} "
                      "expert tensors in host memory too")
     why = "within the tuned cache's bytes" if mode == "cache" else f"as --opt placement={mode} asks"
     slots = [cfg.slots_per_layer[i] for i in partial]
     experts = [m.layers[i].num_experts for i in partial]
-    return (f"the study's cache held part of the experts of {blocks([m.layers[i].decoder_layer for i in partial])} "
+    return (f"the study's cache held part of the experts of {_blocks([m.layers[i].decoder_layer for i in partial])} "
             f"({slot_range(slots)} of {slot_range(experts)} slots), the most used on the GPU and the others by its miss "
             f"policy {cfg.miss_policy}; llama.cpp keeps a layer's experts in one tensor per projection "
-            "(ffn_{gate,up,down}_exps), each all on the GPU or all in host memory, so it cannot split those blocks as "
-            f"the study modelled; placing whole tensors {why}, {'; '.join(parts)}"
+            "(ffn_{gate,up,down}_exps), each all on the GPU or all in host memory, so it cannot split "
+            f"{'that block' if len(partial) == 1 else 'those blocks'} as the study modelled; placing whole tensors {why}, {'; '.join(parts)}"
             + (f"; for the experts in host memory, the most used included, llama.cpp {how}, so its" if how else
                ", so llama.cpp's") + " speed differs from the study's time per token")
 
@@ -441,8 +457,8 @@ def tensor_types(cfg: ExportConfig, layer_fmts: list[str], high: str) -> tuple[d
                 projs, blocks = fallbacks.setdefault((wanted, got, row), (set(), set()))
                 projs.add(p)
                 blocks.add(cfg.model.layers[layer].decoder_layer)
-    notes = [f"ffn_{_alt([q for q in PROJS if q in projs])}_exps rows are {row} wide, which {wanted} (block {BLOCK[wanted]}) does not divide: "
-             f"{got} instead in blocks {_alt(sorted(blocks))}" for (wanted, got, row), (projs, blocks) in fallbacks.items()]
+    notes = [f"{_tensors([q for q in PROJS if q in projs])} rows are {row} wide, which {wanted} (block {BLOCK[wanted]}) "
+             f"does not divide: {got} instead in {_blocks(sorted(blocks))}" for (wanted, got, row), (projs, blocks) in fallbacks.items()]
     return types, notes
 
 
@@ -515,7 +531,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     layer_fmts = plan_layers(cfg, rule)
     mixed = [i for i in range(len(layer_fmts)) if len(cfg.layer_formats(i)) > 1]
     if mixed:
-        notes.append(f"per-expert formats in MoE layers {mixed} collapsed: {COLLAPSE_RULES[rule]}")
+        notes.append(f"per-expert formats in MoE layer{'s' * (len(mixed) > 1)} {_words(mixed)} collapsed: {COLLAPSE_RULES[rule]}")
     types, fallback_notes = tensor_types(cfg, layer_fmts, high)
     notes += fallback_notes
     if cfg.model.hidden_size is None or cfg.model.intermediate_size is None:
