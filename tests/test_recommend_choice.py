@@ -515,3 +515,38 @@ def test_the_reference_is_the_studys_full_precision_format_as_report_names_it(tm
     assert "Recommended: study 's1', trial #2" in r.stdout, r.stdout
     assert ("floor 0.550 (= 0.600 of trial #1, measured, minus 0.05; trial #1: uniform bf16 plan (the study's "
             "full precision))") in flat(r.stdout), r.stdout
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "advisor" / "export" / "SCHEMA.md"
+
+
+def _documented_recommend_fields() -> set[str]:
+    """The field names of SCHEMA.md's `advisor recommend --json` table (its first column, split at commas)."""
+    text = SCHEMA.read_text()
+    section = text.split("## `moe-advisor/recommendation@1`", 1)[1]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name.strip().strip("`") for row in rows for name in row.split(",")}
+
+
+def test_every_field_recommend_json_prints_is_documented(tmp_path):
+    """`recommend --json` printed fields (`references`, its `source`, ...) that nothing documented; SCHEMA.md now
+    does, and a field added to the answer without a row there fails here: the top-level keys, the query's, each
+    point's (a choice, with --gpu), a reference's, and a `closest` entry's (nothing fits)."""
+    documented = _documented_recommend_fields()
+    documented |= {name.split(".")[0] for name in documented}  # `counts`, documented by its fields
+    url = make_db(tmp_path / "a.db", standard_front())
+    r = _cli("recommend", "--storage", url, "--budget", "12GiB", "--gpu", "RTX 4090", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    chosen = json.loads(r.stdout)
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    none = json.loads(r.stdout)
+    assert chosen["references"] and chosen["chosen"]["modelled_on_target"] and none["closest"]
+    printed = {*chosen, *none}
+    printed |= {f"query.{k}" for k in chosen["query"]} | {f"counts.{k}" for k in chosen["counts"]}
+    printed |= {f"point.{k}" for p in (chosen["chosen"], *chosen["alternatives"]) for k in p}
+    printed |= {f"references.<study>.{k}" for ref in chosen["references"].values() for k in ref}
+    missing = sorted(printed - documented)
+    assert not missing, f"advisor/export/SCHEMA.md does not document {missing}"
+    closest = next(line for line in SCHEMA.read_text().splitlines() if line.startswith("| `closest`"))
+    assert all(k in closest for c in none["closest"] for k in c), none["closest"]  # its entries' fields, in words
