@@ -141,3 +141,17 @@ def test_a_row_whose_text_is_not_utf8_is_damaged_and_studies_delete_deletes_its_
     assert code == 0 and out.startswith("deleted study 'bundled-example' ") and "Studies left: none" in flat(out), out
     code, out = _advisor(capsys, monkeypatch, "studies", "--storage", "garbled.db")
     assert (code, out) == (0, "no studies in garbled.db; run `advisor tune` first\n"), out
+
+
+def test_a_column_optuna_reads_is_named_by_its_table_and_column_not_by_a_sqlalchemy_label(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """Optuna's ORM queries label each column `<table>_<column>`, and sqlite3 names that label when a TEXT value
+    is not UTF-8: report said "column 'study_user_attributes_value_json' holds text that is not UTF-8", a name no
+    table has. Now the column and its table: "column 'value_json' of table 'study_user_attributes'"."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, "UPDATE study_user_attributes SET value_json = CAST(X'22FF22' AS TEXT) WHERE "
+                              "study_user_attribute_id = (SELECT MIN(study_user_attribute_id) FROM study_user_attributes)")
+    code, out = _advisor(capsys, monkeypatch, "report", "bundled-example", "--storage", "garbled.db", "-o", "rep")
+    assert code == 2 and len(out.strip().splitlines()) == 1, out
+    assert "(column 'value_json' of table 'study_user_attributes' holds text that is not UTF-8): they are " \
+           "damaged" in out, out

@@ -383,22 +383,40 @@ ROW_ERRORS = (ValueError, TypeError, LookupError, AssertionError)
 database itself reads fine; a driver's error (sqlite3.Error, SQLAlchemy's DatabaseError) is none of these, but for
 SQLite's text that is not UTF-8 (`damaged_reason`)."""
 _NOT_UTF8 = re.compile(r"Could not decode to UTF-8 column '([^']*)'")  # sqlite3's words for a TEXT value it cannot read
+OPTUNA_TABLES = ("studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials",
+                 "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
+                 "trial_intermediate_values", "trial_heartbeats", "version_info")
+"""Optuna's tables (optuna.storages._rdb.models, Optuna 5.1), whose ORM queries label a column `<table>_<column>`."""
 
 
-def damaged_reason(error: BaseException) -> str | None:
-    """Why `error` is a stored row that cannot be decoded, in one short clause, or None where it is no such row:
-    a `ROW_ERRORS`, or sqlite3's OperationalError for a TEXT value that is not UTF-8 (the database reads; that
-    row does not), said by its column - sqlite3 quotes the whole text, a trial's configuration of kilobytes."""
-    if isinstance(error, ROW_ERRORS):
-        return driver_reason(error)
+def _not_utf8_column(error: BaseException) -> tuple[str | None, str] | None:
+    """(table where known, column) of the TEXT value sqlite3 could not decode as UTF-8 in `error` (or an error it
+    wraps), None where it is no such error. sqlite3 names the result column, which Optuna's ORM labels
+    `studies_study_name`: the table is split off where the label starts with one of `OPTUNA_TABLES`."""
     seen: set[int] = set()
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if (m := _NOT_UTF8.match(str(e))) is not None:
-            return f"column '{m.group(1)}' holds text that is not UTF-8"
+            label = m.group(1)
+            table = next((t for t in sorted(OPTUNA_TABLES, key=len, reverse=True)
+                          if label.startswith(f"{t}_") and len(label) > len(t) + 1), None)
+            return (table, label[len(table) + 1:]) if table else (None, label)
         e = getattr(e, "orig", None) or e.__cause__ or e.__context__
     return None
+
+
+def damaged_reason(error: BaseException) -> str | None:
+    """Why `error` is a stored row that cannot be decoded, in one short clause, or None where it is no such row:
+    a `ROW_ERRORS`, or sqlite3's OperationalError for a TEXT value that is not UTF-8 (the database reads; that
+    row does not), said by its column (and table where the label names it) - sqlite3 quotes the whole text, a
+    trial's configuration of kilobytes."""
+    if isinstance(error, ROW_ERRORS):
+        return driver_reason(error)
+    if (found := _not_utf8_column(error)) is None:
+        return None
+    table, column = found
+    return f"column '{column}'{f' of table {table!r}' if table else ''} holds text that is not UTF-8"
 
 
 class DamagedRows(UserError):
