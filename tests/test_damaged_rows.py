@@ -155,3 +155,28 @@ def test_a_column_optuna_reads_is_named_by_its_table_and_column_not_by_a_sqlalch
     assert code == 2 and len(out.strip().splitlines()) == 1, out
     assert "(column 'value_json' of table 'study_user_attributes' holds text that is not UTF-8): they are " \
            "damaged" in out, out
+
+
+def test_a_study_whose_name_is_not_utf8_is_given_a_command_that_renames_it(tmp_path, capsys, monkeypatch):
+    """A study whose name in Optuna's studies table is not UTF-8 text: every reader said "delete the study with
+    `advisor studies --delete NAME`", a name no one can type (one typed as those bytes is refused before the query,
+    as not UTF-8), so no command could read or delete the study. Now the one line gives a sqlite3 command renaming
+    it (by the name's bytes, in every table holding it), and after it `studies` lists it and `studies --delete`
+    deletes it."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, "UPDATE studies SET study_name = CAST(X'62FF' AS TEXT)")
+    rename = ("garbled.db holds a study whose name is not UTF-8 text, so no command can name it; rename it with "
+              "`sqlite3 garbled.db \"UPDATE studies SET study_name = 'renamed-1' WHERE hex(study_name) = '62FF'\"` "
+              "(then `advisor studies` lists it as renamed-1, and `advisor studies --delete renamed-1` deletes it), "
+              "or give a new --storage")
+    for args in (("studies",), ("report", "bundled-example", "-o", "rep"),
+                 ("studies", "--delete", "bundled-example", "--yes")):
+        code, out = _advisor(capsys, monkeypatch, *args, "--storage", "garbled.db")
+        assert (code, flat(out)) == (2, f"error: {rename}"), (args, out)
+    with sqlite3.connect(tmp_path / "garbled.db") as con:  # the command as given (sqlite3's shell runs this SQL)
+        con.executescript(rename.split('"')[1])
+    con.close()
+    code, out = _advisor(capsys, monkeypatch, "studies", "--storage", "garbled.db")
+    assert code == 0 and "renamed-1" in out and "bundled-example" in out, out
+    code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "renamed-1", "--yes", "--storage", "garbled.db")
+    assert code == 0 and out.startswith("deleted study 'renamed-1' "), out

@@ -13,6 +13,7 @@ import importlib.util
 import itertools
 import os
 import re
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -419,6 +420,60 @@ def damaged_reason(error: BaseException) -> str | None:
     return f"column '{column}'{f' of table {table!r}' if table else ''} holds text that is not UTF-8"
 
 
+def _raw_study_names(path: Path) -> dict[bytes, list[str]]:
+    """Every study name SQLite file `path` holds, as bytes (stdlib sqlite3: none is decoded), with the tables
+    holding it (every table with a `study_name` column); {} where the file does not read."""
+    import sqlite3
+
+    found: dict[bytes, list[str]] = {}
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        con.text_factory = bytes
+        tables = [t.decode() for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in sorted(tables):
+            if any(col[1] == b"study_name" for col in con.execute(f'PRAGMA table_info("{table}")')):
+                for (name,) in con.execute(f'SELECT DISTINCT CAST(study_name AS BLOB) FROM "{table}"'):
+                    found.setdefault(bytes(name or b""), []).append(table)
+    except sqlite3.Error:
+        return {}
+    finally:
+        con.close()
+    return found
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _rename_instruction(path: Path) -> str | None:
+    """What to do about a SQLite file whose study names are not UTF-8 text (no command can name such a study, to
+    read or delete it): one `sqlite3` command giving each a new name in every table holding it; None where none."""
+    names = _raw_study_names(path)
+    taken = {text for raw in names if (text := _utf8(raw)) is not None}
+    bad = [(raw, tables) for raw, tables in names.items() if _utf8(raw) is None]
+    if not bad:
+        return None
+    statements, new_names = [], []
+    fresh = (f"renamed-{i}" for i in itertools.count(1))
+    for raw, tables in bad:
+        new_names.append(new := next(n for n in fresh if n not in taken))
+        statements += [f"UPDATE {t} SET study_name = '{new}' WHERE hex(study_name) = '{raw.hex().upper()}'"
+                       for t in tables]
+    one = len(bad) == 1
+    it = "it" if one else "them"
+    return (f"{path} holds {'a study whose name is' if one else f'{len(bad)} studies whose names are'} not UTF-8 "
+            f"text, so no command can name {it}; rename {it} with `sqlite3 {shlex.quote(str(path))} "
+            f"\"{'; '.join(statements)}\"` (then `advisor studies` lists {it} as {' and '.join(new_names)}, and "
+            f"`advisor studies --delete {new_names[0]}` deletes {'it' if one else 'the first'}), or give a new "
+            "--storage")
+
+
 class DamagedRows(UserError):
     """A database that reads, holding a study's rows that cannot be decoded: `studies --delete` deletes such a
     study (it decodes none of its rows), so it goes on without the study's summary."""
@@ -430,6 +485,10 @@ def damaged_rows(where: Any, error: BaseException, study: str | None = None, nam
     where known) or start a new --storage. Not "point --storage at the file `advisor tune` wrote": it is that
     file, and the server of a URL runs."""
     shown = where if isinstance(where, Path) else sqlite_path(where) or mask_url(str(where))
+    found = _not_utf8_column(error)
+    if found is not None and found[1] == "study_name" and isinstance(shown, Path):
+        if (rename := _rename_instruction(shown)) is not None:
+            return DamagedRows(rename)
     which = f"study {study!r}" if study else "a study"
     there = f" (studies there: {', '.join(names)})" if names and not study else ""
     return DamagedRows(f"{shown} holds rows of {which} that cannot be decoded "
