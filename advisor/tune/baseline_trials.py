@@ -101,8 +101,7 @@ def budget_points(fit: BudgetFit, budgets: Sequence[str]) -> list[tuple[str, dic
     for spec in budgets:
         memory, _ = budget_memory(spec, fit.shape)
         for start, top in zip(starts, tops, strict=True):
-            i = None if top is None else fit.largest(start, memory)
-            if top is None or i is None:
+            if top is None or (i := fit.largest(start, memory)) is None:
                 continue
             i = min(i, top)
             params = {**start, fit.size: fit.values[i]}
