@@ -209,8 +209,8 @@ def test_a_garbled_optuna_row_is_one_line_in_report(tmp_path, garble):
     work, nothing written."""
     bad = garbled_example(tmp_path, garble)
     r = advisor_entry("report", "bundled-example", "--storage", str(bad), "-o", "rep", cwd=tmp_path)
-    line = one_error_line(r, "garbled.db holds rows of a study that cannot be decoded",
-                          "delete the study with `advisor studies --delete NAME`")
+    line = one_error_line(r, "garbled.db holds rows of study 'bundled-example' that cannot be decoded",
+                          "delete the study with `advisor studies --delete bundled-example`")
     assert "IndexError" not in line and not (tmp_path / "rep").exists(), line
 
 

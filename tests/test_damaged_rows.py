@@ -88,6 +88,30 @@ def test_report_and_export_of_damaged_optuna_rows_say_to_delete_the_study(tmp_pa
     assert "`advisor studies --delete bundled-example` and the same --storage, or give a new --storage" in out, out
 
 
+def test_report_names_the_study_whose_optuna_rows_are_damaged_and_reads_the_others(tmp_path, capsys, monkeypatch):
+    """report read every study's rows (Optuna's get_all_study_summaries) to list the names: a trial of state
+    'BOGUS' in study 'other' refused the report of any study with "delete the study with `advisor studies
+    --delete NAME`", naming none. Now the names are read undecoded and only the study asked for is decoded:
+    its own damaged rows are said by its name, as `studies` and `pareto` say them, and another study reads."""
+    import optuna
+
+    from advisor.report.data import load_study_data
+
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, "SELECT 1")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="other", storage="sqlite:///garbled.db").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with sqlite3.connect(tmp_path / "garbled.db") as con:
+        con.execute("UPDATE trials SET state = 'BOGUS' WHERE study_id = "
+                    "(SELECT study_id FROM studies WHERE study_name = 'other')")
+    con.close()
+    code, out = _advisor(capsys, monkeypatch, "report", "other", "--storage", "garbled.db", "-o", "rep")
+    assert code == 2 and "garbled.db holds rows of study 'other' that cannot be decoded" in out, out
+    assert "delete the study with `advisor studies --delete other` and the same --storage" in out, out
+    assert not (tmp_path / "rep").exists()
+    assert len(load_study_data("bundled-example", "garbled.db").trials) > 0  # (report's reading; its run takes 70 s)
+
 
 def test_studies_and_pareto_refuse_a_study_with_a_trial_state_optuna_never_writes(tmp_path, capsys, monkeypatch):
     """One trial whose stored state is no Optuna state ('BOGUS') was left out of every count of `advisor studies`

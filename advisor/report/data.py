@@ -150,36 +150,39 @@ def _unreadable(url: str, e: BaseException, study: str | None = None) -> UserErr
 def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyData:
     """The stored study, or one clear `UserError` (missing storage, unknown study, no finished trial)."""
     import optuna
-    from sqlalchemy import inspect
+    from sqlalchemy import inspect, text
     from sqlalchemy.exc import SQLAlchemyError
 
     url = normalize_url(storage, create_dirs=False)
     require_database(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    try:  # the names as plain SQL: a damaged row of another study must not stand in for this one's report
         names: list[str] = []
         tables = inspect(engine_for(url))
         if tables.has_table("version_info") and tables.has_table("studies"):  # else no study was tuned into it
             rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
-            try:  # Optuna decodes every stored trial here
-                summaries = optuna.get_all_study_summaries(rdb, include_best_trial=False)
-            except (LookupError, TypeError, AssertionError) as e:  # a garbled row Optuna decodes (a choice index
-                # past its list, a value for an objective the study lacks, an enum name it does not know, a NULL
-                # value - Optuna's assert); only here: such an error of our own code is not a corrupt database
-                raise _unreadable(url, ValueError(driver_reason(e) if str(e) else "a stored value Optuna cannot decode")) \
-                    from e  # its own words: a LookupError's cause says only the value
-            names = [s.study_name for s in summaries]
+            with engine_for(url).connect() as c:
+                names = [str(n) for n in c.execute(text("SELECT study_name FROM studies")).scalars()]
     except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
         raise _unreadable(url, e) from e
     if study_name not in names:
         known = names_text(names, study_name)
         raise UserError(f"no study named {study_name!r} in {storage} (studies there: {known}); see `advisor studies`")
-    study = optuna.load_study(study_name=study_name, storage=rdb)
+    try:  # Optuna decodes this study's rows (its settings, attributes, every trial) here
+        study = optuna.load_study(study_name=study_name, storage=rdb)
+        all_trials = study.get_trials(deepcopy=False)
+        study_attrs, metric_names = dict(study.user_attrs), study.metric_names
+    except (LookupError, TypeError, AssertionError) as e:  # a garbled row Optuna decodes (a choice index past its
+        # list, a value for an objective the study lacks, an enum name it does not know, a NULL value - Optuna's
+        # assert); only here: such an error of our own code is not a corrupt database
+        raise _unreadable(url, ValueError(driver_reason(e) if str(e) else "a stored value Optuna cannot decode"),
+                          study_name) from e  # its own words: a LookupError's cause says only the value
+    except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
+        raise _unreadable(url, e, study_name) from e
     directions = [d.name.lower() for d in study.directions]
-    all_trials = study.get_trials(deepcopy=False)
     done = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
     try:  # what Optuna decoded without checking it (SQLite keeps any value in any column)
-        objectives = checked_metric_names(study.metric_names or [])
+        objectives = checked_metric_names(metric_names or [])
         for t in done:
             check_objective_values(t.values or [])
     except ValueError as e:
@@ -197,7 +200,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         storage=mask_url(url),  # written into the report: never the password
         objectives=objectives,
         directions=directions,
-        study_attrs=dict(study.user_attrs),
+        study_attrs=study_attrs,
         trials=trials,
         n_failed=failed,
         n_total=len(all_trials),
