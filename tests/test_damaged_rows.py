@@ -6,6 +6,7 @@ the file `advisor tune` wrote" (it is that file) nor, on PostgreSQL, "check the 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from cli_helpers import flat
@@ -15,6 +16,8 @@ from test_studies_delete import _advisor, _two_studies
 
 from advisor.results.store import engine_for
 from tests.test_cli_bad_input import garbled_example
+
+EXAMPLE_DB = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
 
 
 @pytest.fixture
@@ -204,3 +207,22 @@ def test_a_study_whose_name_is_not_utf8_is_given_a_command_that_renames_it(tmp_p
     assert code == 0 and "renamed-1" in out and "bundled-example" in out, out
     code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "renamed-1", "--yes", "--storage", "garbled.db")
     assert code == 0 and out.startswith("deleted study 'renamed-1' "), out
+
+
+def test_a_not_utf8_name_typed_as_its_bytes_is_given_the_rename_where_the_file_holds_such_names(tmp_path, capsys,
+                                                                                                monkeypatch):
+    """The name of a study that is not UTF-8, typed as its bytes (`export $'b\\xff' 1`: Python keeps them as lone
+    surrogates, which no query can send), was refused with "no name stored in garbled.db can match it; give the
+    name in UTF-8" - where the file does hold such a name, which no UTF-8 name matches either. Now export,
+    recommend and pareto give the rename that report and studies give; a file without such names keeps the line."""
+    monkeypatch.chdir(tmp_path)
+    garbled_example(tmp_path, "UPDATE studies SET study_name = CAST(X'62FF' AS TEXT)")
+    typed = "b\udcff"  # how Python reads the argument's bytes b'b\xff'
+    for args in (("export", typed, "1", "--to", "json", "-o", "x.json"), ("recommend", "--study", typed),
+                 ("pareto", typed, "--no-plots")):
+        code, out = _advisor(capsys, monkeypatch, *args, "--storage", "garbled.db")
+        assert code == 2 and flat(out).startswith("error: garbled.db holds a study whose name is not UTF-8 text, "
+                                                  "so no command can name it; rename it with "), (args, out)
+    assert not (tmp_path / "x.json").exists()
+    code, out = _advisor(capsys, monkeypatch, "pareto", typed, "--storage", EXAMPLE_DB)
+    assert code == 2 and "holds bytes that are not UTF-8 text" in out and "can match it" in out, out

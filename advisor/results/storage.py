@@ -504,9 +504,11 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "", study:
     reason = driver_reason(error)
     text = _unencodable_text(error)
     if text is not None:  # the query's own input, not the database: a name typed in a terminal that is not UTF-8
+        path = where if isinstance(where, Path) else sqlite_path(where)
+        if path is not None and (rename := _rename_instruction(path)) is not None:
+            return UserError(rename)  # the file holds such names: typed as bytes, none matches; renamed, it does
         return UserError(f"{text!r} holds bytes that are not UTF-8 text (a terminal in another encoding?), so no "
-                         f"name stored in {where if isinstance(where, Path) else sqlite_path(where) or where} can "
-                         "match it; give the name in UTF-8 (see `advisor studies`)")
+                         f"name stored in {path or where} can match it; give the name in UTF-8 (see `advisor studies`)")
     if is_locked_error(error):
         return locked_database(where if isinstance(where, Path) else str(where))
     if damaged_reason(error) is not None:  # the database reads, a server's too; a row in it does not decode
