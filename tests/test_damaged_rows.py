@@ -6,6 +6,7 @@ the file `advisor tune` wrote" (it is that file) nor, on PostgreSQL, "check the 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -187,22 +188,21 @@ def test_a_column_optuna_reads_is_named_by_its_table_and_column_not_by_a_sqlalch
 def test_a_study_whose_name_is_not_utf8_is_given_a_command_that_renames_it(tmp_path, capsys, monkeypatch):
     """A study whose name in Optuna's studies table is not UTF-8 text: every reader said "delete the study with
     `advisor studies --delete NAME`", a name no one can type (one typed as those bytes is refused before the query,
-    as not UTF-8), so no command could read or delete the study. Now the one line gives a sqlite3 command renaming
-    it (by the name's bytes, in every table holding it), and after it `studies` lists it and `studies --delete`
-    deletes it."""
+    as not UTF-8), so no command could read or delete the study. Now the one line gives a command renaming it (by
+    the name's bytes, in every table holding it) through Python's sqlite3 - the `sqlite3` tool it first named is
+    missing from many systems - and after it `studies` lists it and `studies --delete` deletes it."""
     monkeypatch.chdir(tmp_path)
     garbled_example(tmp_path, "UPDATE studies SET study_name = CAST(X'62FF' AS TEXT)")
     rename = ("garbled.db holds a study whose name is not UTF-8 text, so no command can name it; rename it with "
-              "`sqlite3 garbled.db \"UPDATE studies SET study_name = 'renamed-1' WHERE hex(study_name) = '62FF'\"` "
+              "`python3 -c \"import sqlite3, sys; sqlite3.connect(sys.argv[1]).executescript(sys.argv[2])\" "
+              "garbled.db \"UPDATE studies SET study_name = 'renamed-1' WHERE hex(study_name) = '62FF'\"` "
               "(then `advisor studies` lists it as renamed-1, and `advisor studies --delete renamed-1` deletes it), "
               "or give a new --storage")
     for args in (("studies",), ("report", "bundled-example", "-o", "rep"),
                  ("studies", "--delete", "bundled-example", "--yes")):
         code, out = _advisor(capsys, monkeypatch, *args, "--storage", "garbled.db")
         assert (code, flat(out)) == (2, f"error: {rename}"), (args, out)
-    with sqlite3.connect(tmp_path / "garbled.db") as con:  # the command as given (sqlite3's shell runs this SQL)
-        con.executescript(rename.split('"')[1])
-    con.close()
+    subprocess.run(rename.split("`")[1], shell=True, cwd=tmp_path, check=True, timeout=60)  # the command as given
     code, out = _advisor(capsys, monkeypatch, "studies", "--storage", "garbled.db")
     assert code == 0 and "renamed-1" in out and "bundled-example" in out, out
     code, out = _advisor(capsys, monkeypatch, "studies", "--delete", "renamed-1", "--yes", "--storage", "garbled.db")

@@ -451,9 +451,15 @@ def _utf8(raw: bytes) -> str | None:
         return None
 
 
+_RUN_SQL = 'python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).executescript(sys.argv[2])"'
+"""A command line that runs the SQL after the file name on a SQLite file (`_RUN_SQL FILE "SQL"`): Python's
+stdlib, there wherever advisor runs, where the `sqlite3` tool often is not (Debian's and Ubuntu's images);
+`python3 -m sqlite3` needs Python 3.12. `executescript` runs each statement in SQLite's autocommit."""
+
+
 def _rename_instruction(path: Path) -> str | None:
     """What to do about a SQLite file whose study names are not UTF-8 text (no command can name such a study, to
-    read or delete it): one `sqlite3` command giving each a new name in every table holding it; None where none."""
+    read or delete it): one command (`_RUN_SQL`) giving each a new name in every table holding it; None where none."""
     names = _raw_study_names(path)
     taken = {text for raw in names if (text := _utf8(raw)) is not None}
     bad = [(raw, tables) for raw, tables in names.items() if _utf8(raw) is None]
@@ -468,7 +474,7 @@ def _rename_instruction(path: Path) -> str | None:
     one = len(bad) == 1
     it = "it" if one else "them"
     return (f"{path} holds {'a study whose name is' if one else f'{len(bad)} studies whose names are'} not UTF-8 "
-            f"text, so no command can name {it}; rename {it} with `sqlite3 {shlex.quote(str(path))} "
+            f"text, so no command can name {it}; rename {it} with `{_RUN_SQL} {shlex.quote(str(path))} "
             f"\"{'; '.join(statements)}\"` (then `advisor studies` lists {it} as {' and '.join(new_names)}, and "
             f"`advisor studies --delete {new_names[0]}` deletes {'it' if one else 'the first'}), or give a new "
             "--storage")
