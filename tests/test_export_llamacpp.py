@@ -406,10 +406,14 @@ def test_the_diffusion_scripts_ngl_says_it_counts_the_output_layer():
     r = advisor_in_process("export", "bundled-example", "129", "--storage", str(root / "studies/example/advisor.db"),
                            "--to", "llama.cpp", cwd=root)
     assert r.returncode == 0, r.stderr
-    said = "-ngl 2 (llama.cpp counts the output layer among them: the output layer and the last 1 block; the last 1"
+    said = "-ngl 2 (llama.cpp counts the output layer among them: the output layer and the last block; the last 1"
     assert said in flat(r.stderr)
     assert "whole blocks by -ngl 2 (llama-diffusion-cli ignores -ot; llama.cpp counts the output layer among them: " \
-           "the output layer and the last 1 block)" in r.stdout
+           "the output layer and the last block)" in r.stdout
+    from advisor.export.llamacpp import ngl_meaning
+
+    assert [ngl_meaning(n).rsplit(": ", 1)[1] for n in (1, 2, 3)] == [
+        "the output layer and no block", "the output layer and the last block", "the output layer and the last 2 blocks"]
 
 
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"

@@ -257,7 +257,7 @@ def ngl_meaning(ngl: int) -> str:
         return "every block and the output layer"
     blocks = ngl - 1
     return ("llama.cpp counts the output layer among them: the output layer and "
-            + (f"the last {blocks} block{'s' if blocks != 1 else ''}" if blocks else "no block"))
+            + ("no block" if not blocks else "the last block" if blocks == 1 else f"the last {blocks} blocks"))
 
 
 def block_placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[int, str], str],
