@@ -175,7 +175,7 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     except (LookupError, TypeError, AssertionError) as e:  # a garbled row Optuna decodes (a choice index past its
         # list, a value for an objective the study lacks, an enum name it does not know, a NULL value - Optuna's
         # assert); only here: such an error of our own code is not a corrupt database
-        raise _unreadable(url, ValueError(driver_reason(e) if str(e) else "a stored value Optuna cannot decode"),
+        raise _unreadable(url, ValueError(damaged_reason(e) if str(e) else "a stored value Optuna cannot decode"),
                           study_name) from e  # its own words: a LookupError's cause says only the value
     except (SQLAlchemyError, RuntimeError, ValueError, optuna.exceptions.OptunaError) as e:
         raise _unreadable(url, e, study_name) from e

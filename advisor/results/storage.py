@@ -407,13 +407,24 @@ def _not_utf8_column(error: BaseException) -> tuple[str | None, str] | None:
     return None
 
 
+def not_optuna_writes(what: str) -> str:
+    """The one clause for a stored enum name Optuna has no member for ('BOGUS' as a trial state)."""
+    return f"a stored {what} is not one Optuna writes"
+
+
+_ENUM = re.compile(r"is not among the defined enum values\. Enum name: (\w+)")  # SQLAlchemy's Enum LookupError
+_ENUM_WORDS = {"trialstate": "trial state", "studydirection": "study direction", "trialvaluetype": "value type"}
+
+
 def damaged_reason(error: BaseException) -> str | None:
     """Why `error` is a stored row that cannot be decoded, in one short clause, or None where it is no such row:
-    a `ROW_ERRORS`, or sqlite3's OperationalError for a TEXT value that is not UTF-8 (the database reads; that
-    row does not), said by its column (and table where the label names it) - sqlite3 quotes the whole text, a
-    trial's configuration of kilobytes."""
+    a `ROW_ERRORS` (an enum name Optuna has no member for said as `not_optuna_writes`, not SQLAlchemy's list of
+    members), or sqlite3's OperationalError for a TEXT value that is not UTF-8 (the database reads; that row does
+    not), said by its column (and table where the label names it) - sqlite3 quotes the whole text, a trial's
+    configuration of kilobytes."""
     if isinstance(error, ROW_ERRORS):
-        return driver_reason(error)
+        enum = _ENUM.search(str(error)) if isinstance(error, LookupError) else None
+        return not_optuna_writes(_ENUM_WORDS.get(enum[1], enum[1])) if enum else driver_reason(error)
     if (found := _not_utf8_column(error)) is None:
         return None
     table, column = found

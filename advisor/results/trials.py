@@ -21,7 +21,13 @@ from advisor.errors import UserError
 from advisor.parsing import loads_json
 from advisor.results.front import METRICS, FrontPoint, dominates, trial_point
 from advisor.results.reconnect import watch_answers
-from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
+from advisor.results.storage import (
+    connect_read_only,
+    not_optuna_writes,
+    require_database,
+    sqlite_path,
+    unreadable_database,
+)
 
 _INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 # the names Optuna stores its enums by (TrialState, StudyDirection, TrialValueModel.TrialValueType)
@@ -158,7 +164,7 @@ def _checked_name(value: Any, names: frozenset[str], what: str) -> str:
     """An enum Optuna stores by name ('COMPLETE', 'MINIMIZE'), or ValueError where it is no name Optuna writes."""
     name = str(value).split(".")[-1].upper()
     if name not in names:
-        raise ValueError(f"a stored {what} is not one Optuna writes")
+        raise ValueError(not_optuna_writes(what))
     return name
 
 
