@@ -203,6 +203,68 @@ def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_m
         assert (bound["cpu_tokens"] > 0) == (miss == "cpu") and bound["demand_bytes"] <= lru["demand_bytes"]
 
 
+def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(tmp_path):
+    """`simulate --miss cpu` showed the placement copies ("transfer") and the CPU tokens, but the CPU's compute of
+    the missed experts was in no column, so it looked far faster than `--miss copy`. Where the --gpu profile has
+    CPU expert times for the trace's shapes, a table gives each policy's time per token from the tuner's own time
+    model (device + copies + CPU, overlapped) with its terms; elsewhere a note says the CPU is not modelled."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.hardware.profiles import HardwareProfile
+    from advisor.offload.simulate import simulate
+    from advisor.offload.timing import model_costs
+    from advisor.offload.trace import RoutingTrace
+    from tests.offload_helpers import cli_trace
+
+    runner = CliRunner()
+    cli_trace(runner, tmp_path / "tr.npz")  # tiny LLaDA-MoE: 32x16 experts, fp32
+    cpu = {"table": {"32x16": {f: [[1, 0.5], [256, 2.0]] for f in ("bf16", "int8", "int4", "int3")}}, "threads": 1,
+           "source": "measured:wall-clock(test)", "host": "Test CPU"}
+    profile = {"name": "host", "memory_bytes": 0, "h2d_gbps_pinned": 10.0, "h2d_gbps_pageable": 5.0,
+               "copy_latency_us": 10.0, "source": "measured:test", "cpu_experts": cpu}
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "host.json").write_text(json.dumps(profile))
+    other = {**profile, "name": "other", "cpu_experts": {**cpu, "table": {"128x16": cpu["table"]["32x16"]}}}
+    (tmp_path / "p" / "other.json").write_text(json.dumps(other))
+
+    def run(miss: str, *gpu: str) -> tuple[str, dict]:
+        with contextlib.chdir(tmp_path):
+            res = runner.invoke(app, ["simulate", "tr.npz", "--slots", "3", "--policy", "lru,tide", "--miss", miss,
+                                      *gpu, "--json", "s.json"], terminal_width=80)
+        assert res.exit_code == 0, res.output
+        assert "…" not in res.output and max(len(ln) for ln in res.output.splitlines()) <= 80, res.output
+        return flat(res.output), json.loads((tmp_path / "s.json").read_text())
+
+    for gpu, whose in (((), "the default link (no --gpu)"),
+                       (("--gpu", "other", "--profiles-dir", "p"), "profile 'other'")):
+        out, js = run("cpu", *gpu)
+        assert (f"note: the CPU compute of the misses is not modelled: {whose} has no measured CPU expert times for "
+                f"32x16:bf16") in out and "`advisor profile --model tiny:llada_moe`" in out, out
+        assert "modelled time" not in out and js["time_not_modelled"] in out
+        assert "time_per_token_ms" not in js["results"][0]
+    trace = RoutingTrace.load(tmp_path / "tr.npz")
+    costs = model_costs("fp32", trace.meta["hidden"], trace.meta["intermediate"], cpu, HardwareProfile.from_dict(profile))
+    per_token = {}
+    for miss in ("copy", "cpu"):
+        out, js = run(miss, "--gpu", "host", "--profiles-dir", "p")
+        assert f"modelled time, misses {miss}" in out and "not modelled" not in out, out
+        assert f"times: {costs.source}" in out and "cpu=measured:wall-clock(test)" in costs.source
+        lru = js["results"][0]
+        assert js["time_model"] == lru["sources"]["times_ms"] == costs.source
+        # the tuner's time model, the same numbers as a study's replay
+        expected = simulate(trace, slots_per_layer="3", policy="lru", plan="fp32", miss=miss, costs=costs)
+        assert lru["times_ms"] == expected.times
+        per_token[miss] = lru["time_per_token_ms"]
+        row = out.split("modelled time")[1].split("lru ")[1].split("tide")[0]  # lru's row of the time table
+        assert row.split()[-1] == f"{per_token[miss]:.3f}", out  # its last column: the time
+        assert (lru["times_ms"]["cpu_ms"] > 0) == (miss == "cpu")
+    # 33 misses computed at >= 0.5 ms each on this CPU: slower than copying them, not 5x faster as 'transfer' said
+    assert per_token["cpu"] > per_token["copy"] > 0
+
+
 def test_an_empty_gpu_or_budget_is_refused_not_ignored(tmp_path):
     """`--gpu "$GPU"` with GPU unset used to tune against the default budget and H200 device, silently."""
     tune = ["tune", "--trials", "1", "--storage", f"sqlite:///{tmp_path}/t.db"]

@@ -6,7 +6,7 @@ Heavy libraries (torch, transformers) are imported inside the command bodies onl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     import torch
 
     from advisor.eval.tasks import Task
+    from advisor.hardware.profiles import HardwareProfile
     from advisor.models.load import LoadedModel
+    from advisor.offload.stats import CacheStats
+    from advisor.offload.timing import ModelCosts
+    from advisor.offload.trace import RoutingTrace
 
 DEFAULT_TRACE_PROMPTS = 4
 """Prompts `advisor trace` decodes without --limit or --prompt."""
@@ -197,7 +201,8 @@ def simulate_cmd(
     precision: str = typer.Option(None, "--precision", help="Precision plan (int8, int4:g64, layers=0-1:int8,...); "
                                   "default: the traced model's own dtype."),
     prefetch: str = typer.Option("none", "--prefetch", help="none, lookahead (oracle in replay), prev_step."),
-    gpu: str = typer.Option(None, "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16)."),
+    gpu: str = typer.Option(None, "--gpu", help="Hardware profile for modelled times (default PCIe 4.0 x16); with CPU "
+                           "expert times (`advisor profile --model`) also the time per token, CPU compute included."),
     profiles_dir: Path | None = profiles_dir_option(),
     token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
     miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
@@ -253,9 +258,11 @@ def simulate_cmd(
     seqs = trace.access_sequences(token_scope)
     tokens = trace.generated_tokens  # 0: the trace does not say (a bare TraceRecorder's): show totals, say so
     per = max(tokens, 1)
+    # time per token as the tuner models it (device + copies + CPU compute), where the profile has CPU times
+    costs, no_cpu_times = _time_model(trace, precision or dtype_format(trace.meta.get("dtype")) or "bf16", profile)
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
-                      sequences=seqs, miss=miss, policy_kw={"tau": tau} if n == "tide" else None))
+                      sequences=seqs, miss=miss, policy_kw={"tau": tau} if n == "tide" else None, costs=costs))
             for n in names]
     caps = best.capacity  # what the typed --slots came to (a count above the experts is all of them)
     per_layer = str(caps[0]) if len(set(caps)) == 1 else ",".join(map(str, caps))
@@ -294,10 +301,14 @@ def simulate_cmd(
 
     link = profile or DEFAULT_PROFILE  # which link the times are modelled for: a catalogue row, a measured profile
     recorded = f" recorded on {trace.meta['device']}" if trace.meta.get("device") else ""
-    print_rich(console, escape(f"counts: counted (replayed trace{recorded}); times: {best.transfer_source} "
+    print_rich(console, escape(f"counts: counted (replayed trace{recorded}); transfer: {best.transfer_source} "
                                f"[{link.name}: {link.source}]; " + (
                                    f"tokens: {tokens} generated (counted)" if tokens else
                                    "tokens: none recorded in the trace, so H2D and transfer are totals")))
+    if costs is not None:
+        _print_times(console, rows, per, unit[1], miss, tau, costs.source)
+    elif miss == "cpu":  # the misses' CPU compute is in no column: say so, and how to model it
+        print_rich(console, escape(f"note: {no_cpu_times}"))
     for note in {n for _, st in rows for n in st.notes}:
         print_rich(console, f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
@@ -309,8 +320,57 @@ def simulate_cmd(
         write_atomic(json_out, json.dumps(
             {"trace": str(trace_file), "model": trace.meta.get("model"), "slots": slots,
              "precision": shown, "link": {"name": link.name, "source": link.source},
+             **({"time_model": costs.source} if costs is not None else {"time_not_modelled": no_cpu_times}),
              "results": out}, indent=2), create_dirs=False, option="--json")
         print_wrapped(Console(stderr=True), f"wrote {json_out}")
+
+
+def _time_model(trace: RoutingTrace, plan: str, profile: HardwareProfile | None) -> tuple[ModelCosts | None, str]:
+    """(the time model the tuner prices `plan` with on `trace`'s expert shapes - `model_costs`: device compute,
+    copies, CPU compute with overlap - or None; why None): None where the hardware profile lacks measured CPU
+    expert times for the trace's expert shapes and the plan's CPU kernels (nothing is measured here)."""
+    from advisor.offload.timing import CpuProfile, kernels_text, model_costs, plan_kernels, shape_key
+
+    hidden, inter = trace.meta["hidden"], trace.meta["intermediate"]
+    shapes = list(dict.fromkeys((int(h), int(i)) for h, i in zip(hidden, inter, strict=True)))
+    kernels = plan_kernels(plan)
+    stored = getattr(profile, "cpu_experts", None)
+    lack = CpuProfile.from_dict(stored).lacking(shapes, kernels) if stored else dict.fromkeys(shapes, kernels)
+    if not lack:
+        return model_costs(plan, hidden, inter, stored, profile), ""
+    whose = f"profile {profile.name!r}" if profile is not None else "the default link (no --gpu)"
+    model = trace.meta.get("model")
+    measure = (f"--model {model}" if model else
+               " ".join(f"--expert-shape {shape_key(h, i)}" for h, i in shapes))
+    return None, (f"the CPU compute of the misses is not modelled: {whose} has no measured CPU expert times for "
+                  f"{', '.join(kernels_text(shape_key(*s), f) for s, f in lack.items())}, so 'transfer' (copies "
+                  f"only) leaves it out and --miss cpu looks faster than it is; `advisor profile {measure}` (with "
+                  "--cpu on a host without CUDA) measures them; then give that profile as --gpu")
+
+
+def _print_times(console: Any, rows: list[tuple[str, CacheStats]], per: int, unit: str, miss: str, tau: int,
+                 source: str) -> None:
+    """The modelled time of each policy's replay, with its terms (`advisor.offload.timing`), and their source."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from advisor.terminal import print_fitted, print_rich
+
+    terms = (("device", "gpu_ms"), ("copies", "copy_ms"), ("background", "background_ms"), ("CPU", "cpu_ms"),
+             ("time", "layer_ms"))
+    table = Table(title=f"modelled time, misses {miss}: each MoE layer's look-up takes max(copies + device, CPU, "
+                        "copies + background copies)", show_edge=False, pad_edge=False)
+    headers = ["policy", *(f"{h}\n{unit}" for h, _ in terms)]
+    for i, col in enumerate(headers):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    cells = [[f"tide (tau {tau})" if name == "tide" else name, *(f"{st.times[t] / per:.3f}" for _, t in terms)]
+             for name, st in rows]
+    for row in cells:
+        table.add_row(*row)
+    print_fitted(console, table, [(row[0], [(" ".join(h.split()), v) for h, v in zip(headers[1:], row[1:],
+                                                                                      strict=True)])
+                                  for row in cells])
+    print_rich(console, escape(f"times: {source}"))
 
 
 def register(app: typer.Typer) -> None:

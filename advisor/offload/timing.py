@@ -56,6 +56,15 @@ def kernel_format(fmt: str) -> str:
     return "int3"
 
 
+def plan_kernels(plan: Any) -> list[str]:
+    """The measured CPU kernels (`CPU_FORMATS`) whose times price a precision plan's formats: fp32 is priced
+    with bf16's (`ModelCosts.source` says so)."""
+    from advisor.quant.plan import PrecisionPlan
+
+    found = {kernel_format(f) for f in PrecisionPlan.parse(plan).formats_used()}
+    return [f for f in CPU_FORMATS if f in found or (f == "bf16" and "fp32" in found)]
+
+
 def shape_key(hidden: int, intermediate: int) -> str:
     return f"{int(hidden)}x{int(intermediate)}"
 
@@ -85,11 +94,13 @@ class CpuProfile:
         d = {"table": {k: dict(v) for k, v in self.table.items()}, "threads": self.threads, "source": self.source}
         return {**d, "host": self.host} if self.host else d
 
-    def lacking(self, shapes: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[str]]:
-        """Per expert shape (hidden, FFN) that lacks any, the CPU kernels (`CPU_FORMATS`) without times here."""
+    def lacking(self, shapes: Iterable[tuple[int, int]],
+                kernels: Iterable[str] = CPU_FORMATS) -> dict[tuple[int, int], list[str]]:
+        """Per expert shape (hidden, FFN) that lacks any, the CPU kernels (of `kernels`) without times here."""
+        kernels = list(kernels)
         out = {}
         for h, i in shapes:
-            fmts = [f for f in CPU_FORMATS if f not in self.table.get(shape_key(h, i), {})]
+            fmts = [f for f in kernels if f not in self.table.get(shape_key(h, i), {})]
             if fmts:
                 out[(h, i)] = fmts
         return out
