@@ -93,9 +93,28 @@ def test_bad_completion_files_are_refused_in_one_line_naming_file_and_line(tmp_p
 
 
 @pytest.mark.timeout(300)
-def test_a_model_generates_and_is_scored_end_to_end(tmp_path):
+def test_a_model_generates_and_is_scored_end_to_end(tmp_path, monkeypatch):
+    import time
+
+    from advisor.eval import run
+
     model = tiny_toy_model_dir(tmp_path)
     out = tmp_path / "r.json"
+    # the sandbox's scoring runs on this host's CPU: made slow here, it must not count as the device's time
+    began: dict[str, float] = {}
+    generate, check_many = run._generate, humaneval.check_many
+
+    def timed_generate(*a, **kw):
+        began.setdefault("generation", time.perf_counter())
+        return generate(*a, **kw)
+
+    def slow_check_many(*a, **kw):
+        began["scoring"] = time.perf_counter()
+        time.sleep(1.5)
+        return check_many(*a, **kw)
+
+    monkeypatch.setattr(run, "_generate", timed_generate)
+    monkeypatch.setattr(humaneval, "check_many", slow_check_many)
     result = CliRunner().invoke(app, [
         "eval", str(model), "--task", "humaneval", "--limit", "2", "--max-new-tokens", "16", "--json", str(out), "--no-progress",
     ])
@@ -106,6 +125,13 @@ def test_a_model_generates_and_is_scored_end_to_end(tmp_path):
     assert "[measured:sandboxed-unit-tests:humaneval(n=2,cpu)]" in result.output
     payload = json.loads(out.read_text())
     assert payload["n"] == 2 and len(payload["per_example"]) == 2
+    # `advisor eval`'s time was labelled the device's wall clock but included the sandbox's scoring
+    assert payload["scoring_seconds"] >= 1.5 and payload["scoring_seconds_source"] == "measured:wall-clock(this host's CPU)"
+    assert payload["seconds"] < began["scoring"] - began["generation"] + 0.5, (payload, began)
+    text = " ".join(result.output.split())
+    assert (f"time: generation {payload['seconds']:.1f} s, " in text
+            and "s/example [measured:wall-clock(" in text and f"(cpu)]; scoring (sandboxed unit tests) "
+            f"{payload['scoring_seconds']:.1f} s on this host's CPU [measured:wall-clock(this host's CPU)]" in text), text
     assert all(isinstance(r["completion"], str) for r in payload["per_example"])
 
 

@@ -184,9 +184,14 @@ def register(app: typer.Typer) -> None:
             f"{metric}: {result.accuracy:.1%} ({result.correct}/{result.n}; 95% CI {result.ci_low:.1%}-"
             f"{result.ci_high:.1%}) " + escape(f"[{accuracy_source(result.source, result.task, result.n, result.device)}]")
         )
+        # the device's time is the generation's; HumanEval's sandbox scores on this host's CPU, said apart
+        from advisor.eval.run import SCORING_SOURCE
+
+        scored = (f"; scoring (sandboxed unit tests) {result.scoring_seconds:.1f} s on this host's CPU "
+                  + escape(f"[{SCORING_SOURCE}]")) if result.task == "humaneval" else ""
         print_rich(out,
-            f"time: {result.seconds:.1f} s, {result.seconds_per_example:.3f} s/example "
-            + escape(f"[{result.seconds_source} ({result.device})]")
+            f"time: generation {result.seconds:.1f} s, {result.seconds_per_example:.3f} s/example "
+            + escape(f"[{result.seconds_source} ({result.device})]") + scored
         )
         if fid is not None:
             print_rich(out,

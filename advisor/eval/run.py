@@ -1,7 +1,8 @@
 """Run a task on a loaded model: batched generation through `advisor.models.generate`, then scoring.
 
-Accuracy is exact match (GSM8K, toy) or pass@1 (HumanEval) with a 95% Wilson interval; the time is
-wall-clock on the model's device. A `runtime` (quantized or offloaded experts) is attached for the run
+Accuracy is exact match (GSM8K, toy) or pass@1 (HumanEval) with a 95% Wilson interval; the time is the
+generation's wall clock on the model's device, and the scoring's (HumanEval: sandboxed unit tests on this
+host's CPU) is kept apart. A `runtime` (quantized or offloaded experts) is attached for the run
 and the model's previous expert session restored afterwards.
 """
 
@@ -32,10 +33,13 @@ class EvalResult:
     ci_low: float
     ci_high: float
     seconds: float
+    """Generation (prompts to decoded completions) wall clock, on the model's device."""
     per_example: list[dict] = field(default_factory=list)
     source: str = ""
     device: str = "cpu"
     seconds_source: str = "measured:wall-clock"
+    scoring_seconds: float = 0.0
+    """Scoring the completions (HumanEval: sandboxed unit tests) on this host's CPU, whatever the device."""
 
     @property
     def seconds_per_example(self) -> float:
@@ -48,7 +52,12 @@ class EvalResult:
             "ci_low": self.ci_low, "ci_high": self.ci_high, "seconds": round(self.seconds, 3),
             "seconds_per_example": round(self.seconds_per_example, 4), "source": self.source,
             "seconds_source": f"{self.seconds_source} ({self.device})", "device": self.device,
+            "scoring_seconds": round(self.scoring_seconds, 3), "scoring_seconds_source": SCORING_SOURCE,
         }
+
+
+SCORING_SOURCE = "measured:wall-clock(this host's CPU)"
+"""The label of `EvalResult.scoring_seconds`."""
 
 
 def default_batch_size(task: Task, pad: str | None = None) -> int:
@@ -97,11 +106,12 @@ def evaluate(
             advance(len(idx))
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
+    seconds = time.perf_counter() - start
     order = sorted(texts)
     examples = [task.examples[i] for i in order]
     completions = [texts[i] for i in order]
     verdicts = task.score_many(examples, completions)
-    seconds = time.perf_counter() - start
+    scoring = time.perf_counter() - start - seconds
     correct = sum(verdicts)
     low, high = wilson_interval(correct, len(verdicts))
     per_example = [
@@ -115,6 +125,7 @@ def evaluate(
         ci_high=high, seconds=seconds, per_example=per_example, source=f"measured:{how}",
         device=device_text(loaded.device),
         seconds_source=f"measured:wall-clock({count(torch.get_num_threads(), 'thread')})" if on_cpu else "measured:wall-clock",
+        scoring_seconds=scoring,
     )
 
 

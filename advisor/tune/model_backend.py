@@ -271,7 +271,7 @@ class ModelBackend:
         return Measured(
             {"accuracy": float(res.accuracy), "accuracy_n": float(res.n), "accuracy_correct": float(res.correct),
              "accuracy_ci_low": float(res.ci_low), "accuracy_ci_high": float(res.ci_high)},
-            {"accuracy": src}, float(res.seconds),
+            {"accuracy": src}, float(res.seconds + res.scoring_seconds),
         )
 
     def trace(self, plan: PrecisionPlan) -> TraceRun:
