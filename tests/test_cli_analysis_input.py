@@ -194,8 +194,8 @@ def test_simulate_names_the_link_its_times_are_modelled_for(trace_file):
 
 def test_simulate_prints_a_policy_named_twice_once_and_says_what_json_it_wrote(trace_file, tmp_path):
     """`simulate --policy lru,LRU` printed two equal lru rows (and stored both in --json), `--json` wrote its
-    file without a word, where eval, quant-report and export say what they wrote, and `--miss gpu` was refused
-    with why hybrid is not taken."""
+    file without a word, where eval, quant-report and export say what they wrote; `--miss gpu` is refused naming
+    the miss policies simulate takes."""
     from advisor.cli import app
 
     js = tmp_path / "s.json"
@@ -204,8 +204,8 @@ def test_simulate_prints_a_policy_named_twice_once_and_says_what_json_it_wrote(t
     assert [ln.split()[0] for ln in res.stdout.splitlines() if ln.startswith(("lru ", "flru "))] == ["lru", "flru"]
     assert [r["policy"] for r in json.loads(js.read_text())["results"]] == ["lru", "flru", "belady (bound)"]
     assert f"wrote {js}" in " ".join(res.stderr.split()), res.stderr  # a long path goes to a line of its own
-    gpu = CliRunner().invoke(app, ["simulate", str(trace_file), "--miss", "gpu"])  # its refusal explained hybrid
-    assert str(gpu.exception) == "--miss must be copy or cpu here, got 'gpu'", gpu.exception
+    gpu = CliRunner().invoke(app, ["simulate", str(trace_file), "--miss", "gpu"])  # names the three it takes
+    assert str(gpu.exception) == "--miss must be copy, cpu or hybrid, got 'gpu'", gpu.exception
 
 
 def test_a_json_plan_file_takes_ranges_as_the_string_form_does(trace_file, tmp_path):

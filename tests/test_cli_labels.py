@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_helpers import advisor_in_process, flat
+import pytest
+from cli_helpers import advisor_entry, advisor_in_process, flat
 from example_study import EXAMPLE_DB, example_trial, example_trials
 from recommend_helpers import make_db, model_meta, point
 
@@ -203,7 +204,31 @@ def test_simulate_at_80_columns_cuts_no_number_and_prices_belady_with_the_same_m
         assert (bound["cpu_tokens"] > 0) == (miss == "cpu") and bound["demand_bytes"] <= lru["demand_bytes"]
 
 
-def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_trace(tmp_path_factory) -> Path:
+    """`advisor trace` of the tiny LLaDA-MoE (32x16 experts, fp32), recorded once for this module's simulate tests."""
+    from typer.testing import CliRunner
+
+    from tests.offload_helpers import cli_trace
+
+    out = tmp_path_factory.mktemp("trace") / "tr.npz"
+    cli_trace(CliRunner(), out)
+    return out
+
+
+def _host_profile(directory: Path, name: str, table: dict[str, list[list[float]]]) -> dict:
+    """A measured hardware profile `name` (10 GB/s link) with CPU expert times `table` (shape -> [[tokens, ms]]
+    for every CPU kernel), written to `directory`; returns its dict."""
+    cpu = {"table": {k: {f: v for f in ("bf16", "int8", "int4", "int3")} for k, v in table.items()}, "threads": 1,
+           "source": "measured:wall-clock(test)", "host": "Test CPU"}
+    profile = {"name": name, "memory_bytes": 0, "h2d_gbps_pinned": 10.0, "h2d_gbps_pageable": 5.0,
+               "copy_latency_us": 10.0, "source": "measured:test", "cpu_experts": cpu}
+    directory.mkdir(exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(profile))
+    return profile
+
+
+def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(tmp_path, tiny_trace):
     """`simulate --miss cpu` showed the placement copies ("transfer") and the CPU tokens, but the CPU's compute of
     the missed experts was in no column, so it looked far faster than `--miss copy`. Where the --gpu profile has
     CPU expert times for the trace's shapes, a table gives each policy's time per token from the tuner's own time
@@ -217,18 +242,12 @@ def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(t
     from advisor.offload.simulate import simulate
     from advisor.offload.timing import model_costs
     from advisor.offload.trace import RoutingTrace
-    from tests.offload_helpers import cli_trace
 
     runner = CliRunner()
-    cli_trace(runner, tmp_path / "tr.npz")  # tiny LLaDA-MoE: 32x16 experts, fp32
-    cpu = {"table": {"32x16": {f: [[1, 0.5], [256, 2.0]] for f in ("bf16", "int8", "int4", "int3")}}, "threads": 1,
-           "source": "measured:wall-clock(test)", "host": "Test CPU"}
-    profile = {"name": "host", "memory_bytes": 0, "h2d_gbps_pinned": 10.0, "h2d_gbps_pageable": 5.0,
-               "copy_latency_us": 10.0, "source": "measured:test", "cpu_experts": cpu}
-    (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "host.json").write_text(json.dumps(profile))
-    other = {**profile, "name": "other", "cpu_experts": {**cpu, "table": {"128x16": cpu["table"]["32x16"]}}}
-    (tmp_path / "p" / "other.json").write_text(json.dumps(other))
+    shutil.copy(tiny_trace, tmp_path / "tr.npz")  # tiny LLaDA-MoE: 32x16 experts, fp32
+    profile = _host_profile(tmp_path / "p", "host", {"32x16": [[1, 0.5], [256, 2.0]]})
+    cpu = profile["cpu_experts"]
+    _host_profile(tmp_path / "p", "other", {"128x16": [[1, 0.5], [256, 2.0]]})
 
     def run(miss: str, *gpu: str) -> tuple[str, dict]:
         with contextlib.chdir(tmp_path):
@@ -263,6 +282,61 @@ def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(t
         assert (lru["times_ms"]["cpu_ms"] > 0) == (miss == "cpu")
     # 33 misses computed at >= 0.5 ms each on this CPU: slower than copying them, not 5x faster as 'transfer' said
     assert per_token["cpu"] > per_token["copy"] > 0
+
+
+def test_simulate_splits_misses_hybrid_as_the_tuner_does_or_refuses_in_one_line(tmp_path, tiny_trace):
+    """`simulate --miss hybrid` was refused although the tuner runs it. With a --gpu profile holding CPU expert
+    times for the trace's shapes it now splits each look-up's misses by the tuner's time model (the costs a
+    study's replay passes), so its counters are the replay's; without them one line says what is missing."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+    from advisor.hardware.profiles import HardwareProfile
+    from advisor.offload.simulate import simulate
+    from advisor.offload.timing import model_costs
+    from advisor.offload.trace import RoutingTrace
+
+    shutil.copy(tiny_trace, tmp_path / "tr.npz")
+    # a CPU as fast as a copy at 3 tokens: a mix of copied and CPU misses
+    profile = _host_profile(tmp_path / "p", "host", {"32x16": [[1, 0.001], [256, 2.0]]})
+    _host_profile(tmp_path / "p", "other", {"128x16": [[1, 0.001], [256, 2.0]]})
+    sim = ["simulate", "tr.npz", "--slots", "3", "--policy", "lru,tide", "--json", "s.json"]
+    for gpu, whose in (((), "the default link (no --gpu)"),
+                       (("--gpu", "other", "--profiles-dir", "p"), "profile 'other'")):
+        res = advisor_entry(*sim, "--miss", "hybrid", *gpu, cwd=tmp_path)
+        assert res.returncode == 2 and res.stdout == "" and not (tmp_path / "s.json").exists(), res
+        assert res.stderr == (f"error: --miss hybrid splits each layer's misses between the CPU and the link by "
+                              f"measured CPU expert times, but {whose} has no measured CPU expert times for "
+                              "32x16:bf16; `advisor profile --model tiny:llada_moe` (with --cpu on a host without "
+                              "CUDA) measures them; then give that profile as --gpu\n"), res.stderr
+    runner = CliRunner()
+    trace = RoutingTrace.load(tmp_path / "tr.npz")
+    link = HardwareProfile.from_dict(profile)
+    costs = model_costs("fp32", trace.meta["hidden"], trace.meta["intermediate"], profile["cpu_experts"], link)
+    times = {}
+    for miss in ("copy", "cpu", "hybrid"):
+        with contextlib.chdir(tmp_path):
+            res = runner.invoke(app, [*sim, "--miss", miss, "--gpu", "host", "--profiles-dir", "p"],
+                                terminal_width=80)
+        assert res.exit_code == 0, res.output
+        js = json.loads((tmp_path / "s.json").read_text())
+        times[miss] = [r["time_per_token_ms"] for r in js["results"][:2]]
+        if miss != "hybrid":
+            continue
+        assert "misses hybrid" in flat(res.output) and "modelled time, misses hybrid" in flat(res.output)
+        for got, policy in zip(js["results"], ("lru", "tide"), strict=False):
+            # the replay a study runs: ModelBackend.replay's simulate with the plan's model_costs
+            kw = {"tau": 4, "steps_per_block": trace.steps_per_block()} if policy == "tide" else None
+            want = simulate(trace, slots_per_layer="3", policy=policy, plan="fp32", miss="hybrid", profile=link,
+                            costs=costs, policy_kw=kw).to_dict(n_tokens=trace.generated_tokens)
+            assert {k: got[k] for k in want} == want, policy
+            assert got["copies"] > 0 and got["cpu_experts"] > 0, got  # a split, not all one way
+        bound = js["results"][-1]
+        assert bound["policy"] == "belady (bound)" and "times_ms" not in bound and bound["cpu_experts"] > 0
+    # the split is the model's best per look-up: never slower than copying or computing every miss on the CPU
+    assert all(h < min(c, p) for h, c, p in zip(times["hybrid"], times["copy"], times["cpu"], strict=True)), times
 
 
 def test_an_empty_gpu_or_budget_is_refused_not_ignored(tmp_path):

@@ -205,7 +205,9 @@ def simulate_cmd(
                            "expert times (`advisor profile --model`) also the time per token, CPU compute included."),
     profiles_dir: Path | None = profiles_dir_option(),
     token_scope: str = typer.Option("all", "--token-scope", help="all, or block (only the denoised block)."),
-    miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU) or cpu (on the host)."),
+    miss: str = typer.Option("copy", "--miss", help="Where misses compute: copy (to the GPU), cpu (on the host) "
+                             "or hybrid (per layer and forward, split as the tuner does; needs --gpu with CPU "
+                             "expert times, `advisor profile --model`)."),
     tau: int = typer.Option(None, "--tau", min=1, help="tide's refresh interval in denoising steps (default: the "
                             "tuner's default cache.tau, 4)."),
     json_out: str = typer.Option(None, "--json", callback=user_path, help="Also write the results as JSON here."),
@@ -219,6 +221,7 @@ def simulate_cmd(
 
     from advisor.errors import UserError, choose, refuse_empty
     from advisor.files import check_writable, write_atomic
+    from advisor.offload.miss import MISS_POLICIES
     from advisor.offload.policies import DEFAULT_TAU, POLICIES
     from advisor.offload.slots import PREFETCH
 
@@ -243,10 +246,8 @@ def simulate_cmd(
     tau = tau or DEFAULT_TAU
     prefetch, token_scope = choose(prefetch, PREFETCH, "--prefetch"), choose(token_scope, ("all", "block"), "--token-scope")
     miss = miss.strip().lower()
-    if miss not in ("copy", "cpu"):
-        why = (" (hybrid needs a CPU profile: use `advisor tune` with cache.miss, or benchmarks.offload_strategies)"
-               if miss == "hybrid" else "")
-        raise UserError(f"--miss must be copy or cpu here, got {miss!r}{why}")
+    if miss not in MISS_POLICIES:
+        raise UserError(f"--miss must be copy, cpu or hybrid, got {miss!r}")
     trace = RoutingTrace.load(trace_file)
     profile = gpu_profile(gpu, profiles_dir)  # an empty --gpu was refused above
     plan = None
@@ -259,8 +260,13 @@ def simulate_cmd(
     tokens = trace.generated_tokens  # 0: the trace does not say (a bare TraceRecorder's): show totals, say so
     per = max(tokens, 1)
     # time per token as the tuner models it (device + copies + CPU compute), where the profile has CPU times
-    costs, no_cpu_times = _time_model(trace, precision or dtype_format(trace.meta.get("dtype")) or "bf16", profile)
-    best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss)
+    costs, lacking, measure = _time_model(trace, precision or dtype_format(trace.meta.get("dtype")) or "bf16", profile)
+    if costs is None and miss == "hybrid":  # its split is that time model's: without CPU times, no decision
+        raise UserError(f"--miss hybrid splits each layer's misses between the CPU and the link by measured CPU "
+                        f"expert times, but {lacking}; {measure}")
+    no_cpu_times = (f"the CPU compute of the misses is not modelled: {lacking}, so 'transfer' (copies only) leaves "
+                    f"it out and --miss cpu looks faster than it is; {measure}") if costs is None else ""
+    best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss, costs=costs)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
                       sequences=seqs, miss=miss, policy_kw={"tau": tau} if n == "tide" else None, costs=costs))
             for n in names]
@@ -325,10 +331,12 @@ def simulate_cmd(
         print_wrapped(Console(stderr=True), f"wrote {json_out}")
 
 
-def _time_model(trace: RoutingTrace, plan: str, profile: HardwareProfile | None) -> tuple[ModelCosts | None, str]:
+def _time_model(trace: RoutingTrace, plan: str, profile: HardwareProfile | None
+                ) -> tuple[ModelCosts | None, str, str]:
     """(the time model the tuner prices `plan` with on `trace`'s expert shapes - `model_costs`: device compute,
-    copies, CPU compute with overlap - or None; why None): None where the hardware profile lacks measured CPU
-    expert times for the trace's expert shapes and the plan's CPU kernels (nothing is measured here)."""
+    copies, CPU compute with overlap, hybrid's split - or None; what the profile lacks; the command measuring
+    it): None where the hardware profile lacks measured CPU expert times for the trace's expert shapes and the
+    plan's CPU kernels (nothing is measured here)."""
     from advisor.offload.timing import CpuProfile, kernels_text, model_costs, plan_kernels, shape_key
 
     hidden, inter = trace.meta["hidden"], trace.meta["intermediate"]
@@ -337,15 +345,15 @@ def _time_model(trace: RoutingTrace, plan: str, profile: HardwareProfile | None)
     stored = getattr(profile, "cpu_experts", None)
     lack = CpuProfile.from_dict(stored).lacking(shapes, kernels) if stored else dict.fromkeys(shapes, kernels)
     if not lack:
-        return model_costs(plan, hidden, inter, stored, profile), ""
+        return model_costs(plan, hidden, inter, stored, profile), "", ""
     whose = f"profile {profile.name!r}" if profile is not None else "the default link (no --gpu)"
     model = trace.meta.get("model")
     measure = (f"--model {model}" if model else
                " ".join(f"--expert-shape {shape_key(h, i)}" for h, i in shapes))
-    return None, (f"the CPU compute of the misses is not modelled: {whose} has no measured CPU expert times for "
-                  f"{', '.join(kernels_text(shape_key(*s), f) for s, f in lack.items())}, so 'transfer' (copies "
-                  f"only) leaves it out and --miss cpu looks faster than it is; `advisor profile {measure}` (with "
-                  "--cpu on a host without CUDA) measures them; then give that profile as --gpu")
+    return None, (f"{whose} has no measured CPU expert times for "
+                  f"{', '.join(kernels_text(shape_key(*s), f) for s, f in lack.items())}"), (
+        f"`advisor profile {measure}` (with --cpu on a host without CUDA) measures them; then give that profile "
+        "as --gpu")
 
 
 def _print_times(console: Any, rows: list[tuple[str, CacheStats]], per: int, unit: str, miss: str, tau: int,

@@ -204,16 +204,22 @@ def belady(
     token_scope: str = "all",
     sequences: Sequence[Seq] | None = None,
     miss: str = "copy",
+    costs: Any = None,
 ) -> CacheStats:
     """Belady's MIN on `trace`: the most hits (fewest demand copies) any policy can get with these slots;
-    `miss` (copy or cpu) prices its misses as the policies it bounds are priced."""
+    `miss` prices its misses as the policies it bounds are priced: hybrid splits them by `costs` (the
+    policies' `ModelCosts`), whose times it does not keep (MIN bounds hits, not time)."""
     seqs = trace.access_sequences(token_scope) if sequences is None else sequences
     caps = resolve_slots(slots_per_layer, trace.num_experts)
     eb = trace_expert_bytes(trace, plan, expert_bytes)
-    layers = [CacheLayer(Belady(caps[i], [look[0] for look in seq]), eb[i], miss=miss) for i, seq in enumerate(seqs)]
+    layers = [CacheLayer(Belady(caps[i], [look[0] for look in seq]), eb[i], miss=miss,
+                         **(layer_costs(costs, i, eb[i]) if miss == "hybrid" else {}))
+              for i, seq in enumerate(seqs)]
     replay(seqs, layers, "none")
-    return CacheStats.from_layers(layers, profile=profile, policy="belady",
-                                  notes=["Belady's MIN: needs the future; an upper bound, not a policy"])
+    stats = CacheStats.from_layers(layers, profile=profile, policy="belady",
+                                   notes=["Belady's MIN: needs the future; an upper bound, not a policy"])
+    stats.times = {}
+    return stats
 
 
 def sequences_from_sets(sets_per_layer: Sequence[Sequence[Sequence[int]]],
