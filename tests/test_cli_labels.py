@@ -216,13 +216,14 @@ def tiny_trace(tmp_path_factory) -> Path:
     return out
 
 
-def _host_profile(directory: Path, name: str, table: dict[str, list[list[float]]]) -> dict:
+def _host_profile(directory: Path, name: str, table: dict[str, list[list[float]]],
+                  cpu_source: str = "measured:wall-clock(test)", latency_us: float = 10.0) -> dict:
     """A measured hardware profile `name` (10 GB/s link) with CPU expert times `table` (shape -> [[tokens, ms]]
     for every CPU kernel), written to `directory`; returns its dict."""
     cpu = {"table": {k: {f: v for f in ("bf16", "int8", "int4", "int3")} for k, v in table.items()}, "threads": 1,
-           "source": "measured:wall-clock(test)", "host": "Test CPU"}
+           "source": cpu_source, "host": "Test CPU"}
     profile = {"name": name, "memory_bytes": 0, "h2d_gbps_pinned": 10.0, "h2d_gbps_pageable": 5.0,
-               "copy_latency_us": 10.0, "source": "measured:test", "cpu_experts": cpu}
+               "copy_latency_us": latency_us, "source": "measured:test", "cpu_experts": cpu}
     directory.mkdir(exist_ok=True)
     (directory / f"{name}.json").write_text(json.dumps(profile))
     return profile
@@ -337,6 +338,34 @@ def test_simulate_splits_misses_hybrid_as_the_tuner_does_or_refuses_in_one_line(
         assert bound["policy"] == "belady (bound)" and "times_ms" not in bound and bound["cpu_experts"] > 0
     # the split is the model's best per look-up: never slower than copying or computing every miss on the CPU
     assert all(h < min(c, p) for h, c, p in zip(times["hybrid"], times["copy"], times["cpu"], strict=True)), times
+
+
+def test_simulates_times_line_breaks_between_the_sources_parts(tmp_path, tiny_trace):
+    """The `times:` line after simulate's time table is one source whose parts are joined by ';' without spaces,
+    so rich folded it at the edge inside a word ('...wall-clock(2026-12' above '-07, 1 thread'). It is now
+    wrapped as other sources are (`print_wrapped`): between words, or after a ';' or ',' within a longer word."""
+    import contextlib
+    import re
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    shutil.copy(tiny_trace, tmp_path / "tr.npz")
+    cpu = ("measured:wall-clock(2026-12-07, 1 thread, min of 3, kernels bf16:dense, int8:int8pack_mm(bf16>=32), "
+           "int4:int4pack_mm(bf16>=64)+dequantize, int3:dequantize)")
+    _host_profile(tmp_path / "p", "host", {"32x16": [[1, 0.5], [256, 2.0]]}, cpu_source=cpu, latency_us=10.25)
+    with contextlib.chdir(tmp_path):
+        res = CliRunner().invoke(app, ["simulate", "tr.npz", "--slots", "3", "--policy", "lru", "--gpu", "host",
+                                       "--profiles-dir", "p", "--json", "s.json"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    source = json.loads((tmp_path / "s.json").read_text())["time_model"]
+    assert source.startswith("modelled:gpu=") and f";cpu={cpu}" in source  # the label itself is unchanged
+    lines = res.stdout.split("times: ", 1)[1].splitlines()
+    assert max(map(len, lines)) <= 80 and len(lines) > 2, res.stdout
+    # read back with a space at each break: only a break after a separator adds one the label has not
+    said = re.sub(r"([;,]) ", r"\1", flat(" ".join(lines)))
+    assert said == re.sub(r"([;,]) ", r"\1", source), res.stdout
 
 
 def test_an_empty_gpu_or_budget_is_refused_not_ignored(tmp_path):

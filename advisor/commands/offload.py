@@ -359,10 +359,9 @@ def _time_model(trace: RoutingTrace, plan: str, profile: HardwareProfile | None
 def _print_times(console: Any, rows: list[tuple[str, CacheStats]], per: int, unit: str, miss: str, tau: int,
                  source: str) -> None:
     """The modelled time of each policy's replay, with its terms (`advisor.offload.timing`), and their source."""
-    from rich.markup import escape
     from rich.table import Table
 
-    from advisor.terminal import print_fitted, print_rich
+    from advisor.terminal import print_fitted, print_wrapped
 
     terms = (("device", "gpu_ms"), ("copies", "copy_ms"), ("background", "background_ms"), ("CPU", "cpu_ms"),
              ("time", "layer_ms"))
@@ -378,7 +377,8 @@ def _print_times(console: Any, rows: list[tuple[str, CacheStats]], per: int, uni
     print_fitted(console, table, [(row[0], [(" ".join(h.split()), v) for h, v in zip(headers[1:], row[1:],
                                                                                       strict=True)])
                                   for row in cells])
-    print_rich(console, escape(f"times: {source}"))
+    # one long word where its parts meet (';' without a space): rich folded it inside a word at the edge
+    print_wrapped(console, f"times: {source}")
 
 
 def register(app: typer.Typer) -> None:
