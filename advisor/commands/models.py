@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from advisor.tune.config import ModelShape
+    from advisor.tune.space import SearchSpace
 
 
 def register(app: typer.Typer) -> None:
@@ -89,16 +90,16 @@ def register(app: typer.Typer) -> None:
         if loaded.load_note:
             print_wrapped(console, f"loading: {loaded.load_note}")
         if budget_bytes is not None:
-            shape, workload = study_shape(model, loaded)
-            print_table(console, fit_table(shape, budget_bytes, workload, f"--budget {budget.strip()}"))
+            shape, workload, space = study_shape(model, loaded)
+            print_table(console, fit_table(shape, budget_bytes, workload, f"--budget {budget.strip()}", space))
 
 
 FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
 
 
-def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str]:
+def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str, SearchSpace]:
     """The model's shape as `advisor tune` counts it with its default space and task (`ModelBackend`: offloaded,
-    the activation allowance of its probe forward and staging buffers), and that workload in words."""
+    the activation allowance of its probe forward and staging buffers), that workload in words, and the space."""
     from advisor.eval.tasks import get_task
     from advisor.tune.model_backend import ModelBackend
     from advisor.tune.space import default_space, load_space
@@ -108,18 +109,23 @@ def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str]:
     backend = ModelBackend(loaded, task, space.evaluation)
     prompts = (f"task {backend.task_name}" if loaded.tokenizer is not None else  # as tune's note says for it
                f"seeded random token ids (no tokenizer: not the {backend.task_name} task's prompts)")
-    return backend.shape, f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, {prompts}"
+    return (backend.shape, f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, "
+            f"{prompts}", space)
 
 
-def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | None = None) -> Table:
+def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | None = None,
+              space: SearchSpace | None = None) -> Table:
     """What fits a device budget (`given`: the option as typed, named beside its bytes), per uniform expert format:
     counted bytes, slots per MoE layer as a study at that budget counts them (`uniform_slots`; offloaded: per miss
-    policy, copied misses hold staging buffers), host RAM."""
+    policy, copied misses hold staging buffers), host RAM. Where `space` (`advisor tune`'s default) cannot hold its
+    least configuration at the budget, the title also says what that needs: the least slot of any format, with
+    misses on the CPU, is below it where the space has no such format or no `cpu` misses (the bundled model's
+    `quick`), and `advisor tune --budget` at that value was refused."""
     from rich.table import Table
 
     from advisor.hardware.profiles import format_bytes
     from advisor.models.load import HOST_RAM_SOURCE, host_available_bytes
-    from advisor.tune.budget import least_uniform_peak, uniform_slots
+    from advisor.tune.budget import least_uniform_peak, space_least_peak, uniform_slots
     from advisor.units import BUDGET_DIGITS, budget_text, size_argument
 
     resident, act = shape.resident_bytes, shape.activation_bytes
@@ -133,13 +139,17 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | N
     least = least_uniform_peak(shape, fmt)[0]
     needs = (f"one {fmt} slot per MoE layer needs {format_bytes(least, 2)}: --budget {size_argument(least)} or more"
              + (" (misses computed on the CPU)" if shape.staging else ""))
+    tune_least = least if space is None else space_least_peak(space, shape)[0]
+    default = ("" if tune_least <= budget or tune_least <= least else  # `advisor tune` as printed refuses below it
+               f"; `advisor tune`'s default space {space.name} needs {format_bytes(tune_least, 2)}: --budget "
+               f"{size_argument(tune_least)} or more")
     if free > 0:
         room = (f"{format_bytes(free, 2)} left for expert slots" + (" and staging" if shape.staging else "")
-                + (f", too little for any: {needs}" if least > budget else ""))
+                + (f", too little for any: {needs}" if least > budget else "") + default)
     elif budget > resident:
-        room = f"no room left for expert slots beside the activation allowance; {needs}"
+        room = f"no room left for expert slots beside the activation allowance; {needs}{default}"
     else:  # a negative "left" said nothing; say by how much and what the least slot needs
-        room = f"{format_bytes(resident - budget, 2)} short of them, so no expert slot fits; {needs}"
+        room = f"{format_bytes(resident - budget, 2)} short of them, so no expert slot fits; {needs}{default}"
     caption = "counted bytes (payload + scales); slots: uniform per MoE layer, "
     if shape.staging:
         caption += ("the most whose counted peak - resident weights, slots, activation allowance and, for copied "

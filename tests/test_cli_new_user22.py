@@ -1,0 +1,26 @@
+"""What a new user met in pass 22: each test failed before its fix."""
+
+from __future__ import annotations
+
+import re
+
+from tests.cli_helpers import advisor_entry, flat, one_error_line
+
+
+def test_inspect_budget_names_what_tunes_default_space_needs_where_the_least_slot_is_below_it(tmp_path):
+    """`advisor inspect bundled --budget 1MiB` said "one int2 slot per MoE layer needs 1.70 MiB: --budget 1.71MiB or
+    more (misses computed on the CPU)", and nothing else; `advisor tune --budget 1.71MiB` then refused it: its
+    default space, `quick`, copies every miss, so its least configuration stages the streamed experts (1.83 MiB).
+    At a budget that holds one int2 slot, the table showed that slot and no word that `tune`'s default space (for
+    a dLLM checkpoint, `dllm`: bf16, int8, int4) holds nothing there. The title now also says what `advisor
+    tune`'s default space needs, the figure `tune` refuses below (here tiny:llada_moe, whose int2 slot fits 92KiB)."""
+    r = advisor_entry("inspect", "tiny:llada_moe", "--budget", "92KiB", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    title = flat(r.stdout)
+    m = re.search(r"left for expert slots; `advisor tune`'s default space dllm needs ([\d.]+) KiB: --budget "
+                  r"([\d.]+)KiB or more;", title)
+    assert m and 92 < float(m[1]) <= float(m[2]), title
+    assert re.search(r"int2 .* 1 \(12%\)", title), title  # the int2 slot that fits, with no space of tune's
+    said = one_error_line(advisor_entry("tune", "tiny:llada_moe", "--budget", "92KiB", "--trials", "1", "--storage",
+                                        "sqlite:///s.db", cwd=tmp_path), "the smallest configuration needs ")
+    assert f"needs {m[1]} KiB" in said, (said, title)
