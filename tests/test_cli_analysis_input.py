@@ -471,6 +471,9 @@ def test_profile_keeps_the_cpu_times_it_does_not_remeasure(tmp_path):
     assert set(both["table"]) == {"32x16", "48x16"} and both["table"]["32x16"] == first["table"]["32x16"]
     assert "kept the CPU expert times of the profile this replaces for 32x16" in " ".join(r.stdout.split()), r.stdout
     assert "+ 32x16 measured:wall-clock(" in both["source"], both["source"]  # whose times are whose
+    # and the new ones by their shape, not "(this run)": stored, that label reached `profile --list`, tune's "CPU
+    # expert times" line and every trial's time_per_token source, where "this run" measured none of them
+    assert both["source"].startswith("48x16 measured:wall-clock(") and "this run" not in both["source"], both["source"]
     assert "/0.0," not in r.stdout and "/0.0 " not in r.stdout, r.stdout
     r = _cli(*base, cwd=tmp_path)  # the link alone
     assert table(r) == both and "kept the CPU expert times of the profile this replaces" in " ".join(r.stdout.split())

@@ -326,6 +326,6 @@ def _keep_earlier_cpu_times(prof: Any, directory: Path | None, threads: int) -> 
     added = [k for k in earlier.table if k not in new["table"]]
     if not added:
         return prof, ""
-    merged = CpuProfile.from_dict(new).filled([earlier], "this run")
+    merged = CpuProfile.from_dict(new).filled([earlier], "")  # stored: "(this run)" misled whoever read it later
     return dataclasses.replace(prof, cpu_experts=merged.to_dict()), (
         f"kept the CPU expert times of the profile this replaces for {', '.join(added)} ({earlier.source})")

@@ -108,7 +108,9 @@ class CpuProfile:
     def filled(self, measured: Iterable[CpuProfile], origin: str) -> CpuProfile:
         """These times (from `origin`, e.g. "study"), and each of `measured`'s where these have none (never
         replacing one): the source names both parts, e.g. "<source> (profile) + 2048x1408:int3 <source>", and the
-        host the CPUs that measured them."""
+        host the CPUs that measured them. Without an origin (times stored for later readers, as a hardware
+        profile's, where "this run" would be whichever run reads them), these times' own shapes name them, as
+        the others' do: "64x32 <source> + 128x16 <source>"."""
         table = {k: dict(v) for k, v in self.table.items()}
         parts, hosts = [], [self.host]
         for m in measured:
@@ -124,7 +126,9 @@ class CpuProfile:
         if not parts:
             return self
         host = "" if "" in hosts else " + ".join(dict.fromkeys(hosts))  # one part's CPU unknown: all unknown
-        return CpuProfile(table, self.threads, " + ".join([f"{self.source} ({origin})", *parts]), host)
+        head = (f"{self.source} ({origin})" if origin else
+                f"{', '.join(kernels_text(k, row) for k, row in self.table.items())} {self.source}")
+        return CpuProfile(table, self.threads, " + ".join([head, *parts]), host)
 
     def nearest(self, key: str) -> str:
         """The measured shape closest in weight count to `key` ("HxI")."""
