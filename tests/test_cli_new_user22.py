@@ -24,3 +24,31 @@ def test_inspect_budget_names_what_tunes_default_space_needs_where_the_least_slo
     said = one_error_line(advisor_entry("tune", "tiny:llada_moe", "--budget", "92KiB", "--trials", "1", "--storage",
                                         "sqlite:///s.db", cwd=tmp_path), "the smallest configuration needs ")
     assert f"needs {m[1]} KiB" in said, (said, title)
+
+
+def test_threads_above_the_usable_cores_are_said_where_times_are_measured(tmp_path):
+    """`--threads 16` on a 2-core host (the README's real-GPU commands pass 16) ran silently in `tune`, `eval` and
+    `trace`, and stored CPU expert times measured oversubscribed, up to 29x one thread's; `profile` said "other
+    work holds these cores". Each now says in a note that the threads exceed the cores this process may use."""
+    import torch
+
+    from advisor.commands import usable_cores
+
+    n = usable_cores() + 1
+    said = f"note: --threads {n} is more than the {n - 1} cores this process may use"
+    before = torch.get_num_threads()
+    try:
+        runs = {
+            "profile": advisor_entry("profile", "--cpu", "--expert-shape", "8x8", "--repeats", "1", "--threads",
+                                     str(n), "--profiles-dir", "p", cwd=tmp_path),
+            "trace": advisor_entry("trace", "tiny:llada_moe", "--threads", str(n), "--steps", "2", "-o", "t.npz",
+                                   cwd=tmp_path),
+            "tune": advisor_entry("tune", "tiny:llada_moe", "--threads", str(n), "--trials", "1", "--storage",
+                                  "sqlite:///s.db", cwd=tmp_path),
+        }
+    finally:
+        torch.set_num_threads(before)  # the commands ran in this process: its later tests keep their threads
+    for name, r in runs.items():
+        assert r.returncode == 0, (name, r.stdout + r.stderr)
+        assert said in flat(r.stdout + r.stderr), (name, r.stdout + r.stderr)
+    assert "other work holds these cores" not in flat(runs["profile"].stderr), runs["profile"].stderr

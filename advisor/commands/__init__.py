@@ -170,13 +170,27 @@ def set_threads(threads: int) -> None:
     import torch
 
     n = threads or max(1, min(torch.get_num_threads(), usable_cores()))
-    if not threads and n > 1 and (note := busy_host_note(n)):
+    note = oversubscribed_note(threads) or (busy_host_note(n) if not threads and n > 1 else "")
+    if note:
         from rich.console import Console
 
         from advisor.terminal import print_wrapped
 
         print_wrapped(Console(stderr=True), f"note: {note}", 2)
     torch.set_num_threads(n)
+
+
+def oversubscribed_note(threads: int) -> str:
+    """`--threads N` above the cores this process may use (`usable_cores`): its threads take turns on them and wait
+    for each other at every operation, so what it times (CPU expert times, decoding) prices no N-core host - 16
+    threads on this 2-core host stored CPU expert times up to 29x one thread's, silently in `tune` and `eval`, and
+    `profile` blamed other work for it. "" where N fits (0, every core, always does)."""
+    cores = usable_cores()
+    if threads <= cores:
+        return ""
+    return (f"--threads {threads} is more than the {cores} cores this process may use: its threads take turns on "
+            f"them and wait for each other, so the times it measures price no {threads}-core host and run slower; "
+            f"give --threads {cores} or fewer here, and {threads} on a host with {threads} cores")
 
 
 def busy_host_note(threads: int) -> str:

@@ -8,7 +8,14 @@ from typing import Any
 
 import typer
 
-from advisor.commands import gpu_profile, profiles_dir_option, storage_option, threads_option, user_path
+from advisor.commands import (
+    gpu_profile,
+    oversubscribed_note,
+    profiles_dir_option,
+    storage_option,
+    threads_option,
+    user_path,
+)
 from advisor.errors import STORAGE_WHAT, UserError, choose, refuse_empty
 from advisor.hardware.measure import MAX_REPEATS, check_repeats
 from advisor.models import check_model_spec
@@ -218,7 +225,9 @@ def register(app: typer.Typer) -> None:
             print_wrapped(console, f"CPU: {prof.cpu_experts.get('host', 'not recorded')}", 4)
         if kept:  # what became of the profile's earlier CPU expert times: a paragraph, wrapped as the lines above
             print_wrapped(console, kept, 4)
-        if contention:
+        if note := oversubscribed_note(threads) if shapes else "":  # the cause, where the contention note guessed
+            print_wrapped(Console(stderr=True), f"note: {note}", 2)  # "other work holds these cores"
+        elif contention:
             print_wrapped(Console(stderr=True), f"note: {contention}", 2)
         typer.echo(f"saved {path}")
 

@@ -21,6 +21,7 @@ from advisor.commands import (
     gpu_profile,
     int_range,
     output_option,
+    oversubscribed_note,
     profiles_dir_option,
     storage_option,
     threads_option,
@@ -566,6 +567,13 @@ def _cpu_threads_note(backend, space, mode: str) -> str:
             f"profile --threads {threads}`")
 
 
+def _oversubscribed() -> str:
+    """`oversubscribed_note` of the torch threads `_load` set from --threads."""
+    import torch
+
+    return oversubscribed_note(torch.get_num_threads())
+
+
 def _stopped(console) -> str:
     """How an interrupted tune's line starts: a Ctrl-C/SIGTERM, or stdout's reader gone (`stdout_console`; exit 1,
     as Python's documented pattern for a closed pipe, not the interrupt's 130)."""
@@ -660,6 +668,8 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             console.print(f"note: {note}", markup=False)
         if note := _cpu_threads_note(backend, space, opts.mode):
             console.print(note, markup=False)
+        if note := _oversubscribed():  # the CPU expert times this run measures, and live trials' CPU experts
+            console.print(f"note: {note}", markup=False)
 
     from advisor.tune.budget import BudgetTooSmall
 
