@@ -228,6 +228,27 @@ def _other_gpu_note(rec: Recommendation) -> list[str]:
             f"GPU; for the front on the {q.gpu.name}, {retune}"]
 
 
+def _mixed_time_note(rec: Recommendation) -> list[str]:
+    """When the feasible points come from studies of the model whose time per token was obtained differently -
+    modelled for other GPUs or links (a study tuned again with `--gpu` after `advisor profile`, as the README
+    suggests, beside the first one in the same database), or measured by a live study - say so: ranking, tie
+    breaks and the next best's ratio then compare the pricing as much as the configurations, without a word."""
+    bases: dict[str, set[str]] = {}
+    for c in rec.ranked:
+        if "time_per_token" in c.point.values:
+            bases.setdefault(time_basis(c.point), set()).add(c.point.study_name)
+    if len(bases) < 2:
+        return []
+
+    def studies(names: set[str]) -> str:
+        shown = sorted(names)
+        return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+
+    parts = "; ".join(f"{basis} in {studies(names)}" for basis, names in sorted(bases.items()))
+    return [f"these points' time per token was obtained differently by study ({parts}), so across studies it "
+            "compares how each was priced as well as the configurations; --study NAME ranks one study's points"]
+
+
 def copies_per_token(p: FrontPoint) -> float | None:
     """Expert copies per token: recorded by newer studies; else recovered from the stored modelled transfer time
     and the link it names (time = bytes / bandwidth + copies x latency, the one formula); None if neither."""
@@ -590,6 +611,7 @@ def _why(rec: Recommendation) -> list[str]:
     out.append(f"{words} among {len(rec.ranked)} feasible point(s)" + (f", {time_basis(p)}" if by_time
                                                                         else ""))
     out += _other_gpu_note(rec)
+    out += _mixed_time_note(rec)
     if len(rec.ranked) > 1 and (apart := _ratio_text(p, rec.ranked[1].point, q.prefer, rec.quality)):
         nxt = rec.ranked[1].point
         out.append(f"next best {rec.ranked[1].label} has {apart}"

@@ -52,3 +52,21 @@ def test_threads_above_the_usable_cores_are_said_where_times_are_measured(tmp_pa
         assert r.returncode == 0, (name, r.stdout + r.stderr)
         assert said in flat(r.stdout + r.stderr), (name, r.stdout + r.stderr)
     assert "other work holds these cores" not in flat(runs["profile"].stderr), runs["profile"].stderr
+
+
+def test_recommend_over_studies_priced_differently_says_so(tmp_path):
+    """The README tunes, then after `advisor profile` says to pass `--gpu`: a second study of the same model in the
+    same database. `recommend` without --study ranked both studies' points by (or broke ties on) time per token
+    modelled for different GPUs and links, and gave the next best's ratio across them, without a word."""
+    for study, gpu in (("plain", []), ("on-4090", ["--gpu", "RTX 4090"])):
+        r = advisor_entry("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--study", study,
+                          "--storage", "sqlite:///s.db", *gpu, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+    r = advisor_entry("recommend", "--storage", "s.db", "--prefer", "latency", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = flat(r.stdout)
+    assert "time per token was obtained differently by study (modelled for H200 141GB (no --gpu at tune time) in " \
+           "plain; modelled for RTX 4090 24GB in on-4090)" in said, said
+    assert "--study NAME ranks one study's points" in said, said
+    r = advisor_entry("recommend", "--storage", "s.db", "--prefer", "latency", "--study", "plain", cwd=tmp_path)
+    assert r.returncode == 0 and "obtained differently" not in flat(r.stdout), r.stdout
