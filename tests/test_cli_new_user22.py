@@ -70,3 +70,20 @@ def test_recommend_over_studies_priced_differently_says_so(tmp_path):
     assert "--study NAME ranks one study's points" in said, said
     r = advisor_entry("recommend", "--storage", "s.db", "--prefer", "latency", "--study", "plain", cwd=tmp_path)
     assert r.returncode == 0 and "obtained differently" not in flat(r.stdout), r.stdout
+
+
+def test_pareto_plots_line_wraps_under_itself(tmp_path):
+    """`advisor pareto STUDY` ended with `plots: A.png  B.html` printed as rich markup at the terminal's width: where
+    both did not fit, the first line kept its two trailing spaces and the second path began at column 0, read as
+    something other than a plot (the study `tiny:qwen3_moe-toy-quick` at 80 columns did this with the default -o).
+    It wraps as the tool's other long lines do, the second path under the first."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", tmp_path / "a.db")
+    r = advisor_entry("pareto", "bundled-example", "--storage", "a.db", "-o", "plots-for-the-worked-example",
+                      cwd=tmp_path, env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    tail = r.stdout.rstrip("\n").splitlines()[-2:]
+    assert tail == ["plots: plots-for-the-worked-example/bundled-example.png",
+                    "       plots-for-the-worked-example/bundled-example.html"], tail

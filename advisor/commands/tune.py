@@ -479,8 +479,10 @@ def register(app: typer.Typer) -> None:
             written = f"plots: {write_png(points, png, title)}  {write_html(points, html, title)}"
         print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
-        if written:
-            console.print(written)
+        if written:  # plain text (a path is no markup), the second file under the first where both do not fit
+            from advisor.terminal import print_wrapped
+
+            print_wrapped(console, written, len("plots: "))
 
 
 def _delete_study(storage: str, name: str, yes: bool) -> None:
