@@ -153,7 +153,8 @@ def register(app: typer.Typer) -> None:
 
         note = decoding_note(loaded, max_new_tokens=max_new_tokens or the_task.max_new_tokens, **the_task.gen_kwargs)
         if note:  # as `advisor trace` says it: LLaDA-MoE's whole blocks of equal steps
-            print_rich(console, f"note: {note}", markup=False)  # names the model: no markup
+            # plain text, as tune prints it: rich broke its `advisor trace --steps N` across two lines
+            print_wrapped(console, f"note: {note}")
         runtime, fid, fid_source = None, None, None
         if plan is not None:
             from advisor.eval.fidelity import fidelity, fidelity_source, reference_for, task_inputs
