@@ -256,6 +256,8 @@ def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(t
                                       *gpu, "--json", "s.json"], terminal_width=80)
         assert res.exit_code == 0, res.output
         assert "…" not in res.output and max(len(ln) for ln in res.output.splitlines()) <= 80, res.output
+        # a `command` the note names is on one line: rich broke `advisor profile --model` | `tiny:llada_moe`
+        assert all(ln.count("`") % 2 == 0 for ln in res.output.splitlines()), res.output
         return flat(res.output), json.loads((tmp_path / "s.json").read_text())
 
     for gpu, whose in (((), "the default link (no --gpu)"),

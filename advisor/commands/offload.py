@@ -314,7 +314,7 @@ def simulate_cmd(
     if costs is not None:
         _print_times(console, rows, per, unit[1], miss, tau, costs.source)
     elif miss == "cpu":  # the misses' CPU compute is in no column: say so, and how to model it
-        print_rich(console, escape(f"note: {no_cpu_times}"))
+        print_wrapped(console, f"note: {no_cpu_times}")  # rich broke its `advisor profile --model M` in two
     for note in {n for _, st in rows for n in st.notes}:
         print_rich(console, f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
