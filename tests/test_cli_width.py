@@ -184,3 +184,35 @@ def test_a_quoted_command_in_a_note_is_never_broken(tmp_path):
         narrow = _export_notes(url, "ktransformers", columns)
         assert all(ln.count("`") % 2 == 0 for ln in narrow), (columns, narrow)
         assert same_text(narrow, wide)
+
+
+def test_studies_silent_note_breaks_no_command_and_ends_no_line_in_a_space(tmp_path):
+    """`advisor studies`' footnote on a silent trial (a running trial whose worker sent no heartbeat for 12
+    minutes) was printed through rich: at 80 columns its lines ended in the space rich broke them at, and at 66
+    the `advisor tune --study NAME` it quotes was broken after `advisor tune`. It is wrapped as every note is."""
+    import contextlib
+    import shutil
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    shutil.copy(EXAMPLE_DB, tmp_path / "s.db")
+    with sqlite3.connect(tmp_path / "s.db") as con:  # a worker killed mid-trial 12 minutes ago (database clock)
+        (study,) = con.execute("SELECT study_id FROM studies").fetchone()
+        trial = con.execute("INSERT INTO trials (number, study_id, state, datetime_start) SELECT MAX(number) + 1, ?, "
+                            "'RUNNING', datetime('now', '-12 minutes') FROM trials", (study,)).lastrowid
+        con.execute("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES (?, datetime('now', '-12 minutes'))",
+                    (trial,))
+    note = ("silent: a running trial whose worker has sent no heartbeat for over 90 s (3 x the 30 s grace period "
+            "of `advisor tune`'s default --heartbeat): that worker most likely died. The next `advisor tune --study "
+            "bundled-example` on this storage fails it and queues it again")
+    for columns in (66, 80):
+        with contextlib.chdir(tmp_path):
+            res = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, ["studies", "--storage", "s.db"])
+        assert res.exit_code == 0, res.output
+        lines = res.stdout.splitlines()
+        assert "running 1 (1 silent 12 min)" in res.stdout and note in " ".join(res.stdout.split()), res.stdout
+        assert max(map(len, lines)) <= columns and not [ln for ln in lines if ln.endswith(" ")], (columns, lines)
+        assert all(ln.count("`") % 2 == 0 for ln in lines), (columns, lines)

@@ -387,7 +387,7 @@ def register(app: typer.Typer) -> None:
         from advisor.results.preflight import mask_url
         from advisor.results.registry import SILENT_AFTER_S, list_studies, study_task_text
         from advisor.results.storage import GRACE_PERIOD_S, MAX_RETRY
-        from advisor.terminal import print_fitted
+        from advisor.terminal import print_fitted, print_wrapped
         from advisor.tune.display import failed_text, human_bytes
 
         engine = _existing_engine(storage)
@@ -416,11 +416,12 @@ def register(app: typer.Typer) -> None:
         print_fitted(console, table, records, wide=wide)
         silent = [r.name for r in rows if r.silent_s]
         if silent:
-            console.print(f"silent: a running trial whose worker has sent no heartbeat for over {SILENT_AFTER_S} s "
-                          f"(3 x the {GRACE_PERIOD_S} s grace period of `advisor tune`'s default --heartbeat): that "
-                          "worker most likely died. The next `advisor tune --study "
-                          f"{silent[0] if len(silent) == 1 else 'NAME'}` on this storage fails it and queues it "
-                          f"again (a configuration is retried up to {MAX_RETRY} times).", markup=False)
+            # plain text wrapped as every note (rich broke `advisor tune --study NAME` in two, lines ending in ' ')
+            print_wrapped(console, f"silent: a running trial whose worker has sent no heartbeat for over "
+                                   f"{SILENT_AFTER_S} s (3 x the {GRACE_PERIOD_S} s grace period of `advisor tune`'s "
+                                   "default --heartbeat): that worker most likely died. The next `advisor tune --study "
+                                   f"{silent[0] if len(silent) == 1 else 'NAME'}` on this storage fails it and queues "
+                                   f"it again (a configuration is retried up to {MAX_RETRY} times).")
 
     @app.command("pareto")
     def pareto(
