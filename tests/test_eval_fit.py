@@ -97,3 +97,22 @@ def test_prompts_that_with_their_new_tokens_pass_the_positions_are_said(toy_dir,
     err = " ".join(capsys.readouterr().err.split())  # the note wraps at the terminal's width
     assert f"note: gsm8k: {len(task.examples)} of {len(task.examples)} prompts with their new tokens still exceed" in err
     assert "256 positions (240 new tokens)" in err
+
+
+def test_prompts_past_the_positions_say_how_many_new_tokens_fit(toy_dir, capsys):
+    """`advisor eval bundled --task gsm8k` (256 positions, 256 new tokens by default) said every prompt ran past
+    the model's positions, and not what to give instead: the note names the new tokens that fit every prompt
+    and where to give them; for humaneval, whose prompts fill the positions on their own, that fewer cannot help.
+    Through `fit_to_positions`, which eval, tune and trace call (eval's 240 new tokens decoded for ~60 s)."""
+    loaded = load_model(str(toy_dir))
+    task = get_task("gsm8k", path=str(DATA))
+    fit_to_positions(task, loaded, 240)
+    err = " ".join(capsys.readouterr().err.split())  # the note wraps at the terminal's width
+    assert f"{len(task.examples)} of {len(task.examples)} prompts with their new tokens still exceed" in err, err
+    assert "at most 128 new tokens fit every prompt (eval, trace: --max-new-tokens 128; tune:" in err, err
+    fitted = fit_to_positions(task, loaded, 128)
+    assert "still exceed" not in capsys.readouterr().err  # the number given fits
+    assert all(len(encode_prompt(loaded.tokenizer, fitted.prompt(ex))) <= 128 for ex in fitted.examples)
+    fit_to_positions(get_task("humaneval"), loaded, 16)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "still exceed" in err and "256 tokens or longer on their own, which fewer new tokens cannot help" in err, err

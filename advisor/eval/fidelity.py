@@ -264,7 +264,8 @@ def task_inputs(loaded, task, *, n: int = 16, seed: int = 0, canvas: int | None 
 
     require_tokenizer(loaded)
     canvas = canvas or answer_canvas(loaded, task)
-    examples = fit_to_positions(replace(task, examples=select(task.examples, n, seed)), loaded, canvas).examples
+    examples = fit_to_positions(replace(task, examples=select(task.examples, n, seed)), loaded, canvas,
+                                setting=None).examples
     prompts = [task.prompt(ex) for ex in examples]
     answers = [ex.get("answer") or ex.get("canonical_solution") for ex in examples]
     return build_inputs(loaded, prompts, answers, canvas=canvas, seed=seed)

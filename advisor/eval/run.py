@@ -184,11 +184,17 @@ def model_positions(loaded) -> int | None:
     return None
 
 
-def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
+NEW_TOKENS_SETTING = "eval, trace: --max-new-tokens {n}; tune: max_new_tokens = {n} under [evaluation] in a --space file"
+"""Where the new tokens are set, for `fit_to_positions`'s note ({n}: the number that fits)."""
+
+
+def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | None = NEW_TOKENS_SETTING) -> Task:
     """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
     prompt gets what the new tokens leave, at least half). Said once; prompts that with their new tokens still
     do not fit are said too (the model then runs past the length it was trained for): a prompt within its half
-    beside more new tokens than the other half was not."""
+    beside more new tokens than the other half was not. The note says how many new tokens fit every prompt
+    and where to give them (`setting`; None where the new tokens are no user's setting), or that no number
+    does (prompts as long as the positions on their own)."""
     positions = model_positions(loaded)
     if positions is None or loaded.tokenizer is None:
         return task
@@ -197,7 +203,7 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
     def length(ex: dict) -> int:
         return len(encode_prompt(loaded.tokenizer, task.prompt(ex)))
 
-    examples, shortened, fewest, over = [], 0, task.max_shots, 0
+    examples, sizes, shortened, fewest, over = [], [], 0, task.max_shots, 0
     for ex in task.examples:
         size = length(ex)  # each prompt variant is tokenized once
         if task.max_shots and size > budget:
@@ -209,14 +215,32 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int) -> Task:
             shortened, fewest = shortened + 1, min(fewest, shots)
         over += size + max_new_tokens > positions  # the prompt's half cannot make room for more new tokens
         examples.append(ex)
+        sizes.append(size)
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
     if shortened:
         note_once(f"note: {task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
                   f"fewest kept {fewest} of {task.max_shots}")
     if over:
         note_once(f"note: {task.name}: {over} of {n} prompts with their new tokens still exceed {room}; the model runs "
-                  "past the length it was trained for on them")
+                  f"past the length it was trained for on them{_room_hint(task, examples, sizes, positions, length, setting)}")
     return replace(task, examples=examples) if shortened else task
+
+
+def _room_hint(task: Task, examples: list[dict], sizes: list[int], positions: int, length: Callable,
+               setting: str | None) -> str:
+    """`fit_to_positions`'s remedy: the most new tokens beside which every prompt fits (each at its fewest
+    exemplars; a few-shot task's at most half the positions, past which its prompts keep half), or how many
+    prompts fill the positions on their own, which fewer new tokens cannot help."""
+    if task.max_shots:
+        sizes = [s if ex.get("shots") == 0 else length({**ex, "shots": 0}) for ex, s in zip(examples, sizes, strict=True)]
+    fits = positions - max(sizes)
+    if task.max_shots:
+        fits = min(fits, positions // 2)
+    if fits < 1:
+        alone = sum(s >= positions for s in sizes)
+        return (f"; {alone} of them {'is' if alone == 1 else 'are'} {positions} tokens or longer on their own, which "
+                "fewer new tokens cannot help (a model with more positions can)")
+    return f"; at most {fits} new tokens fit every prompt ({setting.format(n=fits)})" if setting else ""
 
 
 def _batches(tokenizer, task: Task, batch_size: int, pad: str | None = None) -> list[tuple[list[int], Any, Any]]:
