@@ -116,3 +116,17 @@ def test_prompts_past_the_positions_say_how_many_new_tokens_fit(toy_dir, capsys)
     fit_to_positions(get_task("humaneval"), loaded, 16)
     err = " ".join(capsys.readouterr().err.split())
     assert "still exceed" in err and "256 tokens or longer on their own, which fewer new tokens cannot help" in err, err
+
+
+def test_trace_fits_task_prompts_beside_its_max_new_tokens(toy_dir, tmp_path, monkeypatch):
+    """`advisor trace --task gsm8k --max-new-tokens 8` fitted its prompts beside the task's 256 new tokens: the
+    notes said exemplars dropped and prompts past the positions '(256 new tokens)', and so told to give the
+    --max-new-tokens already given. It fits them beside the new tokens it decodes."""
+    from advisor.eval import notes
+
+    monkeypatch.setattr(notes, "_said", set())
+    proc = advisor_in_process("trace", str(toy_dir), "--task", "gsm8k", "--data", str(DATA), "--limit", "1",
+                              "--max-new-tokens", "2", "--steps", "2", "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    err = " ".join(proc.stderr.split())
+    assert "256 new tokens" not in err and "positions (2 new tokens)" in err, err

@@ -48,10 +48,11 @@ DEFAULT_TRACE_PROMPTS = 4
 
 
 def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, limit: int,
-             seed: int) -> tuple[list[torch.Tensor], int | None, bool]:
+             seed: int, max_new_tokens: int) -> tuple[list[torch.Tensor], int | None, bool]:
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
-    tune` traces (`workload_prompts`: the examples of `task`, read before torch imported - None only with --prompt;
-    or seeded ids for tokenizer-less tiny models)."""
+    tune` traces (`workload_prompts`: the examples of `task`, read before torch imported - None only with --prompt,
+    fitted to the model's positions beside --max-new-tokens (0: the task's); or seeded ids for tokenizer-less
+    tiny models)."""
     import torch
 
     from advisor.eval.run import encode_prompt, workload_prompts
@@ -60,7 +61,7 @@ def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, l
     if prompt and not synthetic:
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
     n = len(prompt) if prompt else limit
-    return workload_prompts(loaded, task, n, seed), getattr(task, "max_new_tokens", None), synthetic
+    return workload_prompts(loaded, task, n, seed, max_new_tokens or None), getattr(task, "max_new_tokens", None), synthetic
 
 
 def _refuse_denoising(name: str, family: str, steps: int, block_length: int) -> None:
@@ -159,7 +160,7 @@ def trace_cmd(
     if loaded.offloaded:
         print_rich(err, f"loading: {loaded.load_note}", markup=False)
     _refuse_denoising(loaded.name, loaded.family, steps, block_length)  # a hub id's family is known only now
-    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed)
+    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed, max_new_tokens)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
         gen_kw["steps"] = steps
