@@ -146,12 +146,26 @@ def test_a_count_of_one_is_singular(mixed, mixed_report):
 
 
 def test_report_lines_align_for_a_long_format_name(mixed_report):
+    """The values stand in one column. A mixed plan's label too long to leave them room at 80 columns (its values
+    were a 46-column strip beside it; a 42-character label left 30) heads its row on a line of its own, its values
+    below it in that column. In a study of hot/cold plans only, the fp16 row (its hot format) said "no trial of this
+    precision" and the mixed row "accuracy change -" without why: both say what the study holds instead."""
     out = mixed_report[0].splitlines()
-    start = next(i for i, line in enumerate(out) if "of GPU memory (" in line)
+    start = next(i for i, line in enumerate(out) if "without cache:" in line)  # the heading's last line
     end = next((i for i in range(start + 1, len(out)) if out[i].startswith("  at ")), len(out))
-    rows = [line for line in out[start + 1:end] if ": " in line]  # not the lines a long row is broken onto
-    assert [r.split(": ")[0].strip() for r in rows] == ["fp16", "int8", "int4", "int4:g64 (+hot bf16 x16/layer)"], out
-    assert len({r.index(": ") for r in rows}) == 1, "\n".join(rows)  # one column for the values
+    rows = out[start + 1:end]
+    assert all(len(line) <= 80 for line in rows), "\n".join(rows)
+    labels = [m[1] for line in rows if (m := re.match(r"  (\S.*?):(?: |$)", line))]
+    assert labels == ["fp16", "int8", "int4", "int4:g64 (+hot bf16 x16/layer)"], out
+    assert "  int4:g64 (+hot bf16 x16/layer):" in rows, "\n".join(rows)  # the label alone on its line
+    # one column for the values: after a short label's ": ", and under each row's first line
+    assert {line.index(": ") + 2 for line in rows if re.match(r"  \S.*: ", line)} == {8}, "\n".join(rows)
+    assert {len(line) - len(line.lstrip()) for line in rows if not re.match(r"  \S", line)} == {8}, "\n".join(rows)
+    text = " ".join(" ".join(rows).split())
+    assert "fp16: no uniform trial in the study; trials mixing it with other formats are in the mixed-plan row" in text
+    assert "int4: no trial of this precision in the study" in text, text  # int4:g64 is not int4
+    assert "accuracy change -" not in text and re.search(
+        r"accuracy [01]\.\d{3} \(measured\); no 16- or 32-bit plan in the study: accuracy change not available", text), text
 
 
 def test_export_help_says_profiles_dir_is_for_from_recommend():

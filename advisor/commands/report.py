@@ -12,6 +12,10 @@ from advisor.commands import OUTPUT, output_option, storage_option, user_path
 from advisor.models import check_model_spec
 from advisor.units import MAX_LENGTH
 
+LABEL_ROOM = 56
+"""Columns the report's summary keeps for its figures beside its right-aligned plan labels: a label that leaves
+fewer (a long mixed plan's at 80 columns) heads its row on a line of its own."""
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the app."""
@@ -115,17 +119,32 @@ def register(app: typer.Typer) -> None:
         console = Console()  # the terminal's width ($COLUMNS, else 80), as every wrapped line of the tool
         print_parts(console, "  ", [f"at {memory_text(memory)} of GPU memory ({why})", f"against {no_cache_label(full)}"],
                     2, ":")
-        width = max((len(r.precision) for r in res.headline), default=0)  # int4:g64, a mixed plan's label
+        # labels right-aligned, the figures in one column beside them (int4:g64 among fp16/int8/int4); a label
+        # that would leave that column under LABEL_ROOM (a mixed plan's, 42 characters: a 30-column strip at 80)
+        # takes a line of its own, its figures below it in the same column
+        width = max((len(r.precision) for r in res.headline if console.width - len(r.precision) - 4 >= LABEL_ROOM),
+                    default=0)
+
+        def head(label: str) -> tuple[str, int]:
+            if len(label) > width:
+                print_wrapped(console, f"  {label}:", 4)
+                return " " * (width + 4), width + 4
+            return f"  {label:>{width}}: ", width + 4
+
         for r in res.headline:
+            first, indent = head(r.precision)
             if r.trial is None:  # why none: a note of up to ~200 characters, wrapped under itself
-                print_wrapped(console, f"  {r.precision:>{width}}: {r.note}", width + 4)
+                print_wrapped(console, f"{first}{r.note}", indent)
                 continue
-            # a fidelity study (no task accuracy) has its top-1 agreement to say, not "accuracy change -"
+            # a fidelity study (no task accuracy) has its top-1 agreement to say, not "accuracy change -"; a
+            # study with no full-precision plan its accuracy, and why it has no change
             quality = (f"accuracy change {100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"
                        if r.accuracy_change is not None else
+                       f"accuracy {r.accuracy:.3f} ({kind(r.accuracy_source)}); {res.extra['accuracy_why']}"
+                       if r.accuracy is not None else
                        f"top-1 agreement {r.fidelity_top1:.3f} ({kind(r.fidelity_source)})"
-                       if r.accuracy is None and r.fidelity_top1 is not None else "accuracy change -")
-            print_parts(console, f"  {r.precision:>{width}}: ", [f"trial #{r.trial}", *cuts(r), quality], width + 4)
+                       if r.fidelity_top1 is not None else "accuracy not measured")
+            print_parts(console, first, [f"trial #{r.trial}", *cuts(r), quality], indent)
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
             if not best:

@@ -11,7 +11,7 @@ from typing import Any
 from advisor.baselines import SIXTEEN_BIT
 from advisor.errors import UserError
 from advisor.report.data import StudyData, TrialRecord
-from advisor.results.config_view import miss_policy, policy_text
+from advisor.results.config_view import formats_in, miss_policy, policy_text
 
 PRECISIONS = ("fp16", "int8", "int4")
 """The report's precisions: its 16-bit one is the study's (`advisor.baselines.full_precision`), in its place."""
@@ -213,15 +213,16 @@ def headline_rows(
     so that a row none of whose configurations can fit `memory` says so, with the bytes, not that the study ran no
     trial of it."""
     measured = [t for t in trials if "h2d_bytes_per_token" in t.values]
+    mixed = [t for t in measured if uniform_precision(t) is None]
     rows = []
     for prec in precisions:
         same = [t for t in measured if _same_format(uniform_precision(t), prec)]
-        rows.append(_best_row(same, memory, prec, "this precision", trials, reference, expert_bytes, least_peak))
+        mixes = any(_same_format(f, prec) for t in mixed if t.precision is not None for f in formats_in(t.precision))
+        rows.append(_best_row(same, memory, prec, "this precision", trials, reference, expert_bytes, least_peak, mixes))
     rest = [t for t in measured if not any(_same_format(uniform_precision(t), p) for p in precisions)]
     for fmt in sorted({f for t in rest if (f := uniform_precision(t)) is not None}):
         same = [t for t in rest if uniform_precision(t) == fmt]
         rows.append(_best_row(same, memory, fmt, "this precision", trials, reference, expert_bytes, least_peak))
-    mixed = [t for t in rest if uniform_precision(t) is None]
     if mixed:
         rows.append(_best_row(mixed, memory, MIXED, "a mixed plan", trials, reference, expert_bytes))
     return rows
@@ -242,10 +243,12 @@ MIXED = "mixed plans"
 
 def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str, trials: Sequence[TrialRecord],
               reference: Reference, expert_bytes: dict[str, list[int]],
-              least_peak: Callable[[str], tuple[int, str]] | None = None) -> HeadlineRow:
+              least_peak: Callable[[str], tuple[int, str]] | None = None, mixed: bool = False) -> HeadlineRow:
     """The best of `same` within `memory` (a mixed plan's row is labelled by its plan), or why there is none: a
     format that cannot fit `memory` in any configuration says so with its least counted bytes - a study leaves
-    such a format out of its search (`advisor tune`'s note), and the row read "no trial of this precision"."""
+    such a format out of its search (`advisor tune`'s note), and the row read "no trial of this precision".
+    `mixed`: the study's mixed plans (hot/cold, per layer) use the format, so a study of only such plans is not
+    said to have no trial of it: its int8 row read "no trial of this precision in the study" beside int8 hot sets."""
     fit = [t for t in same if t.values.get("peak_gpu_bytes", math.inf) <= memory]
     if not fit:
         need, counted = least_peak(label) if least_peak is not None and label != MIXED else (None, "")
@@ -257,6 +260,9 @@ def _best_row(same: Sequence[TrialRecord], memory: float, label: str, what: str,
             return HeadlineRow(label, note=f"cannot fit in {memory_text(memory)}: even its least configuration "
                                f"({counted}) needs {format_bytes(need, 2)} (counted)"
                                + ("" if same else "; the study has no trial of it"))
+        if not same and mixed:
+            return HeadlineRow(label, note="no uniform trial in the study; trials mixing it with other formats are in "
+                               "the mixed-plan row")
         return HeadlineRow(label, note=f"no trial of {what} in the study" if not same else f"no trial of {what} fits")
     best = min(fit, key=rank)
     return trial_row(best, best.plan_label if label == MIXED else label, trials, reference, expert_bytes)

@@ -36,6 +36,7 @@ from advisor.report.select import (
     BudgetAnswer,
     HeadlineRow,
     Reference,
+    accuracy_reference,
     accuracy_rows,
     baseline_rows,
     feasible_trials,
@@ -218,6 +219,7 @@ def build_report(
                         time.perf_counter() - t0, {"recommended": recs, "answers": answers,
                                                    "memory": (ref_memory, memory_why), "baseline_format": full,
                                                    "reference": reference,
+                                                   "accuracy_why": accuracy_reference(trials, full=full)[1],
                                                    "memory_notes": memory_notes,
                                                    "timed": timed(data)})
 
