@@ -129,3 +129,24 @@ def test_the_checks_before_the_load_read_config_json_once(monkeypatch, tmp_path,
     r = advisor_entry(*args, "--max-new-tokens", "2147483647", cwd=tmp_path)
     one_error_line(r, "--max-new-tokens 2147483647: bundled (llada_moe) decodes with forwards over the whole canvas")
     assert len(reads) == 1, reads
+
+
+@pytest.mark.parametrize("args", [("trace", "-o", "t.npz"), ("eval", "--limit", "999"), ("quant-report",)],
+                         ids=lambda a: a[0])
+def test_a_model_the_load_refuses_is_refused_before_the_busy_host_note(two_cores, monkeypatch, tmp_path, args):
+    """A model directory whose tokenizer.json does not parse (or whose config.json its checkpoint does not match) is
+    refused by the load; the busy host's note (and eval's --limit note) came before that refusal: not one line.
+    The notes are said once the model has loaded."""
+    import shutil
+
+    from advisor.models import BUNDLED_DIR
+    from tests.cli_helpers import advisor_entry, one_error_line
+
+    model = tmp_path / "m"
+    shutil.copytree(BUNDLED_DIR, model)
+    (model / "tokenizer.json").write_text("{bad")
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    r = advisor_entry(args[0], "m", *args[1:], cwd=tmp_path)
+    line = one_error_line(r, "cannot read the tokenizer in m (JSONDecodeError")
+    assert r.stderr.strip() == line and not r.stdout.strip(), r.stderr  # no note before it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

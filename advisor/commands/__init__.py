@@ -164,20 +164,27 @@ def gpu_profile(gpu: str | None, profiles_dir: Path | None, *,
     return get_gpu(gpu, profiles_dir, has_budget=has_budget)  # an empty --gpu is refused, not ignored
 
 
-def set_threads(threads: int) -> None:
-    """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use, and on
-    a host that other work keeps busy a note says so (eval, trace and quant-report all set them here)."""
+def set_threads(threads: int) -> str:
+    """torch's intra-op threads for a `threads_option` of default 0: 0 is every core this process may use (eval,
+    trace and quant-report all set them here, before the model loads). Returns the note for more threads than
+    cores or a host other work keeps busy ("" otherwise), which the command says once the model has loaded
+    (`say_busy_host`): a model the load refuses (a tokenizer.json that does not parse, a config.json its
+    checkpoint does not match, an unknown model_type) was refused after that note, not in one line."""
     import torch
 
     n = threads or max(1, min(torch.get_num_threads(), usable_cores()))
-    note = oversubscribed_note(threads) or (busy_host_note(n) if not threads and n > 1 else "")
+    torch.set_num_threads(n)
+    return oversubscribed_note(threads) or (busy_host_note(n) if not threads and n > 1 else "")
+
+
+def say_busy_host(note: str) -> None:
+    """`set_threads`'s note on stderr, if there is one."""
     if note:
         from rich.console import Console
 
         from advisor.terminal import print_wrapped
 
         print_wrapped(Console(stderr=True), f"note: {note}", 2)
-    torch.set_num_threads(n)
 
 
 def oversubscribed_note(threads: int) -> str:
@@ -219,7 +226,7 @@ def refuse_canvas_past_memory(spec: str, config: dict[str, Any] | None, new_toke
     stored dtype's bytes (2 where none is stored), counted from config.json, a lower bound of what decoding holds -
     exceed `device`'s free memory. `trace --max-new-tokens 99999999` on the bundled model ran out of memory only
     after the busy-host and decoding notes (47.7 GiB for one allocation); called after `check_device` and before
-    `set_threads`, so the refusal comes first and alone. Other families (a KV cache, a canvas per block) pass.
+    the model loads, so the refusal comes first and alone. Other families (a KV cache, a canvas per block) pass.
     `config`: the model's `spec_config`, as the command read it for its other checks."""
     from advisor.models import config_family, dtype_name
     from advisor.models.load import device_free_bytes

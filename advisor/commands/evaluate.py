@@ -11,6 +11,7 @@ from advisor.commands import (
     device_option,
     refuse_canvas_past_memory,
     refuse_out_of_memory,
+    say_busy_host,
     set_threads,
     threads_option,
     user_path,
@@ -139,14 +140,16 @@ def register(app: typer.Typer) -> None:
 
         dev = check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
         refuse_canvas_past_memory(model, config, max_new_tokens or 0, dev)  # before the notes too
-        set_threads(threads)  # before a busy host's note (it came first: the refusal was not one line)
+        busy = set_threads(threads)
         from advisor.terminal import print_rich, print_wrapped  # no line ends in the space rich broke it at
 
         console = Console(stderr=True)
+        loaded = load_model(model, device=device, offload=offload)
+        # the notes once the model has loaded: a model the load refuses is refused in one line, not after them
+        say_busy_host(busy)
         if limit is not None and limit > len(the_task.examples):  # `select` took them all, not an error
             print_wrapped(console, f"note: --limit {limit} is more than the {the_task.name} task's "
                                    f"{count(len(the_task.examples), 'problem')}: evaluating all of them")
-        loaded = load_model(model, device=device, offload=offload)
         if loaded.offloaded:
             print_rich(console, f"loading: {loaded.load_note}", markup=False)
         from advisor.models.generate import decoding_note

@@ -19,6 +19,7 @@ from advisor.commands import (
     profiles_dir_option,
     refuse_canvas_past_memory,
     refuse_out_of_memory,
+    say_busy_host,
     set_threads,
     threads_option,
     user_path,
@@ -151,8 +152,9 @@ def trace_cmd(
     output = Path(output)  # read as text: '' was Path('.'), refused as "cannot write ." (a directory)
     dev = check_device(device)  # no CUDA here: known once torch has imported, said before a busy host's note
     refuse_canvas_past_memory(model, config, max_new_tokens, dev)  # before the notes, not after them
-    set_threads(threads)
+    busy = set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
+    say_busy_host(busy)  # once the model has loaded: a model the load refuses is refused in one line, not after it
     err = Console(stderr=True)
     # notes are plain text (a model directory b[red] is no markup), broken where rich breaks them
     from advisor.terminal import print_rich, print_wrapped

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from advisor.commands import SEED_RANGE, set_threads, threads_option, user_path
+from advisor.commands import SEED_RANGE, say_busy_host, set_threads, threads_option, user_path
 from advisor.errors import UserError, refuse_empty
 from advisor.models import check_model_spec, check_weights, spec_moe_layers
 from advisor.quant.spec import canonical_name
@@ -120,8 +120,9 @@ def register(app: typer.Typer) -> None:
         from advisor.terminal import print_rich
         from advisor.units import format_bytes
 
-        set_threads(threads)
+        busy = set_threads(threads)
         loaded = load_model(model, offload=offload)
+        say_busy_host(busy)  # once the model has loaded: a model the load refuses is refused in one line, not after it
         if loaded.offloaded:  # as eval and trace say it: the experts are read from the checkpoint one at a time
             print_rich(Console(stderr=True), f"loading: {loaded.load_note}", markup=False)
         _refuse_layers_beyond(wanted, loaded.name, len(loaded.moe))  # where the config did not count them

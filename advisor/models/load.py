@@ -204,7 +204,7 @@ def _parse_dtype(dtype: Any) -> torch.dtype | None:
 def check_device(device: str | torch.device) -> torch.device:
     """`device` as torch's, refused in one line where the loader, runtime and copies cannot run (mps, xpu, meta ...:
     torch parses them; a traceback came from the first tensor moved there) or this host has no such GPU. Commands
-    call it before their busy-host note (`advisor.commands.set_threads`), which came first: the refusal was not one
+    call it before their busy-host note (`advisor.commands.say_busy_host`), which came first: the refusal was not one
     line."""
     dev = torch.device(check_device_name(str(device)))
     if dev.type == "cuda" and not torch.cuda.is_available():
