@@ -365,8 +365,16 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             from advisor.models.offloaded import check_checkpoint
 
             check_checkpoint(path, cls, checkpoint or Checkpoint(path))
+        if cls.__name__.startswith("Auto"):
+            from advisor.models.remote_code import TRUST_NO_CODE
+
+            kwargs |= TRUST_NO_CODE
         model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     except (ValueError, KeyError, OSError) as e:
+        from advisor.models.remote_code import custom_code_refusal
+
+        if refusal := custom_code_refusal(path, "model", e):
+            raise refusal from e
         raise UserError(f"cannot load model type '{model_type}' from {path}: {e}") from e
     loaded = loaded_from(model.eval(), _tokenizer(path), family, name, device)
     loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""
@@ -380,9 +388,13 @@ def _tokenizer(path: Path) -> Any | None:
         return None
     from transformers import AutoTokenizer
 
+    from advisor.models.remote_code import TRUST_NO_CODE, custom_code_refusal
+
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, **TRUST_NO_CODE)
     except Exception as e:  # a truncated tokenizer.json, a missing vocab file: JSON, OS or tokenizers' own errors
+        if refusal := custom_code_refusal(path, "tokenizer", e):
+            raise refusal from e
         reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
         raise UserError(f"cannot read the tokenizer in {path} ({type(e).__name__}: {reason}); re-download its "
                         "tokenizer files") from e

@@ -103,9 +103,12 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
     a config.json the model class cannot be built from is one line naming the file."""
     from transformers import AutoConfig
 
+    from advisor.models.remote_code import TRUST_NO_CODE, custom_code_refusal
+
     config_class = getattr(cls, "config_class", None) or AutoConfig  # Auto* model classes have none
+    trust = TRUST_NO_CODE if config_class is AutoConfig else {}  # a class of its own reads no auto_map
     try:
-        config = config_class.from_pretrained(str(path), local_files_only=True)
+        config = config_class.from_pretrained(str(path), local_files_only=True, **trust)
         with params_on_meta():
             if cls.__name__.startswith("Auto"):
                 model = cls.from_config(config, dtype=dtype)
@@ -115,6 +118,8 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
     # parameters, created before they move to the meta device); MemoryError: a per-layer list of 10**15 layers
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, RuntimeError,
             MemoryError, _StrictFieldError) as e:
+        if refusal := custom_code_refusal(path, "model", e):
+            raise refusal from e
         # a field of the wrong type: huggingface_hub's message runs over two lines; a MemoryError says nothing
         why = " ".join(str(e).split()) or "more memory than this host has"
         raise UserError(f"{path / 'config.json'} does not describe a model that can be built "
