@@ -33,3 +33,21 @@ def test_a_model_or_tokenizer_of_its_own_code_is_refused_without_a_prompt(tmp_pa
     one_error_line(r, f"error: m: its {what} needs the Python code in the model's own files (auto_map), which "
                       "advisor never runs")
     assert "[y/N]" not in r.stdout + r.stderr and not r.stdout.strip(), r.stdout
+
+
+@pytest.mark.parametrize(("model_type", "said"), [
+    ("acme_moe", "config.json: model_type 'acme_moe' is not one transformers "),
+    ("vit", "config.json: model_type 'vit' is no language model transformers "),
+])
+def test_a_model_type_transformers_does_not_build_as_a_language_model_is_one_short_line(tmp_path, model_type, said):
+    """transformers' own messages, quoted whole, ran to ~700 characters (pip commands) for a model_type it does not
+    know and to ~3,500 (every config class AutoModelForCausalLM takes) for one that is no causal LM, then said
+    'fix that field or re-download the model'."""
+    from advisor.models import BUNDLED_DIR
+
+    model = tmp_path / "m"
+    shutil.copytree(BUNDLED_DIR, model)
+    settings = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**settings, "model_type": model_type}))
+    line = one_error_line(advisor_entry("inspect", "m", cwd=tmp_path), f"error: {model.name}/{said}")
+    assert len(line) < 300 and "fix that field" not in line, line

@@ -10,6 +10,7 @@ checkpoint. The model's own expert parameters stay meta - they never exist in me
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,6 +108,7 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
 
     config_class = getattr(cls, "config_class", None) or AutoConfig  # Auto* model classes have none
     trust = TRUST_NO_CODE if config_class is AutoConfig else {}  # a class of its own reads no auto_map
+    config = None
     try:
         config = config_class.from_pretrained(str(path), local_files_only=True, **trust)
         with params_on_meta():
@@ -118,13 +120,32 @@ def meta_model(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
     # parameters, created before they move to the meta device); MemoryError: a per-layer list of 10**15 layers
     except (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, RuntimeError,
             MemoryError, _StrictFieldError) as e:
-        if refusal := custom_code_refusal(path, "model", e):
+        if refusal := custom_code_refusal(path, "model", e) or _not_a_language_model(path, config, e):
             raise refusal from e
         # a field of the wrong type: huggingface_hub's message runs over two lines; a MemoryError says nothing
         why = " ".join(str(e).split()) or "more memory than this host has"
         raise UserError(f"{path / 'config.json'} does not describe a model that can be built "
                         f"({type(e).__name__}: {why}); fix that field or re-download the model") from e
     return model.eval()
+
+
+def _not_a_language_model(path: Path, config: Any, error: BaseException) -> UserError | None:
+    """The one-line refusal of a config.json whose model_type transformers does not know, or knows as no causal
+    language model (vit, t5): transformers' own messages ran to 700 characters (pip commands) and to 3,500 (every
+    config class AutoModelForCausalLM takes), and were followed by 'fix that field'. None for other errors."""
+    import transformers
+
+    said = str(error)
+    unknown = re.search(r"model type `([^`]*)` but Transformers does not recognize", said)
+    if unknown:
+        return UserError(f"{path / 'config.json'}: model_type '{unknown[1]}' is not one transformers "
+                         f"{transformers.__version__} builds, nor LLaDA-MoE or LLaDA2 (advisor's own); a newer "
+                         "transformers may build it (pip install -U transformers), or fix config.json's model_type")
+    if config is not None and said.startswith("Unrecognized configuration class"):
+        return UserError(f"{path / 'config.json'}: model_type '{config.model_type}' is no language model "
+                         f"transformers {transformers.__version__} decodes (AutoModelForCausalLM takes no "
+                         f"{type(config).__name__}); advisor runs MoE language models: point MODEL at one")
+    return None
 
 
 def check_layout(path: Path, model: nn.Module, checkpoint: Checkpoint, keys: dict[str, str]) -> None:
