@@ -18,8 +18,8 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -296,6 +296,23 @@ def write_atomic(path: str | os.PathLike, text: str, *, create_dirs: bool = True
     with atomic_path(path, create_dirs=create_dirs, executable=executable, option=option) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_together(files: Mapping[Path, bytes | str], *, option: str = "") -> list[Path]:
+    """Write each of `files` (path: its bytes, or text written as UTF-8) to a temporary beside it (`atomic_path`),
+    then rename them all into place with SIGINT and SIGTERM held off: an interrupt leaves every file as it was or
+    every one new, never a new one beside an old or missing one (`pareto`'s PNG without its HTML page)."""
+    with ExitStack() as stack:
+        for path, content in files.items():
+            tmp = stack.enter_context(atomic_path(path, option=option))
+            if isinstance(content, bytes):
+                tmp.write_bytes(content)
+            else:
+                tmp.write_text(content, encoding="utf-8")
+        renames = stack.pop_all()  # the temporaries are all written: only their renames are left
+    with _signals_deferred():
+        renames.close()
+    return list(files)
 
 
 _ASIDE = itertools.count()

@@ -474,10 +474,12 @@ def register(app: typer.Typer) -> None:
         title = f"Pareto front of {study}: {p0.model} on {task}, space {p0.space}{budget} ({counts})"
         written = ""
         if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots
-            from advisor.tune.plots import write_html, write_png
+            from advisor.files import write_together
+            from advisor.tune.plots import render_html, render_png
 
-            png, html = plot_files
-            written = f"plots: {write_png(points, png, title)}  {write_html(points, html, title)}"
+            png, html = plot_files  # both written, or (interrupted) neither: a new PNG beside an old or no HTML
+            write_together({png: render_png(points, title), html: render_html(points, title)}, option=OUTPUT)
+            written = f"plots: {png}  {html}"
         print_front(console, points, title, list(summary.objectives or {}) if summary else [],
                     wide=wide)  # `*` marks the study's objectives, as `tune` prints them
         if written:  # plain text (a path is no markup), the second file under the first where both do not fit

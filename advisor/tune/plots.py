@@ -1,6 +1,7 @@
 """Pareto-front plots from the stored front rows: a PNG (matplotlib) and an interactive HTML (plotly).
 
-Both are written to a temporary file and renamed, so an interrupted run never leaves half a plot.
+Both are made in memory; `pareto` writes them together (`files.write_together`), so an interrupted run leaves
+neither half a plot nor one plot without the other.
 No torch, no optuna: `advisor pareto` reads the project's own tables.
 """
 
@@ -8,9 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from pathlib import Path
 
-from advisor.files import atomic_path
 from advisor.results.front import FrontPoint
 from advisor.tune.display import config_text, human_bytes
 from advisor.units import binary_unit
@@ -112,7 +111,10 @@ def _axes(points: Sequence[FrontPoint]) -> list[tuple[list[float], str]]:
     return [_axis(points, x), _axis(points, y), _axis(points, c, kind_only=True)]
 
 
-def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
+def render_png(points: Sequence[FrontPoint], title: str) -> bytes:
+    """The front as a PNG scatter plot (what `pareto` writes, with `render_html`'s page, by `write_together`)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,15 +131,16 @@ def write_png(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     place_labels(ax, list(zip(xs, ys, strict=True)), [f"#{p.trial_number}" for p in points])
+    buffer = io.BytesIO()
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        fig.savefig(buffer, format="png")
     finally:
         plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
-def write_html(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
+def render_html(points: Sequence[FrontPoint], title: str) -> str:
+    """The front as a self-contained interactive HTML page (plotly), each point's configuration on hover."""
     import plotly.graph_objects as go
 
     (xs, x_label), (ys, y_label), (cs, c_label) = _axes(points)
@@ -156,6 +159,4 @@ def write_html(points: Sequence[FrontPoint], path: Path, title: str) -> Path:
         text=hover, hoverinfo="text",
     ))
     fig.update_layout(title=title, xaxis_title=x_label, yaxis_title=y_label, template="plotly_white")
-    with atomic_path(path) as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-    return path
+    return fig.to_html(include_plotlyjs=True, full_html=True)
