@@ -149,7 +149,8 @@ def test_report_lines_align_for_a_long_format_name(mixed_report):
     """The values stand in one column. A mixed plan's label too long to leave them room at 80 columns (its values
     were a 46-column strip beside it; a 42-character label left 30) heads its row on a line of its own, its values
     below it in that column. In a study of hot/cold plans only, the fp16 row (its hot format) said "no trial of this
-    precision" and the mixed row "accuracy change -" without why: both say what the study holds instead."""
+    precision" and the mixed row "accuracy change -" without why (report.md's answer: "accuracy change not
+    measured", of a measured accuracy): both say what the study holds instead."""
     out = mixed_report[0].splitlines()
     start = next(i for i, line in enumerate(out) if "without cache:" in line)  # the heading's last line
     end = next((i for i in range(start + 1, len(out)) if out[i].startswith("  at ")), len(out))
@@ -166,6 +167,9 @@ def test_report_lines_align_for_a_long_format_name(mixed_report):
     assert "int4: no trial of this precision in the study" in text, text  # int4:g64 is not int4
     assert "accuracy change -" not in text and re.search(
         r"accuracy [01]\.\d{3} \(measured\); no 16- or 32-bit plan in the study: accuracy change not available", text), text
+    md = " ".join(mixed_report[2].split())  # report.md's answer said "accuracy change not measured" of a measured one
+    assert "accuracy change not measured" not in md and re.search(
+        r"cache; accuracy [01]\.\d{3} \(no 16- or 32-bit plan in the study: accuracy change not available\)\.", md), md
 
 
 def test_export_help_says_profiles_dir_is_for_from_recommend():

@@ -409,7 +409,8 @@ def _answer_lines(c: ReportContext) -> list[str]:
         acc = f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs {c.full.upper()})" \
             if r.accuracy_change is not None else f"top-1 agreement {r.fidelity_top1:.3f} (fidelity: the study " \
             "measured no task accuracy)" if r.accuracy is None and r.fidelity_top1 is not None else \
-            "accuracy change not measured"
+            f"accuracy {r.accuracy:.3f} ({accuracy_reference(c.trials, full=c.full)[1]})" \
+            if r.accuracy is not None else "accuracy not measured"
         slots = "slot" if r.slots_per_layer and set(r.slots_per_layer) == {1} else "slots"
         lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU {slots} per layer "
                      f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs {c.full.upper()} without a "
