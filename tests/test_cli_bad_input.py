@@ -1769,3 +1769,15 @@ def test_help_is_shown_where_an_option_is_also_given_twice(tmp_path):
     example = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
     r = advisor_entry("recommend", "--storage", example, "--budget", "8GB", "--budget", "4GB", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--max-accuracy-drop" in r.stdout and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def test_report_refuses_block_lengths_past_the_models_positions_naming_the_largest_that_fits(tmp_path):
+    """`report --block-lengths 99999` decoded 2 blocks of 99,999 tokens beside each prompt on the bundled model's
+    256 positions for many minutes. A block length whose 2 blocks beside the longest traced prompt (47 tokens)
+    pass the positions is refused before the traces, with the largest that fits, and nothing is written."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor_entry("report", "bundled-example", "--storage", db, "-o", "r", "--block-lengths", "8,105",
+                      cwd=tmp_path)
+    one_error_line(r, "--block-lengths 8,105: block length 105 x 2 blocks", "(47 tokens)", "256 positions",
+                   "at most 104 fits")
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []

@@ -146,6 +146,31 @@ def _prompt_blocks(forwards: Iterable[ForwardRouting]) -> Iterable[tuple[int, Fo
 
 
 BLOCK_POLICIES = ("lru", "block_aware")
+BLOCKS = 2
+"""Blocks each prompt generates at every block length of `block_length_study`."""
+
+
+def check_block_lengths(loaded: Any, prompts: Sequence[Any], block_lengths: Sequence[int], option: str) -> None:
+    """Refuse block lengths whose `BLOCKS` blocks beside the longest prompt exceed the model's positions
+    (`advisor.eval.run.model_positions`): `report --block-lengths 99999` decoded ~200,000 tokens on the bundled
+    model's 256 positions for many minutes. Names the largest block length that fits. `option`: the lengths as
+    given (`--block-lengths '8,99999'`). Called before the report's traces, so nothing is written."""
+    from advisor.errors import UserError
+    from advisor.eval.run import model_positions
+
+    positions = model_positions(loaded)
+    if positions is None or not prompts:
+        return
+    longest = max(int(p.shape[-1]) for p in prompts)
+    over = [int(n) for n in block_lengths if longest + BLOCKS * int(n) > positions]
+    if not over:
+        return
+    fits = (positions - longest) // BLOCKS
+    what = (f"block length {over[0]}" if len(over) == 1 else f"block lengths {', '.join(map(str, over))}")
+    hint = (f"at most {fits} fits (or '' to skip the section)" if fits >= 1 else
+            "no block length fits (give '' to skip the section)")
+    raise UserError(f"{option}: {what} x {BLOCKS} blocks beside the longest traced prompt ({longest} tokens) "
+                    f"exceed{'s' if len(over) == 1 else ''} {loaded.name}'s {positions} positions; {hint}")
 SLOT_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
 
@@ -155,7 +180,7 @@ def block_length_study(
     block_lengths: Sequence[int],
     *,
     label: str,
-    blocks: int = 2,
+    blocks: int = BLOCKS,
     seed: int = 0,
     profile: Any = None,
     policies: Sequence[str] = BLOCK_POLICIES,

@@ -154,6 +154,9 @@ def build_report(
     say("loading the study's model")
     wb = Workbench.open(data, task, model, warn or (lambda _: None))
     budgets = [budget_memory(m, wb.backend.shape) for m in memory]  # shares need the model's resident bytes
+    if wb.loaded.is_diffusion and block_lengths:  # before the traces: a block length past the positions ran for minutes
+        report_blocks.check_block_lengths(wb.loaded, wb.backend.prompts(wb.settings.trace_prompts), block_lengths,
+                                          f"--block-lengths {','.join(map(str, block_lengths))}")
     refuse_memory_that_holds_no_trial([(m.strip(), mem) for m, (mem, _) in zip(memory, budgets, strict=True)], trials)
     say(f"recording one routing trace per precision ({', '.join(precisions)})")
     runs = {fmt: wb.trace(fmt) for fmt in precisions}
