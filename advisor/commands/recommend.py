@@ -146,10 +146,11 @@ def register(app: typer.Typer) -> None:
             from advisor.terminal import print_parts, print_wrapped
 
             console = Console()
-            measured = hw.load_profiles(profiles_dir)
-            print_wrapped(console, f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)} (`advisor "
-                                   "profile` measures this machine's), then the catalogue; a copy takes bytes / pinned "
-                                   "bandwidth + the per-copy latency")
+            measured, broken = hw.read_profiles(profiles_dir)  # a broken file is named below, not the whole list's end
+            skipped = f" ({len(broken)} broken, named at the end)" if broken else ""
+            print_wrapped(console, f"{len(measured)} measured profile(s) in {hw.profiles_dir(profiles_dir)}{skipped} "
+                                   "(`advisor profile` measures this machine's), then the catalogue; a copy takes "
+                                   "bytes / pinned bandwidth + the per-copy latency")
             for p in measured + hw.CATALOGUE:
                 print_parts(console, f"{p.name}: ", _profile_figures(p), 4)
                 if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
@@ -157,6 +158,9 @@ def register(app: typer.Typer) -> None:
                     print_wrapped(console, f"    CPU expert times for {', '.join(c['table'])} on "
                                            f"{c.get('host', 'an unrecorded CPU')}, {count(c['threads'], 'thread')} "
                                            f"[{c['source']}]", 6)
+            err = Console(stderr=True)
+            for _path, _name, why in broken:  # each says what is wrong with it and what to do
+                print_wrapped(err, f"note: not listed: {why}", 6)
             return
         # where it is saved, checked before the measuring (a minute with expert shapes), not after
         directory = hw.profiles_dir(profiles_dir)
