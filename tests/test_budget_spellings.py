@@ -70,3 +70,20 @@ def test_report_finds_the_budgets_rows_under_another_spelling(study, tmp_path):
                                                    "llama.cpp-style"], rows
     assert all(ln.endswith("| over budget: not queued, counts 90.75 KiB > 90.50KiB (90.50 KiB); with no expert on the "
                            "GPU it cannot fit there at all |") for ln in rows), rows
+
+
+def test_a_resume_without_the_budgets_is_told_to_give_them(study, tmp_path):
+    """A study tuned with `--budgets` and resumed with `--more 1` alone (the space's default budget) was refused
+    with "another memory budget (114.75 KiB; this run's: 112.05 KiB)", not saying that --budgets had set it. The study
+    now stores the --budgets that set its budget, and the refusal names them (and the --budget in bytes)."""
+    db = tmp_path / "s.db"
+    shutil.copy(study[0], db)
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--more", "1", "--storage", f"sqlite:///{db}",
+               "--study", "b")
+    from advisor.errors import UserError
+
+    assert isinstance(r.exception, UserError), r.output  # the CLI's one error line, exit 2
+    line = str(r.exception)
+    assert "was run with another memory budget (" in line, line
+    assert ("it was tuned with --budgets 1%,90.5KiB,50%, whose largest is its budget; resume it with --budgets "
+            "1%,90.5KiB,50% (or --budget ") in line, line

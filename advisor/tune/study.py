@@ -138,9 +138,25 @@ def resume_keys(profile: Any, *, task: str | None = None, data_sha256: str | Non
     return keys
 
 
+BUDGETS_GIVEN = "budgets_given"
+"""Study user attribute: the `--budgets` of the run that created the study, where their largest is its budget, so
+that a resume with another budget is told to give them again (`check_resume`). Studies from before it have none."""
+
+
+def _budgets_given(budgets: Sequence[str], budget_bytes: int | None, shape: Any) -> dict[str, str]:
+    """`BUDGETS_GIVEN` for a new study whose budget is the largest of `budgets` (none where a --budget, --gpu or
+    none set it)."""
+    from advisor.tune.budget import budget_memory
+
+    if not budgets or budget_bytes is None or budget_bytes != int(max(budget_memory(b, shape)[0] for b in budgets)):
+        return {}
+    return {BUDGETS_GIVEN: ",".join(budgets)}
+
+
 def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, profile: Any, sampler: str,
-                mode: str) -> dict:
+                mode: str, budgets: Sequence[str] = ()) -> dict:
     return {
+        **_budgets_given(budgets, budget_bytes, backend.shape),
         "advisor_version": __version__,
         "model": backend.model_name,
         "model_fingerprint": backend.model_fingerprint,
@@ -338,6 +354,12 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
                     was, now = (f"{int(b)} bytes" for b in (stored[key], keys[key]))
                     now += f", both {format_bytes(stored[key], 2)} to two decimals"
                 shown = f"{was}; this run's: {now}"
+                if stored.get(BUDGETS_GIVEN) and stored[key]:  # a resume without them: say what sets its budget
+                    given = shlex.quote(str(stored[BUDGETS_GIVEN]))
+                    raise UserError(f"study {name!r} was run with another {what} ({shown}): it was tuned with "
+                                    f"--budgets {given}, whose largest is its budget; resume it with --budgets "
+                                    f"{given} (or --budget {int(stored[key])}B), choose a new --study name, or "
+                                    f"delete it first (`advisor studies --delete {name}` with the same --storage)")
             elif key == "data_sha256":  # the file is shown by its path, stored with the evaluation settings
                 path = (stored.get("evaluation") or {}).get("data")
                 shown = f"{path}, sha256 {stored[key][:12]}" if stored[key] else "none: the task's own data"
@@ -571,7 +593,7 @@ def _run_tune(
         study = redo_when_cut(lambda: create_or_load(storage, name, metrics, directions, sampler))  # (found, if made)
         if tuning is not None:
             tuning.append((storage, study))
-        meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode)
+        meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode, opts.budgets)
         check_resume(study.study_name, study.user_attrs, meta)
         _check_decoding(study, backend)
         _check_constraint_names(study, opts.sampler)
