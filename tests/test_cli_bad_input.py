@@ -1286,6 +1286,8 @@ def test_more_new_tokens_than_memory_holds_is_one_line(tmp_path, monkeypatch):
     one_error_line(advisor_entry("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n,
                                  cwd=tmp_path), f"--max-new-tokens {n}: bundled (llada_moe)", "143.1 GiB")
     monkeypatch.setattr("advisor.models.load.device_free_bytes", lambda device: 2 << 40)
+    # and past the refusal of new tokens beyond the model's positions (`fit_to_positions`): a model without them
+    monkeypatch.setattr("advisor.eval.run.model_positions", lambda loaded: None)
     r = advisor_entry("trace", "bundled", "-o", str(tmp_path / "t.npz"), "--max-new-tokens", n, "--limit", "1",
                 cwd=tmp_path)
     one_error_line(r, f"out of memory while decoding {n} new tokens", "GiB)", "smaller --max-new-tokens")

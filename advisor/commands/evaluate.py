@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
                                   "give a smaller --max-new-tokens or --batch-size"):
             result = evaluate(
                 loaded, the_task, runtime=runtime, progress=not no_progress, batch_size=batch_size,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max_new_tokens, refuse_past=True,
             )
         out = Console()
         from rich.markup import escape

@@ -62,7 +62,7 @@ def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, l
     if prompt and not synthetic:
         return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
     n = len(prompt) if prompt else limit
-    return workload_prompts(loaded, task, n, seed, max_new_tokens or None), getattr(task, "max_new_tokens", None), synthetic
+    return workload_prompts(loaded, task, n, seed, max_new_tokens or None, refuse_past=True), getattr(task, "max_new_tokens", None), synthetic
 
 
 def _refuse_denoising(name: str, family: str, steps: int, block_length: int) -> None:

@@ -75,12 +75,14 @@ def evaluate(
     batch_size: int | None = None,
     on_forward: Callable | None = None,
     max_new_tokens: int | None = None,
+    refuse_past: bool = False,
     **gen_overrides: Any,
 ) -> EvalResult:
     """Generate a completion for every (selected) example of `task` and score it.
 
     `limit`/`seed` pick a deterministic subset; `runtime` (an ExpertRuntime) computes the experts;
-    `max_new_tokens` and `gen_overrides` (steps, block_length, ...) override the task's decoding.
+    `max_new_tokens` and `gen_overrides` (steps, block_length, ...) override the task's decoding; `refuse_past`:
+    new tokens past the model's positions on their own are refused (`fit_to_positions`).
     """
     import torch
 
@@ -89,7 +91,7 @@ def evaluate(
     if not task.examples:
         raise UserError(f"task {task.name} has no examples to evaluate")
     new_tokens = max_new_tokens or task.max_new_tokens
-    task = fit_to_positions(task, loaded, new_tokens)
+    task = fit_to_positions(task, loaded, new_tokens, refuse_past=refuse_past)
     # Prompts of unequal length share a batch when the task allows EOS left-padding (the bundled model was
     # trained that way) or the family decodes autoregressively (padding hidden by an attention mask).
     pad = "eos" if task.pad_ok else "mask" if not loaded.is_diffusion else None
@@ -148,17 +150,18 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])  # a long prompt is said once, by fit_to_positions
 
 
-def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_tokens: int | None = None) -> list[Any]:
+def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_tokens: int | None = None,
+                     refuse_past: bool = False) -> list[Any]:
     """Token ids [1, L] of `n` prompts of the workload `advisor tune` traces: the task's own examples (the
-    evaluation's selection, fitted to the model's positions, and encoding), else seeded random ids
-    (tokenizer-less models, tiny:*)."""
+    evaluation's selection, fitted to the model's positions, and encoding; `refuse_past` as `fit_to_positions`),
+    else seeded random ids (tokenizer-less models, tiny:*)."""
     import torch
 
     tok = loaded.tokenizer
     examples = list(getattr(task, "examples", []))
     if tok is not None and examples and task is not None:
         chosen = fit_to_positions(replace(task, examples=select(examples, n, seed)), loaded,
-                                  max_new_tokens or task.max_new_tokens)
+                                  max_new_tokens or task.max_new_tokens, refuse_past=refuse_past)
         out = [torch.tensor([encode_prompt(tok, chosen.prompt(ex))], dtype=torch.long) for ex in chosen.examples]
     else:
         from advisor.models.generate import random_prompt
@@ -188,13 +191,16 @@ NEW_TOKENS_SETTING = "eval, trace: --max-new-tokens {n}; tune: max_new_tokens = 
 """Where the new tokens are set, for `fit_to_positions`'s note ({n}: the number that fits)."""
 
 
-def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | None = NEW_TOKENS_SETTING) -> Task:
+def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | None = NEW_TOKENS_SETTING, *,
+                     refuse_past: bool = False) -> Task:
     """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
     prompt gets what the new tokens leave, at least half). Said once; prompts that with their new tokens still
     do not fit are said too (the model then runs past the length it was trained for): a prompt within its half
     beside more new tokens than the other half was not. The note says how many new tokens fit every prompt
     and where to give them (`setting`; None where the new tokens are no user's setting), or that no number
-    does (prompts as long as the positions on their own)."""
+    does (prompts as long as the positions on their own). With `refuse_past` (eval's and trace's --max-new-tokens),
+    new tokens that alone exceed the positions are refused with that remedy, before they decode for minutes (a
+    tune's trial, whose refusal would fail it inside the study, and a report of its study keep the note)."""
     positions = model_positions(loaded)
     if positions is None or loaded.tokenizer is None:
         return task
@@ -217,6 +223,9 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
         examples.append(ex)
         sizes.append(size)
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
+    if refuse_past and setting is not None and max_new_tokens > positions:  # trace --max-new-tokens 99999: minutes past them
+        raise UserError(f"{task.name}: {max_new_tokens} new tokens alone exceed {loaded.name}'s {positions} positions, "
+                        f"the length it was trained for{_room_hint(task, examples, sizes, positions, length, setting)}")
     if shortened:
         note_once(f"note: {task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
                   f"fewest kept {fewest} of {task.max_shots}")
