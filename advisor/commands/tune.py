@@ -319,7 +319,7 @@ def register(app: typer.Typer) -> None:
         refuse_without_cuda_driver(device)  # no CUDA at all: before the storage, the task's hub lookup and torch
         storage = check_storage(storage, write=True)  # a bad database fails now, not after the model loads
 
-        from advisor.tune.budget import memory_specs
+        from advisor.tune.budget import memory_specs, study_budget
         from advisor.tune.interrupt import InterruptOnSignal, import_runtime, stdout_console
         from advisor.tune.study import TuneOptions
 
@@ -344,17 +344,10 @@ def register(app: typer.Typer) -> None:
                                                                    space_obj))
                 if received:  # swallowed on the way (or turned into transformers' "does not recognize")
                     raise KeyboardInterrupt
-                if budget_bytes is None and opts.budgets:
-                    from advisor.tune.budget import budget_memory
-
-                    budget_bytes = int(max(budget_memory(b, backend.shape)[0] for b in opts.budgets))
-                    budget_note = "the largest of --budgets"
-                elif budget_bytes is None and space_obj.budget_fraction:
-                    from advisor.tune.budget import default_budget
-
-                    budget_bytes, budget_note = default_budget(space_obj, backend.shape)
-                elif budget_bytes is not None and opts.budgets:
+                if budget_bytes is not None and opts.budgets:
                     _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
+                budget_bytes, budget_note = study_budget(budget_bytes, budget_note, opts.budgets, space_obj,
+                                                         backend.shape)
                 run_tune_cli(console, backend, space_obj, opts, budget_bytes=budget_bytes, budget_note=budget_note,
                              profile=profile, wide=wide, ran=ran)
             except (KeyboardInterrupt, UserError) as e:  # outside the study's own handling (loading, printing)
@@ -622,7 +615,6 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     from rich.markup import escape
 
     from advisor.results.front import task_text
-    from advisor.results.preflight import mask_url
     from advisor.tune.display import LiveProgress, front_counts, human_bytes, print_front
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
@@ -706,8 +698,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(f"note: trial {', '.join(map(str, result.dead_workers))} was left running by a worker that "
                       f"stopped (no heartbeat for {opts.grace_period} s): failed and queued again", markup=False)
     if result.n_trials_run == 0 and opts.total_trials is not None and result.n_complete >= opts.total_trials:
-        console.print(f"study {result.study_name} already has {count(result.n_complete, 'finished trial')} (--trials "
-                      f"{opts.total_trials}); nothing to run - `--more N` adds N", markup=False)
+        _say_nothing_to_run(console, result.study_name, result.n_complete, opts.total_trials)
     if result.n_waiting and (note := _queued_note(result, opts)):  # e.g. --budgets enqueues more points than
         console.print(note, markup=False)  # --trials runs: say so, not silently skip
     if note := _timeout_note(result, opts):
@@ -744,15 +735,28 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                    + (f", by replay: {c['replays']}" if c.get("replays") else ""))
     console.print(f"{measured}; routing traces recorded: {c.get('traces_recorded', 0)}; {ran_how}; "
                   f"{result.elapsed_s:.0f} s")
-    from advisor.results.storage import storage_flag
+    _print_stored_in(console, result.storage_url, result.study_name)
 
-    shown = mask_url(result.storage_url)
-    where = storage_flag(result.storage_url)
+
+def _say_nothing_to_run(console, study: str, n_complete: int, total: int) -> None:
+    """The line of a run whose study already has its --trials N finished."""
+    console.print(f"study {study} already has {count(n_complete, 'finished trial')} (--trials {total}); nothing to "
+                  "run - `--more N` adds N", markup=False)
+
+
+def _print_stored_in(console, storage_url: str, study: str) -> None:
+    """Where the study is stored, and the commands that read it."""
+    import shlex
+
+    from advisor.results.preflight import mask_url
+    from advisor.results.storage import storage_flag
     from advisor.terminal import print_wrapped
 
+    name = shlex.quote(study)
+    where = storage_flag(storage_url)
     # plain text wrapped between words, never inside a `command` (rich broke `... --storage` | `postgresql://...`
     # across lines, which pasted as two commands)
-    print_wrapped(console, f"stored in {shown} as study {result.study_name} - next: `advisor pareto {name}{where}`, "
+    print_wrapped(console, f"stored in {mask_url(storage_url)} as study {study} - next: `advisor pareto {name}{where}`, "
                            f"`advisor recommend --study {name}{where} --budget ...`")
 
 

@@ -404,6 +404,17 @@ def space_least_peak(space: SearchSpace, shape: ModelShape) -> tuple[int, str]:
                for f in space.formats.values())
 
 
+def study_budget(budget_bytes: int | None, note: str, budgets: Sequence[str], space: SearchSpace,
+                 shape: ModelShape) -> tuple[int | None, str]:
+    """(bytes, where they come from) of the study's budget once the model's `shape` is known: the given one, else
+    the largest of --budgets, else the space's share of the model (`default_budget`), else none."""
+    if budget_bytes is None and budgets:
+        return int(max(budget_memory(b, shape)[0] for b in budgets)), "the largest of --budgets"
+    if budget_bytes is None and space.budget_fraction:
+        return default_budget(space, shape)
+    return budget_bytes, note
+
+
 def default_budget(space: SearchSpace, shape: ModelShape) -> tuple[int, str]:
     """(bytes, where they come from) of a study's budget when none is given: the space's `budget_fraction` of the
     model's counted bytes - or, where that cannot hold the space's least configuration as the model runs, the same

@@ -491,6 +491,14 @@ def _check_decoding(study: Any, backend: Any) -> None:
                         "this run's would not compare; use a new --study name")
 
 
+def check_resumable(study: Any, backend: Any, meta: dict[str, Any], sampler: str) -> None:
+    """Every refusal of resuming `study` (its stored attributes and trials) with this run's `meta`
+    (`_study_meta`), model (`backend`: its decoding) and sampler."""
+    check_resume(study.study_name, study.user_attrs, meta)
+    _check_decoding(study, backend)
+    _check_constraint_names(study, sampler)
+
+
 def _check_constraint_names(study: Any, sampler: str) -> None:
     """Optuna's GP sampler needs one set of constraint names on every finished trial. Studies stored before
     every trial recorded both (memory budget, fidelity floor) mix sets, and the sampler stopped the run with a
@@ -594,9 +602,7 @@ def _run_tune(
         if tuning is not None:
             tuning.append((storage, study))
         meta = _study_meta(backend, space, budget_bytes, profile, opts.sampler, opts.mode, opts.budgets)
-        check_resume(study.study_name, study.user_attrs, meta)
-        _check_decoding(study, backend)
-        _check_constraint_names(study, opts.sampler)
+        check_resumable(study, backend, meta, opts.sampler)
 
         wrote: dict[str, Any] = {}  # the new study's attributes a try of `seed_study` below wrote
 
