@@ -53,12 +53,18 @@ def test_a_dllm_fidelity_studys_json_export_does_not_call_its_predictions_next_t
 def test_a_tune_with_nothing_to_run_does_not_say_it_is_starting(tmp_path):
     """`advisor tune` again on a study that already had its trials ended its live line on `starting`, a trial it
     never began: 'tuning 6/3 front 2 starting 0:00:00', then 'study ... already has 6 finished trials (--trials 3);
-    nothing to run'. The line now says that no trial ran."""
+    nothing to run'. The line now says that no trial ran. (The full path, which loads the model: a study without
+    a stored load record, as stored before records were; with one, no live line is shown - `test_tune_shortcut`.)"""
+    import sqlite3
+
     from tests.cli_helpers import advisor_in_process
 
     args = ("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--storage", "t.db", "--study", "s")
     first = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
     assert first.returncode == 0, first.stdout + first.stderr
+    with sqlite3.connect(tmp_path / "t.db") as c:
+        assert c.execute("DELETE FROM study_user_attributes WHERE key = 'load_record'").rowcount == 1
+    c.close()
     again = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
     assert again.returncode == 0, again.stdout + again.stderr
     live = [ln for ln in again.stdout.splitlines() if ln.startswith("tuning ")]

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from advisor.cli import app
+from advisor.models import signature
 from advisor.tune.model_backend import ModelBackend
 from advisor.units import format_bytes
 from tests.test_offload_loading import SPACE
@@ -53,6 +54,9 @@ def test_a_resume_counting_another_activation_allowance_says_so(checkpoint, tmp_
         return act + 2048, "measured:elsewhere"
 
     monkeypatch.setattr(ModelBackend, "_probe_activation", wider)
+    # another advisor version: the study's stored load record (`advisor.tune.shortcut`) is not this run's, so the
+    # model loads and is probed (with the same code, a finished study is answered from the record, unprobed)
+    monkeypatch.setattr(signature, "_CODE", ["another advisor version"])
     changed = _tune(checkpoint, tmp_path)
     was = json.loads(stored)
     assert (f"note: the study's earlier trials' peak GPU bytes counted an activation allowance of "

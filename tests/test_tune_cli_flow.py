@@ -187,7 +187,7 @@ def test_tunes_header_and_summary_lines_end_without_a_space_at_80_columns(tmp_pa
     from advisor.cli import app
     from advisor.commands import tune as tune_cmd
 
-    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None))
+    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None, None))
     monkeypatch.setattr(interrupt, "import_runtime", lambda **k: None)
     monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (FakeBackend(), small_space()))
     monkeypatch.chdir(tmp_path)  # a relative --storage: pytest-xdist's tmp paths make a URL longer than a line,

@@ -283,7 +283,7 @@ def test_an_interrupted_more_run_says_what_was_left(tmp_path, monkeypatch, more,
     from advisor.cli import app
     from advisor.commands import tune as tune_cmd
 
-    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None))
+    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None, None))
     monkeypatch.setattr(interrupt, "import_runtime", lambda **k: None)
     monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (FakeBackend(), small_space()))
     signalled: list[str] = []
@@ -333,7 +333,7 @@ def test_a_tune_interrupted_before_any_trial_finished_says_so(tmp_path, monkeypa
         return real(plan)
 
     backend.fidelity = fidelity
-    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None))
+    monkeypatch.setattr(tune_cmd, "_before_load", lambda *a, **k: (None, None, None))
     monkeypatch.setattr(interrupt, "import_runtime", lambda **k: None)
     monkeypatch.setattr(tune_cmd, "_load", lambda *a, **k: (backend, small_space()))
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (a runner may ignore it)

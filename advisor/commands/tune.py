@@ -178,9 +178,9 @@ def _load_note(loaded: Any, budget_bytes: int | None) -> str:
 
 def _before_load(spec: str, space_obj, task: str | None, data: str | None, study: str | None, storage: str,
                  profile, budget_bytes: int | None, budgets: tuple[str, ...], mode: str, device: str):
-    """(space, task) when known without the model, checked before it loads (minutes for a real one): the task
-    data is read, so a bad --data file fails in a second, and a study of this name (--study, or the default
-    name when the space is known) stored with other settings is refused - every setting a resume compares
+    """(space, task, study name) when known without the model, checked before it loads (minutes for a real one):
+    the task data is read, so a bad --data file fails in a second, and a study of this name (--study, or the
+    default name when the space is known) stored with other settings is refused - every setting a resume compares
     but the model's fingerprint (which needs its weights) and a budget the model's size sets."""
     from advisor.models import model_name
     from advisor.tune.space import default_space, load_space
@@ -204,7 +204,30 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
         # known before it loads): a study stored with that space is compared with it
         fidelity = space_obj.without_tokenizer(model_name(spec)) if space_obj and space_obj.shipped else space_obj
         refuse_incompatible(storage, study, keys(space_obj), *([keys(fidelity)] if fidelity is not space_obj else []))
-    return space_obj, task_obj
+    return space_obj, task_obj, study
+
+
+def _load_key(spec: str, device: str, offload: bool | None, budget_bytes: int | None, opts, space_obj, task_obj,
+              mode: str, host_bytes: int | None) -> dict | None:
+    """The key this run's load is stored under (`advisor.tune.shortcut.load_key`), or None."""
+    from advisor.tune.shortcut import load_key
+
+    return load_key(spec, device, offload=offload, budget_bytes=budget_bytes, budgets=opts.budgets, space=space_obj,
+                    task=task_obj, mode=mode, host_bytes=host_bytes)
+
+
+def _say_done(console, name: str, done, opts, storage: str) -> None:
+    """What a run with nothing to run prints without loading the model (`advisor.tune.shortcut.nothing_to_run`)."""
+    from types import SimpleNamespace
+
+    _say_nothing_to_run(console, name, done.n_complete, opts.total_trials)
+    result = SimpleNamespace(storage_url=storage, study_name=name, n_waiting=done.n_waiting,
+                             waiting_kinds=done.waiting_kinds, n_trials_run=0, n_complete=done.n_complete)
+    if done.n_waiting and (note := _queued_note(result, opts)):
+        console.print(note, markup=False)
+    if done.allowance_note:
+        console.print(done.allowance_note, markup=False)
+    _print_stored_in(console, storage, name)
 
 
 def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str | None, data: str | None, profile,
@@ -321,6 +344,7 @@ def register(app: typer.Typer) -> None:
 
         from advisor.tune.budget import memory_specs, study_budget
         from advisor.tune.interrupt import InterruptOnSignal, import_runtime, stdout_console
+        from advisor.tune.shortcut import load_record, nothing_to_run
         from advisor.tune.study import TuneOptions
 
         opts = TuneOptions(study_name=study, storage=storage, sampler=sampler, seed=seed, n_trials=more,
@@ -334,8 +358,14 @@ def register(app: typer.Typer) -> None:
         with InterruptOnSignal() as signals:  # loading and printing; the study installs its own handler
             received = signals.received
             try:
-                space_obj, task_obj = _before_load(spec, space_obj, task, data, study, storage, profile,
-                                                   budget_bytes, opts.budgets, mode, device)  # refusals in a second
+                space_obj, task_obj, name = _before_load(spec, space_obj, task, data, study, storage, profile,
+                                                         budget_bytes, opts.budgets, mode, device)  # in a second
+                key = _load_key(spec, device, offload, budget_bytes, opts, space_obj, task_obj, mode, host_bytes)
+                if (done := nothing_to_run(key, name, space_obj, task_obj, opts, budget_bytes=budget_bytes,
+                                           budget_note=budget_note, profile=profile)) is not None:
+                    _say_done(console, name, done, opts, storage)  # the model's stored values, checked: not loaded
+                    return
+                asked_space = space_obj
                 import_runtime()
                 with console.status(f"loading {spec} on {device} ..."):
                     backend, space_obj = _load(spec, device, threads, space_obj, task_obj, task, data, profile,
@@ -344,6 +374,9 @@ def register(app: typer.Typer) -> None:
                                                                    space_obj))
                 if received:  # swallowed on the way (or turned into transformers' "does not recognize")
                     raise KeyboardInterrupt
+                if key is not None and key == _load_key(spec, device, offload, budget_bytes, opts, asked_space,
+                                                        task_obj, mode, host_bytes):  # no file changed meanwhile
+                    opts.load_record = load_record(key, backend)
                 if budget_bytes is not None and opts.budgets:
                     _refuse_budgets_above(opts.budgets, budget_bytes, budget_note, backend.shape)
                 budget_bytes, budget_note = study_budget(budget_bytes, budget_note, opts.budgets, space_obj,

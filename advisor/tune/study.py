@@ -64,6 +64,9 @@ class TuneOptions:
     """Enqueue `BudgetFit.warm_start` (per plan, the most cache that fits) unless the study already has them."""
     budgets: tuple[str, ...] = ()
     """GPU budgets ("10%", "1.5GiB") the study answers at: enqueue `advisor.tune.baseline_trials` for each."""
+    load_record: dict[str, Any] | None = None
+    """What this run's load gave, with its signature (`advisor.tune.shortcut.load_record`): stored with the study
+    at each run, so that the same command run again with nothing to run need not load the model."""
 
 
 @dataclass
@@ -108,6 +111,9 @@ def default_study_name(model: str, task: str, space: str) -> str:
     raw = f"{model}-{task}-{space}"
     return re.sub(r"[^A-Za-z0-9_.:-]+", "_", raw).strip("_")
 
+
+LOAD_RECORD = "load_record"
+"""The study attribute holding the last run's `TuneOptions.load_record`."""
 
 REGISTRY_FIELDS = ("model", "model_fingerprint", "task", "space", "space_fingerprint", "budget_bytes", "device",
                    "hardware", "objectives", "sampler")
@@ -493,7 +499,8 @@ def _check_decoding(study: Any, backend: Any) -> None:
 
 def check_resumable(study: Any, backend: Any, meta: dict[str, Any], sampler: str) -> None:
     """Every refusal of resuming `study` (its stored attributes and trials) with this run's `meta`
-    (`_study_meta`), model (`backend`: its decoding) and sampler."""
+    (`_study_meta`), model (`backend`: its decoding) and sampler - the run's, or the stored one a run with nothing
+    to run stands on (`advisor.tune.shortcut`)."""
     check_resume(study.study_name, study.user_attrs, meta)
     _check_decoding(study, backend)
     _check_constraint_names(study, sampler)
@@ -623,7 +630,9 @@ def _run_tune(
                 new = {**meta, **_cpu_meta(backend), **_allowance_meta(backend)} if not stored else {}
                 wrote.update(new)
                 with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit
-                    for k, v in {**new, **_not_queued(stored, space, backend.shape, opts.budgets), "runs": run + 1}.items():
+                    record = {LOAD_RECORD: opts.load_record} if opts.load_record else {}
+                    for k, v in {**new, **_not_queued(stored, space, backend.shape, opts.budgets), **record,
+                                 "runs": run + 1}.items():
                         study.set_user_attr(k, v)
                 seed = opts.seed + run if opts.seed is not None else None
                 if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier

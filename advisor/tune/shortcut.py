@@ -1,0 +1,166 @@
+"""`advisor tune --trials N` run again on a study whose N trials are finished, answered without loading the model
+(minutes for a real checkpoint): each run stores what its load gave (`load_record`: the model's fingerprint,
+shape, decoding, activation allowance ...) under the key of everything the load depends on (`load_key`); a run
+whose key is the stored one stands on those values (`StoredModel`) and makes the full path's own checks with them
+(`advisor.tune.study.check_resumable`, the budget, `BudgetFit`, the space against the model), re-saves the front
+and says the activation-allowance note. Anything missing or unsure - no key (a hub id, a file just changed, a
+budget set by the free memory now), another key, a study stored before records were, --budgets to queue, a
+running trial, a database other than a SQLite file - and the run loads the model as before."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from advisor.tune.config import ModelShape
+
+
+def load_key(spec: str, device: str, *, offload: bool | None, budget_bytes: int | None, budgets: tuple[str, ...],
+             space: Any, task: Any, mode: str, host_bytes: int | None) -> dict[str, Any] | None:
+    """Everything the load of `spec` and the model's values depend on, or None where any is unknown before the
+    load: the checkpoint and environment (`load_signature`), and the run's settings that decide the offload
+    (without a budget or --offload/--resident, the free memory now decides it) and the workload its probe and
+    decoding take (task, data, space)."""
+    from advisor.models.signature import load_signature
+
+    if space is None or task is None:
+        return None
+    fraction = space.budget_fraction if budget_bytes is None and not budgets else None
+    if offload is None and budget_bytes is None and not budgets and not fraction and not spec.startswith("tiny:"):
+        return None
+    signature = load_signature(spec, device)
+    if signature is None:
+        return None
+    return _json({"signature": signature, "spec": spec, "offload": offload, "budget_bytes": budget_bytes,
+                  "budgets": list(budgets), "fraction": fraction, "space": space.fingerprint, "task": task.name,
+                  "data_sha256": task.data_sha256, "mode": mode, "host_bytes": host_bytes})
+
+
+def load_record(key: dict[str, Any], backend: Any) -> dict[str, Any] | None:
+    """What the loaded model (`backend`, a `ModelBackend`) gave that the checks of a resume compare, under `key`;
+    None where a value is not plain data (nothing is stored: the next run loads the model)."""
+    loaded = backend.loaded
+    with contextlib.suppress(TypeError, ValueError):
+        return _json({"key": key, "model": backend.model_name, "fingerprint": backend.model_fingerprint,
+                      "model_meta": backend.model_meta, "shape": asdict(backend.shape), "decoding": backend.decoding,
+                      "offloaded": backend.offloaded, "activation_source": backend.activation_source,
+                      "device": backend.device, "tokenizer": loaded.tokenizer is not None})
+    return None
+
+
+class Unsure(Exception):
+    """A value the stored record does not hold: the run loads the model."""
+
+
+@dataclass
+class StoredModel:
+    """The loaded model's values a resume's checks read (`ModelBackend`'s names), from a stored record."""
+
+    model_name: str
+    model_fingerprint: str
+    model_meta: dict[str, Any]
+    shape: ModelShape
+    decoding: dict[str, Any]
+    offloaded: bool
+    activation_source: str
+    device: str
+    task_name: str
+    task_data: str | None
+    task_data_sha256: str | None
+
+    @classmethod
+    def of(cls, record: dict[str, Any], task: Any) -> StoredModel:
+        shape = ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["shape"].items()})
+        return cls(record["model"], record["fingerprint"], record["model_meta"], shape, record["decoding"],
+                   record["offloaded"], record["activation_source"], record["device"], task.name,
+                   getattr(task, "data", None), task.data_sha256)
+
+    def calibration_counts(self) -> dict[int, list[int]]:
+        raise Unsure("calibration counts are measured by running the model")
+
+
+@dataclass
+class NothingToRun:
+    """A finished study, checked as the full path checks it: its counts and the notes to print."""
+
+    n_complete: int
+    n_waiting: int
+    waiting_kinds: tuple[str, ...]
+    allowance_note: str
+
+
+def nothing_to_run(key: dict[str, Any] | None, name: str | None, space: Any, task: Any, opts: Any, *,
+                   budget_bytes: int | None, budget_note: str, profile: Any) -> NothingToRun | None:
+    """The study `name` this run (`opts`: --trials N, no --budgets) would leave as it is - N or more finished,
+    none running, its stored record's key this run's `key` - checked, its front re-saved; else None: the run
+    loads the model. A refusal the full path would make is raised (a UserError)."""
+    from advisor.results import storage as st
+    from advisor.results.registry import register_study, study_user_attrs
+    from advisor.results.store import engine_for
+    from advisor.tune.study import LOAD_RECORD
+
+    if key is None or name is None or opts.total_trials is None or opts.budgets:
+        return None
+    url = st.normalize_url(opts.storage, create_dirs=False)
+    if st.sqlite_path(url) is None:  # PostgreSQL: peers on other hosts (an in-memory SQLite holds no study)
+        return None
+    engine = engine_for(url)
+    record = study_user_attrs(engine, name).get(LOAD_RECORD)  # plain SQL: {} where there is no such study
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None
+    try:
+        return _check(record, engine, name, space, task, opts, budget_bytes, budget_note, profile, register_study)
+    except Unsure:
+        return None
+
+
+def _check(record, engine, name, space, task, opts, budget_bytes, budget_note, profile, register_study):
+    """`nothing_to_run` once the stored record is this run's: the full path's checks on its values."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from advisor.results import storage as st
+    from advisor.tune.budget import BudgetFit, BudgetTooSmall, study_budget
+    from advisor.tune.study import (
+        REGISTRY_FIELDS,
+        _study_meta,
+        allowance_note,
+        check_resumable,
+        create_or_load,
+        queued_kinds,
+        save_study_front,
+    )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the full path (`_run_tune`)
+    model = StoredModel.of(record, task)
+    if not record["tokenizer"]:  # as `advisor.commands.tune._load` takes it
+        space = space.without_tokenizer(model.model_name)
+    space.check_model(model.shape.n_layers, model.shape.min_experts)
+    budget_bytes, _ = study_budget(budget_bytes, budget_note, opts.budgets, space, model.shape)
+    try:  # a budget no format fits: refused by the full path, which names where a budget not given came from
+        BudgetFit(space, model.shape, budget_bytes, model.calibration_counts)
+    except BudgetTooSmall:
+        raise Unsure("the full path says it") from None
+    with st.sqlite_lock(engine.url, "seed"):  # as the full path checks: not beside a worker seeding the study
+        storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
+                                  grace_period=opts.grace_period, max_retry=opts.max_retry)
+        metrics = list(space.objectives)
+        study = create_or_load(storage, name, metrics, [space.objectives[m] for m in metrics], None)
+        meta = _study_meta(model, space, budget_bytes, profile, opts.sampler, opts.mode)
+        check_resumable(study, model, meta, opts.sampler)
+        trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(complete) < opts.total_trials or any(t.state == TrialState.RUNNING for t in trials):
+        return None  # trials to run, or a worker's running (a dead one's is failed by the full path)
+    save_study_front(study, engine)  # as the full path: repairs a kill between a trial's end and its front's save
+    register_study(engine, name, **{k: meta[k] for k in REGISTRY_FIELDS}, n_complete=len(complete))
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    return NothingToRun(len(complete), len(waiting), queued_kinds(waiting), allowance_note(study.user_attrs, model))
+
+
+def _json(value: Any) -> Any:
+    """`value` as stored and read back (tuples as lists), so that a key compares equal to the stored one."""
+    return json.loads(json.dumps(value))
+
