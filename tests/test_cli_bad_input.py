@@ -824,6 +824,84 @@ def copy_tuned_quick(tuned_quick: Path, db: Path) -> Path:
     return db
 
 
+class _Loaded(Exception):
+    """Raised where the model would load."""
+
+
+def _study_attrs(db) -> dict:
+    with sqlite3.connect(db) as c:
+        rows = c.execute("SELECT key, value_json FROM study_user_attributes").fetchall()
+    c.close()
+    return {k: json.loads(v) for k, v in rows}
+
+
+def _execute(db, query: str, *args) -> None:
+    with sqlite3.connect(db) as c:
+        c.execute(query, args)
+    c.close()
+
+
+def _no_load(monkeypatch) -> None:
+    from advisor.commands import tune as tune_cmd
+    from advisor.tune import interrupt
+
+    def load(*a, **k):
+        raise _Loaded("the model was loaded")
+
+    monkeypatch.setattr(interrupt, "import_runtime", load)
+    monkeypatch.setattr(tune_cmd, "_load", load)
+
+
+def test_resume_with_nothing_to_run_answers_from_the_load_record_with_the_full_paths_checks(tmp_path, tuned_quick,
+                                                                                         monkeypatch):
+    """`tune --trials 1` (`tuned_quick`) stores its load's record (the bundled model's files, its fingerprint,
+    decoding, allowance: `advisor.tune.shortcut`); the same command again says 'nothing to run' without loading the model, takes no run number, re-saves a
+    front a kill left unsaved, says a changed activation allowance, refuses trials of another decoding; a study
+    without a record (stored by an earlier version) loads the model."""
+    args = ("tune", "--trials", "1", "--storage", "s.db")  # the bundled model: study bundled-toy-quick
+    db = copy_tuned_quick(tuned_quick, tmp_path / "s.db")  # as `tune --trials 1 --storage s.db` made it
+    attrs = _study_attrs(db)
+    record = attrs["load_record"]
+    assert record["fingerprint"] == attrs["model_fingerprint"] and record["offloaded"] is True, record
+    assert record["key"]["signature"]["model"]["path"].endswith("bundled"), record["key"]
+    assert record["key"]["fraction"] == 0.6 and record["decoding"]["steps_per_block"], record
+
+    _no_load(monkeypatch)
+    again = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already has 1 finished trial (--trials 1); nothing to run" in again.stdout, again.stdout
+    assert "queued trials (warm start) did not run" in again.stdout, again.stdout
+    assert _study_attrs(db)["runs"] == attrs["runs"]
+
+    _execute(db, "DELETE FROM advisor_front")  # killed between a trial's end and its front's save
+    again = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM advisor_front").fetchone()[0] == 1
+    c.close()
+
+    allowance = {"bytes": 1, "source": "measured:elsewhere"}
+    _execute(db, "UPDATE study_user_attributes SET value_json = ? WHERE key = 'activation_allowance'",
+             json.dumps(allowance))
+    again = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "counted an activation allowance of 1 B (measured:elsewhere); this run counts" in again.stdout, again.stdout
+
+    with sqlite3.connect(db) as c:
+        ((tid, raw),) = c.execute("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'config'")
+    c.close()
+    config = json.loads(raw)
+    steps = config["decoding"]["steps_per_block"]
+    config["decoding"]["steps_per_block"] = steps + 1
+    _execute(db, "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config'",
+             json.dumps(config), tid)
+    r = advisor_entry(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    one_error_line(r, f"its trials decoded {steps + 1} denoising steps per block, this run decodes {steps}")
+
+    _execute(db, "DELETE FROM study_user_attributes WHERE key = 'load_record'")  # a study stored before records were
+    r = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "_Loaded('the model was loaded')" in r.stderr, r.stdout + r.stderr
+
+
 def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
     both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.

@@ -54,7 +54,8 @@ def test_a_tune_with_nothing_to_run_does_not_say_it_is_starting(tmp_path):
     """`advisor tune` again on a study that already had its trials ended its live line on `starting`, a trial it
     never began: 'tuning 6/3 front 2 starting 0:00:00', then 'study ... already has 6 finished trials (--trials 3);
     nothing to run'. The line now says that no trial ran. (The full path, which loads the model: a study without
-    a stored load record, as stored before records were; with one, no live line is shown - `test_tune_shortcut`.)"""
+    a stored load record, as stored before records were; with one, no live line is shown: test_cli_bad_input's
+    test_resume_with_nothing_to_run_answers_from_the_load_record_with_the_full_paths_checks.)"""
     import sqlite3
 
     from tests.cli_helpers import advisor_in_process
