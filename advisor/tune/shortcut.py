@@ -40,9 +40,9 @@ def load_key(spec: str, device: str, *, offload: bool | None, budget_bytes: int 
 
 def load_record(key: dict[str, Any], backend: Any) -> dict[str, Any] | None:
     """What the loaded model (`backend`, a `ModelBackend`) gave that the checks of a resume compare, under `key`;
-    None where a value is not plain data (nothing is stored: the next run loads the model)."""
-    loaded = backend.loaded
-    with contextlib.suppress(TypeError, ValueError):
+    None where a value is missing or not plain data (nothing is stored: the next run loads the model)."""
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        loaded = backend.loaded
         return _json({"key": key, "model": backend.model_name, "fingerprint": backend.model_fingerprint,
                       "model_meta": backend.model_meta, "shape": asdict(backend.shape), "decoding": backend.decoding,
                       "offloaded": backend.offloaded, "activation_source": backend.activation_source,
