@@ -97,7 +97,7 @@ def nothing_to_run(key: dict[str, Any] | None, name: str | None, space: Any, tas
     none running, its stored record's key this run's `key` - checked, its front re-saved; else None: the run
     loads the model. A refusal the full path would make is raised (a UserError)."""
     from advisor.results import storage as st
-    from advisor.results.registry import register_study, study_user_attrs
+    from advisor.results.registry import study_user_attrs
     from advisor.results.store import engine_for
     from advisor.tune.study import LOAD_RECORD
 
@@ -111,17 +111,19 @@ def nothing_to_run(key: dict[str, Any] | None, name: str | None, space: Any, tas
     if not isinstance(record, dict) or record.get("key") != key:
         return None
     try:
-        return _check(record, engine, name, space, task, opts, budget_bytes, budget_note, profile, register_study)
+        return _check(record, engine, name, space, task, opts, budget_bytes, budget_note, profile)
     except Unsure:
         return None
 
 
-def _check(record, engine, name, space, task, opts, budget_bytes, budget_note, profile, register_study):
+def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any, opts: Any,
+           budget_bytes: int | None, budget_note: str, profile: Any) -> NothingToRun | None:
     """`nothing_to_run` once the stored record is this run's: the full path's checks on its values."""
     import optuna
     from optuna.trial import TrialState
 
     from advisor.results import storage as st
+    from advisor.results.registry import register_study
     from advisor.tune.budget import BudgetFit, BudgetTooSmall, study_budget
     from advisor.tune.study import (
         REGISTRY_FIELDS,
