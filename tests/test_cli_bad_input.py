@@ -902,6 +902,20 @@ def test_resume_with_nothing_to_run_answers_from_the_load_record_with_the_full_p
     assert "_Loaded('the model was loaded')" in r.stderr, r.stdout + r.stderr
 
 
+
+def test_a_damaged_load_record_loads_the_model_without_a_traceback(tmp_path, tuned_quick, monkeypatch):
+    """A load record whose key is this run's but whose values are not the ones this code writes (a damaged or
+    edited row: a field gone, another shape) ended the run with a traceback (ModelShape's TypeError, a KeyError);
+    it is in doubt, so the run loads the model (here: `_Loaded`), as for a study without a record."""
+    db = copy_tuned_quick(tuned_quick, tmp_path / "s.db")
+    record = _study_attrs(db)["load_record"]
+    _no_load(monkeypatch)
+    for damage in ({"shape": {**record["shape"], "bogus": 1}}, {"tokenizer": None}, {"shape": []}):
+        edited = {k: v for k, v in {**record, **damage}.items() if v is not None}
+        _execute(db, "UPDATE study_user_attributes SET value_json = ? WHERE key = 'load_record'", json.dumps(edited))
+        r = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path)
+        assert "_Loaded('the model was loaded')" in r.stderr, (damage, r.stdout + r.stderr)
+
 def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
     both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.

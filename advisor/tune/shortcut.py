@@ -69,13 +69,18 @@ class StoredModel:
     task_name: str
     task_data: str | None
     task_data_sha256: str | None
+    tokenizer: bool
 
     @classmethod
     def of(cls, record: dict[str, Any], task: Any) -> StoredModel:
-        shape = ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["shape"].items()})
-        return cls(record["model"], record["fingerprint"], record["model_meta"], shape, record["decoding"],
-                   record["offloaded"], record["activation_source"], record["device"], task.name,
-                   getattr(task, "data", None), task.data_sha256)
+        """The record's values; `Unsure` where it lacks one or holds another shape (a damaged or edited row)."""
+        try:
+            shape = ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["shape"].items()})
+            return cls(record["model"], record["fingerprint"], record["model_meta"], shape, record["decoding"],
+                       record["offloaded"], record["activation_source"], record["device"], task.name,
+                       getattr(task, "data", None), task.data_sha256, record["tokenizer"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise Unsure(f"the stored record is not one this code writes ({e!r})") from None
 
     def calibration_counts(self) -> dict[int, list[int]]:
         raise Unsure("calibration counts are measured by running the model")
@@ -137,7 +142,7 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the full path (`_run_tune`)
     model = StoredModel.of(record, task)
-    if not record["tokenizer"]:  # as `advisor.commands.tune._load` takes it
+    if not model.tokenizer:  # as `advisor.commands.tune._load` takes it
         space = space.without_tokenizer(model.model_name)
     space.check_model(model.shape.n_layers, model.shape.min_experts)
     budget_bytes, _ = study_budget(budget_bytes, budget_note, opts.budgets, space, model.shape)
