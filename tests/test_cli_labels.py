@@ -267,6 +267,14 @@ def test_simulate_models_the_cpu_compute_of_missed_experts_or_says_it_does_not(t
                 f"32x16:bf16") in out and "`advisor profile --model tiny:llada_moe`" in out, out
         assert "modelled time" not in out and js["time_not_modelled"] in out
         assert "time_per_token_ms" not in js["results"][0]
+    # --miss copy computes no miss on the CPU: its --json said 'the CPU compute of the misses is not modelled ...
+    # --miss cpu looks faster than it is' all the same; it says why no time per token is given
+    out, js = run("copy")
+    assert "note:" not in out and "CPU compute of the misses" not in js["time_not_modelled"], js
+    assert js["time_not_modelled"].startswith("time per token is not modelled: the tuner's time model needs CPU "
+                                              "expert times (it prices misses on the CPU too), and the default "
+                                              "link (no --gpu) has no measured CPU expert times for 32x16:bf16; "
+                                              "`advisor profile --model tiny:llada_moe`"), js
     trace = RoutingTrace.load(tmp_path / "tr.npz")
     costs = model_costs("fp32", trace.meta["hidden"], trace.meta["intermediate"], cpu, HardwareProfile.from_dict(profile))
     per_token = {}

@@ -267,8 +267,11 @@ def simulate_cmd(
     if costs is None and miss == "hybrid":  # its split is that time model's: without CPU times, no decision
         raise UserError(f"--miss hybrid splits each layer's misses between the CPU and the link by measured CPU "
                         f"expert times, but {lacking}; {measure}")
-    no_cpu_times = (f"the CPU compute of the misses is not modelled: {lacking}, so 'transfer' (copies only) leaves "
-                    f"it out and --miss cpu looks faster than it is; {measure}") if costs is None else ""
+    no_cpu_times = "" if costs is not None else (  # (--json's time_not_modelled; --miss cpu's note)
+        f"the CPU compute of the misses is not modelled: {lacking}, so 'transfer' (copies only) leaves it out and "
+        f"--miss cpu looks faster than it is; {measure}" if miss == "cpu" else
+        f"time per token is not modelled: the tuner's time model needs CPU expert times (it prices misses on the "
+        f"CPU too), and {lacking}; {measure}")
     best = belady(trace, slots, plan=plan, profile=profile, sequences=seqs, miss=miss, costs=costs)
     rows = [(n, simulate(trace, slots_per_layer=slots, policy=n, plan=plan, prefetch=prefetch, profile=profile,
                       sequences=seqs, miss=miss, policy_kw={"tau": tau} if n == "tide" else None, costs=costs))
