@@ -110,3 +110,37 @@ def test_a_measurement_under_a_lease_is_two_transactions_and_leaves_no_lease(tmp
     with pytest.raises(RuntimeError):
         cache.measure_once(key3, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     assert _leases(cache) == 0 and cache.get(key3) is None
+
+
+def test_two_workers_wanting_one_plans_fidelity_measure_it_once(tmp_path):
+    """Fidelity goes through the accuracy's lease: a second worker waits for the first one's row."""
+    from tune_helpers import FakeBackend, small_space
+
+    from advisor.tune.objective import Objective
+
+    url = f"sqlite:///{tmp_path}/c.db"
+    params = {"fmt_g0": "int8", "fmt_g1": "int4", "hot_fraction": 0.0, "hot_format": "bf16", "policy": "lru",
+              "prefetch": "none", "slots": 4}
+    backends = [FakeBackend(), FakeBackend()]
+    objs = [Objective(b, small_space(), budget_bytes=None, eval_cache=EvalCache(engine_for(url)), study_name="s")
+            for b in backends]
+    started = threading.Event()
+    real = backends[0].fidelity
+
+    def slow(plan):
+        started.set()
+        time.sleep(0.5)
+        return real(plan)
+
+    backends[0].fidelity = slow
+    plan = objs[0].config_for(params).plan
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(objs[0].fidelity(plan)))
+    t.start()
+    assert started.wait(30)
+    second, reused = objs[1].fidelity(plan)
+    t.join()
+    assert [b.calls["fidelity"] for b in backends] == [1, 0] and reused and out[0][1] is False
+    assert second.values == out[0][0].values and objs[1].counters["fidelity_evaluations"] == 0
+    assert objs[1].fidelity(plan) == (second, True)  # then from this process's memo
+    assert _leases(objs[0].cache) == 0

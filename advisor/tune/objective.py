@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from advisor.quant.plan import PrecisionPlan
-from advisor.results.evalcache import CacheKey, EvalCache
+from advisor.results.evalcache import CachedEval, CacheKey, EvalCache
 from advisor.results.front import dominates
 from advisor.tune.backend import Backend, Measured, TraceRun, TrialOutOfMemory
 from advisor.tune.budget import BudgetFit
@@ -60,6 +60,11 @@ class TrialOutcome:
     config: TrialConfig
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _from_row(hit: CachedEval) -> Measured:
+    """A stored measurement, with the device and study that measured it."""
+    return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
 
 
 class Objective:
@@ -123,43 +128,45 @@ class Objective:
         return CacheKey(self.backend.model_fingerprint, self.task, plan.fingerprint, settings, kind)
 
     def fidelity(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
+        """(fidelity, reused): kept for this process, and measured under the same lease as accuracy."""
         fp = plan.fingerprint
         if fp in self._fidelity:
             return self._fidelity[fp], True
-        hit = self.cache.get(self._key(plan, "fidelity"))
-        if hit is not None:
-            m = Measured(hit.values, hit.sources, hit.seconds)
-            self._fidelity[fp] = m
-            return m, True
-        m = self.backend.fidelity(plan)
-        self.counters["fidelity_evaluations"] += 1
-        self.cache.put(self._key(plan, "fidelity"), m.values, m.sources, device=self.backend.device,
-                       seconds=m.seconds, study_name=self.study_name)
+        m, reused = self._cached(plan, "fidelity"), True  # (a stored row needs no lease)
+        if m is None:
+            m, here = self._measure_once(plan, "fidelity", self.backend.fidelity)
+            reused = not here
         self._fidelity[fp] = m
-        return m, False
+        return m, reused
 
     def cached_accuracy(self, plan: PrecisionPlan) -> Measured | None:
-        hit = self.cache.get(self._key(plan, "accuracy"))
-        if hit is None:
-            return None
-        return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name})
+        return self._cached(plan, "accuracy")
+
+    def _cached(self, plan: PrecisionPlan, kind: str) -> Measured | None:
+        hit = self.cache.get(self._key(plan, kind))
+        return None if hit is None else _from_row(hit)
 
     def measure_accuracy(self, plan: PrecisionPlan) -> tuple[Measured, bool]:
         """(accuracy, measured here): under a lease, so that two workers never measure one plan at once -
         the second waits for the first one's row."""
+        return self._measure_once(plan, "accuracy", self.backend.accuracy)
+
+    def _measure_once(self, plan: PrecisionPlan, kind: str,
+                      run: Callable[[PrecisionPlan], Measured]) -> tuple[Measured, bool]:
+        """(measurement, measured here) of a plan-only `kind`: a stored row, one another worker is measuring
+        (waited for), or `run` here under the lease (counted in `<kind>_evaluations` and stored)."""
+        key = self._key(plan, kind)
         measured: list[Measured] = []
 
         def measure() -> None:
-            m = self.backend.accuracy(plan)
-            self.counters["accuracy_evaluations"] += 1
-            self.cache.put(self._key(plan, "accuracy"), m.values, m.sources, device=self.backend.device,
-                           seconds=m.seconds, study_name=self.study_name)
+            m = run(plan)
+            self.counters[f"{kind}_evaluations"] += 1
+            self.cache.put(key, m.values, m.sources, device=self.backend.device, seconds=m.seconds,
+                           study_name=self.study_name)
             measured.append(m)
 
-        hit = self.cache.measure_once(self._key(plan, "accuracy"), measure, stop=self.stop_requested)
-        if hit is None:
-            return measured[0], True
-        return Measured(hit.values, hit.sources, hit.seconds, {"device": hit.device, "study": hit.study_name}), False
+        hit = self.cache.measure_once(key, measure, stop=self.stop_requested)
+        return (measured[0], True) if hit is None else (_from_row(hit), False)
 
     def trace(self, plan: PrecisionPlan) -> TraceRun:
         fp = plan.fingerprint
