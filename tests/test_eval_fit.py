@@ -146,3 +146,24 @@ def test_new_tokens_past_the_positions_on_their_own_are_refused_with_what_fits(t
     assert line.startswith("error: toy: 257 new tokens alone exceed ") and "'s 256 positions" in line, line
     assert "; at most " in line and " new tokens fit every prompt (eval, trace: --max-new-tokens " in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model", ["toy", "tiny:mixtral"])
+def test_a_tune_space_whose_new_tokens_pass_the_positions_is_refused_before_the_study(toy_dir, tmp_path, model):
+    """A --space with max_new_tokens past the model's positions got a note and a study whose trials ran past them
+    (refused inside a trial, the trial failed); it is refused after the load, before the study is created, naming
+    the most that fit: a text task's prompts as eval says it, a tiny:* model's (no tokenizer) beside its random
+    prompts."""
+    from cli_helpers import advisor_entry
+
+    spec, objective = (str(toy_dir), "accuracy") if model == "toy" else (model, "fidelity_top1")
+    (tmp_path / "s.toml").write_text(f'name = "s"\n[objectives]\n{objective} = "maximize"\npeak_gpu_bytes = "minimize"\n'
+                                     '[precision]\nformats = ["int8"]\n[evaluation]\ntrace_prompts = 1\n'
+                                     "fidelity_prompts = 1\nmax_new_tokens = 600\n")
+    proc = advisor_entry("tune", spec, "--space", "s.toml", "--trials", "1", "--storage", "sqlite:///s.db",
+                         cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert " 600 new tokens alone exceed " in line and " positions, the length it was trained for; at most " in line
+    assert "tune: max_new_tokens = " in line and proc.stdout == "", (line, proc.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]

@@ -259,6 +259,7 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
                         "--host-memory out")
     backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
+    backend.refuse_new_tokens_past_positions()
     return backend, space_obj
 
 

@@ -166,14 +166,32 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_t
     else:
         from advisor.models.generate import random_prompt
 
+        fewest, most = RANDOM_PROMPT_TOKENS
+        positions = model_positions(loaded)
+        if refuse_past and positions is not None and max_new_tokens is not None and max_new_tokens > positions:
+            fits = positions - most
+            hint = (f"; at most {fits} new tokens fit beside its {most}-token random prompts "
+                    f"({NEW_TOKENS_SETTING.format(n=fits)})" if fits > 0 else "")
+            raise past_positions(loaded.name, max_new_tokens, positions, hint)  # (tiny:*: no text task to fit)
         g = torch.Generator().manual_seed(seed)
         out = []
         for _ in range(n):
-            length = int(torch.randint(8, 17, (1,), generator=g))
+            length = int(torch.randint(fewest, most + 1, (1,), generator=g))
             out.append(random_prompt(loaded, length, g))
     if not out:
         raise UserError(f"task {getattr(task, 'name', task)!r} has no examples to build prompts from")
     return out
+
+
+RANDOM_PROMPT_TOKENS = (8, 16)
+"""The fewest and most token ids of `workload_prompts`' random prompts (a model without a tokenizer)."""
+
+
+def past_positions(what: str, max_new_tokens: int, positions: int, hint: str, model: str | None = None) -> UserError:
+    """The refusal of new tokens that alone exceed the model's positions (`refuse_past`), `hint` naming what fits."""
+    whose = f"{model}'s" if model else "its"
+    return UserError(f"{what}: {max_new_tokens} new tokens alone exceed {whose} {positions} positions, the length it "
+                     f"was trained for{hint}")
 
 
 def model_positions(loaded) -> int | None:
@@ -198,9 +216,10 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
     do not fit are said too (the model then runs past the length it was trained for): a prompt within its half
     beside more new tokens than the other half was not. The note says how many new tokens fit every prompt
     and where to give them (`setting`; None where the new tokens are no user's setting), or that no number
-    does (prompts as long as the positions on their own). With `refuse_past` (eval's and trace's --max-new-tokens),
-    new tokens that alone exceed the positions are refused with that remedy, before they decode for minutes (a
-    tune's trial, whose refusal would fail it inside the study, and a report of its study keep the note)."""
+    does (prompts as long as the positions on their own). With `refuse_past` (eval's and trace's --max-new-tokens,
+    tune's space once the model loads), new tokens that alone exceed the positions are refused with that remedy,
+    before they decode for minutes (a trial, whose refusal would fail it inside the study, and a report of its
+    study keep the note)."""
     positions = model_positions(loaded)
     if positions is None or loaded.tokenizer is None:
         return task
@@ -224,8 +243,8 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
         sizes.append(size)
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
     if refuse_past and setting is not None and max_new_tokens > positions:  # trace --max-new-tokens 99999: minutes past them
-        raise UserError(f"{task.name}: {max_new_tokens} new tokens alone exceed {loaded.name}'s {positions} positions, "
-                        f"the length it was trained for{_room_hint(task, examples, sizes, positions, length, setting)}")
+        raise past_positions(task.name, max_new_tokens, positions, _room_hint(task, examples, sizes, positions, length,
+                                                                              setting), loaded.name)
     if shortened:
         note_once(f"note: {task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
                   f"fewest kept {fewest} of {task.max_shots}")
