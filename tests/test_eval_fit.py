@@ -136,13 +136,14 @@ def test_trace_fits_task_prompts_beside_its_max_new_tokens(toy_dir, tmp_path, mo
 def test_new_tokens_past_the_positions_on_their_own_are_refused_with_what_fits(toy_dir, tmp_path, command):
     """`trace --max-new-tokens 99999` (eval's too) on a model of 256 positions decoded far past them for many
     minutes after a note; new tokens that alone exceed the positions are refused before they decode, naming the
-    most that fit every prompt, and nothing is written."""
+    most that fit every prompt, and nothing is written. The refusal is the only line (eval said its decoding
+    note first)."""
     from cli_helpers import advisor_entry
 
     proc = advisor_entry(command[0], str(toy_dir), "--limit", "1", "--max-new-tokens", "257", *command[1:],
                          cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    line = proc.stderr.strip().splitlines()[-1]
+    [line] = proc.stderr.strip().splitlines()  # the only line: eval's decoding note came before it
     assert line.startswith("error: toy: 257 new tokens alone exceed ") and "'s 256 positions" in line, line
     assert "; at most " in line and " new tokens fit every prompt (eval, trace: --max-new-tokens " in line, line
     assert list(tmp_path.iterdir()) == []

@@ -154,6 +154,9 @@ def trace_cmd(
     refuse_canvas_past_memory(model, config, max_new_tokens, dev)  # before the notes, not after them
     busy = set_threads(threads)
     loaded = load_model(model, device=device, offload=offload)
+    # refusals the loaded model decides before any note (--max-new-tokens past its positions: `_prompts`)
+    _refuse_denoising(loaded.name, loaded.family, steps, block_length)  # a hub id's family is known only now
+    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed, max_new_tokens)
     say_busy_host(busy)  # once the model has loaded: a model the load refuses is refused in one line, not after it
     err = Console(stderr=True)
     # notes are plain text (a model directory b[red] is no markup), broken where rich breaks them
@@ -161,8 +164,6 @@ def trace_cmd(
 
     if loaded.offloaded:
         print_rich(err, f"loading: {loaded.load_note}", markup=False)
-    _refuse_denoising(loaded.name, loaded.family, steps, block_length)  # a hub id's family is known only now
-    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed, max_new_tokens)
     gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
     if steps:
         gen_kw["steps"] = steps

@@ -183,6 +183,15 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_t
     return out
 
 
+def refuse_past_positions(loaded, task: Task | None, n: int, seed: int, max_new_tokens: int) -> None:
+    """`UserError` where `max_new_tokens` alone exceed the model's positions (`workload_prompts`' `refuse_past`,
+    naming the most that fit its `n` prompts): eval says it before its notes, tune before its study is created.
+    Nothing is encoded where they fit."""
+    positions = model_positions(loaded)
+    if positions is not None and max_new_tokens > positions:
+        workload_prompts(loaded, task, n, seed, max_new_tokens, refuse_past=True)
+
+
 RANDOM_PROMPT_TOKENS = (8, 16)
 """The fewest and most token ids of `workload_prompts`' random prompts (a model without a tokenizer)."""
 

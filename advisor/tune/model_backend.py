@@ -118,15 +118,12 @@ class ModelBackend:
         return self._prompts[:n]
 
     def refuse_new_tokens_past_positions(self) -> None:
-        """`UserError` where the new tokens alone exceed the model's positions (`refuse_past` of
-        `advisor.eval.run.workload_prompts`, naming the most that fit): said before a study is created, not by a
-        first trial failed on it."""
-        from advisor.eval.run import model_positions, workload_prompts
+        """`UserError` where the new tokens alone exceed the model's positions, naming the most that fit
+        (`advisor.eval.run.refuse_past_positions`): said before a study is created, not by a trial failed on it."""
+        from advisor.eval.run import refuse_past_positions
 
-        positions = model_positions(self.loaded)
-        if positions is not None and self.max_new_tokens > positions:  # (else no prompt is encoded here)
-            workload_prompts(self.loaded, self.task, self.settings.trace_prompts, self.settings.seed,
-                             self.max_new_tokens, refuse_past=True)
+        refuse_past_positions(self.loaded, self.task, self.settings.trace_prompts, self.settings.seed,
+                              self.max_new_tokens)
 
     def _fidelity_inputs(self) -> Any:
         """Fidelity reference inputs: the task's gold answers as a partly masked canvas (eval helper's
