@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 
 import typer
 import typer.core
-from typer._click.exceptions import UsageError  # typer >= 0.24 vendors click
+from typer._click.exceptions import BadParameter, NoSuchOption, UsageError  # typer >= 0.24 vendors click
 
 from advisor import __version__
 from advisor.commands import evaluate, export, models, offload, option_name, quant, recommend, report, tune
@@ -108,6 +109,13 @@ class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
     meant. Options that take a list (`--opt`, `--expert-shape`) repeat as before."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return self._parse_args(ctx, args)
+        except NoSuchOption as e:
+            _refuse_negative_argument(self, ctx, args, e)
+            raise
+
+    def _parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args:  # the same parse click runs next: its errors (an unknown option) are the ones it would raise
             _, _, order = self.make_parser(ctx).parse_args(args=list(args))
             if any(param.is_eager for param in order):  # --help: shown whatever else the line says, as click does
@@ -121,6 +129,29 @@ class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
                                          "one of them", ctx=ctx)
                     raise UsageError(f"{option_name(param)} is given {n} times; give it once", ctx=ctx)
         return super().parse_args(ctx, args)
+
+
+def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Context, args: list[str],
+                              error: NoSuchOption) -> None:
+    """A negative number where the command takes an integer argument (`export STUDY -1`) is no option: click said
+    "No such option: -1" (of -15, "-1"). It is refused as that argument's own range refuses it (as `-- -1` was),
+    naming what to give. Returns where the command takes no integer argument (click's error stands)."""
+    number = next((a for a in args if re.fullmatch(r"-\d+", a) and a.startswith(error.option_name or " ")), None)
+    for param in command.params:
+        if number is not None and isinstance(param, typer.core.TyperArgument) and _takes_int(param):
+            try:
+                param.process_value(ctx, number)  # converted and range-checked: a negative trial number raises
+            except BadParameter as e:  # named as click names the argument's own refusal (`-- -1`)
+                e.ctx, e.param = e.ctx or ctx, e.param or param
+                raise
+
+
+def _takes_int(param: typer.core.TyperArgument) -> bool:
+    """Whether an argument takes an integer (click's type, or typer 0.29's annotation where it keeps no type)."""
+    kind = getattr(param, "type", None)
+    if kind is not None:
+        return getattr(kind, "name", "") == "integer"
+    return getattr(getattr(param, "type_descriptor", None), "annotation", None) is int
 
 
 for _area in (tune, recommend, export, report, evaluate, offload, quant, models):

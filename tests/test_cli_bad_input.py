@@ -1897,3 +1897,13 @@ def test_profile_list_lists_the_good_profiles_and_names_each_broken_one(tmp_path
     assert "note: not listed: hardware profile profiles/a.json is not valid JSON" in err, err
     assert "delete it or run `advisor profile` again" in err, err
     assert "note: not listed: profiles/b.json: hardware profile lacks" in err and "or delete it" in err, err
+
+
+@pytest.mark.parametrize("args", [("s", "-1", "--to", "json"), ("s", "--to", "json", "-15")], ids=["first", "last"])
+def test_a_negative_trial_number_is_refused_as_a_trial_number_not_an_option(tmp_path, args):
+    """`advisor export STUDY -1` answered click's "No such option: -1" (of -15, "-1"): a negative number is read as
+    an option. It is refused as `export STUDY -- -1` is, naming the trial numbers to give; nothing is read."""
+    r = advisor_entry("export", *args, "--storage", "s.db", cwd=tmp_path)
+    number = next(a for a in args if a.startswith("-") and a[1:].isdigit())
+    one_error_line(r, f"Invalid value for 'trial': {number} is not a trial number: give one from 0 to ")
+    assert "No such option" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
