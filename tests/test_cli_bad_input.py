@@ -916,6 +916,20 @@ def test_a_damaged_load_record_loads_the_model_without_a_traceback(tmp_path, tun
         r = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path)
         assert "_Loaded('the model was loaded')" in r.stderr, (damage, r.stdout + r.stderr)
 
+
+def test_resume_with_nothing_to_run_prints_the_front_as_the_full_path_ends(tmp_path, tuned_quick, monkeypatch):
+    """The short path (`advisor.tune.shortcut`) printed no front table: only 'nothing to run' and where the study
+    is. It prints the stored front with its counts, as a run that loaded the model ends, without loading it."""
+    copy_tuned_quick(tuned_quick, tmp_path / "s.db")
+    _no_load(monkeypatch)
+    again = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    out = again.stdout
+    title = "Pareto front of study bundled-toy-quick (1 point; 1 finished trial, 0 over budget, 0 failed)"
+    assert out.index("nothing to run") < out.index(title) < out.index("stored in sqlite:///s.db"), out
+    assert "accuracy: measured:exact-match:toy(n=32," in out, out  # the table's sources, under it
+
+
 def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
     both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.

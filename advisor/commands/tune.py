@@ -216,8 +216,9 @@ def _load_key(spec: str, device: str, offload: bool | None, budget_bytes: int | 
                     task=task_obj, mode=mode, host_bytes=host_bytes)
 
 
-def _say_done(console, name: str, done, opts, storage: str) -> None:
-    """What a run with nothing to run prints without loading the model (`advisor.tune.shortcut.nothing_to_run`)."""
+def _say_done(console, name: str, done, opts, storage: str, wide: bool) -> None:
+    """What a run with nothing to run prints without loading the model (`advisor.tune.shortcut.nothing_to_run`):
+    as the full path ends, but the lines of what the loaded model ran (the header, the CPU times, the counters)."""
     from types import SimpleNamespace
 
     _say_nothing_to_run(console, name, done.n_complete, opts.total_trials)
@@ -225,6 +226,7 @@ def _say_done(console, name: str, done, opts, storage: str) -> None:
                              waiting_kinds=done.waiting_kinds, n_trials_run=0, n_complete=done.n_complete)
     if done.n_waiting and (note := _queued_note(result, opts)):
         console.print(note, markup=False)
+    _say_front(console, name, done, wide)
     if done.allowance_note:
         console.print(done.allowance_note, markup=False)
     _print_stored_in(console, storage, name)
@@ -364,7 +366,7 @@ def register(app: typer.Typer) -> None:
                 key = _load_key(spec, device, offload, budget_bytes, opts, space_obj, task_obj, mode, host_bytes)
                 if (done := nothing_to_run(key, name, space_obj, task_obj, opts, budget_bytes=budget_bytes,
                                            budget_note=budget_note, profile=profile)) is not None:
-                    _say_done(console, name, done, opts, storage)  # the model's stored values, checked: not loaded
+                    _say_done(console, name, done, opts, storage, wide)  # the stored values, checked: not loaded
                     return
                 asked_space = space_obj
                 import_runtime()
@@ -649,7 +651,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     from rich.markup import escape
 
     from advisor.results.front import task_text
-    from advisor.tune.display import LiveProgress, front_counts, human_bytes, print_front
+    from advisor.tune.display import LiveProgress, human_bytes
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
     from advisor.units import budget_text
@@ -743,12 +745,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                       markup=False)
     if unrun := result.unrun_over_budget:
         console.print(_unrun_note(unrun), markup=False)
-    title = (f"Pareto front of study {result.study_name} ("
-             f"{front_counts(len(result.front), result.n_complete, result.n_infeasible, result.n_failed, result.n_retried)})")
-    if result.front:
-        print_front(console, result.front, title, result.metrics, wide=wide)
-    else:
-        console.print(f"{title}: no feasible trial finished yet")
+    _say_front(console, result.study_name, result, wide)
     if result.cpu_note:
         console.print(result.cpu_note, markup=False)
     if result.allowance_note:
@@ -770,6 +767,18 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     console.print(f"{measured}; routing traces recorded: {c.get('traces_recorded', 0)}; {ran_how}; "
                   f"{result.elapsed_s:.0f} s")
     _print_stored_in(console, result.storage_url, result.study_name)
+
+
+def _say_front(console, study: str, result, wide: bool) -> None:
+    """The study's front with its counts in the title (`result`: a `TuneResult`, or a `NothingToRun`)."""
+    from advisor.tune.display import front_counts, print_front
+
+    title = (f"Pareto front of study {study} ("
+             f"{front_counts(len(result.front), result.n_complete, result.n_infeasible, result.n_failed, result.n_retried)})")
+    if result.front:
+        print_front(console, result.front, title, result.metrics, wide=wide)
+    else:
+        console.print(f"{title}: no feasible trial finished yet")
 
 
 def _say_nothing_to_run(console, study: str, n_complete: int, total: int) -> None:

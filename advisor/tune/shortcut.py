@@ -88,12 +88,17 @@ class StoredModel:
 
 @dataclass
 class NothingToRun:
-    """A finished study, checked as the full path checks it: its counts and the notes to print."""
+    """A finished study, checked as the full path checks it: its counts, front and the notes to print."""
 
     n_complete: int
+    n_failed: int
+    n_retried: int
+    n_infeasible: int
     n_waiting: int
     waiting_kinds: tuple[str, ...]
     allowance_note: str
+    front: list[Any]  # the stored front's points (`advisor.results.front.FrontPoint`), as saved now
+    metrics: list[str]
 
 
 def nothing_to_run(key: dict[str, Any] | None, name: str | None, space: Any, task: Any, opts: Any, *,
@@ -138,6 +143,7 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
         create_or_load,
         queued_kinds,
         save_study_front,
+        trial_counts,
     )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the full path (`_run_tune`)
@@ -161,10 +167,11 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if len(complete) < opts.total_trials or any(t.state == TrialState.RUNNING for t in trials):
         return None  # trials to run, or a worker's running (a dead one's is failed by the full path)
-    save_study_front(study, engine)  # as the full path: repairs a kill between a trial's end and its front's save
+    front = save_study_front(study, engine)  # as the full path: repairs a kill between a trial's end and its save
     register_study(engine, name, **{k: meta[k] for k in REGISTRY_FIELDS}, n_complete=len(complete))
     waiting = [t for t in trials if t.state == TrialState.WAITING]
-    return NothingToRun(len(complete), len(waiting), queued_kinds(waiting), allowance_note(study.user_attrs, model))
+    return NothingToRun(**trial_counts(trials), n_waiting=len(waiting), waiting_kinds=queued_kinds(waiting),
+                        allowance_note=allowance_note(study.user_attrs, model), front=front, metrics=metrics)
 
 
 def _json(value: Any) -> Any:

@@ -451,6 +451,19 @@ def front_points(study: Any) -> list[FrontPoint]:
             for t in sorted(study.best_trials, key=lambda t: t.number)]
 
 
+def trial_counts(trials: Sequence[Any]) -> dict[str, int]:
+    """The counts of a study's trials its front's title gives (`advisor.tune.display.front_counts`): finished,
+    over budget among them, failed, and of the failed those queued again (`TuneResult`'s names)."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = {t.number for t in trials if t.state == TrialState.FAIL}
+    return {"n_complete": len(complete), "n_failed": len(failed),
+            "n_retried": len({t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial")) for t in trials}
+                             & failed),
+            "n_infeasible": sum(1 for t in complete if t.user_attrs.get("feasible") is False)}
+
+
 def save_study_front(study: Any, engine: Any) -> list[FrontPoint]:
     """Store the study's front. Read under the lock: a front read before it (while another worker held it to
     store a front with its newer trial) would overwrite that front and drop the other worker's trial. Done again
@@ -712,11 +725,7 @@ def _run_tune(
     plans = {t.user_attrs.get("plan_fingerprint") for t in complete if t.user_attrs.get("feasible", True)}
     plans.discard(None)
     return TuneResult(
-        study_name=name, storage_url=url, front=front, metrics=metrics, directions=directions,
-        n_complete=len(complete), n_failed=sum(t.state == TrialState.FAIL for t in trials),
-        n_retried=len({t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial")) for t in trials}
-                      & {t.number for t in trials if t.state == TrialState.FAIL}),
-        n_infeasible=sum(1 for t in complete if t.user_attrs.get("feasible") is False),
+        study_name=name, storage_url=url, front=front, metrics=metrics, directions=directions, **trial_counts(trials),
         n_trials_run=ran, interrupted=stop.requested, counters=dict(objective.counters),
         distinct_plans=len(plans), elapsed_s=time.perf_counter() - t0,
         n_waiting=sum(t.state == TrialState.WAITING for t in trials),
