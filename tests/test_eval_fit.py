@@ -149,22 +149,24 @@ def test_new_tokens_past_the_positions_on_their_own_are_refused_with_what_fits(t
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("model", ["toy", "tiny:mixtral"])
+@pytest.mark.parametrize("model", ["toy", "toy --offload", "tiny:mixtral"])
 def test_a_tune_space_whose_new_tokens_pass_the_positions_is_refused_before_the_study(toy_dir, tmp_path, model):
     """A --space with max_new_tokens past the model's positions got a note and a study whose trials ran past them
     (refused inside a trial, the trial failed); it is refused after the load, before the study is created, naming
     the most that fit: a text task's prompts as eval says it, a tiny:* model's (no tokenizer) beside its random
-    prompts."""
+    prompts. The refusal is the only line: an offloaded model's activation probe decoded those new tokens first,
+    after the note that its prompts run past the positions."""
     from cli_helpers import advisor_entry
 
-    spec, objective = (str(toy_dir), "accuracy") if model == "toy" else (model, "fidelity_top1")
+    spec, objective = (str(toy_dir), "accuracy") if model.startswith("toy") else (model, "fidelity_top1")
+    offload = ["--offload"] if model.endswith("--offload") else []
     (tmp_path / "s.toml").write_text(f'name = "s"\n[objectives]\n{objective} = "maximize"\npeak_gpu_bytes = "minimize"\n'
                                      '[precision]\nformats = ["int8"]\n[evaluation]\ntrace_prompts = 1\n'
                                      "fidelity_prompts = 1\nmax_new_tokens = 600\n")
-    proc = advisor_entry("tune", spec, "--space", "s.toml", "--trials", "1", "--storage", "sqlite:///s.db",
+    proc = advisor_entry("tune", spec, *offload, "--space", "s.toml", "--trials", "1", "--storage", "sqlite:///s.db",
                          cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    line = proc.stderr.strip().splitlines()[-1]
+    [line] = proc.stderr.strip().splitlines()  # the only line
     assert " 600 new tokens alone exceed " in line and " positions, the length it was trained for; at most " in line
     assert "tune: max_new_tokens = " in line and proc.stdout == "", (line, proc.stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]

@@ -259,9 +259,9 @@ def _load(spec: str, device: str, threads: int, space_obj, task_obj, task: str |
         raise UserError(f"--host-memory caps the host stores of offloaded experts (and of --mode live), but "
                         f"{loaded.name} is loaded whole and replay packs no store; {offload}, or leave "
                         "--host-memory out")
-    backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes)
+    backend = ModelBackend(loaded, task_obj, space_obj.evaluation, profile=profile, host_memory=host_bytes,
+                           refuse_past=True)
     space_obj.check_model(backend.shape.n_layers, backend.shape.min_experts)
-    backend.refuse_new_tokens_past_positions()
     return backend, space_obj
 
 

@@ -48,7 +48,10 @@ class ModelBackend:
     re-packed from the checkpoint when a plan comes back."""
 
     def __init__(self, loaded: Any, task: Any, settings: EvaluationSettings, *, profile: Any = None,
-                 accuracy_fn: Callable[[Any, Any], Measured] | None = None, host_memory: int | None = None):
+                 accuracy_fn: Callable[[Any, Any], Measured] | None = None, host_memory: int | None = None,
+                 refuse_past: bool = False):
+        """`refuse_past` (tune): new tokens that alone exceed the model's positions are refused
+        (`refuse_new_tokens_past_positions`) before an offloaded model's activation probe decodes them."""
         # lazy like every torch import here: importing stays cheap
         from advisor.models.load import HOST_RAM_SOURCE, host_available_bytes, model_meta
 
@@ -72,6 +75,8 @@ class ModelBackend:
         self._stores: dict[str, Any] = {}
         self.shape = model_shape(loaded)
         self.activation_source = ""
+        if refuse_past:
+            self.refuse_new_tokens_past_positions()
         if self.offloaded:
             act, self.activation_source = self._probe_activation()
             self.shape = replace(self.shape, activation_bytes=act, staging=True)
