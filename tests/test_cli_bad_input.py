@@ -917,6 +917,22 @@ def test_a_damaged_load_record_loads_the_model_without_a_traceback(tmp_path, tun
         assert "_Loaded('the model was loaded')" in r.stderr, (damage, r.stdout + r.stderr)
 
 
+@pytest.mark.parametrize("library", ["tokenizers", "datasets"])
+def test_another_tokenizers_or_datasets_version_loads_the_model(tmp_path, tuned_quick, monkeypatch, library):
+    """The load record's key held the versions of torch, transformers ... but not of tokenizers (it encodes the
+    prompts, whose lengths size the probed activation allowance) nor of datasets (it reads gsm8k's and humaneval's
+    prompts): a run with another version said 'nothing to run' from values another version gave. It loads the
+    model (here: `_Loaded`)."""
+    from importlib import metadata
+
+    copy_tuned_quick(tuned_quick, tmp_path / "s.db")
+    _no_load(monkeypatch)
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "0.0.0+other" if name == library else real(name))
+    r = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path)
+    assert "_Loaded('the model was loaded')" in r.stderr, r.stdout + r.stderr
+
+
 def test_resume_with_nothing_to_run_prints_the_front_as_the_full_path_ends(tmp_path, tuned_quick, monkeypatch):
     """The short path (`advisor.tune.shortcut`) printed no front table: only 'nothing to run' and where the study
     is. It prints the stored front with its counts, as a run that loaded the model ends, without loading it."""

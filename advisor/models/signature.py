@@ -26,8 +26,9 @@ RACY_NS = 2_000_000_000
 MAX_FILES = 10_000
 """A directory with more files than this is not signed (a model directory holds tens)."""
 
-LIBRARIES = ("torch", "transformers", "safetensors", "accelerate", "huggingface_hub", "numpy")
-"""The libraries a load goes through: another version may build, cast or fingerprint the model otherwise."""
+LIBRARIES = ("torch", "transformers", "safetensors", "accelerate", "huggingface_hub", "numpy", "tokenizers", "datasets")
+"""The libraries a load goes through: another version may build, cast or fingerprint the model otherwise, or
+encode (tokenizers) or read (datasets: gsm8k, humaneval) the prompts whose lengths the activation probe takes."""
 
 _CODE: list[str] = []  # the advisor code's digest, computed once per process
 
