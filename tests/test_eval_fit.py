@@ -170,3 +170,19 @@ def test_a_tune_space_whose_new_tokens_pass_the_positions_is_refused_before_the_
     assert " 600 new tokens alone exceed " in line and " positions, the length it was trained for; at most " in line
     assert "tune: max_new_tokens = " in line and proc.stdout == "", (line, proc.stdout)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.toml"]
+
+
+def test_a_tune_refusal_names_what_fits_every_prompt_its_accuracy_decodes(toy_dir, tmp_path):
+    """tune's refusal of new tokens past the positions named the most that fit its trace_prompts prompts only: with
+    trace_prompts = 1 and limit = 500 it said 209 where eval --limit 500 (the same 500 prompts the study's accuracy
+    decodes) says 208. It names what fits the accuracy's prompts and the traces' together."""
+    from cli_helpers import advisor_entry
+
+    (tmp_path / "s.toml").write_text('name = "s"\n[objectives]\naccuracy = "maximize"\npeak_gpu_bytes = "minimize"\n'
+                                     '[precision]\nformats = ["int8"]\n[evaluation]\ntrace_prompts = 1\n'
+                                     "fidelity_prompts = 1\nlimit = 500\nmax_new_tokens = 600\n")
+    tune = advisor_entry("tune", str(toy_dir), "--space", "s.toml", "--trials", "1", "--storage", "sqlite:///s.db",
+                         cwd=tmp_path)
+    ev = advisor_entry("eval", str(toy_dir), "--limit", "500", "--max-new-tokens", "600", cwd=tmp_path)
+    said = [p.stderr.split("; at most ")[-1].split(" new tokens fit")[0] for p in (tune, ev)]
+    assert tune.returncode == ev.returncode == 2 and said[0] == said[1], (tune.stderr, ev.stderr)

@@ -123,12 +123,19 @@ class ModelBackend:
         return self._prompts[:n]
 
     def refuse_new_tokens_past_positions(self) -> None:
-        """`UserError` where the new tokens alone exceed the model's positions, naming the most that fit
-        (`advisor.eval.run.refuse_past_positions`): said before a study is created, not by a trial failed on it."""
+        """`UserError` where the new tokens alone exceed the model's positions, naming the most that fit every prompt
+        the study decodes them beside - its accuracy's (`limit`) and its traces' (`trace_prompts`), as
+        `advisor.eval.run.refuse_past_positions` names them: said before a study is created, not by a failed trial."""
         from advisor.eval.run import refuse_past_positions
+        from advisor.eval.tasks import select
 
-        refuse_past_positions(self.loaded, self.task, self.settings.trace_prompts, self.settings.seed,
-                              self.max_new_tokens)
+        task, n, seed = self.task, self.settings.trace_prompts, self.settings.seed
+        examples = getattr(task, "examples", None)
+        if examples:  # (select picks by position: the same examples as the accuracy's and the traces' own)
+            index = list(range(len(examples)))
+            chosen = sorted({*select(index, self.settings.limit, seed), *select(index, n, seed)})
+            task, n = replace(task, examples=[examples[i] for i in chosen]), len(chosen)
+        refuse_past_positions(self.loaded, task, n, seed, self.max_new_tokens)
 
     def _fidelity_inputs(self) -> Any:
         """Fidelity reference inputs: the task's gold answers as a partly masked canvas (eval helper's
