@@ -186,3 +186,18 @@ def test_a_tune_refusal_names_what_fits_every_prompt_its_accuracy_decodes(toy_di
     ev = advisor_entry("eval", str(toy_dir), "--limit", "500", "--max-new-tokens", "600", cwd=tmp_path)
     said = [p.stderr.split("; at most ")[-1].split(" new tokens fit")[0] for p in (tune, ev)]
     assert tune.returncode == ev.returncode == 2 and said[0] == said[1], (tune.stderr, ev.stderr)
+
+
+def test_random_prompts_past_the_positions_beside_their_new_tokens_are_said(capsys):
+    """A tiny:* model's random prompts (no tokenizer) beside new tokens within its positions alone but past them
+    together ran past the positions without a word (eval's task prompts get a note; more new tokens are refused):
+    the note says so and names the most that fit every prompt."""
+    from advisor.eval.run import workload_prompts
+
+    loaded = load_model("tiny:mixtral")  # 512 positions; seed 0's one prompt has 16 ids
+    [ids] = workload_prompts(loaded, None, 1, seed=0, max_new_tokens=500)
+    err = " ".join(capsys.readouterr().err.split())
+    assert ids.shape[-1] == 16 and "note: 1 of 1 random prompts with their 500 new tokens exceed tiny:mixtral's 512 " \
+        "positions; the model runs past" in err and "at most 496 new tokens fit every prompt" in err, err
+    workload_prompts(loaded, None, 1, seed=0, max_new_tokens=496)
+    assert "note" not in capsys.readouterr().err

@@ -178,6 +178,12 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_t
         for _ in range(n):
             length = int(torch.randint(fewest, most + 1, (1,), generator=g))
             out.append(random_prompt(loaded, length, g))
+        over = sum(int(ids.shape[-1]) + max_new_tokens > positions for ids in out) if positions and max_new_tokens else 0
+        if over:  # within the positions alone (else refused above), past them beside a random prompt
+            fits = positions - max(int(ids.shape[-1]) for ids in out)
+            note_once(f"note: {over} of {len(out)} random prompts with their {max_new_tokens} new tokens exceed "
+                      f"{loaded.name}'s {positions} positions; the model runs past the length it was trained for on "
+                      f"them; at most {fits} new tokens fit every prompt ({NEW_TOKENS_SETTING.format(n=fits)})")
     if not out:
         raise UserError(f"task {getattr(task, 'name', task)!r} has no examples to build prompts from")
     return out
