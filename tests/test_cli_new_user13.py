@@ -110,6 +110,20 @@ def test_an_export_of_a_study_whose_directory_moved_says_the_path_it_names_is_no
     shutil.rmtree(root / "ckpt")
 
 
+def test_the_moved_directory_note_is_in_the_exported_file_too(moved_study):
+    """The note that the directory an export names is gone was printed but left out of the file it is about: the
+    script's or recipe's `# note:` comments (the vllm export is its notes as comments and one command) held the
+    target's own notes only, so whoever runs the file later is not told (new user 23)."""
+    root = moved_study
+    for target, out in (("vllm", "n.sh"), ("hf", "n.py"), ("llama.cpp", "n2.sh")):
+        r = advisor("export", "s", "0", "--storage", "s.db", "--to", target, "-o", out, cwd=root)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = (root / out).read_text().splitlines()
+        note = f"# note: the study loaded its model from the directory {root / 'ckpt'}, which is not here"
+        at = next(i for i, line in enumerate(lines) if line.startswith(note))
+        assert all(line.startswith("#") for line in lines[:at]), lines[:at + 1]  # in the opening comments
+
+
 def test_an_export_of_a_study_tuned_on_a_relative_directory_names_it_where_the_report_loads_it(moved_study):
     """A study tuned on `./ckpt`, exported from a directory that holds `ckpt`: the report loads that one (cc9839b),
     the exports named the recorded directory, gone, and said to change it. They name the same directory as the

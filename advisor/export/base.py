@@ -150,15 +150,25 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
         raise UserError(f"{why}; export with {', '.join(others[:-1]) + ' or ' if len(others) > 1 else ''}"
                         f"{others[-1] if others else 'another target'} instead")
     result = mod.export(point, cfg, opts)
-    if note := steps_counted_note(point.config):  # (a DiffusionGemma study stored before 2026-12-05)
-        result.notes.append(note)
-    if cfg.model.quant_note:  # (a study that may predate the record of the checkpoint's own quantization)
-        result.notes.append(cfg.model.quant_note)
-    if note := moved_model_note(point):
-        result.notes.append(note)
+    extra = [note for note in (steps_counted_note(point.config),  # (a DiffusionGemma study stored before 2026-12-05)
+                               cfg.model.quant_note,  # (a study that may predate the record of its quantization)
+                               moved_model_note(point)) if note]
+    result.notes += extra
     if target != "json":  # (the json target's document carries its own source and metrics, in its schema)
+        result.text = with_comment_notes(result.text, extra)
         result.data = {**result.data, "source": source_record(point, cfg), "notes": list(result.notes)}
     return result
+
+
+def with_comment_notes(text: str, notes: list[str]) -> str:
+    """`text` (a script or recipe, which opens with `#` comment lines) with `notes` as `# note:` lines at the end of
+    that opening block, beside the target's own: the notes `export_point` adds after the target rendered its file
+    (the directory it names is not here, ...) were printed but missing from the file they are about."""
+    if not notes:
+        return text
+    lines = text.split("\n")
+    end = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    return "\n".join([*lines[:end], *(f"# note: {n}" for n in notes), *lines[end:]])
 
 
 def source_record(point: FrontPoint, cfg: Any) -> dict[str, Any]:
