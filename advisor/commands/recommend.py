@@ -176,6 +176,8 @@ def register(app: typer.Typer) -> None:
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
         check_writable(hw.profile_path(name or "", profiles_dir), option=store_option)
+        if name:  # another profile's file, said before the measuring (the device's name is known only after it)
+            hw.check_name_free(name, profiles_dir)
         check_repeats(repeats)  # 99999999 measured for days; before the imports and the busy-host note
         given = _parse_shapes(expert_shape or [])  # a mistyped shape before torch imports, as a mistyped --model
         if model is not None:

@@ -365,8 +365,27 @@ def profile_path(name: str, directory: str | os.PathLike | None = None) -> Path:
     return profiles_dir(directory) / f"{slug}.json"
 
 
+def check_name_free(name: str, directory: str | os.PathLike | None = None) -> None:
+    """`UserError` when the file the profile `name` is stored in (`profile_path`) holds a profile of another name:
+    names that differ in more than case but share a file name ('my host', 'my/host') replaced each other without a
+    word - the earlier profile gone, its CPU expert times carried into the new one. A file that cannot be read as a
+    profile with a name is replaced, as before."""
+    path = profile_path(name, directory)
+    try:
+        raw = loads_json(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError, UserError):
+        return
+    other = raw.get("name") if isinstance(raw, dict) else None
+    if isinstance(other, str) and other.casefold() != name.casefold():
+        raise UserError(f"profile {name!r} would be stored in {path}, which holds the profile {other!r} (names that "
+                        f"differ only in punctuation or spaces share a file); give --name another name, or delete "
+                        f"{path} to replace it")
+
+
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
-    """Store a measured profile as JSON (atomically: temp file then rename)."""
+    """Store a measured profile as JSON (atomically: temp file then rename); never over a profile of another name
+    (`check_name_free`)."""
+    check_name_free(profile.name, directory)
     return write_atomic(profile_path(profile.name, directory), json.dumps(profile.to_dict(), indent=2) + "\n")
 
 
