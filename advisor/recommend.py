@@ -15,10 +15,12 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
+from advisor.models import spec_path
 from advisor.results.config_view import (
     config_format,
     config_in_use,
@@ -27,6 +29,7 @@ from advisor.results.config_view import (
     policy_text,
     precision_rank,
     quant_note,
+    recorded_model,
     steps_counted_note,
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
@@ -322,11 +325,29 @@ def _match(value: str, wanted: str | None) -> bool:
     return wanted is None or value == wanted or wanted.lower() in value.lower()
 
 
+def _loaded_from(point: FrontPoint) -> Path | None:
+    """The directory `point`'s study loaded its model from, absolute (`recorded_model`); None for a hub id, a
+    built-in model or a directory that is not here."""
+    meta = point.config.get("model_meta") if isinstance(point.config, dict) else None
+    where, gone = recorded_model(point.model, meta)
+    path = spec_path(where)
+    return None if gone or not path.is_dir() else path.resolve()
+
+
 def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
-    """Points of the requested model/task/study; none left is a UserError listing what exists."""
+    """Points of the requested model/task/study; none left is a UserError listing what exists. `--model` is a
+    stored model name (or part of one), or the directory as given to `tune` (`./ckpt`, an absolute path, `~/...`):
+    the name a study stores for `tune ./ckpt` is `ckpt`, and `--model ./ckpt` matched none."""
     exact = q.model is not None and any(p.model == q.model for p in points)  # `bundled` beside `bundled-v2`
-    out = [p for p in points if (p.model == q.model if exact else _match(p.model, q.model)) and _match(p.task, q.task)
-           and (q.study is None or p.study_name == q.study)]
+    here = spec_path(q.model) if q.model is not None and not exact else None
+    directory = here.resolve() if here is not None and here.is_dir() else None
+
+    def model_ok(p: FrontPoint) -> bool:
+        if exact:
+            return p.model == q.model
+        return _match(p.model, q.model) or (directory is not None and _loaded_from(p) == directory)
+
+    out = [p for p in points if model_ok(p) and _match(p.task, q.task) and (q.study is None or p.study_name == q.study)]
     if not out:
         asked = ", ".join(f"{k}={v!r}" for k, v in (("model", q.model), ("task", q.task), ("study", q.study)) if v)
         have = "; ".join(

@@ -19,3 +19,22 @@ def test_a_profile_name_that_shares_another_profiles_file_is_refused_not_written
     one_error_line(r, "'my/host'", "holds the profile 'my host'", "--name")
     assert (tmp_path / "p" / "my-host.json").read_text() == before
     assert json.loads(before)["name"] == "my host"
+
+
+def test_recommend_model_takes_the_directory_as_given_to_tune(tmp_path):
+    """`advisor tune ./ckpt` stores its model as `ckpt`; `recommend --model ./ckpt` (the spec the user tuned with)
+    answered 'no front point matches model='./ckpt'', as did its absolute path. A directory given to --model now
+    picks the studies that loaded it; another model beside it is not mixed in."""
+    from recommend_helpers import make_db, model_meta, point
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "work").mkdir()
+    meta = {**model_meta(), "path": str(tmp_path / "ckpt")}
+    url = make_db(tmp_path / "a.db", [point("mine", 1, "int8", 8, acc=0.9, h2d=1e6, peak_gib=1, meta=meta, model="ckpt"),
+                                      point("other", 1, "int4", 8, acc=0.9, h2d=1e5, peak_gib=1, model="another")])
+    for given in ("../ckpt", str(tmp_path / "ckpt")):
+        r = advisor_entry("recommend", "--storage", url, "--budget", "8GiB", "--model", given, cwd=tmp_path / "work")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Recommended: study 'mine', trial #1" in r.stdout, r.stdout
+    one_error_line(advisor_entry("recommend", "--storage", url, "--budget", "8GiB", "--model", "./nope", cwd=tmp_path),
+                   "no front point matches model='./nope'")
