@@ -38,3 +38,30 @@ def test_recommend_model_takes_the_directory_as_given_to_tune(tmp_path):
         assert "Recommended: study 'mine', trial #1" in r.stdout, r.stdout
     one_error_line(advisor_entry("recommend", "--storage", url, "--budget", "8GiB", "--model", "./nope", cwd=tmp_path),
                    "no front point matches model='./nope'")
+
+
+def test_the_default_study_name_of_a_checkpoint_above_is_one_study_takes(tmp_path):
+    """`tune ../ckpt` without --study named its study '.._ckpt-toy-quick': `--study` refuses a name that does not
+    start with a letter or digit, so the name `tune` printed could not be given back to it, and `pareto` wrote the
+    plots as hidden files. The default name now drops those leading characters (and a path past 100 characters
+    is shortened with a digest): `--study` takes it. A study an earlier version named the old way is still
+    resumed by the same command (`study_name_for`)."""
+    import torch
+
+    from advisor.commands.tune import check_study_name
+    from advisor.models.tiny import build_tiny
+    from advisor.tune.study import default_study_name
+    from tests.cli_helpers import advisor_in_process
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "work").mkdir()
+    base = ("tune", "../ckpt", "--space", "quick", "--budget", "1MiB", "--storage", "s.db")
+    r = advisor_in_process(*base, "--trials", "1", cwd=tmp_path / "work")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "as study ckpt-toy-quick" in " ".join(r.stdout.split()), r.stdout
+    r = advisor_in_process(*base, "--trials", "1", "--study", "ckpt-toy-quick", cwd=tmp_path / "work")
+    assert r.returncode == 0 and "already has 1 finished trial" in " ".join(r.stdout.split()), r.stdout + r.stderr
+    long = default_study_name("/" + "/".join(["models--inclusionAI--LLaDA-MoE-7B-A1B-Instruct", "snapshots",
+                                              "0123456789abcdef" * 3]), "gsm8k", "dllm")
+    check_study_name(long)
+    assert long.endswith("0123456789abcdef-gsm8k-dllm") and len(long) == 100

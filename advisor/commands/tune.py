@@ -184,13 +184,13 @@ def _before_load(spec: str, space_obj, task: str | None, data: str | None, study
     but the model's fingerprint (which needs its weights) and a budget the model's size sets."""
     from advisor.models import model_name
     from advisor.tune.space import default_space, load_space
-    from advisor.tune.study import default_study_name, refuse_incompatible, resume_keys
+    from advisor.tune.study import refuse_incompatible, resume_keys, study_name_for
 
     if space_obj is None and (name := default_space(spec)) is not None:
         space_obj = load_space(name)
     task_obj = _get_task(space_obj, task, data) if space_obj is not None else None
     if study is None and task_obj is not None:
-        study = default_study_name(model_name(spec), task_obj.name, space_obj.name)
+        study = study_name_for(storage, model_name(spec), task_obj.name, space_obj.name)
     if study is not None:
         # without --budget/--gpu, --budgets or the space's budget_fraction size the budget from the model
         sized = budget_bytes is None and (budgets or space_obj is None or space_obj.budget_fraction)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import shlex
@@ -107,9 +108,31 @@ class TuneResult:
 
 
 def default_study_name(model: str, task: str, space: str) -> str:
-    """A readable, stable name: resuming the same model/task/space without --study continues the study."""
-    raw = f"{model}-{task}-{space}"
-    return re.sub(r"[^A-Za-z0-9_.:-]+", "_", raw).strip("_")
+    """A readable, stable name: resuming the same model/task/space without --study continues the study. It is a
+    name `--study` takes (`advisor.commands.tune.check_study_name`): `legacy_study_name`, the name before
+    2026-12-07, without its leading characters other than letters and digits (`tune ../ckpt` was study
+    `.._ckpt-toy-dllm`, which `--study` refused and whose plots were hidden files), and one past 100 characters
+    (a Hugging Face snapshot's path) is a digest of it and its last 91 characters."""
+    name = re.sub(r"^[^A-Za-z0-9]+", "", legacy_study_name(model, task, space))
+    if len(name) > 100:
+        name = f"{hashlib.sha256(name.encode()).hexdigest()[:8]}-{name[-91:]}"
+    return name
+
+
+def legacy_study_name(model: str, task: str, space: str) -> str:
+    """The default study name until 2026-12-07 (`default_study_name`)."""
+    return re.sub(r"[^A-Za-z0-9_.:-]+", "_", f"{model}-{task}-{space}").strip("_")
+
+
+def study_name_for(storage: str, model: str, task: str, space: str) -> str:
+    """The study a run without --study continues or creates: `default_study_name`, or where that differs from
+    `legacy_study_name` and the storage holds a study of the legacy name, that one, so that the same command
+    still resumes a study an earlier version named."""
+    from advisor.results.registry import study_user_attrs
+    from advisor.results.store import engine_for
+
+    name, legacy = default_study_name(model, task, space), legacy_study_name(model, task, space)
+    return legacy if legacy != name and study_user_attrs(engine_for(storage), legacy) else name
 
 
 LOAD_RECORD = "load_record"
@@ -603,7 +626,7 @@ def _run_tune(
     space.check_mode(opts.mode)
     metrics = list(space.objectives)
     directions = [space.objectives[m] for m in metrics]
-    name = opts.study_name or default_study_name(backend.model_name, backend.task_name, space.name)
+    name = opts.study_name or study_name_for(opts.storage, backend.model_name, backend.task_name, space.name)
     # a budget that no format fits is refused before anything is written
     fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts)
     url = st.normalize_url(opts.storage)
