@@ -65,3 +65,20 @@ def test_the_default_study_name_of_a_checkpoint_above_is_one_study_takes(tmp_pat
                                               "0123456789abcdef" * 3]), "gsm8k", "dllm")
     check_study_name(long)
     assert long.endswith("0123456789abcdef-gsm8k-dllm") and len(long) == 100
+
+
+def test_shards_without_their_index_are_one_line_for_every_load(tmp_path):
+    """A download that stopped before model.safetensors.index.json: `inspect` (a whole load) ended in transformers'
+    'no file named model.safetensors', while `tune --budget` (offloaded, which read every *.safetensors) tuned the
+    checkpoint - whose report and exports then load it whole, and fail. Both are one line naming the index now."""
+    import torch
+
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(tmp_path / "ckpt", max_shard_size="60KB")
+    (tmp_path / "ckpt" / "model.safetensors.index.json").unlink()
+    assert len(list((tmp_path / "ckpt").glob("*.safetensors"))) > 1
+    for args in (("inspect", "ckpt"), ("tune", "ckpt", "--space", "quick", "--budget", "80KiB", "--trials", "1",
+                                       "--storage", "s.db")):
+        one_error_line(advisor_entry(*args, cwd=tmp_path), "no model.safetensors.index.json", "download")
+    assert not (tmp_path / "s.db").exists()

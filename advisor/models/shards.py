@@ -111,6 +111,11 @@ def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
         files = sorted(directory.glob("*.safetensors"))
         if not files:
             raise UserError(f"{directory} has no *.safetensors weights (offloaded loading reads safetensors)")
+        if not (directory / "model.safetensors").is_file():  # shards whose index did not arrive
+            more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+            raise UserError(f"{directory} holds {files[0].name}{more} but no {INDEX_NAME}, the index transformers "
+                            f"needs to load shards (nor one model.safetensors): an unfinished download? Download "
+                            f"{INDEX_NAME} too, or re-download the checkpoint")
         for f in files:
             tensors.update(read_header(f))
     return tensors
