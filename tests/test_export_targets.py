@@ -1000,7 +1000,7 @@ def test_vllm_counts_an_fp32_checkpoints_offload_at_the_bf16_its_auto_dtype_serv
     read "GiB at float32", a name no format option takes. Then --cpu-offload-gb was counted at fp32 (4 bytes a
     weight), but the command keeps vLLM's --dtype auto, which serves an fp32 checkpoint in bf16 (fp16 before
     Ampere: config/model.py `_resolve_auto_dtype`), so it offloaded twice the bytes the study's cache left over.
-    It is counted at bf16 now, and the note says why, as the ktransformers note says "(bf16)" of the same case."""
+    It is counted at bf16 now, and the note says why (the ktransformers note says SGLang's fp16 of the same case)."""
     from advisor.export.vllm import gib_arg
     from advisor.quant.spec import expert_nbytes_of
 
@@ -1020,6 +1020,24 @@ def test_vllm_counts_an_fp32_checkpoints_offload_at_the_bf16_its_auto_dtype_serv
     assert r.returncode == 0, r.stderr
     assert "--opt prefer=offload serves them at bf16 offloaded" in " ".join(r.stdout.split()), r.stdout
     assert "float32" not in r.stdout, r.stdout
+
+
+def test_ktransformers_names_an_fp32_checkpoint_and_what_sglang_loads_it_as(tmp_path):
+    """The GPU expert count of a study that loaded an fp32 checkpoint was said to be at "the checkpoint's precision
+    (bf16)": the bytes were right (2 a weight) but the checkpoint is fp32 and SGLang's --dtype auto loads an fp32
+    checkpoint in fp16. The note names both now; a bf16 checkpoint's wording is unchanged."""
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
+    url = make_db(tmp_path / "a.db", [point("m", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      point("b", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1,
+                                            meta={**meta, "dtype": "bfloat16"})])
+    r = _cli("export", "m", "1", "--to", "ktransformers", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split()).replace("# ", "")
+    assert "the bytes of 4 experts at fp16 (the checkpoint is fp32; SGLang's --dtype auto loads it as fp16)" in text
+    assert "(bf16)" not in text, text
+    r = _cli("export", "b", "1", "--to", "ktransformers", "--storage", url)
+    assert r.returncode == 0, r.stderr
+    assert "at the checkpoint's precision (bf16)" in " ".join(r.stdout.split()).replace("# ", ""), r.stdout
 
 
 def test_export_and_recommend_say_when_a_diffusion_gemma_study_may_count_its_encoder_pass_as_a_step(tmp_path):

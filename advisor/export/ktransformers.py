@@ -3,10 +3,11 @@
 KTransformers' YAML optimize rules moved to `archive/` (Nov 2025); current releases run through SGLang's
 kt-kernel flags, so this export is a launch command, not a YAML file. kt-kernel keeps `--kt-num-gpu-experts`
 experts of *every MoE layer* on the GPU (which ones: its placement strategy, uniform by default) and computes the
-others on the CPU. The GPU experts load from `--model-path` at the checkpoint's precision (BF16; fp8 for an FP8
-checkpoint, whose dense plan formats also run as kt-kernel's FP8 method on the checkpoint itself), not the plan's,
-so the tuned cache becomes one per-layer count of checkpoint experts: as many as the tuned cache's bytes hold,
-spread evenly over the MoE layers, rounded down (never more GPU memory than tuned). `--kt-weight-path` (the
+others on the CPU. The GPU experts load from `--model-path` at the checkpoint's precision (BF16; fp16 for an fp32
+one, as SGLang loads it; fp8 for an FP8 checkpoint, whose dense plan formats also run as kt-kernel's FP8 method on
+the checkpoint itself), not the plan's, so the tuned cache becomes one per-layer count of checkpoint experts: as
+many as the tuned cache's bytes hold, spread evenly over the MoE layers, rounded down (never more GPU memory than
+tuned). `--kt-weight-path` (the
 CPU-side expert weights in the format `--kt-method` expects) cannot be known here: the script stops until the
 user sets it. Which experts are on the GPU: when the point stored the study's calibration routing (static_hot
 points and hot/cold plans), each layer's N most-routed experts, through kt-kernel's `frequency` placement and a
@@ -123,13 +124,26 @@ HOST_VARS = {
 }
 
 
-GPU_FORMAT = "bf16"  # what SGLang loads the GPU experts as from a 16/32-bit checkpoint (--model-path)
+GPU_FORMAT = "bf16"  # what the GPU experts are counted in when the checkpoint's format is not recorded
+# SGLang's --dtype auto (the command keeps it; srt/configs/model_config.py `_get_and_verify_dtype`) loads an fp32
+# checkpoint in float16 (bfloat16 for Gemma models only, which this export refuses): 2 bytes a weight
+FROM_FP32 = "fp16"
 
 
 def gpu_format(model: ModelInfo) -> str:
     """What SGLang loads the GPU experts as from --model-path: fp8 from an FP8 checkpoint (its own quantization,
-    `ModelInfo.checkpoint_format`, whatever dtype the study loaded it as), else `GPU_FORMAT`."""
-    return "fp8" if model.checkpoint_format == "fp8" else GPU_FORMAT
+    `ModelInfo.checkpoint_format`, whatever dtype the study loaded it as), fp16 from an fp32 one (`FROM_FP32`), a
+    16-bit checkpoint's own format, else `GPU_FORMAT`."""
+    fmt = model.checkpoint_format
+    return FROM_FP32 if fmt == "fp32" else fmt if fmt in ("fp8", "bf16", "fp16") else GPU_FORMAT
+
+
+def gpu_precision(model: ModelInfo) -> str:
+    """`gpu_format` in words: the checkpoint's precision, or what SGLang loads it as where that differs."""
+    fmt, own = gpu_format(model), model.checkpoint_format
+    if own in (None, fmt):
+        return f"the checkpoint's precision ({fmt})"
+    return f"{fmt} (the checkpoint is {own}; SGLang's --dtype auto loads it as {fmt})"
 
 
 def gpu_experts_per_layer(cfg: ExportConfig) -> int:
@@ -343,7 +357,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     tuned = f"{slot_count(slots, 'slot')} per layer"
     per_layer = (f"{n_gpu} of {cfg.model.layers[0].num_experts} in every layer: the tuned {tuned} of the plan's "
                  f"experts {'holds' if slot_range(slots) == '1' else 'hold'} the bytes of {count(n_gpu, 'expert')} at "
-                 f"the checkpoint's precision ({gpu_format(cfg.model)}), which "
+                 f"{gpu_precision(cfg.model)}, which "
                  "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
