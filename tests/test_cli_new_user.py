@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import advisor, advisor_in_process
+from cli_helpers import advisor, advisor_in_process, flat
 from typer.testing import CliRunner
 
 EXAMPLE_DB = Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db"
@@ -444,6 +444,23 @@ def test_an_off_front_export_to_a_path_it_cannot_write_says_only_that(tmp_path):
     assert ok.returncode == 0 and json.loads((tmp_path / "t0.json").read_text()), ok.stderr
     lines = ok.stderr.strip().splitlines()
     assert lines[0].startswith("note: trial 0 is not on the stored front") and lines[-1].startswith("wrote t0.json")
+
+
+def test_the_off_front_note_is_in_the_exported_file_too(tmp_path):
+    """`export STUDY N` of a trial off the stored front said so on stderr only: the script's `# note:` comments,
+    which carry the export's other notes (200853c), did not, so whoever runs the file later is not told. It is
+    now the first of the added `# note:` lines too (and in --json's notes), still said once on stderr."""
+    args = ["export", "bundled-example", "0", "--storage", str(EXAMPLE_DB)]
+    for target, out in (("hf", "n.py"), ("llama.cpp", "n.sh")):
+        r = advisor(*args, "--to", target, "-o", out, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert flat(r.stderr).count("is not on the stored front") == 1, r.stderr
+        lines = (tmp_path / out).read_text().splitlines()
+        at = next(i for i, line in enumerate(lines) if line.startswith("# note: trial 0 is not on the stored front"))
+        assert all(line.startswith("#") for line in lines[:at]), lines[:at + 1]  # in the opening comments
+    r = advisor(*args, "--to", "llama.cpp", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["notes"][0].startswith("trial 0 is not on the stored front"), r.stdout
 
 
 def test_the_recommend_command_tune_suggests_runs_in_a_database_of_several_models(tmp_path, monkeypatch):

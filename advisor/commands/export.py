@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         # a study that measured no task accuracy says so beside its task, as pareto, studies and recommend head it
         task = read_task_text(storage, point.study_name, point.task, point.objectives)
         result = export_point(_with_study_cpu(storage, point) if target == "hf" else point, target, option, task,
-                              fit_to)
+                              fit_to, [off_note] if off_note else None)
         from rich.console import Console
 
         from advisor.terminal import print_wrapped
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         if output is not None:  # written before the note: an -o that cannot be written (a directory) followed it
             write_atomic(output, text, create_dirs=False, executable=text.startswith("#!"), option=OUTPUT)
         if off_note:  # said once the export succeeded: before, a refused export still said "exported as stored"
-            print_wrapped(err, off_note, 6)
+            print_wrapped(err, f"note: {off_note}", 6)
         if output is not None:
             typer.echo(f"wrote {output} ({target}, study {point.study_name!r} trial #{point.trial_number})", err=True)
         else:
@@ -165,7 +165,7 @@ def _refuse_unfinished(storage: str, study: str, trial: int, no_front: UserError
 
 
 def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) -> tuple[FrontPoint, str]:
-    """A complete trial off the stored front, with the line that says so (and why); any other trial is refused."""
+    """A complete trial off the stored front, with the note that says so (and why); any other trial is refused."""
     from advisor.results.trials import dominated_by, read_trial
 
     t = read_trial(storage, study, trial)
@@ -182,4 +182,4 @@ def _off_front(storage: str, study: str, trial: int, front: list[FrontPoint]) ->
         by = dominated_by(t, front)
         why = (f"dominated by front trial{'s' if len(by) > 1 else ''} {_trials_text(by)} on "
                f"{', '.join(t.objectives)}" if by else "not among the study's best trials when the front was stored")
-    return t.point, f"note: trial {trial} is not on the stored front of study {study!r} ({why}); exported as stored"
+    return t.point, f"trial {trial} is not on the stored front of study {study!r} ({why}); exported as stored"

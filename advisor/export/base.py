@@ -132,11 +132,14 @@ def targets_for(point: FrontPoint) -> list[str]:
 
 
 def export_point(point: FrontPoint, target: str, options: list[str] | None = None,
-                 task_text: str | None = None, budget: tuple[float, str] | None = None) -> ExportResult:
+                 task_text: str | None = None, budget: tuple[float, str] | None = None,
+                 said: list[str] | None = None) -> ExportResult:
     """Render one stored front point for `target`; `task_text`: the point's task as the read-only commands head
     it (`advisor.results.read.read_task_text`, which reads the study: a study that measured no task accuracy says
     so beside its task), the task name alone when not given; `budget`: the GPU budget (bytes, how to name it) the
-    export must fit where it chooses by one (`export --from-recommend --budget`), else the study's."""
+    export must fit where it chooses by one (`export --from-recommend --budget`), else the study's; `said`: notes
+    the caller prints itself (a trial off the stored front), put in the file's `# note:` lines and --json's notes
+    too but not in the result's `notes`, which the caller prints after them."""
     target = resolve_target(target)
     opts = parse_options(target, options)
     cfg = export_config(point.config, point.model)
@@ -155,8 +158,8 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
                                moved_model_note(point)) if note]
     result.notes += extra
     if target != "json":  # (the json target's document carries its own source and metrics, in its schema)
-        result.text = with_comment_notes(result.text, extra)
-        result.data = {**result.data, "source": source_record(point, cfg), "notes": list(result.notes)}
+        result.text = with_comment_notes(result.text, [*(said or []), *extra])
+        result.data = {**result.data, "source": source_record(point, cfg), "notes": [*(said or []), *result.notes]}
     return result
 
 
