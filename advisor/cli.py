@@ -134,16 +134,33 @@ class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
 def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Context, args: list[str],
                               error: NoSuchOption) -> None:
     """A negative number where the command takes an integer argument (`export STUDY -1`) is no option: click said
-    "No such option: -1" (of -15, "-1"). It is refused as that argument's own range refuses it (as `-- -1` was),
-    naming what to give. Returns where the command takes no integer argument (click's error stands)."""
-    number = next((a for a in args if re.fullmatch(r"-\d+", a) and a.startswith(error.option_name or " ")), None)
-    for param in command.params:
-        if number is not None and isinstance(param, typer.core.TyperArgument) and _takes_int(param):
+    "No such option: -1" (of -15, "-1"). The line is parsed again with each such number as a plain argument, to see
+    where it lands: in an integer argument it is refused as that argument's own range refuses it (as `-- -1` was;
+    `-0`, in range, as a minus sign to drop), past the command's arguments as the extra argument it is (`export
+    STUDY 5 -1`). An option's value is left to the option (click takes `--seed -1` as its value). Returns where none
+    lands there (click's error stands)."""
+    marked = [f"\0{i}" if re.fullmatch(r"-\d+", a) else a for i, a in enumerate(args)]  # (no option's name)
+    numbers = {m: a for m, a in zip(marked, args, strict=True) if m != a}
+    if not any(a.startswith(error.option_name or " ") for a in numbers.values()):
+        return
+    try:  # the parse click runs, without conversion: an option's value and an argument's stay the strings given
+        values, extra, _ = command.make_parser(ctx).parse_args(args=marked)
+    except UsageError:
+        return
+    arguments = [p for p in command.params if isinstance(p, typer.core.TyperArgument)]
+    for param in arguments:
+        if (number := numbers.get(str(values.get(param.name)))) is not None and _takes_int(param):
             try:
-                param.process_value(ctx, number)  # converted and range-checked: a negative trial number raises
+                value = param.process_value(ctx, number)  # converted and range-checked: a negative trial raises
             except BadParameter as e:  # named as click names the argument's own refusal (`-- -1`)
                 e.ctx, e.param = e.ctx or ctx, e.param or param
                 raise
+            raise BadParameter(f"{number} has a minus sign: give {value}", ctx=ctx, param=param)
+    if any(a in numbers for a in extra):
+        given = " ".join(numbers.get(a, a) for a in extra)
+        names = " ".join((p.metavar or str(p.name)).upper() for p in arguments)
+        raise UsageError(f"Got unexpected extra argument{'s' if len(extra) > 1 else ''} ({given}): "
+                         f"{command.name} takes {names}", ctx=ctx)
 
 
 def _takes_int(param: typer.core.TyperArgument) -> bool:

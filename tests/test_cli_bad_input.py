@@ -1937,3 +1937,18 @@ def test_a_negative_trial_number_is_refused_as_a_trial_number_not_an_option(tmp_
     number = next(a for a in args if a.startswith("-") and a[1:].isdigit())
     one_error_line(r, f"Invalid value for 'trial': {number} is not a trial number: give one from 0 to ")
     assert "No such option" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("s", "-0"), "Invalid value for 'trial': -0 has a minus sign: give 0"),
+    (("s", "5", "-1"), "Got unexpected extra argument (-1): export takes STUDY TRIAL"),
+    (("s", "5", "6", "-1"), "Got unexpected extra arguments (6 -1): export takes STUDY TRIAL"),
+    (("s", "--max-accuracy-drop", "-2", "-1"), "Invalid value for 'trial': -1 is not a trial number")],
+    ids=["minus-zero", "extra", "extras", "beside-an-option-value"])
+def test_a_minus_zero_trial_or_an_extra_negative_argument_is_one_plain_line(tmp_path, args, said):
+    """`export s -0` said click's "No such option: -0" (-0 is in the trial range, so the negative-trial refusal
+    let it through), and `export s 5 -1` said "-1 is not a trial number" of an argument past TRIAL: the problem is
+    the extra argument. Each is one line naming it now; an option's negative value is still the option's."""
+    r = advisor_entry("export", *args, "--to", "json", "--storage", "s.db", cwd=tmp_path)
+    one_error_line(r, said)
+    assert "No such option" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
