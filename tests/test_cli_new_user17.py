@@ -253,17 +253,21 @@ def test_quant_report_gives_an_experts_bytes_as_inspect_does():
 def test_a_run_that_its_timeout_ended_short_says_so_and_how_to_go_on(tmp_path):
     """`advisor tune ... --timeout 4 --trials 100` ended at "tuning 11/100" and printed the front with no word that
     the timeout had stopped it 89 trials short (a note came only when queued warm-start points were left). A run
-    the timeout ends short of --trials or --more says so and what goes on from there."""
+    the timeout ends short of --trials or --more says so and what goes on from there, in plain words ("--timeout
+    passed after", "its --timeout passed first" of the queued trials: it stopped the run)."""
     from cli_helpers import flat
 
     base = ["tune", "tiny:qwen3_moe", "--space", "quick", "--storage", "s.db", "--timeout", "0.001"]
     r = advisor_in_process(*base, "--trials", "100", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert ("note: --timeout 0.001 s passed after 1 trial of this run, 99 finished trials short of --trials 100; the "
+    assert ("note: --timeout 0.001 s stopped this run after 1 trial, 99 finished trials short of --trials 100; the "
             "same command goes on where this one stopped (it tops the study up to 100)") in flat(r.stdout), r.stdout
     more = advisor_in_process(*base, "--more", "5", cwd=tmp_path)
-    assert ("note: --timeout 0.001 s passed after 1 trial of this run, 4 short of --more 5; `--more 4` runs the rest"
+    assert ("note: --timeout 0.001 s stopped this run after 1 trial, 4 short of --more 5; `--more 4` runs the rest"
             in flat(more.stdout)), more.stdout
+    # the warm start's queued trials it left: said in words too ("did not run: its --timeout passed first" was not)
+    assert re.search(r"note: (\d+) queued trials \(warm start\) did not run: --timeout 0.001 s stopped this run "
+                     r"before them; `--more \1` runs them", flat(more.stdout)), more.stdout
     done = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--storage", "s.db", "--more", "1",
                               "--timeout", "600", cwd=tmp_path)
     assert "--timeout" not in done.stdout, done.stdout  # not ended by it: nothing said

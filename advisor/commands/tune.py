@@ -836,7 +836,7 @@ def _timeout_note(result, opts) -> str:
     left = _short_of(result, opts) if opts.timeout else 0
     if not left:
         return ""
-    done = f"--timeout {opts.timeout:g} s passed after {count(result.n_trials_run, 'trial')} of this run"
+    done = f"--timeout {opts.timeout:g} s stopped this run after {count(result.n_trials_run, 'trial')}"
     if opts.n_trials:
         return f"note: {done}, {left} short of --more {opts.n_trials}; `--more {left}` runs the rest"
     return (f"note: {done}, {count(left, 'finished trial')} short of --trials {opts.total_trials}; the same command "
@@ -858,8 +858,8 @@ def _queued_note(result, opts) -> str:
             engine.dispose()
     except UserError:  # the storage did not answer now: the count read when the run ended, said as such
         now = None
-    why = "its --timeout passed first" if opts.timeout and _short_of(result, opts) else \
-        "the run reached its trial count first"
+    why = f"--timeout {opts.timeout:g} s stopped this run before them" if opts.timeout and _short_of(result, opts) \
+        else "the run reached its trial count first"
     # what they are (as the run ended: another worker may have taken some since), e.g. "warm start, retries"
     kinds = f" ({', '.join(result.waiting_kinds)})" if result.waiting_kinds else ""
     if now is None:
