@@ -852,6 +852,23 @@ def _no_load(monkeypatch) -> None:
     monkeypatch.setattr(tune_cmd, "_load", load)
 
 
+@pytest.mark.parametrize("columns", ["100", "80"])
+def test_the_nothing_to_run_line_ends_in_its_whole_command_at_any_width(tmp_path, tuned_quick, monkeypatch, columns):
+    """At 100 columns 'study bundled-toy-quick already has 1 finished trial (--trials 1); nothing to run - `--more N`
+    adds N' was broken by rich before its last word: "N" alone on the next line. The line is wrapped between words
+    now, `--more N` whole and no N outside it, so whatever the width its last line ends in the command."""
+    copy_tuned_quick(tuned_quick, tmp_path / "s.db")
+    _no_load(monkeypatch)
+    r = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path, env={"COLUMNS": columns})
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("study bundled-toy-quick already has"))
+    pair = lines[at:at + 2]
+    assert " ".join(pair) == ("study bundled-toy-quick already has 1 finished trial (--trials 1); nothing to run - "
+                              "add trials with `--more N`"), pair
+    assert all(len(line) <= int(columns) for line in pair) and pair[1].endswith("`--more N`"), pair
+
+
 def test_resume_with_nothing_to_run_answers_from_the_load_record_with_the_full_paths_checks(tmp_path, tuned_quick,
                                                                                          monkeypatch):
     """`tune --trials 1` (`tuned_quick`) stores its load's record (the bundled model's files, its fingerprint,

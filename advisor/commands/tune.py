@@ -782,9 +782,13 @@ def _say_front(console, study: str, result, wide: bool) -> None:
 
 
 def _say_nothing_to_run(console, study: str, n_complete: int, total: int) -> None:
-    """The line of a run whose study already has its --trials N finished."""
-    console.print(f"study {study} already has {count(n_complete, 'finished trial')} (--trials {total}); nothing to "
-                  "run - `--more N` adds N", markup=False)
+    """The line of a run whose study already has its --trials N finished, ending in the command to run more: wrapped
+    between words, `--more N` kept whole and no N outside it (rich broke "- `--more N` adds N" to leave "N" or
+    "adds N" alone on the last line)."""
+    from advisor.terminal import print_wrapped
+
+    print_wrapped(console, f"study {study} already has {count(n_complete, 'finished trial')} (--trials {total}); "
+                  "nothing to run - add trials with `--more N`")
 
 
 def _print_stored_in(console, storage_url: str, study: str) -> None:
