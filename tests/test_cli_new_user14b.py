@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli_helpers import advisor, advisor_in_process, flat, one_error_line
 from tests.recommend_helpers import make_db, standard_front
+from tests.tune_helpers import few_problems_quick_space
 
 
 @pytest.mark.parametrize("given", [["--mode", "Replay"], ["--space", "Quick"], ["--device", "CPU"]],
@@ -73,7 +74,9 @@ def test_a_tune_whose_reader_goes_away_stops_as_for_ctrl_c_and_resumes(tmp_path)
     on stderr saying why and how to resume, exit 1 (Python's pattern for a closed pipe); the same command resumes."""
     code = ("import sys\nfrom advisor.tune import display\ndisplay.PLAIN_PROGRESS_EVERY_S = 0.5\n"
             "from advisor.cli import run\nsys.argv = ['advisor', *sys.argv[1:]]\nrun()\n")
-    args = ["tune", "--trials", "1", "--storage", "s.db"]  # one trial: stopped in it, resumed to it
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # quick's trials on fewer problems: ~2 s
+    args = ["tune", "--space", "quick.toml", "--trials", "1", "--storage", "s.db"]  # one trial: stopped in it,
+    # resumed to it
     p = subprocess.Popen([sys.executable, "-c", code, *args], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import advisor_in_process
+from tune_helpers import few_problems_quick_space
 
 from advisor.results.read import read_fronts
 from advisor.tune.display import fmt_value
-from advisor.tune.space import load_space
 
 STUDY = "newcomer-flow"
 SCREEN = {"COLUMNS": "80", "TERM": "dumb"}
@@ -67,14 +67,9 @@ def _whole(out: str, points: list) -> None:
 def flow(tmp_path_factory):
     work = tmp_path_factory.mktemp("flow")
     db = work / "f.db"
-    # the quick space (tune's default for the bundled model) scoring each trial on 2 problems, 1 traced and 1
-    # fidelity prompt, not 32, 2 and 2: a trial then takes ~2 s, not ~7 (what the runs' trials measure is not what
-    # is checked here; each `--more` run is still stopped after its first trial, long before its last)
-    small = load_space("quick").text
-    for key, was, now in (("limit", 32, 2), ("trace_prompts", 2, 1), ("fidelity_prompts", 2, 1)):
-        assert f"\n{key} = {was}\n" in small, small
-        small = small.replace(f"\n{key} = {was}\n", f"\n{key} = {now}\n")
-    (work / "quick.toml").write_text(small)
+    # the quick space, its trials scoring fewer problems (~2 s, not ~7): each interrupted run is still stopped
+    # after its first trial, long before its last
+    (work / "quick.toml").write_text(few_problems_quick_space())
     base = ("--space", "quick.toml", "--storage", str(db), "--study", STUDY)
     proc = subprocess.Popen(_cmd("tune", "--trials", "4", *base), cwd=work, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,  # Ctrl-C as at a terminal (a runner may ignore it)

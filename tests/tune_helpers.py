@@ -91,6 +91,19 @@ def small_space(text: str = SMALL_SPACE):
     return parse_space(text, "<test-small>")
 
 
+def few_problems_quick_space() -> str:
+    """The shipped quick space (tune's default for the bundled model), its name kept, each trial scoring 2 problems
+    on 1 traced and 1 fidelity prompt (not 32, 2 and 2): a bundled trial in ~2 s, not ~7, for the tests of a
+    session's flow (interrupts, resumes, output), which do not check what the trials measure."""
+    from advisor.tune.space import load_space
+
+    text = load_space("quick").text
+    for key, was, now in (("limit", 32, 2), ("trace_prompts", 2, 1), ("fidelity_prompts", 2, 1)):
+        assert f"\n{key} = {was}\n" in text, text
+        text = text.replace(f"\n{key} = {was}\n", f"\n{key} = {now}\n")
+    return text
+
+
 def tiny_fidelity_study(tmp_path: Path, monkeypatch: Any, columns: int = 200) -> Any:
     """`advisor tune tiny:qwen3_moe --space quick --trials 2` into study `s` of `t.db` in `tmp_path` (the working
     directory from now on): a study of a model without a tokenizer, tuned on fidelity as a new user's would be.
