@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.cli_helpers import advisor_entry, advisor_in_process, flat
+from tests.tune_helpers import few_problems_quick_space
 
 
 def test_wrote_lines_print_the_path_as_given_and_end_in_no_space(tmp_path):
@@ -203,8 +204,9 @@ def test_a_model_directory_named_with_brackets_is_named_whole(tmp_path):
     from advisor.models import BUNDLED_DIR
 
     shutil.copytree(BUNDLED_DIR, tmp_path / "b[red]")
-    r = advisor_in_process("tune", "./b[red]", "--trials", "1", "--threads", "1", "--storage", "s.db",
-                           cwd=tmp_path)
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # a trial in ~2 s: the header is the check
+    r = advisor_in_process("tune", "./b[red]", "--space", "quick.toml", "--trials", "1", "--threads", "1",
+                           "--storage", "s.db", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert flat(r.stdout).startswith("advisor tune b[red] (4 MoE layers"), r.stdout
     r = advisor_in_process("eval", "./b[red]", "--limit", "1", "--threads", "1", cwd=tmp_path)
