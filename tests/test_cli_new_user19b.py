@@ -5,6 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from advisor.cli import app
+from tests.tune_helpers import few_problems_quick_space
 
 
 def test_tune_and_inspect_label_the_host_ram_they_measure_alike(tmp_path, monkeypatch):
@@ -18,7 +19,9 @@ def test_tune_and_inspect_label_the_host_ram_they_measure_alike(tmp_path, monkey
     run = CliRunner(env={"COLUMNS": "200"})
     shown = run.invoke(app, ["inspect", "bundled", "--budget", "3MiB"])
     assert shown.exit_code == 0, shown.output
-    tuned = run.invoke(app, ["tune", "bundled", "--offload", "--trials", "1", "--storage", "t.db"])
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # a trial in ~2 s: the header is the check
+    tuned = run.invoke(app, ["tune", "bundled", "--offload", "--space", "quick.toml", "--trials", "1", "--storage",
+                             "t.db"])
     assert tuned.exit_code == 0, tuned.output
     for out in (" ".join(shown.output.split()), " ".join(tuned.output.split())):
         assert " GiB (available RAM, measured now)" in out or " MiB (available RAM, measured now)" in out, out
@@ -49,10 +52,12 @@ def test_a_wait_note_wraps_at_the_terminals_width_as_every_other_note(tmp_path):
 
     from tests.cli_helpers import flat, read_note
 
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # its one trial in ~2 s: the note is the check
     held = FileLock(str(tmp_path / "s.db.seed.lock"), thread_local=False)
     held.acquire()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "advisor", "tune", "bundled", "--trials", "1", "--storage", "s.db"],
+        proc = subprocess.Popen([sys.executable, "-m", "advisor", "tune", "bundled", "--space", "quick.toml",
+                                 "--trials", "1", "--storage", "s.db"],
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "COLUMNS": "80", "ADVISOR_SQLITE_TIMEOUT_S": "1"})
         assert proc.stderr is not None
