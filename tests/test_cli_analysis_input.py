@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import advisor_entry, advisor_in_process, flat
-from tune_helpers import FIDELITY_SPACE
+from tune_helpers import FIDELITY_SPACE, few_problems_quick_space
 from typer.testing import CliRunner
 
 from advisor.errors import UserError
@@ -344,8 +344,10 @@ def test_a_study_priced_with_another_hosts_cpu_times_says_so(tmp_path):
                                "host": "Other CPU 9000, 192 logical cores"}}
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "nvidia-h200.json").write_text(json.dumps(profile))
-    r = advisor_in_process("tune", "bundled", "--gpu", "H200", "--trials", "1", "--storage", "sqlite:///s.db", "--study",
-                           "s", cwd=tmp_path, env={"ADVISOR_PROFILES_DIR": str(tmp_path / "profiles")})
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # a trial in ~2 s: the times' line is the check
+    r = advisor_in_process("tune", "bundled", "--space", "quick.toml", "--gpu", "H200", "--trials", "1", "--storage",
+                           "sqlite:///s.db", "--study", "s", cwd=tmp_path,
+                           env={"ADVISOR_PROFILES_DIR": str(tmp_path / "profiles")})
     assert r.returncode == 0, r.stdout + r.stderr
     text = " ".join(r.stdout.split())
     assert "from the hardware profile 'NVIDIA H200' (measured on another CPU: Other CPU 9000, 192 logical cores; " \
