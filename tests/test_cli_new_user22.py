@@ -59,7 +59,7 @@ def test_recommend_over_studies_priced_differently_says_so(tmp_path):
     same database. `recommend` without --study ranked both studies' points by (or broke ties on) time per token
     modelled for different GPUs and links, and gave the next best's ratio across them, without a word."""
     for study, gpu in (("plain", []), ("on-4090", ["--gpu", "RTX 4090"])):
-        r = advisor_entry("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "2", "--study", study,
+        r = advisor_entry("tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--study", study,
                           "--storage", "sqlite:///s.db", *gpu, cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
     r = advisor_entry("recommend", "--storage", "s.db", "--prefer", "latency", cwd=tmp_path)
