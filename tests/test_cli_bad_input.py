@@ -955,6 +955,46 @@ def test_another_tokenizers_or_datasets_version_loads_the_model(tmp_path, tuned_
     assert "_Loaded('the model was loaded')" in r.stderr, r.stdout + r.stderr
 
 
+GSM8K_SPACE = """name = "g"
+[precision]
+formats = ["int8"]
+[cache]
+slots_per_layer = { low = 1, high = "all" }
+policies = ["lru"]
+[objectives]
+h2d_bytes_per_token = "minimize"
+accuracy = "maximize"
+[evaluation]
+task = "gsm8k"
+limit = 1
+trace_prompts = 1
+fidelity_prompts = 1
+max_new_tokens = 8
+staging = false
+"""
+
+
+def test_a_new_hub_dataset_revision_loads_the_model_not_said_to_have_nothing_to_run(tmp_path, monkeypatch):
+    """The load record's key told --data files apart by their sha256, but gsm8k / humaneval read from the hub's
+    cache have none: after a new dataset revision there (other prompts, so another probed activation allowance)
+    the same command said 'nothing to run' from the old load's values. The key holds the examples' digest: a
+    run on other examples loads the model (here: `_Loaded`), one on the same ones still does not."""
+    from advisor.eval import gsm8k
+
+    (tmp_path / "g.toml").write_text(GSM8K_SPACE)
+    rows = [{"question": "What is 1 + 2?", "answer": "1 + 2 = 3\n#### 3"}]
+    monkeypatch.setattr(gsm8k, "load_hub", lambda split="test": [dict(r) for r in rows])
+    args = ("tune", "bundled", "--space", "g.toml", "--trials", "1", "--budget", "4MiB", "--storage", "s.db")
+    first = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    _no_load(monkeypatch)
+    again = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "nothing to run" in again.stdout, again.stdout + again.stderr
+    rows[0]["question"] = "What is 1 + 2 + 3 + 4 + 5 + 6 + 7?"  # the cache's new revision
+    r = advisor_in_process(*args, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "_Loaded('the model was loaded')" in r.stderr, r.stdout + r.stderr
+
+
 def test_resume_with_nothing_to_run_prints_the_front_as_the_full_path_ends(tmp_path, tuned_quick, monkeypatch):
     """The short path (`advisor.tune.shortcut`) printed no front table: only 'nothing to run' and where the study
     is. It prints the stored front with its counts, as a run that loaded the model ends, without loading it."""

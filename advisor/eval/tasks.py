@@ -43,6 +43,19 @@ class Task:
     """SHA-256 of that file's bytes: two --data files of one task give other accuracies, so a study and the
     accuracy cache tell them apart by content (a path can be moved or rewritten)."""
 
+    def examples_sha256(self) -> str | None:
+        """SHA-256 of the examples this task holds (as JSON, keys sorted), None where one is not plain data: what a
+        load's stored record is keyed by (`advisor.tune.shortcut.load_key`), for hub-read tasks too, whose
+        `data_sha256` is None - a new dataset revision in the cache gives other prompts, so other lengths."""
+        import hashlib
+        import json
+
+        try:
+            text = json.dumps(self.examples, sort_keys=True, ensure_ascii=False)
+        except (TypeError, ValueError):
+            return None
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
     def prompt(self, ex: dict) -> str:
         return self.prompt_fn(ex)
 

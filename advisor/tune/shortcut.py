@@ -22,7 +22,7 @@ def load_key(spec: str, device: str, *, offload: bool | None, budget_bytes: int 
     """Everything the load of `spec` and the model's values depend on, or None where any is unknown before the
     load: the checkpoint and environment (`load_signature`), and the run's settings that decide the offload
     (without a budget or --offload/--resident, the free memory now decides it) and the workload its probe and
-    decoding take (task, data, space)."""
+    decoding take (task, the examples it holds, space)."""
     from advisor.models.signature import load_signature
 
     if space is None or task is None:
@@ -31,11 +31,12 @@ def load_key(spec: str, device: str, *, offload: bool | None, budget_bytes: int 
     if offload is None and budget_bytes is None and not budgets and not fraction and not spec.startswith("tiny:"):
         return None
     signature = load_signature(spec, device)
-    if signature is None:
+    examples = task.examples_sha256()  # read from a --data file or the hub's cache alike (a new revision there)
+    if signature is None or examples is None:
         return None
     return _json({"signature": signature, "spec": spec, "offload": offload, "budget_bytes": budget_bytes,
                   "budgets": list(budgets), "fraction": fraction, "space": space.fingerprint, "task": task.name,
-                  "data_sha256": task.data_sha256, "mode": mode, "host_bytes": host_bytes})
+                  "examples": examples, "mode": mode, "host_bytes": host_bytes})
 
 
 def load_record(key: dict[str, Any], backend: Any) -> dict[str, Any] | None:
