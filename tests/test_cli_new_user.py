@@ -185,7 +185,7 @@ def test_tune_says_when_queued_points_did_not_run_and_a_resume_shows_the_stored_
     text = " ".join(first.stdout.split())  # the note wraps at 80 columns
     # the largest of --budgets is the study's budget, so a model above it streams its experts as under --budget
     # (it was loaded whole, being below the free memory, and the study ignored staging and activations)
-    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of weights > --budgets "
+    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of checkpoint tensors > --budgets "
             "25% (resident weights + 25% of the FP16 expert bytes))") in text, text
     m = re.search(r"note: (\d+) queued trials \(warm start, --budgets points, baselines\) did not run: "
                   r"the run reached its trial count first; `--more (\d+)` runs them", text)

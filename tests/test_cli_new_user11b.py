@@ -92,5 +92,5 @@ def test_a_tiny_model_over_its_budget_says_it_is_loaded_whole(tmp_path):
 
     over = tune("150KiB", "a.db")
     assert ("note: resident: the whole model on cpu, not offloaded: tiny:olmoe is built in memory, with no "
-            "checkpoint for its experts to stream from (counted 187.00 KiB of weights > --budget 150KiB = 150.00 KiB)") in over
+            "checkpoint for its experts to stream from (counted 187.00 KiB of parameters > --budget 150KiB = 150.00 KiB)") in over
     assert "not offloaded" not in tune("1MiB", "b.db")

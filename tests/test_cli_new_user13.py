@@ -83,6 +83,11 @@ def test_ktransformers_llamafile_weights_for_llada2_do_not_point_to_the_refused_
     r = advisor_in_process("tune", "./l2", "--space", "int2.toml", "--budget", "110KiB", "--trials", "1", "--storage",
                            "s.db", "--study", "l2", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+    # the header's size (parameters) and the loading line's (every checkpoint tensor, LLaDA2's expert_bias buffer
+    # too) were both just "counted": two sizes of one model. Each now says what it counts (numbers unchanged).
+    out = flat(r.stdout)
+    assert "(2 MoE layers x 8 experts, 117.53 KiB of parameters counted)" in out, out
+    assert "(counted 117.56 KiB of checkpoint tensors > --budget 110KiB = 110.00 KiB)" in out, out
     refused = advisor("export", "l2", "0", "--storage", "s.db", "--to", "llama.cpp", cwd=tmp_path)
     one_error_line(refused, "LLaDA2")
     r = advisor("export", "l2", "0", "--storage", "s.db", "--to", "ktransformers", "-o", "kt.sh", cwd=tmp_path)

@@ -107,4 +107,4 @@ def test_a_budget_in_si_units_is_named_as_typed_beside_its_bytes(tmp_path):
                            cwd=tmp_path)  # in this process: as a subprocess it paid ~5 s of CPU importing torch
     assert r.returncode == 0, r.stdout + r.stderr
     out = flat(r.stdout)
-    assert "budget: 146.48 KiB (--budget 150KB)" in out and "of weights > --budget 150KB = 146.48 KiB)" in out, out
+    assert "budget: 146.48 KiB (--budget 150KB)" in out and "of parameters > --budget 150KB = 146.48 KiB)" in out, out

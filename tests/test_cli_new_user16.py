@@ -127,5 +127,5 @@ def test_the_offloaded_loading_line_gives_the_default_budget_in_bytes(tmp_path):
     build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(tmp_path / "ck")
     r = advisor_in_process("tune", "./ck", "--space", "quick", "--trials", "1", "--storage", "s.db", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 93.38 KiB of weights > "
+    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 93.38 KiB of checkpoint tensors > "
             "the study's budget, 81.80 KiB)") in flat(r.stdout), r.stdout  # the share moved: test_cli_new_user17

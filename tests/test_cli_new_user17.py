@@ -169,7 +169,7 @@ def test_the_loading_line_compares_the_model_with_the_budget_the_header_gives(tm
     assert r.returncode == 0, r.stdout + r.stderr
     out = flat(r.stdout)
     assert "budget: 1.46 MiB (quick space default: 0.6 of the way from its least configuration" in out, out
-    assert ("with no checkpoint for its experts to stream from (counted 1.49 MiB of weights > the study's budget, "
+    assert ("with no checkpoint for its experts to stream from (counted 1.49 MiB of parameters > the study's budget, "
             "1.46 MiB)") in out, out
     assert "918.52 KiB (0.6 x them" not in out, out
 

@@ -102,7 +102,7 @@ def test_budgets_of_every_fp16_expert_offload_a_model_stored_at_fp32(tmp_path):
     r = advisor_in_process("tune", "--budgets", "100%", "--space", str(space), "--trials", "1", "--storage",
                            f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)  # not about the process: no torch import again
     assert r.returncode == 0, r.stdout + r.stderr
-    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of weights > --budgets "
+    assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of checkpoint tensors > --budgets "
             "100% (resident weights + 100% of the FP16 expert bytes))") in " ".join(r.stdout.split()), r.stdout
 
 

@@ -669,7 +669,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         console.print(
             f"[bold]advisor tune[/bold] {escape(backend.model_name)} ({shape.n_layers} MoE layers x "
-            f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} counted) | task "
+            f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} of parameters counted) | task "
             f"{escape(task_text(backend.task_name, space.objectives, space.text))} | space {escape(space.name)} "
             f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
             f"budget: {escape(budget_text(budget_bytes, budget_note)) if budget_bytes else 'none'} | "  # --gpu NAME

@@ -176,7 +176,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
             if counted > limit:
                 loaded.load_note = (f"resident: the whole model on {loaded.device.type}, not offloaded: {spec} is "
                                     f"built in memory, with no checkpoint for its experts to stream from (counted "
-                                    f"{format_bytes(counted, 2)} of weights > {what})")
+                                    f"{format_bytes(counted, 2)} of parameters > {what})")
                 loaded.load_limit = (limit, what)
         return loaded
     if spec == "bundled":
@@ -334,7 +334,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
             limit = budget if budget is not None else device_free_bytes(device)
             what = f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"
         offload = counted > limit
-        note = f"counted {format_bytes(counted, 2)} of weights {'>' if offload else '<='} {what}"
+        note = f"counted {format_bytes(counted, 2)} of checkpoint tensors {'>' if offload else '<='} {what}"
         limit_used = (limit, what)
     elif not note:
         note = "--offload" if offload else "resident (asked)"
