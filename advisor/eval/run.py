@@ -228,7 +228,7 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
                      refuse_past: bool = False) -> Task:
     """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
     prompt gets what the new tokens leave, at least half). Said once; prompts that with their new tokens still
-    do not fit are said too (the model then runs past the length it was trained for): a prompt within its half
+    do not fit are said too, in the same note (the model then runs past the length it was trained for): a prompt within its half
     beside more new tokens than the other half was not. The note says how many new tokens fit every prompt
     and where to give them (`setting`; None where the new tokens are no user's setting), or that no number
     does (prompts as long as the positions on their own). With `refuse_past` (eval's and trace's --max-new-tokens,
@@ -260,12 +260,14 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
     if refuse_past and setting is not None and max_new_tokens > positions:  # trace --max-new-tokens 99999: minutes past them
         raise past_positions(task.name, max_new_tokens, positions, _room_hint(task, examples, sizes, positions, length,
                                                                               setting), loaded.name)
-    if shortened:
-        note_once(f"note: {task.name}: dropped few-shot exemplars from {shortened} of {n} prompts to fit {room}; "
-                  f"fewest kept {fewest} of {task.max_shots}")
-    if over:
-        note_once(f"note: {task.name}: {over} of {n} prompts with their new tokens still exceed {room}; the model runs "
-                  f"past the length it was trained for on them{_room_hint(task, examples, sizes, positions, length, setting)}")
+    dropped = f"dropped few-shot exemplars from {shortened} of {n} prompts"
+    if over:  # one note where exemplars were dropped and prompts still run past: the room is said once
+        note_once(f"note: {task.name}: " + (f"{dropped} (fewest kept {fewest} of {task.max_shots}), yet " if shortened
+                                             else "") +
+                  f"{over} of {n} prompts with their new tokens still exceed {room}; the model runs past the length it "
+                  f"was trained for on them{_room_hint(task, examples, sizes, positions, length, setting)}")
+    elif shortened:
+        note_once(f"note: {task.name}: {dropped} to fit {room}; fewest kept {fewest} of {task.max_shots}")
     return replace(task, examples=examples) if shortened else task
 
 
