@@ -144,11 +144,13 @@ def test_eval_notes_on_long_prompts_wrap_at_80_columns(tmp_path, monkeypatch):
     assert "still exceed bundled's 256 positions (256 new tokens); the model runs past" in flat(r.stderr), r.stderr
     assert max(map(len, r.stderr.splitlines())) <= 80, r.stderr
     # the few-shot note and this one each said "bundled's 256 positions (256 new tokens)", the first that exemplars
-    # were dropped "to fit" them, which they did not: one note now says both
+    # were dropped "to fit" them, which they did not: one note now says both; the decoding note named the steps
+    # "not 16" without whose 16 they were (bundled's default: eval has no --steps)
     said = flat(r.stderr)
     assert ("note: gsm8k: dropped few-shot exemplars from 1 of 1 prompts (fewest kept 0 of 4), yet 1 of 1 prompts "
             "with their new tokens still exceed bundled's 256 positions (256 new tokens)") in said, said
     assert said.count("256 positions") == 1 and "to fit" not in said, said
+    assert "bundled decodes as llada_moe: 32 denoising steps, not 16 (its default): every block" in said, said
     assert not [ln for ln in r.stderr.splitlines() if ln.endswith(" ")], r.stderr
 
 

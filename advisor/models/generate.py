@@ -302,7 +302,8 @@ def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None
         said.append(f"{max_new_tokens} new tokens at block length {block} decode {num_blocks} whole blocks "
                     f"({num_blocks * block} tokens, cut to {max_new_tokens})")
     if run != asked:
-        said.append(f"{run} denoising steps, not {asked}: every block takes the same number ({run // num_blocks}), "
+        given = "" if steps or not defaults.get("steps") else " (its default)"  # no --steps: whose 16 it is
+        said.append(f"{run} denoising steps, not {asked}{given}: every block takes the same number ({run // num_blocks}), "
                     f"so the steps are rounded up to a multiple of the {num_blocks} blocks")
     if (idle := num_blocks * max(0, run // num_blocks - block)):
         said.append(f"{idle} of the {run} steps unmask nothing: a block of {block} tokens is done after {block} of "
