@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,25 @@ def _scored_blocks(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor
         del scored
 
 
+@contextmanager
+def through_seam(loaded) -> Iterator[None]:
+    """The model's own weights computed through the advisor seam, as every plan's runtime computes (bitwise
+    transformers' eager experts loop): a resident fused model otherwise runs transformers' default kernel
+    (`grouped_mm`), whose bf16 rounding differs (a bf16 DiffusionGemma: top-1 agreement 0.9 for its own bf16
+    plan), so the reference would not be the plan's full-precision twin. Kept as it is when a runtime is
+    attached; an offloaded model computes through the seam already."""
+    from advisor.models.view import attach_runtime, detach_runtime
+
+    if getattr(loaded, "offloaded", False) or getattr(loaded.moe[0].experts_module, "_advisor", None) is not None:
+        yield
+        return
+    attach_runtime(loaded.model, None, layers=loaded.moe)
+    try:
+        yield
+    finally:
+        detach_runtime(loaded.model)
+
+
 def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits:
     """Log-probs of the (full-precision) model at the scored positions of `prompts_ids`.
 
@@ -168,24 +188,25 @@ def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits
         raise ValueError("no scored positions: diffusion inputs need mask tokens in their canvas")
     n, at = int(pos.sum()), 0
     values = indices = top1 = None
-    for block in _scored_blocks(loaded, ids, attn, pos):  # only what is kept leaves the block
-        log_probs = F.log_softmax(block, dim=-1)
-        del block
-        rows, vocab = slice(at, at + log_probs.shape[0]), log_probs.shape[-1]
-        if top1 is None:  # filled in place: the kept reference is never held twice
-            # a vocabulary no larger than `keep` is kept whole: its top `keep` were all of it, with int64 ids beside
-            # (3x the exact bytes, and a sort of every position, for the same numbers)
-            exact = n * vocab * 4 <= FULL_VOCAB_BUDGET or vocab <= keep
-            values = torch.empty(n, vocab if exact else min(keep, vocab), dtype=log_probs.dtype)
-            indices = None if exact else torch.empty(n, values.shape[1], dtype=torch.long)
-            top1 = torch.empty(n, dtype=torch.long)
-        top1[rows] = log_probs.argmax(dim=-1).cpu()
-        if indices is None:
-            values[rows] = log_probs.cpu()
-        else:
-            top = log_probs.topk(values.shape[1], dim=-1)
-            values[rows], indices[rows] = top.values.cpu(), top.indices.cpu()
-        at = rows.stop
+    with through_seam(loaded):  # the generator's forwards run inside it
+        for block in _scored_blocks(loaded, ids, attn, pos):  # only what is kept leaves the block
+            log_probs = F.log_softmax(block, dim=-1)
+            del block
+            rows, vocab = slice(at, at + log_probs.shape[0]), log_probs.shape[-1]
+            if top1 is None:  # filled in place: the kept reference is never held twice
+                # a vocabulary no larger than `keep` is kept whole: its top `keep` were all of it, with int64 ids beside
+                # (3x the exact bytes, and a sort of every position, for the same numbers)
+                exact = n * vocab * 4 <= FULL_VOCAB_BUDGET or vocab <= keep
+                values = torch.empty(n, vocab if exact else min(keep, vocab), dtype=log_probs.dtype)
+                indices = None if exact else torch.empty(n, values.shape[1], dtype=torch.long)
+                top1 = torch.empty(n, dtype=torch.long)
+            top1[rows] = log_probs.argmax(dim=-1).cpu()
+            if indices is None:
+                values[rows] = log_probs.cpu()
+            else:
+                top = log_probs.topk(values.shape[1], dim=-1)
+                values[rows], indices[rows] = top.values.cpu(), top.indices.cpu()
+            at = rows.stop
     return ReferenceLogits(ids, pos, attn, values, indices, top1, not loaded.is_diffusion)
 
 
@@ -227,7 +248,7 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     from advisor.eval.run import attached
 
     kls, agrees, at = [], [], 0
-    with attached(loaded, runtime):
+    with attached(loaded, runtime) if runtime is not None else through_seam(loaded):
         for block in _scored_blocks(loaded, ref.input_ids, ref.attention_mask, ref.positions):
             log_probs = F.log_softmax(block, dim=-1)
             del block
