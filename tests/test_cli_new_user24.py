@@ -34,3 +34,22 @@ def test_a_bf16_plan_of_a_bf16_diffusion_gemma_agrees_with_its_reference(tmp_pat
                            cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "top-1 agree * 1.000" in flat(r.stdout), r.stdout
+
+
+def test_export_json_names_the_shared_experts_module(tmp_path):
+    """SCHEMA.md: `model.moe_layers[].shared` is the module path of the layer's shared experts. The export wrote the
+    routed experts' path with '(shared)' appended ('model.layers.1.mlp.experts(shared)'), which names no module
+    (LLaDA2's are `mlp.shared_experts`). It is the module's own path now."""
+    import json
+
+    from advisor.models.tiny import build_tiny
+
+    r = advisor_in_process("tune", "tiny:llada2", "--space", "quick", "--trials", "1", "--storage", "s.db",
+                           "--study", "s", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = advisor_in_process("export", "s", "0", "--storage", "s.db", "--to", "json", "-o", "e.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    layers = json.loads((tmp_path / "e.json").read_text())["model"]["moe_layers"]
+    modules = dict(build_tiny("llada2").named_modules())
+    assert [x["shared"] for x in layers] == [f"model.layers.{x['decoder_layer']}.mlp.shared_experts" for x in layers]
+    assert all(x["shared"] in modules for x in layers)

@@ -110,6 +110,7 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
     records of others are unchanged), is the checkpoint's own quantization, which exports serve it in;
     `num_hidden_layers` (recorded since 2026-12-05) the decoder layers, dense ones included (`decoder_layers`)."""
     moe = loaded.moe
+    paths = {id(mod): name for name, mod in loaded.model.named_modules()}  # the shared experts' module paths
     return {
         "family": loaded.family,
         "name": loaded.name,
@@ -118,7 +119,7 @@ def model_meta(loaded: LoadedModel) -> dict[str, Any]:
         "is_diffusion": bool(loaded.is_diffusion),
         "layout": moe[0].layout if moe else "",
         "layers": [{"index": m.index, "decoder_layer": m.decoder_layer, "name": m.name,
-                    "num_experts": m.num_experts, "shared": None if m.shared is None else f"{m.name}(shared)",
+                    "num_experts": m.num_experts, "shared": None if m.shared is None else paths.get(id(m.shared)),
                     "top_k": int(m.top_k), "hidden_size": int(m.hidden_size),
                     "intermediate_size": int(m.intermediate_size)}
                    for m in moe],
