@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli_helpers import advisor_in_process, flat
+from tests.cli_helpers import advisor_entry, advisor_in_process, flat, one_error_line
 
 BF16_ONLY = """name = "bf16-only"
 [precision]
@@ -53,3 +53,18 @@ def test_export_json_names_the_shared_experts_module(tmp_path):
     modules = dict(build_tiny("llada2").named_modules())
     assert [x["shared"] for x in layers] == [f"model.layers.{x['decoder_layer']}.mlp.shared_experts" for x in layers]
     assert all(x["shared"] in modules for x in layers)
+
+
+def test_a_typo_in_a_measured_profiles_name_offers_it(tmp_path):
+    """`--gpu` with a slip in the name of a profile `advisor profile` measured ('cpu x86_64' for 'cpu x86_64 vm', or
+    'my hots' for 'my host') offered only catalogue GPUs, or said that no profile in the folder has that name,
+    beside the one the user meant. The measured profiles are among the close matches now."""
+    import dataclasses
+
+    from advisor.hardware.profiles import CATALOGUE, save_profile
+
+    save_profile(dataclasses.replace(CATALOGUE[0], name="cpu x86_64 vm"), tmp_path / "p")
+    for typo in ("cpu x86_64", "cpu x86-64 wm"):
+        r = advisor_entry("tune", "tiny:qwen3_moe", "--gpu", typo, "--profiles-dir", "p", "--storage", "s.db",
+                          cwd=tmp_path)
+        one_error_line(r, f"unknown GPU '{typo}'", "close matches: cpu x86_64 vm")
