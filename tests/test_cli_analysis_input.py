@@ -593,10 +593,10 @@ def test_quant_report_fits_80_columns_and_prints_the_table_when_wide():
     wide = CliRunner().invoke(app, [*args, "--wide"], env={"COLUMNS": "80"})
     assert narrow.exit_code == 0 == wide.exit_code, narrow.output + wide.output
     assert max(len(ln) for ln in narrow.stdout.splitlines()) <= 80, narrow.stdout
-    blocks = [ln for ln in narrow.stdout.splitlines() if ln.startswith(("int8, layer 0", "int4, layer 0"))]
+    blocks = [ln for ln in narrow.stdout.splitlines() if ln.startswith(("int8, MoE 0", "int4, MoE 0"))]
     assert len(blocks) == 2 and "weight err (mean / max)" in wide.stdout, narrow.stdout
     row = next(ln for ln in wide.stdout.splitlines() if "int4" in ln and "│" in ln)
-    size, ratio = (c.strip() for c in row.split("│")[4:6])
+    size, ratio = (c.strip() for c in row.split("│")[5:7])
     assert f"per expert {size} · vs fp16 {ratio}" in narrow.stdout, narrow.stdout
 
 

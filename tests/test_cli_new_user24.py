@@ -68,3 +68,15 @@ def test_a_typo_in_a_measured_profiles_name_offers_it(tmp_path):
         r = advisor_entry("tune", "tiny:qwen3_moe", "--gpu", typo, "--profiles-dir", "p", "--storage", "s.db",
                           cwd=tmp_path)
         one_error_line(r, f"unknown GPU '{typo}'", "close matches: cpu x86_64 vm")
+
+
+def test_quant_report_names_moe_layers_as_inspect_does(tmp_path):
+    """`quant-report` headed its rows 'layer 0', 'layer 1' - the MoE layers counted from 0, as `--layers` and
+    precision plans count them - where `inspect` calls 'layer' the decoder block: LLaDA2's first MoE layer
+    (decoder block 1; block 0 is dense) was 'layer 0' in one and 'layer 1' in the other. quant-report now says
+    'MoE 0 (layer 1)', with a MoE and a layer column in the table, as `inspect` does."""
+    r = advisor_in_process("quant-report", "tiny:llada2", "--formats", "int8", "--max-experts", "1", "--threads", "1",
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "int8, MoE 0 (layer 1)" in r.stdout and "int8, MoE 1 (layer 2)" in r.stdout, r.stdout
+    assert "layer 0" not in r.stdout, r.stdout

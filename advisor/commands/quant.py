@@ -149,8 +149,10 @@ def register(app: typer.Typer) -> None:
         table = Table(title=f"expert quantization quality - {loaded.name} ({len(loaded.moe)} MoE layers)",
                       title_justify="left")
         spread = "" if per_expert else " (mean / max)"  # one expert a row: its error, not "x / x"
+        decoder = {lay.index: lay.decoder_layer for lay in loaded.moe}  # `inspect`'s "layer": the decoder block
         for col in (
             "format",
+            "MoE",
             "layer",
             "expert" if per_expert else "experts",
             "per expert",
@@ -168,12 +170,12 @@ def register(app: typer.Typer) -> None:
             nbytes = sum(r["nbytes"] for r in rs) / len(rs)
             errs = [[r[k] for r in rs] for k in ("weight_rel_err", "output_rel_err")]
             w, o = (f"{e[0]:.4f}" if per_expert else f"{sum(e) / len(e):.4f} / {max(e):.4f}" for e in errs)
-            row = (fmt, str(layer), str(expert) if per_expert else str(len(rs)), format_bytes(nbytes, 2),
-                   f"{nbytes / ref[layer]:.3f}", w, o)
+            row = (fmt, str(layer), str(decoder[layer]), str(expert) if per_expert else str(len(rs)),
+                   format_bytes(nbytes, 2), f"{nbytes / ref[layer]:.3f}", w, o)
             table.add_row(*row)
-            heading = f"{fmt}, layer {layer}" + (f", expert {expert}" if per_expert else "")
-            records.append((heading, [("experts", row[2])] * (not per_expert) + [
-                ("per expert", row[3]), ("vs fp16", row[4]), ("weight err", row[5]), ("output err", row[6])]))
+            heading = f"{fmt}, MoE {layer} (layer {decoder[layer]})" + (f", expert {expert}" if per_expert else "")
+            records.append((heading, [("experts", row[3])] * (not per_expert) + [
+                ("per expert", row[4]), ("vs fp16", row[5]), ("weight err", row[6]), ("output err", row[7])]))
         from advisor.terminal import print_fitted, print_wrapped
 
         console = Console()
