@@ -21,6 +21,21 @@ def test_a_profile_name_that_shares_another_profiles_file_is_refused_not_written
     assert json.loads(before)["name"] == "my host"
 
 
+
+def test_a_device_named_profile_whose_file_holds_another_is_refused_before_measuring(tmp_path, monkeypatch):
+    """`profile` without --name stores the profile under the device's name: where that name's file held another
+    profile, the refusal came after the measuring (a minute or more with --model). The name is known before it."""
+    from advisor.hardware import measure
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the refusal")
+
+    monkeypatch.setattr(measure, "measure_cpu_profile", measured)
+    other = measure.profile_name(cuda=False).replace(" ", "/")  # the host's name in another spelling: its file
+    save_profile(dataclasses.replace(CATALOGUE[0], name=other), tmp_path / "p")
+    r = advisor_entry("profile", "--cpu", "--expert-shape", "64x32", "--profiles-dir", "p", cwd=tmp_path)
+    one_error_line(r, f"holds the profile {other!r}", "another --name")
+
 def test_recommend_model_takes_the_directory_as_given_to_tune(tmp_path):
     """`advisor tune ./ckpt` stores its model as `ckpt`; `recommend --model ./ckpt` (the spec the user tuned with)
     answered 'no front point matches model='./ckpt'', as did its absolute path. A directory given to --model now

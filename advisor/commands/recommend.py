@@ -177,7 +177,7 @@ def register(app: typer.Typer) -> None:
         # a name too long for a file name, a directory under a file, or a place that takes no files; without
         # --name the profile is named after the device, known once measured: its directory is checked the same way
         check_writable(hw.profile_path(name or "", profiles_dir), option=store_option)
-        if name:  # another profile's file, said before the measuring (the device's name is known only after it)
+        if name:  # another profile's file, said before the imports and the measuring
             hw.check_name_free(name, profiles_dir)
         check_repeats(repeats)  # 99999999 measured for days; before the imports and the busy-host note
         given = _parse_shapes(expert_shape or [])  # a mistyped shape before torch imports, as a mistyped --model
@@ -192,6 +192,8 @@ def register(app: typer.Typer) -> None:
         if not cuda and not cpu:  # said before a model loads (a real checkpoint's resident weights take a while)
             raise UserError("no CUDA device here; run `advisor profile` on the GPU machine, or pass --cpu to record "
                             "a host memcpy profile for modelled times")
+        if not name:  # the device's name, known before the model loads and the measuring (minutes with --model)
+            hw.check_name_free(hardware_measure.profile_name(cuda), profiles_dir)
         shapes = _expert_shapes(given, model)  # a shape too big for this host or a bad model fails before measuring
         if cuda:
             prof = hardware_measure.measure_profile(repeats=repeats)

@@ -56,6 +56,16 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def profile_name(cuda: bool) -> str:
+    """The name a profile measured here is stored under without --name: the current CUDA device's, else this
+    host's (`measure_profile`, `measure_cpu_profile`); known before the measuring, so a name taken is said first."""
+    if cuda:
+        import torch
+
+        return torch.cuda.get_device_name(torch.cuda.current_device())
+    return f"cpu {platform.machine()} {platform.node()}".strip()
+
+
 def _fit(sizes: Sequence[int], seconds: Sequence[float]) -> tuple[float, float]:
     """Least-squares line time = a + size / bw; returns (GB/s, intercept in us). Falls back to the largest
     size's throughput when the fit is degenerate (noise can make the slope non-positive)."""
@@ -163,7 +173,7 @@ def measure_cpu_profile(sizes: Sequence[int] = DEFAULT_SIZES, repeats: int = 5) 
     except (ValueError, OSError, AttributeError):
         total, free = 0, None
     return HardwareProfile(
-        name=f"cpu {platform.machine()} {platform.node()}".strip(),
+        name=profile_name(cuda=False),
         memory_bytes=int(total),
         h2d_gbps_pinned=round(gbps, 3),
         h2d_gbps_pageable=round(gbps, 3),

@@ -378,8 +378,8 @@ def check_name_free(name: str, directory: str | os.PathLike | None = None) -> No
     other = raw.get("name") if isinstance(raw, dict) else None
     if isinstance(other, str) and other.casefold() != name.casefold():
         raise UserError(f"profile {name!r} would be stored in {path}, which holds the profile {other!r} (names that "
-                        f"differ only in punctuation or spaces share a file); give --name another name, or delete "
-                        f"{path} to replace it")
+                        f"differ only in punctuation or spaces share a file); store it under another --name, or "
+                        f"delete {path} to replace it")
 
 
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
