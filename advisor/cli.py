@@ -158,7 +158,7 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
             raise BadParameter(f"{number} has a minus sign: give {value}", ctx=ctx, param=param)
     if any(a in numbers for a in extra):
         given = " ".join(numbers.get(a, a) for a in extra)
-        names = " ".join((p.metavar or str(p.name)).upper() for p in arguments)
+        names = " ".join((p.metavar or str(p.name)).upper() for p in arguments) or "no arguments"
         raise UsageError(f"Got unexpected extra argument{'s' if len(extra) > 1 else ''} ({given}): "
                          f"{command.name} takes {names}", ctx=ctx)
 

@@ -2014,3 +2014,12 @@ def test_a_minus_zero_trial_or_an_extra_negative_argument_is_one_plain_line(tmp_
     r = advisor_entry("export", *args, "--to", "json", "--storage", "s.db", cwd=tmp_path)
     one_error_line(r, said)
     assert "No such option" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [("studies", "-1"), ("recommend", "--budget", "8GiB", "-3")])
+def test_a_negative_number_given_to_a_command_of_no_arguments_says_it_takes_none(tmp_path, args):
+    """`studies -1` said "Got unexpected extra argument (-1): studies takes " - the sentence ended at the command's
+    arguments, of which it has none. It says so now."""
+    r = advisor_entry(*args, "--storage", "s.db", cwd=tmp_path)
+    one_error_line(r, f"Got unexpected extra argument ({args[-1]}): {args[0]} takes no arguments")
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []
