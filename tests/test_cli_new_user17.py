@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import optuna
 from cli_helpers import advisor_in_process
 
 EXAMPLE = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
@@ -262,12 +263,20 @@ def test_a_run_that_its_timeout_ended_short_says_so_and_how_to_go_on(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert ("note: --timeout 0.001 s stopped this run after 1 trial, 99 finished trials short of --trials 100; the "
             "same command goes on where this one stopped (it tops the study up to 100)") in flat(r.stdout), r.stdout
+    # the warm start's queued trials it left: said in words too ("did not run: its --timeout passed first" was not)
+    queued = re.search(r"note: (\d+) queued trials \(warm start\) did not run: --timeout 0.001 s stopped this run "
+                       r"before them; `--more \1` runs them", flat(r.stdout))
+    assert queued, r.stdout
+    # all but 2 taken off the queue (pruned: running them takes seconds each), so that the next run leaves one,
+    # which is "it" ("stopped this run before them; `--more 1` runs it" was)
+    study = optuna.load_study(study_name="tiny:qwen3_moe-toy-quick", storage=f"sqlite:///{tmp_path / 's.db'}")
+    for _ in range(int(queued[1]) - 2):
+        study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
     more = advisor_in_process(*base, "--more", "5", cwd=tmp_path)
     assert ("note: --timeout 0.001 s stopped this run after 1 trial, 4 short of --more 5; `--more 4` runs the rest"
             in flat(more.stdout)), more.stdout
-    # the warm start's queued trials it left: said in words too ("did not run: its --timeout passed first" was not)
-    assert re.search(r"note: (\d+) queued trials \(warm start\) did not run: --timeout 0.001 s stopped this run "
-                     r"before them; `--more \1` runs them", flat(more.stdout)), more.stdout
+    assert ("note: 1 queued trial (warm start) did not run: --timeout 0.001 s stopped this run before it; `--more 1` "
+            "runs it") in flat(more.stdout), more.stdout
     done = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "quick", "--storage", "s.db", "--more", "1",
                               "--timeout", "600", cwd=tmp_path)
     assert "--timeout" not in done.stdout, done.stdout  # not ended by it: nothing said

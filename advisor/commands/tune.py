@@ -862,21 +862,29 @@ def _queued_note(result, opts) -> str:
             engine.dispose()
     except UserError:  # the storage did not answer now: the count read when the run ended, said as such
         now = None
-    why = f"--timeout {opts.timeout:g} s stopped this run before them" if opts.timeout and _short_of(result, opts) \
-        else "the run reached its trial count first"
+    stopped = opts.timeout and _short_of(result, opts)
+
+    def why(n: int) -> tuple[str, str]:
+        """Why n queued trials did not run, and the pronoun for them ("it" of one)."""
+        them = "it" if n == 1 else "them"
+        return (f"--timeout {opts.timeout:g} s stopped this run before {them}" if stopped
+                else "the run reached its trial count first"), them
+
     # what they are (as the run ended: another worker may have taken some since), e.g. "warm start, retries"
     kinds = f" ({', '.join(result.waiting_kinds)})" if result.waiting_kinds else ""
     if now is None:
-        return (f"note: {count(result.n_waiting, 'queued trial')}{kinds} had not run when this run ended: {why}; "
-                f"`--more {result.n_waiting}` runs {'it' if result.n_waiting == 1 else 'them'}")
+        said, them = why(result.n_waiting)
+        return (f"note: {count(result.n_waiting, 'queued trial')}{kinds} had not run when this run ended: {said}; "
+                f"`--more {result.n_waiting}` runs {them}")
     waiting, running = now.n_waiting, now.n_running
     if not waiting:
         return ""
     what = f"note: {count(waiting, 'queued trial')}{kinds}"
+    said, them = why(waiting)
     if not running:  # this run's trials are all finished: a running one is another worker's
-        return f"{what} did not run: {why}; `--more {waiting}` runs {'it' if waiting == 1 else 'them'}"
-    return (f"{what} {'has' if waiting == 1 else 'have'} not run yet ({why}); {count(running, 'trial')} of the study "
-            f"{'are' if running > 1 else 'is'} running in another worker, which may take them - `advisor "
+        return f"{what} did not run: {said}; `--more {waiting}` runs {them}"
+    return (f"{what} {'has' if waiting == 1 else 'have'} not run yet ({said}); {count(running, 'trial')} of the study "
+            f"{'are' if running > 1 else 'is'} running in another worker, which may take {them} - `advisor "
             f"studies{storage_flag(result.storage_url)}` counts those still waiting, `--more N` runs N here")
 
 
