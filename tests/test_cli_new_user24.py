@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 from tests.cli_helpers import advisor_entry, advisor_in_process, flat, one_error_line
 
 BF16_ONLY = """name = "bf16-only"
@@ -32,6 +35,18 @@ def test_a_bf16_plan_of_a_bf16_diffusion_gemma_agrees_with_its_reference(tmp_pat
     (tmp_path / "s.toml").write_text(BF16_ONLY)
     r = advisor_in_process("tune", "dg", "--space", "s.toml", "--resident", "--trials", "1", "--storage", "s.db",
                            cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "top-1 agree * 1.000" in flat(r.stdout), r.stdout
+    # a fidelity the eval cache stored before the fix (its key had no reference) is not reused by a later study
+    db = sqlite3.connect(tmp_path / "s.db")
+    with db:
+        [(settings,)] = db.execute("SELECT settings FROM advisor_eval_cache WHERE kind = 'fidelity'").fetchall()
+        old = json.dumps({k: v for k, v in json.loads(settings).items() if k != "reference"}, sort_keys=True)
+        db.execute("UPDATE advisor_eval_cache SET settings = ?, \"values\" = ? WHERE kind = 'fidelity'",
+                   (old, json.dumps({"fidelity_top1": 0.812, "fidelity_kl": 0.5})))
+    db.close()
+    r = advisor_in_process("tune", "dg", "--space", "s.toml", "--resident", "--trials", "1", "--storage", "s.db",
+                           "--study", "later", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "top-1 agree * 1.000" in flat(r.stdout), r.stdout
 

@@ -149,7 +149,15 @@ class EvaluationSettings:
             d["data_sha256"] = data_sha256
         if kind == "fidelity":
             d["fidelity_prompts"] = self.fidelity_prompts
+            d["reference"] = FIDELITY_REFERENCE
         return json.dumps(d, sort_keys=True)
+
+
+FIDELITY_REFERENCE = "seam"
+"""How the full-precision reference of fidelity is computed, in its cache key: through the advisor's experts seam as
+every plan is (since 2026-12-07). Before, a resident model's reference ran transformers' default experts kernel
+(grouped_mm): a bf16 DiffusionGemma's own bf16 plan agreed 0.81-0.97 on top-1, and the eval cache kept that number
+for every later study of the model; rows of the old key are not reused, so such a plan is measured again."""
 
 
 @dataclass(frozen=True)
