@@ -95,3 +95,13 @@ def test_quant_report_names_moe_layers_as_inspect_does(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "int8, MoE 0 (layer 1)" in r.stdout and "int8, MoE 1 (layer 2)" in r.stdout, r.stdout
     assert "layer 0" not in r.stdout, r.stdout
+
+
+def test_a_target_models_name_without_its_owner_is_offered_its_hub_id(tmp_path):
+    """`inspect LLaDA2.0-mini` (the name without inclusionAI/) offline said 'hf download LLaDA2.0-mini', an id the
+    hub does not serve: the published id of a model this tool targets is offered, any other name is said as given."""
+    r = advisor_entry("inspect", "llada2.0-MINI", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    one_error_line(r, "model llada2.0-MINI is not available offline", "(hf download inclusionAI/LLaDA2.0-mini: hub ids "
+                   "are OWNER/NAME)")
+    r = advisor_entry("inspect", "acme-moe", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    one_error_line(r, "model acme-moe is not available offline", "(hf download acme-moe)")

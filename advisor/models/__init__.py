@@ -322,9 +322,16 @@ def unavailable_offline(repo_id: str, why: str | None = None) -> Exception:
     from advisor.hub import unreachable_note
     from advisor.models.missing import as_local_path
 
+    owned = next((k for k in TARGET_HUB_IDS if "/" not in repo_id and k.split("/")[1].lower() == repo_id.lower()), None)
+    fetch = f"hf download {owned}: hub ids are OWNER/NAME" if owned else f"hf download {repo_id}"
     return UserError(as_local_path(repo_id, f"model {repo_id} is not available offline ({why or unreachable_note()}); "
-                                   f"download it on a connected machine (hf download {repo_id}) or pass a local "
-                                   "directory"))
+                                   f"download it on a connected machine ({fetch}) or pass a local directory"))
+
+
+TARGET_HUB_IDS = ("inclusionAI/LLaDA-MoE-7B-A1B-Base", "inclusionAI/LLaDA-MoE-7B-A1B-Instruct",
+                  "inclusionAI/LLaDA2.0-mini", "inclusionAI/LLaDA2.0-flash")
+"""The published hub ids of the MoE dLLMs this tool targets: a name typed without its owner (`LLaDA2.0-mini`) is
+offered the id to download."""
 
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
