@@ -705,6 +705,15 @@ def test_a_dotted_key_in_the_wrong_table_is_named_on_its_own_line(tmp_path):
     before_model_load(r)
 
 
+
+def test_a_required_key_left_out_names_no_line_of_the_file(tmp_path):
+    """A space without [precision] was refused as "e5.toml:1: precision.formats: is required": line 1 is the
+    [cache] header, which has nothing to do with it. A key that is not in the file names the file alone."""
+    (tmp_path / "e5.toml").write_text('[cache]\nslots_per_layer = [8]\npolicies = ["lru"]\n')
+    r = advisor_entry("tune", "--space", "e5.toml", "--storage", "s.db", cwd=tmp_path)
+    one_error_line(r, "error: e5.toml: precision.formats: is required")
+    before_model_load(r)
+
 def test_a_stepped_range_up_to_all_runs_on_its_grid_without_warnings(tmp_path):
     """"all" is the model's size (64 here), which a step of 5 from 1 does not reach: the range ends at 61, the
     last value of its grid, instead of Optuna cutting it with a UserWarning in every trial. (In this process: the

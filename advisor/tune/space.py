@@ -259,7 +259,7 @@ class SearchSpace:
 
     def refuse(self, key: str, what: str) -> None:
         """Refuse the value of dotted `key` in this space's file with its file:line, as its parser does."""
-        raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {what}")
+        raise UserError(f"{_where(self.source, self.text, key)}: {key}: {what}")
 
     def without_tokenizer(self, model: str) -> SearchSpace:
         """The space a model without a tokenizer (`model`) tunes, which has no task accuracy: this one when no
@@ -272,7 +272,7 @@ class SearchSpace:
             return self
         if not self.shipped:
             key = "objectives.accuracy"
-            raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {model} has no tokenizer, so task "
+            raise UserError(f"{_where(self.source, self.text, key)}: {key}: {model} has no tokenizer, so task "
                             "accuracy cannot be measured; leave --space out or give a shipped space (--space "
                             "quick, default or dllm: their accuracy objective is then tuned as fidelity_top1, top-1 "
                             "agreement with full precision), or write fidelity_top1 = \"maximize\" in this file "
@@ -299,7 +299,7 @@ class SearchSpace:
         user wrote no number, and a small model would otherwise have no shipped space to tune with."""
         if self.groups != "per_layer" and int(self.groups) > n_layers and not self.shipped:
             key = "precision.groups"
-            raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {self.groups} exceeds the model's "
+            raise UserError(f"{_where(self.source, self.text, key)}: {key}: {self.groups} exceeds the model's "
                             f"{n_layers} MoE layers; use at most {n_layers} or \"per_layer\"")
         for key, dom, cap, what in (("cache.slots_per_layer", self.slots, num_experts, "experts per layer"),
                                     ("cache.expert_budget", self.expert_budget, num_experts * n_layers,
@@ -311,7 +311,7 @@ class SearchSpace:
             if bad:
                 shown = ", ".join(f"{v:g}" for v in bad)
                 verb = "exceeds" if len(bad) == 1 else "exceed"
-                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} {verb} the model's "
+                raise UserError(f"{_where(self.source, self.text, key)}: {key}: {shown} {verb} the model's "
                                 f"{cap} {what}; use at most {cap} or \"all\"")
         if self.expert_budget is not None:  # every MoE layer keeps at least one slot
             dom = self.expert_budget
@@ -319,7 +319,7 @@ class SearchSpace:
             if small:
                 key = "cache.expert_budget"
                 shown = ", ".join(f"{v:g}" for v in small)
-                raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {shown} is fewer slots than the "
+                raise UserError(f"{_where(self.source, self.text, key)}: {key}: {shown} is fewer slots than the "
                                 f"model's {n_layers} MoE layers (each keeps one); use at least {n_layers} or \"all\"")
 
     def check_mode(self, mode: str) -> None:
@@ -328,7 +328,7 @@ class SearchSpace:
         prediction is not, so its oracle-optimistic bytes and times would win the front."""
         if mode == "replay" and "lookahead" in self.prefetch.values():
             key = "cache.prefetch"
-            raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: \"lookahead\" replays with the "
+            raise UserError(f"{_where(self.source, self.text, key)}: {key}: \"lookahead\" replays with the "
                             "recorded next-layer routing as a perfect predictor, which the runtime does not have; "
                             "use \"none\" or \"prev_step\", or --mode live (it predicts with the next router)")
 
@@ -486,7 +486,7 @@ class _Validator:
 
     # -- error reporting with the line of the offending key
     def fail(self, key: str, what: str) -> None:
-        raise UserError(f"{self.source}:{_line_of(self.text, key)}: {key}: {what}")
+        raise UserError(f"{_where(self.source, self.text, key)}: {key}: {what}")
 
     def table(self, data: dict, key: str, allowed: set[str]) -> dict:
         t = data.get(key.rsplit(".", 1)[-1], {})
@@ -719,9 +719,16 @@ _HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\s\"]+?)\s*\]\s*(#.*)?$")
 _KEYLINE = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
 
 
-def _line_of(text: str, dotted: str) -> int:
+def _where(source: str, text: str, dotted: str) -> str:
+    """`file:line` of a dotted key for a refusal, or the file alone where the key is not written in it (a required
+    key left out: line 1 named the first table, which says nothing of it)."""
+    line = _line_of(text, dotted)
+    return f"{source}:{line}" if line is not None else source
+
+
+def _line_of(text: str, dotted: str) -> int | None:
     """1-based line of a dotted key (`a.b.c`) in TOML text: its `c = ...` line inside `[a.b]`, a
-    `b = {...}`/`b.c = ...` line inside `[a]`, or its table header. Falls back to line 1."""
+    `b = {...}`/`b.c = ...` line inside `[a]`, or its table header; None where none of them is there."""
     parts = dotted.split(".")
     table: list[str] = []
     header_line = None
@@ -745,4 +752,4 @@ def _line_of(text: str, dotted: str) -> int:
             return i
         if best is None and len(full) < len(parts) and parts[: len(full)] == full:
             best = i  # an inline table or a parent key holding the offending one
-    return header_line or best or 1
+    return header_line or best
