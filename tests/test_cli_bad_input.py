@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import advisor, advisor_entry, advisor_in_process, advisors_at_once, flat, one_error_line
+from tune_helpers import few_problems_quick_space
 
 PG_URL = "postgresql://bob:s3cret-pw@127.0.0.1:1/advisor"  # nothing listens on port 1
 
@@ -1022,7 +1023,9 @@ def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.
     The refusal comes before the model loads (minutes for a real model), for the default study name too."""
     db = tmp_path / "s.db"
-    base = ("tune", "--trials", "1", "--storage", str(db))  # the default study name: bundled-toy-quick
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # quick's trials on fewer problems: ~2 s
+    # the default study name: bundled-toy-quick (the space keeps quick's name)
+    base = ("tune", "--trials", "1", "--storage", str(db), "--space", "quick.toml")
     first = advisor_in_process(*base, "--gpu", "RTX 4090", cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     again = advisor_in_process(*base, "--gpu", "NVIDIA GeForce RTX 4090", cwd=tmp_path)  # same GPU: resumed, its
