@@ -572,13 +572,13 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     offline it stopped with "pass --data" (an option report lacked), online it replayed other prompts than the
     study's. The study now stores its file and the report replays its trials to their stored bytes.
 
-    Its settings ask for more than the file's 3 problems (the task caps them to those): the report's workload line
+    Its settings ask for more than the file's 2 problems (the task caps them to those): the report's workload line
     printed them as given ("100000000000 examples", "10000 of the task's prompts", "fidelity on 10000 prompts");
     it now states what the trials ran on."""
     from advisor.eval import toy
 
     (tmp_path / "g.jsonl").write_text("".join(json.dumps({"question": e.question, "answer": e.answer}) + "\n"
-                                              for e in toy.test_set()[:3]))
+                                              for e in toy.test_set()[:2]))
     (tmp_path / "g.toml").write_text('name = "g"\n[precision]\nformats = ["fp16", "int8"]\n[cache]\n'
                                      'slots_per_layer = { low = 1, high = "all" }\n[objectives]\n'
                                      'h2d_bytes_per_token = "minimize"\naccuracy = "maximize"\n'
@@ -594,9 +594,9 @@ def test_a_study_tuned_on_a_data_file_is_reported_on_the_same_prompts(tmp_path):
     rows = [r for r in json.loads((tmp_path / "elsewhere/rep/report.json").read_text())["headline"] if r["trial"] is not None]
     assert rows and all(r["replayed_bytes_per_token"] == pytest.approx(r["h2d_bytes_per_token"], rel=1e-12) for r in rows)
     md = " ".join((tmp_path / "elsewhere/rep/report.md").read_text().split())
-    assert "Workload (accuracy): task gsm8k, 3 examples, seed 0." in md, md
-    assert "3 of the task's prompts, chosen by seed 0 (all the task has that fit; the space asks for 10000)" in md, md
-    assert "fidelity on 3 prompts." in md and "100000000000" not in md, md
+    assert "Workload (accuracy): task gsm8k, 2 examples, seed 0." in md, md
+    assert "2 of the task's prompts, chosen by seed 0 (all the task has that fit; the space asks for 10000)" in md, md
+    assert "fidelity on 2 prompts." in md and "100000000000" not in md, md
     (tmp_path / "g.jsonl").rename(tmp_path / "moved.jsonl")  # the stored file has moved: the line says what to do
     moved = advisor_entry("report", "bundled-gsm8k-g", "--storage", "g.db", "--block-lengths", "", "-o", "rep2",
                           cwd=tmp_path)
