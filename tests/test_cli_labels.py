@@ -430,10 +430,11 @@ def test_fidelity_is_measured_on_the_prompts_the_space_asks_for(tmp_path):
     fidelity_prompts did nothing. Accuracy, which does not depend on it, is still measured once."""
     from advisor.tune.space import load_space
 
-    # the quick space scoring 2 problems, not 32 (accuracy is measured once and reused, whatever the count), and
-    # its copy asking for 4 fidelity prompts
-    q2 = load_space("quick").text.replace("limit = 32", "limit = 2").replace('name = "quick"', 'name = "q2"')
-    assert "limit = 2\n" in q2 and "fidelity_prompts = 2\n" in q2, q2
+    # the quick space scoring 2 problems, not 32 (accuracy is measured once and reused, whatever the count), on 1
+    # traced prompt, not 2 (the routing trace is not what is checked), and its copy asking for 4 fidelity prompts
+    q2 = (load_space("quick").text.replace("limit = 32", "limit = 2").replace("trace_prompts = 2", "trace_prompts = 1")
+          .replace('name = "quick"', 'name = "q2"'))
+    assert "limit = 2\n" in q2 and "trace_prompts = 1\n" in q2 and "fidelity_prompts = 2\n" in q2, q2
     (tmp_path / "q2.toml").write_text(q2)
     (tmp_path / "q4.toml").write_text(q2.replace("fidelity_prompts = 2", "fidelity_prompts = 4")
                                       .replace('name = "q2"', 'name = "q4"'))
