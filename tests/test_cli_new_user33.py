@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from tests.cli_helpers import advisor, advisor_in_process, one_error_line
+from tests.tune_helpers import few_problems_quick_space
 
 EXAMPLE_DB = Path(__file__).resolve().parent.parent / "studies" / "example" / "advisor.db"
 
@@ -33,7 +34,8 @@ def test_tune_refuses_a_storage_file_in_a_missing_directory_as_export_o_does(tmp
     r = advisor("export", "bundled-example", "129", "--to", "json", "-o", str(missing / "x.json"), "--storage", str(EXAMPLE_DB),
                 cwd=tmp_path)
     one_error_line(r, f"{missing} does not exist")
-    r = advisor_in_process("tune", "--space", "quick", "--trials", "1", "--budget", "4MiB", cwd=tmp_path)
+    (tmp_path / "quick.toml").write_text(few_problems_quick_space())  # quick's trials on fewer problems: ~2 s
+    r = advisor_in_process("tune", "--space", "quick.toml", "--trials", "1", "--budget", "4MiB", cwd=tmp_path)
     assert r.returncode == 0 and (tmp_path / "studies" / "advisor.db").is_file(), r.stdout + r.stderr
 
 
