@@ -488,8 +488,9 @@ def test_the_ktransformers_counts_file_has_a_row_for_every_decoder_layer(tmp_pat
     from advisor.models.load import model_meta as loaded_meta
 
     def loaded(config):  # what model_meta reads of a LoadedModel; tune records its meta with every trial
-        return types.SimpleNamespace(model=types.SimpleNamespace(config=config), moe=[], family="qwen3_moe", name="m",
-                                     path="", fingerprint="f", is_diffusion=False, quant_method=None)
+        model = types.SimpleNamespace(config=config, named_modules=lambda: iter(()))  # (no MoE layer to name)
+        return types.SimpleNamespace(model=model, moe=[], family="qwen3_moe", name="m", path="", fingerprint="f",
+                                     is_diffusion=False, quant_method=None)
 
     assert loaded_meta(loaded(types.SimpleNamespace(num_hidden_layers=5)))["num_hidden_layers"] == 5
     wrapped = types.SimpleNamespace(text_config=types.SimpleNamespace(num_hidden_layers=7))  # a multimodal config

@@ -181,4 +181,4 @@ def test_quant_report_measures_a_format_once_however_often_it_is_spelled(tmp_pat
     rows = json.loads(out.read_text())["rows"]
     assert [(r["format"], r["expert"]) for r in rows] == [(f, e) for e in range(3) for f in ("int4", "int8")]
     table = [line for line in result.output.splitlines() if line.startswith("│ int4")]
-    assert len(table) == 1 and table[0].split("│")[3].strip() == "3"  # 3 experts, not 6
+    assert len(table) == 1 and table[0].split("│")[4].strip() == "3"  # 3 experts, not 6 (after MoE and layer)
