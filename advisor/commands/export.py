@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
         max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs the study's "
                                                             "full-precision point, else its highest-precision point (default 0.01)."),
         prefer: str | None = typer.Option(None, "--prefer", help="(--from-recommend) transfer | latency | accuracy."),
-        model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter, as `advisor recommend --model`: "
-                                                  "a name, part of one, or the directory given to tune."),
+        model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter, as `advisor "
+                                         "recommend --model`: a name, part of one, or the directory given to tune."),
         task: str | None = typer.Option(None, "--task", help="(--from-recommend) task filter."),
         study_opt: str | None = typer.Option(None, "--study", help="(--from-recommend) only this study, as "
                                              "`advisor recommend --study` (or give it as STUDY)."),

@@ -77,8 +77,8 @@ def register(app: typer.Typer) -> None:
         prefer: str | None = typer.Option(None, "--prefer", help="transfer | latency | accuracy. Default: latency for "
                                           "a study tuned for time per token, else transfer; accuracy when every "
                                           "stored configuration fits the budget."),
-        model: str | None = typer.Option(None, "--model", help="Only fronts of this model: the name `tune` printed (or part of it), or the directory given to "
-                                                  "tune (./ckpt)."),
+        model: str | None = typer.Option(None, "--model", help="Only fronts of this model: the name `tune` printed "
+                                         "(or part of it), or the directory given to tune (./ckpt)."),
         task: str | None = typer.Option(None, "--task", help="Only fronts measured on this task."),
         study: str | None = typer.Option(None, "--study", help="Only this study."),
         profiles_dir: Path | None = profiles_dir_option(),

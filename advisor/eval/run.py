@@ -228,8 +228,8 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
                      refuse_past: bool = False) -> Task:
     """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
     prompt gets what the new tokens leave, at least half). Said once; prompts that with their new tokens still
-    do not fit are said too, in the same note (the model then runs past the length it was trained for): a prompt within its half
-    beside more new tokens than the other half was not. The note says how many new tokens fit every prompt
+    do not fit are said too, in the same note (the model then runs past the length it was trained for): a prompt
+    within its half beside more new tokens than the other half was not. The note says how many new tokens fit every prompt
     and where to give them (`setting`; None where the new tokens are no user's setting), or that no number
     does (prompts as long as the positions on their own). With `refuse_past` (eval's and trace's --max-new-tokens,
     tune's space once the model loads), new tokens that alone exceed the positions are refused with that remedy,

@@ -56,13 +56,14 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def profile_name(cuda: bool) -> str:
-    """The name a profile measured here is stored under without --name: the current CUDA device's, else this
-    host's (`measure_profile`, `measure_cpu_profile`); known before the measuring, so a name taken is said first."""
+def profile_name(cuda: bool, device: Any = None) -> str:
+    """The name a profile measured here is stored under without --name: the CUDA device's (`device`, default the
+    current one), else this host's (`measure_profile`, `measure_cpu_profile`); known before the measuring, so a
+    name taken is said first."""
     if cuda:
         import torch
 
-        return torch.cuda.get_device_name(torch.cuda.current_device())
+        return torch.cuda.get_device_name(torch.cuda.current_device() if device is None else device)
     return f"cpu {platform.machine()} {platform.node()}".strip()
 
 
@@ -136,7 +137,7 @@ def measure_profile(device: int | None = None, sizes: Sequence[int] = DEFAULT_SI
     results = {pinned: _bandwidth(sizes, t, latency_us / 1e6) for pinned, t in times.items()}
     torch.cuda.empty_cache()
     return HardwareProfile(
-        name=torch.cuda.get_device_name(dev),
+        name=profile_name(cuda=True, device=dev),
         memory_bytes=int(total),
         h2d_gbps_pinned=round(results[True], 3),
         h2d_gbps_pageable=round(results[False], 3),
