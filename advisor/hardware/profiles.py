@@ -497,8 +497,10 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
         variants = ", ".join(p.name for p in hits)
         raise UserError(f"GPU {name!r} is ambiguous: {variants}; add the memory, e.g. {hits[-1].name!r}")
     keys: dict[str, list[str]] = {}  # every row of a key: H100, H100 SXM and H100 NVL are all "h100"
-    for p in [*good, *CATALOGUE]:  # the measured profiles first: a typo in one's name offers it
-        keys.setdefault(_split(p.name)[0], []).append(p.name)
+    for p in [*good, *CATALOGUE]:  # the measured profiles first: a typo in one's name offers it (once, where a
+        names = keys.setdefault(_split(p.name)[0], [])  # profile is stored under a catalogue GPU's own name)
+        if p.name not in names:
+            names.append(p.name)
     close = [n for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5) for n in keys[k]][:6]
     # not the whole catalogue (43 names) in one line; a profile measured into another folder is found there only
     where = profiles_dir(profiles_directory)
