@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cli_helpers import advisor_entry, one_error_line
 
 
@@ -19,3 +21,16 @@ def test_a_profile_stored_under_a_catalogue_gpus_name_is_offered_once_for_a_typo
     line = one_error_line(r, "unknown GPU 'H10O'", "close matches: H100 80GB, H100 SXM 80GB")
     assert line.count("H100 80GB") == 1, line
     assert list(tmp_path.iterdir()) == [tmp_path / "p"]
+
+
+@pytest.mark.parametrize("args", [("export", "s", "-1", "--help"), ("export", "s", "0", "-1", "--help"),
+                                  ("studies", "--help", "-1"), ("export", "s", "--help", "-0")],
+                         ids=["negative-trial", "extra", "no-arguments", "minus-zero"])
+def test_help_is_shown_beside_a_negative_number_as_beside_any_argument(tmp_path, args):
+    """`--help` is shown whatever else the line says (`studies --help 5`, `export s --help 0 5`), but beside a
+    negative number, read as an argument since 9f08402, the line was refused ('-1 is not a trial number', 'Got
+    unexpected extra argument (-1)'): the re-parse that places the number emptied the list help was shown from."""
+    r = advisor_entry(*args, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stdout + r.stderr
+    assert f"advisor {args[0]} [OPTIONS]" in r.stdout, r.stdout  # (the program name is the runner's here)
+    assert list(tmp_path.iterdir()) == []
