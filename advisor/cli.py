@@ -138,15 +138,17 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
     where it lands: in an integer argument it is refused as that argument's own range refuses it (as `-- -1` was;
     `-0`, in range, as a minus sign to drop), past the command's arguments as the extra argument it is (`export
     STUDY 5 -1`). An option's value is left to the option (click takes `--seed -1` as its value). `--help` on the
-    line is shown, as it is beside any other argument. Returns where none lands there (click's error stands)."""
+    line is shown, as it is beside any other argument; another mistake on the line (an unknown option) is said as
+    click says it without the number. Returns where none lands there (click's error stands)."""
     marked = [f"\0{i}" if re.fullmatch(r"-\d+", a) else a for i, a in enumerate(args)]  # (no option's name)
     numbers = {m: a for m, a in zip(marked, args, strict=True) if m != a}
     if not any(a.startswith(error.option_name or " ") for a in numbers.values()):
         return
     try:  # the parse click runs, without conversion: an option's value and an argument's stay the strings given
         values, extra, order = command.make_parser(ctx).parse_args(args=list(marked))  # (it empties the list)
-    except UsageError:
-        return
+    except UsageError as e:  # the line's other mistake (`-1 --bogus`, `-1 --to` without its value): that one, as
+        e.ctx = e.ctx or ctx  # click names it where the number is no option, not "No such option: -1"
+        raise
     if any(param.is_eager for param in order):  # --help: shown whatever else the line says, as beside `5`
         typer.core.TyperCommand.parse_args(command, ctx, marked)  # (help shown and exits before the arguments)
     arguments = [p for p in command.params if isinstance(p, typer.core.TyperArgument)]

@@ -34,3 +34,16 @@ def test_help_is_shown_beside_a_negative_number_as_beside_any_argument(tmp_path,
     assert r.returncode == 0 and r.stderr == "", r.stdout + r.stderr
     assert f"advisor {args[0]} [OPTIONS]" in r.stdout, r.stdout  # (the program name is the runner's here)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("export", "s", "-1", "--bogus"), "No such option: --bogus (Possible options: "),
+    (("studies", "-1", "--wid"), "No such option: --wid (Possible options: --wide)"),
+    (("export", "s", "-1", "--to"), "Option '--to' requires an argument")], ids=["export", "studies", "no-value"])
+def test_an_unknown_option_after_a_negative_number_is_the_one_named(tmp_path, args, said):
+    """A negative number is read as an argument since 9f08402, but where the line held another mistake after it
+    (`export s -1 --bogus`) the refusal was click's 'No such option: -1', naming the number, not the option the user
+    mistyped; it is that option now, as without the number."""
+    line = one_error_line(advisor_entry(*args, cwd=tmp_path), said)
+    assert "-1" not in line.split("(see")[0], line
+    assert list(tmp_path.iterdir()) == []
