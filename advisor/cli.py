@@ -131,16 +131,21 @@ class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
         return super().parse_args(ctx, args)
 
 
+NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A negative number as typed (`-1`, `-0`, `-1.5`, `-1e3`): click reads it as short options (`-1.5` was "No such
+option: -1")."""
+
+
 def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Context, args: list[str],
                               error: NoSuchOption) -> None:
     """A negative number where the command takes an integer argument (`export STUDY -1`) is no option: click said
-    "No such option: -1" (of -15, "-1"). The line is parsed again with each such number as a plain argument, to see
-    where it lands: in an integer argument it is refused as that argument's own range refuses it (as `-- -1` was;
-    `-0`, in range, as a minus sign to drop), past the command's arguments as the extra argument it is (`export
-    STUDY 5 -1`). An option's value is left to the option (click takes `--seed -1` as its value). `--help` on the
+    "No such option: -1" (of -15 and -1.5, "-1"). The line is parsed again with each such number as a plain
+    argument, to see where it lands: in an integer argument it is refused as that argument's own range or type
+    refuses it (as `-- -1` was; `-0`, in range, as a minus sign to drop), past the command's arguments as the extra
+    argument it is (`export STUDY 5 -1`). An option's value is left to the option (click takes `--seed -1` as its value). `--help` on the
     line is shown, as it is beside any other argument; another mistake on the line (an unknown option) is said as
     click says it without the number. Returns where none lands there (click's error stands)."""
-    marked = [f"\0{i}" if re.fullmatch(r"-\d+", a) else a for i, a in enumerate(args)]  # (no option's name)
+    marked = [f"\0{i}" if NEGATIVE_NUMBER.fullmatch(a) else a for i, a in enumerate(args)]  # (no option's name)
     numbers = {m: a for m, a in zip(marked, args, strict=True) if m != a}
     if not any(a.startswith(error.option_name or " ") for a in numbers.values()):
         return

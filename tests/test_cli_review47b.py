@@ -47,3 +47,14 @@ def test_an_unknown_option_after_a_negative_number_is_the_one_named(tmp_path, ar
     line = one_error_line(advisor_entry(*args, cwd=tmp_path), said)
     assert "-1" not in line.split("(see")[0], line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("s", "-1.5"), "Invalid value for 'trial': "), (("s", "5", "-1.5"), "Got unexpected extra argument (-1.5)")],
+    ids=["trial", "extra"])
+def test_a_negative_decimal_is_an_argument_too(tmp_path, args, said):
+    """`export s -1.5` said click's 'No such option: -1' (the decimal read as the short options -1, -., -5), where
+    `export s -1` and `export s 1.5` name the trial argument: a negative decimal lands as a negative integer does."""
+    line = one_error_line(advisor_entry("export", *args, "--to", "json", cwd=tmp_path), said)
+    assert "No such option" not in line, line
+    assert list(tmp_path.iterdir()) == []
