@@ -58,3 +58,25 @@ def test_a_negative_decimal_is_an_argument_too(tmp_path, args, said):
     line = one_error_line(advisor_entry("export", *args, "--to", "json", cwd=tmp_path), said)
     assert "No such option" not in line, line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_safetensors_is_read_alone_beside_stray_safetensors_files(tmp_path):
+    """A directory of model.safetensors and other *.safetensors files without an index (a stray shard of another
+    download) is loaded by transformers from model.safetensors alone, but every load read every file: a truncated
+    stray shard refused even `inspect`, and a stray file sorting after model.safetensors replaced its tensors of the
+    same name in an offloaded load (which then computed with other weights than the whole load)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from advisor.models.checkpoint import Checkpoint
+    from advisor.models.tiny import build_tiny
+
+    d = tmp_path / "ckpt"
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained(d)
+    weights = load_file(d / "model.safetensors")
+    key = next(k for k in weights if ".experts." in k)
+    save_file({key: torch.zeros_like(weights[key])}, d / "zz.safetensors")
+    (d / "model-00002-of-00002.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000])
+    assert torch.equal(Checkpoint(d).read(key), weights[key])
+    r = advisor_entry("inspect", "ckpt", cwd=tmp_path)
+    assert r.returncode == 0 and "truncated" not in r.stdout + r.stderr, r.stdout + r.stderr

@@ -85,7 +85,7 @@ def has_safetensors(directory: Path) -> bool:
 
 
 def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
-    """Every tensor of a model directory (one file, several, or shards named by an index), its files checked: a
+    """Every tensor of a model directory (its model.safetensors, or the shards its index names), its files checked: a
     missing shard, a key not in the shard the index names, a truncated or corrupt file is one `UserError`."""
     tensors: dict[str, StoredTensor] = {}
     index = directory / INDEX_NAME
@@ -116,6 +116,7 @@ def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
             raise UserError(f"{directory} holds {files[0].name}{more} but no {INDEX_NAME}, the index transformers "
                             f"needs to load shards (nor one model.safetensors): an unfinished download? Download "
                             f"{INDEX_NAME} too, or re-download the checkpoint")
-        for f in files:
-            tensors.update(read_header(f))
+        # model.safetensors alone, as transformers loads it: any other *.safetensors beside it (a stray shard of
+        # another download) is not the model's, and read too it replaced the file's tensors of the same name
+        tensors.update(read_header(directory / "model.safetensors"))
     return tensors
