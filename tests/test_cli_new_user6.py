@@ -49,7 +49,7 @@ def test_a_fidelity_studys_json_export_says_its_quality_is_fidelity_not_a_task(t
     out = run.invoke(app, ["export", "s", "0", "--to", "json", "--storage", "t.db", "-o", "s.json"])
     assert out.exit_code == 0, out.output
     doc = load("s.json").doc
-    assert doc["version"] == 3 and doc["source"]["task"] is None, doc["source"]
+    assert doc["version"] == 4 and doc["source"]["task"] is None, doc["source"]
     assert "accuracy" not in doc["metrics"] and "fidelity_top1" in doc["metrics"], doc["metrics"]
     assert doc["source"]["quality"] == {
         "metric": "fidelity_top1",

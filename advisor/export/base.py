@@ -152,13 +152,14 @@ def export_point(point: FrontPoint, target: str, options: list[str] | None = Non
         others = [f"--to {t}" for t in targets_for(point) if t != target]
         raise UserError(f"{why}; export with {', '.join(others[:-1]) + ' or ' if len(others) > 1 else ''}"
                         f"{others[-1] if others else 'another target'} instead")
-    result = mod.export(point, cfg, opts)
     extra = [note for note in (steps_counted_note(point.config),  # (a DiffusionGemma study stored before 2026-12-05)
                                cfg.model.quant_note,  # (a study that may predate the record of its quantization)
                                moved_model_note(point)) if note]
+    cfg.notes = [*(said or []), *extra]
+    result = mod.export(point, cfg, opts)
     result.notes += extra
-    if target != "json":  # (the json target's document carries its own source and metrics, in its schema)
-        result.text = with_comment_notes(result.text, [*(said or []), *extra])
+    if target != "json":  # (the json target's document carries its own source, metrics and notes, in its schema)
+        result.text = with_comment_notes(result.text, cfg.notes)
         result.data = {**result.data, "source": source_record(point, cfg), "notes": [*(said or []), *result.notes]}
     return result
 

@@ -1,6 +1,6 @@
 """Neutral JSON export: everything about one recommended configuration, versioned and re-importable.
 
-Schema `moe-advisor/export`, version 3 (documented field by field in `advisor/export/SCHEMA.md`).
+Schema `moe-advisor/export`, version 4 (documented field by field in `advisor/export/SCHEMA.md`).
 `load(path)` reads it back (checking schema and version) and returns an `ExportDocument`; its
 `precision_plan()` is an `advisor.quant.plan.PrecisionPlan`, and the file itself can be given wherever the
 advisor takes `--precision` (`PrecisionPlan.parse` recognises the schema and reads its `precision` object).
@@ -25,7 +25,7 @@ from advisor.results.config_view import ExportConfig, plan_of
 from advisor.results.front import FrontPoint, quality_metric
 
 SCHEMA = EXPORT_SCHEMA
-VERSION = 3  # 2: cache.tau and cache.steps_per_block for TIDE; 3: source.quality, null task and memory (SCHEMA.md)
+VERSION = 4  # 2: TIDE's cache.tau and cache.steps_per_block; 3: source.quality, null task and memory; 4: notes
 OPTIONS: dict[str, tuple[str, tuple[str, ...] | None, str]] = {}
 REQUIRED = ("schema", "version", "source", "model", "precision", "cache", "metrics")
 
@@ -56,6 +56,7 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
         "hardware": hardware(point),
         "config": point.config,
+        "notes": list(cfg.notes),
     }
 
 

@@ -208,6 +208,8 @@ class ExportConfig:
     # set by `advisor.export.base.export_point` from its caller, which reads the study; "": the task name alone)
     budget: tuple[float, str] | None = None  # the GPU budget an export fits (bytes, how it reads): the caller's
     # (`export --from-recommend --budget/--gpu`), set by `export_point`; None: the study's stored budget
+    notes: list[str] = field(default_factory=list)  # what the export says of the point beside the file (a trial off
+    # the front, a model directory not here, ...), set by `export_point`: the json document carries them as data
 
     def layer_formats(self, layer: int) -> set[str]:
         return set(self.formats[layer])
