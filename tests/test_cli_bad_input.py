@@ -937,12 +937,16 @@ def test_resume_with_nothing_to_run_answers_from_the_load_record_with_the_full_p
 
 def test_a_damaged_load_record_loads_the_model_without_a_traceback(tmp_path, tuned_quick, monkeypatch):
     """A load record whose key is this run's but whose values are not the ones this code writes (a damaged or
-    edited row: a field gone, another shape) ended the run with a traceback (ModelShape's TypeError, a KeyError);
-    it is in doubt, so the run loads the model (here: `_Loaded`), as for a study without a record."""
+    edited row: a field gone, another shape, a value of another type) ended the run with a traceback (ModelShape's
+    TypeError, a KeyError; check_resume's AttributeError of a model_meta that is text, a TypeError of a decoding that
+    is a list or of expert counts that are text); it is in doubt, so the run loads the model (here: `_Loaded`), as
+    for a study without a record."""
     db = copy_tuned_quick(tuned_quick, tmp_path / "s.db")
     record = _study_attrs(db)["load_record"]
     _no_load(monkeypatch)
-    for damage in ({"shape": {**record["shape"], "bogus": 1}}, {"tokenizer": None}, {"shape": []}):
+    text_counts = {**record["shape"], "num_experts": [str(n) for n in record["shape"]["num_experts"]]}
+    for damage in ({"shape": {**record["shape"], "bogus": 1}}, {"tokenizer": None}, {"shape": []},
+                   {"model_meta": "x"}, {"decoding": [1]}, {"shape": text_counts}):
         edited = {k: v for k, v in {**record, **damage}.items() if v is not None}
         _execute(db, "UPDATE study_user_attributes SET value_json = ? WHERE key = 'load_record'", json.dumps(edited))
         r = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path)

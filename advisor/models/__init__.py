@@ -63,7 +63,7 @@ __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonica
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
                   "config_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
-                  "check_weights",
+                  "check_weights", "is_count",
                   "unavailable_offline", "cached_hub_snapshot"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
@@ -218,7 +218,7 @@ def moe_expert_count(config: dict[str, Any]) -> int | None:
     if family not in TINY_FAMILIES:  # the families whose fields are known here
         return None
     n = next((config[f] for f in _EXPERTS_FIELDS.get(family, ("num_experts",)) if f in config), None)
-    return n if _count(n) and n > 0 else None
+    return n if is_count(n) and n > 0 else None
 
 
 def moe_layer_count(config: dict[str, Any]) -> int | None:
@@ -234,14 +234,14 @@ def moe_layer_count(config: dict[str, Any]) -> int | None:
         if not isinstance(config, dict):
             return None
     n = config.get("num_hidden_layers")
-    if not _count(n):
+    if not is_count(n):
         return None
     found: int | None = None
     if family in ("mixtral", "olmoe", "diffusion_gemma"):
         found = n
     elif family in ("llada2", "deepseek_v3"):  # LLaDA2MoeConfig's default 1, DeepseekV3Config's 3
         k = config.get("first_k_dense_replace", 1 if family == "llada2" else 3)
-        found = max(n - k, 0) if _count(k) else None
+        found = max(n - k, 0) if is_count(k) else None
     elif family == "llada_moe":  # LLaDAMoEConfig's default: every layer MoE
         freq = config.get("moe_layer_freq")
         if freq is None:
@@ -252,14 +252,14 @@ def moe_layer_count(config: dict[str, Any]) -> int | None:
         step, dense = config.get("decoder_sparse_step", 1), config.get("mlp_only_layers") or []
         # 0: no layer is MoE; none given: Qwen3MoeConfig's default (some)
         experts = next((config[f] for f in _EXPERTS_FIELDS["qwen3_moe"] if f in config), 1)
-        if _count(step) and step > 0 and isinstance(dense, list) and experts != 0:
+        if is_count(step) and step > 0 and isinstance(dense, list) and experts != 0:
             # counted, not looped: a crafted num_hidden_layers of 10**15 must not hang before torch
-            found = n // step - len({i for i in dense if _count(i) and i < n and (i + 1) % step == 0})
+            found = n // step - len({i for i in dense if is_count(i) and i < n and (i + 1) % step == 0})
     return found or None
 
 
-def _count(value: Any) -> bool:
-    """Whether a config.json value is a count (an int >= 0; a bool is none)."""
+def is_count(value: Any) -> bool:
+    """Whether a value read from JSON (a config.json, a stored record) is a count (an int >= 0; a bool is none)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

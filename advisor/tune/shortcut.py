@@ -74,14 +74,33 @@ class StoredModel:
 
     @classmethod
     def of(cls, record: dict[str, Any], task: Any) -> StoredModel:
-        """The record's values; `Unsure` where it lacks one or holds another shape (a damaged or edited row)."""
+        """The record's values; `Unsure` where it lacks one, holds another shape or a value of another type than
+        this code writes (a damaged or edited row: the checks that read it would end the run with a traceback)."""
         try:
             shape = ModelShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["shape"].items()})
-            return cls(record["model"], record["fingerprint"], record["model_meta"], shape, record["decoding"],
-                       record["offloaded"], record["activation_source"], record["device"], task.name,
-                       getattr(task, "data", None), task.data_sha256, record["tokenizer"])
+            model = cls(record["model"], record["fingerprint"], record["model_meta"], shape, record["decoding"],
+                        record["offloaded"], record["activation_source"], record["device"], task.name,
+                        getattr(task, "data", None), task.data_sha256, record["tokenizer"])
         except (KeyError, TypeError, AttributeError) as e:
             raise Unsure(f"the stored record is not one this code writes ({e!r})") from None
+        if not model._typed():
+            raise Unsure("the stored record holds a value of another type than this code writes")
+        return model
+
+    def _typed(self) -> bool:
+        """Whether every value read from the record has the type `load_record` stores (JSON's, read back)."""
+        from advisor.models import is_count
+
+        s = self.shape
+        per_layer = (s.num_experts, s.top_k, s.hidden, s.intermediate)
+        return (all(isinstance(v, str) for v in (self.model_name, self.model_fingerprint, self.activation_source,
+                                                 self.device, s.native_format))
+                and all(isinstance(v, bool) for v in (self.offloaded, self.tokenizer, s.staging))
+                and all(is_count(v) for v in (s.resident_bytes, s.activation_bytes))
+                and all(isinstance(t, tuple) and len(t) == len(s.num_experts) > 0 and all(map(is_count, t))
+                        for t in per_layer)
+                and isinstance(self.model_meta, dict) and isinstance(self.decoding, dict)
+                and "steps_per_block" in self.decoding)
 
     def calibration_counts(self) -> dict[int, list[int]]:
         raise Unsure("calibration counts are measured by running the model")
