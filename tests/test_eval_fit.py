@@ -149,6 +149,30 @@ def test_new_tokens_past_the_positions_on_their_own_are_refused_with_what_fits(t
     assert list(tmp_path.iterdir()) == []
 
 
+def test_new_tokens_past_the_positions_beside_prompt_texts_are_refused_or_said(toy_dir, tmp_path, monkeypatch):
+    """`trace --prompt TEXT --max-new-tokens 257` on a model of 256 positions decoded past them without a word,
+    where the task's prompts are refused: refused alike in one line, naming what fits beside the longest text, and
+    nothing written. Within the positions alone but past them beside the text, it is said once, as of a task's."""
+    from cli_helpers import advisor_entry
+
+    from advisor.eval import notes
+
+    proc = advisor_entry("trace", str(toy_dir), "--prompt", "hello", "--max-new-tokens", "257", "-o", "t.npz",
+                         cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --prompt: 257 new tokens alone exceed ") and "'s 256 positions" in line, line
+    assert "; at most " in line and " new tokens fit beside the longest --prompt text (" in line, line
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(notes, "_said", set())
+    proc = advisor_in_process("trace", str(toy_dir), "--prompt", "hello", "--max-new-tokens", "255", "--threads", "1",
+                              "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    err = " ".join(proc.stderr.split())
+    assert "note: 1 of 1 --prompt texts with their 255 new tokens exceed " in err and "'s 256 positions" in err, err
+    assert " new tokens fit every prompt (--max-new-tokens " in err, err
+
+
 @pytest.mark.parametrize("model", ["toy", "toy --offload", "tiny:mixtral"])
 def test_a_tune_space_whose_new_tokens_pass_the_positions_is_refused_before_the_study(toy_dir, tmp_path, model):
     """A --space with max_new_tokens past the model's positions got a note and a study whose trials ran past them

@@ -60,9 +60,31 @@ def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, l
 
     synthetic = loaded.tokenizer is None
     if prompt and not synthetic:
-        return [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt], None, False
+        ids = [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt]
+        _refuse_prompt_past_positions(loaded, ids, max_new_tokens or TRACE_NEW_TOKENS)
+        return ids, None, False
     n = len(prompt) if prompt else limit
     return workload_prompts(loaded, task, n, seed, max_new_tokens or None, refuse_past=True), getattr(task, "max_new_tokens", None), synthetic
+
+
+TRACE_NEW_TOKENS = 32
+"""New tokens `advisor trace` decodes per prompt without --max-new-tokens or a task's own (--prompt texts)."""
+
+
+def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], max_new_tokens: int) -> None:
+    """--prompt texts: new tokens that alone exceed the model's positions are refused, as a task's prompts are
+    (`advisor.eval.run.fit_to_positions`), naming the most that fit beside the longest text; with the texts past
+    them, said once (`say_ids_past_positions`). They decoded past the positions without a word."""
+    from advisor.eval.run import model_positions, past_positions, say_ids_past_positions
+
+    positions = model_positions(loaded)
+    if positions is not None and max_new_tokens > positions:
+        longest = max(int(t.shape[-1]) for t in ids)
+        fits = positions - longest
+        hint = (f"; at most {fits} new tokens fit beside the longest --prompt text ({longest} tokens): "
+                f"--max-new-tokens {fits}" if fits > 0 else "")
+        raise past_positions("--prompt", max_new_tokens, positions, hint, loaded.name)
+    say_ids_past_positions(loaded, ids, max_new_tokens, "--prompt texts", "--max-new-tokens {n}")
 
 
 def _refuse_denoising(name: str, family: str, steps: int, block_length: int) -> None:
@@ -164,7 +186,7 @@ def trace_cmd(
 
     if loaded.offloaded:
         print_rich(err, f"loading: {loaded.load_note}", markup=False)
-    gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or 32}
+    gen_kw: dict = {"max_new_tokens": max_new_tokens or task_new or TRACE_NEW_TOKENS}
     if steps:
         gen_kw["steps"] = steps
     if block_length:

@@ -178,15 +178,28 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_t
         for _ in range(n):
             length = int(torch.randint(fewest, most + 1, (1,), generator=g))
             out.append(random_prompt(loaded, length, g))
-        over = sum(int(ids.shape[-1]) + max_new_tokens > positions for ids in out) if positions and max_new_tokens else 0
-        if over:  # within the positions alone (else refused above), past them beside a random prompt
-            fits = positions - max(int(ids.shape[-1]) for ids in out)
-            note_once(f"note: {over} of {len(out)} random prompts with their {max_new_tokens} new tokens exceed "
-                      f"{loaded.name}'s {positions} positions; the model runs past the length it was trained for on "
-                      f"them; at most {fits} new tokens fit every prompt ({NEW_TOKENS_SETTING.format(n=fits)})")
+        say_ids_past_positions(loaded, out, max_new_tokens, "random prompts")  # (alone past them: refused above)
     if not out:
         raise UserError(f"task {getattr(task, 'name', task)!r} has no examples to build prompts from")
     return out
+
+
+def say_ids_past_positions(loaded, prompts: list[Any], max_new_tokens: int | None, what: str,
+                           setting: str | None = None) -> None:
+    """Note once where token-id `prompts` ([1, L] each: `what`, "random prompts" or "--prompt texts") with their
+    new tokens exceed the model's positions, naming the most new tokens that fit every one and where to set them
+    (`setting`, default `NEW_TOKENS_SETTING`); a text task's prompts are fitted and said by `fit_to_positions`."""
+    positions = model_positions(loaded)
+    over = sum(int(ids.shape[-1]) + max_new_tokens > positions for ids in prompts) if positions and max_new_tokens \
+        else 0
+    if not over:
+        return
+    longest = max(int(ids.shape[-1]) for ids in prompts)
+    fits = positions - longest
+    room = (f"at most {fits} new tokens fit every prompt ({(setting or NEW_TOKENS_SETTING).format(n=fits)})"
+            if fits > 0 else f"the longest is {longest} tokens on its own, which fewer new tokens cannot help")
+    note_once(f"note: {over} of {len(prompts)} {what} with their {max_new_tokens} new tokens exceed {loaded.name}'s "
+              f"{positions} positions; the model runs past the length it was trained for on them; {room}")
 
 
 def refuse_past_positions(loaded, task: Task | None, n: int, seed: int, max_new_tokens: int) -> None:
