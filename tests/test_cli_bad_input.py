@@ -1986,6 +1986,18 @@ def test_report_refuses_block_lengths_past_the_models_positions_naming_the_large
     assert r.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_report_refuses_block_lengths_past_the_positions_alone_before_the_model_loads(tmp_path):
+    """A block length whose 2 blocks alone pass the model's positions (config.json's, read without torch) was
+    refused only after "[1] loading the study's model" (minutes for a real checkpoint): it is now the only line,
+    before the load; one that passes them only beside the prompts is still refused after it (test above)."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor_entry("report", "bundled-example", "--storage", db, "-o", "r", "--block-lengths", "8,200,99999",
+                      cwd=tmp_path)
+    one_error_line(r, "--block-lengths 8,200,99999: block lengths 200, 99999 x 2 blocks alone exceed bundled's 256 "
+                   "positions; at most 128 fits beside no prompt, fewer beside the traced prompts")
+    assert "loading" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == [], r.stderr
+
+
 def test_profile_list_lists_the_good_profiles_and_names_each_broken_one(tmp_path):
     """`profile --list` stopped at the first broken file of the profiles folder (one error line, exit 2), so the
     good profiles beside it and any other broken file went unlisted. Now the good ones and the catalogue are

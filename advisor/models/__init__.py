@@ -13,6 +13,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `moe_layer_count(config)` - the MoE layers a config.json's model has, counted without torch (None: not known)
 * `spec_moe_layers(spec)` - `moe_layer_count` of a spec's `spec_config`
 * `moe_expert_count(config)` - the routed experts of each of those layers, read without torch (None: not known)
+* `config_positions(config)` - a config.json's maximum positions (of its text config too), read without torch
 * `spec_path(spec)` - the local path a spec may name, '~' expanded
 * `cached_hub_snapshot(repo_id)` - the local hub cache's directory of a hub id's config.json, without the network
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
@@ -62,8 +63,8 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "SUPPORTED_TEXT", "model_name", "spec_path", "canonical_spec", "quant_method",
                   "check_model_spec", "check_tokenizer", "read_config", "no_tokenizer", "check_tiny_family",
                   "dtype_name", "DTYPES", "TINY_FAMILIES", "TOKENIZER_FILES", "DIFFUSION_FAMILIES", "family_of",
-                  "config_family", "spec_config", "moe_layer_count", "spec_moe_layers", "moe_expert_count",
-                  "check_weights", "is_count",
+                  "config_family", "spec_config", "config_positions", "moe_layer_count", "spec_moe_layers",
+                  "moe_expert_count", "check_weights", "is_count",
                   "unavailable_offline", "cached_hub_snapshot"])
 
 TINY_FAMILIES = ("llada_moe", "llada2", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "diffusion_gemma")
@@ -256,6 +257,16 @@ def moe_layer_count(config: dict[str, Any]) -> int | None:
             # counted, not looped: a crafted num_hidden_layers of 10**15 must not hang before torch
             found = n // step - len({i for i in dense if is_count(i) and i < n and (i + 1) % step == 0})
     return found or None
+
+
+def config_positions(config: dict[str, Any] | None) -> int | None:
+    """The maximum positions (`max_position_embeddings`, also of a nested `text_config`) of a model of config.json
+    settings `config`, as `advisor.eval.run.model_positions` reads them once it loads; None where none is given."""
+    for c in (config, (config or {}).get("text_config")):
+        value = c.get("max_position_embeddings") if isinstance(c, dict) else None
+        if is_count(value) and value > 0:
+            return value
+    return None
 
 
 def is_count(value: Any) -> bool:

@@ -155,22 +155,39 @@ def check_block_lengths(loaded: Any, prompts: Sequence[Any], block_lengths: Sequ
     (`advisor.eval.run.model_positions`): `report --block-lengths 99999` decoded ~200,000 tokens on the bundled
     model's 256 positions for many minutes. Names the largest block length that fits. `option`: the lengths as
     given (`--block-lengths '8,99999'`). Called before the report's traces, so nothing is written."""
-    from advisor.errors import UserError
     from advisor.eval.run import model_positions
 
-    positions = model_positions(loaded)
-    if positions is None or not prompts:
+    if prompts:
+        refuse_block_lengths(block_lengths, option, model_positions(loaded), loaded.name,
+                             max(int(p.shape[-1]) for p in prompts))
+
+
+def refuse_block_lengths(block_lengths: Sequence[int], option: str, positions: int | None, name: str,
+                         longest: int | None = None) -> None:
+    """`UserError` for block lengths whose `BLOCKS` blocks beside `longest` prompt tokens exceed the model's
+    `positions`. `longest` None: before the model loads (positions from config.json, `config_positions`), the
+    prompts not yet tokenized - only block lengths whose blocks alone exceed the positions, which a report's
+    load (minutes for a real checkpoint) preceded."""
+    from advisor.errors import UserError
+
+    if positions is None:
         return
-    longest = max(int(p.shape[-1]) for p in prompts)
-    over = [int(n) for n in block_lengths if longest + BLOCKS * int(n) > positions]
+    over = [int(n) for n in block_lengths if (longest or 0) + BLOCKS * int(n) > positions]
     if not over:
         return
-    fits = (positions - longest) // BLOCKS
+    fits = (positions - (longest or 0)) // BLOCKS
     what = (f"block length {over[0]}" if len(over) == 1 else f"block lengths {', '.join(map(str, over))}")
+    s = "s" if len(over) == 1 else ""
+    if longest is None:
+        hint = (f"at most {fits} fits beside no prompt, fewer beside the traced prompts (or '' to skip the section)"
+                if fits >= 1 else "no block length fits (give '' to skip the section)")
+        raise UserError(f"{option}: {what} x {BLOCKS} blocks alone exceed{s} {name}'s {positions} positions; {hint}")
     hint = (f"at most {fits} fits (or '' to skip the section)" if fits >= 1 else
             "no block length fits (give '' to skip the section)")
     raise UserError(f"{option}: {what} x {BLOCKS} blocks beside the longest traced prompt ({longest} tokens) "
-                    f"exceed{'s' if len(over) == 1 else ''} {loaded.name}'s {positions} positions; {hint}")
+                    f"exceed{s} {name}'s {positions} positions; {hint}")
+
+
 SLOT_FRACTIONS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
 
 

@@ -134,8 +134,8 @@ def build_report(
         check_parent(out, OUTPUT)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
     task = study_task(data, task_data)  # the task's data too
-    if model is None:
-        study_model(data)  # a study's directory that moved: one line now, not after torch's import
+    # a study's directory that moved: one line now, not after torch's import
+    refuse_blocks_past_positions(data, model or study_model(data), block_lengths)
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
@@ -225,6 +225,23 @@ def build_report(
                                                    "accuracy_why": accuracy_reference(trials, full=full)[1],
                                                    "memory_notes": memory_notes,
                                                    "timed": timed(data)})
+
+
+def refuse_blocks_past_positions(data: StudyData, spec: str, block_lengths: Sequence[int]) -> None:
+    """Before the model loads: block lengths whose blocks alone exceed the positions of the model `spec` names (its
+    config.json, `config_positions`), where the report records block-diffusion traces (a diffusion model); the
+    prompts beside them are checked once it has loaded (`check_block_lengths`)."""
+    from advisor.models import DIFFUSION_FAMILIES, config_family, config_positions, model_name, spec_config
+    from advisor.report.blocks import refuse_block_lengths
+
+    if not block_lengths:
+        return
+    config, meta = spec_config(spec), data.setting("model_meta") or {}
+    diffusion = (meta.get("is_diffusion") if isinstance(meta, dict) and "is_diffusion" in meta
+                 else config_family(config) in DIFFUSION_FAMILIES)
+    if diffusion:
+        refuse_block_lengths(block_lengths, f"--block-lengths {','.join(map(str, block_lengths))}",
+                             config_positions(config), model_name(spec))
 
 
 def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
