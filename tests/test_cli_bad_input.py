@@ -1998,6 +1998,19 @@ def test_report_refuses_block_lengths_past_the_positions_alone_before_the_model_
     assert "loading" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == [], r.stderr
 
 
+def test_report_refuses_a_model_of_other_moe_sizes_before_it_loads(tmp_path):
+    """`report --model` of a model of another family or MoE sizes was refused by its fingerprint only after
+    "[1] loading the study's model" (minutes for a real checkpoint); its config.json (read without torch) against
+    the study's stored model description refuses it before the load, in the fingerprint refusal's words."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    for spec, differ in (("tiny:qwen3_moe", "model family ('qwen3_moe' here, 'llada_moe' stored)"),
+                         ("tiny:llada_moe", "MoE layers (2 here, 4 stored)")):
+        r = advisor_entry("report", "bundled-example", "--storage", db, "-o", "r", "--model", spec, cwd=tmp_path)
+        one_error_line(r, f"--model {spec} is not the model study 'bundled-example' ran: it has other {differ}, as its "
+                       "config.json gives them; point --model at that checkpoint")
+        assert "loading" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == [], r.stderr
+
+
 def test_profile_list_lists_the_good_profiles_and_names_each_broken_one(tmp_path):
     """`profile --list` stopped at the first broken file of the profiles folder (one error line, exit 2), so the
     good profiles beside it and any other broken file went unlisted. Now the good ones and the catalogue are

@@ -47,7 +47,7 @@ from advisor.report.select import (
     timed,
     trial_policies,
 )
-from advisor.report.workbench import Workbench, counted_shape, study_model, study_task
+from advisor.report.workbench import Workbench, counted_shape, refuse_other_config, study_model, study_task
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec, smallest_cache
@@ -134,8 +134,11 @@ def build_report(
         check_parent(out, OUTPUT)
     check_replaceable(out, REPORT_ENTRIES)  # before the minutes of work, not after
     task = study_task(data, task_data)  # the task's data too
-    # a study's directory that moved: one line now, not after torch's import
-    refuse_blocks_past_positions(data, model or study_model(data), block_lengths)
+    spec = model or study_model(data)  # a study's directory that moved: one line now, not after torch's import
+    refuse_other_config(data, spec, f"--model {model}" if model else f"model {spec}",
+                        "point --model at that checkpoint" if model else
+                        "pass --model with where the study's checkpoint is (its fingerprint is checked)")
+    refuse_blocks_past_positions(data, spec, block_lengths)
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time

@@ -105,6 +105,40 @@ _SIZES = (("model family", lambda m: m.get("family")),
           ("expert dtypes", lambda m: m.get("dtype")))
 """What a stored model description (`advisor.models.load.model_meta`) says of a model's kind and sizes."""
 
+def other_sizes(stored: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """The first of `_SIZES` that model descriptions `stored` and `here` both give and give differently, as
+    "model family ('qwen3_moe' here, 'llada_moe' stored)"; None where every one both give agrees (a field an older
+    description, or one read from config.json, lacks is not compared)."""
+
+    def known(value: Any) -> bool:
+        return value not in (None, "", 0, []) and None not in (value if isinstance(value, list) else [])
+
+    for what, of in _SIZES:
+        told, have = of(stored), of(here)
+        if known(told) and known(have) and told != have:
+            return f"{what} ({have!r} here, {told!r} stored)"
+    return None
+
+
+def refuse_other_config(data: StudyData, spec: str, named: str, remedy: str) -> None:
+    """Before the model loads: `UserError` where the config.json of the model `spec` names (`spec_config`, no
+    torch) gives another family, MoE layer count or routed experts per layer than the study's stored model
+    description - a model the fingerprint check would refuse only after the load (minutes for a real checkpoint).
+    `named`: how the user named it; `remedy`: what to do, as the fingerprint refusal says it."""
+    from advisor.models import config_family, moe_expert_count, moe_layer_count, spec_config
+
+    stored, config = data.setting("model_meta"), spec_config(spec)
+    if not isinstance(stored, dict) or not stored.get("layers") or config is None:
+        return
+    layers, experts = moe_layer_count(config), moe_expert_count(config)
+    here = {"family": config_family(config),
+            "layers": [{"num_experts": experts}] * layers if layers else None}
+    if differ := other_sizes(stored, here):
+        unchecked = "" if stored_fingerprint(data) else "it stores no fingerprint to check it by, and "
+        raise UserError(f"{named} is not the model study {data.name!r} ran: {unchecked}it has other {differ}, as its "
+                        f"config.json gives them; {remedy}")
+
+
 _PEAKS_CHECKED = 20
 """Stored trials whose counted peak is counted again by `check_unfingerprinted`: every byte the report's budgets
 count (resident weights, each layer's experts) takes part in each; a few are enough."""
@@ -123,12 +157,9 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
     stored, here = data.setting("model_meta"), backend.model_meta
     checked = []
     if isinstance(stored, dict) and stored.get("layers"):
-        for what, of in _SIZES:
-            told = of(stored)  # a field an older description lacks is not compared
-            if told not in (None, "") and None not in (told if isinstance(told, list) else []) and told != of(here):
-                raise UserError(f"{named} is not the model study {name!r} ran: it stores no fingerprint to check it "
-                                f"by, and it has other {what} ({of(here)!r} here, {of(stored)!r} stored); point --model at "
-                                "that checkpoint")
+        if differ := other_sizes(stored, here):
+            raise UserError(f"{named} is not the model study {name!r} ran: it stores no fingerprint to check it "
+                            f"by, and it has other {differ}; point --model at that checkpoint")
         checked.append("its family and MoE sizes")
     shape = counted_shape(backend.shape, data)
     peaks: list[tuple[int, int, int]] = []  # (trial, counted here, stored) of the first trials storing a peak
