@@ -67,6 +67,28 @@ def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_p
     assert min(peaks) <= parse_budget(given) < min(peaks) * 1.01, (given, min(peaks))
 
 
+def test_report_at_a_share_that_holds_no_trial_is_refused_before_the_model_loads(tmp_path):
+    """A --memory share (of the FP16 expert bytes on top of the resident weights) that no stored trial fits was
+    refused only after "[1] loading the study's model", which its resident bytes were taken from: they are counted
+    from the stored trials' counted peaks now (`stored_shape`), so it is refused before the load, in the same
+    line. The example study without its zero-slot trials (whose peak is the resident weights alone)."""
+    import json
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "advisor.db"
+    shutil.copy(Path(__file__).parent.parent / "studies" / "example" / "advisor.db", db)
+    with sqlite3.connect(db) as c:
+        configs = c.execute("SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'config'").fetchall()
+        zero = [(i,) for i, v in configs if min(json.loads(v)["slots_per_layer"]) == 0]
+        assert zero
+        c.executemany("UPDATE trials SET state = 'FAIL' WHERE trial_id = ?", zero)
+    r = advisor("report", "bundled-example", "--storage", str(db), "--memory", "0.001%", "-o", "rep", cwd=tmp_path)
+    one_error_line(r, "--memory 0.001% (1.23 MiB): no stored trial fits it",
+                   "the least peak GPU memory among the study's trials is")
+    assert "loading" not in r.stdout + r.stderr and not (tmp_path / "rep").exists(), r.stdout + r.stderr
+
+
 def test_the_recipe_of_a_model_without_tokenizer_says_it_does_not_use_the_prompt(tmp_path, monkeypatch):
     """`python recipe.py "hello"` for a model without a tokenizer (a tiny:* model, a checkpoint without one)
     decoded seeded random ids and printed their continuation as if it answered "hello". It now says on stderr

@@ -47,7 +47,14 @@ from advisor.report.select import (
     timed,
     trial_policies,
 )
-from advisor.report.workbench import Workbench, counted_shape, refuse_other_config, study_model, study_task
+from advisor.report.workbench import (
+    Workbench,
+    counted_shape,
+    refuse_other_config,
+    stored_shape,
+    study_model,
+    study_task,
+)
 from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec, smallest_cache
@@ -126,8 +133,10 @@ def build_report(
     if not trials:
         raise UserError(f"study {study!r} has no trial that fits its memory budget ({len(data.trials)} finished, "
                         "all over budget); raise the budget or tune again")
-    if memory and all(isinstance(memory_spec(m), int) for m in memory):  # sizes: checked before the model loads
-        refuse_memory_that_holds_no_trial([(m.strip(), float(memory_spec(m))) for m in memory], trials)
+    # sizes, and shares of the model's bytes the study stored (`stored_shape`): checked before the model loads
+    shape = stored_shape(data) if any(not isinstance(memory_spec(m), int) for m in memory) else None
+    if memory and (shape is not None or all(isinstance(memory_spec(m), int) for m in memory)):
+        refuse_memory_that_holds_no_trial([(m.strip(), budget_memory(m, shape)[0]) for m in memory], trials)
     out = Path(out_dir) if out_dir is not None else default_out_dir(study)
     check_folder(out, OUTPUT, default=out_dir is None)  # a file there: in pareto's words and the path as typed, not check_replaceable's
     if out != default_out_dir(study):  # reports/ is made for the default reports/<study>; another -o's folder is not

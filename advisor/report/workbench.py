@@ -186,6 +186,40 @@ def check_unfingerprinted(data: StudyData, backend: Any, named: str) -> str:
             f"{what}")
 
 
+def stored_shape(data: StudyData) -> ModelShape | None:
+    """The study's model shape with its resident weights, from what it stored alone (before the model loads): its
+    MoE sizes from the stored model description, its resident bytes from stored trials' counted peak GPU bytes
+    less what their configuration counts on top of them (`counted_peak_bytes` on `counted_shape`), where the
+    first trials storing a peak (up to `_PEAKS_CHECKED`) all give the same; None otherwise (no description or
+    peak stored, or peaks counted with other allowances: the loaded model's shape answers)."""
+    from advisor.tune.config import ModelShape, TrialConfig, counted_peak_bytes
+    from advisor.units import dtype_format
+
+    meta = data.setting("model_meta")
+    try:
+        layers = meta["layers"]
+        shape = ModelShape(tuple(int(x["num_experts"]) for x in layers), tuple(int(x["top_k"]) for x in layers),
+                           tuple(int(x["hidden_size"]) for x in layers),
+                           tuple(int(x["intermediate_size"]) for x in layers),
+                           dtype_format(meta.get("dtype")) or "bf16", 0)
+    except (KeyError, TypeError, ValueError):  # an older or edited description
+        return None
+    if not layers:
+        return None
+    on = counted_shape(shape, data)
+    resident: set[int] = set()
+    for t in [t for t in data.trials if t.config.get("counted_peak_gpu_bytes")][:_PEAKS_CHECKED]:
+        try:
+            cfg = TrialConfig.from_json(t.config, shape.num_experts)
+            resident.add(int(t.config["counted_peak_gpu_bytes"]) - counted_peak_bytes(on, cfg.plan, cfg.slots,
+                                                                                     cfg.prefetch, cfg.miss))
+        except (KeyError, TypeError, ValueError, UserError):  # a configuration another version stored
+            return None
+    if len(resident) != 1 or min(resident) < 0:
+        return None
+    return replace(shape, resident_bytes=resident.pop())
+
+
 def counted_shape(shape: ModelShape, data: StudyData) -> ModelShape:
     """`shape` as the study counted its peaks, whichever way the report loads the model (whole where it fits in
     host memory, else offloaded): an offloaded model's study (its stored `activation_allowance` one that was
