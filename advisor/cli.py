@@ -112,8 +112,32 @@ class _OnceCommand(_PlainHelp, typer.core.TyperCommand):
         try:
             return self._parse_args(ctx, args)
         except NoSuchOption as e:
-            _refuse_negative_argument(self, ctx, args, e)
-            raise
+            numbers = _refuse_negative_argument(self, ctx, args, e)
+            if numbers is None:
+                raise
+            ctx.meta[_PLAIN_NUMBERS] = numbers  # read back as the arguments given (`make_parser`)
+            return self._parse_args(ctx, [next((m for m, a in numbers.items() if a == x), x) for x in args])
+
+    def make_parser(self, ctx: typer.Context) -> Any:
+        """click's parser; where a negative number lands in a text argument (`_refuse_negative_argument`), one that
+        reads its marked stand-in back as the number given, as `-- -1` gives it."""
+        parser = super().make_parser(ctx)
+        numbers = ctx.meta.get(_PLAIN_NUMBERS)
+        if not numbers:
+            return parser
+        parse = parser.parse_args
+
+        def unmark(value: Any) -> Any:
+            if isinstance(value, list | tuple):
+                return type(value)(unmark(v) for v in value)
+            return numbers.get(value, value) if isinstance(value, str) else value
+
+        def parse_args(args: list[str]) -> tuple[dict[str, Any], list[str], list[Any]]:
+            opts, rest, order = parse(args=args)
+            return {k: unmark(v) for k, v in opts.items()}, unmark(rest), order
+
+        parser.parse_args = parse_args
+        return parser
 
     def _parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args:  # the same parse click runs next: its errors (an unknown option) are the ones it would raise
@@ -135,20 +159,26 @@ NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 """A negative number as typed (`-1`, `-0`, `-1.5`, `-1e3`): click reads it as short options (`-1.5` was "No such
 option: -1")."""
 
+_PLAIN_NUMBERS = "advisor.plain_numbers"
+"""`ctx.meta` key of the negative numbers a line gives as text arguments: marked stand-in -> the number given."""
+
 
 def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Context, args: list[str],
-                              error: NoSuchOption) -> None:
+                              error: NoSuchOption) -> dict[str, str] | None:
     """A negative number where the command takes an integer argument (`export STUDY -1`) is no option: click said
     "No such option: -1" (of -15 and -1.5, "-1"). The line is parsed again with each such number as a plain
     argument, to see where it lands: in an integer argument it is refused as that argument's own range or type
     refuses it (as `-- -1` was; `-0`, in range, as a minus sign to drop), past the command's arguments as the extra
-    argument it is (`export STUDY 5 -1`). An option's value is left to the option (click takes `--seed -1` as its value). `--help` on the
-    line is shown, as it is beside any other argument; another mistake on the line (an unknown option) is said as
-    click says it without the number. Returns where none lands there (click's error stands)."""
+    argument it is (`export STUDY 5 -1`). An option's value is left to the option (click takes `--seed -1` as its
+    value). `--help` on the line is shown, as it is beside any other argument; another mistake on the line (an
+    unknown option) is said as click says it without the number. Where each number lands in a text argument
+    (`simulate -1`, `export --help -0`), returns them (marked stand-in -> number) for the line to be parsed with
+    them as those arguments, as `-- -1` gives them: the command's own refusal of such a file or model. None where
+    one lands nowhere (click's error stands)."""
     marked = [f"\0{i}" if NEGATIVE_NUMBER.fullmatch(a) else a for i, a in enumerate(args)]  # (no option's name)
     numbers = {m: a for m, a in zip(marked, args, strict=True) if m != a}
     if not any(a.startswith(error.option_name or " ") for a in numbers.values()):
-        return
+        return None
     try:  # the parse click runs, without conversion: an option's value and an argument's stay the strings given
         values, extra, order = command.make_parser(ctx).parse_args(args=list(marked))  # (it empties the list)
     except UsageError as e:  # the line's other mistake (`-1 --bogus`, `-1 --to` without its value): that one, as
@@ -170,6 +200,13 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
         names = " ".join((p.metavar or str(p.name)).upper() for p in arguments) or "no arguments"
         raise UsageError(f"Got unexpected extra argument{'s' if len(extra) > 1 else ''} ({given}): "
                          f"{command.name} takes {names}", ctx=ctx)
+    landed = {str(v) for p in arguments for v in _values(values.get(p.name))}
+    return numbers if set(numbers) <= landed else None
+
+
+def _values(value: Any) -> list[Any]:
+    """A parsed argument's values (a list where it takes several)."""
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _takes_int(param: typer.core.TyperArgument) -> bool:

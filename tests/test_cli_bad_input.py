@@ -2057,6 +2057,25 @@ def test_a_minus_zero_trial_or_an_extra_negative_argument_is_one_plain_line(tmp_
     assert "No such option" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (("simulate", "-1"), "trace file '-1' does not exist"),
+    (("tune", "-1"), "'-1' is neither a model directory"),
+    (("simulate", "-1", "--bogus"), "No such option: --bogus")], ids=["trace-file", "model", "other-option"])
+def test_a_negative_number_in_a_text_argument_is_that_argument(tmp_path, args, said):
+    """`simulate -1` (a number where a file or model goes) answered click's "No such option: -1": it is now the
+    argument it lands in, as `simulate -- -1` gives it, and refused in the command's own words; where the line
+    has another unknown option, that one is named."""
+    r = advisor_entry(*args, cwd=tmp_path)
+    one_error_line(r, said)
+    assert "No such option: -1" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_help_beside_a_negative_number_is_shown(tmp_path):
+    """`export --help -0` answered "No such option: -0" where --help shows the help whatever else the line says."""
+    r = advisor_entry("export", "--help", "-0", cwd=tmp_path)
+    assert r.returncode == 0 and "--from-recommend" in r.stdout and not r.stderr.strip(), r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("args", [("studies", "-1"), ("recommend", "--budget", "8GiB", "-3")])
 def test_a_negative_number_given_to_a_command_of_no_arguments_says_it_takes_none(tmp_path, args):
     """`studies -1` said "Got unexpected extra argument (-1): studies takes " - the sentence ended at the command's
