@@ -51,6 +51,30 @@ def test_a_bf16_plan_of_a_bf16_diffusion_gemma_agrees_with_its_reference(tmp_pat
     assert "top-1 agree * 1.000" in flat(r.stdout), r.stdout
 
 
+def test_eval_without_a_precision_decodes_as_the_models_own_precision_plan(tmp_path):
+    """`eval MODEL` (no --precision) decoded with transformers' default experts kernel (grouped_mm) while a tune
+    trial's full-precision plan (and `eval --precision bf16`) computes through the advisor seam: on a bf16
+    DiffusionGemma the two decoded other tokens, so the full-precision accuracy eval printed need not be a
+    study's. It computes through the seam now, as the fidelity reference does: the same completions."""
+    import shutil
+
+    import torch
+
+    from advisor.models.load import BUNDLED_DIR
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("diffusion_gemma", dtype=torch.bfloat16).save_pretrained(tmp_path / "dg")
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # eval reads text: the bundled model's 99 ids fit
+        shutil.copy(BUNDLED_DIR / name, tmp_path / "dg" / name)
+    runs = []
+    for precision in ([], ["--precision", "bf16", "--fidelity-prompts", "0"]):
+        r = advisor_in_process("eval", "dg", "--limit", "1", "--max-new-tokens", "8", "--no-progress", *precision,
+                               "--json", f"e{len(runs)}.json", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        runs.append([e["completion"] for e in json.loads((tmp_path / f"e{len(runs)}.json").read_text())["per_example"]])
+    assert runs[0] == runs[1], runs
+
+
 def test_export_json_names_the_shared_experts_module(tmp_path):
     """SCHEMA.md: `model.moe_layers[].shared` is the module path of the layer's shared experts. The export wrote the
     routed experts' path with '(shared)' appended ('model.layers.1.mlp.experts(shared)'), which names no module

@@ -248,7 +248,7 @@ def fidelity(loaded, ref: ReferenceLogits, runtime=None) -> dict[str, float]:
     from advisor.eval.run import attached
 
     kls, agrees, at = [], [], 0
-    with attached(loaded, runtime) if runtime is not None else through_seam(loaded):
+    with attached(loaded, runtime):  # None: the model's own weights through the seam, as the reference
         for block in _scored_blocks(loaded, ref.input_ids, ref.attention_mask, ref.positions):
             log_probs = F.log_softmax(block, dim=-1)
             del block

@@ -345,9 +345,15 @@ def _decode(tokenizer, row: list[int]) -> str:
 
 @contextmanager
 def attached(loaded, runtime) -> Iterator[None]:
-    """Attach `runtime` for the evaluation; afterwards restore whatever session was attached before."""
+    """Attach `runtime` for the evaluation; afterwards restore whatever session was attached before. None: the
+    model's own weights, through the advisor seam as every plan's runtime computes them (`through_seam`), so
+    `eval MODEL` measures what a tune trial's full-precision plan and the fidelity reference do (transformers'
+    default kernel, grouped_mm, decodes a bf16 DiffusionGemma to other tokens)."""
     if runtime is None:
-        yield
+        from advisor.eval.fidelity import through_seam
+
+        with through_seam(loaded):
+            yield
         return
     from advisor.models.view import attach_runtime, detach_runtime
     from advisor.quant.apply import fast_runtime
