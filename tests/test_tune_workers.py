@@ -368,33 +368,73 @@ def test_workers_starting_together_on_a_fresh_postgresql_database_all_open_it():
         admin.dispose()
 
 
-_RUN_QUEUED_AT = """
-import sys, time
+_RUN_QUEUED_MEETING = """
+import os, sys, time
 from advisor.results.storage import open_storage
-import optuna  # imported before the start time, so that both workers pop the queue at the same moments
+import optuna
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-storage = open_storage(sys.argv[1], heartbeat_interval=None)
+url, meet, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+me = os.path.join(meet, str(os.getpid()))
+storage = open_storage(url, heartbeat_interval=None)
+claim, find, met = storage.set_trial_state_values, models.TrialModel.find_or_raise_by_id, []
+
+
+def others(what):
+    return [f for f in os.listdir(meet) if f.endswith(what) and not f.startswith(str(os.getpid()) + ".")]
+
+
+def claiming(trial_id, state, values=None):  # a claim begins (before any lock it takes)
+    if state == TrialState.RUNNING and not met:
+        open(me + ".claiming", "w").close()
+    return claim(trial_id, state, values)
+
+
+def meet_at_the_read(trial_id, session, for_update=False):
+    # the first claim has read its queued trial: it waits there for the other worker's first claim to read one
+    # too (both then write: the race), or to wait 0.5 s for a lock this claim holds (no race to make)
+    trial = find(trial_id, session, for_update=for_update)
+    if trial.state == TrialState.WAITING and not met:
+        met.append(True)
+        open(me + ".read", "w").close()
+        deadline, blocked = time.monotonic() + 60, None
+        while not others(".read") and time.monotonic() < deadline:
+            blocked = blocked or (time.monotonic() if others(".claiming") else None)
+            if blocked and time.monotonic() - blocked > 0.5:
+                break
+            time.sleep(0.01)
+    return trial
+
+
+storage.set_trial_state_values, models.TrialModel.find_or_raise_by_id = claiming, meet_at_the_read
 study = optuna.load_study(study_name="q", storage=storage)
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
-study.optimize(lambda t: print("RAN", t.suggest_int("x", 0, 99), flush=True) or 0.0, n_trials=int(sys.argv[3]))
+open(me + ".ready", "w").close()  # both past opening the database (its lock): only the claims take it from here
+deadline = time.monotonic() + 60
+while not others(".ready") and time.monotonic() < deadline:
+    time.sleep(0.01)
+study.optimize(lambda t: print("RAN", t.suggest_int("x", 0, 99), flush=True) or 0.0, n_trials=n)
 """
 
 
 def test_two_workers_on_one_sqlite_file_claim_each_queued_trial_once(tmp_path):
-    """Two processes on one SQLite study of 40 queued trials (what --budgets and the warm start enqueue), released
-    at the same instant, each running 20 trials through `open_storage` (the storage `advisor tune` uses): Optuna's
-    claim of a queued trial is a SELECT ... FOR UPDATE that SQLite ignores, so both ran some trials and the later
-    one's tell crashed ("Cannot tell a COMPLETE trial"). Now every queued trial runs exactly once."""
+    """Two processes on one SQLite study of 40 queued trials (what --budgets and the warm start enqueue), each
+    running 20 trials through `open_storage` (the storage `advisor tune` uses): Optuna's claim of a queued trial
+    is a SELECT ... FOR UPDATE that SQLite ignores, so both ran some trials and the later one's tell crashed
+    ("Cannot tell a COMPLETE trial"). Now every queued trial runs exactly once. The workers' first claims meet
+    where each has read its queued trial and not yet written it (both read the same one unless the claim's lock
+    keeps the second out): with the lock removed it fails every time, not only when the timing overlaps."""
     from advisor.results.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(study_name="q", storage=open_storage(url, heartbeat_interval=None))
     for x in range(40):
         study.enqueue_trial({"x": x})
-    start = str(time.time() + 3.0)
-    procs = [subprocess.Popen([sys.executable, "-c", _RUN_QUEUED_AT, url, start, "20"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    (tmp_path / "meet").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", _RUN_QUEUED_MEETING, url, str(tmp_path / "meet"), "20"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert len(list((tmp_path / "meet").glob("*.read"))) == 2, outs  # both first claims reached the meeting
     assert [p.returncode for p in procs] == [0, 0] and "Traceback" not in "".join(outs), outs
     ran = sorted(int(ln.split()[1]) for o in outs for ln in o.splitlines() if ln.startswith("RAN "))
     assert ran == list(range(40)), ran
