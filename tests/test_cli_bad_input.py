@@ -1022,6 +1022,20 @@ def test_resume_with_nothing_to_run_prints_the_front_as_the_full_path_ends(tmp_p
     assert "accuracy: measured:exact-match:toy(n=32," in out, out  # the table's sources, under it
 
 
+def test_resume_with_nothing_to_run_says_its_header_from_the_stored_values(tmp_path, tuned_quick, monkeypatch):
+    """The short path printed no header: a user running `tune MODEL --budget X --trials N` again was shown a front
+    without the model, task, space, device, budget or objectives it was tuned on, which the full path's header
+    says. It prints that header (one definition), from the stored values, without the sampler (nothing is drawn)."""
+    copy_tuned_quick(tuned_quick, tmp_path / "s.db")
+    _no_load(monkeypatch)
+    again = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert again.returncode == 0, again.stdout + again.stderr
+    head, rest = again.stdout.split("\nstudy bundled-toy-quick already has 1 finished trial", 1)
+    assert head.startswith("advisor tune bundled (4 MoE layers x 64 experts, ") and "| task toy" in head, head
+    assert "| space quick (" in head and "| device cpu\nbudget: " in head and head.endswith("| mode replay"), head
+    assert "objectives: h2d_bytes_per_token (min), accuracy (max)" in head and "sampler" not in head, head
+
+
 def test_resume_with_another_gpu_profile_is_refused(tmp_path):
     """The --gpu profile prices time_per_token (link + device roofline): a study keeps one. RTX 4090 and A10
     both have 24 GB, so the memory budget alone would not tell them apart; so would a measured profile.

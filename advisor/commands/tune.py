@@ -218,9 +218,13 @@ def _load_key(spec: str, device: str, offload: bool | None, budget_bytes: int | 
 
 def _say_done(console, name: str, done, opts, storage: str, wide: bool) -> None:
     """What a run with nothing to run prints without loading the model (`advisor.tune.shortcut.nothing_to_run`):
-    as the full path ends, but the lines of what the loaded model ran (the header, the CPU times, the counters)."""
+    its header from the stored values, then as the full path ends, but the lines of what the loaded model ran (its
+    notes, the CPU times, the counters)."""
     from types import SimpleNamespace
 
+    # the header's model, task, space, device, budget and objectives, from the stored values (no sampler: nothing
+    # is drawn), so the answer says what it is of as the full path's does
+    console.print(_header_text(done.model, done.space, opts, done.budget_bytes, done.budget_note, None))
     _say_nothing_to_run(console, name, done.n_complete, opts.total_trials)
     result = SimpleNamespace(storage_url=storage, study_name=name, n_waiting=done.n_waiting,
                              waiting_kinds=done.waiting_kinds, n_trials_run=0, n_complete=done.n_complete)
@@ -648,13 +652,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
     front saved. `ran`: `[n]`, set to the trials the run has run, as it runs them and once it has returned."""
     import shlex
 
-    from rich.markup import escape
-
-    from advisor.results.front import task_text
-    from advisor.tune.display import LiveProgress, human_bytes
+    from advisor.tune.display import LiveProgress
     from advisor.tune.samplers import DEFAULT_SAMPLER
     from advisor.tune.study import run_tune
-    from advisor.units import budget_text
 
     def header(seed: int | None) -> None:
         """Printed once the study has given this run its number, which the sampler's seed depends on."""
@@ -667,17 +667,10 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
             ("the knobs drawn before them" if "formats" in within[0] else "each precision plan")
         drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
-        console.print(
-            f"[bold]advisor tune[/bold] {escape(backend.model_name)} ({shape.n_layers} MoE layers x "
-            f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} of parameters counted) | task "
-            f"{escape(task_text(backend.task_name, space.objectives, space.text))} | space {escape(space.name)} "
-            f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {backend.device}\n"
-            f"budget: {escape(budget_text(budget_bytes, budget_note)) if budget_bytes else 'none'} | "  # --gpu NAME
-            f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | sampler "
-            f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn}) | mode {opts.mode}"
-            + (f"\nbudget-aware: {drawn_within}; warm start: "
-               "per plan, the most cache that fits" if budget_bytes else "")
-        )
+        sampler = f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn})"
+        console.print(_header_text(backend, space, opts, budget_bytes, budget_note, sampler)
+                      + (f"\nbudget-aware: {drawn_within}; warm start: "
+                         "per plan, the most cache that fits" if budget_bytes else ""))
         if profile is not None and profile.host_only and not budget_note.startswith("--budget "):
             console.print(f"note: --gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
                           f"GPU): its link and CPU expert times price the study, but its "
@@ -779,6 +772,25 @@ def _say_front(console, study: str, result, wide: bool) -> None:
         print_front(console, result.front, title, result.metrics, wide=wide)
     else:
         console.print(f"{title}: no feasible trial finished yet")
+
+
+def _header_text(model, space, opts, budget_bytes: int | None, budget_note: str, sampler: str | None) -> str:
+    """The run's header (rich markup): the model (`ModelBackend`, or the short path's `StoredModel`: its name, shape,
+    task and device), task, space, device, budget, objectives, `sampler` (None: a run that draws nothing) and mode."""
+    from rich.markup import escape
+
+    from advisor.results.front import task_text
+    from advisor.tune.display import human_bytes
+    from advisor.units import budget_text
+
+    shape = model.shape
+    return (f"[bold]advisor tune[/bold] {escape(model.model_name)} ({shape.n_layers} MoE layers x "
+            f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} of parameters counted) | task "
+            f"{escape(task_text(model.task_name, space.objectives, space.text))} | space {escape(space.name)} "
+            f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {model.device}\n"
+            f"budget: {escape(budget_text(budget_bytes, budget_note)) if budget_bytes else 'none'} | "  # --gpu NAME
+            f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | "
+            + (f"sampler {sampler} | " if sampler else "") + f"mode {opts.mode}")
 
 
 def _say_nothing_to_run(console, study: str, n_complete: int, total: int) -> None:

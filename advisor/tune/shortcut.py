@@ -119,6 +119,10 @@ class NothingToRun:
     allowance_note: str
     front: list[Any]  # the stored front's points (`advisor.results.front.FrontPoint`), as saved now
     metrics: list[str]
+    model: StoredModel  # what the header says of the model, as the full path's header says it of the loaded one
+    space: Any  # the space as checked (a model without a tokenizer's: fidelity for accuracy)
+    budget_bytes: int | None
+    budget_note: str  # where the budget came from (`study_budget`)
 
 
 def nothing_to_run(key: dict[str, Any] | None, name: str | None, space: Any, task: Any, opts: Any, *,
@@ -171,7 +175,7 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
     if not model.tokenizer:  # as `advisor.commands.tune._load` takes it
         space = space.without_tokenizer(model.model_name)
     space.check_model(model.shape.n_layers, model.shape.min_experts)
-    budget_bytes, _ = study_budget(budget_bytes, budget_note, opts.budgets, space, model.shape)
+    budget_bytes, budget_note = study_budget(budget_bytes, budget_note, opts.budgets, space, model.shape)
     try:  # a budget no format fits: refused by the full path, which names where a budget not given came from
         BudgetFit(space, model.shape, budget_bytes, model.calibration_counts)
     except BudgetTooSmall:
@@ -191,7 +195,8 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
     register_study(engine, name, **{k: meta[k] for k in REGISTRY_FIELDS}, n_complete=len(complete))
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     return NothingToRun(**trial_counts(trials), n_waiting=len(waiting), waiting_kinds=queued_kinds(waiting),
-                        allowance_note=allowance_note(study.user_attrs, model), front=front, metrics=metrics)
+                        allowance_note=allowance_note(study.user_attrs, model), front=front, metrics=metrics,
+                        model=model, space=space, budget_bytes=budget_bytes, budget_note=budget_note)
 
 
 def _json(value: Any) -> Any:
