@@ -216,7 +216,7 @@ def _load_key(spec: str, device: str, offload: bool | None, budget_bytes: int | 
                     task=task_obj, mode=mode, host_bytes=host_bytes)
 
 
-def _say_done(console, name: str, done, opts, storage: str, wide: bool) -> None:
+def _say_done(console, name: str, done, opts, storage: str, wide: bool, profile) -> None:
     """What a run with nothing to run prints without loading the model (`advisor.tune.shortcut.nothing_to_run`):
     its header from the stored values, then as the full path ends, but the lines of what the loaded model ran (its
     notes, the CPU times, the counters)."""
@@ -224,7 +224,7 @@ def _say_done(console, name: str, done, opts, storage: str, wide: bool) -> None:
 
     # the header's model, task, space, device, budget and objectives, from the stored values (no sampler: nothing
     # is drawn), so the answer says what it is of as the full path's does
-    console.print(_header_text(done.model, done.space, opts, done.budget_bytes, done.budget_note, None))
+    console.print(_header_text(done.model, done.space, opts, done.budget_bytes, done.budget_note, None, profile))
     _say_nothing_to_run(console, name, done.n_complete, opts.total_trials)
     result = SimpleNamespace(storage_url=storage, study_name=name, n_waiting=done.n_waiting,
                              waiting_kinds=done.waiting_kinds, n_trials_run=0, n_complete=done.n_complete)
@@ -370,7 +370,7 @@ def register(app: typer.Typer) -> None:
                 key = _load_key(spec, device, offload, budget_bytes, opts, space_obj, task_obj, mode, host_bytes)
                 if (done := nothing_to_run(key, name, space_obj, task_obj, opts, budget_bytes=budget_bytes,
                                            budget_note=budget_note, profile=profile)) is not None:
-                    _say_done(console, name, done, opts, storage, wide)  # the stored values, checked: not loaded
+                    _say_done(console, name, done, opts, storage, wide, profile)  # the stored values, checked: not loaded
                     return
                 asked_space = space_obj
                 import_runtime()
@@ -668,7 +668,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         drawn = f"seed {seed}" if seed is None or seed == opts.seed else (
             f"seed {seed}: --seed {opts.seed} + {count(seed - opts.seed, 'earlier run')}")
         sampler = f"{opts.sampler} ({'default, ' if opts.sampler == DEFAULT_SAMPLER else ''}{drawn})"
-        console.print(_header_text(backend, space, opts, budget_bytes, budget_note, sampler)
+        console.print(_header_text(backend, space, opts, budget_bytes, budget_note, sampler, profile)
                       + (f"\nbudget-aware: {drawn_within}; warm start: "
                          "per plan, the most cache that fits" if budget_bytes else ""))
         if profile is not None and profile.host_only and not budget_note.startswith("--budget "):
@@ -774,9 +774,11 @@ def _say_front(console, study: str, result, wide: bool) -> None:
         console.print(f"{title}: no feasible trial finished yet")
 
 
-def _header_text(model, space, opts, budget_bytes: int | None, budget_note: str, sampler: str | None) -> str:
+def _header_text(model, space, opts, budget_bytes: int | None, budget_note: str, sampler: str | None,
+                 profile) -> str:
     """The run's header (rich markup): the model (`ModelBackend`, or the short path's `StoredModel`: its name, shape,
-    task and device), task, space, device, budget, objectives, `sampler` (None: a run that draws nothing) and mode."""
+    task and device), task, space, device, budget, the --gpu `profile` (None: none given), objectives, `sampler`
+    (None: a run that draws nothing) and mode."""
     from rich.markup import escape
 
     from advisor.results.front import task_text
@@ -784,11 +786,15 @@ def _header_text(model, space, opts, budget_bytes: int | None, budget_note: str,
     from advisor.units import budget_text
 
     shape = model.shape
+    # the --gpu profile prices the link and the device side of time per token: named even where --budget (not it)
+    # set the budget, which left it to the legend under the front, after the run
+    gpu = (f" | gpu {profile.name} ({profile.source})"
+           if profile is not None and budget_note != f"--gpu {profile.name}" else "")
     return (f"[bold]advisor tune[/bold] {escape(model.model_name)} ({shape.n_layers} MoE layers x "
             f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} of parameters counted) | task "
             f"{escape(task_text(model.task_name, space.objectives, space.text))} | space {escape(space.name)} "
             f"({space.size(shape.n_layers, shape.min_experts)} configurations) | device {model.device}\n"
-            f"budget: {escape(budget_text(budget_bytes, budget_note)) if budget_bytes else 'none'} | "  # --gpu NAME
+            f"budget: {escape(budget_text(budget_bytes, budget_note)) if budget_bytes else 'none'}{escape(gpu)} | "
             f"objectives: {', '.join(f'{m} ({d[:3]})' for m, d in space.objectives.items())} | "
             + (f"sampler {sampler} | " if sampler else "") + f"mode {opts.mode}")
 
