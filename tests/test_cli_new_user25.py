@@ -14,3 +14,17 @@ def test_tune_header_names_the_gpu_beside_a_given_budget(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "budget: 1.00 MiB (--budget 1MiB) | gpu RTX 4070 12GB (catalogue (nominal)) | objectives:" in \
         flat(r.stdout), r.stdout
+
+
+def test_llama_cpp_script_names_where_the_converter_is(tmp_path):
+    """The llama.cpp script of a checkpoint said its bf16 GGUF came 'from: python convert_hf_to_gguf.py DIR ...',
+    a script no directory of the user's holds: it is llama.cpp's (beside its gguf-py), and README sends the user
+    to 'the LLAMA_CPP_DIR its comment names', which only the bundled model's line named. It names it now."""
+    from tests.recommend_helpers import make_db, model_meta, point
+
+    url = make_db(tmp_path / "a.db", [point("llada", 1, "int8", 4, acc=0.9, h2d=1, peak_gib=1,
+                                            meta=model_meta("llada_moe"), model="/models/LLaDA-MoE-7B")])
+    r = advisor_in_process("export", "llada", "1", "--storage", url, "--to", "llama.cpp", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith('SRC_GGUF="'))
+    assert "# from: python LLAMA_CPP_DIR/convert_hf_to_gguf.py /models/LLaDA-MoE-7B --outtype bf16" in line, line

@@ -622,9 +622,11 @@ def _sh(args: list[str]) -> str:
 
 
 def _source_gguf(model: str) -> str:
-    """How the bf16 GGUF is made: llama.cpp's converter, which refuses the bundled model's toy tokenizer."""
+    """How the bf16 GGUF is made: llama.cpp's converter (in a llama.cpp checkout, LLAMA_CPP_DIR, beside its gguf-py:
+    named by the directory as the bundled model's line names it), which refuses the bundled model's toy tokenizer."""
     if model != "bundled":
-        return f"from: python convert_hf_to_gguf.py {shlex.quote(model)} --outtype bf16 --outfile model-bf16.gguf"
+        return (f"from: python LLAMA_CPP_DIR/convert_hf_to_gguf.py {shlex.quote(model)} --outtype bf16 --outfile "
+                "model-bf16.gguf (LLAMA_CPP_DIR: a llama.cpp checkout)")
     script = BUNDLED_DIR.parents[2] / "scripts" / "bundled_to_gguf.py"  # the repository's (not in a wheel)
     where = shlex.quote(str(script)) if script.is_file() else "the moe-advisor repository's scripts/bundled_to_gguf.py"
     return (f"from: python {where} LLAMA_CPP_DIR {shlex.quote(str(BUNDLED_DIR))} --outtype bf16 --outfile "
