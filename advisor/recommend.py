@@ -350,9 +350,11 @@ def filter_points(points: list[FrontPoint], q: Query) -> list[FrontPoint]:
     out = [p for p in points if model_ok(p) and _match(p.task, q.task) and (q.study is None or p.study_name == q.study)]
     if not out:
         asked = ", ".join(f"{k}={v!r}" for k, v in (("model", q.model), ("task", q.task), ("study", q.study)) if v)
+        # a shared PostgreSQL database holds hundreds of studies: the ones most like the name asked, not all
         have = "; ".join(
-            f"{k}: {', '.join(sorted({getattr(p, a) for p in points}))}"
-            for k, a in (("models", "model"), ("tasks", "task"), ("studies", "study_name"))
+            f"{k}: {names_text(sorted({getattr(p, a) for p in points}), wanted)}"
+            for k, a, wanted in (("models", "model", q.model), ("tasks", "task", q.task),
+                                 ("studies", "study_name", q.study))
         )
         raise UserError(f"no front point matches {asked}; stored {have}")
     models = sorted({p.model for p in out})
