@@ -9,6 +9,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
@@ -80,17 +83,43 @@ def test_pareto_legend_at_80_columns_wraps_under_each_metric():
     assert same_text(legend, wide_legend) and len(legend) > len(wide_legend)
 
 
-def test_report_progress_and_notes_at_80_columns_wrap_under_their_text(tmp_path):
+REPORT_ARGS = ("report", "bundled-example", "--storage", EXAMPLE_DB, "--memory", "50%,100%", "--block-lengths", "")
+"""A report of the example study at half and all of its FP16 expert bytes (a --memory above its budget: a long
+note), without the block-length section (not what is checked)."""
+
+
+@pytest.fixture(scope="module")
+def report_at_80(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Any]:
+    """`advisor REPORT_ARGS -o DIR` at 80 columns, once per test process (a report re-records the example's
+    traces: ~10 s): its output, DIR, and the result `build_report` gave the command, which
+    `test_report_headline_wraps_at_the_terminals_width` prints again at another width."""
+    import advisor.report.study as report_study
+
+    out = tmp_path_factory.mktemp("report") / "r"
+    built: list[Any] = []
+    real = report_study.build_report
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_study, "build_report", recorded)
+        r = _in_process(80, *REPORT_ARGS, "-o", str(out))
+    assert len(built) == 1, built
+    return r, out, built[0]
+
+
+def test_report_progress_and_notes_at_80_columns_wrap_under_their_text(report_at_80):
     """report's note on a --memory above the study's budget (about 230 characters) and its progress lines (up to
     100) went to stderr whole; they wrap at the terminal's width too, a note's continuation under its text."""
-    args = ("report", "bundled-example", "--storage", EXAMPLE_DB, "--memory", "50%,100%", "--block-lengths", "")
-    r = _in_process(80, *args, "-o", str(tmp_path / "r"))
+    r, out, _ = report_at_80
     narrow = r.stderr.splitlines()
     assert max(map(len, narrow)) <= 80, narrow
     note = narrow.index(next(ln for ln in narrow if ln.startswith("note: --memory 100%")))
     assert len(narrow) - note > 1 and all(ln.startswith("      ") for ln in narrow[note + 1:]), narrow
     said = " ".join(" ".join(narrow[note:]).split()).removeprefix("note: ")
-    assert f"**Note:** {said}" in (tmp_path / "r" / "report.md").read_text()  # the whole note, as the report has it
+    assert f"**Note:** {said}" in (out / "report.md").read_text()  # the whole note, as the report has it
     step = next(i for i, ln in enumerate(narrow) if "replaying traces" in ln)
     assert narrow[step + 1].startswith(" " * 13) and narrow[step + 1].strip().endswith("MIN ..."), narrow
 
@@ -128,12 +157,16 @@ def test_a_wrapped_line_with_a_tab_loses_no_text():
     assert buf.getvalue().split() == line.split(), buf.getvalue()
 
 
-def test_report_headline_wraps_at_the_terminals_width(tmp_path):
+def test_report_headline_wraps_at_the_terminals_width(tmp_path, report_at_80, monkeypatch):
     """report's headline rows (trial, transfer cut, time cut, accuracy change, each with its source) broke at a
     fixed 80 columns, where its notes and every other command wrap at the terminal's: on a 200-column terminal a
-    row of ~110 characters still took two lines. They break at the terminal's width now, between parts."""
-    args = ("report", "bundled-example", "--storage", EXAMPLE_DB, "--block-lengths", "", "-o", str(tmp_path / "r"))
-    r = _in_process(200, *args)
+    row of ~110 characters still took two lines. They break at the terminal's width now, between parts. (The
+    command prints what `build_report` gave: here `report_at_80`'s, not built again, at 200 columns.)"""
+    import advisor.report.study as report_study
+
+    built = report_at_80[2]
+    monkeypatch.setattr(report_study, "build_report", lambda *a, **k: built)
+    r = _in_process(200, *REPORT_ARGS, "-o", str(tmp_path / "r"))
     wide = r.stdout.splitlines()
     rows = [ln for ln in wide if re.match(r"  +\S+: trial #\d+, ", ln)]
     assert rows and all("accuracy change" in ln for ln in rows), wide  # each row whole on its line
