@@ -4,7 +4,6 @@ at column 0. They wrap at the terminal's width under their own bullet or column,
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -19,9 +18,12 @@ EXAMPLE_DB = str(ROOT / "studies" / "example" / "advisor.db")
 
 def at_width(columns: int, *args: str, stderr: bool = False) -> list[str]:
     """The lines `advisor ARGS` prints (on stdout, or on stderr) on a terminal `columns` wide (COLUMNS, as a
-    shell sets it)."""
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "advisor", *args], capture_output=True, text=True, env=env, timeout=300)
+    shell sets it), through the CLI in this process (a subprocess each paid ~0.5-1.5 s starting Python and the
+    CLI; what is checked is where lines break, not the process)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cli_helpers import advisor_in_process
+
+    r = advisor_in_process(*args, cwd=ROOT, env={"COLUMNS": str(columns)})
     assert r.returncode in (0, 1) and (stderr or not r.stderr), r.stdout + r.stderr
     return (r.stderr if stderr else r.stdout).splitlines()
 
