@@ -173,8 +173,9 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
     value). `--help` on the line is shown, as it is beside any other argument; another mistake on the line (an
     unknown option) is said as click says it without the number. Where each number lands in a text argument
     (`simulate -1`, `export --help -0`), returns them (marked stand-in -> number) for the line to be parsed with
-    them as those arguments, as `-- -1` gives them: the command's own refusal of such a file or model. None where
-    one lands nowhere (click's error stands)."""
+    them as those arguments, as `-- -1` gives them: the command's own refusal of such a file or model (a number
+    given as an option's value on the same line, `trace -1 -o -2`, is that option's). None where one lands nowhere
+    (click's error stands)."""
     marked = [f"\0{i}" if NEGATIVE_NUMBER.fullmatch(a) else a for i, a in enumerate(args)]  # (no option's name)
     numbers = {m: a for m, a in zip(marked, args, strict=True) if m != a}
     if not any(a.startswith(error.option_name or " ") for a in numbers.values()):
@@ -200,7 +201,7 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
         names = " ".join((p.metavar or str(p.name)).upper() for p in arguments) or "no arguments"
         raise UsageError(f"Got unexpected extra argument{'s' if len(extra) > 1 else ''} ({given}): "
                          f"{command.name} takes {names}", ctx=ctx)
-    landed = {str(v) for p in arguments for v in _values(values.get(p.name))}
+    landed = {str(v) for value in values.values() for v in _values(value)}  # an argument's or an option's value
     return numbers if set(numbers) <= landed else None
 
 

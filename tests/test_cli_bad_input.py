@@ -2074,11 +2074,14 @@ def test_a_minus_zero_trial_or_an_extra_negative_argument_is_one_plain_line(tmp_
 @pytest.mark.parametrize(("args", "said"), [
     (("simulate", "-1"), "trace file '-1' does not exist"),
     (("tune", "-1"), "'-1' is neither a model directory"),
-    (("simulate", "-1", "--bogus"), "No such option: --bogus")], ids=["trace-file", "model", "other-option"])
+    (("simulate", "-1", "--bogus"), "No such option: --bogus"),
+    (("trace", "-1", "-o", "-2"), "'-1' is neither a model directory")],
+    ids=["trace-file", "model", "other-option", "beside-an-options-negative-value"])
 def test_a_negative_number_in_a_text_argument_is_that_argument(tmp_path, args, said):
     """`simulate -1` (a number where a file or model goes) answered click's "No such option: -1": it is now the
     argument it lands in, as `simulate -- -1` gives it, and refused in the command's own words; where the line
-    has another unknown option, that one is named."""
+    has another unknown option, that one is named. A negative number given as an option's value on the same line
+    (`trace -1 -o -2`) is that option's, not a number landing nowhere."""
     r = advisor_entry(*args, cwd=tmp_path)
     one_error_line(r, said)
     assert "No such option: -1" not in r.stderr and r.stdout == "" and list(tmp_path.iterdir()) == []
