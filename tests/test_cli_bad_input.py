@@ -946,7 +946,9 @@ def test_a_damaged_load_record_loads_the_model_without_a_traceback(tmp_path, tun
     _no_load(monkeypatch)
     text_counts = {**record["shape"], "num_experts": [str(n) for n in record["shape"]["num_experts"]]}
     for damage in ({"shape": {**record["shape"], "bogus": 1}}, {"tokenizer": None}, {"shape": []},
-                   {"model_meta": "x"}, {"decoding": [1]}, {"shape": text_counts}):
+                   {"model_meta": "x"}, {"decoding": [1]}, {"shape": text_counts},
+                   {"decoding": {**record["decoding"], "steps_per_block": "x"}},  # (was refused as other steps)
+                   {"shape": {**record["shape"], "native_format": "zz"}}):  # (was refused as an unknown format)
         edited = {k: v for k, v in {**record, **damage}.items() if v is not None}
         _execute(db, "UPDATE study_user_attributes SET value_json = ? WHERE key = 'load_record'", json.dumps(edited))
         r = advisor_in_process("tune", "--trials", "1", "--storage", "s.db", cwd=tmp_path)

@@ -90,17 +90,19 @@ class StoredModel:
     def _typed(self) -> bool:
         """Whether every value read from the record has the type `load_record` stores (JSON's, read back)."""
         from advisor.models import is_count
+        from advisor.units import dtype_format
 
         s = self.shape
         per_layer = (s.num_experts, s.top_k, s.hidden, s.intermediate)
         return (all(isinstance(v, str) for v in (self.model_name, self.model_fingerprint, self.activation_source,
                                                  self.device, s.native_format))
+                and dtype_format(s.native_format) == s.native_format  # bf16, fp16 or fp32, as `model_shape` gives
                 and all(isinstance(v, bool) for v in (self.offloaded, self.tokenizer, s.staging))
                 and all(is_count(v) for v in (s.resident_bytes, s.activation_bytes))
                 and all(isinstance(t, tuple) and len(t) == len(s.num_experts) > 0 and all(map(is_count, t))
                         for t in per_layer)
                 and isinstance(self.model_meta, dict) and isinstance(self.decoding, dict)
-                and "steps_per_block" in self.decoding)
+                and is_count(self.decoding.get("steps_per_block")) and self.decoding["steps_per_block"] > 0)
 
     def calibration_counts(self) -> dict[int, list[int]]:
         raise Unsure("calibration counts are measured by running the model")
