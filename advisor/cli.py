@@ -174,8 +174,8 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
     unknown option) is said as click says it without the number. Where each number lands in a text argument
     (`simulate -1`, `export --help -0`), returns them (marked stand-in -> number) for the line to be parsed with
     them as those arguments, as `-- -1` gives them: the command's own refusal of such a file or model (a number
-    given as an option's value on the same line, `trace -1 -o -2`, is that option's). None where one lands nowhere
-    (click's error stands)."""
+    given as an option's value on the same line, `trace -1 -o -2`, is that option's). None where the error is not
+    of a negative number on the line (click's error stands)."""
     marked = [f"\0{i}" if NEGATIVE_NUMBER.fullmatch(a) else a for i, a in enumerate(args)]  # (no option's name)
     numbers = {m: a for m, a in zip(marked, args, strict=True) if m != a}
     if not any(a.startswith(error.option_name or " ") for a in numbers.values()):
@@ -201,13 +201,9 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
         names = " ".join((p.metavar or str(p.name)).upper() for p in arguments) or "no arguments"
         raise UsageError(f"Got unexpected extra argument{'s' if len(extra) > 1 else ''} ({given}): "
                          f"{command.name} takes {names}", ctx=ctx)
-    landed = {str(v) for value in values.values() for v in _values(value)}  # an argument's or an option's value
-    return numbers if set(numbers) <= landed else None
-
-
-def _values(value: Any) -> list[Any]:
-    """A parsed argument's values (a list where it takes several)."""
-    return list(value) if isinstance(value, list | tuple) else [value]
+    # each number left is a text argument's or an option's value (`--tau -2 --tau -3`: click's parse keeps the last
+    # value only; the option given twice is refused as such once the line is parsed with the numbers)
+    return numbers
 
 
 def _takes_int(param: typer.core.TyperArgument) -> bool:

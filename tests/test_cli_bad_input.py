@@ -2077,8 +2077,9 @@ def test_a_minus_zero_trial_or_an_extra_negative_argument_is_one_plain_line(tmp_
     (("simulate", "-1"), "trace file '-1' does not exist"),
     (("tune", "-1"), "'-1' is neither a model directory"),
     (("simulate", "-1", "--bogus"), "No such option: --bogus"),
-    (("trace", "-1", "-o", "-2"), "'-1' is neither a model directory")],
-    ids=["trace-file", "model", "other-option", "beside-an-options-negative-value"])
+    (("trace", "-1", "-o", "-2"), "'-1' is neither a model directory"),
+    (("simulate", "-1", "--tau", "-2", "--tau", "-3"), "--tau is given 2 times; give it once")],
+    ids=["trace-file", "model", "other-option", "beside-an-options-negative-value", "beside-an-option-given-twice"])
 def test_a_negative_number_in_a_text_argument_is_that_argument(tmp_path, args, said):
     """`simulate -1` (a number where a file or model goes) answered click's "No such option: -1": it is now the
     argument it lands in, as `simulate -- -1` gives it, and refused in the command's own words; where the line
