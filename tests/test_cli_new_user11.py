@@ -145,8 +145,14 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
     assert run.exit_code == 0, run.output
     text = " ".join(run.stdout.split())
     assert "budget: 112.05 KiB (0.6 x the model's counted bytes, quick space default)" in text, text
-    assert re.search(r"note: --gpu myhost is a CPU profile \(`advisor profile --cpu`: a host memcpy, no GPU\): its "
-                     r"link and CPU expert times price the study, but its [\d.]+ GiB is this host's RAM", text), text
+    note = re.compile(r"note: --gpu myhost is a CPU profile \(`advisor profile --cpu`: a host memcpy, no GPU\): its "
+                      r"link and CPU expert times price the study, but its [\d.]+ GiB is this host's RAM")
+    assert note.search(text), text
+    again = CliRunner(env={"ADVISOR_PROFILES_DIR": str(pp), "COLUMNS": "400"}).invoke(  # the short path says it too
+        app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--gpu", "myhost", "--storage",
+              str(tmp_path / "s.db"), "--study", "g"])
+    text = " ".join(again.stdout.split())
+    assert again.exit_code == 0 and "nothing to run" in text and "loading" not in text and note.search(text), text
     example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
     rec = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(example), "--gpu", "myhost"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
