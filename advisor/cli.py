@@ -220,14 +220,22 @@ for _info in app.registered_commands:  # every command, here once (none names a 
     _info.cls = _OnceCommand
 
 
-def _command_path(error: UsageError) -> str:
-    """`advisor COMMAND` whose help explains a usage error. click raises an option missing its value
+def _program_name() -> str:
+    """The program as the user ran it (`advisor`, `python -m advisor`), as click names it in a usage error's
+    command path: one name for every usage error, given to click and used where it raised without a context."""
+    from typer._click.utils import _detect_program_name  # typer >= 0.24 vendors click
+
+    return _detect_program_name()
+
+
+def _command_path(error: UsageError, program: str) -> str:
+    """`PROGRAM COMMAND` whose help explains a usage error. click raises an option missing its value
     (`advisor tune --trials`) with no context, which sent the user to `advisor --help`: the command is then the
     first argument that names one."""
     if error.ctx is not None:
         return error.ctx.command_path
     names = {info.name for info in app.registered_commands}
-    return next((f"advisor {a}" for a in sys.argv[1:] if a in names), "advisor")
+    return next((f"{program} {a}" for a in sys.argv[1:] if a in names), program)
 
 
 def run() -> None:
@@ -247,15 +255,16 @@ def run() -> None:
     # SIGTERM stops a command as Ctrl-C does; `received` holds the signals that reached this handler, not one a
     # command handled itself (`tune` prints its own line)
     # the process is the command's: its waits for a PostgreSQL server are watched for the whole run
+    program = _program_name()
     with InterruptOnSignal() as signals, watch_answers():
         try:
-            code = app(standalone_mode=False)
+            code = app(prog_name=program, standalone_mode=False)
         except UserError as e:
             _fail(mask_url(str(e)), e.exit_code)
         except click_errors.NoArgsIsHelpError as e:  # the help is already shown
             sys.exit(e.exit_code)
         except click_errors.UsageError as e:
-            _fail(f"{e.format_message().rstrip('.')} (see `{_command_path(e)} --help`)", 2)
+            _fail(f"{e.format_message().rstrip('.')} (see `{_command_path(e, program)} --help`)", 2)
         except click_errors.ClickException as e:  # e.g. a file option that cannot be opened
             _fail(e.format_message(), e.exit_code)
         except (KeyboardInterrupt, typer.Abort):

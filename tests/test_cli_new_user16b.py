@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cli_helpers import advisor_entry, advisor_in_process, flat, one_error_line
+from tests.cli_helpers import advisor, advisor_entry, advisor_in_process, flat, one_error_line
 
 
 def test_tune_of_a_fidelity_study_counts_fidelity_not_accuracy(tmp_path):
@@ -141,11 +141,16 @@ def test_max_accuracy_drop_help_names_the_point_it_is_measured_from_and_its_defa
 
 def test_an_option_missing_its_value_points_to_its_commands_help(tmp_path):
     """`advisor tune --trials` (no value) said "Option '--trials' requires an argument. (see `advisor --help`)":
-    the top-level help, which lists commands, not tune's options, and a stray '.' before the bracket."""
-    line = one_error_line(advisor_entry("tune", "--trials", cwd=tmp_path))
-    assert line == "error: Option '--trials' requires an argument (see `advisor tune --help`)", line
+    the top-level help, which lists commands, not tune's options, and a stray '.' before the bracket.
+    Under `python -m advisor` it said `advisor tune --help` where every other usage error says `python -m advisor
+    tune --help`: the program is named as click names it, for both."""
+    missing, unknown = (one_error_line(advisor(*args, cwd=tmp_path)) for args in
+                        (("tune", "M", "--budget"), ("tune", "M", "--trails", "2")))
+    assert missing == "error: Option '--budget' requires an argument (see `python -m advisor tune --help`)", missing
+    assert unknown.endswith("(see `python -m advisor tune --help`)"), unknown
     line = one_error_line(advisor_entry("quant-report", "bundled", "--formats", cwd=tmp_path))
-    assert line.endswith("(see `advisor quant-report --help`)"), line
+    assert line.startswith("error: Option '--formats' requires an argument (see `"), line
+    assert line.endswith(" quant-report --help`)"), line  # (in process: the test runner's program name)
 
 
 def test_quant_report_says_what_its_captured_activations_were_captured_on(tmp_path):
