@@ -207,10 +207,11 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
 
 
 def _takes_int(param: typer.core.TyperArgument) -> bool:
-    """Whether an argument takes an integer (click's type, or typer 0.29's annotation where it keeps no type)."""
+    """Whether an argument takes an integer (click's type, or typer 0.29's annotation where it keeps no type; an
+    `int_range` argument's parser, as click's type of it)."""
     kind = getattr(param, "type", None)
     if kind is not None:
-        return getattr(kind, "name", "") == "integer"
+        return getattr(kind, "name", "") == "integer" or getattr(getattr(kind, "func", None), "integer", False)
     return getattr(getattr(param, "type_descriptor", None), "annotation", None) is int
 
 

@@ -31,19 +31,33 @@ a larger value overflows (a traceback), while libgomp gives every thread a stack
 
 
 
-def int_range(low: int, high: int, what: str, why: str) -> dict[str, Any]:
+def int_range(low: int, high: int, what: str, why: str, see: str = "") -> dict[str, Any]:
     """The keyword arguments of an integer option or argument taking `low` to `high` where those are machine limits,
     checked by a callback: as min/max, the range filled --help with `[-9223372036854775808<=x<=18446744073709551615]`
     (a seed), `[1<=x<=9223372036]` (tune --heartbeat), `[0<=x<=9223372036854775807]` (export's TRIAL). A value
-    outside is a usage error (exit 2) naming the range, before any model loads."""
+    outside is a usage error (exit 2) naming the range, before any model loads; so is one that is no whole number
+    (`export STUDY two`), which typer refused as "Input should be a valid integer, unable to parse string as an
+    integer", naming neither the value nor what it stands for. `see`: where the user finds a value to give."""
+    hint = f"; {see}" if see else ""
+
+    def parse(value: Any) -> Any:
+        """The whole number typed (as Python reads one: `+2`, ` 3`, `1_000`); a default passes as it is."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            raise typer.BadParameter(f"'{value}' is not {what}: give a whole number from {low} to {high}{hint}") from None
+
+    parse.integer = True  # type: ignore[attr-defined]  # (click's type of it: `advisor.cli._takes_int`)
 
     def check(value: int | None) -> int | None:
         """None is an option left out whose default is None (`eval --seed`, refused where it chooses nothing)."""
         if value is not None and not low <= value <= high:
-            raise typer.BadParameter(f"{value} is not {what}: give one from {low} to {high} ({why})")
+            raise typer.BadParameter(f"{value} is not {what}: give one from {low} to {high} ({why}){hint}")
         return value
 
-    return {"callback": check}
+    return {"parser": parse, "callback": check}
 
 
 SEED_RANGE = int_range(SEED_MIN, SEED_MAX, "a seed torch takes", "-2**63 to 2**64 - 1")

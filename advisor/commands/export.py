@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
     def export_cmd(
         study: str | None = typer.Argument(None, help="Study name (or use --from-recommend)."),
         trial: int | None = typer.Argument(None, **int_range(0, 2**63 - 1, "a trial number",  # beyond SQLite's
-                                                             "as SQLite stores them"),  # INTEGER: an OverflowError
+                                                             "as SQLite stores them",  # INTEGER: an OverflowError
+                                                             "`advisor pareto STUDY` lists the trials to export"),
                                            help="Trial number: a front point, or any complete trial."),
         to: str = typer.Option(..., "--to", help=targets_help()),
         output: str | None = output_option(None, "Write here (atomically) instead of stdout."),
