@@ -41,6 +41,20 @@ def test_an_exponent_is_no_size(tmp_path, command):
     assert "'1e3KB' is not a size" in refusal([*SIZE_OPTIONS[command], "1e3KB"], tmp_path)
 
 
+@pytest.mark.parametrize("command", SIZE_OPTIONS)
+def test_a_lowercase_b_is_bits_and_refused(tmp_path, command):
+    """`--budget 12Gb` was read as 12 GB, though a lowercase b is usually a bit (Gb: gigabits): the budget meant may
+    be 8 times smaller. It is refused in one line saying so and what to write; a study that stored such a spelling
+    (`--budgets 12Gb`) still matches it as the bytes it was read as then."""
+    from advisor.tune.budget import budget_key
+
+    said = refusal([*SIZE_OPTIONS[command], "12Gb"], tmp_path)
+    assert said.startswith(f"{SIZE_OPTIONS[command][-1]} '12Gb': Gb is gigabits; write 12GB or 12GiB"), said
+    assert "'150kb': kb is kilobits; write 150KB or 150KiB" in refusal([*SIZE_OPTIONS[command], "150kb"], tmp_path)
+    assert budget_key("12Gb") == budget_key("12GB") and budget_key("-") == "-"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("spelling", ["1e-3%", "inf%", "1_0%", "-5%"])
 def test_a_share_reads_the_number_syntax_of_a_size(tmp_path, spelling):
     said = refusal([*SIZE_OPTIONS["report"], spelling], tmp_path)

@@ -531,7 +531,9 @@ _UNITS = {
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
 }  # fmt: skip
-_SIZE = re.compile(rf"^\s*({DECIMAL})\s*([a-z]*|%)\s*$")
+_SIZE = re.compile(rf"^\s*({DECIMAL})\s*([a-z]*|%)\s*$", re.IGNORECASE)
+_BIT_PREFIXES = {"": "", "k": "kilo", "m": "mega", "g": "giga", "t": "tera",
+             "ki": "kibi", "mi": "mebi", "gi": "gibi", "ti": "tebi"}  # fmt: skip
 
 
 def is_zero_size(value: str) -> bool:
@@ -543,7 +545,8 @@ def is_zero_size(value: str) -> bool:
 
 
 def parse_budget(value: str | int | float, label: str = "budget ") -> int:
-    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int.
+    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int; a
+    unit in any case but a lowercase-b one ("12Gb": bits, `_refuse_bits`).
     `label` starts the error: the option, as every command names it ("--budget ", "--host-memory ")."""
     if isinstance(value, bool):
         raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
@@ -551,13 +554,26 @@ def parse_budget(value: str | int | float, label: str = "budget ") -> int:
         return _positive_bytes(value, value, label)
     if is_zero_size(str(value)):
         return _positive_bytes(0, value, label)
-    m = _SIZE.match(str(value).lower())
-    unit = m.group(2) if m else None
+    m = _SIZE.match(str(value))
+    unit = m.group(2).lower() if m else None
+    if m and unit in _UNITS and m.group(2).endswith("b"):
+        _refuse_bits(m.group(1), m.group(2), value, label)
     if not m or unit not in _UNITS:
         if m and not unit and float(m.group(1)) >= 2**20:
             return int(float(m.group(1)))  # a plain byte count
         raise UserError(f"{label}{value!r} is not a size; use e.g. 12GiB, 24GB, 8000MiB")
     return _positive_bytes(float(m.group(1)) * _UNITS[unit], value, label)
+
+
+def _refuse_bits(number: str, unit: str, given: object, label: str) -> None:
+    """`UserError` for a size in a lowercase-b unit: `12Gb` was read as 12 GB, though a lowercase b is usually a
+    bit (Gb, gigabits; Mb/s), so the budget the user meant may be 8 times smaller; the case of the prefix is free
+    (`12gB` is 12 GB, `12G` 12 GiB)."""
+    prefix = unit[:-1].lower()
+    p = prefix[:1].upper()
+    units = [f"{p}iB"] if prefix.endswith("i") else [f"{p}B", f"{p}iB"] if p else ["B"]
+    raise UserError(f"{label}{given!r}: {unit} is {_BIT_PREFIXES[prefix]}bits; write "
+                    f"{' or '.join(number + u for u in units)}")
 
 
 def _positive_bytes(n: float, given: object, label: str) -> int:

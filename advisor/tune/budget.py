@@ -463,10 +463,13 @@ def budget_key(spec: str) -> tuple[bool, float] | str:
     """A budget spelling as the budget it names (`memory_spec`'s value, and whether it is a share), so that two
     spellings of one budget ("90.5KiB", "90.5 KiB"; "25%", "25.0%") compare equal wherever budgets are matched
     (`memory_specs`, a study's stored `--budgets` baselines against `report --memory`). A share and a size stay
-    apart: a share's bytes depend on the model. A value that is no budget (no-cache's "-") is its own key."""
+    apart: a share's bytes depend on the model. A value that is no budget (no-cache's "-") is its own key. A
+    lowercase-b spelling a study stored before such units were refused as bits ("12Gb") is the bytes it was then."""
     try:
         value = memory_spec(spec)
     except UserError:
+        if spec.strip().endswith("b") and isinstance(key := budget_key(f"{spec.strip()[:-1]}B"), tuple):
+            return key
         return spec.strip()
     return spec.strip().endswith("%"), float(value)
 
