@@ -579,6 +579,31 @@ def test_postgresql_database_the_user_cannot_create_tables_in_is_refused_before_
     one_error_line(r, "has no schema on user", "search_path")
     before_model_load(r)
 
+def test_a_postgresql_url_without_a_database_says_the_server_took_the_user_name(tmp_path, monkeypatch):
+    """`--storage postgresql://advisor@127.0.0.1:5433/` (no database name) said libpq's 'database "advisor" does not
+    exist; check the URL and that the server runs': a database the user never named. The line says PostgreSQL took
+    the user name for it, for a reader and for tune (before the model loads); a named database that is missing
+    keeps the plain hint."""
+    base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
+    from sqlalchemy.engine import make_url
+
+    monkeypatch.delenv("PGDATABASE", raising=False)
+    url = make_url(base)
+    if url.username in (None, url.database):
+        pytest.skip("the test server's user has a database of its own name")
+    bare = url._replace(database=None).render_as_string(hide_password=False)  # (set() keeps a None)
+    said = (f"database \"{url.username}\" does not exist); the URL names no database, so PostgreSQL took the user name "
+            f"('{url.username}') as the database's name: end the URL with the database to use (.../DBNAME)")
+    one_error_line(advisor_entry("studies", "--storage", f"{bare}/", cwd=tmp_path), said)
+    r = advisor_entry("tune", "--trials", "1", "--storage", bare, cwd=tmp_path)
+    one_error_line(r, said.replace(");", ";"))
+    before_model_load(r)
+    line = one_error_line(advisor_entry("studies", "--storage", f"{bare}/no_such_db", cwd=tmp_path), "no_such_db")
+    assert line.endswith("check the URL and that the server runs"), line
+
+
 @pytest.mark.parametrize("name", ["a b", "-x", "x/y", "x" * 101, "x;rm"])
 def test_bad_study_names(tmp_path, name):
     r = advisor_entry("tune", "--study", name, cwd=tmp_path)

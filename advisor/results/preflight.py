@@ -168,7 +168,7 @@ def _check_server(url: str, *, write: bool) -> None:
             optuna_tables = write and inspect(c).has_table("alembic_version")
     except SQLAlchemyError as e:
         reason = mask_url(driver_reason(e))
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason)}") from e
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason, url)}") from e
     finally:
         engine.dispose()
     if optuna_tables:

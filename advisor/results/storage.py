@@ -355,14 +355,35 @@ def unusable_url(url: str, error: BaseException) -> UserError:
                      "~/.pgpass)")
 
 
-def server_hint(reason: str) -> str:
+def server_hint(reason: str, url: str = "") -> str:
     """What to do about a database server that could not be used, by the driver's `reason`: a password the
-    server asks for and the URL leaves out (as the `next:` commands `tune` and `recommend` print it), else the URL
-    and the server."""
+    server asks for and the URL leaves out (as the `next:` commands `tune` and `recommend` print it), a database
+    the server took for `url` naming none (`_unnamed_database`), else the URL and the server."""
     if "no password supplied" in reason:  # libpq's "fe_sendauth: no password supplied"
         return ("the server asks for a password the URL leaves out: set PGPASSWORD or add the password to ~/.pgpass "
                 "(or write it in the URL)")
-    return "check the URL and that the server runs"
+    return _unnamed_database(reason, url) or "check the URL and that the server runs"
+
+
+def _unnamed_database(reason: str, url: str) -> str | None:
+    """Where `url` names no database (`postgresql://user@host:5433/`) and the server has none of the name libpq
+    chose in its place - $PGDATABASE, else the user name - the hint that says so: libpq's 'database "advisor"
+    does not exist' named a database the user never wrote. None otherwise."""
+    missing = re.search(r'database "([^"]*)" does not exist', reason)
+    if missing is None or not url:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        named = make_url(url).database
+    except (ArgumentError, ValueError):
+        return None
+    if named:
+        return None
+    chosen = "$PGDATABASE" if os.environ.get("PGDATABASE") else "the user name"
+    return (f"the URL names no database, so PostgreSQL took {chosen} ({missing.group(1)!r}) as the database's "
+            "name: end the URL with the database to use (.../DBNAME)")
 
 
 def _unencodable_text(error: BaseException) -> str | None:
@@ -531,7 +552,7 @@ def unreadable_database(where: Any, error: BaseException, hint: str = "", study:
     if damaged_reason(error) is not None:  # the database reads, a server's too; a row in it does not decode
         return damaged_rows(where, error, study)
     if "://" in str(where) and not str(where).startswith("sqlite"):  # a database server: most often not reached
-        return UserError(f"cannot read advisor results from {where} ({reason}); {server_hint(reason)}")
+        return UserError(f"cannot read advisor results from {where} ({reason}); {server_hint(reason, str(where))}")
     where = where if isinstance(where, Path) else sqlite_path(where) or where
     cause = getattr(error, "orig", None) or error
     if getattr(cause, "sqlite_errorname", "") == "SQLITE_READONLY_ROLLBACK":  # a hot journal it may not roll back
@@ -1099,7 +1120,7 @@ def open_storage(
         if sqlite_path(url) is not None:  # creating the tables in a new file: a full disk, a file-size limit
             raise storage_failure(e, url) or unreadable_database(url, e) from e
         reason = mask_url(driver_reason(e))
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason)}") from e
+        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason, url)}") from e
     except (SQLAlchemyError, RuntimeError, ValueError) as e:
         if is_locked_error(e):
             raise locked_database(url) from e
