@@ -434,7 +434,9 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(title=f"studies in {shown}", title_justify="left", header_style="bold")
         counts = ("finished", "failed", "running", "waiting", "front")
-        for col in ("study", "model", "task", "space", "budget", "device", *counts, "updated (UTC)"):
+        gpus = any(r.gpu for r in rows)  # the --gpu column where a study was tuned for one: no wider listing else
+        for col in ("study", "model", "task", "space", "budget", "device", *(["gpu"] if gpus else []), *counts,
+                    "updated (UTC)"):
             table.add_column(col, justify="right" if col in counts else "left")
         records = []
         for r in rows:
@@ -444,9 +446,10 @@ def register(app: typer.Typer) -> None:
             numbers = (str(r.n_complete), failed_text(r.n_failed, r.n_retried), running, str(r.n_waiting),
                        str(r.front_size))
             task = study_task_text(engine, r.name, r.task, r.objectives)
-            table.add_row(r.name, r.model, task, r.space, budget, r.device, *numbers, updated)
+            gpu = [r.gpu or "-"] if gpus else []
+            table.add_row(r.name, r.model, task, r.space, budget, r.device, *gpu, *numbers, updated)
             records.append((r.name, [("model", r.model), ("task", task), ("space", r.space), ("budget", budget),
-                                     ("device", r.device), *zip(counts, numbers, strict=True),
+                                     ("device", r.device), *(("gpu", g) for g in gpu), *zip(counts, numbers, strict=True),
                                      ("updated", updated + " UTC" if r.updated_at else updated)]))
         print_fitted(console, table, records, wide=wide)
         silent = [r.name for r in rows if r.silent_s]
@@ -506,7 +509,8 @@ def register(app: typer.Typer) -> None:
         counts = (front_counts(len(points), summary.n_complete, summary.n_infeasible, summary.n_failed,
                                summary.n_retried) if summary else count(len(points), "point"))
         task = study_task_text(engine, study, p0.task, p0.objectives or (summary.objectives if summary else None))
-        title = f"Pareto front of {study}: {p0.model} on {task}, space {p0.space}{budget} ({counts})"
+        gpu = f", gpu {p0.hardware['name']}" if p0.hardware.get("name") else ""  # the --gpu it was tuned for
+        title = f"Pareto front of {study}: {p0.model} on {task}, space {p0.space}{budget}{gpu} ({counts})"
         written = ""
         if plots:  # before printing: a reader that stops early (`| head`) must not cost the plots
             from advisor.files import write_together

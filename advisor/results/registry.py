@@ -113,6 +113,9 @@ class StudySummary:
     n_unreadable: int = 0
     """Trials whose stored state Optuna never writes (a garbled row): counted only for `studies --delete`, which
     deletes them (`list_studies` refuses such a study otherwise)."""
+    gpu: str | None = None
+    """The --gpu profile the study was tuned for (its stored hardware profile's name), which prices its modelled
+    times; None where it was tuned without --gpu (or is no study of `advisor tune`)."""
 
 
 UNREADABLE = "unreadable"
@@ -240,6 +243,7 @@ def list_studies(engine: Engine, name: str | None = None, *, damaged: bool = Fal
             n_infeasible=over.get(study, 0),
             tuned=r is not None,
             n_unreadable=c.get(UNREADABLE, 0),
+            gpu=str(r.hardware["name"]) if r and isinstance(r.hardware, dict) and r.hardware.get("name") else None,
         ))
     return out
 
