@@ -19,7 +19,18 @@ import typer.core
 from typer._click.exceptions import BadParameter, NoSuchOption, UsageError  # typer >= 0.24 vendors click
 
 from advisor import __version__
-from advisor.commands import evaluate, export, models, offload, option_name, quant, recommend, report, tune
+from advisor.commands import (
+    CLICK_INT,
+    evaluate,
+    export,
+    models,
+    offload,
+    option_name,
+    quant,
+    recommend,
+    report,
+    tune,
+)
 from advisor.errors import INTERRUPTED, UserError
 from advisor.models import QUIET_LOGGERS
 
@@ -207,11 +218,11 @@ def _refuse_negative_argument(command: typer.core.TyperCommand, ctx: typer.Conte
 
 
 def _takes_int(param: typer.core.TyperArgument) -> bool:
-    """Whether an argument takes an integer (click's type, or typer 0.29's annotation where it keeps no type; an
-    `int_range` argument's parser, as click's type of it)."""
+    """Whether an argument takes an integer (click's type, whose name an `int_range` argument's parser has too, or
+    typer 0.29's annotation where it keeps no type)."""
     kind = getattr(param, "type", None)
     if kind is not None:
-        return getattr(kind, "name", "") == "integer" or getattr(getattr(kind, "func", None), "integer", False)
+        return getattr(kind, "name", "") == CLICK_INT
     return getattr(getattr(param, "type_descriptor", None), "annotation", None) is int
 
 

@@ -31,6 +31,20 @@ a larger value overflows (a traceback), while libgomp gives every thread a stack
 
 
 
+def _click_int_name() -> str:
+    """The name typer < 0.29 gives an integer (its click's `INT`: `integer` in 0.26, `int` in 0.28), which its
+    --help shows as the type of an option or argument (`INTEGER`, `<int>`); typer 0.29 keeps no click types."""
+    try:
+        from typer._click.types import INT  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return "int"
+    return str(INT.name)
+
+
+CLICK_INT = _click_int_name()
+"""An integer's type name in this typer's click (`advisor.cli._takes_int`, `int_range`'s parser)."""
+
+
 def int_range(low: int, high: int, what: str, why: str, see: str = "") -> dict[str, Any]:
     """The keyword arguments of an integer option or argument taking `low` to `high` where those are machine limits,
     checked by a callback: as min/max, the range filled --help with `[-9223372036854775808<=x<=18446744073709551615]`
@@ -49,7 +63,7 @@ def int_range(low: int, high: int, what: str, why: str, see: str = "") -> dict[s
         except ValueError:
             raise typer.BadParameter(f"'{value}' is not {what}: give a whole number from {low} to {high}{hint}") from None
 
-    parse.integer = True  # type: ignore[attr-defined]  # (click's type of it: `advisor.cli._takes_int`)
+    parse.__name__ = CLICK_INT  # typer < 0.29 shows the name in --help (`--seed <int>`, not `<parse>`)
 
     def check(value: int | None) -> int | None:
         """None is an option left out whose default is None (`eval --seed`, refused where it chooses nothing)."""
