@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 import typer.core
-from typer._click.exceptions import BadParameter, NoSuchOption, UsageError  # typer >= 0.24 vendors click
+from typer._click.exceptions import BadParameter, NoSuchOption, UsageError  # typer >= 0.26 vendors click
 
 from advisor import __version__
 from advisor.commands import (
@@ -235,7 +235,7 @@ for _info in app.registered_commands:  # every command, here once (none names a 
 def _program_name() -> str:
     """The program as the user ran it (`advisor`, `python -m advisor`), as click names it in a usage error's
     command path: one name for every usage error, given to click and used where it raised without a context."""
-    from typer._click.utils import _detect_program_name  # typer >= 0.24 vendors click
+    from typer._click.utils import _detect_program_name  # typer >= 0.26 vendors click
 
     return _detect_program_name()
 
@@ -256,7 +256,7 @@ def run() -> None:
     A `UserError`, a click usage error (unknown option, value of the wrong type) and a storage error from
     the database driver each become `error: ...` (passwords in URLs masked); Ctrl-C is one line, exit 130.
     """
-    from typer._click import exceptions as click_errors  # typer >= 0.24 vendors click
+    from typer._click import exceptions as click_errors  # typer >= 0.26 vendors click
 
     from advisor.results.preflight import mask_url
     from advisor.results.reconnect import watch_answers

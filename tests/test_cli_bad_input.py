@@ -2110,7 +2110,7 @@ def test_a_trial_that_is_no_whole_number_is_named_with_the_range_and_where_trial
 
 
 def test_an_int_range_parser_is_named_as_this_typers_integer():
-    """typer < 0.29 (pyproject takes >= 0.24) shows a parser's click type by its function's name in --help: with
+    """typer 0.26-0.28 (pyproject takes >= 0.26) shows a parser's click type by its function's name in --help: with
     c85367d's parser `--seed`, `--heartbeat` and export's TRIAL showed `<parse>` (0.28) or `PARSE` (0.26) where they
     showed `<int>` / `INTEGER`; the parser has the name of that typer's integer ("int" where it keeps no click types,
     0.29), which `advisor.cli._takes_int` reads too (checked by hand with typer 0.26.0 and 0.28.0)."""
