@@ -87,3 +87,18 @@ def test_a_resume_without_the_budgets_is_told_to_give_them(study, tmp_path):
     assert "was run with another memory budget (" in line, line
     assert ("it was tuned with --budgets 1%,90.5KiB,50%, whose largest is its budget; resume it with --budgets "
             "1%,90.5KiB,50% (or --budget ") in line, line
+
+
+def test_a_resume_is_told_budgets_it_takes_where_the_study_stored_a_lowercase_b(study, tmp_path):
+    """A study tuned with `--budgets 1%,90.5Kb,50%` before a lowercase-b unit was refused as bits (1902241) stored
+    that spelling; its resume without them was told "resume it with --budgets 1%,90.5Kb,50%", which is refused
+    ("'90.5Kb': Kb is kilobits"). The refusal names the stored budgets as they are read (90.5KB)."""
+    import optuna
+
+    db = tmp_path / "s.db"
+    shutil.copy(study[0], db)
+    url = f"sqlite:///{db}"
+    optuna.load_study(study_name="b", storage=url).set_user_attr("budgets_given", "1%,90.5Kb,50%")
+    r = invoke("tune", "tiny:qwen3_moe", "--space", "quick", "--more", "1", "--storage", url, "--study", "b")
+    line = str(r.exception)
+    assert "resume it with --budgets 1%,90.5KB,50% (or --budget " in line, line

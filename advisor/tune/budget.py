@@ -464,14 +464,28 @@ def budget_key(spec: str) -> tuple[bool, float] | str:
     spellings of one budget ("90.5KiB", "90.5 KiB"; "25%", "25.0%") compare equal wherever budgets are matched
     (`memory_specs`, a study's stored `--budgets` baselines against `report --memory`). A share and a size stay
     apart: a share's bytes depend on the model. A value that is no budget (no-cache's "-") is its own key. A
-    lowercase-b spelling a study stored before such units were refused as bits ("12Gb") is the bytes it was then."""
+    lowercase-b spelling a study stored before such units were refused as bits ("12Gb") is the bytes it was then
+    (`stored_spelling`)."""
+    spec = stored_spelling(spec)
     try:
         value = memory_spec(spec)
     except UserError:
-        if spec.strip().endswith("b") and isinstance(key := budget_key(f"{spec.strip()[:-1]}B"), tuple):
-            return key
-        return spec.strip()
-    return spec.strip().endswith("%"), float(value)
+        return spec
+    return spec.endswith("%"), float(value)
+
+
+def stored_spelling(spec: str) -> str:
+    """A budget a study stored, spelled as `memory_spec` takes it today: a lowercase-b unit stored before such units
+    were refused as bits ("12Gb", then read as 12 GB) with a B ("12GB"), so the resume a refusal tells the user to
+    run is not refused in turn; any other as stored (stripped)."""
+    spec = spec.strip()
+    for spelling in (spec, f"{spec[:-1]}B") if spec.endswith("b") else (spec,):
+        try:
+            memory_spec(spelling)
+        except UserError:
+            continue
+        return spelling
+    return spec
 
 
 def memory_specs(spec: str | None, option: str) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from advisor.results.registry import register_study
 from advisor.results.store import StudyRowGone, create_tables, save_front
 from advisor.results.trials import check_objective_values, checked_metric_names
 from advisor.tune.backend import Backend
-from advisor.tune.budget import BudgetFit, holds_blind_format_draws, holds_blind_hot_draws
+from advisor.tune.budget import BudgetFit, holds_blind_format_draws, holds_blind_hot_draws, stored_spelling
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler, sampler_name
@@ -384,7 +384,7 @@ def check_resume(name: str, stored: dict[str, Any], keys: dict[str, Any]) -> Non
                     now += f", both {format_bytes(stored[key], 2)} to two decimals"
                 shown = f"{was}; this run's: {now}"
                 if stored.get(BUDGETS_GIVEN) and stored[key]:  # a resume without them: say what sets its budget
-                    given = shlex.quote(str(stored[BUDGETS_GIVEN]))
+                    given = shlex.quote(",".join(stored_spelling(b) for b in str(stored[BUDGETS_GIVEN]).split(",")))
                     raise UserError(f"study {name!r} was run with another {what} ({shown}): it was tuned with "
                                     f"--budgets {given}, whose largest is its budget; resume it with --budgets "
                                     f"{given} (or --budget {int(stored[key])}B), choose a new --study name, or "
