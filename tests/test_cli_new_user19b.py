@@ -29,15 +29,15 @@ def test_tune_and_inspect_label_the_host_ram_they_measure_alike(tmp_path, monkey
 
 
 def test_inspect_names_the_budget_as_typed_beside_its_bytes(tmp_path, monkeypatch):
-    """`inspect --budget '3 mb'` headed its table "budget 2.86 MiB:", bytes the user never typed (3 mb is SI:
+    """`inspect --budget '3 MB'` headed its table "budget 2.86 MiB:", bytes the user never typed (3 MB is SI:
     3,000,000 bytes), where `tune` and `recommend` name the option beside them (`budget_text`)."""
     import torch
 
     torch.set_num_threads(1)
     monkeypatch.chdir(tmp_path)
-    r = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["inspect", "bundled", "--budget", " 3 mb"])
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["inspect", "bundled", "--budget", " 3 MB"])
     assert r.exit_code == 0, r.output
-    assert "budget 2.86 MiB (--budget 3 mb): resident weights" in r.output, r.output
+    assert "budget 2.86 MiB (--budget 3 MB): resident weights" in r.output, r.output
 
 
 def test_a_wait_note_wraps_at_the_terminals_width_as_every_other_note(tmp_path):
