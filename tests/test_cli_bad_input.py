@@ -583,7 +583,7 @@ def test_a_postgresql_url_without_a_database_says_the_server_took_the_user_name(
     """`--storage postgresql://advisor@127.0.0.1:5433/` (no database name) said libpq's 'database "advisor" does not
     exist; check the URL and that the server runs': a database the user never named. The line says PostgreSQL took
     the user name for it, for a reader and for tune (before the model loads); a named database that is missing
-    keeps the plain hint."""
+    keeps the plain hint, as does one named in the URL's query (?dbname=...)."""
     base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
@@ -601,6 +601,9 @@ def test_a_postgresql_url_without_a_database_says_the_server_took_the_user_name(
     one_error_line(r, said.replace(");", ";"))
     before_model_load(r)
     line = one_error_line(advisor_entry("studies", "--storage", f"{bare}/no_such_db", cwd=tmp_path), "no_such_db")
+    assert line.endswith("check the URL and that the server runs"), line
+    line = one_error_line(advisor_entry("studies", "--storage", f"{bare}/?dbname=no_such_db", cwd=tmp_path),
+                          "no_such_db")  # named in the query (libpq's own parameter): said "names no database"
     assert line.endswith("check the URL and that the server runs"), line
 
 

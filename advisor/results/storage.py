@@ -376,10 +376,10 @@ def _unnamed_database(reason: str, url: str) -> str | None:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        named = make_url(url).database
+        parsed = make_url(url)
     except (ArgumentError, ValueError):
         return None
-    if named:
+    if parsed.database or {"dbname", "service"} & set(parsed.query):  # ?dbname=X names one (a service may)
         return None
     chosen = "$PGDATABASE" if os.environ.get("PGDATABASE") else "the user name"
     return (f"the URL names no database, so PostgreSQL took {chosen} ({missing.group(1)!r}) as the database's "
