@@ -34,3 +34,18 @@ def test_studies_and_pareto_name_the_gpu_profile_a_study_was_tuned_for(tmp_path)
                            env={"COLUMNS": "80"})
     assert r.returncode == 0 and max(map(len, r.stdout.splitlines())) <= 80, r.stdout + r.stderr
     assert "space example, budget 2.73 MiB, gpu RTX 4090 24GB (39 points" in flat(r.stdout), r.stdout
+
+
+def test_studies_shows_a_gpu_profile_name_with_brackets_as_written(tmp_path):
+    """A profile's name is free text (`advisor profile --name 'rtx [home]'`); the studies table's cells were rich
+    markup, so e49a65c's gpu cell showed 'rtx [home] box' as 'rtx  box' and '[/]' in one was a MarkupError
+    traceback. Every cell is plain text (a study or model name too)."""
+    from advisor.hardware.profiles import get_gpu
+
+    shutil.copy(EXAMPLE, tmp_path / "g.db")
+    for name in ("rtx [home] box", "rtx [/] box"):
+        hw = json.dumps({**get_gpu("RTX 4090").to_dict(), "name": name})
+        with sqlite3.connect(tmp_path / "g.db") as c:
+            c.execute("UPDATE advisor_study SET hardware = ?", (hw,))
+        r = advisor_in_process("studies", "--storage", "g.db", cwd=tmp_path, env={"COLUMNS": "200"})
+        assert r.returncode == 0 and f"│ {name} │" in r.stdout, r.stdout + r.stderr

@@ -418,6 +418,7 @@ def register(app: typer.Typer) -> None:
             return
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         from advisor.results.preflight import mask_url
         from advisor.results.registry import SILENT_AFTER_S, list_studies, study_task_text
@@ -447,7 +448,8 @@ def register(app: typer.Typer) -> None:
                        str(r.front_size))
             task = study_task_text(engine, r.name, r.task, r.objectives)
             gpu = [r.gpu or "-"] if gpus else []
-            table.add_row(r.name, r.model, task, r.space, budget, r.device, *gpu, *numbers, updated)
+            cells = (r.name, r.model, task, r.space, budget, r.device, *gpu, *numbers, updated)
+            table.add_row(*map(Text, cells))  # plain text: a name such as 'rtx [home]' is no markup
             records.append((r.name, [("model", r.model), ("task", task), ("space", r.space), ("budget", budget),
                                      ("device", r.device), *(("gpu", g) for g in gpu), *zip(counts, numbers, strict=True),
                                      ("updated", updated + " UTC" if r.updated_at else updated)]))
