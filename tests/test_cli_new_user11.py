@@ -153,6 +153,11 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
               str(tmp_path / "s.db"), "--study", "g"])
     text = " ".join(again.stdout.split())
     assert again.exit_code == 0 and "nothing to run" in text and "loading" not in text and note.search(text), text
+    shares = CliRunner(env={"ADVISOR_PROFILES_DIR": str(pp), "COLUMNS": "400"}).invoke(  # --budgets set the budget:
+        app, ["tune", "tiny:qwen3_moe", "--space", "quick", "--trials", "1", "--gpu", "myhost", "--budgets", "50%",
+              "--storage", str(tmp_path / "s.db"), "--study", "b"])  # no note asking for --budget
+    text = " ".join(shares.stdout.split())
+    assert shares.exit_code == 0 and "(the largest of --budgets)" in text and "CPU profile" not in text, text
     example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
     rec = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(example), "--gpu", "myhost"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)

@@ -225,7 +225,7 @@ def _say_done(console, name: str, done, opts, storage: str, wide: bool, profile)
     # the header's model, task, space, device, budget and objectives, from the stored values (no sampler: nothing
     # is drawn), so the answer says what it is of as the full path's does
     console.print(_header_text(done.model, done.space, opts, done.budget_bytes, done.budget_note, None, profile))
-    if note := _cpu_profile_note(profile, done.budget_note):
+    if note := _cpu_profile_note(profile, done.budget_note, opts.budgets):
         console.print(note, markup=False)
     _say_nothing_to_run(console, name, done.n_complete, opts.total_trials)
     result = SimpleNamespace(storage_url=storage, study_name=name, n_waiting=done.n_waiting,
@@ -679,7 +679,7 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
         console.print(_header_text(backend, space, opts, budget_bytes, budget_note, sampler, profile)
                       + (f"\nbudget-aware: {drawn_within}; warm start: "
                          "per plan, the most cache that fits" if budget_bytes else ""))
-        if note := _cpu_profile_note(profile, budget_note):
+        if note := _cpu_profile_note(profile, budget_note, opts.budgets):
             console.print(note, markup=False)
         if getattr(backend, "offloaded", False):
             console.print(f"loading: {_load_note(backend.loaded, budget_bytes)}\n{backend.store_note()}", markup=False)
@@ -804,10 +804,11 @@ def _header_text(model, space, opts, budget_bytes: int | None, budget_note: str,
             + (f"sampler {sampler} | " if sampler else "") + f"mode {opts.mode}")
 
 
-def _cpu_profile_note(profile, budget_note: str) -> str | None:
-    """The note under the header where --gpu names a CPU profile and --budget is not given: its memory is the host's
-    RAM, which is no GPU budget (the space's default budget is kept)."""
-    if profile is None or not profile.host_only or budget_note.startswith("--budget "):
+def _cpu_profile_note(profile, budget_note: str, budgets: tuple[str, ...]) -> str | None:
+    """The note under the header where --gpu names a CPU profile and neither --budget nor --budgets is given: its
+    memory is the host's RAM, which is no GPU budget (the space's default budget is kept). Where --budgets set the
+    budget the RAM was never it, and 'give --budget' would ask for what they give."""
+    if profile is None or not profile.host_only or budget_note.startswith("--budget ") or budgets:
         return None
     return (f"note: --gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU): its link "
             f"and CPU expert times price the study, but its {format_bytes(profile.memory_bytes, BUDGET_DIGITS)} is "
