@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,25 +153,6 @@ def _scored_blocks(loaded, input_ids: torch.Tensor, attention_mask: torch.Tensor
         del scored
 
 
-@contextmanager
-def through_seam(loaded) -> Iterator[None]:
-    """The model's own weights computed through the advisor seam, as every plan's runtime computes (bitwise
-    transformers' eager experts loop): a resident fused model otherwise runs transformers' default kernel
-    (`grouped_mm`), whose bf16 rounding differs (a bf16 DiffusionGemma: top-1 agreement 0.9 for its own bf16
-    plan), so the reference would not be the plan's full-precision twin. Kept as it is when a runtime is
-    attached; an offloaded model computes through the seam already."""
-    from advisor.models.view import attach_runtime, detach_runtime
-
-    if getattr(loaded, "offloaded", False) or getattr(loaded.moe[0].experts_module, "_advisor", None) is not None:
-        yield
-        return
-    attach_runtime(loaded.model, None, layers=loaded.moe)
-    try:
-        yield
-    finally:
-        detach_runtime(loaded.model)
-
-
 def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits:
     """Log-probs of the (full-precision) model at the scored positions of `prompts_ids`.
 
@@ -188,6 +168,8 @@ def reference_logits(loaded, prompts_ids, *, keep: int = 256) -> ReferenceLogits
         raise ValueError("no scored positions: diffusion inputs need mask tokens in their canvas")
     n, at = int(pos.sum()), 0
     values = indices = top1 = None
+    from advisor.models.view import through_seam
+
     with through_seam(loaded):  # the generator's forwards run inside it
         for block in _scored_blocks(loaded, ids, attn, pos):  # only what is kept leaves the block
             log_probs = F.log_softmax(block, dim=-1)

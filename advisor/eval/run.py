@@ -350,7 +350,7 @@ def attached(loaded, runtime) -> Iterator[None]:
     `eval MODEL` measures what a tune trial's full-precision plan and the fidelity reference do (transformers'
     default kernel, grouped_mm, decodes a bf16 DiffusionGemma to other tokens)."""
     if runtime is None:
-        from advisor.eval.fidelity import through_seam
+        from advisor.models.view import through_seam
 
         with through_seam(loaded):
             yield

@@ -13,7 +13,8 @@ both route through the same runtime, because they hold the same experts. If the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,6 +273,23 @@ def detach_runtime(model: nn.Module) -> None:
         for config, implementation in per_config:
             config._experts_implementation_internal = implementation
         del model._advisor_previous_experts
+
+
+@contextmanager
+def through_seam(loaded) -> Iterator[None]:
+    """The model's own weights computed through the advisor seam, as every plan's runtime computes (bitwise
+    transformers' eager experts loop): a resident fused model otherwise runs transformers' default kernel
+    (`grouped_mm`), whose bf16 rounding differs (a bf16 DiffusionGemma: top-1 agreement 0.9 for its own bf16
+    plan), so the reference would not be the plan's full-precision twin. Kept as it is when a runtime is
+    attached; an offloaded model computes through the seam already."""
+    if getattr(loaded, "offloaded", False) or getattr(loaded.moe[0].experts_module, "_advisor", None) is not None:
+        yield
+        return
+    attach_runtime(loaded.model, None, layers=loaded.moe)
+    try:
+        yield
+    finally:
+        detach_runtime(loaded.model)
 
 
 def model_and_moe(x: Any) -> tuple[nn.Module | None, list[MoELayer]]:
