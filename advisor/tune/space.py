@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from advisor.errors import UserError
 from advisor.offload.miss import MISS_POLICIES
@@ -257,7 +257,7 @@ class SearchSpace:
         return (f"the {self.name} space's precision.groups = {self.groups} is more than the model's "
                 f"{count(n_layers, 'MoE layer')}: tuning {count(n_layers, 'group')}, one per layer")
 
-    def refuse(self, key: str, what: str) -> None:
+    def refuse(self, key: str, what: str) -> NoReturn:
         """Refuse the value of dotted `key` in this space's file with its file:line, as its parser does."""
         raise UserError(f"{_where(self.source, self.text, key)}: {key}: {what}")
 
@@ -271,12 +271,10 @@ class SearchSpace:
         if "accuracy" not in self.objectives:
             return self
         if not self.shipped:
-            key = "objectives.accuracy"
-            raise UserError(f"{_where(self.source, self.text, key)}: {key}: {model} has no tokenizer, so task "
-                            "accuracy cannot be measured; leave --space out or give a shipped space (--space "
-                            "quick, default or dllm: their accuracy objective is then tuned as fidelity_top1, top-1 "
-                            "agreement with full precision), or write fidelity_top1 = \"maximize\" in this file "
-                            "instead of accuracy")
+            self.refuse("objectives.accuracy", f"{model} has no tokenizer, so task accuracy cannot be measured; leave "
+                        "--space out or give a shipped space (--space quick, default or dllm: their accuracy objective "
+                        "is then tuned as fidelity_top1, top-1 agreement with full precision), or write fidelity_top1 "
+                        "= \"maximize\" in this file instead of accuracy")
         text, n = re.subn(r"(?m)^(\s*)accuracy(\s*=.*)$",
                           r"\1fidelity_top1\2  # accuracy in the shipped file: " + NO_TOKENIZER, self.text)
         derived = parse_space(text, self.source)
@@ -298,9 +296,8 @@ class SearchSpace:
         written. A shipped space's groups (dllm's 4) are cut to the layers instead, as `groups_note` says: its
         user wrote no number, and a small model would otherwise have no shipped space to tune with."""
         if self.groups != "per_layer" and int(self.groups) > n_layers and not self.shipped:
-            key = "precision.groups"
-            raise UserError(f"{_where(self.source, self.text, key)}: {key}: {self.groups} exceeds the model's "
-                            f"{n_layers} MoE layers; use at most {n_layers} or \"per_layer\"")
+            self.refuse("precision.groups", f"{self.groups} exceeds the model's {n_layers} MoE layers; use at most "
+                        f"{n_layers} or \"per_layer\"")
         for key, dom, cap, what in (("cache.slots_per_layer", self.slots, num_experts, "experts per layer"),
                                     ("cache.expert_budget", self.expert_budget, num_experts * n_layers,
                                      "experts in all MoE layers")):
@@ -311,26 +308,23 @@ class SearchSpace:
             if bad:
                 shown = ", ".join(f"{v:g}" for v in bad)
                 verb = "exceeds" if len(bad) == 1 else "exceed"
-                raise UserError(f"{_where(self.source, self.text, key)}: {key}: {shown} {verb} the model's "
-                                f"{cap} {what}; use at most {cap} or \"all\"")
+                self.refuse(key, f"{shown} {verb} the model's {cap} {what}; use at most {cap} or \"all\"")
         if self.expert_budget is not None:  # every MoE layer keeps at least one slot
             dom = self.expert_budget
             small = [v for v in (dom.choices or (dom.high,)) if v != "all" and v < n_layers]
             if small:
-                key = "cache.expert_budget"
                 shown = ", ".join(f"{v:g}" for v in small)
-                raise UserError(f"{_where(self.source, self.text, key)}: {key}: {shown} is fewer slots than the "
-                                f"model's {n_layers} MoE layers (each keeps one); use at least {n_layers} or \"all\"")
+                self.refuse("cache.expert_budget", f"{shown} is fewer slots than the model's {n_layers} MoE layers "
+                            f"(each keeps one); use at least {n_layers} or \"all\"")
 
     def check_mode(self, mode: str) -> None:
         """Refuse `lookahead` prefetch in a `--mode replay` study, naming the file and line: replay predicts the
         next layer's experts from the recorded routing (a perfect predictor), which the runtime's router-based
         prediction is not, so its oracle-optimistic bytes and times would win the front."""
         if mode == "replay" and "lookahead" in self.prefetch.values():
-            key = "cache.prefetch"
-            raise UserError(f"{_where(self.source, self.text, key)}: {key}: \"lookahead\" replays with the "
-                            "recorded next-layer routing as a perfect predictor, which the runtime does not have; "
-                            "use \"none\" or \"prev_step\", or --mode live (it predicts with the next router)")
+            self.refuse("cache.prefetch", "\"lookahead\" replays with the recorded next-layer routing as a perfect "
+                        "predictor, which the runtime does not have; use \"none\" or \"prev_step\", or --mode live (it "
+                        "predicts with the next router)")
 
     def suggest(self, trial: Any, n_layers: int, num_experts: int) -> dict[str, Any]:
         """Draw every searched knob from an Optuna trial; fixed knobs are filled in without a suggestion.
