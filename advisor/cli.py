@@ -289,7 +289,7 @@ def run() -> None:
             _fail(f"cannot use '{shown}': file name too long ({len(name.encode())} bytes; most file systems take "
                   "255 per name and 4096 per path); give a shorter path", 2)
         except Exception as e:
-            from advisor.results.storage import is_locked_error, locked_database, storage_failure
+            from advisor.results.storage_errors import is_locked_error, locked_database, storage_failure
 
             failure = storage_failure(e)  # a server gone, a disk full: also under another error Optuna raised
             if failure is not None:

@@ -33,7 +33,7 @@ from advisor.results.config_view import (
     steps_counted_note,
 )
 from advisor.results.front import FrontPoint, format_metric, quality_metric, source_kinds
-from advisor.results.storage import DEFAULT_STORAGE, storage_flag
+from advisor.results.urls import DEFAULT_STORAGE, storage_flag
 from advisor.units import BUDGET_DIGITS, budget_text, digits_apart, names_text, size_argument
 
 if TYPE_CHECKING:

@@ -99,7 +99,7 @@ def pg_schema_url():
         pytest.skip("ADVISOR_TEST_POSTGRES_URL is not set (source .ci/start_postgres.sh to start a local server)")
     from sqlalchemy import create_engine, text
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     schema = f"t_{uuid.uuid4().hex[:8]}"
     admin = create_engine(normalize_url(base))

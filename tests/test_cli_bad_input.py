@@ -468,7 +468,8 @@ def test_open_storage_on_an_unreachable_server_masks_the_password():
     """The tune checks storage first (`preflight`), but a server that stops answering after the check reaches
     `open_storage`'s own messages: they hide the password too."""
     from advisor.errors import UserError
-    from advisor.results.storage import normalize_url, open_storage
+    from advisor.results.storage import open_storage
+    from advisor.results.urls import normalize_url
 
     with pytest.raises(UserError, match=r"cannot connect to storage .*bob:\*\*\*@127\.0\.0\.1") as e:
         open_storage(normalize_url(PG_URL), heartbeat_interval=None)
@@ -524,7 +525,7 @@ def test_report_gives_up_on_a_server_that_goes_silent_after_the_look_at_its_tabl
     import optuna
     from sqlalchemy.engine import make_url
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     optuna.storages.RDBStorage(normalize_url(base)).engine.dispose()  # the study tables exist, as after any tune
     real = make_url(base)
@@ -1854,7 +1855,7 @@ def test_a_storage_url_no_driver_takes_is_refused_with_an_example_that_runs_as_s
 def test_a_storage_url_no_driver_takes_is_the_same_line_in_every_command(tmp_path, command):
     """report said "cannot use storage ... (reason); give a SQLAlchemy URL such as ... or postgresql://..." of a
     URL no driver takes, the other readers "cannot open storage 'foo://u:secret@bar': reason. Use a SQLAlchemy URL
-    such as ..." - with the URL's password shown. One line (`storage.unusable_url`) now, password hidden."""
+    such as ..." - with the URL's password shown. One line (`storage_errors.unusable_url`) now, password hidden."""
     r = advisor_entry(*command, "--storage", "foo://u:secret@bar", cwd=tmp_path)
     line = one_error_line(r, "cannot use storage 'foo://u:***@bar' (Can't load plugin: sqlalchemy.dialects:foo); "
                              "give a SQLAlchemy URL such as sqlite:///studies/advisor.db or postgresql://user@host/db")

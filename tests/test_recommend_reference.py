@@ -21,7 +21,7 @@ def _study(db: Path | str, trials: list[tuple], front: list[int], baseline: dict
     SQLite file `db`, or at the storage URL `db`."""
     import optuna
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     meta = {**model_meta(), "dtype": dtype}
     url = f"sqlite:///{db}" if isinstance(db, Path) else db

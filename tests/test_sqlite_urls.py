@@ -1,5 +1,5 @@
 """A SQLite --storage URL names one file - the one SQLite opens - for every command: the lock files beside it,
-tune's checks and the directory it makes, and the read-only commands all take it from `storage.sqlite_path`,
+tune's checks and the directory it makes, and the read-only commands all take it from `urls.sqlite_path`,
 read as SQLAlchemy hands the URL to sqlite3 (its path percent-decoded; `file:` a SQLite URI only with
 `uri=true`, otherwise part of the file's name)."""
 
@@ -168,7 +168,7 @@ def test_a_printed_storage_flag_leaves_the_password_out_and_keeps_the_rest():
     """The `--storage` of tune's `next:` and recommend's `Export it:` commands: a masked `***` was sent by libpq
     as the password; the password is left out (libpq reads PGPASSWORD or ~/.pgpass), the rest kept as given.
     The PostgreSQL test in test_recommend_choice runs such a printed command; this one needs no server."""
-    from advisor.results.storage import storage_flag
+    from advisor.results.urls import storage_flag
 
     assert storage_flag("postgresql+psycopg2://bob:s3cr%40t@db.example:5433/advisor?sslmode=require") == (
         " --storage 'postgresql+psycopg2://bob@db.example:5433/advisor?sslmode=require'")

@@ -169,7 +169,7 @@ def test_a_worker_that_opened_a_new_file_holds_its_seeding_turn_so_it_is_not_rem
 
 _SEEDING = """
 import sys, time
-from advisor.results.storage import sqlite_lock
+from advisor.results.locks import sqlite_lock
 with sqlite_lock(sys.argv[1], "seed"):  # a worker seeding the study (measuring the CPU expert times: minutes)
     print("HELD", flush=True)
     sys.stdin.readline() if sys.argv[2] == "until-told" else time.sleep(float(sys.argv[2]))
@@ -266,7 +266,7 @@ def test_a_holder_of_the_seeding_turn_at_work_is_waited_for_past_the_limit(tmp_p
 
 
 class _FullDisk:
-    """`os` for `advisor.results.storage`, whose `write` fails as on a full disk from its `after`-th call on."""
+    """`os` for `advisor.results.locks`, whose `write` fails as on a full disk from its `after`-th call on."""
 
     def __init__(self, after: int) -> None:
         self.calls, self.after = 0, after
@@ -285,12 +285,12 @@ def test_a_holder_that_cannot_write_its_first_beat_seeds_without_beats(tmp_path,
     """A full disk at the seeding turn's first beat (a new file's first block) raised the OSError out of the turn -
     a traceback from `tune` where the docstring promised 'no beats' - or, written empty, would read to a waiter as
     a holder that stopped. The turn is taken and the work runs; no beat file is left (waiters cannot judge)."""
-    from advisor.results import storage
+    from advisor.results import locks
 
     db = tmp_path / "s.db"
-    monkeypatch.setattr(storage, "os", _FullDisk(after=0))
+    monkeypatch.setattr(locks, "os", _FullDisk(after=0))
     ran = False
-    with storage.sqlite_lock(f"sqlite:///{db}", "seed"):
+    with locks.sqlite_lock(f"sqlite:///{db}", "seed"):
         ran = True
         assert not Path(f"{db}.seed.beat").exists()
     assert ran
@@ -300,13 +300,13 @@ def test_a_holder_whose_beats_fail_leaves_no_beat_file_that_reads_as_stopped(tmp
     """A beat that fails while the turn is held (a disk full) stopped the beats but left the file: unchanged, it
     read to a waiter as a stopped holder, given up on in an error after ADVISOR_SQLITE_TIMEOUT_S though the holder
     was at work. The file goes with the beats."""
-    from advisor.results import storage
+    from advisor.results import locks
 
     monkeypatch.setenv("ADVISOR_SQLITE_TIMEOUT_S", "0.25")  # a beat every 0.05 s
     db = tmp_path / "s.db"
     full = _FullDisk(after=1)
-    monkeypatch.setattr(storage, "os", full)
-    with storage.sqlite_lock(f"sqlite:///{db}", "seed"):
+    monkeypatch.setattr(locks, "os", full)
+    with locks.sqlite_lock(f"sqlite:///{db}", "seed"):
         assert Path(f"{db}.seed.beat").read_text().startswith(f"pid={os.getpid()} ")
         deadline = time.monotonic() + 5
         while full.calls < 2 and time.monotonic() < deadline:
@@ -566,7 +566,7 @@ def server():
     import optuna
     from sqlalchemy.engine import make_url
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     real = make_url(normalize_url(base))
     proxy = _Proxy(real.host or "127.0.0.1", real.port or 5432)
@@ -720,10 +720,10 @@ def test_a_tiny_pg_wait_does_not_make_a_lock_holder_beat_in_a_busy_loop(monkeypa
     server a `SELECT 1` every 0.2 ms, thousands a second. Its interval is now floored at 0.05 s."""
     import time
 
-    from advisor.results import storage
+    from advisor.results import locks
 
     monkeypatch.setenv("ADVISOR_PG_WAIT_S", "0.001")
-    assert storage.beat_s() == 0.05
+    assert locks.beat_s() == 0.05
 
     class Session:  # counts the beats a holder's lock session is sent
         beats = 0
@@ -735,13 +735,13 @@ def test_a_tiny_pg_wait_does_not_make_a_lock_holder_beat_in_a_busy_loop(monkeypa
             pass
 
     session = Session()
-    with storage._beating(session):
+    with locks._beating(session):
         time.sleep(0.3)
     assert 1 <= session.beats <= 7, session.beats  # every 0.05 s; unfloored, hundreds
     monkeypatch.setenv("ADVISOR_PG_WAIT_S", "20")
-    assert storage.beat_s() == 4.0  # a fifth of the wait, as before
+    assert locks.beat_s() == 4.0  # a fifth of the wait, as before
     monkeypatch.setenv("ADVISOR_PG_WAIT_S", "inf")
-    assert storage.beat_s() == 5.0
+    assert locks.beat_s() == 5.0
 
 
 @pytest.mark.postgres

@@ -99,7 +99,7 @@ class _Server:
     def trials(self, study: str) -> list:
         import optuna
 
-        from advisor.results.storage import normalize_url
+        from advisor.results.urls import normalize_url
 
         storage = optuna.storages.RDBStorage(normalize_url(self.url))
         try:
@@ -307,7 +307,7 @@ def test_a_worker_waiting_for_the_study_lock_is_not_a_silent_server(pg):
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ProgrammingError
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     study = "seed-lock"
     engine = create_engine(normalize_url(pg.url))
@@ -551,7 +551,7 @@ def test_a_restart_that_cuts_the_creation_or_seeding_of_a_new_study_is_redone(pg
     import optuna
     import psycopg2
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     study = f"restart-seed-{table}"
     optuna.storages.RDBStorage(normalize_url(pg.url)).engine.dispose()  # Optuna's tables (a fresh server has none)
@@ -617,7 +617,7 @@ def test_a_restart_that_cuts_the_seeding_of_a_new_study_after_its_attributes_kee
     import optuna
     import psycopg2
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     study = "restart-seed-cpu"
     optuna.storages.RDBStorage(normalize_url(pg.url)).engine.dispose()  # Optuna's tables (a fresh server has none)

@@ -30,7 +30,7 @@ def study(pg_url):
     """A study name of its own, deleted after."""
     import optuna
 
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     name = f"pgwait-{uuid.uuid4().hex[:8]}"
     yield name
@@ -85,7 +85,7 @@ def _reading_fronts(pg_url: str, study: str, monkeypatch, fail: bool) -> tuple[o
     from psycopg2 import extensions, extras
 
     from advisor.results import read, store
-    from advisor.results.storage import normalize_url
+    from advisor.results.urls import normalize_url
 
     own_waits: list[object] = []
 
@@ -286,7 +286,8 @@ def test_a_query_the_server_answers_looks_nothing_up(pg_url, monkeypatch):
     from sqlalchemy import create_engine, text
 
     from advisor.results import reconnect
-    from advisor.results.storage import engine_kwargs, normalize_url
+    from advisor.results.connections import engine_kwargs
+    from advisor.results.urls import normalize_url
 
     url = normalize_url(pg_url)
     with reconnect.watch_answers():

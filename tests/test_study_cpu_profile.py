@@ -390,8 +390,8 @@ def test_two_workers_resuming_on_postgresql_complete_the_stored_times_once(tmp_p
     import optuna
     from sqlalchemy import text
 
-    from advisor.results.storage import normalize_url
     from advisor.results.store import engine_for, save_front
+    from advisor.results.urls import normalize_url
 
     base = os.environ.get("ADVISOR_TEST_POSTGRES_URL")
     if not base:

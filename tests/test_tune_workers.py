@@ -18,8 +18,8 @@ import pytest
 from tune_helpers import FIDELITY_SPACE
 
 from advisor.results.evalcache import EvalCache
-from advisor.results.storage import normalize_url
 from advisor.results.store import engine_for, load_fronts
+from advisor.results.urls import normalize_url
 
 HELPER = str(Path(__file__).parent / "tune_helpers.py")
 
@@ -447,6 +447,7 @@ def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_fi
 
     from optuna.trial import create_trial
 
+    from advisor.results import locks
     from advisor.results import storage as st
     from advisor.results.read import read_fronts
     from advisor.results.registry import register_study
@@ -463,7 +464,7 @@ def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_fi
     create_tables(engine)
     register_study(engine, "w", model="m", model_fingerprint="f", task="toy", space="s", space_fingerprint="s",
                    budget_bytes=None, device="cpu", hardware={}, objectives={}, sampler="tpe")  # as `run_tune` does
-    real_lock, waited = st.sqlite_lock, []
+    real_lock, waited = locks.sqlite_lock, []
 
     @contextmanager
     def lock(u, purpose=""):
@@ -474,7 +475,7 @@ def test_front_writer_that_waited_for_the_lock_keeps_the_trial_another_worker_fi
         with real_lock(u, purpose):
             yield
 
-    monkeypatch.setattr(st, "sqlite_lock", lock)
+    monkeypatch.setattr(locks, "sqlite_lock", lock)
     save_study_front(worker_a, engine)
     assert waited
     assert sorted(p.trial_number for p in read_fronts(url, "w")) == [0, 1]

@@ -331,7 +331,7 @@ def test_tune_refuses_a_storage_file_typed_with_a_trailing_slash(tmp_path, stora
 def test_readers_refuse_a_storage_file_typed_with_a_trailing_slash_as_tune_does(tmp_path, args, storage):
     """`studies`, `pareto`, `recommend`, `export` and `report` with `--storage x.db/` read the file x.db (Path and
     SQLite drop the '/'), where `tune` refuses the name (above). One definition now
-    (`storage.refuse_directory_url`): the same line, with 'read' for 'write', exit 2, and nothing read or written.
+    (`urls.refuse_directory_url`): the same line, with 'read' for 'write', exit 2, and nothing read or written.
     `studies --delete` writes, and says 'write' (it said 'read')."""
     from tests.cli_helpers import advisor_entry, one_error_line
 

@@ -19,7 +19,7 @@ import typer
 
 from advisor.errors import UserError, check_device_name
 from advisor.files import OUTPUT, P, home_path  # noqa: F401 - OUTPUT: the commands import it from here
-from advisor.results.storage import DEFAULT_STORAGE
+from advisor.results.urls import DEFAULT_STORAGE
 from advisor.units import SAMPLER_SEED_MAX, SEED_MAX, SEED_MIN, format_bytes
 
 if TYPE_CHECKING:

@@ -43,8 +43,9 @@ PLOTS_DIR = "studies/plots"
 def _existing_engine(storage: str, *, write: bool = False):
     """An engine on an existing database; a missing SQLite file is a UserError (never created by readers;
     `write`: the caller writes to it)."""
-    from advisor.results.storage import normalize_url, require_database
+    from advisor.results.storage import require_database
     from advisor.results.store import engine_for
+    from advisor.results.urls import normalize_url
 
     url = normalize_url(storage, create_dirs=False)
     require_database(url, write=write)
@@ -544,7 +545,8 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         list_studies,
         live_trials,
     )
-    from advisor.results.storage import DamagedRows, normalize_url, sqlite_options, storage_flag
+    from advisor.results.storage_errors import DamagedRows
+    from advisor.results.urls import normalize_url, sqlite_options, storage_flag
     from advisor.terminal import print_wrapped
 
     engine = _existing_engine(storage, write=True)
@@ -830,7 +832,7 @@ def _print_stored_in(console, storage_url: str, study: str) -> None:
     import shlex
 
     from advisor.results.preflight import mask_url
-    from advisor.results.storage import storage_flag
+    from advisor.results.urls import storage_flag
     from advisor.terminal import print_wrapped
 
     name = shlex.quote(study)
@@ -885,8 +887,8 @@ def _queued_note(result, opts) -> str:
     """The note on queued trials this run left, as the study stands now: another worker on the study may have
     taken some since the run ended (its count was read then), and one still running trials may take the rest."""
     from advisor.results.registry import list_studies
-    from advisor.results.storage import storage_flag
     from advisor.results.store import engine_for
+    from advisor.results.urls import storage_flag
 
     try:
         engine = engine_for(result.storage_url)

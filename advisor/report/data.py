@@ -11,23 +11,22 @@ from functools import cached_property
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.results.connections import engine_kwargs
 from advisor.results.front import METRICS, FrontPoint
 from advisor.results.preflight import mask_url
 from advisor.results.reconnect import watch_answers
-from advisor.results.storage import (
-    DEFAULT_STORAGE,
+from advisor.results.storage import require_database
+from advisor.results.storage_errors import (
     damaged_reason,
     damaged_rows,
     driver_reason,
-    engine_kwargs,
     is_locked_error,
     locked_database,
-    normalize_url,
     other_optuna_schema,
-    require_database,
 )
 from advisor.results.store import engine_for, load_fronts
 from advisor.results.trials import check_objective_values, checked_metric_names, is_number
+from advisor.results.urls import DEFAULT_STORAGE, normalize_url
 from advisor.units import count, names_text
 
 

@@ -2,8 +2,9 @@
 
 The front point record and its metric names (`front`), the fast stdlib reader of stored fronts (`read`)
 and of any one trial from Optuna's tables (`trials`),
-the one reader of a stored trial configuration (`config_view`), storage URLs and Optuna storages
-(`storage`; `reconnect`: riding out a PostgreSQL restart, waiting for a server that stops answering; `sqlite_storage`: Optuna's storage with beats that
+the one reader of a stored trial configuration (`config_view`), Optuna storages (`storage`; storage URLs:
+`urls`; connections: `connections`; the lines for storage failures: `storage_errors`; the workers' locks:
+`locks`; `reconnect`: riding out a PostgreSQL restart, waiting for a server that stops answering; `sqlite_storage`: Optuna's storage with beats that
 outlive a brief failure and atomic queue claims on SQLite), the project's tables (`store`) and their queries (`registry`: studies; `evalcache`: plan-only
 measurements). The read side (recommend, export, report, studies, pareto) depends on this package, never on
 the tuner. May import `advisor.quant.spec`/`plan` (torch-free), the leaf modules, the standard library and

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from advisor.results.reconnect import redo_when_cut
-from advisor.results.storage import unique_violation
+from advisor.results.storage_errors import unique_violation
 from advisor.results.store import EvalCacheRow, EvalLeaseRow, create_tables
 
 LEASE_S = 30.0

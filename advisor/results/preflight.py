@@ -15,18 +15,16 @@ from typing import TYPE_CHECKING
 
 from advisor.errors import UserError
 from advisor.files import check_parent, no_new_file, special_kind
-from advisor.results.storage import (
-    connect_read_only,
+from advisor.results.connections import connect_read_only, engine_kwargs
+from advisor.results.storage_errors import (
     driver_reason,
-    engine_kwargs,
     foreign_tables,
-    mask_url,
     server_hint,
-    sqlite_options,
     tables_text,
     unreadable_database,
     unusable_url,
 )
+from advisor.results.urls import mask_url, sqlite_options
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -36,13 +34,8 @@ def check_storage(url: str, *, write: bool) -> str:
     """The normalized URL of a usable database, or one `UserError`. Readers need an existing database; a
     writer (`advisor tune`) needs a writable one, or a writable directory to create it in: an existing one, as
     for every file the tool writes, but for the default database's `studies/`."""
-    from advisor.results.storage import (
-        DEFAULT_STORAGE,
-        normalize_url,
-        refuse_directory_url,
-        require_database,
-        sqlite_path,
-    )
+    from advisor.results.storage import require_database
+    from advisor.results.urls import DEFAULT_STORAGE, normalize_url, refuse_directory_url, sqlite_path
 
     given, url = url, normalize_url(url, create_dirs=False)
     if url.startswith("sqlite"):
@@ -111,7 +104,7 @@ def _check_may_write(path: Path) -> None:
     """Take the file's write lock for an instant (writing nothing): a file another process holds locked in the
     middle of a write (a worker stopped by SIGSTOP, a suspended machine) is the one `locked_database` line after
     the busy timeout now, not once the model has loaded (10-30 s for a real model)."""
-    from advisor.results.storage import sqlite_busy_timeout_s
+    from advisor.results.connections import sqlite_busy_timeout_s
 
     con = sqlite3.connect(path, timeout=sqlite_busy_timeout_s(), isolation_level=None)
     try:

@@ -12,9 +12,12 @@ import datetime as dt
 import sqlite3
 
 from advisor.parsing import loads_json
+from advisor.results.connections import connect_read_only
 from advisor.results.front import FrontPoint, check_stored
 from advisor.results.reconnect import watch_answers
-from advisor.results.storage import connect_read_only, require_database, sqlite_path, unreadable_database
+from advisor.results.storage import require_database
+from advisor.results.storage_errors import unreadable_database
+from advisor.results.urls import sqlite_path
 
 _COLUMNS = (
     "study_name, trial_number, model, model_fingerprint, task, config, \"values\", sources, device, hardware, "

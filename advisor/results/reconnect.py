@@ -55,7 +55,7 @@ def notice_s() -> float:
 def answer_wait_s() -> float:
     """How long a command waits for a PostgreSQL server that does not answer before it stops with one line:
     300 s, or $ADVISOR_PG_WAIT_S (`inf`: for ever). The advisor's own queries take milliseconds (a lock another
-    session holds is asked for 0.2 s at a time, each a query the server answers: `storage.advisory_lock`), so a
+    session holds is asked for 0.2 s at a time, each a query the server answers: `locks.advisory_lock`), so a
     silence this long is a paused server or a cut link; every finished trial is committed by then, and the same
     command resumes the study. A wait for such a lock gives up once its holder's process has sent the server
     nothing for as long (stopped or paused while it held it)."""
@@ -92,7 +92,7 @@ class _QuietLostServer(logging.Filter):
     """Drop Optuna's warning for a read of a study's trials that a PostgreSQL server going down cut: "Caught an
     error from sqlalchemy: (psycopg2.OperationalError) server closed the connection unexpectedly ... [SQL: ...]
     ... Falling back to a slower alternative." - nine lines with the SQL before the run's own one line
-    (`storage.storage_failure`), or before nothing when the fallback read finds the server back. (The fallback is
+    (`storage_errors.storage_failure`), or before nothing when the fallback read finds the server back. (The fallback is
     for SQLite's limit on `IN` ids; psycopg2 sends the ids inline, so on PostgreSQL only the link fails there.)"""
 
     _LOST = re.compile(r"Caught an error from sqlalchemy: \(psycopg2?\.OperationalError\)")

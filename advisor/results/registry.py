@@ -23,13 +23,8 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from sqlalchemy.orm import Session
 
 from advisor.results.reconnect import redo_when_cut
-from advisor.results.storage import (
-    GRACE_PERIOD_S,
-    damaged_reason,
-    damaged_rows,
-    unique_violation,
-    unreadable_database,
-)
+from advisor.results.storage import GRACE_PERIOD_S
+from advisor.results.storage_errors import damaged_reason, damaged_rows, unique_violation, unreadable_database
 from advisor.results.store import FrontRow, StudyRow
 from advisor.results.trials import trial_state
 
@@ -136,7 +131,7 @@ def study_user_attrs(engine: Engine, name: str) -> dict[str, Any]:
     """The user attributes Optuna stored for study `name` (what `advisor tune` compares on resume), read by
     plain SQL so that nothing is created or written; {} when the database, its tables or the study are
     not there yet."""
-    from advisor.results.storage import sqlite_path
+    from advisor.results.urls import sqlite_path
 
     path = sqlite_path(engine.url)
     if path is not None and not path.is_file():  # connecting would create the file

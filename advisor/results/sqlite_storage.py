@@ -9,7 +9,7 @@ the failed beat go (the next one, an interval later, writes it; the lease renewa
 Optuna starts a queued (WAITING) trial by reading it and setting it RUNNING under `SELECT ... FOR UPDATE`,
 which SQLite ignores: two workers reading the queue at the same instant both ran the trial, and the later one's
 tell crashed ("Cannot tell a COMPLETE trial"); two workers failing one stale trial would both queue its retry.
-Here every state change takes the file's lock (the turn SQLite workers take, `storage.sqlite_lock`, passed in
+Here every state change takes the file's lock (the turn SQLite workers take, `locks.sqlite_lock`, passed in
 by `storage.open_storage`) and Optuna re-reads the state under it, so the second worker finds the trial taken
 or finished and moves on. `RetryStaleTrial` queues a stale trial again without the constraints its stopped
 attempt recorded.

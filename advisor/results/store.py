@@ -31,16 +31,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from advisor.results.connections import engine_kwargs, named_run
 from advisor.results.front import FrontPoint, check_stored
+from advisor.results.locks import schema_lock
 from advisor.results.reconnect import ride_out_restarts
-from advisor.results.storage import (
-    engine_kwargs,
-    named_run,
-    normalize_url,
-    schema_lock,
-    unreadable_database,
-    unusable_url,
-)
+from advisor.results.storage_errors import unreadable_database, unusable_url
+from advisor.results.urls import normalize_url
 
 
 class Base(DeclarativeBase):

@@ -19,15 +19,12 @@ from typing import Any
 from advisor.baselines import NO_CACHE
 from advisor.errors import UserError
 from advisor.parsing import loads_json
+from advisor.results.connections import connect_read_only
 from advisor.results.front import METRICS, FrontPoint, dominates, trial_point
 from advisor.results.reconnect import watch_answers
-from advisor.results.storage import (
-    connect_read_only,
-    not_optuna_writes,
-    require_database,
-    sqlite_path,
-    unreadable_database,
-)
+from advisor.results.storage import require_database
+from advisor.results.storage_errors import not_optuna_writes, unreadable_database
+from advisor.results.urls import sqlite_path
 
 _INF = {"INF_POS": math.inf, "INF_NEG": -math.inf}
 # the names Optuna stores its enums by (TrialState, StudyDirection, TrialValueModel.TrialValueType)

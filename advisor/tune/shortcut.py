@@ -132,15 +132,15 @@ def nothing_to_run(key: dict[str, Any] | None, name: str | None, space: Any, tas
     """The study `name` this run (`opts`: --trials N, no --budgets) would leave as it is - N or more finished,
     none running, its stored record's key this run's `key` - checked, its front re-saved; else None: the run
     loads the model. A refusal the full path would make is raised (a UserError)."""
-    from advisor.results import storage as st
+    from advisor.results import urls
     from advisor.results.registry import study_user_attrs
     from advisor.results.store import engine_for
     from advisor.tune.study import LOAD_RECORD
 
     if key is None or name is None or opts.total_trials is None or opts.budgets:
         return None
-    url = st.normalize_url(opts.storage, create_dirs=False)
-    if st.sqlite_path(url) is None:  # PostgreSQL: peers on other hosts (an in-memory SQLite holds no study)
+    url = urls.normalize_url(opts.storage, create_dirs=False)
+    if urls.sqlite_path(url) is None:  # PostgreSQL: peers on other hosts (an in-memory SQLite holds no study)
         return None
     engine = engine_for(url)
     record = study_user_attrs(engine, name).get(LOAD_RECORD)  # plain SQL: {} where there is no such study
@@ -158,6 +158,7 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
     import optuna
     from optuna.trial import TrialState
 
+    from advisor.results import locks
     from advisor.results import storage as st
     from advisor.results.registry import register_study
     from advisor.tune.budget import BudgetFit, BudgetTooSmall, study_budget
@@ -182,7 +183,7 @@ def _check(record: dict[str, Any], engine: Any, name: str, space: Any, task: Any
         BudgetFit(space, model.shape, budget_bytes, model.calibration_counts)
     except BudgetTooSmall:
         raise Unsure("the full path says it") from None
-    with st.sqlite_lock(engine.url, "seed"):  # as the full path checks: not beside a worker seeding the study
+    with locks.sqlite_lock(engine.url, "seed"):  # as the full path checks: not beside a worker seeding the study
         storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
                                   grace_period=opts.grace_period, max_retry=opts.max_retry)
         metrics = list(space.objectives)

@@ -28,6 +28,7 @@ from typing import Any
 from advisor import __version__
 from advisor.errors import UserError
 from advisor.hardware.profiles import HardwareProfile
+from advisor.results import connections, locks, storage_errors, urls
 from advisor.results import storage as st
 from advisor.results.config_view import STEPS_COUNTED
 from advisor.results.evalcache import EvalCache
@@ -434,7 +435,7 @@ def create_or_load(storage: Any, name: str, metrics: Sequence[str], directions: 
 
 def _unreadable_study(name: str, e: BaseException) -> UserError:
     """The one line for a study to resume whose stored rows Optuna cannot decode (damaged or edited)."""
-    reason = st.driver_reason(e) if str(e) else "a stored value Optuna cannot decode"
+    reason = storage_errors.driver_reason(e) if str(e) else "a stored value Optuna cannot decode"
     return UserError(f"cannot resume study {name!r}: a stored trial cannot be read ({reason}); the database was "
                      f"damaged or edited - choose a new --study name, or delete the study first (`advisor studies "
                      f"--delete {name}` with the same --storage)")
@@ -444,16 +445,16 @@ def _unreadable_study(name: str, e: BaseException) -> UserError:
 def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     """Serialise the study's front writers (or its seeding: reading, completing and storing back the CPU expert
     times) across workers: on PostgreSQL an advisory lock per study and purpose; on a SQLite file a file lock
-    beside it (`storage.sqlite_lock`: the file's turn `<file>.lock` for the front, `<file>.seed.lock` for the
+    beside it (`locks.sqlite_lock`: the file's turn `<file>.lock` for the front, `<file>.seed.lock` for the
     seeding, which may measure for seconds; each one for the whole file, re-entered, not waited on for ever,
     when taken again inside itself - another study); an in-memory database has one process, so no lock. On
     PostgreSQL a wait for either is given up on once its holder's run has sent the server nothing for
-    `ADVISOR_PG_WAIT_S` (`storage.advisory_lock`); the seed lock's holder, which measures without the server,
+    `ADVISOR_PG_WAIT_S` (`locks.advisory_lock`); the seed lock's holder, which measures without the server,
     beats on its lock session meanwhile. On a SQLite file the seeding turn's holder beats in a file beside it
     (`<file>.seed.beat`), and a wait for it is given up on once that has not changed for its busy timeout
-    (`storage.sqlite_lock`); a wait for its turn ends after its busy timeout."""
+    (`locks.sqlite_lock`); a wait for its turn ends after its busy timeout."""
     if engine.dialect.name != "postgresql":
-        with st.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
+        with locks.sqlite_lock(engine.url, "seed" if what == "seed" else ""):  # a no-op for in-memory SQLite
             yield
         return
     import zlib
@@ -462,7 +463,8 @@ def _study_lock(engine: Any, name: str, what: str = "front") -> Iterator[None]:
     # the seed lock is held while a worker measures the CPU expert times (minutes for a big model on a slow
     # CPU), sending nothing: its lock session beats meanwhile, so a waiter tells a measuring holder from a
     # paused one; the front lock's holder works on the database while it holds it
-    with engine.connect() as c, st.advisory_lock(c, key, f"the {what} lock of study {name!r}", beat=what == "seed"):
+    with (engine.connect() as c,
+          locks.advisory_lock(c, key, f"the {what} lock of study {name!r}", beat=what == "seed")):
         yield
 
 
@@ -576,12 +578,14 @@ def run_tune(
     study, resuming it if it exists. Ctrl-C/SIGTERM end the run cleanly (`TuneResult.interrupted`).
     `on_seeded(seed)` is told the seed the sampler draws with once this run's number is taken (before
     `on_start`): `opts.seed` for a study's first run, `opts.seed + k` for a run with k runs before it."""
-    url = st.normalize_url(opts.storage, create_dirs=False)
+    url = urls.normalize_url(opts.storage, create_dirs=False)
     created: list[bool] = []  # [whether this run creates the SQLite file], once it holds the seeding turn
     tuning: list[tuple[Any, Any]] = []  # [(its storage, the study)], once opened
-    # the run's engines name it to PostgreSQL (`st.named_run`): a worker waiting for a lock this run holds judges
-    # its activity by this run's sessions, not by the other runs of its process (threads) or of its pid and host
-    with StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers(), st.named_run():
+    # the run's engines name it to PostgreSQL (`connections.named_run`): a worker waiting for a lock this run holds
+    # judges its activity by this run's sessions, not by the other runs of its process (threads) or of its pid and
+    # host
+    with (StopOnSignal() as stop, stop_waiting_when(lambda: stop.requested), watch_answers(),
+          connections.named_run()):
         try:
             return _run_tune(stop, backend, space, opts, budget_bytes=budget_bytes, profile=profile,
                              on_trial=on_trial, on_start=on_start, on_stage=on_stage, on_seeded=on_seeded,
@@ -590,10 +594,11 @@ def run_tune(
             if tuning and not isinstance(e, UserError) and (isinstance(e, StudyRowGone) or _deleted(*tuning[0])):
                 raise UserError(f"study {tuning[0][1].study_name!r} was deleted (`advisor studies --delete`) while "
                                 "this worker tuned it; it stopped, writing nothing more of it") from e
-            failure = st.storage_failure(e, url)  # (also under the UserError of tables a new file had no room for)
-            if (failure is not None and created and created[0] and not st.is_locked_error(e)
+            # (also under the UserError of tables a new file had no room for)
+            failure = storage_errors.storage_failure(e, url)
+            if (failure is not None and created and created[0] and not storage_errors.is_locked_error(e)
                     and st.discard_unfinished(url)):  # a new file with nothing finished: no half-made study left
-                raise st.storage_failure(e, url, removed=True) from e
+                raise storage_errors.storage_failure(e, url, removed=True) from e
             if failure is not None and stop.requested:  # Ctrl-C/SIGTERM ended a wait for the server (`reconnect`;
                 raise KeyboardInterrupt from None  # also opening the storage, a UserError): the interrupt's line
             if failure is None or isinstance(e, UserError):
@@ -629,12 +634,12 @@ def _run_tune(
     name = opts.study_name or study_name_for(opts.storage, backend.model_name, backend.task_name, space.name)
     # a budget that no format fits is refused before anything is written
     fit = BudgetFit(space, backend.shape, budget_bytes, backend.calibration_counts)
-    url = st.normalize_url(opts.storage)
+    url = urls.normalize_url(opts.storage)
     # a SQLite file's seeding turn is taken before the file is opened, not once its study is loaded: a worker
     # that had opened a file another run had just created held no turn until then, so that run, failing to
     # write, removed the file (`discard_unfinished`) under it (re-entered by `_study_lock` below)
-    with st.sqlite_lock(url, "seed"):
-        path = st.sqlite_path(url)
+    with locks.sqlite_lock(url, "seed"):
+        path = urls.sqlite_path(url)
         if created_file is not None:
             created_file.append(path is not None and not path.exists())  # this run creates it
         storage = st.open_storage(opts.storage, heartbeat_interval=opts.heartbeat_interval,
