@@ -167,7 +167,8 @@ def test_a_broken_checkpoint_is_refused_before_torch_and_the_busy_host_note(tmp_
     if broken == "truncated":
         weights.write_bytes(weights.read_bytes()[:-100])
         said = f"error: {weights} is truncated: tensor "
-    else:
+    else:  # a sharded checkpoint (no model.safetensors, which transformers would load before any index)
+        weights.rename(model / "model-00001-of-00002.safetensors")
         (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "gone.safetensors"}}))
         said = f"error: {model} lacks 1 of the 1 shards its index names (first: gone.safetensors)"
     work = tmp_path / "work"

@@ -80,3 +80,32 @@ def test_model_safetensors_is_read_alone_beside_stray_safetensors_files(tmp_path
     assert torch.equal(Checkpoint(d).read(key), weights[key])
     r = advisor_entry("inspect", "ckpt", cwd=tmp_path)
     assert r.returncode == 0 and "truncated" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_model_safetensors_is_read_alone_beside_an_index_another_save_left(tmp_path):
+    """transformers loads model.safetensors before an index beside it, and its save_pretrained leaves the other
+    kind of an earlier save behind (a sharded save keeps an earlier model.safetensors; a one-file save keeps an
+    earlier sharded save's index): the index was read instead, so an offloaded load computed with the shards'
+    weights where the whole load had the file's, and `inspect` of the re-saved checkpoint was refused ('lacks 6 of
+    the 6 shards its index names')."""
+    import torch
+    from safetensors.torch import load_file
+
+    from advisor.models.checkpoint import Checkpoint
+    from advisor.models.tiny import build_tiny
+
+    d = tmp_path / "ckpt"
+    model = build_tiny("qwen3_moe", dtype=torch.bfloat16)
+    model.save_pretrained(d)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1)
+    model.save_pretrained(d, max_shard_size="20KB")  # the shards and their index beside the first model.safetensors
+    first = load_file(d / "model.safetensors")
+    key = next(k for k in first if ".experts." in k)
+    sharded = next(w[key] for w in map(load_file, d.glob("model-0*.safetensors")) if key in w)
+    assert not torch.equal(sharded, first[key]) and torch.equal(Checkpoint(d).read(key), first[key])
+    model.save_pretrained(d)  # one file again: the shards go, their index stays
+    assert (d / "model.safetensors.index.json").is_file() and not list(d.glob("model-0*.safetensors"))
+    r = advisor_entry("inspect", "ckpt", cwd=tmp_path)
+    assert r.returncode == 0 and "shards" not in r.stdout + r.stderr, r.stdout + r.stderr

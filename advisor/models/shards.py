@@ -86,10 +86,12 @@ def has_safetensors(directory: Path) -> bool:
 
 def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
     """Every tensor of a model directory (its model.safetensors, or the shards its index names), its files checked: a
-    missing shard, a key not in the shard the index names, a truncated or corrupt file is one `UserError`."""
+    missing shard, a key not in the shard the index names, a truncated or corrupt file is one `UserError`.
+    model.safetensors is read alone wherever it is there, index or not, as transformers loads it: an index beside it
+    is another save's (transformers' save_pretrained of one file leaves an earlier sharded save's index behind)."""
     tensors: dict[str, StoredTensor] = {}
     index = directory / INDEX_NAME
-    if index.is_file():
+    if index.is_file() and not (directory / "model.safetensors").is_file():
         try:
             weight_map: dict[str, str] = loads_json(index.read_text())["weight_map"]
             if not all(isinstance(s, str) for s in weight_map.values()):  # shard file names
