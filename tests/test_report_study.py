@@ -293,6 +293,33 @@ def test_block_reuse_section(report):
     assert "Block diffusion" in report.markdown.read_text()
 
 
+def test_block_reuse_caption_names_the_panels_the_figure_draws(report, monkeypatch, tmp_path):
+    """The caption read 'Left ... Middle: within a block vs across a block boundary ... Right', while the figure
+    draws two panels on top (working set; overlap within a block, whole sequence vs the block's tokens - no
+    across-boundary curve) and one hit-rate panel per block length below. The figure is redrawn here from the
+    report's own rows and its axes read back; the caption must name each as drawn."""
+    from advisor.report import plots
+
+    payload = json.loads(report.data.read_text())
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.block_reuse(payload["block_reuse"]["rows"], payload["block_reuse"]["curves"], tmp_path / "b.png")
+    (fig,) = drawn
+    titles = [ax.get_title() for ax in fig.axes]
+    lengths = [r["block_length"] for r in payload["block_reuse"]["rows"]]
+    assert titles == ["Working set of one denoising step", "Overlap of consecutive steps in a block",
+                      *(f"Cache hit rate, block length {n}" for n in lengths)]
+    overlap_series = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert [s.split(": ")[1] for s in overlap_series] == ["whole sequence", "block's tokens"]
+    md = " ".join(report.markdown.read_text().split())
+    caption = md[md.index("![Top left:"):].split("](")[0]
+    for said in ("Top left: distinct experts", "whole sequence (solid)", "block's own tokens (hatched)",
+                 "Top right: Jaccard overlap", "within a block", "block's tokens (dashed)",
+                 "Bottom: cache hit rate vs slots", "one panel per block length"):
+        assert said in caption, (said, caption)
+    assert "Middle" not in caption and "vs across" not in caption
+
+
 def test_block_reuse_jaccards_say_their_pairs_and_the_saturated_ones(report):
     """A tiny model's "Jaccard across blocks" read 1 (0.955 within): not a miscount - its one block boundary per
     prompt gives one pair per MoE layer (2 pairs), and a pair of forwards that both use every expert of a layer

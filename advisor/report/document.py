@@ -418,6 +418,15 @@ def _answer_lines(c: ReportContext) -> list[str]:
     return lines
 
 
+# the panels as plots.block_reuse draws them: two on top, one per block length below
+BLOCK_REUSE_CAPTION = ("Top left: distinct experts per MoE layer per forward, as a share of the layer's experts, "
+                       "over the whole sequence (solid) and over the block's own tokens (hatched). Top right: "
+                       "Jaccard overlap of the expert sets of consecutive denoising steps within a block, over "
+                       "the whole sequence (solid) and over the block's tokens (dashed); the table gives the "
+                       "overlap across a block boundary. Bottom: cache hit rate vs slots (share of a layer's "
+                       "experts), one panel per block length.")
+
+
 def _block_section(doc: Document, c: ReportContext) -> None:
     doc.add(Heading("Block diffusion: expert reuse across denoising steps"))
     if not c.blocks.get("rows"):
@@ -435,10 +444,7 @@ def _block_section(doc: Document, c: ReportContext) -> None:
             "hit rates and the no-cache bytes, but not in the overlaps, which compare consecutive denoising steps "
             "(across a block boundary: one block's last step and the next block's first). The traces:"
             if any(r.get("forwards_off_step") for r in c.blocks["rows"]) else ":")))
-    doc.add(Figure(c.figures["block_reuse"], "Left: distinct experts per MoE layer per forward. Middle: Jaccard "
-                   "overlap of the expert sets of consecutive denoising steps, within a block vs across a block "
-                   "boundary. "
-                   "Right: cache hit rate vs slots (share of a layer's experts) by block length."))
+    doc.add(Figure(c.figures["block_reuse"], BLOCK_REUSE_CAPTION))
     doc.add(Table(["model", "block length", "forwards", "distinct experts / layer / forward", "max",
                    "Jaccard within block", "Jaccard across blocks", "no-cache H2D / token"],
                   [[r["model"], r["block_length"], r["forwards"], r["distinct_mean"], r["distinct_max"],
