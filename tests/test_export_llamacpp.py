@@ -519,3 +519,29 @@ def test_a_partly_held_layer_is_not_said_to_run_as_the_study_modelled(tmp_path, 
             + ("that block" if sum(0 < s < 8 for s in slots) == 1 else "those blocks") + " as the study modelled") in notes, notes
     assert said in notes, notes
     assert "the most used included, llama.cpp computes them" in notes and "so its speed differs" in notes, notes
+
+
+def test_an_unquantized_plan_is_said_to_run_at_the_converted_ggufs_type(tmp_path):
+    """An fp16 plan (the bundled example's no-cache baseline, trial 210) has no quantized expert, so the script runs
+    no llama-quantize (it applies per-tensor types only over a quantized base type) and llama-diffusion-cli runs the
+    bf16 GGUF as converted - read back with gguf-py, its experts are BF16. The export said 'format fp16: f16: exact'
+    and layer_types f16 (an fp32 plan: f32, and placed at f32's bytes). It now says bf16, and why, and how to get the
+    plan's type."""
+    r = advisor_in_process("export", "bundled-example", "210", "--storage", f"sqlite:///{EXAMPLE_DB}",
+                           "--to", "llama.cpp", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["base_type"] is None and doc["quantize_command"] is None
+    assert set(doc["layer_types"].values()) == set(doc["expert_tensor_types"].values()) == {"bf16"}
+    assert doc["type_map"] == {"fp16": "bf16: as converted (no llama-quantize step)"}
+    assert ("so every tensor runs as the converter wrote it, bf16: the plan's fp16 experts run as bf16, not f16; for "
+            "f16 experts convert with --outtype f16 (every tensor is then f16) and give that GGUF as SRC_GGUF"
+            ) in " ".join(doc["notes"])
+    # a bf16 plan is the converted GGUF as it is: nothing to say beyond it
+    meta = model_meta("qwen3_moe", n_layers=4, n_experts=8, hidden=256, inter=256)
+    same = export_point(point("s", 1, "bf16", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta), "llama.cpp")
+    assert "the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step" in same.notes
+    # fp32 experts: placed at the bf16 bytes the GGUF holds (the tuned cache of 2 fp32 layers holds all 4 at bf16)
+    f32 = export_point(point("s", 1, "fp32", [8, 8, 0, 0], acc=0.9, h2d=1e6, peak_gib=3, meta=meta), "llama.cpp")
+    assert f32.data["override_tensor"] == [] and set(f32.data["layer_types"].values()) == {"bf16"}
+    assert any("2x the bytes this placement counted" in n for n in f32.notes)

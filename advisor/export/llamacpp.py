@@ -92,6 +92,8 @@ DIFFUSION_ARCHS = {"llada-moe"}  # GGUF architectures llama-diffusion-cli runs (
 # method stops it ("Quant method is not yet supported")
 DEQUANTIZED = ("fp8", "gptq", "compressed-tensors")
 
+SOURCE_TYPE = "bf16"  # the --outtype of the GGUF the script starts from (its SRC_GGUF line)
+
 # advisor format kind -> nearest ggml type, and why
 TYPE_MAP: dict[str, tuple[str, str]] = {
     "fp32": ("f32", "exact"),
@@ -496,6 +498,30 @@ def n_cpu_moe_equivalent(cfg: ExportConfig, where: dict[tuple[int, str], str]) -
     return cfg.model.layers[cpu_layers[-1]].decoder_layer + 1 if cpu_layers else 0
 
 
+def unquantized_note(layer_fmts: list[str], types: dict[tuple[int, str], str], high: str) -> str:
+    """What runs when no expert is quantized: the converted GGUF as it is (`SOURCE_TYPE`), whatever 16/32-bit type the
+    plan's formats (or --opt high_precision) name - llama-quantize applies per-tensor types only over a quantized base
+    type, so the script runs none."""
+    said = "the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step"
+    other = sorted({t for t in types.values() if t != SOURCE_TYPE})
+    if not other and high == SOURCE_TYPE:
+        return said
+    fmts = sorted({f for i, f in enumerate(layer_fmts) if types[(i, PROJS[0])] != SOURCE_TYPE})
+    what = []
+    if other:
+        what.append(f"the plan's {_words(fmts)} experts run as {SOURCE_TYPE}, not {_words(other)}")
+    if high != SOURCE_TYPE:
+        what.append(f"--opt high_precision={high} changes nothing")
+    hint = ""
+    if len(other) == 1:
+        t = other[0]
+        hint = (f"; for {t} experts convert with --outtype {t} (every tensor is then {t}) and give that GGUF as SRC_GGUF"
+                + ("" if BLOCK_BYTES[t] == BLOCK_BYTES[SOURCE_TYPE] else
+                   f", {BLOCK_BYTES[t] // BLOCK_BYTES[SOURCE_TYPE]}x the bytes this placement counted"))
+    return (f"{said} (llama-quantize applies per-tensor types only over a quantized base type), so every tensor runs "
+            f"as the converter wrote it, {SOURCE_TYPE}: {'; '.join(what)}{hint}")
+
+
 def base_type(types: dict[tuple[int, str], str]) -> str | None:
     """llama-quantize's base type: the most common quantized expert type (None when nothing is quantized)."""
     counts: dict[str, int] = {}
@@ -534,10 +560,15 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         notes.append(f"per-expert formats in MoE layer{'s' * (len(mixed) > 1)} {_words(mixed)} collapsed: {COLLAPSE_RULES[rule]}")
     types, fallback_notes = tensor_types(cfg, layer_fmts, high)
     notes += fallback_notes
+    as_converted = base_type(types) is None  # no llama-quantize step: every tensor is as converted
+    if as_converted:
+        notes.append(unquantized_note(layer_fmts, types, high))
+        types, high = dict.fromkeys(types, SOURCE_TYPE), SOURCE_TYPE
     if cfg.model.hidden_size is None or cfg.model.intermediate_size is None:
         notes.append("expert row widths not recorded: llama-quantize may fall back to other types where k-quants do not fit")
     used_kinds = sorted({parse_format(f).kind for f in layer_fmts})
-    type_notes = {k: f"{TYPE_MAP[k][0]}: {TYPE_MAP[k][1]}" for k in used_kinds}
+    type_notes = {k: f"{SOURCE_TYPE}: as converted (no llama-quantize step)" if as_converted else
+                  f"{TYPE_MAP[k][0]}: {TYPE_MAP[k][1]}" for k in used_kinds}
     runner = DIFFUSION_RUNNER if arch in DIFFUSION_ARCHS else "llama-server"
     run_env: dict[str, str] = {}
     if runner == DIFFUSION_RUNNER:
@@ -548,8 +579,6 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
     ots = override_rules(cfg, where)
     ncpu = n_cpu_moe_equivalent(cfg, where) if runner != DIFFUSION_RUNNER else None
     base = base_type(types)
-    if base is None:
-        notes.append("the plan keeps every expert unquantized: the converted GGUF is the model, no llama-quantize step")
     run_args = [runner, "-m", "$OUT_GGUF", "-ngl", str(ngl)]
     decoding = ""
     if runner == DIFFUSION_RUNNER:
@@ -585,7 +614,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         "gguf_arch": arch,
         "collapse_rule": rule,
         "collapse_rule_text": COLLAPSE_RULES[rule],
-        "layer_types": {str(cfg.model.layers[i].decoder_layer): ggml_type(f) for i, f in enumerate(layer_fmts)},
+        "layer_types": {str(cfg.model.layers[i].decoder_layer): SOURCE_TYPE if as_converted else ggml_type(f)
+                        for i, f in enumerate(layer_fmts)},
         "expert_tensor_types": {f"blk.{cfg.model.layers[layer].decoder_layer}.ffn_{p}_exps.weight": t
                                 for (layer, p), t in sorted(types.items())},
         "high_precision": high,
