@@ -2,7 +2,8 @@
 
 The table is the several-budgets table of `advisor report --memory 10%,25%,50%` (studies/example/report/):
 each row must name a stored trial whose stored values print as the row does, be the trial the report's rule
-picks at that budget (fewest H2D bytes per token among the trials that fit), and match the committed report.
+picks at that budget (least time per token among the trials that fit: its best cache and miss policy), and
+match the committed report.
 """
 
 from __future__ import annotations
