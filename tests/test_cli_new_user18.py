@@ -245,3 +245,24 @@ def test_tune_names_a_bracketed_gpu_profile_whole(tmp_path):
                            "--storage", "s.db", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "budget: 24.00 GiB (--gpu lab[x]) | objectives:" in flat(r.stdout), r.stdout
+
+
+def test_tune_says_a_spaces_own_cpu_misses_can_crowd_a_front_without_time_per_token(tmp_path):
+    """A space of fp16/int8/int4 x slots x miss copy/cpu/hybrid minimising H2D bytes (not time per token) stored a
+    front of one point, int8 with its misses on the CPU at 2.7 ms per token: a miss computed on the CPU copies
+    almost nothing. The note said so only for the baselines --budgets adds (and returned early for a space with
+    misses of its own on the CPU); it now says so for the space's own cpu/hybrid misses too, with or without
+    --budgets."""
+    (tmp_path / "space.toml").write_text(
+        'name = "cpu-misses"\n[precision]\nformats = ["fp16", "int8"]\ngroups = 1\n'
+        '[cache]\nslots_per_layer = { low = 1, high = "all" }\npolicies = ["lru"]\nprefetch = ["none"]\n'
+        'miss = ["copy", "cpu"]\n'
+        '[objectives]\nh2d_bytes_per_token = "minimize"\nfidelity_top1 = "maximize"\n')
+    r = advisor_in_process("tune", "tiny:qwen3_moe", "--space", "space.toml", "--budgets", "50%", "--trials", "1",
+                           "--storage", "s.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = flat(r.stdout)
+    assert ("note: the cpu-misses space computes misses on the CPU (miss cpu), which copies fewer of their bytes "
+            "(cpu: almost none), as do the baselines --budgets adds; it minimises H2D bytes and not time per token, "
+            "so such points can crowd its front and `advisor recommend` can pick one however slow") in out, out
+    assert "note: --budgets adds baselines" not in out  # one note, not two

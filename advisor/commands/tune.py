@@ -994,22 +994,31 @@ def _not_queued_note(console, budgets: tuple[str, ...]):
 
 
 def _cpu_baselines_note(console, budgets: tuple[str, ...]):
-    """on_start: the baselines `--budgets` adds compute misses on the CPU (Fiddler-, TIDE-, llama.cpp-style), which
-    moves no bytes; in a space that minimises H2D bytes and not time per token (`quick`, where misses are only
-    copied) they dominate its front, so `recommend` picked "bf16, 0 slots, every miss on the CPU" at 10.5 ms per
-    token beside an int4 point at 0.16 ms that the front no longer held: say so before the run."""
+    """on_start: misses computed on the CPU move (almost) no bytes, so in a space that minimises H2D bytes and not
+    time per token they dominate its front: the baselines `--budgets` adds (Fiddler-, TIDE-, llama.cpp-style) in
+    `quick`, where `recommend` picked "bf16, 0 slots, every miss on the CPU" at 10.5 ms per token beside an int4 point
+    at 0.16 ms that the front no longer held; and a space's own `miss = ["cpu", ...]`, whose front held only an int8
+    point with its misses on the CPU at 2.7 ms per token (a hybrid trial of the study: 1.0 ms). Say so before the
+    run."""
     def note(study, objective) -> None:
         space = objective.space
         goals = set(space.objectives)
-        if not budgets or "h2d_bytes_per_token" not in goals or "time_per_token" in goals:
+        if "h2d_bytes_per_token" not in goals or "time_per_token" in goals:
             return
-        if set(space.miss.choices or ()) & {"cpu", "hybrid"}:  # the space computes misses on the CPU itself
-            return
-        console.print(f"note: --budgets adds baselines whose misses compute on the CPU (Fiddler-, TIDE-, "
-                      f"llama.cpp-style), which moves almost no bytes; the {space.name} space minimises H2D bytes "
-                      "and not time per token, so they can crowd its front and `advisor recommend` can pick one "
-                      "however slow (`advisor report` ranks by time per token); a space with time_per_token among "
-                      "its objectives (--space default or dllm) weighs them", markup=False)
+        own = [m for m in ("cpu", "hybrid") if m in set(space.miss.choices or ())]
+        if own:  # the space computes misses on the CPU itself
+            console.print(f"note: the {space.name} space computes misses on the CPU (miss {' and '.join(own)}), "
+                          "which copies fewer of their bytes" + (" (cpu: almost none)" if "cpu" in own else "")
+                          + (", as do the baselines --budgets adds" if budgets else "")
+                          + "; it minimises H2D bytes and not time per token, so such points can crowd its front "
+                          "and `advisor recommend` can pick one however slow (`advisor report` ranks by time per "
+                          "token); add time_per_token to its objectives to weigh them", markup=False)
+        elif budgets:
+            console.print(f"note: --budgets adds baselines whose misses compute on the CPU (Fiddler-, TIDE-, "
+                          f"llama.cpp-style), which moves almost no bytes; the {space.name} space minimises H2D "
+                          "bytes and not time per token, so they can crowd its front and `advisor recommend` can "
+                          "pick one however slow (`advisor report` ranks by time per token); a space with "
+                          "time_per_token among its objectives (--space default or dllm) weighs them", markup=False)
     return note
 
 
