@@ -320,6 +320,33 @@ def test_block_reuse_caption_names_the_panels_the_figure_draws(report, monkeypat
     assert "Middle" not in caption and "vs across" not in caption
 
 
+def test_transfer_vs_slots_caption_names_the_rows_and_columns_the_figure_draws(report, monkeypatch, tmp_path):
+    """The caption said 'H2D bytes (left, counted) and transfer time (right, ...) ...; one curve per precision and
+    policy', while the figure draws H2D bytes in its top row, transfer time in its bottom row, one column per
+    precision and one curve per policy in each. Redrawn here from the report's sweep, its axes read back."""
+    from types import SimpleNamespace
+
+    from advisor.report import plots
+
+    payload = json.loads(report.data.read_text())
+    sweep = SimpleNamespace(points=[SimpleNamespace(**p) for p in payload["sweep"]["points"]], baseline_format="fp16",
+                            baseline_bytes_per_token=1.0, baseline_ms_per_token=1.0, time_source="modelled:x")
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.transfer_vs_slots(sweep, tmp_path / "t.png")
+    (fig,) = drawn
+    precisions = list(dict.fromkeys(p.precision for p in sweep.points))
+    n = len(precisions)
+    assert n > 1 and len(fig.axes) == 2 * n
+    assert [ax.get_title() for ax in fig.axes[:n]] == [f"{p} experts" for p in precisions]  # columns: precisions
+    assert fig.axes[0].get_ylabel().startswith("H2D") and fig.axes[n].get_ylabel().startswith("transfer ms")
+    md = " ".join(report.markdown.read_text().split())
+    caption = md[md.index("![H2D bytes"):].split("](")[0]
+    assert "H2D bytes (top row, counted) and transfer time (bottom row, " in caption, caption
+    assert "one column per precision, one curve per cache policy" in caption, caption
+    assert "(left" not in caption and "(right" not in caption
+
+
 def test_block_reuse_jaccards_say_their_pairs_and_the_saturated_ones(report):
     """A tiny model's "Jaccard across blocks" read 1 (0.955 within): not a miscount - its one block boundary per
     prompt gives one pair per MoE layer (2 pairs), and a pair of forwards that both use every expert of a layer

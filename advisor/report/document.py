@@ -206,9 +206,10 @@ def compose(c: ReportContext) -> Document:
 
     doc.add(Heading("Transfer vs GPU expert slots (trace replay)"))
     doc.add(Figure(c.figures["transfer_vs_slots"],
-                   "H2D bytes (left, counted) and transfer time (right, " + sw.time_source + ") per generated token "
-                   "vs GPU expert slots per MoE layer; one curve per precision and policy; dotted: Belady's MIN "
-                   f"(an upper bound on any policy's hits); grey dashed line: {FULL} with no cache."))
+                   "H2D bytes (top row, counted) and transfer time (bottom row, " + sw.time_source + ") per "
+                   "generated token vs GPU expert slots per MoE layer; one column per precision, one curve per "
+                   "cache policy; black crosses, dotted: Belady's MIN (an upper bound on any policy's hits); grey "
+                   f"dashed line: {FULL} with no cache."))
     doc.add(Figure(c.figures["transfer_vs_memory"],
                    "The same curves against GPU expert-cache memory: at equal memory, lower-precision experts "
                    "both fit more slots and move fewer bytes per miss."))
