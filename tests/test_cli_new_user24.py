@@ -26,7 +26,8 @@ def test_a_bf16_plan_of_a_bf16_diffusion_gemma_agrees_with_its_reference(tmp_pat
     """A resident bf16 DiffusionGemma's full-precision reference ran transformers' default experts kernel
     (grouped_mm), its plans the advisor seam (eager's numbers): its own bf16 plan agreed on top-1 with it 0.969 of
     the time (0.812 on a 4-layer, 32-expert one), and the offloaded load of the same checkpoint said 1.000 - and
-    the eval cache, shared by both loads, kept whichever ran first. The reference now computes through the seam."""
+    the eval cache, shared by both loads, kept whichever ran first. The reference now computes through the seam,
+    and a study scored against the old one is not resumed."""
     import torch
 
     from advisor.models.tiny import build_tiny
@@ -49,6 +50,16 @@ def test_a_bf16_plan_of_a_bf16_diffusion_gemma_agrees_with_its_reference(tmp_pat
                            "--study", "later", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "top-1 agree * 1.000" in flat(r.stdout), r.stdout
+    # a study stored before the fix (no mark of its reference) scored its trials against the old reference: a
+    # resume would put this run's 1.000 beside its 0.969 for the same plan, so it is refused in one line
+    db = sqlite3.connect(tmp_path / "s.db")
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'fidelity_reference' AND study_id = "
+                   "(SELECT study_id FROM studies WHERE study_name = 'later')")
+    db.close()
+    r = advisor_entry("tune", "dg", "--space", "s.toml", "--resident", "--more", "1", "--storage", "s.db",
+                      "--study", "later", cwd=tmp_path)
+    one_error_line(r, "study 'later'", "transformers' default experts kernel", "use a new --study name")
 
 
 def test_eval_without_a_precision_decodes_as_the_models_own_precision_plan(tmp_path):

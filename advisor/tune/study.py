@@ -42,7 +42,7 @@ from advisor.tune.budget import BudgetFit, holds_blind_format_draws, holds_blind
 from advisor.tune.interrupt import Interrupted, StopOnSignal, requeue
 from advisor.tune.objective import Objective
 from advisor.tune.samplers import DEFAULT_SAMPLER, make_sampler, sampler_name
-from advisor.tune.space import SearchSpace
+from advisor.tune.space import FIDELITY_REFERENCE, SearchSpace
 from advisor.units import format_bytes
 
 
@@ -193,6 +193,7 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
         **resume_keys(profile, task=backend.task_name, data_sha256=backend.task_data_sha256, space=space,
                       budget_bytes=budget_bytes, mode=mode, device=backend.device),
         "space_toml": space.text,
+        FIDELITY_REFERENCE_KEY: FIDELITY_REFERENCE,
         "device": backend.device,
         "sampler": sampler,
         "evaluation": {"task": backend.task_name, **{k: getattr(space.evaluation, k) for k in
@@ -202,6 +203,11 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
                        **({"data": backend.task_data} if backend.task_data else {})},
         "model_meta": backend.model_meta,
     }
+
+
+FIDELITY_REFERENCE_KEY = "fidelity_reference"
+"""Study user attribute: how its fidelity reference is computed (`FIDELITY_REFERENCE`), stored with a new study
+since 2026-12-07 so that a resume can tell a study whose trials compared with another one (`_check_reference`)."""
 
 
 def _profile_dict(profile: Any) -> dict[str, Any]:
@@ -535,11 +541,34 @@ def _check_decoding(study: Any, backend: Any) -> None:
                         "this run's would not compare; use a new --study name")
 
 
+def _check_reference(study: Any) -> None:
+    """Refuse to resume a study whose trials' fidelity compared with another full-precision reference than this
+    run's. Before 2026-12-07 a resident fused-experts model's reference ran transformers' default experts kernel
+    (grouped_mm), not the advisor seam every plan computes through: a bf16 DiffusionGemma's own bf16 plan agreed
+    0.97 on top-1 with it, 1.000 with this run's, so one plan's earlier and later trials scored apart. Such a
+    study stores no `FIDELITY_REFERENCE_KEY`; one stored offloaded (its reference was the seam's already) or of a
+    model whose experts are a list of modules (transformers' kernel is not theirs) is resumed as before."""
+    import optuna
+
+    stored = study.user_attrs
+    meta = stored.get("model_meta") or {}
+    allowance = stored.get("activation_allowance") or {}
+    if FIDELITY_REFERENCE_KEY in stored or meta.get("layout") != "fused" or allowance.get("bytes"):
+        return
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if any("fidelity_top1" in (t.user_attrs.get("values") or {}) for t in done):
+        raise UserError(f"study {study.study_name!r}: its trials' fidelity (top-1 agreement, KL) compared with a "
+                        "full-precision reference computed by transformers' default experts kernel (stored before "
+                        "2026-12-07), this run's with one computed through the advisor seam, as every plan is: "
+                        "one plan scores apart under the two; use a new --study name")
+
+
 def check_resumable(study: Any, backend: Any, meta: dict[str, Any], sampler: str) -> None:
     """Every refusal of resuming `study` (its stored attributes and trials) with this run's `meta`
     (`_study_meta`), model (`backend`: its decoding) and sampler - the run's, or the stored one a run with nothing
     to run stands on (`advisor.tune.shortcut`)."""
     check_resume(study.study_name, study.user_attrs, meta)
+    _check_reference(study)
     _check_decoding(study, backend)
     _check_constraint_names(study, sampler)
 
