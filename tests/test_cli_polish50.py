@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from tests.cli_helpers import advisor_in_process, flat
+from tests.cli_helpers import advisor_entry, advisor_in_process, flat
 
 EXAMPLE = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
 
@@ -49,3 +49,19 @@ def test_studies_shows_a_gpu_profile_name_with_brackets_as_written(tmp_path):
             c.execute("UPDATE advisor_study SET hardware = ?", (hw,))
         r = advisor_in_process("studies", "--storage", "g.db", cwd=tmp_path, env={"COLUMNS": "200"})
         assert r.returncode == 0 and f"│ {name} │" in r.stdout, r.stdout + r.stderr
+
+
+def test_pareto_plots_show_a_gpu_profile_name_as_written(tmp_path):
+    """A profile's name is free text, and `pareto`'s plot titles carry it: in the PNG '$\\frac$' was parsed as
+    matplotlib mathtext (a ValueError traceback, exit 1), in the HTML plotly read '<b>rtx</b>' as bold and dropped
+    the tags. Neither title (nor the page's hover text) is markup now."""
+    from advisor.hardware.profiles import get_gpu
+
+    name = "<b>rtx</b> & $\\frac$ box"
+    shutil.copy(EXAMPLE, tmp_path / "g.db")
+    with sqlite3.connect(tmp_path / "g.db") as c:  # the example study as if tuned with a profile of that name
+        c.execute("UPDATE advisor_front SET hardware = ?", (json.dumps({**get_gpu("RTX 4090").to_dict(), "name": name}),))
+    r = advisor_entry("pareto", "bundled-example", "--storage", "g.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    page = (tmp_path / "studies" / "plots" / "bundled-example.html").read_text()
+    assert "gpu &lt;b&gt;rtx&lt;\\u002fb&gt; &amp; $\\\\frac$ box (39 points" in page, page[-3000:]

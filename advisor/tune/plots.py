@@ -1,12 +1,15 @@
 """Pareto-front plots from the stored front rows: a PNG (matplotlib) and an interactive HTML (plotly).
 
-Both are made in memory; `pareto` writes them together (`files.write_together`), so an interrupted run leaves
-neither half a plot nor one plot without the other.
+The title and the hover text hold free text - a study's, model's or `advisor profile --name`'s name, sources
+that quote it - shown as written: neither is read as markup (matplotlib's `$...$` mathtext, plotly's HTML tags
+and entities). Both are made in memory; `pareto` writes them together (`files.write_together`), so an
+interrupted run leaves neither half a plot nor one plot without the other.
 No torch, no optuna: `advisor pareto` reads the project's own tables.
 """
 
 from __future__ import annotations
 
+import html
 import textwrap
 from collections.abc import Sequence
 
@@ -125,7 +128,8 @@ def render_png(points: Sequence[FrontPoint], title: str) -> bytes:
     sc = ax.scatter(xs, ys, c=cs, cmap="viridis", s=46, edgecolors="black", linewidths=0.4)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
-    ax.set_title(textwrap.fill(title, 95), fontsize=9)  # one line ran past both edges of the figure, clipped
+    # one line ran past both edges of the figure, clipped; '$\frac$' in a profile's name was a mathtext traceback
+    ax.set_title(textwrap.fill(title, 95), fontsize=9, parse_math=False)
     cb = fig.colorbar(sc, ax=ax)
     cb.set_label(c_label)
     ax.grid(alpha=0.3)
@@ -151,12 +155,13 @@ def render_html(points: Sequence[FrontPoint], title: str) -> str:
         for m, v in sorted(p.values.items()):
             shown = human_bytes(v) if m.endswith("bytes") or m.endswith("bytes_per_token") else f"{v:.4g}"
             lines.append(f"{m}: {shown} [{p.sources.get(m, '?')}]")
-        hover.append("<br>".join(lines))
+        hover.append("<br>".join(html.escape(line, quote=False) for line in lines))  # (plotly reads tags)
     fig = go.Figure(go.Scatter(
         x=xs, y=ys, mode="markers",
         marker={"size": 11, "color": cs, "colorscale": "Viridis",
                 "showscale": True, "colorbar": {"title": c_label}, "line": {"width": 0.5, "color": "black"}},
         text=hover, hoverinfo="text",
     ))
-    fig.update_layout(title=title, xaxis_title=x_label, yaxis_title=y_label, template="plotly_white")
+    fig.update_layout(title=html.escape(title, quote=False), xaxis_title=x_label, yaxis_title=y_label,
+                      template="plotly_white")
     return fig.to_html(include_plotlyjs=True, full_html=True)
