@@ -1618,8 +1618,20 @@ def test_more_threads_than_torch_can_take_is_a_usage_error(tmp_path, args):
     """`--threads 99999999999999999999` was torch's "Overflow when unpacking long long" traceback (exit 1), in
     `tune` after the study's header; every command's --threads now has one upper bound."""
     r = advisor_entry(*args, "--threads", "9" * 20, cwd=tmp_path)
-    one_error_line(r, "Invalid value for '--threads'", "less than or equal to")
+    one_error_line(r, "Invalid value for '--threads'", f"{'9' * 20} is not a thread count: give one from")
     before_model_load(r)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_thread_or_trial_count_that_is_no_whole_number_is_named_with_its_range(tmp_path):
+    """`--threads x`, `--trials x` and `--more 0` said typer's "Input should be a valid integer, unable to parse
+    string as an integer" / "greater than or equal to 1", naming neither the value nor the range, where --seed,
+    --heartbeat and export's TRIAL name both. They say them too now."""
+    for args, said in ((["--threads", "x"], "'x' is not a thread count: give a whole number from 1 to "),
+                       (["--trials", "x"], "'x' is not a trial count: give a whole number of 1 or more"),
+                       (["--more", "0"], "0 is not a trial count: give one of 1 or more")):
+        r = advisor_entry("tune", *args, "--storage", "s.db", cwd=tmp_path)
+        one_error_line(r, f"Invalid value for '{args[0]}': {said}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -45,14 +45,16 @@ CLICK_INT = _click_int_name()
 """An integer's type name in this typer's click (`advisor.cli._takes_int`, `int_range`'s parser)."""
 
 
-def int_range(low: int, high: int, what: str, why: str, see: str = "") -> dict[str, Any]:
+def int_range(low: int, high: int | None, what: str, why: str = "", see: str = "") -> dict[str, Any]:
     """The keyword arguments of an integer option or argument taking `low` to `high` where those are machine limits,
     checked by a callback: as min/max, the range filled --help with `[-9223372036854775808<=x<=18446744073709551615]`
     (a seed), `[1<=x<=9223372036]` (tune --heartbeat), `[0<=x<=9223372036854775807]` (export's TRIAL). A value
     outside is a usage error (exit 2) naming the range, before any model loads; so is one that is no whole number
     (`export STUDY two`), which typer refused as "Input should be a valid integer, unable to parse string as an
-    integer", naming neither the value nor what it stands for. `see`: where the user finds a value to give."""
+    integer", naming neither the value nor what it stands for. `high` None: no upper limit. `why`: why the limits
+    are what they are; `see`: where the user finds a value to give."""
     hint = f"; {see}" if see else ""
+    span = f"from {low} to {high}" if high is not None else f"of {low} or more"
 
     def parse(value: Any) -> Any:
         """The whole number typed (as Python reads one: `+2`, ` 3`, `1_000`); a default passes as it is."""
@@ -61,14 +63,14 @@ def int_range(low: int, high: int, what: str, why: str, see: str = "") -> dict[s
         try:
             return int(value)
         except ValueError:
-            raise typer.BadParameter(f"'{value}' is not {what}: give a whole number from {low} to {high}{hint}") from None
+            raise typer.BadParameter(f"'{value}' is not {what}: give a whole number {span}{hint}") from None
 
     parse.__name__ = CLICK_INT  # typer < 0.29 shows the name in --help (`--seed <int>`, not `<parse>`)
 
     def check(value: int | None) -> int | None:
         """None is an option left out whose default is None (`eval --seed`, refused where it chooses nothing)."""
-        if value is not None and not low <= value <= high:
-            raise typer.BadParameter(f"{value} is not {what}: give one from {low} to {high} ({why}){hint}")
+        if value is not None and not (low <= value and (high is None or value <= high)):
+            raise typer.BadParameter(f"{value} is not {what}: give one {span}{f' ({why})' if why else ''}{hint}")
         return value
 
     return {"parser": parse, "callback": check}
@@ -89,8 +91,9 @@ THREADS_HELP = ("torch CPU threads; 0: every core. On a host busy with other wor
 def threads_option(default: int = 0, help: str = THREADS_HELP) -> Any:
     """--threads of every command that runs torch on the CPU, one range for all. `eval`, `trace` and
     `quant-report` default to 0, every core (fastest on a quiet host); `tune` and `profile` to 1 and take no 0:
-    the CPU expert times they store are keyed by the thread count."""
-    return typer.Option(default, "--threads", min=min(default, 1), max=MAX_THREADS, help=help)
+    the CPU expert times they store are keyed by the thread count. A value outside, or not a whole number, is
+    refused naming it and the range (`int_range`), as every such option is."""
+    return typer.Option(default, "--threads", **int_range(min(default, 1), MAX_THREADS, "a thread count"), help=help)
 
 
 def output_option(default: Any, help: str) -> Any:

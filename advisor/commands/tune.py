@@ -287,9 +287,11 @@ def register(app: typer.Typer) -> None:
         profiles_dir: Path | None = profiles_dir_option(),
         space: str = typer.Option(None, "--space", callback=user_path, help="Search space: a TOML file or a shipped name "
                                   "(quick, default, dllm). Default: quick for the bundled model, dllm for dLLMs, else default."),
-        trials: int = typer.Option(None, "--trials", min=1, help="The study ends with N finished trials (a resume "
-                                   "tops up; workers share them). Default 20."),
-        more: int = typer.Option(None, "--more", min=1, help="Run N more trials, however many the study has."),
+        trials: int = typer.Option(None, "--trials", **int_range(1, None, "a trial count"),
+                                   help="The study ends with N finished trials (a resume tops up; workers share "
+                                   "them). Default 20."),
+        more: int = typer.Option(None, "--more", **int_range(1, None, "a trial count"),
+                                 help="Run N more trials, however many the study has."),
         timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
         storage: str = storage_option(),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
