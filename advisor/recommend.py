@@ -463,15 +463,17 @@ def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = 
                         "point) of the study's full-precision point (else its highest-precision one, named below); "
                         "--max-accuracy-drop or --min-accuracy to change")
     if q.prefer is None:
+        # the candidates are the stored front's points: a trial off the front may still need more than `budget`
         fits = budget is not None and all(p.values.get("peak_gpu_bytes", math.inf) <= budget for p in points)
         # a study tuned for time per token is ranked by it: by H2D bytes, a pick with every miss computed on the
         # CPU (few bytes, slow) won at 10.5 ms/token beside a 0.16 ms one
         timed = any("time_per_token" in p.objectives for p in points)
         q = dataclasses.replace(q, prefer="accuracy" if fits else "latency" if timed else "transfer")
         if fits:
-            defaults.append(f"every stored configuration fits {q.budget_text()}, so transfer is no constraint: "
-                            f"the most {'accurate' if quality == 'accuracy' else 'faithful'} wins (ties: lowest time "
-                            "per token where stored, then H2D bytes/token); --prefer transfer to change")
+            defaults.append(f"every configuration on the stored Pareto front fits {q.budget_text()}, so transfer is "
+                            f"no constraint: the most {'accurate' if quality == 'accuracy' else 'faithful'} wins "
+                            "(ties: lowest time per token where stored, then H2D bytes/token); --prefer transfer to "
+                            "change")
         elif timed:
             defaults.append("no --prefer given: the lowest time per token wins, an objective of this study; "
                             "--prefer transfer ranks by H2D bytes/token")

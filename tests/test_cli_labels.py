@@ -467,13 +467,27 @@ def test_every_stored_byte_count_reads_in_binary_units(tmp_path):
     assert "time_per_token=24.160 ms [" in header and "e+0" not in header, header
 
 
+def test_recommend_says_the_front_fits_a_budget_that_trials_off_it_exceed(tmp_path):
+    """`recommend --budget 2.5MiB` on the example (front up to 2.133 MiB, trials off it up to 2.727 MiB) said "every
+    stored configuration fits 2.50 MiB", but stored trials need more; what fits is every point of the stored front,
+    the candidates, and the reason now says that."""
+    from advisor.recommend import load_trials
+
+    trials = load_trials(str(EXAMPLE_DB))("bundled-example").points
+    assert max(t.values["peak_gpu_bytes"] for t in trials) > 2.5 * 2**20  # the premise: some trials do not fit
+    shutil.copy(EXAMPLE_DB, tmp_path / "a.db")
+    out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "2.5MiB", cwd=tmp_path).stdout)
+    assert "every configuration on the stored Pareto front fits 2.50 MiB (--budget 2.5MiB)" in out, out
+    assert "every stored configuration" not in out, out
+
+
 def test_recommend_names_a_budget_as_typed_beside_its_bytes(tmp_path):
     """`recommend --budget 4MB` (SI: 4,000,000 bytes) said "fits 3.8 MiB", read as if 3.8 MiB had been typed; `advisor
     tune` shows "3.81 MiB (--budget 4MB)". Each reason that names the budget now names it as typed beside its bytes
     (`advisor.units.budget_text`), a GPU's memory by its --gpu."""
     shutil.copy(EXAMPLE_DB, tmp_path / "a.db")
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "4MB", cwd=tmp_path).stdout)
-    assert "every stored configuration fits 3.81 MiB (--budget 4MB), so transfer" in out, out
+    assert "every configuration on the stored Pareto front fits 3.81 MiB (--budget 4MB), so transfer" in out, out
     assert "- fits 3.81 MiB (--budget 4MB): uses 2.133 MiB (counted)" in out, out
     assert "less than the 3.81 MiB (--budget 4MB) asked about" in out, out
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--gpu", "RTX 4090", cwd=tmp_path).stdout)

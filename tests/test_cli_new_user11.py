@@ -164,7 +164,7 @@ def test_a_cpu_profile_given_as_gpu_budgets_no_gpu_memory_with_the_hosts_ram(tmp
     assert rec.returncode == 0, rec.stdout + rec.stderr
     text = " ".join(rec.stdout.split())
     assert "--gpu myhost is a CPU profile" in text and "memory not checked" in text, text
-    assert "every stored configuration fits" not in text and not re.search(r"fits [\d.]+ GiB", text), text
+    assert "Pareto front fits" not in text and not re.search(r"fits [\d.]+ GiB", text), text
 
 
 def test_a_budget_above_the_named_gpus_memory_is_refused(tmp_path):

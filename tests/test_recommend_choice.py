@@ -157,7 +157,7 @@ def test_default_floor_is_one_point_below_the_highest_precision_point():
 def test_when_everything_fits_the_most_accurate_wins(tmp_path):
     rec = recommend(standard_front(), Query(gpu=get_gpu("RTX 4090", "/nonexistent")))  # 24 GiB: all fit
     assert rec.chosen.point.trial_number == 0  # bf16, 0.92, and of the two 0.92 points the one moving nothing
-    assert "every stored configuration fits" in rec.reasons[1] and "most accurate wins" in rec.reasons[1]
+    assert "every configuration on the stored Pareto front fits" in rec.reasons[1] and "most accurate wins" in rec.reasons[1]
     url = make_db(tmp_path / "a.db", standard_front())
     r = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--gpu", "RTX 4090", "--storage", url],
                        capture_output=True, text=True)
