@@ -494,3 +494,26 @@ def test_recommend_names_a_budget_as_typed_beside_its_bytes(tmp_path):
     assert "- fits 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal)): uses 2.133 MiB" in out, out
     out = flat(advisor_in_process("recommend", "--storage", "a.db", "--budget", "1MB", cwd=tmp_path).stdout)
     assert "(39 exceed the memory budget of 976.56 KiB (--budget 1MB), 16 fall below the accuracy floor)" in out, out
+
+
+def test_simulate_at_no_slots_shows_no_ratio_to_a_bound_that_hits_nothing(tmp_path, tiny_trace):
+    """`simulate --slots 0` printed 'vs Belady 1.000' (and 1.0 in --json) for 0 hits of the bound's 0: a ratio of
+    0/0. It is '-' in the table, as the report's tables show a value that does not exist, null in --json, and a
+    note says why; at slots where the bound hits, the ratio is shown as before."""
+    import contextlib
+
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    shutil.copy(tiny_trace, tmp_path / "tr.npz")
+    for slots, ratio in (("0", None), ("3", 1.0)):
+        with contextlib.chdir(tmp_path):
+            res = CliRunner().invoke(app, ["simulate", "tr.npz", "--slots", slots, "--policy", "lru", "--json",
+                                           "s.json"], terminal_width=80)
+        assert res.exit_code == 0, res.output
+        bound = {r["policy"]: r for r in json.loads((tmp_path / "s.json").read_text())["results"]}["belady (bound)"]
+        assert bound["vs_belady_hit_rate"] == ratio, res.output
+        row = next(ln for ln in res.stdout.splitlines() if ln.startswith("belady (bound)"))
+        assert row.split()[-1] == ("-" if ratio is None else "1.000"), res.stdout
+        assert ("Belady's MIN hits nothing at these slots" in flat(res.stdout)) == (ratio is None), res.stdout

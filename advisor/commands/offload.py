@@ -312,9 +312,11 @@ def simulate_cmd(
                   show_edge=False, pad_edge=False)
     cells, out = [], []
     for name, st in [*rows, ("belady (bound)", best)]:
-        ratio = st.hit_rate / best.hit_rate if best.hit_rate else 1.0
+        # 0 hits of 0 the bound finds (no slots, or every look-up a first one): no ratio, '-' as tables show one
+        ratio = st.hit_rate / best.hit_rate if best.hit_rate else None
         cells.append([f"tide (tau {tau})" if name == "tide" else name, f"{st.hits}", f"{st.misses}", f"{st.hit_rate:.3f}", human_bytes(st.bytes_h2d / per),
-                      f"{st.transfer_ms / per:.3f}", f"{st.total('cpu_tokens')}", f"{ratio:.3f}"])
+                      f"{st.transfer_ms / per:.3f}", f"{st.total('cpu_tokens')}",
+                      "-" if ratio is None else f"{ratio:.3f}"])
         out.append({**st.to_dict(n_tokens=tokens or None), "policy": name, "vs_belady_hit_rate": ratio,
                     **({"tau": tau} if name == "tide" else {})})
     unit = ("per token", "ms/token") if tokens else ("in total", "ms total")
@@ -344,6 +346,9 @@ def simulate_cmd(
         _print_times(console, rows, per, unit[1], miss, tau, costs.source)
     elif miss == "cpu":  # the misses' CPU compute is in no column: say so, and how to model it
         print_wrapped(console, f"note: {no_cpu_times}")  # rich broke its `advisor profile --model M` in two
+    if not best.hit_rate:
+        print_wrapped(console, "note: vs Belady is '-': Belady's MIN hits nothing at these slots, so there is no hit "
+                               "rate to compare with")
     for note in {n for _, st in rows for n in st.notes}:
         print_rich(console, f"note: {note}")
     staged = {name: st.total('prefetch_hits') for name, st in rows if st.total('prefetch_hits')}
