@@ -67,6 +67,11 @@ def binary_unit(n: float) -> tuple[str, int]:
                  if abs(n) >= size), ("B", 1))
 
 
+H2D_UNIT = ("KiB", 2**10)
+"""The unit of H2D bytes per token in `advisor report`, its tables and figures alike: one fixed unit, so that rows,
+curves and points compare at a glance (its Pareto figure drew in MiB - 0.026 - what its tables print as 26.5 KiB)."""
+
+
 def format_bytes(n: float, digits: int = 1) -> str:
     """Binary units, as budgets are usually read: 9.1 GiB, 512 MiB (`digits` decimals)."""
     unit, size = binary_unit(n)

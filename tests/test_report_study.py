@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import advisor_entry, one_error_line
+from example_study import EXAMPLE_DB
 
 from advisor.errors import UserError
 from advisor.units import format_bytes
@@ -898,3 +899,26 @@ def test_a_time_studys_summary_shows_the_time_it_ranks_by_also_without_an_fp16_p
     for row in headline:
         assert (f"{row['precision']}: trial #{row['trial']}, time per token {row['time_per_token']:.3f} ms (modelled), "
                 f"transfer cut") in flat, r.stdout
+
+
+def test_the_pareto_figure_draws_h2d_bytes_in_the_unit_the_tables_print_them(monkeypatch, tmp_path):
+    """The report's Pareto figure, against H2D bytes (a study not tuned for time per token), drew them in MiB:
+    0.026 for the point its tables print as 26.5 KiB. Tables and figure now take the one unit of
+    `advisor.units.H2D_UNIT` (KiB); redrawn here from the committed example study's trials, its axis read back."""
+    from advisor.report import plots
+    from advisor.report.data import load_study_data
+    from advisor.report.document import _kib
+    from advisor.report.select import feasible_trials
+
+    data = load_study_data("bundled-example", f"sqlite:///{EXAMPLE_DB}")
+    trials = feasible_trials(data)
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.pareto(trials, {p.trial_number for p in data.front}, [], tmp_path / "p.png", "h2d_bytes_per_token")
+    (fig,) = drawn
+    ax = fig.axes[0]
+    unit = _kib(1.0).split()[-1]  # the tables' unit
+    assert unit == "KiB" and ax.get_xlabel().startswith(f"H2D {unit} per generated token"), ax.get_xlabel()
+    drawn_x = sorted(ax.collections[0].get_offsets()[:, 0])
+    stored = sorted(t.values["h2d_bytes_per_token"] for t in trials if "h2d_bytes_per_token" in t.values)
+    assert [f"{x:.1f} {unit}" for x in drawn_x] == [_kib(v) for v in stored]  # each point reads as its table cell

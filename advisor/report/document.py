@@ -28,7 +28,7 @@ from advisor.report.select import (
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
 from advisor.results.front import quality_metric, task_text
-from advisor.units import count, format_bytes
+from advisor.units import H2D_UNIT, count, format_bytes
 
 
 @dataclass
@@ -108,7 +108,9 @@ def _bytes_cell(n: float | None) -> str:
 
 
 def _kib(n: float | None) -> str:
-    return "-" if n is None else f"{n / 2**10:.1f} KiB"
+    """H2D bytes (per token) in the report's one unit for them (`H2D_UNIT`)."""
+    unit, size = H2D_UNIT
+    return "-" if n is None else f"{n / size:.1f} {unit}"
 
 
 def _pct(x: float | None) -> str:

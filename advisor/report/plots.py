@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
 from advisor.results.front import source_kinds  # noqa: E402
 from advisor.tune.plots import place_labels  # noqa: E402
+from advisor.units import H2D_UNIT  # noqa: E402
 
 PRECISION_COLORS = {"fp16": "#1f77b4", "bf16": "#1f77b4", "int8": "#ff7f0e", "int4": "#2ca02c"}
 # Every cache policy gets its own colour AND marker (readable in grey print and for colour-blind readers);
@@ -132,7 +133,7 @@ def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence
     pts = [t for t in trials if x in t.values]
     kind = source_kinds(t.sources.get(x) for t in pts)  # as stored: time per token is measured in a live study
     scale, xlabel = (1.0, f"time per generated token, ms ({kind}; lower is better)") if x == "time_per_token" \
-        else (2.0**-20, f"H2D MiB per generated token ({kind}; lower is better)")
+        else (1.0 / H2D_UNIT[1], f"H2D {H2D_UNIT[0]} per generated token ({kind}; lower is better)")
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     xs = [t.values[x] * scale for t in pts]
     ys = [t.values.get(y, float("nan")) for t in pts]
