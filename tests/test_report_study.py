@@ -922,3 +922,28 @@ def test_the_pareto_figure_draws_h2d_bytes_in_the_unit_the_tables_print_them(mon
     drawn_x = sorted(ax.collections[0].get_offsets()[:, 0])
     stored = sorted(t.values["h2d_bytes_per_token"] for t in trials if "h2d_bytes_per_token" in t.values)
     assert [f"{x:.1f} {unit}" for x in drawn_x] == [_kib(v) for v in stored]  # each point reads as its table cell
+
+
+def test_the_transfer_figures_draw_h2d_bytes_in_the_unit_the_sweep_table_prints_them(monkeypatch, tmp_path):
+    """The transfer-vs-slots (and -memory) figure drew H2D bytes per token in MiB (the example's fp16 no-cache line
+    at 2.95) beside tables in KiB (3016.7 KiB). Both now take `advisor.units.H2D_UNIT`; redrawn here from a small
+    sweep, its top row read back as the table's cells."""
+    from types import SimpleNamespace
+
+    from advisor.report import plots
+    from advisor.report.document import _kib
+
+    pts = [SimpleNamespace(precision="int8", policy=pol, slots=s, cache_bytes=s * 4096.0, bytes_per_token=b,
+                           transfer_ms_per_token=b / 25e6) for pol, s, b in
+           (("lru", 2, 30000.0), ("lru", 8, 26521.0), ("belady", 2, 28000.0), ("belady", 8, 20480.0))]
+    sweep = SimpleNamespace(points=pts, baseline_format="fp16", baseline_bytes_per_token=39168.0,
+                            baseline_ms_per_token=1.0, time_source="modelled:x")
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.transfer_vs_slots(sweep, tmp_path / "t.png")
+    (fig,) = drawn
+    top = fig.axes[0]
+    assert top.get_ylabel().startswith(f"H2D {_kib(1.0).split()[-1]} per generated token"), top.get_ylabel()
+    lru, belady, baseline = top.get_lines()
+    assert [f"{y:.1f} KiB" for y in lru.get_ydata()] == [_kib(30000.0), _kib(26521.0)]
+    assert [f"{y:.1f} KiB" for y in baseline.get_ydata()] == [_kib(39168.0)] * 2

@@ -71,9 +71,9 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
                 continue
             xs = [p.slots if x == "slots" else p.cache_bytes / 2**20 for p in pts]
             label = "Belady's MIN (bound)" if pol == "belady" else pol
-            top.plot(xs, [p.bytes_per_token / 2**20 for p in pts], label=label, **policy_style(pol))
+            top.plot(xs, [p.bytes_per_token / H2D_UNIT[1] for p in pts], label=label, **policy_style(pol))
             bottom.plot(xs, [p.transfer_ms_per_token for p in pts], label=label, **policy_style(pol))
-        top.axhline(sweep.baseline_bytes_per_token / 2**20, color="grey", linewidth=1.2, linestyle="--",
+        top.axhline(sweep.baseline_bytes_per_token / H2D_UNIT[1], color="grey", linewidth=1.2, linestyle="--",
                     label=f"{sweep.baseline_format}, no cache")
         bottom.axhline(sweep.baseline_ms_per_token, color="grey", linewidth=1.2, linestyle="--",
                        label=f"{sweep.baseline_format}, no cache")
@@ -83,7 +83,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")  # where it covers the fewest points and lines
-    axes[0][0].set_ylabel("H2D MiB per generated token (counted)")
+    axes[0][0].set_ylabel(f"H2D {H2D_UNIT[0]} per generated token (counted)")  # the sweep table's unit
     axes[1][0].set_ylabel(f"transfer ms per generated token\n({sweep.time_source})", fontsize=8)
     return _save(fig, path)
 
