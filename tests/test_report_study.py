@@ -947,3 +947,17 @@ def test_the_transfer_figures_draw_h2d_bytes_in_the_unit_the_sweep_table_prints_
     lru, belady, baseline = top.get_lines()
     assert [f"{y:.1f} KiB" for y in lru.get_ydata()] == [_kib(30000.0), _kib(26521.0)]
     assert [f"{y:.1f} KiB" for y in baseline.get_ydata()] == [_kib(39168.0)] * 2
+
+
+def test_the_accuracy_table_breaks_a_top1_tie_by_the_lower_kl():
+    """The report's accuracy table (and its figure and report.json, which take the same rows) listed plans tied on
+    top-1 agreement alphabetically: the example's fp16, int2, int4, int8, all at top-1 1, so int2 (KL 0.0076) came
+    second. A tie is now broken by the lower KL, the table's next column, so it reads best-first; rows are
+    `accuracy_rows` of the committed example study's trials."""
+    from advisor.report.data import load_study_data
+    from advisor.report.select import accuracy_rows, feasible_trials
+
+    rows = accuracy_rows(feasible_trials(load_study_data("bundled-example", f"sqlite:///{EXAMPLE_DB}")))
+    assert {r.fidelity_top1 for r in rows} == {1.0} and len(rows) == 4  # the premise: all tied on top-1
+    assert [r.plan for r in rows] == ["fp16", "int8", "int4", "int2"], [(r.plan, r.fidelity_kl) for r in rows]
+    assert [r.fidelity_kl for r in rows] == sorted(r.fidelity_kl for r in rows)

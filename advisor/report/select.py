@@ -469,4 +469,6 @@ def accuracy_rows(trials: Sequence[TrialRecord]) -> list[AccuracyRow]:
                                 ci[0] if ci else None, ci[1] if ci else None, d.get("accuracy_n"),
                                 t.values.get("fidelity_kl"), t.values.get("fidelity_top1"),
                                 t.sources.get("accuracy", "-")))
-    return sorted(rows, key=lambda r: (-(r.fidelity_top1 or 0.0), r.plan))
+    # best first: top-1 agreement, then (ties: fp16, int2, int4, int8 read alphabetically) the lower KL, then name
+    return sorted(rows, key=lambda r: (-(r.fidelity_top1 or 0.0),
+                                       math.inf if r.fidelity_kl is None else r.fidelity_kl, r.plan))
