@@ -225,3 +225,65 @@ def test_random_prompts_past_the_positions_beside_their_new_tokens_are_said(caps
         "positions; the model runs past" in err and "at most 496 new tokens fit every prompt" in err, err
     workload_prompts(loaded, None, 1, seed=0, max_new_tokens=496)
     assert "note" not in capsys.readouterr().err
+
+
+def test_positions_hints_count_the_whole_blocks_llada_moe_decodes(toy_dir, tmp_path, monkeypatch):
+    """LLaDA-MoE decodes whole blocks, yet the positions checks counted --max-new-tokens alone: on the bundled
+    model (256 positions, blocks of 8) `trace --prompt hi --max-new-tokens 255` advised 254, which decodes 32 blocks
+    (258 positions beside the 2-token prompt) and said nothing; `eval --max-new-tokens 250 --limit 1` advised 209,
+    27 blocks (263 positions beside the 47-token prompt). The hints count what the sampler puts through the model
+    (here trace's blocks of 32, the model's default, and the toy task's of 8), and the number each names then
+    passes without a note."""
+    from advisor.eval import notes
+
+    def said(*args: str) -> str:
+        monkeypatch.setattr(notes, "_said", set())
+        proc = advisor_in_process(*args, "--threads", "1", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return " ".join(proc.stderr.split())
+
+    trace = ("trace", str(toy_dir), "--prompt", "hi", "--steps", "8", "-o", "t.npz")
+    err = said(*trace, "--max-new-tokens", "254")  # 2 + 8 x 32 = 258
+    assert "with their 254 new tokens in whole blocks exceed " in err and "(--max-new-tokens 224)" in err, err
+    assert "positions" not in said(*trace, "--max-new-tokens", "224")
+    err = said("eval", str(toy_dir), "--max-new-tokens", "250", "--limit", "1", "--no-progress")
+    assert "still exceed " in err and "--max-new-tokens 208;" in err, err
+    assert "positions" not in said("eval", str(toy_dir), "--max-new-tokens", "208", "--limit", "1", "--no-progress")
+
+
+def test_new_tokens_whose_whole_blocks_alone_exceed_the_positions_are_refused(toy_dir, tmp_path):
+    """--block-length 48: 250 new tokens (within 256 positions, beside the 2-token prompt too) decode 6 blocks of
+    48, 288 positions, and decoded past them without a word; refused before decoding, naming 240 (5 blocks), and
+    nothing written."""
+    from cli_helpers import advisor_entry
+
+    proc = advisor_entry("trace", str(toy_dir), "--prompt", "hi", "--max-new-tokens", "250", "--block-length", "48",
+                         "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: --prompt: 250 new tokens in whole blocks alone exceed ") and \
+        line.endswith("(2 tokens): --max-new-tokens 240"), line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("family", "how", "fits"), [("llada2", "in whole blocks at multiples of the block length", 464),
+                                                     ("diffusion_gemma", "in whole canvases", 480)],
+                         ids=["llada2", "diffusion_gemma"])
+def test_llada2_blocks_and_diffusion_gemma_canvases_count_against_the_positions(tmp_path, capsys, family, how, fits):
+    """LLaDA2 decodes a canvas of whole blocks aligned to multiples of the block length, DiffusionGemma whole
+    canvases after the prompt: 500 new tokens in blocks of 48 take 528 of a tiny model's 512 positions and decoded
+    past them; refused before decoding, naming what fits beside the 16-token random prompts, which then passes."""
+    from cli_helpers import advisor_entry
+
+    from advisor.eval.run import workload_prompts
+
+    proc = advisor_entry("trace", f"tiny:{family}", "--limit", "1", "--max-new-tokens", "500", "--block-length", "48",
+                         "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert f"500 new tokens {how} alone exceed its 512 positions" in line, line
+    assert f"(eval, trace: --max-new-tokens {fits};" in line, line
+    capsys.readouterr()
+    workload_prompts(load_model(f"tiny:{family}"), None, 4, max_new_tokens=fits, refuse_past=True,
+                     decoding={"block_length": 48})
+    assert "positions" not in capsys.readouterr().err

@@ -148,7 +148,8 @@ def register(app: typer.Typer) -> None:
         from advisor.eval.run import refuse_past_positions
 
         # new tokens past the positions (as `evaluate` refuses them) before the notes: the refusal the only line
-        refuse_past_positions(loaded, the_task, len(the_task.examples), seed, max_new_tokens or the_task.max_new_tokens)
+        refuse_past_positions(loaded, the_task, len(the_task.examples), seed, max_new_tokens or the_task.max_new_tokens,
+                              the_task.gen_kwargs)
         # the notes once the model has loaded: a model the load refuses is refused in one line, not after them
         say_busy_host(busy)
         if limit is not None and limit > len(the_task.examples):  # `select` took them all, not an error

@@ -49,11 +49,11 @@ DEFAULT_TRACE_PROMPTS = 4
 
 
 def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, limit: int,
-             seed: int, max_new_tokens: int) -> tuple[list[torch.Tensor], int | None, bool]:
+             seed: int, max_new_tokens: int, decoding: dict[str, Any]) -> tuple[list[torch.Tensor], int | None, bool]:
     """(token-id prompts, the task's generation length, synthetic?): --prompt texts, else the prompts `advisor
     tune` traces (`workload_prompts`: the examples of `task`, read before torch imported - None only with --prompt,
-    fitted to the model's positions beside --max-new-tokens (0: the task's); or seeded ids for tokenizer-less
-    tiny models)."""
+    fitted to the model's positions beside --max-new-tokens (0: the task's), as `decoding` (--block-length)
+    decodes them; or seeded ids for tokenizer-less tiny models)."""
     import torch
 
     from advisor.eval.run import encode_prompt, workload_prompts
@@ -61,30 +61,39 @@ def _prompts(loaded: LoadedModel, task: Task | None, prompt: list[str] | None, l
     synthetic = loaded.tokenizer is None
     if prompt and not synthetic:
         ids = [torch.tensor([encode_prompt(loaded.tokenizer, t)], dtype=torch.long) for t in prompt]
-        _refuse_prompt_past_positions(loaded, ids, max_new_tokens or TRACE_NEW_TOKENS)
+        _refuse_prompt_past_positions(loaded, ids, max_new_tokens or TRACE_NEW_TOKENS, decoding)
         return ids, None, False
     n = len(prompt) if prompt else limit
-    return workload_prompts(loaded, task, n, seed, max_new_tokens or None, refuse_past=True), getattr(task, "max_new_tokens", None), synthetic
+    return (workload_prompts(loaded, task, n, seed, max_new_tokens or None, refuse_past=True, decoding=decoding),
+            getattr(task, "max_new_tokens", None), synthetic)
 
 
 TRACE_NEW_TOKENS = 32
 """New tokens `advisor trace` decodes per prompt without --max-new-tokens or a task's own (--prompt texts)."""
 
 
-def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], max_new_tokens: int) -> None:
-    """--prompt texts: new tokens that alone exceed the model's positions are refused, as a task's prompts are
-    (`advisor.eval.run.fit_to_positions`), naming the most that fit beside the longest text; with the texts past
-    them, said once (`say_ids_past_positions`). They decoded past the positions without a word."""
-    from advisor.eval.run import model_positions, past_positions, say_ids_past_positions
+def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], max_new_tokens: int,
+                                  decoding: dict[str, Any]) -> None:
+    """--prompt texts: new tokens that alone exceed the model's positions (as `decoding` decodes them:
+    `advisor.eval.run.positions_taken`) are refused, as a task's prompts are (`advisor.eval.run.fit_to_positions`),
+    naming the most that fit beside the longest text; with the texts past them, said once
+    (`say_ids_past_positions`). They decoded past the positions without a word."""
+    from advisor.eval.run import (
+        model_positions,
+        most_new_tokens,
+        past_positions,
+        positions_taken,
+        say_ids_past_positions,
+    )
 
     positions = model_positions(loaded)
-    if positions is not None and max_new_tokens > positions:
+    if positions is not None and positions_taken(loaded, 0, max_new_tokens, decoding) > positions:
         longest = max(int(t.shape[-1]) for t in ids)
-        fits = positions - longest
+        fits = most_new_tokens(loaded, longest, positions, decoding)
         hint = (f"; at most {fits} new tokens fit beside the longest --prompt text ({longest} tokens): "
                 f"--max-new-tokens {fits}" if fits > 0 else "")
-        raise past_positions("--prompt", max_new_tokens, positions, hint, loaded.name)
-    say_ids_past_positions(loaded, ids, max_new_tokens, "--prompt texts", "--max-new-tokens {n}")
+        raise past_positions("--prompt", max_new_tokens, positions, hint, loaded.name, loaded, decoding)
+    say_ids_past_positions(loaded, ids, max_new_tokens, "--prompt texts", "--max-new-tokens {n}", decoding=decoding)
 
 
 def _refuse_denoising(name: str, family: str, steps: int, block_length: int) -> None:
@@ -178,7 +187,8 @@ def trace_cmd(
     loaded = load_model(model, device=device, offload=offload)
     # refusals the loaded model decides before any note (--max-new-tokens past its positions: `_prompts`)
     _refuse_denoising(loaded.name, loaded.family, steps, block_length)  # a hub id's family is known only now
-    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed, max_new_tokens)
+    decoding = {"block_length": block_length} if block_length else {}  # what `generate` gets below, --steps aside
+    prompts, task_new, synthetic = _prompts(loaded, the_task, prompt, limit, seed, max_new_tokens, decoding)
     say_busy_host(busy)  # once the model has loaded: a model the load refuses is refused in one line, not after it
     err = Console(stderr=True)
     # notes are plain text (a model directory b[red] is no markup), broken where rich breaks them

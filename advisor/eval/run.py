@@ -9,7 +9,7 @@ and the model's previous expert session restored afterwards.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -91,12 +91,12 @@ def evaluate(
     if not task.examples:
         raise UserError(f"task {task.name} has no examples to evaluate")
     new_tokens = max_new_tokens or task.max_new_tokens
-    task = fit_to_positions(task, loaded, new_tokens, refuse_past=refuse_past)
+    gen_kwargs = {**task.gen_kwargs, **gen_overrides}
+    task = fit_to_positions(task, loaded, new_tokens, refuse_past=refuse_past, decoding=gen_kwargs)
     # Prompts of unequal length share a batch when the task allows EOS left-padding (the bundled model was
     # trained that way) or the family decodes autoregressively (padding hidden by an attention mask).
     pad = "eos" if task.pad_ok else "mask" if not loaded.is_diffusion else None
     batches = _batches(loaded.tokenizer, task, batch_size or default_batch_size(task, pad), pad)
-    gen_kwargs = {**task.gen_kwargs, **gen_overrides}
     texts: dict[int, str] = {}
     start = time.perf_counter()
     with attached(loaded, runtime), _progress(progress, task) as advance:
@@ -151,75 +151,97 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
 
 
 def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_tokens: int | None = None,
-                     refuse_past: bool = False) -> list[Any]:
+                     refuse_past: bool = False, decoding: dict[str, Any] | None = None) -> list[Any]:
     """Token ids [1, L] of `n` prompts of the workload `advisor tune` traces: the task's own examples (the
-    evaluation's selection, fitted to the model's positions, and encoding; `refuse_past` as `fit_to_positions`),
-    else seeded random ids (tokenizer-less models, tiny:*)."""
+    evaluation's selection, fitted to the model's positions, and encoding; `refuse_past` and `decoding` as
+    `fit_to_positions`), else seeded random ids (tokenizer-less models, tiny:*)."""
     import torch
 
     tok = loaded.tokenizer
     examples = list(getattr(task, "examples", []))
     if tok is not None and examples and task is not None:
         chosen = fit_to_positions(replace(task, examples=select(examples, n, seed)), loaded,
-                                  max_new_tokens or task.max_new_tokens, refuse_past=refuse_past)
+                                  max_new_tokens or task.max_new_tokens, refuse_past=refuse_past,
+                                  decoding=decoding or {})
         out = [torch.tensor([encode_prompt(tok, chosen.prompt(ex))], dtype=torch.long) for ex in chosen.examples]
     else:
         from advisor.models.generate import random_prompt
 
         fewest, most = RANDOM_PROMPT_TOKENS
-        positions = model_positions(loaded)
-        if refuse_past and positions is not None and max_new_tokens is not None and max_new_tokens > positions:
-            fits = positions - most
+        positions, decoding = model_positions(loaded), decoding or {}
+        if refuse_past and positions is not None and max_new_tokens is not None and \
+                positions_taken(loaded, 0, max_new_tokens, decoding) > positions:
+            fits = most_new_tokens(loaded, most, positions, decoding)
             hint = (f"; at most {fits} new tokens fit beside its {most}-token random prompts "
                     f"({NEW_TOKENS_SETTING.format(n=fits)})" if fits > 0 else "")
-            raise past_positions(loaded.name, max_new_tokens, positions, hint)  # (tiny:*: no text task to fit)
+            # (tiny:*: no text task to fit)
+            raise past_positions(loaded.name, max_new_tokens, positions, hint, loaded=loaded, decoding=decoding)
         g = torch.Generator().manual_seed(seed)
         out = []
         for _ in range(n):
             length = int(torch.randint(fewest, most + 1, (1,), generator=g))
             out.append(random_prompt(loaded, length, g))
-        say_ids_past_positions(loaded, out, max_new_tokens, "random prompts")  # (alone past them: refused above)
+        say_ids_past_positions(loaded, out, max_new_tokens, "random prompts", decoding=decoding)  # (alone past them: refused above)
     if not out:
         raise UserError(f"task {getattr(task, 'name', task)!r} has no examples to build prompts from")
     return out
 
 
 def say_ids_past_positions(loaded, prompts: list[Any], max_new_tokens: int | None, what: str,
-                           setting: str | None = None) -> None:
+                           setting: str | None = None, *, decoding: dict[str, Any]) -> None:
     """Note once where token-id `prompts` ([1, L] each: `what`, "random prompts" or "--prompt texts") with their
-    new tokens exceed the model's positions, naming the most new tokens that fit every one and where to set them
-    (`setting`, default `NEW_TOKENS_SETTING`); a text task's prompts are fitted and said by `fit_to_positions`."""
+    new tokens, as `decoding` decodes them (`decoded_length`), exceed the model's positions, naming the most new
+    tokens that fit every one and where to set them (`setting`, default `NEW_TOKENS_SETTING`); a text task's
+    prompts are fitted and said by `fit_to_positions`."""
     positions = model_positions(loaded)
-    over = sum(int(ids.shape[-1]) + max_new_tokens > positions for ids in prompts) if positions and max_new_tokens \
-        else 0
+    over = sum(positions_taken(loaded, int(ids.shape[-1]), max_new_tokens, decoding) > positions for ids in prompts) \
+        if positions and max_new_tokens else 0
     if not over:
         return
     longest = max(int(ids.shape[-1]) for ids in prompts)
-    fits = positions - longest
+    fits = most_new_tokens(loaded, longest, positions, decoding)
+    new = _new_tokens(loaded, max_new_tokens, positions, decoding, {int(ids.shape[-1]) for ids in prompts})
     room = (f"at most {fits} new tokens fit every prompt ({(setting or NEW_TOKENS_SETTING).format(n=fits)})"
             if fits > 0 else f"the longest is {longest} tokens on its own, which fewer new tokens cannot help")
-    note_once(f"note: {over} of {len(prompts)} {what} with their {max_new_tokens} new tokens exceed {loaded.name}'s "
+    note_once(f"note: {over} of {len(prompts)} {what} with their {new} exceed {loaded.name}'s "
               f"{positions} positions; the model runs past the length it was trained for on them; {room}")
 
 
-def refuse_past_positions(loaded, task: Task | None, n: int, seed: int, max_new_tokens: int) -> None:
-    """`UserError` where `max_new_tokens` alone exceed the model's positions (`workload_prompts`' `refuse_past`,
-    naming the most that fit its `n` prompts): eval says it before its notes, tune before its study is created.
-    Nothing is encoded where they fit."""
+def refuse_past_positions(loaded, task: Task | None, n: int, seed: int, max_new_tokens: int,
+                          decoding: dict[str, Any]) -> None:
+    """`UserError` where `max_new_tokens`, as `decoding` decodes them, alone exceed the model's positions
+    (`workload_prompts`' `refuse_past`, naming the most that fit its `n` prompts): eval says it before its notes,
+    tune before its study is created. Nothing is encoded where they fit."""
     positions = model_positions(loaded)
-    if positions is not None and max_new_tokens > positions:
-        workload_prompts(loaded, task, n, seed, max_new_tokens, refuse_past=True)
+    if positions is not None and positions_taken(loaded, 0, max_new_tokens, decoding) > positions:
+        workload_prompts(loaded, task, n, seed, max_new_tokens, refuse_past=True, decoding=decoding)
 
 
 RANDOM_PROMPT_TOKENS = (8, 16)
 """The fewest and most token ids of `workload_prompts`' random prompts (a model without a tokenizer)."""
 
 
-def past_positions(what: str, max_new_tokens: int, positions: int, hint: str, model: str | None = None) -> UserError:
-    """The refusal of new tokens that alone exceed the model's positions (`refuse_past`), `hint` naming what fits."""
+def past_positions(what: str, max_new_tokens: int, positions: int, hint: str, model: str | None = None,
+                   loaded=None, decoding: dict[str, Any] | None = None) -> UserError:
+    """The refusal of new tokens that alone exceed the model's positions (`refuse_past`), `hint` naming what fits;
+    `loaded` and `decoding`: the model and its generation's keywords, whose rounding of them is said where it is
+    what passes the positions (`_new_tokens`)."""
     whose = f"{model}'s" if model else "its"
-    return UserError(f"{what}: {max_new_tokens} new tokens alone exceed {whose} {positions} positions, the length it "
-                     f"was trained for{hint}")
+    new = _new_tokens(loaded, max_new_tokens, positions, decoding, [0]) if loaded is not None else \
+        f"{max_new_tokens} new tokens"
+    return UserError(f"{what}: {new} alone exceed {whose} {positions} positions, the length it was trained for{hint}")
+
+
+def _new_tokens(loaded, max_new_tokens: int, positions: int, decoding: dict[str, Any] | None,
+                prompts: Iterable[int]) -> str:
+    """"N new tokens", with how the model's sampler decodes them (`WHOLE_BLOCKS`) where that is what takes a
+    prompt of one of the lengths `prompts` past `positions` (`positions_taken`)."""
+    from advisor.models.generate import WHOLE_BLOCKS
+
+    rounded = any(p + max_new_tokens <= positions < positions_taken(loaded, p, max_new_tokens, decoding)
+                  for p in prompts)
+    how = WHOLE_BLOCKS.get(loaded.family) if rounded else None
+    return f"{max_new_tokens} new tokens" + (f" {how}" if how else "")
 
 
 def model_positions(loaded) -> int | None:
@@ -238,7 +260,7 @@ NEW_TOKENS_SETTING = "eval, trace: --max-new-tokens {n}; tune: max_new_tokens = 
 
 
 def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | None = NEW_TOKENS_SETTING, *,
-                     refuse_past: bool = False) -> Task:
+                     refuse_past: bool = False, decoding: dict[str, Any] | None = None) -> Task:
     """Drop few-shot exemplars from prompts that, with the new tokens, exceed the model's positions (the
     prompt gets what the new tokens leave, at least half). Said once; prompts that with their new tokens still
     do not fit are said too, in the same note (the model then runs past the length it was trained for): a prompt
@@ -247,11 +269,14 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
     does (prompts as long as the positions on their own). With `refuse_past` (eval's and trace's --max-new-tokens,
     tune's space once the model loads), new tokens that alone exceed the positions are refused with that remedy,
     before they decode for minutes (a trial, whose refusal would fail it inside the study, and a report of its
-    study keep the note)."""
+    study keep the note). `decoding`: the generation's keywords (block_length, steps), whose positions - prompt and
+    new tokens as the family's sampler decodes them (`decoded_length`: whole blocks) - are counted; None: one
+    forward over each prompt and exactly `max_new_tokens` (the fidelity proxy's answer canvas)."""
     positions = model_positions(loaded)
     if positions is None or loaded.tokenizer is None:
         return task
-    budget = max(positions - max_new_tokens, positions // 2)
+    def total(size: int) -> int:
+        return positions_taken(loaded, size, max_new_tokens, decoding)
 
     def length(ex: dict) -> int:
         return len(encode_prompt(loaded.tokenizer, task.prompt(ex)))
@@ -259,46 +284,70 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
     examples, sizes, shortened, fewest, over = [], [], 0, task.max_shots, 0
     for ex in task.examples:
         size = length(ex)  # each prompt variant is tokenized once
-        if task.max_shots and size > budget:
+        if task.max_shots and total(size) > positions and size > positions // 2:  # (a prompt keeps half)
             shots = ex.get("shots", task.max_shots)
-            while shots > 0 and size > budget:
+            while shots > 0 and total(size) > positions and size > positions // 2:
                 shots -= 1
                 size = length({**ex, "shots": shots})
             ex = {**ex, "shots": shots}
             shortened, fewest = shortened + 1, min(fewest, shots)
-        over += size + max_new_tokens > positions  # the prompt's half cannot make room for more new tokens
+        over += total(size) > positions  # the prompt's half cannot make room for more new tokens
         examples.append(ex)
         sizes.append(size)
-    n, room = len(examples), f"{loaded.name}'s {positions} positions ({max_new_tokens} new tokens)"
-    if refuse_past and setting is not None and max_new_tokens > positions:  # trace --max-new-tokens 99999: minutes past them
+    new = _new_tokens(loaded, max_new_tokens, positions, decoding, set(sizes))
+    n, room = len(examples), f"{loaded.name}'s {positions} positions ({new})"
+    if refuse_past and setting is not None and total(0) > positions:  # trace --max-new-tokens 99999: minutes past them
         raise past_positions(task.name, max_new_tokens, positions, _room_hint(task, examples, sizes, positions, length,
-                                                                              setting), loaded.name)
+                                                                              setting, loaded, decoding), loaded.name, loaded, decoding)
     dropped = f"dropped few-shot exemplars from {shortened} of {n} prompts"
     if over:  # one note where exemplars were dropped and prompts still run past: the room is said once
         note_once(f"note: {task.name}: " + (f"{dropped} (fewest kept {fewest} of {task.max_shots}), yet " if shortened
                                              else "") +
                   f"{over} of {n} prompts with their new tokens still exceed {room}; the model runs past the length it "
-                  f"was trained for on them{_room_hint(task, examples, sizes, positions, length, setting)}")
+                  f"was trained for on them{_room_hint(task, examples, sizes, positions, length, setting, loaded, decoding)}")
     elif shortened:
         note_once(f"note: {task.name}: {dropped} to fit {room}; fewest kept {fewest} of {task.max_shots}")
     return replace(task, examples=examples) if shortened else task
 
 
 def _room_hint(task: Task, examples: list[dict], sizes: list[int], positions: int, length: Callable,
-               setting: str | None) -> str:
+               setting: str | None, loaded, decoding: dict[str, Any] | None) -> str:
     """`fit_to_positions`'s remedy: the most new tokens beside which every prompt fits (each at its fewest
     exemplars; a few-shot task's at most half the positions, past which its prompts keep half), or how many
-    prompts fill the positions on their own, which fewer new tokens cannot help."""
+    prompts fill the positions on their own, which fewer new tokens cannot help. `decoding` as
+    `fit_to_positions`'s."""
     if task.max_shots:
         sizes = [s if ex.get("shots") == 0 else length({**ex, "shots": 0}) for ex, s in zip(examples, sizes, strict=True)]
-    fits = positions - max(sizes)
+        sizes.append(positions // 2)  # the prompts keep half: the new tokens fit beside that half too
+    fits = most_new_tokens(loaded, max(sizes), positions, decoding)
     if task.max_shots:
         fits = min(fits, positions // 2)
     if fits < 1:
-        alone = sum(s >= positions for s in sizes)
+        alone = sum(s >= positions for s in sizes[:len(examples)])
         return (f"; {alone} of them {'is' if alone == 1 else 'are'} {positions} tokens or longer on their own, which "
                 "fewer new tokens cannot help (a model with more positions can)")
     return f"; at most {fits} new tokens fit every prompt ({setting.format(n=fits)})" if setting else ""
+
+
+def positions_taken(loaded, prompt: int, max_new_tokens: int, decoding: dict[str, Any] | None) -> int:
+    """The positions a generation of `max_new_tokens` beside a `prompt`-token prompt puts through the model:
+    `decoding` (the generation's keywords) as the family's sampler decodes it (`decoded_length`: whole blocks);
+    None: one forward over the prompt and exactly the new tokens (the fidelity proxy's answer canvas)."""
+    if decoding is None:
+        return prompt + max_new_tokens
+    from advisor.models.generate import decoded_length
+
+    return decoded_length(loaded, prompt, max_new_tokens, **decoding)
+
+
+def most_new_tokens(loaded, prompt: int, positions: int, decoding: dict[str, Any] | None) -> int:
+    """The most new tokens whose generation beside a `prompt`-token prompt stays within `positions`
+    (`positions_taken`, which grows with them), 0 where none does: the number every positions hint names."""
+    low, high = 0, max(0, positions - prompt)  # no sampler puts fewer than prompt + new tokens through
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if positions_taken(loaded, prompt, mid, decoding) <= positions else (low, mid - 1)
+    return low
 
 
 def _batches(tokenizer, task: Task, batch_size: int, pad: str | None = None) -> list[tuple[list[int], Any, Any]]:

@@ -25,8 +25,8 @@ from advisor.models.samplers import ForwardInfo, llada2_canvas, llada2_generate,
 
 OnForward = Callable[[ForwardInfo], None]
 
-__all__ = ["ForwardInfo", "OnForward", "decoded_block_length", "generate", "generate_text", "new_tokens",
-           "random_prompt", "steps_per_block", "StepWindow", "widest_step"]
+__all__ = ["ForwardInfo", "OnForward", "decoded_block_length", "decoded_length", "generate", "generate_text", "new_tokens",
+           "random_prompt", "steps_per_block", "StepWindow", "widest_step", "WHOLE_BLOCKS"]
 
 
 def generate(
@@ -271,6 +271,32 @@ def decoded_block_length(loaded: LoadedModel, *, max_new_tokens: int, steps: int
     if loaded.family in ("llada2", "diffusion_gemma"):
         return int(block_length or loaded.gen_defaults["block_length"])
     return 0
+
+
+def decoded_length(loaded: LoadedModel, prompt: int, max_new_tokens: int, *, block_length: int | None = None,
+                   **options: Any) -> int:
+    """The positions `generate` puts through the model for a `prompt`-token prompt and `max_new_tokens` with these
+    arguments, as each family's sampler runs (what a model's positions must hold): LLaDA-MoE's prompt + its whole
+    blocks (`_llada_moe_blocks`); LLaDA2's canvas, whole blocks aligned to absolute positions (`llada2_canvas`);
+    DiffusionGemma's prompt + whole canvases (its decoder's positions follow the encoded prompt and canvases);
+    autoregressive decoding's prompt + the new tokens (its last token is never fed: at most that)."""
+    if max_new_tokens <= 0:
+        return prompt
+    if loaded.family == "llada_moe":
+        block, num_blocks, _ = _llada_moe_blocks(loaded, max_new_tokens, None, block_length, options)
+        return prompt + num_blocks * block
+    if loaded.family == "llada2":
+        return llada2_canvas(prompt + max_new_tokens, decoded_block_length(loaded, max_new_tokens=max_new_tokens,
+                                                                          block_length=block_length))
+    if loaded.family == "diffusion_gemma":
+        canvas = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
+        return prompt + -(-max_new_tokens // canvas) * canvas
+    return prompt + max_new_tokens
+
+
+WHOLE_BLOCKS = {"llada_moe": "in whole blocks", "llada2": "in whole blocks at multiples of the block length",
+                "diffusion_gemma": "in whole canvases"}
+"""How a family's sampler rounds the new tokens up (`decoded_length`), as a positions note says it."""
 
 
 def decoding_note(loaded: LoadedModel, *, max_new_tokens: int, steps: int | None = None,

@@ -119,7 +119,8 @@ class ModelBackend:
         if self._prompts is None or len(self._prompts) < n:
             from advisor.eval.run import workload_prompts
 
-            self._prompts = workload_prompts(self.loaded, self.task, n, self.settings.seed, self.max_new_tokens)
+            self._prompts = workload_prompts(self.loaded, self.task, n, self.settings.seed, self.max_new_tokens,
+                                             decoding=self.gen_kwargs)
         return self._prompts[:n]
 
     def refuse_new_tokens_past_positions(self) -> None:
@@ -135,7 +136,7 @@ class ModelBackend:
             index = list(range(len(examples)))
             chosen = sorted({*select(index, self.settings.limit, seed), *select(index, n, seed)})
             task, n = replace(task, examples=[examples[i] for i in chosen]), len(chosen)
-        refuse_past_positions(self.loaded, task, n, seed, self.max_new_tokens)
+        refuse_past_positions(self.loaded, task, n, seed, self.max_new_tokens, self.gen_kwargs)
 
     def _fidelity_inputs(self) -> Any:
         """Fidelity reference inputs: the task's gold answers as a partly masked canvas (eval helper's
