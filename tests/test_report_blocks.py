@@ -94,3 +94,18 @@ def test_pairs_of_full_expert_sets_are_counted_as_saturated(tmp_path):
     assert (st.saturated_within, st.saturated_across) == (full[True], full[False])
     assert st.pairs_across == 2 * st.layers and st.saturated_within > 0  # 8 experts, top-2, 24 positions
     assert (reuse_stats(fwds).saturated_within, reuse_stats(fwds).saturated_across) == (0, 0)
+
+
+def test_llada2_block_lengths_are_checked_against_the_canvas_it_decodes():
+    """LLaDA2 decodes a canvas of whole blocks aligned to multiples of the block length: 2 blocks of 200 beside a
+    16-token prompt take 600 positions, not 416, and passed the check of a tiny model's 512; the report recorded
+    its traces past them. Refused now, naming the largest block length whose canvas fits (3 x 170), which passes."""
+    from advisor.errors import UserError
+    from advisor.report.blocks import check_block_lengths
+
+    loaded = load_model("tiny:llada2")  # 512 positions
+    prompts = [torch.zeros(1, 16, dtype=torch.long)]
+    with pytest.raises(UserError, match=r"block length 200 x 2 blocks beside the longest traced prompt \(16 tokens\) "
+                                        r"exceeds tiny:llada2's 512 positions; at most 170 fits"):
+        check_block_lengths(loaded, prompts, [8, 200], "--block-lengths 8,200")
+    check_block_lengths(loaded, prompts, [170], "--block-lengths 170")

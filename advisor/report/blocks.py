@@ -18,7 +18,7 @@ All numbers here are counted from traces (source "counted").
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,28 +154,33 @@ def check_block_lengths(loaded: Any, prompts: Sequence[Any], block_lengths: Sequ
     """Refuse block lengths whose `BLOCKS` blocks beside the longest prompt exceed the model's positions
     (`advisor.eval.run.model_positions`): `report --block-lengths 99999` decoded ~200,000 tokens on the bundled
     model's 256 positions for many minutes. Names the largest block length that fits. `option`: the lengths as
-    given (`--block-lengths '8,99999'`). Called before the report's traces, so nothing is written."""
-    from advisor.eval.run import model_positions
+    given (`--block-lengths '8,99999'`). Called before the report's traces, so nothing is written. The positions
+    are those the family's sampler puts through the model (`advisor.eval.run.positions_taken`): LLaDA2's canvas
+    of whole blocks aligned to multiples of the block length takes more than the prompt and its blocks."""
+    from advisor.eval.run import model_positions, positions_taken
 
     if prompts:
-        refuse_block_lengths(block_lengths, option, model_positions(loaded), loaded.name,
-                             max(int(p.shape[-1]) for p in prompts))
+        longest = max(int(p.shape[-1]) for p in prompts)
+        refuse_block_lengths(block_lengths, option, model_positions(loaded), loaded.name, longest,
+                             lambda n: positions_taken(loaded, longest, BLOCKS * n, {"block_length": n}))
 
 
 def refuse_block_lengths(block_lengths: Sequence[int], option: str, positions: int | None, name: str,
-                         longest: int | None = None) -> None:
+                         longest: int | None = None, taken: Callable[[int], int] | None = None) -> None:
     """`UserError` for block lengths whose `BLOCKS` blocks beside `longest` prompt tokens exceed the model's
     `positions`. `longest` None: before the model loads (positions from config.json, `config_positions`), the
     prompts not yet tokenized - only block lengths whose blocks alone exceed the positions, which a report's
-    load (minutes for a real checkpoint) preceded."""
+    load (minutes for a real checkpoint) preceded. `taken(n)`: the positions block length n decodes beside the
+    longest prompt, where the sampler takes more than `longest` + its blocks (default)."""
     from advisor.errors import UserError
 
     if positions is None:
         return
-    over = [int(n) for n in block_lengths if (longest or 0) + BLOCKS * int(n) > positions]
+    taken = taken or (lambda n: (longest or 0) + BLOCKS * n)
+    over = [int(n) for n in block_lengths if taken(int(n)) > positions]
     if not over:
         return
-    fits = (positions - (longest or 0)) // BLOCKS
+    fits = next((n for n in range((positions - (longest or 0)) // BLOCKS, 0, -1) if taken(n) <= positions), 0)
     what = (f"block length {over[0]}" if len(over) == 1 else f"block lengths {', '.join(map(str, over))}")
     s = "s" if len(over) == 1 else ""
     if longest is None:
