@@ -54,6 +54,7 @@ def test_report_at_a_memory_that_holds_no_trial_is_refused_before_the_work(tmp_p
     r = advisor("report", "bundled-example", "--storage", str(db), "--memory", "1KiB", "-o", str(out), cwd=tmp_path)
     line = one_error_line(r, "--memory 1KiB (1.00 KiB): no stored trial fits it",
                           "the least peak GPU memory among the study's trials is")
+    assert " (counted, trial #" in line, line  # the number's source, as the stored peak is labelled elsewhere
     assert "loading the study's model" not in r.stdout + r.stderr, r.stdout + r.stderr
     assert not out.exists()
     given = line.split("give --memory ")[1].split(" or more")[0]  # one word to paste, in the unit of the line
@@ -84,8 +85,9 @@ def test_report_at_a_share_that_holds_no_trial_is_refused_before_the_model_loads
         assert zero
         c.executemany("UPDATE trials SET state = 'FAIL' WHERE trial_id = ?", zero)
     r = advisor("report", "bundled-example", "--storage", str(db), "--memory", "0.001%", "-o", "rep", cwd=tmp_path)
-    one_error_line(r, "--memory 0.001% (1.23 MiB): no stored trial fits it",
-                   "the least peak GPU memory among the study's trials is")
+    line = one_error_line(r, "--memory 0.001% (1.23 MiB): no stored trial fits it",
+                          "the least peak GPU memory among the study's trials is")
+    assert " MiB (counted, trial #" in line, line
     assert "loading" not in r.stdout + r.stderr and not (tmp_path / "rep").exists(), r.stdout + r.stderr
 
 

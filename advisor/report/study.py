@@ -259,15 +259,22 @@ def refuse_blocks_past_positions(data: StudyData, spec: str, block_lengths: Sequ
 def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
     """`UserError` when no `--memory` value holds any stored trial: every row of the report would say "no trial
     fits" (`--memory 1KiB` wrote such a report after a minute of tracing), so say what the least one needs."""
+    from advisor.results.front import short_source
     from advisor.units import BUDGET_DIGITS, format_bytes
 
-    peaks = [(t.values["peak_gpu_bytes"], t.number) for t in trials if "peak_gpu_bytes" in t.values]
-    if not memories or not peaks or any(mem >= min(peaks)[0] for _, mem in memories):
+    stored = [t for t in trials if "peak_gpu_bytes" in t.values]
+    if not memories or not stored:
         return
-    peak, number = min(peaks)
+    trial = min(stored, key=lambda t: (t.values["peak_gpu_bytes"], t.number))
+    peak, number = trial.values["peak_gpu_bytes"], trial.number
+    if any(mem >= peak for _, mem in memories):
+        return
+    # labelled as the stored peak is wherever else it is shown: counted (or an offloaded live trial's measured)
+    kind = short_source((getattr(trial, "sources", None) or {}).get("peak_gpu_bytes"), "source not recorded")
     given = ", ".join(f"{label} ({format_bytes(mem, BUDGET_DIGITS)})" for label, mem in memories)
     raise UserError(f"--memory {given}: no stored trial fits {'it' if len(memories) == 1 else 'any of them'}; the "
-                    f"least peak GPU memory among the study's trials is {format_bytes(peak, 2)} (trial #{number}): give "
+                    f"least peak GPU memory among the study's trials is {format_bytes(peak, 2)} ({kind}, trial "
+                    f"#{number}): give "
                     f"--memory {size_argument(peak)} or more, or tune the study at a smaller budget")
 
 
