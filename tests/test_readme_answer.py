@@ -63,7 +63,7 @@ def test_readme_table_is_the_committed_reports(answer):
 
 
 def test_every_readme_number_is_a_stored_trial_value(answer):
-    from advisor.report.document import _acc_text, _kib, _ms, _pct, _pp, _slots_text
+    from advisor.report.document import _acc_text, _h2d, _ms, _pct, _pp, _slots_text
     from advisor.report.select import (
         _same_format,
         feasible_trials,
@@ -71,6 +71,7 @@ def test_every_readme_number_is_a_stored_trial_value(answer):
         uniform_precision,
     )
     from advisor.results.config_view import policy_text
+    from advisor.units import h2d_unit
 
     readme, _, _, data, section = answer
     trials = {t.number: t for t in feasible_trials(data)}
@@ -87,7 +88,7 @@ def test_every_readme_number_is_a_stored_trial_value(answer):
         # a row with no slot reads "none (0 slots)": its stored policy places nothing
         assert policy_text(t.config) == policy and t.config["miss_policy"] == miss
         assert _slots_text(t.config["slots_per_layer"]) == slots
-        assert _kib(v["h2d_bytes_per_token"]) == h2d
+        assert _h2d(v["h2d_bytes_per_token"], h2d_unit(ref.values["h2d_bytes_per_token"])) == h2d
         assert _pct(1 - v["h2d_bytes_per_token"] / ref.values["h2d_bytes_per_token"]) == cut
         assert _ms(v["time_per_token"]) == ms
         assert _pct(1 - v["time_per_token"] / ref.values["time_per_token"]) == time_cut

@@ -195,12 +195,15 @@ def test_headline_numbers_are_the_stored_ones(report, study):
         plan = PrecisionPlan.from_json(json.dumps(t.user_attrs["config"]["precision"]))
         assert plan.formats_used() == {r["precision"]}
         assert t.values[0] == values["h2d_bytes_per_token"]  # the objective Optuna stored
-    # the rendered table shows the same numbers (KiB with one decimal)
+    # the rendered table shows the same numbers (one decimal, in the unit the no-cache baseline fills 100 times)
+    from advisor.report.document import _h2d
+    from advisor.units import h2d_unit
+
     md = report.markdown.read_text()
     assert "| precision | trial | GPU slots/layer | expert cache | H2D / token |" in md  # no miss axis: no column
     for r in rows:
         assert f"#{r['trial']}" in md
-        assert f"{r['h2d_bytes_per_token'] / 1024:.1f} KiB" in md
+        assert _h2d(r["h2d_bytes_per_token"], h2d_unit(base)) in md
     # equal memory: every headline trial fits the reference memory
     assert all(r["peak_gpu_bytes"] <= payload["reference_memory_bytes"] for r in rows)
 
@@ -903,50 +906,65 @@ def test_a_time_studys_summary_shows_the_time_it_ranks_by_also_without_an_fp16_p
 
 def test_the_pareto_figure_draws_h2d_bytes_in_the_unit_the_tables_print_them(monkeypatch, tmp_path):
     """The report's Pareto figure, against H2D bytes (a study not tuned for time per token), drew them in MiB:
-    0.026 for the point its tables print as 26.5 KiB. Tables and figure now take the one unit of
-    `advisor.units.H2D_UNIT` (KiB); redrawn here from the committed example study's trials, its axis read back."""
+    0.026 for the point its tables print as 26.5 KiB. Tables and figure now take the report's one unit
+    (`advisor.units.h2d_unit` of the no-cache baseline: KiB for the example's 3016.7 KiB); redrawn here from the
+    committed example study's trials, its axis read back as the table's cells."""
     from advisor.report import plots
     from advisor.report.data import load_study_data
-    from advisor.report.document import _kib
+    from advisor.report.document import _h2d
     from advisor.report.select import feasible_trials
+    from advisor.units import h2d_unit
 
     data = load_study_data("bundled-example", f"sqlite:///{EXAMPLE_DB}")
     trials = feasible_trials(data)
+    unit = h2d_unit(3016.7 * 2**10)  # the example's fp16 no-cache bytes per token
     drawn = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
-    plots.pareto(trials, {p.trial_number for p in data.front}, [], tmp_path / "p.png", "h2d_bytes_per_token")
+    plots.pareto(trials, {p.trial_number for p in data.front}, [], tmp_path / "p.png", "h2d_bytes_per_token", h2d=unit)
     (fig,) = drawn
     ax = fig.axes[0]
-    unit = _kib(1.0).split()[-1]  # the tables' unit
-    assert unit == "KiB" and ax.get_xlabel().startswith(f"H2D {unit} per generated token"), ax.get_xlabel()
+    assert unit[0] == "KiB" and ax.get_xlabel().startswith("H2D KiB per generated token"), ax.get_xlabel()
     drawn_x = sorted(ax.collections[0].get_offsets()[:, 0])
     stored = sorted(t.values["h2d_bytes_per_token"] for t in trials if "h2d_bytes_per_token" in t.values)
-    assert [f"{x:.1f} {unit}" for x in drawn_x] == [_kib(v) for v in stored]  # each point reads as its table cell
+    assert [f"{x:.1f} KiB" for x in drawn_x] == [_h2d(v, unit) for v in stored]  # each point reads as its cell
 
 
-def test_the_transfer_figures_draw_h2d_bytes_in_the_unit_the_sweep_table_prints_them(monkeypatch, tmp_path):
-    """The transfer-vs-slots (and -memory) figure drew H2D bytes per token in MiB (the example's fp16 no-cache line
-    at 2.95) beside tables in KiB (3016.7 KiB). Both now take `advisor.units.H2D_UNIT`; redrawn here from a small
-    sweep, its top row read back as the table's cells."""
+def _sweep(scale: float):
     from types import SimpleNamespace
 
-    from advisor.report import plots
-    from advisor.report.document import _kib
-
-    pts = [SimpleNamespace(precision="int8", policy=pol, slots=s, cache_bytes=s * 4096.0, bytes_per_token=b,
-                           transfer_ms_per_token=b / 25e6) for pol, s, b in
+    pts = [SimpleNamespace(precision="int8", policy=pol, slots=s, cache_bytes=s * 4096.0 * scale,
+                           bytes_per_token=b * scale, transfer_ms_per_token=b / 25e6) for pol, s, b in
            (("lru", 2, 30000.0), ("lru", 8, 26521.0), ("belady", 2, 28000.0), ("belady", 8, 20480.0))]
-    sweep = SimpleNamespace(points=pts, baseline_format="fp16", baseline_bytes_per_token=39168.0,
-                            baseline_ms_per_token=1.0, time_source="modelled:x")
+    return SimpleNamespace(points=pts, baseline_format="fp16", baseline_bytes_per_token=39168.0 * scale,
+                           baseline_ms_per_token=1.0, time_source="modelled:x")
+
+
+@pytest.mark.parametrize("scale, unit", [(32.0, "KiB"), (3e5, "MiB")])
+def test_the_transfer_figures_draw_h2d_bytes_in_the_unit_the_sweep_table_prints_them(monkeypatch, tmp_path, scale,
+                                                                                      unit):
+    """The transfer-vs-slots (and -memory) figure drew H2D bytes per token in MiB (the example's fp16 no-cache line
+    at 2.95) beside tables in KiB (3016.7 KiB); then both took a fixed KiB, in which a LLaDA-MoE-7B's no-cache
+    ~11 GB per token reads as 11 million. Both take `ReportContext.h2d_unit` now (the largest unit the no-cache
+    baseline fills 100 times): a small sweep (~1.2 MiB baseline: KiB) and one at a 7B's scale (~11 GiB: MiB),
+    redrawn, their top row read back as the table's cells."""
+    from advisor.report import plots
+    from advisor.report.document import ReportContext, _h2d
+
+    sweep = _sweep(scale)
+    context = ReportContext.__new__(ReportContext)
+    context.sweep = sweep
+    assert context.h2d_unit[0] == unit
     drawn = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
     plots.transfer_vs_slots(sweep, tmp_path / "t.png")
     (fig,) = drawn
     top = fig.axes[0]
-    assert top.get_ylabel().startswith(f"H2D {_kib(1.0).split()[-1]} per generated token"), top.get_ylabel()
+    assert top.get_ylabel().startswith(f"H2D {unit} per generated token"), top.get_ylabel()
     lru, belady, baseline = top.get_lines()
-    assert [f"{y:.1f} KiB" for y in lru.get_ydata()] == [_kib(30000.0), _kib(26521.0)]
-    assert [f"{y:.1f} KiB" for y in baseline.get_ydata()] == [_kib(39168.0)] * 2
+    assert [f"{y:.1f} {unit}" for y in lru.get_ydata()] == [_h2d(b * scale, context.h2d_unit)
+                                                           for b in (30000.0, 26521.0)]
+    assert [f"{y:.1f} {unit}" for y in baseline.get_ydata()] == [_h2d(39168.0 * scale, context.h2d_unit)] * 2
+    assert 100 <= float(_h2d(39168.0 * scale, context.h2d_unit).split()[0]) < 1024 * 100
 
 
 def test_the_accuracy_table_breaks_a_top1_tie_by_the_lower_kl():

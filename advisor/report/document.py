@@ -28,7 +28,7 @@ from advisor.report.select import (
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
 from advisor.results.front import quality_metric, task_text
-from advisor.units import H2D_UNIT, count, format_bytes
+from advisor.units import count, format_bytes, h2d_unit
 
 
 @dataclass
@@ -55,6 +55,11 @@ class ReportContext:
     def full(self) -> str:
         """The study's 16-bit format, as the baseline is named everywhere (`advisor.baselines.full_precision`)."""
         return self.sweep.baseline_format
+
+    @property
+    def h2d_unit(self) -> tuple[str, int]:
+        """The unit every H2D-bytes-per-token cell and axis of the report takes (`advisor.units.h2d_unit`)."""
+        return h2d_unit(self.sweep.baseline_bytes_per_token)
 
 
 def json_default(o: Any) -> Any:
@@ -107,10 +112,10 @@ def _bytes_cell(n: float | None) -> str:
     return "-" if n is None else format_bytes(n, 2)
 
 
-def _kib(n: float | None) -> str:
-    """H2D bytes (per token) in the report's one unit for them (`H2D_UNIT`)."""
-    unit, size = H2D_UNIT
-    return "-" if n is None else f"{n / size:.1f} {unit}"
+def _h2d(n: float | None, unit: tuple[str, int]) -> str:
+    """H2D bytes (per token) in the report's one unit for them (`ReportContext.h2d_unit`)."""
+    name, size = unit
+    return "-" if n is None else f"{n / size:.1f} {name}"
 
 
 def _pct(x: float | None) -> str:
@@ -152,7 +157,7 @@ def compose(c: ReportContext) -> Document:
     ref = c.reference
     ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
     rows = [[f"{full}, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
-             _kib(ref.h2d_bytes_per_token), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
+             _h2d(ref.h2d_bytes_per_token, c.h2d_unit), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
              *_baseline_quality(c.trials, fidelity, c.full)]]
     for r in c.headline:
         if r.trial is None:
@@ -160,7 +165,7 @@ def compose(c: ReportContext) -> Document:
             continue
         rows.append([
             r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _bytes_cell(r.expert_cache_bytes),
-            _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline),
+            _h2d(r.h2d_bytes_per_token, c.h2d_unit), _pct(r.reduction_vs_baseline),
             f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
             f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity, c.full),
         ])
@@ -217,7 +222,7 @@ def compose(c: ReportContext) -> Document:
                    "both fit more slots and move fewer bytes per miss."))
     doc.add(Table(
         ["precision", "policy", *[str(s) for s in sw.slot_grid]],
-        [[f, p, *[_kib(pt.bytes_per_token) for pt in sw.curve(f, p)]] for f in sw.expert_bytes
+        [[f, p, *[_h2d(pt.bytes_per_token, c.h2d_unit) for pt in sw.curve(f, p)]] for f in sw.expert_bytes
          for p in [*sw.policies, "belady"]],
         caption="H2D per generated token by slots per layer (columns), by trace replay.",
     ))
@@ -251,7 +256,7 @@ def compose(c: ReportContext) -> Document:
                        "peak GPU memory"],
                       [[format_bytes(r["budget_bytes"]), f"#{r['trial']}",
                         *([_ms(r["values"].get("time_per_token"))] if timed else []),
-                        _kib(r["values"].get("h2d_bytes_per_token")),
+                        _h2d(r["values"].get("h2d_bytes_per_token"), c.h2d_unit),
                         r["values"].get(quality), format_bytes(r["values"].get("peak_gpu_bytes", 0))]
                        for r in c.recommended]))
 
@@ -276,7 +281,7 @@ def budget_rows(c: ReportContext) -> list[list[Any]]:
 
     def _row(budget: str, r: HeadlineRow) -> list[Any]:
         return [budget, r.strategy or BEST, r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), r.policy,
-                r.miss, _kib(r.h2d_bytes_per_token), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
+                r.miss, _h2d(r.h2d_bytes_per_token, c.h2d_unit), _pct(r.reduction_vs_baseline), _ms(r.time_per_token),
                 _pct(r.time_cut), *_quality(c.trials, r, fidelity, c.full)]
 
     rows = []
@@ -349,7 +354,7 @@ def equal_memory_replay(c: ReportContext) -> list[list[Any]]:
         if best is None:
             rows.append([fmt, "-", "-", "-", "not even one slot per layer fits", "-"])
             continue
-        rows.append([fmt, best.slots, _bytes_cell(best.cache_bytes), best.policy, _kib(best.bytes_per_token),
+        rows.append([fmt, best.slots, _bytes_cell(best.cache_bytes), best.policy, _h2d(best.bytes_per_token, c.h2d_unit),
                      _pct(1 - best.bytes_per_token / c.sweep.baseline_bytes_per_token)])
     return rows
 
@@ -541,7 +546,7 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         "trial sources below say measured.",
         "Stored metric sources: " + "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(sources.items())),
         "Headline check: each headline trial, replayed on a fresh trace here, moves "
-        + ", ".join(f"{r.precision} #{r.trial}: {_kib(r.replayed_bytes_per_token)} (stored {_kib(r.h2d_bytes_per_token)})"
+        + ", ".join(f"{r.precision} #{r.trial}: {_h2d(r.replayed_bytes_per_token, c.h2d_unit)} (stored {_h2d(r.h2d_bytes_per_token, c.h2d_unit)})"
                     for r in c.headline if r.trial is not None) + "."
         + _hybrid_check(cpu_origin, any(r.miss == "hybrid" for r in c.headline if r.trial is not None)),
         _cpu_label(cpu_origin, wb.backend.cpu_profile().source, wb.backend.cpu_profile().host),

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
 from advisor.results.front import source_kinds  # noqa: E402
 from advisor.tune.plots import place_labels  # noqa: E402
-from advisor.units import H2D_UNIT  # noqa: E402
+from advisor.units import h2d_unit  # noqa: E402
 
 PRECISION_COLORS = {"fp16": "#1f77b4", "bf16": "#1f77b4", "int8": "#ff7f0e", "int4": "#2ca02c"}
 # Every cache policy gets its own colour AND marker (readable in grey print and for colour-blind readers);
@@ -63,6 +63,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
     n = max(1, len(precisions))
     fig, axes = plt.subplots(2, n, figsize=(4.3 * n, 7.4), sharey="row", squeeze=False)
     xlabel = "GPU expert slots per MoE layer" if x == "slots" else "GPU expert-cache memory (MiB, all layers)"
+    unit, size = h2d_unit(sweep.baseline_bytes_per_token)  # the report's tables' unit
     for ip, prec in enumerate(precisions):
         top, bottom = axes[0][ip], axes[1][ip]
         for pol in [*policies, "belady"]:
@@ -71,9 +72,9 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
                 continue
             xs = [p.slots if x == "slots" else p.cache_bytes / 2**20 for p in pts]
             label = "Belady's MIN (bound)" if pol == "belady" else pol
-            top.plot(xs, [p.bytes_per_token / H2D_UNIT[1] for p in pts], label=label, **policy_style(pol))
+            top.plot(xs, [p.bytes_per_token / size for p in pts], label=label, **policy_style(pol))
             bottom.plot(xs, [p.transfer_ms_per_token for p in pts], label=label, **policy_style(pol))
-        top.axhline(sweep.baseline_bytes_per_token / H2D_UNIT[1], color="grey", linewidth=1.2, linestyle="--",
+        top.axhline(sweep.baseline_bytes_per_token / size, color="grey", linewidth=1.2, linestyle="--",
                     label=f"{sweep.baseline_format}, no cache")
         bottom.axhline(sweep.baseline_ms_per_token, color="grey", linewidth=1.2, linestyle="--",
                        label=f"{sweep.baseline_format}, no cache")
@@ -83,7 +84,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")  # where it covers the fewest points and lines
-    axes[0][0].set_ylabel(f"H2D {H2D_UNIT[0]} per generated token (counted)")  # the sweep table's unit
+    axes[0][0].set_ylabel(f"H2D {unit} per generated token (counted)")
     axes[1][0].set_ylabel(f"transfer ms per generated token\n({sweep.time_source})", fontsize=8)
     return _save(fig, path)
 
@@ -124,16 +125,17 @@ def accuracy_by_plan(rows: Sequence[Any], path: Path) -> Path:
 
 
 def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence[Any], path: Path,
-           x: str = "h2d_bytes_per_token", y: str = "accuracy") -> Path:
+           x: str = "h2d_bytes_per_token", y: str = "accuracy", *, h2d: tuple[str, int]) -> Path:
     """Every finished trial as `x` (time per token, or H2D bytes per token) vs `y` (accuracy, or fidelity_top1 in
     a study without task accuracy), coloured by GPU memory; the stored front (over all the study's objectives, so
-    not a line in this plane) and recommendations marked."""
+    not a line in this plane) and recommendations marked. H2D bytes are drawn in `h2d` (name, bytes), the unit of
+    the report's tables (`advisor.units.h2d_unit`)."""
     ylabel, yword = (("top-1 agreement with full precision (higher is better)", "top-1 agreement")
                      if y == "fidelity_top1" else ("task accuracy (higher is better)", "accuracy"))
     pts = [t for t in trials if x in t.values]
     kind = source_kinds(t.sources.get(x) for t in pts)  # as stored: time per token is measured in a live study
     scale, xlabel = (1.0, f"time per generated token, ms ({kind}; lower is better)") if x == "time_per_token" \
-        else (1.0 / H2D_UNIT[1], f"H2D {H2D_UNIT[0]} per generated token ({kind}; lower is better)")
+        else (1.0 / h2d[1], f"H2D {h2d[0]} per generated token ({kind}; lower is better)")
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     xs = [t.values[x] * scale for t in pts]
     ys = [t.values.get(y, float("nan")) for t in pts]

@@ -59,7 +59,7 @@ from advisor.results.front import quality_metric
 from advisor.tune.baseline_trials import NOT_QUEUED
 from advisor.tune.budget import budget_memory, least_uniform_peak, memory_spec, smallest_cache
 from advisor.tune.config import ModelShape
-from advisor.units import count, size_argument
+from advisor.units import count, h2d_unit, size_argument
 
 DEFAULT_BLOCK_LENGTHS = (8, 16, 32)
 REPORT_ENTRIES = ("report.md", "report.html", "report.json", "figures")
@@ -218,7 +218,7 @@ def build_report(
             "pareto": report_plots.pareto(trials, {p.trial_number for p in data.front},
                                           [_RecMark(r, quality_metric(trials)) for r in recs], figs / "pareto.png",
                                           "time_per_token" if timed(data) else "h2d_bytes_per_token",
-                                          y=quality_metric(trials)),
+                                          y=quality_metric(trials), h2d=h2d_unit(sw.baseline_bytes_per_token)),
         }
         if blocks["rows"]:
             figures["block_reuse"] = report_plots.block_reuse(blocks["rows"], blocks["curves"],
