@@ -207,7 +207,8 @@ def _study_meta(backend: Backend, space: SearchSpace, budget_bytes: int | None, 
 
 FIDELITY_REFERENCE_KEY = "fidelity_reference"
 """Study user attribute: how its fidelity reference is computed (`FIDELITY_REFERENCE`), stored with a new study
-since 2026-12-07 so that a resume can tell a study whose trials compared with another one (`_check_reference`)."""
+since 2026-12-07 (and by a resume of an older one, `_reference_mark`) so that a resume can tell a study whose
+trials compared with another one (`_check_reference`)."""
 
 
 def _profile_dict(profile: Any) -> dict[str, Any]:
@@ -563,6 +564,13 @@ def _check_reference(study: Any) -> None:
                         "one plan scores apart under the two; use a new --study name")
 
 
+def _reference_mark(stored: dict[str, Any]) -> dict[str, Any]:
+    """`FIDELITY_REFERENCE_KEY` for a study stored before it that `_check_reference` let resume: its trials from
+    this run on compare with the seam's reference. Unmarked, one whose first trials had not finished (interrupted,
+    failed) was refused on its next resume for the very trials this run scored through the seam."""
+    return {FIDELITY_REFERENCE_KEY: FIDELITY_REFERENCE} if stored and FIDELITY_REFERENCE_KEY not in stored else {}
+
+
 def check_resumable(study: Any, backend: Any, meta: dict[str, Any], sampler: str) -> None:
     """Every refusal of resuming `study` (its stored attributes and trials) with this run's `meta`
     (`_study_meta`), model (`backend`: its decoding) and sampler - the run's, or the stored one a run with nothing
@@ -702,7 +710,7 @@ def _run_tune(
                 with _attrs_held(storage, study._study_id, of="study"):  # a new study's ~20: one commit
                     record = {LOAD_RECORD: opts.load_record} if opts.load_record else {}
                     for k, v in {**new, **_not_queued(stored, space, backend.shape, opts.budgets), **record,
-                                 "runs": run + 1}.items():
+                                 **_reference_mark(stored), "runs": run + 1}.items():
                         study.set_user_attr(k, v)
                 seed = opts.seed + run if opts.seed is not None else None
                 if run and seed is not None:  # a resume or another worker: seeded anew, or it repeats earlier

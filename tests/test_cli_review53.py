@@ -1,0 +1,32 @@
+"""Review 53's findings, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tests.cli_helpers import advisor_entry, advisor_in_process
+from tests.test_cli_new_user24 import BF16_ONLY
+
+
+def test_a_study_from_before_the_reference_mark_resumed_once_is_resumed_again(tmp_path):
+    """A study stored before 'fidelity_reference' was whose trials had not finished (its first run interrupted or
+    failed) is resumed: nothing in it compared with the old reference. The trials that resume finishes compare
+    with the seam's - but the study stayed unmarked, so its next resume was refused for them ("its trials'
+    fidelity ... compared with a full-precision reference computed by transformers' default experts kernel")."""
+    import torch
+
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("diffusion_gemma", dtype=torch.bfloat16).save_pretrained(tmp_path / "dg")
+    (tmp_path / "s.toml").write_text(BF16_ONLY)
+    tune = ("tune", "dg", "--space", "s.toml", "--resident", "--storage", "s.db", "--study", "old")
+    r = advisor_in_process(*tune, "--trials", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = sqlite3.connect(tmp_path / "s.db")  # as stored before the mark, its one trial cut short
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'fidelity_reference'")
+        db.execute("UPDATE trials SET state = 'FAIL'")
+    db.close()
+    for _ in range(2):
+        r = advisor_entry(*tune, "--more", "1", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
