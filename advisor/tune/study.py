@@ -548,7 +548,8 @@ def _check_reference(study: Any) -> None:
     (grouped_mm), not the advisor seam every plan computes through: a bf16 DiffusionGemma's own bf16 plan agreed
     0.97 on top-1 with it, 1.000 with this run's, so one plan's earlier and later trials scored apart. Such a
     study stores no `FIDELITY_REFERENCE_KEY`; one stored offloaded (its reference was the seam's already) or of a
-    model whose experts are a list of modules (transformers' kernel is not theirs) is resumed as before."""
+    model whose experts are a list of modules (transformers' kernel is not theirs), or whose finished trials
+    measured no fidelity (over budget: placeholders), is resumed as before."""
     import optuna
 
     stored = study.user_attrs
@@ -557,7 +558,8 @@ def _check_reference(study: Any) -> None:
     if FIDELITY_REFERENCE_KEY in stored or meta.get("layout") != "fused" or allowance.get("bytes"):
         return
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if any("fidelity_top1" in (t.user_attrs.get("values") or {}) for t in done):
+    # an over-budget or out-of-memory trial's fidelity is a placeholder ("not-run:..."), compared with nothing
+    if any(str((t.user_attrs.get("sources") or {}).get("fidelity_top1", "")).startswith("measured") for t in done):
         raise UserError(f"study {study.study_name!r}: its trials' fidelity (top-1 agreement, KL) compared with a "
                         "full-precision reference computed by transformers' default experts kernel (stored before "
                         "2026-12-07), this run's with one computed through the advisor seam, as every plan is: "
