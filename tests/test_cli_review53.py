@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from tests.cli_helpers import advisor_entry, advisor_in_process
+from tests.cli_helpers import advisor_entry, advisor_in_process, flat
 from tests.test_cli_new_user24 import BF16_ONLY
 
 
@@ -39,3 +39,26 @@ def test_a_study_from_before_the_reference_mark_resumed_once_is_resumed_again(tm
     for _ in range(2):
         r = advisor_entry(*tune, "--more", "1", cwd=tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_offloaded_study_from_before_the_allowance_was_stored_is_resumed(tmp_path):
+    """An offloaded study's fidelity reference computed through the seam already, so `_check_reference` lets it
+    resume - but it told one by the activation allowance the study stores, which studies from before 2026-12-05
+    lack: such an offloaded study of a fused-experts model was refused, though a resume of it is meant to go on
+    with a note that its allowance is unknown. Its trials' peak sources say they ran offloaded."""
+    import torch
+
+    from advisor.models.tiny import build_tiny
+
+    build_tiny("diffusion_gemma", dtype=torch.bfloat16).save_pretrained(tmp_path / "dg")
+    (tmp_path / "s.toml").write_text(BF16_ONLY)
+    tune = ("tune", "dg", "--space", "s.toml", "--offload", "--storage", "s.db", "--study", "old")
+    r = advisor_in_process(*tune, "--trials", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = sqlite3.connect(tmp_path / "s.db")  # as stored on 2026-12-04: neither the mark nor the allowance
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key IN ('fidelity_reference', 'activation_allowance')")
+    db.close()
+    r = advisor_entry(*tune, "--more", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "predates storing the activation allowance" in flat(r.stdout + r.stderr)

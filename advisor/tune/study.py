@@ -547,19 +547,24 @@ def _check_reference(study: Any) -> None:
     run's. Before 2026-12-07 a resident fused-experts model's reference ran transformers' default experts kernel
     (grouped_mm), not the advisor seam every plan computes through: a bf16 DiffusionGemma's own bf16 plan agreed
     0.97 on top-1 with it, 1.000 with this run's, so one plan's earlier and later trials scored apart. Such a
-    study stores no `FIDELITY_REFERENCE_KEY`; one stored offloaded (its reference was the seam's already) or of a
-    model whose experts are a list of modules (transformers' kernel is not theirs), or whose finished trials
-    measured no fidelity (over budget: placeholders), is resumed as before."""
+    study stores no `FIDELITY_REFERENCE_KEY`; one of a model whose experts are a list of modules (transformers'
+    kernel is not theirs), or whose finished trials measured no fidelity resident (over budget: placeholders;
+    offloaded: its reference was the seam's already), is resumed as before."""
     import optuna
 
     stored = study.user_attrs
-    meta = stored.get("model_meta") or {}
-    allowance = stored.get("activation_allowance") or {}
-    if FIDELITY_REFERENCE_KEY in stored or meta.get("layout") != "fused" or allowance.get("bytes"):
+    if FIDELITY_REFERENCE_KEY in stored or (stored.get("model_meta") or {}).get("layout") != "fused":
         return
+
+    def scored_resident(sources: dict[str, str]) -> bool:
+        """Fidelity measured (an over-budget or out-of-memory trial's is a placeholder, "not-run:...") on the
+        model loaded resident: an offloaded load's counted peak holds its activation allowance, said in the
+        source since before studies stored the allowance itself (`_allowance_meta`, 2026-12-05)."""
+        return (str(sources.get("fidelity_top1", "")).startswith("measured")
+                and "activation-allowance" not in str(sources.get("peak_gpu_bytes", "")))
+
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    # an over-budget or out-of-memory trial's fidelity is a placeholder ("not-run:..."), compared with nothing
-    if any(str((t.user_attrs.get("sources") or {}).get("fidelity_top1", "")).startswith("measured") for t in done):
+    if any(scored_resident(t.user_attrs.get("sources") or {}) for t in done):
         raise UserError(f"study {study.study_name!r}: its trials' fidelity (top-1 agreement, KL) compared with a "
                         "full-precision reference computed by transformers' default experts kernel (stored before "
                         "2026-12-07), this run's with one computed through the advisor seam, as every plan is: "
