@@ -28,8 +28,9 @@ SECTIONS: dict[str, tuple[str, str, int]] = {
 }
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """A section's time limit: a BaseException, so the `except Exception` a section keeps going with (one tiny
+    family, one format failing) does not take it for that item's error and run on past its limit unbounded."""
 
 
 def _alarm(_signum, _frame):

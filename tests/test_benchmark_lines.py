@@ -196,3 +196,36 @@ def test_readme_cpu_only_baseline_ratios_are_the_newest_offload_strategies_run()
     for (low, high), device in ((m.group(1, 2), "fused"), (m.group(3, 4), "eager")):
         got = min(ratios[device]), max(ratios[device])
         assert (float(low), float(high)) == (round(got[0], decimals(low)), round(got[1], decimals(high))), (device, got)
+
+
+def test_gpu_check_time_limit_is_not_swallowed_by_a_section(tmp_path, monkeypatch):
+    """Sections go on past one item's error (`except Exception` per tiny family, per format), and the time limit's
+    exception was an Exception: a section over its limit took it for one item's error and ran on, unbounded, on
+    a lent GPU's few minutes. The limit now ends the section."""
+    import json
+    import time
+    import types
+
+    from benchmarks import gpu_check
+
+    def keeps_going() -> dict:
+        done = []
+        end = time.perf_counter() + 4
+        while time.perf_counter() < end:
+            try:
+                time.sleep(0.05)
+                done.append(1)
+            except Exception as e:  # what tiny.gpu_checks and quant_formats do per item
+                done.append(str(e))
+        return {"done": len(done)}
+
+    module = types.ModuleType("fake_gpu_section")
+    module.keeps_going = keeps_going
+    monkeypatch.setitem(sys.modules, "fake_gpu_section", module)
+    monkeypatch.setattr(gpu_check, "SECTIONS", {"slow": ("fake_gpu_section", "keeps_going", 1)})
+    monkeypatch.setattr(sys, "argv", ["gpu_check", "--out", str(tmp_path)])
+    t0 = time.perf_counter()
+    gpu_check.main()
+    section = json.loads((tmp_path / "gpu_results.json").read_text())["sections"]["slow"]
+    assert section["status"] == "timeout after 1s", section
+    assert time.perf_counter() - t0 < 3.5
