@@ -129,7 +129,9 @@ def study(s: dict, device: str, out: Path, work: Path, seconds: float, trials: i
     from benchmarks.big_model import write_checkpoint
 
     res: dict[str, Any] = {}
-    ckpt = work / "llada-moe-shaped"
+    # named by its shape: `write_checkpoint` keeps a finished one, and a --small dry run in the same --work
+    # (default /tmp/gpu_miss_study) left its 16-expert checkpoint where the GPU run then studied it
+    ckpt = work / ("llada-moe-shaped-" + "-".join(f"{k}{v}" for k, v in s.items()))
     t0 = time.perf_counter()
     write_checkpoint(ckpt, "list", s)
     from advisor.models.checkpoint import Checkpoint

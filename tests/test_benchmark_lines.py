@@ -229,3 +229,30 @@ def test_gpu_check_time_limit_is_not_swallowed_by_a_section(tmp_path, monkeypatc
     section = json.loads((tmp_path / "gpu_results.json").read_text())["sections"]["slow"]
     assert section["status"] == "timeout after 1s", section
     assert time.perf_counter() - t0 < 3.5
+
+
+def test_gpu_miss_study_checkpoint_is_kept_apart_per_shape(tmp_path, monkeypatch):
+    """The study's checkpoint was `<work>/llada-moe-shaped` whatever its shape, and `write_checkpoint` keeps a
+    finished one: a `--small` dry run in the default --work left its 16-expert checkpoint there, and the GPU
+    run after it studied that instead of the LLaDA-MoE shape, without a word. Each shape has its own now."""
+    import torch
+
+    import benchmarks.big_model
+    from benchmarks import gpu_miss_study
+
+    written = []
+
+    def record(path, layout, s, seed=0):
+        written.append((path, s["experts"]))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(benchmarks.big_model, "write_checkpoint", record)
+    out, work = str(tmp_path / "out"), str(tmp_path / "work")
+    threads = torch.get_num_threads()  # main sets every core's
+    try:
+        for small in (["--small"], []):
+            gpu_miss_study.main(["--device", "cpu", "--only", "study", "--out", out, "--work", work, *small])
+    finally:
+        torch.set_num_threads(threads)
+    assert [e for _, e in written] == [16, 64], written
+    assert written[0][0] != written[1][0], written
