@@ -106,3 +106,38 @@ def test_activation_allowance_of_families_decoded_by_transformers_generate_is_th
     steps = ("prefill over 16 positions; last decode step after 28 cached" if family == "qwen3_moe" else
              "encoder prefill over 16 positions; last canvas's denoising steps over 8 positions after 24 encoded")
     assert backend.activation_source == f"measured:live-tensors(probe decoding step: {steps})"
+
+
+def test_the_cuda_meter_counts_its_windows_as_the_cpu_meter_does(monkeypatch):
+    """A GPU probe's meter (`CudaPeak`, the allocator's peak) had no CPU test. With a fake allocator it counts as
+    `HeldBytes` does: above what was allocated when it started, the most in any window marked by open()/close()
+    (state built before a window counts, what ran before the first window does not), and without windows from
+    the start."""
+    from advisor.models.memory import CudaPeak, peak_meter
+
+    alloc = {"now": 100, "peak": 100}  # 100: the weights
+
+    def to(n: int) -> None:
+        alloc["now"] = n
+        alloc["peak"] = max(alloc["peak"], n)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: alloc["now"])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: alloc["peak"])
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: alloc.update(peak=alloc["now"]))
+    cuda = torch.device("cuda")
+    assert isinstance(peak_meter(cuda), CudaPeak)
+    with peak_meter(cuda) as meter:
+        to(1100), to(100)  # warm-up before the first window: not counted
+        to(150)  # state the step runs in (a KV cache)
+        meter.open()
+        to(400), to(160)
+        meter.close()
+        to(1000), to(160)  # between windows: not counted
+        meter.open()
+        to(500), to(160)
+        meter.close()
+    assert meter.peak == 400
+    with peak_meter(cuda) as meter:
+        to(300), to(160)
+    assert meter.peak == 140  # above the 160 allocated as it started
