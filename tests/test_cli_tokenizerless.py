@@ -90,6 +90,13 @@ def test_a_shipped_space_tunes_a_model_without_a_tokenizer_as_fidelity_and_every
     assert section.startswith("## Pareto front: transfer vs top-1 agreement vs memory"), section
     assert "--max-accuracy-drop" not in section and "no accuracy floor applies" in section, section
     assert "| budget | trial | H2D / token | top-1 agreement | peak GPU memory |" in section, section
+    # an autoregressive model has no denoising blocks: `--block-lengths` given for its report was ignored without
+    # a word (the report said "Not measured"); it is refused in one line, before the model loads
+    blocks = _cli("report", "s", "--storage", "t.db", "-o", "rep2", "--block-lengths", "8,16")
+    assert blocks.exit_code != 0 and not (shm_tmp_path / "rep2").exists(), blocks.output
+    assert str(blocks.exception) == ("--block-lengths 8,16: tiny:qwen3_moe (qwen3_moe) decodes autoregressively, one "
+                                     "token per forward, with no denoising blocks; drop it (its report has no "
+                                     "block-diffusion section)"), blocks.output
 
 
 def test_a_space_file_with_accuracy_is_refused_for_a_model_without_a_tokenizer_saying_what_works(tmp_path):

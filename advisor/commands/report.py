@@ -30,8 +30,9 @@ def register(app: typer.Typer) -> None:
             "FP16 expert bytes on top of the resident weights (25%); several, comma-separated (10%,25%,50%), "
             "answer at each (default: the study's budget).",
         ),
-        block_lengths: str = typer.Option(
-            "8,16,32", "--block-lengths", help="Block lengths for the block-diffusion section ('' to skip)."
+        block_lengths: str | None = typer.Option(
+            None, "--block-lengths", help="Block lengths for the block-diffusion section of a diffusion model's "
+            "study (default 8,16,32; '' to skip); an autoregressive model has no denoising blocks.",
         ),
         data: str | None = typer.Option(
             None, "--data", callback=user_path, help="The task's data file, as given to `advisor tune --data` (default: the file the "
@@ -57,12 +58,12 @@ def register(app: typer.Typer) -> None:
         refuse_empty({"--storage": storage}, STORAGE_WHAT)
         refuse_empty({OUTPUT: output}, "a directory (without it: reports/<study>)")  # '' (Path('') is '.') wrote here
         try:
-            lengths = tuple(int(x) for x in block_lengths.split(",") if x.strip())
+            lengths = None if block_lengths is None else tuple(int(x) for x in block_lengths.split(",") if x.strip())
         except ValueError as e:
             raise UserError(f"--block-lengths {block_lengths!r} must be comma-separated integers, e.g. 8,16,32") from e
-        if any(n <= 0 for n in lengths):
+        if any(n <= 0 for n in lengths or ()):
             raise UserError(f"--block-lengths {block_lengths!r}: block lengths must be positive")
-        if any(n > MAX_LENGTH for n in lengths):  # torch's size arithmetic would overflow: a traceback
+        if any(n > MAX_LENGTH for n in lengths or ()):  # torch's size arithmetic would overflow: a traceback
             raise UserError(f"--block-lengths {block_lengths!r}: a block length is at most {MAX_LENGTH} tokens")
         mem = list(memory_specs(memory, "--memory"))
         check_storage(storage, write=False)  # a corrupt or unreachable database: one line, before any work

@@ -108,7 +108,7 @@ def build_report(
     out_dir: str | Path | None = None,
     *,
     memory: Sequence[str] = (),
-    block_lengths: Sequence[int] = DEFAULT_BLOCK_LENGTHS,
+    block_lengths: Sequence[int] | None = None,
     max_accuracy_drop: float = 0.05,
     progress: Callable[[str], None] | None = None,
     task_data: str | None = None,
@@ -122,7 +122,9 @@ def build_report(
     and with two or more the answer is also tabled at each. None: the study's own budget. `task_data`: the task's
     data file, for a study that did not store the one it was tuned on (`advisor tune --data`). `model`: where the
     study's model is now, when its directory moved (`advisor report --model`). `warn`: told, once the model has
-    loaded, what could not be checked of it (a study that stored no fingerprint); the report says it too."""
+    loaded, what could not be checked of it (a study that stored no fingerprint); the report says it too.
+    `block_lengths`: the block-diffusion section's (None: `DEFAULT_BLOCK_LENGTHS` for a diffusion model; given
+    for an autoregressive model's study, which has no denoising blocks, they are refused)."""
     say = progress or (lambda msg: None)
     t0 = time.perf_counter()
     for m in memory:
@@ -147,7 +149,7 @@ def build_report(
     refuse_other_config(data, spec, f"--model {model}" if model else f"model {spec}",
                         "point --model at that checkpoint" if model else
                         "pass --model with where the study's checkpoint is (its fingerprint is checked)")
-    refuse_blocks_past_positions(data, spec, block_lengths)
+    block_lengths = refuse_blocks_past_positions(data, spec, block_lengths)
     from advisor.tune.interrupt import import_runtime
 
     import_runtime()  # only now: a bad --memory, study name or storage is one line without torch's import time
@@ -239,21 +241,33 @@ def build_report(
                                                    "timed": timed(data)})
 
 
-def refuse_blocks_past_positions(data: StudyData, spec: str, block_lengths: Sequence[int]) -> None:
-    """Before the model loads: block lengths whose blocks alone exceed the positions of the model `spec` names (its
-    config.json, `config_positions`), where the report records block-diffusion traces (a diffusion model); the
-    prompts beside them are checked once it has loaded (`check_block_lengths`)."""
+def refuse_blocks_past_positions(data: StudyData, spec: str, block_lengths: Sequence[int] | None) -> tuple[int, ...]:
+    """Before the model loads: the block lengths the report records block-diffusion traces at (None: the default
+    ones for a diffusion model, none for an autoregressive one). Refused: lengths given for an autoregressive
+    model (it has no denoising blocks: `report --block-lengths 8,16` on a Qwen3-MoE study was ignored without a
+    word), and block lengths whose blocks alone exceed the positions of the model `spec` names (its config.json,
+    `config_positions`); the prompts beside them are checked once it has loaded (`check_block_lengths`)."""
     from advisor.models import DIFFUSION_FAMILIES, config_family, config_positions, model_name, spec_config
     from advisor.report.blocks import refuse_block_lengths
 
-    if not block_lengths:
-        return
+    if block_lengths is not None and not block_lengths:
+        return ()
     config, meta = spec_config(spec), data.setting("model_meta") or {}
-    diffusion = (meta.get("is_diffusion") if isinstance(meta, dict) and "is_diffusion" in meta
-                 else config_family(config) in DIFFUSION_FAMILIES)
+    meta = meta if isinstance(meta, dict) else {}
+    family = meta.get("family") or config_family(config)
+    diffusion = (meta["is_diffusion"] if "is_diffusion" in meta
+                 else None if family is None else family in DIFFUSION_FAMILIES)  # None: known once it loads
+    if diffusion is False:
+        if block_lengths is not None:
+            raise UserError(f"--block-lengths {','.join(map(str, block_lengths))}: {model_name(spec)}"
+                            f"{f' ({family})' if family else ''} decodes autoregressively, one token per forward, "
+                            "with no denoising blocks; drop it (its report has no block-diffusion section)")
+        return ()
+    lengths = tuple(DEFAULT_BLOCK_LENGTHS if block_lengths is None else block_lengths)
     if diffusion:
-        refuse_block_lengths(block_lengths, f"--block-lengths {','.join(map(str, block_lengths))}",
-                             config_positions(config), model_name(spec))
+        refuse_block_lengths(lengths, f"--block-lengths {','.join(map(str, lengths))}", config_positions(config),
+                             model_name(spec))
+    return lengths
 
 
 def refuse_memory_that_holds_no_trial(memories: list[tuple[str, float]], trials: Sequence[Any]) -> None:
