@@ -701,6 +701,9 @@ def run_tune_cli(console, backend, space, opts, *, budget_bytes: int | None, bud
                           f"{backend.task_name} task's prompts", markup=False)
         if note := space.fidelity_note(backend.model_name):  # after the note on the random ids it names
             console.print(f"note: {note}", markup=False)
+        if loaded is not None and (note := space.autoregressive_note(backend.model_name, loaded.family,
+                                                                     loaded.is_diffusion)):
+            console.print(f"note: {note}", markup=False)
         if note := _cpu_threads_note(backend, space, opts.mode):
             console.print(note, markup=False)
         if note := _oversubscribed():  # the CPU expert times this run measures, and live trials' CPU experts

@@ -290,6 +290,16 @@ class SearchSpace:
         return (f"{model} has no tokenizer, so no task accuracy: the {self.name} space's accuracy objective is tuned "
                 "as fidelity_top1 (top-1 agreement with the full-precision model on those random-id prompts)")
 
+    def autoregressive_note(self, model: str, family: str, is_diffusion: bool) -> str:
+        """The line saying the shipped dllm space, made for diffusion LLMs, tunes an autoregressive model ("" for
+        any other space or model): it ran without a word, its block-aware knobs degenerate there."""
+        if is_diffusion or not self.shipped or self.name != "dllm":
+            return ""
+        return (f"the dllm space is made for diffusion LLMs; {model} ({family}) decodes autoregressively, one token "
+                "per forward, each forward a block of its own: its block_aware policy then protects the previous "
+                "token's experts (near lru) and tide refreshes every tau forwards; the default space (what tune "
+                "takes for an autoregressive model without --space) has neither")
+
     def check_model(self, n_layers: int, num_experts: int) -> None:
         """Refuse layer groups and cache sizes the model cannot have (9 groups of 4 layers, 999 slots in a layer
         of 16 experts), naming the file and line: silently clamping them would tune another space than the one
