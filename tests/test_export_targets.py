@@ -534,10 +534,13 @@ def test_the_ktransformers_export_says_what_of_the_studys_cache_it_maps_and_what
         p = point("m", trial, "bf16", [3, 3], acc=0.9, h2d=1, peak_gib=1, meta=meta)
         p.config.update(policy=policy, **extra, **({"routing_counts": counts} if routed else {}))
         points.append(p)
-    url = make_db(tmp_path / "a.db", points)
+    dllm = point("d", 1, "bf16", [3, 3], acc=0.9, h2d=1, peak_gib=1, meta=model_meta("llada2", n_layers=2, n_experts=8,
+                                                                                     hidden=256, inter=128))
+    dllm.config.update(policy="tide", tau=2)
+    url = make_db(tmp_path / "a.db", [*points, dllm])
 
-    def mapping(trial):
-        r = _cli("export", "m", str(trial), "--to", "ktransformers", "--storage", url, "--json")
+    def mapping(trial, study="m"):
+        r = _cli("export", study, str(trial), "--to", "ktransformers", "--storage", url, "--json")
         assert r.returncode == 0, r.stderr
         data = json.loads(r.stdout)
         note = next(n for n in data["notes"] if n.startswith("of the study's cache the launch reproduces"))
@@ -555,7 +558,12 @@ def test_the_ktransformers_export_says_what_of_the_studys_cache_it_maps_and_what
         "its lru policy, which admitted and evicted experts as the model ran",
         "which experts it held (no routing stored: kt-kernel's experts 0..N-1)",
         "its prefetch (lookahead): kt-kernel loads no expert ahead"]
+    # an autoregressive model has no denoising steps: its TIDE refreshed every tau forwards (the note said steps)
     tide, _ = mapping(4)
+    assert tide["not_mapped"][0] == ("its tide policy, which re-chose its GPU experts from the current forward's "
+                                     "tokens every 2 forwards (autoregressive decoding, one token per forward, has "
+                                     "no denoising steps)")
+    tide, _ = mapping(1, "d")
     assert tide["not_mapped"][0] == ("its tide policy, which re-chose its GPU experts from each refresh step's "
                                      "tokens every 2 denoising steps")
 

@@ -320,9 +320,12 @@ def cache_mapping(cfg: ExportConfig, n_gpu: int, place: Placement | None) -> tup
     else:
         if place is not None:
             maps.append("the calibration's most-routed experts, as a fixed set")
-        cannot.append(f"its {cfg.policy} policy, which re-chose its GPU experts from each refresh step's tokens every "
-                      f"{tide_kw(cfg)['tau']} denoising steps" if cfg.policy == "tide" else
-                      f"its {cfg.policy} policy, which admitted and evicted experts as the model ran")
+        tau = tide_kw(cfg)["tau"]
+        every = (f"each refresh step's tokens every {count(tau, 'denoising step')}" if cfg.model.family in DLLM else
+                 f"the current forward's tokens every {count(tau, 'forward')} (autoregressive decoding, one token per "
+                 "forward, has no denoising steps)")  # kt-kernel serves no other diffusion family (`refusal`)
+        cannot.append(f"its {cfg.policy} policy, which re-chose its GPU experts from {every}" if cfg.policy == "tide"
+                      else f"its {cfg.policy} policy, which admitted and evicted experts as the model ran")
     if place is None and n_gpu:
         cannot.append("which experts it held (no routing stored: kt-kernel's experts 0..N-1)")
     if cfg.prefetch not in ("", "none"):
