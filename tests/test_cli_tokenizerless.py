@@ -90,6 +90,13 @@ def test_a_shipped_space_tunes_a_model_without_a_tokenizer_as_fidelity_and_every
     assert section.startswith("## Pareto front: transfer vs top-1 agreement vs memory"), section
     assert "--max-accuracy-drop" not in section and "no accuracy floor applies" in section, section
     assert "| budget | trial | H2D / token | top-1 agreement | peak GPU memory |" in section, section
+    # its accuracy figure's caption said "Task accuracy with 95% confidence interval" of a study that scores no task,
+    # and its block section hedged "autoregressive (or no block lengths were asked for)" where it knows which
+    flat = " ".join(md.split())
+    assert "Task accuracy: not measured (the study's model has no tokenizer, so its plans are judged by fidelity " \
+        "alone)" in flat and "Task accuracy with 95% confidence" not in flat, flat
+    assert "Not measured: the study's model is autoregressive - one forward per generated token" in flat, flat
+    assert "or no block lengths were asked for" not in flat, flat
     # an autoregressive model has no denoising blocks: `--block-lengths` given for its report was ignored without
     # a word (the report said "Not measured"); it is refused in one line, before the model loads
     blocks = _cli("report", "s", "--storage", "t.db", "-o", "rep2", "--block-lengths", "8,16")

@@ -228,8 +228,11 @@ def compose(c: ReportContext) -> Document:
     ))
 
     doc.add(Heading("Accuracy per precision plan"))
-    doc.add(Figure(c.figures["accuracy"], "Task accuracy with 95% confidence interval (Wilson) and fidelity "
-                                          "against the full-precision model (top-1 agreement, KL) per plan."))
+    fidelity_only = quality_metric(c.trials) == "fidelity_top1"  # a model without a tokenizer: no task is scored
+    doc.add(Figure(c.figures["accuracy"], ("Task accuracy: not measured (the study's model has no tokenizer, so its "
+                                           "plans are judged by fidelity alone); fidelity" if fidelity_only else
+                                           "Task accuracy with 95% confidence interval (Wilson) and fidelity")
+                   + " against the full-precision model (top-1 agreement, KL) per plan."))
     doc.add(Table(["plan", "trials", "accuracy", "95% CI", "n", "fidelity top-1", "fidelity KL", "source"],
                   [[r.plan, ", ".join(f"#{n}" for n in r.trials[:6]) + (" ..." if len(r.trials) > 6 else ""),
                     r.accuracy, f"[{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low is not None else "-", r.n,
@@ -438,7 +441,9 @@ BLOCK_REUSE_CAPTION = ("Top left: distinct experts per MoE layer per forward, as
 def _block_section(doc: Document, c: ReportContext) -> None:
     doc.add(Heading("Block diffusion: expert reuse across denoising steps"))
     if not c.blocks.get("rows"):
-        doc.add(Para("Not measured: the study's model is autoregressive (or no block lengths were asked for)."))
+        doc.add(Para("Not measured: the study's model is autoregressive - one forward per generated token, with no "
+                     "blocks or denoising steps to reuse experts across." if not c.wb.loaded.is_diffusion else
+                     "Not measured: no block lengths were asked for."))
         return
     doc.add(Para(
         "A diffusion LLM denoises a block over several steps, each a full forward. One forward touches many more "
