@@ -107,6 +107,9 @@ def test_placement_spends_the_tuned_cache_bytes_on_whole_tensors():
     p.config["miss_policy"] = "cpu"  # the study computed misses on the CPU, as llama.cpp will
     res = export_point(p, "llama.cpp")
     assert res.data["miss_policy"] == "cpu" and any("as the study modelled" in n for n in res.notes)
+    # llama-server computes them on the CPU while decoding only: ggml's op offload copies them for a prompt batch
+    assert any("on the CPU while decoding (one token per forward; a prompt batch of 32 tokens or more copies them to "
+               "the GPU, ggml's op offload, unless --no-op-offload is added)" in n for n in res.notes), res.notes
     p.config["miss_policy"] = "hybrid"  # the study copied some misses: llama.cpp's CPU experts never are
     notes = export_point(p, "llama.cpp").notes
     assert any("hybrid" in n and "speed differs" in n for n in notes) and not any("as the study" in n for n in notes)

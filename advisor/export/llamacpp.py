@@ -300,6 +300,10 @@ def block_placement(cfg: ExportConfig, layer_fmts: list[str], types: dict[tuple[
     return where, info, ngl
 
 
+# llama-server keeps -ot =CPU experts on the CPU for a decoding forward (one token), but ggml's op offload copies
+# them to the GPU for a forward of 32 tokens or more (a prompt); --no-op-offload (common args) turns that off
+PROMPT_BATCHES = ("while decoding (one token per forward; a prompt batch of 32 tokens or more copies them to the GPU, "
+                  "ggml's op offload, unless --no-op-offload is added)")
 OP_OFFLOAD_ENV = "GGML_OP_OFFLOAD_MIN_BATCH"
 NO_OP_OFFLOAD = "2147483647"  # above any batch: ggml then computes host-resident weights where they are
 
@@ -605,9 +609,9 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         run_args += flags
     else:
         run_args += ["-ot", ",".join(ots)] if ots else []
-        notes += placement_notes(cfg, where, types, opts["placement"], "computes them on the CPU (-ot =CPU)",
+        notes += placement_notes(cfg, where, types, opts["placement"], f"computes them on the CPU (-ot =CPU) {PROMPT_BATCHES}",
                                  lambda: miss_note(cfg, "llama.cpp", "cpu", how="computes the -ot =CPU experts on the "
-                                                   "CPU") if ots else None)
+                                                   f"CPU {PROMPT_BATCHES}") if ots else None)
     data = {
         "target": "llama.cpp",
         "miss_policy": cfg.miss_policy,
