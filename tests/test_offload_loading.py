@@ -138,6 +138,73 @@ def test_pinned_memory_failure_falls_back_to_pageable(dirs):
     assert all(not p.host.is_pinned() for row in store.layers for p in row)
 
 
+def _arenas_of(store) -> list[int]:
+    """The sizes of the distinct host buffers (storages) the store's experts are views into, sorted."""
+    storages = {p.host.untyped_storage().data_ptr(): p.host.untyped_storage() for row in store.layers for p in row}
+    return sorted(a.nbytes() for a in storages.values())
+
+
+def test_store_packs_experts_into_power_of_two_arenas(dirs, monkeypatch):
+    """torch's pinned allocator rounds each request up to a power of two: experts share arenas that already are
+    one, ALIGN bytes apart, each expert's bytes as packed alone; a larger expert gets its own arena."""
+    from advisor.models.load import load_model
+    from advisor.offload import store as st
+    from advisor.quant.apply import iter_quantized
+
+    loaded = load_model(str(dirs["llada_moe"]), offload=False)  # 2 layers x 8 experts; fp32 6144 B, int4 1024 B
+    monkeypatch.setattr(st, "ARENA_BYTES", 4096, raising=False)
+    plan = "layers=0:fp32,1:int4"
+    store = st.ExpertStore(loaded.moe, plan)
+    # fp32 alone in 8192 B; int4 fills the last one's tail (2), then 4096 B (4), then what is left: 2048 B (2)
+    assert _arenas_of(store) == [2048, 4096] + [8192] * 8
+    assert store.host_bytes == sum(_arenas_of(store)) == 71680 and store.nbytes == 57344
+    for (layer, e), qe in iter_quantized(loaded.moe, store.plan):
+        packed = store[(layer, e)]
+        assert torch.equal(packed.host, st.PackedExpert(qe).host)
+        assert packed.host.storage_offset() % st.ALIGN == 0
+        assert all((packed.host.storage_offset() + pc.offset) % pc.dtype.itemsize == 0 for pc in packed.pieces)
+    monkeypatch.undo()
+    one = st.ExpertStore(loaded.moe, "int8")  # 16 x 1792 B, 2048 B apart: one arena, exactly full
+    assert _arenas_of(one) == [32768] == [one.host_bytes]
+    assert one.nbytes == 16 * 1792
+
+
+def test_pinned_store_counts_its_arenas_against_the_host_limit(dirs):
+    from advisor.models.load import load_model
+    from advisor.offload.store import ExpertStore
+
+    loaded = load_model(str(dirs["llada_moe"]), offload=False)
+    assert ExpertStore(loaded.moe, "int8", host_limit=28672).nbytes == 28672  # pageable: the counted bytes fit
+    with pytest.raises(UserError, match=r"int8 \(counted 28.00 KiB, pinned in power-of-two arenas\) needs 32.00 KiB"):
+        ExpertStore(loaded.moe, "int8", pin=True, host_limit=28672)
+
+
+def test_pinned_arena_failure_midway_falls_back_to_pageable(dirs, monkeypatch):
+    from advisor.models.load import load_model
+    from advisor.offload import store as st
+
+    loaded = load_model(str(dirs["llada_moe"]), offload=False)
+    reference = st.ExpertStore(loaded.moe, "int4")
+    real, pinned = torch.empty, []
+
+    def empty(*a, pin_memory=False, **kw):
+        if pin_memory and pinned:
+            raise RuntimeError("CUDA error: out of memory\nmore")
+        t = real(*a, **kw)
+        if pin_memory:
+            pinned.append(t)
+        return t
+
+    monkeypatch.setattr(st, "ARENA_BYTES", 4096, raising=False)
+    monkeypatch.setattr(torch, "empty", empty)
+    store = st.ExpertStore(loaded.moe, "int4", pin=True)
+    monkeypatch.undo()
+    assert len(pinned) == 1 and not store.pinned and "out of memory)" in store.pin_note and "pageable" in store.pin_note
+    assert _arenas_of(store) == [4096] * 4 and store.host_bytes == 16384
+    assert all(torch.equal(a.host, b.host) for ra, rb in zip(store.layers, reference.layers, strict=True)
+               for a, b in zip(ra, rb, strict=True))
+
+
 def test_repacking_a_second_plan_holds_no_full_precision_copy(tmp_path):
     """Peak RSS after re-packing = the first peak + the larger store, within one layer's checkpoint bytes."""
     script = r"""

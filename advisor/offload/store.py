@@ -6,6 +6,11 @@ the copy engine (and the CUDA profiler) sees. Tensors are laid out by decreasing
 tensor starts at an offset that is a multiple of its element size: no padding, and typed views of a
 device slot buffer rebuild the expert without another copy. On CUDA hosts the buffers are pinned, so
 copies are asynchronous and run at full link speed.
+
+An expert's buffer is a view into an arena (`HostArenas`): torch's pinned allocator rounds every request up
+to a power of two (a 12.6 MB LLaDA-MoE expert pinned alone takes 16 MiB), so experts are placed back to back,
+ALIGN bytes apart, in arenas whose sizes already are powers of two; what the host holds beyond the counted
+store is each arena's unused tail (`ExpertStore.host_bytes`, counted by the host-memory check when pinned).
 """
 
 from __future__ import annotations
@@ -21,6 +26,62 @@ from advisor.errors import UserError
 from advisor.units import format_bytes
 
 _PARTS = ("gate", "up", "down")
+ALIGN = 256
+"""Bytes between the starts of experts in an arena (a multiple of every element size)."""
+ARENA_BYTES = 256 << 20
+"""The largest arena holding several experts (a larger expert gets a power-of-two arena of its own)."""
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+class HostArenas:
+    """Host memory for packed experts: power-of-two arenas (`ARENA_BYTES`, or the next power of two of what is
+    left to place, or of one larger expert), handed out back to back at `ALIGN`-byte offsets.
+
+    `left`: the bytes still to place (each size rounded up to `ALIGN`). With `allocate=False` nothing is
+    allocated: `sizes` says what placing would take."""
+
+    def __init__(self, left: int, *, pin: bool = False, allocate: bool = True):
+        self.left, self.pin, self.allocate = left, pin, allocate
+        self.sizes: list[int] = []
+        self._arena: torch.Tensor | None = None
+        self._used = 0
+
+    def take(self, n: int) -> torch.Tensor | None:
+        """A uint8 view of `n` bytes (None when not allocating). Raises RuntimeError when `pin` is set and
+        pinned memory cannot be allocated (nothing changes then)."""
+        if not self.sizes or self._used + n > self.sizes[-1]:
+            size = max(min(ARENA_BYTES, _pow2(self.left)), _pow2(n))
+            self._arena = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin) if self.allocate else None
+            self.sizes.append(size)
+            self._used = 0
+        start = self._used
+        self._used += _aligned(n)
+        self.left -= _aligned(n)
+        return None if self._arena is None else self._arena[start:start + n]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes)
+
+    @classmethod
+    def layout(cls, sizes: Sequence[int], **kw: Any) -> HostArenas:
+        """Arenas for experts of these sizes, in this order (`take` each in turn)."""
+        return cls(sum(_aligned(n) for n in sizes), **kw)
+
+    @classmethod
+    def bytes_for(cls, sizes: Sequence[int]) -> int:
+        """Host bytes the arenas for experts of these sizes take (nothing is allocated)."""
+        arenas = cls.layout(sizes, allocate=False)
+        for n in sizes:
+            arenas.take(n)
+        return arenas.nbytes
 
 
 @dataclass(frozen=True)
@@ -38,8 +99,8 @@ class PackedExpert:
 
     __slots__ = ("host", "pieces", "formats", "shapes", "nbytes")
 
-    def __init__(self, qe: Any, pin: bool = False):
-        """Raises RuntimeError when `pin` is set and pinned memory cannot be allocated."""
+    def __init__(self, qe: Any, take: Callable[[int], torch.Tensor] | None = None):
+        """`take(n)`: the buffer of n bytes to pack into (default: one of its own); its errors propagate."""
         tensors = []
         for part in _PARTS:
             qt = getattr(qe, part)
@@ -51,7 +112,7 @@ class PackedExpert:
             n = t.numel() * t.element_size()
             pieces.append(_Piece(part, key, t.dtype, tuple(t.shape), offset, n))
             offset += n
-        host = torch.empty(offset, dtype=torch.uint8, pin_memory=pin)
+        host = take(offset) if take else torch.empty(offset, dtype=torch.uint8)
         for piece, (_, _, t) in zip(pieces, tensors, strict=True):
             host[piece.offset:piece.offset + piece.nbytes].copy_(t.cpu().reshape(-1).view(torch.uint8))
         self.host = host
@@ -102,33 +163,41 @@ class ExpertStore:
     memory cannot be allocated the store falls back to pageable memory and says so (`pin_note`)."""
 
     def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False, host_limit: int | None = None):
-        from advisor.quant.apply import iter_quantized, plan_store_bytes
+        from advisor.offload.simulate import plan_expert_bytes
+        from advisor.quant.apply import iter_quantized
 
         self.plan = resolve_plan(plan)
         for i, layer in enumerate(moe):
             if layer.index != i:
                 raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
-        need = plan_store_bytes(list(moe), self.plan)
-        check_host_memory(need, self.plan.spec, host_limit)
+        sizes = [n for row in plan_expert_bytes(self.plan, [m.num_experts for m in moe],
+                                                [m.hidden_size for m in moe], [m.intermediate_size for m in moe])
+                 for n in row]
+        need, what = sum(sizes), self.plan.spec
+        if pin:  # pinned pages are all held: each arena's unused tail counts too
+            what = f"{what} (counted {format_bytes(need, 2)}, pinned in power-of-two arenas)"
+            need = HostArenas.bytes_for(sizes)
+        check_host_memory(need, what, host_limit)
         self.host_limit = host_limit  # (--host-memory: what an evaluation's dequantized copy may add is within it)
         self.pinned = bool(pin)
         self.pin_note = ""
+        self._arenas = HostArenas.layout(sizes, pin=self.pinned)
         self.layers: list[list[PackedExpert]] = [[] for _ in moe]
         for (layer, _), qe in iter_quantized(list(moe), self.plan):
             self.layers[layer].append(self._pack(qe))
 
     def _pack(self, qe: Any) -> PackedExpert:
-        if not self.pinned:
-            return PackedExpert(qe)
         try:
-            return PackedExpert(qe, pin=True)
+            return PackedExpert(qe, self._arenas.take)
         except RuntimeError as e:
-            self.pinned = False
+            if not self._arenas.pin:
+                raise
+            self.pinned = self._arenas.pin = False
             self.pin_note = (f"pinned host memory could not be allocated ({str(e).splitlines()[0][:120]}); the "
                              "expert store uses pageable memory: copies run at roughly half the pinned rate and "
                              "do not overlap compute")
             logging.getLogger("advisor").warning("warning: %s", self.pin_note)
-            return PackedExpert(qe)
+            return PackedExpert(qe, self._arenas.take)
 
     def __getitem__(self, key: tuple[int, int]) -> PackedExpert:
         return self.layers[key[0]][key[1]]
@@ -141,4 +210,10 @@ class ExpertStore:
 
     @property
     def nbytes(self) -> int:
+        """Counted bytes of every packed expert."""
         return sum(p.nbytes for row in self.layers for p in row)
+
+    @property
+    def host_bytes(self) -> int:
+        """Host bytes the store's arenas take: `nbytes` plus each arena's unused tail and alignment gaps."""
+        return self._arenas.nbytes

@@ -114,14 +114,6 @@ def build_store(moe: list, plan: PrecisionPlan) -> dict[Key, QuantizedExpert]:
     return dict(iter_quantized(moe, plan))
 
 
-def plan_store_bytes(moe: list, plan: PrecisionPlan) -> int:
-    """Counted bytes of every routed expert at its planned format (what the host store will hold)."""
-    from advisor.quant.spec import expert_nbytes_of
-
-    return sum(expert_nbytes_of(plan.format_for(m.index, e), m.hidden_size, m.intermediate_size)
-               for m in moe for e in range(m.num_experts))
-
-
 def quantize_experts(
     loaded_or_model,
     plan: PrecisionPlan | str,
