@@ -109,3 +109,18 @@ def test_llada2_block_lengths_are_checked_against_the_canvas_it_decodes():
                                         r"exceeds tiny:llada2's 512 positions; at most 170 fits"):
         check_block_lengths(loaded, prompts, [8, 200], "--block-lengths 8,200")
     check_block_lengths(loaded, prompts, [170], "--block-lengths 170")
+
+
+def test_a_llada2_block_length_refused_below_the_one_the_hint_names_is_told_which_fit():
+    """LLaDA2's canvas aligns its blocks to multiples of the block length, so beside a 135-token prompt on 512
+    positions 170 fits (3 x 170) while 129 to 134 do not (4 blocks): `--block-lengths 130` was refused with "at
+    most 170 fits", which it is under. The hint names the largest and the lengths up to which every one fits."""
+    from advisor.errors import UserError
+    from advisor.report.blocks import check_block_lengths
+
+    loaded = load_model("tiny:llada2")  # 512 positions
+    prompts = [torch.zeros(1, 135, dtype=torch.long)]
+    with pytest.raises(UserError, match=r"block length 130 x 2 blocks .* 512 positions; 170 fits, as does every "
+                                        r"length up to 128 \(not every one between"):
+        check_block_lengths(loaded, prompts, [130], "--block-lengths 130")
+    check_block_lengths(loaded, prompts, [128, 170], "--block-lengths 128,170")

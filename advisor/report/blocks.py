@@ -181,14 +181,18 @@ def refuse_block_lengths(block_lengths: Sequence[int], option: str, positions: i
     if not over:
         return
     fits = next((n for n in range((positions - (longest or 0)) // BLOCKS, 0, -1) if taken(n) <= positions), 0)
+    # every length up to `fits` fits, but for LLaDA2's aligned canvas: a longer block can hold the prompt's end
+    every = next((n - 1 for n in range(1, fits + 1) if taken(n) > positions), fits)
     what = (f"block length {over[0]}" if len(over) == 1 else f"block lengths {', '.join(map(str, over))}")
     s = "s" if len(over) == 1 else ""
     if longest is None:
         hint = (f"at most {fits} fits beside no prompt, fewer beside the traced prompts (or '' to skip the section)"
                 if fits >= 1 else "no block length fits (give '' to skip the section)")
         raise UserError(f"{option}: {what} x {BLOCKS} blocks alone exceed{s} {name}'s {positions} positions; {hint}")
-    hint = (f"at most {fits} fits (or '' to skip the section)" if fits >= 1 else
-            "no block length fits (give '' to skip the section)")
+    hint = ("no block length fits (give '' to skip the section)" if fits < 1 else
+            f"at most {fits} fits (or '' to skip the section)" if every == fits else
+            f"{fits} fits, as does every length up to {every} (not every one between: the canvas aligns its blocks "
+            "to multiples of the length; or '' to skip the section)")
     raise UserError(f"{option}: {what} x {BLOCKS} blocks beside the longest traced prompt ({longest} tokens) "
                     f"exceed{s} {name}'s {positions} positions; {hint}")
 
