@@ -287,3 +287,26 @@ def test_llada2_blocks_and_diffusion_gemma_canvases_count_against_the_positions(
     workload_prompts(load_model(f"tiny:{family}"), None, 4, max_new_tokens=fits, refuse_past=True,
                      decoding={"block_length": 48})
     assert "positions" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("family", "unit"), [("llada2", "block"), ("diffusion_gemma", "canvas")])
+def test_a_block_past_the_positions_is_named_where_no_new_tokens_fit(tmp_path, capsys, family, unit):
+    """LLaDA2 and DiffusionGemma decode at least one whole block (canvas): `trace tiny:diffusion_gemma
+    --block-length 600` was refused with no remedy, and with blocks of 500 its note said "the longest is 16 tokens
+    on its own, which fewer new tokens cannot help" of a 16-token prompt on 512 positions. Both now name the block
+    and the remedy, a shorter --block-length."""
+    from cli_helpers import advisor_entry
+
+    from advisor.eval.run import workload_prompts
+
+    proc = advisor_entry("trace", f"tiny:{family}", "--limit", "1", "--max-new-tokens", "8", "--block-length", "600",
+                         "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.endswith(f"; a single {unit} of 600 beside its 16-token random prompts already exceeds them, "
+                         "whatever the new tokens: a shorter --block-length fits"), line
+    if family == "diffusion_gemma":  # LLaDA2's block of 500 holds a prompt of up to 492 beside 8 new tokens
+        capsys.readouterr()
+        workload_prompts(load_model(f"tiny:{family}"), None, 1, max_new_tokens=8, decoding={"block_length": 500})
+        err = " ".join(capsys.readouterr().err.split())
+        assert "on its own" not in err and "a single canvas of 500 beside the longest (" in err, err

@@ -79,6 +79,7 @@ def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], 
     naming the most that fit beside the longest text; with the texts past them, said once
     (`say_ids_past_positions`). They decoded past the positions without a word."""
     from advisor.eval.run import (
+        block_hint,
         model_positions,
         most_new_tokens,
         past_positions,
@@ -91,7 +92,8 @@ def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], 
         longest = max(int(t.shape[-1]) for t in ids)
         fits = most_new_tokens(loaded, longest, positions, decoding)
         hint = (f"; at most {fits} new tokens fit beside the longest --prompt text ({longest} tokens): "
-                f"--max-new-tokens {fits}" if fits > 0 else "")
+                f"--max-new-tokens {fits}" if fits > 0 else
+                block_hint(loaded, longest, positions, decoding, f"the longest --prompt text ({longest} tokens)"))
         raise past_positions("--prompt", max_new_tokens, positions, hint, loaded.name, loaded, decoding)
     say_ids_past_positions(loaded, ids, max_new_tokens, "--prompt texts", "--max-new-tokens {n}", decoding=decoding)
 

@@ -173,7 +173,8 @@ def workload_prompts(loaded, task: Task | None, n: int, seed: int = 0, max_new_t
                 positions_taken(loaded, 0, max_new_tokens, decoding) > positions:
             fits = most_new_tokens(loaded, most, positions, decoding)
             hint = (f"; at most {fits} new tokens fit beside its {most}-token random prompts "
-                    f"({NEW_TOKENS_SETTING.format(n=fits)})" if fits > 0 else "")
+                    f"({NEW_TOKENS_SETTING.format(n=fits)})" if fits > 0 else
+                    block_hint(loaded, most, positions, decoding, f"its {most}-token random prompts"))
             # (tiny:*: no text task to fit)
             raise past_positions(loaded.name, max_new_tokens, positions, hint, loaded=loaded, decoding=decoding)
         g = torch.Generator().manual_seed(seed)
@@ -202,7 +203,8 @@ def say_ids_past_positions(loaded, prompts: list[Any], max_new_tokens: int | Non
     fits = most_new_tokens(loaded, longest, positions, decoding)
     new = _new_tokens(loaded, max_new_tokens, positions, decoding, {int(ids.shape[-1]) for ids in prompts})
     room = (f"at most {fits} new tokens fit every prompt ({(setting or NEW_TOKENS_SETTING).format(n=fits)})"
-            if fits > 0 else f"the longest is {longest} tokens on its own, which fewer new tokens cannot help")
+            if fits > 0 else block_hint(loaded, longest, positions, decoding, f"the longest ({longest} tokens)")[2:]
+            or f"the longest is {longest} tokens on its own, which fewer new tokens cannot help")
     note_once(f"note: {over} of {len(prompts)} {what} with their {new} exceed {loaded.name}'s "
               f"{positions} positions; the model runs past the length it was trained for on them; {room}")
 
@@ -324,9 +326,26 @@ def _room_hint(task: Task, examples: list[dict], sizes: list[int], positions: in
         fits = min(fits, positions // 2)
     if fits < 1:
         alone = sum(s >= positions for s in sizes[:len(examples)])
+        if not alone and (block := block_hint(loaded, max(sizes), positions, decoding, "the longest prompt")):
+            return block
         return (f"; {alone} of them {'is' if alone == 1 else 'are'} {positions} tokens or longer on their own, which "
                 "fewer new tokens cannot help (a model with more positions can)")
     return f"; at most {fits} new tokens fit every prompt ({setting.format(n=fits)})" if setting else ""
+
+
+def block_hint(loaded, prompt: int, positions: int, decoding: dict[str, Any] | None, beside: str) -> str:
+    """"; a single block of N beside `beside` exceeds them ...": where no new tokens fit beside a `prompt`-token
+    prompt that fits the positions on its own, because the least the sampler decodes - one block (LLaDA2),
+    one canvas (DiffusionGemma) of `decoding`'s length - passes them; "" where that is not why. Fewer new tokens
+    cannot help there; a shorter block length can."""
+    if decoding is None or prompt >= positions or positions_taken(loaded, prompt, 1, decoding) <= positions:
+        return ""
+    from advisor.models.generate import decoded_block_length
+
+    block = decoded_block_length(loaded, max_new_tokens=1, **decoding)
+    unit = "canvas" if loaded.family == "diffusion_gemma" else "block"
+    return (f"; a single {unit} of {block} beside {beside} already exceeds them, whatever the new tokens: a "
+            "shorter --block-length fits")
 
 
 def positions_taken(loaded, prompt: int, max_new_tokens: int, decoding: dict[str, Any] | None) -> int:
