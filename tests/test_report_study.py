@@ -979,3 +979,26 @@ def test_the_accuracy_table_breaks_a_top1_tie_by_the_lower_kl():
     assert {r.fidelity_top1 for r in rows} == {1.0} and len(rows) == 4  # the premise: all tied on top-1
     assert [r.plan for r in rows] == ["fp16", "int8", "int4", "int2"], [(r.plan, r.fidelity_kl) for r in rows]
     assert [r.fidelity_kl for r in rows] == sorted(r.fidelity_kl for r in rows)
+
+
+def test_a_tiny_studys_memory_axes_read_in_the_unit_its_tables_print(monkeypatch, tmp_path):
+    """The Pareto figure's colour bar and the transfer-vs-memory figure's x axis took a fixed MiB: a tiny study's
+    peaks of ~107 KiB (the budgets beside its stars: "106.8 KiB") read 0.105 to 0.109 MiB, its caches 0.008 to
+    0.031 MiB where the tables print "8.00 KiB". Both take the unit their largest value fills now; the example's
+    (peaks to 2.7 MiB, caches to 3 MiB) stay in MiB."""
+    from types import SimpleNamespace
+
+    from advisor.report import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.transfer_vs_slots(_sweep(1.0), tmp_path / "m.png", x="memory")  # caches of 2 and 8 slots x 4 KiB
+    assert drawn[-1].axes[1].get_xlabel() == "GPU expert-cache memory (KiB, all layers)"  # (the bottom row)
+    assert list(drawn[-1].axes[0].get_lines()[0].get_xdata()) == [8.0, 32.0]
+    for peak, unit, value in ((109312.0, "KiB", 106.75), (1.5 * 2**20, "MiB", 1.5)):
+        trial = SimpleNamespace(number=0, values={"h2d_bytes_per_token": 512.0, "accuracy": 1.0,
+                                                  "peak_gpu_bytes": peak}, sources={})
+        plots.pareto([trial], {0}, [], tmp_path / "p.png", "h2d_bytes_per_token", h2d=("B", 1))
+        bar = drawn[-1].axes[1]  # the colour bar's axes
+        assert bar.get_ylabel() == f"peak GPU memory ({unit})", bar.get_ylabel()
+        assert list(drawn[-1].axes[0].collections[0].get_array()) == [value]

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
 from advisor.results.front import source_kinds  # noqa: E402
 from advisor.tune.plots import place_labels  # noqa: E402
-from advisor.units import h2d_unit  # noqa: E402
+from advisor.units import binary_unit, h2d_unit  # noqa: E402
 
 PRECISION_COLORS = {"fp16": "#1f77b4", "bf16": "#1f77b4", "int8": "#ff7f0e", "int4": "#2ca02c"}
 # Every cache policy gets its own colour AND marker (readable in grey print and for colour-blind readers);
@@ -62,7 +62,9 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
     policies = sorted({p.policy for p in sweep.points if p.policy != "belady"})
     n = max(1, len(precisions))
     fig, axes = plt.subplots(2, n, figsize=(4.3 * n, 7.4), sharey="row", squeeze=False)
-    xlabel = "GPU expert slots per MoE layer" if x == "slots" else "GPU expert-cache memory (MiB, all layers)"
+    # cache bytes in the unit their largest fills (`format_bytes`, as the tables print them): a tiny model's in KiB
+    mem_unit, mem_size = binary_unit(max((p.cache_bytes for p in sweep.points), default=0))
+    xlabel = "GPU expert slots per MoE layer" if x == "slots" else f"GPU expert-cache memory ({mem_unit}, all layers)"
     unit, size = h2d_unit(sweep.baseline_bytes_per_token)  # the report's tables' unit
     for ip, prec in enumerate(precisions):
         top, bottom = axes[0][ip], axes[1][ip]
@@ -70,7 +72,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
             pts = sorted((p for p in sweep.points if p.precision == prec and p.policy == pol), key=lambda p: p.slots)
             if not pts:
                 continue
-            xs = [p.slots if x == "slots" else p.cache_bytes / 2**20 for p in pts]
+            xs = [p.slots if x == "slots" else p.cache_bytes / mem_size for p in pts]
             label = "Belady's MIN (bound)" if pol == "belady" else pol
             top.plot(xs, [p.bytes_per_token / size for p in pts], label=label, **policy_style(pol))
             bottom.plot(xs, [p.transfer_ms_per_token for p in pts], label=label, **policy_style(pol))
@@ -139,9 +141,11 @@ def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     xs = [t.values[x] * scale for t in pts]
     ys = [t.values.get(y, float("nan")) for t in pts]
-    mem = [t.values.get("peak_gpu_bytes", 0.0) / 2**20 for t in pts]
+    # in the unit the largest peak fills, as the budgets beside the stars say it (a tiny study's 106.8 KiB)
+    mem_unit, mem_size = binary_unit(max((t.values.get("peak_gpu_bytes", 0.0) for t in pts), default=0))
+    mem = [t.values.get("peak_gpu_bytes", 0.0) / mem_size for t in pts]
     sc = ax.scatter(xs, ys, c=mem, cmap="viridis", s=30, alpha=0.8, label="trial")
-    fig.colorbar(sc, ax=ax, label="peak GPU memory (MiB)")
+    fig.colorbar(sc, ax=ax, label=f"peak GPU memory ({mem_unit})")
     front = [t for t in pts if t.number in front_numbers]
     if front:
         ax.scatter([t.values[x] * scale for t in front], [t.values.get(y, float("nan")) for t in front],
