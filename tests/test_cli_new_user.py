@@ -329,14 +329,15 @@ def test_the_ktransformers_script_of_an_int4_point_runs_in_bash(tmp_path):
 
     script = tmp_path / "kt.sh"  # an int4 Qwen3-MoE point (SGLang serves no LLaDA-MoE: the export refuses it)
     url = make_db(tmp_path / "a.db", [point("kt", 1, "int4", 4, acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe"))])
-    r = advisor("export", "kt", "1", "--storage", url, "--to", "ktransformers", "-o", str(script), cwd=tmp_path,
-                timeout=120)
+    r = advisor("export", "kt", "1", "--storage", url, "--to", "ktransformers", "--opt", "kt_method=amxint4", "-o",
+                str(script), cwd=tmp_path, timeout=120)  # the method would follow this host's CPU flags
     assert r.returncode == 0, r.stderr
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
     run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert run.returncode == 2, run.stderr  # stops until the weight path is set, and says what to put there
-    assert run.stderr.strip() == ("set KT_WEIGHT_PATH to expert weights converted with kt-kernel's convert script "
-                                  "to AMX INT4 (needs Intel AMX)"), run.stderr
+    assert run.stderr.strip() == ("set KT_WEIGHT_PATH to expert weights converted for AMXINT4 by kt-kernel's "
+                                  "scripts/convert_cpu_weights.py --input-path <the checkpoint> --input-type bf16 "
+                                  "--quant-method int4 --output <that directory>"), run.stderr
 
 
 def test_the_llama_cpp_script_of_the_bundled_model_says_how_to_make_its_gguf(tmp_path):

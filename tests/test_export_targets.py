@@ -147,8 +147,8 @@ def test_ktransformers_flags_per_layer_and_weight_path_placeholder(tmp_path):
     # slots [4, 2, 1] of the plan's experts over 3 MoE layers; GPU experts load as bf16 from --model-path, so the
     # count is the bf16 experts those bytes hold per layer: 2 (never more GPU memory than tuned)
     assert flag["--kt-num-gpu-experts"] == "2" and flag["--kt-method"] == "BF16"  # one method: layer 1 is bf16
-    int8 = export_point(_list_point(PrecisionPlan.uniform("int8")), "ktransformers")
-    assert int8.data["kt_method"] == "AMXINT8"
+    int8 = export_point(_list_point(PrecisionPlan.uniform("int8")), "ktransformers", ["kt_method=amxint8"])
+    assert int8.data["kt_method"] == "AMXINT8"  # the host's CPU decides without the option (next test)
     meta = model_meta("qwen3_moe", n_layers=3, n_experts=64, hidden=2048, inter=1024)
     int4 = export_point(point("s", 3, "int4", [40, 40, 40], acc=0.9, h2d=1, peak_gib=1, meta=meta), "ktransformers")
     from advisor.quant.spec import expert_nbytes_of
@@ -162,6 +162,45 @@ def test_ktransformers_flags_per_layer_and_weight_path_placeholder(tmp_path):
     script.write_text(res.text)
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert r.returncode != 0 and "set KT_WEIGHT_PATH" in r.stderr  # refuses to launch until it is filled
+
+
+def test_ktransformers_picks_the_int8_method_this_hosts_cpu_runs(tmp_path, monkeypatch):
+    """An int8/int4 plan always got --kt-method AMXINT8/AMXINT4 (only a note said AMX was needed), which kt-kernel's
+    avx2 build (a CPU without AVX-512F/BW: most desktops, AMD before Zen 4) does not have. The method now follows the
+    exporting host's CPU flags (AMX or AVX-512F/BW: the AMX method and kt-kernel's converted weights; else LLAMAFILE
+    and a GGUF directory), a note says so and that the serving machine may differ, and --opt kt_method overrides it."""
+    from cli_helpers import one_error_line
+
+    import advisor.export.ktransformers as kt
+
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    url = make_db(tmp_path / "a.db", [point("s", 1, "int8", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(kt, "CPUINFO", str(cpuinfo), raising=False)
+
+    def export(flags, *opts):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n\n")
+        return _cli("export", "s", "1", "--to", "ktransformers", "--json", "--storage", url,
+                    *(a for o in opts for a in ("--opt", o)))
+
+    def method(flags, *opts):
+        r = export(flags, *opts)
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        weights = next(n for n in data["notes"] if "placeholder you must fill" in n)
+        return data["kt_method"], data.get("kt_method_why", ""), weights
+
+    avx2, why, weights = method("avx avx2 fma")  # was AMXINT8, which kt-kernel's avx2 build has not
+    assert avx2 == "LLAMAFILE" and "neither AMX nor AVX-512F/BW" in why and "GGUF directory" in weights, why
+    amx, why, weights = method("avx2 avx512f avx512bw amx_tile amx_int8 amx_bf16")
+    assert amx == "AMXINT8" and "has AMX" in why and "serving machine's may differ" in why, why
+    assert "convert_cpu_weights.py --input-path <the checkpoint> --input-type bf16 --quant-method int8" in weights
+    avx512, why, _ = method("avx2 avx512f avx512bw")  # Zen 4, Skylake-X: kt-kernel's avx512 build
+    assert avx512 == "AMXINT8" and "no AMX but AVX-512F/BW" in why, why
+    assert method("avx2", "kt_method=AMXINT8")[:2] == ("AMXINT8", "given with --opt kt_method")
+    one_error_line(export("avx2", "kt_method=amxint9"), "kt_method", "auto, amxint8, amxint4, llamafile, bf16, fp8")
+    one_error_line(export("avx2", "kt_method=amxint4"), "does not compute this plan's int8 CPU experts",
+                   "amxint8 or llamafile")
 
 
 def test_json_round_trip(tmp_path):

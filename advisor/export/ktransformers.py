@@ -12,7 +12,9 @@ CPU-side expert weights in the format `--kt-method` expects) cannot be known her
 user sets it. Which experts are on the GPU: when the point stored the study's calibration routing (static_hot
 points and hot/cold plans), each layer's N most-routed experts, through kt-kernel's `frequency` placement and a
 counts file the script writes (`placement` below); otherwise kt-kernel's default `uniform` placement, experts
-0..N-1 of every layer, said in a note. `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
+0..N-1 of every layer, said in a note. `--kt-method` follows the plan's CPU expert format; for int8/int4 it is
+kt-kernel's AMX method where the exporting host's CPU has AVX-512F/BW (AMX or not), else LLAMAFILE (GGUF weights),
+or `--opt kt_method` (`host_method`, `kt_method`). `--kt-cpuinfer` and `--kt-threadpool-count` are the host's physical
 cores and NUMA nodes, as kt-kernel's README asks (counted by lscpu when the script runs; KT_CPUINFER and
 KT_THREADPOOL_COUNT override them). LLaDA-MoE and DiffusionGemma are refused with the reason (REFUSED below:
 SGLang has no model for LLaDA-MoE; DiffusionGemma's is upstream's only, its experts GELU ones kt-kernel cannot
@@ -50,6 +52,8 @@ LOADS_FILES = True  # the runtime reads the model from disk or the hub: not a ti
 
 OPTIONS = {
     "collapse": ("highest", ("highest", "traffic"), "how per-expert formats become one CPU expert format"),
+    "kt_method": ("auto", ("auto", "amxint8", "amxint4", "llamafile", "bf16", "fp8"),
+                  "kt-kernel's CPU method (auto: an int8/int4 plan's from this host's CPU flags, `host_method`)"),
 }
 # families kt-kernel's SGLang cannot serve with offloaded experts, with the reason (`base.export_point` adds the
 # targets that take them). KTransformers' docs (kt-kernel/README.md, install.sh) install sglang-kt, the kvcache-ai
@@ -103,18 +107,94 @@ def dllm_flags(cfg: ExportConfig) -> tuple[list[str], list[str], str]:
     return args, yaml, note
 
 
-# advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold
+GGUF_WEIGHTS = "a GGUF directory quantized with `advisor export ... --to llama.cpp`"
+# advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold, where the
+# format alone decides it (int8/int4/nf4: `host_method`)
 KT_METHOD = {
     "bf16": ("BF16", "the original BF16 checkpoint"),
     "fp16": ("BF16", "the original checkpoint (BF16 kernels)"),
     "fp32": ("BF16", "the original checkpoint (BF16 kernels)"),
     "fp8": ("FP8", "an FP8 checkpoint"),
-    "int8": ("AMXINT8", "expert weights converted with kt-kernel's convert script to AMX INT8 (needs Intel AMX)"),
-    "int4": ("AMXINT4", "expert weights converted with kt-kernel's convert script to AMX INT4 (needs Intel AMX)"),
-    "nf4": ("AMXINT4", "expert weights converted to AMX INT4 (no NF4 kernel)"),
-    "int3": ("LLAMAFILE", "a GGUF directory quantized with `advisor export ... --to llama.cpp`"),
-    "int2": ("LLAMAFILE", "a GGUF directory quantized with `advisor export ... --to llama.cpp`"),
+    "int3": ("LLAMAFILE", GGUF_WEIGHTS),
+    "int2": ("LLAMAFILE", GGUF_WEIGHTS),
 }
+# kt-kernel's methods for 8- and 4-bit CPU experts and what they need, as its sources say (ktransformers main of
+# 2026-08-21, kt-kernel/): the wheel loads one build by the serving machine's /proc/cpuinfo (python/_cpu_detect.py:
+# `amx` with amx_tile, amx_int8, amx_bf16; `avx512_*` with avx512f and avx512bw; else `avx2`). AMXINT8/AMXINT4
+# (experts.py INFERENCE_METHODS, utils/amx.py AMXMoEWrapper) exist in the amx and avx512 builds (setup.py turns
+# CPUINFER_ENABLE_AVX512 into KTRANSFORMERS_CPU_USE_AMX_AVX512, under which ext_bindings.cpp binds AMXInt8_MOE and
+# AMXInt4_MOE; without HAVE_AMX, operators/amx/la/amx_kernels.hpp integer_mat_mul runs their AVX-512 kernel), not in
+# the avx2 build, where AMXMoEWrapper raises "AMXINT4 backend not available. Required ISA: AVX512F + AVX512BW"
+# (its README's table says AMX hardware; the code runs them without it); they read the safetensors its
+# scripts/convert_cpu_weights.py writes (--quant-method int8|int4, --input-type fp8|fp16|bf16 only). LLAMAFILE
+# (utils/llamafile.py, the `MOE` binding every build has; README: AVX2 minimum) reads a GGUF directory's
+# ffn_{gate,up,down}_exps tensors in their own ggml types. SGLang passes --kt-method to kt-kernel unchecked
+# (sglang-kt server_args.py: a free string).
+AMX_METHOD = {"int8": ("AMXINT8", "int8"), "int4": ("AMXINT4", "int4"), "nf4": ("AMXINT4", "int4")}
+AVX512 = ("avx512f", "avx512bw")  # what kt-kernel's AMX INT8/INT4 kernels need without AMX
+CPUINFO = "/proc/cpuinfo"  # the machine the export runs on, not necessarily the one that serves
+
+
+def host_method(amx: str) -> tuple[str, str]:
+    """kt-kernel's method for 8- or 4-bit CPU experts on this host (`amx` where its CPU flags have AVX-512F/BW, else
+    LLAMAFILE), and why, from the first `flags` line of CPUINFO."""
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            flags = next((set(line.partition(":")[2].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is None:
+        return "LLAMAFILE", f"no CPU flags could be read from {CPUINFO} here"
+    if {"amx_tile", "amx_int8"} <= flags:
+        return amx, "this host's CPU has AMX (amx_tile, amx_int8)"
+    if set(AVX512) <= flags:
+        return amx, f"this host's CPU has no AMX but AVX-512F/BW, on which kt-kernel's avx512 builds run {amx} with AVX-512 kernels"
+    return "LLAMAFILE", f"this host's CPU has neither AMX nor AVX-512F/BW, and kt-kernel's avx2 build has no {amx} kernel"
+
+
+def amx_weights(method: str, quant: str, model: ModelInfo) -> str:
+    """What --kt-weight-path holds for an AMX method: kt-kernel's converted safetensors, and the command that writes
+    them."""
+    own = model.checkpoint_format
+    itype = own if own in ("fp8", "fp16", "bf16") else "bf16"
+    return (f"expert weights converted for {method} by kt-kernel's scripts/convert_cpu_weights.py --input-path <the "
+            f"checkpoint> --input-type {itype} --quant-method {quant} --output <that directory>"
+            + (" (it reads fp8, fp16 or bf16 checkpoints: save this fp32 one as bf16 first)" if own == "fp32" else ""))
+
+
+def kt_method(cfg: ExportConfig, fmt: str, choice: str) -> tuple[str, str, str]:
+    """--kt-method for the CPU experts' format `fmt`, the weights --kt-weight-path must hold, and where the method
+    came from: the format, `host_method` (`choice` auto) or `--opt kt_method`, which must compute `fmt`."""
+    kind = parse_format(fmt).kind
+    if kind in AMX_METHOD:
+        amx, quant = AMX_METHOD[kind]
+        fits = (amx, "LLAMAFILE")
+        method, why = host_method(amx) if choice == "auto" else (choice.upper(), "given with --opt kt_method")
+        weights = amx_weights(method, quant, cfg.model) if method == amx else GGUF_WEIGHTS
+    else:
+        method, weights = KT_METHOD[kind]
+        if method == "BF16" and cfg.model.checkpoint_format == "fp8":  # the checkpoint's experts are fp8, not BF16
+            method, weights = "FP8", "the FP8 checkpoint itself (its experts are fp8, what kt-kernel's FP8 method reads)"
+        fits, why = (method,), f"the {fmt} CPU experts' one kt-kernel method"
+        if choice not in ("auto", method.lower()):
+            method = choice.upper()
+    if method not in fits:
+        raise UserError(f"--opt kt_method={choice} does not compute this plan's {fmt} CPU experts; give "
+                        f"{' or '.join(m.lower() for m in fits)}, or auto")
+    if method == "LLAMAFILE" and (why_not := llamacpp_refusal(cfg.model)) is not None:  # LLaDA2: no GGUF to point to
+        weights = ("a GGUF directory of its experts, for which `advisor export --to llama.cpp` writes no script and "
+                   f"llama.cpp's own converter, as checked, no GGUF: {why_not}")
+    if kind in AMX_METHOD and choice == "auto":
+        amx = AMX_METHOD[kind][0]
+        why = (f"chosen from the CPU flags of the machine this export ran on: {why}; the serving machine's may differ: "
+               f"kt-kernel runs {amx} on AVX-512F/BW CPUs, AMX or not, from weights its convert_cpu_weights.py "
+               f"converts, and LLAMAFILE on any x86-64 (AVX2) from GGUF files; --opt kt_method={amx.lower()} or "
+               "llamafile picks one")
+    if kind == "nf4" and method != "LLAMAFILE":
+        why += "; kt-kernel has no NF4 kernel, so these nf4 experts run as int4"
+    return method, weights, why
+
+
 WEIGHT_PATH_VAR = "KT_WEIGHT_PATH"
 # kt-kernel's README: --kt-cpuinfer is the physical cores ("do NOT set to hyperthread count"), --kt-threadpool-count
 # the NUMA nodes; the script counts both with lscpu unless the variable is set
@@ -343,12 +423,7 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         raise UserError(why)
     n_gpu = gpu_experts_per_layer(cfg)
     fmt = cpu_format(cfg, opts["collapse"])
-    method, weights = KT_METHOD[parse_format(fmt).kind]
-    if method == "LLAMAFILE" and (why_not := llamacpp_refusal(cfg.model)) is not None:  # LLaDA2: no GGUF to point to
-        weights = ("a GGUF directory of its experts, for which `advisor export --to llama.cpp` writes no script and "
-                   f"llama.cpp's own converter, as checked, no GGUF: {why_not}")
-    if method == "BF16" and cfg.model.checkpoint_format == "fp8":  # the checkpoint's experts are fp8, not BF16
-        method, weights = "FP8", "the FP8 checkpoint itself (its experts are fp8, what kt-kernel's FP8 method reads)"
+    method, weights, method_why = kt_method(cfg, fmt, opts["kt_method"])
     args = ["python", "-m", "sglang.launch_server", "--model-path", served_path(model_spec(point), "SGLang"),
             "--kt-method", method, "--kt-weight-path", f"${WEIGHT_PATH_VAR}",
             "--kt-cpuinfer", "$KT_CPUINFER", "--kt-threadpool-count", "$KT_THREADPOOL_COUNT",
@@ -364,8 +439,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                  "SGLang loads the GPU experts at from --model-path (kt-kernel takes one count for every layer)")
     notes = [f"--kt-weight-path is a placeholder you must fill: set {WEIGHT_PATH_VAR} to {weights}",
              f"--kt-num-gpu-experts is per MoE layer: {per_layer}",
-             f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule); kt-kernel has one "
-             "method per model",
+             f"CPU experts run as {method} (plan format {fmt}, collapsed: {opts['collapse']} rule; kt-kernel has one "
+             f"method per model): {method_why}",
              miss_note(cfg, "kt-kernel", "cpu"),
              placement_note(cfg, n_gpu, place)]
     mapping, mapping_note = cache_mapping(cfg, n_gpu, place)
@@ -381,7 +456,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
         flags, yaml, note = dllm_flags(cfg)
         args += flags
         notes.append(note)
-    data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_num_gpu_experts": n_gpu,
+    data = {"target": "ktransformers", "args": args, "kt_method": method, "kt_method_why": method_why,
+            "kt_num_gpu_experts": n_gpu,
             "kt_expert_placement": "uniform" if place is None else "frequency",
             # decoder layer -> the experts kt-kernel puts on the GPU
             "gpu_experts": {str(d): (list(range(n_gpu)) if place is None else place.gpu[d])
