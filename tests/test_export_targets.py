@@ -1340,3 +1340,35 @@ def test_the_ktransformers_frequency_note_of_one_gpu_expert_is_singular(tmp_path
     assert flags["--kt-num-gpu-experts"] == "1"
     assert "keeps on the GPU the most-routed expert of each MoE layer" in notes and "to keep it per layer" in notes
     assert "1 most-routed experts" not in notes
+
+
+def test_an_autoregressive_points_decoding_reads_without_the_denoising_keys_it_never_used(tmp_path):
+    """The tuner stores the same decoding for every model (and compares it on resume, so it stays stored): an
+    autoregressive study's carries the toy task's denoising steps and block length, `steps_per_block` 1,
+    `block_length` 0 and the mark of how denoising steps are counted. `export --to json`, `recommend --json` and
+    the hf recipe showed them as how the point decoded; they now show the keywords its greedy decoding reads and
+    that it decodes one token per forward. A diffusion point's decoding reads as stored."""
+    import dataclasses
+
+    stored = {"generate": {"max_new_tokens": 16, "seed": 0, "steps": 16, "block_length": 8}, "steps_per_block": 1,
+              "block_length": 0, "steps_per_block_counts": "denoising steps"}
+    ar = point("s", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=model_meta("qwen3_moe", 2, 8, hidden=32,
+                                                                                    inter=16), model="tiny:qwen3_moe")
+    dllm = point("d", 1, "int8", [4, 2], acc=0.9, h2d=1, peak_gib=1, meta=model_meta("llada_moe", 2, 8, hidden=32,
+                                                                                      inter=16), model="tiny:llada_moe")
+    ar, dllm = (dataclasses.replace(p, config={**p.config, "decoding": stored}) for p in (ar, dllm))
+    url = make_db(tmp_path / "a.db", [ar, dllm])
+    want = {"generate": {"max_new_tokens": 16, "seed": 0},
+            "mode": "autoregressive: one token per forward, no denoising steps or blocks"}
+    for study, decoding in (("s", want), ("d", stored)):
+        r = _cli("export", study, "1", "--to", "json", "--storage", url)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["config"]["decoding"] == decoding
+        r = _cli("recommend", "--study", study, "--storage", url, "--budget", "8GiB", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["chosen"]["config"]["decoding"] == decoding
+    recipe = _cli("export", "s", "1", "--to", "hf", "--storage", url).stdout
+    assert ("decoding = {'max_new_tokens': 16, 'seed': 0}  # autoregressive: one token per forward, no denoising "
+            "steps or blocks") in recipe, recipe
+    recipe = _cli("export", "d", "1", "--to", "hf", "--storage", url).stdout
+    assert "decoding = {'max_new_tokens': 16, 'seed': 0, 'steps': 16, 'block_length': 8}\n" in recipe, recipe

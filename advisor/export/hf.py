@@ -39,10 +39,12 @@ from advisor.export.base import (
 )
 from advisor.quant.spec import parse_format
 from advisor.results.config_view import (
+    AUTOREGRESSIVE,
     COLLAPSE_RULES,
     ExportConfig,
     ModelInfo,
     collapse_layer,
+    decoding_in_use,
     plan_of,
     precision_rank,
 )
@@ -229,7 +231,8 @@ def export(point: FrontPoint, cfg: ExportConfig, opts: dict[str, str]) -> Export
                     # TIDE as the study ran it: its interval, and the steps per block its last-step rule needs
                     **({"policy_kw": tide_kw(cfg)} if cfg.policy == "tide" else {}),
                     **({"hot": hot_sets(cfg)} if cfg.policy == "static_hot" else {})},
-        "decoding": dict(cfg.decoding.get("generate") or {}),
+        # (an autoregressive model's without the denoising steps and block length it never read)
+        "decoding": dict(decoding_in_use(cfg.decoding, cfg.model.family).get("generate") or {}),
         **({"costs": costs} if costs else {}),
     }
     data = {
@@ -380,7 +383,8 @@ def _script(point: FrontPoint, cfg: ExportConfig, d: dict[str, Any], notes: list
               "model = loaded.model"]
         if "policy_kw" in loader["offload"]:
             L += [f"# {line}" for line in tide_schedule_lines(loader["offload"]["policy_kw"], cfg.model.family)]
-        L += [f"decoding = {loader['decoding']!r}" + ("" if loader["decoding"] else
+        said = ("" if not loader["decoding"] else f"  # {AUTOREGRESSIVE}" if not cfg.model.is_diffusion else "")
+        L += [f"decoding = {loader['decoding']!r}" + (said if loader["decoding"] else
                                                       "  # the study stored none: pass max_new_tokens etc."),
               "", "",
               "def generate_ids(input_ids, **overrides):",

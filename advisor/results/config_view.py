@@ -70,8 +70,9 @@ def tide_tau(config: Mapping[str, Any]) -> int:
 def config_in_use(config: Mapping[str, Any]) -> dict[str, Any]:
     """A stored configuration as `recommend --json` shows it: for any policy but `tide`, without the `tau` a
     trial drew beside it (in `params`, the sampler's draw) nor the top-level `tau: 0` - the policy has no refresh
-    interval, and the two read `params.tau: 1` beside `tau: 0`; a `tide` point keeps both, which agree."""
-    out = dict(config)
+    interval, and the two read `params.tau: 1` beside `tau: 0`; a `tide` point keeps both, which agree. Its
+    decoding as `decoding_in_use` shows it (an autoregressive point's without the denoising keys it never used)."""
+    out = config_decoding_in_use(config)
     if out.get("policy") != "tide":
         out.pop("tau", None)
         if isinstance(out.get("params"), Mapping) and "tau" in out["params"]:
@@ -407,6 +408,37 @@ def steps_counted_note(config: dict[str, Any]) -> str:
             f"encoder pass that opens each canvas counted as a denoising step: its {spb} steps per block "
             f"{'are' if sure else 'may be'} one more than it decoded ({int(spb) - 1}), and so are the TIDE schedule "
             "and the steps exported from them; a study tuned since says how it counted")
+
+
+DENOISING_KEYS = ("steps", "block_length")
+"""`generate`'s keywords that only a denoising sampler reads (an autoregressive model's greedy decoding ignores them)."""
+
+AUTOREGRESSIVE = "autoregressive: one token per forward, no denoising steps or blocks"
+"""How an autoregressive point decoded, as `decoding_in_use` says it."""
+
+
+def decoding_in_use(decoding: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """A stored decoding (`config['decoding']`) as the readers show it. The tuner stores the same keys for every
+    model, and a resumed study compares them, so they stay stored as they are: an autoregressive model's hold the
+    task's denoising steps and block length among `generate`'s keywords, beside `steps_per_block` 1, `block_length`
+    0 and the mark of how denoising steps are counted - none of which its decoding has. For a `family` that decodes
+    autoregressively: the `generate` keywords it reads and `mode` `AUTOREGRESSIVE`; a denoising family's, an
+    unknown family's or an empty decoding: as stored."""
+    if not family or family in DIFFUSION_FAMILIES or not decoding:
+        return dict(decoding)
+    generate = decoding.get("generate") if isinstance(decoding.get("generate"), Mapping) else {}
+    kept = {k: v for k, v in decoding.items() if k not in ("generate", "steps_per_block", "block_length",
+                                                               STEPS_COUNTED[0])}
+    return {"generate": {k: v for k, v in generate.items() if k not in DENOISING_KEYS}, **kept,
+            "mode": AUTOREGRESSIVE}
+
+
+def config_decoding_in_use(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration with its decoding as the readers show it (`decoding_in_use`, by its model's family)."""
+    if not isinstance(config.get("decoding"), Mapping):
+        return dict(config)
+    family = str(_model_meta(dict(config)).get("family") or "")
+    return {**config, "decoding": decoding_in_use(config["decoding"], family)}
 
 
 def precision_of(config: dict[str, Any]) -> Any:
