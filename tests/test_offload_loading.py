@@ -205,6 +205,33 @@ def test_pinned_arena_failure_midway_falls_back_to_pageable(dirs, monkeypatch):
                for a, b in zip(ra, rb, strict=True))
 
 
+@pytest.mark.parametrize("first,then", [("int8", "int4"), ("int4", "int8")])
+def test_tunes_kept_stores_are_budgeted_by_what_pinned_arenas_hold(dirs, monkeypatch, first, then):
+    """A tune on CUDA keeps host stores per plan within --host-memory, but counted each kept store, and the one to
+    pack, by its experts' bytes while a pinned store holds its whole power-of-two arenas: 2 x 8 int8 experts are
+    28 KiB counted, 32 KiB pinned; int4's 16 KiB both. 46 000 bytes kept both (44 KiB counted) while they held
+    48 KiB. Now the older is released first, whichever of the two is packed second (pinned allocation faked on
+    this CPU, as the arena tests above fake it); pageable stores hold their counted bytes: both are kept."""
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import parse_space
+
+    real = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **kw: real(*a, **kw))
+    loaded, space = load_model(str(dirs["llada_moe"]), offload=False), parse_space(SPACE, "<t>")
+    for pin in (True, False):
+        monkeypatch.setattr(ModelBackend, "pin_stores", pin)
+        backend = ModelBackend(loaded, get_task("toy", limit=1), space.evaluation, host_memory=46000)
+        kept = backend.store_for(PrecisionPlan.uniform(first))
+        assert kept.pinned == pin and kept.nbytes == {"int8": 28672, "int4": 16384}[first]
+        assert kept.held_bytes == {"int8": 32768 if pin else 28672, "int4": 16384}[first]
+        backend.store_for(PrecisionPlan.uniform(then))
+        assert list(backend._stores) == [PrecisionPlan.uniform(f).fingerprint for f in ((then,) if pin else
+                                                                                      (first, then))]
+
+
 def test_repacking_a_second_plan_holds_no_full_precision_copy(tmp_path):
     """Peak RSS after re-packing = the first peak + the larger store, within one layer's checkpoint bytes."""
     script = r"""

@@ -10,7 +10,9 @@ copies are asynchronous and run at full link speed.
 An expert's buffer is a view into an arena (`HostArenas`): torch's pinned allocator rounds every request up
 to a power of two (a 12.6 MB LLaDA-MoE expert pinned alone takes 16 MiB), so experts are placed back to back,
 ALIGN bytes apart, in arenas whose sizes already are powers of two; what the host holds beyond the counted
-store is each arena's unused tail (`ExpertStore.host_bytes`, counted by the host-memory check when pinned).
+store is each arena's unused tail (`ExpertStore.host_bytes`). What a store holds (`ExpertStore.held_bytes`,
+`held_for` before it is packed) is those arenas when pinned - pinned pages are all held - and its experts' bytes
+when pageable (an arena's untouched tail pages take no RAM).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class HostArenas:
     def __init__(self, left: int, *, pin: bool = False, allocate: bool = True):
         self.left, self.pin, self.allocate = left, pin, allocate
         self.sizes: list[int] = []
+        self.held_bytes = 0  # what the host holds: a pinned arena whole, a pageable one's taken bytes
         self._arena: torch.Tensor | None = None
+        self._arena_pinned = False
         self._used = 0
 
     def take(self, n: int) -> torch.Tensor | None:
@@ -60,10 +64,12 @@ class HostArenas:
             size = max(min(ARENA_BYTES, _pow2(self.left)), _pow2(n))
             self._arena = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin) if self.allocate else None
             self.sizes.append(size)
-            self._used = 0
+            self._arena_pinned, self._used = self.pin, 0
+            self.held_bytes += size if self.pin else 0
         start = self._used
         self._used += _aligned(n)
         self.left -= _aligned(n)
+        self.held_bytes += 0 if self._arena_pinned else n
         return None if self._arena is None else self._arena[start:start + n]
 
     @property
@@ -82,6 +88,21 @@ class HostArenas:
         for n in sizes:
             arenas.take(n)
         return arenas.nbytes
+
+
+def held_for(sizes: Sequence[int], *, pin: bool) -> int:
+    """Host bytes a store of experts of these sizes (in packing order) will hold: pinned, every page of its
+    power-of-two arenas (`HostArenas.bytes_for`); pageable, the experts' bytes (`ExpertStore.held_bytes`)."""
+    return HostArenas.bytes_for(sizes) if pin else sum(sizes)
+
+
+def packed_sizes(plan: Any, num_experts: Sequence[int], hidden: Sequence[int],
+                 intermediate: Sequence[int]) -> list[int]:
+    """Counted bytes of every routed expert of `plan` (a `PrecisionPlan` or spec) on layers of these shapes, in the
+    order `ExpertStore` packs them (layer by layer, expert by expert)."""
+    from advisor.offload.simulate import plan_expert_bytes
+
+    return [n for row in plan_expert_bytes(plan, num_experts, hidden, intermediate) for n in row]
 
 
 @dataclass(frozen=True)
@@ -163,20 +184,17 @@ class ExpertStore:
     memory cannot be allocated the store falls back to pageable memory and says so (`pin_note`)."""
 
     def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False, host_limit: int | None = None):
-        from advisor.offload.simulate import plan_expert_bytes
         from advisor.quant.apply import iter_quantized
 
         self.plan = resolve_plan(plan)
         for i, layer in enumerate(moe):
             if layer.index != i:
                 raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
-        sizes = [n for row in plan_expert_bytes(self.plan, [m.num_experts for m in moe],
-                                                [m.hidden_size for m in moe], [m.intermediate_size for m in moe])
-                 for n in row]
-        need, what = sum(sizes), self.plan.spec
+        sizes = packed_sizes(self.plan, [m.num_experts for m in moe], [m.hidden_size for m in moe],
+                             [m.intermediate_size for m in moe])
+        need, what = held_for(sizes, pin=pin), self.plan.spec
         if pin:  # pinned pages are all held: each arena's unused tail counts too
-            what = f"{what} (counted {format_bytes(need, 2)}, pinned in power-of-two arenas)"
-            need = HostArenas.bytes_for(sizes)
+            what = f"{what} (counted {format_bytes(sum(sizes), 2)}, pinned in power-of-two arenas)"
         check_host_memory(need, what, host_limit)
         self.host_limit = host_limit  # (--host-memory: what an evaluation's dequantized copy may add is within it)
         self.pinned = bool(pin)
@@ -217,3 +235,10 @@ class ExpertStore:
     def host_bytes(self) -> int:
         """Host bytes the store's arenas take: `nbytes` plus each arena's unused tail and alignment gaps."""
         return self._arenas.nbytes
+
+    @property
+    def held_bytes(self) -> int:
+        """Host memory the store holds: a pinned arena's every byte (`host_bytes` when all are pinned), a pageable
+        arena's experts' bytes (`nbytes` when none is: untouched tail pages take no RAM) - what `held_for` counts
+        before packing, and what stores kept side by side are budgeted by (`ModelBackend.store_for`)."""
+        return self._arenas.held_bytes

@@ -177,28 +177,33 @@ class ModelBackend:
                 f"<= {format_bytes(self.host_memory)} ({self.host_memory_source}), otherwise re-packed; activation "
                 f"allowance {format_bytes(self.shape.activation_bytes, BUDGET_DIGITS)} ({self.activation_source})")
 
+    @property
+    def pin_stores(self) -> bool:
+        """Whether host stores are pinned: on a CUDA device (copies asynchronous, at the pinned rate)."""
+        return self.loaded.device.type == "cuda"
+
     def store_for(self, plan: PrecisionPlan) -> Any:
         """The packed host store of `plan`: kept from an earlier trial, or packed now (oldest kept stores are
-        released first when keeping them all would pass the host-memory budget)."""
+        released first when keeping them all would pass the host-memory budget, each counted as what it holds:
+        `ExpertStore.held_bytes`, and the new one as `advisor.offload.store.held_for` counts it)."""
         import gc
 
-        from advisor.offload.store import ExpertStore
-        from advisor.tune.config import expert_store_bytes
+        from advisor.offload.store import ExpertStore, held_for, packed_sizes
 
         fp = plan.fingerprint
         if fp in self._stores:
             self._stores[fp] = self._stores.pop(fp)  # most recently used last
             return self._stores[fp]
-        need = expert_store_bytes(self.shape, plan)
+        shape = self.shape
+        need = held_for(packed_sizes(plan, shape.num_experts, shape.hidden, shape.intermediate), pin=self.pin_stores)
         dropped = False
-        while self._stores and sum(st.nbytes for st in self._stores.values()) + need > self.host_memory:
+        while self._stores and sum(st.held_bytes for st in self._stores.values()) + need > self.host_memory:
             self._stores.pop(next(iter(self._stores)))
             self._runtimes.clear()
             dropped = True
         if dropped:  # what the dropped stores held goes before the new one is packed (nothing to free otherwise:
             gc.collect()  # a full collection took 0.2-0.3 s per new plan in a tune process, benchmarks/live_speed.py)
-        store = ExpertStore(self.loaded.moe, plan, pin=self.loaded.device.type == "cuda",
-                            host_limit=self.host_memory)
+        store = ExpertStore(self.loaded.moe, plan, pin=self.pin_stores, host_limit=self.host_memory)
         self._stores[fp] = store
         return store
 
