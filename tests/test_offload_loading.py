@@ -832,6 +832,28 @@ def test_tune_beyond_host_memory_names_the_formats_that_fit(dirs, tmp_path):
     assert not (tmp_path / "h.db").exists()
 
 
+def test_tunes_early_host_memory_check_counts_pinned_arenas_as_the_store_does(dirs, tmp_path, monkeypatch):
+    """On CUDA a store is pinned in power-of-two arenas, which its own check counts (2 x 8 int8 experts: 28 KiB
+    counted, 32 KiB pinned), but tune's early check of the space's largest format counted 28 KiB: --host-memory
+    28672B passed it, and the store refused in the first trial, with no advice of the formats that fit. The early
+    check now counts as the store does (pinning faked on this CPU) and names the formats whose pinned store fits."""
+    from advisor.offload import store as st
+
+    real = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, pin_memory=False, **kw: real(*a, **kw))
+    monkeypatch.setattr(st, "pins_stores", lambda device: True)
+    space = tmp_path / "s.toml"
+    space.write_text(SPACE)  # formats int8, int4
+    result = CliRunner().invoke(app, ["tune", str(dirs["llada_moe"]), "--offload", "--space", str(space), "--trials",
+                                      "1", "--host-memory", "28672B", "--storage", f"sqlite:///{tmp_path}/h.db"])
+    assert isinstance(result.exception, UserError), result.output
+    msg = str(result.exception)
+    assert ("the expert store for plan int8 (the space's largest format, counted 28.00 KiB, pinned in power-of-two arenas) needs "
+            "32.00 KiB of host memory but 28.00 KiB is allowed (--host-memory); formats whose store fits: int4, nf4, "
+            "int3, int2; use a --space whose [precision] formats are among them, or raise --host-memory") == msg, msg
+    assert not (tmp_path / "h.db").exists()
+
+
 def test_tune_host_memory_check_ignores_hot_formats_a_space_never_uses(dirs, tmp_path):
     """A space without [precision.hot_cold] (hot fraction 0) never packs a bf16 hot expert, but the check
     counted the default hot format bf16 and refused a --host-memory that holds every plan the space can draw."""

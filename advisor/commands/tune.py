@@ -53,13 +53,21 @@ def _existing_engine(storage: str, *, write: bool = False):
 
 
 def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
-    """Before any plan is packed: the largest uniform plan of the space must fit the host memory; if not, the
-    error names the formats whose store would fit (a space of those is what the user can run)."""
-    from advisor.offload.store import check_host_memory
-    from advisor.quant.spec import KINDS, expert_nbytes_of
+    """Before any plan is packed: the largest uniform plan of the space must fit the host memory, counted as the
+    store's own check counts it (`advisor.offload.store.store_need`: a pinned store's power-of-two arenas on CUDA);
+    if not, the error names the formats whose store would fit (a space of those is what the user can run)."""
+    from advisor.offload.store import check_host_memory, packed_sizes, pins_stores, store_need
+    from advisor.quant.spec import KINDS
+
+    pin, moe = pins_stores(loaded.device), loaded.moe
+
+    def need(fmt: str) -> tuple[int, str]:
+        sizes = packed_sizes(fmt, [m.num_experts for m in moe], [m.hidden_size for m in moe],
+                             [m.intermediate_size for m in moe])
+        return store_need(sizes, fmt, pin=pin, why="the space's largest format")
 
     def store_bytes(fmt: str) -> int:
-        return sum(m.num_experts * expert_nbytes_of(fmt, m.hidden_size, m.intermediate_size) for m in loaded.moe)
+        return need(fmt)[0]
 
     def advice(limit: int) -> str:
         fit = [f for f in KINDS if store_bytes(f) <= limit]
@@ -67,8 +75,8 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
         return (f"formats whose store fits: {', '.join(fit)}; use a --space whose [precision] formats are among "
                 f"them, or {more}" if fit else f"no format's store fits; {more}")
 
-    need, worst = max((store_bytes(f), f) for f in space.packed_formats())
-    check_host_memory(need, f"{worst} (the space's largest format)", host_bytes, advice)
+    worst = max(space.packed_formats(), key=lambda f: (store_bytes(f), f))
+    check_host_memory(*need(worst), host_bytes, advice)
 
 
 def _resolve_budget(budget: str | None, gpu: str | None, profiles_dir: Path | None = None):

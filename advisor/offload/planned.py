@@ -18,10 +18,10 @@ def plan_runtime(loaded: Any, plan: Any, *, store: Any = None, profile: Any = No
 
         return quantize_experts(loaded, plan, attach=False)
     from advisor.offload.runtime import OffloadRuntime
-    from advisor.offload.store import ExpertStore
+    from advisor.offload.store import ExpertStore, pins_stores
 
     if store is None:
-        store = ExpertStore(loaded.moe, plan, pin=loaded.device.type == "cuda", host_limit=host_limit)
+        store = ExpertStore(loaded.moe, plan, pin=pins_stores(loaded.device), host_limit=host_limit)
     slots = [min(m.top_k, m.num_experts) for m in loaded.moe]
     return OffloadRuntime(loaded, store, slots_per_layer=slots, policy="lru", device=loaded.device, profile=profile,
                           attach=False)

@@ -90,10 +90,24 @@ class HostArenas:
         return arenas.nbytes
 
 
+def pins_stores(device: Any) -> bool:
+    """Whether host stores for a model on `device` are pinned: on CUDA (copies asynchronous, at the pinned rate)."""
+    return getattr(device, "type", str(device)) == "cuda"
+
+
 def held_for(sizes: Sequence[int], *, pin: bool) -> int:
     """Host bytes a store of experts of these sizes (in packing order) will hold: pinned, every page of its
     power-of-two arenas (`HostArenas.bytes_for`); pageable, the experts' bytes (`ExpertStore.held_bytes`)."""
     return HostArenas.bytes_for(sizes) if pin else sum(sizes)
+
+
+def store_need(sizes: Sequence[int], plan: str, *, pin: bool, why: str = "") -> tuple[int, str]:
+    """What a host-memory check (`check_host_memory`) counts for a store of experts of these sizes and how it names
+    the store: the bytes it will hold (`held_for`), and `plan` with `why` and, when pinned, the counted bytes."""
+    said = [why] if why else []
+    if pin:  # pinned pages are all held: each arena's unused tail counts too
+        said.append(f"counted {format_bytes(sum(sizes), 2)}, pinned in power-of-two arenas")
+    return held_for(sizes, pin=pin), f"{plan} ({', '.join(said)})" if said else plan
 
 
 def packed_sizes(plan: Any, num_experts: Sequence[int], hidden: Sequence[int],
@@ -192,10 +206,7 @@ class ExpertStore:
                 raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
         sizes = packed_sizes(self.plan, [m.num_experts for m in moe], [m.hidden_size for m in moe],
                              [m.intermediate_size for m in moe])
-        need, what = held_for(sizes, pin=pin), self.plan.spec
-        if pin:  # pinned pages are all held: each arena's unused tail counts too
-            what = f"{what} (counted {format_bytes(sum(sizes), 2)}, pinned in power-of-two arenas)"
-        check_host_memory(need, what, host_limit)
+        check_host_memory(*store_need(sizes, self.plan.spec, pin=pin), host_limit)
         self.host_limit = host_limit  # (--host-memory: what an evaluation's dequantized copy may add is within it)
         self.pinned = bool(pin)
         self.pin_note = ""

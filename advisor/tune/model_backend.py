@@ -180,7 +180,9 @@ class ModelBackend:
     @property
     def pin_stores(self) -> bool:
         """Whether host stores are pinned: on a CUDA device (copies asynchronous, at the pinned rate)."""
-        return self.loaded.device.type == "cuda"
+        from advisor.offload.store import pins_stores
+
+        return pins_stores(self.loaded.device)
 
     def store_for(self, plan: PrecisionPlan) -> Any:
         """The packed host store of `plan`: kept from an earlier trial, or packed now (oldest kept stores are
