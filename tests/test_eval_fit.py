@@ -222,9 +222,31 @@ def test_random_prompts_past_the_positions_beside_their_new_tokens_are_said(caps
     [ids] = workload_prompts(loaded, None, 1, seed=0, max_new_tokens=500)
     err = " ".join(capsys.readouterr().err.split())
     assert ids.shape[-1] == 16 and "note: 1 of 1 random prompts with their 500 new tokens exceed tiny:mixtral's 512 " \
-        "positions; the model runs past" in err and "at most 496 new tokens fit every prompt" in err, err
-    workload_prompts(loaded, None, 1, seed=0, max_new_tokens=496)
+        "positions; the model runs past" in err and "at most 497 new tokens fit every prompt" in err, err
+    workload_prompts(loaded, None, 1, seed=0, max_new_tokens=497)  # the last of them is never fed back: 16 + 496
     assert "note" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "mixtral"])
+def test_autoregressive_positions_are_the_tokens_fed_to_the_model(family):
+    """Autoregressive decoding feeds the prompt and every new token but the last, which is never fed back: the
+    positions counted (`positions_taken`) were prompt + new tokens, one more than the model processes, so every
+    positions hint named one new token fewer than fits (497 beside 16 ids on tiny:mixtral's 512, above). Counted
+    here by the position ids the model is given (greedy, no eos: every new token decoded)."""
+    from advisor.eval.run import positions_taken
+
+    loaded = load_model(f"tiny:{family}")
+    seen: list[int] = []
+    hook = loaded.model.model.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(int(kw["position_ids"].max()) + 1), with_kwargs=True)
+    try:
+        loaded.model.generation_config.eos_token_id = None
+        for prompt, new in ((5, 4), (3, 1)):
+            seen.clear()
+            generate(loaded, torch.randint(3, 100, (1, prompt)), max_new_tokens=new)
+            assert max(seen) == positions_taken(loaded, prompt, new, {}) == prompt + new - 1, (prompt, new, seen)
+    finally:
+        hook.remove()
 
 
 def test_positions_hints_count_the_whole_blocks_llada_moe_decodes(toy_dir, tmp_path, monkeypatch):

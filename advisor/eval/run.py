@@ -362,7 +362,7 @@ def positions_taken(loaded, prompt: int, max_new_tokens: int, decoding: dict[str
 def most_new_tokens(loaded, prompt: int, positions: int, decoding: dict[str, Any] | None) -> int:
     """The most new tokens whose generation beside a `prompt`-token prompt stays within `positions`
     (`positions_taken`, which grows with them), 0 where none does: the number every positions hint names."""
-    low, high = 0, max(0, positions - prompt)  # no sampler puts fewer than prompt + new tokens through
+    low, high = 0, max(0, positions - prompt + 1)  # none puts fewer than prompt + new - 1 through (autoregressive)
     while low < high:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if positions_taken(loaded, prompt, mid, decoding) <= positions else (low, mid - 1)

@@ -279,7 +279,8 @@ def decoded_length(loaded: LoadedModel, prompt: int, max_new_tokens: int, *, blo
     arguments, as each family's sampler runs (what a model's positions must hold): LLaDA-MoE's prompt + its whole
     blocks (`_llada_moe_blocks`); LLaDA2's canvas, whole blocks aligned to absolute positions (`llada2_canvas`);
     DiffusionGemma's prompt + whole canvases (its decoder's positions follow the encoded prompt and canvases);
-    autoregressive decoding's prompt + the new tokens (its last token is never fed: at most that)."""
+    autoregressive decoding's prompt + the new tokens but the last, which is never fed back (a prompt of at least
+    one token: what new tokens alone take, with `prompt` 0, is what they take beside a one-token prompt)."""
     if max_new_tokens <= 0:
         return prompt
     if loaded.family == "llada_moe":
@@ -291,7 +292,7 @@ def decoded_length(loaded: LoadedModel, prompt: int, max_new_tokens: int, *, blo
     if loaded.family == "diffusion_gemma":
         canvas = decoded_block_length(loaded, max_new_tokens=max_new_tokens, block_length=block_length)
         return prompt + -(-max_new_tokens // canvas) * canvas
-    return prompt + max_new_tokens
+    return max(prompt, 1) + max_new_tokens - 1
 
 
 WHOLE_BLOCKS = {"llada_moe": "in whole blocks", "llada2": "in whole blocks at multiples of the block length",
