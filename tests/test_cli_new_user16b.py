@@ -70,9 +70,11 @@ def test_a_model_directory_no_loader_can_read_is_refused_before_torch_imports(tm
             "error: noconfig has no config.json; point at a model directory (config.json + *.safetensors)")
         assert _refused_light(tmp_path, command[0], "badjson", *command[1:]).startswith(
             "error: badjson/config.json is not valid JSON (Expecting property name")
-        assert _refused_light(tmp_path, command[0], "noweights", *command[1:]) == (
-            "error: noweights holds no weights (no *.safetensors, model.safetensors.index.json, pytorch_model.bin, "
-            "pytorch_model.bin.index.json); point at the model's directory, or re-download the model")
+    # `inspect noweights` counts from config.json alone (test_inspect_config_only): only tune is refused
+    assert _refused_light(tmp_path, "tune", "noweights", "--storage", "s.db", "--trials", "1") == (
+        "error: noweights holds no weights (no *.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+        "pytorch_model.bin.index.json); point at the model's directory, or re-download the model (`advisor "
+        "inspect noweights --budget SIZE` counts its sizes, and what fits, from config.json alone)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["badjson", "noconfig", "noweights"]  # no database
 
 

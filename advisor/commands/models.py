@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
     @app.command("inspect")
     def inspect(
         model: str = typer.Argument(
-            "bundled", help="HF id (owner/name), local directory, tiny:<family>, or 'bundled'."
+            "bundled", help="HF id (owner/name), local directory (its config.json alone will do: sizes counted from "
+            "it, no weights read), tiny:<family>, or 'bundled'."
         ),
         dtype: str = typer.Option(None, "--dtype", help="Load in this dtype (bf16, fp16, fp32); default: as stored."),
         device: str = device_option(),
@@ -47,21 +48,24 @@ def register(app: typer.Typer) -> None:
         budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None  # an empty "$BUDGET" is refused
         if dtype is not None:
             dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
-        model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
+        # a mistyped MODEL before torch imports (after the options' own checks); a config.json alone is counted
+        model = check_model_spec(model, weightless=True)
         refuse_without_cuda_driver(device)  # no CUDA at all: before torch's imports, as eval and trace
         import_runtime()
-        from advisor.models.load import decoding_text, load_model
+        from advisor.models.load import WEIGHTLESS_NOTE, decoding_text, load_model
         from advisor.units import format_bytes
 
         # named as typed and as its bytes, as `tune` names it: "--budget 8GB = 7.45 GiB" (8GB is SI, 8e9 bytes)
         of_budget = None if budget_bytes is None else (
             lambda counted, fp16: (budget_bytes, f"--budget {budget.strip()} = {format_bytes(budget_bytes, 2)}"))
-        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=of_budget)
+        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=of_budget, weightless=True)
+        source = f"counted {WEIGHTLESS_NOTE}" if loaded.weightless else "counted"
         console = Console()
         table = Table(
             title=f"{loaded.name}  family={loaded.family}  diffusion={loaded.is_diffusion}  "
             f"fingerprint={loaded.fingerprint}",
-            caption="bytes: counted from the stored tensors (gate+up+down per routed expert)",
+            caption=f"bytes: {source if loaded.weightless else 'counted from the stored tensors'} (gate+up+down "
+            "per routed expert)",
             title_justify="left", caption_justify="left",
         )
         columns = ("MoE", "module", "layer", "experts", "top-k", "expert shape (gate/up, down)", "dtype",
@@ -84,14 +88,15 @@ def register(app: typer.Typer) -> None:
         print_fitted(console, table, records, wide=wide)
         print_wrapped(
             console, f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
-            f"{format_bytes(total, 2)} of routed expert weights (counted); mask token: {loaded.mask_token_id}; "
+            f"{format_bytes(total, 2)} of routed expert weights ({source}); mask token: {loaded.mask_token_id}; "
             f"default decoding: {decoding_text(loaded.gen_defaults)}"
         )
         if loaded.load_note:
             print_wrapped(console, f"loading: {loaded.load_note}")
         if budget_bytes is not None:
             shape, workload, space = study_shape(model, loaded)
-            print_table(console, fit_table(shape, budget_bytes, workload, f"--budget {budget.strip()}", space))
+            print_table(console, fit_table(shape, budget_bytes, workload, f"--budget {budget.strip()}", space,
+                                           source))
 
 
 FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
@@ -109,18 +114,20 @@ def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str, SearchSpace]:
     backend = ModelBackend(loaded, task, space.evaluation)
     prompts = (f"task {backend.task_name}" if loaded.tokenizer is not None else  # as tune's note says for it
                f"seeded random token ids (no tokenizer: not the {backend.task_name} task's prompts)")
-    return (backend.shape, f"{backend.activation_source}; `advisor tune`'s default workload: space {space.name}, "
+    zeros = (" on zero weights of config.json's shapes, which route tokens otherwise than the checkpoint's: its "
+             "allowance may differ a little" if loaded.weightless and backend.activation_source else "")
+    return (backend.shape, f"{backend.activation_source}{zeros}; `advisor tune`'s default workload: space {space.name}, "
             f"{prompts}", space)
 
 
 def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | None = None,
-              space: SearchSpace | None = None) -> Table:
+              space: SearchSpace | None = None, source: str = "counted") -> Table:
     """What fits a device budget (`given`: the option as typed, named beside its bytes), per uniform expert format:
     counted bytes, slots per MoE layer as a study at that budget counts them (`uniform_slots`; offloaded: per miss
     policy, copied misses hold staging buffers), host RAM. Where `space` (`advisor tune`'s default) cannot hold its
     least configuration at the budget, the title also says what that needs: the least slot of any format, with
     misses on the CPU, is below it where the space has no such format or no `cpu` misses (the bundled model's
-    `quick`), and `advisor tune --budget` at that value was refused."""
+    `quick`), and `advisor tune --budget` at that value was refused. `source`: how the resident weights were counted."""
     from rich.table import Table
 
     from advisor.hardware.profiles import format_bytes
@@ -157,7 +164,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | N
                     "counts it (hybrid misses stage as copied ones; prefetch none: prev_step stages more)")
     else:
         caption += "the most that fit beside the resident weights (counted, as `advisor tune` counts them)"
-    table = Table(title=f"budget {budget_text(budget, given)}: resident weights {format_bytes(resident, 2)} (counted; "
+    table = Table(title=f"budget {budget_text(budget, given)}: resident weights {format_bytes(resident, 2)} ({source}; "
                   f"embeddings, attention, norms, routers, shared experts, LM head), {act_text}{room}; "
                   f"host RAM {format_bytes(host)} ({HOST_RAM_SOURCE})", caption=caption,
                   title_justify="left", caption_justify="left")  # paragraphs: centred, their lines were ragged

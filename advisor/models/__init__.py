@@ -19,6 +19,7 @@ Imports are lazy so that `import advisor.models` (and the read-only CLI commands
 * `canonical_spec(spec)` - 'bundled' and `tiny:<family>` as typed in any case, spelled as the loaders compare them
 * `check_model_spec(spec)` - refuses, without torch, a MODEL no loader could take; else its `canonical_spec`
 * `read_config(path)` - a model directory's config.json, refused in one line where it cannot be read
+* `has_no_weights(path)` - a model directory with no weight files (config.json alone: `advisor inspect` counts it)
 * `check_weights(spec)` - refuses, without torch, a local directory whose safetensors files are missing or truncated
 * `check_tokenizer(spec)` - refuses, without torch, a MODEL known to have no tokenizer (for `advisor eval`)
 * `dtype_name(dtype)` - a --dtype's torch name, checked without torch
@@ -285,14 +286,15 @@ def check_tiny_family(family: str) -> str:
     return key
 
 
-def check_model_spec(spec: str) -> str:
+def check_model_spec(spec: str, *, weightless: bool = False) -> str:
     """`spec` as the loaders read it (`canonical_spec`); refused when no loader could take it - an unknown tiny
     family, a path that is no model directory, a name that is no hub id, one a letter or two from 'bundled' -
     knowing only the spec and the file system. The commands call it before torch and transformers import
     (seconds), so such a typo is answered at once, not after them, and go on with what it returns; `load_model`
     calls it too. A hub id is looked up only by loading it, but one neither in the local hub cache nor reachable
     (offline mode, or the hub does not answer a connect within `advisor.hub.PROBE_S`) is refused here: it was
-    refused only after those imports, 6-7 s on an idle 2-core host with no network, 10-40 s on a busy one."""
+    refused only after those imports, 6-7 s on an idle 2-core host with no network, 10-40 s on a busy one.
+    `weightless` (`advisor inspect`): a directory with a config.json and no weights (`has_no_weights`) is taken."""
     from advisor.errors import UserError
 
     spec = canonical_spec(spec)
@@ -303,9 +305,11 @@ def check_model_spec(spec: str) -> str:
         return spec
     if path.is_dir():
         read_config(path)
-        if not any(path.glob("*.safetensors")) and not any((path / n).is_file() for n in WEIGHT_INDEXES):
+        if not weightless and not any(path.glob("*.safetensors")) and not any((path / n).is_file()
+                                                                              for n in WEIGHT_INDEXES):
             raise UserError(f"{path} holds no weights (no *.safetensors, {', '.join(WEIGHT_INDEXES)}); point at "
-                            "the model's directory, or re-download the model")
+                            f"the model's directory, or re-download the model (`advisor inspect {spec} --budget "
+                            "SIZE` counts its sizes, and what fits, from config.json alone)")
         return spec
     from advisor.models.missing import missing_directory, not_a_directory
 
@@ -347,6 +351,12 @@ offered the id to download."""
 
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 """Besides *.safetensors shards, the weight files a model directory may hold (transformers' names)."""
+
+
+def has_no_weights(path: Path) -> bool:
+    """Whether model directory `path` holds no weight files at all - a config.json downloaded alone, perhaps with
+    the safetensors index naming shards not downloaded - which `advisor inspect` counts from config.json alone."""
+    return not any(path.glob("*.safetensors")) and not any((path / n).is_file() for n in WEIGHT_INDEXES[1:])
 
 
 def read_config(path: Path) -> dict[str, Any]:

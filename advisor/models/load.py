@@ -29,6 +29,7 @@ from advisor.models import (
     check_model_spec,
     dtype_name,
     family_of,
+    has_no_weights,
     model_name,
     quant_method,
     read_config,
@@ -38,7 +39,7 @@ from advisor.models import (
 )
 from advisor.models.missing import as_local_path
 from advisor.models.probe import verify_experts_path
-from advisor.models.shards import has_safetensors
+from advisor.models.shards import INDEX_NAME, has_safetensors
 from advisor.models.view import MoELayer, moe_layers, use_seam
 from advisor.units import format_bytes
 
@@ -79,6 +80,8 @@ class LoadedModel:
     path: str = ""
     """A local directory's absolute path (empty for hub ids, `bundled` and tiny models): what exports point
     runtimes at, wherever they run (`name` keeps the spec as given, e.g. a relative path)."""
+    weightless: bool = False
+    """Built from a config.json alone (`_load_weightless`): sizes to count, no weights to run or fingerprint."""
     quant_method: str | None = None
     """A pre-quantized checkpoint's own quantization method (`advisor.models.quant_method` of its config.json:
     "fp8", "gptq", ...; None otherwise), whatever transformers loaded it as (on a CPU host it dequantizes FP8 to
@@ -146,20 +149,22 @@ def decoder_layers(model: nn.Module) -> int | None:
 
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,
                offload: bool | None = None, budget: int | BudgetOf | None = None,
-               quantization_config: Any = None) -> LoadedModel:
+               quantization_config: Any = None, weightless: bool = False) -> LoadedModel:
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
 
     `offload`: True keeps the routed experts in the checkpoint (offloaded loading), False loads everything;
     None (default) offloads when the checkpoint's counted bytes exceed `budget` (bytes, or a `BudgetOf` of the
     checkpoint; default: the device's free memory - the GPU's, or the host's available RAM for ``cpu``).
     `quantization_config` (e.g. a transformers `BitsAndBytesConfig`) is handed to `from_pretrained`, which
-    quantizes on load onto `device` (resident); tiny models are built in code and cannot take one."""
+    quantizes on load onto `device` (resident); tiny models are built in code and cannot take one.
+    `weightless` (`advisor inspect`): a local directory with a config.json and no weights is built from its config
+    (`_load_weightless`: sizes only, nothing to run) instead of refused."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
     torch_dtype = _parse_dtype(dtype)
     device = check_device(device)
-    spec = check_model_spec(spec)  # 'Bundled', 'tiny:Mixtral': read in any case
+    spec = check_model_spec(spec, weightless=weightless)  # 'Bundled', 'tiny:Mixtral': read in any case
     if spec.startswith("tiny:"):
         if quantization_config is not None:
             raise UserError("tiny models are built in code: a quantization_config needs a model directory or hub id")
@@ -189,7 +194,10 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
         return _load_dir(BUNDLED_DIR, "bundled", device, torch_dtype, offload, budget, quantization_config)
     path = spec_path(spec)
     if path.is_dir():
-        loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
+        if weightless and has_no_weights(path):
+            loaded = _load_weightless(path, model_name(spec), device, torch_dtype, offload, budget)
+        else:
+            loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
         return loaded
     return _load_dir(_resolve_hub(spec), spec, device, torch_dtype, offload, budget, quantization_config)
@@ -308,6 +316,15 @@ def host_available_bytes() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+def _budget_limit(budget: int | BudgetOf | None, counted: int, fp16: int, device: torch.device) -> tuple[int, str]:
+    """What a checkpoint of `counted` bytes (`fp16` at 16 bits per element) is compared with to decide whether it is
+    offloaded - `budget`, or the device's free memory - and how the load note names it."""
+    if callable(budget):
+        return budget(counted, fp16)
+    limit = budget if budget is not None else device_free_bytes(device)
+    return limit, f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"
+
+
 def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
               offload: bool | None = None, budget: int | BudgetOf | None = None,
               quantization_config: Any = None) -> LoadedModel:
@@ -329,11 +346,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
 
         checkpoint = Checkpoint(path)  # its headers, read once: also the offloaded model's source
         counted = checkpoint.nbytes
-        if callable(budget):
-            limit, what = budget(counted, checkpoint.fp16_nbytes)
-        else:
-            limit = budget if budget is not None else device_free_bytes(device)
-            what = f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"
+        limit, what = _budget_limit(budget, counted, checkpoint.fp16_nbytes, device)
         offload = counted > limit
         note = f"counted {format_bytes(counted, 2)} of checkpoint tensors {'>' if offload else '<='} {what}"
         limit_used = (limit, what)
@@ -345,14 +358,7 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
         checkpoint = checkpoint or Checkpoint(path)
         check_config_sizes(path, raw, checkpoint)
     try:
-        if family == "llada_moe":
-            from advisor.models.llada_moe import LLaDAMoEModelLM as cls
-        elif family == "llada2":
-            from advisor.models.llada2 import LLaDA2MoeModelLM as cls
-        elif family == "diffusion_gemma":
-            from transformers import DiffusionGemmaForBlockDiffusion as cls
-        else:
-            from transformers import AutoModelForCausalLM as cls
+        cls = _model_class(family)
         if offload:
             from advisor.models.offloaded import build_offloaded
 
@@ -381,6 +387,72 @@ def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | 
     loaded.load_note = f"resident: the whole model on {device.type} ({note})" if note else ""
     loaded.load_limit = limit_used
     loaded.quant_method = quant_method(raw)  # the file's: a model dequantized on load has none in its config
+    return loaded
+
+
+def _model_class(family: str) -> Any:
+    """The class a checkpoint of `family` loads as."""
+    if family == "llada_moe":
+        from advisor.models.llada_moe import LLaDAMoEModelLM
+        return LLaDAMoEModelLM
+    if family == "llada2":
+        from advisor.models.llada2 import LLaDA2MoeModelLM
+        return LLaDA2MoeModelLM
+    if family == "diffusion_gemma":
+        from transformers import DiffusionGemmaForBlockDiffusion
+        return DiffusionGemmaForBlockDiffusion
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM
+
+
+WEIGHTLESS_NOTE = "from config.json; no weights read"
+"""How every size of a model built from its config.json alone (`_load_weightless`) is labelled."""
+
+
+def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
+                     offload: bool | None, budget: int | BudgetOf | None) -> LoadedModel:
+    """A directory's model built from its config.json alone (no weight files: `has_no_weights`), as an offloaded
+    load builds it (`build_weightless`: routed experts meta, other weights zeros of their shapes), so every size
+    is counted as the checkpoint's would be - in config.json's dtype - and an activation probe can run; the bytes
+    of the tensors a save would write stand for the checkpoint's in the offload decision. No fingerprint: no values
+    were read."""
+    from advisor.models.offloaded import build_weightless
+
+    raw = read_config(path)
+    if (method := quant_method(raw)) is not None:  # its tensors are not of the shapes and dtype the model builds
+        raise UserError(f"{path} is a pre-quantized checkpoint (quantization_config: {method}) with no weight "
+                        "files: its stored bytes cannot be counted from config.json alone; download its "
+                        f"{INDEX_NAME} and shards, or inspect the unquantized checkpoint's config.json")
+    family = family_of(str(raw["model_type"]))
+    try:
+        model = build_weightless(path, _model_class(family), device, dtype)
+    except (ValueError, KeyError, OSError) as e:
+        from advisor.models.remote_code import custom_code_refusal
+
+        if refusal := custom_code_refusal(path, "model", e):
+            raise refusal from e
+        raise UserError(f"cannot build model type '{raw['model_type']}' from {path / 'config.json'}: {e}") from e
+    loaded = loaded_from(model, _tokenizer(path), family, name, device, sample=lambda *_: b"")
+    loaded.fingerprint, loaded.weightless = "none (no weights)", True
+    # what a save writes, every float in the checkpoint's dtype (config.json's): a router the model class keeps in
+    # float32 (DeepSeek-V3's) is stored as the rest
+    stored = list({id(t): t for t in model.state_dict(keep_vars=True).values()}.values())
+    size = loaded.dtype.itemsize
+    counted = sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in stored)
+    if offload is None:
+        limit, what = _budget_limit(budget, counted, sum(t.numel() * 2 for t in stored), device)
+        offload, loaded.load_limit = counted > limit, (limit, what)
+        why = f"counted {format_bytes(counted, 2)} of tensors to store {'>' if offload else '<='} {what}"
+    else:
+        why = "--offload" if offload else "resident (asked)"
+    named = str(loaded.dtype).removeprefix("torch.")
+    dtype_said = (f"--dtype {named}" if dtype else f"the checkpoint's dtype, config.json's torch_dtype {named}"
+                  if raw.get("dtype") or raw.get("torch_dtype") else
+                  "float32: config.json names no torch_dtype (the checkpoint's own dtype may differ)")
+    loaded.offloaded = offload
+    loaded.load_note = (f"{WEIGHTLESS_NOTE} ({path} holds no weight files): every size is counted from the model "
+                        f"config.json builds, in {dtype_said}; counted as {'offloaded' if offload else 'resident'} "
+                        f"({why})")
     return loaded
 
 

@@ -68,12 +68,13 @@ def release_large_frees() -> None:
         return
 
 
-def _config_dtype(raw: dict[str, Any], checkpoint: Checkpoint) -> torch.dtype:
+def _config_dtype(raw: dict[str, Any], checkpoint: Checkpoint | None) -> torch.dtype:
+    """config.json's dtype (torch_dtype), else the checkpoint's first floating-point tensor's (none: float32)."""
     name = str(raw.get("dtype") or raw.get("torch_dtype") or "")
     dtype = getattr(torch, name, None)
     if isinstance(dtype, torch.dtype):
         return dtype
-    floats = [t.dtype for t in checkpoint.tensors.values() if t.dtype.is_floating_point]
+    floats = [t.dtype for t in (checkpoint.tensors.values() if checkpoint else ()) if t.dtype.is_floating_point]
     return floats[0] if floats else torch.float32
 
 
@@ -225,10 +226,7 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     model.load_state_dict(state, strict=False, assign=True)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    for module in model.modules():  # buffers were built on the CPU; move them beside the weights
-        for bname, b in module._buffers.items():
-            if b is not None and not b.is_meta and b.device != device:
-                module._buffers[bname] = b.to(device)
+    _buffers_to(model, device)
     missing = [n for n, p in model.named_parameters() if p.is_meta and not n.startswith(prefixes)]
     missing += [n for n, b in model.named_buffers() if b.is_meta]
     if missing:
@@ -243,6 +241,31 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
         return sources[prefix].param_elements(attr, tuple(p.shape), flat)
 
     return model, sample
+
+
+def build_weightless(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
+    """The model `path`'s config.json describes, as `build_offloaded` builds it - routed experts meta, at the
+    dtype it would load in (config.json's) - for a directory with no weights: its other weights are zeros on
+    `device`, of the shapes the checkpoint's would have (what an activation probe needs, not their values)."""
+    raw = json.loads((path / "config.json").read_text())
+    dtype = dtype or _config_dtype(raw, None)
+    model = meta_model(path, cls, dtype)
+    prefixes = tuple(f"{n}." for n, _ in _experts_modules(model))
+    state = {name: torch.zeros(t.shape, dtype=t.dtype, device=device)
+             for name, t in model.state_dict(keep_vars=True).items() if not name.startswith(prefixes) and t.is_meta}
+    model.load_state_dict(state, strict=False, assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    _buffers_to(model, device)
+    return model
+
+
+def _buffers_to(model: nn.Module, device: torch.device) -> None:
+    """Buffers were built on the CPU; move them beside the weights."""
+    for module in model.modules():
+        for bname, b in module._buffers.items():
+            if b is not None and not b.is_meta and b.device != device:
+                module._buffers[bname] = b.to(device)
 
 
 def _attach_sources(checkpoint: Checkpoint, keys: dict[str, str], names: tuple[str, str, str],

@@ -101,8 +101,10 @@ def stored_tensors(directory: Path) -> dict[str, StoredTensor]:
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (directory / s).is_file()]
         if missing:
+            alone = (f" (`advisor inspect {directory}` counts its sizes, and what fits a --budget, from config.json "
+                     "alone)") if len(missing) == len(shards) else ""
             raise UserError(f"{directory} lacks {len(missing)} of the {len(shards)} shards its index names "
-                            f"(first: {missing[0]}); download the missing files")
+                            f"(first: {missing[0]}); download the missing files{alone}")
         headers = {s: read_header(directory / s) for s in shards}
         for key, shard in weight_map.items():
             if key not in headers[shard]:

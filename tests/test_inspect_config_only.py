@@ -1,0 +1,67 @@
+"""`advisor inspect` of a model directory holding only its config.json (a user deciding whether to download the
+weights): the same counted table as with the weights, each number labelled as counted from config.json."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from advisor.models.tiny import build_tiny
+from tests.test_cli_new_user14 import _refused_light
+
+SIZE = r"\d[\d.]* (?:B|KiB|MiB|GiB)"
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVISOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _inspect(*args: str) -> str:
+    res = CliRunner().invoke(app, ["inspect", "m", "--wide", *args], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _counted(output: str) -> tuple[list[str], list[str]]:
+    """The table rows (layer table, fit table), and every size the text around them gives but host RAM's."""
+    rows = [ln for ln in output.splitlines() if ln.startswith("│")]
+    text = re.sub(r"host RAM [^;)]*\(available RAM, measured now\)", "", " ".join(output.split()))
+    text = re.sub(r"free cpu memory " + SIZE, "", text)
+    return rows, re.findall(SIZE, text)
+
+
+def test_inspect_counts_a_config_only_directory_as_the_checkpoint_with_its_weights(tmp_path):
+    """A directory with config.json and no weights was refused ('m holds no weights'), though every size inspect
+    prints is counted from the shapes config.json gives. It is now built from config.json (experts meta) and the
+    same table printed - every counted number equal to the checkpoint's - labelled as counted from config.json;
+    other commands still refuse it, naming inspect."""
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    weights = _inspect("--budget", "24GiB")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    alone = _inspect("--budget", "24GiB")
+    assert _counted(alone) == _counted(weights) and len(_counted(alone)[0]) == 2 + 7, alone
+    text = " ".join(alone.split())
+    assert "fingerprint=none (no weights)" in text and "48.00 KiB of routed expert weights (counted from " \
+        "config.json; no weights read)" in text and "resident weights 45.38 KiB (counted from config.json; no " \
+        "weights read;" in text, text
+    assert "in the checkpoint's dtype, config.json's torch_dtype bfloat16; counted as resident (counted 93.38 KiB " \
+        "of tensors to store" in text, text  # the checkpoint's counted bytes: 93.38 KiB with its weights
+    assert "93.38 KiB of checkpoint tensors" in " ".join(weights.split())
+    assert _refused_light(tmp_path, "trace", "m", "-o", "t.npz").endswith(
+        "(`advisor inspect m --budget SIZE` counts its sizes, and what fits, from config.json alone)")
+    # beside the index of shards not downloaded (what lists a hub checkpoint's tensors) as well
+    (tmp_path / "m" / "model.safetensors.index.json").write_text('{"weight_map": {"x": "model-1.safetensors"}}')
+    offloaded = " ".join(_inspect("--budget", "80KiB").split())  # the probe runs on zero weights: said so
+    assert "counted as offloaded" in offloaded and ") on zero weights of config.json's shapes" in offloaded, offloaded
+    config = json.loads((tmp_path / "m" / "config.json").read_text())  # an FP8 checkpoint's bytes are not its shapes'
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "fp8"}}))
+    res = CliRunner().invoke(app, ["inspect", "m"])
+    assert res.exception.exit_code == 2 and "pre-quantized checkpoint (quantization_config: fp8) with no weight files" in str(
+        res.exception), res.output
