@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -212,3 +217,58 @@ def test_options_of_a_model_run_are_refused_where_they_would_change_nothing(tmp_
         res = CliRunner().invoke(app, ["eval", *args])
         assert isinstance(res.exception, UserError) and str(res.exception) == message, (args, res.exception)
         assert res.stdout == "", res.stdout  # nothing scored or evaluated
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_scoring_ends_at_once_and_leaves_no_sandbox_running(tmp_path):
+    """Ctrl-C during the sandbox's scoring waited until each running job's 10 s limit had passed, and a
+    second Ctrl-C in that wait left the sandbox children running (a `time.sleep` completion: for ever).
+    Both now stop at once and kill every child."""
+    samples = [{"task_id": "HumanEval/0", "completion": "    import time\n    time.sleep(1000)\n"}] * 4
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "advisor", "eval", "--task", "humaneval", "--completions",
+         _write(tmp_path / "slow.jsonl", samples)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 20
+        while len(seen) < 4 and time.monotonic() < deadline:  # both children of two jobs
+            seen |= _children(proc.pid)
+            time.sleep(0.05)
+        assert len(seen) >= 4, "the sandbox children did not start"
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # the user presses it again
+        proc.wait(timeout=30)
+        assert time.monotonic() - start < 3
+        assert "error: interrupted" in proc.stderr.read()
+        time.sleep(0.2)
+        assert not [pid for pid in seen if _running(pid)]
+    finally:
+        proc.kill()
+        for pid in seen:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)

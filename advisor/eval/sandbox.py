@@ -19,8 +19,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CHILD = Path(__file__).with_name("_sandbox_child.py")
@@ -52,9 +53,40 @@ class ExecResult:
         return self.status == "passed"
 
 
-def run_tests(code: str, test: str, entry_point: str, limits: Limits = Limits(), helpers: str = "") -> ExecResult:
+@dataclass
+class _Batch:
+    """The children a `run_many` call has running, so that an interrupt (Ctrl-C) kills them at once."""
+
+    live: set[subprocess.Popen] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopped: bool = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        """Track a started child; one started after `stop` is killed at once."""
+        with self.lock:
+            self.live.add(proc)
+            if self.stopped:
+                _signal_group(proc)
+
+    def discard(self, proc: subprocess.Popen) -> None:
+        """Stop tracking a child its own thread is about to kill and reap."""
+        with self.lock:
+            self.live.discard(proc)
+
+    def stop(self) -> None:
+        """Kill every child running now and any started later."""
+        with self.lock:
+            self.stopped = True
+            for proc in self.live:
+                if proc.returncode is None:  # not reaped: its pid is still its own
+                    _signal_group(proc)
+
+
+def run_tests(code: str, test: str, entry_point: str, limits: Limits = Limits(), helpers: str = "",
+              batch: _Batch | None = None) -> ExecResult:
     """Run ``check(candidate)`` from `test` (with `helpers`, e.g. the problem's prompt, defined beside it)
     where `candidate` calls `entry_point` of the untrusted `code`, executed in another process."""
+    batch = batch or _Batch()
     with tempfile.TemporaryDirectory(prefix="advisor-exec-") as tmp:
         work = Path(tmp)
         req_r, req_w = os.pipe()
@@ -68,15 +100,18 @@ def run_tests(code: str, test: str, entry_point: str, limits: Limits = Limits(),
         procs: list[subprocess.Popen] = []
         try:
             procs.append(_start(work / "run", {**common, "role": "run", "code": code, "fds": [req_r, resp_w]}))
+            batch.add(procs[-1])
             procs.append(_start(
                 work / "judge",
                 {**common, "role": "judge", "test": test, "helpers": helpers, "fds": [req_w, resp_r, verdict_w]},
             ))
+            batch.add(procs[-1])
         finally:
             for fd in (req_r, resp_w, req_w, resp_r, verdict_w):
                 os.close(fd)
             timed_out = _wait(procs, limits.timeout_s)
             for proc in procs:
+                batch.discard(proc)
                 _kill_group(proc)
             verdict = _read_fd(verdict_r)
             os.close(verdict_r)
@@ -142,17 +177,30 @@ def _read_fd(fd: int, limit: int = 256):
 def run_many(jobs: list[dict], limits: Limits = Limits(), workers: int | None = None) -> list[ExecResult]:
     """Run many `run_tests` jobs (keyword dicts) concurrently (threads only wait on child processes)."""
     workers = workers or max(2, min(8, 2 * (os.cpu_count() or 1)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: run_tests(**job, limits=limits), jobs))
+    batch = _Batch()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(lambda job: run_tests(**job, limits=limits, batch=batch), jobs))
+    except BaseException:  # Ctrl-C: no job waits out its time limit, none is left running, none starts
+        pool.shutdown(wait=False, cancel_futures=True)
+        batch.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """Kill everything left in the child's process group (the child is its leader: start_new_session)."""
+    _signal_group(proc)
+    proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group, without waiting for it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
 
 
 def _tail(path: Path, limit: int = 4000) -> str:
