@@ -72,6 +72,10 @@ def test_several_samples_per_problem_give_unbiased_pass_at_k(tmp_path):
     assert payload["pass_at"]["1"] == pytest.approx((0.3 + 0.0 + 1.0) / 3)
     assert payload["pass_at"]["10"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)
     assert "unbiased estimator" in result.output
+    # its n: the problems (a 95% CI was given only to one sample per problem, and pass@k no n at all)
+    text = " ".join(result.output.split())
+    assert "pass@1: 43.3% (3 problems, 10 samples each; no CI)" in text, result.output
+    assert "pass@10: 66.7% (3 problems, 10 samples each; no CI)" in text, result.output
     assert humaneval.pass_at_k(10, 3, 2) == pytest.approx(1 - (7 * 6) / (10 * 9))
 
 

@@ -246,11 +246,14 @@ def _score_completions(
         "run as written (prompt + completion), each in the sandbox"
     )
     passed = sum(c for _n, c in scores.per_task.values())
+    per_problem = sorted({n for n, _c in scores.per_task.values()})
+    each = f"{per_problem[0]}" if len(per_problem) == 1 else f"{per_problem[0]}-{per_problem[-1]}"
     for k, value in scores.pass_at.items():
-        extra = ""
-        if k == 1 and scores.n_samples == scores.n_problems:
+        if scores.n_samples == scores.n_problems:
             low, high = wilson_interval(passed, scores.n_samples)
             extra = f" ({passed}/{scores.n_samples}; 95% CI {low:.1%}-{high:.1%})"
+        else:  # n is the problems; a problem's samples are not independent draws, so no binomial interval
+            extra = f" ({count(scores.n_problems, 'problem')}, {each} samples each; no CI)"
         estimator = "" if scores.n_samples == scores.n_problems else ", unbiased estimator"
         print_rich(out, f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
     print_rich(out, f"sandbox: {escape(scores.isolation)}")
