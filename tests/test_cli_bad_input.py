@@ -363,6 +363,19 @@ def test_an_integer_past_pythons_digit_limit_is_each_readers_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "plan.json", "s.toml"]
 
 
+def test_a_data_line_of_megabytes_is_refused_before_it_is_tokenized(tmp_path):
+    """A --data line of hundreds of MB (a file that lost its line breaks, or no task file) was read, tokenized and
+    run: a 300 MB GSM8K question took the host to 23.7 GB and the kernel's OOM killer. A line past 1 MiB (task
+    records are a few KiB) is now one line naming file:line, before any model loads; HumanEval's reader shares it."""
+    question = "How many apples? " * 70_000  # 1.1 MiB
+    (tmp_path / "g.jsonl").write_text(json.dumps({"question": question, "answer": "#### 2"}) + "\n")
+    (tmp_path / "h.jsonl").write_text(json.dumps({"task_id": "t/0", "prompt": question, "test": "", "entry_point": "f"})
+                                      + "\n")
+    for task, name in (("gsm8k", "g.jsonl"), ("humaneval", "h.jsonl")):
+        one_error_line(advisor_entry("eval", "--task", task, "--data", name, "--limit", "1", cwd=tmp_path),
+                       f"{name}:1: a line of 1.1 MiB", "check the file")
+
+
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):
     """A study name typed in a terminal of another encoding (bytes Python keeps as lone surrogates): pareto,
     recommend --study and export said the database was "not a readable advisor database" (the driver could not

@@ -10,6 +10,12 @@ from pathlib import Path
 
 from advisor.errors import UserError
 from advisor.parsing import loads_json
+from advisor.units import format_bytes
+
+MAX_RECORD_BYTES = 1 << 20
+"""The longest line a task or completions file may hold: GSM8K questions and HumanEval problems (tests included)
+are a few KiB; a line of hundreds of MiB (a file that lost its newlines, or not a task file) was tokenized and run
+until the host ran out of memory (a 300 MB question: 23.7 GB, then the kernel's OOM killer)."""
 
 
 def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
@@ -24,6 +30,10 @@ def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
         with opener(p, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
                 where = f"{p}:{lineno}"
+                if len(raw) > MAX_RECORD_BYTES:
+                    raise UserError(f"{where}: a line of {format_bytes(len(raw))}, where a {what} record is a few KiB "
+                                    f"(at most {format_bytes(MAX_RECORD_BYTES)} is read); check the file - one that "
+                                    "lost its line breaks holds every record on one line")
                 try:  # a BOM (a Windows editor's) before the first line is no error, as in a precision plan file
                     line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as e:
