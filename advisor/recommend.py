@@ -430,7 +430,7 @@ def check_accuracy_fraction(name: str, value: float) -> None:
     (`5`, not `5.0`); a percentage (95 for 0.95) is told its fraction in the same line."""
     if 0.0 <= value <= 1.0:
         return
-    hint = f"; for {value:g} % give {name} {value / 100:g}" if 1.0 < value <= 100.0 else ""
+    hint = f"; for {value:g} % give {name} {value / 100:g} (or {value:g}%)" if 1.0 < value <= 100.0 else ""
     raise UserError(f"{name} {value:g} must be between 0 and 1 (accuracy is a fraction){hint}")
 
 

@@ -1903,7 +1903,17 @@ def test_an_accuracy_typed_as_a_percentage_is_told_its_fraction(tmp_path, comman
     r = advisor_entry(*command, option, typed, "--storage", db, cwd=tmp_path)
     line = one_error_line(r)
     assert line == (f"error: {option} {typed} must be between 0 and 1 (accuracy is a fraction); for {typed} % give "
-                    f"{option} {fraction}"), line
+                    f"{option} {fraction} (or {typed}%)"), line
+    assert list(tmp_path.iterdir()) == []
+    # a percentage is taken as one (typer's float refused '95%': 'Input should be a valid number'); what is no
+    # number is named with the forms it may take, in every command that has the option
+    r = advisor_entry(*command, option, "abc", "--storage", db, cwd=tmp_path)
+    one_error_line(r, f"Invalid value for '{option}': 'abc' is not an accuracy: give a fraction (0.95) or a "
+                      "percentage (95%)")
+    if command[0] == "recommend":
+        as_percent = advisor_entry(*command, option, f"{typed}%", "--storage", db, cwd=tmp_path)
+        as_fraction = advisor_entry(*command, option, fraction, "--storage", db, cwd=tmp_path)
+        assert as_percent.returncode == 0 and as_percent.stdout == as_fraction.stdout, as_percent.stderr
     assert list(tmp_path.iterdir()) == []
 
 def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_command(tmp_path):

@@ -76,6 +76,25 @@ def int_range(low: int, high: int | None, what: str, why: str = "", see: str = "
     return {"parser": parse, "callback": check}
 
 
+def accuracy_option() -> dict[str, Any]:
+    """The keyword arguments of an accuracy option (--min-accuracy, --max-accuracy-drop): a fraction (0.95, 0.02)
+    or a percentage (95%, 2%). typer's float type refused "95%" as "Input should be a valid number, unable to parse
+    string as a number", naming neither the value nor the forms it takes; the range (0..1) is checked where the
+    option is used (`advisor.recommend.check_accuracy_fraction`)."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        try:
+            return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise typer.BadParameter(f"'{value}' is not an accuracy: give a fraction (0.95) or a percentage "
+                                     "(95%)") from None
+
+    return {"parser": parse, "metavar": "FRACTION"}
+
+
 SEED_RANGE = int_range(SEED_MIN, SEED_MAX, "a seed torch takes", "-2**63 to 2**64 - 1")
 """--seed of the commands that seed torch (`torch.Generator.manual_seed`; beyond this range, a traceback after the
 model loaded)."""

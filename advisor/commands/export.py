@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from advisor.commands import OUTPUT, int_range, output_option, profiles_dir_option, storage_option
+from advisor.commands import (
+    OUTPUT,
+    accuracy_option,
+    int_range,
+    output_option,
+    profiles_dir_option,
+    storage_option,
+)
 from advisor.commands.recommend import build_query
 from advisor.errors import STORAGE_WHAT, NothingMeets, UserError, refuse_empty
 from advisor.export.base import targets_help
@@ -34,8 +41,8 @@ def register(app: typer.Typer) -> None:
         from_recommend: bool = typer.Option(False, "--from-recommend", help="Export what `advisor recommend` picks."),
         budget: str | None = typer.Option(None, "--budget", help="(--from-recommend) GPU memory budget, e.g. 12GiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="(--from-recommend) GPU by name."),
-        min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="(--from-recommend) absolute floor."),
-        max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="(--from-recommend) vs the study's "
+        min_accuracy: float | None = typer.Option(None, "--min-accuracy", **accuracy_option(), help="(--from-recommend) absolute floor."),
+        max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", **accuracy_option(), help="(--from-recommend) vs the study's "
                                                             "full-precision point, else its highest-precision point (default 0.01)."),
         prefer: str | None = typer.Option(None, "--prefer", help="(--from-recommend) transfer | latency | accuracy."),
         model: str | None = typer.Option(None, "--model", help="(--from-recommend) model filter, as `advisor "

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from advisor.commands import (
+    accuracy_option,
     gpu_profile,
     oversubscribed_note,
     profiles_dir_option,
@@ -70,9 +71,9 @@ def register(app: typer.Typer) -> None:
         storage: str = storage_option(),
         budget: str | None = typer.Option(None, "--budget", help="GPU memory budget, e.g. 12GiB, 24GB, 8000MiB."),
         gpu: str | None = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX 4090'."),
-        min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="Absolute accuracy floor (0..1)."),
+        min_accuracy: float | None = typer.Option(None, "--min-accuracy", **accuracy_option(), help="Absolute accuracy floor (0..1, or a percentage: 95%)."),
         max_accuracy_drop: float | None = typer.Option(
-            None, "--max-accuracy-drop", help="Largest accuracy loss vs the study's full-precision point, else its highest-precision point "
+            None, "--max-accuracy-drop", **accuracy_option(), help="Largest accuracy loss vs the study's full-precision point, else its highest-precision point "
             "(e.g. 0.02; without it or --min-accuracy: 0.01)."),
         prefer: str | None = typer.Option(None, "--prefer", help="transfer | latency | accuracy. Default: latency for "
                                           "a study tuned for time per token, else transfer; accuracy when every "

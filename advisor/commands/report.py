@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from advisor.commands import OUTPUT, output_option, storage_option, user_path
+from advisor.commands import OUTPUT, accuracy_option, output_option, storage_option, user_path
 from advisor.models import check_model_spec
 from advisor.units import MAX_LENGTH
 
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             None, "--model", help="Where the study's model is now, when its directory moved or the report runs on "
             "another machine (default: where the study loaded it; its fingerprint is checked)."),
         max_accuracy_drop: float = typer.Option(
-            0.05, "--max-accuracy-drop", help="Accuracy floor of the recommended points: at most this "
+            0.05, "--max-accuracy-drop", **accuracy_option(), help="Accuracy floor of the recommended points: at most this "
             "much below full precision (absolute: 0.05 = 5 accuracy points)."
         ),
     ) -> None:
