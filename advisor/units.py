@@ -72,8 +72,7 @@ def h2d_unit(no_cache: float) -> tuple[str, int]:
     and points compare at a glance): the largest binary unit in which the no-cache baseline still reads 100 or
     more, so that a point moving 1% of it still shows two figures at one decimal - KiB for the bundled model
     (3016.7 KiB), MiB for a LLaDA-MoE-7B (about 11,000 MiB per token, not 11 million KiB)."""
-    return next(((u, size) for u, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
-                 if abs(no_cache) >= 100 * size), ("B", 1))
+    return binary_unit(no_cache / 100)
 
 
 def format_bytes(n: float, digits: int = 1) -> str:
