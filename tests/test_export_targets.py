@@ -171,12 +171,12 @@ def test_ktransformers_picks_the_int8_method_this_hosts_cpu_runs(tmp_path, monke
     and a GGUF directory), a note says so and that the serving machine may differ, and --opt kt_method overrides it."""
     from cli_helpers import one_error_line
 
-    import advisor.export.ktransformers as kt
+    from advisor.hardware import profiles
 
     meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
     url = make_db(tmp_path / "a.db", [point("s", 1, "int8", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
     cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(kt, "CPUINFO", str(cpuinfo), raising=False)
+    monkeypatch.setattr(profiles, "CPUINFO", str(cpuinfo))
 
     def export(flags, *opts):
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n\n")

@@ -132,19 +132,18 @@ KT_METHOD = {
 # (sglang-kt server_args.py: a free string).
 AMX_METHOD = {"int8": ("AMXINT8", "int8"), "int4": ("AMXINT4", "int4"), "nf4": ("AMXINT4", "int4")}
 AVX512 = ("avx512f", "avx512bw")  # what kt-kernel's AMX INT8/INT4 kernels need without AMX
-CPUINFO = "/proc/cpuinfo"  # the machine the export runs on, not necessarily the one that serves
 
 
 def host_method(amx: str) -> tuple[str, str]:
     """kt-kernel's method for 8- or 4-bit CPU experts on this host (`amx` where its CPU flags have AVX-512F/BW, else
-    LLAMAFILE), and why, from the first `flags` line of CPUINFO."""
-    try:
-        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
-            flags = next((set(line.partition(":")[2].split()) for line in f if line.startswith("flags")), None)
-    except OSError:
-        flags = None
-    if flags is None:
-        return "LLAMAFILE", f"no CPU flags could be read from {CPUINFO} here"
+    LLAMAFILE), and why, from the flags of this host's /proc/cpuinfo (the machine the export runs on, not
+    necessarily the one that serves)."""
+    from advisor.hardware import profiles
+
+    text = profiles.cpuinfo_field("flags")
+    if text is None:
+        return "LLAMAFILE", f"no CPU flags could be read from {profiles.CPUINFO} here"
+    flags = set(text.split())
     if {"amx_tile", "amx_int8"} <= flags:
         return amx, "this host's CPU has AMX (amx_tile, amx_int8)"
     if set(AVX512) <= flags:

@@ -311,15 +311,23 @@ def _split(name: str) -> tuple[str, float | None]:
     return s, mem
 
 
+CPUINFO = "/proc/cpuinfo"
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """The first `name` line's value in this host's CPUINFO ("model name", "flags"); None where it cannot be read
+    (not Linux) or has no such line."""
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            return next((ln.partition(":")[2].strip() for ln in f if ln.split(":", 1)[0].strip() == name), None)
+    except OSError:
+        return None
+
+
 def host_cpu() -> str:
     """This host's CPU as its CPU expert times depend on it: the model name and the logical cores. Stored with
     times `advisor profile` measures, so a study priced with another host's times says so."""
-    model = ""
-    try:
-        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    model = cpuinfo_field("model name")
     return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"
 
 
