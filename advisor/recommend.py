@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+from advisor.eval.stats import stored_interval
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.models import spec_path
 from advisor.results.config_view import (
@@ -560,6 +561,15 @@ def _compared_by(prefer: str, *points: FrontPoint) -> str:
     return _PREF_METRIC[prefer]
 
 
+def _accuracy(p: FrontPoint) -> str:
+    """A point's accuracy with how it was obtained and, where its source gives the sample size, its Wilson 95%
+    interval: "0.960 (measured, n=200, 95% CI 0.923-0.979)" - so that a floor passed by less than the noise
+    reads as such."""
+    acc = p.values["accuracy"]
+    ci = stored_interval(acc, p.sources.get("accuracy"))
+    return f"{acc:.3f} ({_kind('accuracy', p)}" + (f", n={ci[0]}, 95% CI {ci[1]:.3f}-{ci[2]:.3f})" if ci else ")")
+
+
 def _kind(metric: str, *points: FrontPoint) -> str:
     """How `metric`'s values at `points` were obtained, as a number's short label in the reasons: measured, counted
     or modelled - `pareto`'s header-row label (`source_kinds`) of the sources `--json` and the stored values give
@@ -626,7 +636,7 @@ def _why(rec: Recommendation) -> list[str]:
                      else basis[:-1] + f"; stricter than --min-accuracy {q.min_accuracy:g})" if rel > q.min_accuracy
                      else f" (--min-accuracy; stricter than --max-accuracy-drop's {rel:.3f} = {ref.accuracy:.3f} of "
                           f"trial #{ref.trial} minus {q.max_accuracy_drop})")
-        out.append(f"accuracy {acc:.3f} ({_kind('accuracy', p)}) >= floor {c.floor:.3f}{basis}")
+        out.append(f"accuracy {_accuracy(p)} >= floor {c.floor:.3f}{basis}")
     elif q.max_accuracy_drop is not None and p.study_name not in rec.references and rec.quality == "accuracy":
         out.append("no accuracy stored in this study: relative floor not applied")
     by_time = _compared_by(q.prefer, p) == "time_per_token"
@@ -640,7 +650,7 @@ def _why(rec: Recommendation) -> list[str]:
     if len(rec.ranked) > 1 and (apart := _ratio_text(p, rec.ranked[1].point, q.prefer, rec.quality)):
         nxt = rec.ranked[1].point
         out.append(f"next best {rec.ranked[1].label} has {apart}"
-                   + (f", accuracy {nxt.values['accuracy']:.3f} ({_kind('accuracy', nxt)})"
+                   + (f", accuracy {_accuracy(nxt)}"
                       if "accuracy" in nxt.values and q.prefer != "accuracy" else ""))
     better = [r for r in rec.rejected if _sort_key(r.point, q.prefer, rec.quality) < _sort_key(p, q.prefer, rec.quality)]
     if better:
@@ -705,8 +715,8 @@ def _what_would_change(rec: Recommendation, cands: list[Candidate], budget: int 
                 key=lambda c: c.point.values["accuracy"], default=None)
         if c is not None and c.floor is not None:
             acc = c.point.values["accuracy"]
-            reasons.append(f"lower floor: {c.label} fits with accuracy {acc:.3f} "
-                           f"({_kind('accuracy', c.point)}; floor {c.floor:.3f}; allow {_more_drop(c.floor, acc):.3f} more drop, "
+            reasons.append(f"lower floor: {c.label} fits with accuracy {_accuracy(c.point)}"
+                           f" (floor {c.floor:.3f}; allow {_more_drop(c.floor, acc):.3f} more drop, "
                            f"e.g. --min-accuracy {math.floor(acc * 1000) / 1000})")
             closest.append({"study": c.point.study_name, "trial": c.point.trial_number, "change": "accuracy_floor",
                             "accuracy": acc, "floor": c.floor})

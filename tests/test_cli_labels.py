@@ -87,7 +87,7 @@ def test_recommend_says_the_next_best_stores_the_same_value_not_1_00x(tmp_path):
     out = flat(advisor("recommend", "--storage", str(EXAMPLE_DB), "--prefer", "transfer", cwd=tmp_path).stdout)
     first, second = example_trials(precision_spec="int4", slots_per_layer=[64] * 4, miss_policy="hybrid")[:2]
     assert f"Recommended: study 'bundled-example', trial #{first} " in out, out
-    assert f"- next best bundled-example#{second} has the same transfer (counted), accuracy 0.960 (measured)" in out, out
+    assert f"- next best bundled-example#{second} has the same transfer (counted), accuracy 0.960 (measured, n=200, 95% CI 0.923-0.980)" in out, out
     url = make_db(tmp_path / "a.db", [point("s", 0, "int8", 4, acc=0.9, h2d=1000.0, peak_gib=1),
                                       point("s", 1, "int8", 2, acc=0.9, h2d=1001.0, peak_gib=1)])
     out = flat(advisor("recommend", "--storage", url, cwd=tmp_path).stdout)

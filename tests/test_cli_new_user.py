@@ -292,7 +292,7 @@ def test_recommend_floor_reason_reads_in_order(tmp_path):
     r = advisor("recommend", "--storage", str(EXAMPLE_DB), "--budget", "1.97MiB", "--max-accuracy-drop", "0.01",
                 "--prefer", "latency", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert ("- accuracy 0.960 (measured) >= floor 0.940 (= 0.950 of trial #0, measured, minus 0.01; trial #0: "
+    assert ("- accuracy 0.960 (measured, n=200, 95% CI 0.923-0.980) >= floor 0.940 (= 0.950 of trial #0, measured, minus 0.01; trial #0: "
             "uniform fp16 plan (the study's full precision)) -") in " ".join(r.stdout.split()), \
         r.stdout  # on one line: recommend wraps at the terminal's width
 

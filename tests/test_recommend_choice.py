@@ -550,3 +550,19 @@ def test_every_field_recommend_json_prints_is_documented(tmp_path):
     assert not missing, f"advisor/export/SCHEMA.md does not document {missing}"
     closest = next(line for line in SCHEMA.read_text().splitlines() if line.startswith("| `closest`"))
     assert all(k in closest for c in none["closest"] for k in c), none["closest"]  # its entries' fields, in words
+
+
+def test_an_accuracy_says_its_interval_where_its_source_gives_the_sample_size():
+    """The floor's line said 'accuracy 0.910 (measured) >= floor 0.900' whatever the sample: 0.91 of 64 examples
+    is 0.81-0.96 (Wilson 95%), a floor passed by noise. Where the stored source names n and the accuracy is a
+    count of it, the interval is said; an accuracy that is no count of n (an unbiased pass@1 over several
+    samples) or a source without n gets none, rather than a made-up one."""
+    pts = standard_front()
+    for p in pts:
+        p.sources["accuracy"] = "measured:exact-match:toy(n=64,cpu)"
+    pts[2].values["accuracy"] = 58 / 64  # int8, 4 slots: the pick
+    text = " | ".join(recommend(pts, Query(budget_bytes=12 * GiB, max_accuracy_drop=0.02)).reasons)
+    assert "accuracy 0.906 (measured, n=64, 95% CI 0.810-0.956) >= floor 0.900" in text, text
+    pts[2].values["accuracy"] = 0.9105  # 58.27 of 64: no count
+    text = " | ".join(recommend(pts, Query(budget_bytes=12 * GiB, max_accuracy_drop=0.02)).reasons)
+    assert "accuracy 0.910 (measured) >= floor 0.900" in text, text

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
+
+SAMPLE_SIZE = re.compile(r"\(n=(\d+),")
+"""The examples an accuracy was measured on, as its stored source gives them: "measured:exact-match:toy(n=200,cpu)"."""
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -19,3 +23,17 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     low = 0.0 if correct == 0 else max(0.0, centre - half)
     high = 1.0 if correct == n else min(1.0, centre + half)
     return (low, high)
+
+
+def stored_interval(accuracy: float, source: str | None) -> tuple[int, float, float] | None:
+    """(n, low, high): the Wilson interval of a stored accuracy, its sample size read from its source. None where
+    the source names no n, or the accuracy is no count of n (an unbiased pass@1 over several samples), so that
+    readers of the stored front (recommend) say how far apart two accuracies must be before they differ."""
+    m = SAMPLE_SIZE.search(source or "")
+    if m is None:
+        return None
+    n = int(m.group(1))
+    correct = round(accuracy * n)
+    if not 0 <= correct <= n or n == 0 or abs(correct - accuracy * n) > 1e-6 * n:
+        return None
+    return (n, *wilson_interval(correct, n))

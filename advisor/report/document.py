@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.eval.stats import SAMPLE_SIZE
 from advisor.report.data import StudyData, TrialRecord
 from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table
 from advisor.report.select import (
@@ -584,7 +585,7 @@ def _examples(wb) -> int | None:
     return len(examples) if examples is not None else None
 
 
-_STORED_N = {"accuracy": (("accuracy",), re.compile(r"\(n=(\d+),")),
+_STORED_N = {"accuracy": (("accuracy",), SAMPLE_SIZE),
              "fidelity": (("fidelity_top1", "fidelity_kl"), re.compile(r"\((?:\d+) positions,(\d+) prompts,"))}
 
 
