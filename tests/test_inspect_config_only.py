@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,3 +66,20 @@ def test_inspect_counts_a_config_only_directory_as_the_checkpoint_with_its_weigh
     res = CliRunner().invoke(app, ["inspect", "m"])
     assert res.exception.exit_code == 2 and "pre-quantized checkpoint (quantization_config: fp8) with no weight files" in str(
         res.exception), res.output
+
+
+def test_inspect_of_a_config_only_directory_holds_no_weights_but_what_its_probe_runs_on():
+    """Every weight but the routed experts was a zero tensor of its own (Qwen3-30B-A3B's config.json: 3.4 GB RSS,
+    even without --budget). Without --budget nothing is allocated (every weight meta; 0.45 GB RSS); with it, one
+    zero tensor per shape serves every weight of that shape for the activation probe (1.1 GB). Measured here by the
+    bytes of the tensors the command makes and holds (`HeldBytes`), against the resident weights it counts."""
+    from advisor.models.memory import HeldBytes
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    (Path("m") / "model.safetensors").unlink()
+    resident = sum(t.numel() * 2 for n, t in build_tiny("qwen3_moe").state_dict().items() if ".experts." not in n)
+    for args, most in (((), resident // 2), (("--budget", "80KiB"), resident * 2 // 3)):
+        with HeldBytes() as held:
+            output = _inspect(*args)
+        assert held.peak < most, (args, held.peak, resident)
+    assert "counted as offloaded" in " ".join(output.split()) and "activation allowance 13.57 KiB" in output

@@ -58,7 +58,9 @@ def register(app: typer.Typer) -> None:
         # named as typed and as its bytes, as `tune` names it: "--budget 8GB = 7.45 GiB" (8GB is SI, 8e9 bytes)
         of_budget = None if budget_bytes is None else (
             lambda counted, fp16: (budget_bytes, f"--budget {budget.strip()} = {format_bytes(budget_bytes, 2)}"))
-        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=of_budget, weightless=True)
+        # config.json alone: weights meta (sizes only); zeros where --budget's fit table may probe activations
+        loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=of_budget, weightless=True,
+                            zeros=budget_bytes is not None)
         source = f"counted {WEIGHTLESS_NOTE}" if loaded.weightless else "counted"
         console = Console()
         table = Table(

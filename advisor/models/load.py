@@ -81,7 +81,8 @@ class LoadedModel:
     """A local directory's absolute path (empty for hub ids, `bundled` and tiny models): what exports point
     runtimes at, wherever they run (`name` keeps the spec as given, e.g. a relative path)."""
     weightless: bool = False
-    """Built from a config.json alone (`_load_weightless`): sizes to count, no weights to run or fingerprint."""
+    """Built from a config.json alone (`_load_weightless`): sizes to count, no weights to fingerprint; every weight
+    meta (no `device` to ask) unless loaded with `zeros` (then all but the routed experts' are zeros, to probe)."""
     quant_method: str | None = None
     """A pre-quantized checkpoint's own quantization method (`advisor.models.quant_method` of its config.json:
     "fp8", "gptq", ...; None otherwise), whatever transformers loaded it as (on a CPU host it dequantizes FP8 to
@@ -149,7 +150,7 @@ def decoder_layers(model: nn.Module) -> int | None:
 
 def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dtype: Any = None,
                offload: bool | None = None, budget: int | BudgetOf | None = None,
-               quantization_config: Any = None, weightless: bool = False) -> LoadedModel:
+               quantization_config: Any = None, weightless: bool = False, zeros: bool = False) -> LoadedModel:
     """Load `spec` (HF id, local directory, ``tiny:<family>``, or ``bundled``) onto `device`.
 
     `offload`: True keeps the routed experts in the checkpoint (offloaded loading), False loads everything;
@@ -158,7 +159,8 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     `quantization_config` (e.g. a transformers `BitsAndBytesConfig`) is handed to `from_pretrained`, which
     quantizes on load onto `device` (resident); tiny models are built in code and cannot take one.
     `weightless` (`advisor inspect`): a local directory with a config.json and no weights is built from its config
-    (`_load_weightless`: sizes only, nothing to run) instead of refused."""
+    (`_load_weightless`: sizes only, every weight meta; with `zeros`, the weights but the routed experts zeros on
+    `device`, for an activation probe) instead of refused."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
@@ -195,7 +197,7 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     path = spec_path(spec)
     if path.is_dir():
         if weightless and has_no_weights(path):
-            loaded = _load_weightless(path, model_name(spec), device, torch_dtype, offload, budget)
+            loaded = _load_weightless(path, model_name(spec), device, torch_dtype, offload, budget, zeros)
         else:
             loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
@@ -410,13 +412,13 @@ WEIGHTLESS_NOTE = "from config.json; no weights read"
 
 
 def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
-                     offload: bool | None, budget: int | BudgetOf | None) -> LoadedModel:
+                     offload: bool | None, budget: int | BudgetOf | None, zeros: bool = False) -> LoadedModel:
     """A directory's model built from its config.json alone (no weight files: `has_no_weights`), as an offloaded
-    load builds it (`build_weightless`: routed experts meta, other weights zeros of their shapes), so every size
-    is counted as the checkpoint's would be - in config.json's dtype - and an activation probe can run; the bytes
-    of the tensors a save would write stand for the checkpoint's in the offload decision. No fingerprint: no values
-    were read."""
-    from advisor.models.offloaded import build_weightless
+    load builds it (`build_weightless`: every weight meta), so every size is counted as the checkpoint's would be -
+    in config.json's dtype - with nothing allocated; with `zeros`, the weights but the routed experts are zeros on
+    `device` (`zero_weights`), for an activation probe. The bytes of the tensors a save would write stand for the
+    checkpoint's in the offload decision. No fingerprint: no values were read."""
+    from advisor.models.offloaded import build_weightless, zero_weights
 
     raw = read_config(path)
     if (method := quant_method(raw)) is not None:  # its tensors are not of the shapes and dtype the model builds
@@ -425,7 +427,7 @@ def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.d
                         f"{INDEX_NAME} and shards, or inspect the unquantized checkpoint's config.json")
     family = family_of(str(raw["model_type"]))
     try:
-        model = build_weightless(path, _model_class(family), device, dtype)
+        model = build_weightless(path, _model_class(family), dtype)
     except (ValueError, KeyError, OSError) as e:
         from advisor.models.remote_code import custom_code_refusal
 
@@ -450,6 +452,8 @@ def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.d
                   if raw.get("dtype") or raw.get("torch_dtype") else
                   "float32: config.json names no torch_dtype (the checkpoint's own dtype may differ)")
     loaded.offloaded = offload
+    if zeros:
+        zero_weights(model, device)
     loaded.load_note = (f"{WEIGHTLESS_NOTE} ({path} holds no weight files): every size is counted from the model "
                         f"config.json builds, in {dtype_said}; counted as {'offloaded' if offload else 'resident'} "
                         f"({why})")

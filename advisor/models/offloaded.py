@@ -243,21 +243,33 @@ def build_offloaded(path: Path, cls: Any, device: torch.device, dtype: torch.dty
     return model, sample
 
 
-def build_weightless(path: Path, cls: Any, device: torch.device, dtype: torch.dtype | None) -> nn.Module:
-    """The model `path`'s config.json describes, as `build_offloaded` builds it - routed experts meta, at the
-    dtype it would load in (config.json's) - for a directory with no weights: its other weights are zeros on
-    `device`, of the shapes the checkpoint's would have (what an activation probe needs, not their values)."""
+def build_weightless(path: Path, cls: Any, dtype: torch.dtype | None) -> nn.Module:
+    """The model `path`'s config.json describes, as `build_offloaded` builds it (`meta_model`, at the dtype it
+    would load in: config.json's), for a directory with no weights: every parameter meta, so its sizes are counted
+    from its shapes with nothing allocated (Qwen3-30B-A3B's 3 GB of attention and embeddings included);
+    `zero_weights` gives it weights an activation probe can run on."""
     raw = json.loads((path / "config.json").read_text())
-    dtype = dtype or _config_dtype(raw, None)
-    model = meta_model(path, cls, dtype)
+    return meta_model(path, cls, dtype or _config_dtype(raw, None))
+
+
+def zero_weights(model: nn.Module, device: torch.device) -> None:
+    """Give a `build_weightless` model's weights but its routed experts (meta, as an offloaded model's) zero values
+    on `device`, so an activation probe can run: one zero tensor per shape and dtype, every weight of that shape a
+    parameter of its own on its storage - each still counted as itself, a forward computing what it computes on
+    zeros of their own, and 48 decoder layers' weights taking one layer's memory (Qwen3-30B-A3B: 0.7 GB, not 3.1)."""
     prefixes = tuple(f"{n}." for n, _ in _experts_modules(model))
-    state = {name: torch.zeros(t.shape, dtype=t.dtype, device=device)
-             for name, t in model.state_dict(keep_vars=True).items() if not name.startswith(prefixes) and t.is_meta}
+    zeros: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if t.is_meta and not name.startswith(prefixes):
+            key = (tuple(t.shape), t.dtype)
+            if key not in zeros:
+                zeros[key] = torch.zeros(t.shape, dtype=t.dtype, device=device)
+            state[name] = zeros[key]
     model.load_state_dict(state, strict=False, assign=True)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     _buffers_to(model, device)
-    return model
 
 
 def _buffers_to(model: nn.Module, device: torch.device) -> None:
