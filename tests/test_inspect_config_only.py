@@ -83,3 +83,23 @@ def test_inspect_of_a_config_only_directory_holds_no_weights_but_what_its_probe_
             output = _inspect(*args)
         assert held.peak < most, (args, held.peak, resident)
     assert "counted as offloaded" in " ".join(output.split()) and "activation allowance 13.57 KiB" in output
+
+
+def test_inspect_counts_a_hub_id_whose_cached_snapshot_holds_only_config_json(tmp_path, monkeypatch):
+    """Offline, a hub id whose snapshot in the local hub cache is config.json alone (`hf download ID config.json`)
+    went the weights' path and was refused ('cannot load model type ... no file named model.safetensors'), where
+    the same config.json in a directory is counted. It is counted now, as that directory is: the same table."""
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    snapshot = tmp_path / "hub" / "models--acme--moe" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "hub" / "models--acme--moe" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--moe" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = CliRunner().invoke(app, ["inspect", "acme/moe", "--wide"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "(acme/moe's snapshot in the local hub cache holds no weight files)" in text, text
+    assert _counted(res.output) == _counted(_inspect())

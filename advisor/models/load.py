@@ -158,9 +158,9 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
     checkpoint; default: the device's free memory - the GPU's, or the host's available RAM for ``cpu``).
     `quantization_config` (e.g. a transformers `BitsAndBytesConfig`) is handed to `from_pretrained`, which
     quantizes on load onto `device` (resident); tiny models are built in code and cannot take one.
-    `weightless` (`advisor inspect`): a local directory with a config.json and no weights is built from its config
-    (`_load_weightless`: sizes only, every weight meta; with `zeros`, the weights but the routed experts zeros on
-    `device`, for an activation probe) instead of refused."""
+    `weightless` (`advisor inspect`): a local directory, or a hub id's snapshot in the local hub cache, with a
+    config.json and no weights is built from its config (`_load_weightless`: sizes only, every weight meta; with
+    `zeros`, the weights but the routed experts zeros on `device`, for an activation probe) instead of refused."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the CLI prints its own progress; errors must stay one line
@@ -202,7 +202,11 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
             loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
         return loaded
-    return _load_dir(_resolve_hub(spec), spec, device, torch_dtype, offload, budget, quantization_config)
+    local = _resolve_hub(spec)
+    if weightless and has_no_weights(local):  # offline, a snapshot of config.json alone (hf download ID config.json)
+        return _load_weightless(local, spec, device, torch_dtype, offload, budget, zeros,
+                                f"{spec}'s snapshot in the local hub cache")
+    return _load_dir(local, spec, device, torch_dtype, offload, budget, quantization_config)
 
 
 def _parse_dtype(dtype: Any) -> torch.dtype | None:
@@ -412,17 +416,20 @@ WEIGHTLESS_NOTE = "from config.json; no weights read"
 
 
 def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
-                     offload: bool | None, budget: int | BudgetOf | None, zeros: bool = False) -> LoadedModel:
-    """A directory's model built from its config.json alone (no weight files: `has_no_weights`), as an offloaded
-    load builds it (`build_weightless`: every weight meta), so every size is counted as the checkpoint's would be -
-    in config.json's dtype - with nothing allocated; with `zeros`, the weights but the routed experts are zeros on
-    `device` (`zero_weights`), for an activation probe. The bytes of the tensors a save would write stand for the
-    checkpoint's in the offload decision. No fingerprint: no values were read."""
+                     offload: bool | None, budget: int | BudgetOf | None, zeros: bool = False,
+                     where: str | None = None) -> LoadedModel:
+    """A directory's model built from its config.json alone (no weight files: `has_no_weights`; `where` names the
+    directory, default its path), as an offloaded load builds it (`build_weightless`: every weight meta), so every
+    size is counted as the checkpoint's would be - in config.json's dtype - with nothing allocated; with `zeros`,
+    the weights but the routed experts are zeros on `device` (`zero_weights`), for an activation probe. The bytes
+    of the tensors a save would write stand for the checkpoint's in the offload decision. No fingerprint: no values
+    were read."""
     from advisor.models.offloaded import build_weightless, zero_weights
 
+    where = where or str(path)
     raw = read_config(path)
     if (method := quant_method(raw)) is not None:  # its tensors are not of the shapes and dtype the model builds
-        raise UserError(f"{path} is a pre-quantized checkpoint (quantization_config: {method}) with no weight "
+        raise UserError(f"{where} is a pre-quantized checkpoint (quantization_config: {method}) with no weight "
                         "files: its stored bytes cannot be counted from config.json alone; download its "
                         f"{INDEX_NAME} and shards, or inspect the unquantized checkpoint's config.json")
     family = family_of(str(raw["model_type"]))
@@ -454,7 +461,7 @@ def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.d
     loaded.offloaded = offload
     if zeros:
         zero_weights(model, device)
-    loaded.load_note = (f"{WEIGHTLESS_NOTE} ({path} holds no weight files): every size is counted from the model "
+    loaded.load_note = (f"{WEIGHTLESS_NOTE} ({where} holds no weight files): every size is counted from the model "
                         f"config.json builds, in {dtype_said}; counted as {'offloaded' if offload else 'resident'} "
                         f"({why})")
     return loaded
