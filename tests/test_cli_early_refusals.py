@@ -56,12 +56,18 @@ def test_quant_report_refuses_layers_the_model_lacks_before_torch(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _hub_cache(tmp_path, monkeypatch, repo_id: str, config: dict) -> None:
-    """A local hub cache (HF_HUB_CACHE, offline) holding only `config` as `repo_id`'s config.json at its main
-    revision, as `hf download` leaves it."""
+def _hub_cache(tmp_path, monkeypatch, repo_id: str, config: dict, weights: bool = True) -> None:
+    """A local hub cache (HF_HUB_CACHE, offline) holding `config` as `repo_id`'s config.json at its main
+    revision, as `hf download` leaves it, and (`weights`) a weights file of one tensor: the refusals checked here
+    come before any weight is read, but a snapshot of config.json alone is refused as such first."""
+    import torch
+    from safetensors.torch import save_file
+
     repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
     (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
     (repo / "snapshots" / ("0" * 40) / "config.json").write_text(json.dumps(config))
+    if weights:
+        save_file({"x": torch.zeros(1)}, str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -660,3 +666,22 @@ def test_a_hub_fetch_that_fails_for_an_id_under_a_local_directory_says_the_local
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p.stderr
     assert p.stderr.startswith("error: no directory 'models/x': 'models' exists here, but holds no 'x'; read as a "
                                "Hugging Face model id, model models/x could not be fetched from the hub ("), p.stderr
+
+
+def test_a_cached_hub_id_of_config_json_alone_is_refused_offline_before_torch_with_the_inspect_hint(tmp_path,
+                                                                                                   monkeypatch):
+    """Offline, a hub id whose snapshot in the local hub cache holds config.json alone (`hf download ID
+    config.json`, to learn whether it fits) was refused by trace/eval/tune only after torch imported, as 'cannot
+    load model type ... no file named model.safetensors ... in directory <the snapshot's hash path>', where the
+    same config.json in a directory is refused before torch with the hint that `inspect` counts it. Now alike."""
+    _hub_cache(tmp_path, monkeypatch, "acme/moe", {"model_type": "qwen3_moe", "num_hidden_layers": 2,
+                                                    "num_experts": 8}, weights=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    said = ("error: acme/moe's snapshot in the local hub cache holds no weights (config.json alone), and they cannot "
+            "be fetched (offline mode is set (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)); download them on a connected "
+            "machine (hf download acme/moe), or count its sizes, and what fits, from config.json alone: `advisor "
+            "inspect acme/moe --budget SIZE`")
+    assert _refused_light(work, "trace", "acme/moe", "--prompt", "hi", "-o", "t.npz") == said
+    assert _refused_light(work, "tune", "acme/moe", "--trials", "1") == said
+    assert list(work.iterdir()) == []

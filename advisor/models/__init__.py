@@ -321,11 +321,19 @@ def check_model_spec(spec: str, *, weightless: bool = False) -> str:
     if "/" not in spec and difflib.get_close_matches(spec.lower(), ["bundled"], cutoff=0.75):
         raise UserError(f"'{spec}' is no model directory here, and a hub id is owner/name: did you mean 'bundled' "
                         "(the bundled model)?")
-    if cached_hub_snapshot(spec) is None:
-        from advisor.hub import hub_reachable
+    snapshot = cached_hub_snapshot(spec)
+    if snapshot is None or (not weightless and has_no_weights(snapshot)):
+        from advisor.hub import hub_reachable, unreachable_note
 
         if not hub_reachable():
-            raise unavailable_offline(spec)
+            if snapshot is None:
+                raise unavailable_offline(spec)
+            # `hf download ID config.json` alone, offline: the load found no weights after the imports and said so
+            # with the snapshot's hash path, where a directory of config.json alone is refused here with the hint
+            raise UserError(f"{spec}'s snapshot in the local hub cache holds no weights (config.json alone), and "
+                            f"they cannot be fetched ({unreachable_note()}); download them on a connected machine "
+                            f"(hf download {spec}), or count its sizes, and what fits, from config.json alone: "
+                            f"`advisor inspect {spec} --budget SIZE`")
     return spec
 
 
