@@ -1916,6 +1916,18 @@ def test_an_accuracy_typed_as_a_percentage_is_told_its_fraction(tmp_path, comman
         assert as_percent.returncode == 0 and as_percent.stdout == as_fraction.stdout, as_percent.stderr
     assert list(tmp_path.iterdir()) == []
 
+
+@pytest.mark.parametrize("typed", ["150%", "-2%", "nan%"])
+def test_a_percentage_outside_0_to_100_is_named_as_typed(tmp_path, typed):
+    """`--min-accuracy 150%` was read as 1.5 and refused as "--min-accuracy 1.5 must be between 0 and 1 ...; for
+    1.5 % give --min-accuracy 0.015 (or 1.5%)" - neither the value typed nor the one meant; '-2%' read "-0.02"."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    r = advisor_entry("recommend", "--study", "bundled-example", "--min-accuracy", typed, "--storage", db,
+                      cwd=tmp_path)
+    line = one_error_line(r, f"Invalid value for '--min-accuracy': '{typed}' is not an accuracy: give a "
+                             "percentage from 0% to 100%, or a fraction (0.95)")
+    assert "1.5 %" not in line and list(tmp_path.iterdir()) == []
+
 def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_command(tmp_path):
     """A path with a name over 255 bytes (`-o "$MODEL-$PLAN.json"` with a long plan) ended in an OSError
     traceback (File name too long) in every command that looked at it, input or output, even for

@@ -80,17 +80,23 @@ def accuracy_option() -> dict[str, Any]:
     """The keyword arguments of an accuracy option (--min-accuracy, --max-accuracy-drop): a fraction (0.95, 0.02)
     or a percentage (95%, 2%). typer's float type refused "95%" as "Input should be a valid number, unable to parse
     string as a number", naming neither the value nor the forms it takes; the range (0..1) is checked where the
-    option is used (`advisor.recommend.check_accuracy_fraction`)."""
+    option is used (`advisor.recommend.check_accuracy_fraction`), a percentage's (0..100%) here, naming it as typed
+    ('150%' read as 1.5 was told to give 0.015 or 1.5%)."""
 
     def parse(value: Any) -> Any:
         if not isinstance(value, str):
             return value
         text = value.strip()
         try:
-            return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+            percent = float(text[:-1]) if text.endswith("%") else None
+            fraction = float(text) if percent is None else percent / 100
         except ValueError:
             raise typer.BadParameter(f"'{value}' is not an accuracy: give a fraction (0.95) or a percentage "
                                      "(95%)") from None
+        if percent is not None and not 0 <= percent <= 100:  # as a fraction, '150%' was told to give '1.5%'
+            raise typer.BadParameter(f"'{value}' is not an accuracy: give a percentage from 0% to 100%, or a "
+                                     "fraction (0.95)")
+        return fraction
 
     return {"parser": parse, "metavar": "FRACTION"}
 
