@@ -1928,6 +1928,16 @@ def test_a_percentage_outside_0_to_100_is_named_as_typed(tmp_path, typed):
                              "percentage from 0% to 100%, or a fraction (0.95)")
     assert "1.5 %" not in line and list(tmp_path.iterdir()) == []
 
+
+def test_a_percentage_reads_as_the_fraction_written_in_decimal(tmp_path):
+    """`--max-accuracy-drop 0.7%` was 0.7 / 100 in floats, 0.006999999999999999, which recommend printed ("floor
+    0.943 (= 0.950 of trial #0, measured, minus 0.006999999999999999; ..."); it reads as 0.007 does."""
+    db = str(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db")
+    runs = [advisor_entry("recommend", "--study", "bundled-example", "--max-accuracy-drop", typed, "--storage", db,
+                          cwd=tmp_path) for typed in ("0.7%", "0.007")]
+    assert runs[0].returncode == 0 and runs[0].stdout == runs[1].stdout, runs[0].stdout
+    assert "minus 0.007;" in flat(runs[0].stdout), runs[0].stdout
+
 def test_a_file_name_longer_than_the_file_system_takes_is_one_line_in_every_command(tmp_path):
     """A path with a name over 255 bytes (`-o "$MODEL-$PLAN.json"` with a long plan) ended in an OSError
     traceback (File name too long) in every command that looked at it, input or output, even for

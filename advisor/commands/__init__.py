@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,13 +88,14 @@ def accuracy_option() -> dict[str, Any]:
         if not isinstance(value, str):
             return value
         text = value.strip()
-        try:
-            percent = float(text[:-1]) if text.endswith("%") else None
-            fraction = float(text) if percent is None else percent / 100
-        except ValueError:
+        try:  # a percentage in decimal: 0.7% is 0.007, where float's 0.7 / 100 read 0.006999999999999999
+            percent = Decimal(text[:-1]) if text.endswith("%") else None
+            fraction = float(text) if percent is None else float(percent / 100)
+            in_range = percent is None or (percent.is_finite() and 0 <= percent <= 100)
+        except (ValueError, ArithmeticError):  # decimal's InvalidOperation: no number
             raise typer.BadParameter(f"'{value}' is not an accuracy: give a fraction (0.95) or a percentage "
                                      "(95%)") from None
-        if percent is not None and not 0 <= percent <= 100:  # as a fraction, '150%' was told to give '1.5%'
+        if not in_range:  # as a fraction, '150%' was told to give '1.5%'
             raise typer.BadParameter(f"'{value}' is not an accuracy: give a percentage from 0% to 100%, or a "
                                      "fraction (0.95)")
         return fraction
