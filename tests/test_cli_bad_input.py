@@ -373,7 +373,34 @@ def test_a_data_line_of_megabytes_is_refused_before_it_is_tokenized(tmp_path):
                                       + "\n")
     for task, name in (("gsm8k", "g.jsonl"), ("humaneval", "h.jsonl")):
         one_error_line(advisor_entry("eval", "--task", task, "--data", name, "--limit", "1", cwd=tmp_path),
-                       f"{name}:1: a line of 1.1 MiB", "check the file")
+                       f"{name}:1: a line longer than 1.0 MiB", "check the file")
+
+
+def test_a_data_file_without_line_breaks_is_refused_having_read_one_record(tmp_path):
+    """The 1 MiB limit was checked on a line read whole: a file of GBs without a newline took twice its size in
+    RAM before it was refused (1 GiB: 2.1 GB peak, 16 s). At most a record and its line end are read now. A record
+    of 1 MiB is counted without its line end, CRLF included (it was refused as 'a line of 1.0 MiB ... at most 1.0 MiB
+    is read')."""
+    import tracemalloc
+
+    from advisor.errors import UserError
+    from advisor.eval import gsm8k
+
+    big = tmp_path / "big.jsonl"
+    with big.open("wb") as fh:
+        fh.truncate(64 << 20)  # sparse: 64 MiB of zero bytes, no newline
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"big\.jsonl:1: a line "):
+            gsm8k.read_jsonl(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    record = json.dumps({"question": "", "answer": "#### 2"})
+    record = record.replace('""', json.dumps("x" * ((1 << 20) - len(record))))
+    (tmp_path / "crlf.jsonl").write_bytes(f"{record}\r\n".encode())
+    assert len(record) == 1 << 20 and len(gsm8k.read_jsonl(tmp_path / "crlf.jsonl")) == 1
 
 
 def test_a_study_name_that_is_not_utf8_is_not_blamed_on_the_database(tmp_path):

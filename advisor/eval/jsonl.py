@@ -28,12 +28,14 @@ def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
     opener = gzip.open if p.suffix == ".gz" else open
     try:
         with opener(p, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
+            # at most a record and its line end read at a time: iterating the file read a whole line first, so a
+            # file of GBs without a newline took GBs of RAM (twice its size) before its size was refused
+            for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_RECORD_BYTES + 2), b""), 1):
                 where = f"{p}:{lineno}"
-                if len(raw) > MAX_RECORD_BYTES:
-                    raise UserError(f"{where}: a line of {format_bytes(len(raw))}, where a {what} record is a few KiB "
-                                    f"(at most {format_bytes(MAX_RECORD_BYTES)} is read); check the file - one that "
-                                    "lost its line breaks holds every record on one line")
+                if len(raw.removesuffix(b"\n").removesuffix(b"\r")) > MAX_RECORD_BYTES:
+                    raise UserError(f"{where}: a line longer than {format_bytes(MAX_RECORD_BYTES)}, where a {what} "
+                                    "record is a few KiB; check the file - one that lost its line breaks holds "
+                                    "every record on one line")
                 try:  # a BOM (a Windows editor's) before the first line is no error, as in a precision plan file
                     line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
                 except UnicodeDecodeError as e:
