@@ -52,7 +52,7 @@ def test_inspect_counts_a_config_only_directory_as_the_checkpoint_with_its_weigh
     assert "fingerprint=none (no weights)" in text and "48.00 KiB of routed expert weights (counted from " \
         "config.json; no weights read)" in text and "resident weights 45.38 KiB (counted from config.json; no " \
         "weights read;" in text, text
-    assert "in the checkpoint's dtype, config.json's torch_dtype bfloat16; counted as resident (counted 93.38 KiB " \
+    assert "in the checkpoint's dtype, config.json's dtype bfloat16; counted as resident (counted 93.38 KiB " \
         "of tensors to store" in text, text  # the checkpoint's counted bytes: 93.38 KiB with its weights
     assert "93.38 KiB of checkpoint tensors" in " ".join(weights.split())
     assert _refused_light(tmp_path, "trace", "m", "-o", "t.npz").endswith(

@@ -455,9 +455,10 @@ def _load_weightless(path: Path, name: str, device: torch.device, dtype: torch.d
     else:
         why = "--offload" if offload else "resident (asked)"
     named = str(loaded.dtype).removeprefix("torch.")
-    dtype_said = (f"--dtype {named}" if dtype else f"the checkpoint's dtype, config.json's torch_dtype {named}"
-                  if raw.get("dtype") or raw.get("torch_dtype") else
-                  "float32: config.json names no torch_dtype (the checkpoint's own dtype may differ)")
+    key = "dtype" if raw.get("dtype") else "torch_dtype"  # transformers 5 writes "dtype", older ones "torch_dtype"
+    dtype_said = (f"--dtype {named}" if dtype else f"the checkpoint's dtype, config.json's {key} {named}"
+                  if raw.get(key) else
+                  "float32: config.json names no dtype (the checkpoint's own dtype may differ)")
     loaded.offloaded = offload
     if zeros:
         zero_weights(model, device)
