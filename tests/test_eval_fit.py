@@ -332,3 +332,29 @@ def test_a_block_past_the_positions_is_named_where_no_new_tokens_fit(tmp_path, c
         workload_prompts(load_model(f"tiny:{family}"), None, 1, max_new_tokens=8, decoding={"block_length": 500})
         err = " ".join(capsys.readouterr().err.split())
         assert "on its own" not in err and "a single canvas of 500 beside the longest (" in err, err
+
+
+@pytest.mark.parametrize("command", ["eval", "trace", "tune"])
+def test_a_data_record_far_past_the_positions_is_refused_naming_its_line(toy_dir, tmp_path, command):
+    """A --data record under the 1 MiB line limit but far past the model's positions (a 200 KB question on the
+    bundled model's 256) got a note that it runs past them, then decoded for many minutes: a prompt that with its
+    new tokens takes more than `FAR_PAST_POSITIONS` times the positions is refused before any decoding, naming its
+    file:line and what fits, and nothing is written (tune: before its study)."""
+    from cli_helpers import advisor_entry
+
+    from advisor.eval.run import FAR_PAST_POSITIONS
+
+    rows = [{"question": "What is 2 + 2?", "answer": "#### 4"},
+            {"question": "Add " + "one and " * (FAR_PAST_POSITIONS * 256 // 8) + "one.", "answer": "#### 9"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "s.toml").write_text('name = "s"\n[objectives]\naccuracy = "maximize"\npeak_gpu_bytes = "minimize"\n'
+                                     '[precision]\nformats = ["int8"]\n[evaluation]\ntrace_prompts = 2\n'
+                                     "fidelity_prompts = 1\nlimit = 2\nmax_new_tokens = 8\n")
+    args = {"eval": ["--max-new-tokens", "8", "--json", "e.json"], "trace": ["--max-new-tokens", "8", "-o", "t.npz"],
+            "tune": ["--space", "s.toml", "--trials", "1", "--storage", "sqlite:///s.db"]}[command]
+    proc = advisor_entry(command, str(toy_dir), "--task", "gsm8k", "--data", "d.jsonl", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()  # the only line
+    assert line.startswith("error: ") and "d.jsonl:2: its prompt is " in line and "'s 256 (" in line, line
+    assert "; shorten the record or drop it (at most 248 prompt tokens fit beside the new tokens)" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "s.toml"]

@@ -213,10 +213,17 @@ def refuse_past_positions(loaded, task: Task | None, n: int, seed: int, max_new_
                           decoding: dict[str, Any]) -> None:
     """`UserError` where `max_new_tokens`, as `decoding` decodes them, alone exceed the model's positions
     (`workload_prompts`' `refuse_past`, naming the most that fit its `n` prompts): eval says it before its notes,
-    tune before its study is created. Nothing is encoded where they fit."""
+    tune before its study is created. Where they fit, a task's `n` prompts are encoded (none are for a model
+    without a tokenizer or task) and one far past the positions is refused (`_refuse_far_past`)."""
     positions = model_positions(loaded)
     if positions is not None and positions_taken(loaded, 0, max_new_tokens, decoding) > positions:
         workload_prompts(loaded, task, n, seed, max_new_tokens, refuse_past=True, decoding=decoding)
+    elif positions is not None and loaded.tokenizer is not None and task is not None and task.examples:
+        chosen = replace(task, examples=select(task.examples, n, seed))
+        total, length = _measures(chosen, loaded, max_new_tokens, decoding)
+        examples, sizes = _fitted(chosen, positions, total, length)
+        _refuse_far_past(chosen, loaded, examples, sizes, positions, total,
+                         _new_tokens(loaded, max_new_tokens, positions, decoding, set(sizes)))
 
 
 RANDOM_PROMPT_TOKENS = (8, 16)
@@ -277,30 +284,19 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
     positions = model_positions(loaded)
     if positions is None or loaded.tokenizer is None:
         return task
-    def total(size: int) -> int:
-        return positions_taken(loaded, size, max_new_tokens, decoding)
-
-    def length(ex: dict) -> int:
-        return len(encode_prompt(loaded.tokenizer, task.prompt(ex)))
-
-    examples, sizes, shortened, fewest, over = [], [], 0, task.max_shots, 0
-    for ex in task.examples:
-        size = length(ex)  # each prompt variant is tokenized once
-        if task.max_shots and total(size) > positions and size > positions // 2:  # (a prompt keeps half)
-            shots = ex.get("shots", task.max_shots)
-            while shots > 0 and total(size) > positions and size > positions // 2:
-                shots -= 1
-                size = length({**ex, "shots": shots})
-            ex = {**ex, "shots": shots}
-            shortened, fewest = shortened + 1, min(fewest, shots)
-        over += total(size) > positions  # the prompt's half cannot make room for more new tokens
-        examples.append(ex)
-        sizes.append(size)
+    total, length = _measures(task, loaded, max_new_tokens, decoding)
+    examples, sizes = _fitted(task, positions, total, length)
+    shortened = sum(ex is not orig for ex, orig in zip(examples, task.examples, strict=True))
+    fewest = min([task.max_shots, *(ex["shots"] for ex, orig in zip(examples, task.examples, strict=True)
+                                    if ex is not orig)])
+    over = sum(total(size) > positions for size in sizes)  # the prompt's half cannot make room for more new tokens
     new = _new_tokens(loaded, max_new_tokens, positions, decoding, set(sizes))
     n, room = len(examples), f"{loaded.name}'s {positions} positions ({new})"
     if refuse_past and setting is not None and total(0) > positions:  # trace --max-new-tokens 99999: minutes past them
         raise past_positions(task.name, max_new_tokens, positions, _room_hint(task, examples, sizes, positions, length,
                                                                               setting, loaded, decoding), loaded.name, loaded, decoding)
+    if refuse_past and setting is not None:
+        _refuse_far_past(task, loaded, examples, sizes, positions, total, new)
     dropped = f"dropped few-shot exemplars from {shortened} of {n} prompts"
     if over:  # one note where exemplars were dropped and prompts still run past: the room is said once
         note_once(f"note: {task.name}: " + (f"{dropped} (fewest kept {fewest} of {task.max_shots}), yet " if shortened
@@ -310,6 +306,72 @@ def fit_to_positions(task: Task, loaded, max_new_tokens: int, setting: str | Non
     elif shortened:
         note_once(f"note: {task.name}: {dropped} to fit {room}; fewest kept {fewest} of {task.max_shots}")
     return replace(task, examples=examples) if shortened else task
+
+
+def _measures(task: Task, loaded, max_new_tokens: int,
+              decoding: dict[str, Any] | None) -> tuple[Callable[[int], int], Callable[[dict], int]]:
+    """The positions a prompt of N tokens takes with the new tokens (`positions_taken`) and an example's prompt
+    tokens (`encode_prompt`), as `fit_to_positions` counts them."""
+    return (lambda size: positions_taken(loaded, size, max_new_tokens, decoding),
+            lambda ex: len(encode_prompt(loaded.tokenizer, task.prompt(ex))))
+
+
+def _fitted(task: Task, positions: int, total: Callable[[int], int],
+            length: Callable[[dict], int]) -> tuple[list[dict], list[int]]:
+    """`fit_to_positions`' examples and their prompts' token counts, few-shot exemplars dropped from a prompt that
+    with its new tokens (`total`) exceeds the `positions` until it fits or keeps half (a shortened example is a new
+    dict with its "shots"); `length` tokenizes a prompt variant, each once. Says nothing."""
+    examples, sizes = [], []
+    for ex in task.examples:
+        size = length(ex)
+        if task.max_shots and total(size) > positions and size > positions // 2:  # (a prompt keeps half)
+            shots = ex.get("shots", task.max_shots)
+            while shots > 0 and total(size) > positions and size > positions // 2:
+                shots -= 1
+                size = length({**ex, "shots": shots})
+            ex = {**ex, "shots": shots}
+        examples.append(ex)
+        sizes.append(size)
+    return examples, sizes
+
+
+FAR_PAST_POSITIONS = 8
+"""How many times the model's positions one prompt with its new tokens may take: past the positions a model runs
+on, noted by `fit_to_positions` (HumanEval's longest prompt takes 5.3 times the bundled model's 256, seconds to
+decode), but a 200 KB --data question - 800 times them - decoded for many minutes; `_refuse_far_past` refuses it."""
+
+
+def _refuse_far_past(task: Task, loaded, examples: list[dict], sizes: list[int], positions: int,
+                     total: Callable[[int], int], new: str) -> None:
+    """`UserError` naming the first prompt (its --data file's line; `record_where`) that at its fewest exemplars
+    with its `new` tokens takes more than `FAR_PAST_POSITIONS` times the model's `positions` (`total`), and how
+    many prompt tokens fit beside them: said before any decoding, where it ran for minutes."""
+    far = next((i for i, size in enumerate(sizes) if total(size) > FAR_PAST_POSITIONS * positions), None)
+    if far is None:
+        return
+    low, high = 0, positions  # the most prompt tokens beside the new tokens within the positions
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if total(mid) <= positions else (low, mid - 1)
+    size = sizes[far]
+    raise UserError(f"{record_where(task, examples[far])}: its prompt is {size} tokens"
+                    f"{' without few-shot exemplars' if task.max_shots else ''}; with {new} it takes "
+                    f"{total(size)} positions, more than {FAR_PAST_POSITIONS} times {loaded.name}'s {positions} "
+                    f"(it would decode for minutes far past the length the model was trained for); shorten the record or "
+                    "drop it (" + (f"at most {low} prompt tokens fit beside the new tokens)" if low else
+                                   "the new tokens fill the positions on their own)"))
+
+
+def record_where(task: Task, example: dict) -> str:
+    """Where `example` of `task` was read: its --data file's "file:line" (the first record holding its fields),
+    else its task_id or the task's name."""
+    if task.data is not None:
+        from advisor.eval import jsonl
+
+        for where, record in jsonl.records(task.data, task.name):
+            if all(record.get(k) == v for k, v in example.items() if k in record):
+                return where
+    return f"{task.name} {example['task_id']}" if "task_id" in example else f"a {task.name} prompt"
 
 
 def _room_hint(task: Task, examples: list[dict], sizes: list[int], positions: int, length: Callable,
