@@ -142,6 +142,9 @@ def test_a_model_generates_and_is_scored_end_to_end(tmp_path, monkeypatch):
             and "s/example [measured:wall-clock(" in text and f"(cpu)]; scoring (sandboxed unit tests) "
             f"{payload['scoring_seconds']:.1f} s on this host's CPU [measured:wall-clock(this host's CPU)]" in text), text
     assert all(isinstance(r["completion"], str) for r in payload["per_example"])
+    # why each failed, as --completions records it (generated ones recorded only `correct`)
+    assert all(r["status"] in ("failed", "timeout", "error") and isinstance(r["detail"], str)
+               for r in payload["per_example"]), payload["per_example"]
 
 
 def test_a_bad_problems_file_names_its_line(tmp_path):

@@ -211,6 +211,13 @@ def _said(result: ExecResult) -> ExecResult:
     return result
 
 
+def outcome(result: ExecResult) -> dict[str, str]:
+    """What a scored completion's record (`eval --json`, generated or --completions) says of its run: the
+    sandbox's status (passed, failed: an assertion or another exception, timeout, error) and the last 300
+    characters of its detail (the error's last lines)."""
+    return {"status": result.status, "detail": result.detail[-300:]}
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem from n samples with c correct (Chen et al., 2021): 1 - C(n-c,k)/C(n,k)."""
     if n - c < k:
@@ -257,9 +264,6 @@ def score_completions(problems: list[dict], samples: list[dict], limits: Limits 
     smallest = min(n for n, _ in per_task.values())
     ks = [k for k in (1, 10, 100) if k <= smallest]
     pass_at = {k: sum(pass_at_k(n, c, k) for n, c in per_task.values()) / len(per_task) for k in ks}
-    records = [
-        {"task_id": s["task_id"], "passed": r.passed, "status": r.status, "detail": r.detail[-300:]}
-        for s, r in zip(samples, results, strict=True)
-    ]
+    records = [{"task_id": s["task_id"], "passed": r.passed, **outcome(r)} for s, r in zip(samples, results, strict=True)]
     isolation = next((r.isolation for r in results if r.isolation), "")
     return SampleScores(len(per_task), len(samples), per_task, pass_at, isolation, records)

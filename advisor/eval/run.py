@@ -112,13 +112,14 @@ def evaluate(
     order = sorted(texts)
     examples = [task.examples[i] for i in order]
     completions = [texts[i] for i in order]
-    verdicts = task.score_many(examples, completions)
+    scored = task.score_records(examples, completions)
     scoring = time.perf_counter() - start - seconds
+    verdicts = [bool(r["correct"]) for r in scored]
     correct = sum(verdicts)
     low, high = wilson_interval(correct, len(verdicts))
     per_example = [
-        {"index": i, "prompt": task.prompt(ex)[-200:], "completion": c, "correct": bool(v)}
-        for i, ex, c, v in zip(order, examples, completions, verdicts, strict=True)
+        {"index": i, "prompt": task.prompt(ex)[-200:], "completion": c, **r, "correct": v}
+        for i, ex, c, r, v in zip(order, examples, completions, scored, verdicts, strict=True)
     ]
     how = "sandboxed-unit-tests" if task.name == "humaneval" else "exact-match"
     on_cpu = loaded.device.type == "cpu"  # a CPU's time depends on how many threads computed it

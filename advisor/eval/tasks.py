@@ -32,6 +32,9 @@ class Task:
     """Whether prompts of different lengths may share a batch (left-padded with EOS, no attention mask):
     true only for the bundled model, which was trained that way; others decode equal-length prompts."""
     score_many_fn: Callable[[list[dict], list[str]], list[bool]] | None = None
+    score_records_fn: Callable[[list[dict], list[str]], list[dict]] | None = None
+    """Scores a batch with what the scoring says of each: {"correct": bool, ...} (HumanEval: the sandbox's
+    status and detail, `advisor.eval.humaneval.outcome`); where set, `score_many` reads it."""
     description: str = ""
     max_shots: int = 0
     """Few-shot exemplars in a prompt; `prompt_fn` uses ``ex["shots"]`` when set, so exemplars can be
@@ -67,10 +70,17 @@ class Task:
 
     def score_many(self, examples: list[dict], completions: list[str]) -> list[bool]:
         """Score a batch (HumanEval runs its programs concurrently)."""
+        return [r["correct"] for r in self.score_records(examples, completions)]
+
+    def score_records(self, examples: list[dict], completions: list[str]) -> list[dict]:
+        """Score a batch: {"correct": bool} per completion, with what the scoring says of it where it says more
+        (`score_records_fn`: HumanEval's sandbox status and detail, as `eval --completions` records them)."""
         cleaned = [self.clean(ex, c) for ex, c in zip(examples, completions, strict=True)]
+        if self.score_records_fn is not None:
+            return self.score_records_fn(examples, cleaned)
         if self.score_many_fn is not None:
-            return self.score_many_fn(examples, cleaned)
-        return [self.score_fn(ex, c) for ex, c in zip(examples, cleaned, strict=True)]
+            return [{"correct": v} for v in self.score_many_fn(examples, cleaned)]
+        return [{"correct": self.score_fn(ex, c)} for ex, c in zip(examples, cleaned, strict=True)]
 
     def subset(self, limit: int | None, seed: int = 0) -> Task:
         """The same task on a deterministic subset of `limit` examples."""
@@ -171,8 +181,8 @@ def _humaneval(path: str | None, style: str | None) -> Task:
     prompt_style("humaneval", style)
     problems = humaneval.load_problems(path)
 
-    def score_many(examples: list[dict], completions: list[str]) -> list[bool]:
-        return [r.passed for r in humaneval.check_many(examples, completions)]
+    def score_records(examples: list[dict], completions: list[str]) -> list[dict]:
+        return [{"correct": r.passed, **humaneval.outcome(r)} for r in humaneval.check_many(examples, completions)]
 
     return Task(
         name="humaneval",
@@ -181,7 +191,7 @@ def _humaneval(path: str | None, style: str | None) -> Task:
         prompt_fn=lambda ex: ex["prompt"],
         score_fn=lambda ex, text: humaneval.check_completion(ex, text).passed,
         clean_fn=lambda ex, text: humaneval.clean_completion(text, ex),
-        score_many_fn=score_many,
+        score_records_fn=score_records,
         description=f"HumanEval ({count(len(problems), 'problem')}), sandboxed pass@1",
     )
 
