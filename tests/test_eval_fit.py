@@ -358,3 +358,17 @@ def test_a_data_record_far_past_the_positions_is_refused_naming_its_line(toy_dir
     assert line.startswith("error: ") and "d.jsonl:2: its prompt is " in line and "'s 256 (" in line, line
     assert "; shorten the record or drop it (at most 248 prompt tokens fit beside the new tokens)" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "s.toml"]
+
+
+def test_eval_json_marks_a_prompt_kept_as_its_end(toy_dir, tmp_path):
+    """`eval --json` kept a prompt's last 200 characters as "prompt", which read as the whole prompt: one past them
+    is kept as its end led by "..." (as a HumanEval record's sandbox detail), a shorter one whole."""
+    rows = [{"question": "Add " + "one and " * 30 + "one.", "answer": "#### 31"},
+            {"question": "What is 2 + 2?", "answer": "#### 4"}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = advisor_in_process("eval", str(toy_dir), "--task", "gsm8k", "--data", "d.jsonl", "--style", "zero-shot",
+                              "--max-new-tokens", "2", "--no-progress", "--json", "r.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    long, short = [r["prompt"] for r in json.loads((tmp_path / "r.json").read_text())["per_example"]]
+    assert long.startswith("...and one ") and len(long) == 203 and long.endswith("one.\nAnswer:"), long
+    assert short == "Question: What is 2 + 2?\nAnswer:"

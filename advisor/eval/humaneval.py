@@ -214,8 +214,8 @@ def _said(result: ExecResult) -> ExecResult:
 def outcome(result: ExecResult) -> dict[str, str]:
     """What a scored completion's record (`eval --json`, generated or --completions) says of its run: the
     sandbox's status (passed, failed: an assertion or another exception, timeout, error) and the last 300
-    characters of its detail (the error's last lines)."""
-    return {"status": result.status, "detail": result.detail[-300:]}
+    characters of its detail (the error's last lines; `jsonl.tail`)."""
+    return {"status": result.status, "detail": jsonl.tail(result.detail, 300)}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -1,4 +1,4 @@
-"""Reading jsonl data files (plain or .gz) with errors that name the file and line."""
+"""Reading jsonl data files (plain or .gz) with errors that name the file and line; a record's excerpt (`tail`)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,9 @@ def records(path: str | os.PathLike, what: str) -> Iterator[tuple[str, dict]]:
                 yield where, obj
     except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
         raise UserError(f"cannot read {what} file {str(p)!r} ({e})") from None
+
+
+def tail(text: str, chars: int) -> str:
+    """`text`'s last `chars` characters, led by "..." where that cut it: what a per-example record of
+    `eval --json` keeps of a long prompt or sandbox detail, saying it is the end of one."""
+    return text if len(text) <= chars else "..." + text[-chars:]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.eval.jsonl import tail
 from advisor.eval.notes import note_once
 from advisor.eval.stats import wilson_interval
 from advisor.eval.tasks import Task, select
@@ -118,7 +119,7 @@ def evaluate(
     correct = sum(verdicts)
     low, high = wilson_interval(correct, len(verdicts))
     per_example = [
-        {"index": i, "prompt": task.prompt(ex)[-200:], "completion": c, **r, "correct": v}
+        {"index": i, "prompt": tail(task.prompt(ex), 200), "completion": c, **r, "correct": v}
         for i, ex, c, r, v in zip(order, examples, completions, scored, verdicts, strict=True)
     ]
     how = "sandboxed-unit-tests" if task.name == "humaneval" else "exact-match"
