@@ -30,6 +30,25 @@ def test_recommend_json_shows_tau_only_where_the_policy_has_one():
     assert {"lru", "flru", "tide"} <= seen, seen
 
 
+def test_export_json_shows_tau_only_where_the_policy_has_one(tmp_path):
+    """`export STUDY N --to json` kept `params.tau: 1` beside `tau: 0` in its config for an lru point, where
+    `recommend --json` drops it (the policy has no refresh interval): the json agrees with recommend; a tide point
+    keeps both, and they agree."""
+    from advisor.cli import app
+
+    for trial, policy in ((1, "lru"), (31, "tide")):
+        out = tmp_path / f"{trial}.json"
+        res = CliRunner().invoke(app, ["export", "bundled-example", str(trial), "--to", "json", "--storage",
+                                       str(EXAMPLE_DB), "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        cfg = json.loads(out.read_text())["config"]
+        assert cfg["policy"] == policy, cfg
+        if policy == "tide":
+            assert cfg["tau"] == cfg["params"]["tau"] == 2, cfg
+        else:
+            assert "tau" not in cfg and "tau" not in cfg["params"], cfg
+
+
 def test_an_unknown_task_in_a_space_file_gives_its_file_and_line(tmp_path):
     """A bad `evaluation.task` was refused as `unknown task 'bogus'; ...` without the file:line every other malformed
     space-file value gives; it gives them now, before a model loads or a database is made."""

@@ -21,7 +21,7 @@ from advisor.hardware.profiles import DEFAULT_PROFILE
 from advisor.models import DIFFUSION_FAMILIES
 from advisor.parsing import loads_json
 from advisor.quant.plan import EXPORT_SCHEMA, PrecisionPlan
-from advisor.results.config_view import ExportConfig, config_decoding_in_use, plan_of
+from advisor.results.config_view import ExportConfig, config_in_use, plan_of
 from advisor.results.front import FrontPoint, quality_metric
 
 SCHEMA = EXPORT_SCHEMA
@@ -55,7 +55,8 @@ def document(point: FrontPoint, cfg: ExportConfig) -> dict[str, Any]:
                   **({"hot": {str(k): v for k, v in hot_sets(cfg).items()}} if cfg.policy == "static_hot" else {})},
         "metrics": {k: {"value": v, "source": point.sources.get(k, "unknown")} for k, v in sorted(point.values.items())},
         "hardware": hardware(point),
-        "config": config_decoding_in_use(point.config),  # an autoregressive point: without denoising keys
+        # as `recommend --json` shows it: no tau beside a policy without one, no denoising keys for an AR point
+        "config": config_in_use(point.config),
         "notes": list(cfg.notes),
     }
 
