@@ -12,6 +12,7 @@ import pytest
 from cli_helpers import advisor_entry, advisor_in_process, flat, said_lines
 
 from advisor.baselines import BASELINES, NO_CACHE, Baseline, baseline_slots
+from advisor.results.config_view import config_in_use
 
 BUDGETS = ("30%", "60%")
 SPACE = """
@@ -336,13 +337,15 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
             assert dominates([front[n].values[m] for m in metrics], t.values, dirs)
         docs[t.number] = json.loads(r.stdout)
         assert docs[t.number]["source"]["trial"] == t.number
-        assert docs[t.number]["config"] == t.user_attrs["config"]
+        # the stored config as recommend shows it: an lru trial's tau (drawn, never used) dropped
+        assert docs[t.number]["config"] == config_in_use(t.user_attrs["config"])
     decoding = tide.user_attrs["config"]["decoding"]
     assert decoding == {"generate": {"max_new_tokens": 16, "seed": 0, "steps": 16, "block_length": 8},
                         "steps_per_block": 8, "block_length": 8, "steps_per_block_counts": "denoising steps"}
     assert docs[tide.number]["cache"]["tau"] == tide.user_attrs["config"]["tau"] > 0
     assert docs[tide.number]["cache"]["steps_per_block"] == 8
     assert "tau" not in docs[lru.number]["cache"] and "steps_per_block" not in docs[lru.number]["cache"]
+    assert "tau" not in docs[lru.number]["config"] and docs[tide.number]["config"]["tau"] > 0
     for t in (tide, lru):  # and read back so
         (tmp_path / f"{t.number}.json").write_text(json.dumps(docs[t.number]))
     assert load(tmp_path / f"{tide.number}.json").tau == tide.user_attrs["config"]["tau"]
