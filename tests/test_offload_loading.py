@@ -232,6 +232,30 @@ def test_tunes_kept_stores_are_budgeted_by_what_pinned_arenas_hold(dirs, monkeyp
                                                                                       (first, then))]
 
 
+def test_a_store_past_its_host_limit_names_the_remedy_of_where_the_limit_came_from(dirs):
+    """A tune study's host store past its limit was refused with "choose a smaller format (int4, int3) or free
+    memory" and "allowed (--host-memory)" whatever set the limit: with --host-memory, freeing memory does not help
+    (raising it does); without it, the limit is the RAM available when the run started, which it did not name."""
+    from advisor.eval.tasks import get_task
+    from advisor.models.load import load_model
+    from advisor.quant.plan import PrecisionPlan
+    from advisor.tune.model_backend import ModelBackend
+    from advisor.tune.space import parse_space
+
+    loaded, space = load_model(str(dirs["llada_moe"]), offload=False), parse_space(SPACE, "<t>")
+    given = ModelBackend(loaded, get_task("toy", limit=1), space.evaluation, host_memory=1024)
+    with pytest.raises(UserError) as e:
+        given.store_for(PrecisionPlan.uniform("int8"))
+    assert str(e.value).endswith("1.00 KiB is allowed (--host-memory); choose a smaller format (int4, int3) or "
+                                 "raise --host-memory"), e.value
+    measured = ModelBackend(loaded, get_task("toy", limit=1), space.evaluation)
+    measured.host_memory = 1024  # the RAM available at start, as a host short of memory measures it
+    with pytest.raises(UserError) as e:
+        measured.store_for(PrecisionPlan.uniform("int8"))
+    assert str(e.value).endswith("1.00 KiB is allowed (the RAM available when the run started); choose a smaller "
+                                 "format (int4, int3) or free memory"), e.value
+
+
 def test_repacking_a_second_plan_holds_no_full_precision_copy(tmp_path):
     """Peak RSS after re-packing = the first peak + the larger store, within one layer's checkpoint bytes."""
     script = r"""

@@ -167,18 +167,25 @@ class PackedExpert:
         return QuantizedExpert(*(QTensor(self.formats[p], self.shapes[p], parts[p]) for p in _PARTS))
 
 
+HOST_LIMIT_OPTION = "--host-memory"
+"""The option that sets a host store's limit (`advisor tune`), as `check_host_memory` names it."""
+
+
 def check_host_memory(need: int, what: str, host_limit: int | None = None,
-                      advice: Callable[[int], str] | None = None) -> None:
+                      advice: Callable[[int], str] | None = None, limit_source: str = HOST_LIMIT_OPTION) -> None:
     """`UserError` (before anything is read) if a host store of `need` bytes exceeds `host_limit` (default:
     the host's available RAM); `advice(limit)` says what to do (a caller that knows which formats fit names
-    them), asked only then."""
+    them), asked only then. `limit_source`: where `host_limit` came from, `HOST_LIMIT_OPTION` (then raising it
+    is the other remedy, not freeing memory) or how the RAM was measured."""
     from advisor.models.load import host_available_bytes
 
     limit = host_available_bytes() if host_limit is None else host_limit
     if need > limit:
-        todo = advice(limit) if advice else "choose a smaller format (int4, int3) or free memory"
+        given = host_limit is not None and limit_source == HOST_LIMIT_OPTION
+        todo = advice(limit) if advice else \
+            f"choose a smaller format (int4, int3) or {'raise ' + HOST_LIMIT_OPTION if given else 'free memory'}"
         raise UserError(f"the expert store for plan {what} needs {format_bytes(need, 2)} of host memory but "
-                        f"{format_bytes(limit, 2)} is {'available' if host_limit is None else 'allowed (--host-memory)'}"
+                        f"{format_bytes(limit, 2)} is {'available' if host_limit is None else f'allowed ({limit_source})'}"
                         f"; {todo}")
 
 
@@ -194,10 +201,12 @@ class ExpertStore:
 
     Experts are quantized and packed one at a time (for an offloaded model, read one at a time from the
     checkpoint), so building the store holds the store plus one expert. The counted size of the store is
-    checked against `host_limit` (default: the host's available RAM) before anything is read. When pinned
+    checked against `host_limit` (default: the host's available RAM; `host_limit_source`: where it came from, as
+    `check_host_memory` says it) before anything is read. When pinned
     memory cannot be allocated the store falls back to pageable memory and says so (`pin_note`)."""
 
-    def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False, host_limit: int | None = None):
+    def __init__(self, moe: Sequence[Any], plan: Any, *, pin: bool = False, host_limit: int | None = None,
+                 host_limit_source: str = HOST_LIMIT_OPTION):
         from advisor.quant.apply import iter_quantized
 
         self.plan = resolve_plan(plan)
@@ -206,7 +215,7 @@ class ExpertStore:
                 raise UserError(f"MoE layers must be numbered 0..n-1 in order; got index {layer.index} at {i}")
         sizes = packed_sizes(self.plan, [m.num_experts for m in moe], [m.hidden_size for m in moe],
                              [m.intermediate_size for m in moe])
-        check_host_memory(*store_need(sizes, self.plan.spec, pin=pin), host_limit)
+        check_host_memory(*store_need(sizes, self.plan.spec, pin=pin), host_limit, limit_source=host_limit_source)
         self.host_limit = host_limit  # (--host-memory: what an evaluation's dequantized copy may add is within it)
         self.pinned = bool(pin)
         self.pin_note = ""

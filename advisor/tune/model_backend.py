@@ -190,7 +190,7 @@ class ModelBackend:
         `ExpertStore.held_bytes`, and the new one as `advisor.offload.store.held_for` counts it)."""
         import gc
 
-        from advisor.offload.store import ExpertStore, held_for, packed_sizes
+        from advisor.offload.store import HOST_LIMIT_OPTION, ExpertStore, held_for, packed_sizes
 
         fp = plan.fingerprint
         if fp in self._stores:
@@ -205,7 +205,10 @@ class ModelBackend:
             dropped = True
         if dropped:  # what the dropped stores held goes before the new one is packed (nothing to free otherwise:
             gc.collect()  # a full collection took 0.2-0.3 s per new plan in a tune process, benchmarks/live_speed.py)
-        store = ExpertStore(self.loaded.moe, plan, pin=self.pin_stores, host_limit=self.host_memory)
+        # the limit is --host-memory's or the RAM available at start: refused, the store names which
+        given = self.host_memory_source == HOST_LIMIT_OPTION
+        store = ExpertStore(self.loaded.moe, plan, pin=self.pin_stores, host_limit=self.host_memory,
+                            host_limit_source=HOST_LIMIT_OPTION if given else "the RAM available when the run started")
         self._stores[fp] = store
         return store
 
