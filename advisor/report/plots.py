@@ -52,6 +52,12 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _bytes_word(unit: str) -> str:
+    """A binary unit as an axis label reads it before "per generated token": "bytes" for "B" ("H2D B per
+    generated token" read as a letter), KiB, MiB ... as they are."""
+    return "bytes" if unit == "B" else unit
+
+
 def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
     """H2D bytes (top row) and transfer time (bottom row) per generated token vs GPU expert slots (or cache bytes).
 
@@ -86,7 +92,7 @@ def transfer_vs_slots(sweep: Any, path: Path, *, x: str = "slots") -> Path:
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")  # where it covers the fewest points and lines
-    axes[0][0].set_ylabel(f"H2D {unit} per generated token (counted)")
+    axes[0][0].set_ylabel(f"H2D {_bytes_word(unit)} per generated token (counted)")
     axes[1][0].set_ylabel(f"transfer ms per generated token\n({sweep.time_source})", fontsize=8)
     return _save(fig, path)
 
@@ -137,7 +143,7 @@ def pareto(trials: Sequence[Any], front_numbers: set[int], recommended: Sequence
     pts = [t for t in trials if x in t.values]
     kind = source_kinds(t.sources.get(x) for t in pts)  # as stored: time per token is measured in a live study
     scale, xlabel = (1.0, f"time per generated token, ms ({kind}; lower is better)") if x == "time_per_token" \
-        else (1.0 / h2d[1], f"H2D {h2d[0]} per generated token ({kind}; lower is better)")
+        else (1.0 / h2d[1], f"H2D {_bytes_word(h2d[0])} per generated token ({kind}; lower is better)")
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     xs = [t.values[x] * scale for t in pts]
     ys = [t.values.get(y, float("nan")) for t in pts]
