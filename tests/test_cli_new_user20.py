@@ -87,8 +87,11 @@ def test_report_names_an_output_folder_holding_other_files_as_typed(tmp_path):
 
 
 def test_a_timeout_that_is_not_positive_is_echoed_as_typed(tmp_path):
-    """`tune --timeout 0` said "--timeout 0.0 must be positive", a value the user did not type (click's float)."""
-    for typed in ("0", "-5", "nan"):
+    """`tune --timeout 0` said "--timeout 0.0 must be positive", a value the user did not type (click's float);
+    `-1e3` was then said as -1000, and `abc` as "Input should be a valid number", naming neither value nor form."""
+    for typed in ("0", "-5", "nan", "-1e3"):
         one_error_line(advisor_entry("tune", "--timeout", typed, cwd=tmp_path),
                        f"error: --timeout {typed} must be positive (seconds)")
+    one_error_line(advisor_entry("tune", "--timeout", "abc", cwd=tmp_path),
+                   "error: Invalid value for '--timeout': 'abc' is not a number of seconds (e.g. 600 or 1.5e3)")
     assert not list(tmp_path.iterdir())

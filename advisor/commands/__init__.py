@@ -103,6 +103,25 @@ def accuracy_option() -> dict[str, Any]:
     return {"parser": parse, "metavar": "FRACTION"}
 
 
+def seconds_option(option: str) -> dict[str, Any]:
+    """The keyword arguments of a positive number of seconds (`tune --timeout`): refused as typed - `-1e3` was
+    said as -1000 (click's float, then `:g`), and `abc` in pydantic's words ("Input should be a valid number")
+    naming neither the value nor what it takes. `nan` is no positive number (a timeout that never ends the run)."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            raise typer.BadParameter(f"'{value}' is not a number of seconds (e.g. 600 or 1.5e3)") from None
+        if not seconds > 0:  # `<= 0` let nan through
+            raise UserError(f"{option} {value.strip()} must be positive (seconds)")
+        return seconds
+
+    return {"parser": parse, "metavar": "SECONDS"}
+
+
 SEED_RANGE = int_range(SEED_MIN, SEED_MAX, "a seed torch takes", "-2**63 to 2**64 - 1")
 """--seed of the commands that seed torch (`torch.Generator.manual_seed`; beyond this range, a traceback after the
 model loaded)."""

@@ -23,6 +23,7 @@ from advisor.commands import (
     output_option,
     oversubscribed_note,
     profiles_dir_option,
+    seconds_option,
     storage_option,
     threads_option,
     user_path,
@@ -300,7 +301,8 @@ def register(app: typer.Typer) -> None:
                                    "them). Default 20."),
         more: int = typer.Option(None, "--more", **int_range(1, None, "a trial count"),
                                  help="Run N more trials, however many the study has."),
-        timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
+        timeout: float = typer.Option(None, "--timeout", **seconds_option("--timeout"),
+                                      help="Stop starting trials after this many seconds."),
         storage: str = storage_option(),
         study: str = typer.Option(None, "--study", help="Study name (resumed if it exists). Default: model-task-space."),
         sampler: str = typer.Option(None, "--sampler", help="tpe (default: best at tight budgets in "
@@ -342,8 +344,6 @@ def register(app: typer.Typer) -> None:
         sampler = sampler or DEFAULT_SAMPLER
         sampler_name(sampler)  # an unknown name fails before the model loads
         mode = choose(mode, ("replay", "live"), "--mode")
-        if timeout is not None and not timeout > 0:  # `<= 0` let nan through: a timeout that never ends the run
-            raise UserError(f"--timeout {timeout:g} must be positive (seconds)")
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
         budget_bytes, profile = _resolve_budget(budget, gpu, profiles_dir)
