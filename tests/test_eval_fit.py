@@ -360,6 +360,20 @@ def test_a_data_record_far_past_the_positions_is_refused_naming_its_line(toy_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "s.toml"]
 
 
+def test_a_prompt_text_far_past_the_positions_is_refused(toy_dir, tmp_path):
+    """`trace --prompt TEXT` far past the model's positions (16,000 tokens on 256) was said in a note, then decoded
+    for minutes: refused as a --data record is, naming the text, in one line, nothing written."""
+    from cli_helpers import advisor_entry
+
+    proc = advisor_entry("trace", str(toy_dir), "--prompt", "hi", "--prompt", "one and " * 300,
+                         "--max-new-tokens", "8", "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()  # the only line
+    assert line.startswith("error: --prompt text 2: its prompt is ") and "'s 256 (it would decode" in line, line
+    assert line.endswith("; shorten the text or drop it (at most 248 prompt tokens fit beside the new tokens)"), line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_eval_json_marks_a_prompt_kept_as_its_end(toy_dir, tmp_path):
     """`eval --json` kept a prompt's last 200 characters as "prompt", which read as the whole prompt: one past them
     is kept as its end led by "..." (as a HumanEval record's sandbox detail), a shorter one whole."""

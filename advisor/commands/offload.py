@@ -76,14 +76,16 @@ def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], 
                                   decoding: dict[str, Any]) -> None:
     """--prompt texts: new tokens that alone exceed the model's positions (as `decoding` decodes them:
     `advisor.eval.run.positions_taken`) are refused, as a task's prompts are (`advisor.eval.run.fit_to_positions`),
-    naming the most that fit beside the longest text; with the texts past them, said once
-    (`say_ids_past_positions`). They decoded past the positions without a word."""
+    naming the most that fit beside the longest text; a text far past them with its new tokens is refused too
+    (`advisor.eval.run.refuse_far_past`); with the texts past them, said once (`say_ids_past_positions`). They
+    decoded past the positions without a word."""
     from advisor.eval.run import (
         block_hint,
         model_positions,
         most_new_tokens,
         past_positions,
         positions_taken,
+        refuse_far_past,
         say_ids_past_positions,
     )
 
@@ -95,6 +97,10 @@ def _refuse_prompt_past_positions(loaded: LoadedModel, ids: list[torch.Tensor], 
                 f"--max-new-tokens {fits}" if fits > 0 else
                 block_hint(loaded, longest, positions, decoding, f"the longest --prompt text ({longest} tokens)"))
         raise past_positions("--prompt", max_new_tokens, positions, hint, loaded.name, loaded, decoding)
+    sizes = [int(t.shape[-1]) for t in ids]
+    if positions is not None:  # one far past the positions decoded for minutes after the note below
+        refuse_far_past(loaded, sizes, positions, lambda n: positions_taken(loaded, n, max_new_tokens, decoding),
+                        f"{max_new_tokens} new tokens", lambda i: f"--prompt text {i + 1}" if len(ids) > 1 else "--prompt")
     say_ids_past_positions(loaded, ids, max_new_tokens, "--prompt texts", "--max-new-tokens {n}", decoding=decoding)
 
 

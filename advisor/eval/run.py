@@ -345,9 +345,17 @@ decode), but a 200 KB --data question - 800 times them - decoded for many minute
 
 def _refuse_far_past(task: Task, loaded, examples: list[dict], sizes: list[int], positions: int,
                      total: Callable[[int], int], new: str) -> None:
-    """`UserError` naming the first prompt (its --data file's line; `record_where`) that at its fewest exemplars
-    with its `new` tokens takes more than `FAR_PAST_POSITIONS` times the model's `positions` (`total`), and how
-    many prompt tokens fit beside them: said before any decoding, where it ran for minutes."""
+    """`refuse_far_past` of a task's prompts, each named by its --data file's line (`record_where`), at its
+    fewest exemplars."""
+    refuse_far_past(loaded, sizes, positions, total, new, lambda i: record_where(task, examples[i]),
+                    " without few-shot exemplars" if task.max_shots else "", "the record")
+
+
+def refuse_far_past(loaded, sizes: list[int], positions: int, total: Callable[[int], int], new: str,
+                    name: Callable[[int], str], how: str = "", what: str = "the text") -> None:
+    """`UserError` naming (`name(i)`) the first prompt of `sizes` tokens (`how`: as counted) that with its `new`
+    tokens takes more than `FAR_PAST_POSITIONS` times the model's `positions` (`total`), and how many prompt
+    tokens fit beside them (shorten `what` or drop it): said before any decoding, where it ran for minutes."""
     far = next((i for i, size in enumerate(sizes) if total(size) > FAR_PAST_POSITIONS * positions), None)
     if far is None:
         return
@@ -356,12 +364,11 @@ def _refuse_far_past(task: Task, loaded, examples: list[dict], sizes: list[int],
         mid = (low + high + 1) // 2
         low, high = (mid, high) if total(mid) <= positions else (low, mid - 1)
     size = sizes[far]
-    raise UserError(f"{record_where(task, examples[far])}: its prompt is {size} tokens"
-                    f"{' without few-shot exemplars' if task.max_shots else ''}; with {new} it takes "
-                    f"{total(size)} positions, more than {FAR_PAST_POSITIONS} times {loaded.name}'s {positions} "
-                    f"(it would decode for minutes far past the length the model was trained for); shorten the record or "
-                    "drop it (" + (f"at most {low} prompt tokens fit beside the new tokens)" if low else
-                                   "the new tokens fill the positions on their own)"))
+    raise UserError(f"{name(far)}: its prompt is {size} tokens{how}; with {new} it takes {total(size)} positions, "
+                    f"more than {FAR_PAST_POSITIONS} times {loaded.name}'s {positions} (it would decode for minutes "
+                    f"far past the length the model was trained for); shorten {what} or drop it (" +
+                    (f"at most {low} prompt tokens fit beside the new tokens)" if low else
+                     "the new tokens fill the positions on their own)"))
 
 
 def record_where(task: Task, example: dict) -> str:
