@@ -244,7 +244,8 @@ def test_tune_names_a_bracketed_gpu_profile_whole(tmp_path):
     r = advisor_in_process("tune", "tiny:qwen3_moe", "--gpu", "lab[x]", "--profiles-dir", "p", "--trials", "1",
                            "--storage", "s.db", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "budget: 24.00 GiB (--gpu lab[x]) | objectives:" in flat(r.stdout), r.stdout
+    assert "budget: 24.00 GiB (--gpu lab[x], measured:2026-12-07 cuda-events median of 5) | objectives:" in flat(
+        r.stdout), r.stdout
 
 
 def test_tune_says_a_spaces_own_cpu_misses_can_crowd_a_front_without_time_per_token(tmp_path):

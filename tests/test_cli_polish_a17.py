@@ -41,7 +41,7 @@ def test_tune_and_recommend_name_a_gpu_and_a_cpu_profiles_memory_alike(tmp_path)
     tune = CliRunner().invoke(app, ["tune", "bundled", "--space", str(tmp_path / "space.toml"), "--gpu", "RTX 4090",
                                     "--trials", "1", "--storage", url, "--study", "g"])
     assert tune.exit_code == 0, tune.output
-    assert "budget: 24.00 GiB (--gpu RTX 4090 24GB)" in tune.output, tune.output
+    assert "budget: 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal))" in flat(tune.output), tune.output
     rec = flat(advisor_in_process("recommend", "--storage", url, "--gpu", "RTX 4090", cwd=tmp_path).stdout)
     assert "fits 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal))" in rec, rec
 

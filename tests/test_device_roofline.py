@@ -214,4 +214,4 @@ def test_sxm_boards_are_priced_as_sxm_and_pcie_cards_as_pcie(tmp_path):
     assert r.exit_code == 0, r.output
     (t,) = [t for t in optuna.load_study(study_name="sxm", storage=url).trials if t.values]
     assert "roofline(H100 SXM 80GB nominal: 3350 GB/s, 989 TFLOP/s" in t.user_attrs["sources"]["time_per_token"]
-    assert "budget: 80.00 GiB (--gpu H100 SXM 80GB)" in r.output
+    assert "budget: 80.00 GiB (--gpu H100 SXM 80GB, catalogue (nominal))" in " ".join(r.output.split())

@@ -810,6 +810,10 @@ def _header_text(model, space, opts, budget_bytes: int | None, budget_note: str,
     # set the budget, which left it to the legend under the front, after the run
     gpu = (f" | gpu {profile.name} ({profile.source})"
            if profile is not None and budget_note != f"--gpu {profile.name}" else "")
+    # the card's memory as budget: said how it was obtained, as recommend's "fits 24.00 GiB (--gpu RTX 4090 24GB,
+    # catalogue (nominal))" says it; "24.00 GiB (--gpu RTX 4090 24GB)" gave no source for the one number
+    if profile is not None and not gpu:
+        budget_note = f"{budget_note}, {profile.source}"
     return (f"[bold]advisor tune[/bold] {escape(model.model_name)} ({shape.n_layers} MoE layers x "
             f"{max(shape.num_experts)} experts, {human_bytes(shape.full_bytes())} of parameters counted) | task "
             f"{escape(task_text(model.task_name, space.objectives, space.text))} | space {escape(space.name)} "
