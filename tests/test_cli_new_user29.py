@@ -14,3 +14,26 @@ def test_inspect_budget_given_as_a_share_says_it_takes_a_size(tmp_path):
     line = one_error_line(r, "--budget takes a size (e.g. 24GiB), not a share", "`advisor profile --list`")
     assert "is not a size" not in line, line
     one_error_line(advisor_entry("inspect", "bundled", "--budget", "0%", cwd=tmp_path), "'0%' must be positive")
+
+
+def test_readme_says_where_a_hardware_profiles_figures_come_from_and_quotes_the_catalogue():
+    """README's "What every number means" listed every metric's source but not a hardware profile's own
+    (`catalogue (nominal)`, `measured:`, `measured-cpu:`), which `profile --list`, `simulate`, `recommend` and
+    `tune`'s header print, nor `modelled:host-copy(...)`, the transfer label of a CPU profile. It now does, quoting
+    four catalogue rows; this checks those quoted figures against the catalogue (tests only: README text)."""
+    import re
+    from pathlib import Path
+
+    from advisor.hardware.profiles import NOMINAL, get_gpu
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = " ".join(readme.split("\n## What every number means")[1].split("\n## ")[0].split())
+    for source in ("`catalogue (nominal)`", "`measured:DATE cuda-events", "`measured-cpu:DATE host memcpy",
+                   "`modelled:host-copy(bw=…,lat=…)`"):
+        assert source in section, source
+    quoted = re.search(r"from the vendor's spec sheet \((RTX 4090: [^)]*)\)", section).group(1)
+    for row in quoted.split("; "):
+        name, figures = row.split(": ")
+        bw, tflops = (float(x.split()[0]) for x in figures.split(", "))
+        dev = NOMINAL[get_gpu(name, "/nonexistent").name]
+        assert (dev.mem_gbps, dev.tflops) == (bw, tflops), (name, dev)
