@@ -37,3 +37,29 @@ def test_readme_says_where_a_hardware_profiles_figures_come_from_and_quotes_the_
         bw, tflops = (float(x.split()[0]) for x in figures.split(", "))
         dev = NOMINAL[get_gpu(name, "/nonexistent").name]
         assert (dev.mem_gbps, dev.tflops) == (bw, tflops), (name, dev)
+
+
+def test_inspect_fit_table_headers_are_not_cut_at_80_columns(monkeypatch):
+    """`inspect Qwen3-30B-A3B/config.json --budget 24GB` at 80 columns (or piped) headed both slot columns
+    "slots/laye…": rich narrows the columns to about 11 cells where a host RAM cell says "needs 54.0 GiB", and the
+    header's word "slots/layer," is 12. No header word is wider than "slots/layer" now. fit_table is what inspect
+    prints (called directly with that model's counted shape: through the CLI the config-only model's activation
+    probe takes a minute)."""
+    import io
+
+    from rich.console import Console
+
+    import advisor.models.load as load
+    from advisor.commands.models import fit_table
+    from advisor.terminal import print_table
+    from advisor.tune.config import ModelShape
+
+    monkeypatch.setattr(load, "host_available_bytes", lambda: 16 * 2**30)  # less than bf16's and int8's stores
+    shape = ModelShape(num_experts=(128,) * 48, top_k=(8,) * 48, hidden=(2048,) * 48, intermediate=(768,) * 48,
+                       native_format="bf16", resident_bytes=int(2.87 * 2**30), activation_bytes=4 << 20, staging=True)
+    out = io.StringIO()
+    print_table(Console(file=out, width=80), fit_table(shape, 24 * 10**9, "probe", "--budget 24GB"))
+    text = out.getvalue()
+    assert "…" not in text and "needs 54.0" in text, text
+    assert text.count("slots/layer") == 2 and "(copied" in text and "(CPU" in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80, text

@@ -376,7 +376,7 @@ def test_inspect_budget_answers_what_fits(dirs):
     # one column per miss policy: the activation allowance of a decoding step (the bytes its tensors hold: the block's
     # logits, their float64 softmax) leaves room for slots at this budget; one forward's logits of every position left
     # none ("slots/layer that fit": none)
-    assert "resident weights" in result.output and "slots/layer, copied misses" in result.output
+    assert "resident weights" in result.output and "slots/layer (copied misses)" in result.output
     assert "offloaded" in result.output
     # sizes in the unit that reads: a 150 KB budget is not "0.00 GiB" (a 120 KB one was)
     assert "> --budget 150KB = 146.48 KiB)" in " ".join(result.output.split()) and "0.00 GiB" not in result.output

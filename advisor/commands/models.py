@@ -174,8 +174,10 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | N
                   f"embeddings, attention, norms, routers, shared experts, LM head), {act_text}{room}; "
                   f"host RAM {format_bytes(host)} ({HOST_RAM_SOURCE})", caption=caption,
                   title_justify="left", caption_justify="left")  # paragraphs: centred, their lines were ragged
-    heads = {"copy": "slots/layer, copied misses" if len(misses) > 1 else "slots/layer that fit",
-             "cpu": "slots/layer, CPU misses"}
+    # no word wider than "slots/layer": at 80 columns rich narrows these columns to about that and cut
+    # "slots/layer," to "slots/laye…" where a host RAM cell said "needs 54.0 GiB"
+    heads = {"copy": "slots/layer (copied misses)" if len(misses) > 1 else "slots/layer that fit",
+             "cpu": "slots/layer (CPU misses)"}
     for col in ("format", "per expert", "all experts", *(heads[m] for m in misses), "host RAM"):
         table.add_column(col, justify="left" if col == "format" else "right")
     for fmt in FIT_FORMATS:
