@@ -3,6 +3,8 @@ budget options and what every printed number means (2026-12-07)."""
 
 from __future__ import annotations
 
+import re
+
 from cli_helpers import advisor_entry, one_error_line
 
 
@@ -63,3 +65,14 @@ def test_inspect_fit_table_headers_are_not_cut_at_80_columns(monkeypatch):
     assert "…" not in text and "needs 54.0" in text, text
     assert text.count("slots/layer") == 2 and "(copied" in text and "(CPU" in text, text
     assert max(len(line) for line in text.splitlines()) <= 80, text
+
+
+def test_the_loading_note_labels_the_free_memory_it_measured(tmp_path):
+    """`inspect MODEL` without --budget said "loading: resident: the whole model on cpu (counted 7.23 MiB of
+    checkpoint tensors <= free cpu memory 18.68 GiB)": the counted side labelled, the measured one not (inspect's
+    fit table and tune's header say "available RAM, measured now" of the same number). It is labelled now."""
+    from cli_helpers import advisor_in_process, flat
+
+    r = advisor_in_process("inspect", "bundled", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"<= free cpu memory [0-9.]+ [KMGT]iB \(available RAM, measured now\)\)", flat(r.stdout)), r.stdout

@@ -327,8 +327,12 @@ def _budget_limit(budget: int | BudgetOf | None, counted: int, fp16: int, device
     offloaded - `budget`, or the device's free memory - and how the load note names it."""
     if callable(budget):
         return budget(counted, fp16)
-    limit = budget if budget is not None else device_free_bytes(device)
-    return limit, f"{'--budget' if budget is not None else 'free ' + device.type + ' memory'} {format_bytes(limit, 2)}"
+    if budget is not None:
+        return budget, f"--budget {format_bytes(budget, 2)}"
+    # measured, and said so: "free cpu memory 18.38 GiB" gave the one measured number of the note no source
+    limit = device_free_bytes(device)
+    source = HOST_RAM_SOURCE if device.type == "cpu" else "CUDA driver, measured now"
+    return limit, f"free {device.type} memory {format_bytes(limit, 2)} ({source})"
 
 
 def _load_dir(path: Path, name: str, device: torch.device, dtype: torch.dtype | None,
