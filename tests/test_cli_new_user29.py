@@ -76,3 +76,23 @@ def test_the_loading_note_labels_the_free_memory_it_measured(tmp_path):
     r = advisor_in_process("inspect", "bundled", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"<= free cpu memory [0-9.]+ [KMGT]iB \(available RAM, measured now\)\)", flat(r.stdout)), r.stdout
+
+
+def test_nvidia_smis_rtx_3060_is_two_cards_and_neither_is_assumed(tmp_path):
+    """nvidia-smi names the 8GB RTX 3060 (128-bit, 240 GB/s) and the 12GB one (192-bit, 360 GB/s) alike, "NVIDIA
+    GeForce RTX 3060", and the catalogue held the 12GB card alone: `--gpu "NVIDIA GeForce RTX 3060"` on an 8GB card
+    budgeted 12.00 GiB and priced 360 GB/s. That name, or `3060`, is ambiguous now, as `RTX 4060 Ti` is (8/16GB);
+    with the memory each card is its own."""
+    from cli_helpers import flat
+    from example_study import EXAMPLE_DB
+
+    db = str(EXAMPLE_DB)
+    for name in ("NVIDIA GeForce RTX 3060", "3060"):
+        one_error_line(advisor_entry("recommend", "--storage", db, "--gpu", name, cwd=tmp_path),
+                       f"GPU '{name}' is ambiguous: RTX 3060 8GB, RTX 3060 12GB; add the memory")
+    for name, fits in (("RTX 3060 8GB", "fits 8.00 GiB (--gpu RTX 3060 8GB, catalogue (nominal))"),
+                       ("NVIDIA GeForce RTX 3060 12GB", "fits 12.00 GiB (--gpu RTX 3060 12GB, catalogue (nominal))")):
+        r = advisor_entry("recommend", "--storage", db, "--gpu", name, cwd=tmp_path)
+        assert r.returncode == 0 and fits in flat(r.stdout), r.stdout + r.stderr
+    listed = flat(advisor_entry("profile", "--list", "--profiles-dir", "p", cwd=tmp_path).stdout)
+    assert "RTX 3060 8GB: 8.00 GiB" in listed and "device 240 GB/s 25.5 TFLOP/s bf16" in listed, listed

@@ -59,7 +59,7 @@ def test_an_accuracy_tie_goes_to_the_fastest_point():
 
 
 def test_gpu_budget_and_modelled_transfer_on_target():
-    gpu = get_gpu("RTX 3060", "/nonexistent")  # 12 GiB, PCIe 4.0 x16 nominal
+    gpu = get_gpu("RTX 3060 12GB", "/nonexistent")  # 12 GiB, PCIe 4.0 x16 nominal
     rec = recommend(standard_front(), Query(gpu=gpu, max_accuracy_drop=0.02))
     assert rec.chosen.point.trial_number == 2
     d = rec.to_dict()

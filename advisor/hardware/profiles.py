@@ -167,6 +167,9 @@ DEFAULT_PROFILE = HardwareProfile(
 # 165.2 (4090) and 209.5 (5090) and matches each card's advertised AI TOPS (FP8 sparse / 8 on Ada, FP4 / 16 on
 # Blackwell).
 _CATALOGUE: list[tuple[str, float, str, float, float]] = [
+    # the 8GB card (128-bit, 240 GB/s) and the 12GB one (192-bit) are both "NVIDIA GeForce RTX 3060" to nvidia-smi:
+    # 'RTX 3060' alone is ambiguous, as 'RTX 4060 Ti' is, not silently the 12GB card
+    ("RTX 3060", 8, "PCIe 4.0 x16", 240, 25.5),
     ("RTX 3060", 12, "PCIe 4.0 x16", 360, 25.5),
     ("RTX 3060 Ti", 8, "PCIe 4.0 x16", 448, 32.4),
     ("RTX 3070", 8, "PCIe 4.0 x16", 448, 40.6),
@@ -510,7 +513,7 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
         if p.name not in names:
             names.append(p.name)
     close = [n for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5) for n in keys[k]][:6]
-    # not the whole catalogue (43 names) in one line; a profile measured into another folder is found there only
+    # not the whole catalogue (44 names) in one line; a profile measured into another folder is found there only
     where = profiles_dir(profiles_directory)
     hint = (f"close matches: {', '.join(close)}" if close else
             f"no catalogue GPU, and no profile measured in {where}, has that name")
