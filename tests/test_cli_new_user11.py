@@ -176,7 +176,8 @@ def test_a_budget_above_the_named_gpus_memory_is_refused(tmp_path):
     example = Path(__file__).parent.parent / "studies" / "example" / "advisor.db"
     for cmd in (("recommend", "--storage", str(example)), ("tune", "--storage", str(tmp_path / "s.db"))):
         r = advisor(*cmd, "--gpu", "RTX 4090", "--budget", "30GiB", cwd=tmp_path)
-        one_error_line(r, "--budget 30.00 GiB is more than the RTX 4090 24GB's memory (24.00 GiB, catalogue")
+        one_error_line(r, "30.00 GiB (--budget 30GiB) is more than the RTX 4090 24GB's memory (24.00 GiB, "
+                       "catalogue")
         assert "advisor tune" not in r.stdout
     assert not (tmp_path / "s.db").exists()
     ok = advisor("recommend", "--storage", str(example), "--gpu", "RTX 4090", "--budget", "2MiB", cwd=tmp_path)

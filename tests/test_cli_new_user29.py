@@ -96,3 +96,16 @@ def test_nvidia_smis_rtx_3060_is_two_cards_and_neither_is_assumed(tmp_path):
         assert r.returncode == 0 and fits in flat(r.stdout), r.stdout + r.stderr
     listed = flat(advisor_entry("profile", "--list", "--profiles-dir", "p", cwd=tmp_path).stdout)
     assert "RTX 3060 8GB: 8.00 GiB" in listed and "device 240 GB/s 25.5 TFLOP/s bf16" in listed, listed
+
+
+def test_a_budget_over_the_cards_memory_is_named_as_typed(tmp_path):
+    """`recommend --gpu 4090 --budget 30GB` (and tune) said "--budget 27.94 GiB is more than the RTX 4090 24GB's
+    memory": 30GB is SI, so the bytes were right, but the user typed no 27.94 GiB. The refusal names the value as
+    typed beside its bytes now, as tune's header and recommend's reasons do: "27.94 GiB (--budget 30GB)"."""
+    from example_study import EXAMPLE_DB
+
+    for cmd in (("recommend", "--storage", str(EXAMPLE_DB)), ("tune", "--storage", str(tmp_path / "s.db"))):
+        r = advisor_entry(*cmd, "--gpu", "4090", "--budget", "30GB ", cwd=tmp_path)
+        one_error_line(r, "error: 27.94 GiB (--budget 30GB) is more than the RTX 4090 24GB's memory (24.00 GiB, "
+                          "catalogue (nominal))")
+    assert not (tmp_path / "s.db").exists()

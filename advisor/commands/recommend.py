@@ -49,7 +49,7 @@ def build_query(
                         f"by their counted peak GPU bytes, of whatever model; for a share of one study's model, "
                         f"`advisor report STUDY --memory {budget.strip()}`")
     budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None
-    check_budget_fits(profile, budget_bytes)
+    check_budget_fits(profile, budget_bytes, budget)
     return Query(
         budget_bytes=budget_bytes,
         gpu=profile,

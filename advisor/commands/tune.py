@@ -100,7 +100,7 @@ def _resolve_budget(budget: str | None, gpu: str | None, profiles_dir: Path | No
                         f"resident weights + {share} of the FP16 expert bytes (without --budget, the largest "
                         "--budgets value is the study's budget)")
     nbytes = parse_budget(budget, "--budget ") if budget is not None else None
-    check_budget_fits(profile, nbytes)
+    check_budget_fits(profile, nbytes, budget)
     if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
         nbytes = int(profile.gpu_memory_bytes)
     return nbytes, profile

@@ -30,7 +30,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.files import check_folder, home_path, write_atomic
 from advisor.parsing import loads_json
-from advisor.units import DECIMAL, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
+from advisor.units import DECIMAL, budget_text, format_bytes  # noqa: F401 - defined in a leaf module; budgets are read with it here
 
 GiB = 1 << 30
 DEFAULT_PROFILES_DIR = Path("studies/profiles")
@@ -524,13 +524,15 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
                     f"with `advisor profile{folder}`{instead}")
 
 
-def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None) -> None:
+def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None, given: str | None = None) -> None:
     """`UserError` for a `--budget` above the memory of the GPU `--gpu` names: `--gpu 'RTX 4090' --budget 30GiB`
-    recommended configurations "fitting 30.0 GiB" for a 24 GiB card, without a word."""
+    recommended configurations "fitting 30.0 GiB" for a 24 GiB card, without a word. `given`: the --budget as
+    typed, named beside its bytes ("27.94 GiB (--budget 30GB)": the bytes alone did not read as what was typed)."""
     if profile is None or budget_bytes is None or not profile.gpu_memory_bytes:
         return
     if budget_bytes > profile.gpu_memory_bytes:
-        raise UserError(f"--budget {format_bytes(budget_bytes, 2)} is more than the {profile.name}'s memory "
+        said = budget_text(budget_bytes, f"--budget {given.strip()}") if given else f"--budget {format_bytes(budget_bytes, 2)}"
+        raise UserError(f"{said} is more than the {profile.name}'s memory "
                         f"({format_bytes(profile.gpu_memory_bytes, 2)}, {profile.source}); give at most that, or "
                         "leave --budget out to budget the whole card (a card with more memory: measure it with "
                         "`advisor profile`)")
