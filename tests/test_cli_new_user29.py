@@ -109,3 +109,20 @@ def test_a_budget_over_the_cards_memory_is_named_as_typed(tmp_path):
         one_error_line(r, "error: 27.94 GiB (--budget 30GB) is more than the RTX 4090 24GB's memory (24.00 GiB, "
                           "catalogue (nominal))")
     assert not (tmp_path / "s.db").exists()
+
+
+def test_the_v100_sxm2_v100s_and_rtx_3080_ti_are_priced_by_rows_of_their_own(tmp_path):
+    """nvidia-smi's 'Tesla V100-SXM2-16GB' was priced by the PCIe card's row (112 fp16 TFLOP/s, not the SXM2's
+    125); 'Tesla V100S-PCIE-32GB' (1134 GB/s) and 'NVIDIA GeForce RTX 3080 Ti' (12 GB, 912 GB/s) were unknown
+    GPUs. Each has its row now, the Volta ones priced at fp16 (no bf16 tensor cores)."""
+    from example_study import EXAMPLE_DB
+
+    from advisor.hardware.profiles import NOMINAL
+
+    for typed, row, figures in (("Tesla V100-SXM2-16GB", "V100 SXM 16GB", (900, 125, "fp16")),
+                                ("Tesla V100S-PCIE-32GB", "V100S 32GB", (1134, 130, "fp16")),
+                                ("NVIDIA GeForce RTX 3080 Ti", "RTX 3080 Ti 12GB", (912, 68.2, "bf16"))):
+        r = advisor_entry("recommend", "--storage", str(EXAMPLE_DB), "--gpu", typed, cwd=tmp_path)
+        assert r.returncode == 0 and f"(--gpu {row}, catalogue (nominal))" in " ".join(r.stdout.split()), r.stdout
+        dev = NOMINAL[row]
+        assert (dev.mem_gbps, dev.tflops, dev.dtype) == figures

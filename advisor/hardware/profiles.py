@@ -175,6 +175,7 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     ("RTX 3070", 8, "PCIe 4.0 x16", 448, 40.6),
     ("RTX 3080", 10, "PCIe 4.0 x16", 760, 59.5),
     ("RTX 3080", 12, "PCIe 4.0 x16", 912, 61.3),
+    ("RTX 3080 Ti", 12, "PCIe 4.0 x16", 912, 68.2),
     ("RTX 3090", 24, "PCIe 4.0 x16", 936, 71.2),
     ("RTX 3090 Ti", 24, "PCIe 4.0 x16", 1008, 80.0),
     ("RTX 4060", 8, "PCIe 4.0 x8", 272, 30.2),
@@ -199,8 +200,11 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     # workstation parts (188 SMs x 2.617 GHz x 1024): unsure
     ("RTX PRO 6000 Blackwell", 96, "PCIe 5.0 x16", 1792, 503.8),
     ("T4", 16, "PCIe 3.0 x16", 320, 65),  # fp16: Turing has no bf16 tensor cores (`_FP16_ONLY`)
-    ("V100", 16, "PCIe 3.0 x16", 900, 112),  # fp16, V100 PCIe (SXM2: 125); Volta has no bf16
+    ("V100", 16, "PCIe 3.0 x16", 900, 112),  # fp16, V100 PCIe; Volta has no bf16
     ("V100", 32, "PCIe 3.0 x16", 900, 112),
+    ("V100 SXM", 16, "PCIe 3.0 x16", 900, 125),  # nvidia-smi: "Tesla V100-SXM2-16GB"
+    ("V100 SXM", 32, "PCIe 3.0 x16", 900, 125),
+    ("V100S", 32, "PCIe 3.0 x16", 1134, 130),  # nvidia-smi: "Tesla V100S-PCIE-32GB"
     ("A10", 24, "PCIe 4.0 x16", 600, 125),
     # AWS's variant of the A10, no NVIDIA spec sheet: 80 SMs x 1.71 GHz at the GeForce rate (commonly quoted 70)
     ("A10G", 24, "PCIe 4.0 x16", 600, 70),
@@ -221,7 +225,7 @@ _CATALOGUE: list[tuple[str, float, str, float, float]] = [
     ("H200", 141, "PCIe 5.0 x16", 4800, 989),  # SXM: nvidia-smi says "NVIDIA H200"
     ("H200 NVL", 141, "PCIe 5.0 x16", 4800, 835),
 ]
-_FP16_ONLY = ("T4", "V100")
+_FP16_ONLY = ("T4", "V100", "V100 SXM", "V100S")
 """GPUs whose tensor cores have no bf16: their figure is fp16 (bf16 there runs far slower, not modelled)."""
 
 
