@@ -126,3 +126,16 @@ def test_the_v100_sxm2_v100s_and_rtx_3080_ti_are_priced_by_rows_of_their_own(tmp
         assert r.returncode == 0 and f"(--gpu {row}, catalogue (nominal))" in " ".join(r.stdout.split()), r.stdout
         dev = NOMINAL[row]
         assert (dev.mem_gbps, dev.tflops, dev.dtype) == figures
+
+
+def test_inspect_says_an_autoregressive_model_has_no_mask_token_not_none():
+    """inspect printed 'mask token: None' for an autoregressive model (and DiffusionGemma, whose denoising starts
+    from random tokens), which reads as a setting missing from its config."""
+    from typer.testing import CliRunner
+
+    from advisor.cli import app
+
+    for spec, said in (("tiny:qwen3_moe", "no mask token (autoregressive);"),
+                       ("tiny:diffusion_gemma", "no mask token (its denoising starts from random tokens);")):
+        res = CliRunner().invoke(app, ["inspect", spec], terminal_width=200)
+        assert res.exit_code == 0 and said in res.output and "None" not in res.output, res.output

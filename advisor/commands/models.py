@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         print_fitted(console, table, records, wide=wide)
         print_wrapped(
             console, f"{len(loaded.moe)} MoE layers, {sum(lay.num_experts for lay in loaded.moe)} routed experts, "
-            f"{format_bytes(total, 2)} of routed expert weights ({source}); mask token: {loaded.mask_token_id}; "
+            f"{format_bytes(total, 2)} of routed expert weights ({source}); {_mask_text(loaded)}; "
             f"default decoding: {decoding_text(loaded.gen_defaults)}"
         )
         if loaded.load_note:
@@ -191,3 +191,12 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | N
         table.add_row(fmt, format_bytes(per[0], 2), format_bytes(total, 2), *cells,
                       "fits" if total <= host else f"needs {format_bytes(total)}")
     return table
+
+
+def _mask_text(loaded: Any) -> str:
+    """What `inspect` says of the mask token: its id for a masked dLLM; an autoregressive model or DiffusionGemma
+    (a noised canvas) has none to give, where "mask token: None" read as a missing setting."""
+    if loaded.mask_token_id is not None:
+        return f"mask token: {loaded.mask_token_id}"
+    return ("no mask token (its denoising starts from random tokens)" if loaded.is_diffusion
+            else "no mask token (autoregressive)")
