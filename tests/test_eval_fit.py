@@ -372,6 +372,14 @@ def test_a_prompt_text_far_past_the_positions_is_refused(toy_dir, tmp_path):
     assert line.startswith("error: --prompt text 2: its prompt is ") and "'s 256 (it would decode" in line, line
     assert line.endswith("; shorten the text or drop it (at most 248 prompt tokens fit beside the new tokens)"), line
     assert list(tmp_path.iterdir()) == []
+    # new tokens filling the positions (HumanEval's 256 on the bundled model): "shorten it" named no length
+    proc = advisor_entry("trace", str(toy_dir), "--prompt", "one and " * 300, "--max-new-tokens", "256",
+                         "-o", "t.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().endswith("; shorten the text or drop it (the new tokens fill the positions on their "
+                                        "own; a prompt of at most 1792 tokens runs beside them, past the positions, "
+                                        "with a note)"), proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_eval_json_marks_a_prompt_kept_as_its_end(toy_dir, tmp_path):

@@ -356,19 +356,29 @@ def refuse_far_past(loaded, sizes: list[int], positions: int, total: Callable[[i
     """`UserError` naming (`name(i)`) the first prompt of `sizes` tokens (`how`: as counted) that with its `new`
     tokens takes more than `FAR_PAST_POSITIONS` times the model's `positions` (`total`), and how many prompt
     tokens fit beside them (shorten `what` or drop it): said before any decoding, where it ran for minutes."""
-    far = next((i for i, size in enumerate(sizes) if total(size) > FAR_PAST_POSITIONS * positions), None)
+    limit = FAR_PAST_POSITIONS * positions
+    far = next((i for i, size in enumerate(sizes) if total(size) > limit), None)
     if far is None:
         return
-    low, high = 0, positions  # the most prompt tokens beside the new tokens within the positions
-    while low < high:
-        mid = (low + high + 1) // 2
-        low, high = (mid, high) if total(mid) <= positions else (low, mid - 1)
+    low = _most_prompt_tokens(total, positions)
+    # new tokens that fill the positions: "shorten it" named no length, though a prompt within the limit runs
+    room = (f"at most {low} prompt tokens fit beside the new tokens" if low else
+            f"the new tokens fill the positions on their own; a prompt of at most {_most_prompt_tokens(total, limit)} "
+            "tokens runs beside them, past the positions, with a note")
     size = sizes[far]
     raise UserError(f"{name(far)}: its prompt is {size} tokens{how}; with {new} it takes {total(size)} positions, "
                     f"more than {FAR_PAST_POSITIONS} times {loaded.name}'s {positions} (it would decode for minutes "
-                    f"far past the length the model was trained for); shorten {what} or drop it (" +
-                    (f"at most {low} prompt tokens fit beside the new tokens)" if low else
-                     "the new tokens fill the positions on their own)"))
+                    f"far past the length the model was trained for); shorten {what} or drop it ({room})")
+
+
+def _most_prompt_tokens(total: Callable[[int], int], positions: int) -> int:
+    """The most prompt tokens whose generation (`total`: the positions taken with the new tokens, growing with the
+    prompt) stays within `positions`; 0 where none does."""
+    low, high = 0, positions
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if total(mid) <= positions else (low, mid - 1)
+    return low
 
 
 def record_where(task: Task, example: dict) -> str:
