@@ -193,6 +193,8 @@ def register(app: typer.Typer) -> None:
         if not cuda and not cpu:  # said before a model loads (a real checkpoint's resident weights take a while)
             raise UserError("no CUDA device here; run `advisor profile` on the GPU machine, or pass --cpu to record "
                             "a host memcpy profile for modelled times")
+        if name and not cuda:  # a host copy under a catalogue GPU's name would shadow its row for `--gpu`
+            hw.check_cpu_profile_name(name)
         if not name:  # the device's name, known before the model loads and the measuring (minutes with --model)
             hw.check_name_free(hardware_measure.profile_name(cuda), profiles_dir)
         shapes = _expert_shapes(given, model)  # a shape too big for this host or a bad model fails before measuring

@@ -397,6 +397,17 @@ def check_name_free(name: str, directory: str | os.PathLike | None = None) -> No
                         f"delete {path} to replace it")
 
 
+def check_cpu_profile_name(name: str) -> None:
+    """`UserError` for a host-memcpy profile (`advisor profile --cpu --name`) named as a catalogue GPU: stored, it
+    won over that GPU's row (a measured profile does), so `--gpu 'RTX 4090'` got this host's memory copy as its
+    "link" and the H200's device figures."""
+    rows = [p.name for p in CATALOGUE if _split(p.name)[0] == _split(name)[0]]
+    if rows:
+        raise UserError(f"--name {name!r} is the catalogue GPU {rows[0]!r}; a --cpu profile (a host memory copy, no "
+                        f"GPU) stored under it would replace that GPU's figures for `--gpu`; store it under another "
+                        f"--name, e.g. 'cpu host'")
+
+
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
     """Store a measured profile as JSON (atomically: temp file then rename); never over a profile of another name
     (`check_name_free`)."""

@@ -1,0 +1,15 @@
+"""Polish pass 59's findings, through the CLI as a user runs it."""
+
+from __future__ import annotations
+
+from tests.cli_helpers import advisor_entry, one_error_line
+
+
+def test_a_cpu_profile_is_not_stored_under_a_catalogue_gpus_name(tmp_path):
+    """`profile --cpu --name 'RTX 4090'` stored a host memory copy under the 4090's name, which then won over the
+    catalogue row: `--gpu 4090` got a 3.5 GB/s "link" and the H200's device figures. It is refused now, before the
+    measuring, naming the catalogue GPU (another name is stored as before: test_cli_new_user2)."""
+    for name in ("RTX 4090", "rtx4090 48GB"):
+        r = advisor_entry("profile", "--cpu", "--repeats", "1", "--name", name, "--profiles-dir", "p", cwd=tmp_path)
+        one_error_line(r, f"--name {name!r} is the catalogue GPU 'RTX 4090 24GB'", "another --name")
+    assert not (tmp_path / "p").exists() or not list((tmp_path / "p").iterdir())
