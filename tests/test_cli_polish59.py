@@ -13,3 +13,15 @@ def test_a_cpu_profile_is_not_stored_under_a_catalogue_gpus_name(tmp_path):
         r = advisor_entry("profile", "--cpu", "--repeats", "1", "--name", name, "--profiles-dir", "p", cwd=tmp_path)
         one_error_line(r, f"--name {name!r} is the catalogue GPU 'RTX 4090 24GB'", "another --name")
     assert not (tmp_path / "p").exists() or not list((tmp_path / "p").iterdir())
+
+
+def test_a_gpu_the_catalogue_lacks_is_not_offered_gpus_that_share_only_its_digits(tmp_path):
+    """`--gpu MI300X` listed 'close matches: RTX 3090 24GB, RTX 3080 10GB, ...', found on the digits alone. A match
+    now needs the letters of the name close too: MI300X has none and says where profiles are read; a typo still gets
+    its neighbours."""
+    r = advisor_entry("recommend", "--gpu", "MI300X", "--storage", "s.db", cwd=tmp_path)
+    line = one_error_line(r, "unknown GPU 'MI300X'; no catalogue GPU, and no profile measured in")
+    assert "RTX" not in line, line
+    r = advisor_entry("recommend", "--gpu", "RTX 4909", "--storage", "s.db", cwd=tmp_path)
+    line = one_error_line(r, "unknown GPU 'RTX 4909'; close matches: RTX 4090 24GB")
+    assert "A40" not in line and "L40S" not in line, line  # a letter ahead of the digits is another GPU

@@ -527,7 +527,7 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
         names = keys.setdefault(_split(p.name)[0], [])  # profile is stored under a catalogue GPU's own name)
         if p.name not in names:
             names.append(p.name)
-    close = [n for k in difflib.get_close_matches(_split(name)[0], list(keys), n=5, cutoff=0.5) for n in keys[k]][:6]
+    close = [n for k in _close_keys(_split(name)[0], list(keys)) for n in keys[k]][:6]
     # not the whole catalogue (44 names) in one line; a profile measured into another folder is found there only
     where = profiles_dir(profiles_directory)
     hint = (f"close matches: {', '.join(close)}" if close else
@@ -537,6 +537,16 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     odd = f" (no GPU name has {', '.join(map(repr, odd))})" if odd else ""
     raise UserError(f"unknown GPU {name!r}{odd}; {hint} (all: `advisor profile --list{folder}`); or measure it "
                     f"with `advisor profile{folder}`{instead}")
+
+
+def _close_keys(key: str, keys: list[str]) -> list[str]:
+    """The keys close to `key` (a typo: '4909', 'h10o'), among those whose letters are close to its letters too:
+    on the digits alone 'mi300x' (a GPU the catalogue lacks) was close to the RTX 3090, 3080, 3070 and 3060."""
+    def letters(k: str) -> str:
+        return re.sub(r"[0-9]", "", k)
+
+    alike = [k for k in keys if difflib.SequenceMatcher(None, letters(key), letters(k)).ratio() >= 0.5]
+    return difflib.get_close_matches(key, alike, n=5, cutoff=0.5)
 
 
 def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None, given: str | None = None) -> None:
