@@ -1004,3 +1004,17 @@ def test_a_tiny_studys_memory_axes_read_in_the_unit_its_tables_print(monkeypatch
         bar = drawn[-1].axes[1]  # the colour bar's axes
         assert bar.get_ylabel() == f"peak GPU memory ({unit})", bar.get_ylabel()
         assert list(drawn[-1].axes[0].collections[0].get_array()) == [value]
+
+
+def test_the_headline_transfer_column_has_the_time_columns_digits(report):
+    """The headline's "transfer ms / token" column was printed to 4 significant figures (0.04429 beside 0.005061,
+    against a 3-decimal time column); it now has 3 decimals, as the time column beside it (polish59)."""
+    import itertools
+
+    lines = report.markdown.read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if "| transfer ms / token |" in ln)
+    header = [c.strip() for c in lines[at].strip("|").split("|")]
+    table = itertools.takewhile(lambda ln: ln.startswith("|"), lines[at + 2:])
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in table]
+    cells = [row[header.index("transfer ms / token")] for row in rows if row[1] != "-"]
+    assert cells and all(re.fullmatch(r"\d+\.\d{3}", c) for c in cells), cells

@@ -158,7 +158,7 @@ def compose(c: ReportContext) -> Document:
     ref = c.reference
     ref_ms = ref.trial.values.get("transfer_ms_per_token") if ref.trial else sw.baseline_ms_per_token
     rows = [[f"{full}, no cache (baseline)", f"#{ref.trial.number}" if ref.trial else "-", "0", "0",
-             _h2d(ref.h2d_bytes_per_token, c.h2d_unit), "0%", f"{ref_ms:.4g}" if ref_ms is not None else "-", "0",
+             _h2d(ref.h2d_bytes_per_token, c.h2d_unit), "0%", _ms(ref_ms), "0",
              *_baseline_quality(c.trials, fidelity, c.full)]]
     for r in c.headline:
         if r.trial is None:
@@ -167,7 +167,7 @@ def compose(c: ReportContext) -> Document:
         rows.append([
             r.precision, f"#{r.trial}", _slots_text(r.slots_per_layer), _bytes_cell(r.expert_cache_bytes),
             _h2d(r.h2d_bytes_per_token, c.h2d_unit), _pct(r.reduction_vs_baseline),
-            f"{r.transfer_ms_per_token:.4g}" if r.transfer_ms_per_token is not None else "-",
+            _ms(r.transfer_ms_per_token),  # as the time column: 3 decimals, not 0.04429 beside 0.005061
             f"{r.hit_rate:.3f}" if r.hit_rate is not None else "-", *_quality(c.trials, r, fidelity, c.full),
         ])
     header = ["precision", "trial", "GPU slots/layer", "expert cache", "H2D / token", "transfer cut",
@@ -327,6 +327,7 @@ def _searches_misses(c: ReportContext) -> bool:
 
 
 def _ms(x: float | None) -> str:
+    """A time in ms as the headline's time columns show it (transfer and total): 3 decimals, or '-'."""
     return "-" if x is None else f"{x:.3f}"
 
 
