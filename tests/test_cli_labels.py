@@ -70,8 +70,10 @@ def test_recommend_reasons_label_each_number_as_pareto_and_the_json_sources_do(t
     peak, acc, time = (short_source(src[m]) for m in ("peak_gpu_bytes", "accuracy", "time_per_token"))
     assert (peak, acc, time) == ("counted", "measured", "modelled"), src
     assert f"- fits 1.97 MiB (--budget 1.97MiB): uses 1.963 MiB ({peak})" in out, out
-    assert f"- accuracy 0.960 ({acc}) >= floor 0.940 (= 0.950 of trial #0, {acc}, minus 0.01; " in out, out
-    assert f"next best bundled-example#119 has 1.94x the time per token ({time}), accuracy 0.945 ({acc})" in out, out
+    assert (f"- accuracy 0.960 ({acc}, n=200, 95% CI 0.923-0.980) >= floor 0.940 (= 0.950 of trial #0, {acc}, "
+            "minus 0.01; ") in out, out
+    assert (f"next best bundled-example#119 has 1.94x the time per token ({time}), accuracy 0.945 ({acc}, n=200, "
+            "95% CI 0.904-0.969)") in out, out
     r = subprocess.run([sys.executable, "-m", "advisor", "recommend", "--storage", str(EXAMPLE_DB), "--budget", "1MiB"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr  # nothing fits: what would change, labelled as well
