@@ -44,9 +44,17 @@ trace_prompts = 2
 fidelity_prompts = 2
 max_new_tokens = 16
 """
+# the same space measured on fewer prompts (2 problems, 1 traced and 1 fidelity prompt), for the tests of a study's
+# report whose checks (tables, wording, stars) do not depend on how many prompts measured its trials
+FEW_PROMPTS = SPACE.replace("limit = 4\ntrace_prompts = 2\nfidelity_prompts = 2\n",
+                            "limit = 2\ntrace_prompts = 1\nfidelity_prompts = 1\n")
+assert FEW_PROMPTS != SPACE
 # one trial per precision at equal slots, plus two cache-only variations
 ENQUEUED = [("fp16", 2), ("int8", 4), ("int4", 4), ("int8", 2), ("fp16", 8)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+_FULL_PRECISION_TOKENS: dict[tuple, object] = {}
 
 
 def agreement_accuracy(backend, plan):
@@ -62,10 +70,14 @@ def agreement_accuracy(backend, plan):
     prompts = backend.prompts(backend.settings.limit)
     kw = dict(max_new_tokens=backend.max_new_tokens, seed=backend.settings.seed)
     with torch.no_grad():
-        # the full-precision generations are the same for every trial of a backend: made once, on its first trial
-        if getattr(backend, "_full_precision_tokens", None) is None:
-            backend._full_precision_tokens = [generate(backend.loaded, ids, **kw) for ids in prompts]
-        ref = backend._full_precision_tokens
+        # a prompt's full-precision generation is the same for every trial of every study of one model: made once
+        # per test process (keyed by the model's fingerprint, the prompt and the decoding)
+        keys = [(backend.model_fingerprint, repr(backend.loaded.gen_defaults), tuple(ids.flatten().tolist()),
+                 tuple(sorted(kw.items()))) for ids in prompts]
+        for key, ids in zip(keys, prompts, strict=True):
+            if key not in _FULL_PRECISION_TOKENS:
+                _FULL_PRECISION_TOKENS[key] = generate(backend.loaded, ids, **kw)
+        ref = [_FULL_PRECISION_TOKENS[key] for key in keys]
         attach_runtime(backend.loaded.model, backend._runtime(plan), layers=backend.loaded.moe)
         try:
             got = [generate(backend.loaded, ids, **kw) for ids in prompts]
@@ -235,7 +247,7 @@ def test_a_bf16_study_gets_its_cache_bytes_and_the_equal_memory_replay(tmp_path)
     table as "no FP16 trial in the headline" (bf16 experts have fp16's bytes)."""
     from advisor.report.study import build_report
 
-    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace('["fp16"]', '["bf16"]')
+    space = FEW_PROMPTS.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace('["fp16"]', '["bf16"]')
     url = run_small_study(tmp_path / "bf16.db", "bf16-test", space, [("bf16", 2), ("int8", 4)])
     payload = json.loads(build_report("bf16-test", url, tmp_path / "r", block_lengths=()).data.read_text())
     (bf16,) = [r for r in payload["headline"] if r["precision"] == "bf16"]
@@ -249,7 +261,7 @@ def test_one_slot_per_layer_is_said_in_the_singular_and_the_opening_names_every_
     is modelled and transfer counted from recorded routing (each labelled in the last section)."""
     from advisor.report.study import build_report
 
-    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace('["fp16"]', '["bf16"]')
+    space = FEW_PROMPTS.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace('["fp16"]', '["bf16"]')
     url = run_small_study(tmp_path / "one.db", "one-test", space, [("bf16", 1), ("int8", 4)])
     md = build_report("one-test", url, tmp_path / "r", block_lengths=()).markdown.read_text()
     assert "bf16 experts with 1 GPU slot per layer" in md
@@ -505,7 +517,7 @@ def test_cli_answers_at_several_budgets(study, tmp_path):
 def test_a_study_searching_the_miss_policy_shows_it_in_the_headline(tmp_path):
     """The headline table (no --memory) names each point's miss policy when the space searches `cache.miss`,
     as the several-budgets table does; the FP16-no-cache baseline copies every expert."""
-    space = SPACE.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu", "hybrid"]')
+    space = FEW_PROMPTS.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu", "hybrid"]')
     db = tmp_path / "miss.db"
     url = run_small_study(db, "miss", space, [("fp16", 4, "copy"), ("int8", 4, "cpu"), ("int4", 4, "hybrid")])
     r = advisor_entry("report", "miss", "--storage", url, "-o", str(tmp_path / "r"), "--block-lengths", "",
@@ -561,7 +573,7 @@ def test_a_time_studys_stars_are_its_fastest_picks_as_its_axis_and_recommend_ran
     now `--prefer latency`'s picks, the heading and caption say so and their table shows the time."""
     from advisor.results.read import read_fronts
 
-    space = SPACE.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu"]').replace(
+    space = FEW_PROMPTS.replace('prefetch = ["none"]', 'prefetch = ["none"]\nmiss = ["copy", "cpu"]').replace(
         'h2d_bytes_per_token = "minimize"', 'time_per_token = "minimize"')
     url = run_small_study(tmp_path / "time.db", "timed", space,
                           [("fp16", 8, "copy"), ("fp16", 1, "cpu"), ("int8", 1, "cpu"), ("int8", 8, "copy")])
@@ -881,7 +893,7 @@ def test_a_time_studys_summary_shows_the_time_it_ranks_by_also_without_an_fp16_p
     transfer cut (a bf16 row cut 54.5% at 100 KiB, 51.4% at a larger 102.75 KiB: it looked backwards) and showed
     time only as a cut against a stored fp16 no-cache trial - none here, so no time at all. Each row now gives its
     time per token with its source, what it is ranked by, before the transfer cut."""
-    space = SPACE.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace(
+    space = FEW_PROMPTS.replace('"fp16", "int8", "int4"', '"bf16", "int8"').replace(
         'h2d_bytes_per_token = "minimize"', 'time_per_token = "minimize"')
     url = run_small_study(tmp_path / "t.db", "bf", space, [("bf16", 2), ("int8", 4), ("bf16", 8)])
     r = advisor_entry("report", "bf", "--storage", url, "-o", "r", "--block-lengths", "", "--memory", "30%,100%",
