@@ -94,21 +94,21 @@ def test_budgets_above_the_studys_budget_are_refused_not_stored_over_budget(tmp_
     assert not (tmp_path / "x.db").exists()
 
 
-def test_budgets_of_every_fp16_expert_offload_a_model_stored_at_fp32(tmp_path):
+def test_budgets_of_every_fp16_expert_offload_a_model_stored_at_fp32(shm_tmp_path):
     """`--budgets 100%` is the resident weights + every expert at FP16: 4.23 MiB of the bundled model's 7.23 MiB
     (stored at fp32), so it loads offloaded, as under `--budget 4.23MiB`. The share was taken of the counted fp32
     bytes, and the model was loaded whole, below its budget: "counted 7.23 MiB of weights <= --budgets 100%"."""
-    space = tmp_path / "s.toml"
+    space = shm_tmp_path / "s.toml"
     space.write_text(SPACE)
     r = advisor_in_process("tune", "--budgets", "100%", "--space", str(space), "--trials", "1", "--storage",
-                           f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)  # not about the process: no torch import again
+                           f"sqlite:///{shm_tmp_path}/x.db", cwd=shm_tmp_path)  # not about the process: no torch import again
     assert r.returncode == 0, r.stdout + r.stderr
     assert ("loading: offloaded: routed experts stream from the checkpoint (counted 7.23 MiB of checkpoint tensors > --budgets "
             "100% (resident weights + 100% of the FP16 expert bytes))") in " ".join(r.stdout.split()), r.stdout
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(shm_module_path):
     import torch
 
     from advisor.eval.tasks import get_task
@@ -125,7 +125,7 @@ def study(tmp_path_factory):
     loaded = load_model("tiny:llada_moe")
     task = get_task("toy", limit=space.evaluation.limit, seed=space.evaluation.seed)
     backend = ModelBackend(loaded, task, space.evaluation, accuracy_fn=agreement_accuracy)
-    url = f"sqlite:///{tmp_path_factory.mktemp('baselines') / 'study.db'}"
+    url = f"sqlite:///{shm_module_path / 'study.db'}"
     budget = int(budget_memory("60%", backend.shape)[0])
     shape = backend.shape
     enqueued = len(budget_points(BudgetFit(space, shape, budget), BUDGETS)) + len(baseline_trials(space, shape, BUDGETS))
@@ -249,16 +249,16 @@ fidelity_prompts = 1
 """
 
 
-def test_llama_cpp_style_baseline_measures_the_layers_its_llama_cpp_export_runs(tmp_path):
+def test_llama_cpp_style_baseline_measures_the_layers_its_llama_cpp_export_runs(shm_tmp_path):
     """llama.cpp keeps the FIRST blocks' experts on the CPU (`--n-cpu-moe N`: blocks 0..N-1; `-ngl N`: the last N-1
     blocks and the output layer on the GPU), but the llama.cpp-style baseline put the first MoE layers' experts on
     the GPU (slots 64,0,0,0), so a baseline trial measured a placement that its own llama.cpp export (-ngl 2: the
     last block) does not run. It now measures the last layers, and `advisor export --to llama.cpp` of the trial
     places exactly the blocks it measured on the GPU."""
-    (tmp_path / "space.toml").write_text(LLAMA_SPACE)
-    url = f"sqlite:///{tmp_path}/s.db"
+    (shm_tmp_path / "space.toml").write_text(LLAMA_SPACE)
+    url = f"sqlite:///{shm_tmp_path}/s.db"
     r = advisor_in_process("tune", "--space", "space.toml", "--storage", url, "--study", "l", "--budgets", "60%",
-                           "--trials", "12", cwd=tmp_path)
+                           "--trials", "12", cwd=shm_tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     import optuna
 
@@ -269,7 +269,7 @@ def test_llama_cpp_style_baseline_measures_the_layers_its_llama_cpp_export_runs(
     assert t.state.name == "COMPLETE"
     slots = t.user_attrs["config"]["slots_per_layer"]
     assert slots == [0, 0, 0, 64], slots  # 60% holds one whole layer: the last, as --n-cpu-moe 3 / -ngl 2 keep it
-    r = advisor_in_process("export", "l", str(t.number), "--storage", url, "--to", "llama.cpp", "--json", cwd=tmp_path)
+    r = advisor_in_process("export", "l", str(t.number), "--storage", url, "--to", "llama.cpp", "--json", cwd=shm_tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     gpu = sorted({int(name.split(".")[1]) for name, dev in doc["placement"].items() if dev == "GPU"})
@@ -371,7 +371,7 @@ def test_any_complete_trial_exports_and_unfinished_ones_are_refused(study, tmp_p
     assert r.returncode == 2 and "study 'b' has no trial 999 (its trials are numbered 0-" in r.stderr
 
 
-def test_a_resume_seeds_its_budgets_points_reading_the_study_once_and_queues_none_twice(tmp_path, monkeypatch):
+def test_a_resume_seeds_its_budgets_points_reading_the_study_once_and_queues_none_twice(shm_tmp_path, monkeypatch):
     """`advisor tune tiny:qwen3_moe --space dllm --budgets 60%` queues 340 points; each rerun enqueued every one
     with Optuna's `skip_if_exists`, which reads the whole study per point: a resume of this tiny model spent
     28 s of its 36 s reading the study (quadratic in its size). The study is read once now; the queue is the
@@ -381,7 +381,7 @@ def test_a_resume_seeds_its_budgets_points_reading_the_study_once_and_queues_non
 
     from advisor.cli import app
 
-    url = f"sqlite:///{tmp_path / 's.db'}"
+    url = f"sqlite:///{shm_tmp_path / 's.db'}"
     args = ["tune", "tiny:qwen3_moe", "--space", "dllm", "--budgets", "60%", "--storage", url, "--study", "q"]
     r = CliRunner().invoke(app, [*args, "--trials", "1"])
     assert r.exit_code == 0, r.output[-2000:]
