@@ -61,12 +61,19 @@ def stored(db: Path) -> tuple[dict, dict[int, str]]:
     return (json.loads(rows[0][0]) if rows else {}), sources
 
 
+@pytest.fixture
+def tmp_path(shm_tmp_path) -> Path:
+    """Each test's directory in shared memory (`shm_tmp_path`): its studies' SQLite commits (every resume's trials,
+    the workers' claims) need not wait for the disk."""
+    return shm_tmp_path
+
+
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory) -> tuple[Path, str]:
+def tuned(shm_module_path) -> tuple[Path, str]:
     """A study "c" tuned on SPACE with `--trials 3` (the warm start's three points, the CPU expert times measured
     and stored), and that run's stdout: tuned once per test process, each test resuming its own copy
-    (`copy_tuned`) - the file itself is never written after."""
-    work = tmp_path_factory.mktemp("tuned")
+    (`copy_tuned`) - the file itself is never written after. In shared memory, as `tmp_path` is."""
+    work = shm_module_path
     (work / "space.toml").write_text(SPACE)
     db = work / "s.db"
     out = advisor("tune", "--space", "space.toml", "--storage", f"sqlite:///{db}", "--study", "c", "--trials", "3",
