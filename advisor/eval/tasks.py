@@ -31,10 +31,10 @@ class Task:
     pad_ok: bool = False
     """Whether prompts of different lengths may share a batch (left-padded with EOS, no attention mask):
     true only for the bundled model, which was trained that way; others decode equal-length prompts."""
-    score_many_fn: Callable[[list[dict], list[str]], list[bool]] | None = None
     score_records_fn: Callable[[list[dict], list[str]], list[dict]] | None = None
     """Scores a batch with what the scoring says of each: {"correct": bool, ...} (HumanEval: the sandbox's
-    status and detail, `advisor.eval.humaneval.outcome`); where set, `score_many` reads it."""
+    status and detail, `advisor.eval.humaneval.outcome`; its programs run concurrently); where set,
+    `score_records` and `score_many` read it."""
     description: str = ""
     max_shots: int = 0
     """Few-shot exemplars in a prompt; `prompt_fn` uses ``ex["shots"]`` when set, so exemplars can be
@@ -78,8 +78,6 @@ class Task:
         cleaned = [self.clean(ex, c) for ex, c in zip(examples, completions, strict=True)]
         if self.score_records_fn is not None:
             return self.score_records_fn(examples, cleaned)
-        if self.score_many_fn is not None:
-            return [{"correct": v} for v in self.score_many_fn(examples, cleaned)]
         return [{"correct": self.score_fn(ex, c)} for ex, c in zip(examples, cleaned, strict=True)]
 
     def subset(self, limit: int | None, seed: int = 0) -> Task:
