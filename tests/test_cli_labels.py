@@ -43,6 +43,10 @@ def test_front_rows_name_the_miss_policy_and_tides_tau(tmp_path):
     wide = advisor("pareto", "bundled-example", "--storage", "ex.db", "--wide", cwd=tmp_path).stdout
     # latency_ms_per_token is measured:wall-clock(..)+modelled:pcie(..): the header keeps both kinds
     assert "measured+modelled" in wide
+    # the front's accuracies with their Wilson 95% intervals (200 examples each), in the sources legend: 0.935 and
+    # 0.960 overlap, which the bare values did not say
+    assert ("accuracy: measured:exact-match:toy(n=200,cpu); 95% intervals (Wilson): 0.935 is 0.892-0.962, 0.945 is "
+            "0.904-0.969, 0.950 is 0.910-0.973, 0.960 is 0.923-0.980") in flat(out), out
 
 
 def test_recommend_names_time_per_token_and_shows_budget_and_use_apart(tmp_path):

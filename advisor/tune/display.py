@@ -147,8 +147,22 @@ def sources_legend(points: Sequence[FrontPoint], columns: Sequence[str] = ()) ->
         srcs = sorted({p.sources[m] for p in points if m in p.sources})
         label = _UNITS.get(m, (m,))[0]
         shown = f" [{label}]" if m in columns and label != m else ""
-        lines.append(f"{m}{shown}: {'; '.join(srcs)}")
+        lines.append(f"{m}{shown}: {'; '.join(srcs)}" + (_intervals(points) if m == "accuracy" else ""))
     return lines
+
+
+def _intervals(points: Sequence[FrontPoint]) -> str:
+    """The Wilson 95% interval of each accuracy shown, where its source gives the sample size
+    (`advisor.eval.stats.stored_interval`): on the few examples a tune measures, two accuracies a few points apart
+    are often not told apart, which the front's bare values did not say."""
+    from advisor.eval.stats import stored_interval
+
+    seen: dict[str, str] = {}
+    for p in sorted((p for p in points if "accuracy" in p.values), key=lambda p: p.values["accuracy"]):
+        ci = stored_interval(p.values["accuracy"], p.sources.get("accuracy"))
+        if ci is not None:
+            seen.setdefault(fmt_value("accuracy", p.values["accuracy"]), f"{ci[1]:.3f}-{ci[2]:.3f}")
+    return ("; 95% intervals (Wilson): " + ", ".join(f"{v} is {ci}" for v, ci in seen.items())) if seen else ""
 
 
 PLAIN_PROGRESS_EVERY_S = 60.0  # output that is not a terminal (a log file, a pipe): one progress line this often
