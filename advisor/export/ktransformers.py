@@ -183,8 +183,7 @@ def kt_method(cfg: ExportConfig, fmt: str, choice: str) -> tuple[str, str, str]:
     if method == "LLAMAFILE" and (why_not := llamacpp_refusal(cfg.model)) is not None:  # LLaDA2: no GGUF to point to
         weights = ("a GGUF directory of its experts, for which `advisor export --to llama.cpp` writes no script and "
                    f"llama.cpp's own converter, as checked, no GGUF: {why_not}")
-    if kind in AMX_METHOD and choice == "auto":
-        amx = AMX_METHOD[kind][0]
+    if kind in AMX_METHOD and choice == "auto":  # `amx`: the format's AMX method, set above
         why = (f"chosen from the CPU flags of the machine this export ran on: {why}; the serving machine's may differ: "
                f"kt-kernel runs {amx} on AVX-512F/BW CPUs, AMX or not, from weights its convert_cpu_weights.py "
                f"converts, and LLAMAFILE on any x86-64 (AVX2) from GGUF files; --opt kt_method={amx.lower()} or "

@@ -305,8 +305,8 @@ def check_model_spec(spec: str, *, weightless: bool = False) -> str:
         return spec
     if path.is_dir():
         read_config(path)
-        if not weightless and not any(path.glob("*.safetensors")) and not any((path / n).is_file()
-                                                                              for n in WEIGHT_INDEXES):
+        # a safetensors index without its shards passes here: the load names the shards missing (a cut download)
+        if not weightless and has_no_weights(path) and not (path / WEIGHT_INDEXES[0]).is_file():
             raise UserError(f"{path} holds no weights (no *.safetensors, {', '.join(WEIGHT_INDEXES)}); point at "
                             f"the model's directory, or re-download the model (`advisor inspect {spec} --budget "
                             "SIZE` counts its sizes, and what fits, from config.json alone)")
