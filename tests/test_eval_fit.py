@@ -41,6 +41,28 @@ def test_few_shot_prompts_drop_exemplars_to_fit_the_models_positions_said_once(t
     assert json.loads(out.read_text())["n"] == 3
 
 
+def test_eval_tokenizes_each_prompt_once(toy_dir, tmp_path, monkeypatch):
+    """`eval` tokenized every prompt three times - its up-front positions check, its fit to the positions (each
+    few-shot variant) and its batches - seconds on a full few-shot GSM8K on the bundled model: through the CLI,
+    with a precision (its fidelity prompts read the same texts), each text goes through the tokenizer once."""
+    from collections import Counter
+
+    from transformers import PreTrainedTokenizerBase
+
+    calls: Counter[str] = Counter()
+    tokenize = PreTrainedTokenizerBase.__call__
+
+    def counted(self, text, *args, **kwargs):
+        calls[text] += 1
+        return tokenize(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", counted)
+    proc = advisor_in_process("eval", str(toy_dir), "--task", "gsm8k", "--data", str(DATA), "--max-new-tokens", "8",
+                              "--precision", "int8", "--fidelity-prompts", "2", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(calls) > 8 and max(calls.values()) == 1, calls.most_common(3)  # 8 prompts, their variants, answers
+
+
 def test_fitted_prompts_keep_as_many_exemplars_as_fit(toy_dir):
     loaded = load_model(str(toy_dir))
     task = get_task("gsm8k", path=str(DATA))

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from advisor.eval.run import encode_prompt
 from advisor.files import home_path
 from advisor.units import EVAL_FIDELITY_PROMPTS
 
@@ -75,7 +76,7 @@ def build_inputs(
     pad = tok.eos_token_id if tok.eos_token_id is not None else (tok.pad_token_id or 0)
     rows, scored, keep = [], [], []
     for prompt, answer in zip(prompts, answers, strict=True):
-        p = list(tok(prompt, add_special_tokens=True)["input_ids"])
+        p = encode_prompt(tok, prompt)
         a = list(tok(answer, add_special_tokens=False)["input_ids"])[:canvas] if answer else []
         if loaded.mask_token_id is None and loaded.is_diffusion:  # DiffusionGemma: no mask token
             rows.append(p + uniform_canvas(loaded, a + [pad] * (canvas - len(a)), gen))
