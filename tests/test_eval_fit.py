@@ -382,6 +382,31 @@ def test_a_data_record_far_past_the_positions_is_refused_naming_its_line(toy_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "s.toml"]
 
 
+def test_tune_refuses_a_fidelity_prompt_far_past_the_positions(toy_dir, tmp_path):
+    """tune's up-front check read the accuracy's (`limit`) and the traces' (`trace_prompts`) examples only: its
+    fidelity prompts, of another count, are other examples (here the first of four), so a record far past the
+    positions among them alone ran. Refused before the study as the others are, naming its line."""
+    from cli_helpers import advisor_entry
+
+    from advisor.eval.run import FAR_PAST_POSITIONS
+    from advisor.eval.tasks import select
+
+    index = list(range(4))
+    assert 0 in select(index, 3) and 0 not in select(index, 2)  # fidelity's 3 hold the first; limit's, traces' 2 not
+    far = {"question": "Add " + "one and " * (FAR_PAST_POSITIONS * 256 // 8) + "one.", "answer": "#### 9"}
+    rows = [far] + [{"question": f"What is 2 + {i}?", "answer": f"#### {2 + i}"} for i in range(3)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "s.toml").write_text('name = "s"\n[objectives]\naccuracy = "maximize"\npeak_gpu_bytes = "minimize"\n'
+                                     '[precision]\nformats = ["int8"]\n[evaluation]\ntrace_prompts = 2\n'
+                                     "fidelity_prompts = 3\nlimit = 2\nmax_new_tokens = 8\n")
+    proc = advisor_entry("tune", str(toy_dir), "--task", "gsm8k", "--data", "d.jsonl", "--space", "s.toml",
+                         "--trials", "1", "--storage", "sqlite:///s.db", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    [line] = proc.stderr.strip().splitlines()  # the only line
+    assert line.startswith("error: ") and "d.jsonl:1: its prompt is " in line and "'s 256 (" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "s.toml"]
+
+
 def test_a_prompt_text_far_past_the_positions_is_refused(toy_dir, tmp_path):
     """`trace --prompt TEXT` far past the model's positions (16,000 tokens on 256) was said in a note, then decoded
     for minutes: refused as a --data record is, naming the text, in one line, nothing written."""

@@ -125,16 +125,18 @@ class ModelBackend:
 
     def refuse_new_tokens_past_positions(self) -> None:
         """`UserError` where the new tokens alone exceed the model's positions, naming the most that fit every prompt
-        the study decodes them beside - its accuracy's (`limit`) and its traces' (`trace_prompts`), as
-        `advisor.eval.run.refuse_past_positions` names them: said before a study is created, not by a failed trial."""
+        the study decodes them beside - its accuracy's (`limit`), its traces' (`trace_prompts`) and its fidelity
+        proxy's (`fidelity_prompts`: another count picks other examples) - and a prompt of them far past the positions,
+        as `advisor.eval.run.refuse_past_positions` names them (as eval checks its fidelity prompts, of its examples,
+        with the new tokens): said before a study is created, not by a failed trial."""
         from advisor.eval.run import refuse_past_positions
         from advisor.eval.tasks import select
 
-        task, n, seed = self.task, self.settings.trace_prompts, self.settings.seed
+        task, n, seed, settings = self.task, self.settings.trace_prompts, self.settings.seed, self.settings
         examples = getattr(task, "examples", None)
-        if examples:  # (select picks by position: the same examples as the accuracy's and the traces' own)
+        if examples:  # (select picks by position: the same examples as the accuracy's, traces' and fidelity's own)
             index = list(range(len(examples)))
-            chosen = sorted({*select(index, self.settings.limit, seed), *select(index, n, seed)})
+            chosen = sorted({i for k in (settings.limit, n, settings.fidelity_prompts) for i in select(index, k, seed)})
             task, n = replace(task, examples=[examples[i] for i in chosen]), len(chosen)
         refuse_past_positions(self.loaded, task, n, seed, self.max_new_tokens, self.gen_kwargs)
 
