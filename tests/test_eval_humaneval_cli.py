@@ -41,7 +41,7 @@ def test_canonical_solutions_score_164_of_164_and_an_altered_set_its_exact_count
     assert "pass@1: 100.0% (164/164;" in result.output
     assert "sandbox: " in result.output
     payload = json.loads((tmp_path / "c.json").read_text())
-    assert payload["passed"] == 164 and payload["pass_at"] == {"1": 1.0}
+    assert payload["correct"] == 164 and payload["pass_at"] == {"1": 1.0}
 
     # every altered problem and as many kept canonical: each canonical solution passed above, and running the
     # other 82 again in their sandboxes checked nothing new
@@ -53,8 +53,22 @@ def test_canonical_solutions_score_164_of_164_and_an_altered_set_its_exact_count
     assert result.exit_code == 0, result.output
     assert f"({len(KEPT)}/{len(ALTERED) + len(KEPT)};" in result.output
     payload = json.loads((tmp_path / "a.json").read_text())
-    failed = {s["task_id"] for s in payload["per_sample"] if not s["passed"]}
+    failed = {s["task_id"] for s in payload["per_sample"] if not s["correct"]}
     assert failed == ALTERED
+
+
+def test_given_completions_are_recorded_in_the_fields_generated_ones_are(tmp_path):
+    """`--completions` recorded `passed` (per sample and in all) where a model's own completions record `correct`
+    (per example, and the count): one field name for one thing, with the sandbox's status and detail beside it."""
+    p = PROBLEMS[0]
+    samples = [{"task_id": p["task_id"], "completion": p["canonical_solution"]},
+               {"task_id": p["task_id"], "completion": "    return None\n"}]
+    result = _eval("--completions", _write(tmp_path / "s.jsonl", samples), "--json", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "s.json").read_text())
+    assert payload["correct"] == 1 and "passed" not in payload, payload
+    assert [(r["correct"], r["status"]) for r in payload["per_sample"]] == [(True, "passed"), (False, "failed")]
+    assert all(set(r) == {"task_id", "correct", "status", "detail"} for r in payload["per_sample"]), payload
 
 
 def test_several_samples_per_problem_give_unbiased_pass_at_k(tmp_path):
@@ -143,7 +157,7 @@ def test_a_model_generates_and_is_scored_end_to_end(tmp_path, monkeypatch):
             f"{payload['scoring_seconds']:.1f} s on this host's CPU [measured:wall-clock(this host's CPU)]" in text), text
     assert all(isinstance(r["completion"], str) for r in payload["per_example"])
     # why each failed, as --completions records it (generated ones recorded only `correct`)
-    assert all(r["status"] in ("failed", "timeout", "error") and isinstance(r["detail"], str)
+    assert all(r["status"] in ("failed", "timeout", "error") and isinstance(r["detail"], str) and r["correct"] is False
                for r in payload["per_example"]), payload["per_example"]
 
 

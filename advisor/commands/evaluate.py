@@ -245,13 +245,13 @@ def _score_completions(
         f"{escape(path)}, "
         "run as written (prompt + completion), each in the sandbox"
     )
-    passed = sum(c for _n, c in scores.per_task.values())
+    correct = sum(c for _n, c in scores.per_task.values())
     per_problem = sorted({n for n, _c in scores.per_task.values()})
     each = f"{per_problem[0]}" if len(per_problem) == 1 else f"{per_problem[0]}-{per_problem[-1]}"
     for k, value in scores.pass_at.items():
         if scores.n_samples == scores.n_problems:
-            low, high = wilson_interval(passed, scores.n_samples)
-            extra = f" ({passed}/{scores.n_samples}; 95% CI {low:.1%}-{high:.1%})"
+            low, high = wilson_interval(correct, scores.n_samples)
+            extra = f" ({correct}/{scores.n_samples}; 95% CI {low:.1%}-{high:.1%})"
         else:  # n is the problems; a problem's samples are not independent draws, so no binomial interval
             extra = f" ({count(scores.n_problems, 'problem')}, {each} samples each; no CI)"
         estimator = "" if scores.n_samples == scores.n_problems else ", unbiased estimator"
@@ -264,7 +264,7 @@ def _score_completions(
     if json_out:
         payload = {
             "task": "humaneval", "completions": path, "problems": scores.n_problems, "samples": scores.n_samples,
-            "pass_at": {str(k): v for k, v in scores.pass_at.items()}, "passed": passed,
+            "pass_at": {str(k): v for k, v in scores.pass_at.items()}, "correct": correct,
             "isolation": scores.isolation, "per_sample": scores.results,
         }
         write_atomic(json_out, json.dumps(payload, indent=2), create_dirs=False, option="--json")

@@ -211,11 +211,11 @@ def _said(result: ExecResult) -> ExecResult:
     return result
 
 
-def outcome(result: ExecResult) -> dict[str, str]:
-    """What a scored completion's record (`eval --json`, generated or --completions) says of its run: the
-    sandbox's status (passed, failed: an assertion or another exception, timeout, error) and the last 300
-    characters of its detail (the error's last lines; `jsonl.tail`)."""
-    return {"status": result.status, "detail": jsonl.tail(result.detail, 300)}
+def outcome(result: ExecResult) -> dict[str, bool | str]:
+    """What a scored completion's record (`eval --json`, generated or --completions: one field name for each)
+    says of its run: whether it is correct, the sandbox's status (passed, failed: an assertion or another
+    exception, timeout, error) and the last 300 characters of its detail (the error's last lines; `jsonl.tail`)."""
+    return {"correct": result.passed, "status": result.status, "detail": jsonl.tail(result.detail, 300)}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -264,6 +264,6 @@ def score_completions(problems: list[dict], samples: list[dict], limits: Limits 
     smallest = min(n for n, _ in per_task.values())
     ks = [k for k in (1, 10, 100) if k <= smallest]
     pass_at = {k: sum(pass_at_k(n, c, k) for n, c in per_task.values()) / len(per_task) for k in ks}
-    records = [{"task_id": s["task_id"], "passed": r.passed, **outcome(r)} for s, r in zip(samples, results, strict=True)]
+    records = [{"task_id": s["task_id"], **outcome(r)} for s, r in zip(samples, results, strict=True)]
     isolation = next((r.isolation for r in results if r.isolation), "")
     return SampleScores(len(per_task), len(samples), per_task, pass_at, isolation, records)

@@ -180,7 +180,7 @@ def _humaneval(path: str | None, style: str | None) -> Task:
     problems = humaneval.load_problems(path)
 
     def score_records(examples: list[dict], completions: list[str]) -> list[dict]:
-        return [{"correct": r.passed, **humaneval.outcome(r)} for r in humaneval.check_many(examples, completions)]
+        return [humaneval.outcome(r) for r in humaneval.check_many(examples, completions)]
 
     return Task(
         name="humaneval",
