@@ -540,13 +540,19 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
 
 
 def _close_keys(key: str, keys: list[str]) -> list[str]:
-    """The keys close to `key` (a typo: '4909', 'h10o'), among those whose letters are close to its letters too:
-    on the digits alone 'mi300x' (a GPU the catalogue lacks) was close to the RTX 3090, 3080, 3070 and 3060."""
+    """The keys close to `key` (a typo: '4909', 'h10o', '4o90'), among those whose letters are close to its letters
+    too: on the digits alone 'mi300x' (a GPU the catalogue lacks) was close to the RTX 3090, 3080, 3070 and 3060.
+    One letter typed beside a key's own ('4o90', '4090d' of the digits-only '4090') is a slip, not another GPU."""
     def letters(k: str) -> str:
         return re.sub(r"[0-9]", "", k)
 
-    alike = [k for k in keys if difflib.SequenceMatcher(None, letters(key), letters(k)).ratio() >= 0.5]
-    return difflib.get_close_matches(key, alike, n=5, cutoff=0.5)
+    def alike(k: str) -> bool:
+        typed, own = letters(key), letters(k)
+        matcher = difflib.SequenceMatcher(None, typed, own)
+        return matcher.ratio() >= 0.5 or (
+            len(typed) == len(own) + 1 and sum(b.size for b in matcher.get_matching_blocks()) == len(own))
+
+    return difflib.get_close_matches(key, [k for k in keys if alike(k)], n=5, cutoff=0.5)
 
 
 def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None, given: str | None = None) -> None:
