@@ -40,13 +40,13 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from advisor.errors import UserError, refuse_empty, refuse_without_cuda_driver
-        from advisor.hardware.profiles import is_zero_size, parse_budget
+        from advisor.hardware.profiles import is_share, parse_budget
         from advisor.terminal import print_fitted, print_table, print_wrapped
         from advisor.tune.interrupt import import_runtime
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
         # "'80%' is not a size" did not say what does (tune and recommend say it); 0% is "must be positive", as 0B is
-        if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
+        if is_share(budget):
             raise UserError("--budget takes a size (e.g. 24GiB), not a share: inspect says what fits in that much "
                             "device memory (each catalogue GPU's memory: `advisor profile --list`)")
         budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None  # an empty "$BUDGET" is refused

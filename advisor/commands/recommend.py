@@ -36,7 +36,7 @@ def build_query(
     profiles_dir: Path | None,
 ):
     """The recommend query from command-line options (shared with `advisor export --from-recommend`)."""
-    from advisor.hardware.profiles import check_budget_fits, is_zero_size, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, is_share, parse_budget
 
     # '' matched every front (or none, "for any study")
     refuse_empty({"--model": model, "--task": task, "--study": study}, "a name (see `advisor studies`)")
@@ -44,7 +44,7 @@ def build_query(
 
     profile = gpu_profile(gpu, profiles_dir, has_budget=True)
     # "budget '50%' is not a size" did not say what does; 0% is "must be positive", as 0B is
-    if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
+    if is_share(budget):
         raise UserError(f"--budget takes a size (e.g. 24GiB), not a share: recommend compares stored configurations "
                         f"by their counted peak GPU bytes, of whatever model; for a share of one study's model, "
                         f"`advisor report STUDY --memory {budget.strip()}`")

@@ -82,12 +82,12 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
 
 def _resolve_budget(budget: str | None, gpu: str | None, profiles_dir: Path | None = None):
     """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware.profiles import check_budget_fits, is_zero_size, parse_budget
+    from advisor.hardware.profiles import check_budget_fits, is_share, parse_budget
     from advisor.tune.budget import memory_spec
 
     profile = gpu_profile(gpu, profiles_dir, has_budget=True)  # an empty --gpu "$GPU" is refused, not ignored
     # a share is a --budgets value: its words, not "not a size" (0%, as 0B: "must be positive", below)
-    if budget is not None and budget.strip().endswith("%") and not is_zero_size(budget):
+    if is_share(budget):
         share = budget.strip()
         try:
             memory_spec(share, "--budgets")

@@ -588,6 +588,12 @@ def is_zero_size(value: str) -> bool:
     return m is not None and m.group(2) in {*_UNITS, "", "%"} and float(m.group(1)) == 0
 
 
+def is_share(value: str | None) -> bool:
+    """`value`, a --budget as typed, is a share ("80%"), which --budget does not take: each command refuses it in its
+    own words, saying what to give. A zero share is not one: "0%" is "must be positive", as "0B" is (`is_zero_size`)."""
+    return value is not None and value.strip().endswith("%") and not is_zero_size(value)
+
+
 def parse_budget(value: str | int | float, label: str = "budget ") -> int:
     """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int; a
     unit in any case but a lowercase-b one ("12Gb": bits, `_refuse_bits`).
