@@ -32,7 +32,8 @@ def test_the_task_scores_raw_model_output_through_clean_and_sandbox():
     p = next(p for p in task.examples if p["entry_point"] == "add")
     raw = "```python\n" + p["prompt"] + "    return x + y\n```\nThis adds them."
     assert task.score(p, raw)
-    assert task.score_many([p, p], [raw, "return x - y"]) == [True, False]
+    scored = task.score_records([p, p], [raw, "return x - y"])
+    assert [r["correct"] for r in scored] == [True, False] and scored[0]["status"] == "passed", scored
 
 
 def test_clean_completion_variants():

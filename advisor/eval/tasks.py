@@ -34,7 +34,7 @@ class Task:
     score_records_fn: Callable[[list[dict], list[str]], list[dict]] | None = None
     """Scores a batch with what the scoring says of each: {"correct": bool, ...} (HumanEval: the sandbox's
     status and detail, `advisor.eval.humaneval.outcome`; its programs run concurrently); where set,
-    `score_records` and `score_many` read it."""
+    `score_records` reads it."""
     description: str = ""
     max_shots: int = 0
     """Few-shot exemplars in a prompt; `prompt_fn` uses ``ex["shots"]`` when set, so exemplars can be
@@ -67,10 +67,6 @@ class Task:
 
     def score(self, ex: dict, completion: str) -> bool:
         return self.score_fn(ex, self.clean(ex, completion))
-
-    def score_many(self, examples: list[dict], completions: list[str]) -> list[bool]:
-        """Score a batch (HumanEval runs its programs concurrently)."""
-        return [r["correct"] for r in self.score_records(examples, completions)]
 
     def score_records(self, examples: list[dict], completions: list[str]) -> list[dict]:
         """Score a batch: {"correct": bool} per completion, with what the scoring says of it where it says more
