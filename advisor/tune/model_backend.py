@@ -54,6 +54,7 @@ class ModelBackend:
         (`refuse_new_tokens_past_positions`) before an offloaded model's activation probe decodes them."""
         # lazy like every torch import here: importing stays cheap
         from advisor.models.load import HOST_RAM_SOURCE, host_available_bytes, model_meta
+        from advisor.offload.store import HOST_LIMIT_OPTION
 
         self.loaded, self.task, self.settings = loaded, task, settings
         self.profile = profile
@@ -65,7 +66,7 @@ class ModelBackend:
         self.device = device_text(loaded.device)
         self.offloaded = bool(getattr(loaded, "offloaded", False))
         self.host_memory = int(host_memory) if host_memory else host_available_bytes()
-        self.host_memory_source = "--host-memory" if host_memory else HOST_RAM_SOURCE
+        self.host_memory_source = HOST_LIMIT_OPTION if host_memory else HOST_RAM_SOURCE
         self.model_meta = model_meta(loaded)
         self._accuracy_fn = accuracy_fn
         self._prompts: list[Any] | None = None
