@@ -685,3 +685,19 @@ def test_a_cached_hub_id_of_config_json_alone_is_refused_offline_before_torch_wi
     assert _refused_light(work, "trace", "acme/moe", "--prompt", "hi", "-o", "t.npz") == said
     assert _refused_light(work, "tune", "acme/moe", "--trials", "1") == said
     assert list(work.iterdir()) == []
+
+
+def test_a_cached_hub_id_of_config_json_and_its_index_is_not_said_to_hold_config_json_alone(tmp_path, monkeypatch):
+    """The refusal above said "(config.json alone)" of a snapshot that also holds model.safetensors.index.json
+    (`hf download ID config.json model.safetensors.index.json`): it names what the snapshot holds now."""
+    _hub_cache(tmp_path, monkeypatch, "acme/moe", {"model_type": "qwen3_moe", "num_hidden_layers": 2,
+                                                    "num_experts": 8}, weights=False)
+    snapshot = tmp_path / "hub" / "models--acme--moe" / "snapshots" / ("0" * 40)
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors"}}))
+    work = tmp_path / "work"
+    work.mkdir()
+    said = _refused_light(work, "trace", "acme/moe", "--prompt", "hi", "-o", "t.npz")
+    assert said.startswith("error: acme/moe's snapshot in the local hub cache holds no weights (config.json and "
+                           "model.safetensors.index.json, none of its shards), and they cannot be fetched"), said
+    assert list(work.iterdir()) == []

@@ -330,7 +330,10 @@ def check_model_spec(spec: str, *, weightless: bool = False) -> str:
                 raise unavailable_offline(spec)
             # `hf download ID config.json` alone, offline: the load found no weights after the imports and said so
             # with the snapshot's hash path, where a directory of config.json alone is refused here with the hint
-            raise UserError(f"{spec}'s snapshot in the local hub cache holds no weights (config.json alone), and "
+            # (an index downloaded beside it names shards it lacks: not "config.json alone")
+            held = (f"config.json and {WEIGHT_INDEXES[0]}, none of its shards"
+                    if (snapshot / WEIGHT_INDEXES[0]).is_file() else "config.json alone")
+            raise UserError(f"{spec}'s snapshot in the local hub cache holds no weights ({held}), and "
                             f"they cannot be fetched ({unreachable_note()}); download them on a connected machine "
                             f"(hf download {spec}), or count its sizes, and what fits, from config.json alone: "
                             f"`advisor inspect {spec} --budget SIZE`")
