@@ -1944,7 +1944,7 @@ def test_an_accuracy_typed_as_a_percentage_is_told_its_fraction(tmp_path, comman
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("typed", ["150%", "-2%", "nan%"])
+@pytest.mark.parametrize("typed", ["150%", "-2%", "nan%", "1e999999999%"])
 def test_a_percentage_outside_0_to_100_is_named_as_typed(tmp_path, typed):
     """`--min-accuracy 150%` was read as 1.5 and refused as "--min-accuracy 1.5 must be between 0 and 1 ...; for
     1.5 % give --min-accuracy 0.015 (or 1.5%)" - neither the value typed nor the one meant; '-2%' read "-0.02"."""

@@ -90,8 +90,9 @@ def accuracy_option() -> dict[str, Any]:
         text = value.strip()
         try:  # a percentage in decimal: 0.7% is 0.007, where float's 0.7 / 100 read 0.006999999999999999
             percent = Decimal(text[:-1]) if text.endswith("%") else None
-            fraction = float(text) if percent is None else float(percent / 100)
             in_range = percent is None or (percent.is_finite() and 0 <= percent <= 100)
+            # (checked before dividing: '1e999999999%' overflowed decimal's context, refused as no number)
+            fraction = float(text) if percent is None else float(percent / 100) if in_range else None
         except (ValueError, ArithmeticError):  # decimal's InvalidOperation: no number
             raise typer.BadParameter(f"'{value}' is not an accuracy: give a fraction (0.95) or a percentage "
                                      "(95%)") from None
