@@ -563,7 +563,7 @@ def _compared_by(prefer: str, *points: FrontPoint) -> str:
 
 def _accuracy(p: FrontPoint) -> str:
     """A point's accuracy with how it was obtained and, where its source gives the sample size, its Wilson 95%
-    interval: "0.960 (measured, n=200, 95% CI 0.923-0.979)" - so that a floor passed by less than the noise
+    interval: "0.960 (measured, n=200, 95% CI 0.923-0.980)" - so that a floor passed by less than the noise
     reads as such."""
     acc = p.values["accuracy"]
     ci = stored_interval(acc, p.sources.get("accuracy"))
