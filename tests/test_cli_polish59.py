@@ -30,7 +30,11 @@ def test_a_gpu_the_catalogue_lacks_is_not_offered_gpus_that_share_only_its_digit
 def test_a_letter_slipped_into_a_digits_only_gpu_name_still_gets_its_neighbours(tmp_path):
     """The letters test above refused every key whose letters differ: 'RTX 4O90' (a letter O for a zero) and 'RTX
     4090D' (a variant the catalogue lacks) had letters where the 4090's key ('4090') has none, and were told no GPU
-    has that name. One letter more than a key's own is a slip: they are offered the RTX 4090 again."""
+    has that name. One letter more than a key's own, after its leading letters, is a slip: they are offered the RTX
+    4090 again. A leading letter names another GPU: the Tesla P40 and K80 are offered no GeForce card."""
     for typed in ("RTX 4O90", "RTX 4090D"):
         r = advisor_entry("recommend", "--gpu", typed, "--storage", "s.db", cwd=tmp_path)
         one_error_line(r, f"unknown GPU '{typed}'; close matches: RTX 4090 24GB")
+    for typed in ("P40", "K80"):
+        r = advisor_entry("recommend", "--gpu", typed, "--storage", "s.db", cwd=tmp_path)
+        one_error_line(r, f"unknown GPU '{typed}'; no catalogue GPU, and no profile measured in")

@@ -542,15 +542,19 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
 def _close_keys(key: str, keys: list[str]) -> list[str]:
     """The keys close to `key` (a typo: '4909', 'h10o', '4o90'), among those whose letters are close to its letters
     too: on the digits alone 'mi300x' (a GPU the catalogue lacks) was close to the RTX 3090, 3080, 3070 and 3060.
-    One letter typed beside a key's own ('4o90', '4090d' of the digits-only '4090') is a slip, not another GPU."""
+    One letter more than a key's own after its leading letters ('4o90', '4090d' of the digits-only '4090') is a
+    slip; a leading letter names another GPU ('p40', 'k80' are no RTX 4090 or 3080)."""
     def letters(k: str) -> str:
         return re.sub(r"[0-9]", "", k)
+
+    def lead(k: str) -> str:
+        return re.match(r"[^0-9]*", k).group()
 
     def alike(k: str) -> bool:
         typed, own = letters(key), letters(k)
         matcher = difflib.SequenceMatcher(None, typed, own)
-        return matcher.ratio() >= 0.5 or (
-            len(typed) == len(own) + 1 and sum(b.size for b in matcher.get_matching_blocks()) == len(own))
+        return matcher.ratio() >= 0.5 or (lead(key) == lead(k) and len(typed) == len(own) + 1
+                                          and sum(b.size for b in matcher.get_matching_blocks()) == len(own))
 
     return difflib.get_close_matches(key, [k for k in keys if alike(k)], n=5, cutoff=0.5)
 
