@@ -103,3 +103,30 @@ def test_inspect_counts_a_hub_id_whose_cached_snapshot_holds_only_config_json(tm
     text = " ".join(res.output.split())
     assert "(acme/moe's snapshot in the local hub cache holds no weight files)" in text, text
     assert _counted(res.output) == _counted(_inspect())
+
+
+def test_inspect_runs_its_activation_probe_on_one_thread_as_tune_does(monkeypatch):
+    """`inspect --budget` of Qwen3-30B-A3B's config.json alone took 55-80 s on the 2-core host when other work kept
+    it busy, 46 s of it the activation probe: it ran on every core (torch's default), where `advisor tune` runs
+    the same probe on one thread (--threads 1), and its many small ops waited for each other's threads. It runs on
+    one thread now (7 s there, the same bytes), and the thread count is given back after it."""
+    import advisor.models.generate as generate
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    (Path("m") / "model.safetensors").unlink()
+    seen = []
+    widest_step = generate.widest_step
+
+    def spied(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return widest_step(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "widest_step", spied)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a 2-core host's default, on any host
+    try:
+        output = _inspect("--budget", "80KiB")
+        assert seen == [1] and torch.get_num_threads() == 2, seen
+    finally:
+        torch.set_num_threads(threads)
+    assert "activation allowance 13.57 KiB" in output, output  # the bytes measured on every core before
