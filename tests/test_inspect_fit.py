@@ -88,3 +88,31 @@ def test_inspect_slots_of_an_offloaded_model_are_what_a_study_at_that_budget_run
     assert copy["bf16"] == 0
     for (fmt, miss), slots in ran.items():
         assert slots == {(copy if miss == "copy" else cpu)[fmt]}, (fmt, miss, slots, rows)
+
+
+def test_inspect_takes_a_gpu_by_name_as_tune_does(tmp_path):
+    """`advisor inspect` took no --gpu, where tune and recommend take `--gpu NAME` (a catalogue GPU or a measured
+    profile) for the card's memory: "does it fit my RTX 4090" needed its memory looked up and typed as --budget. It
+    takes --gpu now, as tune does: the card's memory is the budget, labelled as coming from it (and where its figure
+    came from); with --budget, at most that; a CPU profile (the host's RAM) is refused in one line,
+    before torch imports."""
+    from tests.test_cli_new_user14 import _refused_light
+
+    def run(*args: str) -> str:
+        res = CliRunner().invoke(app, ["inspect", "bundled", *args], terminal_width=200)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    card = run("--gpu", "4090")
+    assert "budget 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal)):" in " ".join(card.split()), card
+    assert _fit_rows(card) == _fit_rows(run("--budget", "24GiB")) and len(_fit_rows(card)) == 7, card
+    assert "budget 20.00 GiB (--budget 20GiB):" in " ".join(run("--gpu", "4090", "--budget", "20GiB").split())
+    assert _refused_light(tmp_path, "inspect", "bundled", "--gpu", "RTX 4090", "--budget", "30GiB").startswith(
+        "error: 30.00 GiB (--budget 30GiB) is more than the RTX 4090 24GB's memory (24.00 GiB, catalogue (nominal))")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "host.json").write_text(json.dumps(
+        {"name": "cpu x86_64 vm", "memory_bytes": 16 << 30, "h2d_gbps_pinned": 2.8, "h2d_gbps_pageable": 2.8,
+         "copy_latency_us": 3.0, "source": "measured-cpu:2026-12-06"}))
+    assert _refused_light(tmp_path, "inspect", "bundled", "--gpu", "cpu x86_64 vm", "--profiles-dir", "p") == (
+        "error: --gpu cpu x86_64 vm is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU): its 16.00 GiB "
+        "is this host's RAM, no device memory to say what fits in; give --budget SIZE, or a GPU's name")

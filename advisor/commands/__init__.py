@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -240,6 +240,28 @@ def gpu_profile(gpu: str | None, profiles_dir: Path | None, *,
     from advisor.hardware.profiles import get_gpu
 
     return get_gpu(gpu, profiles_dir, has_budget=has_budget)  # an empty --gpu is refused, not ignored
+
+
+def device_budget(budget: str | None, gpu: str | None, profiles_dir: Path | None,
+                  share: Callable[[str], UserError]) -> tuple[int | None, HardwareProfile | None, str]:
+    """(budget bytes or None, --gpu's hardware profile or None, where the budget came from) from --budget / --gpu,
+    checked before any model loads, as `tune` and `inspect` take them: --budget as typed, at most the memory of the
+    card --gpu names (`check_budget_fits`); without --budget, that card's memory (a CPU profile's host RAM is no
+    device budget: none). Where it came from, as shown after the bytes: "--budget 8GB" as typed (8GB is SI),
+    "--gpu RTX 4090 24GB" by the profile's name (not as typed: "4090"), "none". A share ("50%") is refused with
+    `share(value)`, the command's own words (0% is "must be positive", as 0B is)."""
+    from advisor.hardware.profiles import check_budget_fits, is_share, parse_budget
+
+    profile = gpu_profile(gpu, profiles_dir, has_budget=True)  # an empty --gpu "$GPU" is refused, not ignored
+    if is_share(budget):
+        raise share(budget.strip())
+    nbytes = parse_budget(budget, "--budget ") if budget is not None else None  # an empty "$BUDGET" is refused
+    check_budget_fits(profile, nbytes, budget)
+    if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
+        nbytes = int(profile.gpu_memory_bytes)
+    note = (f"--budget {budget.strip()}" if budget is not None else
+            f"--gpu {profile.name}" if nbytes and profile is not None else "none")
+    return nbytes, profile, note
 
 
 def set_threads(threads: int) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from advisor.commands import device_option
+from advisor.commands import device_budget, device_option, profiles_dir_option
 from advisor.models import check_model_spec, dtype_name
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ def register(app: typer.Typer) -> None:
         device: str = device_option(),
         budget: str = typer.Option(None, "--budget", help="Device memory budget, e.g. 8GiB: also print what fits "
                                    "(slots per layer per format) and whether the host has the RAM for each plan."),
+        gpu: str = typer.Option(None, "--gpu", help="A GPU by name (catalogue or measured profile), e.g. 'RTX "
+                                "4090': its memory is the budget, as for `advisor tune --gpu` (with --budget: at "
+                                "most that)."),
+        profiles_dir: Path | None = profiles_dir_option(),
         offload: bool = typer.Option(None, "--offload/--resident", help="Keep routed experts in the checkpoint / "
                                      "load the whole model. Default: offload when the checkpoint exceeds the "
                                      "budget (or the device's free memory)."),
@@ -40,16 +45,19 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from advisor.errors import UserError, refuse_empty, refuse_without_cuda_driver
-        from advisor.hardware.profiles import is_share, parse_budget
         from advisor.terminal import print_fitted, print_table, print_wrapped
         from advisor.tune.interrupt import import_runtime
+        from advisor.units import format_bytes
 
         refuse_empty({"MODEL": model}, "a model (see `advisor inspect --help`)")  # '' loaded the current directory
-        # "'80%' is not a size" did not say what does (tune and recommend say it); 0% is "must be positive", as 0B is
-        if is_share(budget):
-            raise UserError("--budget takes a size (e.g. 24GiB), not a share: inspect says what fits in that much "
-                            "device memory (each catalogue GPU's memory: `advisor profile --list`)")
-        budget_bytes = parse_budget(budget, "--budget ") if budget is not None else None  # an empty "$BUDGET" is refused
+        # "'80%' is not a size" did not say what does (tune and recommend say it)
+        budget_bytes, profile, given = device_budget(budget, gpu, profiles_dir, lambda share: UserError(
+            "--budget takes a size (e.g. 24GiB), not a share: inspect says what fits in that much device memory "
+            "(each catalogue GPU's memory: `advisor profile --list`; or give --gpu NAME)"))
+        if profile is not None and budget_bytes is None:  # `advisor profile --cpu`'s: the host's RAM, no GPU's
+            raise UserError(f"--gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
+                            f"GPU): its {format_bytes(profile.memory_bytes, 2)} is this host's RAM, no device "
+                            "memory to say what fits in; give --budget SIZE, or a GPU's name")
         if dtype is not None:
             dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
         # a mistyped MODEL before torch imports (after the options' own checks); a config.json alone is counted
@@ -57,11 +65,10 @@ def register(app: typer.Typer) -> None:
         refuse_without_cuda_driver(device)  # no CUDA at all: before torch's imports, as eval and trace
         import_runtime()
         from advisor.models.load import WEIGHTLESS_NOTE, decoding_text, load_model
-        from advisor.units import format_bytes
 
         # named as typed and as its bytes, as `tune` names it: "--budget 8GB = 7.45 GiB" (8GB is SI, 8e9 bytes)
         of_budget = None if budget_bytes is None else (
-            lambda counted, fp16: (budget_bytes, f"--budget {budget.strip()} = {format_bytes(budget_bytes, 2)}"))
+            lambda counted, fp16: (budget_bytes, f"{given} = {format_bytes(budget_bytes, 2)}"))
         # config.json alone: weights meta (sizes only); zeros where --budget's fit table may probe activations
         loaded = load_model(model, device=device, dtype=dtype, offload=offload, budget=of_budget, weightless=True,
                             zeros=budget_bytes is not None)
@@ -101,8 +108,9 @@ def register(app: typer.Typer) -> None:
             print_wrapped(console, f"loading: {loaded.load_note}")
         if budget_bytes is not None:
             shape, workload, space = study_shape(model, loaded)
-            print_table(console, fit_table(shape, budget_bytes, workload, f"--budget {budget.strip()}", space,
-                                           source))
+            # the card's memory: where its figure came from, as tune's header says it ("catalogue (nominal)")
+            card = f", {profile.source}" if profile is not None and budget is None else ""
+            print_table(console, fit_table(shape, budget_bytes, workload, given + card, space, source))
 
 
 FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")

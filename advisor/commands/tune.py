@@ -17,8 +17,8 @@ import typer
 from advisor.commands import (
     OUTPUT,
     SAMPLER_SEED_RANGE,
+    device_budget,
     device_option,
-    gpu_profile,
     int_range,
     output_option,
     oversubscribed_note,
@@ -80,30 +80,19 @@ def _check_host_memory(loaded, space, host_bytes: int | None) -> None:
     check_host_memory(*need(worst), host_bytes, advice)
 
 
-def _resolve_budget(budget: str | None, gpu: str | None, profiles_dir: Path | None = None):
-    """(budget bytes or None, hardware profile or None) from --budget / --gpu, checked before any model loads."""
-    from advisor.hardware.profiles import check_budget_fits, is_share, parse_budget
+def _share_refusal(share: str) -> UserError:
+    """tune's refusal of --budget SHARE: a share is a --budgets value, so its words, not "not a size"."""
     from advisor.tune.budget import memory_spec
 
-    profile = gpu_profile(gpu, profiles_dir, has_budget=True)  # an empty --gpu "$GPU" is refused, not ignored
-    # a share is a --budgets value: its words, not "not a size" (0%, as 0B: "must be positive", below)
-    if is_share(budget):
-        share = budget.strip()
-        try:
-            memory_spec(share, "--budgets")
-        except UserError:  # 150%: --budgets refuses it too, so do not send the user there with it
-            raise UserError("--budget takes a size (e.g. 12GiB), not a share; --budgets takes shares between 0% and "
-                            "100% of the FP16 expert bytes (beside the resident weights), "
-                            "e.g. --budgets 100%") from None
-        # not "for 50% of the model": a share is of the FP16 expert bytes, beside the whole resident weights
-        raise UserError(f"--budget takes a size (e.g. 12GiB), not a share; give --budgets {share}: a budget of the "
-                        f"resident weights + {share} of the FP16 expert bytes (without --budget, the largest "
-                        "--budgets value is the study's budget)")
-    nbytes = parse_budget(budget, "--budget ") if budget is not None else None
-    check_budget_fits(profile, nbytes, budget)
-    if nbytes is None and profile is not None and profile.gpu_memory_bytes > 0:  # not a CPU profile's host RAM
-        nbytes = int(profile.gpu_memory_bytes)
-    return nbytes, profile
+    try:
+        memory_spec(share, "--budgets")
+    except UserError:  # 150%: --budgets refuses it too, so do not send the user there with it
+        return UserError("--budget takes a size (e.g. 12GiB), not a share; --budgets takes shares between 0% and "
+                         "100% of the FP16 expert bytes (beside the resident weights), e.g. --budgets 100%")
+    # not "for 50% of the model": a share is of the FP16 expert bytes, beside the whole resident weights
+    return UserError(f"--budget takes a size (e.g. 12GiB), not a share; give --budgets {share}: a budget of the "
+                     f"resident weights + {share} of the FP16 expert bytes (without --budget, the largest "
+                     "--budgets value is the study's budget)")
 
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,99}")
@@ -346,11 +335,7 @@ def register(app: typer.Typer) -> None:
         mode = choose(mode, ("replay", "live"), "--mode")
         if trials is not None and more is not None:
             raise UserError("give --trials N (the study ends with N finished trials) or --more N, not both")
-        budget_bytes, profile = _resolve_budget(budget, gpu, profiles_dir)
-        # where the budget came from, as typed: shown after its value, "7.45 GiB (--budget 8GB)" (8GB is SI: 8e9 bytes)
-        # a GPU by its profile's name, as `recommend` names it ("--gpu RTX 4090 24GB", not as typed: "RTX 4090")
-        budget_note = (f"--budget {budget.strip()}" if budget else
-                       f"--gpu {profile.name}" if budget_bytes and profile is not None else "none")
+        budget_bytes, profile, budget_note = device_budget(budget, gpu, profiles_dir, _share_refusal)
         host_bytes = parse_budget(host_memory, "--host-memory ") if host_memory else None
         spec = canonical_spec(model or "bundled")  # 'Bundled', 'tiny:Mixtral': the names the study keeps
         space_obj = load_space(space) if space else None  # a bad file fails before the model loads
