@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,53 @@ def test_inspect_runs_its_activation_probe_on_one_thread_as_tune_does(monkeypatc
     finally:
         torch.set_num_threads(threads)
     assert "activation allowance 13.57 KiB" in output, output  # the bytes measured on every core before
+
+
+def test_inspect_of_a_hub_id_online_fetches_config_json_and_no_weights(tmp_path, monkeypatch):
+    """Online, `inspect OWNER/NAME` downloaded the whole checkpoint (Qwen3-30B-A3B: 61 GB) to print sizes it counts
+    from config.json alone. It fetches all but the weights now (`hub_files(weights=False)`: config.json, the
+    safetensors index, the tokenizer) and prints the table it prints of that directory; a pre-quantized checkpoint,
+    whose bytes are its stored tensors', fetches its weights as before. The hub is faked here (this host has no
+    network): `snapshot_download` copies the repository's files its patterns match into a snapshot folder."""
+    from fnmatch import fnmatch
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    fetches = []
+
+    def snapshot_download(repo_id, *, allow_patterns, local_files_only):
+        assert repo_id == "acme/moe" and not local_files_only
+        snapshot = tmp_path / "hub" / "models--acme--moe" / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        fetches.append(sorted(f.name for f in Path("m").iterdir() if any(fnmatch(f.name, p) for p in allow_patterns)))
+        for name in fetches[-1]:
+            (snapshot / name).write_bytes((Path("m") / name).read_bytes())
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.setattr("advisor.hub.hub_reachable", lambda *a: True)
+    monkeypatch.setattr("advisor.models.load.hub_reachable", lambda *a: True)
+    res = CliRunner().invoke(app, ["inspect", "acme/moe", "--wide", "--budget", "80KiB"], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert fetches == [["config.json", "generation_config.json"]], fetches
+    text = " ".join(res.output.split())
+    assert "(acme/moe's snapshot in the local hub cache, where inspect fetched no weights, holds no weight files)" \
+        in text, text
+    shutil.copytree("m", "c", ignore=shutil.ignore_patterns("*.safetensors"))  # as of its config.json downloaded
+    alone = CliRunner().invoke(app, ["inspect", "c", "--wide", "--budget", "80KiB"], terminal_width=250)
+    assert _counted(res.output) == _counted(alone.output) and len(_counted(alone.output)[0]) == 2 + 7, alone.output
+
+    config = json.loads(Path("m/config.json").read_text())  # pre-quantized: its weights are fetched to count them
+    Path("m/config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "fp8"}}))
+    shutil.rmtree(tmp_path / "hub")
+    fetches.clear()
+    CliRunner().invoke(app, ["inspect", "acme/moe"])
+    assert fetches == [["config.json", "generation_config.json"],
+                       ["config.json", "generation_config.json", "model.safetensors"]], fetches
+
+    from advisor.models.load import hub_files  # the patterns, of a sharded checkpoint's files too
+
+    names = ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
+             "tokenizer_config.json", "tokenizer.model", "vocab.txt", "model-00001-of-00002.safetensors")
+    assert [n for n in names if any(fnmatch(n, f) for f in hub_files(weights=False))] == list(names[:-1])
+    assert all(any(fnmatch(n, f) for f in hub_files()) for n in names)

@@ -47,6 +47,7 @@ _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROF
 """What a write into the local hub cache fails with that no network error is: a full disk or quota, a file past
 the size limit, a read-only file system (a write() names no file, as a reset connection names none)."""
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+_WEIGHT_FILES = "*.safetensors"
 # Published mask token ids, used when a config does not carry one.
 _MASK_DEFAULTS = {"llada_moe": 156895, "llada2": 156895}
 
@@ -202,10 +203,15 @@ def load_model(spec: str = "bundled", *, device: str | torch.device = "cpu", dty
             loaded = _load_dir(path, model_name(spec), device, torch_dtype, offload, budget, quantization_config)
         loaded.path = str(path.resolve())
         return loaded
-    local = _resolve_hub(spec)
-    if weightless and has_no_weights(local):  # offline, a snapshot of config.json alone (hf download ID config.json)
+    # `weightless`: no weights fetched where none are cached (config.json will do: `hub_files`); a snapshot holding
+    # them (or some), or a pre-quantized checkpoint's (its bytes are its stored tensors'), goes the weights' path
+    local = _resolve_hub(spec, hub_files(weights=False)) if weightless else None
+    if local is None or not has_no_weights(local) or quant_method(read_config(local)) is not None:
+        local = _resolve_hub(spec, hub_files())  # offline: the same snapshot (a pre-quantized one refused below)
+    if weightless and has_no_weights(local):  # config.json alone (or `hf download ID config.json`, offline)
+        fetched = ", where inspect fetched no weights," if hub_reachable() else ""
         return _load_weightless(local, spec, device, torch_dtype, offload, budget, zeros,
-                                f"{spec}'s snapshot in the local hub cache")
+                                f"{spec}'s snapshot in the local hub cache{fetched}")
     return _load_dir(local, spec, device, torch_dtype, offload, budget, quantization_config)
 
 
@@ -233,15 +239,23 @@ def check_device(device: str | torch.device) -> torch.device:
 # ---- hub -------------------------------------------------------------------------------------------------
 
 
-def _resolve_hub(repo_id: str) -> Path:
-    """A local snapshot of `repo_id`: from the cache when offline, downloaded (config/weights/tokenizer) if online."""
+def hub_files(weights: bool = True) -> list[str]:
+    """The files of a hub repository a load fetches (`allow_patterns`): its config.json, generation_config.json,
+    tokenizer and safetensors weights; without `weights` all but the weights - config.json, the safetensors index
+    and the tokenizer, kilobytes to megabytes - which is all `advisor inspect` counts an unquantized checkpoint
+    from (`_load_weightless`: every size from config.json, the same table)."""
+    return _HUB_FILES if weights else [f for f in _HUB_FILES if f != _WEIGHT_FILES]
+
+
+def _resolve_hub(repo_id: str, files: list[str]) -> Path:
+    """A local snapshot of `repo_id`: from the cache when offline, its `files` (`hub_files`) downloaded if online."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     online = hub_reachable()
     try:
         with _quiet_no_match():
-            local = snapshot_download(repo_id, allow_patterns=_HUB_FILES, local_files_only=not online)
+            local = snapshot_download(repo_id, allow_patterns=files, local_files_only=not online)
     except (LocalEntryNotFoundError, FileNotFoundError) as e:
         if not online:
             raise unavailable_offline(repo_id) from e
@@ -282,7 +296,7 @@ def _resolve_hub(repo_id: str) -> Path:
 
 @contextmanager
 def _quiet_no_match() -> Iterator[None]:
-    """huggingface_hub's warning that no file of the repository matched `_HUB_FILES` ("No files matched
+    """huggingface_hub's warning that no file of the repository matched `hub_files` ("No files matched
     allow_patterns=[...]") held back: the refusal that follows says it in one line (no config.json)."""
     import logging
 
