@@ -116,3 +116,9 @@ def test_inspect_takes_a_gpu_by_name_as_tune_does(tmp_path):
     assert _refused_light(tmp_path, "inspect", "bundled", "--gpu", "cpu x86_64 vm", "--profiles-dir", "p") == (
         "error: --gpu cpu x86_64 vm is a CPU profile (`advisor profile --cpu`: a host memcpy, no GPU): its 16.00 GiB "
         "is this host's RAM, no device memory to say what fits in; give --budget SIZE, or a GPU's name")
+    (tmp_path / "p" / "host.json").write_text(json.dumps(  # a GPU's profile that gives no memory: not "a CPU profile"
+        {"name": "acme gpu", "memory_bytes": 0, "h2d_gbps_pinned": 20.0, "h2d_gbps_pageable": 9.0,
+         "copy_latency_us": 10.0, "source": "measured:2026-12-06"}))
+    assert _refused_light(tmp_path, "inspect", "bundled", "--gpu", "acme gpu", "--profiles-dir", "p") == (
+        "error: --gpu acme gpu's profile (measured:2026-12-06) gives no memory to say what fits in; give --budget "
+        "SIZE, or a GPU's name")

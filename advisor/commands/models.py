@@ -54,10 +54,11 @@ def register(app: typer.Typer) -> None:
         budget_bytes, profile, given = device_budget(budget, gpu, profiles_dir, lambda share: UserError(
             "--budget takes a size (e.g. 24GiB), not a share: inspect says what fits in that much device memory "
             "(each catalogue GPU's memory: `advisor profile --list`; or give --gpu NAME)"))
-        if profile is not None and budget_bytes is None:  # `advisor profile --cpu`'s: the host's RAM, no GPU's
-            raise UserError(f"--gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
-                            f"GPU): its {format_bytes(profile.memory_bytes, 2)} is this host's RAM, no device "
-                            "memory to say what fits in; give --budget SIZE, or a GPU's name")
+        if profile is not None and budget_bytes is None:  # no GPU memory to say what fits in: without a word, none
+            raise UserError((f"--gpu {profile.name} is a CPU profile (`advisor profile --cpu`: a host memcpy, no "
+                             f"GPU): its {format_bytes(profile.memory_bytes, 2)} is this host's RAM, no device "
+                             "memory" if profile.host_only else f"--gpu {profile.name}'s profile ({profile.source}) "
+                             "gives no memory") + " to say what fits in; give --budget SIZE, or a GPU's name")
         if dtype is not None:
             dtype_name(dtype)  # a mistyped --dtype before torch imports, as --device is
         # a mistyped MODEL before torch imports (after the options' own checks); a config.json alone is counted
