@@ -256,6 +256,23 @@ def test_the_exported_llama_cpp_script_runs_as_printed_with_the_studys_decoding(
         assert run.returncode == 0 and want in run.stdout, run.stderr
 
 
+def test_the_llama_cpp_script_says_which_ub_decodes_the_studys_canvas():
+    """llama-diffusion-cli's canvas is -ub tokens, prompt included (diffusion-cli.cpp: `max_length =
+    params.n_ubatch`; -n is not read): as the script runs, the default -ub 512 generates 512 less the prompt's
+    tokens, where the example study generated 16 after each prompt. Its comment said how many steps go with -ub N,
+    never which N decodes the study's canvas; it now names the study's 16 new tokens and that N."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = advisor_in_process("export", "bundled-example", "137", "--storage", str(root / "studies/example/advisor.db"),
+                           "--to", "llama.cpp", cwd=root)
+    assert r.returncode == 0, r.stderr
+    decoding = next(line for line in r.stdout.splitlines() if line.startswith("# decoding:"))
+    assert "block length 8, 8 steps per block, 16 new tokens after each prompt;" in decoding, decoding
+    assert ("so it generates N less the prompt's tokens (512 less them as the script runs): N = the prompt's tokens "
+            "+ 16, rounded up to a multiple of 8, decodes about the study's canvas") in decoding, decoding
+
+
 @pytest.fixture(scope="module")
 def short_generation_study(tmp_path_factory):
     """The bundled model tuned on the toy task with 6 new tokens: its 8-token blocks are cut to one 6-token

@@ -138,7 +138,9 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     where that passes llama.cpp's default -b 2048 (a block longer than 1536 tokens). -ub is the sequence length for
     LLaDA-MoE in llama.cpp as llama-cpp-python 0.3.36 vendors it (master 0c1e570, 2026-10-01: `max_length =
     params.n_ubatch`) and in the DiffusionGemma pull request (#24423, not in that master), whose diffusion-cli grows
-    -ub, -b and -c (never below what is given) only for a model with `diffusion.canvas_length` run with -n."""
+    -ub, -b and -c (never below what is given) only for a model with `diffusion.canvas_length` run with -n. So the
+    canvas is -ub tokens, the prompt's among them: the comment says which -ub decodes the study's canvas, its prompt
+    and the `max_new_tokens` it stored (-n does not set it there)."""
     block = cfg.block_length or LLADA_BLOCK
     spb = cfg.steps_per_block or block  # LLaDA's default: one token per step
     ubatch = -(-DEFAULT_UBATCH // block) * block  # llama-diffusion-cli: GGML_ASSERT(max_length % block_length == 0)
@@ -149,9 +151,15 @@ def diffusion_args(cfg: ExportConfig) -> tuple[list[str], str]:
     per_n = ("N" if a == 1 else f"{a}*N") + ("" if b == 1 else f"/{b}")  # "N" when spb == block
     at = (f"the default -ub {DEFAULT_UBATCH}" if ubatch == DEFAULT_UBATCH else
           f"-ub {ubatch}, passed since the default {DEFAULT_UBATCH} is not a multiple of {block}")
-    comment = (f"decoding: {source}, block length {block}, {spb} steps per block; llama-diffusion-cli spreads "
-               f"--diffusion-steps over -ub/{block} blocks (prompt included), so with -ub N pass --diffusion-steps "
-               f"{per_n} ({steps} at {at}); N must be a multiple of {block}, and above {DEFAULT_BATCH} needs -b N too")
+    new_tokens = int((cfg.decoding.get("generate") or {}).get("max_new_tokens") or 0)
+    comment = (f"decoding: {source}, block length {block}, {spb} steps per block"
+               + (f", {new_tokens} new tokens after each prompt" if new_tokens else "")
+               + f"; llama-diffusion-cli spreads --diffusion-steps over -ub/{block} blocks (prompt included), so with "
+               f"-ub N pass --diffusion-steps {per_n} ({steps} at {at}); N must be a multiple of {block}, and above "
+               f"{DEFAULT_BATCH} needs -b N too"
+               + (f"; its canvas is those N tokens, prompt included, so it generates N less the prompt's tokens "
+                  f"({ubatch} less them as the script runs): N = the prompt's tokens + {new_tokens}, rounded up to a "
+                  f"multiple of {block}, decodes about the study's canvas" if new_tokens else ""))
     ub = [] if ubatch == DEFAULT_UBATCH else ["-ub", str(ubatch)]
     if ubatch > DEFAULT_BATCH:
         ub += ["-b", str(ubatch)]
