@@ -1088,6 +1088,32 @@ def test_ktransformers_names_an_fp32_checkpoint_and_what_sglang_loads_it_as(tmp_
     assert "at the checkpoint's precision (bf16)" in " ".join(r.stdout.split()).replace("# ", ""), r.stdout
 
 
+def test_ktransformers_bf16_method_asks_an_fp16_or_fp32_checkpoint_saved_in_bf16(tmp_path):
+    """kt-kernel's BF16 method passes the expert tensors of --kt-weight-path's safetensors to its kernels as stored
+    (ktransformers kt-kernel/python/utils/loader.py BF16SafeTensorLoader.load_tensor converts no dtype; utils/amx.py
+    NativeMoEWrapper.load_weights hands their data_ptr() on). The export of a bf16 plan of an fp32 checkpoint said
+    "set KT_WEIGHT_PATH to the original BF16 checkpoint", of an fp16 plan of an fp16 one "the original checkpoint
+    (BF16 kernels)": either would have the BF16 kernels read fp32/fp16 bits as bf16. Both now ask for the checkpoint
+    saved in bf16; a bf16 checkpoint's wording is unchanged."""
+    meta = {**model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768), "dtype": "float32"}
+    url = make_db(tmp_path / "a.db", [point("f32", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta),
+                                      point("f16", 1, "fp16", [4, 4], acc=0.9, h2d=1, peak_gib=1,
+                                            meta={**meta, "dtype": "float16"}),
+                                      point("b", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1,
+                                            meta={**meta, "dtype": "bfloat16"})])
+    for study, own in (("f32", "fp32"), ("f16", "fp16")):
+        r = _cli("export", study, "1", "--to", "ktransformers", "--storage", url, "-o", str(tmp_path / "kt.sh"))
+        assert r.returncode == 0, r.stderr
+        note = flat(r.stderr)
+        assert f"set KT_WEIGHT_PATH to this {own} checkpoint saved in bf16 (its experts as bf16 tensors)" in note, note
+        assert "--kt-method BF16" in (tmp_path / "kt.sh").read_text()
+        run = subprocess.run(["bash", str(tmp_path / "kt.sh")], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin"})
+        assert run.returncode == 2 and f"this {own} checkpoint saved in bf16" in run.stderr, run.stderr
+    r = _cli("export", "b", "1", "--to", "ktransformers", "--storage", url)
+    assert r.returncode == 0 and "set KT_WEIGHT_PATH to the original BF16 checkpoint" in flat(r.stdout), r.stdout
+
+
 def test_export_and_recommend_say_when_a_diffusion_gemma_study_may_count_its_encoder_pass_as_a_step(tmp_path):
     """DiffusionGemma studies stored before 2026-12-05 counted the encoder pass that opens each canvas as a
     denoising step: their steps per block are S + 1, which the hf export prints as TIDE's schedule and vLLM's note

@@ -108,6 +108,10 @@ def dllm_flags(cfg: ExportConfig) -> tuple[list[str], list[str], str]:
 
 
 GGUF_WEIGHTS = "a GGUF directory quantized with `advisor export ... --to llama.cpp`"
+# BF16_AS_STORED: kt-kernel's BF16 method (ktransformers main of 2026-08-21, kt-kernel/python/utils/amx.py
+# NativeMoEWrapper.load_weights) takes each expert tensor from --kt-weight-path's safetensors through
+# utils/loader.py BF16SafeTensorLoader (load_tensor: `f.get_tensor(key).to(device)`, no dtype conversion) and passes
+# its data_ptr() to the BF16 kernels, so an fp16 or fp32 checkpoint must be saved in bf16 first
 # advisor format kind -> --kt-method (CPU expert kernels) and the weights --kt-weight-path must hold, where the
 # format alone decides it (int8/int4/nf4: `host_method`)
 KT_METHOD = {
@@ -172,8 +176,13 @@ def kt_method(cfg: ExportConfig, fmt: str, choice: str) -> tuple[str, str, str]:
         weights = amx_weights(method, quant, cfg.model) if method == amx else GGUF_WEIGHTS
     else:
         method, weights = KT_METHOD[kind]
-        if method == "BF16" and cfg.model.checkpoint_format == "fp8":  # the checkpoint's experts are fp8, not BF16
+        own = cfg.model.checkpoint_format
+        if method == "BF16" and own == "fp8":  # the checkpoint's experts are fp8, not BF16
             method, weights = "FP8", "the FP8 checkpoint itself (its experts are fp8, what kt-kernel's FP8 method reads)"
+        elif method == "BF16" and own in ("fp16", "fp32"):  # `BF16_AS_STORED`
+            weights = (f"this {own} checkpoint saved in bf16 (its experts as bf16 tensors): kt-kernel's BF16 method "
+                       f"hands the checkpoint's expert tensors to its kernels as stored, so {own} ones would be read "
+                       "as bf16")
         fits, why = (method,), f"the {fmt} CPU experts' one kt-kernel method"
         if choice not in ("auto", method.lower()):
             method = choice.upper()
