@@ -14,7 +14,8 @@ The converter knows neither toy tokenizer (a character vocabulary, a byte vocabu
 the converter's own code.
 
     python benchmarks/exports_in_runtimes.py [--llama-cpp DIR] [--workdir DIR]
-Last line: RESULT llama_cpp_types_ok=<0|1> hf_recipes_ok=<0|1> vllm_flags_ok=<0|1|skip>
+Last line: RESULT llama_cpp_types_ok=<0|1|skip> hf_recipes_ok=<0|1> vllm_flags_ok=<0|1|skip> (skip: no cached
+llama.cpp build, or no vLLM, so that part did not run)
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def main() -> None:
         llama_ok = str(int(ok_b and ok_q))
     else:
         print(f"[llama.cpp] no cached build in {a.llama_cpp}: run benchmarks/build_llamacpp.sh")
-        llama_ok = "0"
+        llama_ok = "skip"  # not run, as vllm_flags_ok without vLLM: not a failed check
     qwen_int8 = front_point(str(qwen_dir), str(qwen_dir), "default=int8;layers=2:bf16", [8, 4, 2])
     print("[hf] tiny Qwen3-MoE plan for TorchAO: default=int8;layers=2:bf16 (torchao int4 needs CUDA kernels)")
     hf_ok = str(int(run_hf(bundled, qwen_int8)))

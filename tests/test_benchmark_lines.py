@@ -256,3 +256,15 @@ def test_gpu_miss_study_checkpoint_is_kept_apart_per_shape(tmp_path, monkeypatch
         torch.set_num_threads(threads)
     assert [e for _, e in written] == [16, 64], written
     assert written[0][0] != written[1][0], written
+
+
+def test_exports_in_runtimes_says_skip_for_a_llama_cpp_part_it_did_not_run(tmp_path):
+    """Without a cached llama.cpp build the script prints "no cached build" and runs no llama.cpp check, yet its
+    RESULT line said llama_cpp_types_ok=0, a failed check, where the vLLM part it cannot run says skip. It says
+    skip now."""
+    r = subprocess.run([sys.executable, "benchmarks/exports_in_runtimes.py", "--llama-cpp", str(tmp_path / "none"),
+                        "--workdir", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert any(ln.startswith("[llama.cpp] no cached build in ") for ln in lines), lines
+    assert lines[-1].startswith("RESULT llama_cpp_types_ok=skip hf_recipes_ok="), lines[-1]
