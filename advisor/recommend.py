@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
-from advisor.eval.stats import stored_interval
+from advisor.eval.stats import accuracy_text
 from advisor.hardware.profiles import CATALOGUE, DEFAULT_PROFILE, HardwareProfile, format_bytes, priced_device
 from advisor.models import spec_path
 from advisor.results.config_view import (
@@ -565,9 +565,7 @@ def _accuracy(p: FrontPoint) -> str:
     """A point's accuracy with how it was obtained and, where its source gives the sample size, its Wilson 95%
     interval: "0.960 (measured, n=200, 95% CI 0.923-0.980)" - so that a floor passed by less than the noise
     reads as such."""
-    acc = p.values["accuracy"]
-    ci = stored_interval(acc, p.sources.get("accuracy"))
-    return f"{acc:.3f} ({_kind('accuracy', p)}" + (f", n={ci[0]}, 95% CI {ci[1]:.3f}-{ci[2]:.3f})" if ci else ")")
+    return accuracy_text(p.values["accuracy"], _kind("accuracy", p), p.sources.get("accuracy"))
 
 
 def _kind(metric: str, *points: FrontPoint) -> str:

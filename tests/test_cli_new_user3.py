@@ -166,7 +166,8 @@ def test_report_lines_align_for_a_long_format_name(mixed_report):
     assert "fp16: no uniform trial in the study; trials mixing it with other formats are in the mixed-plan row" in text
     assert "int4: no trial of this precision in the study" in text, text  # int4:g64 is not int4
     assert "accuracy change -" not in text and re.search(
-        r"accuracy [01]\.\d{3} \(measured\); no 16- or 32-bit plan in the study: accuracy change not available", text), text
+        r"accuracy [01]\.\d{3} \(measured(, n=\d+, 95% CI [01]\.\d{3}-[01]\.\d{3})?\); no 16- or 32-bit plan in the "
+        r"study: accuracy change not available", text), text
     md = " ".join(mixed_report[2].split())  # report.md's answer said "accuracy change not measured" of a measured one
     assert "accuracy change not measured" not in md and re.search(
         r"cache; accuracy [01]\.\d{3} \(no 16- or 32-bit plan in the study: accuracy change not available\)\.", md), md

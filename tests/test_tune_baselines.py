@@ -220,7 +220,7 @@ def test_report_answers_with_the_baselines(study, tmp_path):
     for row in payload["headline"]:
         if row["accuracy_change"] is not None:
             kind = short_source(trials[row["trial"]].sources["accuracy"])
-            assert f"accuracy change {100 * row['accuracy_change']:+.1f} pt ({kind})" in r.stdout, r.stdout
+            assert f"accuracy change {100 * row['accuracy_change']:+.1f} pt, to {row['accuracy']:.3f} ({kind}" in r.stdout, r.stdout
     assert all(len(ln) <= 80 for ln in r.stdout.splitlines()[3:]), r.stdout  # below the three paths
     md = (tmp_path / "r" / "report.md").read_text()
     assert "| GPU budget | strategy | precision | trial | GPU slots/layer | policy | miss |" in md

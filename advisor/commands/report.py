@@ -90,6 +90,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"        {res.html} (self-contained)")
         typer.echo(f"        {res.data} (every number, with trial numbers)")
         from advisor.baselines import no_cache_label
+        from advisor.eval.stats import accuracy_text
         from advisor.report.select import memory_text
         from advisor.results.front import format_metric, source_kinds
 
@@ -138,11 +139,14 @@ def register(app: typer.Typer) -> None:
                 print_wrapped(console, f"{first}{r.note}", indent)
                 continue
             # a fidelity study (no task accuracy) has its top-1 agreement to say, not "accuracy change -"; a
-            # study with no full-precision plan its accuracy, and why it has no change
-            quality = (f"accuracy change {100 * r.accuracy_change:+.1f} pt ({kind(r.accuracy_source)})"
+            # study with no full-precision plan its accuracy, and why it has no change. The accuracy carries its
+            # sample size and Wilson interval, as recommend gives it: a change of one problem in 32 is no loss
+            acc = (None if r.accuracy is None else
+                   accuracy_text(r.accuracy, kind(r.accuracy_source), r.accuracy_source))
+            quality = (f"accuracy change {100 * r.accuracy_change:+.1f} pt, to {acc}"
                        if r.accuracy_change is not None else
-                       f"accuracy {r.accuracy:.3f} ({kind(r.accuracy_source)}); {res.extra['accuracy_why']}"
-                       if r.accuracy is not None else
+                       f"accuracy {acc}; {res.extra['accuracy_why']}"
+                       if acc is not None else
                        f"top-1 agreement {r.fidelity_top1:.3f} ({kind(r.fidelity_source)})"
                        if r.fidelity_top1 is not None else "accuracy not measured")
             print_parts(console, first, [f"trial #{r.trial}", *cuts(r), quality], indent)
