@@ -193,6 +193,25 @@ def test_report_headline_gives_each_accuracy_its_sample_size_and_interval(report
         assert f"#{row['trial']}, " in text and said in text, (said, r.stdout)
 
 
+def test_report_says_when_the_studys_trials_ran(report_at_80):
+    """The report dated its CPU expert times but not its trials: a reader of the example's report.md could not tell
+    when its accuracies and bytes were measured. Its provenance now gives the first trial's start and the last
+    one's end, as Optuna stored them, and report.json the same in `trials_ran`."""
+    import sqlite3
+
+    _, out, _ = report_at_80
+    with sqlite3.connect(f"file:{EXAMPLE_DB}?mode=ro", uri=True) as con:
+        first, last = con.execute("SELECT min(datetime_start), max(datetime_complete) FROM trials JOIN studies "
+                                  "USING (study_id) WHERE study_name = 'bundled-example' AND state = 'COMPLETE'"
+                                  ).fetchone()
+    assert first[:10] == last[:10], (first, last)  # one day: the end gives its time only
+    md = " ".join((out / "report.md").read_text().split())
+    assert (f"Trials ran on: cpu, {first[:16]}-{last[11:16]} (the tuning host's clock, as Optuna stored it). "
+            "This report's replays ran on: cpu.") in md, md
+    ran = json.loads((out / "report.json").read_text())["trials_ran"]
+    assert [t.replace("T", " ") for t in ran] == [first, last], ran
+
+
 def _export_db(tmp_path: Path, model: str) -> str:
     """A database holding one point `q` of a tiny qwen3_moe-shaped model at `model` (no config.json there)."""
     sys.path.insert(0, str(ROOT / "tests"))

@@ -7,6 +7,7 @@ against the database. A missing, empty or failed study is a `UserError` before a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -87,6 +88,9 @@ class StudyData:
     n_failed: int
     n_total: int
     front: list[FrontPoint]
+    ran: tuple[datetime, datetime] | None = None
+    """When the finished trials ran: the first one's start and the last one's end, as Optuna stored them (the
+    tuning host's clock); None where it stored neither."""
 
     def first_front(self) -> FrontPoint | None:
         return self.front[0] if self.front else None
@@ -194,6 +198,8 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
     if not any("h2d_bytes_per_token" in t.values for t in trials):
         raise UserError(f"study {study_name!r} records no h2d_bytes_per_token; it was not written by `advisor tune`")
     front = load_fronts(engine_for(url), study_name)
+    starts = [t.datetime_start for t in done if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in done if t.datetime_complete is not None]
     return StudyData(
         name=study_name,
         storage=mask_url(url),  # written into the report: never the password
@@ -204,4 +210,5 @@ def load_study_data(study_name: str, storage: str = DEFAULT_STORAGE) -> StudyDat
         n_failed=failed,
         n_total=len(all_trials),
         front=front,
+        ran=(min(starts), max(ends)) if starts and ends else None,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def report_json(c: ReportContext) -> dict[str, Any]:
         "study": c.data.name,
         "storage": c.data.storage,
         "model": c.data.setting("model"),
+        "trials_ran": [t.isoformat() for t in c.data.ran] if c.data.ran else None,  # first start, last end
         "model_fingerprint": c.wb.loaded.fingerprint,
         "model_fingerprint_checked": c.wb.fingerprint_checked,  # False: the study stored none (`model_check` says
         "model_check": c.wb.model_check,  # what was compared instead)
@@ -515,6 +517,16 @@ def _cpu_label(origin: str | None, source: str, host: str | None = None) -> str:
             "predates storing the ones its trials were priced with).")
 
 
+def _ran_text(ran: tuple[datetime, datetime] | None) -> str:
+    """When the study's finished trials ran, for the provenance line: ", 2026-12-07 04:57-05:02 (the tuning
+    host's clock, as Optuna stored it)" - the date of every measured number a study stores."""
+    if ran is None:
+        return ""
+    first, last = ran
+    end = last.strftime("%H:%M" if last.date() == first.date() else "%Y-%m-%d %H:%M")
+    return f", {first:%Y-%m-%d %H:%M}-{end} (the tuning host's clock, as Optuna stored it)"
+
+
 def _provenance(doc: Document, c: ReportContext) -> None:
     d, sw, wb = c.data, c.sweep, c.wb
     p = wb.profile
@@ -536,7 +548,8 @@ def _provenance(doc: Document, c: ReportContext) -> None:
         f"Model `{d.setting('model')}`, fingerprint `{wb.loaded.fingerprint}` ({wb.model_check}); "
         f"family {wb.loaded.family}; {len(wb.loaded.moe)} MoE layers x {wb.loaded.moe[0].num_experts} experts, "
         f"top-{wb.loaded.moe[0].top_k}.",
-        f"Trials ran on: {', '.join(devices)}. This report's replays ran on: {wb.backend.device}.",
+        f"Trials ran on: {', '.join(devices)}{_ran_text(d.ran)}. This report's replays ran on: "
+        f"{wb.backend.device}.",
         (f"Workload (accuracy): task {ev.task}, {_ran_count(d.trials, 'accuracy', ev.limit, _examples(wb), 'example')}"
          f", seed {ev.seed}. "
          if any(_measured_accuracy(t) for t in d.trials) else "Workload (accuracy): none, no trial measured it. ")
