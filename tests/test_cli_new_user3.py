@@ -170,7 +170,8 @@ def test_report_lines_align_for_a_long_format_name(mixed_report):
         r"study: accuracy change not available", text), text
     md = " ".join(mixed_report[2].split())  # report.md's answer said "accuracy change not measured" of a measured one
     assert "accuracy change not measured" not in md and re.search(
-        r"cache; accuracy [01]\.\d{3} \(no 16- or 32-bit plan in the study: accuracy change not available\)\.", md), md
+        r"cache; accuracy [01]\.\d{3} \(measured(, n=\d+, 95% CI [01]\.\d{3}-[01]\.\d{3})?\); no 16- or 32-bit plan in "
+        r"the study: accuracy change not available\.", md), md
 
 
 def test_export_help_says_profiles_dir_is_for_from_recommend():

@@ -193,6 +193,23 @@ def test_report_headline_gives_each_accuracy_its_sample_size_and_interval(report
         assert f"#{row['trial']}, " in text and said in text, (said, r.stdout)
 
 
+def test_report_answer_in_words_gives_each_accuracy_its_sample_size_and_interval(report_at_80):
+    """report.md's answer in words ("int8 experts with 11 GPU slots per layer (trial #47) cut H2D transfer by 68.8%
+    vs FP16 without a cache; accuracy 0.945 (-0.5 pt vs FP16)") gave the accuracy bare, the sentence a reader
+    quotes; it now carries its sample size and Wilson interval, as the table above it and recommend do."""
+    _, out, _ = report_at_80
+    md = " ".join((out / "report.md").read_text().split())
+    rows = json.loads((out / "report.json").read_text())["headline"]
+    assert rows, rows
+    for row in rows:
+        low, high = row["accuracy_ci"]
+        change = f"{100 * row['accuracy_change']:+.1f} pt"
+        said = (f"(trial #{row['trial']}) cut H2D transfer by {100 * row['reduction_vs_baseline']:.1f}% vs FP16 "
+                f"without a cache; accuracy {row['accuracy']:.3f} (measured, n=200, 95% CI {low:.3f}-{high:.3f}), "
+                f"{change} vs FP16.")
+        assert said in md, said
+
+
 def test_report_says_when_the_studys_trials_ran(report_at_80):
     """The report dated its CPU expert times but not its trials: a reader of the example's report.md could not tell
     when its accuracies and bytes were measured. Its provenance now gives the first trial's start and the last

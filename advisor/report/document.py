@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.eval.stats import SAMPLE_SIZE
+from advisor.eval.stats import SAMPLE_SIZE, accuracy_text
 from advisor.report.data import StudyData, TrialRecord
 from advisor.report.render import Bullets, Document, Figure, Heading, Para, Table
 from advisor.report.select import (
@@ -29,7 +29,7 @@ from advisor.report.select import (
 )
 from advisor.report.workbench import Workbench
 from advisor.results.config_view import miss_policy
-from advisor.results.front import quality_metric, task_text
+from advisor.results.front import quality_metric, short_source, task_text
 from advisor.units import count, format_bytes, h2d_unit
 
 
@@ -421,11 +421,16 @@ def _answer_lines(c: ReportContext) -> list[str]:
         if r.trial is None:
             lines.append(f"{r.precision}: {r.note}.")
             continue
-        acc = f"accuracy {r.accuracy:.3f} ({_pp(r.accuracy_change)} vs {c.full.upper()})" \
+        # an accuracy with its sample size and interval, as recommend and report's summary say it: the change
+        # beside it may be one problem of a few dozen
+        measured = None if r.accuracy is None else \
+            accuracy_text(r.accuracy, short_source(r.accuracy_source, "source not recorded"),
+                          r.accuracy_source)
+        acc = f"accuracy {measured}, {_pp(r.accuracy_change)} vs {c.full.upper()}" \
             if r.accuracy_change is not None else f"top-1 agreement {r.fidelity_top1:.3f} (fidelity: the study " \
-            "measured no task accuracy)" if r.accuracy is None and r.fidelity_top1 is not None else \
-            f"accuracy {r.accuracy:.3f} ({accuracy_reference(c.trials, full=c.full)[1]})" \
-            if r.accuracy is not None else "accuracy not measured"
+            "measured no task accuracy)" if measured is None and r.fidelity_top1 is not None else \
+            f"accuracy {measured}; {accuracy_reference(c.trials, full=c.full)[1]}" \
+            if measured is not None else "accuracy not measured"
         slots = "slot" if r.slots_per_layer and set(r.slots_per_layer) == {1} else "slots"
         lines.append(f"{r.precision} experts with {_slots_text(r.slots_per_layer)} GPU {slots} per layer "
                      f"(trial #{r.trial}) cut H2D transfer by {_pct(r.reduction_vs_baseline)} vs {c.full.upper()} without a "
