@@ -193,6 +193,25 @@ def test_report_headline_gives_each_accuracy_its_sample_size_and_interval(report
         assert f"#{row['trial']}, " in text and said in text, (said, r.stdout)
 
 
+def test_report_answer_at_each_budget_says_what_accuracy_each_row_loses(report_at_80):
+    """`report --memory A,B` printed each budget's rows with their time and transfer cuts only, and the accuracy
+    change only in the headline rows, at the first budget: where nothing fits there (an offloaded quick study at
+    10%), the terminal said nothing of accuracy at all. Every budget's row now gives it, as the headline's do."""
+    r, out, _ = report_at_80
+    text = " ".join(r.stdout.split())
+    answers = json.loads((out / "report.json").read_text())["answer_by_budget"]
+    rows = [row for a in answers for row in a["rows"] if row["trial"] is not None]
+    assert len(answers) == 2 and len(rows) >= 8, answers
+    for row in rows:
+        low, high = row["accuracy_ci"]
+        said = (f" {row['precision']} #{row['trial']}: time per token {row['time_per_token']:.3f} ms (modelled), "
+                f"time cut {100 * row['time_cut']:.1f}% (modelled), transfer cut "
+                f"{100 * row['reduction_vs_baseline']:.1f}% (counted), accuracy change "
+                f"{100 * row['accuracy_change']:+.1f} pt, to {row['accuracy']:.3f} (measured, n=200, 95% CI "
+                f"{low:.3f}-{high:.3f})")
+        assert said in text, (said, r.stdout)
+
+
 def test_report_answer_in_words_gives_each_accuracy_its_sample_size_and_interval(report_at_80):
     """report.md's answer in words ("int8 experts with 11 GPU slots per layer (trial #47) cut H2D transfer by 68.8%
     vs FP16 without a cache; accuracy 0.945 (-0.5 pt vs FP16)") gave the accuracy bare, the sentence a reader

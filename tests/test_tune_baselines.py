@@ -216,7 +216,8 @@ def test_report_answers_with_the_baselines(study, tmp_path):
             assert (h2d, time) == ("counted", "modelled")
             assert (f" {row['precision']} #{row['trial']}: time per token {row['time_per_token']:.3f} ms ({time}), "
                     f"time cut {100 * row['time_cut']:.1f}% ({time}), transfer cut "
-                    f"{100 * row['reduction_vs_baseline']:.1f}% ({h2d}) ") in " ".join(r.stdout.split()) + " ", r.stdout
+                    f"{100 * row['reduction_vs_baseline']:.1f}% ({h2d}), accuracy change ") in " ".join(r.stdout.split()), \
+                r.stdout
     for row in payload["headline"]:
         if row["accuracy_change"] is not None:
             kind = short_source(trials[row["trial"]].sources["accuracy"])

@@ -133,23 +133,26 @@ def register(app: typer.Typer) -> None:
                 return " " * (width + 4), width + 4
             return f"  {label:>{width}}: ", width + 4
 
+        def quality(r: Any) -> str:
+            """What a row's plan loses: its accuracy change, with the accuracy it changed to, its sample size and
+            Wilson interval, as recommend gives one (a change of one problem in 32 is no loss); a study with no
+            full-precision plan its accuracy, and why it has no change; a fidelity study (no task accuracy) its
+            top-1 agreement, not "accuracy change -"."""
+            acc = (None if r.accuracy is None else
+                   accuracy_text(r.accuracy, kind(r.accuracy_source), r.accuracy_source))
+            return (f"accuracy change {100 * r.accuracy_change:+.1f} pt, to {acc}"
+                    if r.accuracy_change is not None else
+                    f"accuracy {acc}; {res.extra['accuracy_why']}"
+                    if acc is not None else
+                    f"top-1 agreement {r.fidelity_top1:.3f} ({kind(r.fidelity_source)})"
+                    if r.fidelity_top1 is not None else "accuracy not measured")
+
         for r in res.headline:
             first, indent = head(r.precision)
             if r.trial is None:  # why none: a note of up to ~200 characters, wrapped under itself
                 print_wrapped(console, f"{first}{r.note}", indent)
                 continue
-            # a fidelity study (no task accuracy) has its top-1 agreement to say, not "accuracy change -"; a
-            # study with no full-precision plan its accuracy, and why it has no change. The accuracy carries its
-            # sample size and Wilson interval, as recommend gives it: a change of one problem in 32 is no loss
-            acc = (None if r.accuracy is None else
-                   accuracy_text(r.accuracy, kind(r.accuracy_source), r.accuracy_source))
-            quality = (f"accuracy change {100 * r.accuracy_change:+.1f} pt, to {acc}"
-                       if r.accuracy_change is not None else
-                       f"accuracy {acc}; {res.extra['accuracy_why']}"
-                       if acc is not None else
-                       f"top-1 agreement {r.fidelity_top1:.3f} ({kind(r.fidelity_source)})"
-                       if r.fidelity_top1 is not None else "accuracy not measured")
-            print_parts(console, first, [f"trial #{r.trial}", *cuts(r), quality], indent)
+            print_parts(console, first, [f"trial #{r.trial}", *cuts(r), quality(r)], indent)
         for a in res.extra["answers"]:
             best = [r for r in a.rows if r.trial is not None]
             if not best:
@@ -157,5 +160,5 @@ def register(app: typer.Typer) -> None:
                 continue
             ranked = ", fastest per precision" if timed else ""  # not the biggest cut: a slower row may cut more
             typer.echo(f"  at {a.label} ({memory_text(a.memory_bytes)}){ranked}, against {no_cache_label(full)}:")
-            for r in best:
-                print_parts(console, f"    {r.precision} #{r.trial}: ", cuts(r), 6)
+            for r in best:  # each with what its plan loses: where the headline's budget fits nothing, nothing else says
+                print_parts(console, f"    {r.precision} #{r.trial}: ", [*cuts(r), quality(r)], 6)
