@@ -242,8 +242,9 @@ def test_report_says_when_the_studys_trials_ran(report_at_80):
                                   ).fetchone()
     assert first[:10] == last[:10], (first, last)  # one day: the end gives its time only
     md = " ".join((out / "report.md").read_text().split())
-    assert (f"Trials ran on: cpu, {first[:16]}-{last[11:16]} (the tuning host's clock, as Optuna stored it). "
-            "This report's replays ran on: cpu.") in md, md
+    assert (f"Trials ran on: cpu, {first[:16]}-{last[11:16]} (the tuning host's clock, as Optuna stored it; an "
+            "accuracy reused from the evaluation cache may have been measured earlier). This report's replays ran "
+            "on: cpu.") in md, md
     ran = json.loads((out / "report.json").read_text())["trials_ran"]
     assert [t.replace("T", " ") for t in ran] == [first, last], ran
 

@@ -523,13 +523,15 @@ def _cpu_label(origin: str | None, source: str, host: str | None = None) -> str:
 
 
 def _ran_text(ran: tuple[datetime, datetime] | None) -> str:
-    """When the study's finished trials ran, for the provenance line: ", 2026-12-07 04:57-05:02 (the tuning
-    host's clock, as Optuna stored it)" - the date of every measured number a study stores."""
+    """When the study's finished trials ran, for the provenance line: ", 2026-12-07 04:57-05:02 (...)" - when its
+    bytes, times and fidelity were counted and measured; an accuracy reused from the evaluation cache (a plan
+    another study of the model and task measured) can be older, which the line says."""
     if ran is None:
         return ""
     first, last = ran
     end = last.strftime("%H:%M" if last.date() == first.date() else "%Y-%m-%d %H:%M")
-    return f", {first:%Y-%m-%d %H:%M}-{end} (the tuning host's clock, as Optuna stored it)"
+    return (f", {first:%Y-%m-%d %H:%M}-{end} (the tuning host's clock, as Optuna stored it; an accuracy reused "
+            "from the evaluation cache may have been measured earlier)")
 
 
 def _provenance(doc: Document, c: ReportContext) -> None:
