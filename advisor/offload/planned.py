@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def plan_runtime(loaded: Any, plan: Any, *, store: Any = None, profile: Any = None,
-                 host_limit: int | None = None) -> Any:
+def plan_runtime(loaded: Any, plan: Any, *, store: Any = None, profile: Any = None) -> Any:
     """An unattached runtime computing `plan` on `loaded` (`store`: an already packed `ExpertStore`)."""
     if not getattr(loaded, "offloaded", False):
         from advisor.quant.apply import quantize_experts
@@ -21,7 +20,7 @@ def plan_runtime(loaded: Any, plan: Any, *, store: Any = None, profile: Any = No
     from advisor.offload.store import ExpertStore, pins_stores
 
     if store is None:
-        store = ExpertStore(loaded.moe, plan, pin=pins_stores(loaded.device), host_limit=host_limit)
+        store = ExpertStore(loaded.moe, plan, pin=pins_stores(loaded.device))
     slots = [min(m.top_k, m.num_experts) for m in loaded.moe]
     return OffloadRuntime(loaded, store, slots_per_layer=slots, policy="lru", device=loaded.device, profile=profile,
                           attach=False)
