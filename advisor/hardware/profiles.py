@@ -559,15 +559,16 @@ def _close_keys(key: str, keys: list[str]) -> list[str]:
     return difflib.get_close_matches(key, [k for k in keys if alike(k)], n=5, cutoff=0.5)
 
 
-def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None, given: str | None = None) -> None:
+def check_budget_fits(profile: HardwareProfile | None, budget_bytes: int | None, given: str | None) -> None:
     """`UserError` for a `--budget` above the memory of the GPU `--gpu` names: `--gpu 'RTX 4090' --budget 30GiB`
     recommended configurations "fitting 30.0 GiB" for a 24 GiB card, without a word. `given`: the --budget as
-    typed, named beside its bytes ("27.94 GiB (--budget 30GB)": the bytes alone did not read as what was typed)."""
-    if profile is None or budget_bytes is None or not profile.gpu_memory_bytes:
+    typed (None with `budget_bytes`: no --budget), named beside its bytes ("27.94 GiB (--budget 30GB)": the bytes
+    alone did not read as what was typed)."""
+    if profile is None or budget_bytes is None or given is None or not profile.gpu_memory_bytes:
         return
     if budget_bytes > profile.gpu_memory_bytes:
-        said = budget_text(budget_bytes, f"--budget {given.strip()}") if given else f"--budget {format_bytes(budget_bytes, 2)}"
-        raise UserError(f"{said} is more than the {profile.name}'s memory "
+        raise UserError(f"{budget_text(budget_bytes, f'--budget {given.strip()}')} is more than the "
+                        f"{profile.name}'s memory "
                         f"({format_bytes(profile.gpu_memory_bytes, 2)}, {profile.source}); give at most that, or "
                         "leave --budget out to budget the whole card (a card with more memory: measure it with "
                         "`advisor profile`)")
