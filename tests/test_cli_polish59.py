@@ -38,3 +38,35 @@ def test_a_letter_slipped_into_a_digits_only_gpu_name_still_gets_its_neighbours(
     for typed in ("P40", "K80"):
         r = advisor_entry("recommend", "--gpu", typed, "--storage", "s.db", cwd=tmp_path)
         one_error_line(r, f"unknown GPU '{typed}'; no catalogue GPU, and no profile measured in")
+
+
+def test_a_cpu_profile_stored_under_a_catalogue_gpus_name_before_the_refusal_does_not_replace_its_row(tmp_path):
+    """A `--cpu` profile stored as 'RTX 4090' by a version before the refusal above still won over the catalogue
+    row: `recommend --gpu 4090` said "--gpu RTX 4090 is a CPU profile" and priced the transfer with the host's memory
+    copy. The catalogue row is taken now, with a note naming the stored file and what to do with it; `profile
+    --list` says the same beside the profile."""
+    import json
+
+    from tests.cli_helpers import flat
+    from tests.example_study import EXAMPLE_DB
+
+    (tmp_path / "p").mkdir()
+    old = {"name": "RTX 4090", "memory_bytes": int(23.6 * 2**30), "h2d_gbps_pinned": 3.5, "h2d_gbps_pageable": 3.4,
+           "copy_latency_us": 3.0, "source": "measured-cpu:2026-12-06", "link": "", "free_bytes": None,
+           "cpu_experts": None, "device": None}  # as `advisor profile --cpu --name 'RTX 4090'` wrote it
+    (tmp_path / "p" / "rtx-4090.json").write_text(json.dumps(old, indent=2) + "\n")
+    note = ("note: p/rtx-4090.json holds a --cpu profile (a host memory copy, no GPU) named 'RTX 4090' as the "
+            "catalogue GPU 'RTX 4090 24GB'")
+    r = advisor_entry("recommend", "--gpu", "4090", "--profiles-dir", "p", "--storage", str(EXAMPLE_DB),
+                      cwd=tmp_path)
+    out = flat(r.stdout)
+    assert r.returncode == 0, r.stderr
+    assert "fits 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal))" in out, r.stdout
+    assert "CPU profile" not in out and "host-copy" not in out and "measured-cpu" not in out, r.stdout
+    assert note in flat(r.stderr) and "else delete it" in flat(r.stderr), r.stderr
+    r = advisor_entry("profile", "--list", "--profiles-dir", "p", cwd=tmp_path)
+    assert r.returncode == 0 and note in flat(r.stdout), r.stdout
+    # another GPU's --gpu says nothing of it
+    r = advisor_entry("recommend", "--gpu", "H100 SXM", "--profiles-dir", "p", "--storage", str(EXAMPLE_DB),
+                      cwd=tmp_path)
+    assert r.returncode == 0 and "rtx-4090.json" not in r.stdout + r.stderr, r.stderr

@@ -155,6 +155,8 @@ def register(app: typer.Typer) -> None:
                                    "bytes / pinned bandwidth + the per-copy latency")
             for p in measured + hw.CATALOGUE:
                 print_parts(console, f"{p.name}: ", _profile_figures(p), 4)
+                if note := hw.misnamed_cpu_profile(p, profiles_dir):  # not what --gpu of its name uses
+                    print_wrapped(console, f"    note: {note}", 6)
                 if p.cpu_experts:  # which CPU expert times a `tune --gpu` with this profile is priced with
                     c = p.cpu_experts
                     print_wrapped(console, f"    CPU expert times for {', '.join(c['table'])} on "

@@ -397,15 +397,34 @@ def check_name_free(name: str, directory: str | os.PathLike | None = None) -> No
                         f"delete {path} to replace it")
 
 
+def catalogue_gpu(name: str) -> str | None:
+    """The catalogue GPU `name` names by its model key, any memory ('rtx4090 48GB': 'RTX 4090 24GB'), else None."""
+    return next((p.name for p in CATALOGUE if _split(p.name)[0] == _split(name)[0]), None)
+
+
 def check_cpu_profile_name(name: str) -> None:
     """`UserError` for a host-memcpy profile (`advisor profile --cpu --name`) named as a catalogue GPU: stored, it
     won over that GPU's row (a measured profile does), so `--gpu 'RTX 4090'` got this host's memory copy as its
-    "link" and the H200's device figures."""
-    rows = [p.name for p in CATALOGUE if _split(p.name)[0] == _split(name)[0]]
-    if rows:
-        raise UserError(f"--name {name!r} is the catalogue GPU {rows[0]!r}; a --cpu profile (a host memory copy, no "
+    "link" and the H200's device figures. One stored so before this refusal: `misnamed_cpu_profile`."""
+    row = catalogue_gpu(name)
+    if row:
+        raise UserError(f"--name {name!r} is the catalogue GPU {row!r}; a --cpu profile (a host memory copy, no "
                         f"GPU) stored under it would replace that GPU's figures for `--gpu`; store it under another "
                         f"--name, e.g. 'cpu host'")
+
+
+def misnamed_cpu_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> str:
+    """'' unless `profile` is a `--cpu` profile stored under a catalogue GPU's name, as versions before
+    `check_cpu_profile_name` stored one: then the note `get_gpu` and `profile --list` say of it. `--gpu` takes that
+    GPU's catalogue row, not it: the user who measured the host under the card's name and then upgraded asks
+    `--gpu` about the card, and got this host's memory copy as its link."""
+    row = catalogue_gpu(profile.name) if profile.host_only else None
+    if row is None:
+        return ""
+    return (f"{profile_path(profile.name, directory)} holds a --cpu profile (a host memory copy, no GPU) named "
+            f"{profile.name!r} as the catalogue GPU {row!r} (an earlier version stored it so): --gpu takes the "
+            f"catalogue row, not it; to keep it, rename it (set its \"name\" to e.g. 'cpu host' and the file to "
+            f"cpu-host.json), else delete it")
 
 
 def save_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> Path:
@@ -492,7 +511,8 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
             has_budget: bool = False) -> HardwareProfile:
     """The profile of a GPU named loosely ("4090", "rtx4090", "NVIDIA GeForce RTX 4090", "A100 80GB").
 
-    A measured profile of the same GPU wins over the catalogue. An unknown or ambiguous name raises a
+    A measured profile of the same GPU wins over the catalogue (not a `--cpu` one stored under a catalogue GPU's
+    name: `misnamed_cpu_profile`). An unknown or ambiguous name raises a
     UserError listing the close matches; it offers --budget only where the command has it (`has_budget`). The
     `advisor profile` commands it points to name `profiles_directory` where one was given (--profiles-dir): without
     it they list, and measure into, another folder than the one this GPU was looked for in.
@@ -513,11 +533,19 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
         print_wrapped(Console(stderr=True), f"note: skipped broken hardware profile(s) "
                                             f"{', '.join(str(p) for p, _, _ in broken)} (not {name!r}; `advisor "
                                             f"profile --list{folder}` says what is wrong)", 2)
+    misnamed = [p for p in good if misnamed_cpu_profile(p, profiles_directory)]
+    good = [p for p in good if p not in misnamed]
     measured = _matches(name, good)
     if measured:
         return measured[-1]
     hits = _matches(name, CATALOGUE)
     if len(hits) == 1:
+        for p in _matches(name, misnamed):  # what it got before: said, with what to do with the stored file
+            from rich.console import Console
+
+            from advisor.terminal import print_wrapped
+
+            print_wrapped(Console(stderr=True), f"note: {misnamed_cpu_profile(p, profiles_directory)}", 2)
         return hits[0]
     if len(hits) > 1:
         variants = ", ".join(p.name for p in hits)
