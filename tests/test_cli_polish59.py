@@ -70,3 +70,29 @@ def test_a_cpu_profile_stored_under_a_catalogue_gpus_name_before_the_refusal_doe
     r = advisor_entry("recommend", "--gpu", "H100 SXM", "--profiles-dir", "p", "--storage", str(EXAMPLE_DB),
                       cwd=tmp_path)
     assert r.returncode == 0 and "rtx-4090.json" not in r.stdout + r.stderr, r.stderr
+
+
+def test_a_study_tuned_with_such_a_cpu_profile_is_not_sent_to_resume_with_its_name(tmp_path):
+    """A study tuned with such a profile (`--gpu 'RTX 4090'` when it was the host's memory copy) was refused on
+    resume with `--gpu 'RTX 4090'`, which now takes the catalogue row, and told to "resume it with --gpu 'RTX 4090'":
+    the same refusal again. It now says that no --gpu gives that profile any more."""
+    import json
+    import shutil
+    import sqlite3
+
+    from tests.example_study import EXAMPLE_DB
+
+    (tmp_path / "p").mkdir()
+    old = {"name": "RTX 4090", "memory_bytes": int(23.6 * 2**30), "h2d_gbps_pinned": 3.5, "h2d_gbps_pageable": 3.4,
+           "copy_latency_us": 3.0, "source": "measured-cpu:2026-12-06", "link": "", "free_bytes": None,
+           "cpu_experts": None, "device": None}
+    (tmp_path / "p" / "rtx-4090.json").write_text(json.dumps(old))
+    shutil.copy(EXAMPLE_DB, tmp_path / "s.db")
+    with sqlite3.connect(tmp_path / "s.db") as con:  # as the study stored it when tuned with that profile
+        con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'hardware'", (json.dumps(old),))
+    r = advisor_entry("tune", "--study", "bundled-example", "--storage", "s.db", "--gpu", "4090", "--profiles-dir", "p",
+                      "--trials", "1", cwd=tmp_path)
+    line = one_error_line(r, "study 'bundled-example' was tuned with --gpu 'RTX 4090' (measured-cpu:2026-12-06), "
+                             "this run with --gpu 'RTX 4090 24GB' (catalogue (nominal)); use a new --study name",
+                          "no --gpu gives that profile any more")
+    assert "resume it with" not in line, line

@@ -413,12 +413,17 @@ def check_cpu_profile_name(name: str) -> None:
                         f"--name, e.g. 'cpu host'")
 
 
+def cpu_profile_as_gpu(profile: HardwareProfile) -> str | None:
+    """The catalogue GPU a `--cpu` profile is named as, as versions before `check_cpu_profile_name` stored one, else
+    None. `--gpu` takes that GPU's catalogue row, not the profile: the user who measured the host under the card's
+    name and then upgraded asks `--gpu` about the card, and got this host's memory copy as its link."""
+    return catalogue_gpu(profile.name) if profile.host_only else None
+
+
 def misnamed_cpu_profile(profile: HardwareProfile, directory: str | os.PathLike | None = None) -> str:
-    """'' unless `profile` is a `--cpu` profile stored under a catalogue GPU's name, as versions before
-    `check_cpu_profile_name` stored one: then the note `get_gpu` and `profile --list` say of it. `--gpu` takes that
-    GPU's catalogue row, not it: the user who measured the host under the card's name and then upgraded asks
-    `--gpu` about the card, and got this host's memory copy as its link."""
-    row = catalogue_gpu(profile.name) if profile.host_only else None
+    """'' unless `profile` is a `--cpu` profile named as a catalogue GPU (`cpu_profile_as_gpu`): then the note
+    `get_gpu` and `profile --list` say of it, naming its file and what to do with it."""
+    row = cpu_profile_as_gpu(profile)
     if row is None:
         return ""
     return (f"{profile_path(profile.name, directory)} holds a --cpu profile (a host memory copy, no GPU) named "
@@ -512,7 +517,7 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
     """The profile of a GPU named loosely ("4090", "rtx4090", "NVIDIA GeForce RTX 4090", "A100 80GB").
 
     A measured profile of the same GPU wins over the catalogue (not a `--cpu` one stored under a catalogue GPU's
-    name: `misnamed_cpu_profile`). An unknown or ambiguous name raises a
+    name: `cpu_profile_as_gpu`). An unknown or ambiguous name raises a
     UserError listing the close matches; it offers --budget only where the command has it (`has_budget`). The
     `advisor profile` commands it points to name `profiles_directory` where one was given (--profiles-dir): without
     it they list, and measure into, another folder than the one this GPU was looked for in.
@@ -533,7 +538,7 @@ def get_gpu(name: str, profiles_directory: str | os.PathLike | None = None, *,
         print_wrapped(Console(stderr=True), f"note: skipped broken hardware profile(s) "
                                             f"{', '.join(str(p) for p, _, _ in broken)} (not {name!r}; `advisor "
                                             f"profile --list{folder}` says what is wrong)", 2)
-    misnamed = [p for p in good if misnamed_cpu_profile(p, profiles_directory)]
+    misnamed = [p for p in good if cpu_profile_as_gpu(p)]
     good = [p for p in good if p not in misnamed]
     measured = _matches(name, good)
     if measured:

@@ -27,7 +27,7 @@ from typing import Any
 
 from advisor import __version__
 from advisor.errors import UserError
-from advisor.hardware.profiles import HardwareProfile
+from advisor.hardware.profiles import HardwareProfile, cpu_profile_as_gpu
 from advisor.results import connections, locks, storage_errors, urls
 from advisor.results import storage as st
 from advisor.results.config_view import STEPS_COUNTED
@@ -247,9 +247,19 @@ def _check_hardware(name: str, stored: dict[str, Any], meta: dict[str, Any]) -> 
         def given(hw: dict[str, Any] | None) -> str:
             return f"{_gpu_flag(hw)} ({hw.get('source') if hw else 'the default link, the device priced as the H200'})"
 
+        row = _cpu_profile_as_gpu(was)  # no --gpu gives it any more: resuming with its name looped on this refusal
+        resume = (f" ({_gpu_flag(was)} was a --cpu profile named as the catalogue GPU {row!r}, which --gpu takes "
+                  "now; no --gpu gives that profile any more)" if row else f", or resume it with {_gpu_flag(was)}")
         raise UserError(f"study {name!r} was tuned with {given(stored['hardware'])}, this run with "
-                        f"{given(meta['hardware'])}; use a new --study name, or resume it with "
-                        f"{_gpu_flag(stored['hardware'])}")
+                        f"{given(meta['hardware'])}; use a new --study name{resume}")
+
+
+def _cpu_profile_as_gpu(hw: dict[str, Any]) -> str | None:
+    """The catalogue GPU a study's stored `--cpu` profile is named as (`profiles.cpu_profile_as_gpu`), else None."""
+    try:
+        return cpu_profile_as_gpu(HardwareProfile.from_dict(hw)) if hw else None
+    except UserError:  # a stored profile this version does not read: compared as stored, named as before
+        return None
 
 
 def refuse_incompatible(storage: str, name: str, keys: dict[str, Any], *alternatives: dict[str, Any]) -> None:
