@@ -331,6 +331,34 @@ def test_a_non_finite_value_is_stored_without_it_and_said_in_its_source(tmp_path
         engine.dispose()
 
 
+def test_a_nan_accuracy_in_a_stored_sqlite_front_reads_as_not_stored(tmp_path):
+    """A SQLite front written before non-finite values were left out, or edited by hand, can hold a NaN accuracy
+    (its JSON reads 'NaN' back): `recommend`, `pareto` and `report` crashed on it in the accuracy's interval
+    (`round(nan)`), and without that recommend said 'accuracy nan (measured) >= floor' and recommended the point.
+    A non-finite stored value now reads as not stored, its source saying so, as the writer stores it."""
+    import shutil
+    import sqlite3
+
+    from example_study import EXAMPLE_DB
+
+    db = tmp_path / "s.db"
+    shutil.copy(EXAMPLE_DB, db)
+    with sqlite3.connect(db) as con:
+        best = json.loads(advisor_entry("recommend", "--storage", str(EXAMPLE_DB), "--json", cwd=tmp_path).stdout)
+        number = best["chosen"]["trial"]
+        (row, values), = con.execute('SELECT id, "values" FROM advisor_front WHERE trial_number = ?', (number,))
+        con.execute('UPDATE advisor_front SET "values" = ? WHERE id = ?',
+                    (json.dumps({**json.loads(values), "accuracy": float("nan")}), row))
+    r = advisor_entry("recommend", "--storage", str(db), cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"trial #{number} " not in r.stdout and "accuracy nan" not in flat(r.stdout), r.stdout
+    r = advisor_entry("recommend", "--storage", str(db), "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["chosen"]["trial"] != number, r.stdout
+    r = advisor_entry("pareto", "bundled-example", "--storage", str(db), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "accuracy * -" in flat(r.stdout.split(f"trial {number}:")[1].split("trial ")[0]), r.stdout
+
+
 def test_the_more_drop_it_suggests_admits_the_point(tmp_path):
     """`allow X more drop` is what a user adds to --max-accuracy-drop: it must admit the point it names
     (0.9375 under a 0.95875 floor is 0.0215 short; 0.021, rounded to nearest, still excluded it)."""

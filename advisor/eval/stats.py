@@ -30,7 +30,7 @@ def stored_interval(accuracy: float, source: str | None) -> tuple[int, float, fl
     the source names no n, or the accuracy is no count of n (an unbiased pass@1 over several samples), so that
     readers of the stored front (recommend) say how far apart two accuracies must be before they differ."""
     m = SAMPLE_SIZE.search(source or "")
-    if m is None:
+    if m is None or not math.isfinite(accuracy):  # a NaN or infinite one (hand-edited trial attributes) is no count
         return None
     n = int(m.group(1))
     correct = round(accuracy * n)

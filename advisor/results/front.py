@@ -7,6 +7,7 @@ Written by the tuner (`advisor.tune.study`), read by recommend, export, report, 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,7 +131,20 @@ def check_stored(p: FrontPoint) -> FrontPoint:
     bad = [k for k, v in p.values.items() if isinstance(v, bool) or not isinstance(v, int | float)]
     if bad:
         raise ValueError(f"study {p.study_name!r} trial {p.trial_number}: stored value {bad[0]!r} is not a number")
+    p.values, p.sources = finite_values(p.values, p.sources)
     return p
+
+
+def finite_values(values: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+    """`values` without a non-finite one (a NaN KL of a model that overflowed), and `sources` saying of each left
+    out that it was not stored: how a front is stored (`advisor.results.store.save_front`: PostgreSQL's JSON has no
+    NaN and refused the whole row, losing the front of the trial that measured it) and read back (`check_stored`:
+    a SQLite front written before that, or edited by hand, held a NaN accuracy, which crashed recommend's interval
+    and passed its floor)."""
+    kept = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
+    said = {k: f"{sources.get(k, 'unknown')}; not stored: {float(v)} is not a finite number"
+            for k, v in values.items() if k not in kept}
+    return kept, {**sources, **said}
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:

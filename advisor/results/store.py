@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -32,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from advisor.results.connections import engine_kwargs, named_run
-from advisor.results.front import FrontPoint, check_stored
+from advisor.results.front import FrontPoint, check_stored, finite_values
 from advisor.results.locks import schema_lock
 from advisor.results.reconnect import ride_out_restarts
 from advisor.results.storage_errors import unreadable_database, unusable_url
@@ -152,16 +150,6 @@ def engine_for(url: str) -> Engine:
     return ride_out_restarts(engine)
 
 
-def _json_numbers(values: dict[str, Any], sources: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
-    """`values` as a JSON column stores them on every backend: a non-finite one (a NaN KL of a model that
-    overflowed) is left out and its source says so - PostgreSQL's JSON has no NaN and refused the whole row,
-    losing the front of the trial that measured it."""
-    kept = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
-    said = {k: f"{sources.get(k, 'unknown')}; not stored: {float(v)} is not a finite number"
-            for k, v in values.items() if k not in kept}
-    return kept, {**sources, **said}
-
-
 class StudyRowGone(Exception):
     """A tuning worker's study row vanished under it: `advisor studies --delete` deletes our rows first, then
     Optuna's study, so between the two a worker still finds its study in Optuna; writing its front then would
@@ -182,7 +170,7 @@ def save_front(engine: Engine, study_name: str, points: Iterable[FrontPoint], *,
             raise StudyRowGone(study_name)  # (rolled back: no front written for a study being deleted)
         s.execute(delete(FrontRow).where(FrontRow.study_name == study_name))
         for p in points:
-            values, sources = _json_numbers(p.values, dict(p.sources))
+            values, sources = finite_values(p.values, p.sources)
             s.add(
                 FrontRow(
                     study_name=study_name,
