@@ -181,3 +181,38 @@ def test_inspect_of_a_hub_id_online_fetches_config_json_and_no_weights(tmp_path,
              "tokenizer_config.json", "tokenizer.model", "vocab.txt", "model-00001-of-00002.safetensors")
     assert [n for n in names if any(fnmatch(n, f) for f in hub_files(weights=False))] == list(names[:-1])
     assert all(any(fnmatch(n, f) for f in hub_files()) for n in names)
+
+
+def test_profile_measures_the_cpu_experts_of_a_model_from_its_config_json_alone(tmp_path, monkeypatch):
+    """`profile --model DIR` of a directory holding only config.json (a user deciding whether to download the
+    weights) was refused ('holds no weights'), and `profile --model OWNER/NAME` online fetched the whole checkpoint,
+    though it measures CPU expert times at the expert shapes config.json gives. Both take config.json alone now, as
+    `inspect` does: the directory is measured at its shapes (those of the checkpoint with its weights), and the hub
+    id fetches no weights (the hub faked as in the inspect test above)."""
+    from fnmatch import fnmatch
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    fetches = []
+
+    def snapshot_download(repo_id, *, allow_patterns, local_files_only):
+        snapshot = tmp_path / "hub" / "models--acme--moe" / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        fetches.append(sorted(f.name for f in Path("m").iterdir() if any(fnmatch(f.name, p) for p in allow_patterns)))
+        for name in fetches[-1]:
+            (snapshot / name).write_bytes((Path("m") / name).read_bytes())
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    monkeypatch.setattr("advisor.hub.hub_reachable", lambda *a: True)
+    monkeypatch.setattr("advisor.models.load.hub_reachable", lambda *a: True)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    shape = f"{config['hidden_size']}x{config['moe_intermediate_size']}"
+    for spec, name in (("m", "dir"), ("acme/moe", "hub")):
+        res = CliRunner().invoke(app, ["profile", "--cpu", "--repeats", "1", "--profiles-dir", "p", "--name", name,
+                                       "--model", spec], terminal_width=250)
+        assert res.exit_code == 0, res.output
+        stored = json.loads((tmp_path / "p" / f"{name}.json").read_text())["cpu_experts"]["table"]
+        assert list(stored) == [shape], stored
+    assert fetches == [["config.json", "generation_config.json"]], fetches

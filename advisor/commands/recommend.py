@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         expert_shape: list[str] = typer.Option(None, "--expert-shape", help="Also measure CPU expert time at this "
                                                "expert shape, HIDDENxFFN (repeatable), e.g. 2048x1024."),
         model: str | None = typer.Option(None, "--model", help="Also measure CPU expert time on this model's "
-                                         "expert shapes (HF id, directory, tiny:<family>, bundled)."),
+                                         "expert shapes (HF id, directory, tiny:<family>, bundled); config.json alone will do."),
         threads: int = threads_option(1, "torch CPU threads for the CPU expert times (default 1, as `advisor "
                                       "tune` runs; give the threads your runtime uses)."),
     ) -> None:
@@ -185,7 +185,9 @@ def register(app: typer.Typer) -> None:
         check_repeats(repeats)  # 99999999 measured for days; before the imports and the busy-host note
         given = _parse_shapes(expert_shape or [])  # a mistyped shape before torch imports, as a mistyped --model
         if model is not None:
-            model = check_model_spec(model)  # a mistyped --model before torch imports (after the options' own checks)
+            # a mistyped --model before torch imports (after the options' own checks); its expert shapes are
+            # config.json's, so a directory (or hub snapshot) of config.json alone is measured as `inspect` counts it
+            model = check_model_spec(model, weightless=True)
         from advisor.tune.interrupt import import_runtime
 
         import_runtime(models=model is not None)
@@ -300,8 +302,9 @@ def _expert_shapes(given: dict[str, tuple[int, int]], model: str | None) -> list
     if model:
         from advisor.models.load import load_model
 
-        # the shapes only: a checkpoint loads offloaded (its experts stay in the files), not whole into host RAM
-        loaded = load_model(model, offload=None if model.startswith("tiny:") else True)
+        # the shapes only: a checkpoint loads offloaded (its experts stay in the files), not whole into host RAM;
+        # config.json alone will do (no weights fetched for a hub id whose weights are not cached)
+        loaded = load_model(model, offload=None if model.startswith("tiny:") else True, weightless=True)
         shapes += [(int(m.hidden_size), int(m.intermediate_size)) for m in loaded.moe]
     return list(dict.fromkeys(shapes))
 
