@@ -535,7 +535,7 @@ def recommend(points: list[FrontPoint], q: Query, full: dict[str, str] | None = 
         rec.reasons = defaults + _why(rec) + _above_study_budget(rec.chosen.point, q)
     else:
         rec.reasons, rec.closest = _what_would_change(rec, cands, budget)
-        rec.reasons = defaults + rec.reasons
+        rec.reasons = defaults + rec.reasons + _below_study_budget(cands, q)
     return rec
 
 
@@ -551,6 +551,28 @@ def _above_study_budget(p: FrontPoint, q: Query) -> list[str]:
     return [f"the study was tuned within {_budget_bytes(float(study))}, less than the {q.budget_text()} asked "
             "about: no configuration using more memory was tried, so this is the study's best within its budget, not "
             f"what {_budget_bytes(budget)} would hold; tune a study with that --budget (or --budgets) to answer it"]
+
+
+def _below_study_budget(cands: list[Candidate], q: Query) -> list[str]:
+    """`_above_study_budget`'s other side: where points are over a budget below the one their study was tuned
+    within, no configuration that fits it was tried (a study's draws fill its own budget), so 'more memory' is not
+    the only way on: `--budget 10MiB` of a study tuned at 12 MiB said only 'e.g. --budget 11.85MiB', which a 10 MiB
+    GPU cannot take."""
+    budget = q.budget
+    if budget is None:
+        return []
+    studies: dict[str, float] = {}
+    for c in cands:
+        study = c.point.budget_bytes
+        if study and budget < float(study) - 0.5 and any(s.startswith("needs") for s in c.problems):
+            studies.setdefault(c.point.study_name, float(study))
+    if not studies:
+        return []
+    within = (_budget_bytes(next(iter(studies.values()))) if len(studies) == 1 else
+              ", ".join(f"{name} within {_budget_bytes(b)}" for name, b in studies.items()))
+    return [f"{'the study was' if len(studies) == 1 else 'the studies were'} tuned within {within}, more than the "
+            f"{q.budget_text()} asked about: its configurations were drawn to fill that budget, and none stored fits "
+            f"{_budget_bytes(budget)}; tune a study with that --budget (or --budgets) to search within it"]
 
 
 def _compared_by(prefer: str, *points: FrontPoint) -> str:

@@ -260,6 +260,25 @@ def test_a_fidelity_study_over_the_budget_names_no_accuracy_floor_for_more_memor
     assert "more memory: fid#1 needs 1.500 GiB (counted; 512.000 MiB over the budget)" in text, text
 
 
+def test_nothing_fits_a_budget_below_the_studys_says_a_study_at_that_budget_would_search_it(tmp_path):
+    """`recommend --budget 10MiB` of a study tuned within 12 MiB (a GPU smaller than the one tuned for) said only
+    "more memory: ... e.g. --budget 11.85MiB", which that GPU cannot take: the study's draws fill its own budget,
+    so none within 10 MiB were stored. It now says so and that a study tuned at that budget searches within it;
+    where a point fits, nothing of the kind is said."""
+    import dataclasses
+
+    pts = [dataclasses.replace(p, budget_bytes=2.0 * GiB)
+           for p in _fidelity_points([(0.97, 1e6, 2.0), (0.80, 1e6, 1.9)])]
+    url = make_db(tmp_path / "f.db", pts)
+    r = _cli("recommend", "--storage", url, "--budget", "1GiB")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("- the study was tuned within 2.00 GiB, more than the 1.00 GiB (--budget 1GiB) asked about: its "
+            "configurations were drawn to fill that budget, and none stored fits 1.00 GiB; tune a study with that "
+            "--budget (or --budgets) to search within it") in flat(r.stdout), r.stdout
+    r = _cli("recommend", "--storage", url, "--budget", "1.95GiB")  # a point fits: nothing to say of the others
+    assert r.returncode == 0 and "tuned within" not in r.stdout, r.stdout
+
+
 def test_a_fidelity_study_where_nothing_fits_speaks_of_no_pick(tmp_path):
     """Where nothing fits, the no-floor reason still said "so the pick may agree with full precision far less
     than other points do - see its fidelity_top1": there is no pick. It says what having no floor meant for
