@@ -1240,6 +1240,28 @@ def test_report_on_a_database_with_a_damaged_page_gives_the_drivers_reason(tmp_p
     assert not (tmp_path / "rep").exists()
 
 
+def test_tune_on_a_database_with_its_version_page_damaged_gives_the_drivers_reason(tmp_path):
+    """A copy of the example database whose page of Optuna's version row (`version_info`'s root) is overwritten:
+    the header reads, so the file check passes, and Optuna's own open then fails. `tune` said "storage error: An
+    exception is raised during the commit. This typically happens due to invalid data in the commit, e.g.
+    exceeding max length." (Optuna's wrapper of SQLite's error); now SQLite's own reason, as the readers give
+    it, before the model loads, and the file is left as it was."""
+    db = tmp_path / "damaged.db"
+    shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
+    with sqlite3.connect(db) as con:
+        page = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'version_info'").fetchone()[0]
+        size = con.execute("PRAGMA page_size").fetchone()[0]
+    con.close()
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xa5" * size)
+    before = db.read_bytes()
+    r = advisor_entry("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
+    one_error_line(r, f"{db} is not a readable advisor database (database disk image is malformed)")
+    before_model_load(r)
+    assert db.read_bytes() == before
+
+
 def test_an_empty_budgets_or_memory_list_is_refused_not_ignored(tmp_path):
     """`tune --budgets "$B"` with B unset tuned a whole study without the budgets, rc 0 and not a word (as
     `--gpu ""` did before it was refused); `report --memory ""` dropped the equal-memory answers the same way."""

@@ -118,7 +118,7 @@ def open_storage(
     import warnings
 
     import optuna
-    from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from advisor.results.sqlite_storage import HeartbeatStorage, RetryStaleTrial, SQLiteFileStorage
 
@@ -140,19 +140,34 @@ def open_storage(
             storage = storage_class(url, **kwargs)
         ride_out_restarts(storage.engine, connected=True)  # Optuna connected to set up or check its tables
         return storage
-    except (ArgumentError, ModuleNotFoundError, ImportError) as e:
-        raise unusable_url(url, e) from e
-    except OperationalError as e:
+    except optuna.exceptions.StorageInternalError as e:  # Optuna's wrapper of the driver's error, e.g. a damaged
+        cause = e.__cause__  # page met reading its version row: "An exception is raised during the commit ..."
+        if not isinstance(cause, SQLAlchemyError):
+            raise
+        raise _open_failure(url, cause) from e
+    except (ArgumentError, ModuleNotFoundError, ImportError, SQLAlchemyError, RuntimeError, ValueError) as e:
+        raise _open_failure(url, e) from e
+
+
+def _open_failure(url: str, e: BaseException) -> UserError:
+    """The one line for a --storage that Optuna could not open (`url` normalised): a bad URL, a locked file, a
+    server not reached, a full disk, another Optuna's schema, a damaged file."""
+    from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+
+    if isinstance(e, (ArgumentError, ModuleNotFoundError, ImportError)):
+        return unusable_url(url, e)
+    if isinstance(e, OperationalError):
         if is_locked_error(e):
-            raise locked_database(url) from e
+            return locked_database(url)
         if sqlite_path(url) is not None:  # creating the tables in a new file: a full disk, a file-size limit
-            raise storage_failure(e, url) or unreadable_database(url, e) from e
+            return storage_failure(e, url) or unreadable_database(url, e)
         reason = mask_url(driver_reason(e))
-        raise UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason, url)}") from e
-    except (SQLAlchemyError, RuntimeError, ValueError) as e:
-        if is_locked_error(e):
-            raise locked_database(url) from e
-        if (other := other_optuna_schema(url, e)) is not None:
-            raise other from e
-        raise UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
-                        f"{mask_url(driver_reason(e))}); point --storage at another file or URL") from e
+        return UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason, url)}")
+    if is_locked_error(e):
+        return locked_database(url)
+    if (other := other_optuna_schema(url, e)) is not None:
+        return other
+    if isinstance(e, DatabaseError) and sqlite_path(url) is not None:  # a damaged file: as the readers say it
+        return unreadable_database(url, e)
+    return UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
+                     f"{mask_url(driver_reason(e))}); point --storage at another file or URL")
