@@ -127,7 +127,23 @@ def server_hint(reason: str, url: str = "") -> str:
     if "no password supplied" in reason:  # libpq's "fe_sendauth: no password supplied"
         return ("the server asks for a password the URL leaves out: set PGPASSWORD or add the password to ~/.pgpass "
                 "(or write it in the URL)")
+    if "password authentication failed" in reason and url and _names_no_password(url):
+        return ("the URL gives no password, so the server refused the one PostgreSQL's client found in PGPASSWORD "
+                "or the password file (~/.pgpass, or $PGPASSFILE): correct it there (or write it in the URL)")
     return _unnamed_database(reason, url) or "check the URL and that the server runs"
+
+
+def _names_no_password(url: str) -> bool:
+    """`url` holds no password (as the `next:` commands print it): libpq took one from PGPASSWORD or its password
+    file, which "check the URL" does not name."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return False
+    return parsed.password is None and "password" not in parsed.query
 
 
 def _unnamed_database(reason: str, url: str) -> str | None:
