@@ -326,10 +326,14 @@ class NF4Format(Format):
     def dequantize(self, qt: QTensor, dtype: torch.dtype) -> torch.Tensor:
         # Dequantized as one flat vector: bitsandbytes 0.50's CPU dequantize_4bit returns wrong values for
         # 2-D shapes whose last dim is below the block size (e.g. [16, 32] with blocks of 64: ~40% error
-        # instead of ~9%). Blocks run over the flattened tensor anyway, so flat-then-reshape is exact.
+        # instead of ~9%). Blocks run over the flattened tensor anyway, so flat-then-reshape is exact. An odd
+        # count is dequantized as the next even one and cut: the packed codes already hold that padding value, the
+        # blocks are the same, and an odd count sends bitsandbytes' CPU kernel to its torch.compile'd fallback
+        # (seconds of compiling, the same values).
         F = _bnb().functional
         n = qt.shape[0] * qt.shape[1]
-        return F.dequantize_4bit(qt.tensors["qweight"], self._state(qt, dtype, (n,))).reshape(qt.shape)
+        flat = F.dequantize_4bit(qt.tensors["qweight"], self._state(qt, dtype, (n + n % 2,)))
+        return flat.reshape(-1)[:n].reshape(qt.shape)
 
     def linear(self, qt: QTensor, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cuda":
