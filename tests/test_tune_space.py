@@ -240,11 +240,13 @@ def test_miss_axis_is_validated():
 
 
 def test_expert_budget_as_a_list_of_totals(tmp_path):
-    """A list is a domain like a range: `advisor tune` draws each trial's total from it."""
+    """A list is a domain like a range: `advisor tune` draws each trial's total from it. (Its trials score 2
+    problems on 1 traced and 1 fidelity prompt, not the default 32 on 4: the totals drawn are the check.)"""
     import optuna
 
     (tmp_path / "s.toml").write_text('name = "s"\n[precision]\nformats = ["int8"]\n[cache]\n'
-                                     'expert_budget = [8, 64]\n')
+                                     'expert_budget = [8, 64]\n'
+                                     '[evaluation]\nlimit = 2\ntrace_prompts = 1\nfidelity_prompts = 1\n')
     db = tmp_path / "s.db"
     r = advisor_in_process("tune", "--space", "s.toml", "--trials", "2", "--storage", str(db), "--study", "b",
                            cwd=tmp_path)  # must succeed: in this process, no second torch import
