@@ -133,16 +133,13 @@ def test_inspect_runs_its_activation_probe_on_one_thread_as_tune_does(monkeypatc
     assert "activation allowance 13.57 KiB" in output, output  # the bytes measured on every core before
 
 
-def test_inspect_of_a_hub_id_online_fetches_config_json_and_no_weights(tmp_path, monkeypatch):
-    """Online, `inspect OWNER/NAME` downloaded the whole checkpoint (Qwen3-30B-A3B: 61 GB) to print sizes it counts
-    from config.json alone. It fetches all but the weights now (`hub_files(weights=False)`: config.json, the
-    safetensors index, the tokenizer) and prints the table it prints of that directory; a pre-quantized checkpoint,
-    whose bytes are its stored tensors', fetches its weights as before. The hub is faked here (this host has no
-    network): `snapshot_download` copies the repository's files its patterns match into a snapshot folder."""
+def _fake_hub(monkeypatch, tmp_path) -> list[list[str]]:
+    """An online hub of one repository, acme/moe, holding the files of ./m (this host has no network):
+    `snapshot_download` copies those its patterns match into a snapshot folder of the hub cache. Returns the list
+    each download appends the names it fetched to."""
     from fnmatch import fnmatch
 
-    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
-    fetches = []
+    fetches: list[list[str]] = []
 
     def snapshot_download(repo_id, *, allow_patterns, local_files_only):
         assert repo_id == "acme/moe" and not local_files_only
@@ -157,6 +154,19 @@ def test_inspect_of_a_hub_id_online_fetches_config_json_and_no_weights(tmp_path,
     monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
     monkeypatch.setattr("advisor.hub.hub_reachable", lambda *a: True)
     monkeypatch.setattr("advisor.models.load.hub_reachable", lambda *a: True)
+    return fetches
+
+
+def test_inspect_of_a_hub_id_online_fetches_config_json_and_no_weights(tmp_path, monkeypatch):
+    """Online, `inspect OWNER/NAME` downloaded the whole checkpoint (Qwen3-30B-A3B: 61 GB) to print sizes it counts
+    from config.json alone. It fetches all but the weights now (`hub_files(weights=False)`: config.json, the
+    safetensors index, the tokenizer) and prints the table it prints of that directory; a pre-quantized checkpoint,
+    whose bytes are its stored tensors', fetches its weights as before. The hub is faked here (this host has no
+    network: `_fake_hub`)."""
+    from fnmatch import fnmatch
+
+    build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
+    fetches = _fake_hub(monkeypatch, tmp_path)
     res = CliRunner().invoke(app, ["inspect", "acme/moe", "--wide", "--budget", "80KiB"], terminal_width=250)
     assert res.exit_code == 0, res.output
     assert fetches == [["config.json", "generation_config.json"]], fetches
@@ -188,25 +198,11 @@ def test_profile_measures_the_cpu_experts_of_a_model_from_its_config_json_alone(
     weights) was refused ('holds no weights'), and `profile --model OWNER/NAME` online fetched the whole checkpoint,
     though it measures CPU expert times at the expert shapes config.json gives. Both take config.json alone now, as
     `inspect` does: the directory is measured at its shapes (those of the checkpoint with its weights), and the hub
-    id fetches no weights (the hub faked as in the inspect test above)."""
-    from fnmatch import fnmatch
+    id fetches no weights (the hub faked by `_fake_hub`)."""
 
     build_tiny("qwen3_moe", dtype=torch.bfloat16).save_pretrained("m")
     (tmp_path / "m" / "model.safetensors").unlink()
-    fetches = []
-
-    def snapshot_download(repo_id, *, allow_patterns, local_files_only):
-        snapshot = tmp_path / "hub" / "models--acme--moe" / "snapshots" / ("0" * 40)
-        snapshot.mkdir(parents=True, exist_ok=True)
-        fetches.append(sorted(f.name for f in Path("m").iterdir() if any(fnmatch(f.name, p) for p in allow_patterns)))
-        for name in fetches[-1]:
-            (snapshot / name).write_bytes((Path("m") / name).read_bytes())
-        return str(snapshot)
-
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
-    monkeypatch.setattr("advisor.hub.hub_reachable", lambda *a: True)
-    monkeypatch.setattr("advisor.models.load.hub_reachable", lambda *a: True)
+    fetches = _fake_hub(monkeypatch, tmp_path)
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     shape = f"{config['hidden_size']}x{config['moe_intermediate_size']}"
     for spec, name in (("m", "dir"), ("acme/moe", "hub")):
