@@ -261,23 +261,31 @@ def atomic_path(path: str | os.PathLike, *, create_dirs: bool = True, executable
     path = _through_link(_not_special(_not_a_directory(path, give), give), give)
     directory = _directory_of(path, create_dirs, option)
     _remove_stale_files(path)
-    while True:
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        except OSError as e:
-            raise UserError(f"cannot write {path}: {e.strerror}; {give}") from e
-        # locked while it is written (another writer's `_remove_stale_files` leaves it), released by the kernel
-        # however the process ends; that cleaner may have taken it between mkstemp and the lock: make another
-        if not _lock(fd, wait=True) or _same(fd, Path(tmp)):
-            break
-        os.close(fd)
+    fd, tmp = -1, ""
     try:
+        with _signals_deferred():  # a signal as the temporary is made: raised once `finally` below knows to remove it
+            fd, tmp = _new_temp_file(path, directory, give)
         yield Path(tmp)
         if Path(tmp).exists():
             _usual_mode(Path(tmp), executable=executable, replaced=path)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _new_temp_file(path: Path, directory: Path, give: str) -> tuple[int, str]:
+    """A new temporary file beside `path` (`.NAME.` + 8 characters + `.tmp`), open and locked: locked while it is
+    written (another writer's `_remove_stale_files` leaves it), released by the kernel however the process ends."""
+    while True:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror}; {give}") from e
+        # that cleaner may have taken it between mkstemp and the lock: then make another
+        if not _lock(fd, wait=True) or _same(fd, Path(tmp)):
+            return fd, tmp
         os.close(fd)
 
 
