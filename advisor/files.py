@@ -505,8 +505,9 @@ def check_replaceable(path: str | os.PathLike, replaces: Collection[str] = ()) -
         while not where.exists() and where != where.parent:
             where = where.parent
         _check_names(path, where)
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=where))  # not a name `_remove_stale` takes
+        try:  # a signal between making the probe and removing it: raised once it is gone (nothing removes it later)
+            with _signals_deferred():
+                os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.probe-", dir=where))  # not a name `_remove_stale` takes
         except OSError as e:
             raise UserError(f"cannot create {path}: {where} does not take directories ({e.strerror}); "
                             f"{give}") from None

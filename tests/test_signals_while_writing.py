@@ -59,3 +59,13 @@ def test_a_signal_as_the_temporary_file_is_made_leaves_no_temporary(tmp_path, si
     interrupted(r)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     assert (tmp_path / "out.json").read_text() == "earlier\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_output_folder_is_probed_leaves_no_probe(tmp_path, sig):
+    """`report -o` tries the folder it will create with an empty one (`.rep.probe-XXXXXXXX`, made and removed at
+    once); a signal between the two left it behind for good: no later run removes a folder so named."""
+    r = signalled_at(tmp_path, sig, "tempfile.mkdtemp", "after", 1,
+                     "report", "bundled-example", "--storage", EXAMPLE, "-o", "rep")
+    interrupted(r)
+    assert list(tmp_path.iterdir()) == []
