@@ -422,7 +422,24 @@ def _remove_unlocked(directory: Path, pattern: re.Pattern[str], flags: int, left
 
 @contextmanager
 def _own_temp_dir(path: Path) -> Iterator[Path]:
-    """A new temporary folder beside `path`, locked for as long as the block runs (`_remove_stale` leaves it)."""
+    """A new temporary folder beside `path`, locked for as long as the block runs (`_remove_stale` leaves it),
+    and removed when the block fails (not when it has put the folder in place)."""
+    fd, tmp = -1, None
+    try:
+        with _signals_deferred():  # a signal as the folder is made: raised once the `except` below knows to remove it
+            fd, tmp = _new_temp_dir(path)
+        yield tmp
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _new_temp_dir(path: Path) -> tuple[int, Path]:
+    """A new temporary folder beside `path` (`.NAME-` + 8 characters), open and locked."""
     while True:
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=_directory_of(path, True)))
@@ -437,11 +454,7 @@ def _own_temp_dir(path: Path) -> Iterator[Path]:
             raise UserError(f"cannot create {path}: {e.strerror}; {_give(OUTPUT)}") from None
         # another writer's `_remove_stale` may have taken it between mkdtemp and the lock: then make another
         if not _lock(fd, wait=True) or _same(fd, tmp):
-            break
-        os.close(fd)
-    try:
-        yield tmp
-    finally:
+            return fd, tmp
         os.close(fd)
 
 
@@ -532,15 +545,11 @@ def atomic_dir(path: str | os.PathLike, replaces: Collection[str] = ()) -> Itera
     removed otherwise; one a killed writer left is removed by the next writer's `check_replaceable`."""
     path = check_replaceable(path, replaces)
     with _own_temp_dir(path) as tmp:
-        try:
-            yield tmp
-            _usual_mode(tmp, executable=True)
-            for attempt in itertools.count(1):
-                if _swap_in(tmp, path, replaces, last=attempt == _SWAP_TRIES):
-                    break
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        yield tmp
+        _usual_mode(tmp, executable=True)
+        for attempt in itertools.count(1):
+            if _swap_in(tmp, path, replaces, last=attempt == _SWAP_TRIES):
+                break
 
 
 _SWAP_TRIES = 20
