@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -1398,3 +1399,24 @@ def test_an_autoregressive_points_decoding_reads_without_the_denoising_keys_it_n
             "steps or blocks") in recipe, recipe
     recipe = _cli("export", "d", "1", "--to", "hf", "--storage", url).stdout
     assert "decoding = {'max_new_tokens': 16, 'seed': 0, 'steps': 16, 'block_length': 8}\n" in recipe, recipe
+
+
+def test_ctrl_c_while_export_check_imports_vllm_is_an_interrupt(tmp_path):
+    """`export --check --to vllm` imports vLLM (seconds) inside a block that took any BaseException for the parser's
+    verdict (argparse exits on bad flags): a Ctrl-C there printed 'FAILED vLLM's parser rejected the flags:
+    KeyboardInterrupt' and the export went on. It is now the interrupt's one line, exit 130, as anywhere else."""
+    meta = model_meta("qwen3_moe", n_layers=2, n_experts=8, hidden=2048, inter=768)
+    url = make_db(tmp_path / "a.db", [point("s", 1, "bf16", [4, 4], acc=0.9, h2d=1, peak_gib=1, meta=meta)])
+    serve = tmp_path / "fake" / "vllm" / "entrypoints" / "cli" / "serve.py"  # a vLLM whose import is Ctrl-C'd
+    serve.parent.mkdir(parents=True)
+    for d in (serve.parent, *serve.parents[1:4]):
+        (d / "__init__.py").write_text("")
+    serve.write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    r = subprocess.run([sys.executable, "-m", "advisor", "export", "s", "1", "--to", "vllm", "--check", "--storage", url],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), root])},
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert r.returncode == 130, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "FAILED" not in r.stdout + r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1] == "error: interrupted; nothing is half-written - run the same command again"

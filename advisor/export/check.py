@@ -197,7 +197,7 @@ def _vllm(res: ExportResult, cfg: ExportConfig) -> list[Check]:
         return [Check(t, "not checked", "flags through vLLM's argument parser: vllm is not installed")]
     try:
         ns = parse_vllm_args(res.data["args"])
-    except BaseException as e:  # argparse exits on bad flags
+    except (Exception, SystemExit) as e:  # argparse exits on bad flags; a Ctrl-C (its import: seconds) goes on up
         return [Check(t, "FAILED", f"vLLM's parser rejected the flags: {type(e).__name__}: {e}")]
     got = {"quantization": getattr(ns, "quantization", None), "cpu_offload_gb": getattr(ns, "cpu_offload_gb", None)}
     from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
@@ -245,7 +245,7 @@ def _kt(res: ExportResult, cfg: ExportConfig) -> list[Check]:
         # the script's variables, as it would set them: a path the user gives, counts lscpu gives
         given = {f"${WEIGHT_PATH_VAR}": "/placeholder", **{f"${v}": "1" for v in HOST_VARS}}
         parser.parse_args([given.get(a, a) for a in res.data["args"][3:]])
-    except BaseException as e:
+    except (Exception, SystemExit) as e:  # as in `_vllm`
         return [*out, Check(t, "FAILED", f"SGLang's parser rejected the flags: {type(e).__name__}: {e}")]
     return [*out, Check(t, "ok", f"SGLang {_version('sglang')}'s parser accepts the kt flags")]
 
