@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pty
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,6 +147,29 @@ def test_delete_refuses_an_unknown_name_a_read_only_url_and_a_stdin_it_cannot_as
     code, out = _advisor(capsys, monkeypatch, "studies", "--yes", "--storage", url)
     assert code == 2 and "--yes goes with --delete NAME" in out, out
     assert _rows(url, "a") == before
+
+
+def test_delete_on_a_read_only_file_system_names_the_file(tmp_path):
+    """A database on a read-only mount (a backup, a shared volume): `--delete` said "cannot write the SQLite
+    database (--storage) (attempt to write a readonly database): its disk is full, ...; nothing finished is lost",
+    naming no file; now `tune`'s up-front line for the same file (`preflight.refuse_read_only`)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    _two_studies(f"sqlite:///{src}/t.db")
+    before = _rows(f"sqlite:///{src}/t.db", "a")
+    mount = f"mount --bind {src} {ro} && mount -o remount,bind,ro {ro}"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && touch {ro}/y"], capture_output=True, text=True)
+    if "Read-only file system" not in probe.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.strip()[:80]}")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec {sys.executable} -m advisor studies --delete a "
+                        f"--yes --storage sqlite:///{ro}/t.db"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", f"error: {ro}/t.db is read-only (deleting a study writes, and "
+                                                  "SQLite its journal next to the file); make the file and its "
+                                                  "directory writable; nothing deleted\n")
+    assert _rows(f"sqlite:///{src}/t.db", "a") == before
 
 
 @pytest.mark.parametrize("where", ["sqlite", "postgresql"])

@@ -532,7 +532,7 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
 
     from rich.console import Console
 
-    from advisor.results.preflight import mask_url
+    from advisor.results.preflight import mask_url, refuse_read_only
     from advisor.results.registry import (
         SILENT_AFTER_S,
         delete_study,
@@ -541,7 +541,7 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
         live_trials,
     )
     from advisor.results.storage_errors import DamagedRows
-    from advisor.results.urls import normalize_url, sqlite_options, storage_flag
+    from advisor.results.urls import normalize_url, sqlite_options, sqlite_path, storage_flag
     from advisor.terminal import print_wrapped
 
     engine = _existing_engine(storage, write=True)
@@ -550,6 +550,8 @@ def _delete_study(storage: str, name: str, yes: bool) -> None:
     if options:
         raise UserError(f"--storage opens {shown} read-only ({', '.join(f'{k}={v}' for k, v in options.items())}), "
                         "and deleting a study writes; drop that option from the URL")
+    if (path := sqlite_path(normalize_url(storage, create_dirs=False))) is not None:  # tune's up-front words
+        refuse_read_only(path, "deleting a study writes", "; nothing deleted")
     names = known_studies(engine)
     if name not in names:
         raise UserError(f"no study named {name!r} in {shown} (studies there: {names_text(names, name)}); nothing "

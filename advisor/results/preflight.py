@@ -84,10 +84,8 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
                 con.close()
         except sqlite3.Error as e:
             raise unreadable_database(path, e, ", or a new path" if write else "") from e
-        if write and (not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK)):
-            raise UserError(f"{path} is read-only (the tune writes trials, and SQLite its journal next to the "
-                            "file); make the file and its directory writable, or give --storage another path")
         if write:
+            refuse_read_only(path, "the tune writes trials", ", or give --storage another path")
             _check_may_write(path)
         if write and optuna_tables:
             _check_optuna_schema(url)
@@ -98,6 +96,15 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or no_new_file(parent) is not None:
             raise UserError(f"cannot create {path}: {parent} is not a writable directory; give --storage a "
                             "writable path")
+
+
+def refuse_read_only(path: Path, writes: str, instead: str) -> None:
+    """One line naming a SQLite file that cannot be written, or whose directory cannot (SQLite writes its journal
+    there), before anything writes to it: `writes` says what would, `instead` ends the line. `os.access` answers
+    no to root too on a read-only file system."""
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise UserError(f"{path} is read-only ({writes}, and SQLite its journal next to the file); make the file "
+                        f"and its directory writable{instead}")
 
 
 def _check_may_write(path: Path) -> None:
