@@ -1245,7 +1245,8 @@ def test_tune_on_a_database_with_its_version_page_damaged_gives_the_drivers_reas
     the header reads, so the file check passes, and Optuna's own open then fails. `tune` said "storage error: An
     exception is raised during the commit. This typically happens due to invalid data in the commit, e.g.
     exceeding max length." (Optuna's wrapper of SQLite's error); now SQLite's own reason, as the readers give
-    it, before the model loads, and the file is left as it was."""
+    it, before the model loads, and the file is left as it was; with the hint tune's file check gives a damaged
+    file (", or a new path"), which it lacked."""
     db = tmp_path / "damaged.db"
     shutil.copy(Path(__file__).resolve().parents[1] / "studies" / "example" / "advisor.db", db)
     with sqlite3.connect(db) as con:
@@ -1257,7 +1258,8 @@ def test_tune_on_a_database_with_its_version_page_damaged_gives_the_drivers_reas
         f.write(b"\xa5" * size)
     before = db.read_bytes()
     r = advisor_entry("tune", "--trials", "1", "--storage", str(db), cwd=tmp_path)
-    one_error_line(r, f"{db} is not a readable advisor database (database disk image is malformed)")
+    line = one_error_line(r, f"{db} is not a readable advisor database (database disk image is malformed)")
+    assert line.endswith("; point --storage at the file `advisor tune` wrote, or a new path"), line
     before_model_load(r)
     assert db.read_bytes() == before
 

@@ -17,6 +17,7 @@ from advisor.errors import UserError
 from advisor.files import check_parent, no_new_file, special_kind
 from advisor.results.connections import connect_read_only, engine_kwargs
 from advisor.results.storage_errors import (
+    NEW_PATH,
     driver_reason,
     foreign_tables,
     server_hint,
@@ -83,7 +84,7 @@ def _check_sqlite(path: Path, url: str, *, write: bool) -> None:
             finally:
                 con.close()
         except sqlite3.Error as e:
-            raise unreadable_database(path, e, ", or a new path" if write else "") from e
+            raise unreadable_database(path, e, NEW_PATH if write else "") from e
         if write:
             refuse_read_only(path, "the tune writes trials", ", or give --storage another path")
             _check_may_write(path)
@@ -118,7 +119,7 @@ def _check_may_write(path: Path) -> None:
         con.execute("BEGIN IMMEDIATE")
         con.execute("ROLLBACK")
     except sqlite3.Error as e:
-        raise unreadable_database(path, e, ", or a new path") from e
+        raise unreadable_database(path, e, NEW_PATH) from e
     finally:
         con.close()
 

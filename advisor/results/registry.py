@@ -337,7 +337,7 @@ def delete_study(engine: Engine, url: str, name: str) -> None:
 
     from advisor.results.storage import open_storage
 
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url, heartbeat_interval=None, damaged_hint="")  # deleting: no new path to give
     try:
         optuna.delete_study(study_name=name, storage=storage)
     except KeyError:  # another `delete` finished it meanwhile

@@ -18,6 +18,7 @@ from advisor.results.connections import connect_read_only, engine_kwargs, named_
 from advisor.results.locks import schema_lock, sqlite_lock
 from advisor.results.reconnect import ride_out_restarts
 from advisor.results.storage_errors import (
+    NEW_PATH,
     driver_reason,
     foreign_tables,
     is_locked_error,
@@ -113,8 +114,10 @@ def open_storage(
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
     grace_period: int | None = GRACE_PERIOD_S,
     max_retry: int | None = MAX_RETRY,
+    damaged_hint: str = NEW_PATH,
 ) -> Any:
-    """An Optuna `RDBStorage` with heartbeat and retry of stale trials; bad URLs are one-line errors."""
+    """An Optuna `RDBStorage` with heartbeat and retry of stale trials; bad URLs are one-line errors (a damaged
+    SQLite file's ends with `damaged_hint`: the tune's, as its file check says it, by default)."""
     import warnings
 
     import optuna
@@ -144,14 +147,14 @@ def open_storage(
         cause = e.__cause__  # page met reading its version row: "An exception is raised during the commit ..."
         if not isinstance(cause, SQLAlchemyError):
             raise
-        raise _open_failure(url, cause) from e
+        raise _open_failure(url, cause, damaged_hint) from e
     except (ArgumentError, ModuleNotFoundError, ImportError, SQLAlchemyError, RuntimeError, ValueError) as e:
-        raise _open_failure(url, e) from e
+        raise _open_failure(url, e, damaged_hint) from e
 
 
-def _open_failure(url: str, e: BaseException) -> UserError:
+def _open_failure(url: str, e: BaseException, damaged_hint: str) -> UserError:
     """The one line for a --storage that Optuna could not open (`url` normalised): a bad URL, a locked file, a
-    server not reached, a full disk, another Optuna's schema, a damaged file."""
+    server not reached, a full disk, another Optuna's schema, a damaged file (its line ends with `damaged_hint`)."""
     from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
     if isinstance(e, (ArgumentError, ModuleNotFoundError, ImportError)):
@@ -160,7 +163,7 @@ def _open_failure(url: str, e: BaseException) -> UserError:
         if is_locked_error(e):
             return locked_database(url)
         if sqlite_path(url) is not None:  # creating the tables in a new file: a full disk, a file-size limit
-            return storage_failure(e, url) or unreadable_database(url, e)
+            return storage_failure(e, url) or unreadable_database(url, e, damaged_hint)
         reason = mask_url(driver_reason(e))
         return UserError(f"cannot connect to storage {mask_url(url)!r}: {reason}; {server_hint(reason, url)}")
     if is_locked_error(e):
@@ -168,6 +171,6 @@ def _open_failure(url: str, e: BaseException) -> UserError:
     if (other := other_optuna_schema(url, e)) is not None:
         return other
     if isinstance(e, DatabaseError) and sqlite_path(url) is not None:  # a damaged file: as the readers say it
-        return unreadable_database(url, e)
+        return unreadable_database(url, e, damaged_hint)
     return UserError(f"{mask_url(url)} is not a usable Optuna study database ({type(e).__name__}: "
                      f"{mask_url(driver_reason(e))}); point --storage at another file or URL")

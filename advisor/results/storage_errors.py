@@ -316,6 +316,9 @@ def damaged_rows(where: Any, error: BaseException, study: str | None = None, nam
                        "same --storage, or give a new --storage")
 
 
+NEW_PATH = ", or a new path"  # `unreadable_database`'s hint where the tune would write: it creates a new file
+
+
 def unreadable_database(where: Any, error: BaseException, hint: str = "", study: str | None = None) -> UserError:
     """The one error for a database that cannot be read (a corrupt or foreign file), whichever reader (stdlib
     sqlite3 or SQLAlchemy) met it: the file (or the URL, password hidden), the driver's own reason, what to do;
