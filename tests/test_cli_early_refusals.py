@@ -183,6 +183,25 @@ def test_a_broken_checkpoint_is_refused_before_torch_and_the_busy_host_note(tmp_
     assert list(work.iterdir()) == []
 
 
+def test_eval_of_a_truncated_checkpoint_without_a_tokenizer_says_the_damage_first(tmp_path):
+    """`advisor eval DIR` of a directory without tokenizer files whose weights file is cut short said "DIR has no
+    tokenizer ... compare precisions without one: `advisor tune DIR`", which then failed on the truncated file: the
+    checkpoint's own damage is said first now."""
+    import shutil
+
+    from advisor.models import BUNDLED_DIR, TOKENIZER_FILES
+
+    model = tmp_path / "m"
+    shutil.copytree(BUNDLED_DIR, model)
+    for name in TOKENIZER_FILES:
+        (model / name).unlink(missing_ok=True)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _refused_light(work, "eval", str(model)).startswith(f"error: {weights} is truncated: tensor ")
+
+
 def test_a_cached_hub_ids_broken_weights_are_refused_before_torch(tmp_path, monkeypatch):
     """A hub id whose snapshot in the local hub cache holds a truncated weights file (a download cut short) was
     refused only by the load, after torch's import and a busy host's note; its cached files are read first now,

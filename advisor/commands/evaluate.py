@@ -116,7 +116,6 @@ def register(app: typer.Typer) -> None:
         plan = PrecisionPlan.parse(precision) if precision is not None else None
         model = model or "bundled"
         model = check_model_spec(model)  # a mistyped MODEL before torch imports (after the options' own checks)
-        check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads
         # a plan naming a MoE layer or expert the model lacks before torch and the load (13 s), config.json read once
         # (also for the canvas check below)
         config = spec_config(model)
@@ -126,6 +125,8 @@ def register(app: typer.Typer) -> None:
             if (n_experts := moe_expert_count(config)) is not None:
                 plan.check_experts(lambda layer: n_experts)  # every family's MoE layers have one count
         check_weights(model)  # a broken download before torch imports and before a busy host's note
+        check_tokenizer(model)  # every task encodes text: a model without a tokenizer before it loads (after the
+        # checkpoint's own damage, which `advisor tune MODEL`, its hint, would fail on)
         from advisor.eval.tasks import get_task
 
         # a missing or malformed --data before torch imports (it came ~9 s later), as `trace` reads it
