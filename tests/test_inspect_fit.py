@@ -67,6 +67,9 @@ def test_inspect_slots_of_an_offloaded_model_are_what_a_study_at_that_budget_run
     copy = {f: _slots(r[3]) for f, r in rows.items()}
     cpu = {f: _slots(r[4]) for f, r in rows.items()}
     assert all(copy[f] <= cpu[f] for f in rows) and copy["bf16"] < cpu["bf16"], rows  # CPU misses stage nothing
+    # bf16's "none" cell: the caption says what it means (it said nothing)
+    assert out.endswith('"none": not even one slot per MoE layer fits in what is left (for copied misses, with the '
+                        "layer's staging buffers)"), out
 
     space = tmp_path / "space.toml"
     space.write_text(SPACE)
@@ -104,6 +107,7 @@ def test_inspect_takes_a_gpu_by_name_as_tune_does(tmp_path):
         return res.output
 
     card = run("--gpu", "4090")
+    assert '"none"' not in card, card  # every cell holds slots: no word on "none"
     assert "budget 24.00 GiB (--gpu RTX 4090 24GB, catalogue (nominal)):" in " ".join(card.split()), card
     assert _fit_rows(card) == _fit_rows(run("--budget", "24GiB")) and len(_fit_rows(card)) == 7, card
     assert "budget 20.00 GiB (--budget 20GiB):" in " ".join(run("--gpu", "4090", "--budget", "20GiB").split())

@@ -199,6 +199,7 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | N
              "cpu": "slots/layer (CPU misses)"}
     for col in ("format", "per expert", "all experts", *(heads[m] for m in misses), "host RAM"):
         table.add_column(col, justify="left" if col == "format" else "right")
+    shown = set()
     for fmt in FIT_FORMATS:
         per = [shape.expert_bytes(layer, fmt) for layer in range(shape.n_layers)]
         total = sum(p * n for p, n in zip(per, shape.num_experts, strict=True))
@@ -207,8 +208,12 @@ def fit_table(shape: ModelShape, budget: int, workload: str = "", given: str | N
             slots = uniform_slots(shape, fmt, budget, miss=miss)
             cells.append("none (resident > budget)" if budget <= resident else
                          f"{slots} ({slots / most:.0%})" if slots else "none")
+        shown |= set(cells)
         table.add_row(fmt, format_bytes(per[0], 2), format_bytes(total, 2), *cells,
                       "fits" if total <= host else f"needs {format_bytes(total)}")
+    if "none" in shown:  # a format that no slot of fits, where others fit some: said why
+        table.caption = caption + ('; "none": not even one slot per MoE layer fits in what is left'
+                                   + (" (for copied misses, with the layer's staging buffers)" if shape.staging else ""))
     return table
 
 
