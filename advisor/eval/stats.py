@@ -40,7 +40,7 @@ def stored_interval(accuracy: float, source: str | None) -> tuple[int, float, fl
 
 
 def accuracy_text(accuracy: float, kind: str, source: str | None) -> str:
-    """A stored accuracy as every reader says it: "0.960 (measured, n=200, 95% CI 0.923-0.979)" - how it was
+    """A stored accuracy as every reader says it: "0.960 (measured, n=200, 95% CI 0.923-0.980)" - how it was
     obtained (`kind`: measured / counted / modelled) and, where its source gives the sample size, its Wilson 95%
     interval (`stored_interval`), so that two accuracies closer than the noise read as such."""
     ci = stored_interval(accuracy, source)
