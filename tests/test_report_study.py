@@ -907,7 +907,7 @@ def test_a_time_studys_summary_shows_the_time_it_ranks_by_also_without_an_fp16_p
         for row in (row for row in a["rows"] if row["trial"] is not None):
             assert row["time_source"].startswith("modelled:"), row
             assert (f"    {row['precision']} #{row['trial']}: time per token {row['time_per_token']:.3f} ms "
-                    f"(modelled), transfer cut {100 * row['reduction_vs_baseline']:.1f}% (counted)") in lines, r.stdout
+                    f"(modelled), transfer cut {100 * row['reduction_vs_baseline']:.1f}% (counted),") in lines, r.stdout
     flat = " ".join(r.stdout.split())
     headline = [row for row in payload["headline"] if row["trial"] is not None]
     assert {row["precision"] for row in headline} == {"bf16", "int8"}, payload["headline"]
