@@ -76,3 +76,22 @@ def test_a_zero_budget_or_share_must_be_positive(tmp_path, command, zero):
     option = SHARE_OPTIONS[command][-1]
     assert refusal([*SHARE_OPTIONS[command], zero], tmp_path) == f"{option} '{zero}' must be positive"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_kubernetes_binary_units_are_the_binary_units(tmp_path):
+    """`--budget 12Gi` (Kubernetes' spelling, as in a pod's resource limits) was refused as "not a size; use e.g.
+    12GiB": it is 12 GiB, as `12G` is. recommend answers `2Mi` as it answers `2MiB`, and a budget in `Ki` is read
+    in KiB (the refusal of one above the card names the bytes)."""
+    import json
+
+    from advisor.cli import app
+
+    def chosen(budget: str) -> dict:
+        r = CliRunner().invoke(app, ["recommend", "--storage", EXAMPLE, "--budget", budget, "--json"])
+        assert r.exit_code == 0, r.output
+        payload = json.loads(r.output)
+        return {"budget_bytes": payload["query"]["budget_bytes"], "chosen": payload["chosen"]}
+
+    assert chosen("2Mi") == chosen("2MiB") == chosen("2 mi")
+    said = refusal(["recommend", "--storage", EXAMPLE, "--gpu", "RTX 4090", "--budget", "26214400Ki"], tmp_path)
+    assert said.startswith("25.00 GiB (--budget 26214400Ki) is more than the RTX 4090 24GB's memory"), said

@@ -612,6 +612,7 @@ _UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
     "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40,
+    "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,  # Kubernetes' spelling of the binary units
 }  # fmt: skip
 _SIZE = re.compile(rf"^\s*({DECIMAL})\s*([a-z]*|%)\s*$", re.IGNORECASE)
 _BIT_PREFIXES = {"": "", "k": "kilo", "m": "mega", "g": "giga", "t": "tera",
@@ -633,7 +634,7 @@ def is_share(value: str | None) -> bool:
 
 
 def parse_budget(value: str | int | float, label: str = "budget ") -> int:
-    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" (binary), or an int; a
+    """A memory size in bytes: "12GiB", "12 GB" (SI, 10^9), "12000MiB", "0.5TiB", "12G" or "12Gi" (binary), or an int; a
     unit in any case but a lowercase-b one ("12Gb": bits, `_refuse_bits`).
     `label` starts the error: the option, as every command names it ("--budget ", "--host-memory ")."""
     if isinstance(value, bool):
