@@ -120,9 +120,8 @@ FIT_FORMATS = ("bf16", "fp8", "int8", "int4", "nf4", "int3", "int2")
 def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str, SearchSpace]:
     """The model's shape as `advisor tune` counts it with its default space and task (`ModelBackend`: offloaded,
     the activation allowance of its probe forward and staging buffers), that workload in words, and the space."""
-    import torch
-
     from advisor.eval.tasks import get_task
+    from advisor.offload.cpu_profile import one_thread
     from advisor.tune.model_backend import ModelBackend
     from advisor.tune.space import default_space, load_space
 
@@ -131,12 +130,8 @@ def study_shape(spec: str, loaded: Any) -> tuple[ModelShape, str, SearchSpace]:
     # the probe on one intra-op thread, as `advisor tune` runs it by default (--threads 1): its steps are many small
     # ops, which threads that wait for each other slowed on a busy host - Qwen3-30B-A3B's config.json alone, on 2
     # busy cores, 46 s on 2 threads, 7 s on 1 - for the same bytes (what it measures is the tensors held, not time)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         backend = ModelBackend(loaded, task, space.evaluation)
-    finally:
-        torch.set_num_threads(threads)
     prompts = (f"task {backend.task_name}" if loaded.tokenizer is not None else  # as tune's note says for it
                f"seeded random token ids (no tokenizer: not the {backend.task_name} task's prompts)")
     zeros = (" on zero weights of config.json's shapes, which route tokens otherwise than the checkpoint's: its "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -66,6 +67,18 @@ def _experts(shapes: Sequence[tuple[int, int]], formats: Sequence[str], tokens: 
             yield shape_key(hidden, inter), fmt, expert, torch.randn(tokens, hidden, generator=g).to(torch.bfloat16)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch's intra-op pool at one thread for the block, the caller's count put back after: many small ops on a busy
+    host only wait for each other on more threads (a 2-core host's 20-32 ms against 0.02-0.8 ms per expert)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def thread_contention(profile: CpuProfile, shapes: Sequence[tuple[int, int]], repeats: int = 3,
                       factor: float = 3.0, seed: int = 0) -> str | None:
     """Why `profile`'s times (measured on several threads) do not price this CPU, or None: each format's
@@ -75,9 +88,7 @@ def thread_contention(profile: CpuProfile, shapes: Sequence[tuple[int, int]], re
     if profile.threads <= 1:
         return None
     worst: tuple[float, str] | None = None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         formats = list(next(iter(profile.table.values())))
         most = int(max(rows[-1][0] for row in profile.table.values() for rows in row.values()))
         for key, fmt, expert, x_all in _experts(shapes, formats, most, seed):
@@ -86,8 +97,6 @@ def thread_contention(profile: CpuProfile, shapes: Sequence[tuple[int, int]], re
                 if many > factor * one + 0.05 and (worst is None or many / one > worst[0]):
                     worst = (many / one, f"{fmt} {key} at {count(int(n), 'token')}: {many:.3g} ms on "
                                          f"{count(profile.threads, 'thread')}, {one:.3g} ms on 1")
-    finally:
-        torch.set_num_threads(threads)
     if worst is None:
         return None
     return (f"CPU expert times measured on {profile.threads} threads are up to {worst[0]:.0f}x one thread's "
